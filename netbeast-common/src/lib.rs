@@ -1,0 +1,268 @@
+//! Types and constants shared by the kernel programs and the userspace
+//! compiler. Everything here is `#[repr(C)]` without implicit padding so both
+//! sides agree on the bytes; the layout tests at the bottom pin the sizes.
+#![no_std]
+
+/// Rules one chain can hold. One bit per rule in every class vector.
+pub const MAX_RULES_PER_CHAIN: usize = 16384;
+/// 64-bit words in a class vector.
+pub const RULE_WORDS: usize = MAX_RULES_PER_CHAIN / 64;
+/// Words of the summary bitmap: bit `w` is set when word `w` of the vector is
+/// non-zero, so a lookup visits only words that can still match.
+pub const SUMMARY_WORDS: usize = RULE_WORDS / 64;
+/// Distinct match classes (deduplicated bit vectors) one ruleset may use,
+/// across all its chains and fields.
+pub const MAX_CLASSES: u32 = 65536;
+/// Two copies of every ruleset table: the kernel reads the active one while
+/// userspace writes the other, then one write to `ACTIVE` switches.
+pub const GENERATIONS: usize = 2;
+/// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
+pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
+
+/// Chains the classifier knows, as indexes into the per-chain tables.
+pub mod chain {
+    pub const INPUT: u32 = 0;
+    pub const FORWARD: u32 = 1;
+    pub const OUTPUT: u32 = 2;
+    pub const COUNT: usize = 3;
+}
+
+/// The dimensions a rule can constrain. Each one maps a packet value to a
+/// class id; the class vector holds one bit per rule satisfied by that value.
+pub mod field {
+    pub const SRC: usize = 0;
+    pub const DST: usize = 1;
+    pub const PROTO: usize = 2;
+    /// TCP/UDP source port, ICMP type, or one of the `L4_*` keys below.
+    pub const L4A: usize = 3;
+    /// TCP/UDP destination port, ICMP code, or one of the `L4_*` keys below.
+    pub const L4B: usize = 4;
+    pub const IN_IFACE: usize = 5;
+    pub const OUT_IFACE: usize = 6;
+    pub const MAC_SOURCE: usize = 7;
+    pub const COUNT: usize = 8;
+}
+
+/// Key of the L4 fields when the packet carries no port or ICMP type (other
+/// protocols, or a first fragment whose L4 header is cut short).
+pub const L4_NONE: u32 = 65536;
+/// Key of the L4 fields for non-first fragments: port and ICMP matches never
+/// match them (as in iptables), and `-f` matches only them.
+pub const L4_FRAGMENT: u32 = 65537;
+/// Number of keys of an L4 field.
+pub const L4_KEYS: usize = 65538;
+/// Class ids per entry of the L4 lookup arrays.
+pub const L4_CHUNK: usize = 64;
+/// Entries of the L4 arrays per (generation, chain, field).
+pub const L4_CHUNKS: usize = L4_KEYS.div_ceil(L4_CHUNK);
+
+pub mod target {
+    pub const ACCEPT: u32 = 0;
+    pub const DROP: u32 = 1;
+    pub const REJECT: u32 = 2;
+}
+
+/// `--reject-with` replies.
+pub mod reject {
+    pub const ICMP_PORT_UNREACHABLE: u32 = 0;
+    pub const ICMP_HOST_UNREACHABLE: u32 = 1;
+    pub const ICMP_NET_UNREACHABLE: u32 = 2;
+    pub const ICMP_ADMIN_PROHIBITED: u32 = 3;
+    pub const TCP_RESET: u32 = 4;
+    pub const ICMP_PROTO_UNREACHABLE: u32 = 5;
+    pub const ICMP_NET_PROHIBITED: u32 = 6;
+    pub const ICMP_HOST_PROHIBITED: u32 = 7;
+}
+
+/// Indexes of the global per-CPU `STATS` array.
+pub mod stats {
+    /// Every packet seen by the XDP program.
+    pub const PACKETS: u32 = 0;
+    /// Not IPv4 (IPv6, ARP, ...): passed untouched.
+    pub const NOT_IPV4: u32 = 1;
+    /// IPv4 that could not be parsed (truncated, IHL < 5, length lies):
+    /// follows the INPUT policy.
+    pub const MALFORMED: u32 = 2;
+    /// Non-first IPv4 fragments.
+    pub const FRAGMENTS: u32 = 3;
+    pub const INPUT: u32 = 4;
+    pub const FORWARD: u32 = 5;
+    pub const ACCEPTED: u32 = 6;
+    pub const DROPPED: u32 = 7;
+    pub const REJECTED: u32 = 8;
+    /// REJECT rules that dropped without a reply (the packet was a broadcast,
+    /// an ICMP error, a fragment, or a TCP RST, as in iptables).
+    pub const REJECT_SILENT: u32 = 9;
+    /// Lookups that found no class: a ruleset table is inconsistent.
+    pub const CLASS_MISSING: u32 = 10;
+    /// Egress packets seen by the TC program.
+    pub const OUTPUT: u32 = 11;
+    pub const COUNT: u32 = 16;
+
+    /// Names in index order, for `netbeast stats`.
+    pub const NAMES: [&str; 12] = [
+        "packets",
+        "not_ipv4",
+        "malformed",
+        "fragments",
+        "input",
+        "forward",
+        "accepted",
+        "dropped",
+        "rejected",
+        "reject_silent",
+        "class_missing",
+        "output",
+    ];
+}
+
+/// Per-chain header of a generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// `target::ACCEPT` or `target::DROP`.
+    pub policy: u32,
+    pub rule_count: u32,
+    /// Bit `f` set: field `f` constrains at least one rule and is looked up.
+    pub fields_used: u32,
+    pub _pad: u32,
+    /// Class of a field whose key is absent from its table (an interface or
+    /// MAC address no rule names).
+    pub default_class: [u32; field::COUNT],
+}
+
+/// What a rule does when it is the first match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleAction {
+    pub target: u32,
+    pub reject_with: u32,
+}
+
+/// A set of rules, one bit per rule index, with a summary of its non-zero
+/// words.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ClassVector {
+    pub summary: [u64; SUMMARY_WORDS],
+    pub words: [u64; RULE_WORDS],
+}
+
+/// Key of the address LPM tries. The trie prefix covers `generation`,
+/// `chain` and `field` (24 bits) plus the address prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrKey {
+    pub generation: u8,
+    pub chain: u8,
+    pub field: u8,
+    /// Network byte order.
+    pub addr: [u8; 4],
+}
+/// Bits of `AddrKey` before the address.
+pub const ADDR_KEY_HEADER_BITS: u32 = 24;
+
+/// Key of the interface (by ifindex) and MAC tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    pub generation: u8,
+    pub chain: u8,
+    pub field: u8,
+    pub _pad: u8,
+    pub ifindex: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    pub generation: u8,
+    pub chain: u8,
+    pub mac: [u8; 6],
+}
+
+/// Packet and byte counter of one rule (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Index of a chain header in `CHAINS`.
+#[inline(always)]
+pub const fn chain_index(generation: u32, chain: u32) -> u32 {
+    generation * chain::COUNT as u32 + chain
+}
+
+/// Index of the first L4 chunk of (generation, chain, field) in `L4_CLASSES`.
+#[inline(always)]
+pub const fn l4_base(generation: u32, chain: u32, l4_field: u32) -> u32 {
+    ((generation * chain::COUNT as u32 + chain) * 2 + l4_field) * L4_CHUNKS as u32
+}
+
+/// Index of a rule in `RULES`.
+#[inline(always)]
+pub const fn rule_index(generation: u32, chain: u32, rule: u32) -> u32 {
+    (generation * chain::COUNT as u32 + chain) * MAX_RULES_PER_CHAIN as u32 + rule
+}
+
+/// Counter slots per chain: one per rule plus the policy.
+pub const COUNTERS_PER_CHAIN: u32 = MAX_RULES_PER_CHAIN as u32 + 1;
+
+/// Index of a rule's counter in `COUNTERS`; `rule == MAX_RULES_PER_CHAIN`
+/// is the chain policy's counter.
+#[inline(always)]
+pub const fn counter_index(generation: u32, chain: u32, rule: u32) -> u32 {
+    (generation * chain::COUNT as u32 + chain) * COUNTERS_PER_CHAIN + rule
+}
+
+/// Map sizes, used by the kernel declarations and checked by userspace.
+pub mod size {
+    use super::*;
+    pub const CHAINS: u32 = (GENERATIONS * chain::COUNT) as u32;
+    pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
+    pub const COUNTERS: u32 = CHAINS * COUNTERS_PER_CHAIN;
+    pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
+    pub const CLASS_VECTORS: u32 = GENERATIONS as u32 * MAX_CLASSES;
+    /// Address prefixes: two per rule (source and destination) plus the
+    /// default per field, for every chain and generation.
+    pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
+    pub const IFACES: u32 = 16384;
+    pub const MACS: u32 = 65536;
+    pub const LOCAL_ADDRS: u32 = 4096;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), contain only integers and have no
+    // padding (checked by the layout tests).
+    unsafe impl aya::Pod for ChainConfig {}
+    unsafe impl aya::Pod for RuleAction {}
+    unsafe impl aya::Pod for ClassVector {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for IfaceKey {}
+    unsafe impl aya::Pod for MacKey {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(size_of::<ChainConfig>(), 16 + 4 * field::COUNT);
+        assert_eq!(size_of::<RuleAction>(), 8);
+        assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
+        assert_eq!(size_of::<AddrKey>(), 7);
+        assert_eq!(size_of::<IfaceKey>(), 8);
+        assert_eq!(size_of::<MacKey>(), 8);
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(stats::NAMES.len(), stats::OUTPUT as usize + 1);
+        assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
+        assert!((MAX_CLASSES) < CLASS_ID_GEN_STRIDE);
+    }
+}

@@ -1,0 +1,25 @@
+//! Builds the kernel programs (netbeast-ebpf) for the BPF target and leaves
+//! the object in OUT_DIR, where `loader` embeds it.
+
+use std::process::Command;
+
+fn main() -> anyhow::Result<()> {
+    if Command::new("bpf-linker").arg("--version").output().is_err() {
+        // One line, then stop: everything else would be noise.
+        eprintln!("error: bpf-linker is not installed: run `cargo xtask setup` first");
+        std::process::exit(1);
+    }
+    println!("cargo:rerun-if-changed=../netbeast-common/src");
+    // The kernel crates need `-Z build-std=core` on the stable toolchain;
+    // aya-build passes it when RUSTC_BOOTSTRAP is set (TOOLCHAIN.md §1).
+    // SAFETY: the build script is single-threaded at this point.
+    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "netbeast-ebpf",
+            root_dir: "../netbeast-ebpf",
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom("stable"),
+    )
+}

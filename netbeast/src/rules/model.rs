@@ -1,0 +1,293 @@
+//! The rule model: what the user wrote, in iptables' terms. The parser builds
+//! it, `save` prints it, the compiler turns it into classifier tables.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole ruleset: every table netbeast knows, as `iptables-save` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    pub filter: Table,
+}
+
+impl Default for Ruleset {
+    fn default() -> Self {
+        Ruleset {
+            filter: Table::new_filter(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TableName {
+    Filter,
+}
+
+impl TableName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableName::Filter => "filter",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: TableName,
+    /// Built-in chains first, in iptables' order.
+    pub chains: Vec<Chain>,
+}
+
+impl Table {
+    pub fn new_filter() -> Self {
+        Table {
+            name: TableName::Filter,
+            chains: ["INPUT", "FORWARD", "OUTPUT"]
+                .into_iter()
+                .map(|name| Chain {
+                    name: name.to_string(),
+                    policy: Some(Policy::Accept),
+                    policy_counter: Counter::default(),
+                    rules: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
+        self.chains.iter_mut().find(|c| c.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub name: String,
+    /// `Some` for built-in chains; user-defined chains have no policy.
+    pub policy: Option<Policy>,
+    /// Packets and bytes that fell through to the policy.
+    pub policy_counter: Counter,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `value` or `! value`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Negatable<T> {
+    pub negated: bool,
+    pub value: T,
+}
+
+impl<T> Negatable<T> {
+    pub fn is(value: T) -> Self {
+        Negatable {
+            negated: false,
+            value,
+        }
+    }
+    pub fn not(value: T) -> Self {
+        Negatable {
+            negated: true,
+            value,
+        }
+    }
+}
+
+/// An IPv4 prefix, always stored with its host bits cleared (as iptables
+/// stores and prints it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Self {
+        let mask = prefix_mask(prefix_len);
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix_len,
+        }
+    }
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & prefix_mask(self.prefix_len) == u32::from(self.addr)
+    }
+    /// True when every address of `other` is in `self`.
+    pub fn covers(&self, other: &Ipv4Net) -> bool {
+        self.prefix_len <= other.prefix_len && self.contains(other.addr)
+    }
+}
+
+pub fn prefix_mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len))
+    }
+}
+
+/// An inclusive port range; a single port is `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+/// An interface name as iptables matches it: exact, or a prefix when written
+/// with a trailing `+` (`eth+`; a lone `+` matches every interface).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceName {
+    /// The name without the trailing `+`.
+    pub name: String,
+    pub wildcard: bool,
+}
+
+impl IfaceName {
+    pub fn matches(&self, iface: &str) -> bool {
+        if self.wildcard {
+            iface.starts_with(&self.name)
+        } else {
+            iface == self.name
+        }
+    }
+}
+
+/// `--icmp-type`: a type with an optional code, or `any`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IcmpType {
+    Any,
+    Type { icmp_type: u8, code: Option<u8> },
+}
+
+/// Which ports a `-m multiport` match looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MultiportKind {
+    Source,
+    Destination,
+    /// `--ports`: source or destination.
+    Either,
+}
+
+/// One `-m` module with its options, or the implicit `tcp`/`udp`/`icmp`
+/// match that `--dport` and friends load. Kept in the order written, as
+/// iptables-save prints them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Match {
+    /// `-m tcp` / `-m udp`: `--sport`, `--dport`.
+    Ports {
+        protocol: u8,
+        sport: Option<Negatable<PortRange>>,
+        dport: Option<Negatable<PortRange>>,
+    },
+    /// `-m icmp --icmp-type`.
+    Icmp(Negatable<IcmpType>),
+    /// `-m multiport --sports/--dports/--ports`, up to 15 ports or ranges.
+    Multiport {
+        kind: MultiportKind,
+        negated: bool,
+        ports: Vec<PortRange>,
+    },
+    /// `-m mac --mac-source`.
+    MacSource(Negatable<[u8; 6]>),
+    /// `-m comment --comment`: no effect on matching.
+    Comment(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectWith {
+    IcmpPortUnreachable,
+    IcmpHostUnreachable,
+    IcmpNetUnreachable,
+    IcmpProtoUnreachable,
+    IcmpNetProhibited,
+    IcmpHostProhibited,
+    IcmpAdminProhibited,
+    TcpReset,
+}
+
+impl RejectWith {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectWith::IcmpPortUnreachable => "icmp-port-unreachable",
+            RejectWith::IcmpHostUnreachable => "icmp-host-unreachable",
+            RejectWith::IcmpNetUnreachable => "icmp-net-unreachable",
+            RejectWith::IcmpProtoUnreachable => "icmp-proto-unreachable",
+            RejectWith::IcmpNetProhibited => "icmp-net-prohibited",
+            RejectWith::IcmpHostProhibited => "icmp-host-prohibited",
+            RejectWith::IcmpAdminProhibited => "icmp-admin-prohibited",
+            RejectWith::TcpReset => "tcp-reset",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// No `-j`: the rule only counts, and the packet goes on.
+    None,
+    Accept,
+    Drop,
+    Reject(RejectWith),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// `-p`: protocol number; `None` for `all` or no `-p`.
+    pub protocol: Option<Negatable<u8>>,
+    pub source: Option<Negatable<Ipv4Net>>,
+    pub destination: Option<Negatable<Ipv4Net>>,
+    pub in_iface: Option<Negatable<IfaceName>>,
+    pub out_iface: Option<Negatable<IfaceName>>,
+    /// `-f` is `Some(true)`, `! -f` is `Some(false)`.
+    pub fragment: Option<bool>,
+    pub matches: Vec<Match>,
+    pub target: Target,
+    /// Set by `-c` or carried over from the kernel counters.
+    pub counter: Counter,
+}
+
+impl Rule {
+    pub fn new(target: Target) -> Self {
+        Rule {
+            protocol: None,
+            source: None,
+            destination: None,
+            in_iface: None,
+            out_iface: None,
+            fragment: None,
+            matches: Vec::new(),
+            target,
+            counter: Counter::default(),
+        }
+    }
+
+    /// Two rules are the same rule (for `-D` by specification) when they
+    /// match the same packets with the same target; counters don't count.
+    pub fn same_spec(&self, other: &Rule) -> bool {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        a.counter = Counter::default();
+        b.counter = Counter::default();
+        a == b
+    }
+}
