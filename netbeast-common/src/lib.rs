@@ -18,6 +18,9 @@ pub const MAX_CLASSES: u32 = 65536;
 pub const GENERATIONS: usize = 2;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
 pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
+/// Class id of the all-ones vector (every rule), which stands in for a field
+/// no rule of a chain constrains. Outside every generation's id range.
+pub const ALL_RULES_CLASS: u32 = u32::MAX;
 
 /// Chains the classifier knows, as indexes into the per-chain tables.
 pub mod chain {
@@ -60,6 +63,9 @@ pub mod target {
     pub const ACCEPT: u32 = 0;
     pub const DROP: u32 = 1;
     pub const REJECT: u32 = 2;
+    /// Non-terminating: count the rule and go on with the next match (a rule
+    /// without `-j`; later LOG).
+    pub const NONE: u32 = 3;
 }
 
 /// `--reject-with` replies.
@@ -137,6 +143,10 @@ pub struct ChainConfig {
 pub struct RuleAction {
     pub target: u32,
     pub reject_with: u32,
+    /// The user's rule number (0-based) whose counter this slot bumps; slots
+    /// and user rules differ when one user rule compiles to several slots.
+    pub counter: u32,
+    pub _pad: u32,
 }
 
 /// A set of rules, one bit per rule index, with a summary of its non-zero
@@ -224,7 +234,7 @@ pub mod size {
     pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
     pub const COUNTERS: u32 = CHAINS * COUNTERS_PER_CHAIN;
     pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
-    pub const CLASS_VECTORS: u32 = GENERATIONS as u32 * MAX_CLASSES;
+    pub const CLASS_VECTORS: u32 = GENERATIONS as u32 * MAX_CLASSES + 1;
     /// Address prefixes: two per rule (source and destination) plus the
     /// default per field, for every chain and generation.
     pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
@@ -255,7 +265,7 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<ChainConfig>(), 16 + 4 * field::COUNT);
-        assert_eq!(size_of::<RuleAction>(), 8);
+        assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);
         assert_eq!(size_of::<IfaceKey>(), 8);

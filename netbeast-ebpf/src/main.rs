@@ -1,11 +1,22 @@
+//! netbeast's kernel side. This file holds only the entry points; each
+//! feature lives in its own module with the maps it owns.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod classify;
+mod csum;
+mod parse;
+mod pipeline;
+mod reject;
+mod route;
+mod stats;
 
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+
+/// XDP ingress: INPUT and FORWARD filter chains.
 #[xdp]
-pub fn netbeast_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
+    pipeline::ingress(&ctx)
 }
 
 #[cfg(not(test))]

@@ -1,1 +1,12 @@
+//! netbeast: iptables' jobs compiled into XDP and TC programs.
+//!
+//! Data flows one way: iptables text → [`rules`] (model) → [`compile`]
+//! (classifier tables) → [`loader`] (BPF maps, pins, attach).
+
+pub mod cli;
+pub mod compile;
+pub mod loader;
+pub mod netns;
+pub mod packet;
 pub mod rules;
+pub mod state;

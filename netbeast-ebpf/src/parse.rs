@@ -1,0 +1,173 @@
+//! Bounds-checked parsing: Ethernet, up to two VLAN tags, IPv4 (with
+//! options and fragments), and the first bytes of TCP, UDP and ICMP. Every
+//! access goes through `load`, which checks it against the packet end.
+
+use netbeast_common::{L4_FRAGMENT, L4_NONE};
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+pub const ICMP_HLEN: usize = 8;
+
+/// Reads a `T` at `start + offset` if it lies entirely before `end`.
+#[inline(always)]
+pub fn load<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
+    let p = start + offset;
+    if p + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: the whole `T` is within [start, end), checked above.
+    Some(unsafe { core::ptr::read_unaligned(p as *const T) })
+}
+
+/// Hides a value's origin from LLVM. After the IPv4 length checks LLVM can
+/// prove later packet accesses in bounds and drop their checks, but the
+/// verifier only trusts comparisons against the packet end itself.
+#[inline(always)]
+pub fn opaque(x: usize) -> usize {
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
+/// What the pipeline needs to know about an IPv4 packet.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// Offset of the IPv4 header from the start of the frame.
+    pub l3: usize,
+    /// IHL in bytes.
+    pub header_len: usize,
+    /// IPv4 total length: what iptables counts as the packet's bytes.
+    pub total_len: usize,
+    /// Addresses as they sit in the packet (network byte order).
+    pub src: u32,
+    pub dst: u32,
+    pub protocol: u8,
+    pub tos: u8,
+    pub ttl: u8,
+    pub fragment: bool,
+    /// Classifier keys: ports, ICMP type/code, or `L4_NONE`/`L4_FRAGMENT`.
+    pub l4a: u32,
+    pub l4b: u32,
+    /// The whole fixed L4 header (TCP 20, UDP 8, ICMP 8 bytes) is present.
+    pub l4_complete: bool,
+    pub src_mac: [u8; 6],
+}
+
+pub enum Parsed {
+    /// IPv6, ARP, anything that is not IPv4: passed untouched.
+    NotIpv4,
+    /// A frame or IPv4 header that cannot be trusted.
+    Malformed,
+    Ipv4(Packet),
+}
+
+#[inline(always)]
+pub fn parse(start: usize, end: usize) -> Parsed {
+    let Some(mut proto) = load::<u16>(start, end, 12) else {
+        return Parsed::Malformed;
+    };
+    let mut l3 = ETH_HLEN;
+    // Two VLAN tags at most (QinQ); unrolled for the verifier.
+    for _ in 0..2 {
+        let p = u16::from_be(proto);
+        if p != ETH_P_8021Q && p != ETH_P_8021AD {
+            break;
+        }
+        let Some(inner) = load::<u16>(start, end, l3 + 2) else {
+            return Parsed::Malformed;
+        };
+        proto = inner;
+        l3 += VLAN_HLEN;
+    }
+    if u16::from_be(proto) != ETH_P_IP {
+        return Parsed::NotIpv4;
+    }
+    parse_ipv4(start, end, l3)
+}
+
+#[inline(always)]
+fn parse_ipv4(start: usize, end: usize, l3: usize) -> Parsed {
+    let Some(ver_ihl) = load::<u8>(start, end, l3) else {
+        return Parsed::Malformed;
+    };
+    let header_len = ((ver_ihl & 0x0f) as usize) * 4;
+    if ver_ihl >> 4 != 4 || header_len < 20 {
+        return Parsed::Malformed;
+    }
+    let (Some(tos), Some(total_len), Some(frag), Some(ttl), Some(protocol)) = (
+        load::<u8>(start, end, l3 + 1),
+        load::<u16>(start, end, l3 + 2),
+        load::<u16>(start, end, l3 + 6),
+        load::<u8>(start, end, l3 + 8),
+        load::<u8>(start, end, l3 + 9),
+    ) else {
+        return Parsed::Malformed;
+    };
+    let (Some(src), Some(dst)) = (
+        load::<u32>(start, end, l3 + 12),
+        load::<u32>(start, end, l3 + 16),
+    ) else {
+        return Parsed::Malformed;
+    };
+    let total_len = u16::from_be(total_len) as usize;
+    // The header (with options) must fit in the frame, and the total length
+    // must neither be shorter than the header nor claim bytes that are not
+    // there (trailing Ethernet padding is fine).
+    if header_len > 60 || total_len < header_len || start + l3 + total_len > end {
+        return Parsed::Malformed;
+    }
+    let fragment = u16::from_be(frag) & 0x1fff != 0;
+    let mut pkt = Packet {
+        l3,
+        header_len,
+        total_len,
+        src,
+        dst,
+        protocol,
+        tos,
+        ttl,
+        fragment,
+        l4a: L4_NONE,
+        l4b: L4_NONE,
+        l4_complete: false,
+        src_mac: load::<[u8; 6]>(start, end, 6).unwrap_or([0; 6]),
+    };
+    if fragment {
+        pkt.l4a = L4_FRAGMENT;
+        pkt.l4b = L4_FRAGMENT;
+        return Parsed::Ipv4(pkt);
+    }
+    let l4 = l3 + header_len;
+    // L4 bytes must lie inside the IPv4 packet, not in frame padding.
+    let l4_end = start + l3 + total_len;
+    let needed = match protocol {
+        IPPROTO_TCP => TCP_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        IPPROTO_ICMP => ICMP_HLEN,
+        _ => return Parsed::Ipv4(pkt),
+    };
+    // One pointer, checked against the real packet end, then read through:
+    // the verifier links the check to the reads only when both use it.
+    let l4p = opaque(start + l4);
+    if l4p + needed > opaque(end) || l4p + needed > l4_end {
+        return Parsed::Ipv4(pkt);
+    }
+    // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
+    let head = unsafe { core::ptr::read_unaligned(l4p as *const [u8; 4]) };
+    if protocol == IPPROTO_ICMP {
+        pkt.l4a = head[0] as u32;
+        pkt.l4b = head[1] as u32;
+    } else {
+        pkt.l4a = u16::from_be_bytes([head[0], head[1]]) as u32;
+        pkt.l4b = u16::from_be_bytes([head[2], head[3]]) as u32;
+    }
+    pkt.l4_complete = true;
+    Parsed::Ipv4(pkt)
+}

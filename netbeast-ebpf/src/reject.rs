@@ -1,0 +1,296 @@
+//! REJECT: the reply is built in place over the offending frame and sent back
+//! out of the interface it came from (XDP_TX), as iptables' REJECT target
+//! would send it: an ICMP destination-unreachable quoting the packet, or a
+//! TCP RST.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use netbeast_common::{reject, stats};
+
+use crate::{
+    csum::{fold, sum_bytes},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load},
+    stats::bump,
+};
+
+/// Longest L2 header we parse: Ethernet plus two VLAN tags.
+const MAX_L2: usize = 22;
+const IP_HLEN: usize = 20;
+/// Bytes of the offending packet's payload quoted after its IP header
+/// (RFC 792's minimum).
+const QUOTED_PAYLOAD: usize = 8;
+/// TTL of generated replies (Linux's default ip_default_ttl).
+const REPLY_TTL: u8 = 64;
+const TCP_FLAG_FIN: u8 = 0x01;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_RST: u8 = 0x04;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+#[inline(always)]
+fn store<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
+    let p = start + offset;
+    if p + core::mem::size_of::<T>() > end {
+        return false;
+    }
+    // SAFETY: bounds checked against the packet end above.
+    unsafe { core::ptr::write_unaligned(p as *mut T, value) };
+    true
+}
+
+#[inline(always)]
+fn is_special(addr_be: u32) -> bool {
+    let a = u32::from_be(addr_be);
+    a == 0 || a >> 28 == 0xe || a == u32::MAX
+}
+
+fn icmp_code(with: u32) -> u8 {
+    match with {
+        reject::ICMP_NET_UNREACHABLE => 0,
+        reject::ICMP_HOST_UNREACHABLE => 1,
+        reject::ICMP_PROTO_UNREACHABLE => 2,
+        reject::ICMP_NET_PROHIBITED => 9,
+        reject::ICMP_HOST_PROHIBITED => 10,
+        reject::ICMP_ADMIN_PROHIBITED => 13,
+        _ => 3,
+    }
+}
+
+fn silent() -> u32 {
+    bump(stats::REJECT_SILENT);
+    xdp_action::XDP_DROP
+}
+
+/// Turns the frame into the reply and returns the XDP action. Kept out of
+/// line: a BPF subprogram has its own stack frame, so the verifier never
+/// mixes the classifier's spilled pointers with the reply's scalars.
+#[inline(never)]
+pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 {
+    // Like the kernel's icmp_send() and nf_send_reset(): never answer
+    // fragments, broadcasts or multicasts.
+    if pkt.fragment || is_special(pkt.dst) || is_special(pkt.src) || pkt.l3 > MAX_L2 {
+        return silent();
+    }
+    let action = if with == reject::TCP_RESET {
+        tcp_reset(ctx, pkt)
+    } else {
+        icmp_unreachable(ctx, pkt, icmp_code(with), reply_src)
+    };
+    if action == xdp_action::XDP_TX {
+        bump(stats::REJECTED);
+    } else {
+        bump(stats::REJECT_SILENT);
+    }
+    action
+}
+
+/// Writes the reply's Ethernet (+VLAN) header at the frame start from the
+/// original one found `from` bytes further on, swapping the MAC addresses.
+#[inline(always)]
+fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
+    let (Some(dst), Some(src)) = (
+        load::<[u8; 6]>(start, end, from),
+        load::<[u8; 6]>(start, end, from + 6),
+    ) else {
+        return false;
+    };
+    // Ethertype and VLAN tags, copied backwards so an overlapping move is
+    // safe whichever way it goes.
+    let mut i = MAX_L2;
+    while i > 12 {
+        i -= 1;
+        if i < l2 {
+            let Some(b) = load::<u8>(start, end, from + i) else {
+                return false;
+            };
+            if !store(start, end, i, b) {
+                return false;
+            }
+        }
+    }
+    store(start, end, 0, src) && store(start, end, 6, dst)
+}
+
+#[inline(always)]
+fn write_ipv4(start: usize, end: usize, l2: usize, tos: u8, total: u16, df: bool, proto: u8, src: u32, dst: u32) -> bool {
+    let mut hdr = [0u8; IP_HLEN];
+    hdr[0] = 0x45;
+    hdr[1] = tos;
+    hdr[2..4].copy_from_slice(&total.to_be_bytes());
+    if df {
+        hdr[6] = 0x40;
+    }
+    hdr[8] = REPLY_TTL;
+    hdr[9] = proto;
+    hdr[12..16].copy_from_slice(&src.to_ne_bytes());
+    hdr[16..20].copy_from_slice(&dst.to_ne_bytes());
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < IP_HLEN {
+        sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u64;
+        i += 2;
+    }
+    let check = !fold(sum);
+    hdr[10..12].copy_from_slice(&check.to_be_bytes());
+    store(start, end, l2, hdr)
+}
+
+/// Moves the frame end so the frame is `len` bytes long.
+#[inline(always)]
+fn set_len(ctx: &XdpContext, len: usize) -> bool {
+    let cur = ctx.data_end() - ctx.data();
+    if cur == len {
+        return true;
+    }
+    // SAFETY: plain helper call on our context.
+    unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur as i32) == 0 }
+}
+
+fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) -> u32 {
+    // Never answer an ICMP error with another one.
+    if pkt.protocol == IPPROTO_ICMP {
+        if !pkt.l4_complete {
+            return xdp_action::XDP_DROP;
+        }
+        match pkt.l4a {
+            3 | 4 | 5 | 11 | 12 => return xdp_action::XDP_DROP,
+            _ => {}
+        }
+    }
+    let l2 = pkt.l3;
+    let quoted = {
+        let q = pkt.header_len + QUOTED_PAYLOAD;
+        if pkt.total_len < q { pkt.total_len } else { q }
+    };
+    let grow = IP_HLEN + ICMP_HLEN;
+    // SAFETY: plain helper call on our context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // New layout: [L2][IP][ICMP][quoted original IP header + 8 bytes]; the
+    // original IP header already sits right where the quote goes.
+    if !write_l2(start, end, l2, grow) {
+        return xdp_action::XDP_DROP;
+    }
+    let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
+    // icmp_send(): precedence "internet control", original TOS bits kept.
+    let tos = (pkt.tos & 0x1e) | 0xc0;
+    if !write_ipv4(start, end, l2, tos, total, false, IPPROTO_ICMP, reply_src, pkt.src) {
+        return xdp_action::XDP_DROP;
+    }
+    let icmp = l2 + IP_HLEN;
+    if !store(start, end, icmp, [3u8, code, 0, 0, 0, 0, 0, 0]) {
+        return xdp_action::XDP_DROP;
+    }
+    if !set_len(ctx, l2 + IP_HLEN + ICMP_HLEN + quoted) {
+        return xdp_action::XDP_DROP;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let sum = sum_bytes::<{ ICMP_HLEN + 60 + QUOTED_PAYLOAD }>(start + icmp, ICMP_HLEN + quoted, end);
+    if !store(start, end, icmp + 2, (!fold(sum)).to_be_bytes()) {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
+    if pkt.protocol != IPPROTO_TCP || !pkt.l4_complete {
+        return xdp_action::XDP_DROP;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let tcp = pkt.l3 + pkt.header_len;
+    let (Some(seq), Some(ack_seq), Some(doff), Some(flags)) = (
+        load::<u32>(start, end, tcp + 4),
+        load::<u32>(start, end, tcp + 8),
+        load::<u8>(start, end, tcp + 12),
+        load::<u8>(start, end, tcp + 13),
+    ) else {
+        return xdp_action::XDP_DROP;
+    };
+    if flags & TCP_FLAG_RST != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    let tcp_len = ((doff >> 4) as usize) * 4;
+    let payload = pkt.total_len.saturating_sub(pkt.header_len + tcp_len) as u32;
+    // RFC 793 reset generation, as nf_send_reset() does it.
+    let (rst_seq, rst_ack, rst_flags) = if flags & TCP_FLAG_ACK != 0 {
+        (u32::from_be(ack_seq), 0u32, TCP_FLAG_RST)
+    } else {
+        let mut ack = u32::from_be(seq).wrapping_add(payload);
+        if flags & TCP_FLAG_SYN != 0 {
+            ack = ack.wrapping_add(1);
+        }
+        if flags & TCP_FLAG_FIN != 0 {
+            ack = ack.wrapping_add(1);
+        }
+        (0u32, ack, TCP_FLAG_RST | TCP_FLAG_ACK)
+    };
+    let l2 = pkt.l3;
+    // Drop IP options: move the L2 header up against the TCP header.
+    let shrink = pkt.header_len - IP_HLEN;
+    if shrink > 0 {
+        if !move_l2_up(start, end, l2, shrink & 0x3f) {
+            return xdp_action::XDP_DROP;
+        }
+        // SAFETY: plain helper call on our context.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink as i32) } != 0 {
+            return xdp_action::XDP_DROP;
+        }
+    }
+    if !set_len(ctx, l2 + IP_HLEN + TCP_HLEN) {
+        return xdp_action::XDP_DROP;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if !write_l2(start, end, l2, 0) {
+        return xdp_action::XDP_DROP;
+    }
+    if !write_ipv4(start, end, l2, 0, (IP_HLEN + TCP_HLEN) as u16, true, IPPROTO_TCP, pkt.dst, pkt.src) {
+        return xdp_action::XDP_DROP;
+    }
+    let mut hdr = [0u8; TCP_HLEN];
+    hdr[0..2].copy_from_slice(&(pkt.l4b as u16).to_be_bytes());
+    hdr[2..4].copy_from_slice(&(pkt.l4a as u16).to_be_bytes());
+    hdr[4..8].copy_from_slice(&rst_seq.to_be_bytes());
+    hdr[8..12].copy_from_slice(&rst_ack.to_be_bytes());
+    hdr[12] = 5 << 4;
+    hdr[13] = rst_flags;
+    // Pseudo-header: addresses, protocol, TCP length.
+    let mut sum: u64 = (u32::from_be(pkt.src) >> 16) as u64
+        + (u32::from_be(pkt.src) & 0xffff) as u64
+        + (u32::from_be(pkt.dst) >> 16) as u64
+        + (u32::from_be(pkt.dst) & 0xffff) as u64
+        + IPPROTO_TCP as u64
+        + TCP_HLEN as u64;
+    let mut i = 0;
+    while i < TCP_HLEN {
+        sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u64;
+        i += 2;
+    }
+    hdr[16..18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    if !store(start, end, l2 + IP_HLEN, hdr) {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Copies the `l2`-byte header `by` bytes towards the payload, last byte
+/// first (the two regions may overlap).
+#[inline(always)]
+fn move_l2_up(start: usize, end: usize, l2: usize, by: usize) -> bool {
+    let mut i = MAX_L2;
+    while i > 0 {
+        i -= 1;
+        if i < l2 {
+            let Some(b) = load::<u8>(start, end, i) else {
+                return false;
+            };
+            if !store(start, end, i + by, b) {
+                return false;
+            }
+        }
+    }
+    true
+}

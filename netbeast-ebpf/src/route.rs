@@ -1,0 +1,97 @@
+//! Which filter chain a packet belongs to: INPUT when it is for this host,
+//! FORWARD when the kernel would route it on (DESIGN §2).
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
+    helpers::generated::bpf_fib_lookup,
+    macros::map,
+    maps::HashMap,
+    programs::XdpContext,
+};
+use netbeast_common::size;
+
+use crate::parse::Packet;
+
+/// The host's own IPv4 addresses (network byte order). A cache that spares
+/// the FIB lookup for local traffic; the FIB stays the truth for addresses
+/// missing here.
+#[map]
+static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
+
+/// ifindex → the interface's primary IPv4 address: the source of ICMP
+/// errors that REJECT sends for forwarded packets.
+#[map]
+static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
+
+pub enum Path {
+    /// For this host: INPUT chain.
+    Local,
+    /// To be routed out of `out_ifindex`: FORWARD chain.
+    Forward { out_ifindex: u32 },
+    /// The kernel drops it or answers with an ICMP error before any filter
+    /// chain (no route, TTL expiring): left to the kernel.
+    Kernel,
+}
+
+const AF_INET: u8 = 2;
+
+#[inline(always)]
+fn is_multicast_or_broadcast(addr_be: u32) -> bool {
+    let a = u32::from_be(addr_be);
+    a >> 28 == 0xe || a == u32::MAX
+}
+
+#[inline(always)]
+pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
+    // SAFETY: the value is only tested for presence.
+    if unsafe { LOCAL_ADDRS.get(&pkt.dst) }.is_some() || is_multicast_or_broadcast(pkt.dst) {
+        return Path::Local;
+    }
+    // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = pkt.protocol;
+    params.ifindex = ctx.ingress_ifindex() as u32;
+    params.__bindgen_anon_2.tos = pkt.tos;
+    params.__bindgen_anon_3.ipv4_src = pkt.src;
+    params.__bindgen_anon_4.ipv4_dst = pkt.dst;
+    // tot_len stays 0: the MTU check is the kernel's business after FORWARD.
+    // SAFETY: params is a valid, writable bpf_fib_lookup on the stack.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_NOT_FWDED | BPF_FIB_LKUP_RET_FWD_DISABLED => Path::Local,
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
+            if pkt.ttl <= 1 {
+                // ip_forward() sends time-exceeded before the FORWARD hook.
+                Path::Kernel
+            } else {
+                Path::Forward {
+                    out_ifindex: params.ifindex,
+                }
+            }
+        }
+        _ => Path::Kernel,
+    }
+}
+
+/// Source address for an ICMP error about a packet that arrived on
+/// `ifindex` and was addressed to `dst` (both network byte order).
+#[inline(always)]
+pub fn reply_source(ifindex: u32, dst: u32, local: bool) -> u32 {
+    if local {
+        return dst;
+    }
+    // SAFETY: copied out at once.
+    match unsafe { IFACE_ADDRS.get(&ifindex) } {
+        Some(a) => *a,
+        None => dst,
+    }
+}

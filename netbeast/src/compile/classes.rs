@@ -1,0 +1,168 @@
+//! Rule bit vectors and their deduplication into class ids.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use netbeast_common::{CLASS_ID_GEN_STRIDE, ClassVector, RULE_WORDS, SUMMARY_WORDS};
+
+use super::{Class, CompileError, FIELD_NAMES};
+
+/// A set of rule slots, one bit per slot, as long as the ruleset's longest
+/// chain needs (the kernel's vectors are padded with zeros to `RULE_WORDS`).
+pub(super) type Bits = Vec<u64>;
+
+/// A vector with bits `0..count` set.
+pub(super) fn ones(count: usize, words: usize) -> Bits {
+    let mut v = vec![0u64; words];
+    for (w, word) in v.iter_mut().enumerate() {
+        let lo = w * 64;
+        if count >= lo + 64 {
+            *word = u64::MAX;
+        } else if count > lo {
+            *word = (1u64 << (count - lo)) - 1;
+        }
+    }
+    v
+}
+
+#[inline]
+pub(super) fn set(v: &mut [u64], bit: usize) {
+    v[bit / 64] |= 1 << (bit % 64);
+}
+
+#[inline]
+pub(super) fn clear(v: &mut [u64], bit: usize) {
+    v[bit / 64] &= !(1 << (bit % 64));
+}
+
+#[inline]
+pub(super) fn assign(v: &mut [u64], bit: usize, value: bool) {
+    if value {
+        set(v, bit)
+    } else {
+        clear(v, bit)
+    }
+}
+
+#[inline]
+pub(super) fn flip(v: &mut [u64], bit: usize) {
+    v[bit / 64] ^= 1 << (bit % 64);
+}
+
+/// Hashes whole vectors several words at a time; SipHash would dominate the
+/// compile time of large rulesets, and the keys are not attacker-chosen in a
+/// way that matters (a slow compile at worst).
+#[derive(Default)]
+pub(super) struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        // Spread the high bits down: hashbrown uses the top 7 bits as a tag
+        // and the low bits as the bucket index.
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+            self.write_u64(word);
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Gives every distinct vector of the ruleset one class id, in the order
+/// they are first seen.
+pub(super) struct Interner {
+    base: u32,
+    words: usize,
+    limit: u32,
+    ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
+}
+
+impl Interner {
+    pub(super) fn new(generation: u32, words: usize, limit: u32) -> Self {
+        Interner {
+            base: generation * CLASS_ID_GEN_STRIDE,
+            words,
+            limit,
+            ids: HashMap::default(),
+        }
+    }
+
+    /// Length of every vector of this ruleset.
+    pub(super) fn words(&self) -> usize {
+        self.words
+    }
+
+    /// The class id of `v`; `chain` and `field` say where a new class came
+    /// from when the limit is reached.
+    pub(super) fn intern(
+        &mut self,
+        v: &[u64],
+        chain: &str,
+        field: usize,
+    ) -> Result<u32, CompileError> {
+        debug_assert_eq!(v.len(), self.words);
+        if let Some(&id) = self.ids.get(v) {
+            return Ok(id);
+        }
+        let n = self.ids.len() as u32;
+        if n >= self.limit {
+            return Err(CompileError::TooManyClasses {
+                limit: self.limit,
+                chain: chain.to_string(),
+                field: FIELD_NAMES[field],
+            });
+        }
+        let id = self.base + n;
+        self.ids.insert(v.into(), id);
+        Ok(id)
+    }
+
+    /// The classes in id order, as the kernel reads them.
+    pub(super) fn into_classes(self) -> Vec<Class> {
+        let mut slots: Vec<Option<Box<[u64]>>> = vec![None; self.ids.len()];
+        for (bits, id) in self.ids {
+            slots[(id - self.base) as usize] = Some(bits);
+        }
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(n, bits)| Class {
+                id: self.base + n as u32,
+                vector: class_vector(&bits.expect("class ids are dense")),
+            })
+            .collect()
+    }
+}
+
+/// The kernel's layout: the rule words padded with zeros, plus the summary
+/// of non-zero words.
+fn class_vector(bits: &[u64]) -> Box<ClassVector> {
+    debug_assert!(bits.len() <= RULE_WORDS);
+    let mut v = Box::new(ClassVector {
+        summary: [0; SUMMARY_WORDS],
+        words: [0; RULE_WORDS],
+    });
+    v.words[..bits.len()].copy_from_slice(bits);
+    for (w, &word) in bits.iter().enumerate() {
+        if word != 0 {
+            v.summary[w / 64] |= 1 << (w % 64);
+        }
+    }
+    v
+}

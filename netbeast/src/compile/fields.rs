@@ -1,0 +1,316 @@
+//! One table per field: every key of the field mapped to the class of the
+//! slots it satisfies. Each builder starts from the vector of a key that no
+//! rule names and changes only the bits of rules that name the key, so the
+//! cost follows the number of rules and distinct values, not the key space.
+
+use std::collections::{BTreeMap, HashMap};
+
+use netbeast_common::{L4_KEYS, field};
+
+use super::classes::{self, Bits, Interner};
+use super::{AddrPrefix, ChainPlan, CompileError, IfaceClass, Interface, MacClass};
+use crate::rules::model::{IfaceName, Ipv4Net, Match};
+
+/// The start vector: every slot set except those in `constrained`, which
+/// the caller decides one by one.
+fn unconstrained(plan: &ChainPlan<'_>, words: usize) -> Bits {
+    classes::ones(plan.slots.len(), words)
+}
+
+pub(super) struct AddrTable {
+    pub used: bool,
+    pub default_class: u32,
+    pub prefixes: Vec<AddrPrefix>,
+}
+
+/// The LPM entries of `field::SRC` or `field::DST`.
+///
+/// An address whose longest named prefix is `P` lies in exactly the named
+/// prefixes that cover `P` (named prefixes nest or are disjoint), so the
+/// vector of `P` is its parent's with the bits of the rules that name `P`
+/// changed. Prefixes sorted by (address, length) come in tree pre-order,
+/// and a stack holds the current path.
+pub(super) fn addresses(
+    plan: &ChainPlan<'_>,
+    f: usize,
+    interner: &mut Interner,
+) -> Result<AddrTable, CompileError> {
+    let mut named: Vec<(Ipv4Net, usize, bool)> = Vec::new();
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let rule = &plan.rules[s.rule as usize];
+        let net = if f == field::SRC {
+            &rule.source
+        } else {
+            &rule.destination
+        };
+        if let Some(net) = net {
+            let n = Ipv4Net::new(net.value.addr, net.value.prefix_len);
+            named.push((n, slot, net.negated));
+        }
+    }
+    named.sort_unstable_by_key(|&(n, slot, _)| (u32::from(n.addr), n.prefix_len, slot));
+
+    // The vector of an address outside every named prefix: only negated
+    // and unconstrained rules hold.
+    let mut outside = unconstrained(plan, interner.words());
+    for &(_, slot, negated) in &named {
+        if !negated {
+            classes::clear(&mut outside, slot);
+        }
+    }
+
+    let root = Ipv4Net::new(0.into(), 0);
+    let mut prefixes = Vec::new();
+    let mut stack: Vec<(Ipv4Net, Bits)> = Vec::new();
+    let mut i = 0;
+    // The root comes first whether or not a rule names it.
+    let mut next_net = Some(root);
+    while let Some(net) = next_net {
+        while stack.last().is_some_and(|(top, _)| !top.covers(&net)) {
+            stack.pop();
+        }
+        let mut v = match stack.last() {
+            Some((_, parent)) => parent.clone(),
+            None => outside.clone(),
+        };
+        while i < named.len() && named[i].0 == net {
+            let (_, slot, negated) = named[i];
+            classes::assign(&mut v, slot, !negated);
+            i += 1;
+        }
+        let class = interner.intern(&v, plan.name, f)?;
+        prefixes.push(AddrPrefix { field: f, net, class });
+        stack.push((net, v));
+        next_net = named.get(i).map(|n| n.0);
+    }
+    Ok(AddrTable {
+        used: !named.is_empty(),
+        default_class: prefixes[0].class,
+        prefixes,
+    })
+}
+
+pub(super) struct ArrayTable {
+    pub used: bool,
+    /// The class of a key no rule names (for L4: the class of `L4_NONE`).
+    pub default_class: u32,
+    pub table: Vec<u32>,
+}
+
+/// The 256-entry protocol table. `-p 0` is `-p all` in iptables (the kernel
+/// skips the protocol test when the rule's protocol is 0, even negated).
+pub(super) fn protocols(
+    plan: &ChainPlan<'_>,
+    interner: &mut Interner,
+) -> Result<ArrayTable, CompileError> {
+    let mut by_proto: Vec<Vec<(usize, bool)>> = vec![Vec::new(); 256];
+    let mut used = false;
+    let mut unnamed = unconstrained(plan, interner.words());
+    for (slot, s) in plan.slots.iter().enumerate() {
+        if let Some(p) = &plan.rules[s.rule as usize].protocol
+            && p.value != 0
+        {
+            used = true;
+            by_proto[usize::from(p.value)].push((slot, p.negated));
+            if !p.negated {
+                classes::clear(&mut unnamed, slot);
+            }
+        }
+    }
+    let default_class = interner.intern(&unnamed, plan.name, field::PROTO)?;
+    let mut table = vec![default_class; 256];
+    for (proto, rules) in by_proto.iter().enumerate() {
+        if rules.is_empty() {
+            continue;
+        }
+        let mut v = unnamed.clone();
+        for &(slot, negated) in rules {
+            classes::assign(&mut v, slot, !negated);
+        }
+        table[proto] = interner.intern(&v, plan.name, field::PROTO)?;
+    }
+    Ok(ArrayTable {
+        used,
+        default_class,
+        table,
+    })
+}
+
+/// The table of L4A (`l4 == 0`) or L4B (`l4 == 1`): a sweep over the sorted
+/// boundaries of every slot's key ranges. Between two boundaries the vector
+/// is constant, so each segment is interned once.
+pub(super) fn l4_keys(
+    plan: &ChainPlan<'_>,
+    l4: usize,
+    interner: &mut Interner,
+) -> Result<ArrayTable, CompileError> {
+    let f = field::L4A + l4;
+    let mut v = unconstrained(plan, interner.words());
+    // (key, slot): the slot's membership flips at key. A slot's ranges are
+    // disjoint and non-adjacent, so flips never cancel out.
+    let mut flips: Vec<(u32, u32)> = Vec::new();
+    let mut used = false;
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let Some(keys) = &s.l4[l4] else { continue };
+        used = true;
+        classes::clear(&mut v, slot);
+        for &(lo, hi) in keys {
+            flips.push((lo, slot as u32));
+            if (hi as usize) + 1 < L4_KEYS {
+                flips.push((hi + 1, slot as u32));
+            }
+        }
+    }
+    flips.sort_unstable();
+    let mut table = vec![0u32; L4_KEYS];
+    let mut i = 0;
+    let mut start = 0usize;
+    loop {
+        while i < flips.len() && flips[i].0 as usize == start {
+            classes::flip(&mut v, flips[i].1 as usize);
+            i += 1;
+        }
+        let end = flips.get(i).map_or(L4_KEYS, |&(key, _)| key as usize);
+        let class = interner.intern(&v, plan.name, f)?;
+        table[start..end].fill(class);
+        if end == L4_KEYS {
+            break;
+        }
+        start = end;
+    }
+    Ok(ArrayTable {
+        used,
+        default_class: table[netbeast_common::L4_NONE as usize],
+        table,
+    })
+}
+
+pub(super) struct EntryTable<T> {
+    pub used: bool,
+    pub default_class: u32,
+    pub entries: Vec<T>,
+}
+
+/// Whether `pattern` matches an interface that is not in the compiler's
+/// list: only a lone `+` matches every name, known or not.
+fn matches_unknown(pattern: &IfaceName) -> bool {
+    pattern.wildcard && pattern.name.is_empty()
+}
+
+/// The classes of the listed interfaces for `field::IN_IFACE` or
+/// `field::OUT_IFACE`. Only interfaces whose class differs from the default
+/// (an interface no pattern names) get an entry.
+pub(super) fn interfaces(
+    plan: &ChainPlan<'_>,
+    f: usize,
+    interfaces: &[&Interface],
+    interner: &mut Interner,
+) -> Result<EntryTable<IfaceClass>, CompileError> {
+    // Rules grouped by pattern, so each (interface, pattern) pair is tested once.
+    let mut patterns: Vec<(&IfaceName, Vec<(usize, bool)>)> = Vec::new();
+    let mut index: HashMap<(&str, bool), usize> = HashMap::new();
+    let mut unknown = unconstrained(plan, interner.words());
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let rule = &plan.rules[s.rule as usize];
+        let iface = if f == field::IN_IFACE {
+            &rule.in_iface
+        } else {
+            &rule.out_iface
+        };
+        let Some(iface) = iface else { continue };
+        let pattern = &iface.value;
+        let at = *index
+            .entry((pattern.name.as_str(), pattern.wildcard))
+            .or_insert_with(|| {
+                patterns.push((pattern, Vec::new()));
+                patterns.len() - 1
+            });
+        patterns[at].1.push((slot, iface.negated));
+        classes::assign(&mut unknown, slot, matches_unknown(pattern) != iface.negated);
+    }
+    let default_class = interner.intern(&unknown, plan.name, f)?;
+    let mut entries = Vec::new();
+    for iface in interfaces {
+        let mut v: Option<Bits> = None;
+        for (pattern, rules) in &patterns {
+            if pattern.matches(&iface.name) == matches_unknown(pattern) {
+                continue;
+            }
+            let v = v.get_or_insert_with(|| unknown.clone());
+            for &(slot, _) in rules {
+                classes::flip(v, slot);
+            }
+        }
+        if let Some(v) = v {
+            let class = interner.intern(&v, plan.name, f)?;
+            if class != default_class {
+                entries.push(IfaceClass {
+                    field: f,
+                    ifindex: iface.ifindex,
+                    class,
+                });
+            }
+        }
+    }
+    Ok(EntryTable {
+        used: !patterns.is_empty(),
+        default_class,
+        entries,
+    })
+}
+
+/// The classes of the source MACs rules name. A rule may carry several
+/// `-m mac` matches, all of which must hold. An unknown MAC equals none of
+/// them, so the default vector holds rules whose MAC matches are all
+/// negated.
+pub(super) fn macs(
+    plan: &ChainPlan<'_>,
+    interner: &mut Interner,
+) -> Result<EntryTable<MacClass>, CompileError> {
+    let mut constrained: Vec<(usize, Vec<([u8; 6], bool)>)> = Vec::new();
+    // BTreeMap: entries come out in a stable order.
+    let mut by_mac: BTreeMap<[u8; 6], Vec<usize>> = BTreeMap::new();
+    let mut unknown = unconstrained(plan, interner.words());
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let macs: Vec<([u8; 6], bool)> = plan.rules[s.rule as usize]
+            .matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::MacSource(mac) => Some((mac.value, mac.negated)),
+                _ => None,
+            })
+            .collect();
+        if macs.is_empty() {
+            continue;
+        }
+        classes::assign(&mut unknown, slot, macs.iter().all(|&(_, negated)| negated));
+        for &(mac, _) in &macs {
+            let rules = by_mac.entry(mac).or_default();
+            if rules.last() != Some(&constrained.len()) {
+                rules.push(constrained.len());
+            }
+        }
+        constrained.push((slot, macs));
+    }
+    let default_class = interner.intern(&unknown, plan.name, field::MAC_SOURCE)?;
+    let mut entries = Vec::new();
+    for (mac, rules) in &by_mac {
+        let mut v = unknown.clone();
+        for &at in rules {
+            let (slot, conditions) = &constrained[at];
+            let holds = conditions
+                .iter()
+                .all(|(named, negated)| (named == mac) != *negated);
+            classes::assign(&mut v, *slot, holds);
+        }
+        let class = interner.intern(&v, plan.name, field::MAC_SOURCE)?;
+        if class != default_class {
+            entries.push(MacClass { mac: *mac, class });
+        }
+    }
+    Ok(EntryTable {
+        used: !constrained.is_empty(),
+        default_class,
+        entries,
+    })
+}

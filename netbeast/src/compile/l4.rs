@@ -1,0 +1,239 @@
+//! The two L4 fields: key sets of the port, ICMP and fragment matches, and
+//! the expansion of rules whose L4 condition is a disjunction into slots.
+
+use netbeast_common::{L4_FRAGMENT, L4_NONE};
+
+use crate::rules::model::{IcmpType, Match, MultiportKind, PortRange, Rule};
+
+/// Sorted, disjoint, non-adjacent inclusive ranges of L4 keys.
+pub(super) type Keys = Vec<(u32, u32)>;
+
+/// The keys a port or ICMP type/code can take: never `L4_NONE` or
+/// `L4_FRAGMENT`, so even a negated port match fails on those packets.
+const REAL: (u32, u32) = (0, 65535);
+
+/// One rule slot: the user's rule and its conditions on L4A and L4B
+/// (`None` = no condition). The other fields come from the rule itself.
+pub(super) struct Slot {
+    pub rule: u32,
+    pub l4: [Option<Keys>; 2],
+}
+
+/// A conjunction of conditions on L4A and L4B.
+type Term = [Option<Keys>; 2];
+
+fn single(key: u32) -> Keys {
+    vec![(key, key)]
+}
+
+/// Sorts and merges ranges into a `Keys`.
+fn normalize(mut ranges: Vec<(u32, u32)>) -> Keys {
+    ranges.sort_unstable();
+    let mut out: Keys = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn ports(ranges: &[PortRange]) -> Keys {
+    normalize(
+        ranges
+            .iter()
+            .map(|r| (u32::from(r.first), u32::from(r.last)))
+            .collect(),
+    )
+}
+
+/// The keys of `within` that are not in `keys`.
+fn complement(keys: &Keys, within: (u32, u32)) -> Keys {
+    let mut out = Vec::new();
+    let mut next = within.0;
+    for &(lo, hi) in keys {
+        let lo = lo.max(within.0);
+        let hi = hi.min(within.1);
+        if lo > hi {
+            continue;
+        }
+        if lo > next {
+            out.push((next, lo - 1));
+        }
+        next = hi + 1;
+    }
+    if next <= within.1 {
+        out.push((next, within.1));
+    }
+    out
+}
+
+fn intersect(a: &Keys, b: &Keys) -> Keys {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 { i += 1 } else { j += 1 }
+    }
+    out
+}
+
+/// `keys`, or the real keys outside `keys` when negated.
+fn negatable(keys: Keys, negated: bool) -> Keys {
+    if negated {
+        complement(&keys, REAL)
+    } else {
+        keys
+    }
+}
+
+/// The L4 condition of one match as a disjunction of disjoint terms; `None`
+/// for matches that do not look at L4 keys.
+fn condition(m: &Match) -> Option<Vec<Term>> {
+    match m {
+        Match::Ports { sport, dport, .. } => {
+            let range = |r: &PortRange| single_range(*r);
+            Some(vec![[
+                sport.as_ref().map(|s| negatable(range(&s.value), s.negated)),
+                dport.as_ref().map(|d| negatable(range(&d.value), d.negated)),
+            ]])
+        }
+        Match::Icmp(t) => Some(match (t.value, t.negated) {
+            (IcmpType::Any, negated) => vec![[Some(negatable(vec![REAL], negated)), None]],
+            (
+                IcmpType::Type {
+                    icmp_type,
+                    code: None,
+                },
+                negated,
+            ) => vec![[
+                Some(negatable(single(u32::from(icmp_type)), negated)),
+                None,
+            ]],
+            (
+                IcmpType::Type {
+                    icmp_type,
+                    code: Some(code),
+                },
+                false,
+            ) => vec![[
+                Some(single(u32::from(icmp_type))),
+                Some(single(u32::from(code))),
+            ]],
+            // Not (type T and code C) = type is not T, or type is T and
+            // code is not C: two disjoint slots.
+            (
+                IcmpType::Type {
+                    icmp_type,
+                    code: Some(code),
+                },
+                true,
+            ) => vec![
+                [Some(negatable(single(u32::from(icmp_type)), true)), None],
+                [
+                    Some(single(u32::from(icmp_type))),
+                    Some(negatable(single(u32::from(code)), true)),
+                ],
+            ],
+        }),
+        Match::Multiport {
+            kind,
+            negated,
+            ports: list,
+        } => {
+            let set = ports(list);
+            Some(match (kind, negated) {
+                (MultiportKind::Source, &n) => vec![[Some(negatable(set, n)), None]],
+                (MultiportKind::Destination, &n) => vec![[None, Some(negatable(set, n))]],
+                // Source in P, or source not in P and destination in P: the
+                // second slot excludes the first so that a non-terminating
+                // rule acts once.
+                (MultiportKind::Either, false) => vec![
+                    [Some(set.clone()), None],
+                    [Some(negatable(set.clone(), true)), Some(set)],
+                ],
+                // Neither source nor destination in P: one conjunction.
+                (MultiportKind::Either, true) => {
+                    let outside = negatable(set, true);
+                    vec![[Some(outside.clone()), Some(outside)]]
+                }
+            })
+        }
+        Match::MacSource(_) | Match::Comment(_) => None,
+    }
+}
+
+fn single_range(r: PortRange) -> Keys {
+    normalize(vec![(u32::from(r.first), u32::from(r.last))])
+}
+
+/// AND of two conditions on one field.
+fn both(a: &Option<Keys>, b: &Option<Keys>) -> Option<Keys> {
+    match (a, b) {
+        (None, x) | (x, None) => x.clone(),
+        (Some(a), Some(b)) => Some(intersect(a, b)),
+    }
+}
+
+/// The rule's L4 conditions as disjoint conjunctions, one per slot. Terms
+/// that no key satisfies are dropped: a rule that can never match (such as
+/// `! --icmp-type any`, or `-f` with a port match) takes no slot at all.
+pub(super) fn expand(rule: &Rule) -> Vec<Term> {
+    let mut terms: Vec<Term> = vec![[None, None]];
+    if let Some(fragment) = rule.fragment {
+        // `-f` holds only for non-first fragments, `! -f` for everything else.
+        let keys = if fragment {
+            single(L4_FRAGMENT)
+        } else {
+            vec![(0, L4_NONE)]
+        };
+        terms[0][0] = Some(keys);
+    }
+    for m in &rule.matches {
+        let Some(alternatives) = condition(m) else {
+            continue;
+        };
+        let mut next = Vec::with_capacity(terms.len() * alternatives.len());
+        for t in &terms {
+            for alt in &alternatives {
+                next.push([both(&t[0], &alt[0]), both(&t[1], &alt[1])]);
+            }
+        }
+        terms = next;
+    }
+    terms.retain(|t| t.iter().all(|keys| keys.as_ref().is_none_or(|k| !k.is_empty())));
+    terms
+}
+
+/// Slots the rules take, for the message of the rule limit.
+pub(super) fn count_slots(rules: &[Rule]) -> usize {
+    rules.iter().map(|r| expand(r).len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complement_and_intersect() {
+        let k = normalize(vec![(5, 9), (1, 2), (3, 3), (20, 20)]);
+        assert_eq!(k, vec![(1, 9), (20, 20)]);
+        assert_eq!(
+            complement(&k, REAL),
+            vec![(0, 0), (10, 19), (21, 65535)]
+        );
+        assert_eq!(complement(&vec![REAL], REAL), vec![]);
+        assert_eq!(
+            intersect(&k, &vec![(0, 1), (8, 25)]),
+            vec![(1, 1), (8, 9), (20, 20)]
+        );
+    }
+}

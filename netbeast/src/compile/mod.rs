@@ -1,0 +1,588 @@
+//! Compiles a ruleset into the classifier tables of DESIGN §4.
+//!
+//! The kernel finds the first matching rule of a chain without walking the
+//! rules: every field of the packet (source, destination, protocol, the two
+//! L4 keys, interfaces, source MAC) is looked up in a table that gives a
+//! *class*, and the class's bit vector has bit `r` set when rule slot `r`
+//! accepts that key. ANDing the vectors of the used fields and taking the
+//! lowest set bit gives the first match. This module builds those tables and
+//! also emulates the kernel's search ([`CompiledRuleset::classify`]) so that
+//! property tests can compare it with iptables' linear semantics
+//! ([`reference::classify`]).
+//!
+//! # Rule slots
+//!
+//! A class vector can only express a conjunction of per-field conditions.
+//! Two iptables matches are disjunctions across the two L4 fields:
+//!
+//! - `-m multiport --ports P` (source *or* destination port in `P`), and
+//! - `! --icmp-type T/C` (type is not `T` *or* code is not `C`).
+//!
+//! Such a rule is expanded into several consecutive *slots* that share the
+//! rule's target and counter (`--ports P` becomes "sport in P" and "sport not
+//! in P, dport in P"). The slots of one rule are made disjoint, so a
+//! non-terminating rule never acts twice on one packet. The per-chain limit
+//! [`MAX_RULES_PER_CHAIN`] counts slots: a `--ports` rule or a negated
+//! `--icmp-type T/C` rule takes two (a rule with k of them takes 2^k), every
+//! other rule one. Negated `--ports` is a plain conjunction ("sport not in P
+//! and dport not in P") and takes one slot.
+
+mod classes;
+mod fields;
+mod l4;
+pub mod reference;
+mod search;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+use netbeast_common::{
+    ADDR_KEY_HEADER_BITS, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS,
+    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction, chain, field,
+    reject, size, target,
+};
+
+use crate::rules::model::{Chain, Ipv4Net, Policy, RejectWith, Rule, Ruleset, Target};
+
+pub use reference::{L4Header, PacketView};
+
+use classes::Interner;
+use l4::Slot;
+
+/// A network interface of the namespace. `-i`/`-o` name patterns are
+/// resolved against this list when compiling; the kernel only sees ifindexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub ifindex: u32,
+    pub name: String,
+}
+
+/// Names of the filter chains the classifier knows, in `chain::*` order.
+pub const CHAIN_NAMES: [&str; chain::COUNT] = ["INPUT", "FORWARD", "OUTPUT"];
+
+/// Names of the fields in `field::*` order, as error messages show them.
+pub const FIELD_NAMES: [&str; field::COUNT] = [
+    "source address",
+    "destination address",
+    "protocol",
+    "source port / icmp type / fragment",
+    "destination port / icmp code",
+    "input interface",
+    "output interface",
+    "source mac",
+];
+
+/// Interface entries one generation may hold: the `IFACES` map holds both
+/// generations.
+pub const MAX_IFACE_ENTRIES: usize = size::IFACES as usize / GENERATIONS;
+/// MAC entries one generation may hold: the `MACS` map holds both generations.
+pub const MAX_MAC_ENTRIES: usize = size::MACS as usize / GENERATIONS;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error(
+        "chain {chain} needs {slots} rule slots, more than the limit of {limit} per chain \
+         (MAX_RULES_PER_CHAIN); remove rules (a `-m multiport --ports` rule or a \
+         `! --icmp-type TYPE/CODE` rule takes two slots)"
+    )]
+    TooManyRules {
+        chain: String,
+        slots: usize,
+        limit: usize,
+    },
+    #[error(
+        "the ruleset needs more than {limit} distinct match classes (MAX_CLASSES), reached at \
+         the {field} of chain {chain}; use fewer distinct addresses, port ranges, interfaces or \
+         mac addresses (e.g. merge rules that differ only in them with multiport or a wider prefix)"
+    )]
+    TooManyClasses {
+        limit: u32,
+        chain: String,
+        field: &'static str,
+    },
+    #[error(
+        "the ruleset needs {entries} {what} entries, more than the limit of {limit} per \
+         generation ({constant}); name fewer {what}s in rules"
+    )]
+    TooManyEntries {
+        what: &'static str,
+        entries: usize,
+        limit: usize,
+        constant: &'static str,
+    },
+    #[error("rule {rule} of chain {chain}: {problem}")]
+    InvalidRule {
+        chain: String,
+        /// 1-based, as `--line-numbers` shows it.
+        rule: usize,
+        problem: String,
+    },
+    #[error("generation {generation} does not exist: there are {GENERATIONS} (0 and 1)")]
+    InvalidGeneration { generation: u32 },
+}
+
+/// The classifier tables of one ruleset for one generation, ready to be
+/// written to the maps. Plain data: every table is complete (no lazy parts).
+pub struct CompiledRuleset {
+    /// The generation the class ids belong to.
+    pub generation: u32,
+    /// Indexed by `chain::INPUT`, `chain::FORWARD`, `chain::OUTPUT`.
+    pub chains: [CompiledChain; chain::COUNT],
+    /// Every distinct class vector of the ruleset (all chains and fields), in
+    /// id order: `classes[n].id == generation * CLASS_ID_GEN_STRIDE + n`.
+    pub classes: Vec<Class>,
+}
+
+/// One chain's tables.
+pub struct CompiledChain {
+    /// The `CHAINS` map value at `chain_index(generation, chain)`.
+    pub config: ChainConfig,
+    /// One entry per rule slot (`config.rule_count` of them), in slot order:
+    /// the `RULES` map value at `rule_index(generation, chain, slot)`.
+    /// `target` is `target::ACCEPT`, `DROP`, `REJECT` (with `reject_with`
+    /// one of `reject::*`) or `NONE` (count, then search on from the next
+    /// slot); `counter` is the user's rule (0-based position in the chain)
+    /// the slot belongs to, which differs from the slot number after a rule
+    /// that was expanded into several slots.
+    pub rules: Vec<RuleAction>,
+    /// LPM entries for `field::SRC` and `field::DST`. Each field has its
+    /// `0.0.0.0/0` entry, so a lookup always finds a prefix.
+    pub addr_prefixes: Vec<AddrPrefix>,
+    /// Class of every protocol number (256 entries).
+    pub proto_classes: Vec<u32>,
+    /// Class of every L4 key (`L4_KEYS` entries each): `[0]` is `field::L4A`,
+    /// `[1]` is `field::L4B`. See [`CompiledChain::l4_chunk`] for the map layout.
+    pub l4_classes: [Vec<u32>; 2],
+    /// Interfaces whose class differs from `config.default_class[field]`
+    /// (`field::IN_IFACE` / `field::OUT_IFACE`); every other ifindex, known
+    /// or not, takes the default class.
+    pub ifaces: Vec<IfaceClass>,
+    /// Source MACs whose class differs from
+    /// `config.default_class[field::MAC_SOURCE]`.
+    pub macs: Vec<MacClass>,
+}
+
+/// One prefix of an address LPM trie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrPrefix {
+    /// `field::SRC` or `field::DST`.
+    pub field: usize,
+    pub net: Ipv4Net,
+    pub class: u32,
+}
+
+impl AddrPrefix {
+    /// The trie key and its prefix length in bits, header included.
+    pub fn trie_key(&self, generation: u32, chain: u32) -> (u32, AddrKey) {
+        let key = AddrKey {
+            generation: generation as u8,
+            chain: chain as u8,
+            field: self.field as u8,
+            addr: self.net.addr.octets(),
+        };
+        (ADDR_KEY_HEADER_BITS + u32::from(self.net.prefix_len), key)
+    }
+}
+
+/// The class of one interface for one field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceClass {
+    /// `field::IN_IFACE` or `field::OUT_IFACE`.
+    pub field: usize,
+    pub ifindex: u32,
+    pub class: u32,
+}
+
+/// The class of one source MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacClass {
+    pub mac: [u8; 6],
+    pub class: u32,
+}
+
+/// A distinct class vector and its id.
+pub struct Class {
+    pub id: u32,
+    pub vector: Box<ClassVector>,
+}
+
+impl CompiledChain {
+    /// Entry `chunk` (0..L4_CHUNKS) of the `L4_CLASSES` map for `l4_field`
+    /// (0 = L4A, 1 = L4B): keys `chunk * L4_CHUNK ..`. Past the last key the
+    /// entry is padded with the class of `L4_FRAGMENT`; no packet has those
+    /// keys.
+    pub fn l4_chunk(&self, l4_field: usize, chunk: usize) -> [u32; L4_CHUNK] {
+        let table = &self.l4_classes[l4_field];
+        let pad = table[L4_KEYS - 1];
+        let mut out = [pad; L4_CHUNK];
+        let start = chunk * L4_CHUNK;
+        let end = (start + L4_CHUNK).min(L4_KEYS);
+        if start < end {
+            out[..end - start].copy_from_slice(&table[start..end]);
+        }
+        out
+    }
+}
+
+/// Limits the compiler enforces; lowered in tests to reach them cheaply.
+#[derive(Clone, Copy)]
+struct Limits {
+    rules_per_chain: usize,
+    classes: u32,
+    iface_entries: usize,
+    mac_entries: usize,
+}
+
+const LIMITS: Limits = Limits {
+    rules_per_chain: MAX_RULES_PER_CHAIN,
+    classes: MAX_CLASSES,
+    iface_entries: MAX_IFACE_ENTRIES,
+    mac_entries: MAX_MAC_ENTRIES,
+};
+
+/// Compiles the filter table's INPUT, FORWARD and OUTPUT chains for
+/// `generation`, resolving interface names through `interfaces`.
+pub fn compile(
+    ruleset: &Ruleset,
+    interfaces: &[Interface],
+    generation: u32,
+) -> Result<CompiledRuleset, CompileError> {
+    compile_with_limits(ruleset, interfaces, generation, LIMITS)
+}
+
+/// A chain with its rules expanded into slots, before any table is built.
+struct ChainPlan<'a> {
+    name: &'static str,
+    policy: u32,
+    rules: &'a [Rule],
+    slots: Vec<Slot>,
+}
+
+fn compile_with_limits(
+    ruleset: &Ruleset,
+    interfaces: &[Interface],
+    generation: u32,
+    limits: Limits,
+) -> Result<CompiledRuleset, CompileError> {
+    if generation as usize >= GENERATIONS {
+        return Err(CompileError::InvalidGeneration { generation });
+    }
+    let mut plans = Vec::with_capacity(chain::COUNT);
+    for name in CHAIN_NAMES {
+        let chain = ruleset.filter.chain(name);
+        plans.push(plan_chain(name, chain, limits)?);
+    }
+    // Every vector has the same length so that identical rule sets of
+    // different chains deduplicate into one class.
+    let words = plans
+        .iter()
+        .map(|p| p.slots.len().div_ceil(64))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let interfaces = dedup_interfaces(interfaces);
+    let mut interner = Interner::new(generation, words, limits.classes);
+    let mut chains = Vec::with_capacity(chain::COUNT);
+    for plan in &plans {
+        chains.push(compile_chain(plan, &interfaces, &mut interner)?);
+    }
+    let iface_entries: usize = chains.iter().map(|c| c.ifaces.len()).sum();
+    if iface_entries > limits.iface_entries {
+        return Err(CompileError::TooManyEntries {
+            what: "interface",
+            entries: iface_entries,
+            limit: limits.iface_entries,
+            constant: "MAX_IFACE_ENTRIES",
+        });
+    }
+    let mac_entries: usize = chains.iter().map(|c| c.macs.len()).sum();
+    if mac_entries > limits.mac_entries {
+        return Err(CompileError::TooManyEntries {
+            what: "mac address",
+            entries: mac_entries,
+            limit: limits.mac_entries,
+            constant: "MAX_MAC_ENTRIES",
+        });
+    }
+    let chains: [CompiledChain; chain::COUNT] = match chains.try_into() {
+        Ok(chains) => chains,
+        Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
+    };
+    Ok(CompiledRuleset {
+        generation,
+        chains,
+        classes: interner.into_classes(),
+    })
+}
+
+/// The first entry of each ifindex wins, as the reference resolves them.
+fn dedup_interfaces(interfaces: &[Interface]) -> Vec<&Interface> {
+    let mut seen = std::collections::HashSet::new();
+    interfaces
+        .iter()
+        .filter(|i| seen.insert(i.ifindex))
+        .collect()
+}
+
+fn plan_chain<'a>(
+    name: &'static str,
+    chain: Option<&'a Chain>,
+    limits: Limits,
+) -> Result<ChainPlan<'a>, CompileError> {
+    let (rules, policy) = match chain {
+        Some(c) => (c.rules.as_slice(), c.policy),
+        None => (&[][..], None),
+    };
+    let policy = match policy {
+        // Built-in chains always have a policy; iptables' default is ACCEPT.
+        Some(Policy::Accept) | None => target::ACCEPT,
+        Some(Policy::Drop) => target::DROP,
+    };
+    let mut slots = Vec::with_capacity(rules.len());
+    for (index, rule) in rules.iter().enumerate() {
+        validate_rule(rule).map_err(|problem| CompileError::InvalidRule {
+            chain: name.to_string(),
+            rule: index + 1,
+            problem,
+        })?;
+        for terms in l4::expand(rule) {
+            slots.push(Slot {
+                rule: index as u32,
+                l4: terms,
+            });
+        }
+        // Checked as we go so that a huge ruleset fails before it allocates.
+        if slots.len() > limits.rules_per_chain {
+            let slots = slots.len() + l4::count_slots(&rules[index + 1..]);
+            return Err(CompileError::TooManyRules {
+                chain: name.to_string(),
+                slots,
+                limit: limits.rules_per_chain,
+            });
+        }
+    }
+    Ok(ChainPlan {
+        name,
+        policy,
+        rules,
+        slots,
+    })
+}
+
+/// The checks the tables rely on. The parser already refuses these rules;
+/// they are repeated here because a wrong table would silently misclassify.
+fn validate_rule(rule: &Rule) -> Result<(), String> {
+    use crate::rules::model::Match;
+    for net in [&rule.source, &rule.destination].into_iter().flatten() {
+        if net.value.prefix_len > 32 {
+            return Err(format!(
+                "prefix length {} is longer than 32",
+                net.value.prefix_len
+            ));
+        }
+    }
+    let protocol = match &rule.protocol {
+        Some(p) if !p.negated => Some(p.value),
+        _ => None,
+    };
+    // The kernel fills the L4 keys with ports only for TCP and UDP and with
+    // type/code only for ICMP, so those matches need that exact protocol.
+    for m in &rule.matches {
+        match m {
+            Match::Ports { protocol: p, .. } => {
+                if protocol != Some(*p) || !matches!(p, 6 | 17) {
+                    return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
+                }
+            }
+            Match::Multiport { .. } => {
+                if !matches!(protocol, Some(6 | 17)) {
+                    return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
+                }
+            }
+            Match::Icmp(_) => {
+                if protocol != Some(1) {
+                    return Err("--icmp-type needs `-p icmp`".to_string());
+                }
+            }
+            Match::MacSource(_) | Match::Comment(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn action(target: &Target, counter: u32) -> RuleAction {
+    let (target, reject_with) = match target {
+        Target::None => (target::NONE, 0),
+        Target::Accept => (target::ACCEPT, 0),
+        Target::Drop => (target::DROP, 0),
+        Target::Reject(with) => (
+            target::REJECT,
+            match with {
+                RejectWith::IcmpPortUnreachable => reject::ICMP_PORT_UNREACHABLE,
+                RejectWith::IcmpHostUnreachable => reject::ICMP_HOST_UNREACHABLE,
+                RejectWith::IcmpNetUnreachable => reject::ICMP_NET_UNREACHABLE,
+                RejectWith::IcmpProtoUnreachable => reject::ICMP_PROTO_UNREACHABLE,
+                RejectWith::IcmpNetProhibited => reject::ICMP_NET_PROHIBITED,
+                RejectWith::IcmpHostProhibited => reject::ICMP_HOST_PROHIBITED,
+                RejectWith::IcmpAdminProhibited => reject::ICMP_ADMIN_PROHIBITED,
+                RejectWith::TcpReset => reject::TCP_RESET,
+            },
+        ),
+    };
+    RuleAction {
+        target,
+        reject_with,
+        counter,
+        _pad: 0,
+    }
+}
+
+fn compile_chain(
+    plan: &ChainPlan<'_>,
+    interfaces: &[&Interface],
+    interner: &mut Interner,
+) -> Result<CompiledChain, CompileError> {
+    let mut default_class = [0u32; field::COUNT];
+    let mut fields_used = 0u32;
+
+    let mut addr_prefixes = Vec::new();
+    for f in [field::SRC, field::DST] {
+        let table = fields::addresses(plan, f, interner)?;
+        fields_used |= u32::from(table.used) << f;
+        default_class[f] = table.default_class;
+        addr_prefixes.extend(table.prefixes);
+    }
+
+    let proto = fields::protocols(plan, interner)?;
+    fields_used |= u32::from(proto.used) << field::PROTO;
+    default_class[field::PROTO] = proto.default_class;
+
+    let l4a = fields::l4_keys(plan, 0, interner)?;
+    let l4b = fields::l4_keys(plan, 1, interner)?;
+    fields_used |= u32::from(l4a.used) << field::L4A;
+    fields_used |= u32::from(l4b.used) << field::L4B;
+    default_class[field::L4A] = l4a.default_class;
+    default_class[field::L4B] = l4b.default_class;
+
+    let mut ifaces = Vec::new();
+    for f in [field::IN_IFACE, field::OUT_IFACE] {
+        let table = fields::interfaces(plan, f, interfaces, interner)?;
+        fields_used |= u32::from(table.used) << f;
+        default_class[f] = table.default_class;
+        ifaces.extend(table.entries);
+    }
+
+    let macs = fields::macs(plan, interner)?;
+    fields_used |= u32::from(macs.used) << field::MAC_SOURCE;
+    default_class[field::MAC_SOURCE] = macs.default_class;
+
+    let rules = plan
+        .slots
+        .iter()
+        .map(|slot| action(&plan.rules[slot.rule as usize].target, slot.rule))
+        .collect();
+
+    Ok(CompiledChain {
+        config: ChainConfig {
+            policy: plan.policy,
+            rule_count: plan.slots.len() as u32,
+            fields_used,
+            _pad: 0,
+            default_class,
+        },
+        rules,
+        addr_prefixes,
+        proto_classes: proto.table,
+        l4_classes: [l4a.table, l4b.table],
+        ifaces,
+        macs: macs.entries,
+    })
+}
+
+impl CompiledRuleset {
+    /// The class vector of `id`, if `id` is one of this ruleset's classes.
+    pub fn class(&self, id: u32) -> Option<&ClassVector> {
+        let n = id.checked_sub(self.generation * CLASS_ID_GEN_STRIDE)?;
+        let class = self.classes.get(n as usize)?;
+        (class.id == id).then_some(&*class.vector)
+    }
+
+    /// The class id the kernel would look up for `field` of `pkt` in `chain`.
+    pub fn class_of(&self, chain: u32, f: usize, pkt: &PacketView) -> u32 {
+        let c = &self.chains[chain as usize];
+        let default = c.config.default_class[f];
+        match f {
+            field::SRC | field::DST => {
+                let addr = if f == field::SRC { pkt.src } else { pkt.dst };
+                longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
+            }
+            field::PROTO => c.proto_classes[usize::from(pkt.protocol)],
+            field::L4A | field::L4B => {
+                let (a, b) = pkt.l4_keys();
+                let key = if f == field::L4A { a } else { b };
+                c.l4_classes[f - field::L4A][key as usize]
+            }
+            field::IN_IFACE | field::OUT_IFACE => {
+                let ifindex = if f == field::IN_IFACE {
+                    pkt.in_ifindex
+                } else {
+                    pkt.out_ifindex
+                };
+                c.ifaces
+                    .iter()
+                    .find(|e| e.field == f && e.ifindex == ifindex)
+                    .map_or(default, |e| e.class)
+            }
+            field::MAC_SOURCE => c
+                .macs
+                .iter()
+                .find(|e| e.mac == pkt.mac_source)
+                .map_or(default, |e| e.class),
+            _ => unreachable!("field {f} does not exist"),
+        }
+    }
+
+    /// What the kernel does with `pkt` in `chain`: the user's rule numbers
+    /// (0-based) it acts on, in order — every matching non-terminating rule,
+    /// then the first terminating one. Empty, or ending in a non-terminating
+    /// rule, means the chain policy applies.
+    ///
+    /// Mirrors the kernel search exactly (summary words, then rule words);
+    /// panics if a table names a class that does not exist, which would be a
+    /// compiler bug.
+    pub fn classify(&self, chain: u32, pkt: &PacketView) -> Vec<usize> {
+        let c = &self.chains[chain as usize];
+        let vectors: Vec<&ClassVector> = (0..field::COUNT)
+            .filter(|f| c.config.fields_used & (1 << f) != 0)
+            .map(|f| {
+                let id = self.class_of(chain, f, pkt);
+                self.class(id).unwrap_or_else(|| {
+                    panic!("class {id} of field {f} of chain {chain} does not exist")
+                })
+            })
+            .collect();
+        let mut hits = Vec::new();
+        let mut start = 0;
+        while let Some(slot) = search::first_match(&vectors, c.config.rule_count, start) {
+            let rule = &c.rules[slot as usize];
+            hits.push(rule.counter as usize);
+            if rule.target != target::NONE {
+                break;
+            }
+            start = slot + 1;
+        }
+        hits
+    }
+}
+
+fn longest_prefix(prefixes: &[AddrPrefix], f: usize, addr: Ipv4Addr) -> Option<u32> {
+    prefixes
+        .iter()
+        .filter(|p| p.field == f && p.net.contains(addr))
+        .max_by_key(|p| p.net.prefix_len)
+        .map(|p| p.class)
+}
+
+// The L4 map layout must cover every key.
+const _: () = assert!(L4_CHUNKS * L4_CHUNK >= L4_KEYS);

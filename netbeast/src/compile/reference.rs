@@ -1,0 +1,207 @@
+//! iptables' own semantics, written plainly from the rule model: walk the
+//! rules in order, test every match as the kernel's `ip_packet_match` and
+//! the `tcp`/`udp`/`icmp`/`multiport`/`mac` matches do, stop at the first
+//! terminating rule. This is the oracle the compiled classifier is tested
+//! against; it shares no code with the compiler.
+//!
+//! One documented difference from iptables: a first fragment whose L4
+//! header is cut short makes iptables' port and ICMP matches drop the packet
+//! on the spot ("hotdrop"); here, as in netbeast's kernel, such a match is
+//! simply false.
+
+use std::net::Ipv4Addr;
+
+use netbeast_common::{L4_FRAGMENT, L4_NONE};
+
+use super::Interface;
+use crate::rules::model::{Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Target};
+
+/// What the packet parser read from the L4 header of a first fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Header {
+    /// TCP or UDP.
+    Ports { source: u16, destination: u16 },
+    Icmp { icmp_type: u8, code: u8 },
+}
+
+/// The parts of an IPv4 packet the filter rules look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketView {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// A non-first fragment: it carries no L4 header.
+    pub fragment_offset_nonzero: bool,
+    /// The L4 header of a first fragment (or unfragmented packet): `None`
+    /// for protocols without ports or types, and when the header is cut
+    /// short. Ignored on non-first fragments, and when it does not fit the
+    /// protocol (ports are TCP/UDP only, type/code ICMP only).
+    pub l4: Option<L4Header>,
+    /// 0 or an ifindex no interface has when the packet has no such
+    /// interface (no input interface in OUTPUT, no output in INPUT).
+    pub in_ifindex: u32,
+    pub out_ifindex: u32,
+    pub mac_source: [u8; 6],
+}
+
+impl PacketView {
+    /// Source and destination port, as the `tcp`/`udp`/`multiport` matches
+    /// see them: only on TCP/UDP first fragments with a whole header.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.l4 {
+            Some(L4Header::Ports {
+                source,
+                destination,
+            }) if !self.fragment_offset_nonzero && matches!(self.protocol, 6 | 17) => {
+                Some((source, destination))
+            }
+            _ => None,
+        }
+    }
+
+    /// ICMP type and code, as the `icmp` match sees them.
+    pub fn icmp(&self) -> Option<(u8, u8)> {
+        match self.l4 {
+            Some(L4Header::Icmp { icmp_type, code })
+                if !self.fragment_offset_nonzero && self.protocol == 1 =>
+            {
+                Some((icmp_type, code))
+            }
+            _ => None,
+        }
+    }
+
+    /// The keys of the classifier's `field::L4A` and `field::L4B`: ports
+    /// for TCP/UDP, type and code for ICMP, `L4_FRAGMENT` twice for a
+    /// non-first fragment, `L4_NONE` twice otherwise.
+    pub fn l4_keys(&self) -> (u32, u32) {
+        if self.fragment_offset_nonzero {
+            (L4_FRAGMENT, L4_FRAGMENT)
+        } else if let Some((s, d)) = self.ports() {
+            (u32::from(s), u32::from(d))
+        } else if let Some((t, c)) = self.icmp() {
+            (u32::from(t), u32::from(c))
+        } else {
+            (L4_NONE, L4_NONE)
+        }
+    }
+}
+
+/// The rules of `chain` that iptables acts on for `pkt`, as 0-based rule
+/// numbers: every matching rule without a terminating target, then the
+/// first matching rule with one. Empty, or ending in a non-terminating rule,
+/// means the chain policy applies.
+pub fn classify(chain: &Chain, interfaces: &[Interface], pkt: &PacketView) -> Vec<usize> {
+    let name_of = |ifindex: u32| {
+        interfaces
+            .iter()
+            .find(|i| i.ifindex == ifindex)
+            .map(|i| i.name.as_str())
+    };
+    let in_name = name_of(pkt.in_ifindex);
+    let out_name = name_of(pkt.out_ifindex);
+    let mut hits = Vec::new();
+    for (n, rule) in chain.rules.iter().enumerate() {
+        if rule_matches(rule, in_name, out_name, pkt) {
+            hits.push(n);
+            if rule.target != Target::None {
+                break;
+            }
+        }
+    }
+    hits
+}
+
+/// `value` tested, then flipped by `!`: iptables' `FWINV`.
+fn holds<T>(m: &Negatable<T>, test: impl FnOnce(&T) -> bool) -> bool {
+    test(&m.value) != m.negated
+}
+
+/// An interface netbeast was not told about has a name no pattern can
+/// match, except the lone `+` that matches every name.
+fn iface_matches(pattern: &IfaceName, name: Option<&str>) -> bool {
+    match name {
+        Some(name) => pattern.matches(name),
+        None => pattern.wildcard && pattern.name.is_empty(),
+    }
+}
+
+fn rule_matches(rule: &Rule, in_name: Option<&str>, out_name: Option<&str>, pkt: &PacketView) -> bool {
+    // ip_packet_match(): addresses, interfaces, protocol, fragment flag.
+    if let Some(s) = &rule.source
+        && !holds(s, |net| net.contains(pkt.src))
+    {
+        return false;
+    }
+    if let Some(d) = &rule.destination
+        && !holds(d, |net| net.contains(pkt.dst))
+    {
+        return false;
+    }
+    if let Some(i) = &rule.in_iface
+        && !holds(i, |p| iface_matches(p, in_name))
+    {
+        return false;
+    }
+    if let Some(o) = &rule.out_iface
+        && !holds(o, |p| iface_matches(p, out_name))
+    {
+        return false;
+    }
+    // Protocol 0 (`-p all`) is never tested, even with `!`.
+    if let Some(p) = &rule.protocol
+        && p.value != 0
+        && !holds(p, |&proto| proto == pkt.protocol)
+    {
+        return false;
+    }
+    if let Some(fragment) = rule.fragment
+        && fragment != pkt.fragment_offset_nonzero
+    {
+        return false;
+    }
+    rule.matches.iter().all(|m| match_holds(m, pkt))
+}
+
+fn match_holds(m: &Match, pkt: &PacketView) -> bool {
+    match m {
+        // The tcp/udp, icmp and multiport matches are false on non-first
+        // fragments whatever their `!`.
+        Match::Ports { sport, dport, .. } => {
+            let Some((s, d)) = pkt.ports() else {
+                return false;
+            };
+            sport.as_ref().is_none_or(|r| holds(r, |r| r.contains(s)))
+                && dport.as_ref().is_none_or(|r| holds(r, |r| r.contains(d)))
+        }
+        Match::Icmp(t) => {
+            let Some((icmp_type, code)) = pkt.icmp() else {
+                return false;
+            };
+            holds(t, |t| match *t {
+                IcmpType::Any => true,
+                IcmpType::Type {
+                    icmp_type: want,
+                    code: want_code,
+                } => icmp_type == want && want_code.is_none_or(|c| c == code),
+            })
+        }
+        Match::Multiport {
+            kind,
+            negated,
+            ports,
+        } => {
+            let Some((s, d)) = pkt.ports() else {
+                return false;
+            };
+            let hit = ports.iter().any(|r| match kind {
+                MultiportKind::Source => r.contains(s),
+                MultiportKind::Destination => r.contains(d),
+                MultiportKind::Either => r.contains(s) || r.contains(d),
+            });
+            hit != *negated
+        }
+        Match::MacSource(mac) => holds(mac, |m| *m == pkt.mac_source),
+        Match::Comment(_) => true,
+    }
+}

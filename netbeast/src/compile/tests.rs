@@ -1,0 +1,829 @@
+//! The compiled classifier against the reference (iptables' linear
+//! semantics) on random rulesets and packets, plus the limits.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use netbeast_common::{
+    CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
+    RULE_WORDS, chain, field, reject, target,
+};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+use super::*;
+use crate::rules::model::{
+    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
+    RejectWith, Rule, Ruleset, Target,
+};
+
+// ---------------------------------------------------------------- pools
+// Rule values come from small pools and packets are drawn mostly from the
+// same pools, so that packets hit rules, prefix edges and range edges.
+
+const NETS: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 0),
+    ([10, 0, 0, 0], 8),
+    ([10, 1, 0, 0], 16),
+    ([10, 1, 2, 0], 24),
+    ([10, 1, 2, 128], 25),
+    ([10, 1, 2, 4], 30),
+    ([10, 1, 2, 3], 32),
+    ([10, 1, 3, 0], 24),
+    ([192, 168, 0, 0], 16),
+    ([192, 168, 1, 0], 24),
+    ([192, 168, 1, 1], 32),
+    ([172, 16, 0, 0], 12),
+];
+
+const ADDRS: &[[u8; 4]] = &[
+    [10, 1, 2, 3],
+    [10, 1, 2, 4],
+    [10, 1, 2, 7],
+    [10, 1, 2, 8],
+    [10, 1, 2, 200],
+    [10, 1, 3, 9],
+    [10, 2, 0, 1],
+    [192, 168, 1, 1],
+    [192, 168, 1, 2],
+    [192, 168, 2, 1],
+    [172, 16, 5, 5],
+    [172, 32, 0, 1],
+    [8, 8, 8, 8],
+    [0, 0, 0, 0],
+    [255, 255, 255, 255],
+];
+
+const PORTS: &[u16] = &[0, 1, 22, 53, 79, 80, 81, 443, 1023, 1024, 5432, 8080, 65534, 65535];
+const ICMP_TYPES: &[u8] = &[0, 3, 8, 11];
+const ICMP_CODES: &[u8] = &[0, 1, 3, 4];
+const MACS: &[[u8; 6]] = &[
+    [0x02, 0, 0, 0, 0, 1],
+    [0x02, 0, 0, 0, 0, 2],
+    [0x02, 0, 0, 0, 0, 3],
+];
+/// Patterns as (name, wildcard): exact names, prefixes, the lone `+`, and
+/// names no interface has.
+const PATTERNS: &[(&str, bool)] = &[
+    ("eth0", false),
+    ("eth1", false),
+    ("eth", true),
+    ("eth1", true),
+    ("", true),
+    ("veth", true),
+    ("lo", false),
+    ("eth", false),
+    ("nothere", false),
+    ("w", true),
+];
+
+fn interfaces() -> Vec<Interface> {
+    [
+        (1, "lo"),
+        (2, "eth0"),
+        (3, "eth1"),
+        (4, "eth10"),
+        (5, "veth0"),
+        (7, "wlan0"),
+        (9, "eth"),
+    ]
+    .into_iter()
+    .map(|(ifindex, name)| Interface {
+        ifindex,
+        name: name.to_string(),
+    })
+    .collect()
+}
+
+// ---------------------------------------------------------------- rules
+
+fn negatable<T: std::fmt::Debug + Clone>(
+    value: impl Strategy<Value = T>,
+) -> impl Strategy<Value = Negatable<T>> {
+    (prop::bool::weighted(0.3), value).prop_map(|(negated, value)| Negatable { negated, value })
+}
+
+fn net() -> impl Strategy<Value = Ipv4Net> {
+    select(NETS).prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len))
+}
+
+fn iface() -> impl Strategy<Value = IfaceName> {
+    select(PATTERNS).prop_map(|(name, wildcard)| IfaceName {
+        name: name.to_string(),
+        wildcard,
+    })
+}
+
+fn port_range() -> impl Strategy<Value = PortRange> {
+    prop_oneof![
+        2 => select(PORTS).prop_map(|p| PortRange { first: p, last: p }),
+        1 => (select(PORTS), select(PORTS)).prop_map(|(a, b)| PortRange {
+            first: a.min(b),
+            last: a.max(b),
+        }),
+    ]
+}
+
+fn icmp_type() -> impl Strategy<Value = IcmpType> {
+    prop_oneof![
+        1 => Just(IcmpType::Any),
+        2 => select(ICMP_TYPES).prop_map(|t| IcmpType::Type { icmp_type: t, code: None }),
+        2 => (select(ICMP_TYPES), select(ICMP_CODES))
+            .prop_map(|(t, c)| IcmpType::Type { icmp_type: t, code: Some(c) }),
+    ]
+}
+
+fn l4_matches(protocol: Option<Negatable<u8>>) -> BoxedStrategy<Vec<Match>> {
+    match protocol {
+        Some(Negatable {
+            negated: false,
+            value: p @ (6 | 17),
+        }) => {
+            let ports = (
+                prop::option::weighted(0.5, negatable(port_range())),
+                prop::option::weighted(0.6, negatable(port_range())),
+            )
+                .prop_map(move |(sport, dport)| Match::Ports {
+                    protocol: p,
+                    sport,
+                    dport,
+                });
+            let multiport = (
+                select(&[
+                    MultiportKind::Source,
+                    MultiportKind::Destination,
+                    MultiportKind::Either,
+                ][..]),
+                prop::bool::weighted(0.3),
+                prop::collection::vec(port_range(), 1..4),
+            )
+                .prop_map(|(kind, negated, ports)| Match::Multiport {
+                    kind,
+                    negated,
+                    ports,
+                });
+            prop::collection::vec(prop_oneof![ports, multiport], 0..3).boxed()
+        }
+        Some(Negatable {
+            negated: false,
+            value: 1,
+        }) => prop::collection::vec(negatable(icmp_type()).prop_map(Match::Icmp), 0..2).boxed(),
+        _ => Just(Vec::new()).boxed(),
+    }
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        2 => Just(Target::None),
+        2 => Just(Target::Accept),
+        2 => Just(Target::Drop),
+        1 => select(&[
+            RejectWith::IcmpPortUnreachable,
+            RejectWith::TcpReset,
+            RejectWith::IcmpAdminProhibited,
+        ][..]).prop_map(Target::Reject),
+    ]
+}
+
+fn rule() -> impl Strategy<Value = Rule> {
+    let protocol = prop_oneof![
+        3 => Just(None),
+        4 => Just(Some(Negatable::is(6))),
+        3 => Just(Some(Negatable::is(17))),
+        2 => Just(Some(Negatable::is(1))),
+        1 => select(&[0u8, 1, 6, 17, 47][..]).prop_map(|p| Some(Negatable::not(p))),
+        1 => select(&[0u8, 47, 50][..]).prop_map(|p| Some(Negatable::is(p))),
+    ];
+    protocol.prop_flat_map(|protocol| {
+        let addresses = (
+            prop::option::weighted(0.4, negatable(net())),
+            prop::option::weighted(0.3, negatable(net())),
+        );
+        let ifaces = (
+            prop::option::weighted(0.2, negatable(iface())),
+            prop::option::weighted(0.15, negatable(iface())),
+        );
+        let fragment = prop_oneof![8 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))];
+        let macs = prop::collection::vec(
+            negatable(select(MACS)).prop_map(Match::MacSource),
+            0..3,
+        );
+        let extras = (macs, prop::bool::weighted(0.1), prop::bool::weighted(0.85));
+        (
+            Just(protocol.clone()),
+            addresses,
+            ifaces,
+            fragment,
+            l4_matches(protocol),
+            extras,
+            target(),
+        )
+            .prop_map(
+                |(protocol, (source, destination), (in_iface, out_iface), fragment, l4, (macs, comment, few_macs), target)| {
+                    let mut matches = l4;
+                    // Most rules name at most one MAC; some name several.
+                    let macs = if few_macs { macs.into_iter().take(1).collect() } else { macs };
+                    matches.extend(macs);
+                    if comment {
+                        matches.push(Match::Comment("a comment".to_string()));
+                    }
+                    Rule {
+                        protocol,
+                        source,
+                        destination,
+                        in_iface,
+                        out_iface,
+                        fragment,
+                        matches,
+                        target,
+                        counter: Default::default(),
+                    }
+                },
+            )
+    })
+}
+
+fn chain_of(name: &str, policy: Policy, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.to_string(),
+        policy: Some(policy),
+        policy_counter: Default::default(),
+        rules,
+    }
+}
+
+fn ruleset_of(input: Vec<Rule>, forward: Vec<Rule>, output: Vec<Rule>) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    ruleset.filter.chains = vec![
+        chain_of("INPUT", Policy::Accept, input),
+        chain_of("FORWARD", Policy::Drop, forward),
+        chain_of("OUTPUT", Policy::Accept, output),
+    ];
+    ruleset
+}
+
+/// Mostly small chains (where bugs are easy to read), some of a few hundred
+/// rules (where several words and summary bits are in play).
+fn ruleset() -> impl Strategy<Value = Ruleset> {
+    let big = prop_oneof![
+        10 => 1..12usize,
+        4 => 12..70usize,
+        1 => 70..300usize,
+    ]
+    .prop_flat_map(|n| prop::collection::vec(rule(), n));
+    let small = || prop::collection::vec(rule(), 0..6);
+    (0..3usize, big, small(), small()).prop_map(|(at, big, a, b)| {
+        let mut chains = vec![a, b];
+        chains.insert(at, big);
+        let output = chains.pop().unwrap();
+        let forward = chains.pop().unwrap();
+        let input = chains.pop().unwrap();
+        ruleset_of(input, forward, output)
+    })
+}
+
+// ---------------------------------------------------------------- packets
+
+fn addr() -> impl Strategy<Value = Ipv4Addr> {
+    prop_oneof![
+        4 => select(ADDRS).prop_map(Ipv4Addr::from),
+        1 => any::<u32>().prop_map(Ipv4Addr::from),
+    ]
+}
+
+fn port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        4 => select(PORTS),
+        1 => select(PORTS).prop_map(|p| p.wrapping_add(1)),
+        1 => any::<u16>(),
+    ]
+}
+
+fn packet() -> impl Strategy<Value = PacketView> {
+    let protocol = prop_oneof![
+        4 => Just(6u8),
+        3 => Just(17u8),
+        2 => Just(1u8),
+        1 => select(&[0u8, 47, 50][..]),
+        1 => any::<u8>(),
+    ];
+    let icmp = (
+        prop_oneof![4 => select(ICMP_TYPES), 1 => any::<u8>()],
+        prop_oneof![4 => select(ICMP_CODES), 1 => any::<u8>()],
+    );
+    let mac = prop_oneof![4 => select(MACS), 1 => any::<[u8; 6]>()];
+    (
+        (addr(), addr(), protocol),
+        (prop::bool::weighted(0.1), prop::bool::weighted(0.08)),
+        (port(), port(), icmp),
+        (0..10u32, 0..10u32, mac),
+    )
+        .prop_map(
+            |((src, dst, protocol), (fragment, truncated), (sport, dport, (t, c)), (in_ifindex, out_ifindex, mac_source))| {
+                let l4 = match protocol {
+                    _ if truncated => None,
+                    6 | 17 => Some(L4Header::Ports {
+                        source: sport,
+                        destination: dport,
+                    }),
+                    1 => Some(L4Header::Icmp { icmp_type: t, code: c }),
+                    _ => None,
+                };
+                PacketView {
+                    src,
+                    dst,
+                    protocol,
+                    fragment_offset_nonzero: fragment,
+                    l4,
+                    in_ifindex,
+                    out_ifindex,
+                    mac_source,
+                }
+            },
+        )
+}
+
+// ---------------------------------------------------------------- checks
+
+/// What the tables promise the loader and the kernel, independent of any
+/// packet: dense ids, consistent summaries, no bits past a chain's rules,
+/// no duplicate vectors, complete tables.
+fn check_tables(compiled: &CompiledRuleset) {
+    let base = compiled.generation * CLASS_ID_GEN_STRIDE;
+    let mut seen = std::collections::HashSet::new();
+    for (n, class) in compiled.classes.iter().enumerate() {
+        assert_eq!(class.id, base + n as u32, "class ids are dense");
+        for (w, &word) in class.vector.words.iter().enumerate() {
+            let summary = class.vector.summary[w / 64] >> (w % 64) & 1 == 1;
+            assert_eq!(summary, word != 0, "summary bit {w} of class {}", class.id);
+        }
+        assert!(seen.insert(class.vector.words.to_vec()), "class {} is a duplicate", class.id);
+    }
+    for c in &compiled.chains {
+        let count = c.config.rule_count as usize;
+        assert_eq!(c.rules.len(), count);
+        assert_eq!(c.proto_classes.len(), 256);
+        assert_eq!(c.l4_classes[0].len(), L4_KEYS);
+        assert_eq!(c.l4_classes[1].len(), L4_KEYS);
+        let mut ids: Vec<u32> = c.config.default_class.to_vec();
+        ids.extend(&c.proto_classes);
+        ids.extend(c.l4_classes.iter().flatten());
+        ids.extend(c.addr_prefixes.iter().map(|p| p.class));
+        ids.extend(c.ifaces.iter().map(|e| e.class));
+        ids.extend(c.macs.iter().map(|e| e.class));
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let v = compiled.class(id).expect("every table names an existing class");
+            for bit in count..RULE_WORDS * 64 {
+                assert_eq!(v.words[bit / 64] >> (bit % 64) & 1, 0, "bit {bit} past the rules");
+            }
+        }
+        for f in [field::SRC, field::DST] {
+            assert!(
+                c.addr_prefixes
+                    .iter()
+                    .any(|p| p.field == f && p.net.prefix_len == 0),
+                "field {f} has its /0 entry"
+            );
+        }
+        for e in &c.ifaces {
+            assert_ne!(e.class, c.config.default_class[e.field]);
+        }
+        for e in &c.macs {
+            assert_ne!(e.class, c.config.default_class[field::MAC_SOURCE]);
+        }
+        // Slots of one user rule are consecutive and in rule order.
+        for pair in c.rules.windows(2) {
+            assert!(pair[0].counter <= pair[1].counter);
+        }
+    }
+}
+
+fn compare(ruleset: &Ruleset, packets: &[PacketView]) -> Result<(), TestCaseError> {
+    let ifaces = interfaces();
+    let compiled = compile(ruleset, &ifaces, 1).expect("random rulesets compile");
+    check_tables(&compiled);
+    for pkt in packets {
+        for (index, name) in CHAIN_NAMES.iter().enumerate() {
+            let chain = ruleset.filter.chain(name).unwrap();
+            let want = reference::classify(chain, &ifaces, pkt);
+            let got = compiled.classify(index as u32, pkt);
+            prop_assert_eq!(&got, &want, "chain {} packet {:?}", name, pkt);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 10_000,
+        // Shrinking a 300-rule ruleset takes long; the failure is printed
+        // before shrinking anyway.
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn compiled_classifier_agrees_with_iptables_semantics(
+        ruleset in ruleset(),
+        packets in prop::collection::vec(packet(), 6..16),
+    ) {
+        compare(&ruleset, &packets)?;
+    }
+}
+
+// ---------------------------------------------------------------- unit tests
+
+fn tcp_dport(port: u16, target: Target) -> Rule {
+    let mut rule = Rule::new(target);
+    rule.protocol = Some(Negatable::is(6));
+    rule.matches.push(Match::Ports {
+        protocol: 6,
+        sport: None,
+        dport: Some(Negatable::is(PortRange {
+            first: port,
+            last: port,
+        })),
+    });
+    rule
+}
+
+fn tcp_packet(sport: u16, dport: u16) -> PacketView {
+    PacketView {
+        src: Ipv4Addr::new(10, 0, 0, 1),
+        dst: Ipv4Addr::new(10, 0, 0, 2),
+        protocol: 6,
+        fragment_offset_nonzero: false,
+        l4: Some(L4Header::Ports {
+            source: sport,
+            destination: dport,
+        }),
+        in_ifindex: 2,
+        out_ifindex: 0,
+        mac_source: [0x02, 0, 0, 0, 0, 9],
+    }
+}
+
+fn only_input(rules: Vec<Rule>) -> Ruleset {
+    ruleset_of(rules, Vec::new(), Vec::new())
+}
+
+#[test]
+fn article_firewall_first_match_wins() {
+    // -A INPUT -p tcp --dport 22 -j ACCEPT; -A INPUT -j DROP;
+    // -A INPUT -p tcp --dport 8080 -j ACCEPT; -I INPUT -p tcp --dport 5432 -j ACCEPT
+    let ruleset = only_input(vec![
+        tcp_dport(5432, Target::Accept),
+        tcp_dport(22, Target::Accept),
+        Rule::new(Target::Drop),
+        tcp_dport(8080, Target::Accept),
+    ]);
+    let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    assert_eq!(input.config.rule_count, 4);
+    assert_eq!(input.rules[2].target, target::DROP);
+    for (dport, want) in [(22, vec![1]), (5432, vec![0]), (8080, vec![2]), (80, vec![2])] {
+        assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(40000, dport)), want);
+    }
+    // FORWARD is empty: the policy applies.
+    assert_eq!(compiled.chains[chain::FORWARD as usize].config.policy, target::DROP);
+    assert!(compiled.classify(chain::FORWARD, &tcp_packet(1, 22)).is_empty());
+}
+
+#[test]
+fn rule_limit_counts_slots() {
+    let accept = || Rule::new(Target::Accept);
+    let full = only_input(vec![accept(); MAX_RULES_PER_CHAIN]);
+    let compiled = compile(&full, &[], 0).unwrap();
+    assert_eq!(
+        compiled.chains[chain::INPUT as usize].config.rule_count as usize,
+        MAX_RULES_PER_CHAIN
+    );
+    // No field is used: the search must still stop at rule_count.
+    assert_eq!(compiled.chains[chain::INPUT as usize].config.fields_used, 0);
+    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(1, 2)), vec![0]);
+
+    let over = ruleset_of(Vec::new(), vec![accept(); MAX_RULES_PER_CHAIN + 1], Vec::new());
+    let err = compile(&over, &[], 0).err().expect("one rule too many");
+    assert_eq!(
+        err,
+        CompileError::TooManyRules {
+            chain: "FORWARD".to_string(),
+            slots: MAX_RULES_PER_CHAIN + 1,
+            limit: MAX_RULES_PER_CHAIN,
+        }
+    );
+    let message = err.to_string();
+    assert!(message.contains("FORWARD") && message.contains("16384"), "{message}");
+
+    // A `--ports` rule takes two slots.
+    let mut either = tcp_dport(1, Target::Drop);
+    either.matches = vec![Match::Multiport {
+        kind: MultiportKind::Either,
+        negated: false,
+        ports: vec![PortRange { first: 80, last: 80 }],
+    }];
+    let half = only_input(vec![either.clone(); MAX_RULES_PER_CHAIN / 2]);
+    assert!(compile(&half, &[], 0).is_ok());
+    let over = only_input(vec![either; MAX_RULES_PER_CHAIN / 2 + 1]);
+    assert!(matches!(
+        compile(&over, &[], 0),
+        Err(CompileError::TooManyRules { slots, .. }) if slots == MAX_RULES_PER_CHAIN + 2
+    ));
+}
+
+#[test]
+fn class_limit_says_where() {
+    let rules: Vec<Rule> = (0..10).map(|p| tcp_dport(p, Target::Drop)).collect();
+    let ruleset = only_input(rules);
+    let limits = Limits {
+        classes: 8,
+        ..LIMITS
+    };
+    let err = compile_with_limits(&ruleset, &[], 0, limits).err().expect("over the limit");
+    assert!(matches!(&err, CompileError::TooManyClasses { limit: 8, chain, .. } if chain == "INPUT"));
+    assert!(err.to_string().contains("MAX_CLASSES"), "{err}");
+    assert!(compile(&ruleset, &[], 0).is_ok());
+}
+
+#[test]
+fn entry_limits() {
+    let mut rules = Vec::new();
+    for n in 0..5u8 {
+        let mut r = Rule::new(Target::Drop);
+        r.matches.push(Match::MacSource(Negatable::is([2, 0, 0, 0, 0, n])));
+        rules.push(r);
+    }
+    let ruleset = only_input(rules);
+    let limits = Limits {
+        mac_entries: 4,
+        ..LIMITS
+    };
+    let err = compile_with_limits(&ruleset, &[], 0, limits).err().unwrap();
+    assert!(matches!(err, CompileError::TooManyEntries { entries: 5, limit: 4, .. }));
+}
+
+#[test]
+fn identical_vectors_share_one_class() {
+    let rules = vec![
+        tcp_dport(22, Target::Accept),
+        tcp_dport(80, Target::Accept),
+        Rule::new(Target::Drop),
+    ];
+    let ruleset = ruleset_of(rules.clone(), rules, Vec::new());
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    check_tables(&compiled);
+    let [input, forward, output] = &compiled.chains;
+    assert_eq!(input.l4_classes, forward.l4_classes);
+    assert_eq!(input.proto_classes, forward.proto_classes);
+    assert_eq!(input.config.default_class, forward.config.default_class);
+    // Distinct vectors: all three rules (unused fields, tcp), DROP only
+    // (another protocol or port), 22 + DROP, 80 + DROP, and OUTPUT's empty
+    // vector. Every key of every field reuses one of these.
+    assert_eq!(compiled.classes.len(), 5);
+    let other_ports = input.l4_classes[1][1000];
+    assert_eq!(input.l4_classes[1][21], other_ports);
+    assert_eq!(input.l4_classes[1][23], other_ports);
+    assert_ne!(input.l4_classes[1][22], input.l4_classes[1][80]);
+    assert_eq!(output.config.rule_count, 0);
+}
+
+#[test]
+fn fields_used_follow_the_rules() {
+    let used = |rule: Rule| {
+        let compiled = compile(&only_input(vec![rule]), &interfaces(), 0).unwrap();
+        compiled.chains[chain::INPUT as usize].config.fields_used
+    };
+    let bit = |f: usize| 1u32 << f;
+    let mut comment = Rule::new(Target::Accept);
+    comment.matches.push(Match::Comment("ssh".into()));
+    assert_eq!(used(comment), 0);
+    let mut all = Rule::new(Target::Accept);
+    all.protocol = Some(Negatable::is(0));
+    assert_eq!(used(all), 0, "-p all constrains nothing");
+    assert_eq!(used(tcp_dport(22, Target::Accept)), bit(field::PROTO) | bit(field::L4B));
+    let mut src = Rule::new(Target::Drop);
+    src.source = Some(Negatable::not(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8)));
+    assert_eq!(used(src), bit(field::SRC));
+    let mut fragment = Rule::new(Target::Drop);
+    fragment.fragment = Some(true);
+    assert_eq!(used(fragment), bit(field::L4A));
+    let mut either = tcp_dport(1, Target::Drop);
+    either.matches = vec![Match::Multiport {
+        kind: MultiportKind::Either,
+        negated: false,
+        ports: vec![PortRange { first: 80, last: 80 }],
+    }];
+    assert_eq!(
+        used(either),
+        bit(field::PROTO) | bit(field::L4A) | bit(field::L4B)
+    );
+    let mut ifaces = Rule::new(Target::Accept);
+    ifaces.in_iface = Some(Negatable::is(IfaceName {
+        name: "eth".into(),
+        wildcard: true,
+    }));
+    ifaces.out_iface = Some(Negatable::is(IfaceName {
+        name: "lo".into(),
+        wildcard: false,
+    }));
+    ifaces.matches.push(Match::MacSource(Negatable::is(MACS[0])));
+    assert_eq!(
+        used(ifaces),
+        bit(field::IN_IFACE) | bit(field::OUT_IFACE) | bit(field::MAC_SOURCE)
+    );
+}
+
+#[test]
+fn generations_offset_class_ids() {
+    let ruleset = only_input(vec![tcp_dport(22, Target::Accept)]);
+    let g1 = compile(&ruleset, &[], 1).unwrap();
+    assert!(g1.classes.iter().all(|c| c.id >= CLASS_ID_GEN_STRIDE));
+    assert_eq!(g1.classes[0].id, CLASS_ID_GEN_STRIDE);
+    assert!(g1.chains[0].proto_classes.iter().all(|&id| g1.class(id).is_some()));
+    assert_eq!(
+        compile(&ruleset, &[], 2).err(),
+        Some(CompileError::InvalidGeneration { generation: 2 })
+    );
+}
+
+#[test]
+fn ports_rule_counts_once_on_the_user_rule() {
+    // A counting rule (no -j) with --ports 80 before an ACCEPT: a packet
+    // from port 80 to port 80 satisfies both halves of the disjunction but
+    // must be counted once, on rule 0.
+    let mut count = tcp_dport(1, Target::None);
+    count.matches = vec![Match::Multiport {
+        kind: MultiportKind::Either,
+        negated: false,
+        ports: vec![PortRange { first: 80, last: 80 }],
+    }];
+    let ruleset = only_input(vec![count, tcp_dport(80, Target::Reject(RejectWith::TcpReset))]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    assert_eq!(input.config.rule_count, 3);
+    let counters: Vec<u32> = input.rules.iter().map(|r| r.counter).collect();
+    assert_eq!(counters, vec![0, 0, 1]);
+    assert_eq!(input.rules[2].reject_with, reject::TCP_RESET);
+    assert_eq!(input.rules[0].target, target::NONE);
+    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(80, 80)), vec![0, 1]);
+    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(80, 81)), vec![0]);
+    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(81, 80)), vec![0, 1]);
+    assert!(compiled.classify(chain::INPUT, &tcp_packet(81, 81)).is_empty());
+}
+
+#[test]
+fn fragments_and_short_headers_have_their_own_keys() {
+    let mut not_22 = tcp_dport(22, Target::Drop);
+    if let Match::Ports { dport, .. } = &mut not_22.matches[0] {
+        dport.as_mut().unwrap().negated = true;
+    }
+    let mut fragment = Rule::new(Target::Accept);
+    fragment.fragment = Some(true);
+    let ruleset = only_input(vec![not_22, fragment]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    // `! --dport 22` holds for port 23 but never for fragments or L4_NONE.
+    let class = |key: u32| compiled.class(input.l4_classes[1][key as usize]).unwrap().words[0];
+    assert_eq!(class(23) & 1, 1);
+    assert_eq!(class(22) & 1, 0);
+    assert_eq!(class(L4_NONE) & 1, 0);
+    assert_eq!(class(L4_FRAGMENT) & 1, 0);
+    let mut pkt = tcp_packet(1, 23);
+    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0]);
+    pkt.fragment_offset_nonzero = true;
+    assert_eq!(pkt.l4_keys(), (L4_FRAGMENT, L4_FRAGMENT));
+    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![1]);
+    pkt.fragment_offset_nonzero = false;
+    pkt.l4 = None;
+    assert_eq!(pkt.l4_keys(), (L4_NONE, L4_NONE));
+    assert!(compiled.classify(chain::INPUT, &pkt).is_empty());
+}
+
+#[test]
+fn interfaces_outside_the_list_take_the_default_class() {
+    let pattern = |name: &str, wildcard| IfaceName {
+        name: name.into(),
+        wildcard,
+    };
+    let mut eth = Rule::new(Target::Drop);
+    eth.in_iface = Some(Negatable::is(pattern("eth", true)));
+    let mut any = Rule::new(Target::None);
+    any.in_iface = Some(Negatable::is(pattern("", true)));
+    let ruleset = only_input(vec![any, eth]);
+    let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    // eth0, eth1, eth10 and eth differ from the default; lo, veth0, wlan0 don't.
+    let mut named: Vec<u32> = input.ifaces.iter().map(|e| e.ifindex).collect();
+    named.sort_unstable();
+    assert_eq!(named, vec![2, 3, 4, 9]);
+    let mut pkt = tcp_packet(1, 2);
+    pkt.in_ifindex = 2;
+    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0, 1]);
+    pkt.in_ifindex = 42;
+    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0]);
+}
+
+#[test]
+fn l4_chunks_cover_every_key() {
+    let ruleset = only_input(vec![tcp_dport(65535, Target::Drop)]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    let mut keys = Vec::new();
+    for chunk in 0..L4_CHUNKS {
+        keys.extend(input.l4_chunk(1, chunk));
+    }
+    assert_eq!(keys.len(), L4_CHUNKS * L4_CHUNK);
+    assert_eq!(&keys[..L4_KEYS], &input.l4_classes[1][..]);
+    assert!(input.l4_chunk(1, L4_CHUNKS - 1)[..].iter().skip(2).all(|&c| c == keys[L4_KEYS - 1]));
+}
+
+#[test]
+fn address_prefixes_nest() {
+    let net = |a: [u8; 4], len| Ipv4Net::new(Ipv4Addr::from(a), len);
+    let mut r0 = Rule::new(Target::Accept);
+    r0.source = Some(Negatable::is(net([10, 1, 2, 3], 32)));
+    let mut r1 = Rule::new(Target::Drop);
+    r1.source = Some(Negatable::not(net([10, 1, 0, 0], 16)));
+    let mut r2 = Rule::new(Target::Reject(RejectWith::IcmpHostUnreachable));
+    r2.source = Some(Negatable::is(net([10, 0, 0, 0], 8)));
+    let ruleset = only_input(vec![r0, r1, r2]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    let srcs: Vec<_> = input
+        .addr_prefixes
+        .iter()
+        .filter(|p| p.field == field::SRC)
+        .map(|p| (p.net, compiled.class(p.class).unwrap().words[0]))
+        .collect();
+    assert_eq!(
+        srcs,
+        vec![
+            (net([0, 0, 0, 0], 0), 0b010),
+            (net([10, 0, 0, 0], 8), 0b110),
+            (net([10, 1, 0, 0], 16), 0b100),
+            (net([10, 1, 2, 3], 32), 0b101),
+        ]
+    );
+    let from = |a: [u8; 4]| PacketView {
+        src: Ipv4Addr::from(a),
+        ..tcp_packet(1, 2)
+    };
+    assert_eq!(compiled.classify(chain::INPUT, &from([10, 1, 2, 3])), vec![0]);
+    assert_eq!(compiled.classify(chain::INPUT, &from([10, 1, 2, 4])), vec![2]);
+    assert_eq!(compiled.classify(chain::INPUT, &from([10, 2, 0, 0])), vec![1]);
+    // Only the DST /0 entry besides the SRC prefixes.
+    assert_eq!(input.addr_prefixes.len(), 5);
+}
+
+/// A ruleset as a benchmark would load it: 10,000 rules of distinct
+/// addresses and ports, some ranges and multiports.
+fn big_ruleset(n: usize) -> Ruleset {
+    let rules = (0..n)
+        .map(|i| {
+            let mut r = tcp_dport((i % 60000) as u16 + 1, Target::Drop);
+            r.source = Some(Negatable::is(Ipv4Net::new(
+                Ipv4Addr::from(0x0a00_0000 + i as u32 * 4),
+                if i % 3 == 0 { 30 } else { 32 },
+            )));
+            if i % 10 == 0 {
+                r.matches = vec![Match::Multiport {
+                    kind: MultiportKind::Destination,
+                    negated: false,
+                    ports: vec![
+                        PortRange { first: i as u16, last: i as u16 + 20 },
+                        PortRange { first: 30000, last: 30000 + i as u16 },
+                    ],
+                }];
+            }
+            r
+        })
+        .collect();
+    only_input(rules)
+}
+
+#[test]
+fn ten_thousand_rules_compile_fast() {
+    let ruleset = big_ruleset(10_000);
+    let started = Instant::now();
+    let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
+    let took = started.elapsed();
+    // Release builds take a few tens of milliseconds; debug builds are
+    // ~10x slower, so the bound only catches a blow-up (such as a loop over
+    // every key for every rule).
+    let bound = if cfg!(debug_assertions) {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    assert!(took < bound, "10,000 rules took {took:?}");
+    let input = &compiled.chains[chain::INPUT as usize];
+    assert_eq!(input.config.rule_count, 10_000);
+    // The last rule matches only its own packets.
+    let mut pkt = tcp_packet(1, (9_999 % 60000) as u16 + 1);
+    pkt.src = Ipv4Addr::from(0x0a00_0000 + 9_999 * 4);
+    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![9_999]);
+    let reference = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
+    assert_eq!(reference, vec![9_999]);
+}

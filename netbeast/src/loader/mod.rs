@@ -1,0 +1,377 @@
+//! The data plane: loads the kernel object, owns its maps (private, or pinned
+//! per network namespace), writes compiled rulesets into them, and attaches
+//! the programs.
+
+mod tables;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use netbeast_common::{ALL_RULES_CLASS, ClassVector, RULE_WORDS, SUMMARY_WORDS, stats};
+
+use crate::{
+    compile::{self, CompileError, Interface},
+    rules::model::{Counter, Ruleset},
+};
+
+/// The kernel object built by build.rs from netbeast-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbeast"));
+
+/// Name of the XDP entry point in the object.
+const XDP_PROGRAM: &str = "netbeast_xdp";
+
+/// Every map of the object: pinned by these names in a namespace's pin dir.
+pub const MAP_NAMES: [&str; 14] = [
+    "SEARCH",
+    "ACTIVE",
+    "CHAINS",
+    "RULES",
+    "COUNTERS",
+    "CLASS_VECTORS",
+    "ADDR_CLASSES",
+    "PROTO_CLASSES",
+    "L4_CLASSES",
+    "IFACE_CLASSES",
+    "MAC_CLASSES",
+    "STATS",
+    "LOCAL_ADDRS",
+    "IFACE_ADDRS",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("cannot load the netbeast eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {0} is missing from the eBPF object (a build mismatch: rebuild netbeast)")]
+    MissingMap(&'static str),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("cannot attach to {iface}: {source}")]
+    Attach {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot pin {path}: {message}")]
+    Pin { path: PathBuf, message: String },
+    #[error("cannot read {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[source] ProgramError),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
+    move |source| LoaderError::Map { name, source }
+}
+
+/// Output of one `BPF_PROG_TEST_RUN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// `XDP_ABORTED` = 0, `XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3,
+    /// `XDP_REDIRECT` = 4.
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// How `attach` asks the kernel to run the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    Auto,
+    Native,
+    Skb,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+}
+
+impl Dataplane {
+    /// Loads the object with private, unpinned maps, and loads the XDP
+    /// program into the kernel (tests, benchmarks).
+    pub fn load_private() -> Result<Dataplane, LoaderError> {
+        let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
+        let mut dp = Dataplane { ebpf };
+        dp.init()?;
+        dp.load_program()?;
+        Ok(dp)
+    }
+
+    /// Opens the maps pinned in `dir`, creating (and pinning) the ones that
+    /// don't exist yet. The programs are loaded only when attaching.
+    pub fn open_pinned(dir: &Path) -> Result<Dataplane, LoaderError> {
+        let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
+        let mut dp = Dataplane { ebpf };
+        dp.init()?;
+        Ok(dp)
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
+        self.ebpf.map(name).ok_or(LoaderError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoaderError> {
+        self.ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))
+    }
+
+    /// Inserts the constant all-ones class once.
+    fn init(&mut self) -> Result<(), LoaderError> {
+        let mut classes: HashMap<&mut MapData, u32, ClassVector> =
+            HashMap::try_from(self.map_mut("CLASS_VECTORS")?).map_err(map_err("CLASS_VECTORS"))?;
+        if classes.get(&ALL_RULES_CLASS, 0).is_err() {
+            let ones = ClassVector {
+                summary: [u64::MAX; SUMMARY_WORDS],
+                words: [u64::MAX; RULE_WORDS],
+            };
+            classes
+                .insert(ALL_RULES_CLASS, ones, 0)
+                .map_err(map_err("CLASS_VECTORS"))?;
+        }
+        Ok(())
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, LoaderError> {
+        let prog = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(LoaderError::MissingMap("netbeast_xdp program"))?;
+        prog.try_into().map_err(LoaderError::Program)
+    }
+
+    /// Loads the XDP program into the kernel (runs the verifier) if needed.
+    pub fn load_program(&mut self) -> Result<(), LoaderError> {
+        let xdp = self.xdp()?;
+        if xdp.fd().is_err() {
+            xdp.load().map_err(LoaderError::Program)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the XDP program to `ifindex` and pins the link at
+    /// `link_pin`, so it outlives this process. Returns the mode used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachMode,
+        link_pin: &Path,
+    ) -> Result<AttachMode, LoaderError> {
+        self.load_program()?;
+        let xdp = self.xdp()?;
+        let attach = |xdp: &mut Xdp, m: XdpMode| xdp.attach_to_if_index(ifindex, m);
+        let (id, used) = match mode {
+            AttachMode::Native => (attach(xdp, XdpMode::Driver), AttachMode::Native),
+            AttachMode::Skb => (attach(xdp, XdpMode::Skb), AttachMode::Skb),
+            AttachMode::Auto => match attach(xdp, XdpMode::Driver) {
+                Ok(id) => (Ok(id), AttachMode::Native),
+                Err(_) => (attach(xdp, XdpMode::Skb), AttachMode::Skb),
+            },
+        };
+        let id = id.map_err(|source| LoaderError::Attach {
+            iface: iface.to_string(),
+            source,
+        })?;
+        let link = xdp.take_link(id).map_err(LoaderError::Program)?;
+        let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
+            LoaderError::Pin {
+                path: link_pin.to_path_buf(),
+                message: format!("the kernel gave no bpf_link for the XDP attachment ({e})"),
+            }
+        })?;
+        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
+            path: link_pin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(used)
+    }
+
+    /// Detaches the link pinned at `link_pin` (if it is still there).
+    pub fn detach(link_pin: &Path) -> Result<(), LoaderError> {
+        match PinnedLink::from_pin(link_pin) {
+            Ok(link) => {
+                let fd_link = link.unpin().map_err(|e| LoaderError::Pin {
+                    path: link_pin.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                drop(fd_link);
+                Ok(())
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(link_pin);
+                Ok(())
+            }
+        }
+    }
+
+    /// The generation the kernel reads now.
+    pub fn active_generation(&self) -> Result<u32, LoaderError> {
+        let active: Array<&MapData, u32> =
+            Array::try_from(self.map("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        Ok(active.get(&0, 0).map_err(map_err("ACTIVE"))? & 1)
+    }
+
+    /// Compiles `ruleset` into the inactive generation and switches the
+    /// data plane to it with one write: no packet sees half a ruleset.
+    pub fn apply(&mut self, ruleset: &Ruleset, interfaces: &[Interface]) -> Result<(), LoaderError> {
+        let next = 1 - self.active_generation()?;
+        let compiled = compile::compile(ruleset, interfaces, next)?;
+        tables::write(self, &compiled)?;
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        active.set(0, next, 0).map_err(map_err("ACTIVE"))?;
+        Ok(())
+    }
+
+    /// Replaces the set of addresses the XDP program treats as local.
+    pub fn set_local_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), LoaderError> {
+        let wanted: Vec<(u32, u32)> = addrs
+            .iter()
+            .map(|a| (u32::from_ne_bytes(a.octets()), 1))
+            .collect();
+        self.replace_u32_map("LOCAL_ADDRS", &wanted)
+    }
+
+    /// Replaces the ifindex → primary address table (ICMP error sources).
+    pub fn set_interface_addresses(&mut self, addrs: &[(u32, Ipv4Addr)]) -> Result<(), LoaderError> {
+        let wanted: Vec<(u32, u32)> = addrs
+            .iter()
+            .map(|(i, a)| (*i, u32::from_ne_bytes(a.octets())))
+            .collect();
+        self.replace_u32_map("IFACE_ADDRS", &wanted)
+    }
+
+    fn replace_u32_map(&mut self, name: &'static str, wanted: &[(u32, u32)]) -> Result<(), LoaderError> {
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.iter().any(|(w, _)| w == k))
+            .collect();
+        for k in stale {
+            map.remove(&k).map_err(map_err(name))?;
+        }
+        for (k, v) in wanted {
+            map.insert(k, v, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of the XDP program on `frame`.
+    pub fn test_run_xdp(&mut self, frame: &[u8], ingress_ifindex: u32) -> Result<TestRunOutput, LoaderError> {
+        self.load_program()?;
+        let xdp = self.xdp()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 512];
+        let result = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: if ingress_ifindex != 0 { Some(&ctx) } else { None },
+                ..TestRunOptions::new()
+            })
+            .map_err(LoaderError::TestRun)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutput {
+            action: result.return_value,
+            frame: out,
+        })
+    }
+
+    /// Global statistics summed over CPUs, indexed by `stats::*`.
+    pub fn stats(&self) -> Result<Vec<u64>, LoaderError> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map("STATS")?).map_err(map_err("STATS"))?;
+        (0..stats::COUNT)
+            .map(|i| {
+                let values = map.get(&i, 0).map_err(map_err("STATS"))?;
+                Ok(values.iter().sum())
+            })
+            .collect()
+    }
+
+    /// Live counters of the active generation for `chain`: one per rule
+    /// (`rules` of them) and the policy's.
+    pub fn chain_counters(&self, chain: u32, rules: usize) -> Result<(Vec<Counter>, Counter), LoaderError> {
+        let generation = self.active_generation()?;
+        tables::read_counters(self, generation, chain, rules)
+    }
+
+    /// Cost and verdict of `repeat` runs of `frame` (benchmarks).
+    pub fn test_run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), LoaderError> {
+        self.load_program()?;
+        let xdp = self.xdp()?;
+        let mut out = vec![0u8; frame.len() + 512];
+        let result = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .map_err(LoaderError::TestRun)?;
+        Ok((result.return_value, result.duration))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verifier accepts the XDP program, and an empty ruleset passes
+    /// traffic.
+    #[test]
+    fn program_loads_and_passes_by_default() {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test loads BPF programs: run it as root"
+        );
+        let mut dp = match Dataplane::load_private() {
+            Ok(dp) => dp,
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg += &format!(": {s}");
+                    src = s.source();
+                }
+                panic!("{msg}");
+            }
+        };
+        dp.apply(&Ruleset::default(), &[]).unwrap();
+        let frame = [0u8; 60];
+        let out = dp.test_run_xdp(&frame, 0).unwrap();
+        assert_eq!(out.action, 2, "XDP_PASS expected");
+    }
+}

@@ -1,0 +1,203 @@
+//! Writes a compiled ruleset into the maps of its (inactive) generation, and
+//! reads rule counters back.
+
+use aya::maps::{
+    Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key,
+};
+use netbeast_common::{
+    AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey,
+    L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index,
+    counter_index, l4_base, rule_index,
+};
+
+use super::{Dataplane, LoaderError, map_err};
+use crate::{compile::CompiledRuleset, rules::model::Counter};
+
+/// Removes every hash/trie entry of `generation`, then writes `compiled`.
+pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<(), LoaderError> {
+    let generation = compiled.generation;
+    let g = generation as u8;
+
+    // Keyed tables: drop what the generation held before.
+    {
+        let mut classes: HashMap<&mut MapData, u32, ClassVector> =
+            HashMap::try_from(dp.map_mut("CLASS_VECTORS")?).map_err(map_err("CLASS_VECTORS"))?;
+        let stale: Vec<u32> = classes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| id / netbeast_common::CLASS_ID_GEN_STRIDE == generation)
+            .collect();
+        for id in stale {
+            classes.remove(&id).map_err(map_err("CLASS_VECTORS"))?;
+        }
+        for class in &compiled.classes {
+            classes
+                .insert(class.id, *class.vector, 0)
+                .map_err(map_err("CLASS_VECTORS"))?;
+        }
+    }
+    {
+        let mut trie: LpmTrie<&mut MapData, AddrKey, u32> =
+            LpmTrie::try_from(dp.map_mut("ADDR_CLASSES")?).map_err(map_err("ADDR_CLASSES"))?;
+        let stale: Vec<Key<AddrKey>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().generation == g)
+            .collect();
+        for k in stale {
+            trie.remove(&k).map_err(map_err("ADDR_CLASSES"))?;
+        }
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            for prefix in &chain.addr_prefixes {
+                let (bits, key) = prefix.trie_key(generation, c as u32);
+                trie.insert(&Key::new(bits, key), prefix.class, 0)
+                    .map_err(map_err("ADDR_CLASSES"))?;
+            }
+        }
+    }
+    {
+        let mut ifaces: HashMap<&mut MapData, IfaceKey, u32> =
+            HashMap::try_from(dp.map_mut("IFACE_CLASSES")?).map_err(map_err("IFACE_CLASSES"))?;
+        let stale: Vec<IfaceKey> = ifaces
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == g)
+            .collect();
+        for k in stale {
+            ifaces.remove(&k).map_err(map_err("IFACE_CLASSES"))?;
+        }
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            for entry in &chain.ifaces {
+                let key = IfaceKey {
+                    generation: g,
+                    chain: c as u8,
+                    field: entry.field as u8,
+                    _pad: 0,
+                    ifindex: entry.ifindex,
+                };
+                ifaces.insert(key, entry.class, 0).map_err(map_err("IFACE_CLASSES"))?;
+            }
+        }
+    }
+    {
+        let mut macs: HashMap<&mut MapData, MacKey, u32> =
+            HashMap::try_from(dp.map_mut("MAC_CLASSES")?).map_err(map_err("MAC_CLASSES"))?;
+        let stale: Vec<MacKey> = macs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == g)
+            .collect();
+        for k in stale {
+            macs.remove(&k).map_err(map_err("MAC_CLASSES"))?;
+        }
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            for entry in &chain.macs {
+                let key = MacKey {
+                    generation: g,
+                    chain: c as u8,
+                    mac: entry.mac,
+                };
+                macs.insert(key, entry.class, 0).map_err(map_err("MAC_CLASSES"))?;
+            }
+        }
+    }
+
+    // Arrays: overwrite the generation's slots.
+    {
+        let mut protos: Array<&mut MapData, [u32; 256]> =
+            Array::try_from(dp.map_mut("PROTO_CLASSES")?).map_err(map_err("PROTO_CLASSES"))?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            let mut table = [0u32; 256];
+            table.copy_from_slice(&chain.proto_classes);
+            protos
+                .set(chain_index(generation, c as u32), table, 0)
+                .map_err(map_err("PROTO_CLASSES"))?;
+        }
+    }
+    {
+        let mut l4: Array<&mut MapData, [u32; L4_CHUNK]> =
+            Array::try_from(dp.map_mut("L4_CLASSES")?).map_err(map_err("L4_CLASSES"))?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            for which in 0..2 {
+                let base = l4_base(generation, c as u32, which as u32);
+                for chunk in 0..L4_CHUNKS {
+                    l4.set(base + chunk as u32, chain.l4_chunk(which, chunk), 0)
+                        .map_err(map_err("L4_CLASSES"))?;
+                }
+            }
+        }
+    }
+    {
+        let mut rules: Array<&mut MapData, RuleAction> =
+            Array::try_from(dp.map_mut("RULES")?).map_err(map_err("RULES"))?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            for (slot, action) in chain.rules.iter().enumerate() {
+                rules
+                    .set(rule_index(generation, c as u32, slot as u32), action, 0)
+                    .map_err(map_err("RULES"))?;
+            }
+        }
+    }
+    {
+        // Counters of the generation start from zero; the totals the user
+        // sees are the rule's saved base plus these.
+        let mut counters: PerCpuArray<&mut MapData, KernelCounter> =
+            PerCpuArray::try_from(dp.map_mut("COUNTERS")?).map_err(map_err("COUNTERS"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Io {
+            what: "the possible CPUs (/sys/devices/system/cpu/possible)".into(),
+            source,
+        })?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            let users = chain
+                .rules
+                .iter()
+                .map(|a| a.counter as usize + 1)
+                .max()
+                .unwrap_or(0);
+            let slots = (0..users as u32).chain([MAX_RULES_PER_CHAIN as u32]);
+            for slot in slots {
+                let zero = PerCpuValues::try_from(vec![KernelCounter::default(); cpus])
+                    .map_err(|source| LoaderError::Io {
+                        what: "per-CPU counter values".into(),
+                        source,
+                    })?;
+                counters
+                    .set(counter_index(generation, c as u32, slot), zero, 0)
+                    .map_err(map_err("COUNTERS"))?;
+            }
+        }
+    }
+    {
+        let mut chains: Array<&mut MapData, ChainConfig> =
+            Array::try_from(dp.map_mut("CHAINS")?).map_err(map_err("CHAINS"))?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            chains
+                .set(chain_index(generation, c as u32), chain.config, 0)
+                .map_err(map_err("CHAINS"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Counters of `rules` user rules and of the policy of `chain` in
+/// `generation`, summed over CPUs.
+pub(super) fn read_counters(
+    dp: &Dataplane,
+    generation: u32,
+    chain: u32,
+    rules: usize,
+) -> Result<(Vec<Counter>, Counter), LoaderError> {
+    let counters: PerCpuArray<&MapData, KernelCounter> =
+        PerCpuArray::try_from(dp.map("COUNTERS")?).map_err(map_err("COUNTERS"))?;
+    let read = |slot: u32| -> Result<Counter, LoaderError> {
+        let values = counters
+            .get(&counter_index(generation, chain, slot), 0)
+            .map_err(map_err("COUNTERS"))?;
+        Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
+    };
+    let per_rule = (0..rules as u32).map(read).collect::<Result<Vec<_>, _>>()?;
+    Ok((per_rule, read(MAX_RULES_PER_CHAIN as u32)?))
+}

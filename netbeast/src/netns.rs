@@ -1,0 +1,1718 @@
+//! Test topologies in network namespaces: the hosts of the network tests,
+//! `netbeast demo` and `netbeast bench`.
+//!
+//! Everything here happens inside namespaces this module created (names start
+//! with [`NAME_PREFIX`]); the root namespace's interfaces, routes and firewall
+//! are never touched. The only external tool is `ip` (iproute2); the rest is
+//! raw syscalls.
+//!
+//! - [`Netns`] creates a namespace and deletes it on drop, even while a panic
+//!   unwinds; with [`Netns::with_netbeast`] it first runs
+//!   `netbeast detach --all` there, so no pins outlive the test.
+//! - [`veth_pair`] joins two namespaces; [`ClientServer`] is the usual
+//!   two-host topology.
+//! - [`Netns::in_netns`] runs a closure on a thread that has entered the
+//!   namespace, so plain std sockets live there. [`tcp_server`],
+//!   [`udp_echo_server`], [`tcp_connect`] and [`udp_exchange`] build on it and
+//!   report what a client sees in the kernel's own terms (refused by a reset or
+//!   by which ICMP error, timed out, ...).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Every namespace this module creates is named `nbt-<tag>-<pid>-<counter>`.
+pub const NAME_PREFIX: &str = "nbt-";
+/// Where `ip netns` keeps its namespaces (bind mounts of nsfs inodes).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+/// The kernel's limit on interface names (IFNAMSIZ - 1).
+pub const MAX_IFACE_NAME_LEN: usize = 15;
+/// A tag longer than this would make namespace names unwieldy in `ip netns list`.
+pub const MAX_TAG_LEN: usize = 40;
+/// Largest UDP datagram the echo server and [`udp_exchange`] handle.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Interface and addresses of [`ClientServer`]. Every test has its own
+/// namespaces, so all of them can use the same names without colliding.
+pub const CLIENT_IFACE: &str = "nbt-c";
+pub const SERVER_IFACE: &str = "nbt-s";
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 1);
+pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 2);
+pub const TOPOLOGY_PREFIX_LEN: u8 = 24;
+
+/// Errors of the namespace toolkit.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespaces need root: run this as root (e.g. with sudo)")]
+    NotRoot,
+    #[error(
+        "namespace tag {0:?} is not usable: use 1 to {MAX_TAG_LEN} characters from [A-Za-z0-9_-]"
+    )]
+    BadTag(String),
+    #[error(
+        "interface name {0:?} is not usable: use 1 to {MAX_IFACE_NAME_LEN} characters, no '/', ':' or whitespace"
+    )]
+    BadIfaceName(String),
+    #[error("could not run `{command}`: {source} (is iproute2 installed?)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status}): {}", stderr.trim())]
+    CommandFailed {
+        command: String,
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("could not enter network namespace {name}: {source}")]
+    Enter {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("in network namespace {name}: {what}: {source}")]
+    Io {
+        name: String,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("namespace {0} has no netbeast binary: create it with Netns::with_netbeast")]
+    NoNetbeast(String),
+}
+
+pub type Result<T, E = NetnsError> = std::result::Result<T, E>;
+
+/// Panics with a clear message unless the process runs as root. Network tests
+/// call it first, so a non-root run fails in one readable line.
+pub fn require_root() {
+    if !is_root() {
+        panic!("{}", NetnsError::NotRoot);
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+///
+/// Drop order: `netbeast detach --all` inside it (if [`Netns::with_netbeast`]
+/// was used), then SIGKILL to any process still in it, then `ip netns del`.
+/// Drop runs while a failing test unwinds, so nothing is left behind.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    netbeast: Option<PathBuf>,
+}
+
+impl Netns {
+    /// Creates `nbt-<tag>-<pid>-<n>` with `lo` up. The pid and a process-wide
+    /// counter keep names unique across parallel tests and test binaries.
+    pub fn new(tag: &str) -> Result<Self> {
+        if !is_root() {
+            return Err(NetnsError::NotRoot);
+        }
+        if tag.is_empty()
+            || tag.len() > MAX_TAG_LEN
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(NetnsError::BadTag(tag.to_owned()));
+        }
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(remove_stale_namespaces);
+
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let pid = std::process::id();
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{NAME_PREFIX}{tag}-{pid}-{n}");
+            if Path::new(NETNS_RUN_DIR).join(&name).exists() {
+                // Left by an earlier process with the same pid; never reuse it.
+                continue;
+            }
+            run_checked(Command::new("ip").args(["netns", "add", &name]))?;
+            let ns = Netns {
+                name,
+                netbeast: None,
+            };
+            ns.ip(&["link", "set", "lo", "up"])?;
+            return Ok(ns);
+        }
+    }
+
+    /// Makes every [`Netns::netbeast`] call run `binary`, and makes drop run
+    /// `binary detach --all` here before the namespace goes: XDP programs go
+    /// with the interfaces, but pins in bpffs and the rule files would stay.
+    pub fn with_netbeast(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.netbeast = Some(binary.into());
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`.
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(&self.name)
+    }
+
+    /// The namespace's inode number: the id netbeast names its state after
+    /// (`/sys/fs/bpf/netbeast/<id>/`, `/run/netbeast/<id>/`).
+    pub fn id(&self) -> Result<u64> {
+        std::fs::metadata(self.path())
+            .map(|m| m.ino())
+            .map_err(|source| self.io_error("reading the namespace inode", source))
+    }
+
+    /// A command that runs `program` inside the namespace
+    /// (`ip netns exec <name> program`), to be completed by the caller.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// Runs `program args...` inside the namespace; any exit status is returned.
+    pub fn run<S: AsRef<OsStr>>(&self, program: impl AsRef<OsStr>, args: &[S]) -> Result<Output> {
+        run_output(self.command(program).args(args))
+    }
+
+    /// Runs `program args...` inside the namespace and returns its stdout;
+    /// a non-zero exit is an error carrying stderr.
+    pub fn run_ok<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+    ) -> Result<String> {
+        run_checked(self.command(program).args(args))
+    }
+
+    /// `ip -n <name> args...`, which must succeed; returns stdout.
+    pub fn ip<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String> {
+        run_checked(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// Runs the netbeast binary given to [`Netns::with_netbeast`] inside the
+    /// namespace; any exit status is returned.
+    pub fn netbeast<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
+        run_output(self.netbeast_command()?.args(args))
+    }
+
+    /// Like [`Netns::netbeast`], but a non-zero exit is an error; returns stdout.
+    pub fn netbeast_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String> {
+        run_checked(self.netbeast_command()?.args(args))
+    }
+
+    /// Like [`Netns::netbeast`], with `input` on stdin (`netbeast restore`).
+    pub fn netbeast_with_input<S: AsRef<OsStr>>(&self, args: &[S], input: &str) -> Result<Output> {
+        let mut command = self.netbeast_command()?;
+        command.args(args);
+        with_input(command, input)
+    }
+
+    /// `netbeast iptables <args>`, where `args` is one iptables line split on
+    /// whitespace (`"-A INPUT -p tcp --dport 22 -j ACCEPT"`); any exit status.
+    pub fn netbeast_iptables(&self, args: &str) -> Result<Output> {
+        let mut argv = vec!["iptables"];
+        argv.extend(args.split_whitespace());
+        self.netbeast(&argv)
+    }
+
+    /// `netbeast iptables <args>`, which must succeed; returns stdout.
+    pub fn netbeast_iptables_ok(&self, args: &str) -> Result<String> {
+        let mut argv = vec!["iptables"];
+        argv.extend(args.split_whitespace());
+        self.netbeast_ok(&argv)
+    }
+
+    fn netbeast_command(&self) -> Result<Command> {
+        let binary = self
+            .netbeast
+            .as_ref()
+            .ok_or_else(|| NetnsError::NoNetbeast(self.name.clone()))?;
+        Ok(self.command(binary))
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace and returns
+    /// its result; a panic in `f` resumes here. Sockets created in `f` belong
+    /// to the namespace for their whole life, whichever thread uses them later.
+    pub fn in_netns<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let file = File::open(self.path()).map_err(|source| NetnsError::Enter {
+            name: self.name.clone(),
+            source,
+        })?;
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(move || {
+                // SAFETY: setns on a valid namespace fd; CLONE_NEWNET changes
+                // only this thread, which ends when `f` returns.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetnsError::Enter {
+                        name: self.name.clone(),
+                        source: io::Error::last_os_error(),
+                    });
+                }
+                drop(file);
+                Ok(f())
+            });
+            match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Sets a sysctl of this namespace, e.g. `sysctl("net.ipv4.ip_forward", "1")`,
+    /// by writing `/proc/sys/...` from a thread inside it (network sysctls are
+    /// resolved against the writer's namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = sysctl_path(key);
+        self.in_netns(|| std::fs::write(&path, value))?
+            .map_err(|source| self.io_error(&format!("writing {}", path.display()), source))
+    }
+
+    /// Reads a sysctl of this namespace.
+    pub fn sysctl_get(&self, key: &str) -> Result<String> {
+        let path = sysctl_path(key);
+        self.in_netns(|| std::fs::read_to_string(&path))?
+            .map(|v| v.trim().to_owned())
+            .map_err(|source| self.io_error(&format!("reading {}", path.display()), source))
+    }
+
+    /// `ip route add <dest> via <gateway>` in this namespace.
+    pub fn add_route(&self, dest: &str, gateway: Ipv4Addr) -> Result<()> {
+        self.ip(&["route", "add", dest, "via", &gateway.to_string()])
+            .map(drop)
+    }
+
+    /// Turns GRO on or off for `iface` (the `ethtool -K IFACE gro on` ioctl).
+    ///
+    /// A veth only takes frames that its peer's XDP program sends with
+    /// `XDP_TX`/`XDP_REDIRECT` when it runs NAPI, i.e. has an XDP program or
+    /// GRO on. Without this, netbeast's REJECT replies would vanish on their
+    /// way back to a client that has no XDP program.
+    pub fn set_gro(&self, iface: &str, on: bool) -> Result<()> {
+        check_iface_name(iface)?;
+        self.in_netns(|| ethtool_set_value(iface, ETHTOOL_SGRO, on as u32))?
+            .map_err(|source| self.io_error(&format!("setting gro on {iface}"), source))
+    }
+
+    /// Pids of processes whose network namespace is this one (`ip netns pids`).
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let out = run_checked(Command::new("ip").args(["netns", "pids", &self.name]))?;
+        Ok(out
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    fn io_error(&self, what: &str, source: io::Error) -> NetnsError {
+        NetnsError::Io {
+            name: self.name.clone(),
+            what: what.to_owned(),
+            source,
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(binary) = &self.netbeast {
+            match run_checked(self.command(binary).args(["detach", "--all"])) {
+                Ok(_) => {}
+                Err(e) => eprintln!("netns cleanup: {e}"),
+            }
+        }
+        let me = std::process::id() as i32;
+        for pid in self.pids().unwrap_or_default() {
+            if pid != me {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = run_checked(Command::new("ip").args(["netns", "del", &self.name])) {
+            eprintln!("netns cleanup: {e}");
+        }
+    }
+}
+
+/// Creates a veth pair with one end in each namespace, gives each end its
+/// address (`"10.0.0.1/24"`) and brings both up. The pair is created inside
+/// `a`, so the root namespace never sees it.
+pub fn veth_pair(
+    a: &Netns,
+    a_iface: &str,
+    a_addr: &str,
+    b: &Netns,
+    b_iface: &str,
+    b_addr: &str,
+) -> Result<()> {
+    check_iface_name(a_iface)?;
+    check_iface_name(b_iface)?;
+    a.ip(&[
+        "link", "add", a_iface, "type", "veth", "peer", "name", b_iface, "netns", &b.name,
+    ])?;
+    for (ns, iface, addr) in [(a, a_iface, a_addr), (b, b_iface, b_addr)] {
+        ns.ip(&["addr", "add", addr, "dev", iface])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+    }
+    Ok(())
+}
+
+/// Two hosts on one link: `client` ([`CLIENT_IFACE`], [`CLIENT_ADDR`]) and
+/// `server` ([`SERVER_IFACE`], [`SERVER_ADDR`]). Fields drop in order:
+/// client first, then server (with its netbeast cleanup).
+#[derive(Debug)]
+pub struct ClientServer {
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl ClientServer {
+    /// Namespaces `nbt-<tag>-c-…` and `nbt-<tag>-s-…`, joined by a veth pair.
+    /// The client's veth has GRO on so that replies the server's XDP program
+    /// sends back (REJECT) reach it; see [`Netns::set_gro`].
+    pub fn new(tag: &str) -> Result<Self> {
+        let client = Netns::new(&format!("{tag}-c"))?;
+        let server = Netns::new(&format!("{tag}-s"))?;
+        veth_pair(
+            &client,
+            CLIENT_IFACE,
+            &format!("{CLIENT_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
+            &server,
+            SERVER_IFACE,
+            &format!("{SERVER_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
+        )?;
+        client.set_gro(CLIENT_IFACE, true)?;
+        Ok(ClientServer { client, server })
+    }
+
+    /// Like [`ClientServer::new`], with netbeast usable (and cleaned up) in
+    /// the server namespace; see [`Netns::with_netbeast`].
+    pub fn with_netbeast(tag: &str, binary: impl Into<PathBuf>) -> Result<Self> {
+        let ClientServer { client, server } = Self::new(tag)?;
+        Ok(ClientServer {
+            client,
+            server: server.with_netbeast(binary),
+        })
+    }
+
+    /// The server's address and `port`.
+    pub fn server_addr(&self, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(SERVER_ADDR, port)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+/// Wakes a server thread blocked in poll(2) when its handle is dropped, so
+/// servers neither spin nor wait for a timeout to stop.
+#[derive(Debug)]
+struct StopSignal(OwnedFd);
+
+impl StopSignal {
+    fn new() -> io::Result<Self> {
+        // SAFETY: eventfd returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(StopSignal(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn raise(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our own eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Blocks until `fd` is readable (true) or the stop signal is raised (false).
+    fn wait_readable(&self, fd: RawFd) -> bool {
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: fds is a valid array of two pollfd.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return false;
+            }
+            if fds[1].revents != 0 {
+                return false;
+            }
+            if fds[0].revents != 0 {
+                return true;
+            }
+        }
+    }
+}
+
+/// A running server; stops (and joins its thread) on drop.
+#[derive(Debug)]
+pub struct Server {
+    local: SocketAddr,
+    served: Arc<AtomicU64>,
+    stop: Arc<StopSignal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Connections accepted (TCP) or datagrams echoed (UDP) so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// [`Server::served`] once it reaches `count`, or when `timeout` passes.
+    /// The server thread accepts a moment after the client's connect returns,
+    /// so a test reads this rather than [`Server::served`] right away.
+    pub fn served_within(&self, count: u64, timeout: Duration) -> u64 {
+        wait_for(timeout, || {
+            let served = self.served();
+            (served >= count).then_some(served)
+        })
+        .unwrap_or_else(|| self.served())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.raise();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The first line a [`tcp_server`] sends on every connection.
+pub fn banner(port: u16) -> String {
+    format!("netbeast test server on port {port}\n")
+}
+
+/// Listens on `0.0.0.0:port` in `ns`; every connection gets [`banner`] and is
+/// closed. One thread, one connection at a time: bounded however hard a test
+/// pushes.
+pub fn tcp_server(ns: &Netns, port: u16) -> Result<Server> {
+    let listener = ns
+        .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))?
+        .map_err(|source| ns.io_error(&format!("listening on tcp port {port}"), source))?;
+    let setup = || -> io::Result<(SocketAddr, StopSignal)> {
+        listener.set_nonblocking(true)?;
+        Ok((listener.local_addr()?, StopSignal::new()?))
+    };
+    let (local, stop) =
+        setup().map_err(|source| ns.io_error("setting up the tcp server", source))?;
+    let stop = Arc::new(stop);
+    let served = Arc::new(AtomicU64::new(0));
+    let (thread_stop, thread_served) = (stop.clone(), served.clone());
+    let message = banner(local.port());
+    let thread = std::thread::Builder::new()
+        .name(format!("nbt-tcp-{}", local.port()))
+        .spawn(move || {
+            while thread_stop.wait_readable(listener.as_raw_fd()) {
+                // Nonblocking: a connection that was reset before accept
+                // leaves poll readable but accept empty-handed.
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
+                thread_served.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = stream.write_all(message.as_bytes());
+            }
+        })
+        .map_err(|source| ns.io_error("starting the tcp server thread", source))?;
+    Ok(Server {
+        local,
+        served,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Echoes every datagram received on `0.0.0.0:port` in `ns` back to its sender.
+pub fn udp_echo_server(ns: &Netns, port: u16) -> Result<Server> {
+    let socket = ns
+        .in_netns(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))?
+        .map_err(|source| ns.io_error(&format!("binding udp port {port}"), source))?;
+    let setup = || -> io::Result<(SocketAddr, StopSignal)> {
+        socket.set_nonblocking(true)?;
+        Ok((socket.local_addr()?, StopSignal::new()?))
+    };
+    let (local, stop) =
+        setup().map_err(|source| ns.io_error("setting up the udp server", source))?;
+    let stop = Arc::new(stop);
+    let served = Arc::new(AtomicU64::new(0));
+    let (thread_stop, thread_served) = (stop.clone(), served.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("nbt-udp-{}", local.port()))
+        .spawn(move || {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while thread_stop.wait_readable(socket.as_raw_fd()) {
+                while let Ok((len, peer)) = socket.recv_from(&mut buf) {
+                    thread_served.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket.send_to(&buf[..len], peer);
+                }
+            }
+        })
+        .map_err(|source| ns.io_error("starting the udp server thread", source))?;
+    Ok(Server {
+        local,
+        served,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+/// An ICMP error as the client's kernel received it (read from the socket's
+/// error queue with `IP_RECVERR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    pub icmp_type: u8,
+    pub code: u8,
+}
+
+impl IcmpError {
+    pub const NET_UNREACHABLE: IcmpError = IcmpError::unreachable(0);
+    pub const HOST_UNREACHABLE: IcmpError = IcmpError::unreachable(1);
+    pub const PROTOCOL_UNREACHABLE: IcmpError = IcmpError::unreachable(2);
+    pub const PORT_UNREACHABLE: IcmpError = IcmpError::unreachable(3);
+    pub const NET_PROHIBITED: IcmpError = IcmpError::unreachable(9);
+    pub const HOST_PROHIBITED: IcmpError = IcmpError::unreachable(10);
+    pub const ADMIN_PROHIBITED: IcmpError = IcmpError::unreachable(13);
+
+    const fn unreachable(code: u8) -> IcmpError {
+        IcmpError { icmp_type: 3, code }
+    }
+}
+
+impl fmt::Display for IcmpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The names iptables' --reject-with uses.
+        let name = match (self.icmp_type, self.code) {
+            (3, 0) => "net-unreachable",
+            (3, 1) => "host-unreachable",
+            (3, 2) => "proto-unreachable",
+            (3, 3) => "port-unreachable",
+            (3, 9) => "net-prohibited",
+            (3, 10) => "host-prohibited",
+            (3, 13) => "admin-prohibited",
+            (t, c) => return write!(f, "icmp type {t} code {c}"),
+        };
+        write!(f, "icmp {name}")
+    }
+}
+
+/// What a TCP client saw when it tried to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// The handshake completed.
+    Connected,
+    /// ECONNREFUSED with no ICMP error queued: a TCP RST answered the SYN
+    /// (a closed port, or REJECT --reject-with tcp-reset).
+    Reset,
+    /// ECONNREFUSED caused by an ICMP error (REJECT's default, port-unreachable).
+    Refused(IcmpError),
+    /// EHOSTUNREACH, ENETUNREACH and kin; the ICMP error that caused it, if any.
+    Unreachable { errno: i32, icmp: Option<IcmpError> },
+    /// No answer within the timeout: the SYN (or its answer) was dropped.
+    TimedOut,
+    /// Anything else, as the OS describes it.
+    Error(String),
+}
+
+impl ConnectOutcome {
+    /// What `connect` reports as "connection refused": a reset or an ICMP
+    /// port-unreachable.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectOutcome::Reset | ConnectOutcome::Refused(_))
+    }
+
+    fn from_errno(errno: i32, icmp: Option<IcmpError>) -> Self {
+        match errno {
+            libc::ECONNREFUSED => match icmp {
+                Some(icmp) => ConnectOutcome::Refused(icmp),
+                None => ConnectOutcome::Reset,
+            },
+            libc::ECONNRESET => ConnectOutcome::Reset,
+            libc::ETIMEDOUT => ConnectOutcome::TimedOut,
+            libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EACCES
+            | libc::EPERM
+            | libc::ENOPROTOOPT => ConnectOutcome::Unreachable { errno, icmp },
+            _ => ConnectOutcome::Error(io::Error::from_raw_os_error(errno).to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ConnectOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectOutcome::Connected => write!(f, "connected"),
+            ConnectOutcome::Reset => write!(f, "refused (tcp reset)"),
+            ConnectOutcome::Refused(icmp) => write!(f, "refused ({icmp})"),
+            ConnectOutcome::Unreachable { errno, icmp } => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))?;
+                match icmp {
+                    Some(icmp) => write!(f, " ({icmp})"),
+                    None => Ok(()),
+                }
+            }
+            ConnectOutcome::TimedOut => write!(f, "timed out (no answer)"),
+            ConnectOutcome::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// Connects from `ns` to `addr` and classifies the result; `timeout` bounds
+/// the whole attempt (use ~1 s: a dropped SYN then costs one second).
+pub fn tcp_connect(ns: &Netns, addr: SocketAddrV4, timeout: Duration) -> Result<ConnectOutcome> {
+    ns.in_netns(|| connect_here(addr, timeout))
+}
+
+/// [`tcp_connect`] to several addresses at once, so a test with many dropped
+/// ports waits one timeout, not one per port. Outcomes are in `addrs` order.
+pub fn tcp_connect_all(
+    ns: &Netns,
+    addrs: &[SocketAddrV4],
+    timeout: Duration,
+) -> Result<Vec<ConnectOutcome>> {
+    ns.in_netns(|| {
+        // Threads spawned here share this thread's network namespace.
+        std::thread::scope(|scope| {
+            let attempts: Vec<_> = addrs
+                .iter()
+                .map(|&addr| scope.spawn(move || connect_here(addr, timeout)))
+                .collect();
+            attempts
+                .into_iter()
+                .map(|a| a.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    })
+}
+
+fn connect_here(addr: SocketAddrV4, timeout: Duration) -> ConnectOutcome {
+    match connect_socket(addr, timeout) {
+        Ok(Ok(_connected)) => ConnectOutcome::Connected,
+        Ok(Err(outcome)) => outcome,
+        Err(e) => ConnectOutcome::Error(e.to_string()),
+    }
+}
+
+/// A nonblocking connect with IP_RECVERR set, so that after a failure the
+/// error queue tells an ICMP port-unreachable from a TCP reset (both are
+/// ECONNREFUSED to connect(2)). Ok(Ok) is the connected, nonblocking socket.
+fn connect_socket(
+    addr: SocketAddrV4,
+    timeout: Duration,
+) -> io::Result<Result<OwnedFd, ConnectOutcome>> {
+    let deadline = Instant::now() + timeout;
+    // SAFETY: socket returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_recverr(socket.as_raw_fd())?;
+    let sa = sockaddr_in(addr);
+    // SAFETY: sa is a valid sockaddr_in of the given length.
+    let rc = unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const sa).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let errno = if rc == 0 {
+        0
+    } else {
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINPROGRESS) => {
+                if !poll_until(socket.as_raw_fd(), libc::POLLOUT, deadline)? {
+                    return Ok(Err(ConnectOutcome::TimedOut));
+                }
+                socket_error(socket.as_raw_fd())?
+            }
+            errno => errno.unwrap_or(libc::EIO),
+        }
+    };
+    if errno == 0 {
+        return Ok(Ok(socket));
+    }
+    let icmp = read_icmp_error(socket.as_raw_fd());
+    Ok(Err(ConnectOutcome::from_errno(errno, icmp)))
+}
+
+/// What a UDP client saw after sending one datagram on a connected socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpOutcome {
+    /// The first datagram that came back.
+    Reply(Vec<u8>),
+    /// ECONNREFUSED on recv: an ICMP error (port-unreachable) came back.
+    Refused(Option<IcmpError>),
+    /// EHOSTUNREACH and kin on recv.
+    Unreachable {
+        errno: i32,
+        icmp: Option<IcmpError>,
+    },
+    /// Nothing came back within the timeout.
+    TimedOut,
+    Error(String),
+}
+
+impl fmt::Display for UdpOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UdpOutcome::Reply(data) => write!(f, "reply of {} bytes", data.len()),
+            UdpOutcome::Refused(Some(icmp)) => write!(f, "refused ({icmp})"),
+            UdpOutcome::Refused(None) => write!(f, "refused"),
+            UdpOutcome::Unreachable { errno, icmp } => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))?;
+                match icmp {
+                    Some(icmp) => write!(f, " ({icmp})"),
+                    None => Ok(()),
+                }
+            }
+            UdpOutcome::TimedOut => write!(f, "timed out (no answer)"),
+            UdpOutcome::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// Sends `payload` from `ns` to `addr` on a connected UDP socket and waits up
+/// to `timeout` for a reply or an error (a connected socket receives ICMP
+/// errors as ECONNREFUSED and kin).
+pub fn udp_exchange(
+    ns: &Netns,
+    addr: SocketAddrV4,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<UdpOutcome> {
+    ns.in_netns(|| match exchange_here(addr, payload, timeout) {
+        Ok(outcome) => outcome,
+        Err(e) => UdpOutcome::Error(e.to_string()),
+    })
+}
+
+fn exchange_here(addr: SocketAddrV4, payload: &[u8], timeout: Duration) -> io::Result<UdpOutcome> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    set_recverr(socket.as_raw_fd())?;
+    socket.connect(addr)?;
+    socket.send(payload)?;
+    socket.set_read_timeout(Some(timeout))?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    match socket.recv(&mut buf) {
+        Ok(len) => {
+            buf.truncate(len);
+            Ok(UdpOutcome::Reply(buf))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(UdpOutcome::TimedOut)
+        }
+        Err(e) => {
+            let icmp = read_icmp_error(socket.as_raw_fd());
+            Ok(match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) => UdpOutcome::Refused(icmp),
+                Some(
+                    errno @ (libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EACCES
+                    | libc::EPERM
+                    | libc::ENOPROTOOPT),
+                ) => UdpOutcome::Unreachable { errno, icmp },
+                _ => UdpOutcome::Error(e.to_string()),
+            })
+        }
+    }
+}
+
+/// Sends `count` datagrams of `payload` from `ns` to `addr` and returns how
+/// many the kernel took. Each is `20 + 8 + payload.len()` bytes of IPv4, the
+/// size iptables' byte counters add up.
+pub fn udp_send(ns: &Netns, addr: SocketAddrV4, payload: &[u8], count: usize) -> Result<usize> {
+    ns.in_netns(|| -> io::Result<usize> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let mut sent = 0;
+        for _ in 0..count {
+            socket.send_to(payload, addr)?;
+            sent += 1;
+        }
+        Ok(sent)
+    })?
+    .map_err(|source| ns.io_error(&format!("sending udp to {addr}"), source))
+}
+
+/// Connects from `ns` to `addr` and reads what the server says first (the
+/// [`banner`] of a [`tcp_server`]); Err is the outcome when no connection came up.
+pub fn tcp_banner(
+    ns: &Netns,
+    addr: SocketAddrV4,
+    timeout: Duration,
+) -> Result<Result<String, ConnectOutcome>> {
+    ns.in_netns(|| {
+        let socket = match connect_socket(addr, timeout) {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(outcome)) => return Err(outcome),
+            Err(e) => return Err(ConnectOutcome::Error(e.to_string())),
+        };
+        let mut stream = std::net::TcpStream::from(socket);
+        let mut text = String::new();
+        let read = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(timeout)))
+            .and_then(|()| stream.read_to_string(&mut text));
+        match read {
+            Ok(_) => Ok(text),
+            Err(e) => Err(ConnectOutcome::Error(format!("reading the banner: {e}"))),
+        }
+    })
+}
+
+fn set_recverr(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: passes a valid c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_IP,
+            libc::IP_RECVERR,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn socket_error(fd: RawFd) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: err and len are valid for writing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(err)
+}
+
+/// Waits until `fd` has one of `events`; false when `deadline` passes first.
+fn poll_until(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: pfd is a valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n > 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// The ICMP error queued on a socket with IP_RECVERR, if there is one.
+fn read_icmp_error(fd: RawFd) -> Option<IcmpError> {
+    let mut data = [0u8; 512];
+    let mut control = [0u64; 64]; // u64 for cmsg alignment
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point to live buffers.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(&control) as _;
+    // SAFETY: msg describes valid buffers; MSG_ERRQUEUE never blocks.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: walking the control buffer the kernel just filled, with the libc macros.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_IP && (*cmsg).cmsg_type == libc::IP_RECVERR {
+                let ee = libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err;
+                let ee = std::ptr::read_unaligned(ee);
+                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP {
+                    return Some(IcmpError {
+                        icmp_type: ee.ee_type,
+                        code: ee.ee_code,
+                    });
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    None
+}
+
+fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A firewall on the server of a client/server pair
+
+/// What filters the server's incoming traffic in a [`Testbed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firewall {
+    /// netbeast attached (XDP) to the server's veth; `attach` gets `attach_args`
+    /// after the interface (e.g. `--mode skb`).
+    Netbeast {
+        binary: PathBuf,
+        attach_args: Vec<String>,
+    },
+    /// The kernel's own iptables in the server namespace: the oracle. What it
+    /// does with a scenario is what netbeast must do.
+    Iptables,
+}
+
+impl Firewall {
+    /// netbeast attached in its default mode.
+    pub fn netbeast(binary: impl Into<PathBuf>) -> Self {
+        Firewall::Netbeast {
+            binary: binary.into(),
+            attach_args: Vec::new(),
+        }
+    }
+
+    /// netbeast attached with extra `attach` arguments, e.g. `["--mode", "skb"]`.
+    pub fn netbeast_with(binary: impl Into<PathBuf>, attach_args: &[&str]) -> Self {
+        Firewall::Netbeast {
+            binary: binary.into(),
+            attach_args: attach_args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// A [`ClientServer`] pair whose server is guarded by a [`Firewall`], driven
+/// with the same iptables command lines whichever firewall it is.
+#[derive(Debug)]
+pub struct Testbed {
+    pub net: ClientServer,
+    pub firewall: Firewall,
+}
+
+impl Testbed {
+    /// Builds the pair and, for netbeast, attaches it to [`SERVER_IFACE`]
+    /// (cleaned up with `detach --all` when the testbed drops).
+    pub fn new(tag: &str, firewall: Firewall) -> Result<Self> {
+        let net = match &firewall {
+            Firewall::Netbeast {
+                binary,
+                attach_args,
+            } => {
+                let net = ClientServer::with_netbeast(tag, binary)?;
+                let mut args = vec!["attach", SERVER_IFACE];
+                args.extend(attach_args.iter().map(String::as_str));
+                net.server.netbeast_ok(&args)?;
+                net
+            }
+            Firewall::Iptables => ClientServer::new(tag)?,
+        };
+        Ok(Testbed { net, firewall })
+    }
+
+    pub fn client(&self) -> &Netns {
+        &self.net.client
+    }
+
+    pub fn server(&self) -> &Netns {
+        &self.net.server
+    }
+
+    /// One iptables command line, without the leading `iptables`
+    /// (`"-A INPUT -p tcp --dport 22 -j ACCEPT"`), split on whitespace; any
+    /// exit status.
+    pub fn iptables(&self, line: &str) -> Result<Output> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        match &self.firewall {
+            Firewall::Netbeast { .. } => self.net.server.netbeast_iptables(line),
+            Firewall::Iptables => self.net.server.run("iptables", &args),
+        }
+    }
+
+    /// Like [`Testbed::iptables`], but the command must succeed; returns stdout.
+    pub fn iptables_ok(&self, line: &str) -> Result<String> {
+        let output = self.iptables(line)?;
+        checked(format!("iptables {line}"), output)
+    }
+
+    /// The ruleset in iptables-save format (`netbeast save`, `iptables-save`).
+    pub fn save(&self) -> Result<String> {
+        match &self.firewall {
+            Firewall::Netbeast { .. } => self.net.server.netbeast_ok(&["save"]),
+            Firewall::Iptables => self.net.server.run_ok("iptables-save", &["-t", "filter"]),
+        }
+    }
+
+    /// `netbeast restore ARGS` / `iptables-restore ARGS`, with `input` on
+    /// stdin; any exit status.
+    pub fn restore(&self, args: &[&str], input: &str) -> Result<Output> {
+        match &self.firewall {
+            Firewall::Netbeast { .. } => {
+                let mut argv = vec!["restore"];
+                argv.extend_from_slice(args);
+                self.net.server.netbeast_with_input(&argv, input)
+            }
+            Firewall::Iptables => {
+                let mut command = self.net.server.command("iptables-restore");
+                command.args(args);
+                with_input(command, input)
+            }
+        }
+    }
+
+    /// Chain `chain` of `iptables -L CHAIN -v -x -n --line-numbers`.
+    pub fn list(&self, chain: &str) -> Result<ListedChain> {
+        let line = format!("-L {chain} -v -x -n --line-numbers");
+        let text = self.iptables_ok(&line)?;
+        parse_listing(&text, chain).ok_or_else(|| NetnsError::CommandFailed {
+            command: format!("iptables {line}"),
+            status: ExitStatus::default(),
+            stdout: text.clone(),
+            stderr: format!("unreadable listing of chain {chain}:\n{text}"),
+        })
+    }
+
+    /// Connects from the client to each server port at once.
+    pub fn connect(&self, ports: &[u16], timeout: Duration) -> Result<Vec<ConnectOutcome>> {
+        let addrs: Vec<_> = ports.iter().map(|&p| self.net.server_addr(p)).collect();
+        tcp_connect_all(&self.net.client, &addrs, timeout)
+    }
+}
+
+/// `save` output made comparable across time: comment lines (with dates)
+/// dropped, chain counters (`[12:720]`) blanked.
+pub fn comparable_save(save: &str) -> String {
+    save.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| match (line.starts_with(':'), line.rfind('[')) {
+            (true, Some(at)) => format!("{}[*]", &line[..at]),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether an error message points at line `n` ("line 6", "line: 6", "line 6:").
+pub fn mentions_line(message: &str, n: usize) -> bool {
+    let lower = message.to_lowercase();
+    lower.match_indices("line").any(|(at, word)| {
+        let rest = lower[at + word.len()..].trim_start_matches([' ', ':', '#']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse() == Ok(n)
+    })
+}
+
+/// Polls `probe` every few milliseconds until it returns Some or `timeout`
+/// passes; for effects that land asynchronously (counters of packets still
+/// in flight).
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading `iptables -L -v -x -n` listings
+
+/// One chain of an `iptables -L -v -x -n [--line-numbers]` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedChain {
+    pub name: String,
+    /// `ACCEPT`/`DROP` for built-in chains; None for user chains.
+    pub policy: Option<String>,
+    pub policy_packets: u64,
+    pub policy_bytes: u64,
+    pub rules: Vec<ListedRule>,
+}
+
+/// One rule line of a verbose listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRule {
+    pub packets: u64,
+    pub bytes: u64,
+    pub target: String,
+    /// The whole line, for messages.
+    pub line: String,
+}
+
+/// Finds chain `name` in a verbose, exact (`-v -x`) listing and reads its
+/// counters. None when the chain is missing or the listing is not verbose.
+pub fn parse_listing(listing: &str, name: &str) -> Option<ListedChain> {
+    let mut lines = listing.lines();
+    let header = lines.find(|l| l.split_whitespace().nth(1) == Some(name))?;
+    // "Chain INPUT (policy ACCEPT 3 packets, 180 bytes)" / "Chain X (1 references)"
+    let words: Vec<&str> = header
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (policy, policy_packets, policy_bytes) = match words.as_slice() {
+        [
+            "Chain",
+            _,
+            "policy",
+            policy,
+            packets,
+            "packets",
+            bytes,
+            "bytes",
+            ..,
+        ] => (
+            Some((*policy).to_owned()),
+            packets.parse().ok()?,
+            bytes.parse().ok()?,
+        ),
+        ["Chain", ..] => (None, 0, 0),
+        _ => return None,
+    };
+    let columns: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let numbered = columns.first() == Some(&"num");
+    let skip = usize::from(numbered);
+    if columns.get(skip) != Some(&"pkts") {
+        return None;
+    }
+    let mut rules = Vec::new();
+    for line in lines.take_while(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        rules.push(ListedRule {
+            packets: fields.get(skip)?.parse().ok()?,
+            bytes: fields.get(skip + 1)?.parse().ok()?,
+            target: fields.get(skip + 2)?.to_string(),
+            line: line.to_owned(),
+        });
+    }
+    Some(ListedChain {
+        name: name.to_owned(),
+        policy,
+        policy_packets,
+        policy_bytes,
+        rules,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn check_iface_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_IFACE_NAME_LEN
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(NetnsError::BadIfaceName(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Runs `command` with `input` on its stdin; any exit status.
+fn with_input(mut command: Command, input: &str) -> Result<Output> {
+    let text = describe(&command);
+    let spawn_error = |source| NetnsError::Spawn {
+        command: text.clone(),
+        source,
+    };
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    // Written from a thread: a child that prints a lot before reading all of
+    // its input would otherwise deadlock against us.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        // The child may exit early on bad input; a broken pipe is its answer.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    let _ = writer.join();
+    Ok(output)
+}
+
+fn run_output(command: &mut Command) -> Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            command: describe(command),
+            source,
+        })
+}
+
+fn run_checked(command: &mut Command) -> Result<String> {
+    let output = run_output(command)?;
+    checked(describe(command), output)
+}
+
+/// stdout of a command that succeeded; its stderr in the error otherwise.
+fn checked(command: String, output: Output) -> Result<String> {
+    if !output.status.success() {
+        return Err(NetnsError::CommandFailed {
+            command,
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Deletes namespaces this module named (`nbt-<tag>-<pid>-<n>`) whose
+/// process is gone: a test killed by a timeout or SIGKILL could not run its
+/// guards. A namespace of a live process, or named any other way, is kept.
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(n), Some(pid), Some(_tag)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(_), Ok(pid)) = (n.parse::<u32>(), pid.parse::<u32>()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_SGRO: u32 = 0x0000_002c;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member of its union (40 bytes on 64-bit).
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// One ethtool "set value" ioctl on `iface` of the calling thread's namespace.
+fn ethtool_set_value(iface: &str, cmd: u32, data: u32) -> io::Result<()> {
+    let mut value = EthtoolValue { cmd, data };
+    let mut ifr = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&raw mut value).cast(),
+        _pad: [0; 16],
+    };
+    ifr.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    // SAFETY: ifr points to a live ethtool_value for the duration of the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCETHTOOL as _, &raw mut ifr) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn names_are_unique_and_namespace_is_removed_on_drop() {
+        require_root();
+        let a = Netns::new("unit").unwrap();
+        let b = Netns::new("unit").unwrap();
+        assert_ne!(a.name(), b.name());
+        assert!(a.name().starts_with("nbt-unit-"), "{}", a.name());
+        let path = a.path();
+        assert!(path.exists());
+        // lo is up inside a fresh namespace.
+        let lo = a.ip(&["-o", "link", "show", "lo"]).unwrap();
+        assert!(lo.contains("UP"), "lo is not up: {lo}");
+        drop(a);
+        assert!(!path.exists(), "{} still exists after drop", path.display());
+        assert!(b.path().exists(), "dropping one namespace removed another");
+    }
+
+    #[test]
+    fn namespace_is_removed_when_a_test_panics() {
+        require_root();
+        let mut path = PathBuf::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let ns = Netns::new("unit-panic").unwrap();
+            path = ns.path();
+            panic!("on purpose");
+        }));
+        assert!(result.is_err());
+        assert!(!path.as_os_str().is_empty());
+        assert!(!path.exists(), "{} survived the panic", path.display());
+    }
+
+    #[test]
+    fn drop_kills_processes_left_in_the_namespace() {
+        require_root();
+        let ns = Netns::new("unit-pids").unwrap();
+        let child = ns.command("sleep").arg("30").spawn().unwrap();
+        // `ip netns exec` execs sleep, so the child's pid ends up in the namespace.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ns.pids().unwrap().contains(&(child.id() as i32)) {
+            assert!(
+                Instant::now() < deadline,
+                "sleep never entered the namespace"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut child = child;
+        drop(ns);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn id_is_the_inode_seen_from_inside() {
+        require_root();
+        let ns = Netns::new("unit-id").unwrap();
+        let inside = ns
+            .in_netns(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ns.id().unwrap(), inside);
+        let root = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_ne!(inside, root, "in_netns did not leave the root namespace");
+    }
+
+    #[test]
+    fn veth_pair_carries_tcp_and_udp_between_namespaces() {
+        require_root();
+        let net = ClientServer::new("unit-veth").unwrap();
+        let tcp = tcp_server(&net.server, 5000).unwrap();
+        let udp = udp_echo_server(&net.server, 5001).unwrap();
+
+        let outcome = tcp_connect(&net.client, net.server_addr(5000), TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
+        let text = tcp_banner(&net.client, net.server_addr(5000), TIMEOUT).unwrap();
+        assert_eq!(text, Ok(banner(5000)));
+        assert_eq!(tcp.served(), 2);
+
+        let reply = udp_exchange(&net.client, net.server_addr(5001), b"ping", TIMEOUT).unwrap();
+        assert_eq!(reply, UdpOutcome::Reply(b"ping".to_vec()));
+        assert_eq!(udp.served(), 1);
+
+        // The client's namespace has no server: the address is not even local there.
+        let outcome =
+            tcp_connect(&net.client, SocketAddrV4::new(CLIENT_ADDR, 5000), TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Reset);
+    }
+
+    #[test]
+    fn outcomes_are_classified_as_the_kernel_reports_them() {
+        require_root();
+        let net = ClientServer::new("unit-out").unwrap();
+        let open = tcp_server(&net.server, 80).unwrap();
+        // Nothing listens on 81: the server's kernel answers with a reset.
+        let closed = net.server_addr(81);
+        // The server's own stack rejects 82 with ICMP (real iptables in the
+        // server namespace, used here only to produce genuine ICMP errors).
+        net.server
+            .run_ok(
+                "iptables",
+                &["-A", "INPUT", "-p", "tcp", "--dport", "82", "-j", "REJECT"],
+            )
+            .unwrap();
+        net.server
+            .run_ok(
+                "iptables",
+                &[
+                    "-A",
+                    "INPUT",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "83",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "icmp-host-unreachable",
+                ],
+            )
+            .unwrap();
+        net.server
+            .run_ok(
+                "iptables",
+                &["-A", "INPUT", "-p", "tcp", "--dport", "84", "-j", "DROP"],
+            )
+            .unwrap();
+        let addrs: Vec<_> = (80..=84).map(|p| net.server_addr(p)).collect();
+        let started = Instant::now();
+        let outcomes = tcp_connect_all(&net.client, &addrs, TIMEOUT).unwrap();
+        assert!(
+            started.elapsed() < TIMEOUT * 3,
+            "attempts did not run in parallel"
+        );
+        assert_eq!(
+            outcomes,
+            vec![
+                ConnectOutcome::Connected,
+                ConnectOutcome::Reset,
+                ConnectOutcome::Refused(IcmpError::PORT_UNREACHABLE),
+                ConnectOutcome::Unreachable {
+                    errno: libc::EHOSTUNREACH,
+                    icmp: Some(IcmpError::HOST_UNREACHABLE)
+                },
+                ConnectOutcome::TimedOut,
+            ]
+        );
+        assert_eq!(open.served_within(1, TIMEOUT), 1);
+        assert_eq!(closed.port(), 81);
+
+        // UDP to a port nothing listens on: the server's kernel sends
+        // port-unreachable, the connected client socket sees ECONNREFUSED.
+        let outcome = udp_exchange(&net.client, net.server_addr(9), b"x", TIMEOUT).unwrap();
+        assert_eq!(
+            outcome,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE))
+        );
+    }
+
+    #[test]
+    fn sysctl_is_set_inside_the_namespace_only() {
+        require_root();
+        let ns = Netns::new("unit-sysctl").unwrap();
+        let root_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+        assert_eq!(ns.sysctl_get("net.ipv4.ip_forward").unwrap(), "1");
+        let seen_by_tool = ns
+            .run_ok("cat", &["/proc/sys/net/ipv4/ip_forward"])
+            .unwrap();
+        assert_eq!(seen_by_tool.trim(), "1");
+        let root_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        assert_eq!(root_before, root_after);
+    }
+
+    #[test]
+    fn routes_reach_a_host_behind_a_router() {
+        require_root();
+        // client 10.1.0.2 — router — 10.2.0.2 server
+        let client = Netns::new("unit-rt-c").unwrap();
+        let router = Netns::new("unit-rt-r").unwrap();
+        let server = Netns::new("unit-rt-s").unwrap();
+        veth_pair(&client, "c0", "10.1.0.2/24", &router, "r0", "10.1.0.1/24").unwrap();
+        veth_pair(&router, "r1", "10.2.0.1/24", &server, "s0", "10.2.0.2/24").unwrap();
+        router.sysctl("net.ipv4.ip_forward", "1").unwrap();
+        client
+            .add_route("10.2.0.0/24", Ipv4Addr::new(10, 1, 0, 1))
+            .unwrap();
+        server
+            .add_route("10.1.0.0/24", Ipv4Addr::new(10, 2, 0, 1))
+            .unwrap();
+        let _tcp = tcp_server(&server, 7000).unwrap();
+        let outcome = tcp_connect(
+            &client,
+            SocketAddrV4::new(Ipv4Addr::new(10, 2, 0, 2), 7000),
+            TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_anything_is_created() {
+        require_root();
+        assert!(matches!(Netns::new("a b"), Err(NetnsError::BadTag(_))));
+        assert!(matches!(Netns::new(""), Err(NetnsError::BadTag(_))));
+        let a = Netns::new("unit-names").unwrap();
+        let err = veth_pair(
+            &a,
+            "much-too-long-name",
+            "10.0.0.1/24",
+            &a,
+            "x",
+            "10.0.0.2/24",
+        )
+        .unwrap_err();
+        assert!(matches!(err, NetnsError::BadIfaceName(_)), "{err}");
+        assert!(err.to_string().contains("15 characters"), "{err}");
+    }
+
+    #[test]
+    fn servers_stop_when_dropped() {
+        require_root();
+        let net = ClientServer::new("unit-stop").unwrap();
+        let server = tcp_server(&net.server, 6000).unwrap();
+        let started = Instant::now();
+        drop(server);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let outcome = tcp_connect(&net.client, net.server_addr(6000), TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Reset, "port 6000 still listens");
+        // The port can be bound again at once.
+        let _again = tcp_server(&net.server, 6000).unwrap();
+    }
+
+    #[test]
+    fn verbose_listings_are_read() {
+        let listing = "\
+Chain INPUT (policy DROP 7 packets, 420 bytes)
+num      pkts      bytes target     prot opt in     out     source               destination
+1          10     1280 ACCEPT     udp  --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:7000
+2           0        0 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0
+
+Chain FORWARD (policy ACCEPT 0 packets, 0 bytes)
+    pkts      bytes target     prot opt in     out     source               destination
+";
+        let input = parse_listing(listing, "INPUT").unwrap();
+        assert_eq!(input.policy.as_deref(), Some("DROP"));
+        assert_eq!((input.policy_packets, input.policy_bytes), (7, 420));
+        assert_eq!(input.rules.len(), 2);
+        assert_eq!((input.rules[0].packets, input.rules[0].bytes), (10, 1280));
+        assert_eq!(input.rules[1].target, "DROP");
+        let forward = parse_listing(listing, "FORWARD").unwrap();
+        assert!(forward.rules.is_empty());
+        assert!(parse_listing(listing, "OUTPUT").is_none());
+    }
+
+    #[test]
+    fn saves_compare_without_dates_and_counters() {
+        let a = "# Generated by iptables-save v1.8.9 on Sat\n*filter\n:INPUT ACCEPT [3:180]\n-A INPUT -j DROP\nCOMMIT\n";
+        let b = "# Generated by netbeast on Sun\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\nCOMMIT\n";
+        assert_eq!(comparable_save(a), comparable_save(b));
+        let c = "*filter\n:INPUT DROP [0:0]\n-A INPUT -j DROP\nCOMMIT\n";
+        assert_ne!(comparable_save(a), comparable_save(c));
+    }
+
+    #[test]
+    fn line_numbers_are_found_in_messages() {
+        assert!(mentions_line("Error occurred at line: 6", 6));
+        assert!(mentions_line(
+            "restore: line 6: unexpected argument '8080'",
+            6
+        ));
+        assert!(mentions_line("Line 12 failed", 12));
+        assert!(!mentions_line("Error occurred at line: 16", 6));
+        assert!(!mentions_line("unexpected argument '6'", 6));
+    }
+}

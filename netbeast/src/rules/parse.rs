@@ -1,0 +1,3527 @@
+//! `iptables ARGS...` → [`IptablesCommand`].
+//!
+//! The scanner follows getopt as iptables uses it: bundled short options
+//! (`-nvL`), values attached or separate (`-ptcp`, `--dport=22`), unique
+//! prefixes of long options (`--line`), and options of a match only known
+//! once that match is loaded (`-m multiport --dports`, or the protocol match
+//! that `-p tcp` loads on the first `--dport`). Validation is iptables' own,
+//! including the checks its kernel modules make (`-m tcp` needs `-p tcp`,
+//! `tcp-reset` needs TCP, `-m mac` only before routing), with messages that
+//! say how to fix the line.
+
+use std::net::Ipv4Addr;
+
+use thiserror::Error;
+
+use super::model::{
+    Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
+    RejectWith, Rule, TableName, Target,
+};
+
+/// IFNAMSIZ - 1: the longest interface name the kernel accepts.
+pub const MAX_IFACE_NAME_LEN: usize = 15;
+/// XT_MULTI_PORTS: entries in one `-m multiport` list, a range counting two.
+pub const MAX_MULTIPORT_PORTS: usize = 15;
+/// XT_MAX_COMMENT_LEN - 1 (the kernel keeps a NUL).
+pub const MAX_COMMENT_LEN: usize = 255;
+/// XT_EXTENSION_MAXNAMELEN - 1.
+pub const MAX_CHAIN_NAME_LEN: usize = 28;
+
+/// One parsed `iptables` invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IptablesCommand {
+    pub table: TableName,
+    /// `-v`: listings show counters and interfaces, `-S` shows counters,
+    /// and changes echo the rules or chains they touch.
+    pub verbose: bool,
+    pub action: Action,
+}
+
+/// What the command does. Chains are named as written; whether they exist is
+/// for [`super::command::apply`] to say. Positions are 1-based, as typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `-A`: one rule per source × destination address given.
+    Append { chain: String, rules: Vec<Rule> },
+    /// `-I chain [position]`.
+    Insert {
+        chain: String,
+        position: usize,
+        rules: Vec<Rule>,
+    },
+    /// `-D chain rule-spec`.
+    Delete { chain: String, rules: Vec<Rule> },
+    /// `-D chain position`.
+    DeleteAt { chain: String, position: usize },
+    /// `-R chain position rule-spec`.
+    Replace {
+        chain: String,
+        position: usize,
+        rule: Rule,
+    },
+    /// `-C chain rule-spec`: succeeds when the rule exists.
+    Check { chain: String, rules: Vec<Rule> },
+    /// `-L [chain [position]]`, optionally with `-Z`.
+    List {
+        chain: Option<String>,
+        position: Option<usize>,
+        numeric: bool,
+        exact: bool,
+        line_numbers: bool,
+        zero: bool,
+    },
+    /// `-S [chain [position]]`, optionally with `-Z`.
+    ListRules {
+        chain: Option<String>,
+        position: Option<usize>,
+        zero: bool,
+    },
+    /// `-F [chain]`.
+    Flush { chain: Option<String> },
+    /// `-Z [chain [position]]`.
+    Zero {
+        chain: Option<String>,
+        position: Option<usize>,
+    },
+    /// `-P chain policy [-c packets bytes]`.
+    SetPolicy {
+        chain: String,
+        policy: Policy,
+        counter: Option<Counter>,
+    },
+    /// `-h`.
+    Help,
+    /// `-V`.
+    Version,
+}
+
+impl IptablesCommand {
+    /// True when applying the command may change the ruleset (the caller
+    /// then needs the write lock and must store the result).
+    pub fn changes_ruleset(&self) -> bool {
+        match &self.action {
+            Action::List { zero, .. } | Action::ListRules { zero, .. } => *zero,
+            Action::Check { .. } | Action::Help | Action::Version => false,
+            _ => true,
+        }
+    }
+}
+
+/// Everything that can be wrong with an iptables command line. Each message
+/// is one line: what is wrong, where, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ParseError {
+    #[error("no command specified; use one of -A, -I, -D, -R, -C, -L, -S, -F, -Z or -P")]
+    NoCommand,
+    #[error("cannot use {second} with {first}; give one command per invocation")]
+    TwoCommands { first: String, second: String },
+    #[error("option {option} requires an argument: {expected}")]
+    MissingArgument {
+        option: String,
+        expected: &'static str,
+    },
+    #[error("option {option} does not take an argument (remove '={value}')")]
+    UnwantedArgument { option: String, value: String },
+    #[error("unexpected argument '{arg}'{hint}")]
+    UnexpectedArgument { arg: String, hint: String },
+    #[error("unknown option {option}{hint}")]
+    UnknownOption { option: String, hint: String },
+    #[error("option {option} is ambiguous: it could be {candidates}")]
+    AmbiguousOption { option: String, candidates: String },
+    #[error("multiple {option} options are not allowed in one command{hint}")]
+    Repeated { option: String, hint: &'static str },
+    #[error("'!' cannot be used before {option}")]
+    CannotNegate { option: String },
+    #[error("multiple consecutive '!' are not allowed; one '!' negates the option after it")]
+    DoubleNegation,
+    #[error("'!' at the end negates nothing; put it right before the option it negates")]
+    DanglingNegation,
+    #[error("invalid {what} '{value}' for {option}: {reason}")]
+    InvalidValue {
+        option: String,
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{option} cannot be used with {command}: {reason}")]
+    IllegalOption {
+        option: String,
+        command: String,
+        reason: &'static str,
+    },
+    #[error("can't use {option} with {chain}: {reason}")]
+    WrongChain {
+        option: String,
+        chain: String,
+        reason: &'static str,
+    },
+    #[error("{option} needs {needs}")]
+    NeedsProtocol { option: String, needs: String },
+    #[error("{module} requires {option}; {example}")]
+    MissingModuleOption {
+        module: &'static str,
+        option: &'static str,
+        example: &'static str,
+    },
+    #[error("{what} is not supported yet{hint}")]
+    Unsupported { what: String, hint: String },
+    #[error("the {0} table is not supported yet; netbeast implements the filter table")]
+    UnsupportedTable(String),
+    #[error("unknown table '{0}'; iptables' tables are filter, nat, mangle, raw and security")]
+    UnknownTable(String),
+    #[error("{option} cannot be used in a restore file{hint}")]
+    NotInRestore { option: String, hint: &'static str },
+    #[error("{0}")]
+    NeverMatches(&'static str),
+}
+
+/// Parses the arguments that follow `iptables`, e.g.
+/// `["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"]`.
+pub fn parse_iptables_args(args: &[String]) -> Result<IptablesCommand, ParseError> {
+    Parser::new(args, Context::CommandLine).run()
+}
+
+/// Parses one rule line of an iptables-restore file for `table`: `-t`, `-w`
+/// and `-W` are refused there, as iptables-restore does.
+pub(crate) fn parse_restore_args(
+    args: &[String],
+    table: TableName,
+) -> Result<IptablesCommand, ParseError> {
+    let mut parser = Parser::new(args, Context::Restore);
+    parser.table = table;
+    parser.run()
+}
+
+// ---------------------------------------------------------------------------
+// Names iptables users write: a small /etc/protocols and /etc/services, the
+// ICMP type table of libxt_icmp and the REJECT types of libipt_REJECT.
+
+/// Protocols iptables itself knows by name (`xtables_chain_protos`); these
+/// names are printed even with `-n` and by iptables-save.
+pub(crate) const BUILTIN_PROTOCOLS: &[(&str, u8)] = &[
+    ("tcp", 6),
+    ("sctp", 132),
+    ("udp", 17),
+    ("udplite", 136),
+    ("icmp", 1),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("esp", 50),
+    ("ah", 51),
+    ("mobility-header", 135),
+    ("ipv6-mh", 135),
+    ("mh", 135),
+    ("dccp", 33),
+    ("ipcomp", 108),
+    ("all", 0),
+];
+
+/// The rest of a typical /etc/protocols, for `-p gre` and for `-L` without `-n`.
+pub(crate) const OTHER_PROTOCOLS: &[(&str, u8)] = &[
+    ("ip", 0),
+    ("igmp", 2),
+    ("ggp", 3),
+    ("ipencap", 4),
+    ("st", 5),
+    ("egp", 8),
+    ("igp", 9),
+    ("pup", 12),
+    ("hmp", 20),
+    ("xns-idp", 22),
+    ("rdp", 27),
+    ("iso-tp4", 29),
+    ("xtp", 36),
+    ("ddp", 37),
+    ("idpr-cmtp", 38),
+    ("ipv6", 41),
+    ("ipv6-route", 43),
+    ("ipv6-frag", 44),
+    ("idrp", 45),
+    ("rsvp", 46),
+    ("gre", 47),
+    ("skip", 57),
+    ("ipv6-nonxt", 59),
+    ("ipv6-opts", 60),
+    ("rspf", 73),
+    ("vmtp", 81),
+    ("eigrp", 88),
+    ("ospf", 89),
+    ("ax.25", 93),
+    ("ipip", 94),
+    ("etherip", 97),
+    ("encap", 98),
+    ("pim", 103),
+    ("vrrp", 112),
+    ("l2tp", 115),
+    ("isis", 124),
+    ("fc", 133),
+    ("mpls-in-ip", 137),
+    ("manet", 138),
+    ("hip", 139),
+    ("shim6", 140),
+    ("wesp", 141),
+    ("rohc", 142),
+    ("ethernet", 143),
+];
+
+/// Service names accepted for ports, as a small /etc/services.
+pub(crate) const SERVICES: &[(&str, u16)] = &[
+    ("ftp-data", 20),
+    ("ftp", 21),
+    ("ssh", 22),
+    ("telnet", 23),
+    ("smtp", 25),
+    ("domain", 53),
+    ("bootps", 67),
+    ("bootpc", 68),
+    ("tftp", 69),
+    ("http", 80),
+    ("www", 80),
+    ("kerberos", 88),
+    ("pop3", 110),
+    ("sunrpc", 111),
+    ("ntp", 123),
+    ("netbios-ns", 137),
+    ("netbios-dgm", 138),
+    ("netbios-ssn", 139),
+    ("imap2", 143),
+    ("imap", 143),
+    ("snmp", 161),
+    ("snmp-trap", 162),
+    ("bgp", 179),
+    ("ldap", 389),
+    ("https", 443),
+    ("microsoft-ds", 445),
+    ("syslog", 514),
+    ("submission", 587),
+    ("ldaps", 636),
+    ("rsync", 873),
+    ("imaps", 993),
+    ("pop3s", 995),
+    ("openvpn", 1194),
+    ("mysql", 3306),
+    ("ms-wbt-server", 3389),
+    ("postgresql", 5432),
+    ("redis", 6379),
+    ("http-alt", 8080),
+];
+
+/// ICMP names: (name, type, code_min, code_max), in libxt_icmp's order; the
+/// first entry for a (type, codes) triple is the name `-L` prints.
+pub(crate) const ICMP_TYPES: &[(&str, u8, u8, u8)] = &[
+    ("any", 0xFF, 0, 0xFF),
+    ("echo-reply", 0, 0, 0xFF),
+    ("pong", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF),
+    ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1),
+    ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3),
+    ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5),
+    ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7),
+    ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10),
+    ("TOS-network-unreachable", 3, 11, 11),
+    ("TOS-host-unreachable", 3, 12, 12),
+    ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14),
+    ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF),
+    ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0),
+    ("host-redirect", 5, 1, 1),
+    ("TOS-network-redirect", 5, 2, 2),
+    ("TOS-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF),
+    ("ping", 8, 0, 0xFF),
+    ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF),
+    ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0),
+    ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF),
+    ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1),
+    ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF),
+    ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+];
+
+/// `--reject-with` names and aliases, in libipt_REJECT's table order (which
+/// decides what an abbreviation means).
+const REJECT_TYPES: &[(&str, &str, RejectWith)] = &[
+    (
+        "icmp-net-unreachable",
+        "net-unreach",
+        RejectWith::IcmpNetUnreachable,
+    ),
+    (
+        "icmp-host-unreachable",
+        "host-unreach",
+        RejectWith::IcmpHostUnreachable,
+    ),
+    (
+        "icmp-proto-unreachable",
+        "proto-unreach",
+        RejectWith::IcmpProtoUnreachable,
+    ),
+    (
+        "icmp-port-unreachable",
+        "port-unreach",
+        RejectWith::IcmpPortUnreachable,
+    ),
+    (
+        "icmp-net-prohibited",
+        "net-prohib",
+        RejectWith::IcmpNetProhibited,
+    ),
+    (
+        "icmp-host-prohibited",
+        "host-prohib",
+        RejectWith::IcmpHostProhibited,
+    ),
+    ("tcp-reset", "tcp-rst", RejectWith::TcpReset),
+    (
+        "icmp-admin-prohibited",
+        "admin-prohib",
+        RejectWith::IcmpAdminProhibited,
+    ),
+];
+
+/// Matches that iptables has and netbeast does not implement yet.
+const UNSUPPORTED_MATCHES: &[&str] = &[
+    "addrtype",
+    "ah",
+    "bpf",
+    "cgroup",
+    "cluster",
+    "connbytes",
+    "connlabel",
+    "connlimit",
+    "connmark",
+    "conntrack",
+    "cpu",
+    "dccp",
+    "devgroup",
+    "dscp",
+    "ecn",
+    "esp",
+    "hashlimit",
+    "helper",
+    "iprange",
+    "ipvs",
+    "length",
+    "limit",
+    "mark",
+    "nfacct",
+    "osf",
+    "owner",
+    "physdev",
+    "pkttype",
+    "policy",
+    "quota",
+    "rateest",
+    "realm",
+    "recent",
+    "rpfilter",
+    "sctp",
+    "set",
+    "socket",
+    "state",
+    "statistic",
+    "string",
+    "tcpmss",
+    "time",
+    "tos",
+    "ttl",
+    "u32",
+    "udplite",
+];
+
+/// Targets that iptables has and netbeast does not implement yet.
+const UNSUPPORTED_TARGETS: &[&str] = &[
+    "AUDIT",
+    "CHECKSUM",
+    "CLASSIFY",
+    "CLUSTERIP",
+    "CONNMARK",
+    "CONNSECMARK",
+    "CT",
+    "DNAT",
+    "DSCP",
+    "ECN",
+    "HMARK",
+    "IDLETIMER",
+    "LED",
+    "LOG",
+    "MARK",
+    "MASQUERADE",
+    "NETMAP",
+    "NFLOG",
+    "NFQUEUE",
+    "NOTRACK",
+    "RATEEST",
+    "REDIRECT",
+    "RETURN",
+    "SECMARK",
+    "SET",
+    "SNAT",
+    "SYNPROXY",
+    "TCPMSS",
+    "TCPOPTSTRIP",
+    "TEE",
+    "TOS",
+    "TPROXY",
+    "TRACE",
+    "TTL",
+    "ULOG",
+];
+
+/// The name iptables prints for a protocol number: its own names always,
+/// the /etc/protocols ones unless `numeric` (as `-L -n` and iptables-save).
+pub(crate) fn protocol_name(protocol: u8, numeric: bool) -> Option<&'static str> {
+    let builtin = BUILTIN_PROTOCOLS.iter().find(|(_, n)| *n == protocol);
+    let other = || {
+        OTHER_PROTOCOLS
+            .iter()
+            .find(|(_, n)| *n == protocol && !numeric)
+    };
+    builtin.or_else(other).map(|(name, _)| *name)
+}
+
+/// The `-L` name of an ICMP type and code range, if it has one.
+pub(crate) fn icmp_type_name(icmp_type: u8, code_min: u8, code_max: u8) -> Option<&'static str> {
+    ICMP_TYPES
+        .iter()
+        .find(|(_, t, lo, hi)| (*t, *lo, *hi) == (icmp_type, code_min, code_max))
+        .map(|(name, ..)| *name)
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers. Numbers follow strtoul(…, 0) as xtables_strtoui does:
+// decimal, 0x hexadecimal, or octal with a leading 0.
+
+fn parse_c_number(text: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(hex) = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+    {
+        (hex, 16)
+    } else if text.len() > 1 && text.starts_with('0') {
+        (&text[1..], 8)
+    } else {
+        (text, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+fn parse_c_number_in(text: &str, max: u64) -> Option<u64> {
+    parse_c_number(text).filter(|n| *n <= max)
+}
+
+fn invalid(option: &str, what: &'static str, value: &str, reason: impl Into<String>) -> ParseError {
+    ParseError::InvalidValue {
+        option: option.to_string(),
+        what,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// `-p`: a number, `all`, or a protocol name (case-insensitive).
+fn parse_protocol(text: &str) -> Result<u8, ParseError> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(n) = parse_c_number_in(&lower, u8::MAX.into()) {
+        return Ok(n as u8);
+    }
+    OTHER_PROTOCOLS
+        .iter()
+        .chain(BUILTIN_PROTOCOLS)
+        .find(|(name, _)| *name == lower)
+        .map(|(_, n)| *n)
+        .ok_or_else(|| {
+            invalid(
+                "-p",
+                "protocol",
+                text,
+                "use tcp, udp, icmp, all, another name from /etc/protocols or a number 0-255",
+            )
+        })
+}
+
+/// A dotted IPv4 address as xtables reads it: 1 to 4 parts, missing trailing
+/// parts are zero (`10.1` is 10.1.0.0).
+fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() > 4 || (require_four && parts.len() != 4) {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (octet, part) in octets.iter_mut().zip(&parts) {
+        *octet = parse_c_number_in(part, 255)? as u8;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+/// One `addr[/mask]` of `-s`/`-d`.
+fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
+    const WHAT: &str = "address";
+    let (addr_text, mask_text) = match text.split_once('/') {
+        Some((addr, mask)) => (addr, Some(mask)),
+        None => (text, None),
+    };
+    let addr = parse_dotted(addr_text, false).ok_or_else(|| {
+        let reason = if addr_text.chars().any(|c| c.is_ascii_alphabetic()) {
+            "host names are not resolved; give an IPv4 address like 192.168.0.1 or 10.0.0.0/8"
+        } else {
+            "expected an IPv4 address like 192.168.0.1, optionally with /prefix-length or /netmask"
+        };
+        invalid(option, WHAT, text, reason)
+    })?;
+    let prefix_len = match mask_text {
+        None => 32,
+        Some(mask) if mask.contains('.') => {
+            let mask_addr = parse_dotted(mask, true).ok_or_else(|| {
+                invalid(option, WHAT, text, format!("'{mask}' is not a netmask"))
+            })?;
+            let bits = u32::from(mask_addr);
+            if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                return Err(invalid(
+                    option,
+                    WHAT,
+                    text,
+                    format!("netmask {mask} is not contiguous; netbeast needs a prefix like /16"),
+                ));
+            }
+            bits.leading_ones() as u8
+        }
+        Some(mask) => parse_c_number_in(mask, 32).ok_or_else(|| {
+            invalid(
+                option,
+                WHAT,
+                text,
+                format!("'{mask}' is not a prefix length 0-32 or a netmask"),
+            )
+        })? as u8,
+    };
+    Ok(Ipv4Net::new(addr, prefix_len))
+}
+
+/// `-s`/`-d`: a comma-separated list, each a separate rule as in iptables.
+fn parse_networks(option: &str, text: &str) -> Result<Vec<Ipv4Net>, ParseError> {
+    text.split(',')
+        .map(|one| parse_network(option, one))
+        .collect()
+}
+
+fn parse_iface(option: &str, text: &str) -> Result<IfaceName, ParseError> {
+    const WHAT: &str = "interface";
+    if text.is_empty() {
+        return Err(invalid(
+            option,
+            WHAT,
+            text,
+            "an empty interface name is likely a mistake; use eth0, or eth+ for every eth*",
+        ));
+    }
+    if text.len() > MAX_IFACE_NAME_LEN {
+        return Err(invalid(
+            option,
+            WHAT,
+            text,
+            format!(
+                "interface names are at most {MAX_IFACE_NAME_LEN} characters (IFNAMSIZ), this one has {}",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains(['/', ' ']) {
+        return Err(invalid(
+            option,
+            WHAT,
+            text,
+            "interface names cannot contain '/' or spaces",
+        ));
+    }
+    Ok(match text.strip_suffix('+') {
+        Some(prefix) => IfaceName {
+            name: prefix.to_string(),
+            wildcard: true,
+        },
+        None => IfaceName {
+            name: text.to_string(),
+            wildcard: false,
+        },
+    })
+}
+
+/// A port number or service name.
+fn parse_port(option: &str, text: &str) -> Result<u16, ParseError> {
+    parse_c_number_in(text, u16::MAX.into())
+        .map(|n| n as u16)
+        .or_else(|| {
+            SERVICES
+                .iter()
+                .find(|(name, _)| *name == text)
+                .map(|(_, p)| *p)
+        })
+        .ok_or_else(|| {
+            invalid(
+                option,
+                "port",
+                text,
+                "use a number 0-65535 or a service name like ssh, http, https or domain",
+            )
+        })
+}
+
+/// `--sport`/`--dport`: `port`, `first:last`, `:last` or `first:`.
+fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let Some((first, last)) = text.split_once(':') else {
+        let port = parse_port(option, text)?;
+        return Ok(PortRange {
+            first: port,
+            last: port,
+        });
+    };
+    let first = if first.is_empty() {
+        0
+    } else {
+        parse_port(option, first)?
+    };
+    let last = if last.is_empty() {
+        u16::MAX
+    } else {
+        parse_port(option, last)?
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "port range",
+            text,
+            "the first port is larger than the last; write it as low:high",
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// `-m multiport` lists: `a,b,c:d`, at most [`MAX_MULTIPORT_PORTS`] entries.
+fn parse_multiport_list(option: &str, text: &str) -> Result<Vec<PortRange>, ParseError> {
+    let mut ports = Vec::new();
+    let mut used = 0;
+    for item in text.split(',') {
+        let range = match item.split_once(':') {
+            Some((first, last)) => {
+                let range = PortRange {
+                    first: parse_port(option, first)?,
+                    last: parse_port(option, last)?,
+                };
+                if range.first >= range.last {
+                    return Err(invalid(
+                        option,
+                        "port range",
+                        item,
+                        "a multiport range must be low:high with low < high",
+                    ));
+                }
+                used += 2;
+                range
+            }
+            None => {
+                let port = parse_port(option, item)?;
+                used += 1;
+                PortRange {
+                    first: port,
+                    last: port,
+                }
+            }
+        };
+        if used > MAX_MULTIPORT_PORTS {
+            return Err(invalid(
+                option,
+                "port list",
+                text,
+                format!(
+                    "too many ports: multiport takes at most {MAX_MULTIPORT_PORTS} (a range counts as two); split it into several rules"
+                ),
+            ));
+        }
+        ports.push(range);
+    }
+    Ok(ports)
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6], ParseError> {
+    let bad = || {
+        invalid(
+            "--mac-source",
+            "MAC address",
+            text,
+            "expected six hex bytes like aa:bb:cc:dd:ee:ff",
+        )
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.is_empty() || part.len() > 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+/// `--icmp-type`: a name (or unambiguous prefix), `type` or `type/code`.
+fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
+    const OPTION: &str = "--icmp-type";
+    const WHAT: &str = "ICMP type";
+    let lower = text.to_ascii_lowercase();
+    let exact = ICMP_TYPES
+        .iter()
+        .find(|(name, ..)| name.eq_ignore_ascii_case(text));
+    let named = match exact {
+        Some(entry) => Some(entry),
+        None => {
+            let mut candidates = ICMP_TYPES
+                .iter()
+                .filter(|(name, ..)| name.to_ascii_lowercase().starts_with(&lower));
+            let first = candidates.next();
+            if let (Some(a), Some(b)) = (first, candidates.next()) {
+                return Err(invalid(
+                    OPTION,
+                    WHAT,
+                    text,
+                    format!("ambiguous: '{}' or '{}'?", a.0, b.0),
+                ));
+            }
+            first
+        }
+    };
+    let (icmp_type, code_min, code_max) = match named {
+        Some((_, t, lo, hi)) => (*t, *lo, *hi),
+        None => parse_numeric_icmp(text)?,
+    };
+    match (icmp_type, code_min, code_max) {
+        (0xFF, 0, 0xFF) => Ok(IcmpType::Any),
+        (t, 0, 0xFF) => Ok(IcmpType::Type {
+            icmp_type: t,
+            code: None,
+        }),
+        (t, lo, hi) if lo == hi => Ok(IcmpType::Type {
+            icmp_type: t,
+            code: Some(lo),
+        }),
+        _ => Err(invalid(
+            OPTION,
+            WHAT,
+            text,
+            "ICMP code ranges are not supported yet; give one code, like 3/3",
+        )),
+    }
+}
+
+fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
+    let unknown = || {
+        invalid(
+            "--icmp-type",
+            "ICMP type",
+            text,
+            "use a name like echo-request, echo-reply, destination-unreachable, port-unreachable, time-exceeded or any, or type[/code] with numbers 0-255",
+        )
+    };
+    let byte = |s: &str| parse_c_number_in(s, 255).map(|n| n as u8);
+    let (type_text, code_text) = match text.split_once('/') {
+        Some((t, c)) => (t, Some(c)),
+        None => (text, None),
+    };
+    if type_text.contains(':') {
+        return Err(invalid(
+            "--icmp-type",
+            "ICMP type",
+            text,
+            "ICMP type ranges are not supported",
+        ));
+    }
+    let icmp_type = byte(type_text).ok_or_else(unknown)?;
+    let (code_min, code_max) = match code_text {
+        None => (0, 0xFF),
+        Some(code) => match code.split_once(':') {
+            Some((lo, hi)) => (
+                byte(lo).ok_or_else(unknown)?,
+                byte(hi).ok_or_else(unknown)?,
+            ),
+            None => {
+                let code = byte(code).ok_or_else(unknown)?;
+                (code, code)
+            }
+        },
+    };
+    Ok((icmp_type, code_min, code_max))
+}
+
+/// `--reject-with`: a name, an alias, or a prefix of one (the first in
+/// libipt_REJECT's order wins, as in iptables).
+fn parse_reject_with(text: &str) -> Result<RejectWith, ParseError> {
+    let lower = text.to_ascii_lowercase();
+    REJECT_TYPES
+        .iter()
+        .find(|(name, alias, _)| *name == lower || *alias == lower)
+        .or_else(|| {
+            REJECT_TYPES.iter().find(|(name, alias, _)| {
+                !lower.is_empty() && (name.starts_with(&lower) || alias.starts_with(&lower))
+            })
+        })
+        .map(|(_, _, with)| *with)
+        .ok_or_else(|| {
+            invalid(
+                "--reject-with",
+                "reject type",
+                text,
+                "use icmp-port-unreachable (the default), icmp-net-unreachable, icmp-host-unreachable, icmp-proto-unreachable, icmp-net-prohibited, icmp-host-prohibited, icmp-admin-prohibited or tcp-reset",
+            )
+        })
+}
+
+fn parse_rule_number(option: &str, text: &str) -> Result<usize, ParseError> {
+    parse_c_number_in(text, i32::MAX as u64)
+        .filter(|n| *n >= 1)
+        .map(|n| n as usize)
+        .ok_or_else(|| {
+            invalid(
+                option,
+                "rule number",
+                text,
+                "rule numbers start at 1 (see them with -L --line-numbers)",
+            )
+        })
+}
+
+fn parse_counter_value(text: &str, what: &'static str) -> Result<u64, ParseError> {
+    text.parse::<u64>().map_err(|_| {
+        invalid(
+            "-c",
+            what,
+            text,
+            "counters are decimal numbers: -c PACKETS BYTES",
+        )
+    })
+}
+
+fn parse_policy(chain: &str, text: &str) -> Result<Policy, ParseError> {
+    match text {
+        "ACCEPT" => Ok(Policy::Accept),
+        "DROP" => Ok(Policy::Drop),
+        _ => Err(invalid(
+            "-P",
+            "policy",
+            text,
+            format!("the policy of {chain} is ACCEPT or DROP (upper case)"),
+        )),
+    }
+}
+
+fn check_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    let reason = if name.is_empty() {
+        "a chain name cannot be empty"
+    } else if name.len() > MAX_CHAIN_NAME_LEN {
+        "chain names are at most 28 characters"
+    } else if name.starts_with(['-', '!']) {
+        "chain names cannot start with '-' or '!'; did you forget the chain name?"
+    } else if name.contains(char::is_whitespace) {
+        "chain names cannot contain spaces"
+    } else {
+        return Ok(());
+    };
+    Err(invalid(option, "chain name", name, reason))
+}
+
+// ---------------------------------------------------------------------------
+// The scanner: getopt_long as iptables configures it.
+
+enum Token<'a> {
+    Short(char),
+    Long(&'a str),
+    Bang,
+    Word(&'a str),
+}
+
+struct Scanner<'a> {
+    args: &'a [String],
+    next: usize,
+    /// The short-option cluster being read and the byte offset of its next option.
+    cluster: Option<(&'a str, usize)>,
+    /// The `=value` of the long option just returned, until its handler takes it.
+    long_value: Option<&'a str>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Scanner {
+            args,
+            next: 0,
+            cluster: None,
+            long_value: None,
+        }
+    }
+
+    fn next_token(&mut self) -> Option<Token<'a>> {
+        if let Some((arg, offset)) = self.cluster {
+            let c = arg[offset..].chars().next()?;
+            let after = offset + c.len_utf8();
+            self.cluster = (after < arg.len()).then_some((arg, after));
+            return Some(Token::Short(c));
+        }
+        let arg = self.args.get(self.next)?.as_str();
+        self.next += 1;
+        if arg == "!" {
+            Some(Token::Bang)
+        } else if let Some(long) = arg.strip_prefix("--").filter(|l| !l.is_empty()) {
+            match long.split_once('=') {
+                Some((name, value)) => {
+                    self.long_value = Some(value);
+                    Some(Token::Long(name))
+                }
+                None => Some(Token::Long(long)),
+            }
+        } else if arg.len() > 1 && arg.starts_with('-') {
+            self.cluster = Some((arg, 1));
+            self.next_token()
+        } else {
+            Some(Token::Word(arg))
+        }
+    }
+
+    /// The value of an option that requires one: `--opt=value`, the rest of
+    /// a short-option cluster, or the next argument.
+    fn required_value(&mut self) -> Option<&'a str> {
+        if let Some(value) = self.long_value.take() {
+            return Some(value);
+        }
+        if let Some((arg, offset)) = self.cluster.take() {
+            return Some(&arg[offset..]);
+        }
+        let value = self.args.get(self.next)?;
+        self.next += 1;
+        Some(value)
+    }
+
+    /// An optional value: only an attached one (`-LINPUT`, `--list=INPUT`),
+    /// or the next argument when it is not an option (iptables' xs_has_arg).
+    fn optional_value(&mut self) -> Option<&'a str> {
+        if let Some(value) = self.long_value.take() {
+            return Some(value);
+        }
+        if let Some((arg, offset)) = self.cluster.take() {
+            return Some(&arg[offset..]);
+        }
+        self.next_word()
+    }
+
+    /// The next argument if it is a plain word (not an option, not `!`).
+    fn next_word(&mut self) -> Option<&'a str> {
+        if self.cluster.is_some() || self.long_value.is_some() {
+            return None;
+        }
+        let value = self.args.get(self.next)?;
+        if value.starts_with(['-', '!']) {
+            return None;
+        }
+        self.next += 1;
+        Some(value)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Options. Global options are named by their short letter, as in iptables
+// (the long-only ones get iptables' own codes: '0' is --line-numbers).
+
+const GLOBAL_LONG_OPTIONS: &[(&str, char)] = &[
+    ("append", 'A'),
+    ("delete", 'D'),
+    ("check", 'C'),
+    ("insert", 'I'),
+    ("replace", 'R'),
+    ("list", 'L'),
+    ("list-rules", 'S'),
+    ("flush", 'F'),
+    ("zero", 'Z'),
+    ("new-chain", 'N'),
+    ("delete-chain", 'X'),
+    ("rename-chain", 'E'),
+    ("policy", 'P'),
+    ("source", 's'),
+    ("destination", 'd'),
+    ("src", 's'),
+    ("dst", 'd'),
+    ("protocol", 'p'),
+    ("in-interface", 'i'),
+    ("jump", 'j'),
+    ("table", 't'),
+    ("match", 'm'),
+    ("numeric", 'n'),
+    ("out-interface", 'o'),
+    ("verbose", 'v'),
+    ("wait", 'w'),
+    ("wait-interval", 'W'),
+    ("exact", 'x'),
+    ("fragments", 'f'),
+    ("version", 'V'),
+    ("help", 'h'),
+    ("line-numbers", '0'),
+    ("modprobe", 'M'),
+    ("set-counters", 'c'),
+    ("goto", 'g'),
+    ("ipv4", '4'),
+    ("ipv6", '6'),
+];
+
+/// Options that belong to a match module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MatchOption {
+    SourcePort,
+    DestinationPort,
+    Syn,
+    TcpFlags,
+    TcpOption,
+    IcmpType,
+    SourcePorts,
+    DestinationPorts,
+    Ports,
+    MacSource,
+    Comment,
+}
+
+impl MatchOption {
+    fn name(self) -> &'static str {
+        match self {
+            MatchOption::SourcePort => "--sport",
+            MatchOption::DestinationPort => "--dport",
+            MatchOption::Syn => "--syn",
+            MatchOption::TcpFlags => "--tcp-flags",
+            MatchOption::TcpOption => "--tcp-option",
+            MatchOption::IcmpType => "--icmp-type",
+            MatchOption::SourcePorts => "--sports",
+            MatchOption::DestinationPorts => "--dports",
+            MatchOption::Ports => "--ports",
+            MatchOption::MacSource => "--mac-source",
+            MatchOption::Comment => "--comment",
+        }
+    }
+}
+
+const TCP_OPTIONS: &[(&str, MatchOption)] = &[
+    ("source-port", MatchOption::SourcePort),
+    ("sport", MatchOption::SourcePort),
+    ("destination-port", MatchOption::DestinationPort),
+    ("dport", MatchOption::DestinationPort),
+    ("syn", MatchOption::Syn),
+    ("tcp-flags", MatchOption::TcpFlags),
+    ("tcp-option", MatchOption::TcpOption),
+];
+const UDP_OPTIONS: &[(&str, MatchOption)] = &[
+    ("source-port", MatchOption::SourcePort),
+    ("sport", MatchOption::SourcePort),
+    ("destination-port", MatchOption::DestinationPort),
+    ("dport", MatchOption::DestinationPort),
+];
+const ICMP_OPTIONS: &[(&str, MatchOption)] = &[("icmp-type", MatchOption::IcmpType)];
+const MULTIPORT_OPTIONS: &[(&str, MatchOption)] = &[
+    ("source-ports", MatchOption::SourcePorts),
+    ("sports", MatchOption::SourcePorts),
+    ("destination-ports", MatchOption::DestinationPorts),
+    ("dports", MatchOption::DestinationPorts),
+    ("ports", MatchOption::Ports),
+];
+const MAC_OPTIONS: &[(&str, MatchOption)] = &[("mac-source", MatchOption::MacSource)];
+const COMMENT_OPTIONS: &[(&str, MatchOption)] = &[("comment", MatchOption::Comment)];
+const REJECT_OPTIONS: &[&str] = &["reject-with"];
+
+/// The match modules netbeast implements, while their options are parsed.
+#[derive(Clone, Debug)]
+enum MatchState {
+    Ports {
+        protocol: u8,
+        /// Loaded by `-p tcp` on its first option rather than by `-m tcp`.
+        implicit: bool,
+        sport: Option<Negatable<PortRange>>,
+        dport: Option<Negatable<PortRange>>,
+    },
+    Icmp {
+        implicit: bool,
+        icmp_type: Option<Negatable<IcmpType>>,
+    },
+    Multiport(Option<(MultiportKind, bool, Vec<PortRange>)>),
+    Mac(Option<Negatable<[u8; 6]>>),
+    Comment(Option<String>),
+}
+
+impl MatchState {
+    fn options(&self) -> &'static [(&'static str, MatchOption)] {
+        match self {
+            MatchState::Ports { protocol: 6, .. } => TCP_OPTIONS,
+            MatchState::Ports { .. } => UDP_OPTIONS,
+            MatchState::Icmp { .. } => ICMP_OPTIONS,
+            MatchState::Multiport(_) => MULTIPORT_OPTIONS,
+            MatchState::Mac(_) => MAC_OPTIONS,
+            MatchState::Comment(_) => COMMENT_OPTIONS,
+        }
+    }
+
+    /// The module name for messages, as the user would write it.
+    fn module(&self) -> &'static str {
+        match self {
+            MatchState::Ports { protocol: 6, .. } => "-m tcp",
+            MatchState::Ports { .. } => "-m udp",
+            MatchState::Icmp { .. } => "-m icmp",
+            MatchState::Multiport(_) => "-m multiport",
+            MatchState::Mac(_) => "-m mac",
+            MatchState::Comment(_) => "-m comment",
+        }
+    }
+}
+
+/// A long option resolved to its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LongOption {
+    Global(char),
+    Match(usize, MatchOption),
+    RejectWith,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    CommandLine,
+    Restore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommandKind {
+    Append,
+    Check,
+    Delete,
+    Insert,
+    Replace,
+    List,
+    ListRules,
+    Flush,
+    Zero,
+    Policy,
+}
+
+impl CommandKind {
+    fn flag(self) -> &'static str {
+        match self {
+            CommandKind::Append => "-A",
+            CommandKind::Check => "-C",
+            CommandKind::Delete => "-D",
+            CommandKind::Insert => "-I",
+            CommandKind::Replace => "-R",
+            CommandKind::List => "-L",
+            CommandKind::ListRules => "-S",
+            CommandKind::Flush => "-F",
+            CommandKind::Zero => "-Z",
+            CommandKind::Policy => "-P",
+        }
+    }
+
+    /// Commands that take a rule specification.
+    fn takes_rule(self) -> bool {
+        matches!(
+            self,
+            CommandKind::Append
+                | CommandKind::Check
+                | CommandKind::Delete
+                | CommandKind::Insert
+                | CommandKind::Replace
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+enum TargetState {
+    Accept,
+    Drop,
+    Continue,
+    Reject(Option<RejectWith>),
+}
+
+/// The parser's state while it walks the arguments.
+struct Parser<'a> {
+    scanner: Scanner<'a>,
+    context: Context,
+    table: TableName,
+    commands: Vec<CommandKind>,
+    chain: Option<String>,
+    position: Option<usize>,
+    policy: Option<Policy>,
+    verbose: bool,
+    numeric: bool,
+    exact: bool,
+    line_numbers: bool,
+    /// Rule options seen, in canonical form, for repeats and legality.
+    rule_options: Vec<&'static str>,
+    /// A `!` waiting for the option it negates.
+    invert: bool,
+    protocol: Option<Negatable<u8>>,
+    sources: Option<Negatable<Vec<Ipv4Net>>>,
+    destinations: Option<Negatable<Vec<Ipv4Net>>>,
+    in_iface: Option<Negatable<IfaceName>>,
+    out_iface: Option<Negatable<IfaceName>>,
+    fragment: Option<bool>,
+    matches: Vec<MatchState>,
+    target: Option<TargetState>,
+    counter: Option<Counter>,
+    /// The bare word that was not understood, kept for the suggestion.
+    early_exit: Option<Action>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(args: &'a [String], context: Context) -> Self {
+        Parser {
+            scanner: Scanner::new(args),
+            context,
+            table: TableName::Filter,
+            commands: Vec::new(),
+            chain: None,
+            position: None,
+            policy: None,
+            verbose: false,
+            numeric: false,
+            exact: false,
+            line_numbers: false,
+            rule_options: Vec::new(),
+            invert: false,
+            protocol: None,
+            sources: None,
+            destinations: None,
+            in_iface: None,
+            out_iface: None,
+            fragment: None,
+            matches: Vec::new(),
+            target: None,
+            counter: None,
+            early_exit: None,
+        }
+    }
+
+    fn run(mut self) -> Result<IptablesCommand, ParseError> {
+        while let Some(token) = self.scanner.next_token() {
+            match token {
+                Token::Bang => {
+                    if self.invert {
+                        return Err(ParseError::DoubleNegation);
+                    }
+                    self.invert = true;
+                    continue;
+                }
+                Token::Word(word) => return Err(self.unexpected_word(word)),
+                Token::Short(c) => self.global_option(c, &format!("-{c}"))?,
+                Token::Long(name) => self.long_option(name)?,
+            }
+            if let Some(action) = self.early_exit.take() {
+                return Ok(IptablesCommand {
+                    table: self.table,
+                    verbose: self.verbose,
+                    action,
+                });
+            }
+            if let Some(value) = self.scanner.long_value.take() {
+                return Err(ParseError::UnwantedArgument {
+                    option: self.last_long_name(),
+                    value: value.to_string(),
+                });
+            }
+            self.invert = false;
+        }
+        if self.invert {
+            return Err(ParseError::DanglingNegation);
+        }
+        self.finish()
+    }
+
+    /// The long option just read, for the "does not take an argument" message.
+    fn last_long_name(&self) -> String {
+        let arg = &self.scanner.args[self.scanner.next - 1];
+        arg.split_once('=').map_or(arg.as_str(), |(n, _)| n).to_string()
+    }
+
+    /// Takes the pending `!` for an option that cannot be negated.
+    fn no_invert(&self, option: &str) -> Result<(), ParseError> {
+        if self.invert {
+            return Err(ParseError::CannotNegate {
+                option: option.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn required(&mut self, option: &str, expected: &'static str) -> Result<&'a str, ParseError> {
+        self.scanner
+            .required_value()
+            .ok_or_else(|| ParseError::MissingArgument {
+                option: option.to_string(),
+                expected,
+            })
+    }
+
+    /// A value that may be negated the old way too: `--opt ! value`.
+    fn negatable_value(
+        &mut self,
+        option: &str,
+        expected: &'static str,
+    ) -> Result<(&'a str, bool), ParseError> {
+        let value = self.required(option, expected)?;
+        if value != "!" {
+            return Ok((value, self.invert));
+        }
+        if self.invert {
+            return Err(ParseError::DoubleNegation);
+        }
+        let value = self.required(option, expected)?;
+        Ok((value, true))
+    }
+
+    /// Records a rule option, refusing repeats as iptables does.
+    fn once(&mut self, option: &'static str, hint: &'static str) -> Result<(), ParseError> {
+        if self.rule_options.contains(&option) {
+            return Err(ParseError::Repeated {
+                option: option.to_string(),
+                hint,
+            });
+        }
+        self.rule_options.push(option);
+        Ok(())
+    }
+
+    fn add_command(&mut self, kind: CommandKind) -> Result<(), ParseError> {
+        self.no_invert(kind.flag())?;
+        let compatible = |a: CommandKind, b: CommandKind| {
+            matches!(
+                (a, b),
+                (CommandKind::List | CommandKind::ListRules, CommandKind::Zero)
+                    | (CommandKind::Zero, CommandKind::List | CommandKind::ListRules)
+            )
+        };
+        if let Some(first) = self.commands.iter().find(|c| !compatible(**c, kind)) {
+            return Err(ParseError::TwoCommands {
+                first: first.flag().to_string(),
+                second: kind.flag().to_string(),
+            });
+        }
+        self.commands.push(kind);
+        Ok(())
+    }
+
+    fn command_chain(&mut self, option: &str) -> Result<(), ParseError> {
+        let chain = self.required(option, "a chain name, like INPUT")?;
+        if chain.starts_with('-') && chain.len() > 1 {
+            return Err(ParseError::MissingArgument {
+                option: option.to_string(),
+                expected: "a chain name, like INPUT",
+            });
+        }
+        check_chain_name(option, chain)?;
+        self.chain = Some(chain.to_string());
+        Ok(())
+    }
+
+    fn optional_chain(&mut self, option: &str) -> Result<(), ParseError> {
+        if let Some(chain) = self.scanner.optional_value() {
+            check_chain_name(option, chain)?;
+            self.chain = Some(chain.to_string());
+        }
+        Ok(())
+    }
+
+    fn optional_position(&mut self, option: &str) -> Result<(), ParseError> {
+        if let Some(number) = self.scanner.next_word() {
+            self.position = Some(parse_rule_number(option, number)?);
+        }
+        Ok(())
+    }
+
+    /// Options that have a short letter, whichever way they were written.
+    fn global_option(&mut self, c: char, typed: &str) -> Result<(), ParseError> {
+        match c {
+            'A' | 'C' => {
+                let kind = if c == 'A' {
+                    CommandKind::Append
+                } else {
+                    CommandKind::Check
+                };
+                self.add_command(kind)?;
+                self.command_chain(typed)?;
+            }
+            'D' => {
+                self.add_command(CommandKind::Delete)?;
+                self.command_chain(typed)?;
+                self.optional_position(typed)?;
+            }
+            'I' => {
+                self.add_command(CommandKind::Insert)?;
+                self.command_chain(typed)?;
+                self.optional_position(typed)?;
+            }
+            'R' => {
+                self.add_command(CommandKind::Replace)?;
+                self.command_chain(typed)?;
+                let number = self.scanner.next_word().ok_or(ParseError::MissingArgument {
+                    option: typed.to_string(),
+                    expected: "a chain and a rule number, like -R INPUT 1",
+                })?;
+                self.position = Some(parse_rule_number(typed, number)?);
+            }
+            'L' | 'S' | 'Z' => {
+                let kind = match c {
+                    'L' => CommandKind::List,
+                    'S' => CommandKind::ListRules,
+                    _ => CommandKind::Zero,
+                };
+                self.add_command(kind)?;
+                self.optional_chain(typed)?;
+                if self.chain.is_some() {
+                    self.optional_position(typed)?;
+                }
+            }
+            'F' => {
+                self.add_command(CommandKind::Flush)?;
+                self.optional_chain(typed)?;
+            }
+            'P' => {
+                self.add_command(CommandKind::Policy)?;
+                self.command_chain(typed)?;
+                let chain = self.chain.clone().unwrap_or_default();
+                let policy = self.scanner.next_word().ok_or(ParseError::MissingArgument {
+                    option: typed.to_string(),
+                    expected: "a chain and a policy, like -P INPUT DROP",
+                })?;
+                self.policy = Some(parse_policy(&chain, policy)?);
+            }
+            'N' | 'X' | 'E' => {
+                return Err(ParseError::Unsupported {
+                    what: format!("user-defined chains ({typed})"),
+                    hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
+                });
+            }
+            'h' => {
+                self.scanner.optional_value();
+                self.early_exit = Some(Action::Help);
+            }
+            'V' => {
+                if self.invert {
+                    return Err(ParseError::CannotNegate {
+                        option: typed.to_string(),
+                    });
+                }
+                self.early_exit = Some(Action::Version);
+            }
+            's' | 'd' => self.address_option(c)?,
+            'p' => self.protocol_option()?,
+            'i' | 'o' => self.iface_option(c)?,
+            'f' => {
+                self.once("-f", "")?;
+                self.fragment = Some(!self.invert);
+            }
+            'j' => self.jump_option()?,
+            'm' => self.match_option()?,
+            'g' => {
+                return Err(ParseError::Unsupported {
+                    what: "-g (goto)".into(),
+                    hint: "; it needs user-defined chains".into(),
+                });
+            }
+            'c' => self.counters_option()?,
+            't' => self.table_option()?,
+            'v' => {
+                self.no_invert("-v")?;
+                self.verbose = true;
+            }
+            'n' | 'x' | '0' => {
+                let (flag, name) = match c {
+                    'n' => (&mut self.numeric, "-n"),
+                    'x' => (&mut self.exact, "-x"),
+                    _ => (&mut self.line_numbers, "--line-numbers"),
+                };
+                if *flag {
+                    return Err(ParseError::Repeated {
+                        option: name.into(),
+                        hint: "",
+                    });
+                }
+                *flag = true;
+                self.no_invert(name)?;
+            }
+            'w' | 'W' => self.wait_option(c)?,
+            'M' => {
+                self.required(typed, "the path of modprobe")?;
+            }
+            '4' => {}
+            '6' => {
+                return Err(ParseError::Unsupported {
+                    what: "IPv6 (-6)".into(),
+                    hint: "; netbeast filters IPv4 and lets IPv6 through".into(),
+                });
+            }
+            _ => {
+                return Err(ParseError::UnknownOption {
+                    option: typed.to_string(),
+                    hint: String::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn address_option(&mut self, c: char) -> Result<(), ParseError> {
+        let option = if c == 's' { "-s" } else { "-d" };
+        self.once(
+            option,
+            "; list several addresses with commas instead (-s 10.0.0.1,10.0.0.2)",
+        )?;
+        let (text, negated) = self.negatable_value(option, "an IPv4 address or network")?;
+        let networks = parse_networks(option, text)?;
+        if negated && networks.len() > 1 {
+            return Err(invalid(
+                option,
+                "address",
+                text,
+                "'!' is not allowed with several addresses; write one rule per address",
+            ));
+        }
+        let value = Some(Negatable {
+            negated,
+            value: networks,
+        });
+        if c == 's' {
+            self.sources = value;
+        } else {
+            self.destinations = value;
+        }
+        Ok(())
+    }
+
+    fn protocol_option(&mut self) -> Result<(), ParseError> {
+        self.once("-p", "")?;
+        let (text, negated) = self.negatable_value("-p", "a protocol like tcp, udp or icmp")?;
+        let protocol = parse_protocol(text)?;
+        if protocol == 0 && negated {
+            return Err(ParseError::NeverMatches(
+                "'! -p all' would match no packet; remove it",
+            ));
+        }
+        // `-p all` is the same as no -p, as iptables stores and prints it.
+        self.protocol = (protocol != 0).then_some(Negatable {
+            negated,
+            value: protocol,
+        });
+        Ok(())
+    }
+
+    fn iface_option(&mut self, c: char) -> Result<(), ParseError> {
+        let option = if c == 'i' { "-i" } else { "-o" };
+        self.once(option, "")?;
+        let (text, negated) = self.negatable_value(option, "an interface name like eth0 or eth+")?;
+        let value = Some(Negatable {
+            negated,
+            value: parse_iface(option, text)?,
+        });
+        if c == 'i' {
+            self.in_iface = value;
+        } else {
+            self.out_iface = value;
+        }
+        Ok(())
+    }
+
+    fn jump_option(&mut self) -> Result<(), ParseError> {
+        self.no_invert("-j")?;
+        self.once("-j", "; a rule has one target")?;
+        let name = self.required("-j", "a target: ACCEPT, DROP or REJECT")?;
+        self.target = Some(match name {
+            "ACCEPT" => TargetState::Accept,
+            "DROP" => TargetState::Drop,
+            "REJECT" => TargetState::Reject(None),
+            "CONTINUE" => TargetState::Continue,
+            _ => return Err(unknown_target(name)),
+        });
+        Ok(())
+    }
+
+    fn match_option(&mut self) -> Result<(), ParseError> {
+        if self.invert {
+            return Err(ParseError::CannotNegate {
+                option: "-m (negate the match's options instead: -m mac ! --mac-source ...)"
+                    .into(),
+            });
+        }
+        if !self.rule_options.contains(&"-m") {
+            self.rule_options.push("-m");
+        }
+        let name = self.required("-m", "a match name like tcp, multiport or comment")?;
+        let state = match name {
+            "tcp" => MatchState::Ports {
+                protocol: 6,
+                implicit: false,
+                sport: None,
+                dport: None,
+            },
+            "udp" => MatchState::Ports {
+                protocol: 17,
+                implicit: false,
+                sport: None,
+                dport: None,
+            },
+            "icmp" => MatchState::Icmp {
+                implicit: false,
+                icmp_type: None,
+            },
+            "multiport" => MatchState::Multiport(None),
+            "mac" => MatchState::Mac(None),
+            "comment" => MatchState::Comment(None),
+            _ => return Err(unknown_match(name)),
+        };
+        self.matches.push(state);
+        Ok(())
+    }
+
+    fn counters_option(&mut self) -> Result<(), ParseError> {
+        self.no_invert("-c")?;
+        self.once("-c", "")?;
+        let packets = self.required("-c", "packet and byte counters: -c PACKETS BYTES")?;
+        let (packets, bytes) = match packets.split_once(',') {
+            Some((p, b)) => (p, Some(b)),
+            None => (packets, self.scanner.next_word()),
+        };
+        let bytes = bytes.ok_or(ParseError::MissingArgument {
+            option: "-c".into(),
+            expected: "packet and byte counters: -c PACKETS BYTES",
+        })?;
+        self.counter = Some(Counter {
+            packets: parse_counter_value(packets, "packet counter")?,
+            bytes: parse_counter_value(bytes, "byte counter")?,
+        });
+        Ok(())
+    }
+
+    fn table_option(&mut self) -> Result<(), ParseError> {
+        self.no_invert("-t")?;
+        if self.context == Context::Restore {
+            return Err(ParseError::NotInRestore {
+                option: "-t".into(),
+                hint: "; start a table section with *filter instead",
+            });
+        }
+        let name = self.required("-t", "a table name, like filter")?;
+        self.table = match name {
+            "filter" => TableName::Filter,
+            "nat" | "mangle" | "raw" | "security" => {
+                return Err(ParseError::UnsupportedTable(name.to_string()));
+            }
+            _ => return Err(ParseError::UnknownTable(name.to_string())),
+        };
+        Ok(())
+    }
+
+    fn wait_option(&mut self, c: char) -> Result<(), ParseError> {
+        let option = if c == 'w' { "-w" } else { "-W" };
+        self.no_invert(option)?;
+        if self.context == Context::Restore {
+            return Err(ParseError::NotInRestore {
+                option: option.into(),
+                hint: "; pass it to the restore command itself",
+            });
+        }
+        // netbeast always waits for its lock, so the time is only checked.
+        if let Some(value) = self.scanner.optional_value()
+            && parse_c_number(value).is_none()
+        {
+            return Err(invalid(
+                option,
+                "wait time",
+                value,
+                "expected a whole number of seconds (-w) or microseconds (-W)",
+            ));
+        }
+        Ok(())
+    }
+
+    // -- long options and match options --
+
+    fn long_option(&mut self, name: &str) -> Result<(), ParseError> {
+        let typed = format!("--{name}");
+        let resolved = match self.resolve_long(name) {
+            Ok(found) => found,
+            // As iptables: an unknown option loads the match of `-p` once.
+            Err(error) => match self.load_protocol_match() {
+                true => self.resolve_long(name).map_err(|_| error)?,
+                false => return Err(self.explain_unknown(name, error)),
+            },
+        };
+        match resolved {
+            LongOption::Global(c) => self.global_option(c, &typed),
+            LongOption::Match(index, option) => self.match_specific_option(index, option),
+            LongOption::RejectWith => self.reject_with_option(),
+        }
+    }
+
+    /// getopt_long's lookup: an exact name, else a unique prefix. The newest
+    /// match comes first, so a second `-m tcp` gets the options after it.
+    fn resolve_long(&self, name: &str) -> Result<LongOption, ParseError> {
+        let mut candidates: Vec<(&str, LongOption)> = GLOBAL_LONG_OPTIONS
+            .iter()
+            .map(|(n, c)| (*n, LongOption::Global(*c)))
+            .collect();
+        for (index, state) in self.matches.iter().enumerate().rev() {
+            candidates.extend(
+                state
+                    .options()
+                    .iter()
+                    .map(|(n, o)| (*n, LongOption::Match(index, *o))),
+            );
+        }
+        if matches!(self.target, Some(TargetState::Reject(_))) {
+            candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
+        }
+        if let Some((_, found)) = candidates.iter().find(|(n, _)| *n == name) {
+            return Ok(*found);
+        }
+        let mut prefixed: Vec<(&str, LongOption)> = Vec::new();
+        for (n, option) in candidates.iter().filter(|(n, _)| n.starts_with(name)) {
+            let same = |(_, o): &(&str, LongOption)| same_option(*o, *option);
+            if !prefixed.iter().any(same) {
+                prefixed.push((n, *option));
+            }
+        }
+        match prefixed.as_slice() {
+            [(_, only)] => Ok(*only),
+            [] => Err(ParseError::UnknownOption {
+                option: format!("--{name}"),
+                hint: String::new(),
+            }),
+            many => Err(ParseError::AmbiguousOption {
+                option: format!("--{name}"),
+                candidates: many
+                    .iter()
+                    .map(|(n, _)| format!("--{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Loads the match named by `-p` (tcp, udp, icmp), once, as iptables
+    /// does when it meets an option it does not know yet.
+    fn load_protocol_match(&mut self) -> bool {
+        let Some(protocol) = &self.protocol else {
+            return false;
+        };
+        let state = match protocol.value {
+            6 | 17 => MatchState::Ports {
+                protocol: protocol.value,
+                implicit: true,
+                sport: None,
+                dport: None,
+            },
+            1 => MatchState::Icmp {
+                implicit: true,
+                icmp_type: None,
+            },
+            _ => return false,
+        };
+        let already = self.matches.iter().any(|m| {
+            matches!(
+                m,
+                MatchState::Ports { implicit: true, .. } | MatchState::Icmp { implicit: true, .. }
+            )
+        });
+        if already {
+            return false;
+        }
+        self.matches.push(state);
+        if !self.rule_options.contains(&"-m") {
+            self.rule_options.push("-m");
+        }
+        true
+    }
+
+    /// An unknown option, explained: which `-p` or `-m` it needs.
+    fn explain_unknown(&self, name: &str, error: ParseError) -> ParseError {
+        let ParseError::UnknownOption { option, .. } = error else {
+            return error;
+        };
+        let module_of = |options: &[(&str, MatchOption)]| options.iter().any(|(n, _)| *n == name);
+        let needs = if module_of(TCP_OPTIONS) {
+            let protocol = match &self.protocol {
+                Some(p) => format!(" (this rule has -p {})", protocol_label(p.value)),
+                None => String::new(),
+            };
+            if matches!(name, "syn" | "tcp-flags" | "tcp-option") {
+                return ParseError::Unsupported {
+                    what: format!("{option} (TCP flag matching)"),
+                    hint: String::new(),
+                };
+            }
+            format!("-p tcp or -p udp before it{protocol}, e.g. -p tcp {option} 22")
+        } else if module_of(ICMP_OPTIONS) {
+            "-p icmp before it, e.g. -p icmp --icmp-type echo-request".to_string()
+        } else if module_of(MULTIPORT_OPTIONS) {
+            format!("-m multiport before it, e.g. -p tcp -m multiport {option} 80,443")
+        } else if module_of(MAC_OPTIONS) {
+            "-m mac before it, e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff".to_string()
+        } else if module_of(COMMENT_OPTIONS) {
+            "-m comment before it, e.g. -m comment --comment \"ssh\"".to_string()
+        } else if REJECT_OPTIONS.contains(&name) {
+            "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
+        } else {
+            let hint = match name {
+                "state" | "ctstate" => " (connection tracking matches are not supported yet)",
+                "sports" | "dports" => " (did you mean -m multiport?)",
+                _ => "",
+            };
+            return ParseError::UnknownOption {
+                option,
+                hint: hint.to_string(),
+            };
+        };
+        ParseError::NeedsProtocol { option, needs }
+    }
+
+    fn match_specific_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+        let name = option.name();
+        let invert = self.invert;
+        match option {
+            MatchOption::SourcePort | MatchOption::DestinationPort => {
+                let (text, negated) = self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
+                let range = parse_port_range(name, text)?;
+                let MatchState::Ports { sport, dport, .. } = &mut self.matches[index] else {
+                    unreachable!("port options only resolve to -m tcp/udp");
+                };
+                let slot = if option == MatchOption::SourcePort {
+                    sport
+                } else {
+                    dport
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: name.into(),
+                        hint: "; use -m multiport for several ports",
+                    });
+                }
+                *slot = Some(Negatable {
+                    negated,
+                    value: range,
+                });
+            }
+            MatchOption::Syn | MatchOption::TcpFlags | MatchOption::TcpOption => {
+                return Err(ParseError::Unsupported {
+                    what: format!("{name} (TCP flag matching)"),
+                    hint: String::new(),
+                });
+            }
+            MatchOption::IcmpType => {
+                let (text, negated) = self.negatable_value(name, "an ICMP type like echo-request or 8")?;
+                let value = parse_icmp_type(text)?;
+                let MatchState::Icmp { icmp_type, .. } = &mut self.matches[index] else {
+                    unreachable!("--icmp-type only resolves to -m icmp");
+                };
+                if icmp_type.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: name.into(),
+                        hint: "; write one rule per ICMP type",
+                    });
+                }
+                *icmp_type = Some(Negatable { negated, value });
+            }
+            MatchOption::SourcePorts | MatchOption::DestinationPorts | MatchOption::Ports => {
+                let (text, negated) = self.negatable_value(name, "a port list like 80,443,8000:8080")?;
+                let ports = parse_multiport_list(name, text)?;
+                let kind = match option {
+                    MatchOption::SourcePorts => MultiportKind::Source,
+                    MatchOption::DestinationPorts => MultiportKind::Destination,
+                    _ => MultiportKind::Either,
+                };
+                let MatchState::Multiport(slot) = &mut self.matches[index] else {
+                    unreachable!("port lists only resolve to -m multiport");
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: "--sports/--dports/--ports".into(),
+                        hint: "; one -m multiport takes one list (add another -m multiport)",
+                    });
+                }
+                *slot = Some((kind, negated, ports));
+            }
+            MatchOption::MacSource => {
+                let (text, negated) = self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
+                let mac = parse_mac(text)?;
+                let MatchState::Mac(slot) = &mut self.matches[index] else {
+                    unreachable!("--mac-source only resolves to -m mac");
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: name.into(),
+                        hint: "",
+                    });
+                }
+                *slot = Some(Negatable {
+                    negated,
+                    value: mac,
+                });
+            }
+            MatchOption::Comment => {
+                if invert {
+                    return Err(ParseError::CannotNegate {
+                        option: name.into(),
+                    });
+                }
+                let text = self.required(name, "the comment text, quoted if it has spaces")?;
+                if text.len() > MAX_COMMENT_LEN {
+                    return Err(invalid(
+                        name,
+                        "comment",
+                        &format!("{}...", text.chars().take(20).collect::<String>()),
+                        format!(
+                            "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
+                            text.len()
+                        ),
+                    ));
+                }
+                let MatchState::Comment(slot) = &mut self.matches[index] else {
+                    unreachable!("--comment only resolves to -m comment");
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: name.into(),
+                        hint: "; add another -m comment",
+                    });
+                }
+                *slot = Some(text.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn reject_with_option(&mut self) -> Result<(), ParseError> {
+        self.no_invert("--reject-with")?;
+        let text = self.required("--reject-with", "a reject type like tcp-reset")?;
+        let with = parse_reject_with(text)?;
+        let Some(TargetState::Reject(slot)) = &mut self.target else {
+            unreachable!("--reject-with only resolves after -j REJECT");
+        };
+        if slot.is_some() {
+            return Err(ParseError::Repeated {
+                option: "--reject-with".into(),
+                hint: "",
+            });
+        }
+        *slot = Some(with);
+        Ok(())
+    }
+
+    /// A bare word iptables would call a "Bad argument", with a guess at
+    /// what was meant.
+    fn unexpected_word(&self, word: &str) -> ParseError {
+        let protocol = self.protocol.as_ref().filter(|p| !p.negated).map(|p| p.value);
+        let looks_like_ports = parse_port_range("", word).is_ok();
+        let hint = if looks_like_ports && matches!(protocol, Some(6 | 17)) {
+            format!(" (did you mean --dport {word}?)")
+        } else if looks_like_ports && word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            if word.contains('.') {
+                format!(" (did you mean -s {word} or -d {word}?)")
+            } else {
+                format!(" (did you mean -p tcp --dport {word}?)")
+            }
+        } else if parse_network("", word).is_ok() {
+            format!(" (did you mean -s {word} or -d {word}?)")
+        } else if matches!(word, "ACCEPT" | "DROP" | "REJECT") {
+            format!(" (did you mean -j {word}?)")
+        } else if let Some(command) = self.commands.last().filter(|c| {
+            matches!(
+                c,
+                CommandKind::List | CommandKind::ListRules | CommandKind::Flush | CommandKind::Zero
+            )
+        }) {
+            format!(
+                " (a chain name goes right after {flag}: {flag} {word})",
+                flag = command.flag()
+            )
+        } else {
+            String::new()
+        };
+        ParseError::UnexpectedArgument {
+            arg: word.to_string(),
+            hint,
+        }
+    }
+
+    // -- the end: checks that need the whole line, then the command --
+
+    fn finish(mut self) -> Result<IptablesCommand, ParseError> {
+        let Some(&kind) = self.commands.first() else {
+            return Err(ParseError::NoCommand);
+        };
+        self.check_option_legality()?;
+        let chain = self.chain.take();
+        let action = if kind.takes_rule() {
+            let chain = chain.unwrap_or_default();
+            let rules = self.build_rules(&chain)?;
+            self.rule_action(kind, chain, rules)?
+        } else {
+            self.other_action(chain)
+        };
+        Ok(IptablesCommand {
+            table: self.table,
+            verbose: self.verbose,
+            action,
+        })
+    }
+
+    /// iptables' generic_opt_check: an option is legal when any of the
+    /// commands given takes it.
+    fn check_option_legality(&self) -> Result<(), ParseError> {
+        let delete_by_number =
+            self.commands.contains(&CommandKind::Delete) && self.position.is_some();
+        let takes_rule = self.commands.iter().any(|c| c.takes_rule()) && !delete_by_number;
+        let lists = self.commands.contains(&CommandKind::List);
+        let sets_counters = self.commands.iter().any(|c| {
+            matches!(
+                c,
+                CommandKind::Append | CommandKind::Insert | CommandKind::Replace | CommandKind::Policy
+            )
+        });
+        let command = self.commands[0].flag();
+        let illegal = |option: &str, reason| ParseError::IllegalOption {
+            option: option.to_string(),
+            command: if delete_by_number {
+                "-D by rule number".to_string()
+            } else {
+                command.to_string()
+            },
+            reason,
+        };
+        for option in &self.rule_options {
+            match *option {
+                "-c" if !sets_counters => {
+                    return Err(illegal("-c", "counters are set with -A, -I, -R or -P"));
+                }
+                "-c" => {}
+                _ if !takes_rule => {
+                    return Err(illegal(
+                        option,
+                        "rule options only go with -A, -I, -D (by rule), -R or -C",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let list_options = [
+            (self.numeric, "-n"),
+            (self.exact, "-x"),
+            (self.line_numbers, "--line-numbers"),
+        ];
+        for (given, option) in list_options {
+            if given && !lists {
+                return Err(illegal(option, "it only changes how -L prints"));
+            }
+        }
+        Ok(())
+    }
+
+    fn other_action(&mut self, chain: Option<String>) -> Action {
+        let zero = self.commands.contains(&CommandKind::Zero);
+        let position = self.position;
+        match self.commands[0] {
+            CommandKind::List | CommandKind::ListRules | CommandKind::Zero
+                if self.commands.contains(&CommandKind::List) =>
+            {
+                Action::List {
+                    chain,
+                    position,
+                    numeric: self.numeric,
+                    exact: self.exact,
+                    line_numbers: self.line_numbers,
+                    zero,
+                }
+            }
+            CommandKind::ListRules | CommandKind::Zero
+                if self.commands.contains(&CommandKind::ListRules) =>
+            {
+                Action::ListRules {
+                    chain,
+                    position,
+                    zero,
+                }
+            }
+            CommandKind::Zero => Action::Zero { chain, position },
+            CommandKind::Flush => Action::Flush { chain },
+            CommandKind::Policy => Action::SetPolicy {
+                chain: chain.unwrap_or_default(),
+                policy: self.policy.unwrap_or(Policy::Accept),
+                counter: self.counter,
+            },
+            other => unreachable!("{other:?} takes a rule"),
+        }
+    }
+
+    fn rule_action(
+        &self,
+        kind: CommandKind,
+        chain: String,
+        mut rules: Vec<Rule>,
+    ) -> Result<Action, ParseError> {
+        Ok(match (kind, self.position) {
+            (CommandKind::Append, _) => Action::Append { chain, rules },
+            (CommandKind::Check, _) => Action::Check { chain, rules },
+            (CommandKind::Delete, Some(position)) => Action::DeleteAt { chain, position },
+            (CommandKind::Delete, None) => Action::Delete { chain, rules },
+            (CommandKind::Insert, position) => Action::Insert {
+                chain,
+                position: position.unwrap_or(1),
+                rules,
+            },
+            (CommandKind::Replace, position) => {
+                if rules.len() != 1 {
+                    return Err(ParseError::IllegalOption {
+                        option: "several -s/-d addresses".into(),
+                        command: "-R".into(),
+                        reason: "a replacement must be exactly one rule",
+                    });
+                }
+                Action::Replace {
+                    chain,
+                    position: position.unwrap_or(1),
+                    rule: rules.remove(0),
+                }
+            }
+            (other, _) => unreachable!("{other:?} takes no rule"),
+        })
+    }
+
+    /// One rule per source × destination, after the checks iptables and
+    /// its kernel modules make.
+    fn build_rules(&mut self, chain: &str) -> Result<Vec<Rule>, ParseError> {
+        let deleting_by_number =
+            self.commands[0] == CommandKind::Delete && self.position.is_some();
+        if deleting_by_number {
+            return Ok(Vec::new());
+        }
+        self.check_interfaces(chain)?;
+        let matches = self.finish_matches(chain)?;
+        let target = self.finish_target()?;
+        let template = Rule {
+            protocol: self.protocol.clone(),
+            source: None,
+            destination: None,
+            in_iface: self.in_iface.clone(),
+            out_iface: self.out_iface.clone(),
+            fragment: self.fragment,
+            matches,
+            target,
+            counter: self.counter.unwrap_or_default(),
+        };
+        let sources = expand_addresses(self.sources.take());
+        let destinations = expand_addresses(self.destinations.take());
+        let mut rules = Vec::with_capacity(sources.len() * destinations.len());
+        for source in &sources {
+            for destination in &destinations {
+                let mut rule = template.clone();
+                rule.source = source.clone();
+                rule.destination = destination.clone();
+                rules.push(rule);
+            }
+        }
+        Ok(rules)
+    }
+
+    fn check_interfaces(&self, chain: &str) -> Result<(), ParseError> {
+        let incoming = matches!(chain, "INPUT" | "PREROUTING");
+        let outgoing = matches!(chain, "OUTPUT" | "POSTROUTING");
+        if outgoing && self.in_iface.is_some() {
+            return Err(ParseError::WrongChain {
+                option: "-i".into(),
+                chain: chain.into(),
+                reason: "packets leaving the host have no input interface; use -o to match the interface they leave through",
+            });
+        }
+        if incoming && self.out_iface.is_some() {
+            return Err(ParseError::WrongChain {
+                option: "-o".into(),
+                chain: chain.into(),
+                reason: "packets arriving at the host have no output interface yet; use -i to match the interface they arrive on",
+            });
+        }
+        Ok(())
+    }
+
+    fn finish_matches(&mut self, chain: &str) -> Result<Vec<Match>, ParseError> {
+        let protocol = self.protocol.clone();
+        let plain_protocol = protocol.filter(|p| !p.negated).map(|p| p.value);
+        let states = std::mem::take(&mut self.matches);
+        let mut matches = Vec::with_capacity(states.len());
+        for state in states {
+            matches.push(finish_match(state, plain_protocol, chain)?);
+        }
+        Ok(matches)
+    }
+
+    fn finish_target(&mut self) -> Result<Target, ParseError> {
+        Ok(match self.target.take() {
+            None | Some(TargetState::Continue) => Target::None,
+            Some(TargetState::Accept) => Target::Accept,
+            Some(TargetState::Drop) => Target::Drop,
+            Some(TargetState::Reject(with)) => {
+                let with = with.unwrap_or(RejectWith::IcmpPortUnreachable);
+                let tcp = self.protocol.as_ref().is_some_and(|p| p.value == 6 && !p.negated);
+                if with == RejectWith::TcpReset && !tcp {
+                    return Err(ParseError::NeedsProtocol {
+                        option: "--reject-with tcp-reset".into(),
+                        needs: "-p tcp: only TCP connections can be reset (use icmp-port-unreachable for others)".into(),
+                    });
+                }
+                Target::Reject(with)
+            }
+        })
+    }
+}
+
+fn same_option(a: LongOption, b: LongOption) -> bool {
+    match (a, b) {
+        (LongOption::Match(_, x), LongOption::Match(_, y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The user's word for a protocol number.
+fn protocol_label(protocol: u8) -> String {
+    protocol_name(protocol, false).map_or_else(|| protocol.to_string(), str::to_string)
+}
+
+fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negatable<Ipv4Net>>> {
+    let Some(Negatable { negated, value }) = given else {
+        return vec![None];
+    };
+    value
+        .into_iter()
+        .map(|net| {
+            // 0.0.0.0/0 is "anywhere", which iptables stores as no address.
+            (net.prefix_len != 0 || negated).then_some(Negatable { negated, value: net })
+        })
+        .collect()
+}
+
+fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<Match, ParseError> {
+    let module = state.module();
+    Ok(match state {
+        MatchState::Ports {
+            protocol: wanted,
+            implicit,
+            sport,
+            dport,
+        } => {
+            if protocol != Some(wanted) {
+                let name = protocol_label(wanted);
+                let option = match (implicit, &dport, &sport) {
+                    (true, Some(_), _) => "--dport".to_string(),
+                    (true, None, Some(_)) => "--sport".to_string(),
+                    _ => module.to_string(),
+                };
+                return Err(ParseError::NeedsProtocol {
+                    option,
+                    needs: format!("-p {name} (not negated) earlier in the rule"),
+                });
+            }
+            // The full range is what the kernel stores for "any port".
+            let any = |p: &Option<Negatable<PortRange>>| {
+                p.as_ref().is_some_and(|p| {
+                    !p.negated && p.value == PortRange { first: 0, last: u16::MAX }
+                })
+            };
+            Match::Ports {
+                protocol: wanted,
+                sport: sport.clone().filter(|_| !any(&sport)),
+                dport: dport.clone().filter(|_| !any(&dport)),
+            }
+        }
+        MatchState::Icmp { icmp_type, .. } => {
+            if protocol != Some(1) {
+                return Err(ParseError::NeedsProtocol {
+                    option: if icmp_type.is_some() {
+                        "--icmp-type".into()
+                    } else {
+                        module.into()
+                    },
+                    needs: "-p icmp (not negated) earlier in the rule".into(),
+                });
+            }
+            let icmp_type = icmp_type.ok_or(ParseError::MissingModuleOption {
+                module: "-m icmp",
+                option: "--icmp-type",
+                example: "e.g. -p icmp --icmp-type echo-request",
+            })?;
+            Match::Icmp(icmp_type)
+        }
+        MatchState::Multiport(list) => {
+            let (kind, negated, ports) = list.ok_or(ParseError::MissingModuleOption {
+                module: "-m multiport",
+                option: "--sports, --dports or --ports",
+                example: "e.g. -p tcp -m multiport --dports 80,443",
+            })?;
+            if !matches!(protocol, Some(6 | 17)) {
+                return Err(ParseError::NeedsProtocol {
+                    option: module.into(),
+                    needs: "-p tcp or -p udp (not negated) earlier in the rule".into(),
+                });
+            }
+            Match::Multiport {
+                kind,
+                negated,
+                ports,
+            }
+        }
+        MatchState::Mac(mac) => {
+            let mac = mac.ok_or(ParseError::MissingModuleOption {
+                module: "-m mac",
+                option: "--mac-source",
+                example: "e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff",
+            })?;
+            if !matches!(chain, "INPUT" | "FORWARD" | "PREROUTING") {
+                return Err(ParseError::WrongChain {
+                    option: "-m mac".into(),
+                    chain: chain.into(),
+                    reason: "a packet's source MAC is only known on arrival, in INPUT or FORWARD",
+                });
+            }
+            Match::MacSource(mac)
+        }
+        MatchState::Comment(text) => Match::Comment(text.ok_or(ParseError::MissingModuleOption {
+            module: "-m comment",
+            option: "--comment",
+            example: "e.g. -m comment --comment \"allow ssh\"",
+        })?),
+    })
+}
+
+fn unknown_target(name: &str) -> ParseError {
+    let upper = name.to_ascii_uppercase();
+    if UNSUPPORTED_TARGETS.contains(&name) {
+        return ParseError::Unsupported {
+            what: format!("the {name} target"),
+            hint: "; netbeast supports ACCEPT, DROP and REJECT".into(),
+        };
+    }
+    let hint = if matches!(upper.as_str(), "ACCEPT" | "DROP" | "REJECT") {
+        format!("targets are upper case: did you mean -j {upper}?")
+    } else {
+        "netbeast supports ACCEPT, DROP and REJECT (jumps to user-defined chains are not supported yet)".into()
+    };
+    invalid("-j", "target", name, hint)
+}
+
+fn unknown_match(name: &str) -> ParseError {
+    if UNSUPPORTED_MATCHES.contains(&name) {
+        return ParseError::Unsupported {
+            what: format!("the {name} match (-m {name})"),
+            hint: "; netbeast supports -m tcp, udp, icmp, multiport, mac and comment".into(),
+        };
+    }
+    let lower = name.to_ascii_lowercase();
+    let hint = if lower != name
+        && matches!(
+            lower.as_str(),
+            "tcp" | "udp" | "icmp" | "multiport" | "mac" | "comment"
+        ) {
+        format!("match names are lower case: did you mean -m {lower}?")
+    } else {
+        "netbeast supports -m tcp, udp, icmp, multiport, mac and comment".into()
+    };
+    invalid("-m", "match", name, hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn parse(line: &str) -> Result<IptablesCommand, ParseError> {
+        parse_iptables_args(&args(line))
+    }
+
+    fn parse_ok(line: &str) -> IptablesCommand {
+        parse(line).unwrap_or_else(|e| panic!("'{line}' should parse: {e}"))
+    }
+
+    fn err(line: &str) -> String {
+        match parse(line) {
+            Ok(cmd) => panic!("'{line}' should fail, got {cmd:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The single rule of an -A/-I/-D/-C line.
+    fn rule(line: &str) -> Rule {
+        match parse_ok(line).action {
+            Action::Append { mut rules, .. }
+            | Action::Insert { mut rules, .. }
+            | Action::Delete { mut rules, .. }
+            | Action::Check { mut rules, .. } => {
+                assert_eq!(rules.len(), 1, "'{line}' should make one rule");
+                rules.remove(0)
+            }
+            Action::Replace { rule, .. } => rule,
+            other => panic!("'{line}' is not a rule command: {other:?}"),
+        }
+    }
+
+    fn net(addr: [u8; 4], len: u8) -> Ipv4Net {
+        Ipv4Net::new(Ipv4Addr::from(addr), len)
+    }
+
+    fn range(first: u16, last: u16) -> PortRange {
+        PortRange { first, last }
+    }
+
+    fn assert_err(line: &str, needle: &str) {
+        let message = err(line);
+        assert!(
+            message.contains(needle),
+            "error for '{line}' was '{message}', expected it to contain '{needle}'"
+        );
+        assert!(!message.contains('\n'), "errors are one line: {message}");
+    }
+
+    // -- the article's firewall section --
+
+    #[test]
+    fn article_example_1_ssh_accept() {
+        let cmd = parse_ok("-A INPUT -p tcp --dport 22 -j ACCEPT");
+        assert_eq!(cmd.table, TableName::Filter);
+        let Action::Append { chain, rules } = cmd.action else {
+            panic!("not an append");
+        };
+        assert_eq!(chain, "INPUT");
+        let mut expected = Rule::new(Target::Accept);
+        expected.protocol = Some(Negatable::is(6));
+        expected.matches = vec![Match::Ports {
+            protocol: 6,
+            sport: None,
+            dport: Some(Negatable::is(range(22, 22))),
+        }];
+        assert_eq!(rules, vec![expected]);
+    }
+
+    #[test]
+    fn article_example_2_drop_everything() {
+        assert_eq!(rule("-A INPUT -j DROP"), Rule::new(Target::Drop));
+    }
+
+    #[test]
+    fn article_example_3_bare_port_suggests_dport() {
+        assert_eq!(
+            err("-A INPUT -p tcp 8080 -j ACCEPT"),
+            "unexpected argument '8080' (did you mean --dport 8080?)"
+        );
+    }
+
+    #[test]
+    fn article_example_4_bare_port_in_insert_suggests_dport() {
+        assert_eq!(
+            err("-I INPUT -p tcp 5432 -j ACCEPT"),
+            "unexpected argument '5432' (did you mean --dport 5432?)"
+        );
+    }
+
+    #[test]
+    fn article_example_5_in_interface_in_output() {
+        let message = err("-I OUTPUT -i eth1 -j ACCEPT");
+        assert!(message.starts_with("can't use -i with OUTPUT"), "{message}");
+        assert!(message.contains("use -o"), "{message}");
+    }
+
+    #[test]
+    fn article_examples_6_to_8() {
+        let dns = rule("-A OUTPUT -d 192.168.0.1 -p udp --dport 53 -j ACCEPT");
+        assert_eq!(
+            dns.destination,
+            Some(Negatable::is(net([192, 168, 0, 1], 32)))
+        );
+        assert_eq!(dns.protocol, Some(Negatable::is(17)));
+        assert_eq!(
+            dns.matches,
+            vec![Match::Ports {
+                protocol: 17,
+                sport: None,
+                dport: Some(Negatable::is(range(53, 53)))
+            }]
+        );
+        assert_eq!(
+            rule("-A OUTPUT -j REJECT").target,
+            Target::Reject(RejectWith::IcmpPortUnreachable)
+        );
+        let cmd = parse_ok("-I OUTPUT -d 192.168.0.0/24 -p tcp --dport 443 -j ACCEPT");
+        let Action::Insert {
+            position, rules, ..
+        } = cmd.action
+        else {
+            panic!("not an insert");
+        };
+        assert_eq!(position, 1);
+        assert_eq!(
+            rules[0].destination,
+            Some(Negatable::is(net([192, 168, 0, 0], 24)))
+        );
+    }
+
+    // -- commands --
+
+    #[test]
+    fn insert_with_and_without_position() {
+        let Action::Insert { position, .. } = parse_ok("-I INPUT 3 -j DROP").action else {
+            panic!()
+        };
+        assert_eq!(position, 3);
+        let Action::Insert { position, .. } = parse_ok("--insert INPUT -j DROP").action else {
+            panic!()
+        };
+        assert_eq!(position, 1);
+        assert_err("-I INPUT 0 -j DROP", "invalid rule number '0'");
+        assert_err("-I INPUT x -j DROP", "unexpected argument 'x'");
+    }
+
+    #[test]
+    fn delete_by_spec_and_by_number() {
+        assert!(matches!(
+            parse_ok("-D INPUT -p tcp --dport 22 -j ACCEPT").action,
+            Action::Delete { .. }
+        ));
+        assert_eq!(
+            parse_ok("-D INPUT 2").action,
+            Action::DeleteAt {
+                chain: "INPUT".into(),
+                position: 2
+            }
+        );
+        assert_eq!(
+            parse_ok("--delete FORWARD 0x10").action,
+            Action::DeleteAt {
+                chain: "FORWARD".into(),
+                position: 16
+            }
+        );
+        assert_err("-D INPUT 1:2", "invalid rule number '1:2'");
+        assert_err("-D INPUT 1 2", "unexpected argument '2'");
+        assert_err("-D INPUT 1 -j DROP", "-j cannot be used with -D by rule number");
+    }
+
+    #[test]
+    fn replace_needs_a_number_and_one_rule() {
+        let Action::Replace {
+            chain,
+            position,
+            rule,
+        } = parse_ok("-R INPUT 2 -s 10.0.0.1 -j DROP").action
+        else {
+            panic!()
+        };
+        assert_eq!((chain.as_str(), position), ("INPUT", 2));
+        assert_eq!(rule.source, Some(Negatable::is(net([10, 0, 0, 1], 32))));
+        assert_err("-R INPUT -j DROP", "option -R requires an argument");
+        assert_err(
+            "-R INPUT 1 -s 1.1.1.1,2.2.2.2 -j DROP",
+            "a replacement must be exactly one rule",
+        );
+    }
+
+    #[test]
+    fn check_command() {
+        assert!(matches!(
+            parse_ok("-C INPUT -j DROP").action,
+            Action::Check { .. }
+        ));
+    }
+
+    #[test]
+    fn list_with_flags() {
+        assert_eq!(
+            parse_ok("-L").action,
+            Action::List {
+                chain: None,
+                position: None,
+                numeric: false,
+                exact: false,
+                line_numbers: false,
+                zero: false
+            }
+        );
+        let cmd = parse_ok("-L INPUT -n -v -x --line-numbers");
+        assert!(cmd.verbose);
+        assert_eq!(
+            cmd.action,
+            Action::List {
+                chain: Some("INPUT".into()),
+                position: None,
+                numeric: true,
+                exact: true,
+                line_numbers: true,
+                zero: false
+            }
+        );
+        // Bundled, as people type it.
+        let cmd = parse_ok("-nvL INPUT --line");
+        assert!(cmd.verbose);
+        assert!(matches!(
+            cmd.action,
+            Action::List { chain: Some(ref c), numeric: true, line_numbers: true, .. } if c == "INPUT"
+        ));
+        assert!(matches!(
+            parse_ok("-L FORWARD 2").action,
+            Action::List {
+                position: Some(2),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_ok("-LOUTPUT").action,
+            Action::List { chain: Some(ref c), .. } if c == "OUTPUT"
+        ));
+        assert!(matches!(
+            parse_ok("--list=INPUT").action,
+            Action::List { chain: Some(ref c), .. } if c == "INPUT"
+        ));
+    }
+
+    #[test]
+    fn list_chain_must_follow_the_command() {
+        assert_err(
+            "-L -n INPUT",
+            "unexpected argument 'INPUT' (a chain name goes right after -L: -L INPUT)",
+        );
+    }
+
+    #[test]
+    fn list_and_zero_combine() {
+        assert!(matches!(
+            parse_ok("-L -Z INPUT").action,
+            Action::List { chain: Some(ref c), zero: true, .. } if c == "INPUT"
+        ));
+        assert!(matches!(
+            parse_ok("-Z -L -n").action,
+            Action::List {
+                zero: true,
+                numeric: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_ok("-S -Z").action,
+            Action::ListRules { zero: true, .. }
+        ));
+    }
+
+    #[test]
+    fn list_rules_flush_zero_policy() {
+        assert_eq!(
+            parse_ok("-S INPUT").action,
+            Action::ListRules {
+                chain: Some("INPUT".into()),
+                position: None,
+                zero: false
+            }
+        );
+        assert_eq!(parse_ok("-F").action, Action::Flush { chain: None });
+        assert_eq!(
+            parse_ok("--flush OUTPUT").action,
+            Action::Flush {
+                chain: Some("OUTPUT".into())
+            }
+        );
+        assert_eq!(
+            parse_ok("-Z INPUT 3").action,
+            Action::Zero {
+                chain: Some("INPUT".into()),
+                position: Some(3)
+            }
+        );
+        assert_eq!(
+            parse_ok("-P FORWARD DROP").action,
+            Action::SetPolicy {
+                chain: "FORWARD".into(),
+                policy: Policy::Drop,
+                counter: None
+            }
+        );
+        assert_eq!(
+            parse_ok("-P INPUT ACCEPT -c 5 6").action,
+            Action::SetPolicy {
+                chain: "INPUT".into(),
+                policy: Policy::Accept,
+                counter: Some(Counter {
+                    packets: 5,
+                    bytes: 6
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn policy_errors() {
+        assert_err("-P INPUT", "option -P requires an argument: a chain and a policy");
+        assert_err("-P INPUT REJECT", "invalid policy 'REJECT' for -P");
+        assert_err("-P INPUT accept", "ACCEPT or DROP (upper case)");
+        assert_err("-F INPUT 1", "unexpected argument '1'");
+    }
+
+    #[test]
+    fn command_errors() {
+        assert_eq!(
+            err(""),
+            "no command specified; use one of -A, -I, -D, -R, -C, -L, -S, -F, -Z or -P"
+        );
+        assert_err("-p tcp", "no command specified");
+        assert_err("-A INPUT -A OUTPUT", "cannot use -A with -A");
+        assert_err("-L -A INPUT", "cannot use -A with -L");
+        assert_err("-A", "option -A requires an argument: a chain name");
+        assert_err("-A -j DROP", "option -A requires an argument: a chain name");
+        assert_err("! -A INPUT", "'!' cannot be used before -A");
+        assert_err(
+            "-A ABCDEFGHIJKLMNOPQRSTUVWXYZABC -j DROP",
+            "chain names are at most 28 characters",
+        );
+    }
+
+    #[test]
+    fn user_defined_chains_are_refused_clearly() {
+        for line in ["-N MYCHAIN", "-X MYCHAIN", "-E A B", "--new-chain X"] {
+            assert_err(line, "user-defined chains");
+            assert_err(line, "not supported yet");
+        }
+    }
+
+    #[test]
+    fn tables() {
+        assert_eq!(parse_ok("-t filter -L").table, TableName::Filter);
+        assert_eq!(
+            err("-t nat -A PREROUTING -j ACCEPT"),
+            "the nat table is not supported yet; netbeast implements the filter table"
+        );
+        assert_err("-t mangle -L", "the mangle table is not supported yet");
+        assert_err("-t foo -L", "unknown table 'foo'");
+        assert_err("! -t filter -L", "'!' cannot be used before -t");
+    }
+
+    #[test]
+    fn wait_and_friends_are_accepted() {
+        for line in [
+            "-w -A INPUT -j DROP",
+            "-w 5 -A INPUT -j DROP",
+            "-A INPUT -w 5 -j DROP",
+            "--wait=2 -L",
+            "-w -W 100000 -L",
+            "-4 -L",
+            "-M /sbin/modprobe -L",
+        ] {
+            parse_ok(line);
+        }
+        assert_err("-w x -L", "invalid wait time 'x'");
+        assert_err("-6 -L", "IPv6 (-6) is not supported yet");
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse_ok("-h").action, Action::Help);
+        assert_eq!(parse_ok("--help").action, Action::Help);
+        assert_eq!(parse_ok("-V").action, Action::Version);
+        assert_eq!(parse_ok("--version").action, Action::Version);
+    }
+
+    #[test]
+    fn changes_ruleset() {
+        assert!(parse_ok("-A INPUT -j DROP").changes_ruleset());
+        assert!(parse_ok("-Z").changes_ruleset());
+        assert!(parse_ok("-L -Z").changes_ruleset());
+        assert!(!parse_ok("-L").changes_ruleset());
+        assert!(!parse_ok("-S").changes_ruleset());
+        assert!(!parse_ok("-C INPUT -j DROP").changes_ruleset());
+    }
+
+    // -- protocol --
+
+    #[test]
+    fn protocols() {
+        assert_eq!(rule("-A INPUT -p tcp").protocol, Some(Negatable::is(6)));
+        assert_eq!(rule("-A INPUT -p UDP").protocol, Some(Negatable::is(17)));
+        assert_eq!(rule("-A INPUT --proto icmp").protocol, Some(Negatable::is(1)));
+        assert_eq!(rule("-A INPUT -p 47").protocol, Some(Negatable::is(47)));
+        assert_eq!(rule("-A INPUT -p gre").protocol, Some(Negatable::is(47)));
+        assert_eq!(rule("-A INPUT -p esp").protocol, Some(Negatable::is(50)));
+        assert_eq!(rule("-A INPUT -p all").protocol, None);
+        assert_eq!(rule("-A INPUT -p 0").protocol, None);
+        assert_eq!(rule("-A INPUT ! -p tcp").protocol, Some(Negatable::not(6)));
+        assert_eq!(rule("-A INPUT -p ! udp").protocol, Some(Negatable::not(17)));
+        assert_err("-A INPUT -p foo", "invalid protocol 'foo' for -p");
+        assert_err("-A INPUT -p 256", "invalid protocol '256'");
+        assert_err("-A INPUT ! -p all", "'! -p all' would match no packet");
+        assert_err("-A INPUT -p tcp -p udp", "multiple -p options are not allowed");
+        assert_err("-A INPUT -p", "option -p requires an argument");
+    }
+
+    // -- addresses --
+
+    #[test]
+    fn addresses() {
+        let r = rule("-A INPUT -s 10.0.0.1 -d 192.168.1.77/24");
+        assert_eq!(r.source, Some(Negatable::is(net([10, 0, 0, 1], 32))));
+        assert_eq!(
+            r.destination,
+            Some(Negatable::is(net([192, 168, 1, 0], 24)))
+        );
+        let r = rule("-A INPUT --source 10.1.2.3/255.255.0.0 ! --destination 1.2.3.4");
+        assert_eq!(r.source, Some(Negatable::is(net([10, 1, 0, 0], 16))));
+        assert_eq!(r.destination, Some(Negatable::not(net([1, 2, 3, 4], 32))));
+        assert_eq!(
+            rule("-A INPUT -s ! 8.8.8.8").source,
+            Some(Negatable::not(net([8, 8, 8, 8], 32)))
+        );
+        // xtables fills in missing octets and reads 0x/0 prefixes like C.
+        assert_eq!(
+            rule("-A INPUT -s 10.1").source,
+            Some(Negatable::is(net([10, 1, 0, 0], 32)))
+        );
+        // "anywhere" is stored as no address at all, unless negated.
+        assert_eq!(rule("-A INPUT -s 0.0.0.0/0").source, None);
+        assert_eq!(rule("-A INPUT -s 1.2.3.4/0").source, None);
+        assert_eq!(
+            rule("-A INPUT ! -s 0/0").source,
+            Some(Negatable::not(net([0, 0, 0, 0], 0)))
+        );
+    }
+
+    #[test]
+    fn several_addresses_make_several_rules() {
+        let Action::Append { rules, .. } =
+            parse_ok("-A INPUT -s 1.1.1.1,2.2.2.0/24 -d 3.3.3.3,4.4.4.4 -j DROP").action
+        else {
+            panic!()
+        };
+        let pairs: Vec<_> = rules
+            .iter()
+            .map(|r| (r.source.clone().unwrap().value, r.destination.clone().unwrap().value))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (net([1, 1, 1, 1], 32), net([3, 3, 3, 3], 32)),
+                (net([1, 1, 1, 1], 32), net([4, 4, 4, 4], 32)),
+                (net([2, 2, 2, 0], 24), net([3, 3, 3, 3], 32)),
+                (net([2, 2, 2, 0], 24), net([4, 4, 4, 4], 32)),
+            ]
+        );
+        assert_err(
+            "-A INPUT ! -s 1.1.1.1,2.2.2.2",
+            "'!' is not allowed with several addresses",
+        );
+    }
+
+    #[test]
+    fn address_errors() {
+        assert_err("-A INPUT -s 300.1.1.1", "invalid address '300.1.1.1' for -s");
+        assert_err("-A INPUT -s 10.0.0.0/33", "'33' is not a prefix length 0-32");
+        assert_err("-A INPUT -s 10.0.0.0/", "is not a prefix length");
+        assert_err(
+            "-A INPUT -s 10.0.0.0/255.0.255.0",
+            "netmask 255.0.255.0 is not contiguous",
+        );
+        assert_err("-A INPUT -d localhost", "host names are not resolved");
+        assert_err("-A INPUT -s 1.2.3.4.5", "invalid address");
+        assert_err("-A INPUT -s 1.1.1.1 -s 2.2.2.2", "multiple -s options");
+        assert_err("-A INPUT -s", "option -s requires an argument");
+        assert_err("-A INPUT -s ! ! 1.1.1.1", "multiple consecutive '!'");
+        assert_err("-A INPUT ! -s ! 1.1.1.1", "multiple consecutive '!'");
+    }
+
+    // -- interfaces --
+
+    #[test]
+    fn interfaces() {
+        let r = rule("-A FORWARD -i eth0 ! -o wg+");
+        assert_eq!(
+            r.in_iface,
+            Some(Negatable::is(IfaceName {
+                name: "eth0".into(),
+                wildcard: false
+            }))
+        );
+        assert_eq!(
+            r.out_iface,
+            Some(Negatable::not(IfaceName {
+                name: "wg".into(),
+                wildcard: true
+            }))
+        );
+        let r = rule("-A INPUT --in-interface +");
+        assert_eq!(
+            r.in_iface,
+            Some(Negatable::is(IfaceName {
+                name: String::new(),
+                wildcard: true
+            }))
+        );
+        assert!(rule("-A OUTPUT -o lo").out_iface.is_some());
+        rule("-A INPUT -i abcdefghijklmno");
+        assert_err(
+            "-A INPUT -i abcdefghijklmnop",
+            "interface names are at most 15 characters",
+        );
+        assert_err("-A INPUT -i a/b", "cannot contain '/'");
+        assert_err("-A FORWARD -i eth0 -i eth1", "multiple -i options");
+    }
+
+    #[test]
+    fn interface_direction_per_chain() {
+        assert_err(
+            "-A INPUT -o eth0 -j DROP",
+            "can't use -o with INPUT: packets arriving at the host have no output interface yet; use -i",
+        );
+        assert_err("-A OUTPUT -i eth0 -j DROP", "can't use -i with OUTPUT");
+        assert_err("-D OUTPUT ! -i eth0 -j DROP", "can't use -i with OUTPUT");
+        rule("-A FORWARD -i eth0 -o eth1");
+    }
+
+    #[test]
+    fn empty_interface_is_refused() {
+        let message = parse_iptables_args(&["-A".into(), "INPUT".into(), "-i".into(), "".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("empty interface name"), "{message}");
+    }
+
+    // -- fragments --
+
+    #[test]
+    fn fragments() {
+        assert_eq!(rule("-A INPUT -f -j DROP").fragment, Some(true));
+        assert_eq!(rule("-A INPUT ! -f -j DROP").fragment, Some(false));
+        assert_eq!(rule("-A INPUT --fragment").fragment, Some(true));
+        assert_eq!(rule("-A INPUT").fragment, None);
+        assert_err("-A INPUT -f -f", "multiple -f options");
+    }
+
+    // -- tcp / udp --
+
+    #[test]
+    fn ports_implicit_and_explicit() {
+        let expected = vec![Match::Ports {
+            protocol: 6,
+            sport: Some(Negatable::is(range(1024, 65535))),
+            dport: Some(Negatable::not(range(22, 22))),
+        }];
+        assert_eq!(
+            rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
+            expected
+        );
+        assert_eq!(
+            rule("-A INPUT -p tcp -m tcp --source-port 1024:65535 --destination-port ! 22").matches,
+            expected
+        );
+        assert_eq!(
+            rule("-A INPUT -p 6 --dport=22").matches,
+            vec![Match::Ports {
+                protocol: 6,
+                sport: None,
+                dport: Some(Negatable::is(range(22, 22)))
+            }]
+        );
+        assert_eq!(
+            rule("-A INPUT -p udp --sport :1023").matches,
+            vec![Match::Ports {
+                protocol: 17,
+                sport: Some(Negatable::is(range(0, 1023))),
+                dport: None
+            }]
+        );
+        // -m tcp alone still is a match iptables-save prints.
+        assert_eq!(
+            rule("-A INPUT -p tcp -m tcp").matches,
+            vec![Match::Ports {
+                protocol: 6,
+                sport: None,
+                dport: None
+            }]
+        );
+    }
+
+    #[test]
+    fn port_names_and_ranges() {
+        let dport = |line: &str| match &rule(line).matches[0] {
+            Match::Ports { dport, .. } => dport.clone().unwrap().value,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(dport("-A INPUT -p tcp --dport ssh"), range(22, 22));
+        assert_eq!(dport("-A INPUT -p tcp --dport http:https"), range(80, 443));
+        assert_eq!(dport("-A INPUT -p udp --dport domain"), range(53, 53));
+        assert_eq!(dport("-A INPUT -p tcp --dport 5000:5000"), range(5000, 5000));
+        assert_eq!(dport("-A INPUT -p tcp --dp 8080"), range(8080, 8080));
+        // The full range is "any port", as the kernel stores it.
+        assert_eq!(
+            rule("-A INPUT -p tcp --dport 0:65535").matches,
+            vec![Match::Ports {
+                protocol: 6,
+                sport: None,
+                dport: None
+            }]
+        );
+        assert_eq!(
+            rule("-A INPUT -p tcp ! --dport :").matches,
+            vec![Match::Ports {
+                protocol: 6,
+                sport: None,
+                dport: Some(Negatable::not(range(0, 65535)))
+            }]
+        );
+    }
+
+    #[test]
+    fn port_errors() {
+        assert_err("-A INPUT -p tcp --dport 70000", "invalid port '70000' for --dport");
+        assert_err("-A INPUT -p tcp --dport foo", "invalid port 'foo'");
+        assert_err("-A INPUT -p tcp --dport 30:20", "invalid port range '30:20'");
+        assert_err("-A INPUT -p tcp --dport", "option --dport requires an argument");
+        assert_err(
+            "-A INPUT -p tcp --dport 22 --dport 23",
+            "multiple --dport options",
+        );
+        assert_err(
+            "-A INPUT -p tcp --sport 1 --source-port 2",
+            "multiple --sport options",
+        );
+    }
+
+    #[test]
+    fn second_tcp_match_takes_the_options_after_it() {
+        assert_eq!(
+            rule("-A INPUT -p tcp --dport 22 -m tcp --dport 23").matches,
+            vec![
+                Match::Ports {
+                    protocol: 6,
+                    sport: None,
+                    dport: Some(Negatable::is(range(22, 22)))
+                },
+                Match::Ports {
+                    protocol: 6,
+                    sport: None,
+                    dport: Some(Negatable::is(range(23, 23)))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn match_order_is_kept_as_written() {
+        let r = rule("-A INPUT -p tcp -m comment --comment x --dport 22 -j ACCEPT");
+        assert_eq!(
+            r.matches,
+            vec![
+                Match::Comment("x".into()),
+                Match::Ports {
+                    protocol: 6,
+                    sport: None,
+                    dport: Some(Negatable::is(range(22, 22)))
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_need_tcp_or_udp() {
+        assert_eq!(
+            err("-A INPUT --dport 22 -j ACCEPT"),
+            "--dport needs -p tcp or -p udp before it, e.g. -p tcp --dport 22"
+        );
+        assert_err(
+            "-A INPUT -p icmp --dport 22",
+            "--dport needs -p tcp or -p udp before it (this rule has -p icmp)",
+        );
+        assert_err("-A INPUT --sport 22", "--sport needs -p tcp or -p udp");
+        assert_err("-A INPUT -m tcp --dport 22", "-m tcp needs -p tcp");
+        assert_err("-A INPUT -p udp -m tcp --dport 22", "-m tcp needs -p tcp");
+        assert_err("-A INPUT ! -p tcp --dport 22", "--dport needs -p tcp (not negated)");
+        assert_err("-A INPUT -p tcp -m udp", "-m udp needs -p udp");
+    }
+
+    #[test]
+    fn tcp_flags_are_not_supported_yet() {
+        assert_err("-A INPUT -p tcp --syn -j DROP", "--syn (TCP flag matching) is not supported yet");
+        assert_err(
+            "-A INPUT -p tcp --tcp-flags SYN,ACK SYN",
+            "--tcp-flags (TCP flag matching) is not supported yet",
+        );
+    }
+
+    // -- multiport --
+
+    #[test]
+    fn multiport() {
+        assert_eq!(
+            rule("-A INPUT -p tcp -m multiport --dports 80,443,1000:2000 -j ACCEPT").matches,
+            vec![Match::Multiport {
+                kind: MultiportKind::Destination,
+                negated: false,
+                ports: vec![range(80, 80), range(443, 443), range(1000, 2000)]
+            }]
+        );
+        assert_eq!(
+            rule("-A INPUT -p udp -m multiport ! --sports domain,ntp").matches,
+            vec![Match::Multiport {
+                kind: MultiportKind::Source,
+                negated: true,
+                ports: vec![range(53, 53), range(123, 123)]
+            }]
+        );
+        assert_eq!(
+            rule("-A INPUT -p tcp -m multiport --ports 22").matches,
+            vec![Match::Multiport {
+                kind: MultiportKind::Either,
+                negated: false,
+                ports: vec![range(22, 22)]
+            }]
+        );
+    }
+
+    #[test]
+    fn multiport_limits_and_errors() {
+        rule("-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15");
+        rule("-A INPUT -p tcp -m multiport --dports 1:2,3,4,5,6,7,8,9,10,11,12,13,14,15");
+        assert_err(
+            "-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16",
+            "too many ports: multiport takes at most 15",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m multiport --dports 1:2,3:4,5,6,7,8,9,10,11,12,13,14,15",
+            "too many ports",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m multiport --dports 20:10",
+            "a multiport range must be low:high with low < high",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m multiport --dports 80,",
+            "invalid port '' for --dports",
+        );
+        assert_err(
+            "-A INPUT -m multiport --dports 1,2",
+            "-m multiport needs -p tcp or -p udp",
+        );
+        assert_err(
+            "-A INPUT -p icmp -m multiport --dports 1,2",
+            "-m multiport needs -p tcp or -p udp",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m multiport",
+            "-m multiport requires --sports, --dports or --ports",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m multiport --dports 1 --sports 2",
+            "multiple --sports/--dports/--ports options",
+        );
+        assert_err(
+            "-A INPUT -p tcp --dports 80,443",
+            "--dports needs -m multiport before it",
+        );
+    }
+
+    // -- mac --
+
+    #[test]
+    fn mac_source() {
+        assert_eq!(
+            rule("-A INPUT -m mac --mac-source AA:bb:0c:dd:ee:1").matches,
+            vec![Match::MacSource(Negatable::is([
+                0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x01
+            ]))]
+        );
+        assert_eq!(
+            rule("-A FORWARD -m mac ! --mac-source aa:bb:cc:dd:ee:ff").matches,
+            vec![Match::MacSource(Negatable::not([
+                0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff
+            ]))]
+        );
+        assert_err(
+            "-A INPUT -m mac --mac-source aa:bb:cc:dd:ee",
+            "invalid MAC address 'aa:bb:cc:dd:ee'",
+        );
+        assert_err(
+            "-A INPUT -m mac --mac-source aa:bb:cc:dd:ee:fg",
+            "invalid MAC address",
+        );
+        assert_err(
+            "-A OUTPUT -m mac --mac-source aa:bb:cc:dd:ee:ff",
+            "can't use -m mac with OUTPUT",
+        );
+        assert_err("-A INPUT -m mac", "-m mac requires --mac-source");
+        assert_err(
+            "-A INPUT --mac-source aa:bb:cc:dd:ee:ff",
+            "--mac-source needs -m mac before it",
+        );
+    }
+
+    // -- icmp --
+
+    #[test]
+    fn icmp_types() {
+        let icmp = |line: &str| match &rule(line).matches[0] {
+            Match::Icmp(t) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        let of = |t, code| IcmpType::Type { icmp_type: t, code };
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type echo-request"),
+            Negatable::is(of(8, None))
+        );
+        assert_eq!(icmp("-A INPUT -p icmp --icmp-type ping"), Negatable::is(of(8, None)));
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type echo-reply"),
+            Negatable::is(of(0, None))
+        );
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type destination-unreachable"),
+            Negatable::is(of(3, None))
+        );
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type port-unreachable"),
+            Negatable::is(of(3, Some(3)))
+        );
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type Time-Exceeded"),
+            Negatable::is(of(11, None))
+        );
+        assert_eq!(icmp("-A INPUT -p icmp --icmp-type 8"), Negatable::is(of(8, None)));
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type 3/0"),
+            Negatable::is(of(3, Some(0)))
+        );
+        assert_eq!(
+            icmp("-A INPUT -p icmp ! --icmp-type any"),
+            Negatable::not(IcmpType::Any)
+        );
+        assert_eq!(icmp("-A INPUT -p icmp --icmp-type 255"), Negatable::is(IcmpType::Any));
+        assert_eq!(
+            icmp("-A INPUT -p icmp -m icmp --icmp-type source-q"),
+            Negatable::is(of(4, None))
+        );
+    }
+
+    #[test]
+    fn icmp_errors() {
+        assert_err("-A INPUT -p icmp --icmp-type foo", "invalid ICMP type 'foo'");
+        assert_err(
+            "-A INPUT -p icmp --icmp-type echo",
+            "ambiguous: 'echo-reply' or 'echo-request'?",
+        );
+        assert_err("-A INPUT -p icmp --icmp-type 256", "invalid ICMP type '256'");
+        assert_err("-A INPUT -p icmp --icmp-type 3/1:5", "ICMP code ranges are not supported");
+        assert_err("-A INPUT -p icmp --icmp-type 3:5", "ICMP type ranges are not supported");
+        assert_err("-A INPUT --icmp-type 8", "--icmp-type needs -p icmp before it");
+        assert_err("-A INPUT -p tcp -m icmp --icmp-type 8", "--icmp-type needs -p icmp");
+        assert_err("-A INPUT -p icmp -m icmp", "-m icmp requires --icmp-type");
+    }
+
+    // -- comment --
+
+    #[test]
+    fn comments() {
+        let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", "allow ssh, please"]
+            .map(String::from)
+            .into();
+        let Action::Append { rules, .. } = parse_iptables_args(&line).unwrap().action else {
+            panic!()
+        };
+        assert_eq!(rules[0].matches, vec![Match::Comment("allow ssh, please".into())]);
+        let long = "a".repeat(MAX_COMMENT_LEN + 1);
+        let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", &long]
+            .map(String::from)
+            .into();
+        let message = parse_iptables_args(&line).unwrap_err().to_string();
+        assert!(message.contains("comments are at most 255 bytes"), "{message}");
+        assert_err("-A INPUT -m comment", "-m comment requires --comment");
+        assert_err("-A INPUT -m comment --comment", "option --comment requires an argument");
+        assert_err("-A INPUT -m comment ! --comment x", "'!' cannot be used before --comment");
+        assert_err("-A INPUT --comment x", "--comment needs -m comment before it");
+    }
+
+    // -- targets --
+
+    #[test]
+    fn targets() {
+        assert_eq!(rule("-A INPUT -j ACCEPT").target, Target::Accept);
+        assert_eq!(rule("-A INPUT --jump DROP").target, Target::Drop);
+        assert_eq!(rule("-A INPUT").target, Target::None);
+        assert_eq!(rule("-A INPUT -j CONTINUE").target, Target::None);
+        let cases = [
+            ("icmp-port-unreachable", RejectWith::IcmpPortUnreachable),
+            ("icmp-host-unreachable", RejectWith::IcmpHostUnreachable),
+            ("icmp-net-unreachable", RejectWith::IcmpNetUnreachable),
+            ("icmp-proto-unreachable", RejectWith::IcmpProtoUnreachable),
+            ("icmp-net-prohibited", RejectWith::IcmpNetProhibited),
+            ("icmp-host-prohibited", RejectWith::IcmpHostProhibited),
+            ("icmp-admin-prohibited", RejectWith::IcmpAdminProhibited),
+            ("admin-prohib", RejectWith::IcmpAdminProhibited),
+            ("port-unreach", RejectWith::IcmpPortUnreachable),
+            ("icmp-host", RejectWith::IcmpHostUnreachable),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(
+                rule(&format!("-A INPUT -j REJECT --reject-with {name}")).target,
+                Target::Reject(expected),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            rule("-A INPUT -p tcp -j REJECT --reject-with tcp-reset").target,
+            Target::Reject(RejectWith::TcpReset)
+        );
+    }
+
+    #[test]
+    fn target_errors() {
+        assert_err(
+            "-A INPUT -p udp -j REJECT --reject-with tcp-reset",
+            "--reject-with tcp-reset needs -p tcp",
+        );
+        assert_err("-A INPUT -j REJECT --reject-with tcp-reset", "needs -p tcp");
+        assert_err("-A INPUT -j REJECT --reject-with foo", "invalid reject type 'foo'");
+        assert_err(
+            "-A INPUT --reject-with tcp-reset -j REJECT",
+            "--reject-with needs -j REJECT before it",
+        );
+        assert_err("-A INPUT -j ACCEPT -j DROP", "multiple -j options");
+        assert_err("-A INPUT -j accept", "did you mean -j ACCEPT?");
+        assert_err("-A INPUT -j MYCHAIN", "invalid target 'MYCHAIN'");
+        assert_err("-A INPUT -j LOG", "the LOG target is not supported yet");
+        assert_err("-A INPUT ! -j DROP", "'!' cannot be used before -j");
+        assert_err("-A INPUT -g OTHER", "-g (goto) is not supported yet");
+    }
+
+    // -- matches --
+
+    #[test]
+    fn match_errors() {
+        assert_err("-A INPUT -m state --state NEW", "the state match (-m state) is not supported yet");
+        assert_err("-A INPUT -m foo", "invalid match 'foo'");
+        assert_err("-A INPUT -m TCP", "did you mean -m tcp?");
+        assert_err("-A INPUT ! -m tcp", "'!' cannot be used before -m");
+        assert_err("-A INPUT -m", "option -m requires an argument");
+        assert_err("-A INPUT --state NEW", "connection tracking matches are not supported yet");
+    }
+
+    // -- counters --
+
+    #[test]
+    fn set_counters() {
+        assert_eq!(
+            rule("-A INPUT -c 10 2000 -j ACCEPT").counter,
+            Counter {
+                packets: 10,
+                bytes: 2000
+            }
+        );
+        assert_eq!(
+            rule("-I INPUT --set-counters 1,2").counter,
+            Counter {
+                packets: 1,
+                bytes: 2
+            }
+        );
+        assert_err("-A INPUT -c 1 -j DROP", "option -c requires an argument");
+        assert_err("-A INPUT -c x 2 -j DROP", "invalid packet counter 'x'");
+        assert_err("-A INPUT -c 1 y", "invalid byte counter 'y'");
+        assert_err("-D INPUT -c 1 2 -j DROP", "-c cannot be used with -D");
+    }
+
+    // -- general option handling --
+
+    #[test]
+    fn option_legality() {
+        assert_err("-A INPUT -n -j DROP", "-n cannot be used with -A: it only changes how -L prints");
+        assert_err("-S -n", "-n cannot be used with -S");
+        assert_err("-L -s 1.1.1.1", "-s cannot be used with -L");
+        assert_err("-F -p tcp", "-p cannot be used with -F");
+        assert_err("-L -n -n", "multiple -n options");
+    }
+
+    #[test]
+    fn unknown_and_ambiguous_options() {
+        assert_eq!(err("-A INPUT --bogus 1"), "unknown option --bogus");
+        assert_err("-A INPUT -p tcp --bogus 1", "unknown option --bogus");
+        assert_err("-A INPUT -y", "unknown option -y");
+        assert_err("-A INPUT --s 1.1.1.1", "option --s is ambiguous");
+        assert_err("-L --numeric=yes", "option --numeric does not take an argument");
+    }
+
+    #[test]
+    fn negation_errors() {
+        assert_err("-A INPUT ! ! -s 1.1.1.1", "multiple consecutive '!'");
+        assert_eq!(
+            err("-A INPUT -s 1.1.1.1 !"),
+            "'!' at the end negates nothing; put it right before the option it negates"
+        );
+        assert_err("-L ! -v", "'!' cannot be used before -v");
+    }
+
+    #[test]
+    fn unexpected_word_hints() {
+        assert_eq!(
+            err("-A INPUT 8080 -j ACCEPT"),
+            "unexpected argument '8080' (did you mean -p tcp --dport 8080?)"
+        );
+        assert_err("-A INPUT DROP", "(did you mean -j DROP?)");
+        assert_err("-A INPUT 10.0.0.1 -j DROP", "(did you mean -s 10.0.0.1 or -d 10.0.0.1?)");
+        assert_eq!(err("-A INPUT bogus"), "unexpected argument 'bogus'");
+    }
+
+    #[test]
+    fn restore_context_refuses_table_and_wait() {
+        let table = parse_restore_args(&args("-t filter -A INPUT -j DROP"), TableName::Filter);
+        assert!(table.unwrap_err().to_string().contains("-t cannot be used in a restore file"));
+        let wait = parse_restore_args(&args("-w -A INPUT -j DROP"), TableName::Filter);
+        assert!(wait.unwrap_err().to_string().contains("-w cannot be used in a restore file"));
+        assert!(parse_restore_args(&args("-A INPUT -j DROP"), TableName::Filter).is_ok());
+    }
+
+    #[test]
+    fn c_style_numbers() {
+        assert_eq!(parse_c_number("22"), Some(22));
+        assert_eq!(parse_c_number("0x16"), Some(22));
+        assert_eq!(parse_c_number("026"), Some(22));
+        assert_eq!(parse_c_number("0"), Some(0));
+        assert_eq!(parse_c_number("08"), None);
+        assert_eq!(parse_c_number(""), None);
+        assert_eq!(parse_c_number("-1"), None);
+        assert_eq!(parse_c_number("+1"), None);
+    }
+
+    #[test]
+    fn names_for_printing() {
+        assert_eq!(protocol_name(6, true), Some("tcp"));
+        assert_eq!(protocol_name(0, true), Some("all"));
+        assert_eq!(protocol_name(47, true), None);
+        assert_eq!(protocol_name(47, false), Some("gre"));
+        assert_eq!(protocol_name(58, false), Some("ipv6-icmp"));
+        assert_eq!(protocol_name(250, false), None);
+        assert_eq!(icmp_type_name(8, 0, 255), Some("echo-request"));
+        assert_eq!(icmp_type_name(255, 0, 255), Some("any"));
+        assert_eq!(icmp_type_name(3, 3, 3), Some("port-unreachable"));
+        assert_eq!(icmp_type_name(3, 200, 200), None);
+    }
+}
