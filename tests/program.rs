@@ -106,6 +106,7 @@ struct Harness {
     interfaces: Vec<Interface>,
     /// The rules last applied, to skip recompiling for the next fixture.
     applied: Option<Vec<String>>,
+    ruleset: Ruleset,
 }
 
 /// Creates a namespace (plus a dummy interface when `with_dummy`), loads the
@@ -131,6 +132,7 @@ where
             dataplane,
             interfaces,
             applied: None,
+            ruleset: Ruleset::default(),
         };
         harness
             .dataplane
@@ -176,6 +178,7 @@ impl Harness {
             .apply(&rules, &self.interfaces)
             .unwrap_or_else(|e| panic!("applying {lines:?} failed: {e}"));
         self.applied = Some(lines);
+        self.ruleset = rules;
     }
 
     /// One test run. The XDP program must never abort.
@@ -205,9 +208,12 @@ impl Harness {
         s
     }
 
+    /// Live counters of a built-in chain's rules (in order) and policy.
     fn counters(&self, chain: u32) -> (Vec<Counter>, Counter) {
+        let name = netbeast::compile::CHAIN_NAMES[chain as usize];
+        let rules = self.ruleset.filter.chain(name).map_or(0, |c| c.rules.len());
         self.dataplane
-            .chain_counters(chain)
+            .chain_counters(chain, rules)
             .expect("reading chain counters")
     }
 }

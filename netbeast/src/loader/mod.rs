@@ -375,3 +375,43 @@ mod tests {
         assert_eq!(out.action, 2, "XDP_PASS expected");
     }
 }
+
+#[cfg(test)]
+mod smoke {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{
+        packet::FrameBuilder,
+        rules::model::{Match, Negatable, PortRange, Rule, Target},
+    };
+
+    /// First match across a 3-rule INPUT chain, counters on the right rule.
+    #[test]
+    fn drops_on_the_matching_rule() {
+        let mut dp = Dataplane::load_private().expect("load");
+        let mut rs = Ruleset::default();
+        let input = rs.filter.chain_mut("INPUT").unwrap();
+        for (port, target) in [(22, Target::Accept), (9, Target::Drop), (9, Target::Accept)] {
+            let mut r = Rule::new(target);
+            r.protocol = Some(Negatable::is(17));
+            r.matches.push(Match::Ports {
+                protocol: 17,
+                sport: None,
+                dport: Some(Negatable::is(PortRange { first: port, last: port })),
+            });
+            input.rules.push(r);
+        }
+        dp.apply(&rs, &[]).unwrap();
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        dp.set_local_addresses(&[dst]).unwrap();
+        let frame = FrameBuilder::udp(Ipv4Addr::new(10, 0, 0, 1), 1000, dst, 9).build();
+        assert_eq!(dp.test_run_xdp(&frame, 0).unwrap().action, 1);
+        let other = FrameBuilder::udp(Ipv4Addr::new(10, 0, 0, 1), 1000, dst, 10).build();
+        assert_eq!(dp.test_run_xdp(&other, 0).unwrap().action, 2);
+        let (rules, policy) = dp.chain_counters(0, 3).unwrap();
+        assert_eq!(rules[1].packets, 1);
+        assert_eq!(rules[0].packets + rules[2].packets, 0);
+        assert_eq!(policy.packets, 1);
+    }
+}

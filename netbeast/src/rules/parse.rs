@@ -1281,7 +1281,7 @@ struct Parser<'a> {
     matches: Vec<MatchState>,
     target: Option<TargetState>,
     counter: Option<Counter>,
-    /// The bare word that was not understood, kept for the suggestion.
+    /// `-h`/`-V`: stop at once, as iptables does.
     early_exit: Option<Action>,
 }
 
@@ -1388,6 +1388,9 @@ impl<'a> Parser<'a> {
             return Err(ParseError::DoubleNegation);
         }
         let value = self.required(option, expected)?;
+        if value == "!" {
+            return Err(ParseError::DoubleNegation);
+        }
         Ok((value, true))
     }
 
@@ -1508,8 +1511,13 @@ impl<'a> Parser<'a> {
                 self.policy = Some(parse_policy(&chain, policy)?);
             }
             'N' | 'X' | 'E' => {
+                let verb = match c {
+                    'N' => "creating",
+                    'X' => "deleting",
+                    _ => "renaming",
+                };
                 return Err(ParseError::Unsupported {
-                    what: format!("user-defined chains ({typed})"),
+                    what: format!("{verb} user-defined chains ({typed})"),
                     hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
                 });
             }
@@ -1547,10 +1555,16 @@ impl<'a> Parser<'a> {
                 self.verbose = true;
             }
             'n' | 'x' | '0' => {
-                let (flag, name) = match c {
-                    'n' => (&mut self.numeric, "-n"),
-                    'x' => (&mut self.exact, "-x"),
-                    _ => (&mut self.line_numbers, "--line-numbers"),
+                let name = match c {
+                    'n' => "-n",
+                    'x' => "-x",
+                    _ => "--line-numbers",
+                };
+                self.no_invert(name)?;
+                let flag = match c {
+                    'n' => &mut self.numeric,
+                    'x' => &mut self.exact,
+                    _ => &mut self.line_numbers,
                 };
                 if *flag {
                     return Err(ParseError::Repeated {
@@ -1559,7 +1573,6 @@ impl<'a> Parser<'a> {
                     });
                 }
                 *flag = true;
-                self.no_invert(name)?;
             }
             'w' | 'W' => self.wait_option(c)?,
             'M' => {
@@ -1763,7 +1776,10 @@ impl<'a> Parser<'a> {
             Ok(found) => found,
             // As iptables: an unknown option loads the match of `-p` once.
             Err(error) => match self.load_protocol_match() {
-                true => self.resolve_long(name).map_err(|_| error)?,
+                true => match self.resolve_long(name) {
+                    Ok(found) => found,
+                    Err(_) => return Err(self.explain_unknown(name, error)),
+                },
                 false => return Err(self.explain_unknown(name, error)),
             },
         };
@@ -1799,7 +1815,7 @@ impl<'a> Parser<'a> {
         for (n, option) in candidates.iter().filter(|(n, _)| n.starts_with(name)) {
             let same = |(_, o): &(&str, LongOption)| same_option(*o, *option);
             if !prefixed.iter().any(same) {
-                prefixed.push((n, *option));
+                prefixed.push((*n, *option));
             }
         }
         match prefixed.as_slice() {
@@ -2033,7 +2049,16 @@ impl<'a> Parser<'a> {
     fn unexpected_word(&self, word: &str) -> ParseError {
         let protocol = self.protocol.as_ref().filter(|p| !p.negated).map(|p| p.value);
         let looks_like_ports = parse_port_range("", word).is_ok();
-        let hint = if looks_like_ports && matches!(protocol, Some(6 | 17)) {
+        let listing = self.commands.iter().find(|c| !c.takes_rule());
+        let hint = if let Some(command) = listing {
+            match &self.chain {
+                Some(chain) => format!(" ({} {chain} takes no more arguments)", command.flag()),
+                None => format!(
+                    " (a chain name goes right after {flag}: {flag} {word})",
+                    flag = command.flag()
+                ),
+            }
+        } else if looks_like_ports && matches!(protocol, Some(6 | 17)) {
             format!(" (did you mean --dport {word}?)")
         } else if looks_like_ports && word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
             if word.contains('.') {
@@ -2045,16 +2070,6 @@ impl<'a> Parser<'a> {
             format!(" (did you mean -s {word} or -d {word}?)")
         } else if matches!(word, "ACCEPT" | "DROP" | "REJECT") {
             format!(" (did you mean -j {word}?)")
-        } else if let Some(command) = self.commands.last().filter(|c| {
-            matches!(
-                c,
-                CommandKind::List | CommandKind::ListRules | CommandKind::Flush | CommandKind::Zero
-            )
-        }) {
-            format!(
-                " (a chain name goes right after {flag}: {flag} {word})",
-                flag = command.flag()
-            )
         } else {
             String::new()
         };
@@ -2597,7 +2612,7 @@ mod tests {
         };
         assert_eq!(position, 1);
         assert_err("-I INPUT 0 -j DROP", "invalid rule number '0'");
-        assert_err("-I INPUT x -j DROP", "unexpected argument 'x'");
+        assert_err("-I INPUT x -j DROP", "invalid rule number 'x'");
     }
 
     #[test]
@@ -3208,7 +3223,7 @@ mod tests {
             "too many ports: multiport takes at most 15",
         );
         assert_err(
-            "-A INPUT -p tcp -m multiport --dports 1:2,3:4,5,6,7,8,9,10,11,12,13,14,15",
+            "-A INPUT -p tcp -m multiport --dports 1:2,3:4,5,6,7,8,9,10,11,12,13,14,15,16",
             "too many ports",
         );
         assert_err(
