@@ -4,8 +4,10 @@
 //!
 //! Needs root. Run: `cargo test -p netbeast --test state`.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netbeast::netns::{
@@ -124,6 +126,98 @@ fn detach_by_name_unhooks_the_interface() {
     server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
     assert!(!xdp_attached(&bed), "xdp program left on {SERVER_IFACE}");
     assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [Connected]);
+}
+
+/// Run through links named `iptables`, `iptables-save` and
+/// `iptables-restore`, the binary behaves as those commands, so the article's
+/// lines work unchanged (DESIGN §6).
+#[test]
+fn links_named_like_iptables_behave_like_it() {
+    let bed = testbed("st-links", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    let _servers = [22, 8080].map(|port| tcp_server(server, port).unwrap());
+    let links = LinkDir::new();
+
+    let iptables = links.link("iptables");
+    for line in [
+        "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        "-w -A INPUT -j DROP",
+    ] {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        server
+            .run_ok(&iptables, &args)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bad = server
+        .run(
+            &iptables,
+            &["-A", "INPUT", "-p", "tcp", "8080", "-j", "ACCEPT"],
+        )
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "`iptables -A INPUT -p tcp 8080 -j ACCEPT` succeeded"
+    );
+    assert_eq!(
+        bed.connect(&[22, 8080], TIMEOUT).unwrap(),
+        [Connected, TimedOut]
+    );
+
+    let saved = server
+        .run_ok(links.link("iptables-save"), &[] as &[&str])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(comparable_save(&saved), comparable_save(&save(&bed)));
+    let appended = saved.lines().filter(|l| l.starts_with("-A INPUT")).count();
+    assert_eq!(appended, 2, "{saved}");
+
+    // Feeding the save back through iptables-restore keeps the same ruleset.
+    let mut child = server
+        .command(links.link("iptables-restore"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(saved.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "iptables-restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(comparable_save(&save(&bed)), comparable_save(&saved));
+}
+
+/// A temporary directory of symlinks to the netbeast binary, removed on drop.
+struct LinkDir(PathBuf);
+
+impl LinkDir {
+    fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nbt-links-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        LinkDir(dir)
+    }
+
+    fn link(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if !path.exists() {
+            std::os::unix::fs::symlink(NETBEAST, &path).unwrap();
+        }
+        path
+    }
+}
+
+impl Drop for LinkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // Ten processes appending one rule each at the same moment leave ten rules

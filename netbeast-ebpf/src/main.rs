@@ -19,6 +19,13 @@ pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
     pipeline::ingress(&ctx)
 }
 
+/// The benchmark's floor: drops everything, doing nothing else. The fastest
+/// any XDP program can go on this machine.
+#[xdp]
+pub fn netbeast_floor(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_DROP
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -3,6 +3,7 @@
 //! Data flows one way: iptables text → [`rules`] (model) → [`compile`]
 //! (classifier tables) → [`loader`] (BPF maps, pins, attach).
 
+pub mod bench;
 pub mod cli;
 pub mod compile;
 pub mod loader;

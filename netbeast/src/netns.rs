@@ -408,16 +408,6 @@ impl ClientServer {
         Ok(ClientServer { client, server })
     }
 
-    /// Like [`ClientServer::new`], with netbeast usable (and cleaned up) in
-    /// the server namespace; see [`Netns::with_netbeast`].
-    pub fn with_netbeast(tag: &str, binary: impl Into<PathBuf>) -> Result<Self> {
-        let ClientServer { client, server } = Self::new(tag)?;
-        Ok(ClientServer {
-            client,
-            server: server.with_netbeast(binary),
-        })
-    }
-
     /// The server's address and `port`.
     pub fn server_addr(&self, port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(SERVER_ADDR, port)
@@ -1039,18 +1029,20 @@ fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 // ---------------------------------------------------------------------------
-// A firewall on the server of a client/server pair
+// A firewall on one host of a topology
 
-/// What filters the server's incoming traffic in a [`Testbed`].
+/// What filters a host's traffic in a scenario: netbeast, or the kernel's own
+/// iptables as the oracle. Scenarios drive both with the same iptables
+/// command lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Firewall {
-    /// netbeast attached (XDP) to the server's veth; `attach` gets `attach_args`
-    /// after the interface (e.g. `--mode skb`).
+    /// netbeast attached (XDP) to the host's interfaces; `attach` gets
+    /// `attach_args` after the interfaces (e.g. `--mode skb`).
     Netbeast {
         binary: PathBuf,
         attach_args: Vec<String>,
     },
-    /// The kernel's own iptables in the server namespace: the oracle. What it
+    /// The kernel's own iptables in the host's namespace: the oracle. What it
     /// does with a scenario is what netbeast must do.
     Iptables,
 }
@@ -1071,10 +1063,92 @@ impl Firewall {
             attach_args: attach_args.iter().map(|a| a.to_string()).collect(),
         }
     }
+
+    pub fn is_netbeast(&self) -> bool {
+        matches!(self, Firewall::Netbeast { .. })
+    }
+
+    /// Makes `host` clean up after this firewall when it drops (netbeast:
+    /// `detach --all`; iptables rules go with the namespace).
+    pub fn guard(&self, host: Netns) -> Netns {
+        match self {
+            Firewall::Netbeast { binary, .. } => host.with_netbeast(binary),
+            Firewall::Iptables => host,
+        }
+    }
+
+    /// Attaches netbeast to `ifaces` of `host` (a no-op for iptables, which
+    /// sees every interface). `host` must come from [`Firewall::guard`].
+    pub fn attach(&self, host: &Netns, ifaces: &[&str]) -> Result<()> {
+        if let Firewall::Netbeast { attach_args, .. } = self {
+            let mut args = vec!["attach"];
+            args.extend_from_slice(ifaces);
+            args.extend(attach_args.iter().map(String::as_str));
+            host.netbeast_ok(&args)?;
+        }
+        Ok(())
+    }
+
+    /// One iptables command line in `host`, without the leading `iptables`
+    /// (`"-A INPUT -p tcp --dport 22 -j ACCEPT"`), split on whitespace; any
+    /// exit status.
+    pub fn iptables(&self, host: &Netns, line: &str) -> Result<Output> {
+        match self {
+            Firewall::Netbeast { .. } => host.netbeast_iptables(line),
+            Firewall::Iptables => {
+                let args: Vec<&str> = line.split_whitespace().collect();
+                host.run("iptables", &args)
+            }
+        }
+    }
+
+    /// Like [`Firewall::iptables`], but the command must succeed; returns stdout.
+    pub fn iptables_ok(&self, host: &Netns, line: &str) -> Result<String> {
+        let output = self.iptables(host, line)?;
+        checked(format!("iptables {line} (in {})", host.name()), output)
+    }
+
+    /// The ruleset of `host` in iptables-save format (`netbeast save`,
+    /// `iptables-save -t filter`).
+    pub fn save(&self, host: &Netns) -> Result<String> {
+        match self {
+            Firewall::Netbeast { .. } => host.netbeast_ok(&["save"]),
+            Firewall::Iptables => host.run_ok("iptables-save", &["-t", "filter"]),
+        }
+    }
+
+    /// `netbeast restore ARGS` / `iptables-restore ARGS` in `host`, with
+    /// `input` on stdin; any exit status.
+    pub fn restore(&self, host: &Netns, args: &[&str], input: &str) -> Result<Output> {
+        match self {
+            Firewall::Netbeast { .. } => {
+                let mut argv = vec!["restore"];
+                argv.extend_from_slice(args);
+                host.netbeast_with_input(&argv, input)
+            }
+            Firewall::Iptables => {
+                let mut command = host.command("iptables-restore");
+                command.args(args);
+                with_input(command, input)
+            }
+        }
+    }
+
+    /// Chain `chain` of `iptables -L CHAIN -v -x -n --line-numbers` in `host`.
+    pub fn list(&self, host: &Netns, chain: &str) -> Result<ListedChain> {
+        let line = format!("-L {chain} -v -x -n --line-numbers");
+        let text = self.iptables_ok(host, &line)?;
+        parse_listing(&text, chain).ok_or_else(|| NetnsError::CommandFailed {
+            command: format!("iptables {line}"),
+            status: ExitStatus::default(),
+            stdout: text.clone(),
+            stderr: format!("unreadable listing of chain {chain}:\n{text}"),
+        })
+    }
 }
 
-/// A [`ClientServer`] pair whose server is guarded by a [`Firewall`], driven
-/// with the same iptables command lines whichever firewall it is.
+/// A [`ClientServer`] pair whose server is guarded by a [`Firewall`]
+/// attached to [`SERVER_IFACE`].
 #[derive(Debug)]
 pub struct Testbed {
     pub net: ClientServer,
@@ -1082,22 +1156,15 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds the pair and, for netbeast, attaches it to [`SERVER_IFACE`]
-    /// (cleaned up with `detach --all` when the testbed drops).
+    /// Builds the pair and attaches the firewall to the server's veth; with
+    /// netbeast, dropping the testbed runs `detach --all` in the server.
     pub fn new(tag: &str, firewall: Firewall) -> Result<Self> {
-        let net = match &firewall {
-            Firewall::Netbeast {
-                binary,
-                attach_args,
-            } => {
-                let net = ClientServer::with_netbeast(tag, binary)?;
-                let mut args = vec!["attach", SERVER_IFACE];
-                args.extend(attach_args.iter().map(String::as_str));
-                net.server.netbeast_ok(&args)?;
-                net
-            }
-            Firewall::Iptables => ClientServer::new(tag)?,
+        let ClientServer { client, server } = ClientServer::new(tag)?;
+        let net = ClientServer {
+            client,
+            server: firewall.guard(server),
         };
+        firewall.attach(&net.server, &[SERVER_IFACE])?;
         Ok(Testbed { net, firewall })
     }
 
@@ -1109,64 +1176,114 @@ impl Testbed {
         &self.net.server
     }
 
-    /// One iptables command line, without the leading `iptables`
-    /// (`"-A INPUT -p tcp --dport 22 -j ACCEPT"`), split on whitespace; any
-    /// exit status.
+    /// [`Firewall::iptables`] in the server.
     pub fn iptables(&self, line: &str) -> Result<Output> {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        match &self.firewall {
-            Firewall::Netbeast { .. } => self.net.server.netbeast_iptables(line),
-            Firewall::Iptables => self.net.server.run("iptables", &args),
-        }
+        self.firewall.iptables(&self.net.server, line)
     }
 
-    /// Like [`Testbed::iptables`], but the command must succeed; returns stdout.
+    /// [`Firewall::iptables_ok`] in the server.
     pub fn iptables_ok(&self, line: &str) -> Result<String> {
-        let output = self.iptables(line)?;
-        checked(format!("iptables {line}"), output)
+        self.firewall.iptables_ok(&self.net.server, line)
     }
 
-    /// The ruleset in iptables-save format (`netbeast save`, `iptables-save`).
+    /// [`Firewall::save`] of the server.
     pub fn save(&self) -> Result<String> {
-        match &self.firewall {
-            Firewall::Netbeast { .. } => self.net.server.netbeast_ok(&["save"]),
-            Firewall::Iptables => self.net.server.run_ok("iptables-save", &["-t", "filter"]),
-        }
+        self.firewall.save(&self.net.server)
     }
 
-    /// `netbeast restore ARGS` / `iptables-restore ARGS`, with `input` on
-    /// stdin; any exit status.
+    /// [`Firewall::restore`] in the server.
     pub fn restore(&self, args: &[&str], input: &str) -> Result<Output> {
-        match &self.firewall {
-            Firewall::Netbeast { .. } => {
-                let mut argv = vec!["restore"];
-                argv.extend_from_slice(args);
-                self.net.server.netbeast_with_input(&argv, input)
-            }
-            Firewall::Iptables => {
-                let mut command = self.net.server.command("iptables-restore");
-                command.args(args);
-                with_input(command, input)
-            }
-        }
+        self.firewall.restore(&self.net.server, args, input)
     }
 
-    /// Chain `chain` of `iptables -L CHAIN -v -x -n --line-numbers`.
+    /// [`Firewall::list`] of the server.
     pub fn list(&self, chain: &str) -> Result<ListedChain> {
-        let line = format!("-L {chain} -v -x -n --line-numbers");
-        let text = self.iptables_ok(&line)?;
-        parse_listing(&text, chain).ok_or_else(|| NetnsError::CommandFailed {
-            command: format!("iptables {line}"),
-            status: ExitStatus::default(),
-            stdout: text.clone(),
-            stderr: format!("unreadable listing of chain {chain}:\n{text}"),
-        })
+        self.firewall.list(&self.net.server, chain)
     }
 
     /// Connects from the client to each server port at once.
     pub fn connect(&self, ports: &[u16], timeout: Duration) -> Result<Vec<ConnectOutcome>> {
         let addrs: Vec<_> = ports.iter().map(|&p| self.net.server_addr(p)).collect();
         tcp_connect_all(&self.net.client, &addrs, timeout)
+    }
+}
+
+/// Interfaces and addresses of [`Routed`]: client — router — server, one
+/// subnet on each side.
+pub const ROUTED_CLIENT_IFACE: &str = "nbt-c";
+pub const ROUTER_CLIENT_IFACE: &str = "nbt-r0";
+pub const ROUTER_SERVER_IFACE: &str = "nbt-r1";
+pub const ROUTED_SERVER_IFACE: &str = "nbt-s";
+pub const ROUTED_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 1, 2);
+pub const ROUTER_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 1, 1);
+pub const ROUTER_SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 2, 1);
+pub const ROUTED_SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 2, 2);
+
+/// Three hosts: `client` and `server` on two subnets, `router` between them
+/// with forwarding on, guarded by a [`Firewall`] attached to both of its
+/// interfaces. Fields drop in order: client, router (firewall cleanup), server.
+#[derive(Debug)]
+pub struct Routed {
+    pub client: Netns,
+    pub router: Netns,
+    pub server: Netns,
+    pub firewall: Firewall,
+}
+
+impl Routed {
+    pub fn new(tag: &str, firewall: Firewall) -> Result<Self> {
+        let client = Netns::new(&format!("{tag}-c"))?;
+        let router = firewall.guard(Netns::new(&format!("{tag}-r"))?);
+        let server = Netns::new(&format!("{tag}-s"))?;
+        let prefixed = |addr: Ipv4Addr| format!("{addr}/{TOPOLOGY_PREFIX_LEN}");
+        veth_pair(
+            &client,
+            ROUTED_CLIENT_IFACE,
+            &prefixed(ROUTED_CLIENT_ADDR),
+            &router,
+            ROUTER_CLIENT_IFACE,
+            &prefixed(ROUTER_CLIENT_ADDR),
+        )?;
+        veth_pair(
+            &router,
+            ROUTER_SERVER_IFACE,
+            &prefixed(ROUTER_SERVER_ADDR),
+            &server,
+            ROUTED_SERVER_IFACE,
+            &prefixed(ROUTED_SERVER_ADDR),
+        )?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        client.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_CLIENT_ADDR.to_string(),
+        ])?;
+        server.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_SERVER_ADDR.to_string(),
+        ])?;
+        // The ends without an XDP program need NAPI to take frames that the
+        // router's program redirects (forwarding fast path) or sends back
+        // (REJECT); see [`Netns::set_gro`].
+        client.set_gro(ROUTED_CLIENT_IFACE, true)?;
+        server.set_gro(ROUTED_SERVER_IFACE, true)?;
+        firewall.attach(&router, &[ROUTER_CLIENT_IFACE, ROUTER_SERVER_IFACE])?;
+        Ok(Routed {
+            client,
+            router,
+            server,
+            firewall,
+        })
+    }
+
+    /// [`Firewall::iptables_ok`] in the router.
+    pub fn iptables_ok(&self, line: &str) -> Result<String> {
+        self.firewall.iptables_ok(&self.router, line)
     }
 }
 

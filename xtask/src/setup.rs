@@ -114,6 +114,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     rust_src(&mut steps, rustc.as_ref());
     bpf_linker(&mut steps, rustc.as_ref());
     bpffs(&mut steps);
+    bpffs_alias(&mut steps);
     let elapsed = started.elapsed().as_secs_f64();
     if steps.failed.is_empty() {
         println!("setup: done in {elapsed:.1} s");
@@ -635,6 +636,46 @@ fn bpffs(steps: &mut Steps) {
         ),
         None => steps.report(Status::Failed, STEP, "could not run mount"),
     }
+}
+
+/// netbeast's second view of bpffs, outside /sys: `ip netns exec` remounts
+/// /sys (hiding /sys/fs/bpf) but keeps /run, so commands run through it still
+/// reach the same pins (netbeast's state.rs, BPFFS_ALIAS).
+const BPFFS_ALIAS: &str = "/run/netbeast/bpffs";
+
+fn bpffs_alias(steps: &mut Steps) {
+    const STEP: &str = "bpffs alias";
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounted_at(&mounts, BPFFS_ALIAS) {
+        steps.report(Status::Ok, STEP, format!("{BPFFS} also at {BPFFS_ALIAS}"));
+        return;
+    }
+    if steps.dry_run || !cmd::is_root() || !bpffs_mounted(&mounts) {
+        steps.report(
+            Status::Warning,
+            STEP,
+            format!("{BPFFS_ALIAS} not mounted; netbeast (run as root outside `ip netns exec`) binds it"),
+        );
+        return;
+    }
+    let _ = std::fs::create_dir_all(BPFFS_ALIAS);
+    match cmd::capture("mount", ["--bind", BPFFS, BPFFS_ALIAS]) {
+        Some(out) if out.status.success() => {
+            steps.report(Status::Installed, STEP, format!("{BPFFS} bound at {BPFFS_ALIAS}"))
+        }
+        _ => steps.report(
+            Status::Failed,
+            STEP,
+            format!("`mount --bind {BPFFS} {BPFFS_ALIAS}` failed"),
+        ),
+    }
+}
+
+fn mounted_at(proc_mounts: &str, path: &str) -> bool {
+    proc_mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&path) && fields.get(2) == Some(&"bpf")
+    })
 }
 
 fn bpffs_mounted(proc_mounts: &str) -> bool {

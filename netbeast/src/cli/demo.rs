@@ -148,20 +148,25 @@ pub fn run() -> anyhow::Result<()> {
     println!("netbeast demo: the firewall examples of \"iptables - a beast worth training\"");
     println!();
     println!("Two hosts in their own network namespaces, joined by a veth pair:");
-    let net = ClientServer::with_netbeast("demo", &exe).context("creating the namespaces")?;
+    let firewall = Firewall::netbeast(&exe);
+    let ClientServer { client, server } =
+        ClientServer::new("demo").context("creating the namespaces")?;
+    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
+    let bed = Testbed {
+        net: ClientServer {
+            client,
+            server: firewall.guard(server),
+        },
+        firewall,
+    };
     println!(
         "  client  {CLIENT_ADDR:<12} {CLIENT_IFACE:<6} (namespace {})",
-        net.client.name()
+        bed.client().name()
     );
     println!(
         "  server  {SERVER_ADDR:<12} {SERVER_IFACE:<6} (namespace {})",
-        net.server.name()
+        bed.server().name()
     );
-    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
-    let bed = Testbed {
-        net,
-        firewall: Firewall::netbeast(&exe),
-    };
     interrupt.check()?;
 
     let attach = bed
@@ -273,7 +278,11 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn print_indented(text: &str) {
-    for line in text.trim_end().lines() {
-        println!("  {}", line.trim_end());
+    for line in text.trim_end().lines().map(str::trim_end) {
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("  {line}");
+        }
     }
 }

@@ -172,7 +172,7 @@ pub(super) fn l4_keys(
         }
         let end = flips.get(i).map_or(L4_KEYS, |&(key, _)| key as usize);
         let class = interner.intern(&v, plan.name, f)?;
-        table[start..end].fill(class);
+        fill(&mut table[start..end], class);
         if end == L4_KEYS {
             break;
         }
@@ -183,6 +183,22 @@ pub(super) fn l4_keys(
         default_class: table[netbeast_common::L4_NONE as usize],
         table,
     })
+}
+
+/// `slice.fill(value)` by doubling memcpys: the same in release builds,
+/// and ~10x faster in the debug builds that run the property tests, where
+/// the element-wise `fill` loop dominated the compile time.
+fn fill(slice: &mut [u32], value: u32) {
+    let Some(first) = slice.first_mut() else {
+        return;
+    };
+    *first = value;
+    let mut filled = 1;
+    while filled < slice.len() {
+        let n = filled.min(slice.len() - filled);
+        slice.copy_within(0..n, filled);
+        filled += n;
+    }
 }
 
 pub(super) struct EntryTable<T> {

@@ -3,14 +3,14 @@
 
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
-use crate::rules::model::{IcmpType, Match, MultiportKind, PortRange, Rule};
+use crate::rules::model::{IcmpType, Match, MultiportKind, Negatable, PortRange, Rule};
 
 /// Sorted, disjoint, non-adjacent inclusive ranges of L4 keys.
 pub(super) type Keys = Vec<(u32, u32)>;
 
 /// The keys a port or ICMP type/code can take: never `L4_NONE` or
 /// `L4_FRAGMENT`, so even a negated port match fails on those packets.
-const REAL: (u32, u32) = (0, 65535);
+const REAL: (u32, u32) = (0, 65536);
 
 /// One rule slot: the user's rule and its conditions on L4A and L4B
 /// (`None` = no condition). The other fields come from the rule itself.
@@ -99,12 +99,14 @@ fn negatable(keys: Keys, negated: bool) -> Keys {
 /// for matches that do not look at L4 keys.
 fn condition(m: &Match) -> Option<Vec<Term>> {
     match m {
+        // Even without --sport or --dport, `-m tcp`/`-m udp` needs a port
+        // header: it never matches fragments or short headers.
         Match::Ports { sport, dport, .. } => {
-            let range = |r: &PortRange| single_range(*r);
-            Some(vec![[
-                sport.as_ref().map(|s| negatable(range(&s.value), s.negated)),
-                dport.as_ref().map(|d| negatable(range(&d.value), d.negated)),
-            ]])
+            let keys = |r: &Option<Negatable<PortRange>>| match r {
+                Some(r) => negatable(single_range(r.value), r.negated),
+                None => vec![REAL],
+            };
+            Some(vec![[Some(keys(sport)), Some(keys(dport))]])
         }
         Match::Icmp(t) => Some(match (t.value, t.negated) {
             (IcmpType::Any, negated) => vec![[Some(negatable(vec![REAL], negated)), None]],
@@ -210,7 +212,27 @@ pub(super) fn expand(rule: &Rule) -> Vec<Term> {
         terms = next;
     }
     terms.retain(|t| t.iter().all(|keys| keys.as_ref().is_none_or(|k| !k.is_empty())));
+    for t in &mut terms {
+        drop_implied(t);
+    }
     terms
+}
+
+/// A packet's two L4 keys are both real (ports, type/code), both
+/// `L4_NONE` or both `L4_FRAGMENT`. So "any real key" on one field is
+/// implied by a condition on the other field that only real keys meet, and
+/// dropping it spares the kernel a lookup.
+fn drop_implied(term: &mut Term) {
+    let only_real = |keys: &Option<Keys>| {
+        keys.as_ref()
+            .is_some_and(|k| k.last().is_some_and(|&(_, hi)| hi <= REAL.1))
+    };
+    let any_real = |keys: &Option<Keys>| keys.as_deref() == Some(&[REAL][..]);
+    if any_real(&term[0]) && only_real(&term[1]) {
+        term[0] = None;
+    } else if any_real(&term[1]) && only_real(&term[0]) {
+        term[1] = None;
+    }
 }
 
 /// Slots the rules take, for the message of the rule limit.
@@ -224,11 +246,11 @@ mod tests {
 
     #[test]
     fn complement_and_intersect() {
-        let k = normalize(vec![(5, 9), (1, 2), (3, 3), (20, 20)]);
-        assert_eq!(k, vec![(1, 9), (20, 20)]);
+        let k = normalize(vec![(5, 9), (1, 2), (3, 3), (20, 20), (6, 7)]);
+        assert_eq!(k, vec![(1, 3), (5, 9), (20, 20)]);
         assert_eq!(
             complement(&k, REAL),
-            vec![(0, 0), (10, 19), (21, 65535)]
+            vec![(0, 0), (4, 4), (10, 19), (21, 65535)]
         );
         assert_eq!(complement(&vec![REAL], REAL), vec![]);
         assert_eq!(

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use netbeast_common::{
     CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
-    RULE_WORDS, chain, field, reject, target,
+    chain, field, reject, target,
 };
 use proptest::prelude::*;
-use proptest::sample::select;
 
 use super::*;
 use crate::rules::model::{
@@ -95,152 +94,234 @@ fn interfaces() -> Vec<Interface> {
     .collect()
 }
 
-// ---------------------------------------------------------------- rules
+// ---------------------------------------------------------------- dice
+// Proptest draws one 64-bit seed per rule and per packet, and a small
+// generator turns each seed into a value. Building rules with proptest's
+// own combinators costs ~0.2 ms per rule in debug builds, far too slow for
+// 10,000 cases; seeds are cheap, and shrinking still removes rules and
+// packets one by one, which is what makes a failure readable.
 
-fn negatable<T: std::fmt::Debug + Clone>(
-    value: impl Strategy<Value = T>,
-) -> impl Strategy<Value = Negatable<T>> {
-    (prop::bool::weighted(0.3), value).prop_map(|(negated, value)| Negatable { negated, value })
-}
+/// splitmix64: a seed's choices, one after another.
+struct Dice(u64);
 
-fn net() -> impl Strategy<Value = Ipv4Net> {
-    select(NETS).prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len))
-}
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 
-fn iface() -> impl Strategy<Value = IfaceName> {
-    select(PATTERNS).prop_map(|(name, wildcard)| IfaceName {
-        name: name.to_string(),
-        wildcard,
-    })
-}
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
 
-fn port_range() -> impl Strategy<Value = PortRange> {
-    prop_oneof![
-        2 => select(PORTS).prop_map(|p| PortRange { first: p, last: p }),
-        1 => (select(PORTS), select(PORTS)).prop_map(|(a, b)| PortRange {
+    /// True with probability `percent`%.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<T: Copy>(&mut self, pool: &[T]) -> T {
+        pool[self.below(pool.len())]
+    }
+
+    /// An index into `weights`, each chosen in proportion to its weight.
+    fn weighted(&mut self, weights: &[u64]) -> usize {
+        let mut r = self.next() % weights.iter().sum::<u64>();
+        for (i, &w) in weights.iter().enumerate() {
+            if r < w {
+                return i;
+            }
+            r -= w;
+        }
+        unreachable!("r is below the sum of the weights")
+    }
+
+    fn maybe<T>(&mut self, percent: u64, value: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        self.chance(percent).then(|| value(self))
+    }
+
+    fn negatable<T>(&mut self, value: impl FnOnce(&mut Self) -> T) -> Negatable<T> {
+        let negated = self.chance(30);
+        Negatable {
+            negated,
+            value: value(self),
+        }
+    }
+
+    fn net(&mut self) -> Ipv4Net {
+        let (addr, len) = self.pick(NETS);
+        Ipv4Net::new(Ipv4Addr::from(addr), len)
+    }
+
+    fn iface(&mut self) -> IfaceName {
+        let (name, wildcard) = self.pick(PATTERNS);
+        IfaceName {
+            name: name.to_string(),
+            wildcard,
+        }
+    }
+
+    fn port_range(&mut self) -> PortRange {
+        let a = self.pick(PORTS);
+        let b = if self.chance(35) { self.pick(PORTS) } else { a };
+        PortRange {
             first: a.min(b),
             last: a.max(b),
-        }),
-    ]
-}
-
-fn icmp_type() -> impl Strategy<Value = IcmpType> {
-    prop_oneof![
-        1 => Just(IcmpType::Any),
-        2 => select(ICMP_TYPES).prop_map(|t| IcmpType::Type { icmp_type: t, code: None }),
-        2 => (select(ICMP_TYPES), select(ICMP_CODES))
-            .prop_map(|(t, c)| IcmpType::Type { icmp_type: t, code: Some(c) }),
-    ]
-}
-
-fn l4_matches(protocol: Option<Negatable<u8>>) -> BoxedStrategy<Vec<Match>> {
-    match protocol {
-        Some(Negatable {
-            negated: false,
-            value: p @ (6 | 17),
-        }) => {
-            let ports = (
-                prop::option::weighted(0.5, negatable(port_range())),
-                prop::option::weighted(0.6, negatable(port_range())),
-            )
-                .prop_map(move |(sport, dport)| Match::Ports {
-                    protocol: p,
-                    sport,
-                    dport,
-                });
-            let multiport = (
-                select(&[
-                    MultiportKind::Source,
-                    MultiportKind::Destination,
-                    MultiportKind::Either,
-                ][..]),
-                prop::bool::weighted(0.3),
-                prop::collection::vec(port_range(), 1..4),
-            )
-                .prop_map(|(kind, negated, ports)| Match::Multiport {
-                    kind,
-                    negated,
-                    ports,
-                });
-            prop::collection::vec(prop_oneof![ports, multiport], 0..3).boxed()
         }
-        Some(Negatable {
-            negated: false,
-            value: 1,
-        }) => prop::collection::vec(negatable(icmp_type()).prop_map(Match::Icmp), 0..2).boxed(),
-        _ => Just(Vec::new()).boxed(),
     }
-}
 
-fn target() -> impl Strategy<Value = Target> {
-    prop_oneof![
-        2 => Just(Target::None),
-        2 => Just(Target::Accept),
-        2 => Just(Target::Drop),
-        1 => select(&[
-            RejectWith::IcmpPortUnreachable,
-            RejectWith::TcpReset,
-            RejectWith::IcmpAdminProhibited,
-        ][..]).prop_map(Target::Reject),
-    ]
-}
+    fn icmp_type(&mut self) -> IcmpType {
+        match self.weighted(&[1, 2, 2]) {
+            0 => IcmpType::Any,
+            1 => IcmpType::Type {
+                icmp_type: self.pick(ICMP_TYPES),
+                code: None,
+            },
+            _ => IcmpType::Type {
+                icmp_type: self.pick(ICMP_TYPES),
+                code: Some(self.pick(ICMP_CODES)),
+            },
+        }
+    }
 
-fn rule() -> impl Strategy<Value = Rule> {
-    let protocol = prop_oneof![
-        3 => Just(None),
-        4 => Just(Some(Negatable::is(6))),
-        3 => Just(Some(Negatable::is(17))),
-        2 => Just(Some(Negatable::is(1))),
-        1 => select(&[0u8, 1, 6, 17, 47][..]).prop_map(|p| Some(Negatable::not(p))),
-        1 => select(&[0u8, 47, 50][..]).prop_map(|p| Some(Negatable::is(p))),
-    ];
-    protocol.prop_flat_map(|protocol| {
-        let addresses = (
-            prop::option::weighted(0.4, negatable(net())),
-            prop::option::weighted(0.3, negatable(net())),
-        );
-        let ifaces = (
-            prop::option::weighted(0.2, negatable(iface())),
-            prop::option::weighted(0.15, negatable(iface())),
-        );
-        let fragment = prop_oneof![8 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))];
-        let macs = prop::collection::vec(
-            negatable(select(MACS)).prop_map(Match::MacSource),
-            0..3,
-        );
-        let extras = (macs, prop::bool::weighted(0.1), prop::bool::weighted(0.85));
-        (
-            Just(protocol.clone()),
-            addresses,
-            ifaces,
-            fragment,
-            l4_matches(protocol),
-            extras,
-            target(),
-        )
-            .prop_map(
-                |(protocol, (source, destination), (in_iface, out_iface), fragment, l4, (macs, comment, few_macs), target)| {
-                    let mut matches = l4;
-                    // Most rules name at most one MAC; some name several.
-                    let macs = if few_macs { macs.into_iter().take(1).collect() } else { macs };
-                    matches.extend(macs);
-                    if comment {
-                        matches.push(Match::Comment("a comment".to_string()));
+    /// Port, multiport and ICMP matches, as the parser allows them for the
+    /// rule's protocol.
+    fn l4_matches(&mut self, protocol: Option<&Negatable<u8>>) -> Vec<Match> {
+        let mut matches = Vec::new();
+        match protocol {
+            Some(&Negatable {
+                negated: false,
+                value: p @ (6 | 17),
+            }) => {
+                for _ in 0..self.weighted(&[3, 4, 2]) {
+                    if self.chance(55) {
+                        matches.push(Match::Ports {
+                            protocol: p,
+                            sport: self.maybe(45, |d| d.negatable(Dice::port_range)),
+                            dport: self.maybe(65, |d| d.negatable(Dice::port_range)),
+                        });
+                    } else {
+                        let kind = self.pick(&[
+                            MultiportKind::Source,
+                            MultiportKind::Destination,
+                            MultiportKind::Either,
+                        ]);
+                        let negated = self.chance(30);
+                        let ports = (0..1 + self.below(3)).map(|_| self.port_range()).collect();
+                        matches.push(Match::Multiport {
+                            kind,
+                            negated,
+                            ports,
+                        });
                     }
-                    Rule {
-                        protocol,
-                        source,
-                        destination,
-                        in_iface,
-                        out_iface,
-                        fragment,
-                        matches,
-                        target,
-                        counter: Default::default(),
-                    }
-                },
-            )
-    })
+                }
+            }
+            Some(&Negatable {
+                negated: false,
+                value: 1,
+            }) => {
+                if self.chance(70) {
+                    matches.push(Match::Icmp(self.negatable(Dice::icmp_type)));
+                }
+            }
+            _ => {}
+        }
+        matches
+    }
+
+    fn target(&mut self) -> Target {
+        match self.weighted(&[2, 2, 2, 1]) {
+            0 => Target::None,
+            1 => Target::Accept,
+            2 => Target::Drop,
+            _ => Target::Reject(self.pick(&[
+                RejectWith::IcmpPortUnreachable,
+                RejectWith::TcpReset,
+                RejectWith::IcmpAdminProhibited,
+            ])),
+        }
+    }
+
+    fn rule(&mut self) -> Rule {
+        let protocol = match self.weighted(&[3, 4, 3, 2, 1, 1]) {
+            0 => None,
+            1 => Some(Negatable::is(6)),
+            2 => Some(Negatable::is(17)),
+            3 => Some(Negatable::is(1)),
+            4 => Some(Negatable::not(self.pick(&[0u8, 1, 6, 17, 47]))),
+            _ => Some(Negatable::is(self.pick(&[0u8, 47, 50]))),
+        };
+        let mut matches = self.l4_matches(protocol.as_ref());
+        // Most rules name at most one MAC; some name two.
+        for _ in 0..self.weighted(&[16, 3, 1]) {
+            matches.push(Match::MacSource(self.negatable(|d| d.pick(MACS))));
+        }
+        if self.chance(10) {
+            matches.push(Match::Comment("a comment".to_string()));
+        }
+        Rule {
+            protocol,
+            source: self.maybe(40, |d| d.negatable(Dice::net)),
+            destination: self.maybe(30, |d| d.negatable(Dice::net)),
+            in_iface: self.maybe(20, |d| d.negatable(Dice::iface)),
+            out_iface: self.maybe(15, |d| d.negatable(Dice::iface)),
+            fragment: [None, Some(true), Some(false)][self.weighted(&[8, 1, 1])],
+            matches,
+            target: self.target(),
+            counter: Default::default(),
+        }
+    }
+
+    fn addr(&mut self) -> Ipv4Addr {
+        if self.chance(80) {
+            Ipv4Addr::from(self.pick(ADDRS))
+        } else {
+            Ipv4Addr::from(self.next() as u32)
+        }
+    }
+
+    fn port(&mut self) -> u16 {
+        match self.weighted(&[4, 1, 1]) {
+            0 => self.pick(PORTS),
+            1 => self.pick(PORTS).wrapping_add(1),
+            _ => self.next() as u16,
+        }
+    }
+
+    fn packet(&mut self) -> PacketView {
+        let protocol = match self.weighted(&[4, 3, 2, 1, 1]) {
+            0 => 6,
+            1 => 17,
+            2 => 1,
+            3 => self.pick(&[0u8, 47, 50]),
+            _ => self.next() as u8,
+        };
+        let truncated = self.chance(8);
+        let l4 = match protocol {
+            _ if truncated => None,
+            6 | 17 => Some(L4Header::Ports {
+                source: self.port(),
+                destination: self.port(),
+            }),
+            1 => Some(L4Header::Icmp {
+                icmp_type: if self.chance(80) { self.pick(ICMP_TYPES) } else { self.next() as u8 },
+                code: if self.chance(80) { self.pick(ICMP_CODES) } else { self.next() as u8 },
+            }),
+            _ => None,
+        };
+        PacketView {
+            src: self.addr(),
+            dst: self.addr(),
+            protocol,
+            fragment_offset_nonzero: self.chance(10),
+            l4,
+            in_ifindex: self.below(10) as u32,
+            out_ifindex: self.below(10) as u32,
+            mac_source: if self.chance(80) { self.pick(MACS) } else { [0x0a, 0, 0, 0, 0, self.next() as u8] },
+        }
+    }
 }
 
 fn chain_of(name: &str, policy: Policy, rules: Vec<Rule>) -> Chain {
@@ -262,103 +343,66 @@ fn ruleset_of(input: Vec<Rule>, forward: Vec<Rule>, output: Vec<Rule>) -> Rulese
     ruleset
 }
 
-/// Mostly small chains (where bugs are easy to read), some of a few hundred
-/// rules (where several words and summary bits are in play).
-fn ruleset() -> impl Strategy<Value = Ruleset> {
-    let big = prop_oneof![
+fn rules_from(seeds: &[u64]) -> Vec<Rule> {
+    seeds.iter().map(|&s| Dice(s).rule()).collect()
+}
+
+/// Seeds of a ruleset: one chain of mostly few rules (where bugs are easy
+/// to read), sometimes a few hundred (several words and summary bits in
+/// play), and two short chains; which chain is the long one varies.
+fn ruleset_seeds() -> impl Strategy<Value = (usize, Vec<u64>, Vec<u64>, Vec<u64>)> {
+    let long = prop_oneof![
         10 => 1..12usize,
         4 => 12..70usize,
         1 => 70..300usize,
     ]
-    .prop_flat_map(|n| prop::collection::vec(rule(), n));
-    let small = || prop::collection::vec(rule(), 0..6);
-    (0..3usize, big, small(), small()).prop_map(|(at, big, a, b)| {
-        let mut chains = vec![a, b];
-        chains.insert(at, big);
-        let output = chains.pop().unwrap();
-        let forward = chains.pop().unwrap();
-        let input = chains.pop().unwrap();
-        ruleset_of(input, forward, output)
-    })
+    .prop_flat_map(|n| prop::collection::vec(any::<u64>(), n));
+    let short = || prop::collection::vec(any::<u64>(), 0..6);
+    (0..3usize, long, short(), short())
 }
 
-// ---------------------------------------------------------------- packets
-
-fn addr() -> impl Strategy<Value = Ipv4Addr> {
-    prop_oneof![
-        4 => select(ADDRS).prop_map(Ipv4Addr::from),
-        1 => any::<u32>().prop_map(Ipv4Addr::from),
-    ]
+fn ruleset_from(seeds: &(usize, Vec<u64>, Vec<u64>, Vec<u64>)) -> Ruleset {
+    let (at, long, a, b) = seeds;
+    let mut chains = vec![rules_from(a), rules_from(b)];
+    chains.insert(*at, rules_from(long));
+    let output = chains.pop().unwrap();
+    let forward = chains.pop().unwrap();
+    let input = chains.pop().unwrap();
+    ruleset_of(input, forward, output)
 }
 
-fn port() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        4 => select(PORTS),
-        1 => select(PORTS).prop_map(|p| p.wrapping_add(1)),
-        1 => any::<u16>(),
-    ]
-}
-
-fn packet() -> impl Strategy<Value = PacketView> {
-    let protocol = prop_oneof![
-        4 => Just(6u8),
-        3 => Just(17u8),
-        2 => Just(1u8),
-        1 => select(&[0u8, 47, 50][..]),
-        1 => any::<u8>(),
-    ];
-    let icmp = (
-        prop_oneof![4 => select(ICMP_TYPES), 1 => any::<u8>()],
-        prop_oneof![4 => select(ICMP_CODES), 1 => any::<u8>()],
-    );
-    let mac = prop_oneof![4 => select(MACS), 1 => any::<[u8; 6]>()];
-    (
-        (addr(), addr(), protocol),
-        (prop::bool::weighted(0.1), prop::bool::weighted(0.08)),
-        (port(), port(), icmp),
-        (0..10u32, 0..10u32, mac),
-    )
-        .prop_map(
-            |((src, dst, protocol), (fragment, truncated), (sport, dport, (t, c)), (in_ifindex, out_ifindex, mac_source))| {
-                let l4 = match protocol {
-                    _ if truncated => None,
-                    6 | 17 => Some(L4Header::Ports {
-                        source: sport,
-                        destination: dport,
-                    }),
-                    1 => Some(L4Header::Icmp { icmp_type: t, code: c }),
-                    _ => None,
-                };
-                PacketView {
-                    src,
-                    dst,
-                    protocol,
-                    fragment_offset_nonzero: fragment,
-                    l4,
-                    in_ifindex,
-                    out_ifindex,
-                    mac_source,
-                }
-            },
-        )
+fn packets_from(seeds: &[u64]) -> Vec<PacketView> {
+    seeds.iter().map(|&s| Dice(s).packet()).collect()
 }
 
 // ---------------------------------------------------------------- checks
 
-/// What the tables promise the loader and the kernel, independent of any
-/// packet: dense ids, consistent summaries, no bits past a chain's rules,
-/// no duplicate vectors, complete tables.
-fn check_tables(compiled: &CompiledRuleset) {
+/// What the class list promises the loader and the kernel: dense ids,
+/// summaries that match the words, no duplicate vectors, no bits past the
+/// longest chain.
+fn check_classes(compiled: &CompiledRuleset) {
     let base = compiled.generation * CLASS_ID_GEN_STRIDE;
+    let longest = compiled.chains.iter().map(|c| c.config.rule_count as usize).max().unwrap();
     let mut seen = std::collections::HashSet::new();
     for (n, class) in compiled.classes.iter().enumerate() {
         assert_eq!(class.id, base + n as u32, "class ids are dense");
+        let mut summary = [0u64; netbeast_common::SUMMARY_WORDS];
         for (w, &word) in class.vector.words.iter().enumerate() {
-            let summary = class.vector.summary[w / 64] >> (w % 64) & 1 == 1;
-            assert_eq!(summary, word != 0, "summary bit {w} of class {}", class.id);
+            if word != 0 {
+                summary[w / 64] |= 1 << (w % 64);
+                assert!(w * 64 < longest, "class {} has bits past every chain", class.id);
+            }
         }
-        assert!(seen.insert(class.vector.words.to_vec()), "class {} is a duplicate", class.id);
+        assert_eq!(summary, class.vector.summary, "summary of class {}", class.id);
+        let used = longest.div_ceil(64);
+        assert!(seen.insert(&class.vector.words[..used]), "class {} is a duplicate", class.id);
     }
+}
+
+/// What every chain's tables promise: complete, naming existing classes
+/// with no bit past the chain's own rules, defaults left out of the entry
+/// tables, slots in rule order.
+fn check_tables(compiled: &CompiledRuleset) {
     for c in &compiled.chains {
         let count = c.config.rule_count as usize;
         assert_eq!(c.rules.len(), count);
@@ -367,7 +411,16 @@ fn check_tables(compiled: &CompiledRuleset) {
         assert_eq!(c.l4_classes[1].len(), L4_KEYS);
         let mut ids: Vec<u32> = c.config.default_class.to_vec();
         ids.extend(&c.proto_classes);
-        ids.extend(c.l4_classes.iter().flatten());
+        for table in &c.l4_classes {
+            // Runs of one class: keep one id per run.
+            let mut last = None;
+            for &id in table {
+                if last != Some(id) {
+                    ids.push(id);
+                    last = Some(id);
+                }
+            }
+        }
         ids.extend(c.addr_prefixes.iter().map(|p| p.class));
         ids.extend(c.ifaces.iter().map(|e| e.class));
         ids.extend(c.macs.iter().map(|e| e.class));
@@ -375,8 +428,9 @@ fn check_tables(compiled: &CompiledRuleset) {
         ids.dedup();
         for id in ids {
             let v = compiled.class(id).expect("every table names an existing class");
-            for bit in count..RULE_WORDS * 64 {
-                assert_eq!(v.words[bit / 64] >> (bit % 64) & 1, 0, "bit {bit} past the rules");
+            for (w, &word) in v.words.iter().enumerate().skip(count / 64) {
+                let past = if w == count / 64 { u64::MAX << (count % 64) } else { u64::MAX };
+                assert_eq!(word & past, 0, "class {id} has bits past rule {count} in word {w}");
             }
         }
         for f in [field::SRC, field::DST] {
@@ -400,10 +454,12 @@ fn check_tables(compiled: &CompiledRuleset) {
     }
 }
 
-fn compare(ruleset: &Ruleset, packets: &[PacketView]) -> Result<(), TestCaseError> {
+fn compare(
+    ruleset: &Ruleset,
+    compiled: &CompiledRuleset,
+    packets: &[PacketView],
+) -> Result<(), TestCaseError> {
     let ifaces = interfaces();
-    let compiled = compile(ruleset, &ifaces, 1).expect("random rulesets compile");
-    check_tables(&compiled);
     for pkt in packets {
         for (index, name) in CHAIN_NAMES.iter().enumerate() {
             let chain = ruleset.filter.chain(name).unwrap();
@@ -418,18 +474,35 @@ fn compare(ruleset: &Ruleset, packets: &[PacketView]) -> Result<(), TestCaseErro
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 10_000,
-        // Shrinking a 300-rule ruleset takes long; the failure is printed
-        // before shrinking anyway.
-        max_shrink_iters: 2_000,
+        // Shrinking removes rules and packets one at a time; a few hundred
+        // steps get a failing 300-rule case down to a handful.
+        max_shrink_iters: 5_000,
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn compiled_classifier_agrees_with_iptables_semantics(
-        ruleset in ruleset(),
-        packets in prop::collection::vec(packet(), 6..16),
+        rules in ruleset_seeds(),
+        packets in prop::collection::vec(any::<u64>(), 8..16),
     ) {
-        compare(&ruleset, &packets)?;
+        let ruleset = ruleset_from(&rules);
+        let packets = packets_from(&packets);
+        let compiled = compile(&ruleset, &interfaces(), 1).expect("random rulesets compile");
+        check_classes(&compiled);
+        compare(&ruleset, &compiled, &packets)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every key of every table, walked (too slow for every case above).
+    #[test]
+    fn every_table_entry_names_a_class(rules in ruleset_seeds()) {
+        let ruleset = ruleset_from(&rules);
+        let compiled = compile(&ruleset, &interfaces(), 0).expect("random rulesets compile");
+        check_classes(&compiled);
+        check_tables(&compiled);
     }
 }
 
@@ -603,6 +676,11 @@ fn fields_used_follow_the_rules() {
     all.protocol = Some(Negatable::is(0));
     assert_eq!(used(all), 0, "-p all constrains nothing");
     assert_eq!(used(tcp_dport(22, Target::Accept)), bit(field::PROTO) | bit(field::L4B));
+    // A bare `-m tcp` still needs a port header: "any real key" on one L4
+    // field (the other is implied).
+    let mut bare = tcp_dport(22, Target::Accept);
+    bare.matches = vec![Match::Ports { protocol: 6, sport: None, dport: None }];
+    assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);
     src.source = Some(Negatable::not(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8)));
     assert_eq!(used(src), bit(field::SRC));
@@ -804,6 +882,33 @@ fn big_ruleset(n: usize) -> Ruleset {
 }
 
 #[test]
+fn timing_breakdown() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut tgen, mut tcomp, mut tcheck, mut tcls) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut rules = 0;
+    for _ in 0..300 {
+        let t = Instant::now();
+        let seeds = ruleset_seeds().new_tree(&mut runner).unwrap().current();
+        let rs = ruleset_from(&seeds);
+        let pk = packets_from(&prop::collection::vec(any::<u64>(), 8..16).new_tree(&mut runner).unwrap().current());
+        tgen += t.elapsed();
+        rules += rs.filter.chains.iter().map(|c| c.rules.len()).sum::<usize>();
+        let t = Instant::now();
+        let c = compile(&rs, &interfaces(), 1).unwrap();
+        tcomp += t.elapsed();
+        let t = Instant::now();
+        check_classes(&c);
+        tcheck += t.elapsed();
+        let t = Instant::now();
+        compare(&rs, &c, &pk).unwrap();
+        tcls += t.elapsed();
+    }
+    eprintln!("rules {rules} gen {tgen:?} compile {tcomp:?} check {tcheck:?} classify {tcls:?}");
+}
+
+#[test]
 fn ten_thousand_rules_compile_fast() {
     let ruleset = big_ruleset(10_000);
     let started = Instant::now();
@@ -826,4 +931,15 @@ fn ten_thousand_rules_compile_fast() {
     assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![9_999]);
     let reference = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
     assert_eq!(reference, vec![9_999]);
+}
+
+#[test]
+fn timing_empty() {
+    let rs = Ruleset::default();
+    let t = Instant::now();
+    for _ in 0..100 { let _ = compile(&rs, &interfaces(), 0).unwrap(); }
+    eprintln!("empty compile {:?}", t.elapsed() / 100);
+    let t = Instant::now();
+    for _ in 0..100 { let mut v = vec![0u32; L4_KEYS]; v[100..60000].fill(3); std::hint::black_box(&v); }
+    eprintln!("fill {:?}", t.elapsed() / 100);
 }

@@ -29,6 +29,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 /// Name of the XDP entry point in the object.
 const XDP_PROGRAM: &str = "netbeast_xdp";
+/// The benchmark's do-nothing XDP_DROP program.
+const FLOOR_PROGRAM: &str = "netbeast_floor";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
 pub const MAP_NAMES: [&str; 14] = [
@@ -328,10 +330,24 @@ impl Dataplane {
         tables::read_counters(self, generation, chain, rules)
     }
 
-    /// Cost and verdict of `repeat` runs of `frame` (benchmarks).
-    pub fn test_run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), LoaderError> {
-        self.load_program()?;
-        let xdp = self.xdp()?;
+    /// Verdict and mean cost per run of `repeat` runs of `frame` through
+    /// the XDP program, or through the do-nothing floor program.
+    pub fn test_run_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+        floor: bool,
+    ) -> Result<(u32, std::time::Duration), LoaderError> {
+        let name = if floor { FLOOR_PROGRAM } else { XDP_PROGRAM };
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingMap("XDP program"))?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if xdp.fd().is_err() {
+            xdp.load().map_err(LoaderError::Program)?;
+        }
         let mut out = vec![0u8; frame.len() + 512];
         let result = xdp
             .test_run(TestRunOptions {

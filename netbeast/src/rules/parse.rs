@@ -506,16 +506,14 @@ pub(crate) fn icmp_type_name(icmp_type: u8, code_min: u8, code_max: u8) -> Optio
 // decimal, 0x hexadecimal, or octal with a leading 0.
 
 fn parse_c_number(text: &str) -> Option<u64> {
-    let (digits, radix) = if let Some(hex) = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-    {
-        (hex, 16)
-    } else if text.len() > 1 && text.starts_with('0') {
-        (&text[1..], 8)
-    } else {
-        (text, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            (hex, 16)
+        } else if text.len() > 1 && text.starts_with('0') {
+            (&text[1..], 8)
+        } else {
+            (text, 10)
+        };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
@@ -588,9 +586,8 @@ fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
     let prefix_len = match mask_text {
         None => 32,
         Some(mask) if mask.contains('.') => {
-            let mask_addr = parse_dotted(mask, true).ok_or_else(|| {
-                invalid(option, WHAT, text, format!("'{mask}' is not a netmask"))
-            })?;
+            let mask_addr = parse_dotted(mask, true)
+                .ok_or_else(|| invalid(option, WHAT, text, format!("'{mask}' is not a netmask")))?;
             let bits = u32::from(mask_addr);
             if bits.leading_ones() + bits.trailing_zeros() != 32 {
                 return Err(invalid(
@@ -856,10 +853,7 @@ fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
     let (code_min, code_max) = match code_text {
         None => (0, 0xFF),
         Some(code) => match code.split_once(':') {
-            Some((lo, hi)) => (
-                byte(lo).ok_or_else(unknown)?,
-                byte(hi).ok_or_else(unknown)?,
-            ),
+            Some((lo, hi)) => (byte(lo).ok_or_else(unknown)?, byte(hi).ok_or_else(unknown)?),
             None => {
                 let code = byte(code).ok_or_else(unknown)?;
                 (code, code)
@@ -1352,7 +1346,9 @@ impl<'a> Parser<'a> {
     /// The long option just read, for the "does not take an argument" message.
     fn last_long_name(&self) -> String {
         let arg = &self.scanner.args[self.scanner.next - 1];
-        arg.split_once('=').map_or(arg.as_str(), |(n, _)| n).to_string()
+        arg.split_once('=')
+            .map_or(arg.as_str(), |(n, _)| n)
+            .to_string()
     }
 
     /// Takes the pending `!` for an option that cannot be negated.
@@ -1411,8 +1407,13 @@ impl<'a> Parser<'a> {
         let compatible = |a: CommandKind, b: CommandKind| {
             matches!(
                 (a, b),
-                (CommandKind::List | CommandKind::ListRules, CommandKind::Zero)
-                    | (CommandKind::Zero, CommandKind::List | CommandKind::ListRules)
+                (
+                    CommandKind::List | CommandKind::ListRules,
+                    CommandKind::Zero
+                ) | (
+                    CommandKind::Zero,
+                    CommandKind::List | CommandKind::ListRules
+                )
             )
         };
         if let Some(first) = self.commands.iter().find(|c| !compatible(**c, kind)) {
@@ -1478,10 +1479,13 @@ impl<'a> Parser<'a> {
             'R' => {
                 self.add_command(CommandKind::Replace)?;
                 self.command_chain(typed)?;
-                let number = self.scanner.next_word().ok_or(ParseError::MissingArgument {
-                    option: typed.to_string(),
-                    expected: "a chain and a rule number, like -R INPUT 1",
-                })?;
+                let number = self
+                    .scanner
+                    .next_word()
+                    .ok_or(ParseError::MissingArgument {
+                        option: typed.to_string(),
+                        expected: "a chain and a rule number, like -R INPUT 1",
+                    })?;
                 self.position = Some(parse_rule_number(typed, number)?);
             }
             'L' | 'S' | 'Z' => {
@@ -1504,10 +1508,13 @@ impl<'a> Parser<'a> {
                 self.add_command(CommandKind::Policy)?;
                 self.command_chain(typed)?;
                 let chain = self.chain.clone().unwrap_or_default();
-                let policy = self.scanner.next_word().ok_or(ParseError::MissingArgument {
-                    option: typed.to_string(),
-                    expected: "a chain and a policy, like -P INPUT DROP",
-                })?;
+                let policy = self
+                    .scanner
+                    .next_word()
+                    .ok_or(ParseError::MissingArgument {
+                        option: typed.to_string(),
+                        expected: "a chain and a policy, like -P INPUT DROP",
+                    })?;
                 self.policy = Some(parse_policy(&chain, policy)?);
             }
             'N' | 'X' | 'E' => {
@@ -1643,7 +1650,8 @@ impl<'a> Parser<'a> {
     fn iface_option(&mut self, c: char) -> Result<(), ParseError> {
         let option = if c == 'i' { "-i" } else { "-o" };
         self.once(option, "")?;
-        let (text, negated) = self.negatable_value(option, "an interface name like eth0 or eth+")?;
+        let (text, negated) =
+            self.negatable_value(option, "an interface name like eth0 or eth+")?;
         let value = Some(Negatable {
             negated,
             value: parse_iface(option, text)?,
@@ -1673,8 +1681,7 @@ impl<'a> Parser<'a> {
     fn match_option(&mut self) -> Result<(), ParseError> {
         if self.invert {
             return Err(ParseError::CannotNegate {
-                option: "-m (negate the match's options instead: -m mac ! --mac-source ...)"
-                    .into(),
+                option: "-m (negate the match's options instead: -m mac ! --mac-source ...)".into(),
             });
         }
         if !self.rule_options.contains(&"-m") {
@@ -1912,12 +1919,17 @@ impl<'a> Parser<'a> {
         ParseError::NeedsProtocol { option, needs }
     }
 
-    fn match_specific_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+    fn match_specific_option(
+        &mut self,
+        index: usize,
+        option: MatchOption,
+    ) -> Result<(), ParseError> {
         let name = option.name();
         let invert = self.invert;
         match option {
             MatchOption::SourcePort | MatchOption::DestinationPort => {
-                let (text, negated) = self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
+                let (text, negated) =
+                    self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
                 let range = parse_port_range(name, text)?;
                 let MatchState::Ports { sport, dport, .. } = &mut self.matches[index] else {
                     unreachable!("port options only resolve to -m tcp/udp");
@@ -1945,7 +1957,8 @@ impl<'a> Parser<'a> {
                 });
             }
             MatchOption::IcmpType => {
-                let (text, negated) = self.negatable_value(name, "an ICMP type like echo-request or 8")?;
+                let (text, negated) =
+                    self.negatable_value(name, "an ICMP type like echo-request or 8")?;
                 let value = parse_icmp_type(text)?;
                 let MatchState::Icmp { icmp_type, .. } = &mut self.matches[index] else {
                     unreachable!("--icmp-type only resolves to -m icmp");
@@ -1959,7 +1972,8 @@ impl<'a> Parser<'a> {
                 *icmp_type = Some(Negatable { negated, value });
             }
             MatchOption::SourcePorts | MatchOption::DestinationPorts | MatchOption::Ports => {
-                let (text, negated) = self.negatable_value(name, "a port list like 80,443,8000:8080")?;
+                let (text, negated) =
+                    self.negatable_value(name, "a port list like 80,443,8000:8080")?;
                 let ports = parse_multiport_list(name, text)?;
                 let kind = match option {
                     MatchOption::SourcePorts => MultiportKind::Source,
@@ -1978,7 +1992,8 @@ impl<'a> Parser<'a> {
                 *slot = Some((kind, negated, ports));
             }
             MatchOption::MacSource => {
-                let (text, negated) = self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
+                let (text, negated) =
+                    self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
                 let mac = parse_mac(text)?;
                 let MatchState::Mac(slot) = &mut self.matches[index] else {
                     unreachable!("--mac-source only resolves to -m mac");
@@ -2047,7 +2062,11 @@ impl<'a> Parser<'a> {
     /// A bare word iptables would call a "Bad argument", with a guess at
     /// what was meant.
     fn unexpected_word(&self, word: &str) -> ParseError {
-        let protocol = self.protocol.as_ref().filter(|p| !p.negated).map(|p| p.value);
+        let protocol = self
+            .protocol
+            .as_ref()
+            .filter(|p| !p.negated)
+            .map(|p| p.value);
         let looks_like_ports = parse_port_range("", word).is_ok();
         let listing = self.commands.iter().find(|c| !c.takes_rule());
         let hint = if let Some(command) = listing {
@@ -2111,7 +2130,10 @@ impl<'a> Parser<'a> {
         let sets_counters = self.commands.iter().any(|c| {
             matches!(
                 c,
-                CommandKind::Append | CommandKind::Insert | CommandKind::Replace | CommandKind::Policy
+                CommandKind::Append
+                    | CommandKind::Insert
+                    | CommandKind::Replace
+                    | CommandKind::Policy
             )
         });
         let command = self.commands[0].flag();
@@ -2225,8 +2247,7 @@ impl<'a> Parser<'a> {
     /// One rule per source × destination, after the checks iptables and
     /// its kernel modules make.
     fn build_rules(&mut self, chain: &str) -> Result<Vec<Rule>, ParseError> {
-        let deleting_by_number =
-            self.commands[0] == CommandKind::Delete && self.position.is_some();
+        let deleting_by_number = self.commands[0] == CommandKind::Delete && self.position.is_some();
         if deleting_by_number {
             return Ok(Vec::new());
         }
@@ -2296,7 +2317,10 @@ impl<'a> Parser<'a> {
             Some(TargetState::Drop) => Target::Drop,
             Some(TargetState::Reject(with)) => {
                 let with = with.unwrap_or(RejectWith::IcmpPortUnreachable);
-                let tcp = self.protocol.as_ref().is_some_and(|p| p.value == 6 && !p.negated);
+                let tcp = self
+                    .protocol
+                    .as_ref()
+                    .is_some_and(|p| p.value == 6 && !p.negated);
                 if with == RejectWith::TcpReset && !tcp {
                     return Err(ParseError::NeedsProtocol {
                         option: "--reject-with tcp-reset".into(),
@@ -2329,7 +2353,10 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
         .into_iter()
         .map(|net| {
             // 0.0.0.0/0 is "anywhere", which iptables stores as no address.
-            (net.prefix_len != 0 || negated).then_some(Negatable { negated, value: net })
+            (net.prefix_len != 0 || negated).then_some(Negatable {
+                negated,
+                value: net,
+            })
         })
         .collect()
 }
@@ -2358,7 +2385,12 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
             // The full range is what the kernel stores for "any port".
             let any = |p: &Option<Negatable<PortRange>>| {
                 p.as_ref().is_some_and(|p| {
-                    !p.negated && p.value == PortRange { first: 0, last: u16::MAX }
+                    !p.negated
+                        && p.value
+                            == PortRange {
+                                first: 0,
+                                last: u16::MAX,
+                            }
                 })
             };
             Match::Ports {
@@ -2418,11 +2450,13 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
             }
             Match::MacSource(mac)
         }
-        MatchState::Comment(text) => Match::Comment(text.ok_or(ParseError::MissingModuleOption {
-            module: "-m comment",
-            option: "--comment",
-            example: "e.g. -m comment --comment \"allow ssh\"",
-        })?),
+        MatchState::Comment(text) => {
+            Match::Comment(text.ok_or(ParseError::MissingModuleOption {
+                module: "-m comment",
+                option: "--comment",
+                example: "e.g. -m comment --comment \"allow ssh\"",
+            })?)
+        }
     })
 }
 
@@ -2637,7 +2671,10 @@ mod tests {
         );
         assert_err("-D INPUT 1:2", "invalid rule number '1:2'");
         assert_err("-D INPUT 1 2", "unexpected argument '2'");
-        assert_err("-D INPUT 1 -j DROP", "-j cannot be used with -D by rule number");
+        assert_err(
+            "-D INPUT 1 -j DROP",
+            "-j cannot be used with -D by rule number",
+        );
     }
 
     #[test]
@@ -2792,7 +2829,10 @@ mod tests {
 
     #[test]
     fn policy_errors() {
-        assert_err("-P INPUT", "option -P requires an argument: a chain and a policy");
+        assert_err(
+            "-P INPUT",
+            "option -P requires an argument: a chain and a policy",
+        );
         assert_err("-P INPUT REJECT", "invalid policy 'REJECT' for -P");
         assert_err("-P INPUT accept", "ACCEPT or DROP (upper case)");
         assert_err("-F INPUT 1", "unexpected argument '1'");
@@ -2877,7 +2917,10 @@ mod tests {
     fn protocols() {
         assert_eq!(rule("-A INPUT -p tcp").protocol, Some(Negatable::is(6)));
         assert_eq!(rule("-A INPUT -p UDP").protocol, Some(Negatable::is(17)));
-        assert_eq!(rule("-A INPUT --proto icmp").protocol, Some(Negatable::is(1)));
+        assert_eq!(
+            rule("-A INPUT --proto icmp").protocol,
+            Some(Negatable::is(1))
+        );
         assert_eq!(rule("-A INPUT -p 47").protocol, Some(Negatable::is(47)));
         assert_eq!(rule("-A INPUT -p gre").protocol, Some(Negatable::is(47)));
         assert_eq!(rule("-A INPUT -p esp").protocol, Some(Negatable::is(50)));
@@ -2888,7 +2931,10 @@ mod tests {
         assert_err("-A INPUT -p foo", "invalid protocol 'foo' for -p");
         assert_err("-A INPUT -p 256", "invalid protocol '256'");
         assert_err("-A INPUT ! -p all", "'! -p all' would match no packet");
-        assert_err("-A INPUT -p tcp -p udp", "multiple -p options are not allowed");
+        assert_err(
+            "-A INPUT -p tcp -p udp",
+            "multiple -p options are not allowed",
+        );
         assert_err("-A INPUT -p", "option -p requires an argument");
     }
 
@@ -2932,7 +2978,12 @@ mod tests {
         };
         let pairs: Vec<_> = rules
             .iter()
-            .map(|r| (r.source.clone().unwrap().value, r.destination.clone().unwrap().value))
+            .map(|r| {
+                (
+                    r.source.clone().unwrap().value,
+                    r.destination.clone().unwrap().value,
+                )
+            })
             .collect();
         assert_eq!(
             pairs,
@@ -2951,8 +3002,14 @@ mod tests {
 
     #[test]
     fn address_errors() {
-        assert_err("-A INPUT -s 300.1.1.1", "invalid address '300.1.1.1' for -s");
-        assert_err("-A INPUT -s 10.0.0.0/33", "'33' is not a prefix length 0-32");
+        assert_err(
+            "-A INPUT -s 300.1.1.1",
+            "invalid address '300.1.1.1' for -s",
+        );
+        assert_err(
+            "-A INPUT -s 10.0.0.0/33",
+            "'33' is not a prefix length 0-32",
+        );
         assert_err("-A INPUT -s 10.0.0.0/", "is not a prefix length");
         assert_err(
             "-A INPUT -s 10.0.0.0/255.0.255.0",
@@ -3086,7 +3143,10 @@ mod tests {
         assert_eq!(dport("-A INPUT -p tcp --dport ssh"), range(22, 22));
         assert_eq!(dport("-A INPUT -p tcp --dport http:https"), range(80, 443));
         assert_eq!(dport("-A INPUT -p udp --dport domain"), range(53, 53));
-        assert_eq!(dport("-A INPUT -p tcp --dport 5000:5000"), range(5000, 5000));
+        assert_eq!(
+            dport("-A INPUT -p tcp --dport 5000:5000"),
+            range(5000, 5000)
+        );
         assert_eq!(dport("-A INPUT -p tcp --dp 8080"), range(8080, 8080));
         // The full range is "any port", as the kernel stores it.
         assert_eq!(
@@ -3109,10 +3169,19 @@ mod tests {
 
     #[test]
     fn port_errors() {
-        assert_err("-A INPUT -p tcp --dport 70000", "invalid port '70000' for --dport");
+        assert_err(
+            "-A INPUT -p tcp --dport 70000",
+            "invalid port '70000' for --dport",
+        );
         assert_err("-A INPUT -p tcp --dport foo", "invalid port 'foo'");
-        assert_err("-A INPUT -p tcp --dport 30:20", "invalid port range '30:20'");
-        assert_err("-A INPUT -p tcp --dport", "option --dport requires an argument");
+        assert_err(
+            "-A INPUT -p tcp --dport 30:20",
+            "invalid port range '30:20'",
+        );
+        assert_err(
+            "-A INPUT -p tcp --dport",
+            "option --dport requires an argument",
+        );
         assert_err(
             "-A INPUT -p tcp --dport 22 --dport 23",
             "multiple --dport options",
@@ -3171,13 +3240,19 @@ mod tests {
         assert_err("-A INPUT --sport 22", "--sport needs -p tcp or -p udp");
         assert_err("-A INPUT -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err("-A INPUT -p udp -m tcp --dport 22", "-m tcp needs -p tcp");
-        assert_err("-A INPUT ! -p tcp --dport 22", "--dport needs -p tcp (not negated)");
+        assert_err(
+            "-A INPUT ! -p tcp --dport 22",
+            "--dport needs -p tcp (not negated)",
+        );
         assert_err("-A INPUT -p tcp -m udp", "-m udp needs -p udp");
     }
 
     #[test]
     fn tcp_flags_are_not_supported_yet() {
-        assert_err("-A INPUT -p tcp --syn -j DROP", "--syn (TCP flag matching) is not supported yet");
+        assert_err(
+            "-A INPUT -p tcp --syn -j DROP",
+            "--syn (TCP flag matching) is not supported yet",
+        );
         assert_err(
             "-A INPUT -p tcp --tcp-flags SYN,ACK SYN",
             "--tcp-flags (TCP flag matching) is not supported yet",
@@ -3304,7 +3379,10 @@ mod tests {
             icmp("-A INPUT -p icmp --icmp-type echo-request"),
             Negatable::is(of(8, None))
         );
-        assert_eq!(icmp("-A INPUT -p icmp --icmp-type ping"), Negatable::is(of(8, None)));
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type ping"),
+            Negatable::is(of(8, None))
+        );
         assert_eq!(
             icmp("-A INPUT -p icmp --icmp-type echo-reply"),
             Negatable::is(of(0, None))
@@ -3321,7 +3399,10 @@ mod tests {
             icmp("-A INPUT -p icmp --icmp-type Time-Exceeded"),
             Negatable::is(of(11, None))
         );
-        assert_eq!(icmp("-A INPUT -p icmp --icmp-type 8"), Negatable::is(of(8, None)));
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type 8"),
+            Negatable::is(of(8, None))
+        );
         assert_eq!(
             icmp("-A INPUT -p icmp --icmp-type 3/0"),
             Negatable::is(of(3, Some(0)))
@@ -3330,7 +3411,10 @@ mod tests {
             icmp("-A INPUT -p icmp ! --icmp-type any"),
             Negatable::not(IcmpType::Any)
         );
-        assert_eq!(icmp("-A INPUT -p icmp --icmp-type 255"), Negatable::is(IcmpType::Any));
+        assert_eq!(
+            icmp("-A INPUT -p icmp --icmp-type 255"),
+            Negatable::is(IcmpType::Any)
+        );
         assert_eq!(
             icmp("-A INPUT -p icmp -m icmp --icmp-type source-q"),
             Negatable::is(of(4, None))
@@ -3339,16 +3423,34 @@ mod tests {
 
     #[test]
     fn icmp_errors() {
-        assert_err("-A INPUT -p icmp --icmp-type foo", "invalid ICMP type 'foo'");
+        assert_err(
+            "-A INPUT -p icmp --icmp-type foo",
+            "invalid ICMP type 'foo'",
+        );
         assert_err(
             "-A INPUT -p icmp --icmp-type echo",
             "ambiguous: 'echo-reply' or 'echo-request'?",
         );
-        assert_err("-A INPUT -p icmp --icmp-type 256", "invalid ICMP type '256'");
-        assert_err("-A INPUT -p icmp --icmp-type 3/1:5", "ICMP code ranges are not supported");
-        assert_err("-A INPUT -p icmp --icmp-type 3:5", "ICMP type ranges are not supported");
-        assert_err("-A INPUT --icmp-type 8", "--icmp-type needs -p icmp before it");
-        assert_err("-A INPUT -p tcp -m icmp --icmp-type 8", "--icmp-type needs -p icmp");
+        assert_err(
+            "-A INPUT -p icmp --icmp-type 256",
+            "invalid ICMP type '256'",
+        );
+        assert_err(
+            "-A INPUT -p icmp --icmp-type 3/1:5",
+            "ICMP code ranges are not supported",
+        );
+        assert_err(
+            "-A INPUT -p icmp --icmp-type 3:5",
+            "ICMP type ranges are not supported",
+        );
+        assert_err(
+            "-A INPUT --icmp-type 8",
+            "--icmp-type needs -p icmp before it",
+        );
+        assert_err(
+            "-A INPUT -p tcp -m icmp --icmp-type 8",
+            "--icmp-type needs -p icmp",
+        );
         assert_err("-A INPUT -p icmp -m icmp", "-m icmp requires --icmp-type");
     }
 
@@ -3356,23 +3458,45 @@ mod tests {
 
     #[test]
     fn comments() {
-        let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", "allow ssh, please"]
-            .map(String::from)
-            .into();
+        let line: Vec<String> = [
+            "-A",
+            "INPUT",
+            "-m",
+            "comment",
+            "--comment",
+            "allow ssh, please",
+        ]
+        .map(String::from)
+        .into();
         let Action::Append { rules, .. } = parse_iptables_args(&line).unwrap().action else {
             panic!()
         };
-        assert_eq!(rules[0].matches, vec![Match::Comment("allow ssh, please".into())]);
+        assert_eq!(
+            rules[0].matches,
+            vec![Match::Comment("allow ssh, please".into())]
+        );
         let long = "a".repeat(MAX_COMMENT_LEN + 1);
         let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", &long]
             .map(String::from)
             .into();
         let message = parse_iptables_args(&line).unwrap_err().to_string();
-        assert!(message.contains("comments are at most 255 bytes"), "{message}");
+        assert!(
+            message.contains("comments are at most 255 bytes"),
+            "{message}"
+        );
         assert_err("-A INPUT -m comment", "-m comment requires --comment");
-        assert_err("-A INPUT -m comment --comment", "option --comment requires an argument");
-        assert_err("-A INPUT -m comment ! --comment x", "'!' cannot be used before --comment");
-        assert_err("-A INPUT --comment x", "--comment needs -m comment before it");
+        assert_err(
+            "-A INPUT -m comment --comment",
+            "option --comment requires an argument",
+        );
+        assert_err(
+            "-A INPUT -m comment ! --comment x",
+            "'!' cannot be used before --comment",
+        );
+        assert_err(
+            "-A INPUT --comment x",
+            "--comment needs -m comment before it",
+        );
     }
 
     // -- targets --
@@ -3415,7 +3539,10 @@ mod tests {
             "--reject-with tcp-reset needs -p tcp",
         );
         assert_err("-A INPUT -j REJECT --reject-with tcp-reset", "needs -p tcp");
-        assert_err("-A INPUT -j REJECT --reject-with foo", "invalid reject type 'foo'");
+        assert_err(
+            "-A INPUT -j REJECT --reject-with foo",
+            "invalid reject type 'foo'",
+        );
         assert_err(
             "-A INPUT --reject-with tcp-reset -j REJECT",
             "--reject-with needs -j REJECT before it",
@@ -3432,12 +3559,18 @@ mod tests {
 
     #[test]
     fn match_errors() {
-        assert_err("-A INPUT -m state --state NEW", "the state match (-m state) is not supported yet");
+        assert_err(
+            "-A INPUT -m state --state NEW",
+            "the state match (-m state) is not supported yet",
+        );
         assert_err("-A INPUT -m foo", "invalid match 'foo'");
         assert_err("-A INPUT -m TCP", "did you mean -m tcp?");
         assert_err("-A INPUT ! -m tcp", "'!' cannot be used before -m");
         assert_err("-A INPUT -m", "option -m requires an argument");
-        assert_err("-A INPUT --state NEW", "connection tracking matches are not supported yet");
+        assert_err(
+            "-A INPUT --state NEW",
+            "connection tracking matches are not supported yet",
+        );
     }
 
     // -- counters --
@@ -3468,7 +3601,10 @@ mod tests {
 
     #[test]
     fn option_legality() {
-        assert_err("-A INPUT -n -j DROP", "-n cannot be used with -A: it only changes how -L prints");
+        assert_err(
+            "-A INPUT -n -j DROP",
+            "-n cannot be used with -A: it only changes how -L prints",
+        );
         assert_err("-S -n", "-n cannot be used with -S");
         assert_err("-L -s 1.1.1.1", "-s cannot be used with -L");
         assert_err("-F -p tcp", "-p cannot be used with -F");
@@ -3481,7 +3617,10 @@ mod tests {
         assert_err("-A INPUT -p tcp --bogus 1", "unknown option --bogus");
         assert_err("-A INPUT -y", "unknown option -y");
         assert_err("-A INPUT --s 1.1.1.1", "option --s is ambiguous");
-        assert_err("-L --numeric=yes", "option --numeric does not take an argument");
+        assert_err(
+            "-L --numeric=yes",
+            "option --numeric does not take an argument",
+        );
     }
 
     #[test]
@@ -3501,16 +3640,28 @@ mod tests {
             "unexpected argument '8080' (did you mean -p tcp --dport 8080?)"
         );
         assert_err("-A INPUT DROP", "(did you mean -j DROP?)");
-        assert_err("-A INPUT 10.0.0.1 -j DROP", "(did you mean -s 10.0.0.1 or -d 10.0.0.1?)");
+        assert_err(
+            "-A INPUT 10.0.0.1 -j DROP",
+            "(did you mean -s 10.0.0.1 or -d 10.0.0.1?)",
+        );
         assert_eq!(err("-A INPUT bogus"), "unexpected argument 'bogus'");
     }
 
     #[test]
     fn restore_context_refuses_table_and_wait() {
         let table = parse_restore_args(&args("-t filter -A INPUT -j DROP"), TableName::Filter);
-        assert!(table.unwrap_err().to_string().contains("-t cannot be used in a restore file"));
+        assert!(
+            table
+                .unwrap_err()
+                .to_string()
+                .contains("-t cannot be used in a restore file")
+        );
         let wait = parse_restore_args(&args("-w -A INPUT -j DROP"), TableName::Filter);
-        assert!(wait.unwrap_err().to_string().contains("-w cannot be used in a restore file"));
+        assert!(
+            wait.unwrap_err()
+                .to_string()
+                .contains("-w cannot be used in a restore file")
+        );
         assert!(parse_restore_args(&args("-A INPUT -j DROP"), TableName::Filter).is_ok());
     }
 

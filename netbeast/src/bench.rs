@@ -1,0 +1,194 @@
+//! `netbeast bench`: the cost of the data plane, measured in one run.
+//!
+//! Program cost: BPF_PROG_TEST_RUN of the real XDP program on a 64-byte UDP
+//! frame, repeated, at growing rule counts where only the last rule matches,
+//! next to a do-nothing XDP_DROP program (the floor). Ruleset change cost:
+//! the time to compile and install a ruleset of the largest size.
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use anyhow::{Result, ensure};
+use serde::Serialize;
+
+use crate::{
+    loader::Dataplane,
+    packet::FrameBuilder,
+    rules::model::{Ipv4Net, Match, Negatable, PortRange, Rule, Ruleset, Target},
+};
+
+/// XDP_DROP, as BPF_PROG_TEST_RUN reports it.
+const XDP_DROP: u32 = 1;
+const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const DESTINATION: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const DPORT: u16 = 9;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CostRow {
+    pub label: String,
+    pub rules: usize,
+    /// Median over the rounds, nanoseconds per packet.
+    pub ns_per_packet: f64,
+    pub min_ns: f64,
+    pub max_ns: f64,
+    /// Median cost divided by the 1-rule cost.
+    pub ratio_to_one_rule: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub repeat: u32,
+    pub rounds: usize,
+    pub floor_ns: f64,
+    pub rows: Vec<CostRow>,
+    /// Seconds to compile and install the largest ruleset.
+    pub install_seconds: f64,
+    pub install_rules: usize,
+}
+
+/// `n` INPUT rules: `n - 1` that differ from the packet only in their
+/// source address, then `-p udp --dport 9 -j DROP`, the one that matches.
+pub fn last_rule_matches(n: usize) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    let input = ruleset.filter.chain_mut("INPUT").expect("built-in chain");
+    for i in 0..n {
+        let mut rule = Rule::new(Target::Drop);
+        rule.protocol = Some(Negatable::is(17));
+        if i + 1 < n {
+            let addr = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
+            rule.source = Some(Negatable::is(Ipv4Net::new(addr, 32)));
+        }
+        rule.matches.push(Match::Ports {
+            protocol: 17,
+            sport: None,
+            dport: Some(Negatable::is(PortRange {
+                first: DPORT,
+                last: DPORT,
+            })),
+        });
+        input.rules.push(rule);
+    }
+    ruleset
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the program-cost benchmark. Data planes are interleaved round by
+/// round so machine noise hits every row alike.
+pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result<Report> {
+    ensure!(!rule_counts.is_empty() && rounds > 0, "nothing to measure");
+    let frame = FrameBuilder::udp(SOURCE, 4000, DESTINATION, DPORT).build();
+    let mut planes = Vec::new();
+    for &n in rule_counts {
+        let mut dp = Dataplane::load_private()?;
+        dp.set_local_addresses(&[DESTINATION])?;
+        dp.apply(&last_rule_matches(n), &[])?;
+        let (verdict, _) = dp.test_run_repeat(&frame, 1, false)?;
+        ensure!(
+            verdict == XDP_DROP,
+            "with {n} rules the last rule did not drop the packet (XDP action {verdict})"
+        );
+        planes.push((n, dp));
+    }
+    let mut samples = vec![Vec::new(); planes.len()];
+    let mut floor = Vec::new();
+    for _ in 0..rounds {
+        let (_, t) = planes[0].1.test_run_repeat(&frame, repeat, true)?;
+        floor.push(t.as_secs_f64() * 1e9);
+        for (i, (_, dp)) in planes.iter_mut().enumerate() {
+            let (_, t) = dp.test_run_repeat(&frame, repeat, false)?;
+            samples[i].push(t.as_secs_f64() * 1e9);
+        }
+    }
+    let floor_ns = median(&mut floor);
+    let mut rows: Vec<CostRow> = planes
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|((n, _), s)| {
+            let min_ns = s.iter().copied().fold(f64::MAX, f64::min);
+            let max_ns = s.iter().copied().fold(0.0, f64::max);
+            CostRow {
+                label: format!("netbeast, {n} rules"),
+                rules: *n,
+                ns_per_packet: median(s),
+                min_ns,
+                max_ns,
+                ratio_to_one_rule: 0.0,
+            }
+        })
+        .collect();
+    let base = rows[0].ns_per_packet;
+    for r in &mut rows {
+        r.ratio_to_one_rule = r.ns_per_packet / base;
+    }
+    drop(planes);
+
+    let install_rules = *rule_counts.iter().max().expect("not empty");
+    let ruleset = last_rule_matches(install_rules);
+    let mut dp = Dataplane::load_private()?;
+    let started = Instant::now();
+    dp.apply(&ruleset, &[])?;
+    let install_seconds = started.elapsed().as_secs_f64();
+
+    Ok(Report {
+        repeat,
+        rounds,
+        floor_ns,
+        rows,
+        install_seconds,
+        install_rules,
+    })
+}
+
+pub fn print(report: &Report) {
+    println!(
+        "XDP program cost, BPF_PROG_TEST_RUN, 64-byte UDP, repeat {} x {} rounds (median, min-max)",
+        report.repeat, report.rounds
+    );
+    println!("{:<28} {:>10} {:>19} {:>10}", "data plane", "ns/packet", "min-max", "vs 1 rule");
+    println!(
+        "{:<28} {:>10.1} {:>19} {:>10}",
+        "floor (bare XDP_DROP)", report.floor_ns, "", ""
+    );
+    for r in &report.rows {
+        println!(
+            "{:<28} {:>10.1} {:>19} {:>9.2}x",
+            r.label,
+            r.ns_per_packet,
+            format!("{:.1}-{:.1}", r.min_ns, r.max_ns),
+            r.ratio_to_one_rule
+        );
+    }
+    println!(
+        "compile + install {} rules: {:.3} s",
+        report.install_rules, report.install_seconds
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark's ruleset really has its match on the last rule.
+    #[test]
+    fn only_the_last_rule_matches() {
+        let rs = last_rule_matches(50);
+        let input = rs.filter.chain("INPUT").unwrap();
+        let pkt = crate::compile::reference::PacketView {
+            src: SOURCE,
+            dst: DESTINATION,
+            protocol: 17,
+            fragment_offset_nonzero: false,
+            l4: Some(crate::compile::reference::L4Header::Ports {
+                source: 4000,
+                destination: DPORT,
+            }),
+            in_ifindex: 0,
+            out_ifindex: 0,
+            mac_source: [0; 6],
+        };
+        assert_eq!(crate::compile::reference::classify(input, &[], &pkt), vec![49]);
+    }
+}
