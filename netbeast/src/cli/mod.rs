@@ -1,6 +1,485 @@
-//! The command line (being wired up; see /tmp/cli_mod.rs).
+//! The command line of DESIGN §6. One function per verb; every verb that
+//! touches the data plane runs under the namespace lock.
+
 pub mod demo;
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+use std::{io::Read, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use netbeast_common::{chain, stats};
+use serde_json::json;
+
+use crate::{
+    compile::CHAIN_NAMES,
+    loader::{AttachMode, Dataplane},
+    rules::{
+        command,
+        model::{Counter, Policy, Ruleset},
+        parse, save,
+    },
+    state::{self, Namespace},
+};
+
+#[derive(Parser)]
+#[command(name = "netbeast", version, about = "iptables' jobs at XDP speed")]
+struct Cli {
+    /// Run in the network namespace /run/netns/NAME (like `ip netns exec`).
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the data plane (once per network namespace) and attach it.
+    Attach {
+        #[arg(required = true, value_name = "IFACE")]
+        ifaces: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+    },
+    /// Detach from interfaces; --all also removes every rule and pin.
+    Detach {
+        #[arg(value_name = "IFACE", required_unless_present = "all")]
+        ifaces: Vec<String>,
+        #[arg(long, conflicts_with = "ifaces")]
+        all: bool,
+    },
+    /// Attached interfaces, rule counts and statistics.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// iptables syntax, verbatim: -A, -I, -D, -R, -L, -S, -F, -P, -Z ...
+    #[command(disable_help_flag = true)]
+    Iptables {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print the ruleset in iptables-save format.
+    Save {
+        /// Print rule counters too ([packets:bytes]).
+        #[arg(short, long)]
+        counters: bool,
+    },
+    /// Replace the ruleset from iptables-save format, atomically.
+    Restore {
+        /// Append to the current chains instead of replacing them.
+        #[arg(short, long)]
+        noflush: bool,
+        /// Only parse and check the file; change nothing.
+        #[arg(short = 't', long = "test")]
+        test: bool,
+        /// The file (standard input when absent).
+        file: Option<PathBuf>,
+    },
+    /// Data plane statistics.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The article's firewall on a built-in demo topology (namespaces it
+    /// creates and removes).
+    Demo,
+    /// Measure the data plane: per-packet cost against the rule count.
+    Bench {
+        /// Rule counts to measure, the match always on the last rule.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+        rules: Vec<usize>,
+        /// Packets per BPF_PROG_TEST_RUN call.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// One short round with small rule counts (a check, not a measure).
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Auto,
+    Native,
+    Skb,
+}
+
+/// Entry point: dispatches on the program name first, so links named
+/// `iptables`, `iptables-save` and `iptables-restore` behave as those.
+pub fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    let prog = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    let result = match prog.as_str() {
+        "iptables" | "iptables-legacy" | "iptables-nft" => {
+            return run_iptables(&args.split_off(1));
+        }
+        "iptables-save" => run_save(args.iter().skip(1).any(|a| a == "-c" || a == "--counters")),
+        "iptables-restore" => {
+            let rest = args.split_off(1);
+            let noflush = rest.iter().any(|a| a == "-n" || a == "--noflush");
+            let test = rest.iter().any(|a| a == "-t" || a == "--test");
+            let file = rest.iter().find(|a| !a.starts_with('-')).map(PathBuf::from);
+            run_restore(noflush, test, file)
+        }
+        _ => {
+            let cli = Cli::parse();
+            if let Some(ns) = &cli.netns
+                && let Err(e) = state::enter_netns(ns)
+            {
+                eprintln!("netbeast: {e}");
+                return ExitCode::FAILURE;
+            }
+            match cli.command {
+                Command::Iptables { args } => return run_iptables(&args),
+                Command::Attach { ifaces, mode } => run_attach(&ifaces, mode),
+                Command::Detach { ifaces, all } => run_detach(&ifaces, all),
+                Command::Status { json } => run_status(json),
+                Command::Save { counters } => run_save(counters),
+                Command::Restore {
+                    noflush,
+                    test,
+                    file,
+                } => run_restore(noflush, test, file),
+                Command::Stats { json } => run_stats(json),
+                Command::Demo => demo::run(),
+                Command::Bench {
+                    rules,
+                    repeat,
+                    rounds,
+                    quick,
+                    json,
+                } => run_bench(rules, repeat, rounds, quick, json),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netbeast: {}", chain_of(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn chain_of(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Adds the live counters of the active generation to the counter bases
+/// stored with the rules.
+fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
+    for (c, name) in CHAIN_NAMES.iter().enumerate() {
+        let Some(ch) = ruleset.filter.chain_mut(name) else {
+            continue;
+        };
+        let (rules, policy) = dp.chain_counters(c as u32, ch.rules.len())?;
+        for (rule, live) in ch.rules.iter_mut().zip(rules) {
+            rule.counter = add(rule.counter, live);
+        }
+        ch.policy_counter = add(ch.policy_counter, policy);
+    }
+    Ok(())
+}
+
+fn add(a: Counter, b: Counter) -> Counter {
+    Counter {
+        packets: a.packets.wrapping_add(b.packets),
+        bytes: a.bytes.wrapping_add(b.bytes),
+    }
+}
+
+/// The namespace's ruleset with current counters, and its data plane when
+/// one exists (or `create` asks for one).
+fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
+    let mut ruleset = ns.load_ruleset()?;
+    if !create && !ns.has_dataplane() {
+        return Ok((ruleset, None));
+    }
+    let dp = Dataplane::open_pinned(&ns.maps_dir())?;
+    fold_counters(&dp, &mut ruleset)?;
+    Ok((ruleset, Some(dp)))
+}
+
+/// Compiles and installs `ruleset` (one atomic switch), refreshes the
+/// addresses the data plane treats as local, then stores the ruleset.
+fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
+    let links = state::links();
+    dp.apply(ruleset, &state::interfaces(&links))?;
+    let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
+    dp.set_local_addresses(&local)?;
+    let primary: Vec<_> = links
+        .iter()
+        .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
+        .collect();
+    dp.set_interface_addresses(&primary)?;
+    ns.save_ruleset(ruleset)?;
+    Ok(())
+}
+
+fn run_iptables(args: &[String]) -> ExitCode {
+    let cmd = match parse::parse_iptables_args(args) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("iptables: {e}");
+            eprintln!("Try `netbeast iptables -h' for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    let result = (|| -> Result<String> {
+        let ns = Namespace::current()?;
+        let changes = cmd.changes_ruleset();
+        let _lock = ns.lock()?;
+        let (mut ruleset, dp) = open(&ns, changes)?;
+        let before = ruleset.clone();
+        let out = command::apply(&mut ruleset, &cmd)?;
+        if changes && ruleset != before {
+            let mut dp = dp.expect("opened with create");
+            commit(&ns, &mut dp, &ruleset)?;
+        }
+        Ok(out.text)
+    })();
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iptables: {}", chain_of(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_save(counters: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (ruleset, _) = open(&ns, false)?;
+    print!("{}", save::save(&ruleset, counters));
+    Ok(())
+}
+
+fn run_restore(noflush: bool, test: bool, file: Option<PathBuf>) -> Result<()> {
+    let text = match &file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read standard input")?;
+            s
+        }
+    };
+    let parsed = save::parse_restore(&text)?;
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (mut ruleset, dp) = open(&ns, !test)?;
+    save::apply_restore(&mut ruleset, &parsed, noflush)?;
+    if test {
+        // Compile too, so limits are checked without touching the maps.
+        crate::compile::compile(&ruleset, &state::interfaces(&state::links()), 0)?;
+        return Ok(());
+    }
+    let mut dp = dp.expect("opened with create");
+    commit(&ns, &mut dp, &ruleset)
+}
+
+fn run_attach(ifaces: &[String], mode: Mode) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (ruleset, dp) = open(&ns, true)?;
+    let mut dp = dp.expect("opened with create");
+    let links_dir = ns.links_dir();
+    std::fs::create_dir_all(&links_dir)
+        .with_context(|| format!("cannot create {}", links_dir.display()))?;
+    // Resolve every name first: a typo attaches nothing.
+    let targets = ifaces
+        .iter()
+        .map(|i| Ok((i, state::ifindex(i)?)))
+        .collect::<Result<Vec<_>>>()?;
+    // The ruleset goes in before any packet can reach the program.
+    commit(&ns, &mut dp, &ruleset)?;
+    for (name, ifindex) in targets {
+        let pin = links_dir.join(format!("xdp-{ifindex}"));
+        if pin.exists() {
+            println!("{name}: already attached");
+            continue;
+        }
+        let wanted = match mode {
+            Mode::Auto => AttachMode::Auto,
+            Mode::Native => AttachMode::Native,
+            Mode::Skb => AttachMode::Skb,
+        };
+        let used = dp.attach(name, ifindex, wanted, &pin)?;
+        match (mode, used) {
+            (Mode::Auto, AttachMode::Skb) => {
+                eprintln!("warning: {name}: native XDP is not available, attached in generic (skb) mode")
+            }
+            _ => {}
+        }
+        let how = if used == AttachMode::Skb { "generic (skb) XDP" } else { "native XDP" };
+        println!("{name}: attached ({how})");
+    }
+    Ok(())
+}
+
+fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let links_dir = ns.links_dir();
+    if all {
+        if let Ok(entries) = std::fs::read_dir(&links_dir) {
+            for e in entries.flatten() {
+                Dataplane::detach(&e.path())?;
+            }
+        }
+        ns.remove_all()?;
+        println!("detached everywhere; rules and state removed");
+        return Ok(());
+    }
+    for name in ifaces {
+        let ifindex = state::ifindex(name)?;
+        let pin = links_dir.join(format!("xdp-{ifindex}"));
+        if !pin.exists() {
+            bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
+        }
+        Dataplane::detach(&pin)?;
+        println!("{name}: detached");
+    }
+    Ok(())
+}
+
+/// Attached interfaces: (ifindex, name) from the link pins.
+fn attached(ns: &Namespace) -> Vec<(u32, String)> {
+    let links = state::links();
+    let mut out: Vec<(u32, String)> = std::fs::read_dir(ns.links_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ifindex: u32 = name.strip_prefix("xdp-")?.parse().ok()?;
+            let iface = links
+                .iter()
+                .find(|l| l.ifindex == ifindex)
+                .map_or_else(|| format!("(gone, ifindex {ifindex})"), |l| l.name.clone());
+            Some((ifindex, iface))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn run_status(json_out: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (ruleset, dp) = open(&ns, false)?;
+    let ifaces = attached(&ns);
+    let chains: Vec<_> = CHAIN_NAMES
+        .iter()
+        .filter_map(|n| ruleset.filter.chain(n))
+        .map(|c| {
+            let policy = match c.policy {
+                Some(Policy::Drop) => "DROP",
+                _ => "ACCEPT",
+            };
+            (c.name.clone(), c.rules.len(), policy)
+        })
+        .collect();
+    let stats = match &dp {
+        Some(dp) => dp.stats()?,
+        None => vec![0; stats::COUNT as usize],
+    };
+    if json_out {
+        let v = json!({
+            "netns": ns.id,
+            "pins": ns.pin_dir,
+            "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
+            "chains": chains.iter().map(|(n, r, p)| json!({"name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
+            "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("network namespace {} (pins in {})", ns.id, ns.pin_dir.display());
+    if ifaces.is_empty() {
+        println!("attached: none (`netbeast attach IFACE`)");
+    } else {
+        let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
+        println!("attached: {}", names.join(", "));
+    }
+    for (name, rules, policy) in &chains {
+        println!("filter {name}: {rules} rules, policy {policy}");
+    }
+    println!(
+        "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",
+        stats[stats::PACKETS as usize],
+        stats[stats::INPUT as usize],
+        stats[stats::FORWARD as usize],
+        stats[stats::ACCEPTED as usize],
+        stats[stats::DROPPED as usize],
+        stats[stats::REJECTED as usize]
+    );
+    let _ = chain::COUNT;
+    Ok(())
+}
+
+fn run_stats(json_out: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (_, dp) = open(&ns, false)?;
+    let stats = match &dp {
+        Some(dp) => dp.stats()?,
+        None => vec![0; stats::COUNT as usize],
+    };
+    if json_out {
+        let m: serde_json::Map<_, _> = stats::NAMES
+            .iter()
+            .zip(&stats)
+            .map(|(n, v)| (n.to_string(), json!(v)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        for (n, v) in stats::NAMES.iter().zip(&stats) {
+            println!("{n:<16} {v}");
+        }
+    }
+    Ok(())
+}
+
+fn run_bench(rules: Vec<usize>, repeat: u32, rounds: usize, quick: bool, json_out: bool) -> Result<()> {
+    state::require_root()?;
+    let (rules, repeat, rounds) = if quick {
+        (vec![1, 100], 10_000, 1)
+    } else {
+        (rules, repeat, rounds)
+    };
+    if let Some(n) = rules.iter().find(|n| **n == 0 || **n > netbeast_common::MAX_RULES_PER_CHAIN) {
+        bail!(
+            "--rules {n}: each count must be 1..={} (MAX_RULES_PER_CHAIN)",
+            netbeast_common::MAX_RULES_PER_CHAIN
+        );
+    }
+    let report = crate::bench::program_cost(&rules, repeat, rounds)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        crate::bench::print(&report);
+    }
+    Ok(())
 }

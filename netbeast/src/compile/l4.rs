@@ -10,7 +10,7 @@ pub(super) type Keys = Vec<(u32, u32)>;
 
 /// The keys a port or ICMP type/code can take: never `L4_NONE` or
 /// `L4_FRAGMENT`, so even a negated port match fails on those packets.
-const REAL: (u32, u32) = (0, 65536);
+const REAL: (u32, u32) = (0, 65535);
 
 /// One rule slot: the user's rule and its conditions on L4A and L4B
 /// (`None` = no condition). The other fields come from the rule itself.

@@ -74,7 +74,7 @@ pub enum LoaderError {
     },
     #[error("cannot pin {path}: {message}")]
     Pin { path: PathBuf, message: String },
-    #[error("cannot read {what}: {source}")]
+    #[error("cannot use {what}: {source}")]
     Io {
         what: String,
         #[source]
@@ -125,6 +125,10 @@ impl Dataplane {
     /// Opens the maps pinned in `dir`, creating (and pinning) the ones that
     /// don't exist yet. The programs are loaded only when attaching.
     pub fn open_pinned(dir: &Path) -> Result<Dataplane, LoaderError> {
+        std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
+            what: format!("the pin directory {}", dir.display()),
+            source,
+        })?;
         let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {

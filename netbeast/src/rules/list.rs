@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use super::model::{
-    Chain, Counter, IcmpType, Ipv4Net, Match, MultiportKind, Negatable, Rule, Target,
+    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, PortRange, Rule,
+    Target,
 };
 use super::parse::{icmp_type_name, protocol_name};
 use super::save::{self, CounterStyle, is_any_port, mac_text, policy_name, port_list_text};
@@ -255,7 +256,7 @@ fn fragment_column(rule: &Rule) -> &'static str {
     }
 }
 
-fn iface_column(iface: &Option<Negatable<super::model::IfaceName>>, any: &str) -> String {
+fn iface_column(iface: &Option<Negatable<IfaceName>>, any: &str) -> String {
     match iface {
         None => any.to_string(),
         Some(iface) => format!(
@@ -294,8 +295,7 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
                 sport,
                 dport,
             } => {
-                out.push(' ');
-                out.push_str(protocol_name(*protocol, true).unwrap_or("udp"));
+                out.push_str(if *protocol == 6 { " tcp" } else { " udp" });
                 write_ports(&mut out, "spt", sport);
                 write_ports(&mut out, "dpt", dport);
             }
@@ -329,7 +329,7 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
 }
 
 /// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
-fn write_ports(out: &mut String, name: &str, ports: &Option<Negatable<super::model::PortRange>>) {
+fn write_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
     let Some(ports) = ports else {
         return;
     };

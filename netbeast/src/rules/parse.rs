@@ -1457,87 +1457,15 @@ impl<'a> Parser<'a> {
     /// Options that have a short letter, whichever way they were written.
     fn global_option(&mut self, c: char, typed: &str) -> Result<(), ParseError> {
         match c {
-            'A' | 'C' => {
-                let kind = if c == 'A' {
-                    CommandKind::Append
-                } else {
-                    CommandKind::Check
-                };
-                self.add_command(kind)?;
-                self.command_chain(typed)?;
-            }
-            'D' => {
-                self.add_command(CommandKind::Delete)?;
-                self.command_chain(typed)?;
-                self.optional_position(typed)?;
-            }
-            'I' => {
-                self.add_command(CommandKind::Insert)?;
-                self.command_chain(typed)?;
-                self.optional_position(typed)?;
-            }
-            'R' => {
-                self.add_command(CommandKind::Replace)?;
-                self.command_chain(typed)?;
-                let number = self
-                    .scanner
-                    .next_word()
-                    .ok_or(ParseError::MissingArgument {
-                        option: typed.to_string(),
-                        expected: "a chain and a rule number, like -R INPUT 1",
-                    })?;
-                self.position = Some(parse_rule_number(typed, number)?);
-            }
-            'L' | 'S' | 'Z' => {
-                let kind = match c {
-                    'L' => CommandKind::List,
-                    'S' => CommandKind::ListRules,
-                    _ => CommandKind::Zero,
-                };
-                self.add_command(kind)?;
-                self.optional_chain(typed)?;
-                if self.chain.is_some() {
-                    self.optional_position(typed)?;
-                }
-            }
-            'F' => {
-                self.add_command(CommandKind::Flush)?;
-                self.optional_chain(typed)?;
-            }
-            'P' => {
-                self.add_command(CommandKind::Policy)?;
-                self.command_chain(typed)?;
-                let chain = self.chain.clone().unwrap_or_default();
-                let policy = self
-                    .scanner
-                    .next_word()
-                    .ok_or(ParseError::MissingArgument {
-                        option: typed.to_string(),
-                        expected: "a chain and a policy, like -P INPUT DROP",
-                    })?;
-                self.policy = Some(parse_policy(&chain, policy)?);
-            }
-            'N' | 'X' | 'E' => {
-                let verb = match c {
-                    'N' => "creating",
-                    'X' => "deleting",
-                    _ => "renaming",
-                };
-                return Err(ParseError::Unsupported {
-                    what: format!("{verb} user-defined chains ({typed})"),
-                    hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
-                });
+            'A' | 'C' | 'D' | 'I' | 'R' | 'L' | 'S' | 'Z' | 'F' | 'P' | 'N' | 'X' | 'E' => {
+                self.command_option(c, typed)?
             }
             'h' => {
                 self.scanner.optional_value();
                 self.early_exit = Some(Action::Help);
             }
             'V' => {
-                if self.invert {
-                    return Err(ParseError::CannotNegate {
-                        option: typed.to_string(),
-                    });
-                }
+                self.no_invert(typed)?;
                 self.early_exit = Some(Action::Version);
             }
             's' | 'd' => self.address_option(c)?,
@@ -1561,26 +1489,7 @@ impl<'a> Parser<'a> {
                 self.no_invert("-v")?;
                 self.verbose = true;
             }
-            'n' | 'x' | '0' => {
-                let name = match c {
-                    'n' => "-n",
-                    'x' => "-x",
-                    _ => "--line-numbers",
-                };
-                self.no_invert(name)?;
-                let flag = match c {
-                    'n' => &mut self.numeric,
-                    'x' => &mut self.exact,
-                    _ => &mut self.line_numbers,
-                };
-                if *flag {
-                    return Err(ParseError::Repeated {
-                        option: name.into(),
-                        hint: "",
-                    });
-                }
-                *flag = true;
-            }
+            'n' | 'x' | '0' => self.list_flag(c)?,
             'w' | 'W' => self.wait_option(c)?,
             'M' => {
                 self.required(typed, "the path of modprobe")?;
@@ -1599,6 +1508,95 @@ impl<'a> Parser<'a> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// A command letter and the chain, position or policy that follow it.
+    fn command_option(&mut self, c: char, typed: &str) -> Result<(), ParseError> {
+        let kind = match c {
+            'A' => CommandKind::Append,
+            'C' => CommandKind::Check,
+            'D' => CommandKind::Delete,
+            'I' => CommandKind::Insert,
+            'R' => CommandKind::Replace,
+            'L' => CommandKind::List,
+            'S' => CommandKind::ListRules,
+            'Z' => CommandKind::Zero,
+            'F' => CommandKind::Flush,
+            'P' => CommandKind::Policy,
+            _ => {
+                let verb = match c {
+                    'N' => "creating",
+                    'X' => "deleting",
+                    _ => "renaming",
+                };
+                return Err(ParseError::Unsupported {
+                    what: format!("{verb} user-defined chains ({typed})"),
+                    hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
+                });
+            }
+        };
+        self.add_command(kind)?;
+        match kind {
+            CommandKind::Append | CommandKind::Check => self.command_chain(typed)?,
+            CommandKind::Delete | CommandKind::Insert => {
+                self.command_chain(typed)?;
+                self.optional_position(typed)?;
+            }
+            CommandKind::Replace => {
+                self.command_chain(typed)?;
+                let number = self
+                    .scanner
+                    .next_word()
+                    .ok_or(ParseError::MissingArgument {
+                        option: typed.to_string(),
+                        expected: "a chain and a rule number, like -R INPUT 1",
+                    })?;
+                self.position = Some(parse_rule_number(typed, number)?);
+            }
+            CommandKind::List | CommandKind::ListRules | CommandKind::Zero => {
+                self.optional_chain(typed)?;
+                if self.chain.is_some() {
+                    self.optional_position(typed)?;
+                }
+            }
+            CommandKind::Flush => self.optional_chain(typed)?,
+            CommandKind::Policy => {
+                self.command_chain(typed)?;
+                let policy = self
+                    .scanner
+                    .next_word()
+                    .ok_or(ParseError::MissingArgument {
+                        option: typed.to_string(),
+                        expected: "a chain and a policy, like -P INPUT DROP",
+                    })?;
+                let chain = self.chain.as_deref().unwrap_or_default();
+                self.policy = Some(parse_policy(chain, policy)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `-n`, `-x` and `--line-numbers`.
+    fn list_flag(&mut self, c: char) -> Result<(), ParseError> {
+        let name = match c {
+            'n' => "-n",
+            'x' => "-x",
+            _ => "--line-numbers",
+        };
+        self.no_invert(name)?;
+        let flag = match c {
+            'n' => &mut self.numeric,
+            'x' => &mut self.exact,
+            _ => &mut self.line_numbers,
+        };
+        if *flag {
+            return Err(ParseError::Repeated {
+                option: name.into(),
+                hint: "",
+            });
+        }
+        *flag = true;
         Ok(())
     }
 
@@ -1919,127 +1917,117 @@ impl<'a> Parser<'a> {
         ParseError::NeedsProtocol { option, needs }
     }
 
+    /// An option of a loaded match; `index` is the match it belongs to.
     fn match_specific_option(
         &mut self,
         index: usize,
         option: MatchOption,
     ) -> Result<(), ParseError> {
-        let name = option.name();
-        let invert = self.invert;
         match option {
             MatchOption::SourcePort | MatchOption::DestinationPort => {
-                let (text, negated) =
-                    self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
-                let range = parse_port_range(name, text)?;
-                let MatchState::Ports { sport, dport, .. } = &mut self.matches[index] else {
-                    unreachable!("port options only resolve to -m tcp/udp");
-                };
-                let slot = if option == MatchOption::SourcePort {
-                    sport
-                } else {
-                    dport
-                };
-                if slot.is_some() {
-                    return Err(ParseError::Repeated {
-                        option: name.into(),
-                        hint: "; use -m multiport for several ports",
-                    });
-                }
-                *slot = Some(Negatable {
-                    negated,
-                    value: range,
-                });
+                self.port_option(index, option)
             }
             MatchOption::Syn | MatchOption::TcpFlags | MatchOption::TcpOption => {
-                return Err(ParseError::Unsupported {
-                    what: format!("{name} (TCP flag matching)"),
+                Err(ParseError::Unsupported {
+                    what: format!("{} (TCP flag matching)", option.name()),
                     hint: String::new(),
-                });
+                })
             }
-            MatchOption::IcmpType => {
-                let (text, negated) =
-                    self.negatable_value(name, "an ICMP type like echo-request or 8")?;
-                let value = parse_icmp_type(text)?;
-                let MatchState::Icmp { icmp_type, .. } = &mut self.matches[index] else {
-                    unreachable!("--icmp-type only resolves to -m icmp");
-                };
-                if icmp_type.is_some() {
-                    return Err(ParseError::Repeated {
-                        option: name.into(),
-                        hint: "; write one rule per ICMP type",
-                    });
-                }
-                *icmp_type = Some(Negatable { negated, value });
-            }
+            MatchOption::IcmpType => self.icmp_type_option(index),
             MatchOption::SourcePorts | MatchOption::DestinationPorts | MatchOption::Ports => {
-                let (text, negated) =
-                    self.negatable_value(name, "a port list like 80,443,8000:8080")?;
-                let ports = parse_multiport_list(name, text)?;
-                let kind = match option {
-                    MatchOption::SourcePorts => MultiportKind::Source,
-                    MatchOption::DestinationPorts => MultiportKind::Destination,
-                    _ => MultiportKind::Either,
-                };
-                let MatchState::Multiport(slot) = &mut self.matches[index] else {
-                    unreachable!("port lists only resolve to -m multiport");
-                };
-                if slot.is_some() {
-                    return Err(ParseError::Repeated {
-                        option: "--sports/--dports/--ports".into(),
-                        hint: "; one -m multiport takes one list (add another -m multiport)",
-                    });
-                }
-                *slot = Some((kind, negated, ports));
+                self.multiport_option(index, option)
             }
-            MatchOption::MacSource => {
-                let (text, negated) =
-                    self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
-                let mac = parse_mac(text)?;
-                let MatchState::Mac(slot) = &mut self.matches[index] else {
-                    unreachable!("--mac-source only resolves to -m mac");
-                };
-                if slot.is_some() {
-                    return Err(ParseError::Repeated {
-                        option: name.into(),
-                        hint: "",
-                    });
-                }
-                *slot = Some(Negatable {
-                    negated,
-                    value: mac,
-                });
-            }
-            MatchOption::Comment => {
-                if invert {
-                    return Err(ParseError::CannotNegate {
-                        option: name.into(),
-                    });
-                }
-                let text = self.required(name, "the comment text, quoted if it has spaces")?;
-                if text.len() > MAX_COMMENT_LEN {
-                    return Err(invalid(
-                        name,
-                        "comment",
-                        &format!("{}...", text.chars().take(20).collect::<String>()),
-                        format!(
-                            "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
-                            text.len()
-                        ),
-                    ));
-                }
-                let MatchState::Comment(slot) = &mut self.matches[index] else {
-                    unreachable!("--comment only resolves to -m comment");
-                };
-                if slot.is_some() {
-                    return Err(ParseError::Repeated {
-                        option: name.into(),
-                        hint: "; add another -m comment",
-                    });
-                }
-                *slot = Some(text.to_string());
-            }
+            MatchOption::MacSource => self.mac_option(index),
+            MatchOption::Comment => self.comment_option(index),
         }
-        Ok(())
+    }
+
+    fn port_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+        let name = option.name();
+        let (text, negated) =
+            self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
+        let value = parse_port_range(name, text)?;
+        let MatchState::Ports { sport, dport, .. } = &mut self.matches[index] else {
+            unreachable!("port options only resolve to -m tcp/udp");
+        };
+        let slot = if option == MatchOption::SourcePort {
+            sport
+        } else {
+            dport
+        };
+        fill_once(
+            slot,
+            Negatable { negated, value },
+            name,
+            "; use -m multiport for several ports",
+        )
+    }
+
+    fn icmp_type_option(&mut self, index: usize) -> Result<(), ParseError> {
+        let name = MatchOption::IcmpType.name();
+        let (text, negated) = self.negatable_value(name, "an ICMP type like echo-request or 8")?;
+        let value = parse_icmp_type(text)?;
+        let MatchState::Icmp { icmp_type, .. } = &mut self.matches[index] else {
+            unreachable!("--icmp-type only resolves to -m icmp");
+        };
+        fill_once(
+            icmp_type,
+            Negatable { negated, value },
+            name,
+            "; write one rule per ICMP type",
+        )
+    }
+
+    fn multiport_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+        let name = option.name();
+        let (text, negated) = self.negatable_value(name, "a port list like 80,443,8000:8080")?;
+        let ports = parse_multiport_list(name, text)?;
+        let kind = match option {
+            MatchOption::SourcePorts => MultiportKind::Source,
+            MatchOption::DestinationPorts => MultiportKind::Destination,
+            _ => MultiportKind::Either,
+        };
+        let MatchState::Multiport(slot) = &mut self.matches[index] else {
+            unreachable!("port lists only resolve to -m multiport");
+        };
+        fill_once(
+            slot,
+            (kind, negated, ports),
+            "--sports/--dports/--ports",
+            "; one -m multiport takes one list (add another -m multiport)",
+        )
+    }
+
+    fn mac_option(&mut self, index: usize) -> Result<(), ParseError> {
+        let name = MatchOption::MacSource.name();
+        let (text, negated) = self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
+        let value = parse_mac(text)?;
+        let MatchState::Mac(slot) = &mut self.matches[index] else {
+            unreachable!("--mac-source only resolves to -m mac");
+        };
+        fill_once(slot, Negatable { negated, value }, name, "")
+    }
+
+    fn comment_option(&mut self, index: usize) -> Result<(), ParseError> {
+        let name = MatchOption::Comment.name();
+        self.no_invert(name)?;
+        let text = self.required(name, "the comment text, quoted if it has spaces")?;
+        if text.len() > MAX_COMMENT_LEN {
+            let start: String = text.chars().take(20).collect();
+            return Err(invalid(
+                name,
+                "comment",
+                &format!("{start}..."),
+                format!(
+                    "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
+                    text.len()
+                ),
+            ));
+        }
+        let MatchState::Comment(slot) = &mut self.matches[index] else {
+            unreachable!("--comment only resolves to -m comment");
+        };
+        fill_once(slot, text.to_string(), name, "; add another -m comment")
     }
 
     fn reject_with_option(&mut self) -> Result<(), ParseError> {
@@ -2333,6 +2321,23 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Stores a match option's value, refusing a second one as iptables does.
+fn fill_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    option: &str,
+    hint: &'static str,
+) -> Result<(), ParseError> {
+    if slot.is_some() {
+        return Err(ParseError::Repeated {
+            option: option.to_string(),
+            hint,
+        });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
 fn same_option(a: LongOption, b: LongOption) -> bool {
     match (a, b) {
         (LongOption::Match(_, x), LongOption::Match(_, y)) => x == y,
@@ -2361,6 +2366,8 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
         .collect()
 }
 
+/// A loaded match checked against the rest of the rule, as iptables and
+/// the kernel's checkentry do: its mandatory option, its protocol, its chain.
 fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<Match, ParseError> {
     let module = state.module();
     Ok(match state {
@@ -2369,57 +2376,28 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
             implicit,
             sport,
             dport,
-        } => {
-            if protocol != Some(wanted) {
-                let name = protocol_label(wanted);
-                let option = match (implicit, &dport, &sport) {
-                    (true, Some(_), _) => "--dport".to_string(),
-                    (true, None, Some(_)) => "--sport".to_string(),
-                    _ => module.to_string(),
-                };
-                return Err(ParseError::NeedsProtocol {
-                    option,
-                    needs: format!("-p {name} (not negated) earlier in the rule"),
-                });
-            }
-            // The full range is what the kernel stores for "any port".
-            let any = |p: &Option<Negatable<PortRange>>| {
-                p.as_ref().is_some_and(|p| {
-                    !p.negated
-                        && p.value
-                            == PortRange {
-                                first: 0,
-                                last: u16::MAX,
-                            }
-                })
-            };
-            Match::Ports {
-                protocol: wanted,
-                sport: sport.clone().filter(|_| !any(&sport)),
-                dport: dport.clone().filter(|_| !any(&dport)),
-            }
-        }
+        } => finish_ports(wanted, implicit, sport, dport, protocol)?,
         MatchState::Icmp { icmp_type, .. } => {
             if protocol != Some(1) {
+                let option = if icmp_type.is_some() {
+                    "--icmp-type"
+                } else {
+                    module
+                };
                 return Err(ParseError::NeedsProtocol {
-                    option: if icmp_type.is_some() {
-                        "--icmp-type".into()
-                    } else {
-                        module.into()
-                    },
+                    option: option.into(),
                     needs: "-p icmp (not negated) earlier in the rule".into(),
                 });
             }
-            let icmp_type = icmp_type.ok_or(ParseError::MissingModuleOption {
-                module: "-m icmp",
+            Match::Icmp(icmp_type.ok_or(ParseError::MissingModuleOption {
+                module,
                 option: "--icmp-type",
                 example: "e.g. -p icmp --icmp-type echo-request",
-            })?;
-            Match::Icmp(icmp_type)
+            })?)
         }
         MatchState::Multiport(list) => {
             let (kind, negated, ports) = list.ok_or(ParseError::MissingModuleOption {
-                module: "-m multiport",
+                module,
                 option: "--sports, --dports or --ports",
                 example: "e.g. -p tcp -m multiport --dports 80,443",
             })?;
@@ -2437,13 +2415,13 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
         }
         MatchState::Mac(mac) => {
             let mac = mac.ok_or(ParseError::MissingModuleOption {
-                module: "-m mac",
+                module,
                 option: "--mac-source",
                 example: "e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff",
             })?;
             if !matches!(chain, "INPUT" | "FORWARD" | "PREROUTING") {
                 return Err(ParseError::WrongChain {
-                    option: "-m mac".into(),
+                    option: module.into(),
                     chain: chain.into(),
                     reason: "a packet's source MAC is only known on arrival, in INPUT or FORWARD",
                 });
@@ -2452,11 +2430,47 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
         }
         MatchState::Comment(text) => {
             Match::Comment(text.ok_or(ParseError::MissingModuleOption {
-                module: "-m comment",
+                module,
                 option: "--comment",
                 example: "e.g. -m comment --comment \"allow ssh\"",
             })?)
         }
+    })
+}
+
+/// `-m tcp`/`-m udp`, explicit or loaded by `-p`: the rule's protocol must
+/// be the match's, not negated (the kernel refuses it otherwise).
+fn finish_ports(
+    wanted: u8,
+    implicit: bool,
+    sport: Option<Negatable<PortRange>>,
+    dport: Option<Negatable<PortRange>>,
+    protocol: Option<u8>,
+) -> Result<Match, ParseError> {
+    if protocol != Some(wanted) {
+        let option = match (implicit, &dport, &sport) {
+            (true, Some(_), _) => "--dport".to_string(),
+            (true, None, Some(_)) => "--sport".to_string(),
+            _ => format!("-m {}", protocol_label(wanted)),
+        };
+        return Err(ParseError::NeedsProtocol {
+            option,
+            needs: format!(
+                "-p {} (not negated) earlier in the rule",
+                protocol_label(wanted)
+            ),
+        });
+    }
+    // The full range is what the kernel stores for "any port".
+    let any = PortRange {
+        first: 0,
+        last: u16::MAX,
+    };
+    let real = |ports: Option<Negatable<PortRange>>| ports.filter(|p| p.negated || p.value != any);
+    Ok(Match::Ports {
+        protocol: wanted,
+        sport: real(sport),
+        dport: real(dport),
     })
 }
 
@@ -3663,6 +3677,49 @@ mod tests {
                 .contains("-w cannot be used in a restore file")
         );
         assert!(parse_restore_args(&args("-A INPUT -j DROP"), TableName::Filter).is_ok());
+    }
+
+    #[test]
+    fn getopt_forms() {
+        // Bundled short options, attached values, long options with '='
+        // and unique prefixes all parse to the same rule.
+        let expected = rule("-A INPUT -p tcp --dport 22 -j ACCEPT");
+        for line in [
+            "-AINPUT -ptcp --dport 22 -jACCEPT",
+            "--append INPUT --protocol=tcp --destination-port=22 --jump=ACCEPT",
+            "--app INPUT --prot tcp --destination-p 22 --ju ACCEPT",
+            "-A INPUT -vp tcp --dport 22 -j ACCEPT",
+        ] {
+            assert_eq!(rule(line), expected, "{line}");
+        }
+        assert_eq!(
+            rule("-A INPUT -p tcp -j REJECT --reject tcp-reset").target,
+            Target::Reject(RejectWith::TcpReset)
+        );
+    }
+
+    #[test]
+    fn old_style_negation_on_every_negatable_option() {
+        let new_style = rule("-A FORWARD ! -s 1.1.1.1 ! -d 2.2.2.2 ! -i eth0 ! -o eth1 ! -p tcp");
+        let old_style = rule("-A FORWARD -s ! 1.1.1.1 -d ! 2.2.2.2 -i ! eth0 -o ! eth1 -p ! tcp");
+        assert_eq!(old_style, new_style);
+        assert_eq!(
+            rule("-A INPUT -p tcp --sport ! 1 --dport ! 2"),
+            rule("-A INPUT -p tcp ! --sport 1 ! --dport 2")
+        );
+        assert_eq!(
+            rule("-A INPUT -p tcp -m multiport --dports ! 1,2"),
+            rule("-A INPUT -p tcp -m multiport ! --dports 1,2")
+        );
+        assert_eq!(
+            rule("-A INPUT -m mac --mac-source ! aa:bb:cc:dd:ee:ff"),
+            rule("-A INPUT -m mac ! --mac-source aa:bb:cc:dd:ee:ff")
+        );
+        assert_eq!(
+            rule("-A INPUT -p icmp --icmp-type ! 8"),
+            rule("-A INPUT -p icmp ! --icmp-type 8")
+        );
+        assert_err("-A INPUT -s !", "option -s requires an argument");
     }
 
     #[test]

@@ -482,8 +482,10 @@ impl RestoreReader {
         if text.trim_start().is_empty() || text.trim_start().starts_with('#') {
             return Ok(());
         }
-        if let Some(name) = text.strip_prefix('*') {
-            return self.open_table(line, name.trim());
+        if let Some(header) = text.strip_prefix('*') {
+            // As iptables-restore: the first word names the table.
+            let name = header.split_whitespace().next().unwrap_or("");
+            return self.open_table(line, name);
         }
         if text == "COMMIT" {
             return match self.open.take() {
@@ -1208,6 +1210,12 @@ COMMIT
             r.filter.chain("FORWARD").unwrap().policy,
             Some(Policy::Drop)
         );
+    }
+
+    #[test]
+    fn table_header_takes_its_first_word() {
+        let r = restore("*filter   # the firewall\n-A INPUT -j DROP\nCOMMIT\n").unwrap();
+        assert_eq!(saved_rules(&r), ["-A INPUT -j DROP"]);
     }
 
     #[test]
