@@ -46,8 +46,11 @@ const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0x7e, 0x00, 0x00, 0x02];
 /// The loopback interface of every fresh namespace; also the ingress device
 /// of a test run that names none.
 const LO: u32 = 1;
-/// A dummy interface some tests add to their namespace.
-const DUMMY: &str = "nbtd0";
+/// A second interface some tests add to their namespace: one end of a veth
+/// pair whose other end ([`VETH_PEER`]) stays in the namespace too (this
+/// kernel has no dummy driver).
+const VETH: &str = "nbtv0";
+const VETH_PEER: &str = "nbtv1";
 /// TTL and header length Linux puts in the replies it generates.
 const REPLY_TTL: u8 = 64;
 
@@ -106,22 +109,27 @@ struct Harness {
     interfaces: Vec<Interface>,
     /// The rules last applied, to skip recompiling for the next fixture.
     applied: Option<Vec<String>>,
+    /// What `applied` built: tells how many rules each chain has.
     ruleset: Ruleset,
 }
 
-/// Creates a namespace (plus a dummy interface when `with_dummy`), loads the
+/// Creates a namespace (plus a veth pair when `with_veth`), loads the
 /// data plane in it and runs `body` on a thread inside it.
-fn lab<F>(tag: &str, with_dummy: bool, body: F)
+fn lab<F>(tag: &str, with_veth: bool, body: F)
 where
     F: FnOnce(&mut Harness, &Netns) + Send,
 {
     require_root();
     let ns = Netns::new(&format!("prog-{tag}")).expect("creating the test namespace");
-    if with_dummy {
-        ns.ip(&["link", "add", DUMMY, "type", "dummy"])
-            .expect("adding a dummy interface");
-        ns.ip(&["link", "set", DUMMY, "up"])
-            .expect("bringing the dummy interface up");
+    if with_veth {
+        ns.ip(&[
+            "link", "add", VETH, "type", "veth", "peer", "name", VETH_PEER,
+        ])
+        .expect("adding a veth pair");
+        for iface in [VETH, VETH_PEER] {
+            ns.ip(&["link", "set", iface, "up"])
+                .expect("bringing the veth pair up");
+        }
     }
     let interfaces = list_interfaces(&ns);
     let ns_ref = &ns;
@@ -144,7 +152,7 @@ where
 }
 
 /// The namespace's interfaces from `ip -o link show`
-/// (`"3: nbtd0: <BROADCAST,...> ..."`).
+/// (`"3: nbtv0@nbtv1: <BROADCAST,...> ..."`).
 fn list_interfaces(ns: &Netns) -> Vec<Interface> {
     let out = ns.ip(&["-o", "link", "show"]).expect("listing interfaces");
     out.lines()
@@ -168,15 +176,15 @@ impl Harness {
 
     /// Applies a ruleset written as iptables argument lines, starting from
     /// the default (empty chains, ACCEPT policies).
-    fn apply(&mut self, lines: &[&str]) {
-        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    fn apply<S: AsRef<str>>(&mut self, lines: &[S]) {
+        let lines: Vec<String> = lines.iter().map(|l| l.as_ref().to_string()).collect();
         if self.applied.as_ref() == Some(&lines) {
             return;
         }
         let rules = ruleset(&lines);
         self.dataplane
             .apply(&rules, &self.interfaces)
-            .unwrap_or_else(|e| panic!("applying {lines:?} failed: {e}"));
+            .unwrap_or_else(|e| panic!("applying {} rule lines failed: {e}", lines.len()));
         self.applied = Some(lines);
         self.ruleset = rules;
     }
@@ -247,8 +255,12 @@ enum Expect {
     /// XDP_PASS with the frame untouched.
     Pass,
     Drop,
-    /// XDP_TX with an ICMP destination unreachable of this code.
+    /// XDP_TX with an ICMP destination unreachable of this code, sent from
+    /// the address the request was for.
     IcmpUnreachable(u8),
+    /// The same, sent from this address (REJECT in FORWARD answers from the
+    /// host's own address, as icmp_send() does).
+    IcmpUnreachableFrom(u8, Ipv4Addr),
     /// XDP_TX with a TCP RST built per RFC 793.
     TcpReset,
 }
@@ -354,7 +366,7 @@ fn check(expect: Expect, input: &[u8], action: u32, out: &[u8]) -> Result<(), St
     let want_action = match expect {
         Expect::Pass => XDP_PASS,
         Expect::Drop => XDP_DROP,
-        Expect::IcmpUnreachable(_) | Expect::TcpReset => XDP_TX,
+        Expect::IcmpUnreachable(_) | Expect::IcmpUnreachableFrom(..) | Expect::TcpReset => XDP_TX,
     };
     if action != want_action {
         return Err(format!(
@@ -365,7 +377,10 @@ fn check(expect: Expect, input: &[u8], action: u32, out: &[u8]) -> Result<(), St
     }
     match expect {
         Expect::Pass if out != input => Err(format!("passed frame was changed: {}", hex(out))),
-        Expect::IcmpUnreachable(code) => check_icmp_unreachable(input, out, code),
+        Expect::IcmpUnreachable(code) => check_icmp_unreachable(input, out, code, None),
+        Expect::IcmpUnreachableFrom(code, from) => {
+            check_icmp_unreachable(input, out, code, Some(from))
+        }
         Expect::TcpReset => check_tcp_reset(input, out),
         _ => Ok(()),
     }
@@ -399,9 +414,14 @@ fn check_reply_l2(input: &Frame, reply: &Frame) -> Result<(), String> {
 }
 
 /// The reply iptables' REJECT sends with an ICMP type: destination
-/// unreachable from the address the packet was for, quoting its IP header
-/// and the first 8 bytes after it.
-fn check_icmp_unreachable(input: &[u8], out: &[u8], code: u8) -> Result<(), String> {
+/// unreachable from `from` (default: the address the packet was for),
+/// quoting its IP header and the first 8 bytes after it.
+fn check_icmp_unreachable(
+    input: &[u8],
+    out: &[u8],
+    code: u8,
+    from: Option<Ipv4Addr>,
+) -> Result<(), String> {
     let req = parse_frame(input).map_err(|e| format!("fixture frame does not parse: {e}"))?;
     let reply = parse_frame(out).map_err(|e| format!("reply does not parse: {e}"))?;
     check_reply_l2(&req, &reply)?;
@@ -431,13 +451,13 @@ fn check_icmp_unreachable(input: &[u8], out: &[u8], code: u8) -> Result<(), Stri
         "reply TTL {} (expected {REPLY_TTL})",
         h.ttl
     );
+    let from = from.unwrap_or(req_ip.header.dst);
     ensure!(
-        h.src == req_ip.header.dst && h.dst == req_ip.header.src,
-        "reply {} -> {} is not the request's {} -> {} swapped",
+        h.src == from && h.dst == req_ip.header.src,
+        "reply {} -> {} (expected {from} -> {})",
         h.src,
         h.dst,
-        req_ip.header.src,
-        req_ip.header.dst
+        req_ip.header.src
     );
     ensure!(
         !h.more_fragments && h.fragment_offset == 0,
@@ -587,7 +607,7 @@ fn check_tcp_reset(input: &[u8], out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-use Expect::{Drop, IcmpUnreachable, Pass, TcpReset};
+use Expect::{Drop, IcmpUnreachable, IcmpUnreachableFrom, Pass, TcpReset};
 
 // ---------------------------------------------------------------------------
 // Verdicts
@@ -1006,10 +1026,10 @@ fn icmp_type_matches() {
 fn interface_and_mac_matches() {
     let other_mac = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
     lab("iface", true, |h, _| {
-        let dummy = h.ifindex(DUMMY);
+        let veth = h.ifindex(VETH);
         assert_eq!(h.ifindex("lo"), LO);
         let in_lo = &["-A INPUT -i lo -j DROP"];
-        let in_dummy = &["-A INPUT -i nbtd0 -j DROP"];
+        let in_veth = &["-A INPUT -i nbtv0 -j DROP"];
         let not_lo = &["-A INPUT ! -i lo -j DROP"];
         let wildcard = &["-A INPUT -i nbt+ -j DROP"];
         let absent = &["-A INPUT -i eth7 -j DROP"];
@@ -1018,12 +1038,12 @@ fn interface_and_mac_matches() {
         let cases = vec![
             case("-i lo: arrives on lo", in_lo, tcp(22), Drop).on(LO),
             case("-i lo: no ingress given means lo", in_lo, tcp(22), Drop),
-            case("-i lo: arrives on the dummy", in_lo, tcp(22), Pass).on(dummy),
-            case("-i nbtd0: arrives on it", in_dummy, tcp(22), Drop).on(dummy),
-            case("-i nbtd0: arrives on lo", in_dummy, tcp(22), Pass).on(LO),
+            case("-i lo: arrives on the veth", in_lo, tcp(22), Pass).on(veth),
+            case("-i nbtv0: arrives on it", in_veth, tcp(22), Drop).on(veth),
+            case("-i nbtv0: arrives on lo", in_veth, tcp(22), Pass).on(LO),
             case("! -i lo: arrives on lo", not_lo, tcp(22), Pass).on(LO),
-            case("! -i lo: arrives on the dummy", not_lo, tcp(22), Drop).on(dummy),
-            case("-i nbt+: prefix matches", wildcard, tcp(22), Drop).on(dummy),
+            case("! -i lo: arrives on the veth", not_lo, tcp(22), Drop).on(veth),
+            case("-i nbt+: prefix matches", wildcard, tcp(22), Drop).on(veth),
             case("-i nbt+: lo does not match", wildcard, tcp(22), Pass).on(LO),
             case(
                 "-i of an absent interface matches nothing",
@@ -1031,7 +1051,7 @@ fn interface_and_mac_matches() {
                 tcp(22),
                 Pass,
             )
-            .on(dummy),
+            .on(veth),
             case("--mac-source matches", mac_rule, tcp(22), Drop),
             case(
                 "--mac-source ignores other MACs",
@@ -1226,9 +1246,6 @@ fn reject_replies() {
     };
     let rst = &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"];
     let big = udp(53).payload(&[0xab; 300]).ip_id(0x7777).tos(0x10);
-    // A minimum-size Ethernet frame: 42 bytes of UDP padded with zeros to 60.
-    let mut padded = udp(53).build();
-    padded.resize(60, 0);
     let cases = vec![
         case(
             "default: port unreachable for UDP",
@@ -1303,6 +1320,18 @@ fn reject_replies() {
             IcmpUnreachable(3),
         ),
         case(
+            "the highest known ICMP type (18) is not an error: it gets a reply",
+            reject,
+            icmp(18, 0),
+            IcmpUnreachable(3),
+        ),
+        case(
+            "a full 1500-byte packet is cut down to the reply",
+            reject,
+            udp(53).payload(&[0x5a; 1472]),
+            IcmpUnreachable(3),
+        ),
+        case(
             "payload shorter than 8 bytes: quotes what there is",
             reject,
             FrameBuilder::ipv4(CLIENT, SERVER, ip_proto::GRE)
@@ -1349,10 +1378,10 @@ fn reject_replies() {
             udp(53).payload(&[0; 64]).more_fragments(),
             IcmpUnreachable(3),
         ),
-        raw_case(
+        case(
             "Ethernet padding is not sent back",
             reject,
-            padded,
+            udp(53).pad_to(60),
             IcmpUnreachable(3),
         ),
         // TCP resets.
@@ -1529,6 +1558,25 @@ fn reject_stays_silent() {
             udp(53).dst_mac([0x01, 0, 0x5e, 0, 0, 1]),
             Drop,
         ),
+        // icmp_send(): "assume any unknown ICMP type is an error" (> 18).
+        case(
+            "no ICMP error about an unknown ICMP type (19)",
+            reject,
+            icmp(19, 0),
+            Drop,
+        ),
+        case(
+            "no ICMP error about an unknown ICMP type (200)",
+            reject,
+            icmp(200, 7),
+            Drop,
+        ),
+        case(
+            "no reset for a TCP header cut short",
+            rst,
+            tcp(22).total_length(30).truncate(14 + 30),
+            Drop,
+        ),
     ];
     let cases = cases.into_iter().map(|c| c.counts(silent)).collect();
     lab("silent", false, |h, _| run_cases(h, cases));
@@ -1553,14 +1601,12 @@ fn rule_and_policy_counters() {
         // bytes.
         let dns = udp(53).payload(&[0; 100]);
         assert_eq!(dns.build_ipv4().len(), 128);
-        let mut padded = udp(53).payload(&[0; 100]).build();
-        padded.extend_from_slice(&[0; 7]);
         let frames = [
             dns.build(),
             dns.build(),
             dns.clone().vlan(3).build(),
             dns.clone().vlan(3).vlan(4).build(),
-            padded,
+            dns.clone().pad_to(200).build(),
         ];
         for f in &frames {
             assert_eq!(h.run(f, 0).0, XDP_PASS);
@@ -1649,6 +1695,49 @@ fn rule_and_policy_counters() {
             },
             "policy DROP counter of the new ruleset"
         );
+    });
+}
+
+/// Rules the compiler expands into several classifier slots (`--ports`,
+/// `! --icmp-type T/C`) still count as one rule, and the rules after them
+/// keep their own counters.
+#[test]
+fn counters_of_expanded_rules() {
+    let udp_from = |sport: u16, dport: u16| {
+        FrameBuilder::udp(CLIENT, sport, SERVER, dport)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    lab("slots", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp -m multiport --ports 53 -j ACCEPT",
+            "-A INPUT -p icmp ! --icmp-type 8/0 -j DROP",
+            "-A INPUT -p tcp --dport 22 -j DROP",
+            "-A INPUT -p udp -m multiport --ports 123,124 -j DROP",
+        ]);
+        let runs: [(Vec<u8>, u32); 7] = [
+            (udp_from(53, 1000).build(), XDP_PASS),
+            (udp_from(1000, 53).build(), XDP_PASS),
+            (udp_from(53, 53).build(), XDP_PASS),
+            (icmp(8, 1).build(), XDP_DROP),
+            (icmp(0, 0).build(), XDP_DROP),
+            (tcp(22).build(), XDP_DROP),
+            (udp_from(124, 9).build(), XDP_DROP),
+        ];
+        for (frame, want) in &runs {
+            let (action, _) = h.run(frame, 0);
+            assert_eq!(action, *want, "frame {}", hex(frame));
+        }
+        assert_eq!(
+            h.run(&ping().build(), 0).0,
+            XDP_PASS,
+            "echo request 8/0 is not matched"
+        );
+        let (rules, policy) = h.counters(chain::INPUT);
+        let packets: Vec<u64> = rules.iter().map(|c| c.packets).collect();
+        assert_eq!(packets, vec![3, 2, 1, 1], "per-rule packet counters");
+        assert_eq!(rules[0].bytes, 3 * 28, "--ports rule bytes");
+        assert_eq!(policy.packets, 1, "policy counter");
     });
 }
 
@@ -2087,18 +2176,124 @@ fn check_any_reply(input: &[u8], out: &[u8]) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------
+// The classifier at scale
+
+/// Thousands of rules, so that first matches land on both sides of 64-bit
+/// word and summary-word boundaries of the class vectors (DESIGN §4). Rule
+/// `i` matches UDP ports 10000..=10000+i, so a packet to 10000+k matches
+/// rules k, k+1, ...: its first match is rule k, which only the counters
+/// can tell apart. A second field (the source) narrows the AND.
+#[test]
+fn first_match_across_vector_words() {
+    const RULES: usize = 4200;
+    const BASE: u16 = 10000;
+    let lines: Vec<String> = (0..RULES)
+        .map(|i| {
+            let target = if i % 2 == 0 { "ACCEPT" } else { "DROP" };
+            format!(
+                "-A INPUT -p udp --dport {BASE}:{} -j {target}",
+                usize::from(BASE) + i
+            )
+        })
+        .collect();
+    lab("scale", false, |h, _| {
+        h.apply(&lines);
+        for k in [
+            0usize,
+            1,
+            62,
+            63,
+            64,
+            65,
+            127,
+            128,
+            4031,
+            4032,
+            4095,
+            4096,
+            4097,
+            4159,
+            4160,
+            RULES - 1,
+        ] {
+            let frame = udp(BASE + k as u16).build();
+            let (before, _) = h.counters(chain::INPUT);
+            let (action, _) = h.run(&frame, 0);
+            let want = if k % 2 == 0 { XDP_PASS } else { XDP_DROP };
+            assert_eq!(
+                action,
+                want,
+                "port {} (first match rule {})",
+                usize::from(BASE) + k,
+                k + 1
+            );
+            let (after, policy) = h.counters(chain::INPUT);
+            let hit: Vec<usize> = (0..RULES)
+                .filter(|&i| after[i].packets != before[i].packets)
+                .collect();
+            assert_eq!(
+                hit,
+                vec![k],
+                "rules counted for port {}",
+                usize::from(BASE) + k
+            );
+            assert_eq!(policy.packets, 0);
+        }
+        let (action, _) = h.run(&udp(BASE + RULES as u16).build(), 0);
+        assert_eq!(action, XDP_PASS, "past the last rule: policy ACCEPT");
+        assert_eq!(h.counters(chain::INPUT).1.packets, 1, "policy counted");
+
+        // Source × port: rule i matches source 10.(i/256).(i%256).0/24 and
+        // ports 10000..=10000+i; a packet from rule s's network to port
+        // 10000+k matches rule s when s >= k, and nothing otherwise.
+        let lines: Vec<String> = (0..RULES)
+            .map(|i| {
+                format!(
+                    "-A INPUT -s 10.{}.{}.0/24 -p udp --dport {BASE}:{} -j DROP",
+                    i / 256,
+                    i % 256,
+                    usize::from(BASE) + i
+                )
+            })
+            .collect();
+        h.apply(&lines);
+        for (s, k) in [
+            (64, 64),
+            (64, 65),
+            (4096, 0),
+            (4096, 4096),
+            (4096, 4097),
+            (4199, 4000),
+            (63, 64),
+        ] {
+            let src = Ipv4Addr::new(10, (s / 256) as u8, (s % 256) as u8, 9);
+            let frame = FrameBuilder::udp(src, 5, SERVER, BASE + k as u16).build();
+            let (action, _) = h.run(&frame, 0);
+            let want = if s >= k { XDP_DROP } else { XDP_PASS };
+            assert_eq!(action, want, "source {src}, port {}", usize::from(BASE) + k);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
 // FORWARD
 
 /// Packets the host would route go through FORWARD, not INPUT: with
-/// forwarding on and a route out of a dummy interface, the FIB lookup says
+/// forwarding on and a route out of a veth, the FIB lookup says
 /// "forward" and `-o` sees the egress interface.
 #[test]
 fn forward_chain_for_routed_packets() {
     lab("forward", true, |h, ns| {
-        ns.ip(&["addr", "add", "10.9.0.1/24", "dev", DUMMY])
-            .expect("addressing the dummy");
+        ns.ip(&["addr", "add", "10.9.0.1/24", "dev", VETH])
+            .expect("addressing the veth");
+        ns.ip(&["addr", "add", "10.8.0.1/24", "dev", VETH_PEER])
+            .expect("addressing the veth peer");
         ns.sysctl("net.ipv4.ip_forward", "1")
             .expect("enabling forwarding");
+        let peer = h.ifindex(VETH_PEER);
+        h.dataplane
+            .set_interface_addresses(&[(peer, Ipv4Addr::new(10, 8, 0, 1))])
+            .expect("setting interface addresses");
         let routed =
             || FrameBuilder::udp(CLIENT, 1000, Ipv4Addr::new(10, 9, 0, 5), 53).src_mac(CLIENT_MAC);
         let fwd = [(stats::FORWARD, 1), (stats::INPUT, 0)];
@@ -2120,7 +2315,7 @@ fn forward_chain_for_routed_packets() {
             case("FORWARD policy DROP", &["-P FORWARD DROP"], routed(), Drop).counts(&fwd),
             case(
                 "-o matches the route's interface",
-                &["-A FORWARD -o nbtd0 -j DROP"],
+                &["-A FORWARD -o nbtv0 -j DROP"],
                 routed(),
                 Drop,
             ),
@@ -2137,6 +2332,33 @@ fn forward_chain_for_routed_packets() {
                 Pass,
             )
             .counts(&[(stats::INPUT, 1), (stats::FORWARD, 0)]),
+            // ip_forward() answers TTL expiry before the FORWARD hook.
+            case(
+                "TTL 1: left to the kernel, no chain",
+                &["-A FORWARD -j DROP", "-A INPUT -j DROP"],
+                routed().ttl(1),
+                Pass,
+            )
+            .counts(&[(stats::INPUT, 0), (stats::FORWARD, 0)]),
+            case(
+                "REJECT in FORWARD answers from the ingress interface's address",
+                &["-A FORWARD -j REJECT --reject-with icmp-admin-prohibited"],
+                routed(),
+                IcmpUnreachableFrom(
+                    unreachable_code::ADMIN_PROHIBITED,
+                    Ipv4Addr::new(10, 8, 0, 1),
+                ),
+            )
+            .on(peer)
+            .counts(&fwd),
+            // nf_send_reset() answers from the address the segment was for.
+            case(
+                "tcp-reset in FORWARD answers from the destination",
+                &["-A FORWARD -p tcp -j REJECT --reject-with tcp-reset"],
+                FrameBuilder::tcp(CLIENT, 1000, Ipv4Addr::new(10, 9, 0, 5), 80).src_mac(CLIENT_MAC),
+                TcpReset,
+            )
+            .on(peer),
         ];
         run_cases(h, cases);
     });

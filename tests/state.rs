@@ -49,11 +49,7 @@ fn save(bed: &Testbed) -> String {
 }
 
 fn xdp_attached(bed: &Testbed) -> bool {
-    let link = bed
-        .server()
-        .ip(&["-d", "link", "show", "dev", SERVER_IFACE])
-        .unwrap();
-    link.contains("xdp")
+    bed.server().has_xdp(SERVER_IFACE).unwrap()
 }
 
 /// Attach pins state for the namespace and hooks the interface; detach --all

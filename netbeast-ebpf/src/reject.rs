@@ -149,13 +149,22 @@ fn set_len(ctx: &XdpContext, len: usize) -> bool {
 }
 
 fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) -> u32 {
-    // Never answer an ICMP error with another one.
+    // icmp_send(): no replies to link-level broadcast or multicast frames.
+    // (A 6-byte load: the verifier cannot bound a 1-byte load at offset 0
+    // from the `p >= end` test LLVM turns its check into.)
+    match load::<[u8; 6]>(ctx.data(), ctx.data_end(), 0) {
+        Some(dst_mac) if dst_mac[0] & 1 == 0 => {}
+        _ => return xdp_action::XDP_DROP,
+    }
+    // Never answer an ICMP error with another one; like icmp_send(), take
+    // any unknown type (above 18) for an error.
     if pkt.protocol == IPPROTO_ICMP {
         if !pkt.l4_complete {
             return xdp_action::XDP_DROP;
         }
         match pkt.l4a {
             3 | 4 | 5 | 11 | 12 => return xdp_action::XDP_DROP,
+            t if t > 18 => return xdp_action::XDP_DROP,
             _ => {}
         }
     }

@@ -9,8 +9,14 @@
 //! - [`Netns`] creates a namespace and deletes it on drop, even while a panic
 //!   unwinds; with [`Netns::with_netbeast`] it first runs
 //!   `netbeast detach --all` there, so no pins outlive the test.
-//! - [`veth_pair`] joins two namespaces; [`ClientServer`] is the usual
-//!   two-host topology.
+//! - [`veth_pair`] joins two namespaces; [`ClientServer`] (two hosts) and
+//!   [`Routed`] (client, router, server) are the usual topologies. Their
+//!   client-side veths carry an XDP_PASS program, without which a veth does
+//!   not promptly deliver what its peer's XDP program sends back
+//!   ([`Netns::attach_xdp_pass`]).
+//! - [`Firewall`] drives netbeast or, as the oracle, the kernel's iptables
+//!   with the same command lines; [`Testbed`] is a [`ClientServer`] whose
+//!   server it guards.
 //! - [`Netns::in_netns`] runs a closure on a thread that has entered the
 //!   namespace, so plain std sockets live there. [`tcp_server`],
 //!   [`udp_echo_server`], [`tcp_connect`] and [`udp_exchange`] build on it and
@@ -27,8 +33,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -98,6 +104,7 @@ pub type Result<T, E = NetnsError> = std::result::Result<T, E>;
 
 /// Panics with a clear message unless the process runs as root. Network tests
 /// call it first, so a non-root run fails in one readable line.
+#[track_caller]
 pub fn require_root() {
     if !is_root() {
         panic!("{}", NetnsError::NotRoot);
@@ -111,13 +118,16 @@ pub fn is_root() -> bool {
 
 /// A named network namespace (`ip netns add`), deleted on drop.
 ///
-/// Drop order: `netbeast detach --all` inside it (if [`Netns::with_netbeast`]
-/// was used), then SIGKILL to any process still in it, then `ip netns del`.
+/// Drop order: XDP_PASS links closed, `netbeast detach --all` inside it (if
+/// [`Netns::with_netbeast`] was used), SIGKILL to any process still in it,
+/// then `ip netns del`.
 /// Drop runs while a failing test unwinds, so nothing is left behind.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
     netbeast: Option<PathBuf>,
+    /// BPF links of [`Netns::attach_xdp_pass`], closed before the namespace goes.
+    xdp_links: Mutex<Vec<OwnedFd>>,
 }
 
 impl Netns {
@@ -151,6 +161,7 @@ impl Netns {
             let ns = Netns {
                 name,
                 netbeast: None,
+                xdp_links: Mutex::new(Vec::new()),
             };
             ns.ip(&["link", "set", "lo", "up"])?;
             return Ok(ns);
@@ -306,12 +317,43 @@ impl Netns {
             .map(drop)
     }
 
-    /// Turns GRO on or off for `iface` (the `ethtool -K IFACE gro on` ioctl).
+    /// Attaches an XDP program that passes every frame to `iface`, for the
+    /// namespace's lifetime.
     ///
-    /// A veth only takes frames that its peer's XDP program sends with
-    /// `XDP_TX`/`XDP_REDIRECT` when it runs NAPI, i.e. has an XDP program or
-    /// GRO on. Without this, netbeast's REJECT replies would vanish on their
-    /// way back to a client that has no XDP program.
+    /// A veth whose peer runs XDP needs this to receive what the peer's
+    /// program sends back with `XDP_TX` (netbeast's REJECT replies): the
+    /// kernel queues such frames on the receiving veth but schedules its NAPI
+    /// only when that veth has an XDP program of its own (`veth_xdp_flush`).
+    /// Without one, a reply waits until unrelated traffic arrives. GRO on (see
+    /// [`Netns::set_gro`]) is enough for `XDP_REDIRECT`, not for `XDP_TX`.
+    pub fn attach_xdp_pass(&self, iface: &str) -> Result<()> {
+        check_iface_name(iface)?;
+        let link = self
+            .in_netns(|| attach_xdp_pass_here(iface))?
+            .map_err(|source| {
+                self.io_error(&format!("attaching an XDP_PASS program to {iface}"), source)
+            })?;
+        self.xdp_links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(link);
+        Ok(())
+    }
+
+    /// Whether `iface` has an XDP program, in any mode (`ip -d link show`).
+    pub fn has_xdp(&self, iface: &str) -> Result<bool> {
+        let link = self.ip(&["-d", "link", "show", "dev", iface])?;
+        // Whole words only: names (link-netns ...) may contain "xdp" too.
+        Ok(link.split_whitespace().any(|word| {
+            matches!(word, "xdp" | "xdpgeneric" | "xdpoffload" | "xdpmulti")
+                || word.starts_with("prog/xdp")
+        }))
+    }
+
+    /// Turns GRO on or off for `iface` (the `ethtool -K IFACE gro on` ioctl):
+    /// the receiving veth of a benchmark against iptables needs it (DESIGN §8),
+    /// and a veth takes `XDP_REDIRECT`ed frames only with NAPI, which GRO
+    /// (or an XDP program) turns on.
     pub fn set_gro(&self, iface: &str, on: bool) -> Result<()> {
         check_iface_name(iface)?;
         self.in_netns(|| ethtool_set_value(iface, ETHTOOL_SGRO, on as u32))?
@@ -338,6 +380,11 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Detaches the XDP_PASS programs while their interfaces still exist.
+        self.xdp_links
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
         if let Some(binary) = &self.netbeast {
             match run_checked(self.command(binary).args(["detach", "--all"])) {
                 Ok(_) => {}
@@ -391,8 +438,9 @@ pub struct ClientServer {
 
 impl ClientServer {
     /// Namespaces `nbt-<tag>-c-…` and `nbt-<tag>-s-…`, joined by a veth pair.
-    /// The client's veth has GRO on so that replies the server's XDP program
-    /// sends back (REJECT) reach it; see [`Netns::set_gro`].
+    /// The client's veth runs an XDP_PASS program so that replies the
+    /// server's XDP program sends back (REJECT) reach it at once; see
+    /// [`Netns::attach_xdp_pass`].
     pub fn new(tag: &str) -> Result<Self> {
         let client = Netns::new(&format!("{tag}-c"))?;
         let server = Netns::new(&format!("{tag}-s"))?;
@@ -404,7 +452,7 @@ impl ClientServer {
             SERVER_IFACE,
             &format!("{SERVER_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
         )?;
-        client.set_gro(CLIENT_IFACE, true)?;
+        client.attach_xdp_pass(CLIENT_IFACE)?;
         Ok(ClientServer { client, server })
     }
 
@@ -1267,11 +1315,11 @@ impl Routed {
             "via",
             &ROUTER_SERVER_ADDR.to_string(),
         ])?;
-        // The ends without an XDP program need NAPI to take frames that the
-        // router's program redirects (forwarding fast path) or sends back
-        // (REJECT); see [`Netns::set_gro`].
-        client.set_gro(ROUTED_CLIENT_IFACE, true)?;
-        server.set_gro(ROUTED_SERVER_IFACE, true)?;
+        // The hosts' ends take what the router's program redirects
+        // (forwarding fast path) or sends back (REJECT) only with an XDP
+        // program of their own; see [`Netns::attach_xdp_pass`].
+        client.attach_xdp_pass(ROUTED_CLIENT_IFACE)?;
+        server.attach_xdp_pass(ROUTED_SERVER_IFACE)?;
         firewall.attach(&router, &[ROUTER_CLIENT_IFACE, ROUTER_SERVER_IFACE])?;
         Ok(Routed {
             client,
@@ -1516,6 +1564,96 @@ fn remove_stale_namespaces() {
     }
 }
 
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_PASS: i32 = 2;
+
+/// The leading fields of `union bpf_attr` for BPF_PROG_LOAD; the kernel
+/// zero-fills the rest.
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The leading fields of `union bpf_attr` for BPF_LINK_CREATE.
+#[repr(C)]
+#[derive(Default)]
+struct BpfLinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
+    // SAFETY: attr is a live, initialized bpf_attr prefix of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *mut T).cast::<libc::c_void>(),
+            mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Loads `r0 = XDP_PASS; exit` and attaches it to `iface` of the calling
+/// thread's namespace with a BPF link; closing the link detaches it.
+fn attach_xdp_pass_here(iface: &str) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // struct bpf_insn: code, dst_reg | src_reg << 4, off, imm.
+    #[repr(C)]
+    struct Insn(u8, u8, i16, i32);
+    let program = [
+        Insn(0xb7, 0, 0, XDP_PASS), // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_PASS
+        Insn(0x95, 0, 0, 0),        // BPF_JMP | BPF_EXIT
+    ];
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..8].copy_from_slice(b"nbt_pass");
+    let mut load = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: program.len() as u32,
+        insns: program.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        expected_attach_type: BPF_XDP,
+        ..Default::default()
+    };
+    let prog = bpf(BPF_PROG_LOAD, &mut load)?;
+    let mut link = BpfLinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: 0,
+    };
+    bpf(BPF_LINK_CREATE, &mut link)
+}
+
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_SGRO: u32 = 0x0000_002c;
 
@@ -1714,6 +1852,23 @@ mod tests {
             outcome,
             UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE))
         );
+    }
+
+    #[test]
+    fn xdp_pass_is_attached_to_the_client_and_lets_traffic_through() {
+        require_root();
+        let net = ClientServer::new("unit-xdp").unwrap();
+        assert!(
+            net.client.has_xdp(CLIENT_IFACE).unwrap(),
+            "no XDP program on the client"
+        );
+        assert!(
+            !net.server.has_xdp(SERVER_IFACE).unwrap(),
+            "XDP program on the server"
+        );
+        let _tcp = tcp_server(&net.server, 5000).unwrap();
+        let outcome = tcp_connect(&net.client, net.server_addr(5000), TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
     }
 
     #[test]

@@ -250,6 +250,7 @@ pub struct FrameBuilder {
     vlans: Vec<VlanTag>,
     body: Body,
     truncate_to: Option<usize>,
+    pad_to: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -347,6 +348,7 @@ impl FrameBuilder {
             vlans: Vec::new(),
             body,
             truncate_to: None,
+            pad_to: None,
         }
     }
 
@@ -511,6 +513,14 @@ impl FrameBuilder {
     /// Adds any tag inside those already added.
     pub fn vlan_tag(mut self, tag: VlanTag) -> Self {
         self.vlans.push(tag);
+        self
+    }
+
+    /// Appends zero bytes after the packet (Ethernet padding, outside the IP
+    /// total length) until the frame is `len` bytes: 60 makes the smallest
+    /// frame Ethernet allows (64 with the FCS the NIC adds).
+    pub fn pad_to(mut self, len: usize) -> Self {
+        self.pad_to = Some(len);
         self
     }
 
@@ -755,6 +765,11 @@ impl FrameBuilder {
             Body::Raw { ethertype, payload } => {
                 frame.extend_from_slice(&ethertype.to_be_bytes());
                 frame.extend_from_slice(payload);
+            }
+        }
+        if let Some(len) = self.pad_to {
+            if frame.len() < len {
+                frame.resize(len, 0);
             }
         }
         if let Some(len) = self.truncate_to {
@@ -1580,9 +1595,17 @@ mod tests {
 
     #[test]
     fn padding_is_a_trailer() {
-        let mut frame = FrameBuilder::udp(A, 1, B, 2).build();
-        assert_eq!(frame.len(), 42);
-        frame.resize(60, 0);
+        assert_eq!(FrameBuilder::udp(A, 1, B, 2).build().len(), 42);
+        let frame = FrameBuilder::udp(A, 1, B, 2).pad_to(60).build();
+        assert_eq!(frame.len(), 60);
+        assert_eq!(
+            FrameBuilder::udp(A, 1, B, 2)
+                .payload(&[0; 30])
+                .pad_to(60)
+                .build()
+                .len(),
+            72
+        );
         let f = parse_frame(&frame).unwrap();
         let ip = f.ipv4().unwrap();
         assert_eq!(ip.trailer, vec![0; 18]);

@@ -121,7 +121,7 @@ impl InterruptGuard {
 
     fn check(&self) -> anyhow::Result<()> {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted: cleaning up and stopping");
+            bail!("interrupted");
         }
         Ok(())
     }
@@ -144,11 +144,20 @@ pub fn run() -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("finding the netbeast binary")?;
     let interrupt = InterruptGuard::install();
+    let result = demo(&exe, &interrupt);
+    // Ctrl-C also reaches the commands the demo runs, so the first error
+    // after it is theirs; say what really happened. Cleanup is done by now.
+    if interrupt.check().is_err() {
+        bail!("interrupted; the demo removed everything it had created");
+    }
+    result
+}
 
+fn demo(exe: &std::path::Path, interrupt: &InterruptGuard) -> anyhow::Result<()> {
     println!("netbeast demo: the firewall examples of \"iptables - a beast worth training\"");
     println!();
     println!("Two hosts in their own network namespaces, joined by a veth pair:");
-    let firewall = Firewall::netbeast(&exe);
+    let firewall = Firewall::netbeast(exe);
     let ClientServer { client, server } =
         ClientServer::new("demo").context("creating the namespaces")?;
     // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
@@ -169,15 +178,17 @@ pub fn run() -> anyhow::Result<()> {
     );
     interrupt.check()?;
 
+    println!();
+    println!("$ netbeast attach {SERVER_IFACE}        # in the server's namespace");
     let attach = bed
         .server()
         .netbeast(&["attach", SERVER_IFACE])
         .context("running netbeast attach")?;
+    print_indented(&String::from_utf8_lossy(&attach.stdout));
     print_indented(&String::from_utf8_lossy(&attach.stderr));
     if !attach.status.success() {
         bail!("netbeast attach {SERVER_IFACE} failed; see above");
     }
-    println!("netbeast is attached (XDP) to the server's {SERVER_IFACE}.");
 
     let _servers = PROBES
         .iter()
@@ -185,6 +196,7 @@ pub fn run() -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("starting the servers")?;
     let ports: Vec<String> = PROBES.iter().map(|p| p.port.to_string()).collect();
+    println!();
     println!("The server listens on TCP ports {}.", ports.join(", "));
     println!();
 

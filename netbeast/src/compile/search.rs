@@ -30,7 +30,7 @@ pub(super) fn first_match(vectors: &[&ClassVector], rule_count: u32, start: u32)
             summary &= summary - 1;
             let mut acc = vectors.iter().fold(u64::MAX, |acc, v| acc & v.words[w]);
             if w == first_word {
-                acc &= u64::MAX << (start % 64).saturating_sub(1);
+                acc &= u64::MAX << ((start % 64) / 2);
             }
             if acc != 0 {
                 let slot = (w * 64) as u32 + acc.trailing_zeros();

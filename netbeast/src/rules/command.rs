@@ -231,13 +231,13 @@ pub(crate) fn execute(
 }
 
 fn chain_mut<'t>(table: &'t mut Table, name: &str) -> Result<&'t mut Chain, CommandError> {
-    let hint = no_such_chain_hint(table, name);
-    table
-        .chain_mut(name)
-        .ok_or_else(|| CommandError::NoSuchChain {
+    match table.chains.iter().position(|c| c.name == name) {
+        Some(index) => Ok(&mut table.chains[index]),
+        None => Err(CommandError::NoSuchChain {
             chain: name.to_string(),
-            hint,
-        })
+            hint: no_such_chain_hint(table, name),
+        }),
+    }
 }
 
 fn no_such_chain_hint(table: &Table, name: &str) -> String {
