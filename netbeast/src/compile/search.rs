@@ -23,14 +23,14 @@ pub(super) fn first_match(vectors: &[&ClassVector], rule_count: u32, start: u32)
             .iter()
             .fold(u64::MAX, |acc, v| acc & v.summary[sw]);
         if sw == first_word / 64 {
-            summary &= u64::MAX << (first_word % 64);
+            summary &= u64::MAX << (first_word % 64 / 2);
         }
         while summary != 0 {
             let w = sw * 64 + summary.trailing_zeros() as usize;
             summary &= summary - 1;
             let mut acc = vectors.iter().fold(u64::MAX, |acc, v| acc & v.words[w]);
             if w == first_word {
-                acc &= u64::MAX << ((start % 64) / 2);
+                acc &= u64::MAX << (start % 64);
             }
             if acc != 0 {
                 let slot = (w * 64) as u32 + acc.trailing_zeros();
