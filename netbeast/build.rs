@@ -4,7 +4,11 @@
 use std::process::Command;
 
 fn main() -> anyhow::Result<()> {
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         // One line, then stop: everything else would be noise.
         eprintln!("error: bpf-linker is not installed: run `cargo xtask setup` first");
         std::process::exit(1);

@@ -13,6 +13,10 @@ pub const SUMMARY_WORDS: usize = RULE_WORDS / 64;
 /// Distinct match classes (deduplicated bit vectors) one ruleset may use,
 /// across all its chains and fields.
 pub const MAX_CLASSES: u32 = 65536;
+/// Rules without a terminating target (no `-j`, later LOG) one chain may
+/// hold: the kernel's search acts on at most this many per packet, and the
+/// compiler refuses chains with more.
+pub const MAX_NONTERMINATING_RULES: usize = 64;
 /// Two copies of every ruleset table: the kernel reads the active one while
 /// userspace writes the other, then one write to `ACTIVE` switches.
 pub const GENERATIONS: usize = 2;

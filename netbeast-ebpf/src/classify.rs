@@ -13,9 +13,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector, Counter, IfaceKey, L4_CHUNK,
-    MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, chain_index, counter_index, field,
-    l4_base, rule_index, size, stats, target,
+    ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector, Counter, IfaceKey,
+    L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction,
+    chain_index, counter_index, field, l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -43,10 +43,6 @@ static L4_CLASSES: Array<[u32; L4_CHUNK]> = Array::with_max_entries(size::L4_CLA
 static IFACE_CLASSES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(size::IFACES, 0);
 #[map]
 static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS, 0);
-
-/// Rules without a terminating target (no `-j`, later LOG) that one packet
-/// can go through in one chain; the compiler refuses chains with more.
-pub const MAX_NONTERMINATING_MATCHES: usize = 64;
 
 /// The packet values the fields look at.
 pub struct Keys {
@@ -309,7 +305,7 @@ fn search(
 
 /// Every step either moves to the next summary word, loads one candidate
 /// word, or acts on one matching rule; this bounds the search.
-const SEARCH_STEPS: u32 = (RULE_WORDS + 3 + MAX_NONTERMINATING_MATCHES + 1) as u32;
+const SEARCH_STEPS: u32 = (RULE_WORDS + 3 + MAX_NONTERMINATING_RULES + 1) as u32;
 
 /// The class vectors of the packet's fields, handed to every step.
 #[repr(C)]

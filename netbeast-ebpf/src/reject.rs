@@ -114,7 +114,17 @@ fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
 }
 
 #[inline(always)]
-fn write_ipv4(start: usize, end: usize, l2: usize, tos: u8, total: u16, df: bool, proto: u8, src: u32, dst: u32) -> bool {
+fn write_ipv4(
+    start: usize,
+    end: usize,
+    l2: usize,
+    tos: u8,
+    total: u16,
+    df: bool,
+    proto: u8,
+    src: u32,
+    dst: u32,
+) -> bool {
     let mut hdr = [0u8; IP_HLEN];
     hdr[0] = 0x45;
     hdr[1] = tos;
@@ -187,7 +197,17 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
     // icmp_send(): precedence "internet control", original TOS bits kept.
     let tos = (pkt.tos & 0x1e) | 0xc0;
-    if !write_ipv4(start, end, l2, tos, total, false, IPPROTO_ICMP, reply_src, pkt.src) {
+    if !write_ipv4(
+        start,
+        end,
+        l2,
+        tos,
+        total,
+        false,
+        IPPROTO_ICMP,
+        reply_src,
+        pkt.src,
+    ) {
         return xdp_action::XDP_DROP;
     }
     let icmp = l2 + IP_HLEN;
@@ -198,7 +218,8 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
         return xdp_action::XDP_DROP;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
-    let sum = sum_bytes::<{ ICMP_HLEN + 60 + QUOTED_PAYLOAD }>(start + icmp, ICMP_HLEN + quoted, end);
+    let sum =
+        sum_bytes::<{ ICMP_HLEN + 60 + QUOTED_PAYLOAD }>(start + icmp, ICMP_HLEN + quoted, end);
     if !store(start, end, icmp + 2, (!fold(sum)).to_be_bytes()) {
         return xdp_action::XDP_DROP;
     }
@@ -256,7 +277,17 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
     if !write_l2(start, end, l2, 0) {
         return xdp_action::XDP_DROP;
     }
-    if !write_ipv4(start, end, l2, 0, (IP_HLEN + TCP_HLEN) as u16, true, IPPROTO_TCP, pkt.dst, pkt.src) {
+    if !write_ipv4(
+        start,
+        end,
+        l2,
+        0,
+        (IP_HLEN + TCP_HLEN) as u16,
+        true,
+        IPPROTO_TCP,
+        pkt.dst,
+        pkt.src,
+    ) {
         return xdp_action::XDP_DROP;
     }
     let mut hdr = [0u8; TCP_HLEN];

@@ -160,7 +160,10 @@ pub fn print(report: &Report) {
         "XDP program cost, BPF_PROG_TEST_RUN, 64-byte UDP, repeat {} x {} rounds (median, min-max)",
         report.repeat, report.rounds
     );
-    println!("{:<28} {:>10} {:>19} {:>10}", "data plane", "ns/packet", "min-max", "vs 1 rule");
+    println!(
+        "{:<28} {:>10} {:>19} {:>10}",
+        "data plane", "ns/packet", "min-max", "vs 1 rule"
+    );
     println!(
         "{:<28} {:>10.1} {:>19} {:>10}",
         "floor (bare XDP_DROP)", report.floor_ns, "", ""
@@ -202,6 +205,9 @@ mod tests {
             out_ifindex: 0,
             mac_source: [0; 6],
         };
-        assert_eq!(crate::compile::reference::classify(input, &[], &pkt), vec![49]);
+        assert_eq!(
+            crate::compile::reference::classify(input, &[], &pkt),
+            vec![49]
+        );
     }
 }

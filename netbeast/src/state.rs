@@ -46,7 +46,9 @@ pub enum StateError {
     },
     #[error("the stored ruleset {path} is corrupt ({message}); `netbeast detach --all` resets it")]
     Corrupt { path: PathBuf, message: String },
-    #[error("unknown interface '{0}': no such device in this network namespace (`ip link` lists them)")]
+    #[error(
+        "unknown interface '{0}': no such device in this network namespace (`ip link` lists them)"
+    )]
     UnknownInterface(String),
     #[error("cannot enter network namespace '{name}' (/run/netns/{name}): {source}")]
     Netns {
@@ -75,7 +77,12 @@ fn is_bpffs(path: &str) -> bool {
     }
 }
 
-fn mount(source: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) -> Result<(), StateError> {
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+) -> Result<(), StateError> {
     let err = |source| StateError::Mount {
         path: target.to_string(),
         source,
@@ -239,10 +246,13 @@ impl Namespace {
     pub fn save_ruleset(&self, ruleset: &Ruleset) -> Result<(), StateError> {
         fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
         let path = self.ruleset_path();
-        let tmp = self.state_dir.join(format!("ruleset.json.{}", std::process::id()));
+        let tmp = self
+            .state_dir
+            .join(format!("ruleset.json.{}", std::process::id()));
         let text = serde_json::to_string(ruleset).expect("the rule model always serializes");
         let mut f = fs::File::create(&tmp).map_err(io("cannot write", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("cannot write", &tmp))?;
+        f.write_all(text.as_bytes())
+            .map_err(io("cannot write", &tmp))?;
         f.sync_all().map_err(io("cannot write", &tmp))?;
         fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
         Ok(())

@@ -654,15 +654,19 @@ fn bpffs_alias(steps: &mut Steps) {
         steps.report(
             Status::Warning,
             STEP,
-            format!("{BPFFS_ALIAS} not mounted; netbeast (run as root outside `ip netns exec`) binds it"),
+            format!(
+                "{BPFFS_ALIAS} not mounted; netbeast (run as root outside `ip netns exec`) binds it"
+            ),
         );
         return;
     }
     let _ = std::fs::create_dir_all(BPFFS_ALIAS);
     match cmd::capture("mount", ["--bind", BPFFS, BPFFS_ALIAS]) {
-        Some(out) if out.status.success() => {
-            steps.report(Status::Installed, STEP, format!("{BPFFS} bound at {BPFFS_ALIAS}"))
-        }
+        Some(out) if out.status.success() => steps.report(
+            Status::Installed,
+            STEP,
+            format!("{BPFFS} bound at {BPFFS_ALIAS}"),
+        ),
         _ => steps.report(
             Status::Failed,
             STEP,

@@ -69,6 +69,9 @@ enum Command {
         /// Append to the current chains instead of replacing them.
         #[arg(short, long)]
         noflush: bool,
+        /// Restore the [packets:bytes] counters too (otherwise they start at 0).
+        #[arg(short, long)]
+        counters: bool,
         /// Only parse and check the file; change nothing.
         #[arg(short = 't', long = "test")]
         test: bool,
@@ -125,8 +128,9 @@ pub fn main() -> ExitCode {
             let rest = args.split_off(1);
             let noflush = rest.iter().any(|a| a == "-n" || a == "--noflush");
             let test = rest.iter().any(|a| a == "-t" || a == "--test");
+            let counters = rest.iter().any(|a| a == "-c" || a == "--counters");
             let file = rest.iter().find(|a| !a.starts_with('-')).map(PathBuf::from);
-            run_restore(noflush, test, file)
+            run_restore(noflush, counters, test, file)
         }
         _ => {
             let cli = Cli::parse();
@@ -144,9 +148,10 @@ pub fn main() -> ExitCode {
                 Command::Save { counters } => run_save(counters),
                 Command::Restore {
                     noflush,
+                    counters,
                     test,
                     file,
-                } => run_restore(noflush, test, file),
+                } => run_restore(noflush, counters, test, file),
                 Command::Stats { json } => run_stats(json),
                 Command::Demo => demo::run(),
                 Command::Bench {
@@ -273,7 +278,7 @@ fn run_save(counters: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_restore(noflush: bool, test: bool, file: Option<PathBuf>) -> Result<()> {
+fn run_restore(noflush: bool, counters: bool, test: bool, file: Option<PathBuf>) -> Result<()> {
     let text = match &file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
@@ -285,7 +290,11 @@ fn run_restore(noflush: bool, test: bool, file: Option<PathBuf>) -> Result<()> {
             s
         }
     };
-    let parsed = save::parse_restore(&text)?;
+    let mut parsed = save::parse_restore(&text)?;
+    if !counters {
+        // As iptables-restore: counters in the file count only with -c.
+        parsed.strip_counters();
+    }
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
     let (mut ruleset, dp) = open(&ns, !test)?;
@@ -328,11 +337,17 @@ fn run_attach(ifaces: &[String], mode: Mode) -> Result<()> {
         let used = dp.attach(name, ifindex, wanted, &pin)?;
         match (mode, used) {
             (Mode::Auto, AttachMode::Skb) => {
-                eprintln!("warning: {name}: native XDP is not available, attached in generic (skb) mode")
+                eprintln!(
+                    "warning: {name}: native XDP is not available, attached in generic (skb) mode"
+                )
             }
             _ => {}
         }
-        let how = if used == AttachMode::Skb { "generic (skb) XDP" } else { "native XDP" };
+        let how = if used == AttachMode::Skb {
+            "generic (skb) XDP"
+        } else {
+            "native XDP"
+        };
         println!("{name}: attached ({how})");
     }
     Ok(())
@@ -416,7 +431,11 @@ fn run_status(json_out: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("network namespace {} (pins in {})", ns.id, ns.pin_dir.display());
+    println!(
+        "network namespace {} (pins in {})",
+        ns.id,
+        ns.pin_dir.display()
+    );
     if ifaces.is_empty() {
         println!("attached: none (`netbeast attach IFACE`)");
     } else {
@@ -462,14 +481,23 @@ fn run_stats(json_out: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(rules: Vec<usize>, repeat: u32, rounds: usize, quick: bool, json_out: bool) -> Result<()> {
+fn run_bench(
+    rules: Vec<usize>,
+    repeat: u32,
+    rounds: usize,
+    quick: bool,
+    json_out: bool,
+) -> Result<()> {
     state::require_root()?;
     let (rules, repeat, rounds) = if quick {
         (vec![1, 100], 10_000, 1)
     } else {
         (rules, repeat, rounds)
     };
-    if let Some(n) = rules.iter().find(|n| **n == 0 || **n > netbeast_common::MAX_RULES_PER_CHAIN) {
+    if let Some(n) = rules
+        .iter()
+        .find(|n| **n == 0 || **n > netbeast_common::MAX_RULES_PER_CHAIN)
+    {
         bail!(
             "--rules {n}: each count must be 1..={} (MAX_RULES_PER_CHAIN)",
             netbeast_common::MAX_RULES_PER_CHAIN

@@ -37,11 +37,7 @@ pub(super) fn clear(v: &mut [u64], bit: usize) {
 
 #[inline]
 pub(super) fn assign(v: &mut [u64], bit: usize, value: bool) {
-    if value {
-        set(v, bit)
-    } else {
-        clear(v, bit)
-    }
+    if value { set(v, bit) } else { clear(v, bit) }
 }
 
 #[inline]
@@ -76,7 +72,7 @@ impl Hasher for WordHasher {
 
     #[inline]
     fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
     fn write_usize(&mut self, n: usize) {

@@ -79,7 +79,11 @@ pub(super) fn addresses(
             i += 1;
         }
         let class = interner.intern(&v, plan.name, f)?;
-        prefixes.push(AddrPrefix { field: f, net, class });
+        prefixes.push(AddrPrefix {
+            field: f,
+            net,
+            class,
+        });
         stack.push((net, v));
         next_net = named.get(i).map(|n| n.0);
     }
@@ -242,7 +246,11 @@ pub(super) fn interfaces(
                 patterns.len() - 1
             });
         patterns[at].1.push((slot, iface.negated));
-        classes::assign(&mut unknown, slot, matches_unknown(pattern) != iface.negated);
+        classes::assign(
+            &mut unknown,
+            slot,
+            matches_unknown(pattern) != iface.negated,
+        );
     }
     let default_class = interner.intern(&unknown, plan.name, f)?;
     let mut entries = Vec::new();
@@ -283,12 +291,14 @@ pub(super) fn macs(
     plan: &ChainPlan<'_>,
     interner: &mut Interner,
 ) -> Result<EntryTable<MacClass>, CompileError> {
-    let mut constrained: Vec<(usize, Vec<([u8; 6], bool)>)> = Vec::new();
+    // (slot, its MAC conditions as (mac, negated)).
+    type Conditions = Vec<([u8; 6], bool)>;
+    let mut constrained: Vec<(usize, Conditions)> = Vec::new();
     // BTreeMap: entries come out in a stable order.
     let mut by_mac: BTreeMap<[u8; 6], Vec<usize>> = BTreeMap::new();
     let mut unknown = unconstrained(plan, interner.words());
     for (slot, s) in plan.slots.iter().enumerate() {
-        let macs: Vec<([u8; 6], bool)> = plan.rules[s.rule as usize]
+        let macs: Conditions = plan.rules[s.rule as usize]
             .matches
             .iter()
             .filter_map(|m| match m {

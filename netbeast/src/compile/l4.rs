@@ -1,7 +1,7 @@
 //! The two L4 fields: key sets of the port, ICMP and fragment matches, and
 //! the expansion of rules whose L4 condition is a disjunction into slots.
 
-use netbeast_common::{L4_FRAGMENT, L4_NONE};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, MAX_RULES_PER_CHAIN};
 
 use crate::rules::model::{IcmpType, Match, MultiportKind, Negatable, PortRange, Rule};
 
@@ -116,10 +116,7 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
                     code: None,
                 },
                 negated,
-            ) => vec![[
-                Some(negatable(single(u32::from(icmp_type)), negated)),
-                None,
-            ]],
+            ) => vec![[Some(negatable(single(u32::from(icmp_type)), negated)), None]],
             (
                 IcmpType::Type {
                     icmp_type,
@@ -188,6 +185,11 @@ fn both(a: &Option<Keys>, b: &Option<Keys>) -> Option<Keys> {
 /// The rule's L4 conditions as disjoint conjunctions, one per slot. Terms
 /// that no key satisfies are dropped: a rule that can never match (such as
 /// `! --icmp-type any`, or `-f` with a port match) takes no slot at all.
+///
+/// k `--ports` matches multiply into up to 2^k terms; past
+/// `MAX_RULES_PER_CHAIN` the rule cannot fit in any chain, so the expansion
+/// stops there (and the caller reports the limit) instead of exhausting
+/// memory.
 pub(super) fn expand(rule: &Rule) -> Vec<Term> {
     let mut terms: Vec<Term> = vec![[None, None]];
     if let Some(fragment) = rule.fragment {
@@ -199,6 +201,10 @@ pub(super) fn expand(rule: &Rule) -> Vec<Term> {
         };
         terms[0][0] = Some(keys);
     }
+    let satisfiable = |t: &Term| {
+        t.iter()
+            .all(|keys| keys.as_ref().is_none_or(|k| !k.is_empty()))
+    };
     for m in &rule.matches {
         let Some(alternatives) = condition(m) else {
             continue;
@@ -206,12 +212,19 @@ pub(super) fn expand(rule: &Rule) -> Vec<Term> {
         let mut next = Vec::with_capacity(terms.len() * alternatives.len());
         for t in &terms {
             for alt in &alternatives {
-                next.push([both(&t[0], &alt[0]), both(&t[1], &alt[1])]);
+                let term = [both(&t[0], &alt[0]), both(&t[1], &alt[1])];
+                if satisfiable(&term) {
+                    next.push(term);
+                }
             }
         }
         terms = next;
+        if terms.len() > MAX_RULES_PER_CHAIN {
+            terms.truncate(MAX_RULES_PER_CHAIN + 1);
+            break;
+        }
     }
-    terms.retain(|t| t.iter().all(|keys| keys.as_ref().is_none_or(|k| !k.is_empty())));
+    terms.retain(satisfiable);
     for t in &mut terms {
         drop_implied(t);
     }
@@ -219,18 +232,22 @@ pub(super) fn expand(rule: &Rule) -> Vec<Term> {
 }
 
 /// A packet's two L4 keys are both real (ports, type/code), both
-/// `L4_NONE` or both `L4_FRAGMENT`. So "any real key" on one field is
-/// implied by a condition on the other field that only real keys meet, and
-/// dropping it spares the kernel a lookup.
+/// `L4_NONE` or both `L4_FRAGMENT`. So a condition that every real key
+/// meets (`-m tcp` without ports, `! -f`) is implied by a condition on the
+/// other field that only real keys meet, and dropping it spares the kernel
+/// a lookup.
 fn drop_implied(term: &mut Term) {
     let only_real = |keys: &Option<Keys>| {
         keys.as_ref()
             .is_some_and(|k| k.last().is_some_and(|&(_, hi)| hi <= REAL.1))
     };
-    let any_real = |keys: &Option<Keys>| keys.as_deref() == Some(&[REAL][..]);
-    if any_real(&term[0]) && only_real(&term[1]) {
+    let every_real = |keys: &Option<Keys>| {
+        keys.as_ref()
+            .is_some_and(|k| k.first().is_some_and(|&(lo, hi)| lo == 0 && hi >= REAL.1))
+    };
+    if every_real(&term[0]) && only_real(&term[1]) {
         term[0] = None;
-    } else if any_real(&term[1]) && only_real(&term[0]) {
+    } else if every_real(&term[1]) && only_real(&term[0]) {
         term[1] = None;
     }
 }

@@ -23,9 +23,23 @@
 //! in P, dport in P"). The slots of one rule are made disjoint, so a
 //! non-terminating rule never acts twice on one packet. The per-chain limit
 //! [`MAX_RULES_PER_CHAIN`] counts slots: a `--ports` rule or a negated
-//! `--icmp-type T/C` rule takes two (a rule with k of them takes 2^k), every
-//! other rule one. Negated `--ports` is a plain conjunction ("sport not in P
-//! and dport not in P") and takes one slot.
+//! `--icmp-type T/C` rule takes two (a rule with k of them at most 2^k), a
+//! rule that can never match (`! --icmp-type any`, `-f` with a port match)
+//! none, every other rule one. Negated `--ports` is a plain conjunction
+//! ("sport not in P and dport not in P") and takes one slot.
+//!
+//! # Semantics worth knowing
+//!
+//! - `-p 0` is `-p all`: iptables never tests protocol 0, even with `!`.
+//! - Port, multiport and ICMP matches (also a bare `-m tcp`) never match a
+//!   non-first fragment or a first fragment whose L4 header is cut short,
+//!   even when negated. iptables drops the latter packet outright
+//!   ("hotdrop") when it reaches such a rule; here the match is just false.
+//! - An ifindex missing from the interface list given to [`compile`] takes
+//!   the default class: only `-i +` (and negations of other patterns)
+//!   match it. Recompile when interfaces come and go.
+//! - Only the filter table's INPUT, FORWARD and OUTPUT are compiled; a chain
+//!   missing from the model is empty with an ACCEPT policy.
 
 mod classes;
 mod fields;
@@ -73,6 +87,8 @@ pub const FIELD_NAMES: [&str; field::COUNT] = [
     "source mac",
 ];
 
+pub use netbeast_common::MAX_NONTERMINATING_RULES;
+
 /// Interface entries one generation may hold: the `IFACES` map holds both
 /// generations.
 pub const MAX_IFACE_ENTRIES: usize = size::IFACES as usize / GENERATIONS;
@@ -91,6 +107,12 @@ pub enum CompileError {
         slots: usize,
         limit: usize,
     },
+    #[error(
+        "chain {chain} has more than {limit} rules without a target (MAX_NONTERMINATING_RULES): \
+         the kernel acts on at most {limit} of them per packet; give some a `-j` target or \
+         remove them"
+    )]
+    TooManyNonTerminating { chain: String, limit: usize },
     #[error(
         "the ruleset needs more than {limit} distinct match classes (MAX_CLASSES), reached at \
          the {field} of chain {chain}; use fewer distinct addresses, port ranges, interfaces or \
@@ -118,7 +140,7 @@ pub enum CompileError {
         rule: usize,
         problem: String,
     },
-    #[error("generation {generation} does not exist: there are {GENERATIONS} (0 and 1)")]
+    #[error("generation {generation} does not exist: generations are 0 to {}", GENERATIONS - 1)]
     InvalidGeneration { generation: u32 },
 }
 
@@ -137,6 +159,10 @@ pub struct CompiledRuleset {
 /// One chain's tables.
 pub struct CompiledChain {
     /// The `CHAINS` map value at `chain_index(generation, chain)`.
+    /// `default_class[f]` is the class of a key with no entry: what
+    /// `IN_IFACE`, `OUT_IFACE` and `MAC_SOURCE` lookups that miss must use.
+    /// The other fields never miss; theirs are the `/0` class (addresses),
+    /// a protocol no rule names, and `L4_NONE`.
     pub config: ChainConfig,
     /// One entry per rule slot (`config.rule_count` of them), in slot order:
     /// the `RULES` map value at `rule_index(generation, chain, slot)`.
@@ -229,6 +255,7 @@ impl CompiledChain {
 #[derive(Clone, Copy)]
 struct Limits {
     rules_per_chain: usize,
+    nonterminating_rules: usize,
     classes: u32,
     iface_entries: usize,
     mac_entries: usize,
@@ -236,6 +263,7 @@ struct Limits {
 
 const LIMITS: Limits = Limits {
     rules_per_chain: MAX_RULES_PER_CHAIN,
+    nonterminating_rules: MAX_NONTERMINATING_RULES,
     classes: MAX_CLASSES,
     iface_entries: MAX_IFACE_ENTRIES,
     mac_entries: MAX_MAC_ENTRIES,
@@ -340,13 +368,26 @@ fn plan_chain<'a>(
         Some(Policy::Drop) => target::DROP,
     };
     let mut slots = Vec::with_capacity(rules.len());
+    let mut nonterminating = 0;
     for (index, rule) in rules.iter().enumerate() {
         validate_rule(rule).map_err(|problem| CompileError::InvalidRule {
             chain: name.to_string(),
             rule: index + 1,
             problem,
         })?;
-        for terms in l4::expand(rule) {
+        let terms = l4::expand(rule);
+        // The slots of one rule are disjoint: a packet matches one of them
+        // at most. A rule with no slot never matches.
+        if rule.target == Target::None && !terms.is_empty() {
+            nonterminating += 1;
+            if nonterminating > limits.nonterminating_rules {
+                return Err(CompileError::TooManyNonTerminating {
+                    chain: name.to_string(),
+                    limit: limits.nonterminating_rules,
+                });
+            }
+        }
+        for terms in terms {
             slots.push(Slot {
                 rule: index as u32,
                 l4: terms,
@@ -565,6 +606,12 @@ impl CompiledRuleset {
         let mut hits = Vec::new();
         let mut start = 0;
         while let Some(slot) = search::first_match(&vectors, c.config.rule_count, start) {
+            // The kernel's loop is bounded by the rule count; this one
+            // relies on the search moving forward.
+            assert!(
+                slot >= start,
+                "search went back from slot {start} to {slot}"
+            );
             let rule = &c.rules[slot as usize];
             hits.push(rule.counter as usize);
             if rule.target != target::NONE {

@@ -14,14 +14,22 @@ use std::net::Ipv4Addr;
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
-use crate::rules::model::{Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Target};
+use crate::rules::model::{
+    Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Target,
+};
 
 /// What the packet parser read from the L4 header of a first fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4Header {
     /// TCP or UDP.
-    Ports { source: u16, destination: u16 },
-    Icmp { icmp_type: u8, code: u8 },
+    Ports {
+        source: u16,
+        destination: u16,
+    },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+    },
 }
 
 /// The parts of an IPv4 packet the filter rules look at.
@@ -126,7 +134,12 @@ fn iface_matches(pattern: &IfaceName, name: Option<&str>) -> bool {
     }
 }
 
-fn rule_matches(rule: &Rule, in_name: Option<&str>, out_name: Option<&str>, pkt: &PacketView) -> bool {
+fn rule_matches(
+    rule: &Rule,
+    in_name: Option<&str>,
+    out_name: Option<&str>,
+    pkt: &PacketView,
+) -> bool {
     // ip_packet_match(): addresses, interfaces, protocol, fragment flag.
     if let Some(s) = &rule.source
         && !holds(s, |net| net.contains(pkt.src))

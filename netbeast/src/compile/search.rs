@@ -19,11 +19,9 @@ pub(super) fn first_match(vectors: &[&ClassVector], rule_count: u32, start: u32)
     let start = start as usize;
     let first_word = start / 64;
     for sw in first_word / 64..SUMMARY_WORDS {
-        let mut summary = vectors
-            .iter()
-            .fold(u64::MAX, |acc, v| acc & v.summary[sw]);
+        let mut summary = vectors.iter().fold(u64::MAX, |acc, v| acc & v.summary[sw]);
         if sw == first_word / 64 {
-            summary &= u64::MAX << (first_word % 64 / 2);
+            summary &= u64::MAX << (first_word % 64);
         }
         while summary != 0 {
             let w = sw * 64 + summary.trailing_zeros() as usize;

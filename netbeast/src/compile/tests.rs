@@ -53,7 +53,9 @@ const ADDRS: &[[u8; 4]] = &[
     [255, 255, 255, 255],
 ];
 
-const PORTS: &[u16] = &[0, 1, 22, 53, 79, 80, 81, 443, 1023, 1024, 5432, 8080, 65534, 65535];
+const PORTS: &[u16] = &[
+    0, 1, 22, 53, 79, 80, 81, 443, 1023, 1024, 5432, 8080, 65534, 65535,
+];
 const ICMP_TYPES: &[u8] = &[0, 3, 8, 11];
 const ICMP_CODES: &[u8] = &[0, 1, 3, 4];
 const MACS: &[[u8; 6]] = &[
@@ -221,10 +223,8 @@ impl Dice {
             Some(&Negatable {
                 negated: false,
                 value: 1,
-            }) => {
-                if self.chance(70) {
-                    matches.push(Match::Icmp(self.negatable(Dice::icmp_type)));
-                }
+            }) if self.chance(70) => {
+                matches.push(Match::Icmp(self.negatable(Dice::icmp_type)));
             }
             _ => {}
         }
@@ -306,8 +306,16 @@ impl Dice {
                 destination: self.port(),
             }),
             1 => Some(L4Header::Icmp {
-                icmp_type: if self.chance(80) { self.pick(ICMP_TYPES) } else { self.next() as u8 },
-                code: if self.chance(80) { self.pick(ICMP_CODES) } else { self.next() as u8 },
+                icmp_type: if self.chance(80) {
+                    self.pick(ICMP_TYPES)
+                } else {
+                    self.next() as u8
+                },
+                code: if self.chance(80) {
+                    self.pick(ICMP_CODES)
+                } else {
+                    self.next() as u8
+                },
             }),
             _ => None,
         };
@@ -319,7 +327,11 @@ impl Dice {
             l4,
             in_ifindex: self.below(10) as u32,
             out_ifindex: self.below(10) as u32,
-            mac_source: if self.chance(80) { self.pick(MACS) } else { [0x0a, 0, 0, 0, 0, self.next() as u8] },
+            mac_source: if self.chance(80) {
+                self.pick(MACS)
+            } else {
+                [0x0a, 0, 0, 0, 0, self.next() as u8]
+            },
         }
     }
 }
@@ -382,7 +394,12 @@ fn packets_from(seeds: &[u64]) -> Vec<PacketView> {
 /// longest chain.
 fn check_classes(compiled: &CompiledRuleset) {
     let base = compiled.generation * CLASS_ID_GEN_STRIDE;
-    let longest = compiled.chains.iter().map(|c| c.config.rule_count as usize).max().unwrap();
+    let longest = compiled
+        .chains
+        .iter()
+        .map(|c| c.config.rule_count as usize)
+        .max()
+        .unwrap();
     let mut seen = std::collections::HashSet::new();
     for (n, class) in compiled.classes.iter().enumerate() {
         assert_eq!(class.id, base + n as u32, "class ids are dense");
@@ -390,12 +407,24 @@ fn check_classes(compiled: &CompiledRuleset) {
         for (w, &word) in class.vector.words.iter().enumerate() {
             if word != 0 {
                 summary[w / 64] |= 1 << (w % 64);
-                assert!(w * 64 < longest, "class {} has bits past every chain", class.id);
+                assert!(
+                    w * 64 < longest,
+                    "class {} has bits past every chain",
+                    class.id
+                );
             }
         }
-        assert_eq!(summary, class.vector.summary, "summary of class {}", class.id);
+        assert_eq!(
+            summary, class.vector.summary,
+            "summary of class {}",
+            class.id
+        );
         let used = longest.div_ceil(64);
-        assert!(seen.insert(&class.vector.words[..used]), "class {} is a duplicate", class.id);
+        assert!(
+            seen.insert(&class.vector.words[..used]),
+            "class {} is a duplicate",
+            class.id
+        );
     }
 }
 
@@ -427,10 +456,20 @@ fn check_tables(compiled: &CompiledRuleset) {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            let v = compiled.class(id).expect("every table names an existing class");
+            let v = compiled
+                .class(id)
+                .expect("every table names an existing class");
             for (w, &word) in v.words.iter().enumerate().skip(count / 64) {
-                let past = if w == count / 64 { u64::MAX << (count % 64) } else { u64::MAX };
-                assert_eq!(word & past, 0, "class {id} has bits past rule {count} in word {w}");
+                let past = if w == count / 64 {
+                    u64::MAX << (count % 64)
+                } else {
+                    u64::MAX
+                };
+                assert_eq!(
+                    word & past,
+                    0,
+                    "class {id} has bits past rule {count} in word {w}"
+                );
             }
         }
         for f in [field::SRC, field::DST] {
@@ -471,6 +510,18 @@ fn compare(
     Ok(())
 }
 
+/// Long random chains have more rules without a target than the kernel
+/// allows; the emulated search has no such bound, so the comparison lifts
+/// the limit (`nonterminating_limit_is_enforced` tests it).
+fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> CompiledRuleset {
+    let limits = Limits {
+        nonterminating_rules: usize::MAX,
+        ..LIMITS
+    };
+    compile_with_limits(ruleset, &interfaces(), generation, limits)
+        .expect("random rulesets compile")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 10_000,
@@ -487,7 +538,7 @@ proptest! {
     ) {
         let ruleset = ruleset_from(&rules);
         let packets = packets_from(&packets);
-        let compiled = compile(&ruleset, &interfaces(), 1).expect("random rulesets compile");
+        let compiled = compile_unbounded(&ruleset, 1);
         check_classes(&compiled);
         compare(&ruleset, &compiled, &packets)?;
     }
@@ -500,7 +551,7 @@ proptest! {
     #[test]
     fn every_table_entry_names_a_class(rules in ruleset_seeds()) {
         let ruleset = ruleset_from(&rules);
-        let compiled = compile(&ruleset, &interfaces(), 0).expect("random rulesets compile");
+        let compiled = compile_unbounded(&ruleset, 0);
         check_classes(&compiled);
         check_tables(&compiled);
     }
@@ -556,12 +607,27 @@ fn article_firewall_first_match_wins() {
     let input = &compiled.chains[chain::INPUT as usize];
     assert_eq!(input.config.rule_count, 4);
     assert_eq!(input.rules[2].target, target::DROP);
-    for (dport, want) in [(22, vec![1]), (5432, vec![0]), (8080, vec![2]), (80, vec![2])] {
-        assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(40000, dport)), want);
+    for (dport, want) in [
+        (22, vec![1]),
+        (5432, vec![0]),
+        (8080, vec![2]),
+        (80, vec![2]),
+    ] {
+        assert_eq!(
+            compiled.classify(chain::INPUT, &tcp_packet(40000, dport)),
+            want
+        );
     }
     // FORWARD is empty: the policy applies.
-    assert_eq!(compiled.chains[chain::FORWARD as usize].config.policy, target::DROP);
-    assert!(compiled.classify(chain::FORWARD, &tcp_packet(1, 22)).is_empty());
+    assert_eq!(
+        compiled.chains[chain::FORWARD as usize].config.policy,
+        target::DROP
+    );
+    assert!(
+        compiled
+            .classify(chain::FORWARD, &tcp_packet(1, 22))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -577,7 +643,11 @@ fn rule_limit_counts_slots() {
     assert_eq!(compiled.chains[chain::INPUT as usize].config.fields_used, 0);
     assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(1, 2)), vec![0]);
 
-    let over = ruleset_of(Vec::new(), vec![accept(); MAX_RULES_PER_CHAIN + 1], Vec::new());
+    let over = ruleset_of(
+        Vec::new(),
+        vec![accept(); MAX_RULES_PER_CHAIN + 1],
+        Vec::new(),
+    );
     let err = compile(&over, &[], 0).err().expect("one rule too many");
     assert_eq!(
         err,
@@ -588,14 +658,20 @@ fn rule_limit_counts_slots() {
         }
     );
     let message = err.to_string();
-    assert!(message.contains("FORWARD") && message.contains("16384"), "{message}");
+    assert!(
+        message.contains("FORWARD") && message.contains("16384"),
+        "{message}"
+    );
 
     // A `--ports` rule takes two slots.
     let mut either = tcp_dport(1, Target::Drop);
     either.matches = vec![Match::Multiport {
         kind: MultiportKind::Either,
         negated: false,
-        ports: vec![PortRange { first: 80, last: 80 }],
+        ports: vec![PortRange {
+            first: 80,
+            last: 80,
+        }],
     }];
     let half = only_input(vec![either.clone(); MAX_RULES_PER_CHAIN / 2]);
     assert!(compile(&half, &[], 0).is_ok());
@@ -607,6 +683,37 @@ fn rule_limit_counts_slots() {
 }
 
 #[test]
+fn nonterminating_limit_is_enforced() {
+    let count = || Rule::new(Target::None);
+    let mut never = Rule::new(Target::None);
+    never.protocol = Some(Negatable::is(1));
+    never
+        .matches
+        .push(Match::Icmp(Negatable::not(IcmpType::Any)));
+    // Rules that can never match don't count.
+    let mut rules = vec![count(); MAX_NONTERMINATING_RULES];
+    rules.push(never);
+    rules.push(Rule::new(Target::Accept));
+    let ruleset = only_input(rules.clone());
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let all: Vec<usize> = (0..MAX_NONTERMINATING_RULES).chain([65]).collect();
+    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(1, 2)), all);
+    rules.push(count());
+    let err = compile(&only_input(rules), &[], 0).err().unwrap();
+    assert_eq!(
+        err,
+        CompileError::TooManyNonTerminating {
+            chain: "INPUT".into(),
+            limit: MAX_NONTERMINATING_RULES
+        }
+    );
+    assert!(
+        err.to_string().contains("MAX_NONTERMINATING_RULES"),
+        "{err}"
+    );
+}
+
+#[test]
 fn class_limit_says_where() {
     let rules: Vec<Rule> = (0..10).map(|p| tcp_dport(p, Target::Drop)).collect();
     let ruleset = only_input(rules);
@@ -614,8 +721,12 @@ fn class_limit_says_where() {
         classes: 8,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &[], 0, limits).err().expect("over the limit");
-    assert!(matches!(&err, CompileError::TooManyClasses { limit: 8, chain, .. } if chain == "INPUT"));
+    let err = compile_with_limits(&ruleset, &[], 0, limits)
+        .err()
+        .expect("over the limit");
+    assert!(
+        matches!(&err, CompileError::TooManyClasses { limit: 8, chain, .. } if chain == "INPUT")
+    );
     assert!(err.to_string().contains("MAX_CLASSES"), "{err}");
     assert!(compile(&ruleset, &[], 0).is_ok());
 }
@@ -625,7 +736,8 @@ fn entry_limits() {
     let mut rules = Vec::new();
     for n in 0..5u8 {
         let mut r = Rule::new(Target::Drop);
-        r.matches.push(Match::MacSource(Negatable::is([2, 0, 0, 0, 0, n])));
+        r.matches
+            .push(Match::MacSource(Negatable::is([2, 0, 0, 0, 0, n])));
         rules.push(r);
     }
     let ruleset = only_input(rules);
@@ -634,7 +746,14 @@ fn entry_limits() {
         ..LIMITS
     };
     let err = compile_with_limits(&ruleset, &[], 0, limits).err().unwrap();
-    assert!(matches!(err, CompileError::TooManyEntries { entries: 5, limit: 4, .. }));
+    assert!(matches!(
+        err,
+        CompileError::TooManyEntries {
+            entries: 5,
+            limit: 4,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -675,11 +794,18 @@ fn fields_used_follow_the_rules() {
     let mut all = Rule::new(Target::Accept);
     all.protocol = Some(Negatable::is(0));
     assert_eq!(used(all), 0, "-p all constrains nothing");
-    assert_eq!(used(tcp_dport(22, Target::Accept)), bit(field::PROTO) | bit(field::L4B));
+    assert_eq!(
+        used(tcp_dport(22, Target::Accept)),
+        bit(field::PROTO) | bit(field::L4B)
+    );
     // A bare `-m tcp` still needs a port header: "any real key" on one L4
     // field (the other is implied).
     let mut bare = tcp_dport(22, Target::Accept);
-    bare.matches = vec![Match::Ports { protocol: 6, sport: None, dport: None }];
+    bare.matches = vec![Match::Ports {
+        protocol: 6,
+        sport: None,
+        dport: None,
+    }];
     assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);
     src.source = Some(Negatable::not(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8)));
@@ -691,7 +817,10 @@ fn fields_used_follow_the_rules() {
     either.matches = vec![Match::Multiport {
         kind: MultiportKind::Either,
         negated: false,
-        ports: vec![PortRange { first: 80, last: 80 }],
+        ports: vec![PortRange {
+            first: 80,
+            last: 80,
+        }],
     }];
     assert_eq!(
         used(either),
@@ -706,7 +835,9 @@ fn fields_used_follow_the_rules() {
         name: "lo".into(),
         wildcard: false,
     }));
-    ifaces.matches.push(Match::MacSource(Negatable::is(MACS[0])));
+    ifaces
+        .matches
+        .push(Match::MacSource(Negatable::is(MACS[0])));
     assert_eq!(
         used(ifaces),
         bit(field::IN_IFACE) | bit(field::OUT_IFACE) | bit(field::MAC_SOURCE)
@@ -719,7 +850,12 @@ fn generations_offset_class_ids() {
     let g1 = compile(&ruleset, &[], 1).unwrap();
     assert!(g1.classes.iter().all(|c| c.id >= CLASS_ID_GEN_STRIDE));
     assert_eq!(g1.classes[0].id, CLASS_ID_GEN_STRIDE);
-    assert!(g1.chains[0].proto_classes.iter().all(|&id| g1.class(id).is_some()));
+    assert!(
+        g1.chains[0]
+            .proto_classes
+            .iter()
+            .all(|&id| g1.class(id).is_some())
+    );
     assert_eq!(
         compile(&ruleset, &[], 2).err(),
         Some(CompileError::InvalidGeneration { generation: 2 })
@@ -735,9 +871,15 @@ fn ports_rule_counts_once_on_the_user_rule() {
     count.matches = vec![Match::Multiport {
         kind: MultiportKind::Either,
         negated: false,
-        ports: vec![PortRange { first: 80, last: 80 }],
+        ports: vec![PortRange {
+            first: 80,
+            last: 80,
+        }],
     }];
-    let ruleset = only_input(vec![count, tcp_dport(80, Target::Reject(RejectWith::TcpReset))]);
+    let ruleset = only_input(vec![
+        count,
+        tcp_dport(80, Target::Reject(RejectWith::TcpReset)),
+    ]);
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
     assert_eq!(input.config.rule_count, 3);
@@ -745,10 +887,23 @@ fn ports_rule_counts_once_on_the_user_rule() {
     assert_eq!(counters, vec![0, 0, 1]);
     assert_eq!(input.rules[2].reject_with, reject::TCP_RESET);
     assert_eq!(input.rules[0].target, target::NONE);
-    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(80, 80)), vec![0, 1]);
-    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(80, 81)), vec![0]);
-    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(81, 80)), vec![0, 1]);
-    assert!(compiled.classify(chain::INPUT, &tcp_packet(81, 81)).is_empty());
+    assert_eq!(
+        compiled.classify(chain::INPUT, &tcp_packet(80, 80)),
+        vec![0, 1]
+    );
+    assert_eq!(
+        compiled.classify(chain::INPUT, &tcp_packet(80, 81)),
+        vec![0]
+    );
+    assert_eq!(
+        compiled.classify(chain::INPUT, &tcp_packet(81, 80)),
+        vec![0, 1]
+    );
+    assert!(
+        compiled
+            .classify(chain::INPUT, &tcp_packet(81, 81))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -763,7 +918,12 @@ fn fragments_and_short_headers_have_their_own_keys() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
     // `! --dport 22` holds for port 23 but never for fragments or L4_NONE.
-    let class = |key: u32| compiled.class(input.l4_classes[1][key as usize]).unwrap().words[0];
+    let class = |key: u32| {
+        compiled
+            .class(input.l4_classes[1][key as usize])
+            .unwrap()
+            .words[0]
+    };
     assert_eq!(class(23) & 1, 1);
     assert_eq!(class(22) & 1, 0);
     assert_eq!(class(L4_NONE) & 1, 0);
@@ -814,7 +974,12 @@ fn l4_chunks_cover_every_key() {
     }
     assert_eq!(keys.len(), L4_CHUNKS * L4_CHUNK);
     assert_eq!(&keys[..L4_KEYS], &input.l4_classes[1][..]);
-    assert!(input.l4_chunk(1, L4_CHUNKS - 1)[..].iter().skip(2).all(|&c| c == keys[L4_KEYS - 1]));
+    assert!(
+        input.l4_chunk(1, L4_CHUNKS - 1)[..]
+            .iter()
+            .skip(2)
+            .all(|&c| c == keys[L4_KEYS - 1])
+    );
 }
 
 #[test]
@@ -848,9 +1013,18 @@ fn address_prefixes_nest() {
         src: Ipv4Addr::from(a),
         ..tcp_packet(1, 2)
     };
-    assert_eq!(compiled.classify(chain::INPUT, &from([10, 1, 2, 3])), vec![0]);
-    assert_eq!(compiled.classify(chain::INPUT, &from([10, 1, 2, 4])), vec![2]);
-    assert_eq!(compiled.classify(chain::INPUT, &from([10, 2, 0, 0])), vec![1]);
+    assert_eq!(
+        compiled.classify(chain::INPUT, &from([10, 1, 2, 3])),
+        vec![0]
+    );
+    assert_eq!(
+        compiled.classify(chain::INPUT, &from([10, 1, 2, 4])),
+        vec![2]
+    );
+    assert_eq!(
+        compiled.classify(chain::INPUT, &from([10, 2, 0, 0])),
+        vec![1]
+    );
     // Only the DST /0 entry besides the SRC prefixes.
     assert_eq!(input.addr_prefixes.len(), 5);
 }
@@ -870,8 +1044,14 @@ fn big_ruleset(n: usize) -> Ruleset {
                     kind: MultiportKind::Destination,
                     negated: false,
                     ports: vec![
-                        PortRange { first: i as u16, last: i as u16 + 20 },
-                        PortRange { first: 30000, last: 30000 + i as u16 },
+                        PortRange {
+                            first: i as u16,
+                            last: i as u16 + 20,
+                        },
+                        PortRange {
+                            first: 30000,
+                            last: 30000 + i as u16,
+                        },
                     ],
                 }];
             }
@@ -882,38 +1062,15 @@ fn big_ruleset(n: usize) -> Ruleset {
 }
 
 #[test]
-fn timing_breakdown() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::deterministic();
-    let (mut tgen, mut tcomp, mut tcheck, mut tcls) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut rules = 0;
-    for _ in 0..300 {
-        let t = Instant::now();
-        let seeds = ruleset_seeds().new_tree(&mut runner).unwrap().current();
-        let rs = ruleset_from(&seeds);
-        let pk = packets_from(&prop::collection::vec(any::<u64>(), 8..16).new_tree(&mut runner).unwrap().current());
-        tgen += t.elapsed();
-        rules += rs.filter.chains.iter().map(|c| c.rules.len()).sum::<usize>();
-        let t = Instant::now();
-        let c = compile(&rs, &interfaces(), 1).unwrap();
-        tcomp += t.elapsed();
-        let t = Instant::now();
-        check_classes(&c);
-        tcheck += t.elapsed();
-        let t = Instant::now();
-        compare(&rs, &c, &pk).unwrap();
-        tcls += t.elapsed();
-    }
-    eprintln!("rules {rules} gen {tgen:?} compile {tcomp:?} check {tcheck:?} classify {tcls:?}");
-}
-
-#[test]
 fn ten_thousand_rules_compile_fast() {
     let ruleset = big_ruleset(10_000);
     let started = Instant::now();
     let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
     let took = started.elapsed();
+    eprintln!(
+        "10,000 rules compiled in {took:?}, {} classes",
+        compiled.classes.len()
+    );
     // Release builds take a few tens of milliseconds; debug builds are
     // ~10x slower, so the bound only catches a blow-up (such as a loop over
     // every key for every rule).
@@ -926,20 +1083,9 @@ fn ten_thousand_rules_compile_fast() {
     let input = &compiled.chains[chain::INPUT as usize];
     assert_eq!(input.config.rule_count, 10_000);
     // The last rule matches only its own packets.
-    let mut pkt = tcp_packet(1, (9_999 % 60000) as u16 + 1);
+    let mut pkt = tcp_packet(1, 9_999 + 1);
     pkt.src = Ipv4Addr::from(0x0a00_0000 + 9_999 * 4);
     assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![9_999]);
     let reference = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
     assert_eq!(reference, vec![9_999]);
-}
-
-#[test]
-fn timing_empty() {
-    let rs = Ruleset::default();
-    let t = Instant::now();
-    for _ in 0..100 { let _ = compile(&rs, &interfaces(), 0).unwrap(); }
-    eprintln!("empty compile {:?}", t.elapsed() / 100);
-    let t = Instant::now();
-    for _ in 0..100 { let mut v = vec![0u32; L4_KEYS]; v[100..60000].fill(3); std::hint::black_box(&v); }
-    eprintln!("fill {:?}", t.elapsed() / 100);
 }

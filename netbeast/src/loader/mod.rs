@@ -206,12 +206,12 @@ impl Dataplane {
             source,
         })?;
         let link = xdp.take_link(id).map_err(LoaderError::Program)?;
-        let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-            LoaderError::Pin {
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| LoaderError::Pin {
                 path: link_pin.to_path_buf(),
                 message: format!("the kernel gave no bpf_link for the XDP attachment ({e})"),
-            }
-        })?;
+            })?;
         fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
             path: link_pin.to_path_buf(),
             message: e.to_string(),
@@ -246,7 +246,11 @@ impl Dataplane {
 
     /// Compiles `ruleset` into the inactive generation and switches the
     /// data plane to it with one write: no packet sees half a ruleset.
-    pub fn apply(&mut self, ruleset: &Ruleset, interfaces: &[Interface]) -> Result<(), LoaderError> {
+    pub fn apply(
+        &mut self,
+        ruleset: &Ruleset,
+        interfaces: &[Interface],
+    ) -> Result<(), LoaderError> {
         let next = 1 - self.active_generation()?;
         let compiled = compile::compile(ruleset, interfaces, next)?;
         tables::write(self, &compiled)?;
@@ -266,7 +270,10 @@ impl Dataplane {
     }
 
     /// Replaces the ifindex → primary address table (ICMP error sources).
-    pub fn set_interface_addresses(&mut self, addrs: &[(u32, Ipv4Addr)]) -> Result<(), LoaderError> {
+    pub fn set_interface_addresses(
+        &mut self,
+        addrs: &[(u32, Ipv4Addr)],
+    ) -> Result<(), LoaderError> {
         let wanted: Vec<(u32, u32)> = addrs
             .iter()
             .map(|(i, a)| (*i, u32::from_ne_bytes(a.octets())))
@@ -274,7 +281,11 @@ impl Dataplane {
         self.replace_u32_map("IFACE_ADDRS", &wanted)
     }
 
-    fn replace_u32_map(&mut self, name: &'static str, wanted: &[(u32, u32)]) -> Result<(), LoaderError> {
+    fn replace_u32_map(
+        &mut self,
+        name: &'static str,
+        wanted: &[(u32, u32)],
+    ) -> Result<(), LoaderError> {
         let mut map: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         let stale: Vec<u32> = map
@@ -292,7 +303,11 @@ impl Dataplane {
     }
 
     /// One `BPF_PROG_TEST_RUN` of the XDP program on `frame`.
-    pub fn test_run_xdp(&mut self, frame: &[u8], ingress_ifindex: u32) -> Result<TestRunOutput, LoaderError> {
+    pub fn test_run_xdp(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<TestRunOutput, LoaderError> {
         self.load_program()?;
         let xdp = self.xdp()?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
@@ -304,7 +319,11 @@ impl Dataplane {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
-                ctx_in: if ingress_ifindex != 0 { Some(&ctx) } else { None },
+                ctx_in: if ingress_ifindex != 0 {
+                    Some(&ctx)
+                } else {
+                    None
+                },
                 ..TestRunOptions::new()
             })
             .map_err(LoaderError::TestRun)?;
@@ -329,7 +348,11 @@ impl Dataplane {
 
     /// Live counters of the active generation for `chain`: one per rule
     /// (`rules` of them) and the policy's.
-    pub fn chain_counters(&self, chain: u32, rules: usize) -> Result<(Vec<Counter>, Counter), LoaderError> {
+    pub fn chain_counters(
+        &self,
+        chain: u32,
+        rules: usize,
+    ) -> Result<(Vec<Counter>, Counter), LoaderError> {
         let generation = self.active_generation()?;
         tables::read_counters(self, generation, chain, rules)
     }
@@ -418,7 +441,10 @@ mod smoke {
             r.matches.push(Match::Ports {
                 protocol: 17,
                 sport: None,
-                dport: Some(Negatable::is(PortRange { first: port, last: port })),
+                dport: Some(Negatable::is(PortRange {
+                    first: port,
+                    last: port,
+                })),
             });
             input.rules.push(r);
         }

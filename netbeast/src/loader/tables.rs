@@ -1,13 +1,10 @@
 //! Writes a compiled ruleset into the maps of its (inactive) generation, and
 //! reads rule counters back.
 
-use aya::maps::{
-    Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key,
-};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
-    AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey,
-    L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index,
-    counter_index, l4_base, rule_index,
+    AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS,
+    MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, l4_base, rule_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -75,7 +72,9 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                     _pad: 0,
                     ifindex: entry.ifindex,
                 };
-                ifaces.insert(key, entry.class, 0).map_err(map_err("IFACE_CLASSES"))?;
+                ifaces
+                    .insert(key, entry.class, 0)
+                    .map_err(map_err("IFACE_CLASSES"))?;
             }
         }
     }
@@ -97,7 +96,8 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                     chain: c as u8,
                     mac: entry.mac,
                 };
-                macs.insert(key, entry.class, 0).map_err(map_err("MAC_CLASSES"))?;
+                macs.insert(key, entry.class, 0)
+                    .map_err(map_err("MAC_CLASSES"))?;
             }
         }
     }
@@ -156,11 +156,12 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .unwrap_or(0);
             let slots = (0..users as u32).chain([MAX_RULES_PER_CHAIN as u32]);
             for slot in slots {
-                let zero = PerCpuValues::try_from(vec![KernelCounter::default(); cpus])
-                    .map_err(|source| LoaderError::Io {
+                let zero = PerCpuValues::try_from(vec![KernelCounter::default(); cpus]).map_err(
+                    |source| LoaderError::Io {
                         what: "per-CPU counter values".into(),
                         source,
-                    })?;
+                    },
+                )?;
                 counters
                     .set(counter_index(generation, c as u32, slot), zero, 0)
                     .map_err(map_err("COUNTERS"))?;
