@@ -4,14 +4,21 @@
 use std::process::Command;
 
 fn main() -> anyhow::Result<()> {
-    if Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        // One line, then stop: everything else would be noise.
-        eprintln!("error: bpf-linker is not installed: run `cargo xtask setup` first");
-        std::process::exit(1);
+    // One line, then stop: everything else would be noise.
+    match Command::new("bpf-linker").arg("--version").output() {
+        Err(_) => {
+            eprintln!("error: bpf-linker is not installed: run `cargo xtask setup` first");
+            std::process::exit(1);
+        }
+        Ok(out) if !out.status.success() => {
+            let why = String::from_utf8_lossy(&out.stderr);
+            eprintln!(
+                "error: bpf-linker is installed but does not run ({}): run `cargo xtask setup` to rebuild it",
+                why.lines().next().unwrap_or("no message")
+            );
+            std::process::exit(1);
+        }
+        Ok(_) => {}
     }
     println!("cargo:rerun-if-changed=../netbeast-common/src");
     // The kernel crates need `-Z build-std=core` on the stable toolchain;
