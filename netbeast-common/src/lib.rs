@@ -47,7 +47,9 @@ pub mod field {
     pub const IN_IFACE: usize = 5;
     pub const OUT_IFACE: usize = 6;
     pub const MAC_SOURCE: usize = 7;
-    pub const COUNT: usize = 8;
+    /// Connection tracking state of the packet (`ct_state::*`).
+    pub const CT_STATE: usize = 8;
+    pub const COUNT: usize = 9;
 }
 
 /// Key of the L4 fields when the packet carries no port or ICMP type (other
@@ -62,6 +64,18 @@ pub const L4_KEYS: usize = 65538;
 pub const L4_CHUNK: usize = 64;
 /// Entries of the L4 arrays per (generation, chain, field).
 pub const L4_CHUNKS: usize = L4_KEYS.div_ceil(L4_CHUNK);
+
+/// Connection tracking states as the classifier keys them (`-m state`,
+/// `-m conntrack --ctstate`).
+pub mod ct_state {
+    pub const NEW: u32 = 0;
+    pub const ESTABLISHED: u32 = 1;
+    pub const RELATED: u32 = 2;
+    pub const INVALID: u32 = 3;
+    pub const UNTRACKED: u32 = 4;
+    /// Keys of the field (a power of two: the class table is one array).
+    pub const KEYS: usize = 8;
+}
 
 pub mod target {
     pub const ACCEPT: u32 = 0;

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use netbeast_common::{
     ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector, Counter, IfaceKey,
     L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction,
-    chain_index, counter_index, field, l4_base, rule_index, size, stats, target,
+    chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -43,6 +43,8 @@ static L4_CLASSES: Array<[u32; L4_CHUNK]> = Array::with_max_entries(size::L4_CLA
 static IFACE_CLASSES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(size::IFACES, 0);
 #[map]
 static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS, 0);
+#[map]
+static CT_CLASSES: Array<[u32; ct_state::KEYS]> = Array::with_max_entries(size::CHAINS, 0);
 
 /// The packet values the fields look at.
 pub struct Keys {
@@ -55,6 +57,8 @@ pub struct Keys {
     pub in_ifindex: u32,
     pub out_ifindex: u32,
     pub mac: [u8; 6],
+    /// `ct_state::*` of the packet.
+    pub ct_state: u32,
 }
 
 #[inline(always)]
@@ -146,6 +150,10 @@ fn vector(
         field::IN_IFACE => iface_class(generation, chain, f, keys.in_ifindex, cfg.default_class[f]),
         field::OUT_IFACE => {
             iface_class(generation, chain, f, keys.out_ifindex, cfg.default_class[f])
+        }
+        field::CT_STATE => {
+            let table = CT_CLASSES.get(chain_index(generation, chain))?;
+            table[keys.ct_state as usize & (ct_state::KEYS - 1)]
         }
         _ => {
             let key = MacKey {
@@ -248,9 +256,13 @@ fn search(
         bump(stats::CLASS_MISSING);
         return None;
     };
+    let Some(v8) = vector(cfg, generation, chain, field::CT_STATE, keys, all) else {
+        bump(stats::CLASS_MISSING);
+        return None;
+    };
     // SAFETY: map values stay valid for the whole program run (RCU).
-    let (r0, r1, r2, r3, r4, r5, r6, r7) =
-        unsafe { (&*v0, &*v1, &*v2, &*v3, &*v4, &*v5, &*v6, &*v7) };
+    let (r0, r1, r2, r3, r4, r5, r6, r7, r8) =
+        unsafe { (&*v0, &*v1, &*v2, &*v3, &*v4, &*v5, &*v6, &*v7, &*v8) };
     let summary = |i: usize| {
         r0.summary[i]
             & r1.summary[i]
@@ -260,6 +272,7 @@ fn search(
             & r5.summary[i]
             & r6.summary[i]
             & r7.summary[i]
+            & r8.summary[i]
     };
     let st = SEARCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
@@ -276,7 +289,7 @@ fn search(
         (*st).bytes = bytes;
     }
     let mut vectors = Vectors {
-        v: [v0, v1, v2, v3, v4, v5, v6, v7],
+        v: [v0, v1, v2, v3, v4, v5, v6, v7, v8],
     };
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -377,6 +390,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
                 & (*vs.v[5]).words[w]
                 & (*vs.v[6]).words[w]
                 & (*vs.v[7]).words[w]
+                & (*vs.v[8]).words[w]
         };
     } else if st.rest[0] | st.rest[1] | st.rest[2] != 0 {
         st.current = st.rest[0];

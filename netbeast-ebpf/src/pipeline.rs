@@ -1,7 +1,7 @@
 //! The ingress pipeline of DESIGN §3: parse, pick the chain, classify, act.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use netbeast_common::{chain, stats, target};
+use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
     classify::{Keys, Verdict, active_generation, classify},
@@ -63,6 +63,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         in_ifindex,
         out_ifindex,
         mac: pkt.src_mac,
+        ct_state: ct_state::UNTRACKED,
     };
     let generation = active_generation();
     match classify(generation, chain, &keys, pkt.total_len as u64) {

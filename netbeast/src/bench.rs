@@ -204,6 +204,7 @@ mod tests {
             in_ifindex: 0,
             out_ifindex: 0,
             mac_source: [0; 6],
+            ct_state: netbeast_common::ct_state::NEW,
         };
         assert_eq!(
             crate::compile::reference::classify(input, &[], &pkt),

@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{L4_KEYS, field};
+use netbeast_common::{L4_KEYS, ct_state, field};
 
 use super::classes::{self, Bits, Interner};
 use super::{AddrPrefix, ChainPlan, CompileError, IfaceClass, Interface, MacClass};
-use crate::rules::model::{IfaceName, Ipv4Net, Match};
+use crate::rules::model::{CtStates, IfaceName, Ipv4Net, Match};
 
 /// The start vector: every slot set except those in `constrained`, which
 /// the caller decides one by one.
@@ -136,6 +136,48 @@ pub(super) fn protocols(
     Ok(ArrayTable {
         used,
         default_class,
+        table,
+    })
+}
+
+/// The connection-state table (`ct_state::KEYS` entries): a slot holds for
+/// state `k` when every `-m state`/`-m conntrack --ctstate` match of its rule
+/// does.
+pub(super) fn ct_states(
+    plan: &ChainPlan<'_>,
+    interner: &mut Interner,
+) -> Result<ArrayTable, CompileError> {
+    let mut used = false;
+    let mut table = Vec::with_capacity(ct_state::KEYS);
+    let mut vectors: Vec<Bits> = vec![unconstrained(plan, interner.words()); ct_state::KEYS];
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let conditions: Vec<(CtStates, bool)> = plan.rules[s.rule as usize]
+            .matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::ConnState {
+                    states, negated, ..
+                } => Some((*states, *negated)),
+                _ => None,
+            })
+            .collect();
+        if conditions.is_empty() {
+            continue;
+        }
+        used = true;
+        for (key, v) in vectors.iter_mut().enumerate() {
+            let holds = conditions
+                .iter()
+                .all(|(states, negated)| states.contains(key as u32) != *negated);
+            classes::assign(v, slot, holds);
+        }
+    }
+    for v in &vectors {
+        table.push(interner.intern(v, plan.name, field::CT_STATE)?);
+    }
+    Ok(ArrayTable {
+        used,
+        default_class: table[ct_state::UNTRACKED as usize],
         table,
     })
 }

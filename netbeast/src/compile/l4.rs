@@ -166,7 +166,7 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
                 }
             })
         }
-        Match::MacSource(_) | Match::Comment(_) => None,
+        Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => None,
     }
 }
 

@@ -53,8 +53,8 @@ use std::net::Ipv4Addr;
 
 use netbeast_common::{
     ADDR_KEY_HEADER_BITS, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS,
-    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction, chain, field,
-    reject, size, target,
+    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction, chain, ct_state,
+    field, reject, size, target,
 };
 
 use crate::rules::model::{Chain, Ipv4Net, Policy, RejectWith, Rule, Ruleset, Target};
@@ -85,6 +85,7 @@ pub const FIELD_NAMES: [&str; field::COUNT] = [
     "input interface",
     "output interface",
     "source mac",
+    "connection state",
 ];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
@@ -187,6 +188,8 @@ pub struct CompiledChain {
     /// Source MACs whose class differs from
     /// `config.default_class[field::MAC_SOURCE]`.
     pub macs: Vec<MacClass>,
+    /// Class of every connection state (`ct_state::KEYS` entries).
+    pub ct_classes: Vec<u32>,
 }
 
 /// One prefix of an address LPM trie.
@@ -446,7 +449,7 @@ fn validate_rule(rule: &Rule) -> Result<(), String> {
                     return Err("--icmp-type needs `-p icmp`".to_string());
                 }
             }
-            Match::MacSource(_) | Match::Comment(_) => {}
+            Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => {}
         }
     }
     Ok(())
@@ -518,6 +521,10 @@ fn compile_chain(
     fields_used |= u32::from(macs.used) << field::MAC_SOURCE;
     default_class[field::MAC_SOURCE] = macs.default_class;
 
+    let ct = fields::ct_states(plan, interner)?;
+    fields_used |= u32::from(ct.used) << field::CT_STATE;
+    default_class[field::CT_STATE] = ct.default_class;
+
     let rules = plan
         .slots
         .iter()
@@ -538,6 +545,7 @@ fn compile_chain(
         l4_classes: [l4a.table, l4b.table],
         ifaces,
         macs: macs.entries,
+        ct_classes: ct.table,
     })
 }
 
@@ -559,6 +567,7 @@ impl CompiledRuleset {
                 longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
             }
             field::PROTO => c.proto_classes[usize::from(pkt.protocol)],
+            field::CT_STATE => c.ct_classes[pkt.ct_state as usize % ct_state::KEYS],
             field::L4A | field::L4B => {
                 let (a, b) = pkt.l4_keys();
                 let key = if f == field::L4A { a } else { b };

@@ -50,6 +50,8 @@ pub struct PacketView {
     pub in_ifindex: u32,
     pub out_ifindex: u32,
     pub mac_source: [u8; 6],
+    /// The connection tracking state (`ct_state::*`) conntrack gave it.
+    pub ct_state: u32,
 }
 
 impl PacketView {
@@ -216,5 +218,8 @@ fn match_holds(m: &Match, pkt: &PacketView) -> bool {
         }
         Match::MacSource(mac) => holds(mac, |m| *m == pkt.mac_source),
         Match::Comment(_) => true,
+        Match::ConnState {
+            negated, states, ..
+        } => states.contains(pkt.ct_state) != *negated,
     }
 }

@@ -12,8 +12,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
-    RejectWith, Rule, Ruleset, Target,
+    Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy,
+    PortRange, RejectWith, Rule, Ruleset, StateModule, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -261,6 +261,20 @@ impl Dice {
         if self.chance(10) {
             matches.push(Match::Comment("a comment".to_string()));
         }
+        // Connection states: a non-empty subset, sometimes negated, and
+        // now and then two state matches on one rule (both must hold).
+        for _ in 0..self.weighted(&[14, 5, 1]) {
+            let states = CtStates((self.below(31) + 1) as u8);
+            matches.push(Match::ConnState {
+                module: if self.chance(50) {
+                    StateModule::State
+                } else {
+                    StateModule::Conntrack
+                },
+                negated: self.chance(25),
+                states,
+            });
+        }
         Rule {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
@@ -332,6 +346,7 @@ impl Dice {
             } else {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
+            ct_state: self.below(5) as u32,
         }
     }
 }
@@ -586,6 +601,7 @@ fn tcp_packet(sport: u16, dport: u16) -> PacketView {
         in_ifindex: 2,
         out_ifindex: 0,
         mac_source: [0x02, 0, 0, 0, 0, 9],
+        ct_state: netbeast_common::ct_state::NEW,
     }
 }
 

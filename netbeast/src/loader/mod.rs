@@ -33,7 +33,8 @@ const XDP_PROGRAM: &str = "netbeast_xdp";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 15] = [
+    "CT_CLASSES",
     "SEARCH",
     "ACTIVE",
     "CHAINS",

@@ -115,6 +115,16 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
+        let mut ct: Array<&mut MapData, [u32; ct_state::KEYS]> =
+            Array::try_from(dp.map_mut("CT_CLASSES")?).map_err(map_err("CT_CLASSES"))?;
+        for (c, chain) in compiled.chains.iter().enumerate() {
+            let mut table = [0u32; ct_state::KEYS];
+            table.copy_from_slice(&chain.ct_classes);
+            ct.set(chain_index(generation, c as u32), table, 0)
+                .map_err(map_err("CT_CLASSES"))?;
+        }
+    }
+    {
         let mut l4: Array<&mut MapData, [u32; L4_CHUNK]> =
             Array::try_from(dp.map_mut("L4_CLASSES")?).map_err(map_err("L4_CLASSES"))?;
         for (c, chain) in compiled.chains.iter().enumerate() {

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::model::{
     Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, PortRange, Rule,
-    Target,
+    StateModule, Target,
 };
 use super::parse::{icmp_type_name, protocol_name};
 use super::save::{self, CounterStyle, is_any_port, mac_text, policy_name, port_list_text};
@@ -319,6 +319,18 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
             }
             Match::Comment(text) => {
                 let _ = write!(out, " /* {text} */");
+            }
+            Match::ConnState {
+                module,
+                negated,
+                states,
+            } => {
+                let name = match module {
+                    StateModule::State => "state",
+                    StateModule::Conntrack => "ctstate",
+                };
+                let bang = if *negated { "! " } else { "" };
+                let _ = write!(out, " {name} {bang}{}", states.text());
             }
         }
     }

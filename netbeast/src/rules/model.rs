@@ -212,6 +212,13 @@ pub enum Match {
     MacSource(Negatable<[u8; 6]>),
     /// `-m comment --comment`: no effect on matching.
     Comment(String),
+    /// `-m state --state` or `-m conntrack --ctstate`: the packet's
+    /// connection tracking state is one of `states`.
+    ConnState {
+        module: StateModule,
+        negated: bool,
+        states: CtStates,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,5 +296,49 @@ impl Rule {
         a.counter = Counter::default();
         b.counter = Counter::default();
         a == b
+    }
+}
+
+/// Which module a connection-state match was written with, so it prints
+/// back the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateModule {
+    /// `-m state --state`
+    State,
+    /// `-m conntrack --ctstate`
+    Conntrack,
+}
+
+/// A set of connection tracking states, one bit per state (bit positions
+/// are `netbeast_common::ct_state::*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtStates(pub u8);
+
+impl CtStates {
+    /// In the order iptables prints them.
+    pub const NAMES: [(&'static str, u32); 5] = [
+        ("INVALID", netbeast_common::ct_state::INVALID),
+        ("NEW", netbeast_common::ct_state::NEW),
+        ("RELATED", netbeast_common::ct_state::RELATED),
+        ("ESTABLISHED", netbeast_common::ct_state::ESTABLISHED),
+        ("UNTRACKED", netbeast_common::ct_state::UNTRACKED),
+    ];
+
+    pub fn contains(self, state: u32) -> bool {
+        self.0 & (1 << state) != 0
+    }
+
+    pub fn with(self, state: u32) -> Self {
+        CtStates(self.0 | (1 << state))
+    }
+
+    /// `RELATED,ESTABLISHED`, in iptables' order.
+    pub fn text(self) -> String {
+        Self::NAMES
+            .iter()
+            .filter(|(_, s)| self.contains(*s))
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -9,8 +9,8 @@ use thiserror::Error;
 
 use super::command::{self, CommandError};
 use super::model::{
-    Chain, Counter, IcmpType, Match, MultiportKind, Policy, PortRange, Rule, Ruleset, TableName,
-    Target,
+    Chain, Counter, IcmpType, Match, MultiportKind, Policy, PortRange, Rule, Ruleset, StateModule,
+    TableName, Target,
 };
 use super::parse::{self, Action, IptablesCommand, ParseError};
 
@@ -199,6 +199,17 @@ fn write_match(out: &mut String, m: &Match) {
         }
         Match::Comment(text) => {
             let _ = write!(out, " -m comment --comment {}", quote(text));
+        }
+        Match::ConnState {
+            module,
+            negated,
+            states,
+        } => {
+            let (name, flag) = match module {
+                StateModule::State => ("state", "--state"),
+                StateModule::Conntrack => ("conntrack", "--ctstate"),
+            };
+            let _ = write!(out, " -m {name}{} {flag} {}", bang(*negated), states.text());
         }
     }
 }
