@@ -294,3 +294,25 @@ mod tests {
         assert!((MAX_CLASSES) < CLASS_ID_GEN_STRIDE);
     }
 }
+
+/// The benchmark's packet generator (`netbeast-ebpf` generator.rs): indexes
+/// of its configuration array, which `netbeast bench` writes before a run.
+/// Flow `f` is sent from address `FIRST_SOURCE + f % ADDRESSES`, port
+/// `FIRST_PORT + f / ADDRESSES`.
+pub mod generator {
+    /// Flows to spread frames over; 0 or 1 sends the template unchanged.
+    pub const FLOWS: u32 = 0;
+    /// First source address, host byte order.
+    pub const FIRST_SOURCE: u32 = 1;
+    pub const FIRST_PORT: u32 = 2;
+    /// One's-complement sum of the template's IPv4 header without its
+    /// checksum and source address: the checksum of each flow's header is
+    /// this plus its source address, folded.
+    pub const HEADER_SUM: u32 = 3;
+    pub const CONFIG_ENTRIES: u32 = 4;
+    /// Source addresses per source port (fits a /24 without its network
+    /// and broadcast addresses).
+    pub const ADDRESSES: u32 = 250;
+    /// Most flows: `ADDRESSES` × 256 source ports.
+    pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+}

@@ -5,6 +5,7 @@
 
 mod classify;
 mod csum;
+mod generator;
 mod parse;
 mod pipeline;
 mod reject;
@@ -24,6 +25,13 @@ pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn netbeast_floor(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_DROP
+}
+
+/// The benchmark's packet generator: run in live-frames mode, it sends
+/// every frame back out of its veth with XDP_TX (DESIGN §8).
+#[xdp]
+pub fn netbeast_generator(ctx: XdpContext) -> u32 {
+    generator::generate(&ctx)
 }
 
 #[cfg(not(test))]

@@ -4,7 +4,8 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
     AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS,
-    MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, l4_base, rule_index,
+    MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, ct_state, l4_base,
+    rule_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};

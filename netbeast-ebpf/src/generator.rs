@@ -1,0 +1,72 @@
+//! The benchmark's packet generator (DESIGN §8). `netbeast bench` runs this
+//! program with `BPF_PROG_TEST_RUN` in live-frames mode on one end of a veth
+//! pair: every frame it returns `XDP_TX` for leaves through that veth and
+//! arrives at the other end, where the data plane under test receives it.
+//!
+//! Live frames are recycled without being rewritten from the template, so
+//! the program writes absolute values (never increments what it finds):
+//! frame `n` belongs to flow `n % flows`, whose source address, port and
+//! IPv4 checksum it stores. The UDP checksum of the template is 0 (none),
+//! so it stays valid.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use netbeast_common::generator;
+
+use crate::csum::fold;
+
+/// Frames generated on each CPU: the sequence number of the next frame.
+#[map]
+static GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `netbeast_common::generator::*` entries.
+#[map]
+static GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::CONFIG_ENTRIES, 0);
+
+/// Ethernet header, then an IPv4 header without options, then UDP.
+const IP_CHECKSUM: usize = 14 + 10;
+const IP_SOURCE: usize = 14 + 12;
+const UDP_SOURCE_PORT: usize = 14 + 20;
+const HEADERS_END: usize = UDP_SOURCE_PORT + 2;
+
+#[inline(always)]
+fn config(index: u32) -> u32 {
+    GENERATOR_CONFIG.get(index).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn generate(ctx: &XdpContext) -> u32 {
+    let Some(seq) = GENERATED.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    let flows = config(generator::FLOWS);
+    if flows <= 1 {
+        return xdp_action::XDP_TX;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + HEADERS_END > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let flow = (n % flows as u64) as u32;
+    let source = config(generator::FIRST_SOURCE) + flow % generator::ADDRESSES;
+    let port = config(generator::FIRST_PORT) + flow / generator::ADDRESSES;
+    let sum =
+        config(generator::HEADER_SUM) as u64 + (source >> 16) as u64 + (source & 0xffff) as u64;
+    // SAFETY: all three stores end before HEADERS_END, checked above.
+    unsafe {
+        core::ptr::write_unaligned((start + IP_SOURCE) as *mut u32, source.to_be());
+        core::ptr::write_unaligned((start + IP_CHECKSUM) as *mut u16, (!fold(sum)).to_be());
+        core::ptr::write_unaligned((start + UDP_SOURCE_PORT) as *mut u16, (port as u16).to_be());
+    }
+    xdp_action::XDP_TX
+}
