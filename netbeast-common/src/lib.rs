@@ -121,10 +121,24 @@ pub mod stats {
     pub const CLASS_MISSING: u32 = 10;
     /// Egress packets seen by the TC program.
     pub const OUTPUT: u32 = 11;
-    pub const COUNT: u32 = 16;
+    /// Conntrack entries created (connections confirmed by an ACCEPT).
+    pub const CT_CREATED: u32 = 12;
+    /// Connections that saw their first reply (moved to the established table).
+    pub const CT_ESTABLISHED: u32 = 13;
+    /// Packets classified INVALID by conntrack.
+    pub const CT_INVALID: u32 = 14;
+    /// ICMP errors found RELATED to a tracked connection.
+    pub const CT_RELATED: u32 = 15;
+    /// Entries found past their timeout (then treated as gone).
+    pub const CT_EXPIRED: u32 = 16;
+    /// Inserts the kernel refused (table full and nothing to evict).
+    pub const CT_INSERT_FAILED: u32 = 17;
+    /// Accepted FORWARD packets sent on by the XDP fast path.
+    pub const FAST_PATH: u32 = 18;
+    pub const COUNT: u32 = 24;
 
     /// Names in index order, for `netbeast stats`.
-    pub const NAMES: [&str; 12] = [
+    pub const NAMES: [&str; 19] = [
         "packets",
         "not_ipv4",
         "malformed",
@@ -137,6 +151,13 @@ pub mod stats {
         "reject_silent",
         "class_missing",
         "output",
+        "ct_created",
+        "ct_established",
+        "ct_invalid",
+        "ct_related",
+        "ct_expired",
+        "ct_insert_failed",
+        "fast_path",
     ];
 }
 
@@ -161,8 +182,12 @@ pub struct ChainConfig {
 pub struct RuleAction {
     pub target: u32,
     pub reject_with: u32,
-    /// The user's rule number (0-based) whose counter this slot bumps; slots
-    /// and user rules differ when one user rule compiles to several slots.
+    /// The counter this slot bumps, relative to its chain's counters: the
+    /// kernel bumps `counter_index(generation, chain, counter)`. For a rule
+    /// of the built-in chain that is the user's rule number (0-based; slots
+    /// and user rules differ when one user rule compiles to several slots);
+    /// for a rule of a user-defined chain inlined into it, see
+    /// [`user_counter_slot`].
     pub counter: u32,
     pub _pad: u32,
 }
@@ -209,6 +234,113 @@ pub struct MacKey {
     pub mac: [u8; 6],
 }
 
+/// Conntrack key: the two endpoints in a canonical order (lower address
+/// first; for equal addresses lower port first), so both directions of a
+/// flow find the same entry. ICMP echo uses its identifier as both ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Network byte order.
+    pub addr_lo: u32,
+    pub addr_hi: u32,
+    /// Host byte order.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// One tracked connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// The original direction (who sent the first packet), network order
+    /// addresses, host order ports.
+    pub orig_src: u32,
+    pub orig_dst: u32,
+    pub orig_sport: u16,
+    pub orig_dport: u16,
+    pub protocol: u8,
+    /// `tcp_state::*` for TCP, 0 otherwise.
+    pub tcp_state: u8,
+    /// `ct_status::*` bits.
+    pub status: u8,
+    pub _pad: u8,
+    /// bpf_ktime_get_ns() of the last packet (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+    /// Packets and bytes, original direction then reply.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+pub mod ct_status {
+    /// A packet in the reply direction has been seen: ESTABLISHED.
+    pub const SEEN_REPLY: u8 = 1;
+}
+
+/// TCP connection states, as far as conntrack-lite follows them.
+pub mod tcp_state {
+    pub const NONE: u8 = 0;
+    pub const SYN_SENT: u8 = 1;
+    pub const SYN_RECV: u8 = 2;
+    pub const ESTABLISHED: u8 = 3;
+    /// One side sent FIN.
+    pub const FIN_WAIT: u8 = 4;
+    /// Both sides sent FIN.
+    pub const TIME_WAIT: u8 = 5;
+    /// RST seen.
+    pub const CLOSE: u8 = 6;
+    pub const NAMES: [&str; 7] = [
+        "NONE",
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "TIME_WAIT",
+        "CLOSE",
+    ];
+}
+
+/// Conntrack timeouts in seconds (netfilter's defaults unless set at
+/// attach time), the `CT_CONFIG` map's only entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtConfig {
+    pub tcp_syn_sent: u32,
+    pub tcp_syn_recv: u32,
+    pub tcp_established: u32,
+    pub tcp_fin_wait: u32,
+    pub tcp_time_wait: u32,
+    pub tcp_close: u32,
+    pub udp: u32,
+    pub udp_stream: u32,
+    pub icmp: u32,
+    pub generic: u32,
+}
+
+impl CtConfig {
+    /// nf_conntrack's defaults (`sysctl net.netfilter.nf_conntrack_*_timeout*`).
+    pub const DEFAULT: CtConfig = CtConfig {
+        tcp_syn_sent: 120,
+        tcp_syn_recv: 60,
+        tcp_established: 432_000,
+        tcp_fin_wait: 120,
+        tcp_time_wait: 120,
+        tcp_close: 10,
+        udp: 30,
+        udp_stream: 120,
+        icmp: 30,
+        generic: 600,
+    };
+}
+
+/// Entries of the table for connections that have not seen a reply yet. A
+/// SYN flood fills this one, and only this one: established connections
+/// live in their own table and are never pushed out by it.
+pub const CT_UNREPLIED_ENTRIES: u32 = 65536;
+/// Entries of the table for connections that have seen a reply.
+pub const CT_ESTABLISHED_ENTRIES: u32 = 262144;
+
 /// Packet and byte counter of one rule (per CPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,12 +377,39 @@ pub const fn counter_index(generation: u32, chain: u32, rule: u32) -> u32 {
     (generation * chain::COUNT as u32 + chain) * COUNTERS_PER_CHAIN + rule
 }
 
+/// Rules all user-defined chains of a ruleset may hold together. The
+/// classifier inlines user-defined chains into the built-in chains that
+/// jump to them, but each of their rules keeps one counter, numbered in the
+/// order of the table (see [`user_counter_index`]).
+pub const MAX_USER_CHAIN_RULES: u32 = 16384;
+
+/// Counters of the built-in chains (rules and policies) of every generation.
+pub const BUILTIN_COUNTERS: u32 = (GENERATIONS * chain::COUNT) as u32 * COUNTERS_PER_CHAIN;
+
+/// Index in `COUNTERS` of counter `n` (0-based, below
+/// [`MAX_USER_CHAIN_RULES`]) of the user-defined chains' rules of
+/// `generation`: past every built-in chain's counters.
+#[inline(always)]
+pub const fn user_counter_index(generation: u32, n: u32) -> u32 {
+    BUILTIN_COUNTERS + generation * MAX_USER_CHAIN_RULES + n
+}
+
+/// The `RuleAction::counter` of a slot of built-in `chain` that bumps
+/// user-chain counter `n`: the kernel adds the chain's own base, so the
+/// value is relative to it (never negative: user counters come after every
+/// built-in chain's).
+#[inline(always)]
+pub const fn user_counter_slot(generation: u32, chain: u32, n: u32) -> u32 {
+    user_counter_index(generation, n) - counter_index(generation, chain, 0)
+}
+
 /// Map sizes, used by the kernel declarations and checked by userspace.
 pub mod size {
     use super::*;
     pub const CHAINS: u32 = (GENERATIONS * chain::COUNT) as u32;
     pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
-    pub const COUNTERS: u32 = CHAINS * COUNTERS_PER_CHAIN;
+    pub const COUNTERS: u32 =
+        CHAINS * COUNTERS_PER_CHAIN + GENERATIONS as u32 * MAX_USER_CHAIN_RULES;
     pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
     pub const CLASS_VECTORS: u32 = GENERATIONS as u32 * MAX_CLASSES + 1;
     /// Address prefixes: two per rule (source and destination) plus the
@@ -273,6 +432,9 @@ mod user {
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for MacKey {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for CtConfig {}
 }
 
 #[cfg(test)]
@@ -289,9 +451,18 @@ mod tests {
         assert_eq!(size_of::<IfaceKey>(), 8);
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(stats::NAMES.len(), stats::OUTPUT as usize + 1);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 56);
+        assert_eq!(size_of::<CtConfig>(), 40);
+        assert_eq!(stats::NAMES.len(), stats::FAST_PATH as usize + 1);
         assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
         assert!((MAX_CLASSES) < CLASS_ID_GEN_STRIDE);
+        // The last user-chain counter of the last generation, reached from
+        // the first chain, is inside the map.
+        let last = GENERATIONS as u32 - 1;
+        let slot = user_counter_slot(last, 0, MAX_USER_CHAIN_RULES - 1);
+        assert_eq!(counter_index(last, 0, slot), size::COUNTERS - 1);
+        assert_eq!(user_counter_index(0, 0), size::CHAINS * COUNTERS_PER_CHAIN);
     }
 }
 
@@ -310,6 +481,13 @@ pub mod generator {
     /// this plus its source address, folded.
     pub const HEADER_SUM: u32 = 3;
     pub const CONFIG_ENTRIES: u32 = 4;
+    /// Bytes of the template the generator copies over every frame before
+    /// sending it: Ethernet, IPv4 without options, UDP. A receiver may have
+    /// rewritten them in the recycled page (a router its MACs and TTL, NAT
+    /// the destination).
+    pub const HEADER_BYTES: usize = 14 + 20 + 8;
+    /// Size of the template map's value: `HEADER_BYTES` rounded up to words.
+    pub const TEMPLATE_WORDS: usize = HEADER_BYTES.div_ceil(8);
     /// Source addresses per source port (fits a /24 without its network
     /// and broadcast addresses).
     pub const ADDRESSES: u32 = 250;

@@ -3,11 +3,13 @@
 //! pair: every frame it returns `XDP_TX` for leaves through that veth and
 //! arrives at the other end, where the data plane under test receives it.
 //!
-//! Live frames are recycled without being rewritten from the template, so
-//! the program writes absolute values (never increments what it finds):
-//! frame `n` belongs to flow `n % flows`, whose source address, port and
-//! IPv4 checksum it stores. The UDP checksum of the template is 0 (none),
-//! so it stays valid.
+//! Live frames are recycled pages that the kernel does not rewrite from
+//! `data_in`, and a receiver may have changed them in place (a router
+//! rewrites MACs and TTL, NAT the destination). So the program first copies
+//! the template's headers over the frame, then gives it its flow: frame `n`
+//! belongs to flow `n % flows`, whose source address, port and IPv4
+//! checksum it stores. The UDP checksum of the template is 0 (none), so it
+//! stays valid.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -15,7 +17,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use netbeast_common::generator;
+use netbeast_common::generator::{self, HEADER_BYTES, TEMPLATE_WORDS};
 
 use crate::csum::fold;
 
@@ -27,11 +29,14 @@ static GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::CONFIG_ENTRIES, 0);
 
+/// The first `HEADER_BYTES` of the template frame.
+#[map]
+static GENERATOR_TEMPLATE: Array<[u64; TEMPLATE_WORDS]> = Array::with_max_entries(1, 0);
+
 /// Ethernet header, then an IPv4 header without options, then UDP.
 const IP_CHECKSUM: usize = 14 + 10;
 const IP_SOURCE: usize = 14 + 12;
 const UDP_SOURCE_PORT: usize = 14 + 20;
-const HEADERS_END: usize = UDP_SOURCE_PORT + 2;
 
 #[inline(always)]
 fn config(index: u32) -> u32 {
@@ -49,20 +54,34 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         *seq = n + 1;
         n
     };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + HEADER_BYTES > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(template) = GENERATOR_TEMPLATE.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: every store ends before start + HEADER_BYTES, checked above
+    // (5 words, then the last 2 bytes).
+    unsafe {
+        let mut i = 0;
+        while i < HEADER_BYTES / 8 {
+            core::ptr::write_unaligned((start + 8 * i) as *mut u64, template[i]);
+            i += 1;
+        }
+        let tail = (template[HEADER_BYTES / 8] & 0xffff) as u16;
+        core::ptr::write_unaligned((start + HEADER_BYTES - 2) as *mut u16, tail);
+    }
     let flows = config(generator::FLOWS);
     if flows <= 1 {
         return xdp_action::XDP_TX;
-    }
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + HEADERS_END > end {
-        return xdp_action::XDP_ABORTED;
     }
     let flow = (n % flows as u64) as u32;
     let source = config(generator::FIRST_SOURCE) + flow % generator::ADDRESSES;
     let port = config(generator::FIRST_PORT) + flow / generator::ADDRESSES;
     let sum =
         config(generator::HEADER_SUM) as u64 + (source >> 16) as u64 + (source & 0xffff) as u64;
-    // SAFETY: all three stores end before HEADERS_END, checked above.
+    // SAFETY: all three stores end before HEADER_BYTES, checked above.
     unsafe {
         core::ptr::write_unaligned((start + IP_SOURCE) as *mut u32, source.to_be());
         core::ptr::write_unaligned((start + IP_CHECKSUM) as *mut u16, (!fold(sum)).to_be());

@@ -4,7 +4,9 @@
 #![no_main]
 
 mod classify;
+mod conntrack;
 mod csum;
+mod forward;
 mod generator;
 mod parse;
 mod pipeline;
@@ -12,12 +14,23 @@ mod reject;
 mod route;
 mod stats;
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
-/// XDP ingress: INPUT and FORWARD filter chains.
+/// XDP ingress: conntrack, INPUT and FORWARD filter chains, forwarding
+/// fast path.
 #[xdp]
 pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
     pipeline::ingress(&ctx)
+}
+
+/// TC egress: the OUTPUT chain for locally generated packets, and the
+/// conntrack entries of the connections this host opens.
+#[classifier]
+pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
+    pipeline::egress(&ctx)
 }
 
 /// The benchmark's floor: drops everything, doing nothing else. The fastest

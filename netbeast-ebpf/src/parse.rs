@@ -19,7 +19,9 @@ pub const ICMP_HLEN: usize = 8;
 /// Reads a `T` at `start + offset` if it lies entirely before `end`.
 #[inline(always)]
 pub fn load<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
-    let p = start + offset;
+    // One opaque pointer for the check and the read: LLVM may neither drop
+    // the check nor recompute the address in a way the verifier can't link.
+    let p = opaque(start + offset);
     if p + core::mem::size_of::<T>() > end {
         return None;
     }
@@ -34,6 +36,21 @@ pub fn load<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
 pub fn opaque(x: usize) -> usize {
     // SAFETY: reads a local.
     unsafe { core::ptr::read_volatile(&x) }
+}
+
+impl Packet {
+    /// The L2 header length, bounded for the verifier (a packet read back
+    /// from the scratch map carries no bounds).
+    #[inline(always)]
+    pub fn l2_len(&self) -> usize {
+        self.l3 & 0x1f
+    }
+
+    /// The IPv4 header length (20..=60), bounded for the verifier.
+    #[inline(always)]
+    pub fn ip_header_len(&self) -> usize {
+        self.header_len & 0x3c
+    }
 }
 
 /// What the pipeline needs to know about an IPv4 packet.
@@ -57,6 +74,10 @@ pub struct Packet {
     pub l4b: u32,
     /// The whole fixed L4 header (TCP 20, UDP 8, ICMP 8 bytes) is present.
     pub l4_complete: bool,
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) when complete.
+    pub tcp_flags: u8,
+    /// ICMP identifier (echo, timestamp...) when complete.
+    pub icmp_id: u16,
     pub src_mac: [u8; 6],
 }
 
@@ -137,6 +158,8 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Parsed {
         l4a: L4_NONE,
         l4b: L4_NONE,
         l4_complete: false,
+        tcp_flags: 0,
+        icmp_id: 0,
         src_mac: load::<[u8; 6]>(start, end, 6).unwrap_or([0; 6]),
     };
     if fragment {
@@ -160,11 +183,16 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Parsed {
         return Parsed::Ipv4(pkt);
     }
     // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
-    let head = unsafe { core::ptr::read_unaligned(l4p as *const [u8; 4]) };
+    let head = unsafe { core::ptr::read_unaligned(l4p as *const [u8; 8]) };
     if protocol == IPPROTO_ICMP {
         pkt.l4a = head[0] as u32;
         pkt.l4b = head[1] as u32;
+        pkt.icmp_id = u16::from_be_bytes([head[4], head[5]]);
     } else {
+        if protocol == IPPROTO_TCP {
+            // SAFETY: TCP_HLEN (20) bytes at l4p are inside the packet.
+            pkt.tcp_flags = unsafe { *((l4p + 13) as *const u8) };
+        }
         pkt.l4a = u16::from_be_bytes([head[0], head[1]]) as u32;
         pkt.l4b = u16::from_be_bytes([head[2], head[3]]) as u32;
     }

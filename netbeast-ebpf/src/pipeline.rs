@@ -1,15 +1,40 @@
-//! The ingress pipeline of DESIGN §3: parse, pick the chain, classify, act.
+//! The pipelines of DESIGN §3: parse, track, pick the chain, classify, act.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use netbeast_common::{chain, ct_state, stats, target};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::map,
+    maps::PerCpuArray,
+    programs::{TcContext, XdpContext},
+};
+use netbeast_common::{chain, stats, target};
 
 use crate::{
     classify::{Keys, Verdict, active_generation, classify},
-    parse::{Parsed, parse},
+    conntrack::{self, confirm, track},
+    forward::forward,
+    parse::{Packet, Parsed, parse},
     reject::reject,
     route::{Path, path, reply_source},
     stats::bump,
 };
+
+/// The parsed packet of the current program run. Parsing knows a lot
+/// about the packet on each of its paths (protocol 6 here, a complete header
+/// there); read back from a map, those facts are forgotten, so the verifier
+/// checks what follows once instead of once per parsing path.
+#[map]
+static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stores `pkt` in the per-CPU scratch map and returns the stored copy.
+#[inline(always)]
+fn scratch(pkt: Packet) -> Option<&'static Packet> {
+    let slot = PACKET.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used by this program run only.
+    unsafe {
+        *slot = pkt;
+        Some(&*slot)
+    }
+}
 
 #[inline(always)]
 fn policy_action(policy: u32) -> u32 {
@@ -22,12 +47,29 @@ fn policy_action(policy: u32) -> u32 {
     }
 }
 
+fn keys(pkt: &Packet, in_ifindex: u32, out_ifindex: u32, ct_state: u32) -> Keys {
+    Keys {
+        src: pkt.src,
+        dst: pkt.dst,
+        protocol: pkt.protocol,
+        l4a: pkt.l4a,
+        l4b: pkt.l4b,
+        in_ifindex,
+        out_ifindex,
+        mac: pkt.src_mac,
+        ct_state,
+    }
+}
+
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> u32 {
     bump(stats::PACKETS);
     let (start, end) = (ctx.data(), ctx.data_end());
     let pkt = match parse(start, end) {
-        Parsed::Ipv4(pkt) => pkt,
+        Parsed::Ipv4(pkt) => match scratch(pkt) {
+            Some(pkt) => pkt,
+            None => return xdp_action::XDP_PASS,
+        },
         Parsed::NotIpv4 => {
             bump(stats::NOT_IPV4);
             return xdp_action::XDP_PASS;
@@ -43,44 +85,83 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::FRAGMENTS);
     }
     let in_ifindex = ctx.ingress_ifindex() as u32;
-    let (chain, out_ifindex) = match path(ctx, &pkt) {
+    let (chain, out_ifindex, next_hop) = match path(ctx, pkt) {
         Path::Local => {
             bump(stats::INPUT);
-            (chain::INPUT, 0)
+            (chain::INPUT, 0, None)
         }
-        Path::Forward { out_ifindex } => {
+        Path::Forward {
+            out_ifindex,
+            next_hop,
+        } => {
             bump(stats::FORWARD);
-            (chain::FORWARD, out_ifindex)
+            (chain::FORWARD, out_ifindex, next_hop)
         }
         Path::Kernel => return xdp_action::XDP_PASS,
     };
-    let keys = Keys {
-        src: pkt.src,
-        dst: pkt.dst,
-        protocol: pkt.protocol,
-        l4a: pkt.l4a,
-        l4b: pkt.l4b,
-        in_ifindex,
-        out_ifindex,
-        mac: pkt.src_mac,
-        ct_state: ct_state::UNTRACKED,
-    };
+    track(pkt, start, end);
+    let keys = keys(pkt, in_ifindex, out_ifindex, conntrack::state());
     let generation = active_generation();
-    match classify(generation, chain, &keys, pkt.total_len as u64) {
-        Verdict::Policy(policy) => policy_action(policy),
-        Verdict::Rule(action) => match action.target {
-            target::ACCEPT => {
-                bump(stats::ACCEPTED);
-                xdp_action::XDP_PASS
+    let (verdict, reject_with) = match classify(generation, chain, &keys, pkt.total_len as u64) {
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.reject_with),
+    };
+    match verdict {
+        target::ACCEPT => {
+            confirm();
+            bump(stats::ACCEPTED);
+            match next_hop {
+                Some(hop) => forward(ctx, pkt, out_ifindex, &hop),
+                None => xdp_action::XDP_PASS,
             }
-            target::REJECT => {
-                let src = reply_source(in_ifindex, pkt.dst, chain == chain::INPUT);
-                reject(ctx, &pkt, action.reject_with, src)
-            }
-            _ => {
-                bump(stats::DROPPED);
-                xdp_action::XDP_DROP
-            }
-        },
+        }
+        target::REJECT => {
+            let src = reply_source(in_ifindex, pkt.dst, chain == chain::INPUT);
+            reject(ctx, pkt, reject_with, src)
+        }
+        _ => {
+            bump(stats::DROPPED);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// TC egress: only locally generated packets are OUTPUT's; forwarded ones
+/// (they came in on an interface) were filtered by FORWARD at ingress.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let (ingress_ifindex, ifindex) =
+        unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).ifindex) };
+    if ingress_ifindex != 0 {
+        return TC_ACT_OK;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Parsed::Ipv4(pkt) = parse(start, end) else {
+        return TC_ACT_OK;
+    };
+    let Some(pkt) = scratch(pkt) else {
+        return TC_ACT_OK;
+    };
+    bump(stats::OUTPUT);
+    track(pkt, start, end);
+    let keys = keys(pkt, 0, ifindex, conntrack::state());
+    let verdict = match classify(
+        active_generation(),
+        chain::OUTPUT,
+        &keys,
+        pkt.total_len as u64,
+    ) {
+        Verdict::Policy(policy) => policy,
+        Verdict::Rule(action) => action.target,
+    };
+    if verdict == target::ACCEPT {
+        confirm();
+        bump(stats::ACCEPTED);
+        TC_ACT_OK
+    } else {
+        // REJECT in OUTPUT drops without a local error for now.
+        bump(stats::DROPPED);
+        TC_ACT_SHOT
     }
 }

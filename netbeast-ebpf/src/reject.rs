@@ -12,7 +12,7 @@ use netbeast_common::{reject, stats};
 
 use crate::{
     csum::{fold, sum_bytes},
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load, opaque},
     stats::bump,
 };
 
@@ -24,6 +24,7 @@ const IP_HLEN: usize = 20;
 const QUOTED_PAYLOAD: usize = 8;
 /// TTL of generated replies (Linux's default ip_default_ttl).
 const REPLY_TTL: u8 = 64;
+const IP_OPTION_NOP: u8 = 1;
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
@@ -31,7 +32,7 @@ const TCP_FLAG_ACK: u8 = 0x10;
 
 #[inline(always)]
 fn store<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
-    let p = start + offset;
+    let p = opaque(start + offset);
     if p + core::mem::size_of::<T>() > end {
         return false;
     }
@@ -70,7 +71,12 @@ fn silent() -> u32 {
 pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 {
     // Like the kernel's icmp_send() and nf_send_reset(): never answer
     // fragments, broadcasts or multicasts.
-    if pkt.fragment || is_special(pkt.dst) || is_special(pkt.src) || pkt.l3 > MAX_L2 {
+    if pkt.fragment
+        || is_special(pkt.dst)
+        || is_special(pkt.src)
+        || pkt.l2_len() > MAX_L2
+        || pkt.ip_header_len() < IP_HLEN
+    {
         return silent();
     }
     let action = if with == reject::TCP_RESET {
@@ -90,6 +96,7 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 
 /// original one found `from` bytes further on, swapping the MAC addresses.
 #[inline(always)]
 fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
+    let end = opaque(end);
     let (Some(dst), Some(src)) = (
         load::<[u8; 6]>(start, end, from),
         load::<[u8; 6]>(start, end, from + 6),
@@ -113,11 +120,16 @@ fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
     store(start, end, 0, src) && store(start, end, 6, dst)
 }
 
+/// Writes an IPv4 header of `header_len` bytes at `l2`: 20 bytes of fields,
+/// then NOP options up to `header_len` (how a TCP reset keeps the offending
+/// packet's header length without echoing its options).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn write_ipv4(
     start: usize,
     end: usize,
     l2: usize,
+    header_len: usize,
     tos: u8,
     total: u16,
     df: bool,
@@ -125,8 +137,16 @@ fn write_ipv4(
     src: u32,
     dst: u32,
 ) -> bool {
+    let options = header_len.saturating_sub(IP_HLEN) & 0x3c;
+    let mut i = 0;
+    while i < 40 {
+        if i < options && !store(start, end, l2 + IP_HLEN + i, IP_OPTION_NOP) {
+            return false;
+        }
+        i += 1;
+    }
     let mut hdr = [0u8; IP_HLEN];
-    hdr[0] = 0x45;
+    hdr[0] = 0x40 | ((IP_HLEN + options) / 4) as u8;
     hdr[1] = tos;
     hdr[2..4].copy_from_slice(&total.to_be_bytes());
     if df {
@@ -136,7 +156,8 @@ fn write_ipv4(
     hdr[9] = proto;
     hdr[12..16].copy_from_slice(&src.to_ne_bytes());
     hdr[16..20].copy_from_slice(&dst.to_ne_bytes());
-    let mut sum: u64 = 0;
+    // Each 16-bit word of NOP options is 0x0101.
+    let mut sum: u64 = 0x0101 * (options as u64 / 2);
     let mut i = 0;
     while i < IP_HLEN {
         sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u64;
@@ -178,9 +199,9 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
             _ => {}
         }
     }
-    let l2 = pkt.l3;
+    let l2 = pkt.l2_len();
     let quoted = {
-        let q = pkt.header_len + QUOTED_PAYLOAD;
+        let q = pkt.ip_header_len() + QUOTED_PAYLOAD;
         if pkt.total_len < q { pkt.total_len } else { q }
     };
     let grow = IP_HLEN + ICMP_HLEN;
@@ -201,6 +222,7 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
         start,
         end,
         l2,
+        IP_HLEN,
         tos,
         total,
         false,
@@ -231,7 +253,7 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
-    let tcp = pkt.l3 + pkt.header_len;
+    let tcp = pkt.l2_len() + pkt.ip_header_len();
     let (Some(seq), Some(ack_seq), Some(doff), Some(flags)) = (
         load::<u32>(start, end, tcp + 4),
         load::<u32>(start, end, tcp + 8),
@@ -244,7 +266,7 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let tcp_len = ((doff >> 4) as usize) * 4;
-    let payload = pkt.total_len.saturating_sub(pkt.header_len + tcp_len) as u32;
+    let payload = pkt.total_len.saturating_sub(pkt.ip_header_len() + tcp_len) as u32;
     // RFC 793 reset generation, as nf_send_reset() does it.
     let (rst_seq, rst_ack, rst_flags) = if flags & TCP_FLAG_ACK != 0 {
         (u32::from_be(ack_seq), 0u32, TCP_FLAG_RST)
@@ -258,31 +280,25 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         }
         (0u32, ack, TCP_FLAG_RST | TCP_FLAG_ACK)
     };
-    let l2 = pkt.l3;
-    // Drop IP options: move the L2 header up against the TCP header.
-    let shrink = pkt.header_len - IP_HLEN;
-    if shrink > 0 {
-        if !move_l2_up(start, end, l2, shrink & 0x3f) {
-            return xdp_action::XDP_DROP;
-        }
-        // SAFETY: plain helper call on our context.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, shrink as i32) } != 0 {
-            return xdp_action::XDP_DROP;
-        }
-    }
-    if !set_len(ctx, l2 + IP_HLEN + TCP_HLEN) {
+    let l2 = pkt.l2_len();
+    // The TCP header stays where it is: the reply keeps the offending
+    // packet's IP header length, its options turned into NOPs.
+    let ip_len = pkt.ip_header_len();
+    if !set_len(ctx, l2 + ip_len + TCP_HLEN) {
         return xdp_action::XDP_DROP;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
     if !write_l2(start, end, l2, 0) {
         return xdp_action::XDP_DROP;
     }
+    let total = (ip_len + TCP_HLEN) as u16;
     if !write_ipv4(
         start,
         end,
         l2,
+        ip_len,
         0,
-        (IP_HLEN + TCP_HLEN) as u16,
+        total,
         true,
         IPPROTO_TCP,
         pkt.dst,
@@ -310,27 +326,8 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         i += 2;
     }
     hdr[16..18].copy_from_slice(&(!fold(sum)).to_be_bytes());
-    if !store(start, end, l2 + IP_HLEN, hdr) {
+    if !store(start, end, l2 + ip_len, hdr) {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_TX
-}
-
-/// Copies the `l2`-byte header `by` bytes towards the payload, last byte
-/// first (the two regions may overlap).
-#[inline(always)]
-fn move_l2_up(start: usize, end: usize, l2: usize, by: usize) -> bool {
-    let mut i = MAX_L2;
-    while i > 0 {
-        i -= 1;
-        if i < l2 {
-            let Some(b) = load::<u8>(start, end, i) else {
-                return false;
-            };
-            if !store(start, end, i + by, b) {
-                return false;
-            }
-        }
-    }
-    true
 }

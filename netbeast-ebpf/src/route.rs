@@ -27,11 +27,21 @@ static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_AD
 #[map]
 static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
 
+#[derive(Clone, Copy)]
+pub struct NextHop {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
 pub enum Path {
     /// For this host: INPUT chain.
     Local,
-    /// To be routed out of `out_ifindex`: FORWARD chain.
-    Forward { out_ifindex: u32 },
+    /// To be routed out of `out_ifindex`: FORWARD chain. `next_hop` holds
+    /// the MAC addresses to write when the neighbour is known (fast path).
+    Forward {
+        out_ifindex: u32,
+        next_hop: Option<NextHop>,
+    },
     /// The kernel drops it or answers with an ICMP error before any filter
     /// chain (no route, TTL expiring): left to the kernel.
     Kernel,
@@ -45,7 +55,8 @@ fn is_multicast_or_broadcast(addr_be: u32) -> bool {
     a >> 28 == 0xe || a == u32::MAX
 }
 
-#[inline(always)]
+/// Out of line: the FIB parameters (64 bytes) live in this call's frame.
+#[inline(never)]
 pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
     // SAFETY: the value is only tested for presence.
     if unsafe { LOCAL_ADDRS.get(&pkt.dst) }.is_some() || is_multicast_or_broadcast(pkt.dst) {
@@ -78,6 +89,10 @@ pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
             } else {
                 Path::Forward {
                     out_ifindex: params.ifindex,
+                    next_hop: (rc == BPF_FIB_LKUP_RET_SUCCESS).then_some(NextHop {
+                        src_mac: params.smac,
+                        dst_mac: params.dmac,
+                    }),
                 }
             }
         }

@@ -1,9 +1,19 @@
 //! `netbeast bench`: the cost of the data plane, measured in one run.
 //!
+//! Traffic ([`traffic`]): netbeast, iptables and nftables receive the same
+//! live-frames traffic on a veth pair, scenario by scenario (drop, pass,
+//! forward, dnat), at growing rule counts.
+//!
 //! Program cost: BPF_PROG_TEST_RUN of the real XDP program on a 64-byte UDP
 //! frame, repeated, at growing rule counts where only the last rule matches,
 //! next to a do-nothing XDP_DROP program (the floor). Ruleset change cost:
 //! the time to compile and install a ruleset of the largest size.
+
+mod ethtool;
+pub mod live;
+pub mod planes;
+pub mod plot;
+pub mod traffic;
 
 use std::{net::Ipv4Addr, time::Instant};
 

@@ -339,3 +339,54 @@ pub fn ifindex(name: &str) -> Result<u32, StateError> {
         i => Ok(i),
     }
 }
+
+/// The kernel driver behind an interface (`veth`, `virtio_net`...), from
+/// the ETHTOOL_GDRVINFO ioctl.
+pub fn driver(name: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a datagram socket for the ioctl, a zeroed request naming the
+    // interface and pointing at a live DrvInfo, and the socket closed after.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut info: DrvInfo = std::mem::zeroed();
+        info.cmd = ETHTOOL_GDRVINFO;
+        let mut req: IfReq = std::mem::zeroed();
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req.data = &mut info;
+        let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut req);
+        libc::close(fd);
+        if rc != 0 {
+            return None;
+        }
+        let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+        Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+    }
+}

@@ -1,6 +1,8 @@
 //! The command line of DESIGN §6. One function per verb; every verb that
 //! touches the data plane runs under the namespace lock.
 
+pub mod bench;
+pub mod conntrack;
 pub mod demo;
 
 use std::{io::Read, path::PathBuf, process::ExitCode};
@@ -39,6 +41,11 @@ enum Command {
         ifaces: Vec<String>,
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// Send accepted forwarded packets out of these interfaces from XDP.
+        /// auto: yes, except on veths (their peer must run an XDP program
+        /// for redirected frames to arrive; say `on` when it does).
+        #[arg(long, value_enum, default_value_t = FastPath::Auto)]
+        fast_path: FastPath,
     },
     /// Detach from interfaces; --all also removes every rule and pin.
     Detach {
@@ -78,6 +85,19 @@ enum Command {
         /// The file (standard input when absent).
         file: Option<PathBuf>,
     },
+    /// The connection tracking table, like conntrack(8): -L, -F or -C.
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["dump", "flush", "count"])))]
+    Conntrack {
+        /// List the connections, one per line.
+        #[arg(short = 'L', long)]
+        dump: bool,
+        /// Delete every connection.
+        #[arg(short = 'F', long)]
+        flush: bool,
+        /// Print the number of connections.
+        #[arg(short = 'C', long)]
+        count: bool,
+    },
     /// Data plane statistics.
     Stats {
         #[arg(long)]
@@ -86,22 +106,16 @@ enum Command {
     /// The article's firewall on a built-in demo topology (namespaces it
     /// creates and removes).
     Demo,
-    /// Measure the data plane: per-packet cost against the rule count.
-    Bench {
-        /// Rule counts to measure, the match always on the last rule.
-        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
-        rules: Vec<usize>,
-        /// Packets per BPF_PROG_TEST_RUN call.
-        #[arg(long, default_value_t = 1_000_000)]
-        repeat: u32,
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// One short round with small rule counts (a check, not a measure).
-        #[arg(long)]
-        quick: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Measure netbeast against iptables and nftables on the same traffic,
+    /// and the XDP program's own cost.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FastPath {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,7 +156,11 @@ pub fn main() -> ExitCode {
             }
             match cli.command {
                 Command::Iptables { args } => return run_iptables(&args),
-                Command::Attach { ifaces, mode } => run_attach(&ifaces, mode),
+                Command::Attach {
+                    ifaces,
+                    mode,
+                    fast_path,
+                } => run_attach(&ifaces, mode, fast_path),
                 Command::Detach { ifaces, all } => run_detach(&ifaces, all),
                 Command::Status { json } => run_status(json),
                 Command::Save { counters } => run_save(counters),
@@ -153,14 +171,15 @@ pub fn main() -> ExitCode {
                     file,
                 } => run_restore(noflush, counters, test, file),
                 Command::Stats { json } => run_stats(json),
+                Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
+                    conntrack::Action::List
+                } else if flush {
+                    conntrack::Action::Flush
+                } else {
+                    conntrack::Action::Count
+                }),
                 Command::Demo => demo::run(),
-                Command::Bench {
-                    rules,
-                    repeat,
-                    rounds,
-                    quick,
-                    json,
-                } => run_bench(rules, repeat, rounds, quick, json),
+                Command::Bench(args) => bench::run(args),
             }
         }
     };
@@ -198,6 +217,26 @@ fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
         }
         ch.policy_counter = add(ch.policy_counter, policy);
     }
+    // User-defined chains' rules count in their own range, in table order.
+    let total: usize = ruleset
+        .filter
+        .chains
+        .iter()
+        .filter(|c| c.policy.is_none())
+        .map(|c| c.rules.len())
+        .sum();
+    let live = dp.user_chain_counters(total)?;
+    let mut live = live.into_iter();
+    for chain in ruleset
+        .filter
+        .chains
+        .iter_mut()
+        .filter(|c| c.policy.is_none())
+    {
+        for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
+            rule.counter = add(rule.counter, live);
+        }
+    }
     Ok(())
 }
 
@@ -232,6 +271,7 @@ fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
         .collect();
     dp.set_interface_addresses(&primary)?;
+    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
     ns.save_ruleset(ruleset)?;
     Ok(())
 }
@@ -308,7 +348,7 @@ fn run_restore(noflush: bool, counters: bool, test: bool, file: Option<PathBuf>)
     commit(&ns, &mut dp, &ruleset)
 }
 
-fn run_attach(ifaces: &[String], mode: Mode) -> Result<()> {
+fn run_attach(ifaces: &[String], mode: Mode, fast_path: FastPath) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
     let (ruleset, dp) = open(&ns, true)?;
@@ -324,6 +364,15 @@ fn run_attach(ifaces: &[String], mode: Mode) -> Result<()> {
     // The ruleset goes in before any packet can reach the program.
     commit(&ns, &mut dp, &ruleset)?;
     for (name, ifindex) in targets {
+        let on = match fast_path {
+            FastPath::On => true,
+            FastPath::Off => false,
+            FastPath::Auto => state::driver(name).as_deref() != Some("veth"),
+        };
+        // bpffs holds only BPF objects: the choice lives with the rule file.
+        let marker = ns.state_dir.join(format!("fastpath-{ifindex}"));
+        std::fs::write(&marker, if on { "on" } else { "off" })
+            .with_context(|| format!("cannot write {}", marker.display()))?;
         let pin = links_dir.join(format!("xdp-{ifindex}"));
         if pin.exists() {
             println!("{name}: already attached");
@@ -335,6 +384,12 @@ fn run_attach(ifaces: &[String], mode: Mode) -> Result<()> {
             Mode::Skb => AttachMode::Skb,
         };
         let used = dp.attach(name, ifindex, wanted, &pin)?;
+        let egress_pin = links_dir.join(format!("tc-{ifindex}"));
+        if let Err(e) = dp.attach_egress(name, &egress_pin) {
+            // Leave nothing half-attached.
+            Dataplane::detach(&pin)?;
+            return Err(e.into());
+        }
         match (mode, used) {
             (Mode::Auto, AttachMode::Skb) => {
                 eprintln!(
@@ -374,9 +429,28 @@ fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
             bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
         }
         Dataplane::detach(&pin)?;
+        Dataplane::detach(&links_dir.join(format!("tc-{ifindex}")))?;
+        let _ = std::fs::remove_file(ns.state_dir.join(format!("fastpath-{ifindex}")));
         println!("{name}: detached");
     }
+    // The fast path must stop using what is gone.
+    if ns.has_dataplane() {
+        Dataplane::open_pinned(&ns.maps_dir())?
+            .set_fast_path_interfaces(&fast_path_interfaces(&ns))?;
+    }
     Ok(())
+}
+
+/// Attached interfaces whose fast-path marker says on.
+fn fast_path_interfaces(ns: &Namespace) -> Vec<u32> {
+    attached(ns)
+        .into_iter()
+        .filter(|(i, _)| {
+            std::fs::read_to_string(ns.state_dir.join(format!("fastpath-{i}")))
+                .is_ok_and(|s| s == "on")
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Attached interfaces: (ifindex, name) from the link pins.
@@ -477,37 +551,6 @@ fn run_stats(json_out: bool) -> Result<()> {
         for (n, v) in stats::NAMES.iter().zip(&stats) {
             println!("{n:<16} {v}");
         }
-    }
-    Ok(())
-}
-
-fn run_bench(
-    rules: Vec<usize>,
-    repeat: u32,
-    rounds: usize,
-    quick: bool,
-    json_out: bool,
-) -> Result<()> {
-    state::require_root()?;
-    let (rules, repeat, rounds) = if quick {
-        (vec![1, 100], 10_000, 1)
-    } else {
-        (rules, repeat, rounds)
-    };
-    if let Some(n) = rules
-        .iter()
-        .find(|n| **n == 0 || **n > netbeast_common::MAX_RULES_PER_CHAIN)
-    {
-        bail!(
-            "--rules {n}: each count must be 1..={} (MAX_RULES_PER_CHAIN)",
-            netbeast_common::MAX_RULES_PER_CHAIN
-        );
-    }
-    let report = crate::bench::program_cost(&rules, repeat, rounds)?;
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        crate::bench::print(&report);
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use netbeast_common::{L4_KEYS, ct_state, field};
 
 use super::classes::{self, Bits, Interner};
 use super::{AddrPrefix, ChainPlan, CompileError, IfaceClass, Interface, MacClass};
-use crate::rules::model::{CtStates, IfaceName, Ipv4Net, Match};
+use crate::rules::model::{IfaceName, Ipv4Net};
 
 /// The start vector: every slot set except those in `constrained`, which
 /// the caller decides one by one.
@@ -26,38 +26,36 @@ pub(super) struct AddrTable {
 /// The LPM entries of `field::SRC` or `field::DST`.
 ///
 /// An address whose longest named prefix is `P` lies in exactly the named
-/// prefixes that cover `P` (named prefixes nest or are disjoint), so the
-/// vector of `P` is its parent's with the bits of the rules that name `P`
-/// changed. Prefixes sorted by (address, length) come in tree pre-order,
-/// and a stack holds the current path.
+/// prefixes that cover `P` (named prefixes nest or are disjoint). So a
+/// slot's atoms (prefix or negated prefix, all of which must hold) have the
+/// same truth at `P` as at its parent in the prefix tree, except the atoms
+/// that name `P` itself: the vector of `P` is its parent's with the slots
+/// that name `P` decided again. Prefixes sorted by (address, length) come
+/// in tree pre-order, and a stack holds the current path.
 pub(super) fn addresses(
     plan: &ChainPlan<'_>,
     f: usize,
     interner: &mut Interner,
 ) -> Result<AddrTable, CompileError> {
-    let mut named: Vec<(Ipv4Net, usize, bool)> = Vec::new();
-    for (slot, s) in plan.slots.iter().enumerate() {
-        let rule = &plan.rules[s.rule as usize];
-        let net = if f == field::SRC {
-            &rule.source
-        } else {
-            &rule.destination
-        };
-        if let Some(net) = net {
-            let n = Ipv4Net::new(net.value.addr, net.value.prefix_len);
-            named.push((n, slot, net.negated));
-        }
-    }
-    named.sort_unstable_by_key(|&(n, slot, _)| (u32::from(n.addr), n.prefix_len, slot));
-
-    // The vector of an address outside every named prefix: only negated
-    // and unconstrained rules hold.
+    let atoms_of = |slot: usize| {
+        let t = &plan.slots[slot].term;
+        if f == field::SRC { &t.src } else { &t.dst }
+    };
+    let mut named: Vec<(Ipv4Net, usize)> = Vec::new();
+    // The vector of an address outside every named prefix: the slots whose
+    // atoms on this field are all negated.
     let mut outside = unconstrained(plan, interner.words());
-    for &(_, slot, negated) in &named {
-        if !negated {
+    for slot in 0..plan.slots.len() {
+        let atoms = atoms_of(slot);
+        for &(net, _) in atoms {
+            named.push((net, slot));
+        }
+        if atoms.iter().any(|&(_, negated)| !negated) {
             classes::clear(&mut outside, slot);
         }
     }
+    named.sort_unstable_by_key(|&(n, slot)| (u32::from(n.addr), n.prefix_len, slot));
+    named.dedup();
 
     let root = Ipv4Net::new(0.into(), 0);
     let mut prefixes = Vec::new();
@@ -74,8 +72,11 @@ pub(super) fn addresses(
             None => outside.clone(),
         };
         while i < named.len() && named[i].0 == net {
-            let (_, slot, negated) = named[i];
-            classes::assign(&mut v, slot, !negated);
+            let slot = named[i].1;
+            let holds = atoms_of(slot)
+                .iter()
+                .all(|(p, negated)| p.covers(&net) != *negated);
+            classes::assign(&mut v, slot, holds);
             i += 1;
         }
         let class = interner.intern(&v, plan.name, f)?;
@@ -101,35 +102,41 @@ pub(super) struct ArrayTable {
     pub table: Vec<u32>,
 }
 
-/// The 256-entry protocol table. `-p 0` is `-p all` in iptables (the kernel
-/// skips the protocol test when the rule's protocol is 0, even negated).
+/// The 256-entry protocol table. `-p 0` is `-p all` in iptables and never
+/// becomes an atom (see `term::rule_terms`).
 pub(super) fn protocols(
     plan: &ChainPlan<'_>,
     interner: &mut Interner,
 ) -> Result<ArrayTable, CompileError> {
-    let mut by_proto: Vec<Vec<(usize, bool)>> = vec![Vec::new(); 256];
+    let mut by_proto: Vec<Vec<usize>> = vec![Vec::new(); 256];
     let mut used = false;
+    // A protocol no slot names: only slots whose atoms are all negated hold.
     let mut unnamed = unconstrained(plan, interner.words());
     for (slot, s) in plan.slots.iter().enumerate() {
-        if let Some(p) = &plan.rules[s.rule as usize].protocol
-            && p.value != 0
-        {
+        for &(p, negated) in &s.term.proto {
             used = true;
-            by_proto[usize::from(p.value)].push((slot, p.negated));
-            if !p.negated {
+            if by_proto[usize::from(p)].last() != Some(&slot) {
+                by_proto[usize::from(p)].push(slot);
+            }
+            if !negated {
                 classes::clear(&mut unnamed, slot);
             }
         }
     }
     let default_class = interner.intern(&unnamed, plan.name, field::PROTO)?;
     let mut table = vec![default_class; 256];
-    for (proto, rules) in by_proto.iter().enumerate() {
-        if rules.is_empty() {
+    for (proto, slots) in by_proto.iter().enumerate() {
+        if slots.is_empty() {
             continue;
         }
         let mut v = unnamed.clone();
-        for &(slot, negated) in rules {
-            classes::assign(&mut v, slot, !negated);
+        for &slot in slots {
+            let holds = plan.slots[slot]
+                .term
+                .proto
+                .iter()
+                .all(|&(p, negated)| (usize::from(p) == proto) != negated);
+            classes::assign(&mut v, slot, holds);
         }
         table[proto] = interner.intern(&v, plan.name, field::PROTO)?;
     }
@@ -141,8 +148,8 @@ pub(super) fn protocols(
 }
 
 /// The connection-state table (`ct_state::KEYS` entries): a slot holds for
-/// state `k` when every `-m state`/`-m conntrack --ctstate` match of its rule
-/// does.
+/// state `k` when its term's state set has `k` (the `-m state`/`-m conntrack
+/// --ctstate` matches of the rules it stands for, ANDed).
 pub(super) fn ct_states(
     plan: &ChainPlan<'_>,
     interner: &mut Interner,
@@ -151,25 +158,12 @@ pub(super) fn ct_states(
     let mut table = Vec::with_capacity(ct_state::KEYS);
     let mut vectors: Vec<Bits> = vec![unconstrained(plan, interner.words()); ct_state::KEYS];
     for (slot, s) in plan.slots.iter().enumerate() {
-        let conditions: Vec<(CtStates, bool)> = plan.rules[s.rule as usize]
-            .matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::ConnState {
-                    states, negated, ..
-                } => Some((*states, *negated)),
-                _ => None,
-            })
-            .collect();
-        if conditions.is_empty() {
+        let Some(mask) = s.term.ct else {
             continue;
-        }
+        };
         used = true;
         for (key, v) in vectors.iter_mut().enumerate() {
-            let holds = conditions
-                .iter()
-                .all(|(states, negated)| states.contains(key as u32) != *negated);
-            classes::assign(v, slot, holds);
+            classes::assign(v, slot, mask & (1 << key) != 0);
         }
     }
     for v in &vectors {
@@ -197,7 +191,7 @@ pub(super) fn l4_keys(
     let mut flips: Vec<(u32, u32)> = Vec::new();
     let mut used = false;
     for (slot, s) in plan.slots.iter().enumerate() {
-        let Some(keys) = &s.l4[l4] else { continue };
+        let Some(keys) = &s.term.l4[l4] else { continue };
         used = true;
         classes::clear(&mut v, slot);
         for &(lo, hi) in keys {
@@ -261,61 +255,78 @@ fn matches_unknown(pattern: &IfaceName) -> bool {
 
 /// The classes of the listed interfaces for `field::IN_IFACE` or
 /// `field::OUT_IFACE`. Only interfaces whose class differs from the default
-/// (an interface no pattern names) get an entry.
+/// (an interface no pattern names) get an entry. A slot's atoms (patterns,
+/// maybe negated) must all hold.
 pub(super) fn interfaces(
     plan: &ChainPlan<'_>,
     f: usize,
     interfaces: &[&Interface],
     interner: &mut Interner,
 ) -> Result<EntryTable<IfaceClass>, CompileError> {
-    // Rules grouped by pattern, so each (interface, pattern) pair is tested once.
-    let mut patterns: Vec<(&IfaceName, Vec<(usize, bool)>)> = Vec::new();
+    let atoms_of = |slot: usize| {
+        let t = &plan.slots[slot].term;
+        if f == field::IN_IFACE {
+            &t.in_iface
+        } else {
+            &t.out_iface
+        }
+    };
+    // Slots grouped by pattern, so each (interface, pattern) pair is tested once.
+    let mut patterns: Vec<(&IfaceName, Vec<usize>)> = Vec::new();
     let mut index: HashMap<(&str, bool), usize> = HashMap::new();
     let mut unknown = unconstrained(plan, interner.words());
-    for (slot, s) in plan.slots.iter().enumerate() {
-        let rule = &plan.rules[s.rule as usize];
-        let iface = if f == field::IN_IFACE {
-            &rule.in_iface
-        } else {
-            &rule.out_iface
-        };
-        let Some(iface) = iface else { continue };
-        let pattern = &iface.value;
-        let at = *index
-            .entry((pattern.name.as_str(), pattern.wildcard))
-            .or_insert_with(|| {
-                patterns.push((pattern, Vec::new()));
-                patterns.len() - 1
-            });
-        patterns[at].1.push((slot, iface.negated));
-        classes::assign(
-            &mut unknown,
-            slot,
-            matches_unknown(pattern) != iface.negated,
-        );
+    for slot in 0..plan.slots.len() {
+        let atoms = atoms_of(slot);
+        if atoms.is_empty() {
+            continue;
+        }
+        for &(pattern, _) in atoms {
+            let at = *index
+                .entry((pattern.name.as_str(), pattern.wildcard))
+                .or_insert_with(|| {
+                    patterns.push((pattern, Vec::new()));
+                    patterns.len() - 1
+                });
+            if patterns[at].1.last() != Some(&slot) {
+                patterns[at].1.push(slot);
+            }
+        }
+        let holds = atoms
+            .iter()
+            .all(|&(p, negated)| matches_unknown(p) != negated);
+        classes::assign(&mut unknown, slot, holds);
     }
     let default_class = interner.intern(&unknown, plan.name, f)?;
     let mut entries = Vec::new();
+    let mut touched: Vec<usize> = Vec::new();
     for iface in interfaces {
-        let mut v: Option<Bits> = None;
-        for (pattern, rules) in &patterns {
-            if pattern.matches(&iface.name) == matches_unknown(pattern) {
-                continue;
-            }
-            let v = v.get_or_insert_with(|| unknown.clone());
-            for &(slot, _) in rules {
-                classes::flip(v, slot);
+        // The slots with a pattern that judges this name otherwise than an
+        // unknown name: decided again.
+        touched.clear();
+        for (pattern, slots) in &patterns {
+            if pattern.matches(&iface.name) != matches_unknown(pattern) {
+                touched.extend(slots);
             }
         }
-        if let Some(v) = v {
-            let class = interner.intern(&v, plan.name, f)?;
-            if class != default_class {
-                entries.push(IfaceClass {
-                    field: f,
-                    ifindex: iface.ifindex,
-                    class,
-                });
-            }
+        if touched.is_empty() {
+            continue;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut v = unknown.clone();
+        for &slot in &touched {
+            let holds = atoms_of(slot)
+                .iter()
+                .all(|&(p, negated)| p.matches(&iface.name) != negated);
+            classes::assign(&mut v, slot, holds);
+        }
+        let class = interner.intern(&v, plan.name, f)?;
+        if class != default_class {
+            entries.push(IfaceClass {
+                field: f,
+                ifindex: iface.ifindex,
+                class,
+            });
         }
     }
     Ok(EntryTable {
@@ -340,14 +351,7 @@ pub(super) fn macs(
     let mut by_mac: BTreeMap<[u8; 6], Vec<usize>> = BTreeMap::new();
     let mut unknown = unconstrained(plan, interner.words());
     for (slot, s) in plan.slots.iter().enumerate() {
-        let macs: Conditions = plan.rules[s.rule as usize]
-            .matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::MacSource(mac) => Some((mac.value, mac.negated)),
-                _ => None,
-            })
-            .collect();
+        let macs: Conditions = s.term.mac.clone();
         if macs.is_empty() {
             continue;
         }

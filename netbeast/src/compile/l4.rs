@@ -12,13 +12,6 @@ pub(super) type Keys = Vec<(u32, u32)>;
 /// `L4_FRAGMENT`, so even a negated port match fails on those packets.
 const REAL: (u32, u32) = (0, 65535);
 
-/// One rule slot: the user's rule and its conditions on L4A and L4B
-/// (`None` = no condition). The other fields come from the rule itself.
-pub(super) struct Slot {
-    pub rule: u32,
-    pub l4: [Option<Keys>; 2],
-}
-
 /// A conjunction of conditions on L4A and L4B.
 type Term = [Option<Keys>; 2];
 
@@ -52,7 +45,7 @@ fn ports(ranges: &[PortRange]) -> Keys {
 }
 
 /// The keys of `within` that are not in `keys`.
-fn complement(keys: &Keys, within: (u32, u32)) -> Keys {
+pub(super) fn complement(keys: &Keys, within: (u32, u32)) -> Keys {
     let mut out = Vec::new();
     let mut next = within.0;
     for &(lo, hi) in keys {
@@ -72,7 +65,7 @@ fn complement(keys: &Keys, within: (u32, u32)) -> Keys {
     out
 }
 
-fn intersect(a: &Keys, b: &Keys) -> Keys {
+pub(super) fn intersect(a: &Keys, b: &Keys) -> Keys {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
@@ -250,11 +243,6 @@ fn drop_implied(term: &mut Term) {
     } else if every_real(&term[1]) && only_real(&term[0]) {
         term[1] = None;
     }
-}
-
-/// Slots the rules take, for the message of the rule limit.
-pub(super) fn count_slots(rules: &[Rule]) -> usize {
-    rules.iter().map(|r| expand(r).len()).sum()
 }
 
 #[cfg(test)]

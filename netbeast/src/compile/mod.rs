@@ -43,9 +43,11 @@
 
 mod classes;
 mod fields;
+mod flatten;
 mod l4;
 pub mod reference;
 mod search;
+mod term;
 #[cfg(test)]
 mod tests;
 
@@ -57,12 +59,13 @@ use netbeast_common::{
     field, reject, size, target,
 };
 
-use crate::rules::model::{Chain, Ipv4Net, Policy, RejectWith, Rule, Ruleset, Target};
+use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Target};
 
-pub use reference::{L4Header, PacketView};
+pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
+pub use reference::{L4Header, PacketView, RuleRef};
 
 use classes::Interner;
-use l4::Slot;
+use flatten::{Flattener, Prepared, Slot};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -99,13 +102,36 @@ pub const MAX_MAC_ENTRIES: usize = size::MACS as usize / GENERATIONS;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
     #[error(
-        "chain {chain} needs {slots} rule slots, more than the limit of {limit} per chain \
-         (MAX_RULES_PER_CHAIN); remove rules (a `-m multiport --ports` rule or a \
-         `! --icmp-type TYPE/CODE` rule takes two slots)"
+        "chain {chain} needs {slots} rule slots or more, more than the limit of {limit} per \
+         chain (MAX_RULES_PER_CHAIN); remove rules (a `-m multiport --ports` rule or a \
+         `! --icmp-type TYPE/CODE` rule takes two slots, and the rules of a user-defined \
+         chain take slots in every chain that jumps to it)"
     )]
     TooManyRules {
         chain: String,
         slots: usize,
+        limit: usize,
+    },
+    #[error(
+        "user-defined chains hold {rules} rules, more than the limit of {limit} \
+         (MAX_USER_CHAIN_RULES); remove rules or chains"
+    )]
+    TooManyUserChainRules { rules: usize, limit: usize },
+    #[error(
+        "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
+    )]
+    JumpLoop { path: String, limit: usize },
+    #[error(
+        "rule {rule} of chain {chain} (reached from {builtin}) would need more than {limit} \
+         rule slots (MAX_TERMS_PER_RULE): the conditional RETURN and -g rules before it in \
+         its chain, or its own conditions, split the packets that reach it into too many \
+         cases; make those RETURN/-g conditions simpler (one match each), or move them into \
+         the rule that jumps to {chain}"
+    )]
+    TooManyTerms {
+        builtin: String,
+        chain: String,
+        rule: usize,
         limit: usize,
     },
     #[error(
@@ -155,6 +181,10 @@ pub struct CompiledRuleset {
     /// Every distinct class vector of the ruleset (all chains and fields), in
     /// id order: `classes[n].id == generation * CLASS_ID_GEN_STRIDE + n`.
     pub classes: Vec<Class>,
+    /// Rules of all user-defined chains: their counters are
+    /// `user_counter_index(generation, 0..user_chain_rules)`, numbered as
+    /// [`user_chain_counters`] says.
+    pub user_chain_rules: u32,
 }
 
 /// One chain's tables.
@@ -171,8 +201,16 @@ pub struct CompiledChain {
     /// one of `reject::*`) or `NONE` (count, then search on from the next
     /// slot); `counter` is the user's rule (0-based position in the chain)
     /// the slot belongs to, which differs from the slot number after a rule
-    /// that was expanded into several slots.
+    /// that was expanded into several slots, or, for the rule of a
+    /// user-defined chain inlined here, `user_counter_slot(..)` of its
+    /// counter. Jumps, gotos and RETURNs are `NONE` slots: they count, and
+    /// the slots that follow do what iptables does next.
     pub rules: Vec<RuleAction>,
+    /// For every slot, the rule it stands for: (chain name, 0-based rule).
+    pub owners: Vec<RuleRef>,
+    /// Rules of the built-in chain itself: its counters are
+    /// `counter_index(generation, chain, 0..builtin_rules)`.
+    pub builtin_rules: u32,
     /// LPM entries for `field::SRC` and `field::DST`. Each field has its
     /// `0.0.0.0/0` entry, so a lookup always finds a prefix.
     pub addr_prefixes: Vec<AddrPrefix>,
@@ -282,12 +320,13 @@ pub fn compile(
     compile_with_limits(ruleset, interfaces, generation, LIMITS)
 }
 
-/// A chain with its rules expanded into slots, before any table is built.
+/// A built-in chain with its rules (and the user-defined chains it jumps
+/// to) expanded into slots, before any table is built.
 struct ChainPlan<'a> {
     name: &'static str,
     policy: u32,
-    rules: &'a [Rule],
-    slots: Vec<Slot>,
+    slots: Vec<Slot<'a>>,
+    builtin_rules: u32,
 }
 
 fn compile_with_limits(
@@ -299,10 +338,17 @@ fn compile_with_limits(
     if generation as usize >= GENERATIONS {
         return Err(CompileError::InvalidGeneration { generation });
     }
+    let prepared = Prepared::new(&ruleset.filter)?;
     let mut plans = Vec::with_capacity(chain::COUNT);
-    for name in CHAIN_NAMES {
-        let chain = ruleset.filter.chain(name);
-        plans.push(plan_chain(name, chain, limits)?);
+    for (builtin, name) in CHAIN_NAMES.into_iter().enumerate() {
+        let (slots, policy) =
+            Flattener::new(&prepared, generation, builtin as u32, name, limits).run()?;
+        plans.push(ChainPlan {
+            name,
+            policy,
+            slots,
+            builtin_rules: ruleset.filter.chain(name).map_or(0, |c| c.rules.len()) as u32,
+        });
     }
     // Every vector has the same length so that identical rule sets of
     // different chains deduplicate into one class.
@@ -340,10 +386,29 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
+    let user_chain_rules = ruleset
+        .filter
+        .chains
+        .iter()
+        .filter(|c| c.policy.is_none())
+        .map(|c| c.rules.len() as u32)
+        .sum();
+    let mut chains = chains;
+    for (compiled, plan) in chains.iter_mut().zip(&plans) {
+        compiled.owners = plan
+            .slots
+            .iter()
+            .map(|s| RuleRef {
+                chain: ruleset.filter.chains[s.owner.0].name.clone(),
+                rule: s.owner.1,
+            })
+            .collect();
+    }
     Ok(CompiledRuleset {
         generation,
         chains,
         classes: interner.into_classes(),
+        user_chain_rules,
     })
 }
 
@@ -356,67 +421,9 @@ fn dedup_interfaces(interfaces: &[Interface]) -> Vec<&Interface> {
         .collect()
 }
 
-fn plan_chain<'a>(
-    name: &'static str,
-    chain: Option<&'a Chain>,
-    limits: Limits,
-) -> Result<ChainPlan<'a>, CompileError> {
-    let (rules, policy) = match chain {
-        Some(c) => (c.rules.as_slice(), c.policy),
-        None => (&[][..], None),
-    };
-    let policy = match policy {
-        // Built-in chains always have a policy; iptables' default is ACCEPT.
-        Some(Policy::Accept) | None => target::ACCEPT,
-        Some(Policy::Drop) => target::DROP,
-    };
-    let mut slots = Vec::with_capacity(rules.len());
-    let mut nonterminating = 0;
-    for (index, rule) in rules.iter().enumerate() {
-        validate_rule(rule).map_err(|problem| CompileError::InvalidRule {
-            chain: name.to_string(),
-            rule: index + 1,
-            problem,
-        })?;
-        let terms = l4::expand(rule);
-        // The slots of one rule are disjoint: a packet matches one of them
-        // at most. A rule with no slot never matches.
-        if rule.target == Target::None && !terms.is_empty() {
-            nonterminating += 1;
-            if nonterminating > limits.nonterminating_rules {
-                return Err(CompileError::TooManyNonTerminating {
-                    chain: name.to_string(),
-                    limit: limits.nonterminating_rules,
-                });
-            }
-        }
-        for terms in terms {
-            slots.push(Slot {
-                rule: index as u32,
-                l4: terms,
-            });
-        }
-        // Checked as we go so that a huge ruleset fails before it allocates.
-        if slots.len() > limits.rules_per_chain {
-            let slots = slots.len() + l4::count_slots(&rules[index + 1..]);
-            return Err(CompileError::TooManyRules {
-                chain: name.to_string(),
-                slots,
-                limit: limits.rules_per_chain,
-            });
-        }
-    }
-    Ok(ChainPlan {
-        name,
-        policy,
-        rules,
-        slots,
-    })
-}
-
 /// The checks the tables rely on. The parser already refuses these rules;
 /// they are repeated here because a wrong table would silently misclassify.
-fn validate_rule(rule: &Rule) -> Result<(), String> {
+pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     use crate::rules::model::Match;
     for net in [&rule.source, &rule.destination].into_iter().flatten() {
         if net.value.prefix_len > 32 {
@@ -457,7 +464,7 @@ fn validate_rule(rule: &Rule) -> Result<(), String> {
 
 fn action(target: &Target, counter: u32) -> RuleAction {
     let (target, reject_with) = match target {
-        Target::None => (target::NONE, 0),
+        Target::None | Target::Jump(_) | Target::Goto(_) | Target::Return => (target::NONE, 0),
         Target::Accept => (target::ACCEPT, 0),
         Target::Drop => (target::DROP, 0),
         Target::Reject(with) => (
@@ -525,11 +532,7 @@ fn compile_chain(
     fields_used |= u32::from(ct.used) << field::CT_STATE;
     default_class[field::CT_STATE] = ct.default_class;
 
-    let rules = plan
-        .slots
-        .iter()
-        .map(|slot| action(&plan.rules[slot.rule as usize].target, slot.rule))
-        .collect();
+    let rules = plan.slots.iter().map(|slot| slot.action).collect();
 
     Ok(CompiledChain {
         config: ChainConfig {
@@ -546,6 +549,8 @@ fn compile_chain(
         ifaces,
         macs: macs.entries,
         ct_classes: ct.table,
+        owners: Vec::new(),
+        builtin_rules: plan.builtin_rules,
     })
 }
 
@@ -593,15 +598,15 @@ impl CompiledRuleset {
         }
     }
 
-    /// What the kernel does with `pkt` in `chain`: the user's rule numbers
-    /// (0-based) it acts on, in order — every matching non-terminating rule,
-    /// then the first terminating one. Empty, or ending in a non-terminating
-    /// rule, means the chain policy applies.
+    /// What the kernel does with `pkt` in `chain`: the rules it acts on, in
+    /// order — every matching rule without a verdict (including jumps,
+    /// gotos and RETURNs), then the first one with a verdict. Empty, or
+    /// ending in a rule without a verdict, means the chain policy applies.
     ///
     /// Mirrors the kernel search exactly (summary words, then rule words);
     /// panics if a table names a class that does not exist, which would be a
     /// compiler bug.
-    pub fn classify(&self, chain: u32, pkt: &PacketView) -> Vec<usize> {
+    pub fn classify(&self, chain: u32, pkt: &PacketView) -> Vec<RuleRef> {
         let c = &self.chains[chain as usize];
         let vectors: Vec<&ClassVector> = (0..field::COUNT)
             .filter(|f| c.config.fields_used & (1 << f) != 0)
@@ -622,7 +627,7 @@ impl CompiledRuleset {
                 "search went back from slot {start} to {slot}"
             );
             let rule = &c.rules[slot as usize];
-            hits.push(rule.counter as usize);
+            hits.push(c.owners[slot as usize].clone());
             if rule.target != target::NONE {
                 break;
             }

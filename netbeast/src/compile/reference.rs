@@ -15,7 +15,7 @@ use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
 use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Target,
+    Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Table, TableName, Target,
 };
 
 /// What the packet parser read from the L4 header of a first fragment.
@@ -97,11 +97,58 @@ impl PacketView {
     }
 }
 
-/// The rules of `chain` that iptables acts on for `pkt`, as 0-based rule
-/// numbers: every matching rule without a terminating target, then the
-/// first matching rule with one. Empty, or ending in a non-terminating rule,
-/// means the chain policy applies.
+/// The rules of `chain`, which must not jump anywhere, that iptables acts
+/// on for `pkt`, as 0-based rule numbers: every matching rule without a
+/// terminating target, then the first matching rule with one. Empty, or
+/// ending in a non-terminating rule, means the chain policy applies.
+/// [`classify_table`] follows jumps.
 pub fn classify(chain: &Chain, interfaces: &[Interface], pkt: &PacketView) -> Vec<usize> {
+    let table = Table {
+        name: TableName::Filter,
+        chains: vec![chain.clone()],
+    };
+    classify_table(&table, &chain.name, interfaces, pkt)
+        .into_iter()
+        .map(|hit| hit.rule)
+        .collect()
+}
+
+/// A rule iptables acted on: its chain and its 0-based position there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    pub chain: String,
+    pub rule: usize,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rule {}", self.chain, self.rule + 1)
+    }
+}
+
+/// Steps after which a walk is taken to loop (iptables refuses rulesets
+/// whose jumps loop, so a real one never gets here).
+const MAX_STEPS: usize = 1 << 20;
+
+/// The rules iptables acts on for `pkt` when it enters built-in chain
+/// `chain` of `table`, as `ipt_do_table` walks them: every matching rule
+/// without a verdict (no target, `-j CHAIN`, `-g CHAIN`, RETURN), then the
+/// first matching rule with one. Empty, or ending in a rule without a
+/// verdict, means the policy of `chain` applies.
+///
+/// `-j CHAIN` remembers the rule after it and goes on at CHAIN's first
+/// rule; `-g CHAIN` goes there without remembering; RETURN, or the end of a
+/// user-defined chain, goes back to the last rule remembered, or, when
+/// there is none, to the policy of the built-in chain.
+///
+/// Panics if a jump names a chain the table lacks, or if the walk does not
+/// end (a loop), both of which iptables refuses up front.
+pub fn classify_table(
+    table: &Table,
+    chain: &str,
+    interfaces: &[Interface],
+    pkt: &PacketView,
+) -> Vec<RuleRef> {
     let name_of = |ifindex: u32| {
         interfaces
             .iter()
@@ -110,16 +157,50 @@ pub fn classify(chain: &Chain, interfaces: &[Interface], pkt: &PacketView) -> Ve
     };
     let in_name = name_of(pkt.in_ifindex);
     let out_name = name_of(pkt.out_ifindex);
+    let find = |name: &str| {
+        table
+            .chains
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("chain {name} is not in the table"))
+    };
     let mut hits = Vec::new();
-    for (n, rule) in chain.rules.iter().enumerate() {
-        if rule_matches(rule, in_name, out_name, pkt) {
-            hits.push(n);
-            if rule.target != Target::None {
-                break;
+    let mut returns: Vec<(usize, usize)> = Vec::new();
+    let (mut at, mut next) = (find(chain), 0);
+    for _ in 0..MAX_STEPS {
+        let current = &table.chains[at];
+        let Some(rule) = current.rules.get(next) else {
+            // The end of a chain: a user-defined chain returns, a built-in
+            // one (or a RETURN with nothing to return to) is its policy.
+            match returns.pop() {
+                Some(back) if current.policy.is_none() => (at, next) = back,
+                _ => return hits,
             }
+            continue;
+        };
+        if !rule_matches(rule, in_name, out_name, pkt) {
+            next += 1;
+            continue;
+        }
+        hits.push(RuleRef {
+            chain: current.name.clone(),
+            rule: next,
+        });
+        match &rule.target {
+            Target::None => next += 1,
+            Target::Accept | Target::Drop | Target::Reject(_) => return hits,
+            Target::Return => match returns.pop() {
+                Some(back) => (at, next) = back,
+                None => return hits,
+            },
+            Target::Jump(callee) => {
+                returns.push((at, next + 1));
+                (at, next) = (find(callee), 0);
+            }
+            Target::Goto(callee) => (at, next) = (find(callee), 0),
         }
     }
-    hits
+    panic!("the rules of {chain} loop: {hits:?}");
 }
 
 /// `value` tested, then flipped by `!`: iptables' `FWINV`.

@@ -231,20 +231,27 @@ impl Dice {
         matches
     }
 
-    fn target(&mut self) -> Target {
-        match self.weighted(&[2, 2, 2, 1]) {
+    /// A target; `callees` are the user-defined chains a jump or goto may
+    /// lead to (none: no jumps).
+    fn target(&mut self, callees: &[String]) -> Target {
+        let jumps = if callees.is_empty() { 0 } else { 1 };
+        match self.weighted(&[2, 2, 2, 1, 1, 3 * jumps, 2 * jumps]) {
             0 => Target::None,
             1 => Target::Accept,
             2 => Target::Drop,
-            _ => Target::Reject(self.pick(&[
+            3 => Target::Reject(self.pick(&[
                 RejectWith::IcmpPortUnreachable,
                 RejectWith::TcpReset,
                 RejectWith::IcmpAdminProhibited,
             ])),
+            4 => Target::Return,
+            5 => Target::Jump(callees[self.below(callees.len())].clone()),
+            _ => Target::Goto(callees[self.below(callees.len())].clone()),
         }
     }
 
-    fn rule(&mut self) -> Rule {
+    /// A rule whose jumps, if any, lead to `callees`.
+    fn rule_in(&mut self, callees: &[String]) -> Rule {
         let protocol = match self.weighted(&[3, 4, 3, 2, 1, 1]) {
             0 => None,
             1 => Some(Negatable::is(6)),
@@ -283,7 +290,7 @@ impl Dice {
             out_iface: self.maybe(15, |d| d.negatable(Dice::iface)),
             fragment: [None, Some(true), Some(false)][self.weighted(&[8, 1, 1])],
             matches,
-            target: self.target(),
+            target: self.target(callees),
             counter: Default::default(),
         }
     }
@@ -370,14 +377,19 @@ fn ruleset_of(input: Vec<Rule>, forward: Vec<Rule>, output: Vec<Rule>) -> Rulese
     ruleset
 }
 
-fn rules_from(seeds: &[u64]) -> Vec<Rule> {
-    seeds.iter().map(|&s| Dice(s).rule()).collect()
+fn rules_from(seeds: &[u64], callees: &[String]) -> Vec<Rule> {
+    seeds.iter().map(|&s| Dice(s).rule_in(callees)).collect()
 }
 
-/// Seeds of a ruleset: one chain of mostly few rules (where bugs are easy
-/// to read), sometimes a few hundred (several words and summary bits in
-/// play), and two short chains; which chain is the long one varies.
-fn ruleset_seeds() -> impl Strategy<Value = (usize, Vec<u64>, Vec<u64>, Vec<u64>)> {
+/// Seeds of a ruleset: (which built-in chain is long, its rules, the two
+/// other built-in chains' rules, the user-defined chains' rules).
+type RulesetSeeds = (usize, Vec<u64>, Vec<u64>, Vec<u64>, Vec<Vec<u64>>);
+
+/// Seeds of a ruleset: one built-in chain of mostly few rules (where bugs
+/// are easy to read), sometimes a few hundred (several words and summary
+/// bits in play), two short built-in chains, and up to four short
+/// user-defined chains; which built-in chain is the long one varies.
+fn ruleset_seeds() -> impl Strategy<Value = RulesetSeeds> {
     let long = prop_oneof![
         10 => 1..12usize,
         4 => 12..70usize,
@@ -385,17 +397,31 @@ fn ruleset_seeds() -> impl Strategy<Value = (usize, Vec<u64>, Vec<u64>, Vec<u64>
     ]
     .prop_flat_map(|n| prop::collection::vec(any::<u64>(), n));
     let short = || prop::collection::vec(any::<u64>(), 0..6);
-    (0..3usize, long, short(), short())
+    let users = prop::collection::vec(short(), 0..5);
+    (0..3usize, long, short(), short(), users)
 }
 
-fn ruleset_from(seeds: &(usize, Vec<u64>, Vec<u64>, Vec<u64>)) -> Ruleset {
-    let (at, long, a, b) = seeds;
-    let mut chains = vec![rules_from(a), rules_from(b)];
-    chains.insert(*at, rules_from(long));
+/// User-defined chain `n` is `U<n>`; it jumps only to chains of a higher
+/// number, so jumps never loop (iptables refuses loops before they could
+/// reach the compiler).
+fn ruleset_from(seeds: &RulesetSeeds) -> Ruleset {
+    let (at, long, a, b, users) = seeds;
+    let names: Vec<String> = (0..users.len()).map(|n| format!("U{n}")).collect();
+    let mut chains = vec![rules_from(a, &names), rules_from(b, &names)];
+    chains.insert(*at, rules_from(long, &names));
     let output = chains.pop().unwrap();
     let forward = chains.pop().unwrap();
     let input = chains.pop().unwrap();
-    ruleset_of(input, forward, output)
+    let mut ruleset = ruleset_of(input, forward, output);
+    for (n, seeds) in users.iter().enumerate() {
+        ruleset.filter.chains.push(Chain {
+            name: names[n].clone(),
+            policy: None,
+            policy_counter: Default::default(),
+            rules: rules_from(seeds, &names[n + 1..]),
+        });
+    }
+    ruleset
 }
 
 fn packets_from(seeds: &[u64]) -> Vec<PacketView> {
@@ -501,10 +527,18 @@ fn check_tables(compiled: &CompiledRuleset) {
         for e in &c.macs {
             assert_ne!(e.class, c.config.default_class[field::MAC_SOURCE]);
         }
-        // Slots of one user rule are consecutive and in rule order.
-        for pair in c.rules.windows(2) {
-            assert!(pair[0].counter <= pair[1].counter);
-        }
+        // The built-in chain's own rules come in rule order; slots of one
+        // rule are consecutive.
+        let builtin_name = &c.owners.first().map(|o| o.chain.clone());
+        let own: Vec<usize> = c
+            .owners
+            .iter()
+            .zip(&c.rules)
+            .filter(|(o, a)| Some(&o.chain) == builtin_name.as_ref() && a.counter == o.rule as u32)
+            .map(|(o, _)| o.rule)
+            .collect();
+        assert!(own.windows(2).all(|p| p[0] <= p[1]), "{own:?}");
+        assert_eq!(c.owners.len(), c.rules.len());
     }
 }
 
@@ -516,8 +550,7 @@ fn compare(
     let ifaces = interfaces();
     for pkt in packets {
         for (index, name) in CHAIN_NAMES.iter().enumerate() {
-            let chain = ruleset.filter.chain(name).unwrap();
-            let want = reference::classify(chain, &ifaces, pkt);
+            let want = reference::classify_table(&ruleset.filter, name, &ifaces, pkt);
             let got = compiled.classify(index as u32, pkt);
             prop_assert_eq!(&got, &want, "chain {} packet {:?}", name, pkt);
         }
@@ -605,6 +638,12 @@ fn tcp_packet(sport: u16, dport: u16) -> PacketView {
     }
 }
 
+/// The rule numbers of hits in one chain (the unit tests' rulesets have no
+/// jumps).
+fn numbers(hits: Vec<RuleRef>) -> Vec<usize> {
+    hits.into_iter().map(|h| h.rule).collect()
+}
+
 fn only_input(rules: Vec<Rule>) -> Ruleset {
     ruleset_of(rules, Vec::new(), Vec::new())
 }
@@ -630,7 +669,7 @@ fn article_firewall_first_match_wins() {
         (80, vec![2]),
     ] {
         assert_eq!(
-            compiled.classify(chain::INPUT, &tcp_packet(40000, dport)),
+            numbers(compiled.classify(chain::INPUT, &tcp_packet(40000, dport))),
             want
         );
     }
@@ -657,7 +696,10 @@ fn rule_limit_counts_slots() {
     );
     // No field is used: the search must still stop at rule_count.
     assert_eq!(compiled.chains[chain::INPUT as usize].config.fields_used, 0);
-    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(1, 2)), vec![0]);
+    assert_eq!(
+        numbers(compiled.classify(chain::INPUT, &tcp_packet(1, 2))),
+        vec![0]
+    );
 
     let over = ruleset_of(
         Vec::new(),
@@ -713,7 +755,10 @@ fn nonterminating_limit_is_enforced() {
     let ruleset = only_input(rules.clone());
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let all: Vec<usize> = (0..MAX_NONTERMINATING_RULES).chain([65]).collect();
-    assert_eq!(compiled.classify(chain::INPUT, &tcp_packet(1, 2)), all);
+    assert_eq!(
+        numbers(compiled.classify(chain::INPUT, &tcp_packet(1, 2))),
+        all
+    );
     rules.push(count());
     let err = compile(&only_input(rules), &[], 0).err().unwrap();
     assert_eq!(
@@ -904,15 +949,15 @@ fn ports_rule_counts_once_on_the_user_rule() {
     assert_eq!(input.rules[2].reject_with, reject::TCP_RESET);
     assert_eq!(input.rules[0].target, target::NONE);
     assert_eq!(
-        compiled.classify(chain::INPUT, &tcp_packet(80, 80)),
+        numbers(compiled.classify(chain::INPUT, &tcp_packet(80, 80))),
         vec![0, 1]
     );
     assert_eq!(
-        compiled.classify(chain::INPUT, &tcp_packet(80, 81)),
+        numbers(compiled.classify(chain::INPUT, &tcp_packet(80, 81))),
         vec![0]
     );
     assert_eq!(
-        compiled.classify(chain::INPUT, &tcp_packet(81, 80)),
+        numbers(compiled.classify(chain::INPUT, &tcp_packet(81, 80))),
         vec![0, 1]
     );
     assert!(
@@ -945,10 +990,10 @@ fn fragments_and_short_headers_have_their_own_keys() {
     assert_eq!(class(L4_NONE) & 1, 0);
     assert_eq!(class(L4_FRAGMENT) & 1, 0);
     let mut pkt = tcp_packet(1, 23);
-    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0]);
+    assert_eq!(numbers(compiled.classify(chain::INPUT, &pkt)), vec![0]);
     pkt.fragment_offset_nonzero = true;
     assert_eq!(pkt.l4_keys(), (L4_FRAGMENT, L4_FRAGMENT));
-    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![1]);
+    assert_eq!(numbers(compiled.classify(chain::INPUT, &pkt)), vec![1]);
     pkt.fragment_offset_nonzero = false;
     pkt.l4 = None;
     assert_eq!(pkt.l4_keys(), (L4_NONE, L4_NONE));
@@ -974,9 +1019,9 @@ fn interfaces_outside_the_list_take_the_default_class() {
     assert_eq!(named, vec![2, 3, 4, 9]);
     let mut pkt = tcp_packet(1, 2);
     pkt.in_ifindex = 2;
-    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0, 1]);
+    assert_eq!(numbers(compiled.classify(chain::INPUT, &pkt)), vec![0, 1]);
     pkt.in_ifindex = 42;
-    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![0]);
+    assert_eq!(numbers(compiled.classify(chain::INPUT, &pkt)), vec![0]);
 }
 
 #[test]
@@ -1030,15 +1075,15 @@ fn address_prefixes_nest() {
         ..tcp_packet(1, 2)
     };
     assert_eq!(
-        compiled.classify(chain::INPUT, &from([10, 1, 2, 3])),
+        numbers(compiled.classify(chain::INPUT, &from([10, 1, 2, 3]))),
         vec![0]
     );
     assert_eq!(
-        compiled.classify(chain::INPUT, &from([10, 1, 2, 4])),
+        numbers(compiled.classify(chain::INPUT, &from([10, 1, 2, 4]))),
         vec![2]
     );
     assert_eq!(
-        compiled.classify(chain::INPUT, &from([10, 2, 0, 0])),
+        numbers(compiled.classify(chain::INPUT, &from([10, 2, 0, 0]))),
         vec![1]
     );
     // Only the DST /0 entry besides the SRC prefixes.
@@ -1101,7 +1146,7 @@ fn ten_thousand_rules_compile_fast() {
     // The last rule matches only its own packets.
     let mut pkt = tcp_packet(1, 9_999 + 1);
     pkt.src = Ipv4Addr::from(0x0a00_0000 + 9_999 * 4);
-    assert_eq!(compiled.classify(chain::INPUT, &pkt), vec![9_999]);
+    assert_eq!(numbers(compiled.classify(chain::INPUT, &pkt)), vec![9_999]);
     let reference = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
     assert_eq!(reference, vec![9_999]);
 }

@@ -13,11 +13,12 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{
-        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
     },
 };
 use netbeast_common::{ALL_RULES_CLASS, ClassVector, RULE_WORDS, SUMMARY_WORDS, stats};
+use netbeast_common::{CtConfig, CtEntry, CtKey};
 
 use crate::{
     compile::{self, CompileError, Interface},
@@ -31,9 +32,17 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 const XDP_PROGRAM: &str = "netbeast_xdp";
 /// The benchmark's do-nothing XDP_DROP program.
 const FLOOR_PROGRAM: &str = "netbeast_floor";
+/// The TC egress entry point (OUTPUT chain).
+const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 21] = [
+    "FAST_PATH_IFACES",
+    "PACKET",
+    "TRACKING",
+    "CT_UNREPLIED",
+    "CT_ESTABLISHED",
+    "CT_CONFIG",
     "CT_CLASSES",
     "SEARCH",
     "ACTIVE",
@@ -220,6 +229,53 @@ impl Dataplane {
         Ok(used)
     }
 
+    /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
+    /// link pinned at `link_pin`.
+    pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::MissingMap("netbeast_tc_egress program"))?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if tc.fd().is_err() {
+            tc.load().map_err(LoaderError::Program)?;
+        }
+        let attach_err = |source| LoaderError::Attach {
+            iface: iface.to_string(),
+            source,
+        };
+        let id = tc.attach(iface, TcAttachType::Egress).map_err(attach_err)?;
+        let link = tc.take_link(id).map_err(attach_err)?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| LoaderError::Pin {
+                path: link_pin.to_path_buf(),
+                message: format!(
+                    "the kernel gave no tcx link for TC egress (Linux ≥ 6.6 needed): {e}"
+                ),
+            })?;
+        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
+            path: link_pin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Loads the TC egress program into the kernel (runs the verifier).
+    pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::MissingMap("netbeast_tc_egress program"))?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if tc.fd().is_err() {
+            tc.load().map_err(LoaderError::Program)?;
+        }
+        Ok(())
+    }
+
     /// Detaches the link pinned at `link_pin` (if it is still there).
     pub fn detach(link_pin: &Path) -> Result<(), LoaderError> {
         match PinnedLink::from_pin(link_pin) {
@@ -268,6 +324,12 @@ impl Dataplane {
             .map(|a| (u32::from_ne_bytes(a.octets()), 1))
             .collect();
         self.replace_u32_map("LOCAL_ADDRS", &wanted)
+    }
+
+    /// Replaces the set of interfaces the FORWARD fast path may redirect to.
+    pub fn set_fast_path_interfaces(&mut self, ifindexes: &[u32]) -> Result<(), LoaderError> {
+        let wanted: Vec<(u32, u32)> = ifindexes.iter().map(|i| (*i, 1)).collect();
+        self.replace_u32_map("FAST_PATH_IFACES", &wanted)
     }
 
     /// Replaces the ifindex → primary address table (ICMP error sources).
@@ -358,6 +420,14 @@ impl Dataplane {
         tables::read_counters(self, generation, chain, rules)
     }
 
+    /// Live counters of the active generation for the first `rules` rules
+    /// of the user-defined chains, numbered as
+    /// `compile::user_chain_counters` says.
+    pub fn user_chain_counters(&self, rules: usize) -> Result<Vec<Counter>, LoaderError> {
+        let generation = self.active_generation()?;
+        tables::read_user_chain_counters(self, generation, rules)
+    }
+
     /// Verdict and mean cost per run of `repeat` runs of `frame` through
     /// the XDP program, or through the do-nothing floor program.
     pub fn test_run_repeat(
@@ -387,6 +457,74 @@ impl Dataplane {
             .map_err(LoaderError::TestRun)?;
         Ok((result.return_value, result.duration))
     }
+
+    // -- conntrack tables, for `netbeast conntrack` and the tests --
+
+    /// Every conntrack entry as the kernel left it, each with `true` when
+    /// it is in the established table. Expired entries are included (the
+    /// kernel only drops them when a packet finds them): see `CtEntry`'s
+    /// `last_seen_ns` and `conntrack_config`.
+    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry, bool)>, LoaderError> {
+        let mut out = Vec::new();
+        for (name, established) in [("CT_UNREPLIED", false), ("CT_ESTABLISHED", true)] {
+            let map: HashMap<&MapData, CtKey, CtEntry> =
+                HashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+            // A walk of a hash map that the kernel changes meanwhile can
+            // restart and see a key twice.
+            let mut seen = std::collections::HashSet::new();
+            for item in map.iter() {
+                let (key, entry) = item.map_err(map_err(name))?;
+                if seen.insert(key) {
+                    out.push((key, entry, established));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The conntrack timeouts in force: netfilter's defaults while none
+    /// were set (an all-zero `CT_CONFIG`, as the kernel reads it).
+    pub fn conntrack_config(&self) -> Result<CtConfig, LoaderError> {
+        let map: Array<&MapData, CtConfig> =
+            Array::try_from(self.map("CT_CONFIG")?).map_err(map_err("CT_CONFIG"))?;
+        let config = map.get(&0, 0).map_err(map_err("CT_CONFIG"))?;
+        Ok(if config.generic == 0 {
+            CtConfig::DEFAULT
+        } else {
+            config
+        })
+    }
+
+    /// Sets the conntrack timeouts (seconds); `generic` must not be 0, which
+    /// the kernel reads as "never set, use netfilter's defaults".
+    pub fn set_conntrack_config(&mut self, config: &CtConfig) -> Result<(), LoaderError> {
+        let mut map: Array<&mut MapData, CtConfig> =
+            Array::try_from(self.map_mut("CT_CONFIG")?).map_err(map_err("CT_CONFIG"))?;
+        map.set(0, config, 0).map_err(map_err("CT_CONFIG"))
+    }
+
+    /// Empties both conntrack tables; returns how many entries it deleted.
+    pub fn flush_conntrack(&mut self) -> Result<usize, LoaderError> {
+        let mut deleted = 0;
+        for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
+            let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
+                HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+            let keys: std::collections::HashSet<CtKey> = map
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(name))?;
+            for key in keys {
+                match map.remove(&key) {
+                    Ok(()) => deleted += 1,
+                    // Gone meanwhile (evicted, or removed by the kernel).
+                    Err(MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
@@ -413,6 +551,8 @@ mod tests {
                 panic!("{msg}");
             }
         };
+        dp.load_egress_program()
+            .expect("the verifier accepts the TC egress program");
         dp.apply(&Ruleset::default(), &[]).unwrap();
         let frame = [0u8; 60];
         let out = dp.test_run_xdp(&frame, 0).unwrap();

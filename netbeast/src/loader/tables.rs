@@ -5,7 +5,7 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm
 use netbeast_common::{
     AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS,
     MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, ct_state, l4_base,
-    rule_index,
+    rule_index, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -158,25 +158,23 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             what: "the possible CPUs (/sys/devices/system/cpu/possible)".into(),
             source,
         })?;
-        for (c, chain) in compiled.chains.iter().enumerate() {
-            let users = chain
-                .rules
-                .iter()
-                .map(|a| a.counter as usize + 1)
-                .max()
-                .unwrap_or(0);
-            let slots = (0..users as u32).chain([MAX_RULES_PER_CHAIN as u32]);
-            for slot in slots {
-                let zero = PerCpuValues::try_from(vec![KernelCounter::default(); cpus]).map_err(
-                    |source| LoaderError::Io {
+        // The built-in chains' rules and policies, then the rules of the
+        // user-defined chains (their own counter range).
+        let builtin = compiled.chains.iter().enumerate().flat_map(|(c, chain)| {
+            (0..chain.builtin_rules)
+                .chain([MAX_RULES_PER_CHAIN as u32])
+                .map(move |slot| counter_index(generation, c as u32, slot))
+        });
+        let user = (0..compiled.user_chain_rules).map(|n| user_counter_index(generation, n));
+        for index in builtin.chain(user) {
+            let zero =
+                PerCpuValues::try_from(vec![KernelCounter::default(); cpus]).map_err(|source| {
+                    LoaderError::Io {
                         what: "per-CPU counter values".into(),
                         source,
-                    },
-                )?;
-                counters
-                    .set(counter_index(generation, c as u32, slot), zero, 0)
-                    .map_err(map_err("COUNTERS"))?;
-            }
+                    }
+                })?;
+            counters.set(index, zero, 0).map_err(map_err("COUNTERS"))?;
         }
     }
     {
@@ -212,4 +210,27 @@ pub(super) fn read_counters(
     };
     let per_rule = (0..rules as u32).map(read).collect::<Result<Vec<_>, _>>()?;
     Ok((per_rule, read(MAX_RULES_PER_CHAIN as u32)?))
+}
+
+/// The first `rules` counters of the user-defined chains' rules in
+/// `generation` (numbered as `compile::user_chain_counters` says), summed
+/// over CPUs.
+pub(super) fn read_user_chain_counters(
+    dp: &Dataplane,
+    generation: u32,
+    rules: usize,
+) -> Result<Vec<Counter>, LoaderError> {
+    let counters: PerCpuArray<&MapData, KernelCounter> =
+        PerCpuArray::try_from(dp.map("COUNTERS")?).map_err(map_err("COUNTERS"))?;
+    (0..rules as u32)
+        .map(|n| {
+            let values = counters
+                .get(&user_counter_index(generation, n), 0)
+                .map_err(map_err("COUNTERS"))?;
+            Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 use super::list::{self, ListFormat};
-use super::model::{Chain, Counter, Rule, Ruleset, Table, TableName};
+use super::model::{Chain, Counter, Rule, Ruleset, Table, TableName, Target};
 use super::parse::{Action, IptablesCommand};
 use super::save::{CounterStyle, rule_spec};
 
@@ -38,7 +38,37 @@ pub enum CommandError {
     },
     #[error("can't set a policy on {chain}: only built-in chains have one")]
     NoPolicy { chain: String },
+    #[error("chain '{chain}' already exists")]
+    ChainExists { chain: String },
+    #[error("{chain} is a built-in chain: {reason}")]
+    BuiltinChain { chain: String, reason: &'static str },
+    #[error("chain '{chain}' is not empty ({rules}); flush it first with -F {chain}")]
+    ChainNotEmpty { chain: String, rules: String },
+    #[error("chain '{chain}' is still the target of {uses}; delete or replace those rules first")]
+    ChainInUse { chain: String, uses: String },
+    #[error("jump target '{chain}' does not exist{hint}")]
+    NoSuchTarget { chain: String, hint: String },
+    #[error(
+        "cannot jump to the built-in chain {chain}: -j and -g lead to user-defined chains only"
+    )]
+    JumpToBuiltin { chain: String },
+    #[error(
+        "chains jump in a loop ({path}), which iptables refuses (too many levels of links); \
+         remove one of these jumps"
+    )]
+    Loop { path: String },
+    #[error(
+        "chains jump more than {limit} levels deep ({path}), which iptables refuses (too many \
+         links; MAX_JUMP_DEPTH, nf_tables' limit); merge some of these chains"
+    )]
+    TooDeep { path: String, limit: usize },
 }
+
+/// How deep user-defined chains may nest below a built-in chain: the
+/// kernel's nf_tables (which runs iptables on this and most current
+/// systems) refuses a 16th level (NFT_JUMP_STACK_SIZE), so a ruleset
+/// netbeast accepts also loads into iptables.
+pub const MAX_JUMP_DEPTH: usize = 15;
 
 /// The text of `iptables -h`.
 pub const HELP: &str = "\
@@ -51,7 +81,8 @@ Usage: iptables -[ACD] chain rule-specification [options]
        iptables -P chain target [options]
        iptables -h (print this help information)
 
-netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT).
+netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT and
+user-defined chains).
 
 Commands:
   --append  -A chain            Append to chain
@@ -65,6 +96,10 @@ Commands:
   --flush   -F [chain]          Delete all rules in chain or all chains
   --zero    -Z [chain [rulenum]]  Zero counters in chain or all chains
   --policy  -P chain target     Change policy on chain to target (ACCEPT or DROP)
+  --new-chain -N chain          Create a new user-defined chain
+  --delete-chain -X [chain]     Delete a user-defined chain (empty, unreferenced)
+  --rename-chain -E old-chain new-chain
+                                Change chain name (jumps to it follow)
 
 Options:
 [!] --protocol  -p proto        protocol: by number or name, eg. `tcp'
@@ -73,7 +108,9 @@ Options:
 [!] --in-interface -i input name[+]  network interface name ([+] for wildcard)
 [!] --out-interface -o output name[+]  network interface name ([+] for wildcard)
 [!] --fragment  -f              match second or further fragments only
- --jump -j target               ACCEPT, DROP or REJECT [--reject-with type]
+ --jump -j target               ACCEPT, DROP, REJECT [--reject-with type],
+                                RETURN or a user-defined chain
+ --goto -g chain                jump to chain with no return
  --match -m match               tcp, udp (--sport, --dport [!] port[:port]),
                                 icmp ([!] --icmp-type type[/code]),
                                 multiport ([!] --sports/--dports/--ports list),
@@ -98,6 +135,7 @@ pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutp
     }
     let mut scratch = table.clone();
     let output = execute(&mut scratch, cmd)?;
+    check_jumps(&scratch)?;
     *table = scratch;
     Ok(output)
 }
@@ -110,6 +148,14 @@ pub(crate) fn execute(
 ) -> Result<CommandOutput, CommandError> {
     let verbose = cmd.verbose;
     let mut text = String::new();
+    match &cmd.action {
+        Action::Append { rules, .. }
+        | Action::Insert { rules, .. }
+        | Action::Delete { rules, .. }
+        | Action::Check { rules, .. } => check_targets(table, rules)?,
+        Action::Replace { rule, .. } => check_targets(table, std::slice::from_ref(rule))?,
+        _ => {}
+    }
     match &cmd.action {
         Action::Append { chain, rules } => {
             let chain = chain_mut(table, chain)?;
@@ -216,6 +262,69 @@ pub(crate) fn execute(
                 chain.policy_counter = *counter;
             }
         }
+        Action::NewChain { chain } => {
+            if table.chain(chain).is_some() {
+                return Err(CommandError::ChainExists {
+                    chain: chain.clone(),
+                });
+            }
+            insert_user_chain(
+                table,
+                Chain {
+                    name: chain.clone(),
+                    policy: None,
+                    policy_counter: Counter::default(),
+                    rules: Vec::new(),
+                },
+            );
+        }
+        Action::DeleteChain { chain: Some(name) } => {
+            let chain = chain_ref(table, name)?;
+            check_deletable(table, chain)?;
+            table.chains.retain(|c| c.name != *name);
+        }
+        Action::DeleteChain { chain: None } => {
+            // All or nothing, as iptables: every user-defined chain must be
+            // empty and unreferenced.
+            for chain in table.chains.iter().filter(|c| c.policy.is_none()) {
+                check_deletable(table, chain)?;
+            }
+            if verbose {
+                for chain in table.chains.iter().filter(|c| c.policy.is_none()) {
+                    text.push_str(&format!("Deleting chain `{}'\n", chain.name));
+                }
+            }
+            table.chains.retain(|c| c.policy.is_some());
+        }
+        Action::RenameChain { chain, new_name } => {
+            let old = chain_ref(table, chain)?;
+            if old.policy.is_some() {
+                return Err(CommandError::BuiltinChain {
+                    chain: chain.clone(),
+                    reason: "only user-defined chains can be renamed",
+                });
+            }
+            if table.chain(new_name).is_some() {
+                return Err(CommandError::ChainExists {
+                    chain: new_name.clone(),
+                });
+            }
+            let index = table
+                .chains
+                .iter()
+                .position(|c| c.name == *chain)
+                .expect("found above");
+            let mut renamed = table.chains.remove(index);
+            renamed.name = new_name.clone();
+            insert_user_chain(table, renamed);
+            // Jumps follow the chain, as in iptables.
+            for rule in table.chains.iter_mut().flat_map(|c| &mut c.rules) {
+                match &mut rule.target {
+                    Target::Jump(to) | Target::Goto(to) if to == chain => *to = new_name.clone(),
+                    _ => {}
+                }
+            }
+        }
         Action::Help => text = HELP.to_string(),
         Action::Version => {
             text = format!(
@@ -257,12 +366,225 @@ fn no_such_chain_hint(table: &Table, name: &str) -> String {
             table.name.as_str()
         );
     }
-    let names: Vec<&str> = table.chains.iter().map(|c| c.name.as_str()).collect();
     format!(
-        "; the {} table has {} (user-defined chains are not supported yet)",
+        "; the {} table has {} (-N {name} creates it)",
         table.name.as_str(),
-        names.join(", ")
+        chain_names(table)
     )
+}
+
+/// The table's chain names for a message, the first few of them.
+fn chain_names(table: &Table) -> String {
+    const SHOWN: usize = 8;
+    let mut names: Vec<&str> = table
+        .chains
+        .iter()
+        .take(SHOWN)
+        .map(|c| c.name.as_str())
+        .collect();
+    if table.chains.len() > SHOWN {
+        names.push("...");
+    }
+    names.join(", ")
+}
+
+/// Every `-j CHAIN`/`-g CHAIN` of `rules` leads to an existing user-defined
+/// chain, as iptables checks when it reads the rule.
+fn check_targets(table: &Table, rules: &[Rule]) -> Result<(), CommandError> {
+    for rule in rules {
+        let Some(name) = rule.target.chain() else {
+            continue;
+        };
+        match table.chain(name) {
+            Some(chain) if chain.policy.is_some() => {
+                return Err(CommandError::JumpToBuiltin {
+                    chain: name.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let upper = name.to_ascii_uppercase();
+                let hint = if super::parse::BUILTIN_TARGETS.contains(&upper.as_str()) {
+                    format!(" (targets are upper case: did you mean -j {upper}?)")
+                } else {
+                    format!("; create it first with -N {name}")
+                };
+                return Err(CommandError::NoSuchTarget {
+                    chain: name.to_string(),
+                    hint,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts a user-defined chain where iptables lists it: after the
+/// built-in chains, in byte order of the names.
+fn insert_user_chain(table: &mut Table, chain: Chain) {
+    let at = table
+        .chains
+        .iter()
+        .position(|c| c.policy.is_none() && c.name.as_str() > chain.name.as_str())
+        .unwrap_or(table.chains.len());
+    table.chains.insert(at, chain);
+}
+
+/// The rules that jump or go to `chain`, as `(chain, 1-based position)`.
+pub(crate) fn references<'t>(table: &'t Table, chain: &str) -> Vec<(&'t str, usize)> {
+    table
+        .chains
+        .iter()
+        .flat_map(|c| {
+            c.rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.target.chain() == Some(chain))
+                .map(|(i, _)| (c.name.as_str(), i + 1))
+        })
+        .collect()
+}
+
+/// `-X`: only an empty user-defined chain no rule jumps to can go.
+fn check_deletable(table: &Table, chain: &Chain) -> Result<(), CommandError> {
+    if chain.policy.is_some() {
+        return Err(CommandError::BuiltinChain {
+            chain: chain.name.clone(),
+            reason: "only user-defined chains can be deleted (-F empties it)",
+        });
+    }
+    let uses = references(table, &chain.name);
+    if !uses.is_empty() {
+        const SHOWN: usize = 4;
+        let mut listed: Vec<String> = uses
+            .iter()
+            .take(SHOWN)
+            .map(|(c, n)| format!("{c} rule {n}"))
+            .collect();
+        if uses.len() > SHOWN {
+            listed.push(format!("{} more", uses.len() - SHOWN));
+        }
+        let count = if uses.len() == 1 {
+            "1 rule".to_string()
+        } else {
+            format!("{} rules", uses.len())
+        };
+        return Err(CommandError::ChainInUse {
+            chain: chain.name.clone(),
+            uses: format!("{count} ({})", listed.join(", ")),
+        });
+    }
+    if !chain.rules.is_empty() {
+        let rules = match chain.rules.len() {
+            1 => "1 rule".to_string(),
+            n => format!("{n} rules"),
+        };
+        return Err(CommandError::ChainNotEmpty {
+            chain: chain.name.clone(),
+            rules,
+        });
+    }
+    Ok(())
+}
+
+/// What iptables checks when a ruleset is committed: from the built-in
+/// chains, jumps never loop and never nest deeper than [`MAX_JUMP_DEPTH`].
+/// Chains no built-in chain reaches are not checked, as in iptables.
+pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
+    /// Per chain: not visited, on the current path, or done with the
+    /// deepest path below it (in chains, itself included).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done(usize),
+    }
+    struct Walk<'t> {
+        table: &'t Table,
+        index: std::collections::HashMap<&'t str, usize>,
+        marks: Vec<Mark>,
+        path: Vec<usize>,
+        /// The callee on the deepest path below each done chain.
+        deepest: Vec<Option<usize>>,
+    }
+    impl Walk<'_> {
+        fn name(&self, chain: usize) -> &str {
+            &self.table.chains[chain].name
+        }
+
+        /// The depth below `chain`, counting `chain` itself.
+        fn visit(&mut self, chain: usize) -> Result<usize, CommandError> {
+            match self.marks[chain] {
+                Mark::Done(depth) => return Ok(depth),
+                Mark::OnPath => {
+                    let from = self.path.iter().position(|&c| c == chain).unwrap_or(0);
+                    let mut names: Vec<&str> =
+                        self.path[from..].iter().map(|&c| self.name(c)).collect();
+                    names.push(self.name(chain));
+                    return Err(CommandError::Loop {
+                        path: names.join(" -> "),
+                    });
+                }
+                Mark::New => {}
+            }
+            self.marks[chain] = Mark::OnPath;
+            self.path.push(chain);
+            let mut depth = 1;
+            let table = self.table;
+            for rule in &table.chains[chain].rules {
+                let Some(callee) = rule.target.chain() else {
+                    continue;
+                };
+                // Targets are checked when rules are added; a missing one
+                // leads nowhere.
+                let Some(&callee) = self.index.get(callee) else {
+                    continue;
+                };
+                let below = self.visit(callee)?;
+                if below + 1 > depth {
+                    depth = below + 1;
+                    self.deepest[chain] = Some(callee);
+                }
+            }
+            self.path.pop();
+            self.marks[chain] = Mark::Done(depth);
+            Ok(depth)
+        }
+    }
+    let mut walk = Walk {
+        table,
+        index: table
+            .chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect(),
+        marks: vec![Mark::New; table.chains.len()],
+        path: Vec::new(),
+        deepest: vec![None; table.chains.len()],
+    };
+    for (builtin, _) in table
+        .chains
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.policy.is_some())
+    {
+        // The built-in chain is level 0.
+        let levels = walk.visit(builtin)? - 1;
+        if levels > MAX_JUMP_DEPTH {
+            let mut names = vec![walk.name(builtin).to_string()];
+            let mut at = builtin;
+            while let Some(next) = walk.deepest[at] {
+                names.push(walk.name(next).to_string());
+                at = next;
+            }
+            return Err(CommandError::TooDeep {
+                path: names.join(" -> "),
+                limit: MAX_JUMP_DEPTH,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The chain named, or every chain when none is.
@@ -358,8 +680,8 @@ fn listing(
     format: &ListFormat,
 ) -> Result<String, CommandError> {
     Ok(match (chain, position) {
-        (None, _) => list::list_chains(&table.chains, format),
-        (Some(name), None) => list::list_chain(chain_ref(table, name)?, format),
+        (None, _) => list::list_chains(table, format),
+        (Some(name), None) => list::list_chain(table, chain_ref(table, name)?, format),
         (Some(name), Some(position)) => list::list_rule(chain_ref(table, name)?, position, format),
     })
 }

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use super::command::references;
+use super::model::Table;
 use super::model::{
     Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, PortRange, Rule,
     StateModule, Target,
@@ -22,18 +24,23 @@ pub struct ListFormat {
     pub line_numbers: bool,
 }
 
-/// `-L` for several chains: each with its header, a blank line between.
-pub fn list_chains<'a>(chains: impl IntoIterator<Item = &'a Chain>, format: &ListFormat) -> String {
-    chains
-        .into_iter()
-        .map(|chain| list_chain(chain, format))
+/// `-L` for every chain of the table: each with its header, a blank line
+/// between.
+pub fn list_chains(table: &Table, format: &ListFormat) -> String {
+    table
+        .chains
+        .iter()
+        .map(|chain| list_chain(table, chain, format))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 /// `-L CHAIN`: the chain header, the column header and every rule.
-pub fn list_chain(chain: &Chain, format: &ListFormat) -> String {
-    let mut out = chain_header(chain, format);
+/// `table` holds the chain (user-defined chains show how many rules jump
+/// to them).
+pub fn list_chain(table: &Table, chain: &Chain, format: &ListFormat) -> String {
+    let references = references(table, &chain.name).len();
+    let mut out = chain_header(chain, references, format);
     out.push_str(&column_header(format));
     for (index, rule) in chain.rules.iter().enumerate() {
         out.push_str(&rule_line(rule, index + 1, format));
@@ -52,9 +59,9 @@ pub fn list_rule(chain: &Chain, position: usize, format: &ListFormat) -> String 
 }
 
 /// `Chain INPUT (policy ACCEPT)`, with `-v` `(policy DROP 12 packets, 3400 bytes)`.
-fn chain_header(chain: &Chain, format: &ListFormat) -> String {
+fn chain_header(chain: &Chain, references: usize, format: &ListFormat) -> String {
     let Some(policy) = chain.policy else {
-        return format!("Chain {} (0 references)\n", chain.name);
+        return format!("Chain {} ({references} references)\n", chain.name);
     };
     let mut out = format!("Chain {} (policy {}", chain.name, policy_name(policy));
     if format.verbose {
@@ -228,12 +235,14 @@ fn rule_spec(chain: &Chain, rule: &Rule, counters: bool) -> String {
     line
 }
 
-fn target_name(target: &Target) -> &'static str {
+fn target_name(target: &Target) -> &str {
     match target {
         Target::None => "",
         Target::Accept => "ACCEPT",
         Target::Drop => "DROP",
         Target::Reject(_) => "REJECT",
+        Target::Return => "RETURN",
+        Target::Jump(chain) | Target::Goto(chain) => chain,
     }
 }
 
@@ -288,6 +297,10 @@ fn address_column(address: &Option<Negatable<Ipv4Net>>, numeric: bool) -> (char,
 /// leading space, as the extensions' print functions write them.
 fn match_columns(rule: &Rule, numeric: bool) -> String {
     let mut out = String::new();
+    // iptables' print_firewall marks a goto before the matches.
+    if matches!(rule.target, Target::Goto(_)) {
+        out.push_str("[goto] ");
+    }
     for m in &rule.matches {
         match m {
             Match::Ports {
@@ -329,8 +342,9 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
                     StateModule::State => "state",
                     StateModule::Conntrack => "ctstate",
                 };
+                // libxt_conntrack prints the `!` before the name: "! ctstate NEW".
                 let bang = if *negated { "! " } else { "" };
-                let _ = write!(out, " {name} {bang}{}", states.text());
+                let _ = write!(out, " {bang}{name} {}", states.text());
             }
         }
     }
@@ -400,7 +414,7 @@ mod tests {
     }
 
     fn list(ruleset: &Ruleset, format: ListFormat) -> String {
-        list_chains(&ruleset.filter.chains, &format)
+        list_chains(&ruleset.filter, &format)
     }
 
     const PLAIN: ListFormat = ListFormat {
@@ -451,6 +465,36 @@ REJECT     all  --  anywhere             anywhere             reject-with icmp-p
         assert_eq!(list(&article(), PLAIN), expected);
     }
 
+    // Checked against iptables-legacy and iptables-nft 1.8.9 in a namespace:
+    // states in libxt_conntrack's order, `!` before the match name.
+    #[test]
+    fn list_connection_states() {
+        let r = ruleset(&[
+            "-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT",
+            "-A INPUT -m state ! --state NEW,INVALID -j ACCEPT",
+            "-A INPUT -m conntrack ! --ctstate UNTRACKED,NEW -j DROP",
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
+            "-A FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+        ]);
+        let expected = "\
+Chain INPUT (policy ACCEPT)
+target     prot opt source               destination         
+ACCEPT     all  --  0.0.0.0/0            0.0.0.0/0            state RELATED,ESTABLISHED
+ACCEPT     all  --  0.0.0.0/0            0.0.0.0/0            ! state INVALID,NEW
+DROP       all  --  0.0.0.0/0            0.0.0.0/0            ! ctstate NEW,UNTRACKED
+ACCEPT     tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:22 ctstate NEW
+";
+        assert_eq!(
+            list_chain(&r.filter, r.filter.chain("INPUT").unwrap(), &NUMERIC),
+            expected
+        );
+        assert!(
+            list_chain(&r.filter, r.filter.chain("FORWARD").unwrap(), &PLAIN).contains(
+                "ACCEPT     all  --  10.10.7.15           192.168.0.6          ctstate ESTABLISHED\n"
+            )
+        );
+    }
+
     #[test]
     fn list_verbose_numeric_line_numbers() {
         let mut r = article();
@@ -476,7 +520,7 @@ num   pkts bytes target     prot opt in     out     source               destina
 3        0     0 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0           
 ";
         assert_eq!(
-            list_chain(r.filter.chain("INPUT").unwrap(), &format),
+            list_chain(&r.filter, r.filter.chain("INPUT").unwrap(), &format),
             expected
         );
     }
@@ -494,7 +538,7 @@ num   pkts bytes target     prot opt in     out     source               destina
             ..PLAIN
         };
         assert_eq!(
-            list_chain(r.filter.chain("FORWARD").unwrap(), &exact),
+            list_chain(&r.filter, r.filter.chain("FORWARD").unwrap(), &exact),
             "\
 Chain FORWARD (policy DROP 0 packets, 0 bytes)
     pkts      bytes target     prot opt in     out     source               destination         
@@ -506,7 +550,7 @@ Chain FORWARD (policy DROP 0 packets, 0 bytes)
             ..PLAIN
         };
         assert_eq!(
-            list_chain(r.filter.chain("FORWARD").unwrap(), &rounded),
+            list_chain(&r.filter, r.filter.chain("FORWARD").unwrap(), &rounded),
             "\
 Chain FORWARD (policy DROP 0 packets, 0 bytes)
  pkts bytes target     prot opt in     out     source               destination         
@@ -515,7 +559,7 @@ Chain FORWARD (policy DROP 0 packets, 0 bytes)
         );
         let r = ruleset(&["-A INPUT -p tcp --dport 22 -j ACCEPT"]);
         assert!(
-            list_chain(r.filter.chain("INPUT").unwrap(), &rounded)
+            list_chain(&r.filter, r.filter.chain("INPUT").unwrap(), &rounded)
                 .contains("    0     0 ACCEPT     tcp  --  any    any     anywhere             anywhere             tcp dpt:22\n")
         );
     }
@@ -585,8 +629,8 @@ REJECT     udp  --  anywhere             anywhere             udp dpts:5000:6553
            tcp  --  anywhere             anywhere             tcp spts:80:443 dpt:22
            icmp --  anywhere             anywhere             icmptype 3 code 200
 ";
-        assert_eq!(list_chain(chain, &PLAIN), expected);
-        let numeric = list_chain(chain, &NUMERIC);
+        assert_eq!(list_chain(&r.filter, chain, &PLAIN), expected);
+        let numeric = list_chain(&r.filter, chain, &NUMERIC);
         let lines: Vec<&str> = numeric.lines().collect();
         assert_eq!(
             lines[2],

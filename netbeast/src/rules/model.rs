@@ -35,7 +35,8 @@ impl TableName {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub name: TableName,
-    /// Built-in chains first, in iptables' order.
+    /// Built-in chains first, in iptables' order, then user-defined chains
+    /// sorted by name (byte order), as iptables lists and saves them.
     pub chains: Vec<Chain>,
 }
 
@@ -255,6 +256,26 @@ pub enum Target {
     Accept,
     Drop,
     Reject(RejectWith),
+    /// `-j CHAIN`: go on in the user-defined chain CHAIN; its end, or a
+    /// RETURN there, comes back to the rule after this one.
+    Jump(String),
+    /// `-g CHAIN`: go on in CHAIN without coming back here; its end, or a
+    /// RETURN there, returns to where this rule's chain would have returned
+    /// (the rule after the jump that entered it, or the built-in chain's
+    /// policy).
+    Goto(String),
+    /// `-j RETURN`: leave the current chain as if it had ended.
+    Return,
+}
+
+impl Target {
+    /// The user-defined chain this target enters, if any.
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            Target::Jump(chain) | Target::Goto(chain) => Some(chain),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ use super::model::{
     Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
     RejectWith, Rule, TableName, Target,
 };
+use super::model::{CtStates, StateModule};
 
 /// IFNAMSIZ - 1: the longest interface name the kernel accepts.
 pub const MAX_IFACE_NAME_LEN: usize = 15;
@@ -89,6 +90,12 @@ pub enum Action {
         policy: Policy,
         counter: Option<Counter>,
     },
+    /// `-N chain`: a new, empty user-defined chain.
+    NewChain { chain: String },
+    /// `-X [chain]`: delete one user-defined chain, or all of them.
+    DeleteChain { chain: Option<String> },
+    /// `-E old new`: rename a user-defined chain (jumps to it follow).
+    RenameChain { chain: String, new_name: String },
     /// `-h`.
     Help,
     /// `-V`.
@@ -111,7 +118,9 @@ impl IptablesCommand {
 /// is one line: what is wrong, where, and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ParseError {
-    #[error("no command specified; use one of -A, -I, -D, -R, -C, -L, -S, -F, -Z or -P")]
+    #[error(
+        "no command specified; use one of -A, -I, -D, -R, -C, -L, -S, -F, -Z, -P, -N, -X or -E"
+    )]
     NoCommand,
     #[error("cannot use {second} with {first}; give one command per invocation")]
     TwoCommands { first: String, second: String },
@@ -403,7 +412,6 @@ const UNSUPPORTED_MATCHES: &[&str] = &[
     "connlabel",
     "connlimit",
     "connmark",
-    "conntrack",
     "cpu",
     "dccp",
     "devgroup",
@@ -431,7 +439,6 @@ const UNSUPPORTED_MATCHES: &[&str] = &[
     "sctp",
     "set",
     "socket",
-    "state",
     "statistic",
     "string",
     "tcpmss",
@@ -466,7 +473,6 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "NOTRACK",
     "RATEEST",
     "REDIRECT",
-    "RETURN",
     "SECMARK",
     "SET",
     "SNAT",
@@ -924,7 +930,7 @@ fn parse_policy(chain: &str, text: &str) -> Result<Policy, ParseError> {
     }
 }
 
-fn check_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+pub(crate) fn check_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
     let reason = if name.is_empty() {
         "a chain name cannot be empty"
     } else if name.len() > MAX_CHAIN_NAME_LEN {
@@ -1093,6 +1099,12 @@ enum MatchOption {
     Ports,
     MacSource,
     Comment,
+    /// `-m state --state`.
+    State,
+    /// `-m conntrack --ctstate`.
+    CtState,
+    /// A `-m conntrack` option netbeast does not implement yet (its name).
+    CtUnsupported(&'static str),
 }
 
 impl MatchOption {
@@ -1109,6 +1121,9 @@ impl MatchOption {
             MatchOption::Ports => "--ports",
             MatchOption::MacSource => "--mac-source",
             MatchOption::Comment => "--comment",
+            MatchOption::State => "--state",
+            MatchOption::CtState => "--ctstate",
+            MatchOption::CtUnsupported(name) => name,
         }
     }
 }
@@ -1138,6 +1153,36 @@ const MULTIPORT_OPTIONS: &[(&str, MatchOption)] = &[
 ];
 const MAC_OPTIONS: &[(&str, MatchOption)] = &[("mac-source", MatchOption::MacSource)];
 const COMMENT_OPTIONS: &[(&str, MatchOption)] = &[("comment", MatchOption::Comment)];
+const STATE_OPTIONS: &[(&str, MatchOption)] = &[("state", MatchOption::State)];
+/// libxt_conntrack's options: only `--ctstate` is implemented, the others
+/// are known so that they get a clear "not supported yet".
+const CONNTRACK_OPTIONS: &[(&str, MatchOption)] = &[
+    ("ctstate", MatchOption::CtState),
+    ("ctproto", MatchOption::CtUnsupported("--ctproto")),
+    ("ctorigsrc", MatchOption::CtUnsupported("--ctorigsrc")),
+    ("ctorigdst", MatchOption::CtUnsupported("--ctorigdst")),
+    ("ctreplsrc", MatchOption::CtUnsupported("--ctreplsrc")),
+    ("ctrepldst", MatchOption::CtUnsupported("--ctrepldst")),
+    (
+        "ctorigsrcport",
+        MatchOption::CtUnsupported("--ctorigsrcport"),
+    ),
+    (
+        "ctorigdstport",
+        MatchOption::CtUnsupported("--ctorigdstport"),
+    ),
+    (
+        "ctreplsrcport",
+        MatchOption::CtUnsupported("--ctreplsrcport"),
+    ),
+    (
+        "ctrepldstport",
+        MatchOption::CtUnsupported("--ctrepldstport"),
+    ),
+    ("ctstatus", MatchOption::CtUnsupported("--ctstatus")),
+    ("ctexpire", MatchOption::CtUnsupported("--ctexpire")),
+    ("ctdir", MatchOption::CtUnsupported("--ctdir")),
+];
 const REJECT_OPTIONS: &[&str] = &["reject-with"];
 
 /// The match modules netbeast implements, while their options are parsed.
@@ -1157,6 +1202,11 @@ enum MatchState {
     Multiport(Option<(MultiportKind, bool, Vec<PortRange>)>),
     Mac(Option<Negatable<[u8; 6]>>),
     Comment(Option<String>),
+    /// `-m state` / `-m conntrack`: `(negated, states)` once given.
+    ConnState {
+        module: StateModule,
+        states: Option<(bool, CtStates)>,
+    },
 }
 
 impl MatchState {
@@ -1168,6 +1218,11 @@ impl MatchState {
             MatchState::Multiport(_) => MULTIPORT_OPTIONS,
             MatchState::Mac(_) => MAC_OPTIONS,
             MatchState::Comment(_) => COMMENT_OPTIONS,
+            MatchState::ConnState {
+                module: StateModule::State,
+                ..
+            } => STATE_OPTIONS,
+            MatchState::ConnState { .. } => CONNTRACK_OPTIONS,
         }
     }
 
@@ -1180,6 +1235,11 @@ impl MatchState {
             MatchState::Multiport(_) => "-m multiport",
             MatchState::Mac(_) => "-m mac",
             MatchState::Comment(_) => "-m comment",
+            MatchState::ConnState {
+                module: StateModule::State,
+                ..
+            } => "-m state",
+            MatchState::ConnState { .. } => "-m conntrack",
         }
     }
 }
@@ -1210,6 +1270,9 @@ enum CommandKind {
     Flush,
     Zero,
     Policy,
+    NewChain,
+    DeleteChain,
+    RenameChain,
 }
 
 impl CommandKind {
@@ -1225,6 +1288,9 @@ impl CommandKind {
             CommandKind::Flush => "-F",
             CommandKind::Zero => "-Z",
             CommandKind::Policy => "-P",
+            CommandKind::NewChain => "-N",
+            CommandKind::DeleteChain => "-X",
+            CommandKind::RenameChain => "-E",
         }
     }
 
@@ -1247,6 +1313,12 @@ enum TargetState {
     Drop,
     Continue,
     Reject(Option<RejectWith>),
+    Return,
+    /// `-j NAME` with a name that is no built-in target: a user-defined
+    /// chain, which must exist when the command applies.
+    Jump(String),
+    /// `-g NAME`.
+    Goto(String),
 }
 
 /// The parser's state while it walks the arguments.
@@ -1258,6 +1330,8 @@ struct Parser<'a> {
     chain: Option<String>,
     position: Option<usize>,
     policy: Option<Policy>,
+    /// The new name of `-E`.
+    new_name: Option<String>,
     verbose: bool,
     numeric: bool,
     exact: bool,
@@ -1289,6 +1363,7 @@ impl<'a> Parser<'a> {
             chain: None,
             position: None,
             policy: None,
+            new_name: None,
             verbose: false,
             numeric: false,
             exact: false,
@@ -1477,12 +1552,7 @@ impl<'a> Parser<'a> {
             }
             'j' => self.jump_option()?,
             'm' => self.match_option()?,
-            'g' => {
-                return Err(ParseError::Unsupported {
-                    what: "-g (goto)".into(),
-                    hint: "; it needs user-defined chains".into(),
-                });
-            }
+            'g' => self.goto_option()?,
             'c' => self.counters_option()?,
             't' => self.table_option()?,
             'v' => {
@@ -1524,17 +1594,9 @@ impl<'a> Parser<'a> {
             'Z' => CommandKind::Zero,
             'F' => CommandKind::Flush,
             'P' => CommandKind::Policy,
-            _ => {
-                let verb = match c {
-                    'N' => "creating",
-                    'X' => "deleting",
-                    _ => "renaming",
-                };
-                return Err(ParseError::Unsupported {
-                    what: format!("{verb} user-defined chains ({typed})"),
-                    hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
-                });
-            }
+            'N' => CommandKind::NewChain,
+            'X' => CommandKind::DeleteChain,
+            _ => CommandKind::RenameChain,
         };
         self.add_command(kind)?;
         match kind {
@@ -1560,7 +1622,24 @@ impl<'a> Parser<'a> {
                     self.optional_position(typed)?;
                 }
             }
-            CommandKind::Flush => self.optional_chain(typed)?,
+            CommandKind::Flush | CommandKind::DeleteChain => self.optional_chain(typed)?,
+            CommandKind::NewChain => {
+                self.command_chain(typed)?;
+                check_new_chain_name(typed, self.chain.as_deref().unwrap_or_default())?;
+            }
+            CommandKind::RenameChain => {
+                self.command_chain(typed)?;
+                let new_name = self
+                    .scanner
+                    .next_word()
+                    .ok_or(ParseError::MissingArgument {
+                        option: typed.to_string(),
+                        expected: "the old and the new chain name, like -E OLD NEW",
+                    })?;
+                check_chain_name(typed, new_name)?;
+                check_new_chain_name(typed, new_name)?;
+                self.new_name = Some(new_name.to_string());
+            }
             CommandKind::Policy => {
                 self.command_chain(typed)?;
                 let policy = self
@@ -1664,15 +1743,41 @@ impl<'a> Parser<'a> {
 
     fn jump_option(&mut self) -> Result<(), ParseError> {
         self.no_invert("-j")?;
-        self.once("-j", "; a rule has one target")?;
-        let name = self.required("-j", "a target: ACCEPT, DROP or REJECT")?;
+        self.once("-j", "; a rule has one target (-j or -g)")?;
+        let name = self.required(
+            "-j",
+            "a target: ACCEPT, DROP, REJECT, RETURN or a user-defined chain",
+        )?;
         self.target = Some(match name {
             "ACCEPT" => TargetState::Accept,
             "DROP" => TargetState::Drop,
             "REJECT" => TargetState::Reject(None),
             "CONTINUE" => TargetState::Continue,
-            _ => return Err(unknown_target(name)),
+            "RETURN" => TargetState::Return,
+            _ if is_target_name(name) => return Err(unknown_target(name)),
+            _ => {
+                check_chain_name("-j", name)?;
+                TargetState::Jump(name.to_string())
+            }
         });
+        Ok(())
+    }
+
+    /// `-g CHAIN`: like `-j CHAIN`, but the chain does not come back here.
+    fn goto_option(&mut self) -> Result<(), ParseError> {
+        self.no_invert("-g")?;
+        self.once("-j", "; a rule has one target (-j or -g)")?;
+        let name = self.required("-g", "a user-defined chain")?;
+        if is_target_name(name) {
+            return Err(invalid(
+                "-g",
+                "chain",
+                name,
+                format!("-g goes to a user-defined chain; {name} is a target, write -j {name}"),
+            ));
+        }
+        check_chain_name("-g", name)?;
+        self.target = Some(TargetState::Goto(name.to_string()));
         Ok(())
     }
 
@@ -1706,6 +1811,14 @@ impl<'a> Parser<'a> {
             "multiport" => MatchState::Multiport(None),
             "mac" => MatchState::Mac(None),
             "comment" => MatchState::Comment(None),
+            "state" => MatchState::ConnState {
+                module: StateModule::State,
+                states: None,
+            },
+            "conntrack" => MatchState::ConnState {
+                module: StateModule::Conntrack,
+                states: None,
+            },
             _ => return Err(unknown_match(name)),
         };
         self.matches.push(state);
@@ -1901,11 +2014,14 @@ impl<'a> Parser<'a> {
             "-m mac before it, e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff".to_string()
         } else if module_of(COMMENT_OPTIONS) {
             "-m comment before it, e.g. -m comment --comment \"ssh\"".to_string()
+        } else if module_of(STATE_OPTIONS) {
+            "-m state before it, e.g. -m state --state ESTABLISHED,RELATED".to_string()
+        } else if module_of(CONNTRACK_OPTIONS) {
+            "-m conntrack before it, e.g. -m conntrack --ctstate ESTABLISHED,RELATED".to_string()
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
         } else {
             let hint = match name {
-                "state" | "ctstate" => " (connection tracking matches are not supported yet)",
                 "sports" | "dports" => " (did you mean -m multiport?)",
                 _ => "",
             };
@@ -1939,6 +2055,12 @@ impl<'a> Parser<'a> {
             }
             MatchOption::MacSource => self.mac_option(index),
             MatchOption::Comment => self.comment_option(index),
+            MatchOption::State | MatchOption::CtState => self.conn_state_option(index, option),
+            MatchOption::CtUnsupported(name) => Err(ParseError::Unsupported {
+                what: format!("{name} (-m conntrack)"),
+                hint: "; netbeast matches the connection state only: -m conntrack --ctstate LIST"
+                    .into(),
+            }),
         }
     }
 
@@ -2028,6 +2150,32 @@ impl<'a> Parser<'a> {
             unreachable!("--comment only resolves to -m comment");
         };
         fill_once(slot, text.to_string(), name, "; add another -m comment")
+    }
+
+    /// `--state LIST` / `--ctstate LIST`. As in iptables, `!` goes before
+    /// the option; the old `--state ! LIST` is refused.
+    fn conn_state_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+        let name = option.name();
+        let negated = self.invert;
+        let text = self.required(name, "a list of states like ESTABLISHED,RELATED")?;
+        if text == "!" {
+            return Err(invalid(
+                name,
+                "state",
+                text,
+                format!("put '!' before the option: ! {name} NEW"),
+            ));
+        }
+        let MatchState::ConnState { module, states } = &mut self.matches[index] else {
+            unreachable!("--state/--ctstate only resolve to -m state/conntrack");
+        };
+        let value = parse_ct_states(name, *module, text)?;
+        fill_once(
+            states,
+            (negated, value),
+            name,
+            "; list the states with commas",
+        )
     }
 
     fn reject_with_option(&mut self) -> Result<(), ParseError> {
@@ -2189,6 +2337,14 @@ impl<'a> Parser<'a> {
             }
             CommandKind::Zero => Action::Zero { chain, position },
             CommandKind::Flush => Action::Flush { chain },
+            CommandKind::NewChain => Action::NewChain {
+                chain: chain.unwrap_or_default(),
+            },
+            CommandKind::DeleteChain => Action::DeleteChain { chain },
+            CommandKind::RenameChain => Action::RenameChain {
+                chain: chain.unwrap_or_default(),
+                new_name: self.new_name.take().unwrap_or_default(),
+            },
             CommandKind::Policy => Action::SetPolicy {
                 chain: chain.unwrap_or_default(),
                 policy: self.policy.unwrap_or(Policy::Accept),
@@ -2301,6 +2457,9 @@ impl<'a> Parser<'a> {
     fn finish_target(&mut self) -> Result<Target, ParseError> {
         Ok(match self.target.take() {
             None | Some(TargetState::Continue) => Target::None,
+            Some(TargetState::Return) => Target::Return,
+            Some(TargetState::Jump(chain)) => Target::Jump(chain),
+            Some(TargetState::Goto(chain)) => Target::Goto(chain),
             Some(TargetState::Accept) => Target::Accept,
             Some(TargetState::Drop) => Target::Drop,
             Some(TargetState::Reject(with)) => {
@@ -2435,6 +2594,28 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
                 example: "e.g. -m comment --comment \"allow ssh\"",
             })?)
         }
+        MatchState::ConnState {
+            module: which,
+            states,
+        } => {
+            let (option, example) = match which {
+                StateModule::State => ("--state", "e.g. -m state --state ESTABLISHED,RELATED"),
+                StateModule::Conntrack => (
+                    "--ctstate",
+                    "e.g. -m conntrack --ctstate ESTABLISHED,RELATED",
+                ),
+            };
+            let (negated, states) = states.ok_or(ParseError::MissingModuleOption {
+                module,
+                option,
+                example,
+            })?;
+            Match::ConnState {
+                module: which,
+                negated,
+                states,
+            }
+        }
     })
 }
 
@@ -2474,38 +2655,84 @@ fn finish_ports(
     })
 }
 
+/// Targets netbeast implements, by the name `-j` takes.
+pub(crate) const BUILTIN_TARGETS: &[&str] = &["ACCEPT", "DROP", "REJECT", "RETURN", "CONTINUE"];
+
+/// A name iptables resolves to a target rather than to a chain: `-j` with
+/// it never means a user-defined chain, and no chain may be called so.
+fn is_target_name(name: &str) -> bool {
+    BUILTIN_TARGETS.contains(&name) || UNSUPPORTED_TARGETS.contains(&name) || name == "QUEUE"
+}
+
+/// A target iptables has and netbeast does not implement (the others are
+/// handled before this is called).
 fn unknown_target(name: &str) -> ParseError {
-    let upper = name.to_ascii_uppercase();
-    if UNSUPPORTED_TARGETS.contains(&name) {
-        return ParseError::Unsupported {
-            what: format!("the {name} target"),
-            hint: "; netbeast supports ACCEPT, DROP and REJECT".into(),
-        };
+    ParseError::Unsupported {
+        what: format!("the {name} target"),
+        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN and jumps (-j/-g) to \
+               user-defined chains"
+            .into(),
     }
-    let hint = if matches!(upper.as_str(), "ACCEPT" | "DROP" | "REJECT") {
-        format!("targets are upper case: did you mean -j {upper}?")
-    } else {
-        "netbeast supports ACCEPT, DROP and REJECT (jumps to user-defined chains are not supported yet)".into()
-    };
-    invalid("-j", "target", name, hint)
+}
+
+/// The checks iptables makes on the name of a chain it creates (`-N`, the
+/// new name of `-E`, a chain line of a restore file).
+pub(crate) fn check_new_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    if is_target_name(name) {
+        return Err(invalid(
+            option,
+            "chain name",
+            name,
+            "a chain name may not clash with a target name; pick another name",
+        ));
+    }
+    Ok(())
+}
+
+/// A `--state`/`--ctstate` list: comma-separated state names, any case,
+/// no spaces and no empty items (as libxt_state/libxt_conntrack parse it).
+fn parse_ct_states(option: &str, module: StateModule, text: &str) -> Result<CtStates, ParseError> {
+    let mut states = CtStates::default();
+    for item in text.split(',') {
+        let upper = item.to_ascii_uppercase();
+        if let Some((_, state)) = CtStates::NAMES.iter().find(|(n, _)| *n == upper) {
+            states = states.with(*state);
+            continue;
+        }
+        let reason = match (upper.as_str(), module) {
+            ("", _) => "a state is missing; list states with commas and no spaces, like ESTABLISHED,RELATED".to_string(),
+            ("SNAT" | "DNAT", StateModule::Conntrack) => {
+                return Err(ParseError::Unsupported {
+                    what: format!("the {upper} connection state ({option} {upper})"),
+                    hint: "; netbeast has no NAT yet: use INVALID, NEW, ESTABLISHED, RELATED or UNTRACKED".into(),
+                });
+            }
+            ("SNAT" | "DNAT", StateModule::State) => format!(
+                "{upper} is a state of -m conntrack --ctstate; -m state knows INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED"
+            ),
+            _ => "the states are INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED".to_string(),
+        };
+        return Err(invalid(option, "state", item, reason));
+    }
+    Ok(states)
 }
 
 fn unknown_match(name: &str) -> ParseError {
     if UNSUPPORTED_MATCHES.contains(&name) {
         return ParseError::Unsupported {
             what: format!("the {name} match (-m {name})"),
-            hint: "; netbeast supports -m tcp, udp, icmp, multiport, mac and comment".into(),
+            hint: "; netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into(),
         };
     }
     let lower = name.to_ascii_lowercase();
     let hint = if lower != name
         && matches!(
             lower.as_str(),
-            "tcp" | "udp" | "icmp" | "multiport" | "mac" | "comment"
+            "tcp" | "udp" | "icmp" | "multiport" | "mac" | "comment" | "state" | "conntrack"
         ) {
         format!("match names are lower case: did you mean -m {lower}?")
     } else {
-        "netbeast supports -m tcp, udp, icmp, multiport, mac and comment".into()
+        "netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into()
     };
     invalid("-m", "match", name, hint)
 }
@@ -3574,8 +3801,8 @@ mod tests {
     #[test]
     fn match_errors() {
         assert_err(
-            "-A INPUT -m state --state NEW",
-            "the state match (-m state) is not supported yet",
+            "-A INPUT -m connlimit",
+            "the connlimit match (-m connlimit) is not supported yet",
         );
         assert_err("-A INPUT -m foo", "invalid match 'foo'");
         assert_err("-A INPUT -m TCP", "did you mean -m tcp?");
@@ -3583,8 +3810,145 @@ mod tests {
         assert_err("-A INPUT -m", "option -m requires an argument");
         assert_err(
             "-A INPUT --state NEW",
-            "connection tracking matches are not supported yet",
+            "--state needs -m state before it, e.g. -m state --state ESTABLISHED,RELATED",
         );
+        assert_err(
+            "-A INPUT --ctstate NEW",
+            "--ctstate needs -m conntrack before it",
+        );
+    }
+
+    // -- connection state: -m state --state, -m conntrack --ctstate --
+
+    fn conn_state(line: &str) -> (StateModule, bool, String) {
+        let rule = rule(line);
+        let [
+            Match::ConnState {
+                module,
+                negated,
+                states,
+            },
+        ] = rule.matches.as_slice()
+        else {
+            panic!("{line}: expected one state match, got {:?}", rule.matches);
+        };
+        (*module, *negated, states.text())
+    }
+
+    #[test]
+    fn state_lists() {
+        let cases = [
+            (
+                "-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT",
+                (StateModule::State, false, "RELATED,ESTABLISHED"),
+            ),
+            (
+                "-A INPUT -m state ! --state NEW,INVALID -j ACCEPT",
+                (StateModule::State, true, "INVALID,NEW"),
+            ),
+            (
+                "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+                (StateModule::Conntrack, false, "ESTABLISHED"),
+            ),
+            (
+                "-A INPUT -m conntrack ! --ctstate UNTRACKED,related,New -j DROP",
+                (StateModule::Conntrack, true, "NEW,RELATED,UNTRACKED"),
+            ),
+            // Repeats collapse; a unique prefix of the option works, as getopt.
+            (
+                "-A OUTPUT -m state --sta NEW,NEW -j ACCEPT",
+                (StateModule::State, false, "NEW"),
+            ),
+            (
+                "-A INPUT -m conntrack --ctstate=INVALID -j DROP",
+                (StateModule::Conntrack, false, "INVALID"),
+            ),
+        ];
+        for (line, (module, negated, text)) in cases {
+            assert_eq!(
+                conn_state(line),
+                (module, negated, text.to_string()),
+                "{line}"
+            );
+        }
+        let all = conn_state("-A INPUT -m state --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED");
+        assert_eq!(all.2, "INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED");
+        let bits = CtStates::default()
+            .with(netbeast_common::ct_state::ESTABLISHED)
+            .with(netbeast_common::ct_state::RELATED);
+        assert_eq!(
+            rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
+            vec![Match::ConnState {
+                module: StateModule::State,
+                negated: false,
+                states: bits
+            }]
+        );
+        // Two state matches in one rule are two conditions, as in iptables.
+        let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");
+        assert_eq!(rule.matches.len(), 2);
+    }
+
+    #[test]
+    fn state_errors() {
+        assert_err("-A INPUT -m state -j ACCEPT", "-m state requires --state");
+        assert_err(
+            "-A INPUT -m conntrack -j ACCEPT",
+            "-m conntrack requires --ctstate",
+        );
+        assert_err(
+            "-A INPUT -m state --state",
+            "option --state requires an argument",
+        );
+        assert_err(
+            "-A INPUT -m state --state FOO",
+            "invalid state 'FOO' for --state",
+        );
+        assert_err("-A INPUT -m state --state NEW,", "a state is missing");
+        assert_err("-A INPUT -m state --state ,NEW", "a state is missing");
+        assert_err(
+            "-A INPUT -m state --state ! NEW",
+            "put '!' before the option",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstate ! NEW",
+            "put '!' before the option",
+        );
+        assert_err(
+            "-A INPUT -m state --state NEW --state INVALID",
+            "multiple --state options",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstate NEW --ctstate INVALID",
+            "multiple --ctstate options",
+        );
+        assert_err(
+            "-A INPUT -m state --state SNAT",
+            "SNAT is a state of -m conntrack --ctstate",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstate DNAT,NEW",
+            "the DNAT connection state (--ctstate DNAT) is not supported yet",
+        );
+        for option in [
+            "--ctproto tcp",
+            "--ctorigsrc 10.0.0.1",
+            "--ctstatus ASSURED",
+            "--ctdir REPLY",
+            "--ctexpire 10",
+        ] {
+            let name = option.split_whitespace().next().unwrap();
+            assert_err(
+                &format!("-A INPUT -m conntrack {option}"),
+                &format!("{name} (-m conntrack) is not supported yet"),
+            );
+        }
+        assert_err(
+            "-A INPUT ! -m state --state NEW",
+            "'!' cannot be used before -m",
+        );
+        // --ctst could be --ctstate or --ctstatus.
+        assert_err("-A INPUT -m conntrack --ctst NEW", "--ctst");
     }
 
     // -- counters --

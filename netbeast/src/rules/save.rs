@@ -117,12 +117,19 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
     if counters == CounterStyle::Inline {
         let _ = write!(out, " -c {} {}", rule.counter.packets, rule.counter.bytes);
     }
-    match rule.target {
+    match &rule.target {
         Target::None => {}
         Target::Accept => out.push_str(" -j ACCEPT"),
         Target::Drop => out.push_str(" -j DROP"),
         Target::Reject(with) => {
             let _ = write!(out, " -j REJECT --reject-with {}", with.as_str());
+        }
+        Target::Return => out.push_str(" -j RETURN"),
+        Target::Jump(chain) => {
+            let _ = write!(out, " -j {chain}");
+        }
+        Target::Goto(chain) => {
+            let _ = write!(out, " -g {chain}");
         }
     }
     out
@@ -276,13 +283,18 @@ pub struct RestoreTable {
     pub name: TableName,
     /// The line of its `*table` header.
     pub line: usize,
+    /// The line of its `COMMIT`, where errors about the whole section
+    /// (jump loops) are reported.
+    pub commit_line: usize,
     /// Chain lines and commands in file order.
     pub entries: Vec<RestoreEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestoreEntry {
-    /// `:CHAIN POLICY [packets:bytes]`; `-` keeps the policy.
+    /// `:CHAIN POLICY [packets:bytes]`; `-` keeps the policy. For a
+    /// user-defined chain (always `-`), the chain is created, or emptied if
+    /// it exists.
     Chain {
         line: usize,
         name: String,
@@ -372,6 +384,9 @@ pub fn apply_restore(
             TableName::Filter => &mut scratch.filter,
         };
         if !noflush {
+            // As iptables-restore: every rule goes, and every user-defined
+            // chain; the built-in chains keep their policies.
+            table.chains.retain(|c| c.policy.is_some());
             table.chains.iter_mut().for_each(|c| c.rules.clear());
         }
         for entry in &section.entries {
@@ -381,13 +396,33 @@ pub fn apply_restore(
                     name,
                     policy,
                     counter,
-                } => {
-                    let chain = table.chain_mut(name).ok_or_else(|| RestoreError::Syntax {
-                        line: *line,
-                        reason: format!("chain '{name}' does not exist"),
-                    })?;
-                    set_chain_line(chain, *policy, *counter);
-                }
+                } => match table.chain_mut(name) {
+                    Some(chain) if chain.policy.is_some() => {
+                        set_chain_line(chain, *policy, *counter)
+                    }
+                    Some(chain) => chain.rules.clear(),
+                    None if BUILTIN_CHAINS.contains(&name.as_str()) => {
+                        return Err(RestoreError::Syntax {
+                            line: *line,
+                            reason: format!("chain '{name}' does not exist"),
+                        });
+                    }
+                    None => {
+                        let create = IptablesCommand {
+                            table: section.name,
+                            verbose: false,
+                            action: Action::NewChain {
+                                chain: name.clone(),
+                            },
+                        };
+                        command::execute(table, &create).map_err(|source| {
+                            RestoreError::Command {
+                                line: *line,
+                                source,
+                            }
+                        })?;
+                    }
+                },
                 RestoreEntry::Command { line, command } => {
                     command::execute(table, command).map_err(|source| RestoreError::Command {
                         line: *line,
@@ -396,10 +431,19 @@ pub fn apply_restore(
                 }
             }
         }
+        // Jumps are checked once the whole section is in, as iptables
+        // checks the ruleset it commits.
+        command::check_jumps(table).map_err(|source| RestoreError::Command {
+            line: section.commit_line,
+            source,
+        })?;
     }
     *ruleset = scratch;
     Ok(())
 }
+
+/// The filter table's built-in chains.
+const BUILTIN_CHAINS: [&str; 3] = ["INPUT", "FORWARD", "OUTPUT"];
 
 fn set_chain_line(chain: &mut Chain, policy: Option<Policy>, counter: Option<Counter>) {
     if let Some(policy) = policy {
@@ -500,7 +544,8 @@ impl RestoreReader {
         }
         if text == "COMMIT" {
             return match self.open.take() {
-                Some(Section::Filter(table)) => {
+                Some(Section::Filter(mut table)) => {
+                    table.commit_line = line;
                     self.tables.push(table);
                     Ok(())
                 }
@@ -544,6 +589,7 @@ impl RestoreReader {
             "filter" => Section::Filter(RestoreTable {
                 name: TableName::Filter,
                 line,
+                commit_line: line,
                 entries: Vec::new(),
             }),
             _ if ignored_table_chains(name).is_some() => Section::Ignored {
@@ -609,19 +655,22 @@ fn filter_chain_line(line: usize, text: &str) -> Result<RestoreEntry, RestoreErr
             "a chain name must follow ':', as in :INPUT ACCEPT [0:0]".into(),
         ));
     };
-    if !matches!(name, "INPUT" | "FORWARD" | "OUTPUT") {
-        return Err(RestoreError::Parse {
-            line,
-            source: ParseError::Unsupported {
-                what: format!("user-defined chains (:{name})"),
-                hint: "; netbeast has the built-in chains INPUT, FORWARD and OUTPUT".into(),
-            },
-        });
+    let builtin = BUILTIN_CHAINS.contains(&name);
+    if !builtin {
+        parse::check_chain_name(":", name)
+            .and_then(|()| parse::check_new_chain_name(":", name))
+            .map_err(|source| RestoreError::Parse { line, source })?;
     }
     let policy = match fields.next() {
+        Some("-") => None,
+        Some(other) if !builtin => {
+            return Err(syntax(format!(
+                "'{other}' for the user-defined chain {name}: only built-in chains have a \
+                 policy; write :{name} - [0:0]"
+            )));
+        }
         Some("ACCEPT") => Some(Policy::Accept),
         Some("DROP") => Some(Policy::Drop),
-        Some("-") => None,
         Some(other) => {
             return Err(syntax(format!(
                 "invalid policy '{other}' for {name}; the policy is ACCEPT or DROP"
@@ -763,6 +812,43 @@ mod tests {
 
     fn restore_err(text: &str) -> String {
         restore(text).unwrap_err().to_string()
+    }
+
+    /// Checked against iptables-legacy-save and iptables-nft-save 1.8.9.
+    #[test]
+    fn connection_states_save_as_iptables() {
+        let cases = [
+            (
+                "-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT",
+                "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT",
+            ),
+            (
+                "-A INPUT -m state ! --state NEW,INVALID -j ACCEPT",
+                "-A INPUT -m state ! --state INVALID,NEW -j ACCEPT",
+            ),
+            (
+                "-A INPUT -m conntrack ! --ctstate UNTRACKED,NEW -j DROP",
+                "-A INPUT -m conntrack ! --ctstate NEW,UNTRACKED -j DROP",
+            ),
+            (
+                "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
+                "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
+            ),
+            (
+                "-I FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+                "-A FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+            ),
+            (
+                "-A INPUT -m state --state new,invalid,related,established,untracked",
+                "-A INPUT -m state --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED",
+            ),
+        ];
+        for (typed, saved) in cases {
+            assert_eq!(save_line(typed), saved, "{typed}");
+            // What save prints restores to the same rule.
+            let again = restore(&format!("*filter\n{saved}\nCOMMIT\n")).unwrap();
+            assert_eq!(again, ruleset(&[typed]), "{saved}");
+        }
     }
 
     #[test]

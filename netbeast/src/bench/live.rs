@@ -1,0 +1,436 @@
+//! The live-frames packet generator of DESIGN §8 and the bare XDP programs
+//! the benchmark attaches (the floor receiver, the forwarding sink).
+//!
+//! `netbeast_generator` (netbeast-ebpf generator.rs) returns `XDP_TX` for
+//! every frame. Run with `BPF_PROG_TEST_RUN` in live-frames mode
+//! (`BPF_F_TEST_XDP_LIVE_FRAMES`), the kernel turns each `XDP_TX` into a
+//! transmit on the device named by the context's `ingress_ifindex`: the
+//! frames leave one end of a veth pair and reach the other. The receiver's
+//! work runs in the softirq of the same CPU, right after each batch, so one
+//! pinned core carries both the generator and the data plane under test.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+};
+use netbeast_common::generator;
+
+use crate::packet::{Checksum, FrameBuilder, MacAddr};
+
+/// The kernel object built by build.rs (the same one the loader embeds).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbeast"));
+
+const GENERATOR_PROGRAM: &str = "netbeast_generator";
+const FLOOR_PROGRAM: &str = "netbeast_floor";
+/// Frames per live-frames batch: the kernel flushes the transmit queue and
+/// lets the receiver's softirq run after each batch.
+pub const BATCH_SIZE: u32 = 64;
+/// The largest batch the kernel accepts (TEST_XDP_MAX_BATCH).
+pub const MAX_BATCH_SIZE: u32 = 256;
+/// XDP_TX as BPF_PROG_TEST_RUN reports it.
+const XDP_TX: u32 = 3;
+/// Ethernet + IPv4 + UDP headers: the smallest frame the generator sends.
+pub const MIN_FRAME_SIZE: usize = generator::HEADER_BYTES;
+/// An Ethernet frame without FCS at the veth's default 1500-byte MTU.
+pub const MAX_FRAME_SIZE: usize = 1514;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("cannot load the netbeast eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object (a build mismatch: rebuild netbeast)")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object (a build mismatch: rebuild netbeast)")]
+    MissingMap(&'static str),
+    #[error("the kernel rejected {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(
+        "this kernel has no XDP live-frames mode for BPF_PROG_TEST_RUN (Linux 5.18 or newer, with \
+         CONFIG_NET and XDP support, is needed for the packet generator): {0}"
+    )]
+    NoLiveFrames(#[source] ProgramError),
+    #[error("the packet generator failed: {0}")]
+    Send(#[source] ProgramError),
+    #[error("the generator returned XDP action {0} instead of XDP_TX (3)")]
+    NotTx(u32),
+    #[error("cannot attach {name} to {iface}: {source}")]
+    Attach {
+        name: &'static str,
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot pin the generator to CPU {cpu}: {source} (choose one of 0..{cpus} with --cpu)")]
+    Pin {
+        cpu: usize,
+        cpus: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--flows {0}: the generator spreads frames over 1..={max} flows (generator::MAX_FLOWS)",
+        max = generator::MAX_FLOWS
+    )]
+    TooManyFlows(u32),
+    #[error(
+        "--size {0}: frames are {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} bytes (Ethernet header to the end of the UDP payload, no FCS)"
+    )]
+    BadSize(usize),
+}
+
+/// What one generator run sends: a UDP frame and the flows it is spread over.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    pub src_mac: MacAddr,
+    /// The receiver's MAC, so the kernel does not discard frames as
+    /// addressed to another host before netfilter sees them.
+    pub dst_mac: MacAddr,
+    /// Flow `f` comes from `first_source + f % ADDRESSES`, port
+    /// `first_port + f / ADDRESSES`.
+    pub first_source: Ipv4Addr,
+    pub first_port: u16,
+    pub destination: Ipv4Addr,
+    pub dport: u16,
+    pub flows: u32,
+    /// Frame length, Ethernet header to the end of the payload.
+    pub size: usize,
+}
+
+impl Traffic {
+    pub fn check(&self) -> Result<(), LiveError> {
+        if self.flows == 0 || self.flows > generator::MAX_FLOWS {
+            return Err(LiveError::TooManyFlows(self.flows));
+        }
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.size) {
+            return Err(LiveError::BadSize(self.size));
+        }
+        Ok(())
+    }
+
+    /// The frame of flow 0. The UDP checksum is 0 ("none"): the generator
+    /// rewrites source address and port and keeps only the IPv4 checksum
+    /// right.
+    pub fn template(&self) -> Vec<u8> {
+        FrameBuilder::udp(
+            self.first_source,
+            self.first_port,
+            self.destination,
+            self.dport,
+        )
+        .src_mac(self.src_mac)
+        .dst_mac(self.dst_mac)
+        .payload(&vec![0u8; self.size - MIN_FRAME_SIZE])
+        .l4_checksum(Checksum::Zero)
+        .build()
+    }
+
+    /// The address and port flow `f` is sent from (as the generator does it).
+    pub fn flow_source(&self, f: u32) -> (Ipv4Addr, u16) {
+        let addr = u32::from(self.first_source) + f % generator::ADDRESSES;
+        let port = self.first_port as u32 + f / generator::ADDRESSES;
+        (Ipv4Addr::from(addr), port as u16)
+    }
+
+    /// The template's headers as the generator copies them, in words.
+    fn header_words(&self) -> [u64; generator::TEMPLATE_WORDS] {
+        let frame = self.template();
+        let mut bytes = [0u8; 8 * generator::TEMPLATE_WORDS];
+        bytes[..generator::HEADER_BYTES].copy_from_slice(&frame[..generator::HEADER_BYTES]);
+        let mut words = [0u64; generator::TEMPLATE_WORDS];
+        for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            *w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        words
+    }
+
+    /// The generator's configuration array for this traffic.
+    fn config(&self) -> [u32; generator::CONFIG_ENTRIES as usize] {
+        let frame = self.template();
+        // One's-complement sum of the IPv4 header without its checksum
+        // (bytes 10-11) and source address (12-15).
+        let ip = &frame[14..34];
+        let mut sum: u32 = 0;
+        for (i, w) in ip.chunks(2).enumerate() {
+            if (5..8).contains(&i) {
+                continue;
+            }
+            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        let mut c = [0u32; generator::CONFIG_ENTRIES as usize];
+        c[generator::FLOWS as usize] = self.flows;
+        c[generator::FIRST_SOURCE as usize] = u32::from(self.first_source);
+        c[generator::FIRST_PORT as usize] = self.first_port as u32;
+        c[generator::HEADER_SUM as usize] = sum;
+        c
+    }
+}
+
+/// The loaded generator program with its maps.
+pub struct Generator {
+    ebpf: Ebpf,
+}
+
+/// One run of the generator.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    /// Frames the generator handed to the veth (the test run's repeat count,
+    /// cross-checked with the program's own counter).
+    pub frames: u64,
+    /// Wall time of the run, receiver softirqs included.
+    pub elapsed: Duration,
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LiveError> {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LiveError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LiveError::Program { name, source })?;
+    if xdp.fd().is_err() {
+        xdp.load()
+            .map_err(|source| LiveError::Program { name, source })?;
+    }
+    Ok(xdp)
+}
+
+impl Generator {
+    pub fn load() -> Result<Generator, LiveError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LiveError::Load)?;
+        program(&mut ebpf, GENERATOR_PROGRAM)?;
+        Ok(Generator { ebpf })
+    }
+
+    /// Sets the flows of the next runs.
+    pub fn configure(&mut self, traffic: &Traffic) -> Result<(), LiveError> {
+        traffic.check()?;
+        const NAME: &str = "GENERATOR_CONFIG";
+        let map = self.ebpf.map_mut(NAME).ok_or(LiveError::MissingMap(NAME))?;
+        let mut config: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
+        for (i, v) in traffic.config().iter().enumerate() {
+            config
+                .set(i as u32, v, 0)
+                .map_err(|source| LiveError::Map { name: NAME, source })?;
+        }
+        const TEMPLATE: &str = "GENERATOR_TEMPLATE";
+        let map = self
+            .ebpf
+            .map_mut(TEMPLATE)
+            .ok_or(LiveError::MissingMap(TEMPLATE))?;
+        let mut template: Array<&mut MapData, [u64; generator::TEMPLATE_WORDS]> =
+            Array::try_from(map).map_err(|source| LiveError::Map {
+                name: TEMPLATE,
+                source,
+            })?;
+        template
+            .set(0, traffic.header_words(), 0)
+            .map_err(|source| LiveError::Map {
+                name: TEMPLATE,
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Frames the program has generated so far, all CPUs.
+    pub fn generated(&self) -> Result<u64, LiveError> {
+        const NAME: &str = "GENERATED";
+        let map = self.ebpf.map(NAME).ok_or(LiveError::MissingMap(NAME))?;
+        let counter: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
+        let values = counter
+            .get(&0, 0)
+            .map_err(|source| LiveError::Map { name: NAME, source })?;
+        Ok(values.iter().sum())
+    }
+
+    /// Sends `frames` copies of `frame` (rewritten per flow) out of the
+    /// device `ifindex`. The calling thread must be in the device's network
+    /// namespace (the kernel resolves the ifindex there) and should be
+    /// pinned to one CPU ([`pin_to_cpu`]).
+    pub fn send(&mut self, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent, LiveError> {
+        let xdp = program(&mut self.ebpf, GENERATOR_PROGRAM)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let started = Instant::now();
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: frames,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH_SIZE),
+            ..TestRunOptions::new()
+        });
+        let elapsed = started.elapsed();
+        let result = result.map_err(|e| match &e {
+            ProgramError::SyscallError(s)
+                if matches!(
+                    s.io_error.raw_os_error(),
+                    Some(libc::EINVAL | libc::EOPNOTSUPP)
+                ) =>
+            {
+                LiveError::NoLiveFrames(e)
+            }
+            _ => LiveError::Send(e),
+        })?;
+        // In live-frames mode the return value is that of the run, which
+        // is 0 on success; verdicts other than XDP_TX show up as missing
+        // frames on the receiver, caught by the cross-check.
+        if result.return_value != 0 && result.return_value != XDP_TX {
+            return Err(LiveError::NotTx(result.return_value));
+        }
+        Ok(Sent {
+            frames: frames as u64,
+            elapsed,
+        })
+    }
+}
+
+/// Bare XDP programs for receivers: `netbeast_floor` (XDP_DROP everything).
+/// Attachments last as long as this value.
+pub struct BareXdp {
+    ebpf: Ebpf,
+}
+
+impl BareXdp {
+    pub fn load() -> Result<BareXdp, LiveError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LiveError::Load)?;
+        program(&mut ebpf, FLOOR_PROGRAM)?;
+        Ok(BareXdp { ebpf })
+    }
+
+    /// Attaches the XDP_DROP program natively to `iface`. The calling thread
+    /// must be in the interface's network namespace.
+    pub fn attach_drop(&mut self, iface: &str) -> Result<(), LiveError> {
+        let xdp = program(&mut self.ebpf, FLOOR_PROGRAM)?;
+        xdp.attach(iface, XdpMode::Driver)
+            .map_err(|source| LiveError::Attach {
+                name: FLOOR_PROGRAM,
+                iface: iface.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// Pins the calling thread to `cpu`: the generator and the receiver's
+/// softirqs then share that one core.
+pub fn pin_to_cpu(cpu: usize) -> Result<(), LiveError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity get a
+    // valid set; pid 0 is the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= libc::CPU_SETSIZE as usize {
+            -1
+        } else {
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        }
+    };
+    if rc != 0 {
+        return Err(LiveError::Pin {
+            cpu,
+            cpus,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{ipv4_checksum_ok, parse_frame};
+
+    fn traffic(flows: u32) -> Traffic {
+        Traffic {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            first_source: Ipv4Addr::new(198, 18, 0, 1),
+            first_port: 1024,
+            destination: Ipv4Addr::new(198, 18, 0, 254),
+            dport: 9,
+            flows,
+            size: 64,
+        }
+    }
+
+    #[test]
+    fn template_has_the_asked_size_and_no_udp_checksum() {
+        let t = traffic(1);
+        let frame = t.template();
+        assert_eq!(frame.len(), 64);
+        assert_eq!(&frame[40..42], &[0, 0], "udp checksum");
+        assert!(ipv4_checksum_ok(&frame[14..34]));
+        parse_frame(&frame).unwrap();
+    }
+
+    /// The checksum the program computes (header sum without checksum and
+    /// source, plus the source) equals a full recomputation, for every flow.
+    #[test]
+    fn per_flow_checksum_matches_a_full_recomputation() {
+        let t = traffic(1000);
+        let c = t.config();
+        for f in [0, 1, 249, 250, 999] {
+            let (addr, port) = t.flow_source(f);
+            let a = u32::from(addr);
+            let mut sum =
+                c[generator::HEADER_SUM as usize] as u64 + (a >> 16) as u64 + (a & 0xffff) as u64;
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let mut want = Traffic {
+                first_source: addr,
+                first_port: port,
+                flows: 1,
+                ..t.clone()
+            }
+            .template();
+            let expected = u16::from_be_bytes([want[24], want[25]]);
+            assert_eq!(!(sum as u16), expected, "flow {f}");
+            want[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            assert!(ipv4_checksum_ok(&want[14..34]));
+        }
+    }
+
+    #[test]
+    fn flows_are_distinct_sources() {
+        let t = traffic(2000);
+        let mut seen = std::collections::HashSet::new();
+        for f in 0..2000 {
+            assert!(seen.insert(t.flow_source(f)), "flow {f} repeats a source");
+        }
+        assert_eq!(t.flow_source(250), (Ipv4Addr::new(198, 18, 0, 1), 1025));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(matches!(
+            traffic(0).check(),
+            Err(LiveError::TooManyFlows(0))
+        ));
+        assert!(traffic(generator::MAX_FLOWS).check().is_ok());
+        let small = Traffic {
+            size: 41,
+            ..traffic(1)
+        };
+        assert!(matches!(small.check(), Err(LiveError::BadSize(41))));
+    }
+}

@@ -1,0 +1,591 @@
+//! What `netbeast bench` compares: the scenarios, the data planes, the
+//! ruleset each data plane gets, and how each one's counters are read.
+//!
+//! Every data plane gets the same rules: `n - 1` that differ from the
+//! traffic only in their source address (`-s 10.x.y.z/32`), then the one
+//! that matches. netbeast and iptables load the very same iptables-save
+//! text (with `netbeast restore` and `iptables-restore`); nftables loads
+//! its rule-for-rule translation with `nft -f` (each rule with a counter,
+//! as iptables-nft adds one to every rule).
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+use serde::Serialize;
+
+use crate::netns::{Netns, parse_listing};
+
+/// The destination port of all traffic (discard): no socket listens there.
+pub const DPORT: u16 = 9;
+/// Source ports of the flows start here.
+pub const FIRST_PORT: u16 = 1024;
+
+/// Local scenarios: the receiver's subnet, its address, the first source.
+pub const LOCAL_RECEIVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+pub const LOCAL_FIRST_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Forwarding scenarios: generator side of the router, sink side, sink.
+pub const ROUTER_IN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+pub const ROUTED_FIRST_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const ROUTER_OUT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+pub const SINK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+/// RFC 2544 benchmarking addresses (198.18.0.0/15): /24 subnets.
+pub const PREFIX_LEN: u8 = 24;
+
+/// The nftables table the benchmark creates in its own namespaces.
+const NFT_TABLE: &str = "nbbench";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Traffic to this host, dropped by the last rule.
+    Drop,
+    /// Traffic to this host, accepted by the last rule into the stack (to a
+    /// port no socket listens on).
+    Pass,
+    /// Traffic through a router, accepted by the last FORWARD rule.
+    Forward,
+    /// Traffic to the router's address, sent on to a host behind it by the
+    /// last DNAT rule.
+    Dnat,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Drop,
+        Scenario::Pass,
+        Scenario::Forward,
+        Scenario::Dnat,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Drop => "drop",
+            Scenario::Pass => "pass",
+            Scenario::Forward => "forward",
+            Scenario::Dnat => "dnat",
+        }
+    }
+
+    /// Through a router (a second veth pair to a sink behind it).
+    pub fn routed(self) -> bool {
+        matches!(self, Scenario::Forward | Scenario::Dnat)
+    }
+
+    /// The data planes that run this scenario, in table order.
+    pub fn planes(self) -> &'static [Plane] {
+        match self {
+            Scenario::Drop => &[
+                Plane::Floor,
+                Plane::Netbeast,
+                Plane::IptablesRaw,
+                Plane::Iptables,
+                Plane::NftPrerouting,
+                Plane::Nft,
+            ],
+            Scenario::Pass | Scenario::Forward => {
+                &[Plane::Kernel, Plane::Netbeast, Plane::Iptables, Plane::Nft]
+            }
+            Scenario::Dnat => &[Plane::Netbeast, Plane::Iptables, Plane::Nft],
+        }
+    }
+}
+
+/// The tool family a data plane belongs to (`--planes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    Netbeast,
+    Iptables,
+    Nftables,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Plane {
+    /// A bare XDP program that drops everything: the fastest this machine
+    /// can receive.
+    Floor,
+    /// No firewall at all: the kernel's own cost of delivering or
+    /// forwarding.
+    Kernel,
+    /// netbeast attached natively (XDP) on the receiving veth.
+    Netbeast,
+    /// iptables, `-t raw PREROUTING`.
+    IptablesRaw,
+    /// iptables in the table and chain of the scenario (filter INPUT,
+    /// filter FORWARD, nat PREROUTING).
+    Iptables,
+    /// nftables, a prerouting chain at priority -300 (where raw sits).
+    #[serde(rename = "nftables-prerouting")]
+    NftPrerouting,
+    /// nftables, the hook of the scenario (input, forward, nat prerouting).
+    #[serde(rename = "nftables")]
+    Nft,
+}
+
+impl Plane {
+    pub fn family(self) -> Option<Family> {
+        match self {
+            Plane::Floor | Plane::Kernel => None,
+            Plane::Netbeast => Some(Family::Netbeast),
+            Plane::IptablesRaw | Plane::Iptables => Some(Family::Iptables),
+            Plane::NftPrerouting | Plane::Nft => Some(Family::Nftables),
+        }
+    }
+
+    /// Reference rows (floor, kernel) have no rules.
+    pub fn has_rules(self) -> bool {
+        self.family().is_some()
+    }
+
+    pub fn label(self, scenario: Scenario) -> String {
+        let chain = match scenario {
+            Scenario::Drop | Scenario::Pass => "INPUT",
+            Scenario::Forward => "FORWARD",
+            Scenario::Dnat => "nat PREROUTING",
+        };
+        match self {
+            Plane::Floor => "floor (bare XDP_DROP)".into(),
+            Plane::Kernel => match scenario {
+                Scenario::Forward | Scenario::Dnat => "kernel forwarding, no firewall".into(),
+                _ => "kernel, no firewall".into(),
+            },
+            Plane::Netbeast => format!("netbeast {chain}"),
+            Plane::IptablesRaw => "iptables raw PREROUTING".into(),
+            Plane::Iptables => match scenario {
+                Scenario::Drop | Scenario::Pass => "iptables filter INPUT".into(),
+                _ => format!("iptables {chain}"),
+            },
+            Plane::NftPrerouting => "nftables prerouting -300".into(),
+            Plane::Nft => match scenario {
+                Scenario::Drop | Scenario::Pass => "nftables input".into(),
+                Scenario::Forward => "nftables forward".into(),
+                Scenario::Dnat => "nftables nat prerouting".into(),
+            },
+        }
+    }
+
+    /// Short name for namespace tags and JSON.
+    pub fn id(self) -> &'static str {
+        match self {
+            Plane::Floor => "floor",
+            Plane::Kernel => "kernel",
+            Plane::Netbeast => "netbeast",
+            Plane::IptablesRaw => "iptables-raw",
+            Plane::Iptables => "iptables",
+            Plane::NftPrerouting => "nftables-prerouting",
+            Plane::Nft => "nftables",
+        }
+    }
+}
+
+/// The iptables target of the matching rule (and of the ones before it).
+fn target(scenario: Scenario) -> String {
+    match scenario {
+        Scenario::Drop => "DROP".into(),
+        Scenario::Pass | Scenario::Forward => "ACCEPT".into(),
+        Scenario::Dnat => format!("DNAT --to-destination {SINK}:{DPORT}"),
+    }
+}
+
+/// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
+/// that does.
+pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
+    let target = target(scenario);
+    (0..n)
+        .map(|i| {
+            let source = if i + 1 < n {
+                let a = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
+                format!("-s {a}/32 ")
+            } else {
+                String::new()
+            };
+            format!("{source}-p udp -m udp --dport {DPORT} -j {target}")
+        })
+        .collect()
+}
+
+/// The iptables-save text of `n` rules for a data plane that reads it
+/// (netbeast, iptables).
+pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
+    let (table, chains, chain): (&str, &[&str], &str) = match (scenario, plane) {
+        (_, Plane::IptablesRaw) => ("raw", &["PREROUTING", "OUTPUT"], "PREROUTING"),
+        (Scenario::Drop | Scenario::Pass, _) => {
+            ("filter", &["INPUT", "FORWARD", "OUTPUT"], "INPUT")
+        }
+        (Scenario::Forward, _) => ("filter", &["INPUT", "FORWARD", "OUTPUT"], "FORWARD"),
+        (Scenario::Dnat, _) => (
+            "nat",
+            &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+            "PREROUTING",
+        ),
+    };
+    let mut text = format!("*{table}\n");
+    for c in chains {
+        let _ = writeln!(text, ":{c} ACCEPT [0:0]");
+    }
+    for line in rule_lines(scenario, n) {
+        let _ = writeln!(text, "-A {chain} {line}");
+    }
+    text.push_str("COMMIT\n");
+    text
+}
+
+/// The nftables translation of [`rule_lines`], one rule per line, each
+/// with a counter.
+pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
+    let (kind, hook, priority) = match (scenario, plane) {
+        (_, Plane::NftPrerouting) => ("filter", "prerouting", -300),
+        (Scenario::Drop | Scenario::Pass, _) => ("filter", "input", 0),
+        (Scenario::Forward, _) => ("filter", "forward", 0),
+        (Scenario::Dnat, _) => ("nat", "prerouting", -100),
+    };
+    let verdict = match scenario {
+        Scenario::Drop => "drop".to_string(),
+        Scenario::Pass | Scenario::Forward => "accept".to_string(),
+        Scenario::Dnat => format!("dnat to {SINK}:{DPORT}"),
+    };
+    let mut text = format!(
+        "table ip {NFT_TABLE} {{\n  chain rules {{\n    type {kind} hook {hook} priority {priority}; policy accept;\n"
+    );
+    for i in 0..n {
+        let source = if i + 1 < n {
+            let a = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
+            format!("ip saddr {a} ")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(text, "    {source}udp dport {DPORT} counter {verdict}");
+    }
+    text.push_str("  }\n}\n");
+    text
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("`{command}` failed in {ns}: {message}")]
+    Tool {
+        command: String,
+        ns: String,
+        message: String,
+    },
+    #[error("cannot read the counters of {what}: {message}")]
+    Counters { what: String, message: String },
+}
+
+/// Runs `program args` in `ns` with `input` on stdin; stdout on success.
+pub fn run_with_input(
+    ns: &Netns,
+    program: &str,
+    args: &[&str],
+    input: &str,
+) -> Result<String, PlaneError> {
+    let command = format!("{program} {}", args.join(" "));
+    let fail = |message: String| PlaneError::Tool {
+        command: command.clone(),
+        ns: ns.name().to_string(),
+        message,
+    };
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let text = input.to_string();
+    // Written from a thread: the child may fill its stdout before reading
+    // everything.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let output = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let _ = writer.join();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(fail(first_lines(&stderr)));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A tool's complaint in a few lines (a 10,000-line echo helps nobody).
+fn first_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().take(3).collect();
+    lines.join(" / ")
+}
+
+/// Loads the ruleset of `plane` into `ns` (whose netbeast binary is set
+/// for netbeast).
+pub fn load_rules(
+    ns: &Netns,
+    scenario: Scenario,
+    plane: Plane,
+    n: usize,
+) -> Result<(), PlaneError> {
+    match plane {
+        Plane::Floor | Plane::Kernel => Ok(()),
+        Plane::Netbeast => {
+            let text = iptables_text(scenario, plane, n);
+            let out = ns.netbeast_with_input(&["restore"], &text)?;
+            if !out.status.success() {
+                return Err(PlaneError::Tool {
+                    command: "netbeast restore".into(),
+                    ns: ns.name().into(),
+                    message: first_lines(&String::from_utf8_lossy(&out.stderr)),
+                });
+            }
+            Ok(())
+        }
+        Plane::Iptables | Plane::IptablesRaw => {
+            run_with_input(
+                ns,
+                "iptables-restore",
+                &[],
+                &iptables_text(scenario, plane, n),
+            )?;
+            if scenario == Scenario::Dnat {
+                // DNAT rewrites the destination; FORWARD lets it through
+                // (policy ACCEPT, stated for clarity).
+                run_with_input(
+                    ns,
+                    "iptables-restore",
+                    &["--noflush"],
+                    "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n",
+                )?;
+            }
+            Ok(())
+        }
+        Plane::NftPrerouting | Plane::Nft => {
+            run_with_input(ns, "nft", &["-f", "-"], &nft_text(scenario, plane, n)).map(drop)
+        }
+    }
+}
+
+/// Whether netbeast takes the ruleset of `scenario` at all (`netbeast
+/// restore --test`): DNAT needs NAT, which comes in a later milestone.
+pub fn netbeast_accepts(ns: &Netns, scenario: Scenario) -> Result<Result<(), String>, PlaneError> {
+    let text = iptables_text(scenario, Plane::Netbeast, 1);
+    let out = ns.netbeast_with_input(&["restore", "--test"], &text)?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(first_lines(&String::from_utf8_lossy(&out.stderr))))
+    }
+}
+
+/// What a data plane's own counters say about the traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleCounters {
+    /// Packets its rules (or policies) dropped.
+    pub dropped: u64,
+    /// Packets the matching (last) rule counted.
+    pub matched: u64,
+}
+
+/// The counters of `plane` in `ns` (totals since the rules were loaded).
+pub fn rule_counters(
+    ns: &Netns,
+    scenario: Scenario,
+    plane: Plane,
+) -> Result<Option<RuleCounters>, PlaneError> {
+    let counters_error = |message: String| PlaneError::Counters {
+        what: format!("{} in {}", plane.label(scenario), ns.name()),
+        message,
+    };
+    let (table, chain) = match (scenario, plane) {
+        (_, Plane::IptablesRaw) => ("raw", "PREROUTING"),
+        (Scenario::Drop | Scenario::Pass, _) => ("filter", "INPUT"),
+        (Scenario::Forward, _) => ("filter", "FORWARD"),
+        (Scenario::Dnat, _) => ("nat", "PREROUTING"),
+    };
+    let listing = match plane {
+        Plane::Floor | Plane::Kernel => return Ok(None),
+        Plane::Netbeast => {
+            ns.netbeast_ok(&["iptables", "-t", table, "-L", chain, "-v", "-x", "-n"])?
+        }
+        Plane::Iptables | Plane::IptablesRaw => {
+            ns.run_ok("iptables", &["-t", table, "-L", chain, "-v", "-x", "-n"])?
+        }
+        Plane::NftPrerouting | Plane::Nft => {
+            let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, "rules"])?;
+            return nft_counters(&text).map(Some).map_err(counters_error);
+        }
+    };
+    let chain = parse_listing(&listing, chain)
+        .ok_or_else(|| counters_error(format!("unreadable listing:\n{}", first_lines(&listing))))?;
+    let mut counters = RuleCounters::default();
+    for rule in &chain.rules {
+        if rule.target == "DROP" {
+            counters.dropped += rule.packets;
+        }
+    }
+    if chain.policy.as_deref() == Some("DROP") {
+        counters.dropped += chain.policy_packets;
+    }
+    counters.matched = chain.rules.last().map_or(0, |r| r.packets);
+    Ok(Some(counters))
+}
+
+/// Counters of `nft list chain` output: every rule line carries
+/// `counter packets N bytes M` before its verdict.
+fn nft_counters(text: &str) -> Result<RuleCounters, String> {
+    let mut counters = RuleCounters::default();
+    let mut last = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(i) = words.iter().position(|w| *w == "packets") else {
+            continue;
+        };
+        let packets: u64 = words
+            .get(i + 1)
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("no packet count in {line:?}"))?;
+        if words.last() == Some(&"drop") {
+            counters.dropped += packets;
+        }
+        last = Some(packets);
+    }
+    counters.matched = last.ok_or("no rule with a counter")?;
+    Ok(counters)
+}
+
+/// The receiver's UDP counters (`/proc/net/snmp` of its namespace):
+/// datagrams that reached the UDP layer, with or without a socket.
+pub fn udp_delivered(ns: &Netns) -> Result<u64, PlaneError> {
+    let text = ns
+        .in_netns(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+        .map_err(|e| PlaneError::Counters {
+            what: format!("udp in {}", ns.name()),
+            message: e.to_string(),
+        })?;
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return Err(PlaneError::Counters {
+            what: format!("udp in {}", ns.name()),
+            message: "no Udp lines in /proc/net/snmp".into(),
+        });
+    };
+    let mut total = 0;
+    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+        if matches!(name, "InDatagrams" | "NoPorts" | "InErrors") {
+            total += value.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// netbeast's own drop counter (`netbeast stats --json`).
+pub fn netbeast_dropped(ns: &Netns) -> Result<u64, PlaneError> {
+    let text = ns.netbeast_ok(&["stats", "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| PlaneError::Counters {
+        what: format!("netbeast stats in {}", ns.name()),
+        message: e.to_string(),
+    })?;
+    Ok(v["dropped"].as_u64().unwrap_or(0))
+}
+
+/// Packets an interface dropped on transmit (`ip -s link`: the veth's
+/// peer ring was full), for the router's way out.
+pub fn tx_dropped(ns: &Netns, iface: &str) -> Result<u64, PlaneError> {
+    let text = ns.ip(&["-s", "-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| PlaneError::Counters {
+        what: format!("{iface} in {}", ns.name()),
+        message: e.to_string(),
+    })?;
+    Ok(v[0]["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0))
+}
+
+/// Where a program is found on PATH.
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(Into::into))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Debian package of each tool the benchmark runs.
+pub fn package_of(tool: &str) -> &'static str {
+    match tool {
+        "iptables" | "iptables-restore" => "iptables",
+        "nft" => "nftables",
+        "ip" => "iproute2",
+        _ => "",
+    }
+}
+
+/// `iptables -V`, to say in the report which iptables was measured.
+pub fn iptables_version() -> String {
+    Command::new("iptables")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_rule_lacks_a_source() {
+        let lines = rule_lines(Scenario::Drop, 3);
+        assert_eq!(lines[0], "-s 10.0.0.0/32 -p udp -m udp --dport 9 -j DROP");
+        assert_eq!(lines[1], "-s 10.0.0.1/32 -p udp -m udp --dport 9 -j DROP");
+        assert_eq!(lines[2], "-p udp -m udp --dport 9 -j DROP");
+        let many = rule_lines(Scenario::Pass, 10_000);
+        assert_eq!(
+            many[9_998],
+            "-s 10.0.39.14/32 -p udp -m udp --dport 9 -j ACCEPT"
+        );
+        let unique: std::collections::HashSet<_> = many.iter().collect();
+        assert_eq!(unique.len(), 10_000);
+    }
+
+    #[test]
+    fn texts_name_the_table_and_chain_of_each_plane() {
+        let raw = iptables_text(Scenario::Drop, Plane::IptablesRaw, 2);
+        assert!(raw.starts_with("*raw\n:PREROUTING ACCEPT [0:0]\n"), "{raw}");
+        assert!(raw.contains("-A PREROUTING -p udp -m udp --dport 9 -j DROP\nCOMMIT\n"));
+        let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1);
+        assert!(fwd.contains("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT"));
+        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 1);
+        assert!(dnat.contains("*nat\n") && dnat.contains("-j DNAT --to-destination 198.19.0.2:9"));
+        let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2);
+        assert!(nft.contains("type filter hook prerouting priority -300; policy accept;"));
+        assert!(nft.contains(
+            "    ip saddr 10.0.0.0 udp dport 9 counter drop\n    udp dport 9 counter drop\n"
+        ));
+        let nat = nft_text(Scenario::Dnat, Plane::Nft, 1);
+        assert!(
+            nat.contains("type nat hook prerouting priority -100")
+                && nat.contains("dnat to 198.19.0.2:9")
+        );
+    }
+
+    #[test]
+    fn nft_counters_are_read() {
+        let text = "table ip nbbench {\n\tchain rules {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tip saddr 10.0.0.0 udp dport 9 counter packets 0 bytes 0 drop\n\t\tudp dport 9 counter packets 1234 bytes 61700 drop\n\t}\n}\n";
+        assert_eq!(
+            nft_counters(text).unwrap(),
+            RuleCounters {
+                dropped: 1234,
+                matched: 1234
+            }
+        );
+        let accept = "udp dport 9 counter packets 7 bytes 350 accept\n";
+        assert_eq!(
+            nft_counters(accept).unwrap(),
+            RuleCounters {
+                dropped: 0,
+                matched: 7
+            }
+        );
+        assert!(nft_counters("table ip nbbench {\n}\n").is_err());
+    }
+}

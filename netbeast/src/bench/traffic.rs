@@ -1,0 +1,1238 @@
+//! `netbeast bench`, traffic part: netbeast, iptables and nftables on the
+//! same traffic, in one run (issue 5, DESIGN §8).
+//!
+//! Topology, all in namespaces made here and removed on the way out:
+//!
+//! ```text
+//!  generator ns            one ns per (scenario, data plane, rule count)
+//!  ┌───────────┐  veth   ┌───────────────────────┐  veth   ┌─────────┐
+//!  │ g0 g1 ... ├────────▶│ nbb-in  [router: nbb-out]├──────▶│ sink ns │
+//!  └───────────┘         └───────────────────────┘ (routed)└─────────┘
+//! ```
+//!
+//! Every data plane is set up before the first measurement and stays up,
+//! so the rounds interleave all of them (A B C … A B C …) and machine noise
+//! hits every row alike. A measurement sends a calibrated number of frames
+//! from the generator (one pinned core, live frames) into one receiver and
+//! waits until the receiver has taken all of them off its ring; the rate is
+//! the frames it took per second of that time. At the end every frame sent
+//! is accounted for from independent counters: dropped by the data plane,
+//! received (UDP layer of the receiver, or the sink behind the router), or
+//! lost on a veth ring that was full; what is left is `unaccounted`.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use super::{
+    ethtool::{VethStats, counter},
+    live::{BareXdp, Generator, LiveError, Traffic, pin_to_cpu},
+    planes::{self, Family, Plane, PlaneError, Scenario},
+};
+use crate::{
+    netns::{Netns, NetnsError},
+    packet::MacAddr,
+};
+
+/// The receiving veth in every receiver or router namespace.
+const RX_IFACE: &str = "nbb-in";
+/// The router's way to the sink.
+const ROUTER_OUT_IFACE: &str = "nbb-out";
+/// First run of a calibration: small, so a slow receiver answers quickly.
+const CALIBRATION_FRAMES: u32 = 4096;
+/// Most frames in one run (BPF_PROG_TEST_RUN's repeat is a u32).
+const MAX_FRAMES: u32 = 1 << 30;
+/// How long a receiver may take to empty its ring after the generator
+/// stopped before the run is declared stuck.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+const DRAIN_POLL: Duration = Duration::from_micros(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("netbeast bench needs root (namespaces, XDP programs, iptables): run it with sudo")]
+    NotRoot,
+    #[error(
+        "`{tool}` is not installed: install the Debian package `{package}` (apt-get install {package}), or leave its data plane out with --planes"
+    )]
+    MissingTool { tool: String, package: String },
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error(transparent)]
+    Plane(#[from] PlaneError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("cannot read the veth statistics of {iface}: {source}")]
+    Stats {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "{what}: the receiver did not take the frames off its ring within {DRAIN_TIMEOUT:?} \
+         ({taken} of {accepted})"
+    )]
+    Stuck {
+        what: String,
+        taken: u64,
+        accepted: u64,
+    },
+}
+
+type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// What to measure and how.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    pub scenarios: Vec<Scenario>,
+    #[serde(skip)]
+    pub families: Vec<Family>,
+    pub rules: Vec<usize>,
+    pub rounds: usize,
+    /// Target duration of one measurement.
+    pub seconds: f64,
+    /// Frame size, Ethernet header to the end of the payload.
+    pub size: usize,
+    pub flows: u32,
+    /// The core the generator (and so every receiver's softirq) runs on.
+    pub cpu: usize,
+    /// Frames per live-frames batch.
+    pub batch: u32,
+}
+
+impl Options {
+    /// `--quick`: every scenario and data plane once, with small rule
+    /// counts and short runs. A check that everything runs, not a measure.
+    pub fn quick(mut self) -> Options {
+        self.rules = vec![1, 10];
+        self.rounds = 1;
+        self.seconds = 0.02;
+        self
+    }
+}
+
+/// The core the generator runs on by default: the last one.
+pub fn default_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+}
+
+/// One row of the report: a data plane at a rule count in a scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub plane: Plane,
+    pub label: String,
+    /// None for the reference rows (floor, kernel), which have no rules.
+    pub rules: Option<usize>,
+    /// Why this row was not measured (None when it was).
+    pub unavailable: Option<String>,
+    /// Median packets per second over the rounds, with min and max.
+    pub pps: Option<f64>,
+    pub pps_min: Option<f64>,
+    pub pps_max: Option<f64>,
+    pub samples: Vec<f64>,
+    /// Samples measured over a whole run (start and end included) because
+    /// the mid-run window did not fit: slightly low.
+    pub whole_run_samples: usize,
+    /// The median divided by the iptables row's of the same scenario and
+    /// rule count.
+    pub ratio_to_iptables: Option<f64>,
+    /// The median divided by the floor's (bare XDP_DROP receiver).
+    pub ratio_to_floor: Option<f64>,
+    pub frames_per_run: u32,
+    /// Frames the generator sent to this receiver, calibration included.
+    pub sent: u64,
+    /// Frames the generator's veth put on the receiver's ring.
+    pub on_ring: u64,
+    /// Delivered: to the receiver's UDP layer (local scenarios) or to the
+    /// sink behind the router (forwarding scenarios).
+    pub received: u64,
+    /// Dropped by the data plane (its own counters).
+    pub dropped: u64,
+    /// Lost on a veth whose ring was full (the kernel's veth counters).
+    pub lost: u64,
+    /// sent − received − dropped − lost: frames no counter explains.
+    pub unaccounted: i64,
+    /// Packets counted by the matching (last) rule, for data planes with
+    /// rules.
+    pub matched: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub iptables: String,
+    pub nft: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub wanted: f64,
+    pub measured: Option<f64>,
+    pub met: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficReport {
+    pub command: String,
+    pub date: String,
+    pub machine: Machine,
+    pub options: Options,
+    pub generator: &'static str,
+    /// The floor: packets per second into a bare XDP_DROP program.
+    pub floor_pps: Option<f64>,
+    pub rows: Vec<Row>,
+    /// Frames the generator program counted, against the frames asked for.
+    pub generator_counted: u64,
+    pub generator_asked: u64,
+    pub targets: Vec<Target>,
+    pub seconds_total: f64,
+}
+
+/// Counters of one receiver, read before and after the whole run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    xmit: u64,
+    xmit_errors: u64,
+    rx_drops: u64,
+    rx_xdp_drops: u64,
+    udp: u64,
+    sink_packets: u64,
+    out_tx_dropped: u64,
+    out_xmit_errors: u64,
+    netbeast_dropped: u64,
+}
+
+struct Receiver {
+    scenario: Scenario,
+    plane: Plane,
+    rules: Option<usize>,
+    ns: Netns,
+    gen_iface: String,
+    gen_ifindex: u32,
+    gen_stats: VethStats,
+    rx_stats: VethStats,
+    sink_stats: Option<VethStats>,
+    out_stats: Option<VethStats>,
+    traffic: Traffic,
+    frame: Vec<u8>,
+    frames_per_run: u32,
+    samples: Vec<f64>,
+    /// Rounds whose rate is the whole run's (the window did not fit).
+    whole_run_samples: usize,
+    sent: u64,
+    base: Snapshot,
+}
+
+impl Receiver {
+    fn what(&self) -> String {
+        match self.rules {
+            Some(n) => format!(
+                "{} {}, {n} rules",
+                self.scenario.name(),
+                self.plane.label(self.scenario)
+            ),
+            None => format!(
+                "{} {}",
+                self.scenario.name(),
+                self.plane.label(self.scenario)
+            ),
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let stats = |s: &VethStats, name: &str, iface: &str| {
+            s.get(name).map_err(|source| BenchError::Stats {
+                iface: iface.to_string(),
+                source,
+            })
+        };
+        let rx = self.rx_stats.read().map_err(|source| BenchError::Stats {
+            iface: RX_IFACE.into(),
+            source,
+        })?;
+        let mut s = Snapshot {
+            xmit: stats(&self.gen_stats, counter::XDP_XMIT, &self.gen_iface)?,
+            xmit_errors: stats(&self.gen_stats, counter::XDP_XMIT_ERRORS, &self.gen_iface)?,
+            rx_drops: rx.get(counter::RX_DROPS).copied().unwrap_or(0),
+            rx_xdp_drops: rx.get(counter::RX_XDP_DROPS).copied().unwrap_or(0),
+            ..Snapshot::default()
+        };
+        if let Some(sink) = &self.sink_stats {
+            s.sink_packets = stats(sink, counter::RX_XDP_PACKETS, "sink")?;
+        } else {
+            s.udp = planes::udp_delivered(&self.ns)?;
+        }
+        if let Some(out) = &self.out_stats {
+            s.out_xmit_errors = stats(out, counter::XDP_XMIT_ERRORS, ROUTER_OUT_IFACE)?;
+            s.out_tx_dropped = planes::tx_dropped(&self.ns, ROUTER_OUT_IFACE)?;
+        }
+        if self.plane == Plane::Netbeast {
+            s.netbeast_dropped = planes::netbeast_dropped(&self.ns)?;
+        }
+        Ok(s)
+    }
+}
+
+/// A progress line on stderr, rewritten in place (only on a terminal).
+struct Progress {
+    enabled: bool,
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        Progress {
+            enabled,
+            total: 0,
+            done: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn phase(&mut self, total: usize) {
+        self.total = total;
+        self.done = 0;
+        self.started = Instant::now();
+    }
+
+    fn step(&mut self, what: &str) {
+        if !self.enabled {
+            return;
+        }
+        let eta = if self.done > 0 {
+            let per = self.started.elapsed().as_secs_f64() / self.done as f64;
+            let left = per * (self.total - self.done.min(self.total)) as f64;
+            format!(" ~{}:{:02} left", left as u64 / 60, left as u64 % 60)
+        } else {
+            String::new()
+        };
+        let width = 24;
+        let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
+        eprint!(
+            "\r\x1b[K[{}{}] {}/{} {what}{eta}",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            self.done,
+            self.total
+        );
+        self.done += 1;
+    }
+
+    fn finish(&mut self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn mac_of(ns: &Netns, iface: &str) -> Result<(MacAddr, u32)> {
+    let text = ns.ip(&["-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| BenchError::Setup(format!("ip -j link: {e}")))?;
+    let addr = v[0]["address"].as_str().unwrap_or_default();
+    let bytes: Vec<u8> = addr
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    let mac: MacAddr = bytes
+        .try_into()
+        .map_err(|_| BenchError::Setup(format!("{iface} has no MAC address ({addr:?})")))?;
+    let ifindex = v[0]["ifindex"].as_u64().unwrap_or(0) as u32;
+    Ok((mac, ifindex))
+}
+
+/// IPv6 off (no neighbour discovery chatter on the links) and no reverse
+/// path filter (the generator's sources are not routed back).
+fn prepare(ns: &Netns, forwarding: bool) -> Result<()> {
+    for (key, value) in [
+        ("net.ipv6.conf.all.disable_ipv6", "1"),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        ns.sysctl(key, value)?;
+    }
+    if forwarding {
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+    }
+    Ok(())
+}
+
+fn stats(ns: &Netns, iface: &str) -> Result<VethStats> {
+    VethStats::open(ns, iface).map_err(|source| BenchError::Stats {
+        iface: iface.to_string(),
+        source,
+    })
+}
+
+struct Bench {
+    options: Options,
+    netbeast_binary: PathBuf,
+    generator: Generator,
+    bare: BareXdp,
+    receivers: Vec<Receiver>,
+    unavailable: Vec<Row>,
+    /// Dropped last: the receivers' namespaces go first.
+    gen_ns: Netns,
+    sink_ns: Option<Netns>,
+    asked: u64,
+}
+
+/// What the tools need: root, and the programs of the chosen data planes.
+fn check_tools(options: &Options) -> Result<()> {
+    if !crate::netns::is_root() {
+        return Err(BenchError::NotRoot);
+    }
+    let mut tools = vec!["ip"];
+    if options.families.contains(&Family::Iptables) {
+        tools.extend(["iptables", "iptables-restore"]);
+    }
+    if options.families.contains(&Family::Nftables) {
+        tools.push("nft");
+    }
+    for tool in tools {
+        if planes::find_program(tool).is_none() {
+            return Err(BenchError::MissingTool {
+                tool: tool.into(),
+                package: planes::package_of(tool).into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Bench {
+    fn new(options: &Options) -> Result<Bench> {
+        check_tools(options)?;
+        // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
+        // the alias this mounts (see state.rs).
+        crate::state::bpffs_root()?;
+        let netbeast_binary = std::env::current_exe()
+            .map_err(|e| BenchError::Setup(format!("cannot find the netbeast binary: {e}")))?;
+        let gen_ns = Netns::new("bench-gen")?;
+        prepare(&gen_ns, false)?;
+        let mut generator = Generator::load()?;
+        // One frame out of `lo`: the kernel refuses live frames outright
+        // when it has no such mode, before any namespace is built.
+        let probe = vec![0u8; super::live::MIN_FRAME_SIZE];
+        let cpu = options.cpu;
+        gen_ns.in_netns(|| {
+            pin_to_cpu(cpu)?;
+            generator.send(&probe, 1, 1)
+        })??;
+        let bare = BareXdp::load()?;
+        Ok(Bench {
+            options: options.clone(),
+            netbeast_binary,
+            generator,
+            bare,
+            receivers: Vec::new(),
+            unavailable: Vec::new(),
+            gen_ns,
+            sink_ns: None,
+            asked: 1,
+        })
+    }
+
+    fn build(&mut self, scenario: Scenario, plane: Plane, rules: Option<usize>) -> Result<()> {
+        let index = self.receivers.len();
+        let tag = format!(
+            "bench-{}-{}-{}",
+            scenario.name(),
+            plane.id(),
+            rules.map_or("ref".to_string(), |n| n.to_string())
+        );
+        let mut ns = Netns::new(&tag)?;
+        if plane == Plane::Netbeast {
+            ns = ns.with_netbeast(&self.netbeast_binary);
+        }
+        let routed = scenario.routed();
+        prepare(&ns, routed)?;
+        let gen_iface = format!("g{index}");
+        self.gen_ns.ip(&[
+            "link",
+            "add",
+            &gen_iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            RX_IFACE,
+            "netns",
+            ns.name(),
+        ])?;
+        self.gen_ns.ip(&["link", "set", &gen_iface, "up"])?;
+        let (rx_addr, destination, first_source) = match scenario {
+            Scenario::Drop | Scenario::Pass => (
+                planes::LOCAL_RECEIVER,
+                planes::LOCAL_RECEIVER,
+                planes::LOCAL_FIRST_SOURCE,
+            ),
+            Scenario::Forward => (planes::ROUTER_IN, planes::SINK, planes::ROUTED_FIRST_SOURCE),
+            Scenario::Dnat => (
+                planes::ROUTER_IN,
+                planes::ROUTER_IN,
+                planes::ROUTED_FIRST_SOURCE,
+            ),
+        };
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{rx_addr}/{}", planes::PREFIX_LEN),
+            "dev",
+            RX_IFACE,
+        ])?;
+        ns.ip(&["link", "set", RX_IFACE, "up"])?;
+        // DESIGN §8: frames for netfilter enter the stack through GRO; a
+        // veth without NAPI (no XDP program, GRO off) silently refuses
+        // what the generator sends.
+        ns.set_gro(RX_IFACE, true)?;
+
+        let (mut sink_stats, mut out_stats) = (None, None);
+        if routed {
+            if self.sink_ns.is_none() {
+                let sink = Netns::new("bench-sink")?;
+                prepare(&sink, false)?;
+                self.sink_ns = Some(sink);
+            }
+            let sink = self.sink_ns.as_ref().expect("just made");
+            let sink_iface = format!("s{index}");
+            ns.ip(&[
+                "link",
+                "add",
+                ROUTER_OUT_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &sink_iface,
+                "netns",
+                sink.name(),
+            ])?;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/{}", planes::ROUTER_OUT, planes::PREFIX_LEN),
+                "dev",
+                ROUTER_OUT_IFACE,
+            ])?;
+            ns.ip(&["link", "set", ROUTER_OUT_IFACE, "up"])?;
+            sink.ip(&["link", "set", &sink_iface, "up"])?;
+            // The sink counts and drops in XDP: it costs the shared core
+            // as little as a receiver can.
+            let bare = &mut self.bare;
+            sink.in_netns(|| bare.attach_drop(&sink_iface))??;
+            let (sink_mac, _) = mac_of(sink, &sink_iface)?;
+            let mac = sink_mac.map(|b| format!("{b:02x}")).join(":");
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &planes::SINK.to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                ROUTER_OUT_IFACE,
+                "nud",
+                "permanent",
+            ])?;
+            sink_stats = Some(stats(sink, &sink_iface)?);
+            out_stats = Some(stats(&ns, ROUTER_OUT_IFACE)?);
+        }
+
+        match plane {
+            Plane::Floor => {
+                let bare = &mut self.bare;
+                ns.in_netns(|| bare.attach_drop(RX_IFACE))??;
+            }
+            Plane::Netbeast => {
+                let mut args = vec!["attach", RX_IFACE];
+                if routed {
+                    args.push(ROUTER_OUT_IFACE);
+                }
+                args.extend(["--mode", "native"]);
+                ns.netbeast_ok(&args)?;
+            }
+            _ => {}
+        }
+        if let Some(n) = rules {
+            planes::load_rules(&ns, scenario, plane, n)?;
+        }
+
+        let (src_mac, gen_ifindex) = mac_of(&self.gen_ns, &gen_iface)?;
+        let (dst_mac, _) = mac_of(&ns, RX_IFACE)?;
+        let traffic = Traffic {
+            src_mac,
+            dst_mac,
+            first_source,
+            first_port: planes::FIRST_PORT,
+            destination,
+            dport: planes::DPORT,
+            flows: self.options.flows,
+            size: self.options.size,
+        };
+        traffic.check()?;
+        let frame = traffic.template();
+        let gen_stats = stats(&self.gen_ns, &gen_iface)?;
+        let rx_stats = stats(&ns, RX_IFACE)?;
+        let mut receiver = Receiver {
+            scenario,
+            plane,
+            rules,
+            ns,
+            gen_iface,
+            gen_ifindex,
+            gen_stats,
+            rx_stats,
+            sink_stats,
+            out_stats,
+            traffic,
+            frame,
+            frames_per_run: 0,
+            samples: Vec::new(),
+            whole_run_samples: 0,
+            sent: 0,
+            base: Snapshot::default(),
+        };
+        receiver.base = receiver.snapshot()?;
+        self.receivers.push(receiver);
+        Ok(())
+    }
+
+    /// Sends `frames` into receiver `i` and waits until it has taken off
+    /// its ring every frame the veth accepted.
+    ///
+    /// With `window`, a second thread (on another core) also reads the
+    /// receiver's counter twice while the generator runs, 15% and 75% into
+    /// the expected duration: the rate over that window leaves out each
+    /// run's fixed start and end (the kernel sets up and tears down a page
+    /// pool per BPF_PROG_TEST_RUN call, ~15 ms here).
+    fn run_once(&mut self, i: usize, frames: u32, window: Option<f64>) -> Result<RunOutcome> {
+        let cpu = self.options.cpu;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let sampler_cpu = (cpus > 1).then(|| (cpu + 1) % cpus);
+        let r = &mut self.receivers[i];
+        self.generator.configure(&r.traffic)?;
+        let read = |s: &VethStats, name: &str, iface: &str| {
+            s.get(name).map_err(|source| BenchError::Stats {
+                iface: iface.to_string(),
+                source,
+            })
+        };
+        let tx0 = read(&r.gen_stats, counter::XDP_XMIT, &r.gen_iface)?;
+        let errors0 = read(&r.gen_stats, counter::XDP_XMIT_ERRORS, &r.gen_iface)?;
+        let rx0 = read(&r.rx_stats, counter::RX_XDP_PACKETS, RX_IFACE)?;
+        let generator = &mut self.generator;
+        let gen_ns = &self.gen_ns;
+        let (frame, ifindex) = (&r.frame, r.gen_ifindex);
+        let (gen_stats, rx_stats, gen_iface) = (&r.gen_stats, &r.rx_stats, &r.gen_iface);
+        let done = AtomicBool::new(false);
+        let (outcome, window_rate) = std::thread::scope(|scope| {
+            let sampler = window.map(|seconds| {
+                let done = &done;
+                let window = Window {
+                    rx: rx_stats,
+                    rx0,
+                    tx: gen_stats,
+                    tx0: tx0 + errors0,
+                    frames,
+                    seconds,
+                };
+                scope.spawn(move || {
+                    if let Some(c) = sampler_cpu {
+                        let _ = pin_to_cpu(c);
+                    }
+                    sample_window(&window, done)
+                })
+            });
+            let outcome = gen_ns.in_netns(|| -> Result<(u64, u64, f64)> {
+                pin_to_cpu(cpu)?;
+                let started = Instant::now();
+                let sent = generator.send(frame, ifindex, frames);
+                done.store(true, Ordering::SeqCst);
+                let sent = sent?;
+                let deadline = started + sent.elapsed + DRAIN_TIMEOUT;
+                loop {
+                    let accepted = read(gen_stats, counter::XDP_XMIT, gen_iface)? - tx0;
+                    let taken = read(rx_stats, counter::RX_XDP_PACKETS, RX_IFACE)? - rx0;
+                    if taken >= accepted || Instant::now() > deadline {
+                        return Ok((taken, accepted, started.elapsed().as_secs_f64()));
+                    }
+                    std::thread::sleep(DRAIN_POLL);
+                }
+            });
+            done.store(true, Ordering::SeqCst);
+            let window_rate = sampler.and_then(|s| s.join().ok().flatten());
+            (outcome, window_rate)
+        });
+        r.sent += frames as u64;
+        self.asked += frames as u64;
+        let (taken, accepted, seconds) = outcome??;
+        if taken < accepted {
+            return Err(BenchError::Stuck {
+                what: r.what(),
+                taken,
+                accepted,
+            });
+        }
+        Ok(RunOutcome {
+            taken,
+            seconds,
+            window_rate,
+        })
+    }
+
+    /// Finds the number of frames that takes about `--seconds` to send.
+    /// A run's fixed cost (a one-batch run) is taken out first.
+    fn calibrate(&mut self, i: usize) -> Result<()> {
+        let target = self.options.seconds;
+        let mut overhead = f64::MAX;
+        for _ in 0..2 {
+            let batch = super::live::BATCH_SIZE;
+            overhead = overhead.min(self.run_once(i, batch, None)?.seconds);
+        }
+        let mut frames = CALIBRATION_FRAMES;
+        loop {
+            let seconds = self.run_once(i, frames, None)?.seconds - overhead;
+            if seconds >= target / 4.0 || frames >= MAX_FRAMES / 8 {
+                let scaled = frames as f64 * target / seconds.max(1e-6);
+                self.receivers[i].frames_per_run =
+                    scaled.clamp(super::live::BATCH_SIZE as f64, MAX_FRAMES as f64) as u32;
+                return Ok(());
+            }
+            frames *= 8;
+        }
+    }
+
+    fn measure(&mut self, progress: &mut Progress) -> Result<()> {
+        let n = self.receivers.len();
+        progress.phase(n * (self.options.rounds + 1));
+        for i in 0..n {
+            progress.step(&format!("calibrating {}", self.receivers[i].what()));
+            self.calibrate(i)?;
+        }
+        for round in 0..self.options.rounds {
+            for i in 0..n {
+                progress.step(&format!(
+                    "round {}/{}: {}",
+                    round + 1,
+                    self.options.rounds,
+                    self.receivers[i].what()
+                ));
+                let frames = self.receivers[i].frames_per_run;
+                let run = self.run_once(i, frames, Some(self.options.seconds))?;
+                let r = &mut self.receivers[i];
+                match run.window_rate {
+                    Some(rate) => r.samples.push(rate),
+                    None => {
+                        // The window did not fit in the run: the whole run,
+                        // its fixed start and end included, is the measure.
+                        r.whole_run_samples += 1;
+                        r.samples.push(run.taken as f64 / run.seconds);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows with every frame accounted for.
+    fn rows(&self) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        // Let the last softirqs and counters settle.
+        std::thread::sleep(Duration::from_millis(100));
+        for r in &self.receivers {
+            let now = r.snapshot()?;
+            let b = &r.base;
+            let counters = planes::rule_counters(&r.ns, r.scenario, r.plane)?;
+            let dropped = match r.plane {
+                Plane::Floor => now.rx_xdp_drops - b.rx_xdp_drops,
+                Plane::Kernel => 0,
+                Plane::Netbeast => now.netbeast_dropped - b.netbeast_dropped,
+                _ => counters.map_or(0, |c| c.dropped),
+            };
+            let received = if r.sink_stats.is_some() {
+                now.sink_packets - b.sink_packets
+            } else {
+                now.udp - b.udp
+            };
+            let lost = (now.xmit_errors - b.xmit_errors)
+                + (now.rx_drops - b.rx_drops)
+                + (now.out_xmit_errors - b.out_xmit_errors)
+                + (now.out_tx_dropped - b.out_tx_dropped);
+            let unaccounted = r.sent as i64 - received as i64 - dropped as i64 - lost as i64;
+            let mut samples = r.samples.clone();
+            let (median, min, max) = spread(&mut samples);
+            rows.push(Row {
+                scenario: r.scenario,
+                plane: r.plane,
+                label: r.plane.label(r.scenario),
+                rules: r.rules,
+                unavailable: None,
+                pps: median,
+                pps_min: min,
+                pps_max: max,
+                samples: r.samples.clone(),
+                whole_run_samples: r.whole_run_samples,
+                ratio_to_iptables: None,
+                ratio_to_floor: None,
+                frames_per_run: r.frames_per_run,
+                sent: r.sent,
+                on_ring: now.xmit - b.xmit,
+                received,
+                dropped,
+                lost,
+                unaccounted,
+                matched: counters.map(|c| c.matched),
+            });
+        }
+        rows.extend(self.unavailable.iter().cloned());
+        Ok(rows)
+    }
+}
+
+struct RunOutcome {
+    /// Frames the receiver took off its ring.
+    taken: u64,
+    /// From the start of the generator's run until the receiver had taken
+    /// every frame.
+    seconds: f64,
+    /// Frames per second the receiver took in the middle of the run.
+    window_rate: Option<f64>,
+}
+
+/// Where a run's window reads the receiver's counter.
+struct Window<'a> {
+    rx: &'a VethStats,
+    rx0: u64,
+    /// The generator's side: the window counts only while it still had
+    /// frames to send.
+    tx: &'a VethStats,
+    tx0: u64,
+    frames: u32,
+    /// Expected duration of the run's traffic.
+    seconds: f64,
+}
+
+/// The receiver's rate between 15% and 75% of a run's expected traffic
+/// time, or None when the generator had sent everything before the window
+/// closed (the window would then hold idle time).
+fn sample_window(w: &Window, done: &AtomicBool) -> Option<f64> {
+    let read = |s: &VethStats, name| s.get(name).ok();
+    let waiting = Instant::now();
+    while read(w.rx, counter::RX_XDP_PACKETS)? == w.rx0 {
+        if done.load(Ordering::SeqCst) || waiting.elapsed() > DRAIN_TIMEOUT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    std::thread::sleep(Duration::from_secs_f64(w.seconds * 0.15));
+    let (t1, c1) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
+    std::thread::sleep(Duration::from_secs_f64(w.seconds * 0.6));
+    let (t2, c2) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
+    let handed = read(w.tx, counter::XDP_XMIT)? + read(w.tx, counter::XDP_XMIT_ERRORS)? - w.tx0;
+    if handed >= w.frames as u64 || done.load(Ordering::SeqCst) {
+        return None;
+    }
+    Some((c2 - c1) as f64 / (t2 - t1).as_secs_f64())
+}
+
+/// Median, min and max (None for no samples).
+fn spread(samples: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if samples.is_empty() {
+        return (None, None, None);
+    }
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    (Some(median), Some(samples[0]), Some(samples[n - 1]))
+}
+
+fn unavailable_row(scenario: Scenario, plane: Plane, rules: Option<usize>, why: String) -> Row {
+    Row {
+        scenario,
+        plane,
+        label: plane.label(scenario),
+        rules,
+        unavailable: Some(why),
+        pps: None,
+        pps_min: None,
+        pps_max: None,
+        samples: Vec::new(),
+        whole_run_samples: 0,
+        ratio_to_iptables: None,
+        ratio_to_floor: None,
+        frames_per_run: 0,
+        sent: 0,
+        on_ring: 0,
+        received: 0,
+        dropped: 0,
+        lost: 0,
+        unaccounted: 0,
+        matched: None,
+    }
+}
+
+/// Runs the traffic benchmark. `progress` shows a progress line on stderr.
+pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
+    let started = Instant::now();
+    let mut progress = Progress::new(progress);
+    let mut bench = Bench::new(options)?;
+    let mut plan: Vec<(Scenario, Plane, Option<usize>)> = Vec::new();
+    // The floor is every row's yardstick: always measured.
+    plan.push((Scenario::Drop, Plane::Floor, None));
+    for &scenario in &options.scenarios {
+        for &plane in scenario.planes() {
+            match plane.family() {
+                None if plane == Plane::Floor => {}
+                None => plan.push((scenario, plane, None)),
+                Some(f) if options.families.contains(&f) => {
+                    for &n in &options.rules {
+                        plan.push((scenario, plane, Some(n)));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    progress.phase(plan.len());
+    let mut refused: Vec<(Scenario, String)> = Vec::new();
+    for (scenario, plane, rules) in plan {
+        let what = match rules {
+            Some(n) => format!(
+                "setting up {} {}, {n} rules",
+                scenario.name(),
+                plane.label(scenario)
+            ),
+            None => format!("setting up {} {}", scenario.name(), plane.label(scenario)),
+        };
+        progress.step(&what);
+        if plane == Plane::Netbeast && scenario == Scenario::Dnat {
+            // NAT is a later milestone: ask netbeast itself whether it takes
+            // the ruleset, rather than assume.
+            let known = refused
+                .iter()
+                .find(|(s, _)| *s == scenario)
+                .map(|(_, w)| w.clone());
+            let why = match known {
+                Some(why) => Some(why),
+                None => {
+                    let probe =
+                        Netns::new("bench-nat-probe")?.with_netbeast(&bench.netbeast_binary);
+                    match planes::netbeast_accepts(&probe, scenario)? {
+                        Ok(()) => None,
+                        Err(message) => {
+                            let why = format!(
+                                "not available in netbeast yet (netbeast restore: {message})"
+                            );
+                            refused.push((scenario, why.clone()));
+                            Some(why)
+                        }
+                    }
+                }
+            };
+            if let Some(why) = why {
+                bench
+                    .unavailable
+                    .push(unavailable_row(scenario, plane, rules, why));
+                continue;
+            }
+        }
+        bench.build(scenario, plane, rules)?;
+    }
+    bench.measure(&mut progress)?;
+    progress.finish();
+    let mut rows = bench.rows()?;
+    let generator_counted = bench.generator.generated()?;
+    let floor_pps = rows
+        .iter()
+        .find(|r| r.plane == Plane::Floor)
+        .and_then(|r| r.pps);
+    let reference: Vec<(Scenario, Option<usize>, f64)> = rows
+        .iter()
+        .filter(|r| r.plane == Plane::Iptables)
+        .filter_map(|r| Some((r.scenario, r.rules, r.pps?)))
+        .collect();
+    for row in &mut rows {
+        if let Some(pps) = row.pps {
+            row.ratio_to_floor = floor_pps.map(|f| pps / f);
+            row.ratio_to_iptables = reference
+                .iter()
+                .find(|(s, n, _)| *s == row.scenario && *n == row.rules)
+                .map(|(_, _, base)| pps / base);
+        }
+    }
+    sort_rows(&mut rows);
+    let targets = targets(&rows, floor_pps);
+    let report = TrafficReport {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        date: today(),
+        machine: machine(),
+        options: options.clone(),
+        generator: "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES), one pinned core",
+        floor_pps,
+        rows,
+        generator_counted,
+        generator_asked: bench.asked,
+        targets,
+        seconds_total: 0.0,
+    };
+    drop(bench);
+    Ok(TrafficReport {
+        seconds_total: started.elapsed().as_secs_f64(),
+        ..report
+    })
+}
+
+/// Scenario order, then rule count (reference rows first), then plane.
+fn sort_rows(rows: &mut [Row]) {
+    rows.sort_by_key(|r| (r.scenario, r.rules.map_or(0, |n| n + 1), r.plane));
+}
+
+fn pps_of(rows: &[Row], scenario: Scenario, plane: Plane, rules: usize) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.scenario == scenario && r.plane == plane && r.rules == Some(rules))
+        .and_then(|r| r.pps)
+}
+
+/// The targets of issue 5, read from the drop scenario.
+fn targets(rows: &[Row], floor: Option<f64>) -> Vec<Target> {
+    let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
+    let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
+        what: what.to_string(),
+        wanted,
+        measured,
+        met: measured.map(|m| m >= wanted),
+    };
+    vec![
+        target(
+            "drop, 1 rule: netbeast / iptables filter INPUT",
+            2.5,
+            ratio(nb(1), ipt(1)),
+        ),
+        target("drop, 1 rule: netbeast / floor", 0.75, ratio(nb(1), floor)),
+        target(
+            "drop, 1,000 rules: netbeast / iptables filter INPUT",
+            50.0,
+            ratio(nb(1000), ipt(1000)),
+        ),
+        target(
+            "drop: netbeast at 10,000 rules / netbeast at 1 rule",
+            0.9,
+            ratio(nb(10_000), nb(1)),
+        ),
+    ]
+}
+
+fn machine() -> Machine {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let nft = std::process::Command::new("nft")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        kernel,
+        cpu_model,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        iptables: planes::iptables_version(),
+        nft,
+    }
+}
+
+/// Today's date (UTC), YYYY-MM-DD.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A rate for people: Mpps down to 1 Mpps, kpps below.
+pub fn rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2} Mpps", pps / 1e6)
+    } else if pps >= 1e3 {
+        format!("{:.1} kpps", pps / 1e3)
+    } else {
+        format!("{pps:.0} pps")
+    }
+}
+
+fn short_rate(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2}M", pps / 1e6)
+    } else {
+        format!("{:.1}k", pps / 1e3)
+    }
+}
+
+/// The table for the terminal (and docs/BENCHMARKS.md).
+pub fn print(report: &TrafficReport) {
+    let o = &report.options;
+    println!(
+        "{}-byte UDP, {} flow{}, generator and receivers on CPU {}, {} round{} of ~{} s per data plane (median, min-max)",
+        o.size,
+        o.flows,
+        if o.flows == 1 { "" } else { "s" },
+        o.cpu,
+        o.rounds,
+        if o.rounds == 1 { "" } else { "s" },
+        o.seconds
+    );
+    if let Some(floor) = report.floor_pps {
+        println!("floor (bare XDP_DROP receiver): {}", rate(floor));
+    }
+    let mut current = None;
+    let mut problems = Vec::new();
+    for r in &report.rows {
+        if current != Some(r.scenario) {
+            current = Some(r.scenario);
+            println!();
+            println!(
+                "{:<8} {:<34} {:>6} {:>11} {:>17} {:>8} {:>8} {:>9}",
+                r.scenario.name(),
+                "data plane",
+                "rules",
+                "rate",
+                "min-max",
+                "vs ipt",
+                "vs floor",
+                "lost"
+            );
+        }
+        let rules = r.rules.map_or("-".to_string(), |n| n.to_string());
+        if let Some(why) = &r.unavailable {
+            println!("{:<8} {:<34} {:>6} {why}", "", r.label, rules);
+            continue;
+        }
+        let ratio = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}x"));
+        let spread = match (r.pps_min, r.pps_max) {
+            (Some(a), Some(b)) => format!("{}-{}", short_rate(a), short_rate(b)),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<8} {:<34} {:>6} {:>11} {:>17} {:>8} {:>8} {:>9}",
+            "",
+            r.label,
+            rules,
+            r.pps.map_or("-".into(), rate),
+            spread,
+            ratio(r.ratio_to_iptables),
+            ratio(r.ratio_to_floor),
+            r.lost
+        );
+        if r.unaccounted != 0 {
+            problems.push(format!(
+                "{} {} ({rules} rules): {} of {} frames unaccounted for (received {}, dropped {}, lost {})",
+                r.scenario.name(),
+                r.label,
+                r.unaccounted,
+                r.sent,
+                r.received,
+                r.dropped,
+                r.lost
+            ));
+        }
+    }
+    println!();
+    println!(
+        "lost = frames a full veth ring refused (the receiver fell behind the generator); every other frame was dropped or received as its data plane's counters say."
+    );
+    if report.generator_counted != report.generator_asked {
+        problems.push(format!(
+            "the generator program counted {} frames, {} were asked for",
+            report.generator_counted, report.generator_asked
+        ));
+    }
+    for p in &problems {
+        println!("warning: {p}");
+    }
+    println!();
+    println!("targets (issue 5):");
+    for t in &report.targets {
+        let measured = t
+            .measured
+            .map_or("not measured".to_string(), |m| format!("{m:.2}"));
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "-",
+        };
+        println!(
+            "  {:<56} >= {:<5} measured {:<12} {verdict}",
+            t.what, t.wanted, measured
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle() {
+        assert_eq!(spread(&mut []), (None, None, None));
+        assert_eq!(
+            spread(&mut [3.0, 1.0, 2.0]),
+            (Some(2.0), Some(1.0), Some(3.0))
+        );
+        assert_eq!(
+            spread(&mut [4.0, 1.0, 2.0, 3.0]),
+            (Some(2.5), Some(1.0), Some(4.0))
+        );
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let d = today();
+        assert_eq!(d.len(), 10, "{d}");
+        assert!(d.starts_with("20"), "{d}");
+    }
+
+    #[test]
+    fn rates_read_well() {
+        assert_eq!(rate(9_600_000.0), "9.60 Mpps");
+        assert_eq!(rate(83_200.0), "83.2 kpps");
+        assert_eq!(rate(12.0), "12 pps");
+    }
+}

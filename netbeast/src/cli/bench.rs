@@ -1,0 +1,174 @@
+//! `netbeast bench`: netbeast against iptables and nftables on the same
+//! traffic (bench::traffic), and the XDP program's own cost
+//! (bench::program_cost), in one run.
+
+use std::{io::IsTerminal, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use serde_json::json;
+
+use crate::bench::{
+    self,
+    planes::{Family, Scenario},
+    traffic::{self, Options},
+};
+
+/// Longest measurement `--seconds` takes: a longer one only heats the VM.
+const MAX_SECONDS: f64 = 60.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchScenario {
+    /// Traffic to this host, dropped by the last rule.
+    Drop,
+    /// Traffic to this host, accepted by the last rule.
+    Pass,
+    /// Traffic through a router, accepted by the last FORWARD rule.
+    Forward,
+    /// Traffic through a router, translated by the last DNAT rule.
+    Dnat,
+    /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
+    ProgramCost,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drop,pass,forward,dnat,program-cost"
+    )]
+    scenario: Vec<BenchScenario>,
+    /// Data planes to compare (the floor, a bare XDP_DROP receiver, and the
+    /// kernel without a firewall are always measured).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "netbeast,iptables,nftables"
+    )]
+    planes: Vec<Family>,
+    /// Rule counts to measure, the match always on the last rule.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    rules: Vec<usize>,
+    /// Rounds; every data plane is measured once per round, interleaved.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of traffic per data plane and round.
+    #[arg(long, default_value_t = 0.5)]
+    seconds: f64,
+    /// Frame size in bytes, Ethernet header to the end of the UDP payload.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Flows (source address and port pairs) the traffic is spread over.
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+    /// The CPU the generator and every receiver run on (default: the last).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// program-cost: packets per BPF_PROG_TEST_RUN call.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// One short round with small rule counts: a check that every scenario
+    /// runs, not a measure.
+    #[arg(long)]
+    quick: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also draw throughput against rule count as SVG into this file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    crate::state::require_root()?;
+    if let Some(n) = args
+        .rules
+        .iter()
+        .find(|n| **n == 0 || **n > netbeast_common::MAX_RULES_PER_CHAIN)
+    {
+        bail!(
+            "--rules {n}: each count must be 1..={} (MAX_RULES_PER_CHAIN)",
+            netbeast_common::MAX_RULES_PER_CHAIN
+        );
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if !(args.seconds > 0.0 && args.seconds <= MAX_SECONDS) {
+        bail!("--seconds must be more than 0 and at most {MAX_SECONDS}");
+    }
+    let scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| {
+            args.scenario.iter().any(|a| {
+                matches!(
+                    (a, s),
+                    (BenchScenario::Drop, Scenario::Drop)
+                        | (BenchScenario::Pass, Scenario::Pass)
+                        | (BenchScenario::Forward, Scenario::Forward)
+                        | (BenchScenario::Dnat, Scenario::Dnat)
+                )
+            })
+        })
+        .collect();
+    let mut rules = args.rules.clone();
+    rules.sort_unstable();
+    rules.dedup();
+    let mut options = Options {
+        scenarios,
+        families: args.planes.clone(),
+        rules: rules.clone(),
+        rounds: args.rounds,
+        seconds: args.seconds,
+        size: args.size,
+        flows: args.flows,
+        cpu: args.cpu.unwrap_or_else(traffic::default_cpu),
+        batch: bench::live::BATCH_SIZE,
+    };
+    let (mut cost_rules, mut repeat, mut cost_rounds) = (rules, args.repeat, args.rounds);
+    if args.quick {
+        options = options.quick();
+        (cost_rules, repeat, cost_rounds) = (vec![1, 100], 10_000, 1);
+    }
+
+    let traffic_report = if options.scenarios.is_empty() {
+        None
+    } else {
+        Some(traffic::run(&options, std::io::stderr().is_terminal())?)
+    };
+    let cost = if args.scenario.contains(&BenchScenario::ProgramCost) {
+        Some(bench::program_cost(&cost_rules, repeat, cost_rounds)?)
+    } else {
+        None
+    };
+    if let (Some(path), Some(report)) = (&args.plot, &traffic_report) {
+        std::fs::write(path, bench::plot::svg(report))
+            .with_context(|| format!("cannot write the plot to {}", path.display()))?;
+    }
+    if args.json {
+        let v = json!({ "traffic": traffic_report, "program_cost": cost });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(report) = &traffic_report {
+        traffic::print(report);
+    }
+    if let Some(cost) = &cost {
+        if traffic_report.is_some() {
+            println!();
+        }
+        bench::print(cost);
+    }
+    if let Some(path) = &args.plot {
+        if traffic_report.is_some() {
+            println!("plot: {}", path.display());
+        } else {
+            println!("no plot: --plot draws the traffic scenarios, and none was run");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! `netbeast conntrack -L | -F | -C`: the namespace's connection tracking
+//! table, shown, emptied and counted in the style of conntrack(8).
+//!
+//! The kernel keeps connections in two tables (`CT_UNREPLIED` until the
+//! first reply, then `CT_ESTABLISHED`) and only notices that an entry has
+//! expired when a packet finds it; here an entry whose timeout has run out
+//! is gone, as it is for the kernel's next packet, so `-L` and `-C` leave it
+//! out.
+
+use anyhow::Result;
+use netbeast_common::{CtConfig, CtEntry, ct_status, tcp_state};
+
+use crate::{loader::Dataplane, state::Namespace};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// ICMP echo request and reply: the only ICMP queries worth naming, and
+/// the ones conntrack(8) shows for a ping.
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+
+/// What `netbeast conntrack` was asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `-L`: one line per connection.
+    List,
+    /// `-F`: empty the table.
+    Flush,
+    /// `-C`: the number of connections.
+    Count,
+}
+
+pub fn run(action: Action) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let version = env!("CARGO_PKG_VERSION");
+    // Without a data plane there is no table, which is an empty one.
+    let dp = if ns.has_dataplane() {
+        Some(Dataplane::open_pinned(&ns.maps_dir())?)
+    } else {
+        None
+    };
+    match action {
+        Action::List => {
+            let lines = match &dp {
+                Some(dp) => live_lines(dp)?,
+                None => Vec::new(),
+            };
+            for line in &lines {
+                println!("{line}");
+            }
+            eprintln!(
+                "netbeast v{version} (conntrack): {} flow entries have been shown.",
+                lines.len()
+            );
+        }
+        Action::Count => {
+            let count = match &dp {
+                Some(dp) => live_lines(dp)?.len(),
+                None => 0,
+            };
+            println!("{count}");
+        }
+        Action::Flush => {
+            let deleted = match dp {
+                Some(mut dp) => dp.flush_conntrack()?,
+                None => 0,
+            };
+            eprintln!(
+                "netbeast v{version} (conntrack): connection tracking table has been emptied ({deleted} flow entries deleted)."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `-L` lines of the connections that have not expired, in a stable
+/// order (protocol, then original source and destination).
+fn live_lines(dp: &Dataplane) -> Result<Vec<String>> {
+    let config = dp.conntrack_config()?;
+    let now = monotonic_now_ns();
+    let mut entries: Vec<CtEntry> = dp
+        .conntrack_entries()?
+        .into_iter()
+        .map(|(_, entry, _)| entry)
+        .collect();
+    entries.sort_by_key(|e| {
+        (
+            e.protocol,
+            u32::from_be_bytes(e.orig_src.to_ne_bytes()),
+            e.orig_sport,
+            u32::from_be_bytes(e.orig_dst.to_ne_bytes()),
+            e.orig_dport,
+        )
+    });
+    Ok(entries
+        .iter()
+        .filter_map(|e| entry_line(e, now, &config))
+        .collect())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which
+/// stamps `CtEntry::last_seen_ns`.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * NS_PER_SEC + ts.tv_nsec as u64
+}
+
+/// The timeout of a connection in its current state, in seconds, as the
+/// kernel's conntrack (netbeast-ebpf conntrack.rs `timeout_ns`) applies it.
+pub fn timeout_secs(entry: &CtEntry, config: &CtConfig) -> u32 {
+    match entry.protocol {
+        IPPROTO_TCP => match entry.tcp_state {
+            tcp_state::SYN_SENT => config.tcp_syn_sent,
+            tcp_state::SYN_RECV => config.tcp_syn_recv,
+            tcp_state::FIN_WAIT => config.tcp_fin_wait,
+            tcp_state::TIME_WAIT => config.tcp_time_wait,
+            tcp_state::CLOSE => config.tcp_close,
+            _ => config.tcp_established,
+        },
+        IPPROTO_UDP if entry.status & ct_status::SEEN_REPLY != 0 => config.udp_stream,
+        IPPROTO_UDP => config.udp,
+        IPPROTO_ICMP => config.icmp,
+        _ => config.generic,
+    }
+}
+
+/// Whole seconds before the connection expires, `None` once it has.
+pub fn remaining_secs(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<u64> {
+    let timeout = u64::from(timeout_secs(entry, config)) * NS_PER_SEC;
+    // An entry stamped after `now` (another CPU, a moment ago) is fresh.
+    let idle = now_ns.saturating_sub(entry.last_seen_ns);
+    (idle <= timeout).then(|| (timeout - idle) / NS_PER_SEC)
+}
+
+/// One line of `conntrack -L`, or `None` when the entry has expired:
+///
+/// ```text
+/// tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=22 packets=3 bytes=180 src=10.0.0.2 dst=10.0.0.1 sport=22 dport=40000 packets=2 bytes=120 [ASSURED]
+/// ```
+///
+/// `[UNREPLIED]` follows the original direction while no reply has been
+/// seen; `[ASSURED]` ends the line of a connection past its handshake (TCP)
+/// or with traffic both ways that went on after the reply (UDP), as
+/// conntrack marks them. conntrack-tools' `mark=` and `use=` are left out:
+/// netbeast has neither.
+pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<String> {
+    let remaining = remaining_secs(entry, now_ns, config)?;
+    let name = match entry.protocol {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        _ => "unknown",
+    };
+    let mut line = format!("{name:<8} {} {remaining} ", entry.protocol);
+    if entry.protocol == IPPROTO_TCP {
+        let state = tcp_state::NAMES
+            .get(usize::from(entry.tcp_state))
+            .copied()
+            .unwrap_or("NONE");
+        line += state;
+        line.push(' ');
+    }
+    let src = addr(entry.orig_src);
+    let dst = addr(entry.orig_dst);
+    line += &endpoints(entry, &src, &dst, entry.orig_sport, entry.orig_dport, false);
+    line += &format!(" packets={} bytes={}", entry.packets[0], entry.bytes[0]);
+    let replied = entry.status & ct_status::SEEN_REPLY != 0;
+    if !replied {
+        line += " [UNREPLIED]";
+    }
+    line.push(' ');
+    line += &endpoints(entry, &dst, &src, entry.orig_dport, entry.orig_sport, true);
+    line += &format!(" packets={} bytes={}", entry.packets[1], entry.bytes[1]);
+    if replied && assured(entry) {
+        line += " [ASSURED]";
+    }
+    Some(line)
+}
+
+/// A connection conntrack would call assured.
+fn assured(entry: &CtEntry) -> bool {
+    match entry.protocol {
+        IPPROTO_TCP => matches!(
+            entry.tcp_state,
+            tcp_state::ESTABLISHED | tcp_state::FIN_WAIT | tcp_state::TIME_WAIT
+        ),
+        // Netfilter's "stream": the original side spoke again after the reply.
+        IPPROTO_UDP => entry.packets[0] >= 2,
+        _ => false,
+    }
+}
+
+/// `src=A dst=B` and the protocol's identifiers of one direction.
+fn endpoints(entry: &CtEntry, src: &str, dst: &str, sport: u16, dport: u16, reply: bool) -> String {
+    match entry.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            format!("src={src} dst={dst} sport={sport} dport={dport}")
+        }
+        IPPROTO_ICMP => {
+            // Only queries open ICMP connections, and the echo identifier
+            // is both "ports" of the key.
+            let icmp_type = if reply {
+                ICMP_ECHO_REPLY
+            } else {
+                ICMP_ECHO_REQUEST
+            };
+            format!("src={src} dst={dst} type={icmp_type} code=0 id={sport}")
+        }
+        _ => format!("src={src} dst={dst}"),
+    }
+}
+
+/// An address as the kernel stores it (network order bytes in a u32).
+fn addr(raw: u32) -> String {
+    std::net::Ipv4Addr::from(raw.to_ne_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const SEC: u64 = NS_PER_SEC;
+    /// A "now" far from zero, so that idle times can be subtracted.
+    const NOW: u64 = 1_000_000 * SEC;
+
+    fn raw(a: Ipv4Addr) -> u32 {
+        u32::from_ne_bytes(a.octets())
+    }
+
+    fn entry(protocol: u8, sport: u16, dport: u16) -> CtEntry {
+        CtEntry {
+            orig_src: raw(Ipv4Addr::new(10, 0, 0, 1)),
+            orig_dst: raw(Ipv4Addr::new(10, 0, 0, 2)),
+            orig_sport: sport,
+            orig_dport: dport,
+            protocol,
+            tcp_state: tcp_state::NONE,
+            status: 0,
+            _pad: 0,
+            last_seen_ns: NOW,
+            packets: [1, 0],
+            bytes: [60, 0],
+        }
+    }
+
+    fn line(e: &CtEntry, idle_ns: u64) -> Option<String> {
+        entry_line(e, e.last_seen_ns + idle_ns, &CtConfig::DEFAULT)
+    }
+
+    #[test]
+    fn tcp_established_like_conntrack() {
+        let mut e = entry(IPPROTO_TCP, 40000, 22);
+        e.tcp_state = tcp_state::ESTABLISHED;
+        e.status = ct_status::SEEN_REPLY;
+        e.packets = [3, 2];
+        e.bytes = [180, 120];
+        assert_eq!(
+            line(&e, SEC / 2).unwrap(),
+            "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=22 packets=3 bytes=180 src=10.0.0.2 dst=10.0.0.1 sport=22 dport=40000 packets=2 bytes=120 [ASSURED]"
+        );
+    }
+
+    #[test]
+    fn tcp_syn_sent_is_unreplied() {
+        let mut e = entry(IPPROTO_TCP, 51000, 443);
+        e.tcp_state = tcp_state::SYN_SENT;
+        assert_eq!(
+            line(&e, 0).unwrap(),
+            "tcp      6 120 SYN_SENT src=10.0.0.1 dst=10.0.0.2 sport=51000 dport=443 packets=1 bytes=60 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=443 dport=51000 packets=0 bytes=0"
+        );
+        // A SYN-ACK seen, handshake not finished: replied, not yet assured.
+        e.tcp_state = tcp_state::SYN_RECV;
+        e.status = ct_status::SEEN_REPLY;
+        e.packets = [1, 1];
+        let text = line(&e, 10 * SEC).unwrap();
+        assert!(text.starts_with("tcp      6 50 SYN_RECV src="), "{text}");
+        assert!(
+            !text.contains("[UNREPLIED]") && !text.contains("[ASSURED]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tcp_closing_states_use_their_timeouts() {
+        let mut e = entry(IPPROTO_TCP, 40000, 22);
+        e.status = ct_status::SEEN_REPLY;
+        for (state, name, timeout) in [
+            (tcp_state::FIN_WAIT, "FIN_WAIT", 120),
+            (tcp_state::TIME_WAIT, "TIME_WAIT", 120),
+            (tcp_state::CLOSE, "CLOSE", 10),
+        ] {
+            e.tcp_state = state;
+            let text = line(&e, 0).unwrap();
+            assert!(
+                text.starts_with(&format!("tcp      6 {timeout} {name} src=")),
+                "{text}"
+            );
+        }
+        // A reset connection is gone 10 s later.
+        e.tcp_state = tcp_state::CLOSE;
+        assert!(line(&e, 10 * SEC).is_some());
+        assert_eq!(line(&e, 10 * SEC + 1), None);
+    }
+
+    #[test]
+    fn udp_lines_like_conntrack() {
+        let e = entry(IPPROTO_UDP, 34386, 5353);
+        assert_eq!(
+            line(&e, SEC).unwrap(),
+            "udp      17 29 src=10.0.0.1 dst=10.0.0.2 sport=34386 dport=5353 packets=1 bytes=60 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=5353 dport=34386 packets=0 bytes=0"
+        );
+        // One request, one reply: replied, on the stream timeout, not assured.
+        let mut answered = e;
+        answered.status = ct_status::SEEN_REPLY;
+        answered.packets = [1, 1];
+        answered.bytes = [30, 30];
+        assert_eq!(
+            line(&answered, SEC).unwrap(),
+            "udp      17 119 src=10.0.0.1 dst=10.0.0.2 sport=34386 dport=5353 packets=1 bytes=30 src=10.0.0.2 dst=10.0.0.1 sport=5353 dport=34386 packets=1 bytes=30"
+        );
+        let mut stream = answered;
+        stream.packets = [2, 1];
+        assert!(line(&stream, SEC).unwrap().ends_with(" [ASSURED]"));
+        // Past 30 s without a reply the flow has expired.
+        assert_eq!(line(&e, 31 * SEC), None);
+    }
+
+    #[test]
+    fn icmp_echo_like_conntrack() {
+        let mut e = entry(IPPROTO_ICMP, 17286, 17286);
+        e.status = ct_status::SEEN_REPLY;
+        e.packets = [1, 1];
+        e.bytes = [84, 84];
+        assert_eq!(
+            line(&e, SEC).unwrap(),
+            "icmp     1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=17286 packets=1 bytes=84 src=10.0.0.2 dst=10.0.0.1 type=0 code=0 id=17286 packets=1 bytes=84"
+        );
+    }
+
+    #[test]
+    fn other_protocols_show_addresses_only() {
+        let e = entry(47, 0, 0);
+        assert_eq!(
+            line(&e, 0).unwrap(),
+            "unknown  47 600 src=10.0.0.1 dst=10.0.0.2 packets=1 bytes=60 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 packets=0 bytes=0"
+        );
+    }
+
+    #[test]
+    fn configured_timeouts_apply() {
+        let config = CtConfig {
+            udp: 5,
+            ..CtConfig::DEFAULT
+        };
+        let e = entry(IPPROTO_UDP, 1, 2);
+        assert_eq!(remaining_secs(&e, NOW + SEC, &config), Some(4));
+        assert_eq!(remaining_secs(&e, NOW + 6 * SEC, &config), None);
+        // Stamped a moment after "now" by another CPU: full timeout left.
+        assert_eq!(remaining_secs(&e, NOW - 1, &config), Some(5));
+    }
+
+    #[test]
+    fn monotonic_clock_moves() {
+        let a = monotonic_now_ns();
+        let b = monotonic_now_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

@@ -1,0 +1,303 @@
+//! User-defined chains, compiled away: each built-in chain becomes one flat
+//! list of slots that the kernel searches for the first match as before, so
+//! a jump costs nothing per packet.
+//!
+//! Walking a chain keeps `reach`, the packets that get to the current rule
+//! (disjoint [`Term`]s). A rule becomes the slots `reach AND rule`, with its
+//! target and its own counter. Then, by target:
+//!
+//! - ACCEPT, DROP, REJECT: nothing more; first-match semantics means a
+//!   packet that took one of these slots never sees a later one.
+//! - no target: a slot without a verdict (the kernel counts it and goes on).
+//! - `-j CHAIN`: a slot without a verdict (the jump's counter), then CHAIN's
+//!   rules walked with `reach AND rule`, inline. A packet that comes back
+//!   (CHAIN ended, or RETURNed) simply goes on with the slots that follow,
+//!   which are the rest of this chain.
+//! - `-g CHAIN`: the same, but the packets that went there must not come
+//!   back to this chain: the rest of it gets `reach AND NOT rule`. What
+//!   follows this chain's slots is its caller's rest (or the policy), which
+//!   is where iptables returns them.
+//! - RETURN: a slot without a verdict, and `reach AND NOT rule` for the
+//!   rest of the chain; in a built-in chain that leads to the policy, as in
+//!   iptables.
+//!
+//! `NOT rule` is a union of terms (see `term.rs`), so a conditional RETURN
+//! or goto multiplies the slots of the rules after it by the number of
+//! atoms of its condition, less the cases other conditions rule out.
+//! [`MAX_TERMS_PER_RULE`] bounds that; past it the chain is refused with an
+//! error naming the rule.
+
+use std::collections::HashMap;
+
+use netbeast_common::{RuleAction, target, user_counter_slot};
+
+use super::term::{self, Term};
+use super::{CompileError, Limits, action};
+use crate::rules::model::{Chain, Policy, Table, Target};
+
+/// How many disjoint cases (terms) the packets reaching one rule may be
+/// split into by conditional RETURN and goto rules before it, and how many
+/// slots one rule may become. Past it the chain is refused: the slots
+/// would crowd out the per-chain limit anyway.
+pub const MAX_TERMS_PER_RULE: usize = 1024;
+
+/// How deep the compiler follows jumps; the command layer refuses rulesets
+/// past `rules::command::MAX_JUMP_DEPTH` (and loops) before they get here.
+const MAX_DEPTH: usize = crate::rules::command::MAX_JUMP_DEPTH;
+
+/// One rule slot: a term, what the first packet to match it gets, and the
+/// rule it stands for.
+pub(super) struct Slot<'a> {
+    pub term: Term<'a>,
+    pub action: RuleAction,
+    /// (index of the chain in the table, 0-based rule index).
+    pub owner: (usize, usize),
+}
+
+/// What compiling one table needs from every rule, computed once.
+pub(super) struct Prepared<'a> {
+    pub table: &'a Table,
+    index: HashMap<&'a str, usize>,
+    /// `terms[chain][rule]`: the rule's condition.
+    terms: Vec<Vec<Vec<Term<'a>>>>,
+    /// Per chain of the table: the number of its first rule counter among
+    /// the user-defined chains' counters (`None` for built-in chains).
+    user_counter: Vec<Option<u32>>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Checks every rule and computes its terms.
+    pub fn new(table: &'a Table) -> Result<Self, CompileError> {
+        let mut terms = Vec::with_capacity(table.chains.len());
+        for chain in &table.chains {
+            let mut rules = Vec::with_capacity(chain.rules.len());
+            for (i, rule) in chain.rules.iter().enumerate() {
+                super::validate_rule(rule).map_err(|problem| CompileError::InvalidRule {
+                    chain: chain.name.clone(),
+                    rule: i + 1,
+                    problem,
+                })?;
+                rules.push(term::rule_terms(rule));
+            }
+            terms.push(rules);
+        }
+        let mut user_counter = Vec::with_capacity(table.chains.len());
+        let mut next = 0u32;
+        for chain in &table.chains {
+            if chain.policy.is_some() {
+                user_counter.push(None);
+            } else {
+                user_counter.push(Some(next));
+                next += chain.rules.len() as u32;
+            }
+        }
+        if next > netbeast_common::MAX_USER_CHAIN_RULES {
+            return Err(CompileError::TooManyUserChainRules {
+                rules: next as usize,
+                limit: netbeast_common::MAX_USER_CHAIN_RULES as usize,
+            });
+        }
+        Ok(Prepared {
+            table,
+            index: table
+                .chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect(),
+            terms,
+            user_counter,
+        })
+    }
+
+    pub fn chain_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+}
+
+/// The counters of user-defined chains' rules, as the kernel numbers them
+/// (`netbeast_common::user_counter_index`): each user-defined chain, in
+/// table order, with the number of its first rule's counter.
+pub fn user_chain_counters(table: &Table) -> Vec<(&Chain, u32)> {
+    let mut next = 0;
+    table
+        .chains
+        .iter()
+        .filter(|c| c.policy.is_none())
+        .map(|c| {
+            let first = next;
+            next += c.rules.len() as u32;
+            (c, first)
+        })
+        .collect()
+}
+
+/// Flattens one built-in chain into slots.
+pub(super) struct Flattener<'p, 'a> {
+    prepared: &'p Prepared<'a>,
+    generation: u32,
+    /// `chain::INPUT`, ...
+    builtin: u32,
+    name: &'static str,
+    limits: Limits,
+    pub slots: Vec<Slot<'a>>,
+    nonterminating: usize,
+}
+
+impl<'p, 'a> Flattener<'p, 'a> {
+    pub fn new(
+        prepared: &'p Prepared<'a>,
+        generation: u32,
+        builtin: u32,
+        name: &'static str,
+        limits: Limits,
+    ) -> Self {
+        Flattener {
+            prepared,
+            generation,
+            builtin,
+            name,
+            limits,
+            slots: Vec::new(),
+            nonterminating: 0,
+        }
+    }
+
+    /// The slots of the built-in chain `name` and its policy (a chain
+    /// missing from the table is empty with an ACCEPT policy).
+    pub fn run(mut self) -> Result<(Vec<Slot<'a>>, u32), CompileError> {
+        let Some(chain) = self.prepared.chain_index(self.name) else {
+            return Ok((Vec::new(), target::ACCEPT));
+        };
+        let policy = match self.prepared.table.chains[chain].policy {
+            Some(Policy::Accept) | None => target::ACCEPT,
+            Some(Policy::Drop) => target::DROP,
+        };
+        self.walk(chain, vec![Term::default()], &mut vec![chain])?;
+        Ok((self.slots, policy))
+    }
+
+    /// The slots of `chain`'s rules for the packets in `reach`; `path` holds
+    /// the chains entered to get here (for loops and messages).
+    fn walk(
+        &mut self,
+        chain: usize,
+        mut reach: Vec<Term<'a>>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), CompileError> {
+        let prepared = self.prepared;
+        let table = prepared.table;
+        for (r, rule) in table.chains[chain].rules.iter().enumerate() {
+            if reach.is_empty() {
+                break;
+            }
+            let terms = &prepared.terms[chain][r];
+            let hit = term::and_all(&reach, terms);
+            if hit.is_empty() {
+                continue;
+            }
+            self.check_terms(chain, r, hit.len())?;
+            let counter = match prepared.user_counter[chain] {
+                None => r as u32,
+                Some(first) => user_counter_slot(self.generation, self.builtin, first + r as u32),
+            };
+            let verdict = action(&rule.target, counter);
+            if verdict.target == target::NONE {
+                self.nonterminating += 1;
+                if self.nonterminating > self.limits.nonterminating_rules {
+                    return Err(CompileError::TooManyNonTerminating {
+                        chain: self.name.to_string(),
+                        limit: self.limits.nonterminating_rules,
+                    });
+                }
+            }
+            if self.slots.len() + hit.len() > self.limits.rules_per_chain {
+                return Err(CompileError::TooManyRules {
+                    chain: self.name.to_string(),
+                    slots: self.slots.len() + hit.len(),
+                    limit: self.limits.rules_per_chain,
+                });
+            }
+            for t in &hit {
+                self.slots.push(Slot {
+                    term: t.clone(),
+                    action: verdict,
+                    owner: (chain, r),
+                });
+            }
+            match &rule.target {
+                Target::Jump(callee) | Target::Goto(callee) => {
+                    let callee = self.callee(chain, r, callee, path)?;
+                    path.push(callee);
+                    self.walk(callee, hit, path)?;
+                    path.pop();
+                    if matches!(rule.target, Target::Goto(_)) {
+                        reach = term::and_not(&reach, terms);
+                        self.check_terms(chain, r, reach.len())?;
+                    }
+                }
+                Target::Return => {
+                    reach = term::and_not(&reach, terms);
+                    self.check_terms(chain, r, reach.len())?;
+                }
+                // An unconditional verdict ends the chain for everyone.
+                Target::Accept | Target::Drop | Target::Reject(_)
+                    if terms.iter().any(Term::is_true) =>
+                {
+                    reach.clear();
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain a jump of rule `r` of `chain` enters, checked.
+    fn callee(
+        &self,
+        chain: usize,
+        r: usize,
+        name: &str,
+        path: &[usize],
+    ) -> Result<usize, CompileError> {
+        let table = self.prepared.table;
+        let invalid = |problem: String| CompileError::InvalidRule {
+            chain: table.chains[chain].name.clone(),
+            rule: r + 1,
+            problem,
+        };
+        let callee = self
+            .prepared
+            .chain_index(name)
+            .ok_or_else(|| invalid(format!("it jumps to chain {name}, which does not exist")))?;
+        if table.chains[callee].policy.is_some() {
+            return Err(invalid(format!(
+                "it jumps to the built-in chain {name}; only user-defined chains can be jumped to"
+            )));
+        }
+        if path.contains(&callee) || path.len() > MAX_DEPTH {
+            let mut names: Vec<&str> = path
+                .iter()
+                .map(|&c| table.chains[c].name.as_str())
+                .collect();
+            names.push(name);
+            return Err(CompileError::JumpLoop {
+                path: names.join(" -> "),
+                limit: MAX_DEPTH,
+            });
+        }
+        Ok(callee)
+    }
+
+    fn check_terms(&self, chain: usize, r: usize, terms: usize) -> Result<(), CompileError> {
+        if terms > MAX_TERMS_PER_RULE {
+            return Err(CompileError::TooManyTerms {
+                builtin: self.name.to_string(),
+                chain: self.prepared.table.chains[chain].name.clone(),
+                rule: r + 1,
+                limit: MAX_TERMS_PER_RULE,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Helpers shared by the conntrack network tests (router.rs, output.rs,
+//! stateful.rs): a TCP echo server and long-lived connections (to show that
+//! data keeps flowing both ways), netbeast's statistics, and a raw frame
+//! sender for floods. Included with `#[path = "support/mod.rs"] mod support;`.
+#![allow(dead_code)]
+
+use std::{
+    io::{self, Read, Write},
+    mem,
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use netbeast::netns::Netns;
+
+/// How often blocked helper threads look at their stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A TCP server that echoes every byte back, one thread per connection;
+/// stops on drop.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Listens on `0.0.0.0:port` in `ns` and echoes.
+pub fn echo_server(ns: &Netns, port: u16) -> EchoServer {
+    let listener = ns
+        .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("listening on {port} in {}: {e}", ns.name()));
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut workers = Vec::new();
+        while !flag.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let flag = flag.clone();
+                    workers.push(std::thread::spawn(move || echo(stream, &flag)));
+                }
+                Err(_) => std::thread::sleep(POLL / 5),
+            }
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    EchoServer {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn echo(mut stream: TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(POLL));
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::SeqCst) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Connects from `ns` (the socket stays in `ns` for its whole life).
+pub fn connect(ns: &Netns, addr: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    ns.in_netns(|| TcpStream::connect_timeout(&addr.into(), timeout))
+        .unwrap()
+}
+
+/// Sends `data` on `stream` and reads the echo back, within `timeout`.
+pub fn roundtrip(stream: &mut TcpStream, data: &[u8], timeout: Duration) -> Result<(), String> {
+    let writer = {
+        let mut s = stream.try_clone().map_err(|e| e.to_string())?;
+        let data = data.to_vec();
+        std::thread::spawn(move || s.write_all(&data).map_err(|e| format!("sending: {e}")))
+    };
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = [0u8; 16384];
+    let result = loop {
+        if got.len() >= data.len() {
+            break if got[..data.len()] == *data {
+                Ok(())
+            } else {
+                Err("the echo differs from what was sent".to_string())
+            };
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(format!(
+                "{} of {} echoed bytes arrived within {timeout:?}",
+                got.len(),
+                data.len()
+            ));
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break Err(format!("closed after {} echoed bytes", got.len())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => break Err(format!("receiving: {e}")),
+        }
+    };
+    if result.is_err() {
+        // Unblocks the writer if the path is dead.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    match writer.join() {
+        Ok(Ok(())) => result,
+        Ok(Err(e)) => result.and(Err(e)),
+        Err(_) => result.and(Err("the writer panicked".to_string())),
+    }
+}
+
+/// A connection from `ns` to `addr` that exchanges `len` bytes each way.
+pub fn echo_exchange(
+    ns: &Netns,
+    addr: SocketAddrV4,
+    len: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut stream = connect(ns, addr, timeout).map_err(|e| format!("connecting: {e}"))?;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    roundtrip(&mut stream, &data, timeout)
+}
+
+/// `netbeast stats --json` in `ns`, one statistic by name.
+pub fn stat(ns: &Netns, name: &str) -> u64 {
+    let text = ns
+        .netbeast_ok(&["stats", "--json"])
+        .unwrap_or_else(|e| panic!("netbeast stats in {}: {e}", ns.name()));
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("netbeast stats --json is not JSON ({e}): {text}"));
+    value[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no statistic {name} in {text}"))
+}
+
+/// `netbeast conntrack ARGS` in `ns`: (stdout, stderr); the command must succeed.
+pub fn conntrack(ns: &Netns, args: &[&str]) -> (String, String) {
+    let mut argv = vec!["conntrack"];
+    argv.extend_from_slice(args);
+    let out = ns
+        .netbeast(&argv)
+        .unwrap_or_else(|e| panic!("netbeast conntrack in {}: {e}", ns.name()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "netbeast {argv:?} failed: {stderr}{stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// The MAC address of `iface` in `ns` (`ip -o link show`).
+pub fn mac_of(ns: &Netns, iface: &str) -> [u8; 6] {
+    let text = ns.ip(&["-o", "link", "show", "dev", iface]).unwrap();
+    let word = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC address for {iface} in: {text}"));
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(word.split(':')) {
+        *byte = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
+}
+
+/// Sends ready-made Ethernet frames out of `iface` of `ns` through an
+/// AF_PACKET socket, as a packet generator would: at most `frames.len()`
+/// frames, and no longer than `budget`. Returns how many were sent.
+pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>], budget: Duration) -> usize {
+    let ifindex: i32 = ns
+        .ip(&["-o", "link", "show", "dev", iface])
+        .unwrap()
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex for {iface}"));
+    ns.in_netns(|| {
+        // SAFETY: socket returns a new fd or -1.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
+        // SAFETY: fd is fresh and owned here.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields set below complete it.
+        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex;
+        addr.sll_halen = 6;
+        let started = Instant::now();
+        let mut sent = 0;
+        for frame in frames {
+            if started.elapsed() > budget {
+                break;
+            }
+            // SAFETY: frame and addr are valid for the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    socket.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    // The veth queue is full: let the receiver catch up.
+                    std::thread::sleep(Duration::from_micros(100));
+                    continue;
+                }
+                panic!("sending a raw frame: {e}");
+            }
+            sent += 1;
+        }
+        sent
+    })
+    .unwrap()
+}
