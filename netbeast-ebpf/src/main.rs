@@ -11,6 +11,7 @@ mod generator;
 mod parse;
 mod pipeline;
 mod reject;
+mod reject_local;
 mod route;
 mod stats;
 

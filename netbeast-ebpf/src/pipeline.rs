@@ -14,6 +14,7 @@ use crate::{
     forward::forward,
     parse::{Packet, Parsed, parse},
     reject::reject,
+    reject_local::reject_local,
     route::{Path, path, reply_source},
     stats::bump,
 };
@@ -146,22 +147,25 @@ pub fn egress(ctx: &TcContext) -> i32 {
     bump(stats::OUTPUT);
     track(pkt, start, end);
     let keys = keys(pkt, 0, ifindex, conntrack::state());
-    let verdict = match classify(
+    let (verdict, reject_with) = match classify(
         active_generation(),
         chain::OUTPUT,
         &keys,
         pkt.total_len as u64,
     ) {
-        Verdict::Policy(policy) => policy,
-        Verdict::Rule(action) => action.target,
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.reject_with),
     };
-    if verdict == target::ACCEPT {
-        confirm();
-        bump(stats::ACCEPTED);
-        TC_ACT_OK
-    } else {
-        // REJECT in OUTPUT drops without a local error for now.
-        bump(stats::DROPPED);
-        TC_ACT_SHOT
+    match verdict {
+        target::ACCEPT => {
+            confirm();
+            bump(stats::ACCEPTED);
+            TC_ACT_OK
+        }
+        target::REJECT => reject_local(ctx, pkt, reject_with, ifindex),
+        _ => {
+            bump(stats::DROPPED);
+            TC_ACT_SHOT
+        }
     }
 }

@@ -47,7 +47,7 @@ fn is_special(addr_be: u32) -> bool {
     a == 0 || a >> 28 == 0xe || a == u32::MAX
 }
 
-fn icmp_code(with: u32) -> u8 {
+pub fn icmp_code(with: u32) -> u8 {
     match with {
         reject::ICMP_NET_UNREACHABLE => 0,
         reject::ICMP_HOST_UNREACHABLE => 1,

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 
 use super::{
     planes::{Plane, Scenario},
-    traffic::{TrafficReport, rate},
+    traffic::TrafficReport,
 };
 
 const WIDTH: f64 = 820.0;
 const PANEL_HEIGHT: f64 = 300.0;
-const LEFT: f64 = 70.0;
+const LEFT: f64 = 80.0;
 const RIGHT: f64 = 250.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 40.0;
@@ -32,6 +32,15 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// Axis label of 10^d packets per second.
+fn decade(d: i32) -> String {
+    match d {
+        d if d >= 6 => format!("{} Mpps", 10u64.pow((d - 6) as u32)),
+        d if d >= 3 => format!("{} kpps", 10u64.pow((d - 3) as u32)),
+        d => format!("{} pps", 10u64.pow(d.max(0) as u32)),
+    }
 }
 
 /// The SVG document for `report`.
@@ -73,7 +82,7 @@ pub fn svg(report: &TrafficReport) -> String {
     let o = &report.options;
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="18" font-size="13">netbeast bench, {}: {}-byte UDP, {} flow(s), one core; median of {} round(s), bars min-max</text>"#,
+        r#"<text x="{LEFT}" y="18" font-size="13">netbeast bench, {}: {}-byte UDP, {} flow(s), one core; median of {} round(s), bars min-max; dashed: no rules</text>"#,
         escape(&report.date),
         o.size,
         o.flows,
@@ -109,7 +118,7 @@ pub fn svg(report: &TrafficReport) -> String {
                 LEFT + plot_w,
                 LEFT - 6.0,
                 gy + 4.0,
-                rate(10f64.powi(d))
+                decade(d)
             );
         }
         let _ = writeln!(

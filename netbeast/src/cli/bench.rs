@@ -128,6 +128,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         flows: args.flows,
         cpu: args.cpu.unwrap_or_else(traffic::default_cpu),
         batch: bench::live::BATCH_SIZE,
+        quick: false,
     };
     let (mut cost_rules, mut repeat, mut cost_rounds) = (rules, args.repeat, args.rounds);
     if args.quick {

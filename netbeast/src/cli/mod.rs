@@ -403,8 +403,15 @@ fn run_attach(ifaces: &[String], mode: Mode, fast_path: FastPath) -> Result<()> 
         } else {
             "native XDP"
         };
-        println!("{name}: attached ({how})");
+        let fast = if on {
+            "forwarding fast path on"
+        } else {
+            "forwarding fast path off"
+        };
+        println!("{name}: attached ({how}, {fast})");
     }
+    // Now that the links exist, the fast path may use them.
+    commit(&ns, &mut dp, &ruleset)?;
     Ok(())
 }
 

@@ -1150,3 +1150,48 @@ fn ten_thousand_rules_compile_fast() {
     let reference = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
     assert_eq!(reference, vec![9_999]);
 }
+
+#[test]
+#[ignore]
+fn tmp_timing() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::default();
+    let strat = (ruleset_seeds(), prop::collection::vec(any::<u64>(), 8..16));
+    let mut worst = (Duration::ZERO, 0usize);
+    let started = Instant::now();
+    for i in 0..20000 {
+        let (rules, packets) = strat.new_tree(&mut runner).unwrap().current();
+        let ruleset = ruleset_from(&rules);
+        let packets = packets_from(&packets);
+        let t = Instant::now();
+        let compiled = compile_unbounded(&ruleset, 1);
+        check_classes(&compiled);
+        if let Err(e) = compare(&ruleset, &compiled, &packets) {
+            eprintln!(
+                "FAIL case {i}: {e}\n{}",
+                crate::rules::save::save(&ruleset, false)
+            );
+            panic!();
+        }
+        let took = t.elapsed();
+        if took > worst.0 {
+            worst = (took, i);
+            let slots: Vec<u32> = compiled
+                .chains
+                .iter()
+                .map(|c| c.config.rule_count)
+                .collect();
+            eprintln!(
+                "case {i}: {took:?} slots {slots:?} rules {}",
+                ruleset
+                    .filter
+                    .chains
+                    .iter()
+                    .map(|c| c.rules.len())
+                    .sum::<usize>()
+            );
+        }
+    }
+    eprintln!("total {:?}", started.elapsed());
+}
