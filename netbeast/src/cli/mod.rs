@@ -9,12 +9,12 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use netbeast_common::{chain, stats};
+use netbeast_common::{CtConfig, chain, stats};
 use serde_json::json;
 
 use crate::{
     compile::CHAIN_NAMES,
-    loader::{AttachMode, Dataplane},
+    loader::{AttachMode, ConntrackSizes, Dataplane},
     rules::{
         command,
         model::{Counter, Policy, Ruleset},
@@ -46,6 +46,19 @@ enum Command {
         /// for redirected frames to arrive; say `on` when it does).
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
+        /// A conntrack timeout, NAME=SECONDS (repeatable). Names:
+        /// tcp-syn-sent, tcp-syn-recv, tcp-established, tcp-fin-wait,
+        /// tcp-time-wait, tcp-close, udp, udp-stream, icmp, generic.
+        #[arg(long = "ct-timeout", value_name = "NAME=SECONDS")]
+        ct_timeouts: Vec<String>,
+        /// Capacity of the table of connections without a reply yet (fixed
+        /// when the data plane is created).
+        #[arg(long, default_value_t = netbeast_common::CT_UNREPLIED_ENTRIES)]
+        ct_unreplied_size: u32,
+        /// Capacity of the table of connections that saw a reply (fixed
+        /// when the data plane is created).
+        #[arg(long, default_value_t = netbeast_common::CT_ESTABLISHED_ENTRIES)]
+        ct_established_size: u32,
     },
     /// Detach from interfaces; --all also removes every rule and pin.
     Detach {
@@ -160,7 +173,19 @@ pub fn main() -> ExitCode {
                     ifaces,
                     mode,
                     fast_path,
-                } => run_attach(&ifaces, mode, fast_path),
+                    ct_timeouts,
+                    ct_unreplied_size,
+                    ct_established_size,
+                } => run_attach(
+                    &ifaces,
+                    mode,
+                    fast_path,
+                    &ct_timeouts,
+                    ConntrackSizes {
+                        unreplied: ct_unreplied_size,
+                        established: ct_established_size,
+                    },
+                ),
                 Command::Detach { ifaces, all } => run_detach(&ifaces, all),
                 Command::Status { json } => run_status(json),
                 Command::Save { counters } => run_save(counters),
@@ -348,11 +373,71 @@ fn run_restore(noflush: bool, counters: bool, test: bool, file: Option<PathBuf>)
     commit(&ns, &mut dp, &ruleset)
 }
 
-fn run_attach(ifaces: &[String], mode: Mode, fast_path: FastPath) -> Result<()> {
+/// Applies `NAME=SECONDS` overrides to conntrack timeouts.
+fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<CtConfig> {
+    for spec in specs {
+        let Some((name, secs)) = spec.split_once('=') else {
+            bail!("--ct-timeout {spec}: expected NAME=SECONDS, e.g. --ct-timeout udp=60");
+        };
+        let secs: u32 = secs.parse().ok().filter(|s| *s > 0).with_context(|| {
+            format!("--ct-timeout {spec}: SECONDS must be a whole number above 0")
+        })?;
+        let slot = match name {
+            "tcp-syn-sent" => &mut config.tcp_syn_sent,
+            "tcp-syn-recv" => &mut config.tcp_syn_recv,
+            "tcp-established" => &mut config.tcp_established,
+            "tcp-fin-wait" => &mut config.tcp_fin_wait,
+            "tcp-time-wait" => &mut config.tcp_time_wait,
+            "tcp-close" => &mut config.tcp_close,
+            "udp" => &mut config.udp,
+            "udp-stream" => &mut config.udp_stream,
+            "icmp" => &mut config.icmp,
+            "generic" => &mut config.generic,
+            other => bail!(
+                "--ct-timeout {spec}: unknown timeout '{other}'; one of tcp-syn-sent, tcp-syn-recv, \
+                 tcp-established, tcp-fin-wait, tcp-time-wait, tcp-close, udp, udp-stream, icmp, generic"
+            ),
+        };
+        *slot = secs;
+    }
+    Ok(config)
+}
+
+fn run_attach(
+    ifaces: &[String],
+    mode: Mode,
+    fast_path: FastPath,
+    ct_timeouts: &[String],
+    ct_sizes: ConntrackSizes,
+) -> Result<()> {
+    for (name, size) in [
+        ("--ct-unreplied-size", ct_sizes.unreplied),
+        ("--ct-established-size", ct_sizes.established),
+    ] {
+        if !(1024..=(1 << 24)).contains(&size) {
+            bail!("{name} {size}: choose between 1024 and 16777216 entries");
+        }
+    }
+    // Bad input changes nothing: check the timeouts before touching state.
+    parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
-    let (ruleset, dp) = open(&ns, true)?;
-    let mut dp = dp.expect("opened with create");
+    let existed = ns.has_dataplane();
+    let mut ruleset = ns.load_ruleset()?;
+    let mut dp = Dataplane::open_pinned_with(&ns.maps_dir(), Some(ct_sizes))?;
+    fold_counters(&dp, &mut ruleset)?;
+    let defaults = ConntrackSizes {
+        unreplied: netbeast_common::CT_UNREPLIED_ENTRIES,
+        established: netbeast_common::CT_ESTABLISHED_ENTRIES,
+    };
+    if existed && ct_sizes != defaults {
+        eprintln!(
+            "warning: the conntrack tables already exist and keep their sizes; \
+             `netbeast detach --all` first to change them"
+        );
+    }
+    let timeouts = parse_timeouts(dp.conntrack_config()?, ct_timeouts)?;
+    dp.set_conntrack_config(&timeouts)?;
     let links_dir = ns.links_dir();
     std::fs::create_dir_all(&links_dir)
         .with_context(|| format!("cannot create {}", links_dir.display()))?;

@@ -108,6 +108,13 @@ pub struct TestRunOutput {
     pub frame: Vec<u8>,
 }
 
+/// Capacities of the two conntrack tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackSizes {
+    pub unreplied: u32,
+    pub established: u32,
+}
+
 /// How `attach` asks the kernel to run the XDP program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -135,6 +142,15 @@ impl Dataplane {
     /// Opens the maps pinned in `dir`, creating (and pinning) the ones that
     /// don't exist yet. The programs are loaded only when attaching.
     pub fn open_pinned(dir: &Path) -> Result<Dataplane, LoaderError> {
+        Self::open_pinned_with(dir, None)
+    }
+
+    /// As `open_pinned`; `sizes` sets the conntrack tables' capacities when
+    /// this call creates them (a table's size is fixed once it exists).
+    pub fn open_pinned_with(
+        dir: &Path,
+        sizes: Option<ConntrackSizes>,
+    ) -> Result<Dataplane, LoaderError> {
         std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
             what: format!("the pin directory {}", dir.display()),
             source,
@@ -143,6 +159,10 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
+        }
+        if let Some(sizes) = sizes {
+            loader.map_max_entries("CT_UNREPLIED", sizes.unreplied);
+            loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
         let mut dp = Dataplane { ebpf };
