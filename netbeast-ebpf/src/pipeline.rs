@@ -14,7 +14,7 @@ use crate::{
     forward::forward,
     parse::{Packet, Parsed, parse},
     reject::reject,
-    reject_local::reject_local,
+    reject_local,
     route::{Path, path, reply_source},
     stats::bump,
 };
@@ -162,7 +162,17 @@ pub fn egress(ctx: &TcContext) -> i32 {
             bump(stats::ACCEPTED);
             TC_ACT_OK
         }
-        target::REJECT => reject_local(ctx, pkt, reject_with, ifindex),
+        target::REJECT => {
+            if !reject_local::build_reply(ctx, pkt, reject_with) {
+                return reject_local::silent();
+            }
+            let (keys, bytes) = reject_local::reply_keys(ctx, pkt, reject_with);
+            match classify(active_generation(), chain::OUTPUT, &keys, bytes) {
+                Verdict::Policy(target::ACCEPT) => reject_local::deliver(ifindex),
+                Verdict::Rule(a) if a.target == target::ACCEPT => reject_local::deliver(ifindex),
+                _ => reject_local::silent(),
+            }
+        }
         _ => {
             bump(stats::DROPPED);
             TC_ACT_SHOT

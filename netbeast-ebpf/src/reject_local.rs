@@ -8,21 +8,32 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT},
-    helpers::generated::{bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail},
+    helpers::generated::{
+        bpf_redirect, bpf_skb_change_head, bpf_skb_change_tail, bpf_skb_load_bytes,
+    },
+    macros::map,
+    maps::PerCpuArray,
     programs::TcContext,
 };
-use netbeast_common::{reject, stats};
+use netbeast_common::{ct_state, reject, stats};
 
 use crate::{
+    classify::Keys,
     csum::fold,
-    parse::{ETH_HLEN, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN},
+    parse::{ETH_HLEN, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, opaque},
     stats::bump,
 };
 
 const IP_HLEN: usize = 20;
-/// The original IP header (up to 60 bytes) and up to 20 bytes after it.
-const MAX_QUOTE: usize = 80;
+/// Room for the original IP header (up to 60 bytes) and up to 20 bytes
+/// after it (84: the bound the verifier sees, 20 + 63).
+const MAX_QUOTE: usize = 84;
 const REPLY_TTL: u8 = 64;
+#[map]
+static QUOTE: PerCpuArray<[u8; MAX_QUOTE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The loopback device is ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 fn shot() -> i32 {
     bump(stats::REJECT_SILENT);
@@ -67,26 +78,55 @@ fn swapped(eth: [u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
     out
 }
 
-/// Turns the packet into its reply and redirects it into the host.
+/// Turns the packet into its reply; false when there is none to send.
 #[inline(never)]
-pub fn reject_local(ctx: &TcContext, pkt: &Packet, with: u32, ifindex: u32) -> i32 {
+pub fn build_reply(ctx: &TcContext, pkt: &Packet, with: u32) -> bool {
     if pkt.l3 != ETH_HLEN || pkt.fragment {
-        return shot();
+        return false;
     }
     let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(0) else {
-        return shot();
+        return false;
     };
-    let built = if with == reject::TCP_RESET {
+    if with == reject::TCP_RESET {
         tcp_reset(ctx, pkt, eth)
     } else {
         icmp_unreachable(ctx, pkt, eth, crate::reject::icmp_code(with))
-    };
-    if !built {
-        return shot();
     }
+}
+
+/// The classifier keys of the reply `build_reply` made. iptables sends that
+/// reply from the host, so it crosses OUTPUT itself, leaving by `lo` with
+/// no connection of its own (INVALID): a chain that rejects everything
+/// swallows its own replies and the sender sees a timeout, as with iptables.
+pub fn reply_keys(ctx: &TcContext, pkt: &Packet, with: u32) -> (Keys, u64) {
+    let (protocol, l4a, l4b) = if with == reject::TCP_RESET {
+        (IPPROTO_TCP, pkt.l4b, pkt.l4a)
+    } else {
+        (IPPROTO_ICMP, 3, crate::reject::icmp_code(with) as u32)
+    };
+    let keys = Keys {
+        src: pkt.dst,
+        dst: pkt.src,
+        protocol,
+        l4a,
+        l4b,
+        in_ifindex: 0,
+        out_ifindex: LOOPBACK_IFINDEX,
+        mac: [0; 6],
+        ct_state: ct_state::INVALID,
+    };
+    (keys, (ctx.len() as u64).saturating_sub(ETH_HLEN as u64))
+}
+
+/// Hands the reply to this host's stack on the interface it was leaving by.
+pub fn deliver(ifindex: u32) -> i32 {
     bump(stats::REJECTED);
-    // SAFETY: plain helper call; the reply enters this host's stack.
+    // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) as i32 }
+}
+
+pub fn silent() -> i32 {
+    shot()
 }
 
 fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
@@ -165,24 +205,44 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
     };
     let q = pkt.ip_header_len() + past;
     let quoted = if pkt.total_len < q { pkt.total_len } else { q };
-    let mut quote = [0u8; MAX_QUOTE];
-    // Read the quote in 4-byte steps (IP header and quote lengths are
-    // multiples of 4 up to the last partial one, which stays zero-padded).
-    let mut i = 0;
-    while i < MAX_QUOTE {
-        if i < quoted {
-            if let Ok(w) = ctx.load::<[u8; 4]>(ETH_HLEN + i) {
-                quote[i..i + 4].copy_from_slice(&w);
-            } else if let Ok(b) = ctx.load::<u8>(ETH_HLEN + i) {
-                quote[i] = b;
-            }
+    // The quote lives in a per-CPU map: the stack (512 bytes for the whole
+    // call chain) has no room for it next to the classifier.
+    let Some(quote) = QUOTE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let quote = unsafe { &mut *quote };
+    // The fixed 20 bytes first, then the rest, each with a length the
+    // verifier can bound away from zero.
+    let Ok(head) = ctx.load::<[u8; IP_HLEN]>(ETH_HLEN) else {
+        return false;
+    };
+    quote[..IP_HLEN].copy_from_slice(&head);
+    if quoted < IP_HLEN || quoted > IP_HLEN + 63 {
+        return false;
+    }
+    // Laundered, then masked: LLVM would otherwise fold the mask away and
+    // hand the helper a length the verifier cannot bound.
+    let len = (opaque(quoted - IP_HLEN) as u32) & 0x3f;
+    let n = IP_HLEN + len as usize;
+    if len != 0 {
+        // SAFETY: `len` (1..=63) bytes fit in `quote[IP_HLEN..]` (64).
+        let rc = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                (ETH_HLEN + IP_HLEN) as u32,
+                quote.as_mut_ptr().add(IP_HLEN) as *mut _,
+                len,
+            )
+        };
+        if rc != 0 {
+            return false;
         }
-        i += 4;
     }
     let mut icmp = [0u8; ICMP_HLEN];
     icmp[0] = 3;
     icmp[1] = code;
-    let check = !fold(sum16(&icmp) + sum16(&quote[..quoted.min(MAX_QUOTE)]));
+    let check = !fold(sum16(&icmp) + sum16(&quote[..n]));
     icmp[2..4].copy_from_slice(&check.to_be_bytes());
     let tos = (pkt.tos & 0x1e) | 0xc0;
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;

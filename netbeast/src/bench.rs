@@ -24,7 +24,7 @@ use crate::{
     loader::Dataplane,
     packet::FrameBuilder,
     rules::{
-        model::{Ipv4Net, Match, Negatable, PortRange, Rule, Ruleset, Target},
+        model::{Ipv4Net, Match, Negatable, Policy, PortRange, Rule, Ruleset, Target},
         save,
     },
 };
@@ -52,6 +52,9 @@ pub struct Report {
     pub repeat: u32,
     pub rounds: usize,
     pub floor_ns: f64,
+    /// The pipeline without a search: no rules, policy DROP (parse,
+    /// conntrack, route, counters), in ns per packet.
+    pub no_rules_ns: f64,
     pub rows: Vec<CostRow>,
     /// Seconds to restore the largest ruleset from iptables-save text:
     /// parse, compile, write the maps, switch.
@@ -106,17 +109,33 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         );
         planes.push((n, dp));
     }
+    // Policy DROP, like the rule that matches in the other rows: no
+    // connection is confirmed, so every run takes the same path.
+    let mut no_rules_ruleset = Ruleset::default();
+    no_rules_ruleset
+        .filter
+        .chain_mut("INPUT")
+        .expect("built-in chain")
+        .policy = Some(Policy::Drop);
+    let mut empty = Dataplane::load_private()?;
+    empty.set_local_addresses(&[DESTINATION])?;
+    empty.apply(&no_rules_ruleset, &[])?;
     let mut samples = vec![Vec::new(); planes.len()];
     let mut floor = Vec::new();
+    let mut no_rules = Vec::new();
     for _ in 0..rounds {
         let (_, t) = planes[0].1.test_run_repeat(&frame, repeat, true)?;
         floor.push(t.as_secs_f64() * 1e9);
+        let (_, t) = empty.test_run_repeat(&frame, repeat, false)?;
+        no_rules.push(t.as_secs_f64() * 1e9);
         for (i, (_, dp)) in planes.iter_mut().enumerate() {
             let (_, t) = dp.test_run_repeat(&frame, repeat, false)?;
             samples[i].push(t.as_secs_f64() * 1e9);
         }
     }
     let floor_ns = median(&mut floor);
+    let no_rules_ns = median(&mut no_rules);
+    drop(empty);
     let mut rows: Vec<CostRow> = planes
         .iter()
         .zip(samples.iter_mut())
@@ -159,6 +178,7 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         repeat,
         rounds,
         floor_ns,
+        no_rules_ns,
         rows,
         install_seconds,
         install_rules,
@@ -177,6 +197,10 @@ pub fn print(report: &Report) {
     println!(
         "{:<28} {:>10.1} {:>19} {:>10}",
         "floor (bare XDP_DROP)", report.floor_ns, "", ""
+    );
+    println!(
+        "{:<28} {:>10.1} {:>19} {:>10}",
+        "netbeast, no rules, DROP", report.no_rules_ns, "", ""
     );
     for r in &report.rows {
         println!(

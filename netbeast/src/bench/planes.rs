@@ -153,7 +153,10 @@ impl Plane {
                 Scenario::Forward | Scenario::Dnat => "kernel forwarding, no firewall".into(),
                 _ => "kernel, no firewall".into(),
             },
-            Plane::Netbeast => format!("netbeast {chain}"),
+            Plane::Netbeast => match scenario {
+                Scenario::Forward => "netbeast FORWARD, XDP fast path".into(),
+                _ => format!("netbeast {chain}"),
+            },
             Plane::IptablesRaw => "iptables raw PREROUTING".into(),
             Plane::Iptables => match scenario {
                 Scenario::Drop | Scenario::Pass => "iptables filter INPUT".into(),

@@ -565,7 +565,9 @@ impl Bench {
             Plane::Netbeast => {
                 let mut args = vec!["attach", RX_IFACE];
                 if routed {
-                    args.push(ROUTER_OUT_IFACE);
+                    // The sink runs an XDP program, so frames redirected to
+                    // it arrive: the fast path works here as on a NIC.
+                    args.extend([ROUTER_OUT_IFACE, "--fast-path", "on"]);
                 }
                 args.extend(["--mode", "native"]);
                 ns.netbeast_ok(&args)?;

@@ -95,6 +95,10 @@ enum Command {
         /// Only parse and check the file; change nothing.
         #[arg(short = 't', long = "test")]
         test: bool,
+        /// Restore only this table's sections and skip the others (as
+        /// iptables-restore -T), e.g. the filter table of a file with nat rules.
+        #[arg(short = 'T', long = "table", value_name = "TABLE")]
+        table: Option<String>,
         /// The file (standard input when absent).
         file: Option<PathBuf>,
     },
@@ -156,8 +160,18 @@ pub fn main() -> ExitCode {
             let noflush = rest.iter().any(|a| a == "-n" || a == "--noflush");
             let test = rest.iter().any(|a| a == "-t" || a == "--test");
             let counters = rest.iter().any(|a| a == "-c" || a == "--counters");
-            let file = rest.iter().find(|a| !a.starts_with('-')).map(PathBuf::from);
-            run_restore(noflush, counters, test, file)
+            // -T TABLE / --table=TABLE: its value is not the file.
+            let table_at = rest.iter().position(|a| a == "-T" || a == "--table");
+            let table = table_at.and_then(|i| rest.get(i + 1).cloned()).or_else(|| {
+                rest.iter()
+                    .find_map(|a| a.strip_prefix("--table=").map(str::to_string))
+            });
+            let file = rest
+                .iter()
+                .enumerate()
+                .find(|(i, a)| !a.starts_with('-') && table_at.is_none_or(|t| *i != t + 1))
+                .map(|(_, a)| PathBuf::from(a));
+            run_restore(noflush, counters, test, table.as_deref(), file)
         }
         _ => {
             let cli = Cli::parse();
@@ -193,8 +207,9 @@ pub fn main() -> ExitCode {
                     noflush,
                     counters,
                     test,
+                    table,
                     file,
-                } => run_restore(noflush, counters, test, file),
+                } => run_restore(noflush, counters, test, table.as_deref(), file),
                 Command::Stats { json } => run_stats(json),
                 Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
                     conntrack::Action::List
@@ -343,7 +358,13 @@ fn run_save(counters: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_restore(noflush: bool, counters: bool, test: bool, file: Option<PathBuf>) -> Result<()> {
+fn run_restore(
+    noflush: bool,
+    counters: bool,
+    test: bool,
+    table: Option<&str>,
+    file: Option<PathBuf>,
+) -> Result<()> {
     let text = match &file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
@@ -355,7 +376,7 @@ fn run_restore(noflush: bool, counters: bool, test: bool, file: Option<PathBuf>)
             s
         }
     };
-    let mut parsed = save::parse_restore(&text)?;
+    let mut parsed = save::parse_restore_table(&text, table)?;
     if !counters {
         // As iptables-restore: counters in the file count only with -c.
         parsed.strip_counters();

@@ -141,7 +141,6 @@ pub(super) struct Flattener<'p, 'a> {
     name: &'static str,
     limits: Limits,
     pub slots: Vec<Slot<'a>>,
-    nonterminating: usize,
 }
 
 impl<'p, 'a> Flattener<'p, 'a> {
@@ -159,7 +158,6 @@ impl<'p, 'a> Flattener<'p, 'a> {
             name,
             limits,
             slots: Vec::new(),
-            nonterminating: 0,
         }
     }
 
@@ -173,26 +171,55 @@ impl<'p, 'a> Flattener<'p, 'a> {
             Some(Policy::Accept) | None => target::ACCEPT,
             Some(Policy::Drop) => target::DROP,
         };
-        self.walk(chain, vec![Term::default()], &mut vec![chain])?;
+        let passes = self.walk(chain, vec![Term::default()], &mut vec![chain])?;
+        if passes > self.limits.nonterminating_rules {
+            return Err(CompileError::TooManyNonTerminating {
+                chain: self.name.to_string(),
+                limit: self.limits.nonterminating_rules,
+            });
+        }
         Ok((self.slots, policy))
     }
 
-    /// The slots of `chain`'s rules for the packets in `reach`; `path` holds
-    /// the chains entered to get here (for loops and messages).
+    /// The slots of `chain`'s rules for the packets in `entry` (the
+    /// packets that enter the chain); `path` holds the chains entered to get
+    /// here (for loops and messages).
+    ///
+    /// The packets that reach rule `r` are `entry AND NOT g` for every
+    /// conditional RETURN or goto `g` before it. That is computed per rule,
+    /// starting from the rule's own terms, rather than once for all later
+    /// rules: most of a rule's conditions contradict or imply most atoms of
+    /// the negations, so the cases stay few.
+    ///
+    /// Returns how many slots without a verdict one packet can act on in
+    /// this chain (and those it enters), at most: the kernel's search takes
+    /// a step for each, and has `MAX_NONTERMINATING_RULES` of them. A packet
+    /// takes at most one slot per rule, and none of a chain's rules after a
+    /// RETURN or goto it took (they carry `NOT` that rule), so a whole allow
+    /// list of RETURNs costs one.
     fn walk(
         &mut self,
         chain: usize,
-        mut reach: Vec<Term<'a>>,
+        entry: Vec<Term<'a>>,
         path: &mut Vec<usize>,
-    ) -> Result<(), CompileError> {
+    ) -> Result<usize, CompileError> {
         let prepared = self.prepared;
         let table = prepared.table;
+        // The RETURNs and gotos seen so far in this chain, as their terms.
+        let mut guards: Vec<&[Term<'a>]> = Vec::new();
+        // Slots without a verdict a packet still in this chain may have
+        // acted on, and the most any packet acts on before it leaves.
+        let (mut passed, mut most) = (0usize, 0usize);
         for (r, rule) in table.chains[chain].rules.iter().enumerate() {
-            if reach.is_empty() {
-                break;
-            }
             let terms = &prepared.terms[chain][r];
-            let hit = term::and_all(&reach, terms);
+            let mut hit = term::and_all(terms, &entry);
+            for guard in guards.iter().rev() {
+                if hit.is_empty() {
+                    break;
+                }
+                hit = term::and_not(&hit, guard);
+                self.check_terms(chain, r, hit.len())?;
+            }
             if hit.is_empty() {
                 continue;
             }
@@ -202,15 +229,6 @@ impl<'p, 'a> Flattener<'p, 'a> {
                 Some(first) => user_counter_slot(self.generation, self.builtin, first + r as u32),
             };
             let verdict = action(&rule.target, counter);
-            if verdict.target == target::NONE {
-                self.nonterminating += 1;
-                if self.nonterminating > self.limits.nonterminating_rules {
-                    return Err(CompileError::TooManyNonTerminating {
-                        chain: self.name.to_string(),
-                        limit: self.limits.nonterminating_rules,
-                    });
-                }
-            }
             if self.slots.len() + hit.len() > self.limits.rules_per_chain {
                 return Err(CompileError::TooManyRules {
                     chain: self.name.to_string(),
@@ -225,31 +243,34 @@ impl<'p, 'a> Flattener<'p, 'a> {
                     owner: (chain, r),
                 });
             }
+            // Nothing gets past an unconditional verdict, RETURN or goto.
+            let ends_chain = terms.iter().any(Term::is_true)
+                && !matches!(rule.target, Target::None | Target::Jump(_));
             match &rule.target {
                 Target::Jump(callee) | Target::Goto(callee) => {
                     let callee = self.callee(chain, r, callee, path)?;
                     path.push(callee);
-                    self.walk(callee, hit, path)?;
+                    let inside = self.walk(callee, hit, path)?;
                     path.pop();
                     if matches!(rule.target, Target::Goto(_)) {
-                        reach = term::and_not(&reach, terms);
-                        self.check_terms(chain, r, reach.len())?;
+                        guards.push(terms);
+                        most = most.max(passed + 1 + inside);
+                    } else {
+                        passed += 1 + inside;
                     }
                 }
                 Target::Return => {
-                    reach = term::and_not(&reach, terms);
-                    self.check_terms(chain, r, reach.len())?;
+                    guards.push(terms);
+                    most = most.max(passed + 1);
                 }
-                // An unconditional verdict ends the chain for everyone.
-                Target::Accept | Target::Drop | Target::Reject(_)
-                    if terms.iter().any(Term::is_true) =>
-                {
-                    reach.clear();
-                }
-                _ => {}
+                Target::None => passed += 1,
+                Target::Accept | Target::Drop | Target::Reject(_) => {}
+            }
+            if ends_chain {
+                break;
             }
         }
-        Ok(())
+        Ok(most.max(passed))
     }
 
     /// The chain a jump of rule `r` of `chain` enters, checked.
@@ -290,12 +311,12 @@ impl<'p, 'a> Flattener<'p, 'a> {
     }
 
     fn check_terms(&self, chain: usize, r: usize, terms: usize) -> Result<(), CompileError> {
-        if terms > MAX_TERMS_PER_RULE {
+        if terms > self.limits.terms_per_rule {
             return Err(CompileError::TooManyTerms {
                 builtin: self.name.to_string(),
                 chain: self.prepared.table.chains[chain].name.clone(),
                 rule: r + 1,
-                limit: MAX_TERMS_PER_RULE,
+                limit: self.limits.terms_per_rule,
             });
         }
         Ok(())

@@ -135,9 +135,10 @@ pub enum CompileError {
         limit: usize,
     },
     #[error(
-        "chain {chain} has more than {limit} rules without a target (MAX_NONTERMINATING_RULES): \
-         the kernel acts on at most {limit} of them per packet; give some a `-j` target or \
-         remove them"
+        "chain {chain} has more than {limit} rules without a target (MAX_NONTERMINATING_RULES) \
+         that one packet can pass, counting jumps, gotos and RETURNs in the chains it jumps \
+         to: the kernel acts on at most {limit} of them per packet; give some a `-j` target \
+         or remove them"
     )]
     TooManyNonTerminating { chain: String, limit: usize },
     #[error(
@@ -297,6 +298,7 @@ impl CompiledChain {
 struct Limits {
     rules_per_chain: usize,
     nonterminating_rules: usize,
+    terms_per_rule: usize,
     classes: u32,
     iface_entries: usize,
     mac_entries: usize,
@@ -305,6 +307,7 @@ struct Limits {
 const LIMITS: Limits = Limits {
     rules_per_chain: MAX_RULES_PER_CHAIN,
     nonterminating_rules: MAX_NONTERMINATING_RULES,
+    terms_per_rule: MAX_TERMS_PER_RULE,
     classes: MAX_CLASSES,
     iface_entries: MAX_IFACE_ENTRIES,
     mac_entries: MAX_MAC_ENTRIES,

@@ -351,8 +351,18 @@ pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a
 /// of `other`'s terms is negated in turn.
 pub(super) fn and_not<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a>> {
     let mut out = terms.to_vec();
-    for t in other {
-        out = and_all(&out, &t.negate());
+    for g in other {
+        let not_g = g.negate();
+        let mut next = Vec::with_capacity(out.len());
+        for t in out {
+            // A term that cannot meet `g` is all in `NOT g`: no split.
+            if t.and(g).is_none() {
+                next.push(t);
+                continue;
+            }
+            next.extend(not_g.iter().filter_map(|u| t.and(u)));
+        }
+        out = next;
         if out.is_empty() {
             break;
         }

@@ -36,7 +36,8 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 21] = [
+pub const MAP_NAMES: [&str; 22] = [
+    "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
     "TRACKING",

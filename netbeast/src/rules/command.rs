@@ -62,6 +62,16 @@ pub enum CommandError {
          links; MAX_JUMP_DEPTH, nf_tables' limit); merge some of these chains"
     )]
     TooDeep { path: String, limit: usize },
+    #[error(
+        "rule {rule} of chain {chain} matches the source MAC (-m mac), but OUTPUT reaches it \
+         ({path}): locally sent packets have no source MAC yet; jump to {chain} from INPUT or \
+         FORWARD only"
+    )]
+    MacFromOutput {
+        chain: String,
+        rule: usize,
+        path: String,
+    },
 }
 
 /// How deep user-defined chains may nest below a built-in chain: the
@@ -584,6 +594,55 @@ pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
             });
         }
     }
+    check_mac_from_output(table, &walk.index)
+}
+
+/// The kernel refuses `-m mac` in a chain OUTPUT reaches (there is no
+/// source MAC before a packet leaves); the parser already refuses it in
+/// OUTPUT itself. Runs after the loop check, so the walk ends.
+fn check_mac_from_output(
+    table: &Table,
+    index: &std::collections::HashMap<&str, usize>,
+) -> Result<(), CommandError> {
+    let Some(&output) = index.get("OUTPUT") else {
+        return Ok(());
+    };
+    // Breadth first, remembering how each chain was reached.
+    let mut via: Vec<Option<usize>> = vec![None; table.chains.len()];
+    let mut seen = vec![false; table.chains.len()];
+    let mut queue = std::collections::VecDeque::from([output]);
+    seen[output] = true;
+    while let Some(at) = queue.pop_front() {
+        let chain = &table.chains[at];
+        for (n, rule) in chain.rules.iter().enumerate() {
+            if at != output
+                && rule
+                    .matches
+                    .iter()
+                    .any(|m| matches!(m, super::model::Match::MacSource(_)))
+            {
+                let mut names = vec![chain.name.as_str()];
+                let mut back = at;
+                while let Some(from) = via[back] {
+                    names.push(&table.chains[from].name);
+                    back = from;
+                }
+                names.reverse();
+                return Err(CommandError::MacFromOutput {
+                    chain: chain.name.clone(),
+                    rule: n + 1,
+                    path: names.join(" -> "),
+                });
+            }
+            if let Some(&callee) = rule.target.chain().and_then(|c| index.get(c))
+                && !seen[callee]
+            {
+                seen[callee] = true;
+                via[callee] = Some(at);
+                queue.push_back(callee);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -965,7 +1024,7 @@ mod tests {
         let mut r = Ruleset::default();
         assert_eq!(
             fails(&mut r, "-A FOO -j DROP"),
-            "chain 'FOO' does not exist; the filter table has INPUT, FORWARD, OUTPUT (user-defined chains are not supported yet)"
+            "chain 'FOO' does not exist; the filter table has INPUT, FORWARD, OUTPUT (-N FOO creates it)"
         );
         assert_eq!(
             fails(&mut r, "-A input -j DROP"),
@@ -1164,6 +1223,197 @@ mod tests {
         let file = crate::rules::save::parse_restore(&text).unwrap();
         crate::rules::save::apply_restore(&mut restored, &file, false).unwrap();
         assert_eq!(restored, r);
+    }
+
+    fn chain_names(r: &Ruleset) -> Vec<&str> {
+        r.filter.chains.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn user_chains_are_created_sorted_like_iptables() {
+        let mut r = ruleset(&["-N ZED", "-N ALPHA", "-N mid", "-N BETA"]);
+        assert_eq!(
+            chain_names(&r),
+            ["INPUT", "FORWARD", "OUTPUT", "ALPHA", "BETA", "ZED", "mid"]
+        );
+        assert_eq!(fails(&mut r, "-N ZED"), "chain 'ZED' already exists");
+        assert_eq!(fails(&mut r, "-N INPUT"), "chain 'INPUT' already exists");
+        assert_eq!(
+            fails(&mut r, "-P ZED DROP"),
+            "can't set a policy on ZED: only built-in chains have one"
+        );
+    }
+
+    #[test]
+    fn jumps_need_an_existing_user_chain() {
+        let mut r = ruleset(&["-N MINE"]);
+        run_ok(&mut r, "-A INPUT -p tcp -j MINE");
+        run_ok(&mut r, "-A FORWARD -g MINE");
+        run_ok(&mut r, "-A MINE -j RETURN");
+        assert_eq!(rules_of(&r, "INPUT"), ["-A INPUT -p tcp -j MINE"]);
+        assert_eq!(rules_of(&r, "FORWARD"), ["-A FORWARD -g MINE"]);
+        assert_eq!(rules_of(&r, "MINE"), ["-A MINE -j RETURN"]);
+        assert_eq!(
+            fails(&mut r, "-A INPUT -j NOPE"),
+            "jump target 'NOPE' does not exist; create it first with -N NOPE"
+        );
+        assert_eq!(
+            fails(&mut r, "-A INPUT -j accept"),
+            "jump target 'accept' does not exist (targets are upper case: did you mean -j ACCEPT?)"
+        );
+        assert_eq!(
+            fails(&mut r, "-A INPUT -j OUTPUT"),
+            "cannot jump to the built-in chain OUTPUT: -j and -g lead to user-defined chains only"
+        );
+        assert_err_contains(fails(&mut r, "-I MINE -g INPUT"), "built-in chain INPUT");
+        assert_err_contains(fails(&mut r, "-R INPUT 1 -j NOPE"), "'NOPE' does not exist");
+        // -D and -C by specification find jump rules like any other.
+        run_ok(&mut r, "-C INPUT -p tcp -j MINE");
+        run_ok(&mut r, "-D FORWARD -g MINE");
+        assert!(r.filter.chain("FORWARD").unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn loops_and_depth_are_refused_like_iptables() {
+        let mut r = ruleset(&["-N A", "-N B", "-N C", "-A A -j B", "-A B -j C"]);
+        // Not reachable from a built-in chain yet: iptables accepts loops
+        // there (they can never run).
+        run_ok(&mut r, "-A C -g A");
+        assert_eq!(
+            fails(&mut r, "-A INPUT -j B"),
+            "chains jump in a loop (B -> C -> A -> B), which iptables refuses (too many levels of links); remove one of these jumps"
+        );
+        run_ok(&mut r, "-D C 1");
+        run_ok(&mut r, "-A INPUT -j A");
+        assert_err_contains(fails(&mut r, "-A A -j A"), "loop (A -> A)");
+        // MAX_JUMP_DEPTH chains below a built-in chain are fine, one more
+        // is not (nf_tables' limit, which iptables on this system has).
+        let mut deep = Ruleset::default();
+        for n in 1..=MAX_JUMP_DEPTH + 1 {
+            run_ok(&mut deep, &format!("-N C{n}"));
+        }
+        run_ok(&mut deep, "-A INPUT -j C1");
+        for n in 1..MAX_JUMP_DEPTH {
+            run_ok(&mut deep, &format!("-A C{n} -j C{}", n + 1));
+        }
+        let message = fails(
+            &mut deep,
+            &format!("-A C{MAX_JUMP_DEPTH} -j C{}", MAX_JUMP_DEPTH + 1),
+        );
+        assert_err_contains(
+            message.clone(),
+            "chains jump more than 15 levels deep (INPUT -> C1 -> C2",
+        );
+        assert_err_contains(message, "C15 -> C16)");
+    }
+
+    #[test]
+    fn mac_match_only_where_a_mac_is_known() {
+        let mut r = ruleset(&[
+            "-N M",
+            "-N N",
+            "-A M -m mac --mac-source 02:00:00:00:00:01 -j DROP",
+            "-A N -j M",
+        ]);
+        run_ok(&mut r, "-A INPUT -j N");
+        run_ok(&mut r, "-A FORWARD -j M");
+        assert_eq!(
+            fails(&mut r, "-A OUTPUT -g N"),
+            "rule 1 of chain M matches the source MAC (-m mac), but OUTPUT reaches it (OUTPUT -> N -> M): locally sent packets have no source MAC yet; jump to M from INPUT or FORWARD only"
+        );
+    }
+
+    #[test]
+    fn delete_chain_like_iptables() {
+        let mut r = ruleset(&[
+            "-N A",
+            "-N B",
+            "-N EMPTY",
+            "-A A -j ACCEPT",
+            "-A INPUT -j B",
+            "-A FORWARD -g B",
+        ]);
+        assert_eq!(
+            fails(&mut r, "-X A"),
+            "chain 'A' is not empty (1 rule); flush it first with -F A"
+        );
+        assert_eq!(
+            fails(&mut r, "-X B"),
+            "chain 'B' is still the target of 2 rules (INPUT rule 1, FORWARD rule 1); delete or replace those rules first"
+        );
+        assert_eq!(
+            fails(&mut r, "-X INPUT"),
+            "INPUT is a built-in chain: only user-defined chains can be deleted (-F empties it)"
+        );
+        assert_err_contains(fails(&mut r, "-X NOPE"), "chain 'NOPE' does not exist");
+        // -X alone deletes every user-defined chain, or none.
+        assert_err_contains(fails(&mut r, "-X"), "chain 'A' is not empty");
+        run_ok(&mut r, "-X EMPTY");
+        assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT", "A", "B"]);
+        // The classic reset: flush everything, then delete every chain.
+        run_ok(&mut r, "-F");
+        let out = run_ok(&mut r, "-v -X");
+        assert_eq!(out.text, "Deleting chain `A'\nDeleting chain `B'\n");
+        assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT"]);
+    }
+
+    #[test]
+    fn rename_chain_moves_the_jumps() {
+        let mut r = ruleset(&["-N B", "-N D", "-A INPUT -j B", "-A D -g B", "-A B -j DROP"]);
+        run_ok(&mut r, "-E B Z");
+        assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT", "D", "Z"]);
+        assert_eq!(rules_of(&r, "INPUT"), ["-A INPUT -j Z"]);
+        assert_eq!(rules_of(&r, "D"), ["-A D -g Z"]);
+        assert_eq!(rules_of(&r, "Z"), ["-A Z -j DROP"]);
+        assert_eq!(fails(&mut r, "-E Z D"), "chain 'D' already exists");
+        assert_eq!(
+            fails(&mut r, "-E INPUT X"),
+            "INPUT is a built-in chain: only user-defined chains can be renamed"
+        );
+        assert_err_contains(fails(&mut r, "-E NOPE X"), "chain 'NOPE' does not exist");
+    }
+
+    #[test]
+    fn flush_zero_and_list_cover_user_chains() {
+        let mut r = ruleset(&[
+            "-N U",
+            "-N V",
+            "-A U -c 5 50 -j ACCEPT",
+            "-A INPUT -c 1 10 -j U",
+            "-A U -p tcp --dport 22 -g V",
+        ]);
+        let listing = run_ok(&mut r, "-L -n -v -x").text;
+        assert!(listing.contains("\nChain U (1 references)\n"), "{listing}");
+        assert!(listing.contains("\nChain V (1 references)\n"), "{listing}");
+        assert!(
+            listing.contains("       1       10 U          all  --  *      *       0.0.0.0/0            0.0.0.0/0           \n"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains(" V          tcp  --  *      *       0.0.0.0/0            0.0.0.0/0           [goto]  tcp dpt:22\n"),
+            "{listing}"
+        );
+        assert_eq!(
+            run_ok(&mut r, "-S").text,
+            "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N U\n-N V\n-A INPUT -j U\n-A U -j ACCEPT\n-A U -p tcp -m tcp --dport 22 -g V\n"
+        );
+        assert_eq!(
+            run_ok(&mut r, "-S U").text,
+            "-N U\n-A U -j ACCEPT\n-A U -p tcp -m tcp --dport 22 -g V\n"
+        );
+        assert_eq!(
+            run_ok(&mut r, "-S U 2").text,
+            "-A U -p tcp -m tcp --dport 22 -g V\n"
+        );
+        run_ok(&mut r, "-Z U");
+        assert_eq!(
+            r.filter.chain("U").unwrap().rules[0].counter,
+            Counter::default()
+        );
+        assert_eq!(r.filter.chain("INPUT").unwrap().rules[0].counter.packets, 1);
+        run_ok(&mut r, "-F");
+        assert!(r.filter.chains.iter().all(|c| c.rules.is_empty()));
+        assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT", "U", "V"]);
     }
 
     #[test]

@@ -5,3 +5,6 @@ pub mod list;
 pub mod model;
 pub mod parse;
 pub mod save;
+
+#[cfg(test)]
+mod compat_tests;

@@ -350,6 +350,12 @@ pub enum RestoreError {
     },
     #[error("line {line}: {reason}")]
     Syntax { line: usize, reason: String },
+    /// `-T TABLE` names a table netbeast cannot restore.
+    #[error("-T: {source}")]
+    Table {
+        #[source]
+        source: ParseError,
+    },
     #[error(
         "line {line}: COMMIT expected: the *{table} section that starts on line {start} has no COMMIT"
     )]
@@ -363,7 +369,32 @@ pub enum RestoreError {
 /// Reads an iptables-restore file. Every line is checked here; only
 /// `apply_restore` touches a ruleset.
 pub fn parse_restore(text: &str) -> Result<RestoreFile, RestoreError> {
-    let mut reader = RestoreReader::default();
+    parse_restore_table(text, None)
+}
+
+/// [`parse_restore`] with iptables-restore's `-T TABLE`: only the sections
+/// of `only` are read; the others are skipped whatever they hold (so the
+/// filter table of an `iptables-save` that also has nat rules restores).
+pub fn parse_restore_table(text: &str, only: Option<&str>) -> Result<RestoreFile, RestoreError> {
+    if let Some(table) = only {
+        match table {
+            "filter" => {}
+            "nat" | "mangle" | "raw" | "security" => {
+                return Err(RestoreError::Table {
+                    source: ParseError::UnsupportedTable(table.to_string()),
+                });
+            }
+            _ => {
+                return Err(RestoreError::Table {
+                    source: ParseError::UnknownTable(table.to_string()),
+                });
+            }
+        }
+    }
+    let mut reader = RestoreReader {
+        only: only.map(str::to_string),
+        ..RestoreReader::default()
+    };
     for (index, raw) in text.lines().enumerate() {
         reader.line(index + 1, raw)?;
     }
@@ -522,12 +553,19 @@ enum Section {
         name: String,
         start: usize,
     },
+    /// A table `-T` did not select: skipped whatever it holds.
+    Skipped {
+        name: String,
+        start: usize,
+    },
 }
 
 #[derive(Default)]
 struct RestoreReader {
     tables: Vec<RestoreTable>,
     open: Option<Section>,
+    /// `-T`: the only table to read.
+    only: Option<String>,
 }
 
 impl RestoreReader {
@@ -549,7 +587,7 @@ impl RestoreReader {
                     self.tables.push(table);
                     Ok(())
                 }
-                Some(Section::Ignored { .. }) => Ok(()),
+                Some(Section::Ignored { .. } | Section::Skipped { .. }) => Ok(()),
                 None => Err(syntax(
                     "COMMIT without a table; start one with *filter".into(),
                 )),
@@ -563,6 +601,7 @@ impl RestoreReader {
                 let name = name.clone();
                 ignored_table_line(line, &name, text)
             }
+            Some(Section::Skipped { .. }) => Ok(()),
             Some(Section::Filter(table)) => {
                 let entry = match text.strip_prefix(':') {
                     Some(chain_line) => filter_chain_line(line, chain_line)?,
@@ -579,13 +618,21 @@ impl RestoreReader {
         if let Some(open) = &self.open {
             let (open_name, start) = match open {
                 Section::Filter(t) => (t.name.as_str().to_string(), t.line),
-                Section::Ignored { name, start } => (name.clone(), *start),
+                Section::Ignored { name, start } | Section::Skipped { name, start } => {
+                    (name.clone(), *start)
+                }
             };
             return Err(syntax(format!(
                 "*{name} starts before the *{open_name} section of line {start} ends; add COMMIT before it"
             )));
         }
         self.open = Some(match name {
+            _ if self.only.as_deref().is_some_and(|only| only != name) && !name.is_empty() => {
+                Section::Skipped {
+                    name: name.to_string(),
+                    start: line,
+                }
+            }
             "filter" => Section::Filter(RestoreTable {
                 name: TableName::Filter,
                 line,
@@ -610,7 +657,9 @@ impl RestoreReader {
         if let Some(open) = self.open.take() {
             let (table, start) = match open {
                 Section::Filter(t) => (t.name.as_str().to_string(), t.line),
-                Section::Ignored { name, start } => (name, start),
+                Section::Ignored { name, start } | Section::Skipped { name, start } => {
+                    (name, start)
+                }
             };
             return Err(RestoreError::MissingCommit {
                 line: end_line,
@@ -657,8 +706,8 @@ fn filter_chain_line(line: usize, text: &str) -> Result<RestoreEntry, RestoreErr
     };
     let builtin = BUILTIN_CHAINS.contains(&name);
     if !builtin {
-        parse::check_chain_name(":", name)
-            .and_then(|()| parse::check_new_chain_name(":", name))
+        parse::check_chain_name("the chain line", name)
+            .and_then(|()| parse::check_new_chain_name("the chain line", name))
             .map_err(|source| RestoreError::Parse { line, source })?;
     }
     let policy = match fields.next() {
@@ -1215,8 +1264,28 @@ COMMIT
                 "line 2: invalid policy counters '[x:0]' for chain 'INPUT'",
             ),
             (
-                "*filter\n:DOCKER - [0:0]\nCOMMIT\n",
-                "line 2: user-defined chains (:DOCKER) is not supported yet",
+                "*filter\n:DOCKER ACCEPT [0:0]\nCOMMIT\n",
+                "line 2: 'ACCEPT' for the user-defined chain DOCKER: only built-in chains have a policy; write :DOCKER - [0:0]",
+            ),
+            (
+                "*filter\n:ACCEPT - [0:0]\nCOMMIT\n",
+                "line 2: invalid chain name 'ACCEPT' for the chain line: a chain name may not clash with a target name",
+            ),
+            (
+                "*filter\n-A INPUT -j NOPE\nCOMMIT\n",
+                "line 2: jump target 'NOPE' does not exist; create it first with -N NOPE",
+            ),
+            (
+                "*filter\n-A INPUT -j LATER\n:LATER - [0:0]\nCOMMIT\n",
+                "line 2: jump target 'LATER' does not exist",
+            ),
+            (
+                "*filter\n:A - [0:0]\n:B - [0:0]\n-A INPUT -j A\n-A A -j B\n-A B -g A\nCOMMIT\n",
+                "line 7: chains jump in a loop (A -> B -> A)",
+            ),
+            (
+                "*filter\n-A INPUT -j OUTPUT\nCOMMIT\n",
+                "line 2: cannot jump to the built-in chain OUTPUT",
             ),
             (
                 "*filter\n[1:2 -A INPUT -j DROP\nCOMMIT\n",
@@ -1306,6 +1375,115 @@ COMMIT
         assert_eq!(
             r.filter.chain("FORWARD").unwrap().policy,
             Some(Policy::Drop)
+        );
+    }
+
+    /// iptables-save 1.8.9 (nf_tables) printed this for the same rules: user
+    /// chains after the built-in ones, sorted, with `- [0:0]`.
+    const USER_CHAINS_SAVE: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:ALPHA - [0:0]
+:ZED - [0:0]
+:mid - [0:0]
+-A INPUT -s 10.0.0.0/8 -j ZED
+-A FORWARD -j ALPHA
+-A OUTPUT -j mid
+-A ALPHA -j ACCEPT
+-A ZED -p tcp -m tcp --dport 22 -g ALPHA
+-A ZED -j RETURN
+COMMIT
+";
+
+    #[test]
+    fn user_chains_round_trip() {
+        let r = restore(USER_CHAINS_SAVE).unwrap();
+        let names: Vec<&str> = r.filter.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["INPUT", "FORWARD", "OUTPUT", "ALPHA", "ZED", "mid"]);
+        let text = save(&r, false);
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(body, USER_CHAINS_SAVE);
+        assert_eq!(restore(&save(&r, true)).unwrap(), r);
+        // The same chains declared in another order come out sorted.
+        let shuffled = restore(
+            "*filter\n:mid - [0:0]\n:ZED - [0:0]\n:ALPHA - [0:0]\n:FORWARD DROP [0:0]\n-A ALPHA -j ACCEPT\n-A FORWARD -j ALPHA\n-A OUTPUT -j mid\n-A INPUT -s 10.0.0.0/8 -j ZED\n-A ZED -p tcp --dport 22 -g ALPHA\n-A ZED -j RETURN\nCOMMIT\n",
+        )
+        .unwrap();
+        assert_eq!(shuffled, r);
+    }
+
+    #[test]
+    fn restore_replaces_user_chains_unless_noflush() {
+        let mut r = ruleset(&[
+            "-N OLD",
+            "-N KEEP",
+            "-A KEEP -j DROP",
+            "-A OLD -j ACCEPT",
+            "-A INPUT -j OLD",
+        ]);
+        let file = parse_restore(
+            "*filter\n:KEEP - [0:0]\n:NEW - [0:0]\n-A KEEP -j ACCEPT\n-A INPUT -j NEW\nCOMMIT\n",
+        )
+        .unwrap();
+        // --noflush: a declared chain that exists is emptied, the others
+        // stay as they are.
+        let mut kept = r.clone();
+        apply_restore(&mut kept, &file, true).unwrap();
+        assert_eq!(
+            saved_rules(&kept),
+            [
+                "-A INPUT -j OLD",
+                "-A INPUT -j NEW",
+                "-A KEEP -j ACCEPT",
+                "-A OLD -j ACCEPT"
+            ]
+        );
+        // Without it, every user-defined chain goes first.
+        apply_restore(&mut r, &file, false).unwrap();
+        let names: Vec<&str> = r.filter.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["INPUT", "FORWARD", "OUTPUT", "KEEP", "NEW"]);
+        assert_eq!(saved_rules(&r), ["-A INPUT -j NEW", "-A KEEP -j ACCEPT"]);
+        // Declaring a chain twice empties it the second time, as iptables.
+        let twice = restore("*filter\n:U - [0:0]\n-A U -j DROP\n:U - [0:0]\nCOMMIT\n").unwrap();
+        assert!(twice.filter.chain("U").unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn user_chain_rule_counters_restore_with_c() {
+        let text = "*filter\n:U - [7:8]\n[3:300] -A U -j ACCEPT\n-A INPUT -j U -c 4 400\nCOMMIT\n";
+        let r = restore(text).unwrap();
+        let u = r.filter.chain("U").unwrap();
+        assert_eq!(
+            u.rules[0].counter,
+            Counter {
+                packets: 3,
+                bytes: 300
+            }
+        );
+        // A user-defined chain has no policy counter; iptables prints [0:0].
+        assert_eq!(u.policy_counter, Counter::default());
+        let text = save(&r, true);
+        assert!(text.contains("\n:U - [0:0]\n"), "{text}");
+        assert!(text.contains("\n[3:300] -A U -j ACCEPT\n"), "{text}");
+        assert!(text.contains("\n[4:400] -A INPUT -j U\n"), "{text}");
+    }
+
+    #[test]
+    fn loops_are_checked_once_the_section_is_in() {
+        // A chain that jumps to one declared later in the file is fine once
+        // declared; a loop only counts when a built-in chain reaches it.
+        restore("*filter\n:A - [0:0]\n:B - [0:0]\n-A A -j B\n-A B -j A\nCOMMIT\n").unwrap();
+        let message = restore_err(
+            "*filter\n:A - [0:0]\n:B - [0:0]\n-A A -j B\n-A B -j A\n-A FORWARD -j A\nCOMMIT\n",
+        );
+        assert_eq!(
+            message,
+            "line 7: chains jump in a loop (A -> B -> A), which iptables refuses (too many levels of links); remove one of these jumps"
         );
     }
 
@@ -1482,16 +1660,61 @@ COMMIT
                 )
         }
 
+        /// Rules in the built-in chains and up to three user-defined ones
+        /// (`U0`..), plus jumps and gotos between them that never loop.
         fn arbitrary_ruleset() -> impl Strategy<Value = Ruleset> {
             (
                 prop::collection::vec(rule(), 0..12),
                 any::<bool>(),
                 any::<u64>(),
+                (
+                    0usize..4,
+                    prop::collection::vec((0usize..3, rule()), 0..8),
+                    prop::collection::vec((0usize..6, 0usize..3, any::<bool>(), rule()), 0..6),
+                ),
             )
-                .prop_map(|(rules, drop, packets)| {
+                .prop_map(|(rules, drop, packets, (users, user_rules, jumps))| {
                     let mut ruleset = Ruleset::default();
                     for (chain, rule) in rules {
                         ruleset.filter.chains[chain].rules.push(rule);
+                    }
+                    for n in 0..users {
+                        ruleset.filter.chains.push(Chain {
+                            name: format!("U{n}"),
+                            policy: None,
+                            policy_counter: Counter::default(),
+                            rules: Vec::new(),
+                        });
+                    }
+                    if users > 0 {
+                        // No -m mac in user chains: OUTPUT may reach them.
+                        let no_mac = |mut rule: Rule| {
+                            rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
+                            rule
+                        };
+                        for (n, (_, rule)) in user_rules {
+                            ruleset.filter.chains[3 + n % users]
+                                .rules
+                                .push(no_mac(rule));
+                        }
+                        // From chain `from` (built-in, then user) to a
+                        // user-defined chain of a higher number.
+                        for (from, to, goto, (shape, rule)) in jumps {
+                            let from = from % (3 + users);
+                            let first = if from < 3 { 0 } else { from - 3 + 1 };
+                            // Rules shaped for their chain's interfaces.
+                            if first >= users || (from < 3 && shape != from) {
+                                continue;
+                            }
+                            let mut rule = no_mac(rule);
+                            let name = format!("U{}", first + to % (users - first));
+                            rule.target = if goto {
+                                Target::Goto(name)
+                            } else {
+                                Target::Jump(name)
+                            };
+                            ruleset.filter.chains[from].rules.push(rule);
+                        }
                     }
                     if drop {
                         ruleset.filter.chains[1].policy = Some(Policy::Drop);
