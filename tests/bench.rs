@@ -4,7 +4,7 @@
 //!
 //! Needs root. Run: `cargo test -p netbeast --test bench`.
 
-use std::process::Command;
+use std::{process::Command, sync::Mutex};
 
 use netbeast::{
     bench::planes::{Plane, Scenario},
@@ -14,9 +14,14 @@ use serde_json::Value;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
-fn quick_report() -> Value {
+/// One benchmark at a time: both would pin their generator to one core.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn quick_report(extra: &[&str]) -> Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(NETBEAST)
         .args(["bench", "--quick", "--json"])
+        .args(extra)
         .output()
         .expect("netbeast runs");
     assert!(
@@ -41,7 +46,7 @@ fn u64_of(row: &Value, key: &str) -> u64 {
 #[test]
 fn quick_bench_accounts_for_every_frame() {
     require_root();
-    let report = quick_report();
+    let report = quick_report(&[]);
     let traffic = &report["traffic"];
     let rows = traffic["rows"].as_array().expect("traffic rows");
     let rules: Vec<u64> = traffic["options"]["rules"]
@@ -129,4 +134,30 @@ fn quick_bench_accounts_for_every_frame() {
         .as_array()
         .expect("program cost rows");
     assert!(!cost.is_empty());
+}
+
+/// `--flows N` spreads the frames over N source address/port pairs with
+/// valid checksums: iptables' DNAT rule, which sees only the first packet
+/// of each connection, counts exactly N, and every frame still arrives.
+#[test]
+fn flows_spread_over_distinct_connections() {
+    require_root();
+    const FLOWS: u64 = 300;
+    let report = quick_report(&[
+        "--scenario",
+        "dnat",
+        "--planes",
+        "iptables",
+        "--flows",
+        &FLOWS.to_string(),
+    ]);
+    let rows = report["traffic"]["rows"].as_array().expect("traffic rows");
+    let row = rows
+        .iter()
+        .find(|r| r["scenario"] == "dnat" && r["plane"] == "iptables")
+        .expect("iptables dnat row");
+    let sent = u64_of(row, "sent");
+    assert!(sent > FLOWS, "{row}");
+    assert_eq!(u64_of(row, "received") + u64_of(row, "lost"), sent, "{row}");
+    assert_eq!(u64_of(row, "matched"), FLOWS, "{row}");
 }

@@ -668,6 +668,37 @@ fn expired_connections_start_over() {
     });
 }
 
+/// Two CPUs handle the two directions of a connection at once: one may
+/// read the clock, then find the entry stamped by the other a moment
+/// later. That entry is fresh, not expired.
+#[test]
+fn an_entry_stamped_later_by_another_cpu_is_fresh() {
+    lab("clock", &[], |lab| {
+        lab.expect("query", &udp(CLIENT, 5353, SERVER, 53), "NEW");
+        lab.expect("answer", &udp(SERVER, 53, CLIENT, 5353), "ESTABLISHED");
+        let (key, mut entry, established) = lab
+            .dp
+            .conntrack_entries()
+            .unwrap()
+            .into_iter()
+            .next()
+            .expect("the flow is tracked");
+        assert!(established);
+        // Stamped 1 ms after whatever "now" the next packet reads.
+        entry.last_seen_ns = monotonic_now_ns() + 1_000_000;
+        lab.dp
+            .set_conntrack_entry(&key, &entry, true)
+            .expect("staging the entry");
+        let expired = lab.stat(stats::CT_EXPIRED);
+        lab.expect(
+            "next query, read against an entry stamped a moment later",
+            &udp(CLIENT, 5353, SERVER, 53),
+            "ESTABLISHED",
+        );
+        assert_eq!(lab.stat(stats::CT_EXPIRED), expired, "counted as expired");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // A SYN flood does not push established connections out
 

@@ -100,6 +100,14 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         }
         Path::Kernel => return xdp_action::XDP_PASS,
     };
+    // The kernel reassembles local datagrams before its INPUT hook, so
+    // iptables' INPUT never sees a later fragment on its own: it judges the
+    // whole datagram, whose verdict is the first fragment's (same header,
+    // with the ports). Later fragments go to the reassembly, which completes
+    // only if the first fragment was let through.
+    if chain == chain::INPUT && pkt.fragment {
+        return xdp_action::XDP_PASS;
+    }
     track(pkt, start, end);
     let keys = keys(pkt, in_ifindex, out_ifindex, conntrack::state());
     let generation = active_generation();

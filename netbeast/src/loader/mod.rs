@@ -524,6 +524,25 @@ impl Dataplane {
         map.set(0, config, 0).map_err(map_err("CT_CONFIG"))
     }
 
+    /// Writes one conntrack entry into the unreplied or the established
+    /// table, as the kernel would (tests use it to stage entries, e.g. one
+    /// stamped by another CPU a moment "later").
+    pub fn set_conntrack_entry(
+        &mut self,
+        key: &CtKey,
+        entry: &CtEntry,
+        established: bool,
+    ) -> Result<(), LoaderError> {
+        let name = if established {
+            "CT_ESTABLISHED"
+        } else {
+            "CT_UNREPLIED"
+        };
+        let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        map.insert(key, entry, 0).map_err(map_err(name))
+    }
+
     /// Empties both conntrack tables; returns how many entries it deleted.
     pub fn flush_conntrack(&mut self) -> Result<usize, LoaderError> {
         let mut deleted = 0;
