@@ -328,3 +328,33 @@ fn rejected_traffic_stays_home(firewall: Firewall) {
     );
     assert_eq!(dns.served(), 0, "a rejected datagram reached the server");
 }
+
+// OUTPUT sees every packet the host sends, data segments included: a byte
+// counter adds up the data, and a DROP rule added under an established
+// connection stops its data (as in iptables, whose OUTPUT hook sees the
+// same packets before segmentation).
+scenario!(output_rules_see_data_segments);
+fn output_rules_see_data_segments(firewall: Firewall) {
+    let net = Lan::new("outdata", firewall);
+    let _echo = support::echo_server(&net.router, 8080);
+    net.iptables("-A OUTPUT -p tcp --dport 8080");
+    const BULK: usize = 100 * 1024;
+    support::echo_exchange(&net.host, at(ROUTER, 8080), BULK, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("bulk exchange: {e}"));
+    let counted = net.firewall.list(&net.host, "OUTPUT").unwrap().rules[0].bytes;
+    assert!(
+        counted >= BULK as u64,
+        "the OUTPUT rule counted {counted} bytes of a {BULK}-byte upload\n{}",
+        net.ruleset()
+    );
+
+    let mut session = support::connect(&net.host, at(ROUTER, 8080), TIMEOUT).unwrap();
+    support::roundtrip(&mut session, b"before the rule", TIMEOUT).unwrap();
+    net.iptables("-I OUTPUT -p tcp --dport 8080 -j DROP");
+    let after = support::roundtrip(&mut session, &[9; 5000], Duration::from_secs(2));
+    assert!(
+        after.is_err(),
+        "5000 bytes went out and came back through -I OUTPUT -p tcp --dport 8080 -j DROP\n{}",
+        net.ruleset()
+    );
+}

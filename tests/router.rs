@@ -149,6 +149,7 @@ impl Article {
 
     fn ruleset(&self) -> String {
         self.firewall.save(&self.router).unwrap_or_default()
+            + &support::diagnostics(&self.router, &self.firewall)
     }
 }
 

@@ -126,6 +126,8 @@ fn flow_of(pkt: &Packet) -> (Flow, bool) {
     (flow, pkt.l4_complete || !(ports || icmp))
 }
 
+/// (Callers compare with `now.saturating_sub(last_seen)`: another CPU may
+/// have stamped the entry after this packet read the clock.)
 #[inline(always)]
 fn timeout_ns(e: &CtEntry) -> u64 {
     let d = CtConfig::DEFAULT;
@@ -242,7 +244,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u3
     if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
-        if now.wrapping_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
+        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
             if !reopens(e, pkt) {
                 bump(stats::CT_EXPIRED);
             }
@@ -255,7 +257,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u3
     if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
-        if now.wrapping_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
+        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
             if !reopens(e, pkt) {
                 bump(stats::CT_EXPIRED);
             }

@@ -89,8 +89,11 @@ pub enum Parsed {
     Ipv4(Packet),
 }
 
+/// `frame_len` is the whole frame's length: `end - start` in XDP, but in TC
+/// `skb->len`, since a big packet of the host keeps only its headers in the
+/// linear part that `start..end` covers.
 #[inline(always)]
-pub fn parse(start: usize, end: usize) -> Parsed {
+pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
     let Some(mut proto) = load::<u16>(start, end, 12) else {
         return Parsed::Malformed;
     };
@@ -110,11 +113,11 @@ pub fn parse(start: usize, end: usize) -> Parsed {
     if u16::from_be(proto) != ETH_P_IP {
         return Parsed::NotIpv4;
     }
-    parse_ipv4(start, end, l3)
+    parse_ipv4(start, end, l3, frame_len)
 }
 
 #[inline(always)]
-fn parse_ipv4(start: usize, end: usize, l3: usize) -> Parsed {
+fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed {
     let Some(ver_ihl) = load::<u8>(start, end, l3) else {
         return Parsed::Malformed;
     };
@@ -141,7 +144,7 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Parsed {
     // The header (with options) must fit in the frame, and the total length
     // must neither be shorter than the header nor claim bytes that are not
     // there (trailing Ethernet padding is fine).
-    if header_len > 60 || total_len < header_len || start + l3 + total_len > end {
+    if header_len > 60 || total_len < header_len || l3 + total_len > frame_len {
         return Parsed::Malformed;
     }
     let fragment = u16::from_be(frag) & 0x1fff != 0;

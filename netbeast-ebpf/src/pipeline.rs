@@ -66,7 +66,7 @@ fn keys(pkt: &Packet, in_ifindex: u32, out_ifindex: u32, ct_state: u32) -> Keys 
 pub fn ingress(ctx: &XdpContext) -> u32 {
     bump(stats::PACKETS);
     let (start, end) = (ctx.data(), ctx.data_end());
-    let pkt = match parse(start, end) {
+    let pkt = match parse(start, end, end - start) {
         Parsed::Ipv4(pkt) => match scratch(pkt) {
             Some(pkt) => pkt,
             None => return xdp_action::XDP_PASS,
@@ -135,6 +135,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// Bytes the egress parser needs linear: Ethernet, the longest IPv4 header
+/// and a TCP header.
+const EGRESS_PULL: usize = 14 + 60 + 20;
+
 /// TC egress: only locally generated packets are OUTPUT's; forwarded ones
 /// (they came in on an interface) were filtered by FORWARD at ingress.
 #[inline(always)]
@@ -145,8 +149,17 @@ pub fn egress(ctx: &TcContext) -> i32 {
     if ingress_ifindex != 0 {
         return TC_ACT_OK;
     }
+    // Big packets of the host (GSO, paged) keep only part of their headers
+    // in the linear area: pull in what the parser reads.
+    let frame_len = ctx.len() as usize;
+    let want = if frame_len < EGRESS_PULL {
+        frame_len
+    } else {
+        EGRESS_PULL
+    };
+    let _ = ctx.pull_data(want as u32);
     let (start, end) = (ctx.data(), ctx.data_end());
-    let Parsed::Ipv4(pkt) = parse(start, end) else {
+    let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
         return TC_ACT_OK;
     };
     let Some(pkt) = scratch(pkt) else {

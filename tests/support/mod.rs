@@ -254,3 +254,18 @@ pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>], budget: Dura
     })
     .unwrap()
 }
+
+/// For failure messages: netbeast's statistics and connection table in
+/// `ns`, or nothing when the firewall is iptables.
+pub fn diagnostics(ns: &Netns, firewall: &netbeast::netns::Firewall) -> String {
+    if !firewall.is_netbeast() {
+        return String::new();
+    }
+    let stats = ns.netbeast_ok(&["stats"]).unwrap_or_else(|e| e.to_string());
+    let table = ns
+        .netbeast(&["conntrack", "-L"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| e.to_string());
+    let table: String = table.lines().take(20).collect::<Vec<_>>().join("\n");
+    format!("\nnetbeast stats:\n{stats}\nconntrack -L (first 20):\n{table}")
+}

@@ -50,6 +50,8 @@ const MAX_FRAMES: u32 = 1 << 30;
 /// stopped before the run is declared stuck.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 const DRAIN_POLL: Duration = Duration::from_micros(200);
+/// Pause between setting up and measuring.
+const SETTLE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -232,6 +234,9 @@ struct Receiver {
     traffic: Traffic,
     frame: Vec<u8>,
     frames_per_run: u32,
+    /// Seconds of a run that carry no traffic (page pool set-up and
+    /// tear-down in the kernel), measured with one-batch runs.
+    overhead: f64,
     samples: Vec<f64>,
     /// Rounds whose rate is the whole run's (the window did not fit).
     whole_run_samples: usize,
@@ -608,6 +613,7 @@ impl Bench {
             traffic,
             frame,
             frames_per_run: 0,
+            overhead: 0.0,
             samples: Vec::new(),
             whole_run_samples: 0,
             sent: 0,
@@ -710,13 +716,12 @@ impl Bench {
             let batch = super::live::BATCH_SIZE;
             overhead = overhead.min(self.run_once(i, batch, None)?.seconds);
         }
+        self.receivers[i].overhead = overhead;
         let mut frames = CALIBRATION_FRAMES;
         loop {
             let seconds = self.run_once(i, frames, None)?.seconds - overhead;
             if seconds >= target / 4.0 || frames >= MAX_FRAMES / 8 {
-                let scaled = frames as f64 * target / seconds.max(1e-6);
-                self.receivers[i].frames_per_run =
-                    scaled.clamp(super::live::BATCH_SIZE as f64, MAX_FRAMES as f64) as u32;
+                self.receivers[i].frames_per_run = scaled_frames(frames, seconds, target);
                 return Ok(());
             }
             frames *= 8;
@@ -726,6 +731,9 @@ impl Bench {
     fn measure(&mut self, progress: &mut Progress) -> Result<()> {
         let n = self.receivers.len();
         progress.phase(n * (self.options.rounds + 1));
+        // Namespaces removed during setup (the NAT probe) are cleaned up by
+        // the kernel in the background: let that pass before calibrating.
+        std::thread::sleep(SETTLE);
         for i in 0..n {
             progress.step(&format!("calibrating {}", self.receivers[i].what()));
             self.calibrate(i)?;
@@ -739,17 +747,22 @@ impl Bench {
                     self.receivers[i].what()
                 ));
                 let frames = self.receivers[i].frames_per_run;
-                let run = self.run_once(i, frames, Some(self.options.seconds))?;
+                let target = self.options.seconds;
+                let run = self.run_once(i, frames, Some(target))?;
                 let r = &mut self.receivers[i];
+                let traffic_seconds = (run.seconds - r.overhead).max(run.seconds / 2.0);
                 match run.window_rate {
                     Some(rate) => r.samples.push(rate),
                     None => {
                         // The window did not fit in the run: the whole run,
-                        // its fixed start and end included, is the measure.
+                        // less its fixed cost, is the measure.
                         r.whole_run_samples += 1;
-                        r.samples.push(run.taken as f64 / run.seconds);
+                        r.samples.push(run.taken as f64 / traffic_seconds);
                     }
                 }
+                // Follow the machine: a calibration made in a slow moment
+                // must not shrink every later run.
+                r.frames_per_run = scaled_frames(frames, traffic_seconds, target);
             }
         }
         Ok(())
@@ -808,6 +821,13 @@ impl Bench {
         rows.extend(self.unavailable.iter().cloned());
         Ok(rows)
     }
+}
+
+/// Frames for a run of `target` seconds, from a run of `frames` that
+/// carried traffic for `seconds`; at most 4 times more or less at once.
+fn scaled_frames(frames: u32, seconds: f64, target: f64) -> u32 {
+    let factor = (target / seconds.max(1e-6)).clamp(0.25, 4.0);
+    (frames as f64 * factor).clamp(super::live::BATCH_SIZE as f64, MAX_FRAMES as f64) as u32
 }
 
 struct RunOutcome {
@@ -1137,6 +1157,7 @@ pub fn print(report: &TrafficReport) {
     }
     let mut current = None;
     let mut problems = Vec::new();
+    let mut whole_runs = false;
     for r in &report.rows {
         if current != Some(r.scenario) {
             current = Some(r.scenario);
@@ -1163,12 +1184,18 @@ pub fn print(report: &TrafficReport) {
             (Some(a), Some(b)) => format!("{}-{}", short_rate(a), short_rate(b)),
             _ => "-".into(),
         };
+        let marker = if r.whole_run_samples > 0 {
+            whole_runs = true;
+            "*"
+        } else {
+            ""
+        };
         println!(
             "{:<8} {:<34} {:>6} {:>11} {:>17} {:>8} {:>8} {:>9}",
             "",
             r.label,
             rules,
-            r.pps.map_or("-".into(), rate),
+            r.pps.map_or("-".into(), |p| format!("{marker}{}", rate(p))),
             spread,
             ratio(r.ratio_to_iptables),
             ratio(r.ratio_to_floor),
@@ -1191,6 +1218,11 @@ pub fn print(report: &TrafficReport) {
     println!(
         "lost = frames a full veth ring refused (the receiver fell behind the generator); every other frame was dropped or received as its data plane's counters say."
     );
+    if whole_runs {
+        println!(
+            "* some rounds ended before their measuring window: their rate is the whole run's, less the run's fixed cost."
+        );
+    }
     if report.generator_counted != report.generator_asked {
         problems.push(format!(
             "the generator program counted {} frames, {} were asked for",

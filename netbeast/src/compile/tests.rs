@@ -1234,7 +1234,8 @@ fn jump_goto_and_return_follow_iptables() {
         src: Ipv4Addr::from(a),
         ..tcp_packet(1, dport)
     };
-    let cases: [([u8; 4], u16, &[(&str, usize)]); 5] = [
+    type Hits = &'static [(&'static str, usize)];
+    let cases: [([u8; 4], u16, Hits); 5] = [
         // Not in 10/8: INPUT only.
         ([192, 168, 0, 1], 22, &[("INPUT", 1)]),
         // RETURN from A: on with INPUT rule 1.
