@@ -319,6 +319,29 @@ pub struct CtConfig {
 }
 
 impl CtConfig {
+    /// The timeout of a connection in its current state, in seconds: one
+    /// rule for the kernel's expiry and for `conntrack -L`.
+    #[inline(always)]
+    pub fn timeout_secs(&self, e: &CtEntry) -> u32 {
+        const TCP: u8 = 6;
+        const UDP: u8 = 17;
+        const ICMP: u8 = 1;
+        match e.protocol {
+            TCP => match e.tcp_state {
+                tcp_state::SYN_SENT => self.tcp_syn_sent,
+                tcp_state::SYN_RECV => self.tcp_syn_recv,
+                tcp_state::FIN_WAIT => self.tcp_fin_wait,
+                tcp_state::TIME_WAIT => self.tcp_time_wait,
+                tcp_state::CLOSE => self.tcp_close,
+                _ => self.tcp_established,
+            },
+            UDP if e.status & ct_status::SEEN_REPLY != 0 => self.udp_stream,
+            UDP => self.udp,
+            ICMP => self.icmp,
+            _ => self.generic,
+        }
+    }
+
     /// nf_conntrack's defaults (`sysctl net.netfilter.nf_conntrack_*_timeout*`).
     pub const DEFAULT: CtConfig = CtConfig {
         tcp_syn_sent: 120,

@@ -135,25 +135,7 @@ fn timeout_ns(e: &CtEntry) -> u64 {
         Some(c) if c.generic != 0 => c,
         _ => &d,
     };
-    let secs = match e.protocol {
-        IPPROTO_TCP => match e.tcp_state {
-            tcp_state::SYN_SENT => cfg.tcp_syn_sent,
-            tcp_state::SYN_RECV => cfg.tcp_syn_recv,
-            tcp_state::FIN_WAIT => cfg.tcp_fin_wait,
-            tcp_state::TIME_WAIT => cfg.tcp_time_wait,
-            tcp_state::CLOSE => cfg.tcp_close,
-            _ => cfg.tcp_established,
-        },
-        IPPROTO_UDP => {
-            if e.status & ct_status::SEEN_REPLY != 0 {
-                cfg.udp_stream
-            } else {
-                cfg.udp
-            }
-        }
-        IPPROTO_ICMP => cfg.icmp,
-        _ => cfg.generic,
-    };
+    let secs = cfg.timeout_secs(e);
     secs as u64 * NS
 }
 

@@ -50,6 +50,8 @@ const MAX_FRAMES: u32 = 1 << 30;
 /// stopped before the run is declared stuck.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 const DRAIN_POLL: Duration = Duration::from_micros(200);
+/// How often the window reads the receiver's counter during a run.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(5);
 /// Pause between setting up and measuring.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -628,10 +630,10 @@ impl Bench {
     /// its ring every frame the veth accepted.
     ///
     /// With `window`, a second thread (on another core) also reads the
-    /// receiver's counter twice while the generator runs, 15% and 75% into
-    /// the expected duration: the rate over that window leaves out each
-    /// run's fixed start and end (the kernel sets up and tears down a page
-    /// pool per BPF_PROG_TEST_RUN call, ~15 ms here).
+    /// receiver's counter while the generator runs ([`sample_window`]): the
+    /// rate over that window leaves out each run's fixed start and end (the
+    /// kernel sets up and tears down a page pool per BPF_PROG_TEST_RUN
+    /// call, ~15 ms here).
     fn run_once(&mut self, i: usize, frames: u32, window: Option<f64>) -> Result<RunOutcome> {
         let cpu = self.options.cpu;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -853,9 +855,10 @@ struct Window<'a> {
     seconds: f64,
 }
 
-/// The receiver's rate between 15% and 75% of a run's expected traffic
-/// time, or None when the generator had sent everything before the window
-/// closed (the window would then hold idle time).
+/// The receiver's rate while the generator was still sending: the counter
+/// is read every `SAMPLE_PERIOD`, from 10% of the expected traffic time to
+/// the last reading before the generator had handed over its last frame.
+/// None when that window is shorter than a quarter of the expected time.
 fn sample_window(w: &Window, done: &AtomicBool) -> Option<f64> {
     let read = |s: &VethStats, name| s.get(name).ok();
     let waiting = Instant::now();
@@ -865,15 +868,27 @@ fn sample_window(w: &Window, done: &AtomicBool) -> Option<f64> {
         }
         std::thread::sleep(Duration::from_micros(50));
     }
-    std::thread::sleep(Duration::from_secs_f64(w.seconds * 0.15));
-    let (t1, c1) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
-    std::thread::sleep(Duration::from_secs_f64(w.seconds * 0.6));
-    let (t2, c2) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
-    let handed = read(w.tx, counter::XDP_XMIT)? + read(w.tx, counter::XDP_XMIT_ERRORS)? - w.tx0;
-    if handed >= w.frames as u64 || done.load(Ordering::SeqCst) {
+    std::thread::sleep(Duration::from_secs_f64(w.seconds * 0.1));
+    let mut first = None;
+    let mut last = None;
+    loop {
+        let (t, c) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
+        // Read after the receiver's counter: if the generator still had
+        // frames then, it was sending all along up to `t`.
+        let handed = read(w.tx, counter::XDP_XMIT)? + read(w.tx, counter::XDP_XMIT_ERRORS)?;
+        if handed - w.tx0 >= w.frames as u64 || done.load(Ordering::SeqCst) {
+            break;
+        }
+        first.get_or_insert((t, c));
+        last = Some((t, c));
+        std::thread::sleep(SAMPLE_PERIOD);
+    }
+    let ((t1, c1), (t2, c2)) = (first?, last?);
+    let seconds = (t2 - t1).as_secs_f64();
+    if seconds < w.seconds / 4.0 {
         return None;
     }
-    Some((c2 - c1) as f64 / (t2 - t1).as_secs_f64())
+    Some((c2 - c1) as f64 / seconds)
 }
 
 /// Median, min and max (None for no samples).

@@ -116,20 +116,7 @@ pub fn monotonic_now_ns() -> u64 {
 /// The timeout of a connection in its current state, in seconds, as the
 /// kernel's conntrack (netbeast-ebpf conntrack.rs `timeout_ns`) applies it.
 pub fn timeout_secs(entry: &CtEntry, config: &CtConfig) -> u32 {
-    match entry.protocol {
-        IPPROTO_TCP => match entry.tcp_state {
-            tcp_state::SYN_SENT => config.tcp_syn_sent,
-            tcp_state::SYN_RECV => config.tcp_syn_recv,
-            tcp_state::FIN_WAIT => config.tcp_fin_wait,
-            tcp_state::TIME_WAIT => config.tcp_time_wait,
-            tcp_state::CLOSE => config.tcp_close,
-            _ => config.tcp_established,
-        },
-        IPPROTO_UDP if entry.status & ct_status::SEEN_REPLY != 0 => config.udp_stream,
-        IPPROTO_UDP => config.udp,
-        IPPROTO_ICMP => config.icmp,
-        _ => config.generic,
-    }
+    config.timeout_secs(entry)
 }
 
 /// Whole seconds before the connection expires, `None` once it has.
