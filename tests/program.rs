@@ -1114,7 +1114,11 @@ fn make_router(h: &mut Harness, ns: &Netns) -> u32 {
 #[test]
 fn later_fragments_for_the_host_skip_input() {
     // The `input` statistic counts packets for the host, classified or not.
-    let skipped = &[(stats::FRAGMENTS, 1), (stats::ACCEPTED, 0), (stats::DROPPED, 0)];
+    let skipped = &[
+        (stats::FRAGMENTS, 1),
+        (stats::ACCEPTED, 0),
+        (stats::DROPPED, 0),
+    ];
     let cases = vec![
         case(
             "later fragment under -P INPUT DROP",

@@ -9,10 +9,10 @@ use super::{
     traffic::TrafficReport,
 };
 
-const WIDTH: f64 = 820.0;
+const WIDTH: f64 = 860.0;
 const PANEL_HEIGHT: f64 = 300.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 250.0;
+const RIGHT: f64 = 270.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 40.0;
 
@@ -72,7 +72,7 @@ pub fn svg(report: &TrafficReport) -> String {
     };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = PANEL_HEIGHT - TOP - BOTTOM;
-    let height = PANEL_HEIGHT * scenarios.len().max(1) as f64 + 30.0;
+    let height = PANEL_HEIGHT * scenarios.len().max(1) as f64 + 44.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -82,14 +82,21 @@ pub fn svg(report: &TrafficReport) -> String {
     let o = &report.options;
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="18" font-size="13">netbeast bench, {}: {}-byte UDP, {} flow(s), one core; median of {} round(s), bars min-max; dashed: no rules</text>"#,
+        r#"<text x="{LEFT}" y="18" font-size="13">netbeast bench, {}: {}-byte UDP, {} flow(s), one core, median of {} round(s); bars: min-max; dashed: no rules</text>"#,
         escape(&report.date),
         o.size,
         o.flows,
         o.rounds
     );
+    let _ = writeln!(
+        s,
+        r##"<text x="{LEFT}" y="34" font-size="11" fill="#555">{}, {} CPU(s), {}</text>"##,
+        escape(&report.machine.cpu_model),
+        report.machine.cpus,
+        escape(&report.machine.kernel)
+    );
     for (p, scenario) in scenarios.iter().enumerate() {
-        let top = 30.0 + p as f64 * PANEL_HEIGHT;
+        let top = 44.0 + p as f64 * PANEL_HEIGHT;
         let x = |rules: f64| LEFT + rules.log10() / x_decades * plot_w;
         let y = |pps: f64| top + TOP + (y_hi - pps.log10()) / (y_hi - y_lo) * plot_h;
         let _ = writeln!(
@@ -148,7 +155,7 @@ pub fn svg(report: &TrafficReport) -> String {
                 .iter()
                 .any(|r| r.scenario == *scenario && r.plane == plane && r.unavailable.is_some());
             let legend = if unavailable && rows.is_empty() {
-                format!("{label}: not available")
+                format!("{}: not available yet", plane.id())
             } else {
                 label
             };

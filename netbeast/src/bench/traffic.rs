@@ -4,21 +4,22 @@
 //! Topology, all in namespaces made here and removed on the way out:
 //!
 //! ```text
-//!  generator ns            one ns per (scenario, data plane, rule count)
-//!  ┌───────────┐  veth   ┌───────────────────────┐  veth   ┌─────────┐
-//!  │ g0 g1 ... ├────────▶│ nbb-in  [router: nbb-out]├──────▶│ sink ns │
-//!  └───────────┘         └───────────────────────┘ (routed)└─────────┘
+//!   generator ns        one ns per (scenario, data plane, rule count)
+//!   g0, g1, ... ------> nbb-in    (drop, pass: the receiver)
+//!               ------> nbb-in [router] nbb-out ------> s0, s1, ... sink ns
+//!                                                (forward, dnat; XDP_DROP)
 //! ```
 //!
 //! Every data plane is set up before the first measurement and stays up,
 //! so the rounds interleave all of them (A B C … A B C …) and machine noise
 //! hits every row alike. A measurement sends a calibrated number of frames
-//! from the generator (one pinned core, live frames) into one receiver and
-//! waits until the receiver has taken all of them off its ring; the rate is
-//! the frames it took per second of that time. At the end every frame sent
-//! is accounted for from independent counters: dropped by the data plane,
-//! received (UDP layer of the receiver, or the sink behind the router), or
-//! lost on a veth ring that was full; what is left is `unaccounted`.
+//! from the generator (one pinned core, live frames) into one receiver; a
+//! thread on another core reads the receiver's veth counter while the
+//! generator is still sending, and the rate is frames taken per second over
+//! that window. At the end every frame sent is accounted for from
+//! independent counters: dropped by the data plane, received (UDP layer of
+//! the receiver, or the sink behind the router), or lost on a veth ring
+//! that was full; what is left is `unaccounted`.
 
 use std::{
     path::PathBuf,
@@ -147,8 +148,8 @@ pub struct Row {
     pub pps_min: Option<f64>,
     pub pps_max: Option<f64>,
     pub samples: Vec<f64>,
-    /// Samples measured over a whole run (start and end included) because
-    /// the mid-run window did not fit: slightly low.
+    /// Samples taken over a whole run, less its fixed cost, because the
+    /// generator finished before a mid-run window could be read.
     pub whole_run_samples: usize,
     /// The median divided by the iptables row's of the same scenario and
     /// rule count.

@@ -79,6 +79,18 @@ pub(super) fn intersect(a: &Keys, b: &Keys) -> Keys {
     out
 }
 
+/// Whether two key sets share a key.
+pub(super) fn overlap(a: &Keys, b: &Keys) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].0.max(b[j].0) <= a[i].1.min(b[j].1) {
+            return true;
+        }
+        if a[i].1 < b[j].1 { i += 1 } else { j += 1 }
+    }
+    false
+}
+
 /// `keys`, or the real keys outside `keys` when negated.
 fn negatable(keys: Keys, negated: bool) -> Keys {
     if negated {

@@ -39,7 +39,11 @@
 //!   the default class: only `-i +` (and negations of other patterns)
 //!   match it. Recompile when interfaces come and go.
 //! - Only the filter table's INPUT, FORWARD and OUTPUT are compiled; a chain
-//!   missing from the model is empty with an ACCEPT policy.
+//!   missing from the model is empty with an ACCEPT policy. User-defined
+//!   chains are inlined into the built-in chains that reach them
+//!   (`flatten.rs`): slots are then conjunctions of several rules'
+//!   conditions and negations of RETURN/goto conditions (`term.rs`), and
+//!   every field builder takes a slot's atoms on its field as a conjunction.
 
 mod classes;
 mod fields;
@@ -212,6 +216,10 @@ pub struct CompiledChain {
     /// Rules of the built-in chain itself: its counters are
     /// `counter_index(generation, chain, 0..builtin_rules)`.
     pub builtin_rules: u32,
+    /// The most slots without a verdict (count-only rules, jumps, gotos,
+    /// RETURNs) one packet can act on in this chain: at most
+    /// `MAX_NONTERMINATING_RULES`, the kernel search's budget.
+    pub max_passes: usize,
     /// LPM entries for `field::SRC` and `field::DST`. Each field has its
     /// `0.0.0.0/0` entry, so a lookup always finds a prefix.
     pub addr_prefixes: Vec<AddrPrefix>,
@@ -329,6 +337,8 @@ struct ChainPlan<'a> {
     name: &'static str,
     policy: u32,
     slots: Vec<Slot<'a>>,
+    /// Slots without a verdict one packet can act on, at most.
+    passes: usize,
     builtin_rules: u32,
 }
 
@@ -344,12 +354,13 @@ fn compile_with_limits(
     let prepared = Prepared::new(&ruleset.filter)?;
     let mut plans = Vec::with_capacity(chain::COUNT);
     for (builtin, name) in CHAIN_NAMES.into_iter().enumerate() {
-        let (slots, policy) =
+        let (slots, policy, passes) =
             Flattener::new(&prepared, generation, builtin as u32, name, limits).run()?;
         plans.push(ChainPlan {
             name,
             policy,
             slots,
+            passes,
             builtin_rules: ruleset.filter.chain(name).map_or(0, |c| c.rules.len()) as u32,
         });
     }
@@ -554,6 +565,7 @@ fn compile_chain(
         ct_classes: ct.table,
         owners: Vec::new(),
         builtin_rules: plan.builtin_rules,
+        max_passes: plan.passes,
     })
 }
 
@@ -611,6 +623,15 @@ impl CompiledRuleset {
     /// compiler bug.
     pub fn classify(&self, chain: u32, pkt: &PacketView) -> Vec<RuleRef> {
         let c = &self.chains[chain as usize];
+        self.classify_slots(chain, pkt)
+            .into_iter()
+            .map(|slot| c.owners[slot as usize].clone())
+            .collect()
+    }
+
+    /// [`CompiledRuleset::classify`], as the slots the kernel acts on.
+    pub fn classify_slots(&self, chain: u32, pkt: &PacketView) -> Vec<u32> {
+        let c = &self.chains[chain as usize];
         let vectors: Vec<&ClassVector> = (0..field::COUNT)
             .filter(|f| c.config.fields_used & (1 << f) != 0)
             .map(|f| {
@@ -630,7 +651,7 @@ impl CompiledRuleset {
                 "search went back from slot {start} to {slot}"
             );
             let rule = &c.rules[slot as usize];
-            hits.push(c.owners[slot as usize].clone());
+            hits.push(slot);
             if rule.target != target::NONE {
                 break;
             }

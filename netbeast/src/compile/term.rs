@@ -128,6 +128,50 @@ impl<'a> Term<'a> {
         t.simplify().then_some(t)
     }
 
+    /// The positive source prefix, if the term has one (at most one once
+    /// simplified).
+    pub fn positive_source(&self) -> Option<Ipv4Net> {
+        self.src
+            .iter()
+            .find(|(_, negated)| !negated)
+            .map(|(p, _)| *p)
+    }
+
+    /// True when no packet can match both terms, as far as a quick look at
+    /// their positive atoms shows (false: maybe they meet). Both must be
+    /// simplified, so each field holds at most one positive address,
+    /// protocol or MAC atom.
+    pub fn disjoint_from(&self, other: &Term<'_>) -> bool {
+        fn positive<T: Copy>(atoms: &[(T, bool)]) -> Option<T> {
+            atoms.iter().find(|(_, negated)| !negated).map(|(v, _)| *v)
+        }
+        let nets_apart =
+            |a: &[(Ipv4Net, bool)], b: &[(Ipv4Net, bool)]| match (positive(a), positive(b)) {
+                (Some(p), Some(q)) => !p.covers(&q) && !q.covers(&p),
+                _ => false,
+            };
+        let values_apart = |a: &[(u8, bool)], b: &[(u8, bool)]| match (positive(a), positive(b)) {
+            (Some(p), Some(q)) => p != q,
+            (Some(p), None) => b.iter().any(|&(v, negated)| negated && v == p),
+            (None, Some(q)) => a.iter().any(|&(v, negated)| negated && v == q),
+            (None, None) => false,
+        };
+        let keys_apart = |a: &Option<Keys>, b: &Option<Keys>| match (a, b) {
+            (Some(a), Some(b)) => !l4::overlap(a, b),
+            _ => false,
+        };
+        nets_apart(&self.src, &other.src)
+            || nets_apart(&self.dst, &other.dst)
+            || values_apart(&self.proto, &other.proto)
+            || keys_apart(&self.l4[0], &other.l4[0])
+            || keys_apart(&self.l4[1], &other.l4[1])
+            || matches!((self.ct, other.ct), (Some(a), Some(b)) if a & b == 0)
+            || matches!(
+                (positive(&self.mac), positive(&other.mac)),
+                (Some(a), Some(b)) if a != b
+            )
+    }
+
     /// `NOT self` as disjoint terms (none when `self` is always true).
     pub fn negate(&self) -> Vec<Term<'a>> {
         let atoms = self.atoms();
@@ -203,10 +247,14 @@ fn simplify_prefixes(atoms: &mut Vec<(Ipv4Net, bool)>) -> bool {
         }
         outside.retain(|n| q.covers(n));
     }
-    outside.sort_unstable_by_key(|n| (n.prefix_len, u32::from(n.addr)));
+    // In (address, length) order a prefix comes after every prefix that
+    // covers it, and the kept ones are disjoint: only the last kept one can
+    // cover the next.
+    // Stable sort: adaptive, and the atoms mostly come sorted already.
+    outside.sort_by_key(|n| (u32::from(n.addr), n.prefix_len));
     let mut kept: Vec<Ipv4Net> = Vec::with_capacity(outside.len());
     for n in outside {
-        if !kept.iter().any(|k| k.covers(&n)) {
+        if !kept.last().is_some_and(|k| k.covers(&n)) {
             kept.push(n);
         }
     }
@@ -349,17 +397,23 @@ pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a
 
 /// `terms AND NOT (other)`, where `other` is a disjunction of terms: each
 /// of `other`'s terms is negated in turn.
-pub(super) fn and_not<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a>> {
-    let mut out = terms.to_vec();
+pub(super) fn and_not<'a>(terms: Vec<Term<'a>>, other: &[Term<'a>]) -> Vec<Term<'a>> {
+    let mut out = terms;
     for g in other {
-        let not_g = g.negate();
+        // A term that cannot meet `g` is all in `NOT g`: no split. The
+        // quick test settles most pairs (an allow list of RETURNs meets
+        // every later rule this way) without building anything.
+        if out.iter().all(|t| t.disjoint_from(g)) {
+            continue;
+        }
+        let mut not_g: Option<Vec<Term<'a>>> = None;
         let mut next = Vec::with_capacity(out.len());
         for t in out {
-            // A term that cannot meet `g` is all in `NOT g`: no split.
-            if t.and(g).is_none() {
+            if t.disjoint_from(g) || t.and(g).is_none() {
                 next.push(t);
                 continue;
             }
+            let not_g = not_g.get_or_insert_with(|| g.negate());
             next.extend(not_g.iter().filter_map(|u| t.and(u)));
         }
         out = next;
