@@ -20,6 +20,9 @@ pub const MAX_NONTERMINATING_RULES: usize = 64;
 /// Two copies of every ruleset table: the kernel reads the active one while
 /// userspace writes the other, then one write to `ACTIVE` switches.
 pub const GENERATIONS: usize = 2;
+/// Bit of the `ACTIVE` word (bit 0: the generation) that turns connection
+/// tracking on: set when a rule of the active ruleset uses connection states.
+pub const ACTIVE_TRACKING: u32 = 2;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
 pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
 /// Class id of the all-ones vector (every rule), which stands in for a field

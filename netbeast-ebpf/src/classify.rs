@@ -13,9 +13,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector, Counter, IfaceKey,
-    L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction,
-    chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
+    ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector,
+    Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
+    RuleAction, chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats,
+    target,
 };
 
 use crate::stats::bump;
@@ -66,6 +67,18 @@ pub fn active_generation() -> u32 {
     match ACTIVE.get(0) {
         Some(g) => *g & 1,
         None => 0,
+    }
+}
+
+/// Whether connection tracking runs: bit 1 of `ACTIVE`, set by userspace
+/// when a rule of the active ruleset looks at connection states. As with
+/// iptables, which loads conntrack only for rules that need it, a ruleset
+/// without them pays nothing for tracking.
+#[inline(always)]
+pub fn tracking_on() -> bool {
+    match ACTIVE.get(0) {
+        Some(g) => *g & ACTIVE_TRACKING != 0,
+        None => false,
     }
 }
 

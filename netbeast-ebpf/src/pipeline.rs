@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{TcContext, XdpContext},
 };
-use netbeast_common::{chain, stats, target};
+use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
-    classify::{Keys, Verdict, active_generation, classify},
+    classify::{Keys, Verdict, active_generation, classify, tracking_on},
     conntrack::{self, confirm, track},
     forward::forward,
     parse::{Packet, Parsed, parse},
@@ -108,8 +108,14 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if chain == chain::INPUT && pkt.fragment {
         return xdp_action::XDP_PASS;
     }
-    track(pkt, start, end);
-    let keys = keys(pkt, in_ifindex, out_ifindex, conntrack::state());
+    let tracking = tracking_on();
+    let ct_state = if tracking {
+        track(pkt, start, end);
+        conntrack::state()
+    } else {
+        ct_state::UNTRACKED
+    };
+    let keys = keys(pkt, in_ifindex, out_ifindex, ct_state);
     let generation = active_generation();
     let (verdict, reject_with) = match classify(generation, chain, &keys, pkt.total_len as u64) {
         Verdict::Policy(policy) => (policy, 0),
@@ -117,7 +123,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     };
     match verdict {
         target::ACCEPT => {
-            confirm();
+            if tracking {
+                confirm();
+            }
             bump(stats::ACCEPTED);
             match next_hop {
                 Some(hop) => forward(ctx, pkt, out_ifindex, &hop),
@@ -166,8 +174,14 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
-    track(pkt, start, end);
-    let keys = keys(pkt, 0, ifindex, conntrack::state());
+    let tracking = tracking_on();
+    let ct_state = if tracking {
+        track(pkt, start, end);
+        conntrack::state()
+    } else {
+        ct_state::UNTRACKED
+    };
+    let keys = keys(pkt, 0, ifindex, ct_state);
     let (verdict, reject_with) = match classify(
         active_generation(),
         chain::OUTPUT,
@@ -179,7 +193,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     match verdict {
         target::ACCEPT => {
-            confirm();
+            if tracking {
+                confirm();
+            }
             bump(stats::ACCEPTED);
             TC_ACT_OK
         }

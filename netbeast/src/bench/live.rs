@@ -76,10 +76,12 @@ pub enum LiveError {
         #[source]
         source: ProgramError,
     },
-    #[error("cannot pin the generator to CPU {cpu}: {source} (choose one of 0..{cpus} with --cpu)")]
+    #[error(
+        "cannot pin the generator to CPU {cpu}: {source} (this machine has CPUs 0 to {last}: choose one with --cpu)"
+    )]
     Pin {
         cpu: usize,
-        cpus: usize,
+        last: usize,
         #[source]
         source: std::io::Error,
     },
@@ -347,7 +349,7 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), LiveError> {
     if rc != 0 {
         return Err(LiveError::Pin {
             cpu,
-            cpus,
+            last: cpus - 1,
             source: std::io::Error::last_os_error(),
         });
     }

@@ -80,6 +80,8 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error("interrupted; the benchmark's namespaces and programs are removed")]
+    Interrupted,
     #[error(
         "{what}: the receiver did not take the frames off its ring within {DRAIN_TIMEOUT:?} \
          ({taken} of {accepted})"
@@ -430,6 +432,18 @@ fn check_tools(options: &Options) -> Result<()> {
 impl Bench {
     fn new(options: &Options) -> Result<Bench> {
         check_tools(options)?;
+        // Frame size and flows are checked before anything is built.
+        Traffic {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            first_source: planes::LOCAL_FIRST_SOURCE,
+            first_port: planes::FIRST_PORT,
+            destination: planes::LOCAL_RECEIVER,
+            dport: planes::DPORT,
+            flows: options.flows,
+            size: options.size,
+        }
+        .check()?;
         // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
         // the alias this mounts (see state.rs).
         crate::state::bpffs_root()?;
@@ -738,11 +752,13 @@ impl Bench {
         // the kernel in the background: let that pass before calibrating.
         std::thread::sleep(SETTLE);
         for i in 0..n {
+            check_interrupted()?;
             progress.step(&format!("calibrating {}", self.receivers[i].what()));
             self.calibrate(i)?;
         }
         for round in 0..self.options.rounds {
             for i in 0..n {
+                check_interrupted()?;
                 progress.step(&format!(
                     "round {}/{}: {}",
                     round + 1,
@@ -892,6 +908,36 @@ fn sample_window(w: &Window, done: &AtomicBool) -> Option<f64> {
     Some((c2 - c1) as f64 / seconds)
 }
 
+/// Set by SIGINT or SIGTERM: the benchmark stops at the next step and
+/// its guards remove every namespace, instead of dying with them in place.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(BenchError::Interrupted);
+    }
+    Ok(())
+}
+
 /// Median, min and max (None for no samples).
 fn spread(samples: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     if samples.is_empty() {
@@ -936,6 +982,7 @@ fn unavailable_row(scenario: Scenario, plane: Plane, rules: Option<usize>, why: 
 pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
     let started = Instant::now();
     let mut progress = Progress::new(progress);
+    catch_interrupts();
     let mut bench = Bench::new(options)?;
     let mut plan: Vec<(Scenario, Plane, Option<usize>)> = Vec::new();
     // The floor is every row's yardstick: always measured.
@@ -965,6 +1012,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
             ),
             None => format!("setting up {} {}", scenario.name(), plane.label(scenario)),
         };
+        check_interrupted()?;
         progress.step(&what);
         if plane == Plane::Netbeast && scenario == Scenario::Dnat {
             // NAT is a later milestone: ask netbeast itself whether it takes
@@ -1291,6 +1339,18 @@ mod tests {
         let d = today();
         assert_eq!(d.len(), 10, "{d}");
         assert!(d.starts_with("20"), "{d}");
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let e = BenchError::MissingTool {
+            tool: "nft".into(),
+            package: planes::package_of("nft").into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("apt-get install nftables"), "{text}");
+        assert!(text.contains("--planes"), "{text}");
+        assert_eq!(planes::package_of("iptables-restore"), "iptables");
     }
 
     #[test]

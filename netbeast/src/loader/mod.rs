@@ -334,7 +334,18 @@ impl Dataplane {
         tables::write(self, &compiled)?;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
-        active.set(0, next, 0).map_err(map_err("ACTIVE"))?;
+        // Conntrack runs only when a rule looks at connection states.
+        let tracking = compiled
+            .chains
+            .iter()
+            .any(|c| c.config.fields_used & (1 << netbeast_common::field::CT_STATE) != 0);
+        let word = next
+            | if tracking {
+                netbeast_common::ACTIVE_TRACKING
+            } else {
+                0
+            };
+        active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         Ok(())
     }
 
