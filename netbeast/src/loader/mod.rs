@@ -250,9 +250,8 @@ impl Dataplane {
         Ok(used)
     }
 
-    /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
-    /// link pinned at `link_pin`.
-    pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+    /// The TC egress program, loaded into the kernel (verified) if needed.
+    fn egress(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
         let tc: &mut SchedClassifier = self
             .ebpf
             .program_mut(EGRESS_PROGRAM)
@@ -262,6 +261,18 @@ impl Dataplane {
         if tc.fd().is_err() {
             tc.load().map_err(LoaderError::Program)?;
         }
+        Ok(tc)
+    }
+
+    /// Loads the TC egress program into the kernel (runs the verifier).
+    pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
+        self.egress().map(|_| ())
+    }
+
+    /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
+    /// link pinned at `link_pin`.
+    pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        let tc = self.egress()?;
         let attach_err = |source| LoaderError::Attach {
             iface: iface.to_string(),
             source,
@@ -280,20 +291,6 @@ impl Dataplane {
             path: link_pin.to_path_buf(),
             message: e.to_string(),
         })?;
-        Ok(())
-    }
-
-    /// Loads the TC egress program into the kernel (runs the verifier).
-    pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
-        let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(EGRESS_PROGRAM)
-            .ok_or(LoaderError::MissingMap("netbeast_tc_egress program"))?
-            .try_into()
-            .map_err(LoaderError::Program)?;
-        if tc.fd().is_err() {
-            tc.load().map_err(LoaderError::Program)?;
-        }
         Ok(())
     }
 
