@@ -20,29 +20,7 @@ const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 /// A dropped SYN costs one timeout; an answered one takes microseconds.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs a scenario with netbeast (default and skb mode) and with iptables.
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 fn testbed(tag: &str, firewall: Firewall) -> Testbed {
     require_root();

@@ -20,28 +20,7 @@ use netbeast::netns::{
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_secs(1);
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 // INPUT rules guard the router itself (both of its addresses), FORWARD rules
 // guard what passes through; neither leaks into the other. Forwarded

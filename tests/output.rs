@@ -47,28 +47,7 @@ const MGMT: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
 const ETH0: &str = "nbt-eth0";
 const ETH1: &str = "nbt-eth1";
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 /// Drop order: router, management host, then the host (netbeast cleanup).
 struct Lan {

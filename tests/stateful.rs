@@ -54,28 +54,7 @@ const FLOOD_FRAMES: usize = 3 * CT_UNREPLIED_ENTRIES as usize;
 /// The flood stops after this long, sent or not.
 const FLOOD_BUDGET: Duration = Duration::from_secs(30);
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 fn stateful_host(tag: &str, firewall: Firewall) -> Testbed {
     require_root();

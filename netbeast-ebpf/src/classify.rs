@@ -62,23 +62,28 @@ pub struct Keys {
     pub ct_state: u32,
 }
 
-#[inline(always)]
-pub fn active_generation() -> u32 {
-    match ACTIVE.get(0) {
-        Some(g) => *g & 1,
-        None => 0,
-    }
-}
+/// The `ACTIVE` word, read once per packet: bit 0 is the generation the
+/// data plane uses; bit 1 (`ACTIVE_TRACKING`) turns connection tracking on,
+/// set by userspace when a rule of the active ruleset uses connection
+/// states. As with iptables, which loads conntrack only for rules that need
+/// it, a ruleset without them pays nothing for tracking.
+#[derive(Clone, Copy)]
+pub struct Active(u32);
 
-/// Whether connection tracking runs: bit 1 of `ACTIVE`, set by userspace
-/// when a rule of the active ruleset looks at connection states. As with
-/// iptables, which loads conntrack only for rules that need it, a ruleset
-/// without them pays nothing for tracking.
-#[inline(always)]
-pub fn tracking_on() -> bool {
-    match ACTIVE.get(0) {
-        Some(g) => *g & ACTIVE_TRACKING != 0,
-        None => false,
+impl Active {
+    #[inline(always)]
+    pub fn read() -> Active {
+        Active(ACTIVE.get(0).copied().unwrap_or(0))
+    }
+
+    #[inline(always)]
+    pub fn generation(self) -> u32 {
+        self.0 & 1
+    }
+
+    #[inline(always)]
+    pub fn tracking(self) -> bool {
+        self.0 & ACTIVE_TRACKING != 0
     }
 }
 

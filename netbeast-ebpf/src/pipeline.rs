@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
-    classify::{Keys, Verdict, active_generation, classify, tracking_on},
+    classify::{Active, Keys, Verdict, classify},
     conntrack::{self, confirm, track},
     forward::forward,
     parse::{Packet, Parsed, parse},
@@ -79,7 +79,8 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             // Unparseable: the INPUT policy decides, as for a packet that
             // matches no rule (the kernel would discard most of these).
             bump(stats::MALFORMED);
-            return policy_action(crate::classify::policy(active_generation(), chain::INPUT));
+            let generation = Active::read().generation();
+            return policy_action(crate::classify::policy(generation, chain::INPUT));
         }
     };
     if pkt.fragment {
@@ -108,7 +109,8 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if chain == chain::INPUT && pkt.fragment {
         return xdp_action::XDP_PASS;
     }
-    let tracking = tracking_on();
+    let active = Active::read();
+    let tracking = active.tracking();
     let ct_state = if tracking {
         track(pkt, start, end);
         conntrack::state()
@@ -116,7 +118,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         ct_state::UNTRACKED
     };
     let keys = keys(pkt, in_ifindex, out_ifindex, ct_state);
-    let generation = active_generation();
+    let generation = active.generation();
     let (verdict, reject_with) = match classify(generation, chain, &keys, pkt.total_len as u64) {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.reject_with),
@@ -174,7 +176,8 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
-    let tracking = tracking_on();
+    let active = Active::read();
+    let tracking = active.tracking();
     let ct_state = if tracking {
         track(pkt, start, end);
         conntrack::state()
@@ -183,7 +186,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     let keys = keys(pkt, 0, ifindex, ct_state);
     let (verdict, reject_with) = match classify(
-        active_generation(),
+        active.generation(),
         chain::OUTPUT,
         &keys,
         pkt.total_len as u64,
@@ -204,7 +207,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 return reject_local::silent();
             }
             let (keys, bytes) = reject_local::reply_keys(ctx, pkt, reject_with);
-            match classify(active_generation(), chain::OUTPUT, &keys, bytes) {
+            match classify(active.generation(), chain::OUTPUT, &keys, bytes) {
                 Verdict::Policy(target::ACCEPT) => reject_local::deliver(ifindex),
                 Verdict::Rule(a) if a.target == target::ACCEPT => reject_local::deliver(ifindex),
                 _ => reject_local::silent(),
