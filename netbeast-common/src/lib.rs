@@ -21,8 +21,13 @@ pub const MAX_NONTERMINATING_RULES: usize = 64;
 /// userspace writes the other, then one write to `ACTIVE` switches.
 pub const GENERATIONS: usize = 2;
 /// Bit of the `ACTIVE` word (bit 0: the generation) that turns connection
-/// tracking on: set when a rule of the active ruleset uses connection states.
+/// tracking on: set when a rule of the active ruleset uses connection states
+/// or the nat table has rules.
 pub const ACTIVE_TRACKING: u32 = 2;
+/// Bit of the `ACTIVE` word set when the nat table has rules: new
+/// connections are classified by the nat chains, and TC egress looks up
+/// forwarded packets to apply their source translation.
+pub const ACTIVE_NAT: u32 = 4;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
 pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
 /// Class id of the all-ones vector (every rule), which stands in for a field
@@ -34,7 +39,15 @@ pub mod chain {
     pub const INPUT: u32 = 0;
     pub const FORWARD: u32 = 1;
     pub const OUTPUT: u32 = 2;
-    pub const COUNT: usize = 3;
+    /// `-t nat PREROUTING`: DNAT/REDIRECT of a new connection's first packet.
+    pub const NAT_PREROUTING: u32 = 3;
+    /// `-t nat POSTROUTING`: SNAT/MASQUERADE of a new connection.
+    pub const NAT_POSTROUTING: u32 = 4;
+    /// `-t nat OUTPUT`: DNAT of local sockets (cgroup sock_addr programs).
+    pub const NAT_OUTPUT: u32 = 5;
+    /// The filter table's chains are `0..FILTER_COUNT`.
+    pub const FILTER_COUNT: usize = 3;
+    pub const COUNT: usize = 6;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -87,6 +100,48 @@ pub mod target {
     /// Non-terminating: count the rule and go on with the next match (a rule
     /// without `-j`; later LOG).
     pub const NONE: u32 = 3;
+    /// nat table targets; `RuleAction::arg` is the `NatTarget` index
+    /// (relative to the generation, see `nat_target_index`).
+    pub const DNAT: u32 = 4;
+    pub const SNAT: u32 = 5;
+    pub const MASQUERADE: u32 = 6;
+    pub const REDIRECT: u32 = 7;
+}
+
+/// Translations (`--to-destination`, `--to-source`, `--to-ports`) one
+/// generation of a ruleset may hold; one per nat rule.
+pub const MAX_NAT_TARGETS: u32 = 4096;
+
+/// Index of a generation's translation `n` in `NAT_TARGETS`.
+#[inline(always)]
+pub const fn nat_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_NAT_TARGETS + n
+}
+
+/// What a DNAT/SNAT/MASQUERADE/REDIRECT rule translates to. Addresses and
+/// ports in host byte order, ranges inclusive. `flags` says which parts the
+/// rule gave: a part not given is left as it is (DNAT `--to :8080` keeps the
+/// address; SNAT without a port keeps the source port when it is free).
+/// MASQUERADE takes the address of the egress interface, REDIRECT that of
+/// the ingress interface (127.0.0.1 for local sockets).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatTarget {
+    pub addr_first: u32,
+    pub addr_last: u32,
+    pub port_first: u16,
+    pub port_last: u16,
+    /// `nat_flags::*`.
+    pub flags: u32,
+}
+
+pub mod nat_flags {
+    /// `addr_first..=addr_last` given.
+    pub const ADDR: u32 = 1;
+    /// `port_first..=port_last` given.
+    pub const PORTS: u32 = 2;
+    /// `--random` / `--random-fully`: start the port search at a random port.
+    pub const RANDOM: u32 = 4;
 }
 
 /// `--reject-with` replies.
@@ -138,10 +193,19 @@ pub mod stats {
     pub const CT_INSERT_FAILED: u32 = 17;
     /// Accepted FORWARD packets sent on by the XDP fast path.
     pub const FAST_PATH: u32 = 18;
+    /// New connections whose destination was translated (DNAT, REDIRECT).
+    pub const NAT_DNAT: u32 = 19;
+    /// New connections whose source was translated (SNAT, MASQUERADE).
+    pub const NAT_SNAT: u32 = 20;
+    /// New connections dropped because no source port of the range was
+    /// free (or the nat index refused the binding).
+    pub const NAT_EXHAUSTED: u32 = 21;
+    /// Sockets translated by `-t nat OUTPUT` (connect, sendmsg).
+    pub const NAT_SOCKET: u32 = 22;
     pub const COUNT: u32 = 24;
 
     /// Names in index order, for `netbeast stats`.
-    pub const NAMES: [&str; 19] = [
+    pub const NAMES: [&str; 23] = [
         "packets",
         "not_ipv4",
         "malformed",
@@ -161,6 +225,10 @@ pub mod stats {
         "ct_expired",
         "ct_insert_failed",
         "fast_path",
+        "nat_dnat",
+        "nat_snat",
+        "nat_exhausted",
+        "nat_socket",
     ];
 }
 
@@ -184,7 +252,9 @@ pub struct ChainConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleAction {
     pub target: u32,
-    pub reject_with: u32,
+    /// `reject::*` for REJECT; the `NatTarget` number (see
+    /// `nat_target_index`) for DNAT/SNAT/MASQUERADE/REDIRECT.
+    pub arg: u32,
     /// The counter this slot bumps, relative to its chain's counters: the
     /// kernel bumps `counter_index(generation, chain, counter)`. For a rule
     /// of the built-in chain that is the user's rule number (0-based; slots
@@ -274,12 +344,34 @@ pub struct CtEntry {
     /// Packets and bytes, original direction then reply.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
+    /// The reply direction as it appears on the wire (netfilter's reply
+    /// tuple): the inverse of the original one unless translated. DNAT makes
+    /// `reply_src:reply_sport` the new destination, SNAT makes
+    /// `reply_dst:reply_dport` the new source.
+    pub reply_src: u32,
+    pub reply_dst: u32,
+    pub reply_sport: u16,
+    pub reply_dport: u16,
 }
 
 pub mod ct_status {
     /// A packet in the reply direction has been seen: ESTABLISHED.
     pub const SEEN_REPLY: u8 = 1;
+    /// Bits 1 and 2 are the FINs seen (kernel side).
+    /// The destination is translated (DNAT, REDIRECT).
+    pub const DST_NAT: u8 = 8;
+    /// The source is translated (SNAT, MASQUERADE).
+    pub const SRC_NAT: u8 = 16;
 }
+
+/// Entries of the index from a translated connection's other keys (its
+/// reply tuple, and the half-translated tuple TC egress sees) to its
+/// conntrack key. Two per translated connection at most; an LRU like the
+/// conntrack tables.
+pub const CT_NAT_INDEX_ENTRIES: u32 = 131072;
+/// Ports tried, from the preferred one on, before a new connection needing
+/// source port allocation is dropped (`stats::NAT_EXHAUSTED`).
+pub const NAT_PORT_ATTEMPTS: u32 = 32;
 
 /// TCP connection states, as far as conntrack-lite follows them.
 pub mod tcp_state {
@@ -444,6 +536,7 @@ pub mod size {
     pub const IFACES: u32 = 16384;
     pub const MACS: u32 = 65536;
     pub const LOCAL_ADDRS: u32 = 4096;
+    pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
 }
 
 #[cfg(feature = "user")]
@@ -461,6 +554,7 @@ mod user {
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for CtConfig {}
+    unsafe impl aya::Pod for NatTarget {}
 }
 
 #[cfg(test)]
@@ -478,9 +572,10 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<CtKey>(), 16);
-        assert_eq!(size_of::<CtEntry>(), 56);
+        assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
-        assert_eq!(stats::NAMES.len(), stats::FAST_PATH as usize + 1);
+        assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET as usize + 1);
+        assert_eq!(size_of::<NatTarget>(), 16);
         assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
         assert!((MAX_CLASSES) < CLASS_ID_GEN_STRIDE);
         // The last user-chain counter of the last generation, reached from

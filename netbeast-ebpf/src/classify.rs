@@ -328,7 +328,7 @@ fn search(
     }
     Some(RuleAction {
         target: st.target,
-        reject_with: st.reject_with,
+        arg: st.arg,
         counter: 0,
         _pad: 0,
     })
@@ -364,7 +364,7 @@ pub struct SearchState {
     /// Set when a terminating rule matched; its target follows.
     found: u32,
     target: u32,
-    reject_with: u32,
+    arg: u32,
 }
 
 #[map]
@@ -389,7 +389,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         count(st.generation, st.chain, action.counter, st.bytes);
         if action.target != target::NONE {
             st.target = action.target;
-            st.reject_with = action.reject_with;
+            st.arg = action.arg;
             st.found = 1;
             return 1;
         }

@@ -288,6 +288,10 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u3
         last_seen_ns: now,
         packets: [1, 0],
         bytes: [pkt.total_len as u64, 0],
+        reply_src: flow.dst,
+        reply_dst: flow.src,
+        reply_sport: flow.dport,
+        reply_dport: flow.sport,
     };
     t.pending = 1;
     ct_state::NEW

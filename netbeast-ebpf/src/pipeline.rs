@@ -121,7 +121,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     let generation = active.generation();
     let (verdict, reject_with) = match classify(generation, chain, &keys, pkt.total_len as u64) {
         Verdict::Policy(policy) => (policy, 0),
-        Verdict::Rule(action) => (action.target, action.reject_with),
+        Verdict::Rule(action) => (action.target, action.arg),
     };
     match verdict {
         target::ACCEPT => {
@@ -192,7 +192,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
         pkt.total_len as u64,
     ) {
         Verdict::Policy(policy) => (policy, 0),
-        Verdict::Rule(action) => (action.target, action.reject_with),
+        Verdict::Rule(action) => (action.target, action.arg),
     };
     match verdict {
         target::ACCEPT => {

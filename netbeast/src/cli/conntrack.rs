@@ -236,6 +236,10 @@ mod tests {
             last_seen_ns: NOW,
             packets: [1, 0],
             bytes: [60, 0],
+            reply_src: raw(Ipv4Addr::new(10, 0, 0, 2)),
+            reply_dst: raw(Ipv4Addr::new(10, 0, 0, 1)),
+            reply_sport: dport,
+            reply_dport: sport,
         }
     }
 

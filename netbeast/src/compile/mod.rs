@@ -80,7 +80,10 @@ pub struct Interface {
 }
 
 /// Names of the filter chains the classifier knows, in `chain::*` order.
-pub const CHAIN_NAMES: [&str; chain::COUNT] = ["INPUT", "FORWARD", "OUTPUT"];
+pub const CHAIN_NAMES: [&str; chain::FILTER_COUNT] = ["INPUT", "FORWARD", "OUTPUT"];
+/// Names of the nat chains, in `chain::NAT_*` order (from `chain::FILTER_COUNT`).
+pub const NAT_CHAIN_NAMES: [&str; chain::COUNT - chain::FILTER_COUNT] =
+    ["PREROUTING", "POSTROUTING", "OUTPUT"];
 
 /// Names of the fields in `field::*` order, as error messages show them.
 pub const FIELD_NAMES: [&str; field::COUNT] = [
@@ -202,7 +205,7 @@ pub struct CompiledChain {
     pub config: ChainConfig,
     /// One entry per rule slot (`config.rule_count` of them), in slot order:
     /// the `RULES` map value at `rule_index(generation, chain, slot)`.
-    /// `target` is `target::ACCEPT`, `DROP`, `REJECT` (with `reject_with`
+    /// `target` is `target::ACCEPT`, `DROP`, `REJECT` (with `arg`
     /// one of `reject::*`) or `NONE` (count, then search on from the next
     /// slot); `counter` is the user's rule (0-based position in the chain)
     /// the slot belongs to, which differs from the slot number after a rule
@@ -364,6 +367,16 @@ fn compile_with_limits(
             builtin_rules: ruleset.filter.chain(name).map_or(0, |c| c.rules.len()) as u32,
         });
     }
+    // The nat chains: empty until the model has a nat table.
+    for name in NAT_CHAIN_NAMES {
+        plans.push(ChainPlan {
+            name,
+            policy: target::ACCEPT,
+            slots: Vec::new(),
+            passes: 0,
+            builtin_rules: 0,
+        });
+    }
     // Every vector has the same length so that identical rule sets of
     // different chains deduplicate into one class.
     let words = plans
@@ -477,7 +490,7 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
 }
 
 fn action(target: &Target, counter: u32) -> RuleAction {
-    let (target, reject_with) = match target {
+    let (target, arg) = match target {
         Target::None | Target::Jump(_) | Target::Goto(_) | Target::Return => (target::NONE, 0),
         Target::Accept => (target::ACCEPT, 0),
         Target::Drop => (target::DROP, 0),
@@ -497,7 +510,7 @@ fn action(target: &Target, counter: u32) -> RuleAction {
     };
     RuleAction {
         target,
-        reject_with,
+        arg,
         counter,
         _pad: 0,
     }

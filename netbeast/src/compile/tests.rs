@@ -870,7 +870,7 @@ fn identical_vectors_share_one_class() {
     let ruleset = ruleset_of(rules.clone(), rules, Vec::new());
     let compiled = compile(&ruleset, &[], 0).unwrap();
     check_tables(&compiled);
-    let [input, forward, output] = &compiled.chains;
+    let [input, forward, output, ..] = &compiled.chains;
     assert_eq!(input.l4_classes, forward.l4_classes);
     assert_eq!(input.proto_classes, forward.proto_classes);
     assert_eq!(input.config.default_class, forward.config.default_class);
@@ -989,7 +989,7 @@ fn ports_rule_counts_once_on_the_user_rule() {
     assert_eq!(input.config.rule_count, 3);
     let counters: Vec<u32> = input.rules.iter().map(|r| r.counter).collect();
     assert_eq!(counters, vec![0, 0, 1]);
-    assert_eq!(input.rules[2].reject_with, reject::TCP_RESET);
+    assert_eq!(input.rules[2].arg, reject::TCP_RESET);
     assert_eq!(input.rules[0].target, target::NONE);
     assert_eq!(
         numbers(compiled.classify(chain::INPUT, &tcp_packet(80, 80))),
