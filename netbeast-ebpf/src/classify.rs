@@ -13,10 +13,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector,
-    Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats,
-    target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig,
+    ClassVector, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN,
+    MacKey, RULE_WORDS, RuleAction, chain_index, counter_index, ct_state, field, l4_base,
+    rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -84,6 +84,12 @@ impl Active {
     #[inline(always)]
     pub fn tracking(self) -> bool {
         self.0 & ACTIVE_TRACKING != 0
+    }
+
+    /// The nat table has rules: new connections go through its chains.
+    #[inline(always)]
+    pub fn nat(self) -> bool {
+        self.0 & ACTIVE_NAT != 0
     }
 }
 
@@ -208,7 +214,10 @@ fn lowest_bit(x: u64) -> u32 {
 
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
-#[inline(always)]
+/// Out of line: a packet may go through three chains (nat PREROUTING, a
+/// filter chain, nat POSTROUTING), and the search's vectors then take
+/// stack space once, not once per chain.
+#[inline(never)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
     let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
         return Verdict::Policy(target::ACCEPT);

@@ -13,8 +13,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use netbeast_common::{
-    CT_ESTABLISHED_ENTRIES, CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtKey, ct_state, ct_status,
-    stats, tcp_state,
+    CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtKey,
+    ct_state, ct_status, stats, tcp_state,
 };
 
 use crate::{
@@ -28,6 +28,17 @@ static CT_UNREPLIED: LruHashMap<CtKey, CtEntry> =
 #[map]
 static CT_ESTABLISHED: LruHashMap<CtKey, CtEntry> =
     LruHashMap::with_max_entries(CT_ESTABLISHED_ENTRIES, 0);
+/// A translated connection is seen on the wire under up to three tuples:
+/// the original one (its key in the tables above), the reply one, and —
+/// between the destination translation at ingress and the source
+/// translation at egress — the original source with the translated
+/// destination. This index maps the keys of the other two to the
+/// connection's key. An entry whose connection is gone is stale: lookups
+/// check that the connection still has that key, and port allocation may
+/// take it over.
+#[map]
+pub static CT_NAT_INDEX: LruHashMap<CtKey, CtKey> =
+    LruHashMap::with_max_entries(CT_NAT_INDEX_ENTRIES, 0);
 /// Timeouts; all zero (never written) means netfilter's defaults.
 #[map]
 static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
@@ -53,22 +64,53 @@ pub struct Flow {
 }
 
 impl Flow {
-    fn key(&self) -> CtKey {
-        let forward = (self.src, self.sport) <= (self.dst, self.dport);
-        let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
-            (self.src, self.sport, self.dst, self.dport)
-        } else {
-            (self.dst, self.dport, self.src, self.sport)
-        };
-        CtKey {
-            addr_lo,
-            addr_hi,
-            port_lo,
-            port_hi,
-            protocol: self.protocol,
-            _pad: [0; 3],
-        }
+    pub fn key(&self) -> CtKey {
+        key_of(self.src, self.sport, self.dst, self.dport, self.protocol)
     }
+}
+
+/// The key of the flow between two endpoints, whichever way it goes.
+#[inline(always)]
+pub fn key_of(a: u32, a_port: u16, b: u32, b_port: u16, protocol: u8) -> CtKey {
+    let forward = (a, a_port) <= (b, b_port);
+    let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
+        (a, a_port, b, b_port)
+    } else {
+        (b, b_port, a, a_port)
+    };
+    CtKey {
+        addr_lo,
+        addr_hi,
+        port_lo,
+        port_hi,
+        protocol,
+        _pad: [0; 3],
+    }
+}
+
+/// The key of a connection's reply tuple.
+#[inline(always)]
+pub fn reply_key(e: &CtEntry) -> CtKey {
+    key_of(
+        e.reply_src,
+        e.reply_sport,
+        e.reply_dst,
+        e.reply_dport,
+        e.protocol,
+    )
+}
+
+/// The key of the tuple TC egress sees in the original direction: the
+/// destination already translated, the source not yet.
+#[inline(always)]
+pub fn mid_key(e: &CtEntry) -> CtKey {
+    key_of(
+        e.orig_src,
+        e.orig_sport,
+        e.reply_src,
+        e.reply_sport,
+        e.protocol,
+    )
 }
 
 /// What conntrack says about the packet being processed, and what to do
@@ -78,15 +120,28 @@ impl Flow {
 #[repr(C)]
 pub struct Tracking {
     /// `ct_state::*` for the classifier.
-    state: u32,
+    pub state: u32,
     /// 1 when `key`/`entry` is a new flow to record if the packet is accepted.
-    pending: u32,
-    key: CtKey,
-    entry: CtEntry,
+    pub pending: u32,
+    /// 1 when `entry` is a copy of the packet's connection, found in a table.
+    pub found: u32,
+    /// 1 when the packet goes the reply way of `entry`.
+    pub reply: u32,
+    /// The connection's key (its original tuple's).
+    pub key: CtKey,
+    pub entry: CtEntry,
 }
 
 #[map]
 static TRACKING: PerCpuArray<Tracking> = PerCpuArray::with_max_entries(1, 0);
+
+/// The current packet's tracking, for NAT to read and complete.
+#[inline(always)]
+pub fn tracking() -> Option<&'static mut Tracking> {
+    let t = TRACKING.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used by this program run only.
+    Some(unsafe { &mut *t })
+}
 
 /// The state `track` found for the current packet.
 #[inline(always)]
@@ -164,10 +219,15 @@ fn tcp_step(e: &mut CtEntry, flags: u8, reply: bool) {
     }
 }
 
-/// True when the packet goes the other way than the connection's first one.
+/// True when the packet goes the other way than the connection's first one:
+/// not from the original source to the original destination, nor — its
+/// destination translated already — to the translated one.
 #[inline(always)]
 fn is_reply(e: &CtEntry, flow: &Flow) -> bool {
-    !(flow.src == e.orig_src && flow.sport == e.orig_sport && flow.dst == e.orig_dst)
+    let from_orig = flow.src == e.orig_src && flow.sport == e.orig_sport;
+    let to_orig = flow.dst == e.orig_dst && flow.dport == e.orig_dport;
+    let to_translated = flow.dst == e.reply_src && flow.dport == e.reply_sport;
+    !(from_orig && (to_orig || to_translated))
 }
 
 #[inline(always)]
@@ -193,71 +253,55 @@ fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
 }
 
 /// Looks the packet up, updates the connection it belongs to, and leaves
-/// the outcome for `state` and `confirm`.
+/// the outcome for `state`, `confirm` and NAT. `nat`: translated
+/// connections exist, so a miss also looks in `CT_NAT_INDEX`.
 #[inline(never)]
-pub fn track(pkt: &Packet, start: usize, end: usize) {
-    let Some(t) = TRACKING.get_ptr_mut(0) else {
+pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool) {
+    let Some(t) = tracking() else {
         return;
     };
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let t = unsafe { &mut *t };
     t.pending = 0;
-    t.state = classify_flow(pkt, start, end, t);
+    t.found = 0;
+    t.reply = 0;
+    t.state = classify_flow(pkt, start, end, t, nat);
 }
 
+/// `lookup`'s answer when the key names no live connection.
+const NOT_FOUND: u32 = u32::MAX;
+
 #[inline(always)]
-fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u32 {
-    let none = |state: u32| state;
+fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: bool) -> u32 {
     if pkt.fragment {
         // No reassembly here: fragments after the first carry no ports.
-        return none(ct_state::UNTRACKED);
+        return ct_state::UNTRACKED;
     }
     let (flow, complete) = flow_of(pkt);
     if !complete {
         bump(stats::CT_INVALID);
-        return none(ct_state::INVALID);
+        return ct_state::INVALID;
     }
     if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
-        return none(related(pkt, start, end));
+        return related(pkt, start, end, nat);
     }
     let key = flow.key();
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
-        // SAFETY: map value, valid for this program run.
-        let e = unsafe { &mut *e };
-        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
-            if !reopens(e, pkt) {
-                bump(stats::CT_EXPIRED);
-            }
-            let _ = CT_ESTABLISHED.remove(&key);
-        } else {
-            account(e, pkt, is_reply(e, &flow), now);
-            return none(ct_state::ESTABLISHED);
-        }
+    t.key = key;
+    let state = lookup(t, pkt, &flow);
+    if state != NOT_FOUND {
+        return state;
     }
-    if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
-        // SAFETY: map value, valid for this program run.
-        let e = unsafe { &mut *e };
-        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
-            if !reopens(e, pkt) {
-                bump(stats::CT_EXPIRED);
+    if nat {
+        // SAFETY: copied out at once.
+        if let Some(connection) = unsafe { CT_NAT_INDEX.get(&key) } {
+            t.key = *connection;
+            let state = lookup(t, pkt, &flow);
+            if state != NOT_FOUND {
+                if reply_key(&t.entry) == key || mid_key(&t.entry) == key {
+                    return state;
+                }
+                // The connection behind that key is another one now.
+                t.found = 0;
+                let _ = CT_NAT_INDEX.remove(&key);
             }
-            let _ = CT_UNREPLIED.remove(&key);
-        } else {
-            let reply = is_reply(e, &flow);
-            account(e, pkt, reply, now);
-            if !reply {
-                return none(ct_state::NEW);
-            }
-            // Straight from the map value: no 56-byte copy on the stack.
-            if CT_ESTABLISHED.insert(&key, &*e, 0).is_err() {
-                bump(stats::CT_INSERT_FAILED);
-            } else {
-                let _ = CT_UNREPLIED.remove(&key);
-                bump(stats::CT_ESTABLISHED);
-            }
-            return none(ct_state::ESTABLISHED);
         }
     }
     // No connection: only packets that can open one are NEW.
@@ -269,8 +313,10 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u3
     };
     if !opens {
         bump(stats::CT_INVALID);
-        return none(ct_state::INVALID);
+        return ct_state::INVALID;
     }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     t.key = key;
     t.entry = CtEntry {
         orig_src: flow.src,
@@ -297,26 +343,162 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking) -> u3
     ct_state::NEW
 }
 
-/// Records the connection of an accepted NEW packet (iptables confirms a
-/// connection only when its first packet gets through).
+/// Finds the live connection of key `t.key`, accounts the packet to it and
+/// copies it to `t.entry`; `NOT_FOUND` if there is none. Out of line: it
+/// runs for the packet's own key and for the one the NAT index gives.
+#[inline(never)]
+fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
+    let key = t.key;
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
+        // SAFETY: map value, valid for this program run.
+        let e = unsafe { &mut *e };
+        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
+            if !reopens(e, pkt) {
+                bump(stats::CT_EXPIRED);
+            }
+            forget_translation(&key, e);
+            let _ = CT_ESTABLISHED.remove(&key);
+        } else {
+            let reply = is_reply(e, flow);
+            account(e, pkt, reply, now);
+            t.entry = *e;
+            t.found = 1;
+            t.reply = reply as u32;
+            return ct_state::ESTABLISHED;
+        }
+    }
+    if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
+        // SAFETY: map value, valid for this program run.
+        let e = unsafe { &mut *e };
+        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
+            if !reopens(e, pkt) {
+                bump(stats::CT_EXPIRED);
+            }
+            forget_translation(&key, e);
+            let _ = CT_UNREPLIED.remove(&key);
+        } else {
+            let reply = is_reply(e, flow);
+            account(e, pkt, reply, now);
+            t.entry = *e;
+            t.found = 1;
+            t.reply = reply as u32;
+            if !reply {
+                return ct_state::NEW;
+            }
+            // Straight from the map value: no copy on the stack.
+            if CT_ESTABLISHED.insert(&key, &*e, 0).is_err() {
+                bump(stats::CT_INSERT_FAILED);
+            } else {
+                let _ = CT_UNREPLIED.remove(&key);
+                bump(stats::CT_ESTABLISHED);
+            }
+            return ct_state::ESTABLISHED;
+        }
+    }
+    NOT_FOUND
+}
+
+/// Removes the NAT index entries of a connection that is going away.
 #[inline(always)]
-pub fn confirm() {
-    let Some(t) = TRACKING.get(0) else {
+fn forget_translation(key: &CtKey, e: &CtEntry) {
+    if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
+        return;
+    }
+    let reply = reply_key(e);
+    if reply != *key {
+        let _ = CT_NAT_INDEX.remove(&reply);
+    }
+    let mid = mid_key(e);
+    if mid != *key && mid != reply {
+        let _ = CT_NAT_INDEX.remove(&mid);
+    }
+}
+
+/// True when a connection has key `key` in a table (no accounting).
+#[inline(always)]
+pub fn exists(key: &CtKey) -> bool {
+    // SAFETY: presence test only.
+    unsafe { CT_ESTABLISHED.get(key).is_some() || CT_UNREPLIED.get(key).is_some() }
+}
+
+/// Finds the packet's connection without accounting it (the packet was
+/// counted where it entered): TC egress uses it for forwarded packets, which
+/// only need their source translation. Leaves `t.found`, `t.reply`,
+/// `t.entry` as `track` does.
+#[inline(never)]
+pub fn peek(pkt: &Packet) {
+    let Some(t) = tracking() else {
         return;
     };
-    if t.pending != 0 {
-        match CT_UNREPLIED.insert(&t.key, &t.entry, BPF_NOEXIST) {
-            Ok(()) => bump(stats::CT_CREATED),
-            // Another CPU recorded it first: fine.
-            Err(e) if e == -17 => {}
-            Err(_) => bump(stats::CT_INSERT_FAILED),
+    t.found = 0;
+    t.pending = 0;
+    if pkt.fragment {
+        return;
+    }
+    let (flow, complete) = flow_of(pkt);
+    if !complete {
+        return;
+    }
+    let key = flow.key();
+    // SAFETY: copied out at once.
+    let connection = match unsafe { CT_NAT_INDEX.get(&key) } {
+        Some(k) => *k,
+        None => key,
+    };
+    let e = match CT_ESTABLISHED.get_ptr(&connection) {
+        Some(e) => e,
+        None => match CT_UNREPLIED.get_ptr(&connection) {
+            Some(e) => e,
+            None => return,
+        },
+    };
+    // SAFETY: map value, valid for this program run.
+    let e = unsafe { &*e };
+    t.entry = *e;
+    t.key = connection;
+    t.reply = is_reply(e, &flow) as u32;
+    t.found = 1;
+}
+
+/// Records the connection of an accepted NEW packet (iptables confirms a
+/// connection only when its first packet gets through), with the index
+/// entries of its translated tuples.
+#[inline(always)]
+pub fn confirm() {
+    let Some(t) = tracking() else {
+        return;
+    };
+    if t.pending == 0 {
+        return;
+    }
+    match CT_UNREPLIED.insert(&t.key, &t.entry, BPF_NOEXIST) {
+        Ok(()) => bump(stats::CT_CREATED),
+        // Another CPU recorded it first: fine.
+        Err(e) if e == -17 => return,
+        Err(_) => {
+            bump(stats::CT_INSERT_FAILED);
+            forget_translation(&t.key, &t.entry);
+            return;
         }
+    }
+    if t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
+        return;
+    }
+    let reply = reply_key(&t.entry);
+    if reply != t.key && CT_NAT_INDEX.insert(&reply, &t.key, 0).is_err() {
+        bump(stats::CT_INSERT_FAILED);
+    }
+    let mid = mid_key(&t.entry);
+    if mid != t.key && mid != reply && CT_NAT_INDEX.insert(&mid, &t.key, 0).is_err() {
+        bump(stats::CT_INSERT_FAILED);
     }
 }
 
 /// RELATED when an ICMP error quotes a packet of a tracked connection.
 #[inline(always)]
-fn related(pkt: &Packet, start: usize, end: usize) -> u32 {
+fn related(pkt: &Packet, start: usize, end: usize, nat: bool) -> u32 {
     let inner = opaque(pkt.l2_len() + pkt.ip_header_len() + ICMP_HLEN);
     // One read per header, each checked on its own (several `Option`s
     // destructured together let LLVM mix their payloads with pointers).
@@ -354,7 +536,7 @@ fn related(pkt: &Packet, start: usize, end: usize) -> u32 {
     }
     .key();
     // SAFETY: presence test only.
-    let found = unsafe { CT_ESTABLISHED.get(&key).is_some() || CT_UNREPLIED.get(&key).is_some() };
+    let found = exists(&key) || (nat && unsafe { CT_NAT_INDEX.get(&key).is_some() });
     if found {
         bump(stats::CT_RELATED);
         ct_state::RELATED

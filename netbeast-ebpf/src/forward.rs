@@ -22,15 +22,19 @@ use crate::{
 #[map]
 static FAST_PATH_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
 
-/// Returns XDP_REDIRECT when done, or XDP_PASS to leave the packet to the
-/// kernel (VLAN-tagged frames, which it forwards by sub-interface, and
-/// interfaces outside the fast path).
+/// True when an accepted packet leaving by `out_ifindex` can take the
+/// fast path: not for VLAN-tagged frames, which the kernel forwards by
+/// sub-interface, nor for interfaces outside the fast path.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, out_ifindex: u32, hop: &NextHop) -> u32 {
+pub fn fast_path(pkt: &Packet, out_ifindex: u32) -> bool {
     // SAFETY: presence test only.
-    if pkt.l3 != ETH_HLEN || unsafe { FAST_PATH_IFACES.get(&out_ifindex) }.is_none() {
-        return xdp_action::XDP_PASS;
-    }
+    pkt.l3 == ETH_HLEN && unsafe { FAST_PATH_IFACES.get(&out_ifindex) }.is_some()
+}
+
+/// Sends a packet `fast_path` allows out of `out_ifindex` (XDP_REDIRECT),
+/// or returns XDP_PASS to leave it to the kernel.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     // TTL and header checksum at fixed offsets: one 12-byte window covers
     // bytes 0..12 of the IP header (TTL at 8, checksum at 10..12).

@@ -10,8 +10,9 @@ use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
     classify::{Active, Keys, Verdict, classify},
-    conntrack::{self, confirm, track},
-    forward::forward,
+    conntrack::{self, confirm, peek, track},
+    forward::{fast_path, forward},
+    nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse},
     reject::reject,
     reject_local,
@@ -26,14 +27,15 @@ use crate::{
 #[map]
 static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
-/// Stores `pkt` in the per-CPU scratch map and returns the stored copy.
+/// Stores `pkt` in the per-CPU scratch map and returns the stored copy
+/// (NAT keeps it in step with the rewrites).
 #[inline(always)]
-fn scratch(pkt: Packet) -> Option<&'static Packet> {
+fn scratch(pkt: Packet) -> Option<&'static mut Packet> {
     let slot = PACKET.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
     unsafe {
         *slot = pkt;
-        Some(&*slot)
+        Some(&mut *slot)
     }
 }
 
@@ -48,8 +50,32 @@ fn policy_action(policy: u32) -> u32 {
     }
 }
 
-fn keys(pkt: &Packet, in_ifindex: u32, out_ifindex: u32, ct_state: u32) -> Keys {
-    Keys {
+/// The classifier keys of the chain being run. A packet may run three
+/// chains; keeping their keys here rather than on the stack leaves the
+/// classifier's frame room under the 512-byte limit.
+#[map]
+static KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
+
+/// An empty chain's verdict, for the (never seen) case of a missing
+/// scratch slot.
+const NO_KEYS: Verdict = Verdict::Policy(target::ACCEPT);
+
+/// Runs `chain` on the packet with the given interfaces and state.
+#[inline(always)]
+fn run_chain(
+    generation: u32,
+    chain: u32,
+    pkt: &Packet,
+    in_ifindex: u32,
+    out_ifindex: u32,
+    ct_state: u32,
+) -> Verdict {
+    let Some(keys) = KEYS.get_ptr_mut(0) else {
+        return NO_KEYS;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let keys = unsafe { &mut *keys };
+    *keys = Keys {
         src: pkt.src,
         dst: pkt.dst,
         protocol: pkt.protocol,
@@ -59,7 +85,8 @@ fn keys(pkt: &Packet, in_ifindex: u32, out_ifindex: u32, ct_state: u32) -> Keys 
         out_ifindex,
         mac: pkt.src_mac,
         ct_state,
-    }
+    };
+    classify(generation, chain, keys, pkt.total_len as u64)
 }
 
 #[inline(always)]
@@ -87,6 +114,32 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::FRAGMENTS);
     }
     let in_ifindex = ctx.ingress_ifindex() as u32;
+    let active = Active::read();
+    let generation = active.generation();
+    let tracking = active.tracking();
+    let nat = active.nat();
+    // Conntrack before routing: the destination NAT gives (PREROUTING,
+    // or the undoing of SNAT on a reply) decides where the packet goes.
+    let ct_state = if tracking {
+        track(pkt, start, end, nat);
+        conntrack::state()
+    } else {
+        ct_state::UNTRACKED
+    };
+    if nat {
+        if nat::pending() {
+            let verdict = run_chain(
+                generation,
+                chain::NAT_PREROUTING,
+                pkt,
+                in_ifindex,
+                0,
+                ct_state,
+            );
+            nat::prerouting(generation, &verdict, in_ifindex);
+        }
+        nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
+    }
     let (chain, out_ifindex, next_hop) = match path(ctx, pkt) {
         Path::Local => {
             bump(stats::INPUT);
@@ -109,29 +162,40 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if chain == chain::INPUT && pkt.fragment {
         return xdp_action::XDP_PASS;
     }
-    let active = Active::read();
-    let tracking = active.tracking();
-    let ct_state = if tracking {
-        track(pkt, start, end);
-        conntrack::state()
-    } else {
-        ct_state::UNTRACKED
-    };
-    let keys = keys(pkt, in_ifindex, out_ifindex, ct_state);
-    let generation = active.generation();
-    let (verdict, reject_with) = match classify(generation, chain, &keys, pkt.total_len as u64) {
-        Verdict::Policy(policy) => (policy, 0),
-        Verdict::Rule(action) => (action.target, action.arg),
-    };
+    let (verdict, reject_with) =
+        match run_chain(generation, chain, pkt, in_ifindex, out_ifindex, ct_state) {
+            Verdict::Policy(policy) => (policy, 0),
+            Verdict::Rule(action) => (action.target, action.arg),
+        };
     match verdict {
         target::ACCEPT => {
+            if nat && chain == chain::FORWARD && nat::pending() {
+                let verdict = run_chain(
+                    generation,
+                    chain::NAT_POSTROUTING,
+                    pkt,
+                    0,
+                    out_ifindex,
+                    ct_state,
+                );
+                if !nat::postrouting(generation, &verdict, out_ifindex) {
+                    bump(stats::DROPPED);
+                    return xdp_action::XDP_DROP;
+                }
+            }
             if tracking {
                 confirm();
             }
             bump(stats::ACCEPTED);
             match next_hop {
-                Some(hop) => forward(ctx, pkt, out_ifindex, &hop),
-                None => xdp_action::XDP_PASS,
+                Some(hop) if fast_path(pkt, out_ifindex) => {
+                    if nat {
+                        nat::translate(&XdpFrame::new(ctx), pkt, Side::Source);
+                    }
+                    forward(ctx, out_ifindex, &hop)
+                }
+                // The kernel routes it; TC egress applies the source NAT.
+                _ => xdp_action::XDP_PASS,
             }
         }
         target::REJECT => {
@@ -156,7 +220,12 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let (ingress_ifindex, ifindex) =
         unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).ifindex) };
+    let active = Active::read();
     if ingress_ifindex != 0 {
+        // Forwarded: judged at XDP ingress; only its source NAT is left.
+        if active.nat() {
+            forwarded_source_nat(ctx);
+        }
         return TC_ACT_OK;
     }
     // Big packets of the host (GSO, paged) keep only part of their headers
@@ -176,28 +245,47 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
-    let active = Active::read();
     let tracking = active.tracking();
+    let nat = active.nat();
     let ct_state = if tracking {
-        track(pkt, start, end);
+        track(pkt, start, end, nat);
         conntrack::state()
     } else {
         ct_state::UNTRACKED
     };
-    let keys = keys(pkt, 0, ifindex, ct_state);
-    let (verdict, reject_with) = match classify(
+    let (verdict, reject_with) = match run_chain(
         active.generation(),
         chain::OUTPUT,
-        &keys,
-        pkt.total_len as u64,
+        pkt,
+        0,
+        ifindex,
+        ct_state,
     ) {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };
     match verdict {
         target::ACCEPT => {
+            if nat && nat::pending() {
+                let generation = active.generation();
+                let verdict = run_chain(
+                    generation,
+                    chain::NAT_POSTROUTING,
+                    pkt,
+                    0,
+                    ifindex,
+                    ct_state,
+                );
+                if !nat::postrouting(generation, &verdict, ifindex) {
+                    bump(stats::DROPPED);
+                    return TC_ACT_SHOT;
+                }
+            }
             if tracking {
                 confirm();
+            }
+            if nat {
+                nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
             }
             bump(stats::ACCEPTED);
             TC_ACT_OK
@@ -218,4 +306,26 @@ pub fn egress(ctx: &TcContext) -> i32 {
             TC_ACT_SHOT
         }
     }
+}
+
+/// The source half of the translation of a packet the kernel forwards
+/// (its destination half was done at XDP ingress).
+#[inline(never)]
+fn forwarded_source_nat(ctx: &TcContext) {
+    let frame_len = ctx.len() as usize;
+    let want = if frame_len < EGRESS_PULL {
+        frame_len
+    } else {
+        EGRESS_PULL
+    };
+    let _ = ctx.pull_data(want as u32);
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
+        return;
+    };
+    let Some(pkt) = scratch(pkt) else {
+        return;
+    };
+    peek(pkt);
+    nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
 }

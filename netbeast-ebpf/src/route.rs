@@ -23,7 +23,8 @@ use crate::parse::Packet;
 static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
 
 /// ifindex → the interface's primary IPv4 address: the source of ICMP
-/// errors that REJECT sends for forwarded packets.
+/// errors that REJECT sends for forwarded packets, and the address of
+/// MASQUERADE and REDIRECT.
 #[map]
 static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
 
@@ -107,9 +108,13 @@ pub fn reply_source(ifindex: u32, dst: u32, local: bool) -> u32 {
     if local {
         return dst;
     }
+    iface_addr(ifindex).unwrap_or(dst)
+}
+
+/// The primary address of interface `ifindex` (network byte order): the
+/// address MASQUERADE and REDIRECT translate to.
+#[inline(always)]
+pub fn iface_addr(ifindex: u32) -> Option<u32> {
     // SAFETY: copied out at once.
-    match unsafe { IFACE_ADDRS.get(&ifindex) } {
-        Some(a) => *a,
-        None => dst,
-    }
+    unsafe { IFACE_ADDRS.get(&ifindex) }.copied()
 }

@@ -36,13 +36,15 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 22] = [
+pub const MAP_NAMES: [&str; 24] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
     "TRACKING",
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
+    "CT_NAT_INDEX",
+    "NAT_TARGETS",
     "CT_CONFIG",
     "CT_CLASSES",
     "SEARCH",
@@ -551,28 +553,35 @@ impl Dataplane {
         map.insert(key, entry, 0).map_err(map_err(name))
     }
 
-    /// Empties both conntrack tables; returns how many entries it deleted.
+    /// Empties both conntrack tables and the NAT index; returns how many
+    /// connections it deleted.
     pub fn flush_conntrack(&mut self) -> Result<usize, LoaderError> {
         let mut deleted = 0;
         for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
-            let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
-                HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-            let keys: std::collections::HashSet<CtKey> = map
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(map_err(name))?;
-            for key in keys {
-                match map.remove(&key) {
-                    Ok(()) => deleted += 1,
-                    // Gone meanwhile (evicted, or removed by the kernel).
-                    Err(MapError::SyscallError(e))
-                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => return Err(map_err(name)(e)),
-                }
-            }
+            deleted += clear::<CtEntry>(self.map_mut(name)?, name)?;
         }
+        clear::<CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
         Ok(deleted)
     }
+}
+
+/// Deletes every entry of a conntrack-keyed hash map; returns how many.
+fn clear<V: aya::Pod>(map: &mut aya::maps::Map, name: &'static str) -> Result<usize, LoaderError> {
+    let mut map: HashMap<&mut MapData, CtKey, V> = HashMap::try_from(map).map_err(map_err(name))?;
+    let keys: std::collections::HashSet<CtKey> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    let mut deleted = 0;
+    for key in keys {
+        match map.remove(&key) {
+            Ok(()) => deleted += 1,
+            // Gone meanwhile (evicted, or removed by the kernel).
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

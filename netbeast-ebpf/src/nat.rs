@@ -1,0 +1,475 @@
+//! Packet NAT: the nat table's PREROUTING and POSTROUTING (DESIGN §2–§3).
+//!
+//! A connection's translation is decided on its first packet and stored
+//! in its conntrack entry as netfilter's reply tuple; every later packet of
+//! either direction is rewritten from it. As in netfilter, a packet gets
+//! two halves of that rewrite at two places:
+//!
+//! - the **destination side** (DNAT of the original direction, the undoing
+//!   of SNAT on replies) at XDP ingress, before the routing decision, so the
+//!   kernel and the filter chains see where the packet really goes;
+//! - the **source side** (SNAT of the original direction, the undoing of
+//!   DNAT on replies) after the filter chains: in XDP just before a
+//!   fast-path redirect, or at TC egress for packets the kernel routes or
+//!   sends. It can't happen earlier for packets the kernel handles: a packet
+//!   that arrives with one of the host's own addresses as its source is a
+//!   martian to the kernel.
+//!
+//! Both places rewrite through [`Frame`], one implementation per context.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    macros::map,
+    maps::Array,
+    programs::{TcContext, XdpContext},
+};
+use netbeast_common::{
+    CtEntry, NAT_PORT_ATTEMPTS, NatTarget, ct_status, nat_flags, nat_target_index, size, stats,
+    target,
+};
+
+use crate::{
+    classify::Verdict,
+    conntrack::{CT_NAT_INDEX, Tracking, exists, key_of, tracking},
+    csum::fold,
+    parse::{IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
+    route::iface_addr,
+    stats::bump,
+};
+
+/// The translations of the active ruleset's nat rules (`RuleAction::arg`).
+#[map]
+pub static NAT_TARGETS: Array<NatTarget> = Array::with_max_entries(size::NAT_TARGETS, 0);
+
+/// 127.0.0.1 as it sits in a packet: where REDIRECT sends local packets.
+const LOOPBACK: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+const BPF_NOEXIST: u64 = 1;
+
+/// Which half of a translation to apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Destination,
+    Source,
+}
+
+/// How a packet's L4 checksum depends on what NAT rewrites.
+#[derive(Clone, Copy)]
+pub struct L4Checksum {
+    /// Offset of the checksum field; 0 when the packet has none to update.
+    pub offset: usize,
+    /// UDP: a checksum of zero means "none" and stays zero.
+    pub udp: bool,
+}
+
+/// Header rewrites with checksum updates, over the two program contexts.
+pub trait Frame {
+    /// Replaces the IPv4 address at `offset` (`old` → `new`, both as they
+    /// sit in the packet), fixing the IPv4 header checksum and, through the
+    /// pseudo header, the L4 one.
+    fn set_addr(&self, offset: usize, ip_check: usize, l4: L4Checksum, old: u32, new: u32);
+    /// Replaces the port at `offset` (host byte order values).
+    fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16);
+}
+
+/// RFC 1624: the checksum `check` after 16-bit words whose sum was
+/// `old_sum` became words summing to `new_sum` (big-endian numbers):
+/// ~C' = ~C + ~m + m', with ~m the one's-complement negation of the sum.
+#[inline(always)]
+fn updated(check: u16, old_sum: u64, new_sum: u64) -> u16 {
+    let neg_old = (!fold(old_sum)) as u64;
+    !fold((!check) as u64 + neg_old + new_sum)
+}
+
+#[inline(always)]
+fn words(addr: u32) -> u64 {
+    let a = u32::from_be(addr);
+    (a >> 16) as u64 + (a & 0xffff) as u64
+}
+
+pub struct XdpFrame {
+    start: usize,
+    end: usize,
+}
+
+impl XdpFrame {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        XdpFrame {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
+    }
+
+    #[inline(always)]
+    fn store<T: Copy>(&self, offset: usize, value: T) -> bool {
+        let p = opaque(self.start + offset);
+        if p + core::mem::size_of::<T>() > self.end {
+            return false;
+        }
+        // SAFETY: the whole `T` is within the packet, checked above.
+        unsafe { core::ptr::write_unaligned(p as *mut T, value) };
+        true
+    }
+
+    /// Updates the big-endian checksum at `offset` for words whose sum went
+    /// from `old_sum` to `new_sum`. `udp`: zero stays zero, and a result of
+    /// zero is sent as 0xffff (RFC 768).
+    #[inline(always)]
+    fn fix(&self, offset: usize, old_sum: u64, new_sum: u64, udp: bool) {
+        let Some(check) = load::<[u8; 2]>(self.start, self.end, offset) else {
+            return;
+        };
+        let check = u16::from_be_bytes(check);
+        if udp && check == 0 {
+            return;
+        }
+        let mut new = updated(check, old_sum, new_sum);
+        if udp && new == 0 {
+            new = 0xffff;
+        }
+        self.store(offset, new.to_be_bytes());
+    }
+}
+
+impl Frame for XdpFrame {
+    #[inline(always)]
+    fn set_addr(&self, offset: usize, ip_check: usize, l4: L4Checksum, old: u32, new: u32) {
+        if !self.store(offset, new) {
+            return;
+        }
+        self.fix(ip_check, words(old), words(new), false);
+        if l4.offset != 0 {
+            self.fix(l4.offset, words(old), words(new), l4.udp);
+        }
+    }
+
+    #[inline(always)]
+    fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16) {
+        if !self.store(offset, new.to_be()) {
+            return;
+        }
+        if l4.offset != 0 {
+            self.fix(l4.offset, old as u64, new as u64, l4.udp);
+        }
+    }
+}
+
+/// TC: the kernel's helpers, which also know how to update a checksum the
+/// NIC has yet to finish (CHECKSUM_PARTIAL, as on locally sent packets).
+pub struct TcFrame<'a> {
+    ctx: &'a TcContext,
+}
+
+impl<'a> TcFrame<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a TcContext) -> Self {
+        TcFrame { ctx }
+    }
+
+    #[inline(always)]
+    fn l4_flags(l4: L4Checksum, size: u64) -> u64 {
+        let mangled = if l4.udp {
+            BPF_F_MARK_MANGLED_0 as u64
+        } else {
+            0
+        };
+        size | mangled
+    }
+}
+
+impl Frame for TcFrame<'_> {
+    #[inline(always)]
+    fn set_addr(&self, offset: usize, ip_check: usize, l4: L4Checksum, old: u32, new: u32) {
+        if l4.offset != 0 {
+            let flags = Self::l4_flags(l4, 4) | BPF_F_PSEUDO_HDR as u64;
+            let _ = self
+                .ctx
+                .l4_csum_replace(l4.offset, old as u64, new as u64, flags);
+        }
+        let _ = self
+            .ctx
+            .l3_csum_replace(ip_check, old as u64, new as u64, 4);
+        let _ = self.ctx.store(offset, &new, 0);
+    }
+
+    #[inline(always)]
+    fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16) {
+        if l4.offset != 0 {
+            let flags = Self::l4_flags(l4, 2);
+            let _ =
+                self.ctx
+                    .l4_csum_replace(l4.offset, old.to_be() as u64, new.to_be() as u64, flags);
+        }
+        let _ = self.ctx.store(offset, &new.to_be(), 0);
+    }
+}
+
+/// The address and port the packet's `side` becomes, from its connection;
+/// `None` when that side is not translated.
+#[inline(always)]
+fn rewrite_of(t: &Tracking, side: Side) -> Option<(u32, u16)> {
+    if t.found == 0 && t.pending == 0 {
+        return None;
+    }
+    let e = &t.entry;
+    let reply = t.reply != 0;
+    let (flag, addr, port) = match (side, reply) {
+        (Side::Destination, false) => (ct_status::DST_NAT, e.reply_src, e.reply_sport),
+        (Side::Destination, true) => (ct_status::SRC_NAT, e.orig_src, e.orig_sport),
+        (Side::Source, false) => (ct_status::SRC_NAT, e.reply_dst, e.reply_dport),
+        (Side::Source, true) => (ct_status::DST_NAT, e.orig_dst, e.orig_dport),
+    };
+    if e.status & flag == 0 {
+        return None;
+    }
+    Some((addr, port))
+}
+
+/// Rewrites `side` of the packet as its connection says, and keeps `pkt`
+/// (the parsed copy the classifier reads) in step.
+#[inline(always)]
+pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
+    let Some(t) = tracking() else {
+        return;
+    };
+    let Some((addr, port)) = rewrite_of(t, side) else {
+        return;
+    };
+    let l3 = pkt.l2_len();
+    let l4 = l3 + pkt.ip_header_len();
+    let ports = matches!(pkt.protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
+    let l4sum = match pkt.protocol {
+        IPPROTO_TCP if pkt.l4_complete => L4Checksum {
+            offset: l4 + 16,
+            udp: false,
+        },
+        IPPROTO_UDP if pkt.l4_complete => L4Checksum {
+            offset: l4 + 6,
+            udp: true,
+        },
+        _ => L4Checksum {
+            offset: 0,
+            udp: false,
+        },
+    };
+    let (old_addr, addr_at, old_port, port_at) = match side {
+        Side::Destination => (pkt.dst, l3 + 16, pkt.l4b, l4 + 2),
+        Side::Source => (pkt.src, l3 + 12, pkt.l4a, l4),
+    };
+    if addr != old_addr {
+        frame.set_addr(addr_at, l3 + 10, l4sum, old_addr, addr);
+    }
+    if ports && port as u32 != old_port {
+        frame.set_port(port_at, l4sum, old_port as u16, port);
+    }
+    match side {
+        Side::Destination => {
+            pkt.dst = addr;
+            if ports {
+                pkt.l4b = port as u32;
+            }
+        }
+        Side::Source => {
+            pkt.src = addr;
+            if ports {
+                pkt.l4a = port as u32;
+            }
+        }
+    }
+}
+
+/// The translation of a nat chain's verdict, if it is one of `wanted`
+/// (DNAT/REDIRECT or SNAT/MASQUERADE). The pipeline runs the chain itself:
+/// nested in here, the classifier's stack frame would come on top of ours.
+#[inline(always)]
+fn nat_rule(generation: u32, verdict: &Verdict, wanted: [u32; 2]) -> Option<(u32, NatTarget)> {
+    let action = match verdict {
+        Verdict::Rule(action) => action,
+        Verdict::Policy(_) => return None,
+    };
+    if action.target != wanted[0] && action.target != wanted[1] {
+        return None;
+    }
+    let to = NAT_TARGETS.get(nat_target_index(generation, action.arg))?;
+    Some((action.target, *to))
+}
+
+/// A value of `first..=last` picked by `hash`.
+#[inline(always)]
+fn pick(first: u32, last: u32, hash: u32) -> u32 {
+    // In u64 so that the span of 0..=u32::MAX is not zero; a zero check
+    // the compiler can see, so no panic path reaches the verifier.
+    let span = (last as u64).saturating_sub(first as u64) + 1;
+    if last <= first || span == 0 {
+        return first;
+    }
+    first.wrapping_add((hash as u64 % span) as u32)
+}
+
+#[inline(always)]
+fn flow_hash(e: &CtEntry) -> u32 {
+    let h = e.orig_src
+        ^ e.orig_dst.rotate_left(7)
+        ^ ((e.orig_sport as u32) << 16)
+        ^ e.orig_dport as u32;
+    h.wrapping_mul(0x9e37_79b1)
+}
+
+/// True when the packet opens a new connection: the nat chains decide its
+/// translation (`pending` and `prerouting`/`postrouting`).
+#[inline(always)]
+pub fn pending() -> bool {
+    matches!(tracking(), Some(t) if t.pending != 0)
+}
+
+/// nat PREROUTING's `verdict` for a new connection's first packet, which
+/// arrived on `in_ifindex` (0: a local socket): DNAT or REDIRECT, recorded
+/// in the pending conntrack entry (applied by `translate`).
+#[inline(never)]
+pub fn prerouting(generation: u32, verdict: &Verdict, in_ifindex: u32) {
+    let Some(t) = tracking() else {
+        return;
+    };
+    if t.pending == 0 {
+        return;
+    }
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::DNAT, target::REDIRECT]) else {
+        return;
+    };
+    let e = &mut t.entry;
+    let hash = flow_hash(e);
+    let addr = if kind == target::REDIRECT {
+        if in_ifindex == 0 {
+            LOOPBACK
+        } else {
+            match iface_addr(in_ifindex) {
+                Some(a) => a,
+                // iptables drops what it can't redirect.
+                None => e.orig_dst,
+            }
+        }
+    } else if to.flags & nat_flags::ADDR != 0 {
+        pick(to.addr_first, to.addr_last, hash).to_be()
+    } else {
+        e.orig_dst
+    };
+    let ported = matches!(e.protocol, IPPROTO_TCP | IPPROTO_UDP);
+    let port = if ported && to.flags & nat_flags::PORTS != 0 {
+        pick(to.port_first as u32, to.port_last as u32, hash >> 16) as u16
+    } else {
+        e.orig_dport
+    };
+    if addr == e.orig_dst && port == e.orig_dport {
+        return;
+    }
+    e.reply_src = addr;
+    e.reply_sport = port;
+    e.status |= ct_status::DST_NAT;
+    bump(stats::NAT_DNAT);
+}
+
+/// nat POSTROUTING's `verdict` for a new connection leaving by
+/// `out_ifindex`: SNAT or MASQUERADE, with a source port that keeps the
+/// reply tuple unique. Returns false when the packet must be dropped (no
+/// free port, or no address to masquerade with).
+#[inline(never)]
+pub fn postrouting(generation: u32, verdict: &Verdict, out_ifindex: u32) -> bool {
+    let Some(t) = tracking() else {
+        return true;
+    };
+    if t.pending == 0 {
+        return true;
+    }
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::SNAT, target::MASQUERADE]) else {
+        return true;
+    };
+    let hash = flow_hash(&t.entry);
+    let addr = if kind == target::MASQUERADE {
+        match iface_addr(out_ifindex) {
+            Some(a) => a,
+            // No address to masquerade with: iptables drops.
+            None => return false,
+        }
+    } else if to.flags & nat_flags::ADDR != 0 {
+        pick(to.addr_first, to.addr_last, hash).to_be()
+    } else {
+        t.entry.orig_src
+    };
+    let sport = t.entry.orig_sport;
+    let ported = matches!(t.entry.protocol, IPPROTO_TCP | IPPROTO_UDP);
+    let (first, last) = if !ported {
+        (sport, sport)
+    } else if to.flags & nat_flags::PORTS != 0 {
+        (to.port_first, to.port_last)
+    } else if sport < 1024 {
+        (1, 1023)
+    } else {
+        (1024, 65535)
+    };
+    let random = to.flags & nat_flags::RANDOM != 0;
+    if !allocate(t, addr, first, last, hash, random) {
+        bump(stats::NAT_EXHAUSTED);
+        return false;
+    }
+    true
+}
+
+/// Claims a source `addr:port` for the pending connection `t`: the
+/// original port when it is in range and free (unless `random`), else the
+/// next free one from a hashed start. The claim is the connection's reply
+/// key entering `CT_NAT_INDEX` (no-exist insert: two CPUs can't both win
+/// it), unless a live connection already has that key.
+#[inline(always)]
+fn allocate(t: &mut Tracking, addr: u32, first: u16, last: u16, hash: u32, random: bool) -> bool {
+    let e = &mut t.entry;
+    if last < first {
+        return false;
+    }
+    let span = (last - first) as u32 + 1;
+    if span == 0 {
+        return false;
+    }
+    let keep = !random && e.orig_sport >= first && e.orig_sport <= last;
+    let start = hash % span;
+    let mut i = 0;
+    while i < NAT_PORT_ATTEMPTS {
+        let port = if keep && i == 0 {
+            e.orig_sport
+        } else {
+            (first as u32 + (start + i) % span) as u16
+        };
+        i += 1;
+        if addr == e.orig_src && port == e.orig_sport {
+            // Nothing to translate: the connection's own key is the claim.
+            return true;
+        }
+        let key = key_of(e.reply_src, e.reply_sport, addr, port, e.protocol);
+        if exists(&key) {
+            continue;
+        }
+        let claimed = match CT_NAT_INDEX.insert(&key, &t.key, BPF_NOEXIST) {
+            Ok(()) => true,
+            Err(_) => {
+                // Taken: only by a connection that is gone may it be
+                // taken over.
+                // SAFETY: copied out at once.
+                let owner = unsafe { CT_NAT_INDEX.get(&key) }.copied();
+                match owner {
+                    Some(owner) if !exists(&owner) => CT_NAT_INDEX.insert(&key, &t.key, 0).is_ok(),
+                    _ => false,
+                }
+            }
+        };
+        if claimed {
+            e.reply_dst = addr;
+            e.reply_dport = port;
+            e.status |= ct_status::SRC_NAT;
+            bump(stats::NAT_SNAT);
+            return true;
+        }
+        if span == 1 {
+            break;
+        }
+    }
+    false
+}
