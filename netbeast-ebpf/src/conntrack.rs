@@ -153,7 +153,7 @@ pub fn state() -> u32 {
 }
 
 #[inline(always)]
-fn is_icmp_error(t: u32) -> bool {
+pub fn is_icmp_error(t: u32) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
 }
 
@@ -281,7 +281,13 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         return ct_state::INVALID;
     }
     if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
-        return related(pkt, start, end, nat);
+        let state = related(pkt, start, end, nat, t);
+        bump(if state == ct_state::RELATED {
+            stats::CT_RELATED
+        } else {
+            stats::CT_INVALID
+        });
+        return state;
     }
     let key = flow.key();
     t.key = key;
@@ -428,7 +434,7 @@ pub fn exists(key: &CtKey) -> bool {
 /// only need their source translation. Leaves `t.found`, `t.reply`,
 /// `t.entry` as `track` does.
 #[inline(never)]
-pub fn peek(pkt: &Packet) {
+pub fn peek(pkt: &Packet, start: usize, end: usize) {
     let Some(t) = tracking() else {
         return;
     };
@@ -439,6 +445,11 @@ pub fn peek(pkt: &Packet) {
     }
     let (flow, complete) = flow_of(pkt);
     if !complete {
+        return;
+    }
+    if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
+        // Counted as RELATED (or INVALID) at ingress already.
+        let _ = related(pkt, start, end, true, t);
         return;
     }
     let key = flow.key();
@@ -498,21 +509,18 @@ pub fn confirm() {
 
 /// RELATED when an ICMP error quotes a packet of a tracked connection.
 #[inline(always)]
-fn related(pkt: &Packet, start: usize, end: usize, nat: bool) -> u32 {
+fn related(pkt: &Packet, start: usize, end: usize, nat: bool, t: &mut Tracking) -> u32 {
     let inner = opaque(pkt.l2_len() + pkt.ip_header_len() + ICMP_HLEN);
     // One read per header, each checked on its own (several `Option`s
     // destructured together let LLVM mix their payloads with pointers).
     let Some(ip) = load::<[u8; 20]>(start, end, inner) else {
-        bump(stats::CT_INVALID);
         return ct_state::INVALID;
     };
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let Some(l4) = load::<[u8; 8]>(start, end, opaque(inner + (ihl & 0x3c))) else {
-        bump(stats::CT_INVALID);
         return ct_state::INVALID;
     };
     if ihl < 20 {
-        bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
     let protocol = ip[9];
@@ -527,21 +535,52 @@ fn related(pkt: &Packet, start: usize, end: usize, nat: bool) -> u32 {
         }
         _ => (0, 0),
     };
-    let key = Flow {
+    let quoted = Flow {
         src: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
         dst: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
         sport,
         dport,
         protocol,
-    }
-    .key();
-    // SAFETY: presence test only.
-    let found = exists(&key) || (nat && unsafe { CT_NAT_INDEX.get(&key).is_some() });
-    if found {
-        bump(stats::CT_RELATED);
-        ct_state::RELATED
+    };
+    let key = quoted.key();
+    // The connection: under the quoted packet's key, or, translated, the
+    // key the NAT index gives for it.
+    let connection = if exists(&key) {
+        key
+    } else if nat {
+        // SAFETY: copied out at once.
+        match unsafe { CT_NAT_INDEX.get(&key) } {
+            Some(k) => *k,
+            None => key,
+        }
     } else {
-        bump(stats::CT_INVALID);
-        ct_state::INVALID
-    }
+        key
+    };
+    let e = match CT_ESTABLISHED.get_ptr(&connection) {
+        Some(e) => e,
+        None => match CT_UNREPLIED.get_ptr(&connection) {
+            Some(e) => e,
+            None => {
+                return ct_state::INVALID;
+            }
+        },
+    };
+    // SAFETY: map value, valid for this program run.
+    let e = unsafe { &*e };
+    // NAT translates the error as a packet going the other way than the
+    // one it quotes.
+    t.entry = *e;
+    t.key = connection;
+    t.reply = quotes_original(e, &quoted) as u32;
+    t.found = 1;
+    ct_state::RELATED
+}
+
+/// True when a quoted packet went the original way: from the original
+/// source, or — quoted after its source translation — from the translated
+/// one.
+#[inline(always)]
+fn quotes_original(e: &CtEntry, quoted: &Flow) -> bool {
+    (quoted.src == e.orig_src && quoted.sport == e.orig_sport)
+        || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }

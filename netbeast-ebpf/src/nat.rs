@@ -30,9 +30,9 @@ use netbeast_common::{
 
 use crate::{
     classify::Verdict,
-    conntrack::{CT_NAT_INDEX, Tracking, exists, key_of, tracking},
+    conntrack::{CT_NAT_INDEX, Tracking, exists, is_icmp_error, key_of, tracking},
     csum::fold,
-    parse::{IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
     route::iface_addr,
     stats::bump,
 };
@@ -69,6 +69,10 @@ pub trait Frame {
     fn set_addr(&self, offset: usize, ip_check: usize, l4: L4Checksum, old: u32, new: u32);
     /// Replaces the port at `offset` (host byte order values).
     fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16);
+    /// The first `len` bytes of the packet (fewer if it is shorter) as a
+    /// directly writable window `(start, end)`. For ICMP errors, whose
+    /// checksums don't involve offloads and which NAT edits in place.
+    fn window(&self, len: usize) -> (usize, usize);
 }
 
 /// RFC 1624: the checksum `check` after 16-bit words whose sum was
@@ -152,6 +156,11 @@ impl Frame for XdpFrame {
             self.fix(l4.offset, old as u64, new as u64, l4.udp);
         }
     }
+
+    #[inline(always)]
+    fn window(&self, _len: usize) -> (usize, usize) {
+        (self.start, self.end)
+    }
 }
 
 /// TC: the kernel's helpers, which also know how to update a checksum the
@@ -202,6 +211,15 @@ impl Frame for TcFrame<'_> {
         }
         let _ = self.ctx.store(offset, &new.to_be(), 0);
     }
+
+    #[inline(always)]
+    fn window(&self, len: usize) -> (usize, usize) {
+        let frame_len = self.ctx.len() as usize;
+        let want = if frame_len < len { frame_len } else { len };
+        // Also makes the bytes writable (skb_ensure_writable).
+        let _ = self.ctx.pull_data(want as u32);
+        (self.ctx.data(), self.ctx.data_end())
+    }
 }
 
 /// The address and port the packet's `side` becomes, from its connection;
@@ -235,6 +253,10 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
     let Some((addr, port)) = rewrite_of(t, side) else {
         return;
     };
+    if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
+        icmp_error(frame, pkt, side, addr, port);
+        return;
+    }
     let l3 = pkt.l2_len();
     let l4 = l3 + pkt.ip_header_len();
     let ports = matches!(pkt.protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
@@ -275,6 +297,155 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
                 pkt.l4a = port as u32;
             }
         }
+    }
+}
+
+/// Bytes of an ICMP error NAT reads and edits: Ethernet with two VLAN
+/// tags, the longest outer IPv4 header, the ICMP header, the longest quoted
+/// IPv4 header and a quoted TCP header.
+const ICMP_ERROR_WINDOW: usize = 22 + 60 + ICMP_HLEN + 60 + 20;
+
+/// Writes `value` at `start + offset` if it lies before `end`.
+#[inline(always)]
+fn put<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
+    let p = opaque(start + offset);
+    if p + core::mem::size_of::<T>() > end {
+        return false;
+    }
+    // SAFETY: the whole `T` is within the packet, checked above.
+    unsafe { core::ptr::write_unaligned(p as *mut T, value) };
+    true
+}
+
+/// Replaces the big-endian 16-bit checksum at `offset` after words summing
+/// to `old_sum` became words summing to `new_sum`; returns the (old, new)
+/// checksum values, 0 and 0 when it couldn't (or, `udp` with checksum 0,
+/// needn't).
+#[inline(always)]
+fn patch_check(
+    start: usize,
+    end: usize,
+    offset: usize,
+    old_sum: u64,
+    new_sum: u64,
+    udp: bool,
+) -> (u16, u16) {
+    let Some(check) = load::<[u8; 2]>(start, end, offset) else {
+        return (0, 0);
+    };
+    let check = u16::from_be_bytes(check);
+    if udp && check == 0 {
+        return (0, 0);
+    }
+    let mut new = updated(check, old_sum, new_sum);
+    if udp && new == 0 {
+        new = 0xffff;
+    }
+    if !put(start, end, offset, new.to_be_bytes()) {
+        return (0, 0);
+    }
+    (check, new)
+}
+
+/// An ICMP error about a translated connection, translated as netfilter
+/// does: the outer header like any packet going its way (addresses only),
+/// the quoted packet — which went the other way — back to what its sender
+/// saw: the destination side of the error is the source side of the quoted
+/// packet and vice versa, ports included. Every word changed inside the
+/// ICMP message enters the ICMP checksum, the quoted headers' own
+/// checksums included.
+#[inline(never)]
+fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port: u16) {
+    let (start, end) = frame.window(ICMP_ERROR_WINDOW);
+    let l3 = pkt.l2_len();
+    let l4 = opaque(l3 + pkt.ip_header_len());
+    let inner = opaque(l4 + ICMP_HLEN);
+    let destination = side == Side::Destination;
+    // Outer header.
+    let outer_at = if destination { l3 + 16 } else { l3 + 12 };
+    let Some(outer_old) = load::<u32>(start, end, outer_at) else {
+        return;
+    };
+    if outer_old != addr && put(start, end, outer_at, addr) {
+        patch_check(start, end, l3 + 10, words(outer_old), words(addr), false);
+    }
+    if destination {
+        pkt.dst = addr;
+    } else {
+        pkt.src = addr;
+    }
+    // Quoted header: its source when the error's destination changes.
+    let Some(ihl) = load::<u8>(start, end, inner) else {
+        return;
+    };
+    let ihl = ((ihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return;
+    }
+    let Some(protocol) = load::<u8>(start, end, inner + 9) else {
+        return;
+    };
+    let inner_at = if destination { inner + 12 } else { inner + 16 };
+    let Some(inner_old) = load::<u32>(start, end, inner_at) else {
+        return;
+    };
+    let il4 = opaque(inner + (ihl & 0x3c));
+    let port_at = if destination { il4 } else { il4 + 2 };
+    let ported = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP);
+    let port_old = match load::<[u8; 2]>(start, end, port_at) {
+        Some(p) if ported => u16::from_be_bytes(p),
+        _ => port,
+    };
+    // Words of the ICMP message before and after.
+    let mut old_sum = 0u64;
+    let mut new_sum = 0u64;
+    if inner_old != addr && put(start, end, inner_at, addr) {
+        old_sum += words(inner_old);
+        new_sum += words(addr);
+        let (o, n) = patch_check(start, end, inner + 10, words(inner_old), words(addr), false);
+        old_sum += o as u64;
+        new_sum += n as u64;
+        // The quoted L4 checksum covers the addresses (pseudo header),
+        // when the quote holds it.
+        let l4_check = match protocol {
+            IPPROTO_TCP => il4 + 16,
+            IPPROTO_UDP => il4 + 6,
+            _ => 0,
+        };
+        if l4_check != 0 {
+            let (o, n) = patch_check(
+                start,
+                end,
+                l4_check,
+                words(inner_old),
+                words(addr),
+                protocol == IPPROTO_UDP,
+            );
+            old_sum += o as u64;
+            new_sum += n as u64;
+        }
+    }
+    if ported && port_old != port && put(start, end, port_at, port.to_be()) {
+        old_sum += port_old as u64;
+        new_sum += port as u64;
+        let l4_check = if protocol == IPPROTO_TCP {
+            il4 + 16
+        } else {
+            il4 + 6
+        };
+        let (o, n) = patch_check(
+            start,
+            end,
+            l4_check,
+            port_old as u64,
+            port as u64,
+            protocol == IPPROTO_UDP,
+        );
+        old_sum += o as u64;
+        new_sum += n as u64;
+    }
+    if old_sum != new_sum {
+        patch_check(start, end, l4 + 2, old_sum, new_sum, false);
     }
 }
 

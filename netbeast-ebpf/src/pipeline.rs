@@ -326,6 +326,6 @@ fn forwarded_source_nat(ctx: &TcContext) {
     let Some(pkt) = scratch(pkt) else {
         return;
     };
-    peek(pkt);
+    peek(pkt, start, end);
     nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
 }

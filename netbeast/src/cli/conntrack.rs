@@ -133,6 +133,10 @@ pub fn remaining_secs(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option
 /// tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=22 packets=3 bytes=180 src=10.0.0.2 dst=10.0.0.1 sport=22 dport=40000 packets=2 bytes=120 [ASSURED]
 /// ```
 ///
+/// The second tuple is the reply direction as it appears on the wire: for
+/// a DNATed or SNATed connection it differs from the first one inverted,
+/// as conntrack shows it.
+///
 /// `[UNREPLIED]` follows the original direction while no reply has been
 /// seen; `[ASSURED]` ends the line of a connection past its handshake (TCP)
 /// or with traffic both ways that went on after the reply (UDP), as
@@ -164,7 +168,17 @@ pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<Str
         line += " [UNREPLIED]";
     }
     line.push(' ');
-    line += &endpoints(entry, &dst, &src, entry.orig_dport, entry.orig_sport, true);
+    // The reply tuple as the kernel recorded it: the original one inverted,
+    // or, for a translated connection, what the translation made of it.
+    let (reply_src, reply_dst) = (addr(entry.reply_src), addr(entry.reply_dst));
+    line += &endpoints(
+        entry,
+        &reply_src,
+        &reply_dst,
+        entry.reply_sport,
+        entry.reply_dport,
+        true,
+    );
     line += &format!(" packets={} bytes={}", entry.packets[1], entry.bytes[1]);
     if replied && assured(entry) {
         line += " [ASSURED]";
@@ -323,6 +337,26 @@ mod tests {
         assert!(line(&stream, SEC).unwrap().ends_with(" [ASSURED]"));
         // Past 30 s without a reply the flow has expired.
         assert_eq!(line(&e, 31 * SEC), None);
+    }
+
+    #[test]
+    fn translated_connections_show_their_reply_tuple() {
+        // 192.168.0.6:40000 -> 10.10.7.15:80, SNATed to 10.10.7.1:40001.
+        let mut e = entry(IPPROTO_TCP, 40000, 80);
+        e.orig_src = raw(Ipv4Addr::new(192, 168, 0, 6));
+        e.orig_dst = raw(Ipv4Addr::new(10, 10, 7, 15));
+        e.reply_src = raw(Ipv4Addr::new(10, 10, 7, 15));
+        e.reply_dst = raw(Ipv4Addr::new(10, 10, 7, 1));
+        e.reply_sport = 80;
+        e.reply_dport = 40001;
+        e.tcp_state = tcp_state::ESTABLISHED;
+        e.status = ct_status::SEEN_REPLY | ct_status::SRC_NAT;
+        e.packets = [3, 2];
+        e.bytes = [180, 120];
+        assert_eq!(
+            line(&e, 0).unwrap(),
+            "tcp      6 432000 ESTABLISHED src=192.168.0.6 dst=10.10.7.15 sport=40000 dport=80 packets=3 bytes=180 src=10.10.7.15 dst=10.10.7.1 sport=80 dport=40001 packets=2 bytes=120 [ASSURED]"
+        );
     }
 
     #[test]
