@@ -28,6 +28,11 @@ pub const ACTIVE_TRACKING: u32 = 2;
 /// connections are classified by the nat chains, and TC egress looks up
 /// forwarded packets to apply their source translation.
 pub const ACTIVE_NAT: u32 = 4;
+/// Bit of the `ACTIVE` word set while translated connections may exist:
+/// with `ACTIVE_NAT`, and kept after the nat rules go (as netfilter keeps
+/// translating the connections it translated) until conntrack is flushed.
+/// Their packets are translated whenever tracking is on.
+pub const ACTIVE_TRANSLATIONS: u32 = 8;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
 pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
 /// Class id of the all-ones vector (every rule), which stands in for a field

@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig,
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig,
     ClassVector, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN,
     MacKey, RULE_WORDS, RuleAction, chain_index, counter_index, ct_state, field, l4_base,
     rule_index, size, stats, target,
@@ -90,6 +90,13 @@ impl Active {
     #[inline(always)]
     pub fn nat(self) -> bool {
         self.0 & ACTIVE_NAT != 0
+    }
+
+    /// Translated connections may exist: look their packets up (tracking
+    /// must be on too) and translate them.
+    #[inline(always)]
+    pub fn translations(self) -> bool {
+        self.0 & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 && self.tracking()
     }
 }
 

@@ -118,16 +118,17 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     let generation = active.generation();
     let tracking = active.tracking();
     let nat = active.nat();
+    let translations = active.translations();
     // Conntrack before routing: the destination NAT gives (PREROUTING,
     // or the undoing of SNAT on a reply) decides where the packet goes.
     let ct_state = if tracking {
-        track(pkt, start, end, nat);
+        track(pkt, start, end, translations);
         conntrack::state()
     } else {
         ct_state::UNTRACKED
     };
-    if nat {
-        if nat::pending() {
+    if translations {
+        if nat && nat::pending() {
             let verdict = run_chain(
                 generation,
                 chain::NAT_PREROUTING,
@@ -189,7 +190,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::ACCEPTED);
             match next_hop {
                 Some(hop) if fast_path(pkt, out_ifindex) => {
-                    if nat {
+                    if translations {
                         nat::translate(&XdpFrame::new(ctx), pkt, Side::Source);
                     }
                     forward(ctx, out_ifindex, &hop)
@@ -223,7 +224,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     let active = Active::read();
     if ingress_ifindex != 0 {
         // Forwarded: judged at XDP ingress; only its source NAT is left.
-        if active.nat() {
+        if active.translations() {
             forwarded_source_nat(ctx);
         }
         return TC_ACT_OK;
@@ -247,8 +248,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
     bump(stats::OUTPUT);
     let tracking = active.tracking();
     let nat = active.nat();
+    let translations = active.translations();
     let ct_state = if tracking {
-        track(pkt, start, end, nat);
+        track(pkt, start, end, translations);
         conntrack::state()
     } else {
         ct_state::UNTRACKED
@@ -284,7 +286,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
             if tracking {
                 confirm();
             }
-            if nat {
+            if translations {
                 nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
             }
             bump(stats::ACCEPTED);
