@@ -23,8 +23,8 @@ use std::{
 
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
-    Firewall, Netns, UdpOutcome, parse_peer_line, peer_server, read_peer_line, require_root,
-    tcp_stream, udp_exchange_from, udp_peer_server, veth_pair,
+    Firewall, IcmpError, Netns, UdpOutcome, parse_peer_line, peer_server, read_peer_line,
+    require_root, tcp_stream, udp_exchange_from, udp_peer_server, veth_pair,
 };
 use support::{roundtrip, stat};
 
@@ -639,7 +639,8 @@ impl HomeRouter {
 // Two home hosts, both from source port 40000, talk to the same server at
 // once over TCP and UDP: the server sees two clients at the router's WAN
 // address with two different ports (the first keeps 40000, which was
-// free), and each host gets its own answers.
+// free), and each host gets its own answers. Resets and ICMP errors about
+// translated flows find their way back too.
 routed_scenario!(home_router_masquerade);
 fn home_router_masquerade(firewall: Firewall) {
     let net = HomeRouter::new("natmasq", firewall);
@@ -722,6 +723,32 @@ fn home_router_masquerade(firewall: Firewall) {
             .unwrap_or_else(|e| panic!("UDP again: {e}\n{}", net.diagnostics()));
         assert_eq!(again, seen, "a UDP flow changed its binding");
     }
+
+    // Errors about a translated flow reach the home host: the server's
+    // reset, and its ICMP port-unreachable, whose quoted headers name the
+    // WAN address until the router translates them back.
+    let closed = server(9);
+    let outcome = refused_or_lost(&net.home1, SocketAddrV4::new(HOME1, 40001), closed);
+    assert_eq!(
+        outcome,
+        Reset,
+        "TCP to a closed port of the server\n{}",
+        net.diagnostics()
+    );
+    let outcome = udp_exchange_from(
+        &net.home1,
+        SocketAddrV4::new(HOME1, 40001),
+        closed,
+        b"anyone?",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "UDP to a closed port of the server: the ICMP error must be translated back\n{}",
+        net.diagnostics()
+    );
 }
 
 // ---------------------------------------------------------------------------
