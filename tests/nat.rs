@@ -94,6 +94,7 @@ fn prepare_host(host: &Netns, iface: &str) -> netbeast::netns::Result<()> {
 }
 
 /// `line` in `ns` with `firewall`, which must succeed.
+#[track_caller]
 fn iptables(firewall: &Firewall, ns: &Netns, line: &str) {
     firewall
         .iptables_ok(ns, line)
@@ -112,7 +113,10 @@ fn diagnostics(firewall: &Firewall, ns: &Netns) -> String {
             let save = ns
                 .run_ok("iptables-save", &[] as &[&str])
                 .unwrap_or_else(|e| e.to_string());
-            format!("{save}\nconntrack -L:\n{}", conntrack_listing(firewall, ns))
+            let table = ns
+                .run_ok("conntrack", &["-L"])
+                .unwrap_or_else(|e| e.to_string());
+            format!("{save}\nconntrack -L:\n{table}")
         }
     }
 }
@@ -309,14 +313,14 @@ const ROUTER_LAN_IFACE: &str = "nbt-r-lan";
 const ROUTER_DOCKER_IFACE: &str = "nbt-r-dock";
 const CONTAINER_IFACE: &str = "nbt-dock";
 
-/// The article's rules, in its order: two FORWARD rules (the LAN host may
-/// open connections to the container, the container may only answer) and
-/// the SNAT that lets the container answer at all.
+/// The article's FORWARD rules, in its order: the LAN host may open
+/// connections to the container, the container may only answer.
 const ARTICLE_FORWARD: [&str; 3] = [
     "-P FORWARD DROP",
     "-I FORWARD -s 192.168.0.6/32 -d 10.10.7.15/32 -j ACCEPT",
     "-I FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
 ];
+/// The article's SNAT, without which the container cannot answer at all.
 const ARTICLE_SNAT: &str =
     "-t nat -I POSTROUTING -s 192.168.0.6/32 -d 10.10.7.15/32 -j SNAT --to 10.10.7.1";
 
@@ -369,6 +373,7 @@ impl NatRouter {
         setup().unwrap_or_else(|e| panic!("setting up the article's NAT router: {e}"))
     }
 
+    #[track_caller]
     fn iptables(&self, line: &str) {
         iptables(&self.firewall, &self.router, line);
     }
@@ -792,6 +797,7 @@ impl PortForward {
         setup().unwrap_or_else(|e| panic!("setting up the port forwarder: {e}"))
     }
 
+    #[track_caller]
     fn iptables(&self, line: &str) {
         iptables(&self.firewall, &self.host, line);
     }
