@@ -433,7 +433,7 @@ fn article_nat_router(firewall: Firewall) {
         "the container must see the router's address as the TCP client\n{}",
         net.diagnostics()
     );
-    roundtrip(&mut stream, &[7; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+    roundtrip(&mut stream, &vec![7; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
         panic!(
             "data over the translated TCP connection: {e}\n{}",
             net.diagnostics()
@@ -699,8 +699,8 @@ fn home_router_masquerade(firewall: Firewall) {
     assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
     // Each connection carries its own data, both at once.
     std::thread::scope(|scope| {
-        let a = scope.spawn(|| roundtrip(&mut first, &[1; TRANSFER], TRANSFER_TIMEOUT));
-        let b = scope.spawn(|| roundtrip(&mut second, &[2; TRANSFER], TRANSFER_TIMEOUT));
+        let a = scope.spawn(|| roundtrip(&mut first, &vec![1; TRANSFER], TRANSFER_TIMEOUT));
+        let b = scope.spawn(|| roundtrip(&mut second, &vec![2; TRANSFER], TRANSFER_TIMEOUT));
         for (who, result) in [("first", a.join()), ("second", b.join())] {
             result
                 .expect("roundtrip thread")
