@@ -21,7 +21,10 @@
 //!   namespace, so plain std sockets live there. [`tcp_server`],
 //!   [`udp_echo_server`], [`tcp_connect`] and [`udp_exchange`] build on it and
 //!   report what a client sees in the kernel's own terms (refused by a reset or
-//!   by which ICMP error, timed out, ...).
+//!   by which ICMP error, timed out, ...). [`peer_server`] and
+//!   [`udp_peer_server`] answer with the client address they saw, which is
+//!   what a NAT test checks; [`tcp_stream`] and [`udp_exchange_from`] choose
+//!   the client's source port.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -640,6 +643,120 @@ pub fn udp_echo_server(ns: &Netns, port: u16) -> Result<Server> {
     })
 }
 
+/// The line a [`peer_server`] or [`udp_peer_server`] answers with first:
+/// the client's address and port as the server saw them, so a test behind
+/// NAT can check what the translation made of the client.
+pub fn peer_line(peer: SocketAddr) -> String {
+    format!("{peer}\n")
+}
+
+/// The peer address at the start of `text`, as [`peer_line`] wrote it.
+pub fn parse_peer_line(text: &[u8]) -> Option<SocketAddrV4> {
+    let end = text.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&text[..end]).ok()?.parse().ok()
+}
+
+/// Listens on `bind` in `ns` (`0.0.0.0:port`, or one address such as
+/// `127.0.0.1:port`); every connection first gets the [`peer_line`] of its
+/// client, then an echo of whatever it sends until it closes. One thread
+/// per connection, so several clients can hold connections at once.
+pub fn peer_server(ns: &Netns, bind: SocketAddrV4) -> Result<Server> {
+    let listener = ns
+        .in_netns(|| TcpListener::bind(bind))?
+        .map_err(|source| ns.io_error(&format!("listening on tcp {bind}"), source))?;
+    let setup = || -> io::Result<(SocketAddr, StopSignal)> {
+        listener.set_nonblocking(true)?;
+        Ok((listener.local_addr()?, StopSignal::new()?))
+    };
+    let (local, stop) =
+        setup().map_err(|source| ns.io_error("setting up the tcp peer server", source))?;
+    let stop = Arc::new(stop);
+    let served = Arc::new(AtomicU64::new(0));
+    let (thread_stop, thread_served) = (stop.clone(), served.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("nbt-peer-{}", local.port()))
+        .spawn(move || {
+            let mut workers = Vec::new();
+            while thread_stop.wait_readable(listener.as_raw_fd()) {
+                let Ok((stream, peer)) = listener.accept() else {
+                    continue;
+                };
+                thread_served.fetch_add(1, Ordering::SeqCst);
+                let stop = thread_stop.clone();
+                workers.push(std::thread::spawn(move || peer_echo(stream, peer, &stop)));
+            }
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .map_err(|source| ns.io_error("starting the tcp peer server thread", source))?;
+    Ok(Server {
+        local,
+        served,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// How long a server waits for a client that does not read its answers.
+const SERVER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn peer_echo(mut stream: std::net::TcpStream, peer: SocketAddr, stop: &StopSignal) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(SERVER_WRITE_TIMEOUT));
+    if stream.write_all(peer_line(peer).as_bytes()).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    while stop.wait_readable(stream.as_raw_fd()) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers every datagram received on `bind` in `ns` with the sender's
+/// [`peer_line`] followed by the datagram itself.
+pub fn udp_peer_server(ns: &Netns, bind: SocketAddrV4) -> Result<Server> {
+    let socket = ns
+        .in_netns(|| UdpSocket::bind(bind))?
+        .map_err(|source| ns.io_error(&format!("binding udp {bind}"), source))?;
+    let setup = || -> io::Result<(SocketAddr, StopSignal)> {
+        socket.set_nonblocking(true)?;
+        Ok((socket.local_addr()?, StopSignal::new()?))
+    };
+    let (local, stop) =
+        setup().map_err(|source| ns.io_error("setting up the udp peer server", source))?;
+    let stop = Arc::new(stop);
+    let served = Arc::new(AtomicU64::new(0));
+    let (thread_stop, thread_served) = (stop.clone(), served.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("nbt-udppeer-{}", local.port()))
+        .spawn(move || {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while thread_stop.wait_readable(socket.as_raw_fd()) {
+                while let Ok((len, peer)) = socket.recv_from(&mut buf) {
+                    thread_served.fetch_add(1, Ordering::SeqCst);
+                    let mut reply = peer_line(peer).into_bytes();
+                    reply.extend_from_slice(&buf[..len]);
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        })
+        .map_err(|source| ns.io_error("starting the udp peer server thread", source))?;
+    Ok(Server {
+        local,
+        served,
+        stop,
+        thread: Some(thread),
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Clients
 
@@ -772,8 +889,72 @@ pub fn tcp_connect_all(
     })
 }
 
+/// A TCP connection from `ns` (bound to `local` when given) to `addr`,
+/// blocking, for a test that keeps it open and talks on it; Err is what the
+/// client saw when no connection came up. The socket stays in `ns`.
+pub fn tcp_stream(
+    ns: &Netns,
+    local: Option<SocketAddrV4>,
+    addr: SocketAddrV4,
+    timeout: Duration,
+) -> Result<Result<std::net::TcpStream, ConnectOutcome>> {
+    ns.in_netns(|| {
+        let socket = match connect_socket(local, addr, timeout) {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(outcome)) => return Err(outcome),
+            Err(e) => return Err(ConnectOutcome::Error(e.to_string())),
+        };
+        let stream = std::net::TcpStream::from(socket);
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| ConnectOutcome::Error(e.to_string()))?;
+        Ok(stream)
+    })
+}
+
+/// Reads the [`peer_line`] a [`peer_server`] sends first on `stream`,
+/// within `timeout`.
+pub fn read_peer_line(
+    stream: &mut std::net::TcpStream,
+    timeout: Duration,
+) -> Result<SocketAddrV4, String> {
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: whatever follows the line belongs to the caller.
+    while line.last() != Some(&b'\n') {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no peer line within {timeout:?} (got {:?})",
+                String::from_utf8_lossy(&line)
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut byte) {
+            Ok(0) => {
+                return Err(format!(
+                    "closed before a peer line (got {:?})",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("reading the peer line: {e}")),
+        }
+    }
+    parse_peer_line(&line)
+        .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(&line)))
+}
+
 fn connect_here(addr: SocketAddrV4, timeout: Duration) -> ConnectOutcome {
-    match connect_socket(addr, timeout) {
+    match connect_socket(None, addr, timeout) {
         Ok(Ok(_connected)) => ConnectOutcome::Connected,
         Ok(Err(outcome)) => outcome,
         Err(e) => ConnectOutcome::Error(e.to_string()),
@@ -783,7 +964,10 @@ fn connect_here(addr: SocketAddrV4, timeout: Duration) -> ConnectOutcome {
 /// A nonblocking connect with IP_RECVERR set, so that after a failure the
 /// error queue tells an ICMP port-unreachable from a TCP reset (both are
 /// ECONNREFUSED to connect(2)). Ok(Ok) is the connected, nonblocking socket.
+/// With `local`, the socket is bound there first (SO_REUSEADDR, so a port
+/// in TIME_WAIT from an earlier test step is no obstacle).
 fn connect_socket(
+    local: Option<SocketAddrV4>,
     addr: SocketAddrV4,
     timeout: Duration,
 ) -> io::Result<Result<OwnedFd, ConnectOutcome>> {
@@ -802,6 +986,9 @@ fn connect_socket(
     // SAFETY: fd is a fresh descriptor that nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     set_recverr(socket.as_raw_fd())?;
+    if let Some(local) = local {
+        bind_reusable(socket.as_raw_fd(), local)?;
+    }
     let sa = sockaddr_in(addr);
     // SAFETY: sa is a valid sockaddr_in of the given length.
     let rc = unsafe {
@@ -876,14 +1063,36 @@ pub fn udp_exchange(
     payload: &[u8],
     timeout: Duration,
 ) -> Result<UdpOutcome> {
-    ns.in_netns(|| match exchange_here(addr, payload, timeout) {
+    udp_exchange_from(
+        ns,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        addr,
+        payload,
+        timeout,
+    )
+}
+
+/// [`udp_exchange`] from a socket bound to `local` (a chosen source port).
+pub fn udp_exchange_from(
+    ns: &Netns,
+    local: SocketAddrV4,
+    addr: SocketAddrV4,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<UdpOutcome> {
+    ns.in_netns(|| match exchange_here(local, addr, payload, timeout) {
         Ok(outcome) => outcome,
         Err(e) => UdpOutcome::Error(e.to_string()),
     })
 }
 
-fn exchange_here(addr: SocketAddrV4, payload: &[u8], timeout: Duration) -> io::Result<UdpOutcome> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+fn exchange_here(
+    local: SocketAddrV4,
+    addr: SocketAddrV4,
+    payload: &[u8],
+    timeout: Duration,
+) -> io::Result<UdpOutcome> {
+    let socket = UdpSocket::bind(local)?;
     set_recverr(socket.as_raw_fd())?;
     socket.connect(addr)?;
     socket.send(payload)?;
@@ -943,7 +1152,7 @@ pub fn tcp_banner(
     timeout: Duration,
 ) -> Result<Result<String, ConnectOutcome>> {
     ns.in_netns(|| {
-        let socket = match connect_socket(addr, timeout) {
+        let socket = match connect_socket(None, addr, timeout) {
             Ok(Ok(socket)) => socket,
             Ok(Err(outcome)) => return Err(outcome),
             Err(e) => return Err(ConnectOutcome::Error(e.to_string())),
@@ -959,6 +1168,36 @@ pub fn tcp_banner(
             Err(e) => Err(ConnectOutcome::Error(format!("reading the banner: {e}"))),
         }
     })
+}
+
+fn bind_reusable(fd: RawFd, local: SocketAddrV4) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: passes a valid c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let sa = sockaddr_in(local);
+    // SAFETY: sa is a valid sockaddr_in of the given length.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&raw const sa).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_recverr(fd: RawFd) -> io::Result<()> {
@@ -1782,6 +2021,43 @@ mod tests {
         let outcome =
             tcp_connect(&net.client, SocketAddrV4::new(CLIENT_ADDR, 5000), TIMEOUT).unwrap();
         assert_eq!(outcome, ConnectOutcome::Reset);
+    }
+
+    #[test]
+    fn peer_servers_report_the_client_address_they_saw() {
+        require_root();
+        let net = ClientServer::new("unit-peer").unwrap();
+        let _tcp = peer_server(&net.server, net.server_addr(5000)).unwrap();
+        let _udp = udp_peer_server(&net.server, net.server_addr(5001)).unwrap();
+        let local = SocketAddrV4::new(CLIENT_ADDR, 40000);
+
+        let mut first = tcp_stream(&net.client, Some(local), net.server_addr(5000), TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_peer_line(&mut first, TIMEOUT), Ok(local));
+        // A second connection while the first is open: each has its thread.
+        let mut second = tcp_stream(&net.client, None, net.server_addr(5000), TIMEOUT)
+            .unwrap()
+            .unwrap();
+        let seen = read_peer_line(&mut second, TIMEOUT).unwrap();
+        assert_eq!(SocketAddr::V4(seen), second.local_addr().unwrap());
+        for (stream, text) in [(&mut first, b"one"), (&mut second, b"two")] {
+            stream.write_all(text).unwrap();
+            let mut echo = [0u8; 3];
+            stream.read_exact(&mut echo).unwrap();
+            assert_eq!(&echo, text);
+        }
+
+        let reply =
+            udp_exchange_from(&net.client, local, net.server_addr(5001), b"ping", TIMEOUT).unwrap();
+        let mut expected = peer_line(SocketAddr::V4(local)).into_bytes();
+        expected.extend_from_slice(b"ping");
+        assert_eq!(reply, UdpOutcome::Reply(expected));
+        assert_eq!(
+            parse_peer_line(b"10.0.0.1:80\nrest"),
+            Some("10.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(parse_peer_line(b"10.0.0.1:80"), None);
     }
 
     #[test]

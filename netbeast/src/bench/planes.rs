@@ -3,10 +3,12 @@
 //!
 //! Every data plane gets the same rules: `n - 1` that differ from the
 //! traffic only in their source address (`-s 10.x.y.z/32`), then the one
-//! that matches. netbeast and iptables load the very same iptables-save
-//! text (with `netbeast restore` and `iptables-restore`); nftables loads
-//! its rule-for-rule translation with `nft -f` (each rule with a counter,
-//! as iptables-nft adds one to every rule).
+//! that matches. `dnat` adds one nat PREROUTING rule in front of them that
+//! sends traffic for the router's address on to the sink; its rule count
+//! is FORWARD's, as in `forward`. netbeast and iptables load the very same
+//! iptables-save text (with `netbeast restore` and `iptables-restore`);
+//! nftables loads its rule-for-rule translation with `nft -f` (each rule
+//! with a counter, as iptables-nft adds one to every rule).
 
 use std::{
     fmt::Write as _,
@@ -17,7 +19,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::netns::{Netns, parse_listing};
+use crate::netns::{ListedChain, Netns, parse_listing};
 
 /// The destination port of all traffic (discard): no socket listens there.
 pub const DPORT: u16 = 9;
@@ -37,6 +39,9 @@ pub const PREFIX_LEN: u8 = 24;
 
 /// The nftables table the benchmark creates in its own namespaces.
 const NFT_TABLE: &str = "nbbench";
+/// Its chain with the benchmark's filter rules, and `dnat`'s nat chain.
+const NFT_RULES_CHAIN: &str = "rules";
+const NFT_NAT_CHAIN: &str = "nat";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -48,8 +53,8 @@ pub enum Scenario {
     Pass,
     /// Traffic through a router, accepted by the last FORWARD rule.
     Forward,
-    /// Traffic to the router's address, sent on to a host behind it by the
-    /// last DNAT rule.
+    /// Traffic to the router's address, sent on to the sink behind it by a
+    /// nat PREROUTING DNAT rule, then accepted by the last FORWARD rule.
     Dnat,
 }
 
@@ -116,12 +121,13 @@ pub enum Plane {
     /// iptables, `-t raw PREROUTING`.
     IptablesRaw,
     /// iptables in the table and chain of the scenario (filter INPUT,
-    /// filter FORWARD, nat PREROUTING).
+    /// filter FORWARD; nat PREROUTING and filter FORWARD for `dnat`).
     Iptables,
     /// nftables, a prerouting chain at priority -300 (where raw sits).
     #[serde(rename = "nftables-prerouting")]
     NftPrerouting,
-    /// nftables, the hook of the scenario (input, forward, nat prerouting).
+    /// nftables, the hook of the scenario (input, forward; nat prerouting
+    /// and forward for `dnat`).
     #[serde(rename = "nftables")]
     Nft,
 }
@@ -145,7 +151,7 @@ impl Plane {
         let chain = match scenario {
             Scenario::Drop | Scenario::Pass => "INPUT",
             Scenario::Forward => "FORWARD",
-            Scenario::Dnat => "nat PREROUTING",
+            Scenario::Dnat => "DNAT + FORWARD",
         };
         match self {
             Plane::Floor => "floor (bare XDP_DROP)".into(),
@@ -155,6 +161,7 @@ impl Plane {
             },
             Plane::Netbeast => match scenario {
                 Scenario::Forward => "netbeast FORWARD, XDP fast path".into(),
+                Scenario::Dnat => "netbeast DNAT + FORWARD, fast path".into(),
                 _ => format!("netbeast {chain}"),
             },
             Plane::IptablesRaw => "iptables raw PREROUTING".into(),
@@ -166,7 +173,7 @@ impl Plane {
             Plane::Nft => match scenario {
                 Scenario::Drop | Scenario::Pass => "nftables input".into(),
                 Scenario::Forward => "nftables forward".into(),
-                Scenario::Dnat => "nftables nat prerouting".into(),
+                Scenario::Dnat => "nftables dnat + forward".into(),
             },
         }
     }
@@ -186,12 +193,19 @@ impl Plane {
 }
 
 /// The iptables target of the matching rule (and of the ones before it).
-fn target(scenario: Scenario) -> String {
+fn target(scenario: Scenario) -> &'static str {
     match scenario {
-        Scenario::Drop => "DROP".into(),
-        Scenario::Pass | Scenario::Forward => "ACCEPT".into(),
-        Scenario::Dnat => format!("DNAT --to-destination {SINK}:{DPORT}"),
+        Scenario::Drop => "DROP",
+        Scenario::Pass | Scenario::Forward | Scenario::Dnat => "ACCEPT",
     }
+}
+
+/// `dnat`'s translation, after `-A PREROUTING`: the router's address (where
+/// the generator sends) becomes the sink's.
+pub fn dnat_rule() -> String {
+    format!(
+        "-d {ROUTER_IN}/32 -p udp -m udp --dport {DPORT} -j DNAT --to-destination {SINK}:{DPORT}"
+    )
 }
 
 /// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
@@ -219,14 +233,20 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
         (Scenario::Drop | Scenario::Pass, _) => {
             ("filter", &["INPUT", "FORWARD", "OUTPUT"], "INPUT")
         }
-        (Scenario::Forward, _) => ("filter", &["INPUT", "FORWARD", "OUTPUT"], "FORWARD"),
-        (Scenario::Dnat, _) => (
-            "nat",
-            &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-            "PREROUTING",
-        ),
+        (Scenario::Forward | Scenario::Dnat, _) => {
+            ("filter", &["INPUT", "FORWARD", "OUTPUT"], "FORWARD")
+        }
     };
-    let mut text = format!("*{table}\n");
+    let mut text = String::new();
+    if scenario == Scenario::Dnat {
+        text.push_str("*nat\n");
+        for c in ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"] {
+            let _ = writeln!(text, ":{c} ACCEPT [0:0]");
+        }
+        let _ = writeln!(text, "-A PREROUTING {}", dnat_rule());
+        text.push_str("COMMIT\n");
+    }
+    let _ = writeln!(text, "*{table}");
     for c in chains {
         let _ = writeln!(text, ":{c} ACCEPT [0:0]");
     }
@@ -237,22 +257,26 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     text
 }
 
-/// The nftables translation of [`rule_lines`], one rule per line, each
-/// with a counter.
+/// The nftables translation of [`rule_lines`] (and of [`dnat_rule`]), one
+/// rule per line, each with a counter.
 pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
-    let (kind, hook, priority) = match (scenario, plane) {
-        (_, Plane::NftPrerouting) => ("filter", "prerouting", -300),
-        (Scenario::Drop | Scenario::Pass, _) => ("filter", "input", 0),
-        (Scenario::Forward, _) => ("filter", "forward", 0),
-        (Scenario::Dnat, _) => ("nat", "prerouting", -100),
+    let (hook, priority) = match (scenario, plane) {
+        (_, Plane::NftPrerouting) => ("prerouting", -300),
+        (Scenario::Drop | Scenario::Pass, _) => ("input", 0),
+        (Scenario::Forward | Scenario::Dnat, _) => ("forward", 0),
     };
-    let verdict = match scenario {
-        Scenario::Drop => "drop".to_string(),
-        Scenario::Pass | Scenario::Forward => "accept".to_string(),
-        Scenario::Dnat => format!("dnat to {SINK}:{DPORT}"),
-    };
-    let mut text = format!(
-        "table ip {NFT_TABLE} {{\n  chain rules {{\n    type {kind} hook {hook} priority {priority}; policy accept;\n"
+    let verdict = target(scenario).to_lowercase();
+    let mut text = format!("table ip {NFT_TABLE} {{\n");
+    if scenario == Scenario::Dnat {
+        // Priority -100: where iptables' nat PREROUTING sits (dstnat).
+        let _ = writeln!(
+            text,
+            "  chain {NFT_NAT_CHAIN} {{\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr {ROUTER_IN} udp dport {DPORT} counter dnat to {SINK}:{DPORT}\n  }}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "  chain {NFT_RULES_CHAIN} {{\n    type filter hook {hook} priority {priority}; policy accept;"
     );
     for i in 0..n {
         let source = if i + 1 < n {
@@ -344,25 +368,13 @@ pub fn load_rules(
             }
             Ok(())
         }
-        Plane::Iptables | Plane::IptablesRaw => {
-            run_with_input(
-                ns,
-                "iptables-restore",
-                &[],
-                &iptables_text(scenario, plane, n),
-            )?;
-            if scenario == Scenario::Dnat {
-                // DNAT rewrites the destination; FORWARD lets it through
-                // (policy ACCEPT, stated for clarity).
-                run_with_input(
-                    ns,
-                    "iptables-restore",
-                    &["--noflush"],
-                    "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n",
-                )?;
-            }
-            Ok(())
-        }
+        Plane::Iptables | Plane::IptablesRaw => run_with_input(
+            ns,
+            "iptables-restore",
+            &[],
+            &iptables_text(scenario, plane, n),
+        )
+        .map(drop),
         Plane::NftPrerouting | Plane::Nft => {
             run_with_input(ns, "nft", &["-f", "-"], &nft_text(scenario, plane, n)).map(drop)
         }
@@ -370,7 +382,7 @@ pub fn load_rules(
 }
 
 /// Whether netbeast takes the ruleset of `scenario` at all (`netbeast
-/// restore --test`): DNAT needs NAT, which comes in a later milestone.
+/// restore --test`): `dnat` needs its nat table. Err is netbeast's answer.
 pub fn netbeast_accepts(ns: &Netns, scenario: Scenario) -> Result<Result<(), String>, PlaneError> {
     let text = iptables_text(scenario, Plane::Netbeast, 1);
     let out = ns.netbeast_with_input(&["restore", "--test"], &text)?;
@@ -388,6 +400,10 @@ pub struct RuleCounters {
     pub dropped: u64,
     /// Packets the matching (last) rule counted.
     pub matched: u64,
+    /// `dnat`: packets the DNAT rule counted. NAT rules see only each
+    /// connection's first packet (conntrack translates the rest), so this
+    /// is the number of connections.
+    pub translated: Option<u64>,
 }
 
 /// The counters of `plane` in `ns` (totals since the rules were loaded).
@@ -403,34 +419,56 @@ pub fn rule_counters(
     let (table, chain) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", "PREROUTING"),
         (Scenario::Drop | Scenario::Pass, _) => ("filter", "INPUT"),
-        (Scenario::Forward, _) => ("filter", "FORWARD"),
-        (Scenario::Dnat, _) => ("nat", "PREROUTING"),
+        (Scenario::Forward | Scenario::Dnat, _) => ("filter", "FORWARD"),
     };
-    let listing = match plane {
+    let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {
+        let args = ["-t", table, "-L", chain, "-v", "-x", "-n"];
+        let text = if plane == Plane::Netbeast {
+            let mut argv = vec!["iptables"];
+            argv.extend(args);
+            ns.netbeast_ok(&argv)?
+        } else {
+            ns.run_ok("iptables", &args)?
+        };
+        parse_listing(&text, chain).ok_or_else(|| {
+            counters_error(format!(
+                "unreadable listing of {table} {chain}:\n{}",
+                first_lines(&text)
+            ))
+        })
+    };
+    let counters = match plane {
         Plane::Floor | Plane::Kernel => return Ok(None),
-        Plane::Netbeast => {
-            ns.netbeast_ok(&["iptables", "-t", table, "-L", chain, "-v", "-x", "-n"])?
-        }
-        Plane::Iptables | Plane::IptablesRaw => {
-            ns.run_ok("iptables", &["-t", table, "-L", chain, "-v", "-x", "-n"])?
-        }
         Plane::NftPrerouting | Plane::Nft => {
-            let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, "rules"])?;
-            return nft_counters(&text).map(Some).map_err(counters_error);
+            let nft = |chain| -> Result<RuleCounters, PlaneError> {
+                let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, chain])?;
+                nft_counters(&text).map_err(counters_error)
+            };
+            let mut counters = nft(NFT_RULES_CHAIN)?;
+            if scenario == Scenario::Dnat {
+                counters.translated = Some(nft(NFT_NAT_CHAIN)?.matched);
+            }
+            counters
+        }
+        Plane::Netbeast | Plane::Iptables | Plane::IptablesRaw => {
+            let listed = listing(table, chain)?;
+            let mut counters = RuleCounters::default();
+            for rule in &listed.rules {
+                if rule.target == "DROP" {
+                    counters.dropped += rule.packets;
+                }
+            }
+            if listed.policy.as_deref() == Some("DROP") {
+                counters.dropped += listed.policy_packets;
+            }
+            counters.matched = listed.rules.last().map_or(0, |r| r.packets);
+            if scenario == Scenario::Dnat {
+                let nat = listing("nat", "PREROUTING")?;
+                counters.translated = Some(nat.rules.iter().map(|r| r.packets).sum());
+            }
+            counters
         }
     };
-    let chain = parse_listing(&listing, chain)
-        .ok_or_else(|| counters_error(format!("unreadable listing:\n{}", first_lines(&listing))))?;
-    let mut counters = RuleCounters::default();
-    for rule in &chain.rules {
-        if rule.target == "DROP" {
-            counters.dropped += rule.packets;
-        }
-    }
-    if chain.policy.as_deref() == Some("DROP") {
-        counters.dropped += chain.policy_packets;
-    }
-    counters.matched = chain.rules.last().map_or(0, |r| r.packets);
     Ok(Some(counters))
 }
 
@@ -557,17 +595,37 @@ mod tests {
         assert!(raw.contains("-A PREROUTING -p udp -m udp --dport 9 -j DROP\nCOMMIT\n"));
         let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1);
         assert!(fwd.contains("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT"));
-        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 1);
-        assert!(dnat.contains("*nat\n") && dnat.contains("-j DNAT --to-destination 198.19.0.2:9"));
+        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 2);
+        assert!(
+            dnat.starts_with("*nat\n")
+                && dnat.contains(
+                    "-A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -j DNAT --to-destination 198.19.0.2:9\nCOMMIT\n*filter\n"
+                ),
+            "{dnat}"
+        );
+        assert!(
+            dnat.ends_with(
+                "-A FORWARD -s 10.0.0.0/32 -p udp -m udp --dport 9 -j ACCEPT\n-A FORWARD -p udp -m udp --dport 9 -j ACCEPT\nCOMMIT\n"
+            ),
+            "{dnat}"
+        );
         let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2);
         assert!(nft.contains("type filter hook prerouting priority -300; policy accept;"));
         assert!(nft.contains(
             "    ip saddr 10.0.0.0 udp dport 9 counter drop\n    udp dport 9 counter drop\n"
         ));
-        let nat = nft_text(Scenario::Dnat, Plane::Nft, 1);
+        let nat = nft_text(Scenario::Dnat, Plane::Nft, 2);
         assert!(
-            nat.contains("type nat hook prerouting priority -100")
-                && nat.contains("dnat to 198.19.0.2:9")
+            nat.contains(
+                "  chain nat {\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr 198.18.1.254 udp dport 9 counter dnat to 198.19.0.2:9\n  }\n"
+            ),
+            "{nat}"
+        );
+        assert!(
+            nat.contains(
+                "  chain rules {\n    type filter hook forward priority 0; policy accept;\n    ip saddr 10.0.0.0 udp dport 9 counter accept\n    udp dport 9 counter accept\n  }\n}\n"
+            ),
+            "{nat}"
         );
     }
 
@@ -578,7 +636,8 @@ mod tests {
             nft_counters(text).unwrap(),
             RuleCounters {
                 dropped: 1234,
-                matched: 1234
+                matched: 1234,
+                translated: None
             }
         );
         let accept = "udp dport 9 counter packets 7 bytes 350 accept\n";
@@ -586,7 +645,8 @@ mod tests {
             nft_counters(accept).unwrap(),
             RuleCounters {
                 dropped: 0,
-                matched: 7
+                matched: 7,
+                translated: None
             }
         );
         assert!(nft_counters("table ip nbbench {\n}\n").is_err());

@@ -1,0 +1,935 @@
+//! NAT (issue 4) as network tests: the article's NAT router, a home router
+//! with two hosts behind MASQUERADE, port forwarding to an address of the
+//! host and to 127.0.0.1, REDIRECT, and what a flush of the nat table
+//! leaves working. Every scenario also runs with the kernel's own iptables
+//! (`iptables_oracle`), which proves the topology and the expectations;
+//! netbeast must match.
+//!
+//! The servers answer with the client address they saw
+//! ([`peer_server`], [`udp_peer_server`]), so a test checks the
+//! translation where it matters: at the far end. The routed scenarios run
+//! netbeast with the XDP fast path on (POSTROUTING in XDP just before the
+//! redirect) and off (the kernel forwards, POSTROUTING runs at TC egress).
+//!
+//! Needs root. Run: `cargo test -p netbeast --test nat`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use netbeast::netns::{
+    ConnectOutcome::{self, Reset, TimedOut},
+    Firewall, IcmpError, Netns, UdpOutcome, parse_peer_line, peer_server, read_peer_line,
+    require_root, tcp_stream, udp_exchange_from, udp_peer_server, veth_pair,
+};
+use support::{roundtrip, stat};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+/// How long an attempt that must fail is given: a dropped SYN or datagram
+/// costs this much.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an attempt that must work is given, on a loaded two-core machine.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes each way on a translated connection: hundreds of full-size
+/// segments in both directions, every one of them rewritten.
+const TRANSFER: usize = 256 * 1024;
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+
+// ---------------------------------------------------------------------------
+// Scenarios, topologies and small helpers
+
+/// Runs a routed scenario with netbeast's fast path on and off, and with
+/// iptables. The hosts' veths run XDP programs, so the router may redirect
+/// into them.
+macro_rules! routed_scenario {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn netbeast_fast_path() {
+                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "on"]));
+            }
+
+            #[test]
+            fn netbeast_kernel_forwarding() {
+                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "off"]));
+            }
+
+            #[test]
+            fn iptables_oracle() {
+                super::$name(Firewall::Iptables);
+            }
+        }
+    };
+}
+
+include!("support/scenario.rs");
+
+/// Whether `firewall` is netbeast with its forwarding fast path on.
+fn fast_path_on(firewall: &Firewall) -> bool {
+    match firewall {
+        Firewall::Netbeast { attach_args, .. } => attach_args
+            .windows(2)
+            .any(|w| w[0] == "--fast-path" && w[1] == "on"),
+        Firewall::Iptables => false,
+    }
+}
+
+/// A host's end of a link: an XDP program, so frames the router's XDP
+/// program redirects arrive at once ([`Netns::attach_xdp_pass`]), and
+/// transmit checksum offload off, because a frame that native XDP
+/// redirects loses its CHECKSUM_PARTIAL mark (see tests/router.rs).
+fn prepare_host(host: &Netns, iface: &str) -> netbeast::netns::Result<()> {
+    host.attach_xdp_pass(iface)?;
+    host.run_ok("ethtool", &["-K", iface, "tx", "off"])?;
+    Ok(())
+}
+
+/// `line` in `ns` with `firewall`, which must succeed.
+#[track_caller]
+fn iptables(firewall: &Firewall, ns: &Netns, line: &str) {
+    firewall
+        .iptables_ok(ns, line)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// For failure messages: every table of the ruleset and the connection
+/// table, as each firewall shows them.
+fn diagnostics(firewall: &Firewall, ns: &Netns) -> String {
+    match firewall {
+        Firewall::Netbeast { .. } => {
+            let save = ns.netbeast_ok(&["save"]).unwrap_or_else(|e| e.to_string());
+            save + &support::diagnostics(ns, firewall)
+        }
+        Firewall::Iptables => {
+            let save = ns
+                .run_ok("iptables-save", &[] as &[&str])
+                .unwrap_or_else(|e| e.to_string());
+            let table = ns
+                .run_ok("conntrack", &["-L"])
+                .unwrap_or_else(|e| e.to_string());
+            format!("{save}\nconntrack -L:\n{table}")
+        }
+    }
+}
+
+/// The connection table in conntrack(8)'s words: `netbeast conntrack -L`,
+/// or conntrack(8) itself for the kernel.
+fn conntrack_listing(firewall: &Firewall, ns: &Netns) -> String {
+    match firewall {
+        Firewall::Netbeast { .. } => support::conntrack(ns, &["-L"]).0,
+        Firewall::Iptables => ns
+            .run_ok("conntrack", &["-L"])
+            .unwrap_or_else(|e| panic!("conntrack -L in {}: {e}", ns.name())),
+    }
+}
+
+/// One direction of a connection as conntrack(8) prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tuple {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+}
+
+impl Tuple {
+    fn new(src: SocketAddrV4, dst: SocketAddrV4) -> Tuple {
+        Tuple {
+            src: *src.ip(),
+            dst: *dst.ip(),
+            sport: src.port(),
+            dport: dst.port(),
+        }
+    }
+}
+
+/// The tuples of one `conntrack -L` line, in order (original, reply): each
+/// `src=` starts one; counters and flags in between are skipped.
+fn tuples(line: &str) -> Vec<Tuple> {
+    let mut found: Vec<Tuple> = Vec::new();
+    for word in line.split_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        match key {
+            "src" => found.push(Tuple {
+                src: value.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                dst: Ipv4Addr::UNSPECIFIED,
+                sport: 0,
+                dport: 0,
+            }),
+            "dst" | "sport" | "dport" => {
+                let Some(t) = found.last_mut() else { continue };
+                match key {
+                    "dst" => t.dst = value.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    "sport" => t.sport = value.parse().unwrap_or(0),
+                    _ => t.dport = value.parse().unwrap_or(0),
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Asserts that the connection table of `ns` lists a `protocol`
+/// connection with these original and reply tuples.
+fn assert_tracked(firewall: &Firewall, ns: &Netns, protocol: &str, original: Tuple, reply: Tuple) {
+    let listing = conntrack_listing(firewall, ns);
+    let found = listing.lines().any(|line| {
+        line.split_whitespace().next() == Some(protocol) && tuples(line) == [original, reply]
+    });
+    assert!(
+        found,
+        "no {protocol} connection {original:?} with reply {reply:?} in conntrack -L of {}:\n{listing}",
+        ns.name()
+    );
+}
+
+/// Opens a TCP connection from `ns` (from `local`) to a [`peer_server`] at
+/// `server` and returns it with the client address the server saw.
+fn open(
+    ns: &Netns,
+    local: SocketAddrV4,
+    server: SocketAddrV4,
+    context: impl Fn() -> String,
+) -> (TcpStream, SocketAddrV4) {
+    let mut stream = tcp_stream(ns, Some(local), server, CONNECT_TIMEOUT)
+        .unwrap()
+        .unwrap_or_else(|outcome| {
+            panic!(
+                "{local} -> {server}: {outcome}, expected a connection\n{}",
+                context()
+            )
+        });
+    let seen = read_peer_line(&mut stream, CONNECT_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{local} -> {server}: connected, but the server did not answer: {e}\n{}",
+            context()
+        )
+    });
+    (stream, seen)
+}
+
+/// What a TCP connection attempt from `local` to `server` came to, when it
+/// must not come up.
+fn refused_or_lost(ns: &Netns, local: SocketAddrV4, server: SocketAddrV4) -> ConnectOutcome {
+    match tcp_stream(ns, Some(local), server, TIMEOUT).unwrap() {
+        Ok(stream) => panic!(
+            "{local} -> {server} connected (as {:?}), expected no connection",
+            stream.local_addr()
+        ),
+        Err(outcome) => outcome,
+    }
+}
+
+/// The client address a [`udp_peer_server`] saw in `reply`, which must
+/// echo `payload` after it.
+fn udp_peer(reply: &UdpOutcome, payload: &[u8]) -> Result<SocketAddrV4, String> {
+    let UdpOutcome::Reply(bytes) = reply else {
+        return Err(format!("no answer: {reply}"));
+    };
+    let peer = parse_peer_line(bytes)
+        .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(bytes)))?;
+    let rest = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap_or(0) + 1..];
+    if rest != payload {
+        return Err(format!(
+            "the answer echoes {:?}, not {:?}",
+            String::from_utf8_lossy(rest),
+            String::from_utf8_lossy(payload)
+        ));
+    }
+    Ok(peer)
+}
+
+/// A UDP socket in `ns`, bound to `local` and connected to `server`, kept
+/// open across several exchanges (one conntrack entry for all of them).
+fn udp_socket(ns: &Netns, local: SocketAddrV4, server: SocketAddrV4) -> UdpSocket {
+    ns.in_netns(|| {
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(server)?;
+        Ok::<_, std::io::Error>(socket)
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("udp socket {local} -> {server} in {}: {e}", ns.name()))
+}
+
+/// One datagram on `socket` and the answer of a [`udp_peer_server`]: the
+/// client address it saw.
+fn udp_ask(socket: &UdpSocket, payload: &[u8], timeout: Duration) -> Result<SocketAddrV4, String> {
+    socket.send(payload).map_err(|e| format!("sending: {e}"))?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 2048];
+    let outcome = match socket.recv(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            UdpOutcome::Reply(buf)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            UdpOutcome::TimedOut
+        }
+        Err(e) => UdpOutcome::Error(e.to_string()),
+    };
+    udp_peer(&outcome, payload)
+}
+
+/// `0.0.0.0:port`, where a server listens on every address.
+fn any(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)
+}
+
+fn v4(addr: SocketAddr) -> SocketAddrV4 {
+    match addr {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => panic!("an IPv6 address in an IPv4 test: {a}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The article's NAT router
+
+const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 6);
+const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 4);
+const ROUTER_DOCKER: Ipv4Addr = Ipv4Addr::new(10, 10, 7, 1);
+const CONTAINER: Ipv4Addr = Ipv4Addr::new(10, 10, 7, 15);
+const LAN_IFACE: &str = "nbt-lan";
+const ROUTER_LAN_IFACE: &str = "nbt-r-lan";
+const ROUTER_DOCKER_IFACE: &str = "nbt-r-dock";
+const CONTAINER_IFACE: &str = "nbt-dock";
+
+/// The article's FORWARD rules, in its order: the LAN host may open
+/// connections to the container, the container may only answer.
+const ARTICLE_FORWARD: [&str; 3] = [
+    "-P FORWARD DROP",
+    "-I FORWARD -s 192.168.0.6/32 -d 10.10.7.15/32 -j ACCEPT",
+    "-I FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+];
+/// The article's SNAT, without which the container cannot answer at all.
+const ARTICLE_SNAT: &str =
+    "-t nat -I POSTROUTING -s 192.168.0.6/32 -d 10.10.7.15/32 -j SNAT --to 10.10.7.1";
+
+/// LAN host — router — container. The container has only its on-link route
+/// (10.10.7.0/24): it cannot answer 192.168.0.6 unless the router hides
+/// the LAN host behind 10.10.7.1. Drop order: LAN host, router (netbeast
+/// cleanup), container.
+struct NatRouter {
+    lan: Netns,
+    router: Netns,
+    container: Netns,
+    firewall: Firewall,
+}
+
+impl NatRouter {
+    fn new(tag: &str, firewall: Firewall) -> NatRouter {
+        require_root();
+        let setup = || -> netbeast::netns::Result<NatRouter> {
+            let lan = Netns::new(&format!("{tag}-lan"))?;
+            let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
+            let container = Netns::new(&format!("{tag}-ctr"))?;
+            veth_pair(
+                &lan,
+                LAN_IFACE,
+                &format!("{LAN_HOST}/24"),
+                &router,
+                ROUTER_LAN_IFACE,
+                &format!("{ROUTER_LAN}/24"),
+            )?;
+            veth_pair(
+                &router,
+                ROUTER_DOCKER_IFACE,
+                &format!("{ROUTER_DOCKER}/24"),
+                &container,
+                CONTAINER_IFACE,
+                &format!("{CONTAINER}/24"),
+            )?;
+            lan.add_route("10.10.7.0/24", ROUTER_LAN)?;
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+            prepare_host(&lan, LAN_IFACE)?;
+            prepare_host(&container, CONTAINER_IFACE)?;
+            firewall.attach(&router, &[ROUTER_LAN_IFACE, ROUTER_DOCKER_IFACE])?;
+            Ok(NatRouter {
+                lan,
+                router,
+                container,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the article's NAT router: {e}"))
+    }
+
+    #[track_caller]
+    fn iptables(&self, line: &str) {
+        iptables(&self.firewall, &self.router, line);
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "router ruleset and connections:\n{}",
+            diagnostics(&self.firewall, &self.router)
+        )
+    }
+}
+
+fn lan(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(LAN_HOST, port)
+}
+
+fn container(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(CONTAINER, port)
+}
+
+// The article's NAT router: with its SNAT rule the LAN host reaches the
+// container over TCP and UDP, and the container sees 10.10.7.1 as the
+// client; without it nothing comes back. `conntrack -L` on the router
+// shows both tuples of each translated connection.
+routed_scenario!(article_nat_router);
+fn article_nat_router(firewall: Firewall) {
+    let fast_path = fast_path_on(&firewall);
+    let net = NatRouter::new("natrtr", firewall);
+    let _tcp = peer_server(&net.container, any(TCP_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.container, any(UDP_PORT)).unwrap();
+    for line in ARTICLE_FORWARD {
+        net.iptables(line);
+    }
+
+    // Without the SNAT rule the container's answers have no way back.
+    // Fixed source ports: the connections below must not find the entries
+    // these attempts leave in conntrack.
+    let outcome = refused_or_lost(&net.lan, lan(42000), container(TCP_PORT));
+    assert_eq!(outcome, TimedOut, "TCP without SNAT\n{}", net.diagnostics());
+    let reply =
+        udp_exchange_from(&net.lan, lan(41000), container(UDP_PORT), b"query", TIMEOUT).unwrap();
+    assert_eq!(
+        reply,
+        UdpOutcome::TimedOut,
+        "UDP without SNAT\n{}",
+        net.diagnostics()
+    );
+
+    net.iptables(ARTICLE_SNAT);
+    let fast_before = fast_path.then(|| stat(&net.router, "fast_path"));
+    let (mut stream, seen) = open(&net.lan, lan(42001), container(TCP_PORT), || {
+        net.diagnostics()
+    });
+    assert_eq!(
+        *seen.ip(),
+        ROUTER_DOCKER,
+        "the container must see the router's address as the TCP client\n{}",
+        net.diagnostics()
+    );
+    roundtrip(&mut stream, &vec![7; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "data over the translated TCP connection: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+
+    let reply = udp_exchange_from(
+        &net.lan,
+        lan(41001),
+        container(UDP_PORT),
+        b"query",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    let udp_seen = udp_peer(&reply, b"query")
+        .unwrap_or_else(|e| panic!("UDP with SNAT: {e}\n{}", net.diagnostics()));
+    assert_eq!(
+        *udp_seen.ip(),
+        ROUTER_DOCKER,
+        "the container must see the router's address as the UDP client"
+    );
+
+    // Both tuples, as conntrack(8) shows them: the original from the LAN
+    // host, the reply to the router's address and the port the server saw.
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        Tuple::new(lan(42001), container(TCP_PORT)),
+        Tuple::new(container(TCP_PORT), seen),
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "udp",
+        Tuple::new(lan(41001), container(UDP_PORT)),
+        Tuple::new(container(UDP_PORT), udp_seen),
+    );
+
+    if let Some(before) = fast_before {
+        let fast = stat(&net.router, "fast_path") - before;
+        // Both directions of a 256 KiB exchange: hundreds of segments, each
+        // translated in XDP before its redirect.
+        assert!(
+            fast >= 100,
+            "only {fast} translated packets took the XDP fast path\n{}",
+            net.diagnostics()
+        );
+    }
+}
+
+// After `-t nat -F` new connections are no longer translated (the
+// container cannot answer them), but the translated TCP connection and UDP
+// flow that were open keep theirs: conntrack holds the binding.
+routed_scenario!(flush_keeps_established_translations);
+fn flush_keeps_established_translations(firewall: Firewall) {
+    let net = NatRouter::new("natflush", firewall);
+    let _tcp = peer_server(&net.container, any(TCP_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.container, any(UDP_PORT)).unwrap();
+    for line in ARTICLE_FORWARD {
+        net.iptables(line);
+    }
+    net.iptables(ARTICLE_SNAT);
+
+    let (mut stream, seen) = open(&net.lan, lan(42010), container(TCP_PORT), || {
+        net.diagnostics()
+    });
+    assert_eq!(*seen.ip(), ROUTER_DOCKER);
+    roundtrip(&mut stream, b"before the flush", TRANSFER_TIMEOUT).unwrap();
+    let flow = udp_socket(&net.lan, lan(41010), container(UDP_PORT));
+    let udp_seen = udp_ask(&flow, b"before", CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("UDP before the flush: {e}\n{}", net.diagnostics()));
+    assert_eq!(*udp_seen.ip(), ROUTER_DOCKER);
+
+    net.iptables("-t nat -F");
+
+    roundtrip(&mut stream, &[3; 50_000], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "the translated TCP connection after -t nat -F: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    let again = udp_ask(&flow, b"after", CONNECT_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "the translated UDP flow after -t nat -F: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    assert_eq!(
+        again, udp_seen,
+        "the UDP flow's binding changed with the flush"
+    );
+
+    let outcome = refused_or_lost(&net.lan, lan(42011), container(TCP_PORT));
+    assert_eq!(
+        outcome,
+        TimedOut,
+        "a new TCP connection after -t nat -F is not translated, so the container cannot answer\n{}",
+        net.diagnostics()
+    );
+    let reply =
+        udp_exchange_from(&net.lan, lan(41011), container(UDP_PORT), b"new", TIMEOUT).unwrap();
+    assert_eq!(
+        reply,
+        UdpOutcome::TimedOut,
+        "a new UDP flow after -t nat -F\n{}",
+        net.diagnostics()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The home router: two hosts behind MASQUERADE
+
+const HOME1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+const HOME1_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const HOME2: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 10);
+const HOME2_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 1);
+const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const INTERNET_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+const HOME1_IFACE: &str = "nbt-h1";
+const HOME2_IFACE: &str = "nbt-h2";
+const ROUTER_HOME1_IFACE: &str = "nbt-r-h1";
+const ROUTER_HOME2_IFACE: &str = "nbt-r-h2";
+const ROUTER_WAN_IFACE: &str = "nbt-r-wan";
+const SERVER_IFACE: &str = "nbt-srv";
+/// The source port both home hosts use.
+const SHARED_PORT: u16 = 40000;
+
+/// Two home hosts, each on its own router interface, and a server beyond
+/// the router's WAN interface with no route to the home subnets. Drop
+/// order: hosts, router (netbeast cleanup), server.
+struct HomeRouter {
+    home1: Netns,
+    home2: Netns,
+    router: Netns,
+    server: Netns,
+    firewall: Firewall,
+}
+
+impl HomeRouter {
+    fn new(tag: &str, firewall: Firewall) -> HomeRouter {
+        require_root();
+        let setup = || -> netbeast::netns::Result<HomeRouter> {
+            let home1 = Netns::new(&format!("{tag}-h1"))?;
+            let home2 = Netns::new(&format!("{tag}-h2"))?;
+            let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
+            let server = Netns::new(&format!("{tag}-srv"))?;
+            for (host, iface, addr, router_iface, gateway) in [
+                (
+                    &home1,
+                    HOME1_IFACE,
+                    HOME1,
+                    ROUTER_HOME1_IFACE,
+                    HOME1_GATEWAY,
+                ),
+                (
+                    &home2,
+                    HOME2_IFACE,
+                    HOME2,
+                    ROUTER_HOME2_IFACE,
+                    HOME2_GATEWAY,
+                ),
+            ] {
+                veth_pair(
+                    host,
+                    iface,
+                    &format!("{addr}/24"),
+                    &router,
+                    router_iface,
+                    &format!("{gateway}/24"),
+                )?;
+                host.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+                prepare_host(host, iface)?;
+            }
+            veth_pair(
+                &router,
+                ROUTER_WAN_IFACE,
+                &format!("{WAN}/24"),
+                &server,
+                SERVER_IFACE,
+                &format!("{INTERNET_SERVER}/24"),
+            )?;
+            prepare_host(&server, SERVER_IFACE)?;
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+            firewall.attach(
+                &router,
+                &[ROUTER_HOME1_IFACE, ROUTER_HOME2_IFACE, ROUTER_WAN_IFACE],
+            )?;
+            Ok(HomeRouter {
+                home1,
+                home2,
+                router,
+                server,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the home router: {e}"))
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "router ruleset and connections:\n{}",
+            diagnostics(&self.firewall, &self.router)
+        )
+    }
+}
+
+// Two home hosts, both from source port 40000, talk to the same server at
+// once over TCP and UDP: the server sees two clients at the router's WAN
+// address with two different ports (the first keeps 40000, which was
+// free), and each host gets its own answers. Resets and ICMP errors about
+// translated flows find their way back too.
+routed_scenario!(home_router_masquerade);
+fn home_router_masquerade(firewall: Firewall) {
+    let net = HomeRouter::new("natmasq", firewall);
+    let tcp_server = peer_server(&net.server, any(TCP_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(UDP_PORT)).unwrap();
+    let server = |port| SocketAddrV4::new(INTERNET_SERVER, port);
+    let home1 = SocketAddrV4::new(HOME1, SHARED_PORT);
+    let home2 = SocketAddrV4::new(HOME2, SHARED_PORT);
+
+    // Without MASQUERADE the server cannot answer the home subnets (another
+    // source port: the attempt's conntrack entry must not be reused below).
+    let outcome = refused_or_lost(
+        &net.home1,
+        SocketAddrV4::new(HOME1, 39999),
+        server(TCP_PORT),
+    );
+    assert_eq!(
+        outcome,
+        TimedOut,
+        "TCP without MASQUERADE\n{}",
+        net.diagnostics()
+    );
+
+    iptables(
+        &net.firewall,
+        &net.router,
+        &format!("-t nat -A POSTROUTING -o {ROUTER_WAN_IFACE} -j MASQUERADE"),
+    );
+
+    // TCP: both connections open at the same time.
+    let (mut first, seen1) = open(&net.home1, home1, server(TCP_PORT), || net.diagnostics());
+    let (mut second, seen2) = open(&net.home2, home2, server(TCP_PORT), || net.diagnostics());
+    assert_eq!(
+        (*seen1.ip(), *seen2.ip()),
+        (WAN, WAN),
+        "the server must see both home hosts at the router's WAN address\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(
+        seen1.port(),
+        SHARED_PORT,
+        "the first connection keeps its source port, which was free\n{}",
+        net.diagnostics()
+    );
+    assert_ne!(
+        seen2.port(),
+        seen1.port(),
+        "two connections from the same WAN address and port to one server\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
+    // Each connection carries its own data, both at once.
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| roundtrip(&mut first, &vec![1; TRANSFER], TRANSFER_TIMEOUT));
+        let b = scope.spawn(|| roundtrip(&mut second, &vec![2; TRANSFER], TRANSFER_TIMEOUT));
+        for (who, result) in [("first", a.join()), ("second", b.join())] {
+            result
+                .expect("roundtrip thread")
+                .unwrap_or_else(|e| panic!("the {who} home host's connection: {e}"));
+        }
+    });
+
+    // UDP: the first flow is answered before the second starts (so it
+    // keeps its port), then both flows are used again, side by side.
+    let flow1 = udp_socket(&net.home1, home1, server(UDP_PORT));
+    let flow2 = udp_socket(&net.home2, home2, server(UDP_PORT));
+    let udp1 = udp_ask(&flow1, b"one", CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("UDP from the first home host: {e}\n{}", net.diagnostics()));
+    let udp2 = udp_ask(&flow2, b"two", CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("UDP from the second home host: {e}\n{}", net.diagnostics()));
+    assert_eq!((*udp1.ip(), *udp2.ip()), (WAN, WAN));
+    assert_eq!(
+        udp1.port(),
+        SHARED_PORT,
+        "the first UDP flow keeps its port"
+    );
+    assert_ne!(udp2.port(), udp1.port(), "two UDP flows on one WAN port");
+    for (flow, payload, seen) in [(&flow1, b"ONE", udp1), (&flow2, b"TWO", udp2)] {
+        let again = udp_ask(flow, payload, CONNECT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("UDP again: {e}\n{}", net.diagnostics()));
+        assert_eq!(again, seen, "a UDP flow changed its binding");
+    }
+
+    // Errors about a translated flow reach the home host: the server's
+    // reset, and its ICMP port-unreachable, whose quoted headers name the
+    // WAN address until the router translates them back.
+    let closed = server(9);
+    let outcome = refused_or_lost(&net.home1, SocketAddrV4::new(HOME1, 40001), closed);
+    assert_eq!(
+        outcome,
+        Reset,
+        "TCP to a closed port of the server\n{}",
+        net.diagnostics()
+    );
+    let outcome = udp_exchange_from(
+        &net.home1,
+        SocketAddrV4::new(HOME1, 40001),
+        closed,
+        b"anyone?",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "UDP to a closed port of the server: the ICMP error must be translated back\n{}",
+        net.diagnostics()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Port forwarding on a host
+
+const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 6);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 9);
+const HOST_IFACE: &str = "nbt-host";
+const CLIENT_IFACE: &str = "nbt-cli";
+
+/// A client and the host (the article's 192.168.0.6) whose firewall
+/// forwards ports to a local server. Drop order: client, host.
+struct PortForward {
+    client: Netns,
+    host: Netns,
+    firewall: Firewall,
+}
+
+impl PortForward {
+    fn new(tag: &str, firewall: Firewall) -> PortForward {
+        require_root();
+        let setup = || -> netbeast::netns::Result<PortForward> {
+            let client = Netns::new(&format!("{tag}-cli"))?;
+            let host = firewall.guard(Netns::new(&format!("{tag}-host"))?);
+            veth_pair(
+                &client,
+                CLIENT_IFACE,
+                &format!("{CLIENT}/24"),
+                &host,
+                HOST_IFACE,
+                &format!("{HOST}/24"),
+            )?;
+            prepare_host(&client, CLIENT_IFACE)?;
+            firewall.attach(&host, &[HOST_IFACE])?;
+            Ok(PortForward {
+                client,
+                host,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the port forwarder: {e}"))
+    }
+
+    #[track_caller]
+    fn iptables(&self, line: &str) {
+        iptables(&self.firewall, &self.host, line);
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "host ruleset and connections:\n{}",
+            diagnostics(&self.firewall, &self.host)
+        )
+    }
+
+    /// Connects from the client to the host's `port`, which a translation
+    /// hands to a [`peer_server`]: the client must see the host's `port` as
+    /// its peer (getpeername), the server the client as it is, and data
+    /// must flow both ways. Returns the open connection.
+    fn forwarded(&self, client_port: u16, port: u16) -> TcpStream {
+        let local = SocketAddrV4::new(CLIENT, client_port);
+        let target = SocketAddrV4::new(HOST, port);
+        let (mut stream, seen) = open(&self.client, local, target, || self.diagnostics());
+        assert_eq!(
+            stream.peer_addr().map(v4).ok(),
+            Some(target),
+            "the client's getpeername must show the address it connected to"
+        );
+        assert_eq!(
+            seen, local,
+            "the server must see the client itself (no source translation)"
+        );
+        roundtrip(&mut stream, &[9; 100_000], TRANSFER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("data via {target}: {e}\n{}", self.diagnostics()));
+        stream
+    }
+}
+
+fn host(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(HOST, port)
+}
+
+// DNAT to an address of the host: a client connecting to host:80 is
+// served by the server on 8080. After `-t nat -F` the open connection
+// keeps working; a new one meets the closed port 80.
+//
+// The kernel tracks connections in a namespace only while some rule needs
+// it: with the DNAT rule gone and no other such rule, it stops
+// translating the open connection too (its next segment meets the closed
+// port 80 and is reset). A filter rule on connection states, as most
+// rulesets have, keeps tracking on, and the binding with it.
+scenario!(port_forward_to_host_address);
+fn port_forward_to_host_address(firewall: Firewall) {
+    let net = PortForward::new("natpf", firewall);
+    let _server = peer_server(&net.host, any(TCP_PORT)).unwrap();
+    net.iptables("-A INPUT -m conntrack --ctstate INVALID -j DROP");
+    let before = refused_or_lost(&net.client, SocketAddrV4::new(CLIENT, 43000), host(80));
+    assert_eq!(before, Reset, "nothing listens on port 80 before the rule");
+
+    net.iptables(
+        "-t nat -I PREROUTING -d 192.168.0.6 -p tcp --dport 80 -j DNAT --to 192.168.0.6:8080",
+    );
+    let mut stream = net.forwarded(43001, 80);
+    let client = SocketAddrV4::new(CLIENT, 43001);
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(client, host(80)),
+        Tuple::new(host(TCP_PORT), client),
+    );
+
+    net.iptables("-t nat -F");
+    roundtrip(&mut stream, &[4; 50_000], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "the forwarded connection after -t nat -F: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    let after = refused_or_lost(&net.client, SocketAddrV4::new(CLIENT, 43002), host(80));
+    assert_eq!(
+        after,
+        Reset,
+        "a new connection to port 80 after -t nat -F reaches the closed port\n{}",
+        net.diagnostics()
+    );
+}
+
+// The article's port forwarder: DNAT to 127.0.0.1:8080, where a server
+// listens on the loopback address only. The kernel drops packets for
+// 127.0.0.0/8 that arrive on another interface unless that interface has
+// route_localnet: the test sets it for iptables, as the article's reader
+// must; netbeast must set it itself.
+scenario!(port_forward_to_localhost);
+fn port_forward_to_localhost(firewall: Firewall) {
+    let is_netbeast = firewall.is_netbeast();
+    let net = PortForward::new("natlo", firewall);
+    let _server = peer_server(&net.host, SocketAddrV4::new(Ipv4Addr::LOCALHOST, TCP_PORT)).unwrap();
+    // The server is out of the client's reach without the translation.
+    let direct = refused_or_lost(
+        &net.client,
+        SocketAddrV4::new(CLIENT, 43010),
+        host(TCP_PORT),
+    );
+    assert_eq!(
+        direct, Reset,
+        "the loopback-only server answered from outside"
+    );
+
+    if !is_netbeast {
+        net.host
+            .sysctl(&format!("net.ipv4.conf.{HOST_IFACE}.route_localnet"), "1")
+            .unwrap();
+    }
+    net.iptables(
+        "-t nat -I PREROUTING -d 192.168.0.6 -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080",
+    );
+    let _stream = net.forwarded(43011, 80);
+    let client = SocketAddrV4::new(CLIENT, 43011);
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(client, host(80)),
+        Tuple::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, TCP_PORT), client),
+    );
+}
+
+// REDIRECT: `--to-ports 8080` sends connections to any address of the
+// host's port 81 to the local server on 8080.
+scenario!(redirect_to_local_port);
+fn redirect_to_local_port(firewall: Firewall) {
+    let net = PortForward::new("natredir", firewall);
+    let _server = peer_server(&net.host, any(TCP_PORT)).unwrap();
+    let before = refused_or_lost(&net.client, SocketAddrV4::new(CLIENT, 43020), host(81));
+    assert_eq!(before, Reset, "nothing listens on port 81 before the rule");
+    net.iptables("-t nat -A PREROUTING -p tcp --dport 81 -j REDIRECT --to-ports 8080");
+    let _stream = net.forwarded(43021, 81);
+}
