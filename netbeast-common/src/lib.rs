@@ -33,11 +33,14 @@ pub const ACTIVE_NAT: u32 = 4;
 /// translating the connections it translated) until conntrack is flushed.
 /// Their packets are translated whenever tracking is on.
 pub const ACTIVE_TRANSLATIONS: u32 = 8;
-/// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`.
-pub const CLASS_ID_GEN_STRIDE: u32 = 1 << 24;
-/// Class id of the all-ones vector (every rule), which stands in for a field
-/// no rule of a chain constrains. Outside every generation's id range.
-pub const ALL_RULES_CLASS: u32 = u32::MAX;
+/// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
+/// id is the index of its header in `CLASS_HEADERS`.
+pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
+/// Non-zero words of class vectors (`CLASS_WORDS`) one generation may hold:
+/// a class stores only the words its summary marks. 8 MiB per generation.
+pub const MAX_CLASS_WORDS: u32 = 1 << 20;
+/// Words per entry of the `CLASS_WORDS` array (fewer, larger writes).
+pub const CLASS_WORD_CHUNK: usize = 32;
 
 /// Chains the classifier knows, as indexes into the per-chain tables.
 pub mod chain {
@@ -271,12 +274,33 @@ pub struct RuleAction {
 }
 
 /// A set of rules, one bit per rule index, with a summary of its non-zero
-/// words.
+/// words: a class as the compiler builds it. The kernel reads it packed
+/// ([`ClassHeader`] and `CLASS_WORDS`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ClassVector {
     pub summary: [u64; SUMMARY_WORDS],
     pub words: [u64; RULE_WORDS],
+}
+
+/// Where a class vector lives: the `CLASS_HEADERS` value at its class id.
+/// The vector's non-zero words are stored in order, and only they, in
+/// `CLASS_WORDS` from `offset` on: word `w` (its summary bit set) is at
+/// `offset + rank[w / 64] + (set bits of summary[w / 64] below bit w % 64)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassHeader {
+    /// Bit `w` set: word `w` of the vector is non-zero.
+    pub summary: [u64; SUMMARY_WORDS],
+    /// Word 0 of the vector, the only one a chain of at most 64 slots has:
+    /// small chains are searched without the summary and `CLASS_WORDS`.
+    pub word0: u64,
+    /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
+    /// the vector's first non-zero word.
+    pub offset: u32,
+    pub _pad: u32,
+    /// Non-zero words in the summary words before each one.
+    pub rank: [u16; SUMMARY_WORDS],
 }
 
 /// Key of the address LPM tries. The trie prefix covers `generation`,
@@ -534,7 +558,9 @@ pub mod size {
     pub const COUNTERS: u32 =
         CHAINS * COUNTERS_PER_CHAIN + GENERATIONS as u32 * MAX_USER_CHAIN_RULES;
     pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
-    pub const CLASS_VECTORS: u32 = GENERATIONS as u32 * MAX_CLASSES + 1;
+    pub const CLASS_HEADERS: u32 = GENERATIONS as u32 * MAX_CLASSES;
+    pub const CLASS_WORD_CHUNKS: u32 =
+        GENERATIONS as u32 * MAX_CLASS_WORDS / super::CLASS_WORD_CHUNK as u32;
     /// Address prefixes: two per rule (source and destination) plus the
     /// default per field, for every chain and generation.
     pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
@@ -552,6 +578,7 @@ mod user {
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for ClassVector {}
+    unsafe impl aya::Pod for ClassHeader {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for MacKey {}
@@ -582,7 +609,12 @@ mod tests {
         assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET as usize + 1);
         assert_eq!(size_of::<NatTarget>(), 16);
         assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
-        assert!((MAX_CLASSES) < CLASS_ID_GEN_STRIDE);
+        assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE);
+        assert_eq!(
+            size_of::<ClassHeader>(),
+            8 * SUMMARY_WORDS + 16 + 2 * SUMMARY_WORDS
+        );
+        assert_eq!(MAX_CLASS_WORDS as usize % CLASS_WORD_CHUNK, 0);
         // The last user-chain counter of the last generation, reached from
         // the first chain, is inside the map.
         let last = GENERATIONS as u32 - 1;

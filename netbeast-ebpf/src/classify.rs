@@ -7,16 +7,15 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     helpers::generated::bpf_loop,
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig,
-    ClassVector, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN,
-    MacKey, RULE_WORDS, RuleAction, chain_index, counter_index, ct_state, field, l4_base,
-    rule_index, size, stats, target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_KEY_HEADER_BITS, AddrKey,
+    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK,
+    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
+    chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -32,8 +31,10 @@ static RULES: Array<RuleAction> = Array::with_max_entries(size::RULES, 0);
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(size::COUNTERS, 0);
 #[map]
-static CLASS_VECTORS: HashMap<u32, ClassVector> =
-    HashMap::with_max_entries(size::CLASS_VECTORS, BPF_F_NO_PREALLOC);
+static CLASS_HEADERS: Array<ClassHeader> = Array::with_max_entries(size::CLASS_HEADERS, 0);
+#[map]
+static CLASS_WORDS: Array<[u64; CLASS_WORD_CHUNK]> =
+    Array::with_max_entries(size::CLASS_WORD_CHUNKS, 0);
 #[map]
 static ADDR_CLASSES: LpmTrie<AddrKey, u32> = LpmTrie::with_max_entries(size::ADDR_PREFIXES, 0);
 #[map]
@@ -48,6 +49,8 @@ static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS,
 static CT_CLASSES: Array<[u32; ct_state::KEYS]> = Array::with_max_entries(size::CHAINS, 0);
 
 /// The packet values the fields look at.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Keys {
     /// Network byte order, as in the packet.
     pub src: u32,
@@ -155,21 +158,10 @@ fn iface_class(generation: u32, chain: u32, f: usize, ifindex: u32, default: u32
     }
 }
 
-/// The class vector of field `f`, or the all-ones vector when no rule of the
-/// chain looks at `f`.
+/// The class of field `f` of the packet in `chain`.
 #[inline(always)]
-fn vector(
-    cfg: &ChainConfig,
-    generation: u32,
-    chain: u32,
-    f: usize,
-    keys: &Keys,
-    all: *const ClassVector,
-) -> Option<*const ClassVector> {
-    if cfg.fields_used & (1 << f) == 0 {
-        return Some(all);
-    }
-    let class = match f {
+fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Keys) -> Option<u32> {
+    Some(match f {
         field::SRC => addr_class(generation, chain, f, keys.src)?,
         field::DST => addr_class(generation, chain, f, keys.dst)?,
         field::PROTO => {
@@ -198,8 +190,7 @@ fn vector(
                 None => cfg.default_class[f],
             }
         }
-    };
-    CLASS_VECTORS.get_ptr(class)
+    })
 }
 
 /// Index of the lowest set bit of a non-zero word, without branches (BPF has
@@ -219,24 +210,107 @@ fn lowest_bit(x: u64) -> u32 {
         | nz(0xaaaa_aaaa_aaaa_aaaa)
 }
 
+/// Set bits of a word (BPF has no population count instruction).
+#[inline(always)]
+fn ones(x: u64) -> u32 {
+    let x = x - ((x >> 1) & 0x5555_5555_5555_5555);
+    let x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    let x = (x + (x >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
+}
+
+/// The keys of the chain being classified, handed to [`netbeast_classify`]
+/// (a global function takes no pointers to the caller's memory).
+#[map]
+static CLASSIFY_KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bit of [`netbeast_classify`]'s result set when a rule decided; its
+/// target is then in bits 32..63 and its `arg` in bits 0..31. Otherwise
+/// bits 0..31 are the chain's policy.
+const RULE_DECIDED: u64 = 1 << 63;
+
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
-/// Out of line: a packet may go through three chains (nat PREROUTING, a
-/// filter chain, nat POSTROUTING), and the search's vectors then take
-/// stack space once, not once per chain.
-#[inline(never)]
+#[inline(always)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
-    let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
+    let Some(slot) = CLASSIFY_KEYS.get_ptr_mut(0) else {
         return Verdict::Policy(target::ACCEPT);
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    unsafe { *slot = *keys };
+    let r = netbeast_classify(generation, chain, bytes);
+    if r & RULE_DECIDED == 0 {
+        return Verdict::Policy(r as u32);
+    }
+    Verdict::Rule(RuleAction {
+        target: ((r & !RULE_DECIDED) >> 32) as u32,
+        arg: r as u32,
+        counter: 0,
+        _pad: 0,
+    })
+}
+
+/// [`classify`] on the keys in `CLASSIFY_KEYS`. A global function: the
+/// verifier checks it once, on its own, rather than once for every place a
+/// packet may be classified (up to three chains per packet, and the
+/// REJECT reply of TC egress), which leaves the rest of the program room
+/// under the verifier's instruction budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_classify(generation: u32, chain: u32, bytes: u64) -> u64 {
+    let generation = generation & 1;
+    let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
+        return target::ACCEPT as u64;
+    };
+    let Some(keys) = CLASSIFY_KEYS.get(0) else {
+        return target::ACCEPT as u64;
     };
     let policy = cfg.policy;
     match search(cfg, generation, chain, keys, bytes) {
-        Some(action) => Verdict::Rule(action),
+        Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
             count(generation, chain, MAX_RULES_PER_CHAIN as u32, bytes);
-            Verdict::Policy(policy)
+            policy as u64
         }
     }
+}
+
+/// Chains of at most this many slots have one word per vector: they are
+/// searched with the `word0` of each class header alone.
+const SMALL_CHAIN: u32 = 64;
+
+/// Looks up the class of field `f` (when a rule of the chain uses it) and
+/// folds its header into the search: word 0 into `word0`, the summary into
+/// the state (large chains). A field no rule uses matches every slot and is
+/// skipped. `false` when a table lacks an entry.
+#[inline(always)]
+fn take_field(
+    cfg: &ChainConfig,
+    generation: u32,
+    chain: u32,
+    f: usize,
+    keys: &Keys,
+    st: &mut SearchState,
+    word0: &mut u64,
+) -> bool {
+    if cfg.fields_used & (1 << f) == 0 {
+        return true;
+    }
+    let Some(class) = class_of(cfg, generation, chain, f, keys) else {
+        return false;
+    };
+    let Some(h) = CLASS_HEADERS.get(class) else {
+        return false;
+    };
+    *word0 &= h.word0;
+    if st.rule_count > SMALL_CHAIN {
+        st.classes[f] = class;
+        st.summary[0] &= h.summary[0];
+        st.summary[1] &= h.summary[1];
+        st.summary[2] &= h.summary[2];
+        st.summary[3] &= h.summary[3];
+    }
+    true
 }
 
 #[inline(always)]
@@ -251,94 +325,71 @@ fn search(
     if rule_count == 0 {
         return None;
     }
-    // Fields no rule of the chain looks at use the all-ones vector. Every
-    // pointer comes from the same map, so the verifier's paths merge after
-    // each field instead of multiplying.
-    let Some(all) = CLASS_VECTORS.get_ptr(ALL_RULES_CLASS) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v0) = vector(cfg, generation, chain, field::SRC, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v1) = vector(cfg, generation, chain, field::DST, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v2) = vector(cfg, generation, chain, field::PROTO, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v3) = vector(cfg, generation, chain, field::L4A, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v4) = vector(cfg, generation, chain, field::L4B, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v5) = vector(cfg, generation, chain, field::IN_IFACE, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v6) = vector(cfg, generation, chain, field::OUT_IFACE, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v7) = vector(cfg, generation, chain, field::MAC_SOURCE, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    let Some(v8) = vector(cfg, generation, chain, field::CT_STATE, keys, all) else {
-        bump(stats::CLASS_MISSING);
-        return None;
-    };
-    // SAFETY: map values stay valid for the whole program run (RCU).
-    let (r0, r1, r2, r3, r4, r5, r6, r7, r8) =
-        unsafe { (&*v0, &*v1, &*v2, &*v3, &*v4, &*v5, &*v6, &*v7, &*v8) };
-    let summary = |i: usize| {
-        r0.summary[i]
-            & r1.summary[i]
-            & r2.summary[i]
-            & r3.summary[i]
-            & r4.summary[i]
-            & r5.summary[i]
-            & r6.summary[i]
-            & r7.summary[i]
-            & r8.summary[i]
-    };
     let st = SEARCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
-    unsafe {
-        (*st).current = summary(0);
-        (*st).rest = [summary(1), summary(2), summary(3)];
-        (*st).pending = 0;
-        (*st).base = 0;
-        (*st).word_index = 0;
-        (*st).generation = generation;
-        (*st).chain = chain;
-        (*st).rule_count = rule_count;
-        (*st).found = 0;
-        (*st).bytes = bytes;
-    }
-    let mut vectors = Vectors {
-        v: [v0, v1, v2, v3, v4, v5, v6, v7, v8],
+    let st = unsafe { &mut *st };
+    st.generation = generation;
+    st.chain = chain;
+    st.rule_count = rule_count;
+    st.used = cfg.fields_used;
+    st.bytes = bytes;
+    st.found = 0;
+    st.summary = [u64::MAX; SUMMARY_WORDS];
+    // Slots past the chain's end, for a chain whose rules all match.
+    let mut word0 = if rule_count >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << rule_count) - 1
     };
+    // One call per field, written out: each inlines its own lookup.
+    macro_rules! take {
+        ($f:expr) => {
+            if !take_field(cfg, generation, chain, $f, keys, st, &mut word0) {
+                bump(stats::CLASS_MISSING);
+                return None;
+            }
+        };
+    }
+    take!(field::SRC);
+    take!(field::DST);
+    take!(field::PROTO);
+    take!(field::L4A);
+    take!(field::L4B);
+    take!(field::IN_IFACE);
+    take!(field::OUT_IFACE);
+    take!(field::MAC_SOURCE);
+    take!(field::CT_STATE);
+    // Word 0 is the first candidate; the summary keeps the others.
+    st.word_index = 0;
+    st.pending = word0;
+    if rule_count > SMALL_CHAIN {
+        st.summary[0] &= !1;
+    } else {
+        st.summary = [0; SUMMARY_WORDS];
+    }
+    // The first steps inline: most packets need no more than the first
+    // candidate word and its first slot.
+    if st.pending == 0 && !next_word(st) {
+        return None;
+    }
+    if st.pending != 0 && act(st) {
+        if st.found == 0 {
+            return None;
+        }
+        return Some(RuleAction {
+            target: st.target,
+            arg: st.arg,
+            counter: 0,
+            _pad: 0,
+        });
+    }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
-    // SAFETY: `step` has the callback signature bpf_loop expects, and
-    // `vectors` outlives the call.
+    // SAFETY: `step` has the callback signature bpf_loop expects; it takes
+    // no context.
     unsafe {
-        bpf_loop(
-            SEARCH_STEPS,
-            step as *mut c_void,
-            &mut vectors as *mut Vectors as *mut c_void,
-            0,
-        );
+        bpf_loop(SEARCH_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
     }
-    // SAFETY: as above.
-    let st = unsafe { &*st };
     if st.found == 0 {
         return None;
     }
@@ -350,89 +401,119 @@ fn search(
     })
 }
 
-/// Every step either moves to the next summary word, loads one candidate
-/// word, or acts on one matching rule; this bounds the search.
-const SEARCH_STEPS: u32 = (RULE_WORDS + 3 + MAX_NONTERMINATING_RULES + 1) as u32;
-
-/// The class vectors of the packet's fields, handed to every step.
-#[repr(C)]
-struct Vectors {
-    v: [*const ClassVector; field::COUNT],
-}
+/// Every step either loads one candidate word or acts on one matching
+/// rule; this bounds the search.
+const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
 
 /// The search's moving parts. They live in a per-CPU map rather than on the
 /// stack so the verifier sees them as unknown values and its states merge
 /// at every step.
 #[repr(C)]
 pub struct SearchState {
-    /// Bits of the summary word `base / 64` not yet visited.
-    current: u64,
-    /// The summary words after it.
-    rest: [u64; 3],
+    /// Candidate words not visited yet: the AND of the used fields'
+    /// summaries, less the words already visited.
+    summary: [u64; SUMMARY_WORDS],
     /// Bits of rule word `word_index` still to act on.
     pending: u64,
     bytes: u64,
-    base: u32,
     word_index: u32,
     generation: u32,
     chain: u32,
     rule_count: u32,
+    /// `ChainConfig::fields_used`: the fields whose class is in `classes`.
+    used: u32,
     /// Set when a terminating rule matched; its target follows.
     found: u32,
     target: u32,
     arg: u32,
+    classes: [u32; field::COUNT],
+    _pad: u32,
 }
 
 #[map]
 static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Word `w` of class `class` (its summary bit is set).
+#[inline(always)]
+fn class_word(class: u32, w: u32) -> Option<u64> {
+    let h = CLASS_HEADERS.get(class)?;
+    let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
+    let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
+    let at = h.offset + h.rank[sw] as u32 + ones(below);
+    let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
+    Some(chunk[at as usize % CLASS_WORD_CHUNK])
+}
+
+/// Moves to the next candidate word: its AND over the used fields becomes
+/// `pending`. `false` when no candidate is left.
+#[inline(always)]
+fn next_word(st: &mut SearchState) -> bool {
+    let i = if st.summary[0] != 0 {
+        0
+    } else if st.summary[1] != 0 {
+        1
+    } else if st.summary[2] != 0 {
+        2
+    } else if st.summary[3] != 0 {
+        3
+    } else {
+        return false;
+    };
+    let bits = st.summary[i];
+    st.summary[i] = bits & (bits - 1);
+    let w = i as u32 * 64 + lowest_bit(bits);
+    st.word_index = w;
+    let mut acc = u64::MAX;
+    for f in 0..field::COUNT {
+        if st.used & (1 << f) != 0 {
+            match class_word(st.classes[f], w) {
+                Some(word) => acc &= word,
+                None => {
+                    bump(stats::CLASS_MISSING);
+                    return false;
+                }
+            }
+        }
+    }
+    st.pending = acc;
+    true
+}
+
+/// Acts on the lowest pending slot: counts it, and records its target when
+/// it has a verdict. `true` when the search is over (a verdict, or past the
+/// chain's last slot).
+#[inline(always)]
+fn act(st: &mut SearchState) -> bool {
+    let slot = st.word_index * 64 + lowest_bit(st.pending);
+    if slot >= st.rule_count {
+        return true;
+    }
+    st.pending &= st.pending - 1;
+    let Some(action) = RULES.get(rule_index(st.generation, st.chain, slot)) else {
+        return true;
+    };
+    count(st.generation, st.chain, action.counter, st.bytes);
+    if action.target != target::NONE {
+        st.target = action.target;
+        st.arg = action.arg;
+        st.found = 1;
+        return true;
+    }
+    false
+}
+
 /// One step of the search; returns 1 to stop the loop.
-extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(st) = SEARCH.get_ptr_mut(0) else {
         return 1;
     };
-    // SAFETY: per-CPU scratch; `ctx` is the `Vectors` given to bpf_loop.
-    let (st, vs) = unsafe { (&mut *st, &*(ctx as *const Vectors)) };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let st = unsafe { &mut *st };
     if st.pending != 0 {
-        let slot = st.word_index * 64 + lowest_bit(st.pending);
-        if slot >= st.rule_count {
+        if act(st) {
             return 1;
         }
-        st.pending &= st.pending - 1;
-        let Some(action) = RULES.get(rule_index(st.generation, st.chain, slot)) else {
-            return 1;
-        };
-        count(st.generation, st.chain, action.counter, st.bytes);
-        if action.target != target::NONE {
-            st.target = action.target;
-            st.arg = action.arg;
-            st.found = 1;
-            return 1;
-        }
-    } else if st.current != 0 {
-        let w = st.base + lowest_bit(st.current);
-        st.current &= st.current - 1;
-        st.word_index = w;
-        let w = w as usize & (RULE_WORDS - 1);
-        // SAFETY: map values stay valid for the whole program run.
-        st.pending = unsafe {
-            (*vs.v[0]).words[w]
-                & (*vs.v[1]).words[w]
-                & (*vs.v[2]).words[w]
-                & (*vs.v[3]).words[w]
-                & (*vs.v[4]).words[w]
-                & (*vs.v[5]).words[w]
-                & (*vs.v[6]).words[w]
-                & (*vs.v[7]).words[w]
-                & (*vs.v[8]).words[w]
-        };
-    } else if st.rest[0] | st.rest[1] | st.rest[2] != 0 {
-        st.current = st.rest[0];
-        st.rest[0] = st.rest[1];
-        st.rest[1] = st.rest[2];
-        st.rest[2] = 0;
-        st.base += 64;
-    } else {
+    } else if !next_word(st) {
         return 1;
     }
     0

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use netbeast_common::{CLASS_ID_GEN_STRIDE, ClassVector, RULE_WORDS, SUMMARY_WORDS};
+use netbeast_common::{
+    CLASS_ID_GEN_STRIDE, ClassHeader, ClassVector, MAX_CLASS_WORDS, RULE_WORDS, SUMMARY_WORDS,
+};
 
 use super::{Class, CompileError, FIELD_NAMES};
 
@@ -161,4 +163,86 @@ fn class_vector(bits: &[u64]) -> Box<ClassVector> {
         }
     }
     v
+}
+
+/// The classes as the kernel reads them: a header per class id
+/// (`CLASS_HEADERS`) and the non-zero words of every class, class after
+/// class (`CLASS_WORDS`).
+pub struct PackedClasses {
+    /// The `CLASS_HEADERS` value of every class, in id order (from index
+    /// `generation * CLASS_ID_GEN_STRIDE`).
+    pub headers: Vec<ClassHeader>,
+    /// `CLASS_WORDS` from word `base` on.
+    pub words: Vec<u64>,
+    /// Index in `CLASS_WORDS` of `words[0]`: the generation's region.
+    pub base: u32,
+    /// Class id of `headers[0]`.
+    id_base: u32,
+}
+
+impl PackedClasses {
+    /// Packs `classes` (in id order) for `generation`; at most `limit`
+    /// words in all.
+    pub(super) fn pack(
+        generation: u32,
+        classes: &[Class],
+        limit: u32,
+    ) -> Result<PackedClasses, CompileError> {
+        let base = generation * MAX_CLASS_WORDS;
+        let mut headers = Vec::with_capacity(classes.len());
+        let mut words = Vec::new();
+        for class in classes {
+            let v = &class.vector;
+            let mut rank = [0u16; SUMMARY_WORDS];
+            let mut before = 0u32;
+            for (i, r) in rank.iter_mut().enumerate() {
+                *r = before as u16;
+                before += v.summary[i].count_ones();
+            }
+            let offset = base + words.len() as u32;
+            words.extend(v.words.iter().copied().filter(|&w| w != 0));
+            if words.len() > limit as usize {
+                return Err(CompileError::TooManyClassWords { limit });
+            }
+            headers.push(ClassHeader {
+                summary: v.summary,
+                word0: v.words[0],
+                offset,
+                _pad: 0,
+                rank,
+            });
+        }
+        Ok(PackedClasses {
+            headers,
+            words,
+            base,
+            id_base: generation * CLASS_ID_GEN_STRIDE,
+        })
+    }
+
+    /// The header of class `id`, if it is one of these classes.
+    pub fn header(&self, id: u32) -> Option<&ClassHeader> {
+        self.headers.get(id.checked_sub(self.id_base)? as usize)
+    }
+
+    /// Word `w` of class `id` as the kernel reads it: from the header's
+    /// `word0`, or for a word its summary marks, from the packed words.
+    /// Panics on a word the summary does not mark (the kernel never reads
+    /// one) or a missing class.
+    pub fn word(&self, id: u32, w: usize) -> u64 {
+        let h = self
+            .header(id)
+            .unwrap_or_else(|| panic!("class {id} does not exist"));
+        if w == 0 {
+            return h.word0;
+        }
+        let (sw, bit) = (w / 64, w % 64);
+        assert!(
+            h.summary[sw] & (1 << bit) != 0,
+            "word {w} of class {id} is not in its summary"
+        );
+        let below = h.summary[sw] & ((1u64 << bit) - 1);
+        let at = h.offset + u32::from(h.rank[sw]) + below.count_ones();
+        self.words[(at - self.base) as usize]
+    }
 }

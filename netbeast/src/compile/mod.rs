@@ -59,12 +59,13 @@ use std::net::Ipv4Addr;
 
 use netbeast_common::{
     ADDR_KEY_HEADER_BITS, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS,
-    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction, chain, ct_state,
-    field, reject, size, target,
+    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction,
+    chain, ct_state, field, reject, size, target,
 };
 
 use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Target};
 
+pub use classes::PackedClasses;
 pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
 pub use reference::{L4Header, PacketView, RuleRef};
 
@@ -159,6 +160,13 @@ pub enum CompileError {
         field: &'static str,
     },
     #[error(
+        "the ruleset's match classes need more than {limit} words of rule bits \
+         (MAX_CLASS_WORDS): many distinct addresses, ports or interfaces combined with many \
+         rules that do not name one; use fewer rules, or merge rules that differ only in an \
+         address or port (a wider prefix, multiport)"
+    )]
+    TooManyClassWords { limit: u32 },
+    #[error(
         "the ruleset needs {entries} {what} entries, more than the limit of {limit} per \
          generation ({constant}); name fewer {what}s in rules"
     )]
@@ -189,6 +197,8 @@ pub struct CompiledRuleset {
     /// Every distinct class vector of the ruleset (all chains and fields), in
     /// id order: `classes[n].id == generation * CLASS_ID_GEN_STRIDE + n`.
     pub classes: Vec<Class>,
+    /// The same classes packed as the kernel reads them.
+    pub packed: PackedClasses,
     /// Rules of all user-defined chains: their counters are
     /// `user_counter_index(generation, 0..user_chain_rules)`, numbered as
     /// [`user_chain_counters`] says.
@@ -311,6 +321,7 @@ struct Limits {
     nonterminating_rules: usize,
     terms_per_rule: usize,
     classes: u32,
+    class_words: u32,
     iface_entries: usize,
     mac_entries: usize,
 }
@@ -320,6 +331,7 @@ const LIMITS: Limits = Limits {
     nonterminating_rules: MAX_NONTERMINATING_RULES,
     terms_per_rule: MAX_TERMS_PER_RULE,
     classes: MAX_CLASSES,
+    class_words: MAX_CLASS_WORDS,
     iface_entries: MAX_IFACE_ENTRIES,
     mac_entries: MAX_MAC_ENTRIES,
 };
@@ -431,10 +443,13 @@ fn compile_with_limits(
             })
             .collect();
     }
+    let classes = interner.into_classes();
+    let packed = PackedClasses::pack(generation, &classes, limits.class_words)?;
     Ok(CompiledRuleset {
         generation,
         chains,
-        classes: interner.into_classes(),
+        classes,
+        packed,
         user_chain_rules,
     })
 }
@@ -645,18 +660,13 @@ impl CompiledRuleset {
     /// [`CompiledRuleset::classify`], as the slots the kernel acts on.
     pub fn classify_slots(&self, chain: u32, pkt: &PacketView) -> Vec<u32> {
         let c = &self.chains[chain as usize];
-        let vectors: Vec<&ClassVector> = (0..field::COUNT)
+        let ids: Vec<u32> = (0..field::COUNT)
             .filter(|f| c.config.fields_used & (1 << f) != 0)
-            .map(|f| {
-                let id = self.class_of(chain, f, pkt);
-                self.class(id).unwrap_or_else(|| {
-                    panic!("class {id} of field {f} of chain {chain} does not exist")
-                })
-            })
+            .map(|f| self.class_of(chain, f, pkt))
             .collect();
         let mut hits = Vec::new();
         let mut start = 0;
-        while let Some(slot) = search::first_match(&vectors, c.config.rule_count, start) {
+        while let Some(slot) = search::first_match(&self.packed, &ids, c.config.rule_count, start) {
             // The kernel's loop is bounded by the rule count; this one
             // relies on the search moving forward.
             assert!(

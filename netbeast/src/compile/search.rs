@@ -1,41 +1,62 @@
-//! The kernel's first-match search over class vectors, step for step, so
-//! that tests of the compiled tables test what the kernel computes.
+//! The kernel's first-match search over class vectors, step for step and
+//! through the packed tables it reads, so that tests of the compiled tables
+//! test what the kernel computes.
 
-use netbeast_common::{ClassVector, SUMMARY_WORDS};
+use netbeast_common::{RULE_WORDS, SUMMARY_WORDS};
+
+use super::classes::PackedClasses;
+
+/// Chains of at most this many slots are searched in word 0 alone (the
+/// kernel's `SMALL_CHAIN`).
+pub(super) const SMALL_CHAIN: u32 = 64;
 
 /// The lowest rule slot `>= start` and `< rule_count` whose bit is set in
-/// every vector. `vectors` holds one class vector per used field; an unused
-/// field counts as all ones, so with no used field every slot below
-/// `rule_count` matches.
+/// every class of `ids` (one per used field); an unused field counts as all
+/// ones, so with no used field every slot below `rule_count` matches.
 ///
-/// Kernel order: AND the summaries, visit their set bits `w` in ascending
-/// order, AND the rule words `w`, stop at the first non-zero result. The
-/// words below `start` are masked off, in the summary and in the word that
-/// holds `start`.
-pub(super) fn first_match(vectors: &[&ClassVector], rule_count: u32, start: u32) -> Option<u32> {
+/// Kernel order: word 0 first (each header's `word0`); then, for chains of
+/// more than `SMALL_CHAIN` slots, the set bits `w` of the AND of the
+/// summaries in ascending order, ANDing the packed words `w`; the first
+/// non-zero result decides. The words below `start` are masked off, in the
+/// candidates and in the word that holds `start`.
+pub(super) fn first_match(
+    packed: &PackedClasses,
+    ids: &[u32],
+    rule_count: u32,
+    start: u32,
+) -> Option<u32> {
     if start >= rule_count {
         return None;
     }
     let start = start as usize;
-    let first_word = start / 64;
-    for sw in first_word / 64..SUMMARY_WORDS {
-        let mut summary = vectors.iter().fold(u64::MAX, |acc, v| acc & v.summary[sw]);
-        if sw == first_word / 64 {
-            summary &= u64::MAX << (first_word % 64);
+    let mut candidates = vec![0usize];
+    if rule_count > SMALL_CHAIN {
+        let mut summary = [u64::MAX; SUMMARY_WORDS];
+        for &id in ids {
+            let h = packed
+                .header(id)
+                .unwrap_or_else(|| panic!("class {id} does not exist"));
+            for (s, h) in summary.iter_mut().zip(h.summary) {
+                *s &= h;
+            }
         }
-        while summary != 0 {
-            let w = sw * 64 + summary.trailing_zeros() as usize;
-            summary &= summary - 1;
-            let mut acc = vectors.iter().fold(u64::MAX, |acc, v| acc & v.words[w]);
-            if w == first_word {
-                acc &= u64::MAX << (start % 64);
-            }
-            if acc != 0 {
-                let slot = (w * 64) as u32 + acc.trailing_zeros();
-                // Only reachable with no used field: real vectors have no
-                // bits at or past rule_count.
-                return (slot < rule_count).then_some(slot);
-            }
+        candidates.extend((1..RULE_WORDS).filter(|w| summary[w / 64] & (1 << (w % 64)) != 0));
+    }
+    for w in candidates.into_iter().filter(|&w| w >= start / 64) {
+        let mut acc = ids
+            .iter()
+            .fold(u64::MAX, |acc, &id| acc & packed.word(id, w));
+        if w == 0 && rule_count < 64 {
+            acc &= (1u64 << rule_count) - 1;
+        }
+        if w == start / 64 {
+            acc &= u64::MAX << (start % 64);
+        }
+        if acc != 0 {
+            let slot = (w * 64) as u32 + acc.trailing_zeros();
+            // Only reachable with no used field: real vectors have no
+            // bits at or past rule_count.
+            return (slot < rule_count).then_some(slot);
         }
     }
     None

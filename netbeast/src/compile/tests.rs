@@ -466,7 +466,24 @@ fn check_classes(compiled: &CompiledRuleset) {
             "class {} is a duplicate",
             class.id
         );
+        // The packed form the kernel reads holds the same vector.
+        let h = compiled
+            .packed
+            .header(class.id)
+            .expect("a header per class");
+        assert_eq!(h.summary, class.vector.summary);
+        for (w, &word) in class.vector.words.iter().enumerate() {
+            if w == 0 || word != 0 {
+                assert_eq!(
+                    compiled.packed.word(class.id, w),
+                    word,
+                    "packed word {w} of class {}",
+                    class.id
+                );
+            }
+        }
     }
+    assert_eq!(compiled.packed.headers.len(), compiled.classes.len());
 }
 
 /// What every chain's tables promise: complete, naming existing classes
@@ -815,6 +832,36 @@ fn nonterminating_limit_is_enforced() {
         err.to_string().contains("MAX_NONTERMINATING_RULES"),
         "{err}"
     );
+}
+
+#[test]
+fn class_word_limit_is_enforced() {
+    // 200 rules: one source address each, then one rule without a source.
+    // Every source class holds its rule and the last one (two words).
+    let mut rules: Vec<Rule> = (0..200u32)
+        .map(|i| {
+            let mut r = Rule::new(Target::Drop);
+            r.source = Some(Negatable::is(Ipv4Net::new(
+                Ipv4Addr::from(0x0a00_0000 + i),
+                32,
+            )));
+            r
+        })
+        .collect();
+    rules.push(Rule::new(Target::Accept));
+    let ruleset = only_input(rules);
+    let limits = Limits {
+        class_words: 100,
+        ..LIMITS
+    };
+    let err = compile_with_limits(&ruleset, &[], 0, limits)
+        .err()
+        .expect("over the limit");
+    assert_eq!(err, CompileError::TooManyClassWords { limit: 100 });
+    assert!(err.to_string().contains("MAX_CLASS_WORDS"), "{err}");
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    check_classes(&compiled);
+    assert!(compiled.packed.words.len() > 100);
 }
 
 #[test]

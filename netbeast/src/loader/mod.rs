@@ -17,7 +17,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use netbeast_common::{ALL_RULES_CLASS, ClassVector, RULE_WORDS, SUMMARY_WORDS, stats};
+use netbeast_common::stats;
 use netbeast_common::{CtConfig, CtEntry, CtKey};
 
 use crate::{
@@ -36,7 +36,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 24] = [
+pub const MAP_NAMES: [&str; 25] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -52,7 +52,8 @@ pub const MAP_NAMES: [&str; 24] = [
     "CHAINS",
     "RULES",
     "COUNTERS",
-    "CLASS_VECTORS",
+    "CLASS_HEADERS",
+    "CLASS_WORDS",
     "ADDR_CLASSES",
     "PROTO_CLASSES",
     "L4_CLASSES",
@@ -137,7 +138,6 @@ impl Dataplane {
     pub fn load_private() -> Result<Dataplane, LoaderError> {
         let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
         let mut dp = Dataplane { ebpf };
-        dp.init()?;
         dp.load_program()?;
         Ok(dp)
     }
@@ -168,9 +168,7 @@ impl Dataplane {
             loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        let mut dp = Dataplane { ebpf };
-        dp.init()?;
-        Ok(dp)
+        Ok(Dataplane { ebpf })
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
@@ -179,22 +177,6 @@ impl Dataplane {
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoaderError> {
         self.ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))
-    }
-
-    /// Inserts the constant all-ones class once.
-    fn init(&mut self) -> Result<(), LoaderError> {
-        let mut classes: HashMap<&mut MapData, u32, ClassVector> =
-            HashMap::try_from(self.map_mut("CLASS_VECTORS")?).map_err(map_err("CLASS_VECTORS"))?;
-        if classes.get(&ALL_RULES_CLASS, 0).is_err() {
-            let ones = ClassVector {
-                summary: [u64::MAX; SUMMARY_WORDS],
-                words: [u64::MAX; RULE_WORDS],
-            };
-            classes
-                .insert(ALL_RULES_CLASS, ones, 0)
-                .map_err(map_err("CLASS_VECTORS"))?;
-        }
-        Ok(())
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp, LoaderError> {

@@ -3,9 +3,9 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
-    AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS,
-    MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, ct_state, l4_base,
-    rule_index, user_counter_index,
+    AddrKey, CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader,
+    Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey,
+    RuleAction, chain_index, counter_index, ct_state, l4_base, rule_index, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -16,24 +16,31 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     let generation = compiled.generation;
     let g = generation as u8;
 
-    // Keyed tables: drop what the generation held before.
+    // Class headers and words: arrays, overwritten. Entries past this
+    // ruleset's are stale but never read (no table names them).
     {
-        let mut classes: HashMap<&mut MapData, u32, ClassVector> =
-            HashMap::try_from(dp.map_mut("CLASS_VECTORS")?).map_err(map_err("CLASS_VECTORS"))?;
-        let stale: Vec<u32> = classes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|id| id / netbeast_common::CLASS_ID_GEN_STRIDE == generation)
-            .collect();
-        for id in stale {
-            classes.remove(&id).map_err(map_err("CLASS_VECTORS"))?;
-        }
-        for class in &compiled.classes {
-            classes
-                .insert(class.id, *class.vector, 0)
-                .map_err(map_err("CLASS_VECTORS"))?;
+        let mut headers: Array<&mut MapData, ClassHeader> =
+            Array::try_from(dp.map_mut("CLASS_HEADERS")?).map_err(map_err("CLASS_HEADERS"))?;
+        for (n, header) in compiled.packed.headers.iter().enumerate() {
+            let id = generation * CLASS_ID_GEN_STRIDE + n as u32;
+            headers
+                .set(id, header, 0)
+                .map_err(map_err("CLASS_HEADERS"))?;
         }
     }
+    {
+        let mut words: Array<&mut MapData, [u64; CLASS_WORD_CHUNK]> =
+            Array::try_from(dp.map_mut("CLASS_WORDS")?).map_err(map_err("CLASS_WORDS"))?;
+        let first = compiled.packed.base / CLASS_WORD_CHUNK as u32;
+        for (i, chunk) in compiled.packed.words.chunks(CLASS_WORD_CHUNK).enumerate() {
+            let mut value = [0u64; CLASS_WORD_CHUNK];
+            value[..chunk.len()].copy_from_slice(chunk);
+            words
+                .set(first + i as u32, value, 0)
+                .map_err(map_err("CLASS_WORDS"))?;
+        }
+    }
+    // Keyed tables: drop what the generation held before.
     {
         let mut trie: LpmTrie<&mut MapData, AddrKey, u32> =
             LpmTrie::try_from(dp.map_mut("ADDR_CLASSES")?).map_err(map_err("ADDR_CLASSES"))?;
