@@ -4,7 +4,7 @@
 //! lets the search skip words that cannot match, so the cost does not grow
 //! with the number of rules.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
     helpers::generated::bpf_loop,
@@ -279,9 +279,20 @@ pub extern "C" fn netbeast_classify(generation: u32, chain: u32, bytes: u64) -> 
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
 
+/// The AND of the used fields' headers so far: word 0, and the summary
+/// (large chains). Separate scalars, kept in registers: an array here
+/// becomes a byte-wise `memset`.
+struct Fold {
+    word0: u64,
+    s0: u64,
+    s1: u64,
+    s2: u64,
+    s3: u64,
+}
+
 /// Looks up the class of field `f` (when a rule of the chain uses it) and
-/// folds its header into the search: word 0 into `word0`, the summary into
-/// the state (large chains). A field no rule uses matches every slot and is
+/// folds its header into `acc`; large chains also record the class for the
+/// words past word 0. A field no rule uses matches every slot and is
 /// skipped. `false` when a table lacks an entry.
 #[inline(always)]
 fn take_field(
@@ -291,7 +302,8 @@ fn take_field(
     f: usize,
     keys: &Keys,
     st: &mut SearchState,
-    word0: &mut u64,
+    acc: &mut Fold,
+    large: bool,
 ) -> bool {
     if cfg.fields_used & (1 << f) == 0 {
         return true;
@@ -302,13 +314,13 @@ fn take_field(
     let Some(h) = CLASS_HEADERS.get(class) else {
         return false;
     };
-    *word0 &= h.word0;
-    if st.rule_count > SMALL_CHAIN {
+    acc.word0 &= h.word0;
+    if large {
         st.classes[f] = class;
-        st.summary[0] &= h.summary[0];
-        st.summary[1] &= h.summary[1];
-        st.summary[2] &= h.summary[2];
-        st.summary[3] &= h.summary[3];
+        acc.s0 &= h.summary[0];
+        acc.s1 &= h.summary[1];
+        acc.s2 &= h.summary[2];
+        acc.s3 &= h.summary[3];
     }
     true
 }
@@ -334,17 +346,23 @@ fn search(
     st.used = cfg.fields_used;
     st.bytes = bytes;
     st.found = 0;
-    st.summary = [u64::MAX; SUMMARY_WORDS];
-    // Slots past the chain's end, for a chain whose rules all match.
-    let mut word0 = if rule_count >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << rule_count) - 1
+    let large = rule_count > SMALL_CHAIN;
+    let mut acc = Fold {
+        // Slots past the chain's end, for a chain whose rules all match.
+        word0: if rule_count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << rule_count) - 1
+        },
+        s0: u64::MAX,
+        s1: u64::MAX,
+        s2: u64::MAX,
+        s3: u64::MAX,
     };
     // One call per field, written out: each inlines its own lookup.
     macro_rules! take {
         ($f:expr) => {
-            if !take_field(cfg, generation, chain, $f, keys, st, &mut word0) {
+            if !take_field(cfg, generation, chain, $f, keys, st, &mut acc, large) {
                 bump(stats::CLASS_MISSING);
                 return None;
             }
@@ -359,13 +377,17 @@ fn search(
     take!(field::OUT_IFACE);
     take!(field::MAC_SOURCE);
     take!(field::CT_STATE);
-    // Word 0 is the first candidate; the summary keeps the others.
+    // Word 0 is the first candidate; the summary keeps the others (none in
+    // a small chain). Volatile stores: plain ones merge into a `memset`.
     st.word_index = 0;
-    st.pending = word0;
-    if rule_count > SMALL_CHAIN {
-        st.summary[0] &= !1;
-    } else {
-        st.summary = [0; SUMMARY_WORDS];
+    st.pending = acc.word0;
+    let keep = if large { u64::MAX } else { 0 };
+    // SAFETY: plain stores into the per-CPU scratch.
+    unsafe {
+        write_volatile(&mut st.summary[0], acc.s0 & keep & !1);
+        write_volatile(&mut st.summary[1], acc.s1 & keep);
+        write_volatile(&mut st.summary[2], acc.s2 & keep);
+        write_volatile(&mut st.summary[3], acc.s3 & keep);
     }
     // The first steps inline: most packets need no more than the first
     // candidate word and its first slot.
