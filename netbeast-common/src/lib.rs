@@ -488,6 +488,25 @@ pub const CT_UNREPLIED_ENTRIES: u32 = 65536;
 /// Entries of the table for connections that have seen a reply.
 pub const CT_ESTABLISHED_ENTRIES: u32 = 262144;
 
+/// The local address cache (`LOCAL_ADDR_CACHE`): an array of buckets of
+/// `LOCAL_ADDR_WAYS` addresses (network byte order), the bucket chosen by
+/// [`local_addr_bucket`]. An array lookup and four compares instead of a
+/// hash table's lookup. Addresses that do not fit in their bucket are left
+/// out: the FIB lookup still finds them local.
+pub const LOCAL_ADDR_BUCKET_BITS: u32 = 10;
+pub const LOCAL_ADDR_BUCKETS: u32 = 1 << LOCAL_ADDR_BUCKET_BITS;
+pub const LOCAL_ADDR_WAYS: usize = 4;
+/// A free way of the local address cache: the limited broadcast address,
+/// which the data plane treats as local anyway.
+pub const LOCAL_ADDR_FREE: u32 = u32::MAX;
+
+/// The bucket of address `addr` (network byte order) in the local address
+/// cache: a multiplicative hash.
+#[inline(always)]
+pub const fn local_addr_bucket(addr: u32) -> u32 {
+    addr.wrapping_mul(0x9e37_79b1) >> (32 - LOCAL_ADDR_BUCKET_BITS)
+}
+
 /// Packet and byte counter of one rule (per CPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -566,7 +585,6 @@ pub mod size {
     pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
     pub const IFACES: u32 = 16384;
     pub const MACS: u32 = 65536;
-    pub const LOCAL_ADDRS: u32 = 4096;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
 }
 

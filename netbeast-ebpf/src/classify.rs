@@ -60,7 +60,11 @@ pub struct Keys {
     pub l4b: u32,
     pub in_ifindex: u32,
     pub out_ifindex: u32,
-    pub mac: [u8; 6],
+    /// The source MAC's 6 bytes (in packet order) in the low bytes of a
+    /// little-endian word: one 8-byte copy. A `[u8; 6]` was copied in
+    /// 2-byte pieces and read back in 4-byte ones, stalling store-to-load
+    /// forwarding.
+    pub mac: u64,
     /// `ct_state::*` of the packet.
     pub ct_state: u32,
 }
@@ -179,10 +183,11 @@ fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Key
             table[keys.ct_state as usize & (ct_state::KEYS - 1)]
         }
         _ => {
+            let m = keys.mac.to_le_bytes();
             let key = MacKey {
                 generation: generation as u8,
                 chain: chain as u8,
-                mac: keys.mac,
+                mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
             };
             // SAFETY: copied out at once.
             match unsafe { MAC_CLASSES.get(&key) } {
@@ -233,11 +238,25 @@ const RULE_DECIDED: u64 = 1 << 63;
 /// matching non-terminating rule and the terminating one (or the policy).
 #[inline(always)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
-    let Some(slot) = CLASSIFY_KEYS.get_ptr_mut(0) else {
+    let Some(slot) = keys_slot() else {
         return Verdict::Policy(target::ACCEPT);
     };
+    *slot = *keys;
+    classify_slot(generation, chain, bytes)
+}
+
+/// The per-CPU keys [`classify_slot`] reads: writing the keys here saves
+/// [`classify`]'s copy.
+#[inline(always)]
+pub fn keys_slot() -> Option<&'static mut Keys> {
+    let slot = CLASSIFY_KEYS.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
-    unsafe { *slot = *keys };
+    Some(unsafe { &mut *slot })
+}
+
+/// [`classify`] of the keys in [`keys_slot`].
+#[inline(always)]
+pub fn classify_slot(generation: u32, chain: u32, bytes: u64) -> Verdict {
     let r = netbeast_classify(generation, chain, bytes);
     if r & RULE_DECIDED == 0 {
         return Verdict::Policy(r as u32);

@@ -78,7 +78,8 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// ICMP identifier (echo, timestamp...) when complete.
     pub icmp_id: u16,
-    pub src_mac: [u8; 6],
+    /// As `Keys::mac`: the 6 bytes in the low bytes of a little-endian word.
+    pub src_mac: u64,
 }
 
 pub enum Parsed {
@@ -163,7 +164,9 @@ fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed {
         l4_complete: false,
         tcp_flags: 0,
         icmp_id: 0,
-        src_mac: load::<[u8; 6]>(start, end, 6).unwrap_or([0; 6]),
+        src_mac: load::<[u8; 6]>(start, end, 6).map_or(0, |m| {
+            u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
+        }),
     };
     if fragment {
         pkt.l4a = L4_FRAGMENT;

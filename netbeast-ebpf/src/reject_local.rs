@@ -112,7 +112,7 @@ pub fn reply_keys(ctx: &TcContext, pkt: &Packet, with: u32) -> (Keys, u64) {
         l4b,
         in_ifindex: 0,
         out_ifindex: LOOPBACK_IFINDEX,
-        mac: [0; 6],
+        mac: 0,
         ct_state: ct_state::INVALID,
     };
     (keys, (ctx.len() as u64).saturating_sub(ETH_HLEN as u64))

@@ -9,18 +9,32 @@ use aya_ebpf::{
     },
     helpers::generated::bpf_fib_lookup,
     macros::map,
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::XdpContext,
 };
-use netbeast_common::size;
+use netbeast_common::{LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, local_addr_bucket, size};
 
 use crate::parse::Packet;
 
-/// The host's own IPv4 addresses (network byte order). A cache that spares
-/// the FIB lookup for local traffic; the FIB stays the truth for addresses
-/// missing here.
+/// The host's own IPv4 addresses (network byte order), in buckets
+/// (`local_addr_bucket`). A cache that spares the FIB lookup for local
+/// traffic; the FIB stays the truth for addresses missing here.
 #[map]
-static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
+static LOCAL_ADDR_CACHE: Array<[u32; LOCAL_ADDR_WAYS]> =
+    Array::with_max_entries(LOCAL_ADDR_BUCKETS, 0);
+
+/// `dst` is in the cache. 0.0.0.0 never is: it is what the buckets hold
+/// before userspace first writes them.
+#[inline(always)]
+fn cached_local(dst: u32) -> bool {
+    if dst == 0 {
+        return false;
+    }
+    match LOCAL_ADDR_CACHE.get(local_addr_bucket(dst)) {
+        Some(b) => b[0] == dst || b[1] == dst || b[2] == dst || b[3] == dst,
+        None => false,
+    }
+}
 
 /// ifindex → the interface's primary IPv4 address: the source of ICMP
 /// errors that REJECT sends for forwarded packets, and the address of
@@ -60,7 +74,7 @@ fn is_multicast_or_broadcast(addr_be: u32) -> bool {
 #[inline(never)]
 pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
     // SAFETY: the value is only tested for presence.
-    if unsafe { LOCAL_ADDRS.get(&pkt.dst) }.is_some() || is_multicast_or_broadcast(pkt.dst) {
+    if cached_local(pkt.dst) || is_multicast_or_broadcast(pkt.dst) {
         return Path::Local;
     }
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.

@@ -17,8 +17,10 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use netbeast_common::stats;
 use netbeast_common::{CtConfig, CtEntry, CtKey};
+use netbeast_common::{
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, local_addr_bucket, stats,
+};
 
 use crate::{
     compile::{self, CompileError, Interface},
@@ -60,7 +62,7 @@ pub const MAP_NAMES: [&str; 25] = [
     "IFACE_CLASSES",
     "MAC_CLASSES",
     "STATS",
-    "LOCAL_ADDRS",
+    "LOCAL_ADDR_CACHE",
     "IFACE_ADDRS",
 ];
 
@@ -331,12 +333,27 @@ impl Dataplane {
     }
 
     /// Replaces the set of addresses the XDP program treats as local.
+    /// Every bucket is rewritten; an address its bucket has no room for is
+    /// left out (the FIB lookup still finds it local).
     pub fn set_local_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), LoaderError> {
-        let wanted: Vec<(u32, u32)> = addrs
-            .iter()
-            .map(|a| (u32::from_ne_bytes(a.octets()), 1))
-            .collect();
-        self.replace_u32_map("LOCAL_ADDRS", &wanted)
+        let mut buckets = vec![[LOCAL_ADDR_FREE; LOCAL_ADDR_WAYS]; LOCAL_ADDR_BUCKETS as usize];
+        for a in addrs {
+            let addr = u32::from_ne_bytes(a.octets());
+            let bucket = &mut buckets[local_addr_bucket(addr) as usize];
+            if let Some(way) = bucket
+                .iter_mut()
+                .find(|w| **w == LOCAL_ADDR_FREE || **w == addr)
+            {
+                *way = addr;
+            }
+        }
+        let name = "LOCAL_ADDR_CACHE";
+        let mut cache: Array<&mut MapData, [u32; LOCAL_ADDR_WAYS]> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        for (i, bucket) in buckets.iter().enumerate() {
+            cache.set(i as u32, bucket, 0).map_err(map_err(name))?;
+        }
+        Ok(())
     }
 
     /// Replaces the set of interfaces the FORWARD fast path may redirect to.
