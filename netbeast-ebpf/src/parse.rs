@@ -90,13 +90,46 @@ pub enum Parsed {
     Ipv4(Packet),
 }
 
+/// Reads a `u16` at `p` as the packet has it (network byte order kept).
+/// Every 16-bit field the parser reads sits at an even offset of the frame:
+/// one 2-byte load rather than two byte loads (`read_unaligned`).
+///
+/// # Safety
+/// `p..p + 2` is inside the packet.
+#[inline(always)]
+unsafe fn read16(p: usize) -> u16 {
+    // SAFETY: in bounds (caller); 2-aligned as the frame's start is.
+    unsafe { core::ptr::read(p as *const u16) }
+}
+
+/// A `u32` at `p` as two 2-byte loads, bytes in packet order.
+///
+/// # Safety
+/// `p..p + 4` is inside the packet.
+#[inline(always)]
+unsafe fn read32(p: usize) -> u32 {
+    // SAFETY: as for read16.
+    unsafe { read16(p) as u32 | (read16(p + 2) as u32) << 16 }
+}
+
 /// `frame_len` is the whole frame's length: `end - start` in XDP, but in TC
 /// `skb->len`, since a big packet of the host keeps only its headers in the
 /// linear part that `start..end` covers.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
-    let Some(mut proto) = load::<u16>(start, end, 12) else {
+    // One check for the Ethernet header, then plain loads.
+    let eth = opaque(start);
+    if eth + ETH_HLEN > end {
         return Parsed::Malformed;
+    }
+    // SAFETY: the 14 bytes at eth are inside the packet (checked).
+    let (mut proto, src_mac) = unsafe {
+        (
+            read16(eth + 12),
+            read16(eth + 6) as u64
+                | (read16(eth + 8) as u64) << 16
+                | (read16(eth + 10) as u64) << 32,
+        )
     };
     let mut l3 = ETH_HLEN;
     // Two VLAN tags at most (QinQ); unrolled for the verifier.
@@ -114,33 +147,33 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
     if u16::from_be(proto) != ETH_P_IP {
         return Parsed::NotIpv4;
     }
-    parse_ipv4(start, end, l3, frame_len)
+    parse_ipv4(start, end, l3, frame_len, src_mac)
 }
 
 #[inline(always)]
-fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed {
-    let Some(ver_ihl) = load::<u8>(start, end, l3) else {
+fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize, src_mac: u64) -> Parsed {
+    // One check for the fixed 20 bytes, then plain loads.
+    let ip = opaque(start + l3);
+    if ip + 20 > end {
         return Parsed::Malformed;
+    }
+    // SAFETY: the 20 bytes at ip are inside the packet (checked).
+    let (ver_ihl, tos, total_len, frag, ttl, protocol, src, dst) = unsafe {
+        (
+            *(ip as *const u8),
+            *((ip + 1) as *const u8),
+            read16(ip + 2),
+            read16(ip + 6),
+            *((ip + 8) as *const u8),
+            *((ip + 9) as *const u8),
+            read32(ip + 12),
+            read32(ip + 16),
+        )
     };
     let header_len = ((ver_ihl & 0x0f) as usize) * 4;
     if ver_ihl >> 4 != 4 || header_len < 20 {
         return Parsed::Malformed;
     }
-    let (Some(tos), Some(total_len), Some(frag), Some(ttl), Some(protocol)) = (
-        load::<u8>(start, end, l3 + 1),
-        load::<u16>(start, end, l3 + 2),
-        load::<u16>(start, end, l3 + 6),
-        load::<u8>(start, end, l3 + 8),
-        load::<u8>(start, end, l3 + 9),
-    ) else {
-        return Parsed::Malformed;
-    };
-    let (Some(src), Some(dst)) = (
-        load::<u32>(start, end, l3 + 12),
-        load::<u32>(start, end, l3 + 16),
-    ) else {
-        return Parsed::Malformed;
-    };
     let total_len = u16::from_be(total_len) as usize;
     // The header (with options) must fit in the frame, and the total length
     // must neither be shorter than the header nor claim bytes that are not
@@ -164,9 +197,7 @@ fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed {
         l4_complete: false,
         tcp_flags: 0,
         icmp_id: 0,
-        src_mac: load::<[u8; 6]>(start, end, 6).map_or(0, |m| {
-            u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
-        }),
+        src_mac,
     };
     if fragment {
         pkt.l4a = L4_FRAGMENT;
@@ -189,18 +220,20 @@ fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed {
         return Parsed::Ipv4(pkt);
     }
     // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
-    let head = unsafe { core::ptr::read_unaligned(l4p as *const [u8; 8]) };
+    let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
     if protocol == IPPROTO_ICMP {
-        pkt.l4a = head[0] as u32;
-        pkt.l4b = head[1] as u32;
-        pkt.icmp_id = u16::from_be_bytes([head[4], head[5]]);
+        // Type and code, the bytes of the first word in packet order.
+        pkt.l4a = (a & 0xff) as u32;
+        pkt.l4b = (a >> 8) as u32;
+        // SAFETY: ICMP_HLEN (8) bytes at l4p are inside the packet.
+        pkt.icmp_id = u16::from_be(unsafe { read16(l4p + 4) });
     } else {
         if protocol == IPPROTO_TCP {
             // SAFETY: TCP_HLEN (20) bytes at l4p are inside the packet.
             pkt.tcp_flags = unsafe { *((l4p + 13) as *const u8) };
         }
-        pkt.l4a = u16::from_be_bytes([head[0], head[1]]) as u32;
-        pkt.l4b = u16::from_be_bytes([head[2], head[3]]) as u32;
+        pkt.l4a = u16::from_be(a) as u32;
+        pkt.l4b = u16::from_be(b) as u32;
     }
     pkt.l4_complete = true;
     Parsed::Ipv4(pkt)
