@@ -298,7 +298,11 @@ pub struct ClassHeader {
     /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
     /// the vector's first non-zero word.
     pub offset: u32,
-    pub _pad: u32,
+    /// The vector's first non-zero word (0 for an empty vector).
+    pub first: u16,
+    /// 1 when every word from `first` to the last non-zero one is non-zero:
+    /// word `w` is then at `offset + w - first`, no bits to count.
+    pub dense: u16,
     /// Non-zero words in the summary words before each one.
     pub rank: [u16; SUMMARY_WORDS],
 }

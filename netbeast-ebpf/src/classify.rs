@@ -198,21 +198,26 @@ fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Key
     })
 }
 
-/// Index of the lowest set bit of a non-zero word, without branches (BPF has
-/// no count-trailing-zeros instruction).
+/// De Bruijn sequence B(2, 6): `(x & -x) * DE_BRUIJN >> 58` is distinct
+/// for each of the 64 one-bit words.
+const DE_BRUIJN: u64 = 0x03f7_9d71_b4cb_0a89;
+
+/// Bit index of each value of the De Bruijn product's top 6 bits.
+static LOWEST_BIT: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[((1u64 << i).wrapping_mul(DE_BRUIJN) >> 58) as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Index of the lowest set bit of a non-zero word (BPF has no
+/// count-trailing-zeros instruction): a multiply and a table load.
 #[inline(always)]
 fn lowest_bit(x: u64) -> u32 {
-    let b = x & x.wrapping_neg();
-    let nz = |m: u64| -> u32 {
-        let y = b & m;
-        ((y | y.wrapping_neg()) >> 63) as u32
-    };
-    (nz(0xffff_ffff_0000_0000) << 5)
-        | (nz(0xffff_0000_ffff_0000) << 4)
-        | (nz(0xff00_ff00_ff00_ff00) << 3)
-        | (nz(0xf0f0_f0f0_f0f0_f0f0) << 2)
-        | (nz(0xcccc_cccc_cccc_cccc) << 1)
-        | nz(0xaaaa_aaaa_aaaa_aaaa)
+    LOWEST_BIT[((x & x.wrapping_neg()).wrapping_mul(DE_BRUIJN) >> 58) as usize] as u32
 }
 
 /// Set bits of a word (BPF has no population count instruction).
@@ -467,9 +472,14 @@ pub struct SearchState {
     found: u32,
     target: u32,
     arg: u32,
-    classes: [u32; field::COUNT],
-    _pad: u32,
+    /// The class of each used field, at the field's index.
+    classes: [u32; CLASS_SLOTS],
 }
+
+/// Entries of `SearchState::classes`: the fields, rounded up to a power of
+/// two so a masked field index stays inside.
+const CLASS_SLOTS: usize = 16;
+const _: () = assert!(field::COUNT <= CLASS_SLOTS);
 
 #[map]
 static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
@@ -478,9 +488,13 @@ static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 fn class_word(class: u32, w: u32) -> Option<u64> {
     let h = CLASS_HEADERS.get(class)?;
-    let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
-    let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
-    let at = h.offset + h.rank[sw] as u32 + ones(below);
+    let at = if h.dense != 0 {
+        h.offset + w - h.first as u32
+    } else {
+        let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
+        let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
+        h.offset + h.rank[sw] as u32 + ones(below)
+    };
     let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
     Some(chunk[at as usize % CLASS_WORD_CHUNK])
 }
@@ -505,14 +519,19 @@ fn next_word(st: &mut SearchState) -> bool {
     let w = i as u32 * 64 + lowest_bit(bits);
     st.word_index = w;
     let mut acc = u64::MAX;
-    for f in 0..field::COUNT {
-        if st.used & (1 << f) != 0 {
-            match class_word(st.classes[f], w) {
-                Some(word) => acc &= word,
-                None => {
-                    bump(stats::CLASS_MISSING);
-                    return false;
-                }
+    // The used fields, lowest first: one pass per used field only.
+    let mut used = st.used as u64;
+    for _ in 0..field::COUNT {
+        if used == 0 {
+            break;
+        }
+        let f = lowest_bit(used) as usize & (CLASS_SLOTS - 1);
+        used &= used - 1;
+        match class_word(st.classes[f], w) {
+            Some(word) => acc &= word,
+            None => {
+                bump(stats::CLASS_MISSING);
+                return false;
             }
         }
     }

@@ -204,11 +204,15 @@ impl PackedClasses {
             if words.len() > limit as usize {
                 return Err(CompileError::TooManyClassWords { limit });
             }
+            let first = v.words.iter().position(|&w| w != 0).unwrap_or(0);
+            let last = v.words.iter().rposition(|&w| w != 0).unwrap_or(0);
+            let dense = v.words[first..=last].iter().all(|&w| w != 0);
             headers.push(ClassHeader {
                 summary: v.summary,
                 word0: v.words[0],
                 offset,
-                _pad: 0,
+                first: first as u16,
+                dense: u16::from(dense),
                 rank,
             });
         }
@@ -241,8 +245,12 @@ impl PackedClasses {
             h.summary[sw] & (1 << bit) != 0,
             "word {w} of class {id} is not in its summary"
         );
-        let below = h.summary[sw] & ((1u64 << bit) - 1);
-        let at = h.offset + u32::from(h.rank[sw]) + below.count_ones();
+        let at = if h.dense != 0 {
+            h.offset + w as u32 - u32::from(h.first)
+        } else {
+            let below = h.summary[sw] & ((1u64 << bit) - 1);
+            h.offset + u32::from(h.rank[sw]) + below.count_ones()
+        };
         self.words[(at - self.base) as usize]
     }
 }
