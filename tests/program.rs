@@ -2373,6 +2373,84 @@ fn first_match_across_vector_words() {
     });
 }
 
+/// Address classes come from the hash of prefix lengths (up to four
+/// lengths per field) or from the LPM trie (more): both give the longest
+/// matching prefix. A change never sees the prefixes of an older ruleset
+/// of the same generation (the hash's epochs).
+#[test]
+fn address_lookups_hashed_and_in_the_trie() {
+    // Rule k (1-based) drops UDP to port k from its prefix; a source is
+    // dropped on port k exactly when rule k's prefix covers it.
+    let nets = [
+        "10.1.2.3/32",
+        "10.1.2.0/28",
+        "10.1.2.0/24",
+        "10.1.0.0/16",
+        "10.0.0.0/8",
+    ];
+    let sources = [
+        [10, 1, 2, 3],
+        [10, 1, 2, 9],
+        [10, 1, 2, 99],
+        [10, 1, 9, 9],
+        [10, 9, 9, 9],
+        [11, 0, 0, 1],
+    ];
+    let check = |h: &mut Harness, used: &[usize], mode: &str| {
+        let lines: Vec<String> = used
+            .iter()
+            .map(|&k| format!("-A INPUT -s {} -p udp --dport {} -j DROP", nets[k], k + 1))
+            .collect();
+        h.apply(&lines);
+        let compiled = netbeast::compile::compile(&h.ruleset, &h.interfaces, 0).unwrap();
+        let trie = compiled.chains[chain::INPUT as usize].config.addr_lengths[0][0]
+            == netbeast_common::ADDR_TRIE;
+        assert_eq!(trie, mode == "trie", "lookup of {lines:?}");
+        for src in sources {
+            let src = Ipv4Addr::from(src);
+            for &k in used {
+                let (addr, len) = nets[k].split_once('/').unwrap();
+                let net = netbeast::rules::model::Ipv4Net::new(
+                    addr.parse().unwrap(),
+                    len.parse().unwrap(),
+                );
+                let covered = net.contains(src);
+                let frame = FrameBuilder::udp(src, 5, SERVER, k as u16 + 1).build();
+                let (action, _) = h.run(&frame, 0);
+                let want = if covered { XDP_DROP } else { XDP_PASS };
+                assert_eq!(
+                    action_name(action),
+                    action_name(want),
+                    "{mode}: source {src}, port {} ({})",
+                    k + 1,
+                    nets[k]
+                );
+            }
+        }
+    };
+    lab("addr-lookups", false, |h, _| {
+        check(h, &[0, 1, 2, 3, 4], "trie");
+        check(h, &[0, 2], "hash");
+        check(h, &[1, 3, 4], "hash");
+        check(h, &[0, 1, 2, 3, 4], "trie");
+        // The same generation again and again: 10.0.0.1/32 of the first
+        // ruleset must not outlive it.
+        let client_rule = "-A INPUT -s 10.0.0.1/32 -p udp -j DROP".to_string();
+        h.apply(&[client_rule]);
+        let (action, _) = h.run(&udp(7).build(), 0);
+        assert_eq!(action, XDP_DROP);
+        for n in 0..4 {
+            let other = format!("-A INPUT -s 10.0.0.{}/32 -p udp -j DROP", 10 + n);
+            h.apply(&[other]);
+            let (action, _) = h.run(&udp(7).build(), 0);
+            assert_eq!(
+                action, XDP_PASS,
+                "change {n} still matches a removed prefix"
+            );
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------
 // FORWARD
 

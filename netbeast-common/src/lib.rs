@@ -249,10 +249,69 @@ pub struct ChainConfig {
     pub rule_count: u32,
     /// Bit `f` set: field `f` constrains at least one rule and is looked up.
     pub fields_used: u32,
-    pub _pad: u32,
+    /// The generation's epoch in `ADDR_HASH` (see [`addr_hash_key`]); the
+    /// same in every chain of a generation.
+    pub addr_epoch: u32,
     /// Class of a field whose key is absent from its table (an interface or
-    /// MAC address no rule names).
+    /// MAC address no rule names; for addresses, the class of `0.0.0.0/0`).
     pub default_class: [u32; field::COUNT],
+    /// How the source (`[0]`) and destination (`[1]`) address classes are
+    /// found: the prefix lengths hashed in `ADDR_HASH`, longest first, 0
+    /// after the last (an address in none of them has the default class);
+    /// or [`ADDR_TRIE`] in the first byte: the LPM trie `ADDR_CLASSES`.
+    pub addr_lengths: [[u8; MAX_ADDR_HASH_LENGTHS]; 2],
+}
+
+/// Prefix lengths an address field may hash; a field naming more prefix
+/// lengths uses the LPM trie.
+pub const MAX_ADDR_HASH_LENGTHS: usize = 4;
+/// `ChainConfig::addr_lengths[_][0]` of a field looked up in the trie.
+pub const ADDR_TRIE: u8 = 0xff;
+
+/// The address hash table (`ADDR_HASH`): for each generation a region of
+/// `ADDR_HASH_BUCKETS` buckets of `ADDR_HASH_WAYS` slots. A prefix goes into
+/// the less full of its two buckets ([`addr_hash_buckets`]); a lookup reads
+/// both. Array lookups and compares: cheaper than an LPM trie's walk and a
+/// hash map's hashing.
+pub const ADDR_HASH_BUCKET_BITS: u32 = 15;
+pub const ADDR_HASH_BUCKETS: u32 = 1 << ADDR_HASH_BUCKET_BITS;
+pub const ADDR_HASH_WAYS: usize = 4;
+/// Epochs run from 1 to this; then the generation's region is cleared.
+pub const ADDR_EPOCH_MAX: u32 = (1 << 22) - 1;
+
+/// One slot of the address hash: a prefix's key (0: free) and class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddrSlot {
+    pub key: u64,
+    pub class: u32,
+    pub _pad: u32,
+}
+
+/// The key of prefix `addr/len` (`addr` in host byte order, masked) of
+/// address field `f` (`field::SRC` or `field::DST`) of `chain`, without
+/// the epoch: what the buckets are chosen by.
+#[inline(always)]
+pub const fn addr_hash_base(chain: u32, f: u32, len: u32, addr: u32) -> u64 {
+    addr as u64 | (len as u64) << 32 | (f as u64 & 1) << 38 | (chain as u64) << 39
+}
+
+/// The stored key: the base with the generation's epoch on top. Entries of
+/// an older ruleset of the same generation carry another epoch and never
+/// match, so a change writes only the buckets it fills.
+#[inline(always)]
+pub const fn addr_hash_key(base: u64, epoch: u32) -> u64 {
+    base | (epoch as u64) << 42
+}
+
+/// The two buckets (within a generation's region) of a key base.
+#[inline(always)]
+pub const fn addr_hash_buckets(base: u64) -> (u32, u32) {
+    let shift = 64 - ADDR_HASH_BUCKET_BITS;
+    (
+        (base.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32,
+        (base.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> shift) as u32,
+    )
 }
 
 /// What a rule does when it is the first match.
@@ -590,6 +649,7 @@ pub mod size {
     pub const IFACES: u32 = 16384;
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
+    pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
 }
 
 #[cfg(feature = "user")]
@@ -601,6 +661,7 @@ mod user {
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
+    unsafe impl aya::Pod for AddrSlot {}
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for MacKey {}
@@ -618,7 +679,11 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<ChainConfig>(), 16 + 4 * field::COUNT);
+        assert_eq!(
+            size_of::<ChainConfig>(),
+            16 + 4 * field::COUNT + 2 * MAX_ADDR_HASH_LENGTHS
+        );
+        assert_eq!(size_of::<AddrSlot>(), 16);
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);

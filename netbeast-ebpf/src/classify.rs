@@ -12,10 +12,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_KEY_HEADER_BITS, AddrKey,
-    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK,
-    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS,
+    ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK, ChainConfig, ClassHeader,
+    Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_buckets, addr_hash_key, chain_index,
+    counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -35,6 +36,8 @@ static CLASS_HEADERS: Array<ClassHeader> = Array::with_max_entries(size::CLASS_H
 #[map]
 static CLASS_WORDS: Array<[u64; CLASS_WORD_CHUNK]> =
     Array::with_max_entries(size::CLASS_WORD_CHUNKS, 0);
+#[map]
+static ADDR_HASH: Array<[AddrSlot; ADDR_HASH_WAYS]> = Array::with_max_entries(size::ADDR_HASH, 0);
 #[map]
 static ADDR_CLASSES: LpmTrie<AddrKey, u32> = LpmTrie::with_max_entries(size::ADDR_PREFIXES, 0);
 #[map]
@@ -126,8 +129,48 @@ fn count(generation: u32, chain: u32, slot: u32, bytes: u64) {
     }
 }
 
+/// The class of prefix `base` in the generation's region of `ADDR_HASH`.
 #[inline(always)]
-fn addr_class(generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
+fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
+    let key = addr_hash_key(base, epoch);
+    let (b1, b2) = addr_hash_buckets(base);
+    let region = generation * ADDR_HASH_BUCKETS;
+    for b in [b1, b2] {
+        if let Some(slots) = ADDR_HASH.get(region + b) {
+            for s in slots {
+                if s.key == key {
+                    return Some(s.class);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The class of address `addr` (network byte order) for address field `f`:
+/// its prefix lengths probed in the hash, longest first, or the trie.
+#[inline(always)]
+fn addr_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
+    let lengths = cfg.addr_lengths[f & 1];
+    if lengths[0] == ADDR_TRIE {
+        return trie_class(generation, chain, f, addr);
+    }
+    let a = u32::from_be(addr);
+    for len in lengths {
+        if len == 0 {
+            break;
+        }
+        let masked = a & (u32::MAX << ((32 - len as u32) & 31));
+        let base = addr_hash_base(chain, f as u32, len as u32, masked);
+        if let Some(class) = hashed_class(generation, cfg.addr_epoch, base) {
+            return Some(class);
+        }
+    }
+    Some(cfg.default_class[f])
+}
+
+#[inline(always)]
+fn trie_class(generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
     let key = Key::new(
         ADDR_KEY_HEADER_BITS + 32,
         AddrKey {
@@ -166,8 +209,8 @@ fn iface_class(generation: u32, chain: u32, f: usize, ifindex: u32, default: u32
 #[inline(always)]
 fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Keys) -> Option<u32> {
     Some(match f {
-        field::SRC => addr_class(generation, chain, f, keys.src)?,
-        field::DST => addr_class(generation, chain, f, keys.dst)?,
+        field::SRC => addr_class(cfg, generation, chain, f, keys.src)?,
+        field::DST => addr_class(cfg, generation, chain, f, keys.dst)?,
         field::PROTO => {
             let table = PROTO_CLASSES.get(chain_index(generation, chain))?;
             table[keys.protocol as usize]

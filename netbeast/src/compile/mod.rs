@@ -45,6 +45,7 @@
 //!   conditions and negations of RETURN/goto conditions (`term.rs`), and
 //!   every field builder takes a slot's atoms on its field as a conjunction.
 
+mod addr_hash;
 mod classes;
 mod fields;
 mod flatten;
@@ -58,13 +59,14 @@ mod tests;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
-    ADDR_KEY_HEADER_BITS, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS,
-    L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_RULES_PER_CHAIN, RuleAction,
-    chain, ct_state, field, reject, size, target,
+    ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector,
+    GENERATIONS, L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES,
+    MAX_RULES_PER_CHAIN, RuleAction, chain, ct_state, field, reject, size, target,
 };
 
 use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Target};
 
+pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
 pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
 pub use reference::{L4Header, PacketView, RuleRef};
@@ -199,6 +201,10 @@ pub struct CompiledRuleset {
     pub classes: Vec<Class>,
     /// The same classes packed as the kernel reads them.
     pub packed: PackedClasses,
+    /// The hashed address prefixes of every chain whose
+    /// `config.addr_lengths` says so (the others use `addr_prefixes` in
+    /// the LPM trie).
+    pub addr_hash: AddrHash,
     /// Rules of all user-defined chains: their counters are
     /// `user_counter_index(generation, 0..user_chain_rules)`, numbered as
     /// [`user_chain_counters`] says.
@@ -445,11 +451,13 @@ fn compile_with_limits(
     }
     let classes = interner.into_classes();
     let packed = PackedClasses::pack(generation, &classes, limits.class_words)?;
+    let addr_hash = addr_hash::build(&mut chains);
     Ok(CompiledRuleset {
         generation,
         chains,
         classes,
         packed,
+        addr_hash,
         user_chain_rules,
     })
 }
@@ -581,8 +589,10 @@ fn compile_chain(
             policy: plan.policy,
             rule_count: plan.slots.len() as u32,
             fields_used,
-            _pad: 0,
+            addr_epoch: 0,
             default_class,
+            // Set for the whole ruleset by `addr_hash::build`.
+            addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; 2],
         },
         rules,
         addr_prefixes,
@@ -612,7 +622,14 @@ impl CompiledRuleset {
         match f {
             field::SRC | field::DST => {
                 let addr = if f == field::SRC { pkt.src } else { pkt.dst };
-                longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
+                let lengths = &c.config.addr_lengths[f - field::SRC];
+                if lengths[0] == ADDR_TRIE {
+                    longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
+                } else {
+                    self.addr_hash
+                        .class(chain, f, lengths, addr)
+                        .unwrap_or(default)
+                }
             }
             field::PROTO => c.proto_classes[usize::from(pkt.protocol)],
             field::CT_STATE => c.ct_classes[pkt.ct_state as usize % ct_state::KEYS],

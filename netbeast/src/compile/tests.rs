@@ -864,6 +864,115 @@ fn class_word_limit_is_enforced() {
     assert!(compiled.packed.words.len() > 100);
 }
 
+/// `-s NET -j DROP` for each net, then `-j ACCEPT`.
+fn sources_dropped(nets: &[Ipv4Net]) -> Ruleset {
+    let mut rules: Vec<Rule> = nets
+        .iter()
+        .map(|&net| {
+            let mut r = Rule::new(Target::Drop);
+            r.source = Some(Negatable::is(net));
+            r
+        })
+        .collect();
+    rules.push(Rule::new(Target::Accept));
+    only_input(rules)
+}
+
+fn source_packet(src: Ipv4Addr) -> PacketView {
+    PacketView {
+        src,
+        dst: Ipv4Addr::new(192, 0, 2, 1),
+        protocol: 17,
+        fragment_offset_nonzero: false,
+        l4: None,
+        in_ifindex: 0,
+        out_ifindex: 0,
+        mac_source: [0; 6],
+        ct_state: netbeast_common::ct_state::NEW,
+    }
+}
+
+#[test]
+fn address_fields_hash_up_to_four_prefix_lengths() {
+    let net = |a: [u8; 4], len| Ipv4Net::new(Ipv4Addr::from(a), len);
+    let four = [
+        net([10, 1, 2, 3], 32),
+        net([10, 1, 2, 0], 24),
+        net([10, 1, 0, 0], 16),
+        net([10, 0, 0, 0], 8),
+    ];
+    let compiled = compile(&sources_dropped(&four), &[], 0).unwrap();
+    let config = &compiled.chains[chain::INPUT as usize].config;
+    assert_eq!(config.addr_lengths[0], [32, 24, 16, 8]);
+    assert_eq!(
+        compiled
+            .addr_hash
+            .buckets
+            .values()
+            .flatten()
+            .filter(|s| s.key != 0)
+            .count(),
+        4
+    );
+    let mut five = four.to_vec();
+    five.push(net([10, 1, 2, 0], 28));
+    let compiled = compile(&sources_dropped(&five), &[], 0).unwrap();
+    let config = &compiled.chains[chain::INPUT as usize].config;
+    assert_eq!(config.addr_lengths[0][0], netbeast_common::ADDR_TRIE);
+    assert!(compiled.addr_hash.buckets.is_empty());
+    // Either way each source's first match is its longest prefix's rule.
+    for compiled in [
+        compile(&sources_dropped(&four), &[], 0).unwrap(),
+        compile(&sources_dropped(&five), &[], 0).unwrap(),
+    ] {
+        for (src, rule) in [
+            ([10, 1, 2, 3], 0),
+            ([10, 1, 2, 4], 1),
+            ([10, 1, 3, 4], 2),
+            ([10, 2, 3, 4], 3),
+        ] {
+            let got = compiled.classify(chain::INPUT, &source_packet(Ipv4Addr::from(src)));
+            assert_eq!(got.last().map(|r| r.rule), Some(rule), "{src:?}");
+        }
+        let got = compiled.classify(chain::INPUT, &source_packet(Ipv4Addr::new(11, 0, 0, 1)));
+        assert_eq!(
+            got.last().map(|r| r.rule),
+            Some(compiled.chains[0].rules.len() - 1)
+        );
+    }
+}
+
+/// A block list of 16,000 scattered host addresses: all of them hashed,
+/// each found, and neighbours not.
+#[test]
+fn large_block_lists_are_hashed() {
+    let mut x: u32 = 0x1234_5678;
+    let addrs: Vec<Ipv4Addr> = (0..16_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            Ipv4Addr::from(x | 1)
+        })
+        .collect();
+    let nets: Vec<Ipv4Net> = addrs.iter().map(|&a| Ipv4Net::new(a, 32)).collect();
+    let compiled = compile(&sources_dropped(&nets), &[], 0).unwrap();
+    let config = &compiled.chains[chain::INPUT as usize].config;
+    assert_eq!(config.addr_lengths[0], [32, 0, 0, 0]);
+    let slots = compiled.addr_hash.buckets.values().flatten();
+    let mut keys: Vec<u64> = slots.filter(|s| s.key != 0).map(|s| s.key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 16_000);
+    for (i, &a) in addrs.iter().enumerate().step_by(97) {
+        let first = compiled.classify(chain::INPUT, &source_packet(a))[0].rule;
+        assert!(first <= i && addrs[first] == a, "{a}");
+        let neighbour = Ipv4Addr::from(u32::from(a) ^ 1);
+        let got = compiled.classify(chain::INPUT, &source_packet(neighbour));
+        assert_eq!(got[0].rule, nets.len(), "{neighbour}");
+    }
+}
+
 #[test]
 fn class_limit_says_where() {
     let rules: Vec<Rule> = (0..10).map(|p| tcp_dport(p, Target::Drop)).collect();

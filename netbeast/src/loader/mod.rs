@@ -38,7 +38,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 25] = [
+pub const MAP_NAMES: [&str; 26] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -57,6 +57,7 @@ pub const MAP_NAMES: [&str; 25] = [
     "CLASS_HEADERS",
     "CLASS_WORDS",
     "ADDR_CLASSES",
+    "ADDR_HASH",
     "PROTO_CLASSES",
     "L4_CLASSES",
     "IFACE_CLASSES",

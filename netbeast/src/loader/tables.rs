@@ -3,9 +3,10 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
-    AddrKey, CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader,
-    Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey,
-    RuleAction, chain_index, counter_index, ct_state, l4_base, rule_index, user_counter_index,
+    ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
+    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
+    IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, RuleAction, addr_hash_key,
+    chain_index, counter_index, ct_state, field, l4_base, rule_index, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -53,7 +54,9 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             trie.remove(&k).map_err(map_err("ADDR_CLASSES"))?;
         }
         for (c, chain) in compiled.chains.iter().enumerate() {
-            for prefix in &chain.addr_prefixes {
+            // Only the fields the kernel looks up in the trie.
+            let in_trie = |f: usize| chain.config.addr_lengths[f - field::SRC][0] == ADDR_TRIE;
+            for prefix in chain.addr_prefixes.iter().filter(|p| in_trie(p.field)) {
                 let (bits, key) = prefix.trie_key(generation, c as u32);
                 trie.insert(&Key::new(bits, key), prefix.class, 0)
                     .map_err(map_err("ADDR_CLASSES"))?;
@@ -184,16 +187,60 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             counters.set(index, zero, 0).map_err(map_err("COUNTERS"))?;
         }
     }
+    let epoch = write_addr_hash(dp, compiled)?;
     {
         let mut chains: Array<&mut MapData, ChainConfig> =
             Array::try_from(dp.map_mut("CHAINS")?).map_err(map_err("CHAINS"))?;
         for (c, chain) in compiled.chains.iter().enumerate() {
+            let config = ChainConfig {
+                addr_epoch: epoch,
+                ..chain.config
+            };
             chains
-                .set(chain_index(generation, c as u32), chain.config, 0)
+                .set(chain_index(generation, c as u32), config, 0)
                 .map_err(map_err("CHAINS"))?;
         }
     }
     Ok(())
+}
+
+/// Writes the hashed address prefixes into the generation's region of
+/// `ADDR_HASH` under the generation's next epoch, and returns it. Only the
+/// buckets that hold prefixes are written: the others keep entries of older
+/// epochs, which never match. When the epochs run out, the region is
+/// cleared and they start again.
+fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32, LoaderError> {
+    let generation = compiled.generation;
+    let previous = {
+        let chains: Array<&MapData, ChainConfig> =
+            Array::try_from(dp.map("CHAINS")?).map_err(map_err("CHAINS"))?;
+        chains
+            .get(&chain_index(generation, 0), 0)
+            .map_err(map_err("CHAINS"))?
+            .addr_epoch
+    };
+    let mut hash: Array<&mut MapData, [AddrSlot; ADDR_HASH_WAYS]> =
+        Array::try_from(dp.map_mut("ADDR_HASH")?).map_err(map_err("ADDR_HASH"))?;
+    let region = generation * ADDR_HASH_BUCKETS;
+    let epoch = if previous >= ADDR_EPOCH_MAX {
+        let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
+        for b in 0..ADDR_HASH_BUCKETS {
+            hash.set(region + b, empty, 0)
+                .map_err(map_err("ADDR_HASH"))?;
+        }
+        1
+    } else {
+        previous + 1
+    };
+    for (b, slots) in &compiled.addr_hash.buckets {
+        let mut value = *slots;
+        for slot in value.iter_mut().filter(|s| s.key != 0) {
+            slot.key = addr_hash_key(slot.key, epoch);
+        }
+        hash.set(region + b, value, 0)
+            .map_err(map_err("ADDR_HASH"))?;
+    }
+    Ok(epoch)
 }
 
 /// Counters of `rules` user rules and of the policy of `chain` in

@@ -1,0 +1,172 @@
+//! Address classes by hashed prefix lengths: the fast way to look up the
+//! source and destination address fields.
+//!
+//! An address field whose prefixes (other than `0.0.0.0/0`) have at most
+//! `MAX_ADDR_HASH_LENGTHS` distinct lengths is looked up by probing, for
+//! each of those lengths from the longest, the address masked to that
+//! length in one hash table shared by all chains (`ADDR_HASH`); the first
+//! hit is the longest matching prefix, and no hit means the `/0` class. A
+//! block list of host addresses (all `/32`) costs one probe, whatever its
+//! size. Each prefix sits in the less full of its two buckets (moving
+//! others aside when both are full, as cuckoo hashing does); a field whose
+//! prefixes do not fit, or that names more lengths, uses the LPM trie.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use netbeast_common::{
+    ADDR_HASH_WAYS, ADDR_TRIE, AddrSlot, MAX_ADDR_HASH_LENGTHS, addr_hash_base, addr_hash_buckets,
+    field,
+};
+
+use super::CompiledChain;
+use crate::rules::model::prefix_mask;
+
+/// Moves of other prefixes one insertion may make before it gives up.
+const MAX_KICKS: usize = 500;
+
+/// The buckets of one generation's region that hold prefixes, by index in
+/// the region. Keys carry no epoch yet (the loader adds it).
+#[derive(Default)]
+pub struct AddrHash {
+    pub buckets: BTreeMap<u32, [AddrSlot; ADDR_HASH_WAYS]>,
+}
+
+impl AddrHash {
+    /// The class of `addr` for address field `f` of `chain`, probing as the
+    /// kernel does; `None` when no probed length holds it (the field's
+    /// default class applies).
+    pub fn class(
+        &self,
+        chain: u32,
+        f: usize,
+        lengths: &[u8; MAX_ADDR_HASH_LENGTHS],
+        addr: Ipv4Addr,
+    ) -> Option<u32> {
+        lengths
+            .iter()
+            .take_while(|&&len| len != 0)
+            .find_map(|&len| {
+                let masked = u32::from(addr) & prefix_mask(len);
+                self.find(addr_hash_base(chain, f as u32, len.into(), masked))
+            })
+    }
+
+    fn find(&self, base: u64) -> Option<u32> {
+        let (b1, b2) = addr_hash_buckets(base);
+        [b1, b2]
+            .iter()
+            .filter_map(|b| self.buckets.get(b))
+            .flat_map(|slots| slots.iter())
+            .find(|s| s.key == base)
+            .map(|s| s.class)
+    }
+}
+
+/// Builds the table as the kernel reads it: bucket contents during the
+/// placement, with an undo log so a field that does not fit leaves no trace.
+struct Placer {
+    buckets: HashMap<u32, Vec<(u64, u32)>>,
+    undo: Vec<(u32, Vec<(u64, u32)>)>,
+}
+
+impl Placer {
+    fn bucket(&mut self, b: u32) -> &mut Vec<(u64, u32)> {
+        let current = self.buckets.entry(b).or_default();
+        self.undo.push((b, current.clone()));
+        self.buckets.get_mut(&b).expect("just inserted")
+    }
+
+    fn len(&self, b: u32) -> usize {
+        self.buckets.get(&b).map_or(0, Vec::len)
+    }
+
+    /// Places `entry` (key base, class); `false` when it found no room.
+    fn insert(&mut self, mut entry: (u64, u32)) -> bool {
+        for kick in 0..MAX_KICKS {
+            let (b1, b2) = addr_hash_buckets(entry.0);
+            let (l1, l2) = (self.len(b1), self.len(b2));
+            if l1.min(l2) < ADDR_HASH_WAYS {
+                let b = if l1 <= l2 { b1 } else { b2 };
+                self.bucket(b).push(entry);
+                return true;
+            }
+            // Both full: take a slot of one of them (alternating, and
+            // rotating through the ways) and place its prefix again.
+            let b = if kick % 2 == 0 { b1 } else { b2 };
+            let way = (kick / 2) % ADDR_HASH_WAYS;
+            entry = std::mem::replace(&mut self.bucket(b)[way], entry);
+        }
+        false
+    }
+
+    fn rollback(&mut self) {
+        while let Some((b, old)) = self.undo.pop() {
+            self.buckets.insert(b, old);
+        }
+    }
+}
+
+/// Decides for every used address field of every chain whether it is
+/// hashed (its lengths into `config.addr_lengths`) or looked up in the
+/// trie (`ADDR_TRIE`), and places the hashed prefixes.
+pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
+    let mut placer = Placer {
+        buckets: HashMap::new(),
+        undo: Vec::new(),
+    };
+    for (c, chain) in chains.iter_mut().enumerate() {
+        for (i, f) in [field::SRC, field::DST].into_iter().enumerate() {
+            chain.config.addr_lengths[i] = [0; MAX_ADDR_HASH_LENGTHS];
+            if chain.config.fields_used & (1 << f) == 0 {
+                continue;
+            }
+            let entries: Vec<_> = chain
+                .addr_prefixes
+                .iter()
+                .filter(|p| p.field == f && p.net.prefix_len > 0)
+                .collect();
+            let mut lengths: Vec<u8> = entries.iter().map(|p| p.net.prefix_len).collect();
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            lengths.dedup();
+            let fits = lengths.len() <= MAX_ADDR_HASH_LENGTHS && {
+                placer.undo.clear();
+                let placed = entries.iter().all(|p| {
+                    let base = addr_hash_base(
+                        c as u32,
+                        f as u32,
+                        p.net.prefix_len.into(),
+                        u32::from(p.net.addr),
+                    );
+                    placer.insert((base, p.class))
+                });
+                if !placed {
+                    placer.rollback();
+                }
+                placed
+            };
+            if fits {
+                chain.config.addr_lengths[i][..lengths.len()].copy_from_slice(&lengths);
+            } else {
+                chain.config.addr_lengths[i][0] = ADDR_TRIE;
+            }
+        }
+    }
+    let buckets = placer
+        .buckets
+        .into_iter()
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(b, entries)| {
+            let mut slots = [AddrSlot::default(); ADDR_HASH_WAYS];
+            for (slot, (key, class)) in slots.iter_mut().zip(entries) {
+                *slot = AddrSlot {
+                    key,
+                    class,
+                    _pad: 0,
+                };
+            }
+            (b, slots)
+        })
+        .collect();
+    AddrHash { buckets }
+}
