@@ -357,13 +357,16 @@ pub struct ClassHeader {
     /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
     /// the vector's first non-zero word.
     pub offset: u32,
-    /// The vector's first non-zero word (0 for an empty vector).
+    /// The vector's first and last non-zero words (0 for an empty vector):
+    /// no slot before word `first` matches, so a search can start there.
     pub first: u16,
-    /// 1 when every word from `first` to the last non-zero one is non-zero:
-    /// word `w` is then at `offset + w - first`, no bits to count.
-    pub dense: u16,
+    pub last: u16,
     /// Non-zero words in the summary words before each one.
     pub rank: [u16; SUMMARY_WORDS],
+    /// 1 when every word from `first` to `last` is non-zero: word `w` is
+    /// then at `offset + w - first`, no bits to count.
+    pub dense: u16,
+    pub _pad: [u16; 3],
 }
 
 /// Key of the address LPM tries. The trie prefix covers `generation`,
@@ -697,10 +700,7 @@ mod tests {
         assert_eq!(size_of::<NatTarget>(), 16);
         assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
         assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE);
-        assert_eq!(
-            size_of::<ClassHeader>(),
-            8 * SUMMARY_WORDS + 16 + 2 * SUMMARY_WORDS
-        );
+        assert_eq!(size_of::<ClassHeader>(), 64);
         assert_eq!(MAX_CLASS_WORDS as usize % CLASS_WORD_CHUNK, 0);
         // The last user-chain counter of the last generation, reached from
         // the first chain, is inside the map.

@@ -14,9 +14,10 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS,
     ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK, ChainConfig, ClassHeader,
-    Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_buckets, addr_hash_key, chain_index,
-    counter_index, ct_state, field, l4_base, rule_index, size, stats, target,
+    Counter, GENERATIONS, IfaceKey, L4_CHUNK, MAX_CLASS_WORDS, MAX_NONTERMINATING_RULES,
+    MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
+    addr_hash_buckets, addr_hash_key, chain_index, counter_index, ct_state, field, l4_base,
+    rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -346,21 +347,10 @@ pub extern "C" fn netbeast_classify(generation: u32, chain: u32, bytes: u64) -> 
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
 
-/// The AND of the used fields' headers so far: word 0, and the summary
-/// (large chains). Separate scalars, kept in registers: an array here
-/// becomes a byte-wise `memset`.
-struct Fold {
-    word0: u64,
-    s0: u64,
-    s1: u64,
-    s2: u64,
-    s3: u64,
-}
-
 /// Looks up the class of field `f` (when a rule of the chain uses it) and
-/// folds its header into `acc`; large chains also record the class for the
-/// words past word 0. A field no rule uses matches every slot and is
-/// skipped. `false` when a table lacks an entry.
+/// ANDs its word 0 into `word0`; large chains also record the class in the
+/// state and raise `first` to its first non-zero word. A field no rule uses
+/// matches every slot and is skipped. `false` when a table lacks an entry.
 #[inline(always)]
 fn take_field(
     cfg: &ChainConfig,
@@ -369,7 +359,8 @@ fn take_field(
     f: usize,
     keys: &Keys,
     st: &mut SearchState,
-    acc: &mut Fold,
+    word0: &mut u64,
+    first: &mut u32,
     large: bool,
 ) -> bool {
     if cfg.fields_used & (1 << f) == 0 {
@@ -381,15 +372,53 @@ fn take_field(
     let Some(h) = CLASS_HEADERS.get(class) else {
         return false;
     };
-    acc.word0 &= h.word0;
+    *word0 &= h.word0;
     if large {
-        st.classes[f] = class;
-        acc.s0 &= h.summary[0];
-        acc.s1 &= h.summary[1];
-        acc.s2 &= h.summary[2];
-        acc.s3 &= h.summary[3];
+        let n = st.fields as usize & (FIELD_SLOTS - 1);
+        st.classes[n] = class;
+        // Where the class's words are read from: straight from
+        // `CLASS_WORDS` for a dense class, else through its header.
+        st.words[n] = if h.dense != 0 {
+            h.offset + DENSE_BIAS - h.first as u32
+        } else {
+            class | SPARSE
+        };
+        st.last[n] = h.last as u32;
+        st.fields += 1;
+        if h.first as u32 > *first {
+            *first = h.first as u32;
+        }
     }
     true
+}
+
+/// Word `w` of the `n`th recorded class, or 0 when the class has no bits
+/// there; `None` when a table lacks an entry.
+#[inline(always)]
+fn field_word(st: &SearchState, n: usize, w: u32) -> Option<u64> {
+    let e = st.words[n];
+    if e & SPARSE == 0 {
+        if w > st.last[n] {
+            return Some(0);
+        }
+        let at = e + w - DENSE_BIAS;
+        let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
+        return Some(chunk[at as usize % CLASS_WORD_CHUNK]);
+    }
+    class_word(e & !SPARSE, w)
+}
+
+/// The AND of word `w` over the recorded classes.
+#[inline(always)]
+fn and_word(st: &SearchState, w: u32) -> Option<u64> {
+    let mut acc = u64::MAX;
+    for n in 0..field::COUNT {
+        if n as u32 >= st.fields {
+            break;
+        }
+        acc &= field_word(st, n & (FIELD_SLOTS - 1), w)?;
+    }
+    Some(acc)
 }
 
 #[inline(always)]
@@ -407,29 +436,21 @@ fn search(
     let st = SEARCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used by this program run only.
     let st = unsafe { &mut *st };
-    st.generation = generation;
-    st.chain = chain;
-    st.rule_count = rule_count;
-    st.used = cfg.fields_used;
-    st.bytes = bytes;
-    st.found = 0;
+    st.fields = 0;
     let large = rule_count > SMALL_CHAIN;
-    let mut acc = Fold {
-        // Slots past the chain's end, for a chain whose rules all match.
-        word0: if rule_count >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << rule_count) - 1
-        },
-        s0: u64::MAX,
-        s1: u64::MAX,
-        s2: u64::MAX,
-        s3: u64::MAX,
+    // Slots past the chain's end, for a chain whose rules all match.
+    let mut word0 = if rule_count >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << rule_count) - 1
     };
+    let mut first = 0u32;
     // One call per field, written out: each inlines its own lookup.
     macro_rules! take {
         ($f:expr) => {
-            if !take_field(cfg, generation, chain, $f, keys, st, &mut acc, large) {
+            if !take_field(
+                cfg, generation, chain, $f, keys, st, &mut word0, &mut first, large,
+            ) {
                 bump(stats::CLASS_MISSING);
                 return None;
             }
@@ -444,33 +465,44 @@ fn search(
     take!(field::OUT_IFACE);
     take!(field::MAC_SOURCE);
     take!(field::CT_STATE);
-    // Word 0 is the first candidate; the summary keeps the others (none in
-    // a small chain). Volatile stores: plain ones merge into a `memset`.
-    st.word_index = 0;
-    st.pending = acc.word0;
-    let keep = if large { u64::MAX } else { 0 };
-    // SAFETY: plain stores into the per-CPU scratch.
-    unsafe {
-        write_volatile(&mut st.summary[0], acc.s0 & keep & !1);
-        write_volatile(&mut st.summary[1], acc.s1 & keep);
-        write_volatile(&mut st.summary[2], acc.s2 & keep);
-        write_volatile(&mut st.summary[3], acc.s3 & keep);
+    // The first candidate is word 0; in a large chain whose word 0 has no
+    // match, the first word every field has bits in (no slot before it
+    // matches). Most packets end with that candidate's first slot.
+    let mut w = 0;
+    let mut pending = word0;
+    if pending == 0 && large && first > 0 {
+        w = first;
+        let Some(p) = and_word(st, w) else {
+            bump(stats::CLASS_MISSING);
+            return None;
+        };
+        pending = p;
     }
-    // The first steps inline: most packets need no more than the first
-    // candidate word and its first slot.
-    if st.pending == 0 && !next_word(st) {
-        return None;
-    }
-    if st.pending != 0 && act(st) {
-        if st.found == 0 {
+    if pending != 0 {
+        let slot = w * 64 + lowest_bit(pending);
+        if slot >= rule_count {
             return None;
         }
-        return Some(RuleAction {
-            target: st.target,
-            arg: st.arg,
-            counter: 0,
-            _pad: 0,
-        });
+        pending &= pending - 1;
+        let action = RULES.get(rule_index(generation, chain, slot))?;
+        count(generation, chain, action.counter, bytes);
+        if action.target != target::NONE {
+            return Some(*action);
+        }
+    } else if !large {
+        return None;
+    }
+    // The rest of the search, in steps: the pending slots of word `w`, then
+    // the candidates of the summaries' AND past `w`.
+    st.generation = generation;
+    st.chain = chain;
+    st.rule_count = rule_count;
+    st.bytes = bytes;
+    st.found = 0;
+    st.word_index = w;
+    st.pending = pending;
+    if !summarize(st, large, w) {
+        return None;
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -490,13 +522,57 @@ fn search(
     })
 }
 
+/// Sets the state's summary to the AND of the recorded classes' summaries,
+/// less the words up to `w` (already searched); none in a small chain.
+/// Volatile stores: plain ones merge into a byte-wise `memset`.
+#[inline(never)]
+fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
+    let (mut s0, mut s1, mut s2, mut s3) = if large {
+        (u64::MAX, u64::MAX, u64::MAX, u64::MAX)
+    } else {
+        (0, 0, 0, 0)
+    };
+    for n in 0..field::COUNT {
+        if n as u32 >= st.fields {
+            break;
+        }
+        let Some(h) = CLASS_HEADERS.get(st.classes[n & (FIELD_SLOTS - 1)]) else {
+            bump(stats::CLASS_MISSING);
+            return false;
+        };
+        s0 &= h.summary[0];
+        s1 &= h.summary[1];
+        s2 &= h.summary[2];
+        s3 &= h.summary[3];
+    }
+    // Words 0..=w are done: clear their bits.
+    let done = |i: u32| -> u64 {
+        let lo = i * 64;
+        if w < lo {
+            0
+        } else if w >= lo + 63 {
+            u64::MAX
+        } else {
+            (2u64 << (w - lo)) - 1
+        }
+    };
+    // SAFETY: plain stores into the per-CPU scratch.
+    unsafe {
+        write_volatile(&mut st.summary[0], s0 & !done(0));
+        write_volatile(&mut st.summary[1], s1 & !done(1));
+        write_volatile(&mut st.summary[2], s2 & !done(2));
+        write_volatile(&mut st.summary[3], s3 & !done(3));
+    }
+    true
+}
+
 /// Every step either loads one candidate word or acts on one matching
 /// rule; this bounds the search.
 const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
 
-/// The search's moving parts. They live in a per-CPU map rather than on the
-/// stack so the verifier sees them as unknown values and its states merge
-/// at every step.
+/// The search's moving parts past its first candidate. They live in a
+/// per-CPU map rather than on the stack so the verifier sees them as
+/// unknown values and its states merge at every step.
 #[repr(C)]
 pub struct SearchState {
     /// Candidate words not visited yet: the AND of the used fields'
@@ -509,20 +585,32 @@ pub struct SearchState {
     generation: u32,
     chain: u32,
     rule_count: u32,
-    /// `ChainConfig::fields_used`: the fields whose class is in `classes`.
-    used: u32,
+    /// Used fields recorded below (large chains), in field order.
+    fields: u32,
     /// Set when a terminating rule matched; its target follows.
     found: u32,
     target: u32,
     arg: u32,
-    /// The class of each used field, at the field's index.
-    classes: [u32; CLASS_SLOTS],
+    /// Each recorded field's class.
+    classes: [u32; FIELD_SLOTS],
+    /// How to read the class's word `w`: for a dense class
+    /// `CLASS_WORDS[e + w - DENSE_BIAS]`, for another `SPARSE | id`.
+    words: [u32; FIELD_SLOTS],
+    /// The class's last non-zero word.
+    last: [u32; FIELD_SLOTS],
 }
 
-/// Entries of `SearchState::classes`: the fields, rounded up to a power of
-/// two so a masked field index stays inside.
-const CLASS_SLOTS: usize = 16;
-const _: () = assert!(field::COUNT <= CLASS_SLOTS);
+/// Entries of the per-field arrays of `SearchState`: the fields, rounded
+/// up to a power of two so a masked index stays inside.
+const FIELD_SLOTS: usize = 16;
+const _: () = assert!(field::COUNT <= FIELD_SLOTS);
+/// Keeps a dense class's `offset - first` from going below zero.
+const DENSE_BIAS: u32 = RULE_WORDS as u32;
+/// Marks a class id in `SearchState::words` (ids and word offsets stay far
+/// below this bit).
+const SPARSE: u32 = 1 << 31;
+const _: () = assert!(size::CLASS_HEADERS < SPARSE);
+const _: () = assert!(GENERATIONS as u32 * MAX_CLASS_WORDS + DENSE_BIAS < SPARSE);
 
 #[map]
 static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
@@ -531,10 +619,13 @@ static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 fn class_word(class: u32, w: u32) -> Option<u64> {
     let h = CLASS_HEADERS.get(class)?;
+    let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
+    if h.summary[sw] & (1u64 << (w % 64)) == 0 {
+        return Some(0);
+    }
     let at = if h.dense != 0 {
         h.offset + w - h.first as u32
     } else {
-        let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
         let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
         h.offset + h.rank[sw] as u32 + ones(below)
     };
@@ -561,25 +652,16 @@ fn next_word(st: &mut SearchState) -> bool {
     st.summary[i] = bits & (bits - 1);
     let w = i as u32 * 64 + lowest_bit(bits);
     st.word_index = w;
-    let mut acc = u64::MAX;
-    // The used fields, lowest first: one pass per used field only.
-    let mut used = st.used as u64;
-    for _ in 0..field::COUNT {
-        if used == 0 {
-            break;
+    match and_word(st, w) {
+        Some(p) => {
+            st.pending = p;
+            true
         }
-        let f = lowest_bit(used) as usize & (CLASS_SLOTS - 1);
-        used &= used - 1;
-        match class_word(st.classes[f], w) {
-            Some(word) => acc &= word,
-            None => {
-                bump(stats::CLASS_MISSING);
-                return false;
-            }
+        None => {
+            bump(stats::CLASS_MISSING);
+            false
         }
     }
-    st.pending = acc;
-    true
 }
 
 /// Acts on the lowest pending slot: counts it, and records its target when

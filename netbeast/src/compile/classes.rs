@@ -212,8 +212,10 @@ impl PackedClasses {
                 word0: v.words[0],
                 offset,
                 first: first as u16,
-                dense: u16::from(dense),
+                last: last as u16,
                 rank,
+                dense: u16::from(dense),
+                _pad: [0; 3],
             });
         }
         Ok(PackedClasses {
@@ -229,10 +231,20 @@ impl PackedClasses {
         self.headers.get(id.checked_sub(self.id_base)? as usize)
     }
 
-    /// Word `w` of class `id` as the kernel reads it: from the header's
-    /// `word0`, or for a word its summary marks, from the packed words.
-    /// Panics on a word the summary does not mark (the kernel never reads
-    /// one) or a missing class.
+    /// Word `w` (from `first` to `last`) of dense class `id` as the kernel
+    /// reads it without the header: `offset + w - first`. Panics on a
+    /// missing class.
+    pub fn dense_word(&self, id: u32, w: usize) -> u64 {
+        let h = self
+            .header(id)
+            .unwrap_or_else(|| panic!("class {id} does not exist"));
+        let at = h.offset + w as u32 - u32::from(h.first);
+        self.words[(at - self.base) as usize]
+    }
+
+    /// Word `w` of class `id` as the kernel reads it through the header:
+    /// `word0`, 0 for a word its summary does not mark, else from the packed
+    /// words. Panics on a missing class.
     pub fn word(&self, id: u32, w: usize) -> u64 {
         let h = self
             .header(id)
@@ -241,10 +253,9 @@ impl PackedClasses {
             return h.word0;
         }
         let (sw, bit) = (w / 64, w % 64);
-        assert!(
-            h.summary[sw] & (1 << bit) != 0,
-            "word {w} of class {id} is not in its summary"
-        );
+        if h.summary[sw] & (1 << bit) == 0 {
+            return 0;
+        }
         let at = if h.dense != 0 {
             h.offset + w as u32 - u32::from(h.first)
         } else {

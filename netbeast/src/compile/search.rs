@@ -14,8 +14,11 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// every class of `ids` (one per used field); an unused field counts as all
 /// ones, so with no used field every slot below `rule_count` matches.
 ///
-/// Kernel order: word 0 first (each header's `word0`); then, for chains of
-/// more than `SMALL_CHAIN` slots, the set bits `w` of the AND of the
+/// Kernel order. A search from slot 0 tries word 0 first (each header's
+/// `word0`), then, in a chain of more than `SMALL_CHAIN` slots, the first
+/// word every class has bits in (the largest `first`, a dense class read
+/// directly unless past its `last`). Otherwise, and for a search that goes
+/// on after a slot without a verdict, the set bits `w` of the AND of the
 /// summaries in ascending order, ANDing the packed words `w`; the first
 /// non-zero result decides. The words below `start` are masked off, in the
 /// candidates and in the word that holds `start`.
@@ -28,15 +31,52 @@ pub(super) fn first_match(
     if start >= rule_count {
         return None;
     }
+    let header = |id: u32| {
+        packed
+            .header(id)
+            .unwrap_or_else(|| panic!("class {id} does not exist"))
+    };
+    let found = |w: usize, acc: u64| {
+        let slot = (w * 64) as u32 + acc.trailing_zeros();
+        // Only reachable with no used field: real vectors have no bits at
+        // or past rule_count.
+        (slot < rule_count).then_some(slot)
+    };
+    if start == 0 {
+        let mut acc = ids.iter().fold(u64::MAX, |acc, &id| acc & header(id).word0);
+        if rule_count < 64 {
+            acc &= (1u64 << rule_count) - 1;
+        }
+        if acc != 0 {
+            return found(0, acc);
+        }
+        if rule_count <= SMALL_CHAIN {
+            return None;
+        }
+        let w = ids.iter().map(|&id| header(id).first).max().unwrap_or(0) as usize;
+        if w > 0 {
+            let acc = ids.iter().fold(u64::MAX, |acc, &id| {
+                let h = header(id);
+                let word = if h.dense == 0 {
+                    packed.word(id, w)
+                } else if w > usize::from(h.last) {
+                    0
+                } else {
+                    packed.dense_word(id, w)
+                };
+                acc & word
+            });
+            if acc != 0 {
+                return found(w, acc);
+            }
+        }
+    }
     let start = start as usize;
     let mut candidates = vec![0usize];
     if rule_count > SMALL_CHAIN {
         let mut summary = [u64::MAX; SUMMARY_WORDS];
         for &id in ids {
-            let h = packed
-                .header(id)
-                .unwrap_or_else(|| panic!("class {id} does not exist"));
-            for (s, h) in summary.iter_mut().zip(h.summary) {
+            for (s, h) in summary.iter_mut().zip(header(id).summary) {
                 *s &= h;
             }
         }
@@ -53,10 +93,7 @@ pub(super) fn first_match(
             acc &= u64::MAX << (start % 64);
         }
         if acc != 0 {
-            let slot = (w * 64) as u32 + acc.trailing_zeros();
-            // Only reachable with no used field: real vectors have no
-            // bits at or past rule_count.
-            return (slot < rule_count).then_some(slot);
+            return found(w, acc);
         }
     }
     None
