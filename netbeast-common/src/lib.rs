@@ -351,9 +351,11 @@ pub struct ClassVector {
 pub struct ClassHeader {
     /// Bit `w` set: word `w` of the vector is non-zero.
     pub summary: [u64; SUMMARY_WORDS],
-    /// Word 0 of the vector, the only one a chain of at most 64 slots has:
-    /// small chains are searched without the summary and `CLASS_WORDS`.
-    pub word0: u64,
+    /// Word `first` of the vector: word 0 when `first` is 0 (the only word
+    /// a chain of at most 64 slots has: small chains are searched without
+    /// the summary and `CLASS_WORDS`), and a large chain's first candidate
+    /// word when this class is the one that starts latest.
+    pub first_word: u64,
     /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
     /// the vector's first non-zero word.
     pub offset: u32,
@@ -366,7 +368,11 @@ pub struct ClassHeader {
     /// 1 when every word from `first` to `last` is non-zero: word `w` is
     /// then at `offset + w - first`, no bits to count.
     pub dense: u16,
-    pub _pad: [u16; 3],
+    /// `n` when the vector is exactly slots `0..n` (`n` > 0): in a chain
+    /// of `n` slots, every rule accepts the value, and the search skips the
+    /// field as if no rule looked at it.
+    pub prefix: u16,
+    pub _pad: [u16; 2],
 }
 
 /// Key of the address LPM tries. The trie prefix covers `generation`,

@@ -372,10 +372,16 @@ fn take_field(
     let Some(h) = CLASS_HEADERS.get(class) else {
         return false;
     };
-    *word0 &= h.word0;
+    // A value every slot of the chain accepts: nothing to AND.
+    if h.prefix as u32 >= st.rule_count {
+        return true;
+    }
+    *word0 &= if h.first == 0 { h.first_word } else { 0 };
     if large {
         let n = st.fields as usize & (FIELD_SLOTS - 1);
         st.classes[n] = class;
+        st.first[n] = h.first as u32;
+        st.first_word[n] = h.first_word;
         // Where the class's words are read from: straight from
         // `CLASS_WORDS` for a dense class, else through its header.
         st.words[n] = if h.dense != 0 {
@@ -396,6 +402,9 @@ fn take_field(
 /// there; `None` when a table lacks an entry.
 #[inline(always)]
 fn field_word(st: &SearchState, n: usize, w: u32) -> Option<u64> {
+    if w == st.first[n] {
+        return Some(st.first_word[n]);
+    }
     let e = st.words[n];
     if e & SPARSE == 0 {
         if w > st.last[n] {
@@ -437,6 +446,7 @@ fn search(
     // SAFETY: per-CPU scratch, used by this program run only.
     let st = unsafe { &mut *st };
     st.fields = 0;
+    st.rule_count = rule_count;
     let large = rule_count > SMALL_CHAIN;
     // Slots past the chain's end, for a chain whose rules all match.
     let mut word0 = if rule_count >= 64 {
@@ -496,7 +506,6 @@ fn search(
     // the candidates of the summaries' AND past `w`.
     st.generation = generation;
     st.chain = chain;
-    st.rule_count = rule_count;
     st.bytes = bytes;
     st.found = 0;
     st.word_index = w;
@@ -596,8 +605,11 @@ pub struct SearchState {
     /// How to read the class's word `w`: for a dense class
     /// `CLASS_WORDS[e + w - DENSE_BIAS]`, for another `SPARSE | id`.
     words: [u32; FIELD_SLOTS],
-    /// The class's last non-zero word.
+    /// The class's first and last non-zero words, and the first one's
+    /// value.
+    first: [u32; FIELD_SLOTS],
     last: [u32; FIELD_SLOTS],
+    first_word: [u64; FIELD_SLOTS],
 }
 
 /// Entries of the per-field arrays of `SearchState`: the fields, rounded

@@ -207,15 +207,18 @@ impl PackedClasses {
             let first = v.words.iter().position(|&w| w != 0).unwrap_or(0);
             let last = v.words.iter().rposition(|&w| w != 0).unwrap_or(0);
             let dense = v.words[first..=last].iter().all(|&w| w != 0);
+            let set: u32 = v.words.iter().map(|w| w.count_ones()).sum();
+            let solid = set > 0 && ones(set as usize, RULE_WORDS)[..] == v.words[..];
             headers.push(ClassHeader {
                 summary: v.summary,
-                word0: v.words[0],
+                first_word: v.words[first],
                 offset,
                 first: first as u16,
                 last: last as u16,
                 rank,
                 dense: u16::from(dense),
-                _pad: [0; 3],
+                prefix: if solid { set as u16 } else { 0 },
+                _pad: [0; 2],
             });
         }
         Ok(PackedClasses {
@@ -243,14 +246,14 @@ impl PackedClasses {
     }
 
     /// Word `w` of class `id` as the kernel reads it through the header:
-    /// `word0`, 0 for a word its summary does not mark, else from the packed
-    /// words. Panics on a missing class.
+    /// `first_word` for word `first`, 0 for a word its summary does not
+    /// mark, else from the packed words. Panics on a missing class.
     pub fn word(&self, id: u32, w: usize) -> u64 {
         let h = self
             .header(id)
             .unwrap_or_else(|| panic!("class {id} does not exist"));
-        if w == 0 {
-            return h.word0;
+        if w == usize::from(h.first) {
+            return h.first_word;
         }
         let (sw, bit) = (w / 64, w % 64);
         if h.summary[sw] & (1 << bit) == 0 {

@@ -14,10 +14,12 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// every class of `ids` (one per used field); an unused field counts as all
 /// ones, so with no used field every slot below `rule_count` matches.
 ///
-/// Kernel order. A search from slot 0 tries word 0 first (each header's
-/// `word0`), then, in a chain of more than `SMALL_CHAIN` slots, the first
-/// word every class has bits in (the largest `first`, a dense class read
-/// directly unless past its `last`). Otherwise, and for a search that goes
+/// Kernel order. Classes every slot is in (`prefix` at least the rule
+/// count) are left out. A search from slot 0 tries word 0 first (each
+/// header's `first_word` when `first` is 0), then, in a chain of more than
+/// `SMALL_CHAIN` slots, the first word every class has bits in (the
+/// largest `first`: `first_word` for a class starting there, a dense class
+/// read directly unless past its `last`). Otherwise, and for a search that goes
 /// on after a slot without a verdict, the set bits `w` of the AND of the
 /// summaries in ascending order, ANDing the packed words `w`; the first
 /// non-zero result decides. The words below `start` are masked off, in the
@@ -36,6 +38,13 @@ pub(super) fn first_match(
             .header(id)
             .unwrap_or_else(|| panic!("class {id} does not exist"))
     };
+    // A class every slot of the chain is in is skipped like an unused field.
+    let ids: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| u32::from(header(id).prefix) < rule_count)
+        .collect();
+    let ids = &ids[..];
     let found = |w: usize, acc: u64| {
         let slot = (w * 64) as u32 + acc.trailing_zeros();
         // Only reachable with no used field: real vectors have no bits at
@@ -43,7 +52,10 @@ pub(super) fn first_match(
         (slot < rule_count).then_some(slot)
     };
     if start == 0 {
-        let mut acc = ids.iter().fold(u64::MAX, |acc, &id| acc & header(id).word0);
+        let mut acc = ids.iter().fold(u64::MAX, |acc, &id| {
+            let h = header(id);
+            acc & if h.first == 0 { h.first_word } else { 0 }
+        });
         if rule_count < 64 {
             acc &= (1u64 << rule_count) - 1;
         }
@@ -57,7 +69,9 @@ pub(super) fn first_match(
         if w > 0 {
             let acc = ids.iter().fold(u64::MAX, |acc, &id| {
                 let h = header(id);
-                let word = if h.dense == 0 {
+                let word = if w == usize::from(h.first) {
+                    h.first_word
+                } else if h.dense == 0 {
                     packed.word(id, w)
                 } else if w > usize::from(h.last) {
                     0

@@ -472,6 +472,19 @@ fn check_classes(compiled: &CompiledRuleset) {
             .header(class.id)
             .expect("a header per class");
         assert_eq!(h.summary, class.vector.summary);
+        let words = &class.vector.words;
+        let nonzero: Vec<usize> = (0..words.len()).filter(|&w| words[w] != 0).collect();
+        let (first, last) = (
+            nonzero.first().copied().unwrap_or(0),
+            nonzero.last().copied().unwrap_or(0),
+        );
+        assert_eq!((usize::from(h.first), usize::from(h.last)), (first, last));
+        assert_eq!(h.first_word, words[first]);
+        let dense = (first..=last).all(|w| words[w] != 0);
+        assert_eq!(h.dense != 0, dense);
+        let set: u32 = words.iter().map(|w| w.count_ones()).sum();
+        let prefix = set > 0 && (0..set as usize).all(|s| words[s / 64] & (1 << (s % 64)) != 0);
+        assert_eq!(u32::from(h.prefix), if prefix { set } else { 0 });
         for (w, &word) in class.vector.words.iter().enumerate() {
             if w == 0 || word != 0 {
                 assert_eq!(
