@@ -301,8 +301,11 @@ pub const fn addr_hash_base(chain: u32, f: u32, len: u32, addr: u32) -> u64 {
 /// match, so a change writes only the buckets it fills.
 #[inline(always)]
 pub const fn addr_hash_key(base: u64, epoch: u32) -> u64 {
-    base | (epoch as u64) << 42
+    base | (epoch as u64) << ADDR_EPOCH_SHIFT
 }
+
+/// Where the epoch sits in an `ADDR_HASH` key.
+pub const ADDR_EPOCH_SHIFT: u32 = 42;
 
 /// The two buckets (within a generation's region) of a key base.
 #[inline(always)]

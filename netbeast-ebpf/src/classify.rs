@@ -12,12 +12,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS,
-    ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK, ChainConfig, ClassHeader,
-    Counter, GENERATIONS, IfaceKey, L4_CHUNK, MAX_CLASS_WORDS, MAX_NONTERMINATING_RULES,
-    MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
-    addr_hash_buckets, addr_hash_key, chain_index, counter_index, ct_state, field, l4_base,
-    rule_index, size, stats, target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
+    ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK,
+    ChainConfig, ClassHeader, Counter, GENERATIONS, IfaceKey, L4_CHUNK, MAX_CLASS_WORDS,
+    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
+    addr_hash_base, addr_hash_buckets, addr_hash_key, chain_index, counter_index, ct_state, field,
+    l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -136,13 +136,21 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
     let key = addr_hash_key(base, epoch);
     let (b1, b2) = addr_hash_buckets(base);
     let region = generation * ADDR_HASH_BUCKETS;
-    for b in [b1, b2] {
-        if let Some(slots) = ADDR_HASH.get(region + b) {
-            for s in slots {
-                if s.key == key {
-                    return Some(s.class);
-                }
-            }
+    let slots = ADDR_HASH.get(region + b1)?;
+    for s in slots {
+        if s.key == key {
+            return Some(s.class);
+        }
+    }
+    // A prefix is in its second bucket only while its first is full (of
+    // this epoch's prefixes: a bucket is written whole, filled in order).
+    if slots[ADDR_HASH_WAYS - 1].key >> ADDR_EPOCH_SHIFT != epoch as u64 {
+        return None;
+    }
+    let slots = ADDR_HASH.get(region + b2)?;
+    for s in slots {
+        if s.key == key {
+            return Some(s.class);
         }
     }
     None

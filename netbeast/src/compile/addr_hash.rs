@@ -7,9 +7,11 @@
 //! length in one hash table shared by all chains (`ADDR_HASH`); the first
 //! hit is the longest matching prefix, and no hit means the `/0` class. A
 //! block list of host addresses (all `/32`) costs one probe, whatever its
-//! size. Each prefix sits in the less full of its two buckets (moving
-//! others aside when both are full, as cuckoo hashing does); a field whose
-//! prefixes do not fit, or that names more lengths, uses the LPM trie.
+//! size. Each prefix sits in the first of its two buckets that has room
+//! (moving others aside when both are full, as cuckoo hashing does), so a
+//! lookup reads the second bucket only when the first is full; a field
+//! whose prefixes do not fit, or that names more lengths, uses the LPM
+//! trie.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -52,14 +54,20 @@ impl AddrHash {
             })
     }
 
+    /// The kernel's probe: the first bucket, then the second only when the
+    /// first is full (a prefix goes to its second bucket only then).
     fn find(&self, base: u64) -> Option<u32> {
         let (b1, b2) = addr_hash_buckets(base);
-        [b1, b2]
-            .iter()
-            .filter_map(|b| self.buckets.get(b))
-            .flat_map(|slots| slots.iter())
-            .find(|s| s.key == base)
-            .map(|s| s.class)
+        let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
+        let first = self.buckets.get(&b1).unwrap_or(&empty);
+        if let Some(s) = first.iter().find(|s| s.key == base) {
+            return Some(s.class);
+        }
+        if first[ADDR_HASH_WAYS - 1].key == 0 {
+            return None;
+        }
+        let second = self.buckets.get(&b2).unwrap_or(&empty);
+        second.iter().find(|s| s.key == base).map(|s| s.class)
     }
 }
 
@@ -82,17 +90,22 @@ impl Placer {
     }
 
     /// Places `entry` (key base, class); `false` when it found no room.
+    /// A prefix goes to its first bucket when that has room, else to its
+    /// second: so a prefix is in its second bucket only while its first is
+    /// full (no bucket ever loses a slot), and a lookup that misses in a
+    /// first bucket with room is over after one bucket.
     fn insert(&mut self, mut entry: (u64, u32)) -> bool {
         for kick in 0..MAX_KICKS {
             let (b1, b2) = addr_hash_buckets(entry.0);
-            let (l1, l2) = (self.len(b1), self.len(b2));
-            if l1.min(l2) < ADDR_HASH_WAYS {
-                let b = if l1 <= l2 { b1 } else { b2 };
-                self.bucket(b).push(entry);
-                return true;
+            for b in [b1, b2] {
+                if self.len(b) < ADDR_HASH_WAYS {
+                    self.bucket(b).push(entry);
+                    return true;
+                }
             }
             // Both full: take a slot of one of them (alternating, and
-            // rotating through the ways) and place its prefix again.
+            // rotating through the ways) and place its prefix again. Both
+            // buckets stay full.
             let b = if kick % 2 == 0 { b1 } else { b2 };
             let way = (kick / 2) % ADDR_HASH_WAYS;
             entry = std::mem::replace(&mut self.bucket(b)[way], entry);
