@@ -70,13 +70,19 @@ fn is_multicast_or_broadcast(addr_be: u32) -> bool {
     a >> 28 == 0xe || a == u32::MAX
 }
 
-/// Out of line: the FIB parameters (64 bytes) live in this call's frame.
-#[inline(never)]
+/// The chain of `pkt`. Local addresses are decided here, inline; the FIB
+/// lookup is out of line.
+#[inline(always)]
 pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
-    // SAFETY: the value is only tested for presence.
     if cached_local(pkt.dst) || is_multicast_or_broadcast(pkt.dst) {
         return Path::Local;
     }
+    fib_path(ctx, pkt)
+}
+
+/// Out of line: the FIB parameters (64 bytes) live in this call's frame.
+#[inline(never)]
+fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
