@@ -310,11 +310,18 @@ pub const ADDR_EPOCH_SHIFT: u32 = 42;
 /// The two buckets (within a generation's region) of a key base.
 #[inline(always)]
 pub const fn addr_hash_buckets(base: u64) -> (u32, u32) {
-    let shift = 64 - ADDR_HASH_BUCKET_BITS;
-    (
-        (base.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32,
-        (base.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> shift) as u32,
-    )
+    (addr_hash_bucket(base, 0), addr_hash_bucket(base, 1))
+}
+
+/// Bucket `which` (0 or 1) of a key base: multiplicative hashes.
+#[inline(always)]
+pub const fn addr_hash_bucket(base: u64, which: u32) -> u32 {
+    let factor = if which == 0 {
+        0x9e37_79b9_7f4a_7c15
+    } else {
+        0xc2b2_ae3d_27d4_eb4f
+    };
+    (base.wrapping_mul(factor) >> (64 - ADDR_HASH_BUCKET_BITS)) as u32
 }
 
 /// What a rule does when it is the first match.

@@ -16,7 +16,7 @@ use netbeast_common::{
     ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK,
     ChainConfig, ClassHeader, Counter, GENERATIONS, IfaceKey, L4_CHUNK, MAX_CLASS_WORDS,
     MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    addr_hash_base, addr_hash_buckets, addr_hash_key, chain_index, counter_index, ct_state, field,
+    addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
     l4_base, rule_index, size, stats, target,
 };
 
@@ -134,9 +134,8 @@ fn count(generation: u32, chain: u32, slot: u32, bytes: u64) {
 #[inline(always)]
 fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
     let key = addr_hash_key(base, epoch);
-    let (b1, b2) = addr_hash_buckets(base);
     let region = generation * ADDR_HASH_BUCKETS;
-    let slots = ADDR_HASH.get(region + b1)?;
+    let slots = ADDR_HASH.get(region + addr_hash_bucket(base, 0))?;
     for s in slots {
         if s.key == key {
             return Some(s.class);
@@ -147,7 +146,7 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
     if slots[ADDR_HASH_WAYS - 1].key >> ADDR_EPOCH_SHIFT != epoch as u64 {
         return None;
     }
-    let slots = ADDR_HASH.get(region + b2)?;
+    let slots = ADDR_HASH.get(region + addr_hash_bucket(base, 1))?;
     for s in slots {
         if s.key == key {
             return Some(s.class);
@@ -355,10 +354,20 @@ pub extern "C" fn netbeast_classify(generation: u32, chain: u32, bytes: u64) -> 
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
 
+/// The fields' first non-zero words so far (large chains): the latest
+/// `first`, the AND of the `first_word`s of the fields that start there,
+/// and whether some field starts before it (its word there must be read).
+struct Lead {
+    first: u32,
+    word: u64,
+    any: bool,
+    mixed: bool,
+}
+
 /// Looks up the class of field `f` (when a rule of the chain uses it) and
 /// ANDs its word 0 into `word0`; large chains also record the class in the
-/// state and raise `first` to its first non-zero word. A field no rule uses
-/// matches every slot and is skipped. `false` when a table lacks an entry.
+/// state and fold its first word into `lead`. A field no rule uses matches
+/// every slot and is skipped. `false` when a table lacks an entry.
 #[inline(always)]
 fn take_field(
     cfg: &ChainConfig,
@@ -368,7 +377,7 @@ fn take_field(
     keys: &Keys,
     st: &mut SearchState,
     word0: &mut u64,
-    first: &mut u32,
+    lead: &mut Lead,
     large: bool,
 ) -> bool {
     if cfg.fields_used & (1 << f) == 0 {
@@ -399,8 +408,19 @@ fn take_field(
         };
         st.last[n] = h.last as u32;
         st.fields += 1;
-        if h.first as u32 > *first {
-            *first = h.first as u32;
+        let first = h.first as u32;
+        if !lead.any {
+            lead.any = true;
+            lead.first = first;
+            lead.word = h.first_word;
+        } else if first > lead.first {
+            lead.mixed = true;
+            lead.first = first;
+            lead.word = h.first_word;
+        } else if first == lead.first {
+            lead.word &= h.first_word;
+        } else {
+            lead.mixed = true;
         }
     }
     true
@@ -462,12 +482,17 @@ fn search(
     } else {
         (1u64 << rule_count) - 1
     };
-    let mut first = 0u32;
+    let mut lead = Lead {
+        first: 0,
+        word: u64::MAX,
+        any: false,
+        mixed: false,
+    };
     // One call per field, written out: each inlines its own lookup.
     macro_rules! take {
         ($f:expr) => {
             if !take_field(
-                cfg, generation, chain, $f, keys, st, &mut word0, &mut first, large,
+                cfg, generation, chain, $f, keys, st, &mut word0, &mut lead, large,
             ) {
                 bump(stats::CLASS_MISSING);
                 return None;
@@ -488,13 +513,18 @@ fn search(
     // matches). Most packets end with that candidate's first slot.
     let mut w = 0;
     let mut pending = word0;
-    if pending == 0 && large && first > 0 {
-        w = first;
-        let Some(p) = and_word(st, w) else {
-            bump(stats::CLASS_MISSING);
-            return None;
+    if pending == 0 && large && lead.first > 0 {
+        w = lead.first;
+        pending = if lead.mixed {
+            let Some(p) = and_word(st, w) else {
+                bump(stats::CLASS_MISSING);
+                return None;
+            };
+            p
+        } else {
+            // Every field starts at `w`: their first words are the AND.
+            lead.word
         };
-        pending = p;
     }
     if pending != 0 {
         let slot = w * 64 + lowest_bit(pending);
