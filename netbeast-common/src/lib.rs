@@ -666,6 +666,7 @@ pub mod size {
     /// default per field, for every chain and generation.
     pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
     pub const IFACES: u32 = 16384;
+    pub const LOCAL_ADDRS: u32 = 4096;
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;

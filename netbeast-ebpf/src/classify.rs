@@ -280,11 +280,6 @@ fn ones(x: u64) -> u32 {
     (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }
 
-/// The keys of the chain being classified, handed to [`netbeast_classify`]
-/// (a global function takes no pointers to the caller's memory).
-#[map]
-static CLASSIFY_KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
-
 /// Bit of [`netbeast_classify`]'s result set when a rule decided; its
 /// target is then in bits 32..63 and its `arg` in bits 0..31. Otherwise
 /// bits 0..31 are the chain's policy.
@@ -292,28 +287,30 @@ const RULE_DECIDED: u64 = 1 << 63;
 
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
+///
+/// For the packet programs, which run in softirq context or with softirqs
+/// off: nothing else on the CPU uses the per-CPU search state meanwhile.
 #[inline(always)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
-    let Some(slot) = keys_slot() else {
-        return Verdict::Policy(target::ACCEPT);
+    let Some(st) = SEARCH.get_ptr_mut(0) else {
+        return Verdict::Policy(policy(generation, chain));
     };
-    *slot = *keys;
-    classify_slot(generation, chain, bytes)
+    classify_in(generation, chain, keys, bytes, st)
 }
 
-/// The per-CPU keys [`classify_slot`] reads: writing the keys here saves
-/// [`classify`]'s copy.
+/// `classify` with the search state in `st`, for callers that can be
+/// interrupted or preempted (the socket programs run in process context,
+/// where a softirq's XDP or TC program, or another task, would overwrite
+/// the per-CPU state in the middle of the search).
 #[inline(always)]
-pub fn keys_slot() -> Option<&'static mut Keys> {
-    let slot = CLASSIFY_KEYS.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, used by this program run only.
-    Some(unsafe { &mut *slot })
-}
-
-/// [`classify`] of the keys in [`keys_slot`].
-#[inline(always)]
-pub fn classify_slot(generation: u32, chain: u32, bytes: u64) -> Verdict {
-    let r = netbeast_classify(generation, chain, bytes);
+pub fn classify_in(
+    generation: u32,
+    chain: u32,
+    keys: &Keys,
+    bytes: u64,
+    st: *mut SearchState,
+) -> Verdict {
+    let r = netbeast_classify(generation, chain, bytes, keys, st);
     if r & RULE_DECIDED == 0 {
         return Verdict::Policy(r as u32);
     }
@@ -325,23 +322,33 @@ pub fn classify_slot(generation: u32, chain: u32, bytes: u64) -> Verdict {
     })
 }
 
-/// [`classify`] on the keys in `CLASSIFY_KEYS`. A global function: the
-/// verifier checks it once, on its own, rather than once for every place a
-/// packet may be classified (up to three chains per packet, and the
-/// REJECT reply of TC egress), which leaves the rest of the program room
-/// under the verifier's instruction budget.
+/// [`classify_in`], as a global function: the verifier checks it once, on
+/// its own, rather than once for every place a packet may be classified (up
+/// to three chains per packet, the REJECT reply of TC egress, the socket
+/// programs), which leaves the rest of the program room under the
+/// verifier's instruction budget. It takes only scalars and pointers to
+/// memory of a known size.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn netbeast_classify(generation: u32, chain: u32, bytes: u64) -> u64 {
+pub extern "C" fn netbeast_classify(
+    generation: u32,
+    chain: u32,
+    bytes: u64,
+    keys: *const Keys,
+    st: *mut SearchState,
+) -> u64 {
     let generation = generation & 1;
     let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
         return target::ACCEPT as u64;
     };
-    let Some(keys) = CLASSIFY_KEYS.get(0) else {
-        return target::ACCEPT as u64;
-    };
+    if keys.is_null() || st.is_null() {
+        return cfg.policy as u64;
+    }
+    // SAFETY: non-null pointers to a whole `Keys` and `SearchState`, which
+    // the verifier checked at every call.
+    let (keys, st) = unsafe { (&*keys, &mut *st) };
     let policy = cfg.policy;
-    match search(cfg, generation, chain, keys, bytes) {
+    match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
             count(generation, chain, MAX_RULES_PER_CHAIN as u32, bytes);
@@ -465,14 +472,12 @@ fn search(
     chain: u32,
     keys: &Keys,
     bytes: u64,
+    st: &mut SearchState,
 ) -> Option<RuleAction> {
     let rule_count = cfg.rule_count;
     if rule_count == 0 {
         return None;
     }
-    let st = SEARCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let st = unsafe { &mut *st };
     st.fields = 0;
     st.rule_count = rule_count;
     let large = rule_count > SMALL_CHAIN;
@@ -553,11 +558,18 @@ fn search(
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
-    // SAFETY: `step` has the callback signature bpf_loop expects; it takes
-    // no context.
+    let mut ctx = StepContext { st };
+    // SAFETY: `step` has the callback signature bpf_loop expects, and `ctx`
+    // outlives the call.
     unsafe {
-        bpf_loop(SEARCH_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            SEARCH_STEPS,
+            step as *mut c_void,
+            &mut ctx as *mut StepContext as *mut c_void,
+            0,
+        );
     }
+    let st = ctx.st;
     if st.found == 0 {
         return None;
     }
@@ -617,9 +629,10 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
 /// rule; this bounds the search.
 const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
 
-/// The search's moving parts past its first candidate. They live in a
-/// per-CPU map rather than on the stack so the verifier sees them as
-/// unknown values and its states merge at every step.
+/// The search's moving parts. They live in a map (per-CPU `SEARCH` for the
+/// packet programs) rather than on the stack so the verifier sees them as
+/// unknown values and its states merge at every step. All integers: an
+/// all-zero value is a valid start.
 #[repr(C)]
 pub struct SearchState {
     /// Candidate words not visited yet: the AND of the used fields'
@@ -737,13 +750,16 @@ fn act(st: &mut SearchState) -> bool {
     false
 }
 
+/// What `bpf_loop` hands every step: the search state.
+#[repr(C)]
+struct StepContext<'a> {
+    st: &'a mut SearchState,
+}
+
 /// One step of the search; returns 1 to stop the loop.
-extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(st) = SEARCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let st = unsafe { &mut *st };
+extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `StepContext` given to bpf_loop.
+    let st = unsafe { &mut *(*(ctx as *mut StepContext)).st };
     if st.pending != 0 {
         if act(st) {
             return 1;

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
-    classify::{Active, Keys, Verdict, classify, classify_slot, keys_slot},
+    classify::{Active, Keys, Verdict, classify},
     conntrack::{self, confirm, peek, track},
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
@@ -50,13 +50,17 @@ fn policy_action(policy: u32) -> u32 {
     }
 }
 
+/// The classifier keys of the chain being run. A packet may run three
+/// chains; keeping their keys here rather than on the stack leaves the
+/// classifier's frame room under the 512-byte limit.
+#[map]
+static KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
+
 /// An empty chain's verdict, for the (never seen) case of a missing
 /// scratch slot.
 const NO_KEYS: Verdict = Verdict::Policy(target::ACCEPT);
 
-/// Runs `chain` on the packet with the given interfaces and state. The
-/// keys go straight into the classifier's per-CPU slot: a packet may run
-/// three chains, and the stack has no room for them.
+/// Runs `chain` on the packet with the given interfaces and state.
 #[inline(always)]
 fn run_chain(
     generation: u32,
@@ -66,9 +70,11 @@ fn run_chain(
     out_ifindex: u32,
     ct_state: u32,
 ) -> Verdict {
-    let Some(keys) = keys_slot() else {
+    let Some(keys) = KEYS.get_ptr_mut(0) else {
         return NO_KEYS;
     };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let keys = unsafe { &mut *keys };
     *keys = Keys {
         src: pkt.src,
         dst: pkt.dst,
@@ -80,7 +86,7 @@ fn run_chain(
         mac: pkt.src_mac,
         ct_state,
     };
-    classify_slot(generation, chain, pkt.total_len as u64)
+    classify(generation, chain, keys, pkt.total_len as u64)
 }
 
 #[inline(always)]

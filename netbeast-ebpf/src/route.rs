@@ -16,9 +16,15 @@ use netbeast_common::{LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, local_addr_bucket, si
 
 use crate::parse::Packet;
 
-/// The host's own IPv4 addresses (network byte order), in buckets
-/// (`local_addr_bucket`). A cache that spares the FIB lookup for local
-/// traffic; the FIB stays the truth for addresses missing here.
+/// The host's own IPv4 addresses (network byte order), every one of them:
+/// for programs that have no FIB lookup to fall back on.
+#[map]
+pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
+
+/// The same addresses in buckets (`local_addr_bucket`), for the packet path:
+/// a cache that spares the FIB lookup for local traffic with an array
+/// lookup instead of a hash lookup; the FIB stays the truth for addresses
+/// missing here.
 #[map]
 static LOCAL_ADDR_CACHE: Array<[u32; LOCAL_ADDR_WAYS]> =
     Array::with_max_entries(LOCAL_ADDR_BUCKETS, 0);

@@ -38,7 +38,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 26] = [
+pub const MAP_NAMES: [&str; 27] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -63,6 +63,7 @@ pub const MAP_NAMES: [&str; 26] = [
     "IFACE_CLASSES",
     "MAC_CLASSES",
     "STATS",
+    "LOCAL_ADDRS",
     "LOCAL_ADDR_CACHE",
     "IFACE_ADDRS",
 ];
@@ -334,9 +335,15 @@ impl Dataplane {
     }
 
     /// Replaces the set of addresses the XDP program treats as local.
-    /// Every bucket is rewritten; an address its bucket has no room for is
-    /// left out (the FIB lookup still finds it local).
+    /// Into the exact table and the packet path's cache, whose every
+    /// bucket is rewritten; an address its bucket has no room for is left
+    /// out of the cache (the FIB lookup still finds it local).
     pub fn set_local_addresses(&mut self, addrs: &[Ipv4Addr]) -> Result<(), LoaderError> {
+        let wanted: Vec<(u32, u32)> = addrs
+            .iter()
+            .map(|a| (u32::from_ne_bytes(a.octets()), 1))
+            .collect();
+        self.replace_u32_map("LOCAL_ADDRS", &wanted)?;
         let mut buckets = vec![[LOCAL_ADDR_FREE; LOCAL_ADDR_WAYS]; LOCAL_ADDR_BUCKETS as usize];
         for a in addrs {
             let addr = u32::from_ne_bytes(a.octets());
