@@ -14,10 +14,10 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
     ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK,
-    ChainConfig, ClassHeader, Counter, GENERATIONS, IfaceKey, L4_CHUNK, MAX_CLASS_WORDS,
-    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
-    l4_base, rule_index, size, stats, target,
+    ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES,
+    MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
+    addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field, l4_base,
+    rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -402,18 +402,10 @@ fn take_field(
     }
     *word0 &= if h.first == 0 { h.first_word } else { 0 };
     if large {
-        let n = st.fields as usize & (FIELD_SLOTS - 1);
-        st.classes[n] = class;
-        st.first[n] = h.first as u32;
-        st.first_word[n] = h.first_word;
-        // Where the class's words are read from: straight from
-        // `CLASS_WORDS` for a dense class, else through its header.
-        st.words[n] = if h.dense != 0 {
-            h.offset + DENSE_BIAS - h.first as u32
-        } else {
-            class | SPARSE
-        };
-        st.last[n] = h.last as u32;
+        let n = st.fields as usize;
+        if n < field::COUNT {
+            st.classes[n] = class;
+        }
         st.fields += 1;
         let first = h.first as u32;
         if !lead.any {
@@ -433,25 +425,6 @@ fn take_field(
     true
 }
 
-/// Word `w` of the `n`th recorded class, or 0 when the class has no bits
-/// there; `None` when a table lacks an entry.
-#[inline(always)]
-fn field_word(st: &SearchState, n: usize, w: u32) -> Option<u64> {
-    if w == st.first[n] {
-        return Some(st.first_word[n]);
-    }
-    let e = st.words[n];
-    if e & SPARSE == 0 {
-        if w > st.last[n] {
-            return Some(0);
-        }
-        let at = e + w - DENSE_BIAS;
-        let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
-        return Some(chunk[at as usize % CLASS_WORD_CHUNK]);
-    }
-    class_word(e & !SPARSE, w)
-}
-
 /// The AND of word `w` over the recorded classes.
 #[inline(always)]
 fn and_word(st: &SearchState, w: u32) -> Option<u64> {
@@ -460,7 +433,7 @@ fn and_word(st: &SearchState, w: u32) -> Option<u64> {
         if n as u32 >= st.fields {
             break;
         }
-        acc &= field_word(st, n & (FIELD_SLOTS - 1), w)?;
+        acc &= class_word(st.classes[n], w)?;
     }
     Some(acc)
 }
@@ -595,7 +568,7 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
         if n as u32 >= st.fields {
             break;
         }
-        let Some(h) = CLASS_HEADERS.get(st.classes[n & (FIELD_SLOTS - 1)]) else {
+        let Some(h) = CLASS_HEADERS.get(st.classes[n]) else {
             bump(stats::CLASS_MISSING);
             return false;
         };
@@ -651,44 +624,34 @@ pub struct SearchState {
     found: u32,
     target: u32,
     arg: u32,
-    /// Each recorded field's class.
-    classes: [u32; FIELD_SLOTS],
-    /// How to read the class's word `w`: for a dense class
-    /// `CLASS_WORDS[e + w - DENSE_BIAS]`, for another `SPARSE | id`.
-    words: [u32; FIELD_SLOTS],
-    /// The class's first and last non-zero words, and the first one's
-    /// value.
-    first: [u32; FIELD_SLOTS],
-    last: [u32; FIELD_SLOTS],
-    first_word: [u64; FIELD_SLOTS],
+    /// Each recorded field's class. Kept small: the socket programs start
+    /// a search from a zeroed state on their stack.
+    classes: [u32; field::COUNT],
 }
-
-/// Entries of the per-field arrays of `SearchState`: the fields, rounded
-/// up to a power of two so a masked index stays inside.
-const FIELD_SLOTS: usize = 16;
-const _: () = assert!(field::COUNT <= FIELD_SLOTS);
-/// Keeps a dense class's `offset - first` from going below zero.
-const DENSE_BIAS: u32 = RULE_WORDS as u32;
-/// Marks a class id in `SearchState::words` (ids and word offsets stay far
-/// below this bit).
-const SPARSE: u32 = 1 << 31;
-const _: () = assert!(size::CLASS_HEADERS < SPARSE);
-const _: () = assert!(GENERATIONS as u32 * MAX_CLASS_WORDS + DENSE_BIAS < SPARSE);
 
 #[map]
 static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Word `w` of class `class` (its summary bit is set).
+/// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
+/// words, else read from `CLASS_WORDS` (a dense class's directly, another's
+/// at its rank).
 #[inline(always)]
 fn class_word(class: u32, w: u32) -> Option<u64> {
     let h = CLASS_HEADERS.get(class)?;
-    let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
-    if h.summary[sw] & (1u64 << (w % 64)) == 0 {
-        return Some(0);
+    let first = h.first as u32;
+    if w == first {
+        return Some(h.first_word);
     }
     let at = if h.dense != 0 {
-        h.offset + w - h.first as u32
+        if w < first || w > h.last as u32 {
+            return Some(0);
+        }
+        h.offset + w - first
     } else {
+        let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
+        if h.summary[sw] & (1u64 << (w % 64)) == 0 {
+            return Some(0);
+        }
         let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
         h.offset + h.rank[sw] as u32 + ones(below)
     };

@@ -234,34 +234,28 @@ impl PackedClasses {
         self.headers.get(id.checked_sub(self.id_base)? as usize)
     }
 
-    /// Word `w` (from `first` to `last`) of dense class `id` as the kernel
-    /// reads it without the header: `offset + w - first`. Panics on a
-    /// missing class.
-    pub fn dense_word(&self, id: u32, w: usize) -> u64 {
-        let h = self
-            .header(id)
-            .unwrap_or_else(|| panic!("class {id} does not exist"));
-        let at = h.offset + w as u32 - u32::from(h.first);
-        self.words[(at - self.base) as usize]
-    }
-
-    /// Word `w` of class `id` as the kernel reads it through the header:
-    /// `first_word` for word `first`, 0 for a word its summary does not
-    /// mark, else from the packed words. Panics on a missing class.
+    /// Word `w` of class `id` as the kernel reads it through the header
+    /// (`class_word`): `first_word` for word `first`, 0 outside the
+    /// non-zero words (a dense class's `first..=last`, another's summary),
+    /// else from the packed words. Panics on a missing class.
     pub fn word(&self, id: u32, w: usize) -> u64 {
         let h = self
             .header(id)
             .unwrap_or_else(|| panic!("class {id} does not exist"));
-        if w == usize::from(h.first) {
+        let first = usize::from(h.first);
+        if w == first {
             return h.first_word;
         }
-        let (sw, bit) = (w / 64, w % 64);
-        if h.summary[sw] & (1 << bit) == 0 {
-            return 0;
-        }
         let at = if h.dense != 0 {
-            h.offset + w as u32 - u32::from(h.first)
+            if w < first || w > usize::from(h.last) {
+                return 0;
+            }
+            h.offset + (w - first) as u32
         } else {
+            let (sw, bit) = (w / 64, w % 64);
+            if h.summary[sw] & (1 << bit) == 0 {
+                return 0;
+            }
             let below = h.summary[sw] & ((1u64 << bit) - 1);
             h.offset + u32::from(h.rank[sw]) + below.count_ones()
         };

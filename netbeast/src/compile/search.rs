@@ -18,8 +18,7 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// count) are left out. A search from slot 0 tries word 0 first (each
 /// header's `first_word` when `first` is 0), then, in a chain of more than
 /// `SMALL_CHAIN` slots, the first word every class has bits in (the
-/// largest `first`: `first_word` for a class starting there, a dense class
-/// read directly unless past its `last`). Otherwise, and for a search that goes
+/// largest `first`). Otherwise, and for a search that goes
 /// on after a slot without a verdict, the set bits `w` of the AND of the
 /// summaries in ascending order, ANDing the packed words `w`; the first
 /// non-zero result decides. The words below `start` are masked off, in the
@@ -67,19 +66,9 @@ pub(super) fn first_match(
         }
         let w = ids.iter().map(|&id| header(id).first).max().unwrap_or(0) as usize;
         if w > 0 {
-            let acc = ids.iter().fold(u64::MAX, |acc, &id| {
-                let h = header(id);
-                let word = if w == usize::from(h.first) {
-                    h.first_word
-                } else if h.dense == 0 {
-                    packed.word(id, w)
-                } else if w > usize::from(h.last) {
-                    0
-                } else {
-                    packed.dense_word(id, w)
-                };
-                acc & word
-            });
+            let acc = ids
+                .iter()
+                .fold(u64::MAX, |acc, &id| acc & packed.word(id, w));
             if acc != 0 {
                 return found(w, acc);
             }
