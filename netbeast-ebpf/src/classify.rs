@@ -4,7 +4,10 @@
 //! lets the search skip words that cannot match, so the cost does not grow
 //! with the number of rules.
 
-use core::{ffi::c_void, ptr::write_volatile};
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     helpers::generated::bpf_loop,
@@ -14,10 +17,10 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
     ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK,
-    ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES,
-    MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
-    addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field, l4_base,
-    rule_index, size, stats, target,
+    ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_ADDR_HASH_LENGTHS,
+    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
+    addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
+    l4_base, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -159,12 +162,16 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
 /// its prefix lengths probed in the hash, longest first, or the trie.
 #[inline(always)]
 fn addr_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
-    let lengths = cfg.addr_lengths[f & 1];
+    let lengths = &cfg.addr_lengths[f & 1];
     if lengths[0] == ADDR_TRIE {
         return trie_class(generation, chain, f, addr);
     }
     let a = u32::from_be(addr);
-    for len in lengths {
+    for i in 0..MAX_ADDR_HASH_LENGTHS {
+        // Read at each probe rather than held: registers are short here,
+        // and the callers' frames leave this function little stack.
+        // SAFETY: reads a field of the chain's configuration.
+        let len = unsafe { read_volatile(&lengths[i]) };
         if len == 0 {
             break;
         }
@@ -361,36 +368,19 @@ pub extern "C" fn netbeast_classify(
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
 
-/// The fields' first non-zero words so far (large chains): the latest
-/// `first`, the AND of the `first_word`s of the fields that start there,
-/// and whether some field starts before it (its word there must be read).
-struct Lead {
-    first: u32,
-    word: u64,
-    any: bool,
-    mixed: bool,
-}
-
 /// Looks up the class of field `f` (when a rule of the chain uses it) and
-/// ANDs its word 0 into `word0`; large chains also record the class in the
-/// state and fold its first word into `lead`. A field no rule uses matches
-/// every slot and is skipped. `false` when a table lacks an entry.
+/// ANDs its word 0 into the state's `word0`; large chains also record the
+/// class and fold its first word into the state's `lead_*`. A field no
+/// rule uses matches every slot and is skipped. `false` when a table lacks
+/// an entry. The running values live in the state, not in registers: with
+/// nine fields' lookups in between they would spill to a stack that the
+/// callers' frames leave short.
 #[inline(always)]
-fn take_field(
-    cfg: &ChainConfig,
-    generation: u32,
-    chain: u32,
-    f: usize,
-    keys: &Keys,
-    st: &mut SearchState,
-    word0: &mut u64,
-    lead: &mut Lead,
-    large: bool,
-) -> bool {
+fn take_field(cfg: &ChainConfig, f: usize, keys: &Keys, st: &mut SearchState) -> bool {
     if cfg.fields_used & (1 << f) == 0 {
         return true;
     }
-    let Some(class) = class_of(cfg, generation, chain, f, keys) else {
+    let Some(class) = class_of(cfg, st.generation, st.chain, f, keys) else {
         return false;
     };
     let Some(h) = CLASS_HEADERS.get(class) else {
@@ -400,26 +390,28 @@ fn take_field(
     if h.prefix as u32 >= st.rule_count {
         return true;
     }
-    *word0 &= if h.first == 0 { h.first_word } else { 0 };
-    if large {
+    st.word0 &= if h.first == 0 { h.first_word } else { 0 };
+    if st.rule_count > SMALL_CHAIN {
         let n = st.fields as usize;
         if n < field::COUNT {
             st.classes[n] = class;
         }
         st.fields += 1;
+        // The latest first non-zero word, the AND of the first words of
+        // the fields that start there, and whether some field starts
+        // earlier (its word there must then be read).
         let first = h.first as u32;
-        if !lead.any {
-            lead.any = true;
-            lead.first = first;
-            lead.word = h.first_word;
-        } else if first > lead.first {
-            lead.mixed = true;
-            lead.first = first;
-            lead.word = h.first_word;
-        } else if first == lead.first {
-            lead.word &= h.first_word;
+        if n == 0 {
+            st.lead_first = first;
+            st.lead_word = h.first_word;
+        } else if first > st.lead_first {
+            st.mixed = 1;
+            st.lead_first = first;
+            st.lead_word = h.first_word;
+        } else if first == st.lead_first {
+            st.lead_word &= h.first_word;
         } else {
-            lead.mixed = true;
+            st.mixed = 1;
         }
     }
     true
@@ -453,25 +445,21 @@ fn search(
     }
     st.fields = 0;
     st.rule_count = rule_count;
-    let large = rule_count > SMALL_CHAIN;
+    st.generation = generation;
+    st.chain = chain;
+    st.bytes = bytes;
     // Slots past the chain's end, for a chain whose rules all match.
-    let mut word0 = if rule_count >= 64 {
+    st.word0 = if rule_count >= 64 {
         u64::MAX
     } else {
         (1u64 << rule_count) - 1
     };
-    let mut lead = Lead {
-        first: 0,
-        word: u64::MAX,
-        any: false,
-        mixed: false,
-    };
+    st.mixed = 0;
+    st.lead_first = 0;
     // One call per field, written out: each inlines its own lookup.
     macro_rules! take {
         ($f:expr) => {
-            if !take_field(
-                cfg, generation, chain, $f, keys, st, &mut word0, &mut lead, large,
-            ) {
+            if !take_field(cfg, $f, keys, st) {
                 bump(stats::CLASS_MISSING);
                 return None;
             }
@@ -486,14 +474,15 @@ fn search(
     take!(field::OUT_IFACE);
     take!(field::MAC_SOURCE);
     take!(field::CT_STATE);
+    let large = rule_count > SMALL_CHAIN;
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
     // matches). Most packets end with that candidate's first slot.
     let mut w = 0;
-    let mut pending = word0;
-    if pending == 0 && large && lead.first > 0 {
-        w = lead.first;
-        pending = if lead.mixed {
+    let mut pending = st.word0;
+    if pending == 0 && large && st.lead_first > 0 {
+        w = st.lead_first;
+        pending = if st.mixed != 0 {
             let Some(p) = and_word(st, w) else {
                 bump(stats::CLASS_MISSING);
                 return None;
@@ -501,7 +490,7 @@ fn search(
             p
         } else {
             // Every field starts at `w`: their first words are the AND.
-            lead.word
+            st.lead_word
         };
     }
     if pending != 0 {
@@ -520,9 +509,6 @@ fn search(
     }
     // The rest of the search, in steps: the pending slots of word `w`, then
     // the candidates of the summaries' AND past `w`.
-    st.generation = generation;
-    st.chain = chain;
-    st.bytes = bytes;
     st.found = 0;
     st.word_index = w;
     st.pending = pending;
@@ -624,6 +610,13 @@ pub struct SearchState {
     found: u32,
     target: u32,
     arg: u32,
+    /// While the fields are taken: the AND of their word 0, and (large
+    /// chains) their latest first non-zero word, the AND of the first words
+    /// of those that start there, and 1 when some start earlier.
+    word0: u64,
+    lead_word: u64,
+    lead_first: u32,
+    mixed: u32,
     /// Each recorded field's class. Kept small: the socket programs start
     /// a search from a zeroed state on their stack.
     classes: [u32; field::COUNT],
