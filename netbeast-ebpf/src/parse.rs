@@ -114,23 +114,30 @@ unsafe fn read32(p: usize) -> u32 {
 
 /// `frame_len` is the whole frame's length: `end - start` in XDP, but in TC
 /// `skb->len`, since a big packet of the host keeps only its headers in the
-/// linear part that `start..end` covers.
+/// linear part that `start..end` covers. The source MAC is left 0: no chain
+/// the TC programs run may match it (`-m mac` is refused where OUTPUT
+/// reaches, as iptables refuses it), and the TC programs' call chains have
+/// no stack to spare for it.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
+    parse_frame(start, end, frame_len, false)
+}
+
+/// [`parse`] for XDP ingress, with the source MAC (`-m mac`).
+#[inline(always)]
+pub fn parse_ingress(start: usize, end: usize, frame_len: usize) -> Parsed {
+    parse_frame(start, end, frame_len, true)
+}
+
+#[inline(always)]
+fn parse_frame(start: usize, end: usize, frame_len: usize, mac: bool) -> Parsed {
     // One check for the Ethernet header, then plain loads.
     let eth = opaque(start);
     if eth + ETH_HLEN > end {
         return Parsed::Malformed;
     }
     // SAFETY: the 14 bytes at eth are inside the packet (checked).
-    let (mut proto, src_mac) = unsafe {
-        (
-            read16(eth + 12),
-            read16(eth + 6) as u64
-                | (read16(eth + 8) as u64) << 16
-                | (read16(eth + 10) as u64) << 32,
-        )
-    };
+    let mut proto = unsafe { read16(eth + 12) };
     let mut l3 = ETH_HLEN;
     // Two VLAN tags at most (QinQ); unrolled for the verifier.
     for _ in 0..2 {
@@ -147,29 +154,29 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
     if u16::from_be(proto) != ETH_P_IP {
         return Parsed::NotIpv4;
     }
-    parse_ipv4(start, end, l3, frame_len, src_mac)
+    parse_ipv4(start, eth, end, l3, frame_len, mac)
 }
 
+/// `eth` is the frame's start, checked to hold the Ethernet header. Few
+/// values are read before the checks, the rest straight into the packet:
+/// values held across the checks spill to a stack that the callers' frames
+/// leave short.
 #[inline(always)]
-fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize, src_mac: u64) -> Parsed {
+fn parse_ipv4(
+    start: usize,
+    eth: usize,
+    end: usize,
+    l3: usize,
+    frame_len: usize,
+    mac: bool,
+) -> Parsed {
     // One check for the fixed 20 bytes, then plain loads.
     let ip = opaque(start + l3);
     if ip + 20 > end {
         return Parsed::Malformed;
     }
     // SAFETY: the 20 bytes at ip are inside the packet (checked).
-    let (ver_ihl, tos, total_len, frag, ttl, protocol, src, dst) = unsafe {
-        (
-            *(ip as *const u8),
-            *((ip + 1) as *const u8),
-            read16(ip + 2),
-            read16(ip + 6),
-            *((ip + 8) as *const u8),
-            *((ip + 9) as *const u8),
-            read32(ip + 12),
-            read32(ip + 16),
-        )
-    };
+    let (ver_ihl, total_len) = unsafe { (*(ip as *const u8), read16(ip + 2)) };
     let header_len = ((ver_ihl & 0x0f) as usize) * 4;
     if ver_ihl >> 4 != 4 || header_len < 20 {
         return Parsed::Malformed;
@@ -181,23 +188,34 @@ fn parse_ipv4(start: usize, end: usize, l3: usize, frame_len: usize, src_mac: u6
     if header_len > 60 || total_len < header_len || l3 + total_len > frame_len {
         return Parsed::Malformed;
     }
-    let fragment = u16::from_be(frag) & 0x1fff != 0;
-    let mut pkt = Packet {
-        l3,
-        header_len,
-        total_len,
-        src,
-        dst,
-        protocol,
-        tos,
-        ttl,
-        fragment,
-        l4a: L4_NONE,
-        l4b: L4_NONE,
-        l4_complete: false,
-        tcp_flags: 0,
-        icmp_id: 0,
-        src_mac,
+    // SAFETY: as above; the 14 bytes at eth are inside the packet too.
+    let (fragment, protocol, mut pkt) = unsafe {
+        let fragment = u16::from_be(read16(ip + 6)) & 0x1fff != 0;
+        let protocol = *((ip + 9) as *const u8);
+        let pkt = Packet {
+            l3,
+            header_len,
+            total_len,
+            src: read32(ip + 12),
+            dst: read32(ip + 16),
+            protocol,
+            tos: *((ip + 1) as *const u8),
+            ttl: *((ip + 8) as *const u8),
+            fragment,
+            l4a: L4_NONE,
+            l4b: L4_NONE,
+            l4_complete: false,
+            tcp_flags: 0,
+            icmp_id: 0,
+            src_mac: if mac {
+                read16(eth + 6) as u64
+                    | (read16(eth + 8) as u64) << 16
+                    | (read16(eth + 10) as u64) << 32
+            } else {
+                0
+            },
+        };
+        (fragment, protocol, pkt)
     };
     if fragment {
         pkt.l4a = L4_FRAGMENT;

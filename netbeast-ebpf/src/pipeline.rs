@@ -13,7 +13,7 @@ use crate::{
     conntrack::{self, confirm, peek, track},
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
-    parse::{Packet, Parsed, parse},
+    parse::{Packet, Parsed, parse, parse_ingress},
     reject::reject,
     reject_local,
     route::{Path, path, reply_source},
@@ -93,7 +93,7 @@ fn run_chain(
 pub fn ingress(ctx: &XdpContext) -> u32 {
     bump(stats::PACKETS);
     let (start, end) = (ctx.data(), ctx.data_end());
-    let pkt = match parse(start, end, end - start) {
+    let pkt = match parse_ingress(start, end, end - start) {
         Parsed::Ipv4(pkt) => match scratch(pkt) {
             Some(pkt) => pkt,
             None => return xdp_action::XDP_PASS,
