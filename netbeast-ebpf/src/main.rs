@@ -8,6 +8,7 @@ mod conntrack;
 mod csum;
 mod forward;
 mod generator;
+mod nat;
 mod parse;
 mod pipeline;
 mod reject;

@@ -36,7 +36,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 22] = [
+pub const MAP_NAMES: [&str; 23] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -59,6 +59,7 @@ pub const MAP_NAMES: [&str; 22] = [
     "STATS",
     "LOCAL_ADDRS",
     "IFACE_ADDRS",
+    "NAT_TARGETS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -331,17 +332,9 @@ impl Dataplane {
         tables::write(self, &compiled)?;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
-        // Conntrack runs only when a rule looks at connection states.
-        let tracking = compiled
-            .chains
-            .iter()
-            .any(|c| c.config.fields_used & (1 << netbeast_common::field::CT_STATE) != 0);
-        let word = next
-            | if tracking {
-                netbeast_common::ACTIVE_TRACKING
-            } else {
-                0
-            };
+        // Conntrack runs only when a rule looks at connection states or
+        // the nat table has rules; the nat chains only when they have rules.
+        let word = next | compiled.active_flags();
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         Ok(())
     }
@@ -447,6 +440,21 @@ impl Dataplane {
     ) -> Result<(Vec<Counter>, Counter), LoaderError> {
         let generation = self.active_generation()?;
         tables::read_counters(self, generation, chain, rules)
+    }
+
+    /// The whole `ACTIVE` word: the generation (bit 0) and the
+    /// `ACTIVE_TRACKING` / `ACTIVE_NAT` bits.
+    pub fn active_word(&self) -> Result<u32, LoaderError> {
+        let active: Array<&MapData, u32> =
+            Array::try_from(self.map("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        active.get(&0, 0).map_err(map_err("ACTIVE"))
+    }
+
+    /// The first `count` translations of the active generation, as the
+    /// `NAT_TARGETS` map holds them.
+    pub fn nat_targets(&self, count: usize) -> Result<Vec<netbeast_common::NatTarget>, LoaderError> {
+        let generation = self.active_generation()?;
+        tables::read_nat_targets(self, generation, count)
     }
 
     /// Live counters of the active generation for the first `rules` rules

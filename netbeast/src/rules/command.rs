@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 use super::list::{self, ListFormat};
-use super::model::{Chain, Counter, Rule, Ruleset, Table, TableName, Target};
+use super::model::{Chain, Counter, Match, Rule, Ruleset, Table, TableName, Target};
 use super::parse::{Action, IptablesCommand};
 use super::save::{CounterStyle, rule_spec};
 
@@ -63,14 +63,28 @@ pub enum CommandError {
     )]
     TooDeep { path: String, limit: usize },
     #[error(
-        "rule {rule} of chain {chain} matches the source MAC (-m mac), but OUTPUT reaches it \
-         ({path}): locally sent packets have no source MAC yet; jump to {chain} from INPUT or \
-         FORWARD only"
+        "rule {rule} of chain {chain} matches the source MAC (-m mac), but {builtin} reaches it \
+         ({path}): {why}; jump to {chain} from {instead} only"
     )]
     MacFromOutput {
         chain: String,
         rule: usize,
+        builtin: &'static str,
         path: String,
+        why: &'static str,
+        instead: &'static str,
+    },
+    #[error(
+        "rule {rule} of the nat chain {chain} is -j {target}, but {builtin} reaches it ({path}), \
+         where the kernel refuses it: {reason}"
+    )]
+    NatTargetFromChain {
+        chain: String,
+        rule: usize,
+        target: String,
+        builtin: String,
+        path: String,
+        reason: &'static str,
     },
 }
 
@@ -91,8 +105,8 @@ Usage: iptables -[ACD] chain rule-specification [options]
        iptables -P chain target [options]
        iptables -h (print this help information)
 
-netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT and
-user-defined chains).
+netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT) and the
+nat table (-t nat: PREROUTING, OUTPUT, POSTROUTING), with user-defined chains.
 
 Commands:
   --append  -A chain            Append to chain
@@ -119,7 +133,14 @@ Options:
 [!] --out-interface -o output name[+]  network interface name ([+] for wildcard)
 [!] --fragment  -f              match second or further fragments only
  --jump -j target               ACCEPT, DROP, REJECT [--reject-with type],
-                                RETURN or a user-defined chain
+                                RETURN or a user-defined chain; in -t nat:
+                                DNAT --to-destination ip[-ip][:port[-port]]
+                                  [--random] [--persistent],
+                                SNAT --to-source ip[-ip][:port[-port]]
+                                  [--random] [--random-fully] [--persistent],
+                                MASQUERADE [--to-ports port[-port]]
+                                  [--random] [--random-fully],
+                                REDIRECT [--to-ports port[-port]] [--random]
  --goto -g chain                jump to chain with no return
  --match -m match               tcp, udp (--sport, --dport [!] port[:port]),
                                 icmp ([!] --icmp-type type[/code]),
@@ -127,7 +148,7 @@ Options:
                                 mac ([!] --mac-source XX:XX:XX:XX:XX:XX),
                                 comment (--comment text)
   --numeric     -n              numeric output of addresses and ports
-  --table       -t table        table to manipulate (default: `filter')
+  --table       -t table        table to manipulate: filter (default) or nat
   --verbose     -v              verbose mode
   --wait        -w [seconds]    accepted; netbeast always waits for its lock
   --line-numbers                print line numbers when listing
@@ -137,15 +158,13 @@ Options:
 
 /// Applies `cmd` to the ruleset. On error the ruleset is unchanged.
 pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutput, CommandError> {
-    let table = match cmd.table {
-        TableName::Filter => &mut ruleset.filter,
-    };
+    let table = ruleset.table_mut(cmd.table);
     if !cmd.changes_ruleset() {
         return execute(&mut table.clone(), cmd);
     }
     let mut scratch = table.clone();
     let output = execute(&mut scratch, cmd)?;
-    check_jumps(&scratch)?;
+    check_table(&scratch)?;
     *table = scratch;
     Ok(output)
 }
@@ -338,7 +357,7 @@ pub(crate) fn execute(
         Action::Help => text = HELP.to_string(),
         Action::Version => {
             text = format!(
-                "netbeast v{} (iptables-compatible, filter table)\n",
+                "netbeast v{} (iptables-compatible, filter and nat tables)\n",
                 env!("CARGO_PKG_VERSION")
             );
         }
@@ -370,11 +389,15 @@ fn no_such_chain_hint(table: &Table, name: &str) -> String {
             chain.name
         );
     }
-    if matches!(name, "PREROUTING" | "POSTROUTING") {
+    if table.name == TableName::Filter && matches!(name, "PREROUTING" | "POSTROUTING") {
         return format!(
-            " in the {} table; {name} belongs to the nat, mangle and raw tables, which are not supported yet",
-            table.name.as_str()
+            " in the filter table; {name} is a chain of the nat table: add -t nat (the mangle \
+             and raw tables, which have it too, are not supported yet)"
         );
+    }
+    if table.name == TableName::Nat && name == "FORWARD" {
+        return " in the nat table; FORWARD is a chain of the filter table: leave out -t nat"
+            .to_string();
     }
     format!(
         "; the {} table has {} (-N {name} creates it)",
@@ -497,10 +520,74 @@ fn check_deletable(table: &Table, chain: &Chain) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// What iptables and the kernel check when a ruleset is committed: jumps
+/// never loop nor nest deeper than [`MAX_JUMP_DEPTH`], and the rules a
+/// built-in chain reaches through user-defined chains are valid there
+/// (`-m mac` only before routing, each nat target in its own chains).
+/// Chains no built-in chain reaches are not checked, as in iptables.
+pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
+    check_jumps(table)?;
+    let index: std::collections::HashMap<&str, usize> = table
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let has_mac = |rule: &Rule| rule.matches.iter().any(|m| matches!(m, Match::MacSource(_)));
+    // xt_mac's hooks: before routing and on local delivery.
+    let mac_refused: &[(&'static str, &'static str)] = match table.name {
+        TableName::Filter => &[("OUTPUT", "locally sent packets have no source MAC yet")],
+        TableName::Nat => &[
+            ("OUTPUT", "locally sent packets have no source MAC yet"),
+            (
+                "POSTROUTING",
+                "the kernel matches the source MAC only on arrival, not after routing",
+            ),
+        ],
+    };
+    let instead = match table.name {
+        TableName::Filter => "INPUT or FORWARD",
+        TableName::Nat => "PREROUTING",
+    };
+    for &(builtin, why) in mac_refused {
+        if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, has_mac) {
+            return Err(CommandError::MacFromOutput {
+                chain: table.chains[chain].name.clone(),
+                rule: rule + 1,
+                builtin,
+                path,
+                why,
+                instead,
+            });
+        }
+    }
+    if table.name == TableName::Nat {
+        for &builtin in TableName::Nat.builtin_chains() {
+            let misplaced = |rule: &Rule| {
+                rule.target
+                    .nat_chains()
+                    .is_some_and(|allowed| !allowed.contains(&builtin))
+            };
+            if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, misplaced) {
+                let target = &table.chains[chain].rules[rule].target;
+                return Err(CommandError::NatTargetFromChain {
+                    chain: table.chains[chain].name.clone(),
+                    rule: rule + 1,
+                    target: target.name().to_string(),
+                    builtin: builtin.to_string(),
+                    path,
+                    reason: super::parse::nat_chain_reason(target),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What iptables checks when a ruleset is committed: from the built-in
 /// chains, jumps never loop and never nest deeper than [`MAX_JUMP_DEPTH`].
 /// Chains no built-in chain reaches are not checked, as in iptables.
-pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
+fn check_jumps(table: &Table) -> Result<(), CommandError> {
     /// Per chain: not visited, on the current path, or done with the
     /// deepest path below it (in chains, itself included).
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -594,33 +681,28 @@ pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
             });
         }
     }
-    check_mac_from_output(table, &walk.index)
+    Ok(())
 }
 
-/// The kernel refuses `-m mac` in a chain OUTPUT reaches (there is no
-/// source MAC before a packet leaves); the parser already refuses it in
-/// OUTPUT itself. Runs after the loop check, so the walk ends.
-fn check_mac_from_output(
+/// The first rule `bad` says of, among the rules of `builtin` and of the
+/// chains it reaches: (chain index, 0-based rule, the chains from
+/// `builtin` to it). Breadth first, so the path is a shortest one. Runs
+/// after the loop check, so the walk ends.
+fn reached_rule(
     table: &Table,
     index: &std::collections::HashMap<&str, usize>,
-) -> Result<(), CommandError> {
-    let Some(&output) = index.get("OUTPUT") else {
-        return Ok(());
-    };
-    // Breadth first, remembering how each chain was reached.
+    builtin: &str,
+    bad: impl Fn(&Rule) -> bool,
+) -> Option<(usize, usize, String)> {
+    let &start = index.get(builtin)?;
     let mut via: Vec<Option<usize>> = vec![None; table.chains.len()];
     let mut seen = vec![false; table.chains.len()];
-    let mut queue = std::collections::VecDeque::from([output]);
-    seen[output] = true;
+    let mut queue = std::collections::VecDeque::from([start]);
+    seen[start] = true;
     while let Some(at) = queue.pop_front() {
         let chain = &table.chains[at];
         for (n, rule) in chain.rules.iter().enumerate() {
-            if at != output
-                && rule
-                    .matches
-                    .iter()
-                    .any(|m| matches!(m, super::model::Match::MacSource(_)))
-            {
+            if bad(rule) {
                 let mut names = vec![chain.name.as_str()];
                 let mut back = at;
                 while let Some(from) = via[back] {
@@ -628,11 +710,7 @@ fn check_mac_from_output(
                     back = from;
                 }
                 names.reverse();
-                return Err(CommandError::MacFromOutput {
-                    chain: chain.name.clone(),
-                    rule: n + 1,
-                    path: names.join(" -> "),
-                });
+                return Some((at, n, names.join(" -> ")));
             }
             if let Some(&callee) = rule.target.chain().and_then(|c| index.get(c))
                 && !seen[callee]
@@ -643,7 +721,7 @@ fn check_mac_from_output(
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// The chain named, or every chain when none is.

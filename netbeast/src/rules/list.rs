@@ -9,11 +9,14 @@ use std::fmt::Write as _;
 use super::command::references;
 use super::model::Table;
 use super::model::{
-    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, PortRange, Rule,
-    StateModule, Target,
+    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable,
+    PortRange, Rule, StateModule, Target,
 };
 use super::parse::{icmp_type_name, protocol_name};
-use super::save::{self, CounterStyle, is_any_port, mac_text, policy_name, port_list_text};
+use super::save::{
+    self, CounterStyle, is_any_port, mac_text, nat_ports_text, nat_to_text, policy_name,
+    port_list_text,
+};
 
 /// How `-L` prints: `-v`, `-n`, `-x` and `--line-numbers`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,14 +239,7 @@ fn rule_spec(chain: &Chain, rule: &Rule, counters: bool) -> String {
 }
 
 fn target_name(target: &Target) -> &str {
-    match target {
-        Target::None => "",
-        Target::Accept => "ACCEPT",
-        Target::Drop => "DROP",
-        Target::Reject(_) => "REJECT",
-        Target::Return => "RETURN",
-        Target::Jump(chain) | Target::Goto(chain) => chain,
-    }
+    target.name()
 }
 
 fn protocol_column(rule: &Rule, numeric: bool) -> (char, String) {
@@ -348,10 +344,43 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
             }
         }
     }
-    if let Target::Reject(with) = rule.target {
-        let _ = write!(out, " reject-with {}", with.as_str());
+    match &rule.target {
+        Target::Reject(with) => {
+            let _ = write!(out, " reject-with {}", with.as_str());
+        }
+        // As libxt_NAT, libxt_MASQUERADE and libxt_REDIRECT print them.
+        Target::Dnat { to, flags } | Target::Snat { to, flags } => {
+            let _ = write!(out, " to:{}", nat_to_text(to));
+            write_nat_flags(&mut out, flags);
+        }
+        Target::Masquerade { ports, flags } => {
+            if let Some(ports) = ports {
+                let _ = write!(out, " masq ports: {}", nat_ports_text(*ports));
+            }
+            write_nat_flags(&mut out, flags);
+        }
+        Target::Redirect { ports, flags } => {
+            if let Some(ports) = ports {
+                let _ = write!(out, " redir ports {}", nat_ports_text(*ports));
+            }
+            write_nat_flags(&mut out, flags);
+        }
+        _ => {}
     }
     out
+}
+
+/// ` random random-fully persistent`, those that are set, in that order.
+fn write_nat_flags(out: &mut String, flags: &NatFlags) {
+    for (set, flag) in [
+        (flags.random, " random"),
+        (flags.random_fully, " random-fully"),
+        (flags.persistent, " persistent"),
+    ] {
+        if set {
+            out.push_str(flag);
+        }
+    }
 }
 
 /// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.

@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::model::{
-    Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
-    RejectWith, Rule, TableName, Target,
+    AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, NatTo,
+    Negatable, Policy, PortRange, RejectWith, Rule, TableName, Target,
 };
 use super::model::{CtStates, StateModule};
 
@@ -174,8 +174,45 @@ pub enum ParseError {
     },
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
-    #[error("the {0} table is not supported yet; netbeast implements the filter table")]
+    #[error("the {0} table is not supported yet; netbeast implements the filter and nat tables")]
     UnsupportedTable(String),
+    #[error("{target}: option \"{option}\" must be specified{example}")]
+    MissingTargetOption {
+        target: &'static str,
+        option: &'static str,
+        example: &'static str,
+    },
+    #[error("{target}: option \"{option}\" can only be used once{hint}")]
+    RepeatedTargetOption {
+        target: &'static str,
+        option: &'static str,
+        hint: &'static str,
+    },
+    #[error(
+        "-j {target} is a target of the nat table, not of the {table} table; add -t nat, \
+         as in iptables -t nat -A {example}"
+    )]
+    NatTargetOutsideNat {
+        target: &'static str,
+        table: &'static str,
+        example: &'static str,
+    },
+    #[error(
+        "the \"nat\" table is not intended for filtering, the use of {target} is therefore \
+         inhibited (as in iptables); {fix}"
+    )]
+    NatFiltering { target: &'static str, fix: String },
+    #[error(
+        "Need TCP, UDP, SCTP or DCCP with port specification: {option} {value} translates \
+         ports, so the rule needs -p tcp or -p udp (not negated) before it"
+    )]
+    NatPortsNeedProtocol { option: &'static str, value: String },
+    #[error("-j {target} cannot be used in the nat {chain} chain: {reason}")]
+    NatWrongChain {
+        target: &'static str,
+        chain: String,
+        reason: &'static str,
+    },
     #[error("unknown table '{0}'; iptables' tables are filter, nat, mangle, raw and security")]
     UnknownTable(String),
     #[error("{option} cannot be used in a restore file{hint}")]
@@ -458,7 +495,6 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "CONNMARK",
     "CONNSECMARK",
     "CT",
-    "DNAT",
     "DSCP",
     "ECN",
     "HMARK",
@@ -466,16 +502,13 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "LED",
     "LOG",
     "MARK",
-    "MASQUERADE",
     "NETMAP",
     "NFLOG",
     "NFQUEUE",
     "NOTRACK",
     "RATEEST",
-    "REDIRECT",
     "SECMARK",
     "SET",
-    "SNAT",
     "SYNPROXY",
     "TCPMSS",
     "TCPOPTSTRIP",
@@ -713,6 +746,98 @@ fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
         ));
     }
     Ok(PortRange { first, last })
+}
+
+/// A port a translation leads to: 1-65535 or a service name.
+fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
+    let port = parse_port(option, text)?;
+    if port == 0 {
+        return Err(invalid(
+            option,
+            "port",
+            text,
+            "port 0 is not a port a connection can use; give 1-65535",
+        ));
+    }
+    Ok(port)
+}
+
+/// The port part of the nat targets: `port` or `first-last`, as
+/// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon).
+fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (parse_nat_port(option, first)?, parse_nat_port(option, last)?),
+        None => {
+            let port = parse_nat_port(option, text)?;
+            (port, port)
+        }
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "port range",
+            text,
+            "the first port is larger than the last; write it as low-high",
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// `--to-destination`/`--to-source`: `ip[-ip][:port[-port]]`; either part
+/// may be left out, not both.
+fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
+    let (addr_text, port_text) = match text.split_once(':') {
+        Some((addr, ports)) => (addr, Some(ports)),
+        None => (text, None),
+    };
+    let addr = |one: &str| {
+        parse_dotted(one, false).ok_or_else(|| {
+            let reason = if one.is_empty() {
+                "an address range has two ends: first-last".to_string()
+            } else if one.chars().any(|c| c.is_ascii_alphabetic()) {
+                "host names are not resolved; give an IPv4 address like 10.0.0.2".to_string()
+            } else {
+                "expected ip[-ip][:port[-port]], like 10.0.0.2, 10.0.0.2-10.0.0.9 or \
+                 10.0.0.2:8080"
+                    .to_string()
+            };
+            invalid(option, "address", text, reason)
+        })
+    };
+    let addrs = match addr_text {
+        "" => None,
+        _ => {
+            let (first, last) = match addr_text.split_once('-') {
+                Some((first, last)) => (addr(first)?, addr(last)?),
+                None => {
+                    let one = addr(addr_text)?;
+                    (one, one)
+                }
+            };
+            if u32::from(first) > u32::from(last) {
+                return Err(invalid(
+                    option,
+                    "address range",
+                    text,
+                    "the first address is larger than the last; write it as low-high",
+                ));
+            }
+            Some(AddrRange { first, last })
+        }
+    };
+    let ports = match port_text {
+        None => None,
+        Some(ports) => Some(parse_nat_ports(option, ports)?),
+    };
+    if addrs.is_none() && ports.is_none() {
+        return Err(invalid(
+            option,
+            "translation",
+            text,
+            "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
+        ));
+    }
+    Ok(NatTo { addrs, ports })
 }
 
 /// `-m multiport` lists: `a,b,c:d`, at most [`MAX_MULTIPORT_PORTS`] entries.
@@ -1185,6 +1310,111 @@ const CONNTRACK_OPTIONS: &[(&str, MatchOption)] = &[
 ];
 const REJECT_OPTIONS: &[&str] = &["reject-with"];
 
+/// The options of the nat targets, as libxt_NAT, libxt_MASQUERADE and
+/// libxt_REDIRECT define them (iptables 1.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NatOption {
+    /// `--to-destination` (DNAT) or `--to-source` (SNAT).
+    To,
+    /// `--to-ports` (MASQUERADE, REDIRECT).
+    ToPorts,
+    Random,
+    RandomFully,
+    Persistent,
+}
+
+const DNAT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-destination", NatOption::To),
+    ("random", NatOption::Random),
+    ("persistent", NatOption::Persistent),
+];
+const SNAT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-source", NatOption::To),
+    ("random", NatOption::Random),
+    ("random-fully", NatOption::RandomFully),
+    ("persistent", NatOption::Persistent),
+];
+const MASQUERADE_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-ports", NatOption::ToPorts),
+    ("random", NatOption::Random),
+    ("random-fully", NatOption::RandomFully),
+];
+const REDIRECT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-ports", NatOption::ToPorts),
+    ("random", NatOption::Random),
+];
+
+/// Which nat target a `-j` named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NatKind {
+    Dnat,
+    Snat,
+    Masquerade,
+    Redirect,
+}
+
+impl NatKind {
+    const ALL: [NatKind; 4] = [
+        NatKind::Dnat,
+        NatKind::Snat,
+        NatKind::Masquerade,
+        NatKind::Redirect,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            NatKind::Dnat => "DNAT",
+            NatKind::Snat => "SNAT",
+            NatKind::Masquerade => "MASQUERADE",
+            NatKind::Redirect => "REDIRECT",
+        }
+    }
+
+    fn options(self) -> &'static [(&'static str, NatOption)] {
+        match self {
+            NatKind::Dnat => DNAT_OPTIONS,
+            NatKind::Snat => SNAT_OPTIONS,
+            NatKind::Masquerade => MASQUERADE_OPTIONS,
+            NatKind::Redirect => REDIRECT_OPTIONS,
+        }
+    }
+
+    /// The long name of `option` for this target, as messages show it.
+    fn option_name(self, option: NatOption) -> &'static str {
+        match option {
+            NatOption::To if self == NatKind::Dnat => "--to-destination",
+            NatOption::To => "--to-source",
+            NatOption::ToPorts => "--to-ports",
+            NatOption::Random => "--random",
+            NatOption::RandomFully => "--random-fully",
+            NatOption::Persistent => "--persistent",
+        }
+    }
+
+    /// A rule using the target, for messages.
+    fn example(self) -> &'static str {
+        match self {
+            NatKind::Dnat => "PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
+            NatKind::Snat => "POSTROUTING -o eth0 -j SNAT --to-source 203.0.113.1",
+            NatKind::Masquerade => "POSTROUTING -o eth0 -j MASQUERADE",
+            NatKind::Redirect => "PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080",
+        }
+    }
+}
+
+/// A nat target while its options are read.
+#[derive(Clone, Debug)]
+struct NatState {
+    kind: NatKind,
+    /// `--to-destination`/`--to-source`, and the text as typed.
+    to: Option<(NatTo, String)>,
+    /// `--to-ports`, and the text as typed.
+    ports: Option<(PortRange, String)>,
+    flags: NatFlags,
+    /// Options given, to refuse repeats.
+    seen: Vec<NatOption>,
+}
+
 /// The match modules netbeast implements, while their options are parsed.
 #[derive(Clone, Debug)]
 enum MatchState {
@@ -1250,6 +1480,7 @@ enum LongOption {
     Global(char),
     Match(usize, MatchOption),
     RejectWith,
+    Nat(NatOption),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1319,6 +1550,8 @@ enum TargetState {
     Jump(String),
     /// `-g NAME`.
     Goto(String),
+    /// `-j DNAT`, `-j SNAT`, `-j MASQUERADE`, `-j REDIRECT`.
+    Nat(NatState),
 }
 
 /// The parser's state while it walks the arguments.
@@ -1746,7 +1979,8 @@ impl<'a> Parser<'a> {
         self.once("-j", "; a rule has one target (-j or -g)")?;
         let name = self.required(
             "-j",
-            "a target: ACCEPT, DROP, REJECT, RETURN or a user-defined chain",
+            "a target: ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, REDIRECT or a \
+             user-defined chain",
         )?;
         self.target = Some(match name {
             "ACCEPT" => TargetState::Accept,
@@ -1754,6 +1988,19 @@ impl<'a> Parser<'a> {
             "REJECT" => TargetState::Reject(None),
             "CONTINUE" => TargetState::Continue,
             "RETURN" => TargetState::Return,
+            "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" => {
+                let kind = NatKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == name)
+                    .expect("one of the nat targets");
+                TargetState::Nat(NatState {
+                    kind,
+                    to: None,
+                    ports: None,
+                    flags: NatFlags::default(),
+                    seen: Vec::new(),
+                })
+            }
             _ if is_target_name(name) => return Err(unknown_target(name)),
             _ => {
                 check_chain_name("-j", name)?;
@@ -1852,10 +2099,11 @@ impl<'a> Parser<'a> {
                 hint: "; start a table section with *filter instead",
             });
         }
-        let name = self.required("-t", "a table name, like filter")?;
+        let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "nat" | "mangle" | "raw" | "security" => {
+            "nat" => TableName::Nat,
+            "mangle" | "raw" | "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -1905,6 +2153,7 @@ impl<'a> Parser<'a> {
             LongOption::Global(c) => self.global_option(c, &typed),
             LongOption::Match(index, option) => self.match_specific_option(index, option),
             LongOption::RejectWith => self.reject_with_option(),
+            LongOption::Nat(option) => self.nat_option(option),
         }
     }
 
@@ -1923,8 +2172,19 @@ impl<'a> Parser<'a> {
                     .map(|(n, o)| (*n, LongOption::Match(index, *o))),
             );
         }
-        if matches!(self.target, Some(TargetState::Reject(_))) {
-            candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
+        match &self.target {
+            Some(TargetState::Reject(_)) => {
+                candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
+            }
+            Some(TargetState::Nat(nat)) => {
+                candidates.extend(
+                    nat.kind
+                        .options()
+                        .iter()
+                        .map(|(n, o)| (*n, LongOption::Nat(*o))),
+                );
+            }
+            _ => {}
         }
         if let Some((_, found)) = candidates.iter().find(|(n, _)| *n == name) {
             return Ok(*found);
@@ -2020,6 +2280,29 @@ impl<'a> Parser<'a> {
             "-m conntrack before it, e.g. -m conntrack --ctstate ESTABLISHED,RELATED".to_string()
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
+        } else if let Some(kinds) = nat_targets_with(name) {
+            if let Some(TargetState::Nat(nat)) = &self.target {
+                let options: Vec<String> = nat
+                    .kind
+                    .options()
+                    .iter()
+                    .map(|(n, _)| format!("--{n}"))
+                    .collect();
+                return ParseError::UnknownOption {
+                    option,
+                    hint: format!(
+                        " for -j {}, which takes {}",
+                        nat.kind.name(),
+                        options.join(", ")
+                    ),
+                };
+            }
+            let targets: Vec<String> = kinds.iter().map(|k| format!("-j {}", k.name())).collect();
+            format!(
+                "{} before it, e.g. -t nat -A {}",
+                targets.join(" or "),
+                kinds[0].example()
+            )
         } else {
             let hint = match name {
                 "sports" | "dports" => " (did you mean -m multiport?)",
@@ -2195,6 +2478,50 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// An option of the nat target just named by `-j`.
+    fn nat_option(&mut self, option: NatOption) -> Result<(), ParseError> {
+        let Some(TargetState::Nat(nat)) = &self.target else {
+            unreachable!("nat options only resolve after -j DNAT/SNAT/MASQUERADE/REDIRECT");
+        };
+        let kind = nat.kind;
+        let name = kind.option_name(option);
+        self.no_invert(name)?;
+        if nat.seen.contains(&option) {
+            return Err(ParseError::RepeatedTargetOption {
+                target: kind.name(),
+                option: name,
+                hint: if option == NatOption::To {
+                    "; netbeast translates to one address range (ip-ip) and one port range"
+                } else {
+                    ""
+                },
+            });
+        }
+        let value = match option {
+            NatOption::To => Some(self.required(
+                name,
+                "an address, a range or a port, like 10.0.0.2, 10.0.0.2-10.0.0.9:8080 or :8080",
+            )?),
+            NatOption::ToPorts => Some(self.required(name, "a port or range like 8080 or 1024-2000")?),
+            _ => None,
+        };
+        let Some(TargetState::Nat(nat)) = &mut self.target else {
+            unreachable!("checked above");
+        };
+        nat.seen.push(option);
+        match (option, value) {
+            (NatOption::To, Some(text)) => nat.to = Some((parse_nat_to(name, text)?, text.to_string())),
+            (NatOption::ToPorts, Some(text)) => {
+                nat.ports = Some((parse_nat_ports(name, text)?, text.to_string()))
+            }
+            (NatOption::Random, _) => nat.flags.random = true,
+            (NatOption::RandomFully, _) => nat.flags.random_fully = true,
+            (NatOption::Persistent, _) => nat.flags.persistent = true,
+            _ => unreachable!("valued options have their value"),
+        }
+        Ok(())
+    }
+
     /// A bare word iptables would call a "Bad argument", with a guess at
     /// what was meant.
     fn unexpected_word(&self, word: &str) -> ParseError {
@@ -2241,6 +2568,14 @@ impl<'a> Parser<'a> {
             return Err(ParseError::NoCommand);
         };
         self.check_option_legality()?;
+        if self.table == TableName::Nat && self.policy == Some(Policy::Drop) {
+            return Err(ParseError::NatFiltering {
+                target: "DROP",
+                fix: "the policies of the nat table are always ACCEPT; set a DROP policy in the \
+                      filter table instead (iptables -P INPUT DROP, -P FORWARD DROP)"
+                    .into(),
+            });
+        }
         let chain = self.chain.take();
         let action = if kind.takes_rule() {
             let chain = chain.unwrap_or_default();
@@ -2397,7 +2732,7 @@ impl<'a> Parser<'a> {
         }
         self.check_interfaces(chain)?;
         let matches = self.finish_matches(chain)?;
-        let target = self.finish_target()?;
+        let target = self.finish_target(chain)?;
         let template = Rule {
             protocol: self.protocol.clone(),
             source: None,
@@ -2454,8 +2789,68 @@ impl<'a> Parser<'a> {
         Ok(matches)
     }
 
-    fn finish_target(&mut self) -> Result<Target, ParseError> {
+    /// The rule's target, checked against the rest of the rule, the table
+    /// and, for the nat table's built-in chains, the chain (as the kernel
+    /// checks it; user-defined chains are checked by what reaches them).
+    fn finish_target(&mut self, chain: &str) -> Result<Target, ParseError> {
+        let target = self.target_of_rule()?;
+        if target.is_nat() && self.table != TableName::Nat {
+            let kind = NatKind::ALL
+                .into_iter()
+                .find(|k| k.name() == target.name())
+                .expect("a nat target");
+            return Err(ParseError::NatTargetOutsideNat {
+                target: kind.name(),
+                table: self.table.as_str(),
+                example: kind.example(),
+            });
+        }
+        if self.table != TableName::Nat {
+            return Ok(target);
+        }
+        if let Target::Drop | Target::Reject(_) = target {
+            let name = if matches!(target, Target::Drop) {
+                "DROP"
+            } else {
+                "REJECT"
+            };
+            return Err(ParseError::NatFiltering {
+                target: name,
+                fix: format!(
+                    "filter in the filter table instead (without -t nat), e.g. iptables -A \
+                     FORWARD ... -j {name}"
+                ),
+            });
+        }
+        let builtin = TableName::Nat.builtin_chains().contains(&chain);
+        if let Some(allowed) = target.nat_chains()
+            && builtin
+            && !allowed.contains(&chain)
+        {
+            return Err(ParseError::NatWrongChain {
+                target: nat_target_name(&target),
+                chain: chain.to_string(),
+                reason: nat_chain_reason(&target),
+            });
+        }
+        let adds_rule = matches!(
+            self.commands[0],
+            CommandKind::Append | CommandKind::Insert | CommandKind::Replace
+        );
+        if chain == "INPUT" && adds_rule {
+            return Err(ParseError::Unsupported {
+                what: "rules in the nat table's INPUT chain".into(),
+                hint: "; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of \
+                       connections to this host is not implemented)"
+                    .into(),
+            });
+        }
+        Ok(target)
+    }
+
+    fn target_of_rule(&mut self) -> Result<Target, ParseError> {
         Ok(match self.target.take() {
+            Some(TargetState::Nat(nat)) => self.finish_nat(nat)?,
             None | Some(TargetState::Continue) => Target::None,
             Some(TargetState::Return) => Target::Return,
             Some(TargetState::Jump(chain)) => Target::Jump(chain),
@@ -2476,6 +2871,60 @@ impl<'a> Parser<'a> {
                 }
                 Target::Reject(with)
             }
+        })
+    }
+
+    /// A nat target once the whole rule is known: its mandatory option, and
+    /// ports only for TCP and UDP.
+    fn finish_nat(&self, nat: NatState) -> Result<Target, ParseError> {
+        let NatState {
+            kind,
+            to,
+            ports,
+            flags,
+            ..
+        } = nat;
+        let given_ports = match (&to, &ports) {
+            (Some((to, text)), _) if to.ports.is_some() => {
+                Some((kind.option_name(NatOption::To), text.clone()))
+            }
+            (_, Some((_, text))) => Some(("--to-ports", text.clone())),
+            _ => None,
+        };
+        let to = match kind {
+            NatKind::Dnat | NatKind::Snat => Some(
+                to.map(|(to, _)| to)
+                    .ok_or(ParseError::MissingTargetOption {
+                        target: kind.name(),
+                        option: kind.option_name(NatOption::To),
+                        example: if kind == NatKind::Dnat {
+                            "; e.g. -j DNAT --to-destination 10.0.0.2:8080"
+                        } else {
+                            "; e.g. -j SNAT --to-source 203.0.113.1"
+                        },
+                    })?,
+            ),
+            _ => None,
+        };
+        if let Some((option, value)) = given_ports {
+            match self.protocol.as_ref().filter(|p| !p.negated).map(|p| p.value) {
+                Some(6 | 17) => {}
+                Some(132 | 33) => {
+                    return Err(ParseError::Unsupported {
+                        what: "port translation for SCTP and DCCP".into(),
+                        hint: "; netbeast translates TCP and UDP ports".into(),
+                    });
+                }
+                _ => return Err(ParseError::NatPortsNeedProtocol { option, value }),
+            }
+        }
+        let ports = ports.map(|(ports, _)| ports);
+        Ok(match (kind, to) {
+            (NatKind::Dnat, Some(to)) => Target::Dnat { to, flags },
+            (NatKind::Snat, Some(to)) => Target::Snat { to, flags },
+            (NatKind::Masquerade, _) => Target::Masquerade { ports, flags },
+            (NatKind::Redirect, _) => Target::Redirect { ports, flags },
+            _ => unreachable!("DNAT and SNAT have their --to"),
         })
     }
 }
@@ -2658,7 +3107,59 @@ fn finish_ports(
 }
 
 /// Targets netbeast implements, by the name `-j` takes.
-pub(crate) const BUILTIN_TARGETS: &[&str] = &["ACCEPT", "DROP", "REJECT", "RETURN", "CONTINUE"];
+pub(crate) const BUILTIN_TARGETS: &[&str] = &[
+    "ACCEPT",
+    "DROP",
+    "REJECT",
+    "RETURN",
+    "CONTINUE",
+    "DNAT",
+    "SNAT",
+    "MASQUERADE",
+    "REDIRECT",
+];
+
+/// `DNAT`, `SNAT`, `MASQUERADE` or `REDIRECT`, as a static string.
+fn nat_target_name(target: &Target) -> &'static str {
+    match target {
+        Target::Dnat { .. } => "DNAT",
+        Target::Snat { .. } => "SNAT",
+        Target::Masquerade { .. } => "MASQUERADE",
+        _ => "REDIRECT",
+    }
+}
+
+/// Why the kernel accepts a nat target only in some chains (see
+/// [`Target::nat_chains`]).
+pub(crate) fn nat_chain_reason(target: &Target) -> &'static str {
+    match target {
+        Target::Dnat { .. } => {
+            "DNAT changes where a new connection goes, before it is routed: use it in \
+             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        }
+        Target::Redirect { .. } => {
+            "REDIRECT sends a new connection to this host, before it is routed: use it in \
+             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        }
+        Target::Snat { .. } => {
+            "SNAT changes the source of a new connection once it is routed: use it in \
+             POSTROUTING"
+        }
+        _ => {
+            "MASQUERADE takes the address of the interface a packet leaves through, which is \
+             known in POSTROUTING only"
+        }
+    }
+}
+
+/// The nat targets that have the long option `name` (typed in full), if any.
+fn nat_targets_with(name: &str) -> Option<Vec<NatKind>> {
+    let kinds: Vec<NatKind> = NatKind::ALL
+        .into_iter()
+        .filter(|k| k.options().iter().any(|(n, _)| *n == name))
+        .collect();
+    (!kinds.is_empty()).then_some(kinds)
+}
 
 /// A name iptables resolves to a target rather than to a chain: `-j` with
 /// it never means a user-defined chain, and no chain may be called so.
@@ -2671,8 +3172,8 @@ fn is_target_name(name: &str) -> bool {
 fn unknown_target(name: &str) -> ParseError {
     ParseError::Unsupported {
         what: format!("the {name} target"),
-        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN and jumps (-j/-g) to \
-               user-defined chains"
+        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, \
+               REDIRECT and jumps (-j/-g) to user-defined chains"
             .into(),
     }
 }
