@@ -33,7 +33,9 @@ use netbeast_common::{NatTarget, RuleAction, nat_flags, target, user_counter_slo
 
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
-use crate::rules::model::{Chain, Ipv4Net, NatFlags, Policy, PortRange, Ruleset, Table, TableName, Target};
+use crate::rules::model::{
+    Chain, Ipv4Net, NatFlags, Policy, PortRange, Ruleset, Table, TableName, Target,
+};
 
 /// How many disjoint cases (terms) the packets reaching one rule may be
 /// split into by conditional RETURN and goto rules before it, and how many

@@ -1312,10 +1312,10 @@ fn user_chain_rules_count_on_their_own_counters() {
     ));
     let compiled = compile(&ruleset, &[], 1).unwrap();
     assert_eq!(compiled.user_chain_rules, 3);
-    let counters = user_chain_counters(&ruleset.filter);
+    let counters = user_chain_counters(&ruleset);
     let numbered: Vec<(&str, u32)> = counters
         .iter()
-        .map(|(c, n)| (c.name.as_str(), *n))
+        .map(|(_, c, n)| (c.name.as_str(), *n))
         .collect();
     assert_eq!(numbered, [("T", 0), ("U", 1)]);
     for (c, builtin_rules) in [(chain::INPUT, 1), (chain::FORWARD, 2)] {

@@ -452,7 +452,10 @@ impl Dataplane {
 
     /// The first `count` translations of the active generation, as the
     /// `NAT_TARGETS` map holds them.
-    pub fn nat_targets(&self, count: usize) -> Result<Vec<netbeast_common::NatTarget>, LoaderError> {
+    pub fn nat_targets(
+        &self,
+        count: usize,
+    ) -> Result<Vec<netbeast_common::NatTarget>, LoaderError> {
         let generation = self.active_generation()?;
         tables::read_nat_targets(self, generation, count)
     }

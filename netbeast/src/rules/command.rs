@@ -533,7 +533,11 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
-    let has_mac = |rule: &Rule| rule.matches.iter().any(|m| matches!(m, Match::MacSource(_)));
+    let has_mac = |rule: &Rule| {
+        rule.matches
+            .iter()
+            .any(|m| matches!(m, Match::MacSource(_)))
+    };
     // xt_mac's hooks: before routing and on local delivery.
     let mac_refused: &[(&'static str, &'static str)] = match table.name {
         TableName::Filter => &[("OUTPUT", "locally sent packets have no source MAC yet")],
@@ -1110,7 +1114,7 @@ mod tests {
         );
         assert_err_contains(
             fails(&mut r, "-A PREROUTING -j DROP"),
-            "chain 'PREROUTING' does not exist in the filter table; PREROUTING belongs to the nat, mangle and raw tables",
+            "chain 'PREROUTING' does not exist in the filter table; PREROUTING is a chain of the nat table: add -t nat",
         );
         for line in [
             "-L FOO",

@@ -317,10 +317,16 @@ pub enum Target {
     Return,
     /// `-j DNAT --to-destination`: a new connection's destination becomes
     /// `to` (nat PREROUTING and OUTPUT).
-    Dnat { to: NatTo, flags: NatFlags },
+    Dnat {
+        to: NatTo,
+        flags: NatFlags,
+    },
     /// `-j SNAT --to-source`: a new connection's source becomes `to` (nat
     /// POSTROUTING).
-    Snat { to: NatTo, flags: NatFlags },
+    Snat {
+        to: NatTo,
+        flags: NatFlags,
+    },
     /// `-j MASQUERADE [--to-ports]`: SNAT to the address of the interface
     /// the packet leaves through (nat POSTROUTING).
     Masquerade {

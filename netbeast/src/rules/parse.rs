@@ -766,7 +766,10 @@ fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
 /// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon).
 fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError> {
     let (first, last) = match text.split_once('-') {
-        Some((first, last)) => (parse_nat_port(option, first)?, parse_nat_port(option, last)?),
+        Some((first, last)) => (
+            parse_nat_port(option, first)?,
+            parse_nat_port(option, last)?,
+        ),
         None => {
             let port = parse_nat_port(option, text)?;
             (port, port)
@@ -2502,7 +2505,9 @@ impl<'a> Parser<'a> {
                 name,
                 "an address, a range or a port, like 10.0.0.2, 10.0.0.2-10.0.0.9:8080 or :8080",
             )?),
-            NatOption::ToPorts => Some(self.required(name, "a port or range like 8080 or 1024-2000")?),
+            NatOption::ToPorts => {
+                Some(self.required(name, "a port or range like 8080 or 1024-2000")?)
+            }
             _ => None,
         };
         let Some(TargetState::Nat(nat)) = &mut self.target else {
@@ -2510,7 +2515,9 @@ impl<'a> Parser<'a> {
         };
         nat.seen.push(option);
         match (option, value) {
-            (NatOption::To, Some(text)) => nat.to = Some((parse_nat_to(name, text)?, text.to_string())),
+            (NatOption::To, Some(text)) => {
+                nat.to = Some((parse_nat_to(name, text)?, text.to_string()))
+            }
             (NatOption::ToPorts, Some(text)) => {
                 nat.ports = Some((parse_nat_ports(name, text)?, text.to_string()))
             }
@@ -2839,7 +2846,7 @@ impl<'a> Parser<'a> {
         );
         if chain == "INPUT" && adds_rule {
             return Err(ParseError::Unsupported {
-                what: "rules in the nat table's INPUT chain".into(),
+                what: "a rule in the nat table's INPUT chain".into(),
                 hint: "; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of \
                        connections to this host is not implemented)"
                     .into(),
@@ -2892,22 +2899,26 @@ impl<'a> Parser<'a> {
             _ => None,
         };
         let to = match kind {
-            NatKind::Dnat | NatKind::Snat => Some(
-                to.map(|(to, _)| to)
-                    .ok_or(ParseError::MissingTargetOption {
-                        target: kind.name(),
-                        option: kind.option_name(NatOption::To),
-                        example: if kind == NatKind::Dnat {
-                            "; e.g. -j DNAT --to-destination 10.0.0.2:8080"
-                        } else {
-                            "; e.g. -j SNAT --to-source 203.0.113.1"
-                        },
-                    })?,
-            ),
+            NatKind::Dnat | NatKind::Snat => Some(to.map(|(to, _)| to).ok_or(
+                ParseError::MissingTargetOption {
+                    target: kind.name(),
+                    option: kind.option_name(NatOption::To),
+                    example: if kind == NatKind::Dnat {
+                        "; e.g. -j DNAT --to-destination 10.0.0.2:8080"
+                    } else {
+                        "; e.g. -j SNAT --to-source 203.0.113.1"
+                    },
+                },
+            )?),
             _ => None,
         };
         if let Some((option, value)) = given_ports {
-            match self.protocol.as_ref().filter(|p| !p.negated).map(|p| p.value) {
+            match self
+                .protocol
+                .as_ref()
+                .filter(|p| !p.negated)
+                .map(|p| p.value)
+            {
                 Some(6 | 17) => {}
                 Some(132 | 33) => {
                     return Err(ParseError::Unsupported {
@@ -3649,10 +3660,15 @@ mod tests {
     fn tables() {
         assert_eq!(parse_ok("-t filter -L").table, TableName::Filter);
         assert_eq!(
-            err("-t nat -A PREROUTING -j ACCEPT"),
-            "the nat table is not supported yet; netbeast implements the filter table"
+            parse_ok("-t nat -A PREROUTING -j ACCEPT").table,
+            TableName::Nat
         );
-        assert_err("-t mangle -L", "the mangle table is not supported yet");
+        assert_eq!(parse_ok("-L -t nat").table, TableName::Nat);
+        assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
+        assert_eq!(
+            err("-t mangle -L"),
+            "the mangle table is not supported yet; netbeast implements the filter and nat tables"
+        );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");
     }

@@ -611,15 +611,9 @@ enum Section {
     /// A table netbeast implements.
     Table(RestoreTable),
     /// A table netbeast skips while it stays empty.
-    Ignored {
-        name: String,
-        start: usize,
-    },
+    Ignored { name: String, start: usize },
     /// A table `-T` did not select: skipped whatever it holds.
-    Skipped {
-        name: String,
-        start: usize,
-    },
+    Skipped { name: String, start: usize },
 }
 
 #[derive(Default)]
@@ -1403,12 +1397,40 @@ COMMIT
                 "line 2: chain 'FOO' does not exist",
             ),
             (
-                "*nat\n-A PREROUTING -j ACCEPT\nCOMMIT\n",
-                "line 2: the nat table is not supported yet",
+                "*nat\n-A PREROUTING -j DROP\nCOMMIT\n",
+                "line 2: the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables)",
             ),
             (
                 "*nat\n:PREROUTING DROP [0:0]\nCOMMIT\n",
-                "line 2: the nat table is not supported yet",
+                "line 2: the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables); the policies of the nat table are always ACCEPT; write :PREROUTING ACCEPT [0:0]",
+            ),
+            (
+                "*nat\n:FORWARD ACCEPT [0:0]\nCOMMIT\n",
+                "line 2: 'ACCEPT' for the user-defined chain FORWARD",
+            ),
+            (
+                "*nat\n-A INPUT -j SNAT --to-source 10.0.0.1\nCOMMIT\n",
+                "line 2: a rule in the nat table's INPUT chain is not supported yet",
+            ),
+            (
+                "*nat\n-A POSTROUTING -j DNAT --to-destination 10.0.0.1\nCOMMIT\n",
+                "line 2: -j DNAT cannot be used in the nat POSTROUTING chain",
+            ),
+            (
+                "*nat\n:X - [0:0]\n-A X -j MASQUERADE\n-A PREROUTING -j X\nCOMMIT\n",
+                "line 5: rule 1 of the nat chain X is -j MASQUERADE, but PREROUTING reaches it (PREROUTING -> X)",
+            ),
+            (
+                "*filter\n-A FORWARD -j MASQUERADE\nCOMMIT\n",
+                "line 2: -j MASQUERADE is a target of the nat table, not of the filter table; add -t nat",
+            ),
+            (
+                "*mangle\n-A PREROUTING -j ACCEPT\nCOMMIT\n",
+                "line 2: the mangle table is not supported yet",
+            ),
+            (
+                "*mangle\n:PREROUTING DROP [0:0]\nCOMMIT\n",
+                "line 2: the mangle table is not supported yet",
             ),
         ];
         for (text, expected) in cases {
