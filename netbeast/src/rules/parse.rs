@@ -750,7 +750,14 @@ fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
 
 /// A port a translation leads to: 1-65535 or a service name.
 fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
-    let port = parse_port(option, text)?;
+    let port = parse_port(option, text).map_err(|_| {
+        invalid(
+            option,
+            "port",
+            text,
+            "use a number 1-65535 or a service name like http or https",
+        )
+    })?;
     if port == 0 {
         return Err(invalid(
             option,
@@ -4327,6 +4334,484 @@ mod tests {
             rule("-A INPUT -p tcp -j REJECT --reject-with tcp-reset").target,
             Target::Reject(RejectWith::TcpReset)
         );
+    }
+
+    // -- the nat table --
+
+    fn addrs(first: [u8; 4], last: [u8; 4]) -> Option<AddrRange> {
+        Some(AddrRange {
+            first: Ipv4Addr::from(first),
+            last: Ipv4Addr::from(last),
+        })
+    }
+
+    fn flags(random: bool, random_fully: bool, persistent: bool) -> NatFlags {
+        NatFlags {
+            random,
+            random_fully,
+            persistent,
+        }
+    }
+
+    #[test]
+    fn nat_targets_of_the_article() {
+        // "A port-forwarder": DNAT to a local port, abbreviated --to.
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080").target,
+            Target::Dnat {
+                to: NatTo {
+                    addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
+                    ports: Some(range(8080, 8080)),
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        // "A NAT router".
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1")
+                .target,
+            Target::Snat {
+                to: NatTo {
+                    addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
+                    ports: None,
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -o eth0 -j MASQUERADE").target,
+            Target::Masquerade {
+                ports: None,
+                flags: NatFlags::default(),
+            }
+        );
+        // OUTPUT DNAT of local sockets.
+        let cmd = parse_ok(
+            "-t nat -I OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+        );
+        assert_eq!(cmd.table, TableName::Nat);
+        let Action::Insert { chain, rules, .. } = cmd.action else {
+            panic!("an insert");
+        };
+        assert_eq!(chain, "OUTPUT");
+        assert_eq!(
+            rules[0].target,
+            Target::Dnat {
+                to: NatTo {
+                    addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
+                    ports: Some(range(80, 80)),
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 8080").target,
+            Target::Redirect {
+                ports: Some(range(8080, 8080)),
+                flags: NatFlags::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn nat_ranges_and_flags() {
+        let dnat = |line: &str| match rule(&format!("-t nat -A PREROUTING {line}")).target {
+            Target::Dnat { to, flags } => (to, flags),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            dnat("-p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --random --persistent"),
+            (
+                NatTo {
+                    addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
+                    ports: Some(range(80, 90)),
+                },
+                flags(true, false, true)
+            )
+        );
+        // A port alone keeps the address; an address alone the port.
+        assert_eq!(
+            dnat("-p udp -j DNAT --to-destination :5353").0,
+            NatTo {
+                addrs: None,
+                ports: Some(range(5353, 5353)),
+            }
+        );
+        assert_eq!(
+            dnat("-j DNAT --to-destination 10.0.0.1-10.0.0.5").0,
+            NatTo {
+                addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
+                ports: None,
+            }
+        );
+        // Service names, `=value`, every getopt prefix of --to-destination.
+        assert_eq!(
+            dnat("-p tcp -j DNAT --to-dest=10.0.0.1:http").0.ports,
+            Some(range(80, 80))
+        );
+        for option in ["--to", "--to-d", "--to-destination"] {
+            assert_eq!(
+                dnat(&format!("-p tcp -j DNAT {option} 10.0.0.1")).0.addrs,
+                addrs([10, 0, 0, 1], [10, 0, 0, 1])
+            );
+        }
+        // --t could be --table too, as getopt_long says.
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --t 10.0.0.1",
+            "option --t is ambiguous: it could be --table, --to-destination",
+        );
+        // Options before -p (the rule is checked as a whole).
+        assert_eq!(
+            dnat("-j DNAT --to :8080 -p tcp").0.ports,
+            Some(range(8080, 8080))
+        );
+        let snat = rule(
+            "-t nat -A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:1000-2000 --random-fully --persistent --random",
+        );
+        assert_eq!(
+            snat.target,
+            Target::Snat {
+                to: NatTo {
+                    addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
+                    ports: Some(range(1000, 2000)),
+                },
+                flags: flags(true, true, true),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000 --random --random-fully")
+                .target,
+            Target::Masquerade {
+                ports: Some(range(1000, 2000)),
+                flags: flags(true, true, false),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT --to 8080-8090 --random").target,
+            Target::Redirect {
+                ports: Some(range(8080, 8090)),
+                flags: flags(true, false, false),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT").target,
+            Target::Redirect {
+                ports: None,
+                flags: NatFlags::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn nat_value_errors() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:90-80"),
+            "invalid port range '90-80' for --to-destination: the first port is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 90-80"),
+            "invalid port range '90-80' for --to-ports: the first port is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DNAT --to 10.0.0.5-10.0.0.1"),
+            "invalid address range '10.0.0.5-10.0.0.1' for --to-destination: the first address is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DNAT --to foo"),
+            "invalid address 'foo' for --to-destination: host names are not resolved; give an IPv4 address like 10.0.0.2"
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:80:90",
+            "invalid port '80:90' for --to-destination",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:",
+            "invalid port '' for --to-destination",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:0",
+            "port 0 is not a port a connection can use",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1-",
+            "invalid address '10.0.0.1-' for --to-destination: an address range has two ends",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to :",
+            "invalid port '' for --to-destination: use a number 1-65535 or a service name",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to=",
+            "invalid translation '' for --to-destination: give an address, a port or both",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to",
+            "option --to-destination requires an argument",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -p tcp -j MASQUERADE --to-ports 65536",
+            "invalid port '65536' for --to-ports",
+        );
+    }
+
+    #[test]
+    fn nat_option_errors() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT"),
+            "DNAT: option \"--to-destination\" must be specified; e.g. -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j SNAT"),
+            "SNAT: option \"--to-source\" must be specified; e.g. -j SNAT --to-source 203.0.113.1"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:80 --to 1.2.3.5"),
+            "DNAT: option \"--to-destination\" can only be used once; netbeast translates to one address range (ip-ip) and one port range"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j MASQUERADE --random --random"),
+            "MASQUERADE: option \"--random\" can only be used once"
+        );
+        // Options the target does not have, as iptables says "unknown option".
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4 --random-fully"),
+            "unknown option --random-fully for -j DNAT, which takes --to-destination, --random, --persistent"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j MASQUERADE --persistent"),
+            "unknown option --persistent for -j MASQUERADE, which takes --to-ports, --random, --random-fully"
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 80 --persistent",
+            "unknown option --persistent for -j REDIRECT",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT --to-ports 80",
+            "unknown option --to-ports for -j SNAT",
+        );
+        // A target option before its target.
+        assert_eq!(
+            err("-t nat -A PREROUTING --to-destination 1.2.3.4 -j DNAT"),
+            "--to-destination needs -j DNAT before it, e.g. -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_err(
+            "-t nat -A POSTROUTING --to-ports 80 -j MASQUERADE",
+            "--to-ports needs -j MASQUERADE or -j REDIRECT before it",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE ! --random",
+            "'!' cannot be used before --random",
+        );
+        // --r could be --random, --random-fully or --replace.
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE --r",
+            "option --r is ambiguous",
+        );
+    }
+
+    #[test]
+    fn nat_ports_need_tcp_or_udp() {
+        for line in [
+            "-t nat -A PREROUTING -j DNAT --to-destination 1.2.3.4:80",
+            "-t nat -A PREROUTING ! -p tcp -j DNAT --to-destination 1.2.3.4:80",
+            "-t nat -A PREROUTING -p icmp -j DNAT --to-destination 1.2.3.4:80",
+        ] {
+            assert_eq!(
+                err(line),
+                "Need TCP, UDP, SCTP or DCCP with port specification: --to-destination 1.2.3.4:80 translates ports, so the rule needs -p tcp or -p udp (not negated) before it",
+                "{line}"
+            );
+        }
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT --to-source 1.2.3.4:1000-2000",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-source 1.2.3.4:1000-2000",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE --to-ports 1024-2000",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-ports 1024-2000",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -j REDIRECT --to-ports 80",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-ports 80",
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p sctp -j DNAT --to-destination 1.2.3.4:80"),
+            "port translation for SCTP and DCCP is not supported yet; netbeast translates TCP and UDP ports"
+        );
+        // Without a port, any protocol.
+        rule("-t nat -A PREROUTING -p icmp -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A PREROUTING -p udp -j REDIRECT");
+        rule("-t nat -A POSTROUTING ! -p tcp -j MASQUERADE");
+    }
+
+    #[test]
+    fn nat_targets_only_in_the_nat_table() {
+        assert_eq!(
+            err("-A INPUT -j DNAT --to 1.2.3.4"),
+            "-j DNAT is a target of the nat table, not of the filter table; add -t nat, as in iptables -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_err(
+            "-A FORWARD -j MASQUERADE",
+            "-j MASQUERADE is a target of the nat table, not of the filter table; add -t nat",
+        );
+        assert_err(
+            "-A OUTPUT -j SNAT --to-source 1.2.3.4",
+            "-j SNAT is a target of the nat table",
+        );
+        assert_err(
+            "-A PREROUTING -p tcp -j REDIRECT",
+            "-j REDIRECT is a target of the nat table",
+        );
+        // -t may come last.
+        rule("-A PREROUTING -p tcp -j REDIRECT -t nat");
+        // A user-defined chain may not be named after them.
+        assert_err(
+            "-t nat -N DNAT",
+            "a chain name may not clash with a target name",
+        );
+    }
+
+    #[test]
+    fn nat_table_does_not_filter() {
+        assert_eq!(
+            err("-t nat -P PREROUTING DROP"),
+            "the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables); the policies of the nat table are always ACCEPT; set a DROP policy in the filter table instead (iptables -P INPUT DROP, -P FORWARD DROP)"
+        );
+        assert_err(
+            "-P POSTROUTING DROP -t nat",
+            "the use of DROP is therefore inhibited",
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DROP"),
+            "the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables); filter in the filter table instead (without -t nat), e.g. iptables -A FORWARD ... -j DROP"
+        );
+        assert_err(
+            "-t nat -A MINE -p tcp -j REJECT --reject-with tcp-reset",
+            "the use of REJECT is therefore inhibited",
+        );
+        // ACCEPT, RETURN, jumps and counting rules are fine.
+        assert!(matches!(
+            parse_ok("-t nat -P PREROUTING ACCEPT").action,
+            Action::SetPolicy {
+                policy: Policy::Accept,
+                ..
+            }
+        ));
+        assert_eq!(
+            rule("-t nat -A PREROUTING -i eth0 -j ACCEPT").target,
+            Target::Accept
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -j RETURN").target,
+            Target::Return
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -j MINE").target,
+            Target::Jump("MINE".into())
+        );
+        assert_eq!(rule("-t nat -A OUTPUT").target, Target::None);
+    }
+
+    #[test]
+    fn nat_targets_in_their_chains() {
+        let wrong = [
+            (
+                "POSTROUTING",
+                "DNAT --to-destination 1.2.3.4",
+                "DNAT changes where a new connection goes, before it is routed: use it in PREROUTING (arriving packets) or OUTPUT (locally sent ones)",
+            ),
+            (
+                "INPUT",
+                "DNAT --to-destination 1.2.3.4",
+                "DNAT changes where",
+            ),
+            (
+                "POSTROUTING",
+                "REDIRECT",
+                "REDIRECT sends a new connection to this host",
+            ),
+            (
+                "PREROUTING",
+                "SNAT --to-source 1.2.3.4",
+                "SNAT changes the source of a new connection once it is routed: use it in POSTROUTING",
+            ),
+            (
+                "OUTPUT",
+                "SNAT --to-source 1.2.3.4",
+                "SNAT changes the source",
+            ),
+            (
+                "PREROUTING",
+                "MASQUERADE",
+                "MASQUERADE takes the address of the interface a packet leaves through, which is known in POSTROUTING only",
+            ),
+            ("OUTPUT", "MASQUERADE", "MASQUERADE takes the address"),
+            ("INPUT", "MASQUERADE", "MASQUERADE takes the address"),
+        ];
+        for (chain, target, reason) in wrong {
+            let line = format!("-t nat -A {chain} -p tcp -j {target}");
+            let name = target.split(' ').next().unwrap();
+            assert_err(
+                &line,
+                &format!("-j {name} cannot be used in the nat {chain} chain: {reason}"),
+            );
+        }
+        rule("-t nat -A PREROUTING -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A OUTPUT -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A OUTPUT -p tcp -j REDIRECT");
+        rule("-t nat -A POSTROUTING -j SNAT --to-source 1.2.3.4");
+        // User-defined chains take every target; what reaches them decides.
+        rule("-t nat -A MINE -j MASQUERADE");
+        rule("-t nat -A MINE -j DNAT --to-destination 1.2.3.4");
+    }
+
+    #[test]
+    fn nat_input_rules_are_not_supported() {
+        assert_eq!(
+            err("-t nat -A INPUT -j SNAT --to-source 1.2.3.4"),
+            "a rule in the nat table's INPUT chain is not supported yet; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of connections to this host is not implemented)"
+        );
+        assert_err(
+            "-t nat -I INPUT -j ACCEPT",
+            "nat table's INPUT chain is not supported",
+        );
+        assert_err(
+            "-t nat -R INPUT 1 -j ACCEPT",
+            "nat table's INPUT chain is not supported",
+        );
+        // Listing, flushing, its policy and looking for a rule are fine.
+        for line in [
+            "-t nat -L INPUT",
+            "-t nat -F INPUT",
+            "-t nat -P INPUT ACCEPT",
+            "-t nat -C INPUT -j ACCEPT",
+            "-t nat -D INPUT -j ACCEPT",
+            "-t nat -D INPUT 1",
+        ] {
+            parse_ok(line);
+        }
+    }
+
+    #[test]
+    fn nat_interfaces_per_chain() {
+        assert_eq!(
+            err("-t nat -A POSTROUTING -i eth0 -j MASQUERADE"),
+            "can't use -i with POSTROUTING: packets leaving the host have no input interface; use -o to match the interface they leave through"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -o eth0 -j DNAT --to 1.1.1.1"),
+            "can't use -o with PREROUTING: packets arriving at the host have no output interface yet; use -i to match the interface they arrive on"
+        );
+        assert_err(
+            "-t nat -A OUTPUT -i lo -j DNAT --to 1.1.1.1",
+            "can't use -i with OUTPUT",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -m mac --mac-source aa:bb:cc:dd:ee:ff -j MASQUERADE",
+            "can't use -m mac with POSTROUTING",
+        );
+        rule("-t nat -A PREROUTING -i eth0 -m mac --mac-source aa:bb:cc:dd:ee:ff -j ACCEPT");
+        rule("-t nat -A POSTROUTING -o eth0 -j MASQUERADE");
     }
 
     #[test]

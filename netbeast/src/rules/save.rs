@@ -1098,6 +1098,301 @@ mod tests {
         }
     }
 
+    /// The `-A` lines of the nat section of a save.
+    fn saved_nat_rules(ruleset: &Ruleset) -> Vec<String> {
+        save(ruleset, false)
+            .lines()
+            .skip_while(|l| *l != "*nat")
+            .filter(|l| l.starts_with("-A"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Each case: what the user typed (with -t nat), what iptables-save
+    /// 1.8.9 printed for it (iptables-legacy-save and iptables-nft-save
+    /// agree), checked in a scratch namespace on this machine.
+    #[test]
+    fn nat_rules_print_as_iptables_save_prints_them() {
+        let cases = [
+            (
+                "-A PREROUTING -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080",
+                "-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8080",
+            ),
+            (
+                "-A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080",
+                "-A PREROUTING -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8080",
+            ),
+            (
+                "-I OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+                "-A OUTPUT -s 127.0.0.1/32 -o lo -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.0.4:80",
+            ),
+            (
+                "-A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1",
+                "-A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1",
+            ),
+            (
+                "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1024-2000",
+                "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1024-2000",
+            ),
+            (
+                "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --persistent --random",
+                "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --random --persistent",
+            ),
+            (
+                "-A PREROUTING -p udp -j DNAT --to-destination :5353",
+                "-A PREROUTING -p udp -j DNAT --to-destination :5353",
+            ),
+            (
+                "-A PREROUTING -j DNAT --to-destination 10.0.0.1-10.0.0.5",
+                "-A PREROUTING -j DNAT --to-destination 10.0.0.1-10.0.0.5",
+            ),
+            (
+                "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1:http",
+                "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1:80",
+            ),
+            (
+                "-A PREROUTING -p tcp -j REDIRECT --to-ports 8080-8090 --random",
+                "-A PREROUTING -p tcp -j REDIRECT --to-ports 8080-8090 --random",
+            ),
+            (
+                "-A PREROUTING -p tcp -j REDIRECT",
+                "-A PREROUTING -p tcp -j REDIRECT",
+            ),
+            (
+                "-A OUTPUT -p tcp -j REDIRECT --to-ports 80",
+                "-A OUTPUT -p tcp -j REDIRECT --to-ports 80",
+            ),
+            (
+                "-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:1000-2000 --random-fully --persistent --random",
+                "-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:1000-2000 --random --random-fully --persistent",
+            ),
+            (
+                "-A POSTROUTING -p tcp -j SNAT --to-source :1000",
+                "-A POSTROUTING -p tcp -j SNAT --to-source :1000",
+            ),
+            (
+                "-A POSTROUTING -j MASQUERADE --random --random-fully",
+                "-A POSTROUTING -j MASQUERADE --random --random-fully",
+            ),
+            (
+                "-A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-1000",
+                "-A POSTROUTING -p udp -j MASQUERADE --to-ports 1000",
+            ),
+            (
+                "-A POSTROUTING -p udp -j MASQUERADE --random-fully --to-ports 1000-2000 --random",
+                "-A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000 --random --random-fully",
+            ),
+            (
+                "-A POSTROUTING -p tcp -j SNAT --to 1.2.3.4-1.2.3.5:1-2 --random --persistent",
+                "-A POSTROUTING -p tcp -j SNAT --to-source 1.2.3.4-1.2.3.5:1-2 --random --persistent",
+            ),
+            (
+                "-A PREROUTING -i eth0 -j ACCEPT",
+                "-A PREROUTING -i eth0 -j ACCEPT",
+            ),
+            ("-A PREROUTING -j RETURN", "-A PREROUTING -j RETURN"),
+        ];
+        for (typed, saved) in cases {
+            let r = ruleset(&[&format!("-t nat {typed}")]);
+            assert_eq!(saved_nat_rules(&r), [saved], "for {typed}");
+            // What save prints restores to the same rule.
+            let again = restore(&format!("*nat\n{saved}\nCOMMIT\n")).unwrap();
+            assert_eq!(again, r, "{saved}");
+        }
+    }
+
+    /// iptables-nft-save 1.8.9 printed this after the same commands (its
+    /// header and footer lines aside): filter first, then nat.
+    const NAT_SAVE: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A FORWARD -s 192.168.0.6/32 -d 10.10.7.15/32 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:FWD - [0:0]
+-A PREROUTING -j FWD
+-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8080
+-A OUTPUT -s 127.0.0.1/32 -o lo -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.0.4:80
+-A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A FWD -i docker0 -j RETURN
+-A FWD -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+COMMIT
+";
+
+    fn without_comments(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn nat_table_round_trip() {
+        let r = restore(NAT_SAVE).unwrap();
+        assert_eq!(without_comments(&save(&r, false)), NAT_SAVE);
+        assert_eq!(restore(&save(&r, true)).unwrap(), r);
+        let names: Vec<&str> = r.nat.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "PREROUTING",
+                "INPUT",
+                "OUTPUT",
+                "POSTROUTING",
+                "DOCKER",
+                "FWD"
+            ]
+        );
+        // The same ruleset typed as commands.
+        let typed = ruleset(&[
+            "-P FORWARD DROP",
+            "-A FORWARD -s 192.168.0.6 -d 10.10.7.15 -j ACCEPT",
+            "-I FORWARD -s 10.10.7.15 -d 192.168.0.6 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+            "-t nat -N FWD",
+            "-t nat -N DOCKER",
+            "-t nat -A FWD -i docker0 -j RETURN",
+            "-t nat -A FWD -p tcp --dport 8080 -j DNAT --to 172.17.0.2:80",
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080",
+            "-t nat -I PREROUTING -j FWD",
+            "-t nat -A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1",
+            "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+            "-t nat -I OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+        ]);
+        assert_eq!(typed, r);
+        // Counters of the nat table's chains and rules, with -c.
+        let with = restore(
+            "*nat\n:PREROUTING ACCEPT [12:720]\n:POSTROUTING ACCEPT [3:180]\n[2:120] -A POSTROUTING -j MASQUERADE\nCOMMIT\n",
+        )
+        .unwrap();
+        let text = save(&with, true);
+        assert!(text.contains("\n:PREROUTING ACCEPT [12:720]\n"), "{text}");
+        assert!(
+            text.contains("\n[2:120] -A POSTROUTING -j MASQUERADE\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nat_is_saved_once_in_use() {
+        let version = env!("CARGO_PKG_VERSION");
+        // Never touched: as iptables-save without a nat table.
+        let r = ruleset(&["-A INPUT -j ACCEPT"]);
+        assert!(!save(&r, false).contains("*nat"));
+        // A user-defined chain alone is enough (iptables-save prints the
+        // table once -N created it).
+        let r = ruleset(&["-t nat -N FOO"]);
+        assert_eq!(
+            save(&r, false),
+            format!(
+                "# Generated by netbeast v{version}\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n# Completed by netbeast v{version}\n\
+                 # Generated by netbeast v{version}\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:FOO - [0:0]\nCOMMIT\n# Completed by netbeast v{version}\n"
+            )
+        );
+        // Counted packets keep it (a flushed table iptables still has).
+        let mut r = ruleset(&["-t nat -A POSTROUTING -j MASQUERADE", "-t nat -F"]);
+        assert!(!save(&r, false).contains("*nat"));
+        r.nat.chain_mut("POSTROUTING").unwrap().policy_counter = Counter {
+            packets: 1,
+            bytes: 60,
+        };
+        assert!(save(&r, false).contains("*nat\n"));
+    }
+
+    #[test]
+    fn restore_flushes_only_the_tables_in_the_file() {
+        let r = ruleset(&[
+            "-A INPUT -j ACCEPT",
+            "-t nat -A POSTROUTING -j MASQUERADE",
+            "-t nat -N OLD",
+        ]);
+        // A filter-only file leaves nat alone, and the other way round.
+        let mut filter_only = r.clone();
+        apply_restore(
+            &mut filter_only,
+            &parse_restore("*filter\n-A INPUT -j DROP\nCOMMIT\n").unwrap(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(filter_only.nat, r.nat);
+        assert_eq!(saved_rules(&filter_only)[0], "-A INPUT -j DROP");
+        let nat_file = parse_restore("*nat\n-A PREROUTING -p tcp -j REDIRECT\nCOMMIT\n").unwrap();
+        let mut nat_only = r.clone();
+        apply_restore(&mut nat_only, &nat_file, false).unwrap();
+        assert_eq!(nat_only.filter, r.filter);
+        assert_eq!(
+            saved_nat_rules(&nat_only),
+            ["-A PREROUTING -p tcp -j REDIRECT"]
+        );
+        assert!(nat_only.nat.chain("OLD").is_none());
+        // --noflush appends and keeps the user-defined chains.
+        let mut kept = r.clone();
+        apply_restore(&mut kept, &nat_file, true).unwrap();
+        assert_eq!(
+            saved_nat_rules(&kept),
+            [
+                "-A PREROUTING -p tcp -j REDIRECT",
+                "-A POSTROUTING -j MASQUERADE"
+            ]
+        );
+        assert!(kept.nat.chain("OLD").is_some());
+    }
+
+    #[test]
+    fn restore_only_one_table() {
+        let both =
+            "*filter\n-A INPUT -j DROP\nCOMMIT\n*nat\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n";
+        let apply = |only: &str| {
+            let mut r = Ruleset::default();
+            apply_restore(
+                &mut r,
+                &parse_restore_table(both, Some(only)).unwrap(),
+                false,
+            )
+            .unwrap();
+            r
+        };
+        let nat = apply("nat");
+        assert!(nat.filter.is_pristine());
+        assert_eq!(saved_nat_rules(&nat), ["-A POSTROUTING -j MASQUERADE"]);
+        let filter = apply("filter");
+        assert!(filter.nat.is_pristine());
+        assert_eq!(saved_rules(&filter), ["-A INPUT -j DROP"]);
+        // -T nat skips the tables netbeast does not have, whatever they hold.
+        let mixed = "*mangle\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n*nat\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n";
+        let mut r = Ruleset::default();
+        apply_restore(
+            &mut r,
+            &parse_restore_table(mixed, Some("nat")).unwrap(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(saved_nat_rules(&r), ["-A POSTROUTING -j MASQUERADE"]);
+    }
+
+    #[test]
+    fn rulesets_stored_before_the_nat_table_still_load() {
+        // A ruleset.json as netbeast stored it before: no "nat" key.
+        let mut old = serde_json::to_value(ruleset(&["-A INPUT -j DROP"])).unwrap();
+        old.as_object_mut().unwrap().remove("nat");
+        let loaded: Ruleset = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded, ruleset(&["-A INPUT -j DROP"]));
+        assert!(loaded.nat.is_pristine());
+        // And the new form round-trips with its nat rules.
+        let r = ruleset(&[
+            "-t nat -A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:1000-2000 --random",
+        ]);
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Ruleset>(&text).unwrap(), r);
+    }
+
     #[test]
     fn comments_are_quoted_like_iptables_save() {
         let cases = [
