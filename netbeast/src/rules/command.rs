@@ -1498,6 +1498,165 @@ mod tests {
         assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT", "U", "V"]);
     }
 
+    /// The nat chain's rules as -S prints them.
+    fn nat_rules_of(ruleset: &Ruleset, chain: &str) -> Vec<String> {
+        let chain = ruleset.nat.chain(chain).unwrap();
+        chain
+            .rules
+            .iter()
+            .map(|r| rule_spec(&chain.name, r, CounterStyle::Omit))
+            .collect()
+    }
+
+    #[test]
+    fn every_command_works_on_the_nat_table() {
+        let mut r = Ruleset::default();
+        run_ok(&mut r, "-t nat -A POSTROUTING -o eth0 -j MASQUERADE");
+        run_ok(
+            &mut r,
+            "-t nat -I POSTROUTING -s 10.0.0.0/8 -o eth0 -j SNAT --to 1.2.3.4",
+        );
+        run_ok(
+            &mut r,
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 10.0.0.2",
+        );
+        run_ok(
+            &mut r,
+            "-t nat -R PREROUTING 1 -p tcp --dport 80 -j DNAT --to 10.0.0.3:8080",
+        );
+        run_ok(&mut r, "-t nat -C POSTROUTING -o eth0 -j MASQUERADE");
+        assert_eq!(
+            nat_rules_of(&r, "POSTROUTING"),
+            [
+                "-A POSTROUTING -s 10.0.0.0/8 -o eth0 -j SNAT --to-source 1.2.3.4",
+                "-A POSTROUTING -o eth0 -j MASQUERADE"
+            ]
+        );
+        assert_eq!(
+            nat_rules_of(&r, "PREROUTING"),
+            ["-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080"]
+        );
+        // The filter table is not touched, and the tables do not mix.
+        assert!(r.filter.is_pristine());
+        assert_err_contains(
+            fails(&mut r, "-C POSTROUTING -o eth0 -j ACCEPT"),
+            "chain 'POSTROUTING' does not exist in the filter table; POSTROUTING is a chain of the nat table: add -t nat",
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A FORWARD -j ACCEPT"),
+            "chain 'FORWARD' does not exist in the nat table; FORWARD is a chain of the filter table: leave out -t nat",
+        );
+        // -D by specification and by number.
+        run_ok(&mut r, "-t nat -D POSTROUTING -o eth0 -j MASQUERADE");
+        assert_err_contains(
+            fails(&mut r, "-t nat -D POSTROUTING -o eth0 -j MASQUERADE"),
+            "no rule in POSTROUTING is '-A POSTROUTING -o eth0 -j MASQUERADE'",
+        );
+        run_ok(&mut r, "-t nat -D POSTROUTING 1");
+        assert!(r.nat.chain("POSTROUTING").unwrap().rules.is_empty());
+        // Listings.
+        let out = run_ok(&mut r, "-t nat -S");
+        assert_eq!(
+            out.text,
+            "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080\n"
+        );
+        let out = run_ok(&mut r, "-t nat -L PREROUTING -n");
+        assert_eq!(
+            out.text,
+            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
+        );
+        assert!(
+            run_ok(&mut r, "-L")
+                .text
+                .starts_with("Chain INPUT (policy ACCEPT)")
+        );
+        // User-defined chains: -N, -E, -X, jumps.
+        run_ok(&mut r, "-t nat -N PORTS");
+        run_ok(
+            &mut r,
+            "-t nat -A PORTS -p udp --dport 53 -j DNAT --to 10.0.0.53",
+        );
+        run_ok(&mut r, "-t nat -A PREROUTING -j PORTS");
+        run_ok(&mut r, "-t nat -E PORTS FORWARDS");
+        assert_eq!(
+            nat_rules_of(&r, "PREROUTING")[1],
+            "-A PREROUTING -j FORWARDS"
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -X FORWARDS"),
+            "chain 'FORWARDS' is still the target of 1 rule (PREROUTING rule 2)",
+        );
+        assert_err_contains(
+            fails(&mut r, "-A INPUT -j FORWARDS"),
+            "jump target 'FORWARDS' does not exist",
+        );
+        // -Z, -P ACCEPT with counters, -F, -X.
+        r.nat.chain_mut("PREROUTING").unwrap().rules[0].counter = Counter {
+            packets: 5,
+            bytes: 300,
+        };
+        run_ok(&mut r, "-t nat -P OUTPUT ACCEPT -c 7 70");
+        assert_eq!(r.nat.chain("OUTPUT").unwrap().policy_counter.packets, 7);
+        run_ok(&mut r, "-t nat -Z");
+        assert!(r.nat.chains.iter().all(|c| {
+            c.policy_counter == Counter::default()
+                && c.rules
+                    .iter()
+                    .all(|rule| rule.counter == Counter::default())
+        }));
+        run_ok(&mut r, "-t nat -F");
+        run_ok(&mut r, "-t nat -X");
+        assert!(r.nat.is_pristine());
+    }
+
+    #[test]
+    fn nat_targets_reached_from_the_wrong_chain_are_refused() {
+        let mut r = ruleset(&[
+            "-t nat -N FWD",
+            "-t nat -N OUT",
+            "-t nat -N DEEP",
+            "-t nat -A FWD -p tcp --dport 80 -j DNAT --to 10.0.0.2",
+            "-t nat -A OUT -j DEEP",
+            "-t nat -A DEEP -j MASQUERADE",
+        ]);
+        // Unreached, anything goes (as in iptables); from the right chains too.
+        run_ok(&mut r, "-t nat -A PREROUTING -j FWD");
+        run_ok(&mut r, "-t nat -A OUTPUT -j FWD");
+        run_ok(&mut r, "-t nat -A POSTROUTING -j OUT");
+        assert_eq!(
+            fails(&mut r, "-t nat -A POSTROUTING -j FWD"),
+            "rule 1 of the nat chain FWD is -j DNAT, but POSTROUTING reaches it (POSTROUTING -> FWD), where the kernel refuses it: DNAT changes where a new connection goes, before it is routed: use it in PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        );
+        assert_eq!(
+            fails(&mut r, "-t nat -I PREROUTING -g OUT"),
+            "rule 1 of the nat chain DEEP is -j MASQUERADE, but PREROUTING reaches it (PREROUTING -> OUT -> DEEP), where the kernel refuses it: MASQUERADE takes the address of the interface a packet leaves through, which is known in POSTROUTING only"
+        );
+        // Adding the rule to a chain already reached is checked the same way.
+        assert_err_contains(
+            fails(&mut r, "-t nat -A FWD -j SNAT --to-source 1.2.3.4"),
+            "rule 2 of the nat chain FWD is -j SNAT, but PREROUTING reaches it (PREROUTING -> FWD)",
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A DEEP -j REDIRECT"),
+            "rule 2 of the nat chain DEEP is -j REDIRECT, but POSTROUTING reaches it (POSTROUTING -> OUT -> DEEP)",
+        );
+        // -m mac: nat PREROUTING only.
+        run_ok(&mut r, "-t nat -N MAC");
+        run_ok(
+            &mut r,
+            "-t nat -A MAC -m mac --mac-source 02:00:00:00:00:01 -j ACCEPT",
+        );
+        run_ok(&mut r, "-t nat -A PREROUTING -j MAC");
+        assert_eq!(
+            fails(&mut r, "-t nat -A POSTROUTING -j MAC"),
+            "rule 1 of chain MAC matches the source MAC (-m mac), but POSTROUTING reaches it (POSTROUTING -> MAC): the kernel matches the source MAC only on arrival, not after routing; jump to MAC from PREROUTING only"
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A OUTPUT -j MAC"),
+            "but OUTPUT reaches it (OUTPUT -> MAC): locally sent packets have no source MAC yet; jump to MAC from PREROUTING only",
+        );
+    }
+
     #[test]
     fn parsed_commands_are_applied_verbatim() {
         // A command built by the parser directly (no test helper in between).
