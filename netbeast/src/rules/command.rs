@@ -81,8 +81,8 @@ pub enum CommandError {
     NatTargetFromChain {
         chain: String,
         rule: usize,
-        target: String,
-        builtin: String,
+        target: &'static str,
+        builtin: &'static str,
         path: String,
         reason: &'static str,
     },
@@ -577,8 +577,8 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
                 return Err(CommandError::NatTargetFromChain {
                     chain: table.chains[chain].name.clone(),
                     rule: rule + 1,
-                    target: target.name().to_string(),
-                    builtin: builtin.to_string(),
+                    target: super::parse::nat_target_name(target),
+                    builtin,
                     path,
                     reason: super::parse::nat_chain_reason(target),
                 });

@@ -2546,6 +2546,14 @@ impl<'a> Parser<'a> {
             .map(|p| p.value);
         let looks_like_ports = parse_port_range("", word).is_ok();
         let listing = self.commands.iter().find(|c| !c.takes_rule());
+        let nat = match &self.target {
+            Some(TargetState::Nat(nat)) => Some(nat.kind),
+            _ => None,
+        };
+        let nat_option = nat.map(|kind| match kind {
+            NatKind::Dnat | NatKind::Snat => kind.option_name(NatOption::To),
+            _ => "--to-ports",
+        });
         let hint = if let Some(command) = listing {
             match &self.chain {
                 Some(chain) => format!(" ({} {chain} takes no more arguments)", command.flag()),
@@ -2554,6 +2562,10 @@ impl<'a> Parser<'a> {
                     flag = command.flag()
                 ),
             }
+        } else if let Some(option) = nat_option
+            && (parse_nat_to("", word).is_ok() || parse_nat_ports("", word).is_ok())
+        {
+            format!(" (did you mean {option} {word}?)")
         } else if looks_like_ports && matches!(protocol, Some(6 | 17)) {
             format!(" (did you mean --dport {word}?)")
         } else if looks_like_ports && word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
@@ -3138,7 +3150,7 @@ pub(crate) const BUILTIN_TARGETS: &[&str] = &[
 ];
 
 /// `DNAT`, `SNAT`, `MASQUERADE` or `REDIRECT`, as a static string.
-fn nat_target_name(target: &Target) -> &'static str {
+pub(crate) fn nat_target_name(target: &Target) -> &'static str {
     match target {
         Target::Dnat { .. } => "DNAT",
         Target::Snat { .. } => "SNAT",
@@ -3225,7 +3237,9 @@ fn parse_ct_states(option: &str, module: StateModule, text: &str) -> Result<CtSt
             ("SNAT" | "DNAT", StateModule::Conntrack) => {
                 return Err(ParseError::Unsupported {
                     what: format!("the {upper} connection state ({option} {upper})"),
-                    hint: "; netbeast has no NAT yet: use INVALID, NEW, ESTABLISHED, RELATED or UNTRACKED".into(),
+                    hint: "; netbeast matches INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED (whether a \
+                           connection was translated is not matched yet)"
+                        .into(),
                 });
             }
             ("SNAT" | "DNAT", StateModule::State) => format!(
@@ -4606,6 +4620,22 @@ mod tests {
         assert_err(
             "-t nat -A POSTROUTING -j MASQUERADE --r",
             "option --r is ambiguous",
+        );
+    }
+
+    #[test]
+    fn nat_values_without_their_option() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT 10.0.0.2:8080"),
+            "unexpected argument '10.0.0.2:8080' (did you mean --to-destination 10.0.0.2:8080?)"
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT 1.2.3.4",
+            "(did you mean --to-source 1.2.3.4?)",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT 8080",
+            "(did you mean --to-ports 8080?)",
         );
     }
 
