@@ -1902,7 +1902,9 @@ COMMIT
 
     mod properties {
         use super::*;
-        use crate::rules::model::{IfaceName, Ipv4Net, Negatable, RejectWith};
+        use crate::rules::model::{
+            AddrRange, IfaceName, Ipv4Net, NatFlags, NatTo, Negatable, RejectWith,
+        };
         use proptest::prelude::*;
         use std::net::Ipv4Addr;
 
@@ -2127,8 +2129,155 @@ COMMIT
                 })
         }
 
+        fn nat_to(ports: bool) -> impl Strategy<Value = NatTo> {
+            (
+                prop::option::of((any::<u32>(), 0u32..4)),
+                prop::option::of(((1u16..=u16::MAX), 0u16..100)),
+            )
+                .prop_map(move |(addrs, port_range)| {
+                    let addrs = addrs.map(|(first, span)| AddrRange {
+                        first: Ipv4Addr::from(first),
+                        last: Ipv4Addr::from(first.saturating_add(span)),
+                    });
+                    let mut ports = port_range.filter(|_| ports).map(|(first, span)| PortRange {
+                        first,
+                        last: first.saturating_add(span),
+                    });
+                    if addrs.is_none() && ports.is_none() {
+                        ports = Some(PortRange {
+                            first: 8080,
+                            last: 8080,
+                        });
+                    }
+                    NatTo { addrs, ports }
+                })
+        }
+
+        fn flags() -> impl Strategy<Value = NatFlags> {
+            any::<(bool, bool, bool)>().prop_map(|(random, random_fully, persistent)| NatFlags {
+                random,
+                random_fully,
+                persistent,
+            })
+        }
+
+        /// A nat table of rules the parser could have produced: each
+        /// built-in chain's rules shaped for its interfaces, with targets
+        /// the chain allows (their options as each target has them), and
+        /// a user-defined chain for PREROUTING to jump to.
+        fn arbitrary_nat() -> impl Strategy<Value = Ruleset> {
+            let target = |tcp_udp: bool| {
+                (
+                    0usize..4,
+                    nat_to(tcp_udp),
+                    flags(),
+                    prop::option::of(ports()),
+                )
+            };
+            (
+                prop::collection::vec((rule(), 0usize..3, target(true)), 0..12),
+                prop::collection::vec(rule(), 0..3),
+            )
+                .prop_map(|(rules, user)| {
+                    let mut ruleset = Ruleset::default();
+                    for ((shape, mut rule), which, (kind, to, flags, ports)) in rules {
+                        // Shapes 0 (input interface), 2 (output interface).
+                        let chain = match (shape, which) {
+                            (0, _) => "PREROUTING",
+                            (2, 0) => "OUTPUT",
+                            (2, _) => "POSTROUTING",
+                            _ => continue,
+                        };
+                        if chain != "PREROUTING" {
+                            rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
+                        }
+                        let tcp_udp = matches!(
+                            rule.protocol,
+                            Some(Negatable {
+                                negated: false,
+                                value: 6 | 17
+                            })
+                        );
+                        let to = NatTo {
+                            ports: to.ports.filter(|_| tcp_udp),
+                            ..to
+                        };
+                        let to = if to.addrs.is_none() && to.ports.is_none() {
+                            NatTo {
+                                addrs: Some(AddrRange {
+                                    first: Ipv4Addr::new(10, 0, 0, 1),
+                                    last: Ipv4Addr::new(10, 0, 0, 1),
+                                }),
+                                ports: None,
+                            }
+                        } else {
+                            to
+                        };
+                        let ports = ports.filter(|_| tcp_udp);
+                        let source_side = chain == "POSTROUTING";
+                        rule.target = match (kind, source_side) {
+                            (0, _) => Target::Accept,
+                            (1, false) => Target::Dnat {
+                                to,
+                                flags: NatFlags {
+                                    random_fully: false,
+                                    ..flags
+                                },
+                            },
+                            (1, true) => Target::Snat { to, flags },
+                            (2, false) => Target::Redirect {
+                                ports,
+                                flags: NatFlags {
+                                    random_fully: false,
+                                    persistent: false,
+                                    ..flags
+                                },
+                            },
+                            (2, true) => Target::Masquerade {
+                                ports,
+                                flags: NatFlags {
+                                    persistent: false,
+                                    ..flags
+                                },
+                            },
+                            (_, false) => Target::Jump("PORTS".into()),
+                            (_, true) => Target::Return,
+                        };
+                        ruleset.nat.chain_mut(chain).unwrap().rules.push(rule);
+                    }
+                    let mut chain = Chain {
+                        name: "PORTS".into(),
+                        policy: None,
+                        policy_counter: Counter::default(),
+                        rules: Vec::new(),
+                    };
+                    for (_, mut rule) in user {
+                        rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
+                        rule.target = Target::Redirect {
+                            ports: None,
+                            flags: NatFlags::default(),
+                        };
+                        chain.rules.push(rule);
+                    }
+                    ruleset.nat.chains.push(chain);
+                    ruleset
+                })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn nat_save_restore_save_is_stable(ruleset in arbitrary_nat()) {
+                for counters in [false, true] {
+                    let text = save(&ruleset, counters);
+                    let restored = restore(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+                    prop_assert_eq!(save(&restored, counters), text);
+                    if counters {
+                        prop_assert_eq!(&restored, &ruleset);
+                    }
+                }
+            }
 
             #[test]
             fn save_restore_save_is_stable(ruleset in arbitrary_ruleset()) {
