@@ -13,11 +13,11 @@ use netbeast_common::{CtConfig, chain, stats};
 use serde_json::json;
 
 use crate::{
-    compile::CHAIN_NAMES,
+    compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
     loader::{AttachMode, ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Policy, Ruleset},
+        model::{Counter, Policy, Ruleset, TableName},
         parse, save,
     },
     state::{self, Namespace},
@@ -247,8 +247,12 @@ fn chain_of(e: &anyhow::Error) -> String {
 /// Adds the live counters of the active generation to the counter bases
 /// stored with the rules.
 fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
-    for (c, name) in CHAIN_NAMES.iter().enumerate() {
-        let Some(ch) = ruleset.filter.chain_mut(name) else {
+    let builtins = CHAIN_NAMES
+        .iter()
+        .map(|name| (TableName::Filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+    for (c, (table, name)) in builtins.enumerate() {
+        let Some(ch) = ruleset.table_mut(table).chain_mut(name) else {
             continue;
         };
         let (rules, policy) = dp.chain_counters(c as u32, ch.rules.len())?;
@@ -257,20 +261,19 @@ fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
         }
         ch.policy_counter = add(ch.policy_counter, policy);
     }
-    // User-defined chains' rules count in their own range, in table order.
-    let total: usize = ruleset
-        .filter
-        .chains
+    // User-defined chains' rules count in their own range: the filter
+    // table's chains in table order, then the nat table's.
+    let total: usize = [&ruleset.filter, &ruleset.nat]
         .iter()
+        .flat_map(|t| &t.chains)
         .filter(|c| c.policy.is_none())
         .map(|c| c.rules.len())
         .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in ruleset
-        .filter
-        .chains
-        .iter_mut()
+    for chain in [&mut ruleset.filter, &mut ruleset.nat]
+        .into_iter()
+        .flat_map(|t| &mut t.chains)
         .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
@@ -592,15 +595,18 @@ fn run_status(json_out: bool) -> Result<()> {
     let _lock = ns.lock()?;
     let (ruleset, dp) = open(&ns, false)?;
     let ifaces = attached(&ns);
-    let chains: Vec<_> = CHAIN_NAMES
+    let builtins = CHAIN_NAMES
         .iter()
-        .filter_map(|n| ruleset.filter.chain(n))
-        .map(|c| {
+        .map(|name| (TableName::Filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+    let chains: Vec<_> = builtins
+        .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))
+        .map(|(table, c)| {
             let policy = match c.policy {
                 Some(Policy::Drop) => "DROP",
                 _ => "ACCEPT",
             };
-            (c.name.clone(), c.rules.len(), policy)
+            (table.as_str(), c.name.clone(), c.rules.len(), policy)
         })
         .collect();
     let stats = match &dp {
@@ -612,7 +618,7 @@ fn run_status(json_out: bool) -> Result<()> {
             "netns": ns.id,
             "pins": ns.pin_dir,
             "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
-            "chains": chains.iter().map(|(n, r, p)| json!({"name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
+            "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -629,8 +635,8 @@ fn run_status(json_out: bool) -> Result<()> {
         let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
         println!("attached: {}", names.join(", "));
     }
-    for (name, rules, policy) in &chains {
-        println!("filter {name}: {rules} rules, policy {policy}");
+    for (table, name, rules, policy) in &chains {
+        println!("{table} {name}: {rules} rules, policy {policy}");
     }
     println!(
         "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",

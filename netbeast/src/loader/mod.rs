@@ -17,8 +17,8 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
+use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtKey};
 use netbeast_common::{ALL_RULES_CLASS, ClassVector, RULE_WORDS, SUMMARY_WORDS, stats};
-use netbeast_common::{CtConfig, CtEntry, CtKey};
 
 use crate::{
     compile::{self, CompileError, Interface},
@@ -36,7 +36,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 24] = [
+pub const MAP_NAMES: [&str; 25] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -61,6 +61,7 @@ pub const MAP_NAMES: [&str; 24] = [
     "STATS",
     "LOCAL_ADDRS",
     "IFACE_ADDRS",
+    "KEYS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -333,17 +334,17 @@ impl Dataplane {
         tables::write(self, &compiled)?;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
-        // Conntrack runs only when a rule looks at connection states.
-        let tracking = compiled
-            .chains
-            .iter()
-            .any(|c| c.config.fields_used & (1 << netbeast_common::field::CT_STATE) != 0);
-        let word = next
-            | if tracking {
-                netbeast_common::ACTIVE_TRACKING
-            } else {
-                0
-            };
+        let previous = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
+        // Conntrack runs only when a rule looks at connection states or
+        // the nat table has rules; the nat chains only when they have rules.
+        let mut word = next | compiled.active_flags();
+        // Connections translated under earlier rules keep their
+        // translation (and the tracking it needs) until conntrack is
+        // flushed, as netfilter keeps them: a ruleset change never breaks
+        // an open connection.
+        if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
+            word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
+        }
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         Ok(())
     }
@@ -449,6 +450,24 @@ impl Dataplane {
     ) -> Result<(Vec<Counter>, Counter), LoaderError> {
         let generation = self.active_generation()?;
         tables::read_counters(self, generation, chain, rules)
+    }
+
+    /// The whole `ACTIVE` word: the generation (bit 0) and the
+    /// `ACTIVE_TRACKING` / `ACTIVE_NAT` bits.
+    pub fn active_word(&self) -> Result<u32, LoaderError> {
+        let active: Array<&MapData, u32> =
+            Array::try_from(self.map("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        active.get(&0, 0).map_err(map_err("ACTIVE"))
+    }
+
+    /// The first `count` translations of the active generation, as the
+    /// `NAT_TARGETS` map holds them.
+    pub fn nat_targets(
+        &self,
+        count: usize,
+    ) -> Result<Vec<netbeast_common::NatTarget>, LoaderError> {
+        let generation = self.active_generation()?;
+        tables::read_nat_targets(self, generation, count)
     }
 
     /// Live counters of the active generation for the first `rules` rules
@@ -561,6 +580,16 @@ impl Dataplane {
             deleted += clear::<CtEntry>(self.map_mut(name)?, name)?;
         }
         clear::<CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
+        // No translated connection is left: unless nat rules make new ones,
+        // the next ruleset change sets tracking to what its rules need.
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        let word = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
+        if word & ACTIVE_TRANSLATIONS != 0 && word & ACTIVE_NAT == 0 {
+            active
+                .set(0, word & !ACTIVE_TRANSLATIONS, 0)
+                .map_err(map_err("ACTIVE"))?;
+        }
         Ok(deleted)
     }
 }

@@ -4,8 +4,8 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
     AddrKey, ChainConfig, ClassVector, Counter as KernelCounter, IfaceKey, L4_CHUNK, L4_CHUNKS,
-    MAX_RULES_PER_CHAIN, MacKey, RuleAction, chain_index, counter_index, ct_state, l4_base,
-    rule_index, user_counter_index,
+    MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction, chain_index, counter_index, ct_state,
+    l4_base, nat_target_index, rule_index, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -139,6 +139,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
+        // Before the rules that name them; entries past the last one are
+        // left as they are, no rule of this generation names them.
+        let mut targets: Array<&mut MapData, NatTarget> =
+            Array::try_from(dp.map_mut("NAT_TARGETS")?).map_err(map_err("NAT_TARGETS"))?;
+        for (n, target) in compiled.nat_targets.iter().enumerate() {
+            targets
+                .set(nat_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("NAT_TARGETS"))?;
+        }
+    }
+    {
         let mut rules: Array<&mut MapData, RuleAction> =
             Array::try_from(dp.map_mut("RULES")?).map_err(map_err("RULES"))?;
         for (c, chain) in compiled.chains.iter().enumerate() {
@@ -187,6 +198,24 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The translations of `generation` as the `NAT_TARGETS` map holds them,
+/// the first `count`.
+pub(super) fn read_nat_targets(
+    dp: &Dataplane,
+    generation: u32,
+    count: usize,
+) -> Result<Vec<NatTarget>, LoaderError> {
+    let targets: Array<&MapData, NatTarget> =
+        Array::try_from(dp.map("NAT_TARGETS")?).map_err(map_err("NAT_TARGETS"))?;
+    (0..count as u32)
+        .map(|n| {
+            targets
+                .get(&nat_target_index(generation, n), 0)
+                .map_err(map_err("NAT_TARGETS"))
+        })
+        .collect()
 }
 
 /// Counters of `rules` user rules and of the policy of `chain` in
