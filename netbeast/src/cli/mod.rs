@@ -17,7 +17,7 @@ use crate::{
     loader::{AttachMode, ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Policy, Ruleset, TableName},
+        model::{Counter, Policy, Ruleset, TableName, Target},
         parse, save,
     },
     state::{self, Namespace},
@@ -315,8 +315,34 @@ fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
         .collect();
     dp.set_interface_addresses(&primary)?;
     dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    if dnats_to_loopback(ruleset) {
+        for (_, name) in attached(ns) {
+            route_localnet(&name)?;
+        }
+    }
     ns.save_ruleset(ruleset)?;
     Ok(())
+}
+
+/// True when a nat rule sends connections to 127.0.0.0/8 (the article's
+/// `-j DNAT --to 127.0.0.1:8080`).
+fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
+    ruleset.nat.chains.iter().flat_map(|c| &c.rules).any(|r| {
+        matches!(&r.target, Target::Dnat { to, .. }
+            if to.addrs.is_some_and(|a| a.first.is_loopback() || a.last.is_loopback()))
+    })
+}
+
+/// Lets the kernel accept packets for 127.0.0.0/8 arriving on `iface` (and
+/// send their replies out of it), which a DNAT to a loopback address needs:
+/// without `route_localnet` the kernel drops them as martians. iptables
+/// users set it by hand; netbeast does it for the interfaces it is attached
+/// to, when a rule needs it.
+fn route_localnet(iface: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet");
+    std::fs::write(&path, "1").with_context(|| {
+        format!("cannot enable route_localnet on {iface} ({path}), which a DNAT to 127.0.0.0/8 needs")
+    })
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {
