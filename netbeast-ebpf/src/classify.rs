@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector,
+    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector,
     Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
     RuleAction, chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats,
     target,
@@ -84,6 +84,12 @@ impl Active {
     #[inline(always)]
     pub fn tracking(self) -> bool {
         self.0 & ACTIVE_TRACKING != 0
+    }
+
+    /// The nat table has rules (`ACTIVE_NAT`).
+    #[inline(always)]
+    pub fn nat(self) -> bool {
+        self.0 & ACTIVE_NAT != 0
     }
 }
 
@@ -208,13 +214,33 @@ fn lowest_bit(x: u64) -> u32 {
 
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
+/// For the packet programs, which run in softirq context or with it off:
+/// nothing else on the CPU uses the per-CPU search state meanwhile.
 #[inline(always)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
+    let Some(st) = SEARCH.get_ptr_mut(0) else {
+        return Verdict::Policy(policy(generation, chain));
+    };
+    classify_in(generation, chain, keys, bytes, st)
+}
+
+/// `classify` with the search state in `st`, for callers that can be
+/// interrupted or preempted (the socket programs run in process context,
+/// where a softirq's XDP or TC program, or another task, would overwrite
+/// the per-CPU state in the middle of the search).
+#[inline(always)]
+pub fn classify_in(
+    generation: u32,
+    chain: u32,
+    keys: &Keys,
+    bytes: u64,
+    st: *mut SearchState,
+) -> Verdict {
     let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
         return Verdict::Policy(target::ACCEPT);
     };
     let policy = cfg.policy;
-    match search(cfg, generation, chain, keys, bytes) {
+    match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => Verdict::Rule(action),
         None => {
             count(generation, chain, MAX_RULES_PER_CHAIN as u32, bytes);
@@ -230,6 +256,7 @@ fn search(
     chain: u32,
     keys: &Keys,
     bytes: u64,
+    st: *mut SearchState,
 ) -> Option<RuleAction> {
     let rule_count = cfg.rule_count;
     if rule_count == 0 {
@@ -292,8 +319,7 @@ fn search(
             & r7.summary[i]
             & r8.summary[i]
     };
-    let st = SEARCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, used by this program run only.
+    // SAFETY: scratch owned by this program run (see `classify_in`).
     unsafe {
         (*st).current = summary(0);
         (*st).rest = [summary(1), summary(2), summary(3)];
@@ -308,6 +334,7 @@ fn search(
     }
     let mut vectors = Vectors {
         v: [v0, v1, v2, v3, v4, v5, v6, v7, v8],
+        st,
     };
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -338,15 +365,18 @@ fn search(
 /// word, or acts on one matching rule; this bounds the search.
 const SEARCH_STEPS: u32 = (RULE_WORDS + 3 + MAX_NONTERMINATING_RULES + 1) as u32;
 
-/// The class vectors of the packet's fields, handed to every step.
+/// The class vectors of the packet's fields and the search state, handed
+/// to every step.
 #[repr(C)]
 struct Vectors {
     v: [*const ClassVector; field::COUNT],
+    st: *mut SearchState,
 }
 
-/// The search's moving parts. They live in a per-CPU map rather than on the
-/// stack so the verifier sees them as unknown values and its states merge
-/// at every step.
+/// The search's moving parts. They live in a map (per-CPU `SEARCH` for the
+/// packet programs) rather than on the stack so the verifier sees them as
+/// unknown values and its states merge at every step. All integers: an
+/// all-zero value is a valid start.
 #[repr(C)]
 pub struct SearchState {
     /// Bits of the summary word `base / 64` not yet visited.
@@ -372,11 +402,12 @@ static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 
 /// One step of the search; returns 1 to stop the loop.
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
-    let Some(st) = SEARCH.get_ptr_mut(0) else {
-        return 1;
+    // SAFETY: `ctx` is the `Vectors` given to bpf_loop; its state is the
+    // scratch owned by this program run.
+    let (vs, st) = unsafe {
+        let vs = &*(ctx as *const Vectors);
+        (vs, &mut *vs.st)
     };
-    // SAFETY: per-CPU scratch; `ctx` is the `Vectors` given to bpf_loop.
-    let (st, vs) = unsafe { (&mut *st, &*(ctx as *const Vectors)) };
     if st.pending != 0 {
         let slot = st.word_index * 64 + lowest_bit(st.pending);
         if slot >= st.rule_count {
