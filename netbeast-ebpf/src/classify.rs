@@ -13,10 +13,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig, ClassVector,
-    Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, chain_index, counter_index, ct_state, field, l4_base, rule_index, size, stats,
-    target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ALL_RULES_CLASS, AddrKey, ChainConfig,
+    ClassVector, Counter, IfaceKey, L4_CHUNK, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN,
+    MacKey, RULE_WORDS, RuleAction, chain_index, counter_index, ct_state, field, l4_base,
+    rule_index, size, stats, target,
 };
 
 use crate::stats::bump;

@@ -42,9 +42,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::SockAddrContext,
 };
-use netbeast_common::{
-    RuleAction, chain, ct_state, nat_flags, nat_target_index, stats, target,
-};
+use netbeast_common::{RuleAction, chain, ct_state, nat_flags, nat_target_index, stats, target};
 
 use crate::{
     classify::{Active, Keys, SearchState, Verdict, classify_in},
@@ -184,10 +182,9 @@ fn classify_socket(generation: u32, keys: &Keys, cookie: u64) -> Option<RuleActi
     // SAFETY: all-integer struct; all-zero is its start value.
     let start: SearchState = unsafe { core::mem::zeroed() };
     SOCK_SEARCH.insert(cookie, start, 0).ok()?;
-    let verdict = match SOCK_SEARCH.get_ptr_mut(cookie) {
-        Some(st) => Some(classify_in(generation, chain::NAT_OUTPUT, keys, 0, st)),
-        None => None,
-    };
+    let verdict = SOCK_SEARCH
+        .get_ptr_mut(cookie)
+        .map(|st| classify_in(generation, chain::NAT_OUTPUT, keys, 0, st));
     let _ = SOCK_SEARCH.remove(cookie);
     match verdict? {
         Verdict::Rule(action) => Some(action),
@@ -262,7 +259,7 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     };
     let loopback = is_loopback(a.ip);
     // SAFETY: only tested for presence.
-    let local = loopback || unsafe { LOCAL_ADDRS.get(&a.ip) }.is_some();
+    let local = loopback || unsafe { LOCAL_ADDRS.get(a.ip) }.is_some();
     let src = if msg_src != 0 {
         msg_src
     } else if bound != 0 {
@@ -338,7 +335,7 @@ pub fn reverse(ctx: &SockAddrContext) -> i32 {
         _pad: 0,
     };
     // SAFETY: copied out at once.
-    if let Some(original) = unsafe { SOCK_NAT.get(&key) } {
+    if let Some(original) = unsafe { SOCK_NAT.get(key) } {
         let (addr, port) = (original.addr, original.port);
         write_addr(sa, addr, port);
     }

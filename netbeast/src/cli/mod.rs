@@ -469,6 +469,11 @@ fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     // The ruleset goes in before any packet can reach the program.
     commit(&ns, &mut dp, &ruleset)?;
+    // `-t nat OUTPUT` for local sockets: once per namespace, not per interface.
+    if !Dataplane::sock_attached(&links_dir) {
+        let cgroup = state::cgroup2_root()?;
+        dp.attach_sock(&cgroup, Some(&links_dir))?;
+    }
     for (name, ifindex) in targets {
         let on = match fast_path {
             FastPath::On => true,
@@ -546,6 +551,10 @@ fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
         let _ = std::fs::remove_file(ns.state_dir.join(format!("fastpath-{ifindex}")));
         println!("{name}: detached");
     }
+    // The socket programs serve the namespace while any interface is attached.
+    if attached(&ns).is_empty() {
+        Dataplane::detach_sock(&links_dir)?;
+    }
     // The fast path must stop using what is gone.
     if ns.has_dataplane() {
         Dataplane::open_pinned(&ns.maps_dir())?
@@ -612,6 +621,7 @@ fn run_status(json_out: bool) -> Result<()> {
             "netns": ns.id,
             "pins": ns.pin_dir,
             "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
+            "socket_nat": Dataplane::sock_attached(&ns.links_dir()),
             "chains": chains.iter().map(|(n, r, p)| json!({"name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
@@ -628,6 +638,9 @@ fn run_status(json_out: bool) -> Result<()> {
     } else {
         let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
         println!("attached: {}", names.join(", "));
+    }
+    if Dataplane::sock_attached(&ns.links_dir()) {
+        println!("local sockets: nat OUTPUT attached to the root cgroup");
     }
     for (name, rules, policy) in &chains {
         println!("filter {name}: {rules} rules, policy {policy}");
