@@ -214,13 +214,10 @@ fn lowest_bit(x: u64) -> u32 {
 
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
-/// Out of line: a packet may go through three chains (nat PREROUTING, a
-/// filter chain, nat POSTROUTING), and the search's vectors then take
-/// stack space once, not once per chain.
 ///
 /// For the packet programs, which run in softirq context or with softirqs
 /// off: nothing else on the CPU uses the per-CPU search state meanwhile.
-#[inline(never)]
+#[inline(always)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
     let Some(st) = SEARCH.get_ptr_mut(0) else {
         return Verdict::Policy(policy(generation, chain));

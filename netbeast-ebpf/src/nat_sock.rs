@@ -291,6 +291,9 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     let Some((addr, port)) = destination(generation, &action, a.ip, a.port, cookie) else {
         return ALLOW;
     };
+    if addr == a.ip && port == a.port {
+        return ALLOW;
+    }
     let key = SockNatKey {
         cookie,
         addr,
