@@ -224,13 +224,34 @@ fn lowest_bit(x: u64) -> u32 {
 /// Out of line: a packet may go through three chains (nat PREROUTING, a
 /// filter chain, nat POSTROUTING), and the search's vectors then take
 /// stack space once, not once per chain.
+///
+/// For the packet programs, which run in softirq context or with softirqs
+/// off: nothing else on the CPU uses the per-CPU search state meanwhile.
 #[inline(never)]
 pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
+    let Some(st) = SEARCH.get_ptr_mut(0) else {
+        return Verdict::Policy(policy(generation, chain));
+    };
+    classify_in(generation, chain, keys, bytes, st)
+}
+
+/// `classify` with the search state in `st`, for callers that can be
+/// interrupted or preempted (the socket programs run in process context,
+/// where a softirq's XDP or TC program, or another task, would overwrite
+/// the per-CPU state in the middle of the search).
+#[inline(always)]
+pub fn classify_in(
+    generation: u32,
+    chain: u32,
+    keys: &Keys,
+    bytes: u64,
+    st: *mut SearchState,
+) -> Verdict {
     let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
         return Verdict::Policy(target::ACCEPT);
     };
     let policy = cfg.policy;
-    match search(cfg, generation, chain, keys, bytes) {
+    match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => Verdict::Rule(action),
         None => {
             count(generation, chain, MAX_RULES_PER_CHAIN as u32, bytes);
@@ -246,6 +267,7 @@ fn search(
     chain: u32,
     keys: &Keys,
     bytes: u64,
+    st: *mut SearchState,
 ) -> Option<RuleAction> {
     let rule_count = cfg.rule_count;
     if rule_count == 0 {
@@ -308,8 +330,7 @@ fn search(
             & r7.summary[i]
             & r8.summary[i]
     };
-    let st = SEARCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, used by this program run only.
+    // SAFETY: scratch owned by this program run (see `classify_in`).
     unsafe {
         (*st).current = summary(0);
         (*st).rest = [summary(1), summary(2), summary(3)];
@@ -324,6 +345,7 @@ fn search(
     }
     let mut vectors = Vectors {
         v: [v0, v1, v2, v3, v4, v5, v6, v7, v8],
+        st,
     };
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -354,15 +376,18 @@ fn search(
 /// word, or acts on one matching rule; this bounds the search.
 const SEARCH_STEPS: u32 = (RULE_WORDS + 3 + MAX_NONTERMINATING_RULES + 1) as u32;
 
-/// The class vectors of the packet's fields, handed to every step.
+/// The class vectors of the packet's fields and the search state, handed
+/// to every step.
 #[repr(C)]
 struct Vectors {
     v: [*const ClassVector; field::COUNT],
+    st: *mut SearchState,
 }
 
-/// The search's moving parts. They live in a per-CPU map rather than on the
-/// stack so the verifier sees them as unknown values and its states merge
-/// at every step.
+/// The search's moving parts. They live in a map (per-CPU `SEARCH` for the
+/// packet programs) rather than on the stack so the verifier sees them as
+/// unknown values and its states merge at every step. All integers: an
+/// all-zero value is a valid start.
 #[repr(C)]
 pub struct SearchState {
     /// Bits of the summary word `base / 64` not yet visited.
@@ -388,11 +413,12 @@ static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 
 /// One step of the search; returns 1 to stop the loop.
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
-    let Some(st) = SEARCH.get_ptr_mut(0) else {
-        return 1;
+    // SAFETY: `ctx` is the `Vectors` given to bpf_loop; its state is the
+    // scratch owned by this program run.
+    let (vs, st) = unsafe {
+        let vs = &*(ctx as *const Vectors);
+        (vs, &mut *vs.st)
     };
-    // SAFETY: per-CPU scratch; `ctx` is the `Vectors` given to bpf_loop.
-    let (st, vs) = unsafe { (&mut *st, &*(ctx as *const Vectors)) };
     if st.pending != 0 {
         let slot = st.word_index * 64 + lowest_bit(st.pending);
         if slot >= st.rule_count {

@@ -20,7 +20,7 @@ use crate::parse::Packet;
 /// the FIB lookup for local traffic; the FIB stays the truth for addresses
 /// missing here.
 #[map]
-static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
+pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
 
 /// ifindex → the interface's primary IPv4 address: the source of ICMP
 /// errors that REJECT sends for forwarded packets, and the address of

@@ -341,7 +341,9 @@ fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
 fn route_localnet(iface: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet");
     std::fs::write(&path, "1").with_context(|| {
-        format!("cannot enable route_localnet on {iface} ({path}), which a DNAT to 127.0.0.0/8 needs")
+        format!(
+            "cannot enable route_localnet on {iface} ({path}), which a DNAT to 127.0.0.0/8 needs"
+        )
     })
 }
 
@@ -498,6 +500,11 @@ fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     // The ruleset goes in before any packet can reach the program.
     commit(&ns, &mut dp, &ruleset)?;
+    // `-t nat OUTPUT` for local sockets: once per namespace, not per interface.
+    if !Dataplane::sock_attached(&links_dir) {
+        let cgroup = state::cgroup2_root()?;
+        dp.attach_sock(&cgroup, Some(&links_dir))?;
+    }
     for (name, ifindex) in targets {
         let on = match fast_path {
             FastPath::On => true,
@@ -575,6 +582,10 @@ fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
         let _ = std::fs::remove_file(ns.state_dir.join(format!("fastpath-{ifindex}")));
         println!("{name}: detached");
     }
+    // The socket programs serve the namespace while any interface is attached.
+    if attached(&ns).is_empty() {
+        Dataplane::detach_sock(&links_dir)?;
+    }
     // The fast path must stop using what is gone.
     if ns.has_dataplane() {
         Dataplane::open_pinned(&ns.maps_dir())?
@@ -644,6 +655,7 @@ fn run_status(json_out: bool) -> Result<()> {
             "netns": ns.id,
             "pins": ns.pin_dir,
             "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
+            "socket_nat": Dataplane::sock_attached(&ns.links_dir()),
             "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
@@ -660,6 +672,9 @@ fn run_status(json_out: bool) -> Result<()> {
     } else {
         let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
         println!("attached: {}", names.join(", "));
+    }
+    if Dataplane::sock_attached(&ns.links_dir()) {
+        println!("local sockets: nat OUTPUT attached to the root cgroup");
     }
     for (table, name, rules, policy) in &chains {
         println!("{table} {name}: {rules} rules, policy {policy}");

@@ -2,7 +2,12 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+mod sock;
 mod tables;
+
+pub use sock::{
+    SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, netns_cookie, pinned_link_program,
+};
 
 use std::{
     net::Ipv4Addr,
@@ -36,7 +41,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 25] = [
+pub const MAP_NAMES: [&str; 28] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -62,6 +67,9 @@ pub const MAP_NAMES: [&str; 25] = [
     "LOCAL_ADDRS",
     "IFACE_ADDRS",
     "KEYS",
+    "SOCK_NETNS",
+    "SOCK_NAT",
+    "SOCK_SEARCH",
 ];
 
 #[derive(Debug, thiserror::Error)]
