@@ -57,7 +57,8 @@ use crate::{
 const SOCK_NAT_ENTRIES: u32 = 65536;
 /// Sockets that can be in the middle of a classification at once, all CPUs
 /// together. Far more than the CPUs, since a task can be preempted inside
-/// the program; past it a socket is left untranslated.
+/// the program; past it a socket is left untranslated and
+/// `stats::NAT_SOCKET_BUSY` counts it.
 const SOCK_SEARCH_ENTRIES: u32 = 1024;
 
 /// The return value that lets the system call go on (0 would fail it with
@@ -181,7 +182,10 @@ fn spread(cookie: u64, salt: u32) -> u32 {
 fn classify_socket(generation: u32, keys: &Keys, cookie: u64) -> Option<RuleAction> {
     // SAFETY: all-integer struct; all-zero is its start value.
     let start: SearchState = unsafe { core::mem::zeroed() };
-    SOCK_SEARCH.insert(cookie, start, 0).ok()?;
+    if SOCK_SEARCH.insert(cookie, start, 0).is_err() {
+        bump(stats::NAT_SOCKET_BUSY);
+        return None;
+    }
     let verdict = SOCK_SEARCH
         .get_ptr_mut(cookie)
         .map(|st| classify_in(generation, chain::NAT_OUTPUT, keys, 0, st));
