@@ -14,7 +14,9 @@ use netbeast::{
     netns::{Firewall, Netns, require_root},
     rules::{command, model::Ruleset, parse},
 };
-use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, NatTarget, chain, nat_flags};
+use netbeast_common::{
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, NatTarget, chain, nat_flags,
+};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
@@ -251,12 +253,20 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 flags: nat_flags::PORTS,
             }]
         );
-        // Without nat rules, neither bit; with connection states only,
-        // tracking alone.
+        // Without nat rules: no nat chains, but connections translated
+        // before keep their translation, and the tracking it needs, until
+        // conntrack is flushed.
         dp.apply(&typed(&["-A INPUT -j ACCEPT"]), &interfaces)
             .unwrap();
         assert_eq!(
-            dp.active_word().unwrap() & (ACTIVE_NAT | ACTIVE_TRACKING),
+            dp.active_word().unwrap() & (ACTIVE_NAT | ACTIVE_TRACKING | ACTIVE_TRANSLATIONS),
+            ACTIVE_TRACKING | ACTIVE_TRANSLATIONS
+        );
+        dp.flush_conntrack().unwrap();
+        dp.apply(&typed(&["-A INPUT -j ACCEPT"]), &interfaces)
+            .unwrap();
+        assert_eq!(
+            dp.active_word().unwrap() & (ACTIVE_NAT | ACTIVE_TRACKING | ACTIVE_TRANSLATIONS),
             0
         );
         dp.apply(
