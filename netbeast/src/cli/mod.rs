@@ -532,13 +532,10 @@ fn run_attach(
             Dataplane::detach(&pin)?;
             return Err(e.into());
         }
-        match (mode, used) {
-            (Mode::Auto, AttachMode::Skb) => {
-                eprintln!(
-                    "warning: {name}: native XDP is not available, attached in generic (skb) mode"
-                )
-            }
-            _ => {}
+        if let (Mode::Auto, AttachMode::Skb) = (mode, used) {
+            eprintln!(
+                "warning: {name}: native XDP is not available, attached in generic (skb) mode"
+            )
         }
         let how = if used == AttachMode::Skb {
             "generic (skb) XDP"
