@@ -2782,3 +2782,91 @@ fn snat_on_the_fast_path() {
         }
     });
 }
+
+/// The NAT paths on truncated and corrupted frames: the program never
+/// aborts, and a frame it rewrites keeps valid IPv4 and L4 checksums when
+/// it had them (incremental updates must not break what was right).
+#[test]
+fn nat_on_truncated_and_corrupted_frames() {
+    // The server's ICMP error about a translated connection, as the
+    // server (10.0.0.3) sent it back to the client.
+    let translated = FrameBuilder::udp(CLIENT, CLIENT_PORT, SERVER2, 5353)
+        .payload(b"query")
+        .build_ipv4();
+    let frames: Vec<Vec<u8>> = vec![
+        udp(53).payload(b"0123456789").build(),
+        tcp(80).tcp_flags(tcp_flags::SYN).build(),
+        ping().build(),
+        FrameBuilder::icmp_error(
+            SERVER2,
+            CLIENT,
+            icmp_type::DEST_UNREACHABLE,
+            unreachable_code::PORT,
+            &translated,
+        )
+        .src_mac(SERVER_MAC)
+        .dst_mac(CLIENT_MAC)
+        .build(),
+    ];
+    lab("nat-fuzz", false, |h, _| {
+        h.apply(&[
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080",
+            "-t nat -A PREROUTING -p udp -j DNAT --to-destination 10.0.0.3:5353",
+            "-t nat -A PREROUTING -p icmp -j DNAT --to-destination 10.0.0.3",
+            "-t nat -A POSTROUTING -j MASQUERADE",
+        ]);
+        let mut runs = 0;
+        let mut problems = Vec::new();
+        for frame in &frames {
+            let mut variants: Vec<Vec<u8>> =
+                (14..frame.len()).map(|n| frame[..n].to_vec()).collect();
+            for at in 12..frame.len() {
+                for flip in [0x01u8, 0x0f, 0x80, 0xff] {
+                    let mut f = frame.clone();
+                    f[at] ^= flip;
+                    variants.push(f);
+                }
+            }
+            // Each frame once unchanged first, so later variants meet a
+            // translated connection.
+            variants.insert(0, frame.clone());
+            for input in variants {
+                runs += 1;
+                let (action, out) = h.run(&input, 0);
+                let changed = out != input;
+                let header_ok = |f: &[u8]| f.len() > 34 && ipv4_checksum_ok(&f[14..]);
+                let l4_ok = |f: &[u8]| f.len() > 34 && l4_checksum_ok(&f[14..]);
+                let problem = match action {
+                    XDP_DROP => None,
+                    XDP_PASS if changed && header_ok(&input) && !header_ok(&out) => {
+                        Some("a rewrite broke the IPv4 header checksum".to_string())
+                    }
+                    XDP_PASS if changed && l4_ok(&input) && !l4_ok(&out) => {
+                        Some("a rewrite broke the L4 checksum".to_string())
+                    }
+                    XDP_PASS => None,
+                    XDP_TX => check_any_reply(&input, &out).err(),
+                    other => Some(format!("unexpected action {}", action_name(other))),
+                };
+                if let Some(p) = problem {
+                    problems.push(format!(
+                        "{p}\n  input {}\n  output {}",
+                        hex(&input),
+                        hex(&out)
+                    ));
+                }
+            }
+        }
+        assert!(runs > 500);
+        assert!(
+            problems.is_empty(),
+            "{} of {runs} runs went wrong:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+        assert!(
+            h.stats()[stats::NAT_DNAT as usize] > 0,
+            "the fuzzed frames went through DNAT"
+        );
+    });
+}
