@@ -1,7 +1,9 @@
 //! NAT (issue 4) as network tests: the article's NAT router, a home router
 //! with two hosts behind MASQUERADE, port forwarding to an address of the
-//! host and to 127.0.0.1, REDIRECT, and what a flush of the nat table
-//! leaves working. Every scenario also runs with the kernel's own iptables
+//! host, to 127.0.0.1 and to a LAN server (alone and with MASQUERADE:
+//! double NAT), REDIRECT, SNAT and MASQUERADE of the host's own
+//! connections, what a flush of the nat table leaves working, and what a
+//! flush of the connection table lets start afresh. Every scenario also runs with the kernel's own iptables
 //! (`iptables_oracle`), which proves the topology and the expectations;
 //! netbeast must match.
 //!
@@ -1077,14 +1079,35 @@ fn lan_gateway(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(LAN_GATEWAY, port)
 }
 
-/// Asserts that the router forwarded at least `least` packets on the XDP
-/// fast path since `before` (when the fast path is on).
-fn assert_fast(router: &Netns, before: Option<u64>, least: u64, context: impl Fn() -> String) {
-    if let Some(before) = before {
-        let fast = stat(router, "fast_path") - before;
+/// The router's `fast_path` statistic, when `firewall` is netbeast.
+fn fast_path_count(firewall: &Firewall, router: &Netns) -> Option<u64> {
+    firewall.is_netbeast().then(|| stat(router, "fast_path"))
+}
+
+/// Asserts which way the router forwarded since `before`: with the fast
+/// path on, at least `least` packets in XDP (each translated there just
+/// before its redirect); with it off, none, so the kernel forwarded them
+/// all and TC egress translated their source.
+fn assert_forwarding_path(
+    firewall: &Firewall,
+    router: &Netns,
+    before: Option<u64>,
+    least: u64,
+    context: impl Fn() -> String,
+) {
+    let Some(before) = before else { return };
+    let fast = stat(router, "fast_path") - before;
+    if fast_path_on(firewall) {
         assert!(
             fast >= least,
             "only {fast} translated packets took the XDP fast path\n{}",
+            context()
+        );
+    } else {
+        assert_eq!(
+            fast,
+            0,
+            "packets took the XDP fast path, which is off\n{}",
             context()
         );
     }
@@ -1100,7 +1123,6 @@ fn assert_fast(router: &Netns, before: Option<u64>, least: u64, context: impl Fn
 // source is translated at TC egress; with it on, in XDP.
 routed_scenario!(dnat_to_a_lan_server);
 fn dnat_to_a_lan_server(firewall: Firewall) {
-    let fast_path = fast_path_on(&firewall);
     let net = LanForward::new("natlan", firewall, ServerRoute::ViaRouter);
     let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
     let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
@@ -1126,7 +1148,7 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
     net.forward_port(80, SERVICE_PORT);
     net.forward_port(81, CLOSED_SERVICE_PORT);
 
-    let fast_before = fast_path.then(|| stat(&net.router, "fast_path"));
+    let fast_before = fast_path_count(&net.firewall, &net.router);
     let (mut stream, seen) = net.connect(44001, 80);
     assert_eq!(
         seen,
@@ -1140,7 +1162,9 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
             net.diagnostics()
         )
     });
-    assert_fast(&net.router, fast_before, 100, || net.diagnostics());
+    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
+        net.diagnostics()
+    });
     assert_tracked(
         &net.firewall,
         &net.router,
@@ -1197,7 +1221,6 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
 // client sees the public address.
 routed_scenario!(double_nat);
 fn double_nat(firewall: Firewall) {
-    let fast_path = fast_path_on(&firewall);
     let net = LanForward::new("natdbl", firewall, ServerRoute::None);
     let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
     let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
@@ -1223,7 +1246,7 @@ fn double_nat(firewall: Firewall) {
     net.iptables(&format!(
         "-t nat -A POSTROUTING -o {ROUTER_LAN_IFACE} -j MASQUERADE"
     ));
-    let fast_before = fast_path.then(|| stat(&net.router, "fast_path"));
+    let fast_before = fast_path_count(&net.firewall, &net.router);
     let (mut stream, seen) = net.connect(44101, 80);
     assert_eq!(
         seen,
@@ -1237,7 +1260,9 @@ fn double_nat(firewall: Firewall) {
             net.diagnostics()
         )
     });
-    assert_fast(&net.router, fast_before, 100, || net.diagnostics());
+    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
+        net.diagnostics()
+    });
     assert_tracked(
         &net.firewall,
         &net.router,
@@ -1261,6 +1286,32 @@ fn double_nat(firewall: Firewall) {
         "udp",
         Tuple::new(outside(44102), public(80)),
         Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44102)),
+    );
+
+    // The server's reset and port unreachable for a forwarded port where
+    // nothing listens go to the router's LAN address, about a packet from
+    // it: both halves of the translation are undone on the way back.
+    net.forward_port(81, CLOSED_SERVICE_PORT);
+    let outcome = refused_or_lost(&net.client, outside(44103), public(81));
+    assert_eq!(
+        outcome,
+        Reset,
+        "TCP to a doubly translated port where nothing listens\n{}",
+        net.diagnostics()
+    );
+    let outcome = udp_exchange_from(
+        &net.client,
+        outside(44103),
+        public(81),
+        b"anyone?",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "UDP to a doubly translated port where nothing listens\n{}",
+        net.diagnostics()
     );
 }
 
@@ -1466,9 +1517,7 @@ impl OwnSnat {
     /// A TCP connection of the host from `local` to the server, which must
     /// see `expected` as its client; data both ways.
     fn tcp(&self, local: SocketAddrV4, expected: SocketAddrV4) {
-        let (mut stream, seen) = open(&self.host, local, peer(SERVICE_PORT), || {
-            self.diagnostics()
-        });
+        let (mut stream, seen) = open(&self.host, local, peer(SERVICE_PORT), || self.diagnostics());
         assert_eq!(
             seen,
             expected,
@@ -1519,6 +1568,7 @@ fn secondary(port: u16) -> SocketAddrV4 {
 // back to the sockets on 10.0.0.1. MASQUERADE instead makes the source
 // the interface's primary address, port kept: a socket bound to the
 // secondary address is seen as 10.0.0.1, an unbound one stays 10.0.0.1.
+// The server's reset and port unreachable reach the SNATed sockets.
 scenario!(snat_of_the_hosts_own_connections);
 fn snat_of_the_hosts_own_connections(firewall: Firewall) {
     let net = OwnSnat::new("natown", firewall);
@@ -1549,6 +1599,25 @@ fn snat_of_the_hosts_own_connections(firewall: Firewall) {
         "udp",
         Tuple::new(primary(45002), peer(SERVICE_PORT)),
         Tuple::new(peer(SERVICE_PORT), secondary(45002)),
+    );
+    // The server's reset and port unreachable for a closed port go to
+    // 10.0.0.5, about a packet from there: the sockets on 10.0.0.1 hear
+    // them only once the router translates both back.
+    let closed = peer(CLOSED_SERVICE_PORT);
+    let outcome = refused_or_lost(&net.host, any(45010), closed);
+    assert_eq!(
+        outcome,
+        Reset,
+        "the host's TCP to a closed port, SNATed\n{}",
+        net.diagnostics()
+    );
+    let outcome =
+        udp_exchange_from(&net.host, any(45010), closed, b"anyone?", CONNECT_TIMEOUT).unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "the host's UDP to a closed port, SNATed\n{}",
+        net.diagnostics()
     );
 
     net.iptables("-t nat -F");
