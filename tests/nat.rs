@@ -1568,7 +1568,8 @@ fn secondary(port: u16) -> SocketAddrV4 {
 // back to the sockets on 10.0.0.1. MASQUERADE instead makes the source
 // the interface's primary address, port kept: a socket bound to the
 // secondary address is seen as 10.0.0.1, an unbound one stays 10.0.0.1.
-// The server's reset and port unreachable reach the SNATed sockets.
+// The server's reset and port unreachable reach the SNATed sockets. A
+// port the primary address already uses with the server is not reused.
 scenario!(snat_of_the_hosts_own_connections);
 fn snat_of_the_hosts_own_connections(firewall: Firewall) {
     let net = OwnSnat::new("natown", firewall);
@@ -1642,5 +1643,40 @@ fn snat_of_the_hosts_own_connections(firewall: Firewall) {
         "udp",
         Tuple::new(secondary(45005), peer(SERVICE_PORT)),
         Tuple::new(peer(SERVICE_PORT), primary(45005)),
+    );
+
+    // A port the primary address already uses with the server is not
+    // handed out again: the masqueraded socket gets another, and both
+    // connections carry their own data.
+    let context = || net.diagnostics();
+    let (mut held, held_seen) = open(&net.host, any(45020), peer(SERVICE_PORT), context);
+    assert_eq!(held_seen, primary(45020));
+    let (mut moved, moved_seen) = open(&net.host, secondary(45020), peer(SERVICE_PORT), context);
+    assert_eq!(
+        *moved_seen.ip(),
+        HOST_PRIMARY,
+        "MASQUERADE of the host's own connection\n{}",
+        net.diagnostics()
+    );
+    assert_ne!(
+        moved_seen.port(),
+        45020,
+        "two connections from 10.0.0.1:45020 to one server\n{}",
+        net.diagnostics()
+    );
+    for (stream, byte) in [(&mut held, 1), (&mut moved, 2)] {
+        roundtrip(stream, &[byte; 50_000], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "data over one of two connections from one port: {e}\n{}",
+                net.diagnostics()
+            )
+        });
+    }
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(secondary(45020), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), moved_seen),
     );
 }
