@@ -3,9 +3,9 @@
 //! host, to 127.0.0.1 and to a LAN server (alone and with MASQUERADE:
 //! double NAT), REDIRECT, SNAT and MASQUERADE of the host's own
 //! connections, what a flush of the nat table leaves working, and what a
-//! flush of the connection table lets start afresh. Every scenario also runs with the kernel's own iptables
-//! (`iptables_oracle`), which proves the topology and the expectations;
-//! netbeast must match.
+//! flush of the connection table lets start afresh. Every scenario also
+//! runs with the kernel's own iptables (`iptables_oracle`), which proves
+//! the topology and the expectations; netbeast must match.
 //!
 //! The servers answer with the client address they saw
 //! ([`peer_server`], [`udp_peer_server`]), so a test checks the
