@@ -1,9 +1,11 @@
 //! NAT (issue 4) as network tests: the article's NAT router, a home router
 //! with two hosts behind MASQUERADE, port forwarding to an address of the
-//! host and to 127.0.0.1, REDIRECT, and what a flush of the nat table
-//! leaves working. Every scenario also runs with the kernel's own iptables
-//! (`iptables_oracle`), which proves the topology and the expectations;
-//! netbeast must match.
+//! host, to 127.0.0.1 and to a LAN server (alone and with MASQUERADE:
+//! double NAT), REDIRECT, SNAT and MASQUERADE of the host's own
+//! connections, what a flush of the nat table leaves working, and what a
+//! flush of the connection table lets start afresh. Every scenario also
+//! runs with the kernel's own iptables (`iptables_oracle`), which proves
+//! the topology and the expectations; netbeast must match.
 //!
 //! The servers answer with the client address they saw
 //! ([`peer_server`], [`udp_peer_server`]), so a test checks the
@@ -24,7 +26,7 @@ use std::{
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
     Firewall, IcmpError, Netns, UdpOutcome, parse_peer_line, peer_server, read_peer_line,
-    require_root, tcp_stream, udp_exchange_from, udp_peer_server, veth_pair,
+    require_root, tcp_stream, udp_exchange_from, udp_peer_server, veth_pair, wait_for,
 };
 use support::{roundtrip, stat};
 
@@ -932,4 +934,749 @@ fn redirect_to_local_port(firewall: Firewall) {
     assert_eq!(before, Reset, "nothing listens on port 81 before the rule");
     net.iptables("-t nat -A PREROUTING -p tcp --dport 81 -j REDIRECT --to-ports 8080");
     let _stream = net.forwarded(43021, 81);
+}
+
+// ---------------------------------------------------------------------------
+// Port forwarding to a LAN server, and double NAT
+
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+const LAN_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 4);
+const OUTSIDE_IFACE: &str = "nbt-out";
+/// The port the LAN server listens on, TCP and UDP.
+const SERVICE_PORT: u16 = 8080;
+/// A port DNATed to the LAN server, where nothing listens.
+const CLOSED_SERVICE_PORT: u16 = 8181;
+
+/// Whether the LAN server can answer the outside by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerRoute {
+    /// Its default route points at the router: DNAT alone suffices.
+    ViaRouter,
+    /// Only its on-link route: the router must also hide the client (SNAT).
+    None,
+}
+
+/// A client outside (203.0.113.9) — the router (public address
+/// 203.0.113.1, LAN 192.168.0.1) — a server on the LAN (192.168.0.4). The
+/// client has only its on-link route, so it can reach nothing but the
+/// router's public address. Drop order: client, router (netbeast
+/// cleanup), server.
+struct LanForward {
+    client: Netns,
+    router: Netns,
+    server: Netns,
+    firewall: Firewall,
+}
+
+impl LanForward {
+    fn new(tag: &str, firewall: Firewall, route: ServerRoute) -> LanForward {
+        require_root();
+        let setup = || -> netbeast::netns::Result<LanForward> {
+            let client = Netns::new(&format!("{tag}-cli"))?;
+            let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
+            let server = Netns::new(&format!("{tag}-srv"))?;
+            veth_pair(
+                &client,
+                OUTSIDE_IFACE,
+                &format!("{OUTSIDE}/24"),
+                &router,
+                ROUTER_WAN_IFACE,
+                &format!("{WAN}/24"),
+            )?;
+            veth_pair(
+                &router,
+                ROUTER_LAN_IFACE,
+                &format!("{LAN_GATEWAY}/24"),
+                &server,
+                SERVER_IFACE,
+                &format!("{LAN_SERVER}/24"),
+            )?;
+            if route == ServerRoute::ViaRouter {
+                server.ip(&["route", "add", "default", "via", &LAN_GATEWAY.to_string()])?;
+            }
+            prepare_host(&client, OUTSIDE_IFACE)?;
+            prepare_host(&server, SERVER_IFACE)?;
+            router.sysctl("net.ipv4.ip_forward", "1")?;
+            firewall.attach(&router, &[ROUTER_WAN_IFACE, ROUTER_LAN_IFACE])?;
+            Ok(LanForward {
+                client,
+                router,
+                server,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the router with a LAN server: {e}"))
+    }
+
+    #[track_caller]
+    fn iptables(&self, line: &str) {
+        iptables(&self.firewall, &self.router, line);
+    }
+
+    /// The port forward of both protocols: the router's public `port` to
+    /// the LAN server's `to_port`.
+    fn forward_port(&self, port: u16, to_port: u16) {
+        for protocol in ["tcp", "udp"] {
+            self.iptables(&format!(
+                "-t nat -A PREROUTING -d {WAN} -p {protocol} --dport {port} \
+                 -j DNAT --to-destination {LAN_SERVER}:{to_port}"
+            ));
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "router ruleset and connections:\n{}",
+            diagnostics(&self.firewall, &self.router)
+        )
+    }
+
+    /// Connects from the client's `client_port` to the router's public
+    /// `port`: the client's getpeername must say the public address and
+    /// port it asked for. Returns the stream and the client address the
+    /// LAN server saw.
+    fn connect(&self, client_port: u16, port: u16) -> (TcpStream, SocketAddrV4) {
+        let target = public(port);
+        let (stream, seen) = open(&self.client, outside(client_port), target, || {
+            self.diagnostics()
+        });
+        assert_eq!(
+            stream.peer_addr().map(v4).ok(),
+            Some(target),
+            "the client's getpeername must show the router's public address\n{}",
+            self.diagnostics()
+        );
+        (stream, seen)
+    }
+
+    /// One exchange on a client's UDP `socket` connected to the router's
+    /// public address (so an answer from any other address would not be
+    /// received): the client address the LAN server saw.
+    fn udp(&self, socket: &UdpSocket, payload: &[u8]) -> SocketAddrV4 {
+        udp_ask(socket, payload, CONNECT_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "UDP via the router's public address: {e}\n{}",
+                self.diagnostics()
+            )
+        })
+    }
+}
+
+fn outside(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(OUTSIDE, port)
+}
+
+fn public(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(WAN, port)
+}
+
+fn lan_server(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(LAN_SERVER, port)
+}
+
+fn lan_gateway(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(LAN_GATEWAY, port)
+}
+
+/// The router's `fast_path` statistic, when `firewall` is netbeast.
+fn fast_path_count(firewall: &Firewall, router: &Netns) -> Option<u64> {
+    firewall.is_netbeast().then(|| stat(router, "fast_path"))
+}
+
+/// Asserts which way the router forwarded since `before`: with the fast
+/// path on, at least `least` packets in XDP (each translated there just
+/// before its redirect); with it off, none, so the kernel forwarded them
+/// all and TC egress translated their source.
+fn assert_forwarding_path(
+    firewall: &Firewall,
+    router: &Netns,
+    before: Option<u64>,
+    least: u64,
+    context: impl Fn() -> String,
+) {
+    let Some(before) = before else { return };
+    let fast = stat(router, "fast_path") - before;
+    if fast_path_on(firewall) {
+        assert!(
+            fast >= least,
+            "only {fast} translated packets took the XDP fast path\n{}",
+            context()
+        );
+    } else {
+        assert_eq!(
+            fast,
+            0,
+            "packets took the XDP fast path, which is off\n{}",
+            context()
+        );
+    }
+}
+
+// The classic port forward: the router's public port 80 goes to a LAN
+// server's 8080 (TCP and UDP), behind a FORWARD chain that lets in only
+// that service and answers. The server routes back through the router, so
+// it sees the client as it is; the client sees only the public address.
+// A forwarded port where nothing listens answers with a reset (TCP) and a
+// port unreachable (UDP), translated back, so the client hears "refused"
+// at once. With the fast path off the kernel forwards and the replies'
+// source is translated at TC egress; with it on, in XDP.
+routed_scenario!(dnat_to_a_lan_server);
+fn dnat_to_a_lan_server(firewall: Firewall) {
+    let net = LanForward::new("natlan", firewall, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.iptables("-P FORWARD DROP");
+    net.iptables("-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT");
+    for protocol in ["tcp", "udp"] {
+        for port in [SERVICE_PORT, CLOSED_SERVICE_PORT] {
+            net.iptables(&format!(
+                "-A FORWARD -d {LAN_SERVER} -p {protocol} --dport {port} -j ACCEPT"
+            ));
+        }
+    }
+
+    // Before the port forward, port 80 is the router's own, and closed.
+    let before = refused_or_lost(&net.client, outside(44000), public(80));
+    assert_eq!(
+        before,
+        Reset,
+        "nothing listens on the router's port 80\n{}",
+        net.diagnostics()
+    );
+
+    net.forward_port(80, SERVICE_PORT);
+    net.forward_port(81, CLOSED_SERVICE_PORT);
+
+    let fast_before = fast_path_count(&net.firewall, &net.router);
+    let (mut stream, seen) = net.connect(44001, 80);
+    assert_eq!(
+        seen,
+        outside(44001),
+        "the LAN server must see the client itself\n{}",
+        net.diagnostics()
+    );
+    roundtrip(&mut stream, &vec![5; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "data over the forwarded TCP connection: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
+        net.diagnostics()
+    });
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        Tuple::new(outside(44001), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), outside(44001)),
+    );
+
+    let flow = udp_socket(&net.client, outside(44002), public(80));
+    let udp_seen = net.udp(&flow, b"forwarded");
+    assert_eq!(
+        udp_seen,
+        outside(44002),
+        "the LAN server must see the UDP client itself"
+    );
+    assert_eq!(net.udp(&flow, b"again"), udp_seen);
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "udp",
+        Tuple::new(outside(44002), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), outside(44002)),
+    );
+
+    // The LAN server's reset and port unreachable come from 192.168.0.4:8181;
+    // the client's kernel takes them only as from 203.0.113.1:81.
+    let outcome = refused_or_lost(&net.client, outside(44003), public(81));
+    assert_eq!(
+        outcome,
+        Reset,
+        "TCP to a forwarded port where nothing listens\n{}",
+        net.diagnostics()
+    );
+    let outcome = udp_exchange_from(
+        &net.client,
+        outside(44003),
+        public(81),
+        b"anyone?",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "UDP to a forwarded port where nothing listens\n{}",
+        net.diagnostics()
+    );
+}
+
+// DNAT and SNAT on one connection: the LAN server has no route to the
+// outside, so the router forwards its public port 80 to the server's 8080
+// and MASQUERADEs what leaves by its LAN interface. The server sees the
+// router's LAN address (with the client's port, which was free), the
+// client sees the public address.
+routed_scenario!(double_nat);
+fn double_nat(firewall: Firewall) {
+    let net = LanForward::new("natdbl", firewall, ServerRoute::None);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+
+    // The destination translation alone: the server cannot answer.
+    net.forward_port(80, SERVICE_PORT);
+    let outcome = refused_or_lost(&net.client, outside(44100), public(80));
+    assert_eq!(
+        outcome,
+        TimedOut,
+        "TCP with DNAT but no SNAT\n{}",
+        net.diagnostics()
+    );
+    let outcome =
+        udp_exchange_from(&net.client, outside(44100), public(80), b"dnat", TIMEOUT).unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::TimedOut,
+        "UDP with DNAT but no SNAT\n{}",
+        net.diagnostics()
+    );
+
+    net.iptables(&format!(
+        "-t nat -A POSTROUTING -o {ROUTER_LAN_IFACE} -j MASQUERADE"
+    ));
+    let fast_before = fast_path_count(&net.firewall, &net.router);
+    let (mut stream, seen) = net.connect(44101, 80);
+    assert_eq!(
+        seen,
+        lan_gateway(44101),
+        "the LAN server must see the router's LAN address and the client's port\n{}",
+        net.diagnostics()
+    );
+    roundtrip(&mut stream, &vec![6; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "data over the doubly translated TCP connection: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
+        net.diagnostics()
+    });
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        Tuple::new(outside(44101), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44101)),
+    );
+
+    let flow = udp_socket(&net.client, outside(44102), public(80));
+    let udp_seen = net.udp(&flow, b"both ways");
+    assert_eq!(
+        udp_seen,
+        lan_gateway(44102),
+        "the LAN server must see the router's LAN address as the UDP client\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(net.udp(&flow, b"again"), udp_seen);
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "udp",
+        Tuple::new(outside(44102), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44102)),
+    );
+
+    // The server's reset and port unreachable for a forwarded port where
+    // nothing listens go to the router's LAN address, about a packet from
+    // it: both halves of the translation are undone on the way back.
+    net.forward_port(81, CLOSED_SERVICE_PORT);
+    let outcome = refused_or_lost(&net.client, outside(44103), public(81));
+    assert_eq!(
+        outcome,
+        Reset,
+        "TCP to a doubly translated port where nothing listens\n{}",
+        net.diagnostics()
+    );
+    let outcome = udp_exchange_from(
+        &net.client,
+        outside(44103),
+        public(81),
+        b"anyone?",
+        CONNECT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "UDP to a doubly translated port where nothing listens\n{}",
+        net.diagnostics()
+    );
+}
+
+/// Empties the connection table of `ns`: `netbeast conntrack -F`, or
+/// conntrack(8)'s for the kernel.
+fn conntrack_flush(firewall: &Firewall, ns: &Netns) {
+    match firewall {
+        Firewall::Netbeast { .. } => {
+            support::conntrack(ns, &["-F"]);
+        }
+        Firewall::Iptables => {
+            ns.run_ok("conntrack", &["-F"])
+                .unwrap_or_else(|e| panic!("conntrack -F in {}: {e}", ns.name()));
+        }
+    }
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0), so that neither end keeps
+/// the connection's addresses in TIME_WAIT and the same client port can
+/// connect again at once.
+fn abort(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a valid linger of the given size on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    drop(stream);
+}
+
+// After the connection table is flushed, the bindings of the double NAT
+// are gone (`conntrack -L` lists none), and new traffic of the same
+// tuples is translated afresh: a TCP connection from the client port of
+// one that was aborted before the flush, and more datagrams of a UDP flow
+// that was open across it, keep their ports and show up in `conntrack -L`
+// again.
+routed_scenario!(conntrack_flush_translates_afresh);
+fn conntrack_flush_translates_afresh(firewall: Firewall) {
+    let net = LanForward::new("natctf", firewall, ServerRoute::None);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.forward_port(80, SERVICE_PORT);
+    net.iptables(&format!(
+        "-t nat -A POSTROUTING -o {ROUTER_LAN_IFACE} -j MASQUERADE"
+    ));
+
+    let flow = udp_socket(&net.client, outside(44200), public(80));
+    assert_eq!(net.udp(&flow, b"before"), lan_gateway(44200));
+    let (mut stream, seen) = net.connect(44201, 80);
+    assert_eq!(seen, lan_gateway(44201));
+    roundtrip(&mut stream, b"before the flush", TRANSFER_TIMEOUT).unwrap();
+    let tcp_tuples = (
+        Tuple::new(outside(44201), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44201)),
+    );
+    let udp_tuples = (
+        Tuple::new(outside(44200), public(80)),
+        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44200)),
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        tcp_tuples.0,
+        tcp_tuples.1,
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "udp",
+        udp_tuples.0,
+        udp_tuples.1,
+    );
+
+    // The reset must have reached the server before the flush: a reset
+    // the router no longer translates would leave the server's end open,
+    // and the new connection below would meet it.
+    abort(stream);
+    let server_end = format!("{}", lan_gateway(44201));
+    let closed = wait_for(CONNECT_TIMEOUT, || {
+        let sockets = net.server.run_ok("ss", &["-Htn"]).unwrap();
+        (!sockets.contains(&server_end)).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the server's end of the aborted connection is still open\n{}",
+        net.diagnostics()
+    );
+
+    conntrack_flush(&net.firewall, &net.router);
+    let listing = conntrack_listing(&net.firewall, &net.router);
+    assert!(
+        !listing.contains(&format!("src={OUTSIDE} ")),
+        "the client's connections are still listed after conntrack -F:\n{listing}"
+    );
+
+    let (mut stream, seen) = net.connect(44201, 80);
+    assert_eq!(
+        seen,
+        lan_gateway(44201),
+        "a new connection of the same tuple after the flush\n{}",
+        net.diagnostics()
+    );
+    roundtrip(&mut stream, &[8; 50_000], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "data over the new connection after the flush: {e}\n{}",
+            net.diagnostics()
+        )
+    });
+    assert_eq!(
+        net.udp(&flow, b"after"),
+        lan_gateway(44200),
+        "the UDP flow after the flush\n{}",
+        net.diagnostics()
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        tcp_tuples.0,
+        tcp_tuples.1,
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "udp",
+        udp_tuples.0,
+        udp_tuples.1,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// SNAT of the host's own connections
+
+const HOST_PRIMARY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const HOST_SECONDARY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+
+/// A host with two addresses on its link (10.0.0.1 primary, 10.0.0.5
+/// secondary) and a server beyond it (10.0.0.9): what the host itself
+/// sends leaves through POSTROUTING at TC egress. Drop order: host
+/// (netbeast cleanup), server.
+struct OwnSnat {
+    host: Netns,
+    server: Netns,
+    firewall: Firewall,
+}
+
+impl OwnSnat {
+    fn new(tag: &str, firewall: Firewall) -> OwnSnat {
+        require_root();
+        let setup = || -> netbeast::netns::Result<OwnSnat> {
+            let host = firewall.guard(Netns::new(&format!("{tag}-host"))?);
+            let server = Netns::new(&format!("{tag}-srv"))?;
+            veth_pair(
+                &host,
+                ROUTER_WAN_IFACE,
+                &format!("{HOST_PRIMARY}/24"),
+                &server,
+                SERVER_IFACE,
+                &format!("{PEER}/24"),
+            )?;
+            host.ip(&[
+                "addr",
+                "add",
+                &format!("{HOST_SECONDARY}/24"),
+                "dev",
+                ROUTER_WAN_IFACE,
+            ])?;
+            prepare_host(&server, SERVER_IFACE)?;
+            firewall.attach(&host, &[ROUTER_WAN_IFACE])?;
+            Ok(OwnSnat {
+                host,
+                server,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the host with two addresses: {e}"))
+    }
+
+    #[track_caller]
+    fn iptables(&self, line: &str) {
+        iptables(&self.firewall, &self.host, line);
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "host ruleset and connections:\n{}",
+            diagnostics(&self.firewall, &self.host)
+        )
+    }
+
+    /// A TCP connection of the host from `local` to the server, which must
+    /// see `expected` as its client; data both ways.
+    fn tcp(&self, local: SocketAddrV4, expected: SocketAddrV4) {
+        let (mut stream, seen) = open(&self.host, local, peer(SERVICE_PORT), || self.diagnostics());
+        assert_eq!(
+            seen,
+            expected,
+            "the client the server saw for the host's connection from {local}\n{}",
+            self.diagnostics()
+        );
+        roundtrip(&mut stream, &vec![4; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "data over the host's connection from {local}: {e}\n{}",
+                self.diagnostics()
+            )
+        });
+    }
+
+    /// Two UDP exchanges of the host from `local` with the server, which
+    /// must see `expected` as its client both times.
+    fn udp(&self, local: SocketAddrV4, expected: SocketAddrV4) {
+        let flow = udp_socket(&self.host, local, peer(SERVICE_PORT));
+        for payload in [&b"first"[..], b"second"] {
+            let seen = udp_ask(&flow, payload, CONNECT_TIMEOUT).unwrap_or_else(|e| {
+                panic!("UDP of the host from {local}: {e}\n{}", self.diagnostics())
+            });
+            assert_eq!(
+                seen,
+                expected,
+                "the client the server saw for the host's UDP from {local}\n{}",
+                self.diagnostics()
+            );
+        }
+    }
+}
+
+fn peer(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(PEER, port)
+}
+
+fn primary(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(HOST_PRIMARY, port)
+}
+
+fn secondary(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(HOST_SECONDARY, port)
+}
+
+// POSTROUTING for connections the host opens itself (TC egress): SNAT to
+// the secondary address makes the server see 10.0.0.5 for TCP and UDP,
+// with the source port kept (it was free), and the answers find their way
+// back to the sockets on 10.0.0.1. MASQUERADE instead makes the source
+// the interface's primary address, port kept: a socket bound to the
+// secondary address is seen as 10.0.0.1, an unbound one stays 10.0.0.1.
+// The server's reset and port unreachable reach the SNATed sockets. A
+// port the primary address already uses with the server is not reused.
+scenario!(snat_of_the_hosts_own_connections);
+fn snat_of_the_hosts_own_connections(firewall: Firewall) {
+    let net = OwnSnat::new("natown", firewall);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+
+    // Without a rule the kernel's choice, the primary address, shows.
+    net.tcp(any(45000), primary(45000));
+
+    for protocol in ["tcp", "udp"] {
+        net.iptables(&format!(
+            "-t nat -A POSTROUTING -o {ROUTER_WAN_IFACE} -p {protocol} -d {PEER} \
+             -j SNAT --to-source {HOST_SECONDARY}"
+        ));
+    }
+    net.tcp(any(45001), secondary(45001));
+    net.udp(any(45002), secondary(45002));
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(primary(45001), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), secondary(45001)),
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "udp",
+        Tuple::new(primary(45002), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), secondary(45002)),
+    );
+    // The server's reset and port unreachable for a closed port go to
+    // 10.0.0.5, about a packet from there: the sockets on 10.0.0.1 hear
+    // them only once the router translates both back.
+    let closed = peer(CLOSED_SERVICE_PORT);
+    let outcome = refused_or_lost(&net.host, any(45010), closed);
+    assert_eq!(
+        outcome,
+        Reset,
+        "the host's TCP to a closed port, SNATed\n{}",
+        net.diagnostics()
+    );
+    let outcome =
+        udp_exchange_from(&net.host, any(45010), closed, b"anyone?", CONNECT_TIMEOUT).unwrap();
+    assert_eq!(
+        outcome,
+        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+        "the host's UDP to a closed port, SNATed\n{}",
+        net.diagnostics()
+    );
+
+    net.iptables("-t nat -F");
+    for protocol in ["tcp", "udp"] {
+        net.iptables(&format!(
+            "-t nat -A POSTROUTING -o {ROUTER_WAN_IFACE} -p {protocol} -d {PEER} -j MASQUERADE"
+        ));
+    }
+    net.tcp(secondary(45003), primary(45003));
+    net.tcp(any(45004), primary(45004));
+    net.udp(secondary(45005), primary(45005));
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(secondary(45003), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), primary(45003)),
+    );
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "udp",
+        Tuple::new(secondary(45005), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), primary(45005)),
+    );
+
+    // A port the primary address already uses with the server is not
+    // handed out again: the masqueraded socket gets another, and both
+    // connections carry their own data.
+    let context = || net.diagnostics();
+    let (mut held, held_seen) = open(&net.host, any(45020), peer(SERVICE_PORT), context);
+    assert_eq!(held_seen, primary(45020));
+    let (mut moved, moved_seen) = open(&net.host, secondary(45020), peer(SERVICE_PORT), context);
+    assert_eq!(
+        *moved_seen.ip(),
+        HOST_PRIMARY,
+        "MASQUERADE of the host's own connection\n{}",
+        net.diagnostics()
+    );
+    assert_ne!(
+        moved_seen.port(),
+        45020,
+        "two connections from 10.0.0.1:45020 to one server\n{}",
+        net.diagnostics()
+    );
+    for (stream, byte) in [(&mut held, 1), (&mut moved, 2)] {
+        roundtrip(stream, &[byte; 50_000], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "data over one of two connections from one port: {e}\n{}",
+                net.diagnostics()
+            )
+        });
+    }
+    assert_tracked(
+        &net.firewall,
+        &net.host,
+        "tcp",
+        Tuple::new(secondary(45020), peer(SERVICE_PORT)),
+        Tuple::new(peer(SERVICE_PORT), moved_seen),
+    );
 }

@@ -2530,3 +2530,421 @@ fn forward_chain_for_routed_packets() {
         run_cases(h, cases);
     });
 }
+
+// ---------------------------------------------------------------------------
+// NAT
+
+/// The addresses, ports and checksum verdicts of an untagged IPv4 frame.
+#[derive(Debug, PartialEq, Eq)]
+struct Wire {
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    ip_ok: bool,
+    l4_ok: bool,
+}
+
+fn wire(frame: &[u8]) -> Wire {
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let l4 = &ip[ihl..];
+    let ports = matches!(ip[9], ip_proto::TCP | ip_proto::UDP);
+    Wire {
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        sport: if ports {
+            u16::from_be_bytes([l4[0], l4[1]])
+        } else {
+            0
+        },
+        dport: if ports {
+            u16::from_be_bytes([l4[2], l4[3]])
+        } else {
+            0
+        },
+        ip_ok: ipv4_checksum_ok(ip),
+        l4_ok: l4_checksum_ok(ip),
+    }
+}
+
+fn udp_checksum(frame: &[u8]) -> u16 {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    u16::from_be_bytes([frame[14 + ihl + 6], frame[14 + ihl + 7]])
+}
+
+/// Runs `frame` and checks the verdict and the translated endpoints, with
+/// valid checksums; returns the output frame.
+fn expect_nat(
+    h: &mut Harness,
+    what: &str,
+    frame: &[u8],
+    ingress: u32,
+    action: u32,
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+) -> Vec<u8> {
+    let (got, out) = h.run(frame, ingress);
+    assert_eq!(
+        action_name(got),
+        action_name(action),
+        "{what}: verdict (out {})",
+        hex(&out)
+    );
+    let w = wire(&out);
+    let want = Wire {
+        src,
+        sport,
+        dst,
+        dport,
+        ip_ok: true,
+        l4_ok: true,
+    };
+    assert_eq!(w, want, "{what}: translated frame {}", hex(&out));
+    out
+}
+
+/// DNAT at XDP ingress: the first packet of a connection decides, every
+/// packet of it is rewritten, checksums stay valid (a UDP checksum of zero
+/// stays zero), other connections are left alone.
+#[test]
+fn dnat_rewrites_the_destination_with_valid_checksums() {
+    lab("nat-dnat", false, |h, _ns| {
+        h.apply(&[
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080",
+            "-t nat -A PREROUTING -p udp --dport 53 -j DNAT --to-destination 10.0.0.3:5353",
+            "-t nat -A PREROUTING -p icmp -j DNAT --to-destination 10.0.0.3",
+        ]);
+        let client = (CLIENT, CLIENT_PORT);
+        let before = h.stats();
+        let syn = tcp(80).tcp_flags(tcp_flags::SYN).build();
+        expect_nat(h, "TCP SYN", &syn, 0, XDP_PASS, client, (SERVER2, 8080));
+        let ack = tcp(80).tcp_flags(tcp_flags::ACK).payload(b"GET /").build();
+        expect_nat(h, "TCP data", &ack, 0, XDP_PASS, client, (SERVER2, 8080));
+        let after = h.stats();
+        assert_eq!(
+            after[stats::NAT_DNAT as usize] - before[stats::NAT_DNAT as usize],
+            1,
+            "the translation is decided once per connection"
+        );
+        let (counters, _) = h
+            .dataplane
+            .chain_counters(chain::NAT_PREROUTING, 3)
+            .expect("reading nat counters");
+        assert_eq!(
+            counters[0].packets, 1,
+            "nat rules see a connection's first packet only"
+        );
+
+        let dns = udp(53).payload(b"query").build();
+        let out = expect_nat(h, "UDP", &dns, 0, XDP_PASS, client, (SERVER2, 5353));
+        assert_ne!(udp_checksum(&out), 0);
+        let no_sum = FrameBuilder::udp(CLIENT, CLIENT_PORT + 1, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .payload(b"query")
+            .l4_checksum(Checksum::Zero)
+            .build();
+        let out = expect_nat(
+            h,
+            "UDP without checksum",
+            &no_sum,
+            0,
+            XDP_PASS,
+            (CLIENT, CLIENT_PORT + 1),
+            (SERVER2, 5353),
+        );
+        assert_eq!(udp_checksum(&out), 0, "a UDP checksum of zero stays zero");
+
+        let echo = ping().build();
+        expect_nat(
+            h,
+            "ICMP echo",
+            &echo,
+            0,
+            XDP_PASS,
+            (CLIENT, 0),
+            (SERVER2, 0),
+        );
+
+        let other = tcp(81).tcp_flags(tcp_flags::SYN).build();
+        let (action, out) = h.run(&other, 0);
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(out, other, "a connection no rule translates is untouched");
+    });
+}
+
+/// The router of the FORWARD labs with the fast path on both sides: static
+/// neighbours, so the FIB knows every next hop. Returns (VETH, VETH_PEER)
+/// ifindexes.
+fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
+    let peer = make_router(h, ns);
+    let veth = h.ifindex(VETH);
+    for (addr, dev, mac) in [
+        ("10.9.0.5", VETH, "02:00:00:00:09:05"),
+        ("10.8.0.5", VETH_PEER, "02:00:00:00:08:05"),
+        ("10.8.0.6", VETH_PEER, "02:00:00:00:08:06"),
+        ("10.8.0.7", VETH_PEER, "02:00:00:00:08:07"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .expect("adding a static neighbour");
+    }
+    h.dataplane
+        .set_interface_addresses(&[
+            (peer, Ipv4Addr::new(10, 8, 0, 1)),
+            (veth, Ipv4Addr::new(10, 9, 0, 1)),
+        ])
+        .expect("setting interface addresses");
+    h.dataplane
+        .set_fast_path_interfaces(&[veth, peer])
+        .expect("setting the fast-path interfaces");
+    (veth, peer)
+}
+
+/// SNAT/MASQUERADE on the fast path: the source port is kept when free,
+/// another one is picked when two clients use the same one, replies and ICMP
+/// errors are translated back (quoted headers included), and a full port
+/// range drops with a counter.
+#[test]
+fn snat_on_the_fast_path() {
+    lab("nat-snat", true, |h, ns| {
+        let (veth, peer) = make_fast_router(h, ns);
+        h.apply(&[
+            "-t nat -A POSTROUTING -o nbtv0 -p udp --dport 54 -j SNAT --to-source 10.9.0.1:5000-5001",
+            "-t nat -A POSTROUTING -o nbtv0 -j MASQUERADE",
+        ]);
+        let server = Ipv4Addr::new(10, 9, 0, 5);
+        let router = Ipv4Addr::new(10, 9, 0, 1);
+        let c1 = Ipv4Addr::new(10, 8, 0, 5);
+        let c2 = Ipv4Addr::new(10, 8, 0, 6);
+        let c3 = Ipv4Addr::new(10, 8, 0, 7);
+        let out_of = |src: Ipv4Addr, dport: u16| {
+            FrameBuilder::udp(src, 1000, server, dport)
+                .src_mac(CLIENT_MAC)
+                .payload(b"hello")
+                .build()
+        };
+        expect_nat(
+            h,
+            "first client",
+            &out_of(c1, 53),
+            peer,
+            XDP_REDIRECT,
+            (router, 1000),
+            (server, 53),
+        );
+        let (action, out) = h.run(&out_of(c2, 53), peer);
+        assert_eq!(action_name(action), action_name(XDP_REDIRECT));
+        let second = wire(&out);
+        assert!(second.ip_ok && second.l4_ok, "{second:?}");
+        assert_eq!((second.src, second.dst, second.dport), (router, server, 53));
+        let second_port = second.sport;
+        assert_ne!(
+            second_port, 1000,
+            "the second client needs another source port"
+        );
+
+        let reply = |dport: u16| {
+            FrameBuilder::udp(server, 53, router, dport)
+                .src_mac(CLIENT_MAC)
+                .payload(b"answer")
+                .build()
+        };
+        expect_nat(
+            h,
+            "reply to the first client",
+            &reply(1000),
+            veth,
+            XDP_REDIRECT,
+            (server, 53),
+            (c1, 1000),
+        );
+        expect_nat(
+            h,
+            "reply to the second client",
+            &reply(second_port),
+            veth,
+            XDP_REDIRECT,
+            (server, 53),
+            (c2, 1000),
+        );
+
+        // An ICMP error from the server about the first client's datagram,
+        // as the server saw it (from the router).
+        let seen = FrameBuilder::udp(router, 1000, server, 53)
+            .payload(b"hello")
+            .build_ipv4();
+        let error = FrameBuilder::icmp_error(
+            server,
+            router,
+            icmp_type::DEST_UNREACHABLE,
+            unreachable_code::PORT,
+            &seen,
+        )
+        .src_mac(CLIENT_MAC)
+        .build();
+        let (action, out) = h.run(&error, veth);
+        assert_eq!(
+            action_name(action),
+            action_name(XDP_REDIRECT),
+            "ICMP error: {}",
+            hex(&out)
+        );
+        let ip = &out[14..];
+        assert!(
+            ipv4_checksum_ok(ip) && l4_checksum_ok(ip),
+            "ICMP error checksums: {}",
+            hex(&out)
+        );
+        let outer = wire(&out);
+        assert_eq!((outer.src, outer.dst), (server, c1), "outer header");
+        let quoted = &ip[20 + 8..];
+        assert!(
+            ipv4_checksum_ok(quoted),
+            "quoted header checksum: {}",
+            hex(&out)
+        );
+        assert_eq!(&quoted[12..16], &c1.octets(), "quoted source");
+        assert_eq!(
+            u16::from_be_bytes([quoted[20], quoted[21]]),
+            1000,
+            "quoted source port"
+        );
+
+        // A range of two ports for three clients.
+        let before = h.stats();
+        let mut ports = Vec::new();
+        for c in [c1, c2] {
+            let (action, out) = h.run(&out_of(c, 54), peer);
+            assert_eq!(action_name(action), action_name(XDP_REDIRECT));
+            let w = wire(&out);
+            assert!(w.ip_ok && w.l4_ok && w.src == router, "{w:?}");
+            ports.push(w.sport);
+        }
+        let mut sorted = ports.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![5000, 5001]);
+        let (action, _) = h.run(&out_of(c3, 54), peer);
+        assert_eq!(action_name(action), action_name(XDP_DROP), "no port left");
+        let after = h.stats();
+        assert_eq!(
+            after[stats::NAT_EXHAUSTED as usize] - before[stats::NAT_EXHAUSTED as usize],
+            1
+        );
+        // The bindings made before are intact.
+        let reply54 = |dport: u16| {
+            FrameBuilder::udp(server, 54, router, dport)
+                .src_mac(CLIENT_MAC)
+                .build()
+        };
+        for (c, port) in [c1, c2].into_iter().zip(ports) {
+            expect_nat(
+                h,
+                "reply in the full range",
+                &reply54(port),
+                veth,
+                XDP_REDIRECT,
+                (server, 54),
+                (c, 1000),
+            );
+        }
+    });
+}
+
+/// The NAT paths on truncated and corrupted frames: the program never
+/// aborts, and a frame it rewrites keeps valid IPv4 and L4 checksums when
+/// it had them (incremental updates must not break what was right).
+#[test]
+fn nat_on_truncated_and_corrupted_frames() {
+    // The server's ICMP error about a translated connection, as the
+    // server (10.0.0.3) sent it back to the client.
+    let translated = FrameBuilder::udp(CLIENT, CLIENT_PORT, SERVER2, 5353)
+        .payload(b"query")
+        .build_ipv4();
+    let frames: Vec<Vec<u8>> = vec![
+        udp(53).payload(b"0123456789").build(),
+        tcp(80).tcp_flags(tcp_flags::SYN).build(),
+        ping().build(),
+        FrameBuilder::icmp_error(
+            SERVER2,
+            CLIENT,
+            icmp_type::DEST_UNREACHABLE,
+            unreachable_code::PORT,
+            &translated,
+        )
+        .src_mac(SERVER_MAC)
+        .dst_mac(CLIENT_MAC)
+        .build(),
+    ];
+    lab("nat-fuzz", false, |h, _| {
+        h.apply(&[
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080",
+            "-t nat -A PREROUTING -p udp -j DNAT --to-destination 10.0.0.3:5353",
+            "-t nat -A PREROUTING -p icmp -j DNAT --to-destination 10.0.0.3",
+            "-t nat -A POSTROUTING -j MASQUERADE",
+        ]);
+        let mut runs = 0;
+        let mut problems = Vec::new();
+        for frame in &frames {
+            let mut variants: Vec<Vec<u8>> =
+                (14..frame.len()).map(|n| frame[..n].to_vec()).collect();
+            for at in 12..frame.len() {
+                for flip in [0x01u8, 0x0f, 0x80, 0xff] {
+                    let mut f = frame.clone();
+                    f[at] ^= flip;
+                    variants.push(f);
+                }
+            }
+            // Each frame once unchanged first, so later variants meet a
+            // translated connection.
+            variants.insert(0, frame.clone());
+            for input in variants {
+                runs += 1;
+                let (action, out) = h.run(&input, 0);
+                let changed = out != input;
+                let header_ok = |f: &[u8]| f.len() > 34 && ipv4_checksum_ok(&f[14..]);
+                let l4_ok = |f: &[u8]| f.len() > 34 && l4_checksum_ok(&f[14..]);
+                let problem = match action {
+                    XDP_DROP => None,
+                    XDP_PASS if changed && header_ok(&input) && !header_ok(&out) => {
+                        Some("a rewrite broke the IPv4 header checksum".to_string())
+                    }
+                    XDP_PASS if changed && l4_ok(&input) && !l4_ok(&out) => {
+                        Some("a rewrite broke the L4 checksum".to_string())
+                    }
+                    XDP_PASS => None,
+                    XDP_TX => check_any_reply(&input, &out).err(),
+                    other => Some(format!("unexpected action {}", action_name(other))),
+                };
+                if let Some(p) = problem {
+                    problems.push(format!(
+                        "{p}\n  input {}\n  output {}",
+                        hex(&input),
+                        hex(&out)
+                    ));
+                }
+            }
+        }
+        assert!(runs > 500);
+        assert!(
+            problems.is_empty(),
+            "{} of {runs} runs went wrong:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+        assert!(
+            h.stats()[stats::NAT_DNAT as usize] > 0,
+            "the fuzzed frames went through DNAT"
+        );
+    });
+}

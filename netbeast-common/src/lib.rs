@@ -210,10 +210,13 @@ pub mod stats {
     pub const NAT_EXHAUSTED: u32 = 21;
     /// Sockets translated by `-t nat OUTPUT` (connect, sendmsg).
     pub const NAT_SOCKET: u32 = 22;
+    /// Sockets left untranslated because `SOCK_SEARCH_ENTRIES` sockets were
+    /// being classified at that moment.
+    pub const NAT_SOCKET_BUSY: u32 = 23;
     pub const COUNT: u32 = 24;
 
     /// Names in index order, for `netbeast stats`.
-    pub const NAMES: [&str; 23] = [
+    pub const NAMES: [&str; 24] = [
         "packets",
         "not_ipv4",
         "malformed",
@@ -237,6 +240,7 @@ pub mod stats {
         "nat_snat",
         "nat_exhausted",
         "nat_socket",
+        "nat_socket_busy",
     ];
 }
 
@@ -713,7 +717,7 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
-        assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET as usize + 1);
+        assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET_BUSY as usize + 1);
         assert_eq!(size_of::<NatTarget>(), 16);
         assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
         assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE);

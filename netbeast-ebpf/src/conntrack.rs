@@ -8,7 +8,7 @@
 //! first one, so it can never push established connections out.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
@@ -266,6 +266,14 @@ pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool) {
     t.state = classify_flow(pkt, start, end, t, nat);
 }
 
+/// CLOCK_MONOTONIC at tick resolution: timeouts are seconds, and the
+/// precise clock costs a good part of a packet's budget in a VM.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 /// `lookup`'s answer when the key names no live connection.
 const NOT_FOUND: u32 = u32::MAX;
 
@@ -301,7 +309,8 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
             t.key = *connection;
             let state = lookup(t, pkt, &flow);
             if state != NOT_FOUND {
-                if reply_key(&t.entry) == key || mid_key(&t.entry) == key {
+                let translated = t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0;
+                if translated && (reply_key(&t.entry) == key || mid_key(&t.entry) == key) {
                     return state;
                 }
                 // The connection behind that key is another one now.
@@ -321,8 +330,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     t.key = key;
     t.entry = CtEntry {
         orig_src: flow.src,
@@ -355,8 +363,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
 #[inline(never)]
 fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
     let key = t.key;
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
@@ -369,9 +376,7 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
         } else {
             let reply = is_reply(e, flow);
             account(e, pkt, reply, now);
-            t.entry = *e;
-            t.found = 1;
-            t.reply = reply as u32;
+            found(t, e, reply);
             return ct_state::ESTABLISHED;
         }
     }
@@ -387,9 +392,7 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
         } else {
             let reply = is_reply(e, flow);
             account(e, pkt, reply, now);
-            t.entry = *e;
-            t.found = 1;
-            t.reply = reply as u32;
+            found(t, e, reply);
             if !reply {
                 return ct_state::NEW;
             }
@@ -404,6 +407,21 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
         }
     }
     NOT_FOUND
+}
+
+/// Leaves the packet's connection for NAT: a copy of a translated one;
+/// for the others only their (translation-free) status, which is all NAT
+/// reads of them — most connections are not translated, and the copy is
+/// not free.
+#[inline(always)]
+fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
+    if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0 {
+        t.entry = *e;
+    } else {
+        t.entry.status = e.status;
+    }
+    t.found = 1;
+    t.reply = reply as u32;
 }
 
 /// Removes the NAT index entries of a connection that is going away.

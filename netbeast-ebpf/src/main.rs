@@ -9,6 +9,7 @@ mod csum;
 mod forward;
 mod generator;
 mod nat;
+mod nat_sock;
 mod parse;
 mod pipeline;
 mod reject;
@@ -17,8 +18,8 @@ mod route;
 mod stats;
 
 use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 /// XDP ingress: conntrack, INPUT and FORWARD filter chains, forwarding
@@ -33,6 +34,32 @@ pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
     pipeline::egress(&ctx)
+}
+
+/// `-t nat OUTPUT` for local sockets: translates the destination of a
+/// `connect` (TCP, UDP).
+#[cgroup_sock_addr(connect4)]
+pub fn netbeast_connect4(ctx: SockAddrContext) -> i32 {
+    nat_sock::translate(&ctx, false)
+}
+
+/// `-t nat OUTPUT` for datagrams sent with an address (unconnected UDP).
+#[cgroup_sock_addr(sendmsg4)]
+pub fn netbeast_sendmsg4(ctx: SockAddrContext) -> i32 {
+    nat_sock::translate(&ctx, true)
+}
+
+/// The source of datagrams received from a translated destination, as the
+/// application addressed it.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn netbeast_recvmsg4(ctx: SockAddrContext) -> i32 {
+    nat_sock::reverse(&ctx)
+}
+
+/// The peer of a translated socket, as the application addressed it.
+#[cgroup_sock_addr(getpeername4)]
+pub fn netbeast_getpeername4(ctx: SockAddrContext) -> i32 {
+    nat_sock::reverse(&ctx)
 }
 
 /// The benchmark's floor: drops everything, doing nothing else. The fastest

@@ -32,7 +32,7 @@ use crate::{
     classify::Verdict,
     conntrack::{CT_NAT_INDEX, Tracking, exists, is_icmp_error, key_of, tracking},
     csum::fold,
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque, store},
     route::iface_addr,
     stats::bump,
 };
@@ -106,32 +106,12 @@ impl XdpFrame {
 
     #[inline(always)]
     fn store<T: Copy>(&self, offset: usize, value: T) -> bool {
-        let p = opaque(self.start + offset);
-        if p + core::mem::size_of::<T>() > self.end {
-            return false;
-        }
-        // SAFETY: the whole `T` is within the packet, checked above.
-        unsafe { core::ptr::write_unaligned(p as *mut T, value) };
-        true
+        store(self.start, self.end, offset, value)
     }
 
-    /// Updates the big-endian checksum at `offset` for words whose sum went
-    /// from `old_sum` to `new_sum`. `udp`: zero stays zero, and a result of
-    /// zero is sent as 0xffff (RFC 768).
     #[inline(always)]
     fn fix(&self, offset: usize, old_sum: u64, new_sum: u64, udp: bool) {
-        let Some(check) = load::<[u8; 2]>(self.start, self.end, offset) else {
-            return;
-        };
-        let check = u16::from_be_bytes(check);
-        if udp && check == 0 {
-            return;
-        }
-        let mut new = updated(check, old_sum, new_sum);
-        if udp && new == 0 {
-            new = 0xffff;
-        }
-        self.store(offset, new.to_be_bytes());
+        patch_check(self.start, self.end, offset, old_sum, new_sum, udp);
     }
 }
 
@@ -305,22 +285,11 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
 /// IPv4 header and a quoted TCP header.
 const ICMP_ERROR_WINDOW: usize = 22 + 60 + ICMP_HLEN + 60 + 20;
 
-/// Writes `value` at `start + offset` if it lies before `end`.
-#[inline(always)]
-fn put<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
-    let p = opaque(start + offset);
-    if p + core::mem::size_of::<T>() > end {
-        return false;
-    }
-    // SAFETY: the whole `T` is within the packet, checked above.
-    unsafe { core::ptr::write_unaligned(p as *mut T, value) };
-    true
-}
-
 /// Replaces the big-endian 16-bit checksum at `offset` after words summing
 /// to `old_sum` became words summing to `new_sum`; returns the (old, new)
-/// checksum values, 0 and 0 when it couldn't (or, `udp` with checksum 0,
-/// needn't).
+/// checksum values, 0 and 0 when it couldn't or needn't (`udp`: a checksum
+/// of zero means none and stays zero; a result of zero is sent as 0xffff,
+/// RFC 768).
 #[inline(always)]
 fn patch_check(
     start: usize,
@@ -341,7 +310,7 @@ fn patch_check(
     if udp && new == 0 {
         new = 0xffff;
     }
-    if !put(start, end, offset, new.to_be_bytes()) {
+    if !store(start, end, offset, new.to_be_bytes()) {
         return (0, 0);
     }
     (check, new)
@@ -366,7 +335,7 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
     let Some(outer_old) = load::<u32>(start, end, outer_at) else {
         return;
     };
-    if outer_old != addr && put(start, end, outer_at, addr) {
+    if outer_old != addr && store(start, end, outer_at, addr) {
         patch_check(start, end, l3 + 10, words(outer_old), words(addr), false);
     }
     if destination {
@@ -399,7 +368,7 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
     // Words of the ICMP message before and after.
     let mut old_sum = 0u64;
     let mut new_sum = 0u64;
-    if inner_old != addr && put(start, end, inner_at, addr) {
+    if inner_old != addr && store(start, end, inner_at, addr) {
         old_sum += words(inner_old);
         new_sum += words(addr);
         let (o, n) = patch_check(start, end, inner + 10, words(inner_old), words(addr), false);
@@ -425,7 +394,7 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
             new_sum += n as u64;
         }
     }
-    if ported && port_old != port && put(start, end, port_at, port.to_be()) {
+    if ported && port_old != port && store(start, end, port_at, port.to_be()) {
         old_sum += port_old as u64;
         new_sum += port as u64;
         let l4_check = if protocol == IPPROTO_TCP {

@@ -29,6 +29,18 @@ pub fn load<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(p as *const T) })
 }
 
+/// Writes a `T` at `start + offset` if it lies entirely before `end`.
+#[inline(always)]
+pub fn store<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
+    let p = opaque(start + offset);
+    if p + core::mem::size_of::<T>() > end {
+        return false;
+    }
+    // SAFETY: the whole `T` is within [start, end), checked above.
+    unsafe { core::ptr::write_unaligned(p as *mut T, value) };
+    true
+}
+
 /// Hides a value's origin from LLVM. After the IPv4 length checks LLVM can
 /// prove later packet accesses in bounds and drop their checks, but the
 /// verifier only trusts comparisons against the packet end itself.

@@ -39,6 +39,17 @@ fn scratch(pkt: Packet) -> Option<&'static mut Packet> {
     }
 }
 
+/// The packet's connection tracking state: UNTRACKED while no rule needs
+/// tracking (as with iptables, which loads conntrack on demand).
+#[inline(always)]
+fn connection_state(active: Active, pkt: &Packet, start: usize, end: usize) -> u32 {
+    if !active.tracking() {
+        return ct_state::UNTRACKED;
+    }
+    track(pkt, start, end, active.translations());
+    conntrack::state()
+}
+
 #[inline(always)]
 fn policy_action(policy: u32) -> u32 {
     if policy == target::DROP {
@@ -121,12 +132,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     let translations = active.translations();
     // Conntrack before routing: the destination NAT gives (PREROUTING,
     // or the undoing of SNAT on a reply) decides where the packet goes.
-    let ct_state = if tracking {
-        track(pkt, start, end, translations);
-        conntrack::state()
-    } else {
-        ct_state::UNTRACKED
-    };
+    let ct_state = connection_state(active, pkt, start, end);
     if translations {
         if nat && nat::pending() {
             let verdict = run_chain(
@@ -249,12 +255,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     let tracking = active.tracking();
     let nat = active.nat();
     let translations = active.translations();
-    let ct_state = if tracking {
-        track(pkt, start, end, translations);
-        conntrack::state()
-    } else {
-        ct_state::UNTRACKED
-    };
+    let ct_state = connection_state(active, pkt, start, end);
     let (verdict, reject_with) = match run_chain(
         active.generation(),
         chain::OUTPUT,

@@ -12,7 +12,7 @@ use netbeast_common::{reject, stats};
 
 use crate::{
     csum::{fold, sum_bytes},
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load, opaque},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load, opaque, store},
     stats::bump,
 };
 
@@ -29,17 +29,6 @@ const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
-
-#[inline(always)]
-fn store<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool {
-    let p = opaque(start + offset);
-    if p + core::mem::size_of::<T>() > end {
-        return false;
-    }
-    // SAFETY: bounds checked against the packet end above.
-    unsafe { core::ptr::write_unaligned(p as *mut T, value) };
-    true
-}
 
 #[inline(always)]
 fn is_special(addr_be: u32) -> bool {

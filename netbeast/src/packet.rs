@@ -767,10 +767,10 @@ impl FrameBuilder {
                 frame.extend_from_slice(payload);
             }
         }
-        if let Some(len) = self.pad_to {
-            if frame.len() < len {
-                frame.resize(len, 0);
-            }
+        if let Some(len) = self.pad_to
+            && frame.len() < len
+        {
+            frame.resize(len, 0);
         }
         if let Some(len) = self.truncate_to {
             frame.truncate(len);

@@ -19,6 +19,11 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const BPFFS_ALIAS: &str = "/run/netbeast/bpffs";
 /// Rule source and lock files, per namespace.
 pub const STATE_ROOT: &str = "/run/netbeast";
+/// Where netbeast mounts cgroup2 when none is visible: `ip netns exec`
+/// hides /sys/fs/cgroup (the mount then lives only as long as the command,
+/// in its private mount namespace; the attachments stay, held by their
+/// pinned links).
+pub const CGROUP_ALIAS: &str = "/run/netbeast/cgroup";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +36,9 @@ pub enum StateError {
          {BPFFS_ALIAS}; or use `netbeast --netns NAME ...` instead of `ip netns exec NAME netbeast ...`"
     )]
     NoBpffs,
-    #[error("cannot mount bpffs on {path}: {source}")]
+    #[error("cannot mount {what} on {path}: {source}")]
     Mount {
+        what: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -84,6 +90,11 @@ fn mount(
     flags: libc::c_ulong,
 ) -> Result<(), StateError> {
     let err = |source| StateError::Mount {
+        what: if fstype == Some("cgroup2") {
+            "cgroup2"
+        } else {
+            "bpffs"
+        },
         path: target.to_string(),
         source,
     };
@@ -141,6 +152,30 @@ pub fn bpffs_root() -> Result<PathBuf, StateError> {
         mount(BPFFS, BPFFS_ALIAS, None, libc::MS_BIND)?;
     }
     Ok(BPFFS.into())
+}
+
+/// The mount point of the root of the cgroup v2 hierarchy (of this cgroup
+/// namespace), where the socket programs attach: they then run for every
+/// process. Mounts cgroup2 at [`CGROUP_ALIAS`] when no mount of it is
+/// visible.
+pub fn cgroup2_root() -> Result<PathBuf, StateError> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("cannot read", Path::new("/proc/self/mountinfo")))?;
+    // Fields: id parent dev root mount-point options ... - fstype source ...
+    // A bind mount of a sub-cgroup has another root than "/": not that one.
+    let found = info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut pre = pre.split(' ');
+        let root = pre.nth(3)?;
+        let mount_point = pre.next()?;
+        (post.split(' ').next() == Some("cgroup2") && root == "/" && !mount_point.contains('\\'))
+            .then(|| PathBuf::from(mount_point))
+    });
+    if let Some(path) = found {
+        return Ok(path);
+    }
+    mount("none", CGROUP_ALIAS, Some("cgroup2"), 0)?;
+    Ok(CGROUP_ALIAS.into())
 }
 
 /// Moves this process into the network namespace `/run/netns/NAME`, like

@@ -13,11 +13,11 @@ use netbeast_common::{CtConfig, chain, stats};
 use serde_json::json;
 
 use crate::{
-    compile::CHAIN_NAMES,
+    compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
     loader::{AttachMode, ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Policy, Ruleset},
+        model::{Counter, Policy, Ruleset, TableName, Target},
         parse, save,
     },
     state::{self, Namespace},
@@ -247,8 +247,12 @@ fn chain_of(e: &anyhow::Error) -> String {
 /// Adds the live counters of the active generation to the counter bases
 /// stored with the rules.
 fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
-    for (c, name) in CHAIN_NAMES.iter().enumerate() {
-        let Some(ch) = ruleset.filter.chain_mut(name) else {
+    let builtins = CHAIN_NAMES
+        .iter()
+        .map(|name| (TableName::Filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+    for (c, (table, name)) in builtins.enumerate() {
+        let Some(ch) = ruleset.table_mut(table).chain_mut(name) else {
             continue;
         };
         let (rules, policy) = dp.chain_counters(c as u32, ch.rules.len())?;
@@ -257,20 +261,19 @@ fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
         }
         ch.policy_counter = add(ch.policy_counter, policy);
     }
-    // User-defined chains' rules count in their own range, in table order.
-    let total: usize = ruleset
-        .filter
-        .chains
+    // User-defined chains' rules count in their own range: the filter
+    // table's chains in table order, then the nat table's.
+    let total: usize = [&ruleset.filter, &ruleset.nat]
         .iter()
+        .flat_map(|t| &t.chains)
         .filter(|c| c.policy.is_none())
         .map(|c| c.rules.len())
         .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in ruleset
-        .filter
-        .chains
-        .iter_mut()
+    for chain in [&mut ruleset.filter, &mut ruleset.nat]
+        .into_iter()
+        .flat_map(|t| &mut t.chains)
         .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
@@ -312,8 +315,36 @@ fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
         .collect();
     dp.set_interface_addresses(&primary)?;
     dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    if dnats_to_loopback(ruleset) {
+        for (_, name) in attached(ns) {
+            route_localnet(&name)?;
+        }
+    }
     ns.save_ruleset(ruleset)?;
     Ok(())
+}
+
+/// True when a nat rule sends connections to 127.0.0.0/8 (the article's
+/// `-j DNAT --to 127.0.0.1:8080`).
+fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
+    ruleset.nat.chains.iter().flat_map(|c| &c.rules).any(|r| {
+        matches!(&r.target, Target::Dnat { to, .. }
+            if to.addrs.is_some_and(|a| a.first.is_loopback() || a.last.is_loopback()))
+    })
+}
+
+/// Lets the kernel accept packets for 127.0.0.0/8 arriving on `iface` (and
+/// send their replies out of it), which a DNAT to a loopback address needs:
+/// without `route_localnet` the kernel drops them as martians. iptables
+/// users set it by hand; netbeast does it for the interfaces it is attached
+/// to, when a rule needs it.
+fn route_localnet(iface: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet");
+    std::fs::write(&path, "1").with_context(|| {
+        format!(
+            "cannot enable route_localnet on {iface} ({path}), which a DNAT to 127.0.0.0/8 needs"
+        )
+    })
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {
@@ -469,6 +500,11 @@ fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     // The ruleset goes in before any packet can reach the program.
     commit(&ns, &mut dp, &ruleset)?;
+    // `-t nat OUTPUT` for local sockets: once per namespace, not per interface.
+    if !Dataplane::sock_attached(&links_dir) {
+        let cgroup = state::cgroup2_root()?;
+        dp.attach_sock(&cgroup, Some(&links_dir))?;
+    }
     for (name, ifindex) in targets {
         let on = match fast_path {
             FastPath::On => true,
@@ -496,13 +532,10 @@ fn run_attach(
             Dataplane::detach(&pin)?;
             return Err(e.into());
         }
-        match (mode, used) {
-            (Mode::Auto, AttachMode::Skb) => {
-                eprintln!(
-                    "warning: {name}: native XDP is not available, attached in generic (skb) mode"
-                )
-            }
-            _ => {}
+        if let (Mode::Auto, AttachMode::Skb) = (mode, used) {
+            eprintln!(
+                "warning: {name}: native XDP is not available, attached in generic (skb) mode"
+            )
         }
         let how = if used == AttachMode::Skb {
             "generic (skb) XDP"
@@ -545,6 +578,10 @@ fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
         Dataplane::detach(&links_dir.join(format!("tc-{ifindex}")))?;
         let _ = std::fs::remove_file(ns.state_dir.join(format!("fastpath-{ifindex}")));
         println!("{name}: detached");
+    }
+    // The socket programs serve the namespace while any interface is attached.
+    if attached(&ns).is_empty() {
+        Dataplane::detach_sock(&links_dir)?;
     }
     // The fast path must stop using what is gone.
     if ns.has_dataplane() {
@@ -592,15 +629,18 @@ fn run_status(json_out: bool) -> Result<()> {
     let _lock = ns.lock()?;
     let (ruleset, dp) = open(&ns, false)?;
     let ifaces = attached(&ns);
-    let chains: Vec<_> = CHAIN_NAMES
+    let builtins = CHAIN_NAMES
         .iter()
-        .filter_map(|n| ruleset.filter.chain(n))
-        .map(|c| {
+        .map(|name| (TableName::Filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+    let chains: Vec<_> = builtins
+        .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))
+        .map(|(table, c)| {
             let policy = match c.policy {
                 Some(Policy::Drop) => "DROP",
                 _ => "ACCEPT",
             };
-            (c.name.clone(), c.rules.len(), policy)
+            (table.as_str(), c.name.clone(), c.rules.len(), policy)
         })
         .collect();
     let stats = match &dp {
@@ -612,7 +652,8 @@ fn run_status(json_out: bool) -> Result<()> {
             "netns": ns.id,
             "pins": ns.pin_dir,
             "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
-            "chains": chains.iter().map(|(n, r, p)| json!({"name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
+            "socket_nat": Dataplane::sock_attached(&ns.links_dir()),
+            "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -629,8 +670,11 @@ fn run_status(json_out: bool) -> Result<()> {
         let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
         println!("attached: {}", names.join(", "));
     }
-    for (name, rules, policy) in &chains {
-        println!("filter {name}: {rules} rules, policy {policy}");
+    if Dataplane::sock_attached(&ns.links_dir()) {
+        println!("local sockets: nat OUTPUT attached to the root cgroup");
+    }
+    for (table, name, rules, policy) in &chains {
+        println!("{table} {name}: {rules} rules, policy {policy}");
     }
     println!(
         "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",

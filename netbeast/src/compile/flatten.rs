@@ -29,11 +29,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{RuleAction, target, user_counter_slot};
+use netbeast_common::{NatTarget, RuleAction, nat_flags, target, user_counter_slot};
 
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
-use crate::rules::model::{Chain, Ipv4Net, Policy, Table, Target};
+use crate::rules::model::{
+    Chain, Ipv4Net, NatFlags, Policy, PortRange, Ruleset, Table, TableName, Target,
+};
 
 /// How many disjoint cases (terms) the packets reaching one rule may be
 /// split into by conditional RETURN and goto rules before it, and how many
@@ -128,26 +130,49 @@ pub(super) struct Prepared<'a> {
     /// Per chain of the table: the number of its first rule counter among
     /// the user-defined chains' counters (`None` for built-in chains).
     user_counter: Vec<Option<u32>>,
+    /// `nat_args[chain][rule]`: the number of the rule's translation in
+    /// the ruleset's `nat_targets` (0 for rules that translate nothing).
+    nat_args: Vec<Vec<u32>>,
+    /// The user-defined chains' counters numbered so far, this table's
+    /// included: where the next table's start.
+    pub user_counters_end: u32,
 }
 
 impl<'a> Prepared<'a> {
-    /// Checks every rule and computes its terms.
-    pub fn new(table: &'a Table) -> Result<Self, CompileError> {
+    /// Checks every rule and computes its terms. The table's user-defined
+    /// chains' counters are numbered from `first_user_counter` on (the nat
+    /// table's follow the filter table's); its translations are added to
+    /// `nat_targets`.
+    pub fn new(
+        table: &'a Table,
+        first_user_counter: u32,
+        nat_targets: &mut NatTargets,
+        limits: Limits,
+    ) -> Result<Self, CompileError> {
         let mut terms = Vec::with_capacity(table.chains.len());
+        let mut nat_args = Vec::with_capacity(table.chains.len());
         for chain in &table.chains {
             let mut rules = Vec::with_capacity(chain.rules.len());
+            let mut args = Vec::with_capacity(chain.rules.len());
             for (i, rule) in chain.rules.iter().enumerate() {
-                super::validate_rule(rule).map_err(|problem| CompileError::InvalidRule {
+                let invalid = |problem: String| CompileError::InvalidRule {
                     chain: chain.name.clone(),
                     rule: i + 1,
                     problem,
-                })?;
+                };
+                super::validate_rule(rule).map_err(invalid)?;
+                validate_target(table.name, &rule.target).map_err(invalid)?;
                 rules.push(term::rule_terms(rule));
+                args.push(match nat_target(&rule.target) {
+                    Some(wanted) => nat_targets.intern(wanted, limits.nat_targets)?,
+                    None => 0,
+                });
             }
             terms.push(rules);
+            nat_args.push(args);
         }
         let mut user_counter = Vec::with_capacity(table.chains.len());
-        let mut next = 0u32;
+        let mut next = first_user_counter;
         for chain in &table.chains {
             if chain.policy.is_some() {
                 user_counter.push(None);
@@ -156,10 +181,10 @@ impl<'a> Prepared<'a> {
                 next += chain.rules.len() as u32;
             }
         }
-        if next > netbeast_common::MAX_USER_CHAIN_RULES {
+        if next > limits.user_chain_rules {
             return Err(CompileError::TooManyUserChainRules {
                 rules: next as usize,
-                limit: netbeast_common::MAX_USER_CHAIN_RULES as usize,
+                limit: limits.user_chain_rules as usize,
             });
         }
         Ok(Prepared {
@@ -172,6 +197,8 @@ impl<'a> Prepared<'a> {
                 .collect(),
             terms,
             user_counter,
+            nat_args,
+            user_counters_end: next,
         })
     }
 
@@ -180,19 +207,110 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// Targets the table refuses, checked again here because a wrong one would
+/// make the kernel act on a packet in a hook that cannot do it.
+fn validate_target(table: TableName, target: &Target) -> Result<(), String> {
+    match (table, target) {
+        (TableName::Filter, t) if t.is_nat() => Err(format!(
+            "-j {} is a target of the nat table, not of the filter table",
+            t.name()
+        )),
+        (TableName::Nat, Target::Drop | Target::Reject(_)) => Err(format!(
+            "-j {} filters, which the nat table does not (iptables refuses it there too)",
+            target.name()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The kernel's form of a nat rule's translation.
+fn nat_target(target: &Target) -> Option<NatTarget> {
+    let flags_of = |flags: &NatFlags| {
+        if flags.random || flags.random_fully {
+            nat_flags::RANDOM
+        } else {
+            0
+        }
+    };
+    let with_ports = |mut nat: NatTarget, ports: Option<PortRange>| {
+        if let Some(ports) = ports {
+            nat.port_first = ports.first;
+            nat.port_last = ports.last;
+            nat.flags |= nat_flags::PORTS;
+        }
+        nat
+    };
+    let (addrs, ports, flags) = match target {
+        Target::Dnat { to, flags } | Target::Snat { to, flags } => (to.addrs, to.ports, flags),
+        Target::Masquerade { ports, flags } | Target::Redirect { ports, flags } => {
+            (None, *ports, flags)
+        }
+        _ => return None,
+    };
+    let mut nat = NatTarget {
+        flags: flags_of(flags),
+        ..NatTarget::default()
+    };
+    if let Some(addrs) = addrs {
+        nat.addr_first = u32::from(addrs.first);
+        nat.addr_last = u32::from(addrs.last);
+        nat.flags |= nat_flags::ADDR;
+    }
+    Some(with_ports(nat, ports))
+}
+
+/// The translations of a ruleset, each once: rules that translate alike
+/// share an entry.
+#[derive(Default)]
+pub(super) struct NatTargets {
+    pub list: Vec<NatTarget>,
+    /// (addr_first, addr_last, port_first, port_last, flags) → number.
+    numbers: HashMap<(u32, u32, u16, u16, u32), u32>,
+}
+
+impl NatTargets {
+    fn intern(&mut self, nat: NatTarget, limit: u32) -> Result<u32, CompileError> {
+        let key = (
+            nat.addr_first,
+            nat.addr_last,
+            nat.port_first,
+            nat.port_last,
+            nat.flags,
+        );
+        if let Some(&n) = self.numbers.get(&key) {
+            return Ok(n);
+        }
+        if self.list.len() as u32 >= limit {
+            return Err(CompileError::TooManyNatTargets {
+                limit: limit as usize,
+            });
+        }
+        let n = self.list.len() as u32;
+        self.list.push(nat);
+        self.numbers.insert(key, n);
+        Ok(n)
+    }
+}
+
 /// The counters of user-defined chains' rules, as the kernel numbers them
-/// (`netbeast_common::user_counter_index`): each user-defined chain, in
-/// table order, with the number of its first rule's counter.
-pub fn user_chain_counters(table: &Table) -> Vec<(&Chain, u32)> {
+/// (`netbeast_common::user_counter_index`): each user-defined chain of the
+/// filter table, then of the nat table, in table order, with the number of
+/// its first rule's counter.
+pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(TableName, &Chain, u32)> {
     let mut next = 0;
-    table
-        .chains
-        .iter()
-        .filter(|c| c.policy.is_none())
-        .map(|c| {
+    [&ruleset.filter, &ruleset.nat]
+        .into_iter()
+        .flat_map(|table| {
+            table
+                .chains
+                .iter()
+                .filter(|c| c.policy.is_none())
+                .map(move |c| (table.name, c))
+        })
+        .map(|(table, c)| {
             let first = next;
             next += c.rules.len() as u32;
-            (c, first)
+            (table, c, first)
         })
         .collect()
 }
@@ -294,7 +412,8 @@ impl<'p, 'a> Flattener<'p, 'a> {
                 None => r as u32,
                 Some(first) => user_counter_slot(self.generation, self.builtin, first + r as u32),
             };
-            let verdict = action(&rule.target, counter);
+            self.check_nat_chain(chain, r)?;
+            let verdict = action(&rule.target, counter, prepared.nat_args[chain][r]);
             if self.slots.len() + hit.len() > self.limits.rules_per_chain {
                 return Err(CompileError::TooManyRules {
                     chain: self.name.to_string(),
@@ -330,7 +449,13 @@ impl<'p, 'a> Flattener<'p, 'a> {
                     most = most.max(passed + 1);
                 }
                 Target::None => passed += 1,
-                Target::Accept | Target::Drop | Target::Reject(_) => {}
+                Target::Accept
+                | Target::Drop
+                | Target::Reject(_)
+                | Target::Dnat { .. }
+                | Target::Snat { .. }
+                | Target::Masquerade { .. }
+                | Target::Redirect { .. } => {}
             }
             if ends_chain {
                 break;
@@ -374,6 +499,23 @@ impl<'p, 'a> Flattener<'p, 'a> {
             });
         }
         Ok(callee)
+    }
+
+    /// A nat target reached from a built-in chain where the kernel refuses
+    /// it (DNAT from POSTROUTING, say, through a user-defined chain).
+    fn check_nat_chain(&self, chain: usize, r: usize) -> Result<(), CompileError> {
+        let table = self.prepared.table;
+        let target = &table.chains[chain].rules[r].target;
+        match target.nat_chains() {
+            Some(allowed) if !allowed.contains(&self.name) => Err(CompileError::NatTargetInChain {
+                builtin: self.name.to_string(),
+                chain: table.chains[chain].name.clone(),
+                rule: r + 1,
+                target: target.name().to_string(),
+                reason: crate::rules::parse::nat_chain_reason(target),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn check_terms(&self, chain: usize, r: usize, terms: usize) -> Result<(), CompileError> {

@@ -38,12 +38,20 @@
 //! - An ifindex missing from the interface list given to [`compile`] takes
 //!   the default class: only `-i +` (and negations of other patterns)
 //!   match it. Recompile when interfaces come and go.
-//! - Only the filter table's INPUT, FORWARD and OUTPUT are compiled; a chain
-//!   missing from the model is empty with an ACCEPT policy. User-defined
-//!   chains are inlined into the built-in chains that reach them
-//!   (`flatten.rs`): slots are then conjunctions of several rules'
-//!   conditions and negations of RETURN/goto conditions (`term.rs`), and
-//!   every field builder takes a slot's atoms on its field as a conjunction.
+//! - The filter table's INPUT, FORWARD and OUTPUT and the nat table's
+//!   PREROUTING, POSTROUTING and OUTPUT are compiled (`chain::*` order); a
+//!   chain missing from the model is empty with an ACCEPT policy. The nat
+//!   table's INPUT is not implemented: a ruleset with rules there is
+//!   refused. User-defined chains are inlined into the built-in chains that
+//!   reach them (`flatten.rs`): slots are then conjunctions of several
+//!   rules' conditions and negations of RETURN/goto conditions (`term.rs`),
+//!   and every field builder takes a slot's atoms on its field as a
+//!   conjunction.
+//! - In a nat chain, the first matching slot with a verdict decides a new
+//!   connection's translation: DNAT, SNAT, MASQUERADE or REDIRECT (its
+//!   `RuleAction::arg` numbers the translation in
+//!   [`CompiledRuleset::nat_targets`]), or ACCEPT (and a chain's end or
+//!   RETURN, the ACCEPT policy): no translation.
 
 mod addr_hash;
 mod classes;
@@ -59,12 +67,13 @@ mod tests;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
-    ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector,
-    GENERATIONS, L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES,
-    MAX_RULES_PER_CHAIN, RuleAction, chain, ct_state, field, reject, size, target,
+    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE,
+    ChainConfig, ClassVector, GENERATIONS, L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_ADDR_HASH_LENGTHS,
+    MAX_CLASS_WORDS, MAX_CLASSES, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES,
+    NatTarget, RuleAction, chain, ct_state, field, reject, size, target,
 };
 
-use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Target};
+use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -72,7 +81,7 @@ pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
 pub use reference::{L4Header, PacketView, RuleRef};
 
 use classes::Interner;
-use flatten::{Flattener, Prepared, Slot};
+use flatten::{Flattener, NatTargets, Prepared, Slot};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -124,9 +133,31 @@ pub enum CompileError {
     },
     #[error(
         "user-defined chains hold {rules} rules, more than the limit of {limit} \
-         (MAX_USER_CHAIN_RULES); remove rules or chains"
+         (MAX_USER_CHAIN_RULES, for the filter and nat tables together); remove rules or chains"
     )]
     TooManyUserChainRules { rules: usize, limit: usize },
+    #[error(
+        "the nat table needs more than {limit} distinct translations (MAX_NAT_TARGETS): \
+         DNAT/SNAT/MASQUERADE/REDIRECT rules that translate to the same addresses, ports and \
+         options share one; use fewer distinct --to-destination, --to-source and --to-ports"
+    )]
+    TooManyNatTargets { limit: usize },
+    #[error(
+        "rule {rule} of the nat chain {chain} is -j {target}, but {builtin} reaches it, where \
+         the kernel refuses it: {reason}"
+    )]
+    NatTargetInChain {
+        builtin: String,
+        chain: String,
+        rule: usize,
+        target: String,
+        reason: &'static str,
+    },
+    #[error(
+        "the nat table's INPUT chain has {rules} rules; netbeast does not implement nat INPUT \
+         (SNAT of connections to this host): remove them with iptables -t nat -F INPUT"
+    )]
+    NatInputRules { rules: usize },
     #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
@@ -194,7 +225,8 @@ pub enum CompileError {
 pub struct CompiledRuleset {
     /// The generation the class ids belong to.
     pub generation: u32,
-    /// Indexed by `chain::INPUT`, `chain::FORWARD`, `chain::OUTPUT`.
+    /// Indexed by `chain::INPUT`, `chain::FORWARD`, `chain::OUTPUT`,
+    /// `chain::NAT_PREROUTING`, `chain::NAT_POSTROUTING`, `chain::NAT_OUTPUT`.
     pub chains: [CompiledChain; chain::COUNT],
     /// Every distinct class vector of the ruleset (all chains and fields), in
     /// id order: `classes[n].id == generation * CLASS_ID_GEN_STRIDE + n`.
@@ -205,10 +237,14 @@ pub struct CompiledRuleset {
     /// `config.addr_lengths` says so (the others use `addr_prefixes` in
     /// the LPM trie).
     pub addr_hash: AddrHash,
-    /// Rules of all user-defined chains: their counters are
-    /// `user_counter_index(generation, 0..user_chain_rules)`, numbered as
-    /// [`user_chain_counters`] says.
+    /// Rules of all user-defined chains (the filter table's, then the nat
+    /// table's): their counters are `user_counter_index(generation,
+    /// 0..user_chain_rules)`, numbered as [`user_chain_counters`] says.
     pub user_chain_rules: u32,
+    /// The translations of the nat rules, each once: the `NAT_TARGETS`
+    /// map value at `nat_target_index(generation, n)` for `n` in order.
+    /// A DNAT/SNAT/MASQUERADE/REDIRECT slot's `RuleAction::arg` is its `n`.
+    pub nat_targets: Vec<NatTarget>,
 }
 
 /// One chain's tables.
@@ -222,8 +258,10 @@ pub struct CompiledChain {
     /// One entry per rule slot (`config.rule_count` of them), in slot order:
     /// the `RULES` map value at `rule_index(generation, chain, slot)`.
     /// `target` is `target::ACCEPT`, `DROP`, `REJECT` (with `arg`
-    /// one of `reject::*`) or `NONE` (count, then search on from the next
-    /// slot); `counter` is the user's rule (0-based position in the chain)
+    /// one of `reject::*`), `DNAT`, `SNAT`, `MASQUERADE`, `REDIRECT` (with
+    /// `arg` the number of the translation in
+    /// [`CompiledRuleset::nat_targets`]) or `NONE` (count, then search on
+    /// from the next slot); `counter` is the user's rule (0-based position in the chain)
     /// the slot belongs to, which differs from the slot number after a rule
     /// that was expanded into several slots, or, for the rule of a
     /// user-defined chain inlined here, `user_counter_slot(..)` of its
@@ -330,6 +368,8 @@ struct Limits {
     class_words: u32,
     iface_entries: usize,
     mac_entries: usize,
+    user_chain_rules: u32,
+    nat_targets: u32,
 }
 
 const LIMITS: Limits = Limits {
@@ -340,10 +380,13 @@ const LIMITS: Limits = Limits {
     class_words: MAX_CLASS_WORDS,
     iface_entries: MAX_IFACE_ENTRIES,
     mac_entries: MAX_MAC_ENTRIES,
+    user_chain_rules: MAX_USER_CHAIN_RULES,
+    nat_targets: MAX_NAT_TARGETS,
 };
 
-/// Compiles the filter table's INPUT, FORWARD and OUTPUT chains for
-/// `generation`, resolving interface names through `interfaces`.
+/// Compiles the filter table's INPUT, FORWARD and OUTPUT chains and the
+/// nat table's PREROUTING, POSTROUTING and OUTPUT for `generation`,
+/// resolving interface names through `interfaces`.
 pub fn compile(
     ruleset: &Ruleset,
     interfaces: &[Interface],
@@ -355,6 +398,8 @@ pub fn compile(
 /// A built-in chain with its rules (and the user-defined chains it jumps
 /// to) expanded into slots, before any table is built.
 struct ChainPlan<'a> {
+    /// The table the chain belongs to (slot owners index its chains).
+    table: &'a Table,
     name: &'static str,
     policy: u32,
     slots: Vec<Slot<'a>>,
@@ -372,27 +417,33 @@ fn compile_with_limits(
     if generation as usize >= GENERATIONS {
         return Err(CompileError::InvalidGeneration { generation });
     }
-    let prepared = Prepared::new(&ruleset.filter)?;
+    let nat_input = ruleset.nat.chain("INPUT").map_or(0, |c| c.rules.len());
+    if nat_input > 0 {
+        return Err(CompileError::NatInputRules { rules: nat_input });
+    }
+    let mut nat_targets = NatTargets::default();
+    let filter = Prepared::new(&ruleset.filter, 0, &mut nat_targets, limits)?;
+    let nat = Prepared::new(
+        &ruleset.nat,
+        filter.user_counters_end,
+        &mut nat_targets,
+        limits,
+    )?;
+    let builtins = CHAIN_NAMES
+        .into_iter()
+        .map(|name| (&filter, name))
+        .chain(NAT_CHAIN_NAMES.into_iter().map(|name| (&nat, name)));
     let mut plans = Vec::with_capacity(chain::COUNT);
-    for (builtin, name) in CHAIN_NAMES.into_iter().enumerate() {
+    for (builtin, (prepared, name)) in builtins.enumerate() {
         let (slots, policy, passes) =
-            Flattener::new(&prepared, generation, builtin as u32, name, limits).run()?;
+            Flattener::new(prepared, generation, builtin as u32, name, limits).run()?;
         plans.push(ChainPlan {
+            table: prepared.table,
             name,
             policy,
             slots,
             passes,
-            builtin_rules: ruleset.filter.chain(name).map_or(0, |c| c.rules.len()) as u32,
-        });
-    }
-    // The nat chains: empty until the model has a nat table.
-    for name in NAT_CHAIN_NAMES {
-        plans.push(ChainPlan {
-            name,
-            policy: target::ACCEPT,
-            slots: Vec::new(),
-            passes: 0,
-            builtin_rules: 0,
+            builtin_rules: prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32,
         });
     }
     // Every vector has the same length so that identical rule sets of
@@ -431,20 +482,14 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
-    let user_chain_rules = ruleset
-        .filter
-        .chains
-        .iter()
-        .filter(|c| c.policy.is_none())
-        .map(|c| c.rules.len() as u32)
-        .sum();
+    let user_chain_rules = nat.user_counters_end;
     let mut chains = chains;
     for (compiled, plan) in chains.iter_mut().zip(&plans) {
         compiled.owners = plan
             .slots
             .iter()
             .map(|s| RuleRef {
-                chain: ruleset.filter.chains[s.owner.0].name.clone(),
+                chain: plan.table.chains[s.owner.0].name.clone(),
                 rule: s.owner.1,
             })
             .collect();
@@ -459,6 +504,7 @@ fn compile_with_limits(
         packed,
         addr_hash,
         user_chain_rules,
+        nat_targets: nat_targets.list,
     })
 }
 
@@ -512,9 +558,15 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
-fn action(target: &Target, counter: u32) -> RuleAction {
+/// What a slot of `target` does; `nat` is the number of its translation
+/// (used by the nat targets only).
+fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     let (target, arg) = match target {
         Target::None | Target::Jump(_) | Target::Goto(_) | Target::Return => (target::NONE, 0),
+        Target::Dnat { .. } => (target::DNAT, nat),
+        Target::Snat { .. } => (target::SNAT, nat),
+        Target::Masquerade { .. } => (target::MASQUERADE, nat),
+        Target::Redirect { .. } => (target::REDIRECT, nat),
         Target::Accept => (target::ACCEPT, 0),
         Target::Drop => (target::DROP, 0),
         Target::Reject(with) => (
@@ -608,6 +660,38 @@ fn compile_chain(
 }
 
 impl CompiledRuleset {
+    /// True when a nat chain has a rule a packet can reach: new connections
+    /// must then go through the nat chains (`ACTIVE_NAT`).
+    pub fn has_nat_rules(&self) -> bool {
+        self.chains[chain::FILTER_COUNT..]
+            .iter()
+            .any(|c| c.config.rule_count > 0)
+    }
+
+    /// True when a rule of any chain looks at the connection state
+    /// (`-m state`, `-m conntrack`).
+    pub fn uses_conntrack_state(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.config.fields_used & (1 << field::CT_STATE) != 0)
+    }
+
+    /// The bits of the `ACTIVE` word this ruleset needs besides its
+    /// generation: `ACTIVE_NAT` with nat rules, and `ACTIVE_TRACKING`
+    /// with nat rules or connection-state matches (a translation lives in
+    /// its connection's conntrack entry).
+    pub fn active_flags(&self) -> u32 {
+        let nat = self.has_nat_rules();
+        let mut flags = 0;
+        if nat {
+            flags |= ACTIVE_NAT;
+        }
+        if nat || self.uses_conntrack_state() {
+            flags |= ACTIVE_TRACKING;
+        }
+        flags
+    }
+
     /// The class vector of `id`, if `id` is one of this ruleset's classes.
     pub fn class(&self, id: u32) -> Option<&ClassVector> {
         let n = id.checked_sub(self.generation * CLASS_ID_GEN_STRIDE)?;

@@ -188,7 +188,15 @@ pub fn classify_table(
         });
         match &rule.target {
             Target::None => next += 1,
-            Target::Accept | Target::Drop | Target::Reject(_) => return hits,
+            // In the nat table, the first ACCEPT or translation decides a
+            // new connection's fate, as a verdict does in the filter table.
+            Target::Accept
+            | Target::Drop
+            | Target::Reject(_)
+            | Target::Dnat { .. }
+            | Target::Snat { .. }
+            | Target::Masquerade { .. }
+            | Target::Redirect { .. } => return hits,
             Target::Return => match returns.pop() {
                 Some(back) => (at, next) = back,
                 None => return hits,

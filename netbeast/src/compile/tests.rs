@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use netbeast_common::{
     CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
-    chain, field, reject, target,
+    NatTarget, chain, field, nat_flags, reject, target,
 };
 use proptest::prelude::*;
 
 use super::*;
 use crate::rules::model::{
-    Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy,
-    PortRange, RejectWith, Rule, Ruleset, StateModule, Target,
+    AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
+    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -358,6 +358,189 @@ impl Dice {
     }
 }
 
+/// Which translations a nat chain's rules may use: DNAT and REDIRECT before
+/// routing (PREROUTING, OUTPUT and the user-defined chains they reach),
+/// SNAT and MASQUERADE after it (POSTROUTING and its chains).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NatSide {
+    Destination,
+    Source,
+}
+
+/// Translation addresses and ports: few, so that rules share translations.
+const NAT_ADDRS: &[[u8; 4]] = &[[10, 9, 0, 1], [10, 9, 0, 2], [192, 168, 9, 9]];
+const NAT_PORTS: &[u16] = &[1, 80, 8080, 1024, 65535];
+
+impl Dice {
+    fn nat_to(&mut self, ports: bool) -> NatTo {
+        let addrs = self.maybe(80, |d| {
+            let a = d.pick(NAT_ADDRS);
+            let b = if d.chance(30) { d.pick(NAT_ADDRS) } else { a };
+            let (first, last) = (
+                u32::from_be_bytes(a).min(u32::from_be_bytes(b)),
+                u32::from_be_bytes(a).max(u32::from_be_bytes(b)),
+            );
+            AddrRange {
+                first: Ipv4Addr::from(first),
+                last: Ipv4Addr::from(last),
+            }
+        });
+        let ports = if ports && (addrs.is_none() || self.chance(50)) {
+            Some(self.nat_ports())
+        } else {
+            None
+        };
+        match (addrs, ports) {
+            (None, None) => NatTo {
+                addrs: None,
+                ports: Some(self.nat_ports()),
+            },
+            (addrs, ports) => NatTo { addrs, ports },
+        }
+    }
+
+    fn nat_ports(&mut self) -> PortRange {
+        let a = self.pick(NAT_PORTS);
+        let b = if self.chance(40) {
+            self.pick(NAT_PORTS)
+        } else {
+            a
+        };
+        PortRange {
+            first: a.min(b),
+            last: a.max(b),
+        }
+    }
+
+    fn nat_flags(&mut self) -> NatFlags {
+        NatFlags {
+            random: self.chance(20),
+            random_fully: self.chance(10),
+            persistent: self.chance(10),
+        }
+    }
+
+    /// A rule of a nat chain on `side`, jumping only to `callees`: the
+    /// matches of any rule, and a target the nat table allows there.
+    fn nat_rule_in(&mut self, side: NatSide, callees: &[String]) -> Rule {
+        let mut rule = self.rule_in(&[]);
+        let ports = matches!(
+            rule.protocol,
+            Some(Negatable {
+                negated: false,
+                value: 6 | 17
+            })
+        );
+        let jumps = if callees.is_empty() { 0 } else { 1 };
+        rule.target = match self.weighted(&[2, 2, 1, 3 * jumps, 2 * jumps, 3, 2]) {
+            0 => Target::None,
+            1 => Target::Accept,
+            2 => Target::Return,
+            3 => Target::Jump(callees[self.below(callees.len())].clone()),
+            4 => Target::Goto(callees[self.below(callees.len())].clone()),
+            5 if side == NatSide::Destination => Target::Dnat {
+                to: self.nat_to(ports),
+                flags: self.nat_flags(),
+            },
+            5 => Target::Snat {
+                to: self.nat_to(ports),
+                flags: self.nat_flags(),
+            },
+            _ => {
+                let ports = if ports {
+                    self.maybe(50, Dice::nat_ports)
+                } else {
+                    None
+                };
+                let flags = self.nat_flags();
+                if side == NatSide::Destination {
+                    Target::Redirect { ports, flags }
+                } else {
+                    Target::Masquerade { ports, flags }
+                }
+            }
+        };
+        rule
+    }
+}
+
+/// Seeds of a nat table: PREROUTING, POSTROUTING and OUTPUT rules, and the
+/// rules of user-defined chains for DNAT (`D<n>`, reached from PREROUTING
+/// and OUTPUT) and for SNAT (`S<n>`, reached from POSTROUTING).
+type NatSeeds = (Vec<u64>, Vec<u64>, Vec<u64>, Vec<Vec<u64>>, Vec<Vec<u64>>);
+
+fn nat_seeds() -> impl Strategy<Value = NatSeeds> {
+    let short = || prop::collection::vec(any::<u64>(), 0..6);
+    let users = || prop::collection::vec(short(), 0..3);
+    (short(), short(), short(), users(), users())
+}
+
+/// Fills `ruleset`'s nat table from `seeds`; user-defined chain `D<n>` or
+/// `S<n>` jumps only to those of its kind with a higher number.
+fn add_nat(ruleset: &mut Ruleset, seeds: &NatSeeds) {
+    let (pre, post, out, dest, src) = seeds;
+    let names = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+    let d = names("D", dest.len());
+    let s = names("S", src.len());
+    let rules = |seeds: &[u64], side, callees: &[String]| -> Vec<Rule> {
+        seeds
+            .iter()
+            .map(|&x| Dice(x).nat_rule_in(side, callees))
+            .collect()
+    };
+    let nat = &mut ruleset.nat;
+    nat.chain_mut("PREROUTING").unwrap().rules = rules(pre, NatSide::Destination, &d);
+    nat.chain_mut("OUTPUT").unwrap().rules = rules(out, NatSide::Destination, &d);
+    nat.chain_mut("POSTROUTING").unwrap().rules = rules(post, NatSide::Source, &s);
+    for (n, seeds) in dest.iter().enumerate() {
+        nat.chains.push(user_chain(
+            &d[n],
+            rules(seeds, NatSide::Destination, &d[n + 1..]),
+        ));
+    }
+    for (n, seeds) in src.iter().enumerate() {
+        nat.chains.push(user_chain(
+            &s[n],
+            rules(seeds, NatSide::Source, &s[n + 1..]),
+        ));
+    }
+    nat.chains[4..].sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// The kernel's translation of a nat rule, computed here from the rule
+/// model without the compiler's code: (target code, translation).
+fn expected_translation(target: &Target) -> Option<(u32, NatTarget)> {
+    let flags_of = |f: &NatFlags| {
+        if f.random || f.random_fully {
+            nat_flags::RANDOM
+        } else {
+            0
+        }
+    };
+    let (code, addrs, ports, flags) = match target {
+        Target::Dnat { to, flags } => (target::DNAT, to.addrs, to.ports, flags),
+        Target::Snat { to, flags } => (target::SNAT, to.addrs, to.ports, flags),
+        Target::Masquerade { ports, flags } => (target::MASQUERADE, None, *ports, flags),
+        Target::Redirect { ports, flags } => (target::REDIRECT, None, *ports, flags),
+        _ => return None,
+    };
+    let mut nat = NatTarget {
+        flags: flags_of(flags),
+        ..NatTarget::default()
+    };
+    if let Some(a) = addrs {
+        nat.addr_first = u32::from_be_bytes(a.first.octets());
+        nat.addr_last = u32::from_be_bytes(a.last.octets());
+        nat.flags |= nat_flags::ADDR;
+    }
+    if let Some(p) = ports {
+        nat.port_first = p.first;
+        nat.port_last = p.last;
+        nat.flags |= nat_flags::PORTS;
+    }
+    Some((code, nat))
+}
+
 fn chain_of(name: &str, policy: Policy, rules: Vec<Rule>) -> Chain {
     Chain {
         name: name.to_string(),
@@ -578,11 +761,25 @@ fn compare(
     packets: &[PacketView],
 ) -> Result<(), TestCaseError> {
     let ifaces = interfaces();
+    let builtins = CHAIN_NAMES
+        .iter()
+        .map(|name| (&ruleset.filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (&ruleset.nat, name)));
     for pkt in packets {
-        for (index, name) in CHAIN_NAMES.iter().enumerate() {
-            let want = reference::classify_table(&ruleset.filter, name, &ifaces, pkt);
+        for (index, (table, name)) in builtins.clone().enumerate() {
+            let want = reference::classify_table(table, name, &ifaces, pkt);
             let got = compiled.classify(index as u32, pkt);
             prop_assert_eq!(&got, &want, "chain {} packet {:?}", name, pkt);
+            // The translation the kernel would apply is the rule's.
+            let last = want
+                .last()
+                .map(|hit| &table.chain(&hit.chain).unwrap().rules[hit.rule].target);
+            if let Some((code, nat)) = last.and_then(expected_translation) {
+                let slot = *compiled.classify_slots(index as u32, pkt).last().unwrap();
+                let action = compiled.chains[index].rules[slot as usize];
+                prop_assert_eq!(action.target, code);
+                prop_assert_eq!(compiled.nat_targets[action.arg as usize], nat);
+            }
             // The compiler's bound on slots without a verdict holds: the
             // kernel's search has that many steps for them.
             let c = &compiled.chains[index];
@@ -635,9 +832,11 @@ proptest! {
     #[test]
     fn compiled_classifier_agrees_with_iptables_semantics(
         rules in ruleset_seeds(),
+        nat in nat_seeds(),
         packets in prop::collection::vec(any::<u64>(), 8..16),
     ) {
-        let ruleset = ruleset_from(&rules);
+        let mut ruleset = ruleset_from(&rules);
+        add_nat(&mut ruleset, &nat);
         let packets = packets_from(&packets);
         let compiled = compile_unbounded(&ruleset, 1);
         prop_assume!(compiled.is_some(), "refused for its size");
@@ -652,8 +851,9 @@ proptest! {
 
     /// Every key of every table, walked (too slow for every case above).
     #[test]
-    fn every_table_entry_names_a_class(rules in ruleset_seeds()) {
-        let ruleset = ruleset_from(&rules);
+    fn every_table_entry_names_a_class(rules in ruleset_seeds(), nat in nat_seeds()) {
+        let mut ruleset = ruleset_from(&rules);
+        add_nat(&mut ruleset, &nat);
         let compiled = compile_unbounded(&ruleset, 0);
         prop_assume!(compiled.is_some(), "refused for its size");
         let compiled = compiled.unwrap();
@@ -1481,10 +1681,10 @@ fn user_chain_rules_count_on_their_own_counters() {
     ));
     let compiled = compile(&ruleset, &[], 1).unwrap();
     assert_eq!(compiled.user_chain_rules, 3);
-    let counters = user_chain_counters(&ruleset.filter);
+    let counters = user_chain_counters(&ruleset);
     let numbered: Vec<(&str, u32)> = counters
         .iter()
-        .map(|(c, n)| (c.name.as_str(), *n))
+        .map(|(_, c, n)| (c.name.as_str(), *n))
         .collect();
     assert_eq!(numbered, [("T", 0), ("U", 1)]);
     for (c, builtin_rules) in [(chain::INPUT, 1), (chain::FORWARD, 2)] {
@@ -1676,5 +1876,281 @@ fn long_allow_lists_compile_fast() {
     assert_eq!(
         compiled.chains[chain::INPUT as usize].config.rule_count,
         5002
+    );
+}
+
+// ---------------------------------------------------------------- nat
+
+/// A ruleset built from iptables command lines.
+fn typed(lines: &[&str]) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    for line in lines {
+        crate::rules::command::apply(&mut ruleset, &crate::rules::save::test_command(line))
+            .unwrap_or_else(|e| panic!("'{line}': {e}"));
+    }
+    ruleset
+}
+
+fn host(a: [u8; 4]) -> u32 {
+    u32::from(Ipv4Addr::from(a))
+}
+
+#[test]
+fn nat_chains_compile_into_their_slots() {
+    let ruleset = typed(&[
+        "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        "-t nat -A PREROUTING -i eth0 -p tcp --dport 80 -j DNAT --to 10.0.0.2:8080",
+        "-t nat -A PREROUTING -i eth0 -p tcp --dport 81 -j DNAT --to 10.0.0.2:8080",
+        "-t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports 8443 --random",
+        "-t nat -A OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+        "-t nat -A POSTROUTING -o eth1 -j ACCEPT",
+        "-t nat -A POSTROUTING -s 192.168.0.0/24 -j SNAT --to-source 10.10.7.1-10.10.7.9 --random-fully",
+        "-t nat -A POSTROUTING -o eth0 -j MASQUERADE",
+    ]);
+    let compiled = compile(&ruleset, &interfaces(), 1).unwrap();
+    // The filter chains are as before; the nat ones hold the nat rules.
+    assert_eq!(compiled.chains[chain::INPUT as usize].config.rule_count, 1);
+    let pre = &compiled.chains[chain::NAT_PREROUTING as usize];
+    let post = &compiled.chains[chain::NAT_POSTROUTING as usize];
+    let out = &compiled.chains[chain::NAT_OUTPUT as usize];
+    assert_eq!(
+        [pre, post, out].map(|c| (c.config.rule_count, c.config.policy, c.builtin_rules)),
+        [
+            (3, target::ACCEPT, 3),
+            (3, target::ACCEPT, 3),
+            (1, target::ACCEPT, 1)
+        ]
+    );
+    let actions = |c: &CompiledChain| -> Vec<(u32, u32, u32)> {
+        c.rules
+            .iter()
+            .map(|a| (a.target, a.arg, a.counter))
+            .collect()
+    };
+    // Rules 1 and 2 share one translation.
+    assert_eq!(
+        actions(pre),
+        [
+            (target::DNAT, 0, 0),
+            (target::DNAT, 0, 1),
+            (target::REDIRECT, 1, 2)
+        ]
+    );
+    assert_eq!(actions(out), [(target::DNAT, 2, 0)]);
+    assert_eq!(
+        actions(post),
+        [
+            (target::ACCEPT, 0, 0),
+            (target::SNAT, 3, 1),
+            (target::MASQUERADE, 4, 2)
+        ]
+    );
+    assert_eq!(
+        compiled.nat_targets,
+        [
+            NatTarget {
+                addr_first: host([10, 0, 0, 2]),
+                addr_last: host([10, 0, 0, 2]),
+                port_first: 8080,
+                port_last: 8080,
+                flags: nat_flags::ADDR | nat_flags::PORTS,
+            },
+            NatTarget {
+                port_first: 8443,
+                port_last: 8443,
+                flags: nat_flags::PORTS | nat_flags::RANDOM,
+                ..NatTarget::default()
+            },
+            NatTarget {
+                addr_first: host([192, 168, 0, 4]),
+                addr_last: host([192, 168, 0, 4]),
+                port_first: 80,
+                port_last: 80,
+                flags: nat_flags::ADDR | nat_flags::PORTS,
+            },
+            NatTarget {
+                addr_first: host([10, 10, 7, 1]),
+                addr_last: host([10, 10, 7, 9]),
+                flags: nat_flags::ADDR | nat_flags::RANDOM,
+                ..NatTarget::default()
+            },
+            NatTarget::default(),
+        ]
+    );
+    // Classification in the nat chains: the first translation or ACCEPT.
+    let mut pkt = tcp_packet(40000, 80);
+    assert_eq!(
+        compiled.classify(chain::NAT_PREROUTING, &pkt),
+        refs(&[("PREROUTING", 0)])
+    );
+    pkt.in_ifindex = 3;
+    assert!(compiled.classify(chain::NAT_PREROUTING, &pkt).is_empty());
+    pkt.out_ifindex = 3;
+    assert_eq!(
+        compiled.classify(chain::NAT_POSTROUTING, &pkt),
+        refs(&[("POSTROUTING", 0)])
+    );
+    pkt.out_ifindex = 2;
+    assert_eq!(
+        compiled.classify(chain::NAT_POSTROUTING, &pkt),
+        refs(&[("POSTROUTING", 2)])
+    );
+    assert!(compiled.has_nat_rules());
+    assert!(!compiled.uses_conntrack_state());
+    assert_eq!(
+        compiled.active_flags(),
+        netbeast_common::ACTIVE_NAT | netbeast_common::ACTIVE_TRACKING
+    );
+}
+
+#[test]
+fn active_flags_follow_the_ruleset() {
+    let flags = |lines: &[&str]| compile(&typed(lines), &[], 0).unwrap().active_flags();
+    assert_eq!(flags(&["-A INPUT -j DROP"]), 0);
+    assert_eq!(
+        flags(&["-A INPUT -m state --state NEW -j DROP"]),
+        netbeast_common::ACTIVE_TRACKING
+    );
+    assert_eq!(
+        flags(&["-t nat -A POSTROUTING -j MASQUERADE"]),
+        netbeast_common::ACTIVE_NAT | netbeast_common::ACTIVE_TRACKING
+    );
+    // A counting rule in a nat chain still sends new connections through it.
+    assert_eq!(
+        flags(&["-t nat -A OUTPUT"]),
+        netbeast_common::ACTIVE_NAT | netbeast_common::ACTIVE_TRACKING
+    );
+    // User-defined nat chains nothing jumps to do not count.
+    assert_eq!(flags(&["-t nat -N X", "-t nat -A X -j MASQUERADE"]), 0);
+}
+
+#[test]
+fn nat_user_chain_counters_follow_the_filter_ones() {
+    let ruleset = typed(&[
+        "-N F",
+        "-A F -j ACCEPT",
+        "-A F -j DROP",
+        "-A INPUT -j F",
+        "-t nat -N A",
+        "-t nat -N B",
+        "-t nat -A A -p tcp --dport 80 -j DNAT --to 10.0.0.2",
+        "-t nat -A B -j MASQUERADE",
+        "-t nat -A PREROUTING -j A",
+        "-t nat -A OUTPUT -j A",
+        "-t nat -A POSTROUTING -j B",
+    ]);
+    let compiled = compile(&ruleset, &[], 1).unwrap();
+    assert_eq!(compiled.user_chain_rules, 4);
+    let numbered: Vec<(TableName, &str, u32)> = user_chain_counters(&ruleset)
+        .into_iter()
+        .map(|(t, c, n)| (t, c.name.as_str(), n))
+        .collect();
+    assert_eq!(
+        numbered,
+        [
+            (TableName::Filter, "F", 0),
+            (TableName::Nat, "A", 2),
+            (TableName::Nat, "B", 3)
+        ]
+    );
+    // Each slot bumps its user counter, from whichever chain it is in.
+    for (c, user) in [
+        (chain::NAT_PREROUTING, 2),
+        (chain::NAT_OUTPUT, 2),
+        (chain::NAT_POSTROUTING, 3),
+    ] {
+        let slots = &compiled.chains[c as usize].rules;
+        let counters: Vec<u32> = slots
+            .iter()
+            .map(|a| netbeast_common::counter_index(1, c, a.counter))
+            .collect();
+        assert_eq!(
+            counters,
+            [
+                netbeast_common::counter_index(1, c, 0),
+                netbeast_common::user_counter_index(1, user)
+            ],
+            "chain {c}"
+        );
+    }
+    // The limit counts both tables.
+    let limits = Limits {
+        user_chain_rules: 3,
+        ..LIMITS
+    };
+    assert_eq!(
+        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        Some(CompileError::TooManyUserChainRules { rules: 4, limit: 3 })
+    );
+    assert!(
+        CompileError::TooManyUserChainRules { rules: 4, limit: 3 }
+            .to_string()
+            .contains("for the filter and nat tables together")
+    );
+}
+
+#[test]
+fn nat_target_limit_counts_distinct_translations() {
+    let lines: Vec<String> = (1..=5)
+        .map(|n| {
+            format!(
+                "-t nat -A PREROUTING -s 10.0.0.{n} -j DNAT --to 10.1.0.{}",
+                n % 4
+            )
+        })
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let ruleset = typed(&lines);
+    // 10.1.0.1 twice: four translations.
+    let limits = Limits {
+        nat_targets: 4,
+        ..LIMITS
+    };
+    let compiled = compile_with_limits(&ruleset, &[], 0, limits).unwrap();
+    assert_eq!(compiled.nat_targets.len(), 4);
+    let limits = Limits {
+        nat_targets: 3,
+        ..LIMITS
+    };
+    let err = compile_with_limits(&ruleset, &[], 0, limits).err().unwrap();
+    assert_eq!(err, CompileError::TooManyNatTargets { limit: 3 });
+    assert!(err.to_string().contains("MAX_NAT_TARGETS"), "{err}");
+}
+
+#[test]
+fn nat_rules_the_kernel_refuses_are_refused() {
+    // Stored rulesets (ruleset.json) are checked again: a DNAT that
+    // POSTROUTING reaches through a user-defined chain.
+    let mut ruleset = typed(&["-t nat -N X", "-t nat -A X -j DNAT --to 10.0.0.2"]);
+    ruleset.nat.chain_mut("POSTROUTING").unwrap().rules = vec![Rule::new(Target::Jump("X".into()))];
+    let err = compile(&ruleset, &[], 0).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "rule 1 of the nat chain X is -j DNAT, but POSTROUTING reaches it, where the kernel \
+         refuses it: DNAT changes where a new connection goes, before it is routed: use it in \
+         PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+    );
+    // DROP in the nat table, DNAT in the filter table.
+    let mut ruleset = Ruleset::default();
+    ruleset.nat.chain_mut("PREROUTING").unwrap().rules = vec![Rule::new(Target::Drop)];
+    assert_eq!(
+        compile(&ruleset, &[], 0).err().unwrap().to_string(),
+        "rule 1 of chain PREROUTING: -j DROP filters, which the nat table does not (iptables refuses it there too)"
+    );
+    let mut ruleset = Ruleset::default();
+    ruleset.filter.chain_mut("FORWARD").unwrap().rules = vec![Rule::new(Target::Masquerade {
+        ports: None,
+        flags: NatFlags::default(),
+    })];
+    assert_eq!(
+        compile(&ruleset, &[], 0).err().unwrap().to_string(),
+        "rule 1 of chain FORWARD: -j MASQUERADE is a target of the nat table, not of the filter table"
+    );
+    // Rules in nat INPUT.
+    let mut ruleset = Ruleset::default();
+    ruleset.nat.chain_mut("INPUT").unwrap().rules = vec![Rule::new(Target::Accept)];
+    assert_eq!(
+        compile(&ruleset, &[], 0).err(),
+        Some(CompileError::NatInputRules { rules: 1 })
     );
 }

@@ -2,7 +2,12 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+mod sock;
 mod tables;
+
+pub use sock::{
+    SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, netns_cookie, pinned_link_program,
+};
 
 use std::{
     net::Ipv4Addr,
@@ -17,7 +22,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use netbeast_common::{CtConfig, CtEntry, CtKey};
+use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtKey};
 use netbeast_common::{
     LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, local_addr_bucket, stats,
 };
@@ -38,7 +43,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 27] = [
+pub const MAP_NAMES: [&str; 31] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -66,6 +71,10 @@ pub const MAP_NAMES: [&str; 27] = [
     "LOCAL_ADDRS",
     "LOCAL_ADDR_CACHE",
     "IFACE_ADDRS",
+    "KEYS",
+    "SOCK_NETNS",
+    "SOCK_NAT",
+    "SOCK_SEARCH",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -319,17 +328,17 @@ impl Dataplane {
         tables::write(self, &compiled)?;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
-        // Conntrack runs only when a rule looks at connection states.
-        let tracking = compiled
-            .chains
-            .iter()
-            .any(|c| c.config.fields_used & (1 << netbeast_common::field::CT_STATE) != 0);
-        let word = next
-            | if tracking {
-                netbeast_common::ACTIVE_TRACKING
-            } else {
-                0
-            };
+        let previous = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
+        // Conntrack runs only when a rule looks at connection states or
+        // the nat table has rules; the nat chains only when they have rules.
+        let mut word = next | compiled.active_flags();
+        // Connections translated under earlier rules keep their
+        // translation (and the tracking it needs) until conntrack is
+        // flushed, as netfilter keeps them: a ruleset change never breaks
+        // an open connection.
+        if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
+            word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
+        }
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         Ok(())
     }
@@ -458,6 +467,24 @@ impl Dataplane {
         tables::read_counters(self, generation, chain, rules)
     }
 
+    /// The whole `ACTIVE` word: the generation (bit 0) and the
+    /// `ACTIVE_TRACKING` / `ACTIVE_NAT` bits.
+    pub fn active_word(&self) -> Result<u32, LoaderError> {
+        let active: Array<&MapData, u32> =
+            Array::try_from(self.map("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        active.get(&0, 0).map_err(map_err("ACTIVE"))
+    }
+
+    /// The first `count` translations of the active generation, as the
+    /// `NAT_TARGETS` map holds them.
+    pub fn nat_targets(
+        &self,
+        count: usize,
+    ) -> Result<Vec<netbeast_common::NatTarget>, LoaderError> {
+        let generation = self.active_generation()?;
+        tables::read_nat_targets(self, generation, count)
+    }
+
     /// Live counters of the active generation for the first `rules` rules
     /// of the user-defined chains, numbered as
     /// `compile::user_chain_counters` says.
@@ -568,6 +595,16 @@ impl Dataplane {
             deleted += clear::<CtEntry>(self.map_mut(name)?, name)?;
         }
         clear::<CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
+        // No translated connection is left: unless nat rules make new ones,
+        // the next ruleset change sets tracking to what its rules need.
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        let word = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
+        if word & ACTIVE_TRANSLATIONS != 0 && word & ACTIVE_NAT == 0 {
+            active
+                .set(0, word & !ACTIVE_TRANSLATIONS, 0)
+                .map_err(map_err("ACTIVE"))?;
+        }
         Ok(deleted)
     }
 }

@@ -5,8 +5,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
-    IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, RuleAction, addr_hash_key,
-    chain_index, counter_index, ct_state, field, l4_base, rule_index, user_counter_index,
+    IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction,
+    addr_hash_key, chain_index, counter_index, ct_state, field, l4_base, nat_target_index,
+    rule_index, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -149,6 +150,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
+        // Before the rules that name them; entries past the last one are
+        // left as they are, no rule of this generation names them.
+        let mut targets: Array<&mut MapData, NatTarget> =
+            Array::try_from(dp.map_mut("NAT_TARGETS")?).map_err(map_err("NAT_TARGETS"))?;
+        for (n, target) in compiled.nat_targets.iter().enumerate() {
+            targets
+                .set(nat_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("NAT_TARGETS"))?;
+        }
+    }
+    {
         let mut rules: Array<&mut MapData, RuleAction> =
             Array::try_from(dp.map_mut("RULES")?).map_err(map_err("RULES"))?;
         for (c, chain) in compiled.chains.iter().enumerate() {
@@ -241,6 +253,24 @@ fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32
             .map_err(map_err("ADDR_HASH"))?;
     }
     Ok(epoch)
+}
+
+/// The translations of `generation` as the `NAT_TARGETS` map holds them,
+/// the first `count`.
+pub(super) fn read_nat_targets(
+    dp: &Dataplane,
+    generation: u32,
+    count: usize,
+) -> Result<Vec<NatTarget>, LoaderError> {
+    let targets: Array<&MapData, NatTarget> =
+        Array::try_from(dp.map("NAT_TARGETS")?).map_err(map_err("NAT_TARGETS"))?;
+    (0..count as u32)
+        .map(|n| {
+            targets
+                .get(&nat_target_index(generation, n), 0)
+                .map_err(map_err("NAT_TARGETS"))
+        })
+        .collect()
 }
 
 /// Counters of `rules` user rules and of the policy of `chain` in

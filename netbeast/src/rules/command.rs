@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 use super::list::{self, ListFormat};
-use super::model::{Chain, Counter, Rule, Ruleset, Table, TableName, Target};
+use super::model::{Chain, Counter, Match, Rule, Ruleset, Table, TableName, Target};
 use super::parse::{Action, IptablesCommand};
 use super::save::{CounterStyle, rule_spec};
 
@@ -63,14 +63,28 @@ pub enum CommandError {
     )]
     TooDeep { path: String, limit: usize },
     #[error(
-        "rule {rule} of chain {chain} matches the source MAC (-m mac), but OUTPUT reaches it \
-         ({path}): locally sent packets have no source MAC yet; jump to {chain} from INPUT or \
-         FORWARD only"
+        "rule {rule} of chain {chain} matches the source MAC (-m mac), but {builtin} reaches it \
+         ({path}): {why}; jump to {chain} from {instead} only"
     )]
     MacFromOutput {
         chain: String,
         rule: usize,
+        builtin: &'static str,
         path: String,
+        why: &'static str,
+        instead: &'static str,
+    },
+    #[error(
+        "rule {rule} of the nat chain {chain} is -j {target}, but {builtin} reaches it ({path}), \
+         where the kernel refuses it: {reason}"
+    )]
+    NatTargetFromChain {
+        chain: String,
+        rule: usize,
+        target: &'static str,
+        builtin: &'static str,
+        path: String,
+        reason: &'static str,
     },
 }
 
@@ -91,8 +105,8 @@ Usage: iptables -[ACD] chain rule-specification [options]
        iptables -P chain target [options]
        iptables -h (print this help information)
 
-netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT and
-user-defined chains).
+netbeast implements the filter table (chains INPUT, FORWARD, OUTPUT) and the
+nat table (-t nat: PREROUTING, OUTPUT, POSTROUTING), with user-defined chains.
 
 Commands:
   --append  -A chain            Append to chain
@@ -119,7 +133,14 @@ Options:
 [!] --out-interface -o output name[+]  network interface name ([+] for wildcard)
 [!] --fragment  -f              match second or further fragments only
  --jump -j target               ACCEPT, DROP, REJECT [--reject-with type],
-                                RETURN or a user-defined chain
+                                RETURN or a user-defined chain; in -t nat:
+                                DNAT --to-destination ip[-ip][:port[-port]]
+                                  [--random] [--persistent],
+                                SNAT --to-source ip[-ip][:port[-port]]
+                                  [--random] [--random-fully] [--persistent],
+                                MASQUERADE [--to-ports port[-port]]
+                                  [--random] [--random-fully],
+                                REDIRECT [--to-ports port[-port]] [--random]
  --goto -g chain                jump to chain with no return
  --match -m match               tcp, udp (--sport, --dport [!] port[:port]),
                                 icmp ([!] --icmp-type type[/code]),
@@ -127,7 +148,7 @@ Options:
                                 mac ([!] --mac-source XX:XX:XX:XX:XX:XX),
                                 comment (--comment text)
   --numeric     -n              numeric output of addresses and ports
-  --table       -t table        table to manipulate (default: `filter')
+  --table       -t table        table to manipulate: filter (default) or nat
   --verbose     -v              verbose mode
   --wait        -w [seconds]    accepted; netbeast always waits for its lock
   --line-numbers                print line numbers when listing
@@ -137,15 +158,13 @@ Options:
 
 /// Applies `cmd` to the ruleset. On error the ruleset is unchanged.
 pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutput, CommandError> {
-    let table = match cmd.table {
-        TableName::Filter => &mut ruleset.filter,
-    };
+    let table = ruleset.table_mut(cmd.table);
     if !cmd.changes_ruleset() {
         return execute(&mut table.clone(), cmd);
     }
     let mut scratch = table.clone();
     let output = execute(&mut scratch, cmd)?;
-    check_jumps(&scratch)?;
+    check_table(&scratch)?;
     *table = scratch;
     Ok(output)
 }
@@ -338,7 +357,7 @@ pub(crate) fn execute(
         Action::Help => text = HELP.to_string(),
         Action::Version => {
             text = format!(
-                "netbeast v{} (iptables-compatible, filter table)\n",
+                "netbeast v{} (iptables-compatible, filter and nat tables)\n",
                 env!("CARGO_PKG_VERSION")
             );
         }
@@ -370,11 +389,15 @@ fn no_such_chain_hint(table: &Table, name: &str) -> String {
             chain.name
         );
     }
-    if matches!(name, "PREROUTING" | "POSTROUTING") {
+    if table.name == TableName::Filter && matches!(name, "PREROUTING" | "POSTROUTING") {
         return format!(
-            " in the {} table; {name} belongs to the nat, mangle and raw tables, which are not supported yet",
-            table.name.as_str()
+            " in the filter table; {name} is a chain of the nat table: add -t nat (the mangle \
+             and raw tables, which have it too, are not supported yet)"
         );
+    }
+    if table.name == TableName::Nat && name == "FORWARD" {
+        return " in the nat table; FORWARD is a chain of the filter table: leave out -t nat"
+            .to_string();
     }
     format!(
         "; the {} table has {} (-N {name} creates it)",
@@ -497,10 +520,78 @@ fn check_deletable(table: &Table, chain: &Chain) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// What iptables and the kernel check when a ruleset is committed: jumps
+/// never loop nor nest deeper than [`MAX_JUMP_DEPTH`], and the rules a
+/// built-in chain reaches through user-defined chains are valid there
+/// (`-m mac` only before routing, each nat target in its own chains).
+/// Chains no built-in chain reaches are not checked, as in iptables.
+pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
+    check_jumps(table)?;
+    let index: std::collections::HashMap<&str, usize> = table
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let has_mac = |rule: &Rule| {
+        rule.matches
+            .iter()
+            .any(|m| matches!(m, Match::MacSource(_)))
+    };
+    // xt_mac's hooks: before routing and on local delivery.
+    let mac_refused: &[(&'static str, &'static str)] = match table.name {
+        TableName::Filter => &[("OUTPUT", "locally sent packets have no source MAC yet")],
+        TableName::Nat => &[
+            ("OUTPUT", "locally sent packets have no source MAC yet"),
+            (
+                "POSTROUTING",
+                "the kernel matches the source MAC only on arrival, not after routing",
+            ),
+        ],
+    };
+    let instead = match table.name {
+        TableName::Filter => "INPUT or FORWARD",
+        TableName::Nat => "PREROUTING",
+    };
+    for &(builtin, why) in mac_refused {
+        if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, has_mac) {
+            return Err(CommandError::MacFromOutput {
+                chain: table.chains[chain].name.clone(),
+                rule: rule + 1,
+                builtin,
+                path,
+                why,
+                instead,
+            });
+        }
+    }
+    if table.name == TableName::Nat {
+        for &builtin in TableName::Nat.builtin_chains() {
+            let misplaced = |rule: &Rule| {
+                rule.target
+                    .nat_chains()
+                    .is_some_and(|allowed| !allowed.contains(&builtin))
+            };
+            if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, misplaced) {
+                let target = &table.chains[chain].rules[rule].target;
+                return Err(CommandError::NatTargetFromChain {
+                    chain: table.chains[chain].name.clone(),
+                    rule: rule + 1,
+                    target: super::parse::nat_target_name(target),
+                    builtin,
+                    path,
+                    reason: super::parse::nat_chain_reason(target),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What iptables checks when a ruleset is committed: from the built-in
 /// chains, jumps never loop and never nest deeper than [`MAX_JUMP_DEPTH`].
 /// Chains no built-in chain reaches are not checked, as in iptables.
-pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
+fn check_jumps(table: &Table) -> Result<(), CommandError> {
     /// Per chain: not visited, on the current path, or done with the
     /// deepest path below it (in chains, itself included).
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -594,33 +685,28 @@ pub(crate) fn check_jumps(table: &Table) -> Result<(), CommandError> {
             });
         }
     }
-    check_mac_from_output(table, &walk.index)
+    Ok(())
 }
 
-/// The kernel refuses `-m mac` in a chain OUTPUT reaches (there is no
-/// source MAC before a packet leaves); the parser already refuses it in
-/// OUTPUT itself. Runs after the loop check, so the walk ends.
-fn check_mac_from_output(
+/// The first rule `bad` says of, among the rules of `builtin` and of the
+/// chains it reaches: (chain index, 0-based rule, the chains from
+/// `builtin` to it). Breadth first, so the path is a shortest one. Runs
+/// after the loop check, so the walk ends.
+fn reached_rule(
     table: &Table,
     index: &std::collections::HashMap<&str, usize>,
-) -> Result<(), CommandError> {
-    let Some(&output) = index.get("OUTPUT") else {
-        return Ok(());
-    };
-    // Breadth first, remembering how each chain was reached.
+    builtin: &str,
+    bad: impl Fn(&Rule) -> bool,
+) -> Option<(usize, usize, String)> {
+    let &start = index.get(builtin)?;
     let mut via: Vec<Option<usize>> = vec![None; table.chains.len()];
     let mut seen = vec![false; table.chains.len()];
-    let mut queue = std::collections::VecDeque::from([output]);
-    seen[output] = true;
+    let mut queue = std::collections::VecDeque::from([start]);
+    seen[start] = true;
     while let Some(at) = queue.pop_front() {
         let chain = &table.chains[at];
         for (n, rule) in chain.rules.iter().enumerate() {
-            if at != output
-                && rule
-                    .matches
-                    .iter()
-                    .any(|m| matches!(m, super::model::Match::MacSource(_)))
-            {
+            if bad(rule) {
                 let mut names = vec![chain.name.as_str()];
                 let mut back = at;
                 while let Some(from) = via[back] {
@@ -628,11 +714,7 @@ fn check_mac_from_output(
                     back = from;
                 }
                 names.reverse();
-                return Err(CommandError::MacFromOutput {
-                    chain: chain.name.clone(),
-                    rule: n + 1,
-                    path: names.join(" -> "),
-                });
+                return Some((at, n, names.join(" -> ")));
             }
             if let Some(&callee) = rule.target.chain().and_then(|c| index.get(c))
                 && !seen[callee]
@@ -643,7 +725,7 @@ fn check_mac_from_output(
             }
         }
     }
-    Ok(())
+    None
 }
 
 /// The chain named, or every chain when none is.
@@ -1032,7 +1114,7 @@ mod tests {
         );
         assert_err_contains(
             fails(&mut r, "-A PREROUTING -j DROP"),
-            "chain 'PREROUTING' does not exist in the filter table; PREROUTING belongs to the nat, mangle and raw tables",
+            "chain 'PREROUTING' does not exist in the filter table; PREROUTING is a chain of the nat table: add -t nat",
         );
         for line in [
             "-L FOO",
@@ -1414,6 +1496,165 @@ mod tests {
         run_ok(&mut r, "-F");
         assert!(r.filter.chains.iter().all(|c| c.rules.is_empty()));
         assert_eq!(chain_names(&r), ["INPUT", "FORWARD", "OUTPUT", "U", "V"]);
+    }
+
+    /// The nat chain's rules as -S prints them.
+    fn nat_rules_of(ruleset: &Ruleset, chain: &str) -> Vec<String> {
+        let chain = ruleset.nat.chain(chain).unwrap();
+        chain
+            .rules
+            .iter()
+            .map(|r| rule_spec(&chain.name, r, CounterStyle::Omit))
+            .collect()
+    }
+
+    #[test]
+    fn every_command_works_on_the_nat_table() {
+        let mut r = Ruleset::default();
+        run_ok(&mut r, "-t nat -A POSTROUTING -o eth0 -j MASQUERADE");
+        run_ok(
+            &mut r,
+            "-t nat -I POSTROUTING -s 10.0.0.0/8 -o eth0 -j SNAT --to 1.2.3.4",
+        );
+        run_ok(
+            &mut r,
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 10.0.0.2",
+        );
+        run_ok(
+            &mut r,
+            "-t nat -R PREROUTING 1 -p tcp --dport 80 -j DNAT --to 10.0.0.3:8080",
+        );
+        run_ok(&mut r, "-t nat -C POSTROUTING -o eth0 -j MASQUERADE");
+        assert_eq!(
+            nat_rules_of(&r, "POSTROUTING"),
+            [
+                "-A POSTROUTING -s 10.0.0.0/8 -o eth0 -j SNAT --to-source 1.2.3.4",
+                "-A POSTROUTING -o eth0 -j MASQUERADE"
+            ]
+        );
+        assert_eq!(
+            nat_rules_of(&r, "PREROUTING"),
+            ["-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080"]
+        );
+        // The filter table is not touched, and the tables do not mix.
+        assert!(r.filter.is_pristine());
+        assert_err_contains(
+            fails(&mut r, "-C POSTROUTING -o eth0 -j ACCEPT"),
+            "chain 'POSTROUTING' does not exist in the filter table; POSTROUTING is a chain of the nat table: add -t nat",
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A FORWARD -j ACCEPT"),
+            "chain 'FORWARD' does not exist in the nat table; FORWARD is a chain of the filter table: leave out -t nat",
+        );
+        // -D by specification and by number.
+        run_ok(&mut r, "-t nat -D POSTROUTING -o eth0 -j MASQUERADE");
+        assert_err_contains(
+            fails(&mut r, "-t nat -D POSTROUTING -o eth0 -j MASQUERADE"),
+            "no rule in POSTROUTING is '-A POSTROUTING -o eth0 -j MASQUERADE'",
+        );
+        run_ok(&mut r, "-t nat -D POSTROUTING 1");
+        assert!(r.nat.chain("POSTROUTING").unwrap().rules.is_empty());
+        // Listings.
+        let out = run_ok(&mut r, "-t nat -S");
+        assert_eq!(
+            out.text,
+            "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080\n"
+        );
+        let out = run_ok(&mut r, "-t nat -L PREROUTING -n");
+        assert_eq!(
+            out.text,
+            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
+        );
+        assert!(
+            run_ok(&mut r, "-L")
+                .text
+                .starts_with("Chain INPUT (policy ACCEPT)")
+        );
+        // User-defined chains: -N, -E, -X, jumps.
+        run_ok(&mut r, "-t nat -N PORTS");
+        run_ok(
+            &mut r,
+            "-t nat -A PORTS -p udp --dport 53 -j DNAT --to 10.0.0.53",
+        );
+        run_ok(&mut r, "-t nat -A PREROUTING -j PORTS");
+        run_ok(&mut r, "-t nat -E PORTS FORWARDS");
+        assert_eq!(
+            nat_rules_of(&r, "PREROUTING")[1],
+            "-A PREROUTING -j FORWARDS"
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -X FORWARDS"),
+            "chain 'FORWARDS' is still the target of 1 rule (PREROUTING rule 2)",
+        );
+        assert_err_contains(
+            fails(&mut r, "-A INPUT -j FORWARDS"),
+            "jump target 'FORWARDS' does not exist",
+        );
+        // -Z, -P ACCEPT with counters, -F, -X.
+        r.nat.chain_mut("PREROUTING").unwrap().rules[0].counter = Counter {
+            packets: 5,
+            bytes: 300,
+        };
+        run_ok(&mut r, "-t nat -P OUTPUT ACCEPT -c 7 70");
+        assert_eq!(r.nat.chain("OUTPUT").unwrap().policy_counter.packets, 7);
+        run_ok(&mut r, "-t nat -Z");
+        assert!(r.nat.chains.iter().all(|c| {
+            c.policy_counter == Counter::default()
+                && c.rules
+                    .iter()
+                    .all(|rule| rule.counter == Counter::default())
+        }));
+        run_ok(&mut r, "-t nat -F");
+        run_ok(&mut r, "-t nat -X");
+        assert!(r.nat.is_pristine());
+    }
+
+    #[test]
+    fn nat_targets_reached_from_the_wrong_chain_are_refused() {
+        let mut r = ruleset(&[
+            "-t nat -N FWD",
+            "-t nat -N OUT",
+            "-t nat -N DEEP",
+            "-t nat -A FWD -p tcp --dport 80 -j DNAT --to 10.0.0.2",
+            "-t nat -A OUT -j DEEP",
+            "-t nat -A DEEP -j MASQUERADE",
+        ]);
+        // Unreached, anything goes (as in iptables); from the right chains too.
+        run_ok(&mut r, "-t nat -A PREROUTING -j FWD");
+        run_ok(&mut r, "-t nat -A OUTPUT -j FWD");
+        run_ok(&mut r, "-t nat -A POSTROUTING -j OUT");
+        assert_eq!(
+            fails(&mut r, "-t nat -A POSTROUTING -j FWD"),
+            "rule 1 of the nat chain FWD is -j DNAT, but POSTROUTING reaches it (POSTROUTING -> FWD), where the kernel refuses it: DNAT changes where a new connection goes, before it is routed: use it in PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        );
+        assert_eq!(
+            fails(&mut r, "-t nat -I PREROUTING -g OUT"),
+            "rule 1 of the nat chain DEEP is -j MASQUERADE, but PREROUTING reaches it (PREROUTING -> OUT -> DEEP), where the kernel refuses it: MASQUERADE takes the address of the interface a packet leaves through, which is known in POSTROUTING only"
+        );
+        // Adding the rule to a chain already reached is checked the same way.
+        assert_err_contains(
+            fails(&mut r, "-t nat -A FWD -j SNAT --to-source 1.2.3.4"),
+            "rule 2 of the nat chain FWD is -j SNAT, but PREROUTING reaches it (PREROUTING -> FWD)",
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A DEEP -j REDIRECT"),
+            "rule 2 of the nat chain DEEP is -j REDIRECT, but POSTROUTING reaches it (POSTROUTING -> OUT -> DEEP)",
+        );
+        // -m mac: nat PREROUTING only.
+        run_ok(&mut r, "-t nat -N MAC");
+        run_ok(
+            &mut r,
+            "-t nat -A MAC -m mac --mac-source 02:00:00:00:00:01 -j ACCEPT",
+        );
+        run_ok(&mut r, "-t nat -A PREROUTING -j MAC");
+        assert_eq!(
+            fails(&mut r, "-t nat -A POSTROUTING -j MAC"),
+            "rule 1 of chain MAC matches the source MAC (-m mac), but POSTROUTING reaches it (POSTROUTING -> MAC): the kernel matches the source MAC only on arrival, not after routing; jump to MAC from PREROUTING only"
+        );
+        assert_err_contains(
+            fails(&mut r, "-t nat -A OUTPUT -j MAC"),
+            "but OUTPUT reaches it (OUTPUT -> MAC): locally sent packets have no source MAC yet; jump to MAC from PREROUTING only",
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use netbeast_common::{chain, ct_state};
 
 use super::model::{Ruleset, Target};
-use super::save::{apply_restore, parse_restore, parse_restore_table, save};
+use super::save::{apply_restore, nat_to_text, parse_restore, parse_restore_table, save};
 use crate::compile::{self, Interface, L4Header, PacketView, reference};
 
 const DOCKER_FILTER: &str =
@@ -78,26 +78,32 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
     }
 }
 
-/// What happens to `pkt` in built-in `chain`: the verdict's name and the
-/// rules acted on, by the reference (iptables' walk), after checking that
-/// the compiled classifier acts on the same rules.
+/// What happens to `pkt` in built-in `chain` (filter or nat): the
+/// verdict's name and the rules acted on, by the reference (iptables'
+/// walk), after checking that the compiled classifier acts on the same
+/// rules.
 fn verdict(ruleset: &Ruleset, chain: u32, pkt: &PacketView) -> (String, Vec<String>) {
-    let name = compile::CHAIN_NAMES[chain as usize];
+    let (table, name) = match chain as usize {
+        c if c < chain::FILTER_COUNT => (&ruleset.filter, compile::CHAIN_NAMES[c]),
+        c => (
+            &ruleset.nat,
+            compile::NAT_CHAIN_NAMES[c - chain::FILTER_COUNT],
+        ),
+    };
     let ifaces = interfaces();
-    let want = reference::classify_table(&ruleset.filter, name, &ifaces, pkt);
+    let want = reference::classify_table(table, name, &ifaces, pkt);
     let compiled = compile::compile(ruleset, &ifaces, 0).expect("compiles");
     assert_eq!(compiled.classify(chain, pkt), want, "{name} {pkt:?}");
     let target = want
         .last()
-        .map(|hit| &ruleset.filter.chain(&hit.chain).unwrap().rules[hit.rule].target);
+        .map(|hit| &table.chain(&hit.chain).unwrap().rules[hit.rule].target);
     let verdict = match target {
         Some(Target::Accept) => "ACCEPT".to_string(),
         Some(Target::Drop) => "DROP".to_string(),
         Some(Target::Reject(with)) => format!("REJECT {}", with.as_str()),
-        _ => format!(
-            "policy {:?}",
-            ruleset.filter.chain(name).unwrap().policy.unwrap()
-        ),
+        Some(Target::Dnat { to, .. }) => format!("DNAT {}", nat_to_text(to)),
+        Some(Target::Masquerade { .. }) => "MASQUERADE".to_string(),
+        _ => format!("policy {:?}", table.chain(name).unwrap().policy.unwrap()),
     };
     (verdict, want.iter().map(|h| h.to_string()).collect())
 }
@@ -169,15 +175,18 @@ fn docker_forwarding_behaves_like_iptables() {
     assert_eq!(verdict(&ruleset, chain::FORWARD, &reply).0, "ACCEPT");
 }
 
+const ADDRTYPE_REFUSED: &str = "the addrtype match (-m addrtype) is not supported yet; \
+     netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack";
+
 #[test]
-fn docker_files_with_nat_are_refused_at_the_first_nat_rule() {
+fn docker_files_with_nat_are_refused_at_the_addrtype_match() {
     assert_eq!(
         restore(DOCKER_LEGACY).unwrap_err(),
-        "line 10: the nat table is not supported yet; netbeast implements the filter table"
+        format!("line 10: {ADDRTYPE_REFUSED}")
     );
     assert_eq!(
         restore(DOCKER_NFT).unwrap_err(),
-        "line 41: the nat table is not supported yet; netbeast implements the filter table"
+        format!("line 41: {ADDRTYPE_REFUSED}")
     );
     // -T filter takes the filter table and skips the rest, as
     // iptables-restore -T does.
@@ -190,10 +199,105 @@ fn docker_files_with_nat_are_refused_at_the_first_nat_rule() {
     let message = parse_restore_table(DOCKER_NFT, Some("nat"))
         .unwrap_err()
         .to_string();
+    assert_eq!(message, format!("line 41: {ADDRTYPE_REFUSED}"));
+    let message = parse_restore_table(DOCKER_NFT, Some("mangle"))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         message,
-        "-T: the nat table is not supported yet; netbeast implements the filter table"
+        "-T: the mangle table is not supported yet; netbeast implements the filter and nat tables"
     );
+}
+
+/// Docker's nat table with its `-m addrtype --dst-type LOCAL` left out
+/// (every packet counts as local): the rest is what netbeast implements.
+fn without_addrtype(text: &str) -> String {
+    text.replace("-m addrtype --dst-type LOCAL ", "")
+}
+
+/// The lines of the `*nat` section of a save.
+fn nat_section(text: &str) -> Vec<&str> {
+    rule_lines(text)
+        .into_iter()
+        .skip_while(|l| *l != "*nat")
+        .take_while(|l| *l != "COMMIT")
+        .collect()
+}
+
+#[test]
+fn docker_nat_without_addrtype_restores_saves_back_and_translates() {
+    let text = without_addrtype(DOCKER_LEGACY);
+    let ruleset = restore(&text).unwrap();
+    // Printed after *filter, as iptables-save prints it, and otherwise the
+    // same lines.
+    let saved = save(&ruleset, false);
+    assert_eq!(nat_section(&saved), nat_section(&text));
+    assert!(saved.find("*filter").unwrap() < saved.find("*nat").unwrap());
+    assert_eq!(restore(&save(&ruleset, true)).unwrap(), ruleset);
+    let (eth0, docker0) = (2, 3);
+    let me = [192, 168, 1, 2];
+    let container = [172, 17, 0, 2];
+    // The published port: PREROUTING -> DOCKER -> DNAT.
+    let (v, hits) = verdict(
+        &ruleset,
+        chain::NAT_PREROUTING,
+        &tcp([198, 51, 100, 1], me, 8080, eth0, 0),
+    );
+    assert_eq!(v, "DNAT 172.17.0.2:80");
+    assert_eq!(hits, ["PREROUTING rule 1", "DOCKER rule 2"]);
+    // From the bridge itself: DOCKER returns, no translation.
+    let (v, _) = verdict(
+        &ruleset,
+        chain::NAT_PREROUTING,
+        &tcp(container, me, 8080, docker0, 0),
+    );
+    assert_eq!(v, "policy Accept");
+    // The host's own connections to the port, except to 127.0.0.0/8.
+    let mut local = tcp(me, me, 8080, 0, 1);
+    assert_eq!(
+        verdict(&ruleset, chain::NAT_OUTPUT, &local).0,
+        "DNAT 172.17.0.2:80"
+    );
+    local.dst = Ipv4Addr::new(127, 0, 0, 1);
+    assert_eq!(
+        verdict(&ruleset, chain::NAT_OUTPUT, &local).0,
+        "policy Accept"
+    );
+    // The container going out is masqueraded, not when it stays on docker0.
+    let (v, hits) = verdict(
+        &ruleset,
+        chain::NAT_POSTROUTING,
+        &tcp(container, [198, 51, 100, 1], 443, docker0, eth0),
+    );
+    assert_eq!(
+        (v.as_str(), hits.as_slice()),
+        ("MASQUERADE", &["POSTROUTING rule 1".to_string()][..])
+    );
+    let (v, _) = verdict(
+        &ruleset,
+        chain::NAT_POSTROUTING,
+        &tcp(container, [172, 17, 0, 3], 443, docker0, docker0),
+    );
+    assert_eq!(v, "policy Accept");
+    // Two translations: the DNAT and the MASQUERADE (both rules share it).
+    let compiled = compile::compile(&ruleset, &interfaces(), 1).unwrap();
+    assert_eq!(
+        compiled.nat_targets,
+        [
+            netbeast_common::NatTarget::default(),
+            netbeast_common::NatTarget {
+                addr_first: u32::from(Ipv4Addr::from(container)),
+                addr_last: u32::from(Ipv4Addr::from(container)),
+                port_first: 80,
+                port_last: 80,
+                flags: netbeast_common::nat_flags::ADDR | netbeast_common::nat_flags::PORTS,
+            },
+        ]
+    );
+    // The nft variant, with a second bridge, restores as well.
+    let nft = restore(&without_addrtype(DOCKER_NFT)).unwrap();
+    assert_eq!(nft.nat.chain("DOCKER").unwrap().rules.len(), 4);
+    compile::compile(&nft, &interfaces(), 0).unwrap();
 }
 
 #[test]

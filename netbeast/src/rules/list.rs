@@ -9,11 +9,14 @@ use std::fmt::Write as _;
 use super::command::references;
 use super::model::Table;
 use super::model::{
-    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, PortRange, Rule,
-    StateModule, Target,
+    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable,
+    PortRange, Rule, StateModule, Target,
 };
 use super::parse::{icmp_type_name, protocol_name};
-use super::save::{self, CounterStyle, is_any_port, mac_text, policy_name, port_list_text};
+use super::save::{
+    self, CounterStyle, is_any_port, mac_text, nat_ports_text, nat_to_text, policy_name,
+    port_list_text,
+};
 
 /// How `-L` prints: `-v`, `-n`, `-x` and `--line-numbers`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,14 +239,7 @@ fn rule_spec(chain: &Chain, rule: &Rule, counters: bool) -> String {
 }
 
 fn target_name(target: &Target) -> &str {
-    match target {
-        Target::None => "",
-        Target::Accept => "ACCEPT",
-        Target::Drop => "DROP",
-        Target::Reject(_) => "REJECT",
-        Target::Return => "RETURN",
-        Target::Jump(chain) | Target::Goto(chain) => chain,
-    }
+    target.name()
 }
 
 fn protocol_column(rule: &Rule, numeric: bool) -> (char, String) {
@@ -348,10 +344,43 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
             }
         }
     }
-    if let Target::Reject(with) = rule.target {
-        let _ = write!(out, " reject-with {}", with.as_str());
+    match &rule.target {
+        Target::Reject(with) => {
+            let _ = write!(out, " reject-with {}", with.as_str());
+        }
+        // As libxt_NAT, libxt_MASQUERADE and libxt_REDIRECT print them.
+        Target::Dnat { to, flags } | Target::Snat { to, flags } => {
+            let _ = write!(out, " to:{}", nat_to_text(to));
+            write_nat_flags(&mut out, flags);
+        }
+        Target::Masquerade { ports, flags } => {
+            if let Some(ports) = ports {
+                let _ = write!(out, " masq ports: {}", nat_ports_text(*ports));
+            }
+            write_nat_flags(&mut out, flags);
+        }
+        Target::Redirect { ports, flags } => {
+            if let Some(ports) = ports {
+                let _ = write!(out, " redir ports {}", nat_ports_text(*ports));
+            }
+            write_nat_flags(&mut out, flags);
+        }
+        _ => {}
     }
     out
+}
+
+/// ` random random-fully persistent`, those that are set, in that order.
+fn write_nat_flags(out: &mut String, flags: &NatFlags) {
+    for (set, flag) in [
+        (flags.random, " random"),
+        (flags.random_fully, " random-fully"),
+        (flags.persistent, " persistent"),
+    ] {
+        if set {
+            out.push_str(flag);
+        }
+    }
 }
 
 /// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
@@ -463,6 +492,120 @@ ACCEPT     udp  --  anywhere             192.168.0.1          udp dpt:53
 REJECT     all  --  anywhere             anywhere             reject-with icmp-port-unreachable
 ";
         assert_eq!(list(&article(), PLAIN), expected);
+    }
+
+    /// The nat rules of the article and the nat targets' options.
+    fn nat_rules() -> Ruleset {
+        ruleset(&[
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080",
+            "-t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080-8090 --random",
+            "-t nat -A PREROUTING -p udp -j DNAT --to-destination :5353",
+            "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --random --persistent",
+            "-t nat -A OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+            "-t nat -A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1",
+            "-t nat -A POSTROUTING -p tcp -j MASQUERADE --to-ports 1024-2000",
+            "-t nat -A POSTROUTING -p udp -j SNAT --to-source 10.0.0.1-10.0.0.2:1000-2000 --random --random-fully --persistent",
+            "-t nat -A POSTROUTING -j MASQUERADE --random-fully",
+        ])
+    }
+
+    // Produced by iptables-legacy 1.8.9 on this machine for the same rules,
+    // with the names it looked up (http, localhost) replaced by the numbers
+    // netbeast prints.
+    #[test]
+    fn list_nat_like_iptables() {
+        let expected = "\
+Chain PREROUTING (policy ACCEPT)
+target     prot opt source               destination         
+DNAT       tcp  --  anywhere             anywhere             tcp dpt:80 to:127.0.0.1:8080
+REDIRECT   tcp  --  anywhere             anywhere             tcp dpt:80 redir ports 8080-8090 random
+DNAT       udp  --  anywhere             anywhere             to::5353
+DNAT       tcp  --  anywhere             anywhere             to:10.0.0.1-10.0.0.5:80-90 random persistent
+
+Chain INPUT (policy ACCEPT)
+target     prot opt source               destination         
+
+Chain OUTPUT (policy ACCEPT)
+target     prot opt source               destination         
+DNAT       tcp  --  127.0.0.1            anywhere             tcp dpt:80 to:192.168.0.4:80
+
+Chain POSTROUTING (policy ACCEPT)
+target     prot opt source               destination         
+SNAT       all  --  192.168.0.0/24       anywhere             to:10.10.7.1
+MASQUERADE  tcp  --  anywhere             anywhere             masq ports: 1024-2000
+SNAT       udp  --  anywhere             anywhere             to:10.0.0.1-10.0.0.2:1000-2000 random random-fully persistent
+MASQUERADE  all  --  anywhere             anywhere             random-fully
+";
+        assert_eq!(list_chains(&nat_rules().nat, &PLAIN), expected);
+        // -n -v -x --line-numbers (iptables' own protocol names, as netbeast
+        // prints them with -n).
+        let verbose = ListFormat {
+            verbose: true,
+            numeric: true,
+            exact: true,
+            line_numbers: true,
+        };
+        let expected = "\
+Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)
+num      pkts      bytes target     prot opt in     out     source               destination         
+1           0        0 DNAT       tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:127.0.0.1:8080
+2           0        0 REDIRECT   tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 redir ports 8080-8090 random
+3           0        0 DNAT       udp  --  *      *       0.0.0.0/0            0.0.0.0/0            to::5353
+4           0        0 DNAT       tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.5:80-90 random persistent
+
+Chain INPUT (policy ACCEPT 0 packets, 0 bytes)
+num      pkts      bytes target     prot opt in     out     source               destination         
+
+Chain OUTPUT (policy ACCEPT 0 packets, 0 bytes)
+num      pkts      bytes target     prot opt in     out     source               destination         
+1           0        0 DNAT       tcp  --  *      lo      127.0.0.1            0.0.0.0/0            tcp dpt:80 to:192.168.0.4:80
+
+Chain POSTROUTING (policy ACCEPT 0 packets, 0 bytes)
+num      pkts      bytes target     prot opt in     out     source               destination         
+1           0        0 SNAT       all  --  *      eth0    192.168.0.0/24       0.0.0.0/0            to:10.10.7.1
+2           0        0 MASQUERADE  tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            masq ports: 1024-2000
+3           0        0 SNAT       udp  --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.2:1000-2000 random random-fully persistent
+4           0        0 MASQUERADE  all  --  *      *       0.0.0.0/0            0.0.0.0/0            random-fully
+";
+        assert_eq!(list_chains(&nat_rules().nat, &verbose), expected);
+    }
+
+    // iptables-nft 1.8.9 -v echoes these lines for the same commands.
+    #[test]
+    fn nat_rules_echo_like_iptables() {
+        let r = ruleset(&[
+            "-t nat -A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000 --random",
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:80",
+        ]);
+        assert_eq!(
+            echo_rule(&r.nat.chain("POSTROUTING").unwrap().rules[0]),
+            "MASQUERADE  udp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   masq ports: 1000-2000 random\n"
+        );
+        assert_eq!(
+            echo_rule(&r.nat.chain("PREROUTING").unwrap().rules[0]),
+            "DNAT  tcp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   to:1.2.3.4:80\n"
+        );
+    }
+
+    #[test]
+    fn list_rules_of_the_nat_table() {
+        // As iptables-legacy 1.8.9 -t nat -S printed them.
+        let expected = "\
+-P PREROUTING ACCEPT
+-P INPUT ACCEPT
+-P OUTPUT ACCEPT
+-P POSTROUTING ACCEPT
+-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8080
+-A PREROUTING -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 8080-8090 --random
+-A PREROUTING -p udp -j DNAT --to-destination :5353
+-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --random --persistent
+-A OUTPUT -s 127.0.0.1/32 -o lo -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.0.4:80
+-A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1
+-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1024-2000
+-A POSTROUTING -p udp -j SNAT --to-source 10.0.0.1-10.0.0.2:1000-2000 --random --random-fully --persistent
+-A POSTROUTING -j MASQUERADE --random-fully
+";
+        assert_eq!(list_rules(&nat_rules().nat.chains, false), expected);
     }
 
     // Checked against iptables-legacy and iptables-nft 1.8.9 in a namespace:

@@ -9,12 +9,33 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
     pub filter: Table,
+    /// Rulesets stored before netbeast had the nat table load with an
+    /// empty one.
+    #[serde(default = "Table::new_nat")]
+    pub nat: Table,
 }
 
 impl Default for Ruleset {
     fn default() -> Self {
         Ruleset {
             filter: Table::new_filter(),
+            nat: Table::new_nat(),
+        }
+    }
+}
+
+impl Ruleset {
+    pub fn table(&self, name: TableName) -> &Table {
+        match name {
+            TableName::Filter => &self.filter,
+            TableName::Nat => &self.nat,
+        }
+    }
+
+    pub fn table_mut(&mut self, name: TableName) -> &mut Table {
+        match name {
+            TableName::Filter => &mut self.filter,
+            TableName::Nat => &mut self.nat,
         }
     }
 }
@@ -22,12 +43,22 @@ impl Default for Ruleset {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TableName {
     Filter,
+    Nat,
 }
 
 impl TableName {
     pub fn as_str(self) -> &'static str {
         match self {
             TableName::Filter => "filter",
+            TableName::Nat => "nat",
+        }
+    }
+
+    /// The table's built-in chains, in iptables' order.
+    pub fn builtin_chains(self) -> &'static [&'static str] {
+        match self {
+            TableName::Filter => &["INPUT", "FORWARD", "OUTPUT"],
+            TableName::Nat => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
         }
     }
 }
@@ -42,10 +73,20 @@ pub struct Table {
 
 impl Table {
     pub fn new_filter() -> Self {
+        Self::new(TableName::Filter)
+    }
+
+    pub fn new_nat() -> Self {
+        Self::new(TableName::Nat)
+    }
+
+    /// The table with its built-in chains only, empty, policies ACCEPT.
+    pub fn new(name: TableName) -> Self {
         Table {
-            name: TableName::Filter,
-            chains: ["INPUT", "FORWARD", "OUTPUT"]
-                .into_iter()
+            name,
+            chains: name
+                .builtin_chains()
+                .iter()
                 .map(|name| Chain {
                     name: name.to_string(),
                     policy: Some(Policy::Accept),
@@ -54,6 +95,14 @@ impl Table {
                 })
                 .collect(),
         }
+    }
+
+    /// True while the table is as netbeast starts it: built-in chains
+    /// only, no rules, ACCEPT policies, zero counters. iptables-save prints
+    /// only the tables that are in use; netbeast leaves such a nat table
+    /// out of its saves the same way.
+    pub fn is_pristine(&self) -> bool {
+        *self == Self::new(self.name)
     }
 
     pub fn chain(&self, name: &str) -> Option<&Chain> {
@@ -266,6 +315,30 @@ pub enum Target {
     Goto(String),
     /// `-j RETURN`: leave the current chain as if it had ended.
     Return,
+    /// `-j DNAT --to-destination`: a new connection's destination becomes
+    /// `to` (nat PREROUTING and OUTPUT).
+    Dnat {
+        to: NatTo,
+        flags: NatFlags,
+    },
+    /// `-j SNAT --to-source`: a new connection's source becomes `to` (nat
+    /// POSTROUTING).
+    Snat {
+        to: NatTo,
+        flags: NatFlags,
+    },
+    /// `-j MASQUERADE [--to-ports]`: SNAT to the address of the interface
+    /// the packet leaves through (nat POSTROUTING).
+    Masquerade {
+        ports: Option<PortRange>,
+        flags: NatFlags,
+    },
+    /// `-j REDIRECT [--to-ports]`: DNAT to the host itself, the address of
+    /// the interface the packet came in on (nat PREROUTING and OUTPUT).
+    Redirect {
+        ports: Option<PortRange>,
+        flags: NatFlags,
+    },
 }
 
 impl Target {
@@ -276,6 +349,75 @@ impl Target {
             _ => None,
         }
     }
+
+    /// The target's name as `-j` takes it and `-L` prints it, for the
+    /// targets that are not chains.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::None => "",
+            Target::Accept => "ACCEPT",
+            Target::Drop => "DROP",
+            Target::Reject(_) => "REJECT",
+            Target::Return => "RETURN",
+            Target::Jump(chain) | Target::Goto(chain) => chain,
+            Target::Dnat { .. } => "DNAT",
+            Target::Snat { .. } => "SNAT",
+            Target::Masquerade { .. } => "MASQUERADE",
+            Target::Redirect { .. } => "REDIRECT",
+        }
+    }
+
+    /// True for the nat table's translating targets.
+    pub fn is_nat(&self) -> bool {
+        matches!(
+            self,
+            Target::Dnat { .. }
+                | Target::Snat { .. }
+                | Target::Masquerade { .. }
+                | Target::Redirect { .. }
+        )
+    }
+
+    /// The built-in nat chains where the kernel accepts this target (and
+    /// the user-defined chains only they reach); `None` for targets valid
+    /// in every chain.
+    pub fn nat_chains(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Target::Dnat { .. } | Target::Redirect { .. } => Some(&["PREROUTING", "OUTPUT"]),
+            Target::Snat { .. } => Some(&["POSTROUTING", "INPUT"]),
+            Target::Masquerade { .. } => Some(&["POSTROUTING"]),
+            _ => None,
+        }
+    }
+}
+
+/// Where DNAT and SNAT translate to: `ip[-ip][:port[-port]]`, each part
+/// optional (`--to-destination :8080` keeps the address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatTo {
+    /// An inclusive address range; one address is `first == last`.
+    pub addrs: Option<AddrRange>,
+    pub ports: Option<PortRange>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+/// The options of the nat targets that take no value. Which target takes
+/// which is the parser's business (DNAT: random, persistent; SNAT: all
+/// three; MASQUERADE: random, random-fully; REDIRECT: random).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatFlags {
+    /// `--random`: the port is chosen at random rather than kept.
+    pub random: bool,
+    /// `--random-fully`: ports are fully randomized.
+    pub random_fully: bool,
+    /// `--persistent`: one client gets the same address of a range for
+    /// every connection.
+    pub persistent: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 
 use super::model::{
-    Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy, PortRange,
-    RejectWith, Rule, TableName, Target,
+    AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, NatTo,
+    Negatable, Policy, PortRange, RejectWith, Rule, TableName, Target,
 };
 use super::model::{CtStates, StateModule};
 
@@ -174,8 +174,45 @@ pub enum ParseError {
     },
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
-    #[error("the {0} table is not supported yet; netbeast implements the filter table")]
+    #[error("the {0} table is not supported yet; netbeast implements the filter and nat tables")]
     UnsupportedTable(String),
+    #[error("{target}: option \"{option}\" must be specified{example}")]
+    MissingTargetOption {
+        target: &'static str,
+        option: &'static str,
+        example: &'static str,
+    },
+    #[error("{target}: option \"{option}\" can only be used once{hint}")]
+    RepeatedTargetOption {
+        target: &'static str,
+        option: &'static str,
+        hint: &'static str,
+    },
+    #[error(
+        "-j {target} is a target of the nat table, not of the {table} table; add -t nat, \
+         as in iptables -t nat -A {example}"
+    )]
+    NatTargetOutsideNat {
+        target: &'static str,
+        table: &'static str,
+        example: &'static str,
+    },
+    #[error(
+        "the \"nat\" table is not intended for filtering, the use of {target} is therefore \
+         inhibited (as in iptables); {fix}"
+    )]
+    NatFiltering { target: &'static str, fix: String },
+    #[error(
+        "Need TCP, UDP, SCTP or DCCP with port specification: {option} {value} translates \
+         ports, so the rule needs -p tcp or -p udp (not negated) before it"
+    )]
+    NatPortsNeedProtocol { option: &'static str, value: String },
+    #[error("-j {target} cannot be used in the nat {chain} chain: {reason}")]
+    NatWrongChain {
+        target: &'static str,
+        chain: String,
+        reason: &'static str,
+    },
     #[error("unknown table '{0}'; iptables' tables are filter, nat, mangle, raw and security")]
     UnknownTable(String),
     #[error("{option} cannot be used in a restore file{hint}")]
@@ -458,7 +495,6 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "CONNMARK",
     "CONNSECMARK",
     "CT",
-    "DNAT",
     "DSCP",
     "ECN",
     "HMARK",
@@ -466,16 +502,13 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "LED",
     "LOG",
     "MARK",
-    "MASQUERADE",
     "NETMAP",
     "NFLOG",
     "NFQUEUE",
     "NOTRACK",
     "RATEEST",
-    "REDIRECT",
     "SECMARK",
     "SET",
-    "SNAT",
     "SYNPROXY",
     "TCPMSS",
     "TCPOPTSTRIP",
@@ -713,6 +746,108 @@ fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
         ));
     }
     Ok(PortRange { first, last })
+}
+
+/// A port a translation leads to: 1-65535 or a service name.
+fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
+    let port = parse_port(option, text).map_err(|_| {
+        invalid(
+            option,
+            "port",
+            text,
+            "use a number 1-65535 or a service name like http or https",
+        )
+    })?;
+    if port == 0 {
+        return Err(invalid(
+            option,
+            "port",
+            text,
+            "port 0 is not a port a connection can use; give 1-65535",
+        ));
+    }
+    Ok(port)
+}
+
+/// The port part of the nat targets: `port` or `first-last`, as
+/// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon).
+fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (
+            parse_nat_port(option, first)?,
+            parse_nat_port(option, last)?,
+        ),
+        None => {
+            let port = parse_nat_port(option, text)?;
+            (port, port)
+        }
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "port range",
+            text,
+            "the first port is larger than the last; write it as low-high",
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// `--to-destination`/`--to-source`: `ip[-ip][:port[-port]]`; either part
+/// may be left out, not both.
+fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
+    let (addr_text, port_text) = match text.split_once(':') {
+        Some((addr, ports)) => (addr, Some(ports)),
+        None => (text, None),
+    };
+    let addr = |one: &str| {
+        parse_dotted(one, false).ok_or_else(|| {
+            let reason = if one.is_empty() {
+                "an address range has two ends: first-last".to_string()
+            } else if one.chars().any(|c| c.is_ascii_alphabetic()) {
+                "host names are not resolved; give an IPv4 address like 10.0.0.2".to_string()
+            } else {
+                "expected ip[-ip][:port[-port]], like 10.0.0.2, 10.0.0.2-10.0.0.9 or \
+                 10.0.0.2:8080"
+                    .to_string()
+            };
+            invalid(option, "address", text, reason)
+        })
+    };
+    let addrs = match addr_text {
+        "" => None,
+        _ => {
+            let (first, last) = match addr_text.split_once('-') {
+                Some((first, last)) => (addr(first)?, addr(last)?),
+                None => {
+                    let one = addr(addr_text)?;
+                    (one, one)
+                }
+            };
+            if u32::from(first) > u32::from(last) {
+                return Err(invalid(
+                    option,
+                    "address range",
+                    text,
+                    "the first address is larger than the last; write it as low-high",
+                ));
+            }
+            Some(AddrRange { first, last })
+        }
+    };
+    let ports = match port_text {
+        None => None,
+        Some(ports) => Some(parse_nat_ports(option, ports)?),
+    };
+    if addrs.is_none() && ports.is_none() {
+        return Err(invalid(
+            option,
+            "translation",
+            text,
+            "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
+        ));
+    }
+    Ok(NatTo { addrs, ports })
 }
 
 /// `-m multiport` lists: `a,b,c:d`, at most [`MAX_MULTIPORT_PORTS`] entries.
@@ -1185,6 +1320,111 @@ const CONNTRACK_OPTIONS: &[(&str, MatchOption)] = &[
 ];
 const REJECT_OPTIONS: &[&str] = &["reject-with"];
 
+/// The options of the nat targets, as libxt_NAT, libxt_MASQUERADE and
+/// libxt_REDIRECT define them (iptables 1.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NatOption {
+    /// `--to-destination` (DNAT) or `--to-source` (SNAT).
+    To,
+    /// `--to-ports` (MASQUERADE, REDIRECT).
+    ToPorts,
+    Random,
+    RandomFully,
+    Persistent,
+}
+
+const DNAT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-destination", NatOption::To),
+    ("random", NatOption::Random),
+    ("persistent", NatOption::Persistent),
+];
+const SNAT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-source", NatOption::To),
+    ("random", NatOption::Random),
+    ("random-fully", NatOption::RandomFully),
+    ("persistent", NatOption::Persistent),
+];
+const MASQUERADE_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-ports", NatOption::ToPorts),
+    ("random", NatOption::Random),
+    ("random-fully", NatOption::RandomFully),
+];
+const REDIRECT_OPTIONS: &[(&str, NatOption)] = &[
+    ("to-ports", NatOption::ToPorts),
+    ("random", NatOption::Random),
+];
+
+/// Which nat target a `-j` named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NatKind {
+    Dnat,
+    Snat,
+    Masquerade,
+    Redirect,
+}
+
+impl NatKind {
+    const ALL: [NatKind; 4] = [
+        NatKind::Dnat,
+        NatKind::Snat,
+        NatKind::Masquerade,
+        NatKind::Redirect,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            NatKind::Dnat => "DNAT",
+            NatKind::Snat => "SNAT",
+            NatKind::Masquerade => "MASQUERADE",
+            NatKind::Redirect => "REDIRECT",
+        }
+    }
+
+    fn options(self) -> &'static [(&'static str, NatOption)] {
+        match self {
+            NatKind::Dnat => DNAT_OPTIONS,
+            NatKind::Snat => SNAT_OPTIONS,
+            NatKind::Masquerade => MASQUERADE_OPTIONS,
+            NatKind::Redirect => REDIRECT_OPTIONS,
+        }
+    }
+
+    /// The long name of `option` for this target, as messages show it.
+    fn option_name(self, option: NatOption) -> &'static str {
+        match option {
+            NatOption::To if self == NatKind::Dnat => "--to-destination",
+            NatOption::To => "--to-source",
+            NatOption::ToPorts => "--to-ports",
+            NatOption::Random => "--random",
+            NatOption::RandomFully => "--random-fully",
+            NatOption::Persistent => "--persistent",
+        }
+    }
+
+    /// A rule using the target, for messages.
+    fn example(self) -> &'static str {
+        match self {
+            NatKind::Dnat => "PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
+            NatKind::Snat => "POSTROUTING -o eth0 -j SNAT --to-source 203.0.113.1",
+            NatKind::Masquerade => "POSTROUTING -o eth0 -j MASQUERADE",
+            NatKind::Redirect => "PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080",
+        }
+    }
+}
+
+/// A nat target while its options are read.
+#[derive(Clone, Debug)]
+struct NatState {
+    kind: NatKind,
+    /// `--to-destination`/`--to-source`, and the text as typed.
+    to: Option<(NatTo, String)>,
+    /// `--to-ports`, and the text as typed.
+    ports: Option<(PortRange, String)>,
+    flags: NatFlags,
+    /// Options given, to refuse repeats.
+    seen: Vec<NatOption>,
+}
+
 /// The match modules netbeast implements, while their options are parsed.
 #[derive(Clone, Debug)]
 enum MatchState {
@@ -1250,6 +1490,7 @@ enum LongOption {
     Global(char),
     Match(usize, MatchOption),
     RejectWith,
+    Nat(NatOption),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1319,6 +1560,8 @@ enum TargetState {
     Jump(String),
     /// `-g NAME`.
     Goto(String),
+    /// `-j DNAT`, `-j SNAT`, `-j MASQUERADE`, `-j REDIRECT`.
+    Nat(NatState),
 }
 
 /// The parser's state while it walks the arguments.
@@ -1746,7 +1989,8 @@ impl<'a> Parser<'a> {
         self.once("-j", "; a rule has one target (-j or -g)")?;
         let name = self.required(
             "-j",
-            "a target: ACCEPT, DROP, REJECT, RETURN or a user-defined chain",
+            "a target: ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, REDIRECT or a \
+             user-defined chain",
         )?;
         self.target = Some(match name {
             "ACCEPT" => TargetState::Accept,
@@ -1754,6 +1998,19 @@ impl<'a> Parser<'a> {
             "REJECT" => TargetState::Reject(None),
             "CONTINUE" => TargetState::Continue,
             "RETURN" => TargetState::Return,
+            "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" => {
+                let kind = NatKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == name)
+                    .expect("one of the nat targets");
+                TargetState::Nat(NatState {
+                    kind,
+                    to: None,
+                    ports: None,
+                    flags: NatFlags::default(),
+                    seen: Vec::new(),
+                })
+            }
             _ if is_target_name(name) => return Err(unknown_target(name)),
             _ => {
                 check_chain_name("-j", name)?;
@@ -1852,10 +2109,11 @@ impl<'a> Parser<'a> {
                 hint: "; start a table section with *filter instead",
             });
         }
-        let name = self.required("-t", "a table name, like filter")?;
+        let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "nat" | "mangle" | "raw" | "security" => {
+            "nat" => TableName::Nat,
+            "mangle" | "raw" | "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -1905,6 +2163,7 @@ impl<'a> Parser<'a> {
             LongOption::Global(c) => self.global_option(c, &typed),
             LongOption::Match(index, option) => self.match_specific_option(index, option),
             LongOption::RejectWith => self.reject_with_option(),
+            LongOption::Nat(option) => self.nat_option(option),
         }
     }
 
@@ -1923,8 +2182,19 @@ impl<'a> Parser<'a> {
                     .map(|(n, o)| (*n, LongOption::Match(index, *o))),
             );
         }
-        if matches!(self.target, Some(TargetState::Reject(_))) {
-            candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
+        match &self.target {
+            Some(TargetState::Reject(_)) => {
+                candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
+            }
+            Some(TargetState::Nat(nat)) => {
+                candidates.extend(
+                    nat.kind
+                        .options()
+                        .iter()
+                        .map(|(n, o)| (*n, LongOption::Nat(*o))),
+                );
+            }
+            _ => {}
         }
         if let Some((_, found)) = candidates.iter().find(|(n, _)| *n == name) {
             return Ok(*found);
@@ -2020,6 +2290,29 @@ impl<'a> Parser<'a> {
             "-m conntrack before it, e.g. -m conntrack --ctstate ESTABLISHED,RELATED".to_string()
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
+        } else if let Some(kinds) = nat_targets_with(name) {
+            if let Some(TargetState::Nat(nat)) = &self.target {
+                let options: Vec<String> = nat
+                    .kind
+                    .options()
+                    .iter()
+                    .map(|(n, _)| format!("--{n}"))
+                    .collect();
+                return ParseError::UnknownOption {
+                    option,
+                    hint: format!(
+                        " for -j {}, which takes {}",
+                        nat.kind.name(),
+                        options.join(", ")
+                    ),
+                };
+            }
+            let targets: Vec<String> = kinds.iter().map(|k| format!("-j {}", k.name())).collect();
+            format!(
+                "{} before it, e.g. -t nat -A {}",
+                targets.join(" or "),
+                kinds[0].example()
+            )
         } else {
             let hint = match name {
                 "sports" | "dports" => " (did you mean -m multiport?)",
@@ -2195,6 +2488,54 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// An option of the nat target just named by `-j`.
+    fn nat_option(&mut self, option: NatOption) -> Result<(), ParseError> {
+        let Some(TargetState::Nat(nat)) = &self.target else {
+            unreachable!("nat options only resolve after -j DNAT/SNAT/MASQUERADE/REDIRECT");
+        };
+        let kind = nat.kind;
+        let name = kind.option_name(option);
+        self.no_invert(name)?;
+        if nat.seen.contains(&option) {
+            return Err(ParseError::RepeatedTargetOption {
+                target: kind.name(),
+                option: name,
+                hint: if option == NatOption::To {
+                    "; netbeast translates to one address range (ip-ip) and one port range"
+                } else {
+                    ""
+                },
+            });
+        }
+        let value = match option {
+            NatOption::To => Some(self.required(
+                name,
+                "an address, a range or a port, like 10.0.0.2, 10.0.0.2-10.0.0.9:8080 or :8080",
+            )?),
+            NatOption::ToPorts => {
+                Some(self.required(name, "a port or range like 8080 or 1024-2000")?)
+            }
+            _ => None,
+        };
+        let Some(TargetState::Nat(nat)) = &mut self.target else {
+            unreachable!("checked above");
+        };
+        nat.seen.push(option);
+        match (option, value) {
+            (NatOption::To, Some(text)) => {
+                nat.to = Some((parse_nat_to(name, text)?, text.to_string()))
+            }
+            (NatOption::ToPorts, Some(text)) => {
+                nat.ports = Some((parse_nat_ports(name, text)?, text.to_string()))
+            }
+            (NatOption::Random, _) => nat.flags.random = true,
+            (NatOption::RandomFully, _) => nat.flags.random_fully = true,
+            (NatOption::Persistent, _) => nat.flags.persistent = true,
+            _ => unreachable!("valued options have their value"),
+        }
+        Ok(())
+    }
+
     /// A bare word iptables would call a "Bad argument", with a guess at
     /// what was meant.
     fn unexpected_word(&self, word: &str) -> ParseError {
@@ -2205,6 +2546,14 @@ impl<'a> Parser<'a> {
             .map(|p| p.value);
         let looks_like_ports = parse_port_range("", word).is_ok();
         let listing = self.commands.iter().find(|c| !c.takes_rule());
+        let nat = match &self.target {
+            Some(TargetState::Nat(nat)) => Some(nat.kind),
+            _ => None,
+        };
+        let nat_option = nat.map(|kind| match kind {
+            NatKind::Dnat | NatKind::Snat => kind.option_name(NatOption::To),
+            _ => "--to-ports",
+        });
         let hint = if let Some(command) = listing {
             match &self.chain {
                 Some(chain) => format!(" ({} {chain} takes no more arguments)", command.flag()),
@@ -2213,6 +2562,10 @@ impl<'a> Parser<'a> {
                     flag = command.flag()
                 ),
             }
+        } else if let Some(option) = nat_option
+            && (parse_nat_to("", word).is_ok() || parse_nat_ports("", word).is_ok())
+        {
+            format!(" (did you mean {option} {word}?)")
         } else if looks_like_ports && matches!(protocol, Some(6 | 17)) {
             format!(" (did you mean --dport {word}?)")
         } else if looks_like_ports && word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
@@ -2241,6 +2594,14 @@ impl<'a> Parser<'a> {
             return Err(ParseError::NoCommand);
         };
         self.check_option_legality()?;
+        if self.table == TableName::Nat && self.policy == Some(Policy::Drop) {
+            return Err(ParseError::NatFiltering {
+                target: "DROP",
+                fix: "the policies of the nat table are always ACCEPT; set a DROP policy in the \
+                      filter table instead (iptables -P INPUT DROP, -P FORWARD DROP)"
+                    .into(),
+            });
+        }
         let chain = self.chain.take();
         let action = if kind.takes_rule() {
             let chain = chain.unwrap_or_default();
@@ -2397,7 +2758,7 @@ impl<'a> Parser<'a> {
         }
         self.check_interfaces(chain)?;
         let matches = self.finish_matches(chain)?;
-        let target = self.finish_target()?;
+        let target = self.finish_target(chain)?;
         let template = Rule {
             protocol: self.protocol.clone(),
             source: None,
@@ -2454,8 +2815,68 @@ impl<'a> Parser<'a> {
         Ok(matches)
     }
 
-    fn finish_target(&mut self) -> Result<Target, ParseError> {
+    /// The rule's target, checked against the rest of the rule, the table
+    /// and, for the nat table's built-in chains, the chain (as the kernel
+    /// checks it; user-defined chains are checked by what reaches them).
+    fn finish_target(&mut self, chain: &str) -> Result<Target, ParseError> {
+        let target = self.target_of_rule()?;
+        if target.is_nat() && self.table != TableName::Nat {
+            let kind = NatKind::ALL
+                .into_iter()
+                .find(|k| k.name() == target.name())
+                .expect("a nat target");
+            return Err(ParseError::NatTargetOutsideNat {
+                target: kind.name(),
+                table: self.table.as_str(),
+                example: kind.example(),
+            });
+        }
+        if self.table != TableName::Nat {
+            return Ok(target);
+        }
+        if let Target::Drop | Target::Reject(_) = target {
+            let name = if matches!(target, Target::Drop) {
+                "DROP"
+            } else {
+                "REJECT"
+            };
+            return Err(ParseError::NatFiltering {
+                target: name,
+                fix: format!(
+                    "filter in the filter table instead (without -t nat), e.g. iptables -A \
+                     FORWARD ... -j {name}"
+                ),
+            });
+        }
+        let builtin = TableName::Nat.builtin_chains().contains(&chain);
+        if let Some(allowed) = target.nat_chains()
+            && builtin
+            && !allowed.contains(&chain)
+        {
+            return Err(ParseError::NatWrongChain {
+                target: nat_target_name(&target),
+                chain: chain.to_string(),
+                reason: nat_chain_reason(&target),
+            });
+        }
+        let adds_rule = matches!(
+            self.commands[0],
+            CommandKind::Append | CommandKind::Insert | CommandKind::Replace
+        );
+        if chain == "INPUT" && adds_rule {
+            return Err(ParseError::Unsupported {
+                what: "a rule in the nat table's INPUT chain".into(),
+                hint: "; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of \
+                       connections to this host is not implemented)"
+                    .into(),
+            });
+        }
+        Ok(target)
+    }
+
+    fn target_of_rule(&mut self) -> Result<Target, ParseError> {
         Ok(match self.target.take() {
+            Some(TargetState::Nat(nat)) => self.finish_nat(nat)?,
             None | Some(TargetState::Continue) => Target::None,
             Some(TargetState::Return) => Target::Return,
             Some(TargetState::Jump(chain)) => Target::Jump(chain),
@@ -2476,6 +2897,64 @@ impl<'a> Parser<'a> {
                 }
                 Target::Reject(with)
             }
+        })
+    }
+
+    /// A nat target once the whole rule is known: its mandatory option, and
+    /// ports only for TCP and UDP.
+    fn finish_nat(&self, nat: NatState) -> Result<Target, ParseError> {
+        let NatState {
+            kind,
+            to,
+            ports,
+            flags,
+            ..
+        } = nat;
+        let given_ports = match (&to, &ports) {
+            (Some((to, text)), _) if to.ports.is_some() => {
+                Some((kind.option_name(NatOption::To), text.clone()))
+            }
+            (_, Some((_, text))) => Some(("--to-ports", text.clone())),
+            _ => None,
+        };
+        let to = match kind {
+            NatKind::Dnat | NatKind::Snat => Some(to.map(|(to, _)| to).ok_or(
+                ParseError::MissingTargetOption {
+                    target: kind.name(),
+                    option: kind.option_name(NatOption::To),
+                    example: if kind == NatKind::Dnat {
+                        "; e.g. -j DNAT --to-destination 10.0.0.2:8080"
+                    } else {
+                        "; e.g. -j SNAT --to-source 203.0.113.1"
+                    },
+                },
+            )?),
+            _ => None,
+        };
+        if let Some((option, value)) = given_ports {
+            match self
+                .protocol
+                .as_ref()
+                .filter(|p| !p.negated)
+                .map(|p| p.value)
+            {
+                Some(6 | 17) => {}
+                Some(132 | 33) => {
+                    return Err(ParseError::Unsupported {
+                        what: "port translation for SCTP and DCCP".into(),
+                        hint: "; netbeast translates TCP and UDP ports".into(),
+                    });
+                }
+                _ => return Err(ParseError::NatPortsNeedProtocol { option, value }),
+            }
+        }
+        let ports = ports.map(|(ports, _)| ports);
+        Ok(match (kind, to) {
+            (NatKind::Dnat, Some(to)) => Target::Dnat { to, flags },
+            (NatKind::Snat, Some(to)) => Target::Snat { to, flags },
+            (NatKind::Masquerade, _) => Target::Masquerade { ports, flags },
+            (NatKind::Redirect, _) => Target::Redirect { ports, flags },
+            _ => unreachable!("DNAT and SNAT have their --to"),
         })
     }
 }
@@ -2658,7 +3137,59 @@ fn finish_ports(
 }
 
 /// Targets netbeast implements, by the name `-j` takes.
-pub(crate) const BUILTIN_TARGETS: &[&str] = &["ACCEPT", "DROP", "REJECT", "RETURN", "CONTINUE"];
+pub(crate) const BUILTIN_TARGETS: &[&str] = &[
+    "ACCEPT",
+    "DROP",
+    "REJECT",
+    "RETURN",
+    "CONTINUE",
+    "DNAT",
+    "SNAT",
+    "MASQUERADE",
+    "REDIRECT",
+];
+
+/// `DNAT`, `SNAT`, `MASQUERADE` or `REDIRECT`, as a static string.
+pub(crate) fn nat_target_name(target: &Target) -> &'static str {
+    match target {
+        Target::Dnat { .. } => "DNAT",
+        Target::Snat { .. } => "SNAT",
+        Target::Masquerade { .. } => "MASQUERADE",
+        _ => "REDIRECT",
+    }
+}
+
+/// Why the kernel accepts a nat target only in some chains (see
+/// [`Target::nat_chains`]).
+pub(crate) fn nat_chain_reason(target: &Target) -> &'static str {
+    match target {
+        Target::Dnat { .. } => {
+            "DNAT changes where a new connection goes, before it is routed: use it in \
+             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        }
+        Target::Redirect { .. } => {
+            "REDIRECT sends a new connection to this host, before it is routed: use it in \
+             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
+        }
+        Target::Snat { .. } => {
+            "SNAT changes the source of a new connection once it is routed: use it in \
+             POSTROUTING"
+        }
+        _ => {
+            "MASQUERADE takes the address of the interface a packet leaves through, which is \
+             known in POSTROUTING only"
+        }
+    }
+}
+
+/// The nat targets that have the long option `name` (typed in full), if any.
+fn nat_targets_with(name: &str) -> Option<Vec<NatKind>> {
+    let kinds: Vec<NatKind> = NatKind::ALL
+        .into_iter()
+        .filter(|k| k.options().iter().any(|(n, _)| *n == name))
+        .collect();
+    (!kinds.is_empty()).then_some(kinds)
+}
 
 /// A name iptables resolves to a target rather than to a chain: `-j` with
 /// it never means a user-defined chain, and no chain may be called so.
@@ -2671,8 +3202,8 @@ fn is_target_name(name: &str) -> bool {
 fn unknown_target(name: &str) -> ParseError {
     ParseError::Unsupported {
         what: format!("the {name} target"),
-        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN and jumps (-j/-g) to \
-               user-defined chains"
+        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, \
+               REDIRECT and jumps (-j/-g) to user-defined chains"
             .into(),
     }
 }
@@ -2706,7 +3237,9 @@ fn parse_ct_states(option: &str, module: StateModule, text: &str) -> Result<CtSt
             ("SNAT" | "DNAT", StateModule::Conntrack) => {
                 return Err(ParseError::Unsupported {
                     what: format!("the {upper} connection state ({option} {upper})"),
-                    hint: "; netbeast has no NAT yet: use INVALID, NEW, ESTABLISHED, RELATED or UNTRACKED".into(),
+                    hint: "; netbeast matches INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED (whether a \
+                           connection was translated is not matched yet)"
+                        .into(),
                 });
             }
             ("SNAT" | "DNAT", StateModule::State) => format!(
@@ -3148,10 +3681,15 @@ mod tests {
     fn tables() {
         assert_eq!(parse_ok("-t filter -L").table, TableName::Filter);
         assert_eq!(
-            err("-t nat -A PREROUTING -j ACCEPT"),
-            "the nat table is not supported yet; netbeast implements the filter table"
+            parse_ok("-t nat -A PREROUTING -j ACCEPT").table,
+            TableName::Nat
         );
-        assert_err("-t mangle -L", "the mangle table is not supported yet");
+        assert_eq!(parse_ok("-L -t nat").table, TableName::Nat);
+        assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
+        assert_eq!(
+            err("-t mangle -L"),
+            "the mangle table is not supported yet; netbeast implements the filter and nat tables"
+        );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");
     }
@@ -3810,6 +4348,500 @@ mod tests {
             rule("-A INPUT -p tcp -j REJECT --reject-with tcp-reset").target,
             Target::Reject(RejectWith::TcpReset)
         );
+    }
+
+    // -- the nat table --
+
+    fn addrs(first: [u8; 4], last: [u8; 4]) -> Option<AddrRange> {
+        Some(AddrRange {
+            first: Ipv4Addr::from(first),
+            last: Ipv4Addr::from(last),
+        })
+    }
+
+    fn flags(random: bool, random_fully: bool, persistent: bool) -> NatFlags {
+        NatFlags {
+            random,
+            random_fully,
+            persistent,
+        }
+    }
+
+    #[test]
+    fn nat_targets_of_the_article() {
+        // "A port-forwarder": DNAT to a local port, abbreviated --to.
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to 127.0.0.1:8080").target,
+            Target::Dnat {
+                to: NatTo {
+                    addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
+                    ports: Some(range(8080, 8080)),
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        // "A NAT router".
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -s 192.168.0.0/24 -o eth0 -j SNAT --to-source 10.10.7.1")
+                .target,
+            Target::Snat {
+                to: NatTo {
+                    addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
+                    ports: None,
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -o eth0 -j MASQUERADE").target,
+            Target::Masquerade {
+                ports: None,
+                flags: NatFlags::default(),
+            }
+        );
+        // OUTPUT DNAT of local sockets.
+        let cmd = parse_ok(
+            "-t nat -I OUTPUT -o lo -p tcp -s 127.0.0.1 --dport 80 -j DNAT --to 192.168.0.4:80",
+        );
+        assert_eq!(cmd.table, TableName::Nat);
+        let Action::Insert { chain, rules, .. } = cmd.action else {
+            panic!("an insert");
+        };
+        assert_eq!(chain, "OUTPUT");
+        assert_eq!(
+            rules[0].target,
+            Target::Dnat {
+                to: NatTo {
+                    addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
+                    ports: Some(range(80, 80)),
+                },
+                flags: NatFlags::default(),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 8080").target,
+            Target::Redirect {
+                ports: Some(range(8080, 8080)),
+                flags: NatFlags::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn nat_ranges_and_flags() {
+        let dnat = |line: &str| match rule(&format!("-t nat -A PREROUTING {line}")).target {
+            Target::Dnat { to, flags } => (to, flags),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            dnat("-p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.5:80-90 --random --persistent"),
+            (
+                NatTo {
+                    addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
+                    ports: Some(range(80, 90)),
+                },
+                flags(true, false, true)
+            )
+        );
+        // A port alone keeps the address; an address alone the port.
+        assert_eq!(
+            dnat("-p udp -j DNAT --to-destination :5353").0,
+            NatTo {
+                addrs: None,
+                ports: Some(range(5353, 5353)),
+            }
+        );
+        assert_eq!(
+            dnat("-j DNAT --to-destination 10.0.0.1-10.0.0.5").0,
+            NatTo {
+                addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
+                ports: None,
+            }
+        );
+        // Service names, `=value`, every getopt prefix of --to-destination.
+        assert_eq!(
+            dnat("-p tcp -j DNAT --to-dest=10.0.0.1:http").0.ports,
+            Some(range(80, 80))
+        );
+        for option in ["--to", "--to-d", "--to-destination"] {
+            assert_eq!(
+                dnat(&format!("-p tcp -j DNAT {option} 10.0.0.1")).0.addrs,
+                addrs([10, 0, 0, 1], [10, 0, 0, 1])
+            );
+        }
+        // --t could be --table too, as getopt_long says.
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --t 10.0.0.1",
+            "option --t is ambiguous: it could be --table, --to-destination",
+        );
+        // Options before -p (the rule is checked as a whole).
+        assert_eq!(
+            dnat("-j DNAT --to :8080 -p tcp").0.ports,
+            Some(range(8080, 8080))
+        );
+        let snat = rule(
+            "-t nat -A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:1000-2000 --random-fully --persistent --random",
+        );
+        assert_eq!(
+            snat.target,
+            Target::Snat {
+                to: NatTo {
+                    addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
+                    ports: Some(range(1000, 2000)),
+                },
+                flags: flags(true, true, true),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000 --random --random-fully")
+                .target,
+            Target::Masquerade {
+                ports: Some(range(1000, 2000)),
+                flags: flags(true, true, false),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT --to 8080-8090 --random").target,
+            Target::Redirect {
+                ports: Some(range(8080, 8090)),
+                flags: flags(true, false, false),
+            }
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -p tcp -j REDIRECT").target,
+            Target::Redirect {
+                ports: None,
+                flags: NatFlags::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn nat_value_errors() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:90-80"),
+            "invalid port range '90-80' for --to-destination: the first port is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 90-80"),
+            "invalid port range '90-80' for --to-ports: the first port is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DNAT --to 10.0.0.5-10.0.0.1"),
+            "invalid address range '10.0.0.5-10.0.0.1' for --to-destination: the first address is larger than the last; write it as low-high"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DNAT --to foo"),
+            "invalid address 'foo' for --to-destination: host names are not resolved; give an IPv4 address like 10.0.0.2"
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:80:90",
+            "invalid port '80:90' for --to-destination",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:",
+            "invalid port '' for --to-destination",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:0",
+            "port 0 is not a port a connection can use",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1-",
+            "invalid address '10.0.0.1-' for --to-destination: an address range has two ends",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to :",
+            "invalid port '' for --to-destination: use a number 1-65535 or a service name",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to=",
+            "invalid translation '' for --to-destination: give an address, a port or both",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j DNAT --to",
+            "option --to-destination requires an argument",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -p tcp -j MASQUERADE --to-ports 65536",
+            "invalid port '65536' for --to-ports",
+        );
+    }
+
+    #[test]
+    fn nat_option_errors() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT"),
+            "DNAT: option \"--to-destination\" must be specified; e.g. -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j SNAT"),
+            "SNAT: option \"--to-source\" must be specified; e.g. -j SNAT --to-source 203.0.113.1"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:80 --to 1.2.3.5"),
+            "DNAT: option \"--to-destination\" can only be used once; netbeast translates to one address range (ip-ip) and one port range"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j MASQUERADE --random --random"),
+            "MASQUERADE: option \"--random\" can only be used once"
+        );
+        // Options the target does not have, as iptables says "unknown option".
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4 --random-fully"),
+            "unknown option --random-fully for -j DNAT, which takes --to-destination, --random, --persistent"
+        );
+        assert_eq!(
+            err("-t nat -A POSTROUTING -j MASQUERADE --persistent"),
+            "unknown option --persistent for -j MASQUERADE, which takes --to-ports, --random, --random-fully"
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 80 --persistent",
+            "unknown option --persistent for -j REDIRECT",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT --to-ports 80",
+            "unknown option --to-ports for -j SNAT",
+        );
+        // A target option before its target.
+        assert_eq!(
+            err("-t nat -A PREROUTING --to-destination 1.2.3.4 -j DNAT"),
+            "--to-destination needs -j DNAT before it, e.g. -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_err(
+            "-t nat -A POSTROUTING --to-ports 80 -j MASQUERADE",
+            "--to-ports needs -j MASQUERADE or -j REDIRECT before it",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE ! --random",
+            "'!' cannot be used before --random",
+        );
+        // --r could be --random, --random-fully or --replace.
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE --r",
+            "option --r is ambiguous",
+        );
+    }
+
+    #[test]
+    fn nat_values_without_their_option() {
+        assert_eq!(
+            err("-t nat -A PREROUTING -p tcp -j DNAT 10.0.0.2:8080"),
+            "unexpected argument '10.0.0.2:8080' (did you mean --to-destination 10.0.0.2:8080?)"
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT 1.2.3.4",
+            "(did you mean --to-source 1.2.3.4?)",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT 8080",
+            "(did you mean --to-ports 8080?)",
+        );
+    }
+
+    #[test]
+    fn nat_ports_need_tcp_or_udp() {
+        for line in [
+            "-t nat -A PREROUTING -j DNAT --to-destination 1.2.3.4:80",
+            "-t nat -A PREROUTING ! -p tcp -j DNAT --to-destination 1.2.3.4:80",
+            "-t nat -A PREROUTING -p icmp -j DNAT --to-destination 1.2.3.4:80",
+        ] {
+            assert_eq!(
+                err(line),
+                "Need TCP, UDP, SCTP or DCCP with port specification: --to-destination 1.2.3.4:80 translates ports, so the rule needs -p tcp or -p udp (not negated) before it",
+                "{line}"
+            );
+        }
+        assert_err(
+            "-t nat -A POSTROUTING -j SNAT --to-source 1.2.3.4:1000-2000",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-source 1.2.3.4:1000-2000",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -j MASQUERADE --to-ports 1024-2000",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-ports 1024-2000",
+        );
+        assert_err(
+            "-t nat -A PREROUTING -j REDIRECT --to-ports 80",
+            "Need TCP, UDP, SCTP or DCCP with port specification: --to-ports 80",
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -p sctp -j DNAT --to-destination 1.2.3.4:80"),
+            "port translation for SCTP and DCCP is not supported yet; netbeast translates TCP and UDP ports"
+        );
+        // Without a port, any protocol.
+        rule("-t nat -A PREROUTING -p icmp -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A PREROUTING -p udp -j REDIRECT");
+        rule("-t nat -A POSTROUTING ! -p tcp -j MASQUERADE");
+    }
+
+    #[test]
+    fn nat_targets_only_in_the_nat_table() {
+        assert_eq!(
+            err("-A INPUT -j DNAT --to 1.2.3.4"),
+            "-j DNAT is a target of the nat table, not of the filter table; add -t nat, as in iptables -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080"
+        );
+        assert_err(
+            "-A FORWARD -j MASQUERADE",
+            "-j MASQUERADE is a target of the nat table, not of the filter table; add -t nat",
+        );
+        assert_err(
+            "-A OUTPUT -j SNAT --to-source 1.2.3.4",
+            "-j SNAT is a target of the nat table",
+        );
+        assert_err(
+            "-A PREROUTING -p tcp -j REDIRECT",
+            "-j REDIRECT is a target of the nat table",
+        );
+        // -t may come last.
+        rule("-A PREROUTING -p tcp -j REDIRECT -t nat");
+        // A user-defined chain may not be named after them.
+        assert_err(
+            "-t nat -N DNAT",
+            "a chain name may not clash with a target name",
+        );
+    }
+
+    #[test]
+    fn nat_table_does_not_filter() {
+        assert_eq!(
+            err("-t nat -P PREROUTING DROP"),
+            "the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables); the policies of the nat table are always ACCEPT; set a DROP policy in the filter table instead (iptables -P INPUT DROP, -P FORWARD DROP)"
+        );
+        assert_err(
+            "-P POSTROUTING DROP -t nat",
+            "the use of DROP is therefore inhibited",
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -j DROP"),
+            "the \"nat\" table is not intended for filtering, the use of DROP is therefore inhibited (as in iptables); filter in the filter table instead (without -t nat), e.g. iptables -A FORWARD ... -j DROP"
+        );
+        assert_err(
+            "-t nat -A MINE -p tcp -j REJECT --reject-with tcp-reset",
+            "the use of REJECT is therefore inhibited",
+        );
+        // ACCEPT, RETURN, jumps and counting rules are fine.
+        assert!(matches!(
+            parse_ok("-t nat -P PREROUTING ACCEPT").action,
+            Action::SetPolicy {
+                policy: Policy::Accept,
+                ..
+            }
+        ));
+        assert_eq!(
+            rule("-t nat -A PREROUTING -i eth0 -j ACCEPT").target,
+            Target::Accept
+        );
+        assert_eq!(
+            rule("-t nat -A PREROUTING -j RETURN").target,
+            Target::Return
+        );
+        assert_eq!(
+            rule("-t nat -A POSTROUTING -j MINE").target,
+            Target::Jump("MINE".into())
+        );
+        assert_eq!(rule("-t nat -A OUTPUT").target, Target::None);
+    }
+
+    #[test]
+    fn nat_targets_in_their_chains() {
+        let wrong = [
+            (
+                "POSTROUTING",
+                "DNAT --to-destination 1.2.3.4",
+                "DNAT changes where a new connection goes, before it is routed: use it in PREROUTING (arriving packets) or OUTPUT (locally sent ones)",
+            ),
+            (
+                "INPUT",
+                "DNAT --to-destination 1.2.3.4",
+                "DNAT changes where",
+            ),
+            (
+                "POSTROUTING",
+                "REDIRECT",
+                "REDIRECT sends a new connection to this host",
+            ),
+            (
+                "PREROUTING",
+                "SNAT --to-source 1.2.3.4",
+                "SNAT changes the source of a new connection once it is routed: use it in POSTROUTING",
+            ),
+            (
+                "OUTPUT",
+                "SNAT --to-source 1.2.3.4",
+                "SNAT changes the source",
+            ),
+            (
+                "PREROUTING",
+                "MASQUERADE",
+                "MASQUERADE takes the address of the interface a packet leaves through, which is known in POSTROUTING only",
+            ),
+            ("OUTPUT", "MASQUERADE", "MASQUERADE takes the address"),
+            ("INPUT", "MASQUERADE", "MASQUERADE takes the address"),
+        ];
+        for (chain, target, reason) in wrong {
+            let line = format!("-t nat -A {chain} -p tcp -j {target}");
+            let name = target.split(' ').next().unwrap();
+            assert_err(
+                &line,
+                &format!("-j {name} cannot be used in the nat {chain} chain: {reason}"),
+            );
+        }
+        rule("-t nat -A PREROUTING -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A OUTPUT -j DNAT --to-destination 1.2.3.4");
+        rule("-t nat -A OUTPUT -p tcp -j REDIRECT");
+        rule("-t nat -A POSTROUTING -j SNAT --to-source 1.2.3.4");
+        // User-defined chains take every target; what reaches them decides.
+        rule("-t nat -A MINE -j MASQUERADE");
+        rule("-t nat -A MINE -j DNAT --to-destination 1.2.3.4");
+    }
+
+    #[test]
+    fn nat_input_rules_are_not_supported() {
+        assert_eq!(
+            err("-t nat -A INPUT -j SNAT --to-source 1.2.3.4"),
+            "a rule in the nat table's INPUT chain is not supported yet; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of connections to this host is not implemented)"
+        );
+        assert_err(
+            "-t nat -I INPUT -j ACCEPT",
+            "nat table's INPUT chain is not supported",
+        );
+        assert_err(
+            "-t nat -R INPUT 1 -j ACCEPT",
+            "nat table's INPUT chain is not supported",
+        );
+        // Listing, flushing, its policy and looking for a rule are fine.
+        for line in [
+            "-t nat -L INPUT",
+            "-t nat -F INPUT",
+            "-t nat -P INPUT ACCEPT",
+            "-t nat -C INPUT -j ACCEPT",
+            "-t nat -D INPUT -j ACCEPT",
+            "-t nat -D INPUT 1",
+        ] {
+            parse_ok(line);
+        }
+    }
+
+    #[test]
+    fn nat_interfaces_per_chain() {
+        assert_eq!(
+            err("-t nat -A POSTROUTING -i eth0 -j MASQUERADE"),
+            "can't use -i with POSTROUTING: packets leaving the host have no input interface; use -o to match the interface they leave through"
+        );
+        assert_eq!(
+            err("-t nat -A PREROUTING -o eth0 -j DNAT --to 1.1.1.1"),
+            "can't use -o with PREROUTING: packets arriving at the host have no output interface yet; use -i to match the interface they arrive on"
+        );
+        assert_err(
+            "-t nat -A OUTPUT -i lo -j DNAT --to 1.1.1.1",
+            "can't use -i with OUTPUT",
+        );
+        assert_err(
+            "-t nat -A POSTROUTING -m mac --mac-source aa:bb:cc:dd:ee:ff -j MASQUERADE",
+            "can't use -m mac with POSTROUTING",
+        );
+        rule("-t nat -A PREROUTING -i eth0 -m mac --mac-source aa:bb:cc:dd:ee:ff -j ACCEPT");
+        rule("-t nat -A POSTROUTING -o eth0 -j MASQUERADE");
     }
 
     #[test]
