@@ -264,6 +264,10 @@ pub struct ChainConfig {
     /// after the last (an address in none of them has the default class);
     /// or [`ADDR_TRIE`] in the first byte: the LPM trie `ADDR_CLASSES`.
     pub addr_lengths: [[u8; MAX_ADDR_HASH_LENGTHS]; 2],
+    /// The chain number this chain's hashed prefixes are keyed by in
+    /// `ADDR_HASH` (see [`addr_hash_base`]): its own at compile time. Kept
+    /// with the configuration, so the key follows the chain's tables.
+    pub addr_table: u32,
 }
 
 /// Prefix lengths an address field may hash; a field naming more prefix
@@ -293,11 +297,12 @@ pub struct AddrSlot {
 }
 
 /// The key of prefix `addr/len` (`addr` in host byte order, masked) of
-/// address field `f` (`field::SRC` or `field::DST`) of `chain`, without
-/// the epoch: what the buckets are chosen by.
+/// address field `f` (`field::SRC` or `field::DST`) of the chain whose
+/// `ChainConfig::addr_table` is `table`, without the epoch: what the
+/// buckets are chosen by.
 #[inline(always)]
-pub const fn addr_hash_base(chain: u32, f: u32, len: u32, addr: u32) -> u64 {
-    addr as u64 | (len as u64) << 32 | (f as u64 & 1) << 38 | (chain as u64) << 39
+pub const fn addr_hash_base(table: u32, f: u32, len: u32, addr: u32) -> u64 {
+    addr as u64 | (len as u64) << 32 | (f as u64 & 1) << 38 | (table as u64 & 7) << 39
 }
 
 /// The stored key: the base with the generation's epoch on top. Entries of
@@ -705,9 +710,11 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(
             size_of::<ChainConfig>(),
-            16 + 4 * field::COUNT + 2 * MAX_ADDR_HASH_LENGTHS
+            16 + 4 * field::COUNT + 2 * MAX_ADDR_HASH_LENGTHS + 4
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
+        // Chain numbers fit the key's 3 bits (`addr_hash_base`).
+        assert!(chain::COUNT <= 8);
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);

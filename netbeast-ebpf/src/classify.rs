@@ -176,7 +176,7 @@ fn addr_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, addr: u3
             break;
         }
         let masked = a & (u32::MAX << ((32 - len as u32) & 31));
-        let base = addr_hash_base(chain, f as u32, len as u32, masked);
+        let base = addr_hash_base(cfg.addr_table, f as u32, len as u32, masked);
         if let Some(class) = hashed_class(generation, cfg.addr_epoch, base) {
             return Some(class);
         }

@@ -35,12 +35,12 @@ pub struct AddrHash {
 }
 
 impl AddrHash {
-    /// The class of `addr` for address field `f` of `chain`, probing as the
-    /// kernel does; `None` when no probed length holds it (the field's
-    /// default class applies).
+    /// The class of `addr` for address field `f` of the chain whose
+    /// `addr_table` is `table`, probing as the kernel does; `None` when no
+    /// probed length holds it (the field's default class applies).
     pub fn class(
         &self,
-        chain: u32,
+        table: u32,
         f: usize,
         lengths: &[u8; MAX_ADDR_HASH_LENGTHS],
         addr: Ipv4Addr,
@@ -50,7 +50,7 @@ impl AddrHash {
             .take_while(|&&len| len != 0)
             .find_map(|&len| {
                 let masked = u32::from(addr) & prefix_mask(len);
-                self.find(addr_hash_base(chain, f as u32, len.into(), masked))
+                self.find(addr_hash_base(table, f as u32, len.into(), masked))
             })
     }
 
@@ -129,6 +129,7 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
         undo: Vec::new(),
     };
     for (c, chain) in chains.iter_mut().enumerate() {
+        chain.config.addr_table = c as u32;
         for (i, f) in [field::SRC, field::DST].into_iter().enumerate() {
             chain.config.addr_lengths[i] = [0; MAX_ADDR_HASH_LENGTHS];
             if chain.config.fields_used & (1 << f) == 0 {

@@ -645,6 +645,7 @@ fn compile_chain(
             default_class,
             // Set for the whole ruleset by `addr_hash::build`.
             addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; 2],
+            addr_table: 0,
         },
         rules,
         addr_prefixes,
@@ -711,7 +712,7 @@ impl CompiledRuleset {
                     longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
                 } else {
                     self.addr_hash
-                        .class(chain, f, lengths, addr)
+                        .class(c.config.addr_table, f, lengths, addr)
                         .unwrap_or(default)
                 }
             }
