@@ -714,7 +714,7 @@ mod tests {
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
         // Chain numbers fit the key's 3 bits (`addr_hash_base`).
-        assert!(chain::COUNT <= 8);
+        const { assert!(chain::COUNT <= 8) };
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);
@@ -726,8 +726,8 @@ mod tests {
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET_BUSY as usize + 1);
         assert_eq!(size_of::<NatTarget>(), 16);
-        assert!(SUMMARY_WORDS * 64 == RULE_WORDS);
-        assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE);
+        const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
+        const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
         assert_eq!(size_of::<ClassHeader>(), 64);
         assert_eq!(MAX_CLASS_WORDS as usize % CLASS_WORD_CHUNK, 0);
         // The last user-chain counter of the last generation, reached from
