@@ -206,7 +206,8 @@ pub mod stats {
     /// New connections whose source was translated (SNAT, MASQUERADE).
     pub const NAT_SNAT: u32 = 20;
     /// New connections dropped because no source port of the range was
-    /// free (or the nat index refused the binding).
+    /// free (or the nat index refused the binding), or MASQUERADE found no
+    /// address on the interface they leave by.
     pub const NAT_EXHAUSTED: u32 = 21;
     /// Sockets translated by `-t nat OUTPUT` (connect, sendmsg).
     pub const NAT_SOCKET: u32 = 22;

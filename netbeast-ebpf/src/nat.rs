@@ -436,7 +436,7 @@ fn nat_rule(generation: u32, verdict: &Verdict, wanted: [u32; 2]) -> Option<(u32
 
 /// A value of `first..=last` picked by `hash`.
 #[inline(always)]
-fn pick(first: u32, last: u32, hash: u32) -> u32 {
+pub fn pick(first: u32, last: u32, hash: u32) -> u32 {
     // In u64 so that the span of 0..=u32::MAX is not zero; a zero check
     // the compiler can see, so no panic path reaches the verifier.
     let span = (last as u64).saturating_sub(first as u64) + 1;
@@ -528,7 +528,10 @@ pub fn postrouting(generation: u32, verdict: &Verdict, out_ifindex: u32) -> bool
         match iface_addr(out_ifindex) {
             Some(a) => a,
             // No address to masquerade with: iptables drops.
-            None => return false,
+            None => {
+                bump(stats::NAT_EXHAUSTED);
+                return false;
+            }
         }
     } else if to.flags & nat_flags::ADDR != 0 {
         pick(to.addr_first, to.addr_last, hash).to_be()

@@ -46,7 +46,7 @@ use netbeast_common::{RuleAction, chain, ct_state, nat_flags, nat_target_index, 
 
 use crate::{
     classify::{Active, Keys, SearchState, Verdict, classify_in},
-    nat::NAT_TARGETS,
+    nat::{NAT_TARGETS, pick},
     route::LOCAL_ADDRS,
     stats::bump,
 };
@@ -160,16 +160,6 @@ fn write_addr(sa: *mut bpf_sock_addr, ip: u32, port: u16) {
         core::ptr::write_volatile(&mut (*sa).user_ip4, ip);
         core::ptr::write_volatile(&mut (*sa).user_port, port.to_be() as u32);
     }
-}
-
-/// `first..=last` (host order), one value picked by `hash`.
-#[inline(always)]
-fn pick(first: u32, last: u32, hash: u32) -> u32 {
-    if last <= first {
-        return first;
-    }
-    let count = (last - first) as u64 + 1;
-    first + (hash as u64 % count) as u32
 }
 
 #[inline(always)]

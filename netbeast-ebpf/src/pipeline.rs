@@ -220,6 +220,21 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
 /// and a TCP header.
 const EGRESS_PULL: usize = 14 + 60 + 20;
 
+/// Big packets of the host (GSO, paged) keep only part of their headers
+/// in the linear area: pulls in what the parser reads. Returns the linear
+/// window and the whole frame's length.
+#[inline(always)]
+fn pull_headers(ctx: &TcContext) -> (usize, usize, usize) {
+    let frame_len = ctx.len() as usize;
+    let want = if frame_len < EGRESS_PULL {
+        frame_len
+    } else {
+        EGRESS_PULL
+    };
+    let _ = ctx.pull_data(want as u32);
+    (ctx.data(), ctx.data_end(), frame_len)
+}
+
 /// TC egress: only locally generated packets are OUTPUT's; forwarded ones
 /// (they came in on an interface) were filtered by FORWARD at ingress.
 #[inline(always)]
@@ -235,16 +250,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
         }
         return TC_ACT_OK;
     }
-    // Big packets of the host (GSO, paged) keep only part of their headers
-    // in the linear area: pull in what the parser reads.
-    let frame_len = ctx.len() as usize;
-    let want = if frame_len < EGRESS_PULL {
-        frame_len
-    } else {
-        EGRESS_PULL
-    };
-    let _ = ctx.pull_data(want as u32);
-    let (start, end) = (ctx.data(), ctx.data_end());
+    let (start, end, frame_len) = pull_headers(ctx);
     let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
         return TC_ACT_OK;
     };
@@ -315,14 +321,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
 /// (its destination half was done at XDP ingress).
 #[inline(never)]
 fn forwarded_source_nat(ctx: &TcContext) {
-    let frame_len = ctx.len() as usize;
-    let want = if frame_len < EGRESS_PULL {
-        frame_len
-    } else {
-        EGRESS_PULL
-    };
-    let _ = ctx.pull_data(want as u32);
-    let (start, end) = (ctx.data(), ctx.data_end());
+    let (start, end, frame_len) = pull_headers(ctx);
     let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
         return;
     };
