@@ -130,6 +130,11 @@ pub struct Tracking {
     /// The connection's key (its original tuple's).
     pub key: CtKey,
     pub entry: CtEntry,
+    /// Set when `key` came from `CT_NAT_INDEX` for the packet's own key
+    /// `wire`: `lookup` then takes the connection only if it still has that
+    /// key, before accounting the packet to it.
+    via_index: u32,
+    wire: CtKey,
 }
 
 #[map]
@@ -299,6 +304,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
     }
     let key = flow.key();
     t.key = key;
+    t.via_index = 0;
     let state = lookup(t, pkt, &flow);
     if state != NOT_FOUND {
         return state;
@@ -307,15 +313,11 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         // SAFETY: copied out at once.
         if let Some(connection) = unsafe { CT_NAT_INDEX.get(&key) } {
             t.key = *connection;
+            t.via_index = 1;
+            t.wire = key;
             let state = lookup(t, pkt, &flow);
             if state != NOT_FOUND {
-                let translated = t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0;
-                if translated && (reply_key(&t.entry) == key || mid_key(&t.entry) == key) {
-                    return state;
-                }
-                // The connection behind that key is another one now.
-                t.found = 0;
-                let _ = CT_NAT_INDEX.remove(&key);
+                return state;
             }
         }
     }
@@ -367,6 +369,9 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
     if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
+        if t.via_index != 0 && !has_key(e, &t.wire) {
+            return stale_index(&t.wire);
+        }
         if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
             if !reopens(e, pkt) {
                 bump(stats::CT_EXPIRED);
@@ -383,6 +388,9 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
     if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
+        if t.via_index != 0 && !has_key(e, &t.wire) {
+            return stale_index(&t.wire);
+        }
         if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
             if !reopens(e, pkt) {
                 bump(stats::CT_EXPIRED);
@@ -422,6 +430,22 @@ fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
     }
     t.found = 1;
     t.reply = reply as u32;
+}
+
+/// True when translated connection `e` appears on the wire under `key`
+/// (its reply tuple, or the half-translated one).
+#[inline(always)]
+fn has_key(e: &CtEntry, key: &CtKey) -> bool {
+    e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
+        && (reply_key(e) == *key || mid_key(e) == *key)
+}
+
+/// An index entry whose connection went (evicted) and whose key another
+/// connection took since: dropped, and the packet has no connection.
+#[inline(always)]
+fn stale_index(key: &CtKey) -> u32 {
+    let _ = CT_NAT_INDEX.remove(key);
+    NOT_FOUND
 }
 
 /// Removes the NAT index entries of a connection that is going away.
