@@ -1061,6 +1061,80 @@ impl LanForward {
             )
         })
     }
+
+    /// Public port 80 serves TCP from `client_port` and UDP from the port
+    /// after it: the server sees `seen(port)` as the client, data goes both
+    /// ways (on the fast path when it is on), conntrack shows both tuples.
+    fn check_service(&self, client_port: u16, seen: fn(u16) -> SocketAddrV4, what: &str) {
+        let fast_before = fast_path_count(&self.firewall, &self.router);
+        let (mut stream, peer) = self.connect(client_port, 80);
+        assert_eq!(
+            peer,
+            seen(client_port),
+            "the LAN server's view of the {what} TCP client\n{}",
+            self.diagnostics()
+        );
+        roundtrip(&mut stream, &vec![5; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "data over the {what} TCP connection: {e}\n{}",
+                self.diagnostics()
+            )
+        });
+        assert_forwarding_path(&self.firewall, &self.router, fast_before, 100, || {
+            self.diagnostics()
+        });
+        assert_tracked(
+            &self.firewall,
+            &self.router,
+            "tcp",
+            Tuple::new(outside(client_port), public(80)),
+            Tuple::new(lan_server(SERVICE_PORT), seen(client_port)),
+        );
+        let udp_port = client_port + 1;
+        let flow = udp_socket(&self.client, outside(udp_port), public(80));
+        let udp_seen = self.udp(&flow, what.as_bytes());
+        assert_eq!(
+            udp_seen,
+            seen(udp_port),
+            "the LAN server's view of the {what} UDP client\n{}",
+            self.diagnostics()
+        );
+        assert_eq!(self.udp(&flow, b"again"), udp_seen);
+        assert_tracked(
+            &self.firewall,
+            &self.router,
+            "udp",
+            Tuple::new(outside(udp_port), public(80)),
+            Tuple::new(lan_server(SERVICE_PORT), seen(udp_port)),
+        );
+    }
+
+    /// Public port 81 leads to a LAN port where nothing listens: the
+    /// server's reset and port unreachable come back translated, so the
+    /// client's kernel takes them (as from the public address).
+    fn check_closed_port(&self, client_port: u16, what: &str) {
+        let outcome = refused_or_lost(&self.client, outside(client_port), public(81));
+        assert_eq!(
+            outcome,
+            Reset,
+            "TCP to {what} where nothing listens\n{}",
+            self.diagnostics()
+        );
+        let outcome = udp_exchange_from(
+            &self.client,
+            outside(client_port),
+            public(81),
+            b"anyone?",
+            CONNECT_TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(
+            outcome,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
+            "UDP to {what} where nothing listens\n{}",
+            self.diagnostics()
+        );
+    }
 }
 
 fn outside(port: u16) -> SocketAddrV4 {
@@ -1148,70 +1222,9 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
     net.forward_port(80, SERVICE_PORT);
     net.forward_port(81, CLOSED_SERVICE_PORT);
 
-    let fast_before = fast_path_count(&net.firewall, &net.router);
-    let (mut stream, seen) = net.connect(44001, 80);
-    assert_eq!(
-        seen,
-        outside(44001),
-        "the LAN server must see the client itself\n{}",
-        net.diagnostics()
-    );
-    roundtrip(&mut stream, &vec![5; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
-        panic!(
-            "data over the forwarded TCP connection: {e}\n{}",
-            net.diagnostics()
-        )
-    });
-    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
-        net.diagnostics()
-    });
-    assert_tracked(
-        &net.firewall,
-        &net.router,
-        "tcp",
-        Tuple::new(outside(44001), public(80)),
-        Tuple::new(lan_server(SERVICE_PORT), outside(44001)),
-    );
-
-    let flow = udp_socket(&net.client, outside(44002), public(80));
-    let udp_seen = net.udp(&flow, b"forwarded");
-    assert_eq!(
-        udp_seen,
-        outside(44002),
-        "the LAN server must see the UDP client itself"
-    );
-    assert_eq!(net.udp(&flow, b"again"), udp_seen);
-    assert_tracked(
-        &net.firewall,
-        &net.router,
-        "udp",
-        Tuple::new(outside(44002), public(80)),
-        Tuple::new(lan_server(SERVICE_PORT), outside(44002)),
-    );
-
-    // The LAN server's reset and port unreachable come from 192.168.0.4:8181;
-    // the client's kernel takes them only as from 203.0.113.1:81.
-    let outcome = refused_or_lost(&net.client, outside(44003), public(81));
-    assert_eq!(
-        outcome,
-        Reset,
-        "TCP to a forwarded port where nothing listens\n{}",
-        net.diagnostics()
-    );
-    let outcome = udp_exchange_from(
-        &net.client,
-        outside(44003),
-        public(81),
-        b"anyone?",
-        CONNECT_TIMEOUT,
-    )
-    .unwrap();
-    assert_eq!(
-        outcome,
-        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
-        "UDP to a forwarded port where nothing listens\n{}",
-        net.diagnostics()
-    );
+    // The server sees the client itself.
+    net.check_service(44001, outside, "forwarded");
+    net.check_closed_port(44003, "a forwarded port");
 }
 
 // DNAT and SNAT on one connection: the LAN server has no route to the
@@ -1246,73 +1259,14 @@ fn double_nat(firewall: Firewall) {
     net.iptables(&format!(
         "-t nat -A POSTROUTING -o {ROUTER_LAN_IFACE} -j MASQUERADE"
     ));
-    let fast_before = fast_path_count(&net.firewall, &net.router);
-    let (mut stream, seen) = net.connect(44101, 80);
-    assert_eq!(
-        seen,
-        lan_gateway(44101),
-        "the LAN server must see the router's LAN address and the client's port\n{}",
-        net.diagnostics()
-    );
-    roundtrip(&mut stream, &vec![6; TRANSFER], TRANSFER_TIMEOUT).unwrap_or_else(|e| {
-        panic!(
-            "data over the doubly translated TCP connection: {e}\n{}",
-            net.diagnostics()
-        )
-    });
-    assert_forwarding_path(&net.firewall, &net.router, fast_before, 100, || {
-        net.diagnostics()
-    });
-    assert_tracked(
-        &net.firewall,
-        &net.router,
-        "tcp",
-        Tuple::new(outside(44101), public(80)),
-        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44101)),
-    );
-
-    let flow = udp_socket(&net.client, outside(44102), public(80));
-    let udp_seen = net.udp(&flow, b"both ways");
-    assert_eq!(
-        udp_seen,
-        lan_gateway(44102),
-        "the LAN server must see the router's LAN address as the UDP client\n{}",
-        net.diagnostics()
-    );
-    assert_eq!(net.udp(&flow, b"again"), udp_seen);
-    assert_tracked(
-        &net.firewall,
-        &net.router,
-        "udp",
-        Tuple::new(outside(44102), public(80)),
-        Tuple::new(lan_server(SERVICE_PORT), lan_gateway(44102)),
-    );
-
-    // The server's reset and port unreachable for a forwarded port where
-    // nothing listens go to the router's LAN address, about a packet from
-    // it: both halves of the translation are undone on the way back.
+    // The server sees the router's LAN address, with the client's port
+    // (free there).
+    net.check_service(44101, lan_gateway, "doubly translated");
+    // The server's reset and port unreachable go to the router's LAN
+    // address, about a packet from it: both halves of the translation are
+    // undone on the way back.
     net.forward_port(81, CLOSED_SERVICE_PORT);
-    let outcome = refused_or_lost(&net.client, outside(44103), public(81));
-    assert_eq!(
-        outcome,
-        Reset,
-        "TCP to a doubly translated port where nothing listens\n{}",
-        net.diagnostics()
-    );
-    let outcome = udp_exchange_from(
-        &net.client,
-        outside(44103),
-        public(81),
-        b"anyone?",
-        CONNECT_TIMEOUT,
-    )
-    .unwrap();
-    assert_eq!(
-        outcome,
-        UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE)),
-        "UDP to a doubly translated port where nothing listens\n{}",
-        net.diagnostics()
-    );
+    net.check_closed_port(44103, "a doubly translated port");
 }
 
 /// Empties the connection table of `ns`: `netbeast conntrack -F`, or
