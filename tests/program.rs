@@ -2198,16 +2198,7 @@ fn truncated_and_corrupted_frames_never_abort() {
         for rules in rulesets {
             h.apply(rules);
             for frame in &frames {
-                let mut variants: Vec<Vec<u8>> =
-                    (14..frame.len()).map(|n| frame[..n].to_vec()).collect();
-                for at in 12..frame.len() {
-                    for flip in [0x01u8, 0x0f, 0x80, 0xff] {
-                        let mut f = frame.clone();
-                        f[at] ^= flip;
-                        variants.push(f);
-                    }
-                }
-                for input in variants {
+                for input in corruptions(frame) {
                     runs += 1;
                     let (action, out) = h.run(&input, 0);
                     let problem = match action {
@@ -2228,13 +2219,31 @@ fn truncated_and_corrupted_frames_never_abort() {
             }
         }
         assert!(runs > 1000);
-        assert!(
-            problems.is_empty(),
-            "{} of {runs} runs went wrong:\n{}",
-            problems.len(),
-            problems.join("\n")
-        );
+        assert_no_problems(runs, &problems);
     });
+}
+
+/// Every truncation of `frame` past the Ethernet header, and every byte
+/// from the EtherType on with some bits flipped.
+fn corruptions(frame: &[u8]) -> Vec<Vec<u8>> {
+    let mut variants: Vec<Vec<u8>> = (14..frame.len()).map(|n| frame[..n].to_vec()).collect();
+    for at in 12..frame.len() {
+        for flip in [0x01u8, 0x0f, 0x80, 0xff] {
+            let mut f = frame.to_vec();
+            f[at] ^= flip;
+            variants.push(f);
+        }
+    }
+    variants
+}
+
+fn assert_no_problems(runs: usize, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{} of {runs} runs went wrong:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 /// An XDP_TX reply to any input: well formed, correct checksums, addressed
@@ -2896,17 +2905,9 @@ fn nat_on_truncated_and_corrupted_frames() {
         let mut runs = 0;
         let mut problems = Vec::new();
         for frame in &frames {
-            let mut variants: Vec<Vec<u8>> =
-                (14..frame.len()).map(|n| frame[..n].to_vec()).collect();
-            for at in 12..frame.len() {
-                for flip in [0x01u8, 0x0f, 0x80, 0xff] {
-                    let mut f = frame.clone();
-                    f[at] ^= flip;
-                    variants.push(f);
-                }
-            }
             // Each frame once unchanged first, so later variants meet a
             // translated connection.
+            let mut variants = corruptions(frame);
             variants.insert(0, frame.clone());
             for input in variants {
                 runs += 1;
@@ -2936,12 +2937,7 @@ fn nat_on_truncated_and_corrupted_frames() {
             }
         }
         assert!(runs > 500);
-        assert!(
-            problems.is_empty(),
-            "{} of {runs} runs went wrong:\n{}",
-            problems.len(),
-            problems.join("\n")
-        );
+        assert_no_problems(runs, &problems);
         assert!(
             h.stats()[stats::NAT_DNAT as usize] > 0,
             "the fuzzed frames went through DNAT"
