@@ -368,53 +368,68 @@ fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
     let now = now_ns();
     if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
-        let e = unsafe { &mut *e };
-        if t.via_index != 0 && !has_key(e, &t.wire) {
-            return stale_index(&t.wire);
-        }
-        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
-            if !reopens(e, pkt) {
-                bump(stats::CT_EXPIRED);
+        match meet(t, unsafe { &mut *e }, pkt, flow, now) {
+            Met::Stale => return stale_index(&t.wire),
+            Met::Gone => {
+                let _ = CT_ESTABLISHED.remove(&key);
             }
-            forget_translation(&key, e);
-            let _ = CT_ESTABLISHED.remove(&key);
-        } else {
-            let reply = is_reply(e, flow);
-            account(e, pkt, reply, now);
-            found(t, e, reply);
-            return ct_state::ESTABLISHED;
+            Met::Live(_) => return ct_state::ESTABLISHED,
         }
     }
     if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
-        if t.via_index != 0 && !has_key(e, &t.wire) {
-            return stale_index(&t.wire);
-        }
-        if now.saturating_sub(e.last_seen_ns) > timeout_ns(e) || reopens(e, pkt) {
-            if !reopens(e, pkt) {
-                bump(stats::CT_EXPIRED);
-            }
-            forget_translation(&key, e);
-            let _ = CT_UNREPLIED.remove(&key);
-        } else {
-            let reply = is_reply(e, flow);
-            account(e, pkt, reply, now);
-            found(t, e, reply);
-            if !reply {
-                return ct_state::NEW;
-            }
-            // Straight from the map value: no copy on the stack.
-            if CT_ESTABLISHED.insert(&key, &*e, 0).is_err() {
-                bump(stats::CT_INSERT_FAILED);
-            } else {
+        match meet(t, e, pkt, flow, now) {
+            Met::Stale => return stale_index(&t.wire),
+            Met::Gone => {
                 let _ = CT_UNREPLIED.remove(&key);
-                bump(stats::CT_ESTABLISHED);
             }
-            return ct_state::ESTABLISHED;
+            Met::Live(false) => return ct_state::NEW,
+            Met::Live(true) => {
+                // The first reply: straight from the map value, no copy on
+                // the stack.
+                if CT_ESTABLISHED.insert(&key, &*e, 0).is_err() {
+                    bump(stats::CT_INSERT_FAILED);
+                } else {
+                    let _ = CT_UNREPLIED.remove(&key);
+                    bump(stats::CT_ESTABLISHED);
+                }
+                return ct_state::ESTABLISHED;
+            }
         }
     }
     NOT_FOUND
+}
+
+/// What `meet` made of a connection found in a table.
+enum Met {
+    /// Reached through a NAT index entry it no longer has.
+    Stale,
+    /// Expired, or closed and reopened by this SYN: to be removed (its NAT
+    /// index entries are already).
+    Gone,
+    /// The packet's connection, accounted; `true` for the reply direction.
+    Live(bool),
+}
+
+/// The checks and accounting common to both tables.
+#[inline(always)]
+fn meet(t: &mut Tracking, e: &mut CtEntry, pkt: &Packet, flow: &Flow, now: u64) -> Met {
+    if t.via_index != 0 && !has_key(e, &t.wire) {
+        return Met::Stale;
+    }
+    let reopened = reopens(e, pkt);
+    if reopened || now.saturating_sub(e.last_seen_ns) > timeout_ns(e) {
+        if !reopened {
+            bump(stats::CT_EXPIRED);
+        }
+        forget_translation(&t.key, e);
+        return Met::Gone;
+    }
+    let reply = is_reply(e, flow);
+    account(e, pkt, reply, now);
+    found(t, e, reply);
+    Met::Live(reply)
 }
 
 /// Leaves the packet's connection for NAT: a copy of a translated one;
@@ -494,25 +509,39 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
         let _ = related(pkt, start, end, true, t);
         return;
     }
-    let key = flow.key();
-    // SAFETY: copied out at once.
-    let connection = match unsafe { CT_NAT_INDEX.get(&key) } {
-        Some(k) => *k,
-        None => key,
-    };
-    let e = match CT_ESTABLISHED.get_ptr(&connection) {
-        Some(e) => e,
-        None => match CT_UNREPLIED.get_ptr(&connection) {
-            Some(e) => e,
-            None => return,
-        },
+    if copy_connection(t, &flow.key(), true) {
+        t.reply = is_reply(&t.entry, &flow) as u32;
+    }
+}
+
+/// Copies the connection a packet's key `key` belongs to into `t` (key,
+/// entry, `found`), without accounting: the one under `key`, or, with
+/// `nat`, the one the NAT index names for it. False when there is none.
+#[inline(always)]
+fn copy_connection(t: &mut Tracking, key: &CtKey, nat: bool) -> bool {
+    let mut connection = *key;
+    let mut e = CT_ESTABLISHED.get_ptr(&connection);
+    if e.is_none() {
+        e = CT_UNREPLIED.get_ptr(&connection);
+    }
+    if e.is_none() && nat {
+        // SAFETY: copied out at once.
+        if let Some(k) = unsafe { CT_NAT_INDEX.get(key) } {
+            connection = *k;
+            e = CT_ESTABLISHED.get_ptr(&connection);
+            if e.is_none() {
+                e = CT_UNREPLIED.get_ptr(&connection);
+            }
+        }
+    }
+    let Some(e) = e else {
+        return false;
     };
     // SAFETY: map value, valid for this program run.
-    let e = unsafe { &*e };
-    t.entry = *e;
+    t.entry = unsafe { *e };
     t.key = connection;
-    t.reply = is_reply(e, &flow) as u32;
     t.found = 1;
+    true
 }
 
 /// Records the connection of an accepted NEW packet (iptables confirms a
@@ -584,37 +613,12 @@ fn related(pkt: &Packet, start: usize, end: usize, nat: bool, t: &mut Tracking) 
         dport,
         protocol,
     };
-    let key = quoted.key();
-    // The connection: under the quoted packet's key, or, translated, the
-    // key the NAT index gives for it.
-    let connection = if exists(&key) {
-        key
-    } else if nat {
-        // SAFETY: copied out at once.
-        match unsafe { CT_NAT_INDEX.get(&key) } {
-            Some(k) => *k,
-            None => key,
-        }
-    } else {
-        key
-    };
-    let e = match CT_ESTABLISHED.get_ptr(&connection) {
-        Some(e) => e,
-        None => match CT_UNREPLIED.get_ptr(&connection) {
-            Some(e) => e,
-            None => {
-                return ct_state::INVALID;
-            }
-        },
-    };
-    // SAFETY: map value, valid for this program run.
-    let e = unsafe { &*e };
+    if !copy_connection(t, &quoted.key(), nat) {
+        return ct_state::INVALID;
+    }
     // NAT translates the error as a packet going the other way than the
     // one it quotes.
-    t.entry = *e;
-    t.key = connection;
-    t.reply = quotes_original(e, &quoted) as u32;
-    t.found = 1;
+    t.reply = quotes_original(&t.entry, &quoted) as u32;
     ct_state::RELATED
 }
 
