@@ -166,7 +166,9 @@ pub mod reject {
 
 /// Indexes of the global per-CPU `STATS` array.
 pub mod stats {
-    /// Every packet seen by the XDP program.
+    /// Every packet seen by the XDP program. Not counted by the kernel:
+    /// the sum of [`INGRESS_OUTCOMES`], one of which every packet bumps
+    /// (userspace adds them up), so the hot path pays one counter, not two.
     pub const PACKETS: u32 = 0;
     /// Not IPv4 (IPv6, ARP, ...): passed untouched.
     pub const NOT_IPV4: u32 = 1;
@@ -214,10 +216,16 @@ pub mod stats {
     /// Sockets left untranslated because `SOCK_SEARCH_ENTRIES` sockets were
     /// being classified at that moment.
     pub const NAT_SOCKET_BUSY: u32 = 23;
-    pub const COUNT: u32 = 24;
+    /// IPv4 packets left to the kernel before any chain: no route, or a
+    /// TTL that expires here (the kernel drops them or sends an ICMP error).
+    pub const KERNEL_ROUTED: u32 = 24;
+    pub const COUNT: u32 = 25;
+
+    /// Where an XDP packet went: each packet bumps exactly one of these.
+    pub const INGRESS_OUTCOMES: [u32; 5] = [NOT_IPV4, MALFORMED, INPUT, FORWARD, KERNEL_ROUTED];
 
     /// Names in index order, for `netbeast stats`.
-    pub const NAMES: [&str; 24] = [
+    pub const NAMES: [&str; 25] = [
         "packets",
         "not_ipv4",
         "malformed",
@@ -242,6 +250,7 @@ pub mod stats {
         "nat_exhausted",
         "nat_socket",
         "nat_socket_busy",
+        "kernel_routed",
     ];
 }
 

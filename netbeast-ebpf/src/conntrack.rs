@@ -167,21 +167,21 @@ pub fn is_icmp_error(t: u32) -> bool {
 /// register is at hand, and the verifier then sees pointer arithmetic.)
 #[inline(always)]
 fn flow_of(pkt: &Packet) -> (Flow, bool) {
-    let ports = matches!(pkt.protocol, IPPROTO_TCP | IPPROTO_UDP);
-    let icmp = pkt.protocol == IPPROTO_ICMP;
+    let ports = matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP);
+    let icmp = pkt.keys.protocol == IPPROTO_ICMP;
     let (sport, dport) = if ports {
-        (pkt.l4a as u16, pkt.l4b as u16)
+        (pkt.keys.l4a as u16, pkt.keys.l4b as u16)
     } else if icmp {
         (pkt.icmp_id, pkt.icmp_id)
     } else {
         (0, 0)
     };
     let flow = Flow {
-        src: pkt.src,
-        dst: pkt.dst,
+        src: pkt.keys.src,
+        dst: pkt.keys.dst,
         sport,
         dport,
-        protocol: pkt.protocol,
+        protocol: pkt.keys.protocol,
     };
     (flow, pkt.l4_complete || !(ports || icmp))
 }
@@ -244,7 +244,7 @@ fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
     e.packets[d] += 1;
     e.bytes[d] += pkt.total_len as u64;
     e.last_seen_ns = now;
-    if pkt.protocol == IPPROTO_TCP {
+    if pkt.keys.protocol == IPPROTO_TCP {
         tcp_step(e, pkt.tcp_flags, reply);
     }
 }
@@ -252,7 +252,7 @@ fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
 /// A new TCP SYN on a closed connection starts it over, as netfilter does.
 #[inline(always)]
 fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
-    pkt.protocol == IPPROTO_TCP
+    pkt.keys.protocol == IPPROTO_TCP
         && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
         && (e.tcp_state == tcp_state::CLOSE || e.tcp_state == tcp_state::TIME_WAIT)
 }
@@ -293,7 +293,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
-    if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
+    if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
         let state = related(pkt, start, end, nat, t);
         bump(if state == ct_state::RELATED {
             stats::CT_RELATED
@@ -322,10 +322,10 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         }
     }
     // No connection: only packets that can open one are NEW.
-    let opens = match pkt.protocol {
+    let opens = match pkt.keys.protocol {
         IPPROTO_TCP => pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
         // Echo, timestamp, information and address-mask requests.
-        IPPROTO_ICMP => matches!(pkt.l4a, 8 | 13 | 15 | 17),
+        IPPROTO_ICMP => matches!(pkt.keys.l4a, 8 | 13 | 15 | 17),
         _ => true,
     };
     if !opens {
@@ -340,7 +340,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         orig_sport: flow.sport,
         orig_dport: flow.dport,
         protocol: flow.protocol,
-        tcp_state: if pkt.protocol == IPPROTO_TCP {
+        tcp_state: if pkt.keys.protocol == IPPROTO_TCP {
             tcp_state::SYN_SENT
         } else {
             tcp_state::NONE
@@ -504,7 +504,7 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
     if !complete {
         return;
     }
-    if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
+    if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
         // Counted as RELATED (or INVALID) at ingress already.
         let _ = related(pkt, start, end, true, t);
         return;

@@ -233,14 +233,14 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
     let Some((addr, port)) = rewrite_of(t, side) else {
         return;
     };
-    if pkt.protocol == IPPROTO_ICMP && is_icmp_error(pkt.l4a) {
+    if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
         icmp_error(frame, pkt, side, addr, port);
         return;
     }
     let l3 = pkt.l2_len();
     let l4 = l3 + pkt.ip_header_len();
-    let ports = matches!(pkt.protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
-    let l4sum = match pkt.protocol {
+    let ports = matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
+    let l4sum = match pkt.keys.protocol {
         IPPROTO_TCP if pkt.l4_complete => L4Checksum {
             offset: l4 + 16,
             udp: false,
@@ -255,8 +255,8 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
         },
     };
     let (old_addr, addr_at, old_port, port_at) = match side {
-        Side::Destination => (pkt.dst, l3 + 16, pkt.l4b, l4 + 2),
-        Side::Source => (pkt.src, l3 + 12, pkt.l4a, l4),
+        Side::Destination => (pkt.keys.dst, l3 + 16, pkt.keys.l4b, l4 + 2),
+        Side::Source => (pkt.keys.src, l3 + 12, pkt.keys.l4a, l4),
     };
     if addr != old_addr {
         frame.set_addr(addr_at, l3 + 10, l4sum, old_addr, addr);
@@ -266,15 +266,15 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
     }
     match side {
         Side::Destination => {
-            pkt.dst = addr;
+            pkt.keys.dst = addr;
             if ports {
-                pkt.l4b = port as u32;
+                pkt.keys.l4b = port as u32;
             }
         }
         Side::Source => {
-            pkt.src = addr;
+            pkt.keys.src = addr;
             if ports {
-                pkt.l4a = port as u32;
+                pkt.keys.l4a = port as u32;
             }
         }
     }
@@ -339,9 +339,9 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
         patch_check(start, end, l3 + 10, words(outer_old), words(addr), false);
     }
     if destination {
-        pkt.dst = addr;
+        pkt.keys.dst = addr;
     } else {
-        pkt.src = addr;
+        pkt.keys.src = addr;
     }
     // Quoted header: its source when the error's destination changes.
     let Some(ihl) = load::<u8>(start, end, inner) else {

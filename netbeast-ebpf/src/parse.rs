@@ -2,7 +2,10 @@
 //! options and fragments), and the first bytes of TCP, UDP and ICMP. Every
 //! access goes through `load`, which checks it against the packet end.
 
-use netbeast_common::{L4_FRAGMENT, L4_NONE};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, ct_state};
+
+use crate::classify::Keys;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -68,38 +71,43 @@ impl Packet {
 /// What the pipeline needs to know about an IPv4 packet.
 #[derive(Clone, Copy)]
 pub struct Packet {
+    /// The classifier's keys, parsed in place: a chain runs on them with no
+    /// copy (the interfaces and the connection state are set per chain).
+    /// Addresses as they sit in the packet (network byte order); `l4a` and
+    /// `l4b` are ports, ICMP type/code, or `L4_NONE`/`L4_FRAGMENT`.
+    pub keys: Keys,
     /// Offset of the IPv4 header from the start of the frame.
     pub l3: usize,
     /// IHL in bytes.
     pub header_len: usize,
     /// IPv4 total length: what iptables counts as the packet's bytes.
     pub total_len: usize,
-    /// Addresses as they sit in the packet (network byte order).
-    pub src: u32,
-    pub dst: u32,
-    pub protocol: u8,
     pub tos: u8,
     pub ttl: u8,
     pub fragment: bool,
-    /// Classifier keys: ports, ICMP type/code, or `L4_NONE`/`L4_FRAGMENT`.
-    pub l4a: u32,
-    pub l4b: u32,
     /// The whole fixed L4 header (TCP 20, UDP 8, ICMP 8 bytes) is present.
     pub l4_complete: bool,
     /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) when complete.
     pub tcp_flags: u8,
     /// ICMP identifier (echo, timestamp...) when complete.
     pub icmp_id: u16,
-    /// As `Keys::mac`: the 6 bytes in the low bytes of a little-endian word.
-    pub src_mac: u64,
 }
+
+/// The parsed packet of the current program run, written by the parser in
+/// place. Parsing knows a lot about the packet on each of its paths
+/// (protocol 6 here, a complete header there); read back from a map, those
+/// facts are forgotten, so the verifier checks what follows once instead of
+/// once per parsing path.
+#[map]
+static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 pub enum Parsed {
     /// IPv6, ARP, anything that is not IPv4: passed untouched.
     NotIpv4,
     /// A frame or IPv4 header that cannot be trusted.
     Malformed,
-    Ipv4(Packet),
+    /// The per-CPU packet slot, valid until the program run ends.
+    Ipv4(&'static mut Packet),
 }
 
 /// Reads a `u16` at `p` as the packet has it (network byte order kept).
@@ -200,38 +208,46 @@ fn parse_ipv4(
     if header_len > 60 || total_len < header_len || l3 + total_len > frame_len {
         return Parsed::Malformed;
     }
+    let Some(slot) = PACKET.get_ptr_mut(0) else {
+        return Parsed::Malformed;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let pkt = unsafe { &mut *slot };
     // SAFETY: as above; the 14 bytes at eth are inside the packet too.
-    let (fragment, protocol, mut pkt) = unsafe {
+    let (fragment, protocol) = unsafe {
         let fragment = u16::from_be(read16(ip + 6)) & 0x1fff != 0;
         let protocol = *((ip + 9) as *const u8);
-        let pkt = Packet {
+        *pkt = Packet {
+            keys: Keys {
+                src: read32(ip + 12),
+                dst: read32(ip + 16),
+                protocol,
+                l4a: if fragment { L4_FRAGMENT } else { L4_NONE },
+                l4b: if fragment { L4_FRAGMENT } else { L4_NONE },
+                in_ifindex: 0,
+                out_ifindex: 0,
+                mac: if mac {
+                    read16(eth + 6) as u64
+                        | (read16(eth + 8) as u64) << 16
+                        | (read16(eth + 10) as u64) << 32
+                } else {
+                    0
+                },
+                ct_state: ct_state::UNTRACKED,
+            },
             l3,
             header_len,
             total_len,
-            src: read32(ip + 12),
-            dst: read32(ip + 16),
-            protocol,
             tos: *((ip + 1) as *const u8),
             ttl: *((ip + 8) as *const u8),
             fragment,
-            l4a: L4_NONE,
-            l4b: L4_NONE,
             l4_complete: false,
             tcp_flags: 0,
             icmp_id: 0,
-            src_mac: if mac {
-                read16(eth + 6) as u64
-                    | (read16(eth + 8) as u64) << 16
-                    | (read16(eth + 10) as u64) << 32
-            } else {
-                0
-            },
         };
-        (fragment, protocol, pkt)
+        (fragment, protocol)
     };
     if fragment {
-        pkt.l4a = L4_FRAGMENT;
-        pkt.l4b = L4_FRAGMENT;
         return Parsed::Ipv4(pkt);
     }
     let l4 = l3 + header_len;
@@ -253,8 +269,8 @@ fn parse_ipv4(
     let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
     if protocol == IPPROTO_ICMP {
         // Type and code, the bytes of the first word in packet order.
-        pkt.l4a = (a & 0xff) as u32;
-        pkt.l4b = (a >> 8) as u32;
+        pkt.keys.l4a = (a & 0xff) as u32;
+        pkt.keys.l4b = (a >> 8) as u32;
         // SAFETY: ICMP_HLEN (8) bytes at l4p are inside the packet.
         pkt.icmp_id = u16::from_be(unsafe { read16(l4p + 4) });
     } else {
@@ -262,8 +278,8 @@ fn parse_ipv4(
             // SAFETY: TCP_HLEN (20) bytes at l4p are inside the packet.
             pkt.tcp_flags = unsafe { *((l4p + 13) as *const u8) };
         }
-        pkt.l4a = u16::from_be(a) as u32;
-        pkt.l4b = u16::from_be(b) as u32;
+        pkt.keys.l4a = u16::from_be(a) as u32;
+        pkt.keys.l4b = u16::from_be(b) as u32;
     }
     pkt.l4_complete = true;
     Parsed::Ipv4(pkt)

@@ -2,14 +2,12 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    macros::map,
-    maps::PerCpuArray,
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{chain, ct_state, stats, target};
 
 use crate::{
-    classify::{Active, Keys, Verdict, classify},
+    classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
@@ -19,25 +17,6 @@ use crate::{
     route::{Path, path, reply_source},
     stats::bump,
 };
-
-/// The parsed packet of the current program run. Parsing knows a lot
-/// about the packet on each of its paths (protocol 6 here, a complete header
-/// there); read back from a map, those facts are forgotten, so the verifier
-/// checks what follows once instead of once per parsing path.
-#[map]
-static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
-
-/// Stores `pkt` in the per-CPU scratch map and returns the stored copy
-/// (NAT keeps it in step with the rewrites).
-#[inline(always)]
-fn scratch(pkt: Packet) -> Option<&'static mut Packet> {
-    let slot = PACKET.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, used by this program run only.
-    unsafe {
-        *slot = pkt;
-        Some(&mut *slot)
-    }
-}
 
 /// The packet's connection tracking state: UNTRACKED while no rule needs
 /// tracking (as with iptables, which loads conntrack on demand).
@@ -61,54 +40,27 @@ fn policy_action(policy: u32) -> u32 {
     }
 }
 
-/// The classifier keys of the chain being run. A packet may run three
-/// chains; keeping their keys here rather than on the stack leaves the
-/// classifier's frame room under the 512-byte limit.
-#[map]
-static KEYS: PerCpuArray<Keys> = PerCpuArray::with_max_entries(1, 0);
-
-/// An empty chain's verdict, for the (never seen) case of a missing
-/// scratch slot.
-const NO_KEYS: Verdict = Verdict::Policy(target::ACCEPT);
-
 /// Runs `chain` on the packet with the given interfaces and state.
 #[inline(always)]
 fn run_chain(
     generation: u32,
     chain: u32,
-    pkt: &Packet,
+    pkt: &mut Packet,
     in_ifindex: u32,
     out_ifindex: u32,
     ct_state: u32,
 ) -> Verdict {
-    let Some(keys) = KEYS.get_ptr_mut(0) else {
-        return NO_KEYS;
-    };
-    // SAFETY: per-CPU scratch, used by this program run only.
-    let keys = unsafe { &mut *keys };
-    *keys = Keys {
-        src: pkt.src,
-        dst: pkt.dst,
-        protocol: pkt.protocol,
-        l4a: pkt.l4a,
-        l4b: pkt.l4b,
-        in_ifindex,
-        out_ifindex,
-        mac: pkt.src_mac,
-        ct_state,
-    };
-    classify(generation, chain, keys, pkt.total_len as u64)
+    pkt.keys.in_ifindex = in_ifindex;
+    pkt.keys.out_ifindex = out_ifindex;
+    pkt.keys.ct_state = ct_state;
+    classify(generation, chain, &pkt.keys, pkt.total_len as u64)
 }
 
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> u32 {
-    bump(stats::PACKETS);
     let (start, end) = (ctx.data(), ctx.data_end());
     let pkt = match parse_ingress(start, end, end - start) {
-        Parsed::Ipv4(pkt) => match scratch(pkt) {
-            Some(pkt) => pkt,
-            None => return xdp_action::XDP_PASS,
-        },
+        Parsed::Ipv4(pkt) => pkt,
         Parsed::NotIpv4 => {
             bump(stats::NOT_IPV4);
             return xdp_action::XDP_PASS;
@@ -159,7 +111,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::FORWARD);
             (chain::FORWARD, out_ifindex, next_hop)
         }
-        Path::Kernel => return xdp_action::XDP_PASS,
+        Path::Kernel => {
+            bump(stats::KERNEL_ROUTED);
+            return xdp_action::XDP_PASS;
+        }
     };
     // The kernel reassembles local datagrams before its INPUT hook, so
     // iptables' INPUT never sees a later fragment on its own: it judges the
@@ -206,7 +161,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             }
         }
         target::REJECT => {
-            let src = reply_source(in_ifindex, pkt.dst, chain == chain::INPUT);
+            let src = reply_source(in_ifindex, pkt.keys.dst, chain == chain::INPUT);
             reject(ctx, pkt, reject_with, src)
         }
         _ => {
@@ -252,9 +207,6 @@ pub fn egress(ctx: &TcContext) -> i32 {
     }
     let (start, end, frame_len) = pull_headers(ctx);
     let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
-        return TC_ACT_OK;
-    };
-    let Some(pkt) = scratch(pkt) else {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
@@ -323,9 +275,6 @@ pub fn egress(ctx: &TcContext) -> i32 {
 fn forwarded_source_nat(ctx: &TcContext) {
     let (start, end, frame_len) = pull_headers(ctx);
     let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
-        return;
-    };
-    let Some(pkt) = scratch(pkt) else {
         return;
     };
     peek(pkt, start, end);

@@ -61,8 +61,8 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 
     // Like the kernel's icmp_send() and nf_send_reset(): never answer
     // fragments, broadcasts or multicasts.
     if pkt.fragment
-        || is_special(pkt.dst)
-        || is_special(pkt.src)
+        || is_special(pkt.keys.dst)
+        || is_special(pkt.keys.src)
         || pkt.l2_len() > MAX_L2
         || pkt.ip_header_len() < IP_HLEN
     {
@@ -178,11 +178,11 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
     }
     // Never answer an ICMP error with another one; like icmp_send(), take
     // any unknown type (above 18) for an error.
-    if pkt.protocol == IPPROTO_ICMP {
+    if pkt.keys.protocol == IPPROTO_ICMP {
         if !pkt.l4_complete {
             return xdp_action::XDP_DROP;
         }
-        match pkt.l4a {
+        match pkt.keys.l4a {
             3 | 4 | 5 | 11 | 12 => return xdp_action::XDP_DROP,
             t if t > 18 => return xdp_action::XDP_DROP,
             _ => {}
@@ -217,7 +217,7 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
         false,
         IPPROTO_ICMP,
         reply_src,
-        pkt.src,
+        pkt.keys.src,
     ) {
         return xdp_action::XDP_DROP;
     }
@@ -238,7 +238,7 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
 }
 
 fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
-    if pkt.protocol != IPPROTO_TCP || !pkt.l4_complete {
+    if pkt.keys.protocol != IPPROTO_TCP || !pkt.l4_complete {
         return xdp_action::XDP_DROP;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -290,23 +290,23 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         total,
         true,
         IPPROTO_TCP,
-        pkt.dst,
-        pkt.src,
+        pkt.keys.dst,
+        pkt.keys.src,
     ) {
         return xdp_action::XDP_DROP;
     }
     let mut hdr = [0u8; TCP_HLEN];
-    hdr[0..2].copy_from_slice(&(pkt.l4b as u16).to_be_bytes());
-    hdr[2..4].copy_from_slice(&(pkt.l4a as u16).to_be_bytes());
+    hdr[0..2].copy_from_slice(&(pkt.keys.l4b as u16).to_be_bytes());
+    hdr[2..4].copy_from_slice(&(pkt.keys.l4a as u16).to_be_bytes());
     hdr[4..8].copy_from_slice(&rst_seq.to_be_bytes());
     hdr[8..12].copy_from_slice(&rst_ack.to_be_bytes());
     hdr[12] = 5 << 4;
     hdr[13] = rst_flags;
     // Pseudo-header: addresses, protocol, TCP length.
-    let mut sum: u64 = (u32::from_be(pkt.src) >> 16) as u64
-        + (u32::from_be(pkt.src) & 0xffff) as u64
-        + (u32::from_be(pkt.dst) >> 16) as u64
-        + (u32::from_be(pkt.dst) & 0xffff) as u64
+    let mut sum: u64 = (u32::from_be(pkt.keys.src) >> 16) as u64
+        + (u32::from_be(pkt.keys.src) & 0xffff) as u64
+        + (u32::from_be(pkt.keys.dst) >> 16) as u64
+        + (u32::from_be(pkt.keys.dst) & 0xffff) as u64
         + IPPROTO_TCP as u64
         + TCP_HLEN as u64;
     let mut i = 0;

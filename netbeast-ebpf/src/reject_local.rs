@@ -100,13 +100,13 @@ pub fn build_reply(ctx: &TcContext, pkt: &Packet, with: u32) -> bool {
 /// swallows its own replies and the sender sees a timeout, as with iptables.
 pub fn reply_keys(ctx: &TcContext, pkt: &Packet, with: u32) -> (Keys, u64) {
     let (protocol, l4a, l4b) = if with == reject::TCP_RESET {
-        (IPPROTO_TCP, pkt.l4b, pkt.l4a)
+        (IPPROTO_TCP, pkt.keys.l4b, pkt.keys.l4a)
     } else {
         (IPPROTO_ICMP, 3, crate::reject::icmp_code(with) as u32)
     };
     let keys = Keys {
-        src: pkt.dst,
-        dst: pkt.src,
+        src: pkt.keys.dst,
+        dst: pkt.keys.src,
         protocol,
         l4a,
         l4b,
@@ -130,7 +130,7 @@ pub fn silent() -> i32 {
 }
 
 fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
-    if pkt.protocol != IPPROTO_TCP || !pkt.l4_complete || pkt.header_len != IP_HLEN {
+    if pkt.keys.protocol != IPPROTO_TCP || !pkt.l4_complete || pkt.header_len != IP_HLEN {
         return false;
     }
     let Ok(tcp) = ctx.load::<[u8; TCP_HLEN]>(ETH_HLEN + IP_HLEN) else {
@@ -163,10 +163,10 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
     rst[8..12].copy_from_slice(&rst_ack.to_be_bytes());
     rst[12] = 5 << 4;
     rst[13] = rst_flags;
-    let pseudo = (u32::from_be(pkt.src) >> 16) as u64
-        + (u32::from_be(pkt.src) & 0xffff) as u64
-        + (u32::from_be(pkt.dst) >> 16) as u64
-        + (u32::from_be(pkt.dst) & 0xffff) as u64
+    let pseudo = (u32::from_be(pkt.keys.src) >> 16) as u64
+        + (u32::from_be(pkt.keys.src) & 0xffff) as u64
+        + (u32::from_be(pkt.keys.dst) >> 16) as u64
+        + (u32::from_be(pkt.keys.dst) & 0xffff) as u64
         + IPPROTO_TCP as u64
         + TCP_HLEN as u64;
     let check = !fold(pseudo + sum16(&rst));
@@ -176,8 +176,8 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
         true,
         0,
         IPPROTO_TCP,
-        pkt.dst,
-        pkt.src,
+        pkt.keys.dst,
+        pkt.keys.src,
     );
     // SAFETY: helper call on our skb.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HLEN + IP_HLEN + TCP_HLEN) as u32, 0) } != 0 {
@@ -189,8 +189,8 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
 }
 
 fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8) -> bool {
-    if pkt.protocol == IPPROTO_ICMP
-        && (!pkt.l4_complete || matches!(pkt.l4a, 3 | 4 | 5 | 11 | 12) || pkt.l4a > 18)
+    if pkt.keys.protocol == IPPROTO_ICMP
+        && (!pkt.l4_complete || matches!(pkt.keys.l4a, 3 | 4 | 5 | 11 | 12) || pkt.keys.l4a > 18)
     {
         return false;
     }
@@ -198,7 +198,7 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
     // still carries a partial checksum that the kernel will not let us cut
     // (bpf_skb_change_tail refuses to trim below it), so TCP quotes its
     // whole fixed header.
-    let past = if pkt.protocol == IPPROTO_TCP {
+    let past = if pkt.keys.protocol == IPPROTO_TCP {
         TCP_HLEN
     } else {
         8
@@ -246,7 +246,7 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
     icmp[2..4].copy_from_slice(&check.to_be_bytes());
     let tos = (pkt.tos & 0x1e) | 0xc0;
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
-    let ip = ipv4_header(total, false, tos, IPPROTO_ICMP, pkt.dst, pkt.src);
+    let ip = ipv4_header(total, false, tos, IPPROTO_ICMP, pkt.keys.dst, pkt.keys.src);
     let grow = (IP_HLEN + ICMP_HLEN) as u32;
     // SAFETY: helper calls on our skb. The original IP header then sits
     // right where the quote goes: [eth][new ip][icmp][old ip...].

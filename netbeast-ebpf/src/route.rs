@@ -80,7 +80,7 @@ fn is_multicast_or_broadcast(addr_be: u32) -> bool {
 /// lookup is out of line.
 #[inline(always)]
 pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
-    if cached_local(pkt.dst) || is_multicast_or_broadcast(pkt.dst) {
+    if cached_local(pkt.keys.dst) || is_multicast_or_broadcast(pkt.keys.dst) {
         return Path::Local;
     }
     fib_path(ctx, pkt)
@@ -92,11 +92,11 @@ fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.l4_protocol = pkt.protocol;
+    params.l4_protocol = pkt.keys.protocol;
     params.ifindex = ctx.ingress_ifindex() as u32;
     params.__bindgen_anon_2.tos = pkt.tos;
-    params.__bindgen_anon_3.ipv4_src = pkt.src;
-    params.__bindgen_anon_4.ipv4_dst = pkt.dst;
+    params.__bindgen_anon_3.ipv4_src = pkt.keys.src;
+    params.__bindgen_anon_4.ipv4_dst = pkt.keys.dst;
     // tot_len stays 0: the MTU check is the kernel's business after FORWARD.
     // SAFETY: params is a valid, writable bpf_fib_lookup on the stack.
     let rc = unsafe {

@@ -43,7 +43,7 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
 /// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 31] = [
+pub const MAP_NAMES: [&str; 30] = [
     "QUOTE",
     "FAST_PATH_IFACES",
     "PACKET",
@@ -71,7 +71,6 @@ pub const MAP_NAMES: [&str; 31] = [
     "LOCAL_ADDRS",
     "LOCAL_ADDR_CACHE",
     "IFACE_ADDRS",
-    "KEYS",
     "SOCK_NETNS",
     "SOCK_NAT",
     "SOCK_SEARCH",
@@ -448,12 +447,18 @@ impl Dataplane {
     pub fn stats(&self) -> Result<Vec<u64>, LoaderError> {
         let map: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.map("STATS")?).map_err(map_err("STATS"))?;
-        (0..stats::COUNT)
+        let mut stats = (0..stats::COUNT)
             .map(|i| {
                 let values = map.get(&i, 0).map_err(map_err("STATS"))?;
                 Ok(values.iter().sum())
             })
-            .collect()
+            .collect::<Result<Vec<u64>, LoaderError>>()?;
+        // Counted as its parts (see `stats::PACKETS`).
+        stats[stats::PACKETS as usize] = stats::INGRESS_OUTCOMES
+            .iter()
+            .map(|&i| stats[i as usize])
+            .sum();
+        Ok(stats)
     }
 
     /// Live counters of the active generation for `chain`: one per rule
