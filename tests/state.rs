@@ -110,6 +110,44 @@ fn detach_all_leaves_nothing_behind() {
     assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [Connected]);
 }
 
+/// An upgrade finds the pins of the netbeast before it. Per-run scratch
+/// maps are not pinned, so one an older version left under a scratch name,
+/// laid out differently (here: an 8-byte `PACKET` where the programs keep
+/// a whole parsed packet), cannot stop the new programs from loading.
+#[test]
+fn scratch_maps_of_an_older_version_do_not_break_attach() {
+    let bed = testbed("st-upgrade", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    let id = server.id().unwrap();
+    let pins = Path::new(PIN_ROOT).join(id.to_string());
+    let _ssh = tcp_server(server, 22).unwrap();
+    server
+        .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
+        .unwrap();
+    server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+    let old = pins.join("maps").join("PACKET");
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args(["type", "percpu_array", "key", "4", "value", "8", "entries", "1"])
+        .args(["name", "PACKET"])
+        .output()
+        .expect("bpftool runs (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.netbeast_ok(&["attach", SERVER_IFACE]).unwrap();
+    assert_eq!(
+        bed.connect(&[22], TIMEOUT).unwrap(),
+        [TimedOut],
+        "the rule is not in force after attaching over an old scratch pin"
+    );
+    server.netbeast_ok(&["detach", "--all"]).unwrap();
+    assert!(!pins.exists(), "{} left behind", pins.display());
+}
+
 /// Detaching one interface by name removes its program; the pins stay for
 /// the namespace's other interfaces until detach --all.
 #[test]

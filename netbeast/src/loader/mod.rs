@@ -42,19 +42,20 @@ const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 
-/// Every map of the object: pinned by these names in a namespace's pin dir.
-pub const MAP_NAMES: [&str; 30] = [
-    "QUOTE",
+/// The maps that hold state (rulesets, counters, connections, addresses):
+/// pinned by these names in a namespace's pin dir, shared by every program
+/// of the namespace and kept across netbeast versions. The object's other
+/// maps are per-run scratch (`PACKET`, `SEARCH`, `TRACKING`, `QUOTE`,
+/// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
+/// its programs expect; a newer netbeast may change them freely.
+pub const MAP_NAMES: [&str; 25] = [
     "FAST_PATH_IFACES",
-    "PACKET",
-    "TRACKING",
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
     "CT_NAT_INDEX",
     "NAT_TARGETS",
     "CT_CONFIG",
     "CT_CLASSES",
-    "SEARCH",
     "ACTIVE",
     "CHAINS",
     "RULES",
@@ -73,7 +74,6 @@ pub const MAP_NAMES: [&str; 30] = [
     "IFACE_ADDRS",
     "SOCK_NETNS",
     "SOCK_NAT",
-    "SOCK_SEARCH",
 ];
 
 #[derive(Debug, thiserror::Error)]
