@@ -368,18 +368,22 @@ pub extern "C" fn netbeast_classify(
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
 
-/// Looks up the class of field `f` (when a rule of the chain uses it) and
-/// ANDs its word 0 into the state's `word0`; large chains also record the
-/// class and fold its first word into the state's `lead_*`. A field no
-/// rule uses matches every slot and is skipped. `false` when a table lacks
-/// an entry. The running values live in the state, not in registers: with
+/// Looks up the class of field `f`, one some rule of the chain uses (a
+/// field no rule uses matches every slot: the caller skips it), and ANDs
+/// its word 0 into the state's `word0`; `large` chains also record the
+/// class and fold its first word into the state's `lead_*`. `false` when a
+/// table lacks an entry. The running values live in the state, not in registers: with
 /// nine fields' lookups in between they would spill to a stack that the
 /// callers' frames leave short.
 #[inline(always)]
-fn take_field(cfg: &ChainConfig, f: usize, keys: &Keys, st: &mut SearchState) -> bool {
-    if cfg.fields_used & (1 << f) == 0 {
-        return true;
-    }
+fn take_field(
+    cfg: &ChainConfig,
+    f: usize,
+    keys: &Keys,
+    st: &mut SearchState,
+    rule_count: u32,
+    large: bool,
+) -> bool {
     let Some(class) = class_of(cfg, st.generation, st.chain, f, keys) else {
         return false;
     };
@@ -387,11 +391,11 @@ fn take_field(cfg: &ChainConfig, f: usize, keys: &Keys, st: &mut SearchState) ->
         return false;
     };
     // A value every slot of the chain accepts: nothing to AND.
-    if h.prefix as u32 >= st.rule_count {
+    if h.prefix as u32 >= rule_count {
         return true;
     }
     st.word0 &= if h.first == 0 { h.first_word } else { 0 };
-    if st.rule_count > SMALL_CHAIN {
+    if large {
         let n = st.fields as usize;
         if n < field::COUNT {
             st.classes[n] = class;
@@ -456,10 +460,13 @@ fn search(
     };
     st.mixed = 0;
     st.lead_first = 0;
-    // One call per field, written out: each inlines its own lookup.
+    // One call per field, written out: each inlines its own lookup. The
+    // chain's used fields and size are read once, not once per field.
+    let used = cfg.fields_used;
+    let large = rule_count > SMALL_CHAIN;
     macro_rules! take {
         ($f:expr) => {
-            if !take_field(cfg, $f, keys, st) {
+            if used & (1 << $f) != 0 && !take_field(cfg, $f, keys, st, rule_count, large) {
                 bump(stats::CLASS_MISSING);
                 return None;
             }
@@ -474,7 +481,6 @@ fn search(
     take!(field::OUT_IFACE);
     take!(field::MAC_SOURCE);
     take!(field::CT_STATE);
-    let large = rule_count > SMALL_CHAIN;
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
     // matches). Most packets end with that candidate's first slot.
