@@ -3,11 +3,14 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netbeast_common::{L4_FRAGMENT, L4_NONE, ct_state};
+use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use crate::classify::Keys;
 
 pub const ETH_HLEN: usize = 14;
+/// The low six bytes of a little-endian word: a MAC address read with the
+/// two bytes after it.
+const MAC_MASK: u64 = 0xffff_ffff_ffff;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
@@ -213,74 +216,80 @@ fn parse_ipv4(
     };
     // SAFETY: per-CPU scratch, used by this program run only.
     let pkt = unsafe { &mut *slot };
+    // Every field written once, the addresses and the MAC as whole words
+    // (x86 loads them unaligned): the parser's cost is mostly its stores.
+    // The interfaces and the connection state are the chain's to set.
     // SAFETY: as above; the 14 bytes at eth are inside the packet too.
     let (fragment, protocol) = unsafe {
         let fragment = u16::from_be(read16(ip + 6)) & 0x1fff != 0;
         let protocol = *((ip + 9) as *const u8);
-        *pkt = Packet {
-            keys: Keys {
-                src: read32(ip + 12),
-                dst: read32(ip + 16),
-                protocol,
-                l4a: if fragment { L4_FRAGMENT } else { L4_NONE },
-                l4b: if fragment { L4_FRAGMENT } else { L4_NONE },
-                in_ifindex: 0,
-                out_ifindex: 0,
-                mac: if mac {
-                    read16(eth + 6) as u64
-                        | (read16(eth + 8) as u64) << 16
-                        | (read16(eth + 10) as u64) << 32
-                } else {
-                    0
-                },
-                ct_state: ct_state::UNTRACKED,
-            },
-            l3,
-            header_len,
-            total_len,
-            tos: *((ip + 1) as *const u8),
-            ttl: *((ip + 8) as *const u8),
-            fragment,
-            l4_complete: false,
-            tcp_flags: 0,
-            icmp_id: 0,
+        // Source and destination, adjacent in the header and in `Keys`.
+        let addresses = core::ptr::read((ip + 12) as *const u64);
+        pkt.keys.src = addresses as u32;
+        pkt.keys.dst = (addresses >> 32) as u32;
+        pkt.keys.protocol = protocol;
+        pkt.keys.mac = if mac {
+            core::ptr::read((eth + 6) as *const u64) & MAC_MASK
+        } else {
+            0
         };
+        pkt.l3 = l3;
+        pkt.header_len = header_len;
+        pkt.total_len = total_len;
+        pkt.tos = *((ip + 1) as *const u8);
+        pkt.ttl = *((ip + 8) as *const u8);
+        pkt.fragment = fragment;
+        pkt.tcp_flags = 0;
+        pkt.icmp_id = 0;
         (fragment, protocol)
     };
-    if fragment {
-        return Parsed::Ipv4(pkt);
-    }
-    let l4 = l3 + header_len;
-    // L4 bytes must lie inside the IPv4 packet, not in frame padding.
-    let l4_end = start + l3 + total_len;
+    let (l4a, l4b, complete) = if fragment {
+        (L4_FRAGMENT, L4_FRAGMENT, false)
+    } else {
+        l4_keys(pkt, start, end, l3 + header_len, start + l3 + total_len, protocol)
+    };
+    pkt.keys.l4a = l4a;
+    pkt.keys.l4b = l4b;
+    pkt.l4_complete = complete;
+    Parsed::Ipv4(pkt)
+}
+
+/// The classifier's L4 keys of a first fragment whose L4 header starts at
+/// `l4` and whose IPv4 packet ends at `l4_end`, and whether that header is
+/// whole; the TCP flags and the ICMP identifier go into `pkt`.
+#[inline(always)]
+fn l4_keys(
+    pkt: &mut Packet,
+    start: usize,
+    end: usize,
+    l4: usize,
+    l4_end: usize,
+    protocol: u8,
+) -> (u32, u32, bool) {
     let needed = match protocol {
         IPPROTO_TCP => TCP_HLEN,
         IPPROTO_UDP => UDP_HLEN,
         IPPROTO_ICMP => ICMP_HLEN,
-        _ => return Parsed::Ipv4(pkt),
+        _ => return (L4_NONE, L4_NONE, false),
     };
     // One pointer, checked against the real packet end, then read through:
     // the verifier links the check to the reads only when both use it.
     let l4p = opaque(start + l4);
     if l4p + needed > opaque(end) || l4p + needed > l4_end {
-        return Parsed::Ipv4(pkt);
+        return (L4_NONE, L4_NONE, false);
     }
     // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
     let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
     if protocol == IPPROTO_ICMP {
-        // Type and code, the bytes of the first word in packet order.
-        pkt.keys.l4a = (a & 0xff) as u32;
-        pkt.keys.l4b = (a >> 8) as u32;
         // SAFETY: ICMP_HLEN (8) bytes at l4p are inside the packet.
         pkt.icmp_id = u16::from_be(unsafe { read16(l4p + 4) });
+        // Type and code, the bytes of the first word in packet order.
+        ((a & 0xff) as u32, (a >> 8) as u32, true)
     } else {
         if protocol == IPPROTO_TCP {
             // SAFETY: TCP_HLEN (20) bytes at l4p are inside the packet.
             pkt.tcp_flags = unsafe { *((l4p + 13) as *const u8) };
         }
-        pkt.keys.l4a = u16::from_be(a) as u32;
-        pkt.keys.l4b = u16::from_be(b) as u32;
+        (u16::from_be(a) as u32, u16::from_be(b) as u32, true)
     }
-    pkt.l4_complete = true;
-    Parsed::Ipv4(pkt)
 }
