@@ -205,3 +205,65 @@ fn flows_spread_over_distinct_connections() {
     assert_eq!(u64_of(row, "translated"), FLOWS, "{row}");
     assert_eq!(u64_of(row, "matched"), u64_of(row, "received"), "{row}");
 }
+
+/// `--generator pktgen` on a machine without pktgen stops before it sets
+/// anything up, and says how to get pktgen or to use the default
+/// generator: no namespace of its own is left, nothing is pinned (its bpffs
+/// is pointed at an empty directory to see that).
+#[test]
+fn pktgen_without_pktgen_is_a_clear_error_that_leaves_nothing() {
+    require_root();
+    if std::path::Path::new("/proc/net/pktgen").exists() {
+        eprintln!("this machine has pktgen: the error for a missing one cannot be checked here");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bpffs = std::env::temp_dir().join(format!("netbeast-bench-pktgen-{}", std::process::id()));
+    std::fs::create_dir_all(&bpffs).unwrap();
+    let child = Command::new(NETBEAST)
+        .args(["bench", "--generator", "pktgen", "--quick"])
+        .env("NETBEAST_BPFFS", &bpffs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netbeast runs");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("netbeast ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pinned: Vec<_> = std::fs::read_dir(&bpffs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let _ = std::fs::remove_dir_all(&bpffs);
+
+    assert!(!out.status.success(), "it ran:\n{stderr}");
+    for needed in [
+        "kernel pktgen is not available",
+        "/proc/net/pktgen",
+        "CONFIG_NET_PKTGEN",
+        "modprobe pktgen",
+        "--generator xdp",
+    ] {
+        assert!(
+            stderr.contains(needed),
+            "{needed:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Namespaces are named nbt-<tag>-<pid>-<n> by the process that made them.
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("nbt-") && n.contains(&format!("-{pid}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(pinned.is_empty(), "pinned: {pinned:?}");
+}

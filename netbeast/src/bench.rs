@@ -1,8 +1,9 @@
 //! `netbeast bench`: the cost of the data plane, measured in one run.
 //!
 //! Traffic ([`traffic`]): netbeast, iptables and nftables receive the same
-//! live-frames traffic on a veth pair, scenario by scenario (drop, pass,
-//! forward, dnat), at growing rule counts.
+//! traffic on a veth pair, scenario by scenario (drop, pass, forward,
+//! dnat), at growing rule counts, from the XDP live-frames generator or
+//! the kernel's pktgen ([`generator`]).
 //!
 //! Program cost: BPF_PROG_TEST_RUN of the real XDP program on a 64-byte UDP
 //! frame, repeated, at growing rule counts where only the last rule matches,
@@ -10,7 +11,9 @@
 //! the time to compile and install a ruleset of the largest size.
 
 mod ethtool;
+pub mod generator;
 pub mod live;
+pub mod pktgen;
 pub mod planes;
 pub mod plot;
 pub mod traffic;

@@ -363,6 +363,14 @@ impl Netns {
             .map_err(|source| self.io_error(&format!("setting gro on {iface}"), source))
     }
 
+    /// Turns TSO (every TCP segmentation offload) on or off for `iface`
+    /// (the `ethtool -K IFACE tso off` ioctl).
+    pub fn set_tso(&self, iface: &str, on: bool) -> Result<()> {
+        check_iface_name(iface)?;
+        self.in_netns(|| ethtool_set_value(iface, ETHTOOL_STSO, on as u32))?
+            .map_err(|source| self.io_error(&format!("setting tso on {iface}"), source))
+    }
+
     /// Pids of processes whose network namespace is this one (`ip netns pids`).
     pub fn pids(&self) -> Result<Vec<i32>> {
         let out = run_checked(Command::new("ip").args(["netns", "pids", &self.name]))?;
@@ -1894,6 +1902,7 @@ fn attach_xdp_pass_here(iface: &str) -> io::Result<OwnedFd> {
 }
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STSO: u32 = 0x0000_001f;
 const ETHTOOL_SGRO: u32 = 0x0000_002c;
 
 /// `struct ethtool_value`.

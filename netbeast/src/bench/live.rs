@@ -9,10 +9,7 @@
 //! work runs in the softirq of the same CPU, right after each batch, so one
 //! pinned core carries both the generator and the data plane under test.
 
-use std::{
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Instant};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -21,6 +18,7 @@ use aya::{
 };
 use netbeast_common::generator;
 
+use super::generator::Sent;
 use crate::packet::{Checksum, FrameBuilder, MacAddr};
 
 /// The kernel object built by build.rs (the same one the loader embeds).
@@ -183,19 +181,12 @@ impl Traffic {
     }
 }
 
-/// The loaded generator program with its maps.
-pub struct Generator {
+/// The loaded generator program with its maps, and what it sends.
+pub struct LiveFrames {
     ebpf: Ebpf,
-}
-
-/// One run of the generator.
-#[derive(Clone, Copy, Debug)]
-pub struct Sent {
-    /// Frames the generator handed to the veth (the test run's repeat count,
-    /// cross-checked with the program's own counter).
-    pub frames: u64,
-    /// Wall time of the run, receiver softirqs included.
-    pub elapsed: Duration,
+    /// The frame of flow 0 (`Traffic::template`) and the device it leaves.
+    frame: Vec<u8>,
+    ifindex: u32,
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LiveError> {
@@ -211,15 +202,27 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Li
     Ok(xdp)
 }
 
-impl Generator {
-    pub fn load() -> Result<Generator, LiveError> {
+impl LiveFrames {
+    pub fn load() -> Result<LiveFrames, LiveError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LiveError::Load)?;
         program(&mut ebpf, GENERATOR_PROGRAM)?;
-        Ok(Generator { ebpf })
+        Ok(LiveFrames {
+            ebpf,
+            frame: Vec::new(),
+            ifindex: 0,
+        })
     }
 
-    /// Sets the flows of the next runs.
-    pub fn configure(&mut self, traffic: &Traffic) -> Result<(), LiveError> {
+    /// One frame out of `lo`: the kernel refuses live frames outright when
+    /// it has no such mode. The calling thread must be in the namespace
+    /// whose `lo` it is.
+    pub fn probe(&mut self) -> Result<Sent, LiveError> {
+        run(&mut self.ebpf, &[0u8; MIN_FRAME_SIZE], 1, 1)
+    }
+
+    /// Sets the frames and flows of the next runs, and the device (in the
+    /// namespace of the thread that calls [`LiveFrames::send`]) they leave.
+    pub fn configure(&mut self, traffic: &Traffic, ifindex: u32) -> Result<(), LiveError> {
         traffic.check()?;
         const NAME: &str = "GENERATOR_CONFIG";
         let map = self.ebpf.map_mut(NAME).ok_or(LiveError::MissingMap(NAME))?;
@@ -246,6 +249,8 @@ impl Generator {
                 name: TEMPLATE,
                 source,
             })?;
+        self.frame = traffic.template();
+        self.ifindex = ifindex;
         Ok(())
     }
 
@@ -261,47 +266,53 @@ impl Generator {
         Ok(values.iter().sum())
     }
 
-    /// Sends `frames` copies of `frame` (rewritten per flow) out of the
-    /// device `ifindex`. The calling thread must be in the device's network
-    /// namespace (the kernel resolves the ifindex there) and should be
-    /// pinned to one CPU ([`pin_to_cpu`]).
-    pub fn send(&mut self, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent, LiveError> {
-        let xdp = program(&mut self.ebpf, GENERATOR_PROGRAM)?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let started = Instant::now();
-        let result = xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx),
-            repeat: frames,
-            attrs: TestRunAttrs::new().xdp_live_frames(BATCH_SIZE),
-            ..TestRunOptions::new()
-        });
-        let elapsed = started.elapsed();
-        let result = result.map_err(|e| match &e {
-            ProgramError::SyscallError(s)
-                if matches!(
-                    s.io_error.raw_os_error(),
-                    Some(libc::EINVAL | libc::EOPNOTSUPP)
-                ) =>
-            {
-                LiveError::NoLiveFrames(e)
-            }
-            _ => LiveError::Send(e),
-        })?;
-        // In live-frames mode the return value is that of the run, which
-        // is 0 on success; verdicts other than XDP_TX show up as missing
-        // frames on the receiver, caught by the cross-check.
-        if result.return_value != 0 && result.return_value != XDP_TX {
-            return Err(LiveError::NotTx(result.return_value));
-        }
-        Ok(Sent {
-            frames: frames as u64,
-            elapsed,
-        })
+    /// Sends `frames` copies of the configured frame (rewritten per flow)
+    /// out of the configured device. The calling thread must be in the
+    /// device's network namespace (the kernel resolves the ifindex there)
+    /// and should be pinned to one CPU ([`pin_to_cpu`]).
+    pub fn send(&mut self, frames: u32) -> Result<Sent, LiveError> {
+        run(&mut self.ebpf, &self.frame, self.ifindex, frames)
     }
+}
+
+fn run(ebpf: &mut Ebpf, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent, LiveError> {
+    let xdp = program(ebpf, GENERATOR_PROGRAM)?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let started = Instant::now();
+    let result = xdp.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat: frames,
+        attrs: TestRunAttrs::new().xdp_live_frames(BATCH_SIZE),
+        ..TestRunOptions::new()
+    });
+    let elapsed = started.elapsed();
+    let result = result.map_err(|e| match &e {
+        ProgramError::SyscallError(s)
+            if matches!(
+                s.io_error.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP)
+            ) =>
+        {
+            LiveError::NoLiveFrames(e)
+        }
+        _ => LiveError::Send(e),
+    })?;
+    // In live-frames mode the return value is that of the run, which
+    // is 0 on success; verdicts other than XDP_TX show up as missing
+    // frames on the receiver, caught by the cross-check.
+    if result.return_value != 0 && result.return_value != XDP_TX {
+        return Err(LiveError::NotTx(result.return_value));
+    }
+    // Every frame asked for is handed to the veth (the test run's repeat
+    // count, cross-checked with the program's own counter).
+    Ok(Sent {
+        frames: frames as u64,
+        elapsed,
+    })
 }
 
 /// Bare XDP programs for receivers: `netbeast_floor` (XDP_DROP everything).

@@ -13,7 +13,8 @@
 //! Every data plane is set up before the first measurement and stays up,
 //! so the rounds interleave all of them (A B C … A B C …) and machine noise
 //! hits every row alike. A measurement sends a calibrated number of frames
-//! from the generator (one pinned core, live frames) into one receiver; a
+//! from the generator (one pinned core; XDP live frames, or pktgen with
+//! `--generator pktgen`, see bench::generator) into one receiver; a
 //! thread on another core reads the receiver's veth counter while the
 //! generator is still sending, and the rate is frames taken per second over
 //! that window. At the end every frame sent is accounted for from
@@ -31,7 +32,8 @@ use serde::Serialize;
 
 use super::{
     ethtool::{VethStats, counter},
-    live::{BareXdp, Generator, LiveError, Traffic, pin_to_cpu},
+    generator::{Generator, GeneratorError, GeneratorKind, HandedCounter, Port},
+    live::{BareXdp, LiveError, Traffic, pin_to_cpu},
     planes::{self, Family, Plane, PlaneError, Scenario},
 };
 use crate::{
@@ -66,6 +68,8 @@ pub enum BenchError {
     MissingTool { tool: String, package: String },
     #[error(transparent)]
     Live(#[from] LiveError),
+    #[error(transparent)]
+    Generator(#[from] GeneratorError),
     #[error(transparent)]
     Plane(#[from] PlaneError),
     #[error(transparent)]
@@ -110,7 +114,8 @@ pub struct Options {
     pub flows: u32,
     /// The core the generator (and so every receiver's softirq) runs on.
     pub cpu: usize,
-    /// Frames per live-frames batch.
+    pub generator: GeneratorKind,
+    /// Frames per live-frames batch (`--generator xdp`).
     pub batch: u32,
     /// A check, not a measure (`--quick`).
     pub quick: bool,
@@ -159,7 +164,8 @@ pub struct Row {
     /// The median divided by the floor's (bare XDP_DROP receiver).
     pub ratio_to_floor: Option<f64>,
     pub frames_per_run: u32,
-    /// Frames the generator sent to this receiver, calibration included.
+    /// Frames the generator handed to this receiver's veth (taken or
+    /// refused), calibration included.
     pub sent: u64,
     /// Frames the generator's veth put on the receiver's ring.
     pub on_ring: u64,
@@ -207,7 +213,8 @@ pub struct TrafficReport {
     /// The floor: packets per second into a bare XDP_DROP program.
     pub floor_pps: Option<f64>,
     pub rows: Vec<Row>,
-    /// Frames the generator program counted, against the frames asked for.
+    /// Frames the generator counted itself (the XDP program's counter,
+    /// pktgen's `pkts-sofar`), against the frames asked for.
     pub generator_counted: u64,
     pub generator_asked: u64,
     pub targets: Vec<Target>,
@@ -217,8 +224,10 @@ pub struct TrafficReport {
 /// Counters of one receiver, read before and after the whole run.
 #[derive(Clone, Copy, Debug, Default)]
 struct Snapshot {
-    xmit: u64,
-    xmit_errors: u64,
+    /// Frames the generator's veth put on the receiver's ring.
+    accepted: u64,
+    /// Frames it refused (the ring was full).
+    refused: u64,
     rx_drops: u64,
     rx_xdp_drops: u64,
     udp: u64,
@@ -233,14 +242,12 @@ struct Receiver {
     plane: Plane,
     rules: Option<usize>,
     ns: Netns,
-    gen_iface: String,
-    gen_ifindex: u32,
-    gen_stats: VethStats,
+    /// The generator's end of this receiver's veth pair.
+    port: Port,
     rx_stats: VethStats,
     sink_stats: Option<VethStats>,
     out_stats: Option<VethStats>,
     traffic: Traffic,
-    frame: Vec<u8>,
     frames_per_run: u32,
     /// Seconds of a run that carry no traffic (page pool set-up and
     /// tear-down in the kernel), measured with one-batch runs.
@@ -248,6 +255,7 @@ struct Receiver {
     samples: Vec<f64>,
     /// Rounds whose rate is the whole run's (the window did not fit).
     whole_run_samples: usize,
+    /// Frames the generator handed to this receiver's veth.
     sent: u64,
     base: Snapshot,
 }
@@ -268,7 +276,7 @@ impl Receiver {
         }
     }
 
-    fn snapshot(&self) -> Result<Snapshot> {
+    fn snapshot(&self, generator: &Generator) -> Result<Snapshot> {
         let stats = |s: &VethStats, name: &str, iface: &str| {
             s.get(name).map_err(|source| BenchError::Stats {
                 iface: iface.to_string(),
@@ -279,9 +287,15 @@ impl Receiver {
             iface: RX_IFACE.into(),
             source,
         })?;
+        let handover = generator
+            .handover(&self.port, self.sent)
+            .map_err(|source| BenchError::Stats {
+                iface: self.port.iface.clone(),
+                source,
+            })?;
         let mut s = Snapshot {
-            xmit: stats(&self.gen_stats, counter::XDP_XMIT, &self.gen_iface)?,
-            xmit_errors: stats(&self.gen_stats, counter::XDP_XMIT_ERRORS, &self.gen_iface)?,
+            accepted: handover.accepted,
+            refused: handover.refused,
             rx_drops: rx.get(counter::RX_DROPS).copied().unwrap_or(0),
             rx_xdp_drops: rx.get(counter::RX_XDP_DROPS).copied().unwrap_or(0),
             ..Snapshot::default()
@@ -406,7 +420,6 @@ struct Bench {
     /// Dropped last: the receivers' namespaces go first.
     gen_ns: Netns,
     sink_ns: Option<Netns>,
-    asked: u64,
 }
 
 /// What the tools need: root, and the programs of the chosen data planes.
@@ -435,8 +448,10 @@ fn check_tools(options: &Options) -> Result<()> {
 impl Bench {
     fn new(options: &Options) -> Result<Bench> {
         check_tools(options)?;
-        // Frame size and flows are checked before anything is built.
-        Traffic {
+        // The generator, frame size and flows are checked before anything
+        // is built.
+        options.generator.require()?;
+        let traffic = Traffic {
             src_mac: [0; 6],
             dst_mac: [0; 6],
             first_source: planes::LOCAL_FIRST_SOURCE,
@@ -445,8 +460,8 @@ impl Bench {
             dport: planes::DPORT,
             flows: options.flows,
             size: options.size,
-        }
-        .check()?;
+        };
+        options.generator.check(&traffic)?;
         // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
         // the alias this mounts (see state.rs).
         crate::state::bpffs_root()?;
@@ -454,14 +469,12 @@ impl Bench {
             .map_err(|e| BenchError::Setup(format!("cannot find the netbeast binary: {e}")))?;
         let gen_ns = Netns::new("bench-gen")?;
         prepare(&gen_ns, false)?;
-        let mut generator = Generator::load()?;
-        // One frame out of `lo`: the kernel refuses live frames outright
-        // when it has no such mode, before any namespace is built.
-        let probe = vec![0u8; super::live::MIN_FRAME_SIZE];
-        let cpu = options.cpu;
-        gen_ns.in_netns(|| {
+        // Opened in its namespace, where it also checks that it can send
+        // (before any receiver is built).
+        let (kind, cpu) = (options.generator, options.cpu);
+        let generator = gen_ns.in_netns(|| -> Result<Generator> {
             pin_to_cpu(cpu)?;
-            generator.send(&probe, 1, 1)
+            Ok(Generator::open(kind, cpu)?)
         })??;
         let bare = BareXdp::load()?;
         Ok(Bench {
@@ -473,7 +486,6 @@ impl Bench {
             unavailable: Vec::new(),
             gen_ns,
             sink_ns: None,
-            asked: 1,
         })
     }
 
@@ -505,6 +517,11 @@ impl Bench {
             ns.name(),
         ])?;
         self.gen_ns.ip(&["link", "set", &gen_iface, "up"])?;
+        // With TSO on, a veth hands the skbs a kernel generator (pktgen)
+        // sends to its peer's backlog instead of the NAPI ring the
+        // receivers are counted on (veth_skb_is_eligible_for_gro); XDP
+        // frames do not care.
+        self.gen_ns.set_tso(&gen_iface, false)?;
         let (rx_addr, destination, first_source) = match scenario {
             Scenario::Drop | Scenario::Pass => (
                 planes::LOCAL_RECEIVER,
@@ -616,22 +633,23 @@ impl Bench {
             size: self.options.size,
         };
         traffic.check()?;
-        let frame = traffic.template();
-        let gen_stats = stats(&self.gen_ns, &gen_iface)?;
+        let port = Port::open(&self.gen_ns, &gen_iface, gen_ifindex).map_err(|source| {
+            BenchError::Stats {
+                iface: gen_iface.clone(),
+                source,
+            }
+        })?;
         let rx_stats = stats(&ns, RX_IFACE)?;
         let mut receiver = Receiver {
             scenario,
             plane,
             rules,
             ns,
-            gen_iface,
-            gen_ifindex,
-            gen_stats,
+            port,
             rx_stats,
             sink_stats,
             out_stats,
             traffic,
-            frame,
             frames_per_run: 0,
             overhead: 0.0,
             samples: Vec::new(),
@@ -639,7 +657,7 @@ impl Bench {
             sent: 0,
             base: Snapshot::default(),
         };
-        receiver.base = receiver.snapshot()?;
+        receiver.base = receiver.snapshot(&self.generator)?;
         self.receivers.push(receiver);
         Ok(())
     }
@@ -651,26 +669,30 @@ impl Bench {
     /// receiver's counter while the generator runs ([`sample_window`]): the
     /// rate over that window leaves out each run's fixed start and end (the
     /// kernel sets up and tears down a page pool per BPF_PROG_TEST_RUN
-    /// call, ~15 ms here).
+    /// call, ~15 ms here; pktgen's control file waits 125 ms before it
+    /// looks whether its thread is done).
     fn run_once(&mut self, i: usize, frames: u32, window: Option<f64>) -> Result<RunOutcome> {
         let cpu = self.options.cpu;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let sampler_cpu = (cpus > 1).then(|| (cpu + 1) % cpus);
         let r = &mut self.receivers[i];
-        self.generator.configure(&r.traffic)?;
-        let read = |s: &VethStats, name: &str, iface: &str| {
-            s.get(name).map_err(|source| BenchError::Stats {
-                iface: iface.to_string(),
-                source,
-            })
-        };
-        let tx0 = read(&r.gen_stats, counter::XDP_XMIT, &r.gen_iface)?;
-        let errors0 = read(&r.gen_stats, counter::XDP_XMIT_ERRORS, &r.gen_iface)?;
-        let rx0 = read(&r.rx_stats, counter::RX_XDP_PACKETS, RX_IFACE)?;
         let generator = &mut self.generator;
         let gen_ns = &self.gen_ns;
-        let (frame, ifindex) = (&r.frame, r.gen_ifindex);
-        let (gen_stats, rx_stats, gen_iface) = (&r.gen_stats, &r.rx_stats, &r.gen_iface);
+        let (traffic, port, rx_stats) = (&r.traffic, &r.port, &r.rx_stats);
+        gen_ns.in_netns(|| generator.configure(traffic, port))??;
+        let stats_error = |source| BenchError::Stats {
+            iface: port.iface.clone(),
+            source,
+        };
+        let before = generator.handover(port, r.sent).map_err(stats_error)?;
+        let rx0 = rx_stats
+            .get(counter::RX_XDP_PACKETS)
+            .map_err(|source| BenchError::Stats {
+                iface: RX_IFACE.into(),
+                source,
+            })?;
+        let handed = generator.handed_counter(port)?;
+        let handed_before = r.sent;
         let done = AtomicBool::new(false);
         let (outcome, window_rate) = std::thread::scope(|scope| {
             let sampler = window.map(|seconds| {
@@ -678,8 +700,7 @@ impl Bench {
                 let window = Window {
                     rx: rx_stats,
                     rx0,
-                    tx: gen_stats,
-                    tx0: tx0 + errors0,
+                    handed: &handed,
                     frames,
                     seconds,
                 };
@@ -690,18 +711,28 @@ impl Bench {
                     sample_window(&window, done)
                 })
             });
-            let outcome = gen_ns.in_netns(|| -> Result<(u64, u64, f64)> {
+            let outcome = gen_ns.in_netns(|| -> Result<(u64, u64, u64, f64)> {
                 pin_to_cpu(cpu)?;
-                let started = Instant::now();
-                let sent = generator.send(frame, ifindex, frames);
+                let sent = generator.send(frames);
+                let returned = Instant::now();
                 done.store(true, Ordering::SeqCst);
                 let sent = sent?;
-                let deadline = started + sent.elapsed + DRAIN_TIMEOUT;
+                let after = generator
+                    .handover(port, handed_before + sent.frames)
+                    .map_err(stats_error)?;
+                // pktgen's is handed over less the veth's drops: a drop
+                // that was not this run's must not make it wrap.
+                let accepted = after.accepted.saturating_sub(before.accepted);
                 loop {
-                    let accepted = read(gen_stats, counter::XDP_XMIT, gen_iface)? - tx0;
-                    let taken = read(rx_stats, counter::RX_XDP_PACKETS, RX_IFACE)? - rx0;
-                    if taken >= accepted || Instant::now() > deadline {
-                        return Ok((taken, accepted, started.elapsed().as_secs_f64()));
+                    let taken = rx_stats.get(counter::RX_XDP_PACKETS).map_err(|source| {
+                        BenchError::Stats {
+                            iface: RX_IFACE.into(),
+                            source,
+                        }
+                    })? - rx0;
+                    if taken >= accepted || returned.elapsed() > DRAIN_TIMEOUT {
+                        let seconds = (sent.elapsed + returned.elapsed()).as_secs_f64();
+                        return Ok((sent.frames, taken, accepted, seconds));
                     }
                     std::thread::sleep(DRAIN_POLL);
                 }
@@ -710,9 +741,8 @@ impl Bench {
             let window_rate = sampler.and_then(|s| s.join().ok().flatten());
             (outcome, window_rate)
         });
-        r.sent += frames as u64;
-        self.asked += frames as u64;
-        let (taken, accepted, seconds) = outcome??;
+        let (sent, taken, accepted, seconds) = outcome??;
+        r.sent += sent;
         if taken < accepted {
             return Err(BenchError::Stuck {
                 what: r.what(),
@@ -796,7 +826,7 @@ impl Bench {
         // Let the last softirqs and counters settle.
         std::thread::sleep(Duration::from_millis(100));
         for r in &self.receivers {
-            let now = r.snapshot()?;
+            let now = r.snapshot(&self.generator)?;
             let b = &r.base;
             let counters = planes::rule_counters(&r.ns, r.scenario, r.plane)?;
             let dropped = match r.plane {
@@ -810,7 +840,7 @@ impl Bench {
             } else {
                 now.udp - b.udp
             };
-            let lost = (now.xmit_errors - b.xmit_errors)
+            let lost = (now.refused - b.refused)
                 + (now.rx_drops - b.rx_drops)
                 + (now.out_xmit_errors - b.out_xmit_errors)
                 + (now.out_tx_dropped - b.out_tx_dropped);
@@ -832,7 +862,7 @@ impl Bench {
                 ratio_to_floor: None,
                 frames_per_run: r.frames_per_run,
                 sent: r.sent,
-                on_ring: now.xmit - b.xmit,
+                on_ring: now.accepted - b.accepted,
                 received,
                 dropped,
                 lost,
@@ -869,8 +899,7 @@ struct Window<'a> {
     rx0: u64,
     /// The generator's side: the window counts only while it still had
     /// frames to send.
-    tx: &'a VethStats,
-    tx0: u64,
+    handed: &'a HandedCounter<'a>,
     frames: u32,
     /// Expected duration of the run's traffic.
     seconds: f64,
@@ -896,8 +925,8 @@ fn sample_window(w: &Window, done: &AtomicBool) -> Option<f64> {
         let (t, c) = (Instant::now(), read(w.rx, counter::RX_XDP_PACKETS)?);
         // Read after the receiver's counter: if the generator still had
         // frames then, it was sending all along up to `t`.
-        let handed = read(w.tx, counter::XDP_XMIT)? + read(w.tx, counter::XDP_XMIT_ERRORS)?;
-        if handed - w.tx0 >= w.frames as u64 || done.load(Ordering::SeqCst) {
+        let handed = w.handed.get()?;
+        if handed >= w.frames as u64 || done.load(Ordering::SeqCst) {
             break;
         }
         first.get_or_insert((t, c));
@@ -1055,7 +1084,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
     bench.measure(&mut progress)?;
     progress.finish();
     let mut rows = bench.rows()?;
-    let generator_counted = bench.generator.generated()?;
+    let generator_counted = bench.generator.counted()?;
     let floor_pps = rows
         .iter()
         .find(|r| r.plane == Plane::Floor)
@@ -1081,11 +1110,11 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         date: today(),
         machine: machine(),
         options: options.clone(),
-        generator: "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES), one pinned core",
+        generator: bench.generator.describe(),
         floor_pps,
         rows,
         generator_counted,
-        generator_asked: bench.asked,
+        generator_asked: bench.generator.asked(),
         targets,
         seconds_total: 0.0,
     };
@@ -1212,6 +1241,7 @@ fn short_rate(pps: f64) -> String {
 /// The table for the terminal (and docs/BENCHMARKS.md).
 pub fn print(report: &TrafficReport) {
     let o = &report.options;
+    println!("generator: {}", report.generator);
     println!(
         "{}-byte UDP, {} flow{}, generator and receivers on CPU {}, {} round{} of ~{} s per data plane (median, min-max)",
         o.size,
@@ -1301,7 +1331,7 @@ pub fn print(report: &TrafficReport) {
     }
     if report.generator_counted != report.generator_asked {
         problems.push(format!(
-            "the generator program counted {} frames, {} were asked for",
+            "the generator counted {} frames, {} were asked for",
             report.generator_counted, report.generator_asked
         ));
     }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::bench::{
     self,
+    generator::GeneratorKind,
     planes::{Family, Scenario},
     traffic::{self, Options},
 };
@@ -68,6 +69,11 @@ pub struct BenchArgs {
     /// The CPU the generator and every receiver run on (default: the last).
     #[arg(long)]
     cpu: Option<usize>,
+    /// The packet generator: `xdp`, XDP live frames from BPF_PROG_TEST_RUN,
+    /// or `pktgen`, the kernel's, which needs /proc/net/pktgen
+    /// (CONFIG_NET_PKTGEN, `modprobe pktgen`) and frames of 58 bytes or more.
+    #[arg(long, value_enum, default_value = "xdp")]
+    generator: GeneratorKind,
     /// program-cost: packets per BPF_PROG_TEST_RUN call.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
@@ -127,6 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         size: args.size,
         flows: args.flows,
         cpu: args.cpu.unwrap_or_else(traffic::default_cpu),
+        generator: args.generator,
         batch: bench::live::BATCH_SIZE,
         quick: false,
     };
