@@ -294,23 +294,14 @@ const RULE_DECIDED: u64 = 1 << 63;
 
 /// Runs chain `chain` of the active ruleset on a packet: counts every
 /// matching non-terminating rule and the terminating one (or the policy).
-///
-/// For the packet programs, which run in softirq context or with softirqs
-/// off: nothing else on the CPU uses the per-CPU search state meanwhile.
+/// `st` is the search's working state: the packet's own (`Packet::search`)
+/// for the packet programs, which run in softirq context or with softirqs
+/// off, so nothing else on the CPU uses it meanwhile; one per socket for
+/// the socket programs, which run in process context, where a softirq's
+/// XDP or TC program, or another task, would overwrite per-CPU state in the
+/// middle of the search.
 #[inline(always)]
-pub fn classify(generation: u32, chain: u32, keys: &Keys, bytes: u64) -> Verdict {
-    let Some(st) = SEARCH.get_ptr_mut(0) else {
-        return Verdict::Policy(policy(generation, chain));
-    };
-    classify_in(generation, chain, keys, bytes, st)
-}
-
-/// `classify` with the search state in `st`, for callers that can be
-/// interrupted or preempted (the socket programs run in process context,
-/// where a softirq's XDP or TC program, or another task, would overwrite
-/// the per-CPU state in the middle of the search).
-#[inline(always)]
-pub fn classify_in(
+pub fn classify(
     generation: u32,
     chain: u32,
     keys: &Keys,
@@ -329,7 +320,7 @@ pub fn classify_in(
     })
 }
 
-/// [`classify_in`], as a global function: the verifier checks it once, on
+/// [`classify`], as a global function: the verifier checks it once, on
 /// its own, rather than once for every place a packet may be classified (up
 /// to three chains per packet, the REJECT reply of TC egress, the socket
 /// programs), which leaves the rest of the program room under the
@@ -594,8 +585,9 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
 /// rule; this bounds the search.
 const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
 
-/// The search's moving parts. They live in a map (per-CPU `SEARCH` for the
-/// packet programs) rather than on the stack so the verifier sees them as
+/// The search's moving parts. They live in a map (the per-CPU packet slot
+/// for the packet programs, `SOCK_SEARCH` for the socket programs) rather
+/// than on the stack so the verifier sees them as
 /// unknown values and its states merge at every step. All integers: an
 /// all-zero value is a valid start.
 #[repr(C)]
@@ -628,8 +620,6 @@ pub struct SearchState {
     classes: [u32; field::COUNT],
 }
 
-#[map]
-static SEARCH: PerCpuArray<SearchState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
 /// words, else read from `CLASS_WORDS` (a dense class's directly, another's

@@ -45,7 +45,7 @@ use aya_ebpf::{
 use netbeast_common::{RuleAction, chain, ct_state, nat_flags, nat_target_index, stats, target};
 
 use crate::{
-    classify::{Active, Keys, SearchState, Verdict, classify_in},
+    classify::{Active, Keys, SearchState, Verdict, classify},
     nat::{NAT_TARGETS, pick},
     route::LOCAL_ADDRS,
     stats::bump,
@@ -105,7 +105,7 @@ static SOCK_NAT: LruHashMap<SockNatKey, SockNatValue> =
 
 /// The classifier's search state of a socket being classified, keyed by its
 /// cookie: the per-CPU state of the packet programs is not safe here (see
-/// `classify_in`). The socket is locked while the programs run, so one
+/// `classify`). The socket is locked while the programs run, so one
 /// entry has one user; it is removed when the search ends.
 #[map]
 static SOCK_SEARCH: HashMap<u64, SearchState> = HashMap::with_max_entries(SOCK_SEARCH_ENTRIES, 0);
@@ -178,7 +178,7 @@ fn classify_socket(generation: u32, keys: &Keys, cookie: u64) -> Option<RuleActi
     }
     let verdict = SOCK_SEARCH
         .get_ptr_mut(cookie)
-        .map(|st| classify_in(generation, chain::NAT_OUTPUT, keys, 0, st));
+        .map(|st| classify(generation, chain::NAT_OUTPUT, keys, 0, st));
     let _ = SOCK_SEARCH.remove(cookie);
     match verdict? {
         Verdict::Rule(action) => Some(action),

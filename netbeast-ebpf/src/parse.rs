@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
-use crate::classify::Keys;
+use crate::classify::{Keys, SearchState};
 
 pub const ETH_HLEN: usize = 14;
 /// The low six bytes of a little-endian word: a MAC address read with the
@@ -72,7 +72,6 @@ impl Packet {
 }
 
 /// What the pipeline needs to know about an IPv4 packet.
-#[derive(Clone, Copy)]
 pub struct Packet {
     /// The classifier's keys, parsed in place: a chain runs on them with no
     /// copy (the interfaces and the connection state are set per chain).
@@ -94,6 +93,10 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// ICMP identifier (echo, timestamp...) when complete.
     pub icmp_id: u16,
+    /// The classifier's working state while a chain runs on the packet:
+    /// in the same per-CPU slot, found with the packet and not looked up
+    /// again for each chain.
+    pub search: SearchState,
 }
 
 /// The parsed packet of the current program run, written by the parser in

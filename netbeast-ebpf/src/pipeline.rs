@@ -53,7 +53,13 @@ fn run_chain(
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = ct_state;
-    classify(generation, chain, &pkt.keys, pkt.total_len as u64)
+    classify(
+        generation,
+        chain,
+        &pkt.keys,
+        pkt.total_len as u64,
+        &mut pkt.search,
+    )
 }
 
 #[inline(always)]
@@ -256,7 +262,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 return reject_local::silent();
             }
             let (keys, bytes) = reject_local::reply_keys(ctx, pkt, reject_with);
-            match classify(active.generation(), chain::OUTPUT, &keys, bytes) {
+            match classify(active.generation(), chain::OUTPUT, &keys, bytes, &mut pkt.search) {
                 Verdict::Policy(target::ACCEPT) => reject_local::deliver(ifindex),
                 Verdict::Rule(a) if a.target == target::ACCEPT => reject_local::deliver(ifindex),
                 _ => reject_local::silent(),

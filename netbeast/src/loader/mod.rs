@@ -45,7 +45,7 @@ const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// The maps that hold state (rulesets, counters, connections, addresses):
 /// pinned by these names in a namespace's pin dir, shared by every program
 /// of the namespace and kept across netbeast versions. The object's other
-/// maps are per-run scratch (`PACKET`, `SEARCH`, `TRACKING`, `QUOTE`,
+/// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
 pub const MAP_NAMES: [&str; 25] = [
