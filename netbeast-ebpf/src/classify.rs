@@ -372,10 +372,9 @@ fn take_field(
     f: usize,
     keys: &Keys,
     st: &mut SearchState,
-    rule_count: u32,
-    large: bool,
+    (generation, chain, rule_count, large): (u32, u32, u32, bool),
 ) -> bool {
-    let Some(class) = class_of(cfg, st.generation, st.chain, f, keys) else {
+    let Some(class) = class_of(cfg, generation, chain, f, keys) else {
         return false;
     };
     let Some(h) = CLASS_HEADERS.get(class) else {
@@ -438,39 +437,45 @@ fn search(
     if rule_count == 0 {
         return None;
     }
-    st.fields = 0;
-    st.rule_count = rule_count;
-    st.generation = generation;
-    st.chain = chain;
-    st.bytes = bytes;
     // Slots past the chain's end, for a chain whose rules all match.
     st.word0 = if rule_count >= 64 {
         u64::MAX
     } else {
         (1u64 << rule_count) - 1
     };
-    st.mixed = 0;
-    st.lead_first = 0;
-    // One call per field, written out: each inlines its own lookup. The
-    // chain's used fields and size are read once, not once per field.
-    let used = cfg.fields_used;
     let large = rule_count > SMALL_CHAIN;
+    if large {
+        st.fields = 0;
+        st.mixed = 0;
+        st.lead_first = 0;
+    }
+    // One call per field, written out: each inlines its own lookup. The
+    // chain's used fields are read once, and tested a group at a time:
+    // most chains leave whole groups (addresses, interfaces) unused.
+    let used = cfg.fields_used;
+    let chain_facts = (generation, chain, rule_count, large);
     macro_rules! take {
         ($f:expr) => {
-            if used & (1 << $f) != 0 && !take_field(cfg, $f, keys, st, rule_count, large) {
+            if used & (1 << $f) != 0 && !take_field(cfg, $f, keys, st, chain_facts) {
                 bump(stats::CLASS_MISSING);
                 return None;
             }
         };
     }
-    take!(field::SRC);
-    take!(field::DST);
-    take!(field::PROTO);
-    take!(field::L4A);
-    take!(field::L4B);
-    take!(field::IN_IFACE);
-    take!(field::OUT_IFACE);
-    take!(field::MAC_SOURCE);
+    if used & (1 << field::SRC | 1 << field::DST) != 0 {
+        take!(field::SRC);
+        take!(field::DST);
+    }
+    if used & (1 << field::PROTO | 1 << field::L4A | 1 << field::L4B) != 0 {
+        take!(field::PROTO);
+        take!(field::L4A);
+        take!(field::L4B);
+    }
+    if used & (1 << field::IN_IFACE | 1 << field::OUT_IFACE | 1 << field::MAC_SOURCE) != 0 {
+        take!(field::IN_IFACE);
+        take!(field::OUT_IFACE);
+        take!(field::MAC_SOURCE);
+    }
     take!(field::CT_STATE);
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
@@ -506,6 +511,10 @@ fn search(
     }
     // The rest of the search, in steps: the pending slots of word `w`, then
     // the candidates of the summaries' AND past `w`.
+    st.rule_count = rule_count;
+    st.generation = generation;
+    st.chain = chain;
+    st.bytes = bytes;
     st.found = 0;
     st.word_index = w;
     st.pending = pending;
@@ -542,13 +551,14 @@ fn search(
 /// Volatile stores: plain ones merge into a byte-wise `memset`.
 #[inline(never)]
 fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
-    let (mut s0, mut s1, mut s2, mut s3) = if large {
-        (u64::MAX, u64::MAX, u64::MAX, u64::MAX)
+    // A small chain records no classes (`fields` is stale there).
+    let (mut s0, mut s1, mut s2, mut s3, fields) = if large {
+        (u64::MAX, u64::MAX, u64::MAX, u64::MAX, st.fields)
     } else {
-        (0, 0, 0, 0)
+        (0, 0, 0, 0, 0)
     };
     for n in 0..field::COUNT {
-        if n as u32 >= st.fields {
+        if n as u32 >= fields {
             break;
         }
         let Some(h) = CLASS_HEADERS.get(st.classes[n]) else {
