@@ -128,16 +128,6 @@ unsafe fn read16(p: usize) -> u16 {
     unsafe { core::ptr::read(p as *const u16) }
 }
 
-/// A `u32` at `p` as two 2-byte loads, bytes in packet order.
-///
-/// # Safety
-/// `p..p + 4` is inside the packet.
-#[inline(always)]
-unsafe fn read32(p: usize) -> u32 {
-    // SAFETY: as for read16.
-    unsafe { read16(p) as u32 | (read16(p + 2) as u32) << 16 }
-}
-
 /// `frame_len` is the whole frame's length: `end - start` in XDP, but in TC
 /// `skb->len`, since a big packet of the host keeps only its headers in the
 /// linear part that `start..end` covers. The source MAC is left 0: no chain
