@@ -734,7 +734,8 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
-        assert_eq!(stats::NAMES.len(), stats::NAT_SOCKET_BUSY as usize + 1);
+        assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
+        assert_eq!(stats::KERNEL_ROUTED + 1, stats::COUNT);
         assert_eq!(size_of::<NatTarget>(), 16);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
