@@ -1851,8 +1851,11 @@ fn stats_move_as_documented() {
     let drop_policy = &["-P INPUT DROP"];
     let v6 = FrameBuilder::ipv6("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap(), 59);
     let arp = FrameBuilder::arp_request(CLIENT_MAC, CLIENT, SERVER);
+    // Every counter of the ingress path: a packet moves `PACKETS` and
+    // exactly one of `INGRESS_OUTCOMES`.
     let all = [
         PACKETS,
+        KERNEL_ROUTED,
         NOT_IPV4,
         MALFORMED,
         FRAGMENTS,
@@ -2515,7 +2518,12 @@ fn forward_chain_for_routed_packets() {
                 routed().ttl(1),
                 Pass,
             )
-            .counts(&[(stats::INPUT, 0), (stats::FORWARD, 0)]),
+            .counts(&[
+                (stats::INPUT, 0),
+                (stats::FORWARD, 0),
+                (stats::KERNEL_ROUTED, 1),
+                (stats::PACKETS, 1),
+            ]),
             case(
                 "REJECT in FORWARD answers from the ingress interface's address",
                 &["-A FORWARD -j REJECT --reject-with icmp-admin-prohibited"],
