@@ -361,6 +361,12 @@ pub struct RuleAction {
     pub _pad: u32,
 }
 
+/// The class of a value that every slot of its chain accepts (a field
+/// whose rules all take that value, like `-p udp` in a chain of UDP
+/// rules): the field tables hold it in place of a class id, and the search
+/// skips the field as if no rule looked at it, without reading a header.
+pub const CLASS_ALL: u32 = u32::MAX;
+
 /// A set of rules, one bit per rule index, with a summary of its non-zero
 /// words: a class as the compiler builds it. The kernel reads it packed
 /// ([`ClassHeader`] and `CLASS_WORDS`).
@@ -397,11 +403,7 @@ pub struct ClassHeader {
     /// 1 when every word from `first` to `last` is non-zero: word `w` is
     /// then at `offset + w - first`, no bits to count.
     pub dense: u16,
-    /// `n` when the vector is exactly slots `0..n` (`n` > 0): in a chain
-    /// of `n` slots, every rule accepts the value, and the search skips the
-    /// field as if no rule looked at it.
-    pub prefix: u16,
-    pub _pad: [u16; 2],
+    pub _pad: [u16; 3],
 }
 
 /// Key of the address LPM tries. The trie prefix covers `generation`,

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
-    ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_WORD_CHUNK,
+    ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_ALL, CLASS_WORD_CHUNK,
     ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_ADDR_HASH_LENGTHS,
     MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
     addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
@@ -372,18 +372,18 @@ fn take_field(
     f: usize,
     keys: &Keys,
     st: &mut SearchState,
-    (generation, chain, rule_count, large): (u32, u32, u32, bool),
+    (generation, chain, large): (u32, u32, bool),
 ) -> bool {
     let Some(class) = class_of(cfg, generation, chain, f, keys) else {
         return false;
     };
+    // A value every slot of the chain accepts: nothing to AND.
+    if class == CLASS_ALL {
+        return true;
+    }
     let Some(h) = CLASS_HEADERS.get(class) else {
         return false;
     };
-    // A value every slot of the chain accepts: nothing to AND.
-    if h.prefix as u32 >= rule_count {
-        return true;
-    }
     st.word0 &= if h.first == 0 { h.first_word } else { 0 };
     if large {
         let n = st.fields as usize;
@@ -453,7 +453,7 @@ fn search(
     // chain's used fields are read once, and tested a group at a time:
     // most chains leave whole groups (addresses, interfaces) unused.
     let used = cfg.fields_used;
-    let chain_facts = (generation, chain, rule_count, large);
+    let chain_facts = (generation, chain, large);
     macro_rules! take {
         ($f:expr) => {
             if used & (1 << $f) != 0 && !take_field(cfg, $f, keys, st, chain_facts) {

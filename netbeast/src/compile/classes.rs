@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use netbeast_common::{
+    CLASS_ALL,
     CLASS_ID_GEN_STRIDE, ClassHeader, ClassVector, MAX_CLASS_WORDS, RULE_WORDS, SUMMARY_WORDS,
 };
 
@@ -106,15 +107,19 @@ impl Interner {
         self.words
     }
 
-    /// The class id of `v`; `chain` and `field` say where a new class came
-    /// from when the limit is reached.
+    /// The class id of `v` in a chain of `slots` slots: [`CLASS_ALL`] when
+    /// `v` holds every one of them. `chain` and `field` say where a new
+    /// class came from when the limit is reached.
     pub(super) fn intern(
         &mut self,
         v: &[u64],
-        chain: &str,
+        (chain, slots): (&str, usize),
         field: usize,
     ) -> Result<u32, CompileError> {
         debug_assert_eq!(v.len(), self.words);
+        if slots > 0 && v[..] == ones(slots, self.words)[..] {
+            return Ok(CLASS_ALL);
+        }
         if let Some(&id) = self.ids.get(v) {
             return Ok(id);
         }
@@ -207,8 +212,6 @@ impl PackedClasses {
             let first = v.words.iter().position(|&w| w != 0).unwrap_or(0);
             let last = v.words.iter().rposition(|&w| w != 0).unwrap_or(0);
             let dense = v.words[first..=last].iter().all(|&w| w != 0);
-            let set: u32 = v.words.iter().map(|w| w.count_ones()).sum();
-            let solid = set > 0 && ones(set as usize, RULE_WORDS)[..] == v.words[..];
             headers.push(ClassHeader {
                 summary: v.summary,
                 first_word: v.words[first],
@@ -217,8 +220,7 @@ impl PackedClasses {
                 last: last as u16,
                 rank,
                 dense: u16::from(dense),
-                prefix: if solid { set as u16 } else { 0 },
-                _pad: [0; 2],
+                _pad: [0; 3],
             });
         }
         Ok(PackedClasses {

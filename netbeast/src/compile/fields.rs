@@ -79,7 +79,7 @@ pub(super) fn addresses(
             classes::assign(&mut v, slot, holds);
             i += 1;
         }
-        let class = interner.intern(&v, plan.name, f)?;
+        let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
         prefixes.push(AddrPrefix {
             field: f,
             net,
@@ -123,7 +123,7 @@ pub(super) fn protocols(
             }
         }
     }
-    let default_class = interner.intern(&unnamed, plan.name, field::PROTO)?;
+    let default_class = interner.intern(&unnamed, (plan.name, plan.slots.len()), field::PROTO)?;
     let mut table = vec![default_class; 256];
     for (proto, slots) in by_proto.iter().enumerate() {
         if slots.is_empty() {
@@ -138,7 +138,7 @@ pub(super) fn protocols(
                 .all(|&(p, negated)| (usize::from(p) == proto) != negated);
             classes::assign(&mut v, slot, holds);
         }
-        table[proto] = interner.intern(&v, plan.name, field::PROTO)?;
+        table[proto] = interner.intern(&v, (plan.name, plan.slots.len()), field::PROTO)?;
     }
     Ok(ArrayTable {
         used,
@@ -167,7 +167,7 @@ pub(super) fn ct_states(
         }
     }
     for v in &vectors {
-        table.push(interner.intern(v, plan.name, field::CT_STATE)?);
+        table.push(interner.intern(v, (plan.name, plan.slots.len()), field::CT_STATE)?);
     }
     Ok(ArrayTable {
         used,
@@ -211,7 +211,7 @@ pub(super) fn l4_keys(
             i += 1;
         }
         let end = flips.get(i).map_or(L4_KEYS, |&(key, _)| key as usize);
-        let class = interner.intern(&v, plan.name, f)?;
+        let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
         fill(&mut table[start..end], class);
         if end == L4_KEYS {
             break;
@@ -296,7 +296,7 @@ pub(super) fn interfaces(
             .all(|&(p, negated)| matches_unknown(p) != negated);
         classes::assign(&mut unknown, slot, holds);
     }
-    let default_class = interner.intern(&unknown, plan.name, f)?;
+    let default_class = interner.intern(&unknown, (plan.name, plan.slots.len()), f)?;
     let mut entries = Vec::new();
     let mut touched: Vec<usize> = Vec::new();
     for iface in interfaces {
@@ -320,7 +320,7 @@ pub(super) fn interfaces(
                 .all(|&(p, negated)| p.matches(&iface.name) != negated);
             classes::assign(&mut v, slot, holds);
         }
-        let class = interner.intern(&v, plan.name, f)?;
+        let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
         if class != default_class {
             entries.push(IfaceClass {
                 field: f,
@@ -364,7 +364,7 @@ pub(super) fn macs(
         }
         constrained.push((slot, macs));
     }
-    let default_class = interner.intern(&unknown, plan.name, field::MAC_SOURCE)?;
+    let default_class = interner.intern(&unknown, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
     let mut entries = Vec::new();
     for (mac, rules) in &by_mac {
         let mut v = unknown.clone();
@@ -375,7 +375,7 @@ pub(super) fn macs(
                 .all(|(named, negated)| (named == mac) != *negated);
             classes::assign(&mut v, *slot, holds);
         }
-        let class = interner.intern(&v, plan.name, field::MAC_SOURCE)?;
+        let class = interner.intern(&v, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
         if class != default_class {
             entries.push(MacClass { mac: *mac, class });
         }

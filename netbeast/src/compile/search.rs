@@ -2,7 +2,7 @@
 //! through the packed tables it reads, so that tests of the compiled tables
 //! test what the kernel computes.
 
-use netbeast_common::{RULE_WORDS, SUMMARY_WORDS};
+use netbeast_common::{CLASS_ALL, RULE_WORDS, SUMMARY_WORDS};
 
 use super::classes::PackedClasses;
 
@@ -14,8 +14,7 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// every class of `ids` (one per used field); an unused field counts as all
 /// ones, so with no used field every slot below `rule_count` matches.
 ///
-/// Kernel order. Classes every slot is in (`prefix` at least the rule
-/// count) are left out. A search from slot 0 tries word 0 first (each
+/// Kernel order. [`CLASS_ALL`] (every slot accepts the value) is left out. A search from slot 0 tries word 0 first (each
 /// header's `first_word` when `first` is 0), then, in a chain of more than
 /// `SMALL_CHAIN` slots, the first word every class has bits in (the
 /// largest `first`). Otherwise, and for a search that goes
@@ -37,12 +36,9 @@ pub(super) fn first_match(
             .header(id)
             .unwrap_or_else(|| panic!("class {id} does not exist"))
     };
-    // A class every slot of the chain is in is skipped like an unused field.
-    let ids: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|&id| u32::from(header(id).prefix) < rule_count)
-        .collect();
+    // A value every slot of the chain accepts is skipped like an unused
+    // field.
+    let ids: Vec<u32> = ids.iter().copied().filter(|&id| id != CLASS_ALL).collect();
     let ids = &ids[..];
     let found = |w: usize, acc: u64| {
         let slot = (w * 64) as u32 + acc.trailing_zeros();

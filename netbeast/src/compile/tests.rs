@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
     NatTarget, chain, field, nat_flags, reject, target,
 };
 use proptest::prelude::*;
@@ -665,9 +665,6 @@ fn check_classes(compiled: &CompiledRuleset) {
         assert_eq!(h.first_word, words[first]);
         let dense = (first..=last).all(|w| words[w] != 0);
         assert_eq!(h.dense != 0, dense);
-        let set: u32 = words.iter().map(|w| w.count_ones()).sum();
-        let prefix = set > 0 && (0..set as usize).all(|s| words[s / 64] & (1 << (s % 64)) != 0);
-        assert_eq!(u32::from(h.prefix), if prefix { set } else { 0 });
         for (w, &word) in class.vector.words.iter().enumerate() {
             if w == 0 || word != 0 {
                 assert_eq!(
@@ -710,9 +707,25 @@ fn check_tables(compiled: &CompiledRuleset) {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
+            if id == CLASS_ALL {
+                continue;
+            }
             let v = compiled
                 .class(id)
                 .expect("every table names an existing class");
+            // A value every slot accepts is CLASS_ALL, never a class.
+            let all = (0..v.words.len()).all(|w| {
+                let lo = w * 64;
+                v.words[w]
+                    == if count >= lo + 64 {
+                        u64::MAX
+                    } else if count > lo {
+                        (1u64 << (count - lo)) - 1
+                    } else {
+                        0
+                    }
+            });
+            assert!(count == 0 || !all, "class {id} holds every slot of its chain");
             for (w, &word) in v.words.iter().enumerate().skip(count / 64) {
                 let past = if w == count / 64 {
                     u64::MAX << (count % 64)
@@ -1243,10 +1256,12 @@ fn identical_vectors_share_one_class() {
     assert_eq!(input.l4_classes, forward.l4_classes);
     assert_eq!(input.proto_classes, forward.proto_classes);
     assert_eq!(input.config.default_class, forward.config.default_class);
-    // Distinct vectors: all three rules (unused fields, tcp), DROP only
-    // (another protocol or port), 22 + DROP, 80 + DROP, and OUTPUT's empty
-    // vector. Every key of every field reuses one of these.
-    assert_eq!(compiled.classes.len(), 5);
+    // Distinct vectors: DROP only (another protocol or port), 22 + DROP,
+    // 80 + DROP, and OUTPUT's empty vector; all three rules (unused fields,
+    // tcp) is CLASS_ALL, no class. Every key of every field reuses one of
+    // these.
+    assert_eq!(compiled.classes.len(), 4);
+    assert_eq!(input.proto_classes[6], CLASS_ALL);
     let other_ports = input.l4_classes[1][1000];
     assert_eq!(input.l4_classes[1][21], other_ports);
     assert_eq!(input.l4_classes[1][23], other_ports);
@@ -1327,7 +1342,7 @@ fn generations_offset_class_ids() {
         g1.chains[0]
             .proto_classes
             .iter()
-            .all(|&id| g1.class(id).is_some())
+            .all(|&id| id == CLASS_ALL || g1.class(id).is_some())
     );
     assert_eq!(
         compile(&ruleset, &[], 2).err(),
@@ -1391,11 +1406,9 @@ fn fragments_and_short_headers_have_their_own_keys() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
     // `! --dport 22` holds for port 23 but never for fragments or L4_NONE.
-    let class = |key: u32| {
-        compiled
-            .class(input.l4_classes[1][key as usize])
-            .unwrap()
-            .words[0]
+    let class = |key: u32| match input.l4_classes[1][key as usize] {
+        CLASS_ALL => (1 << input.config.rule_count) - 1,
+        id => compiled.class(id).unwrap().words[0],
     };
     assert_eq!(class(23) & 1, 1);
     assert_eq!(class(22) & 1, 0);
