@@ -279,7 +279,6 @@ fn tx_dropped_of(text: &str, iface: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn transmit_drops_are_read_from_proc_net_dev() {
@@ -297,16 +296,7 @@ Inter-|   Receive                                                |  Transmit
     }
 
     fn traffic(size: usize) -> Traffic {
-        Traffic {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            first_source: Ipv4Addr::new(198, 18, 0, 1),
-            first_port: 1024,
-            destination: Ipv4Addr::new(198, 18, 0, 254),
-            dport: 9,
-            flows: 1,
-            size,
-        }
+        Traffic::example(1, size)
     }
 
     /// pktgen never sends less than its own header: a size the live-frames

@@ -113,6 +113,22 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// A traffic for tests: `flows` flows from 198.18.0.1:1024 on, frames of
+    /// `size` bytes.
+    #[cfg(test)]
+    pub fn example(flows: u32, size: usize) -> Traffic {
+        Traffic {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            first_source: Ipv4Addr::new(198, 18, 0, 1),
+            first_port: 1024,
+            destination: Ipv4Addr::new(198, 18, 0, 254),
+            dport: 9,
+            flows,
+            size,
+        }
+    }
+
     pub fn check(&self) -> Result<(), LiveError> {
         if self.flows == 0 || self.flows > generator::MAX_FLOWS {
             return Err(LiveError::TooManyFlows(self.flows));
@@ -373,16 +389,7 @@ mod tests {
     use crate::packet::{ipv4_checksum_ok, parse_frame};
 
     fn traffic(flows: u32) -> Traffic {
-        Traffic {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            first_source: Ipv4Addr::new(198, 18, 0, 1),
-            first_port: 1024,
-            destination: Ipv4Addr::new(198, 18, 0, 254),
-            dport: 9,
-            flows,
-            size: 64,
-        }
+        Traffic::example(flows, 64)
     }
 
     #[test]

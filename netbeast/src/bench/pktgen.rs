@@ -561,16 +561,7 @@ Result: OK: 500(c488+d12) usec, 1000 (64byte,0frags)
     const THREAD_SEED: &str = "Running: \nStopped: \nResult: OK: add_device=g0\n";
 
     fn traffic(flows: u32) -> Traffic {
-        Traffic {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            first_source: Ipv4Addr::new(198, 18, 0, 1),
-            first_port: 1024,
-            destination: Ipv4Addr::new(198, 18, 0, 254),
-            dport: 9,
-            flows,
-            size: 64,
-        }
+        Traffic::example(flows, 64)
     }
 
     #[test]
