@@ -363,9 +363,9 @@ const SMALL_CHAIN: u32 = 64;
 /// field no rule uses matches every slot: the caller skips it), and ANDs
 /// its word 0 into the state's `word0`; `large` chains also record the
 /// class and fold its first word into the state's `lead_*`. `false` when a
-/// table lacks an entry. The running values live in the state, not in registers: with
-/// nine fields' lookups in between they would spill to a stack that the
-/// callers' frames leave short.
+/// table lacks an entry. The running values live in the state, not in
+/// registers: with nine fields' lookups in between they would spill to a
+/// stack that the callers' frames leave short.
 #[inline(always)]
 fn take_field(
     cfg: &ChainConfig,
@@ -597,9 +597,9 @@ const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
 
 /// The search's moving parts. They live in a map (the per-CPU packet slot
 /// for the packet programs, `SOCK_SEARCH` for the socket programs) rather
-/// than on the stack so the verifier sees them as
-/// unknown values and its states merge at every step. All integers: an
-/// all-zero value is a valid start.
+/// than on the stack so the verifier sees them as unknown values and its
+/// states merge at every step. All integers: an all-zero value is a valid
+/// start.
 #[repr(C)]
 pub struct SearchState {
     /// Candidate words not visited yet: the AND of the used fields'
@@ -629,7 +629,6 @@ pub struct SearchState {
     /// a search from a zeroed state on their stack.
     classes: [u32; field::COUNT],
 }
-
 
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
 /// words, else read from `CLASS_WORDS` (a dense class's directly, another's
