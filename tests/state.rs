@@ -129,7 +129,16 @@ fn scratch_maps_of_an_older_version_do_not_break_attach() {
     let out = std::process::Command::new("bpftool")
         .args(["map", "create"])
         .arg(&old)
-        .args(["type", "percpu_array", "key", "4", "value", "8", "entries", "1"])
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "1",
+        ])
         .args(["name", "PACKET"])
         .output()
         .expect("bpftool runs (cargo xtask setup installs it)");

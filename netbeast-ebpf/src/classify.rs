@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
-    ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_ALL, CLASS_WORD_CHUNK,
-    ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_ADDR_HASH_LENGTHS,
+    ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_ALL,
+    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_ADDR_HASH_LENGTHS,
     MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
     addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
     l4_base, rule_index, size, stats, target,

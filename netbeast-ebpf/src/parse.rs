@@ -246,7 +246,14 @@ fn parse_ipv4(
     let (l4a, l4b, complete) = if fragment {
         (L4_FRAGMENT, L4_FRAGMENT, false)
     } else {
-        l4_keys(pkt, start, end, l3 + header_len, start + l3 + total_len, protocol)
+        l4_keys(
+            pkt,
+            start,
+            end,
+            l3 + header_len,
+            start + l3 + total_len,
+            protocol,
+        )
     };
     pkt.keys.l4a = l4a;
     pkt.keys.l4b = l4b;

@@ -262,7 +262,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 return reject_local::silent();
             }
             let (keys, bytes) = reject_local::reply_keys(ctx, pkt, reject_with);
-            match classify(active.generation(), chain::OUTPUT, &keys, bytes, &mut pkt.search) {
+            match classify(
+                active.generation(),
+                chain::OUTPUT,
+                &keys,
+                bytes,
+                &mut pkt.search,
+            ) {
                 Verdict::Policy(target::ACCEPT) => reject_local::deliver(ifindex),
                 Verdict::Rule(a) if a.target == target::ACCEPT => reject_local::deliver(ifindex),
                 _ => reject_local::silent(),

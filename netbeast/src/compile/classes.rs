@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use netbeast_common::{
-    CLASS_ALL,
-    CLASS_ID_GEN_STRIDE, ClassHeader, ClassVector, MAX_CLASS_WORDS, RULE_WORDS, SUMMARY_WORDS,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, ClassHeader, ClassVector, MAX_CLASS_WORDS, RULE_WORDS,
+    SUMMARY_WORDS,
 };
 
 use super::{Class, CompileError, FIELD_NAMES};

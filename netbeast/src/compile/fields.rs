@@ -364,7 +364,8 @@ pub(super) fn macs(
         }
         constrained.push((slot, macs));
     }
-    let default_class = interner.intern(&unknown, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
+    let default_class =
+        interner.intern(&unknown, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
     let mut entries = Vec::new();
     for (mac, rules) in &by_mac {
         let mut v = unknown.clone();

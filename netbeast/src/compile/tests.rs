@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
-    NatTarget, chain, field, nat_flags, reject, target,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE,
+    MAX_RULES_PER_CHAIN, NatTarget, chain, field, nat_flags, reject, target,
 };
 use proptest::prelude::*;
 
@@ -725,7 +725,10 @@ fn check_tables(compiled: &CompiledRuleset) {
                         0
                     }
             });
-            assert!(count == 0 || !all, "class {id} holds every slot of its chain");
+            assert!(
+                count == 0 || !all,
+                "class {id} holds every slot of its chain"
+            );
             for (w, &word) in v.words.iter().enumerate().skip(count / 64) {
                 let past = if w == count / 64 {
                     u64::MAX << (count % 64)
