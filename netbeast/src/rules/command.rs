@@ -577,7 +577,7 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
                 return Err(CommandError::NatTargetFromChain {
                     chain: table.chains[chain].name.clone(),
                     rule: rule + 1,
-                    target: super::parse::nat_target_name(target),
+                    target: target.builtin_name(),
                     builtin,
                     path,
                     reason: super::parse::nat_chain_reason(target),

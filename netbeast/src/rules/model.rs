@@ -350,16 +350,22 @@ impl Target {
         }
     }
 
-    /// The target's name as `-j` takes it and `-L` prints it, for the
-    /// targets that are not chains.
+    /// The target's name as `-j` takes it and `-L` prints it.
     pub fn name(&self) -> &str {
         match self {
-            Target::None => "",
+            Target::Jump(chain) | Target::Goto(chain) => chain,
+            _ => self.builtin_name(),
+        }
+    }
+
+    /// The name of a target that is not a chain ("" for none).
+    pub fn builtin_name(&self) -> &'static str {
+        match self {
+            Target::None | Target::Jump(_) | Target::Goto(_) => "",
             Target::Accept => "ACCEPT",
             Target::Drop => "DROP",
             Target::Reject(_) => "REJECT",
             Target::Return => "RETURN",
-            Target::Jump(chain) | Target::Goto(chain) => chain,
             Target::Dnat { .. } => "DNAT",
             Target::Snat { .. } => "SNAT",
             Target::Masquerade { .. } => "MASQUERADE",

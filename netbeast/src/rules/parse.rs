@@ -2854,7 +2854,7 @@ impl<'a> Parser<'a> {
             && !allowed.contains(&chain)
         {
             return Err(ParseError::NatWrongChain {
-                target: nat_target_name(&target),
+                target: target.builtin_name(),
                 chain: chain.to_string(),
                 reason: nat_chain_reason(&target),
             });
@@ -3148,16 +3148,6 @@ pub(crate) const BUILTIN_TARGETS: &[&str] = &[
     "MASQUERADE",
     "REDIRECT",
 ];
-
-/// `DNAT`, `SNAT`, `MASQUERADE` or `REDIRECT`, as a static string.
-pub(crate) fn nat_target_name(target: &Target) -> &'static str {
-    match target {
-        Target::Dnat { .. } => "DNAT",
-        Target::Snat { .. } => "SNAT",
-        Target::Masquerade { .. } => "MASQUERADE",
-        _ => "REDIRECT",
-    }
-}
 
 /// Why the kernel accepts a nat target only in some chains (see
 /// [`Target::nat_chains`]).
