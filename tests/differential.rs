@@ -806,6 +806,7 @@ impl Dice {
                         protocol: p,
                         sport,
                         dport,
+                        tcp_flags: None,
                     });
                 } else {
                     let kind = self.pick(&[

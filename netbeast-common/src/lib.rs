@@ -76,6 +76,57 @@ pub mod field {
     pub const COUNT: usize = 9;
 }
 
+/// Keys of `field::TCP_FLAGS`: the flags byte, and this one for packets
+/// without a whole TCP header (other protocols, fragments, short headers),
+/// which no `--tcp-flags` test matches, negated or not.
+pub const TCP_FLAGS_NONE: u32 = 256;
+pub const TCP_FLAGS_KEYS: u32 = 257;
+
+/// Link-layer packet types, as `skb->pkt_type` numbers them (`-m pkttype`).
+pub mod pkttype {
+    /// Addressed to this host (`unicast`).
+    pub const HOST: u32 = 0;
+    pub const BROADCAST: u32 = 1;
+    pub const MULTICAST: u32 = 2;
+    /// Addressed to another host's MAC.
+    pub const OTHERHOST: u32 = 3;
+    pub const KEYS: u32 = 4;
+}
+
+/// Address types, as the kernel's route types (`RTN_*`) number them
+/// (`-m addrtype`). A set of types is a mask with bit `1 << type`, as
+/// xt_addrtype has it.
+pub mod addr_type {
+    pub const UNSPEC: u32 = 0;
+    pub const UNICAST: u32 = 1;
+    pub const LOCAL: u32 = 2;
+    pub const BROADCAST: u32 = 3;
+    pub const ANYCAST: u32 = 4;
+    pub const MULTICAST: u32 = 5;
+    pub const BLACKHOLE: u32 = 6;
+    pub const UNREACHABLE: u32 = 7;
+    pub const PROHIBIT: u32 = 8;
+    pub const THROW: u32 = 9;
+    pub const NAT: u32 = 10;
+    pub const XRESOLVE: u32 = 11;
+    pub const KEYS: u32 = 16;
+    /// Names as iptables takes and prints them, in type order.
+    pub const NAMES: [&str; 12] = [
+        "UNSPEC",
+        "UNICAST",
+        "LOCAL",
+        "BROADCAST",
+        "ANYCAST",
+        "MULTICAST",
+        "BLACKHOLE",
+        "UNREACHABLE",
+        "PROHIBIT",
+        "THROW",
+        "NAT",
+        "XRESOLVE",
+    ];
+}
+
 /// Key of the L4 fields when the packet carries no port or ICMP type (other
 /// protocols, or a first fragment whose L4 header is cut short).
 pub const L4_NONE: u32 = 65536;

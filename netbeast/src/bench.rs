@@ -84,6 +84,7 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
                 first: DPORT,
                 last: DPORT,
             })),
+            tcp_flags: None,
         });
         input.rules.push(rule);
     }
@@ -242,6 +243,7 @@ mod tests {
             out_ifindex: 0,
             mac_source: [0; 6],
             ct_state: netbeast_common::ct_state::NEW,
+            header: Default::default(),
         };
         assert_eq!(
             crate::compile::reference::classify(input, &[], &pkt),

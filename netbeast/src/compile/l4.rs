@@ -171,7 +171,16 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
                 }
             })
         }
-        Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => None,
+        Match::MacSource(_)
+        | Match::Comment(_)
+        | Match::ConnState { .. }
+        | Match::Length(_)
+        | Match::Ttl(_)
+        | Match::IpRange(_)
+        | Match::PktType(_)
+        | Match::AddrType(_)
+        | Match::Tos(_)
+        | Match::Dscp(_) => None,
     }
 }
 

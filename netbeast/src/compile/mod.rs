@@ -78,7 +78,7 @@ use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, Target};
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
 pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
-pub use reference::{L4Header, PacketView, RuleRef};
+pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
 
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot};
@@ -553,6 +553,18 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                 }
             }
             Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => {}
+            Match::Length(_)
+            | Match::Ttl(_)
+            | Match::IpRange(_)
+            | Match::PktType(_)
+            | Match::AddrType(_)
+            | Match::Tos(_)
+            | Match::Dscp(_) => {
+                return Err(
+                    "this match is not supported by the classifier yet; remove the rule"
+                        .to_string(),
+                );
+            }
         }
     }
     Ok(())

@@ -52,6 +52,40 @@ pub struct PacketView {
     pub mac_source: [u8; 6],
     /// The connection tracking state (`ct_state::*`) conntrack gave it.
     pub ct_state: u32,
+    /// The header fields of the other static matches.
+    pub header: HeaderFields,
+}
+
+/// What `-m length`, `ttl`, `tos`, `dscp`, `pkttype`, `addrtype` and the
+/// TCP flag tests look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// The IPv4 total length.
+    pub length: u16,
+    pub ttl: u8,
+    pub tos: u8,
+    /// The TCP flags byte; the tests read it only for TCP first fragments
+    /// with a whole header (`PacketView::tcp_flags`).
+    pub tcp_flags: u8,
+    /// `pkttype::*`.
+    pub pkttype: u32,
+    /// `addr_type::*` of the source and destination addresses.
+    pub src_type: u32,
+    pub dst_type: u32,
+}
+
+impl Default for HeaderFields {
+    fn default() -> Self {
+        HeaderFields {
+            length: 60,
+            ttl: 64,
+            tos: 0,
+            tcp_flags: 0x02,
+            pkttype: netbeast_common::pkttype::HOST,
+            src_type: netbeast_common::addr_type::UNICAST,
+            dst_type: netbeast_common::addr_type::UNICAST,
+        }
+    }
 }
 
 impl PacketView {
@@ -67,6 +101,12 @@ impl PacketView {
             }
             _ => None,
         }
+    }
+
+    /// The TCP flags, as `--tcp-flags` sees them: only on TCP first
+    /// fragments with a whole header.
+    pub fn tcp_flags(&self) -> Option<u8> {
+        (self.protocol == 6 && self.ports().is_some()).then_some(self.header.tcp_flags)
     }
 
     /// ICMP type and code, as the `icmp` match sees them.
@@ -271,12 +311,21 @@ fn match_holds(m: &Match, pkt: &PacketView) -> bool {
     match m {
         // The tcp/udp, icmp and multiport matches are false on non-first
         // fragments whatever their `!`.
-        Match::Ports { sport, dport, .. } => {
+        Match::Ports {
+            sport,
+            dport,
+            tcp_flags,
+            ..
+        } => {
             let Some((s, d)) = pkt.ports() else {
                 return false;
             };
             sport.as_ref().is_none_or(|r| holds(r, |r| r.contains(s)))
                 && dport.as_ref().is_none_or(|r| holds(r, |r| r.contains(d)))
+                && tcp_flags.as_ref().is_none_or(|f| {
+                    pkt.tcp_flags()
+                        .is_some_and(|flags| holds(f, |f| f.matches(flags)))
+                })
         }
         Match::Icmp(t) => {
             let Some((icmp_type, code)) = pkt.icmp() else {
@@ -310,5 +359,12 @@ fn match_holds(m: &Match, pkt: &PacketView) -> bool {
         Match::ConnState {
             negated, states, ..
         } => states.contains(pkt.ct_state) != *negated,
+        Match::Length(m) => m.matches(pkt),
+        Match::Ttl(m) => m.matches(pkt),
+        Match::IpRange(m) => m.matches(pkt),
+        Match::PktType(m) => m.matches(pkt),
+        Match::AddrType(m) => m.matches(pkt),
+        Match::Tos(m) => m.matches(pkt),
+        Match::Dscp(m) => m.matches(pkt),
     }
 }

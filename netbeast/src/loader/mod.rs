@@ -692,6 +692,7 @@ mod smoke {
                     first: port,
                     last: port,
                 })),
+                tcp_flags: None,
             });
             input.rules.push(r);
         }

@@ -75,6 +75,7 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
         out_ifindex: iface_out,
         mac_source: [0x02, 0, 0, 0, 0, 0x42],
         ct_state: ct_state::NEW,
+        header: Default::default(),
     }
 }
 

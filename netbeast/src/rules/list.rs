@@ -4,6 +4,7 @@
 //! numeric; `anywhere` is still printed without `-n`), and `-n` keeps
 //! iptables' own protocol names (`tcp`, not `6`), as iptables 1.8.10+ does.
 
+use crate::rules::ext::tcp::flags_text;
 use std::fmt::Write as _;
 
 use super::command::references;
@@ -303,10 +304,21 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
                 protocol,
                 sport,
                 dport,
+                tcp_flags,
             } => {
                 out.push_str(if *protocol == 6 { " tcp" } else { " udp" });
                 write_ports(&mut out, "spt", sport);
                 write_ports(&mut out, "dpt", dport);
+                // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`.
+                if let Some(f) = tcp_flags {
+                    let bang = if f.negated { "!" } else { "" };
+                    let _ = write!(
+                        out,
+                        " flags:{bang}{}/{}",
+                        flags_text(f.value.mask),
+                        flags_text(f.value.comp)
+                    );
+                }
             }
             Match::Icmp(icmp) => write_icmp(&mut out, icmp, numeric),
             Match::Multiport {
@@ -342,6 +354,13 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
                 let bang = if *negated { "! " } else { "" };
                 let _ = write!(out, " {bang}{name} {}", states.text());
             }
+            Match::Length(m) => m.list(&mut out),
+            Match::Ttl(m) => m.list(&mut out),
+            Match::IpRange(m) => m.list(&mut out),
+            Match::PktType(m) => m.list(&mut out),
+            Match::AddrType(m) => m.list(&mut out),
+            Match::Tos(m) => m.list(&mut out, numeric),
+            Match::Dscp(m) => m.list(&mut out),
         }
     }
     match &rule.target {

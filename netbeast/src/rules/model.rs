@@ -5,6 +5,15 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ext::addrtype::AddrType;
+pub use super::ext::dscp::Dscp;
+pub use super::ext::iprange::IpRange;
+pub use super::ext::length::Length;
+pub use super::ext::pkttype::PktType;
+pub use super::ext::tcp::TcpFlags;
+pub use super::ext::tos::Tos;
+pub use super::ext::ttl::{Ttl, TtlOp};
+
 /// A whole ruleset: every table netbeast knows, as `iptables-save` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
@@ -249,6 +258,9 @@ pub enum Match {
         protocol: u8,
         sport: Option<Negatable<PortRange>>,
         dport: Option<Negatable<PortRange>>,
+        /// `--tcp-flags` / `--syn` (TCP only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tcp_flags: Option<Negatable<TcpFlags>>,
     },
     /// `-m icmp --icmp-type`.
     Icmp(Negatable<IcmpType>),
@@ -269,6 +281,20 @@ pub enum Match {
         negated: bool,
         states: CtStates,
     },
+    /// `-m length`.
+    Length(Length),
+    /// `-m ttl`.
+    Ttl(Ttl),
+    /// `-m iprange`.
+    IpRange(IpRange),
+    /// `-m pkttype`.
+    PktType(PktType),
+    /// `-m addrtype`.
+    AddrType(AddrType),
+    /// `-m tos`.
+    Tos(Tos),
+    /// `-m dscp`.
+    Dscp(Dscp),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3133,6 +3133,7 @@ fn finish_ports(
         protocol: wanted,
         sport: real(sport),
         dport: real(dport),
+        tcp_flags: None,
     })
 }
 
@@ -3333,6 +3334,7 @@ mod tests {
             protocol: 6,
             sport: None,
             dport: Some(Negatable::is(range(22, 22))),
+            tcp_flags: None,
         }];
         assert_eq!(rules, vec![expected]);
     }
@@ -3378,7 +3380,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 17,
                 sport: None,
-                dport: Some(Negatable::is(range(53, 53)))
+                dport: Some(Negatable::is(range(53, 53))),
+                tcp_flags: None,
             }]
         );
         assert_eq!(
@@ -3906,6 +3909,7 @@ mod tests {
             protocol: 6,
             sport: Some(Negatable::is(range(1024, 65535))),
             dport: Some(Negatable::not(range(22, 22))),
+            tcp_flags: None,
         }];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3920,7 +3924,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 6,
                 sport: None,
-                dport: Some(Negatable::is(range(22, 22)))
+                dport: Some(Negatable::is(range(22, 22))),
+                tcp_flags: None,
             }]
         );
         assert_eq!(
@@ -3928,7 +3933,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 17,
                 sport: Some(Negatable::is(range(0, 1023))),
-                dport: None
+                dport: None,
+                tcp_flags: None,
             }]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3937,7 +3943,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 6,
                 sport: None,
-                dport: None
+                dport: None,
+                tcp_flags: None,
             }]
         );
     }
@@ -3962,7 +3969,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 6,
                 sport: None,
-                dport: None
+                dport: None,
+                tcp_flags: None,
             }]
         );
         assert_eq!(
@@ -3970,7 +3978,8 @@ mod tests {
             vec![Match::Ports {
                 protocol: 6,
                 sport: None,
-                dport: Some(Negatable::not(range(0, 65535)))
+                dport: Some(Negatable::not(range(0, 65535))),
+                tcp_flags: None,
             }]
         );
     }
@@ -4008,12 +4017,14 @@ mod tests {
                 Match::Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(22, 22)))
+                    dport: Some(Negatable::is(range(22, 22))),
+                    tcp_flags: None,
                 },
                 Match::Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(23, 23)))
+                    dport: Some(Negatable::is(range(23, 23))),
+                    tcp_flags: None,
                 },
             ]
         );
@@ -4029,7 +4040,8 @@ mod tests {
                 Match::Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(22, 22)))
+                    dport: Some(Negatable::is(range(22, 22))),
+                    tcp_flags: None,
                 }
             ]
         );

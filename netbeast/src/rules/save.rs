@@ -3,6 +3,7 @@
 //! optional `[packets:bytes]`, double-quoted arguments, COMMIT), all or
 //! nothing.
 
+use crate::rules::ext::tcp::flags_text;
 use std::fmt::Write as _;
 
 use thiserror::Error;
@@ -218,6 +219,7 @@ fn write_match(out: &mut String, m: &Match) {
             protocol,
             sport,
             dport,
+            tcp_flags,
         } => {
             let _ = write!(out, " -m {}", protocol_text(*protocol));
             for (flag, ports) in [("--sport", sport), ("--dport", dport)] {
@@ -230,6 +232,15 @@ fn write_match(out: &mut String, m: &Match) {
                         port_range_text(ports.value)
                     );
                 }
+            }
+            if let Some(f) = tcp_flags {
+                let _ = write!(
+                    out,
+                    "{} --tcp-flags {} {}",
+                    bang(f.negated),
+                    flags_text(f.value.mask),
+                    flags_text(f.value.comp)
+                );
             }
         }
         Match::Icmp(icmp) => {
@@ -285,6 +296,13 @@ fn write_match(out: &mut String, m: &Match) {
             };
             let _ = write!(out, " -m {name}{} {flag} {}", bang(*negated), states.text());
         }
+        Match::Length(m) => m.save(out),
+        Match::Ttl(m) => m.save(out),
+        Match::IpRange(m) => m.save(out),
+        Match::PktType(m) => m.save(out),
+        Match::AddrType(m) => m.save(out),
+        Match::Tos(m) => m.save(out),
+        Match::Dscp(m) => m.save(out),
     }
 }
 
@@ -2027,6 +2045,7 @@ COMMIT
                                 protocol: plain.unwrap(),
                                 sport: real(sport),
                                 dport: real(dport),
+                                tcp_flags: None,
                             });
                             if let Some((kind, negated, ports)) = multi {
                                 let kind = [

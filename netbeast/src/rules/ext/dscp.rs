@@ -1,0 +1,59 @@
+//! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
+//! six bits (xt_dscp).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::PacketView;
+
+/// `--dscp-class` names and their DSCP values (RFC 2474, 2597, 3246).
+pub const CLASSES: &[(&str, u8)] = &[
+    ("CS0", 0x00),
+    ("CS1", 0x08),
+    ("CS2", 0x10),
+    ("CS3", 0x18),
+    ("CS4", 0x20),
+    ("CS5", 0x28),
+    ("CS6", 0x30),
+    ("CS7", 0x38),
+    ("BE", 0x00),
+    ("AF11", 0x0a),
+    ("AF12", 0x0c),
+    ("AF13", 0x0e),
+    ("AF21", 0x12),
+    ("AF22", 0x14),
+    ("AF23", 0x16),
+    ("AF31", 0x1a),
+    ("AF32", 0x1c),
+    ("AF33", 0x1e),
+    ("AF41", 0x22),
+    ("AF42", 0x24),
+    ("AF43", 0x26),
+    ("EF", 0x2e),
+];
+
+/// The largest DSCP (six bits).
+pub const MAX_DSCP: u8 = 0x3f;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dscp {
+    pub negated: bool,
+    pub dscp: u8,
+}
+
+impl Dscp {
+    pub fn save(&self, out: &mut String) {
+        let bang = if self.negated { "! " } else { "" };
+        let _ = write!(out, " -m dscp {bang}--dscp 0x{:02x}", self.dscp);
+    }
+
+    pub fn list(&self, out: &mut String) {
+        let bang = if self.negated { "!" } else { "" };
+        let _ = write!(out, " DSCP match {bang}0x{:02x}", self.dscp);
+    }
+
+    pub fn matches(&self, pkt: &PacketView) -> bool {
+        (pkt.header.tos >> 2 == self.dscp) != self.negated
+    }
+}

@@ -1,0 +1,54 @@
+//! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
+//! link-layer packet type (xt_pkttype).
+
+use std::fmt::Write as _;
+
+use netbeast_common::pkttype;
+use serde::{Deserialize, Serialize};
+
+use super::bang;
+use crate::compile::PacketView;
+
+/// Names as iptables takes them, with their `pkttype::*` value; the first
+/// name of a value is the one it prints.
+pub const NAMES: &[(&str, u32)] = &[
+    ("unicast", pkttype::HOST),
+    ("broadcast", pkttype::BROADCAST),
+    ("multicast", pkttype::MULTICAST),
+    ("otherhost", pkttype::OTHERHOST),
+    ("host", pkttype::HOST),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PktType {
+    pub negated: bool,
+    /// `pkttype::*`.
+    pub kind: u32,
+}
+
+impl PktType {
+    pub fn name(&self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, k)| *k == self.kind)
+            .map_or("unknown", |(n, _)| n)
+    }
+
+    pub fn save(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            " -m pkttype{} --pkt-type {}",
+            bang(self.negated),
+            self.name()
+        );
+    }
+
+    pub fn list(&self, out: &mut String) {
+        let op = if self.negated { "!=" } else { "=" };
+        let _ = write!(out, " PKTTYPE {op} {}", self.name());
+    }
+
+    pub fn matches(&self, pkt: &PacketView) -> bool {
+        (pkt.header.pkttype == self.kind) != self.negated
+    }
+}
