@@ -553,6 +553,13 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                 }
             }
             Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => {}
+            Match::Statistic(_) => {
+                return Err(
+                    "-m statistic is not supported by the classifier yet (it needs guards); \
+                     remove the rule"
+                        .to_string(),
+                );
+            }
             Match::Length(_)
             | Match::Ttl(_)
             | Match::IpRange(_)
@@ -599,7 +606,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         target,
         arg,
         counter,
-        _pad: 0,
+        guard: 0,
     }
 }
 

@@ -367,6 +367,7 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
             Match::AddrType(m) => m.list(&mut out),
             Match::Tos(m) => m.list(&mut out, numeric),
             Match::Dscp(m) => m.list(&mut out),
+            Match::Statistic(m) => m.list(&mut out),
         }
     }
     match &rule.target {

@@ -19,6 +19,7 @@ pub mod dscp;
 pub mod iprange;
 pub mod length;
 pub mod pkttype;
+pub mod statistic;
 pub mod tcp;
 pub mod tos;
 pub mod ttl;
@@ -96,6 +97,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &iprange::MODULE,
     &length::MODULE,
     &pkttype::MODULE,
+    &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
 ];
@@ -138,7 +140,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "sctp",
     "set",
     "socket",
-    "statistic",
     "string",
     "tcpmss",
     "time",
@@ -331,6 +332,21 @@ mod tests {
                 "-p tcp --syn --tcp-flags SYN SYN;;FAIL",
                 "-p udp --syn;;FAIL",
                 "-m tcp --syn;;FAIL",
+                "-m statistic --mode random --probability 0.33;-m statistic --mode random --probability 0.33000000007;OK",
+                "-m statistic --mode random ! --probability 0.5;-m statistic --mode random ! --probability 0.50000000000;OK",
+                "-m statistic --mode random --probability 1;-m statistic --mode random --probability 1.00000000000;OK",
+                "-m statistic --mode random --probability 0.00000000001;-m statistic --mode random --probability 0.00000000000;OK",
+                "-m statistic --mode nth --every 3 --packet 0;=;OK",
+                "-m statistic --mode nth ! --every 5 --packet 2;=;OK",
+                "-m statistic;;FAIL",
+                "-m statistic --mode random ! --probability 1.1;;FAIL",
+                "-m statistic --probability 1;;FAIL",
+                "-m statistic --mode random;;FAIL",
+                "-m statistic --mode nth ! --every 5;;FAIL",
+                "-m statistic --mode nth ! --every 5 --packet 5;;FAIL",
+                "-m statistic --mode nth --every 0 --packet 0;;FAIL",
+                "-m statistic --mode nth --probability 0.5 --every 2;;FAIL",
+                "-m statistic --mode fair;;FAIL",
             ],
         ),
         (
