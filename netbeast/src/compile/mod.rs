@@ -64,6 +64,7 @@ mod term;
 #[cfg(test)]
 mod tests;
 
+use crate::rules::model::Ports;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -537,12 +538,12 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     // type/code only for ICMP, so those matches need that exact protocol.
     for m in &rule.matches {
         match m {
-            Match::Ports { protocol: p, .. } => {
+            Match::Ports(Ports { protocol: p, .. }) => {
                 if protocol != Some(*p) || !matches!(p, 6 | 17) {
                     return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
                 }
             }
-            Match::Multiport { .. } => {
+            Match::Multiport(_) => {
                 if !matches!(protocol, Some(6 | 17)) {
                     return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
                 }
@@ -552,7 +553,7 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                     return Err("--icmp-type needs `-p icmp`".to_string());
                 }
             }
-            Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => {}
+            Match::MacSource(_) | Match::Comment(_) | Match::ConnState(_) => {}
             Match::Statistic(_) => {
                 return Err(
                     "-m statistic is not supported by the classifier yet (it needs guards); \
