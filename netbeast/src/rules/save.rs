@@ -964,7 +964,7 @@ mod tests {
             ("-A INPUT -p tcp -m tcp", "-A INPUT -p tcp -m tcp"),
             (
                 "-A INPUT -p tcp ! --dport 0:65535",
-                "-A INPUT -p tcp -m tcp",
+                "-A INPUT -p tcp -m tcp ! --dport 0:65535",
             ),
             ("-A INPUT ! -s 0/0", "-A INPUT ! -s 0.0.0.0/0"),
             (

@@ -2,7 +2,9 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -77,23 +79,23 @@ impl MatchExt for AddrType {
 
 static OPTIONS: [OptSpec; 4] = [
     OptSpec {
-        name: "src-type",
-        value: Some("address types like LOCAL or UNICAST,BROADCAST"),
+        names: &["src-type"],
+        value: Value::One("address types like LOCAL or UNICAST,BROADCAST"),
         negatable: true,
     },
     OptSpec {
-        name: "dst-type",
-        value: Some("address types like LOCAL or UNICAST,BROADCAST"),
+        names: &["dst-type"],
+        value: Value::One("address types like LOCAL or UNICAST,BROADCAST"),
         negatable: true,
     },
     OptSpec {
-        name: "limit-iface-in",
-        value: None,
+        names: &["limit-iface-in"],
+        value: Value::None,
         negatable: false,
     },
     OptSpec {
-        name: "limit-iface-out",
-        value: None,
+        names: &["limit-iface-out"],
+        value: Value::None,
         negatable: false,
     },
 ];
@@ -102,6 +104,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "addrtype",
     options: &OPTIONS,
     example: "e.g. -m addrtype --dst-type LOCAL",
+    implicit_protocol: None,
     parser: || Box::<AddrTypeParser>::default(),
 };
 
@@ -138,15 +141,15 @@ impl MatchParser for AddrTypeParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
-        match option.name {
+        match option.name() {
             "src-type" | "dst-type" => {
                 let types = Negatable {
                     negated,
                     value: parse_types(option, value(option, text))?,
                 };
-                let slot = if option.name == "src-type" {
+                let slot = if option.name() == "src-type" {
                     &mut self.src
                 } else {
                     &mut self.dst

@@ -4,8 +4,10 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::MatchExt;
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing};
 use crate::compile::PacketView;
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
 
 /// Serialized as its text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,5 +43,62 @@ impl MatchExt for Comment {
 
     fn matches(&self, _pkt: &PacketView) -> bool {
         true
+    }
+}
+
+/// XT_MAX_COMMENT_LEN - 1: the longest comment the kernel stores.
+pub const MAX_COMMENT_LEN: usize = 255;
+
+static OPTIONS: [OptSpec; 1] = [OptSpec {
+    names: &["comment"],
+    value: Value::One("the comment text, quoted if it has spaces"),
+    negatable: false,
+}];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "comment",
+    options: &OPTIONS,
+    example: "e.g. -m comment --comment \"allow ssh\"",
+    parser: || Box::<CommentParser>::default(),
+    implicit_protocol: None,
+};
+
+#[derive(Debug, Default)]
+struct CommentParser(Option<Comment>);
+
+impl MatchParser for CommentParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        _negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let text = values[0];
+        if text.len() > MAX_COMMENT_LEN {
+            let start: String = text.chars().take(20).collect();
+            return Err(invalid(
+                "--comment",
+                "comment",
+                &format!("{start}..."),
+                format!(
+                    "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
+                    text.len()
+                ),
+            ));
+        }
+        if self.0.is_some() {
+            return Err(ParseError::Repeated {
+                option: option.flag(),
+                hint: "; add another -m comment",
+            });
+        }
+        self.0 = Some(Comment(text.to_string()));
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Comment)
+            .ok_or_else(|| missing(&MODULE, "--comment"))
     }
 }

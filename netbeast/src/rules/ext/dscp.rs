@@ -1,7 +1,9 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -63,13 +65,13 @@ impl MatchExt for Dscp {
 
 static OPTIONS: [OptSpec; 2] = [
     OptSpec {
-        name: "dscp",
-        value: Some("a DSCP value from 0 to 0x3f"),
+        names: &["dscp"],
+        value: Value::One("a DSCP value from 0 to 0x3f"),
         negatable: true,
     },
     OptSpec {
-        name: "dscp-class",
-        value: Some("a DSCP class like EF, AF41 or CS1"),
+        names: &["dscp-class"],
+        value: Value::One("a DSCP class like EF, AF41 or CS1"),
         negatable: true,
     },
 ];
@@ -78,6 +80,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "dscp",
     options: &OPTIONS,
     example: "e.g. -m dscp --dscp-class EF",
+    implicit_protocol: None,
     parser: || Box::<DscpParser>::default(),
 };
 
@@ -89,7 +92,7 @@ impl MatchParser for DscpParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         if self.0.is_some() {
             return Err(ParseError::Repeated {
@@ -98,7 +101,7 @@ impl MatchParser for DscpParser {
             });
         }
         let text = value(option, text);
-        let dscp = if option.name == "dscp" {
+        let dscp = if option.name() == "dscp" {
             number(option, "DSCP", text, MAX_DSCP.into())? as u8
         } else {
             CLASSES

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MatchExt, bang};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
-use crate::rules::model::{IcmpType, Negatable};
-use crate::rules::parse::icmp_type_name;
+use crate::rules::model::{IcmpType, Match, Negatable};
+use crate::rules::parse::{ParseError, icmp_type_name, parse_icmp_type};
 
 /// The ICMP type test; serialized as its inner value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,5 +77,58 @@ impl MatchExt for Icmp {
             } => icmp_type == want && want_code.is_none_or(|c| c == code),
         };
         hit != self.0.negated
+    }
+}
+
+static OPTIONS: [OptSpec; 1] = [OptSpec {
+    names: &["icmp-type"],
+    value: Value::One("an ICMP type like echo-request or 8"),
+    negatable: true,
+}];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "icmp",
+    options: &OPTIONS,
+    example: "e.g. -p icmp --icmp-type echo-request",
+    parser: || Box::<IcmpParser>::default(),
+    implicit_protocol: Some(1),
+};
+
+#[derive(Debug, Default)]
+struct IcmpParser(Option<Icmp>);
+
+impl MatchParser for IcmpParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let value = parse_icmp_type(values[0])?;
+        if self.0.is_some() {
+            return Err(ParseError::Repeated {
+                option: option.flag(),
+                hint: "; write one rule per ICMP type",
+            });
+        }
+        self.0 = Some(Icmp(Negatable { negated, value }));
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        if rule.plain_protocol() != Some(1) {
+            let option = if self.0.is_some() {
+                "--icmp-type"
+            } else {
+                "-m icmp"
+            };
+            return Err(ParseError::NeedsProtocol {
+                option: option.into(),
+                needs: "-p icmp (not negated) earlier in the rule".into(),
+            });
+        }
+        self.0
+            .map(Match::Icmp)
+            .ok_or_else(|| missing(&MODULE, "--icmp-type"))
     }
 }

@@ -1,7 +1,9 @@
 //! `-m iprange --src-range A-B --dst-range A-B` (each `!`-able): address
 //! ranges (xt_iprange).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
 use std::fmt::Write as _;
@@ -60,13 +62,13 @@ impl MatchExt for IpRange {
 
 static OPTIONS: [OptSpec; 2] = [
     OptSpec {
-        name: "src-range",
-        value: Some("an address range like 10.0.0.1-10.0.0.9"),
+        names: &["src-range"],
+        value: Value::One("an address range like 10.0.0.1-10.0.0.9"),
         negatable: true,
     },
     OptSpec {
-        name: "dst-range",
-        value: Some("an address range like 10.0.0.1-10.0.0.9"),
+        names: &["dst-range"],
+        value: Value::One("an address range like 10.0.0.1-10.0.0.9"),
         negatable: true,
     },
 ];
@@ -75,6 +77,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "iprange",
     options: &OPTIONS,
     example: "e.g. -m iprange --src-range 10.0.0.1-10.0.0.9",
+    implicit_protocol: None,
     parser: || Box::<IpRangeParser>::default(),
 };
 
@@ -110,13 +113,13 @@ impl MatchParser for IpRangeParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         let range = Negatable {
             negated,
             value: parse_range(option, value(option, text))?,
         };
-        let slot = if option.name == "src-range" {
+        let slot = if option.name() == "src-range" {
             &mut self.src
         } else {
             &mut self.dst

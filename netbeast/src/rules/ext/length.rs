@@ -1,7 +1,7 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
 use super::{
-    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, range, value,
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, range, value,
 };
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
@@ -50,8 +50,8 @@ impl MatchExt for Length {
 }
 
 static OPTIONS: [OptSpec; 1] = [OptSpec {
-    name: "length",
-    value: Some("a length or range like 0:1500"),
+    names: &["length"],
+    value: Value::One("a length or range like 0:1500"),
     negatable: true,
 }];
 
@@ -59,6 +59,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "length",
     options: &OPTIONS,
     example: "e.g. -m length --length 0:1500",
+    implicit_protocol: None,
     parser: || Box::<LengthParser>::default(),
 };
 
@@ -70,7 +71,7 @@ impl MatchParser for LengthParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         let (min, max) = range(option, "length", value(option, text), u16::MAX.into())?;
         let length = Length {

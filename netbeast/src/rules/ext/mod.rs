@@ -47,19 +47,35 @@ pub trait MatchExt {
 /// A long option of an extension.
 #[derive(Debug, PartialEq, Eq)]
 pub struct OptSpec {
-    /// Without the leading `--`.
-    pub name: &'static str,
-    /// What its value is, for "requires an argument" messages; `None` for
-    /// an option that takes no value.
-    pub value: Option<&'static str>,
+    /// Its names without the leading `--`; the first is the one messages
+    /// show (`dport`, then its alias `destination-port`).
+    pub names: &'static [&'static str],
+    /// What it takes.
+    pub value: Value,
     /// Whether `!` may come before it.
     pub negatable: bool,
+}
+
+/// What an option takes after it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Nothing (`--syn`).
+    None,
+    /// One value; the text says what, for "requires an argument".
+    One(&'static str),
+    /// Two values (`--tcp-flags MASK COMP`).
+    Two(&'static str),
 }
 
 impl OptSpec {
     /// `--name`, as messages show it.
     pub fn flag(&self) -> String {
-        format!("--{}", self.name)
+        format!("--{}", self.names[0])
+    }
+
+    /// Its name for the module's own code: the first.
+    pub fn name(&self) -> &'static str {
+        self.names[0]
     }
 }
 
@@ -69,17 +85,26 @@ pub struct RuleContext<'a> {
     pub table: TableName,
     pub chain: &'a str,
     pub protocol: Option<&'a Negatable<u8>>,
+    /// The match was loaded by `-p` on its first option, not by `-m`.
+    pub implicit: bool,
+}
+
+impl RuleContext<'_> {
+    /// The rule's protocol when given and not negated.
+    pub fn plain_protocol(&self) -> Option<u8> {
+        self.protocol.filter(|p| !p.negated).map(|p| p.value)
+    }
 }
 
 /// A match while its options are read.
 pub trait MatchParser: Debug {
     /// One of the module's options: `negated` when a `!` came before it,
-    /// `value` its argument when it takes one.
+    /// `values` its arguments (as many as it takes).
     fn option(
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        value: Option<&str>,
+        values: &[&str],
     ) -> Result<(), ParseError>;
 
     /// The match, once the rule is complete.
@@ -94,6 +119,9 @@ pub struct MatchModule {
     /// A rule using it, for messages: `-m ttl --ttl-eq 64`.
     pub example: &'static str,
     pub parser: fn() -> Box<dyn MatchParser>,
+    /// The protocol whose `-p` loads it on its first option (`-p tcp
+    /// --dport 22` loads `-m tcp`), as iptables does.
+    pub implicit_protocol: Option<u8>,
 }
 
 impl Debug for MatchModule {
@@ -112,6 +140,14 @@ impl Eq for MatchModule {}
 
 /// The match modules the parser loads with `-m`.
 pub static MATCH_MODULES: &[&MatchModule] = &[
+    &tcp::TCP,
+    &tcp::UDP,
+    &icmp::MODULE,
+    &multiport::MODULE,
+    &mac::MODULE,
+    &comment::MODULE,
+    &conntrack::STATE,
+    &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
     &iprange::MODULE,
@@ -191,15 +227,19 @@ pub(crate) fn once<T>(
 /// The error of a match given without its mandatory option.
 pub(crate) fn missing(module: &'static MatchModule, option: &'static str) -> ParseError {
     ParseError::MissingModuleOption {
-        module: module.name,
+        module: format!("-m {}", module.name),
         option,
         example: module.example,
     }
 }
 
-/// `value`, which the parser guarantees for options declared with one.
-pub(crate) fn value<'v>(option: &OptSpec, value: Option<&'v str>) -> &'v str {
-    value.unwrap_or_else(|| panic!("{} is declared with a value", option.flag()))
+/// The first value, which the parser guarantees for options declared
+/// with one.
+pub(crate) fn value<'v>(option: &OptSpec, values: &[&'v str]) -> &'v str {
+    values
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("{} is declared with a value", option.flag()))
 }
 
 /// A number as xtables reads it (decimal, 0x hex, 0 octal) up to `max`.

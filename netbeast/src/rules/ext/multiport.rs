@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::tcp::port_range_text;
-use super::{MatchExt, bang};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
-use crate::rules::model::{MultiportKind, PortRange};
+use crate::rules::model::{Match, MultiportKind, PortRange};
+use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Multiport {
@@ -66,4 +67,123 @@ impl MatchExt for Multiport {
         });
         hit != self.negated
     }
+}
+
+const LIST: &str = "a port list like 80,443,8000:8080";
+
+static OPTIONS: [OptSpec; 3] = [
+    OptSpec {
+        names: &["sports", "source-ports"],
+        value: Value::One(LIST),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["dports", "destination-ports"],
+        value: Value::One(LIST),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["ports"],
+        value: Value::One(LIST),
+        negatable: true,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "multiport",
+    options: &OPTIONS,
+    example: "e.g. -p tcp -m multiport --dports 80,443",
+    parser: || Box::<MultiportParser>::default(),
+    implicit_protocol: None,
+};
+
+#[derive(Debug, Default)]
+struct MultiportParser(Option<Multiport>);
+
+impl MatchParser for MultiportParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let ports = parse_multiport_list(&option.flag(), values[0])?;
+        let kind = match option.name() {
+            "sports" => MultiportKind::Source,
+            "dports" => MultiportKind::Destination,
+            _ => MultiportKind::Either,
+        };
+        if self.0.is_some() {
+            return Err(ParseError::Repeated {
+                option: "--sports/--dports/--ports".into(),
+                hint: "; one -m multiport takes one list (add another -m multiport)",
+            });
+        }
+        self.0 = Some(Multiport {
+            kind,
+            negated,
+            ports,
+        });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        let m = self
+            .0
+            .ok_or_else(|| missing(&MODULE, "--sports, --dports or --ports"))?;
+        if !matches!(rule.plain_protocol(), Some(6 | 17)) {
+            return Err(ParseError::NeedsProtocol {
+                option: "-m multiport".into(),
+                needs: "-p tcp or -p udp (not negated) earlier in the rule".into(),
+            });
+        }
+        Ok(Match::Multiport(m))
+    }
+}
+
+/// `-m multiport` lists: `a,b,c:d`, at most [`MAX_MULTIPORT_PORTS`]
+/// entries (a range counts as two).
+fn parse_multiport_list(option: &str, text: &str) -> Result<Vec<PortRange>, ParseError> {
+    let mut ports = Vec::new();
+    let mut used = 0;
+    for item in text.split(',') {
+        let range = match item.split_once(':') {
+            Some((first, last)) => {
+                let range = PortRange {
+                    first: parse_port(option, first)?,
+                    last: parse_port(option, last)?,
+                };
+                if range.first >= range.last {
+                    return Err(invalid(
+                        option,
+                        "port range",
+                        item,
+                        "a multiport range must be low:high with low < high",
+                    ));
+                }
+                used += 2;
+                range
+            }
+            None => {
+                let port = parse_port(option, item)?;
+                used += 1;
+                PortRange {
+                    first: port,
+                    last: port,
+                }
+            }
+        };
+        if used > MAX_MULTIPORT_PORTS {
+            return Err(invalid(
+                option,
+                "port list",
+                text,
+                format!(
+                    "too many ports: multiport takes at most {MAX_MULTIPORT_PORTS} (a range counts as two); split it into several rules"
+                ),
+            ));
+        }
+        ports.push(range);
+    }
+    Ok(ports)
 }

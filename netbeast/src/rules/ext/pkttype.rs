@@ -1,7 +1,9 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -59,8 +61,8 @@ impl MatchExt for PktType {
 }
 
 static OPTIONS: [OptSpec; 1] = [OptSpec {
-    name: "pkt-type",
-    value: Some("unicast, broadcast or multicast"),
+    names: &["pkt-type"],
+    value: Value::One("unicast, broadcast or multicast"),
     negatable: true,
 }];
 
@@ -68,6 +70,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "pkttype",
     options: &OPTIONS,
     example: "e.g. -m pkttype --pkt-type broadcast",
+    implicit_protocol: None,
     parser: || Box::<PktTypeParser>::default(),
 };
 
@@ -79,7 +82,7 @@ impl MatchParser for PktTypeParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         let text = value(option, text);
         let kind = NAMES

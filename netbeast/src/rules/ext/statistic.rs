@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use netbeast_common::{Guard, guard_kind};
 use serde::{Deserialize, Serialize};
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, number, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, value};
 use crate::compile::PacketView;
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
@@ -112,23 +112,23 @@ impl MatchExt for Statistic {
 
 static OPTIONS: [OptSpec; 4] = [
     OptSpec {
-        name: "mode",
-        value: Some("random or nth"),
+        names: &["mode"],
+        value: Value::One("random or nth"),
         negatable: false,
     },
     OptSpec {
-        name: "probability",
-        value: Some("a probability from 0 to 1 like 0.25"),
+        names: &["probability"],
+        value: Value::One("a probability from 0 to 1 like 0.25"),
         negatable: true,
     },
     OptSpec {
-        name: "every",
-        value: Some("a number of packets like 3"),
+        names: &["every"],
+        value: Value::One("a number of packets like 3"),
         negatable: true,
     },
     OptSpec {
-        name: "packet",
-        value: Some("the packet of each round that matches, from 0 to --every minus 1"),
+        names: &["packet"],
+        value: Value::One("the packet of each round that matches, from 0 to --every minus 1"),
         negatable: false,
     },
 ];
@@ -137,6 +137,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "statistic",
     options: &OPTIONS,
     example: "e.g. -m statistic --mode nth --every 3 --packet 0",
+    implicit_protocol: None,
     parser: || Box::<StatisticParser>::default(),
 };
 
@@ -171,10 +172,10 @@ impl MatchParser for StatisticParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         let text = value(option, text);
-        let repeated = match option.name {
+        let repeated = match option.name() {
             "mode" => self.mode.is_some(),
             "probability" => self.probability.is_some(),
             "every" => self.every.is_some(),
@@ -188,7 +189,7 @@ impl MatchParser for StatisticParser {
         }
         // As libxt_statistic: a `!` before any option inverts the match.
         self.negated |= negated;
-        match option.name {
+        match option.name() {
             "mode" => {
                 self.mode = Some(match text {
                     "random" => "random",
@@ -220,7 +221,7 @@ impl MatchParser for StatisticParser {
         let mode = match (self.mode, self.probability, self.every, self.packet) {
             (None, ..) => {
                 return Err(ParseError::MissingModuleOption {
-                    module: "statistic",
+                    module: "-m statistic".into(),
                     option: "--mode",
                     example: MODULE.example,
                 });
@@ -232,7 +233,7 @@ impl MatchParser for StatisticParser {
             }
             (Some("random"), None, ..) => {
                 return Err(ParseError::MissingModuleOption {
-                    module: "statistic --mode random",
+                    module: "-m statistic --mode random".into(),
                     option: "--probability",
                     example: "e.g. -m statistic --mode random --probability 0.5",
                 });
@@ -250,7 +251,7 @@ impl MatchParser for StatisticParser {
             }
             (Some(_), ..) => {
                 return Err(ParseError::MissingModuleOption {
-                    module: "statistic --mode nth",
+                    module: "-m statistic --mode nth".into(),
                     option: "--every and --packet",
                     example: MODULE.example,
                 });

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MatchExt, bang};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang};
 use crate::compile::PacketView;
-use crate::rules::model::{Negatable, PortRange};
+use crate::rules::model::{Match, Negatable, PortRange};
+use crate::rules::parse::parse_port;
 
 use crate::rules::parse::{ParseError, invalid};
 
@@ -129,8 +130,12 @@ impl MatchExt for Ports {
         let name = if self.protocol == 6 { "tcp" } else { "udp" };
         let _ = write!(out, " -m {name}");
         for (flag, ports) in [("--sport", &self.sport), ("--dport", &self.dport)] {
-            // As libxt_tcp: the full range means "any port" and is not printed.
-            if let Some(ports) = ports.as_ref().filter(|p| !is_any_port(&p.value)) {
+            // As libxt_tcp: the full range means "any port" and is not
+            // printed — unless negated: `! --sport 0:65535` matches nothing.
+            if let Some(ports) = ports
+                .as_ref()
+                .filter(|p| p.negated || !is_any_port(&p.value))
+            {
                 let _ = write!(
                     out,
                     "{} {flag} {}",
@@ -186,5 +191,183 @@ impl MatchExt for Ports {
                 pkt.tcp_flags()
                     .is_some_and(|flags| f.value.matches(flags) != f.negated)
             })
+    }
+}
+
+const PORT: &str = "a port or range like 22 or 1024:65535";
+
+const SPORT: OptSpec = OptSpec {
+    names: &["sport", "source-port"],
+    value: Value::One(PORT),
+    negatable: true,
+};
+
+const DPORT: OptSpec = OptSpec {
+    names: &["dport", "destination-port"],
+    value: Value::One(PORT),
+    negatable: true,
+};
+
+static UDP_OPTIONS: [OptSpec; 2] = [SPORT, DPORT];
+
+static TCP_OPTIONS: [OptSpec; 5] = [
+    SPORT,
+    DPORT,
+    OptSpec {
+        names: &["syn"],
+        value: Value::None,
+        negatable: true,
+    },
+    OptSpec {
+        names: &["tcp-flags"],
+        value: Value::Two("two flag lists like SYN,ACK,FIN,RST SYN"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["tcp-option"],
+        value: Value::One("a TCP option number"),
+        negatable: true,
+    },
+];
+
+pub static TCP: MatchModule = MatchModule {
+    name: "tcp",
+    options: &TCP_OPTIONS,
+    example: "e.g. -p tcp --dport 22",
+    parser: || Box::new(PortsParser::new(6)),
+    implicit_protocol: Some(6),
+};
+
+pub static UDP: MatchModule = MatchModule {
+    name: "udp",
+    options: &UDP_OPTIONS,
+    example: "e.g. -p udp --dport 53",
+    parser: || Box::new(PortsParser::new(17)),
+    implicit_protocol: Some(17),
+};
+
+#[derive(Debug)]
+struct PortsParser {
+    ports: Ports,
+}
+
+impl PortsParser {
+    fn new(protocol: u8) -> Self {
+        PortsParser {
+            ports: Ports {
+                protocol,
+                sport: None,
+                dport: None,
+                tcp_flags: None,
+            },
+        }
+    }
+}
+
+/// `--sport`/`--dport`: `port`, `first:last`, `:last` or `first:`.
+pub fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let Some((first, last)) = text.split_once(':') else {
+        let port = parse_port(option, text)?;
+        return Ok(PortRange {
+            first: port,
+            last: port,
+        });
+    };
+    let first = if first.is_empty() {
+        0
+    } else {
+        parse_port(option, first)?
+    };
+    let last = if last.is_empty() {
+        u16::MAX
+    } else {
+        parse_port(option, last)?
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "port range",
+            text,
+            "the first port is larger than the last; write it as low:high",
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+impl MatchParser for PortsParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let ports = &mut self.ports;
+        match option.name() {
+            "sport" | "dport" => {
+                let value = parse_port_range(&option.flag(), values[0])?;
+                let slot = if option.name() == "sport" {
+                    &mut ports.sport
+                } else {
+                    &mut ports.dport
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: option.flag(),
+                        hint: "; use -m multiport for several ports",
+                    });
+                }
+                *slot = Some(Negatable { negated, value });
+                Ok(())
+            }
+            "syn" | "tcp-flags" => {
+                let value = if option.name() == "syn" {
+                    SYN
+                } else {
+                    TcpFlags {
+                        mask: parse_flags(values[0])?,
+                        comp: parse_flags(values[1])?,
+                    }
+                };
+                if ports.tcp_flags.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: "--syn/--tcp-flags".into(),
+                        hint: "; one -m tcp takes one of them",
+                    });
+                }
+                ports.tcp_flags = Some(Negatable { negated, value });
+                Ok(())
+            }
+            _ => Err(ParseError::Unsupported {
+                what: "--tcp-option (matching TCP options)".into(),
+                hint: "; match the flags with --tcp-flags or --syn".into(),
+            }),
+        }
+    }
+
+    /// The rule's protocol must be the match's, not negated (the kernel
+    /// refuses it otherwise).
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        let mut ports = self.ports;
+        let wanted = ports.protocol;
+        if rule.plain_protocol() != Some(wanted) {
+            let name = if wanted == 6 { "tcp" } else { "udp" };
+            let option = match (rule.implicit, &ports.dport, &ports.sport) {
+                (true, Some(_), _) => "--dport".to_string(),
+                (true, None, Some(_)) => "--sport".to_string(),
+                (true, None, None) => "--syn/--tcp-flags".to_string(),
+                _ => format!("-m {name}"),
+            };
+            return Err(ParseError::NeedsProtocol {
+                option,
+                needs: format!("-p {name} (not negated) earlier in the rule"),
+            });
+        }
+        // The full range is what the kernel stores for "any port": not
+        // printed, so only kept when negated (a rule that matches nothing).
+        let real =
+            |p: Option<Negatable<PortRange>>| p.filter(|p| p.negated || !is_any_port(&p.value));
+        ports.sport = real(ports.sport);
+        ports.dport = real(ports.dport);
+        Ok(Match::Ports(ports))
     }
 }

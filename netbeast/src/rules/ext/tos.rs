@@ -1,7 +1,9 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 use std::fmt::Write as _;
@@ -62,8 +64,8 @@ impl MatchExt for Tos {
 }
 
 static OPTIONS: [OptSpec; 1] = [OptSpec {
-    name: "tos",
-    value: Some("a value[/mask] like 0x10/0x3f, or a name like Minimize-Delay"),
+    names: &["tos"],
+    value: Value::One("a value[/mask] like 0x10/0x3f, or a name like Minimize-Delay"),
     negatable: true,
 }];
 
@@ -71,6 +73,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "tos",
     options: &OPTIONS,
     example: "e.g. -m tos --tos Minimize-Delay",
+    implicit_protocol: None,
     parser: || Box::<TosParser>::default(),
 };
 
@@ -111,7 +114,7 @@ impl MatchParser for TosParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         let (value, mask) = parse_tos(option, value(option, text))?;
         let tos = Tos {

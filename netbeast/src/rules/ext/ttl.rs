@@ -1,7 +1,9 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
-use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use std::fmt::Write as _;
@@ -62,18 +64,18 @@ impl MatchExt for Ttl {
 
 static OPTIONS: [OptSpec; 3] = [
     OptSpec {
-        name: "ttl-eq",
-        value: Some("a TTL from 0 to 255"),
+        names: &["ttl-eq"],
+        value: Value::One("a TTL from 0 to 255"),
         negatable: true,
     },
     OptSpec {
-        name: "ttl-lt",
-        value: Some("a TTL from 0 to 255"),
+        names: &["ttl-lt"],
+        value: Value::One("a TTL from 0 to 255"),
         negatable: false,
     },
     OptSpec {
-        name: "ttl-gt",
-        value: Some("a TTL from 0 to 255"),
+        names: &["ttl-gt"],
+        value: Value::One("a TTL from 0 to 255"),
         negatable: false,
     },
 ];
@@ -82,6 +84,7 @@ pub static MODULE: MatchModule = MatchModule {
     name: "ttl",
     options: &OPTIONS,
     example: "e.g. -m ttl --ttl-lt 5",
+    implicit_protocol: None,
     parser: || Box::<TtlParser>::default(),
 };
 
@@ -93,7 +96,7 @@ impl MatchParser for TtlParser {
         &mut self,
         option: &'static OptSpec,
         negated: bool,
-        text: Option<&str>,
+        text: &[&str],
     ) -> Result<(), ParseError> {
         if let Some(have) = &self.0 {
             return Err(ParseError::Unsupported {
@@ -103,7 +106,7 @@ impl MatchParser for TtlParser {
             });
         }
         let value = number(option, "TTL", value(option, text), u8::MAX.into())? as u8;
-        let op = match (option.name, negated) {
+        let op = match (option.name(), negated) {
             ("ttl-eq", false) => TtlOp::Eq,
             ("ttl-eq", true) => TtlOp::Ne,
             ("ttl-lt", _) => TtlOp::Lt,
