@@ -748,25 +748,24 @@ fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
     Ok(PortRange { first, last })
 }
 
-/// A port a translation leads to: 1-65535 or a service name.
+/// `-i +` (every interface) is the same rule as no `-i`: iptables stores
+/// and prints it so, and `-D` finds either spelling. Negated, it matches no
+/// packet and stays as written.
+fn any_iface_is_none(iface: Option<Negatable<IfaceName>>) -> Option<Negatable<IfaceName>> {
+    iface.filter(|i| i.negated || !(i.value.wildcard && i.value.name.is_empty()))
+}
+
+/// A port a translation leads to: 0-65535 or a service name. Port 0 is
+/// accepted as iptables accepts it (libxt_REDIRECT.t: `--to-ports 0` is OK).
 fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
-    let port = parse_port(option, text).map_err(|_| {
+    parse_port(option, text).map_err(|_| {
         invalid(
             option,
             "port",
             text,
-            "use a number 1-65535 or a service name like http or https",
+            "use a number 0-65535 or a service name like http or https",
         )
-    })?;
-    if port == 0 {
-        return Err(invalid(
-            option,
-            "port",
-            text,
-            "port 0 is not a port a connection can use; give 1-65535",
-        ));
-    }
-    Ok(port)
+    })
 }
 
 /// The port part of the nat targets: `port` or `first-last`, as
@@ -2763,8 +2762,8 @@ impl<'a> Parser<'a> {
             protocol: self.protocol.clone(),
             source: None,
             destination: None,
-            in_iface: self.in_iface.clone(),
-            out_iface: self.out_iface.clone(),
+            in_iface: any_iface_is_none(self.in_iface.clone()),
+            out_iface: any_iface_is_none(self.out_iface.clone()),
             fragment: self.fragment,
             matches,
             target,
@@ -2784,6 +2783,9 @@ impl<'a> Parser<'a> {
         Ok(rules)
     }
 
+    /// `-i +` in OUTPUT is refused like any `-i` (iptables checks the name
+    /// as written), so this looks at the interfaces before
+    /// [`any_iface_is_none`].
     fn check_interfaces(&self, chain: &str) -> Result<(), ParseError> {
         let incoming = matches!(chain, "INPUT" | "PREROUTING");
         let outgoing = matches!(chain, "OUTPUT" | "POSTROUTING");
@@ -4533,16 +4535,12 @@ mod tests {
             "invalid port '' for --to-destination",
         );
         assert_err(
-            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:0",
-            "port 0 is not a port a connection can use",
-        );
-        assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1-",
             "invalid address '10.0.0.1-' for --to-destination: an address range has two ends",
         );
         assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to :",
-            "invalid port '' for --to-destination: use a number 1-65535 or a service name",
+            "invalid port '' for --to-destination: use a number 0-65535 or a service name",
         );
         assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to=",

@@ -221,8 +221,12 @@ fn write_match(out: &mut String, m: &Match) {
         } => {
             let _ = write!(out, " -m {}", protocol_text(*protocol));
             for (flag, ports) in [("--sport", sport), ("--dport", dport)] {
-                // As libxt_tcp: the full range means "any port" and is not printed.
-                if let Some(ports) = ports.as_ref().filter(|p| !is_any_port(&p.value)) {
+                // As libxt_tcp: the full range means "any port" and is not
+                // printed; negated it matches no packet and must be.
+                if let Some(ports) = ports
+                    .as_ref()
+                    .filter(|p| p.negated || !is_any_port(&p.value))
+                {
                     let _ = write!(
                         out,
                         "{} {flag} {}",
