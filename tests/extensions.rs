@@ -160,6 +160,11 @@ const ORACLE_KNOWN_WRONG: &[(&str, &str, &str)] = &[
         UDP_RANGE_UNCHECKED,
     ),
     (
+        "icmp.t",
+        "-p icmp -m icmp ! --icmp-type 255/255",
+        NFT_ICMP_255_IS_ANY,
+    ),
+    (
         "standard.t",
         "! -s 0.0.0.0/0 -j ACCEPT",
         NFT_REFUSES_NEGATED_ZERO_PREFIX,
@@ -196,6 +201,8 @@ const UDP_RANGE_UNCHECKED: &str = "libxt_udp 1.8.9 does not check port ranges; l
      does, and iptables' libxt_udp.t now expects FAIL as for tcp";
 const NFT_SKIPS_PROTOCOL_CHECK: &str = "iptables-nft 1.8.9 skips the kernel's check that the \
      tcp/udp match has a protocol that is not negated; iptables-legacy refuses the rule";
+const NFT_ICMP_255_IS_ANY: &str = "iptables-nft 1.8.9 lists type 255 with any code as \
+     'any'; iptables' libipt_icmp.t expects '--icmp-type 255/255' as written";
 const NFT_REFUSES_NEGATED_ZERO_PREFIX: &str = "iptables-nft 1.8.9 builds a zero-length \
      compare the kernel refuses (EINVAL); iptables-legacy accepts and lists it as written";
 const GETOPT_ATTACHED_VALUES: &str = "iptables 1.8.9 takes an attached value ('-ptcp', \
