@@ -661,7 +661,7 @@ fn run_line_in_chain(
     }
     let wanted = format!("-A {chain} {}", line.saved);
     let listed = listed_rules(runner, table, None);
-    let found = listed.iter().any(|l| *l == wanted);
+    let found = listed.contains(&wanted);
     let mut problem = match (found, expect) {
         (false, Expect::Ok) => Some(format!(
             "cannot find '{wanted}' after {shown}; -S lists: {listed:?}"
