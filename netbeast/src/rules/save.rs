@@ -962,6 +962,7 @@ mod tests {
             ),
             ("-A FORWARD -p all -j ACCEPT", "-A FORWARD -j ACCEPT"),
             ("-A INPUT -p tcp -m tcp", "-A INPUT -p tcp -m tcp"),
+            // As iptables' libxt_tcp.t (iptables-nft 1.8.9 drops it: a bug).
             (
                 "-A INPUT -p tcp ! --dport 0:65535",
                 "-A INPUT -p tcp -m tcp ! --dport 0:65535",
@@ -1407,6 +1408,35 @@ COMMIT
             assert_eq!(save(&again, counters), text);
         }
         assert_eq!(restore(&save(&r, true)).unwrap(), r);
+    }
+
+    /// Issue 11: `! --sport 0:65535` matches no packet; printed as nothing,
+    /// a save/restore made it match every TCP packet.
+    #[test]
+    fn negated_full_port_range_is_saved() {
+        for (line, saved) in [
+            (
+                "-A INPUT -p tcp ! --sport 0:65535 -j DROP",
+                "-A INPUT -p tcp -m tcp ! --sport 0:65535 -j DROP",
+            ),
+            (
+                "-A INPUT -p udp ! --dport : -j DROP",
+                "-A INPUT -p udp -m udp ! --dport 0:65535 -j DROP",
+            ),
+            (
+                "-A INPUT -p tcp --sport 0:65535 ! --dport 0: -j DROP",
+                "-A INPUT -p tcp -m tcp ! --dport 0:65535 -j DROP",
+            ),
+            // Not negated, the full range is no match at all and not printed.
+            (
+                "-A INPUT -p tcp --sport : -j DROP",
+                "-A INPUT -p tcp -m tcp -j DROP",
+            ),
+        ] {
+            let before = ruleset(&[line]);
+            assert_eq!(saved_rules(&before), [saved], "{line}");
+            assert_eq!(restore(&save(&before, true)).unwrap(), before, "{line}");
+        }
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "esp",
     "hashlimit",
     "helper",
+    "ipcomp",
     "ipvs",
     "limit",
     "mark",

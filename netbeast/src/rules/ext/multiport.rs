@@ -9,7 +9,7 @@ use super::tcp::port_range_text;
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
 use crate::rules::model::{Match, MultiportKind, PortRange};
-use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port};
+use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port, protocol_name};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Multiport {
@@ -131,6 +131,15 @@ impl MatchParser for MultiportParser {
         let m = self
             .0
             .ok_or_else(|| missing(&MODULE, "--sports, --dports or --ports"))?;
+        if let Some(name @ ("sctp" | "dccp" | "udplite")) =
+            rule.plain_protocol().and_then(|p| protocol_name(p, false))
+        {
+            // iptables takes them; netbeast's classifier reads tcp and udp ports.
+            return Err(ParseError::Unsupported {
+                what: format!("-m multiport with -p {name}"),
+                hint: "; netbeast matches the ports of tcp and udp".into(),
+            });
+        }
         if !matches!(rule.plain_protocol(), Some(6 | 17)) {
             return Err(ParseError::NeedsProtocol {
                 option: "-m multiport".into(),
