@@ -207,6 +207,18 @@ pub const fn key_chunk_index(generation: u32, chain: u32, f: usize, key: u32) ->
         + key / KEY_CHUNK as u32
 }
 
+// Every chunk of every key field of the last chain of the last generation
+// is inside the map.
+const _: () = assert!(
+    key_chunk_index(
+        GENERATIONS as u32 - 1,
+        chain::COUNT as u32 - 1,
+        field::COUNT - 1,
+        0
+    ) + field::key_chunks(field::COUNT - 1)
+        <= size::KEY_CLASSES
+);
+
 /// Keys of `field::TCP_FLAGS`: the flags byte, and this one for packets
 /// without a whole TCP header (other protocols, fragments, short headers),
 /// which no `--tcp-flags` test matches, negated or not.
@@ -241,6 +253,21 @@ pub mod addr_type {
     pub const NAT: u32 = 10;
     pub const XRESOLVE: u32 = 11;
     pub const KEYS: u32 = 16;
+
+    /// The type xt_addrtype gives `addr` (host byte order) before it looks
+    /// at the local routing table: 0.0.0.0/8 and 255.255.255.255 are
+    /// BROADCAST, 224.0.0.0/4 MULTICAST. `None`: the local table's longest
+    /// matching route says (UNICAST when none matches).
+    #[inline(always)]
+    pub const fn fixed(addr: u32) -> Option<u32> {
+        if addr >> 24 == 0 || addr == u32::MAX {
+            Some(BROADCAST)
+        } else if addr >> 28 == 0xe {
+            Some(MULTICAST)
+        } else {
+            None
+        }
+    }
     /// Names as iptables takes and prints them, in type order.
     pub const NAMES: [&str; 12] = [
         "UNSPEC",
@@ -266,10 +293,6 @@ pub const L4_NONE: u32 = 65536;
 pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
-/// Class ids per entry of the L4 lookup arrays.
-pub const L4_CHUNK: usize = 64;
-/// Entries of the L4 arrays per (generation, chain, field).
-pub const L4_CHUNKS: usize = L4_KEYS.div_ceil(L4_CHUNK);
 
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
@@ -806,12 +829,6 @@ pub const fn chain_index(generation: u32, chain: u32) -> u32 {
     generation * chain::COUNT as u32 + chain
 }
 
-/// Index of the first L4 chunk of (generation, chain, field) in `L4_CLASSES`.
-#[inline(always)]
-pub const fn l4_base(generation: u32, chain: u32, l4_field: u32) -> u32 {
-    ((generation * chain::COUNT as u32 + chain) * 2 + l4_field) * L4_CHUNKS as u32
-}
-
 /// Index of a rule in `RULES`.
 #[inline(always)]
 pub const fn rule_index(generation: u32, chain: u32, rule: u32) -> u32 {
@@ -861,7 +878,10 @@ pub mod size {
     pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
     pub const COUNTERS: u32 =
         CHAINS * COUNTERS_PER_CHAIN + GENERATIONS as u32 * MAX_USER_CHAIN_RULES;
-    pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
+    /// Every key field's class ids, for every chain and generation.
+    pub const KEY_CLASSES: u32 = CHAINS * field::KEY_CHUNKS_PER_CHAIN;
+    /// Routes of the local routing table (`ADDR_TYPES`).
+    pub const ADDR_TYPES: u32 = 4096;
     pub const CLASS_HEADERS: u32 = GENERATIONS as u32 * MAX_CLASSES;
     pub const CLASS_WORD_CHUNKS: u32 =
         GENERATIONS as u32 * MAX_CLASS_WORDS / super::CLASS_WORD_CHUNK as u32;

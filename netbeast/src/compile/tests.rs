@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE,
-    MAX_RULES_PER_CHAIN, NatTarget, chain, field, nat_flags, reject, target,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
+    NatTarget, chain, field, nat_flags, reject, target,
 };
 use proptest::prelude::*;
 
@@ -688,12 +688,19 @@ fn check_tables(compiled: &CompiledRuleset) {
     for c in &compiled.chains {
         let count = c.config.rule_count as usize;
         assert_eq!(c.rules.len(), count);
-        assert_eq!(c.proto_classes.len(), 256);
-        assert_eq!(c.l4_classes[0].len(), L4_KEYS);
-        assert_eq!(c.l4_classes[1].len(), L4_KEYS);
         let mut ids: Vec<u32> = c.config.default_class.to_vec();
-        ids.extend(&c.proto_classes);
-        for table in &c.l4_classes {
+        for f in 0..field::COUNT {
+            let used = c.config.fields_used & (1 << f) != 0;
+            match field::KINDS[f] {
+                // A used key field has a class for each of its keys; an
+                // unused one no table at all.
+                field::Kind::Keys(n) => {
+                    assert_eq!(c.key_classes[f].len(), if used { n as usize } else { 0 })
+                }
+                _ => assert!(c.key_classes[f].is_empty()),
+            }
+        }
+        for table in &c.key_classes {
             // Runs of one class: keep one id per run.
             let mut last = None;
             for &id in table {
@@ -1261,19 +1268,21 @@ fn identical_vectors_share_one_class() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     check_tables(&compiled);
     let [input, forward, output, ..] = &compiled.chains;
-    assert_eq!(input.l4_classes, forward.l4_classes);
-    assert_eq!(input.proto_classes, forward.proto_classes);
+    assert_eq!(input.key_classes, forward.key_classes);
     assert_eq!(input.config.default_class, forward.config.default_class);
     // Distinct vectors: DROP only (another protocol or port), 22 + DROP,
     // 80 + DROP, and OUTPUT's empty vector; all three rules (unused fields,
     // tcp) is CLASS_ALL, no class. Every key of every field reuses one of
     // these.
     assert_eq!(compiled.classes.len(), 4);
-    assert_eq!(input.proto_classes[6], CLASS_ALL);
-    let other_ports = input.l4_classes[1][1000];
-    assert_eq!(input.l4_classes[1][21], other_ports);
-    assert_eq!(input.l4_classes[1][23], other_ports);
-    assert_ne!(input.l4_classes[1][22], input.l4_classes[1][80]);
+    assert_eq!(input.key_classes[field::PROTO][6], CLASS_ALL);
+    let other_ports = input.key_classes[field::L4B][1000];
+    assert_eq!(input.key_classes[field::L4B][21], other_ports);
+    assert_eq!(input.key_classes[field::L4B][23], other_ports);
+    assert_ne!(
+        input.key_classes[field::L4B][22],
+        input.key_classes[field::L4B][80]
+    );
     assert_eq!(output.config.rule_count, 0);
 }
 
@@ -1348,8 +1357,7 @@ fn generations_offset_class_ids() {
     assert!(g1.classes.iter().all(|c| c.id >= CLASS_ID_GEN_STRIDE));
     assert_eq!(g1.classes[0].id, CLASS_ID_GEN_STRIDE);
     assert!(
-        g1.chains[0]
-            .proto_classes
+        g1.chains[0].key_classes[field::PROTO]
             .iter()
             .all(|&id| id == CLASS_ALL || g1.class(id).is_some())
     );
@@ -1415,7 +1423,7 @@ fn fragments_and_short_headers_have_their_own_keys() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
     // `! --dport 22` holds for port 23 but never for fragments or L4_NONE.
-    let class = |key: u32| match input.l4_classes[1][key as usize] {
+    let class = |key: u32| match input.key_classes[field::L4B][key as usize] {
         CLASS_ALL => (1 << input.config.rule_count) - 1,
         id => compiled.class(id).unwrap().words[0],
     };
@@ -1459,18 +1467,19 @@ fn interfaces_outside_the_list_take_the_default_class() {
 }
 
 #[test]
-fn l4_chunks_cover_every_key() {
+fn key_chunks_cover_every_key() {
     let ruleset = only_input(vec![tcp_dport(65535, Target::Drop)]);
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
+    let chunks = field::key_chunks(field::L4B) as usize;
     let mut keys = Vec::new();
-    for chunk in 0..L4_CHUNKS {
-        keys.extend(input.l4_chunk(1, chunk));
+    for chunk in 0..chunks {
+        keys.extend(input.key_chunk(field::L4B, chunk));
     }
-    assert_eq!(keys.len(), L4_CHUNKS * L4_CHUNK);
-    assert_eq!(&keys[..L4_KEYS], &input.l4_classes[1][..]);
+    assert_eq!(keys.len(), chunks * KEY_CHUNK);
+    assert_eq!(&keys[..L4_KEYS], &input.key_classes[field::L4B][..]);
     assert!(
-        input.l4_chunk(1, L4_CHUNKS - 1)[..]
+        input.key_chunk(field::L4B, chunks - 1)[..]
             .iter()
             .skip(2)
             .all(|&c| c == keys[L4_KEYS - 1])
