@@ -180,7 +180,8 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
         | Match::PktType(_)
         | Match::AddrType(_)
         | Match::Tos(_)
-        | Match::Dscp(_) => None,
+        | Match::Dscp(_)
+        | Match::Statistic(_) => None,
     }
 }
 

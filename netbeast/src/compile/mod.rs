@@ -566,6 +566,13 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                         .to_string(),
                 );
             }
+            Match::Statistic(_) => {
+                return Err(
+                    "-m statistic is not supported by the classifier yet (it needs guards); \
+                     remove the rule"
+                        .to_string(),
+                );
+            }
             Match::MacSource(_)
             | Match::Comment(_)
             | Match::ConnState { .. }
@@ -610,7 +617,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         target,
         arg,
         counter,
-        _pad: 0,
+        guard: 0,
     }
 }
 

@@ -366,5 +366,7 @@ fn match_holds(m: &Match, pkt: &PacketView) -> bool {
         Match::AddrType(m) => m.matches(pkt),
         Match::Tos(m) => m.matches(pkt),
         Match::Dscp(m) => m.matches(pkt),
+        // A guard: not part of the rule's static match.
+        Match::Statistic(_) => true,
     }
 }

@@ -309,15 +309,21 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
                 out.push_str(if *protocol == 6 { " tcp" } else { " udp" });
                 write_ports(&mut out, "spt", sport);
                 write_ports(&mut out, "dpt", dport);
-                // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`.
+                // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
+                // numerically ` flags:0x17/0x02`.
                 if let Some(f) = tcp_flags {
                     let bang = if f.negated { "!" } else { "" };
-                    let _ = write!(
-                        out,
-                        " flags:{bang}{}/{}",
-                        flags_text(f.value.mask),
-                        flags_text(f.value.comp)
-                    );
+                    let (mask, comp) = (f.value.mask, f.value.comp);
+                    let _ = if numeric {
+                        write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
+                    } else {
+                        write!(
+                            out,
+                            " flags:{bang}{}/{}",
+                            flags_text(mask),
+                            flags_text(comp)
+                        )
+                    };
                 }
             }
             Match::Icmp(icmp) => write_icmp(&mut out, icmp, numeric),
@@ -361,6 +367,7 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
             Match::AddrType(m) => m.list(&mut out),
             Match::Tos(m) => m.list(&mut out, numeric),
             Match::Dscp(m) => m.list(&mut out),
+            Match::Statistic(m) => m.list(&mut out),
         }
     }
     match &rule.target {

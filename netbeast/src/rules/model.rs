@@ -10,6 +10,7 @@ pub use super::ext::dscp::Dscp;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
 pub use super::ext::pkttype::PktType;
+pub use super::ext::statistic::{Statistic, StatisticMode};
 pub use super::ext::tcp::TcpFlags;
 pub use super::ext::tos::Tos;
 pub use super::ext::ttl::{Ttl, TtlOp};
@@ -295,6 +296,8 @@ pub enum Match {
     Tos(Tos),
     /// `-m dscp`.
     Dscp(Dscp),
+    /// `-m statistic`: a guard (stateful), not a classifier field.
+    Statistic(Statistic),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,11 +13,12 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
+use super::ext::{self, MatchModule, MatchParser, OptSpec, RuleContext, tcp};
 use super::model::{
     AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, NatTo,
     Negatable, Policy, PortRange, RejectWith, Rule, TableName, Target,
 };
-use super::model::{CtStates, StateModule};
+use super::model::{CtStates, StateModule, TcpFlags};
 
 /// IFNAMSIZ - 1: the longest interface name the kernel accepts.
 pub const MAX_IFACE_NAME_LEN: usize = 15;
@@ -438,54 +439,6 @@ const REJECT_TYPES: &[(&str, &str, RejectWith)] = &[
     ),
 ];
 
-/// Matches that iptables has and netbeast does not implement yet.
-const UNSUPPORTED_MATCHES: &[&str] = &[
-    "addrtype",
-    "ah",
-    "bpf",
-    "cgroup",
-    "cluster",
-    "connbytes",
-    "connlabel",
-    "connlimit",
-    "connmark",
-    "cpu",
-    "dccp",
-    "devgroup",
-    "dscp",
-    "ecn",
-    "esp",
-    "hashlimit",
-    "helper",
-    "iprange",
-    "ipvs",
-    "length",
-    "limit",
-    "mark",
-    "nfacct",
-    "osf",
-    "owner",
-    "physdev",
-    "pkttype",
-    "policy",
-    "quota",
-    "rateest",
-    "realm",
-    "recent",
-    "rpfilter",
-    "sctp",
-    "set",
-    "socket",
-    "statistic",
-    "string",
-    "tcpmss",
-    "time",
-    "tos",
-    "ttl",
-    "u32",
-    "udplite",
-];
-
 /// Targets that iptables has and netbeast does not implement yet.
 const UNSUPPORTED_TARGETS: &[&str] = &[
     "AUDIT",
@@ -559,11 +512,16 @@ fn parse_c_number(text: &str) -> Option<u64> {
     u64::from_str_radix(digits, radix).ok()
 }
 
-fn parse_c_number_in(text: &str, max: u64) -> Option<u64> {
+pub(crate) fn parse_c_number_in(text: &str, max: u64) -> Option<u64> {
     parse_c_number(text).filter(|n| *n <= max)
 }
 
-fn invalid(option: &str, what: &'static str, value: &str, reason: impl Into<String>) -> ParseError {
+pub(crate) fn invalid(
+    option: &str,
+    what: &'static str,
+    value: &str,
+    reason: impl Into<String>,
+) -> ParseError {
     ParseError::InvalidValue {
         option: option.to_string(),
         what,
@@ -595,7 +553,7 @@ fn parse_protocol(text: &str) -> Result<u8, ParseError> {
 
 /// A dotted IPv4 address as xtables reads it: 1 to 4 parts, missing trailing
 /// parts are zero (`10.1` is 10.1.0.0).
-fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
+pub(crate) fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
     let parts: Vec<&str> = text.split('.').collect();
     if parts.len() > 4 || (require_four && parts.len() != 4) {
         return None;
@@ -1240,6 +1198,8 @@ enum MatchOption {
     CtState,
     /// A `-m conntrack` option netbeast does not implement yet (its name).
     CtUnsupported(&'static str),
+    /// An option of a match that lives in its own module (`rules::ext`).
+    Ext(&'static OptSpec),
 }
 
 impl MatchOption {
@@ -1259,6 +1219,7 @@ impl MatchOption {
             MatchOption::State => "--state",
             MatchOption::CtState => "--ctstate",
             MatchOption::CtUnsupported(name) => name,
+            MatchOption::Ext(spec) => spec.name,
         }
     }
 }
@@ -1426,7 +1387,7 @@ struct NatState {
 }
 
 /// The match modules netbeast implements, while their options are parsed.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum MatchState {
     Ports {
         protocol: u8,
@@ -1434,6 +1395,8 @@ enum MatchState {
         implicit: bool,
         sport: Option<Negatable<PortRange>>,
         dport: Option<Negatable<PortRange>>,
+        /// `--syn` / `--tcp-flags` (tcp only).
+        tcp_flags: Option<Negatable<TcpFlags>>,
     },
     Icmp {
         implicit: bool,
@@ -1447,11 +1410,24 @@ enum MatchState {
         module: StateModule,
         states: Option<(bool, CtStates)>,
     },
+    /// A match of its own module.
+    Ext {
+        module: &'static MatchModule,
+        parser: Box<dyn MatchParser>,
+    },
 }
 
 impl MatchState {
-    fn options(&self) -> &'static [(&'static str, MatchOption)] {
-        match self {
+    /// The options of the match, by their long name.
+    fn options(&self) -> Vec<(&'static str, MatchOption)> {
+        if let MatchState::Ext { module, .. } = self {
+            return module
+                .options
+                .iter()
+                .map(|o| (o.name, MatchOption::Ext(o)))
+                .collect();
+        }
+        let table = match self {
             MatchState::Ports { protocol: 6, .. } => TCP_OPTIONS,
             MatchState::Ports { .. } => UDP_OPTIONS,
             MatchState::Icmp { .. } => ICMP_OPTIONS,
@@ -1463,7 +1439,9 @@ impl MatchState {
                 ..
             } => STATE_OPTIONS,
             MatchState::ConnState { .. } => CONNTRACK_OPTIONS,
-        }
+            MatchState::Ext { .. } => &[],
+        };
+        table.to_vec()
     }
 
     /// The module name for messages, as the user would write it.
@@ -1480,6 +1458,7 @@ impl MatchState {
                 ..
             } => "-m state",
             MatchState::ConnState { .. } => "-m conntrack",
+            MatchState::Ext { module, .. } => module.name,
         }
     }
 }
@@ -2054,12 +2033,14 @@ impl<'a> Parser<'a> {
                 implicit: false,
                 sport: None,
                 dport: None,
+                tcp_flags: None,
             },
             "udp" => MatchState::Ports {
                 protocol: 17,
                 implicit: false,
                 sport: None,
                 dport: None,
+                tcp_flags: None,
             },
             "icmp" => MatchState::Icmp {
                 implicit: false,
@@ -2076,7 +2057,13 @@ impl<'a> Parser<'a> {
                 module: StateModule::Conntrack,
                 states: None,
             },
-            _ => return Err(unknown_match(name)),
+            _ => match ext::match_module(name) {
+                Some(module) => MatchState::Ext {
+                    module,
+                    parser: (module.parser)(),
+                },
+                None => return Err(unknown_match(name)),
+            },
         };
         self.matches.push(state);
         Ok(())
@@ -2235,6 +2222,7 @@ impl<'a> Parser<'a> {
                 implicit: true,
                 sport: None,
                 dport: None,
+                tcp_flags: None,
             },
             1 => MatchState::Icmp {
                 implicit: true,
@@ -2269,13 +2257,17 @@ impl<'a> Parser<'a> {
                 Some(p) => format!(" (this rule has -p {})", protocol_label(p.value)),
                 None => String::new(),
             };
-            if matches!(name, "syn" | "tcp-flags" | "tcp-option") {
+            if name == "tcp-option" {
                 return ParseError::Unsupported {
-                    what: format!("{option} (TCP flag matching)"),
+                    what: format!("{option} (matching TCP options)"),
                     hint: String::new(),
                 };
             }
-            format!("-p tcp or -p udp before it{protocol}, e.g. -p tcp {option} 22")
+            if matches!(name, "syn" | "tcp-flags") {
+                format!("-p tcp before it{protocol}, e.g. -p tcp --syn")
+            } else {
+                format!("-p tcp or -p udp before it{protocol}, e.g. -p tcp {option} 22")
+            }
         } else if module_of(ICMP_OPTIONS) {
             "-p icmp before it, e.g. -p icmp --icmp-type echo-request".to_string()
         } else if module_of(MULTIPORT_OPTIONS) {
@@ -2288,6 +2280,11 @@ impl<'a> Parser<'a> {
             "-m state before it, e.g. -m state --state ESTABLISHED,RELATED".to_string()
         } else if module_of(CONNTRACK_OPTIONS) {
             "-m conntrack before it, e.g. -m conntrack --ctstate ESTABLISHED,RELATED".to_string()
+        } else if let Some(module) = ext::MATCH_MODULES
+            .iter()
+            .find(|m| m.options.iter().any(|o| o.name == name))
+        {
+            format!("-m {} before it, {}", module.name, module.example)
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
         } else if let Some(kinds) = nat_targets_with(name) {
@@ -2336,12 +2333,11 @@ impl<'a> Parser<'a> {
             MatchOption::SourcePort | MatchOption::DestinationPort => {
                 self.port_option(index, option)
             }
-            MatchOption::Syn | MatchOption::TcpFlags | MatchOption::TcpOption => {
-                Err(ParseError::Unsupported {
-                    what: format!("{} (TCP flag matching)", option.name()),
-                    hint: String::new(),
-                })
-            }
+            MatchOption::Syn | MatchOption::TcpFlags => self.tcp_flags_option(index, option),
+            MatchOption::TcpOption => Err(ParseError::Unsupported {
+                what: "--tcp-option (matching TCP options)".into(),
+                hint: "; match the flags with --tcp-flags or --syn".into(),
+            }),
             MatchOption::IcmpType => self.icmp_type_option(index),
             MatchOption::SourcePorts | MatchOption::DestinationPorts | MatchOption::Ports => {
                 self.multiport_option(index, option)
@@ -2349,6 +2345,7 @@ impl<'a> Parser<'a> {
             MatchOption::MacSource => self.mac_option(index),
             MatchOption::Comment => self.comment_option(index),
             MatchOption::State | MatchOption::CtState => self.conn_state_option(index, option),
+            MatchOption::Ext(spec) => self.ext_option(index, spec),
             MatchOption::CtUnsupported(name) => Err(ParseError::Unsupported {
                 what: format!("{name} (-m conntrack)"),
                 hint: "; netbeast matches the connection state only: -m conntrack --ctstate LIST"
@@ -2376,6 +2373,64 @@ impl<'a> Parser<'a> {
             name,
             "; use -m multiport for several ports",
         )
+    }
+
+    /// `--syn` (`FIN,SYN,RST,ACK SYN`) or `--tcp-flags MASK COMP`: one of
+    /// the two per match, as libxt_tcp takes them.
+    fn tcp_flags_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
+        let negated = self.invert;
+        let value = if option == MatchOption::Syn {
+            tcp::SYN
+        } else {
+            const EXPECTED: &str = "two flag lists like SYN,ACK,FIN,RST SYN";
+            let mask = self.required("--tcp-flags", EXPECTED)?;
+            let comp = self
+                .scanner
+                .required_value()
+                .ok_or(ParseError::MissingArgument {
+                    option: "--tcp-flags".into(),
+                    expected: EXPECTED,
+                })?;
+            tcp::TcpFlags {
+                mask: tcp::parse_flags(mask)?,
+                comp: tcp::parse_flags(comp)?,
+            }
+        };
+        let MatchState::Ports { tcp_flags, .. } = &mut self.matches[index] else {
+            unreachable!("--syn/--tcp-flags only resolve to -m tcp");
+        };
+        fill_once(
+            tcp_flags,
+            Negatable { negated, value },
+            "--syn/--tcp-flags",
+            "; one -m tcp takes one of them",
+        )
+    }
+
+    /// An option of a match that has its own module: the value read as
+    /// the option declares, then handed to the module.
+    fn ext_option(&mut self, index: usize, spec: &'static OptSpec) -> Result<(), ParseError> {
+        let flag = spec.flag();
+        let (value, negated) = match spec.value {
+            Some(expected) if spec.negatable => {
+                let (value, negated) = self.negatable_value(&flag, expected)?;
+                (Some(value), negated)
+            }
+            Some(expected) => {
+                self.no_invert(&flag)?;
+                (Some(self.required(&flag, expected)?), false)
+            }
+            None => {
+                if !spec.negatable {
+                    self.no_invert(&flag)?;
+                }
+                (None, self.invert)
+            }
+        };
+        let MatchState::Ext { parser, .. } = &mut self.matches[index] else {
+            unreachable!("module options only resolve to their module");
+        };
+        parser.option(spec, negated, value)
     }
 
     fn icmp_type_option(&mut self, index: usize) -> Result<(), ParseError> {
@@ -2806,11 +2861,19 @@ impl<'a> Parser<'a> {
 
     fn finish_matches(&mut self, chain: &str) -> Result<Vec<Match>, ParseError> {
         let protocol = self.protocol.clone();
-        let plain_protocol = protocol.filter(|p| !p.negated).map(|p| p.value);
+        let plain_protocol = protocol.as_ref().filter(|p| !p.negated).map(|p| p.value);
         let states = std::mem::take(&mut self.matches);
         let mut matches = Vec::with_capacity(states.len());
         for state in states {
-            matches.push(finish_match(state, plain_protocol, chain)?);
+            let m = match state {
+                MatchState::Ext { parser, .. } => parser.finish(&RuleContext {
+                    table: self.table,
+                    chain,
+                    protocol: protocol.as_ref(),
+                })?,
+                state => finish_match(state, plain_protocol, chain)?,
+            };
+            matches.push(m);
         }
         Ok(matches)
     }
@@ -3014,7 +3077,9 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
             implicit,
             sport,
             dport,
-        } => finish_ports(wanted, implicit, sport, dport, protocol)?,
+            tcp_flags,
+        } => finish_ports(wanted, implicit, (sport, dport, tcp_flags), protocol)?,
+        MatchState::Ext { .. } => unreachable!("finished by its module"),
         MatchState::Icmp { icmp_type, .. } => {
             if protocol != Some(1) {
                 let option = if icmp_type.is_some() {
@@ -3100,13 +3165,19 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
     })
 }
 
+/// `--sport`, `--dport` and (tcp) `--syn`/`--tcp-flags`, as given.
+type TcpUdpOptions = (
+    Option<Negatable<PortRange>>,
+    Option<Negatable<PortRange>>,
+    Option<Negatable<TcpFlags>>,
+);
+
 /// `-m tcp`/`-m udp`, explicit or loaded by `-p`: the rule's protocol must
 /// be the match's, not negated (the kernel refuses it otherwise).
 fn finish_ports(
     wanted: u8,
     implicit: bool,
-    sport: Option<Negatable<PortRange>>,
-    dport: Option<Negatable<PortRange>>,
+    (sport, dport, tcp_flags): TcpUdpOptions,
     protocol: Option<u8>,
 ) -> Result<Match, ParseError> {
     if protocol != Some(wanted) {
@@ -3133,7 +3204,7 @@ fn finish_ports(
         protocol: wanted,
         sport: real(sport),
         dport: real(dport),
-        tcp_flags: None,
+        tcp_flags,
     })
 }
 
@@ -3244,21 +3315,40 @@ fn parse_ct_states(option: &str, module: StateModule, text: &str) -> Result<CtSt
 }
 
 fn unknown_match(name: &str) -> ParseError {
-    if UNSUPPORTED_MATCHES.contains(&name) {
+    let supported = || {
+        let mut names: Vec<&str> = [
+            "tcp",
+            "udp",
+            "icmp",
+            "multiport",
+            "mac",
+            "comment",
+            "state",
+            "conntrack",
+        ]
+        .into_iter()
+        .chain(ext::MATCH_MODULES.iter().map(|m| m.name))
+        .collect();
+        names.sort_unstable();
+        format!("netbeast supports -m {}", names.join(", "))
+    };
+    if ext::NOT_SUPPORTED_YET.contains(&name) {
         return ParseError::Unsupported {
             what: format!("the {name} match (-m {name})"),
-            hint: "; netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into(),
+            hint: format!("; {}", supported()),
         };
     }
     let lower = name.to_ascii_lowercase();
-    let hint = if lower != name
-        && matches!(
-            lower.as_str(),
+    let known = |n: &str| {
+        matches!(
+            n,
             "tcp" | "udp" | "icmp" | "multiport" | "mac" | "comment" | "state" | "conntrack"
-        ) {
+        ) || ext::match_module(n).is_some()
+    };
+    let hint = if lower != name && known(&lower) {
         format!("match names are lower case: did you mean -m {lower}?")
     } else {
-        "netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into()
+        supported()
     };
     invalid("-m", "match", name, hint)
 }
@@ -4068,14 +4158,14 @@ mod tests {
     }
 
     #[test]
-    fn tcp_flags_are_not_supported_yet() {
+    fn tcp_options_are_not_supported_yet() {
         assert_err(
-            "-A INPUT -p tcp --syn -j DROP",
-            "--syn (TCP flag matching) is not supported yet",
+            "-A INPUT -p tcp --tcp-option 2 -j DROP",
+            "--tcp-option (matching TCP options) is not supported yet",
         );
         assert_err(
-            "-A INPUT -p tcp --tcp-flags SYN,ACK SYN",
-            "--tcp-flags (TCP flag matching) is not supported yet",
+            "-A INPUT -p udp --syn -j DROP",
+            "--syn needs -p tcp before it (this rule has -p udp), e.g. -p tcp --syn",
         );
     }
 

@@ -303,6 +303,7 @@ fn write_match(out: &mut String, m: &Match) {
         Match::AddrType(m) => m.save(out),
         Match::Tos(m) => m.save(out),
         Match::Dscp(m) => m.save(out),
+        Match::Statistic(m) => m.save(out),
     }
 }
 

@@ -2,6 +2,9 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
+use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
 
 use netbeast_common::addr_type;
@@ -69,5 +72,124 @@ impl AddrType {
             Some(t) => (t.value & (1 << of) != 0) != t.negated,
         };
         holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
+    }
+}
+
+static OPTIONS: [OptSpec; 4] = [
+    OptSpec {
+        name: "src-type",
+        value: Some("address types like LOCAL or UNICAST,BROADCAST"),
+        negatable: true,
+    },
+    OptSpec {
+        name: "dst-type",
+        value: Some("address types like LOCAL or UNICAST,BROADCAST"),
+        negatable: true,
+    },
+    OptSpec {
+        name: "limit-iface-in",
+        value: None,
+        negatable: false,
+    },
+    OptSpec {
+        name: "limit-iface-out",
+        value: None,
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "addrtype",
+    options: &OPTIONS,
+    example: "e.g. -m addrtype --dst-type LOCAL",
+    parser: || Box::<AddrTypeParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct AddrTypeParser {
+    src: Option<Negatable<u16>>,
+    dst: Option<Negatable<u16>>,
+    limit_in: Option<()>,
+    limit_out: Option<()>,
+}
+
+/// `LOCAL,UNICAST` (any case) as a mask of `1 << addr_type::*`.
+fn parse_types(option: &OptSpec, text: &str) -> Result<u16, ParseError> {
+    let mut mask = 0u16;
+    for name in text.split(',') {
+        let Some(t) = addr_type::NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(invalid(
+                &option.flag(),
+                "address type",
+                name,
+                format!("use {}", addr_type::NAMES.join(", ")),
+            ));
+        };
+        mask |= 1 << t;
+    }
+    Ok(mask)
+}
+
+impl MatchParser for AddrTypeParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: Option<&str>,
+    ) -> Result<(), ParseError> {
+        match option.name {
+            "src-type" | "dst-type" => {
+                let types = Negatable {
+                    negated,
+                    value: parse_types(option, value(option, text))?,
+                };
+                let slot = if option.name == "src-type" {
+                    &mut self.src
+                } else {
+                    &mut self.dst
+                };
+                once(slot, types, option)
+            }
+            "limit-iface-in" => once(&mut self.limit_in, (), option),
+            _ => once(&mut self.limit_out, (), option),
+        }
+    }
+
+    /// xt_addrtype's checkentry: a type to test, one interface limit at
+    /// most, and only where that interface is known.
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        if self.src.is_none() && self.dst.is_none() {
+            return Err(missing(&MODULE, "--src-type or --dst-type"));
+        }
+        let (limit_iface_in, limit_iface_out) = (self.limit_in.is_some(), self.limit_out.is_some());
+        if limit_iface_in && limit_iface_out {
+            return Err(ParseError::Unsupported {
+                what: "--limit-iface-in together with --limit-iface-out".into(),
+                hint: "; the kernel takes one interface limit per -m addrtype".into(),
+            });
+        }
+        if limit_iface_in && matches!(rule.chain, "OUTPUT" | "POSTROUTING") {
+            return Err(ParseError::WrongChain {
+                option: "--limit-iface-in".into(),
+                chain: rule.chain.into(),
+                reason: "locally generated packets have no input interface",
+            });
+        }
+        if limit_iface_out && matches!(rule.chain, "PREROUTING" | "INPUT") {
+            return Err(ParseError::WrongChain {
+                option: "--limit-iface-out".into(),
+                chain: rule.chain.into(),
+                reason: "the output interface is not known yet there",
+            });
+        }
+        Ok(Match::AddrType(AddrType {
+            src: self.src,
+            dst: self.dst,
+            limit_iface_in,
+            limit_iface_out,
+        }))
     }
 }

@@ -1,6 +1,9 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
+use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -55,5 +58,70 @@ impl Dscp {
 
     pub fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.tos >> 2 == self.dscp) != self.negated
+    }
+}
+
+static OPTIONS: [OptSpec; 2] = [
+    OptSpec {
+        name: "dscp",
+        value: Some("a DSCP value from 0 to 0x3f"),
+        negatable: true,
+    },
+    OptSpec {
+        name: "dscp-class",
+        value: Some("a DSCP class like EF, AF41 or CS1"),
+        negatable: true,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "dscp",
+    options: &OPTIONS,
+    example: "e.g. -m dscp --dscp-class EF",
+    parser: || Box::<DscpParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct DscpParser(Option<Dscp>);
+
+impl MatchParser for DscpParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: Option<&str>,
+    ) -> Result<(), ParseError> {
+        if self.0.is_some() {
+            return Err(ParseError::Repeated {
+                option: "--dscp/--dscp-class".into(),
+                hint: "; -m dscp takes one value (add another -m dscp)",
+            });
+        }
+        let text = value(option, text);
+        let dscp = if option.name == "dscp" {
+            number(option, "DSCP", text, MAX_DSCP.into())? as u8
+        } else {
+            CLASSES
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(text))
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
+                    invalid(
+                        &option.flag(),
+                        "DSCP class",
+                        text,
+                        format!("use one of {}", names.join(", ")),
+                    )
+                })?
+        };
+        self.0 = Some(Dscp { negated, dscp });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Dscp)
+            .ok_or_else(|| missing(&MODULE, "--dscp or --dscp-class"))
     }
 }

@@ -1,5 +1,8 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
+use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, range, value};
+use crate::rules::model::Match;
+use crate::rules::parse::ParseError;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -39,5 +42,44 @@ impl Length {
 
     pub fn matches(&self, pkt: &PacketView) -> bool {
         (self.min..=self.max).contains(&pkt.header.length) != self.negated
+    }
+}
+
+static OPTIONS: [OptSpec; 1] = [OptSpec {
+    name: "length",
+    value: Some("a length or range like 0:1500"),
+    negatable: true,
+}];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "length",
+    options: &OPTIONS,
+    example: "e.g. -m length --length 0:1500",
+    parser: || Box::<LengthParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct LengthParser(Option<Length>);
+
+impl MatchParser for LengthParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: Option<&str>,
+    ) -> Result<(), ParseError> {
+        let (min, max) = range(option, "length", value(option, text), u16::MAX.into())?;
+        let length = Length {
+            negated,
+            min: min as u16,
+            max: max as u16,
+        };
+        once(&mut self.0, length, option)
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Length)
+            .ok_or_else(|| missing(&MODULE, "--length"))
     }
 }

@@ -1,6 +1,9 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
+use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
 
 use netbeast_common::pkttype;
@@ -50,5 +53,51 @@ impl PktType {
 
     pub fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.pkttype == self.kind) != self.negated
+    }
+}
+
+static OPTIONS: [OptSpec; 1] = [OptSpec {
+    name: "pkt-type",
+    value: Some("unicast, broadcast or multicast"),
+    negatable: true,
+}];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "pkttype",
+    options: &OPTIONS,
+    example: "e.g. -m pkttype --pkt-type broadcast",
+    parser: || Box::<PktTypeParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct PktTypeParser(Option<PktType>);
+
+impl MatchParser for PktTypeParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: Option<&str>,
+    ) -> Result<(), ParseError> {
+        let text = value(option, text);
+        let kind = NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| {
+                invalid(
+                    &option.flag(),
+                    "packet type",
+                    text,
+                    "use unicast, broadcast, multicast or otherhost",
+                )
+            })?;
+        once(&mut self.0, PktType { negated, kind }, option)
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::PktType)
+            .ok_or_else(|| missing(&MODULE, "--pkt-type"))
     }
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::parse::{ParseError, invalid};
+
 /// Flag names in the order iptables prints them; `ALL` and `NONE` are
 /// taken on input only.
 pub const FLAG_NAMES: &[(&str, u8)] = &[
@@ -50,4 +52,24 @@ impl TcpFlags {
     pub fn matches(&self, flags: u8) -> bool {
         flags & self.mask == self.comp
     }
+}
+
+/// `SYN,ACK` (any case), `ALL` or `NONE` as a flag set.
+pub fn parse_flags(text: &str) -> Result<u8, ParseError> {
+    let mut flags = 0;
+    for name in text.split(',') {
+        let Some((_, bit)) = FLAG_NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(invalid(
+                "--tcp-flags",
+                "TCP flag",
+                name,
+                "use FIN, SYN, RST, PSH, ACK, URG, ALL or NONE, separated by commas",
+            ));
+        };
+        flags |= bit;
+    }
+    Ok(flags)
 }

@@ -1,6 +1,9 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
+use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use crate::rules::model::Match;
+use crate::rules::parse::ParseError;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,78 @@ impl Ttl {
             TtlOp::Ne => ttl != self.value,
             TtlOp::Lt => ttl < self.value,
             TtlOp::Gt => ttl > self.value,
+        }
+    }
+}
+
+static OPTIONS: [OptSpec; 3] = [
+    OptSpec {
+        name: "ttl-eq",
+        value: Some("a TTL from 0 to 255"),
+        negatable: true,
+    },
+    OptSpec {
+        name: "ttl-lt",
+        value: Some("a TTL from 0 to 255"),
+        negatable: false,
+    },
+    OptSpec {
+        name: "ttl-gt",
+        value: Some("a TTL from 0 to 255"),
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "ttl",
+    options: &OPTIONS,
+    example: "e.g. -m ttl --ttl-lt 5",
+    parser: || Box::<TtlParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct TtlParser(Option<Ttl>);
+
+impl MatchParser for TtlParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: Option<&str>,
+    ) -> Result<(), ParseError> {
+        if let Some(have) = &self.0 {
+            return Err(ParseError::Unsupported {
+                what: format!("{} together with {}", option.flag(), have.op.option()),
+                hint: "; -m ttl takes one of --ttl-eq, --ttl-lt and --ttl-gt (add another -m ttl)"
+                    .into(),
+            });
+        }
+        let value = number(option, "TTL", value(option, text), u8::MAX.into())? as u8;
+        let op = match (option.name, negated) {
+            ("ttl-eq", false) => TtlOp::Eq,
+            ("ttl-eq", true) => TtlOp::Ne,
+            ("ttl-lt", _) => TtlOp::Lt,
+            _ => TtlOp::Gt,
+        };
+        self.0 = Some(Ttl { op, value });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Ttl)
+            .ok_or_else(|| missing(&MODULE, "--ttl-eq, --ttl-lt or --ttl-gt"))
+    }
+}
+
+impl TtlOp {
+    /// The option that gives this test.
+    pub fn option(self) -> &'static str {
+        match self {
+            TtlOp::Eq => "--ttl-eq",
+            TtlOp::Ne => "! --ttl-eq",
+            TtlOp::Lt => "--ttl-lt",
+            TtlOp::Gt => "--ttl-gt",
         }
     }
 }
