@@ -3098,10 +3098,16 @@ fn header_field_matches() {
             Drop,
         ),
         case(
-            "--tos Minimize-Delay ignores ECN bits",
+            "--tos Minimize-Delay (mask 0x3f) ignores the bits above its mask",
             tos,
-            udp(53).tos(0x13),
+            udp(53).tos(0x50),
             Drop,
+        ),
+        case(
+            "--tos Minimize-Delay (mask 0x3f) sees bit 0",
+            tos,
+            udp(53).tos(0x11),
+            Pass,
         ),
         case(
             "--tos Minimize-Delay ignores 0x08",
