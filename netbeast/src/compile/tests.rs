@@ -6,11 +6,15 @@ use std::time::{Duration, Instant};
 
 use netbeast_common::{
     CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
-    NatTarget, chain, field, nat_flags, reject, target,
+    NatTarget, addr_type, chain, field, nat_flags, pkttype, reject, target,
 };
 use proptest::prelude::*;
 
 use super::*;
+use crate::rules::ext::{
+    addrtype::AddrType, dscp::Dscp, iprange::IpRange, length::Length, pkttype::PktType,
+    tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
+};
 use crate::rules::model::{
     AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
     NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, TableName, Target,
@@ -33,6 +37,21 @@ const NETS: &[([u8; 4], u8)] = &[
     ([192, 168, 1, 0], 24),
     ([192, 168, 1, 1], 32),
     ([172, 16, 0, 0], 12),
+];
+
+/// IPv4 total lengths rules name and packets have (and one or two past).
+const LENGTHS: &[u16] = &[0, 20, 28, 40, 60, 100, 576, 1500, 65535];
+const TTLS: &[u8] = &[0, 1, 2, 63, 64, 128, 254, 255];
+/// TOS bytes (DSCP in the top six bits): best effort, AF11, EF, CS7, and
+/// the old Minimize-Delay / Maximize-Throughput bits.
+const TOSES: &[u8] = &[0x00, 0x28, 0xb8, 0xe0, 0x10, 0x08, 0x1c];
+/// Address types rules name and packets have.
+const ADDR_TYPES: &[u32] = &[
+    addr_type::UNICAST,
+    addr_type::LOCAL,
+    addr_type::BROADCAST,
+    addr_type::MULTICAST,
+    addr_type::BLACKHOLE,
 ];
 
 const ADDRS: &[[u8; 4]] = &[
@@ -203,7 +222,11 @@ impl Dice {
                             protocol: p,
                             sport: self.maybe(45, |d| d.negatable(Dice::port_range)),
                             dport: self.maybe(65, |d| d.negatable(Dice::port_range)),
-                            tcp_flags: None,
+                            tcp_flags: if p == 6 {
+                                self.maybe(30, |d| d.negatable(Dice::tcp_flags))
+                            } else {
+                                None
+                            },
                         });
                     } else {
                         let kind = self.pick(&[
@@ -283,6 +306,7 @@ impl Dice {
                 states,
             });
         }
+        matches.extend(self.header_matches());
         Rule {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
@@ -294,6 +318,116 @@ impl Dice {
             target: self.target(callees),
             counter: Default::default(),
         }
+    }
+
+    /// `--tcp-flags MASK COMP`: the common tests (`--syn`, SYN,ACK,
+    /// RST) and random ones.
+    fn tcp_flags(&mut self) -> TcpFlags {
+        if self.chance(60) {
+            self.pick(&[
+                TcpFlags {
+                    mask: 0x17,
+                    comp: 0x02,
+                },
+                TcpFlags {
+                    mask: 0x12,
+                    comp: 0x12,
+                },
+                TcpFlags {
+                    mask: 0x04,
+                    comp: 0x04,
+                },
+                TcpFlags {
+                    mask: 0x3f,
+                    comp: 0x00,
+                },
+            ])
+        } else {
+            let mask = self.next() as u8 & 0x3f;
+            TcpFlags {
+                mask,
+                comp: self.next() as u8 & mask,
+            }
+        }
+    }
+
+    /// The matches on header fields: length, TTL, TOS, DSCP, packet type,
+    /// address types and ranges, each now and then (sometimes twice).
+    fn header_matches(&mut self) -> Vec<Match> {
+        let mut out = Vec::new();
+        for _ in 0..self.weighted(&[12, 5, 2]) {
+            out.push(match self.below(7) {
+                0 => {
+                    let (a, b) = (self.pick(LENGTHS), self.pick(LENGTHS));
+                    Match::Length(Length {
+                        negated: self.chance(30),
+                        min: a.min(b),
+                        max: a.max(b),
+                    })
+                }
+                1 => Match::Ttl(Ttl {
+                    op: self.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+                    value: self.pick(TTLS),
+                }),
+                2 => {
+                    let mask = self.pick(&[0x3f, 0xff, 0x1c, 0x08, 0x00]);
+                    Match::Tos(Tos {
+                        negated: self.chance(30),
+                        value: self.pick(TOSES) & mask,
+                        mask,
+                    })
+                }
+                3 => Match::Dscp(Dscp {
+                    negated: self.chance(30),
+                    dscp: self.pick(TOSES) >> 2,
+                }),
+                4 => Match::PktType(PktType {
+                    negated: self.chance(30),
+                    kind: self.below(pkttype::KEYS as usize) as u32,
+                }),
+                5 => {
+                    let types = |d: &mut Dice| {
+                        let mut mask = 0u16;
+                        for _ in 0..1 + d.below(2) {
+                            mask |= 1 << d.pick(ADDR_TYPES);
+                        }
+                        d.negatable(|_| mask)
+                    };
+                    let (src, dst) = match self.below(3) {
+                        0 => (Some(types(self)), None),
+                        1 => (None, Some(types(self))),
+                        _ => (Some(types(self)), Some(types(self))),
+                    };
+                    Match::AddrType(AddrType {
+                        src,
+                        dst,
+                        limit_iface_in: false,
+                        limit_iface_out: false,
+                    })
+                }
+                _ => {
+                    let range = |d: &mut Dice| {
+                        let a = u32::from(d.addr());
+                        let b = if d.chance(50) {
+                            u32::from(d.addr())
+                        } else {
+                            a.wrapping_add(d.below(300) as u32)
+                        };
+                        d.negatable(|_| AddrRange {
+                            first: a.min(b).into(),
+                            last: a.max(b).into(),
+                        })
+                    };
+                    let (src, dst) = match self.below(3) {
+                        0 => (Some(range(self)), None),
+                        1 => (None, Some(range(self))),
+                        _ => (Some(range(self)), Some(range(self))),
+                    };
+                    Match::IpRange(IpRange { src, dst })
+                }
+            });
+        }
+        out
     }
 
     fn addr(&mut self) -> Ipv4Addr {
@@ -355,7 +489,27 @@ impl Dice {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
             ct_state: self.below(5) as u32,
-            header: Default::default(),
+            header: HeaderFields {
+                length: if self.chance(80) {
+                    self.pick(LENGTHS).wrapping_add(self.below(3) as u16)
+                } else {
+                    self.next() as u16
+                },
+                ttl: if self.chance(80) {
+                    self.pick(TTLS).wrapping_add(self.below(3) as u8)
+                } else {
+                    self.next() as u8
+                },
+                tos: if self.chance(70) {
+                    self.pick(TOSES) | self.below(4) as u8
+                } else {
+                    self.next() as u8
+                },
+                tcp_flags: self.next() as u8 & if self.chance(80) { 0x3f } else { 0xff },
+                pkttype: self.below(pkttype::KEYS as usize) as u32,
+                src_type: self.pick(ADDR_TYPES),
+                dst_type: self.pick(ADDR_TYPES),
+            },
         }
     }
 }
@@ -426,6 +580,21 @@ impl Dice {
     /// matches of any rule, and a target the nat table allows there.
     fn nat_rule_in(&mut self, side: NatSide, callees: &[String]) -> Rule {
         let mut rule = self.rule_in(&[]);
+        // nat OUTPUT (a destination chain) runs on sockets, before any
+        // packet: matches on what only a packet has are refused there.
+        if side == NatSide::Destination {
+            rule.matches.retain(|m| {
+                !matches!(
+                    m,
+                    Match::Length(_) | Match::Ttl(_) | Match::Tos(_) | Match::Dscp(_)
+                )
+            });
+            for m in &mut rule.matches {
+                if let Match::Ports { tcp_flags, .. } = m {
+                    *tcp_flags = None;
+                }
+            }
+        }
         let ports = matches!(
             rule.protocol,
             Some(Negatable {
