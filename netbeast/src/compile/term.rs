@@ -223,6 +223,8 @@ fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
 /// it all), a negated prefix that covers it leaves nothing, and negated
 /// prefixes outside it, or inside another negated prefix, say nothing.
 fn simplify_prefixes(atoms: &mut Vec<(Ipv4Net, bool)>) -> bool {
+    // `0.0.0.0/0` holds for every address: no constraint, and no lookup.
+    atoms.retain(|(p, negated)| *negated || p.prefix_len != 0);
     if atoms.len() < 2 {
         return true;
     }

@@ -2348,3 +2348,127 @@ fn nat_rules_the_kernel_refuses_are_refused() {
         Some(CompileError::NatInputRules { rules: 1 })
     );
 }
+
+/// The fields a rule's lowering uses, as the chain's `fields_used` says.
+fn input_fields(lines: &[&str]) -> u32 {
+    let compiled = compile(&typed(lines), &[], 0).unwrap();
+    compiled.chains[chain::INPUT as usize].config.fields_used
+}
+
+#[test]
+fn header_matches_use_their_fields_only() {
+    let bit = |f: usize| 1u32 << f;
+    // A flags set without TCP_FLAGS_NONE implies `-p tcp` and a TCP
+    // header: `--syn` is one lookup.
+    assert_eq!(
+        input_fields(&["-A INPUT -p tcp --syn -j DROP"]),
+        bit(field::TCP_FLAGS)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -p tcp --dport 22 --tcp-flags SYN,ACK SYN -j DROP"]),
+        bit(field::TCP_FLAGS) | bit(field::L4B)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m length --length 100:200 -j DROP"]),
+        bit(field::LENGTH)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m tos --tos 0x10 -m dscp --dscp 4 -j DROP"]),
+        bit(field::TOS)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m addrtype --dst-type LOCAL -j DROP"]),
+        bit(field::DST_TYPE)
+    );
+    // A range is address atoms: no field of its own.
+    assert_eq!(
+        input_fields(&["-A INPUT -m iprange --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        bit(field::SRC)
+    );
+    // A match every key satisfies constrains nothing.
+    assert_eq!(
+        input_fields(&["-A INPUT -m length --length 0:65535 -j DROP"]),
+        0
+    );
+}
+
+#[test]
+fn a_range_is_a_slot_per_prefix_and_its_negation_one() {
+    // 10.0.0.1-10.0.0.6: .1/32, .2/31, .4/31, .6/32.
+    let positive = compile(
+        &typed(&["-A INPUT -m iprange --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(positive.chains[chain::INPUT as usize].config.rule_count, 4);
+    let negated = compile(
+        &typed(&["-A INPUT -m iprange ! --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(negated.chains[chain::INPUT as usize].config.rule_count, 1);
+    // The whole address space is one prefix; `-m ttl --ttl-lt 0` can
+    // never match and takes no slot.
+    let all = compile(
+        &typed(&[
+            "-A INPUT -m iprange --dst-range 0.0.0.0-255.255.255.255 -j DROP",
+            "-A INPUT -m ttl --ttl-lt 0 -j DROP",
+        ]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(all.chains[chain::INPUT as usize].config.rule_count, 1);
+    assert_eq!(all.chains[chain::INPUT as usize].config.fields_used, 0);
+}
+
+#[test]
+fn range_expansion_is_bounded_by_the_terms_limit() {
+    // 62 source prefixes times 62 destination prefixes: past
+    // MAX_TERMS_PER_RULE.
+    let ruleset = typed(&["-A INPUT -m iprange --src-range 0.0.0.1-255.255.255.254 \
+         --dst-range 0.0.0.1-255.255.255.254 -j DROP"]);
+    assert!(matches!(
+        compile(&ruleset, &[], 0),
+        Err(CompileError::TooManyTerms { .. })
+    ));
+}
+
+#[test]
+fn packet_only_fields_are_refused_in_nat_output() {
+    for (line, name) in [
+        ("-t nat -A OUTPUT -p tcp --syn -j ACCEPT", "tcp flags"),
+        ("-t nat -A OUTPUT -m length --length 60 -j ACCEPT", "length"),
+        ("-t nat -A OUTPUT -m ttl --ttl-eq 64 -j ACCEPT", "ttl"),
+        ("-t nat -A OUTPUT -m dscp --dscp 0 -j ACCEPT", "tos"),
+    ] {
+        let err = compile(&typed(&[line]), &[], 0).err();
+        assert_eq!(
+            err,
+            Some(CompileError::NatOutputField {
+                chain: "OUTPUT".into(),
+                rule: 1,
+                field: name,
+            }),
+            "{line}"
+        );
+    }
+    // What a socket has: addresses, their types, the protocol and ports.
+    let ok = typed(&["-t nat -A OUTPUT -p tcp --dport 80 -m addrtype --dst-type LOCAL -j ACCEPT"]);
+    assert!(compile(&ok, &[], 0).is_ok());
+    // The filter table's OUTPUT sees packets.
+    let filter = typed(&["-A OUTPUT -p tcp --syn -m length --length 60 -j DROP"]);
+    assert!(compile(&filter, &[], 0).is_ok());
+}
+
+#[test]
+fn addrtype_limit_iface_is_refused() {
+    let ruleset = typed(&["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"]);
+    let err = compile(&ruleset, &[], 0).err().unwrap().to_string();
+    assert!(
+        err.contains("--limit-iface-in/--limit-iface-out is not supported"),
+        "{err}"
+    );
+}
