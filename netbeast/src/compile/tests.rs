@@ -2472,3 +2472,22 @@ fn addrtype_limit_iface_is_refused() {
         "{err}"
     );
 }
+
+/// Docker's whole ruleset, nat table with `-m addrtype --dst-type LOCAL`
+/// included, compiles: PREROUTING and nat OUTPUT look the destination's
+/// type up.
+#[test]
+fn docker_with_addrtype_compiles() {
+    for text in [
+        include_str!("../../../tests/fixtures/iptables-save/docker-legacy.rules"),
+        include_str!("../../../tests/fixtures/iptables-save/docker-nft.rules"),
+    ] {
+        let file = crate::rules::save::parse_restore(text).unwrap();
+        let mut ruleset = Ruleset::default();
+        crate::rules::save::apply_restore(&mut ruleset, &file, false).unwrap();
+        let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
+        let used = |c: u32| compiled.chains[c as usize].config.fields_used;
+        assert_ne!(used(chain::NAT_PREROUTING) & (1 << field::DST_TYPE), 0);
+        assert_ne!(used(chain::NAT_OUTPUT) & (1 << field::DST_TYPE), 0);
+    }
+}
