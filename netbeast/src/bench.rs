@@ -18,6 +18,7 @@ pub mod planes;
 pub mod plot;
 pub mod traffic;
 
+use crate::rules::model::Ports;
 use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Result, ensure};
@@ -77,7 +78,7 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
             let addr = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
             rule.source = Some(Negatable::is(Ipv4Net::new(addr, 32)));
         }
-        rule.matches.push(Match::Ports {
+        rule.matches.push(Match::Ports(Ports {
             protocol: 17,
             sport: None,
             dport: Some(Negatable::is(PortRange {
@@ -85,7 +86,7 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
                 last: DPORT,
             })),
             tcp_flags: None,
-        });
+        }));
         input.rules.push(rule);
     }
     ruleset

@@ -64,6 +64,7 @@ mod term;
 #[cfg(test)]
 mod tests;
 
+use crate::rules::model::Ports;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -536,11 +537,11 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     // type/code only for ICMP, so those matches need that exact protocol.
     for m in &rule.matches {
         match m {
-            Match::Ports {
+            Match::Ports(Ports {
                 protocol: p,
                 tcp_flags,
                 ..
-            } => {
+            }) => {
                 if protocol != Some(*p) || !matches!(p, 6 | 17) {
                     return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
                 }
@@ -548,7 +549,7 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                     return Err("--tcp-flags/--syn need `-p tcp`".to_string());
                 }
             }
-            Match::Multiport { .. } => {
+            Match::Multiport(_) => {
                 if !matches!(protocol, Some(6 | 17)) {
                     return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
                 }
@@ -575,7 +576,7 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
             }
             Match::MacSource(_)
             | Match::Comment(_)
-            | Match::ConnState { .. }
+            | Match::ConnState(_)
             | Match::Length(_)
             | Match::Ttl(_)
             | Match::IpRange(_)

@@ -14,9 +14,7 @@ use std::net::Ipv4Addr;
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
-use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Table, TableName, Target,
-};
+use crate::rules::model::{Chain, IfaceName, Match, Negatable, Rule, Table, TableName, Target};
 
 /// What the packet parser read from the L4 header of a first fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,65 +306,5 @@ fn rule_matches(
 }
 
 fn match_holds(m: &Match, pkt: &PacketView) -> bool {
-    match m {
-        // The tcp/udp, icmp and multiport matches are false on non-first
-        // fragments whatever their `!`.
-        Match::Ports {
-            sport,
-            dport,
-            tcp_flags,
-            ..
-        } => {
-            let Some((s, d)) = pkt.ports() else {
-                return false;
-            };
-            sport.as_ref().is_none_or(|r| holds(r, |r| r.contains(s)))
-                && dport.as_ref().is_none_or(|r| holds(r, |r| r.contains(d)))
-                && tcp_flags.as_ref().is_none_or(|f| {
-                    pkt.tcp_flags()
-                        .is_some_and(|flags| holds(f, |f| f.matches(flags)))
-                })
-        }
-        Match::Icmp(t) => {
-            let Some((icmp_type, code)) = pkt.icmp() else {
-                return false;
-            };
-            holds(t, |t| match *t {
-                IcmpType::Any => true,
-                IcmpType::Type {
-                    icmp_type: want,
-                    code: want_code,
-                } => icmp_type == want && want_code.is_none_or(|c| c == code),
-            })
-        }
-        Match::Multiport {
-            kind,
-            negated,
-            ports,
-        } => {
-            let Some((s, d)) = pkt.ports() else {
-                return false;
-            };
-            let hit = ports.iter().any(|r| match kind {
-                MultiportKind::Source => r.contains(s),
-                MultiportKind::Destination => r.contains(d),
-                MultiportKind::Either => r.contains(s) || r.contains(d),
-            });
-            hit != *negated
-        }
-        Match::MacSource(mac) => holds(mac, |m| *m == pkt.mac_source),
-        Match::Comment(_) => true,
-        Match::ConnState {
-            negated, states, ..
-        } => states.contains(pkt.ct_state) != *negated,
-        Match::Length(m) => m.matches(pkt),
-        Match::Ttl(m) => m.matches(pkt),
-        Match::IpRange(m) => m.matches(pkt),
-        Match::PktType(m) => m.matches(pkt),
-        Match::AddrType(m) => m.matches(pkt),
-        Match::Tos(m) => m.matches(pkt),
-        Match::Dscp(m) => m.matches(pkt),
-        // A guard: not part of the rule's static match.
-        Match::Statistic(_) => true,
-    }
+    m.ext().matches(pkt)
 }

@@ -15,7 +15,9 @@ use netbeast_common::{MAX_RULES_PER_CHAIN, TCP_FLAGS_NONE, field, field::Kind};
 
 use super::l4::{self, Keys};
 use crate::rules::ext::ttl::TtlOp;
-use crate::rules::model::{AddrRange, IfaceName, Ipv4Net, Match, Negatable, Rule, TcpFlags};
+use crate::rules::model::{
+    AddrRange, ConnState, IfaceName, Ipv4Net, MacSource, Match, Negatable, Ports, Rule, TcpFlags,
+};
 
 /// The keys `0..n` of key field `f` (`field::Kind::Keys(n)`), as one range.
 pub(super) fn universe(f: usize) -> (u32, u32) {
@@ -376,7 +378,7 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
             base.and_keys(f, &keys);
         }
         match m {
-            Match::MacSource(mac) => base.mac.push((mac.value, mac.negated)),
+            Match::MacSource(MacSource(mac)) => base.mac.push((mac.value, mac.negated)),
             Match::IpRange(r) => {
                 for (f, range) in [(field::SRC, &r.src), (field::DST, &r.dst)] {
                     let Some(range) = range else { continue };
@@ -495,19 +497,19 @@ fn keys_where(f: usize, holds: impl Fn(u32) -> bool) -> Keys {
 /// which [`l4::expand`] handles): its lowering into atoms.
 fn match_keys(m: &Match) -> Vec<(usize, Keys)> {
     match m {
-        Match::ConnState {
+        Match::ConnState(ConnState {
             states, negated, ..
-        } => {
+        }) => {
             let mask = states.0;
             vec![(
                 field::CT_STATE,
                 keys_where(field::CT_STATE, |k| (mask & (1 << k) != 0) != *negated),
             )]
         }
-        Match::Ports {
+        Match::Ports(Ports {
             tcp_flags: Some(flags),
             ..
-        } => vec![(field::TCP_FLAGS, tcp_flag_keys(flags))],
+        }) => vec![(field::TCP_FLAGS, tcp_flag_keys(flags))],
         Match::Length(l) => vec![(
             field::LENGTH,
             negatable(field::LENGTH, vec![(l.min.into(), l.max.into())], l.negated),

@@ -9,6 +9,7 @@
 //! `tcp-reset` needs TCP, `-m mac` only before routing), with messages that
 //! say how to fix the line.
 
+use crate::rules::model::{Comment, ConnState, Icmp, MacSource, Multiport, Ports};
 use std::net::Ipv4Addr;
 
 use thiserror::Error;
@@ -37,6 +38,9 @@ pub struct IptablesCommand {
     /// and changes echo the rules or chains they touch.
     pub verbose: bool,
     pub action: Action,
+    /// `-c PACKETS BYTES` was given (a restore line must not also have
+    /// `[packets:bytes]`).
+    pub counters_given: bool,
 }
 
 /// What the command does. Chains are named as written; whether they exist is
@@ -1624,6 +1628,7 @@ impl<'a> Parser<'a> {
                     table: self.table,
                     verbose: self.verbose,
                     action,
+                    counters_given: self.counter.is_some(),
                 });
             }
             if let Some(value) = self.scanner.long_value.take() {
@@ -2669,6 +2674,7 @@ impl<'a> Parser<'a> {
             table: self.table,
             verbose: self.verbose,
             action,
+            counters_given: self.counter.is_some(),
         })
     }
 
@@ -3092,11 +3098,11 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
                     needs: "-p icmp (not negated) earlier in the rule".into(),
                 });
             }
-            Match::Icmp(icmp_type.ok_or(ParseError::MissingModuleOption {
+            Match::Icmp(Icmp(icmp_type.ok_or(ParseError::MissingModuleOption {
                 module,
                 option: "--icmp-type",
                 example: "e.g. -p icmp --icmp-type echo-request",
-            })?)
+            })?))
         }
         MatchState::Multiport(list) => {
             let (kind, negated, ports) = list.ok_or(ParseError::MissingModuleOption {
@@ -3110,11 +3116,11 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
                     needs: "-p tcp or -p udp (not negated) earlier in the rule".into(),
                 });
             }
-            Match::Multiport {
+            Match::Multiport(Multiport {
                 kind,
                 negated,
                 ports,
-            }
+            })
         }
         MatchState::Mac(mac) => {
             let mac = mac.ok_or(ParseError::MissingModuleOption {
@@ -3131,14 +3137,14 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
                     reason: "a packet's source MAC is only known on arrival, in INPUT or FORWARD",
                 });
             }
-            Match::MacSource(mac)
+            Match::MacSource(MacSource(mac))
         }
         MatchState::Comment(text) => {
-            Match::Comment(text.ok_or(ParseError::MissingModuleOption {
+            Match::Comment(Comment(text.ok_or(ParseError::MissingModuleOption {
                 module,
                 option: "--comment",
                 example: "e.g. -m comment --comment \"allow ssh\"",
-            })?)
+            })?))
         }
         MatchState::ConnState {
             module: which,
@@ -3156,11 +3162,11 @@ fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<
                 option,
                 example,
             })?;
-            Match::ConnState {
+            Match::ConnState(ConnState {
                 module: which,
                 negated,
                 states,
-            }
+            })
         }
     })
 }
@@ -3200,12 +3206,12 @@ fn finish_ports(
         last: u16::MAX,
     };
     let real = |ports: Option<Negatable<PortRange>>| ports.filter(|p| p.negated || p.value != any);
-    Ok(Match::Ports {
+    Ok(Match::Ports(Ports {
         protocol: wanted,
         sport: real(sport),
         dport: real(dport),
         tcp_flags,
-    })
+    }))
 }
 
 /// Targets netbeast implements, by the name `-j` takes.
@@ -3356,6 +3362,8 @@ fn unknown_match(name: &str) -> ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::rules::model::*;
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()
@@ -3420,12 +3428,12 @@ mod tests {
         assert_eq!(chain, "INPUT");
         let mut expected = Rule::new(Target::Accept);
         expected.protocol = Some(Negatable::is(6));
-        expected.matches = vec![Match::Ports {
+        expected.matches = vec![Match::Ports(Ports {
             protocol: 6,
             sport: None,
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
-        }];
+        })];
         assert_eq!(rules, vec![expected]);
     }
 
@@ -3467,12 +3475,12 @@ mod tests {
         assert_eq!(dns.protocol, Some(Negatable::is(17)));
         assert_eq!(
             dns.matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 17,
                 sport: None,
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
-            }]
+            })]
         );
         assert_eq!(
             rule("-A OUTPUT -j REJECT").target,
@@ -3995,12 +4003,12 @@ mod tests {
 
     #[test]
     fn ports_implicit_and_explicit() {
-        let expected = vec![Match::Ports {
+        let expected = vec![Match::Ports(Ports {
             protocol: 6,
             sport: Some(Negatable::is(range(1024, 65535))),
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
-        }];
+        })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
             expected
@@ -4011,38 +4019,38 @@ mod tests {
         );
         assert_eq!(
             rule("-A INPUT -p 6 --dport=22").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p udp --sport :1023").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 17,
                 sport: Some(Negatable::is(range(0, 1023))),
                 dport: None,
                 tcp_flags: None,
-            }]
+            })]
         );
         // -m tcp alone still is a match iptables-save prints.
         assert_eq!(
             rule("-A INPUT -p tcp -m tcp").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
                 dport: None,
                 tcp_flags: None,
-            }]
+            })]
         );
     }
 
     #[test]
     fn port_names_and_ranges() {
         let dport = |line: &str| match &rule(line).matches[0] {
-            Match::Ports { dport, .. } => dport.clone().unwrap().value,
+            Match::Ports(Ports { dport, .. }) => dport.clone().unwrap().value,
             other => panic!("{other:?}"),
         };
         assert_eq!(dport("-A INPUT -p tcp --dport ssh"), range(22, 22));
@@ -4056,21 +4064,21 @@ mod tests {
         // The full range is "any port", as the kernel stores it.
         assert_eq!(
             rule("-A INPUT -p tcp --dport 0:65535").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
                 dport: None,
                 tcp_flags: None,
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p tcp ! --dport :").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
-            }]
+            })]
         );
     }
 
@@ -4104,18 +4112,18 @@ mod tests {
         assert_eq!(
             rule("-A INPUT -p tcp --dport 22 -m tcp --dport 23").matches,
             vec![
-                Match::Ports {
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
-                },
-                Match::Ports {
+                }),
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
-                },
+                }),
             ]
         );
     }
@@ -4126,13 +4134,13 @@ mod tests {
         assert_eq!(
             r.matches,
             vec![
-                Match::Comment("x".into()),
-                Match::Ports {
+                Match::Comment(Comment("x".into())),
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
-                }
+                })
             ]
         );
     }
@@ -4175,27 +4183,27 @@ mod tests {
     fn multiport() {
         assert_eq!(
             rule("-A INPUT -p tcp -m multiport --dports 80,443,1000:2000 -j ACCEPT").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Destination,
                 negated: false,
                 ports: vec![range(80, 80), range(443, 443), range(1000, 2000)]
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p udp -m multiport ! --sports domain,ntp").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Source,
                 negated: true,
                 ports: vec![range(53, 53), range(123, 123)]
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p tcp -m multiport --ports 22").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Either,
                 negated: false,
                 ports: vec![range(22, 22)]
-            }]
+            })]
         );
     }
 
@@ -4247,15 +4255,15 @@ mod tests {
     fn mac_source() {
         assert_eq!(
             rule("-A INPUT -m mac --mac-source AA:bb:0c:dd:ee:1").matches,
-            vec![Match::MacSource(Negatable::is([
+            vec![Match::MacSource(MacSource(Negatable::is([
                 0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x01
-            ]))]
+            ])))]
         );
         assert_eq!(
             rule("-A FORWARD -m mac ! --mac-source aa:bb:cc:dd:ee:ff").matches,
-            vec![Match::MacSource(Negatable::not([
+            vec![Match::MacSource(MacSource(Negatable::not([
                 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff
-            ]))]
+            ])))]
         );
         assert_err(
             "-A INPUT -m mac --mac-source aa:bb:cc:dd:ee",
@@ -4281,7 +4289,7 @@ mod tests {
     #[test]
     fn icmp_types() {
         let icmp = |line: &str| match &rule(line).matches[0] {
-            Match::Icmp(t) => t.clone(),
+            Match::Icmp(Icmp(t)) => t.clone(),
             other => panic!("{other:?}"),
         };
         let of = |t, code| IcmpType::Type { icmp_type: t, code };
@@ -4383,7 +4391,7 @@ mod tests {
         };
         assert_eq!(
             rules[0].matches,
-            vec![Match::Comment("allow ssh, please".into())]
+            vec![Match::Comment(Comment("allow ssh, please".into()))]
         );
         let long = "a".repeat(MAX_COMMENT_LEN + 1);
         let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", &long]
@@ -5012,11 +5020,11 @@ mod tests {
     fn conn_state(line: &str) -> (StateModule, bool, String) {
         let rule = rule(line);
         let [
-            Match::ConnState {
+            Match::ConnState(ConnState {
                 module,
                 negated,
                 states,
-            },
+            }),
         ] = rule.matches.as_slice()
         else {
             panic!("{line}: expected one state match, got {:?}", rule.matches);
@@ -5067,11 +5075,11 @@ mod tests {
             .with(netbeast_common::ct_state::RELATED);
         assert_eq!(
             rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
-            vec![Match::ConnState {
+            vec![Match::ConnState(ConnState {
                 module: StateModule::State,
                 negated: false,
                 states: bits
-            }]
+            })]
         );
         // Two state matches in one rule are two conditions, as in iptables.
         let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");

@@ -2,7 +2,7 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -34,8 +34,8 @@ pub fn types_text(mask: u16) -> String {
         .join(",")
 }
 
-impl AddrType {
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for AddrType {
+    fn save(&self, out: &mut String) {
         out.push_str(" -m addrtype");
         for (types, option) in [(&self.src, "--src-type"), (&self.dst, "--dst-type")] {
             if let Some(t) = types {
@@ -50,7 +50,7 @@ impl AddrType {
         }
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         out.push_str(" ADDRTYPE match");
         for (types, what) in [(&self.src, "src-type"), (&self.dst, "dst-type")] {
             if let Some(t) = types {
@@ -66,7 +66,7 @@ impl AddrType {
         }
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         let holds = |types: &Option<Negatable<u16>>, of: u32| match types {
             None => true,
             Some(t) => (t.value & (1 << of) != 0) != t.negated,

@@ -1,7 +1,7 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -45,18 +45,18 @@ pub struct Dscp {
     pub dscp: u8,
 }
 
-impl Dscp {
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for Dscp {
+    fn save(&self, out: &mut String) {
         let bang = if self.negated { "! " } else { "" };
         let _ = write!(out, " -m dscp {bang}--dscp 0x{:02x}", self.dscp);
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         let bang = if self.negated { "!" } else { "" };
         let _ = write!(out, " DSCP match {bang}0x{:02x}", self.dscp);
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.tos >> 2 == self.dscp) != self.negated
     }
 }

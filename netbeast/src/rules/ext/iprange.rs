@@ -1,7 +1,7 @@
 //! `-m iprange --src-range A-B --dst-range A-B` (each `!`-able): address
 //! ranges (xt_iprange).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
 use std::fmt::Write as _;
@@ -18,8 +18,8 @@ pub struct IpRange {
     pub dst: Option<Negatable<AddrRange>>,
 }
 
-impl IpRange {
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for IpRange {
+    fn save(&self, out: &mut String) {
         out.push_str(" -m iprange");
         for (range, option) in [(&self.src, "--src-range"), (&self.dst, "--dst-range")] {
             if let Some(r) = range {
@@ -34,7 +34,7 @@ impl IpRange {
         }
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         for (range, what) in [(&self.src, "source"), (&self.dst, "destination")] {
             // libxt_iprange: `destination IP range ! A-B`.
             if let Some(r) = range {
@@ -49,7 +49,7 @@ impl IpRange {
         }
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         let within = |range: &Option<Negatable<AddrRange>>, addr| match range {
             None => true,
             Some(r) => (r.value.first <= addr && addr <= r.value.last) != r.negated,

@@ -1,6 +1,8 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, range, value};
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, range, value,
+};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use std::fmt::Write as _;
@@ -18,7 +20,17 @@ pub struct Length {
 }
 
 impl Length {
-    pub fn save(&self, out: &mut String) {
+    fn range(&self) -> String {
+        if self.min == self.max {
+            self.min.to_string()
+        } else {
+            format!("{}:{}", self.min, self.max)
+        }
+    }
+}
+
+impl MatchExt for Length {
+    fn save(&self, out: &mut String) {
         let _ = write!(
             out,
             " -m length{} --length {}",
@@ -27,20 +39,12 @@ impl Length {
         );
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         let bang = if self.negated { "!" } else { "" };
         let _ = write!(out, " length {bang}{}", self.range());
     }
 
-    fn range(&self) -> String {
-        if self.min == self.max {
-            self.min.to_string()
-        } else {
-            format!("{}:{}", self.min, self.max)
-        }
-    }
-
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         (self.min..=self.max).contains(&pkt.header.length) != self.negated
     }
 }

@@ -13,16 +13,36 @@ use std::fmt::Debug;
 
 use super::model::{Match, Negatable, TableName};
 use super::parse::ParseError;
+use crate::compile::PacketView;
 
 pub mod addrtype;
+pub mod comment;
+pub mod conntrack;
 pub mod dscp;
+pub mod icmp;
 pub mod iprange;
 pub mod length;
+pub mod mac;
+pub mod multiport;
 pub mod pkttype;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
 pub mod ttl;
+
+/// What netbeast knows about a match of an extension once it is parsed.
+/// `Match::ext` finds a match's module.
+pub trait MatchExt {
+    /// Its options as `iptables -S` and iptables-save print them, with a
+    /// leading space: ` -m ttl --ttl-eq 5`.
+    fn save(&self, out: &mut String);
+    /// Its text in the last column of `iptables -L` (`numeric` for `-n`),
+    /// with a leading space.
+    fn list(&self, out: &mut String, numeric: bool);
+    /// Whether a packet satisfies it, as the kernel's match decides: the
+    /// reference classifier's meaning. A guard's is its static part.
+    fn matches(&self, pkt: &PacketView) -> bool;
+}
 
 /// A long option of an extension.
 #[derive(Debug, PartialEq, Eq)]

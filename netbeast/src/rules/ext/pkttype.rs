@@ -1,7 +1,7 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use std::fmt::Write as _;
@@ -36,8 +36,10 @@ impl PktType {
             .find(|(_, k)| *k == self.kind)
             .map_or("unknown", |(n, _)| n)
     }
+}
 
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for PktType {
+    fn save(&self, out: &mut String) {
         let _ = write!(
             out,
             " -m pkttype{} --pkt-type {}",
@@ -46,12 +48,12 @@ impl PktType {
         );
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         let op = if self.negated { "!=" } else { "=" };
         let _ = write!(out, " PKTTYPE {op} {}", self.name());
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.pkttype == self.kind) != self.negated
     }
 }

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use netbeast_common::{Guard, guard_kind};
 use serde::{Deserialize, Serialize};
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, number, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, number, value};
+use crate::compile::PacketView;
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 
@@ -41,44 +42,6 @@ impl Statistic {
         )
     }
 
-    pub fn save(&self, out: &mut String) {
-        let bang = if self.negated { " !" } else { "" };
-        match self.mode {
-            StatisticMode::Random { probability } => {
-                let _ = write!(
-                    out,
-                    " -m statistic --mode random{bang} --probability {}",
-                    Self::probability_text(probability)
-                );
-            }
-            StatisticMode::Nth { every, packet } => {
-                let _ = write!(
-                    out,
-                    " -m statistic --mode nth{bang} --every {every} --packet {packet}"
-                );
-            }
-        }
-    }
-
-    pub fn list(&self, out: &mut String) {
-        let bang = if self.negated { " !" } else { "" };
-        match self.mode {
-            StatisticMode::Random { probability } => {
-                let _ = write!(
-                    out,
-                    " statistic mode random{bang} probability {}",
-                    Self::probability_text(probability)
-                );
-            }
-            StatisticMode::Nth { every, packet } => {
-                let _ = write!(out, " statistic mode nth{bang} every {every}");
-                if packet != 0 {
-                    let _ = write!(out, " packet {packet}");
-                }
-            }
-        }
-    }
-
     /// The guard the kernel evaluates (its `next` and `state` are the
     /// compiler's to set).
     pub fn guard(&self) -> Guard {
@@ -99,6 +62,51 @@ impl Statistic {
             b,
             ..Guard::default()
         }
+    }
+}
+
+impl MatchExt for Statistic {
+    fn save(&self, out: &mut String) {
+        let bang = if self.negated { " !" } else { "" };
+        match self.mode {
+            StatisticMode::Random { probability } => {
+                let _ = write!(
+                    out,
+                    " -m statistic --mode random{bang} --probability {}",
+                    Self::probability_text(probability)
+                );
+            }
+            StatisticMode::Nth { every, packet } => {
+                let _ = write!(
+                    out,
+                    " -m statistic --mode nth{bang} --every {every} --packet {packet}"
+                );
+            }
+        }
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        let bang = if self.negated { " !" } else { "" };
+        match self.mode {
+            StatisticMode::Random { probability } => {
+                let _ = write!(
+                    out,
+                    " statistic mode random{bang} probability {}",
+                    Self::probability_text(probability)
+                );
+            }
+            StatisticMode::Nth { every, packet } => {
+                let _ = write!(out, " statistic mode nth{bang} every {every}");
+                if packet != 0 {
+                    let _ = write!(out, " packet {packet}");
+                }
+            }
+        }
+    }
+
+    /// A guard: not part of the rule's static match.
+    fn matches(&self, _pkt: &PacketView) -> bool {
+        true
     }
 }
 

@@ -1,7 +1,13 @@
-//! The `tcp` match's flag tests: `--tcp-flags MASK COMP` and `--syn`
-//! (`FIN,SYN,RST,ACK SYN`), as libxt_tcp names and prints them.
+//! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
+//! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
+
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+
+use super::{MatchExt, bang};
+use crate::compile::PacketView;
+use crate::rules::model::{Negatable, PortRange};
 
 use crate::rules::parse::{ParseError, invalid};
 
@@ -72,4 +78,113 @@ pub fn parse_flags(text: &str) -> Result<u8, ParseError> {
         flags |= bit;
     }
     Ok(flags)
+}
+
+/// `-m tcp` / `-m udp` (also loaded by `-p tcp`/`-p udp` on their first
+/// option): ports, and for TCP the flag tests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// 6 (tcp) or 17 (udp).
+    pub protocol: u8,
+    pub sport: Option<Negatable<PortRange>>,
+    pub dport: Option<Negatable<PortRange>>,
+    /// `--tcp-flags` / `--syn` (TCP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<Negatable<TcpFlags>>,
+}
+
+/// The full range: what the kernel stores for "any port".
+pub fn is_any_port(range: &PortRange) -> bool {
+    range.first == 0 && range.last == u16::MAX
+}
+
+/// `22`, `1024:65535`.
+pub fn port_range_text(range: PortRange) -> String {
+    if range.first == range.last {
+        range.first.to_string()
+    } else {
+        format!("{}:{}", range.first, range.last)
+    }
+}
+
+/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
+fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
+    let Some(ports) = ports else {
+        return;
+    };
+    if is_any_port(&ports.value) && !ports.negated {
+        return;
+    }
+    let bang = if ports.negated { "!" } else { "" };
+    let range = ports.value;
+    if range.first == range.last {
+        let _ = write!(out, " {name}:{bang}{}", range.first);
+    } else {
+        let _ = write!(out, " {name}s:{bang}{}:{}", range.first, range.last);
+    }
+}
+
+impl MatchExt for Ports {
+    fn save(&self, out: &mut String) {
+        let name = if self.protocol == 6 { "tcp" } else { "udp" };
+        let _ = write!(out, " -m {name}");
+        for (flag, ports) in [("--sport", &self.sport), ("--dport", &self.dport)] {
+            // As libxt_tcp: the full range means "any port" and is not printed.
+            if let Some(ports) = ports.as_ref().filter(|p| !is_any_port(&p.value)) {
+                let _ = write!(
+                    out,
+                    "{} {flag} {}",
+                    bang(ports.negated),
+                    port_range_text(ports.value)
+                );
+            }
+        }
+        if let Some(f) = &self.tcp_flags {
+            let _ = write!(
+                out,
+                "{} --tcp-flags {} {}",
+                bang(f.negated),
+                flags_text(f.value.mask),
+                flags_text(f.value.comp)
+            );
+        }
+    }
+
+    fn list(&self, out: &mut String, numeric: bool) {
+        out.push_str(if self.protocol == 6 { " tcp" } else { " udp" });
+        list_ports(out, "spt", &self.sport);
+        list_ports(out, "dpt", &self.dport);
+        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
+        // numerically ` flags:0x17/0x02`.
+        if let Some(f) = &self.tcp_flags {
+            let bang = if f.negated { "!" } else { "" };
+            let (mask, comp) = (f.value.mask, f.value.comp);
+            let _ = if numeric {
+                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
+            } else {
+                write!(
+                    out,
+                    " flags:{bang}{}/{}",
+                    flags_text(mask),
+                    flags_text(comp)
+                )
+            };
+        }
+    }
+
+    fn matches(&self, pkt: &PacketView) -> bool {
+        let Some((s, d)) = pkt.ports() else {
+            return false;
+        };
+        let holds = |r: &Option<Negatable<PortRange>>, port| {
+            r.as_ref()
+                .is_none_or(|r| r.value.contains(port) != r.negated)
+        };
+        holds(&self.sport, s)
+            && holds(&self.dport, d)
+            && self.tcp_flags.as_ref().is_none_or(|f| {
+                pkt.tcp_flags()
+                    .is_some_and(|flags| f.value.matches(flags) != f.negated)
+            })
+    }
 }

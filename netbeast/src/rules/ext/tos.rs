@@ -1,7 +1,7 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, once, value};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 use std::fmt::Write as _;
@@ -27,8 +27,8 @@ pub struct Tos {
     pub mask: u8,
 }
 
-impl Tos {
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for Tos {
+    fn save(&self, out: &mut String) {
         let _ = write!(
             out,
             " -m tos{} --tos 0x{:02x}/0x{:02x}",
@@ -38,7 +38,7 @@ impl Tos {
         );
     }
 
-    pub fn list(&self, out: &mut String, numeric: bool) {
+    fn list(&self, out: &mut String, numeric: bool) {
         out.push_str(" tos match");
         if self.negated {
             out.push('!');
@@ -56,7 +56,7 @@ impl Tos {
         }
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.tos & self.mask == self.value) != self.negated
     }
 }

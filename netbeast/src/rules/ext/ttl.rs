@@ -1,7 +1,7 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
-use super::{MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, missing, number, value};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use std::fmt::Write as _;
@@ -28,8 +28,8 @@ pub struct Ttl {
     pub value: u8,
 }
 
-impl Ttl {
-    pub fn save(&self, out: &mut String) {
+impl MatchExt for Ttl {
+    fn save(&self, out: &mut String) {
         let option = match self.op {
             TtlOp::Eq => " --ttl-eq",
             TtlOp::Ne => " ! --ttl-eq",
@@ -39,7 +39,7 @@ impl Ttl {
         let _ = write!(out, " -m ttl{option} {}", self.value);
     }
 
-    pub fn list(&self, out: &mut String) {
+    fn list(&self, out: &mut String, _numeric: bool) {
         let op = match self.op {
             TtlOp::Eq => "==",
             TtlOp::Ne => "!=",
@@ -49,7 +49,7 @@ impl Ttl {
         let _ = write!(out, " TTL match TTL {op} {}", self.value);
     }
 
-    pub fn matches(&self, pkt: &PacketView) -> bool {
+    fn matches(&self, pkt: &PacketView) -> bool {
         let ttl = pkt.header.ttl;
         match self.op {
             TtlOp::Eq => ttl == self.value,
