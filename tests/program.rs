@@ -2952,3 +2952,466 @@ fn nat_on_truncated_and_corrupted_frames() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// The header-field matches (issue #11): each field's key as the kernel
+// reads it from a crafted frame.
+
+/// `--syn`, `--tcp-flags`: the TCP flags byte, never a non-TCP packet's
+/// or a short header's.
+#[test]
+fn tcp_flag_matches() {
+    use tcp_flags::{ACK, FIN, PSH, RST, SYN};
+    let syn = &["-A INPUT -p tcp --syn -j DROP"];
+    let not_syn = &["-A INPUT -p tcp ! --syn -j DROP"];
+    let synack = &["-A INPUT -p tcp --tcp-flags SYN,ACK SYN,ACK -j DROP"];
+    let xmas = &["-A INPUT -p tcp --tcp-flags ALL FIN,PSH,URG -j DROP"];
+    let with_port = &["-A INPUT -p tcp --dport 22 --tcp-flags RST RST -j DROP"];
+    let cases = vec![
+        case("--syn matches a SYN", syn, tcp(22), Drop),
+        case(
+            "--syn ignores a SYN+ACK",
+            syn,
+            tcp(22).tcp_flags(SYN | ACK),
+            Pass,
+        ),
+        case("--syn ignores an ACK", syn, tcp(22).tcp_flags(ACK), Pass),
+        case("--syn ignores UDP", syn, udp(22), Pass),
+        case(
+            "--syn ignores a short TCP header (19 of 20 bytes)",
+            syn,
+            tcp(22).total_length(20 + 19).truncate(14 + 20 + 19),
+            Pass,
+        ),
+        case(
+            "--syn ignores a later fragment",
+            syn,
+            tcp(22).payload(&[0x02; 24]).fragment_offset(3),
+            Pass,
+        ),
+        case("! --syn ignores a SYN", not_syn, tcp(22), Pass),
+        case(
+            "! --syn matches an ACK",
+            not_syn,
+            tcp(22).tcp_flags(ACK),
+            Drop,
+        ),
+        case(
+            "! --syn ignores a short TCP header",
+            not_syn,
+            tcp(22)
+                .tcp_flags(ACK)
+                .total_length(20 + 19)
+                .truncate(14 + 20 + 19),
+            Pass,
+        ),
+        case(
+            "SYN,ACK SYN,ACK",
+            synack,
+            tcp(22).tcp_flags(SYN | ACK),
+            Drop,
+        ),
+        case("SYN,ACK SYN,ACK ignores a SYN", synack, tcp(22), Pass),
+        case(
+            "ALL FIN,PSH,URG matches exactly",
+            xmas,
+            tcp(22).tcp_flags(FIN | PSH | 0x20),
+            Drop,
+        ),
+        case(
+            "ALL FIN,PSH,URG ignores more flags",
+            xmas,
+            tcp(22).tcp_flags(FIN | PSH | 0x20 | ACK),
+            Pass,
+        ),
+        case("flags and port", with_port, tcp(22).tcp_flags(RST), Drop),
+        case(
+            "flags and another port",
+            with_port,
+            tcp(23).tcp_flags(RST),
+            Pass,
+        ),
+    ];
+    lab("tcpflags", false, |h, _| run_cases(h, cases));
+}
+
+/// `-m length` (the IPv4 total length), `-m ttl`, `-m tos`, `-m dscp`.
+#[test]
+fn header_field_matches() {
+    // An empty UDP datagram is 28 bytes of IPv4.
+    let short = &["-A INPUT -m length --length 0:100 -j DROP"];
+    let not_short = &["-A INPUT -m length ! --length 0:100 -j DROP"];
+    let exact = &["-A INPUT -p udp -m length --length 128 -j DROP"];
+    let low_ttl = &["-A INPUT -m ttl --ttl-lt 10 -j DROP"];
+    let ttl64 = &["-A INPUT -m ttl --ttl-eq 64 -j DROP"];
+    let not_ttl64 = &["-A INPUT -m ttl ! --ttl-eq 64 -j DROP"];
+    let high_ttl = &["-A INPUT -m ttl --ttl-gt 200 -j DROP"];
+    let tos = &["-A INPUT -m tos --tos Minimize-Delay -j DROP"];
+    let not_tos = &["-A INPUT -m tos ! --tos 0x08/0x08 -j DROP"];
+    let dscp = &["-A INPUT -m dscp --dscp-class EF -j DROP"];
+    let not_dscp = &["-A INPUT -m dscp ! --dscp 0 -j DROP"];
+    let cases = vec![
+        case("length 0:100 matches 28 bytes", short, udp(53), Drop),
+        case(
+            "length 0:100 ignores 228 bytes",
+            short,
+            udp(53).payload(&[0; 200]),
+            Pass,
+        ),
+        case("! length 0:100 ignores 28 bytes", not_short, udp(53), Pass),
+        case(
+            "! length 0:100 matches 228 bytes",
+            not_short,
+            udp(53).payload(&[0; 200]),
+            Drop,
+        ),
+        case(
+            "length 128 matches",
+            exact,
+            udp(53).payload(&[0; 100]),
+            Drop,
+        ),
+        case(
+            "length 128 ignores 129",
+            exact,
+            udp(53).payload(&[0; 101]),
+            Pass,
+        ),
+        case(
+            "length is the IPv4 total length, not the frame's",
+            exact,
+            udp(53).payload(&[0; 100]).pad_to(200),
+            Drop,
+        ),
+        case("--ttl-lt 10 matches 5", low_ttl, udp(53).ttl(5), Drop),
+        case("--ttl-lt 10 ignores 10", low_ttl, udp(53).ttl(10), Pass),
+        case("--ttl-eq 64 matches 64", ttl64, udp(53).ttl(64), Drop),
+        case("--ttl-eq 64 ignores 63", ttl64, udp(53).ttl(63), Pass),
+        case("! --ttl-eq 64 matches 63", not_ttl64, udp(53).ttl(63), Drop),
+        case("! --ttl-eq 64 ignores 64", not_ttl64, udp(53).ttl(64), Pass),
+        case("--ttl-gt 200 matches 255", high_ttl, udp(53).ttl(255), Drop),
+        case("--ttl-gt 200 ignores 200", high_ttl, udp(53).ttl(200), Pass),
+        case(
+            "--tos Minimize-Delay matches 0x10",
+            tos,
+            udp(53).tos(0x10),
+            Drop,
+        ),
+        case(
+            "--tos Minimize-Delay (mask 0x3f) ignores the bits above its mask",
+            tos,
+            udp(53).tos(0x50),
+            Drop,
+        ),
+        case(
+            "--tos Minimize-Delay (mask 0x3f) sees bit 0",
+            tos,
+            udp(53).tos(0x11),
+            Pass,
+        ),
+        case(
+            "--tos Minimize-Delay ignores 0x08",
+            tos,
+            udp(53).tos(0x08),
+            Pass,
+        ),
+        case(
+            "! --tos 0x08/0x08 ignores 0x0c",
+            not_tos,
+            udp(53).tos(0x0c),
+            Pass,
+        ),
+        case(
+            "! --tos 0x08/0x08 matches 0x04",
+            not_tos,
+            udp(53).tos(0x04),
+            Drop,
+        ),
+        case(
+            "--dscp-class EF matches 0xb8",
+            dscp,
+            udp(53).tos(0xb8),
+            Drop,
+        ),
+        case(
+            "--dscp-class EF matches 0xbb (ECN)",
+            dscp,
+            udp(53).tos(0xbb),
+            Drop,
+        ),
+        case(
+            "--dscp-class EF ignores AF41",
+            dscp,
+            udp(53).tos(0x88),
+            Pass,
+        ),
+        case(
+            "! --dscp 0 ignores best effort",
+            not_dscp,
+            udp(53).tos(0x01),
+            Pass,
+        ),
+        case("! --dscp 0 matches CS1", not_dscp, udp(53).tos(0x20), Drop),
+    ];
+    lab("header", false, |h, _| run_cases(h, cases));
+}
+
+/// `-m pkttype`: broadcast, multicast or host, from the destination MAC.
+#[test]
+fn packet_type_matches() {
+    let broadcast_mac = [0xff; 6];
+    let multicast_mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let broadcast = &["-A INPUT -m pkttype --pkt-type broadcast -j DROP"];
+    let multicast = &["-A INPUT -m pkttype --pkt-type multicast -j DROP"];
+    let unicast = &["-A INPUT -m pkttype --pkt-type unicast -j DROP"];
+    let not_unicast = &["-A INPUT -m pkttype ! --pkt-type unicast -j DROP"];
+    let cases = vec![
+        case(
+            "broadcast matches ff:ff:ff:ff:ff:ff",
+            broadcast,
+            udp(67).dst_mac(broadcast_mac),
+            Drop,
+        ),
+        case("broadcast ignores unicast", broadcast, udp(67), Pass),
+        case(
+            "broadcast ignores multicast",
+            broadcast,
+            udp(67).dst_mac(multicast_mac),
+            Pass,
+        ),
+        case(
+            "multicast matches the group bit",
+            multicast,
+            udp(67).dst_mac(multicast_mac),
+            Drop,
+        ),
+        case(
+            "multicast ignores broadcast",
+            multicast,
+            udp(67).dst_mac(broadcast_mac),
+            Pass,
+        ),
+        case("unicast matches our MAC", unicast, udp(67), Drop),
+        case(
+            "unicast ignores broadcast",
+            unicast,
+            udp(67).dst_mac(broadcast_mac),
+            Pass,
+        ),
+        case("! unicast ignores unicast", not_unicast, udp(67), Pass),
+        case(
+            "! unicast matches multicast",
+            not_unicast,
+            udp(67).dst_mac(multicast_mac),
+            Drop,
+        ),
+        case(
+            "pkttype through a VLAN tag",
+            broadcast,
+            udp(67).dst_mac(broadcast_mac).vlan(7),
+            Drop,
+        ),
+    ];
+    lab("pkttype", false, |h, _| run_cases(h, cases));
+}
+
+/// `-m addrtype`: the local routing table of the namespace (the veth's
+/// address is LOCAL, its subnet's broadcast address BROADCAST), and the
+/// fixed types (multicast, 0.0.0.0/8, 255.255.255.255).
+#[test]
+fn address_type_matches() {
+    lab("addrtype", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let from = |src: Ipv4Addr| {
+            FrameBuilder::udp(src, CLIENT_PORT, SERVER, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let to = |dst: Ipv4Addr| {
+            FrameBuilder::udp(CLIENT, CLIENT_PORT, dst, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let local_src = &["-A INPUT -m addrtype --src-type LOCAL -j DROP"];
+        let unicast_src = &["-A INPUT -m addrtype --src-type UNICAST -j DROP"];
+        let special_src = &["-A INPUT -m addrtype --src-type BROADCAST,MULTICAST -j DROP"];
+        let local_dst = &["-A INPUT -m addrtype --dst-type LOCAL -j DROP"];
+        let not_local_dst = &["-A INPUT -m addrtype ! --dst-type LOCAL -j DROP"];
+        let broadcast_dst = &["-A INPUT -m addrtype --dst-type BROADCAST -j DROP"];
+        let cases = vec![
+            case(
+                "--src-type LOCAL: our address",
+                local_src,
+                from(SERVER),
+                Drop,
+            ),
+            case(
+                "--src-type LOCAL: loopback",
+                local_src,
+                from(Ipv4Addr::new(127, 0, 0, 9)),
+                Drop,
+            ),
+            case(
+                "--src-type LOCAL: a neighbour",
+                local_src,
+                from(CLIENT),
+                Pass,
+            ),
+            case(
+                "--src-type UNICAST: a neighbour",
+                unicast_src,
+                from(CLIENT),
+                Drop,
+            ),
+            case(
+                "--src-type UNICAST: our address",
+                unicast_src,
+                from(SERVER),
+                Pass,
+            ),
+            case(
+                "--src-type BROADCAST: the subnet's broadcast",
+                special_src,
+                from(Ipv4Addr::new(10, 0, 0, 255)),
+                Drop,
+            ),
+            case(
+                "--src-type MULTICAST: 224.0.0.1",
+                special_src,
+                from(Ipv4Addr::new(224, 0, 0, 1)),
+                Drop,
+            ),
+            case(
+                "--src-type BROADCAST: 0.0.0.0",
+                special_src,
+                from(Ipv4Addr::UNSPECIFIED),
+                Drop,
+            ),
+            case(
+                "--src-type BROADCAST,MULTICAST: a neighbour",
+                special_src,
+                from(CLIENT),
+                Pass,
+            ),
+            case("--dst-type LOCAL: our address", local_dst, to(SERVER), Drop),
+            case(
+                "! --dst-type LOCAL: our address",
+                not_local_dst,
+                to(SERVER),
+                Pass,
+            ),
+            case(
+                "--dst-type BROADCAST: 255.255.255.255",
+                broadcast_dst,
+                to(Ipv4Addr::BROADCAST),
+                Drop,
+            ),
+            case(
+                "--dst-type BROADCAST: our address",
+                broadcast_dst,
+                to(SERVER),
+                Pass,
+            ),
+        ];
+        run_cases(h, cases);
+    });
+}
+
+/// `-m iprange`: a range is a union of prefixes; negated, none of them.
+#[test]
+fn address_range_matches() {
+    let src = &["-A INPUT -m iprange --src-range 10.0.0.1-10.0.0.5 -j DROP"];
+    let not_src = &["-A INPUT -m iprange ! --src-range 10.0.0.1-10.0.0.5 -j DROP"];
+    let both = &[
+        "-A INPUT -p udp -m iprange --src-range 9.255.255.250-10.0.0.1 --dst-range 10.0.0.2-10.0.0.2 -j DROP",
+    ];
+    let from = |a: [u8; 4]| {
+        FrameBuilder::udp(Ipv4Addr::from(a), CLIENT_PORT, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let cases = vec![
+        case("range: first address", src, from([10, 0, 0, 1]), Drop),
+        case("range: inside", src, from([10, 0, 0, 4]), Drop),
+        case("range: last address", src, from([10, 0, 0, 5]), Drop),
+        case("range: past the last", src, from([10, 0, 0, 6]), Pass),
+        case("range: before the first", src, from([10, 0, 0, 0]), Pass),
+        case("! range: inside", not_src, from([10, 0, 0, 3]), Pass),
+        case("! range: outside", not_src, from([10, 0, 0, 9]), Drop),
+        case(
+            "ranges: across a /8 boundary",
+            both,
+            from([9, 255, 255, 251]),
+            Drop,
+        ),
+        case("ranges: last source", both, from([10, 0, 0, 1]), Drop),
+        case("ranges: outside", both, from([10, 0, 0, 2]), Pass),
+        case(
+            "ranges: another destination",
+            both,
+            FrameBuilder::udp(CLIENT, CLIENT_PORT, SERVER2, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC),
+            Pass,
+        ),
+    ];
+    lab("iprange", false, |h, _| run_cases(h, cases));
+}
+
+/// FORWARD sees the TTL one lower (ip_forward() decrements it before the
+/// hook), and one chain can use every field at once: the kernel's lookups
+/// of all sixteen load, verify and agree.
+#[test]
+fn forward_ttl_and_every_field_in_one_chain() {
+    lab("allfields", true, |h, ns| {
+        let peer = make_router(h, ns);
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let tcp = |dport| {
+            FrameBuilder::tcp(CLIENT, CLIENT_PORT, ROUTED, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let ttl63 = &["-A FORWARD -m ttl --ttl-eq 63 -j DROP"];
+        let every = &[
+            "-A FORWARD -s 10.0.0.0/24 -d 10.9.0.0/24 -i nbtv1 -o nbtv0 -p tcp --syn \
+             --sport 40000 --dport 22 -m mac --mac-source 02:c1:1e:00:00:01 \
+             -m conntrack --ctstate NEW -m length --length 40:60 -m ttl --ttl-eq 63 \
+             -m tos --tos 0x10/0x3f -m pkttype --pkt-type unicast \
+             -m addrtype --src-type UNICAST --dst-type UNICAST -j DROP",
+        ];
+        let cases = vec![
+            case("FORWARD: TTL 64 is 63 there", ttl63, tcp(22).ttl(64), Drop).on(peer),
+            case("FORWARD: TTL 63 is 62 there", ttl63, tcp(22).ttl(63), Pass).on(peer),
+            case(
+                "every field: all hold",
+                every,
+                tcp(22).ttl(64).tos(0x10),
+                Drop,
+            )
+            .on(peer),
+            case(
+                "every field: one TOS bit off",
+                every,
+                tcp(22).ttl(64).tos(0x18),
+                Pass,
+            )
+            .on(peer),
+            case(
+                "every field: an ACK",
+                every,
+                tcp(22).ttl(64).tos(0x10).tcp_flags(tcp_flags::ACK),
+                Pass,
+            )
+            .on(peer),
+        ];
+        run_cases(h, cases);
+    });
+}

@@ -60,6 +60,11 @@ pub mod chain {
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
 /// class id; the class vector holds one bit per rule satisfied by that value.
+///
+/// Every field is declared once here, with its [`field::Kind`]: the
+/// compiler, the loader, the kernel's lookup and the reference classifier
+/// all iterate over [`field::KINDS`]. Adding a field of a kind that exists
+/// is one entry here (plus the key the parser writes into the packet).
 pub mod field {
     pub const SRC: usize = 0;
     pub const DST: usize = 1;
@@ -73,8 +78,146 @@ pub mod field {
     pub const MAC_SOURCE: usize = 7;
     /// Connection tracking state of the packet (`ct_state::*`).
     pub const CT_STATE: usize = 8;
-    pub const COUNT: usize = 9;
+    /// The TCP flags byte (CWR..FIN), or [`super::TCP_FLAGS_NONE`] when the
+    /// packet has no whole TCP header (`-p tcp --syn`, `--tcp-flags`).
+    pub const TCP_FLAGS: usize = 9;
+    /// The IPv4 total length (`-m length`).
+    pub const LENGTH: usize = 10;
+    /// The IPv4 TTL (`-m ttl`).
+    pub const TTL: usize = 11;
+    /// The IPv4 TOS byte (`-m tos`, `-m dscp`: DSCP is its top six bits).
+    pub const TOS: usize = 12;
+    /// The link-layer packet type (`pkttype::*`, `-m pkttype`).
+    pub const PKTTYPE: usize = 13;
+    /// The type of the source / destination address as the kernel's local
+    /// routing table says (`addr_type::*`, `-m addrtype`).
+    pub const SRC_TYPE: usize = 14;
+    pub const DST_TYPE: usize = 15;
+    pub const COUNT: usize = 16;
+
+    /// How a field's value is looked up.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind {
+        /// An IPv4 address: longest-prefix match (address hash or LPM trie).
+        Prefix,
+        /// A small integer key `0..n`: an array of class ids, in chunks of
+        /// [`super::KEY_CHUNK`].
+        Keys(u32),
+        /// An interface, by ifindex: a hash map with a per-chain default.
+        Iface,
+        /// A MAC address: a hash map with a per-chain default.
+        Mac,
+    }
+
+    /// Every field's kind, in field order.
+    pub const KINDS: [Kind; COUNT] = [
+        Kind::Prefix,
+        Kind::Prefix,
+        Kind::Keys(256),
+        Kind::Keys(super::L4_KEYS as u32),
+        Kind::Keys(super::L4_KEYS as u32),
+        Kind::Iface,
+        Kind::Iface,
+        Kind::Mac,
+        Kind::Keys(super::ct_state::KEYS as u32),
+        Kind::Keys(super::TCP_FLAGS_KEYS),
+        Kind::Keys(65536),
+        Kind::Keys(256),
+        Kind::Keys(256),
+        Kind::Keys(super::pkttype::KEYS),
+        Kind::Keys(super::addr_type::KEYS),
+        Kind::Keys(super::addr_type::KEYS),
+    ];
+
+    /// Names in field order, as messages show them.
+    pub const NAMES: [&str; COUNT] = [
+        "source address",
+        "destination address",
+        "protocol",
+        "source port / icmp type / fragment",
+        "destination port / icmp code",
+        "input interface",
+        "output interface",
+        "source mac",
+        "connection state",
+        "tcp flags",
+        "length",
+        "ttl",
+        "tos",
+        "packet type",
+        "source address type",
+        "destination address type",
+    ];
+
+    /// The fields the kernel tests together, one `fields_used` check per
+    /// group: a chain that uses none of a group skips it with one test.
+    /// Every field is in exactly one group (checked below).
+    pub const GROUPS: [u32; 5] = [
+        1 << SRC | 1 << DST,
+        1 << PROTO | 1 << L4A | 1 << L4B | 1 << TCP_FLAGS,
+        1 << IN_IFACE | 1 << OUT_IFACE | 1 << MAC_SOURCE,
+        1 << CT_STATE,
+        1 << LENGTH | 1 << TTL | 1 << TOS | 1 << PKTTYPE | 1 << SRC_TYPE | 1 << DST_TYPE,
+    ];
+
+    const _: () = {
+        let mut all = 0u32;
+        let mut g = 0;
+        while g < GROUPS.len() {
+            assert!(all & GROUPS[g] == 0, "a field is in two groups");
+            all |= GROUPS[g];
+            g += 1;
+        }
+        assert!(all == (1u32 << COUNT) - 1, "a field is in no group");
+    };
+
+    /// Chunks of [`super::KEY_CHUNK`] class ids field `f` takes in a
+    /// chain's region of `KEY_CLASSES` (0 for fields of other kinds).
+    pub const fn key_chunks(f: usize) -> u32 {
+        match KINDS[f] {
+            Kind::Keys(n) => n.div_ceil(super::KEY_CHUNK as u32),
+            _ => 0,
+        }
+    }
+
+    /// First chunk of field `f` within a chain's region of `KEY_CLASSES`.
+    pub const fn key_chunk_offset(f: usize) -> u32 {
+        let mut at = 0;
+        let mut i = 0;
+        while i < f {
+            at += key_chunks(i);
+            i += 1;
+        }
+        at
+    }
+
+    /// Chunks of one chain's region of `KEY_CLASSES`: every key field's.
+    pub const KEY_CHUNKS_PER_CHAIN: u32 = key_chunk_offset(COUNT);
 }
+
+/// Class ids per entry of the `KEY_CLASSES` arrays.
+pub const KEY_CHUNK: usize = 64;
+
+/// Index in `KEY_CLASSES` of the chunk holding key `key` of key field `f`
+/// of (generation, chain).
+#[inline(always)]
+pub const fn key_chunk_index(generation: u32, chain: u32, f: usize, key: u32) -> u32 {
+    (generation * chain::COUNT as u32 + chain) * field::KEY_CHUNKS_PER_CHAIN
+        + field::key_chunk_offset(f)
+        + key / KEY_CHUNK as u32
+}
+
+// Every chunk of every key field of the last chain of the last generation
+// is inside the map.
+const _: () = assert!(
+    key_chunk_index(
+        GENERATIONS as u32 - 1,
+        chain::COUNT as u32 - 1,
+        field::COUNT - 1,
+        0
+    ) + field::key_chunks(field::COUNT - 1)
+        <= size::KEY_CLASSES
+);
 
 /// Keys of `field::TCP_FLAGS`: the flags byte, and this one for packets
 /// without a whole TCP header (other protocols, fragments, short headers),
@@ -110,6 +253,21 @@ pub mod addr_type {
     pub const NAT: u32 = 10;
     pub const XRESOLVE: u32 = 11;
     pub const KEYS: u32 = 16;
+
+    /// The type xt_addrtype gives `addr` (host byte order) before it looks
+    /// at the local routing table: 0.0.0.0/8 and 255.255.255.255 are
+    /// BROADCAST, 224.0.0.0/4 MULTICAST. `None`: the local table's longest
+    /// matching route says (UNICAST when none matches).
+    #[inline(always)]
+    pub const fn fixed(addr: u32) -> Option<u32> {
+        if addr >> 24 == 0 || addr == u32::MAX {
+            Some(BROADCAST)
+        } else if addr >> 28 == 0xe {
+            Some(MULTICAST)
+        } else {
+            None
+        }
+    }
     /// Names as iptables takes and prints them, in type order.
     pub const NAMES: [&str; 12] = [
         "UNSPEC",
@@ -135,10 +293,6 @@ pub const L4_NONE: u32 = 65536;
 pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
-/// Class ids per entry of the L4 lookup arrays.
-pub const L4_CHUNK: usize = 64;
-/// Entries of the L4 arrays per (generation, chain, field).
-pub const L4_CHUNKS: usize = L4_KEYS.div_ceil(L4_CHUNK);
 
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
@@ -749,12 +903,6 @@ pub const fn chain_index(generation: u32, chain: u32) -> u32 {
     generation * chain::COUNT as u32 + chain
 }
 
-/// Index of the first L4 chunk of (generation, chain, field) in `L4_CLASSES`.
-#[inline(always)]
-pub const fn l4_base(generation: u32, chain: u32, l4_field: u32) -> u32 {
-    ((generation * chain::COUNT as u32 + chain) * 2 + l4_field) * L4_CHUNKS as u32
-}
-
 /// Index of a rule in `RULES`.
 #[inline(always)]
 pub const fn rule_index(generation: u32, chain: u32, rule: u32) -> u32 {
@@ -804,7 +952,10 @@ pub mod size {
     pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
     pub const COUNTERS: u32 =
         CHAINS * COUNTERS_PER_CHAIN + GENERATIONS as u32 * MAX_USER_CHAIN_RULES;
-    pub const L4_CLASSES: u32 = CHAINS * 2 * L4_CHUNKS as u32;
+    /// Every key field's class ids, for every chain and generation.
+    pub const KEY_CLASSES: u32 = CHAINS * field::KEY_CHUNKS_PER_CHAIN;
+    /// Routes of the local routing table (`ADDR_TYPES`).
+    pub const ADDR_TYPES: u32 = 4096;
     pub const CLASS_HEADERS: u32 = GENERATIONS as u32 * MAX_CLASSES;
     pub const CLASS_WORD_CHUNKS: u32 =
         GENERATIONS as u32 * MAX_CLASS_WORDS / super::CLASS_WORD_CHUNK as u32;

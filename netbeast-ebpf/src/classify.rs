@@ -17,10 +17,11 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
     ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_ALL,
-    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, L4_CHUNK, MAX_ADDR_HASH_LENGTHS,
-    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    addr_hash_base, addr_hash_bucket, addr_hash_key, chain_index, counter_index, ct_state, field,
-    l4_base, rule_index, size, stats, target,
+    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, KEY_CHUNK,
+    MAX_ADDR_HASH_LENGTHS, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
+    chain_index, counter_index, field, field::Kind, key_chunk_index, pkttype, rule_index, size,
+    stats, target,
 };
 
 use crate::stats::bump;
@@ -44,18 +45,23 @@ static CLASS_WORDS: Array<[u64; CLASS_WORD_CHUNK]> =
 static ADDR_HASH: Array<[AddrSlot; ADDR_HASH_WAYS]> = Array::with_max_entries(size::ADDR_HASH, 0);
 #[map]
 static ADDR_CLASSES: LpmTrie<AddrKey, u32> = LpmTrie::with_max_entries(size::ADDR_PREFIXES, 0);
+/// The class of every key of every key field (`field::Kind::Keys`), in
+/// chunks: see [`key_chunk_index`].
 #[map]
-static PROTO_CLASSES: Array<[u32; 256]> = Array::with_max_entries(size::CHAINS, 0);
-#[map]
-static L4_CLASSES: Array<[u32; L4_CHUNK]> = Array::with_max_entries(size::L4_CLASSES, 0);
+static KEY_CLASSES: Array<[u32; KEY_CHUNK]> = Array::with_max_entries(size::KEY_CLASSES, 0);
 #[map]
 static IFACE_CLASSES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(size::IFACES, 0);
 #[map]
 static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS, 0);
+/// The local routing table's routes (key: the address in network byte
+/// order), each with its route type (`addr_type::*`): what `-m addrtype`
+/// looks up. Written by userspace with the local addresses.
 #[map]
-static CT_CLASSES: Array<[u32; ct_state::KEYS]> = Array::with_max_entries(size::CHAINS, 0);
+static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPES, 0);
 
-/// The packet values the fields look at.
+/// The packet values the fields look at. Some fields' keys are derived
+/// from these only when a chain uses the field (`key_of`): the packet type
+/// from `eth_dst`, the address types from the addresses.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Keys {
@@ -63,6 +69,13 @@ pub struct Keys {
     pub src: u32,
     pub dst: u32,
     pub protocol: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub _pad: u8,
+    /// The TCP flags byte, or `TCP_FLAGS_NONE` without a whole TCP header.
+    pub tcp_flags: u16,
+    /// The IPv4 total length.
+    pub length: u16,
     pub l4a: u32,
     pub l4b: u32,
     pub in_ifindex: u32,
@@ -72,6 +85,10 @@ pub struct Keys {
     /// 2-byte pieces and read back in 4-byte ones, stalling store-to-load
     /// forwarding.
     pub mac: u64,
+    /// The destination MAC likewise (with the source's first two bytes
+    /// above it), or 0 (a unicast MAC: `pkttype::HOST`) where iptables
+    /// sees a packet type of host anyway (the TC and socket programs).
+    pub eth_dst: u64,
     /// `ct_state::*` of the packet.
     pub ct_state: u32,
 }
@@ -199,12 +216,6 @@ fn trie_class(generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
 }
 
 #[inline(always)]
-fn l4_class(generation: u32, chain: u32, which: u32, value: u32) -> Option<u32> {
-    let chunk = L4_CLASSES.get(l4_base(generation, chain, which) + value / L4_CHUNK as u32)?;
-    Some(chunk[(value as usize) % L4_CHUNK])
-}
-
-#[inline(always)]
 fn iface_class(generation: u32, chain: u32, f: usize, ifindex: u32, default: u32) -> u32 {
     let key = IfaceKey {
         generation: generation as u8,
@@ -220,38 +231,97 @@ fn iface_class(generation: u32, chain: u32, f: usize, ifindex: u32, default: u32
     }
 }
 
-/// The class of field `f` of the packet in `chain`.
+#[inline(always)]
+fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64) -> u32 {
+    let m = mac.to_le_bytes();
+    let key = MacKey {
+        generation: generation as u8,
+        chain: chain as u8,
+        mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
+    };
+    // SAFETY: copied out at once.
+    match unsafe { MAC_CLASSES.get(&key) } {
+        Some(c) => *c,
+        None => cfg.default_class[f],
+    }
+}
+
+/// The address type of `addr` (network byte order), as xt_addrtype finds
+/// it: the fixed cases, else the type of the local table's longest
+/// matching route, else UNICAST.
+#[inline(always)]
+fn addr_type_of(addr: u32) -> u32 {
+    if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
+        return t;
+    }
+    match ADDR_TYPES.get(&Key::new(32, addr)) {
+        Some(t) => *t,
+        None => addr_type::UNICAST,
+    }
+}
+
+/// The packet type from the destination MAC, as the kernel's
+/// `eth_type_trans` sets it for the frames an interface takes.
+#[inline(always)]
+fn pkttype_of(eth_dst: u64) -> u32 {
+    const MAC: u64 = 0xffff_ffff_ffff;
+    if eth_dst & MAC == MAC {
+        pkttype::BROADCAST
+    } else if eth_dst & 1 != 0 {
+        // The group bit: the first byte's lowest bit.
+        pkttype::MULTICAST
+    } else {
+        pkttype::HOST
+    }
+}
+
+/// The key of key field `f`; `None` for a field the kernel has no key for
+/// (the caller counts `CLASS_MISSING`). `f` is a constant at every call:
+/// the match folds away, and derived keys cost only where used.
+#[inline(always)]
+fn key_of(f: usize, keys: &Keys) -> Option<u32> {
+    Some(match f {
+        field::PROTO => keys.protocol as u32,
+        field::L4A => keys.l4a,
+        field::L4B => keys.l4b,
+        field::CT_STATE => keys.ct_state,
+        field::TCP_FLAGS => keys.tcp_flags as u32,
+        field::LENGTH => keys.length as u32,
+        field::TTL => keys.ttl as u32,
+        field::TOS => keys.tos as u32,
+        field::PKTTYPE => pkttype_of(keys.eth_dst),
+        field::SRC_TYPE => addr_type_of(keys.src),
+        field::DST_TYPE => addr_type_of(keys.dst),
+        _ => return None,
+    })
+}
+
+/// The class of field `f` of the packet in `chain`, looked up as the
+/// field's kind says.
 #[inline(always)]
 fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Keys) -> Option<u32> {
-    Some(match f {
-        field::SRC => addr_class(cfg, generation, chain, f, keys.src)?,
-        field::DST => addr_class(cfg, generation, chain, f, keys.dst)?,
-        field::PROTO => {
-            let table = PROTO_CLASSES.get(chain_index(generation, chain))?;
-            table[keys.protocol as usize]
+    Some(match field::KINDS[f] {
+        Kind::Prefix => {
+            let addr = if f == field::SRC { keys.src } else { keys.dst };
+            addr_class(cfg, generation, chain, f, addr)?
         }
-        field::L4A => l4_class(generation, chain, 0, keys.l4a)?,
-        field::L4B => l4_class(generation, chain, 1, keys.l4b)?,
-        field::IN_IFACE => iface_class(generation, chain, f, keys.in_ifindex, cfg.default_class[f]),
-        field::OUT_IFACE => {
-            iface_class(generation, chain, f, keys.out_ifindex, cfg.default_class[f])
-        }
-        field::CT_STATE => {
-            let table = CT_CLASSES.get(chain_index(generation, chain))?;
-            table[keys.ct_state as usize & (ct_state::KEYS - 1)]
-        }
-        _ => {
-            let m = keys.mac.to_le_bytes();
-            let key = MacKey {
-                generation: generation as u8,
-                chain: chain as u8,
-                mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
+        Kind::Iface => {
+            let ifindex = if f == field::IN_IFACE {
+                keys.in_ifindex
+            } else {
+                keys.out_ifindex
             };
-            // SAFETY: copied out at once.
-            match unsafe { MAC_CLASSES.get(&key) } {
-                Some(c) => *c,
-                None => cfg.default_class[f],
+            iface_class(generation, chain, f, ifindex, cfg.default_class[f])
+        }
+        Kind::Mac => mac_class(cfg, generation, chain, f, keys.mac),
+        Kind::Keys(n) => {
+            let key = key_of(f, keys)?;
+            // Past the field's keys would be another field's table.
+            if key >= n {
+                return None;
             }
+            let chunk = KEY_CLASSES.get(key_chunk_index(generation, chain, f, key))?;
+            chunk[key as usize % KEY_CHUNK]
         }
     })
 }
@@ -364,7 +434,7 @@ const SMALL_CHAIN: u32 = 64;
 /// its word 0 into the state's `word0`; `large` chains also record the
 /// class and fold its first word into the state's `lead_*`. `false` when a
 /// table lacks an entry. The running values live in the state, not in
-/// registers: with nine fields' lookups in between they would spill to a
+/// registers: with up to sixteen fields' lookups in between they would spill to a
 /// stack that the callers' frames leave short.
 #[inline(always)]
 fn take_field(
@@ -462,21 +532,29 @@ fn search(
             }
         };
     }
-    if used & (1 << field::SRC | 1 << field::DST) != 0 {
-        take!(field::SRC);
-        take!(field::DST);
+    // A group's fields, in field order; the tests of `GROUPS` are
+    // constants and fold away.
+    macro_rules! group {
+        ($g:expr) => {
+            if used & field::GROUPS[$g] != 0 {
+                take_in!($g, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            }
+        };
     }
-    if used & (1 << field::PROTO | 1 << field::L4A | 1 << field::L4B) != 0 {
-        take!(field::PROTO);
-        take!(field::L4A);
-        take!(field::L4B);
+    macro_rules! take_in {
+        ($g:expr, $($f:expr),*) => {
+            $(if field::GROUPS[$g] & (1 << $f) != 0 {
+                take!($f);
+            })*
+        };
     }
-    if used & (1 << field::IN_IFACE | 1 << field::OUT_IFACE | 1 << field::MAC_SOURCE) != 0 {
-        take!(field::IN_IFACE);
-        take!(field::OUT_IFACE);
-        take!(field::MAC_SOURCE);
-    }
-    take!(field::CT_STATE);
+    const _: () = assert!(field::COUNT == 16, "take_in! lists every field");
+    const _: () = assert!(field::GROUPS.len() == 5, "group! runs every group");
+    group!(0);
+    group!(1);
+    group!(2);
+    group!(3);
+    group!(4);
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
     // matches). Most packets end with that candidate's first slot.

@@ -242,10 +242,10 @@ fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
     }
     let d = reply as usize & 1;
     e.packets[d] += 1;
-    e.bytes[d] += pkt.total_len as u64;
+    e.bytes[d] += pkt.total_len() as u64;
     e.last_seen_ns = now;
     if pkt.keys.protocol == IPPROTO_TCP {
-        tcp_step(e, pkt.tcp_flags, reply);
+        tcp_step(e, pkt.keys.tcp_flags as u8, reply);
     }
 }
 
@@ -253,7 +253,7 @@ fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
 #[inline(always)]
 fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
     pkt.keys.protocol == IPPROTO_TCP
-        && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && (pkt.keys.tcp_flags as u8) & (TCP_SYN | TCP_ACK) == TCP_SYN
         && (e.tcp_state == tcp_state::CLOSE || e.tcp_state == tcp_state::TIME_WAIT)
 }
 
@@ -323,7 +323,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
     }
     // No connection: only packets that can open one are NEW.
     let opens = match pkt.keys.protocol {
-        IPPROTO_TCP => pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+        IPPROTO_TCP => (pkt.keys.tcp_flags as u8) & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
         // Echo, timestamp, information and address-mask requests.
         IPPROTO_ICMP => matches!(pkt.keys.l4a, 8 | 13 | 15 | 17),
         _ => true,
@@ -349,7 +349,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         _pad: 0,
         last_seen_ns: now,
         packets: [1, 0],
-        bytes: [pkt.total_len as u64, 0],
+        bytes: [pkt.total_len() as u64, 0],
         reply_src: flow.dst,
         reply_dst: flow.src,
         reply_sport: flow.dport,

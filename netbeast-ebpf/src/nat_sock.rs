@@ -42,7 +42,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::SockAddrContext,
 };
-use netbeast_common::{RuleAction, chain, ct_state, nat_flags, nat_target_index, stats, target};
+use netbeast_common::{
+    RuleAction, TCP_FLAGS_NONE, chain, ct_state, nat_flags, nat_target_index, stats, target,
+};
 
 use crate::{
     classify::{Active, Keys, SearchState, Verdict, classify},
@@ -265,15 +267,23 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     } else {
         0
     };
+    // No packet exists yet: the compiler refuses nat OUTPUT rules that
+    // look at the fields only a packet has (length, TTL, TOS, TCP flags).
     let keys = Keys {
         src,
         dst: a.ip,
         protocol: a.protocol as u8,
+        ttl: 0,
+        tos: 0,
+        _pad: 0,
+        tcp_flags: TCP_FLAGS_NONE as u16,
+        length: 0,
         l4a: bound_port & 0xffff,
         l4b: a.port as u32,
         in_ifindex: 0,
         out_ifindex: if local { LOOPBACK_IFINDEX } else { 0 },
         mac: 0,
+        eth_dst: 0,
         ct_state: ct_state::NEW,
     };
     // SAFETY: the helper only reads the context's socket.

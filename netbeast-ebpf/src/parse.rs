@@ -3,7 +3,7 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netbeast_common::{L4_FRAGMENT, L4_NONE};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_NONE};
 
 use crate::classify::{Keys, SearchState};
 
@@ -69,6 +69,12 @@ impl Packet {
     pub fn ip_header_len(&self) -> usize {
         self.header_len & 0x3c
     }
+
+    /// IPv4 total length: what iptables counts as the packet's bytes.
+    #[inline(always)]
+    pub fn total_len(&self) -> usize {
+        self.keys.length as usize
+    }
 }
 
 /// What the pipeline needs to know about an IPv4 packet.
@@ -76,21 +82,16 @@ pub struct Packet {
     /// The classifier's keys, parsed in place: a chain runs on them with no
     /// copy (the interfaces and the connection state are set per chain).
     /// Addresses as they sit in the packet (network byte order); `l4a` and
-    /// `l4b` are ports, ICMP type/code, or `L4_NONE`/`L4_FRAGMENT`.
+    /// `l4b` are ports, ICMP type/code, or `L4_NONE`/`L4_FRAGMENT`. The
+    /// total length, TTL, TOS and TCP flags live there too (read once).
     pub keys: Keys,
     /// Offset of the IPv4 header from the start of the frame.
     pub l3: usize,
     /// IHL in bytes.
     pub header_len: usize,
-    /// IPv4 total length: what iptables counts as the packet's bytes.
-    pub total_len: usize,
-    pub tos: u8,
-    pub ttl: u8,
     pub fragment: bool,
     /// The whole fixed L4 header (TCP 20, UDP 8, ICMP 8 bytes) is present.
     pub l4_complete: bool,
-    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) when complete.
-    pub tcp_flags: u8,
     /// ICMP identifier (echo, timestamp...) when complete.
     pub icmp_id: u16,
     /// The classifier's working state while a chain runs on the packet:
@@ -133,7 +134,10 @@ unsafe fn read16(p: usize) -> u16 {
 /// linear part that `start..end` covers. The source MAC is left 0: no chain
 /// the TC programs run may match it (`-m mac` is refused where OUTPUT
 /// reaches, as iptables refuses it), and the TC programs' call chains have
-/// no stack to spare for it.
+/// no stack to spare for it. The destination MAC is left 0 too (packet type
+/// host): iptables' OUTPUT and POSTROUTING see the type the packet came in
+/// with, host for forwarded packets (the kernel forwards only those) and for
+/// the host's own.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Parsed {
     parse_frame(start, end, frame_len, false)
@@ -228,18 +232,20 @@ fn parse_ipv4(
         pkt.keys.src = addresses as u32;
         pkt.keys.dst = (addresses >> 32) as u32;
         pkt.keys.protocol = protocol;
-        pkt.keys.mac = if mac {
-            core::ptr::read((eth + 6) as *const u64) & MAC_MASK
+        if mac {
+            pkt.keys.mac = core::ptr::read((eth + 6) as *const u64) & MAC_MASK;
+            pkt.keys.eth_dst = core::ptr::read(eth as *const u64);
         } else {
-            0
-        };
+            pkt.keys.mac = 0;
+            pkt.keys.eth_dst = 0;
+        }
         pkt.l3 = l3;
         pkt.header_len = header_len;
-        pkt.total_len = total_len;
-        pkt.tos = *((ip + 1) as *const u8);
-        pkt.ttl = *((ip + 8) as *const u8);
+        pkt.keys.length = total_len as u16;
+        pkt.keys.tos = *((ip + 1) as *const u8);
+        pkt.keys.ttl = *((ip + 8) as *const u8);
         pkt.fragment = fragment;
-        pkt.tcp_flags = 0;
+        pkt.keys.tcp_flags = TCP_FLAGS_NONE as u16;
         pkt.icmp_id = 0;
         (fragment, protocol)
     };
@@ -295,7 +301,7 @@ fn l4_keys(
     } else {
         if protocol == IPPROTO_TCP {
             // SAFETY: TCP_HLEN (20) bytes at l4p are inside the packet.
-            pkt.tcp_flags = unsafe { *((l4p + 13) as *const u8) };
+            pkt.keys.tcp_flags = unsafe { *((l4p + 13) as *const u8) } as u16;
         }
         (u16::from_be(a) as u32, u16::from_be(b) as u32, true)
     }

@@ -57,7 +57,7 @@ fn run_chain(
         generation,
         chain,
         &pkt.keys,
-        pkt.total_len as u64,
+        pkt.total_len() as u64,
         &mut pkt.search,
     )
 }
@@ -115,6 +115,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             next_hop,
         } => {
             bump(stats::FORWARD);
+            // ip_forward() lowers the TTL before the FORWARD hook: `-m ttl`
+            // there sees it one lower (`path` forwards only TTLs above 1).
+            pkt.keys.ttl = pkt.keys.ttl.wrapping_sub(1);
             (chain::FORWARD, out_ifindex, next_hop)
         }
         Path::Kernel => {

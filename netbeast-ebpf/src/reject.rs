@@ -191,7 +191,11 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
     let l2 = pkt.l2_len();
     let quoted = {
         let q = pkt.ip_header_len() + QUOTED_PAYLOAD;
-        if pkt.total_len < q { pkt.total_len } else { q }
+        if pkt.total_len() < q {
+            pkt.total_len()
+        } else {
+            q
+        }
     };
     let grow = IP_HLEN + ICMP_HLEN;
     // SAFETY: plain helper call on our context.
@@ -206,7 +210,7 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
     }
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
     // icmp_send(): precedence "internet control", original TOS bits kept.
-    let tos = (pkt.tos & 0x1e) | 0xc0;
+    let tos = (pkt.keys.tos & 0x1e) | 0xc0;
     if !write_ipv4(
         start,
         end,
@@ -255,7 +259,9 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let tcp_len = ((doff >> 4) as usize) * 4;
-    let payload = pkt.total_len.saturating_sub(pkt.ip_header_len() + tcp_len) as u32;
+    let payload = pkt
+        .total_len()
+        .saturating_sub(pkt.ip_header_len() + tcp_len) as u32;
     // RFC 793 reset generation, as nf_send_reset() does it.
     let (rst_seq, rst_ack, rst_flags) = if flags & TCP_FLAG_ACK != 0 {
         (u32::from_be(ack_seq), 0u32, TCP_FLAG_RST)

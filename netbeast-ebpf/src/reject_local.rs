@@ -15,7 +15,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TcContext,
 };
-use netbeast_common::{ct_state, reject, stats};
+use netbeast_common::{TCP_FLAGS_NONE, ct_state, reject, stats};
 
 use crate::{
     classify::Keys,
@@ -104,18 +104,35 @@ pub fn reply_keys(ctx: &TcContext, pkt: &Packet, with: u32) -> (Keys, u64) {
     } else {
         (IPPROTO_ICMP, 3, crate::reject::icmp_code(with) as u32)
     };
+    let length = (ctx.len() as u64).saturating_sub(ETH_HLEN as u64);
+    // The reply's own header fields, read back from the frame it now is.
+    let tos = ctx.load::<u8>(ETH_HLEN + 1).unwrap_or(0);
+    let tcp_flags = if protocol == IPPROTO_TCP {
+        match ctx.load::<u8>(ETH_HLEN + IP_HLEN + 13) {
+            Ok(flags) => flags as u16,
+            Err(_) => TCP_FLAGS_NONE as u16,
+        }
+    } else {
+        TCP_FLAGS_NONE as u16
+    };
     let keys = Keys {
         src: pkt.keys.dst,
         dst: pkt.keys.src,
         protocol,
+        ttl: REPLY_TTL,
+        tos,
+        _pad: 0,
+        tcp_flags,
+        length: length as u16,
         l4a,
         l4b,
         in_ifindex: 0,
         out_ifindex: LOOPBACK_IFINDEX,
         mac: 0,
+        eth_dst: 0,
         ct_state: ct_state::INVALID,
     };
-    (keys, (ctx.len() as u64).saturating_sub(ETH_HLEN as u64))
+    (keys, length)
 }
 
 /// Hands the reply to this host's stack on the interface it was leaving by.
@@ -143,7 +160,7 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     let ack_seq = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
     let tcp_len = ((tcp[12] >> 4) as usize) * 4;
-    let payload = pkt.total_len.saturating_sub(IP_HLEN + tcp_len) as u32;
+    let payload = pkt.total_len().saturating_sub(IP_HLEN + tcp_len) as u32;
     let (rst_seq, rst_ack, rst_flags) = if flags & 0x10 != 0 {
         (ack_seq, 0, 0x04)
     } else {
@@ -204,7 +221,11 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
         8
     };
     let q = pkt.ip_header_len() + past;
-    let quoted = if pkt.total_len < q { pkt.total_len } else { q };
+    let quoted = if pkt.total_len() < q {
+        pkt.total_len()
+    } else {
+        q
+    };
     // The quote lives in a per-CPU map: the stack (512 bytes for the whole
     // call chain) has no room for it next to the classifier.
     let Some(quote) = QUOTE.get_ptr_mut(0) else {
@@ -244,7 +265,7 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
     icmp[1] = code;
     let check = !fold(sum16(&icmp) + sum16(&quote[..n]));
     icmp[2..4].copy_from_slice(&check.to_be_bytes());
-    let tos = (pkt.tos & 0x1e) | 0xc0;
+    let tos = (pkt.keys.tos & 0x1e) | 0xc0;
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
     let ip = ipv4_header(total, false, tos, IPPROTO_ICMP, pkt.keys.dst, pkt.keys.src);
     let grow = (IP_HLEN + ICMP_HLEN) as u32;

@@ -94,7 +94,7 @@ fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
     params.family = AF_INET;
     params.l4_protocol = pkt.keys.protocol;
     params.ifindex = ctx.ingress_ifindex() as u32;
-    params.__bindgen_anon_2.tos = pkt.tos;
+    params.__bindgen_anon_2.tos = pkt.keys.tos;
     params.__bindgen_anon_3.ipv4_src = pkt.keys.src;
     params.__bindgen_anon_4.ipv4_dst = pkt.keys.dst;
     // tot_len stays 0: the MTU check is the kernel's business after FORWARD.
@@ -110,7 +110,7 @@ fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
     match rc {
         BPF_FIB_LKUP_RET_NOT_FWDED | BPF_FIB_LKUP_RET_FWD_DISABLED => Path::Local,
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
-            if pkt.ttl <= 1 {
+            if pkt.keys.ttl <= 1 {
                 // ip_forward() sends time-exceeded before the FORWARD hook.
                 Path::Kernel
             } else {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod compile;
 pub mod loader;
+pub mod local_routes;
 pub mod netns;
 pub mod packet;
 pub mod rules;

@@ -309,6 +309,9 @@ fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
     dp.apply(ruleset, &state::interfaces(&links))?;
     let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
     dp.set_local_addresses(&local)?;
+    let routes = crate::local_routes::local_routes()
+        .context("cannot read the local routing table (-m addrtype needs it)")?;
+    dp.set_address_types(&routes)?;
     let primary: Vec<_> = links
         .iter()
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))

@@ -8,7 +8,9 @@ use netbeast_common::{
     SUMMARY_WORDS,
 };
 
-use super::{Class, CompileError, FIELD_NAMES};
+use netbeast_common::field;
+
+use super::{Class, CompileError};
 
 /// A set of rule slots, one bit per slot, as long as the ruleset's longest
 /// chain needs (the kernel's vectors are padded with zeros to `RULE_WORDS`).
@@ -128,7 +130,7 @@ impl Interner {
             return Err(CompileError::TooManyClasses {
                 limit: self.limit,
                 chain: chain.to_string(),
-                field: FIELD_NAMES[field],
+                field: field::NAMES[field],
             });
         }
         let id = self.base + n;

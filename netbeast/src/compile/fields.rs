@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{L4_KEYS, ct_state, field};
+use netbeast_common::field;
 
 use super::classes::{self, Bits, Interner};
 use super::{AddrPrefix, ChainPlan, CompileError, IfaceClass, Interface, MacClass};
@@ -97,112 +97,53 @@ pub(super) fn addresses(
 
 pub(super) struct ArrayTable {
     pub used: bool,
-    /// The class of a key no rule names (for L4: the class of `L4_NONE`).
+    /// The class of a key no slot constrains the field for: only read
+    /// where a lookup can miss, which an array's never does; kept for
+    /// uniformity (see `CompiledChain::config`).
     pub default_class: u32,
+    /// The class of every key of the field; empty when no slot constrains
+    /// the field (the kernel never looks it up).
     pub table: Vec<u32>,
 }
 
-/// The 256-entry protocol table. `-p 0` is `-p all` in iptables and never
-/// becomes an atom (see `term::rule_terms`).
-pub(super) fn protocols(
+/// The table of key field `f` (`field::Kind::Keys(n)`: protocol, the L4
+/// keys, connection state, TCP flags, length, TTL, TOS, packet type,
+/// address types): a sweep over the sorted boundaries of every slot's key
+/// ranges. Between two boundaries the vector is constant, so each segment
+/// is interned once, and the cost follows the rules' ranges, not the keys.
+pub(super) fn keys(
     plan: &ChainPlan<'_>,
+    f: usize,
     interner: &mut Interner,
 ) -> Result<ArrayTable, CompileError> {
-    let mut by_proto: Vec<Vec<usize>> = vec![Vec::new(); 256];
-    let mut used = false;
-    // A protocol no slot names: only slots whose atoms are all negated hold.
-    let mut unnamed = unconstrained(plan, interner.words());
-    for (slot, s) in plan.slots.iter().enumerate() {
-        for &(p, negated) in &s.term.proto {
-            used = true;
-            if by_proto[usize::from(p)].last() != Some(&slot) {
-                by_proto[usize::from(p)].push(slot);
-            }
-            if !negated {
-                classes::clear(&mut unnamed, slot);
-            }
-        }
-    }
-    let default_class = interner.intern(&unnamed, (plan.name, plan.slots.len()), field::PROTO)?;
-    let mut table = vec![default_class; 256];
-    for (proto, slots) in by_proto.iter().enumerate() {
-        if slots.is_empty() {
-            continue;
-        }
-        let mut v = unnamed.clone();
-        for &slot in slots {
-            let holds = plan.slots[slot]
-                .term
-                .proto
-                .iter()
-                .all(|&(p, negated)| (usize::from(p) == proto) != negated);
-            classes::assign(&mut v, slot, holds);
-        }
-        table[proto] = interner.intern(&v, (plan.name, plan.slots.len()), field::PROTO)?;
-    }
-    Ok(ArrayTable {
-        used,
-        default_class,
-        table,
-    })
-}
-
-/// The connection-state table (`ct_state::KEYS` entries): a slot holds for
-/// state `k` when its term's state set has `k` (the `-m state`/`-m conntrack
-/// --ctstate` matches of the rules it stands for, ANDed).
-pub(super) fn ct_states(
-    plan: &ChainPlan<'_>,
-    interner: &mut Interner,
-) -> Result<ArrayTable, CompileError> {
-    let mut used = false;
-    let mut table = Vec::with_capacity(ct_state::KEYS);
-    let mut vectors: Vec<Bits> = vec![unconstrained(plan, interner.words()); ct_state::KEYS];
-    for (slot, s) in plan.slots.iter().enumerate() {
-        let Some(mask) = s.term.ct else {
-            continue;
-        };
-        used = true;
-        for (key, v) in vectors.iter_mut().enumerate() {
-            classes::assign(v, slot, mask & (1 << key) != 0);
-        }
-    }
-    for v in &vectors {
-        table.push(interner.intern(v, (plan.name, plan.slots.len()), field::CT_STATE)?);
-    }
-    Ok(ArrayTable {
-        used,
-        default_class: table[ct_state::UNTRACKED as usize],
-        table,
-    })
-}
-
-/// The table of L4A (`l4 == 0`) or L4B (`l4 == 1`): a sweep over the sorted
-/// boundaries of every slot's key ranges. Between two boundaries the vector
-/// is constant, so each segment is interned once.
-pub(super) fn l4_keys(
-    plan: &ChainPlan<'_>,
-    l4: usize,
-    interner: &mut Interner,
-) -> Result<ArrayTable, CompileError> {
-    let f = field::L4A + l4;
+    let (_, last) = super::term::universe(f);
+    let n = last as usize + 1;
     let mut v = unconstrained(plan, interner.words());
+    let default_class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
     // (key, slot): the slot's membership flips at key. A slot's ranges are
     // disjoint and non-adjacent, so flips never cancel out.
     let mut flips: Vec<(u32, u32)> = Vec::new();
-    let mut used = false;
     for (slot, s) in plan.slots.iter().enumerate() {
-        let Some(keys) = &s.term.l4[l4] else { continue };
-        used = true;
+        let Some(keys) = &s.term.keys[f] else {
+            continue;
+        };
         classes::clear(&mut v, slot);
         for &(lo, hi) in keys {
             flips.push((lo, slot as u32));
-            if (hi as usize) + 1 < L4_KEYS {
+            if (hi as usize) + 1 < n {
                 flips.push((hi + 1, slot as u32));
             }
         }
     }
+    if flips.is_empty() && plan.slots.iter().all(|s| s.term.keys[f].is_none()) {
+        return Ok(ArrayTable {
+            used: false,
+            default_class,
+            table: Vec::new(),
+        });
+    }
     flips.sort_unstable();
-    let mut table = vec![0u32; L4_KEYS];
+    let mut table = vec![0u32; n];
     let mut i = 0;
     let mut start = 0usize;
     loop {
@@ -210,17 +151,17 @@ pub(super) fn l4_keys(
             classes::flip(&mut v, flips[i].1 as usize);
             i += 1;
         }
-        let end = flips.get(i).map_or(L4_KEYS, |&(key, _)| key as usize);
+        let end = flips.get(i).map_or(n, |&(key, _)| key as usize);
         let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
         fill(&mut table[start..end], class);
-        if end == L4_KEYS {
+        if end == n {
             break;
         }
         start = end;
     }
     Ok(ArrayTable {
-        used,
-        default_class: table[netbeast_common::L4_NONE as usize],
+        used: true,
+        default_class,
         table,
     })
 }

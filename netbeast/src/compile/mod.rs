@@ -69,12 +69,12 @@ use std::net::Ipv4Addr;
 
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE,
-    ChainConfig, ClassVector, GENERATIONS, L4_CHUNK, L4_CHUNKS, L4_KEYS, MAX_ADDR_HASH_LENGTHS,
-    MAX_CLASS_WORDS, MAX_CLASSES, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES,
-    NatTarget, RuleAction, chain, ct_state, field, reject, size, target,
+    ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS,
+    MAX_CLASSES, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction,
+    TCP_FLAGS_NONE, chain, field, field::Kind, reject, size, target,
 };
 
-use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, Target};
+use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, TableName, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -98,19 +98,6 @@ pub const CHAIN_NAMES: [&str; chain::FILTER_COUNT] = ["INPUT", "FORWARD", "OUTPU
 pub const NAT_CHAIN_NAMES: [&str; chain::COUNT - chain::FILTER_COUNT] =
     ["PREROUTING", "POSTROUTING", "OUTPUT"];
 
-/// Names of the fields in `field::*` order, as error messages show them.
-pub const FIELD_NAMES: [&str; field::COUNT] = [
-    "source address",
-    "destination address",
-    "protocol",
-    "source port / icmp type / fragment",
-    "destination port / icmp code",
-    "input interface",
-    "output interface",
-    "source mac",
-    "connection state",
-];
-
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
 
 /// Interface entries one generation may hold: the `IFACES` map holds both
@@ -124,8 +111,9 @@ pub enum CompileError {
     #[error(
         "chain {chain} needs {slots} rule slots or more, more than the limit of {limit} per \
          chain (MAX_RULES_PER_CHAIN); remove rules (a `-m multiport --ports` rule or a \
-         `! --icmp-type TYPE/CODE` rule takes two slots, and the rules of a user-defined \
-         chain take slots in every chain that jumps to it)"
+         `! --icmp-type TYPE/CODE` rule takes two slots, a `-m iprange` rule one per prefix \
+         of its range, and the rules of a user-defined chain take slots in every chain that \
+         jumps to it)"
     )]
     TooManyRules {
         chain: String,
@@ -210,6 +198,17 @@ pub enum CompileError {
         limit: usize,
         constant: &'static str,
     },
+    #[error(
+        "rule {rule} of chain {chain} (reached from the nat table's OUTPUT) matches on the \
+         {field}, which nat OUTPUT cannot see: netbeast runs that chain when a local socket \
+         connects or sends, before any packet exists; match on it in the filter table's \
+         OUTPUT instead, or remove the match"
+    )]
+    NatOutputField {
+        chain: String,
+        rule: usize,
+        field: &'static str,
+    },
     #[error("rule {rule} of chain {chain}: {problem}")]
     InvalidRule {
         chain: String,
@@ -253,8 +252,8 @@ pub struct CompiledChain {
     /// The `CHAINS` map value at `chain_index(generation, chain)`.
     /// `default_class[f]` is the class of a key with no entry: what
     /// `IN_IFACE`, `OUT_IFACE` and `MAC_SOURCE` lookups that miss must use.
-    /// The other fields never miss; theirs are the `/0` class (addresses),
-    /// a protocol no rule names, and `L4_NONE`.
+    /// The other fields never miss; theirs are the `/0` class (addresses)
+    /// and, for key fields, the class of a key no slot constrains.
     pub config: ChainConfig,
     /// One entry per rule slot (`config.rule_count` of them), in slot order:
     /// the `RULES` map value at `rule_index(generation, chain, slot)`.
@@ -281,11 +280,11 @@ pub struct CompiledChain {
     /// LPM entries for `field::SRC` and `field::DST`. Each field has its
     /// `0.0.0.0/0` entry, so a lookup always finds a prefix.
     pub addr_prefixes: Vec<AddrPrefix>,
-    /// Class of every protocol number (256 entries).
-    pub proto_classes: Vec<u32>,
-    /// Class of every L4 key (`L4_KEYS` entries each): `[0]` is `field::L4A`,
-    /// `[1]` is `field::L4B`. See [`CompiledChain::l4_chunk`] for the map layout.
-    pub l4_classes: [Vec<u32>; 2],
+    /// For every key field `f` (`field::Kind::Keys(n)`) the class of each
+    /// of its `n` keys, when a slot constrains it (`config.fields_used`);
+    /// empty for unused fields and fields of other kinds. See
+    /// [`CompiledChain::key_chunk`] for the map layout.
+    pub key_classes: [Vec<u32>; field::COUNT],
     /// Interfaces whose class differs from `config.default_class[field]`
     /// (`field::IN_IFACE` / `field::OUT_IFACE`); every other ifindex, known
     /// or not, takes the default class.
@@ -293,8 +292,6 @@ pub struct CompiledChain {
     /// Source MACs whose class differs from
     /// `config.default_class[field::MAC_SOURCE]`.
     pub macs: Vec<MacClass>,
-    /// Class of every connection state (`ct_state::KEYS` entries).
-    pub ct_classes: Vec<u32>,
 }
 
 /// One prefix of an address LPM trie.
@@ -342,16 +339,18 @@ pub struct Class {
 }
 
 impl CompiledChain {
-    /// Entry `chunk` (0..L4_CHUNKS) of the `L4_CLASSES` map for `l4_field`
-    /// (0 = L4A, 1 = L4B): keys `chunk * L4_CHUNK ..`. Past the last key the
-    /// entry is padded with the class of `L4_FRAGMENT`; no packet has those
-    /// keys.
-    pub fn l4_chunk(&self, l4_field: usize, chunk: usize) -> [u32; L4_CHUNK] {
-        let table = &self.l4_classes[l4_field];
-        let pad = table[L4_KEYS - 1];
-        let mut out = [pad; L4_CHUNK];
-        let start = chunk * L4_CHUNK;
-        let end = (start + L4_CHUNK).min(L4_KEYS);
+    /// Chunk `chunk` (0..`field::key_chunks(f)`) of key field `f`'s
+    /// table, the `KEY_CLASSES` value at `key_chunk_index(generation,
+    /// chain, f, chunk * KEY_CHUNK)`: keys `chunk * KEY_CHUNK ..`. Past the
+    /// last key the chunk is padded with the last key's class; no packet
+    /// has those keys (the kernel checks). Only for fields in
+    /// `config.fields_used`.
+    pub fn key_chunk(&self, f: usize, chunk: usize) -> [u32; KEY_CHUNK] {
+        let table = &self.key_classes[f];
+        let pad = table.last().copied().unwrap_or_default();
+        let mut out = [pad; KEY_CHUNK];
+        let start = chunk * KEY_CHUNK;
+        let end = (start + KEY_CHUNK).min(table.len());
         if start < end {
             out[..end - start].copy_from_slice(&table[start..end]);
         }
@@ -538,9 +537,16 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     // type/code only for ICMP, so those matches need that exact protocol.
     for m in &rule.matches {
         match m {
-            Match::Ports(Ports { protocol: p, .. }) => {
+            Match::Ports(Ports {
+                protocol: p,
+                tcp_flags,
+                ..
+            }) => {
                 if protocol != Some(*p) || !matches!(p, 6 | 17) {
                     return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
+                }
+                if tcp_flags.is_some() && *p != 6 {
+                    return Err("--tcp-flags/--syn need `-p tcp`".to_string());
                 }
             }
             Match::Multiport(_) => {
@@ -553,7 +559,14 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                     return Err("--icmp-type needs `-p icmp`".to_string());
                 }
             }
-            Match::MacSource(_) | Match::Comment(_) | Match::ConnState(_) => {}
+            Match::AddrType(a) if a.limit_iface_in || a.limit_iface_out => {
+                return Err(
+                    "-m addrtype --limit-iface-in/--limit-iface-out is not supported \
+                     (netbeast looks address types up in the whole local routing table); \
+                     remove the option, or match the interface with -i/-o"
+                        .to_string(),
+                );
+            }
             Match::Statistic(_) => {
                 return Err(
                     "-m statistic is not supported by the classifier yet (it needs guards); \
@@ -561,18 +574,16 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                         .to_string(),
                 );
             }
-            Match::Length(_)
+            Match::MacSource(_)
+            | Match::Comment(_)
+            | Match::ConnState(_)
+            | Match::Length(_)
             | Match::Ttl(_)
             | Match::IpRange(_)
             | Match::PktType(_)
             | Match::AddrType(_)
             | Match::Tos(_)
-            | Match::Dscp(_) => {
-                return Err(
-                    "this match is not supported by the classifier yet; remove the rule"
-                        .to_string(),
-                );
-            }
+            | Match::Dscp(_) => {}
         }
     }
     Ok(())
@@ -620,39 +631,39 @@ fn compile_chain(
     let mut fields_used = 0u32;
 
     let mut addr_prefixes = Vec::new();
-    for f in [field::SRC, field::DST] {
-        let table = fields::addresses(plan, f, interner)?;
-        fields_used |= u32::from(table.used) << f;
-        default_class[f] = table.default_class;
-        addr_prefixes.extend(table.prefixes);
-    }
-
-    let proto = fields::protocols(plan, interner)?;
-    fields_used |= u32::from(proto.used) << field::PROTO;
-    default_class[field::PROTO] = proto.default_class;
-
-    let l4a = fields::l4_keys(plan, 0, interner)?;
-    let l4b = fields::l4_keys(plan, 1, interner)?;
-    fields_used |= u32::from(l4a.used) << field::L4A;
-    fields_used |= u32::from(l4b.used) << field::L4B;
-    default_class[field::L4A] = l4a.default_class;
-    default_class[field::L4B] = l4b.default_class;
-
+    let mut key_classes: [Vec<u32>; field::COUNT] = Default::default();
     let mut ifaces = Vec::new();
-    for f in [field::IN_IFACE, field::OUT_IFACE] {
-        let table = fields::interfaces(plan, f, interfaces, interner)?;
-        fields_used |= u32::from(table.used) << f;
-        default_class[f] = table.default_class;
-        ifaces.extend(table.entries);
+    let mut macs = Vec::new();
+    // Every field, as its kind says.
+    for f in 0..field::COUNT {
+        let (used, default) = match field::KINDS[f] {
+            Kind::Prefix => {
+                let table = fields::addresses(plan, f, interner)?;
+                addr_prefixes.extend(table.prefixes);
+                (table.used, table.default_class)
+            }
+            Kind::Keys(_) => {
+                let table = fields::keys(plan, f, interner)?;
+                key_classes[f] = table.table;
+                (table.used, table.default_class)
+            }
+            Kind::Iface => {
+                let table = fields::interfaces(plan, f, interfaces, interner)?;
+                ifaces.extend(table.entries);
+                (table.used, table.default_class)
+            }
+            Kind::Mac => {
+                let table = fields::macs(plan, interner)?;
+                macs.extend(table.entries);
+                (table.used, table.default_class)
+            }
+        };
+        fields_used |= u32::from(used) << f;
+        default_class[f] = default;
     }
-
-    let macs = fields::macs(plan, interner)?;
-    fields_used |= u32::from(macs.used) << field::MAC_SOURCE;
-    default_class[field::MAC_SOURCE] = macs.default_class;
-
-    let ct = fields::ct_states(plan, interner)?;
-    fields_used |= u32::from(ct.used) << field::CT_STATE;
-    default_class[field::CT_STATE] = ct.default_class;
+    if plan.table.name == TableName::Nat && plan.name == "OUTPUT" {
+        check_socket_fields(plan)?;
+    }
 
     let rules = plan.slots.iter().map(|slot| slot.action).collect();
 
@@ -669,11 +680,9 @@ fn compile_chain(
         },
         rules,
         addr_prefixes,
-        proto_classes: proto.table,
-        l4_classes: [l4a.table, l4b.table],
+        key_classes,
         ifaces,
-        macs: macs.entries,
-        ct_classes: ct.table,
+        macs,
         owners: Vec::new(),
         builtin_rules: plan.builtin_rules,
         max_passes: plan.passes,
@@ -736,12 +745,8 @@ impl CompiledRuleset {
                         .unwrap_or(default)
                 }
             }
-            field::PROTO => c.proto_classes[usize::from(pkt.protocol)],
-            field::CT_STATE => c.ct_classes[pkt.ct_state as usize % ct_state::KEYS],
-            field::L4A | field::L4B => {
-                let (a, b) = pkt.l4_keys();
-                let key = if f == field::L4A { a } else { b };
-                c.l4_classes[f - field::L4A][key as usize]
+            f if matches!(field::KINDS[f], Kind::Keys(_)) => {
+                c.key_classes[f][packet_key(f, pkt) as usize]
             }
             field::IN_IFACE | field::OUT_IFACE => {
                 let ifindex = if f == field::IN_IFACE {
@@ -806,6 +811,41 @@ impl CompiledRuleset {
     }
 }
 
+/// The key the kernel looks up for key field `f` of `pkt`.
+fn packet_key(f: usize, pkt: &PacketView) -> u32 {
+    let h = &pkt.header;
+    match f {
+        field::PROTO => pkt.protocol.into(),
+        field::L4A => pkt.l4_keys().0,
+        field::L4B => pkt.l4_keys().1,
+        field::CT_STATE => pkt.ct_state,
+        field::TCP_FLAGS => pkt.tcp_flags().map_or(TCP_FLAGS_NONE, u32::from),
+        field::LENGTH => h.length.into(),
+        field::TTL => h.ttl.into(),
+        field::TOS => h.tos.into(),
+        field::PKTTYPE => h.pkttype,
+        field::SRC_TYPE => h.src_type,
+        field::DST_TYPE => h.dst_type,
+        _ => unreachable!("field {f} has no key"),
+    }
+}
+
+/// The nat OUTPUT chain runs on sockets (connect, sendmsg), before any
+/// packet: the fields only a packet has cannot be looked up there.
+fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
+    const PACKET_ONLY: [usize; 4] = [field::TCP_FLAGS, field::LENGTH, field::TTL, field::TOS];
+    for s in &plan.slots {
+        if let Some(&f) = PACKET_ONLY.iter().find(|&&f| s.term.keys[f].is_some()) {
+            return Err(CompileError::NatOutputField {
+                chain: plan.table.chains[s.owner.0].name.clone(),
+                rule: s.owner.1 + 1,
+                field: field::NAMES[f],
+            });
+        }
+    }
+    Ok(())
+}
+
 fn longest_prefix(prefixes: &[AddrPrefix], f: usize, addr: Ipv4Addr) -> Option<u32> {
     prefixes
         .iter()
@@ -813,6 +853,3 @@ fn longest_prefix(prefixes: &[AddrPrefix], f: usize, addr: Ipv4Addr) -> Option<u
         .max_by_key(|p| p.net.prefix_len)
         .map(|p| p.class)
 }
-
-// The L4 map layout must cover every key.
-const _: () = assert!(L4_CHUNKS * L4_CHUNK >= L4_KEYS);

@@ -11,47 +11,65 @@
 //! matter: a packet then matches at most one of the slots they become, so a
 //! rule without a verdict never counts a packet twice.
 
-use crate::rules::model::{ConnState, MacSource};
-use netbeast_common::{L4_KEYS, ct_state};
+use netbeast_common::{MAX_RULES_PER_CHAIN, TCP_FLAGS_NONE, field, field::Kind};
 
 use super::l4::{self, Keys};
-use crate::rules::model::{IfaceName, Ipv4Net, Match, Rule};
+use crate::rules::ext::ttl::TtlOp;
+use crate::rules::model::{
+    AddrRange, ConnState, IfaceName, Ipv4Net, MacSource, Match, Negatable, Ports, Rule, TcpFlags,
+};
 
-/// Every key of an L4 field, real ports/types and the special ones.
-const ALL_L4_KEYS: (u32, u32) = (0, L4_KEYS as u32 - 1);
+/// The keys `0..n` of key field `f` (`field::Kind::Keys(n)`), as one range.
+pub(super) fn universe(f: usize) -> (u32, u32) {
+    match field::KINDS[f] {
+        Kind::Keys(n) => (0, n - 1),
+        kind => unreachable!("field {f} is a {kind:?} field, not a key field"),
+    }
+}
+
+/// Whether field `f` is looked up by key (`field::Kind::Keys`).
+pub(super) fn is_key_field(f: usize) -> bool {
+    matches!(field::KINDS[f], Kind::Keys(_))
+}
 
 /// A conjunction of atoms, one list per field. `(value, negated)` atoms hold
 /// when the packet's field equals / lies in `value`, or not when negated.
-/// An empty list (or `None` for L4) does not constrain the field.
+/// An empty list (or `None` for a key field) does not constrain the field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Term<'a> {
     pub src: Vec<(Ipv4Net, bool)>,
     pub dst: Vec<(Ipv4Net, bool)>,
-    /// Never protocol 0: `-p all` constrains nothing.
-    pub proto: Vec<(u8, bool)>,
-    /// L4A and L4B key sets (sets are closed under complement, so no atoms).
-    pub l4: [Option<Keys>; 2],
+    /// The key set of every key field (`field::Kind::Keys`: protocol, L4
+    /// keys, connection state, TCP flags, length, TTL, TOS, packet type,
+    /// address types): the keys the packet's value may take. Sets are
+    /// closed under complement and intersection, so a field needs no list
+    /// of atoms. `None` for the fields of other kinds, and for a key field
+    /// no atom constrains (a set of every key becomes `None`).
+    pub keys: [Option<Keys>; field::COUNT],
     pub in_iface: Vec<(&'a IfaceName, bool)>,
     pub out_iface: Vec<(&'a IfaceName, bool)>,
     pub mac: Vec<([u8; 6], bool)>,
-    /// The connection states (`ct_state::*` keys, one bit each) the packet
-    /// may be in; a set, like the L4 keys.
-    pub ct: Option<u8>,
 }
-
-/// Every connection-state key, as a mask.
-const ALL_CT_STATES: u8 = ((1u16 << ct_state::KEYS) - 1) as u8;
 
 /// One atom of a term, for negation.
 enum Atom<'a> {
     Src(Ipv4Net, bool),
     Dst(Ipv4Net, bool),
-    Proto(u8, bool),
-    L4(usize, Keys),
+    /// The packet's key of field `.0` is in the set.
+    Key(usize, Keys),
     InIface(&'a IfaceName, bool),
     OutIface(&'a IfaceName, bool),
     Mac([u8; 6], bool),
-    Ct(u8),
+}
+
+/// The key fields in the order negation splits on them: cheap,
+/// discriminating fields first (protocol, connection state), so the
+/// negation's first terms are the ones most other terms contradict.
+fn key_order() -> impl Iterator<Item = usize> {
+    [field::PROTO, field::CT_STATE]
+        .into_iter()
+        .chain((0..field::COUNT).filter(|&f| f != field::PROTO && f != field::CT_STATE))
+        .filter(|&f| is_key_field(f))
 }
 
 impl<'a> Term<'a> {
@@ -63,26 +81,15 @@ impl<'a> Term<'a> {
     fn atom_count(&self) -> usize {
         self.src.len()
             + self.dst.len()
-            + self.proto.len()
-            + self.l4.iter().flatten().count()
+            + self.keys.iter().flatten().count()
             + self.in_iface.len()
             + self.out_iface.len()
             + self.mac.len()
-            + usize::from(self.ct.is_some())
     }
 
     fn atoms(&self) -> Vec<Atom<'a>> {
         let mut atoms = Vec::with_capacity(self.atom_count());
-        // Cheap, discriminating fields first: the negation's first terms
-        // are then the ones most other terms contradict.
-        atoms.extend(self.proto.iter().map(|&(p, n)| Atom::Proto(p, n)));
-        atoms.extend(self.ct.map(Atom::Ct));
-        atoms.extend(
-            self.l4
-                .iter()
-                .enumerate()
-                .filter_map(|(i, k)| k.clone().map(|k| Atom::L4(i, k))),
-        );
+        atoms.extend(key_order().filter_map(|f| self.keys[f].clone().map(|k| Atom::Key(f, k))));
         atoms.extend(self.src.iter().map(|&(p, n)| Atom::Src(p, n)));
         atoms.extend(self.dst.iter().map(|&(p, n)| Atom::Dst(p, n)));
         atoms.extend(self.in_iface.iter().map(|&(p, n)| Atom::InIface(p, n)));
@@ -91,21 +98,22 @@ impl<'a> Term<'a> {
         atoms
     }
 
+    /// ANDs key set `k` into field `f`.
+    fn and_keys(&mut self, f: usize, k: &Keys) {
+        self.keys[f] = Some(match self.keys[f].take() {
+            Some(have) => l4::intersect(&have, k),
+            None => k.clone(),
+        })
+    }
+
     fn push(&mut self, atom: Atom<'a>) {
         match atom {
             Atom::Src(p, n) => self.src.push((p, n)),
             Atom::Dst(p, n) => self.dst.push((p, n)),
-            Atom::Proto(p, n) => self.proto.push((p, n)),
-            Atom::L4(i, k) => {
-                self.l4[i] = Some(match self.l4[i].take() {
-                    Some(have) => l4::intersect(&have, &k),
-                    None => k,
-                })
-            }
+            Atom::Key(f, k) => self.and_keys(f, &k),
             Atom::InIface(p, n) => self.in_iface.push((p, n)),
             Atom::OutIface(p, n) => self.out_iface.push((p, n)),
             Atom::Mac(m, n) => self.mac.push((m, n)),
-            Atom::Ct(mask) => self.ct = Some(self.ct.map_or(mask, |have| have & mask)),
         }
     }
 
@@ -114,18 +122,14 @@ impl<'a> Term<'a> {
         let mut t = self.clone();
         t.src.extend_from_slice(&other.src);
         t.dst.extend_from_slice(&other.dst);
-        t.proto.extend_from_slice(&other.proto);
-        for i in 0..2 {
-            if let Some(k) = &other.l4[i] {
-                t.push(Atom::L4(i, k.clone()));
+        for (f, k) in other.keys.iter().enumerate() {
+            if let Some(k) = k {
+                t.and_keys(f, k);
             }
         }
         t.in_iface.extend_from_slice(&other.in_iface);
         t.out_iface.extend_from_slice(&other.out_iface);
         t.mac.extend_from_slice(&other.mac);
-        if let Some(mask) = other.ct {
-            t.push(Atom::Ct(mask));
-        }
         t.simplify().then_some(t)
     }
 
@@ -139,9 +143,9 @@ impl<'a> Term<'a> {
     }
 
     /// True when no packet can match both terms, as far as a quick look at
-    /// their positive atoms shows (false: maybe they meet). Both must be
-    /// simplified, so each field holds at most one positive address,
-    /// protocol or MAC atom.
+    /// their positive atoms and key sets shows (false: maybe they meet).
+    /// Both must be simplified, so each field holds at most one positive
+    /// address or MAC atom.
     pub fn disjoint_from(&self, other: &Term<'_>) -> bool {
         fn positive<T: Copy>(atoms: &[(T, bool)]) -> Option<T> {
             atoms.iter().find(|(_, negated)| !negated).map(|(v, _)| *v)
@@ -151,22 +155,14 @@ impl<'a> Term<'a> {
                 (Some(p), Some(q)) => !p.covers(&q) && !q.covers(&p),
                 _ => false,
             };
-        let values_apart = |a: &[(u8, bool)], b: &[(u8, bool)]| match (positive(a), positive(b)) {
-            (Some(p), Some(q)) => p != q,
-            (Some(p), None) => b.iter().any(|&(v, negated)| negated && v == p),
-            (None, Some(q)) => a.iter().any(|&(v, negated)| negated && v == q),
-            (None, None) => false,
-        };
-        let keys_apart = |a: &Option<Keys>, b: &Option<Keys>| match (a, b) {
-            (Some(a), Some(b)) => !l4::overlap(a, b),
-            _ => false,
-        };
-        nets_apart(&self.src, &other.src)
+        let keys_apart = self
+            .keys
+            .iter()
+            .zip(&other.keys)
+            .any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if !l4::overlap(a, b)));
+        keys_apart
+            || nets_apart(&self.src, &other.src)
             || nets_apart(&self.dst, &other.dst)
-            || values_apart(&self.proto, &other.proto)
-            || keys_apart(&self.l4[0], &other.l4[0])
-            || keys_apart(&self.l4[1], &other.l4[1])
-            || matches!((self.ct, other.ct), (Some(a), Some(b)) if a & b == 0)
             || matches!(
                 (positive(&self.mac), positive(&other.mac)),
                 (Some(a), Some(b)) if a != b
@@ -194,27 +190,34 @@ impl<'a> Term<'a> {
     /// conservative: a term it keeps may still match nothing (it then only
     /// costs a slot), but a term it drops never matches.
     fn simplify(&mut self) -> bool {
+        for (f, keys) in self.keys.iter_mut().enumerate() {
+            let Some(k) = keys else { continue };
+            if k.is_empty() {
+                return false;
+            }
+            // Every key: no constraint, and no lookup.
+            if k[..] == [universe(f)] {
+                *keys = None;
+            }
+        }
         simplify_prefixes(&mut self.src)
             && simplify_prefixes(&mut self.dst)
-            && simplify_values(&mut self.proto)
             && simplify_values(&mut self.mac)
-            && self.l4.iter().flatten().all(|k| !k.is_empty())
-            && self.ct != Some(0)
             && simplify_ifaces(&mut self.in_iface)
             && simplify_ifaces(&mut self.out_iface)
     }
 }
 
+/// The negation of an atom: the other truth of an address, interface or
+/// MAC atom; the complement of a key set within its field's keys.
 fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
     match *atom {
         Atom::Src(p, n) => Atom::Src(p, !n),
         Atom::Dst(p, n) => Atom::Dst(p, !n),
-        Atom::Proto(p, n) => Atom::Proto(p, !n),
-        Atom::L4(i, ref k) => Atom::L4(i, l4::complement(k, ALL_L4_KEYS)),
+        Atom::Key(f, ref k) => Atom::Key(f, l4::complement(k, universe(f))),
         Atom::InIface(p, n) => Atom::InIface(p, !n),
         Atom::OutIface(p, n) => Atom::OutIface(p, !n),
         Atom::Mac(m, n) => Atom::Mac(m, !n),
-        Atom::Ct(mask) => Atom::Ct(!mask & ALL_CT_STATES),
     }
 }
 
@@ -222,6 +225,8 @@ fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
 /// it all), a negated prefix that covers it leaves nothing, and negated
 /// prefixes outside it, or inside another negated prefix, say nothing.
 fn simplify_prefixes(atoms: &mut Vec<(Ipv4Net, bool)>) -> bool {
+    // `0.0.0.0/0` holds for every address: no constraint, and no lookup.
+    atoms.retain(|(p, negated)| *negated || p.prefix_len != 0);
     if atoms.len() < 2 {
         return true;
     }
@@ -333,9 +338,12 @@ fn simplify_ifaces(atoms: &mut Vec<(&IfaceName, bool)>) -> bool {
     true
 }
 
-/// A rule's condition as disjoint terms: one per L4 alternative of
-/// [`l4::expand`] (a `--ports` match or a negated `--icmp-type T/C` is a
-/// disjunction), none when the rule can never match.
+/// A rule's condition as disjoint terms: one per alternative of its
+/// disjunctive matches (the L4 alternatives of [`l4::expand`]: a `--ports`
+/// match or a negated `--icmp-type T/C`; the prefixes a positive
+/// `-m iprange` range is made of), none when the rule can never match.
+/// Past `MAX_RULES_PER_CHAIN` terms the rule fits no chain: the expansion
+/// stops there (bounding memory), and the caller reports its limit.
 pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     let mut base = Term::default();
     if let Some(s) = &rule.source {
@@ -348,7 +356,14 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if let Some(p) = &rule.protocol
         && p.value != 0
     {
-        base.proto.push((p.value, p.negated));
+        base.and_keys(
+            field::PROTO,
+            &negatable(
+                field::PROTO,
+                vec![(p.value.into(), p.value.into())],
+                p.negated,
+            ),
+        );
     }
     if let Some(i) = &rule.in_iface {
         base.in_iface.push((&i.value, i.negated));
@@ -356,14 +371,30 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if let Some(o) = &rule.out_iface {
         base.out_iface.push((&o.value, o.negated));
     }
+    // Address alternatives of positive iprange matches: (field, prefixes).
+    let mut ranges: Vec<(usize, Vec<Ipv4Net>)> = Vec::new();
     for m in &rule.matches {
+        for (f, keys) in match_keys(m) {
+            base.and_keys(f, &keys);
+        }
         match m {
             Match::MacSource(MacSource(mac)) => base.mac.push((mac.value, mac.negated)),
-            Match::ConnState(ConnState {
-                states, negated, ..
-            }) => {
-                let mask = if *negated { !states.0 } else { states.0 } & ALL_CT_STATES;
-                base.ct = Some(base.ct.map_or(mask, |have| have & mask));
+            Match::IpRange(r) => {
+                for (f, range) in [(field::SRC, &r.src), (field::DST, &r.dst)] {
+                    let Some(range) = range else { continue };
+                    let prefixes = range_prefixes(range.value);
+                    if range.negated {
+                        // Outside the range: outside each of its prefixes.
+                        let atoms = if f == field::SRC {
+                            &mut base.src
+                        } else {
+                            &mut base.dst
+                        };
+                        atoms.extend(prefixes.into_iter().map(|p| (p, true)));
+                    } else {
+                        ranges.push((f, prefixes));
+                    }
+                }
             }
             _ => {}
         }
@@ -371,10 +402,190 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if !base.simplify() {
         return Vec::new();
     }
-    l4::expand(rule)
+    let mut terms: Vec<Term<'_>> = l4::expand(rule)
         .into_iter()
-        .map(|l4| Term { l4, ..base.clone() })
-        .collect()
+        .filter_map(|[a, b]| {
+            let mut t = base.clone();
+            for (f, k) in [(field::L4A, a), (field::L4B, b)] {
+                if let Some(k) = k {
+                    t.and_keys(f, &k);
+                }
+            }
+            t.simplify().then_some(t)
+        })
+        .collect();
+    // A range is the union of its prefixes, which are disjoint: one term
+    // per prefix keeps the terms disjoint.
+    for (f, prefixes) in ranges {
+        let mut next = Vec::with_capacity(terms.len() * prefixes.len());
+        for t in &terms {
+            for &p in &prefixes {
+                let mut u = t.clone();
+                if f == field::SRC {
+                    u.src.push((p, false));
+                } else {
+                    u.dst.push((p, false));
+                }
+                if u.simplify() {
+                    next.push(u);
+                }
+            }
+            if next.len() > MAX_RULES_PER_CHAIN {
+                next.truncate(MAX_RULES_PER_CHAIN + 1);
+                break;
+            }
+        }
+        terms = next;
+    }
+    for t in &mut terms {
+        drop_implied(t);
+    }
+    terms
+}
+
+/// A packet has a TCP flags key other than `TCP_FLAGS_NONE` only when it
+/// is TCP with a whole header, and then its L4 keys are its ports. So a
+/// term whose flags set leaves `TCP_FLAGS_NONE` out implies `-p tcp` and
+/// any L4 condition every port meets (`-p tcp --syn` is one lookup, of the
+/// flags): dropping them spares the kernel lookups.
+fn drop_implied(t: &mut Term<'_>) {
+    let flags_only_tcp = t.keys[field::TCP_FLAGS]
+        .as_ref()
+        .is_some_and(|k| k.last().is_some_and(|&(_, hi)| hi < TCP_FLAGS_NONE));
+    if !flags_only_tcp {
+        return;
+    }
+    if t.keys[field::PROTO].as_deref() == Some(&[(6, 6)]) {
+        t.keys[field::PROTO] = None;
+    }
+    for f in [field::L4A, field::L4B] {
+        if t.keys[f]
+            .as_ref()
+            .is_some_and(|k| k.first().is_some_and(|&(lo, hi)| lo == 0 && hi >= 65535))
+        {
+            t.keys[f] = None;
+        }
+    }
+}
+
+/// `keys`, or the other keys of field `f` when negated.
+fn negatable(f: usize, keys: Keys, negated: bool) -> Keys {
+    if negated {
+        l4::complement(&keys, universe(f))
+    } else {
+        keys
+    }
+}
+
+/// The keys of field `f` that satisfy `holds`, as sorted ranges.
+fn keys_where(f: usize, holds: impl Fn(u32) -> bool) -> Keys {
+    let (lo, hi) = universe(f);
+    let mut out: Keys = Vec::new();
+    for k in lo..=hi {
+        if !holds(k) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 + 1 == k => last.1 = k,
+            _ => out.push((k, k)),
+        }
+    }
+    out
+}
+
+/// The key sets one match puts on key fields (other than the L4 keys,
+/// which [`l4::expand`] handles): its lowering into atoms.
+fn match_keys(m: &Match) -> Vec<(usize, Keys)> {
+    match m {
+        Match::ConnState(ConnState {
+            states, negated, ..
+        }) => {
+            let mask = states.0;
+            vec![(
+                field::CT_STATE,
+                keys_where(field::CT_STATE, |k| (mask & (1 << k) != 0) != *negated),
+            )]
+        }
+        Match::Ports(Ports {
+            tcp_flags: Some(flags),
+            ..
+        }) => vec![(field::TCP_FLAGS, tcp_flag_keys(flags))],
+        Match::Length(l) => vec![(
+            field::LENGTH,
+            negatable(field::LENGTH, vec![(l.min.into(), l.max.into())], l.negated),
+        )],
+        Match::Ttl(t) => {
+            let v = u32::from(t.value);
+            let keys = match t.op {
+                TtlOp::Eq => vec![(v, v)],
+                TtlOp::Ne => negatable(field::TTL, vec![(v, v)], true),
+                // `--ttl-lt 0` and `--ttl-gt 255` match nothing.
+                TtlOp::Lt if v == 0 => Vec::new(),
+                TtlOp::Lt => vec![(0, v - 1)],
+                TtlOp::Gt if v == 255 => Vec::new(),
+                TtlOp::Gt => vec![(v + 1, 255)],
+            };
+            vec![(field::TTL, keys)]
+        }
+        Match::Tos(t) => vec![(
+            field::TOS,
+            keys_where(field::TOS, |k| (k as u8 & t.mask == t.value) != t.negated),
+        )],
+        Match::Dscp(d) => vec![(
+            field::TOS,
+            keys_where(field::TOS, |k| ((k >> 2) as u8 == d.dscp) != d.negated),
+        )],
+        Match::PktType(p) => vec![(
+            field::PKTTYPE,
+            negatable(field::PKTTYPE, vec![(p.kind, p.kind)], p.negated),
+        )],
+        Match::AddrType(a) => {
+            let set = |f: usize, types: &Negatable<u16>| {
+                (
+                    f,
+                    keys_where(f, |k| (types.value & (1 << k) != 0) != types.negated),
+                )
+            };
+            let mut out = Vec::new();
+            out.extend(a.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
+            out.extend(a.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `--tcp-flags MASK COMP` (or `--syn`) as TCP flags keys: the flag bytes
+/// it holds for, never `TCP_FLAGS_NONE` (a packet without a whole TCP
+/// header fails the test, negated or not).
+fn tcp_flag_keys(flags: &Negatable<TcpFlags>) -> Keys {
+    keys_where(field::TCP_FLAGS, |k| {
+        k < TCP_FLAGS_NONE && flags.value.matches(k as u8) != flags.negated
+    })
+}
+
+/// The prefixes whose union is `first..=last`, disjoint, fewest first to
+/// last (at most 62).
+fn range_prefixes(range: AddrRange) -> Vec<Ipv4Net> {
+    let (mut at, last) = (
+        u64::from(u32::from(range.first)),
+        u64::from(u32::from(range.last)),
+    );
+    let mut out = Vec::new();
+    while at <= last {
+        // The largest aligned block at `at` that stays within the range.
+        let mut len = 32u32;
+        while len > 0 {
+            let size = 1u64 << (33 - len);
+            if at % size != 0 || at + size - 1 > last {
+                break;
+            }
+            len -= 1;
+        }
+        out.push(Ipv4Net::new((at as u32).into(), len as u8));
+        at += 1u64 << (32 - len);
+    }
+    out
 }
 
 /// Host bits cleared, as the tries need.
@@ -469,7 +680,7 @@ mod tests {
         let mut t = Term::default();
         t.src.push((p([10, 0, 0, 0], 8), false));
         t.dst.push((p([192, 168, 0, 0], 16), true));
-        t.proto.push((6, false));
+        t.keys[field::PROTO] = Some(vec![(6, 6)]);
         let not = t.negate();
         assert_eq!(not.len(), 3);
         // Every combination of the three atoms: exactly one of t and its
@@ -487,7 +698,9 @@ mod tests {
                 [1, 1, 1, 1]
             };
             let holds = |t: &Term| {
-                t.proto.iter().all(|&(v, n)| (v == proto) != n)
+                t.keys[field::PROTO]
+                    .as_ref()
+                    .is_none_or(|k| k.iter().any(|&(lo, hi)| (lo..=hi).contains(&proto)))
                     && addr_holds(&t.src, Ipv4Addr::from(src))
                     && addr_holds(&t.dst, Ipv4Addr::from(dst))
             };

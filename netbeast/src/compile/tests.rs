@@ -6,12 +6,16 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE,
-    MAX_RULES_PER_CHAIN, NatTarget, chain, field, nat_flags, reject, target,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
+    NatTarget, addr_type, chain, field, nat_flags, pkttype, reject, target,
 };
 use proptest::prelude::*;
 
 use super::*;
+use crate::rules::ext::{
+    addrtype::AddrType, dscp::Dscp, iprange::IpRange, length::Length, pkttype::PktType,
+    tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
+};
 use crate::rules::model::{
     AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
     NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, TableName, Target,
@@ -34,6 +38,21 @@ const NETS: &[([u8; 4], u8)] = &[
     ([192, 168, 1, 0], 24),
     ([192, 168, 1, 1], 32),
     ([172, 16, 0, 0], 12),
+];
+
+/// IPv4 total lengths rules name and packets have (and one or two past).
+const LENGTHS: &[u16] = &[0, 20, 28, 40, 60, 100, 576, 1500, 65535];
+const TTLS: &[u8] = &[0, 1, 2, 63, 64, 128, 254, 255];
+/// TOS bytes (DSCP in the top six bits): best effort, AF11, EF, CS7, and
+/// the old Minimize-Delay / Maximize-Throughput bits.
+const TOSES: &[u8] = &[0x00, 0x28, 0xb8, 0xe0, 0x10, 0x08, 0x1c];
+/// Address types rules name and packets have.
+const ADDR_TYPES: &[u32] = &[
+    addr_type::UNICAST,
+    addr_type::LOCAL,
+    addr_type::BROADCAST,
+    addr_type::MULTICAST,
+    addr_type::BLACKHOLE,
 ];
 
 const ADDRS: &[[u8; 4]] = &[
@@ -204,7 +223,11 @@ impl Dice {
                             protocol: p,
                             sport: self.maybe(45, |d| d.negatable(Dice::port_range)),
                             dport: self.maybe(65, |d| d.negatable(Dice::port_range)),
-                            tcp_flags: None,
+                            tcp_flags: if p == 6 {
+                                self.maybe(30, |d| d.negatable(Dice::tcp_flags))
+                            } else {
+                                None
+                            },
                         }));
                     } else {
                         let kind = self.pick(&[
@@ -286,6 +309,7 @@ impl Dice {
                 states,
             }));
         }
+        matches.extend(self.header_matches());
         Rule {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
@@ -297,6 +321,116 @@ impl Dice {
             target: self.target(callees),
             counter: Default::default(),
         }
+    }
+
+    /// `--tcp-flags MASK COMP`: the common tests (`--syn`, SYN,ACK,
+    /// RST) and random ones.
+    fn tcp_flags(&mut self) -> TcpFlags {
+        if self.chance(60) {
+            self.pick(&[
+                TcpFlags {
+                    mask: 0x17,
+                    comp: 0x02,
+                },
+                TcpFlags {
+                    mask: 0x12,
+                    comp: 0x12,
+                },
+                TcpFlags {
+                    mask: 0x04,
+                    comp: 0x04,
+                },
+                TcpFlags {
+                    mask: 0x3f,
+                    comp: 0x00,
+                },
+            ])
+        } else {
+            let mask = self.next() as u8 & 0x3f;
+            TcpFlags {
+                mask,
+                comp: self.next() as u8 & mask,
+            }
+        }
+    }
+
+    /// The matches on header fields: length, TTL, TOS, DSCP, packet type,
+    /// address types and ranges, each now and then (sometimes twice).
+    fn header_matches(&mut self) -> Vec<Match> {
+        let mut out = Vec::new();
+        for _ in 0..self.weighted(&[12, 5, 2]) {
+            out.push(match self.below(7) {
+                0 => {
+                    let (a, b) = (self.pick(LENGTHS), self.pick(LENGTHS));
+                    Match::Length(Length {
+                        negated: self.chance(30),
+                        min: a.min(b),
+                        max: a.max(b),
+                    })
+                }
+                1 => Match::Ttl(Ttl {
+                    op: self.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+                    value: self.pick(TTLS),
+                }),
+                2 => {
+                    let mask = self.pick(&[0x3f, 0xff, 0x1c, 0x08, 0x00]);
+                    Match::Tos(Tos {
+                        negated: self.chance(30),
+                        value: self.pick(TOSES) & mask,
+                        mask,
+                    })
+                }
+                3 => Match::Dscp(Dscp {
+                    negated: self.chance(30),
+                    dscp: self.pick(TOSES) >> 2,
+                }),
+                4 => Match::PktType(PktType {
+                    negated: self.chance(30),
+                    kind: self.below(pkttype::KEYS as usize) as u32,
+                }),
+                5 => {
+                    let types = |d: &mut Dice| {
+                        let mut mask = 0u16;
+                        for _ in 0..1 + d.below(2) {
+                            mask |= 1 << d.pick(ADDR_TYPES);
+                        }
+                        d.negatable(|_| mask)
+                    };
+                    let (src, dst) = match self.below(3) {
+                        0 => (Some(types(self)), None),
+                        1 => (None, Some(types(self))),
+                        _ => (Some(types(self)), Some(types(self))),
+                    };
+                    Match::AddrType(AddrType {
+                        src,
+                        dst,
+                        limit_iface_in: false,
+                        limit_iface_out: false,
+                    })
+                }
+                _ => {
+                    let range = |d: &mut Dice| {
+                        let a = u32::from(d.addr());
+                        let b = if d.chance(50) {
+                            u32::from(d.addr())
+                        } else {
+                            a.wrapping_add(d.below(300) as u32)
+                        };
+                        d.negatable(|_| AddrRange {
+                            first: a.min(b).into(),
+                            last: a.max(b).into(),
+                        })
+                    };
+                    let (src, dst) = match self.below(3) {
+                        0 => (Some(range(self)), None),
+                        1 => (None, Some(range(self))),
+                        _ => (Some(range(self)), Some(range(self))),
+                    };
+                    Match::IpRange(IpRange { src, dst })
+                }
+            });
+        }
+        out
     }
 
     fn addr(&mut self) -> Ipv4Addr {
@@ -358,7 +492,27 @@ impl Dice {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
             ct_state: self.below(5) as u32,
-            header: Default::default(),
+            header: HeaderFields {
+                length: if self.chance(80) {
+                    self.pick(LENGTHS).wrapping_add(self.below(3) as u16)
+                } else {
+                    self.next() as u16
+                },
+                ttl: if self.chance(80) {
+                    self.pick(TTLS).wrapping_add(self.below(3) as u8)
+                } else {
+                    self.next() as u8
+                },
+                tos: if self.chance(70) {
+                    self.pick(TOSES) | self.below(4) as u8
+                } else {
+                    self.next() as u8
+                },
+                tcp_flags: self.next() as u8 & if self.chance(80) { 0x3f } else { 0xff },
+                pkttype: self.below(pkttype::KEYS as usize) as u32,
+                src_type: self.pick(ADDR_TYPES),
+                dst_type: self.pick(ADDR_TYPES),
+            },
         }
     }
 }
@@ -429,6 +583,21 @@ impl Dice {
     /// matches of any rule, and a target the nat table allows there.
     fn nat_rule_in(&mut self, side: NatSide, callees: &[String]) -> Rule {
         let mut rule = self.rule_in(&[]);
+        // nat OUTPUT (a destination chain) runs on sockets, before any
+        // packet: matches on what only a packet has are refused there.
+        if side == NatSide::Destination {
+            rule.matches.retain(|m| {
+                !matches!(
+                    m,
+                    Match::Length(_) | Match::Ttl(_) | Match::Tos(_) | Match::Dscp(_)
+                )
+            });
+            for m in &mut rule.matches {
+                if let Match::Ports(Ports { tcp_flags, .. }) = m {
+                    *tcp_flags = None;
+                }
+            }
+        }
         let ports = matches!(
             rule.protocol,
             Some(Negatable {
@@ -691,12 +860,19 @@ fn check_tables(compiled: &CompiledRuleset) {
     for c in &compiled.chains {
         let count = c.config.rule_count as usize;
         assert_eq!(c.rules.len(), count);
-        assert_eq!(c.proto_classes.len(), 256);
-        assert_eq!(c.l4_classes[0].len(), L4_KEYS);
-        assert_eq!(c.l4_classes[1].len(), L4_KEYS);
         let mut ids: Vec<u32> = c.config.default_class.to_vec();
-        ids.extend(&c.proto_classes);
-        for table in &c.l4_classes {
+        for f in 0..field::COUNT {
+            let used = c.config.fields_used & (1 << f) != 0;
+            match field::KINDS[f] {
+                // A used key field has a class for each of its keys; an
+                // unused one no table at all.
+                field::Kind::Keys(n) => {
+                    assert_eq!(c.key_classes[f].len(), if used { n as usize } else { 0 })
+                }
+                _ => assert!(c.key_classes[f].is_empty()),
+            }
+        }
+        for table in &c.key_classes {
             // Runs of one class: keep one id per run.
             let mut last = None;
             for &id in table {
@@ -1265,19 +1441,21 @@ fn identical_vectors_share_one_class() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     check_tables(&compiled);
     let [input, forward, output, ..] = &compiled.chains;
-    assert_eq!(input.l4_classes, forward.l4_classes);
-    assert_eq!(input.proto_classes, forward.proto_classes);
+    assert_eq!(input.key_classes, forward.key_classes);
     assert_eq!(input.config.default_class, forward.config.default_class);
     // Distinct vectors: DROP only (another protocol or port), 22 + DROP,
     // 80 + DROP, and OUTPUT's empty vector; all three rules (unused fields,
     // tcp) is CLASS_ALL, no class. Every key of every field reuses one of
     // these.
     assert_eq!(compiled.classes.len(), 4);
-    assert_eq!(input.proto_classes[6], CLASS_ALL);
-    let other_ports = input.l4_classes[1][1000];
-    assert_eq!(input.l4_classes[1][21], other_ports);
-    assert_eq!(input.l4_classes[1][23], other_ports);
-    assert_ne!(input.l4_classes[1][22], input.l4_classes[1][80]);
+    assert_eq!(input.key_classes[field::PROTO][6], CLASS_ALL);
+    let other_ports = input.key_classes[field::L4B][1000];
+    assert_eq!(input.key_classes[field::L4B][21], other_ports);
+    assert_eq!(input.key_classes[field::L4B][23], other_ports);
+    assert_ne!(
+        input.key_classes[field::L4B][22],
+        input.key_classes[field::L4B][80]
+    );
     assert_eq!(output.config.rule_count, 0);
 }
 
@@ -1352,8 +1530,7 @@ fn generations_offset_class_ids() {
     assert!(g1.classes.iter().all(|c| c.id >= CLASS_ID_GEN_STRIDE));
     assert_eq!(g1.classes[0].id, CLASS_ID_GEN_STRIDE);
     assert!(
-        g1.chains[0]
-            .proto_classes
+        g1.chains[0].key_classes[field::PROTO]
             .iter()
             .all(|&id| id == CLASS_ALL || g1.class(id).is_some())
     );
@@ -1419,7 +1596,7 @@ fn fragments_and_short_headers_have_their_own_keys() {
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
     // `! --dport 22` holds for port 23 but never for fragments or L4_NONE.
-    let class = |key: u32| match input.l4_classes[1][key as usize] {
+    let class = |key: u32| match input.key_classes[field::L4B][key as usize] {
         CLASS_ALL => (1 << input.config.rule_count) - 1,
         id => compiled.class(id).unwrap().words[0],
     };
@@ -1463,18 +1640,19 @@ fn interfaces_outside_the_list_take_the_default_class() {
 }
 
 #[test]
-fn l4_chunks_cover_every_key() {
+fn key_chunks_cover_every_key() {
     let ruleset = only_input(vec![tcp_dport(65535, Target::Drop)]);
     let compiled = compile(&ruleset, &[], 0).unwrap();
     let input = &compiled.chains[chain::INPUT as usize];
+    let chunks = field::key_chunks(field::L4B) as usize;
     let mut keys = Vec::new();
-    for chunk in 0..L4_CHUNKS {
-        keys.extend(input.l4_chunk(1, chunk));
+    for chunk in 0..chunks {
+        keys.extend(input.key_chunk(field::L4B, chunk));
     }
-    assert_eq!(keys.len(), L4_CHUNKS * L4_CHUNK);
-    assert_eq!(&keys[..L4_KEYS], &input.l4_classes[1][..]);
+    assert_eq!(keys.len(), chunks * KEY_CHUNK);
+    assert_eq!(&keys[..L4_KEYS], &input.key_classes[field::L4B][..]);
     assert!(
-        input.l4_chunk(1, L4_CHUNKS - 1)[..]
+        input.key_chunk(field::L4B, chunks - 1)[..]
             .iter()
             .skip(2)
             .all(|&c| c == keys[L4_KEYS - 1])
@@ -2173,4 +2351,147 @@ fn nat_rules_the_kernel_refuses_are_refused() {
         compile(&ruleset, &[], 0).err(),
         Some(CompileError::NatInputRules { rules: 1 })
     );
+}
+
+/// The fields a rule's lowering uses, as the chain's `fields_used` says.
+fn input_fields(lines: &[&str]) -> u32 {
+    let compiled = compile(&typed(lines), &[], 0).unwrap();
+    compiled.chains[chain::INPUT as usize].config.fields_used
+}
+
+#[test]
+fn header_matches_use_their_fields_only() {
+    let bit = |f: usize| 1u32 << f;
+    // A flags set without TCP_FLAGS_NONE implies `-p tcp` and a TCP
+    // header: `--syn` is one lookup.
+    assert_eq!(
+        input_fields(&["-A INPUT -p tcp --syn -j DROP"]),
+        bit(field::TCP_FLAGS)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -p tcp --dport 22 --tcp-flags SYN,ACK SYN -j DROP"]),
+        bit(field::TCP_FLAGS) | bit(field::L4B)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m length --length 100:200 -j DROP"]),
+        bit(field::LENGTH)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m tos --tos 0x10 -m dscp --dscp 4 -j DROP"]),
+        bit(field::TOS)
+    );
+    assert_eq!(
+        input_fields(&["-A INPUT -m addrtype --dst-type LOCAL -j DROP"]),
+        bit(field::DST_TYPE)
+    );
+    // A range is address atoms: no field of its own.
+    assert_eq!(
+        input_fields(&["-A INPUT -m iprange --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        bit(field::SRC)
+    );
+    // A match every key satisfies constrains nothing.
+    assert_eq!(
+        input_fields(&["-A INPUT -m length --length 0:65535 -j DROP"]),
+        0
+    );
+}
+
+#[test]
+fn a_range_is_a_slot_per_prefix_and_its_negation_one() {
+    // 10.0.0.1-10.0.0.6: .1/32, .2/31, .4/31, .6/32.
+    let positive = compile(
+        &typed(&["-A INPUT -m iprange --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(positive.chains[chain::INPUT as usize].config.rule_count, 4);
+    let negated = compile(
+        &typed(&["-A INPUT -m iprange ! --src-range 10.0.0.1-10.0.0.6 -j DROP"]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(negated.chains[chain::INPUT as usize].config.rule_count, 1);
+    // The whole address space is one prefix; `-m ttl --ttl-lt 0` can
+    // never match and takes no slot.
+    let all = compile(
+        &typed(&[
+            "-A INPUT -m iprange --dst-range 0.0.0.0-255.255.255.255 -j DROP",
+            "-A INPUT -m ttl --ttl-lt 0 -j DROP",
+        ]),
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(all.chains[chain::INPUT as usize].config.rule_count, 1);
+    assert_eq!(all.chains[chain::INPUT as usize].config.fields_used, 0);
+}
+
+#[test]
+fn range_expansion_is_bounded_by_the_terms_limit() {
+    // 62 source prefixes times 62 destination prefixes: past
+    // MAX_TERMS_PER_RULE.
+    let ruleset = typed(&["-A INPUT -m iprange --src-range 0.0.0.1-255.255.255.254 \
+         --dst-range 0.0.0.1-255.255.255.254 -j DROP"]);
+    assert!(matches!(
+        compile(&ruleset, &[], 0),
+        Err(CompileError::TooManyTerms { .. })
+    ));
+}
+
+#[test]
+fn packet_only_fields_are_refused_in_nat_output() {
+    for (line, name) in [
+        ("-t nat -A OUTPUT -p tcp --syn -j ACCEPT", "tcp flags"),
+        ("-t nat -A OUTPUT -m length --length 60 -j ACCEPT", "length"),
+        ("-t nat -A OUTPUT -m ttl --ttl-eq 64 -j ACCEPT", "ttl"),
+        ("-t nat -A OUTPUT -m dscp --dscp 0 -j ACCEPT", "tos"),
+    ] {
+        let err = compile(&typed(&[line]), &[], 0).err();
+        assert_eq!(
+            err,
+            Some(CompileError::NatOutputField {
+                chain: "OUTPUT".into(),
+                rule: 1,
+                field: name,
+            }),
+            "{line}"
+        );
+    }
+    // What a socket has: addresses, their types, the protocol and ports.
+    let ok = typed(&["-t nat -A OUTPUT -p tcp --dport 80 -m addrtype --dst-type LOCAL -j ACCEPT"]);
+    assert!(compile(&ok, &[], 0).is_ok());
+    // The filter table's OUTPUT sees packets.
+    let filter = typed(&["-A OUTPUT -p tcp --syn -m length --length 60 -j DROP"]);
+    assert!(compile(&filter, &[], 0).is_ok());
+}
+
+#[test]
+fn addrtype_limit_iface_is_refused() {
+    let ruleset = typed(&["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"]);
+    let err = compile(&ruleset, &[], 0).err().unwrap().to_string();
+    assert!(
+        err.contains("--limit-iface-in/--limit-iface-out is not supported"),
+        "{err}"
+    );
+}
+
+/// Docker's whole ruleset, nat table with `-m addrtype --dst-type LOCAL`
+/// included, compiles: PREROUTING and nat OUTPUT look the destination's
+/// type up.
+#[test]
+fn docker_with_addrtype_compiles() {
+    for text in [
+        include_str!("../../../tests/fixtures/iptables-save/docker-legacy.rules"),
+        include_str!("../../../tests/fixtures/iptables-save/docker-nft.rules"),
+    ] {
+        let file = crate::rules::save::parse_restore(text).unwrap();
+        let mut ruleset = Ruleset::default();
+        crate::rules::save::apply_restore(&mut ruleset, &file, false).unwrap();
+        let compiled = compile(&ruleset, &interfaces(), 0).unwrap();
+        let used = |c: u32| compiled.chains[c as usize].config.fields_used;
+        assert_ne!(used(chain::NAT_PREROUTING) & (1 << field::DST_TYPE), 0);
+        assert_ne!(used(chain::NAT_OUTPUT) & (1 << field::DST_TYPE), 0);
+    }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -24,12 +24,12 @@ use aya::{
 };
 use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtKey};
 use netbeast_common::{
-    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, local_addr_bucket, stats,
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, local_addr_bucket, size, stats,
 };
 
 use crate::{
     compile::{self, CompileError, Interface},
-    rules::model::{Counter, Ruleset},
+    rules::model::{Counter, Ipv4Net, Ruleset},
 };
 
 /// The kernel object built by build.rs from netbeast-ebpf.
@@ -48,14 +48,13 @@ const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 25] = [
+pub const MAP_NAMES: [&str; 24] = [
     "FAST_PATH_IFACES",
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
     "CT_NAT_INDEX",
     "NAT_TARGETS",
     "CT_CONFIG",
-    "CT_CLASSES",
     "ACTIVE",
     "CHAINS",
     "RULES",
@@ -64,13 +63,13 @@ pub const MAP_NAMES: [&str; 25] = [
     "CLASS_WORDS",
     "ADDR_CLASSES",
     "ADDR_HASH",
-    "PROTO_CLASSES",
-    "L4_CLASSES",
+    "KEY_CLASSES",
     "IFACE_CLASSES",
     "MAC_CLASSES",
     "STATS",
     "LOCAL_ADDRS",
     "LOCAL_ADDR_CACHE",
+    "ADDR_TYPES",
     "IFACE_ADDRS",
     "SOCK_NETNS",
     "SOCK_NAT",
@@ -108,6 +107,11 @@ pub enum LoaderError {
     },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] ProgramError),
+    #[error(
+        "the local routing table has {routes} routes, more than the {limit} netbeast can hold \
+         for -m addrtype (size::ADDR_TYPES); remove addresses from the namespace's interfaces"
+    )]
+    TooManyLocalRoutes { routes: usize, limit: usize },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
@@ -368,6 +372,48 @@ impl Dataplane {
             Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         for (i, bucket) in buckets.iter().enumerate() {
             cache.set(i as u32, bucket, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the routes `-m addrtype` looks address types up in: the
+    /// local routing table's (table 255) destinations with their route
+    /// types (`addr_type::*`), as `state::local_routes` reads them. The
+    /// kernel answers the fixed cases (0.0.0.0/8, 224.0.0.0/4,
+    /// 255.255.255.255) itself, and UNICAST where no route matches.
+    pub fn set_address_types(&mut self, routes: &[(Ipv4Net, u32)]) -> Result<(), LoaderError> {
+        let name = "ADDR_TYPES";
+        if routes.len() > size::ADDR_TYPES as usize {
+            return Err(LoaderError::TooManyLocalRoutes {
+                routes: routes.len(),
+                limit: size::ADDR_TYPES as usize,
+            });
+        }
+        let mut trie: LpmTrie<&mut MapData, u32, u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let key = |net: &Ipv4Net| {
+            let net = Ipv4Net::new(net.addr, net.prefix_len);
+            lpm_trie::Key::new(
+                u32::from(net.prefix_len),
+                u32::from_ne_bytes(net.addr.octets()),
+            )
+        };
+        let wanted: Vec<(lpm_trie::Key<u32>, u32)> =
+            routes.iter().map(|(net, t)| (key(net), *t)).collect();
+        let stale: Vec<lpm_trie::Key<u32>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                !wanted
+                    .iter()
+                    .any(|(w, _)| w.prefix_len() == k.prefix_len() && w.data() == k.data())
+            })
+            .collect();
+        for k in stale {
+            trie.remove(&k).map_err(map_err(name))?;
+        }
+        for (k, t) in &wanted {
+            trie.insert(k, t, 0).map_err(map_err(name))?;
         }
         Ok(())
     }

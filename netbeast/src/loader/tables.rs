@@ -5,9 +5,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
-    IfaceKey, L4_CHUNK, L4_CHUNKS, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction,
-    addr_hash_key, chain_index, counter_index, ct_state, field, l4_base, nat_target_index,
-    rule_index, user_counter_index,
+    IfaceKey, KEY_CHUNK, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction, addr_hash_key,
+    chain_index, counter_index, field, key_chunk_index, nat_target_index, rule_index,
+    user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -116,35 +116,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
 
     // Arrays: overwrite the generation's slots.
     {
-        let mut protos: Array<&mut MapData, [u32; 256]> =
-            Array::try_from(dp.map_mut("PROTO_CLASSES")?).map_err(map_err("PROTO_CLASSES"))?;
+        // Only the key fields a chain uses: the kernel never reads the
+        // others' chunks under this configuration, and a length table alone
+        // is a thousand chunks.
+        let mut keys: Array<&mut MapData, [u32; KEY_CHUNK]> =
+            Array::try_from(dp.map_mut("KEY_CLASSES")?).map_err(map_err("KEY_CLASSES"))?;
         for (c, chain) in compiled.chains.iter().enumerate() {
-            let mut table = [0u32; 256];
-            table.copy_from_slice(&chain.proto_classes);
-            protos
-                .set(chain_index(generation, c as u32), table, 0)
-                .map_err(map_err("PROTO_CLASSES"))?;
-        }
-    }
-    {
-        let mut ct: Array<&mut MapData, [u32; ct_state::KEYS]> =
-            Array::try_from(dp.map_mut("CT_CLASSES")?).map_err(map_err("CT_CLASSES"))?;
-        for (c, chain) in compiled.chains.iter().enumerate() {
-            let mut table = [0u32; ct_state::KEYS];
-            table.copy_from_slice(&chain.ct_classes);
-            ct.set(chain_index(generation, c as u32), table, 0)
-                .map_err(map_err("CT_CLASSES"))?;
-        }
-    }
-    {
-        let mut l4: Array<&mut MapData, [u32; L4_CHUNK]> =
-            Array::try_from(dp.map_mut("L4_CLASSES")?).map_err(map_err("L4_CLASSES"))?;
-        for (c, chain) in compiled.chains.iter().enumerate() {
-            for which in 0..2 {
-                let base = l4_base(generation, c as u32, which as u32);
-                for chunk in 0..L4_CHUNKS {
-                    l4.set(base + chunk as u32, chain.l4_chunk(which, chunk), 0)
-                        .map_err(map_err("L4_CLASSES"))?;
+            for f in (0..field::COUNT).filter(|f| chain.config.fields_used & (1 << f) != 0) {
+                for chunk in 0..field::key_chunks(f) {
+                    let index = key_chunk_index(generation, c as u32, f, chunk * KEY_CHUNK as u32);
+                    keys.set(index, chain.key_chunk(f, chunk as usize), 0)
+                        .map_err(map_err("KEY_CLASSES"))?;
                 }
             }
         }
