@@ -2,6 +2,7 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+pub mod links;
 mod sock;
 mod tables;
 
@@ -41,6 +42,15 @@ const XDP_PROGRAM: &str = "netbeast_xdp";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
+
+/// The `ACTIVE` word's bits from this one up hold the commit sequence
+/// number: written in the same single write that switches the generation,
+/// it tells which stored ruleset the kernel runs (see
+/// `Namespace::write_pending`). The kernel programs read only the low bits
+/// (`netbeast_common::ACTIVE_*`).
+pub const ACTIVE_SEQ_SHIFT: u32 = 16;
+/// Commit sequence numbers wrap at this mask.
+pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 
 /// The maps that hold state (rulesets, counters, connections, addresses):
 /// pinned by these names in a namespace's pin dir, shared by every program
@@ -100,6 +110,12 @@ pub enum LoaderError {
     },
     #[error("cannot pin {path}: {message}")]
     Pin { path: PathBuf, message: String },
+    #[error("cannot detach the link pinned at {path}: {source}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot use {what}: {source}")]
     Io {
         what: String,
@@ -112,6 +128,32 @@ pub enum LoaderError {
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
     move |source| LoaderError::Map { name, source }
+}
+
+/// An error and its causes on one line (aya's pin errors keep the errno,
+/// e.g. EEXIST, in their source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text += &format!(": {part}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Pins `link` at `pin`; an error says why (EEXIST: something is pinned
+/// there already).
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), LoaderError> {
+    link.pin(pin).map_err(|e| LoaderError::Pin {
+        path: pin.to_path_buf(),
+        message: with_causes(&e),
+    })?;
+    crate::fault::point("loader: link pinned");
+    Ok(())
 }
 
 /// Output of one `BPF_PROG_TEST_RUN`.
@@ -239,10 +281,9 @@ impl Dataplane {
                 path: link_pin.to_path_buf(),
                 message: format!("the kernel gave no bpf_link for the XDP attachment ({e})"),
             })?;
-        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
-            path: link_pin.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        // Killed here, the link dies with its last fd: nothing stays attached.
+        crate::fault::point("loader: xdp link created");
+        pin_link(fd_link, link_pin)?;
         Ok(used)
     }
 
@@ -283,29 +324,34 @@ impl Dataplane {
                     "the kernel gave no tcx link for TC egress (Linux ≥ 6.6 needed): {e}"
                 ),
             })?;
-        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
-            path: link_pin.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Ok(())
+        crate::fault::point("loader: tcx link created");
+        pin_link(fd_link, link_pin)
     }
 
-    /// Detaches the link pinned at `link_pin` (if it is still there).
+    /// Detaches the link pinned at `link_pin` (if it is still there): the
+    /// pin is the link's only reference, so the link goes with it.
     pub fn detach(link_pin: &Path) -> Result<(), LoaderError> {
-        match PinnedLink::from_pin(link_pin) {
-            Ok(link) => {
-                let fd_link = link.unpin().map_err(|e| LoaderError::Pin {
-                    path: link_pin.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                drop(fd_link);
+        let unpinned = match PinnedLink::from_pin(link_pin) {
+            Ok(link) => link.unpin().map(drop),
+            Err(_) => std::fs::remove_file(link_pin),
+        };
+        match unpinned {
+            Ok(()) => {
+                crate::fault::point("loader: link unpinned");
                 Ok(())
             }
-            Err(_) => {
-                let _ = std::fs::remove_file(link_pin);
-                Ok(())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LoaderError::Unpin {
+                path: link_pin.to_path_buf(),
+                source,
+            }),
         }
+    }
+
+    /// The commit sequence number of the ruleset the kernel runs (see
+    /// [`ACTIVE_SEQ_SHIFT`]).
+    pub fn commit_seq(&self) -> Result<u32, LoaderError> {
+        Ok((self.active_word()? >> ACTIVE_SEQ_SHIFT) & ACTIVE_SEQ_MASK)
     }
 
     /// The generation the kernel reads now.
@@ -317,10 +363,23 @@ impl Dataplane {
 
     /// Compiles `ruleset` into the inactive generation and switches the
     /// data plane to it with one write: no packet sees half a ruleset.
+    /// The commit sequence number stays as it was.
     pub fn apply(
         &mut self,
         ruleset: &Ruleset,
         interfaces: &[Interface],
+    ) -> Result<(), LoaderError> {
+        let seq = self.commit_seq()?;
+        self.apply_seq(ruleset, interfaces, seq)
+    }
+
+    /// As [`Dataplane::apply`], recording the commit sequence number `seq`
+    /// in the same write that switches the generation.
+    pub fn apply_seq(
+        &mut self,
+        ruleset: &Ruleset,
+        interfaces: &[Interface],
+        seq: u32,
     ) -> Result<(), LoaderError> {
         let next = 1 - self.active_generation()?;
         let compiled = compile::compile(ruleset, interfaces, next)?;
@@ -338,7 +397,10 @@ impl Dataplane {
         if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
             word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
+        word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
+        crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
+        crate::fault::point("loader: generation switched");
         Ok(())
     }
 
