@@ -269,36 +269,59 @@ pub struct IfaceRecord {
     pub fast_path: bool,
 }
 
-/// The ruleset file: the ruleset and the commit sequence number the kernel
-/// was switched to when it was written (see [`Namespace::write_pending`]).
+/// The ruleset file: the ruleset, the commit sequence number the kernel
+/// was switched to when it was written (see [`Namespace::write_pending`]),
+/// and the interfaces (ifindex, name) its `-i`/`-o` names were resolved
+/// against. `seq` goes first: [`stored_seq`] reads it without parsing
+/// the rest.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     seq: u32,
     ruleset: &'a Ruleset,
+    interfaces: &'a [(u32, String)],
 }
 
 #[derive(Deserialize)]
 struct Stored {
     seq: u32,
     ruleset: Ruleset,
+    #[serde(default)]
+    interfaces: Option<Vec<(u32, String)>>,
+}
+
+/// A stored ruleset and what it was committed with.
+pub struct StoredRuleset {
+    pub ruleset: Ruleset,
+    /// `None`: a file of an earlier version, or no file.
+    pub seq: Option<u32>,
+    /// The interfaces its names were resolved against (`None`: unknown).
+    pub interfaces: Option<Vec<(u32, String)>>,
 }
 
 /// Leading text of a ruleset file that carries a sequence number; files of
 /// earlier netbeast versions hold the bare ruleset.
 const STORED_PREFIX: &str = "{\"seq\":";
 
-/// Parses a ruleset file: its sequence number (`None` for a file of an
-/// earlier version) and the ruleset.
-fn parse_stored(path: &Path, text: &str) -> Result<(Option<u32>, Ruleset), StateError> {
+/// Parses a ruleset file (of this version, or the bare ruleset of an
+/// earlier one).
+fn parse_stored(path: &Path, text: &str) -> Result<StoredRuleset, StateError> {
     let corrupt = |e: serde_json::Error| StateError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
     if text.starts_with(STORED_PREFIX) {
         let stored: Stored = serde_json::from_str(text).map_err(corrupt)?;
-        Ok((Some(stored.seq), stored.ruleset))
+        Ok(StoredRuleset {
+            ruleset: stored.ruleset,
+            seq: Some(stored.seq),
+            interfaces: stored.interfaces,
+        })
     } else {
-        Ok((None, serde_json::from_str(text).map_err(corrupt)?))
+        Ok(StoredRuleset {
+            ruleset: serde_json::from_str(text).map_err(corrupt)?,
+            seq: None,
+            interfaces: None,
+        })
     }
 }
 
@@ -475,16 +498,19 @@ impl Namespace {
     /// The ruleset as the user wrote it; rule counters hold the totals
     /// folded in at the last change.
     pub fn load_ruleset(&self) -> Result<Ruleset, StateError> {
-        Ok(self.load_stored()?.1)
+        Ok(self.load_stored()?.ruleset)
     }
 
-    /// The stored ruleset and the commit sequence number it was written
-    /// for (`None`: none recorded).
-    pub fn load_stored(&self) -> Result<(Option<u32>, Ruleset), StateError> {
+    /// The stored ruleset and what it was committed with.
+    pub fn load_stored(&self) -> Result<StoredRuleset, StateError> {
         let path = self.ruleset_path();
         match fs::read_to_string(&path) {
             Ok(text) => parse_stored(&path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, Ruleset::default())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoredRuleset {
+                ruleset: Ruleset::default(),
+                seq: None,
+                interfaces: None,
+            }),
             Err(e) => Err(io("cannot read", &path)(e)),
         }
     }
@@ -496,10 +522,19 @@ impl Namespace {
     /// between, [`Namespace::settle_pending`] compares `seq` with the
     /// kernel's: equal, the switch happened and the new file wins; else it
     /// did not and the old file stays. The two never disagree.
-    pub fn write_pending(&self, ruleset: &Ruleset, seq: u32) -> Result<(), StateError> {
+    pub fn write_pending(
+        &self,
+        ruleset: &Ruleset,
+        seq: u32,
+        interfaces: &[(u32, String)],
+    ) -> Result<(), StateError> {
         fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
-        let text = serde_json::to_vec(&StoredRef { seq, ruleset })
-            .expect("the rule model always serializes");
+        let text = serde_json::to_vec(&StoredRef {
+            seq,
+            ruleset,
+            interfaces,
+        })
+        .expect("the rule model always serializes");
         write_atomic(&self.state_dir, &self.pending_path(), &text)
     }
 
@@ -703,6 +738,14 @@ pub fn links() -> Vec<Link> {
             libc::freeifaddrs(ifa);
         }
     }
+    out
+}
+
+/// (ifindex, name) of every link: what `-i`/`-o` names resolve against,
+/// stored with the ruleset so that a change is noticed.
+pub fn interface_snapshot(links: &[Link]) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+    out.sort();
     out
 }
 

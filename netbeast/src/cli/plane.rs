@@ -232,18 +232,29 @@ pub(super) fn prepare(
         dp = Some(new);
     }
     if let Some(dp) = &mut dp {
-        // The kernel runs another ruleset than the stored one (its maps
-        // were lost and made anew, say): put the stored one back in force,
-        // so that the rules listed are the rules enforced.
-        let (seq, ruleset) = ns.load_stored()?;
-        if let Some(seq) = seq
-            && seq != dp.commit_seq()?
+        let stored = ns.load_stored()?;
+        let kernel = dp.commit_seq()?;
+        if let Some(seq) = stored.seq
+            && seq != kernel
         {
+            // The kernel runs another ruleset than the stored one (its maps
+            // were lost and made anew, say): put the stored one back in
+            // force, so that the rules listed are the rules enforced.
             note(format!(
-                "the kernel did not run the stored ruleset (commit {seq}, kernel at {}): \
-                 reinstalled it",
-                dp.commit_seq()?
+                "the kernel did not run the stored ruleset (commit {seq}, kernel at {kernel}): \
+                 reinstalled it"
             ));
+            commit(ns, dp, &stored.ruleset)?;
+        } else if stored
+            .interfaces
+            .as_ref()
+            .is_some_and(|was| *was != state::interface_snapshot(&state::links()))
+        {
+            // Interfaces came, went or were renamed since the rules were
+            // compiled: `-i`/`-o` names resolve anew (iptables matches
+            // names on every packet), counters carried over.
+            let mut ruleset = stored.ruleset;
+            fold_counters(dp, &mut ruleset)?;
             commit(ns, dp, &ruleset)?;
         }
     }
@@ -312,34 +323,51 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
 /// [`prepare`] has settled it (see `Namespace::write_pending`).
 pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
     let seq = (dp.commit_seq()? + 1) & ACTIVE_SEQ_MASK;
-    ns.write_pending(ruleset, seq)?;
+    let links = state::links();
+    ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
     fault::point("commit: pending ruleset written");
     let result = (|| -> Result<()> {
-        let links = state::links();
-        // Facts about the interfaces, true whichever ruleset runs.
-        let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
-        dp.set_local_addresses(&local)?;
-        let primary: Vec<_> = links
-            .iter()
-            .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
-            .collect();
-        dp.set_interface_addresses(&primary)?;
-        dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
-        if super::dnats_to_loopback(ruleset) {
-            for (_, name) in attached(ns) {
-                route_localnet(&name)?;
-            }
-        }
+        refresh_interfaces_from(ns, dp, ruleset, &links)?;
         dp.apply_seq(ruleset, &state::interfaces(&links), seq)?;
         Ok(())
     })();
     if let Err(e) = result {
         // The kernel was not switched: the old file stays the truth.
+        // (An error of the switch itself leaves the kernel as it was.)
         let _ = ns.settle_pending(Some(dp.commit_seq()?));
         return Err(e);
     }
     ns.finish_pending()?;
     fault::point("commit: ruleset file replaced");
+    Ok(())
+}
+
+/// Writes the facts about the interfaces that hold whichever ruleset runs:
+/// local addresses, each interface's primary address, the fast path's
+/// interfaces, and route_localnet where a DNAT to loopback needs it.
+fn refresh_interfaces(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
+    refresh_interfaces_from(ns, dp, ruleset, &state::links())
+}
+
+fn refresh_interfaces_from(
+    ns: &Namespace,
+    dp: &mut Dataplane,
+    ruleset: &Ruleset,
+    links: &[state::Link],
+) -> Result<()> {
+    let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
+    dp.set_local_addresses(&local)?;
+    let primary: Vec<_> = links
+        .iter()
+        .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
+        .collect();
+    dp.set_interface_addresses(&primary)?;
+    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    if super::dnats_to_loopback(ruleset) {
+        for (_, name) in attached(ns) {
+            route_localnet(&name)?;
+        }
+    }
     Ok(())
 }
 
@@ -457,8 +485,14 @@ fn attach_all(
     let links_dir = ns.links_dir();
     fs::create_dir_all(&links_dir)
         .with_context(|| format!("cannot create {}", links_dir.display()))?;
-    // The ruleset goes in before any packet can reach the program.
-    commit(ns, dp, &ruleset)?;
+    // The ruleset goes in before any packet can reach the program; when
+    // the kernel runs it already (reconciled just now), only the facts
+    // about the interfaces are refreshed.
+    if ns.load_stored()?.seq == Some(dp.commit_seq()?) {
+        refresh_interfaces(ns, dp, &ruleset)?;
+    } else {
+        commit(ns, dp, &ruleset)?;
+    }
     // `-t nat OUTPUT` for local sockets: once per namespace, not per
     // interface; attaches what an interrupted attach left out.
     if !Dataplane::sock_attached(&links_dir) {
@@ -560,6 +594,7 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
     let keep: Vec<u32> = targets.iter().filter_map(|(_, i)| *i).collect();
     let (dp, done) = prepare(&ns, false, None, &keep)?;
     let mut lines = Vec::new();
+    let mut detached = Vec::new();
     for (name, ifindex) in targets {
         let Some(ifindex) = ifindex else {
             if done.gone.iter().any(|g| g == name) {
@@ -574,13 +609,16 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
                 lines.push(format!("{name}: detached (the interface no longer exists)"));
                 continue;
             }
-            bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
+            // Its record without links: an interrupted detach; finish it.
+            if ns.iface_record(ifindex).is_none() {
+                bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
+            }
         }
         // Killed between the two, the interface is half attached, which
         // the next command settles (to detached).
         Dataplane::detach(&xdp)?;
         Dataplane::detach(&tc)?;
-        ns.remove_iface_record(ifindex)?;
+        detached.push(ifindex);
         let gone = state::ifindex(name).is_err();
         lines.push(if gone {
             format!("{name}: detached (the interface no longer exists)")
@@ -592,6 +630,11 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
     // attached.
     if pinned_ifindexes(&ns).is_empty() {
         Dataplane::detach_sock(&ns.links_dir())?;
+    }
+    // The records go last: until then, a rerun after a kill finds the
+    // interface and finishes detaching it.
+    for ifindex in detached {
+        ns.remove_iface_record(ifindex)?;
     }
     // The fast path must stop using what is gone.
     if let Some(mut dp) = dp {
@@ -721,7 +764,8 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     let (stored_seq, mut ruleset) = if foreign.is_some() {
         (None, Ruleset::default())
     } else {
-        ns.load_stored()?
+        let stored = ns.load_stored()?;
+        (stored.seq, stored.ruleset)
     };
     let kernel_seq = match (&dp, foreign) {
         (Some(dp), None) => Some(dp.commit_seq()?),
@@ -835,6 +879,7 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             })).collect::<Vec<_>>(),
             "socket_nat": sock_alive == SOCK_PROGRAMS.len(),
             "socket_links_attached": sock_alive,
+            "socket_program_ids": if foreign.is_some() { vec![] } else { Dataplane::sock_program_ids(&links_dir) },
             "rules_commit": stored_seq,
             "kernel_commit": kernel_seq,
             "mismatches": mismatches,

@@ -188,6 +188,16 @@ impl Dataplane {
             .count()
     }
 
+    /// The program ids of the socket programs' live links.
+    pub fn sock_program_ids(links_dir: &Path) -> Vec<u32> {
+        SOCK_PROGRAMS
+            .iter()
+            .filter_map(|(_, pin)| links::pinned_link_state(&links_dir.join(pin)).ok())
+            .filter(|l| l.link_type == links::LINK_TYPE_CGROUP && l.cgroup_id != 0)
+            .map(|l| l.program_id)
+            .collect()
+    }
+
     /// How many socket program pins exist, alive or not.
     pub fn sock_pins(links_dir: &Path) -> usize {
         SOCK_PROGRAMS
