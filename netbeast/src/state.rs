@@ -819,3 +819,71 @@ pub fn driver(name: &str) -> Option<String> {
         Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc,
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// How long a thread that should be waiting for the lock is watched.
+    const WAIT: Duration = Duration::from_millis(200);
+
+    /// Locks `path` on a new thread; the receiver hears once it holds it,
+    /// and the thread then holds it until `release` gets a message.
+    fn locker(path: &Path) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (acquired_tx, acquired) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        thread::spawn(move || {
+            let lock = lock_file(&path).unwrap();
+            acquired_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            drop(lock);
+        });
+        (acquired, release)
+    }
+
+    /// A lock file removed by its holder while another command waits on it:
+    /// the waiter moves to the new file, so it and a later command still
+    /// run one after the other.
+    #[test]
+    fn a_lock_removed_under_a_waiter_still_serializes() {
+        let dir = std::env::temp_dir().join(format!("nbt-lock-{}", std::process::id()));
+        let path = dir.join("lock");
+        let first = lock_file(&path).unwrap();
+        let (waiter_has_it, release_waiter) = locker(&path);
+        assert!(
+            waiter_has_it.recv_timeout(WAIT).is_err(),
+            "the waiter got a held lock"
+        );
+        remove_held_lock(&path, first).unwrap();
+        waiter_has_it
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the waiter gets the lock once it is released");
+        let started = Instant::now();
+        let (later_has_it, release_later) = locker(&path);
+        assert!(
+            later_has_it.recv_timeout(WAIT).is_err(),
+            "a later command took the lock while the waiter held it ({:?} after it started)",
+            started.elapsed()
+        );
+        release_waiter.send(()).unwrap();
+        later_has_it
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the later command gets the lock next");
+        release_later.send(()).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sequence_number_is_read_from_the_head_of_the_file() {
+        assert_eq!(stored_seq("{\"seq\":42,\"ruleset\":{}}"), Some(42));
+        assert_eq!(stored_seq("{\"filter\":{}}"), None);
+        assert_eq!(stored_seq("{\"seq\":"), None);
+    }
+}
