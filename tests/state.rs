@@ -806,3 +806,73 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
         assert_ne!(out.status.code(), Some(101), "{program:?}: {err}");
     }
 }
+
+/// `-o NAME` follows the interface of that name: deleted and made again
+/// (a VPN reconnecting), it has a new ifindex, and the next netbeast
+/// command compiles the rule against it (iptables matches names on every
+/// packet; netbeast resolves them whenever the interfaces changed).
+#[test]
+fn an_output_interface_rule_follows_a_recreated_interface() {
+    use netbeast::netns::{
+        ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE, ROUTER_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed,
+        udp_send, veth_pair,
+    };
+    const PORT: u16 = 10;
+    require_root();
+    let firewall = Firewall::netbeast(NETBEAST);
+    let bed = Routed::new("st-oif", firewall.clone()).unwrap();
+    bed.iptables_ok(&format!(
+        "-A FORWARD -o {ROUTER_SERVER_IFACE} -p udp --dport {PORT} -j DROP"
+    ))
+    .unwrap();
+    // Which FORWARD entry counts a datagram from the client to the server.
+    let probe = |when: &str| -> String {
+        let before = firewall.list(&bed.router, "FORWARD").unwrap();
+        let to = std::net::SocketAddrV4::new(ROUTED_SERVER_ADDR, PORT);
+        let start = std::time::Instant::now();
+        loop {
+            udp_send(&bed.client, to, b"probe", 1).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let after = firewall.list(&bed.router, "FORWARD").unwrap();
+            if after.rules[0].packets > before.rules[0].packets {
+                return "rule".into();
+            }
+            if after.policy_packets > before.policy_packets {
+                return "policy".into();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{when}: no FORWARD counter moved"
+            );
+        }
+    };
+    assert_eq!(probe("before"), "rule");
+    bed.router
+        .ip(&["link", "del", ROUTER_SERVER_IFACE])
+        .unwrap();
+    veth_pair(
+        &bed.router,
+        ROUTER_SERVER_IFACE,
+        &format!("{ROUTER_SERVER_ADDR}/24"),
+        &bed.server,
+        ROUTED_SERVER_IFACE,
+        &format!("{ROUTED_SERVER_ADDR}/24"),
+    )
+    .unwrap();
+    bed.server
+        .ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_SERVER_ADDR.to_string(),
+        ])
+        .unwrap();
+    // Any command notices.
+    bed.router.netbeast_ok(&["iptables", "-S"]).unwrap();
+    assert_eq!(
+        probe("after the interface was made again"),
+        "rule",
+        "the -o rule no longer matches the recreated {ROUTER_SERVER_IFACE}"
+    );
+}

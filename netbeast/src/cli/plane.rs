@@ -135,6 +135,9 @@ pub(super) struct Reconciled {
     /// Interfaces that are gone and whose links were removed, by the name
     /// they had.
     pub gone: Vec<String>,
+    /// The stored ruleset, when reconciliation read it (so that it is
+    /// parsed once per command: it can be megabytes).
+    pub stored: Option<Ruleset>,
 }
 
 /// The identity of the state found under the namespace's inode: `Ok(())`
@@ -234,6 +237,7 @@ pub(super) fn prepare(
     if let Some(dp) = &mut dp {
         let stored = ns.load_stored()?;
         let kernel = dp.commit_seq()?;
+        let mut ruleset = stored.ruleset;
         if let Some(seq) = stored.seq
             && seq != kernel
         {
@@ -244,7 +248,7 @@ pub(super) fn prepare(
                 "the kernel did not run the stored ruleset (commit {seq}, kernel at {kernel}): \
                  reinstalled it"
             ));
-            commit(ns, dp, &stored.ruleset)?;
+            commit(ns, dp, &ruleset)?;
         } else if stored
             .interfaces
             .as_ref()
@@ -253,10 +257,12 @@ pub(super) fn prepare(
             // Interfaces came, went or were renamed since the rules were
             // compiled: `-i`/`-o` names resolve anew (iptables matches
             // names on every packet), counters carried over.
-            let mut ruleset = stored.ruleset;
             fold_counters(dp, &mut ruleset)?;
             commit(ns, dp, &ruleset)?;
         }
+        // After a commit the counters are in `ruleset` and the new
+        // generation's start at zero, so it stays right to fold onto.
+        done.stored = Some(ruleset);
     }
     Ok((dp, done))
 }
@@ -374,8 +380,11 @@ fn refresh_interfaces_from(
 /// The namespace's ruleset with current counters, and its data plane when
 /// one exists (or `create` asks for one), after reconciliation.
 pub(super) fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
-    let (dp, _) = prepare(ns, create, None, &[])?;
-    let mut ruleset = ns.load_ruleset()?;
+    let (dp, done) = prepare(ns, create, None, &[])?;
+    let mut ruleset = match done.stored {
+        Some(ruleset) => ruleset,
+        None => ns.load_ruleset()?,
+    };
     if let Some(dp) = &dp {
         fold_counters(dp, &mut ruleset)?;
     }
