@@ -184,14 +184,36 @@ pub enum AttachMode {
 
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// Pinned data planes keep their verified XDP and TC programs here, so
+    /// that a later `attach` reuses them instead of running the verifier
+    /// again (seconds for these programs). Named after this build's object
+    /// and the id of the `ACTIVE` map: a program is reused only by the same
+    /// netbeast, with the very maps it was loaded against.
+    program_cache: Option<PathBuf>,
 }
+
+/// FNV-1a of the kernel object: names the verified-program cache.
+fn object_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    })
+}
+
+/// The directory of verified-program caches beside a namespace's maps.
+const PROGRAM_CACHE_DIR: &str = "programs";
 
 impl Dataplane {
     /// Loads the object with private, unpinned maps, and loads the XDP
     /// program into the kernel (tests, benchmarks).
     pub fn load_private() -> Result<Dataplane, LoaderError> {
         let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
-        let mut dp = Dataplane { ebpf };
+        let mut dp = Dataplane {
+            ebpf,
+            program_cache: None,
+        };
         dp.load_program()?;
         Ok(dp)
     }
@@ -222,7 +244,51 @@ impl Dataplane {
             loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        Ok(Dataplane { ebpf })
+        let mut dp = Dataplane {
+            ebpf,
+            program_cache: None,
+        };
+        let active_id = match dp.map("ACTIVE")? {
+            aya::maps::Map::Array(data) => data.info().ok().map(|i| i.id()),
+            _ => None,
+        };
+        if let (Some(id), Some(parent)) = (active_id, dir.parent()) {
+            let root = parent.join(PROGRAM_CACHE_DIR);
+            let mine = format!("{:016x}-{id}", object_hash());
+            // Caches of another build or of maps made anew are dead weight
+            // (and hold their old maps): drop them.
+            for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy() != mine {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            dp.program_cache = Some(root.join(mine));
+        }
+        Ok(dp)
+    }
+
+    /// Where the verified program `name` is cached, if this data plane has
+    /// a cache.
+    fn cached_program_path(&self, name: &str) -> Option<PathBuf> {
+        self.program_cache.as_ref().map(|d| d.join(name))
+    }
+
+    /// Pins a program just verified into the cache. The cache only saves
+    /// time: a failure leaves the next attach to verify again.
+    fn cache_program(&mut self, name: &'static str) {
+        let Some(path) = self.cached_program_path(name) else {
+            return;
+        };
+        if path.exists()
+            || path
+                .parent()
+                .is_none_or(|d| std::fs::create_dir_all(d).is_err())
+        {
+            return;
+        }
+        if let Some(prog) = self.ebpf.program_mut(name) {
+            let _ = prog.pin(&path);
+        }
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
@@ -259,8 +325,18 @@ impl Dataplane {
         mode: AttachMode,
         link_pin: &Path,
     ) -> Result<AttachMode, LoaderError> {
-        self.load_program()?;
-        let xdp = self.xdp()?;
+        let mut cached = self
+            .cached_program_path(XDP_PROGRAM)
+            .filter(|p| p.exists())
+            .and_then(|p| Xdp::from_pin(p, aya_obj::programs::XdpAttachType::Interface).ok());
+        if cached.is_none() {
+            self.load_program()?;
+            self.cache_program(XDP_PROGRAM);
+        }
+        let xdp = match cached.as_mut() {
+            Some(xdp) => xdp,
+            None => self.xdp()?,
+        };
         let attach = |xdp: &mut Xdp, m: XdpMode| xdp.attach_to_if_index(ifindex, m);
         let (id, used) = match mode {
             AttachMode::Native => (attach(xdp, XdpMode::Driver), AttachMode::Native),
@@ -309,7 +385,18 @@ impl Dataplane {
     /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
     /// link pinned at `link_pin`.
     pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
-        let tc = self.egress()?;
+        let mut cached = self
+            .cached_program_path(EGRESS_PROGRAM)
+            .filter(|p| p.exists())
+            .and_then(|p| SchedClassifier::from_pin(p).ok());
+        if cached.is_none() {
+            self.egress()?;
+            self.cache_program(EGRESS_PROGRAM);
+        }
+        let tc = match cached.as_mut() {
+            Some(tc) => tc,
+            None => self.egress()?,
+        };
         let attach_err = |source| LoaderError::Attach {
             iface: iface.to_string(),
             source,
