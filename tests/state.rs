@@ -805,6 +805,23 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
         assert!(!err.contains("panicked"), "{program:?}: {err}");
         assert_ne!(out.status.code(), Some(101), "{program:?}: {err}");
     }
+    // A restore file that is not UTF-8: refused, with the line.
+    let file = std::env::temp_dir().join(format!("nbt-bad-utf8-{}.rules", std::process::id()));
+    std::fs::write(
+        &file,
+        b"*filter\n-A INPUT -j ACCEPT\n-A INPUT -m comment --comment \xff -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    let out = ns
+        .netbeast(&["restore".as_ref(), file.as_os_str()])
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "a non-UTF-8 file was applied");
+    assert!(
+        mentions_line(&err, 3),
+        "the refusal does not name line 3: {err}"
+    );
 }
 
 /// `-o NAME` follows the interface of that name: deleted and made again

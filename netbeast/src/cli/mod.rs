@@ -446,17 +446,27 @@ fn run_restore(
     table: Option<&str>,
     file: Option<PathBuf>,
 ) -> Result<()> {
-    let text = match &file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
+    let (bytes, source) = match &file {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
         None => {
-            let mut s = String::new();
+            let mut b = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut s)
+                .read_to_end(&mut b)
                 .context("cannot read standard input")?;
-            s
+            (b, "standard input".to_string())
         }
     };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{source}: line {line}: not valid UTF-8 (byte {at}); netbeast reads rule files as UTF-8 \
+             text; nothing was applied"
+        )
+    })?;
     let mut parsed = save::parse_restore_table(&text, table)?;
     if !counters {
         // As iptables-restore: counters in the file count only with -c.
