@@ -45,8 +45,8 @@ use netbeast::netns::{
 };
 use netbeast::packet::{FrameBuilder, MacAddr, Transport, parse_frame};
 use netbeast::rules::model::{
-    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, Negatable, Policy,
-    PortRange, RejectWith, Rule, Ruleset, Target,
+    Chain, Comment, Counter, Icmp, IcmpType, IfaceName, Ipv4Net, MacSource, Match, Multiport,
+    MultiportKind, Negatable, Policy, PortRange, Ports, RejectWith, Rule, Ruleset, Target,
 };
 use netbeast::rules::save::{apply_restore, parse_restore, save};
 
@@ -802,11 +802,12 @@ impl Dice {
                     let dport = self.chance(75).then(|| self.ports());
                     let sport = sport.map(|p| self.negatable(p));
                     let dport = dport.map(|p| self.negatable(p));
-                    rule.matches.push(Match::Ports {
+                    rule.matches.push(Match::Ports(Ports {
                         protocol: p,
                         sport,
                         dport,
-                    });
+                        tcp_flags: None,
+                    }));
                 } else {
                     let kind = self.pick(&[
                         MultiportKind::Source,
@@ -815,11 +816,11 @@ impl Dice {
                     ]);
                     let ports = (0..1 + self.below(3)).map(|_| self.ports()).collect();
                     let negated = self.chance(25);
-                    rule.matches.push(Match::Multiport {
+                    rule.matches.push(Match::Multiport(Multiport {
                         kind,
                         negated,
                         ports,
-                    });
+                    }));
                 }
             }
             Some(1) if self.chance(60) => {
@@ -830,7 +831,7 @@ impl Dice {
                 } else {
                     IcmpType::Type { icmp_type, code }
                 };
-                rule.matches.push(Match::Icmp(self.negatable(value)));
+                rule.matches.push(Match::Icmp(Icmp(self.negatable(value))));
             }
             _ => {}
         }
@@ -840,10 +841,12 @@ impl Dice {
         // No -m mac in user-defined chains: OUTPUT may reach them.
         if matches!(kind, ChainKind::Input | ChainKind::Forward) && self.chance(12) {
             let mac = self.pick(&SPOOFED_MACS);
-            rule.matches.push(Match::MacSource(self.negatable(mac)));
+            rule.matches
+                .push(Match::MacSource(MacSource(self.negatable(mac))));
         }
         if self.chance(5) {
-            rule.matches.push(Match::Comment("diff test".into()));
+            rule.matches
+                .push(Match::Comment(Comment("diff test".into())));
         }
         let jumps = if callees.is_empty() { 0 } else { 3 };
         let weights = [2, 3, 3, 2, 1, jumps, jumps / 2];
@@ -1127,12 +1130,9 @@ fn ports_in_forward(ruleset: &Ruleset) -> bool {
     chains.iter().any(|name| {
         ruleset.filter.chain(name).is_some_and(|c| {
             c.rules.iter().any(|r| {
-                r.matches.iter().any(|m| {
-                    matches!(
-                        m,
-                        Match::Ports { .. } | Match::Multiport { .. } | Match::Icmp(_)
-                    )
-                })
+                r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)))
             })
         })
     })
@@ -1181,11 +1181,11 @@ fn reachable(ruleset: &Ruleset, from: &str) -> Vec<String> {
 fn tame(ruleset: &mut Ruleset) -> Vec<&'static str> {
     for rule in ruleset.filter.chains.iter_mut().flat_map(|c| &mut c.rules) {
         for m in &mut rule.matches {
-            if let Match::Ports {
+            if let Match::Ports(Ports {
                 sport: Some(sport),
                 dport: Some(dport),
                 ..
-            } = m
+            }) = m
                 && sport.negated
                 && dport.negated
                 && sport.value.first == sport.value.last

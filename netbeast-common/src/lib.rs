@@ -76,6 +76,57 @@ pub mod field {
     pub const COUNT: usize = 9;
 }
 
+/// Keys of `field::TCP_FLAGS`: the flags byte, and this one for packets
+/// without a whole TCP header (other protocols, fragments, short headers),
+/// which no `--tcp-flags` test matches, negated or not.
+pub const TCP_FLAGS_NONE: u32 = 256;
+pub const TCP_FLAGS_KEYS: u32 = 257;
+
+/// Link-layer packet types, as `skb->pkt_type` numbers them (`-m pkttype`).
+pub mod pkttype {
+    /// Addressed to this host (`unicast`).
+    pub const HOST: u32 = 0;
+    pub const BROADCAST: u32 = 1;
+    pub const MULTICAST: u32 = 2;
+    /// Addressed to another host's MAC.
+    pub const OTHERHOST: u32 = 3;
+    pub const KEYS: u32 = 4;
+}
+
+/// Address types, as the kernel's route types (`RTN_*`) number them
+/// (`-m addrtype`). A set of types is a mask with bit `1 << type`, as
+/// xt_addrtype has it.
+pub mod addr_type {
+    pub const UNSPEC: u32 = 0;
+    pub const UNICAST: u32 = 1;
+    pub const LOCAL: u32 = 2;
+    pub const BROADCAST: u32 = 3;
+    pub const ANYCAST: u32 = 4;
+    pub const MULTICAST: u32 = 5;
+    pub const BLACKHOLE: u32 = 6;
+    pub const UNREACHABLE: u32 = 7;
+    pub const PROHIBIT: u32 = 8;
+    pub const THROW: u32 = 9;
+    pub const NAT: u32 = 10;
+    pub const XRESOLVE: u32 = 11;
+    pub const KEYS: u32 = 16;
+    /// Names as iptables takes and prints them, in type order.
+    pub const NAMES: [&str; 12] = [
+        "UNSPEC",
+        "UNICAST",
+        "LOCAL",
+        "BROADCAST",
+        "ANYCAST",
+        "MULTICAST",
+        "BLACKHOLE",
+        "UNREACHABLE",
+        "PROHIBIT",
+        "THROW",
+        "NAT",
+        "XRESOLVE",
+    ];
+}
+
 /// Key of the L4 fields when the packet carries no port or ICMP type (other
 /// protocols, or a first fragment whose L4 header is cut short).
 pub const L4_NONE: u32 = 65536;
@@ -358,7 +409,81 @@ pub struct RuleAction {
     /// for a rule of a user-defined chain inlined into it, see
     /// [`user_counter_slot`].
     pub counter: u32,
+    /// 1 + the number of the rule's first [`Guard`] (see [`guard_index`]),
+    /// or 0 for a slot without guards.
+    pub guard: u32,
+}
+
+/// A guard: a match of a rule that no class can hold, because it keeps
+/// state or draws a random number (`-m statistic`, later `limit`,
+/// `hashlimit`, `connlimit`, `recent`). The kernel evaluates a slot's
+/// guards, in order, only once the slot's static match holds; a false
+/// guard continues the search as if the slot had not matched (its rule is
+/// not counted). Guards belong to the rule, not to the slot: every slot
+/// of a rule — its disjoint terms, the copies of a user-defined chain
+/// inlined at several jumps — shares them and their state, as iptables
+/// has one match instance per rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// `guard_kind::*`.
+    pub kind: u32,
+    /// 1 + the number of the rule's next guard (all must hold), 0 after
+    /// the last.
+    pub next: u32,
+    /// 1 when the match is negated (`!`).
+    pub negated: u32,
     pub _pad: u32,
+    /// The match's parameters: see `guard_kind`.
+    pub a: u64,
+    pub b: u64,
+}
+
+pub mod guard_kind {
+    /// `-m statistic --mode random`: `a` is the probability in units of
+    /// 2^-31; holds when the random number's low 31 bits are below it.
+    pub const STATISTIC_RANDOM: u32 = 1;
+    /// `-m statistic --mode nth`: `a` is `--every`, `b` is `--packet`;
+    /// holds for the packets numbered `b`, `b + a`, ... (0-based) of those
+    /// that reach it. Its state is the number of packets so far.
+    pub const STATISTIC_NTH: u32 = 2;
+}
+
+impl Guard {
+    /// Whether the guard holds for a packet: `count` is the guard's state
+    /// before this packet (`STATISTIC_NTH`: packets that reached it
+    /// before), `random` a uniform 32-bit random number. The one meaning
+    /// of every guard kind, for the kernel and for userspace's models.
+    /// An unknown kind never holds.
+    #[inline(always)]
+    pub fn holds(&self, count: u64, random: u32) -> bool {
+        let hit = match self.kind {
+            guard_kind::STATISTIC_RANDOM => u64::from(random & 0x7fff_ffff) < self.a,
+            guard_kind::STATISTIC_NTH => self.a != 0 && count % self.a == self.b,
+            _ => return false,
+        };
+        hit != (self.negated != 0)
+    }
+
+    /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
+    /// bumps for every packet it is evaluated on.
+    #[inline(always)]
+    pub fn counts(&self) -> bool {
+        self.kind == guard_kind::STATISTIC_NTH
+    }
+}
+
+/// Guards one generation of a ruleset may hold (one per stateful match of
+/// a rule); `GUARDS` and `GUARD_STATE` hold both generations.
+pub const MAX_GUARDS: u32 = 16384;
+/// Guards one rule may chain; the kernel follows at most this many.
+pub const MAX_GUARDS_PER_RULE: u32 = 8;
+
+/// Index in `GUARDS` and `GUARD_STATE` of guard `n` (0-based) of a
+/// generation.
+#[inline(always)]
+pub const fn guard_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_GUARDS + n
 }
 
 /// The class of a value that every slot of its chain accepts (a field
@@ -691,6 +816,7 @@ pub mod size {
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
+    pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
 }
 
 #[cfg(feature = "user")]
@@ -711,6 +837,7 @@ mod user {
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for CtConfig {}
     unsafe impl aya::Pod for NatTarget {}
+    unsafe impl aya::Pod for Guard {}
 }
 
 #[cfg(test)]
@@ -739,6 +866,7 @@ mod tests {
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
         assert_eq!(stats::KERNEL_ROUTED + 1, stats::COUNT);
         assert_eq!(size_of::<NatTarget>(), 16);
+        assert_eq!(size_of::<Guard>(), 32);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
         assert_eq!(size_of::<ClassHeader>(), 64);

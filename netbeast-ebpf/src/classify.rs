@@ -316,7 +316,7 @@ pub fn classify(
         target: ((r & !RULE_DECIDED) >> 32) as u32,
         arg: r as u32,
         counter: 0,
-        _pad: 0,
+        guard: 0,
     })
 }
 
@@ -542,7 +542,7 @@ fn search(
         target: st.target,
         arg: st.arg,
         counter: 0,
-        _pad: 0,
+        guard: 0,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod planes;
 pub mod plot;
 pub mod traffic;
 
+use crate::rules::model::Ports;
 use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Result, ensure};
@@ -77,14 +78,15 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
             let addr = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
             rule.source = Some(Negatable::is(Ipv4Net::new(addr, 32)));
         }
-        rule.matches.push(Match::Ports {
+        rule.matches.push(Match::Ports(Ports {
             protocol: 17,
             sport: None,
             dport: Some(Negatable::is(PortRange {
                 first: DPORT,
                 last: DPORT,
             })),
-        });
+            tcp_flags: None,
+        }));
         input.rules.push(rule);
     }
     ruleset
@@ -242,6 +244,7 @@ mod tests {
             out_ifindex: 0,
             mac_source: [0; 6],
             ct_state: netbeast_common::ct_state::NEW,
+            header: Default::default(),
         };
         assert_eq!(
             crate::compile::reference::classify(input, &[], &pkt),

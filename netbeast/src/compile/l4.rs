@@ -1,6 +1,7 @@
 //! The two L4 fields: key sets of the port, ICMP and fragment matches, and
 //! the expansion of rules whose L4 condition is a disjunction into slots.
 
+use crate::rules::model::{Icmp, Multiport, Ports};
 use netbeast_common::{L4_FRAGMENT, L4_NONE, MAX_RULES_PER_CHAIN};
 
 use crate::rules::model::{IcmpType, Match, MultiportKind, Negatable, PortRange, Rule};
@@ -106,14 +107,14 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
     match m {
         // Even without --sport or --dport, `-m tcp`/`-m udp` needs a port
         // header: it never matches fragments or short headers.
-        Match::Ports { sport, dport, .. } => {
+        Match::Ports(Ports { sport, dport, .. }) => {
             let keys = |r: &Option<Negatable<PortRange>>| match r {
                 Some(r) => negatable(single_range(r.value), r.negated),
                 None => vec![REAL],
             };
             Some(vec![[Some(keys(sport)), Some(keys(dport))]])
         }
-        Match::Icmp(t) => Some(match (t.value, t.negated) {
+        Match::Icmp(Icmp(t)) => Some(match (t.value, t.negated) {
             (IcmpType::Any, negated) => vec![[Some(negatable(vec![REAL], negated)), None]],
             (
                 IcmpType::Type {
@@ -148,11 +149,11 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
                 ],
             ],
         }),
-        Match::Multiport {
+        Match::Multiport(Multiport {
             kind,
             negated,
             ports: list,
-        } => {
+        }) => {
             let set = ports(list);
             Some(match (kind, negated) {
                 (MultiportKind::Source, &n) => vec![[Some(negatable(set, n)), None]],
@@ -171,7 +172,17 @@ fn condition(m: &Match) -> Option<Vec<Term>> {
                 }
             })
         }
-        Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => None,
+        Match::MacSource(_)
+        | Match::Comment(_)
+        | Match::ConnState(_)
+        | Match::Length(_)
+        | Match::Ttl(_)
+        | Match::IpRange(_)
+        | Match::PktType(_)
+        | Match::AddrType(_)
+        | Match::Tos(_)
+        | Match::Dscp(_)
+        | Match::Statistic(_) => None,
     }
 }
 

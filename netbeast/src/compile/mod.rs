@@ -64,6 +64,7 @@ mod term;
 #[cfg(test)]
 mod tests;
 
+use crate::rules::model::Ports;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -78,7 +79,7 @@ use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, Target};
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
 pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
-pub use reference::{L4Header, PacketView, RuleRef};
+pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
 
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot};
@@ -537,12 +538,12 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     // type/code only for ICMP, so those matches need that exact protocol.
     for m in &rule.matches {
         match m {
-            Match::Ports { protocol: p, .. } => {
+            Match::Ports(Ports { protocol: p, .. }) => {
                 if protocol != Some(*p) || !matches!(p, 6 | 17) {
                     return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
                 }
             }
-            Match::Multiport { .. } => {
+            Match::Multiport(_) => {
                 if !matches!(protocol, Some(6 | 17)) {
                     return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
                 }
@@ -552,7 +553,26 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
                     return Err("--icmp-type needs `-p icmp`".to_string());
                 }
             }
-            Match::MacSource(_) | Match::Comment(_) | Match::ConnState { .. } => {}
+            Match::MacSource(_) | Match::Comment(_) | Match::ConnState(_) => {}
+            Match::Statistic(_) => {
+                return Err(
+                    "-m statistic is not supported by the classifier yet (it needs guards); \
+                     remove the rule"
+                        .to_string(),
+                );
+            }
+            Match::Length(_)
+            | Match::Ttl(_)
+            | Match::IpRange(_)
+            | Match::PktType(_)
+            | Match::AddrType(_)
+            | Match::Tos(_)
+            | Match::Dscp(_) => {
+                return Err(
+                    "this match is not supported by the classifier yet; remove the rule"
+                        .to_string(),
+                );
+            }
         }
     }
     Ok(())
@@ -587,7 +607,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         target,
         arg,
         counter,
-        _pad: 0,
+        guard: 0,
     }
 }
 

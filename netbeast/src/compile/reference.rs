@@ -14,9 +14,7 @@ use std::net::Ipv4Addr;
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
-use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Match, MultiportKind, Negatable, Rule, Table, TableName, Target,
-};
+use crate::rules::model::{Chain, IfaceName, Match, Negatable, Rule, Table, TableName, Target};
 
 /// What the packet parser read from the L4 header of a first fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +50,40 @@ pub struct PacketView {
     pub mac_source: [u8; 6],
     /// The connection tracking state (`ct_state::*`) conntrack gave it.
     pub ct_state: u32,
+    /// The header fields of the other static matches.
+    pub header: HeaderFields,
+}
+
+/// What `-m length`, `ttl`, `tos`, `dscp`, `pkttype`, `addrtype` and the
+/// TCP flag tests look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// The IPv4 total length.
+    pub length: u16,
+    pub ttl: u8,
+    pub tos: u8,
+    /// The TCP flags byte; the tests read it only for TCP first fragments
+    /// with a whole header (`PacketView::tcp_flags`).
+    pub tcp_flags: u8,
+    /// `pkttype::*`.
+    pub pkttype: u32,
+    /// `addr_type::*` of the source and destination addresses.
+    pub src_type: u32,
+    pub dst_type: u32,
+}
+
+impl Default for HeaderFields {
+    fn default() -> Self {
+        HeaderFields {
+            length: 60,
+            ttl: 64,
+            tos: 0,
+            tcp_flags: 0x02,
+            pkttype: netbeast_common::pkttype::HOST,
+            src_type: netbeast_common::addr_type::UNICAST,
+            dst_type: netbeast_common::addr_type::UNICAST,
+        }
+    }
 }
 
 impl PacketView {
@@ -67,6 +99,12 @@ impl PacketView {
             }
             _ => None,
         }
+    }
+
+    /// The TCP flags, as `--tcp-flags` sees them: only on TCP first
+    /// fragments with a whole header.
+    pub fn tcp_flags(&self) -> Option<u8> {
+        (self.protocol == 6 && self.ports().is_some()).then_some(self.header.tcp_flags)
     }
 
     /// ICMP type and code, as the `icmp` match sees them.
@@ -268,47 +306,5 @@ fn rule_matches(
 }
 
 fn match_holds(m: &Match, pkt: &PacketView) -> bool {
-    match m {
-        // The tcp/udp, icmp and multiport matches are false on non-first
-        // fragments whatever their `!`.
-        Match::Ports { sport, dport, .. } => {
-            let Some((s, d)) = pkt.ports() else {
-                return false;
-            };
-            sport.as_ref().is_none_or(|r| holds(r, |r| r.contains(s)))
-                && dport.as_ref().is_none_or(|r| holds(r, |r| r.contains(d)))
-        }
-        Match::Icmp(t) => {
-            let Some((icmp_type, code)) = pkt.icmp() else {
-                return false;
-            };
-            holds(t, |t| match *t {
-                IcmpType::Any => true,
-                IcmpType::Type {
-                    icmp_type: want,
-                    code: want_code,
-                } => icmp_type == want && want_code.is_none_or(|c| c == code),
-            })
-        }
-        Match::Multiport {
-            kind,
-            negated,
-            ports,
-        } => {
-            let Some((s, d)) = pkt.ports() else {
-                return false;
-            };
-            let hit = ports.iter().any(|r| match kind {
-                MultiportKind::Source => r.contains(s),
-                MultiportKind::Destination => r.contains(d),
-                MultiportKind::Either => r.contains(s) || r.contains(d),
-            });
-            hit != *negated
-        }
-        Match::MacSource(mac) => holds(mac, |m| *m == pkt.mac_source),
-        Match::Comment(_) => true,
-        Match::ConnState {
-            negated, states, ..
-        } => states.contains(pkt.ct_state) != *negated,
-    }
+    m.ext().matches(pkt)
 }

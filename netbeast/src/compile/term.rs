@@ -11,6 +11,7 @@
 //! matter: a packet then matches at most one of the slots they become, so a
 //! rule without a verdict never counts a packet twice.
 
+use crate::rules::model::{ConnState, MacSource};
 use netbeast_common::{L4_KEYS, ct_state};
 
 use super::l4::{self, Keys};
@@ -357,10 +358,10 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     }
     for m in &rule.matches {
         match m {
-            Match::MacSource(mac) => base.mac.push((mac.value, mac.negated)),
-            Match::ConnState {
+            Match::MacSource(MacSource(mac)) => base.mac.push((mac.value, mac.negated)),
+            Match::ConnState(ConnState {
                 states, negated, ..
-            } => {
+            }) => {
                 let mask = if *negated { !states.0 } else { states.0 } & ALL_CT_STATES;
                 base.ct = Some(base.ct.map_or(mask, |have| have & mask));
             }

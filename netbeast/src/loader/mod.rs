@@ -785,6 +785,8 @@ fn clear<V: aya::Pod>(map: &mut aya::maps::Map, name: &'static str) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::rules::model::*;
 
     /// The verifier accepts the XDP program, and an empty ruleset passes
     /// traffic.
@@ -822,7 +824,7 @@ mod smoke {
     use super::*;
     use crate::{
         packet::FrameBuilder,
-        rules::model::{Match, Negatable, PortRange, Rule, Target},
+        rules::model::{Match, Negatable, PortRange, Ports, Rule, Target},
     };
 
     /// First match across a 3-rule INPUT chain, counters on the right rule.
@@ -834,14 +836,15 @@ mod smoke {
         for (port, target) in [(22, Target::Accept), (9, Target::Drop), (9, Target::Accept)] {
             let mut r = Rule::new(target);
             r.protocol = Some(Negatable::is(17));
-            r.matches.push(Match::Ports {
+            r.matches.push(Match::Ports(Ports {
                 protocol: 17,
                 sport: None,
                 dport: Some(Negatable::is(PortRange {
                     first: port,
                     last: port,
                 })),
-            });
+                tcp_flags: None,
+            }));
             input.rules.push(r);
         }
         dp.apply(&rs, &[]).unwrap();

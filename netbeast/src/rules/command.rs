@@ -1005,6 +1005,29 @@ mod tests {
         assert!(message.contains(needle), "'{message}' lacks '{needle}'");
     }
 
+    /// Issue 11: `-i +` is every interface, the same rule as no `-i`, as
+    /// iptables stores it: `-D` finds it under either spelling, and a
+    /// save/restore (which prints no `-i`) keeps it the same rule.
+    #[test]
+    fn any_interface_is_the_same_rule_as_none() {
+        for (add, delete) in [
+            ("-A FORWARD -i + -j ACCEPT", "-D FORWARD -j ACCEPT"),
+            ("-A FORWARD -j ACCEPT", "-D FORWARD -i + -j ACCEPT"),
+            ("-A FORWARD -o + -p tcp", "-D FORWARD -p tcp"),
+        ] {
+            let mut r = ruleset(&[add]);
+            assert_eq!(rules_of(&r, "FORWARD").len(), 1, "{add}");
+            run_ok(&mut r, delete);
+            assert!(rules_of(&r, "FORWARD").is_empty(), "{add} then {delete}");
+        }
+        // Negated, it matches nothing and stays a rule of its own.
+        let mut r = ruleset(&["-A FORWARD ! -i + -j DROP"]);
+        assert_eq!(rules_of(&r, "FORWARD"), ["-A FORWARD ! -i + -j DROP"]);
+        fails(&mut r, "-D FORWARD -j DROP");
+        // iptables refuses `-i +` where there is no input interface.
+        assert!(parse_iptables_args(&["-A", "OUTPUT", "-i", "+"].map(String::from)).is_err());
+    }
+
     #[test]
     fn delete_by_spec_removes_the_first_equal_rule() {
         let mut r = ruleset(&[

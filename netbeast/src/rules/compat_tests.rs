@@ -75,6 +75,7 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
         out_ifindex: iface_out,
         mac_source: [0x02, 0, 0, 0, 0, 0x42],
         ct_state: ct_state::NEW,
+        header: Default::default(),
     }
 }
 
@@ -175,19 +176,14 @@ fn docker_forwarding_behaves_like_iptables() {
     assert_eq!(verdict(&ruleset, chain::FORWARD, &reply).0, "ACCEPT");
 }
 
-const ADDRTYPE_REFUSED: &str = "the addrtype match (-m addrtype) is not supported yet; \
-     netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack";
-
 #[test]
-fn docker_files_with_nat_are_refused_at_the_addrtype_match() {
-    assert_eq!(
-        restore(DOCKER_LEGACY).unwrap_err(),
-        format!("line 10: {ADDRTYPE_REFUSED}")
-    );
-    assert_eq!(
-        restore(DOCKER_NFT).unwrap_err(),
-        format!("line 41: {ADDRTYPE_REFUSED}")
-    );
+fn docker_files_with_nat_restore_and_save_back() {
+    for text in [DOCKER_LEGACY, DOCKER_NFT] {
+        let ruleset = restore(text).unwrap();
+        let saved = save(&ruleset, false);
+        assert_eq!(nat_section(&saved), nat_section(text));
+        assert_eq!(restore(&save(&ruleset, true)).unwrap(), ruleset);
+    }
     // -T filter takes the filter table and skips the rest, as
     // iptables-restore -T does.
     let legacy = restore_filter_only(DOCKER_LEGACY);
@@ -196,10 +192,6 @@ fn docker_files_with_nat_are_refused_at_the_addrtype_match() {
     let nft = restore_filter_only(DOCKER_NFT);
     assert_eq!(nft.filter.chain("FORWARD").unwrap().rules.len(), 10);
     compile::compile(&nft, &interfaces(), 1).unwrap();
-    let message = parse_restore_table(DOCKER_NFT, Some("nat"))
-        .unwrap_err()
-        .to_string();
-    assert_eq!(message, format!("line 41: {ADDRTYPE_REFUSED}"));
     let message = parse_restore_table(DOCKER_NFT, Some("mangle"))
         .unwrap_err()
         .to_string();
@@ -328,10 +320,12 @@ fn host_firewall_restores_and_behaves_like_iptables() {
 fn unsupported_features_are_refused_with_line_and_option() {
     assert_eq!(
         restore(HOST_LOGGING).unwrap_err(),
-        "line 12: the limit match (-m limit) is not supported yet; netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack"
+        "line 12: the limit match (-m limit) is not supported yet; netbeast supports -m addrtype, comment, conntrack, dscp, icmp, iprange, length, mac, multiport, pkttype, state, statistic, tcp, tos, ttl, udp"
     );
-    assert_eq!(
-        restore(UFW).unwrap_err(),
-        "line 78: the addrtype match (-m addrtype) is not supported yet; netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack"
-    );
+}
+
+#[test]
+fn ufw_files_restore_and_save_back() {
+    let ufw = restore(UFW).unwrap();
+    assert_eq!(rule_lines(&save(&ufw, false)), rule_lines(UFW));
 }

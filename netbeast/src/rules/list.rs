@@ -8,15 +8,9 @@ use std::fmt::Write as _;
 
 use super::command::references;
 use super::model::Table;
-use super::model::{
-    Chain, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable,
-    PortRange, Rule, StateModule, Target,
-};
-use super::parse::{icmp_type_name, protocol_name};
-use super::save::{
-    self, CounterStyle, is_any_port, mac_text, nat_ports_text, nat_to_text, policy_name,
-    port_list_text,
-};
+use super::model::{Chain, Counter, IfaceName, Ipv4Net, NatFlags, Negatable, Rule, Target};
+use super::parse::protocol_name;
+use super::save::{self, CounterStyle, nat_ports_text, nat_to_text, policy_name};
 
 /// How `-L` prints: `-v`, `-n`, `-x` and `--line-numbers`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -298,51 +292,7 @@ fn match_columns(rule: &Rule, numeric: bool) -> String {
         out.push_str("[goto] ");
     }
     for m in &rule.matches {
-        match m {
-            Match::Ports {
-                protocol,
-                sport,
-                dport,
-            } => {
-                out.push_str(if *protocol == 6 { " tcp" } else { " udp" });
-                write_ports(&mut out, "spt", sport);
-                write_ports(&mut out, "dpt", dport);
-            }
-            Match::Icmp(icmp) => write_icmp(&mut out, icmp, numeric),
-            Match::Multiport {
-                kind,
-                negated,
-                ports,
-            } => {
-                let kind = match kind {
-                    MultiportKind::Source => "sports",
-                    MultiportKind::Destination => "dports",
-                    MultiportKind::Either => "ports",
-                };
-                let bang = if *negated { " !" } else { "" };
-                let _ = write!(out, " multiport {kind} {bang}{}", port_list_text(ports));
-            }
-            Match::MacSource(mac) => {
-                let bang = if mac.negated { "! " } else { "" };
-                let _ = write!(out, " MAC {bang}{}", mac_text(&mac.value));
-            }
-            Match::Comment(text) => {
-                let _ = write!(out, " /* {text} */");
-            }
-            Match::ConnState {
-                module,
-                negated,
-                states,
-            } => {
-                let name = match module {
-                    StateModule::State => "state",
-                    StateModule::Conntrack => "ctstate",
-                };
-                // libxt_conntrack prints the `!` before the name: "! ctstate NEW".
-                let bang = if *negated { "! " } else { "" };
-                let _ = write!(out, " {bang}{name} {}", states.text());
-            }
-        }
+        m.ext().list(&mut out, numeric);
     }
     match &rule.target {
         Target::Reject(with) => {
@@ -383,55 +333,13 @@ fn write_nat_flags(out: &mut String, flags: &NatFlags) {
     }
 }
 
-/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
-fn write_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
-    let Some(ports) = ports else {
-        return;
-    };
-    if is_any_port(&ports.value) && !ports.negated {
-        return;
-    }
-    let bang = if ports.negated { "!" } else { "" };
-    let range = ports.value;
-    if range.first == range.last {
-        let _ = write!(out, " {name}:{bang}{}", range.first);
-    } else {
-        let _ = write!(out, " {name}s:{bang}{}:{}", range.first, range.last);
-    }
-}
-
-/// libipt_icmp's print: ` icmp echo-request`, or numerically ` icmptype 8`,
-/// ` icmptype 3 code 3`, ` icmp !type 255`.
-fn write_icmp(out: &mut String, icmp: &Negatable<IcmpType>, numeric: bool) {
-    let (icmp_type, code_min, code_max) = match icmp.value {
-        IcmpType::Any => (0xFF, 0, 0xFF),
-        IcmpType::Type { icmp_type, code } => match code {
-            None => (icmp_type, 0, 0xFF),
-            Some(code) => (icmp_type, code, code),
-        },
-    };
-    out.push_str(" icmp");
-    if !numeric && let Some(name) = icmp_type_name(icmp_type, code_min, code_max) {
-        let bang = if icmp.negated { "!" } else { "" };
-        let _ = write!(out, " {bang}{name}");
-        return;
-    }
-    if icmp.negated {
-        out.push_str(" !");
-    }
-    let _ = write!(out, "type {icmp_type}");
-    if code_min == code_max {
-        let _ = write!(out, " code {code_min}");
-    } else if code_min != 0 || code_max != 0xFF {
-        let _ = write!(out, " codes {code_min}-{code_max}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rules::command::apply;
     use crate::rules::model::Ruleset;
+    #[allow(unused_imports)]
+    use crate::rules::model::*;
     use crate::rules::save::test_command;
 
     fn ruleset(lines: &[&str]) -> Ruleset {

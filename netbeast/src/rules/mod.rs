@@ -1,6 +1,7 @@
 //! The iptables language: rule model, parser, save/restore format, listings.
 
 pub mod command;
+pub mod ext;
 pub mod list;
 pub mod model;
 pub mod parse;

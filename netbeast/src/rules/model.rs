@@ -5,6 +5,22 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ext::MatchExt;
+pub use super::ext::addrtype::AddrType;
+pub use super::ext::comment::Comment;
+pub use super::ext::conntrack::ConnState;
+pub use super::ext::dscp::Dscp;
+pub use super::ext::icmp::Icmp;
+pub use super::ext::iprange::IpRange;
+pub use super::ext::length::Length;
+pub use super::ext::mac::MacSource;
+pub use super::ext::multiport::Multiport;
+pub use super::ext::pkttype::PktType;
+pub use super::ext::statistic::{Statistic, StatisticMode};
+pub use super::ext::tcp::{Ports, TcpFlags};
+pub use super::ext::tos::Tos;
+pub use super::ext::ttl::{Ttl, TtlOp};
+
 /// A whole ruleset: every table netbeast knows, as `iptables-save` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
@@ -244,31 +260,57 @@ pub enum MultiportKind {
 /// iptables-save prints them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Match {
-    /// `-m tcp` / `-m udp`: `--sport`, `--dport`.
-    Ports {
-        protocol: u8,
-        sport: Option<Negatable<PortRange>>,
-        dport: Option<Negatable<PortRange>>,
-    },
+    /// `-m tcp` / `-m udp`: `--sport`, `--dport`, `--syn`, `--tcp-flags`.
+    Ports(Ports),
     /// `-m icmp --icmp-type`.
-    Icmp(Negatable<IcmpType>),
+    Icmp(Icmp),
     /// `-m multiport --sports/--dports/--ports`, up to 15 ports or ranges.
-    Multiport {
-        kind: MultiportKind,
-        negated: bool,
-        ports: Vec<PortRange>,
-    },
+    Multiport(Multiport),
     /// `-m mac --mac-source`.
-    MacSource(Negatable<[u8; 6]>),
+    MacSource(MacSource),
     /// `-m comment --comment`: no effect on matching.
-    Comment(String),
+    Comment(Comment),
     /// `-m state --state` or `-m conntrack --ctstate`: the packet's
     /// connection tracking state is one of `states`.
-    ConnState {
-        module: StateModule,
-        negated: bool,
-        states: CtStates,
-    },
+    ConnState(ConnState),
+    /// `-m length`.
+    Length(Length),
+    /// `-m ttl`.
+    Ttl(Ttl),
+    /// `-m iprange`.
+    IpRange(IpRange),
+    /// `-m pkttype`.
+    PktType(PktType),
+    /// `-m addrtype`.
+    AddrType(AddrType),
+    /// `-m tos`.
+    Tos(Tos),
+    /// `-m dscp`.
+    Dscp(Dscp),
+    /// `-m statistic`: a guard (stateful), not a classifier field.
+    Statistic(Statistic),
+}
+
+impl Match {
+    /// The match's extension module: everything netbeast knows about it.
+    pub fn ext(&self) -> &dyn MatchExt {
+        match self {
+            Match::Ports(m) => m,
+            Match::Icmp(m) => m,
+            Match::Multiport(m) => m,
+            Match::MacSource(m) => m,
+            Match::Comment(m) => m,
+            Match::ConnState(m) => m,
+            Match::Length(m) => m,
+            Match::Ttl(m) => m,
+            Match::IpRange(m) => m,
+            Match::PktType(m) => m,
+            Match::AddrType(m) => m,
+            Match::Tos(m) => m,
+            Match::Dscp(m) => m,
+            Match::Statistic(m) => m,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,11 +13,11 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
+use super::ext::{self, MatchModule, MatchParser, OptSpec, RuleContext, Value};
 use super::model::{
-    AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, NatTo,
-    Negatable, Policy, PortRange, RejectWith, Rule, TableName, Target,
+    AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, NatFlags, NatTo, Negatable, Policy,
+    PortRange, RejectWith, Rule, TableName, Target,
 };
-use super::model::{CtStates, StateModule};
 
 /// IFNAMSIZ - 1: the longest interface name the kernel accepts.
 pub const MAX_IFACE_NAME_LEN: usize = 15;
@@ -36,6 +36,9 @@ pub struct IptablesCommand {
     /// and changes echo the rules or chains they touch.
     pub verbose: bool,
     pub action: Action,
+    /// `-c PACKETS BYTES` was given (a restore line must not also have
+    /// `[packets:bytes]`).
+    pub counters_given: bool,
 }
 
 /// What the command does. Chains are named as written; whether they exist is
@@ -168,7 +171,7 @@ pub enum ParseError {
     NeedsProtocol { option: String, needs: String },
     #[error("{module} requires {option}; {example}")]
     MissingModuleOption {
-        module: &'static str,
+        module: String,
         option: &'static str,
         example: &'static str,
     },
@@ -438,54 +441,6 @@ const REJECT_TYPES: &[(&str, &str, RejectWith)] = &[
     ),
 ];
 
-/// Matches that iptables has and netbeast does not implement yet.
-const UNSUPPORTED_MATCHES: &[&str] = &[
-    "addrtype",
-    "ah",
-    "bpf",
-    "cgroup",
-    "cluster",
-    "connbytes",
-    "connlabel",
-    "connlimit",
-    "connmark",
-    "cpu",
-    "dccp",
-    "devgroup",
-    "dscp",
-    "ecn",
-    "esp",
-    "hashlimit",
-    "helper",
-    "iprange",
-    "ipvs",
-    "length",
-    "limit",
-    "mark",
-    "nfacct",
-    "osf",
-    "owner",
-    "physdev",
-    "pkttype",
-    "policy",
-    "quota",
-    "rateest",
-    "realm",
-    "recent",
-    "rpfilter",
-    "sctp",
-    "set",
-    "socket",
-    "statistic",
-    "string",
-    "tcpmss",
-    "time",
-    "tos",
-    "ttl",
-    "u32",
-    "udplite",
-];
-
 /// Targets that iptables has and netbeast does not implement yet.
 const UNSUPPORTED_TARGETS: &[&str] = &[
     "AUDIT",
@@ -559,11 +514,16 @@ fn parse_c_number(text: &str) -> Option<u64> {
     u64::from_str_radix(digits, radix).ok()
 }
 
-fn parse_c_number_in(text: &str, max: u64) -> Option<u64> {
+pub(crate) fn parse_c_number_in(text: &str, max: u64) -> Option<u64> {
     parse_c_number(text).filter(|n| *n <= max)
 }
 
-fn invalid(option: &str, what: &'static str, value: &str, reason: impl Into<String>) -> ParseError {
+pub(crate) fn invalid(
+    option: &str,
+    what: &'static str,
+    value: &str,
+    reason: impl Into<String>,
+) -> ParseError {
     ParseError::InvalidValue {
         option: option.to_string(),
         what,
@@ -595,7 +555,7 @@ fn parse_protocol(text: &str) -> Result<u8, ParseError> {
 
 /// A dotted IPv4 address as xtables reads it: 1 to 4 parts, missing trailing
 /// parts are zero (`10.1` is 10.1.0.0).
-fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
+pub(crate) fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
     let parts: Vec<&str> = text.split('.').collect();
     if parts.len() > 4 || (require_four && parts.len() != 4) {
         return None;
@@ -629,12 +589,14 @@ fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
                 .ok_or_else(|| invalid(option, WHAT, text, format!("'{mask}' is not a netmask")))?;
             let bits = u32::from(mask_addr);
             if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                return Err(invalid(
-                    option,
-                    WHAT,
-                    text,
-                    format!("netmask {mask} is not contiguous; netbeast needs a prefix like /16"),
-                ));
+                // iptables takes any mask (libipt_standard.t lists
+                // `/255.0.255.0`); netbeast's classifier keys on prefixes.
+                return Err(ParseError::Unsupported {
+                    what: format!("the non-contiguous netmask {mask} in {option} {text}"),
+                    hint: "; netbeast matches prefixes: give a netmask of leading ones like \
+                           255.255.0.0, or a prefix length like /16"
+                        .into(),
+                });
             }
             bits.leading_ones() as u8
         }
@@ -699,7 +661,7 @@ fn parse_iface(option: &str, text: &str) -> Result<IfaceName, ParseError> {
 }
 
 /// A port number or service name.
-fn parse_port(option: &str, text: &str) -> Result<u16, ParseError> {
+pub(crate) fn parse_port(option: &str, text: &str) -> Result<u16, ParseError> {
     parse_c_number_in(text, u16::MAX.into())
         .map(|n| n as u16)
         .or_else(|| {
@@ -748,36 +710,49 @@ fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
     Ok(PortRange { first, last })
 }
 
-/// A port a translation leads to: 1-65535 or a service name.
+/// `-i +` (every interface) is the same rule as no `-i`: iptables stores
+/// and prints it so, and `-D` finds either spelling. Negated, it matches no
+/// packet and stays as written.
+fn any_iface_is_none(iface: Option<Negatable<IfaceName>>) -> Option<Negatable<IfaceName>> {
+    iface.filter(|i| i.negated || !(i.value.wildcard && i.value.name.is_empty()))
+}
+
+/// A port a translation leads to: 0-65535 or a service name. Port 0 is
+/// accepted as iptables accepts it (libxt_REDIRECT.t: `--to-ports 0` is OK).
 fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
-    let port = parse_port(option, text).map_err(|_| {
+    parse_port(option, text).map_err(|_| {
         invalid(
             option,
             "port",
             text,
-            "use a number 1-65535 or a service name like http or https",
+            "use a number 0-65535 or a service name like http or https",
         )
-    })?;
-    if port == 0 {
-        return Err(invalid(
-            option,
-            "port",
-            text,
-            "port 0 is not a port a connection can use; give 1-65535",
-        ));
-    }
-    Ok(port)
+    })
 }
 
 /// The port part of the nat targets: `port` or `first-last`, as
-/// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon).
+/// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon). A range has
+/// numbers at both ends; a text that does not start with a number is one
+/// service name as a whole, dashes and all (`ftp-data`), so `ftp-ssh` and
+/// `10-ssh` are refused as iptables refuses them.
 fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let numeric = |part: &str| {
+        parse_c_number_in(part, u16::MAX.into())
+            .map(|n| n as u16)
+            .ok_or_else(|| {
+                invalid(
+                    option,
+                    "port range",
+                    text,
+                    "a port range takes numbers at both ends, like 1024-2048",
+                )
+            })
+    };
     let (first, last) = match text.split_once('-') {
-        Some((first, last)) => (
-            parse_nat_port(option, first)?,
-            parse_nat_port(option, last)?,
-        ),
-        None => {
+        Some((first, last)) if parse_c_number_in(first, u16::MAX.into()).is_some() => {
+            (numeric(first)?, numeric(last)?)
+        }
+        _ => {
             let port = parse_nat_port(option, text)?;
             (port, port)
         }
@@ -837,6 +812,13 @@ fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
     };
     let ports = match port_text {
         None => None,
+        // iptables 1.8.9's `first-last/base` maps ports with an offset.
+        Some(ports) if ports.contains('/') => {
+            return Err(ParseError::Unsupported {
+                what: format!("the port offset in {option} {text} (ports/base)"),
+                hint: "; netbeast translates to a port range without an offset".into(),
+            });
+        }
         Some(ports) => Some(parse_nat_ports(option, ports)?),
     };
     if addrs.is_none() && ports.is_none() {
@@ -850,77 +832,8 @@ fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
     Ok(NatTo { addrs, ports })
 }
 
-/// `-m multiport` lists: `a,b,c:d`, at most [`MAX_MULTIPORT_PORTS`] entries.
-fn parse_multiport_list(option: &str, text: &str) -> Result<Vec<PortRange>, ParseError> {
-    let mut ports = Vec::new();
-    let mut used = 0;
-    for item in text.split(',') {
-        let range = match item.split_once(':') {
-            Some((first, last)) => {
-                let range = PortRange {
-                    first: parse_port(option, first)?,
-                    last: parse_port(option, last)?,
-                };
-                if range.first >= range.last {
-                    return Err(invalid(
-                        option,
-                        "port range",
-                        item,
-                        "a multiport range must be low:high with low < high",
-                    ));
-                }
-                used += 2;
-                range
-            }
-            None => {
-                let port = parse_port(option, item)?;
-                used += 1;
-                PortRange {
-                    first: port,
-                    last: port,
-                }
-            }
-        };
-        if used > MAX_MULTIPORT_PORTS {
-            return Err(invalid(
-                option,
-                "port list",
-                text,
-                format!(
-                    "too many ports: multiport takes at most {MAX_MULTIPORT_PORTS} (a range counts as two); split it into several rules"
-                ),
-            ));
-        }
-        ports.push(range);
-    }
-    Ok(ports)
-}
-
-fn parse_mac(text: &str) -> Result<[u8; 6], ParseError> {
-    let bad = || {
-        invalid(
-            "--mac-source",
-            "MAC address",
-            text,
-            "expected six hex bytes like aa:bb:cc:dd:ee:ff",
-        )
-    };
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        if part.is_empty() || part.len() > 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
-}
-
 /// `--icmp-type`: a name (or unambiguous prefix), `type` or `type/code`.
-fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
+pub(crate) fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
     const OPTION: &str = "--icmp-type";
     const WHAT: &str = "ICMP type";
     let lower = text.to_ascii_lowercase();
@@ -1220,104 +1133,6 @@ const GLOBAL_LONG_OPTIONS: &[(&str, char)] = &[
     ("ipv6", '6'),
 ];
 
-/// Options that belong to a match module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MatchOption {
-    SourcePort,
-    DestinationPort,
-    Syn,
-    TcpFlags,
-    TcpOption,
-    IcmpType,
-    SourcePorts,
-    DestinationPorts,
-    Ports,
-    MacSource,
-    Comment,
-    /// `-m state --state`.
-    State,
-    /// `-m conntrack --ctstate`.
-    CtState,
-    /// A `-m conntrack` option netbeast does not implement yet (its name).
-    CtUnsupported(&'static str),
-}
-
-impl MatchOption {
-    fn name(self) -> &'static str {
-        match self {
-            MatchOption::SourcePort => "--sport",
-            MatchOption::DestinationPort => "--dport",
-            MatchOption::Syn => "--syn",
-            MatchOption::TcpFlags => "--tcp-flags",
-            MatchOption::TcpOption => "--tcp-option",
-            MatchOption::IcmpType => "--icmp-type",
-            MatchOption::SourcePorts => "--sports",
-            MatchOption::DestinationPorts => "--dports",
-            MatchOption::Ports => "--ports",
-            MatchOption::MacSource => "--mac-source",
-            MatchOption::Comment => "--comment",
-            MatchOption::State => "--state",
-            MatchOption::CtState => "--ctstate",
-            MatchOption::CtUnsupported(name) => name,
-        }
-    }
-}
-
-const TCP_OPTIONS: &[(&str, MatchOption)] = &[
-    ("source-port", MatchOption::SourcePort),
-    ("sport", MatchOption::SourcePort),
-    ("destination-port", MatchOption::DestinationPort),
-    ("dport", MatchOption::DestinationPort),
-    ("syn", MatchOption::Syn),
-    ("tcp-flags", MatchOption::TcpFlags),
-    ("tcp-option", MatchOption::TcpOption),
-];
-const UDP_OPTIONS: &[(&str, MatchOption)] = &[
-    ("source-port", MatchOption::SourcePort),
-    ("sport", MatchOption::SourcePort),
-    ("destination-port", MatchOption::DestinationPort),
-    ("dport", MatchOption::DestinationPort),
-];
-const ICMP_OPTIONS: &[(&str, MatchOption)] = &[("icmp-type", MatchOption::IcmpType)];
-const MULTIPORT_OPTIONS: &[(&str, MatchOption)] = &[
-    ("source-ports", MatchOption::SourcePorts),
-    ("sports", MatchOption::SourcePorts),
-    ("destination-ports", MatchOption::DestinationPorts),
-    ("dports", MatchOption::DestinationPorts),
-    ("ports", MatchOption::Ports),
-];
-const MAC_OPTIONS: &[(&str, MatchOption)] = &[("mac-source", MatchOption::MacSource)];
-const COMMENT_OPTIONS: &[(&str, MatchOption)] = &[("comment", MatchOption::Comment)];
-const STATE_OPTIONS: &[(&str, MatchOption)] = &[("state", MatchOption::State)];
-/// libxt_conntrack's options: only `--ctstate` is implemented, the others
-/// are known so that they get a clear "not supported yet".
-const CONNTRACK_OPTIONS: &[(&str, MatchOption)] = &[
-    ("ctstate", MatchOption::CtState),
-    ("ctproto", MatchOption::CtUnsupported("--ctproto")),
-    ("ctorigsrc", MatchOption::CtUnsupported("--ctorigsrc")),
-    ("ctorigdst", MatchOption::CtUnsupported("--ctorigdst")),
-    ("ctreplsrc", MatchOption::CtUnsupported("--ctreplsrc")),
-    ("ctrepldst", MatchOption::CtUnsupported("--ctrepldst")),
-    (
-        "ctorigsrcport",
-        MatchOption::CtUnsupported("--ctorigsrcport"),
-    ),
-    (
-        "ctorigdstport",
-        MatchOption::CtUnsupported("--ctorigdstport"),
-    ),
-    (
-        "ctreplsrcport",
-        MatchOption::CtUnsupported("--ctreplsrcport"),
-    ),
-    (
-        "ctrepldstport",
-        MatchOption::CtUnsupported("--ctrepldstport"),
-    ),
-    ("ctstatus", MatchOption::CtUnsupported("--ctstatus")),
-    ("ctexpire", MatchOption::CtUnsupported("--ctexpire")),
-    ("ctdir", MatchOption::CtUnsupported("--ctdir")),
-];
 const REJECT_OPTIONS: &[&str] = &["reject-with"];
 
 /// The options of the nat targets, as libxt_NAT, libxt_MASQUERADE and
@@ -1425,61 +1240,22 @@ struct NatState {
     seen: Vec<NatOption>,
 }
 
-/// The match modules netbeast implements, while their options are parsed.
-#[derive(Clone, Debug)]
-enum MatchState {
-    Ports {
-        protocol: u8,
-        /// Loaded by `-p tcp` on its first option rather than by `-m tcp`.
-        implicit: bool,
-        sport: Option<Negatable<PortRange>>,
-        dport: Option<Negatable<PortRange>>,
-    },
-    Icmp {
-        implicit: bool,
-        icmp_type: Option<Negatable<IcmpType>>,
-    },
-    Multiport(Option<(MultiportKind, bool, Vec<PortRange>)>),
-    Mac(Option<Negatable<[u8; 6]>>),
-    Comment(Option<String>),
-    /// `-m state` / `-m conntrack`: `(negated, states)` once given.
-    ConnState {
-        module: StateModule,
-        states: Option<(bool, CtStates)>,
-    },
+/// A match loaded by `-m` (or by `-p` on its first option), while its
+/// options are read: its module does the rest.
+#[derive(Debug)]
+struct LoadedMatch {
+    module: &'static MatchModule,
+    parser: Box<dyn MatchParser>,
+    /// Loaded by `-p` rather than by `-m`.
+    implicit: bool,
 }
 
-impl MatchState {
-    fn options(&self) -> &'static [(&'static str, MatchOption)] {
-        match self {
-            MatchState::Ports { protocol: 6, .. } => TCP_OPTIONS,
-            MatchState::Ports { .. } => UDP_OPTIONS,
-            MatchState::Icmp { .. } => ICMP_OPTIONS,
-            MatchState::Multiport(_) => MULTIPORT_OPTIONS,
-            MatchState::Mac(_) => MAC_OPTIONS,
-            MatchState::Comment(_) => COMMENT_OPTIONS,
-            MatchState::ConnState {
-                module: StateModule::State,
-                ..
-            } => STATE_OPTIONS,
-            MatchState::ConnState { .. } => CONNTRACK_OPTIONS,
-        }
-    }
-
-    /// The module name for messages, as the user would write it.
-    fn module(&self) -> &'static str {
-        match self {
-            MatchState::Ports { protocol: 6, .. } => "-m tcp",
-            MatchState::Ports { .. } => "-m udp",
-            MatchState::Icmp { .. } => "-m icmp",
-            MatchState::Multiport(_) => "-m multiport",
-            MatchState::Mac(_) => "-m mac",
-            MatchState::Comment(_) => "-m comment",
-            MatchState::ConnState {
-                module: StateModule::State,
-                ..
-            } => "-m state",
-            MatchState::ConnState { .. } => "-m conntrack",
+impl LoadedMatch {
+    fn new(module: &'static MatchModule, implicit: bool) -> Self {
+        LoadedMatch {
+            module,
+            parser: (module.parser)(),
+            implicit,
         }
     }
 }
@@ -1488,7 +1264,7 @@ impl MatchState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LongOption {
     Global(char),
-    Match(usize, MatchOption),
+    Match(usize, &'static OptSpec),
     RejectWith,
     Nat(NatOption),
 }
@@ -1589,7 +1365,7 @@ struct Parser<'a> {
     in_iface: Option<Negatable<IfaceName>>,
     out_iface: Option<Negatable<IfaceName>>,
     fragment: Option<bool>,
-    matches: Vec<MatchState>,
+    matches: Vec<LoadedMatch>,
     target: Option<TargetState>,
     counter: Option<Counter>,
     /// `-h`/`-V`: stop at once, as iptables does.
@@ -1645,6 +1421,7 @@ impl<'a> Parser<'a> {
                     table: self.table,
                     verbose: self.verbose,
                     action,
+                    counters_given: self.counter.is_some(),
                 });
             }
             if let Some(value) = self.scanner.long_value.take() {
@@ -2048,36 +1825,8 @@ impl<'a> Parser<'a> {
             self.rule_options.push("-m");
         }
         let name = self.required("-m", "a match name like tcp, multiport or comment")?;
-        let state = match name {
-            "tcp" => MatchState::Ports {
-                protocol: 6,
-                implicit: false,
-                sport: None,
-                dport: None,
-            },
-            "udp" => MatchState::Ports {
-                protocol: 17,
-                implicit: false,
-                sport: None,
-                dport: None,
-            },
-            "icmp" => MatchState::Icmp {
-                implicit: false,
-                icmp_type: None,
-            },
-            "multiport" => MatchState::Multiport(None),
-            "mac" => MatchState::Mac(None),
-            "comment" => MatchState::Comment(None),
-            "state" => MatchState::ConnState {
-                module: StateModule::State,
-                states: None,
-            },
-            "conntrack" => MatchState::ConnState {
-                module: StateModule::Conntrack,
-                states: None,
-            },
-            _ => return Err(unknown_match(name)),
-        };
+        let module = ext::match_module(name).ok_or_else(|| unknown_match(name))?;
+        let state = LoadedMatch::new(module, false);
         self.matches.push(state);
         Ok(())
     }
@@ -2161,7 +1910,7 @@ impl<'a> Parser<'a> {
         };
         match resolved {
             LongOption::Global(c) => self.global_option(c, &typed),
-            LongOption::Match(index, option) => self.match_specific_option(index, option),
+            LongOption::Match(index, option) => self.match_option_value(index, option),
             LongOption::RejectWith => self.reject_with_option(),
             LongOption::Nat(option) => self.nat_option(option),
         }
@@ -2175,12 +1924,14 @@ impl<'a> Parser<'a> {
             .map(|(n, c)| (*n, LongOption::Global(*c)))
             .collect();
         for (index, state) in self.matches.iter().enumerate().rev() {
-            candidates.extend(
-                state
-                    .options()
-                    .iter()
-                    .map(|(n, o)| (*n, LongOption::Match(index, *o))),
-            );
+            for option in state.module.options {
+                candidates.extend(
+                    option
+                        .names
+                        .iter()
+                        .map(|n| (*n, LongOption::Match(index, option))),
+                );
+            }
         }
         match &self.target {
             Some(TargetState::Reject(_)) => {
@@ -2229,29 +1980,17 @@ impl<'a> Parser<'a> {
         let Some(protocol) = &self.protocol else {
             return false;
         };
-        let state = match protocol.value {
-            6 | 17 => MatchState::Ports {
-                protocol: protocol.value,
-                implicit: true,
-                sport: None,
-                dport: None,
-            },
-            1 => MatchState::Icmp {
-                implicit: true,
-                icmp_type: None,
-            },
-            _ => return false,
+        let Some(module) = ext::MATCH_MODULES
+            .iter()
+            .copied()
+            .find(|m| m.implicit_protocol == Some(protocol.value))
+        else {
+            return false;
         };
-        let already = self.matches.iter().any(|m| {
-            matches!(
-                m,
-                MatchState::Ports { implicit: true, .. } | MatchState::Icmp { implicit: true, .. }
-            )
-        });
-        if already {
+        if self.matches.iter().any(|m| m.implicit) {
             return false;
         }
-        self.matches.push(state);
+        self.matches.push(LoadedMatch::new(module, true));
         if !self.rule_options.contains(&"-m") {
             self.rule_options.push("-m");
         }
@@ -2263,31 +2002,29 @@ impl<'a> Parser<'a> {
         let ParseError::UnknownOption { option, .. } = error else {
             return error;
         };
-        let module_of = |options: &[(&str, MatchOption)]| options.iter().any(|(n, _)| *n == name);
-        let needs = if module_of(TCP_OPTIONS) {
+        let declares = |m: &&&MatchModule| m.options.iter().any(|o| o.names.contains(&name));
+        let implicit: Vec<&str> = ext::MATCH_MODULES
+            .iter()
+            .filter(declares)
+            .filter(|m| m.implicit_protocol.is_some())
+            .map(|m| m.name)
+            .collect();
+        let needs = if let Some(module) = ext::MATCH_MODULES.iter().find(declares)
+            && !implicit.is_empty()
+        {
+            // Loaded by `-p`: say which protocols have the option.
             let protocol = match &self.protocol {
                 Some(p) => format!(" (this rule has -p {})", protocol_label(p.value)),
                 None => String::new(),
             };
-            if matches!(name, "syn" | "tcp-flags" | "tcp-option") {
-                return ParseError::Unsupported {
-                    what: format!("{option} (TCP flag matching)"),
-                    hint: String::new(),
-                };
-            }
-            format!("-p tcp or -p udp before it{protocol}, e.g. -p tcp {option} 22")
-        } else if module_of(ICMP_OPTIONS) {
-            "-p icmp before it, e.g. -p icmp --icmp-type echo-request".to_string()
-        } else if module_of(MULTIPORT_OPTIONS) {
-            format!("-m multiport before it, e.g. -p tcp -m multiport {option} 80,443")
-        } else if module_of(MAC_OPTIONS) {
-            "-m mac before it, e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff".to_string()
-        } else if module_of(COMMENT_OPTIONS) {
-            "-m comment before it, e.g. -m comment --comment \"ssh\"".to_string()
-        } else if module_of(STATE_OPTIONS) {
-            "-m state before it, e.g. -m state --state ESTABLISHED,RELATED".to_string()
-        } else if module_of(CONNTRACK_OPTIONS) {
-            "-m conntrack before it, e.g. -m conntrack --ctstate ESTABLISHED,RELATED".to_string()
+            let protocols: Vec<String> = implicit.iter().map(|n| format!("-p {n}")).collect();
+            format!(
+                "{} before it{protocol}, {}",
+                protocols.join(" or "),
+                module.example
+            )
+        } else if let Some(module) = ext::MATCH_MODULES.iter().find(declares) {
+            format!("-m {} before it, {}", module.name, module.example)
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
         } else if let Some(kinds) = nat_targets_with(name) {
@@ -2314,161 +2051,55 @@ impl<'a> Parser<'a> {
                 kinds[0].example()
             )
         } else {
-            let hint = match name {
-                "sports" | "dports" => " (did you mean -m multiport?)",
-                _ => "",
-            };
             return ParseError::UnknownOption {
                 option,
-                hint: hint.to_string(),
+                hint: String::new(),
             };
         };
         ParseError::NeedsProtocol { option, needs }
     }
 
-    /// An option of a loaded match; `index` is the match it belongs to.
-    fn match_specific_option(
+    /// An option of a loaded match (`index` in the rule's matches): its
+    /// values read as it declares them, then handed to its module. As in
+    /// iptables 1.8, `!` goes before the option, never after it.
+    fn match_option_value(
         &mut self,
         index: usize,
-        option: MatchOption,
+        spec: &'static OptSpec,
     ) -> Result<(), ParseError> {
-        match option {
-            MatchOption::SourcePort | MatchOption::DestinationPort => {
-                self.port_option(index, option)
-            }
-            MatchOption::Syn | MatchOption::TcpFlags | MatchOption::TcpOption => {
-                Err(ParseError::Unsupported {
-                    what: format!("{} (TCP flag matching)", option.name()),
-                    hint: String::new(),
-                })
-            }
-            MatchOption::IcmpType => self.icmp_type_option(index),
-            MatchOption::SourcePorts | MatchOption::DestinationPorts | MatchOption::Ports => {
-                self.multiport_option(index, option)
-            }
-            MatchOption::MacSource => self.mac_option(index),
-            MatchOption::Comment => self.comment_option(index),
-            MatchOption::State | MatchOption::CtState => self.conn_state_option(index, option),
-            MatchOption::CtUnsupported(name) => Err(ParseError::Unsupported {
-                what: format!("{name} (-m conntrack)"),
-                hint: "; netbeast matches the connection state only: -m conntrack --ctstate LIST"
-                    .into(),
-            }),
+        let flag = spec.flag();
+        if !spec.negatable {
+            self.no_invert(&flag)?;
         }
-    }
-
-    fn port_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
-        let name = option.name();
-        let (text, negated) =
-            self.negatable_value(name, "a port or range like 22 or 1024:65535")?;
-        let value = parse_port_range(name, text)?;
-        let MatchState::Ports { sport, dport, .. } = &mut self.matches[index] else {
-            unreachable!("port options only resolve to -m tcp/udp");
-        };
-        let slot = if option == MatchOption::SourcePort {
-            sport
-        } else {
-            dport
-        };
-        fill_once(
-            slot,
-            Negatable { negated, value },
-            name,
-            "; use -m multiport for several ports",
-        )
-    }
-
-    fn icmp_type_option(&mut self, index: usize) -> Result<(), ParseError> {
-        let name = MatchOption::IcmpType.name();
-        let (text, negated) = self.negatable_value(name, "an ICMP type like echo-request or 8")?;
-        let value = parse_icmp_type(text)?;
-        let MatchState::Icmp { icmp_type, .. } = &mut self.matches[index] else {
-            unreachable!("--icmp-type only resolves to -m icmp");
-        };
-        fill_once(
-            icmp_type,
-            Negatable { negated, value },
-            name,
-            "; write one rule per ICMP type",
-        )
-    }
-
-    fn multiport_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
-        let name = option.name();
-        let (text, negated) = self.negatable_value(name, "a port list like 80,443,8000:8080")?;
-        let ports = parse_multiport_list(name, text)?;
-        let kind = match option {
-            MatchOption::SourcePorts => MultiportKind::Source,
-            MatchOption::DestinationPorts => MultiportKind::Destination,
-            _ => MultiportKind::Either,
-        };
-        let MatchState::Multiport(slot) = &mut self.matches[index] else {
-            unreachable!("port lists only resolve to -m multiport");
-        };
-        fill_once(
-            slot,
-            (kind, negated, ports),
-            "--sports/--dports/--ports",
-            "; one -m multiport takes one list (add another -m multiport)",
-        )
-    }
-
-    fn mac_option(&mut self, index: usize) -> Result<(), ParseError> {
-        let name = MatchOption::MacSource.name();
-        let (text, negated) = self.negatable_value(name, "a MAC address like aa:bb:cc:dd:ee:ff")?;
-        let value = parse_mac(text)?;
-        let MatchState::Mac(slot) = &mut self.matches[index] else {
-            unreachable!("--mac-source only resolves to -m mac");
-        };
-        fill_once(slot, Negatable { negated, value }, name, "")
-    }
-
-    fn comment_option(&mut self, index: usize) -> Result<(), ParseError> {
-        let name = MatchOption::Comment.name();
-        self.no_invert(name)?;
-        let text = self.required(name, "the comment text, quoted if it has spaces")?;
-        if text.len() > MAX_COMMENT_LEN {
-            let start: String = text.chars().take(20).collect();
-            return Err(invalid(
-                name,
-                "comment",
-                &format!("{start}..."),
-                format!(
-                    "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
-                    text.len()
-                ),
-            ));
-        }
-        let MatchState::Comment(slot) = &mut self.matches[index] else {
-            unreachable!("--comment only resolves to -m comment");
-        };
-        fill_once(slot, text.to_string(), name, "; add another -m comment")
-    }
-
-    /// `--state LIST` / `--ctstate LIST`. As in iptables, `!` goes before
-    /// the option; the old `--state ! LIST` is refused.
-    fn conn_state_option(&mut self, index: usize, option: MatchOption) -> Result<(), ParseError> {
-        let name = option.name();
         let negated = self.invert;
-        let text = self.required(name, "a list of states like ESTABLISHED,RELATED")?;
-        if text == "!" {
-            return Err(invalid(
-                name,
-                "state",
-                text,
-                format!("put '!' before the option: ! {name} NEW"),
-            ));
-        }
-        let MatchState::ConnState { module, states } = &mut self.matches[index] else {
-            unreachable!("--state/--ctstate only resolve to -m state/conntrack");
+        let mut values = Vec::with_capacity(2);
+        let (count, expected) = match spec.value {
+            Value::None => (0, ""),
+            Value::One(expected) => (1, expected),
+            Value::Two(expected) => (2, expected),
         };
-        let value = parse_ct_states(name, *module, text)?;
-        fill_once(
-            states,
-            (negated, value),
-            name,
-            "; list the states with commas",
-        )
+        for _ in 0..count {
+            let value = if values.is_empty() {
+                self.required(&flag, expected)?
+            } else {
+                self.scanner
+                    .required_value()
+                    .ok_or_else(|| ParseError::MissingArgument {
+                        option: flag.clone(),
+                        expected,
+                    })?
+            };
+            if value == "!" {
+                return Err(invalid(
+                    &flag,
+                    "value",
+                    value,
+                    format!("put '!' before the option: ! {flag} ..."),
+                ));
+            }
+            values.push(value);
+        }
+        self.matches[index].parser.option(spec, negated, &values)
     }
 
     fn reject_with_option(&mut self) -> Result<(), ParseError> {
@@ -2614,6 +2245,7 @@ impl<'a> Parser<'a> {
             table: self.table,
             verbose: self.verbose,
             action,
+            counters_given: self.counter.is_some(),
         })
     }
 
@@ -2763,8 +2395,8 @@ impl<'a> Parser<'a> {
             protocol: self.protocol.clone(),
             source: None,
             destination: None,
-            in_iface: self.in_iface.clone(),
-            out_iface: self.out_iface.clone(),
+            in_iface: any_iface_is_none(self.in_iface.clone()),
+            out_iface: any_iface_is_none(self.out_iface.clone()),
             fragment: self.fragment,
             matches,
             target,
@@ -2784,6 +2416,9 @@ impl<'a> Parser<'a> {
         Ok(rules)
     }
 
+    /// `-i +` in OUTPUT is refused like any `-i` (iptables checks the name
+    /// as written), so this looks at the interfaces before
+    /// [`any_iface_is_none`].
     fn check_interfaces(&self, chain: &str) -> Result<(), ParseError> {
         let incoming = matches!(chain, "INPUT" | "PREROUTING");
         let outgoing = matches!(chain, "OUTPUT" | "POSTROUTING");
@@ -2804,15 +2439,22 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Each loaded match checked against the rest of the rule by its
+    /// module, as iptables and the kernel's checkentry do: its mandatory
+    /// options, its protocol, its chain.
     fn finish_matches(&mut self, chain: &str) -> Result<Vec<Match>, ParseError> {
         let protocol = self.protocol.clone();
-        let plain_protocol = protocol.filter(|p| !p.negated).map(|p| p.value);
-        let states = std::mem::take(&mut self.matches);
-        let mut matches = Vec::with_capacity(states.len());
-        for state in states {
-            matches.push(finish_match(state, plain_protocol, chain)?);
-        }
-        Ok(matches)
+        std::mem::take(&mut self.matches)
+            .into_iter()
+            .map(|loaded| {
+                loaded.parser.finish(&RuleContext {
+                    table: self.table,
+                    chain,
+                    protocol: protocol.as_ref(),
+                    implicit: loaded.implicit,
+                })
+            })
+            .collect()
     }
 
     /// The rule's target, checked against the rest of the rule, the table
@@ -2959,23 +2601,6 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Stores a match option's value, refusing a second one as iptables does.
-fn fill_once<T>(
-    slot: &mut Option<T>,
-    value: T,
-    option: &str,
-    hint: &'static str,
-) -> Result<(), ParseError> {
-    if slot.is_some() {
-        return Err(ParseError::Repeated {
-            option: option.to_string(),
-            hint,
-        });
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
 fn same_option(a: LongOption, b: LongOption) -> bool {
     match (a, b) {
         (LongOption::Match(_, x), LongOption::Match(_, y)) => x == y,
@@ -3002,138 +2627,6 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
             })
         })
         .collect()
-}
-
-/// A loaded match checked against the rest of the rule, as iptables and
-/// the kernel's checkentry do: its mandatory option, its protocol, its chain.
-fn finish_match(state: MatchState, protocol: Option<u8>, chain: &str) -> Result<Match, ParseError> {
-    let module = state.module();
-    Ok(match state {
-        MatchState::Ports {
-            protocol: wanted,
-            implicit,
-            sport,
-            dport,
-        } => finish_ports(wanted, implicit, sport, dport, protocol)?,
-        MatchState::Icmp { icmp_type, .. } => {
-            if protocol != Some(1) {
-                let option = if icmp_type.is_some() {
-                    "--icmp-type"
-                } else {
-                    module
-                };
-                return Err(ParseError::NeedsProtocol {
-                    option: option.into(),
-                    needs: "-p icmp (not negated) earlier in the rule".into(),
-                });
-            }
-            Match::Icmp(icmp_type.ok_or(ParseError::MissingModuleOption {
-                module,
-                option: "--icmp-type",
-                example: "e.g. -p icmp --icmp-type echo-request",
-            })?)
-        }
-        MatchState::Multiport(list) => {
-            let (kind, negated, ports) = list.ok_or(ParseError::MissingModuleOption {
-                module,
-                option: "--sports, --dports or --ports",
-                example: "e.g. -p tcp -m multiport --dports 80,443",
-            })?;
-            if !matches!(protocol, Some(6 | 17)) {
-                return Err(ParseError::NeedsProtocol {
-                    option: module.into(),
-                    needs: "-p tcp or -p udp (not negated) earlier in the rule".into(),
-                });
-            }
-            Match::Multiport {
-                kind,
-                negated,
-                ports,
-            }
-        }
-        MatchState::Mac(mac) => {
-            let mac = mac.ok_or(ParseError::MissingModuleOption {
-                module,
-                option: "--mac-source",
-                example: "e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff",
-            })?;
-            // User-defined chains may hold it; jumping to them from OUTPUT
-            // is refused when the ruleset is checked (as the kernel does).
-            if matches!(chain, "OUTPUT" | "POSTROUTING") {
-                return Err(ParseError::WrongChain {
-                    option: module.into(),
-                    chain: chain.into(),
-                    reason: "a packet's source MAC is only known on arrival, in INPUT or FORWARD",
-                });
-            }
-            Match::MacSource(mac)
-        }
-        MatchState::Comment(text) => {
-            Match::Comment(text.ok_or(ParseError::MissingModuleOption {
-                module,
-                option: "--comment",
-                example: "e.g. -m comment --comment \"allow ssh\"",
-            })?)
-        }
-        MatchState::ConnState {
-            module: which,
-            states,
-        } => {
-            let (option, example) = match which {
-                StateModule::State => ("--state", "e.g. -m state --state ESTABLISHED,RELATED"),
-                StateModule::Conntrack => (
-                    "--ctstate",
-                    "e.g. -m conntrack --ctstate ESTABLISHED,RELATED",
-                ),
-            };
-            let (negated, states) = states.ok_or(ParseError::MissingModuleOption {
-                module,
-                option,
-                example,
-            })?;
-            Match::ConnState {
-                module: which,
-                negated,
-                states,
-            }
-        }
-    })
-}
-
-/// `-m tcp`/`-m udp`, explicit or loaded by `-p`: the rule's protocol must
-/// be the match's, not negated (the kernel refuses it otherwise).
-fn finish_ports(
-    wanted: u8,
-    implicit: bool,
-    sport: Option<Negatable<PortRange>>,
-    dport: Option<Negatable<PortRange>>,
-    protocol: Option<u8>,
-) -> Result<Match, ParseError> {
-    if protocol != Some(wanted) {
-        let option = match (implicit, &dport, &sport) {
-            (true, Some(_), _) => "--dport".to_string(),
-            (true, None, Some(_)) => "--sport".to_string(),
-            _ => format!("-m {}", protocol_label(wanted)),
-        };
-        return Err(ParseError::NeedsProtocol {
-            option,
-            needs: format!(
-                "-p {} (not negated) earlier in the rule",
-                protocol_label(wanted)
-            ),
-        });
-    }
-    // The full range is what the kernel stores for "any port".
-    let any = PortRange {
-        first: 0,
-        last: u16::MAX,
-    };
-    let real = |ports: Option<Negatable<PortRange>>| ports.filter(|p| p.negated || p.value != any);
-    Ok(Match::Ports {
-        protocol: wanted,
-        sport: real(sport),
-        dport: real(dport),
-    })
 }
 
 /// Targets netbeast implements, by the name `-j` takes.
@@ -3212,52 +2705,23 @@ pub(crate) fn check_new_chain_name(option: &str, name: &str) -> Result<(), Parse
     Ok(())
 }
 
-/// A `--state`/`--ctstate` list: comma-separated state names, any case,
-/// no spaces and no empty items (as libxt_state/libxt_conntrack parse it).
-fn parse_ct_states(option: &str, module: StateModule, text: &str) -> Result<CtStates, ParseError> {
-    let mut states = CtStates::default();
-    for item in text.split(',') {
-        let upper = item.to_ascii_uppercase();
-        if let Some((_, state)) = CtStates::NAMES.iter().find(|(n, _)| *n == upper) {
-            states = states.with(*state);
-            continue;
-        }
-        let reason = match (upper.as_str(), module) {
-            ("", _) => "a state is missing; list states with commas and no spaces, like ESTABLISHED,RELATED".to_string(),
-            ("SNAT" | "DNAT", StateModule::Conntrack) => {
-                return Err(ParseError::Unsupported {
-                    what: format!("the {upper} connection state ({option} {upper})"),
-                    hint: "; netbeast matches INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED (whether a \
-                           connection was translated is not matched yet)"
-                        .into(),
-                });
-            }
-            ("SNAT" | "DNAT", StateModule::State) => format!(
-                "{upper} is a state of -m conntrack --ctstate; -m state knows INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED"
-            ),
-            _ => "the states are INVALID, NEW, ESTABLISHED, RELATED and UNTRACKED".to_string(),
-        };
-        return Err(invalid(option, "state", item, reason));
-    }
-    Ok(states)
-}
-
 fn unknown_match(name: &str) -> ParseError {
-    if UNSUPPORTED_MATCHES.contains(&name) {
+    let supported = || {
+        let mut names: Vec<&str> = ext::MATCH_MODULES.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        format!("netbeast supports -m {}", names.join(", "))
+    };
+    if ext::NOT_SUPPORTED_YET.contains(&name) {
         return ParseError::Unsupported {
             what: format!("the {name} match (-m {name})"),
-            hint: "; netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into(),
+            hint: format!("; {}", supported()),
         };
     }
     let lower = name.to_ascii_lowercase();
-    let hint = if lower != name
-        && matches!(
-            lower.as_str(),
-            "tcp" | "udp" | "icmp" | "multiport" | "mac" | "comment" | "state" | "conntrack"
-        ) {
+    let hint = if lower != name && ext::match_module(&lower).is_some() {
         format!("match names are lower case: did you mean -m {lower}?")
     } else {
-        "netbeast supports -m tcp, udp, icmp, multiport, mac, comment, state and conntrack".into()
+        supported()
     };
     invalid("-m", "match", name, hint)
 }
@@ -3265,6 +2729,8 @@ fn unknown_match(name: &str) -> ParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::rules::model::*;
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()
@@ -3317,6 +2783,57 @@ mod tests {
         assert!(!message.contains('\n'), "errors are one line: {message}");
     }
 
+    /// Issue 11: what iptables' extension tests expect of the nat targets'
+    /// ports: 0 is a port, a text that is not a number is one service name
+    /// (dashes and all), a range has numbers at both ends.
+    #[test]
+    fn nat_ports_as_iptables_reads_them() {
+        let redirect = |line: &str| match rule(line).target {
+            Target::Redirect { ports, .. } => ports,
+            other => panic!("{line}: {other:?}"),
+        };
+        let pre = "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports";
+        assert_eq!(redirect(&format!("{pre} 0")), Some(range(0, 0)));
+        assert_eq!(redirect(&format!("{pre} 0-65535")), Some(range(0, 65535)));
+        assert_eq!(redirect(&format!("{pre} ftp-data")), Some(range(20, 20)));
+        assert_eq!(redirect(&format!("{pre} 10-20")), Some(range(10, 20)));
+        assert_err(&format!("{pre} ftp-ssh"), "invalid port 'ftp-ssh'");
+        assert_err(&format!("{pre} 10-ssh"), "numbers at both ends");
+        assert_err(&format!("{pre} 10-"), "numbers at both ends");
+        match rule("-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:ftp-data").target {
+            Target::Dnat { to, .. } => assert_eq!(to.ports, Some(range(20, 20))),
+            other => panic!("{other:?}"),
+        }
+        match rule("-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:0").target {
+            Target::Dnat { to, .. } => assert_eq!(to.ports, Some(range(0, 0))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 11: what iptables has and netbeast does not answers "not
+    /// supported yet" (the class the extension test runner skips), not
+    /// "invalid".
+    #[test]
+    fn not_supported_yet_is_its_own_answer() {
+        for line in [
+            "-A INPUT -s 10.0.0.0/255.0.255.0",
+            "-A INPUT -p sctp -m multiport --dports 1,2",
+            "-A INPUT -p udplite -m multiport --sports 1",
+            "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
+            "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
+        ] {
+            assert!(
+                matches!(parse(line), Err(ParseError::Unsupported { .. })),
+                "{line}: {:?}",
+                parse(line)
+            );
+        }
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 42-1234/567",
+            "numbers at both ends",
+        );
+    }
+
     // -- the article's firewall section --
 
     #[test]
@@ -3329,11 +2846,12 @@ mod tests {
         assert_eq!(chain, "INPUT");
         let mut expected = Rule::new(Target::Accept);
         expected.protocol = Some(Negatable::is(6));
-        expected.matches = vec![Match::Ports {
+        expected.matches = vec![Match::Ports(Ports {
             protocol: 6,
             sport: None,
             dport: Some(Negatable::is(range(22, 22))),
-        }];
+            tcp_flags: None,
+        })];
         assert_eq!(rules, vec![expected]);
     }
 
@@ -3375,11 +2893,12 @@ mod tests {
         assert_eq!(dns.protocol, Some(Negatable::is(17)));
         assert_eq!(
             dns.matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 17,
                 sport: None,
-                dport: Some(Negatable::is(range(53, 53)))
-            }]
+                dport: Some(Negatable::is(range(53, 53))),
+                tcp_flags: None,
+            })]
         );
         assert_eq!(
             rule("-A OUTPUT -j REJECT").target,
@@ -3819,10 +3338,10 @@ mod tests {
             "'33' is not a prefix length 0-32",
         );
         assert_err("-A INPUT -s 10.0.0.0/", "is not a prefix length");
-        assert_err(
-            "-A INPUT -s 10.0.0.0/255.0.255.0",
-            "netmask 255.0.255.0 is not contiguous",
-        );
+        assert!(matches!(
+            parse("-A INPUT -s 10.0.0.0/255.0.255.0"),
+            Err(ParseError::Unsupported { what, .. }) if what.contains("non-contiguous netmask 255.0.255.0")
+        ));
         assert_err("-A INPUT -d localhost", "host names are not resolved");
         assert_err("-A INPUT -s 1.2.3.4.5", "invalid address");
         assert_err("-A INPUT -s 1.1.1.1 -s 2.2.2.2", "multiple -s options");
@@ -3850,10 +3369,11 @@ mod tests {
                 wildcard: true
             }))
         );
-        let r = rule("-A INPUT --in-interface +");
+        // Every interface is no -i at all, as iptables stores it.
+        assert_eq!(rule("-A INPUT --in-interface +").in_iface, None);
         assert_eq!(
-            r.in_iface,
-            Some(Negatable::is(IfaceName {
+            rule("-A INPUT ! -i +").in_iface,
+            Some(Negatable::not(IfaceName {
                 name: String::new(),
                 wildcard: true
             }))
@@ -3902,50 +3422,54 @@ mod tests {
 
     #[test]
     fn ports_implicit_and_explicit() {
-        let expected = vec![Match::Ports {
+        let expected = vec![Match::Ports(Ports {
             protocol: 6,
             sport: Some(Negatable::is(range(1024, 65535))),
             dport: Some(Negatable::not(range(22, 22))),
-        }];
+            tcp_flags: None,
+        })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
             expected
         );
         assert_eq!(
-            rule("-A INPUT -p tcp -m tcp --source-port 1024:65535 --destination-port ! 22").matches,
+            rule("-A INPUT -p tcp -m tcp --source-port 1024:65535 ! --destination-port 22").matches,
             expected
         );
         assert_eq!(
             rule("-A INPUT -p 6 --dport=22").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
-                dport: Some(Negatable::is(range(22, 22)))
-            }]
+                dport: Some(Negatable::is(range(22, 22))),
+                tcp_flags: None,
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p udp --sport :1023").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 17,
                 sport: Some(Negatable::is(range(0, 1023))),
-                dport: None
-            }]
+                dport: None,
+                tcp_flags: None,
+            })]
         );
         // -m tcp alone still is a match iptables-save prints.
         assert_eq!(
             rule("-A INPUT -p tcp -m tcp").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
-                dport: None
-            }]
+                dport: None,
+                tcp_flags: None,
+            })]
         );
     }
 
     #[test]
     fn port_names_and_ranges() {
         let dport = |line: &str| match &rule(line).matches[0] {
-            Match::Ports { dport, .. } => dport.clone().unwrap().value,
+            Match::Ports(Ports { dport, .. }) => dport.clone().unwrap().value,
             other => panic!("{other:?}"),
         };
         assert_eq!(dport("-A INPUT -p tcp --dport ssh"), range(22, 22));
@@ -3959,19 +3483,21 @@ mod tests {
         // The full range is "any port", as the kernel stores it.
         assert_eq!(
             rule("-A INPUT -p tcp --dport 0:65535").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
-                dport: None
-            }]
+                dport: None,
+                tcp_flags: None,
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p tcp ! --dport :").matches,
-            vec![Match::Ports {
+            vec![Match::Ports(Ports {
                 protocol: 6,
                 sport: None,
-                dport: Some(Negatable::not(range(0, 65535)))
-            }]
+                dport: Some(Negatable::not(range(0, 65535))),
+                tcp_flags: None,
+            })]
         );
     }
 
@@ -4005,16 +3531,18 @@ mod tests {
         assert_eq!(
             rule("-A INPUT -p tcp --dport 22 -m tcp --dport 23").matches,
             vec![
-                Match::Ports {
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(22, 22)))
-                },
-                Match::Ports {
+                    dport: Some(Negatable::is(range(22, 22))),
+                    tcp_flags: None,
+                }),
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(23, 23)))
-                },
+                    dport: Some(Negatable::is(range(23, 23))),
+                    tcp_flags: None,
+                }),
             ]
         );
     }
@@ -4025,12 +3553,13 @@ mod tests {
         assert_eq!(
             r.matches,
             vec![
-                Match::Comment("x".into()),
-                Match::Ports {
+                Match::Comment(Comment("x".into())),
+                Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
-                    dport: Some(Negatable::is(range(22, 22)))
-                }
+                    dport: Some(Negatable::is(range(22, 22))),
+                    tcp_flags: None,
+                })
             ]
         );
     }
@@ -4056,14 +3585,14 @@ mod tests {
     }
 
     #[test]
-    fn tcp_flags_are_not_supported_yet() {
+    fn tcp_options_are_not_supported_yet() {
         assert_err(
-            "-A INPUT -p tcp --syn -j DROP",
-            "--syn (TCP flag matching) is not supported yet",
+            "-A INPUT -p tcp --tcp-option 2 -j DROP",
+            "--tcp-option (matching TCP options) is not supported yet",
         );
         assert_err(
-            "-A INPUT -p tcp --tcp-flags SYN,ACK SYN",
-            "--tcp-flags (TCP flag matching) is not supported yet",
+            "-A INPUT -p udp --syn -j DROP",
+            "--syn needs -p tcp before it (this rule has -p udp), e.g. -p tcp --dport 22",
         );
     }
 
@@ -4073,27 +3602,27 @@ mod tests {
     fn multiport() {
         assert_eq!(
             rule("-A INPUT -p tcp -m multiport --dports 80,443,1000:2000 -j ACCEPT").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Destination,
                 negated: false,
                 ports: vec![range(80, 80), range(443, 443), range(1000, 2000)]
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p udp -m multiport ! --sports domain,ntp").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Source,
                 negated: true,
                 ports: vec![range(53, 53), range(123, 123)]
-            }]
+            })]
         );
         assert_eq!(
             rule("-A INPUT -p tcp -m multiport --ports 22").matches,
-            vec![Match::Multiport {
+            vec![Match::Multiport(Multiport {
                 kind: MultiportKind::Either,
                 negated: false,
                 ports: vec![range(22, 22)]
-            }]
+            })]
         );
     }
 
@@ -4145,15 +3674,15 @@ mod tests {
     fn mac_source() {
         assert_eq!(
             rule("-A INPUT -m mac --mac-source AA:bb:0c:dd:ee:1").matches,
-            vec![Match::MacSource(Negatable::is([
+            vec![Match::MacSource(MacSource(Negatable::is([
                 0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x01
-            ]))]
+            ])))]
         );
         assert_eq!(
             rule("-A FORWARD -m mac ! --mac-source aa:bb:cc:dd:ee:ff").matches,
-            vec![Match::MacSource(Negatable::not([
+            vec![Match::MacSource(MacSource(Negatable::not([
                 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff
-            ]))]
+            ])))]
         );
         assert_err(
             "-A INPUT -m mac --mac-source aa:bb:cc:dd:ee",
@@ -4179,7 +3708,7 @@ mod tests {
     #[test]
     fn icmp_types() {
         let icmp = |line: &str| match &rule(line).matches[0] {
-            Match::Icmp(t) => t.clone(),
+            Match::Icmp(Icmp(t)) => t.clone(),
             other => panic!("{other:?}"),
         };
         let of = |t, code| IcmpType::Type { icmp_type: t, code };
@@ -4281,7 +3810,7 @@ mod tests {
         };
         assert_eq!(
             rules[0].matches,
-            vec![Match::Comment("allow ssh, please".into())]
+            vec![Match::Comment(Comment("allow ssh, please".into()))]
         );
         let long = "a".repeat(MAX_COMMENT_LEN + 1);
         let line: Vec<String> = ["-A", "INPUT", "-m", "comment", "--comment", &long]
@@ -4533,16 +4062,12 @@ mod tests {
             "invalid port '' for --to-destination",
         );
         assert_err(
-            "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1:0",
-            "port 0 is not a port a connection can use",
-        );
-        assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to 10.0.0.1-",
             "invalid address '10.0.0.1-' for --to-destination: an address range has two ends",
         );
         assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to :",
-            "invalid port '' for --to-destination: use a number 1-65535 or a service name",
+            "invalid port '' for --to-destination: use a number 0-65535 or a service name",
         );
         assert_err(
             "-t nat -A PREROUTING -p tcp -j DNAT --to=",
@@ -4910,11 +4435,11 @@ mod tests {
     fn conn_state(line: &str) -> (StateModule, bool, String) {
         let rule = rule(line);
         let [
-            Match::ConnState {
+            Match::ConnState(ConnState {
                 module,
                 negated,
                 states,
-            },
+            }),
         ] = rule.matches.as_slice()
         else {
             panic!("{line}: expected one state match, got {:?}", rule.matches);
@@ -4965,11 +4490,11 @@ mod tests {
             .with(netbeast_common::ct_state::RELATED);
         assert_eq!(
             rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
-            vec![Match::ConnState {
+            vec![Match::ConnState(ConnState {
                 module: StateModule::State,
                 negated: false,
                 states: bits
-            }]
+            })]
         );
         // Two state matches in one rule are two conditions, as in iptables.
         let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");
@@ -5154,22 +4679,17 @@ mod tests {
         let new_style = rule("-A FORWARD ! -s 1.1.1.1 ! -d 2.2.2.2 ! -i eth0 ! -o eth1 ! -p tcp");
         let old_style = rule("-A FORWARD -s ! 1.1.1.1 -d ! 2.2.2.2 -i ! eth0 -o ! eth1 -p ! tcp");
         assert_eq!(old_style, new_style);
-        assert_eq!(
-            rule("-A INPUT -p tcp --sport ! 1 --dport ! 2"),
-            rule("-A INPUT -p tcp ! --sport 1 ! --dport 2")
-        );
-        assert_eq!(
-            rule("-A INPUT -p tcp -m multiport --dports ! 1,2"),
-            rule("-A INPUT -p tcp -m multiport ! --dports 1,2")
-        );
-        assert_eq!(
-            rule("-A INPUT -m mac --mac-source ! aa:bb:cc:dd:ee:ff"),
-            rule("-A INPUT -m mac ! --mac-source aa:bb:cc:dd:ee:ff")
-        );
-        assert_eq!(
-            rule("-A INPUT -p icmp --icmp-type ! 8"),
-            rule("-A INPUT -p icmp ! --icmp-type 8")
-        );
+        // A match's options take `!` before them only, as iptables 1.8.9
+        // (checked: it refuses each of these).
+        for line in [
+            "-A INPUT -p tcp --sport ! 1",
+            "-A INPUT -p tcp -m multiport --dports ! 1,2",
+            "-A INPUT -m mac --mac-source ! aa:bb:cc:dd:ee:ff",
+            "-A INPUT -p icmp --icmp-type ! 8",
+            "-A INPUT -m state --state ! NEW",
+        ] {
+            assert_err(line, "put '!' before the option");
+        }
         assert_err("-A INPUT -s !", "option -s requires an argument");
     }
 

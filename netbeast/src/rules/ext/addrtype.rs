@@ -1,0 +1,198 @@
+//! `-m addrtype --src-type T[,T...] --dst-type T[,T...]` (each `!`-able,
+//! with `--limit-iface-in/out`): the type the kernel's local routing table
+//! gives an address (xt_addrtype, revision 1).
+
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
+};
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
+use std::fmt::Write as _;
+
+use netbeast_common::addr_type;
+use serde::{Deserialize, Serialize};
+
+use super::bang;
+use crate::compile::PacketView;
+use crate::rules::model::Negatable;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrType {
+    /// A mask of `1 << addr_type::*`.
+    pub src: Option<Negatable<u16>>,
+    pub dst: Option<Negatable<u16>>,
+    pub limit_iface_in: bool,
+    pub limit_iface_out: bool,
+}
+
+/// `LOCAL,UNICAST`: the names of a mask's types, in type order.
+pub fn types_text(mask: u16) -> String {
+    addr_type::NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl MatchExt for AddrType {
+    fn save(&self, out: &mut String) {
+        out.push_str(" -m addrtype");
+        for (types, option) in [(&self.src, "--src-type"), (&self.dst, "--dst-type")] {
+            if let Some(t) = types {
+                let _ = write!(out, "{} {option} {}", bang(t.negated), types_text(t.value));
+            }
+        }
+        if self.limit_iface_in {
+            out.push_str(" --limit-iface-in");
+        }
+        if self.limit_iface_out {
+            out.push_str(" --limit-iface-out");
+        }
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        out.push_str(" ADDRTYPE match");
+        for (types, what) in [(&self.src, "src-type"), (&self.dst, "dst-type")] {
+            if let Some(t) = types {
+                let bang = if t.negated { "!" } else { "" };
+                let _ = write!(out, " {what} {bang}{}", types_text(t.value));
+            }
+        }
+        if self.limit_iface_in {
+            out.push_str(" limit-in");
+        }
+        if self.limit_iface_out {
+            out.push_str(" limit-out");
+        }
+    }
+
+    fn matches(&self, pkt: &PacketView) -> bool {
+        let holds = |types: &Option<Negatable<u16>>, of: u32| match types {
+            None => true,
+            Some(t) => (t.value & (1 << of) != 0) != t.negated,
+        };
+        holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
+    }
+}
+
+static OPTIONS: [OptSpec; 4] = [
+    OptSpec {
+        names: &["src-type"],
+        value: Value::One("address types like LOCAL or UNICAST,BROADCAST"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["dst-type"],
+        value: Value::One("address types like LOCAL or UNICAST,BROADCAST"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["limit-iface-in"],
+        value: Value::None,
+        negatable: false,
+    },
+    OptSpec {
+        names: &["limit-iface-out"],
+        value: Value::None,
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "addrtype",
+    options: &OPTIONS,
+    example: "e.g. -m addrtype --dst-type LOCAL",
+    implicit_protocol: None,
+    parser: || Box::<AddrTypeParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct AddrTypeParser {
+    src: Option<Negatable<u16>>,
+    dst: Option<Negatable<u16>>,
+    limit_in: Option<()>,
+    limit_out: Option<()>,
+}
+
+/// `LOCAL,UNICAST` (any case) as a mask of `1 << addr_type::*`.
+fn parse_types(option: &OptSpec, text: &str) -> Result<u16, ParseError> {
+    let mut mask = 0u16;
+    for name in text.split(',') {
+        let Some(t) = addr_type::NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(invalid(
+                &option.flag(),
+                "address type",
+                name,
+                format!("use {}", addr_type::NAMES.join(", ")),
+            ));
+        };
+        mask |= 1 << t;
+    }
+    Ok(mask)
+}
+
+impl MatchParser for AddrTypeParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: &[&str],
+    ) -> Result<(), ParseError> {
+        match option.name() {
+            "src-type" | "dst-type" => {
+                let types = Negatable {
+                    negated,
+                    value: parse_types(option, value(option, text))?,
+                };
+                let slot = if option.name() == "src-type" {
+                    &mut self.src
+                } else {
+                    &mut self.dst
+                };
+                once(slot, types, option)
+            }
+            "limit-iface-in" => once(&mut self.limit_in, (), option),
+            _ => once(&mut self.limit_out, (), option),
+        }
+    }
+
+    /// xt_addrtype's checkentry: a type to test, one interface limit at
+    /// most, and only where that interface is known.
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        if self.src.is_none() && self.dst.is_none() {
+            return Err(missing(&MODULE, "--src-type or --dst-type"));
+        }
+        let (limit_iface_in, limit_iface_out) = (self.limit_in.is_some(), self.limit_out.is_some());
+        if limit_iface_in && limit_iface_out {
+            return Err(ParseError::Unsupported {
+                what: "--limit-iface-in together with --limit-iface-out".into(),
+                hint: "; the kernel takes one interface limit per -m addrtype".into(),
+            });
+        }
+        if limit_iface_in && matches!(rule.chain, "OUTPUT" | "POSTROUTING") {
+            return Err(ParseError::WrongChain {
+                option: "--limit-iface-in".into(),
+                chain: rule.chain.into(),
+                reason: "locally generated packets have no input interface",
+            });
+        }
+        if limit_iface_out && matches!(rule.chain, "PREROUTING" | "INPUT") {
+            return Err(ParseError::WrongChain {
+                option: "--limit-iface-out".into(),
+                chain: rule.chain.into(),
+                reason: "the output interface is not known yet there",
+            });
+        }
+        Ok(Match::AddrType(AddrType {
+            src: self.src,
+            dst: self.dst,
+            limit_iface_in,
+            limit_iface_out,
+        }))
+    }
+}

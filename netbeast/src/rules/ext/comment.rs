@@ -1,0 +1,104 @@
+//! `-m comment --comment TEXT` (libxt_comment): no effect on matching.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing};
+use crate::compile::PacketView;
+use crate::rules::model::Match;
+use crate::rules::parse::{ParseError, invalid};
+
+/// Serialized as its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment(pub String);
+
+/// xtables_save_string: bare when only `[A-Za-z0-9_-]`, otherwise in double
+/// quotes with `"`, `\` and `'` escaped by a backslash.
+pub fn quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\' | '\'') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+impl MatchExt for Comment {
+    fn save(&self, out: &mut String) {
+        let _ = write!(out, " -m comment --comment {}", quote(&self.0));
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        let _ = write!(out, " /* {} */", self.0);
+    }
+
+    fn matches(&self, _pkt: &PacketView) -> bool {
+        true
+    }
+}
+
+/// XT_MAX_COMMENT_LEN - 1: the longest comment the kernel stores.
+pub const MAX_COMMENT_LEN: usize = 255;
+
+static OPTIONS: [OptSpec; 1] = [OptSpec {
+    names: &["comment"],
+    value: Value::One("the comment text, quoted if it has spaces"),
+    negatable: false,
+}];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "comment",
+    options: &OPTIONS,
+    example: "e.g. -m comment --comment \"allow ssh\"",
+    parser: || Box::<CommentParser>::default(),
+    implicit_protocol: None,
+};
+
+#[derive(Debug, Default)]
+struct CommentParser(Option<Comment>);
+
+impl MatchParser for CommentParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        _negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let text = values[0];
+        if text.len() > MAX_COMMENT_LEN {
+            let start: String = text.chars().take(20).collect();
+            return Err(invalid(
+                "--comment",
+                "comment",
+                &format!("{start}..."),
+                format!(
+                    "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
+                    text.len()
+                ),
+            ));
+        }
+        if self.0.is_some() {
+            return Err(ParseError::Repeated {
+                option: option.flag(),
+                hint: "; add another -m comment",
+            });
+        }
+        self.0 = Some(Comment(text.to_string()));
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Comment)
+            .ok_or_else(|| missing(&MODULE, "--comment"))
+    }
+}

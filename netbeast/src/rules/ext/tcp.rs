@@ -1,0 +1,373 @@
+//! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
+//! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang};
+use crate::compile::PacketView;
+use crate::rules::model::{Match, Negatable, PortRange};
+use crate::rules::parse::parse_port;
+
+use crate::rules::parse::{ParseError, invalid};
+
+/// Flag names in the order iptables prints them; `ALL` and `NONE` are
+/// taken on input only.
+pub const FLAG_NAMES: &[(&str, u8)] = &[
+    ("FIN", 0x01),
+    ("SYN", 0x02),
+    ("RST", 0x04),
+    ("PSH", 0x08),
+    ("ACK", 0x10),
+    ("URG", 0x20),
+    ("ALL", 0x3f),
+    ("NONE", 0x00),
+];
+
+/// `--syn`'s flags.
+pub const SYN: TcpFlags = TcpFlags {
+    mask: 0x17,
+    comp: 0x02,
+};
+
+/// `(flags & mask) == comp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpFlags {
+    pub mask: u8,
+    pub comp: u8,
+}
+
+/// `FIN,SYN,RST,ACK`: the names of a flag set, `NONE` for none.
+pub fn flags_text(mut flags: u8) -> String {
+    let mut names = Vec::new();
+    while flags != 0 {
+        let Some((name, bit)) = FLAG_NAMES[..6].iter().find(|(_, bit)| flags & bit != 0) else {
+            break;
+        };
+        names.push(*name);
+        flags &= !bit;
+    }
+    if names.is_empty() {
+        "NONE".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+impl TcpFlags {
+    pub fn matches(&self, flags: u8) -> bool {
+        flags & self.mask == self.comp
+    }
+}
+
+/// `SYN,ACK` (any case), `ALL` or `NONE` as a flag set.
+pub fn parse_flags(text: &str) -> Result<u8, ParseError> {
+    let mut flags = 0;
+    for name in text.split(',') {
+        let Some((_, bit)) = FLAG_NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(invalid(
+                "--tcp-flags",
+                "TCP flag",
+                name,
+                "use FIN, SYN, RST, PSH, ACK, URG, ALL or NONE, separated by commas",
+            ));
+        };
+        flags |= bit;
+    }
+    Ok(flags)
+}
+
+/// `-m tcp` / `-m udp` (also loaded by `-p tcp`/`-p udp` on their first
+/// option): ports, and for TCP the flag tests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// 6 (tcp) or 17 (udp).
+    pub protocol: u8,
+    pub sport: Option<Negatable<PortRange>>,
+    pub dport: Option<Negatable<PortRange>>,
+    /// `--tcp-flags` / `--syn` (TCP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<Negatable<TcpFlags>>,
+}
+
+/// The full range: what the kernel stores for "any port".
+pub fn is_any_port(range: &PortRange) -> bool {
+    range.first == 0 && range.last == u16::MAX
+}
+
+/// `22`, `1024:65535`.
+pub fn port_range_text(range: PortRange) -> String {
+    if range.first == range.last {
+        range.first.to_string()
+    } else {
+        format!("{}:{}", range.first, range.last)
+    }
+}
+
+/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
+fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
+    let Some(ports) = ports else {
+        return;
+    };
+    if is_any_port(&ports.value) && !ports.negated {
+        return;
+    }
+    let bang = if ports.negated { "!" } else { "" };
+    let range = ports.value;
+    if range.first == range.last {
+        let _ = write!(out, " {name}:{bang}{}", range.first);
+    } else {
+        let _ = write!(out, " {name}s:{bang}{}:{}", range.first, range.last);
+    }
+}
+
+impl MatchExt for Ports {
+    fn save(&self, out: &mut String) {
+        let name = if self.protocol == 6 { "tcp" } else { "udp" };
+        let _ = write!(out, " -m {name}");
+        for (flag, ports) in [("--sport", &self.sport), ("--dport", &self.dport)] {
+            // As libxt_tcp: the full range means "any port" and is not
+            // printed — unless negated: `! --sport 0:65535` matches nothing.
+            if let Some(ports) = ports
+                .as_ref()
+                .filter(|p| p.negated || !is_any_port(&p.value))
+            {
+                let _ = write!(
+                    out,
+                    "{} {flag} {}",
+                    bang(ports.negated),
+                    port_range_text(ports.value)
+                );
+            }
+        }
+        if let Some(f) = &self.tcp_flags {
+            let _ = write!(
+                out,
+                "{} --tcp-flags {} {}",
+                bang(f.negated),
+                flags_text(f.value.mask),
+                flags_text(f.value.comp)
+            );
+        }
+    }
+
+    fn list(&self, out: &mut String, numeric: bool) {
+        out.push_str(if self.protocol == 6 { " tcp" } else { " udp" });
+        list_ports(out, "spt", &self.sport);
+        list_ports(out, "dpt", &self.dport);
+        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
+        // numerically ` flags:0x17/0x02`.
+        if let Some(f) = &self.tcp_flags {
+            let bang = if f.negated { "!" } else { "" };
+            let (mask, comp) = (f.value.mask, f.value.comp);
+            let _ = if numeric {
+                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
+            } else {
+                write!(
+                    out,
+                    " flags:{bang}{}/{}",
+                    flags_text(mask),
+                    flags_text(comp)
+                )
+            };
+        }
+    }
+
+    fn matches(&self, pkt: &PacketView) -> bool {
+        let Some((s, d)) = pkt.ports() else {
+            return false;
+        };
+        let holds = |r: &Option<Negatable<PortRange>>, port| {
+            r.as_ref()
+                .is_none_or(|r| r.value.contains(port) != r.negated)
+        };
+        holds(&self.sport, s)
+            && holds(&self.dport, d)
+            && self.tcp_flags.as_ref().is_none_or(|f| {
+                pkt.tcp_flags()
+                    .is_some_and(|flags| f.value.matches(flags) != f.negated)
+            })
+    }
+}
+
+const PORT: &str = "a port or range like 22 or 1024:65535";
+
+const SPORT: OptSpec = OptSpec {
+    names: &["sport", "source-port"],
+    value: Value::One(PORT),
+    negatable: true,
+};
+
+const DPORT: OptSpec = OptSpec {
+    names: &["dport", "destination-port"],
+    value: Value::One(PORT),
+    negatable: true,
+};
+
+static UDP_OPTIONS: [OptSpec; 2] = [SPORT, DPORT];
+
+static TCP_OPTIONS: [OptSpec; 5] = [
+    SPORT,
+    DPORT,
+    OptSpec {
+        names: &["syn"],
+        value: Value::None,
+        negatable: true,
+    },
+    OptSpec {
+        names: &["tcp-flags"],
+        value: Value::Two("two flag lists like SYN,ACK,FIN,RST SYN"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["tcp-option"],
+        value: Value::One("a TCP option number"),
+        negatable: true,
+    },
+];
+
+pub static TCP: MatchModule = MatchModule {
+    name: "tcp",
+    options: &TCP_OPTIONS,
+    example: "e.g. -p tcp --dport 22",
+    parser: || Box::new(PortsParser::new(6)),
+    implicit_protocol: Some(6),
+};
+
+pub static UDP: MatchModule = MatchModule {
+    name: "udp",
+    options: &UDP_OPTIONS,
+    example: "e.g. -p udp --dport 53",
+    parser: || Box::new(PortsParser::new(17)),
+    implicit_protocol: Some(17),
+};
+
+#[derive(Debug)]
+struct PortsParser {
+    ports: Ports,
+}
+
+impl PortsParser {
+    fn new(protocol: u8) -> Self {
+        PortsParser {
+            ports: Ports {
+                protocol,
+                sport: None,
+                dport: None,
+                tcp_flags: None,
+            },
+        }
+    }
+}
+
+/// `--sport`/`--dport`: `port`, `first:last`, `:last` or `first:`.
+pub fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
+    let Some((first, last)) = text.split_once(':') else {
+        let port = parse_port(option, text)?;
+        return Ok(PortRange {
+            first: port,
+            last: port,
+        });
+    };
+    let first = if first.is_empty() {
+        0
+    } else {
+        parse_port(option, first)?
+    };
+    let last = if last.is_empty() {
+        u16::MAX
+    } else {
+        parse_port(option, last)?
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "port range",
+            text,
+            "the first port is larger than the last; write it as low:high",
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+impl MatchParser for PortsParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        values: &[&str],
+    ) -> Result<(), ParseError> {
+        let ports = &mut self.ports;
+        match option.name() {
+            "sport" | "dport" => {
+                let value = parse_port_range(&option.flag(), values[0])?;
+                let slot = if option.name() == "sport" {
+                    &mut ports.sport
+                } else {
+                    &mut ports.dport
+                };
+                if slot.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: option.flag(),
+                        hint: "; use -m multiport for several ports",
+                    });
+                }
+                *slot = Some(Negatable { negated, value });
+                Ok(())
+            }
+            "syn" | "tcp-flags" => {
+                let value = if option.name() == "syn" {
+                    SYN
+                } else {
+                    TcpFlags {
+                        mask: parse_flags(values[0])?,
+                        comp: parse_flags(values[1])?,
+                    }
+                };
+                if ports.tcp_flags.is_some() {
+                    return Err(ParseError::Repeated {
+                        option: "--syn/--tcp-flags".into(),
+                        hint: "; one -m tcp takes one of them",
+                    });
+                }
+                ports.tcp_flags = Some(Negatable { negated, value });
+                Ok(())
+            }
+            _ => Err(ParseError::Unsupported {
+                what: "--tcp-option (matching TCP options)".into(),
+                hint: "; match the flags with --tcp-flags or --syn".into(),
+            }),
+        }
+    }
+
+    /// The rule's protocol must be the match's, not negated (the kernel
+    /// refuses it otherwise).
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        let mut ports = self.ports;
+        let wanted = ports.protocol;
+        if rule.plain_protocol() != Some(wanted) {
+            let name = if wanted == 6 { "tcp" } else { "udp" };
+            let option = match (rule.implicit, &ports.dport, &ports.sport) {
+                (true, Some(_), _) => "--dport".to_string(),
+                (true, None, Some(_)) => "--sport".to_string(),
+                (true, None, None) => "--syn/--tcp-flags".to_string(),
+                _ => format!("-m {name}"),
+            };
+            return Err(ParseError::NeedsProtocol {
+                option,
+                needs: format!("-p {name} (not negated) earlier in the rule"),
+            });
+        }
+        // The full range is what the kernel stores for "any port": not
+        // printed, so only kept when negated (a rule that matches nothing).
+        let real =
+            |p: Option<Negatable<PortRange>>| p.filter(|p| p.negated || !is_any_port(&p.value));
+        ports.sport = real(ports.sport);
+        ports.dport = real(ports.dport);
+        Ok(Match::Ports(ports))
+    }
+}

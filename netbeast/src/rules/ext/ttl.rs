@@ -1,0 +1,136 @@
+//! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
+//! (ipt_ttl).
+
+use super::{
+    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
+};
+use crate::rules::model::Match;
+use crate::rules::parse::ParseError;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::PacketView;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TtlOp {
+    /// `--ttl-eq N`
+    Eq,
+    /// `! --ttl-eq N`
+    Ne,
+    /// `--ttl-lt N`
+    Lt,
+    /// `--ttl-gt N`
+    Gt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ttl {
+    pub op: TtlOp,
+    pub value: u8,
+}
+
+impl MatchExt for Ttl {
+    fn save(&self, out: &mut String) {
+        let option = match self.op {
+            TtlOp::Eq => " --ttl-eq",
+            TtlOp::Ne => " ! --ttl-eq",
+            TtlOp::Lt => " --ttl-lt",
+            TtlOp::Gt => " --ttl-gt",
+        };
+        let _ = write!(out, " -m ttl{option} {}", self.value);
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        let op = match self.op {
+            TtlOp::Eq => "==",
+            TtlOp::Ne => "!=",
+            TtlOp::Lt => "<",
+            TtlOp::Gt => ">",
+        };
+        let _ = write!(out, " TTL match TTL {op} {}", self.value);
+    }
+
+    fn matches(&self, pkt: &PacketView) -> bool {
+        let ttl = pkt.header.ttl;
+        match self.op {
+            TtlOp::Eq => ttl == self.value,
+            TtlOp::Ne => ttl != self.value,
+            TtlOp::Lt => ttl < self.value,
+            TtlOp::Gt => ttl > self.value,
+        }
+    }
+}
+
+static OPTIONS: [OptSpec; 3] = [
+    OptSpec {
+        names: &["ttl-eq"],
+        value: Value::One("a TTL from 0 to 255"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["ttl-lt"],
+        value: Value::One("a TTL from 0 to 255"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["ttl-gt"],
+        value: Value::One("a TTL from 0 to 255"),
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "ttl",
+    options: &OPTIONS,
+    example: "e.g. -m ttl --ttl-lt 5",
+    implicit_protocol: None,
+    parser: || Box::<TtlParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct TtlParser(Option<Ttl>);
+
+impl MatchParser for TtlParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: &[&str],
+    ) -> Result<(), ParseError> {
+        if let Some(have) = &self.0 {
+            return Err(ParseError::Unsupported {
+                what: format!("{} together with {}", option.flag(), have.op.option()),
+                hint: "; -m ttl takes one of --ttl-eq, --ttl-lt and --ttl-gt (add another -m ttl)"
+                    .into(),
+            });
+        }
+        let value = number(option, "TTL", value(option, text), u8::MAX.into())? as u8;
+        let op = match (option.name(), negated) {
+            ("ttl-eq", false) => TtlOp::Eq,
+            ("ttl-eq", true) => TtlOp::Ne,
+            ("ttl-lt", _) => TtlOp::Lt,
+            _ => TtlOp::Gt,
+        };
+        self.0 = Some(Ttl { op, value });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
+        self.0
+            .map(Match::Ttl)
+            .ok_or_else(|| missing(&MODULE, "--ttl-eq, --ttl-lt or --ttl-gt"))
+    }
+}
+
+impl TtlOp {
+    /// The option that gives this test.
+    pub fn option(self) -> &'static str {
+        match self {
+            TtlOp::Eq => "--ttl-eq",
+            TtlOp::Ne => "! --ttl-eq",
+            TtlOp::Lt => "--ttl-lt",
+            TtlOp::Gt => "--ttl-gt",
+        }
+    }
+}
