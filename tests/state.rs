@@ -5,6 +5,7 @@
 //! Needs root. Run: `cargo test -p netbeast --test state`.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use netbeast::netns::{
     ConnectOutcome::{Connected, TimedOut},
-    Firewall, SERVER_IFACE, Testbed, comparable_save, mentions_line, require_root, tcp_server,
+    Firewall, Netns, SERVER_IFACE, Testbed, comparable_save, mentions_line, require_root,
+    tcp_server,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
@@ -439,4 +441,563 @@ COMMIT
         [Connected, Connected, TimedOut],
         "traffic after --noflush"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Namespace and interface churn (issue 12): state is found by numbers the
+// kernel reuses; what it belongs to is checked, never assumed.
+
+fn status_json(ns: &Netns) -> serde_json::Value {
+    let text = ns.netbeast_ok(&["status", "--json"]).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("status --json ({e}): {text}"))
+}
+
+fn json_ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Program ids on the root cgroup (bpftool's view).
+fn root_cgroup_programs() -> Vec<u64> {
+    let root = netbeast::state::cgroup2_root().unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(&root)
+        .output()
+        .expect("bpftool runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// A veth pair inside `ns`, both ends up; `index` pins the first end's
+/// ifindex.
+fn inner_veth(ns: &Netns, a: &str, b: &str, index: Option<u32>) {
+    let index = index.map(|i| i.to_string());
+    let mut args = vec!["link", "add", a];
+    if let Some(i) = &index {
+        args.extend(["index", i.as_str()]);
+    }
+    args.extend(["type", "veth", "peer", "name", b]);
+    ns.ip(&args).unwrap();
+    ns.ip(&["link", "set", a, "up"]).unwrap();
+    ns.ip(&["link", "set", b, "up"]).unwrap();
+}
+
+fn ifindex_in(ns: &Netns, dev: &str) -> u32 {
+    let text = ns.ip(&["-o", "link", "show", "dev", dev]).unwrap();
+    text.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A namespace that gets the inode of a deleted one (the kernel hands the
+/// lowest free inode number to the next namespace) must not inherit its
+/// state: not its rules, not its "attached" interfaces, not its socket
+/// programs. Other processes may take a freed inode first, so the test
+/// moves the old namespace's state under the new namespace's inode, which
+/// is exactly what reuse looks like from the state's side.
+#[test]
+fn a_namespace_reusing_an_inode_starts_empty() {
+    require_root();
+    let old = Netns::new("st-old").unwrap().with_netbeast(NETBEAST);
+    inner_veth(&old, "nbt-v0", "nbt-v1", None);
+    old.netbeast_ok(&["attach", "nbt-v0"]).unwrap();
+    old.netbeast_iptables_ok("-A INPUT -p icmp -j DROP")
+        .unwrap();
+    old.netbeast_iptables_ok("-P INPUT DROP").unwrap();
+    let sock = json_ids(&status_json(&old)["socket_program_ids"]);
+    let new = Netns::new("st-new").unwrap().with_netbeast(NETBEAST);
+    inner_veth(&new, "nbt-v0", "nbt-v1", None);
+    let (old_id, new_id) = (old.id().unwrap(), new.id().unwrap());
+    for root in ["/run/netbeast/bpffs/netbeast", RULES_ROOT] {
+        let from = Path::new(root).join(old_id.to_string());
+        let to = Path::new(root).join(new_id.to_string());
+        std::fs::rename(&from, &to)
+            .unwrap_or_else(|e| panic!("moving {} to {}: {e}", from.display(), to.display()));
+    }
+    drop(old);
+
+    // status reports the state as a dead namespace's, not as its own.
+    let status = status_json(&new);
+    assert_eq!(status["attached"], serde_json::json!([]), "{status:#}");
+    assert!(
+        status["mismatches"]
+            .to_string()
+            .contains("deleted network namespace"),
+        "{status:#}"
+    );
+    // The first command removes it: no rules, no policy, nothing attached.
+    let out = new.netbeast(&["iptables", "-S"]).unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        rules, "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n",
+        "the dead namespace's rules were adopted"
+    );
+    assert!(
+        stderr_of(&out).contains("no longer exists"),
+        "the removal is not reported: {}",
+        stderr_of(&out)
+    );
+    let on_cgroup = root_cgroup_programs();
+    assert_eq!(sock.len(), 4, "the old namespace's socket programs");
+    assert!(
+        sock.iter().all(|id| !on_cgroup.contains(id)),
+        "the dead namespace's socket programs {sock:?} still run on the root cgroup"
+    );
+    let out = new.netbeast_ok(&["attach", "nbt-v0"]).unwrap();
+    assert!(!out.contains("already attached"), "{out}");
+    assert!(new.has_xdp("nbt-v0").unwrap(), "attach did not attach");
+}
+
+/// An interface that takes the ifindex of a deleted, attached one is not
+/// "already attached"; and the deleted one detaches by its name.
+#[test]
+fn a_new_interface_with_a_reused_ifindex_is_not_attached() {
+    require_root();
+    let ns = Netns::new("st-ifidx").unwrap().with_netbeast(NETBEAST);
+    inner_veth(&ns, "nbt-l1", "nbt-p1", None);
+    inner_veth(&ns, "nbt-l3", "nbt-p3", None);
+    ns.netbeast_ok(&["attach", "nbt-l1", "nbt-l3"]).unwrap();
+    let reused = ifindex_in(&ns, "nbt-l3");
+    ns.ip(&["link", "del", "nbt-l1"]).unwrap();
+    ns.ip(&["link", "del", "nbt-l3"]).unwrap();
+    inner_veth(&ns, "nbt-l2", "nbt-p2", Some(reused));
+
+    let status = status_json(&ns);
+    assert_eq!(status["attached"], serde_json::json!([]), "{status:#}");
+    let out = ns.netbeast(&["detach", "nbt-l1"]).unwrap();
+    assert!(
+        out.status.success(),
+        "detach of a deleted interface: {}",
+        stderr_of(&out)
+    );
+    let out = ns.netbeast_ok(&["attach", "nbt-l2"]).unwrap();
+    assert!(!out.contains("already attached"), "{out}");
+    assert!(ns.has_xdp("nbt-l2").unwrap(), "nbt-l2 has no XDP program");
+    let status = status_json(&ns);
+    assert_eq!(status["attached"][0]["name"], "nbt-l2", "{status:#}");
+    assert_eq!(status["mismatches"], serde_json::json!([]), "{status:#}");
+}
+
+/// A namespace deleted while attached leaves its pins, socket programs and
+/// files behind (nothing runs in it any more to remove them); `netbeast
+/// gc` removes them.
+#[test]
+fn gc_removes_what_a_deleted_namespace_left() {
+    require_root();
+    // No netbeast guard: the namespace is deleted as a user would.
+    let ns = Netns::new("st-gc").unwrap();
+    inner_veth(&ns, "nbt-g0", "nbt-g1", None);
+    let run = |args: &[&str]| ns.run_ok(NETBEAST, args).unwrap();
+    run(&["attach", "nbt-g0"]);
+    run(&["iptables", "-A", "INPUT", "-j", "DROP"]);
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    let sock = json_ids(&status["socket_program_ids"]);
+    assert_eq!(sock.len(), 4);
+    let id = ns.id().unwrap();
+    let pins = Path::new("/run/netbeast/bpffs/netbeast").join(id.to_string());
+    let rules = Path::new(RULES_ROOT).join(id.to_string());
+    let lock = Path::new("/run/netbeast/locks").join(id.to_string());
+    drop(ns);
+    assert!(
+        pins.exists() && rules.exists(),
+        "the state went with the namespace"
+    );
+
+    let out = std::process::Command::new(NETBEAST)
+        .arg("gc")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gc: {}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&id.to_string()),
+        "gc does not report {id}: {text}"
+    );
+    for path in [&pins, &rules, &lock] {
+        assert!(!path.exists(), "{} left after gc", path.display());
+    }
+    let on_cgroup = root_cgroup_programs();
+    assert!(
+        sock.iter().all(|p| !on_cgroup.contains(p)),
+        "socket programs {sock:?} still on the root cgroup after gc"
+    );
+}
+
+/// A failed attach leaves nothing: a typo attaches nothing and creates no
+/// state; an interface that cannot take the program undoes the others.
+#[test]
+fn a_failed_attach_leaves_nothing() {
+    require_root();
+    let ns = Netns::new("st-fail").unwrap().with_netbeast(NETBEAST);
+    inner_veth(&ns, "nbt-f0", "nbt-f1", None);
+    let id = ns.id().unwrap();
+    let pins = Path::new("/run/netbeast/bpffs/netbeast").join(id.to_string());
+    let rules = Path::new(RULES_ROOT).join(id.to_string());
+
+    let out = ns.netbeast(&["attach", "nbt-f0", "nbt-nosuch"]).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("nbt-nosuch"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        !pins.exists(),
+        "{} created by a failed attach",
+        pins.display()
+    );
+    assert!(
+        !rules.exists(),
+        "{} created by a failed attach",
+        rules.display()
+    );
+
+    // lo has no native XDP.
+    let out = ns
+        .netbeast(&["attach", "--mode", "native", "nbt-f0", "lo"])
+        .unwrap();
+    assert!(!out.status.success(), "native XDP on lo was accepted");
+    assert!(!ns.has_xdp("nbt-f0").unwrap(), "nbt-f0 left attached");
+    let status = status_json(&ns);
+    assert_eq!(status["attached"], serde_json::json!([]), "{status:#}");
+    assert_eq!(status["socket_links_attached"], 0, "{status:#}");
+    assert!(!pins.exists(), "{} left by a failed attach", pins.display());
+}
+
+/// `detach --all` leaves the lock file in place: commands waiting on it
+/// must not end up holding a lock that newer commands no longer take.
+#[test]
+fn detach_all_keeps_the_lock_file() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let ns = Netns::new("st-lock").unwrap().with_netbeast(NETBEAST);
+    ns.netbeast_iptables_ok("-A INPUT -j ACCEPT").unwrap();
+    let lock = Path::new("/run/netbeast/locks").join(ns.id().unwrap().to_string());
+    let hold = |what: &str| {
+        let file = std::fs::File::open(&lock)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", lock.display()));
+        // SAFETY: flock on an open fd.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        file
+    };
+    // Held here, it makes a command wait: it is the lock commands take.
+    let held = hold("before detach --all");
+    let mut waiting = ns
+        .command(NETBEAST)
+        .args(["iptables", "-A", "INPUT", "-j", "DROP"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "a command ran while {} was held",
+        lock.display()
+    );
+    drop(held);
+    assert!(waiting.wait().unwrap().success());
+    let before = hold("after a command").metadata().unwrap().ino();
+    ns.netbeast_ok(&["detach", "--all"]).unwrap();
+    let after = std::fs::metadata(&lock)
+        .unwrap_or_else(|e| panic!("detach --all removed {}: {e}", lock.display()))
+        .ino();
+    assert_eq!(before, after, "detach --all replaced the lock file");
+}
+
+/// A command that only reads or changes rules never mounts bpffs: with no
+/// bpffs visible (a private mount namespace without it), it refuses and
+/// says how to fix it, and the real data plane and its rules stay as
+/// they were.
+#[test]
+fn rule_commands_refuse_without_bpffs() {
+    require_root();
+    let ns = Netns::new("st-nobpf").unwrap().with_netbeast(NETBEAST);
+    ns.netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
+        .unwrap();
+    let script = format!(
+        "umount -l /run/netbeast/bpffs 2>/dev/null; \
+         while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf || exit 99; done; \
+         {NETBEAST} --netns {} iptables -D INPUT 1; rc=$?; \
+         if mountpoint -q /sys/fs/bpf; then echo MOUNTED >&2; fi; exit $rc",
+        ns.name()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "could not unmount bpffs: {err}"
+    );
+    assert!(
+        !out.status.success(),
+        "the rule change succeeded without bpffs"
+    );
+    assert!(
+        !err.contains("MOUNTED"),
+        "a rule command mounted bpffs: {err}"
+    );
+    assert!(err.contains("bpffs"), "the refusal does not say why: {err}");
+    let rules = ns.netbeast_ok(&["iptables", "-S", "INPUT"]).unwrap();
+    assert!(
+        rules.contains("--dport 22"),
+        "the rule was deleted:\n{rules}"
+    );
+}
+
+/// Closed pipes and arguments that are not UTF-8 end in a message or
+/// quietly, never in a panic.
+#[test]
+fn no_panic_on_closed_pipes_or_bad_bytes() {
+    const RULES: usize = 2_000;
+    require_root();
+    let ns = Netns::new("st-pipe").unwrap().with_netbeast(NETBEAST);
+    let mut text =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for i in 0..RULES {
+        text += &format!("-A INPUT -s 10.{}.{}.0/24 -j ACCEPT\n", i / 250, i % 250);
+    }
+    text += "COMMIT\n";
+    let out = ns.netbeast_with_input(&["restore"], &text).unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for args in ["save", "iptables -L -n", "iptables -S", "status"] {
+        let script = format!(
+            "{NETBEAST} --netns {} {args} | head -c 1 >/dev/null; echo rc=${{PIPESTATUS[0]}}",
+            ns.name()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert!(!err.contains("panicked"), "`{args} | head` panicked: {err}");
+        let rc = String::from_utf8_lossy(&out.stdout);
+        assert!(!rc.contains("rc=101"), "`{args} | head`: {rc} {err}");
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff");
+    let links = LinkDir::new();
+    for (program, prefix) in [
+        (PathBuf::from(NETBEAST), vec!["iptables"]),
+        (links.link("iptables"), vec![]),
+    ] {
+        let out = ns
+            .command(&program)
+            .args(&prefix)
+            .args(["-A", "INPUT", "-m", "comment", "--comment"])
+            .arg(bad)
+            .args(["-j", "ACCEPT"])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert!(!err.contains("panicked"), "{program:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{program:?}: {err}");
+    }
+    // A restore file that is not UTF-8: refused, with the line.
+    let file = std::env::temp_dir().join(format!("nbt-bad-utf8-{}.rules", std::process::id()));
+    std::fs::write(
+        &file,
+        b"*filter\n-A INPUT -j ACCEPT\n-A INPUT -m comment --comment \xff -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    let out = ns
+        .netbeast(&["restore".as_ref(), file.as_os_str()])
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "a non-UTF-8 file was applied");
+    assert!(
+        mentions_line(&err, 3),
+        "the refusal does not name line 3: {err}"
+    );
+}
+
+/// `-o NAME` follows the interface of that name: deleted and made again
+/// (a VPN reconnecting), it has a new ifindex, and the next netbeast
+/// command compiles the rule against it (iptables matches names on every
+/// packet; netbeast resolves them whenever the interfaces changed).
+#[test]
+fn an_output_interface_rule_follows_a_recreated_interface() {
+    use netbeast::netns::{
+        ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE, ROUTER_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed,
+        udp_send, veth_pair,
+    };
+    const PORT: u16 = 10;
+    require_root();
+    let firewall = Firewall::netbeast(NETBEAST);
+    let bed = Routed::new("st-oif", firewall.clone()).unwrap();
+    bed.iptables_ok(&format!(
+        "-A FORWARD -o {ROUTER_SERVER_IFACE} -p udp --dport {PORT} -j DROP"
+    ))
+    .unwrap();
+    // Which FORWARD entry counts a datagram from the client to the server.
+    let probe = |when: &str| -> String {
+        let before = firewall.list(&bed.router, "FORWARD").unwrap();
+        let to = std::net::SocketAddrV4::new(ROUTED_SERVER_ADDR, PORT);
+        let start = std::time::Instant::now();
+        loop {
+            udp_send(&bed.client, to, b"probe", 1).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let after = firewall.list(&bed.router, "FORWARD").unwrap();
+            if after.rules[0].packets > before.rules[0].packets {
+                return "rule".into();
+            }
+            if after.policy_packets > before.policy_packets {
+                return "policy".into();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{when}: no FORWARD counter moved"
+            );
+        }
+    };
+    assert_eq!(probe("before"), "rule");
+    bed.router
+        .ip(&["link", "del", ROUTER_SERVER_IFACE])
+        .unwrap();
+    veth_pair(
+        &bed.router,
+        ROUTER_SERVER_IFACE,
+        &format!("{ROUTER_SERVER_ADDR}/24"),
+        &bed.server,
+        ROUTED_SERVER_IFACE,
+        &format!("{ROUTED_SERVER_ADDR}/24"),
+    )
+    .unwrap();
+    bed.server
+        .ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_SERVER_ADDR.to_string(),
+        ])
+        .unwrap();
+    // Any command notices.
+    bed.router.netbeast_ok(&["iptables", "-S"]).unwrap();
+    assert_eq!(
+        probe("after the interface was made again"),
+        "rule",
+        "the -o rule no longer matches the recreated {ROUTER_SERVER_IFACE}"
+    );
+}
+
+/// Workers that append rules (one by one and by `restore --noflush`) while
+/// another attaches and detaches the interface and others clear the state
+/// with `detach --all` before it all starts: every change is serialized.
+/// The end state is what the operations imply in any order — every rule
+/// appended after the last `detach --all`, the interface as its last
+/// command left it, nothing reported out of line with the kernel.
+#[test]
+fn concurrent_attach_detach_and_rule_changes_serialize() {
+    const APPENDERS: u16 = 6;
+    const APPENDS_EACH: u16 = 3;
+    const RESTORES: u16 = 3;
+    require_root();
+    let bed = testbed("st-mix", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    // A first round with detach --all racing the appends: the lock keeps
+    // each whole; afterwards the state is either empty or holds rules.
+    let racers: Vec<_> = (0..APPENDERS)
+        .map(|i| {
+            let port = (1000 + i).to_string();
+            server
+                .command(NETBEAST)
+                .args([
+                    "iptables", "-A", "INPUT", "-p", "tcp", "--dport", &port, "-j", "ACCEPT",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .chain(std::iter::once(
+            server
+                .command(NETBEAST)
+                .args(["detach", "--all"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
+        .collect();
+    for child in racers {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    server.netbeast_ok(&["detach", "--all"]).unwrap();
+
+    let mut children = Vec::new();
+    for i in 0..APPENDERS {
+        let mut script = String::new();
+        for j in 0..APPENDS_EACH {
+            let port = 2000 + i * 100 + j;
+            script += &format!(
+                "{NETBEAST} iptables -A INPUT -p tcp --dport {port} -j ACCEPT || exit 1; "
+            );
+        }
+        children.push(
+            server
+                .command("sh")
+                .args(["-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut script = String::new();
+    for r in 0..RESTORES {
+        script += &format!(
+            "printf '*filter\\n-A INPUT -p udp --dport {} -j ACCEPT\\nCOMMIT\\n' | {NETBEAST} restore --noflush || exit 1; ",
+            3000 + r
+        );
+    }
+    children.push(
+        server
+            .command("sh")
+            .args(["-c", &script])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let toggles = format!(
+        "{NETBEAST} attach {SERVER_IFACE} || exit 1; {NETBEAST} detach {SERVER_IFACE} || exit 1; \
+         {NETBEAST} attach {SERVER_IFACE} || exit 1"
+    );
+    children.push(
+        server
+            .command("sh")
+            .args(["-c", &toggles])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a worker failed: {}", stderr_of(&out));
+    }
+    let saved = save(&bed);
+    let rules = saved.lines().filter(|l| l.starts_with("-A INPUT")).count();
+    assert_eq!(
+        rules,
+        usize::from(APPENDERS * APPENDS_EACH + RESTORES),
+        "rules after the concurrent changes:\n{saved}"
+    );
+    let status = status_json(server);
+    assert_eq!(status["attached"][0]["name"], SERVER_IFACE, "{status:#}");
+    assert_eq!(status["mismatches"], serde_json::json!([]), "{status:#}");
+    assert!(xdp_attached(&bed));
 }

@@ -10,7 +10,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{compile::Interface, rules::model::Ruleset};
+use serde::{Deserialize, Serialize};
+
+use crate::{compile::Interface, fault, rules::model::Ruleset};
 
 /// Where bpffs normally is.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -24,6 +26,21 @@ pub const STATE_ROOT: &str = "/run/netbeast";
 /// in its private mount namespace; the attachments stay, held by their
 /// pinned links).
 pub const CGROUP_ALIAS: &str = "/run/netbeast/cgroup";
+/// The per-namespace lock files, outside the namespaces' state directories:
+/// removing a namespace's state (`detach --all`, a dead owner's cleanup)
+/// must never unlink a lock that another command is waiting on.
+pub const LOCK_DIR: &str = "/run/netbeast/locks";
+/// The stored ruleset, in a namespace's state directory.
+const RULESET_FILE: &str = "ruleset.json";
+/// A ruleset written for a commit whose kernel switch may or may not have
+/// happened (see [`Namespace::write_pending`]).
+const PENDING_FILE: &str = "ruleset.next";
+/// The cookie of the namespace that owns a state directory.
+const OWNER_FILE: &str = "netns-cookie";
+/// Present while `detach --all` runs: a later command finishes the removal.
+const REMOVING_FILE: &str = "removing";
+/// Per-interface records: `iface-<ifindex>`.
+const IFACE_PREFIX: &str = "iface-";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +49,23 @@ pub enum StateError {
     NotRoot,
     #[error(
         "bpffs is not reachable from here: `ip netns exec` hides {BPFFS}; run `cargo xtask setup` \
-         once, or `netbeast status` from the root namespace, which also mounts it at \
+         once, or `netbeast attach IFACE` from the root namespace, which also mounts it at \
          {BPFFS_ALIAS}; or use `netbeast --netns NAME ...` instead of `ip netns exec NAME netbeast ...`"
     )]
     NoBpffs,
+    #[error(
+        "bpffs is not mounted at {BPFFS}, so the data plane of this namespace cannot be found \
+         or created; only `netbeast attach` mounts it: mount it with `mount -t bpf bpf {BPFFS}` \
+         (from the mount namespace where netbeast's pins live), or run `netbeast attach IFACE`"
+    )]
+    BpffsNotMounted,
+    #[error(
+        "this namespace has netbeast state ({state}) but no bpffs is mounted at {BPFFS} here, so \
+         its data plane is out of sight; run netbeast in the mount namespace where its bpffs is \
+         mounted (a fresh `mount -t bpf` would be empty, not the one holding the data plane), \
+         or `netbeast detach --all` to forget the state"
+    )]
+    PinsHidden { state: PathBuf },
     #[error("cannot mount {what} on {path}: {source}")]
     Mount {
         what: &'static str,
@@ -133,25 +163,32 @@ fn inside_ip_netns_exec() -> bool {
     })
 }
 
-/// The bpffs directory to pin in, mounting bpffs where needed.
-pub fn bpffs_root() -> Result<PathBuf, StateError> {
+/// The bpffs directory to pin in. Only `attach` may mount bpffs
+/// (`may_mount`): a command that reads or changes rules and found no bpffs
+/// would otherwise mount an empty one and build a second, throwaway data
+/// plane there while the real one, pinned in a bpffs it cannot see, keeps
+/// enforcing the old rules. `None`: no bpffs is visible (and none mounted).
+pub fn bpffs_root(may_mount: bool) -> Result<Option<PathBuf>, StateError> {
     if let Ok(dir) = std::env::var("NETBEAST_BPFFS") {
-        return Ok(dir.into());
+        return Ok(Some(dir.into()));
     }
     if inside_ip_netns_exec() {
         return if is_bpffs(BPFFS_ALIAS) {
-            Ok(BPFFS_ALIAS.into())
+            Ok(Some(BPFFS_ALIAS.into()))
         } else {
             Err(StateError::NoBpffs)
         };
     }
     if !is_bpffs(BPFFS) {
+        if !may_mount {
+            return Ok(None);
+        }
         mount("bpf", BPFFS, Some("bpf"), 0)?;
     }
-    if !is_bpffs(BPFFS_ALIAS) {
+    if !is_bpffs(BPFFS_ALIAS) && may_mount {
         mount(BPFFS, BPFFS_ALIAS, None, libc::MS_BIND)?;
     }
-    Ok(BPFFS.into())
+    Ok(Some(BPFFS.into()))
 }
 
 /// The mount point of the root of the cgroup v2 hierarchy (of this cgroup
@@ -202,11 +239,20 @@ pub fn require_root() -> Result<(), StateError> {
 }
 
 /// The data plane and rule state of the current network namespace.
+///
+/// Both are found by the namespace's inode number, which the kernel reuses
+/// once a namespace is gone; what proves that they belong to this namespace
+/// is its cookie (`SO_NETNS_COOKIE`, never reused while the system runs),
+/// recorded with them and checked by every command (see `cli::reconcile`).
 pub struct Namespace {
     /// Inode of /proc/self/ns/net: names this namespace's state.
     pub id: u64,
+    /// The namespace's cookie: identifies it for as long as the system runs.
+    pub cookie: u64,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// False when no bpffs is visible (and this command may not mount one).
+    bpffs: bool,
 }
 
 /// Held while a command reads and rewrites the state; released on drop.
@@ -214,18 +260,180 @@ pub struct Lock {
     _file: fs::File,
 }
 
+/// What a state directory says about the interface `ifindex`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceRecord {
+    /// Its name when it was attached (to name it once it is gone).
+    pub name: String,
+    /// Whether the FORWARD fast path may redirect out of it.
+    pub fast_path: bool,
+}
+
+/// The ruleset file: the ruleset, the commit sequence number the kernel
+/// was switched to when it was written (see [`Namespace::write_pending`]),
+/// and the interfaces (ifindex, name) its `-i`/`-o` names were resolved
+/// against. `seq` goes first: [`stored_seq`] reads it without parsing
+/// the rest.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    seq: u32,
+    ruleset: &'a Ruleset,
+    interfaces: &'a [(u32, String)],
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    seq: u32,
+    ruleset: Ruleset,
+    #[serde(default)]
+    interfaces: Option<Vec<(u32, String)>>,
+}
+
+/// A stored ruleset and what it was committed with.
+pub struct StoredRuleset {
+    pub ruleset: Ruleset,
+    /// `None`: a file of an earlier version, or no file.
+    pub seq: Option<u32>,
+    /// The interfaces its names were resolved against (`None`: unknown).
+    pub interfaces: Option<Vec<(u32, String)>>,
+}
+
+/// Leading text of a ruleset file that carries a sequence number; files of
+/// earlier netbeast versions hold the bare ruleset.
+const STORED_PREFIX: &str = "{\"seq\":";
+
+/// Parses a ruleset file (of this version, or the bare ruleset of an
+/// earlier one).
+fn parse_stored(path: &Path, text: &str) -> Result<StoredRuleset, StateError> {
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if text.starts_with(STORED_PREFIX) {
+        let stored: Stored = serde_json::from_str(text).map_err(corrupt)?;
+        Ok(StoredRuleset {
+            ruleset: stored.ruleset,
+            seq: Some(stored.seq),
+            interfaces: stored.interfaces,
+        })
+    } else {
+        Ok(StoredRuleset {
+            ruleset: serde_json::from_str(text).map_err(corrupt)?,
+            seq: None,
+            interfaces: None,
+        })
+    }
+}
+
+/// The sequence number of a ruleset file without parsing the ruleset.
+fn stored_seq(text: &str) -> Option<u32> {
+    let rest = text.strip_prefix(STORED_PREFIX)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("cannot remove", path)(e)),
+    }
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), StateError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("cannot remove", path)(e)),
+    }
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, synced,
+/// renamed over it. A crash leaves the old file or the new one, and at
+/// worst the temporary, which [`Namespace::remove_temporaries`] removes.
+fn write_atomic(dir: &Path, path: &Path, text: &[u8]) -> Result<(), StateError> {
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = dir.join(format!("{name}.{}{TMP_SUFFIX}", std::process::id()));
+    let mut f = fs::File::create(&tmp).map_err(io("cannot write", &tmp))?;
+    f.write_all(text).map_err(io("cannot write", &tmp))?;
+    f.sync_all().map_err(io("cannot write", &tmp))?;
+    drop(f);
+    fault::point("state: temporary written");
+    fs::rename(&tmp, path).map_err(io("cannot replace", path))?;
+    Ok(())
+}
+
+/// Temporaries end in this (after the writer's pid).
+const TMP_SUFFIX: &str = ".tmp";
+
 impl Namespace {
+    /// The state of the current namespace, for a command that may not mount
+    /// bpffs (everything but `attach`).
     pub fn current() -> Result<Namespace, StateError> {
+        Self::open(false)
+    }
+
+    /// The state of the current namespace, mounting bpffs if none is
+    /// mounted (`attach`).
+    pub fn current_for_attach() -> Result<Namespace, StateError> {
+        Self::open(true)
+    }
+
+    fn open(may_mount: bool) -> Result<Namespace, StateError> {
         require_root()?;
         let ns = Path::new("/proc/self/ns/net");
         let id = fs::metadata(ns).map_err(io("cannot read", ns))?.ino();
-        let pin_dir = bpffs_root()?.join("netbeast").join(id.to_string());
+        let cookie = crate::loader::netns_cookie().map_err(|source| StateError::Io {
+            what: "cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux ≥ 5.14) of",
+            path: ns.to_path_buf(),
+            source,
+        })?;
+        let root = bpffs_root(may_mount)?;
+        let bpffs = root.is_some();
+        let pin_dir = root
+            .unwrap_or_else(|| BPFFS.into())
+            .join("netbeast")
+            .join(id.to_string());
         let state_dir = Path::new(STATE_ROOT).join(id.to_string());
         Ok(Namespace {
             id,
+            cookie,
             pin_dir,
             state_dir,
+            bpffs,
         })
+    }
+
+    /// The state of the namespace with inode `id` as seen from here (gc).
+    pub fn by_id(id: u64, pin_root: &Path) -> Namespace {
+        Namespace {
+            id,
+            cookie: 0,
+            pin_dir: pin_root.join("netbeast").join(id.to_string()),
+            state_dir: Path::new(STATE_ROOT).join(id.to_string()),
+            bpffs: true,
+        }
+    }
+
+    /// Fails unless bpffs is visible: creating a data plane needs it.
+    pub fn require_bpffs(&self) -> Result<(), StateError> {
+        if self.bpffs {
+            Ok(())
+        } else {
+            Err(StateError::BpffsNotMounted)
+        }
+    }
+
+    /// Fails when this namespace has state on record but its pins cannot
+    /// be seen (no bpffs here): reading or changing rules then would act on
+    /// nothing while the real data plane keeps running.
+    pub fn check_pins_visible(&self) -> Result<(), StateError> {
+        if !self.bpffs && self.state_dir.join(OWNER_FILE).exists() {
+            return Err(StateError::PinsHidden {
+                state: self.state_dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn maps_dir(&self) -> PathBuf {
@@ -238,72 +446,250 @@ impl Namespace {
 
     /// True once the maps exist (rules applied or an interface attached).
     pub fn has_dataplane(&self) -> bool {
-        self.maps_dir().join("ACTIVE").exists()
+        self.bpffs && self.maps_dir().join("ACTIVE").exists()
     }
 
     fn ruleset_path(&self) -> PathBuf {
-        self.state_dir.join("ruleset.json")
+        self.state_dir.join(RULESET_FILE)
+    }
+
+    fn pending_path(&self) -> PathBuf {
+        self.state_dir.join(PENDING_FILE)
     }
 
     /// Takes the namespace's lock, like `iptables -w`: concurrent commands
-    /// run one after the other.
+    /// run one after the other. Whoever removes a lock file does so while
+    /// holding it, and a waiter that then gets the lock of a file no longer
+    /// at the path takes the new one instead: two commands never run at
+    /// once, whatever removes what.
     pub fn lock(&self) -> Result<Lock, StateError> {
-        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
-        let path = self.state_dir.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("cannot open", &path))?;
-        // SAFETY: flock on an open fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io("cannot lock", &path)(std::io::Error::last_os_error()));
+        lock_file(&Path::new(LOCK_DIR).join(self.id.to_string()))
+    }
+
+    /// The cookie of the namespace that owns the state directory, if
+    /// recorded.
+    pub fn recorded_owner(&self) -> Option<u64> {
+        fs::read_to_string(self.state_dir.join(OWNER_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records this namespace as the owner of the state directory, before
+    /// anything else is created in it or in the pin directory.
+    pub fn record_owner(&self) -> Result<(), StateError> {
+        if self.recorded_owner() == Some(self.cookie) {
+            return Ok(());
         }
-        Ok(Lock { _file: file })
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        write_atomic(
+            &self.state_dir,
+            &self.state_dir.join(OWNER_FILE),
+            self.cookie.to_string().as_bytes(),
+        )
+    }
+
+    /// True when a state directory exists at all.
+    pub fn has_state(&self) -> bool {
+        self.state_dir.exists()
     }
 
     /// The ruleset as the user wrote it; rule counters hold the totals
     /// folded in at the last change.
     pub fn load_ruleset(&self) -> Result<Ruleset, StateError> {
+        Ok(self.load_stored()?.ruleset)
+    }
+
+    /// The stored ruleset and what it was committed with.
+    pub fn load_stored(&self) -> Result<StoredRuleset, StateError> {
         let path = self.ruleset_path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-                path,
-                message: e.to_string(),
+            Ok(text) => parse_stored(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoredRuleset {
+                ruleset: Ruleset::default(),
+                seq: None,
+                interfaces: None,
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ruleset::default()),
             Err(e) => Err(io("cannot read", &path)(e)),
         }
     }
 
-    /// Writes the ruleset atomically: a temporary file renamed over the old.
-    pub fn save_ruleset(&self, ruleset: &Ruleset) -> Result<(), StateError> {
+    /// First half of a commit: writes the ruleset that the kernel is about
+    /// to be switched to, tagged with the switch's sequence number `seq`,
+    /// beside the current file. Then the caller switches the kernel, then
+    /// calls [`Namespace::finish_pending`]. After a crash anywhere in
+    /// between, [`Namespace::settle_pending`] compares `seq` with the
+    /// kernel's: equal, the switch happened and the new file wins; else it
+    /// did not and the old file stays. The two never disagree.
+    pub fn write_pending(
+        &self,
+        ruleset: &Ruleset,
+        seq: u32,
+        interfaces: &[(u32, String)],
+    ) -> Result<(), StateError> {
         fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
-        let path = self.ruleset_path();
-        let tmp = self
-            .state_dir
-            .join(format!("ruleset.json.{}", std::process::id()));
-        let text = serde_json::to_string(ruleset).expect("the rule model always serializes");
-        let mut f = fs::File::create(&tmp).map_err(io("cannot write", &tmp))?;
-        f.write_all(text.as_bytes())
-            .map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("cannot replace", &path))?;
-        Ok(())
+        let text = serde_json::to_vec(&StoredRef {
+            seq,
+            ruleset,
+            interfaces,
+        })
+        .expect("the rule model always serializes");
+        write_atomic(&self.state_dir, &self.pending_path(), &text)
     }
 
-    /// Removes every pin and the stored ruleset of this namespace.
-    pub fn remove_all(&self) -> Result<(), StateError> {
-        for dir in [&self.pin_dir, &self.state_dir] {
-            match fs::remove_dir_all(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("cannot remove", dir)(e)),
+    /// Last half of a commit: the kernel runs the pending ruleset; make it
+    /// the stored one.
+    pub fn finish_pending(&self) -> Result<(), StateError> {
+        let (pending, path) = (self.pending_path(), self.ruleset_path());
+        fs::rename(&pending, &path).map_err(io("cannot replace", &path))
+    }
+
+    /// Settles a commit that a crash interrupted: keeps the pending ruleset
+    /// if the kernel was switched to it (`kernel_seq`), drops it otherwise.
+    /// Returns what was done, for the report.
+    pub fn settle_pending(&self, kernel_seq: Option<u32>) -> Result<Option<String>, StateError> {
+        let pending = self.pending_path();
+        let text = match fs::read_to_string(&pending) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("cannot read", &pending)(e)),
+        };
+        let seq = stored_seq(&text);
+        if seq.is_some() && seq == kernel_seq {
+            self.finish_pending()?;
+            Ok(Some(
+                "an interrupted rule change had reached the kernel: its rule file is now the stored one"
+                    .to_string(),
+            ))
+        } else {
+            remove_if_present(&pending)?;
+            Ok(Some(
+                "an interrupted rule change had not reached the kernel: it was dropped".to_string(),
+            ))
+        }
+    }
+
+    /// Removes temporary files that killed commands left (their writer
+    /// is gone: the caller holds the lock, and only a lock holder writes).
+    /// Returns how many.
+    pub fn remove_temporaries(&self) -> Result<usize, StateError> {
+        let Ok(entries) = fs::read_dir(&self.state_dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `ruleset.json.<pid>`: the temporaries of earlier versions.
+            let legacy = name
+                .strip_prefix("ruleset.json.")
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            if name.ends_with(TMP_SUFFIX) || legacy {
+                remove_if_present(&e.path())?;
+                removed += 1;
             }
         }
-        Ok(())
+        Ok(removed)
     }
+
+    /// The interfaces on record: (ifindex, record).
+    pub fn iface_records(&self) -> Vec<(u32, IfaceRecord)> {
+        let mut out: Vec<(u32, IfaceRecord)> = fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ifindex: u32 = name.strip_prefix(IFACE_PREFIX)?.parse().ok()?;
+                let text = fs::read_to_string(e.path()).ok()?;
+                Some((ifindex, serde_json::from_str(&text).ok()?))
+            })
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+
+    pub fn iface_record(&self, ifindex: u32) -> Option<IfaceRecord> {
+        let text = fs::read_to_string(self.iface_path(ifindex)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn iface_path(&self, ifindex: u32) -> PathBuf {
+        self.state_dir.join(format!("{IFACE_PREFIX}{ifindex}"))
+    }
+
+    pub fn write_iface_record(&self, ifindex: u32, record: &IfaceRecord) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        let text = serde_json::to_vec(record).expect("a record always serializes");
+        write_atomic(&self.state_dir, &self.iface_path(ifindex), &text)
+    }
+
+    pub fn remove_iface_record(&self, ifindex: u32) -> Result<(), StateError> {
+        remove_if_present(&self.iface_path(ifindex))
+    }
+
+    /// Marks the start of `detach --all`: until [`Namespace::remove_all`]
+    /// ends, every command first finishes the removal.
+    pub fn mark_removing(&self) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        let path = self.state_dir.join(REMOVING_FILE);
+        fs::write(&path, b"").map_err(io("cannot write", &path))
+    }
+
+    pub fn is_removing(&self) -> bool {
+        self.state_dir.join(REMOVING_FILE).exists()
+    }
+
+    /// Removes every pin and the stored state of this namespace (not its
+    /// lock). The mark of [`Namespace::mark_removing`] goes last, so an
+    /// interrupted removal is finished by the next command.
+    pub fn remove_all(&self) -> Result<(), StateError> {
+        remove_dir_if_present(&self.pin_dir)?;
+        fault::point("state: pins removed");
+        if let Ok(entries) = fs::read_dir(&self.state_dir) {
+            for e in entries.flatten() {
+                if e.file_name() != REMOVING_FILE {
+                    remove_if_present(&e.path())?;
+                }
+            }
+        }
+        fault::point("state: files removed");
+        remove_dir_if_present(&self.state_dir)
+    }
+}
+
+/// Opens and locks `path` (see [`Namespace::lock`]).
+pub fn lock_file(path: &Path) -> Result<Lock, StateError> {
+    let dir = path.parent().expect("a lock file has a directory");
+    fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    loop {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io("cannot open", path))?;
+        // SAFETY: flock on an open fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("cannot lock", path)(std::io::Error::last_os_error()));
+        }
+        let held = file.metadata().map_err(io("cannot read", path))?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                return Ok(Lock { _file: file });
+            }
+            // Removed (or replaced) by the holder we waited for: lock anew.
+            _ => continue,
+        }
+    }
+}
+
+/// Removes the lock file at `path`, which the caller holds (`held`): a
+/// command waiting on it will notice and lock a new file.
+pub fn remove_held_lock(path: &Path, held: Lock) -> Result<(), StateError> {
+    remove_if_present(path)?;
+    drop(held);
+    Ok(())
 }
 
 /// An interface of the namespace with its IPv4 addresses.
@@ -352,6 +738,14 @@ pub fn links() -> Vec<Link> {
             libc::freeifaddrs(ifa);
         }
     }
+    out
+}
+
+/// (ifindex, name) of every link: what `-i`/`-o` names resolve against,
+/// stored with the ruleset so that a change is noticed.
+pub fn interface_snapshot(links: &[Link]) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+    out.sort();
     out
 }
 
@@ -423,5 +817,73 @@ pub fn driver(name: &str) -> Option<String> {
         }
         let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
         Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc,
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// How long a thread that should be waiting for the lock is watched.
+    const WAIT: Duration = Duration::from_millis(200);
+
+    /// Locks `path` on a new thread; the receiver hears once it holds it,
+    /// and the thread then holds it until `release` gets a message.
+    fn locker(path: &Path) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (acquired_tx, acquired) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        thread::spawn(move || {
+            let lock = lock_file(&path).unwrap();
+            acquired_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            drop(lock);
+        });
+        (acquired, release)
+    }
+
+    /// A lock file removed by its holder while another command waits on it:
+    /// the waiter moves to the new file, so it and a later command still
+    /// run one after the other.
+    #[test]
+    fn a_lock_removed_under_a_waiter_still_serializes() {
+        let dir = std::env::temp_dir().join(format!("nbt-lock-{}", std::process::id()));
+        let path = dir.join("lock");
+        let first = lock_file(&path).unwrap();
+        let (waiter_has_it, release_waiter) = locker(&path);
+        assert!(
+            waiter_has_it.recv_timeout(WAIT).is_err(),
+            "the waiter got a held lock"
+        );
+        remove_held_lock(&path, first).unwrap();
+        waiter_has_it
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the waiter gets the lock once it is released");
+        let started = Instant::now();
+        let (later_has_it, release_later) = locker(&path);
+        assert!(
+            later_has_it.recv_timeout(WAIT).is_err(),
+            "a later command took the lock while the waiter held it ({:?} after it started)",
+            started.elapsed()
+        );
+        release_waiter.send(()).unwrap();
+        later_has_it
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the later command gets the lock next");
+        release_later.send(()).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sequence_number_is_read_from_the_head_of_the_file() {
+        assert_eq!(stored_seq("{\"seq\":42,\"ruleset\":{}}"), Some(42));
+        assert_eq!(stored_seq("{\"filter\":{}}"), None);
+        assert_eq!(stored_seq("{\"seq\":"), None);
     }
 }

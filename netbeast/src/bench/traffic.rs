@@ -464,7 +464,7 @@ impl Bench {
         options.generator.check(&traffic)?;
         // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
         // the alias this mounts (see state.rs).
-        crate::state::bpffs_root()?;
+        crate::state::bpffs_root(true)?;
         let netbeast_binary = std::env::current_exe()
             .map_err(|e| BenchError::Setup(format!("cannot find the netbeast binary: {e}")))?;
         let gen_ns = Netns::new("bench-gen")?;

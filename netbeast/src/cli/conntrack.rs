@@ -37,11 +37,7 @@ pub fn run(action: Action) -> Result<()> {
     let _lock = ns.lock()?;
     let version = env!("CARGO_PKG_VERSION");
     // Without a data plane there is no table, which is an empty one.
-    let dp = if ns.has_dataplane() {
-        Some(Dataplane::open_pinned(&ns.maps_dir())?)
-    } else {
-        None
-    };
+    let (dp, _) = super::plane::prepare(&ns, false, None, &[])?;
     match action {
         Action::List => {
             let lines = match &dp {
@@ -49,7 +45,7 @@ pub fn run(action: Action) -> Result<()> {
                 None => Vec::new(),
             };
             for line in &lines {
-                println!("{line}");
+                outln!("{line}");
             }
             eprintln!(
                 "netbeast v{version} (conntrack): {} flow entries have been shown.",
@@ -61,7 +57,7 @@ pub fn run(action: Action) -> Result<()> {
                 Some(dp) => live_lines(dp)?.len(),
                 None => 0,
             };
-            println!("{count}");
+            outln!("{count}");
         }
         Action::Flush => {
             let deleted = match dp {

@@ -1,27 +1,73 @@
 //! The command line of DESIGN §6. One function per verb; every verb that
 //! touches the data plane runs under the namespace lock.
 
+/// Writes to stdout, like `print!`; once the reader has gone (a closed
+/// pipe: `netbeast save | head -1`), the rest is dropped quietly, as
+/// iptables ends there, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(&format!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod bench;
 pub mod conntrack;
 pub mod demo;
+mod plane;
 
-use std::{io::Read, path::PathBuf, process::ExitCode};
+use std::{
+    ffi::OsString,
+    io::{Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use netbeast_common::{CtConfig, chain, stats};
+use netbeast_common::{CtConfig, stats};
 use serde_json::json;
 
 use crate::{
     compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
-    loader::{AttachMode, ConntrackSizes, Dataplane},
+    loader::{ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Policy, Ruleset, TableName, Target},
+        model::{Counter, Ruleset, TableName, Target},
         parse, save,
     },
     state::{self, Namespace},
 };
+use plane::{commit, open};
+
+/// Set once stdout's reader has gone.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// See [`out!`].
+pub(crate) fn write_out(text: &str) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else {
+            eprintln!("netbeast: cannot write to standard output: {e}");
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "netbeast", version, about = "iptables' jobs at XDP speed")]
@@ -67,11 +113,15 @@ enum Command {
         #[arg(long, conflicts_with = "ifaces")]
         all: bool,
     },
-    /// Attached interfaces, rule counts and statistics.
+    /// Attached interfaces (what the kernel runs on each hook), rule
+    /// counts, statistics, and any mismatch between them and the state.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the pins, links, socket programs and files of network
+    /// namespaces that no longer exist.
+    Gc,
     /// iptables syntax, verbatim: -A, -I, -D, -R, -L, -S, -F, -P, -Z ...
     #[command(disable_help_flag = true)]
     Iptables {
@@ -129,14 +179,14 @@ enum Command {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FastPath {
+pub(super) enum FastPath {
     Auto,
     On,
     Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
+pub(super) enum Mode {
     Auto,
     Native,
     Skb,
@@ -145,11 +195,36 @@ enum Mode {
 /// Entry point: dispatches on the program name first, so links named
 /// `iptables`, `iptables-save` and `iptables-restore` behave as those.
 pub fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().collect();
-    let prog = args
+    let args_os: Vec<OsString> = std::env::args_os().collect();
+    let prog = args_os
         .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            a.rsplit('/').next().unwrap_or(&a).to_string()
+        })
         .unwrap_or_default();
+    let multi_call = matches!(
+        prog.as_str(),
+        "iptables" | "iptables-legacy" | "iptables-nft" | "iptables-save" | "iptables-restore"
+    );
+    // The iptables names take their arguments as text; an argument that is
+    // not UTF-8 is refused with its position rather than a panic.
+    let mut args: Vec<String> = Vec::with_capacity(args_os.len());
+    if multi_call {
+        for (i, a) in args_os.iter().enumerate() {
+            match a.to_str() {
+                Some(a) => args.push(a.to_string()),
+                None => {
+                    eprintln!(
+                        "{prog}: argument {i} ({}) is not valid UTF-8, which netbeast cannot \
+                         take yet",
+                        a.to_string_lossy()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
     let result = match prog.as_str() {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
             return run_iptables(&args.split_off(1));
@@ -174,7 +249,15 @@ pub fn main() -> ExitCode {
             run_restore(noflush, counters, test, table.as_deref(), file)
         }
         _ => {
-            let cli = Cli::parse();
+            let cli = match Cli::try_parse_from(&args_os) {
+                Ok(cli) => cli,
+                Err(e) => {
+                    // clap's own message (help, version, or the error with
+                    // its exit code); a closed pipe ends it quietly.
+                    let _ = e.print();
+                    return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+                }
+            };
             if let Some(ns) = &cli.netns
                 && let Err(e) = state::enter_netns(ns)
             {
@@ -190,7 +273,7 @@ pub fn main() -> ExitCode {
                     ct_timeouts,
                     ct_unreplied_size,
                     ct_established_size,
-                } => run_attach(
+                } => plane::run_attach(
                     &ifaces,
                     mode,
                     fast_path,
@@ -200,8 +283,9 @@ pub fn main() -> ExitCode {
                         established: ct_established_size,
                     },
                 ),
-                Command::Detach { ifaces, all } => run_detach(&ifaces, all),
-                Command::Status { json } => run_status(json),
+                Command::Detach { ifaces, all } => plane::run_detach(&ifaces, all),
+                Command::Status { json } => plane::run_status(json),
+                Command::Gc => plane::run_gc(),
                 Command::Save { counters } => run_save(counters),
                 Command::Restore {
                     noflush,
@@ -246,7 +330,7 @@ fn chain_of(e: &anyhow::Error) -> String {
 
 /// Adds the live counters of the active generation to the counter bases
 /// stored with the rules.
-fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
+pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
     let builtins = CHAIN_NAMES
         .iter()
         .map(|name| (TableName::Filter, name))
@@ -290,46 +374,9 @@ fn add(a: Counter, b: Counter) -> Counter {
     }
 }
 
-/// The namespace's ruleset with current counters, and its data plane when
-/// one exists (or `create` asks for one).
-fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
-    let mut ruleset = ns.load_ruleset()?;
-    if !create && !ns.has_dataplane() {
-        return Ok((ruleset, None));
-    }
-    let dp = Dataplane::open_pinned(&ns.maps_dir())?;
-    fold_counters(&dp, &mut ruleset)?;
-    Ok((ruleset, Some(dp)))
-}
-
-/// Compiles and installs `ruleset` (one atomic switch), refreshes the
-/// addresses the data plane treats as local, then stores the ruleset.
-fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
-    let links = state::links();
-    dp.apply(ruleset, &state::interfaces(&links))?;
-    let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
-    dp.set_local_addresses(&local)?;
-    let routes = crate::local_routes::local_routes()
-        .context("cannot read the local routing table (-m addrtype needs it)")?;
-    dp.set_address_types(&routes)?;
-    let primary: Vec<_> = links
-        .iter()
-        .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
-        .collect();
-    dp.set_interface_addresses(&primary)?;
-    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
-    if dnats_to_loopback(ruleset) {
-        for (_, name) in attached(ns) {
-            route_localnet(&name)?;
-        }
-    }
-    ns.save_ruleset(ruleset)?;
-    Ok(())
-}
-
 /// True when a nat rule sends connections to 127.0.0.0/8 (the article's
 /// `-j DNAT --to 127.0.0.1:8080`).
-fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
+pub(super) fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
     ruleset.nat.chains.iter().flat_map(|c| &c.rules).any(|r| {
         matches!(&r.target, Target::Dnat { to, .. }
             if to.addrs.is_some_and(|a| a.first.is_loopback() || a.last.is_loopback()))
@@ -341,7 +388,7 @@ fn dnats_to_loopback(ruleset: &Ruleset) -> bool {
 /// without `route_localnet` the kernel drops them as martians. iptables
 /// users set it by hand; netbeast does it for the interfaces it is attached
 /// to, when a rule needs it.
-fn route_localnet(iface: &str) -> Result<()> {
+pub(super) fn route_localnet(iface: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet");
     std::fs::write(&path, "1").with_context(|| {
         format!(
@@ -374,7 +421,7 @@ fn run_iptables(args: &[String]) -> ExitCode {
     })();
     match result {
         Ok(text) => {
-            print!("{text}");
+            out!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -388,7 +435,7 @@ fn run_save(counters: bool) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
     let (ruleset, _) = open(&ns, false)?;
-    print!("{}", save::save(&ruleset, counters));
+    out!("{}", save::save(&ruleset, counters));
     Ok(())
 }
 
@@ -399,17 +446,27 @@ fn run_restore(
     table: Option<&str>,
     file: Option<PathBuf>,
 ) -> Result<()> {
-    let text = match &file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
+    let (bytes, source) = match &file {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
         None => {
-            let mut s = String::new();
+            let mut b = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut s)
+                .read_to_end(&mut b)
                 .context("cannot read standard input")?;
-            s
+            (b, "standard input".to_string())
         }
     };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{source}: line {line}: not valid UTF-8 (byte {at}); netbeast reads rule files as UTF-8 \
+             text; nothing was applied"
+        )
+    })?;
     let mut parsed = save::parse_restore_table(&text, table)?;
     if !counters {
         // As iptables-restore: counters in the file count only with -c.
@@ -429,7 +486,7 @@ fn run_restore(
 }
 
 /// Applies `NAME=SECONDS` overrides to conntrack timeouts.
-fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<CtConfig> {
+pub(super) fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<CtConfig> {
     for spec in specs {
         let Some((name, secs)) = spec.split_once('=') else {
             bail!("--ct-timeout {spec}: expected NAME=SECONDS, e.g. --ct-timeout udp=60");
@@ -458,240 +515,6 @@ fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<CtConfig> {
     Ok(config)
 }
 
-fn run_attach(
-    ifaces: &[String],
-    mode: Mode,
-    fast_path: FastPath,
-    ct_timeouts: &[String],
-    ct_sizes: ConntrackSizes,
-) -> Result<()> {
-    for (name, size) in [
-        ("--ct-unreplied-size", ct_sizes.unreplied),
-        ("--ct-established-size", ct_sizes.established),
-    ] {
-        if !(1024..=(1 << 24)).contains(&size) {
-            bail!("{name} {size}: choose between 1024 and 16777216 entries");
-        }
-    }
-    // Bad input changes nothing: check the timeouts before touching state.
-    parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let existed = ns.has_dataplane();
-    let mut ruleset = ns.load_ruleset()?;
-    let mut dp = Dataplane::open_pinned_with(&ns.maps_dir(), Some(ct_sizes))?;
-    fold_counters(&dp, &mut ruleset)?;
-    let defaults = ConntrackSizes {
-        unreplied: netbeast_common::CT_UNREPLIED_ENTRIES,
-        established: netbeast_common::CT_ESTABLISHED_ENTRIES,
-    };
-    if existed && ct_sizes != defaults {
-        eprintln!(
-            "warning: the conntrack tables already exist and keep their sizes; \
-             `netbeast detach --all` first to change them"
-        );
-    }
-    let timeouts = parse_timeouts(dp.conntrack_config()?, ct_timeouts)?;
-    dp.set_conntrack_config(&timeouts)?;
-    let links_dir = ns.links_dir();
-    std::fs::create_dir_all(&links_dir)
-        .with_context(|| format!("cannot create {}", links_dir.display()))?;
-    // Resolve every name first: a typo attaches nothing.
-    let targets = ifaces
-        .iter()
-        .map(|i| Ok((i, state::ifindex(i)?)))
-        .collect::<Result<Vec<_>>>()?;
-    // The ruleset goes in before any packet can reach the program.
-    commit(&ns, &mut dp, &ruleset)?;
-    // `-t nat OUTPUT` for local sockets: once per namespace, not per interface.
-    if !Dataplane::sock_attached(&links_dir) {
-        let cgroup = state::cgroup2_root()?;
-        dp.attach_sock(&cgroup, Some(&links_dir))?;
-    }
-    for (name, ifindex) in targets {
-        let on = match fast_path {
-            FastPath::On => true,
-            FastPath::Off => false,
-            FastPath::Auto => state::driver(name).as_deref() != Some("veth"),
-        };
-        // bpffs holds only BPF objects: the choice lives with the rule file.
-        let marker = ns.state_dir.join(format!("fastpath-{ifindex}"));
-        std::fs::write(&marker, if on { "on" } else { "off" })
-            .with_context(|| format!("cannot write {}", marker.display()))?;
-        let pin = links_dir.join(format!("xdp-{ifindex}"));
-        if pin.exists() {
-            println!("{name}: already attached");
-            continue;
-        }
-        let wanted = match mode {
-            Mode::Auto => AttachMode::Auto,
-            Mode::Native => AttachMode::Native,
-            Mode::Skb => AttachMode::Skb,
-        };
-        let used = dp.attach(name, ifindex, wanted, &pin)?;
-        let egress_pin = links_dir.join(format!("tc-{ifindex}"));
-        if let Err(e) = dp.attach_egress(name, &egress_pin) {
-            // Leave nothing half-attached.
-            Dataplane::detach(&pin)?;
-            return Err(e.into());
-        }
-        if let (Mode::Auto, AttachMode::Skb) = (mode, used) {
-            eprintln!(
-                "warning: {name}: native XDP is not available, attached in generic (skb) mode"
-            )
-        }
-        let how = if used == AttachMode::Skb {
-            "generic (skb) XDP"
-        } else {
-            "native XDP"
-        };
-        let fast = if on {
-            "forwarding fast path on"
-        } else {
-            "forwarding fast path off"
-        };
-        println!("{name}: attached ({how}, {fast})");
-    }
-    // Now that the links exist, the fast path may use them.
-    commit(&ns, &mut dp, &ruleset)?;
-    Ok(())
-}
-
-fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let links_dir = ns.links_dir();
-    if all {
-        if let Ok(entries) = std::fs::read_dir(&links_dir) {
-            for e in entries.flatten() {
-                Dataplane::detach(&e.path())?;
-            }
-        }
-        ns.remove_all()?;
-        println!("detached everywhere; rules and state removed");
-        return Ok(());
-    }
-    for name in ifaces {
-        let ifindex = state::ifindex(name)?;
-        let pin = links_dir.join(format!("xdp-{ifindex}"));
-        if !pin.exists() {
-            bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
-        }
-        Dataplane::detach(&pin)?;
-        Dataplane::detach(&links_dir.join(format!("tc-{ifindex}")))?;
-        let _ = std::fs::remove_file(ns.state_dir.join(format!("fastpath-{ifindex}")));
-        println!("{name}: detached");
-    }
-    // The socket programs serve the namespace while any interface is attached.
-    if attached(&ns).is_empty() {
-        Dataplane::detach_sock(&links_dir)?;
-    }
-    // The fast path must stop using what is gone.
-    if ns.has_dataplane() {
-        Dataplane::open_pinned(&ns.maps_dir())?
-            .set_fast_path_interfaces(&fast_path_interfaces(&ns))?;
-    }
-    Ok(())
-}
-
-/// Attached interfaces whose fast-path marker says on.
-fn fast_path_interfaces(ns: &Namespace) -> Vec<u32> {
-    attached(ns)
-        .into_iter()
-        .filter(|(i, _)| {
-            std::fs::read_to_string(ns.state_dir.join(format!("fastpath-{i}")))
-                .is_ok_and(|s| s == "on")
-        })
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// Attached interfaces: (ifindex, name) from the link pins.
-fn attached(ns: &Namespace) -> Vec<(u32, String)> {
-    let links = state::links();
-    let mut out: Vec<(u32, String)> = std::fs::read_dir(ns.links_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ifindex: u32 = name.strip_prefix("xdp-")?.parse().ok()?;
-            let iface = links
-                .iter()
-                .find(|l| l.ifindex == ifindex)
-                .map_or_else(|| format!("(gone, ifindex {ifindex})"), |l| l.name.clone());
-            Some((ifindex, iface))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn run_status(json_out: bool) -> Result<()> {
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let (ruleset, dp) = open(&ns, false)?;
-    let ifaces = attached(&ns);
-    let builtins = CHAIN_NAMES
-        .iter()
-        .map(|name| (TableName::Filter, name))
-        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
-    let chains: Vec<_> = builtins
-        .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))
-        .map(|(table, c)| {
-            let policy = match c.policy {
-                Some(Policy::Drop) => "DROP",
-                _ => "ACCEPT",
-            };
-            (table.as_str(), c.name.clone(), c.rules.len(), policy)
-        })
-        .collect();
-    let stats = match &dp {
-        Some(dp) => dp.stats()?,
-        None => vec![0; stats::COUNT as usize],
-    };
-    if json_out {
-        let v = json!({
-            "netns": ns.id,
-            "pins": ns.pin_dir,
-            "attached": ifaces.iter().map(|(i, n)| json!({"ifindex": i, "name": n})).collect::<Vec<_>>(),
-            "socket_nat": Dataplane::sock_attached(&ns.links_dir()),
-            "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
-            "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "network namespace {} (pins in {})",
-        ns.id,
-        ns.pin_dir.display()
-    );
-    if ifaces.is_empty() {
-        println!("attached: none (`netbeast attach IFACE`)");
-    } else {
-        let names: Vec<_> = ifaces.iter().map(|(_, n)| n.as_str()).collect();
-        println!("attached: {}", names.join(", "));
-    }
-    if Dataplane::sock_attached(&ns.links_dir()) {
-        println!("local sockets: nat OUTPUT attached to the root cgroup");
-    }
-    for (table, name, rules, policy) in &chains {
-        println!("{table} {name}: {rules} rules, policy {policy}");
-    }
-    println!(
-        "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",
-        stats[stats::PACKETS as usize],
-        stats[stats::INPUT as usize],
-        stats[stats::FORWARD as usize],
-        stats[stats::ACCEPTED as usize],
-        stats[stats::DROPPED as usize],
-        stats[stats::REJECTED as usize]
-    );
-    let _ = chain::COUNT;
-    Ok(())
-}
-
 fn run_stats(json_out: bool) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
@@ -706,10 +529,10 @@ fn run_stats(json_out: bool) -> Result<()> {
             .zip(&stats)
             .map(|(n, v)| (n.to_string(), json!(v)))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {
         for (n, v) in stats::NAMES.iter().zip(&stats) {
-            println!("{n:<16} {v}");
+            outln!("{n:<16} {v}");
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+pub mod links;
 mod sock;
 mod tables;
 
@@ -41,6 +42,15 @@ const XDP_PROGRAM: &str = "netbeast_xdp";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
+
+/// The `ACTIVE` word's bits from this one up hold the commit sequence
+/// number: written in the same single write that switches the generation,
+/// it tells which stored ruleset the kernel runs (see
+/// `Namespace::write_pending`). The kernel programs read only the low bits
+/// (`netbeast_common::ACTIVE_*`).
+pub const ACTIVE_SEQ_SHIFT: u32 = 16;
+/// Commit sequence numbers wrap at this mask.
+pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 
 /// The maps that hold state (rulesets, counters, connections, addresses):
 /// pinned by these names in a namespace's pin dir, shared by every program
@@ -99,6 +109,12 @@ pub enum LoaderError {
     },
     #[error("cannot pin {path}: {message}")]
     Pin { path: PathBuf, message: String },
+    #[error("cannot detach the link pinned at {path}: {source}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot use {what}: {source}")]
     Io {
         what: String,
@@ -116,6 +132,32 @@ pub enum LoaderError {
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
     move |source| LoaderError::Map { name, source }
+}
+
+/// An error and its causes on one line (aya's pin errors keep the errno,
+/// e.g. EEXIST, in their source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text += &format!(": {part}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Pins `link` at `pin`; an error says why (EEXIST: something is pinned
+/// there already).
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), LoaderError> {
+    link.pin(pin).map_err(|e| LoaderError::Pin {
+        path: pin.to_path_buf(),
+        message: with_causes(&e),
+    })?;
+    crate::fault::point("loader: link pinned");
+    Ok(())
 }
 
 /// Output of one `BPF_PROG_TEST_RUN`.
@@ -146,14 +188,36 @@ pub enum AttachMode {
 
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// Pinned data planes keep their verified XDP and TC programs here, so
+    /// that a later `attach` reuses them instead of running the verifier
+    /// again (seconds for these programs). Named after this build's object
+    /// and the id of the `ACTIVE` map: a program is reused only by the same
+    /// netbeast, with the very maps it was loaded against.
+    program_cache: Option<PathBuf>,
 }
+
+/// FNV-1a of the kernel object: names the verified-program cache.
+fn object_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    })
+}
+
+/// The directory of verified-program caches beside a namespace's maps.
+const PROGRAM_CACHE_DIR: &str = "programs";
 
 impl Dataplane {
     /// Loads the object with private, unpinned maps, and loads the XDP
     /// program into the kernel (tests, benchmarks).
     pub fn load_private() -> Result<Dataplane, LoaderError> {
         let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
-        let mut dp = Dataplane { ebpf };
+        let mut dp = Dataplane {
+            ebpf,
+            program_cache: None,
+        };
         dp.load_program()?;
         Ok(dp)
     }
@@ -184,7 +248,51 @@ impl Dataplane {
             loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        Ok(Dataplane { ebpf })
+        let mut dp = Dataplane {
+            ebpf,
+            program_cache: None,
+        };
+        let active_id = match dp.map("ACTIVE")? {
+            aya::maps::Map::Array(data) => data.info().ok().map(|i| i.id()),
+            _ => None,
+        };
+        if let (Some(id), Some(parent)) = (active_id, dir.parent()) {
+            let root = parent.join(PROGRAM_CACHE_DIR);
+            let mine = format!("{:016x}-{id}", object_hash());
+            // Caches of another build or of maps made anew are dead weight
+            // (and hold their old maps): drop them.
+            for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy() != mine {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            dp.program_cache = Some(root.join(mine));
+        }
+        Ok(dp)
+    }
+
+    /// Where the verified program `name` is cached, if this data plane has
+    /// a cache.
+    fn cached_program_path(&self, name: &str) -> Option<PathBuf> {
+        self.program_cache.as_ref().map(|d| d.join(name))
+    }
+
+    /// Pins a program just verified into the cache. The cache only saves
+    /// time: a failure leaves the next attach to verify again.
+    fn cache_program(&mut self, name: &'static str) {
+        let Some(path) = self.cached_program_path(name) else {
+            return;
+        };
+        if path.exists()
+            || path
+                .parent()
+                .is_none_or(|d| std::fs::create_dir_all(d).is_err())
+        {
+            return;
+        }
+        if let Some(prog) = self.ebpf.program_mut(name) {
+            let _ = prog.pin(&path);
+        }
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
@@ -221,8 +329,18 @@ impl Dataplane {
         mode: AttachMode,
         link_pin: &Path,
     ) -> Result<AttachMode, LoaderError> {
-        self.load_program()?;
-        let xdp = self.xdp()?;
+        let mut cached = self
+            .cached_program_path(XDP_PROGRAM)
+            .filter(|p| p.exists())
+            .and_then(|p| Xdp::from_pin(p, aya_obj::programs::XdpAttachType::Interface).ok());
+        if cached.is_none() {
+            self.load_program()?;
+            self.cache_program(XDP_PROGRAM);
+        }
+        let xdp = match cached.as_mut() {
+            Some(xdp) => xdp,
+            None => self.xdp()?,
+        };
         let attach = |xdp: &mut Xdp, m: XdpMode| xdp.attach_to_if_index(ifindex, m);
         let (id, used) = match mode {
             AttachMode::Native => (attach(xdp, XdpMode::Driver), AttachMode::Native),
@@ -243,10 +361,9 @@ impl Dataplane {
                 path: link_pin.to_path_buf(),
                 message: format!("the kernel gave no bpf_link for the XDP attachment ({e})"),
             })?;
-        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
-            path: link_pin.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        // Killed here, the link dies with its last fd: nothing stays attached.
+        crate::fault::point("loader: xdp link created");
+        pin_link(fd_link, link_pin)?;
         Ok(used)
     }
 
@@ -272,7 +389,18 @@ impl Dataplane {
     /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
     /// link pinned at `link_pin`.
     pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
-        let tc = self.egress()?;
+        let mut cached = self
+            .cached_program_path(EGRESS_PROGRAM)
+            .filter(|p| p.exists())
+            .and_then(|p| SchedClassifier::from_pin(p).ok());
+        if cached.is_none() {
+            self.egress()?;
+            self.cache_program(EGRESS_PROGRAM);
+        }
+        let tc = match cached.as_mut() {
+            Some(tc) => tc,
+            None => self.egress()?,
+        };
         let attach_err = |source| LoaderError::Attach {
             iface: iface.to_string(),
             source,
@@ -287,29 +415,34 @@ impl Dataplane {
                     "the kernel gave no tcx link for TC egress (Linux ≥ 6.6 needed): {e}"
                 ),
             })?;
-        fd_link.pin(link_pin).map_err(|e| LoaderError::Pin {
-            path: link_pin.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Ok(())
+        crate::fault::point("loader: tcx link created");
+        pin_link(fd_link, link_pin)
     }
 
-    /// Detaches the link pinned at `link_pin` (if it is still there).
+    /// Detaches the link pinned at `link_pin` (if it is still there): the
+    /// pin is the link's only reference, so the link goes with it.
     pub fn detach(link_pin: &Path) -> Result<(), LoaderError> {
-        match PinnedLink::from_pin(link_pin) {
-            Ok(link) => {
-                let fd_link = link.unpin().map_err(|e| LoaderError::Pin {
-                    path: link_pin.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                drop(fd_link);
+        let unpinned = match PinnedLink::from_pin(link_pin) {
+            Ok(link) => link.unpin().map(drop),
+            Err(_) => std::fs::remove_file(link_pin),
+        };
+        match unpinned {
+            Ok(()) => {
+                crate::fault::point("loader: link unpinned");
                 Ok(())
             }
-            Err(_) => {
-                let _ = std::fs::remove_file(link_pin);
-                Ok(())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LoaderError::Unpin {
+                path: link_pin.to_path_buf(),
+                source,
+            }),
         }
+    }
+
+    /// The commit sequence number of the ruleset the kernel runs (see
+    /// [`ACTIVE_SEQ_SHIFT`]).
+    pub fn commit_seq(&self) -> Result<u32, LoaderError> {
+        Ok((self.active_word()? >> ACTIVE_SEQ_SHIFT) & ACTIVE_SEQ_MASK)
     }
 
     /// The generation the kernel reads now.
@@ -321,10 +454,23 @@ impl Dataplane {
 
     /// Compiles `ruleset` into the inactive generation and switches the
     /// data plane to it with one write: no packet sees half a ruleset.
+    /// The commit sequence number stays as it was.
     pub fn apply(
         &mut self,
         ruleset: &Ruleset,
         interfaces: &[Interface],
+    ) -> Result<(), LoaderError> {
+        let seq = self.commit_seq()?;
+        self.apply_seq(ruleset, interfaces, seq)
+    }
+
+    /// As [`Dataplane::apply`], recording the commit sequence number `seq`
+    /// in the same write that switches the generation.
+    pub fn apply_seq(
+        &mut self,
+        ruleset: &Ruleset,
+        interfaces: &[Interface],
+        seq: u32,
     ) -> Result<(), LoaderError> {
         let next = 1 - self.active_generation()?;
         let compiled = compile::compile(ruleset, interfaces, next)?;
@@ -342,7 +488,10 @@ impl Dataplane {
         if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
             word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
+        word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
+        crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
+        crate::fault::point("loader: generation switched");
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use aya::{
     },
 };
 
-use super::{Dataplane, LoaderError, map_err};
+use super::{Dataplane, LoaderError, links, map_err, pin_link};
 
 /// Entry points of the socket programs and the names of their pinned links.
 pub const SOCK_PROGRAMS: [(&str, &str); 4] = [
@@ -73,18 +73,28 @@ impl Dataplane {
     }
 
     /// The network namespace whose sockets the programs translate, by its
-    /// cookie (see [`netns_cookie`]); 0: none.
+    /// cookie (see [`netns_cookie`]); 0: none. A pinned data plane has its
+    /// namespace's cookie here from its creation on: it is also the proof
+    /// of which namespace owns the pins (inode numbers are reused).
     pub fn set_socket_netns(&mut self, cookie: u64) -> Result<(), LoaderError> {
         let mut map: Array<&mut MapData, u64> =
             Array::try_from(self.map_mut("SOCK_NETNS")?).map_err(map_err("SOCK_NETNS"))?;
         map.set(0, cookie, 0).map_err(map_err("SOCK_NETNS"))
     }
 
+    /// The cookie in `SOCK_NETNS` (0: none recorded).
+    pub fn socket_netns(&self) -> Result<u64, LoaderError> {
+        let map: Array<&MapData, u64> =
+            Array::try_from(self.map("SOCK_NETNS")?).map_err(map_err("SOCK_NETNS"))?;
+        map.get(&0, 0).map_err(map_err("SOCK_NETNS"))
+    }
+
     /// Attaches the socket programs to the cgroup mounted at `cgroup` for
     /// the network namespace of the calling thread. With `links_dir`, each
     /// link is pinned there (`sock-*`) and outlives this process; without,
-    /// the attachments last as long as this `Dataplane`. Attaches all four
-    /// or none.
+    /// the attachments last as long as this `Dataplane`. Links already
+    /// pinned and attached are kept (a rerun completes an interrupted
+    /// attach); on an error, the ones this call made are removed.
     pub fn attach_sock(
         &mut self,
         cgroup: &Path,
@@ -101,7 +111,15 @@ impl Dataplane {
         })?;
         let mut pinned = Vec::new();
         for (name, pin) in SOCK_PROGRAMS {
-            let result = self.attach_one(name, &dir, cgroup, links_dir.map(|d| d.join(pin)));
+            let pin = links_dir.map(|d| d.join(pin));
+            if let Some(pin) = &pin {
+                if sock_link_alive(pin) {
+                    continue;
+                }
+                // Defunct or not a link: make room for a working one.
+                Dataplane::detach(pin)?;
+            }
+            let result = self.attach_one(name, &dir, cgroup, pin);
             match result {
                 Ok(Some(path)) => pinned.push(path),
                 Ok(None) => {}
@@ -143,10 +161,8 @@ impl Dataplane {
                     "the kernel gave no bpf_link for the cgroup attachment (Linux ≥ 5.7 needed): {e}"
                 ),
             })?;
-        fd_link.pin(&pin).map_err(|e| LoaderError::Pin {
-            path: pin.clone(),
-            message: e.to_string(),
-        })?;
+        crate::fault::point("loader: cgroup link created");
+        pin_link(fd_link, &pin)?;
         Ok(Some(pin))
     }
 
@@ -158,11 +174,43 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Whether the socket programs are attached for the namespace whose
-    /// links are in `links_dir`.
+    /// Whether all the socket programs are attached for the namespace
+    /// whose links are in `links_dir` (their links alive in the kernel).
     pub fn sock_attached(links_dir: &Path) -> bool {
-        links_dir.join(SOCK_PROGRAMS[0].1).exists()
+        Self::sock_links_alive(links_dir) == SOCK_PROGRAMS.len()
     }
+
+    /// How many of the socket programs' pinned links are alive.
+    pub fn sock_links_alive(links_dir: &Path) -> usize {
+        SOCK_PROGRAMS
+            .iter()
+            .filter(|(_, pin)| sock_link_alive(&links_dir.join(pin)))
+            .count()
+    }
+
+    /// The program ids of the socket programs' live links.
+    pub fn sock_program_ids(links_dir: &Path) -> Vec<u32> {
+        SOCK_PROGRAMS
+            .iter()
+            .filter_map(|(_, pin)| links::pinned_link_state(&links_dir.join(pin)).ok())
+            .filter(|l| l.link_type == links::LINK_TYPE_CGROUP && l.cgroup_id != 0)
+            .map(|l| l.program_id)
+            .collect()
+    }
+
+    /// How many socket program pins exist, alive or not.
+    pub fn sock_pins(links_dir: &Path) -> usize {
+        SOCK_PROGRAMS
+            .iter()
+            .filter(|(_, pin)| links_dir.join(pin).exists())
+            .count()
+    }
+}
+
+/// A cgroup link is pinned at `pin` and still attached to its cgroup.
+fn sock_link_alive(pin: &Path) -> bool {
+    links::pinned_link_state(pin)
+        .is_ok_and(|l| l.link_type == links::LINK_TYPE_CGROUP && l.cgroup_id != 0)
 }
 
 /// The id of the program behind the link pinned at `pin`.

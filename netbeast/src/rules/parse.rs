@@ -2089,7 +2089,9 @@ impl<'a> Parser<'a> {
                         expected,
                     })?
             };
-            if value == "!" {
+            // (An option that cannot be negated takes "!" as its value: a
+            // comment may read "!".)
+            if spec.negatable && value == "!" {
                 return Err(invalid(
                     &flag,
                     "value",

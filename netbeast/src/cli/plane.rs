@@ -1,0 +1,1080 @@
+//! The data plane's lifecycle on the command line: `attach`, `detach`,
+//! `status`, `gc`, and the reconciliation every command runs first.
+//!
+//! What is on disk (pins, rule file, records) is checked against what the
+//! kernel has before anything is done with it:
+//! - identity: state is named by numbers the kernel reuses (the namespace's
+//!   inode, interfaces' ifindexes), so it carries what is not reused — the
+//!   namespace's cookie, and for each link the device the kernel says it is
+//!   attached to. State of a namespace or interface that is gone is removed
+//!   and reported, never adopted;
+//! - crashes: every command is ordered so that a kill leaves the old state
+//!   or the new one plus leftovers that this reconciliation settles: an
+//!   interface with one hook of two, socket programs without interfaces,
+//!   a rule file written for a kernel switch that may not have happened,
+//!   temporary files, an interrupted `detach --all`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use netbeast_common::{CtConfig, stats};
+use serde_json::json;
+
+use super::{FastPath, Mode, fold_counters, parse_timeouts, route_localnet};
+use crate::{
+    compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
+    fault,
+    loader::{
+        ACTIVE_SEQ_MASK, AttachMode, ConntrackSizes, Dataplane, SOCK_PROGRAMS,
+        links::{self, LINK_TYPE_TCX, LINK_TYPE_XDP, LinkState},
+    },
+    rules::model::{Policy, Ruleset, TableName},
+    state::{self, IfaceRecord, LOCK_DIR, Namespace, STATE_ROOT},
+};
+
+/// The two hooks of an attached interface, and their pins' prefixes.
+const XDP_PIN: &str = "xdp-";
+const TC_PIN: &str = "tc-";
+
+fn note(text: impl AsRef<str>) {
+    eprintln!("netbeast: {}", text.as_ref());
+}
+
+fn xdp_pin(ns: &Namespace, ifindex: u32) -> PathBuf {
+    ns.links_dir().join(format!("{XDP_PIN}{ifindex}"))
+}
+
+fn tc_pin(ns: &Namespace, ifindex: u32) -> PathBuf {
+    ns.links_dir().join(format!("{TC_PIN}{ifindex}"))
+}
+
+/// The link pinned at `pin`, if it is of `link_type` and attached to the
+/// device `ifindex` now.
+fn hook_alive(pin: &Path, link_type: u32, ifindex: u32) -> Option<LinkState> {
+    links::pinned_link_state(pin)
+        .ok()
+        .filter(|l| l.runs_on(link_type, ifindex))
+}
+
+/// The ifindexes that have a pin of either hook.
+fn pinned_ifindexes(ns: &Namespace) -> BTreeSet<u32> {
+    fs::read_dir(ns.links_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix(XDP_PIN)
+                .or_else(|| name.strip_prefix(TC_PIN))?;
+            n.parse().ok()
+        })
+        .collect()
+}
+
+/// Both hooks of `ifindex` are attached to it.
+fn fully_attached(ns: &Namespace, ifindex: u32) -> bool {
+    hook_alive(&xdp_pin(ns, ifindex), LINK_TYPE_XDP, ifindex).is_some()
+        && hook_alive(&tc_pin(ns, ifindex), LINK_TYPE_TCX, ifindex).is_some()
+}
+
+/// Attached interfaces: (ifindex, name), both hooks alive.
+pub(super) fn attached(ns: &Namespace) -> Vec<(u32, String)> {
+    let links = state::links();
+    pinned_ifindexes(ns)
+        .into_iter()
+        .filter(|i| fully_attached(ns, *i))
+        .map(|i| {
+            let name = links
+                .iter()
+                .find(|l| l.ifindex == i)
+                .map_or_else(|| format!("(ifindex {i})"), |l| l.name.clone());
+            (i, name)
+        })
+        .collect()
+}
+
+/// Attached interfaces whose record says the fast path may use them.
+pub(super) fn fast_path_interfaces(ns: &Namespace) -> Vec<u32> {
+    attached(ns)
+        .into_iter()
+        .filter(|(i, _)| ns.iface_record(*i).is_some_and(|r| r.fast_path))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn iface_name(ns: &Namespace, ifindex: u32) -> String {
+    ns.iface_record(ifindex)
+        .map_or_else(|| format!("ifindex {ifindex}"), |r| r.name)
+}
+
+/// Detaches every link pinned for the namespace and removes all its state
+/// but the lock; marked first, so a kill midway is finished by the next
+/// command. Returns how many links it detached.
+fn purge(ns: &Namespace) -> Result<usize> {
+    ns.mark_removing()?;
+    let mut detached = 0;
+    if let Ok(entries) = fs::read_dir(ns.links_dir()) {
+        for e in entries.flatten() {
+            Dataplane::detach(&e.path())?;
+            detached += 1;
+        }
+    }
+    ns.remove_all()?;
+    Ok(detached)
+}
+
+/// What reconciliation did that the command itself cares about.
+#[derive(Default)]
+pub(super) struct Reconciled {
+    /// Interfaces that are gone and whose links were removed, by the name
+    /// they had.
+    pub gone: Vec<String>,
+    /// The stored ruleset, when reconciliation read it (so that it is
+    /// parsed once per command: it can be megabytes).
+    pub stored: Option<Ruleset>,
+}
+
+/// The identity of the state found under the namespace's inode: `Ok(())`
+/// when it is this namespace's (or there is none), else the foreign
+/// cookie.
+fn foreign_owner(ns: &Namespace, dp: Option<&Dataplane>) -> Result<Option<u64>> {
+    if let Some(owner) = ns.recorded_owner()
+        && owner != ns.cookie
+    {
+        return Ok(Some(owner));
+    }
+    if let Some(dp) = dp {
+        let pinned = dp.socket_netns()?;
+        if pinned != 0 && pinned != ns.cookie {
+            return Ok(Some(pinned));
+        }
+    }
+    Ok(None)
+}
+
+/// Reconciles the namespace's state with the kernel (see the module's
+/// comment), then opens its data plane: the existing one, or a new one
+/// when `create` (with conntrack tables of `sizes`). `keep`: interfaces the
+/// command itself is about to attach or detach, whose half-done state it
+/// completes rather than have it rolled back here.
+pub(super) fn prepare(
+    ns: &Namespace,
+    create: bool,
+    sizes: Option<ConntrackSizes>,
+    keep: &[u32],
+) -> Result<(Option<Dataplane>, Reconciled)> {
+    let mut done = Reconciled::default();
+    ns.check_pins_visible()?;
+    if ns.is_removing() {
+        let n = purge(ns)?;
+        note(format!(
+            "finished an interrupted `detach --all` ({n} links detached, state removed)"
+        ));
+    }
+    let mut dp = if ns.has_dataplane() {
+        Some(Dataplane::open_pinned(&ns.maps_dir())?)
+    } else {
+        None
+    };
+    if let Some(cookie) = foreign_owner(ns, dp.as_ref())? {
+        drop(dp.take());
+        let n = purge(ns)?;
+        note(format!(
+            "the state under {} and {} belonged to a network namespace that no longer exists \
+             (it had this namespace's inode {}, but cookie {cookie}, not {}): removed it \
+             ({n} links detached); this namespace starts empty",
+            ns.pin_dir.display(),
+            ns.state_dir.display(),
+            ns.id,
+            ns.cookie
+        ));
+    }
+    if let Some(dp) = &mut dp {
+        // A data plane of an earlier version, or one whose creation a kill
+        // cut short: it is in this namespace's directories and no other
+        // owner is recorded, so it is this namespace's. Stamp it.
+        if ns.recorded_owner().is_none() {
+            ns.record_owner()?;
+        }
+        if dp.socket_netns()? == 0 {
+            dp.set_socket_netns(ns.cookie)?;
+        }
+    }
+    let removed = ns.remove_temporaries()?;
+    if removed > 0 {
+        note(format!(
+            "removed {removed} temporary file(s) that interrupted commands left in {}",
+            ns.state_dir.display()
+        ));
+    }
+    let kernel_seq = match &dp {
+        Some(dp) => Some(dp.commit_seq()?),
+        None => None,
+    };
+    if let Some(what) = ns.settle_pending(kernel_seq)? {
+        note(what);
+    }
+    reconcile_links(ns, keep, &mut done)?;
+    if dp.is_none() && create {
+        ns.require_bpffs()?;
+        // The owner goes on record before the first pin exists.
+        ns.record_owner()?;
+        fault::point("prepare: owner recorded");
+        let mut new = match sizes {
+            Some(sizes) => Dataplane::open_pinned_with(&ns.maps_dir(), Some(sizes))?,
+            None => Dataplane::open_pinned(&ns.maps_dir())?,
+        };
+        fault::point("prepare: maps created");
+        new.set_socket_netns(ns.cookie)?;
+        dp = Some(new);
+    }
+    if let Some(dp) = &mut dp {
+        let stored = ns.load_stored()?;
+        let kernel = dp.commit_seq()?;
+        let mut ruleset = stored.ruleset;
+        if let Some(seq) = stored.seq
+            && seq != kernel
+        {
+            // The kernel runs another ruleset than the stored one (its maps
+            // were lost and made anew, say): put the stored one back in
+            // force, so that the rules listed are the rules enforced.
+            note(format!(
+                "the kernel did not run the stored ruleset (commit {seq}, kernel at {kernel}): \
+                 reinstalled it"
+            ));
+            commit(ns, dp, &ruleset)?;
+        } else if stored
+            .interfaces
+            .as_ref()
+            .is_some_and(|was| *was != state::interface_snapshot(&state::links()))
+        {
+            // Interfaces came, went or were renamed since the rules were
+            // compiled: `-i`/`-o` names resolve anew (iptables matches
+            // names on every packet), counters carried over.
+            fold_counters(dp, &mut ruleset)?;
+            commit(ns, dp, &ruleset)?;
+        }
+        // After a commit the counters are in `ruleset` and the new
+        // generation's start at zero, so it stays right to fold onto.
+        done.stored = Some(ruleset);
+    }
+    Ok((dp, done))
+}
+
+/// Settles the links: a link whose device is gone (or that is not attached
+/// where its name says) is removed; an interface with one hook of two is
+/// rolled back unless it is in `keep`; records without links go; socket
+/// programs go when no interface is attached.
+fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Result<()> {
+    for ifindex in pinned_ifindexes(ns) {
+        let (xdp, tc) = (xdp_pin(ns, ifindex), tc_pin(ns, ifindex));
+        let xdp_alive = hook_alive(&xdp, LINK_TYPE_XDP, ifindex).is_some();
+        let tc_alive = hook_alive(&tc, LINK_TYPE_TCX, ifindex).is_some();
+        let mut dead = Vec::new();
+        for (pin, alive) in [(&xdp, xdp_alive), (&tc, tc_alive)] {
+            if pin.exists() && !alive {
+                Dataplane::detach(pin)?;
+                dead.push(pin);
+            }
+        }
+        if !dead.is_empty() && !xdp_alive && !tc_alive {
+            let name = iface_name(ns, ifindex);
+            note(format!(
+                "{name} (ifindex {ifindex}) is gone: its links were removed"
+            ));
+            if let Some(r) = ns.iface_record(ifindex) {
+                done.gone.push(r.name);
+            }
+            ns.remove_iface_record(ifindex)?;
+            continue;
+        }
+        if xdp_alive != tc_alive && !keep.contains(&ifindex) {
+            // Half attached (a killed attach or detach): back to detached,
+            // which a rerun of `attach` completes the other way.
+            Dataplane::detach(&xdp)?;
+            Dataplane::detach(&tc)?;
+            ns.remove_iface_record(ifindex)?;
+            note(format!(
+                "{} was half attached (an interrupted attach or detach): detached it; \
+                 `netbeast attach {}` attaches it again",
+                iface_name(ns, ifindex),
+                iface_name(ns, ifindex)
+            ));
+        }
+    }
+    let pinned = pinned_ifindexes(ns);
+    for (ifindex, _) in ns.iface_records() {
+        if !pinned.contains(&ifindex) && !keep.contains(&ifindex) {
+            ns.remove_iface_record(ifindex)?;
+        }
+    }
+    let links_dir = ns.links_dir();
+    if pinned.is_empty() && keep.is_empty() && Dataplane::sock_pins(&links_dir) > 0 {
+        Dataplane::detach_sock(&links_dir)?;
+        note("no interface is attached: detached the socket programs left behind");
+    }
+    Ok(())
+}
+
+/// Compiles and installs `ruleset`, crash-safe: the new rule file is
+/// written beside the old, the kernel switched (one write that also records
+/// the commit's sequence number), then the file renamed over the old. A
+/// kill anywhere leaves the kernel and the rule file agreeing once
+/// [`prepare`] has settled it (see `Namespace::write_pending`).
+pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
+    let seq = (dp.commit_seq()? + 1) & ACTIVE_SEQ_MASK;
+    let links = state::links();
+    ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
+    fault::point("commit: pending ruleset written");
+    let result = (|| -> Result<()> {
+        refresh_interfaces_from(ns, dp, ruleset, &links)?;
+        dp.apply_seq(ruleset, &state::interfaces(&links), seq)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // The kernel was not switched: the old file stays the truth.
+        // (An error of the switch itself leaves the kernel as it was.)
+        let _ = ns.settle_pending(Some(dp.commit_seq()?));
+        return Err(e);
+    }
+    ns.finish_pending()?;
+    fault::point("commit: ruleset file replaced");
+    Ok(())
+}
+
+/// Writes the facts about the interfaces that hold whichever ruleset runs:
+/// local addresses, each interface's primary address, the fast path's
+/// interfaces, and route_localnet where a DNAT to loopback needs it.
+fn refresh_interfaces(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
+    refresh_interfaces_from(ns, dp, ruleset, &state::links())
+}
+
+fn refresh_interfaces_from(
+    ns: &Namespace,
+    dp: &mut Dataplane,
+    ruleset: &Ruleset,
+    links: &[state::Link],
+) -> Result<()> {
+    let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
+    dp.set_local_addresses(&local)?;
+    let routes = crate::local_routes::local_routes()
+        .context("cannot read the local routing table (-m addrtype needs it)")?;
+    dp.set_address_types(&routes)?;
+    let primary: Vec<_> = links
+        .iter()
+        .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
+        .collect();
+    dp.set_interface_addresses(&primary)?;
+    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    if super::dnats_to_loopback(ruleset) {
+        for (_, name) in attached(ns) {
+            route_localnet(&name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The namespace's ruleset with current counters, and its data plane when
+/// one exists (or `create` asks for one), after reconciliation.
+pub(super) fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
+    let (dp, done) = prepare(ns, create, None, &[])?;
+    let mut ruleset = match done.stored {
+        Some(ruleset) => ruleset,
+        None => ns.load_ruleset()?,
+    };
+    if let Some(dp) = &dp {
+        fold_counters(dp, &mut ruleset)?;
+    }
+    Ok((ruleset, dp))
+}
+
+pub(super) fn run_attach(
+    ifaces: &[String],
+    mode: Mode,
+    fast_path: FastPath,
+    ct_timeouts: &[String],
+    ct_sizes: ConntrackSizes,
+) -> Result<()> {
+    for (name, size) in [
+        ("--ct-unreplied-size", ct_sizes.unreplied),
+        ("--ct-established-size", ct_sizes.established),
+    ] {
+        if !(1024..=(1 << 24)).contains(&size) {
+            bail!("{name} {size}: choose between 1024 and 16777216 entries");
+        }
+    }
+    // Bad input changes nothing: check the timeouts and resolve every
+    // interface name before anything is created.
+    parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
+    let targets = ifaces
+        .iter()
+        .map(|i| Ok((i.as_str(), state::ifindex(i)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let ns = Namespace::current_for_attach()?;
+    let _lock = ns.lock()?;
+    let fresh = !ns.has_state() && !ns.has_dataplane();
+    let keep: Vec<u32> = targets.iter().map(|(_, i)| *i).collect();
+    let existed = ns.has_dataplane();
+    let (dp, _) = prepare(&ns, true, Some(ct_sizes), &keep)?;
+    let mut dp = dp.expect("prepared with create");
+    let before: Vec<u32> = keep
+        .iter()
+        .copied()
+        .filter(|i| fully_attached(&ns, *i))
+        .collect();
+    let result = attach_all(
+        &ns,
+        &mut dp,
+        &targets,
+        mode,
+        fast_path,
+        ct_timeouts,
+        ct_sizes,
+        existed,
+    );
+    if let Err(e) = result {
+        // Leave nothing half-attached: what this command attached goes,
+        // and the data plane too if it created it.
+        drop(dp);
+        if let Err(undo) = rollback(&ns, &targets, &before, fresh) {
+            note(format!("could not undo the failed attach: {undo:#}"));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Undoes a failed `attach`: detaches the interfaces it was attaching
+/// (not those fully attached before it: `before`), then lets the
+/// reconciliation drop socket programs no interface needs. `fresh`: the
+/// namespace had no state before; it has none after.
+fn rollback(ns: &Namespace, targets: &[(&str, u32)], before: &[u32], fresh: bool) -> Result<()> {
+    if fresh {
+        purge(ns)?;
+        return Ok(());
+    }
+    for (_, ifindex) in targets {
+        if !before.contains(ifindex) {
+            Dataplane::detach(&xdp_pin(ns, *ifindex))?;
+            Dataplane::detach(&tc_pin(ns, *ifindex))?;
+            ns.remove_iface_record(*ifindex)?;
+        }
+    }
+    reconcile_links(ns, &[], &mut Reconciled::default())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_all(
+    ns: &Namespace,
+    dp: &mut Dataplane,
+    targets: &[(&str, u32)],
+    mode: Mode,
+    fast_path: FastPath,
+    ct_timeouts: &[String],
+    ct_sizes: ConntrackSizes,
+    existed: bool,
+) -> Result<()> {
+    let mut ruleset = ns.load_ruleset()?;
+    fold_counters(dp, &mut ruleset)?;
+    let defaults = ConntrackSizes {
+        unreplied: netbeast_common::CT_UNREPLIED_ENTRIES,
+        established: netbeast_common::CT_ESTABLISHED_ENTRIES,
+    };
+    if existed && ct_sizes != defaults {
+        eprintln!(
+            "warning: the conntrack tables already exist and keep their sizes; \
+             `netbeast detach --all` first to change them"
+        );
+    }
+    let timeouts = parse_timeouts(dp.conntrack_config()?, ct_timeouts)?;
+    dp.set_conntrack_config(&timeouts)?;
+    let links_dir = ns.links_dir();
+    fs::create_dir_all(&links_dir)
+        .with_context(|| format!("cannot create {}", links_dir.display()))?;
+    // The ruleset goes in before any packet can reach the program; when
+    // the kernel runs it already (reconciled just now), only the facts
+    // about the interfaces are refreshed.
+    if ns.load_stored()?.seq == Some(dp.commit_seq()?) {
+        refresh_interfaces(ns, dp, &ruleset)?;
+    } else {
+        commit(ns, dp, &ruleset)?;
+    }
+    // `-t nat OUTPUT` for local sockets: once per namespace, not per
+    // interface; attaches what an interrupted attach left out.
+    if !Dataplane::sock_attached(&links_dir) {
+        let cgroup = state::cgroup2_root()?;
+        dp.attach_sock(&cgroup, Some(&links_dir))?;
+    }
+    let mut lines = Vec::new();
+    for &(name, ifindex) in targets {
+        let on = match fast_path {
+            FastPath::On => true,
+            FastPath::Off => false,
+            FastPath::Auto => state::driver(name).as_deref() != Some("veth"),
+        };
+        // The record goes first: a link on disk always has a name.
+        ns.write_iface_record(
+            ifindex,
+            &IfaceRecord {
+                name: name.to_string(),
+                fast_path: on,
+            },
+        )?;
+        let (xdp, tc) = (xdp_pin(ns, ifindex), tc_pin(ns, ifindex));
+        let xdp_alive = hook_alive(&xdp, LINK_TYPE_XDP, ifindex).is_some();
+        let tc_alive = hook_alive(&tc, LINK_TYPE_TCX, ifindex).is_some();
+        if xdp_alive && tc_alive {
+            lines.push(format!("{name}: already attached"));
+            continue;
+        }
+        let wanted = match mode {
+            Mode::Auto => AttachMode::Auto,
+            Mode::Native => AttachMode::Native,
+            Mode::Skb => AttachMode::Skb,
+        };
+        let used = if xdp_alive {
+            None
+        } else {
+            // A pin whose link runs nowhere holds the name: drop it first.
+            Dataplane::detach(&xdp)?;
+            Some(dp.attach(name, ifindex, wanted, &xdp)?)
+        };
+        if !tc_alive {
+            Dataplane::detach(&tc)?;
+            dp.attach_egress(name, &tc)?;
+        }
+        if let (Mode::Auto, Some(AttachMode::Skb)) = (mode, used) {
+            eprintln!(
+                "warning: {name}: native XDP is not available, attached in generic (skb) mode"
+            )
+        }
+        let how = match used {
+            Some(AttachMode::Skb) => "generic (skb) XDP",
+            Some(_) => "native XDP",
+            None => "XDP kept, TC egress completed",
+        };
+        let fast = if on {
+            "forwarding fast path on"
+        } else {
+            "forwarding fast path off"
+        };
+        lines.push(format!("{name}: attached ({how}, {fast})"));
+    }
+    // Now that the links exist, the fast path may use them.
+    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    if super::dnats_to_loopback(&ruleset) {
+        for (_, name) in attached(ns) {
+            route_localnet(&name)?;
+        }
+    }
+    for line in lines {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
+pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    if all {
+        // Whatever can be seen goes, even when the identity or the pins
+        // cannot be checked: this is the way out of every broken state.
+        let n = purge(&ns)?;
+        outln!("detached everywhere; rules and state removed ({n} links)");
+        return Ok(());
+    }
+    // An interface that no longer exists is found by the name on record.
+    let records = ns.iface_records();
+    let targets: Vec<(&str, Option<u32>)> = ifaces
+        .iter()
+        .map(|name| {
+            let ifindex = state::ifindex(name).ok().or_else(|| {
+                records
+                    .iter()
+                    .find(|(_, r)| &r.name == name)
+                    .map(|(i, _)| *i)
+            });
+            (name.as_str(), ifindex)
+        })
+        .collect();
+    let keep: Vec<u32> = targets.iter().filter_map(|(_, i)| *i).collect();
+    let (dp, done) = prepare(&ns, false, None, &keep)?;
+    let mut lines = Vec::new();
+    let mut detached = Vec::new();
+    for (name, ifindex) in targets {
+        let Some(ifindex) = ifindex else {
+            if done.gone.iter().any(|g| g == name) {
+                lines.push(format!("{name}: detached (the interface no longer exists)"));
+                continue;
+            }
+            return Err(state::StateError::UnknownInterface(name.to_string()).into());
+        };
+        let (xdp, tc) = (xdp_pin(&ns, ifindex), tc_pin(&ns, ifindex));
+        if !xdp.exists() && !tc.exists() {
+            if done.gone.iter().any(|g| g == name) {
+                lines.push(format!("{name}: detached (the interface no longer exists)"));
+                continue;
+            }
+            // Its record without links: an interrupted detach; finish it.
+            if ns.iface_record(ifindex).is_none() {
+                bail!("{name} is not attached (`netbeast status` lists attached interfaces)");
+            }
+        }
+        // Killed between the two, the interface is half attached, which
+        // the next command settles (to detached).
+        Dataplane::detach(&xdp)?;
+        Dataplane::detach(&tc)?;
+        detached.push(ifindex);
+        let gone = state::ifindex(name).is_err();
+        lines.push(if gone {
+            format!("{name}: detached (the interface no longer exists)")
+        } else {
+            format!("{name}: detached")
+        });
+    }
+    // The socket programs serve the namespace while any interface is
+    // attached.
+    if pinned_ifindexes(&ns).is_empty() {
+        Dataplane::detach_sock(&ns.links_dir())?;
+    }
+    // The records go last: until then, a rerun after a kill finds the
+    // interface and finishes detaching it.
+    for ifindex in detached {
+        ns.remove_iface_record(ifindex)?;
+    }
+    // The fast path must stop using what is gone.
+    if let Some(mut dp) = dp {
+        dp.set_fast_path_interfaces(&fast_path_interfaces(&ns))?;
+    }
+    for line in lines {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
+/// One hook of one interface, as the kernel has it.
+struct HookReport {
+    /// A pin exists for it.
+    pinned: bool,
+    /// The pinned link is attached to the interface.
+    link: Option<LinkState>,
+    /// Program ids the kernel runs on that hook of the device (whoever
+    /// attached them); `None` when the device is gone.
+    kernel: Option<Vec<u32>>,
+}
+
+impl HookReport {
+    fn enforced(&self) -> bool {
+        match (&self.link, &self.kernel) {
+            (Some(l), Some(ids)) => ids.contains(&l.program_id),
+            _ => false,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "pinned": self.pinned,
+            "link_attached": self.link.is_some(),
+            "program_id": self.link.map(|l| l.program_id),
+            "kernel_program_ids": self.kernel,
+            "enforced": self.enforced(),
+        })
+    }
+}
+
+struct IfaceReport {
+    ifindex: u32,
+    name: String,
+    exists: bool,
+    xdp: HookReport,
+    tc_egress: HookReport,
+}
+
+impl IfaceReport {
+    fn state(&self) -> &'static str {
+        let dead = |h: &HookReport| h.pinned && h.link.is_none();
+        match (self.xdp.enforced(), self.tc_egress.enforced()) {
+            (true, true) => "attached",
+            _ if dead(&self.xdp) || dead(&self.tc_egress) => "stale",
+            (false, false) if !self.exists => "gone",
+            (false, false) => "detached",
+            _ => "partial",
+        }
+    }
+}
+
+fn iface_reports(ns: &Namespace) -> Vec<IfaceReport> {
+    let links = state::links();
+    let mut ifindexes = pinned_ifindexes(ns);
+    ifindexes.extend(ns.iface_records().into_iter().map(|(i, _)| i));
+    ifindexes
+        .into_iter()
+        .map(|ifindex| {
+            let device = links.iter().find(|l| l.ifindex == ifindex);
+            let name = ns
+                .iface_record(ifindex)
+                .map(|r| r.name)
+                .or_else(|| device.map(|d| d.name.clone()))
+                .unwrap_or_else(|| format!("ifindex {ifindex}"));
+            let exists = device.is_some();
+            let xdp_kernel = exists
+                .then(|| links::xdp_program_id(ifindex).ok())
+                .flatten()
+                .map(|id| if id == 0 { vec![] } else { vec![id] });
+            let tc_kernel = exists
+                .then(|| links::tcx_egress_program_ids(ifindex).ok())
+                .flatten();
+            let (xdp, tc) = (xdp_pin(ns, ifindex), tc_pin(ns, ifindex));
+            IfaceReport {
+                ifindex,
+                name,
+                exists,
+                xdp: HookReport {
+                    pinned: xdp.exists(),
+                    link: hook_alive(&xdp, LINK_TYPE_XDP, ifindex),
+                    kernel: xdp_kernel,
+                },
+                tc_egress: HookReport {
+                    pinned: tc.exists(),
+                    link: hook_alive(&tc, LINK_TYPE_TCX, ifindex),
+                    kernel: tc_kernel,
+                },
+            }
+        })
+        .collect()
+}
+
+/// `status`: reports, changes nothing (the next other command repairs
+/// what it finds wrong), so that what it says is what the kernel has.
+pub(super) fn run_status(json_out: bool) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    ns.check_pins_visible()?;
+    let mut mismatches: Vec<String> = Vec::new();
+    let dp = if ns.has_dataplane() {
+        Some(Dataplane::open_pinned(&ns.maps_dir())?)
+    } else {
+        None
+    };
+    let foreign = foreign_owner(&ns, dp.as_ref())?;
+    if let Some(cookie) = foreign {
+        mismatches.push(format!(
+            "the state under inode {} belongs to a deleted network namespace (cookie {cookie}, \
+             this one is {}): it is not this namespace's and the next command removes it",
+            ns.id, ns.cookie
+        ));
+    }
+    if ns.is_removing() {
+        mismatches.push("an interrupted `detach --all`: the next command finishes it".into());
+    }
+    let (stored_seq, mut ruleset) = if foreign.is_some() {
+        (None, Ruleset::default())
+    } else {
+        let stored = ns.load_stored()?;
+        (stored.seq, stored.ruleset)
+    };
+    let kernel_seq = match (&dp, foreign) {
+        (Some(dp), None) => Some(dp.commit_seq()?),
+        _ => None,
+    };
+    if let (Some(dp), None) = (&dp, foreign) {
+        fold_counters(dp, &mut ruleset)?;
+    }
+    match (stored_seq, kernel_seq) {
+        (Some(s), Some(k)) if s != k => mismatches.push(format!(
+            "the kernel runs commit {k}, the rule file is commit {s}: the next command settles it"
+        )),
+        (Some(_), None) if foreign.is_none() && ns.has_state() => mismatches.push(
+            "the rule file has no data plane in the kernel: the next rule change installs it"
+                .into(),
+        ),
+        _ => {}
+    }
+    if ns.state_dir.join("ruleset.next").exists() {
+        mismatches
+            .push("an interrupted rule change is pending: the next command settles it".into());
+    }
+    let ifaces = if foreign.is_some() {
+        Vec::new()
+    } else {
+        iface_reports(&ns)
+    };
+    for i in &ifaces {
+        match i.state() {
+            "attached" => {}
+            "detached" if !i.xdp.pinned && !i.tc_egress.pinned => {}
+            "gone" | "stale" => mismatches.push(format!(
+                "the links pinned for {} (ifindex {}) run nowhere: the interface is gone{} \
+                 (the next command removes them)",
+                i.name,
+                i.ifindex,
+                if i.exists {
+                    ", and another took its ifindex"
+                } else {
+                    ""
+                }
+            )),
+            state => mismatches.push(format!(
+                "{} is {state}: XDP {}, TC egress {} (the next command settles it)",
+                i.name,
+                if i.xdp.enforced() {
+                    "attached"
+                } else {
+                    "not attached"
+                },
+                if i.tc_egress.enforced() {
+                    "attached"
+                } else {
+                    "not attached"
+                },
+            )),
+        }
+    }
+    let links_dir = ns.links_dir();
+    let sock_alive = if foreign.is_some() {
+        0
+    } else {
+        Dataplane::sock_links_alive(&links_dir)
+    };
+    let any_attached = ifaces.iter().any(|i| i.state() == "attached");
+    if sock_alive != 0 && sock_alive != SOCK_PROGRAMS.len() {
+        mismatches.push(format!(
+            "{sock_alive} of the {} socket programs are attached",
+            SOCK_PROGRAMS.len()
+        ));
+    } else if sock_alive != 0 && !any_attached {
+        mismatches.push("socket programs attached without any interface".into());
+    }
+    let attached_names: Vec<&str> = ifaces
+        .iter()
+        .filter(|i| i.state() == "attached")
+        .map(|i| i.name.as_str())
+        .collect();
+    let builtins = CHAIN_NAMES
+        .iter()
+        .map(|name| (TableName::Filter, name))
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+    let chains: Vec<_> = builtins
+        .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))
+        .map(|(table, c)| {
+            let policy = match c.policy {
+                Some(Policy::Drop) => "DROP",
+                _ => "ACCEPT",
+            };
+            (table.as_str(), c.name.clone(), c.rules.len(), policy)
+        })
+        .collect();
+    let stats = match (&dp, foreign) {
+        (Some(dp), None) => dp.stats()?,
+        _ => vec![0; stats::COUNT as usize],
+    };
+    if json_out {
+        let v = json!({
+            "netns": ns.id,
+            "netns_cookie": ns.cookie,
+            "pins": ns.pin_dir,
+            "attached": ifaces.iter().filter(|i| i.state() == "attached")
+                .map(|i| json!({"ifindex": i.ifindex, "name": i.name})).collect::<Vec<_>>(),
+            "interfaces": ifaces.iter().map(|i| json!({
+                "ifindex": i.ifindex,
+                "name": i.name,
+                "exists": i.exists,
+                "state": i.state(),
+                "xdp": i.xdp.json(),
+                "tc_egress": i.tc_egress.json(),
+            })).collect::<Vec<_>>(),
+            "socket_nat": sock_alive == SOCK_PROGRAMS.len(),
+            "socket_links_attached": sock_alive,
+            "socket_program_ids": if foreign.is_some() { vec![] } else { Dataplane::sock_program_ids(&links_dir) },
+            "rules_commit": stored_seq,
+            "kernel_commit": kernel_seq,
+            "mismatches": mismatches,
+            "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
+            "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    outln!(
+        "network namespace {} (pins in {})",
+        ns.id,
+        ns.pin_dir.display()
+    );
+    if attached_names.is_empty() {
+        outln!("attached: none (`netbeast attach IFACE`)");
+    } else {
+        outln!("attached: {}", attached_names.join(", "));
+    }
+    if sock_alive == SOCK_PROGRAMS.len() {
+        outln!("local sockets: nat OUTPUT attached to the root cgroup");
+    }
+    for (table, name, rules, policy) in &chains {
+        outln!("{table} {name}: {rules} rules, policy {policy}");
+    }
+    outln!(
+        "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",
+        stats[stats::PACKETS as usize],
+        stats[stats::INPUT as usize],
+        stats[stats::FORWARD as usize],
+        stats[stats::ACCEPTED as usize],
+        stats[stats::DROPPED as usize],
+        stats[stats::REJECTED as usize]
+    );
+    for m in &mismatches {
+        outln!("mismatch: {m}");
+    }
+    Ok(())
+}
+
+/// Network namespaces that can be found from here: every process's and
+/// thread's, the named ones, bind mounts of namespaces, and namespaces
+/// held open by file descriptors. inode → paths that open them.
+fn visible_namespaces() -> BTreeMap<u64, Vec<PathBuf>> {
+    let mut found: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    let mut add = |path: PathBuf| {
+        if let Ok(m) = fs::metadata(&path) {
+            let paths = found.entry(m.ino()).or_default();
+            if paths.len() < MAX_PATHS_PER_NAMESPACE {
+                paths.push(path);
+            }
+        }
+    };
+    for dir in ["/run/netns", "/var/run/netns"] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            add(e.path());
+        }
+    }
+    if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            let (pre, post) = line.split_once(" - ").unwrap_or((line, ""));
+            if post.starts_with("nsfs ")
+                && let Some(point) = pre.split(' ').nth(4)
+                && !point.contains('\\')
+            {
+                add(PathBuf::from(point));
+            }
+        }
+    }
+    for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = p.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let proc_dir = p.path();
+        for t in fs::read_dir(proc_dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            add(t.path().join("ns/net"));
+        }
+        for f in fs::read_dir(proc_dir.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("net:[")) {
+                add(f.path());
+            }
+        }
+    }
+    found
+}
+
+/// Enough ways into one namespace to get its cookie from one of them.
+const MAX_PATHS_PER_NAMESPACE: usize = 4;
+
+/// The cookie of the namespace `path` opens, read from a thread that
+/// enters it.
+fn cookie_of(path: &Path) -> Option<u64> {
+    let file = fs::File::open(path).ok()?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a valid namespace fd; CLONE_NEWNET changes
+            // only this thread, which ends here.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            crate::loader::netns_cookie().ok()
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
+/// `gc`: removes the state of namespaces that no longer exist — their
+/// pins (maps, links: the XDP/TC links and the socket programs on the root
+/// cgroup go with them), their state directories in /run and their lock
+/// files.
+pub(super) fn run_gc() -> Result<()> {
+    let pin_root = state::bpffs_root(false)?.ok_or(state::StateError::BpffsNotMounted)?;
+    let mut ids: BTreeSet<u64> = BTreeSet::new();
+    for dir in [
+        pin_root.join("netbeast"),
+        PathBuf::from(STATE_ROOT),
+        PathBuf::from(LOCK_DIR),
+    ] {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(id) = e.file_name().to_string_lossy().parse::<u64>() {
+                ids.insert(id);
+            }
+        }
+    }
+    let live = visible_namespaces();
+    let (mut removed, mut kept) = (0, 0);
+    for id in ids {
+        let lock_path = Path::new(LOCK_DIR).join(id.to_string());
+        let lock = state::lock_file(&lock_path)?;
+        let ns = Namespace::by_id(id, &pin_root);
+        let pins_owner = if ns.has_dataplane() {
+            Dataplane::open_pinned(&ns.maps_dir())
+                .ok()
+                .and_then(|dp| dp.socket_netns().ok())
+                .filter(|c| *c != 0)
+        } else {
+            None
+        };
+        let owner = ns.recorded_owner().or(pins_owner);
+        let candidates = live.get(&id);
+        // A link still attached to a device means its namespace lives,
+        // even if no way into it is visible from here (another mount or
+        // pid namespace holding it).
+        let devices_attached = pinned_ifindexes(&ns).into_iter().any(|i| {
+            hook_alive(&xdp_pin(&ns, i), LINK_TYPE_XDP, i).is_some()
+                || hook_alive(&tc_pin(&ns, i), LINK_TYPE_TCX, i).is_some()
+        });
+        let alive = match (candidates, owner) {
+            (None, _) => devices_attached,
+            // Unknown owner (an earlier version's state): a namespace with
+            // the inode exists, so it may be the owner; keep it.
+            (Some(_), None) => true,
+            (Some(paths), Some(owner)) => paths.iter().any(|p| cookie_of(p) == Some(owner)),
+        };
+        if alive {
+            kept += 1;
+            continue;
+        }
+        let had_state = ns.has_state() || ns.pin_dir.exists();
+        let links = if had_state { purge(&ns)? } else { 0 };
+        if had_state {
+            outln!(
+                "removed the state of deleted network namespace {id}{}: {links} links detached, \
+                 pins and rule files removed",
+                owner.map_or(String::new(), |c| format!(" (cookie {c})"))
+            );
+            removed += 1;
+        }
+        // Nobody can be waiting on the lock of a namespace that is gone
+        // but us; a namespace that takes the inode meanwhile locks anew.
+        state::remove_held_lock(&lock_path, lock)?;
+    }
+    outln!("gc: {removed} deleted namespace(s) cleaned, {kept} live namespace(s) kept");
+    Ok(())
+}
