@@ -58,13 +58,13 @@ mod classes;
 mod fields;
 mod flatten;
 mod l4;
+pub mod lower;
 pub mod reference;
 mod search;
 mod term;
 #[cfg(test)]
 mod tests;
 
-use crate::rules::model::Ports;
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -520,7 +520,6 @@ fn dedup_interfaces(interfaces: &[Interface]) -> Vec<&Interface> {
 /// The checks the tables rely on. The parser already refuses these rules;
 /// they are repeated here because a wrong table would silently misclassify.
 pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
-    use crate::rules::model::Match;
     for net in [&rule.source, &rule.destination].into_iter().flatten() {
         if net.value.prefix_len > 32 {
             return Err(format!(
@@ -533,58 +532,10 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
         Some(p) if !p.negated => Some(p.value),
         _ => None,
     };
-    // The kernel fills the L4 keys with ports only for TCP and UDP and with
-    // type/code only for ICMP, so those matches need that exact protocol.
+    // What each match needs of the rule (the L4 keys hold ports only for
+    // TCP and UDP, type/code only for ICMP), asked of its module.
     for m in &rule.matches {
-        match m {
-            Match::Ports(Ports {
-                protocol: p,
-                tcp_flags,
-                ..
-            }) => {
-                if protocol != Some(*p) || !matches!(p, 6 | 17) {
-                    return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
-                }
-                if tcp_flags.is_some() && *p != 6 {
-                    return Err("--tcp-flags/--syn need `-p tcp`".to_string());
-                }
-            }
-            Match::Multiport(_) => {
-                if !matches!(protocol, Some(6 | 17)) {
-                    return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
-                }
-            }
-            Match::Icmp(_) => {
-                if protocol != Some(1) {
-                    return Err("--icmp-type needs `-p icmp`".to_string());
-                }
-            }
-            Match::AddrType(a) if a.limit_iface_in || a.limit_iface_out => {
-                return Err(
-                    "-m addrtype --limit-iface-in/--limit-iface-out is not supported \
-                     (netbeast looks address types up in the whole local routing table); \
-                     remove the option, or match the interface with -i/-o"
-                        .to_string(),
-                );
-            }
-            Match::Statistic(_) => {
-                return Err(
-                    "-m statistic is not supported by the classifier yet (it needs guards); \
-                     remove the rule"
-                        .to_string(),
-                );
-            }
-            Match::MacSource(_)
-            | Match::Comment(_)
-            | Match::ConnState(_)
-            | Match::Length(_)
-            | Match::Ttl(_)
-            | Match::IpRange(_)
-            | Match::PktType(_)
-            | Match::AddrType(_)
-            | Match::Tos(_)
-            | Match::Dscp(_) => {}
-        }
+        m.ext().check(protocol)?;
     }
     Ok(())
 }

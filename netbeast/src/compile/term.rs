@@ -11,12 +11,14 @@
 //! matter: a packet then matches at most one of the slots they become, so a
 //! rule without a verdict never counts a packet twice.
 
-use netbeast_common::{MAX_RULES_PER_CHAIN, TCP_FLAGS_NONE, field, field::Kind};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_NONE, field, field::Kind};
+
+use super::flatten::MAX_TERMS_PER_RULE;
 
 use super::l4::{self, Keys};
-use crate::rules::ext::ttl::TtlOp;
+use super::lower::{self, Lowering, negatable, single};
 use crate::rules::model::{
-    AddrRange, ConnState, IfaceName, Ipv4Net, MacSource, Match, Negatable, Ports, Rule, TcpFlags,
+    IfaceName, Ipv4Net, Rule,
 };
 
 /// The keys `0..n` of key field `f` (`field::Kind::Keys(n)`), as one range.
@@ -104,6 +106,18 @@ impl<'a> Term<'a> {
             Some(have) => l4::intersect(&have, k),
             None => k.clone(),
         })
+    }
+
+    /// ANDs in an atom a match lowered to.
+    fn push_lowered(&mut self, atom: &lower::Atom) {
+        match atom {
+            lower::Atom::Keys(f, k) => self.and_keys(*f, k),
+            lower::Atom::Prefix(f, p, negated) if *f == field::SRC => {
+                self.src.push((net(*p), *negated))
+            }
+            lower::Atom::Prefix(_, p, negated) => self.dst.push((net(*p), *negated)),
+            lower::Atom::Mac(m, negated) => self.mac.push((*m, *negated)),
+        }
     }
 
     fn push(&mut self, atom: Atom<'a>) {
@@ -338,12 +352,16 @@ fn simplify_ifaces(atoms: &mut Vec<(&IfaceName, bool)>) -> bool {
     true
 }
 
-/// A rule's condition as disjoint terms: one per alternative of its
-/// disjunctive matches (the L4 alternatives of [`l4::expand`]: a `--ports`
-/// match or a negated `--icmp-type T/C`; the prefixes a positive
-/// `-m iprange` range is made of), none when the rule can never match.
-/// Past `MAX_RULES_PER_CHAIN` terms the rule fits no chain: the expansion
-/// stops there (bounding memory), and the caller reports its limit.
+/// A rule's condition as disjoint terms: its address, interface, protocol
+/// and fragment options ANDed with what each match lowers to
+/// (`MatchExt::lower`): one term per combination of the matches'
+/// alternatives (a `--ports` match or a negated `--icmp-type T/C` has two;
+/// a positive `-m iprange` range one per prefix), none when the rule can
+/// never match. A match that lowers to a guard adds no atom. Past
+/// `MAX_TERMS_PER_RULE` terms the compiler refuses the rule
+/// (`CompileError::TooManyTerms`): the expansion stops one past it,
+/// bounding memory (two wide ranges are 62 × 62 prefixes, times the L4
+/// alternatives), and the caller reports the limit.
 pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     let mut base = Term::default();
     if let Some(s) = &rule.source {
@@ -358,11 +376,7 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     {
         base.and_keys(
             field::PROTO,
-            &negatable(
-                field::PROTO,
-                vec![(p.value.into(), p.value.into())],
-                p.negated,
-            ),
+            &negatable(field::PROTO, single(p.value.into()), p.negated),
         );
     }
     if let Some(i) = &rule.in_iface {
@@ -371,67 +385,36 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if let Some(o) = &rule.out_iface {
         base.out_iface.push((&o.value, o.negated));
     }
-    // Address alternatives of positive iprange matches: (field, prefixes).
-    let mut ranges: Vec<(usize, Vec<Ipv4Net>)> = Vec::new();
-    for m in &rule.matches {
-        for (f, keys) in match_keys(m) {
-            base.and_keys(f, &keys);
-        }
-        match m {
-            Match::MacSource(MacSource(mac)) => base.mac.push((mac.value, mac.negated)),
-            Match::IpRange(r) => {
-                for (f, range) in [(field::SRC, &r.src), (field::DST, &r.dst)] {
-                    let Some(range) = range else { continue };
-                    let prefixes = range_prefixes(range.value);
-                    if range.negated {
-                        // Outside the range: outside each of its prefixes.
-                        let atoms = if f == field::SRC {
-                            &mut base.src
-                        } else {
-                            &mut base.dst
-                        };
-                        atoms.extend(prefixes.into_iter().map(|p| (p, true)));
-                    } else {
-                        ranges.push((f, prefixes));
-                    }
-                }
-            }
-            _ => {}
-        }
+    if let Some(fragment) = rule.fragment {
+        // `-f` holds only for non-first fragments, `! -f` for everything else.
+        let keys = if fragment {
+            single(L4_FRAGMENT)
+        } else {
+            vec![(0, L4_NONE)]
+        };
+        base.and_keys(field::L4A, &keys);
     }
     if !base.simplify() {
         return Vec::new();
     }
-    let mut terms: Vec<Term<'_>> = l4::expand(rule)
-        .into_iter()
-        .filter_map(|[a, b]| {
-            let mut t = base.clone();
-            for (f, k) in [(field::L4A, a), (field::L4B, b)] {
-                if let Some(k) = k {
-                    t.and_keys(f, &k);
-                }
-            }
-            t.simplify().then_some(t)
-        })
-        .collect();
-    // A range is the union of its prefixes, which are disjoint: one term
-    // per prefix keeps the terms disjoint.
-    for (f, prefixes) in ranges {
-        let mut next = Vec::with_capacity(terms.len() * prefixes.len());
+    let mut terms = vec![base];
+    for m in &rule.matches {
+        let Lowering::Static(alternatives) = m.ext().lower() else {
+            continue;
+        };
+        let mut next = Vec::with_capacity(terms.len() * alternatives.len());
         for t in &terms {
-            for &p in &prefixes {
+            for alternative in &alternatives {
                 let mut u = t.clone();
-                if f == field::SRC {
-                    u.src.push((p, false));
-                } else {
-                    u.dst.push((p, false));
+                for atom in alternative {
+                    u.push_lowered(atom);
                 }
                 if u.simplify() {
                     next.push(u);
                 }
             }
-            if next.len() > MAX_RULES_PER_CHAIN {
-                next.truncate(MAX_RULES_PER_CHAIN + 1);
+            if next.len() > MAX_TERMS_PER_RULE {
+                next.truncate(MAX_TERMS_PER_RULE + 1);
                 break;
             }
         }
@@ -449,6 +432,9 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
 /// any L4 condition every port meets (`-p tcp --syn` is one lookup, of the
 /// flags): dropping them spares the kernel lookups.
 fn drop_implied(t: &mut Term<'_>) {
+    let mut l4 = [t.keys[field::L4A].take(), t.keys[field::L4B].take()];
+    l4::drop_implied(&mut l4);
+    [t.keys[field::L4A], t.keys[field::L4B]] = l4;
     let flags_only_tcp = t.keys[field::TCP_FLAGS]
         .as_ref()
         .is_some_and(|k| k.last().is_some_and(|&(_, hi)| hi < TCP_FLAGS_NONE));
@@ -466,126 +452,6 @@ fn drop_implied(t: &mut Term<'_>) {
             t.keys[f] = None;
         }
     }
-}
-
-/// `keys`, or the other keys of field `f` when negated.
-fn negatable(f: usize, keys: Keys, negated: bool) -> Keys {
-    if negated {
-        l4::complement(&keys, universe(f))
-    } else {
-        keys
-    }
-}
-
-/// The keys of field `f` that satisfy `holds`, as sorted ranges.
-fn keys_where(f: usize, holds: impl Fn(u32) -> bool) -> Keys {
-    let (lo, hi) = universe(f);
-    let mut out: Keys = Vec::new();
-    for k in lo..=hi {
-        if !holds(k) {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.1 + 1 == k => last.1 = k,
-            _ => out.push((k, k)),
-        }
-    }
-    out
-}
-
-/// The key sets one match puts on key fields (other than the L4 keys,
-/// which [`l4::expand`] handles): its lowering into atoms.
-fn match_keys(m: &Match) -> Vec<(usize, Keys)> {
-    match m {
-        Match::ConnState(ConnState {
-            states, negated, ..
-        }) => {
-            let mask = states.0;
-            vec![(
-                field::CT_STATE,
-                keys_where(field::CT_STATE, |k| (mask & (1 << k) != 0) != *negated),
-            )]
-        }
-        Match::Ports(Ports {
-            tcp_flags: Some(flags),
-            ..
-        }) => vec![(field::TCP_FLAGS, tcp_flag_keys(flags))],
-        Match::Length(l) => vec![(
-            field::LENGTH,
-            negatable(field::LENGTH, vec![(l.min.into(), l.max.into())], l.negated),
-        )],
-        Match::Ttl(t) => {
-            let v = u32::from(t.value);
-            let keys = match t.op {
-                TtlOp::Eq => vec![(v, v)],
-                TtlOp::Ne => negatable(field::TTL, vec![(v, v)], true),
-                // `--ttl-lt 0` and `--ttl-gt 255` match nothing.
-                TtlOp::Lt if v == 0 => Vec::new(),
-                TtlOp::Lt => vec![(0, v - 1)],
-                TtlOp::Gt if v == 255 => Vec::new(),
-                TtlOp::Gt => vec![(v + 1, 255)],
-            };
-            vec![(field::TTL, keys)]
-        }
-        Match::Tos(t) => vec![(
-            field::TOS,
-            keys_where(field::TOS, |k| (k as u8 & t.mask == t.value) != t.negated),
-        )],
-        Match::Dscp(d) => vec![(
-            field::TOS,
-            keys_where(field::TOS, |k| ((k >> 2) as u8 == d.dscp) != d.negated),
-        )],
-        Match::PktType(p) => vec![(
-            field::PKTTYPE,
-            negatable(field::PKTTYPE, vec![(p.kind, p.kind)], p.negated),
-        )],
-        Match::AddrType(a) => {
-            let set = |f: usize, types: &Negatable<u16>| {
-                (
-                    f,
-                    keys_where(f, |k| (types.value & (1 << k) != 0) != types.negated),
-                )
-            };
-            let mut out = Vec::new();
-            out.extend(a.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
-            out.extend(a.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
-            out
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// `--tcp-flags MASK COMP` (or `--syn`) as TCP flags keys: the flag bytes
-/// it holds for, never `TCP_FLAGS_NONE` (a packet without a whole TCP
-/// header fails the test, negated or not).
-fn tcp_flag_keys(flags: &Negatable<TcpFlags>) -> Keys {
-    keys_where(field::TCP_FLAGS, |k| {
-        k < TCP_FLAGS_NONE && flags.value.matches(k as u8) != flags.negated
-    })
-}
-
-/// The prefixes whose union is `first..=last`, disjoint, fewest first to
-/// last (at most 62).
-fn range_prefixes(range: AddrRange) -> Vec<Ipv4Net> {
-    let (mut at, last) = (
-        u64::from(u32::from(range.first)),
-        u64::from(u32::from(range.last)),
-    );
-    let mut out = Vec::new();
-    while at <= last {
-        // The largest aligned block at `at` that stays within the range.
-        let mut len = 32u32;
-        while len > 0 {
-            let size = 1u64 << (33 - len);
-            if at % size != 0 || at + size - 1 > last {
-                break;
-            }
-            len -= 1;
-        }
-        out.push(Ipv4Net::new((at as u32).into(), len as u8));
-        at += 1u64 << (32 - len);
-    }
-    out
 }
 
 /// Host bits cleared, as the tries need.

@@ -2,6 +2,8 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
@@ -74,6 +76,33 @@ impl MatchExt for AddrType {
             Some(t) => (t.value & (1 << of) != 0) != t.negated,
         };
         holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let set = |f: usize, types: &Negatable<u16>| {
+            Atom::Keys(
+                f,
+                keys_where(f, |k| (types.value & (1 << k) != 0) != types.negated),
+            )
+        };
+        let mut atoms = Vec::new();
+        atoms.extend(self.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
+        atoms.extend(self.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
+        Lowering::all(atoms)
+    }
+
+    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
+        if self.limit_iface_in || self.limit_iface_out {
+            return Err(
+                "-m addrtype --limit-iface-in/--limit-iface-out is not supported \
+                 (netbeast looks address types up in the whole local routing table); \
+                 remove the option, or match the interface with -i/-o"
+                    .to_string(),
+            );
+        }
+        let _ = protocol;
+        Ok(())
     }
 }
 

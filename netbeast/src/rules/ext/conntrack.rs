@@ -1,6 +1,8 @@
 //! `-m state --state LIST` (libxt_state) and `-m conntrack --ctstate LIST`
 //! (libxt_conntrack): the packet's connection tracking state.
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,15 @@ impl MatchExt for ConnState {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         self.states.contains(pkt.ct_state) != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let mask = self.states.0;
+        Lowering::all(vec![Atom::Keys(
+            field::CT_STATE,
+            keys_where(field::CT_STATE, |k| (mask & (1 << k) != 0) != self.negated),
+        )])
     }
 }
 

@@ -1,6 +1,8 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
@@ -60,6 +62,14 @@ impl MatchExt for Dscp {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.tos >> 2 == self.dscp) != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        Lowering::all(vec![Atom::Keys(
+            field::TOS,
+            keys_where(field::TOS, |k| ((k >> 2) as u8 == self.dscp) != self.negated),
+        )])
     }
 }
 

@@ -1,6 +1,8 @@
 //! `-m icmp --icmp-type TYPE[/CODE]|any` (libipt_icmp), also loaded by
 //! `-p icmp` on its first option.
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, REAL_L4, negatable_l4, single};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,45 @@ impl MatchExt for Icmp {
             } => icmp_type == want && want_code.is_none_or(|c| c == code),
         };
         hit != self.0.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let (t, negated) = (self.0.value, self.0.negated);
+        let key = |v: u8| single(v.into());
+        Lowering::Static(match t {
+            IcmpType::Any => vec![vec![Atom::Keys(field::L4A, negatable_l4(vec![REAL_L4], negated))]],
+            IcmpType::Type {
+                icmp_type,
+                code: None,
+            } => vec![vec![Atom::Keys(field::L4A, negatable_l4(key(icmp_type), negated))]],
+            IcmpType::Type {
+                icmp_type,
+                code: Some(code),
+            } if !negated => vec![vec![
+                Atom::Keys(field::L4A, key(icmp_type)),
+                Atom::Keys(field::L4B, key(code)),
+            ]],
+            // Not (type T and code C) = type is not T, or type is T and
+            // code is not C: two disjoint alternatives.
+            IcmpType::Type {
+                icmp_type,
+                code: Some(code),
+            } => vec![
+                vec![Atom::Keys(field::L4A, negatable_l4(key(icmp_type), true))],
+                vec![
+                    Atom::Keys(field::L4A, key(icmp_type)),
+                    Atom::Keys(field::L4B, negatable_l4(key(code), true)),
+                ],
+            ],
+        })
+    }
+
+    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
+        if protocol != Some(1) {
+            return Err("--icmp-type needs `-p icmp`".to_string());
+        }
+        Ok(())
     }
 }
 

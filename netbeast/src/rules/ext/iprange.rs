@@ -1,6 +1,8 @@
 //! `-m iprange --src-range A-B --dst-range A-B` (each `!`-able): address
 //! ranges (xt_iprange).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bang;
 use crate::compile::PacketView;
-use crate::rules::model::{AddrRange, Negatable};
+use crate::rules::model::{AddrRange, Ipv4Net, Negatable};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpRange {
@@ -57,6 +59,34 @@ impl MatchExt for IpRange {
             Some(r) => (r.value.first <= addr && addr <= r.value.last) != r.negated,
         };
         within(&self.src, pkt.src) && within(&self.dst, pkt.dst)
+    }
+
+
+    fn lower(&self) -> Lowering {
+        // A range is the union of its prefixes, which are disjoint: one
+        // alternative per prefix; outside it is outside each of them.
+        let mut alternatives: Vec<Vec<Atom>> = vec![Vec::new()];
+        for (f, range) in [(field::SRC, &self.src), (field::DST, &self.dst)] {
+            let Some(range) = range else { continue };
+            let prefixes = range_prefixes(range.value);
+            if range.negated {
+                for alt in &mut alternatives {
+                    alt.extend(prefixes.iter().map(|&p| Atom::Prefix(f, p, true)));
+                }
+            } else {
+                alternatives = alternatives
+                    .iter()
+                    .flat_map(|alt| {
+                        prefixes.iter().map(move |&p| {
+                            let mut a = alt.clone();
+                            a.push(Atom::Prefix(f, p, false));
+                            a
+                        })
+                    })
+                    .collect();
+            }
+        }
+        Lowering::Static(alternatives)
     }
 }
 
@@ -137,3 +167,28 @@ impl MatchParser for IpRangeParser {
         }))
     }
 }
+
+/// The prefixes whose union is `first..=last`, disjoint, fewest first to
+/// last (at most 62).
+pub fn range_prefixes(range: AddrRange) -> Vec<Ipv4Net> {
+    let (mut at, last) = (
+        u64::from(u32::from(range.first)),
+        u64::from(u32::from(range.last)),
+    );
+    let mut out = Vec::new();
+    while at <= last {
+        // The largest aligned block at `at` that stays within the range.
+        let mut len = 32u32;
+        while len > 0 {
+            let size = 1u64 << (33 - len);
+            if at % size != 0 || at + size - 1 > last {
+                break;
+            }
+            len -= 1;
+        }
+        out.push(Ipv4Net::new((at as u32).into(), len as u8));
+        at += 1u64 << (32 - len);
+    }
+    out
+}
+

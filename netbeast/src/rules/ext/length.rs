@@ -1,5 +1,7 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, negatable, key_range};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, range, value,
 };
@@ -46,6 +48,14 @@ impl MatchExt for Length {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         (self.min..=self.max).contains(&pkt.header.length) != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        Lowering::all(vec![Atom::Keys(
+            field::LENGTH,
+            negatable(field::LENGTH, key_range(self.min.into(), self.max.into()), self.negated),
+        )])
     }
 }
 

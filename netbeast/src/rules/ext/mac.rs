@@ -1,6 +1,7 @@
 //! `-m mac --mac-source ADDRESS` (libxt_mac): the source MAC, known only
 //! on arrival (PREROUTING, INPUT, FORWARD).
 
+use crate::compile::lower::{Atom, Lowering};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,11 @@ impl MatchExt for MacSource {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         (self.0.value == pkt.mac_source) != self.0.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        Lowering::all(vec![Atom::Mac(self.0.value, self.0.negated)])
     }
 }
 

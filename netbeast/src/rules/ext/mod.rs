@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use super::model::{Match, Negatable, TableName};
 use super::parse::ParseError;
 use crate::compile::PacketView;
+use crate::compile::lower::Lowering;
 
 pub mod addrtype;
 pub mod comment;
@@ -42,6 +43,14 @@ pub trait MatchExt {
     /// Whether a packet satisfies it, as the kernel's match decides: the
     /// reference classifier's meaning. A guard's is its static part.
     fn matches(&self, pkt: &PacketView) -> bool;
+    /// What it is to the classifier: conditions on its fields, or a guard.
+    fn lower(&self) -> Lowering;
+    /// What the classifier needs of the rest of the rule, checked again
+    /// when a ruleset is compiled (a hand-edited rule file): `protocol`
+    /// is the rule's `-p` when given and not negated.
+    fn check(&self, _protocol: Option<u8>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A long option of an extension.

@@ -1,6 +1,8 @@
 //! `-m multiport --sports|--dports|--ports LIST` (libxt_multiport): up to
 //! 15 ports or ranges.
 
+use crate::compile::lower::{Atom, Keys, Lowering, key_set, negatable_l4};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +68,42 @@ impl MatchExt for Multiport {
             MultiportKind::Either => r.contains(s) || r.contains(d),
         });
         hit != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let set = key_set(
+            self.ports
+                .iter()
+                .map(|r| (u32::from(r.first), u32::from(r.last)))
+                .collect(),
+        );
+        let keys = |f: usize, k: &Keys| Atom::Keys(f, k.clone());
+        let outside = negatable_l4(set.clone(), true);
+        Lowering::Static(match (self.kind, self.negated) {
+            (MultiportKind::Source, n) => vec![vec![keys(field::L4A, &negatable_l4(set, n))]],
+            (MultiportKind::Destination, n) => {
+                vec![vec![keys(field::L4B, &negatable_l4(set, n))]]
+            }
+            // Source in P, or source not in P and destination in P: the
+            // second alternative excludes the first so that a
+            // non-terminating rule acts once.
+            (MultiportKind::Either, false) => vec![
+                vec![keys(field::L4A, &set)],
+                vec![keys(field::L4A, &outside), keys(field::L4B, &set)],
+            ],
+            // Neither source nor destination in P: one conjunction.
+            (MultiportKind::Either, true) => {
+                vec![vec![keys(field::L4A, &outside), keys(field::L4B, &outside)]]
+            }
+        })
+    }
+
+    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
+        if !matches!(protocol, Some(6 | 17)) {
+            return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
+        }
+        Ok(())
     }
 }
 

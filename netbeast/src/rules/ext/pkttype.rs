@@ -1,6 +1,8 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, negatable, single};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
@@ -57,6 +59,14 @@ impl MatchExt for PktType {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.pkttype == self.kind) != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        Lowering::all(vec![Atom::Keys(
+            field::PKTTYPE,
+            negatable(field::PKTTYPE, single(self.kind), self.negated),
+        )])
     }
 }
 

@@ -1,6 +1,8 @@
 //! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
 //! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
 
+use netbeast_common::{TCP_FLAGS_NONE, field};
+use crate::compile::lower::{Atom, Lowering, REAL_L4, keys_where, negatable_l4, key_range};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -191,6 +193,41 @@ impl MatchExt for Ports {
                 pkt.tcp_flags()
                     .is_some_and(|flags| f.value.matches(flags) != f.negated)
             })
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let ports = |r: &Option<Negatable<PortRange>>| match r {
+            Some(r) => negatable_l4(key_range(r.value.first.into(), r.value.last.into()), r.negated),
+            None => vec![REAL_L4],
+        };
+        // Even without --sport or --dport, `-m tcp`/`-m udp` needs a port
+        // header: it never matches fragments or short headers.
+        let mut atoms = vec![
+            Atom::Keys(field::L4A, ports(&self.sport)),
+            Atom::Keys(field::L4B, ports(&self.dport)),
+        ];
+        if let Some(f) = &self.tcp_flags {
+            // The flag bytes it holds for, never `TCP_FLAGS_NONE` (a packet
+            // without a whole TCP header fails the test, negated or not).
+            atoms.push(Atom::Keys(
+                field::TCP_FLAGS,
+                keys_where(field::TCP_FLAGS, |k| {
+                    k < TCP_FLAGS_NONE && f.value.matches(k as u8) != f.negated
+                }),
+            ));
+        }
+        Lowering::all(atoms)
+    }
+
+    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
+        if protocol != Some(self.protocol) || !matches!(self.protocol, 6 | 17) {
+            return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
+        }
+        if self.tcp_flags.is_some() && self.protocol != 6 {
+            return Err("--tcp-flags/--syn need `-p tcp`".to_string());
+        }
+        Ok(())
     }
 }
 

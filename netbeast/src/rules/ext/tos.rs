@@ -1,6 +1,8 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
@@ -60,6 +62,14 @@ impl MatchExt for Tos {
 
     fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.tos & self.mask == self.value) != self.negated
+    }
+
+
+    fn lower(&self) -> Lowering {
+        Lowering::all(vec![Atom::Keys(
+            field::TOS,
+            keys_where(field::TOS, |k| (k as u8 & self.mask == self.value) != self.negated),
+        )])
     }
 }
 

@@ -1,6 +1,8 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
+use netbeast_common::field;
+use crate::compile::lower::{Atom, Lowering, negatable, key_range, single};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
@@ -59,6 +61,21 @@ impl MatchExt for Ttl {
             TtlOp::Lt => ttl < self.value,
             TtlOp::Gt => ttl > self.value,
         }
+    }
+
+
+    fn lower(&self) -> Lowering {
+        let v = u32::from(self.value);
+        // `--ttl-lt 0` and `--ttl-gt 255` match nothing.
+        let keys = match self.op {
+            TtlOp::Eq => single(v),
+            TtlOp::Ne => negatable(field::TTL, single(v), true),
+            TtlOp::Lt if v == 0 => Vec::new(),
+            TtlOp::Lt => key_range(0, v - 1),
+            TtlOp::Gt if v == 255 => Vec::new(),
+            TtlOp::Gt => key_range(v + 1, 255),
+        };
+        Lowering::all(vec![Atom::Keys(field::TTL, keys)])
     }
 }
 
