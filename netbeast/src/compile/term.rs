@@ -11,7 +11,9 @@
 //! matter: a packet then matches at most one of the slots they become, so a
 //! rule without a verdict never counts a packet twice.
 
-use netbeast_common::{MAX_RULES_PER_CHAIN, TCP_FLAGS_NONE, field, field::Kind};
+use netbeast_common::{TCP_FLAGS_NONE, field, field::Kind};
+
+use super::flatten::MAX_TERMS_PER_RULE;
 
 use super::l4::{self, Keys};
 use crate::rules::ext::ttl::TtlOp;
@@ -342,8 +344,10 @@ fn simplify_ifaces(atoms: &mut Vec<(&IfaceName, bool)>) -> bool {
 /// disjunctive matches (the L4 alternatives of [`l4::expand`]: a `--ports`
 /// match or a negated `--icmp-type T/C`; the prefixes a positive
 /// `-m iprange` range is made of), none when the rule can never match.
-/// Past `MAX_RULES_PER_CHAIN` terms the rule fits no chain: the expansion
-/// stops there (bounding memory), and the caller reports its limit.
+/// Past `MAX_TERMS_PER_RULE` terms the compiler refuses the rule
+/// (`CompileError::TooManyTerms`): the range expansion stops one past it,
+/// bounding memory (62 × 62 prefixes for two wide ranges, times the L4
+/// alternatives), and the caller reports the limit.
 pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     let mut base = Term::default();
     if let Some(s) = &rule.source {
@@ -430,8 +434,8 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
                     next.push(u);
                 }
             }
-            if next.len() > MAX_RULES_PER_CHAIN {
-                next.truncate(MAX_RULES_PER_CHAIN + 1);
+            if next.len() > MAX_TERMS_PER_RULE {
+                next.truncate(MAX_TERMS_PER_RULE + 1);
                 break;
             }
         }
