@@ -409,9 +409,14 @@ impl Dice {
                     })
                 }
                 _ => {
+                    // Mostly narrow ranges around the pool's addresses
+                    // (a few prefixes each); now and then one across the
+                    // pool (up to 62 prefixes: a rule with two takes
+                    // thousands of slots and is refused, which costs time
+                    // and memory in every case that draws one).
                     let range = |d: &mut Dice| {
                         let a = u32::from(d.addr());
-                        let b = if d.chance(50) {
+                        let b = if d.chance(5) {
                             u32::from(d.addr())
                         } else {
                             a.wrapping_add(d.below(300) as u32)
