@@ -175,6 +175,13 @@ fn quick_bench_accounts_for_every_frame() {
         .as_array()
         .expect("program cost rows");
     assert!(!cost.is_empty());
+    // Each rule count also behind a `-p tcp --syn` rule (a new field used).
+    assert!(
+        cost.iter().any(|r| r["label"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("behind a --syn rule"))),
+        "no --syn row in {cost:?}"
+    );
 }
 
 /// `--flows N` spreads the frames over N source address/port pairs with

@@ -92,6 +92,24 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
     ruleset
 }
 
+/// `ruleset` with `-p tcp --syn -j DROP` first in INPUT: a rule the
+/// benchmark's UDP packets never match, which makes the chain look up the
+/// protocol and TCP flags fields too (issue 11's check that a new static
+/// field costs what the old ones do).
+pub fn behind_syn_rule(mut ruleset: Ruleset) -> Ruleset {
+    let mut syn = Rule::new(Target::Drop);
+    syn.protocol = Some(Negatable::is(6));
+    syn.matches.push(Match::Ports(Ports {
+        protocol: 6,
+        sport: None,
+        dport: None,
+        tcp_flags: Some(Negatable::is(crate::rules::ext::tcp::SYN)),
+    }));
+    let input = ruleset.filter.chain_mut("INPUT").expect("built-in chain");
+    input.rules.insert(0, syn);
+    ruleset
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -103,16 +121,27 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
     ensure!(!rule_counts.is_empty() && rounds > 0, "nothing to measure");
     let frame = FrameBuilder::udp(SOURCE, 4000, DESTINATION, DPORT).build();
     let mut planes = Vec::new();
-    for &n in rule_counts {
-        let mut dp = Dataplane::load_private()?;
-        dp.set_local_addresses(&[DESTINATION])?;
-        dp.apply(&last_rule_matches(n), &[])?;
-        let (verdict, _) = dp.test_run_repeat(&frame, 1, false)?;
-        ensure!(
-            verdict == XDP_DROP,
-            "with {n} rules the last rule did not drop the packet (XDP action {verdict})"
-        );
-        planes.push((n, dp));
+    let shapes = [(false, ""), (true, " behind a --syn rule")];
+    for (syn, suffix) in shapes {
+        for &n in rule_counts {
+            let mut dp = Dataplane::load_private()?;
+            dp.set_local_addresses(&[DESTINATION])?;
+            let ruleset = last_rule_matches(n);
+            dp.apply(
+                &if syn {
+                    behind_syn_rule(ruleset)
+                } else {
+                    ruleset
+                },
+                &[],
+            )?;
+            let (verdict, _) = dp.test_run_repeat(&frame, 1, false)?;
+            ensure!(
+                verdict == XDP_DROP,
+                "with {n} rules{suffix} the last rule did not drop the packet (XDP action {verdict})"
+            );
+            planes.push((n, suffix, dp));
+        }
     }
     // Policy DROP, like the rule that matches in the other rows: no
     // connection is confirmed, so every run takes the same path.
@@ -129,11 +158,11 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
     let mut floor = Vec::new();
     let mut no_rules = Vec::new();
     for _ in 0..rounds {
-        let (_, t) = planes[0].1.test_run_repeat(&frame, repeat, true)?;
+        let (_, t) = planes[0].2.test_run_repeat(&frame, repeat, true)?;
         floor.push(t.as_secs_f64() * 1e9);
         let (_, t) = empty.test_run_repeat(&frame, repeat, false)?;
         no_rules.push(t.as_secs_f64() * 1e9);
-        for (i, (_, dp)) in planes.iter_mut().enumerate() {
+        for (i, (_, _, dp)) in planes.iter_mut().enumerate() {
             let (_, t) = dp.test_run_repeat(&frame, repeat, false)?;
             samples[i].push(t.as_secs_f64() * 1e9);
         }
@@ -144,11 +173,11 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
     let mut rows: Vec<CostRow> = planes
         .iter()
         .zip(samples.iter_mut())
-        .map(|((n, _), s)| {
+        .map(|((n, suffix, _), s)| {
             let min_ns = s.iter().copied().fold(f64::MAX, f64::min);
             let max_ns = s.iter().copied().fold(0.0, f64::max);
             CostRow {
-                label: format!("netbeast, {n} rules"),
+                label: format!("netbeast, {n} rules{suffix}"),
                 rules: *n,
                 ns_per_packet: median(s),
                 min_ns,

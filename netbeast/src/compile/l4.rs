@@ -1,8 +1,6 @@
 //! Key sets (sorted, disjoint inclusive ranges) and their algebra, and
 //! what the two L4 fields imply of each other.
 
-
-
 /// Sorted, disjoint, non-adjacent inclusive ranges of L4 keys.
 pub type Keys = Vec<(u32, u32)>;
 

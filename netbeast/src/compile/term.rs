@@ -17,9 +17,7 @@ use super::flatten::MAX_TERMS_PER_RULE;
 
 use super::l4::{self, Keys};
 use super::lower::{self, Lowering, negatable, single};
-use crate::rules::model::{
-    IfaceName, Ipv4Net, Rule,
-};
+use crate::rules::model::{IfaceName, Ipv4Net, Rule};
 
 /// The keys `0..n` of key field `f` (`field::Kind::Keys(n)`), as one range.
 pub(super) fn universe(f: usize) -> (u32, u32) {

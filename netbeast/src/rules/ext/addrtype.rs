@@ -2,13 +2,13 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use netbeast_common::addr_type;
@@ -77,7 +77,6 @@ impl MatchExt for AddrType {
         };
         holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
     }
-
 
     fn lower(&self) -> Lowering {
         let set = |f: usize, types: &Negatable<u16>| {

@@ -1,6 +1,6 @@
 //! `-m comment --comment TEXT` (libxt_comment): no effect on matching.
 
-use crate::compile::lower::{Lowering};
+use crate::compile::lower::Lowering;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,6 @@ impl MatchExt for Comment {
     fn matches(&self, _pkt: &PacketView) -> bool {
         true
     }
-
 
     fn lower(&self) -> Lowering {
         Lowering::always()

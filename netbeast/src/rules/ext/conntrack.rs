@@ -1,8 +1,8 @@
 //! `-m state --state LIST` (libxt_state) and `-m conntrack --ctstate LIST`
 //! (libxt_conntrack): the packet's connection tracking state.
 
-use netbeast_common::field;
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,6 @@ impl MatchExt for ConnState {
     fn matches(&self, pkt: &PacketView) -> bool {
         self.states.contains(pkt.ct_state) != self.negated
     }
-
 
     fn lower(&self) -> Lowering {
         let mask = self.states.0;

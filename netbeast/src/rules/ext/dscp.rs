@@ -1,13 +1,13 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -64,11 +64,12 @@ impl MatchExt for Dscp {
         (pkt.header.tos >> 2 == self.dscp) != self.negated
     }
 
-
     fn lower(&self) -> Lowering {
         Lowering::all(vec![Atom::Keys(
             field::TOS,
-            keys_where(field::TOS, |k| ((k >> 2) as u8 == self.dscp) != self.negated),
+            keys_where(field::TOS, |k| {
+                ((k >> 2) as u8 == self.dscp) != self.negated
+            }),
         )])
     }
 }

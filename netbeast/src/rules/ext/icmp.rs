@@ -1,8 +1,8 @@
 //! `-m icmp --icmp-type TYPE[/CODE]|any` (libipt_icmp), also loaded by
 //! `-p icmp` on its first option.
 
-use netbeast_common::field;
 use crate::compile::lower::{Atom, Lowering, REAL_L4, negatable_l4, single};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -81,16 +81,21 @@ impl MatchExt for Icmp {
         hit != self.0.negated
     }
 
-
     fn lower(&self) -> Lowering {
         let (t, negated) = (self.0.value, self.0.negated);
         let key = |v: u8| single(v.into());
         Lowering::Static(match t {
-            IcmpType::Any => vec![vec![Atom::Keys(field::L4A, negatable_l4(vec![REAL_L4], negated))]],
+            IcmpType::Any => vec![vec![Atom::Keys(
+                field::L4A,
+                negatable_l4(vec![REAL_L4], negated),
+            )]],
             IcmpType::Type {
                 icmp_type,
                 code: None,
-            } => vec![vec![Atom::Keys(field::L4A, negatable_l4(key(icmp_type), negated))]],
+            } => vec![vec![Atom::Keys(
+                field::L4A,
+                negatable_l4(key(icmp_type), negated),
+            )]],
             IcmpType::Type {
                 icmp_type,
                 code: Some(code),

@@ -1,13 +1,13 @@
 //! `-m iprange --src-range A-B --dst-range A-B` (each `!`-able): address
 //! ranges (xt_iprange).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
+use crate::compile::lower::{Atom, Lowering};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,6 @@ impl MatchExt for IpRange {
         };
         within(&self.src, pkt.src) && within(&self.dst, pkt.dst)
     }
-
 
     fn lower(&self) -> Lowering {
         // A range is the union of its prefixes, which are disjoint: one
@@ -191,4 +190,3 @@ pub fn range_prefixes(range: AddrRange) -> Vec<Ipv4Net> {
     }
     out
 }
-

@@ -1,12 +1,12 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, negatable, key_range};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, range, value,
 };
+use crate::compile::lower::{Atom, Lowering, key_range, negatable};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -50,11 +50,14 @@ impl MatchExt for Length {
         (self.min..=self.max).contains(&pkt.header.length) != self.negated
     }
 
-
     fn lower(&self) -> Lowering {
         Lowering::all(vec![Atom::Keys(
             field::LENGTH,
-            negatable(field::LENGTH, key_range(self.min.into(), self.max.into()), self.negated),
+            negatable(
+                field::LENGTH,
+                key_range(self.min.into(), self.max.into()),
+                self.negated,
+            ),
         )])
     }
 }

@@ -42,7 +42,6 @@ impl MatchExt for MacSource {
         (self.0.value == pkt.mac_source) != self.0.negated
     }
 
-
     fn lower(&self) -> Lowering {
         Lowering::all(vec![Atom::Mac(self.0.value, self.0.negated)])
     }

@@ -70,7 +70,6 @@ impl MatchExt for Multiport {
         hit != self.negated
     }
 
-
     fn lower(&self) -> Lowering {
         let set = key_set(
             self.ports

@@ -1,13 +1,13 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, negatable, single};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
+use crate::compile::lower::{Atom, Lowering, negatable, single};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use netbeast_common::pkttype;
@@ -60,7 +60,6 @@ impl MatchExt for PktType {
     fn matches(&self, pkt: &PacketView) -> bool {
         (pkt.header.pkttype == self.kind) != self.negated
     }
-
 
     fn lower(&self) -> Lowering {
         Lowering::all(vec![Atom::Keys(

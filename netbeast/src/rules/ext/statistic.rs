@@ -4,7 +4,7 @@
 //! becomes a *guard*, which the kernel evaluates after a slot's other
 //! matches hold (`netbeast_common::Guard`).
 
-use crate::compile::lower::{Lowering};
+use crate::compile::lower::Lowering;
 use std::fmt::Write as _;
 
 use netbeast_common::{Guard, guard_kind};
@@ -110,16 +110,17 @@ impl MatchExt for Statistic {
         true
     }
 
-
     fn lower(&self) -> Lowering {
         Lowering::Guard(self.guard())
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
         let _ = protocol;
-        Err("-m statistic is not supported by the classifier yet (it needs guards); \
+        Err(
+            "-m statistic is not supported by the classifier yet (it needs guards); \
              remove the rule"
-            .to_string())
+                .to_string(),
+        )
     }
 }
 

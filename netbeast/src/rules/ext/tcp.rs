@@ -1,8 +1,8 @@
 //! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
 //! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
 
+use crate::compile::lower::{Atom, Lowering, REAL_L4, key_range, keys_where, negatable_l4};
 use netbeast_common::{TCP_FLAGS_NONE, field};
-use crate::compile::lower::{Atom, Lowering, REAL_L4, keys_where, negatable_l4, key_range};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -195,10 +195,12 @@ impl MatchExt for Ports {
             })
     }
 
-
     fn lower(&self) -> Lowering {
         let ports = |r: &Option<Negatable<PortRange>>| match r {
-            Some(r) => negatable_l4(key_range(r.value.first.into(), r.value.last.into()), r.negated),
+            Some(r) => negatable_l4(
+                key_range(r.value.first.into(), r.value.last.into()),
+                r.negated,
+            ),
             None => vec![REAL_L4],
         };
         // Even without --sport or --dport, `-m tcp`/`-m udp` needs a port

@@ -1,13 +1,13 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, keys_where};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
+use crate::compile::lower::{Atom, Lowering, keys_where};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -64,11 +64,12 @@ impl MatchExt for Tos {
         (pkt.header.tos & self.mask == self.value) != self.negated
     }
 
-
     fn lower(&self) -> Lowering {
         Lowering::all(vec![Atom::Keys(
             field::TOS,
-            keys_where(field::TOS, |k| (k as u8 & self.mask == self.value) != self.negated),
+            keys_where(field::TOS, |k| {
+                (k as u8 & self.mask == self.value) != self.negated
+            }),
         )])
     }
 }

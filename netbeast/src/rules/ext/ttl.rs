@@ -1,13 +1,13 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
-use netbeast_common::field;
-use crate::compile::lower::{Atom, Lowering, negatable, key_range, single};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
+use crate::compile::lower::{Atom, Lowering, key_range, negatable, single};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
+use netbeast_common::field;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,6 @@ impl MatchExt for Ttl {
             TtlOp::Gt => ttl > self.value,
         }
     }
-
 
     fn lower(&self) -> Lowering {
         let v = u32::from(self.value);
