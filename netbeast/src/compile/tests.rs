@@ -2472,16 +2472,6 @@ fn packet_only_fields_are_refused_in_nat_output() {
     assert!(compile(&filter, &[], 0).is_ok());
 }
 
-#[test]
-fn addrtype_limit_iface_is_refused() {
-    let ruleset = typed(&["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"]);
-    let err = compile(&ruleset, &[], 0).err().unwrap().to_string();
-    assert!(
-        err.contains("--limit-iface-in/--limit-iface-out is not supported"),
-        "{err}"
-    );
-}
-
 /// Docker's whole ruleset, nat table with `-m addrtype --dst-type LOCAL`
 /// included, compiles: PREROUTING and nat OUTPUT look the destination's
 /// type up.

@@ -3587,6 +3587,14 @@ mod tests {
     }
 
     #[test]
+    fn addrtype_interface_limits_are_not_supported_yet() {
+        assert_err(
+            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+            "-m addrtype --limit-iface-in/--limit-iface-out is not supported yet",
+        );
+    }
+
+    #[test]
     fn tcp_options_are_not_supported_yet() {
         assert_err(
             "-A INPUT -p tcp --tcp-option 2 -j DROP",

@@ -90,19 +90,6 @@ impl MatchExt for AddrType {
         atoms.extend(self.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
         Lowering::all(atoms)
     }
-
-    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
-        if self.limit_iface_in || self.limit_iface_out {
-            return Err(
-                "-m addrtype --limit-iface-in/--limit-iface-out is not supported \
-                 (netbeast looks address types up in the whole local routing table); \
-                 remove the option, or match the interface with -i/-o"
-                    .to_string(),
-            );
-        }
-        let _ = protocol;
-        Ok(())
-    }
 }
 
 static OPTIONS: [OptSpec; 4] = [
@@ -214,6 +201,14 @@ impl MatchParser for AddrTypeParser {
                 option: "--limit-iface-out".into(),
                 chain: rule.chain.into(),
                 reason: "the output interface is not known yet there",
+            });
+        }
+        if limit_iface_in || limit_iface_out {
+            return Err(ParseError::Unsupported {
+                what: "-m addrtype --limit-iface-in/--limit-iface-out".into(),
+                hint: "; netbeast looks address types up in the whole local routing table: \
+                       remove the option, or match the interface with -i/-o"
+                    .into(),
             });
         }
         Ok(Match::AddrType(AddrType {
