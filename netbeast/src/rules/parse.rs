@@ -680,36 +680,6 @@ pub(crate) fn parse_port(option: &str, text: &str) -> Result<u16, ParseError> {
         })
 }
 
-/// `--sport`/`--dport`: `port`, `first:last`, `:last` or `first:`.
-fn parse_port_range(option: &str, text: &str) -> Result<PortRange, ParseError> {
-    let Some((first, last)) = text.split_once(':') else {
-        let port = parse_port(option, text)?;
-        return Ok(PortRange {
-            first: port,
-            last: port,
-        });
-    };
-    let first = if first.is_empty() {
-        0
-    } else {
-        parse_port(option, first)?
-    };
-    let last = if last.is_empty() {
-        u16::MAX
-    } else {
-        parse_port(option, last)?
-    };
-    if first > last {
-        return Err(invalid(
-            option,
-            "port range",
-            text,
-            "the first port is larger than the last; write it as low:high",
-        ));
-    }
-    Ok(PortRange { first, last })
-}
-
 /// `-i +` (every interface) is the same rule as no `-i`: iptables stores
 /// and prints it so, and `-D` finds either spelling. Negated, it matches no
 /// packet and stays as written.
@@ -2177,7 +2147,7 @@ impl<'a> Parser<'a> {
             .as_ref()
             .filter(|p| !p.negated)
             .map(|p| p.value);
-        let looks_like_ports = parse_port_range("", word).is_ok();
+        let looks_like_ports = ext::tcp::parse_port_range("", word).is_ok();
         let listing = self.commands.iter().find(|c| !c.takes_rule());
         let nat = match &self.target {
             Some(TargetState::Nat(nat)) => Some(nat.kind),
