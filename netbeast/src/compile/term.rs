@@ -36,6 +36,17 @@ pub(super) struct Term<'a> {
     /// The connection states (`ct_state::*` keys, one bit each) the packet
     /// may be in; a set, like the L4 keys.
     pub ct: Option<u8>,
+    /// Requirement atoms `(guard, held)`: guard number `guard` (a rule's
+    /// stateful match, see `netbeast_common::Guard`) was evaluated for this
+    /// packet and held, or failed. No class holds them: the kernel checks
+    /// them against the outcomes it recorded (`guard_kind::REQUIRE`). They
+    /// come from guarded jumps (the callee's slots require the guards
+    /// held) and guarded RETURNs/gotos (the later rules get `NOT (static
+    /// AND held)`). A requirement only appears in terms that also carry
+    /// the static atoms of the guard's rule, so the guard was evaluated
+    /// whenever the rest of the term holds, and `NOT (g held)` is `g
+    /// failed`.
+    pub req: Vec<(u32, bool)>,
 }
 
 /// Every connection-state key, as a mask.
@@ -51,6 +62,7 @@ enum Atom<'a> {
     OutIface(&'a IfaceName, bool),
     Mac([u8; 6], bool),
     Ct(u8),
+    Req(u32, bool),
 }
 
 impl<'a> Term<'a> {
@@ -68,6 +80,13 @@ impl<'a> Term<'a> {
             + self.out_iface.len()
             + self.mac.len()
             + usize::from(self.ct.is_some())
+            + self.req.len()
+    }
+
+    /// True when the term carries requirement atoms (its slot is checked
+    /// against recorded guard outcomes).
+    pub fn has_requirements(&self) -> bool {
+        !self.req.is_empty()
     }
 
     fn atoms(&self) -> Vec<Atom<'a>> {
@@ -87,6 +106,12 @@ impl<'a> Term<'a> {
         atoms.extend(self.in_iface.iter().map(|&(p, n)| Atom::InIface(p, n)));
         atoms.extend(self.out_iface.iter().map(|&(p, n)| Atom::OutIface(p, n)));
         atoms.extend(self.mac.iter().map(|&(m, n)| Atom::Mac(m, n)));
+        // Requirements last, in guard order: the negation's alternatives
+        // `(static atoms hold) AND (g failed)` then carry every static atom
+        // of g's rule, so g was evaluated when they hold; and a rule's
+        // second guard is required failed only with its first held (the
+        // kernel stops at a rule's first failed guard, as iptables does).
+        atoms.extend(self.req.iter().map(|&(g, held)| Atom::Req(g, held)));
         atoms
     }
 
@@ -105,6 +130,7 @@ impl<'a> Term<'a> {
             Atom::OutIface(p, n) => self.out_iface.push((p, n)),
             Atom::Mac(m, n) => self.mac.push((m, n)),
             Atom::Ct(mask) => self.ct = Some(self.ct.map_or(mask, |have| have & mask)),
+            Atom::Req(g, held) => self.req.push((g, held)),
         }
     }
 
@@ -125,6 +151,7 @@ impl<'a> Term<'a> {
         if let Some(mask) = other.ct {
             t.push(Atom::Ct(mask));
         }
+        t.req.extend_from_slice(&other.req);
         t.simplify().then_some(t)
     }
 
@@ -166,6 +193,10 @@ impl<'a> Term<'a> {
             || keys_apart(&self.l4[0], &other.l4[0])
             || keys_apart(&self.l4[1], &other.l4[1])
             || matches!((self.ct, other.ct), (Some(a), Some(b)) if a & b == 0)
+            || self
+                .req
+                .iter()
+                .any(|&(g, held)| other.req.contains(&(g, !held)))
             || matches!(
                 (positive(&self.mac), positive(&other.mac)),
                 (Some(a), Some(b)) if a != b
@@ -201,6 +232,7 @@ impl<'a> Term<'a> {
             && self.ct != Some(0)
             && simplify_ifaces(&mut self.in_iface)
             && simplify_ifaces(&mut self.out_iface)
+            && simplify_requirements(&mut self.req)
     }
 }
 
@@ -214,7 +246,21 @@ fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
         Atom::OutIface(p, n) => Atom::OutIface(p, !n),
         Atom::Mac(m, n) => Atom::Mac(m, !n),
         Atom::Ct(mask) => Atom::Ct(!mask & ALL_CT_STATES),
+        Atom::Req(g, held) => Atom::Req(g, !held),
     }
+}
+
+/// Requirement atoms: each guard once, in guard-number order (a rule's
+/// guards are numbered in match order, so this keeps them in the order
+/// the kernel evaluates them); a guard required both held and failed
+/// leaves nothing.
+fn simplify_requirements(atoms: &mut Vec<(u32, bool)>) -> bool {
+    if atoms.len() < 2 {
+        return true;
+    }
+    atoms.sort_unstable();
+    atoms.dedup();
+    !atoms.windows(2).any(|w| w[0].0 == w[1].0)
 }
 
 /// Address atoms: the positive prefixes must nest (the longest one says

@@ -11,9 +11,11 @@ use netbeast_common::{
 use proptest::prelude::*;
 
 use super::*;
+use crate::rules::ext::statistic::PROBABILITY_ONE;
 use crate::rules::model::{
     AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
-    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, TableName, Target,
+    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, Statistic,
+    StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -283,6 +285,11 @@ impl Dice {
                 states,
             });
         }
+        // Stateful matches (guards): on plain rules, jumps, RETURNs and
+        // gotos alike, now and then two on one rule.
+        for _ in 0..self.weighted(&[14, 5, 1]) {
+            matches.push(Match::Statistic(self.statistic()));
+        }
         Rule {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
@@ -293,6 +300,27 @@ impl Dice {
             matches,
             target: self.target(callees),
             counter: Default::default(),
+        }
+    }
+
+    /// `-m statistic`: nth with small rounds (so packets hit every
+    /// phase), random with probabilities 0, 1 and between.
+    fn statistic(&mut self) -> Statistic {
+        let mode = if self.chance(50) {
+            let every = self.pick(&[1u32, 2, 3, 4]);
+            StatisticMode::Nth {
+                every,
+                packet: self.below(every as usize) as u32,
+            }
+        } else {
+            let p = self.pick(&[0.0, 0.25, 0.5, 0.9, 1.0]);
+            StatisticMode::Random {
+                probability: (p * f64::from(PROBABILITY_ONE)) as u32,
+            }
+        };
+        Statistic {
+            negated: self.chance(25),
+            mode,
         }
     }
 
@@ -773,45 +801,59 @@ fn check_tables(compiled: &CompiledRuleset) {
     }
 }
 
+/// Both sides over a sequence of packets, each with its own guard state
+/// (nth counts, random draws) kept from packet to packet and seeded alike:
+/// they agree only if they evaluate the same guards in the same order.
 fn compare(
     ruleset: &Ruleset,
     compiled: &CompiledRuleset,
     packets: &[PacketView],
+    seed: u64,
 ) -> Result<(), TestCaseError> {
     let ifaces = interfaces();
     let builtins = CHAIN_NAMES
         .iter()
         .map(|name| (&ruleset.filter, name))
         .chain(NAT_CHAIN_NAMES.iter().map(|name| (&ruleset.nat, name)));
+    let mut reference_guards = GuardState::new(seed);
+    let mut compiled_guards = GuardState::new(seed);
     for pkt in packets {
         for (index, (table, name)) in builtins.clone().enumerate() {
-            let want = reference::classify_table(table, name, &ifaces, pkt);
-            let got = compiled.classify(index as u32, pkt);
+            let want =
+                reference::classify_table_with(table, name, &ifaces, pkt, &mut reference_guards);
+            let c = &compiled.chains[index];
+            let (slots, (guarded, passes)) =
+                compiled.search_slots(index as u32, pkt, &mut compiled_guards);
+            let got: Vec<RuleRef> = slots
+                .iter()
+                .map(|&slot| c.owners[slot as usize].clone())
+                .collect();
             prop_assert_eq!(&got, &want, "chain {} packet {:?}", name, pkt);
             // The translation the kernel would apply is the rule's.
             let last = want
                 .last()
                 .map(|hit| &table.chain(&hit.chain).unwrap().rules[hit.rule].target);
             if let Some((code, nat)) = last.and_then(expected_translation) {
-                let slot = *compiled.classify_slots(index as u32, pkt).last().unwrap();
+                let slot = *slots.last().unwrap();
                 let action = compiled.chains[index].rules[slot as usize];
                 prop_assert_eq!(action.target, code);
                 prop_assert_eq!(compiled.nat_targets[action.arg as usize], nat);
             }
-            // The compiler's bound on slots without a verdict holds: the
-            // kernel's search has that many steps for them.
-            let c = &compiled.chains[index];
-            let passes = compiled
-                .classify_slots(index as u32, pkt)
-                .into_iter()
-                .filter(|&slot| c.rules[slot as usize].target == target::NONE)
-                .count();
+            // The compiler's bounds on the search's steps hold: slots
+            // without a verdict acted on, slots with guards reached.
             prop_assert!(
                 passes <= c.max_passes,
                 "chain {} acts on {} slots without a verdict, bound {}",
                 name,
                 passes,
                 c.max_passes
+            );
+            prop_assert!(
+                guarded <= c.max_guarded,
+                "chain {} reaches {} guarded slots, bound {}",
+                name,
+                guarded,
+                c.max_guarded
             );
         }
     }
@@ -829,11 +871,16 @@ fn compare(
 fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRuleset> {
     let limits = Limits {
         nonterminating_rules: usize::MAX,
+        guarded_slots: usize::MAX,
         ..LIMITS
     };
     match compile_with_limits(ruleset, &interfaces(), generation, limits) {
         Ok(compiled) => Some(compiled),
-        Err(CompileError::TooManyTerms { .. } | CompileError::TooManyRules { .. }) => None,
+        Err(
+            CompileError::TooManyTerms { .. }
+            | CompileError::TooManyRules { .. }
+            | CompileError::TooManyGuardChecks { .. },
+        ) => None,
         Err(e) => panic!("random rulesets compile: {e}"),
     }
 }
@@ -852,6 +899,7 @@ proptest! {
         rules in ruleset_seeds(),
         nat in nat_seeds(),
         packets in prop::collection::vec(any::<u64>(), 8..16),
+        guard_seed in any::<u64>(),
     ) {
         let mut ruleset = ruleset_from(&rules);
         add_nat(&mut ruleset, &nat);
@@ -860,7 +908,7 @@ proptest! {
         prop_assume!(compiled.is_some(), "refused for its size");
         let compiled = compiled.unwrap();
         check_classes(&compiled);
-        compare(&ruleset, &compiled, &packets)?;
+        compare(&ruleset, &compiled, &packets, guard_seed)?;
     }
 }
 
