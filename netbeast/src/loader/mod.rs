@@ -48,8 +48,10 @@ const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 25] = [
+pub const MAP_NAMES: [&str; 27] = [
     "FAST_PATH_IFACES",
+    "GUARDS",
+    "GUARD_STATE",
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
     "CT_NAT_INDEX",
