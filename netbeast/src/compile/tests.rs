@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use netbeast_common::{
     CLASS_ALL, CLASS_ID_GEN_STRIDE, L4_CHUNK, L4_CHUNKS, L4_FRAGMENT, L4_KEYS, L4_NONE,
-    MAX_RULES_PER_CHAIN, NatTarget, chain, field, nat_flags, reject, target,
+    MAX_GUARDED_SLOTS, MAX_GUARDS_PER_RULE, MAX_RULES_PER_CHAIN, NatTarget, chain, field,
+    nat_flags, reject, target,
 };
 use proptest::prelude::*;
 
@@ -2217,4 +2218,100 @@ fn nat_rules_the_kernel_refuses_are_refused() {
         compile(&ruleset, &[], 0).err(),
         Some(CompileError::NatInputRules { rules: 1 })
     );
+}
+
+// ---------------------------------------------------------------- guards
+
+#[test]
+fn nth_cascade_takes_turns_in_both_models() {
+    let ruleset = typed(&[
+        "-A INPUT -p tcp -m statistic --mode nth --every 3 --packet 0 -j DROP",
+        "-A INPUT -p tcp -m statistic --mode nth --every 2 --packet 0 -j REJECT",
+        "-A INPUT -p tcp -j ACCEPT",
+    ]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let (mut reference_guards, mut compiled_guards) = (GuardState::new(1), GuardState::new(1));
+    let input = ruleset.filter.chain("INPUT").unwrap();
+    let pkt = tcp_packet(1000, 80);
+    for i in 0..12 {
+        let want = reference::classify_table_with(
+            &ruleset.filter,
+            "INPUT",
+            &[],
+            &pkt,
+            &mut reference_guards,
+        );
+        let got = compiled.classify_with(chain::INPUT, &pkt, &mut compiled_guards);
+        assert_eq!(got, want, "packet {i}");
+        assert_eq!(numbers(got), vec![i % 3], "packet {i}");
+    }
+    assert_eq!(input.rules.len(), 3);
+}
+
+/// kube-proxy's shape: a service chain of guarded jumps to endpoint chains.
+fn kube_cascade(endpoints: usize) -> Ruleset {
+    let mut lines = vec!["-N SVC".to_string()];
+    for e in 0..endpoints {
+        lines.push(format!("-N SEP{e}"));
+        lines.push(format!("-A SEP{e} -s 10.1.2.3 -j DROP"));
+        lines.push(format!("-A SEP{e} -p tcp -j ACCEPT"));
+        let probability = 1.0 / (endpoints - e) as f64;
+        lines.push(if e + 1 < endpoints {
+            format!("-A SVC -m statistic --mode random --probability {probability:.5} -j SEP{e}")
+        } else {
+            format!("-A SVC -j SEP{e}")
+        });
+    }
+    lines.push("-A INPUT -p tcp --dport 80 -j SVC".to_string());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    typed(&lines)
+}
+
+#[test]
+fn guarded_jump_cascades_are_bounded() {
+    // Each endpoint costs three guarded slots on the path: the jump and
+    // the endpoint's two rules, which carry "the jump's draw held".
+    let compiled = compile(&kube_cascade(300), &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    assert!(input.max_guarded >= 3 * 299 && input.max_guarded <= MAX_GUARDED_SLOTS);
+    // One record per draw, one requirement record per endpoint chain.
+    assert_eq!(compiled.guards.len(), 2 * 299);
+    let err = compile(&kube_cascade(400), &[], 0).err().unwrap();
+    assert!(
+        matches!(err, CompileError::TooManyGuardedSlots { ref chain, .. } if chain == "INPUT"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("MAX_GUARDED_SLOTS"), "{err}");
+    // The endpoints act only when their draw held: over many packets every
+    // endpoint gets some, and no packet is accepted twice.
+    let ruleset = kube_cascade(4);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let mut guards = GuardState::new(7);
+    let mut per_endpoint = [0usize; 4];
+    for _ in 0..4000 {
+        let hits = compiled.classify_with(chain::INPUT, &tcp_packet(1000, 80), &mut guards);
+        let last = hits.last().unwrap();
+        assert_eq!(hits.len(), 3, "{hits:?}");
+        let e: usize = last.chain.trim_start_matches("SEP").parse().unwrap();
+        per_endpoint[e] += 1;
+    }
+    for (e, &n) in per_endpoint.iter().enumerate() {
+        assert!((850..=1150).contains(&n), "endpoint {e}: {n} of 4000");
+    }
+}
+
+#[test]
+fn too_many_statistic_matches_on_one_rule_are_refused() {
+    let mut rule = Rule::new(Target::Accept);
+    for _ in 0..=MAX_GUARDS_PER_RULE {
+        rule.matches.push(Match::Statistic(Statistic {
+            negated: false,
+            mode: StatisticMode::Nth {
+                every: 2,
+                packet: 0,
+            },
+        }));
+    }
+    let err = compile(&only_input(vec![rule]), &[], 0).err().unwrap();
+    assert!(err.to_string().contains("MAX_GUARDS_PER_RULE"), "{err}");
 }
