@@ -3415,3 +3415,173 @@ fn forward_ttl_and_every_field_in_one_chain() {
         run_cases(h, cases);
     });
 }
+
+// ------------------------------------------------------------ guards
+
+/// The verdicts of `n` UDP packets to `port`, one after another.
+fn verdicts(h: &mut Harness, port: u16, n: usize) -> Vec<&'static str> {
+    (0..n)
+        .map(|_| action_name(h.run(&udp(port).build(), 0).0))
+        .collect()
+}
+
+/// Binomial bound with p ≥ 0.001 (two-sided z = 3.29) for `k` hits of
+/// `n` trials at probability `p`.
+fn within_binomial(k: usize, n: usize, p: f64) -> bool {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (k as f64 - mean).abs() <= 3.29 * sd
+}
+
+#[test]
+fn statistic_nth_cascade_takes_turns() {
+    lab("nth", false, |h, _| {
+        // The article's round robin: every 3rd packet, then every 2nd of
+        // the rest, then the last rule. A = DROP, B = REJECT (an ICMP
+        // reply sent back), C = ACCEPT.
+        h.apply(&[
+            "-A INPUT -p udp --dport 7 -m statistic --mode nth --every 3 --packet 0 -j DROP",
+            "-A INPUT -p udp --dport 7 -m statistic --mode nth --every 2 --packet 0 -j REJECT",
+            "-A INPUT -p udp --dport 7 -j ACCEPT",
+            // Negated: every packet but the 2nd of each round of 3.
+            "-A INPUT -p udp --dport 8 -m statistic --mode nth ! --every 3 --packet 1 -j DROP",
+            // A static match that fails leaves the count alone.
+            "-A INPUT -p udp --dport 9 -s 10.9.9.9 -m statistic --mode nth --every 2 --packet 0 -j DROP",
+            "-A INPUT -p udp --dport 9 -m statistic --mode nth --every 2 --packet 1 -j DROP",
+        ]);
+        let abc: Vec<&str> = ["XDP_DROP", "XDP_TX", "XDP_PASS"].repeat(5);
+        assert_eq!(verdicts(h, 7, 15), abc, "nth cascade");
+        let (rules, _) = h.counters(chain::INPUT);
+        let packets: Vec<u64> = rules[..3].iter().map(|c| c.packets).collect();
+        assert_eq!(packets, vec![5, 5, 5], "a failed guard is not counted");
+        let negated: Vec<&str> = ["XDP_DROP", "XDP_PASS", "XDP_DROP"].repeat(4);
+        assert_eq!(verdicts(h, 8, 12), negated, "! nth");
+        // Rule 5 never sees these packets (source), so rule 6's count
+        // starts at 0 and moves once per packet: pass, drop, pass, ...
+        let alternate: Vec<&str> = ["XDP_PASS", "XDP_DROP"].repeat(4);
+        assert_eq!(
+            verdicts(h, 9, 8),
+            alternate,
+            "nth behind a failed static match"
+        );
+    });
+}
+
+#[test]
+fn statistic_random_draws_its_probability() {
+    lab("random", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp --dport 7 -m statistic --mode random --probability 0 -j DROP",
+            "-A INPUT -p udp --dport 8 -m statistic --mode random --probability 1 -j DROP",
+            "-A INPUT -p udp --dport 9 -m statistic --mode random --probability 0.5 -j DROP",
+            "-A INPUT -p udp --dport 10 -m statistic --mode random ! --probability 0.25 -j DROP",
+        ]);
+        assert!(
+            verdicts(h, 7, 200).iter().all(|&v| v == "XDP_PASS"),
+            "p = 0"
+        );
+        assert!(
+            verdicts(h, 8, 200).iter().all(|&v| v == "XDP_DROP"),
+            "p = 1"
+        );
+        let n = 2000;
+        let half = verdicts(h, 9, n)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        assert!(within_binomial(half, n, 0.5), "p = 0.5: {half} of {n}");
+        let not_quarter = verdicts(h, 10, n)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        assert!(
+            within_binomial(not_quarter, n, 0.75),
+            "! p = 0.25: {not_quarter} of {n}"
+        );
+    });
+}
+
+#[test]
+fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
+    lab("guard-jump", false, |h, _| {
+        // kube-proxy's shape: a service chain whose rules jump to an
+        // endpoint chain under a statistic match. The endpoint's rules act
+        // only on packets whose guard held, and never draw again.
+        h.apply(&[
+            "-N SVC",
+            "-N SEP1",
+            "-N SEP2",
+            "-A SEP1 -p udp",
+            "-A SEP1 -p udp -j DROP",
+            "-A SEP2 -p udp -j REJECT",
+            "-A SVC -m statistic --mode nth --every 2 --packet 0 -j SEP1",
+            "-A SVC -m statistic --mode random --probability 0.5 -j SEP2",
+            "-A INPUT -p udp --dport 7 -j SVC",
+        ]);
+        // nth: packets 0, 2, 4, ... go to SEP1 and are dropped; with a
+        // second evaluation in SEP1 none would be.
+        let n = 1000;
+        let got = verdicts(h, 7, n);
+        for (i, v) in got.iter().enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(*v, "XDP_DROP", "packet {i}: nth held, SEP1 drops it");
+            } else {
+                assert_ne!(*v, "XDP_DROP", "packet {i}: nth failed, SEP1 must not act");
+            }
+        }
+        // The odd packets draw once at SEP2's jump: about half are
+        // rejected (a second draw inside SEP2 would make it a quarter).
+        let rejected = got.iter().filter(|&&v| v == "XDP_TX").count();
+        assert!(
+            within_binomial(rejected, n / 2, 0.5),
+            "{rejected} of {} rejected",
+            n / 2
+        );
+        // Counters: user-defined chains' rules in table order (SVC, SEP1,
+        // SEP2 as created: SVC's 2 rules after SEP1's 2 and SEP2's 1 —
+        // numbered as compile::user_chain_counters says).
+        let counters = h.dataplane.user_chain_counters(5).expect("counters");
+        let by_name = |chain: &str, rule: usize| {
+            let mut n = 0;
+            for c in &h.ruleset.filter.chains {
+                if c.policy.is_some() {
+                    continue;
+                }
+                if c.name == chain {
+                    return counters[n + rule].packets;
+                }
+                n += c.rules.len();
+            }
+            panic!("no chain {chain}")
+        };
+        assert_eq!(by_name("SVC", 0), (n / 2) as u64, "jump to SEP1");
+        assert_eq!(by_name("SEP1", 0), (n / 2) as u64, "SEP1 count rule");
+        assert_eq!(by_name("SEP1", 1), (n / 2) as u64, "SEP1 DROP");
+        assert_eq!(by_name("SVC", 1), rejected as u64, "jump to SEP2");
+        assert_eq!(by_name("SEP2", 0), rejected as u64, "SEP2 REJECT");
+    });
+}
+
+#[test]
+fn guarded_return_leaves_only_when_the_guard_held() {
+    lab("guard-return", false, |h, _| {
+        h.apply(&[
+            "-N CHK",
+            "-A CHK -p udp -m statistic --mode nth --every 3 --packet 1 -j RETURN",
+            "-A CHK -p udp -j DROP",
+            "-A INPUT -p udp --dport 7 -j CHK",
+            "-A INPUT -p udp --dport 7 -j REJECT",
+            // Guarded goto: the packets whose guard held leave for the
+            // policy (ACCEPT), the others go on here.
+            "-N OUT",
+            "-A INPUT -p udp --dport 8 -m statistic --mode nth --every 2 --packet 0 -g OUT",
+            "-A INPUT -p udp --dport 8 -j DROP",
+        ]);
+        // RETURNed packets (1, 4, 7, ...) meet INPUT's REJECT; the others
+        // are dropped in CHK.
+        let want: Vec<&str> = ["XDP_DROP", "XDP_TX", "XDP_DROP"].repeat(4);
+        assert_eq!(verdicts(h, 7, 12), want, "guarded RETURN");
+        let want: Vec<&str> = ["XDP_PASS", "XDP_DROP"].repeat(4);
+        assert_eq!(verdicts(h, 8, 8), want, "guarded goto");
+    });
+}

@@ -601,6 +601,15 @@ pub mod guard_kind {
     /// holds for the packets numbered `b`, `b + a`, ... (0-based) of those
     /// that reach it. Its state is the number of packets so far.
     pub const STATISTIC_NTH: u32 = 2;
+    /// Not a match but a *requirement* the compiler adds to a slot that a
+    /// guarded jump, RETURN or goto leads to (user-defined chains compiled
+    /// flat): guard number `a` (0-based, of the same generation) was
+    /// evaluated for this packet in this chain and held (`negated` 0) or
+    /// failed (`negated` 1). The kernel checks it against the outcome it
+    /// recorded when it evaluated that guard (`GUARD_MEMO`), never by
+    /// evaluating the guard again: a second evaluation would draw another
+    /// random number or count the packet twice.
+    pub const REQUIRE: u32 = 3;
 }
 
 impl Guard {
@@ -630,8 +639,20 @@ impl Guard {
 /// Guards one generation of a ruleset may hold (one per stateful match of
 /// a rule); `GUARDS` and `GUARD_STATE` hold both generations.
 pub const MAX_GUARDS: u32 = 16384;
-/// Guards one rule may chain; the kernel follows at most this many.
+/// Guards (stateful matches) one rule may have.
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
+/// Records one slot's guard chain may hold: its requirements (see
+/// `guard_kind::REQUIRE`: one per guard of the enclosing guarded jumps and
+/// the guarded RETURNs/gotos before it) and then its rule's own guards.
+/// The kernel follows at most this many; the compiler refuses longer ones.
+pub const MAX_GUARD_CHAIN: u32 = 32;
+/// Slots carrying a guard chain one packet may reach in one chain. The
+/// kernel visits such a slot whenever its static match holds, and may go on
+/// past it (a guard that failed), so each costs a step of the search, like
+/// a slot without a verdict: with a kube-proxy cascade of guarded jumps a
+/// packet statically matches every endpoint's rules. The compiler bounds
+/// this per path and refuses chains past it.
+pub const MAX_GUARDED_SLOTS: usize = 1024;
 
 /// Index in `GUARDS` and `GUARD_STATE` of guard `n` (0-based) of a
 /// generation.
@@ -968,6 +989,8 @@ pub mod size {
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
+    /// One `GUARD_STATE` word (an nth count) per guard and generation.
+    pub const GUARD_STATE: u32 = GUARDS;
 }
 
 #[cfg(feature = "user")]

@@ -10,18 +10,19 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::generated::bpf_loop,
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT, ADDR_HASH_BUCKETS,
     ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot, CLASS_ALL,
-    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, IfaceKey, KEY_CHUNK,
-    MAX_ADDR_HASH_LENGTHS, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
-    chain_index, counter_index, field, field::Kind, key_chunk_index, pkttype, rule_index, size,
-    stats, target,
+    CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
+    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
+    addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, field,
+    field::Kind, guard_index, guard_kind, key_chunk_index, pkttype, rule_index, size, stats,
+    target,
 };
 
 use crate::stats::bump;
@@ -58,6 +59,21 @@ static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS,
 /// looks up. Written by userspace with the local addresses.
 #[map]
 static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPES, 0);
+/// The guard records of both generations (`Guard`, written by the loader).
+#[map]
+static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
+/// Each guard's state (an nth count), shared by every CPU and bumped with
+/// an atomic add: exactly every Nth packet matches on a multi-queue NIC.
+#[map]
+static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
+/// The outcome of each guard the last time this CPU evaluated it:
+/// `search sequence << 1 | held`. Requirements (`guard_kind::REQUIRE`)
+/// read it; the sequence makes older entries stale without a reset.
+#[map]
+static GUARD_MEMO: PerCpuArray<u64> = PerCpuArray::with_max_entries(size::GUARDS, 0);
+/// This CPU's last search sequence (a search with guards takes the next).
+#[map]
+static GUARD_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet values the fields look at. Some fields' keys are derived
 /// from these only when a chain uses the field (`key_of`): the packet type
@@ -425,6 +441,104 @@ pub extern "C" fn netbeast_classify(
     }
 }
 
+/// Adds one to the word at `p` atomically (for every CPU) and returns the
+/// value before: one BPF_ATOMIC | BPF_FETCH add, which the kernel has
+/// taken since 5.12. Written in assembly because LLVM emits it only for
+/// `-mcpu=v3`, and the build (aya-build, bpf-linker `--cpu generic`)
+/// offers no way to ask for that; `AtomicU64::fetch_add` does not exist on
+/// the BPF target (no compare-and-swap at the generic CPU level).
+#[inline(always)]
+fn fetch_add(p: *mut u64) -> u64 {
+    let mut v: u64 = 1;
+    // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
+    // instruction reads and writes only that word.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+        );
+    }
+    v
+}
+
+/// A new search sequence for this CPU's guard outcomes (never 0).
+#[inline(always)]
+fn next_seq() -> u64 {
+    match GUARD_SEQ.get_ptr_mut(0) {
+        Some(p) => {
+            // SAFETY: this CPU's slot.
+            unsafe {
+                *p += 1;
+                *p
+            }
+        }
+        None => 1,
+    }
+}
+
+/// Walks the guard chain starting at `head` (`RuleAction::guard`) of
+/// `generation`: requirements are checked against the outcomes recorded
+/// in this search (`seq`), the rule's own guards evaluated — nth counts
+/// bumped atomically, random numbers drawn — and their outcomes
+/// recorded. Stops at the first that fails. 1 when all hold. A global
+/// function: verified once, whoever calls it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
+    let generation = generation & 1;
+    let mut next = head;
+    for _ in 0..MAX_GUARD_CHAIN {
+        if next == 0 {
+            return 1;
+        }
+        let n = next - 1;
+        if n >= MAX_GUARDS {
+            return 0;
+        }
+        let index = guard_index(generation, n);
+        let Some(g) = GUARDS.get(index) else {
+            return 0;
+        };
+        if g.kind == guard_kind::REQUIRE {
+            let required = g.a as u32;
+            if required >= MAX_GUARDS {
+                return 0;
+            }
+            let want = seq << 1 | u64::from(g.negated == 0);
+            match GUARD_MEMO.get(guard_index(generation, required)) {
+                Some(&memo) if memo == want => {}
+                _ => return 0,
+            }
+        } else {
+            let count = if g.counts() {
+                let Some(state) = GUARD_STATE.get_ptr_mut(index) else {
+                    return 0;
+                };
+                fetch_add(state)
+            } else {
+                0
+            };
+            let random = if g.kind == guard_kind::STATISTIC_RANDOM {
+                // SAFETY: a helper without arguments.
+                unsafe { bpf_get_prandom_u32() }
+            } else {
+                0
+            };
+            let held = g.holds(count, random);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        }
+        next = g.next;
+    }
+    0
+}
+
 /// Chains of at most this many slots have one word per vector: they are
 /// searched with the `word0` of each class header alone.
 const SMALL_CHAIN: u32 = 64;
@@ -560,6 +674,8 @@ fn search(
     // matches). Most packets end with that candidate's first slot.
     let mut w = 0;
     let mut pending = st.word0;
+    // This search's sequence for guard outcomes, once a guard is met.
+    let mut seq = 0;
     if pending == 0 && large && st.lead_first > 0 {
         w = st.lead_first;
         pending = if st.mixed != 0 {
@@ -580,9 +696,16 @@ fn search(
         }
         pending &= pending - 1;
         let action = RULES.get(rule_index(generation, chain, slot))?;
-        count(generation, chain, action.counter, bytes);
-        if action.target != target::NONE {
-            return Some(*action);
+        // The only test an unguarded slot pays.
+        let held = action.guard == 0 || {
+            seq = next_seq();
+            netbeast_guards(generation, action.guard, seq) != 0
+        };
+        if held {
+            count(generation, chain, action.counter, bytes);
+            if action.target != target::NONE {
+                return Some(*action);
+            }
         }
     } else if !large {
         return None;
@@ -594,6 +717,7 @@ fn search(
     st.chain = chain;
     st.bytes = bytes;
     st.found = 0;
+    st.seq = seq;
     st.word_index = w;
     st.pending = pending;
     if !summarize(st, large, w) {
@@ -671,7 +795,7 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
 
 /// Every step either loads one candidate word or acts on one matching
 /// rule; this bounds the search.
-const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + 1) as u32;
+const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + MAX_GUARDED_SLOTS + 1) as u32;
 
 /// The search's moving parts. They live in a map (the per-CPU packet slot
 /// for the packet programs, `SOCK_SEARCH` for the socket programs) rather
@@ -692,6 +816,9 @@ pub struct SearchState {
     rule_count: u32,
     /// Used fields recorded below (large chains), in field order.
     fields: u32,
+    /// The search's sequence for guard outcomes (`GUARD_MEMO`), 0 until a
+    /// guarded slot is met.
+    seq: u64,
     /// Set when a terminating rule matched; its target follows.
     found: u32,
     target: u32,
@@ -779,6 +906,15 @@ fn act(st: &mut SearchState) -> bool {
     let Some(action) = RULES.get(rule_index(st.generation, st.chain, slot)) else {
         return true;
     };
+    if action.guard != 0 {
+        if st.seq == 0 {
+            st.seq = next_seq();
+        }
+        if netbeast_guards(st.generation, action.guard, st.seq) == 0 {
+            // Not matched after all: not counted, the search goes on.
+            return false;
+        }
+    }
     count(st.generation, st.chain, action.counter, st.bytes);
     if action.target != target::NONE {
         st.target = action.target;

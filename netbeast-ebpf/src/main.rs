@@ -1,6 +1,9 @@
 //! netbeast's kernel side. This file holds only the entry points; each
 //! feature lives in its own module with the maps it owns.
 #![no_std]
+// The atomic fetch-add of nth counters is BPF assembly (classify.rs
+// `fetch_add`); the build runs with RUSTC_BOOTSTRAP=1 (TOOLCHAIN.md).
+#![feature(asm_experimental_arch)]
 #![no_main]
 
 mod classify;

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use netbeast_common::{NatTarget, RuleAction, nat_flags, target, user_counter_slot};
 
+use super::guards::{self, GuardTable};
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
 use crate::rules::model::{
@@ -52,7 +53,7 @@ const MAX_DEPTH: usize = crate::rules::command::MAX_JUMP_DEPTH;
 /// those whose source prefixes can meet its own, so an allow list of
 /// thousands of `-s A -j RETURN` costs O(n log n), not O(n²).
 #[derive(Default)]
-struct Guards<'t, 'a> {
+struct Exits<'t, 'a> {
     list: Vec<&'t [Term<'a>]>,
     /// (network address, prefix length) of a positive source atom → the
     /// guards whose every term has one.
@@ -61,7 +62,7 @@ struct Guards<'t, 'a> {
     other: Vec<usize>,
 }
 
-impl<'t, 'a> Guards<'t, 'a> {
+impl<'t, 'a> Exits<'t, 'a> {
     fn push(&mut self, terms: &'t [Term<'a>]) {
         let n = self.list.len();
         self.list.push(terms);
@@ -133,6 +134,13 @@ pub(super) struct Prepared<'a> {
     /// `nat_args[chain][rule]`: the number of the rule's translation in
     /// the ruleset's `nat_targets` (0 for rules that translate nothing).
     nat_args: Vec<Vec<u32>>,
+    /// `own_guards[chain][rule]`: the numbers of the rule's guards (its
+    /// stateful matches), in match order; empty for most rules.
+    own_guards: Vec<Vec<Vec<u32>>>,
+    /// `held[chain][rule]`: for a rule with guards, its terms AND "every
+    /// own guard held" — what its jump passes on to the callee, and what
+    /// the rules after its RETURN or goto get the `NOT` of.
+    held: Vec<Vec<Option<Vec<Term<'a>>>>>,
     /// The user-defined chains' counters numbered so far, this table's
     /// included: where the next table's start.
     pub user_counters_end: u32,
@@ -147,13 +155,18 @@ impl<'a> Prepared<'a> {
         table: &'a Table,
         first_user_counter: u32,
         nat_targets: &mut NatTargets,
+        guard_table: &mut GuardTable,
         limits: Limits,
     ) -> Result<Self, CompileError> {
         let mut terms = Vec::with_capacity(table.chains.len());
         let mut nat_args = Vec::with_capacity(table.chains.len());
+        let mut own_guards = Vec::with_capacity(table.chains.len());
+        let mut held = Vec::with_capacity(table.chains.len());
         for chain in &table.chains {
             let mut rules = Vec::with_capacity(chain.rules.len());
             let mut args = Vec::with_capacity(chain.rules.len());
+            let mut owns = Vec::with_capacity(chain.rules.len());
+            let mut helds = Vec::with_capacity(chain.rules.len());
             for (i, rule) in chain.rules.iter().enumerate() {
                 let invalid = |problem: String| CompileError::InvalidRule {
                     chain: chain.name.clone(),
@@ -162,7 +175,17 @@ impl<'a> Prepared<'a> {
                 };
                 super::validate_rule(rule).map_err(invalid)?;
                 validate_target(table.name, &rule.target).map_err(invalid)?;
-                rules.push(term::rule_terms(rule));
+                let own = guard_table.own_guards(table.name, &chain.name, i, rule)?;
+                let rule_terms = term::rule_terms(rule);
+                helds.push((!own.is_empty()).then(|| {
+                    let all_held = Term {
+                        req: own.iter().map(|&g| (g, true)).collect(),
+                        ..Term::default()
+                    };
+                    term::and_all(&rule_terms, &[all_held])
+                }));
+                owns.push(own);
+                rules.push(rule_terms);
                 args.push(match nat_target(&rule.target) {
                     Some(wanted) => nat_targets.intern(wanted, limits.nat_targets)?,
                     None => 0,
@@ -170,6 +193,8 @@ impl<'a> Prepared<'a> {
             }
             terms.push(rules);
             nat_args.push(args);
+            own_guards.push(owns);
+            held.push(helds);
         }
         let mut user_counter = Vec::with_capacity(table.chains.len());
         let mut next = first_user_counter;
@@ -198,6 +223,8 @@ impl<'a> Prepared<'a> {
             terms,
             user_counter,
             nat_args,
+            own_guards,
+            held,
             user_counters_end: next,
         })
     }
@@ -315,9 +342,37 @@ pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(TableName, &Chain, u32)> {
         .collect()
 }
 
+/// How many steps of the kernel's search one packet may take in a chain
+/// beyond its verdict, counted per path: slots without a verdict it acts
+/// on, and slots with a guard chain it reaches (which it may go past when
+/// a guard fails). The two are bounded separately (each maximum over the
+/// paths on its own: a bound on their sum).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Steps {
+    pub passes: usize,
+    pub guarded: usize,
+}
+
+impl Steps {
+    fn max(self, other: Steps) -> Steps {
+        Steps {
+            passes: self.passes.max(other.passes),
+            guarded: self.guarded.max(other.guarded),
+        }
+    }
+
+    fn plus(self, other: Steps) -> Steps {
+        Steps {
+            passes: self.passes + other.passes,
+            guarded: self.guarded + other.guarded,
+        }
+    }
+}
+
 /// Flattens one built-in chain into slots.
-pub(super) struct Flattener<'p, 'a> {
+pub(super) struct Flattener<'p, 'g, 'a> {
     prepared: &'p Prepared<'a>,
+    guard_table: &'g mut GuardTable,
     generation: u32,
     /// `chain::INPUT`, ...
     builtin: u32,
@@ -326,9 +381,10 @@ pub(super) struct Flattener<'p, 'a> {
     pub slots: Vec<Slot<'a>>,
 }
 
-impl<'p, 'a> Flattener<'p, 'a> {
+impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
     pub fn new(
         prepared: &'p Prepared<'a>,
+        guard_table: &'g mut GuardTable,
         generation: u32,
         builtin: u32,
         name: &'static str,
@@ -336,6 +392,7 @@ impl<'p, 'a> Flattener<'p, 'a> {
     ) -> Self {
         Flattener {
             prepared,
+            guard_table,
             generation,
             builtin,
             name,
@@ -345,24 +402,31 @@ impl<'p, 'a> Flattener<'p, 'a> {
     }
 
     /// The slots of the built-in chain `name`, its policy (a chain missing
-    /// from the table is empty with an ACCEPT policy), and how many slots
-    /// without a verdict one packet can act on at most.
-    pub fn run(mut self) -> Result<(Vec<Slot<'a>>, u32, usize), CompileError> {
+    /// from the table is empty with an ACCEPT policy), and how many steps
+    /// (slots without a verdict, guarded slots) one packet takes at most.
+    pub fn run(mut self) -> Result<(Vec<Slot<'a>>, u32, Steps), CompileError> {
         let Some(chain) = self.prepared.chain_index(self.name) else {
-            return Ok((Vec::new(), target::ACCEPT, 0));
+            return Ok((Vec::new(), target::ACCEPT, Steps::default()));
         };
         let policy = match self.prepared.table.chains[chain].policy {
             Some(Policy::Accept) | None => target::ACCEPT,
             Some(Policy::Drop) => target::DROP,
         };
-        let passes = self.walk(chain, vec![Term::default()], &mut vec![chain])?;
-        if passes > self.limits.nonterminating_rules {
+        let steps = self.walk(chain, vec![Term::default()], &mut vec![chain])?;
+        if steps.passes > self.limits.nonterminating_rules {
             return Err(CompileError::TooManyNonTerminating {
                 chain: self.name.to_string(),
                 limit: self.limits.nonterminating_rules,
             });
         }
-        Ok((self.slots, policy, passes))
+        if steps.guarded > self.limits.guarded_slots {
+            return Err(CompileError::TooManyGuardedSlots {
+                chain: self.name.to_string(),
+                slots: steps.guarded,
+                limit: self.limits.guarded_slots,
+            });
+        }
+        Ok((self.slots, policy, steps))
     }
 
     /// The slots of `chain`'s rules for the packets in `entry` (the
@@ -381,21 +445,34 @@ impl<'p, 'a> Flattener<'p, 'a> {
     /// takes at most one slot per rule, and none of a chain's rules after a
     /// RETURN or goto it took (they carry `NOT` that rule), so a whole allow
     /// list of RETURNs costs one.
+    ///
+    /// Guards (stateful matches) change three things. A slot with a guard
+    /// chain (its rule's own guards, or requirements its term carries) may
+    /// be reached and passed without acting (a guard failed): it is a step
+    /// of its own (`Steps::guarded`), and a guarded verdict does not end
+    /// the chain. A guarded jump passes "its guards held" on to the callee
+    /// (requirements in the callee's terms, checked against the outcome the
+    /// jump's slot recorded, never evaluated again). A guarded RETURN or
+    /// goto gives the later rules `NOT (static AND held)`: their packets
+    /// either failed its static match, or passed it and failed a guard.
     fn walk(
         &mut self,
         chain: usize,
         entry: Vec<Term<'a>>,
         path: &mut Vec<usize>,
-    ) -> Result<usize, CompileError> {
+    ) -> Result<Steps, CompileError> {
         let prepared = self.prepared;
         let table = prepared.table;
         // The RETURNs and gotos seen so far in this chain, as their terms.
-        let mut guards = Guards::default();
+        let mut guards = Exits::default();
         // Slots without a verdict a packet still in this chain may have
         // acted on, and the most any packet acts on before it leaves.
-        let (mut passed, mut most) = (0usize, 0usize);
+        let (mut passed, mut most) = (Steps::default(), Steps::default());
         for (r, rule) in table.chains[chain].rules.iter().enumerate() {
             let terms = &prepared.terms[chain][r];
+            let own = &prepared.own_guards[chain][r];
+            // What this rule's exit (jump, RETURN, goto) stands for.
+            let exit: &[Term<'a>] = prepared.held[chain][r].as_deref().unwrap_or(terms);
             let mut hit = term::and_all(terms, &entry);
             for guard in guards.relevant(&hit) {
                 if hit.is_empty() {
@@ -421,41 +498,100 @@ impl<'p, 'a> Flattener<'p, 'a> {
                     limit: self.limits.rules_per_chain,
                 });
             }
+            let own_head = own.first().map_or(0, |&g| g + 1);
+            // How many of the rule's slots have a guard chain, and whether
+            // some have none.
+            let mut guarded = 0usize;
+            let mut plain = false;
             for t in &hit {
+                if t.req.len() + own.len() > guards::MAX_CHAIN {
+                    return Err(CompileError::TooManyGuardChecks {
+                        builtin: self.name.to_string(),
+                        chain: table.chains[chain].name.clone(),
+                        rule: r + 1,
+                        limit: guards::MAX_CHAIN,
+                    });
+                }
+                if own.is_empty() && !t.has_requirements() {
+                    plain = true;
+                } else {
+                    guarded += 1;
+                }
+                let head = self.guard_table.chain(&t.req, own_head)?;
                 self.slots.push(Slot {
                     term: t.clone(),
-                    action: verdict,
+                    action: RuleAction {
+                        guard: head,
+                        ..verdict
+                    },
                     owner: (chain, r),
                 });
             }
-            // Nothing gets past an unconditional verdict, RETURN or goto.
+            // The steps the rule may cost: a packet acts on at most one of
+            // its slots (they are disjoint), but may reach several with a
+            // guard chain (terms that differ only in requirements, like
+            // "g failed" and "g held, h failed", are alike to the
+            // classes), each a step whether it acts or not.
+            let step = Steps {
+                passes: usize::from(plain && verdict.target == target::NONE),
+                guarded,
+            };
+            let guarded = guarded > 0;
+            // Nothing gets past an unconditional verdict, RETURN or goto;
+            // a guard can always fail.
             let ends_chain = terms.iter().any(Term::is_true)
+                && own.is_empty()
                 && !matches!(rule.target, Target::None | Target::Jump(_));
             match &rule.target {
                 Target::Jump(callee) | Target::Goto(callee) => {
                     let callee = self.callee(chain, r, callee, path)?;
+                    // The packets that enter: those that took this slot,
+                    // its guards held.
+                    let enter = if own.is_empty() {
+                        hit
+                    } else {
+                        let all_held = Term {
+                            req: own.iter().map(|&g| (g, true)).collect(),
+                            ..Term::default()
+                        };
+                        term::and_all(&hit, &[all_held])
+                    };
                     path.push(callee);
-                    let inside = self.walk(callee, hit, path)?;
+                    let inside = self.walk(callee, enter, path)?;
                     path.pop();
                     if matches!(rule.target, Target::Goto(_)) {
-                        guards.push(terms);
-                        most = most.max(passed + 1 + inside);
+                        guards.push(exit);
+                        if own.is_empty() {
+                            most = most.max(passed.plus(step).plus(inside));
+                        } else {
+                            // A failed guard stays in this chain, having
+                            // reached (not acted on) the callee's slots.
+                            passed = passed.plus(step).plus(inside);
+                        }
                     } else {
-                        passed += 1 + inside;
+                        passed = passed.plus(step).plus(inside);
                     }
                 }
                 Target::Return => {
-                    guards.push(terms);
-                    most = most.max(passed + 1);
+                    guards.push(exit);
+                    if own.is_empty() {
+                        most = most.max(passed.plus(step));
+                    } else {
+                        passed = passed.plus(step);
+                    }
                 }
-                Target::None => passed += 1,
+                Target::None => passed = passed.plus(step),
                 Target::Accept
                 | Target::Drop
                 | Target::Reject(_)
                 | Target::Dnat { .. }
                 | Target::Snat { .. }
                 | Target::Masquerade { .. }
-                | Target::Redirect { .. } => {}
+                | Target::Redirect { .. } => {
+                    if guarded {
+                        passed = passed.plus(step);
+                    }
+                }
             }
             if ends_chain {
                 break;

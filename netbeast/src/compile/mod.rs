@@ -57,6 +57,7 @@ mod addr_hash;
 mod classes;
 mod fields;
 mod flatten;
+pub mod guards;
 mod l4;
 pub mod lower;
 pub mod reference;
@@ -67,11 +68,13 @@ mod tests;
 
 use std::net::Ipv4Addr;
 
+pub use netbeast_common::Guard;
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE,
     ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS,
-    MAX_CLASSES, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction,
-    TCP_FLAGS_NONE, chain, field, field::Kind, reject, size, target,
+    MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_GUARDS_PER_RULE, MAX_NAT_TARGETS,
+    MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field,
+    field::Kind, guard_kind, reject, size, target,
 };
 
 use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, TableName, Target};
@@ -82,7 +85,9 @@ pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
 pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
 
 use classes::Interner;
-use flatten::{Flattener, NatTargets, Prepared, Slot};
+use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
+use guards::GuardTable;
+pub use guards::{GuardOracle, GuardState};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -172,6 +177,35 @@ pub enum CompileError {
     )]
     TooManyNonTerminating { chain: String, limit: usize },
     #[error(
+        "a packet can reach {slots} rule slots with a statistic match (or inside a chain \
+         jumped to by one) in chain {chain}, more than the limit of {limit} (MAX_GUARDED_SLOTS): \
+         the kernel visits each one it reaches; use fewer guarded rules on one path (e.g. \
+         split a long -m statistic cascade by destination into separate chains)"
+    )]
+    TooManyGuardedSlots {
+        chain: String,
+        slots: usize,
+        limit: usize,
+    },
+    #[error(
+        "the ruleset needs more than {limit} guard records (MAX_GUARDS: one per -m statistic \
+         match, plus the checks of guarded jumps, RETURNs and gotos); use fewer -m statistic \
+         rules"
+    )]
+    TooManyGuards { limit: usize },
+    #[error(
+        "rule {rule} of chain {chain} (reached from {builtin}) would check more than {limit} \
+         guard outcomes (MAX_GUARD_CHAIN): the -m statistic jumps that lead to it and the \
+         guarded RETURN/-g rules before it add up; nest fewer guarded jumps, or give fewer \
+         RETURN/-g rules of that chain a -m statistic match"
+    )]
+    TooManyGuardChecks {
+        builtin: String,
+        chain: String,
+        rule: usize,
+        limit: usize,
+    },
+    #[error(
         "the ruleset needs more than {limit} distinct match classes (MAX_CLASSES), reached at \
          the {field} of chain {chain}; use fewer distinct addresses, port ranges, interfaces or \
          mac addresses (e.g. merge rules that differ only in them with multiport or a wider prefix)"
@@ -245,6 +279,16 @@ pub struct CompiledRuleset {
     /// map value at `nat_target_index(generation, n)` for `n` in order.
     /// A DNAT/SNAT/MASQUERADE/REDIRECT slot's `RuleAction::arg` is its `n`.
     pub nat_targets: Vec<NatTarget>,
+    /// The guard records: the `GUARDS` map value at
+    /// `guard_index(generation, n)` for `n` in order. A slot's
+    /// `RuleAction::guard` is 1 + the number of the first record of its
+    /// chain (0: none). Each stateful match of a rule has one record (its
+    /// state: `GUARD_STATE` at the same index); the others are
+    /// requirements (`guard_kind::REQUIRE`).
+    pub guards: Vec<Guard>,
+    /// For each guard record, the rule and match it belongs to: (table,
+    /// rule, index among the rule's guards); `None` for requirements.
+    pub guard_owners: Vec<Option<(TableName, RuleRef, usize)>>,
 }
 
 /// One chain's tables.
@@ -277,6 +321,9 @@ pub struct CompiledChain {
     /// RETURNs) one packet can act on in this chain: at most
     /// `MAX_NONTERMINATING_RULES`, the kernel search's budget.
     pub max_passes: usize,
+    /// The most slots with a guard chain one packet can reach in this
+    /// chain: at most `MAX_GUARDED_SLOTS`.
+    pub max_guarded: usize,
     /// LPM entries for `field::SRC` and `field::DST`. Each field has its
     /// `0.0.0.0/0` entry, so a lookup always finds a prefix.
     pub addr_prefixes: Vec<AddrPrefix>,
@@ -370,6 +417,8 @@ struct Limits {
     mac_entries: usize,
     user_chain_rules: u32,
     nat_targets: u32,
+    guarded_slots: usize,
+    guards: u32,
 }
 
 const LIMITS: Limits = Limits {
@@ -382,6 +431,8 @@ const LIMITS: Limits = Limits {
     mac_entries: MAX_MAC_ENTRIES,
     user_chain_rules: MAX_USER_CHAIN_RULES,
     nat_targets: MAX_NAT_TARGETS,
+    guarded_slots: MAX_GUARDED_SLOTS,
+    guards: MAX_GUARDS,
 };
 
 /// Compiles the filter table's INPUT, FORWARD and OUTPUT chains and the
@@ -403,8 +454,9 @@ struct ChainPlan<'a> {
     name: &'static str,
     policy: u32,
     slots: Vec<Slot<'a>>,
-    /// Slots without a verdict one packet can act on, at most.
-    passes: usize,
+    /// Slots without a verdict one packet can act on, and slots with a
+    /// guard chain it can reach, at most.
+    steps: Steps,
     builtin_rules: u32,
 }
 
@@ -422,11 +474,19 @@ fn compile_with_limits(
         return Err(CompileError::NatInputRules { rules: nat_input });
     }
     let mut nat_targets = NatTargets::default();
-    let filter = Prepared::new(&ruleset.filter, 0, &mut nat_targets, limits)?;
+    let mut guard_table = GuardTable::new(limits.guards);
+    let filter = Prepared::new(
+        &ruleset.filter,
+        0,
+        &mut nat_targets,
+        &mut guard_table,
+        limits,
+    )?;
     let nat = Prepared::new(
         &ruleset.nat,
         filter.user_counters_end,
         &mut nat_targets,
+        &mut guard_table,
         limits,
     )?;
     let builtins = CHAIN_NAMES
@@ -435,14 +495,21 @@ fn compile_with_limits(
         .chain(NAT_CHAIN_NAMES.into_iter().map(|name| (&nat, name)));
     let mut plans = Vec::with_capacity(chain::COUNT);
     for (builtin, (prepared, name)) in builtins.enumerate() {
-        let (slots, policy, passes) =
-            Flattener::new(prepared, generation, builtin as u32, name, limits).run()?;
+        let (slots, policy, steps) = Flattener::new(
+            prepared,
+            &mut guard_table,
+            generation,
+            builtin as u32,
+            name,
+            limits,
+        )
+        .run()?;
         plans.push(ChainPlan {
             table: prepared.table,
             name,
             policy,
             slots,
-            passes,
+            steps,
             builtin_rules: prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32,
         });
     }
@@ -505,6 +572,8 @@ fn compile_with_limits(
         addr_hash,
         user_chain_rules,
         nat_targets: nat_targets.list,
+        guards: guard_table.records,
+        guard_owners: guard_table.owners,
     })
 }
 
@@ -536,6 +605,14 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     // TCP and UDP, type/code only for ICMP), asked of its module.
     for m in &rule.matches {
         m.ext().check(protocol)?;
+    }
+    let guards = guards::rule_guards(rule).count();
+    if guards > MAX_GUARDS_PER_RULE as usize {
+        return Err(format!(
+            "it has {guards} stateful matches (-m statistic), more than the limit of \
+             {MAX_GUARDS_PER_RULE} per rule (MAX_GUARDS_PER_RULE); split it into rules \
+             that jump to a chain"
+        ));
     }
     Ok(())
 }
@@ -636,7 +713,8 @@ fn compile_chain(
         macs,
         owners: Vec::new(),
         builtin_rules: plan.builtin_rules,
-        max_passes: plan.passes,
+        max_passes: plan.steps.passes,
+        max_guarded: plan.steps.guarded,
     })
 }
 
@@ -727,9 +805,23 @@ impl CompiledRuleset {
     /// Mirrors the kernel search exactly (summary words, then rule words);
     /// panics if a table names a class that does not exist, which would be a
     /// compiler bug.
+    ///
+    /// Guards (`-m statistic`) are evaluated with a fresh [`GuardState`]
+    /// (nth counts at 0, a fixed seed): for a sequence of packets with
+    /// persistent state, use [`CompiledRuleset::classify_with`].
     pub fn classify(&self, chain: u32, pkt: &PacketView) -> Vec<RuleRef> {
+        self.classify_with(chain, pkt, &mut GuardState::default())
+    }
+
+    /// [`CompiledRuleset::classify`], deciding guards with `oracle`.
+    pub fn classify_with(
+        &self,
+        chain: u32,
+        pkt: &PacketView,
+        oracle: &mut dyn GuardOracle,
+    ) -> Vec<RuleRef> {
         let c = &self.chains[chain as usize];
-        self.classify_slots(chain, pkt)
+        self.classify_slots_with(chain, pkt, oracle)
             .into_iter()
             .map(|slot| c.owners[slot as usize].clone())
             .collect()
@@ -737,6 +829,68 @@ impl CompiledRuleset {
 
     /// [`CompiledRuleset::classify`], as the slots the kernel acts on.
     pub fn classify_slots(&self, chain: u32, pkt: &PacketView) -> Vec<u32> {
+        self.classify_slots_with(chain, pkt, &mut GuardState::default())
+    }
+
+    /// Walks the guard chain that starts at `head` (`RuleAction::guard`)
+    /// as the kernel does: requirements against `memo` (the outcomes of
+    /// the guards evaluated so far for this packet in this chain), then
+    /// the rule's own guards through `oracle`, recording each outcome;
+    /// stops at the first that fails.
+    fn guards_hold(
+        &self,
+        head: u32,
+        memo: &mut std::collections::HashMap<u32, bool>,
+        oracle: &mut dyn GuardOracle,
+    ) -> bool {
+        let mut next = head;
+        for _ in 0..guards::MAX_CHAIN {
+            if next == 0 {
+                return true;
+            }
+            let n = next - 1;
+            let g = &self.guards[n as usize];
+            if g.kind == guard_kind::REQUIRE {
+                if memo.get(&(g.a as u32)) != Some(&(g.negated == 0)) {
+                    return false;
+                }
+            } else {
+                let (table, rule, i) = self.guard_owners[n as usize]
+                    .as_ref()
+                    .expect("a guard record that is not a requirement has an owner");
+                let held = oracle.holds(*table, rule, *i, g);
+                memo.insert(n, held);
+                if !held {
+                    return false;
+                }
+            }
+            next = g.next;
+        }
+        panic!("guard chain at {head} is longer than MAX_GUARD_CHAIN");
+    }
+
+    /// [`CompiledRuleset::classify_slots`], deciding guards with `oracle`.
+    pub fn classify_slots_with(
+        &self,
+        chain: u32,
+        pkt: &PacketView,
+        oracle: &mut dyn GuardOracle,
+    ) -> Vec<u32> {
+        self.search_slots(chain, pkt, oracle).0
+    }
+
+    /// The slots the kernel acts on, and the steps of its search the
+    /// compiler bounds: (slots with a guard chain reached, slots without a
+    /// guard chain or a verdict acted on) — see `CompiledChain::max_guarded`
+    /// and `max_passes`.
+    pub fn search_slots(
+        &self,
+        chain: u32,
+        pkt: &PacketView,
+        oracle: &mut dyn GuardOracle,
+    ) -> (Vec<u32>, (usize, usize)) {
+        let mut memo = std::collections::HashMap::new();
+        let (mut guarded, mut passes) = (0, 0);
         let c = &self.chains[chain as usize];
         let ids: Vec<u32> = (0..field::COUNT)
             .filter(|f| c.config.fields_used & (1 << f) != 0)
@@ -752,13 +906,22 @@ impl CompiledRuleset {
                 "search went back from slot {start} to {slot}"
             );
             let rule = &c.rules[slot as usize];
+            start = slot + 1;
+            if rule.guard != 0 {
+                guarded += 1;
+                if !self.guards_hold(rule.guard, &mut memo, oracle) {
+                    // Not matched after all: not counted, the search goes on.
+                    continue;
+                }
+            } else if rule.target == target::NONE {
+                passes += 1;
+            }
             hits.push(slot);
             if rule.target != target::NONE {
                 break;
             }
-            start = slot + 1;
         }
-        hits
+        (hits, (guarded, passes))
     }
 }
 

@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
+use super::guards::{GuardOracle, GuardState};
 use crate::rules::model::{Chain, IfaceName, Match, Negatable, Rule, Table, TableName, Target};
 
 /// What the packet parser read from the L4 header of a first fragment.
@@ -181,11 +182,29 @@ const MAX_STEPS: usize = 1 << 20;
 ///
 /// Panics if a jump names a chain the table lacks, or if the walk does not
 /// end (a loop), both of which iptables refuses up front.
+///
+/// Stateful matches (`-m statistic`) are decided by a fresh
+/// [`GuardState`]; [`classify_table_with`] takes the state to keep.
 pub fn classify_table(
     table: &Table,
     chain: &str,
     interfaces: &[Interface],
     pkt: &PacketView,
+) -> Vec<RuleRef> {
+    classify_table_with(table, chain, interfaces, pkt, &mut GuardState::default())
+}
+
+/// [`classify_table`], deciding stateful matches with `oracle`: a rule's
+/// are evaluated, in match order, only once its static matches hold, and
+/// the first that fails makes the rule not match (as iptables' matches
+/// are, except that iptables evaluates every match in the order written:
+/// see docs/ARCHITECTURE.md "Guards").
+pub fn classify_table_with(
+    table: &Table,
+    chain: &str,
+    interfaces: &[Interface],
+    pkt: &PacketView,
+    oracle: &mut dyn GuardOracle,
 ) -> Vec<RuleRef> {
     let name_of = |ifindex: u32| {
         interfaces
@@ -220,10 +239,24 @@ pub fn classify_table(
             next += 1;
             continue;
         }
-        hits.push(RuleRef {
+        let this = RuleRef {
             chain: current.name.clone(),
             rule: next,
-        });
+        };
+        let guards_hold = rule
+            .matches
+            .iter()
+            .filter_map(|m| match m {
+                Match::Statistic(s) => Some(s.guard()),
+                _ => None,
+            })
+            .enumerate()
+            .all(|(n, g)| oracle.holds(table.name, &this, n, &g));
+        if !guards_hold {
+            next += 1;
+            continue;
+        }
+        hits.push(this);
         match &rule.target {
             Target::None => next += 1,
             // In the nat table, the first ACCEPT or translation decides a

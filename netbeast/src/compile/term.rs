@@ -49,6 +49,17 @@ pub(super) struct Term<'a> {
     pub in_iface: Vec<(&'a IfaceName, bool)>,
     pub out_iface: Vec<(&'a IfaceName, bool)>,
     pub mac: Vec<([u8; 6], bool)>,
+    /// Requirement atoms `(guard, held)`: guard number `guard` (a rule's
+    /// stateful match, see `netbeast_common::Guard`) was evaluated for this
+    /// packet and held, or failed. No class holds them: the kernel checks
+    /// them against the outcomes it recorded (`guard_kind::REQUIRE`). They
+    /// come from guarded jumps (the callee's slots require the guards
+    /// held) and guarded RETURNs/gotos (the later rules get `NOT (static
+    /// AND held)`). A requirement only appears in terms that also carry
+    /// the static atoms of the guard's rule, so the guard was evaluated
+    /// whenever the rest of the term holds, and `NOT (g held)` is `g
+    /// failed`.
+    pub req: Vec<(u32, bool)>,
 }
 
 /// One atom of a term, for negation.
@@ -60,6 +71,7 @@ enum Atom<'a> {
     InIface(&'a IfaceName, bool),
     OutIface(&'a IfaceName, bool),
     Mac([u8; 6], bool),
+    Req(u32, bool),
 }
 
 /// The key fields in the order negation splits on them: cheap,
@@ -85,6 +97,13 @@ impl<'a> Term<'a> {
             + self.in_iface.len()
             + self.out_iface.len()
             + self.mac.len()
+            + self.req.len()
+    }
+
+    /// True when the term carries requirement atoms (its slot is checked
+    /// against recorded guard outcomes).
+    pub fn has_requirements(&self) -> bool {
+        !self.req.is_empty()
     }
 
     fn atoms(&self) -> Vec<Atom<'a>> {
@@ -95,6 +114,12 @@ impl<'a> Term<'a> {
         atoms.extend(self.in_iface.iter().map(|&(p, n)| Atom::InIface(p, n)));
         atoms.extend(self.out_iface.iter().map(|&(p, n)| Atom::OutIface(p, n)));
         atoms.extend(self.mac.iter().map(|&(m, n)| Atom::Mac(m, n)));
+        // Requirements last, in guard order: the negation's alternatives
+        // `(static atoms hold) AND (g failed)` then carry every static atom
+        // of g's rule, so g was evaluated when they hold; and a rule's
+        // second guard is required failed only with its first held (the
+        // kernel stops at a rule's first failed guard, as iptables does).
+        atoms.extend(self.req.iter().map(|&(g, held)| Atom::Req(g, held)));
         atoms
     }
 
@@ -126,6 +151,7 @@ impl<'a> Term<'a> {
             Atom::InIface(p, n) => self.in_iface.push((p, n)),
             Atom::OutIface(p, n) => self.out_iface.push((p, n)),
             Atom::Mac(m, n) => self.mac.push((m, n)),
+            Atom::Req(g, held) => self.req.push((g, held)),
         }
     }
 
@@ -142,6 +168,7 @@ impl<'a> Term<'a> {
         t.in_iface.extend_from_slice(&other.in_iface);
         t.out_iface.extend_from_slice(&other.out_iface);
         t.mac.extend_from_slice(&other.mac);
+        t.req.extend_from_slice(&other.req);
         t.simplify().then_some(t)
     }
 
@@ -175,6 +202,10 @@ impl<'a> Term<'a> {
         keys_apart
             || nets_apart(&self.src, &other.src)
             || nets_apart(&self.dst, &other.dst)
+            || self
+                .req
+                .iter()
+                .any(|&(g, held)| other.req.contains(&(g, !held)))
             || matches!(
                 (positive(&self.mac), positive(&other.mac)),
                 (Some(a), Some(b)) if a != b
@@ -217,6 +248,7 @@ impl<'a> Term<'a> {
             && simplify_values(&mut self.mac)
             && simplify_ifaces(&mut self.in_iface)
             && simplify_ifaces(&mut self.out_iface)
+            && simplify_requirements(&mut self.req)
     }
 }
 
@@ -230,7 +262,21 @@ fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
         Atom::InIface(p, n) => Atom::InIface(p, !n),
         Atom::OutIface(p, n) => Atom::OutIface(p, !n),
         Atom::Mac(m, n) => Atom::Mac(m, !n),
+        Atom::Req(g, held) => Atom::Req(g, !held),
     }
+}
+
+/// Requirement atoms: each guard once, in guard-number order (a rule's
+/// guards are numbered in match order, so this keeps them in the order
+/// the kernel evaluates them); a guard required both held and failed
+/// leaves nothing.
+fn simplify_requirements(atoms: &mut Vec<(u32, bool)>) -> bool {
+    if atoms.len() < 2 {
+        return true;
+    }
+    atoms.sort_unstable();
+    atoms.dedup();
+    !atoms.windows(2).any(|w| w[0].0 == w[1].0)
 }
 
 /// Address atoms: the positive prefixes must nest (the longest one says

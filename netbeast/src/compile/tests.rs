@@ -6,19 +6,22 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_RULES_PER_CHAIN,
-    NatTarget, addr_type, chain, field, nat_flags, pkttype, reject, target,
+    CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_GUARDED_SLOTS,
+    MAX_GUARDS_PER_RULE, MAX_RULES_PER_CHAIN, NatTarget, addr_type, chain, field, nat_flags,
+    pkttype, reject, target,
 };
 use proptest::prelude::*;
 
 use super::*;
+use crate::rules::ext::statistic::PROBABILITY_ONE;
 use crate::rules::ext::{
     addrtype::AddrType, dscp::Dscp, iprange::IpRange, length::Length, pkttype::PktType,
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
     AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
-    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, TableName, Target,
+    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, Statistic,
+    StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -310,6 +313,11 @@ impl Dice {
             }));
         }
         matches.extend(self.header_matches());
+        // Stateful matches (guards): on plain rules, jumps, RETURNs and
+        // gotos alike, now and then two on one rule.
+        for _ in 0..self.weighted(&[14, 5, 1]) {
+            matches.push(Match::Statistic(self.statistic()));
+        }
         Rule {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
@@ -436,6 +444,27 @@ impl Dice {
             });
         }
         out
+    }
+
+    /// `-m statistic`: nth with small rounds (so packets hit every
+    /// phase), random with probabilities 0, 1 and between.
+    fn statistic(&mut self) -> Statistic {
+        let mode = if self.chance(50) {
+            let every = self.pick(&[1u32, 2, 3, 4]);
+            StatisticMode::Nth {
+                every,
+                packet: self.below(every as usize) as u32,
+            }
+        } else {
+            let p = self.pick(&[0.0, 0.25, 0.5, 0.9, 1.0]);
+            StatisticMode::Random {
+                probability: (p * f64::from(PROBABILITY_ONE)) as u32,
+            }
+        };
+        Statistic {
+            negated: self.chance(25),
+            mode,
+        }
     }
 
     fn addr(&mut self) -> Ipv4Addr {
@@ -957,45 +986,59 @@ fn check_tables(compiled: &CompiledRuleset) {
     }
 }
 
+/// Both sides over a sequence of packets, each with its own guard state
+/// (nth counts, random draws) kept from packet to packet and seeded alike:
+/// they agree only if they evaluate the same guards in the same order.
 fn compare(
     ruleset: &Ruleset,
     compiled: &CompiledRuleset,
     packets: &[PacketView],
+    seed: u64,
 ) -> Result<(), TestCaseError> {
     let ifaces = interfaces();
     let builtins = CHAIN_NAMES
         .iter()
         .map(|name| (&ruleset.filter, name))
         .chain(NAT_CHAIN_NAMES.iter().map(|name| (&ruleset.nat, name)));
+    let mut reference_guards = GuardState::new(seed);
+    let mut compiled_guards = GuardState::new(seed);
     for pkt in packets {
         for (index, (table, name)) in builtins.clone().enumerate() {
-            let want = reference::classify_table(table, name, &ifaces, pkt);
-            let got = compiled.classify(index as u32, pkt);
+            let want =
+                reference::classify_table_with(table, name, &ifaces, pkt, &mut reference_guards);
+            let c = &compiled.chains[index];
+            let (slots, (guarded, passes)) =
+                compiled.search_slots(index as u32, pkt, &mut compiled_guards);
+            let got: Vec<RuleRef> = slots
+                .iter()
+                .map(|&slot| c.owners[slot as usize].clone())
+                .collect();
             prop_assert_eq!(&got, &want, "chain {} packet {:?}", name, pkt);
             // The translation the kernel would apply is the rule's.
             let last = want
                 .last()
                 .map(|hit| &table.chain(&hit.chain).unwrap().rules[hit.rule].target);
             if let Some((code, nat)) = last.and_then(expected_translation) {
-                let slot = *compiled.classify_slots(index as u32, pkt).last().unwrap();
+                let slot = *slots.last().unwrap();
                 let action = compiled.chains[index].rules[slot as usize];
                 prop_assert_eq!(action.target, code);
                 prop_assert_eq!(compiled.nat_targets[action.arg as usize], nat);
             }
-            // The compiler's bound on slots without a verdict holds: the
-            // kernel's search has that many steps for them.
-            let c = &compiled.chains[index];
-            let passes = compiled
-                .classify_slots(index as u32, pkt)
-                .into_iter()
-                .filter(|&slot| c.rules[slot as usize].target == target::NONE)
-                .count();
+            // The compiler's bounds on the search's steps hold: slots
+            // without a verdict acted on, slots with guards reached.
             prop_assert!(
                 passes <= c.max_passes,
                 "chain {} acts on {} slots without a verdict, bound {}",
                 name,
                 passes,
                 c.max_passes
+            );
+            prop_assert!(
+                guarded <= c.max_guarded,
+                "chain {} reaches {} guarded slots, bound {}",
+                name,
+                guarded,
+                c.max_guarded
             );
         }
     }
@@ -1013,11 +1056,16 @@ fn compare(
 fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRuleset> {
     let limits = Limits {
         nonterminating_rules: usize::MAX,
+        guarded_slots: usize::MAX,
         ..LIMITS
     };
     match compile_with_limits(ruleset, &interfaces(), generation, limits) {
         Ok(compiled) => Some(compiled),
-        Err(CompileError::TooManyTerms { .. } | CompileError::TooManyRules { .. }) => None,
+        Err(
+            CompileError::TooManyTerms { .. }
+            | CompileError::TooManyRules { .. }
+            | CompileError::TooManyGuardChecks { .. },
+        ) => None,
         Err(e) => panic!("random rulesets compile: {e}"),
     }
 }
@@ -1036,6 +1084,7 @@ proptest! {
         rules in ruleset_seeds(),
         nat in nat_seeds(),
         packets in prop::collection::vec(any::<u64>(), 8..16),
+        guard_seed in any::<u64>(),
     ) {
         let mut ruleset = ruleset_from(&rules);
         add_nat(&mut ruleset, &nat);
@@ -1044,7 +1093,7 @@ proptest! {
         prop_assume!(compiled.is_some(), "refused for its size");
         let compiled = compiled.unwrap();
         check_classes(&compiled);
-        compare(&ruleset, &compiled, &packets)?;
+        compare(&ruleset, &compiled, &packets, guard_seed)?;
     }
 }
 
@@ -2489,4 +2538,99 @@ fn docker_with_addrtype_compiles() {
         assert_ne!(used(chain::NAT_PREROUTING) & (1 << field::DST_TYPE), 0);
         assert_ne!(used(chain::NAT_OUTPUT) & (1 << field::DST_TYPE), 0);
     }
+}
+// ---------------------------------------------------------------- guards
+
+#[test]
+fn nth_cascade_takes_turns_in_both_models() {
+    let ruleset = typed(&[
+        "-A INPUT -p tcp -m statistic --mode nth --every 3 --packet 0 -j DROP",
+        "-A INPUT -p tcp -m statistic --mode nth --every 2 --packet 0 -j REJECT",
+        "-A INPUT -p tcp -j ACCEPT",
+    ]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let (mut reference_guards, mut compiled_guards) = (GuardState::new(1), GuardState::new(1));
+    let input = ruleset.filter.chain("INPUT").unwrap();
+    let pkt = tcp_packet(1000, 80);
+    for i in 0..12 {
+        let want = reference::classify_table_with(
+            &ruleset.filter,
+            "INPUT",
+            &[],
+            &pkt,
+            &mut reference_guards,
+        );
+        let got = compiled.classify_with(chain::INPUT, &pkt, &mut compiled_guards);
+        assert_eq!(got, want, "packet {i}");
+        assert_eq!(numbers(got), vec![i % 3], "packet {i}");
+    }
+    assert_eq!(input.rules.len(), 3);
+}
+
+/// kube-proxy's shape: a service chain of guarded jumps to endpoint chains.
+fn kube_cascade(endpoints: usize) -> Ruleset {
+    let mut lines = vec!["-N SVC".to_string()];
+    for e in 0..endpoints {
+        lines.push(format!("-N SEP{e}"));
+        lines.push(format!("-A SEP{e} -s 10.1.2.3 -j DROP"));
+        lines.push(format!("-A SEP{e} -p tcp -j ACCEPT"));
+        let probability = 1.0 / (endpoints - e) as f64;
+        lines.push(if e + 1 < endpoints {
+            format!("-A SVC -m statistic --mode random --probability {probability:.5} -j SEP{e}")
+        } else {
+            format!("-A SVC -j SEP{e}")
+        });
+    }
+    lines.push("-A INPUT -p tcp --dport 80 -j SVC".to_string());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    typed(&lines)
+}
+
+#[test]
+fn guarded_jump_cascades_are_bounded() {
+    // Each endpoint costs three guarded slots on the path: the jump and
+    // the endpoint's two rules, which carry "the jump's draw held".
+    let compiled = compile(&kube_cascade(300), &[], 0).unwrap();
+    let input = &compiled.chains[chain::INPUT as usize];
+    assert!(input.max_guarded >= 3 * 299 && input.max_guarded <= MAX_GUARDED_SLOTS);
+    // One record per draw, one requirement record per endpoint chain.
+    assert_eq!(compiled.guards.len(), 2 * 299);
+    let err = compile(&kube_cascade(400), &[], 0).err().unwrap();
+    assert!(
+        matches!(err, CompileError::TooManyGuardedSlots { ref chain, .. } if chain == "INPUT"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("MAX_GUARDED_SLOTS"), "{err}");
+    // The endpoints act only when their draw held: over many packets every
+    // endpoint gets some, and no packet is accepted twice.
+    let ruleset = kube_cascade(4);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let mut guards = GuardState::new(7);
+    let mut per_endpoint = [0usize; 4];
+    for _ in 0..4000 {
+        let hits = compiled.classify_with(chain::INPUT, &tcp_packet(1000, 80), &mut guards);
+        let last = hits.last().unwrap();
+        assert_eq!(hits.len(), 3, "{hits:?}");
+        let e: usize = last.chain.trim_start_matches("SEP").parse().unwrap();
+        per_endpoint[e] += 1;
+    }
+    for (e, &n) in per_endpoint.iter().enumerate() {
+        assert!((850..=1150).contains(&n), "endpoint {e}: {n} of 4000");
+    }
+}
+
+#[test]
+fn too_many_statistic_matches_on_one_rule_are_refused() {
+    let mut rule = Rule::new(Target::Accept);
+    for _ in 0..=MAX_GUARDS_PER_RULE {
+        rule.matches.push(Match::Statistic(Statistic {
+            negated: false,
+            mode: StatisticMode::Nth {
+                every: 2,
+                packet: 0,
+            },
+        }));
+    }
+    let err = compile(&only_input(vec![rule]), &[], 0).err().unwrap();
+    assert!(err.to_string().contains("MAX_GUARDS_PER_RULE"), "{err}");
 }

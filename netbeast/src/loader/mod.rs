@@ -58,8 +58,10 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 24] = [
+pub const MAP_NAMES: [&str; 26] = [
     "FAST_PATH_IFACES",
+    "GUARDS",
+    "GUARD_STATE",
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
     "CT_NAT_INDEX",

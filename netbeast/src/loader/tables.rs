@@ -5,8 +5,8 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
-    IfaceKey, KEY_CHUNK, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction, addr_hash_key,
-    chain_index, counter_index, field, key_chunk_index, nat_target_index, rule_index,
+    Guard, IfaceKey, KEY_CHUNK, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction, addr_hash_key,
+    chain_index, counter_index, field, guard_index, key_chunk_index, nat_target_index, rule_index,
     user_counter_index,
 };
 
@@ -140,6 +140,28 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             targets
                 .set(nat_target_index(generation, n as u32), target, 0)
                 .map_err(map_err("NAT_TARGETS"))?;
+        }
+    }
+    {
+        // Guards before the rules that name them, and their state from
+        // zero: a new ruleset restarts every nth count, as iptables-legacy
+        // does when it replaces a table (docs/ARCHITECTURE.md "Guards").
+        // Records past this ruleset's are stale but never named.
+        let mut guards: Array<&mut MapData, Guard> =
+            Array::try_from(dp.map_mut("GUARDS")?).map_err(map_err("GUARDS"))?;
+        for (n, guard) in compiled.guards.iter().enumerate() {
+            guards
+                .set(guard_index(generation, n as u32), guard, 0)
+                .map_err(map_err("GUARDS"))?;
+        }
+        let mut state: Array<&mut MapData, u64> =
+            Array::try_from(dp.map_mut("GUARD_STATE")?).map_err(map_err("GUARD_STATE"))?;
+        for (n, guard) in compiled.guards.iter().enumerate() {
+            if guard.counts() {
+                state
+                    .set(guard_index(generation, n as u32), 0, 0)
+                    .map_err(map_err("GUARD_STATE"))?;
+            }
         }
     }
     {

@@ -113,15 +113,6 @@ impl MatchExt for Statistic {
     fn lower(&self) -> Lowering {
         Lowering::Guard(self.guard())
     }
-
-    fn check(&self, protocol: Option<u8>) -> Result<(), String> {
-        let _ = protocol;
-        Err(
-            "-m statistic is not supported by the classifier yet (it needs guards); \
-             remove the rule"
-                .to_string(),
-        )
-    }
 }
 
 static OPTIONS: [OptSpec; 4] = [

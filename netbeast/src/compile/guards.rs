@@ -1,0 +1,187 @@
+//! Guards: the matches of a rule that no class can hold, because they keep
+//! state or draw a random number (`-m statistic`; later `limit`,
+//! `hashlimit`, `connlimit`, `recent`, `quota`).
+//!
+//! Each such match of a rule gets one guard *number* for the whole ruleset
+//! generation (its record in `GUARDS`, its state in `GUARD_STATE`): every
+//! slot of the rule — its disjoint terms, the copies of a user-defined
+//! chain inlined at several jumps — shares it, as iptables has one match
+//! instance per rule. A slot's `RuleAction::guard` names the head of its
+//! *guard chain*: first the requirements its term carries (guard `g` was
+//! evaluated for this packet and held / failed: `guard_kind::REQUIRE`),
+//! then its rule's own guards in match order. Requirement records are
+//! interned by (guard, outcome, next), so slots with the same requirements
+//! share them.
+//!
+//! The models of both sides evaluate guards through one [`GuardOracle`]:
+//! the reference classifier for each rule whose static matches hold, the
+//! compiled one for each slot whose class bits match, as the kernel does.
+//! [`GuardState`] keeps nth counts per (table, rule, match) and draws
+//! random numbers from a seeded generator, so the same seed gives both
+//! sides the same draws when they evaluate the same guards in the same
+//! order — which is what the property test checks.
+
+use std::collections::HashMap;
+
+use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind};
+
+use super::CompileError;
+use super::lower::Lowering;
+use super::reference::RuleRef;
+use crate::rules::model::{Rule, TableName};
+
+/// The guard records of one generation, and who owns each.
+#[derive(Default)]
+pub(super) struct GuardTable {
+    pub records: Vec<Guard>,
+    /// For each record, the rule whose match it is (`None` for a
+    /// requirement record): (table, rule, index of the match among the
+    /// rule's guards).
+    pub owners: Vec<Option<(TableName, RuleRef, usize)>>,
+    /// (required guard, held, next) → requirement record number.
+    requirements: HashMap<(u32, bool, u32), u32>,
+    limit: u32,
+}
+
+impl GuardTable {
+    pub fn new(limit: u32) -> Self {
+        GuardTable {
+            limit,
+            ..GuardTable::default()
+        }
+    }
+
+    fn add(
+        &mut self,
+        guard: Guard,
+        owner: Option<(TableName, RuleRef, usize)>,
+    ) -> Result<u32, CompileError> {
+        if self.records.len() as u32 >= self.limit {
+            return Err(CompileError::TooManyGuards {
+                limit: self.limit as usize,
+            });
+        }
+        self.records.push(guard);
+        self.owners.push(owner);
+        Ok(self.records.len() as u32 - 1)
+    }
+
+    /// Numbers the stateful matches of `rule` (rule `r` of `chain` in
+    /// `table`), chained in match order: the rule's own guards.
+    pub fn own_guards(
+        &mut self,
+        table: TableName,
+        chain: &str,
+        r: usize,
+        rule: &Rule,
+    ) -> Result<Vec<u32>, CompileError> {
+        let guards: Vec<Guard> = rule_guards(rule).collect();
+        let first = self.records.len() as u32;
+        let mut numbers = Vec::with_capacity(guards.len());
+        for (n, mut g) in guards.iter().copied().enumerate() {
+            // The next record is the next guard of the rule (numbered
+            // right after), or none after the last.
+            g.next = if n + 1 < guards.len() {
+                first + n as u32 + 2
+            } else {
+                0
+            };
+            let owner = RuleRef {
+                chain: chain.to_string(),
+                rule: r,
+            };
+            numbers.push(self.add(g, Some((table, owner, n)))?);
+        }
+        Ok(numbers)
+    }
+
+    /// The head (`RuleAction::guard`: 1 + record number, 0 for none) of
+    /// the chain that checks `requirements`, in order, then goes on to the
+    /// rule's own guards starting at `own` (a head too).
+    pub fn chain(&mut self, requirements: &[(u32, bool)], own: u32) -> Result<u32, CompileError> {
+        let mut next = own;
+        for &(g, held) in requirements.iter().rev() {
+            next = match self.requirements.get(&(g, held, next)) {
+                Some(&n) => n + 1,
+                None => {
+                    let record = Guard {
+                        kind: guard_kind::REQUIRE,
+                        next,
+                        negated: u32::from(!held),
+                        _pad: 0,
+                        a: u64::from(g),
+                        b: 0,
+                    };
+                    let n = self.add(record, None)?;
+                    self.requirements.insert((g, held, next), n);
+                    n + 1
+                }
+            };
+        }
+        Ok(next)
+    }
+}
+
+/// The guards of a rule's stateful matches, in match order, unchained.
+pub(super) fn rule_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
+    rule.matches.iter().filter_map(|m| match m.ext().lower() {
+        Lowering::Guard(guard) => Some(guard),
+        Lowering::Static(_) => None,
+    })
+}
+
+/// Records a slot's guard chain may hold, checked by the compiler.
+pub const MAX_CHAIN: usize = MAX_GUARD_CHAIN as usize;
+
+/// Decides a rule's stateful matches for the userspace models.
+pub trait GuardOracle {
+    /// Evaluates match `n` (0-based among `rule`'s guards) of `rule` in
+    /// `table` for the current packet: advances its state, draws what it
+    /// draws, and says whether it holds.
+    fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool;
+}
+
+/// The state of every guard as the kernel keeps it: nth counts per rule
+/// and match (one per rule, shared by all its slots), and a random number
+/// generator (splitmix64, seeded) standing in for `bpf_get_prandom_u32`.
+#[derive(Clone, Debug, Default)]
+pub struct GuardState {
+    counts: HashMap<(TableName, RuleRef, usize), u64>,
+    rng: u64,
+}
+
+impl GuardState {
+    pub fn new(seed: u64) -> Self {
+        GuardState {
+            counts: HashMap::new(),
+            rng: seed,
+        }
+    }
+
+    fn random(&mut self) -> u32 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
+    }
+}
+
+impl GuardOracle for GuardState {
+    fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+        let count = if guard.counts() {
+            let c = self.counts.entry((table, rule.clone(), n)).or_insert(0);
+            let before = *c;
+            *c += 1;
+            before
+        } else {
+            0
+        };
+        let random = if guard.kind == guard_kind::STATISTIC_RANDOM {
+            self.random()
+        } else {
+            0
+        };
+        guard.holds(count, random)
+    }
+}
