@@ -18,7 +18,7 @@ use netbeast_common::{
 };
 
 use crate::{
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, opaque},
     stats::bump,
 };
 
@@ -47,6 +47,7 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
 /// `ct_status` bits for the FINs seen, per direction.
 const FIN_ORIGINAL: u8 = 2;
 const FIN_REPLY: u8 = 4;
@@ -186,6 +187,37 @@ fn flow_of(pkt: &Packet) -> (Flow, bool) {
     (flow, pkt.l4_complete || !(ports || icmp))
 }
 
+/// The combinations of FIN, SYN, RST, ACK and URG netfilter's TCP tracker
+/// takes (its `tcp_valid_flags`), one bit per combination; PSH, ECE and
+/// CWR do not matter. Any other (SYN+FIN, SYN+RST, FIN alone, no flag at
+/// all...) is INVALID, whatever the connection.
+const TCP_VALID_FLAGS: u64 = (1 << TCP_SYN)
+    | (1 << (TCP_SYN | TCP_URG))
+    | (1 << (TCP_SYN | TCP_ACK))
+    | (1 << TCP_RST)
+    | (1 << (TCP_RST | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK | TCP_URG))
+    | (1 << TCP_ACK)
+    | (1 << (TCP_ACK | TCP_URG));
+const TCP_FLAGS_TRACKED: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG;
+
+/// netfilter's `tcp_error` checks of a complete TCP header: flags in
+/// `TCP_VALID_FLAGS`, a data offset of at least 20 bytes that the segment
+/// holds.
+#[inline(always)]
+fn tcp_header_valid(pkt: &Packet, start: usize, end: usize) -> bool {
+    if (TCP_VALID_FLAGS >> (pkt.tcp_flags & TCP_FLAGS_TRACKED)) & 1 == 0 {
+        return false;
+    }
+    let ip_len = pkt.ip_header_len();
+    let Some(doff) = load::<u8>(start, end, pkt.l2_len() + ip_len + 12) else {
+        return false;
+    };
+    let tcp_len = ((doff >> 4) as usize) * 4;
+    tcp_len >= TCP_HLEN && ip_len + tcp_len <= pkt.total_len
+}
+
 /// (Callers compare with `now.saturating_sub(last_seen)`: another CPU may
 /// have stamped the entry after this packet read the clock.)
 #[inline(always)]
@@ -289,7 +321,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         return ct_state::UNTRACKED;
     }
     let (flow, complete) = flow_of(pkt);
-    if !complete {
+    if !complete || (pkt.keys.protocol == IPPROTO_TCP && !tcp_header_valid(pkt, start, end)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }

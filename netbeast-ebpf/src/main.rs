@@ -6,6 +6,7 @@
 mod classify;
 mod conntrack;
 mod csum;
+mod discard;
 mod forward;
 mod generator;
 mod nat;

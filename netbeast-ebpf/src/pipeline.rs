@@ -9,6 +9,7 @@ use netbeast_common::{chain, ct_state, stats, target};
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
+    discard::kernel_discards,
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
@@ -79,10 +80,16 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             return policy_action(crate::classify::policy(generation, chain::INPUT));
         }
     };
+    let in_ifindex = ctx.ingress_ifindex() as u32;
+    // What the kernel drops before netfilter is no chain's: passed on for
+    // the kernel to drop, uncounted and never answered.
+    if kernel_discards(start, end, pkt, in_ifindex) {
+        bump(stats::KERNEL_DROPPED);
+        return xdp_action::XDP_PASS;
+    }
     if pkt.fragment {
         bump(stats::FRAGMENTS);
     }
-    let in_ifindex = ctx.ingress_ifindex() as u32;
     let active = Active::read();
     let generation = active.generation();
     let tracking = active.tracking();

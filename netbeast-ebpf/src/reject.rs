@@ -36,6 +36,31 @@ fn is_special(addr_be: u32) -> bool {
     a == 0 || a >> 28 == 0xe || a == u32::MAX
 }
 
+/// The ICMP types Linux's icmp_send() will not answer: the ones its
+/// `icmp_pointers` table marks as errors (destination unreachable, source
+/// quench, redirect, time exceeded, parameter problem, and the types it
+/// discards: 1, 2, 6, 7, 9, 10), one bit per type.
+const ICMP_ERROR_TYPES: u32 = (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12);
+/// The last ICMP type Linux knows (NR_ICMP_TYPES); icmp_send() takes any
+/// type above it for an error.
+const LAST_ICMP_TYPE: u32 = 18;
+
+/// True when icmp_send() stays silent about an ICMP message of `icmp_type`.
+#[inline(always)]
+pub fn icmp_send_refuses(icmp_type: u32) -> bool {
+    icmp_type > LAST_ICMP_TYPE || (ICMP_ERROR_TYPES >> icmp_type) & 1 != 0
+}
+
 pub fn icmp_code(with: u32) -> u8 {
     match with {
         reject::ICMP_NET_UNREACHABLE => 0,
@@ -176,17 +201,10 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
         Some(dst_mac) if dst_mac[0] & 1 == 0 => {}
         _ => return xdp_action::XDP_DROP,
     }
-    // Never answer an ICMP error with another one; like icmp_send(), take
-    // any unknown type (above 18) for an error.
-    if pkt.keys.protocol == IPPROTO_ICMP {
-        if !pkt.l4_complete {
-            return xdp_action::XDP_DROP;
-        }
-        match pkt.keys.l4a {
-            3 | 4 | 5 | 11 | 12 => return xdp_action::XDP_DROP,
-            t if t > 18 => return xdp_action::XDP_DROP,
-            _ => {}
-        }
+    // Never answer an ICMP error with another one (RFC 1122 3.2.2): two
+    // hosts would bounce errors forever.
+    if pkt.keys.protocol == IPPROTO_ICMP && (!pkt.l4_complete || icmp_send_refuses(pkt.keys.l4a)) {
+        return xdp_action::XDP_DROP;
     }
     let l2 = pkt.l2_len();
     let quoted = {

@@ -77,6 +77,8 @@ pub mod tcp_flags {
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
     pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
 }
 
 pub mod icmp_type {
@@ -775,6 +777,38 @@ impl FrameBuilder {
         if let Some(len) = self.truncate_to {
             frame.truncate(len);
         }
+        frame
+    }
+
+    /// One fragment of the datagram this builder makes, as a frame: `len`
+    /// bytes of what follows its IP header, from byte `offset` (a multiple
+    /// of 8), with More Fragments set when `more`. The header is the
+    /// datagram's with its fragment field, total length and checksum
+    /// rewritten; `len` past the datagram's end is cut there. The L4
+    /// checksum is the whole datagram's: several fragments reassemble into
+    /// it (tiny first fragments, RFC 1858; overlaps, RFC 3128).
+    pub fn fragment(&self, offset: usize, len: usize, more: bool) -> Vec<u8> {
+        assert!(
+            offset % 8 == 0,
+            "fragment offset {offset} is not a multiple of 8"
+        );
+        let ip = self.build_ipv4();
+        let header_len = usize::from(ip[0] & 0x0f) * 4;
+        let payload = &ip[header_len..];
+        let from = offset.min(payload.len());
+        let to = (offset + len).min(payload.len());
+        let mut header = ip[..header_len].to_vec();
+        let total = u16::try_from(header_len + to - from).expect("fragment over 65535 bytes");
+        header[2..4].copy_from_slice(&total.to_be_bytes());
+        let field = (u16::from(more) << 13) | (offset / 8) as u16;
+        header[6..8].copy_from_slice(&field.to_be_bytes());
+        header[10..12].copy_from_slice(&[0, 0]);
+        let checksum = internet_checksum(&header);
+        header[10..12].copy_from_slice(&checksum.to_be_bytes());
+        let mut frame = self.build();
+        frame.truncate(ETH_HEADER_LEN + 4 * self.vlans.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(&payload[from..to]);
         frame
     }
 

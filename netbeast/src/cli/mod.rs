@@ -9,7 +9,7 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use netbeast_common::{CtConfig, chain, stats};
+use netbeast_common::{CtConfig, chain, size, stats};
 use serde_json::json;
 
 use crate::{
@@ -320,9 +320,31 @@ fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
             route_localnet(&name)?;
         }
     }
+    // After route_localnet: it decides whether 127.0.0.0/8 is a martian.
+    let guards: Vec<_> = links
+        .iter()
+        .filter(|l| l.ifindex != LOOPBACK_IFINDEX)
+        .filter_map(|l| {
+            l.mac
+                .map(|mac| (l.ifindex, mac, state::route_localnet(&l.name)))
+        })
+        .collect();
+    for (ifindex, _, _) in guards.iter().filter(|g| g.0 >= size::IFACE_GUARDS) {
+        eprintln!(
+            "netbeast: interface {ifindex} is past IFACE_GUARDS ({}): frames the kernel \
+             discards before netfilter (foreign MAC, bad checksum, martians) are filtered \
+             and counted there; raise size::IFACE_GUARDS to cover it",
+            size::IFACE_GUARDS
+        );
+    }
+    dp.set_interface_guards(&guards)?;
     ns.save_ruleset(ruleset)?;
     Ok(())
 }
+
+/// `lo`'s ifindex in every network namespace: its traffic is the host's
+/// own, which the kernel routes without the martian checks.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// True when a nat rule sends connections to 127.0.0.0/8 (the article's
 /// `-j DNAT --to 127.0.0.1:8080`).

@@ -1,0 +1,146 @@
+//! Frames the kernel discards before netfilter ever sees them: a unicast
+//! destination MAC of another host (`PACKET_OTHERHOST`, dropped by
+//! `ip_rcv_core`), a bad IPv4 header checksum (same place), and martian
+//! sources and destinations (`ip_route_input_slow`, `ip_route_input_mc`,
+//! `fib_validate_source`). iptables never counts nor answers them, so
+//! netbeast leaves them to the kernel untouched: no chain runs, no counter
+//! moves, and REJECT cannot turn them into replies (a reflector otherwise,
+//! answering spoofed loopback or multicast sources).
+//!
+//! The common packet pays one array lookup, a compare of its MAC, the
+//! header checksum and a few compares of its addresses' first bytes; the
+//! detailed martian rules run only for the unusual first bytes.
+
+use aya_ebpf::{macros::map, maps::Array};
+use netbeast_common::{iface_guard, size};
+
+use crate::{
+    csum::fold,
+    parse::{Packet, load},
+    route::cached_local,
+};
+
+/// ifindex → `iface_guard` entry, written by userspace for the namespace's
+/// interfaces (not `lo`, whose traffic the kernel routes as its own).
+#[map]
+static IFACE_GUARDS: Array<u64> = Array::with_max_entries(size::IFACE_GUARDS, 0);
+
+const IPPROTO_IGMP: u8 = 2;
+const IP_HLEN: usize = 20;
+
+/// True when the kernel would discard the packet before its PREROUTING
+/// hook (or in the routing decision that precedes INPUT and FORWARD).
+#[inline(always)]
+pub fn kernel_discards(start: usize, end: usize, pkt: &Packet, in_ifindex: u32) -> bool {
+    let guard = match IFACE_GUARDS.get(in_ifindex) {
+        Some(g) => *g,
+        None => 0,
+    };
+    if guard == 0 {
+        return false;
+    }
+    // The destination MAC as the low six bytes of a little-endian word:
+    // bit 0 is the group bit (broadcast, multicast), which the kernel
+    // accepts as PACKET_BROADCAST or PACKET_MULTICAST.
+    let Some(dst_mac) = load::<u64>(start, end, 0) else {
+        return false;
+    };
+    if dst_mac & 1 == 0 && (dst_mac ^ guard) & iface_guard::MAC_MASK != 0 {
+        return true;
+    }
+    !header_checksum_ok(start, end, pkt) || martian(pkt, guard)
+}
+
+/// The IPv4 header sums to 0xffff (RFC 1071), options included.
+#[inline(always)]
+fn header_checksum_ok(start: usize, end: usize, pkt: &Packet) -> bool {
+    let l3 = pkt.l2_len();
+    // The fixed 20 bytes in three loads; a one's-complement sum does not
+    // care about byte order or word size as long as it is folded in the
+    // end, so little-endian 64- and 32-bit words do.
+    let Some(a) = load::<u64>(start, end, l3) else {
+        return false;
+    };
+    let Some(b) = load::<u64>(start, end, l3 + 8) else {
+        return false;
+    };
+    let Some(c) = load::<u32>(start, end, l3 + 16) else {
+        return false;
+    };
+    let mut sum = (a & 0xffff_ffff) + (a >> 32) + (b & 0xffff_ffff) + (b >> 32) + c as u64;
+    let header_len = pkt.ip_header_len();
+    if header_len > IP_HLEN {
+        sum += options_sum(start, end, l3 + IP_HLEN, header_len - IP_HLEN);
+    }
+    fold(sum) == 0xffff
+}
+
+/// Sum of the IP options (`len` bytes, a multiple of 4, at most 40): only
+/// packets with options pay for it.
+#[inline(never)]
+fn options_sum(start: usize, end: usize, at: usize, len: usize) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < 40 {
+        if i >= len {
+            break;
+        }
+        let Some(w) = load::<u32>(start, end, at + i) else {
+            return sum;
+        };
+        sum += w as u64;
+        i += 4;
+    }
+    sum
+}
+
+/// A martian source or destination as the kernel's input route sees it
+/// (with `rp_filter` off and `accept_local` off, their defaults).
+#[inline(always)]
+fn martian(pkt: &Packet, guard: u64) -> bool {
+    let src = u32::from_be(pkt.keys.src);
+    let dst = u32::from_be(pkt.keys.dst);
+    let (s8, d8) = (src >> 24, dst >> 24);
+    // Ordinary addresses: a few compares and on to the one check every
+    // packet gets, one of the host's own addresses as the source
+    // (fib_validate_source).
+    if s8 == 0 || s8 == 127 || s8 >= 224 || d8 == 0 || d8 == 127 {
+        return unusual_martian(src, dst, pkt.keys.protocol, guard);
+    }
+    cached_local(pkt.keys.src)
+}
+
+/// The rules for sources and destinations in 0/8, 127/8 and 224/3.
+#[inline(never)]
+fn unusual_martian(src: u32, dst: u32, protocol: u8, guard: u64) -> bool {
+    let localnet = guard & iface_guard::ROUTE_LOCALNET != 0;
+    let (s8, d8) = (src >> 24, dst >> 24);
+    let own_source = || cached_local(src.to_be());
+    // Multicast and limited-broadcast sources never.
+    if (224..240).contains(&s8) || src == u32::MAX {
+        return true;
+    }
+    if (224..240).contains(&d8) {
+        // ip_route_input_mc: a zero source only to link-local groups
+        // (224.0.0.0/24) or for IGMP.
+        if s8 == 127 {
+            return !localnet;
+        }
+        if s8 == 0 {
+            return dst >> 8 != 0xe0_0000 && protocol != IPPROTO_IGMP;
+        }
+        return own_source();
+    }
+    // The limited broadcast (and 0.0.0.0 → 0.0.0.0) takes a zero source:
+    // DHCP.
+    if dst == u32::MAX || (src == 0 && dst == 0) {
+        return s8 != 0 && own_source();
+    }
+    if s8 == 0 || d8 == 0 {
+        return true;
+    }
+    if (s8 == 127 || d8 == 127) && !localnet {
+        return true;
+    }
+    own_source()
+}
