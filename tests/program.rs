@@ -3358,3 +3358,106 @@ fn invalid_tcp_flags_and_offsets_are_invalid() {
     );
     lab("ct-flags", false, |h, _| run_cases(h, cases));
 }
+
+/// netfilter verifies L4 checksums at PREROUTING (`nf_conntrack_checksum`,
+/// on by default): a bad one makes the packet INVALID, not NEW, and no
+/// connection is created. A checksum left to transmit offload (a veth
+/// peer's own sockets) is trusted, as the kernel trusts it.
+#[test]
+fn bad_checksums_are_invalid_to_conntrack() {
+    let rules = &["-A INPUT -m conntrack --ctstate INVALID -j DROP"];
+    let invalid = [(stats::CT_INVALID, 1), (stats::CT_CREATED, 0)];
+    let new = [(stats::CT_INVALID, 0), (stats::CT_CREATED, 1)];
+    // The quoted packet goes the reply way of the UDP flow the first
+    // control opens.
+    let quoted = FrameBuilder::udp(SERVER, 53, CLIENT, CLIENT_PORT)
+        .payload(b"answer")
+        .build_ipv4();
+    let error = || {
+        FrameBuilder::icmp_error(CLIENT, SERVER, 3, 3, &quoted)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let cases = vec![
+        case(
+            "control: UDP with a right checksum is NEW",
+            rules,
+            udp(53),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "UDP with a bad checksum",
+            rules,
+            udp(54).payload(b"data").l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "TCP SYN with a bad checksum",
+            rules,
+            tcp(22).l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "ICMP echo request with a bad checksum",
+            rules,
+            ping().l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "ICMP error with a bad checksum, about a tracked flow",
+            rules,
+            error().l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&[(stats::CT_INVALID, 1), (stats::CT_RELATED, 0)]),
+        case(
+            "control: the same ICMP error with a right checksum is RELATED",
+            rules,
+            error(),
+            Pass,
+        )
+        .counts(&[(stats::CT_INVALID, 0), (stats::CT_RELATED, 1)]),
+        case(
+            "control: UDP without a checksum (0) is NEW",
+            rules,
+            udp(55).l4_checksum(Checksum::Zero),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: UDP with a checksum left to offload is NEW",
+            rules,
+            udp(56).payload(b"data").l4_checksum(Checksum::Partial),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a TCP SYN with a checksum left to offload is NEW",
+            rules,
+            tcp(23).l4_checksum(Checksum::Partial),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a TCP SYN with options and data is NEW",
+            rules,
+            tcp(24)
+                .tcp_options(&[2, 4, 5, 0xb4, 1, 1, 4, 2])
+                .payload(b"odd length"),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a ping with an odd payload is NEW",
+            rules,
+            ping().payload(b"abcdefghijklmnopq"),
+            Pass,
+        )
+        .counts(&new),
+    ];
+    lab("ct-csum", false, |h, _| run_cases(h, cases));
+}

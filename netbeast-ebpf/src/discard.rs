@@ -76,8 +76,8 @@ fn header_checksum_ok(start: usize, end: usize, pkt: &Packet) -> bool {
 }
 
 /// Sum of the IP options (`len` bytes, a multiple of 4, at most 40): only
-/// packets with options pay for it.
-#[inline(never)]
+/// packets with options run it.
+#[inline(always)]
 fn options_sum(start: usize, end: usize, at: usize, len: usize) -> u64 {
     let mut sum = 0u64;
     let mut i = 0;

@@ -21,12 +21,20 @@ use crate::{
 
 /// The packet's connection tracking state: UNTRACKED while no rule needs
 /// tracking (as with iptables, which loads conntrack on demand).
+/// `from_outside`: the packet came in on an interface (netfilter verifies
+/// L4 checksums at PREROUTING only, not for the host's own packets).
 #[inline(always)]
-fn connection_state(active: Active, pkt: &Packet, start: usize, end: usize) -> u32 {
+fn connection_state(
+    active: Active,
+    pkt: &Packet,
+    start: usize,
+    end: usize,
+    from_outside: bool,
+) -> u32 {
     if !active.tracking() {
         return ct_state::UNTRACKED;
     }
-    track(pkt, start, end, active.translations());
+    track(pkt, start, end, active.translations(), from_outside);
     conntrack::state()
 }
 
@@ -97,7 +105,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     let translations = active.translations();
     // Conntrack before routing: the destination NAT gives (PREROUTING,
     // or the undoing of SNAT on a reply) decides where the packet goes.
-    let ct_state = connection_state(active, pkt, start, end);
+    let ct_state = connection_state(active, pkt, start, end, true);
     if translations {
         if nat && nat::pending() {
             let verdict = run_chain(
@@ -226,7 +234,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     let tracking = active.tracking();
     let nat = active.nat();
     let translations = active.translations();
-    let ct_state = connection_state(active, pkt, start, end);
+    let ct_state = connection_state(active, pkt, start, end, false);
     let (verdict, reject_with) = match run_chain(
         active.generation(),
         chain::OUTPUT,

@@ -238,6 +238,12 @@ pub enum Checksum {
     /// 0: "no checksum" for UDP, simply wrong for TCP and ICMP.
     Zero,
     Value(u16),
+    /// The correct value with some bits flipped: wrong whatever the message.
+    Wrong,
+    /// What a sender that leaves the checksum to transmit offload
+    /// (`CHECKSUM_PARTIAL`) puts there: the pseudo-header's sum alone (TCP
+    /// and UDP only; a veth peer's own sockets send these).
+    Partial,
 }
 
 /// Builds one Ethernet frame. Start from the constructor of what the frame
@@ -831,11 +837,21 @@ struct TcpFields<'a> {
     options: &'a mut Vec<u8>,
 }
 
-fn fill_checksum(bytes: &mut [u8], at: usize, rule: Checksum, correct: impl FnOnce(&[u8]) -> u16) {
+fn fill_checksum(
+    bytes: &mut [u8],
+    at: usize,
+    rule: Checksum,
+    correct: impl FnOnce(&[u8]) -> u16,
+    pseudo: Option<u64>,
+) {
     let value = match rule {
         Checksum::Correct => correct(bytes),
         Checksum::Zero => 0,
         Checksum::Value(v) => v,
+        Checksum::Wrong => correct(bytes) ^ 0x0f0f,
+        Checksum::Partial => {
+            fold(pseudo.expect("a partial checksum needs a pseudo-header (TCP or UDP)"))
+        }
     };
     bytes[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
@@ -868,9 +884,14 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             seg.extend_from_slice(&urgent.to_be_bytes());
             seg.extend_from_slice(options);
             seg.extend_from_slice(payload);
-            fill_checksum(&mut seg, 16, *checksum, |s| {
-                l4_checksum(src, dst, ip_proto::TCP, s)
-            });
+            let pseudo = pseudo_header_sum(src, dst, ip_proto::TCP, seg.len());
+            fill_checksum(
+                &mut seg,
+                16,
+                *checksum,
+                |s| l4_checksum(src, dst, ip_proto::TCP, s),
+                Some(pseudo),
+            );
             seg
         }
         TransportSpec::Udp {
@@ -888,13 +909,20 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             seg.extend_from_slice(&length.unwrap_or(true_len).to_be_bytes());
             seg.extend_from_slice(&[0, 0]);
             seg.extend_from_slice(payload);
-            fill_checksum(&mut seg, 6, *checksum, |s| {
-                match l4_checksum(src, dst, ip_proto::UDP, s) {
-                    // 0 on the wire means "no checksum" (RFC 768).
-                    0 => 0xffff,
-                    sum => sum,
-                }
-            });
+            let pseudo = pseudo_header_sum(src, dst, ip_proto::UDP, seg.len());
+            fill_checksum(
+                &mut seg,
+                6,
+                *checksum,
+                |s| {
+                    match l4_checksum(src, dst, ip_proto::UDP, s) {
+                        // 0 on the wire means "no checksum" (RFC 768).
+                        0 => 0xffff,
+                        sum => sum,
+                    }
+                },
+                Some(pseudo),
+            );
             seg
         }
         TransportSpec::Icmp {
@@ -908,7 +936,7 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             msg.extend_from_slice(&[*icmp_type, *code, 0, 0]);
             msg.extend_from_slice(rest);
             msg.extend_from_slice(payload);
-            fill_checksum(&mut msg, 2, *checksum, internet_checksum);
+            fill_checksum(&mut msg, 2, *checksum, internet_checksum, None);
             msg
         }
         TransportSpec::Raw { payload, .. } => payload.clone(),
