@@ -1022,7 +1022,7 @@ impl Dice {
     /// router (see [`ports_in_forward`]).
     fn probes(&mut self, count: usize, later_fragments_across: bool) -> Vec<Probe> {
         (0..count)
-            .map(|n| {
+            .map(|_| {
                 let side = if self.chance(65) {
                     Side::Client
                 } else {
@@ -1104,11 +1104,25 @@ impl Dice {
                     dst,
                     src_mac,
                     kind,
-                    id: 1000 + n as u16,
+                    id: next_probe_id(),
                 }
             })
             .collect()
     }
+}
+
+/// The random cases' IP ids, running on from case to case: a fragment left
+/// in a router's reassembly queue (30 s) must not meet a first fragment of
+/// a later case with the same id. (Fixed cases, in their own topologies,
+/// use 2000 and up.)
+static PROBE_IDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Random cases' ids stay in `RANDOM_IDS`: about 2,500 cases of ~24
+/// probes before one comes back, far more than 30 s of them.
+const RANDOM_IDS: std::ops::Range<u32> = 10_000..65_000;
+
+fn next_probe_id() -> u16 {
+    let k = PROBE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (RANDOM_IDS.start + k % (RANDOM_IDS.end - RANDOM_IDS.start)) as u16
 }
 
 // ---------------------------------------------------------------- one case

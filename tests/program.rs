@@ -1145,6 +1145,13 @@ fn later_fragments_for_the_host_skip_input() {
             Drop,
         )
         .counts(&[(stats::FRAGMENTS, 0), (stats::DROPPED, 1)]),
+        // REJECT in INPUT sees the datagram reassembled, checksum whole.
+        raw_case(
+            "a first fragment for the host is answered",
+            &["-A INPUT -j REJECT"],
+            tcp(22).payload(&[2; 12]).fragment(0, 24, true),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
     ];
     lab("frag-host", false, |h, _| run_cases(h, cases));
 }
@@ -1275,6 +1282,22 @@ fn fragments() {
             Drop,
         )
         .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
+        // REJECT checks the checksum of what it sees; across the host that
+        // is the fragment alone, whose checksum is the datagram's.
+        raw_case(
+            "no ICMP error about a first fragment",
+            reject,
+            udp(53).payload(&[1; 32]).fragment(0, 16, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
+        raw_case(
+            "no reset for a first fragment",
+            rst,
+            tcp(22).payload(&[2; 12]).fragment(0, 24, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
     ];
     lab("frag", true, |h, ns| {
         make_router(h, ns);
@@ -1360,6 +1383,18 @@ fn reject_replies() {
             "default: port unreachable for UDP",
             reject,
             udp(53).payload(b"hello dns"),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
+        case(
+            "UDP without a checksum (0) is answered",
+            reject,
+            udp(53).payload(b"hello dns").l4_checksum(Checksum::Zero),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
+        case(
+            "UDP with a checksum left to offload is answered",
+            reject,
+            udp(53).payload(b"hello dns").l4_checksum(Checksum::Partial),
             IcmpUnreachable(unreachable_code::PORT),
         ),
         case(
@@ -1666,6 +1701,26 @@ fn reject_stays_silent() {
             "no ICMP error about an unknown ICMP type (200)",
             reject,
             icmp(200, 7),
+            Drop,
+        ),
+        // nf_send_unreach() and nf_send_reset() check the packet's checksum
+        // first; a first fragment's covers the whole datagram.
+        case(
+            "no ICMP error about UDP with a bad checksum",
+            reject,
+            udp(53).payload(b"hello").l4_checksum(Checksum::Wrong),
+            Drop,
+        ),
+        case(
+            "no reset for a SYN with a bad checksum",
+            rst,
+            tcp(22).l4_checksum(Checksum::Wrong),
+            Drop,
+        ),
+        case(
+            "no ICMP error about a ping with a bad checksum",
+            reject,
+            ping().l4_checksum(Checksum::Wrong),
             Drop,
         ),
         // icmp_send() is silent about every type its icmp_pointers table

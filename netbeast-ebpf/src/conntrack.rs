@@ -232,18 +232,24 @@ const MAX_CHECKSUM_BYTES: usize = 1480;
 /// to transmit offload (`CHECKSUM_PARTIAL`, what a veth peer's own sockets
 /// send): the kernel trusts those, and so does this check. A UDP checksum
 /// of 0 means none was sent.
+///
+/// `trust_first_fragments`: a first fragment's checksum is the whole
+/// datagram's, which the kernel checks after reassembly when it reassembles
+/// (conntrack; REJECT in INPUT): true takes it as it is. Otherwise (REJECT
+/// in FORWARD, where nothing reassembles) the bytes present are checked, as
+/// the kernel checks them, which a real first fragment fails.
 #[inline(never)]
-fn checksum_ok(pkt: &Packet, start: usize, end: usize) -> bool {
+pub fn checksum_ok(pkt: &Packet, start: usize, end: usize, trust_first_fragments: bool) -> bool {
     let ip_len = pkt.ip_header_len();
     let len = pkt.total_len.saturating_sub(ip_len) & 0xffff;
     if len > MAX_CHECKSUM_BYTES {
         return true;
     }
-    // A first fragment carries the whole datagram's checksum, which
-    // netfilter checks after reassembly: not checkable here.
-    match load::<u16>(start, end, pkt.l2_len() + 6) {
-        Some(field) if u16::from_be(field) & IP_MORE_FRAGMENTS == 0 => {}
-        _ => return true,
+    if trust_first_fragments {
+        match load::<u16>(start, end, pkt.l2_len() + 6) {
+            Some(field) if u16::from_be(field) & IP_MORE_FRAGMENTS == 0 => {}
+            _ => return true,
+        }
     }
     let l4 = pkt.l2_len() + ip_len;
     let protocol = pkt.keys.protocol;
@@ -466,7 +472,7 @@ fn classify_flow(
         return ct_state::INVALID;
     }
     if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
-        if verify && !checksum_ok(pkt, start, end) {
+        if verify && !checksum_ok(pkt, start, end, true) {
             bump(stats::CT_INVALID);
             return ct_state::INVALID;
         }
@@ -504,7 +510,7 @@ fn classify_flow(
         IPPROTO_ICMP => matches!(pkt.keys.l4a, 8 | 13 | 15 | 17),
         _ => true,
     };
-    if !opens || (verify && !checksum_ok(pkt, start, end)) {
+    if !opens || (verify && !checksum_ok(pkt, start, end, true)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }

@@ -182,8 +182,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             }
         }
         target::REJECT => {
-            let src = reply_source(in_ifindex, pkt.keys.dst, chain == chain::INPUT);
-            reject(ctx, pkt, reject_with, src)
+            let local = chain == chain::INPUT;
+            let src = reply_source(in_ifindex, pkt.keys.dst, local);
+            reject(ctx, pkt, reject_with, src, local)
         }
         _ => {
             bump(stats::DROPPED);

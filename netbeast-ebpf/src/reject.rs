@@ -11,8 +11,11 @@ use aya_ebpf::{
 use netbeast_common::{reject, stats};
 
 use crate::{
+    conntrack::checksum_ok,
     csum::{fold, sum_bytes},
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load, opaque, store},
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, opaque, store,
+    },
     stats::bump,
 };
 
@@ -82,7 +85,9 @@ fn silent() -> u32 {
 /// line: a BPF subprogram has its own stack frame, so the verifier never
 /// mixes the classifier's spilled pointers with the reply's scalars.
 #[inline(never)]
-pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 {
+/// `local`: the packet is for this host (INPUT), whose datagrams the
+/// kernel reassembles before REJECT sees them.
+pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32, local: bool) -> u32 {
     // Like the kernel's icmp_send() and nf_send_reset(): never answer
     // fragments, broadcasts or multicasts.
     if pkt.fragment
@@ -90,6 +95,15 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 
         || is_special(pkt.keys.src)
         || pkt.l2_len() > MAX_L2
         || pkt.ip_header_len() < IP_HLEN
+    {
+        return silent();
+    }
+    // nf_send_unreach() and nf_send_reset() verify the offending packet's
+    // TCP, UDP or ICMP checksum first: no answer to a corrupt packet, nor,
+    // across the host, to a first fragment (its checksum covers the whole
+    // datagram, which INPUT sees reassembled).
+    if matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
+        && !checksum_ok(pkt, ctx.data(), ctx.data_end(), local)
     {
         return silent();
     }
@@ -261,12 +275,18 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     let (start, end) = (ctx.data(), ctx.data_end());
     let tcp = pkt.l2_len() + pkt.ip_header_len();
-    let (Some(seq), Some(ack_seq), Some(doff), Some(flags)) = (
-        load::<u32>(start, end, tcp + 4),
-        load::<u32>(start, end, tcp + 8),
-        load::<u8>(start, end, tcp + 12),
-        load::<u8>(start, end, tcp + 13),
-    ) else {
+    // One read per field, each checked on its own: several `Option`s
+    // destructured together let LLVM mix their payloads with pointers.
+    let Some(seq) = load::<u32>(start, end, tcp + 4) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(ack_seq) = load::<u32>(start, end, tcp + 8) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(doff) = load::<u8>(start, end, tcp + 12) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(flags) = load::<u8>(start, end, tcp + 13) else {
         return xdp_action::XDP_DROP;
     };
     if flags & TCP_FLAG_RST != 0 {
