@@ -534,7 +534,7 @@ enum Seen {
     },
     /// A TCP reset for it came back.
     Reset { from: Ipv4Addr },
-    /// An echo reply came back.
+    /// An echo (or timestamp) reply came back.
     EchoReply { from: Ipv4Addr },
 }
 
@@ -670,9 +670,16 @@ impl Probe {
                         *used = true;
                     }
                     let echo_id = [0x4e, 0x42, (self.id >> 8) as u8, self.id as u8];
-                    if icmp.icmp_type == 0
+                    // An echo reply to an echo request, or a timestamp
+                    // reply to a timestamp request: both echo the id.
+                    let reply_to = match icmp.icmp_type {
+                        0 => Some(8),
+                        14 => Some(13),
+                        _ => None,
+                    };
+                    if reply_to.is_some()
                         && icmp.rest == echo_id
-                        && matches!(self.kind, Kind::Icmp { icmp_type: 8, .. })
+                        && matches!(self.kind, Kind::Icmp { icmp_type, .. } if Some(icmp_type) == reply_to)
                         && from == self.dst
                     {
                         seen.push(Seen::EchoReply { from });
