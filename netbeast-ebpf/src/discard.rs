@@ -16,7 +16,7 @@ use netbeast_common::{iface_guard, size};
 
 use crate::{
     csum::fold,
-    parse::{Packet, load},
+    parse::{ETH_HLEN, Packet, load, opaque},
     route::cached_local,
 };
 
@@ -39,34 +39,44 @@ pub fn kernel_discards(start: usize, end: usize, pkt: &Packet, in_ifindex: u32) 
     if guard == 0 {
         return false;
     }
+    // One bounds check for the Ethernet and IPv4 headers, then plain
+    // loads: `load`'s unaligned reads would be split into byte loads, and
+    // BPF has one load instruction whatever the alignment (see parse.rs).
+    let eth = opaque(start);
+    let ip = opaque(start + pkt.l2_len());
+    if eth + ETH_HLEN > end || ip + IP_HLEN > end {
+        return false;
+    }
+    // SAFETY: the 14 bytes at eth are inside the packet (checked).
+    let dst_mac = unsafe { core::ptr::read(eth as *const u64) };
     // The destination MAC as the low six bytes of a little-endian word:
     // bit 0 is the group bit (broadcast, multicast), which the kernel
     // accepts as PACKET_BROADCAST or PACKET_MULTICAST.
-    let Some(dst_mac) = load::<u64>(start, end, 0) else {
-        return false;
-    };
     if dst_mac & 1 == 0 && (dst_mac ^ guard) & iface_guard::MAC_MASK != 0 {
         return true;
     }
-    !header_checksum_ok(start, end, pkt) || martian(pkt, guard)
+    // SAFETY: the 20 bytes at ip are inside the packet (checked).
+    !unsafe { header_checksum_ok(ip, start, end, pkt) } || martian(pkt, guard)
 }
 
-/// The IPv4 header sums to 0xffff (RFC 1071), options included.
+/// The IPv4 header at `ip` sums to 0xffff (RFC 1071), options included.
+///
+/// # Safety
+/// The 20 bytes at `ip` are inside the packet.
 #[inline(always)]
-fn header_checksum_ok(start: usize, end: usize, pkt: &Packet) -> bool {
-    let l3 = pkt.l2_len();
+unsafe fn header_checksum_ok(ip: usize, start: usize, end: usize, pkt: &Packet) -> bool {
     // The fixed 20 bytes in three loads; a one's-complement sum does not
     // care about byte order or word size as long as it is folded in the
     // end, so little-endian 64- and 32-bit words do.
-    let Some(a) = load::<u64>(start, end, l3) else {
-        return false;
+    // SAFETY: in bounds (caller).
+    let (a, b, c) = unsafe {
+        (
+            core::ptr::read(ip as *const u64),
+            core::ptr::read((ip + 8) as *const u64),
+            core::ptr::read((ip + 16) as *const u32),
+        )
     };
-    let Some(b) = load::<u64>(start, end, l3 + 8) else {
-        return false;
-    };
-    let Some(c) = load::<u32>(start, end, l3 + 16) else {
-        return false;
-    };
+    let l3 = pkt.l2_len();
     let mut sum = (a & 0xffff_ffff) + (a >> 32) + (b & 0xffff_ffff) + (b >> 32) + c as u64;
     let header_len = pkt.ip_header_len();
     if header_len > IP_HLEN {
@@ -98,14 +108,19 @@ fn options_sum(start: usize, end: usize, at: usize, len: usize) -> u64 {
 /// (with `rp_filter` off and `accept_local` off, their defaults).
 #[inline(always)]
 fn martian(pkt: &Packet, guard: u64) -> bool {
-    let src = u32::from_be(pkt.keys.src);
-    let dst = u32::from_be(pkt.keys.dst);
-    let (s8, d8) = (src >> 24, dst >> 24);
+    // The first octets, as the addresses sit in the packet (the low byte of
+    // a little-endian load).
+    let (s8, d8) = (pkt.keys.src & 0xff, pkt.keys.dst & 0xff);
     // Ordinary addresses: a few compares and on to the one check every
     // packet gets, one of the host's own addresses as the source
     // (fib_validate_source).
     if s8 == 0 || s8 == 127 || s8 >= 224 || d8 == 0 || d8 == 127 {
-        return unusual_martian(src, dst, pkt.keys.protocol, guard);
+        return unusual_martian(
+            u32::from_be(pkt.keys.src),
+            u32::from_be(pkt.keys.dst),
+            pkt.keys.protocol,
+            guard,
+        );
     }
     cached_local(pkt.keys.src)
 }
