@@ -2624,6 +2624,28 @@ fn forward_chain_for_routed_packets() {
             )
             .on(peer)
             .counts(&fwd),
+            // ip_forward() drops what did not come to this host's MAC
+            // before its FORWARD hook.
+            case(
+                "an Ethernet broadcast is not routed: left to the kernel",
+                &["-A FORWARD -j REJECT", "-A INPUT -j REJECT"],
+                routed().dst_mac([0xff; 6]),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[
+                (stats::KERNEL_DROPPED, 1),
+                (stats::FORWARD, 0),
+                (stats::INPUT, 0),
+                (stats::REJECT_SILENT, 0),
+            ]),
+            case(
+                "an Ethernet multicast is not routed: left to the kernel",
+                &["-A FORWARD -j DROP"],
+                routed().dst_mac([0x01, 0x00, 0x5e, 0, 0, 1]),
+                Pass,
+            )
+            .counts(&[(stats::KERNEL_DROPPED, 1), (stats::FORWARD, 0)]),
             // nf_send_reset() answers from the address the segment was for.
             case(
                 "tcp-reset in FORWARD answers from the destination",
@@ -3112,6 +3134,15 @@ fn tiny_and_overlapping_first_fragments() {
             syn_with_data(1001).fragment(0, 8, true),
             Drop,
         ),
+        // A reset needs the flags and the datagram's length: a tiny first
+        // fragment gets none (docs/FEATURES.md, deliberate deviations).
+        raw_case(
+            "8 bytes of TCP under tcp-reset: dropped without a reset",
+            &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"],
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1)]),
         raw_case(
             "8 bytes of UDP: a port rule drops it",
             udp53,

@@ -159,3 +159,19 @@ fn unusual_martian(src: u32, dst: u32, protocol: u8, guard: u64) -> bool {
     }
     own_source()
 }
+
+/// True when the frame went to an Ethernet broadcast or multicast address:
+/// the kernel does not route those on (`ip_forward` drops what is not
+/// `PACKET_HOST` before its FORWARD hook). Only packets bound for FORWARD
+/// pay for it.
+#[inline(always)]
+pub fn link_group_frame(start: usize, end: usize) -> bool {
+    let eth = opaque(start);
+    if eth + ETH_HLEN > end {
+        return false;
+    }
+    // SAFETY: the 14 bytes at eth are inside the packet (checked). The
+    // group bit is the low bit of the first byte.
+    let first = unsafe { core::ptr::read(eth as *const u16) };
+    first & 1 != 0
+}

@@ -9,7 +9,7 @@ use netbeast_common::{chain, ct_state, stats, target};
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
-    discard::kernel_discards,
+    discard::{kernel_discards, link_group_frame},
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
@@ -124,6 +124,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         Path::Local => {
             bump(stats::INPUT);
             (chain::INPUT, 0, None)
+        }
+        Path::Forward { .. } if link_group_frame(start, end) => {
+            bump(stats::KERNEL_DROPPED);
+            return xdp_action::XDP_PASS;
         }
         Path::Forward {
             out_ifindex,
