@@ -795,7 +795,7 @@ impl FrameBuilder {
     /// it (tiny first fragments, RFC 1858; overlaps, RFC 3128).
     pub fn fragment(&self, offset: usize, len: usize, more: bool) -> Vec<u8> {
         assert!(
-            offset % 8 == 0,
+            offset.is_multiple_of(8),
             "fragment offset {offset} is not a multiple of 8"
         );
         let ip = self.build_ipv4();
