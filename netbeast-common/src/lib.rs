@@ -779,7 +779,13 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::KERNEL_ROUTED + 1, stats::COUNT);
+        assert_eq!(stats::KERNEL_DROPPED + 1, stats::COUNT);
+        // A guard entry is never 0 (0 means "not checked"), whatever the MAC.
+        assert_ne!(iface_guard::entry([0; 6], false), 0);
+        assert_eq!(
+            iface_guard::entry([1, 2, 3, 4, 5, 6], true) & iface_guard::MAC_MASK,
+            u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
+        );
         assert_eq!(size_of::<NatTarget>(), 16);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
