@@ -1145,6 +1145,13 @@ fn later_fragments_for_the_host_skip_input() {
             Drop,
         )
         .counts(&[(stats::FRAGMENTS, 0), (stats::DROPPED, 1)]),
+        // REJECT in INPUT sees the datagram reassembled, checksum whole.
+        raw_case(
+            "a first fragment for the host is answered",
+            &["-A INPUT -j REJECT"],
+            tcp(22).payload(&[2; 12]).fragment(0, 24, true),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
     ];
     lab("frag-host", false, |h, _| run_cases(h, cases));
 }
@@ -1275,6 +1282,22 @@ fn fragments() {
             Drop,
         )
         .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
+        // REJECT checks the checksum of what it sees; across the host that
+        // is the fragment alone, whose checksum is the datagram's.
+        raw_case(
+            "no ICMP error about a first fragment",
+            reject,
+            udp(53).payload(&[1; 32]).fragment(0, 16, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
+        raw_case(
+            "no reset for a first fragment",
+            rst,
+            tcp(22).payload(&[2; 12]).fragment(0, 24, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)]),
     ];
     lab("frag", true, |h, ns| {
         make_router(h, ns);
@@ -1360,6 +1383,18 @@ fn reject_replies() {
             "default: port unreachable for UDP",
             reject,
             udp(53).payload(b"hello dns"),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
+        case(
+            "UDP without a checksum (0) is answered",
+            reject,
+            udp(53).payload(b"hello dns").l4_checksum(Checksum::Zero),
+            IcmpUnreachable(unreachable_code::PORT),
+        ),
+        case(
+            "UDP with a checksum left to offload is answered",
+            reject,
+            udp(53).payload(b"hello dns").l4_checksum(Checksum::Partial),
             IcmpUnreachable(unreachable_code::PORT),
         ),
         case(
@@ -1666,6 +1701,44 @@ fn reject_stays_silent() {
             "no ICMP error about an unknown ICMP type (200)",
             reject,
             icmp(200, 7),
+            Drop,
+        ),
+        // nf_send_unreach() and nf_send_reset() check the packet's checksum
+        // first; a first fragment's covers the whole datagram.
+        case(
+            "no ICMP error about UDP with a bad checksum",
+            reject,
+            udp(53).payload(b"hello").l4_checksum(Checksum::Wrong),
+            Drop,
+        ),
+        case(
+            "no reset for a SYN with a bad checksum",
+            rst,
+            tcp(22).l4_checksum(Checksum::Wrong),
+            Drop,
+        ),
+        case(
+            "no ICMP error about a ping with a bad checksum",
+            reject,
+            ping().l4_checksum(Checksum::Wrong),
+            Drop,
+        ),
+        // icmp_send() is silent about every type its icmp_pointers table
+        // marks as an error, the ones it discards included.
+        case("no ICMP error about type 1", reject, icmp(1, 0), Drop),
+        case("no ICMP error about type 2", reject, icmp(2, 0), Drop),
+        case("no ICMP error about type 6", reject, icmp(6, 0), Drop),
+        case("no ICMP error about type 7", reject, icmp(7, 0), Drop),
+        case(
+            "no ICMP error about a router advertisement (9)",
+            reject,
+            icmp(9, 0),
+            Drop,
+        ),
+        case(
+            "no ICMP error about a router solicitation (10)",
+            reject,
+            icmp(10, 0),
             Drop,
         ),
         case(
@@ -2089,16 +2162,31 @@ fn short_transport_headers() {
     };
     let ok = [(stats::MALFORMED, 0), (stats::INPUT, 1)];
     let cases = vec![
+        // The ports are in the first four bytes: read when they are there,
+        // as iptables on nf_tables reads a field whose bytes are there (and
+        // as a tiny first fragment must be judged, RFC 1858).
         case(
-            "TCP header cut at 10 bytes: port rules do not match",
+            "TCP header cut at 10 bytes: its ports match",
             port22,
             cut(tcp(22), 10),
-            Pass,
+            Drop,
         ),
         case(
-            "TCP header cut at 19 bytes: port rules do not match",
+            "TCP header cut at 19 bytes: its ports match",
             port22,
             cut(tcp(22), 19),
+            Drop,
+        ),
+        case(
+            "TCP header cut at 4 bytes: its ports match",
+            port22,
+            cut(tcp(22), 4),
+            Drop,
+        ),
+        case(
+            "TCP header cut at 3 bytes: no ports, port rules do not match",
+            port22,
+            cut(tcp(22), 3),
             Pass,
         ),
         case(
@@ -2113,8 +2201,9 @@ fn short_transport_headers() {
             cut(tcp(22), 0),
             Drop,
         ),
-        case("UDP header cut at 4 bytes", udp53, cut(udp(53), 4), Pass),
-        case("UDP header cut at 7 bytes", udp53, cut(udp(53), 7), Pass),
+        case("UDP header cut at 4 bytes", udp53, cut(udp(53), 4), Drop),
+        case("UDP header cut at 7 bytes", udp53, cut(udp(53), 7), Drop),
+        case("UDP header cut at 2 bytes", udp53, cut(udp(53), 2), Pass),
         case("ICMP header cut at 2 bytes", icmp8, cut(ping(), 2), Pass),
         case(
             "TCP header present only in Ethernet padding",
@@ -2535,6 +2624,28 @@ fn forward_chain_for_routed_packets() {
             )
             .on(peer)
             .counts(&fwd),
+            // ip_forward() drops what did not come to this host's MAC
+            // before its FORWARD hook.
+            case(
+                "an Ethernet broadcast is not routed: left to the kernel",
+                &["-A FORWARD -j REJECT", "-A INPUT -j REJECT"],
+                routed().dst_mac([0xff; 6]),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[
+                (stats::KERNEL_DROPPED, 1),
+                (stats::FORWARD, 0),
+                (stats::INPUT, 0),
+                (stats::REJECT_SILENT, 0),
+            ]),
+            case(
+                "an Ethernet multicast is not routed: left to the kernel",
+                &["-A FORWARD -j DROP"],
+                routed().dst_mac([0x01, 0x00, 0x5e, 0, 0, 1]),
+                Pass,
+            )
+            .counts(&[(stats::KERNEL_DROPPED, 1), (stats::FORWARD, 0)]),
             // nf_send_reset() answers from the address the segment was for.
             case(
                 "tcp-reset in FORWARD answers from the destination",
@@ -3584,4 +3695,488 @@ fn guarded_return_leaves_only_when_the_guard_held() {
         let want: Vec<&str> = ["XDP_PASS", "XDP_DROP"].repeat(4);
         assert_eq!(verdicts(h, 8, 8), want, "guarded goto");
     });
+}
+
+// ---------------------------------------------------------------------------
+// No way around the rules, no reflector (issue 21)
+
+/// A TCP SYN with twelve bytes of data: 32 bytes after the IP header, to
+/// split into fragments.
+fn syn_with_data(dport: u16) -> FrameBuilder {
+    tcp(dport).tcp_flags(tcp_flags::SYN).payload(&[0x5a; 12])
+}
+
+/// A first fragment too short for the whole L4 header (RFC 1858) is judged
+/// on the ports it does carry, which are the reassembled datagram's (the
+/// kernel reassembles before INPUT, where iptables judges the whole SYN).
+/// A second first fragment (RFC 3128's overlap) is judged on its own ports;
+/// later fragments go to the kernel, which drops overlapping datagrams.
+#[test]
+fn tiny_and_overlapping_first_fragments() {
+    let drop1001 = &["-A INPUT -p tcp --dport 1001 -j DROP"];
+    let only1000 = &["-P INPUT DROP", "-A INPUT -p tcp --dport 1000 -j ACCEPT"];
+    let only80 = &["-P INPUT DROP", "-A INPUT -p tcp --dport 80 -j ACCEPT"];
+    let udp53 = &["-A INPUT -p udp --dport 53 -j DROP"];
+    let invalid = &["-A INPUT -m conntrack --ctstate INVALID -j DROP"];
+    let later = &[
+        (stats::FRAGMENTS, 1),
+        (stats::DROPPED, 0),
+        (stats::ACCEPTED, 0),
+    ];
+    let cases = vec![
+        raw_case(
+            "8 bytes of TCP: a port rule still drops it",
+            drop1001,
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        ),
+        raw_case(
+            "16 bytes of TCP: a port rule still drops it",
+            drop1001,
+            syn_with_data(1001).fragment(0, 16, true),
+            Drop,
+        ),
+        raw_case(
+            "the rest of that datagram goes to the reassembly",
+            drop1001,
+            syn_with_data(1001).fragment(16, 16, false),
+            Pass,
+        )
+        .counts(later),
+        raw_case(
+            "8 bytes of TCP, other port: passes",
+            drop1001,
+            syn_with_data(1002).fragment(0, 8, true),
+            Pass,
+        ),
+        raw_case(
+            "8 bytes of TCP to an allowed port under -P INPUT DROP",
+            only1000,
+            syn_with_data(1000).fragment(0, 8, true),
+            Pass,
+        ),
+        raw_case(
+            "16 bytes of TCP to an allowed port under -P INPUT DROP",
+            only1000,
+            syn_with_data(1000).fragment(0, 16, true),
+            Pass,
+        ),
+        raw_case(
+            "8 bytes of TCP to another port under -P INPUT DROP",
+            only1000,
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        ),
+        // A reset needs the flags and the datagram's length: a tiny first
+        // fragment gets none (docs/FEATURES.md, deliberate deviations).
+        raw_case(
+            "8 bytes of TCP under tcp-reset: dropped without a reset",
+            &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"],
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        )
+        .counts(&[(stats::REJECT_SILENT, 1)]),
+        raw_case(
+            "8 bytes of UDP: a port rule drops it",
+            udp53,
+            udp(53).payload(&[0; 32]).fragment(0, 8, true),
+            Drop,
+        ),
+        raw_case(
+            "overlap: the allowed first fragment",
+            only80,
+            syn_with_data(80).ip_id(7).fragment(0, 16, true),
+            Pass,
+        ),
+        raw_case(
+            "overlap: a second first fragment of the datagram, other port",
+            only80,
+            syn_with_data(22).ip_id(7).fragment(0, 16, true),
+            Drop,
+        ),
+        raw_case(
+            "overlap: a later fragment over the TCP flags goes to the reassembly",
+            only80,
+            syn_with_data(22).ip_id(7).fragment(8, 24, false),
+            Pass,
+        )
+        .counts(later),
+        // Conntrack needs the flags (byte 13) and the whole header: a
+        // first fragment without them is INVALID (netfilter would judge
+        // the reassembled datagram).
+        raw_case(
+            "8 bytes of TCP are INVALID to conntrack",
+            invalid,
+            syn_with_data(80).fragment(0, 8, true),
+            Drop,
+        )
+        .counts(&[(stats::CT_INVALID, 1)]),
+        raw_case(
+            "16 bytes of TCP are INVALID to conntrack",
+            invalid,
+            syn_with_data(80).fragment(0, 16, true),
+            Drop,
+        )
+        .counts(&[(stats::CT_INVALID, 1)]),
+        raw_case(
+            "24 bytes of TCP (whole header) are NEW",
+            invalid,
+            syn_with_data(81).fragment(0, 24, true),
+            Pass,
+        )
+        .counts(&[(stats::CT_INVALID, 0)]),
+    ];
+    lab("tiny-frag", false, |h, _| run_cases(h, cases));
+}
+
+/// The veth's index and MAC, with its entry in `IFACE_GUARDS` written:
+/// frames "arriving" on it are checked as the kernel checks them.
+fn guard_veth(h: &mut Harness, route_localnet: bool) -> (u32, [u8; 6]) {
+    let ifindex = h.ifindex(VETH);
+    let mac = netbeast::state::links()
+        .into_iter()
+        .find(|l| l.ifindex == ifindex)
+        .and_then(|l| l.mac)
+        .expect("the veth has a MAC address");
+    h.dataplane
+        .set_interface_guards(&[(ifindex, mac, route_localnet)])
+        .expect("writing the interface guards");
+    (ifindex, mac)
+}
+
+/// Frames the kernel drops before netfilter (ip_rcv_core, the input
+/// route's martian checks) are left to it untouched: no chain counts them
+/// and REJECT never answers them. Controls next to each show the same rules
+/// answering ordinary frames.
+#[test]
+fn frames_the_kernel_discards_are_left_to_it() {
+    let rules = &[
+        "-P INPUT DROP",
+        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+        "-A INPUT -j REJECT",
+    ];
+    let kernels = [
+        (stats::KERNEL_DROPPED, 1),
+        (stats::INPUT, 0),
+        (stats::REJECTED, 0),
+        (stats::REJECT_SILENT, 0),
+        (stats::DROPPED, 0),
+    ];
+    let chains = [(stats::KERNEL_DROPPED, 0), (stats::INPUT, 1)];
+    lab("kernel-drops", true, |h, _| {
+        let (veth, mac) = guard_veth(h, false);
+        let from = |src: Ipv4Addr, dst: Ipv4Addr| {
+            FrameBuilder::udp(src, CLIENT_PORT, dst, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(mac)
+                .payload(b"probe")
+        };
+        let kernel = |what: &str, frame: FrameBuilder| {
+            case(format!("{what}: left to the kernel"), rules, frame, Pass)
+                .on(veth)
+                .counts(&kernels)
+        };
+        let local = Ipv4Addr::new;
+        let cases = vec![
+            case(
+                "control: UDP to the host is rejected",
+                rules,
+                from(CLIENT, SERVER),
+                IcmpUnreachable(unreachable_code::PORT),
+            )
+            .on(veth)
+            .counts(&chains),
+            case(
+                "control: TCP to the host is reset",
+                rules,
+                tcp(22).dst_mac(mac),
+                TcpReset,
+            )
+            .on(veth)
+            .counts(&chains),
+            kernel(
+                "UDP for another host's MAC",
+                from(CLIENT, SERVER).dst_mac([0x02, 0, 0, 0, 0, 0x99]),
+            ),
+            kernel(
+                "TCP for another host's MAC",
+                tcp(22).dst_mac([0x02, 0, 0, 0, 0, 0x99]),
+            ),
+            kernel(
+                "a bad IP header checksum",
+                from(CLIENT, SERVER).ip_checksum(0x1234),
+            ),
+            kernel(
+                "a bad IP header checksum with options",
+                from(CLIENT, SERVER)
+                    .ip_options(&[1, 1, 1, 0])
+                    .ip_checksum(0x1234),
+            ),
+            case(
+                "control: a good checksum with options is rejected",
+                rules,
+                from(CLIENT, SERVER).ip_options(&[1, 1, 1, 0]),
+                IcmpUnreachable(unreachable_code::PORT),
+            )
+            .on(veth)
+            .counts(&chains),
+            kernel("source 127.0.0.1", from(local(127, 0, 0, 1), SERVER)),
+            kernel("source 127.1.2.3", from(local(127, 1, 2, 3), SERVER)),
+            kernel("source 0.0.0.0", from(local(0, 0, 0, 0), SERVER)),
+            kernel("source 0.1.2.3", from(local(0, 1, 2, 3), SERVER)),
+            kernel("source 224.0.0.5", from(local(224, 0, 0, 5), SERVER)),
+            kernel("source 239.1.1.1", from(local(239, 1, 1, 1), SERVER)),
+            kernel("source 255.255.255.255", from(Ipv4Addr::BROADCAST, SERVER)),
+            kernel("the host's own address as source", from(SERVER, SERVER)),
+            kernel("its other address as source", from(SERVER2, SERVER)),
+            kernel(
+                "TCP from the host's own address",
+                FrameBuilder::tcp(SERVER, 1, SERVER, 22)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(mac),
+            ),
+            kernel("destination 127.0.0.1", from(CLIENT, local(127, 0, 0, 1))),
+            kernel("destination 127.9.9.9", from(CLIENT, local(127, 9, 9, 9))),
+            kernel("destination 0.0.0.0", from(CLIENT, local(0, 0, 0, 0))),
+            kernel(
+                "source 0.0.0.0 to a group beyond 224.0.0.0/24",
+                from(local(0, 0, 0, 0), local(239, 1, 1, 1)),
+            ),
+            kernel(
+                "source 127.0.0.1 to a group",
+                from(local(127, 0, 0, 1), local(224, 0, 0, 1)),
+            ),
+            kernel(
+                "the host's own address to the broadcast",
+                from(SERVER, Ipv4Addr::BROADCAST),
+            ),
+            // What the kernel takes: the chains' (REJECT stays silent about
+            // broadcasts, multicasts and zero sources).
+            case(
+                "control: DHCP's 0.0.0.0 to the broadcast is the chain's",
+                rules,
+                from(local(0, 0, 0, 0), Ipv4Addr::BROADCAST),
+                Drop,
+            )
+            .on(veth)
+            .counts(&chains),
+            case(
+                "control: 0.0.0.0 to a link-local group is the chain's",
+                rules,
+                from(local(0, 0, 0, 0), local(224, 0, 0, 1)),
+                Drop,
+            )
+            .on(veth)
+            .counts(&chains),
+            case(
+                "control: an Ethernet broadcast is the chain's",
+                rules,
+                from(CLIENT, SERVER).dst_mac([0xff; 6]),
+                Drop,
+            )
+            .on(veth)
+            .counts(&chains),
+            case(
+                "control: the host's own address on lo is the chain's",
+                rules,
+                from(SERVER, SERVER).dst_mac([0; 6]),
+                IcmpUnreachable(unreachable_code::PORT),
+            )
+            .counts(&chains),
+            case(
+                "control: class E source 240.0.0.1 is no martian",
+                rules,
+                from(local(240, 0, 0, 1), SERVER),
+                IcmpUnreachable(unreachable_code::PORT),
+            )
+            .on(veth)
+            .counts(&chains),
+        ];
+        let controls = cases
+            .iter()
+            .filter(|c| c.what.starts_with("control"))
+            .count() as u64;
+        run_cases(h, cases);
+        // No rule counter moved for the frames left to the kernel: the
+        // controls account for every count.
+        let (rule_counts, policy) = h.counters(chain::INPUT);
+        let counted: u64 = rule_counts.iter().map(|c| c.packets).sum::<u64>() + policy.packets;
+        assert_eq!(
+            counted, controls,
+            "INPUT counters: {rule_counts:?}, policy {policy:?}"
+        );
+        // With route_localnet on, 127.0.0.0/8 is the chain's.
+        guard_veth(h, true);
+        run_cases(
+            h,
+            vec![
+                case(
+                    "route_localnet: destination 127.0.0.1 is the chain's",
+                    &["-P INPUT DROP"],
+                    from(CLIENT, local(127, 0, 0, 1)),
+                    Drop,
+                )
+                .on(veth)
+                .counts(&[(stats::KERNEL_DROPPED, 0), (stats::DROPPED, 1)]),
+            ],
+        );
+    });
+}
+
+/// netfilter's TCP tracker calls INVALID the flag combinations outside its
+/// `tcp_valid_flags` and headers whose data offset lies, whatever the
+/// connection; ECE, CWR and PSH do not matter.
+#[test]
+fn invalid_tcp_flags_and_offsets_are_invalid() {
+    use tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+    let rules = &["-A INPUT -m conntrack --ctstate INVALID -j DROP"];
+    let invalid = [(stats::CT_INVALID, 1), (stats::CT_CREATED, 0)];
+    let mut cases = Vec::new();
+    let mut port = 2000;
+    for (name, flags) in [
+        ("SYN+FIN", SYN | FIN),
+        ("SYN+FIN+PSH", SYN | FIN | PSH),
+        ("SYN+RST", SYN | RST),
+        ("SYN+RST+ACK", SYN | RST | ACK),
+        ("FIN alone", FIN),
+        ("no flags (null scan)", 0),
+        ("FIN+PSH+URG (xmas scan)", FIN | PSH | URG),
+        ("all flags", 0xff),
+        ("RST+FIN", RST | FIN),
+        ("URG alone", URG),
+        ("PSH alone", PSH),
+        ("SYN+FIN+ACK", SYN | FIN | ACK),
+    ] {
+        port += 1;
+        cases.push(case(name, rules, tcp(port).tcp_flags(flags), Drop).counts(&invalid));
+    }
+    for (name, flags) in [
+        ("SYN", SYN),
+        ("SYN with ECN (ECE+CWR)", SYN | ECE | CWR),
+        ("SYN+PSH", SYN | PSH),
+        ("SYN+URG", SYN | URG),
+    ] {
+        port += 1;
+        cases.push(
+            case(
+                format!("control: {name} is NEW"),
+                rules,
+                tcp(port).tcp_flags(flags),
+                Pass,
+            )
+            .counts(&[(stats::CT_INVALID, 0), (stats::CT_CREATED, 1)]),
+        );
+    }
+    let mut short_offset = tcp(3000).tcp_flags(SYN).build();
+    short_offset[14 + 20 + 12] = 0x40;
+    cases.push(raw_case("data offset 4 (16 bytes)", rules, short_offset, Drop).counts(&invalid));
+    let mut long_offset = tcp(3001).tcp_flags(SYN).build();
+    long_offset[14 + 20 + 12] = 0xf0;
+    cases.push(
+        raw_case("data offset 15 past the segment", rules, long_offset, Drop).counts(&invalid),
+    );
+    lab("ct-flags", false, |h, _| run_cases(h, cases));
+}
+
+/// netfilter verifies L4 checksums at PREROUTING (`nf_conntrack_checksum`,
+/// on by default): a bad one makes the packet INVALID, not NEW, and no
+/// connection is created. A checksum left to transmit offload (a veth
+/// peer's own sockets) is trusted, as the kernel trusts it.
+#[test]
+fn bad_checksums_are_invalid_to_conntrack() {
+    let rules = &["-A INPUT -m conntrack --ctstate INVALID -j DROP"];
+    let invalid = [(stats::CT_INVALID, 1), (stats::CT_CREATED, 0)];
+    let new = [(stats::CT_INVALID, 0), (stats::CT_CREATED, 1)];
+    // The quoted packet goes the reply way of the UDP flow the first
+    // control opens.
+    let quoted = FrameBuilder::udp(SERVER, 53, CLIENT, CLIENT_PORT)
+        .payload(b"answer")
+        .build_ipv4();
+    let error = || {
+        FrameBuilder::icmp_error(CLIENT, SERVER, 3, 3, &quoted)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let cases = vec![
+        case(
+            "control: UDP with a right checksum is NEW",
+            rules,
+            udp(53),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "UDP with a bad checksum",
+            rules,
+            udp(54).payload(b"data").l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "TCP SYN with a bad checksum",
+            rules,
+            tcp(22).l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "ICMP echo request with a bad checksum",
+            rules,
+            ping().l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&invalid),
+        case(
+            "ICMP error with a bad checksum, about a tracked flow",
+            rules,
+            error().l4_checksum(Checksum::Wrong),
+            Drop,
+        )
+        .counts(&[(stats::CT_INVALID, 1), (stats::CT_RELATED, 0)]),
+        case(
+            "control: the same ICMP error with a right checksum is RELATED",
+            rules,
+            error(),
+            Pass,
+        )
+        .counts(&[(stats::CT_INVALID, 0), (stats::CT_RELATED, 1)]),
+        case(
+            "control: UDP without a checksum (0) is NEW",
+            rules,
+            udp(55).l4_checksum(Checksum::Zero),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: UDP with a checksum left to offload is NEW",
+            rules,
+            udp(56).payload(b"data").l4_checksum(Checksum::Partial),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a TCP SYN with a checksum left to offload is NEW",
+            rules,
+            tcp(23).l4_checksum(Checksum::Partial),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a TCP SYN with options and data is NEW",
+            rules,
+            tcp(24)
+                .tcp_options(&[2, 4, 5, 0xb4, 1, 1, 4, 2])
+                .payload(b"odd length"),
+            Pass,
+        )
+        .counts(&new),
+        case(
+            "control: a ping with an odd payload is NEW",
+            rules,
+            ping().payload(b"abcdefghijklmnopq"),
+            Pass,
+        )
+        .counts(&new),
+    ];
+    lab("ct-csum", false, |h, _| run_cases(h, cases));
 }

@@ -424,13 +424,25 @@ pub mod stats {
     /// IPv4 packets left to the kernel before any chain: no route, or a
     /// TTL that expires here (the kernel drops them or sends an ICMP error).
     pub const KERNEL_ROUTED: u32 = 24;
-    pub const COUNT: u32 = 25;
+    /// IPv4 packets the kernel discards before netfilter sees them (a
+    /// destination MAC of another host, a bad header checksum, a martian
+    /// source or destination): left to the kernel untouched, so no chain
+    /// counts them and REJECT never answers them.
+    pub const KERNEL_DROPPED: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
-    pub const INGRESS_OUTCOMES: [u32; 5] = [NOT_IPV4, MALFORMED, INPUT, FORWARD, KERNEL_ROUTED];
+    pub const INGRESS_OUTCOMES: [u32; 6] = [
+        NOT_IPV4,
+        MALFORMED,
+        INPUT,
+        FORWARD,
+        KERNEL_ROUTED,
+        KERNEL_DROPPED,
+    ];
 
     /// Names in index order, for `netbeast stats`.
-    pub const NAMES: [&str; 25] = [
+    pub const NAMES: [&str; COUNT as usize] = [
         "packets",
         "not_ipv4",
         "malformed",
@@ -456,7 +468,33 @@ pub mod stats {
         "nat_socket",
         "nat_socket_busy",
         "kernel_routed",
+        "kernel_dropped",
     ];
+}
+
+/// What the XDP program knows of an interface to tell the frames the kernel
+/// discards before netfilter (`IFACE_GUARDS`, indexed by ifindex): the MAC
+/// address in the low 48 bits (as a little-endian load of the frame's first
+/// eight bytes masked to six has it), and flags above. 0: an interface
+/// netbeast was not told about, whose frames are not checked.
+pub mod iface_guard {
+    pub const MAC_MASK: u64 = 0xffff_ffff_ffff;
+    /// Set in every entry written (a MAC of all zeros is still a MAC).
+    pub const KNOWN: u64 = 1 << 48;
+    /// `net.ipv4.conf.<iface>.route_localnet` is on: 127.0.0.0/8 is not a
+    /// martian on this interface.
+    pub const ROUTE_LOCALNET: u64 = 1 << 49;
+
+    /// The entry of an interface with this MAC address.
+    pub const fn entry(mac: [u8; 6], route_localnet: bool) -> u64 {
+        let mut word = 0u64;
+        let mut i = 0;
+        while i < 6 {
+            word |= (mac[i] as u64) << (8 * i);
+            i += 1;
+        }
+        word | KNOWN | if route_localnet { ROUTE_LOCALNET } else { 0 }
+    }
 }
 
 /// Per-chain header of a generation.
@@ -984,6 +1022,10 @@ pub mod size {
     /// default per field, for every chain and generation.
     pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
     pub const IFACES: u32 = 16384;
+    /// Slots of `IFACE_GUARDS`: interfaces with a larger ifindex are not
+    /// checked for frames the kernel would discard (`netbeast attach` says
+    /// so when it meets one).
+    pub const IFACE_GUARDS: u32 = 4096;
     pub const LOCAL_ADDRS: u32 = 4096;
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
@@ -1038,7 +1080,13 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::KERNEL_ROUTED + 1, stats::COUNT);
+        assert_eq!(stats::KERNEL_DROPPED + 1, stats::COUNT);
+        // A guard entry is never 0 (0 means "not checked"), whatever the MAC.
+        assert_ne!(iface_guard::entry([0; 6], false), 0);
+        assert_eq!(
+            iface_guard::entry([1, 2, 3, 4, 5, 6], true) & iface_guard::MAC_MASK,
+            u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
+        );
         assert_eq!(size_of::<NatTarget>(), 16);
         assert_eq!(size_of::<Guard>(), 32);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };

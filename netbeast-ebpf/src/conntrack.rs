@@ -8,7 +8,7 @@
 //! first one, so it can never push established connections out.
 
 use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_coarse_ns,
+    helpers::generated::{bpf_csum_diff, bpf_ktime_get_coarse_ns, bpf_probe_read_kernel},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
@@ -18,7 +18,8 @@ use netbeast_common::{
 };
 
 use crate::{
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque},
+    csum::fold,
+    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, opaque},
     stats::bump,
 };
 
@@ -47,6 +48,7 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
 /// `ct_status` bits for the FINs seen, per direction.
 const FIN_ORIGINAL: u8 = 2;
 const FIN_REPLY: u8 = 4;
@@ -186,6 +188,172 @@ fn flow_of(pkt: &Packet) -> (Flow, bool) {
     (flow, pkt.l4_complete || !(ports || icmp))
 }
 
+/// The combinations of FIN, SYN, RST, ACK and URG netfilter's TCP tracker
+/// takes (its `tcp_valid_flags`), one bit per combination; PSH, ECE and
+/// CWR do not matter. Any other (SYN+FIN, SYN+RST, FIN alone, no flag at
+/// all...) is INVALID, whatever the connection.
+const TCP_VALID_FLAGS: u64 = (1 << TCP_SYN)
+    | (1 << (TCP_SYN | TCP_URG))
+    | (1 << (TCP_SYN | TCP_ACK))
+    | (1 << TCP_RST)
+    | (1 << (TCP_RST | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK | TCP_URG))
+    | (1 << TCP_ACK)
+    | (1 << (TCP_ACK | TCP_URG));
+const TCP_FLAGS_TRACKED: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG;
+
+/// netfilter's `tcp_error` checks of a complete TCP header: flags in
+/// `TCP_VALID_FLAGS`, a data offset of at least 20 bytes that the segment
+/// holds.
+#[inline(always)]
+fn tcp_header_valid(pkt: &Packet, start: usize, end: usize) -> bool {
+    if (TCP_VALID_FLAGS >> (pkt.keys.tcp_flags as u8 & TCP_FLAGS_TRACKED)) & 1 == 0 {
+        return false;
+    }
+    let ip_len = pkt.ip_header_len();
+    let Some(doff) = load::<u8>(start, end, pkt.l2_len() + ip_len + 12) else {
+        return false;
+    };
+    let tcp_len = ((doff >> 4) as usize) * 4;
+    tcp_len >= TCP_HLEN && ip_len + tcp_len <= pkt.total_len()
+}
+
+/// Longest L4 message (bytes) whose checksum conntrack verifies: an
+/// Ethernet MTU's worth. Longer ones (jumbo frames) are taken as they are.
+const MAX_CHECKSUM_BYTES: usize = 1480;
+
+/// The TCP, UDP or ICMP checksum of the packet is right, as netfilter's
+/// `nf_ip_checksum` wants it at PREROUTING. Only packets that would open a
+/// connection, and ICMP errors, pay for it: the packets of known
+/// connections are taken as they are (docs/FEATURES.md).
+///
+/// A TCP or UDP checksum holding just the pseudo-header's sum is one left
+/// to transmit offload (`CHECKSUM_PARTIAL`, what a veth peer's own sockets
+/// send): the kernel trusts those, and so does this check. A UDP checksum
+/// of 0 means none was sent.
+///
+/// `trust_first_fragments`: a first fragment's checksum is the whole
+/// datagram's, which the kernel checks after reassembly when it reassembles
+/// (conntrack; REJECT in INPUT): true takes it as it is. Otherwise (REJECT
+/// in FORWARD, where nothing reassembles) the bytes present are checked, as
+/// the kernel checks them, which a real first fragment fails.
+#[inline(never)]
+pub fn checksum_ok(pkt: &Packet, start: usize, end: usize, trust_first_fragments: bool) -> bool {
+    let ip_len = pkt.ip_header_len();
+    let len = pkt.total_len().saturating_sub(ip_len) & 0xffff;
+    if len > MAX_CHECKSUM_BYTES {
+        return true;
+    }
+    if trust_first_fragments {
+        match load::<u16>(start, end, pkt.l2_len() + 6) {
+            Some(field) if u16::from_be(field) & IP_MORE_FRAGMENTS == 0 => {}
+            _ => return true,
+        }
+    }
+    let l4 = pkt.l2_len() + ip_len;
+    let protocol = pkt.keys.protocol;
+    let check_at = match protocol {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        _ => 2,
+    };
+    let Some(check) = load::<u16>(start, end, l4 + check_at) else {
+        return false;
+    };
+    if protocol == IPPROTO_UDP && check == 0 {
+        return true;
+    }
+    // Sums of little-endian words, as the packet's bytes load: a one's-
+    // complement sum only needs every piece at an even offset, and the
+    // pseudo-header's protocol and length swapped into that order.
+    let pseudo = if protocol == IPPROTO_ICMP {
+        0
+    } else {
+        pkt.keys.src as u64
+            + pkt.keys.dst as u64
+            + ((protocol as u64) << 8)
+            + (len as u16).swap_bytes() as u64
+    };
+    if fold(pseudo + sum_message(start, end, l4, len)) == 0xffff {
+        return true;
+    }
+    // (0 and 0xffff are the same one's-complement number.)
+    let partial = fold(pseudo);
+    protocol != IPPROTO_ICMP
+        && (check == partial
+            || (check == 0 && partial == 0xffff)
+            || (check == 0xffff && partial == 0))
+}
+
+/// bpf_csum_diff sums at most this many bytes per call.
+const CSUM_CHUNK: usize = 512;
+/// The More Fragments bit of the IPv4 flags and fragment offset field.
+const IP_MORE_FRAGMENTS: u16 = 0x2000;
+/// Lengths are masked with this for the verifier (a power of two minus
+/// one, above `MAX_CHECKSUM_BYTES`).
+const MESSAGE_MASK: usize = 0x7ff;
+/// `MESSAGE` in 32-bit words: any masked length, and a word of zeros after
+/// it.
+const MESSAGE_WORDS: usize = (MESSAGE_MASK + 1) / 4 + 1;
+
+/// The message being checksummed, copied out of the packet: the checksum
+/// helper takes a bounded length in map memory, where a loop over packet
+/// bytes would make the verifier walk every length separately.
+#[map]
+static MESSAGE: PerCpuArray<[u32; MESSAGE_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// One's-complement sum (unfolded) of the `len` bytes at `at`, as
+/// little-endian words; `len` at most `MAX_CHECKSUM_BYTES`, and the bytes
+/// inside the packet (parse checked the IPv4 total length against it).
+#[inline(always)]
+fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
+    let len = len & MESSAGE_MASK;
+    if len > MAX_CHECKSUM_BYTES || opaque(start + at + len) > end {
+        return 0;
+    }
+    let Some(buf) = MESSAGE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let buf = buf as *mut u8;
+    // SAFETY: per-CPU scratch; `len & !3` + 4 <= MESSAGE_WORDS * 4. The
+    // word the message ends in is zeroed first, so the sum of whole words
+    // sees zeros past an odd length.
+    unsafe { core::ptr::write_unaligned(buf.add(len & (MESSAGE_MASK & !3)) as *mut u32, 0) };
+    // SAFETY: `len` bytes into the scratch (room checked above), from the
+    // packet bytes checked against `end`.
+    let size = (len & MESSAGE_MASK) as u32;
+    if unsafe { bpf_probe_read_kernel(buf as *mut _, size, (start + at) as *const _) } != 0 {
+        return 0;
+    }
+    let words = (len + 3) & !3;
+    let mut sum = 0u64;
+    let mut off = 0;
+    while off < MAX_CHECKSUM_BYTES {
+        if off >= words {
+            break;
+        }
+        let n = if words - off < CSUM_CHUNK {
+            words - off
+        } else {
+            CSUM_CHUNK
+        };
+        // SAFETY: `n` bytes at `off` are inside the scratch.
+        let part = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.add(off) as *mut u32,
+                (n & 0x3fc) as u32,
+                0,
+            )
+        };
+        sum += part as u32 as u64;
+        off += CSUM_CHUNK;
+    }
+    sum
+}
+
 /// (Callers compare with `now.saturating_sub(last_seen)`: another CPU may
 /// have stamped the entry after this packet read the clock.)
 #[inline(always)]
@@ -260,15 +428,18 @@ fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
 /// Looks the packet up, updates the connection it belongs to, and leaves
 /// the outcome for `state`, `confirm` and NAT. `nat`: translated
 /// connections exist, so a miss also looks in `CT_NAT_INDEX`.
+/// `verify`: check the L4 checksum of a packet that would open a
+/// connection or is an ICMP error (`nf_conntrack_checksum`, on by default,
+/// for packets arriving from outside).
 #[inline(never)]
-pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool) {
+pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool, verify: bool) {
     let Some(t) = tracking() else {
         return;
     };
     t.pending = 0;
     t.found = 0;
     t.reply = 0;
-    t.state = classify_flow(pkt, start, end, t, nat);
+    t.state = classify_flow(pkt, start, end, t, nat, verify);
 }
 
 /// CLOCK_MONOTONIC at tick resolution: timeouts are seconds, and the
@@ -283,17 +454,28 @@ fn now_ns() -> u64 {
 const NOT_FOUND: u32 = u32::MAX;
 
 #[inline(always)]
-fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: bool) -> u32 {
+fn classify_flow(
+    pkt: &Packet,
+    start: usize,
+    end: usize,
+    t: &mut Tracking,
+    nat: bool,
+    verify: bool,
+) -> u32 {
     if pkt.fragment {
         // No reassembly here: fragments after the first carry no ports.
         return ct_state::UNTRACKED;
     }
     let (flow, complete) = flow_of(pkt);
-    if !complete {
+    if !complete || (pkt.keys.protocol == IPPROTO_TCP && !tcp_header_valid(pkt, start, end)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
     if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
+        if verify && !checksum_ok(pkt, start, end, true) {
+            bump(stats::CT_INVALID);
+            return ct_state::INVALID;
+        }
         let state = related(pkt, start, end, nat, t);
         bump(if state == ct_state::RELATED {
             stats::CT_RELATED
@@ -328,7 +510,7 @@ fn classify_flow(pkt: &Packet, start: usize, end: usize, t: &mut Tracking, nat: 
         IPPROTO_ICMP => matches!(pkt.keys.l4a, 8 | 13 | 15 | 17),
         _ => true,
     };
-    if !opens {
+    if !opens || (verify && !checksum_ok(pkt, start, end, true)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }

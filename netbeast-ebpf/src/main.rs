@@ -9,6 +9,7 @@
 mod classify;
 mod conntrack;
 mod csum;
+mod discard;
 mod forward;
 mod generator;
 mod nat;

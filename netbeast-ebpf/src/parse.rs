@@ -289,7 +289,7 @@ fn l4_keys(
     // the verifier links the check to the reads only when both use it.
     let l4p = opaque(start + l4);
     if l4p + needed > opaque(end) || l4p + needed > l4_end {
-        return (L4_NONE, L4_NONE, false);
+        return cut_short(l4p, end, l4_end, protocol);
     }
     // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
     let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
@@ -305,4 +305,20 @@ fn l4_keys(
         }
         (u16::from_be(a) as u32, u16::from_be(b) as u32, true)
     }
+}
+
+/// The L4 keys of a TCP or UDP header cut short: its ports when their four
+/// bytes are there. A tiny first fragment (RFC 1858) is judged on the ports
+/// the reassembled datagram will have, as the kernel's reassembly before
+/// INPUT lets iptables judge it, and as iptables on nf_tables reads the
+/// fields that are there of a truncated header.
+#[inline(always)]
+fn cut_short(l4p: usize, end: usize, l4_end: usize, protocol: u8) -> (u32, u32, bool) {
+    let l4p = opaque(l4p);
+    if protocol == IPPROTO_ICMP || l4p + 4 > end || l4p + 4 > l4_end {
+        return (L4_NONE, L4_NONE, false);
+    }
+    // SAFETY: the four bytes at l4p are inside the packet (checked).
+    let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
+    (u16::from_be(a) as u32, u16::from_be(b) as u32, false)
 }

@@ -9,6 +9,7 @@ use netbeast_common::{chain, ct_state, stats, target};
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
+    discard::{kernel_discards, link_group_frame},
     forward::{fast_path, forward},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
@@ -20,12 +21,20 @@ use crate::{
 
 /// The packet's connection tracking state: UNTRACKED while no rule needs
 /// tracking (as with iptables, which loads conntrack on demand).
+/// `from_outside`: the packet came in on an interface (netfilter verifies
+/// L4 checksums at PREROUTING only, not for the host's own packets).
 #[inline(always)]
-fn connection_state(active: Active, pkt: &Packet, start: usize, end: usize) -> u32 {
+fn connection_state(
+    active: Active,
+    pkt: &Packet,
+    start: usize,
+    end: usize,
+    from_outside: bool,
+) -> u32 {
     if !active.tracking() {
         return ct_state::UNTRACKED;
     }
-    track(pkt, start, end, active.translations());
+    track(pkt, start, end, active.translations(), from_outside);
     conntrack::state()
 }
 
@@ -79,10 +88,16 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             return policy_action(crate::classify::policy(generation, chain::INPUT));
         }
     };
+    let in_ifindex = ctx.ingress_ifindex() as u32;
+    // What the kernel drops before netfilter is no chain's: passed on for
+    // the kernel to drop, uncounted and never answered.
+    if kernel_discards(start, end, pkt, in_ifindex) {
+        bump(stats::KERNEL_DROPPED);
+        return xdp_action::XDP_PASS;
+    }
     if pkt.fragment {
         bump(stats::FRAGMENTS);
     }
-    let in_ifindex = ctx.ingress_ifindex() as u32;
     let active = Active::read();
     let generation = active.generation();
     let tracking = active.tracking();
@@ -90,7 +105,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     let translations = active.translations();
     // Conntrack before routing: the destination NAT gives (PREROUTING,
     // or the undoing of SNAT on a reply) decides where the packet goes.
-    let ct_state = connection_state(active, pkt, start, end);
+    let ct_state = connection_state(active, pkt, start, end, true);
     if translations {
         if nat && nat::pending() {
             let verdict = run_chain(
@@ -109,6 +124,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         Path::Local => {
             bump(stats::INPUT);
             (chain::INPUT, 0, None)
+        }
+        Path::Forward { .. } if link_group_frame(start, end) => {
+            bump(stats::KERNEL_DROPPED);
+            return xdp_action::XDP_PASS;
         }
         Path::Forward {
             out_ifindex,
@@ -170,8 +189,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             }
         }
         target::REJECT => {
-            let src = reply_source(in_ifindex, pkt.keys.dst, chain == chain::INPUT);
-            reject(ctx, pkt, reject_with, src)
+            let local = chain == chain::INPUT;
+            let src = reply_source(in_ifindex, pkt.keys.dst, local);
+            reject(ctx, pkt, reject_with, src, local)
         }
         _ => {
             bump(stats::DROPPED);
@@ -222,7 +242,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     let tracking = active.tracking();
     let nat = active.nat();
     let translations = active.translations();
-    let ct_state = connection_state(active, pkt, start, end);
+    let ct_state = connection_state(active, pkt, start, end, false);
     let (verdict, reject_with) = match run_chain(
         active.generation(),
         chain::OUTPUT,

@@ -11,8 +11,11 @@ use aya_ebpf::{
 use netbeast_common::{reject, stats};
 
 use crate::{
+    conntrack::checksum_ok,
     csum::{fold, sum_bytes},
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, Packet, TCP_HLEN, load, opaque, store},
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, opaque, store,
+    },
     stats::bump,
 };
 
@@ -36,6 +39,31 @@ fn is_special(addr_be: u32) -> bool {
     a == 0 || a >> 28 == 0xe || a == u32::MAX
 }
 
+/// The ICMP types Linux's icmp_send() will not answer: the ones its
+/// `icmp_pointers` table marks as errors (destination unreachable, source
+/// quench, redirect, time exceeded, parameter problem, and the types it
+/// discards: 1, 2, 6, 7, 9, 10), one bit per type.
+const ICMP_ERROR_TYPES: u32 = (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 12);
+/// The last ICMP type Linux knows (NR_ICMP_TYPES); icmp_send() takes any
+/// type above it for an error.
+const LAST_ICMP_TYPE: u32 = 18;
+
+/// True when icmp_send() stays silent about an ICMP message of `icmp_type`.
+#[inline(always)]
+pub fn icmp_send_refuses(icmp_type: u32) -> bool {
+    icmp_type > LAST_ICMP_TYPE || (ICMP_ERROR_TYPES >> icmp_type) & 1 != 0
+}
+
 pub fn icmp_code(with: u32) -> u8 {
     match with {
         reject::ICMP_NET_UNREACHABLE => 0,
@@ -57,7 +85,9 @@ fn silent() -> u32 {
 /// line: a BPF subprogram has its own stack frame, so the verifier never
 /// mixes the classifier's spilled pointers with the reply's scalars.
 #[inline(never)]
-pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 {
+/// `local`: the packet is for this host (INPUT), whose datagrams the
+/// kernel reassembles before REJECT sees them.
+pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32, local: bool) -> u32 {
     // Like the kernel's icmp_send() and nf_send_reset(): never answer
     // fragments, broadcasts or multicasts.
     if pkt.fragment
@@ -65,6 +95,15 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32) -> u32 
         || is_special(pkt.keys.src)
         || pkt.l2_len() > MAX_L2
         || pkt.ip_header_len() < IP_HLEN
+    {
+        return silent();
+    }
+    // nf_send_unreach() and nf_send_reset() verify the offending packet's
+    // TCP, UDP or ICMP checksum first: no answer to a corrupt packet, nor,
+    // across the host, to a first fragment (its checksum covers the whole
+    // datagram, which INPUT sees reassembled).
+    if matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
+        && !checksum_ok(pkt, ctx.data(), ctx.data_end(), local)
     {
         return silent();
     }
@@ -176,17 +215,10 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) ->
         Some(dst_mac) if dst_mac[0] & 1 == 0 => {}
         _ => return xdp_action::XDP_DROP,
     }
-    // Never answer an ICMP error with another one; like icmp_send(), take
-    // any unknown type (above 18) for an error.
-    if pkt.keys.protocol == IPPROTO_ICMP {
-        if !pkt.l4_complete {
-            return xdp_action::XDP_DROP;
-        }
-        match pkt.keys.l4a {
-            3 | 4 | 5 | 11 | 12 => return xdp_action::XDP_DROP,
-            t if t > 18 => return xdp_action::XDP_DROP,
-            _ => {}
-        }
+    // Never answer an ICMP error with another one (RFC 1122 3.2.2): two
+    // hosts would bounce errors forever.
+    if pkt.keys.protocol == IPPROTO_ICMP && (!pkt.l4_complete || icmp_send_refuses(pkt.keys.l4a)) {
+        return xdp_action::XDP_DROP;
     }
     let l2 = pkt.l2_len();
     let quoted = {
@@ -247,12 +279,18 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     let (start, end) = (ctx.data(), ctx.data_end());
     let tcp = pkt.l2_len() + pkt.ip_header_len();
-    let (Some(seq), Some(ack_seq), Some(doff), Some(flags)) = (
-        load::<u32>(start, end, tcp + 4),
-        load::<u32>(start, end, tcp + 8),
-        load::<u8>(start, end, tcp + 12),
-        load::<u8>(start, end, tcp + 13),
-    ) else {
+    // One read per field, each checked on its own: several `Option`s
+    // destructured together let LLVM mix their payloads with pointers.
+    let Some(seq) = load::<u32>(start, end, tcp + 4) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(ack_seq) = load::<u32>(start, end, tcp + 8) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(doff) = load::<u8>(start, end, tcp + 12) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(flags) = load::<u8>(start, end, tcp + 13) else {
         return xdp_action::XDP_DROP;
     };
     if flags & TCP_FLAG_RST != 0 {

@@ -207,7 +207,7 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
 
 fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8) -> bool {
     if pkt.keys.protocol == IPPROTO_ICMP
-        && (!pkt.l4_complete || matches!(pkt.keys.l4a, 3 | 4 | 5 | 11 | 12) || pkt.keys.l4a > 18)
+        && (!pkt.l4_complete || crate::reject::icmp_send_refuses(pkt.keys.l4a))
     {
         return false;
     }

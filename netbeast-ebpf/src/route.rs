@@ -32,7 +32,7 @@ static LOCAL_ADDR_CACHE: Array<[u32; LOCAL_ADDR_WAYS]> =
 /// `dst` is in the cache. 0.0.0.0 never is: it is what the buckets hold
 /// before userspace first writes them.
 #[inline(always)]
-fn cached_local(dst: u32) -> bool {
+pub fn cached_local(dst: u32) -> bool {
     if dst == 0 {
         return false;
     }

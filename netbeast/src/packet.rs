@@ -77,6 +77,8 @@ pub mod tcp_flags {
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
     pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
 }
 
 pub mod icmp_type {
@@ -236,6 +238,12 @@ pub enum Checksum {
     /// 0: "no checksum" for UDP, simply wrong for TCP and ICMP.
     Zero,
     Value(u16),
+    /// The correct value with some bits flipped: wrong whatever the message.
+    Wrong,
+    /// What a sender that leaves the checksum to transmit offload
+    /// (`CHECKSUM_PARTIAL`) puts there: the pseudo-header's sum alone (TCP
+    /// and UDP only; a veth peer's own sockets send these).
+    Partial,
 }
 
 /// Builds one Ethernet frame. Start from the constructor of what the frame
@@ -778,6 +786,38 @@ impl FrameBuilder {
         frame
     }
 
+    /// One fragment of the datagram this builder makes, as a frame: `len`
+    /// bytes of what follows its IP header, from byte `offset` (a multiple
+    /// of 8), with More Fragments set when `more`. The header is the
+    /// datagram's with its fragment field, total length and checksum
+    /// rewritten; `len` past the datagram's end is cut there. The L4
+    /// checksum is the whole datagram's: several fragments reassemble into
+    /// it (tiny first fragments, RFC 1858; overlaps, RFC 3128).
+    pub fn fragment(&self, offset: usize, len: usize, more: bool) -> Vec<u8> {
+        assert!(
+            offset.is_multiple_of(8),
+            "fragment offset {offset} is not a multiple of 8"
+        );
+        let ip = self.build_ipv4();
+        let header_len = usize::from(ip[0] & 0x0f) * 4;
+        let payload = &ip[header_len..];
+        let from = offset.min(payload.len());
+        let to = (offset + len).min(payload.len());
+        let mut header = ip[..header_len].to_vec();
+        let total = u16::try_from(header_len + to - from).expect("fragment over 65535 bytes");
+        header[2..4].copy_from_slice(&total.to_be_bytes());
+        let field = (u16::from(more) << 13) | (offset / 8) as u16;
+        header[6..8].copy_from_slice(&field.to_be_bytes());
+        header[10..12].copy_from_slice(&[0, 0]);
+        let checksum = internet_checksum(&header);
+        header[10..12].copy_from_slice(&checksum.to_be_bytes());
+        let mut frame = self.build();
+        frame.truncate(ETH_HEADER_LEN + 4 * self.vlans.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(&payload[from..to]);
+        frame
+    }
+
     /// The IPv4 packet alone (no Ethernet header, no truncation), e.g. to
     /// quote in [`icmp_error`](Self::icmp_error).
     pub fn build_ipv4(&self) -> Vec<u8> {
@@ -797,11 +837,21 @@ struct TcpFields<'a> {
     options: &'a mut Vec<u8>,
 }
 
-fn fill_checksum(bytes: &mut [u8], at: usize, rule: Checksum, correct: impl FnOnce(&[u8]) -> u16) {
+fn fill_checksum(
+    bytes: &mut [u8],
+    at: usize,
+    rule: Checksum,
+    correct: impl FnOnce(&[u8]) -> u16,
+    pseudo: Option<u64>,
+) {
     let value = match rule {
         Checksum::Correct => correct(bytes),
         Checksum::Zero => 0,
         Checksum::Value(v) => v,
+        Checksum::Wrong => correct(bytes) ^ 0x0f0f,
+        Checksum::Partial => {
+            fold(pseudo.expect("a partial checksum needs a pseudo-header (TCP or UDP)"))
+        }
     };
     bytes[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
@@ -834,9 +884,14 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             seg.extend_from_slice(&urgent.to_be_bytes());
             seg.extend_from_slice(options);
             seg.extend_from_slice(payload);
-            fill_checksum(&mut seg, 16, *checksum, |s| {
-                l4_checksum(src, dst, ip_proto::TCP, s)
-            });
+            let pseudo = pseudo_header_sum(src, dst, ip_proto::TCP, seg.len());
+            fill_checksum(
+                &mut seg,
+                16,
+                *checksum,
+                |s| l4_checksum(src, dst, ip_proto::TCP, s),
+                Some(pseudo),
+            );
             seg
         }
         TransportSpec::Udp {
@@ -854,13 +909,20 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             seg.extend_from_slice(&length.unwrap_or(true_len).to_be_bytes());
             seg.extend_from_slice(&[0, 0]);
             seg.extend_from_slice(payload);
-            fill_checksum(&mut seg, 6, *checksum, |s| {
-                match l4_checksum(src, dst, ip_proto::UDP, s) {
-                    // 0 on the wire means "no checksum" (RFC 768).
-                    0 => 0xffff,
-                    sum => sum,
-                }
-            });
+            let pseudo = pseudo_header_sum(src, dst, ip_proto::UDP, seg.len());
+            fill_checksum(
+                &mut seg,
+                6,
+                *checksum,
+                |s| {
+                    match l4_checksum(src, dst, ip_proto::UDP, s) {
+                        // 0 on the wire means "no checksum" (RFC 768).
+                        0 => 0xffff,
+                        sum => sum,
+                    }
+                },
+                Some(pseudo),
+            );
             seg
         }
         TransportSpec::Icmp {
@@ -874,7 +936,7 @@ fn build_transport(spec: &Ipv4Spec) -> Vec<u8> {
             msg.extend_from_slice(&[*icmp_type, *code, 0, 0]);
             msg.extend_from_slice(rest);
             msg.extend_from_slice(payload);
-            fill_checksum(&mut msg, 2, *checksum, internet_checksum);
+            fill_checksum(&mut msg, 2, *checksum, internet_checksum, None);
             msg
         }
         TransportSpec::Raw { payload, .. } => payload.clone(),

@@ -698,6 +698,8 @@ pub struct Link {
     pub ifindex: u32,
     pub name: String,
     pub addrs: Vec<Ipv4Addr>,
+    /// The Ethernet address (None for links without one).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Every interface of the current network namespace.
@@ -715,6 +717,7 @@ pub fn links() -> Vec<Link> {
                     ifindex: (*p).if_index,
                     name,
                     addrs: Vec::new(),
+                    mac: None,
                 });
                 p = p.add(1);
             }
@@ -732,6 +735,17 @@ pub fn links() -> Vec<Link> {
                     if let Some(l) = out.iter_mut().find(|l| l.name == name) {
                         l.addrs.push(ip);
                     }
+                } else if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_PACKET {
+                    let sll = addr as *const libc::sockaddr_ll;
+                    let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
+                    if (*sll).sll_halen == 6
+                        && let Some(l) = out.iter_mut().find(|l| l.name == name)
+                    {
+                        let mut mac = [0u8; 6];
+                        let addr = (*sll).sll_addr;
+                        mac.copy_from_slice(&addr[..6]);
+                        l.mac = Some(mac);
+                    }
                 }
                 p = (*p).ifa_next;
             }
@@ -747,6 +761,13 @@ pub fn interface_snapshot(links: &[Link]) -> Vec<(u32, String)> {
     let mut out: Vec<(u32, String)> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
     out.sort();
     out
+}
+
+/// `net.ipv4.conf.<name>.route_localnet` of the current namespace (false
+/// when it cannot be read: the kernel's default).
+pub fn route_localnet(name: &str) -> bool {
+    fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"))
+        .is_ok_and(|v| v.trim() == "1")
 }
 
 /// The links as the compiler sees them (names for `-i`/`-o`).

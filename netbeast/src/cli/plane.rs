@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use netbeast_common::{CtConfig, stats};
+use netbeast_common::{CtConfig, size, stats};
 use serde_json::json;
 
 use super::{FastPath, Mode, fold_counters, parse_timeouts, route_localnet};
@@ -377,8 +377,30 @@ fn refresh_interfaces_from(
             route_localnet(&name)?;
         }
     }
+    // After route_localnet: it decides whether 127.0.0.0/8 is a martian.
+    let guards: Vec<_> = links
+        .iter()
+        .filter(|l| l.ifindex != LOOPBACK_IFINDEX)
+        .filter_map(|l| {
+            l.mac
+                .map(|mac| (l.ifindex, mac, state::route_localnet(&l.name)))
+        })
+        .collect();
+    for (ifindex, _, _) in guards.iter().filter(|g| g.0 >= size::IFACE_GUARDS) {
+        eprintln!(
+            "netbeast: interface {ifindex} is past IFACE_GUARDS ({}): frames the kernel \
+             discards before netfilter (foreign MAC, bad checksum, martians) are filtered \
+             and counted there; raise size::IFACE_GUARDS to cover it",
+            size::IFACE_GUARDS
+        );
+    }
+    dp.set_interface_guards(&guards)?;
     Ok(())
 }
+
+/// `lo`'s ifindex in every network namespace: its traffic is the host's
+/// own, which the kernel routes without the martian checks.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// The namespace's ruleset with current counters, and its data plane when
 /// one exists (or `create` asks for one), after reconciliation.

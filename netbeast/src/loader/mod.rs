@@ -25,7 +25,8 @@ use aya::{
 };
 use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtKey};
 use netbeast_common::{
-    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, local_addr_bucket, size, stats,
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, iface_guard, local_addr_bucket, size,
+    stats,
 };
 
 use crate::{
@@ -58,7 +59,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 26] = [
+pub const MAP_NAMES: [&str; 27] = [
     "FAST_PATH_IFACES",
     "GUARDS",
     "GUARD_STATE",
@@ -83,6 +84,7 @@ pub const MAP_NAMES: [&str; 26] = [
     "LOCAL_ADDR_CACHE",
     "ADDR_TYPES",
     "IFACE_ADDRS",
+    "IFACE_GUARDS",
     "SOCK_NETNS",
     "SOCK_NAT",
 ];
@@ -585,6 +587,32 @@ impl Dataplane {
             .map(|(i, a)| (*i, u32::from_ne_bytes(a.octets())))
             .collect();
         self.replace_u32_map("IFACE_ADDRS", &wanted)
+    }
+
+    /// Replaces what the XDP program knows of the interfaces to tell the
+    /// frames the kernel discards before netfilter: (ifindex, MAC,
+    /// route_localnet). Interfaces left out (and `lo`) are not checked.
+    pub fn set_interface_guards(
+        &mut self,
+        guards: &[(u32, [u8; 6], bool)],
+    ) -> Result<(), LoaderError> {
+        let name = "IFACE_GUARDS";
+        let mut map: Array<&mut MapData, u64> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        // Entries of interfaces that are gone stay: ifindexes are not
+        // reused within a namespace, and one rewrite per interface keeps a
+        // rule change cheap.
+        for &(ifindex, mac, localnet) in guards {
+            // Past the table: not checked, as documented with the limit.
+            if ifindex >= size::IFACE_GUARDS {
+                continue;
+            }
+            let entry = iface_guard::entry(mac, localnet);
+            if map.get(&ifindex, 0).map_err(map_err(name))? != entry {
+                map.set(ifindex, entry, 0).map_err(map_err(name))?;
+            }
+        }
+        Ok(())
     }
 
     fn replace_u32_map(

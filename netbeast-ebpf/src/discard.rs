@@ -1,0 +1,177 @@
+//! Frames the kernel discards before netfilter ever sees them: a unicast
+//! destination MAC of another host (`PACKET_OTHERHOST`, dropped by
+//! `ip_rcv_core`), a bad IPv4 header checksum (same place), and martian
+//! sources and destinations (`ip_route_input_slow`, `ip_route_input_mc`,
+//! `fib_validate_source`). iptables never counts nor answers them, so
+//! netbeast leaves them to the kernel untouched: no chain runs, no counter
+//! moves, and REJECT cannot turn them into replies (a reflector otherwise,
+//! answering spoofed loopback or multicast sources).
+//!
+//! The common packet pays one array lookup, a compare of its MAC, the
+//! header checksum and a few compares of its addresses' first bytes; the
+//! detailed martian rules run only for the unusual first bytes.
+
+use aya_ebpf::{macros::map, maps::Array};
+use netbeast_common::{iface_guard, size};
+
+use crate::{
+    csum::fold,
+    parse::{ETH_HLEN, Packet, load, opaque},
+    route::cached_local,
+};
+
+/// ifindex → `iface_guard` entry, written by userspace for the namespace's
+/// interfaces (not `lo`, whose traffic the kernel routes as its own).
+#[map]
+static IFACE_GUARDS: Array<u64> = Array::with_max_entries(size::IFACE_GUARDS, 0);
+
+const IPPROTO_IGMP: u8 = 2;
+const IP_HLEN: usize = 20;
+
+/// True when the kernel would discard the packet before its PREROUTING
+/// hook (or in the routing decision that precedes INPUT and FORWARD).
+#[inline(always)]
+pub fn kernel_discards(start: usize, end: usize, pkt: &Packet, in_ifindex: u32) -> bool {
+    let guard = match IFACE_GUARDS.get(in_ifindex) {
+        Some(g) => *g,
+        None => 0,
+    };
+    if guard == 0 {
+        return false;
+    }
+    // One bounds check for the Ethernet and IPv4 headers, then plain
+    // loads: `load`'s unaligned reads would be split into byte loads, and
+    // BPF has one load instruction whatever the alignment (see parse.rs).
+    let eth = opaque(start);
+    let ip = opaque(start + pkt.l2_len());
+    if eth + ETH_HLEN > end || ip + IP_HLEN > end {
+        return false;
+    }
+    // SAFETY: the 14 bytes at eth are inside the packet (checked).
+    let dst_mac = unsafe { core::ptr::read(eth as *const u64) };
+    // The destination MAC as the low six bytes of a little-endian word:
+    // bit 0 is the group bit (broadcast, multicast), which the kernel
+    // accepts as PACKET_BROADCAST or PACKET_MULTICAST.
+    if dst_mac & 1 == 0 && (dst_mac ^ guard) & iface_guard::MAC_MASK != 0 {
+        return true;
+    }
+    // SAFETY: the 20 bytes at ip are inside the packet (checked).
+    !unsafe { header_checksum_ok(ip, start, end, pkt) } || martian(pkt, guard)
+}
+
+/// The IPv4 header at `ip` sums to 0xffff (RFC 1071), options included.
+///
+/// # Safety
+/// The 20 bytes at `ip` are inside the packet.
+#[inline(always)]
+unsafe fn header_checksum_ok(ip: usize, start: usize, end: usize, pkt: &Packet) -> bool {
+    // The fixed 20 bytes in three loads; a one's-complement sum does not
+    // care about byte order or word size as long as it is folded in the
+    // end, so little-endian 64- and 32-bit words do.
+    // SAFETY: in bounds (caller).
+    let (a, b, c) = unsafe {
+        (
+            core::ptr::read(ip as *const u64),
+            core::ptr::read((ip + 8) as *const u64),
+            core::ptr::read((ip + 16) as *const u32),
+        )
+    };
+    let l3 = pkt.l2_len();
+    let mut sum = (a & 0xffff_ffff) + (a >> 32) + (b & 0xffff_ffff) + (b >> 32) + c as u64;
+    let header_len = pkt.ip_header_len();
+    if header_len > IP_HLEN {
+        sum += options_sum(start, end, l3 + IP_HLEN, header_len - IP_HLEN);
+    }
+    fold(sum) == 0xffff
+}
+
+/// Sum of the IP options (`len` bytes, a multiple of 4, at most 40): only
+/// packets with options run it.
+#[inline(always)]
+fn options_sum(start: usize, end: usize, at: usize, len: usize) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < 40 {
+        if i >= len {
+            break;
+        }
+        let Some(w) = load::<u32>(start, end, at + i) else {
+            return sum;
+        };
+        sum += w as u64;
+        i += 4;
+    }
+    sum
+}
+
+/// A martian source or destination as the kernel's input route sees it
+/// (with `rp_filter` off and `accept_local` off, their defaults).
+#[inline(always)]
+fn martian(pkt: &Packet, guard: u64) -> bool {
+    // The first octets, as the addresses sit in the packet (the low byte of
+    // a little-endian load).
+    let (s8, d8) = (pkt.keys.src & 0xff, pkt.keys.dst & 0xff);
+    // Ordinary addresses: a few compares and on to the one check every
+    // packet gets, one of the host's own addresses as the source
+    // (fib_validate_source).
+    if s8 == 0 || s8 == 127 || s8 >= 224 || d8 == 0 || d8 == 127 {
+        return unusual_martian(
+            u32::from_be(pkt.keys.src),
+            u32::from_be(pkt.keys.dst),
+            pkt.keys.protocol,
+            guard,
+        );
+    }
+    cached_local(pkt.keys.src)
+}
+
+/// The rules for sources and destinations in 0/8, 127/8 and 224/3.
+#[inline(never)]
+fn unusual_martian(src: u32, dst: u32, protocol: u8, guard: u64) -> bool {
+    let localnet = guard & iface_guard::ROUTE_LOCALNET != 0;
+    let (s8, d8) = (src >> 24, dst >> 24);
+    let own_source = || cached_local(src.to_be());
+    // Multicast and limited-broadcast sources never.
+    if (224..240).contains(&s8) || src == u32::MAX {
+        return true;
+    }
+    if (224..240).contains(&d8) {
+        // ip_route_input_mc: a zero source only to link-local groups
+        // (224.0.0.0/24) or for IGMP.
+        if s8 == 127 {
+            return !localnet;
+        }
+        if s8 == 0 {
+            return dst >> 8 != 0xe0_0000 && protocol != IPPROTO_IGMP;
+        }
+        return own_source();
+    }
+    // The limited broadcast (and 0.0.0.0 → 0.0.0.0) takes a zero source:
+    // DHCP.
+    if dst == u32::MAX || (src == 0 && dst == 0) {
+        return s8 != 0 && own_source();
+    }
+    if s8 == 0 || d8 == 0 {
+        return true;
+    }
+    if (s8 == 127 || d8 == 127) && !localnet {
+        return true;
+    }
+    own_source()
+}
+
+/// True when the frame went to an Ethernet broadcast or multicast address:
+/// the kernel does not route those on (`ip_forward` drops what is not
+/// `PACKET_HOST` before its FORWARD hook). Only packets bound for FORWARD
+/// pay for it.
+#[inline(always)]
+pub fn link_group_frame(start: usize, end: usize) -> bool {
+    let eth = opaque(start);
+    if eth + ETH_HLEN > end {
+        return false;
+    }
+    // SAFETY: the 14 bytes at eth are inside the packet (checked). The
+    // group bit is the low bit of the first byte.
+    let first = unsafe { core::ptr::read(eth as *const u16) };
+    first & 1 != 0
+}
