@@ -112,6 +112,13 @@ static SOCK_NAT: LruHashMap<SockNatKey, SockNatValue> =
 #[map]
 static SOCK_SEARCH: HashMap<u64, SearchState> = HashMap::with_max_entries(SOCK_SEARCH_ENTRIES, 0);
 
+/// An all-zero search state, never written: what a socket's entry in
+/// `SOCK_SEARCH` starts from. Copied from here rather than from the stack,
+/// which the socket programs' call chain (classifier, guards) leaves no
+/// room for.
+#[map]
+static SOCK_SEARCH_START: Array<SearchState> = Array::with_max_entries(1, 0);
+
 /// True when the socket belongs to the namespace this data plane serves.
 #[inline(always)]
 fn ours(ctx: &SockAddrContext) -> bool {
@@ -172,8 +179,7 @@ fn spread(cookie: u64, salt: u32) -> u32 {
 /// Runs the nat OUTPUT chain on a socket; the rule that matched, if any.
 #[inline(always)]
 fn classify_socket(generation: u32, keys: &Keys, cookie: u64) -> Option<RuleAction> {
-    // SAFETY: all-integer struct; all-zero is its start value.
-    let start: SearchState = unsafe { core::mem::zeroed() };
+    let start = SOCK_SEARCH_START.get(0)?;
     if SOCK_SEARCH.insert(cookie, start, 0).is_err() {
         bump(stats::NAT_SOCKET_BUSY);
         return None;
