@@ -45,10 +45,12 @@ use netbeast::netns::{
 };
 use netbeast::packet::{Checksum, FrameBuilder, MacAddr, Transport, parse_frame};
 use netbeast::rules::model::{
-    Chain, Comment, Counter, Icmp, IcmpType, IfaceName, Ipv4Net, MacSource, Match, Multiport,
-    MultiportKind, Negatable, Policy, PortRange, Ports, RejectWith, Rule, Ruleset, Target,
+    AddrRange, AddrType, Chain, Comment, Counter, Dscp, Icmp, IcmpType, IfaceName, IpRange,
+    Ipv4Net, Length, MacSource, Match, Multiport, MultiportKind, Negatable, PktType, Policy,
+    PortRange, Ports, RejectWith, Rule, Ruleset, Target, TcpFlags, Tos, Ttl, TtlOp,
 };
 use netbeast::rules::save::{apply_restore, parse_restore, save};
+use netbeast_common::{addr_type, pkttype};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
@@ -889,6 +891,91 @@ impl Dice {
         }
     }
 
+    /// One of the header-field matches: TTL, TOS, DSCP, packet type,
+    /// address types and ranges; the length only in FORWARD, whose
+    /// fragments the kernel does not reassemble (INPUT sees reassembled
+    /// datagrams, a listed deviation).
+    fn header_match(&mut self, kind: ChainKind) -> Match {
+        let choices = if kind == ChainKind::Forward { 7 } else { 6 };
+        match self.below(choices) {
+            0 => Match::Ttl(Ttl {
+                op: self.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+                value: self.pick(&[1, 63, 64, 65, 128]),
+            }),
+            1 => {
+                let mask = self.pick(&[0xff, 0x3f, 0x10]);
+                Match::Tos(Tos {
+                    negated: self.chance(25),
+                    value: self.pick(&[0x00, 0x10]) & mask,
+                    mask,
+                })
+            }
+            2 => Match::Dscp(Dscp {
+                negated: self.chance(25),
+                dscp: self.pick(&[0, 0x2e]),
+            }),
+            3 => Match::PktType(PktType {
+                negated: self.chance(25),
+                kind: self.pick(&[pkttype::HOST, pkttype::BROADCAST, pkttype::MULTICAST]),
+            }),
+            4 => {
+                let types = |d: &mut Dice| {
+                    let mut mask = 0u16;
+                    for _ in 0..1 + d.below(2) {
+                        mask |= 1
+                            << d.pick(&[
+                                addr_type::UNICAST,
+                                addr_type::LOCAL,
+                                addr_type::BROADCAST,
+                                addr_type::MULTICAST,
+                            ]);
+                    }
+                    d.negatable(mask)
+                };
+                let (src, dst) = match self.below(3) {
+                    0 => (Some(types(self)), None),
+                    1 => (None, Some(types(self))),
+                    _ => (Some(types(self)), Some(types(self))),
+                };
+                Match::AddrType(AddrType {
+                    src,
+                    dst,
+                    limit_iface_in: false,
+                    limit_iface_out: false,
+                })
+            }
+            5 => {
+                let range = |d: &mut Dice| {
+                    let (a, len) = d.pick(NETS);
+                    let first = u32::from(Ipv4Addr::from(a));
+                    let span = d.pick(&[0u32, 1, 3, 6, 200]);
+                    let last = first.saturating_add(span.min(if len == 32 { 8 } else { span }));
+                    d.negatable(AddrRange {
+                        first: first.into(),
+                        last: last.into(),
+                    })
+                };
+                let (src, dst) = match self.below(3) {
+                    0 => (Some(range(self)), None),
+                    1 => (None, Some(range(self))),
+                    _ => (Some(range(self)), Some(range(self))),
+                };
+                Match::IpRange(IpRange { src, dst })
+            }
+            _ => {
+                let (a, b) = (
+                    self.pick(&[0u16, 28, 40, 60, 100]),
+                    self.pick(&[60u16, 84, 1500]),
+                );
+                Match::Length(Length {
+                    negated: self.chance(25),
+                    min: a.min(b),
+                    max: a.max(b),
+                })
+            }
+        }
+    }
+
     /// A rule of a chain of `kind`; `callees` are the user-defined chains
     /// it may jump to.
     fn rule(&mut self, kind: ChainKind, callees: &[String]) -> Rule {
@@ -976,6 +1063,32 @@ impl Dice {
         if self.chance(5) {
             rule.matches
                 .push(Match::Comment(Comment("diff test".into())));
+        }
+        // The header-field matches (issue 11), now and then.
+        if self.chance(15) {
+            let m = self.header_match(kind);
+            rule.matches.push(m);
+        }
+        if plain == Some(6) && self.chance(15) {
+            let flags = if self.chance(50) {
+                netbeast::rules::ext::tcp::SYN
+            } else {
+                let mask = self.pick(&[0x3f, 0x17, 0x12, 0x03, 0x01]);
+                TcpFlags {
+                    mask,
+                    comp: self.pick(&[0x02, 0x12, 0x03, 0x00, 0x3f]) & mask,
+                }
+            };
+            let negated = self.chance(25);
+            rule.matches.push(Match::Ports(Ports {
+                protocol: 6,
+                sport: None,
+                dport: None,
+                tcp_flags: Some(Negatable {
+                    negated,
+                    value: flags,
+                }),
+            }));
         }
         let jumps = if callees.is_empty() { 0 } else { 3 };
         let weights = [2, 3, 3, 2, 1, jumps, jumps / 2];
