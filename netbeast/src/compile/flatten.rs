@@ -182,7 +182,7 @@ impl<'a> Prepared<'a> {
                         req: own.iter().map(|&g| (g, true)).collect(),
                         ..Term::default()
                     };
-                    term::and_all(&rule_terms, &[all_held])
+                    term::and_all(&rule_terms, &[all_held], limits.terms_per_rule)
                 }));
                 owns.push(own);
                 rules.push(rule_terms);
@@ -473,12 +473,17 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             let own = &prepared.own_guards[chain][r];
             // What this rule's exit (jump, RETURN, goto) stands for.
             let exit: &[Term<'a>] = prepared.held[chain][r].as_deref().unwrap_or(terms);
-            let mut hit = term::and_all(terms, &entry);
+            // Checked before and after each product: the products stop one
+            // term past the limit, so a count past it means "refuse", and a
+            // smaller one is whole.
+            self.check_terms(chain, r, terms.len())?;
+            let mut hit = term::and_all(terms, &entry, self.limits.terms_per_rule);
+            self.check_terms(chain, r, hit.len())?;
             for guard in guards.relevant(&hit) {
                 if hit.is_empty() {
                     break;
                 }
-                hit = term::and_not(hit, guard);
+                hit = term::and_not(hit, guard, self.limits.terms_per_rule);
                 self.check_terms(chain, r, hit.len())?;
             }
             if hit.is_empty() {
@@ -554,7 +559,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                             req: own.iter().map(|&g| (g, true)).collect(),
                             ..Term::default()
                         };
-                        term::and_all(&hit, &[all_held])
+                        term::and_all(&hit, &[all_held], self.limits.terms_per_rule)
                     };
                     path.push(callee);
                     let inside = self.walk(callee, enter, path)?;

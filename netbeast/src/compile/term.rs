@@ -505,12 +505,20 @@ fn net(n: Ipv4Net) -> Ipv4Net {
 
 /// `terms AND other` for disjunctions of disjoint terms (the result is
 /// disjoint too), dropping what cannot match.
-pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a>> {
-    let mut out = Vec::with_capacity(terms.len() * other.len());
+///
+/// Stops one term past `limit`: the caller refuses a rule with more terms
+/// than that (`CompileError::TooManyTerms`), and the product of two large
+/// disjunctions would otherwise be built whole first (a random ruleset of
+/// nested jumps took gigabytes).
+pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>], limit: usize) -> Vec<Term<'a>> {
+    let mut out = Vec::with_capacity((terms.len() * other.len()).min(limit + 1));
     for t in terms {
         for u in other {
             if let Some(both) = t.and(u) {
                 out.push(both);
+                if out.len() > limit {
+                    return out;
+                }
             }
         }
     }
@@ -518,8 +526,13 @@ pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>]) -> Vec<Term<'a
 }
 
 /// `terms AND NOT (other)`, where `other` is a disjunction of terms: each
-/// of `other`'s terms is negated in turn.
-pub(super) fn and_not<'a>(terms: Vec<Term<'a>>, other: &[Term<'a>]) -> Vec<Term<'a>> {
+/// of `other`'s terms is negated in turn. Stops one term past `limit`, as
+/// [`and_all`] does.
+pub(super) fn and_not<'a>(
+    terms: Vec<Term<'a>>,
+    other: &[Term<'a>],
+    limit: usize,
+) -> Vec<Term<'a>> {
     let mut out = terms;
     for g in other {
         // A term that cannot meet `g` is all in `NOT g`: no split. The
@@ -537,6 +550,9 @@ pub(super) fn and_not<'a>(terms: Vec<Term<'a>>, other: &[Term<'a>]) -> Vec<Term<
             }
             let not_g = not_g.get_or_insert_with(|| g.negate());
             next.extend(not_g.iter().filter_map(|u| t.and(u)));
+            if next.len() > limit {
+                return next;
+            }
         }
         out = next;
         if out.is_empty() {

@@ -1070,9 +1070,19 @@ fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRules
     }
 }
 
+/// Cases of the comparison below: a normal run's, or with
+/// `NETBEAST_LONG_TESTS=1` (`cargo xtask test --long`) many more.
+fn comparison_cases() -> u32 {
+    if std::env::var_os("NETBEAST_LONG_TESTS").is_some() {
+        10_000
+    } else {
+        1_000
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 10_000,
+        cases: comparison_cases(),
         // Shrinking removes rules and packets one at a time; a few hundred
         // steps get a failing 300-rule case down to a handful.
         max_shrink_iters: 5_000,
