@@ -3723,7 +3723,34 @@ fn tiny_and_overlapping_first_fragments() {
         (stats::DROPPED, 0),
         (stats::ACCEPTED, 0),
     ];
+    // RFC 1858: with a rule that tests TCP flags, a first fragment whose
+    // TCP header ends before its flags is dropped before any chain (the
+    // flags of the reassembled datagram would otherwise decide nothing).
+    let syn_drop = &["-A INPUT -p tcp --syn -j DROP"];
+    let syn_accept = &["-P INPUT DROP", "-A INPUT -p tcp ! --syn -j ACCEPT"];
+    let cut = &[(stats::TCP_CUT, 1), (stats::INPUT, 0)];
     let cases = vec![
+        raw_case(
+            "8 bytes of TCP under --syn -j DROP: dropped before the chain",
+            syn_drop,
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        )
+        .counts(cut),
+        raw_case(
+            "8 bytes of TCP under ! --syn -j ACCEPT: dropped too",
+            syn_accept,
+            syn_with_data(1001).fragment(0, 8, true),
+            Drop,
+        )
+        .counts(cut),
+        raw_case(
+            "16 bytes of TCP hold the flags: --syn -j DROP drops it by rule",
+            syn_drop,
+            syn_with_data(1001).fragment(0, 16, true),
+            Drop,
+        )
+        .counts(&[(stats::TCP_CUT, 0), (stats::INPUT, 1)]),
         raw_case(
             "8 bytes of TCP: a port rule still drops it",
             drop1001,

@@ -33,6 +33,11 @@ pub const ACTIVE_NAT: u32 = 4;
 /// translating the connections it translated) until conntrack is flushed.
 /// Their packets are translated whenever tracking is on.
 pub const ACTIVE_TRANSLATIONS: u32 = 8;
+/// Bit of the `ACTIVE` word set when a rule of the active ruleset tests
+/// TCP flags (`--syn`, `--tcp-flags`): a TCP packet whose header is cut
+/// before its flags (a tiny first fragment, RFC 1858) cannot be judged on
+/// them, and is dropped ([`TCP_FLAGS_CUT`], `stats::TCP_CUT`).
+pub const ACTIVE_TCP_FLAGS: u32 = 16;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -223,7 +228,13 @@ const _: () = assert!(
 /// without a whole TCP header (other protocols, fragments, short headers),
 /// which no `--tcp-flags` test matches, negated or not.
 pub const TCP_FLAGS_NONE: u32 = 256;
-pub const TCP_FLAGS_KEYS: u32 = 257;
+/// Key of `field::TCP_FLAGS` for a TCP packet (offset 0) whose header ends
+/// before its flags byte: no flag test matches it, and with
+/// [`ACTIVE_TCP_FLAGS`] the data plane drops it before any chain, as RFC
+/// 1858 advises (its flags would be judged only after reassembly, past the
+/// rules that test them).
+pub const TCP_FLAGS_CUT: u32 = 257;
+pub const TCP_FLAGS_KEYS: u32 = 258;
 
 /// Link-layer packet types, as `skb->pkt_type` numbers them (`-m pkttype`).
 pub mod pkttype {
@@ -429,16 +440,21 @@ pub mod stats {
     /// source or destination): left to the kernel untouched, so no chain
     /// counts them and REJECT never answers them.
     pub const KERNEL_DROPPED: u32 = 25;
-    pub const COUNT: u32 = 26;
+    /// TCP packets whose header ends before its flags (tiny first
+    /// fragments, RFC 1858), dropped before any chain while a rule tests
+    /// TCP flags (`ACTIVE_TCP_FLAGS`).
+    pub const TCP_CUT: u32 = 26;
+    pub const COUNT: u32 = 27;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
-    pub const INGRESS_OUTCOMES: [u32; 6] = [
+    pub const INGRESS_OUTCOMES: [u32; 7] = [
         NOT_IPV4,
         MALFORMED,
         INPUT,
         FORWARD,
         KERNEL_ROUTED,
         KERNEL_DROPPED,
+        TCP_CUT,
     ];
 
     /// Names in index order, for `netbeast stats`.
@@ -469,6 +485,7 @@ pub mod stats {
         "nat_socket_busy",
         "kernel_routed",
         "kernel_dropped",
+        "tcp_cut",
     ];
 }
 
@@ -1080,7 +1097,7 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::KERNEL_DROPPED + 1, stats::COUNT);
+        assert_eq!(stats::TCP_CUT + 1, stats::COUNT);
         // A guard entry is never 0 (0 means "not checked"), whatever the MAC.
         assert_ne!(iface_guard::entry([0; 6], false), 0);
         assert_eq!(

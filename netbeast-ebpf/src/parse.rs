@@ -3,7 +3,7 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_NONE};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_CUT, TCP_FLAGS_NONE};
 
 use crate::classify::{Keys, SearchState};
 
@@ -289,7 +289,7 @@ fn l4_keys(
     // the verifier links the check to the reads only when both use it.
     let l4p = opaque(start + l4);
     if l4p + needed > opaque(end) || l4p + needed > l4_end {
-        return cut_short(l4p, end, l4_end, protocol);
+        return cut_short(pkt, l4p, end, l4_end, protocol);
     }
     // SAFETY: `needed` >= 8 bytes at l4p are inside the packet (checked).
     let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
@@ -311,10 +311,28 @@ fn l4_keys(
 /// bytes are there. A tiny first fragment (RFC 1858) is judged on the ports
 /// the reassembled datagram will have, as the kernel's reassembly before
 /// INPUT lets iptables judge it, and as iptables on nf_tables reads the
-/// fields that are there of a truncated header.
+/// fields that are there of a truncated header. Its TCP flags, when the
+/// header ends before them, are `TCP_FLAGS_CUT` (the pipeline drops such a
+/// packet while a rule tests flags); else they are read.
 #[inline(always)]
-fn cut_short(l4p: usize, end: usize, l4_end: usize, protocol: u8) -> (u32, u32, bool) {
+fn cut_short(
+    pkt: &mut Packet,
+    l4p: usize,
+    end: usize,
+    l4_end: usize,
+    protocol: u8,
+) -> (u32, u32, bool) {
     let l4p = opaque(l4p);
+    if protocol == IPPROTO_TCP {
+        // Checked against the datagram's end, then read checked against
+        // the packet's (the one the verifier trusts).
+        let flags = if l4p + 14 <= l4_end {
+            load::<u8>(l4p, end, 13)
+        } else {
+            None
+        };
+        pkt.keys.tcp_flags = flags.map_or(TCP_FLAGS_CUT as u16, u16::from);
+    }
     if protocol == IPPROTO_ICMP || l4p + 4 > end || l4p + 4 > l4_end {
         return (L4_NONE, L4_NONE, false);
     }

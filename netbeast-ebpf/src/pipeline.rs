@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     programs::{TcContext, XdpContext},
 };
-use netbeast_common::{chain, ct_state, stats, target};
+use netbeast_common::{TCP_FLAGS_CUT, chain, ct_state, stats, target};
 
 use crate::{
     classify::{Active, Verdict, classify},
@@ -99,6 +99,13 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::FRAGMENTS);
     }
     let active = Active::read();
+    // RFC 1858: a TCP header cut before its flags cannot be judged by the
+    // rules that test them (its flags arrive with a later fragment, after
+    // the verdict).
+    if active.tcp_flags() && pkt.keys.tcp_flags == TCP_FLAGS_CUT as u16 {
+        bump(stats::TCP_CUT);
+        return xdp_action::XDP_DROP;
+    }
     let generation = active.generation();
     let tracking = active.tracking();
     let nat = active.nat();

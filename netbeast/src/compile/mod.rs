@@ -70,11 +70,11 @@ use std::net::Ipv4Addr;
 
 pub use netbeast_common::Guard;
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, CLASS_ID_GEN_STRIDE,
-    ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS,
-    MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_GUARDS_PER_RULE, MAX_NAT_TARGETS,
-    MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field,
-    field::Kind, guard_kind, reject, size, target,
+    ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey,
+    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS,
+    MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_GUARDS_PER_RULE,
+    MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction,
+    TCP_FLAGS_NONE, chain, field, field::Kind, guard_kind, reject, size, target,
 };
 
 use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, TableName, Target};
@@ -747,6 +747,13 @@ impl CompiledRuleset {
         }
         if nat || self.uses_conntrack_state() {
             flags |= ACTIVE_TRACKING;
+        }
+        if self
+            .chains
+            .iter()
+            .any(|c| c.config.fields_used & (1 << field::TCP_FLAGS) != 0)
+        {
+            flags |= ACTIVE_TCP_FLAGS;
         }
         flags
     }

@@ -528,11 +528,7 @@ pub(super) fn and_all<'a>(terms: &[Term<'a>], other: &[Term<'a>], limit: usize) 
 /// `terms AND NOT (other)`, where `other` is a disjunction of terms: each
 /// of `other`'s terms is negated in turn. Stops one term past `limit`, as
 /// [`and_all`] does.
-pub(super) fn and_not<'a>(
-    terms: Vec<Term<'a>>,
-    other: &[Term<'a>],
-    limit: usize,
-) -> Vec<Term<'a>> {
+pub(super) fn and_not<'a>(terms: Vec<Term<'a>>, other: &[Term<'a>], limit: usize) -> Vec<Term<'a>> {
     let mut out = terms;
     for g in other {
         // A term that cannot meet `g` is all in `NOT g`: no split. The
