@@ -1153,11 +1153,13 @@ impl Dice {
     /// router (see [`ports_in_forward`]).
     /// `tiny_to_router`: whether a tiny SYN may go to the router (see
     /// [`resets_in_input`]).
+    /// `tiny`: whether tiny SYNs are sent at all (see [`tests_tcp_flags`]).
     fn probes(
         &mut self,
         count: usize,
         later_fragments_across: bool,
         tiny_to_router: bool,
+        tiny: bool,
     ) -> Vec<Probe> {
         (0..count)
             .map(|_| {
@@ -1187,7 +1189,7 @@ impl Dice {
                 let sport = self.pick(PORTS);
                 let dport = self.pick(PORTS);
                 let kind = match self.below(24) {
-                    20 => Kind::TinySyn { sport, dport },
+                    20 if tiny => Kind::TinySyn { sport, dport },
                     21 => Kind::Odd {
                         oddity: self.pick(&Oddity::ALL),
                         sport,
@@ -1440,6 +1442,7 @@ fn case_from_seed(seed: u64) -> Case {
         count,
         !ports_in_forward(&ruleset),
         !resets_in_input(&ruleset),
+        !tests_tcp_flags(&ruleset),
     );
     Case {
         text: save(&ruleset, false),
@@ -1468,6 +1471,24 @@ fn ports_in_forward(ruleset: &Ruleset) -> bool {
             })
         })
     })
+}
+
+/// Whether a rule tests TCP flags. netbeast then drops a TCP packet cut
+/// before its flags ahead of every chain (RFC 1858, docs/FEATURES.md,
+/// deliberate deviations), where iptables judges the reassembled datagram
+/// in INPUT: the verdicts agree for a SYN a flag rule drops, the counters
+/// do not. Tiny SYNs are then left out.
+fn tests_tcp_flags(ruleset: &Ruleset) -> bool {
+    ruleset
+        .filter
+        .chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .any(|r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::Ports(p) if p.tcp_flags.is_some()))
+        })
 }
 
 /// Whether INPUT, or a chain it reaches, can answer with a TCP reset.

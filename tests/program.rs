@@ -3088,11 +3088,20 @@ fn tcp_flag_matches() {
         ),
         case("--syn ignores an ACK", syn, tcp(22).tcp_flags(ACK), Pass),
         case("--syn ignores UDP", syn, udp(22), Pass),
+        // A header cut short after its flags is judged on them, as
+        // iptables on nf_tables reads the fields that are there; cut
+        // before them, it is dropped ahead of the chain (RFC 1858).
         case(
-            "--syn ignores a short TCP header (19 of 20 bytes)",
+            "--syn reads the flags of a short TCP header (19 of 20 bytes)",
             syn,
             tcp(22).total_length(20 + 19).truncate(14 + 20 + 19),
-            Pass,
+            Drop,
+        ),
+        case(
+            "--syn drops a TCP header cut before its flags (12 bytes)",
+            syn,
+            tcp(22).total_length(20 + 12).truncate(14 + 20 + 12),
+            Drop,
         ),
         case(
             "--syn ignores a later fragment",
@@ -3108,13 +3117,13 @@ fn tcp_flag_matches() {
             Drop,
         ),
         case(
-            "! --syn ignores a short TCP header",
+            "! --syn reads the flags of a short TCP header",
             not_syn,
             tcp(22)
                 .tcp_flags(ACK)
                 .total_length(20 + 19)
                 .truncate(14 + 20 + 19),
-            Pass,
+            Drop,
         ),
         case(
             "SYN,ACK SYN,ACK",
