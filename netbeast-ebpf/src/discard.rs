@@ -16,7 +16,7 @@ use netbeast_common::{iface_guard, size};
 
 use crate::{
     csum::fold,
-    parse::{ETH_HLEN, Packet, load, opaque},
+    parse::{Packet, load, opaque},
     route::cached_local,
 };
 
@@ -39,19 +39,18 @@ pub fn kernel_discards(start: usize, end: usize, pkt: &Packet, in_ifindex: u32) 
     if guard == 0 {
         return false;
     }
-    // One bounds check for the Ethernet and IPv4 headers, then plain
-    // loads: `load`'s unaligned reads would be split into byte loads, and
-    // BPF has one load instruction whatever the alignment (see parse.rs).
-    let eth = opaque(start);
+    // One bounds check for the IPv4 header, then plain loads: `load`'s
+    // unaligned reads would be split into byte loads, and BPF has one load
+    // instruction whatever the alignment (see parse.rs).
     let ip = opaque(start + pkt.l2_len());
-    if eth + ETH_HLEN > end || ip + IP_HLEN > end {
+    if ip + IP_HLEN > end {
         return false;
     }
-    // SAFETY: the 14 bytes at eth are inside the packet (checked).
-    let dst_mac = unsafe { core::ptr::read(eth as *const u64) };
-    // The destination MAC as the low six bytes of a little-endian word:
+    // The parser's word of the destination MAC (its low six bytes, little
+    // endian; the ingress parser always reads it):
     // bit 0 is the group bit (broadcast, multicast), which the kernel
     // accepts as PACKET_BROADCAST or PACKET_MULTICAST.
+    let dst_mac = pkt.keys.eth_dst;
     if dst_mac & 1 == 0 && (dst_mac ^ guard) & iface_guard::MAC_MASK != 0 {
         return true;
     }
@@ -160,18 +159,11 @@ fn unusual_martian(src: u32, dst: u32, protocol: u8, guard: u64) -> bool {
     own_source()
 }
 
-/// True when the frame went to an Ethernet broadcast or multicast address:
-/// the kernel does not route those on (`ip_forward` drops what is not
-/// `PACKET_HOST` before its FORWARD hook). Only packets bound for FORWARD
-/// pay for it.
+/// True when the frame went to an Ethernet broadcast or multicast address
+/// (the group bit, the low bit of the parser's destination MAC word): the
+/// kernel does not route those on (`ip_forward` drops what is not
+/// `PACKET_HOST` before its FORWARD hook).
 #[inline(always)]
-pub fn link_group_frame(start: usize, end: usize) -> bool {
-    let eth = opaque(start);
-    if eth + ETH_HLEN > end {
-        return false;
-    }
-    // SAFETY: the 14 bytes at eth are inside the packet (checked). The
-    // group bit is the low bit of the first byte.
-    let first = unsafe { core::ptr::read(eth as *const u16) };
-    first & 1 != 0
+pub fn link_group_frame(pkt: &Packet) -> bool {
+    pkt.keys.eth_dst & 1 != 0
 }

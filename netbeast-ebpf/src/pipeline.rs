@@ -132,7 +132,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::INPUT);
             (chain::INPUT, 0, None)
         }
-        Path::Forward { .. } if link_group_frame(start, end) => {
+        Path::Forward { .. } if link_group_frame(pkt) => {
             bump(stats::KERNEL_DROPPED);
             return xdp_action::XDP_PASS;
         }
