@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use thiserror::Error;
 
 use super::command::{self, CommandError};
+use super::ext::bang;
 use super::model::{
     AddrRange, Chain, Counter, Match, NatFlags, NatTo, Policy, PortRange, Rule, Ruleset, Table,
     TableName, Target,
@@ -200,11 +201,6 @@ pub(crate) fn nat_ports_text(ports: PortRange) -> String {
     } else {
         format!("{}-{}", ports.first, ports.last)
     }
-}
-
-/// `" !"` before a negated option, nothing otherwise.
-fn bang(negated: bool) -> &'static str {
-    if negated { " !" } else { "" }
 }
 
 /// As iptables-save 1.8.9: the /etc/protocols name when there is one.
