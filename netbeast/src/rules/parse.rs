@@ -15,8 +15,8 @@ use thiserror::Error;
 
 use super::ext::{self, MatchModule, MatchParser, OptSpec, RuleContext, Value};
 use super::model::{
-    AddrRange, Counter, IcmpType, IfaceName, Ipv4Net, Match, NatFlags, NatTo, Negatable, Policy,
-    PortRange, RejectWith, Rule, TableName, Target,
+    AddrRange, Counter, IfaceName, Ipv4Net, Match, NatFlags, NatTo, Negatable, Policy, PortRange,
+    RejectWith, Rule, TableName, Target,
 };
 
 /// IFNAMSIZ - 1: the longest interface name the kernel accepts.
@@ -355,51 +355,6 @@ pub(crate) const SERVICES: &[(&str, u16)] = &[
     ("http-alt", 8080),
 ];
 
-/// ICMP names: (name, type, code_min, code_max), in libxt_icmp's order; the
-/// first entry for a (type, codes) triple is the name `-L` prints.
-pub(crate) const ICMP_TYPES: &[(&str, u8, u8, u8)] = &[
-    ("any", 0xFF, 0, 0xFF),
-    ("echo-reply", 0, 0, 0xFF),
-    ("pong", 0, 0, 0xFF),
-    ("destination-unreachable", 3, 0, 0xFF),
-    ("network-unreachable", 3, 0, 0),
-    ("host-unreachable", 3, 1, 1),
-    ("protocol-unreachable", 3, 2, 2),
-    ("port-unreachable", 3, 3, 3),
-    ("fragmentation-needed", 3, 4, 4),
-    ("source-route-failed", 3, 5, 5),
-    ("network-unknown", 3, 6, 6),
-    ("host-unknown", 3, 7, 7),
-    ("network-prohibited", 3, 9, 9),
-    ("host-prohibited", 3, 10, 10),
-    ("TOS-network-unreachable", 3, 11, 11),
-    ("TOS-host-unreachable", 3, 12, 12),
-    ("communication-prohibited", 3, 13, 13),
-    ("host-precedence-violation", 3, 14, 14),
-    ("precedence-cutoff", 3, 15, 15),
-    ("source-quench", 4, 0, 0xFF),
-    ("redirect", 5, 0, 0xFF),
-    ("network-redirect", 5, 0, 0),
-    ("host-redirect", 5, 1, 1),
-    ("TOS-network-redirect", 5, 2, 2),
-    ("TOS-host-redirect", 5, 3, 3),
-    ("echo-request", 8, 0, 0xFF),
-    ("ping", 8, 0, 0xFF),
-    ("router-advertisement", 9, 0, 0xFF),
-    ("router-solicitation", 10, 0, 0xFF),
-    ("time-exceeded", 11, 0, 0xFF),
-    ("ttl-exceeded", 11, 0, 0xFF),
-    ("ttl-zero-during-transit", 11, 0, 0),
-    ("ttl-zero-during-reassembly", 11, 1, 1),
-    ("parameter-problem", 12, 0, 0xFF),
-    ("ip-header-bad", 12, 0, 0),
-    ("required-option-missing", 12, 1, 1),
-    ("timestamp-request", 13, 0, 0xFF),
-    ("timestamp-reply", 14, 0, 0xFF),
-    ("address-mask-request", 17, 0, 0xFF),
-    ("address-mask-reply", 18, 0, 0xFF),
-];
-
 /// `--reject-with` names and aliases, in libipt_REJECT's table order (which
 /// decides what an abbreviation means).
 const REJECT_TYPES: &[(&str, &str, RejectWith)] = &[
@@ -485,14 +440,6 @@ pub(crate) fn protocol_name(protocol: u8, numeric: bool) -> Option<&'static str>
             .find(|(_, n)| *n == protocol && !numeric)
     };
     builtin.or_else(other).map(|(name, _)| *name)
-}
-
-/// The `-L` name of an ICMP type and code range, if it has one.
-pub(crate) fn icmp_type_name(icmp_type: u8, code_min: u8, code_max: u8) -> Option<&'static str> {
-    ICMP_TYPES
-        .iter()
-        .find(|(_, t, lo, hi)| (*t, *lo, *hi) == (icmp_type, code_min, code_max))
-        .map(|(name, ..)| *name)
 }
 
 // ---------------------------------------------------------------------------
@@ -800,91 +747,6 @@ fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
         ));
     }
     Ok(NatTo { addrs, ports })
-}
-
-/// `--icmp-type`: a name (or unambiguous prefix), `type` or `type/code`.
-pub(crate) fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
-    const OPTION: &str = "--icmp-type";
-    const WHAT: &str = "ICMP type";
-    let lower = text.to_ascii_lowercase();
-    let exact = ICMP_TYPES
-        .iter()
-        .find(|(name, ..)| name.eq_ignore_ascii_case(text));
-    let named = match exact {
-        Some(entry) => Some(entry),
-        None => {
-            let mut candidates = ICMP_TYPES
-                .iter()
-                .filter(|(name, ..)| name.to_ascii_lowercase().starts_with(&lower));
-            let first = candidates.next();
-            if let (Some(a), Some(b)) = (first, candidates.next()) {
-                return Err(invalid(
-                    OPTION,
-                    WHAT,
-                    text,
-                    format!("ambiguous: '{}' or '{}'?", a.0, b.0),
-                ));
-            }
-            first
-        }
-    };
-    let (icmp_type, code_min, code_max) = match named {
-        Some((_, t, lo, hi)) => (*t, *lo, *hi),
-        None => parse_numeric_icmp(text)?,
-    };
-    match (icmp_type, code_min, code_max) {
-        (0xFF, 0, 0xFF) => Ok(IcmpType::Any),
-        (t, 0, 0xFF) => Ok(IcmpType::Type {
-            icmp_type: t,
-            code: None,
-        }),
-        (t, lo, hi) if lo == hi => Ok(IcmpType::Type {
-            icmp_type: t,
-            code: Some(lo),
-        }),
-        _ => Err(invalid(
-            OPTION,
-            WHAT,
-            text,
-            "ICMP code ranges are not supported yet; give one code, like 3/3",
-        )),
-    }
-}
-
-fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
-    let unknown = || {
-        invalid(
-            "--icmp-type",
-            "ICMP type",
-            text,
-            "use a name like echo-request, echo-reply, destination-unreachable, port-unreachable, time-exceeded or any, or type[/code] with numbers 0-255",
-        )
-    };
-    let byte = |s: &str| parse_c_number_in(s, 255).map(|n| n as u8);
-    let (type_text, code_text) = match text.split_once('/') {
-        Some((t, c)) => (t, Some(c)),
-        None => (text, None),
-    };
-    if type_text.contains(':') {
-        return Err(invalid(
-            "--icmp-type",
-            "ICMP type",
-            text,
-            "ICMP type ranges are not supported",
-        ));
-    }
-    let icmp_type = byte(type_text).ok_or_else(unknown)?;
-    let (code_min, code_max) = match code_text {
-        None => (0, 0xFF),
-        Some(code) => match code.split_once(':') {
-            Some((lo, hi)) => (byte(lo).ok_or_else(unknown)?, byte(hi).ok_or_else(unknown)?),
-            None => {
-                let code = byte(code).ok_or_else(unknown)?;
-                (code, code)
-            }
-        },
-    };
-    Ok((icmp_type, code_min, code_max))
 }
 
 /// `--reject-with`: a name, an alias, or a prefix of one (the first in
@@ -4693,9 +4555,9 @@ mod tests {
         assert_eq!(protocol_name(47, false), Some("gre"));
         assert_eq!(protocol_name(58, false), Some("ipv6-icmp"));
         assert_eq!(protocol_name(250, false), None);
-        assert_eq!(icmp_type_name(8, 0, 255), Some("echo-request"));
-        assert_eq!(icmp_type_name(255, 0, 255), Some("any"));
-        assert_eq!(icmp_type_name(3, 3, 3), Some("port-unreachable"));
-        assert_eq!(icmp_type_name(3, 200, 200), None);
+        assert_eq!(ext::icmp::icmp_type_name(8, 0, 255), Some("echo-request"));
+        assert_eq!(ext::icmp::icmp_type_name(255, 0, 255), Some("any"));
+        assert_eq!(ext::icmp::icmp_type_name(3, 3, 3), Some("port-unreachable"));
+        assert_eq!(ext::icmp::icmp_type_name(3, 200, 200), None);
     }
 }

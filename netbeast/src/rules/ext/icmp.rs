@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
 use crate::rules::model::{IcmpType, Match, Negatable};
-use crate::rules::parse::{ParseError, icmp_type_name, parse_icmp_type};
+use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 
 /// The ICMP type test; serialized as its inner value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,4 +177,142 @@ impl MatchParser for IcmpParser {
             .map(Match::Icmp)
             .ok_or_else(|| missing(&MODULE, "--icmp-type"))
     }
+}
+
+/// ICMP names: (name, type, code_min, code_max), in libxt_icmp's order; the
+/// first entry for a (type, codes) triple is the name `-L` prints.
+pub const ICMP_TYPES: &[(&str, u8, u8, u8)] = &[
+    ("any", 0xFF, 0, 0xFF),
+    ("echo-reply", 0, 0, 0xFF),
+    ("pong", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF),
+    ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1),
+    ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3),
+    ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5),
+    ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7),
+    ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10),
+    ("TOS-network-unreachable", 3, 11, 11),
+    ("TOS-host-unreachable", 3, 12, 12),
+    ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14),
+    ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF),
+    ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0),
+    ("host-redirect", 5, 1, 1),
+    ("TOS-network-redirect", 5, 2, 2),
+    ("TOS-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF),
+    ("ping", 8, 0, 0xFF),
+    ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF),
+    ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0),
+    ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF),
+    ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1),
+    ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF),
+    ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+];
+
+/// The `-L` name of an ICMP type and code range, if it has one.
+pub fn icmp_type_name(icmp_type: u8, code_min: u8, code_max: u8) -> Option<&'static str> {
+    ICMP_TYPES
+        .iter()
+        .find(|(_, t, lo, hi)| (*t, *lo, *hi) == (icmp_type, code_min, code_max))
+        .map(|(name, ..)| *name)
+}
+
+/// `--icmp-type`: a name (or unambiguous prefix), `type` or `type/code`.
+pub fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
+    const OPTION: &str = "--icmp-type";
+    const WHAT: &str = "ICMP type";
+    let lower = text.to_ascii_lowercase();
+    let exact = ICMP_TYPES
+        .iter()
+        .find(|(name, ..)| name.eq_ignore_ascii_case(text));
+    let named = match exact {
+        Some(entry) => Some(entry),
+        None => {
+            let mut candidates = ICMP_TYPES
+                .iter()
+                .filter(|(name, ..)| name.to_ascii_lowercase().starts_with(&lower));
+            let first = candidates.next();
+            if let (Some(a), Some(b)) = (first, candidates.next()) {
+                return Err(invalid(
+                    OPTION,
+                    WHAT,
+                    text,
+                    format!("ambiguous: '{}' or '{}'?", a.0, b.0),
+                ));
+            }
+            first
+        }
+    };
+    let (icmp_type, code_min, code_max) = match named {
+        Some((_, t, lo, hi)) => (*t, *lo, *hi),
+        None => parse_numeric_icmp(text)?,
+    };
+    match (icmp_type, code_min, code_max) {
+        (0xFF, 0, 0xFF) => Ok(IcmpType::Any),
+        (t, 0, 0xFF) => Ok(IcmpType::Type {
+            icmp_type: t,
+            code: None,
+        }),
+        (t, lo, hi) if lo == hi => Ok(IcmpType::Type {
+            icmp_type: t,
+            code: Some(lo),
+        }),
+        _ => Err(invalid(
+            OPTION,
+            WHAT,
+            text,
+            "ICMP code ranges are not supported yet; give one code, like 3/3",
+        )),
+    }
+}
+
+fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
+    let unknown = || {
+        invalid(
+            "--icmp-type",
+            "ICMP type",
+            text,
+            "use a name like echo-request, echo-reply, destination-unreachable, port-unreachable, time-exceeded or any, or type[/code] with numbers 0-255",
+        )
+    };
+    let byte = |s: &str| parse_c_number_in(s, 255).map(|n| n as u8);
+    let (type_text, code_text) = match text.split_once('/') {
+        Some((t, c)) => (t, Some(c)),
+        None => (text, None),
+    };
+    if type_text.contains(':') {
+        return Err(invalid(
+            "--icmp-type",
+            "ICMP type",
+            text,
+            "ICMP type ranges are not supported",
+        ));
+    }
+    let icmp_type = byte(type_text).ok_or_else(unknown)?;
+    let (code_min, code_max) = match code_text {
+        None => (0, 0xFF),
+        Some(code) => match code.split_once(':') {
+            Some((lo, hi)) => (byte(lo).ok_or_else(unknown)?, byte(hi).ok_or_else(unknown)?),
+            None => {
+                let code = byte(code).ok_or_else(unknown)?;
+                (code, code)
+            }
+        },
+    };
+    Ok((icmp_type, code_min, code_max))
 }
