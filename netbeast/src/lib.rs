@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod compile;
+pub mod daemon;
 pub mod fault;
 pub mod loader;
 pub mod local_routes;

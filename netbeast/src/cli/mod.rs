@@ -170,6 +170,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the long-lived part of netbeast in this network namespace until
+    /// SIGTERM: following interfaces, draining logs, health checks, metrics.
+    Daemon(crate::daemon::DaemonArgs),
     /// The article's firewall on a built-in demo topology (namespaces it
     /// creates and removes).
     Demo,
@@ -302,6 +305,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo => demo::run(),
                 Command::Bench(args) => bench::run(args),
             }
