@@ -173,9 +173,13 @@ enum Command {
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
-    /// The article's firewall on a built-in demo topology (namespaces it
-    /// creates and removes).
-    Demo,
+    /// The article, section by section, on hosts in network namespaces it
+    /// creates and removes: firewall, router, nat, portfwd, lb.
+    Demo {
+        /// Run only this section.
+        #[arg(value_enum)]
+        section: Option<demo::Section>,
+    },
     /// Measure netbeast against iptables and nftables on the same traffic,
     /// and the XDP program's own cost.
     Bench(bench::BenchArgs),
@@ -306,7 +310,7 @@ pub fn main() -> ExitCode {
                     conntrack::Action::Count
                 }),
                 Command::Daemon(args) => crate::daemon::run(args),
-                Command::Demo => demo::run(),
+                Command::Demo { section } => demo::run(section),
                 Command::Bench(args) => bench::run(args),
             }
         }
