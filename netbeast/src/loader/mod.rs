@@ -191,7 +191,15 @@ pub enum AttachMode {
 }
 
 pub struct Dataplane {
-    ebpf: Ebpf,
+    /// The kernel object, loaded when programs are needed (attach, test
+    /// runs) or when maps must be created. A command that only reads or
+    /// changes rules opens the pinned maps instead (`pinned`): loading the
+    /// object costs milliseconds (BTF, probes, scratch maps) for nothing.
+    ebpf: Option<Ebpf>,
+    /// Maps opened from their pins, while `ebpf` is not loaded.
+    pinned: std::collections::HashMap<&'static str, aya::maps::Map>,
+    /// Where the maps are pinned (None: private maps).
+    pin_dir: Option<PathBuf>,
     /// Pinned data planes keep their verified XDP and TC programs here, so
     /// that a later `attach` reuses them instead of running the verifier
     /// again (seconds for these programs). Named after this build's object
@@ -219,7 +227,9 @@ impl Dataplane {
     pub fn load_private() -> Result<Dataplane, LoaderError> {
         let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
         let mut dp = Dataplane {
-            ebpf,
+            ebpf: Some(ebpf),
+            pinned: Default::default(),
+            pin_dir: None,
             program_cache: None,
         };
         dp.load_program()?;
@@ -242,21 +252,63 @@ impl Dataplane {
             what: format!("the pin directory {}", dir.display()),
             source,
         })?;
-        let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+        let mut dp = Dataplane {
+            ebpf: None,
+            pinned: Default::default(),
+            pin_dir: Some(dir.to_path_buf()),
+            program_cache: None,
+        };
+        // Every map pinned already (every command after the first attach):
+        // open the pins, nothing else. A map missing (a fresh data plane, a
+        // killed creation, a version that adds maps) makes the object load,
+        // which creates and pins it.
+        match Self::open_pins(dir)? {
+            Some(maps) => dp.pinned = maps,
+            None => dp.load_object(sizes)?,
+        }
+        Ok(dp)
+    }
+
+    /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
+    /// not pinned.
+    fn open_pins(
+        dir: &Path,
+    ) -> Result<Option<std::collections::HashMap<&'static str, aya::maps::Map>>, LoaderError> {
+        let mut maps = std::collections::HashMap::with_capacity(MAP_NAMES.len());
+        for name in MAP_NAMES {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let map = MapData::from_pin(&path)
+                .and_then(aya::maps::Map::from_map_data)
+                .map_err(|source| LoaderError::Map { name, source })?;
+            maps.insert(name, map);
+        }
+        Ok(Some(maps))
+    }
+
+    /// Loads the kernel object against the pinned maps (creating and
+    /// pinning missing ones), for a command that needs its programs.
+    fn load_object(&mut self, sizes: Option<ConntrackSizes>) -> Result<(), LoaderError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Err(LoaderError::MissingMap(
+                "the kernel object (private data plane)",
+            ));
+        };
         let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, dir.join(name));
         }
         if let Some(sizes) = sizes {
             loader.map_max_entries("CT_UNREPLIED", sizes.unreplied);
             loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        let mut dp = Dataplane {
-            ebpf,
-            program_cache: None,
-        };
-        let active_id = match dp.map("ACTIVE")? {
+        // The object's maps are the pinned ones: one handle each is enough.
+        self.pinned.clear();
+        self.ebpf = Some(ebpf);
+        let active_id = match self.map("ACTIVE")? {
             aya::maps::Map::Array(data) => data.info().ok().map(|i| i.id()),
             _ => None,
         };
@@ -270,9 +322,27 @@ impl Dataplane {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
-            dp.program_cache = Some(root.join(mine));
+            self.program_cache = Some(root.join(mine));
         }
-        Ok(dp)
+        Ok(())
+    }
+
+    /// The kernel object, loaded on first use.
+    fn ebpf(&mut self) -> Result<&mut Ebpf, LoaderError> {
+        if self.ebpf.is_none() {
+            self.load_object(None)?;
+        }
+        Ok(self.ebpf.as_mut().expect("loaded above"))
+    }
+
+    /// The program `name` of the kernel object (loaded on first use).
+    fn program_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::programs::Program, LoaderError> {
+        self.ebpf()?
+            .program_mut(name)
+            .ok_or(LoaderError::MissingMap(name))
     }
 
     /// Where the verified program `name` is cached, if this data plane has
@@ -294,25 +364,31 @@ impl Dataplane {
         {
             return;
         }
-        if let Some(prog) = self.ebpf.program_mut(name) {
+        if let Ok(prog) = self.program_mut(name) {
             let _ = prog.pin(&path);
         }
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
-        self.ebpf.map(name).ok_or(LoaderError::MissingMap(name))
+        match &self.ebpf {
+            Some(ebpf) => ebpf.map(name),
+            None => self.pinned.get(name),
+        }
+        .ok_or(LoaderError::MissingMap(name))
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoaderError> {
-        self.ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))
+        match &mut self.ebpf {
+            Some(ebpf) => ebpf.map_mut(name),
+            None => self.pinned.get_mut(name),
+        }
+        .ok_or(LoaderError::MissingMap(name))
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp, LoaderError> {
-        let prog = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(LoaderError::MissingMap("netbeast_xdp program"))?;
-        prog.try_into().map_err(LoaderError::Program)
+        self.program_mut(XDP_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)
     }
 
     /// Loads the XDP program into the kernel (runs the verifier) if needed.
@@ -374,9 +450,7 @@ impl Dataplane {
     /// The TC egress program, loaded into the kernel (verified) if needed.
     fn egress(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
         let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(EGRESS_PROGRAM)
-            .ok_or(LoaderError::MissingMap("netbeast_tc_egress program"))?
+            .program_mut(EGRESS_PROGRAM)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if tc.fd().is_err() {
@@ -733,9 +807,7 @@ impl Dataplane {
     ) -> Result<(u32, std::time::Duration), LoaderError> {
         let name = if floor { FLOOR_PROGRAM } else { XDP_PROGRAM };
         let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingMap("XDP program"))?
+            .program_mut(name)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if xdp.fd().is_err() {
