@@ -2474,6 +2474,68 @@ fn first_match_across_vector_words() {
     });
 }
 
+/// A rule in front that leaves fields open (`-p tcp --syn -j DROP` before
+/// UDP rules: no source, no port) gives those fields' classes a bit in
+/// word 0, so every field starts there while word 0 holds no match for a
+/// UDP packet: the search starts at the first word of the summaries' AND,
+/// and goes on from there past rules without a verdict. Rule layout: the
+/// --syn rule, then per source network one DROP rule, with count-only
+/// `-s 10.0.0.0/8` rules and a final ACCEPT for 10/8 among them.
+#[test]
+fn first_match_behind_a_rule_that_leaves_fields_open() {
+    const NETWORKS: usize = 4200;
+    const COUNT_ONLY: [usize; 3] = [100, 2000, 4100];
+    let mut lines = vec!["-A INPUT -p tcp --syn -j DROP".to_string()];
+    // iptables rule index (from 0) of each network's DROP rule.
+    let mut drop_rule = Vec::new();
+    for i in 0..NETWORKS {
+        if COUNT_ONLY.contains(&i) {
+            lines.push("-A INPUT -s 10.0.0.0/8 -p udp".to_string());
+        }
+        drop_rule.push(lines.len());
+        lines.push(format!(
+            "-A INPUT -s 10.{}.{}.0/24 -p udp -j DROP",
+            i / 256,
+            i % 256
+        ));
+    }
+    lines.push("-A INPUT -s 10.0.0.0/8 -p udp -j ACCEPT".to_string());
+    let count_only: Vec<usize> = COUNT_ONLY.iter().map(|&i| drop_rule[i] - 1).collect();
+    lab("syn-front", false, |h, _| {
+        h.apply(&lines);
+        // (source network, or none of them) → the rules it must count.
+        for s in [
+            Some(0),
+            Some(63),
+            Some(99),
+            Some(100),
+            Some(1999),
+            Some(2000),
+            Some(4199),
+            None,
+        ] {
+            let src = match s {
+                Some(s) => Ipv4Addr::new(10, (s / 256) as u8, (s % 256) as u8, 9),
+                None => Ipv4Addr::new(10, 200, 0, 9),
+            };
+            let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+            let (before, _) = h.counters(chain::INPUT);
+            let (action, _) = h.run(&frame, 0);
+            let last = s.map_or(lines.len() - 1, |s| drop_rule[s]);
+            let want = if s.is_some() { XDP_DROP } else { XDP_PASS };
+            assert_eq!(action, want, "source {src}");
+            let (after, policy) = h.counters(chain::INPUT);
+            let hit: Vec<usize> = (0..lines.len())
+                .filter(|&i| after[i].packets != before[i].packets)
+                .collect();
+            let mut expect: Vec<usize> = count_only.iter().copied().filter(|&r| r < last).collect();
+            expect.push(last);
+            assert_eq!(hit, expect, "rules counted for source {src}");
+            assert_eq!(policy.packets, 0);
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset
