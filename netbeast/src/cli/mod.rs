@@ -20,12 +20,13 @@ macro_rules! outln {
 pub mod bench;
 pub mod conntrack;
 pub mod demo;
+mod getopt;
 mod plane;
+mod saverestore;
 
 use std::{
     ffi::OsString,
-    io::{Read, Write},
-    path::PathBuf,
+    io::Write,
     process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -41,7 +42,8 @@ use crate::{
     rules::{
         command,
         model::{Counter, Ruleset, TableName, Target},
-        parse, save,
+        parse::{self, Problem},
+        save,
     },
     state::{self, Namespace},
 };
@@ -128,29 +130,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Print the ruleset in iptables-save format.
+    /// Print the ruleset in iptables-save format (iptables-save's options:
+    /// -c, -t TABLE, -f FILE; -h lists them).
+    #[command(disable_help_flag = true)]
     Save {
-        /// Print rule counters too ([packets:bytes]).
-        #[arg(short, long)]
-        counters: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
-    /// Replace the ruleset from iptables-save format, atomically.
+    /// Replace the ruleset from iptables-save format, atomically
+    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them).
+    #[command(disable_help_flag = true)]
     Restore {
-        /// Append to the current chains instead of replacing them.
-        #[arg(short, long)]
-        noflush: bool,
-        /// Restore the [packets:bytes] counters too (otherwise they start at 0).
-        #[arg(short, long)]
-        counters: bool,
-        /// Only parse and check the file; change nothing.
-        #[arg(short = 't', long = "test")]
-        test: bool,
-        /// Restore only this table's sections and skip the others (as
-        /// iptables-restore -T), e.g. the filter table of a file with nat rules.
-        #[arg(short = 'T', long = "table", value_name = "TABLE")]
-        table: Option<String>,
-        /// The file (standard input when absent).
-        file: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// The connection tracking table, like conntrack(8): -L, -F or -C.
     #[command(group(clap::ArgGroup::new("action").required(true).args(["dump", "flush", "count"])))]
@@ -232,25 +224,8 @@ pub fn main() -> ExitCode {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
             return run_iptables(&args.split_off(1));
         }
-        "iptables-save" => run_save(args.iter().skip(1).any(|a| a == "-c" || a == "--counters")),
-        "iptables-restore" => {
-            let rest = args.split_off(1);
-            let noflush = rest.iter().any(|a| a == "-n" || a == "--noflush");
-            let test = rest.iter().any(|a| a == "-t" || a == "--test");
-            let counters = rest.iter().any(|a| a == "-c" || a == "--counters");
-            // -T TABLE / --table=TABLE: its value is not the file.
-            let table_at = rest.iter().position(|a| a == "-T" || a == "--table");
-            let table = table_at.and_then(|i| rest.get(i + 1).cloned()).or_else(|| {
-                rest.iter()
-                    .find_map(|a| a.strip_prefix("--table=").map(str::to_string))
-            });
-            let file = rest
-                .iter()
-                .enumerate()
-                .find(|(i, a)| !a.starts_with('-') && table_at.is_none_or(|t| *i != t + 1))
-                .map(|(_, a)| PathBuf::from(a));
-            run_restore(noflush, counters, test, table.as_deref(), file)
-        }
+        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1)),
+        "iptables-restore" => return saverestore::restore_main(&prog, &args.split_off(1)),
         _ => {
             let cli = match Cli::try_parse_from(&args_os) {
                 Ok(cli) => cli,
@@ -289,14 +264,10 @@ pub fn main() -> ExitCode {
                 Command::Detach { ifaces, all } => plane::run_detach(&ifaces, all),
                 Command::Status { json } => plane::run_status(json),
                 Command::Gc => plane::run_gc(),
-                Command::Save { counters } => run_save(counters),
-                Command::Restore {
-                    noflush,
-                    counters,
-                    test,
-                    table,
-                    file,
-                } => run_restore(noflush, counters, test, table.as_deref(), file),
+                Command::Save { args } => return saverestore::save_main("netbeast save", &args),
+                Command::Restore { args } => {
+                    return saverestore::restore_main("netbeast restore", &args);
+                }
                 Command::Stats { json } => run_stats(json),
                 Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
                     conntrack::Action::List
@@ -330,6 +301,24 @@ fn chain_of(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// iptables' exit code for an error: the class of the first cause that
+/// has one (a parse error inside a restore line, say), else 1.
+fn problem_of(e: &anyhow::Error) -> Problem {
+    e.chain()
+        .find_map(|cause| {
+            if let Some(e) = cause.downcast_ref::<save::RestoreError>() {
+                Some(e.problem())
+            } else if let Some(e) = cause.downcast_ref::<parse::ParseError>() {
+                Some(e.problem())
+            } else {
+                cause
+                    .downcast_ref::<command::CommandError>()
+                    .map(command::CommandError::problem)
+            }
+        })
+        .unwrap_or(Problem::Other)
 }
 
 /// Adds the live counters of the active generation to the counter bases
@@ -402,15 +391,8 @@ pub(super) fn route_localnet(iface: &str) -> Result<()> {
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {
-    let cmd = match parse::parse_iptables_args(args) {
-        Ok(cmd) => cmd,
-        Err(e) => {
-            eprintln!("iptables: {e}");
-            eprintln!("Try `netbeast iptables -h' for more information.");
-            return ExitCode::from(2);
-        }
-    };
     let result = (|| -> Result<String> {
+        let cmd = parse::parse_iptables_args(args)?;
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
         let _lock = ns.lock()?;
@@ -430,63 +412,13 @@ fn run_iptables(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("iptables: {}", chain_of(&e));
-            ExitCode::FAILURE
+            let problem = problem_of(&e);
+            if problem == Problem::Parameter {
+                eprintln!("Try `netbeast iptables -h' for more information.");
+            }
+            ExitCode::from(problem as u8)
         }
     }
-}
-
-fn run_save(counters: bool) -> Result<()> {
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let (ruleset, _) = open(&ns, false)?;
-    out!("{}", save::save(&ruleset, counters));
-    Ok(())
-}
-
-fn run_restore(
-    noflush: bool,
-    counters: bool,
-    test: bool,
-    table: Option<&str>,
-    file: Option<PathBuf>,
-) -> Result<()> {
-    let (bytes, source) = match &file {
-        Some(path) => (
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("cannot read standard input")?;
-            (b, "standard input".to_string())
-        }
-    };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-        anyhow::anyhow!(
-            "{source}: line {line}: not valid UTF-8 (byte {at}); netbeast reads rule files as UTF-8 \
-             text; nothing was applied"
-        )
-    })?;
-    let mut parsed = save::parse_restore_table(&text, table)?;
-    if !counters {
-        // As iptables-restore: counters in the file count only with -c.
-        parsed.strip_counters();
-    }
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let (mut ruleset, dp) = open(&ns, !test)?;
-    save::apply_restore(&mut ruleset, &parsed, noflush)?;
-    if test {
-        // Compile too, so limits are checked without touching the maps.
-        crate::compile::compile(&ruleset, &state::interfaces(&state::links()), 0)?;
-        return Ok(());
-    }
-    let mut dp = dp.expect("opened with create");
-    commit(&ns, &mut dp, &ruleset)
 }
 
 /// Applies `NAME=SECONDS` overrides to conntrack timeouts.

@@ -1,0 +1,346 @@
+//! The command line against real iptables 1.8, the oracle (issue 12):
+//! exit codes and option handling of `iptables`, `iptables-save` and
+//! `iptables-restore` (netbeast run through links with those names, and as
+//! `netbeast save` / `netbeast restore`).
+//!
+//! Each case runs the same command line in two twin namespaces, one with
+//! real iptables and one with netbeast, both holding the same ruleset, and
+//! compares the exit codes, the gist of the message (words both must say),
+//! and afterwards the rulesets (`iptables -S`), so a refused command is
+//! seen to have applied nothing.
+//!
+//! Not followed: quirks of iptables-nft's kernel side, where it reports
+//! nf_tables' errno as exit 4 (`-A USR -j INPUT`, `-X INPUT` on a chain
+//! with rules) or deletes an empty built-in chain (`-X INPUT`): netbeast
+//! refuses both with exit 1, as iptables-legacy does.
+//!
+//! Needs root. Run: `cargo test -p netbeast --test cli`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use netbeast::netns::{Netns, require_root};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+
+/// The ruleset both namespaces start each case from.
+const SETUP: &[&str] = &["-N USR", "-A USR -j ACCEPT", "-A INPUT -p udp -j USR"];
+
+/// A restore file that changes the ruleset, to see it is not applied when
+/// the command line is refused.
+const RESTORE_FILE: &str =
+    "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+
+/// Which program a case runs.
+#[derive(Clone, Copy, Debug)]
+enum Tool {
+    Iptables,
+    Save,
+    Restore,
+}
+
+/// What both messages must say (lower case), or each its own words where
+/// they differ in wording but agree in meaning.
+#[derive(Clone, Copy, Debug)]
+enum Gist {
+    /// No message at all.
+    Quiet,
+    Both(&'static str),
+    Each {
+        iptables: &'static str,
+        netbeast: &'static str,
+    },
+}
+
+struct Case {
+    tool: Tool,
+    /// Arguments; `{file}` is a restore file with [`RESTORE_FILE`], or with
+    /// `file` when given.
+    args: &'static [&'static str],
+    file: Option<&'static str>,
+    rc: i32,
+    gist: Gist,
+}
+
+const fn case(tool: Tool, args: &'static [&'static str], rc: i32, gist: Gist) -> Case {
+    Case {
+        tool,
+        args,
+        file: None,
+        rc,
+        gist,
+    }
+}
+
+use Gist::{Both, Each, Quiet};
+use Tool::{Iptables, Restore, Save};
+
+const CASES: &[Case] = &[
+    // Finding 11 of issue 12.
+    case(
+        Iptables,
+        &["-A", "INPUT", "-j", "NOPE"],
+        2,
+        Both("'nope' does not exist"),
+    ),
+    case(Iptables, &["-P", "INPUT", ""], 1, Both("policy")),
+    case(Iptables, &["-P", "INPUT", "NOPE"], 1, Both("policy")),
+    case(Iptables, &["-P", "INPUT", "accept"], 1, Both("policy")),
+    case(
+        Iptables,
+        &["-C", "FOO "],
+        1,
+        Each {
+            iptables: "bad rule",
+            netbeast: "no such chain",
+        },
+    ),
+    case(Iptables, &["-Z", "USR", "3"], 0, Quiet),
+    case(
+        Iptables,
+        &["-Z", "USR", "0"],
+        2,
+        Both("invalid rule number"),
+    ),
+    case(
+        Iptables,
+        &["-A", "INPUT", "--bogus"],
+        2,
+        Both("unknown option"),
+    ),
+    case(Iptables, &["-t", "bogus", "-L"], 3, Both("bogus")),
+    case(Iptables, &["-N", "FOO "], 2, Both("invalid chain name")),
+    case(
+        Iptables,
+        &["-A", "FOO ", "-j", "ACCEPT"],
+        1,
+        Each {
+            iptables: "no chain/target/match",
+            netbeast: "no such chain",
+        },
+    ),
+    case(Iptables, &["-A", "NOPE", "-j", "ACCEPT"], 1, Quiet),
+    case(
+        Iptables,
+        &["-D", "USR", "3"],
+        1,
+        Both("index of deletion too big"),
+    ),
+    case(Iptables, &["-N", "USR"], 1, Both("already exists")),
+    case(Iptables, &["-L", "USR", "3"], 0, Quiet),
+    case(
+        Iptables,
+        &["-A", "INPUT", "-p", "bogus"],
+        2,
+        Both("protocol"),
+    ),
+    case(
+        Restore,
+        &["--tset", "{file}"],
+        1,
+        Both("unrecognized option '--tset'"),
+    ),
+    case(Restore, &["-X", "{file}"], 1, Both("invalid option -- 'x'")),
+    case(
+        Restore,
+        &["{file}", "{file}"],
+        1,
+        Both("unknown arguments found on commandline"),
+    ),
+    case(Restore, &["-T"], 1, Both("requires an argument")),
+    case(Restore, &["--table"], 1, Both("requires an argument")),
+    case(Restore, &["-nt", "{file}"], 0, Quiet),
+    case(Restore, &["--test", "--noflush", "{file}"], 0, Quiet),
+    case(Restore, &["--te", "-Tfilter", "{file}"], 0, Quiet),
+    case(Restore, &["-t", "--table=filter", "-w", "{file}"], 0, Quiet),
+    case(Restore, &["-t", "-w", "3", "{file}"], 0, Quiet),
+    case(Save, &["-t", "bogus"], 1, Both("bogus")),
+    case(Save, &["--bogus"], 1, Both("unrecognized option '--bogus'")),
+    case(
+        Save,
+        &["extra"],
+        1,
+        Both("unknown arguments found on commandline"),
+    ),
+    case(Save, &["-t"], 1, Both("requires an argument")),
+    Case {
+        file: Some("*filter\n-A INPUT -j NOPE\nCOMMIT\n"),
+        ..case(Restore, &["{file}"], 2, Both("'nope' does not exist"))
+    },
+    Case {
+        file: Some("*filter\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT --bogus\nCOMMIT\n"),
+        ..case(Restore, &["{file}"], 2, Both("--bogus"))
+    },
+    Case {
+        file: Some("*filter\n:INPUT BOGUS [0:0]\nCOMMIT\n"),
+        ..case(Restore, &["{file}"], 1, Both("policy"))
+    },
+    Case {
+        file: Some("*filter\n-A INPUT -j ACCEPT\n"),
+        ..case(Restore, &["{file}"], 1, Both("commit expected"))
+    },
+];
+
+/// A directory of links to the netbeast binary named like iptables' tools.
+struct Links(PathBuf);
+
+impl Links {
+    fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nbt-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["iptables", "iptables-save", "iptables-restore"] {
+            std::os::unix::fs::symlink(NETBEAST, dir.join(name)).unwrap();
+        }
+        Links(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_lowercase()
+}
+
+/// Runs the case's command line in `ns` with `program`.
+fn run(ns: &Netns, program: &Path, prefix: &[&str], case: &Case, file: &Path) -> Output {
+    let args: Vec<String> = prefix
+        .iter()
+        .map(|a| a.to_string())
+        .chain(
+            case.args
+                .iter()
+                .map(|a| a.replace("{file}", file.to_str().unwrap())),
+        )
+        .collect();
+    ns.run(program, &args).unwrap()
+}
+
+/// Resets `ns` to [`SETUP`] with `iptables` (the real one or a link),
+/// unless it holds `setup` (its `-S` after a reset) already.
+fn reset(ns: &Netns, iptables: &Path, restore: &Path, setup: &mut Option<String>) {
+    if setup.as_deref().is_some_and(|s| *s == rules(ns, iptables)) {
+        return;
+    }
+    let flush = ns
+        .command(restore)
+        .arg("/dev/stdin")
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let mut child = flush.unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+        )
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "flush with {restore:?}");
+    for line in SETUP {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        ns.run_ok(iptables, &args)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    *setup = Some(rules(ns, iptables));
+}
+
+fn rules(ns: &Netns, iptables: &Path) -> String {
+    ns.run_ok(iptables, &["-S"]).unwrap()
+}
+
+#[test]
+fn exit_codes_and_options_as_iptables() {
+    require_root();
+    let oracle = Netns::new("cli-ipt").unwrap();
+    let beast = Netns::new("cli-nb").unwrap().with_netbeast(NETBEAST);
+    let links = Links::new();
+    let file = links.0.join("rules");
+    let real = |name: &str| PathBuf::from(name);
+
+    let (mut oracle_setup, mut beast_setup) = (None, None);
+    let mut failures = Vec::new();
+    for case in CASES {
+        std::fs::write(&file, case.file.unwrap_or(RESTORE_FILE)).unwrap();
+        let (tool, subcommand) = match case.tool {
+            Iptables => ("iptables", None),
+            Save => ("iptables-save", Some("save")),
+            Restore => ("iptables-restore", Some("restore")),
+        };
+        reset(
+            &oracle,
+            &real("iptables"),
+            &real("iptables-restore"),
+            &mut oracle_setup,
+        );
+        let expected = run(&oracle, &real(tool), &[], case, &file);
+        let expected_rules = rules(&oracle, &real("iptables"));
+        let mut runs = vec![(tool.to_string(), links.path(tool), Vec::new())];
+        if let Some(sub) = subcommand {
+            runs.push((
+                format!("netbeast {sub}"),
+                PathBuf::from(NETBEAST),
+                vec![sub],
+            ));
+        }
+        for (name, program, prefix) in runs {
+            reset(
+                &beast,
+                &links.path("iptables"),
+                &links.path("iptables-restore"),
+                &mut beast_setup,
+            );
+            let got = run(&beast, &program, &prefix, case, &file);
+            let what = format!("`{name} {}`", case.args.join(" "));
+            let (rc, want_rc) = (got.status.code(), expected.status.code());
+            if want_rc != Some(case.rc) {
+                failures.push(format!(
+                    "{what}: real iptables exits {want_rc:?}, the table says {}; fix the table",
+                    case.rc
+                ));
+            }
+            if rc != want_rc {
+                failures.push(format!(
+                    "{what}: exit {rc:?}, iptables {want_rc:?} (stderr: {})",
+                    text(&got.stderr).trim()
+                ));
+            }
+            let (said, oracle_said) = (text(&got.stderr), text(&expected.stderr));
+            let gist_ok = match case.gist {
+                Quiet => said.trim().is_empty() || rc != Some(0),
+                Both(words) => said.contains(words) && oracle_said.contains(words),
+                Each { iptables, netbeast } => {
+                    said.contains(netbeast) && oracle_said.contains(iptables)
+                }
+            };
+            if !gist_ok {
+                failures.push(format!(
+                    "{what}: the messages miss {:?}: netbeast said {:?}, iptables {:?}",
+                    case.gist,
+                    said.trim(),
+                    oracle_said.trim()
+                ));
+            }
+            let got_rules = rules(&beast, &links.path("iptables"));
+            if got_rules != expected_rules {
+                failures.push(format!(
+                    "{what}: the rules differ afterwards:\nnetbeast:\n{got_rules}iptables:\n{expected_rules}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
