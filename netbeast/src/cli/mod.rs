@@ -391,6 +391,8 @@ pub(super) fn route_localnet(iface: &str) -> Result<()> {
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {
+    // -L names hosts and services unless -n, as iptables does.
+    crate::rules::names::use_system_names();
     let result = (|| -> Result<String> {
         let cmd = parse::parse_iptables_args(args)?;
         let ns = Namespace::current()?;

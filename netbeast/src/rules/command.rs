@@ -260,6 +260,11 @@ pub(crate) fn execute(
                 numeric: *numeric,
                 exact: *exact,
                 line_numbers: *line_numbers,
+                names: if *numeric {
+                    None
+                } else {
+                    super::names::system()
+                },
             };
             text = listing(table, chain.as_deref(), *position, &format)?;
             if *zero {
@@ -1504,11 +1509,11 @@ mod tests {
         assert!(listing.contains("\nChain U (1 references)\n"), "{listing}");
         assert!(listing.contains("\nChain V (1 references)\n"), "{listing}");
         assert!(
-            listing.contains("       1       10 U          all  --  *      *       0.0.0.0/0            0.0.0.0/0           \n"),
+            listing.contains("       1       10 U          0    --  *      *       0.0.0.0/0            0.0.0.0/0           \n"),
             "{listing}"
         );
         assert!(
-            listing.contains(" V          tcp  --  *      *       0.0.0.0/0            0.0.0.0/0           [goto]  tcp dpt:22\n"),
+            listing.contains(" V          6    --  *      *       0.0.0.0/0            0.0.0.0/0           [goto]  tcp dpt:22\n"),
             "{listing}"
         );
         assert_eq!(
@@ -1599,7 +1604,7 @@ mod tests {
         let out = run_ok(&mut r, "-t nat -L PREROUTING -n");
         assert_eq!(
             out.text,
-            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
+            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       6    --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
         );
         assert!(
             run_ok(&mut r, "-L")
