@@ -408,3 +408,245 @@ fn listings_name_things_as_iptables() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `OsString` from bytes, for arguments that are not UTF-8.
+fn raw(bytes: &[u8]) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    std::ffi::OsString::from_vec(bytes.to_vec())
+}
+
+/// The lines of a save that hold rules (the rest carries dates and names).
+fn rule_lines(save: &[u8]) -> Vec<Vec<u8>> {
+    save.split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"-A "))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// iptables takes comments as bytes (`--comment $'\xff'`) and prints them
+/// back as bytes in -S, -L and iptables-save; netbeast too, and a save
+/// holding them restores. Raw bytes anywhere else are refused, with the
+/// argument or line, and nothing is applied.
+#[test]
+fn comments_are_bytes_as_iptables() {
+    require_root();
+    let oracle = Netns::new("cli-bipt").unwrap();
+    let beast = Netns::new("cli-bnb").unwrap().with_netbeast(NETBEAST);
+    let links = Links::new();
+    let netbeast = links.path("iptables");
+    let comment = raw(b"a\xffb \xc3\xa9 \"q\"");
+    for (ns, program) in [
+        (&oracle, PathBuf::from("iptables")),
+        (&beast, netbeast.clone()),
+    ] {
+        let args = [
+            raw(b"-A"),
+            raw(b"INPUT"),
+            raw(b"-m"),
+            raw(b"comment"),
+            raw(b"--comment"),
+            comment.clone(),
+            raw(b"-j"),
+            raw(b"ACCEPT"),
+        ];
+        let out = ns.run(&program, &args).unwrap();
+        assert!(out.status.success(), "{program:?}: {}", text(&out.stderr));
+    }
+    for listing in [&["-S"][..], &["-L", "INPUT"], &["-L", "INPUT", "-n", "-v"]] {
+        let want = oracle.run("iptables", listing).unwrap().stdout;
+        let got = beast.run(&netbeast, listing).unwrap().stdout;
+        assert_eq!(
+            got,
+            want,
+            "iptables {listing:?}:\nnetbeast: {}\niptables: {}",
+            text(&got),
+            text(&want)
+        );
+    }
+    let want_save = oracle.run("iptables-save", &[] as &[&str]).unwrap().stdout;
+    let got_save = beast.netbeast(&["save"]).unwrap().stdout;
+    assert_eq!(rule_lines(&got_save), rule_lines(&want_save));
+
+    // iptables' own save, bytes and all, restores into netbeast.
+    let file = links.0.join("saved");
+    std::fs::write(&file, &want_save).unwrap();
+    beast.netbeast_ok(&["iptables", "-F"]).unwrap();
+    let restored = beast
+        .netbeast(&[raw(b"restore"), file.clone().into()])
+        .unwrap();
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+    assert_eq!(
+        beast.run(&netbeast, &["-S"]).unwrap().stdout,
+        oracle.run("iptables", &["-S"]).unwrap().stdout
+    );
+
+    // Raw bytes outside a comment: refused, with where, nothing applied.
+    let before = beast.run(&netbeast, &["-S"]).unwrap().stdout;
+    let out = beast
+        .run(
+            &netbeast,
+            &[
+                raw(b"-A"),
+                raw(b"INPUT"),
+                raw(b"-i"),
+                raw(b"x\xff"),
+                raw(b"-j"),
+                raw(b"DROP"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("argument 4"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        &file,
+        b"*filter\n-A INPUT -m comment --comment \"ok \xff\" -j ACCEPT\n-A INPUT -i x\xff -j DROP\nCOMMIT\n",
+    )
+    .unwrap();
+    let out = beast
+        .netbeast(&[raw(b"restore"), file.clone().into()])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("line 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(beast.run(&netbeast, &["-S"]).unwrap().stdout, before);
+}
+
+/// Argument lists with bytes that are not UTF-8, to every subcommand and
+/// name, and outputs into closed pipes: whatever the outcome, never a
+/// panic (a backtrace, exit 101).
+#[test]
+fn no_panic_on_raw_bytes_or_closed_pipes() {
+    require_root();
+    let ns = Netns::new("cli-fuzz").unwrap().with_netbeast(NETBEAST);
+    let links = Links::new();
+    // Rules enough that listings outgrow a pipe's buffer.
+    let mut restore = String::from("*filter\n");
+    for port in 1..=3000 {
+        restore.push_str(&format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"));
+    }
+    restore.push_str("COMMIT\n");
+    let out = ns.netbeast_with_input(&["restore"], &restore).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut failures = Vec::new();
+    let mut check = |what: String, out: &Output| {
+        let said = text(&out.stderr);
+        if said.contains("panicked") || out.status.code() == Some(101) {
+            failures.push(format!("{what}: {said}"));
+        }
+    };
+    // A small deterministic generator (xorshift), so a failure reproduces.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let words: &[&[u8]] = &[
+        b"-A",
+        b"INPUT",
+        b"-j",
+        b"ACCEPT",
+        b"--comment",
+        b"-m",
+        b"comment",
+        b"-i",
+        b"-L",
+        b"-S",
+        b"-n",
+        b"-t",
+        b"nat",
+        b"-c",
+        b"-T",
+        b"--table",
+        b"-f",
+        b"--",
+        b"-",
+        b"\xff",
+        b"\xc3",
+        b"a\xfe\xfd",
+        b"\xf4\x8f\xbf\xbf",
+        b"\xed\xa0\x80",
+        b"x=\xff",
+        b"--comment=\xff",
+    ];
+    let programs: Vec<(String, PathBuf, Vec<&[u8]>)> = vec![
+        ("iptables".into(), links.path("iptables"), vec![]),
+        ("iptables-save".into(), links.path("iptables-save"), vec![]),
+        (
+            "iptables-restore -t".into(),
+            links.path("iptables-restore"),
+            vec![b"-t"],
+        ),
+        (
+            "netbeast iptables".into(),
+            NETBEAST.into(),
+            vec![b"iptables"],
+        ),
+        ("netbeast save".into(), NETBEAST.into(), vec![b"save"]),
+        (
+            "netbeast restore -t".into(),
+            NETBEAST.into(),
+            vec![b"restore", b"-t"],
+        ),
+        ("netbeast status".into(), NETBEAST.into(), vec![b"status"]),
+        ("netbeast stats".into(), NETBEAST.into(), vec![b"stats"]),
+        (
+            "netbeast conntrack".into(),
+            NETBEAST.into(),
+            vec![b"conntrack"],
+        ),
+        ("netbeast detach".into(), NETBEAST.into(), vec![b"detach"]),
+        ("netbeast attach".into(), NETBEAST.into(), vec![b"attach"]),
+        ("netbeast".into(), NETBEAST.into(), vec![]),
+    ];
+    for (name, program, prefix) in &programs {
+        for _ in 0..12 {
+            let n = (next() % 6) as usize;
+            let mut args: Vec<std::ffi::OsString> = prefix.iter().map(|p| raw(p)).collect();
+            for _ in 0..n {
+                args.push(raw(words[(next() % words.len() as u64) as usize]));
+            }
+            // Standard input is empty, so a restore reads nothing.
+            let out = ns
+                .command(program)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            check(format!("{name} {args:?}"), &out);
+        }
+    }
+    // Outputs into pipes whose reader has gone.
+    for args in [
+        &["iptables", "-L", "-n"][..],
+        &["iptables", "-L"],
+        &["iptables", "-S"],
+        &["iptables", "-h"],
+        &["save"],
+        &["save", "-h"],
+        &["status"],
+        &["stats"],
+        &["--help"],
+    ] {
+        let mut child = ns
+            .command(NETBEAST)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        check(format!("netbeast {args:?} | (closed)"), &out);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -58,10 +58,9 @@ pub(crate) fn write_out(text: &str) {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    // Raw bytes of a comment leave as the bytes they were.
+    let bytes = crate::rawtext::to_bytes(text);
+    if let Err(e) = stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
         } else {
@@ -128,21 +127,21 @@ enum Command {
     #[command(disable_help_flag = true)]
     Iptables {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<OsString>,
     },
     /// Print the ruleset in iptables-save format (iptables-save's options:
     /// -c, -t TABLE, -f FILE; -h lists them).
     #[command(disable_help_flag = true)]
     Save {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<OsString>,
     },
     /// Replace the ruleset from iptables-save format, atomically
     /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them).
     #[command(disable_help_flag = true)]
     Restore {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<OsString>,
     },
     /// The connection tracking table, like conntrack(8): -L, -F or -C.
     #[command(group(clap::ArgGroup::new("action").required(true).args(["dump", "flush", "count"])))]
@@ -202,23 +201,14 @@ pub fn main() -> ExitCode {
         prog.as_str(),
         "iptables" | "iptables-legacy" | "iptables-nft" | "iptables-save" | "iptables-restore"
     );
-    // The iptables names take their arguments as text; an argument that is
-    // not UTF-8 is refused with its position rather than a panic.
-    let mut args: Vec<String> = Vec::with_capacity(args_os.len());
+    // The iptables names take their arguments as text that may carry raw
+    // bytes (a comment's, as iptables takes them).
+    let mut args: Vec<String> = Vec::new();
     if multi_call {
-        for (i, a) in args_os.iter().enumerate() {
-            match a.to_str() {
-                Some(a) => args.push(a.to_string()),
-                None => {
-                    eprintln!(
-                        "{prog}: argument {i} ({}) is not valid UTF-8, which netbeast cannot \
-                         take yet",
-                        a.to_string_lossy()
-                    );
-                    return ExitCode::from(2);
-                }
-            }
-        }
+        args = match raw_args(&prog, &args_os) {
+            Ok(args) => args,
+            Err(code) => return code,
+        };
     }
     let result = match prog.as_str() {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
@@ -243,7 +233,12 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             match cli.command {
-                Command::Iptables { args } => return run_iptables(&args),
+                Command::Iptables { args } => {
+                    return match raw_args("iptables", &args) {
+                        Ok(args) => run_iptables(&args),
+                        Err(code) => code,
+                    };
+                }
                 Command::Attach {
                     ifaces,
                     mode,
@@ -264,9 +259,17 @@ pub fn main() -> ExitCode {
                 Command::Detach { ifaces, all } => plane::run_detach(&ifaces, all),
                 Command::Status { json } => plane::run_status(json),
                 Command::Gc => plane::run_gc(),
-                Command::Save { args } => return saverestore::save_main("netbeast save", &args),
+                Command::Save { args } => {
+                    return match raw_args("netbeast save", &args) {
+                        Ok(args) => saverestore::save_main("netbeast save", &args),
+                        Err(code) => code,
+                    };
+                }
                 Command::Restore { args } => {
-                    return saverestore::restore_main("netbeast restore", &args);
+                    return match raw_args("netbeast restore", &args) {
+                        Ok(args) => saverestore::restore_main("netbeast restore", &args),
+                        Err(code) => code,
+                    };
                 }
                 Command::Stats { json } => run_stats(json),
                 Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
@@ -291,11 +294,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// Arguments as text that may carry raw bytes ([`crate::rawtext`]); one
+/// holding a character reserved for them is refused (exit 2).
+fn raw_args(prog: &str, args: &[OsString]) -> Result<Vec<String>, ExitCode> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            crate::rawtext::from_os(a).map_err(|e| {
+                eprintln!("{prog}: argument {i}: {e}");
+                ExitCode::from(parse::Problem::Parameter as u8)
+            })
+        })
+        .collect()
+}
+
+/// The error and its causes on one line (raw bytes shown as `\xFF`).
 fn chain_of(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        let s = crate::rawtext::display(&cause.to_string());
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
@@ -394,6 +411,16 @@ fn run_iptables(args: &[String]) -> ExitCode {
     // -L names hosts and services unless -n, as iptables does.
     crate::rules::names::use_system_names();
     let result = (|| -> Result<String> {
+        if let Some(i) = crate::rawtext::check_args(args) {
+            return Err(parse::ParseError::InvalidValue {
+                option: format!("argument {}", i + 1),
+                what: "text",
+                value: crate::rawtext::display(&args[i]),
+                reason: "it is not valid UTF-8; netbeast takes raw bytes only in a --comment"
+                    .into(),
+            }
+            .into());
+        }
         let cmd = parse::parse_iptables_args(args)?;
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();

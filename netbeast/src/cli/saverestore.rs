@@ -14,7 +14,10 @@ use super::{
     plane::{commit, open},
     problem_of,
 };
+use std::os::unix::ffi::OsStringExt;
+
 use crate::{
+    rawtext,
     rules::{model::TableName, save},
     state::{self, Namespace},
 };
@@ -172,7 +175,7 @@ fn parse_save(prog: &str, items: Vec<Item>) -> Result<Parsed<SaveOptions>> {
         match item {
             Item::Opt("counters", _) => options.counters = true,
             Item::Opt("table", Some(t)) => options.table = Some(table_option("-t", &t)?),
-            Item::Opt("file", Some(f)) => options.file = Some(PathBuf::from(f)),
+            Item::Opt("file", Some(f)) => options.file = Some(path(&f)),
             Item::Opt("binary", _) => eprintln!("-b/--binary option is not implemented"),
             Item::Opt("version", _) => {
                 version(prog);
@@ -203,7 +206,7 @@ fn run_save(options: &SaveOptions) -> Result<()> {
     };
     match &options.file {
         None => out!("{text}"),
-        Some(path) => std::fs::write(path, text)
+        Some(path) => std::fs::write(path, rawtext::to_bytes(&text))
             .with_context(|| format!("cannot write {}", path.display()))?,
     }
     Ok(())
@@ -257,8 +260,41 @@ fn parse_restore(prog: &str, items: Vec<Item>) -> Result<Parsed<RestoreOptions>>
     if files.len() > 1 {
         return Err(unknown_arguments(&files[1..]));
     }
-    options.file = files.pop().map(PathBuf::from);
+    options.file = files.pop().as_deref().map(path);
     Ok(Parsed::Run(options))
+}
+
+/// A restore file as text: raw bytes are taken in comments only, as the
+/// command line takes them ([`rawtext::check_args`]); anywhere else the
+/// file is refused with the line.
+fn restore_text(bytes: &[u8], source: &str) -> Result<String> {
+    let line_of = |at: usize| bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+    let text = rawtext::from_bytes(bytes).map_err(|e| {
+        anyhow::anyhow!("{source}: line {}: {e}; nothing was applied", line_of(e.at))
+    })?;
+    for (index, line) in text.lines().enumerate() {
+        if !rawtext::has_raw(line) {
+            continue;
+        }
+        let outside_comment = match save::split_restore_line(line) {
+            Ok(words) => rawtext::check_args(&words).is_some(),
+            Err(_) => true,
+        };
+        if outside_comment {
+            bail!(
+                "{source}: line {}: not valid UTF-8 outside a --comment ({}); netbeast takes raw \
+                 bytes only in comments; nothing was applied",
+                index + 1,
+                rawtext::display(line).trim()
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// A file name given as text (which may carry raw bytes).
+fn path(text: &str) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(rawtext::to_bytes(text)))
 }
 
 fn run_restore(options: &RestoreOptions) -> Result<()> {
@@ -275,14 +311,7 @@ fn run_restore(options: &RestoreOptions) -> Result<()> {
             (b, "standard input".to_string())
         }
     };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-        anyhow::anyhow!(
-            "{source}: line {line}: not valid UTF-8 (byte {at}); netbeast reads rule files as UTF-8 \
-             text; nothing was applied"
-        )
-    })?;
+    let text = restore_text(&bytes, &source)?;
     let mut parsed = save::parse_restore_table(&text, options.table.as_deref())?;
     if !options.counters {
         // As iptables-restore: counters in the file count only with -c.

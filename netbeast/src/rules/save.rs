@@ -1959,7 +1959,7 @@ COMMIT
                         rule.fragment = fragment;
                         let plain = protocol.filter(|_| !negate_protocol);
                         if let Some(c) = comment {
-                            rule.matches.push(Match::Comment(Comment(c)));
+                            rule.matches.push(Match::Comment(Comment(c.into())));
                         }
                         if matches!(plain, Some(6 | 17)) {
                             let real = |p: Option<Negatable<PortRange>>| {
