@@ -296,7 +296,7 @@ impl Dice {
             )));
         }
         if self.chance(10) {
-            matches.push(Match::Comment(Comment("a comment".to_string())));
+            matches.push(Match::Comment(Comment("a comment".into())));
         }
         // Connection states: a non-empty subset, sometimes negated, and
         // now and then two state matches on one rule (both must hold).
