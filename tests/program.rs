@@ -3622,6 +3622,62 @@ fn statistic_random_draws_its_probability() {
 }
 
 #[test]
+fn limit_passes_its_burst_then_its_rate() {
+    lab("limit", false, |h, _| {
+        h.apply(&[
+            // 1/hour: nothing refills during the test, so exactly the
+            // burst passes.
+            "-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 5 -j DROP",
+            // The article's numbers: 150 at once, then one per 20 ms.
+            "-A INPUT -p udp --dport 8 -m limit --limit 50/second --limit-burst 150 -j DROP",
+            // One packet's credit, back after 100 ms.
+            "-A INPUT -p udp --dport 9 -m limit --limit 10/s --limit-burst 1 -j DROP",
+            // Defaults: 3/hour, burst 5.
+            "-A INPUT -p udp --dport 10 -m limit -j DROP",
+        ]);
+        let mut want = vec!["XDP_DROP"; 5];
+        want.extend(["XDP_PASS"; 15]);
+        assert_eq!(verdicts(h, 7, 20), want, "burst 5, no refill");
+        assert_eq!(verdicts(h, 10, 20), want, "the default bucket");
+        let (rules, _) = h.counters(chain::INPUT);
+        assert_eq!(
+            rules[0].packets, 5,
+            "a packet over the limit is not counted"
+        );
+
+        let start = std::time::Instant::now();
+        let dropped = verdicts(h, 8, 400)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        let elapsed = start.elapsed().as_secs_f64();
+        // 150 from the full bucket, plus what 50/s refilled meanwhile.
+        let most = 150 + (elapsed * 50.0).ceil() as usize;
+        assert!(
+            (150..=most).contains(&dropped),
+            "50/s burst 150: {dropped} of 400 in {elapsed:.3} s (want 150..={most})"
+        );
+
+        assert_eq!(verdicts(h, 9, 3), ["XDP_DROP", "XDP_PASS", "XDP_PASS"]);
+        std::thread::sleep(std::time::Duration::from_millis(110));
+        assert_eq!(
+            verdicts(h, 9, 2),
+            ["XDP_DROP", "XDP_PASS"],
+            "credit back after one period"
+        );
+
+        // A new ruleset fills every bucket again (iptables-legacy's way).
+        h.apply(&["-A INPUT -p udp --dport 7 -j ACCEPT"]);
+        h.apply(&["-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 2 -j DROP"]);
+        assert_eq!(
+            verdicts(h, 7, 3),
+            ["XDP_DROP", "XDP_DROP", "XDP_PASS"],
+            "a new ruleset starts full"
+        );
+    });
+}
+
+#[test]
 fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
     lab("guard-jump", false, |h, _| {
         // kube-proxy's shape: a service chain whose rules jump to an

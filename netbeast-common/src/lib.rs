@@ -444,7 +444,11 @@ pub mod stats {
     /// fragments, RFC 1858), dropped before any chain while a rule tests
     /// TCP flags (`ACTIVE_TCP_FLAGS`).
     pub const TCP_CUT: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// `-m limit` packets treated as over the limit because other CPUs
+    /// changed the rule's bucket every time this one tried to take its
+    /// credit (`LIMIT_TRIES` in the kernel's classify.rs).
+    pub const LIMIT_CONTENDED: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -486,6 +490,7 @@ pub mod stats {
         "kernel_routed",
         "kernel_dropped",
         "tcp_cut",
+        "limit_contended",
     ];
 }
 
@@ -665,6 +670,32 @@ pub mod guard_kind {
     /// evaluating the guard again: a second evaluation would draw another
     /// random number or count the packet twice.
     pub const REQUIRE: u32 = 3;
+    /// `-m limit`: a token bucket, one per rule shared by every CPU. `a`
+    /// is the cost of one packet in nanoseconds (the period of
+    /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
+    /// state is the bucket's *theoretical arrival time* (see
+    /// [`super::limit_take`]).
+    pub const LIMIT: u32 = 4;
+}
+
+/// One step of a token bucket kept as a single word, so that every CPU can
+/// update it with one compare-and-exchange: `tat` (theoretical arrival
+/// time, ns) is when the bucket would be full again, so its credit at
+/// `now` is `depth - max(tat - now, 0)`, refilled by elapsed time and
+/// capped at `depth`, as xt_limit's and nft_limit's credit is. A packet
+/// costing `cost` passes when that credit covers it; the new state is then
+/// `max(tat, now) + cost`. `None` when the bucket is short (the state
+/// stays). A `tat` of 0 (a new rule) is a full bucket. The one meaning of
+/// the bucket for the kernel and the models.
+#[inline(always)]
+pub fn limit_take(tat: u64, now: u64, cost: u64, depth: u64) -> Option<u64> {
+    let start = if tat > now { tat } else { now };
+    let owed = start - now;
+    if owed.saturating_add(cost) <= depth {
+        Some(start.saturating_add(cost))
+    } else {
+        None
+    }
 }
 
 impl Guard {
@@ -688,6 +719,13 @@ impl Guard {
     #[inline(always)]
     pub fn counts(&self) -> bool {
         self.kind == guard_kind::STATISTIC_NTH
+    }
+
+    /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
+    /// limit bucket), which a new ruleset starts from zero.
+    #[inline(always)]
+    pub fn keeps_state(&self) -> bool {
+        self.counts() || self.kind == guard_kind::LIMIT
     }
 }
 

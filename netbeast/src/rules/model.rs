@@ -13,6 +13,7 @@ pub use super::ext::dscp::Dscp;
 pub use super::ext::icmp::Icmp;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
+pub use super::ext::limit::Limit;
 pub use super::ext::mac::MacSource;
 pub use super::ext::multiport::Multiport;
 pub use super::ext::pkttype::PktType;
@@ -289,6 +290,8 @@ pub enum Match {
     Dscp(Dscp),
     /// `-m statistic`: a guard (stateful), not a classifier field.
     Statistic(Statistic),
+    /// `-m limit`: a guard (a token bucket per rule).
+    Limit(Limit),
 }
 
 impl Match {
@@ -309,6 +312,7 @@ impl Match {
             Match::Tos(m) => m,
             Match::Dscp(m) => m,
             Match::Statistic(m) => m,
+            Match::Limit(m) => m,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod dscp;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
+pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
@@ -161,6 +162,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &dscp::MODULE,
     &iprange::MODULE,
     &length::MODULE,
+    &limit::MODULE,
     &pkttype::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
@@ -191,7 +193,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "helper",
     "ipcomp",
     "ipvs",
-    "limit",
     "mark",
     "nfacct",
     "osf",
