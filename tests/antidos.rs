@@ -2,10 +2,14 @@
 //! iptables as the oracle (issue 14):
 //!
 //! ```text
+//! iptables -A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 32 -j REJECT --reject-with tcp-reset
 //! iptables -A INPUT -m state --state RELATED,ESTABLISHED -m limit --limit 50/second --limit-burst 150 -j ACCEPT
 //! ```
 //!
-//! netbeast and iptables each guard a server namespace of their own
+//! connlimit: every scenario runs with netbeast and with iptables (the
+//! `scenario!` macro), on real TCP connections.
+//!
+//! limit: netbeast and iptables each guard a server namespace of their own
 //! [`Testbed`] (twins: same addresses, same rules); one sender thread
 //! sends the *same packet train* to both, each datagram to one and then
 //! the other, so both buckets see the same arrival times to within
@@ -18,14 +22,134 @@
 mod support;
 
 use std::{
-    net::{SocketAddrV4, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
     thread,
     time::{Duration, Instant},
 };
 
-use netbeast::netns::{CLIENT_ADDR, Firewall, SERVER_ADDR, Testbed, require_root};
+use netbeast::netns::{
+    CLIENT_ADDR, CLIENT_IFACE, ConnectOutcome, Firewall, SERVER_ADDR, Testbed, require_root,
+    tcp_stream,
+};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+
+include!("support/scenario.rs");
+
+/// The article's connlimit rule, with the mask given.
+fn connlimit_rule(mask: u8) -> String {
+    format!(
+        "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask {mask} -j REJECT --reject-with tcp-reset"
+    )
+}
+
+/// A second client address in the first one's /24.
+const CLIENT_ADDR2: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 3);
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection to the server's port 80 from `from`, checked with an echo.
+fn open(bed: &Testbed, from: Ipv4Addr) -> Result<TcpStream, ConnectOutcome> {
+    let mut stream = tcp_stream(
+        bed.client(),
+        Some(SocketAddrV4::new(from, 0)),
+        SocketAddrV4::new(SERVER_ADDR, 80),
+        TIMEOUT,
+    )
+    .expect("entering the client namespace")?;
+    support::roundtrip(&mut stream, b"ping", TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{:?}: a connection that came up carries no data: {e}",
+            bed.firewall
+        )
+    });
+    Ok(stream)
+}
+
+/// Opens `n` connections from `from`, which must all come up.
+fn open_all(bed: &Testbed, from: Ipv4Addr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            open(bed, from).unwrap_or_else(|o| {
+                panic!(
+                    "{:?}: connection {} from {from} failed: {o:?}",
+                    bed.firewall,
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// Closes connections and waits until both ends have closed (conntrack
+/// sees FINs both ways).
+fn close_all(streams: Vec<TcpStream>) {
+    for s in &streams {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    drop(streams);
+    thread::sleep(Duration::from_millis(300));
+}
+
+/// 15 connections from one client hold, the 16th is reset; closing one
+/// lets a new one in; with mask 24 two addresses of one /24 share the 15.
+fn article_connlimit_rule(firewall: Firewall) {
+    require_root();
+    let bed = Testbed::new("connlimit", firewall).expect("building the testbed");
+    bed.client()
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR2}/24"),
+            "dev",
+            CLIENT_IFACE,
+        ])
+        .expect("adding the second client address");
+    let _server = support::echo_server(bed.server(), 80);
+    bed.iptables_ok(&connlimit_rule(32)).unwrap();
+    let mut held = open_all(&bed, CLIENT_ADDR, 15);
+    let fw = &bed.firewall;
+    assert_eq!(
+        open(&bed, CLIENT_ADDR).map(|_| ()),
+        Err(ConnectOutcome::Reset),
+        "{fw:?}: the 16th connection from one address"
+    );
+    // Another address has its own 15.
+    let other = open_all(&bed, CLIENT_ADDR2, 3);
+    // One closes: a new one gets its slot, and the next is reset again.
+    close_all(vec![held.pop().unwrap()]);
+    held.push(
+        open(&bed, CLIENT_ADDR)
+            .unwrap_or_else(|o| panic!("{fw:?}: a connection after one of the 15 closed: {o:?}")),
+    );
+    assert_eq!(
+        open(&bed, CLIENT_ADDR).map(|_| ()),
+        Err(ConnectOutcome::Reset),
+        "{fw:?}: the 16th again"
+    );
+    close_all(held);
+    close_all(other);
+
+    // /24: both addresses count together.
+    bed.iptables_ok("-F INPUT").unwrap();
+    bed.iptables_ok(&connlimit_rule(24)).unwrap();
+    let mut held = open_all(&bed, CLIENT_ADDR, 8);
+    held.extend(open_all(&bed, CLIENT_ADDR2, 7));
+    for from in [CLIENT_ADDR2, CLIENT_ADDR] {
+        assert_eq!(
+            open(&bed, from).map(|_| ()),
+            Err(ConnectOutcome::Reset),
+            "{fw:?}: a 16th connection from {from} of the /24"
+        );
+    }
+    close_all(vec![held.remove(0)]);
+    held.push(
+        open(&bed, CLIENT_ADDR2)
+            .unwrap_or_else(|o| panic!("{fw:?}: /24: a connection after one closed: {o:?}")),
+    );
+    close_all(held);
+}
+
+scenario!(article_connlimit_rule);
 
 /// The server's port and the client's.
 const SERVER_PORT: u16 = 5001;

@@ -448,7 +448,10 @@ pub mod stats {
     /// changed the rule's bucket every time this one tried to take its
     /// credit (`LIMIT_TRIES` in the kernel's classify.rs).
     pub const LIMIT_CONTENDED: u32 = 27;
-    pub const COUNT: u32 = 28;
+    /// `-m connlimit` checks that could not take their list's lock (other
+    /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
+    pub const CONNLIMIT_CONTENDED: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -491,6 +494,7 @@ pub mod stats {
         "kernel_dropped",
         "tcp_cut",
         "limit_contended",
+        "connlimit_contended",
     ];
 }
 
@@ -676,6 +680,49 @@ pub mod guard_kind {
     /// state is the bucket's *theoretical arrival time* (see
     /// [`super::limit_take`]).
     pub const LIMIT: u32 = 4;
+    /// `-m connlimit`: holds when the live connections of the packet's
+    /// masked address (its own included) number more than `a`, inverted
+    /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
+    /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
+    /// `--connlimit-daddr`. Its state is the rule's lists of connections
+    /// (`ConnlimitList`), keyed by guard index and masked address.
+    pub const CONNLIMIT: u32 = 5;
+}
+
+/// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
+/// address is counted, not the source).
+pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// Connections one `-m connlimit` list (one masked address of one rule)
+/// remembers: a limit must stay below it (`--connlimit-above 63` at
+/// most), so that "more than the limit" is always seen.
+pub const CONNLIMIT_SLOTS: usize = 64;
+/// Masked addresses all `-m connlimit` rules track at once. An LRU table:
+/// past it, the list of the address checked least recently goes, and its
+/// connections count again only as their packets meet the rule (see
+/// docs/FEATURES.md).
+pub const CONNLIMIT_LISTS: u32 = 8192;
+
+/// Which list of `-m connlimit` connections: guard and masked address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey {
+    /// `guard_index` of the rule's guard (generation included).
+    pub guard: u32,
+    /// The masked address, network byte order.
+    pub addr: u32,
+}
+
+/// The connections of one masked address for one `-m connlimit` rule: the
+/// conntrack keys of those seen, checked against conntrack each time the
+/// rule is evaluated (a closed or expired one is dropped), as the kernel's
+/// nf_conncount keeps a list of tuples per key. `lock` (0 free, 1 held)
+/// serializes the CPUs that check the same list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnlimitList {
+    pub lock: u64,
+    /// Slots with a protocol of 0 are free.
+    pub conns: [CtKey; CONNLIMIT_SLOTS],
 }
 
 /// One step of a token bucket kept as a single word, so that every CPU can
@@ -1109,6 +1156,8 @@ mod user {
     unsafe impl aya::Pod for CtConfig {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
+    unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for ConnlimitList {}
 }
 
 #[cfg(test)]

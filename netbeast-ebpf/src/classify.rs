@@ -17,8 +17,8 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
-    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
+    IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
     addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, field,
     field::Kind, guard_index, guard_kind, key_chunk_index, limit_take, pkttype, rule_index, size,
@@ -472,7 +472,7 @@ fn fetch_add(p: *mut u64) -> u64 {
 /// CPU, and returns what `p` held (one BPF_ATOMIC | BPF_CMPXCHG, in the
 /// kernel since 5.12; assembly for the reason `fetch_add` gives).
 #[inline(always)]
-fn compare_exchange(p: *mut u64, expected: u64, new: u64) -> u64 {
+pub fn compare_exchange(p: *mut u64, expected: u64, new: u64) -> u64 {
     let mut old = expected;
     // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
     // instruction reads and writes only that word, and takes the expected
@@ -526,6 +526,35 @@ pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
     0
 }
 
+/// `-m connlimit` for the current packet: its masked address's live
+/// connections (its own included) against the limit. A packet without a
+/// connection (INVALID, untracked) is counted with the others but not
+/// recorded; a list that cannot be had makes the rule not match.
+#[inline(always)]
+fn connlimit_guard(g: &Guard, index: u32) -> bool {
+    let Some(keys) = crate::parse::current_keys() else {
+        return false;
+    };
+    let addr = if g.b & CONNLIMIT_DADDR != 0 {
+        keys.dst
+    } else {
+        keys.src
+    };
+    let (mut own_lo, mut own_hi) = (0, 0);
+    if let Some(t) = crate::conntrack::tracking()
+        && (t.found != 0 || t.pending != 0)
+    {
+        let k = t.key;
+        own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
+        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
+    }
+    let count = crate::connlimit::netbeast_connlimit(index, addr & g.b as u32, own_lo, own_hi);
+    if count == u32::MAX {
+        return false;
+    }
+    (u64::from(count) > g.a) != (g.negated != 0)
+}
+
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
@@ -573,6 +602,15 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             match GUARD_MEMO.get(guard_index(generation, required)) {
                 Some(&memo) if memo == want => {}
                 _ => return 0,
+            }
+        } else if g.kind == guard_kind::CONNLIMIT {
+            let held = connlimit_guard(&g, index);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
             }
         } else if g.kind == guard_kind::LIMIT {
             let held = netbeast_limit(index, g.a, g.b) != 0;

@@ -179,6 +179,11 @@ impl GuardState {
 
 impl GuardOracle for GuardState {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+        if guard.kind == guard_kind::CONNLIMIT {
+            // The models have no conntrack: each packet is its address's
+            // only connection (what the kernel counts for a first one).
+            return (1 > guard.a) != (guard.negated != 0);
+        }
         if guard.kind == guard_kind::LIMIT {
             // The bucket's state, as the kernel keeps it in GUARD_STATE.
             let tat = self.counts.entry((table, rule.clone(), n)).or_insert(0);

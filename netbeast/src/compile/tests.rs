@@ -19,9 +19,9 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match, MultiportKind,
-    NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule,
-    Statistic, StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match,
+    MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset,
+    StateModule, Statistic, StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -316,10 +316,17 @@ impl Dice {
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(if self.chance(70) {
-                Match::Statistic(self.statistic())
-            } else {
-                Match::Limit(self.limit())
+            matches.push(match self.weighted(&[7, 2, 1]) {
+                0 => Match::Statistic(self.statistic()),
+                1 => Match::Limit(self.limit()),
+                // The models see each packet as its address's only
+                // connection: limit 0 matches it with above, 1 does not.
+                _ => Match::Connlimit(Connlimit {
+                    limit: self.below(2) as u32,
+                    above: self.chance(50),
+                    mask: self.pick(&[0u8, 24, 32]),
+                    daddr: self.chance(30),
+                }),
             });
         }
         Rule {

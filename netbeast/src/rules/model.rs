@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use super::ext::MatchExt;
 pub use super::ext::addrtype::AddrType;
 pub use super::ext::comment::Comment;
+pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
 pub use super::ext::icmp::Icmp;
@@ -292,6 +293,8 @@ pub enum Match {
     Statistic(Statistic),
     /// `-m limit`: a guard (a token bucket per rule).
     Limit(Limit),
+    /// `-m connlimit`: a guard (live connections per masked address).
+    Connlimit(Connlimit),
 }
 
 impl Match {
@@ -313,6 +316,7 @@ impl Match {
             Match::Dscp(m) => m,
             Match::Statistic(m) => m,
             Match::Limit(m) => m,
+            Match::Connlimit(m) => m,
         }
     }
 }

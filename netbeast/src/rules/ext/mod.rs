@@ -18,6 +18,7 @@ use crate::compile::lower::Lowering;
 
 pub mod addrtype;
 pub mod comment;
+pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
 pub mod icmp;
@@ -156,6 +157,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &multiport::MODULE,
     &mac::MODULE,
     &comment::MODULE,
+    &connlimit::MODULE,
     &conntrack::STATE,
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
@@ -182,7 +184,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "cluster",
     "connbytes",
     "connlabel",
-    "connlimit",
     "connmark",
     "cpu",
     "dccp",
