@@ -3678,6 +3678,39 @@ fn limit_passes_its_burst_then_its_rate() {
 }
 
 #[test]
+fn connlimit_counts_live_connections_of_an_address() {
+    lab("connlimit", false, |h, _| {
+        h.apply(&["-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP"]);
+        let syn = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::tcp(src, sport, SERVER, 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        // Two connections hold (each confirmed by conntrack when its SYN
+        // is accepted), the third is over the limit.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1002)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1003)), "XDP_DROP", "a third");
+        // A retransmitted SYN of a counted connection is not a new one.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS", "retransmission");
+        // Another address has its own count.
+        let other = Ipv4Addr::new(10, 9, 9, 9);
+        assert_eq!(verdict(h, &syn(other, 1001)), "XDP_PASS", "another address");
+        // A RST closes connection 1002: it stops counting.
+        let rst = FrameBuilder::tcp(CLIENT, 1002, SERVER, 80)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .tcp_flags(tcp_flags::RST)
+            .build();
+        h.run(&rst, 0);
+        assert_eq!(verdict(h, &syn(CLIENT, 1004)), "XDP_PASS", "after a RST");
+        assert_eq!(verdict(h, &syn(CLIENT, 1005)), "XDP_DROP", "full again");
+    });
+}
+
+#[test]
 fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
     lab("guard-jump", false, |h, _| {
         // kube-proxy's shape: a service chain whose rules jump to an
