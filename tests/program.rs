@@ -3684,6 +3684,95 @@ fn statistic_random_draws_its_probability() {
 }
 
 #[test]
+fn limit_passes_its_burst_then_its_rate() {
+    lab("limit", false, |h, _| {
+        h.apply(&[
+            // 1/hour: nothing refills during the test, so exactly the
+            // burst passes.
+            "-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 5 -j DROP",
+            // The article's numbers: 150 at once, then one per 20 ms.
+            "-A INPUT -p udp --dport 8 -m limit --limit 50/second --limit-burst 150 -j DROP",
+            // One packet's credit, back after 100 ms.
+            "-A INPUT -p udp --dport 9 -m limit --limit 10/s --limit-burst 1 -j DROP",
+            // Defaults: 3/hour, burst 5.
+            "-A INPUT -p udp --dport 10 -m limit -j DROP",
+        ]);
+        let mut want = vec!["XDP_DROP"; 5];
+        want.extend(["XDP_PASS"; 15]);
+        assert_eq!(verdicts(h, 7, 20), want, "burst 5, no refill");
+        assert_eq!(verdicts(h, 10, 20), want, "the default bucket");
+        let (rules, _) = h.counters(chain::INPUT);
+        assert_eq!(
+            rules[0].packets, 5,
+            "a packet over the limit is not counted"
+        );
+
+        let start = std::time::Instant::now();
+        let dropped = verdicts(h, 8, 400)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        let elapsed = start.elapsed().as_secs_f64();
+        // 150 from the full bucket, plus what 50/s refilled meanwhile.
+        let most = 150 + (elapsed * 50.0).ceil() as usize;
+        assert!(
+            (150..=most).contains(&dropped),
+            "50/s burst 150: {dropped} of 400 in {elapsed:.3} s (want 150..={most})"
+        );
+
+        assert_eq!(verdicts(h, 9, 3), ["XDP_DROP", "XDP_PASS", "XDP_PASS"]);
+        std::thread::sleep(std::time::Duration::from_millis(110));
+        assert_eq!(
+            verdicts(h, 9, 2),
+            ["XDP_DROP", "XDP_PASS"],
+            "credit back after one period"
+        );
+
+        // A new ruleset fills every bucket again (iptables-legacy's way).
+        h.apply(&["-A INPUT -p udp --dport 7 -j ACCEPT"]);
+        h.apply(&["-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 2 -j DROP"]);
+        assert_eq!(
+            verdicts(h, 7, 3),
+            ["XDP_DROP", "XDP_DROP", "XDP_PASS"],
+            "a new ruleset starts full"
+        );
+    });
+}
+
+#[test]
+fn connlimit_counts_live_connections_of_an_address() {
+    lab("connlimit", false, |h, _| {
+        h.apply(&["-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP"]);
+        let syn = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::tcp(src, sport, SERVER, 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        // Two connections hold (each confirmed by conntrack when its SYN
+        // is accepted), the third is over the limit.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1002)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1003)), "XDP_DROP", "a third");
+        // A retransmitted SYN of a counted connection is not a new one.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS", "retransmission");
+        // Another address has its own count.
+        let other = Ipv4Addr::new(10, 9, 9, 9);
+        assert_eq!(verdict(h, &syn(other, 1001)), "XDP_PASS", "another address");
+        // A RST closes connection 1002: it stops counting.
+        let rst = FrameBuilder::tcp(CLIENT, 1002, SERVER, 80)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .tcp_flags(tcp_flags::RST)
+            .build();
+        h.run(&rst, 0);
+        assert_eq!(verdict(h, &syn(CLIENT, 1004)), "XDP_PASS", "after a RST");
+        assert_eq!(verdict(h, &syn(CLIENT, 1005)), "XDP_DROP", "full again");
+    });
+}
+
+#[test]
 fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
     lab("guard-jump", false, |h, _| {
         // kube-proxy's shape: a service chain whose rules jump to an

@@ -444,7 +444,14 @@ pub mod stats {
     /// fragments, RFC 1858), dropped before any chain while a rule tests
     /// TCP flags (`ACTIVE_TCP_FLAGS`).
     pub const TCP_CUT: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// `-m limit` packets treated as over the limit because other CPUs
+    /// changed the rule's bucket every time this one tried to take its
+    /// credit (`LIMIT_TRIES` in the kernel's classify.rs).
+    pub const LIMIT_CONTENDED: u32 = 27;
+    /// `-m connlimit` checks that could not take their list's lock (other
+    /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
+    pub const CONNLIMIT_CONTENDED: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -486,6 +493,8 @@ pub mod stats {
         "kernel_routed",
         "kernel_dropped",
         "tcp_cut",
+        "limit_contended",
+        "connlimit_contended",
     ];
 }
 
@@ -665,6 +674,75 @@ pub mod guard_kind {
     /// evaluating the guard again: a second evaluation would draw another
     /// random number or count the packet twice.
     pub const REQUIRE: u32 = 3;
+    /// `-m limit`: a token bucket, one per rule shared by every CPU. `a`
+    /// is the cost of one packet in nanoseconds (the period of
+    /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
+    /// state is the bucket's *theoretical arrival time* (see
+    /// [`super::limit_take`]).
+    pub const LIMIT: u32 = 4;
+    /// `-m connlimit`: holds when the live connections of the packet's
+    /// masked address (its own included) number more than `a`, inverted
+    /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
+    /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
+    /// `--connlimit-daddr`. Its state is the rule's lists of connections
+    /// (`ConnlimitList`), keyed by guard index and masked address.
+    pub const CONNLIMIT: u32 = 5;
+}
+
+/// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
+/// address is counted, not the source).
+pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// Connections one `-m connlimit` list (one masked address of one rule)
+/// remembers: a limit must stay below it (`--connlimit-above 63` at
+/// most), so that "more than the limit" is always seen.
+pub const CONNLIMIT_SLOTS: usize = 64;
+/// Masked addresses all `-m connlimit` rules track at once. An LRU table:
+/// past it, the list of the address checked least recently goes, and its
+/// connections count again only as their packets meet the rule (see
+/// docs/FEATURES.md).
+pub const CONNLIMIT_LISTS: u32 = 8192;
+
+/// Which list of `-m connlimit` connections: guard and masked address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey {
+    /// `guard_index` of the rule's guard (generation included).
+    pub guard: u32,
+    /// The masked address, network byte order.
+    pub addr: u32,
+}
+
+/// The connections of one masked address for one `-m connlimit` rule: the
+/// conntrack keys of those seen, checked against conntrack each time the
+/// rule is evaluated (a closed or expired one is dropped), as the kernel's
+/// nf_conncount keeps a list of tuples per key. `lock` (0 free, 1 held)
+/// serializes the CPUs that check the same list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnlimitList {
+    pub lock: u64,
+    /// Slots with a protocol of 0 are free.
+    pub conns: [CtKey; CONNLIMIT_SLOTS],
+}
+
+/// One step of a token bucket kept as a single word, so that every CPU can
+/// update it with one compare-and-exchange: `tat` (theoretical arrival
+/// time, ns) is when the bucket would be full again, so its credit at
+/// `now` is `depth - max(tat - now, 0)`, refilled by elapsed time and
+/// capped at `depth`, as xt_limit's and nft_limit's credit is. A packet
+/// costing `cost` passes when that credit covers it; the new state is then
+/// `max(tat, now) + cost`. `None` when the bucket is short (the state
+/// stays). A `tat` of 0 (a new rule) is a full bucket. The one meaning of
+/// the bucket for the kernel and the models.
+#[inline(always)]
+pub fn limit_take(tat: u64, now: u64, cost: u64, depth: u64) -> Option<u64> {
+    let start = if tat > now { tat } else { now };
+    let owed = start - now;
+    if owed.saturating_add(cost) <= depth {
+        Some(start.saturating_add(cost))
+    } else {
+        None
+    }
 }
 
 impl Guard {
@@ -688,6 +766,13 @@ impl Guard {
     #[inline(always)]
     pub fn counts(&self) -> bool {
         self.kind == guard_kind::STATISTIC_NTH
+    }
+
+    /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
+    /// limit bucket), which a new ruleset starts from zero.
+    #[inline(always)]
+    pub fn keeps_state(&self) -> bool {
+        self.counts() || self.kind == guard_kind::LIMIT
     }
 }
 
@@ -1071,6 +1156,8 @@ mod user {
     unsafe impl aya::Pod for CtConfig {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
+    unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for ConnlimitList {}
 }
 
 #[cfg(test)]

@@ -10,19 +10,19 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
-    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
+    IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
     addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, field,
-    field::Kind, guard_index, guard_kind, key_chunk_index, pkttype, rule_index, size, stats,
-    target,
+    field::Kind, guard_index, guard_kind, key_chunk_index, limit_take, pkttype, rule_index, size,
+    stats, target,
 };
 
 use crate::stats::bump;
@@ -468,6 +468,93 @@ fn fetch_add(p: *mut u64) -> u64 {
     v
 }
 
+/// Stores `new` at `p` if it still holds `expected`, atomically for every
+/// CPU, and returns what `p` held (one BPF_ATOMIC | BPF_CMPXCHG, in the
+/// kernel since 5.12; assembly for the reason `fetch_add` gives).
+#[inline(always)]
+pub fn compare_exchange(p: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut old = expected;
+    // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
+    // instruction reads and writes only that word, and takes the expected
+    // value in r0 and returns the old one there.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {new})",
+            p = in(reg) p,
+            new = in(reg) new,
+            inout("r0") old,
+        );
+    }
+    old
+}
+
+/// Tries a rule's `-m limit` bucket can make to take its packet's credit
+/// while other CPUs change it. Each failed try means another CPU took
+/// credit in between, so running out needs that many packets of the same
+/// rule on other CPUs within one try's few instructions; a packet that
+/// runs out is counted (`stats::LIMIT_CONTENDED`) and treated as over the
+/// limit, never as under it.
+const LIMIT_TRIES: u32 = 16;
+
+/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket of
+/// guard `index` (`GUARD_STATE`: its theoretical arrival time, see
+/// `netbeast_common::limit_take`), `depth` ns deep; 1 when it had it. One
+/// bucket per rule for every CPU, updated with compare-and-exchange:
+/// exact, never per-CPU. A global function, verified once: its retry loop
+/// inside the guard chain's loop would multiply the verifier's work.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
+    let Some(state) = GUARD_STATE.get_ptr_mut(index) else {
+        return 0;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `state` points to this guard's word of `GUARD_STATE`.
+    let mut tat = unsafe { core::ptr::read_volatile(state) };
+    for _ in 0..LIMIT_TRIES {
+        let Some(new) = limit_take(tat, now, cost, depth) else {
+            return 0;
+        };
+        let seen = compare_exchange(state, tat, new);
+        if seen == tat {
+            return 1;
+        }
+        tat = seen;
+    }
+    bump(stats::LIMIT_CONTENDED);
+    0
+}
+
+/// `-m connlimit` for the current packet: its masked address's live
+/// connections (its own included) against the limit. A packet without a
+/// connection (INVALID, untracked) is counted with the others but not
+/// recorded; a list that cannot be had makes the rule not match.
+#[inline(always)]
+fn connlimit_guard(g: &Guard, index: u32) -> bool {
+    let Some(keys) = crate::parse::current_keys() else {
+        return false;
+    };
+    let addr = if g.b & CONNLIMIT_DADDR != 0 {
+        keys.dst
+    } else {
+        keys.src
+    };
+    let (mut own_lo, mut own_hi) = (0, 0);
+    if let Some(t) = crate::conntrack::tracking()
+        && (t.found != 0 || t.pending != 0)
+    {
+        let k = t.key;
+        own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
+        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
+    }
+    let count = crate::connlimit::netbeast_connlimit(index, addr & g.b as u32, own_lo, own_hi);
+    if count == u32::MAX {
+        return false;
+    }
+    (u64::from(count) > g.a) != (g.negated != 0)
+}
+
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
@@ -515,6 +602,24 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             match GUARD_MEMO.get(guard_index(generation, required)) {
                 Some(&memo) if memo == want => {}
                 _ => return 0,
+            }
+        } else if g.kind == guard_kind::CONNLIMIT {
+            let held = connlimit_guard(&g, index);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::LIMIT {
+            let held = netbeast_limit(index, g.a, g.b) != 0;
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
             }
         } else {
             let count = if g.counts() {
