@@ -13,8 +13,8 @@ use std::{
 };
 
 use netbeast::netns::{
-    ConnectOutcome, Firewall, Netns, Server, peer_server, require_root, tcp_connect, veth_pair,
-    wait_for,
+    ConnectOutcome, Firewall, Netns, Server, peer_server, require_root, tcp_connect, tcp_stream,
+    veth_pair, wait_for,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
@@ -62,7 +62,7 @@ struct Balancer {
     servers: Vec<Server>,
     client: Netns,
     router: Netns,
-    _backends: Netns,
+    backends: Netns,
     firewall: Firewall,
 }
 
@@ -109,7 +109,7 @@ impl Balancer {
                 servers,
                 client,
                 router,
-                _backends: backends,
+                backends,
                 firewall,
             })
         };
@@ -143,9 +143,20 @@ impl Balancer {
     /// Opens `n` connections to the VIP one after another: the index of
     /// the backend each one landed on.
     fn connections(&self, n: usize) -> Vec<usize> {
+        self.connections_with(n, &[])
+    }
+
+    /// As [`Balancer::connections`], with `extra` servers numbered after
+    /// the three backends'.
+    fn connections_with(&self, n: usize, extra: &[&Server]) -> Vec<usize> {
+        let served = || -> Vec<u64> {
+            let mut all = self.served();
+            all.extend(extra.iter().map(|s| s.served()));
+            all
+        };
         let mut landed = Vec::with_capacity(n);
         for i in 0..n {
-            let before = self.served();
+            let before = served();
             let outcome = tcp_connect(&self.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT)
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"));
             assert_eq!(
@@ -156,7 +167,7 @@ impl Balancer {
             );
             // The backend accepts a moment after the client's connect.
             let which = wait_for(CONNECT_TIMEOUT, || {
-                let now = self.served();
+                let now = served();
                 let moved: Vec<usize> = (0..now.len()).filter(|&b| now[b] != before[b]).collect();
                 (!moved.is_empty()).then_some(moved)
             })
@@ -233,4 +244,193 @@ fn random(firewall: Firewall) {
             3.29 * sd
         );
     }
+}
+
+// ---------------------------------------------------------------------
+// `netbeast lb`: services in the data plane (issue 13 part 2). No oracle:
+// iptables has no such thing; the expectations are the design's.
+
+/// Runs `netbeast lb ARGS` in the balancer.
+#[track_caller]
+fn lb(net: &Balancer, args: &[&str]) -> String {
+    let mut all = vec!["lb"];
+    all.extend_from_slice(args);
+    net.router
+        .netbeast_ok(&all)
+        .unwrap_or_else(|e| panic!("netbeast {}: {e}", all.join(" ")))
+}
+
+fn service() -> String {
+    format!("{VIP}:80")
+}
+
+fn backend(b: Ipv4Addr) -> String {
+    format!("{b}:{BACKEND_PORT}")
+}
+
+/// A balancer (netbeast) with a service on VIP:80 over the three backends
+/// with `weights`.
+fn lb_balancer(tag: &str, add: &[&str], weights: [u32; 3]) -> Balancer {
+    let net = Balancer::new(tag, Firewall::netbeast(NETBEAST));
+    let svc = service();
+    let mut args = vec!["add", svc.as_str()];
+    args.extend_from_slice(add);
+    lb(&net, &args);
+    for (b, w) in BACKENDS.iter().zip(weights) {
+        let w = w.to_string();
+        lb(
+            &net,
+            &["backend", "add", &svc, &backend(*b), "--weight", &w],
+        );
+    }
+    net
+}
+
+fn listed(net: &Balancer) -> serde_json::Value {
+    serde_json::from_str(&lb(net, &["list", "--json"])).expect("lb list --json is JSON")
+}
+
+/// Each backend's share of `landed` within a two-sided binomial bound
+/// (p = 0.001).
+#[track_caller]
+fn within_binomial(landed: &[usize], shares: &[f64], net: &Balancer) {
+    let n = landed.len();
+    for (b, p) in shares.iter().enumerate() {
+        let k = landed.iter().filter(|&&l| l == b).count();
+        let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+        assert!(
+            (k as f64 - mean).abs() <= 3.29 * sd,
+            "backend {} got {k} of {n} connections, expected {mean:.0} ± {:.0}\n{}",
+            BACKENDS[b],
+            3.29 * sd,
+            lb(net, &["list"])
+        );
+    }
+}
+
+// Maglev (the default) with weights 1:2:1: each connection's 5-tuple
+// (a new source port each time) hashes into a table whose shares are
+// 1/4, 1/2, 1/4. `lb list` counts what the kernel gave each backend.
+#[test]
+fn lb_maglev_weights_one_two_one() {
+    let net = lb_balancer("lbmw", &["--health", "none"], [1, 2, 1]);
+    let n = 320;
+    let landed = net.connections(n);
+    within_binomial(&landed, &[0.25, 0.5, 0.25], &net);
+    let list = listed(&net);
+    let backends = list["services"][0]["backends"].as_array().unwrap().clone();
+    for (b, row) in backends.iter().enumerate() {
+        let k = landed.iter().filter(|&&l| l == b).count() as u64;
+        assert_eq!(row["backend"], backend(BACKENDS[b]));
+        assert_eq!(row["connections"], k, "{list:#}");
+    }
+}
+
+// Round robin: a ring of the backends in address order, followed exactly
+// by one counter shared by every CPU.
+#[test]
+fn lb_round_robin_takes_backends_in_turn() {
+    let net = lb_balancer(
+        "lbsrr",
+        &["--scheduler", "round-robin", "--health", "none"],
+        [1, 1, 1],
+    );
+    let landed = net.connections(30);
+    let first = landed[0];
+    let want: Vec<usize> = (0..30).map(|i| (first + i) % 3).collect();
+    assert_eq!(landed, want, "{}", lb(&net, &["list"]));
+}
+
+const STREAMS: usize = 12;
+
+// Long-lived connections stream while a fourth backend joins: every one of
+// them keeps working on its backend (a connection moved to another backend
+// would be reset by it), and new connections spread over four. Then a
+// backend is drained and deleted: its streams carry on, it gets no new
+// connection.
+#[test]
+fn lb_backend_changes_break_no_connection() {
+    let net = lb_balancer("lbadd", &["--health", "none"], [1, 1, 1]);
+    let mut streams: Vec<std::net::TcpStream> = (0..STREAMS)
+        .map(|i| {
+            let mut s = tcp_stream(
+                &net.client,
+                None,
+                SocketAddrV4::new(VIP, 80),
+                CONNECT_TIMEOUT,
+            )
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"))
+            .unwrap_or_else(|o| panic!("stream {i}: {o:?}"));
+            netbeast::netns::read_peer_line(&mut s, CONNECT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+            s
+        })
+        .collect();
+    let echo_all = |streams: &mut Vec<std::net::TcpStream>, round: usize| {
+        use std::io::{Read, Write};
+        for (i, s) in streams.iter_mut().enumerate() {
+            let msg = format!("round {round} stream {i}\n");
+            s.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+            s.write_all(msg.as_bytes())
+                .unwrap_or_else(|e| panic!("stream {i}, round {round}: {e}"));
+            let mut got = vec![0u8; msg.len()];
+            s.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("stream {i}, round {round}: {e}"));
+            assert_eq!(got, msg.as_bytes(), "stream {i}, round {round}");
+        }
+    };
+    echo_all(&mut streams, 0);
+    // The fourth backend: another address in the backends' namespace.
+    let fourth = Ipv4Addr::new(10, 10, 7, 17);
+    net.backends
+        .ip(&["addr", "add", &format!("{fourth}/24"), "dev", BACKEND_IFACE])
+        .unwrap();
+    let server = peer_server(&net.backends, SocketAddrV4::new(fourth, BACKEND_PORT)).unwrap();
+    lb(&net, &["backend", "add", &service(), &backend(fourth)]);
+    echo_all(&mut streams, 1);
+    let landed = net.connections_with(80, &[&server]);
+    let counts: Vec<usize> = (0..4)
+        .map(|b| landed.iter().filter(|&&l| l == b).count())
+        .collect();
+    // A quarter each: 20 ± 13 for p = 0.001.
+    assert!(
+        counts.iter().all(|&k| k >= 7),
+        "80 new connections over four backends: {counts:?}\n{}",
+        lb(&net, &["list"])
+    );
+    echo_all(&mut streams, 2);
+    // Drain then delete the first backend: its streams go on.
+    let first = backend(BACKENDS[0]);
+    lb(&net, &["backend", "drain", &service(), &first]);
+    let listing = lb(&net, &["list"]);
+    assert!(listing.contains("drained"), "{listing}");
+    let served = net.servers[0].served();
+    echo_all(&mut streams, 3);
+    lb(&net, &["backend", "del", &service(), &first]);
+    echo_all(&mut streams, 4);
+    let landed = net.connections_with(20, &[&server]);
+    assert!(
+        !landed.contains(&0),
+        "a deleted backend got new connections: {landed:?}"
+    );
+    assert_eq!(net.servers[0].served(), served);
+    drop(server);
+}
+
+// Services live in the state: a later command sees them, `detach --all`
+// removes them.
+#[test]
+fn lb_services_are_state() {
+    let net = lb_balancer("lbst", &["--health", "none"], [1, 1, 1]);
+    let list = listed(&net);
+    assert_eq!(list["services"][0]["service"], format!("{VIP}:80/tcp"));
+    assert_eq!(list["services"][0]["backends"].as_array().unwrap().len(), 3);
+    let err = net.router.netbeast(&["lb", "add", &service()]).unwrap();
+    assert!(!err.status.success(), "a second definition of the service");
+    net.router.netbeast_ok(&["detach", "--all"]).unwrap();
+    net.firewall
+        .attach(&net.router, &[ROUTER_CLIENT_IFACE, ROUTER_BACKEND_IFACE])
+        .unwrap();
+    let list = listed(&net);
+    assert_eq!(list["services"].as_array().unwrap().len(), 0, "{list:#}");
 }

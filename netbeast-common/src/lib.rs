@@ -38,6 +38,10 @@ pub const ACTIVE_TRANSLATIONS: u32 = 8;
 /// before its flags (a tiny first fragment, RFC 1858) cannot be judged on
 /// them, and is dropped ([`TCP_FLAGS_CUT`], `stats::TCP_CUT`).
 pub const ACTIVE_TCP_FLAGS: u32 = 16;
+/// Bit of the `ACTIVE` word set while `netbeast lb` has services (with
+/// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
+/// packet looks its destination up in `LB_SERVICES`.
+pub const ACTIVE_LB: u32 = 32;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -1179,8 +1183,9 @@ pub mod lb {
         pub const COUNTER: u32 = 2;
     }
 
-    /// `LB_SERVICES` key: the service's virtual address and port as they sit
-    /// in the packet (network byte order), and its IP protocol.
+    /// `LB_SERVICES` key: the service's virtual address as it sits in the
+    /// packet (network byte order), its port (host byte order, as the
+    /// parser's keys and conntrack hold ports) and its IP protocol.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct ServiceKey {
@@ -1205,8 +1210,8 @@ pub mod lb {
         pub pick: u32,
     }
 
-    /// `LB_BACKENDS` value, at `backend_index(slot, id)`. Address and port
-    /// in network byte order.
+    /// `LB_BACKENDS` value, at `backend_index(slot, id)`: the address as it
+    /// sits in the packet, the port in host byte order.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
     pub struct Backend {
@@ -1231,8 +1236,8 @@ pub mod lb {
         slot * MAX_BACKENDS + id
     }
 
-    /// The hash of a connection's 5-tuple (addresses and ports as they sit
-    /// in the packet) that picks its Maglev entry. Every netbeast computes
+    /// The hash of a connection's 5-tuple (addresses as they sit in the
+    /// packet, ports in host byte order) that picks its Maglev entry. Every netbeast computes
     /// the same one, so boxes with the same services behind ECMP send a flow
     /// to the same backend with no shared state.
     #[inline(always)]

@@ -12,6 +12,7 @@ mod csum;
 mod discard;
 mod forward;
 mod generator;
+mod lb;
 mod nat;
 mod nat_sock;
 mod parse;

@@ -20,6 +20,7 @@ macro_rules! outln {
 pub mod bench;
 pub mod conntrack;
 pub mod demo;
+pub mod lb;
 mod plane;
 
 use std::{
@@ -170,6 +171,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
+    Lb {
+        #[command(subcommand)]
+        command: lb::LbCommand,
+    },
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
@@ -305,6 +311,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Lb { command } => lb::run(command),
                 Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo => demo::run(),
                 Command::Bench(args) => bench::run(args),
