@@ -434,3 +434,200 @@ fn lb_services_are_state() {
     let list = listed(&net);
     assert_eq!(list["services"].as_array().unwrap().len(), 0, "{list:#}");
 }
+
+/// `netbeast daemon` in the balancer, stopped (SIGTERM) on drop.
+struct Daemon {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(ns: &Netns) -> Daemon {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(NETBEAST)
+            .args(["--netns", ns.name(), "daemon"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn netbeast daemon");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let daemon = Daemon { child, lines };
+        loop {
+            let line = daemon
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the daemon did not say it runs within 20 s");
+            if line.contains("SIGTERM stops it") {
+                return daemon;
+            }
+        }
+    }
+
+    fn said(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+const RISE: u32 = 2;
+const FALL: u32 = 2;
+
+fn backend_state(net: &Balancer, b: usize) -> String {
+    let list = listed(net);
+    list["services"][0]["backends"][b]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// A backend whose server dies is taken out within interval × fall + 1 s:
+// after that no new connection goes to it (attempts that failed meanwhile
+// are counted and reported); its state survives a daemon restart; back,
+// it gets connections again within interval × rise + 1 s. With every
+// backend down the last table is kept, and `lb list` says so.
+/// What the kernel gave each backend so far (`lb list`'s connections).
+fn given(net: &Balancer) -> Vec<u64> {
+    let list = listed(net);
+    list["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().unwrap())
+        .collect()
+}
+
+/// Opens `n` connections to the VIP, each of which must succeed; returns
+/// how many the kernel gave each backend.
+#[track_caller]
+fn connect_all(net: &Balancer, n: usize) -> Vec<u64> {
+    let before = given(net);
+    for i in 0..n {
+        let outcome =
+            tcp_connect(&net.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT).unwrap();
+        assert_eq!(
+            outcome,
+            ConnectOutcome::Connected,
+            "connection {i}\n{}",
+            lb(net, &["list"])
+        );
+    }
+    let after = given(net);
+    after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
+
+#[test]
+fn lb_health_checks_follow_backends() {
+    let interval = format!("{}ms", CHECK_INTERVAL.as_millis());
+    let (rise, fall) = (RISE.to_string(), FALL.to_string());
+    let mut net = lb_balancer(
+        "lbhc",
+        &[
+            "--health",
+            "tcp",
+            "--interval",
+            &interval,
+            "--rise",
+            &rise,
+            "--fall",
+            &fall,
+        ],
+        [1, 1, 1],
+    );
+    let mut daemon = Daemon::start(&net.router);
+    // The probes are connections to the backends' servers too: what the
+    // balancer gave each backend is read from the kernel (`lb list`).
+    let first = connect_all(&net, 15);
+    assert!(first[1] > 0, "{first:?}");
+    // Kill backend 1's server; a placeholder server on another port keeps
+    // the served() indexes.
+    let dead_addr = SocketAddrV4::new(BACKENDS[1], BACKEND_PORT);
+    let placeholder = peer_server(&net.backends, SocketAddrV4::new(BACKENDS[1], 9)).unwrap();
+    drop(std::mem::replace(&mut net.servers[1], placeholder));
+    let killed = std::time::Instant::now();
+    let window = CHECK_INTERVAL * FALL + Duration::from_secs(1);
+    let (mut attempts, mut failed) = (0, 0);
+    while killed.elapsed() < window {
+        let outcome = tcp_connect(
+            &net.client,
+            SocketAddrV4::new(VIP, 80),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        attempts += 1;
+        if outcome != ConnectOutcome::Connected {
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "detection window {window:?}: {failed} of {attempts} connection attempts failed \
+         (the dead backend's share before it was taken out)"
+    );
+    assert_eq!(backend_state(&net, 1), "down", "{:?}", daemon.said());
+    // From here on no connection goes to it: each would be refused.
+    let after_window = connect_all(&net, 30);
+    assert_eq!(after_window[1], 0, "{after_window:?}");
+    // The state survives a daemon restart.
+    drop(daemon);
+    daemon = Daemon::start(&net.router);
+    assert_eq!(backend_state(&net, 1), "down");
+    let after_restart = connect_all(&net, 10);
+    assert_eq!(after_restart[1], 0, "{after_restart:?}");
+    // Back: it gets new connections again after `rise` checks.
+    net.servers[1] = peer_server(&net.backends, dead_addr).unwrap();
+    let back = std::time::Instant::now();
+    // The first probe after the return may be an interval (+10 %) away,
+    // then `rise` probes.
+    let deadline = CHECK_INTERVAL * (RISE + 1) + Duration::from_secs(1);
+    let before = given(&net);
+    let mut attempts = 0;
+    while back.elapsed() < deadline {
+        let outcome =
+            tcp_connect(&net.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = given(&net);
+    assert!(
+        after[1] > before[1],
+        "backend {} got none of {attempts} connections within {deadline:?} of its return\n{}\n{:?}",
+        BACKENDS[1],
+        lb(&net, &["list"]),
+        daemon.said()
+    );
+    eprintln!(
+        "back: {} of {attempts} connections in the {deadline:?} after its return",
+        after[1] - before[1]
+    );
+    assert_eq!(backend_state(&net, 1), "up");
+    // Every backend down: the last table stays, and the listing says so.
+    net.servers.clear();
+    let all_down = wait_for(window + Duration::from_secs(1), || {
+        listed(&net)["services"][0]["all_down"]
+            .as_bool()
+            .filter(|d| *d)
+    });
+    assert!(
+        all_down.is_some(),
+        "{}\n{:?}",
+        lb(&net, &["list"]),
+        daemon.said()
+    );
+    let listing = lb(&net, &["list"]);
+    assert!(listing.contains("the last table is kept"), "{listing}");
+    drop(daemon);
+}

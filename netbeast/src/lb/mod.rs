@@ -7,6 +7,7 @@
 //! service entry, its lookup table (two generations, switched by one write
 //! of the entry) and the backends' addresses (netbeast-ebpf lb.rs).
 
+pub mod health;
 pub mod maglev;
 
 use std::{fmt, net::Ipv4Addr, str::FromStr, time::Duration};
