@@ -631,3 +631,49 @@ fn lb_health_checks_follow_backends() {
     assert!(listing.contains("the last table is kept"), "{listing}");
     drop(daemon);
 }
+
+// Where a service sits beside the iptables side: its DNAT comes first, so
+// a nat PREROUTING DNAT of the same VIP:port never acts on its connections;
+// then FORWARD filters the packet as iptables filters a DNATed one: by the
+// backend's address and port.
+#[test]
+fn lb_service_is_dnat_before_nat_prerouting_and_forward_filters_it() {
+    let net = lb_balancer(
+        "lbord",
+        &["--scheduler", "round-robin", "--health", "none"],
+        [1, 1, 1],
+    );
+    net.iptables(&format!(
+        "-t nat -A PREROUTING -p tcp -d {VIP} --dport 80 -j DNAT --to-destination {}:{BACKEND_PORT}",
+        BACKENDS[2]
+    ));
+    net.iptables(&format!(
+        "-A FORWARD -p tcp -d {} --dport {BACKEND_PORT} -j DROP",
+        BACKENDS[1]
+    ));
+    let mut refused = 0;
+    for i in 0..9 {
+        let outcome = tcp_connect(
+            &net.client,
+            SocketAddrV4::new(VIP, 80),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        if outcome != ConnectOutcome::Connected {
+            refused += 1;
+        }
+        eprintln!("connection {i}: {outcome:?}");
+    }
+    assert_eq!(refused, 3, "{}", net.diagnostics());
+    assert_eq!(net.servers[1].served(), 0);
+    assert_eq!(net.servers[0].served_within(3, CONNECT_TIMEOUT), 3);
+    assert_eq!(net.servers[2].served_within(3, CONNECT_TIMEOUT), 3);
+    // The FORWARD rule counted the dropped connections' packets (SYN and
+    // its retransmissions): it saw the backend's address.
+    let save = net.router.netbeast_ok(&["save", "-c"]).unwrap();
+    let line = save
+        .lines()
+        .find(|l| l.contains("-A FORWARD"))
+        .unwrap_or_else(|| panic!("{save}"));
+    assert!(!line.starts_with("[0:"), "{line}");
+}
