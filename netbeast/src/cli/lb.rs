@@ -158,12 +158,16 @@ pub fn run(command: LbCommand) -> Result<()> {
     }
 }
 
+/// A backend of a service: the VIP, and the backend's address and port
+/// bytes.
+type ServiceBackend = (Vip, [u8; 6]);
+
 /// Live connections and their packets (both ways), per (service, backend)
 /// as the conntrack tables hold them.
-fn live_connections(dp: &Dataplane) -> Result<HashMap<(Vip, [u8; 6]), (u64, u64)>> {
+fn live_connections(dp: &Dataplane) -> Result<HashMap<ServiceBackend, (u64, u64)>> {
     let config = dp.conntrack_config()?;
     let now = super::conntrack::monotonic_now_ns();
-    let mut out: HashMap<(Vip, [u8; 6]), (u64, u64)> = HashMap::new();
+    let mut out: HashMap<ServiceBackend, (u64, u64)> = HashMap::new();
     for (_, e, _) in dp.conntrack_entries()? {
         if e.status & ct_status::DST_NAT == 0
             || super::conntrack::remaining_secs(&e, now, &config).is_none()
