@@ -87,6 +87,20 @@ async fn run(mut shutdown: Shutdown) -> Result<()> {
     let mut probes: JoinSet<(BackendKey, bool)> = JoinSet::new();
     let mut jitter = Jitter::new();
     let plane = Plane::default();
+    if ns.has_dataplane() {
+        // Opened now rather than at the first change, which it would delay.
+        let (warm, ns_id) = (plane.clone(), ns.id);
+        let opened = tokio::task::spawn_blocking(move || {
+            let ns = Namespace::current()?;
+            anyhow::ensure!(ns.id == ns_id, "the daemon's namespace changed");
+            warm.with(&ns, |_| Ok(()))
+        })
+        .await
+        .context("opening the data plane panicked")?;
+        if let Err(e) = opened {
+            eprintln!("netbeast daemon: lb-health: {e:#} (opened again at the first change)");
+        }
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -433,7 +433,14 @@ impl Service {
     }
 
     fn switch(&mut self, dp: &mut Dataplane, table: &[u16]) -> Result<(), LbError> {
-        let next = 1 - (self.generation & 1);
+        // The kernel's word on which generation is live, not the file's: a
+        // command killed between the switch and the file's update must not
+        // make the next one write into the live table.
+        let live = match dp.lb_service(&self.vip.key())? {
+            Some(s) => s.generation,
+            None => self.generation,
+        };
+        let next = 1 - (live & 1);
         dp.switch_lb_table(&self.vip.key(), self.slot, next, self.pick(), table)?;
         self.generation = next;
         self.table_size = table.len() as u32;
