@@ -12,6 +12,7 @@
 
 mod ethtool;
 pub mod generator;
+pub mod lb;
 pub mod live;
 pub mod pktgen;
 pub mod planes;
