@@ -296,3 +296,23 @@ fn control_plane_scenario_measures_every_call_on_every_plane() {
         }
     }
 }
+
+/// `--scenario lb`: every data plane balanced its first packet to a backend
+/// (checked inside, before timing) and a backend change was measured at
+/// each size.
+#[test]
+fn quick_lb_scenario_runs() {
+    require_root();
+    let report = quick_report(&["--scenario", "lb"]);
+    let lb = &report["lb"];
+    let rows = lb["rows"].as_array().expect("lb rows");
+    assert_eq!(rows.len(), 4, "{lb:#}");
+    assert!(
+        rows.iter()
+            .all(|r| r["ns_per_packet"].as_f64().unwrap() > 0.0),
+        "{lb:#}"
+    );
+    let changes = lb["changes"].as_array().expect("lb changes");
+    assert_eq!(changes.len(), 2, "{lb:#}");
+    assert!(report["traffic"].is_null() && report["program_cost"].is_null());
+}

@@ -146,6 +146,12 @@ impl Active {
         self.0 & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 && self.tracking()
     }
 
+    /// `netbeast lb` has services: new connections look for theirs.
+    #[inline(always)]
+    pub fn lb(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_LB != 0
+    }
+
     /// A rule of the active ruleset tests TCP flags.
     #[inline(always)]
     pub fn tcp_flags(self) -> bool {
@@ -454,7 +460,7 @@ pub extern "C" fn netbeast_classify(
 /// offers no way to ask for that; `AtomicU64::fetch_add` does not exist on
 /// the BPF target (no compare-and-swap at the generic CPU level).
 #[inline(always)]
-fn fetch_add(p: *mut u64) -> u64 {
+pub(crate) fn fetch_add(p: *mut u64) -> u64 {
     let mut v: u64 = 1;
     // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
     // instruction reads and writes only that word.

@@ -114,7 +114,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // or the undoing of SNAT on a reply) decides where the packet goes.
     let ct_state = connection_state(active, pkt, start, end, true);
     if translations {
-        if nat && nat::pending() {
+        // A service's DNAT comes first (DESIGN §10): a balanced connection
+        // skips nat PREROUTING, as after a DNAT rule.
+        let balanced = active.lb() && nat::pending() && crate::lb::balance();
+        if nat && !balanced && nat::pending() {
             let verdict = run_chain(
                 generation,
                 chain::NAT_PREROUTING,

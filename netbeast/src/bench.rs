@@ -13,6 +13,7 @@
 pub mod control;
 mod ethtool;
 pub mod generator;
+pub mod lb;
 pub mod live;
 pub mod pktgen;
 pub mod planes;

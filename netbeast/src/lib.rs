@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compile;
 pub mod daemon;
 pub mod fault;
+pub mod lb;
 pub mod loader;
 pub mod local_routes;
 pub mod netns;

@@ -640,6 +640,23 @@ impl Namespace {
         self.state_dir.join(REMOVING_FILE).exists()
     }
 
+    /// Writes a feature's own state file `name` (`lb.json`) in the state
+    /// directory, atomically; `detach --all` removes it with the rest.
+    pub fn write_state_file(&self, name: &str, text: &[u8]) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        write_atomic(&self.state_dir, &self.state_dir.join(name), text)
+    }
+
+    /// A feature's state file `name`, `None` when there is none.
+    pub fn read_state_file(&self, name: &str) -> Result<Option<String>, StateError> {
+        let path = self.state_dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
     /// Removes every pin and the stored state of this namespace (not its
     /// lock). The mark of [`Namespace::mark_removing`] goes last, so an
     /// interrupted removal is finished by the next command.

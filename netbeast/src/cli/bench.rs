@@ -34,6 +34,9 @@ pub enum BenchScenario {
     /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
     /// the default list; its rule counts default to 1000,10000.
     ControlPlane,
+    /// Balancing a new connection: `netbeast lb` against `-m statistic`
+    /// rules at --backends, and a backend change (BPF_PROG_TEST_RUN).
+    Lb,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +82,9 @@ pub struct BenchArgs {
     /// (CONFIG_NET_PKTGEN, `modprobe pktgen`) and frames of 58 bytes or more.
     #[arg(long, value_enum, default_value = "xdp")]
     generator: GeneratorKind,
+    /// lb: backend counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "3,100,1000")]
+    backends: Vec<usize>,
     /// program-cost: packets per BPF_PROG_TEST_RUN call.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
@@ -153,9 +159,20 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         quick: false,
     };
     let (mut cost_rules, mut repeat, mut cost_rounds) = (rules, args.repeat, args.rounds);
+    let mut backends = args.backends.clone();
     if args.quick {
         options = options.quick();
         (cost_rules, repeat, cost_rounds) = (vec![1, 100], 10_000, 1);
+        backends = vec![3, 10];
+    }
+    if let Some(n) = backends
+        .iter()
+        .find(|n| **n == 0 || **n > netbeast_common::lb::MAX_BACKENDS as usize)
+    {
+        bail!(
+            "--backends {n}: each count must be 1..={} (netbeast_common::lb::MAX_BACKENDS)",
+            netbeast_common::lb::MAX_BACKENDS
+        );
     }
 
     let control = if args.scenario.contains(&BenchScenario::ControlPlane) {
@@ -187,12 +204,22 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let lb = if args.scenario.contains(&BenchScenario::Lb) {
+        Some(bench::lb::run(&backends, repeat, cost_rounds)?)
+    } else {
+        None
+    };
     if let (Some(path), Some(report)) = (&args.plot, &traffic_report) {
         std::fs::write(path, bench::plot::svg(report))
             .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     if args.json {
-        let v = json!({ "traffic": traffic_report, "program_cost": cost, "control_plane": control });
+        let v = json!({
+            "traffic": traffic_report,
+            "program_cost": cost,
+            "control_plane": control,
+            "lb": lb,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -210,6 +237,12 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             println!();
         }
         bench::control::print(control);
+    }
+    if let Some(lb) = &lb {
+        if traffic_report.is_some() || cost.is_some() {
+            println!();
+        }
+        bench::lb::print(lb);
     }
     if let Some(path) = &args.plot {
         if traffic_report.is_some() {

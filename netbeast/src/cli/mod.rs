@@ -21,6 +21,7 @@ pub mod bench;
 pub mod conntrack;
 pub mod demo;
 mod getopt;
+pub mod lb;
 mod plane;
 mod saverestore;
 
@@ -161,6 +162,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
+    Lb {
+        #[command(subcommand)]
+        command: lb::LbCommand,
+    },
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
@@ -283,6 +289,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Lb { command } => lb::run(command),
                 Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo { section } => demo::run(section),
                 Command::Bench(args) => bench::run(args),

@@ -59,8 +59,8 @@ impl Service {
 }
 
 /// Every service the daemon runs with these arguments.
-fn services(_args: &DaemonArgs, _shutdown: &Shutdown) -> Vec<Service> {
-    Vec::new()
+fn services(_args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
+    vec![crate::lb::health::service(shutdown)]
 }
 
 /// Runs the daemon in the current network namespace until SIGTERM/SIGINT.

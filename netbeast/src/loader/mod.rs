@@ -2,6 +2,7 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+mod lb;
 pub mod links;
 mod sock;
 mod tables;
@@ -59,7 +60,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 27] = [
+pub const MAP_NAMES: [&str; 32] = [
     "FAST_PATH_IFACES",
     "GUARDS",
     "GUARD_STATE",
@@ -87,6 +88,11 @@ pub const MAP_NAMES: [&str; 27] = [
     "IFACE_GUARDS",
     "SOCK_NETNS",
     "SOCK_NAT",
+    "LB_SERVICES",
+    "LB_TABLES",
+    "LB_BACKENDS",
+    "LB_PICKS",
+    "LB_RING",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -566,6 +572,10 @@ impl Dataplane {
         if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
             word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
+        // `netbeast lb` services are not part of the ruleset: they stay.
+        if previous & netbeast_common::ACTIVE_LB != 0 {
+            word |= netbeast_common::ACTIVE_LB | ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
+        }
         word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
         crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
@@ -902,7 +912,8 @@ impl Dataplane {
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
         let word = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
-        if word & ACTIVE_TRANSLATIONS != 0 && word & ACTIVE_NAT == 0 {
+        if word & ACTIVE_TRANSLATIONS != 0 && word & (ACTIVE_NAT | netbeast_common::ACTIVE_LB) == 0
+        {
             active
                 .set(0, word & !ACTIVE_TRANSLATIONS, 0)
                 .map_err(map_err("ACTIVE"))?;
