@@ -12,5 +12,6 @@ pub mod loader;
 pub mod local_routes;
 pub mod netns;
 pub mod packet;
+pub mod paths;
 pub mod rules;
 pub mod state;
