@@ -26,7 +26,7 @@ use netbeast::{
         parse,
     },
 };
-use netbeast_common::{chain, stats};
+use netbeast_common::{chain, iface_path, stats};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -1752,6 +1752,54 @@ fn reject_stays_silent() {
     lab("silent", false, |h, _| run_cases(h, cases));
 }
 
+/// RFC 1122 3.2.2: no reply to a packet for a broadcast address, the
+/// directed broadcast of the host's own subnet included (the local table's
+/// `broadcast` route: the kernel's REJECT finds RTCF_BROADCAST on it), for
+/// an ICMP error as for a reset; the host's unicast address still gets one.
+#[test]
+fn reject_is_silent_to_subnet_broadcasts() {
+    lab("silent-bcast", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let reject = &["-A INPUT -j REJECT"];
+        let rst = &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let silent = &[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)];
+        let cases = vec![
+            case(
+                "no ICMP error about a datagram to the subnet's broadcast",
+                reject,
+                FrameBuilder::udp(CLIENT, 1234, subnet_broadcast, 53)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "no reset for a segment to the subnet's broadcast",
+                rst,
+                FrameBuilder::tcp(CLIENT, 1234, subnet_broadcast, 22)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "an ICMP error about a datagram to the host itself",
+                reject,
+                udp(53),
+                IcmpUnreachable(3),
+            )
+            .counts(&[(stats::REJECTED, 1)]),
+        ];
+        run_cases(h, cases);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Counters
 
@@ -2896,7 +2944,10 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
         ])
         .expect("setting interface addresses");
     h.dataplane
-        .set_fast_path_interfaces(&[veth, peer])
+        .set_interface_paths(&[
+            (veth, iface_path::FORWARD_REDIRECT),
+            (peer, iface_path::FORWARD_REDIRECT),
+        ])
         .expect("setting the fast-path interfaces");
     (veth, peer)
 }

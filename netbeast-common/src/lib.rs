@@ -502,6 +502,38 @@ pub mod stats {
     ];
 }
 
+/// How the XDP program sends frames out of an interface netbeast is attached
+/// to (`IFACE_PATHS`, ifindex → these bits, written by `attach`). A native
+/// XDP program's `XDP_TX` and `XDP_REDIRECT` into a veth reach the other end
+/// only when that end runs XDP itself (its NAPI must be on), which a
+/// container's end does not: there, netbeast hands the finished frame to its
+/// TC ingress program (`handoff`), which sends it with `bpf_redirect` through
+/// the ordinary transmit path. 0 (or no entry): no fast path into it, and
+/// REJECT answers with `XDP_TX`.
+pub mod iface_path {
+    /// The forwarding fast path may `XDP_REDIRECT` into it.
+    pub const FORWARD_REDIRECT: u32 = 1 << 0;
+    /// The forwarding fast path reaches it through the TC hand-off (from an
+    /// ingress interface with [`TC_INGRESS`]).
+    pub const FORWARD_VIA_TC: u32 = 1 << 1;
+    /// REJECT replies to frames that came in here leave through the TC
+    /// hand-off: `XDP_TX` would be lost (a native veth).
+    pub const REJECT_VIA_TC: u32 = 1 << 2;
+    /// netbeast's TC ingress program runs here: frames handed off at this
+    /// interface's XDP hook are sent on.
+    pub const TC_INGRESS: u32 = 1 << 3;
+}
+
+/// The XDP metadata that hands a frame to the TC ingress program: a magic
+/// word (metadata nobody else wrote), then the ifindex to send it out of.
+pub mod handoff {
+    /// "nbTC" — cleared by the TC program once read, so the frame cannot
+    /// be handed off twice (in a namespace that runs netbeast too).
+    pub const MAGIC: u32 = 0x6e62_5443;
+    /// Bytes of metadata: the magic and the ifindex.
+    pub const LEN: usize = 8;
+}
+
 /// What the XDP program knows of an interface to tell the frames the kernel
 /// discards before netfilter (`IFACE_GUARDS`, indexed by ifindex): the MAC
 /// address in the low 48 bits (as a little-endian load of the frame's first

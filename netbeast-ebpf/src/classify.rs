@@ -278,7 +278,7 @@ fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64)
 /// it: the fixed cases, else the type of the local table's longest
 /// matching route, else UNICAST.
 #[inline(always)]
-fn addr_type_of(addr: u32) -> u32 {
+pub fn addr_type_of(addr: u32) -> u32 {
     if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
         return t;
     }

@@ -14,5 +14,6 @@ pub mod local_routes;
 pub mod netns;
 pub mod packet;
 pub mod rawtext;
+pub mod paths;
 pub mod rules;
 pub mod state;

@@ -90,8 +90,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
         /// Send accepted forwarded packets out of these interfaces from XDP.
-        /// auto: yes, except on veths (their peer must run an XDP program
-        /// for redirected frames to arrive; say `on` when it does).
+        /// auto: XDP_REDIRECT into native XDP devices, a TC-level redirect
+        /// into veths (whose other end takes XDP_REDIRECT only when it runs
+        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere;
+        /// off: the kernel forwards.
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
         /// A conntrack timeout, NAME=SECONDS (repeatable). Names:

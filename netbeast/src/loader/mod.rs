@@ -44,6 +44,8 @@ const XDP_PROGRAM: &str = "netbeast_xdp";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
+/// The TC ingress entry point: sends on what the XDP program hands off.
+const INGRESS_PROGRAM: &str = "netbeast_tc_ingress";
 
 /// The `ACTIVE` word's bits from this one up hold the commit sequence
 /// number: written in the same single write that switches the generation,
@@ -61,7 +63,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
 pub const MAP_NAMES: [&str; 32] = [
-    "FAST_PATH_IFACES",
+    "IFACE_PATHS",
     "GUARDS",
     "GUARD_STATE",
     "CT_UNREPLIED",
@@ -453,10 +455,10 @@ impl Dataplane {
         Ok(used)
     }
 
-    /// The TC egress program, loaded into the kernel (verified) if needed.
-    fn egress(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+    /// The TC program `name`, loaded into the kernel (verified) if needed.
+    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoaderError> {
         let tc: &mut SchedClassifier = self
-            .program_mut(EGRESS_PROGRAM)?
+            .program_mut(name)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if tc.fd().is_err() {
@@ -467,36 +469,58 @@ impl Dataplane {
 
     /// Loads the TC egress program into the kernel (runs the verifier).
     pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
-        self.egress().map(|_| ())
+        self.classifier(EGRESS_PROGRAM).map(|_| ())
+    }
+
+    /// Loads the TC ingress program into the kernel (runs the verifier).
+    pub fn load_ingress_program(&mut self) -> Result<(), LoaderError> {
+        self.classifier(INGRESS_PROGRAM).map(|_| ())
     }
 
     /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
     /// link pinned at `link_pin`.
     pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        self.attach_tc(EGRESS_PROGRAM, TcAttachType::Egress, iface, link_pin)
+    }
+
+    /// Attaches the TC ingress program (the hand-off of REJECT replies and
+    /// fast-path frames, see `iface_path`) to `iface` as a tcx link pinned
+    /// at `link_pin`.
+    pub fn attach_ingress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        self.attach_tc(INGRESS_PROGRAM, TcAttachType::Ingress, iface, link_pin)
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        hook: TcAttachType,
+        iface: &str,
+        link_pin: &Path,
+    ) -> Result<(), LoaderError> {
         let mut cached = self
-            .cached_program_path(EGRESS_PROGRAM)
+            .cached_program_path(name)
             .filter(|p| p.exists())
             .and_then(|p| SchedClassifier::from_pin(p).ok());
         if cached.is_none() {
-            self.egress()?;
-            self.cache_program(EGRESS_PROGRAM);
+            self.classifier(name)?;
+            self.cache_program(name);
         }
         let tc = match cached.as_mut() {
             Some(tc) => tc,
-            None => self.egress()?,
+            None => self.classifier(name)?,
         };
         let attach_err = |source| LoaderError::Attach {
             iface: iface.to_string(),
             source,
         };
-        let id = tc.attach(iface, TcAttachType::Egress).map_err(attach_err)?;
+        let id = tc.attach(iface, hook).map_err(attach_err)?;
         let link = tc.take_link(id).map_err(attach_err)?;
         let fd_link: FdLink = link
             .try_into()
             .map_err(|e: aya::programs::links::LinkError| LoaderError::Pin {
                 path: link_pin.to_path_buf(),
                 message: format!(
-                    "the kernel gave no tcx link for TC egress (Linux ≥ 6.6 needed): {e}"
+                    "the kernel gave no tcx link for {name} (Linux ≥ 6.6 needed): {e}"
                 ),
             })?;
         crate::fault::point("loader: tcx link created");
@@ -655,10 +679,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Replaces the set of interfaces the FORWARD fast path may redirect to.
-    pub fn set_fast_path_interfaces(&mut self, ifindexes: &[u32]) -> Result<(), LoaderError> {
-        let wanted: Vec<(u32, u32)> = ifindexes.iter().map(|i| (*i, 1)).collect();
-        self.replace_u32_map("FAST_PATH_IFACES", &wanted)
+    /// Replaces what the XDP program knows of the ways out of each
+    /// interface: (ifindex, `iface_path` bits).
+    pub fn set_interface_paths(&mut self, paths: &[(u32, u32)]) -> Result<(), LoaderError> {
+        self.replace_u32_map("IFACE_PATHS", paths)
     }
 
     /// Replaces the ifindex → primary address table (ICMP error sources).
