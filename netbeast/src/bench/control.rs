@@ -132,7 +132,8 @@ pub struct Report {
 
 /// `n` INPUT rules in iptables-restore format, each distinct.
 pub fn ruleset(n: usize) -> String {
-    let mut text = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let mut text =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
     for i in 0..n {
         text.push_str(&format!(
             "-A INPUT -s 10.{}.{}.{}/32 -p tcp -m tcp --dport {} -j DROP\n",
@@ -206,7 +207,9 @@ pub fn run(netbeast: &Path, rules: &[usize], rounds: usize, planes: &[Plane]) ->
             let ns = Netns::new(&format!("bench-cp-{}", plane.name()))?;
             if plane == Plane::Netbeast {
                 let ns = ns.with_netbeast(netbeast);
-                ns.ip(&["link", "add", "nbt-cp0", "type", "veth", "peer", "name", "nbt-cp1"])?;
+                ns.ip(&[
+                    "link", "add", "nbt-cp0", "type", "veth", "peer", "name", "nbt-cp1",
+                ])?;
                 ns.ip(&["link", "set", "nbt-cp0", "up"])?;
                 ns.ip(&["link", "set", "nbt-cp1", "up"])?;
                 ns.netbeast_ok(&["attach", "nbt-cp0"])?;

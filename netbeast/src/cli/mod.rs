@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod boot;
 pub mod conntrack;
 pub mod demo;
 mod getopt;
@@ -169,6 +170,18 @@ enum Command {
         #[command(subcommand)]
         command: lb::LbCommand,
     },
+    /// At boot (dist/netbeast.service): attach to the interfaces listed in
+    /// CONFIG_DIR/interfaces, then restore CONFIG_DIR/rules.v4.
+    Boot {
+        #[arg(long, value_name = "DIR", default_value = boot::DEFAULT_CONFIG_DIR)]
+        config_dir: std::path::PathBuf,
+    },
+    /// Write netbeast's systemd units (boot, daemon) and an example
+    /// /etc/netbeast/interfaces under ROOT.
+    InstallService {
+        #[arg(long, value_name = "ROOT", default_value = "/")]
+        root: std::path::PathBuf,
+    },
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
@@ -292,6 +305,8 @@ pub fn main() -> ExitCode {
                     conntrack::Action::Count
                 }),
                 Command::Lb { command } => lb::run(command),
+                Command::Boot { config_dir } => boot::run(&config_dir),
+                Command::InstallService { root } => boot::install(&root),
                 Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo { section } => demo::run(section),
                 Command::Bench(args) => bench::run(args),
