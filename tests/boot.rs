@@ -156,3 +156,41 @@ fn boot_without_interfaces_says_what_to_write() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lists no interface"), "{err}");
 }
+
+/// Shell completions name every subcommand (bash's script also parses),
+/// and the manual page is roff that names them too.
+#[test]
+fn completions_and_manual_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(NETBEAST).args(args).output().unwrap();
+        assert!(out.status.success(), "netbeast {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = [
+        "attach", "detach", "iptables", "save", "restore", "lb", "boot", "daemon",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let bash = run(&["completions", "bash"]);
+    let out = Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the bash completion script does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let man = run(&["manpage"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH netbeast"),
+        "{man}"
+    );
+    for sub in subcommands {
+        assert!(man.contains(sub), "the manual page lacks {sub}");
+    }
+}

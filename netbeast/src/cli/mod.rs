@@ -182,6 +182,14 @@ enum Command {
         #[arg(long, value_name = "ROOT", default_value = "/")]
         root: std::path::PathBuf,
     },
+    /// Print a shell completion script (e.g. `netbeast completions bash >
+    /// /etc/bash_completion.d/netbeast`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (e.g. `netbeast manpage | man -l -`).
+    Manpage,
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
@@ -306,6 +314,20 @@ pub fn main() -> ExitCode {
                 }),
                 Command::Lb { command } => lb::run(command),
                 Command::Boot { config_dir } => boot::run(&config_dir),
+                Command::Completions { shell } => {
+                    let mut command = <Cli as clap::CommandFactory>::command();
+                    let mut text = Vec::new();
+                    clap_complete::generate(shell, &mut command, "netbeast", &mut text);
+                    out!("{}", String::from_utf8_lossy(&text));
+                    Ok(())
+                }
+                Command::Manpage => {
+                    let mut text = Vec::new();
+                    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                        .render(&mut text)
+                        .context("cannot render the manual page")
+                        .map(|()| out!("{}", String::from_utf8_lossy(&text)))
+                }
                 Command::InstallService { root } => boot::install(&root),
                 Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo { section } => demo::run(section),
