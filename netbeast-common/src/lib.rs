@@ -313,8 +313,28 @@ pub mod ct_state {
     pub const RELATED: u32 = 2;
     pub const INVALID: u32 = 3;
     pub const UNTRACKED: u32 = 4;
+    /// The classifier's connection key holds the state in its low bits
+    /// and, for a packet with a connection (NEW, ESTABLISHED, RELATED),
+    /// what `-m conntrack` reads of it in the bits above: its translation
+    /// (`--ctstate SNAT,DNAT`), the packet's direction (`--ctdir`) and the
+    /// connection's status (`--ctstatus`). One key field rather than one
+    /// field each: they are a few bits, and xt_conntrack combines them.
+    pub const STATE_MASK: u32 = 7;
+    /// The connection's source is translated (SNAT, MASQUERADE).
+    pub const SNAT: u32 = 1 << 3;
+    /// Its destination is translated (DNAT, REDIRECT).
+    pub const DNAT: u32 = 1 << 4;
+    /// The packet goes the reply way (`--ctdir REPLY`).
+    pub const REPLY: u32 = 1 << 5;
+    /// `--ctstatus` bits, in the order of the kernel's `IPS_*` bits from
+    /// IPS_SEEN_REPLY on (IPS_EXPECTED never: netbeast has no helpers), so
+    /// `(key >> STATUS_SHIFT) << 1` is the kernel's status mask.
+    pub const SEEN_REPLY: u32 = 1 << 6;
+    pub const ASSURED: u32 = 1 << 7;
+    pub const CONFIRMED: u32 = 1 << 8;
+    pub const STATUS_SHIFT: u32 = 6;
     /// Keys of the field (a power of two: the class table is one array).
-    pub const KEYS: usize = 8;
+    pub const KEYS: usize = 512;
 }
 
 pub mod target {

@@ -4281,6 +4281,7 @@ mod tests {
                 module,
                 negated,
                 states,
+                ..
             }),
         ] = rule.matches.as_slice()
         else {
@@ -4332,11 +4333,11 @@ mod tests {
             .with(netbeast_common::ct_state::RELATED);
         assert_eq!(
             rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
-            vec![Match::ConnState(ConnState {
-                module: StateModule::State,
-                negated: false,
-                states: bits
-            })]
+            vec![Match::ConnState(ConnState::states(
+                StateModule::State,
+                false,
+                bits
+            ))]
         );
         // Two state matches in one rule are two conditions, as in iptables.
         let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");
@@ -4381,14 +4382,29 @@ mod tests {
             "SNAT is a state of -m conntrack --ctstate",
         );
         assert_err(
-            "-A INPUT -m conntrack --ctstate DNAT,NEW",
-            "the DNAT connection state (--ctstate DNAT) is not supported yet",
+            "-A INPUT -m conntrack --ctstate DNAT,BOGUS",
+            "the states are INVALID, NEW, ESTABLISHED, RELATED, UNTRACKED, SNAT and DNAT",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctdir BOTH",
+            "the directions are ORIGINAL and REPLY",
+        );
+        assert_err(
+            "-A INPUT -m conntrack ! --ctdir REPLY",
+            "'!' cannot be used before --ctdir",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus SEEN",
+            "the statuses are NONE, EXPECTED, SEEN_REPLY, ASSURED and CONFIRMED",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus ASSURED --ctstatus NONE",
+            "multiple --ctstatus options",
         );
         for option in [
             "--ctproto tcp",
             "--ctorigsrc 10.0.0.1",
-            "--ctstatus ASSURED",
-            "--ctdir REPLY",
+            "--ctrepldstport 80",
             "--ctexpire 10",
         ] {
             let name = option.split_whitespace().next().unwrap();
