@@ -305,6 +305,21 @@ pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
 
+/// The length of the header whose first four bytes are the 16-bit source
+/// and destination ports rules match (`--sport`/`--dport`, `-m
+/// multiport`) for the protocols that have them: TCP, UDP, DCCP, SCTP and
+/// UDP-Lite, as the kernel's matches read it (a whole TCP header, DCCP's
+/// and SCTP's common headers). The classifier's L4 keys are their ports.
+#[inline(always)]
+pub const fn port_header_len(protocol: u8) -> Option<usize> {
+    match protocol {
+        6 => Some(20),
+        17 | 136 => Some(8),
+        33 | 132 => Some(12),
+        _ => None,
+    }
+}
+
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
 pub mod ct_state {
