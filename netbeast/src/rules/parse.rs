@@ -2651,8 +2651,8 @@ mod tests {
     fn not_supported_yet_is_its_own_answer() {
         for line in [
             "-A INPUT -s 10.0.0.0/255.0.255.0",
-            "-A INPUT -p sctp -m multiport --dports 1,2",
-            "-A INPUT -p udplite -m multiport --sports 1",
+            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
             "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
         ] {
@@ -3402,13 +3402,17 @@ mod tests {
     fn ports_need_tcp_or_udp() {
         assert_eq!(
             err("-A INPUT --dport 22 -j ACCEPT"),
-            "--dport needs -p tcp or -p udp before it, e.g. -p tcp --dport 22"
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it, e.g. -p tcp --dport 22"
         );
         assert_err(
             "-A INPUT -p icmp --dport 22",
-            "--dport needs -p tcp or -p udp before it (this rule has -p icmp)",
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it (this rule has -p icmp)",
         );
         assert_err("-A INPUT --sport 22", "--sport needs -p tcp or -p udp");
+        assert_err(
+            "-A INPUT -p udplite --dport 22",
+            "--dport needs -p tcp or -p udp",
+        );
         assert_err("-A INPUT -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err("-A INPUT -p udp -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err(
@@ -3490,11 +3494,11 @@ mod tests {
         );
         assert_err(
             "-A INPUT -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p icmp -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p tcp -m multiport",
