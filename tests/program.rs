@@ -944,6 +944,122 @@ fn port_matches() {
     lab("ports", false, |h, _| run_cases(h, cases));
 }
 
+/// SCTP, DCCP and UDP-Lite carry their ports where TCP and UDP do:
+/// `-m sctp`, `-m dccp` and `-m multiport` read them, only for their own
+/// protocol, and a header cut before its ports has none.
+#[test]
+fn ports_of_sctp_dccp_and_udplite() {
+    // A header of `protocol` with ports `sport` → `dport`, padded to its
+    // length (`port_header_len`).
+    let with_ports = |protocol: u8, sport: u16, dport: u16, len: usize| {
+        let mut header = vec![0u8; len.max(4)];
+        header[..2].copy_from_slice(&sport.to_be_bytes());
+        header[2..4].copy_from_slice(&dport.to_be_bytes());
+        header.truncate(len);
+        FrameBuilder::ipv4(CLIENT, SERVER, protocol)
+            .payload(&header)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    const SCTP: u8 = 132;
+    const DCCP: u8 = 33;
+    const UDPLITE: u8 = 136;
+    let sctp = &["-A INPUT -p sctp --dport 3868 -j DROP"];
+    let sctp_not = &["-A INPUT -p sctp -m sctp ! --sport 1000:2000 -j DROP"];
+    let sctp_any = &["-A INPUT -p sctp -m sctp --dport 0:65535 -j DROP"];
+    let dccp = &["-A INPUT -p dccp --sport 5004 --dport 5005 -j DROP"];
+    let udplite = &["-A INPUT -p udplite -m multiport --ports 53,1024:1030 -j DROP"];
+    let sctp_mp = &["-A INPUT -p sctp -m multiport --dports 80,443 -j DROP"];
+    let cases = vec![
+        case(
+            "sctp --dport: its port",
+            sctp,
+            with_ports(SCTP, 9, 3868, 12),
+            Drop,
+        ),
+        case(
+            "sctp --dport: another",
+            sctp,
+            with_ports(SCTP, 9, 3869, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: the port of another protocol",
+            sctp,
+            with_ports(DCCP, 9, 3868, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: a common header cut after the ports",
+            sctp,
+            with_ports(SCTP, 9, 3868, 6),
+            Drop,
+        ),
+        case(
+            "sctp --dport: a header cut before them",
+            sctp,
+            with_ports(SCTP, 9, 3868, 2),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: inside",
+            sctp_not,
+            with_ports(SCTP, 1500, 1, 12),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: outside",
+            sctp_not,
+            with_ports(SCTP, 999, 1, 12),
+            Drop,
+        ),
+        case(
+            "sctp every port",
+            sctp_any,
+            with_ports(SCTP, 1, 0, 12),
+            Drop,
+        ),
+        case(
+            "dccp both ports",
+            dccp,
+            with_ports(DCCP, 5004, 5005, 16),
+            Drop,
+        ),
+        case(
+            "dccp one port",
+            dccp,
+            with_ports(DCCP, 5004, 5006, 16),
+            Pass,
+        ),
+        case(
+            "udplite multiport: source",
+            udplite,
+            with_ports(UDPLITE, 53, 7, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: destination in a range",
+            udplite,
+            with_ports(UDPLITE, 7, 1027, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: neither",
+            udplite,
+            with_ports(UDPLITE, 7, 8, 8),
+            Pass,
+        ),
+        case("udplite multiport: a UDP datagram", udplite, udp(53), Pass),
+        case(
+            "sctp multiport",
+            sctp_mp,
+            with_ports(SCTP, 1, 443, 12),
+            Drop,
+        ),
+    ];
+    lab("l4ports", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn protocol_matches() {
     let gre = FrameBuilder::ipv4(CLIENT, SERVER, ip_proto::GRE)

@@ -309,6 +309,21 @@ pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
 
+/// The length of the header whose first four bytes are the 16-bit source
+/// and destination ports rules match (`--sport`/`--dport`, `-m
+/// multiport`) for the protocols that have them: TCP, UDP, DCCP, SCTP and
+/// UDP-Lite, as the kernel's matches read it (a whole TCP header, DCCP's
+/// and SCTP's common headers). The classifier's L4 keys are their ports.
+#[inline(always)]
+pub const fn port_header_len(protocol: u8) -> Option<usize> {
+    match protocol {
+        6 => Some(20),
+        17 | 136 => Some(8),
+        33 | 132 => Some(12),
+        _ => None,
+    }
+}
+
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
 pub mod ct_state {
@@ -317,8 +332,28 @@ pub mod ct_state {
     pub const RELATED: u32 = 2;
     pub const INVALID: u32 = 3;
     pub const UNTRACKED: u32 = 4;
+    /// The classifier's connection key holds the state in its low bits
+    /// and, for a packet with a connection (NEW, ESTABLISHED, RELATED),
+    /// what `-m conntrack` reads of it in the bits above: its translation
+    /// (`--ctstate SNAT,DNAT`), the packet's direction (`--ctdir`) and the
+    /// connection's status (`--ctstatus`). One key field rather than one
+    /// field each: they are a few bits, and xt_conntrack combines them.
+    pub const STATE_MASK: u32 = 7;
+    /// The connection's source is translated (SNAT, MASQUERADE).
+    pub const SNAT: u32 = 1 << 3;
+    /// Its destination is translated (DNAT, REDIRECT).
+    pub const DNAT: u32 = 1 << 4;
+    /// The packet goes the reply way (`--ctdir REPLY`).
+    pub const REPLY: u32 = 1 << 5;
+    /// `--ctstatus` bits, in the order of the kernel's `IPS_*` bits from
+    /// IPS_SEEN_REPLY on (IPS_EXPECTED never: netbeast has no helpers), so
+    /// `(key >> STATUS_SHIFT) << 1` is the kernel's status mask.
+    pub const SEEN_REPLY: u32 = 1 << 6;
+    pub const ASSURED: u32 = 1 << 7;
+    pub const CONFIRMED: u32 = 1 << 8;
+    pub const STATUS_SHIFT: u32 = 6;
     /// Keys of the field (a power of two: the class table is one array).
-    pub const KEYS: usize = 8;
+    pub const KEYS: usize = 512;
 }
 
 pub mod target {

@@ -1890,7 +1890,10 @@ COMMIT
                 Just(Some(6u8)),
                 Just(Some(17u8)),
                 Just(Some(1u8)),
-                Just(Some(47u8))
+                Just(Some(47u8)),
+                Just(Some(33u8)),
+                Just(Some(132u8)),
+                Just(Some(136u8))
             ];
             (
                 0usize..3,
@@ -1973,16 +1976,25 @@ COMMIT
                         if let Some(c) = comment {
                             rule.matches.push(Match::Comment(Comment(c.into())));
                         }
-                        if matches!(plain, Some(6 | 17)) {
+                        if matches!(plain, Some(6 | 17 | 33 | 132 | 136)) {
+                            // tcp and udp store the full range as "any port"
+                            // (not printed); sctp and dccp keep it.
+                            let keep_full = matches!(plain, Some(33 | 132));
                             let real = |p: Option<Negatable<PortRange>>| {
-                                p.filter(|p| !crate::rules::ext::tcp::is_any_port(&p.value))
+                                p.filter(|p| {
+                                    keep_full || !crate::rules::ext::tcp::is_any_port(&p.value)
+                                })
                             };
-                            rule.matches.push(Match::Ports(Ports {
-                                protocol: plain.unwrap(),
-                                sport: real(sport),
-                                dport: real(dport),
-                                tcp_flags: None,
-                            }));
+                            // UDP-Lite has no ports match of its own, only
+                            // -m multiport.
+                            if plain != Some(136) {
+                                rule.matches.push(Match::Ports(Ports {
+                                    protocol: plain.unwrap(),
+                                    sport: real(sport),
+                                    dport: real(dport),
+                                    tcp_flags: None,
+                                }));
+                            }
                             if let Some((kind, negated, ports)) = multi {
                                 let kind = [
                                     MultiportKind::Source,
