@@ -48,6 +48,7 @@ use crate::{
     state::{self, Namespace},
 };
 use plane::{commit, open};
+pub(crate) use plane::{reconcile_current, remove_current};
 
 /// Set once stdout's reader has gone.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
