@@ -272,8 +272,20 @@ pub struct Lock {
 pub struct IfaceRecord {
     /// Its name when it was attached (to name it once it is gone).
     pub name: String,
-    /// Whether the FORWARD fast path may redirect out of it.
+    /// Whether the FORWARD fast path may send frames out of it.
     pub fast_path: bool,
+    /// The ways frames leave it (`None`: recorded by an earlier netbeast).
+    #[serde(default)]
+    pub paths: Option<crate::paths::IfacePaths>,
+}
+
+impl IfaceRecord {
+    /// Its paths, or what an earlier netbeast used.
+    pub fn paths(&self) -> crate::paths::IfacePaths {
+        self.paths
+            .clone()
+            .unwrap_or_else(|| crate::paths::IfacePaths::legacy(self.fast_path))
+    }
 }
 
 /// The ruleset file: the ruleset, the commit sequence number the kernel
@@ -650,6 +662,23 @@ impl Namespace {
 
     pub fn is_removing(&self) -> bool {
         self.state_dir.join(REMOVING_FILE).exists()
+    }
+
+    /// Writes a feature's own state file `name` (`lb.json`) in the state
+    /// directory, atomically; `detach --all` removes it with the rest.
+    pub fn write_state_file(&self, name: &str, text: &[u8]) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        write_atomic(&self.state_dir, &self.state_dir.join(name), text)
+    }
+
+    /// A feature's state file `name`, `None` when there is none.
+    pub fn read_state_file(&self, name: &str) -> Result<Option<String>, StateError> {
+        let path = self.state_dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
     }
 
     /// Removes every pin and the stored state of this namespace (not its

@@ -18,9 +18,11 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod boot;
 pub mod conntrack;
 pub mod demo;
 mod getopt;
+pub mod lb;
 mod plane;
 mod saverestore;
 
@@ -90,8 +92,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
         /// Send accepted forwarded packets out of these interfaces from XDP.
-        /// auto: yes, except on veths (their peer must run an XDP program
-        /// for redirected frames to arrive; say `on` when it does).
+        /// auto: XDP_REDIRECT into native XDP devices, a TC-level redirect
+        /// into veths (whose other end takes XDP_REDIRECT only when it runs
+        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere;
+        /// off: the kernel forwards.
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
         /// A conntrack timeout, NAME=SECONDS (repeatable). Names:
@@ -162,12 +166,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
+    Lb {
+        #[command(subcommand)]
+        command: lb::LbCommand,
+    },
+    /// At boot (dist/netbeast.service): attach to the interfaces listed in
+    /// CONFIG_DIR/interfaces, then restore CONFIG_DIR/rules.v4.
+    Boot {
+        #[arg(long, value_name = "DIR", default_value = boot::DEFAULT_CONFIG_DIR)]
+        config_dir: std::path::PathBuf,
+    },
+    /// Write netbeast's systemd units (boot, daemon) and an example
+    /// /etc/netbeast/interfaces under ROOT.
+    InstallService {
+        #[arg(long, value_name = "ROOT", default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Print a shell completion script (e.g. `netbeast completions bash >
+    /// /etc/bash_completion.d/netbeast`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (e.g. `netbeast manpage | man -l -`).
+    Manpage,
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
-    /// The article's firewall on a built-in demo topology (namespaces it
-    /// creates and removes).
-    Demo,
+    /// The article, section by section, on hosts in network namespaces it
+    /// creates and removes: firewall, router, nat, portfwd, lb.
+    Demo {
+        /// Run only this section.
+        #[arg(value_enum)]
+        section: Option<demo::Section>,
+    },
     /// Measure netbeast against iptables and nftables on the same traffic,
     /// and the XDP program's own cost.
     Bench(bench::BenchArgs),
@@ -280,8 +313,25 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Lb { command } => lb::run(command),
+                Command::Boot { config_dir } => boot::run(&config_dir),
+                Command::Completions { shell } => {
+                    let mut command = <Cli as clap::CommandFactory>::command();
+                    let mut text = Vec::new();
+                    clap_complete::generate(shell, &mut command, "netbeast", &mut text);
+                    out!("{}", String::from_utf8_lossy(&text));
+                    Ok(())
+                }
+                Command::Manpage => {
+                    let mut text = Vec::new();
+                    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                        .render(&mut text)
+                        .context("cannot render the manual page")
+                        .map(|()| out!("{}", String::from_utf8_lossy(&text)))
+                }
+                Command::InstallService { root } => boot::install(&root),
                 Command::Daemon(args) => crate::daemon::run(args),
-                Command::Demo => demo::run(),
+                Command::Demo { section } => demo::run(section),
                 Command::Bench(args) => bench::run(args),
             }
         }

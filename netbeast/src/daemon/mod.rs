@@ -68,7 +68,10 @@ impl Service {
 
 /// Every service the daemon runs with these arguments.
 fn services(_args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
-    vec![Service::new("links", links::run(shutdown.clone()))]
+    vec![
+        Service::new("links", links::run(shutdown.clone())),
+        crate::lb::health::service(shutdown),
+    ]
 }
 
 /// Runs the daemon in the current network namespace until SIGTERM/SIGINT.

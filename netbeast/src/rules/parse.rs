@@ -4332,8 +4332,8 @@ mod tests {
     #[test]
     fn match_errors() {
         assert_err(
-            "-A INPUT -m connlimit",
-            "the connlimit match (-m connlimit) is not supported yet",
+            "-A INPUT -m quota",
+            "the quota match (-m quota) is not supported yet",
         );
         assert_err("-A INPUT -m foo", "invalid match 'foo'");
         assert_err("-A INPUT -m TCP", "did you mean -m tcp?");

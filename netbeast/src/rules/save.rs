@@ -1916,6 +1916,17 @@ COMMIT
                     any::<u64>(),
                     any::<u64>(),
                 ),
+                (
+                    // -m limit: a rate as a user writes it, and a burst.
+                    prop::option::of((1u32..=10_000, 0usize..4, 1u32..=10_000)),
+                    // -m connlimit: limit, above, mask, daddr.
+                    prop::option::of((
+                        0u32..=crate::rules::ext::connlimit::MAX_CONNLIMIT,
+                        any::<bool>(),
+                        0u8..=32,
+                        any::<bool>(),
+                    )),
+                ),
             )
                 .prop_map(
                     |(
@@ -1929,6 +1940,7 @@ COMMIT
                         (sport, dport),
                         (multi, mac, comment),
                         (icmp, target, packets, bytes),
+                        (limit, connlimit),
                     )| {
                         let mut rule = Rule::new(match target {
                             0 => Target::None,
@@ -2000,6 +2012,33 @@ COMMIT
                             && let Some(mac) = mac
                         {
                             rule.matches.push(Match::MacSource(MacSource(mac)));
+                        }
+                        if let Some((count, unit, burst)) = limit {
+                            let text = format!("{count}/{}", ["s", "m", "h", "d"][unit]);
+                            // Only periods whose printed rate reads back as
+                            // themselves: iptables prints the others rounded
+                            // (period 4000 is "2/sec", which reads as 5000).
+                            if let Some(Ok(period)) = crate::rules::ext::limit::parse_rate(&text)
+                                && crate::rules::ext::limit::parse_rate(
+                                    &crate::rules::ext::limit::rate_text(period),
+                                ) == Some(Ok(period))
+                            {
+                                rule.matches
+                                    .push(Match::Limit(crate::rules::ext::limit::Limit {
+                                        period,
+                                        burst,
+                                    }));
+                            }
+                        }
+                        if let Some((limit, above, mask, daddr)) = connlimit {
+                            rule.matches.push(Match::Connlimit(
+                                crate::rules::ext::connlimit::Connlimit {
+                                    limit,
+                                    above,
+                                    mask,
+                                    daddr,
+                                },
+                            ));
                         }
                         rule.counter = Counter { packets, bytes };
                         (chain, rule)
@@ -2136,6 +2175,8 @@ COMMIT
                         if chain != "PREROUTING" {
                             rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
                         }
+                        // connlimit is refused in the nat table.
+                        rule.matches.retain(|m| !matches!(m, Match::Connlimit(_)));
                         let tcp_udp = matches!(
                             rule.protocol,
                             Some(Negatable {
@@ -2197,7 +2238,8 @@ COMMIT
                         rules: Vec::new(),
                     };
                     for (_, mut rule) in user {
-                        rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
+                        rule.matches
+                            .retain(|m| !matches!(m, Match::MacSource(_) | Match::Connlimit(_)));
                         rule.target = Target::Redirect {
                             ports: None,
                             flags: NatFlags::default(),

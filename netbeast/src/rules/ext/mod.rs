@@ -19,11 +19,13 @@ use crate::compile::lower::Lowering;
 
 pub mod addrtype;
 pub mod comment;
+pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
+pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
@@ -162,12 +164,14 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &multiport::MODULE,
     &mac::MODULE,
     &comment::MODULE,
+    &connlimit::MODULE,
     &conntrack::STATE,
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
     &iprange::MODULE,
     &length::MODULE,
+    &limit::MODULE,
     &pkttype::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
@@ -187,7 +191,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "cluster",
     "connbytes",
     "connlabel",
-    "connlimit",
     "connmark",
     "cpu",
     "dccp",
@@ -198,7 +201,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "helper",
     "ipcomp",
     "ipvs",
-    "limit",
     "mark",
     "nfacct",
     "osf",
