@@ -650,3 +650,60 @@ fn no_panic_on_raw_bytes_or_closed_pipes() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `-w SECONDS` bounds the wait for the lock: while another command holds
+/// it, `iptables -w 1` and `iptables-restore -w 1` give up after a second
+/// with iptables' exit code for a busy resource, 4, and apply nothing.
+/// (No oracle: iptables-nft takes no lock; this is iptables-legacy's
+/// behaviour, which netbeast's lock is modelled on.)
+#[test]
+fn a_busy_lock_gives_exit_4_after_wait_seconds() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let ns = Netns::new("cli-lock").unwrap().with_netbeast(NETBEAST);
+    let links = Links::new();
+    ns.run_ok(links.path("iptables"), &["-N", "USR"]).unwrap();
+    let before = rules(&ns, &links.path("iptables"));
+    let dir = std::path::Path::new("/run/netbeast/locks");
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(ns.id().unwrap().to_string()))
+        .unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let file = links.0.join("rules");
+    std::fs::write(&file, RESTORE_FILE).unwrap();
+    for (program, args) in [
+        ("iptables", vec!["-w", "1", "-A", "INPUT", "-j", "ACCEPT"]),
+        ("iptables-restore", vec!["-w", "1", file.to_str().unwrap()]),
+    ] {
+        let started = std::time::Instant::now();
+        let out = ns.run(links.path(program), &args).unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{program} {args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("stopped waiting after 1s"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(
+            took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(5),
+            "{program} gave up after {took:?}"
+        );
+    }
+    drop(lock);
+    assert_eq!(rules(&ns, &links.path("iptables")), before);
+    // Free again: -w 1 succeeds.
+    ns.run_ok(
+        links.path("iptables"),
+        &["-w", "1", "-A", "USR", "-j", "ACCEPT"],
+    )
+    .unwrap();
+}

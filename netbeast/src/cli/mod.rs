@@ -50,6 +50,7 @@ use crate::{
     state::{self, Namespace},
 };
 use plane::{commit, open};
+pub(crate) use plane::{reconcile_current, remove_current};
 
 /// Set once stdout's reader has gone.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
@@ -379,6 +380,8 @@ fn problem_of(e: &anyhow::Error) -> Problem {
                 Some(e.problem())
             } else if let Some(e) = cause.downcast_ref::<parse::ParseError>() {
                 Some(e.problem())
+            } else if let Some(state::StateError::LockBusy { .. }) = cause.downcast_ref() {
+                Some(Problem::Resource)
             } else {
                 cause
                     .downcast_ref::<command::CommandError>()
@@ -474,7 +477,7 @@ fn run_iptables(args: &[String]) -> ExitCode {
         let cmd = parse::parse_iptables_args(args)?;
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
-        let _lock = ns.lock()?;
+        let _lock = ns.lock_within(cmd.wait_seconds.map(std::time::Duration::from_secs))?;
         let (mut ruleset, dp) = open(&ns, changes)?;
         let before = ruleset.clone();
         let out = command::apply(&mut ruleset, &cmd)?;

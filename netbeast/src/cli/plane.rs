@@ -425,6 +425,38 @@ fn refresh_interfaces_from(
 /// own, which the kernel routes without the martian checks.
 const LOOPBACK_IFINDEX: u32 = 1;
 
+/// For the daemon, on an interface change: what every command does first
+/// (links of vanished interfaces removed, `-i`/`-o` names resolved anew,
+/// see [`prepare`]), under the lock. Nothing when this namespace has no
+/// netbeast state.
+pub(crate) fn reconcile_current() -> Result<()> {
+    let ns = Namespace::current()?;
+    if !ns.has_state() {
+        return Ok(());
+    }
+    let _lock = ns.lock()?;
+    prepare(&ns, false, None, &[])?;
+    Ok(())
+}
+
+/// For the daemon, once its namespace was deleted (`ip netns del`): removes
+/// the namespace's data plane as `netbeast gc` would (links, pins, socket
+/// programs, files, lock). Returns how many links it detached.
+pub(crate) fn remove_current() -> Result<usize> {
+    let ns = Namespace::current()?;
+    let lock_path = Path::new(LOCK_DIR).join(ns.id.to_string());
+    let lock = state::lock_file(&lock_path)?;
+    let links = if ns.has_state() || ns.pin_dir.exists() {
+        purge(&ns)?
+    } else {
+        0
+    };
+    // Nobody can wait on it any more: the namespace has no name to enter
+    // it by, and this daemon is its last process.
+    state::remove_held_lock(&lock_path, lock)?;
+    Ok(links)
+}
+
 /// The namespace's ruleset with current counters, and its data plane when
 /// one exists (or `create` asks for one), after reconciliation.
 pub(super) fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {

@@ -4,7 +4,7 @@
 //! refuses the same things. An option error exits 1, as those tools do,
 //! and applies nothing.
 
-use std::{io::Read, path::PathBuf, process::ExitCode};
+use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 
@@ -71,7 +71,8 @@ bad line applies nothing. Reads standard input when no file is given.
   -t, --test            only parse and check the file; change nothing
   -T, --table TABLE     restore only this table's sections (filter or nat)
   -v, --verbose         accepted; the ruleset changes in one step
-  -w, --wait [SECS]     accepted; netbeast always waits for its lock
+  -w, --wait [SECS]     give up (exit 4) when the lock is not free within
+                        SECS; without SECS, or without -w, wait for it
   -W, --wait-interval USECS  accepted, as -w
   -M, --modprobe CMD    accepted; netbeast loads no kernel modules
   -V, --version         print the version
@@ -213,6 +214,8 @@ fn run_save(options: &SaveOptions) -> Result<()> {
 }
 
 struct RestoreOptions {
+    /// `-w SECONDS`: how long to wait for the lock at most.
+    wait: Option<Duration>,
     noflush: bool,
     counters: bool,
     test: bool,
@@ -222,6 +225,7 @@ struct RestoreOptions {
 
 fn parse_restore(prog: &str, items: Vec<Item>) -> Result<Parsed<RestoreOptions>> {
     let mut options = RestoreOptions {
+        wait: None,
         noflush: false,
         counters: false,
         test: false,
@@ -239,8 +243,11 @@ fn parse_restore(prog: &str, items: Vec<Item>) -> Result<Parsed<RestoreOptions>>
                 options.table = Some(t);
             }
             Item::Opt(name @ ("wait" | "wait-interval"), Some(v)) => {
-                if v.parse::<u32>().is_err() {
+                let Ok(number) = v.parse::<u64>() else {
                     bail!("--{name} {v}: expected a whole number");
+                };
+                if name == "wait" {
+                    options.wait = Some(Duration::from_secs(number));
                 }
             }
             Item::Opt("binary", _) => eprintln!("-b/--binary option is not implemented"),
@@ -318,7 +325,7 @@ fn run_restore(options: &RestoreOptions) -> Result<()> {
         parsed.strip_counters();
     }
     let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
+    let _lock = ns.lock_within(options.wait)?;
     let (mut ruleset, dp) = open(&ns, !options.test)?;
     save::apply_restore(&mut ruleset, &parsed, options.noflush)?;
     if options.test {

@@ -162,7 +162,8 @@ Options:
   --numeric     -n              numeric output of addresses and ports
   --table       -t table        table to manipulate: filter (default) or nat
   --verbose     -v              verbose mode
-  --wait        -w [seconds]    accepted; netbeast always waits for its lock
+  --wait        -w [seconds]    maximum wait for the lock (exit 4 after);
+                                without seconds or -w: wait for it
   --line-numbers                print line numbers when listing
   --exact       -x              expand numbers (display exact values)
   --set-counters -c PKTS BYTES  set the counter during insert/append

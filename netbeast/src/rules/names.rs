@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     net::Ipv4Addr,
     sync::{
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -28,6 +28,9 @@ use std::{
 
 /// How long a listing waits, in all, for reverse DNS answers.
 pub const HOST_LOOKUP_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How many host lookups run at once.
+pub const MAX_LOOKUP_THREADS: usize = 32;
 
 /// Where host names come from.
 #[derive(Debug)]
@@ -129,18 +132,24 @@ impl Names {
             }
             Hosts::System => {
                 let (tx, rx) = mpsc::channel();
-                for &addr in &wanted {
-                    let tx = tx.clone();
-                    // A lookup that outlives the deadline is abandoned; its
-                    // thread ends with its answer or with the process.
-                    let spawned = std::thread::Builder::new()
+                let queue = Arc::new(Mutex::new(wanted.clone()));
+                // A bounded pool: a listing of ten thousand addresses does
+                // not start ten thousand threads. Lookups still running at
+                // the deadline are abandoned; their threads end with their
+                // answers or with the process.
+                for _ in 0..wanted.len().min(MAX_LOOKUP_THREADS) {
+                    let (tx, queue) = (tx.clone(), queue.clone());
+                    let _ = std::thread::Builder::new()
                         .name("host-lookup".into())
                         .spawn(move || {
-                            let _ = tx.send((addr, reverse_lookup(addr)));
+                            loop {
+                                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                                let Some(addr) = next else { break };
+                                if tx.send((addr, reverse_lookup(addr))).is_err() {
+                                    break;
+                                }
+                            }
                         });
-                    if spawned.is_err() {
-                        cache.insert(addr, None);
-                    }
                 }
                 drop(tx);
                 let deadline = Instant::now() + HOST_LOOKUP_TIMEOUT;
@@ -152,6 +161,8 @@ impl Names {
                         Err(_) => break,
                     }
                 }
+                // What is left is printed as numbers; the workers stop.
+                queue.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 for addr in wanted {
                     cache.entry(addr).or_insert(None);
                 }

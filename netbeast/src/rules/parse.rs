@@ -39,6 +39,9 @@ pub struct IptablesCommand {
     /// `-c PACKETS BYTES` was given (a restore line must not also have
     /// `[packets:bytes]`).
     pub counters_given: bool,
+    /// `-w SECONDS`: give up when the lock is not free within that time
+    /// (exit 4, as iptables). Without it (or `-w` alone) netbeast waits.
+    pub wait_seconds: Option<u64>,
 }
 
 /// What the command does. Chains are named as written; whether they exist is
@@ -251,8 +254,8 @@ pub enum Problem {
     Parameter = 2,
     /// A table this iptables (here: netbeast) does not have.
     Version = 3,
-    // iptables' 4 (resource problem: its lock is busy) never arises:
-    // netbeast always waits for its lock, as `iptables -w` does.
+    /// A resource problem: the lock was not free within `-w SECONDS`.
+    Resource = 4,
 }
 
 impl ParseError {
@@ -1261,6 +1264,7 @@ struct Parser<'a> {
     matches: Vec<LoadedMatch>,
     target: Option<TargetState>,
     counter: Option<Counter>,
+    wait_seconds: Option<u64>,
     /// `-h`/`-V`: stop at once, as iptables does.
     early_exit: Option<Action>,
 }
@@ -1291,6 +1295,7 @@ impl<'a> Parser<'a> {
             matches: Vec::new(),
             target: None,
             counter: None,
+            wait_seconds: None,
             early_exit: None,
         }
     }
@@ -1315,6 +1320,7 @@ impl<'a> Parser<'a> {
                     verbose: self.verbose,
                     action,
                     counters_given: self.counter.is_some(),
+                    wait_seconds: self.wait_seconds,
                 });
             }
             if let Some(value) = self.scanner.long_value.take() {
@@ -1776,16 +1782,21 @@ impl<'a> Parser<'a> {
                 hint: "; pass it to the restore command itself",
             });
         }
-        // netbeast always waits for its lock, so the time is only checked.
-        if let Some(value) = self.scanner.optional_value()
-            && parse_c_number(value).is_none()
-        {
-            return Err(invalid(
-                option,
-                "wait time",
-                value,
-                "expected a whole number of seconds (-w) or microseconds (-W)",
-            ));
+        // -w SECONDS bounds the wait for the lock; -W (how often legacy
+        // iptables retried) is only checked: netbeast waits on the lock
+        // itself.
+        if let Some(value) = self.scanner.optional_value() {
+            let number = parse_c_number(value).ok_or_else(|| {
+                invalid(
+                    option,
+                    "wait time",
+                    value,
+                    "expected a whole number of seconds (-w) or microseconds (-W)",
+                )
+            })?;
+            if c == 'w' {
+                self.wait_seconds = Some(number);
+            }
         }
         Ok(())
     }
@@ -2145,6 +2156,7 @@ impl<'a> Parser<'a> {
             verbose: self.verbose,
             action,
             counters_given: self.counter.is_some(),
+            wait_seconds: self.wait_seconds,
         })
     }
 

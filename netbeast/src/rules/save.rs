@@ -404,6 +404,7 @@ pub fn apply_restore(
                                 chain: name.clone(),
                             },
                             counters_given: false,
+                            wait_seconds: None,
                         };
                         command::execute(table, &create).map_err(|source| {
                             RestoreError::Command {
