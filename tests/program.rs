@@ -3711,6 +3711,72 @@ fn connlimit_counts_live_connections_of_an_address() {
 }
 
 #[test]
+fn hashlimit_keeps_a_bucket_per_source() {
+    lab("hashlimit", false, |h, _| {
+        h.apply(&[
+            // The README's per-source line, with a rate that does not
+            // refill during the test: 3 packets per source.
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+            // A /24 shares one bucket.
+            "-A INPUT -p udp --dport 8 -m hashlimit --hashlimit-above 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name per-net -j DROP",
+            // Bytes: the bucket holds one second of 1kb/s.
+            "-A INPUT -p udp --dport 9 -m hashlimit --hashlimit-above 1kb/s --hashlimit-mode srcip --hashlimit-name bytes -j DROP",
+        ]);
+        let from = |src: [u8; 4], dport: u16, payload: usize| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .payload(&vec![0x61; payload])
+                .build()
+        };
+        // Three sources at different rates, interleaved: 5, 2 and 10
+        // packets. Each has its own 3.
+        let sources = [[10, 1, 0, 1], [10, 2, 0, 1], [10, 3, 0, 1]];
+        let sends = [5, 2, 10];
+        let mut passed = [0; 3];
+        for round in 0..10 {
+            for (i, src) in sources.iter().enumerate() {
+                if round < sends[i] && h.run(&from(*src, 7, 8), 0).0 == XDP_PASS {
+                    passed[i] += 1;
+                }
+            }
+        }
+        assert_eq!(passed, [3, 2, 3], "a bucket per source");
+        // Two addresses of one /24: 2 together, then over the limit.
+        let got: Vec<&str> = [[10, 5, 5, 1], [10, 5, 5, 2], [10, 5, 5, 1], [10, 6, 5, 1]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 8, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "srcmask 24"
+        );
+        // Bytes: a 528-byte packet takes half the second's 1024 bytes
+        // (in 16-byte chunks), so the next one is over; another source
+        // has its own second.
+        let mut big = |src| action_name(h.run(&from(src, 9, 500), 0).0);
+        assert_eq!(
+            [big([10, 7, 0, 1]), big([10, 7, 0, 1]), big([10, 8, 0, 1])],
+            ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "bytes"
+        );
+        // A new ruleset keeps the named table's buckets (by name, as the
+        // kernel's tables): the first source is still out of credit.
+        h.apply(&[
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+        ]);
+        assert_eq!(action_name(h.run(&from(sources[0], 7, 8), 0).0), "XDP_DROP");
+        assert_eq!(
+            action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
+            "XDP_PASS"
+        );
+    });
+}
+
+#[test]
 fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
     lab("guard-jump", false, |h, _| {
         // kube-proxy's shape: a service chain whose rules jump to an

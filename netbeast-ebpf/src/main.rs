@@ -13,6 +13,7 @@ mod csum;
 mod discard;
 mod forward;
 mod generator;
+mod hashlimit;
 mod nat;
 mod nat_sock;
 mod parse;

@@ -111,6 +111,7 @@ impl GuardTable {
                         _pad: 0,
                         a: u64::from(g),
                         b: 0,
+                        c: 0,
                     };
                     let n = self.add(record, None)?;
                     self.requirements.insert((g, held, next), n);
@@ -184,16 +185,20 @@ impl GuardOracle for GuardState {
             // only connection (what the kernel counts for a first one).
             return (1 > guard.a) != (guard.negated != 0);
         }
-        if guard.kind == guard_kind::LIMIT {
-            // The bucket's state, as the kernel keeps it in GUARD_STATE.
+        if guard.kind == guard_kind::LIMIT || guard.kind == guard_kind::HASHLIMIT {
+            // The bucket's state, as the kernel keeps it in GUARD_STATE;
+            // hashlimit's models have no packet: one bucket per rule (the
+            // kernel's for a mode of none), evaluated in the same order.
             let tat = self.counts.entry((table, rule.clone(), n)).or_insert(0);
-            return match limit_take(*tat, self.now, guard.a, guard.b) {
+            let invert = guard.kind == guard_kind::HASHLIMIT && guard.negated != 0;
+            let under = match limit_take(*tat, self.now, guard.a, guard.b) {
                 Some(new) => {
                     *tat = new;
                     true
                 }
                 None => false,
             };
+            return under != invert;
         }
         let count = if guard.counts() {
             let c = self.counts.entry((table, rule.clone(), n)).or_insert(0);

@@ -19,9 +19,9 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, Connlimit, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match,
-    MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset,
-    StateModule, Statistic, StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
+    Limit, Match, MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule,
+    Ruleset, StateModule, Statistic, StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -316,9 +316,10 @@ impl Dice {
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(match self.weighted(&[7, 2, 1]) {
+            matches.push(match self.weighted(&[7, 2, 1, 1]) {
                 0 => Match::Statistic(self.statistic()),
                 1 => Match::Limit(self.limit()),
+                3 => Match::Hashlimit(self.hashlimit()),
                 // The models see each packet as its address's only
                 // connection: limit 0 matches it with above, 1 does not.
                 _ => Match::Connlimit(Connlimit {
@@ -486,6 +487,27 @@ impl Dice {
             // 1/10000 s units: 2 ms to 30 ms.
             period: self.pick(&[20u32, 50, 100, 300]),
             burst: self.pick(&[1u32, 2, 3]),
+        }
+    }
+
+    /// `-m hashlimit` in packets, small buckets as `limit`'s, upto or
+    /// above.
+    fn hashlimit(&mut self) -> Hashlimit {
+        Hashlimit {
+            name: self.pick(&["a", "b"]).to_string(),
+            above: self.chance(50),
+            // Microseconds: 2 ms to 30 ms.
+            rate: HashRate::Packets {
+                period: self.pick(&[2_000u64, 5_000, 10_000, 30_000]),
+            },
+            burst: self.pick(&[1u64, 2, 3]),
+            mode: self.below(16) as u32,
+            srcmask: 32,
+            dstmask: 32,
+            size: 0,
+            max: 0,
+            gcinterval: 1000,
+            expire: 1000,
         }
     }
 

@@ -11,6 +11,7 @@ pub use super::ext::comment::Comment;
 pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
+pub use super::ext::hashlimit::{HashRate, Hashlimit};
 pub use super::ext::icmp::Icmp;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
@@ -295,6 +296,8 @@ pub enum Match {
     Limit(Limit),
     /// `-m connlimit`: a guard (live connections per masked address).
     Connlimit(Connlimit),
+    /// `-m hashlimit`: a guard (a token bucket per key of a named table).
+    Hashlimit(Hashlimit),
 }
 
 impl Match {
@@ -317,6 +320,7 @@ impl Match {
             Match::Statistic(m) => m,
             Match::Limit(m) => m,
             Match::Connlimit(m) => m,
+            Match::Hashlimit(m) => m,
         }
     }
 }

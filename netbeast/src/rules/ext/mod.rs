@@ -21,6 +21,7 @@ pub mod comment;
 pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod hashlimit;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
@@ -162,6 +163,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
+    &hashlimit::MODULE,
     &iprange::MODULE,
     &length::MODULE,
     &limit::MODULE,
@@ -190,7 +192,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "devgroup",
     "ecn",
     "esp",
-    "hashlimit",
     "helper",
     "ipcomp",
     "ipvs",
