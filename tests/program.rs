@@ -3762,6 +3762,29 @@ fn hashlimit_keeps_a_bucket_per_source() {
             ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
             "bytes"
         );
+        // --hashlimit-htable-max 2 and a third key: iptables drops the
+        // packets of keys past the table's max; netbeast keeps one LRU
+        // table for every name (docs/FEATURES.md) and gives the third its
+        // own bucket, counting every bucket it makes (`hashlimit_new`).
+        h.apply(&[
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -j DROP",
+        ]);
+        let before = h.stats()[stats::HASHLIMIT_NEW as usize];
+        let got: Vec<&str> = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3], [10, 9, 0, 3]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 10, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            "htable-max"
+        );
+        assert_eq!(
+            h.stats()[stats::HASHLIMIT_NEW as usize] - before,
+            3,
+            "buckets made"
+        );
         // A new ruleset keeps the named table's buckets (by name, as the
         // kernel's tables): the first source is still out of credit.
         h.apply(&[
