@@ -3800,6 +3800,51 @@ fn hashlimit_keeps_a_bucket_per_source() {
 }
 
 #[test]
+fn recent_cuts_the_sixth_connection_of_an_address() {
+    lab("recent", false, |h, _| {
+        // ufw's `limit` pair.
+        h.apply(&[
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set",
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 -j DROP",
+            "-A INPUT -p tcp --dport 22 -j ACCEPT",
+            // --rcheck, --remove and ! on another list.
+            "-A INPUT -p udp --dport 7 -m recent --set --name seen",
+            "-A INPUT -p udp --dport 8 -m recent --remove --name seen",
+            "-A INPUT -p udp --dport 9 -m recent ! --rcheck --name seen -j DROP",
+        ]);
+        let syn = |src: [u8; 4], sport: u16| {
+            FrameBuilder::tcp(Ipv4Addr::from(src), sport, SERVER, 22)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let got: Vec<&str> = (0..7)
+            .map(|i| action_name(h.run(&syn([10, 1, 0, 1], 2000 + i), 0).0))
+            .collect();
+        let mut want = vec!["XDP_PASS"; 5];
+        want.extend(["XDP_DROP", "XDP_DROP"]);
+        assert_eq!(got, want, "the 6th connection within 30 s is cut");
+        assert_eq!(
+            action_name(h.run(&syn([10, 2, 0, 1], 2000), 0).0),
+            "XDP_PASS",
+            "another address"
+        );
+        let udp_from = |dport: u16| {
+            FrameBuilder::udp(Ipv4Addr::new(10, 3, 0, 1), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let mut run = |dport| action_name(h.run(&udp_from(dport), 0).0);
+        assert_eq!(run(9), "XDP_DROP", "not listed yet");
+        run(7);
+        assert_eq!(run(9), "XDP_PASS", "listed by --set");
+        run(8);
+        assert_eq!(run(9), "XDP_DROP", "taken off by --remove");
+    });
+}
+
+#[test]
 fn guarded_jump_enters_its_chain_only_when_the_guard_held() {
     lab("guard-jump", false, |h, _| {
         // kube-proxy's shape: a service chain whose rules jump to an

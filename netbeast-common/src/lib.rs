@@ -458,7 +458,10 @@ pub mod stats {
     /// `-m hashlimit` packets treated as over the limit because other CPUs
     /// changed the bucket every time this one tried (`LIMIT_TRIES`).
     pub const HASHLIMIT_CONTENDED: u32 = 30;
-    pub const COUNT: u32 = 31;
+    /// `-m recent` checks that could not take their entry's lock: the
+    /// rule does not match.
+    pub const RECENT_CONTENDED: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -504,6 +507,7 @@ pub mod stats {
         "connlimit_contended",
         "hashlimit_new",
         "hashlimit_contended",
+        "recent_contended",
     ];
 }
 
@@ -706,6 +710,60 @@ pub mod guard_kind {
     /// bits and masks; `c`: the name's number (low 32 bits) and the expiry
     /// of an idle bucket in ms (high 32 bits).
     pub const HASHLIMIT: u32 = 6;
+    /// `-m recent`: the packet's masked source (or destination) address
+    /// in the list of its `--name`. `_pad`: [`super::recent`] bits; `a`:
+    /// `--seconds`; `b`: `--hitcount`; `c`: the name's number (low 32
+    /// bits) and the mask (high 32, network byte order); `negated`: `!`.
+    pub const RECENT: u32 = 7;
+}
+
+/// `-m recent`'s command and flags, packed in `Guard::_pad`.
+pub mod recent {
+    pub const SET: u32 = 1;
+    pub const CHECK: u32 = 2;
+    pub const UPDATE: u32 = 4;
+    pub const REMOVE: u32 = 8;
+    pub const REAP: u32 = 16;
+    /// `--rttl`: an entry counts only if the packet's TTL is the one it
+    /// recorded.
+    pub const TTL: u32 = 32;
+    /// `--rdest`: the destination address is the key.
+    pub const DEST: u32 = 64;
+}
+
+/// Times one `-m recent` entry remembers (the kernel remembers 20 by
+/// default): `--hitcount` may be at most this.
+pub const RECENT_STAMPS: usize = 32;
+/// Entries all `-m recent` lists hold together. An LRU table: past it, a
+/// new address's entry takes the place of the one used least recently, of
+/// any list (see docs/FEATURES.md).
+pub const RECENT_ENTRIES: u32 = 65_536;
+
+/// A `-m recent` entry's key: its list's name number and the masked
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentKey {
+    pub name: u32,
+    /// Network byte order.
+    pub addr: u32,
+}
+
+/// A `-m recent` entry: the times (bpf_ktime_get_ns) of the last
+/// `RECENT_STAMPS` packets that set or updated it, in a ring. `lock`
+/// serializes the CPUs that check it (0 free, 1 held).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentEntry {
+    pub lock: u64,
+    pub stamps: [u64; RECENT_STAMPS],
+    /// The next stamp's slot.
+    pub index: u32,
+    /// Stamps recorded (at most `RECENT_STAMPS`).
+    pub count: u32,
+    /// The TTL of the packet that last set or updated it.
+    pub ttl: u32,
+    pub _pad: u32,
 }
 
 /// `-m hashlimit`'s settings packed in `Guard::_pad`.
@@ -1223,6 +1281,8 @@ mod user {
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
     unsafe impl aya::Pod for HashlimitKey {}
+    unsafe impl aya::Pod for RecentKey {}
+    unsafe impl aya::Pod for RecentEntry {}
     unsafe impl aya::Pod for HashlimitBucket {}
     unsafe impl aya::Pod for ConnlimitList {}
 }

@@ -18,6 +18,7 @@ mod nat;
 mod nat_sock;
 mod parse;
 mod pipeline;
+mod recent;
 mod reject;
 mod reject_local;
 mod route;

@@ -19,6 +19,7 @@ pub use super::ext::limit::Limit;
 pub use super::ext::mac::MacSource;
 pub use super::ext::multiport::Multiport;
 pub use super::ext::pkttype::PktType;
+pub use super::ext::recent::{Recent, RecentCommand};
 pub use super::ext::statistic::{Statistic, StatisticMode};
 pub use super::ext::tcp::{Ports, TcpFlags};
 pub use super::ext::tos::Tos;
@@ -298,6 +299,8 @@ pub enum Match {
     Connlimit(Connlimit),
     /// `-m hashlimit`: a guard (a token bucket per key of a named table).
     Hashlimit(Hashlimit),
+    /// `-m recent`: a guard (per-name lists of addresses).
+    Recent(Recent),
 }
 
 impl Match {
@@ -321,6 +324,7 @@ impl Match {
             Match::Limit(m) => m,
             Match::Connlimit(m) => m,
             Match::Hashlimit(m) => m,
+            Match::Recent(m) => m,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
+pub mod recent;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -168,6 +169,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &length::MODULE,
     &limit::MODULE,
     &pkttype::MODULE,
+    &recent::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
@@ -204,7 +206,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "quota",
     "rateest",
     "realm",
-    "recent",
     "rpfilter",
     "sctp",
     "set",
