@@ -151,6 +151,52 @@ fn article_connlimit_rule(firewall: Firewall) {
 
 scenario!(article_connlimit_rule);
 
+/// ufw's `limit` rule pair: the 6th new connection from one address within
+/// 30 s is cut (its SYNs dropped), another address is not.
+fn ufw_limit_pair(firewall: Firewall) {
+    require_root();
+    let bed = Testbed::new("recent", firewall).expect("building the testbed");
+    bed.client()
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR2}/24"),
+            "dev",
+            CLIENT_IFACE,
+        ])
+        .expect("adding the second client address");
+    let _server = support::echo_server(bed.server(), 22);
+    for line in [
+        "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set",
+        "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 -j DROP",
+    ] {
+        bed.iptables_ok(line).unwrap();
+    }
+    let fw = &bed.firewall;
+    let connect = |from: Ipv4Addr| {
+        tcp_stream(
+            bed.client(),
+            Some(SocketAddrV4::new(from, 0)),
+            SocketAddrV4::new(SERVER_ADDR, 22),
+            Duration::from_millis(1500),
+        )
+        .expect("entering the client namespace")
+    };
+    for i in 1..=5 {
+        let stream = connect(CLIENT_ADDR)
+            .unwrap_or_else(|o| panic!("{fw:?}: connection {i} of 5 failed: {o:?}"));
+        close_all(vec![stream]);
+    }
+    assert_eq!(
+        connect(CLIENT_ADDR).map(|_| ()),
+        Err(ConnectOutcome::TimedOut),
+        "{fw:?}: the 6th connection within 30 s"
+    );
+    connect(CLIENT_ADDR2).unwrap_or_else(|o| panic!("{fw:?}: another address was cut too: {o:?}"));
+}
+
+scenario!(ufw_limit_pair);
+
 /// The server's port and the client's.
 const SERVER_PORT: u16 = 5001;
 const CLIENT_PORT: u16 = 5002;
