@@ -193,6 +193,41 @@ fn ufw_limit_pair(firewall: Firewall) {
         "{fw:?}: the 6th connection within 30 s"
     );
     connect(CLIENT_ADDR2).unwrap_or_else(|o| panic!("{fw:?}: another address was cut too: {o:?}"));
+    if fw.is_netbeast() {
+        // `netbeast recent -L` shows both addresses of the list, the cut
+        // one with its packets (5 + the 6th's SYNs, at least 6).
+        let listed = bed.server().netbeast_ok(&["recent", "-L"]).unwrap();
+        let line = |addr: Ipv4Addr| {
+            listed
+                .lines()
+                .find(|l| l.starts_with(&format!("src={addr} ")))
+                .unwrap_or_else(|| panic!("recent -L lists no {addr}:\n{listed}"))
+                .to_string()
+        };
+        assert!(listed.starts_with("DEFAULT:\n"), "{listed}");
+        let cut = line(CLIENT_ADDR);
+        let packets: usize = cut
+            .split("oldest_pkt: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no packet count in {cut:?}"));
+        assert!(packets >= 6, "{cut}");
+        assert!(line(CLIENT_ADDR2).contains("oldest_pkt: 1 "), "{listed}");
+        let one = bed
+            .server()
+            .netbeast_ok(&["recent", "-L", "DEFAULT"])
+            .unwrap();
+        assert!(
+            !one.contains("DEFAULT:") && one.lines().count() == 2,
+            "{one}"
+        );
+        let unknown = bed.server().netbeast(&["recent", "-L", "nope"]).unwrap();
+        assert!(
+            !unknown.status.success(),
+            "recent -L of a list no rule names"
+        );
+    }
 }
 
 scenario!(ufw_limit_pair);

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod conntrack;
 pub mod demo;
 mod plane;
+pub mod recent;
 
 use std::{
     ffi::OsString,
@@ -165,6 +166,13 @@ enum Command {
         #[arg(short = 'C', long)]
         count: bool,
     },
+    /// The -m recent lists (/proc/net/xt_recent's): -L [NAME].
+    Recent {
+        /// List the addresses of every list, or of list NAME.
+        #[arg(short = 'L', long = "list", required = true)]
+        list: bool,
+        name: Option<String>,
+    },
     /// Data plane statistics.
     Stats {
         #[arg(long)]
@@ -302,6 +310,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Recent { name, .. } => recent::run(name.as_deref()),
                 Command::Demo => demo::run(),
                 Command::Bench(args) => bench::run(args),
             }
