@@ -1916,6 +1916,13 @@ COMMIT
                         (0u32..16, 0u8..=32, 0u8..=32),
                         (0u32..3, 0u32..3, prop::option::of(1u32..100_000), "[a-z]{1,8}"),
                     )),
+                    // -m recent: command, !, seconds, reap, hitcount, rttl,
+                    // name, mask length, rdest.
+                    prop::option::of((
+                        (0usize..4, any::<bool>(), 0u32..100, any::<bool>()),
+                        (0u32..=32, any::<bool>(), prop::option::of("[A-Za-z0-9_]{1,12}")),
+                        (0u32..=32, any::<bool>()),
+                    )),
                 ),
             )
                 .prop_map(
@@ -1930,7 +1937,7 @@ COMMIT
                         (sport, dport),
                         (multi, mac, comment),
                         (icmp, target, packets, bytes),
-                        (limit, connlimit, hashlimit),
+                        (limit, connlimit, hashlimit, recent),
                     )| {
                         let mut rule = Rule::new(match target {
                             0 => Target::None,
@@ -2079,6 +2086,29 @@ COMMIT
                                 }
                             }
                         }
+                        if let Some(((command, negated, seconds, reap), (hitcount, rttl, name), (mask, rdest))) =
+                            recent
+                        {
+                            use crate::rules::ext::recent::{Recent, RecentCommand};
+                            let command = [
+                                RecentCommand::Set,
+                                RecentCommand::Check,
+                                RecentCommand::Update,
+                                RecentCommand::Remove,
+                            ][command];
+                            let check = matches!(command, RecentCommand::Check | RecentCommand::Update);
+                            rule.matches.push(Match::Recent(Recent {
+                                command,
+                                negated,
+                                seconds,
+                                reap: reap && seconds != 0,
+                                hitcount,
+                                rttl: rttl && check,
+                                name: name.unwrap_or_else(|| "DEFAULT".into()),
+                                mask: Ipv4Addr::from(if mask == 0 { 0 } else { u32::MAX << (32 - mask) }),
+                                rdest,
+                            }));
+                        }
                         rule.counter = Counter { packets, bytes };
                         (chain, rule)
                     },
@@ -2215,8 +2245,12 @@ COMMIT
                             rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
                         }
                         // connlimit is refused in the nat table.
-                        rule.matches
-                            .retain(|m| !matches!(m, Match::Connlimit(_) | Match::Hashlimit(_)));
+                        rule.matches.retain(|m| {
+                            !matches!(
+                                m,
+                                Match::Connlimit(_) | Match::Hashlimit(_) | Match::Recent(_)
+                            )
+                        });
                         let tcp_udp = matches!(
                             rule.protocol,
                             Some(Negatable {
@@ -2281,7 +2315,10 @@ COMMIT
                         rule.matches.retain(|m| {
                             !matches!(
                                 m,
-                                Match::MacSource(_) | Match::Connlimit(_) | Match::Hashlimit(_)
+                                Match::MacSource(_)
+                                    | Match::Connlimit(_)
+                                    | Match::Hashlimit(_)
+                                    | Match::Recent(_)
                             )
                         });
                         rule.target = Target::Redirect {
