@@ -19,9 +19,10 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, Connlimit, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match,
-    MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset,
-    StateModule, Statistic, StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
+    Limit, Match, MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, Recent,
+    RecentCommand, RejectWith, Rule, Ruleset, StateModule, Statistic, StatisticMode, TableName,
+    Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -336,9 +337,11 @@ impl Dice {
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(match self.weighted(&[7, 2, 1]) {
+            matches.push(match self.weighted(&[7, 2, 1, 1, 2]) {
                 0 => Match::Statistic(self.statistic()),
                 1 => Match::Limit(self.limit()),
+                3 => Match::Hashlimit(self.hashlimit()),
+                4 => Match::Recent(self.recent()),
                 // The models see each packet as its address's only
                 // connection: limit 0 matches it with above, 1 does not.
                 _ => Match::Connlimit(Connlimit {
@@ -506,6 +509,51 @@ impl Dice {
             // 1/10000 s units: 2 ms to 30 ms.
             period: self.pick(&[20u32, 50, 100, 300]),
             burst: self.pick(&[1u32, 2, 3]),
+        }
+    }
+
+    /// `-m hashlimit` in packets, small buckets as `limit`'s, upto or
+    /// above.
+    fn hashlimit(&mut self) -> Hashlimit {
+        Hashlimit {
+            name: self.pick(&["a", "b"]).to_string(),
+            above: self.chance(50),
+            // Microseconds: 2 ms to 30 ms.
+            rate: HashRate::Packets {
+                period: self.pick(&[2_000u64, 5_000, 10_000, 30_000]),
+            },
+            burst: self.pick(&[1u64, 2, 3]),
+            mode: self.below(16) as u32,
+            srcmask: 32,
+            dstmask: 32,
+            size: 0,
+            max: 0,
+            gcinterval: 1000,
+            expire: 1000,
+        }
+    }
+
+    /// `-m recent` on two lists, every command, short windows (in the
+    /// models' clock a packet comes every `PACKET_GAP_NS`, so 1 s holds
+    /// hundreds).
+    fn recent(&mut self) -> Recent {
+        let command = self.pick(&[
+            RecentCommand::Set,
+            RecentCommand::Check,
+            RecentCommand::Update,
+            RecentCommand::Remove,
+        ]);
+        let seconds = self.pick(&[0u32, 1]);
+        Recent {
+            command,
+            negated: self.chance(25),
+            seconds,
+            reap: seconds != 0 && self.chance(30),
+            hitcount: self.pick(&[0u32, 1, 3]),
+            rttl: false,
+            name: self.pick(&["a", "b"]).to_string(),
+            mask: Ipv4Addr::BROADCAST,
+            rdest: self.chance(30),
         }
     }
 

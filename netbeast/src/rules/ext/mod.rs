@@ -22,6 +22,7 @@ pub mod comment;
 pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod hashlimit;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
@@ -29,6 +30,7 @@ pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
+pub mod recent;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -171,10 +173,12 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
+    &hashlimit::MODULE,
     &iprange::MODULE,
     &length::MODULE,
     &limit::MODULE,
     &pkttype::MODULE,
+    &recent::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
@@ -198,7 +202,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "devgroup",
     "ecn",
     "esp",
-    "hashlimit",
     "helper",
     "ipcomp",
     "ipvs",
@@ -211,7 +214,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "quota",
     "rateest",
     "realm",
-    "recent",
     "rpfilter",
     "set",
     "socket",
