@@ -275,6 +275,28 @@ fn pktgen_without_pktgen_is_a_clear_error_that_leaves_nothing() {
     assert!(pinned.is_empty(), "pinned: {pinned:?}");
 }
 
+/// `--scenario control-plane --quick`: every call of the scenario runs on
+/// every plane (netbeast, iptables-nft, iptables-legacy) and leaves the
+/// ruleset as it found it (the next round's restore and -C would fail
+/// otherwise); a figure for each. No timing is asserted.
+#[test]
+fn control_plane_scenario_measures_every_call_on_every_plane() {
+    require_root();
+    let report = quick_report(&["--scenario", "control-plane"]);
+    let rows = report["control_plane"]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no control_plane rows: {report}"));
+    for plane in ["netbeast", "iptables-nft", "iptables-legacy"] {
+        let mine: Vec<&Value> = rows.iter().filter(|r| r["plane"] == plane).collect();
+        // Two rule counts, each a restore and nine calls.
+        assert_eq!(mine.len(), 2 * 10, "{plane}: {mine:?}");
+        for row in mine {
+            let ms = row["median_ms"].as_f64().unwrap_or(-1.0);
+            assert!(ms > 0.0, "{plane}: no time for {row}");
+        }
+    }
+}
+
 /// `--scenario lb`: every data plane balanced its first packet to a backend
 /// (checked inside, before timing) and a backend change was measured at
 /// each size.

@@ -1712,7 +1712,39 @@ fn regressions() -> Vec<(&'static str, Case)> {
     use Side::{Client, Server};
     let later_udp = Kind::LaterFragment { protocol: 17 };
     let syn = |sport, dport| Kind::Syn { sport, dport };
+    let udp = |sport, dport| Kind::Udp { sport, dport };
     vec![
+        (
+            // RFC 1122 3.2.2, issue 20: netbeast answered a datagram to the
+            // subnet's broadcast address with an ICMP error from that
+            // address. The kernel's REJECT stays silent about anything
+            // sent to a broadcast or multicast address (IP or Ethernet);
+            // the router's own unicast address still gets its answers.
+            "no REJECT reply to broadcasts and multicasts",
+            fixed_case(
+                "-A INPUT -p tcp -j REJECT --reject-with tcp-reset\n-A INPUT -j REJECT\n",
+                vec![
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 255], syn(1000, 22)),
+                    probe(Server, [10, 199, 2, 2], [10, 199, 2, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [255, 255, 255, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [224, 0, 0, 1], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [224, 0, 0, 1], syn(1000, 22)),
+                    probe(
+                        Client,
+                        [10, 199, 1, 2],
+                        [10, 199, 1, 1],
+                        Kind::Odd {
+                            oddity: Oddity::LinkBroadcast,
+                            sport: 1000,
+                            dport: 53,
+                        },
+                    ),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], syn(1000, 22)),
+                ],
+            ),
+        ),
         (
             // Docker's filter table (tests/fixtures/iptables-save), its
             // bridge played by the server side: user chains, RETURNs, the

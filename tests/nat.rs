@@ -47,9 +47,9 @@ const UDP_PORT: u16 = 5353;
 // ---------------------------------------------------------------------------
 // Scenarios, topologies and small helpers
 
-/// Runs a routed scenario with netbeast's fast path on and off, and with
-/// iptables. The hosts' veths run XDP programs, so the router may redirect
-/// into them.
+/// Runs a routed scenario with netbeast's fast path as `attach` sets it
+/// by default (into the hosts' bare veths: the TC hand-off) and off, and
+/// with iptables.
 macro_rules! routed_scenario {
     ($name:ident) => {
         mod $name {
@@ -57,7 +57,7 @@ macro_rules! routed_scenario {
 
             #[test]
             fn netbeast_fast_path() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "on"]));
+                super::$name(Firewall::netbeast(NETBEAST));
             }
 
             #[test]
@@ -78,19 +78,18 @@ include!("support/scenario.rs");
 /// Whether `firewall` is netbeast with its forwarding fast path on.
 fn fast_path_on(firewall: &Firewall) -> bool {
     match firewall {
-        Firewall::Netbeast { attach_args, .. } => attach_args
+        Firewall::Netbeast { attach_args, .. } => !attach_args
             .windows(2)
-            .any(|w| w[0] == "--fast-path" && w[1] == "on"),
+            .any(|w| w[0] == "--fast-path" && w[1] == "off"),
         Firewall::Iptables => false,
     }
 }
 
-/// A host's end of a link: an XDP program, so frames the router's XDP
-/// program redirects arrive at once ([`Netns::attach_xdp_pass`]), and
-/// transmit checksum offload off, because a frame that native XDP
-/// redirects loses its CHECKSUM_PARTIAL mark (see tests/router.rs).
+/// A host's end of a link: no program (the router's fast path reaches a
+/// bare veth), transmit checksum offload off: the XDP program rewrites
+/// addresses and ports with full-checksum arithmetic, which a
+/// CHECKSUM_PARTIAL frame's pseudo-header sum does not follow.
 fn prepare_host(host: &Netns, iface: &str) -> netbeast::netns::Result<()> {
-    host.attach_xdp_pass(iface)?;
     host.run_ok("ethtool", &["-K", iface, "tx", "off"])?;
     Ok(())
 }

@@ -26,7 +26,7 @@ use netbeast::{
         parse,
     },
 };
-use netbeast_common::{chain, stats};
+use netbeast_common::{chain, iface_path, stats};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -1752,6 +1752,54 @@ fn reject_stays_silent() {
     lab("silent", false, |h, _| run_cases(h, cases));
 }
 
+/// RFC 1122 3.2.2: no reply to a packet for a broadcast address, the
+/// directed broadcast of the host's own subnet included (the local table's
+/// `broadcast` route: the kernel's REJECT finds RTCF_BROADCAST on it), for
+/// an ICMP error as for a reset; the host's unicast address still gets one.
+#[test]
+fn reject_is_silent_to_subnet_broadcasts() {
+    lab("silent-bcast", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let reject = &["-A INPUT -j REJECT"];
+        let rst = &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let silent = &[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)];
+        let cases = vec![
+            case(
+                "no ICMP error about a datagram to the subnet's broadcast",
+                reject,
+                FrameBuilder::udp(CLIENT, 1234, subnet_broadcast, 53)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "no reset for a segment to the subnet's broadcast",
+                rst,
+                FrameBuilder::tcp(CLIENT, 1234, subnet_broadcast, 22)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "an ICMP error about a datagram to the host itself",
+                reject,
+                udp(53),
+                IcmpUnreachable(3),
+            )
+            .counts(&[(stats::REJECTED, 1)]),
+        ];
+        run_cases(h, cases);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Counters
 
@@ -2474,6 +2522,68 @@ fn first_match_across_vector_words() {
     });
 }
 
+/// A rule in front that leaves fields open (`-p tcp --syn -j DROP` before
+/// UDP rules: no source, no port) gives those fields' classes a bit in
+/// word 0, so every field starts there while word 0 holds no match for a
+/// UDP packet: the search starts at the first word of the summaries' AND,
+/// and goes on from there past rules without a verdict. Rule layout: the
+/// --syn rule, then per source network one DROP rule, with count-only
+/// `-s 10.0.0.0/8` rules and a final ACCEPT for 10/8 among them.
+#[test]
+fn first_match_behind_a_rule_that_leaves_fields_open() {
+    const NETWORKS: usize = 4200;
+    const COUNT_ONLY: [usize; 3] = [100, 2000, 4100];
+    let mut lines = vec!["-A INPUT -p tcp --syn -j DROP".to_string()];
+    // iptables rule index (from 0) of each network's DROP rule.
+    let mut drop_rule = Vec::new();
+    for i in 0..NETWORKS {
+        if COUNT_ONLY.contains(&i) {
+            lines.push("-A INPUT -s 10.0.0.0/8 -p udp".to_string());
+        }
+        drop_rule.push(lines.len());
+        lines.push(format!(
+            "-A INPUT -s 10.{}.{}.0/24 -p udp -j DROP",
+            i / 256,
+            i % 256
+        ));
+    }
+    lines.push("-A INPUT -s 10.0.0.0/8 -p udp -j ACCEPT".to_string());
+    let count_only: Vec<usize> = COUNT_ONLY.iter().map(|&i| drop_rule[i] - 1).collect();
+    lab("syn-front", false, |h, _| {
+        h.apply(&lines);
+        // (source network, or none of them) → the rules it must count.
+        for s in [
+            Some(0),
+            Some(63),
+            Some(99),
+            Some(100),
+            Some(1999),
+            Some(2000),
+            Some(4199),
+            None,
+        ] {
+            let src = match s {
+                Some(s) => Ipv4Addr::new(10, (s / 256) as u8, (s % 256) as u8, 9),
+                None => Ipv4Addr::new(10, 200, 0, 9),
+            };
+            let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+            let (before, _) = h.counters(chain::INPUT);
+            let (action, _) = h.run(&frame, 0);
+            let last = s.map_or(lines.len() - 1, |s| drop_rule[s]);
+            let want = if s.is_some() { XDP_DROP } else { XDP_PASS };
+            assert_eq!(action, want, "source {src}");
+            let (after, policy) = h.counters(chain::INPUT);
+            let hit: Vec<usize> = (0..lines.len())
+                .filter(|&i| after[i].packets != before[i].packets)
+                .collect();
+            let mut expect: Vec<usize> = count_only.iter().copied().filter(|&r| r < last).collect();
+            expect.push(last);
+            assert_eq!(hit, expect, "rules counted for source {src}");
+            assert_eq!(policy.packets, 0);
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset
@@ -2834,7 +2944,10 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
         ])
         .expect("setting interface addresses");
     h.dataplane
-        .set_fast_path_interfaces(&[veth, peer])
+        .set_interface_paths(&[
+            (veth, iface_path::FORWARD_REDIRECT),
+            (peer, iface_path::FORWARD_REDIRECT),
+        ])
         .expect("setting the fast-path interfaces");
     (veth, peer)
 }
@@ -3618,6 +3731,95 @@ fn statistic_random_draws_its_probability() {
             within_binomial(not_quarter, n, 0.75),
             "! p = 0.25: {not_quarter} of {n}"
         );
+    });
+}
+
+#[test]
+fn limit_passes_its_burst_then_its_rate() {
+    lab("limit", false, |h, _| {
+        h.apply(&[
+            // 1/hour: nothing refills during the test, so exactly the
+            // burst passes.
+            "-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 5 -j DROP",
+            // The article's numbers: 150 at once, then one per 20 ms.
+            "-A INPUT -p udp --dport 8 -m limit --limit 50/second --limit-burst 150 -j DROP",
+            // One packet's credit, back after 100 ms.
+            "-A INPUT -p udp --dport 9 -m limit --limit 10/s --limit-burst 1 -j DROP",
+            // Defaults: 3/hour, burst 5.
+            "-A INPUT -p udp --dport 10 -m limit -j DROP",
+        ]);
+        let mut want = vec!["XDP_DROP"; 5];
+        want.extend(["XDP_PASS"; 15]);
+        assert_eq!(verdicts(h, 7, 20), want, "burst 5, no refill");
+        assert_eq!(verdicts(h, 10, 20), want, "the default bucket");
+        let (rules, _) = h.counters(chain::INPUT);
+        assert_eq!(
+            rules[0].packets, 5,
+            "a packet over the limit is not counted"
+        );
+
+        let start = std::time::Instant::now();
+        let dropped = verdicts(h, 8, 400)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        let elapsed = start.elapsed().as_secs_f64();
+        // 150 from the full bucket, plus what 50/s refilled meanwhile.
+        let most = 150 + (elapsed * 50.0).ceil() as usize;
+        assert!(
+            (150..=most).contains(&dropped),
+            "50/s burst 150: {dropped} of 400 in {elapsed:.3} s (want 150..={most})"
+        );
+
+        assert_eq!(verdicts(h, 9, 3), ["XDP_DROP", "XDP_PASS", "XDP_PASS"]);
+        std::thread::sleep(std::time::Duration::from_millis(110));
+        assert_eq!(
+            verdicts(h, 9, 2),
+            ["XDP_DROP", "XDP_PASS"],
+            "credit back after one period"
+        );
+
+        // A new ruleset fills every bucket again (iptables-legacy's way).
+        h.apply(&["-A INPUT -p udp --dport 7 -j ACCEPT"]);
+        h.apply(&["-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 2 -j DROP"]);
+        assert_eq!(
+            verdicts(h, 7, 3),
+            ["XDP_DROP", "XDP_DROP", "XDP_PASS"],
+            "a new ruleset starts full"
+        );
+    });
+}
+
+#[test]
+fn connlimit_counts_live_connections_of_an_address() {
+    lab("connlimit", false, |h, _| {
+        h.apply(&["-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP"]);
+        let syn = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::tcp(src, sport, SERVER, 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        // Two connections hold (each confirmed by conntrack when its SYN
+        // is accepted), the third is over the limit.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1002)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1003)), "XDP_DROP", "a third");
+        // A retransmitted SYN of a counted connection is not a new one.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS", "retransmission");
+        // Another address has its own count.
+        let other = Ipv4Addr::new(10, 9, 9, 9);
+        assert_eq!(verdict(h, &syn(other, 1001)), "XDP_PASS", "another address");
+        // A RST closes connection 1002: it stops counting.
+        let rst = FrameBuilder::tcp(CLIENT, 1002, SERVER, 80)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .tcp_flags(tcp_flags::RST)
+            .build();
+        h.run(&rst, 0);
+        assert_eq!(verdict(h, &syn(CLIENT, 1004)), "XDP_PASS", "after a RST");
+        assert_eq!(verdict(h, &syn(CLIENT, 1005)), "XDP_DROP", "full again");
     });
 }
 

@@ -448,7 +448,14 @@ pub mod stats {
     /// fragments, RFC 1858), dropped before any chain while a rule tests
     /// TCP flags (`ACTIVE_TCP_FLAGS`).
     pub const TCP_CUT: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// `-m limit` packets treated as over the limit because other CPUs
+    /// changed the rule's bucket every time this one tried to take its
+    /// credit (`LIMIT_TRIES` in the kernel's classify.rs).
+    pub const LIMIT_CONTENDED: u32 = 27;
+    /// `-m connlimit` checks that could not take their list's lock (other
+    /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
+    pub const CONNLIMIT_CONTENDED: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -490,7 +497,41 @@ pub mod stats {
         "kernel_routed",
         "kernel_dropped",
         "tcp_cut",
+        "limit_contended",
+        "connlimit_contended",
     ];
+}
+
+/// How the XDP program sends frames out of an interface netbeast is attached
+/// to (`IFACE_PATHS`, ifindex → these bits, written by `attach`). A native
+/// XDP program's `XDP_TX` and `XDP_REDIRECT` into a veth reach the other end
+/// only when that end runs XDP itself (its NAPI must be on), which a
+/// container's end does not: there, netbeast hands the finished frame to its
+/// TC ingress program (`handoff`), which sends it with `bpf_redirect` through
+/// the ordinary transmit path. 0 (or no entry): no fast path into it, and
+/// REJECT answers with `XDP_TX`.
+pub mod iface_path {
+    /// The forwarding fast path may `XDP_REDIRECT` into it.
+    pub const FORWARD_REDIRECT: u32 = 1 << 0;
+    /// The forwarding fast path reaches it through the TC hand-off (from an
+    /// ingress interface with [`TC_INGRESS`]).
+    pub const FORWARD_VIA_TC: u32 = 1 << 1;
+    /// REJECT replies to frames that came in here leave through the TC
+    /// hand-off: `XDP_TX` would be lost (a native veth).
+    pub const REJECT_VIA_TC: u32 = 1 << 2;
+    /// netbeast's TC ingress program runs here: frames handed off at this
+    /// interface's XDP hook are sent on.
+    pub const TC_INGRESS: u32 = 1 << 3;
+}
+
+/// The XDP metadata that hands a frame to the TC ingress program: a magic
+/// word (metadata nobody else wrote), then the ifindex to send it out of.
+pub mod handoff {
+    /// "nbTC" — cleared by the TC program once read, so the frame cannot
+    /// be handed off twice (in a namespace that runs netbeast too).
+    pub const MAGIC: u32 = 0x6e62_5443;
+    /// Bytes of metadata: the magic and the ifindex.
+    pub const LEN: usize = 8;
 }
 
 /// What the XDP program knows of an interface to tell the frames the kernel
@@ -669,6 +710,75 @@ pub mod guard_kind {
     /// evaluating the guard again: a second evaluation would draw another
     /// random number or count the packet twice.
     pub const REQUIRE: u32 = 3;
+    /// `-m limit`: a token bucket, one per rule shared by every CPU. `a`
+    /// is the cost of one packet in nanoseconds (the period of
+    /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
+    /// state is the bucket's *theoretical arrival time* (see
+    /// [`super::limit_take`]).
+    pub const LIMIT: u32 = 4;
+    /// `-m connlimit`: holds when the live connections of the packet's
+    /// masked address (its own included) number more than `a`, inverted
+    /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
+    /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
+    /// `--connlimit-daddr`. Its state is the rule's lists of connections
+    /// (`ConnlimitList`), keyed by guard index and masked address.
+    pub const CONNLIMIT: u32 = 5;
+}
+
+/// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
+/// address is counted, not the source).
+pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// Connections one `-m connlimit` list (one masked address of one rule)
+/// remembers: a limit must stay below it (`--connlimit-above 63` at
+/// most), so that "more than the limit" is always seen.
+pub const CONNLIMIT_SLOTS: usize = 64;
+/// Masked addresses all `-m connlimit` rules track at once. An LRU table:
+/// past it, the list of the address checked least recently goes, and its
+/// connections count again only as their packets meet the rule (see
+/// docs/FEATURES.md).
+pub const CONNLIMIT_LISTS: u32 = 8192;
+
+/// Which list of `-m connlimit` connections: guard and masked address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey {
+    /// `guard_index` of the rule's guard (generation included).
+    pub guard: u32,
+    /// The masked address, network byte order.
+    pub addr: u32,
+}
+
+/// The connections of one masked address for one `-m connlimit` rule: the
+/// conntrack keys of those seen, checked against conntrack each time the
+/// rule is evaluated (a closed or expired one is dropped), as the kernel's
+/// nf_conncount keeps a list of tuples per key. `lock` (0 free, 1 held)
+/// serializes the CPUs that check the same list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnlimitList {
+    pub lock: u64,
+    /// Slots with a protocol of 0 are free.
+    pub conns: [CtKey; CONNLIMIT_SLOTS],
+}
+
+/// One step of a token bucket kept as a single word, so that every CPU can
+/// update it with one compare-and-exchange: `tat` (theoretical arrival
+/// time, ns) is when the bucket would be full again, so its credit at
+/// `now` is `depth - max(tat - now, 0)`, refilled by elapsed time and
+/// capped at `depth`, as xt_limit's and nft_limit's credit is. A packet
+/// costing `cost` passes when that credit covers it; the new state is then
+/// `max(tat, now) + cost`. `None` when the bucket is short (the state
+/// stays). A `tat` of 0 (a new rule) is a full bucket. The one meaning of
+/// the bucket for the kernel and the models.
+#[inline(always)]
+pub fn limit_take(tat: u64, now: u64, cost: u64, depth: u64) -> Option<u64> {
+    let start = if tat > now { tat } else { now };
+    let owed = start - now;
+    if owed.saturating_add(cost) <= depth {
+        Some(start.saturating_add(cost))
+    } else {
+        None
+    }
 }
 
 impl Guard {
@@ -692,6 +802,13 @@ impl Guard {
     #[inline(always)]
     pub fn counts(&self) -> bool {
         self.kind == guard_kind::STATISTIC_NTH
+    }
+
+    /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
+    /// limit bucket), which a new ruleset starts from zero.
+    #[inline(always)]
+    pub fn keeps_state(&self) -> bool {
+        self.counts() || self.kind == guard_kind::LIMIT
     }
 }
 
@@ -1075,6 +1192,8 @@ mod user {
     unsafe impl aya::Pod for CtConfig {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
+    unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for ConnlimitList {}
 }
 
 #[cfg(test)]

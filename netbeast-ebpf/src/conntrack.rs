@@ -661,6 +661,27 @@ fn forget_translation(key: &CtKey, e: &CtEntry) {
     }
 }
 
+/// True when the connection of key `key` is in a table, has not expired
+/// and is not closed (RST, or FINs both ways): what `-m connlimit` counts,
+/// as nf_conncount skips connections in TIME_WAIT or CLOSE.
+#[inline(always)]
+pub fn is_live(key: &CtKey) -> bool {
+    // SAFETY: read in place, nothing kept (no copy on a stack that the
+    // callers' frames leave short).
+    let e = unsafe {
+        match CT_ESTABLISHED.get(key) {
+            Some(e) => e,
+            None => match CT_UNREPLIED.get(key) {
+                Some(e) => e,
+                None => return false,
+            },
+        }
+    };
+    let closed = e.protocol == IPPROTO_TCP
+        && (e.tcp_state == tcp_state::CLOSE || e.tcp_state == tcp_state::TIME_WAIT);
+    !closed && now_ns().saturating_sub(e.last_seen_ns) <= timeout_ns(e)
+}
+
 /// True when a connection has key `key` in a table (no accounting).
 #[inline(always)]
 pub fn exists(key: &CtKey) -> bool {

@@ -7,11 +7,13 @@
 #![no_main]
 
 mod classify;
+mod connlimit;
 mod conntrack;
 mod csum;
 mod discard;
 mod forward;
 mod generator;
+mod handoff;
 mod lb;
 mod nat;
 mod nat_sock;
@@ -39,6 +41,13 @@ pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
     pipeline::egress(&ctx)
+}
+
+/// TC ingress: sends on the frames the XDP program handed off (REJECT
+/// replies and fast-path frames for veths whose other end runs no XDP).
+#[classifier]
+pub fn netbeast_tc_ingress(ctx: TcContext) -> i32 {
+    handoff::ingress(&ctx)
 }
 
 /// `-t nat OUTPUT` for local sockets: translates the destination of a

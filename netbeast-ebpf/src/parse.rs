@@ -108,6 +108,14 @@ pub struct Packet {
 #[map]
 static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// The classifier keys of the packet this program run parsed (packet
+/// programs only: the socket programs have no packet), for the guards that
+/// look at it (`-m connlimit`).
+#[inline(always)]
+pub fn current_keys() -> Option<&'static Keys> {
+    PACKET.get(0).map(|p| &p.keys)
+}
+
 pub enum Parsed {
     /// IPv6, ARP, anything that is not IPv4: passed untouched.
     NotIpv4,

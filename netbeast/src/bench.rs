@@ -10,6 +10,7 @@
 //! next to a do-nothing XDP_DROP program (the floor). Ruleset change cost:
 //! the time to compile and install a ruleset of the largest size.
 
+pub mod control;
 mod ethtool;
 pub mod generator;
 pub mod lb;

@@ -13,5 +13,7 @@ pub mod loader;
 pub mod local_routes;
 pub mod netns;
 pub mod packet;
+pub mod paths;
+pub mod rawtext;
 pub mod rules;
 pub mod state;

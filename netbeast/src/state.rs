@@ -265,8 +265,20 @@ pub struct Lock {
 pub struct IfaceRecord {
     /// Its name when it was attached (to name it once it is gone).
     pub name: String,
-    /// Whether the FORWARD fast path may redirect out of it.
+    /// Whether the FORWARD fast path may send frames out of it.
     pub fast_path: bool,
+    /// The ways frames leave it (`None`: recorded by an earlier netbeast).
+    #[serde(default)]
+    pub paths: Option<crate::paths::IfacePaths>,
+}
+
+impl IfaceRecord {
+    /// Its paths, or what an earlier netbeast used.
+    pub fn paths(&self) -> crate::paths::IfacePaths {
+        self.paths
+            .clone()
+            .unwrap_or_else(|| crate::paths::IfacePaths::legacy(self.fast_path))
+    }
 }
 
 /// The ruleset file: the ruleset, the commit sequence number the kernel

@@ -30,6 +30,10 @@ pub enum BenchScenario {
     Dnat,
     /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
     ProgramCost,
+    /// One iptables call (-C, -A, -D, -I, -N/-X, -S, -L, restore) as a
+    /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
+    /// the default list; its rule counts default to 1000,10000.
+    ControlPlane,
     /// Balancing a new connection: `netbeast lb` against `-m statistic`
     /// rules at --backends, and a backend change (BPF_PROG_TEST_RUN).
     Lb,
@@ -54,8 +58,9 @@ pub struct BenchArgs {
         default_value = "netbeast,iptables,nftables"
     )]
     planes: Vec<Family>,
-    /// Rule counts to measure, the match always on the last rule.
-    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    /// Rule counts to measure, the match always on the last rule
+    /// [default: 1,100,1000,10000; control-plane: 1000,10000].
+    #[arg(long, value_delimiter = ',')]
     rules: Vec<usize>,
     /// Rounds; every data plane is measured once per round, interleaved.
     #[arg(long, default_value_t = 5)]
@@ -95,8 +100,18 @@ pub struct BenchArgs {
     plot: Option<PathBuf>,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+/// Rule counts of the traffic and program-cost scenarios when --rules is
+/// not given.
+const DEFAULT_RULES: [usize; 4] = [1, 100, 1000, 10000];
+/// Rule counts of the control-plane scenario when --rules is not given.
+const CONTROL_PLANE_RULES: [usize; 2] = [1000, 10000];
+
+pub fn run(mut args: BenchArgs) -> Result<()> {
     crate::state::require_root()?;
+    let control_rules_given = !args.rules.is_empty();
+    if args.rules.is_empty() {
+        args.rules = DEFAULT_RULES.to_vec();
+    }
     if let Some(n) = args
         .rules
         .iter()
@@ -160,6 +175,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
 
+    let control = if args.scenario.contains(&BenchScenario::ControlPlane) {
+        let exe = std::env::current_exe().context("finding the netbeast binary")?;
+        let (counts, rounds) = if args.quick {
+            (vec![10, 100], 2)
+        } else if !control_rules_given {
+            (CONTROL_PLANE_RULES.to_vec(), args.rounds)
+        } else {
+            (args.rules.clone(), args.rounds)
+        };
+        Some(bench::control::run(
+            &exe,
+            &counts,
+            rounds,
+            &bench::control::Plane::ALL,
+        )?)
+    } else {
+        None
+    };
+
     let traffic_report = if options.scenarios.is_empty() {
         None
     } else {
@@ -180,7 +214,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     if args.json {
-        let v = json!({ "traffic": traffic_report, "program_cost": cost, "lb": lb });
+        let v = json!({
+            "traffic": traffic_report,
+            "program_cost": cost,
+            "control_plane": control,
+            "lb": lb,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -192,6 +231,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!();
         }
         bench::print(cost);
+    }
+    if let Some(control) = &control {
+        if traffic_report.is_some() || cost.is_some() {
+            println!();
+        }
+        bench::control::print(control);
     }
     if let Some(lb) = &lb {
         if traffic_report.is_some() || cost.is_some() {

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind};
+use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind, limit_take};
 
 use super::CompileError;
 use super::lower::Lowering;
@@ -141,13 +141,16 @@ pub trait GuardOracle {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool;
 }
 
-/// The state of every guard as the kernel keeps it: nth counts per rule
-/// and match (one per rule, shared by all its slots), and a random number
-/// generator (splitmix64, seeded) standing in for `bpf_get_prandom_u32`.
+/// The state of every guard as the kernel keeps it: nth counts and limit
+/// buckets per rule and match (one per rule, shared by all its slots), a
+/// random number generator (splitmix64, seeded) standing in for
+/// `bpf_get_prandom_u32`, and a clock standing in for `bpf_ktime_get_ns`
+/// that only [`GuardState::advance`] moves.
 #[derive(Clone, Debug, Default)]
 pub struct GuardState {
     counts: HashMap<(TableName, RuleRef, usize), u64>,
     rng: u64,
+    now: u64,
 }
 
 impl GuardState {
@@ -155,7 +158,14 @@ impl GuardState {
         GuardState {
             counts: HashMap::new(),
             rng: seed,
+            // Not 0: the kernel's clock counts from boot.
+            now: 1,
         }
+    }
+
+    /// Moves the clock on by `ns` nanoseconds (limit buckets refill).
+    pub fn advance(&mut self, ns: u64) {
+        self.now += ns;
     }
 
     fn random(&mut self) -> u32 {
@@ -169,6 +179,22 @@ impl GuardState {
 
 impl GuardOracle for GuardState {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+        if guard.kind == guard_kind::CONNLIMIT {
+            // The models have no conntrack: each packet is its address's
+            // only connection (what the kernel counts for a first one).
+            return (1 > guard.a) != (guard.negated != 0);
+        }
+        if guard.kind == guard_kind::LIMIT {
+            // The bucket's state, as the kernel keeps it in GUARD_STATE.
+            let tat = self.counts.entry((table, rule.clone(), n)).or_insert(0);
+            return match limit_take(*tat, self.now, guard.a, guard.b) {
+                Some(new) => {
+                    *tat = new;
+                    true
+                }
+                None => false,
+            };
+        }
         let count = if guard.counts() {
             let c = self.counts.entry((table, rule.clone(), n)).or_insert(0);
             let before = *c;

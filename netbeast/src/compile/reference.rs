@@ -243,13 +243,7 @@ pub fn classify_table_with(
             chain: current.name.clone(),
             rule: next,
         };
-        let guards_hold = rule
-            .matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::Statistic(s) => Some(s.guard()),
-                _ => None,
-            })
+        let guards_hold = super::guards::rule_guards(rule)
             .enumerate()
             .all(|(n, g)| oracle.holds(table.name, &this, n, &g));
         if !guards_hold {

@@ -19,9 +19,9 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
-    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, Statistic,
-    StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match,
+    MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset,
+    StateModule, Statistic, StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -296,7 +296,7 @@ impl Dice {
             )));
         }
         if self.chance(10) {
-            matches.push(Match::Comment(Comment("a comment".to_string())));
+            matches.push(Match::Comment(Comment("a comment".into())));
         }
         // Connection states: a non-empty subset, sometimes negated, and
         // now and then two state matches on one rule (both must hold).
@@ -316,7 +316,18 @@ impl Dice {
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(Match::Statistic(self.statistic()));
+            matches.push(match self.weighted(&[7, 2, 1]) {
+                0 => Match::Statistic(self.statistic()),
+                1 => Match::Limit(self.limit()),
+                // The models see each packet as its address's only
+                // connection: limit 0 matches it with above, 1 does not.
+                _ => Match::Connlimit(Connlimit {
+                    limit: self.below(2) as u32,
+                    above: self.chance(50),
+                    mask: self.pick(&[0u8, 24, 32]),
+                    daddr: self.chance(30),
+                }),
+            });
         }
         Rule {
             protocol,
@@ -464,6 +475,17 @@ impl Dice {
         Statistic {
             negated: self.chance(25),
             mode,
+        }
+    }
+
+    /// `-m limit`: small buckets whose periods are close to the time
+    /// between two packets of `compare` (`PACKET_GAP_NS`), so that they
+    /// drain and refill during a run.
+    fn limit(&mut self) -> Limit {
+        Limit {
+            // 1/10000 s units: 2 ms to 30 ms.
+            period: self.pick(&[20u32, 50, 100, 300]),
+            burst: self.pick(&[1u32, 2, 3]),
         }
     }
 
@@ -989,6 +1011,9 @@ fn check_tables(compiled: &CompiledRuleset) {
 /// Both sides over a sequence of packets, each with its own guard state
 /// (nth counts, random draws) kept from packet to packet and seeded alike:
 /// they agree only if they evaluate the same guards in the same order.
+/// The time between two packets of `compare`, for limit buckets.
+const PACKET_GAP_NS: u64 = 4_000_000;
+
 fn compare(
     ruleset: &Ruleset,
     compiled: &CompiledRuleset,
@@ -1003,6 +1028,9 @@ fn compare(
     let mut reference_guards = GuardState::new(seed);
     let mut compiled_guards = GuardState::new(seed);
     for pkt in packets {
+        // Limit buckets refill between packets, on both sides alike.
+        reference_guards.advance(PACKET_GAP_NS);
+        compiled_guards.advance(PACKET_GAP_NS);
         for (index, (table, name)) in builtins.clone().enumerate() {
             let want =
                 reference::classify_table_with(table, name, &ifaces, pkt, &mut reference_guards);

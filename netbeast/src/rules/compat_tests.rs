@@ -320,7 +320,7 @@ fn host_firewall_restores_and_behaves_like_iptables() {
 fn unsupported_features_are_refused_with_line_and_option() {
     assert_eq!(
         restore(HOST_LOGGING).unwrap_err(),
-        "line 12: the limit match (-m limit) is not supported yet; netbeast supports -m addrtype, comment, conntrack, dscp, icmp, iprange, length, mac, multiport, pkttype, state, statistic, tcp, tos, ttl, udp"
+        "line 12: the LOG target is not supported yet; netbeast supports ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, REDIRECT and jumps (-j/-g) to user-defined chains"
     );
 }
 

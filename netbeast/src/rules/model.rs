@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 pub use super::ext::MatchExt;
 pub use super::ext::addrtype::AddrType;
 pub use super::ext::comment::Comment;
+pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
 pub use super::ext::icmp::Icmp;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
+pub use super::ext::limit::Limit;
 pub use super::ext::mac::MacSource;
 pub use super::ext::multiport::Multiport;
 pub use super::ext::pkttype::PktType;
@@ -289,6 +291,10 @@ pub enum Match {
     Dscp(Dscp),
     /// `-m statistic`: a guard (stateful), not a classifier field.
     Statistic(Statistic),
+    /// `-m limit`: a guard (a token bucket per rule).
+    Limit(Limit),
+    /// `-m connlimit`: a guard (live connections per masked address).
+    Connlimit(Connlimit),
 }
 
 impl Match {
@@ -309,6 +315,8 @@ impl Match {
             Match::Tos(m) => m,
             Match::Dscp(m) => m,
             Match::Statistic(m) => m,
+            Match::Limit(m) => m,
+            Match::Connlimit(m) => m,
         }
     }
 }

@@ -222,6 +222,48 @@ pub enum ParseError {
     NotInRestore { option: String, hint: &'static str },
     #[error("{0}")]
     NeverMatches(&'static str),
+    /// Not a parameter problem for iptables: the kernel refuses the policy
+    /// (rc 1, "Bad policy name").
+    #[error(
+        "invalid policy '{policy}' for -P: the policy of {chain} is ACCEPT or DROP (upper case)"
+    )]
+    BadPolicy { chain: String, policy: String },
+    /// A chain named by a command that works on an existing chain (-A, -D,
+    /// -L, ...) with a name no chain can have: for iptables simply a chain
+    /// that does not exist (rc 1), not a parameter problem.
+    #[error("invalid chain name '{name}' for {option}: {reason}, so no such chain exists")]
+    NoChainByThatName {
+        option: String,
+        name: String,
+        reason: &'static str,
+    },
+}
+
+/// iptables' classes of failure, its exit codes (xtables.h's
+/// `xtables_exittype`): scripts tell a typo from a refused change by them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Anything the kernel (here: the ruleset) refuses: no such chain, no
+    /// matching rule, a bad policy.
+    Other = 1,
+    /// The command line itself is wrong: unknown option, bad value, a
+    /// jump to a chain that does not exist.
+    Parameter = 2,
+    /// A table this iptables (here: netbeast) does not have.
+    Version = 3,
+    // iptables' 4 (resource problem: its lock is busy) never arises:
+    // netbeast always waits for its lock, as `iptables -w` does.
+}
+
+impl ParseError {
+    /// The exit code iptables gives for this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ParseError::BadPolicy { .. } | ParseError::NoChainByThatName { .. } => Problem::Other,
+            ParseError::UnknownTable(_) | ParseError::UnsupportedTable(_) => Problem::Version,
+            _ => Problem::Parameter,
+        }
+    }
 }
 
 /// Parses the arguments that follow `iptables`, e.g.
@@ -801,16 +843,35 @@ fn parse_policy(chain: &str, text: &str) -> Result<Policy, ParseError> {
     match text {
         "ACCEPT" => Ok(Policy::Accept),
         "DROP" => Ok(Policy::Drop),
-        _ => Err(invalid(
-            "-P",
-            "policy",
-            text,
-            format!("the policy of {chain} is ACCEPT or DROP (upper case)"),
-        )),
+        _ => Err(ParseError::BadPolicy {
+            chain: chain.to_string(),
+            policy: text.to_string(),
+        }),
     }
 }
 
 pub(crate) fn check_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    match chain_name_flaw(name) {
+        Some(reason) => Err(invalid(option, "chain name", name, reason)),
+        None => Ok(()),
+    }
+}
+
+/// [`check_chain_name`] for a command on an existing chain (-A, -D, -L,
+/// ...): iptables looks such a name up and finds no chain (rc 1); only
+/// creating a chain (-N, -E) checks the name (rc 2).
+fn check_existing_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    match chain_name_flaw(name) {
+        Some(reason) => Err(ParseError::NoChainByThatName {
+            option: option.to_string(),
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn chain_name_flaw(name: &str) -> Option<&'static str> {
     let reason = if name.is_empty() {
         "a chain name cannot be empty"
     } else if name.len() > MAX_CHAIN_NAME_LEN {
@@ -820,9 +881,9 @@ pub(crate) fn check_chain_name(option: &str, name: &str) -> Result<(), ParseErro
     } else if name.contains(char::is_whitespace) {
         "chain names cannot contain spaces"
     } else {
-        return Ok(());
+        return None;
     };
-    Err(invalid(option, "chain name", name, reason))
+    Some(reason)
 }
 
 // ---------------------------------------------------------------------------
@@ -1361,14 +1422,18 @@ impl<'a> Parser<'a> {
                 expected: "a chain name, like INPUT",
             });
         }
-        check_chain_name(option, chain)?;
+        if self.commands.last() == Some(&CommandKind::NewChain) {
+            check_chain_name(option, chain)?;
+        } else {
+            check_existing_chain_name(option, chain)?;
+        }
         self.chain = Some(chain.to_string());
         Ok(())
     }
 
     fn optional_chain(&mut self, option: &str) -> Result<(), ParseError> {
         if let Some(chain) = self.scanner.optional_value() {
-            check_chain_name(option, chain)?;
+            check_existing_chain_name(option, chain)?;
             self.chain = Some(chain.to_string());
         }
         Ok(())
@@ -4255,8 +4320,8 @@ mod tests {
     #[test]
     fn match_errors() {
         assert_err(
-            "-A INPUT -m connlimit",
-            "the connlimit match (-m connlimit) is not supported yet",
+            "-A INPUT -m quota",
+            "the quota match (-m quota) is not supported yet",
         );
         assert_err("-A INPUT -m foo", "invalid match 'foo'");
         assert_err("-A INPUT -m TCP", "did you mean -m tcp?");

@@ -11,6 +11,7 @@ use super::tcp::port_range_text;
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
 use crate::rules::model::{Match, MultiportKind, PortRange};
+use crate::rules::names::Names;
 use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port, protocol_name};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,17 +46,11 @@ impl MatchExt for Multiport {
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let kind = match self.kind {
-            MultiportKind::Source => "sports",
-            MultiportKind::Destination => "dports",
-            MultiportKind::Either => "ports",
-        };
-        let bang = if self.negated { " !" } else { "" };
-        let _ = write!(
-            out,
-            " multiport {kind} {bang}{}",
-            port_list_text(&self.ports)
-        );
+        self.list_with(out, |p| p.to_string());
+    }
+
+    fn list_named(&self, out: &mut String, names: &Names, protocol: u8) {
+        self.list_with(out, |p| names.service(p, protocol));
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -232,4 +227,30 @@ fn parse_multiport_list(option: &str, text: &str) -> Result<Vec<PortRange>, Pars
         ports.push(range);
     }
     Ok(ports)
+}
+
+impl Multiport {
+    /// libxt_multiport's print: ` multiport dports 22,80`, each port
+    /// written by `port`.
+    fn list_with(&self, out: &mut String, port: impl Fn(u16) -> String) {
+        let kind = match self.kind {
+            MultiportKind::Source => "sports",
+            MultiportKind::Destination => "dports",
+            MultiportKind::Either => "ports",
+        };
+        let bang = if self.negated { " !" } else { "" };
+        let _ = write!(
+            out,
+            " multiport {kind} {bang}{}",
+            self.ports
+                .iter()
+                .map(|r| if r.first == r.last {
+                    port(r.first)
+                } else {
+                    format!("{}:{}", port(r.first), port(r.last))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
 }

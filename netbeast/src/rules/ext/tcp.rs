@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang};
 use crate::compile::PacketView;
 use crate::rules::model::{Match, Negatable, PortRange};
+use crate::rules::names::Names;
 use crate::rules::parse::parse_port;
 
 use crate::rules::parse::{ParseError, invalid};
@@ -110,8 +111,14 @@ pub fn port_range_text(range: PortRange) -> String {
     }
 }
 
-/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
-fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
+/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`;
+/// each port as `port` writes it (a number, or a service name).
+fn list_ports(
+    out: &mut String,
+    name: &str,
+    ports: &Option<Negatable<PortRange>>,
+    port: impl Fn(u16) -> String,
+) {
     let Some(ports) = ports else {
         return;
     };
@@ -121,9 +128,14 @@ fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>
     let bang = if ports.negated { "!" } else { "" };
     let range = ports.value;
     if range.first == range.last {
-        let _ = write!(out, " {name}:{bang}{}", range.first);
+        let _ = write!(out, " {name}:{bang}{}", port(range.first));
     } else {
-        let _ = write!(out, " {name}s:{bang}{}:{}", range.first, range.last);
+        let _ = write!(
+            out,
+            " {name}s:{bang}{}:{}",
+            port(range.first),
+            port(range.last)
+        );
     }
 }
 
@@ -158,25 +170,11 @@ impl MatchExt for Ports {
     }
 
     fn list(&self, out: &mut String, numeric: bool) {
-        out.push_str(if self.protocol == 6 { " tcp" } else { " udp" });
-        list_ports(out, "spt", &self.sport);
-        list_ports(out, "dpt", &self.dport);
-        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
-        // numerically ` flags:0x17/0x02`.
-        if let Some(f) = &self.tcp_flags {
-            let bang = if f.negated { "!" } else { "" };
-            let (mask, comp) = (f.value.mask, f.value.comp);
-            let _ = if numeric {
-                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
-            } else {
-                write!(
-                    out,
-                    " flags:{bang}{}/{}",
-                    flags_text(mask),
-                    flags_text(comp)
-                )
-            };
-        }
+        self.list_with(out, numeric, |p| p.to_string());
+    }
+
+    fn list_named(&self, out: &mut String, names: &Names, _protocol: u8) {
+        self.list_with(out, false, |p| names.service(p, self.protocol));
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -408,5 +406,30 @@ impl MatchParser for PortsParser {
         ports.sport = real(ports.sport);
         ports.dport = real(ports.dport);
         Ok(Match::Ports(ports))
+    }
+}
+
+impl Ports {
+    /// `-L`'s text, ports written by `port`.
+    fn list_with(&self, out: &mut String, numeric: bool, port: impl Fn(u16) -> String) {
+        out.push_str(if self.protocol == 6 { " tcp" } else { " udp" });
+        list_ports(out, "spt", &self.sport, &port);
+        list_ports(out, "dpt", &self.dport, &port);
+        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
+        // numerically ` flags:0x17/0x02`.
+        if let Some(f) = &self.tcp_flags {
+            let bang = if f.negated { "!" } else { "" };
+            let (mask, comp) = (f.value.mask, f.value.comp);
+            let _ = if numeric {
+                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
+            } else {
+                write!(
+                    out,
+                    " flags:{bang}{}/{}",
+                    flags_text(mask),
+                    flags_text(comp)
+                )
+            };
+        }
     }
 }
