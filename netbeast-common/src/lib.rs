@@ -1404,6 +1404,17 @@ mod tests {
     }
 }
 
+/// The forwarding benchmarks' redirect floor (`netbeast-ebpf`
+/// redirect_floor.rs): the layout of its one configuration entry.
+pub mod redirect_floor {
+    /// The interface to redirect to, a little-endian u32.
+    pub const IFINDEX: usize = 0;
+    /// The MAC addresses to write: the next hop's, then the interface's.
+    pub const DST_MAC: usize = 4;
+    pub const SRC_MAC: usize = 10;
+    pub const CONFIG_BYTES: usize = 16;
+}
+
 /// The benchmark's packet generator (`netbeast-ebpf` generator.rs): indexes
 /// of its configuration array, which `netbeast bench` writes before a run.
 /// Flow `f` is sent from address `FIRST_SOURCE + f % ADDRESSES`, port
