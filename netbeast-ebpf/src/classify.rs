@@ -494,6 +494,45 @@ pub fn compare_exchange(p: *mut u64, expected: u64, new: u64) -> u64 {
     old
 }
 
+/// What `bpf_loop` hands each try of [`spin_lock`].
+#[repr(C)]
+struct SpinContext {
+    word: *mut u64,
+    held: u64,
+}
+
+/// One try of [`spin_lock`]; returns 1 (stop) once the lock is taken.
+extern "C" fn spin_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `SpinContext` given to bpf_loop.
+    let ctx = unsafe { &mut *(ctx as *mut SpinContext) };
+    if compare_exchange(ctx.word, 0, 1) == 0 {
+        ctx.held = 1;
+        return 1;
+    }
+    0
+}
+
+/// Takes the lock word at `word` (0 free, 1 held; released by writing 0
+/// with [`compare_exchange`]), trying up to `tries` times; false when other
+/// CPUs held it all along. The tries run in `bpf_loop`, so the verifier
+/// checks one try, not every iteration of every path into each caller (an
+/// unrolled spin of thousands of tries in connlimit and recent took the
+/// program past the verifier's million instructions).
+pub fn spin_lock(word: *mut u64, tries: u32) -> bool {
+    let mut ctx = SpinContext { word, held: 0 };
+    // SAFETY: `spin_step` has the callback signature bpf_loop expects, and
+    // `ctx` outlives the call.
+    unsafe {
+        bpf_loop(
+            tries,
+            spin_step as *mut c_void,
+            &mut ctx as *mut SpinContext as *mut c_void,
+            0,
+        );
+    }
+    ctx.held != 0
+}
+
 /// Tries a rule's `-m limit` bucket can make to take its packet's credit
 /// while other CPUs change it. Each failed try means another CPU took
 /// credit in between, so running out needs that many packets of the same

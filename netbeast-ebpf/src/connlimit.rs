@@ -16,7 +16,11 @@ use netbeast_common::{
     CONNLIMIT_LISTS, CONNLIMIT_SLOTS, ConnlimitKey, ConnlimitList, CtKey, stats,
 };
 
-use crate::{classify::compare_exchange, conntrack, stats::bump};
+use crate::{
+    classify::{compare_exchange, spin_lock},
+    conntrack,
+    stats::bump,
+};
 
 #[map]
 static CONNLIMIT: LruHashMap<ConnlimitKey, ConnlimitList> =
@@ -122,14 +126,7 @@ pub extern "C" fn netbeast_connlimit(guard: u32, addr: u32, own_lo: u64, own_hi:
     // SAFETY: a map value, valid for this program run; `lock` is its
     // first word, 8-byte aligned.
     let lock = unsafe { &raw mut (*list).lock };
-    let mut held = false;
-    for _ in 0..CONNLIMIT_SPINS {
-        if compare_exchange(lock, 0, 1) == 0 {
-            held = true;
-            break;
-        }
-    }
-    if !held {
+    if !spin_lock(lock, CONNLIMIT_SPINS) {
         bump(stats::CONNLIMIT_CONTENDED);
         return u32::MAX;
     }

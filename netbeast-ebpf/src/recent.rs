@@ -14,7 +14,11 @@ use aya_ebpf::{
 };
 use netbeast_common::{RECENT_ENTRIES, RECENT_STAMPS, RecentEntry, RecentKey, recent, stats};
 
-use crate::{classify::compare_exchange, parse::current_keys, stats::bump};
+use crate::{
+    classify::{compare_exchange, spin_lock},
+    parse::current_keys,
+    stats::bump,
+};
 
 #[map]
 static RECENT: LruHashMap<RecentKey, RecentEntry> = LruHashMap::with_max_entries(RECENT_ENTRIES, 0);
@@ -157,10 +161,8 @@ fn count_hits(e: &RecentEntry, seconds: u64, since: u64) -> u64 {
 /// along.
 #[inline(always)]
 fn lock(e: &mut RecentEntry) -> bool {
-    for _ in 0..SPINS {
-        if compare_exchange(&raw mut e.lock, 0, 1) == 0 {
-            return true;
-        }
+    if spin_lock(&raw mut e.lock, SPINS) {
+        return true;
     }
     bump(stats::RECENT_CONTENDED);
     false
