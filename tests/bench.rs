@@ -86,7 +86,8 @@ fn quick_bench_accounts_for_every_frame() {
     // Every scenario, every data plane, every rule count has a row.
     for scenario in Scenario::ALL {
         for plane in scenario.planes() {
-            let counts: Vec<Option<u64>> = if *plane == Plane::Floor || *plane == Plane::Kernel {
+            let reference = matches!(plane, Plane::Floor | Plane::RedirectFloor | Plane::Kernel);
+            let counts: Vec<Option<u64>> = if reference {
                 vec![None]
             } else {
                 rules.iter().copied().map(Some).collect()
@@ -100,6 +101,26 @@ fn quick_bench_accounts_for_every_frame() {
                 assert!(found, "no row for {} {} {n:?}", scenario.name(), plane.id());
             }
         }
+    }
+
+    // The routed scenarios' `vs floor` is against their bare XDP_REDIRECT
+    // forwarder, the others' against the bare XDP_DROP receiver.
+    for row in rows.iter().filter(|r| r["pps"].is_number()) {
+        let routed = row["scenario"] == "forward" || row["scenario"] == "dnat";
+        let floor_plane = if routed { "redirect-floor" } else { "floor" };
+        let floor = rows
+            .iter()
+            .find(|r| r["plane"] == floor_plane && (!routed || r["scenario"] == row["scenario"]))
+            .and_then(|r| r["pps"].as_f64())
+            .unwrap_or_else(|| panic!("no {floor_plane} row for {row}"));
+        let want = row["pps"].as_f64().unwrap() / floor;
+        let got = row["ratio_to_floor"].as_f64().expect("ratio_to_floor");
+        assert!(
+            (got - want).abs() <= want * 1e-9,
+            "{} {}: vs floor {got}, expected {want} (against {floor_plane})",
+            row["scenario"],
+            row["label"]
+        );
     }
 
     for row in rows {
@@ -156,7 +177,8 @@ fn quick_bench_accounts_for_every_frame() {
         // translates the rest. The kernel takes frames through PREROUTING
         // in lists (net.core.gro_normal_batch), so the first few frames of
         // one flow may all be new to it: at least one count per flow.
-        if row["scenario"] == "dnat" {
+        // (The redirect floor translates nothing: it only forwards.)
+        if row["scenario"] == "dnat" && row["plane"] != "redirect-floor" {
             let translated = u64_of(row, "translated");
             assert!(
                 translated >= flows && translated < received,

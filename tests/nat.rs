@@ -1226,6 +1226,40 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
     net.check_closed_port(44003, "a forwarded port");
 }
 
+// `-m conntrack --ctstate DNAT` and `--ctdir` in FORWARD: only connections
+// whose destination nat PREROUTING translated get in (the client, given a
+// route to the LAN, cannot reach the server directly), and their replies
+// by their direction and status. netbeast decides DNAT in its XDP
+// PREROUTING and must show it to FORWARD for the connection's very first
+// packet, as netfilter does.
+routed_scenario!(conntrack_dnat_state_and_direction);
+fn conntrack_dnat_state_and_direction(firewall: Firewall) {
+    let net = LanForward::new("ctdnat", firewall, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.client
+        .ip(&[
+            "route",
+            "add",
+            &format!("{LAN_SERVER}/32"),
+            "via",
+            &WAN.to_string(),
+        ])
+        .unwrap();
+    net.iptables("-P FORWARD DROP");
+    net.iptables("-A FORWARD -m conntrack --ctstate DNAT --ctdir ORIGINAL -j ACCEPT");
+    net.iptables("-A FORWARD -m conntrack --ctdir REPLY --ctstatus SEEN_REPLY -j ACCEPT");
+    net.forward_port(80, SERVICE_PORT);
+
+    let direct = refused_or_lost(&net.client, outside(44020), lan_server(SERVICE_PORT));
+    assert!(
+        matches!(direct, TimedOut),
+        "a connection to the LAN server that no DNAT translated: {direct:?} (expected dropped)\n{}",
+        net.diagnostics()
+    );
+    net.check_service(44021, outside, "forwarded");
+}
+
 // DNAT and SNAT on one connection: the LAN server has no route to the
 // outside, so the router forwards its public port 80 to the server's 8080
 // and MASQUERADEs what leaves by its LAN interface. The server sees the

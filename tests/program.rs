@@ -944,6 +944,122 @@ fn port_matches() {
     lab("ports", false, |h, _| run_cases(h, cases));
 }
 
+/// SCTP, DCCP and UDP-Lite carry their ports where TCP and UDP do:
+/// `-m sctp`, `-m dccp` and `-m multiport` read them, only for their own
+/// protocol, and a header cut before its ports has none.
+#[test]
+fn ports_of_sctp_dccp_and_udplite() {
+    // A header of `protocol` with ports `sport` → `dport`, padded to its
+    // length (`port_header_len`).
+    let with_ports = |protocol: u8, sport: u16, dport: u16, len: usize| {
+        let mut header = vec![0u8; len.max(4)];
+        header[..2].copy_from_slice(&sport.to_be_bytes());
+        header[2..4].copy_from_slice(&dport.to_be_bytes());
+        header.truncate(len);
+        FrameBuilder::ipv4(CLIENT, SERVER, protocol)
+            .payload(&header)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    const SCTP: u8 = 132;
+    const DCCP: u8 = 33;
+    const UDPLITE: u8 = 136;
+    let sctp = &["-A INPUT -p sctp --dport 3868 -j DROP"];
+    let sctp_not = &["-A INPUT -p sctp -m sctp ! --sport 1000:2000 -j DROP"];
+    let sctp_any = &["-A INPUT -p sctp -m sctp --dport 0:65535 -j DROP"];
+    let dccp = &["-A INPUT -p dccp --sport 5004 --dport 5005 -j DROP"];
+    let udplite = &["-A INPUT -p udplite -m multiport --ports 53,1024:1030 -j DROP"];
+    let sctp_mp = &["-A INPUT -p sctp -m multiport --dports 80,443 -j DROP"];
+    let cases = vec![
+        case(
+            "sctp --dport: its port",
+            sctp,
+            with_ports(SCTP, 9, 3868, 12),
+            Drop,
+        ),
+        case(
+            "sctp --dport: another",
+            sctp,
+            with_ports(SCTP, 9, 3869, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: the port of another protocol",
+            sctp,
+            with_ports(DCCP, 9, 3868, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: a common header cut after the ports",
+            sctp,
+            with_ports(SCTP, 9, 3868, 6),
+            Drop,
+        ),
+        case(
+            "sctp --dport: a header cut before them",
+            sctp,
+            with_ports(SCTP, 9, 3868, 2),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: inside",
+            sctp_not,
+            with_ports(SCTP, 1500, 1, 12),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: outside",
+            sctp_not,
+            with_ports(SCTP, 999, 1, 12),
+            Drop,
+        ),
+        case(
+            "sctp every port",
+            sctp_any,
+            with_ports(SCTP, 1, 0, 12),
+            Drop,
+        ),
+        case(
+            "dccp both ports",
+            dccp,
+            with_ports(DCCP, 5004, 5005, 16),
+            Drop,
+        ),
+        case(
+            "dccp one port",
+            dccp,
+            with_ports(DCCP, 5004, 5006, 16),
+            Pass,
+        ),
+        case(
+            "udplite multiport: source",
+            udplite,
+            with_ports(UDPLITE, 53, 7, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: destination in a range",
+            udplite,
+            with_ports(UDPLITE, 7, 1027, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: neither",
+            udplite,
+            with_ports(UDPLITE, 7, 8, 8),
+            Pass,
+        ),
+        case("udplite multiport: a UDP datagram", udplite, udp(53), Pass),
+        case(
+            "sctp multiport",
+            sctp_mp,
+            with_ports(SCTP, 1, 443, 12),
+            Drop,
+        ),
+    ];
+    lab("l4ports", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn protocol_matches() {
     let gre = FrameBuilder::ipv4(CLIENT, SERVER, ip_proto::GRE)
@@ -3820,6 +3936,140 @@ fn connlimit_counts_live_connections_of_an_address() {
         h.run(&rst, 0);
         assert_eq!(verdict(h, &syn(CLIENT, 1004)), "XDP_PASS", "after a RST");
         assert_eq!(verdict(h, &syn(CLIENT, 1005)), "XDP_DROP", "full again");
+    });
+}
+
+#[test]
+fn hashlimit_keeps_a_bucket_per_source() {
+    lab("hashlimit", false, |h, _| {
+        h.apply(&[
+            // The README's per-source line, with a rate that does not
+            // refill during the test: 3 packets per source.
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+            // A /24 shares one bucket.
+            "-A INPUT -p udp --dport 8 -m hashlimit --hashlimit-above 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name per-net -j DROP",
+            // Bytes: the bucket holds one second of 1kb/s.
+            "-A INPUT -p udp --dport 9 -m hashlimit --hashlimit-above 1kb/s --hashlimit-mode srcip --hashlimit-name bytes -j DROP",
+        ]);
+        let from = |src: [u8; 4], dport: u16, payload: usize| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .payload(&vec![0x61; payload])
+                .build()
+        };
+        // Three sources at different rates, interleaved: 5, 2 and 10
+        // packets. Each has its own 3.
+        let sources = [[10, 1, 0, 1], [10, 2, 0, 1], [10, 3, 0, 1]];
+        let sends = [5, 2, 10];
+        let mut passed = [0; 3];
+        for round in 0..10 {
+            for (i, src) in sources.iter().enumerate() {
+                if round < sends[i] && h.run(&from(*src, 7, 8), 0).0 == XDP_PASS {
+                    passed[i] += 1;
+                }
+            }
+        }
+        assert_eq!(passed, [3, 2, 3], "a bucket per source");
+        // Two addresses of one /24: 2 together, then over the limit.
+        let got: Vec<&str> = [[10, 5, 5, 1], [10, 5, 5, 2], [10, 5, 5, 1], [10, 6, 5, 1]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 8, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "srcmask 24"
+        );
+        // Bytes: a 528-byte packet takes half the second's 1024 bytes
+        // (in 16-byte chunks), so the next one is over; another source
+        // has its own second.
+        let mut big = |src| action_name(h.run(&from(src, 9, 500), 0).0);
+        assert_eq!(
+            [big([10, 7, 0, 1]), big([10, 7, 0, 1]), big([10, 8, 0, 1])],
+            ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "bytes"
+        );
+        // --hashlimit-htable-max 2 and a third key: iptables drops the
+        // packets of keys past the table's max; netbeast keeps one LRU
+        // table for every name (docs/FEATURES.md) and gives the third its
+        // own bucket, counting every bucket it makes (`hashlimit_new`).
+        h.apply(&[
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -j DROP",
+        ]);
+        let before = h.stats()[stats::HASHLIMIT_NEW as usize];
+        let got: Vec<&str> = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3], [10, 9, 0, 3]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 10, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            "htable-max"
+        );
+        assert_eq!(
+            h.stats()[stats::HASHLIMIT_NEW as usize] - before,
+            3,
+            "buckets made"
+        );
+        // A new ruleset keeps the named table's buckets (by name, as the
+        // kernel's tables): the first source is still out of credit.
+        h.apply(&[
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+        ]);
+        assert_eq!(action_name(h.run(&from(sources[0], 7, 8), 0).0), "XDP_DROP");
+        assert_eq!(
+            action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
+            "XDP_PASS"
+        );
+    });
+}
+
+#[test]
+fn recent_cuts_the_sixth_connection_of_an_address() {
+    lab("recent", false, |h, _| {
+        // ufw's `limit` pair.
+        h.apply(&[
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set",
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 -j DROP",
+            "-A INPUT -p tcp --dport 22 -j ACCEPT",
+            // --rcheck, --remove and ! on another list.
+            "-A INPUT -p udp --dport 7 -m recent --set --name seen",
+            "-A INPUT -p udp --dport 8 -m recent --remove --name seen",
+            "-A INPUT -p udp --dport 9 -m recent ! --rcheck --name seen -j DROP",
+        ]);
+        let syn = |src: [u8; 4], sport: u16| {
+            FrameBuilder::tcp(Ipv4Addr::from(src), sport, SERVER, 22)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let got: Vec<&str> = (0..7)
+            .map(|i| action_name(h.run(&syn([10, 1, 0, 1], 2000 + i), 0).0))
+            .collect();
+        let mut want = vec!["XDP_PASS"; 5];
+        want.extend(["XDP_DROP", "XDP_DROP"]);
+        assert_eq!(got, want, "the 6th connection within 30 s is cut");
+        assert_eq!(
+            action_name(h.run(&syn([10, 2, 0, 1], 2000), 0).0),
+            "XDP_PASS",
+            "another address"
+        );
+        let udp_from = |dport: u16| {
+            FrameBuilder::udp(Ipv4Addr::new(10, 3, 0, 1), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let mut run = |dport| action_name(h.run(&udp_from(dport), 0).0);
+        assert_eq!(run(9), "XDP_DROP", "not listed yet");
+        run(7);
+        assert_eq!(run(9), "XDP_PASS", "listed by --set");
+        run(8);
+        assert_eq!(run(9), "XDP_DROP", "taken off by --remove");
     });
 }
 

@@ -15,7 +15,7 @@ mod support;
 use std::{net::SocketAddrV4, time::Duration};
 
 use netbeast::netns::{
-    ConnectOutcome::{Connected, Refused, Reset},
+    ConnectOutcome::{Refused, Reset},
     Firewall, IcmpError, ROUTED_CLIENT_IFACE, ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE,
     ROUTER_CLIENT_ADDR, ROUTER_CLIENT_IFACE, ROUTER_SERVER_IFACE, Routed, UdpOutcome, require_root,
     tcp_connect, udp_exchange,

@@ -309,6 +309,21 @@ pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
 
+/// The length of the header whose first four bytes are the 16-bit source
+/// and destination ports rules match (`--sport`/`--dport`, `-m
+/// multiport`) for the protocols that have them: TCP, UDP, DCCP, SCTP and
+/// UDP-Lite, as the kernel's matches read it (a whole TCP header, DCCP's
+/// and SCTP's common headers). The classifier's L4 keys are their ports.
+#[inline(always)]
+pub const fn port_header_len(protocol: u8) -> Option<usize> {
+    match protocol {
+        6 => Some(20),
+        17 | 136 => Some(8),
+        33 | 132 => Some(12),
+        _ => None,
+    }
+}
+
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
 pub mod ct_state {
@@ -317,8 +332,28 @@ pub mod ct_state {
     pub const RELATED: u32 = 2;
     pub const INVALID: u32 = 3;
     pub const UNTRACKED: u32 = 4;
+    /// The classifier's connection key holds the state in its low bits
+    /// and, for a packet with a connection (NEW, ESTABLISHED, RELATED),
+    /// what `-m conntrack` reads of it in the bits above: its translation
+    /// (`--ctstate SNAT,DNAT`), the packet's direction (`--ctdir`) and the
+    /// connection's status (`--ctstatus`). One key field rather than one
+    /// field each: they are a few bits, and xt_conntrack combines them.
+    pub const STATE_MASK: u32 = 7;
+    /// The connection's source is translated (SNAT, MASQUERADE).
+    pub const SNAT: u32 = 1 << 3;
+    /// Its destination is translated (DNAT, REDIRECT).
+    pub const DNAT: u32 = 1 << 4;
+    /// The packet goes the reply way (`--ctdir REPLY`).
+    pub const REPLY: u32 = 1 << 5;
+    /// `--ctstatus` bits, in the order of the kernel's `IPS_*` bits from
+    /// IPS_SEEN_REPLY on (IPS_EXPECTED never: netbeast has no helpers), so
+    /// `(key >> STATUS_SHIFT) << 1` is the kernel's status mask.
+    pub const SEEN_REPLY: u32 = 1 << 6;
+    pub const ASSURED: u32 = 1 << 7;
+    pub const CONFIRMED: u32 = 1 << 8;
+    pub const STATUS_SHIFT: u32 = 6;
     /// Keys of the field (a power of two: the class table is one array).
-    pub const KEYS: usize = 8;
+    pub const KEYS: usize = 512;
 }
 
 pub mod target {
@@ -455,7 +490,17 @@ pub mod stats {
     /// `-m connlimit` checks that could not take their list's lock (other
     /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
     pub const CONNLIMIT_CONTENDED: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// `-m hashlimit` buckets made for a key not in its table (once
+    /// `HASHLIMIT_ENTRIES` buckets are kept, each evicts the one used
+    /// least recently).
+    pub const HASHLIMIT_NEW: u32 = 29;
+    /// `-m hashlimit` packets treated as over the limit because other CPUs
+    /// changed the bucket every time this one tried (`LIMIT_TRIES`).
+    pub const HASHLIMIT_CONTENDED: u32 = 30;
+    /// `-m recent` checks that could not take their entry's lock: the
+    /// rule does not match.
+    pub const RECENT_CONTENDED: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -499,6 +544,9 @@ pub mod stats {
         "tcp_cut",
         "limit_contended",
         "connlimit_contended",
+        "hashlimit_new",
+        "hashlimit_contended",
+        "recent_contended",
     ];
 }
 
@@ -691,6 +739,8 @@ pub struct Guard {
     /// The match's parameters: see `guard_kind`.
     pub a: u64,
     pub b: u64,
+    /// More parameters for the kinds that need them (`HASHLIMIT`).
+    pub c: u64,
 }
 
 pub mod guard_kind {
@@ -723,6 +773,114 @@ pub mod guard_kind {
     /// `--connlimit-daddr`. Its state is the rule's lists of connections
     /// (`ConnlimitList`), keyed by guard index and masked address.
     pub const CONNLIMIT: u32 = 5;
+    /// `-m hashlimit`: a token bucket per key (the packet's masked
+    /// addresses and ports that `--hashlimit-mode` names) in the table of
+    /// its `--hashlimit-name`. `a`: the cost in ns of a packet (of a
+    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns,
+    /// `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
+    /// bits and masks; `c`: the name's number (low 32 bits) and the expiry
+    /// of an idle bucket in ms (high 32 bits).
+    pub const HASHLIMIT: u32 = 6;
+    /// `-m recent`: the packet's masked source (or destination) address
+    /// in the list of its `--name`. `_pad`: [`super::recent`] bits; `a`:
+    /// `--seconds`; `b`: `--hitcount`; `c`: the name's number (low 32
+    /// bits) and the mask (high 32, network byte order); `negated`: `!`.
+    pub const RECENT: u32 = 7;
+}
+
+/// `-m recent`'s command and flags, packed in `Guard::_pad`.
+pub mod recent {
+    pub const SET: u32 = 1;
+    pub const CHECK: u32 = 2;
+    pub const UPDATE: u32 = 4;
+    pub const REMOVE: u32 = 8;
+    pub const REAP: u32 = 16;
+    /// `--rttl`: an entry counts only if the packet's TTL is the one it
+    /// recorded.
+    pub const TTL: u32 = 32;
+    /// `--rdest`: the destination address is the key.
+    pub const DEST: u32 = 64;
+}
+
+/// Times one `-m recent` entry remembers (the kernel remembers 20 by
+/// default): `--hitcount` may be at most this.
+pub const RECENT_STAMPS: usize = 32;
+/// Entries all `-m recent` lists hold together. An LRU table: past it, a
+/// new address's entry takes the place of the one used least recently, of
+/// any list (see docs/FEATURES.md).
+pub const RECENT_ENTRIES: u32 = 65_536;
+
+/// A `-m recent` entry's key: its list's name number and the masked
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentKey {
+    pub name: u32,
+    /// Network byte order.
+    pub addr: u32,
+}
+
+/// A `-m recent` entry: the times (bpf_ktime_get_ns) of the last
+/// `RECENT_STAMPS` packets that set or updated it, in a ring. `lock`
+/// serializes the CPUs that check it (0 free, 1 held).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentEntry {
+    pub lock: u64,
+    pub stamps: [u64; RECENT_STAMPS],
+    /// The next stamp's slot.
+    pub index: u32,
+    /// Stamps recorded (at most `RECENT_STAMPS`).
+    pub count: u32,
+    /// The TTL of the packet that last set or updated it.
+    pub ttl: u32,
+    pub _pad: u32,
+}
+
+/// `-m hashlimit`'s settings packed in `Guard::_pad`.
+pub mod hashlimit {
+    pub const SRCIP: u32 = 1;
+    pub const SRCPORT: u32 = 2;
+    pub const DSTIP: u32 = 4;
+    pub const DSTPORT: u32 = 8;
+    /// Bytes mode (`--hashlimit-upto 10kb/s`).
+    pub const BYTES: u32 = 16;
+    /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
+    /// 16..22.
+    pub const SRCMASK_SHIFT: u32 = 8;
+    pub const DSTMASK_SHIFT: u32 = 16;
+    /// In bytes mode a packet costs at most one second of the rate, as in
+    /// xt_hashlimit, and the bucket holds one second.
+    pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
+    /// Bytes are counted in chunks of 2^4, as xt_hashlimit does.
+    pub const BYTE_SHIFT: u32 = 4;
+}
+
+/// Buckets all `-m hashlimit` tables hold together. An LRU table: past
+/// it, a new key's bucket takes the place of the bucket used least
+/// recently, of any name (see docs/FEATURES.md).
+pub const HASHLIMIT_ENTRIES: u32 = 262_144;
+
+/// A `-m hashlimit` bucket's key: its table's name number and the
+/// packet's masked fields its mode names (0 for the others).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitKey {
+    pub name: u32,
+    /// Network byte order.
+    pub src: u32,
+    pub dst: u32,
+    /// Source port << 16 | destination port.
+    pub ports: u32,
+}
+
+/// A `-m hashlimit` bucket: its theoretical arrival time (as
+/// [`limit_take`]) and when a packet last met it (for the expiry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitBucket {
+    pub tat: u64,
+    pub last_ns: u64,
 }
 
 /// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
@@ -1193,6 +1351,10 @@ mod user {
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for HashlimitKey {}
+    unsafe impl aya::Pod for RecentKey {}
+    unsafe impl aya::Pod for RecentEntry {}
+    unsafe impl aya::Pod for HashlimitBucket {}
     unsafe impl aya::Pod for ConnlimitList {}
 }
 
@@ -1228,7 +1390,7 @@ mod tests {
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
         assert_eq!(size_of::<NatTarget>(), 16);
-        assert_eq!(size_of::<Guard>(), 32);
+        assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
         assert_eq!(size_of::<ClassHeader>(), 64);
@@ -1240,6 +1402,17 @@ mod tests {
         assert_eq!(counter_index(last, 0, slot), size::COUNTERS - 1);
         assert_eq!(user_counter_index(0, 0), size::CHAINS * COUNTERS_PER_CHAIN);
     }
+}
+
+/// The forwarding benchmarks' redirect floor (`netbeast-ebpf`
+/// redirect_floor.rs): the layout of its one configuration entry.
+pub mod redirect_floor {
+    /// The interface to redirect to, a little-endian u32.
+    pub const IFINDEX: usize = 0;
+    /// The MAC addresses to write: the next hop's, then the interface's.
+    pub const DST_MAC: usize = 4;
+    pub const SRC_MAC: usize = 10;
+    pub const CONFIG_BYTES: usize = 16;
 }
 
 /// The benchmark's packet generator (`netbeast-ebpf` generator.rs): indexes
@@ -1284,9 +1457,10 @@ pub mod lb {
     /// `MAX_BACKENDS` backends (the smallest prime ≥ 100 × 1,024 is
     /// 102,407).
     pub const TABLE_CAPACITY: u32 = 131_072;
-    /// Table entries per array element of `LB_TABLES` (fewer, larger writes:
-    /// a whole table is 512 writes).
-    pub const TABLE_CHUNK: usize = 256;
+    /// Table entries per array element of `LB_TABLES`: fewer, larger writes
+    /// (a whole table is at most 64 writes of 4 KiB; with chunks of 256 a
+    /// change at 1,000 backends took 2–3 times longer, mostly syscalls).
+    pub const TABLE_CHUNK: usize = 2048;
     pub const CHUNKS_PER_TABLE: u32 = TABLE_CAPACITY / TABLE_CHUNK as u32;
     /// A table entry that names no backend (never written by userspace for
     /// a live table; the kernel leaves such a connection alone).

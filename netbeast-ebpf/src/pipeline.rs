@@ -62,7 +62,7 @@ fn run_chain(
 ) -> Verdict {
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
-    pkt.keys.ct_state = ct_state;
+    pkt.keys.ct_state = conntrack::key(ct_state);
     classify(
         generation,
         chain,

@@ -38,6 +38,8 @@ const PORT: u16 = 9;
 /// XDP_DROP and XDP_PASS, as BPF_PROG_TEST_RUN reports them.
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+/// Flows (source ports) the timed runs cycle over.
+const FRAMES: usize = 1024;
 /// Offset of the IPv4 destination address in the untagged test frame.
 const DST_OFFSET: usize = 14 + 16;
 
@@ -54,6 +56,8 @@ pub struct LbRow {
     pub ns_per_packet: f64,
     pub min_ns: f64,
     pub max_ns: f64,
+    /// Distinct backends chosen for 300 flows.
+    pub distinct_backends: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -68,6 +72,7 @@ pub struct ChangeRow {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LbReport {
+    /// Timed runs per data plane and round (one first packet each).
     pub repeat: u32,
     pub rounds: usize,
     pub rows: Vec<LbRow>,
@@ -141,9 +146,24 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Runs of [`spread`].
+const SPREAD_RUNS: usize = 300;
+
+/// Distinct backends over [`SPREAD_RUNS`] first packets from as many
+/// source ports: each data plane must really spread its connections (a
+/// cascade cut short would pick among its first rules only).
+fn spread(dp: &mut Dataplane, n: usize, what: &str) -> Result<usize> {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..SPREAD_RUNS {
+        let frame = FrameBuilder::udp(CLIENT, 10_000 + i as u16, VIP, PORT).build();
+        seen.insert(check_balanced(dp, &frame, n, what)?);
+    }
+    Ok(seen.len())
+}
+
 /// Checks that one run of `frame` through `dp` is dropped by FORWARD after
-/// a DNAT to one of the first `n` backends.
-fn check_balanced(dp: &mut Dataplane, frame: &[u8], n: usize, what: &str) -> Result<()> {
+/// a DNAT to one of the first `n` backends; returns the backend.
+fn check_balanced(dp: &mut Dataplane, frame: &[u8], n: usize, what: &str) -> Result<Ipv4Addr> {
     let out = dp.test_run_xdp(frame, 1)?;
     // Dropped by FORWARD or INPUT, or passed to the kernel where the test
     // run's namespace has no route to the backend: either way unconfirmed.
@@ -162,7 +182,7 @@ fn check_balanced(dp: &mut Dataplane, frame: &[u8], n: usize, what: &str) -> Res
         (0..n).any(|i| backend(i) == dst),
         "{what}: the first packet went to {dst}, not to a backend"
     );
-    Ok(())
+    Ok(dst)
 }
 
 pub fn run(backend_counts: &[usize], repeat: u32, rounds: usize) -> Result<LbReport> {
@@ -171,14 +191,15 @@ pub fn run(backend_counts: &[usize], repeat: u32, rounds: usize) -> Result<LbRep
         "nothing to measure"
     );
     let frame = FrameBuilder::udp(CLIENT, 4000, VIP, PORT).build();
-    let mut planes: Vec<(String, usize, Dataplane)> = Vec::new();
+    let mut planes: Vec<(String, usize, Dataplane, usize)> = Vec::new();
     for &n in backend_counts {
         let mut dp = Dataplane::load_private()?;
         dp.apply(&ruleset_of(&forward_drop_text())?, &[])?;
         lb_service(&mut dp, n)?;
         let what = format!("netbeast lb (maglev), {n} backends");
         check_balanced(&mut dp, &frame, n, &what)?;
-        planes.push((what, n, dp));
+        let distinct = spread(&mut dp, n, &what)?;
+        planes.push((what, n, dp, distinct));
     }
     for &n in backend_counts {
         let mut dp = Dataplane::load_private()?;
@@ -186,21 +207,35 @@ pub fn run(backend_counts: &[usize], repeat: u32, rounds: usize) -> Result<LbRep
             .with_context(|| format!("the -m statistic cascade of {n} backends"))?;
         let what = format!("netbeast -m statistic, {n} backends");
         check_balanced(&mut dp, &frame, n, &what)?;
-        planes.push((what, n, dp));
+        let distinct = spread(&mut dp, n, &what)?;
+        planes.push((what, n, dp, distinct));
     }
+    // One run per call, each on a fresh copy of a frame: with `repeat`, the
+    // kernel runs the program again on the frame the last run left, which
+    // here is DNATed to a backend, so every run after the first would miss
+    // the service. The kernel times each call's run alone (not the
+    // syscall); frames cycle over FRAMES source ports (flows).
+    let frames: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| FrameBuilder::udp(CLIENT, 20_000 + i as u16, VIP, PORT).build())
+        .collect();
     let mut samples = vec![Vec::new(); planes.len()];
     for _ in 0..rounds {
-        for (i, (_, _, dp)) in planes.iter_mut().enumerate() {
-            let (_, t) = dp.test_run_repeat(&frame, repeat, false)?;
-            samples[i].push(t.as_secs_f64() * 1e9);
+        for (i, (_, _, dp, _)) in planes.iter_mut().enumerate() {
+            let mut total = Duration::ZERO;
+            for k in 0..repeat as usize {
+                let (_, t) = dp.test_run_repeat(&frames[k % FRAMES], 1, false)?;
+                total += t;
+            }
+            samples[i].push(total.as_secs_f64() * 1e9 / repeat as f64);
         }
     }
     let rows = planes
         .iter()
         .zip(samples.iter_mut())
-        .map(|((label, n, _), s)| LbRow {
+        .map(|((label, n, _, distinct), s)| LbRow {
             label: label.clone(),
             backends: *n,
+            distinct_backends: *distinct,
             min_ns: s.iter().copied().fold(f64::MAX, f64::min),
             max_ns: s.iter().copied().fold(0.0, f64::max),
             ns_per_packet: median(s),
@@ -246,17 +281,21 @@ pub fn run(backend_counts: &[usize], repeat: u32, rounds: usize) -> Result<LbRep
 
 pub fn print(report: &LbReport) {
     println!(
-        "Balancing a new connection, BPF_PROG_TEST_RUN, first UDP packet, repeat {} x {} rounds \
+        "Balancing a new connection, BPF_PROG_TEST_RUN, first UDP packets of {} flows x {} rounds \
          (median, min-max)",
         report.repeat, report.rounds
     );
-    println!("{:<40} {:>10} {:>19}", "data plane", "ns/packet", "min-max");
+    println!(
+        "{:<40} {:>10} {:>19} {:>14}",
+        "data plane", "ns/packet", "min-max", "backends/300"
+    );
     for r in &report.rows {
         println!(
-            "{:<40} {:>10.1} {:>19}",
+            "{:<40} {:>10.1} {:>19} {:>14}",
             r.label,
             r.ns_per_packet,
-            format!("{:.1}-{:.1}", r.min_ns, r.max_ns)
+            format!("{:.1}-{:.1}", r.min_ns, r.max_ns),
+            r.distinct_backends
         );
     }
     println!("Adding a backend to a netbeast lb service (rebuild, write, switch):");

@@ -49,8 +49,10 @@ pub struct BenchArgs {
         default_value = "drop,pass,forward,dnat,program-cost"
     )]
     scenario: Vec<BenchScenario>,
-    /// Data planes to compare (the floor, a bare XDP_DROP receiver, and the
-    /// kernel without a firewall are always measured).
+    /// Data planes to compare (the floor, a bare XDP_DROP receiver, the
+    /// forwarding floor of `forward` and `dnat`, a bare XDP_REDIRECT to the
+    /// router's other interface, and the kernel without a firewall are
+    /// always measured).
     #[arg(
         long,
         value_enum,

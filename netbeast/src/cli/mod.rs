@@ -25,6 +25,7 @@ mod getopt;
 pub mod lb;
 mod plane;
 mod saverestore;
+pub mod recent;
 
 use std::{
     ffi::OsString,
@@ -160,6 +161,13 @@ enum Command {
         /// Print the number of connections.
         #[arg(short = 'C', long)]
         count: bool,
+    },
+    /// The -m recent lists (/proc/net/xt_recent's): -L [NAME].
+    Recent {
+        /// List the addresses of every list, or of list NAME.
+        #[arg(short = 'L', long = "list", required = true)]
+        list: bool,
+        name: Option<String>,
     },
     /// Data plane statistics.
     Stats {
@@ -313,6 +321,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Recent { name, .. } => recent::run(name.as_deref()),
                 Command::Lb { command } => lb::run(command),
                 Command::Boot { config_dir } => boot::run(&config_dir),
                 Command::Completions { shell } => {

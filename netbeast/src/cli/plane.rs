@@ -735,9 +735,10 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
         }
         // Killed between the two, the interface is half attached, which
         // the next command settles (to detached).
-        Dataplane::detach(&ingress_pin(&ns, ifindex))?;
         Dataplane::detach(&xdp)?;
         Dataplane::detach(&tc)?;
+        // Last: alone, it sends on only what the XDP program handed off.
+        Dataplane::detach(&ingress_pin(&ns, ifindex))?;
         detached.push(ifindex);
         let gone = state::ifindex(name).is_err();
         lines.push(if gone {

@@ -111,6 +111,7 @@ impl GuardTable {
                         _pad: 0,
                         a: u64::from(g),
                         b: 0,
+                        c: 0,
                     };
                     let n = self.add(record, None)?;
                     self.requirements.insert((g, held, next), n);
@@ -151,6 +152,9 @@ pub struct GuardState {
     counts: HashMap<(TableName, RuleRef, usize), u64>,
     rng: u64,
     now: u64,
+    /// `-m recent` lists by name number: the models have no packet, so
+    /// one address per list (stamps, newest last).
+    recent: HashMap<u32, Vec<u64>>,
 }
 
 impl GuardState {
@@ -160,6 +164,7 @@ impl GuardState {
             rng: seed,
             // Not 0: the kernel's clock counts from boot.
             now: 1,
+            recent: HashMap::new(),
         }
     }
 
@@ -177,23 +182,77 @@ impl GuardState {
     }
 }
 
+impl GuardState {
+    /// `-m recent` as the kernel's `netbeast_recent` decides it (without
+    /// `--rttl`: the models see one TTL), for one address per list.
+    fn recent(&mut self, guard: &Guard) -> bool {
+        use netbeast_common::{RECENT_STAMPS, recent as bits};
+        let flags = guard._pad;
+        let name = guard.c as u32;
+        let mut ret = guard.negated != 0;
+        let now = self.now;
+        let Some(stamps) = self.recent.get_mut(&name) else {
+            if flags & bits::SET == 0 {
+                return ret;
+            }
+            self.recent.insert(name, vec![now]);
+            return !ret;
+        };
+        let mut remove = false;
+        if flags & bits::SET != 0 {
+            ret = !ret;
+        } else if flags & bits::REMOVE != 0 {
+            remove = true;
+            ret = !ret;
+        } else if flags & (bits::CHECK | bits::UPDATE) != 0 {
+            let since = now.saturating_sub(guard.a * 1_000_000_000);
+            let hits = stamps
+                .iter()
+                .filter(|&&t| guard.a == 0 || t >= since)
+                .count() as u64;
+            if hits >= guard.b.max(1) {
+                ret = !ret;
+            }
+            if flags & bits::REAP != 0 && stamps.last().is_some_and(|&t| t < since) {
+                remove = true;
+            }
+        }
+        if remove {
+            self.recent.remove(&name);
+        } else if flags & bits::SET != 0 || (flags & bits::UPDATE != 0 && ret) {
+            stamps.push(now);
+            if stamps.len() > RECENT_STAMPS {
+                stamps.remove(0);
+            }
+        }
+        ret
+    }
+}
+
 impl GuardOracle for GuardState {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+        if guard.kind == guard_kind::RECENT {
+            return self.recent(guard);
+        }
         if guard.kind == guard_kind::CONNLIMIT {
             // The models have no conntrack: each packet is its address's
             // only connection (what the kernel counts for a first one).
             return (1 > guard.a) != (guard.negated != 0);
         }
-        if guard.kind == guard_kind::LIMIT {
-            // The bucket's state, as the kernel keeps it in GUARD_STATE.
+        if guard.kind == guard_kind::LIMIT || guard.kind == guard_kind::HASHLIMIT {
+            // The bucket's state, as the kernel keeps it in GUARD_STATE;
+            // hashlimit's models have no packet: one bucket per rule (the
+            // kernel's for a mode of none), evaluated in the same order.
             let tat = self.counts.entry((table, rule.clone(), n)).or_insert(0);
-            return match limit_take(*tat, self.now, guard.a, guard.b) {
+            let invert = guard.kind == guard_kind::HASHLIMIT && guard.negated != 0;
+            let under = match limit_take(*tat, self.now, guard.a, guard.b) {
                 Some(new) => {
                     *tat = new;
                     true
                 }
                 None => false,
             };
+            return under != invert;
         }
         let count = if guard.counts() {
             let c = self.counts.entry((table, rule.clone(), n)).or_insert(0);

@@ -19,9 +19,10 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, Connlimit, CtStates, IcmpType, IfaceName, Ipv4Net, Limit, Match,
-    MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset,
-    StateModule, Statistic, StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
+    Limit, Match, MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, Recent,
+    RecentCommand, RejectWith, Rule, Ruleset, StateModule, Statistic, StatisticMode, TableName,
+    Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -301,24 +302,46 @@ impl Dice {
         // Connection states: a non-empty subset, sometimes negated, and
         // now and then two state matches on one rule (both must hold).
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            let states = CtStates((self.below(31) + 1) as u8);
+            let module = if self.chance(50) {
+                StateModule::State
+            } else {
+                StateModule::Conntrack
+            };
+            // -m conntrack: SNAT/DNAT among the states, --ctdir and
+            // --ctstatus, or those without any state.
+            let conntrack = module == StateModule::Conntrack;
+            let states = if conntrack && self.chance(20) {
+                CtStates(0)
+            } else if conntrack {
+                CtStates(self.below(127) as u8 + 1)
+            } else {
+                CtStates((self.below(31) + 1) as u8)
+            };
+            let dir = (conntrack && self.chance(30)).then(|| self.chance(50));
+            let status =
+                (conntrack && self.chance(30)).then(|| (self.chance(25), self.below(16) as u8));
+            let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
+                (Some(false), status)
+            } else {
+                (dir, status)
+            };
             matches.push(Match::ConnState(ConnState {
-                module: if self.chance(50) {
-                    StateModule::State
-                } else {
-                    StateModule::Conntrack
-                },
-                negated: self.chance(25),
+                module,
+                negated: states.0 != 0 && self.chance(25),
                 states,
+                dir,
+                status,
             }));
         }
         matches.extend(self.header_matches());
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(match self.weighted(&[7, 2, 1]) {
+            matches.push(match self.weighted(&[7, 2, 1, 1, 2]) {
                 0 => Match::Statistic(self.statistic()),
                 1 => Match::Limit(self.limit()),
+                3 => Match::Hashlimit(self.hashlimit()),
+                4 => Match::Recent(self.recent()),
                 // The models see each packet as its address's only
                 // connection: limit 0 matches it with above, 1 does not.
                 _ => Match::Connlimit(Connlimit {
@@ -489,6 +512,51 @@ impl Dice {
         }
     }
 
+    /// `-m hashlimit` in packets, small buckets as `limit`'s, upto or
+    /// above.
+    fn hashlimit(&mut self) -> Hashlimit {
+        Hashlimit {
+            name: self.pick(&["a", "b"]).to_string(),
+            above: self.chance(50),
+            // Microseconds: 2 ms to 30 ms.
+            rate: HashRate::Packets {
+                period: self.pick(&[2_000u64, 5_000, 10_000, 30_000]),
+            },
+            burst: self.pick(&[1u64, 2, 3]),
+            mode: self.below(16) as u32,
+            srcmask: 32,
+            dstmask: 32,
+            size: 0,
+            max: 0,
+            gcinterval: 1000,
+            expire: 1000,
+        }
+    }
+
+    /// `-m recent` on two lists, every command, short windows (in the
+    /// models' clock a packet comes every `PACKET_GAP_NS`, so 1 s holds
+    /// hundreds).
+    fn recent(&mut self) -> Recent {
+        let command = self.pick(&[
+            RecentCommand::Set,
+            RecentCommand::Check,
+            RecentCommand::Update,
+            RecentCommand::Remove,
+        ]);
+        let seconds = self.pick(&[0u32, 1]);
+        Recent {
+            command,
+            negated: self.chance(25),
+            seconds,
+            reap: seconds != 0 && self.chance(30),
+            hitcount: self.pick(&[0u32, 1, 3]),
+            rttl: false,
+            name: self.pick(&["a", "b"]).to_string(),
+            mask: Ipv4Addr::BROADCAST,
+            rdest: self.chance(30),
+        }
+    }
+
     fn addr(&mut self) -> Ipv4Addr {
         if self.chance(80) {
             Ipv4Addr::from(self.pick(ADDRS))
@@ -547,7 +615,16 @@ impl Dice {
             } else {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
-            ct_state: self.below(5) as u32,
+            // A state and, for one with a connection, the connection
+            // key's other bits (`ct_state::*`).
+            ct_state: {
+                let state = self.below(5) as u32;
+                if state <= netbeast_common::ct_state::RELATED {
+                    state | (self.below(64) as u32) << 3
+                } else {
+                    state
+                }
+            },
             header: HeaderFields {
                 length: if self.chance(80) {
                     self.pick(LENGTHS).wrapping_add(self.below(3) as u16)

@@ -409,8 +409,8 @@ impl Service {
         }
     }
 
-    /// Makes the kernel's copy of the service what this says: backends,
-    /// then the table in the generation the kernel does not read, then the
+    /// Makes the kernel's copy of the service what this says: new backends
+    /// (`fresh`: ids to write, their pick counters zeroed), then the table in the generation the kernel does not read, then the
     /// switch. Existing connections keep their backend whatever changes
     /// (their conntrack entries hold it).
     pub fn install(
@@ -419,8 +419,10 @@ impl Service {
         fresh: &[u16],
         may_keep: bool,
     ) -> Result<(), LbError> {
-        for b in &self.backends {
-            dp.set_lb_backend(self.slot, b.id, &b.kernel(), fresh.contains(&b.id))?;
+        // A backend's id names one address and port for its whole life:
+        // only new ones (`fresh`) need writing.
+        for b in self.backends.iter().filter(|b| fresh.contains(&b.id)) {
+            dp.set_lb_backend(self.slot, b.id, &b.kernel())?;
         }
         match self.plan(may_keep)? {
             TablePlan::Keep => self.all_down = true,

@@ -32,31 +32,28 @@ impl Dataplane {
         }
     }
 
-    /// Writes backend `id` of `slot`; `fresh`: a new backend, whose pick
-    /// counter starts at zero.
+    /// Writes backend `id` of `slot`, a new one: its pick counter starts at
+    /// zero.
     pub fn set_lb_backend(
         &mut self,
         slot: u32,
         id: u16,
         backend: &Backend,
-        fresh: bool,
     ) -> Result<(), LoaderError> {
         let index = backend_index(slot, id as u32);
         let name = "LB_BACKENDS";
         let mut map: Array<&mut MapData, Backend> =
             Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         map.set(index, backend, 0).map_err(map_err(name))?;
-        if fresh {
-            let name = "LB_PICKS";
-            let mut picks: PerCpuArray<&mut MapData, u64> =
-                PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-            let zero =
-                PerCpuValues::try_from(vec![0u64; cpus()?]).map_err(|source| LoaderError::Io {
-                    what: "per-CPU pick counters".into(),
-                    source,
-                })?;
-            picks.set(index, zero, 0).map_err(map_err(name))?;
-        }
+        let name = "LB_PICKS";
+        let mut picks: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let zero =
+            PerCpuValues::try_from(vec![0u64; cpus()?]).map_err(|source| LoaderError::Io {
+                what: "per-CPU pick counters".into(),
+                source,
+            })?;
+        picks.set(index, zero, 0).map_err(map_err(name))?;
         Ok(())
     }
 

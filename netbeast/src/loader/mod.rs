@@ -62,7 +62,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 32] = [
+pub const MAP_NAMES: [&str; 35] = [
     "IFACE_PATHS",
     "GUARDS",
     "GUARD_STATE",
@@ -95,6 +95,12 @@ pub const MAP_NAMES: [&str; 32] = [
     "LB_BACKENDS",
     "LB_PICKS",
     "LB_RING",
+    // The state of -m connlimit, hashlimit and recent (hashlimit's and
+    // recent's kept by name across ruleset changes; `netbeast recent`
+    // reads recent's).
+    "CONNLIMIT",
+    "HASHLIMIT",
+    "RECENT",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -857,6 +863,26 @@ impl Dataplane {
             })
             .map_err(LoaderError::TestRun)?;
         Ok((result.return_value, result.duration))
+    }
+
+    // -- -m recent lists, for `netbeast recent` --
+
+    /// Every `-m recent` entry: its key and entry.
+    pub fn recent_entries(
+        &self,
+    ) -> Result<Vec<(netbeast_common::RecentKey, netbeast_common::RecentEntry)>, LoaderError> {
+        let map: HashMap<&MapData, netbeast_common::RecentKey, netbeast_common::RecentEntry> =
+            HashMap::try_from(self.map("RECENT")?).map_err(map_err("RECENT"))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (key, entry) = item.map_err(map_err("RECENT"))?;
+            // A walk the kernel changes meanwhile can see a key twice.
+            if seen.insert((key.name, key.addr)) {
+                out.push((key, entry));
+            }
+        }
+        Ok(out)
     }
 
     // -- conntrack tables, for `netbeast conntrack` and the tests --

@@ -2728,8 +2728,8 @@ mod tests {
     fn not_supported_yet_is_its_own_answer() {
         for line in [
             "-A INPUT -s 10.0.0.0/255.0.255.0",
-            "-A INPUT -p sctp -m multiport --dports 1,2",
-            "-A INPUT -p udplite -m multiport --sports 1",
+            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
             "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
         ] {
@@ -3479,13 +3479,17 @@ mod tests {
     fn ports_need_tcp_or_udp() {
         assert_eq!(
             err("-A INPUT --dport 22 -j ACCEPT"),
-            "--dport needs -p tcp or -p udp before it, e.g. -p tcp --dport 22"
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it, e.g. -p tcp --dport 22"
         );
         assert_err(
             "-A INPUT -p icmp --dport 22",
-            "--dport needs -p tcp or -p udp before it (this rule has -p icmp)",
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it (this rule has -p icmp)",
         );
         assert_err("-A INPUT --sport 22", "--sport needs -p tcp or -p udp");
+        assert_err(
+            "-A INPUT -p udplite --dport 22",
+            "--dport needs -p tcp or -p udp",
+        );
         assert_err("-A INPUT -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err("-A INPUT -p udp -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err(
@@ -3567,11 +3571,11 @@ mod tests {
         );
         assert_err(
             "-A INPUT -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p icmp -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p tcp -m multiport",
@@ -4358,6 +4362,7 @@ mod tests {
                 module,
                 negated,
                 states,
+                ..
             }),
         ] = rule.matches.as_slice()
         else {
@@ -4409,11 +4414,11 @@ mod tests {
             .with(netbeast_common::ct_state::RELATED);
         assert_eq!(
             rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
-            vec![Match::ConnState(ConnState {
-                module: StateModule::State,
-                negated: false,
-                states: bits
-            })]
+            vec![Match::ConnState(ConnState::states(
+                StateModule::State,
+                false,
+                bits
+            ))]
         );
         // Two state matches in one rule are two conditions, as in iptables.
         let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");
@@ -4458,14 +4463,29 @@ mod tests {
             "SNAT is a state of -m conntrack --ctstate",
         );
         assert_err(
-            "-A INPUT -m conntrack --ctstate DNAT,NEW",
-            "the DNAT connection state (--ctstate DNAT) is not supported yet",
+            "-A INPUT -m conntrack --ctstate DNAT,BOGUS",
+            "the states are INVALID, NEW, ESTABLISHED, RELATED, UNTRACKED, SNAT and DNAT",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctdir BOTH",
+            "the directions are ORIGINAL and REPLY",
+        );
+        assert_err(
+            "-A INPUT -m conntrack ! --ctdir REPLY",
+            "'!' cannot be used before --ctdir",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus SEEN",
+            "the statuses are NONE, EXPECTED, SEEN_REPLY, ASSURED and CONFIRMED",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus ASSURED --ctstatus NONE",
+            "multiple --ctstatus options",
         );
         for option in [
             "--ctproto tcp",
             "--ctorigsrc 10.0.0.1",
-            "--ctstatus ASSURED",
-            "--ctdir REPLY",
+            "--ctrepldstport 80",
             "--ctexpire 10",
         ] {
             let name = option.split_whitespace().next().unwrap();

@@ -1891,7 +1891,10 @@ COMMIT
                 Just(Some(6u8)),
                 Just(Some(17u8)),
                 Just(Some(1u8)),
-                Just(Some(47u8))
+                Just(Some(47u8)),
+                Just(Some(33u8)),
+                Just(Some(132u8)),
+                Just(Some(136u8))
             ];
             (
                 0usize..3,
@@ -1926,6 +1929,20 @@ COMMIT
                         0u8..=32,
                         any::<bool>(),
                     )),
+                    // -m hashlimit: a rate as a user writes it (packets or
+                    // bytes), above, burst, mode, masks, table options.
+                    prop::option::of((
+                        (1u64..=1_000_000, 0usize..5, any::<bool>(), 1u64..=1_000_000),
+                        (0u32..16, 0u8..=32, 0u8..=32),
+                        (0u32..3, 0u32..3, prop::option::of(1u32..100_000), "[a-z]{1,8}"),
+                    )),
+                    // -m recent: command, !, seconds, reap, hitcount, rttl,
+                    // name, mask length, rdest.
+                    prop::option::of((
+                        (0usize..4, any::<bool>(), 0u32..100, any::<bool>()),
+                        (0u32..=32, any::<bool>(), prop::option::of("[A-Za-z0-9_]{1,12}")),
+                        (0u32..=32, any::<bool>()),
+                    )),
                 ),
             )
                 .prop_map(
@@ -1940,7 +1957,7 @@ COMMIT
                         (sport, dport),
                         (multi, mac, comment),
                         (icmp, target, packets, bytes),
-                        (limit, connlimit),
+                        (limit, connlimit, hashlimit, recent),
                     )| {
                         let mut rule = Rule::new(match target {
                             0 => Target::None,
@@ -1974,16 +1991,25 @@ COMMIT
                         if let Some(c) = comment {
                             rule.matches.push(Match::Comment(Comment(c.into())));
                         }
-                        if matches!(plain, Some(6 | 17)) {
+                        if matches!(plain, Some(6 | 17 | 33 | 132 | 136)) {
+                            // tcp and udp store the full range as "any port"
+                            // (not printed); sctp and dccp keep it.
+                            let keep_full = matches!(plain, Some(33 | 132));
                             let real = |p: Option<Negatable<PortRange>>| {
-                                p.filter(|p| !crate::rules::ext::tcp::is_any_port(&p.value))
+                                p.filter(|p| {
+                                    keep_full || !crate::rules::ext::tcp::is_any_port(&p.value)
+                                })
                             };
-                            rule.matches.push(Match::Ports(Ports {
-                                protocol: plain.unwrap(),
-                                sport: real(sport),
-                                dport: real(dport),
-                                tcp_flags: None,
-                            }));
+                            // UDP-Lite has no ports match of its own, only
+                            // -m multiport.
+                            if plain != Some(136) {
+                                rule.matches.push(Match::Ports(Ports {
+                                    protocol: plain.unwrap(),
+                                    sport: real(sport),
+                                    dport: real(dport),
+                                    tcp_flags: None,
+                                }));
+                            }
                             if let Some((kind, negated, ports)) = multi {
                                 let kind = [
                                     MultiportKind::Source,
@@ -2039,6 +2065,78 @@ COMMIT
                                     daddr,
                                 },
                             ));
+                        }
+                        if let Some(((count, unit, above, burst), (mode, srcmask, dstmask), (size, max, expire, name))) =
+                            hashlimit
+                        {
+                            // Through the parser, so the rate is one a user
+                            // can write and the defaults are its own.
+                            let text = if unit == 4 {
+                                format!("{}kb/s", count % 4096 + 1)
+                            } else {
+                                format!("{count}/{}", ["s", "m", "h", "d"][unit])
+                            };
+                            let mut line = format!(
+                                "-A INPUT -m hashlimit --hashlimit-{} {text} --hashlimit-name {name} --hashlimit-srcmask {srcmask} --hashlimit-dstmask {dstmask} --hashlimit-htable-size {} --hashlimit-htable-max {}",
+                                if above { "above" } else { "upto" },
+                                size * 1000,
+                                max * 5000
+                            );
+                            if unit != 4 {
+                                line += &format!(" --hashlimit-burst {burst}");
+                            }
+                            if mode != 0 {
+                                let names = ["srcip", "srcport", "dstip", "dstport"];
+                                let list: Vec<&str> =
+                                    (0..4).filter(|b| mode & 1 << b != 0).map(|b| names[b]).collect();
+                                line += &format!(" --hashlimit-mode {}", list.join(","));
+                            }
+                            if let Some(e) = expire {
+                                line += &format!(" --hashlimit-htable-expire {e}");
+                            }
+                            let first_match = |line: &str| {
+                                let words: Vec<String> =
+                                    line.split_whitespace().map(String::from).collect();
+                                match crate::rules::parse::parse_iptables_args(&words) {
+                                    Ok(crate::rules::parse::IptablesCommand {
+                                        action: crate::rules::parse::Action::Append { rules, .. },
+                                        ..
+                                    }) => rules.into_iter().next()?.matches.into_iter().next(),
+                                    _ => None,
+                                }
+                            };
+                            // Only rates that print back as themselves:
+                            // iptables rounds the others when it prints.
+                            if let Some(m) = first_match(&line) {
+                                let mut again = "-A INPUT".to_string();
+                                m.ext().save(&mut again);
+                                if first_match(&again).as_ref() == Some(&m) {
+                                    rule.matches.push(m);
+                                }
+                            }
+                        }
+                        if let Some(((command, negated, seconds, reap), (hitcount, rttl, name), (mask, rdest))) =
+                            recent
+                        {
+                            use crate::rules::ext::recent::{Recent, RecentCommand};
+                            let command = [
+                                RecentCommand::Set,
+                                RecentCommand::Check,
+                                RecentCommand::Update,
+                                RecentCommand::Remove,
+                            ][command];
+                            let check = matches!(command, RecentCommand::Check | RecentCommand::Update);
+                            rule.matches.push(Match::Recent(Recent {
+                                command,
+                                negated,
+                                seconds,
+                                reap: reap && seconds != 0,
+                                hitcount,
+                                rttl: rttl && check,
+                                name: name.unwrap_or_else(|| "DEFAULT".into()),
+                                mask: Ipv4Addr::from(if mask == 0 { 0 } else { u32::MAX << (32 - mask) }),
+                                rdest,
+                            }));
                         }
                         rule.counter = Counter { packets, bytes };
                         (chain, rule)
@@ -2176,7 +2274,12 @@ COMMIT
                             rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
                         }
                         // connlimit is refused in the nat table.
-                        rule.matches.retain(|m| !matches!(m, Match::Connlimit(_)));
+                        rule.matches.retain(|m| {
+                            !matches!(
+                                m,
+                                Match::Connlimit(_) | Match::Hashlimit(_) | Match::Recent(_)
+                            )
+                        });
                         let tcp_udp = matches!(
                             rule.protocol,
                             Some(Negatable {
@@ -2238,8 +2341,15 @@ COMMIT
                         rules: Vec::new(),
                     };
                     for (_, mut rule) in user {
-                        rule.matches
-                            .retain(|m| !matches!(m, Match::MacSource(_) | Match::Connlimit(_)));
+                        rule.matches.retain(|m| {
+                            !matches!(
+                                m,
+                                Match::MacSource(_)
+                                    | Match::Connlimit(_)
+                                    | Match::Hashlimit(_)
+                                    | Match::Recent(_)
+                            )
+                        });
                         rule.target = Target::Redirect {
                             ports: None,
                             flags: NatFlags::default(),

@@ -22,6 +22,7 @@ pub mod comment;
 pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod hashlimit;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
@@ -29,6 +30,7 @@ pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
+pub mod recent;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -160,6 +162,8 @@ impl Eq for MatchModule {}
 pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
+    &tcp::SCTP,
+    &tcp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,
@@ -169,10 +173,12 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
+    &hashlimit::MODULE,
     &iprange::MODULE,
     &length::MODULE,
     &limit::MODULE,
     &pkttype::MODULE,
+    &recent::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
@@ -193,11 +199,9 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "connlabel",
     "connmark",
     "cpu",
-    "dccp",
     "devgroup",
     "ecn",
     "esp",
-    "hashlimit",
     "helper",
     "ipcomp",
     "ipvs",
@@ -210,9 +214,7 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "quota",
     "rateest",
     "realm",
-    "recent",
     "rpfilter",
-    "sctp",
     "set",
     "socket",
     "string",
