@@ -42,7 +42,7 @@ pub fn from_bytes(mut bytes: &[u8]) -> Result<String, ReservedChar> {
             Ok(all) => (all, &[][..]),
             Err(e) => {
                 let (valid, rest) = bytes.split_at(e.valid_up_to());
-                // SAFETY-free: `valid_up_to` bytes are valid UTF-8.
+                // The first `valid_up_to` bytes are valid UTF-8 by definition.
                 (std::str::from_utf8(valid).unwrap_or_default(), rest)
             }
         };
