@@ -30,6 +30,9 @@ pub enum BenchScenario {
     Dnat,
     /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
     ProgramCost,
+    /// `drop` behind a `-m hashlimit` rule with a bucket per flow (run it
+    /// with `drop` and `--flows 64000` to compare).
+    Limit,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         | (BenchScenario::Pass, Scenario::Pass)
                         | (BenchScenario::Forward, Scenario::Forward)
                         | (BenchScenario::Dnat, Scenario::Dnat)
+                        | (BenchScenario::Limit, Scenario::Limit)
                 )
             })
         })
