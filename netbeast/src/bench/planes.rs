@@ -102,8 +102,8 @@ impl Scenario {
             }
             Scenario::Dnat => &[Plane::Netbeast, Plane::Iptables, Plane::Nft],
             // nftables' per-key limits (meters) are another rule language:
-            // not translated.
-            Scenario::Limit => &[Plane::Floor, Plane::Netbeast, Plane::Iptables],
+            // not translated. (The floor is measured once, under drop.)
+            Scenario::Limit => &[Plane::Netbeast, Plane::Iptables],
         }
     }
 }

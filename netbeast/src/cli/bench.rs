@@ -42,7 +42,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drop,pass,forward,dnat,program-cost"
+        default_value = "drop,pass,forward,dnat,limit,program-cost"
     )]
     scenario: Vec<BenchScenario>,
     /// Data planes to compare (the floor, a bare XDP_DROP receiver, and the
