@@ -26,7 +26,7 @@ use netbeast::{
         parse,
     },
 };
-use netbeast_common::{chain, stats};
+use netbeast_common::{chain, iface_path, stats};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -944,6 +944,122 @@ fn port_matches() {
     lab("ports", false, |h, _| run_cases(h, cases));
 }
 
+/// SCTP, DCCP and UDP-Lite carry their ports where TCP and UDP do:
+/// `-m sctp`, `-m dccp` and `-m multiport` read them, only for their own
+/// protocol, and a header cut before its ports has none.
+#[test]
+fn ports_of_sctp_dccp_and_udplite() {
+    // A header of `protocol` with ports `sport` → `dport`, padded to its
+    // length (`port_header_len`).
+    let with_ports = |protocol: u8, sport: u16, dport: u16, len: usize| {
+        let mut header = vec![0u8; len.max(4)];
+        header[..2].copy_from_slice(&sport.to_be_bytes());
+        header[2..4].copy_from_slice(&dport.to_be_bytes());
+        header.truncate(len);
+        FrameBuilder::ipv4(CLIENT, SERVER, protocol)
+            .payload(&header)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    const SCTP: u8 = 132;
+    const DCCP: u8 = 33;
+    const UDPLITE: u8 = 136;
+    let sctp = &["-A INPUT -p sctp --dport 3868 -j DROP"];
+    let sctp_not = &["-A INPUT -p sctp -m sctp ! --sport 1000:2000 -j DROP"];
+    let sctp_any = &["-A INPUT -p sctp -m sctp --dport 0:65535 -j DROP"];
+    let dccp = &["-A INPUT -p dccp --sport 5004 --dport 5005 -j DROP"];
+    let udplite = &["-A INPUT -p udplite -m multiport --ports 53,1024:1030 -j DROP"];
+    let sctp_mp = &["-A INPUT -p sctp -m multiport --dports 80,443 -j DROP"];
+    let cases = vec![
+        case(
+            "sctp --dport: its port",
+            sctp,
+            with_ports(SCTP, 9, 3868, 12),
+            Drop,
+        ),
+        case(
+            "sctp --dport: another",
+            sctp,
+            with_ports(SCTP, 9, 3869, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: the port of another protocol",
+            sctp,
+            with_ports(DCCP, 9, 3868, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: a common header cut after the ports",
+            sctp,
+            with_ports(SCTP, 9, 3868, 6),
+            Drop,
+        ),
+        case(
+            "sctp --dport: a header cut before them",
+            sctp,
+            with_ports(SCTP, 9, 3868, 2),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: inside",
+            sctp_not,
+            with_ports(SCTP, 1500, 1, 12),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: outside",
+            sctp_not,
+            with_ports(SCTP, 999, 1, 12),
+            Drop,
+        ),
+        case(
+            "sctp every port",
+            sctp_any,
+            with_ports(SCTP, 1, 0, 12),
+            Drop,
+        ),
+        case(
+            "dccp both ports",
+            dccp,
+            with_ports(DCCP, 5004, 5005, 16),
+            Drop,
+        ),
+        case(
+            "dccp one port",
+            dccp,
+            with_ports(DCCP, 5004, 5006, 16),
+            Pass,
+        ),
+        case(
+            "udplite multiport: source",
+            udplite,
+            with_ports(UDPLITE, 53, 7, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: destination in a range",
+            udplite,
+            with_ports(UDPLITE, 7, 1027, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: neither",
+            udplite,
+            with_ports(UDPLITE, 7, 8, 8),
+            Pass,
+        ),
+        case("udplite multiport: a UDP datagram", udplite, udp(53), Pass),
+        case(
+            "sctp multiport",
+            sctp_mp,
+            with_ports(SCTP, 1, 443, 12),
+            Drop,
+        ),
+    ];
+    lab("l4ports", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn protocol_matches() {
     let gre = FrameBuilder::ipv4(CLIENT, SERVER, ip_proto::GRE)
@@ -1752,6 +1868,54 @@ fn reject_stays_silent() {
     lab("silent", false, |h, _| run_cases(h, cases));
 }
 
+/// RFC 1122 3.2.2: no reply to a packet for a broadcast address, the
+/// directed broadcast of the host's own subnet included (the local table's
+/// `broadcast` route: the kernel's REJECT finds RTCF_BROADCAST on it), for
+/// an ICMP error as for a reset; the host's unicast address still gets one.
+#[test]
+fn reject_is_silent_to_subnet_broadcasts() {
+    lab("silent-bcast", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let reject = &["-A INPUT -j REJECT"];
+        let rst = &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let silent = &[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)];
+        let cases = vec![
+            case(
+                "no ICMP error about a datagram to the subnet's broadcast",
+                reject,
+                FrameBuilder::udp(CLIENT, 1234, subnet_broadcast, 53)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "no reset for a segment to the subnet's broadcast",
+                rst,
+                FrameBuilder::tcp(CLIENT, 1234, subnet_broadcast, 22)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "an ICMP error about a datagram to the host itself",
+                reject,
+                udp(53),
+                IcmpUnreachable(3),
+            )
+            .counts(&[(stats::REJECTED, 1)]),
+        ];
+        run_cases(h, cases);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Counters
 
@@ -2474,6 +2638,68 @@ fn first_match_across_vector_words() {
     });
 }
 
+/// A rule in front that leaves fields open (`-p tcp --syn -j DROP` before
+/// UDP rules: no source, no port) gives those fields' classes a bit in
+/// word 0, so every field starts there while word 0 holds no match for a
+/// UDP packet: the search starts at the first word of the summaries' AND,
+/// and goes on from there past rules without a verdict. Rule layout: the
+/// --syn rule, then per source network one DROP rule, with count-only
+/// `-s 10.0.0.0/8` rules and a final ACCEPT for 10/8 among them.
+#[test]
+fn first_match_behind_a_rule_that_leaves_fields_open() {
+    const NETWORKS: usize = 4200;
+    const COUNT_ONLY: [usize; 3] = [100, 2000, 4100];
+    let mut lines = vec!["-A INPUT -p tcp --syn -j DROP".to_string()];
+    // iptables rule index (from 0) of each network's DROP rule.
+    let mut drop_rule = Vec::new();
+    for i in 0..NETWORKS {
+        if COUNT_ONLY.contains(&i) {
+            lines.push("-A INPUT -s 10.0.0.0/8 -p udp".to_string());
+        }
+        drop_rule.push(lines.len());
+        lines.push(format!(
+            "-A INPUT -s 10.{}.{}.0/24 -p udp -j DROP",
+            i / 256,
+            i % 256
+        ));
+    }
+    lines.push("-A INPUT -s 10.0.0.0/8 -p udp -j ACCEPT".to_string());
+    let count_only: Vec<usize> = COUNT_ONLY.iter().map(|&i| drop_rule[i] - 1).collect();
+    lab("syn-front", false, |h, _| {
+        h.apply(&lines);
+        // (source network, or none of them) → the rules it must count.
+        for s in [
+            Some(0),
+            Some(63),
+            Some(99),
+            Some(100),
+            Some(1999),
+            Some(2000),
+            Some(4199),
+            None,
+        ] {
+            let src = match s {
+                Some(s) => Ipv4Addr::new(10, (s / 256) as u8, (s % 256) as u8, 9),
+                None => Ipv4Addr::new(10, 200, 0, 9),
+            };
+            let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+            let (before, _) = h.counters(chain::INPUT);
+            let (action, _) = h.run(&frame, 0);
+            let last = s.map_or(lines.len() - 1, |s| drop_rule[s]);
+            let want = if s.is_some() { XDP_DROP } else { XDP_PASS };
+            assert_eq!(action, want, "source {src}");
+            let (after, policy) = h.counters(chain::INPUT);
+            let hit: Vec<usize> = (0..lines.len())
+                .filter(|&i| after[i].packets != before[i].packets)
+                .collect();
+            let mut expect: Vec<usize> = count_only.iter().copied().filter(|&r| r < last).collect();
+            expect.push(last);
+            assert_eq!(hit, expect, "rules counted for source {src}");
+            assert_eq!(policy.packets, 0);
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset
@@ -2834,7 +3060,10 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
         ])
         .expect("setting interface addresses");
     h.dataplane
-        .set_fast_path_interfaces(&[veth, peer])
+        .set_interface_paths(&[
+            (veth, iface_path::FORWARD_REDIRECT),
+            (peer, iface_path::FORWARD_REDIRECT),
+        ])
         .expect("setting the fast-path interfaces");
     (veth, peer)
 }

@@ -38,6 +38,10 @@ pub const ACTIVE_TRANSLATIONS: u32 = 8;
 /// before its flags (a tiny first fragment, RFC 1858) cannot be judged on
 /// them, and is dropped ([`TCP_FLAGS_CUT`], `stats::TCP_CUT`).
 pub const ACTIVE_TCP_FLAGS: u32 = 16;
+/// Bit of the `ACTIVE` word set while `netbeast lb` has services (with
+/// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
+/// packet looks its destination up in `LB_SERVICES`.
+pub const ACTIVE_LB: u32 = 32;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -305,6 +309,21 @@ pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
 
+/// The length of the header whose first four bytes are the 16-bit source
+/// and destination ports rules match (`--sport`/`--dport`, `-m
+/// multiport`) for the protocols that have them: TCP, UDP, DCCP, SCTP and
+/// UDP-Lite, as the kernel's matches read it (a whole TCP header, DCCP's
+/// and SCTP's common headers). The classifier's L4 keys are their ports.
+#[inline(always)]
+pub const fn port_header_len(protocol: u8) -> Option<usize> {
+    match protocol {
+        6 => Some(20),
+        17 | 136 => Some(8),
+        33 | 132 => Some(12),
+        _ => None,
+    }
+}
+
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
 pub mod ct_state {
@@ -313,8 +332,28 @@ pub mod ct_state {
     pub const RELATED: u32 = 2;
     pub const INVALID: u32 = 3;
     pub const UNTRACKED: u32 = 4;
+    /// The classifier's connection key holds the state in its low bits
+    /// and, for a packet with a connection (NEW, ESTABLISHED, RELATED),
+    /// what `-m conntrack` reads of it in the bits above: its translation
+    /// (`--ctstate SNAT,DNAT`), the packet's direction (`--ctdir`) and the
+    /// connection's status (`--ctstatus`). One key field rather than one
+    /// field each: they are a few bits, and xt_conntrack combines them.
+    pub const STATE_MASK: u32 = 7;
+    /// The connection's source is translated (SNAT, MASQUERADE).
+    pub const SNAT: u32 = 1 << 3;
+    /// Its destination is translated (DNAT, REDIRECT).
+    pub const DNAT: u32 = 1 << 4;
+    /// The packet goes the reply way (`--ctdir REPLY`).
+    pub const REPLY: u32 = 1 << 5;
+    /// `--ctstatus` bits, in the order of the kernel's `IPS_*` bits from
+    /// IPS_SEEN_REPLY on (IPS_EXPECTED never: netbeast has no helpers), so
+    /// `(key >> STATUS_SHIFT) << 1` is the kernel's status mask.
+    pub const SEEN_REPLY: u32 = 1 << 6;
+    pub const ASSURED: u32 = 1 << 7;
+    pub const CONFIRMED: u32 = 1 << 8;
+    pub const STATUS_SHIFT: u32 = 6;
     /// Keys of the field (a power of two: the class table is one array).
-    pub const KEYS: usize = 8;
+    pub const KEYS: usize = 512;
 }
 
 pub mod target {
@@ -509,6 +548,38 @@ pub mod stats {
         "hashlimit_contended",
         "recent_contended",
     ];
+}
+
+/// How the XDP program sends frames out of an interface netbeast is attached
+/// to (`IFACE_PATHS`, ifindex → these bits, written by `attach`). A native
+/// XDP program's `XDP_TX` and `XDP_REDIRECT` into a veth reach the other end
+/// only when that end runs XDP itself (its NAPI must be on), which a
+/// container's end does not: there, netbeast hands the finished frame to its
+/// TC ingress program (`handoff`), which sends it with `bpf_redirect` through
+/// the ordinary transmit path. 0 (or no entry): no fast path into it, and
+/// REJECT answers with `XDP_TX`.
+pub mod iface_path {
+    /// The forwarding fast path may `XDP_REDIRECT` into it.
+    pub const FORWARD_REDIRECT: u32 = 1 << 0;
+    /// The forwarding fast path reaches it through the TC hand-off (from an
+    /// ingress interface with [`TC_INGRESS`]).
+    pub const FORWARD_VIA_TC: u32 = 1 << 1;
+    /// REJECT replies to frames that came in here leave through the TC
+    /// hand-off: `XDP_TX` would be lost (a native veth).
+    pub const REJECT_VIA_TC: u32 = 1 << 2;
+    /// netbeast's TC ingress program runs here: frames handed off at this
+    /// interface's XDP hook are sent on.
+    pub const TC_INGRESS: u32 = 1 << 3;
+}
+
+/// The XDP metadata that hands a frame to the TC ingress program: a magic
+/// word (metadata nobody else wrote), then the ifindex to send it out of.
+pub mod handoff {
+    /// "nbTC" — cleared by the TC program once read, so the frame cannot
+    /// be handed off twice (in a namespace that runs netbeast too).
+    pub const MAGIC: u32 = 0x6e62_5443;
+    /// Bytes of metadata: the magic and the ifindex.
+    pub const LEN: usize = 8;
 }
 
 /// What the XDP program knows of an interface to tell the frames the kernel
@@ -1333,6 +1404,17 @@ mod tests {
     }
 }
 
+/// The forwarding benchmarks' redirect floor (`netbeast-ebpf`
+/// redirect_floor.rs): the layout of its one configuration entry.
+pub mod redirect_floor {
+    /// The interface to redirect to, a little-endian u32.
+    pub const IFINDEX: usize = 0;
+    /// The MAC addresses to write: the next hop's, then the interface's.
+    pub const DST_MAC: usize = 4;
+    pub const SRC_MAC: usize = 10;
+    pub const CONFIG_BYTES: usize = 16;
+}
+
 /// The benchmark's packet generator (`netbeast-ebpf` generator.rs): indexes
 /// of its configuration array, which `netbeast bench` writes before a run.
 /// Flow `f` is sent from address `FIRST_SOURCE + f % ADDRESSES`, port
@@ -1360,4 +1442,133 @@ pub mod generator {
     pub const ADDRESSES: u32 = 250;
     /// Most flows: `ADDRESSES` × 256 source ports.
     pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+}
+
+/// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and
+/// protocol; per service a lookup table of backend ids (Maglev for the hash
+/// scheduler, a ring for round-robin), in two generations switched by one
+/// write of the service's entry; backends by stable id.
+pub mod lb {
+    /// Services one namespace may define (slots of the table maps).
+    pub const MAX_SERVICES: u32 = 32;
+    /// Backends one service may hold (ids `0..MAX_BACKENDS`).
+    pub const MAX_BACKENDS: u32 = 1024;
+    /// Entries of one lookup table slot: room for the Maglev table of
+    /// `MAX_BACKENDS` backends (the smallest prime ≥ 100 × 1,024 is
+    /// 102,407).
+    pub const TABLE_CAPACITY: u32 = 131_072;
+    /// Table entries per array element of `LB_TABLES`: fewer, larger writes
+    /// (a whole table is at most 64 writes of 4 KiB; with chunks of 256 a
+    /// change at 1,000 backends took 2–3 times longer, mostly syscalls).
+    pub const TABLE_CHUNK: usize = 2048;
+    pub const CHUNKS_PER_TABLE: u32 = TABLE_CAPACITY / TABLE_CHUNK as u32;
+    /// A table entry that names no backend (never written by userspace for
+    /// a live table; the kernel leaves such a connection alone).
+    pub const NO_BACKEND: u16 = u16::MAX;
+
+    /// How a service picks a table entry for a new connection.
+    pub mod pick {
+        /// The hash of the connection's 5-tuple (Maglev, consistent).
+        pub const HASH: u32 = 0;
+        /// A random entry (weighted by the table's shares).
+        pub const RANDOM: u32 = 1;
+        /// The next entry of a ring, by one atomic counter per service.
+        pub const COUNTER: u32 = 2;
+    }
+
+    /// `LB_SERVICES` key: the service's virtual address as it sits in the
+    /// packet (network byte order), its port (host byte order, as the
+    /// parser's keys and conntrack hold ports) and its IP protocol.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct ServiceKey {
+        pub vip: u32,
+        pub port: u16,
+        pub protocol: u8,
+        pub _pad: u8,
+    }
+
+    /// `LB_SERVICES` value. `generation` selects which of the slot's two
+    /// tables is live; userspace rewrites the other one and then this whole
+    /// value (one map update, atomic for the kernel's reader).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Service {
+        pub slot: u32,
+        pub generation: u32,
+        /// Live entries of the table (≤ `TABLE_CAPACITY`); 0: no backend
+        /// at all, connections to the VIP are left alone.
+        pub table_size: u32,
+        /// `pick::*`.
+        pub pick: u32,
+    }
+
+    /// `LB_BACKENDS` value, at `backend_index(slot, id)`: the address as it
+    /// sits in the packet, the port in host byte order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Backend {
+        pub addr: u32,
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    pub const TABLE_CHUNKS: u32 = MAX_SERVICES * 2 * CHUNKS_PER_TABLE;
+    pub const BACKENDS: u32 = MAX_SERVICES * MAX_BACKENDS;
+
+    /// `LB_TABLES` index of the chunk holding entry `entry` of a slot's
+    /// generation.
+    #[inline(always)]
+    pub fn table_chunk(slot: u32, generation: u32, entry: u32) -> u32 {
+        (slot * 2 + (generation & 1)) * CHUNKS_PER_TABLE + entry / TABLE_CHUNK as u32
+    }
+
+    /// `LB_BACKENDS` / `LB_PICKS` index of backend `id` of a slot.
+    #[inline(always)]
+    pub fn backend_index(slot: u32, id: u32) -> u32 {
+        slot * MAX_BACKENDS + id
+    }
+
+    /// The hash of a connection's 5-tuple (addresses as they sit in the
+    /// packet, ports in host byte order) that picks its Maglev entry. Every netbeast computes
+    /// the same one, so boxes with the same services behind ECMP send a flow
+    /// to the same backend with no shared state.
+    #[inline(always)]
+    pub fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, protocol: u8) -> u32 {
+        // murmur3's finalizer over the tuple folded into 64 bits: cheap,
+        // and every input bit moves every output bit.
+        let mut h = (src as u64) << 32 | dst as u64;
+        h ^= ((sport as u64) << 24 | (dport as u64) << 8 | protocol as u64).rotate_left(17);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as u32
+    }
+
+    #[cfg(feature = "user")]
+    mod user {
+        use super::*;
+        // SAFETY: repr(C), integers only, no padding (layout test below).
+        unsafe impl aya::Pod for ServiceKey {}
+        unsafe impl aya::Pod for Service {}
+        unsafe impl aya::Pod for Backend {}
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use core::mem::size_of;
+
+        #[test]
+        fn layout() {
+            assert_eq!(size_of::<ServiceKey>(), 8);
+            assert_eq!(size_of::<Service>(), 16);
+            assert_eq!(size_of::<Backend>(), 8);
+            assert_eq!(TABLE_CAPACITY % TABLE_CHUNK as u32, 0);
+            // The largest Maglev table fits a slot.
+            assert!(100 * MAX_BACKENDS < TABLE_CAPACITY);
+        }
+    }
 }

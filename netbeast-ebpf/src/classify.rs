@@ -146,6 +146,12 @@ impl Active {
         self.0 & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 && self.tracking()
     }
 
+    /// `netbeast lb` has services: new connections look for theirs.
+    #[inline(always)]
+    pub fn lb(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_LB != 0
+    }
+
     /// A rule of the active ruleset tests TCP flags.
     #[inline(always)]
     pub fn tcp_flags(self) -> bool {
@@ -272,7 +278,7 @@ fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64)
 /// it: the fixed cases, else the type of the local table's longest
 /// matching route, else UNICAST.
 #[inline(always)]
-fn addr_type_of(addr: u32) -> u32 {
+pub fn addr_type_of(addr: u32) -> u32 {
     if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
         return t;
     }
@@ -454,7 +460,7 @@ pub extern "C" fn netbeast_classify(
 /// offers no way to ask for that; `AtomicU64::fetch_add` does not exist on
 /// the BPF target (no compare-and-swap at the generic CPU level).
 #[inline(always)]
-fn fetch_add(p: *mut u64) -> u64 {
+pub(crate) fn fetch_add(p: *mut u64) -> u64 {
     let mut v: u64 = 1;
     // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
     // instruction reads and writes only that word.
@@ -723,6 +729,12 @@ fn take_field(
         } else {
             st.mixed = 1;
         }
+        // The words where every field so far has bits: the candidates
+        // when the latest start is not one (see `search`).
+        st.summary[0] &= h.summary[0];
+        st.summary[1] &= h.summary[1];
+        st.summary[2] &= h.summary[2];
+        st.summary[3] &= h.summary[3];
     }
     true
 }
@@ -764,6 +776,8 @@ fn search(
         st.fields = 0;
         st.mixed = 0;
         st.lead_first = 0;
+        // The candidate words: all, until the fields narrow them.
+        set_summary(st, u64::MAX);
     }
     // One call per field, written out: each inlines its own lookup. The
     // chain's used fields are read once, and tested a group at a time:
@@ -808,18 +822,27 @@ fn search(
     let mut pending = st.word0;
     // This search's sequence for guard outcomes, once a guard is met.
     let mut seq = 0;
-    if pending == 0 && large && st.lead_first > 0 {
-        w = st.lead_first;
-        pending = if st.mixed != 0 {
-            let Some(p) = and_word(st, w) else {
-                bump(stats::CLASS_MISSING);
-                return None;
-            };
-            p
+    if pending == 0 && large {
+        if st.mixed == 0 && st.lead_first > 0 {
+            // Every field starts at `lead_first`: their first words are
+            // the AND there.
+            w = st.lead_first;
+            pending = st.lead_word;
         } else {
-            // Every field starts at `w`: their first words are the AND.
-            st.lead_word
-        };
+            // Some field has bits before the latest start, or all start at
+            // word 0, which just failed (a rule in front that does not
+            // constrain a field gives its class a bit in word 0: `-p tcp
+            // --syn -j DROP` before UDP rules), so the latest start is
+            // only a lower bound, and its word may hold nothing. The AND
+            // of the summaries names the first word where every field has
+            // bits: take it here rather than in the loop.
+            st.summary[0] &= !1;
+            if !next_word(st) {
+                return None;
+            }
+            w = st.word_index;
+            pending = st.pending;
+        }
     }
     if pending != 0 {
         let slot = w * 64 + lowest_bit(pending);
@@ -852,8 +875,15 @@ fn search(
     st.seq = seq;
     st.word_index = w;
     st.pending = pending;
-    if !summarize(st, large, w) {
-        return None;
+    // Words up to `w` are done (the summary holds no word below a `w`
+    // that `next_word` took); a small chain has no word past 0.
+    if !large {
+        set_summary(st, 0);
+    } else {
+        st.summary[0] &= !1;
+        if w > 0 && st.mixed == 0 {
+            clear_through(st, w);
+        }
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -880,31 +910,24 @@ fn search(
     })
 }
 
-/// Sets the state's summary to the AND of the recorded classes' summaries,
-/// less the words up to `w` (already searched); none in a small chain.
-/// Volatile stores: plain ones merge into a byte-wise `memset`.
-#[inline(never)]
-fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
-    // A small chain records no classes (`fields` is stale there).
-    let (mut s0, mut s1, mut s2, mut s3, fields) = if large {
-        (u64::MAX, u64::MAX, u64::MAX, u64::MAX, st.fields)
-    } else {
-        (0, 0, 0, 0, 0)
-    };
-    for n in 0..field::COUNT {
-        if n as u32 >= fields {
-            break;
-        }
-        let Some(h) = CLASS_HEADERS.get(st.classes[n]) else {
-            bump(stats::CLASS_MISSING);
-            return false;
-        };
-        s0 &= h.summary[0];
-        s1 &= h.summary[1];
-        s2 &= h.summary[2];
-        s3 &= h.summary[3];
+/// Sets every word of the summary to `v`. Volatile stores: plain ones
+/// merge into a byte-wise `memset`.
+#[inline(always)]
+fn set_summary(st: &mut SearchState, v: u64) {
+    // SAFETY: plain stores into the per-CPU scratch.
+    unsafe {
+        write_volatile(&mut st.summary[0], v);
+        write_volatile(&mut st.summary[1], v);
+        write_volatile(&mut st.summary[2], v);
+        write_volatile(&mut st.summary[3], v);
     }
-    // Words 0..=w are done: clear their bits.
+}
+
+/// Clears the summary's words up to `w`, already searched: the fast start
+/// at the latest first word skipped the candidates before it, which hold
+/// no match. Volatile stores: plain ones merge into a byte-wise `memset`.
+#[inline(never)]
+fn clear_through(st: &mut SearchState, w: u32) {
     let done = |i: u32| -> u64 {
         let lo = i * 64;
         if w < lo {
@@ -917,12 +940,11 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
     };
     // SAFETY: plain stores into the per-CPU scratch.
     unsafe {
-        write_volatile(&mut st.summary[0], s0 & !done(0));
-        write_volatile(&mut st.summary[1], s1 & !done(1));
-        write_volatile(&mut st.summary[2], s2 & !done(2));
-        write_volatile(&mut st.summary[3], s3 & !done(3));
+        write_volatile(&mut st.summary[0], st.summary[0] & !done(0));
+        write_volatile(&mut st.summary[1], st.summary[1] & !done(1));
+        write_volatile(&mut st.summary[2], st.summary[2] & !done(2));
+        write_volatile(&mut st.summary[3], st.summary[3] & !done(3));
     }
-    true
 }
 
 /// Every step either loads one candidate word or acts on one matching

@@ -6,10 +6,14 @@
 pub mod bench;
 pub mod cli;
 pub mod compile;
+pub mod daemon;
 pub mod fault;
+pub mod lb;
 pub mod loader;
 pub mod local_routes;
 pub mod netns;
 pub mod packet;
+pub mod paths;
+pub mod rawtext;
 pub mod rules;
 pub mod state;

@@ -36,6 +36,11 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "ethtool",
         command: "ethtool",
     },
+    // tests/daemon.rs verifies the shipped systemd units.
+    Package {
+        name: "systemd",
+        command: "systemd-analyze",
+    },
 ];
 
 /// For looking at traffic by hand; nothing automated depends on them.

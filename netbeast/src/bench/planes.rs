@@ -97,10 +97,20 @@ impl Scenario {
                 Plane::NftPrerouting,
                 Plane::Nft,
             ],
-            Scenario::Pass | Scenario::Forward => {
-                &[Plane::Kernel, Plane::Netbeast, Plane::Iptables, Plane::Nft]
-            }
-            Scenario::Dnat => &[Plane::Netbeast, Plane::Iptables, Plane::Nft],
+            Scenario::Pass => &[Plane::Kernel, Plane::Netbeast, Plane::Iptables, Plane::Nft],
+            Scenario::Forward => &[
+                Plane::RedirectFloor,
+                Plane::Kernel,
+                Plane::Netbeast,
+                Plane::Iptables,
+                Plane::Nft,
+            ],
+            Scenario::Dnat => &[
+                Plane::RedirectFloor,
+                Plane::Netbeast,
+                Plane::Iptables,
+                Plane::Nft,
+            ],
             // nftables' per-key limits (meters) are another rule language:
             // not translated. (The floor is measured once, under drop.)
             Scenario::Limit => &[Plane::Netbeast, Plane::Iptables],
@@ -122,6 +132,10 @@ pub enum Plane {
     /// A bare XDP program that drops everything: the fastest this machine
     /// can receive.
     Floor,
+    /// A bare XDP program that redirects every frame out of the router's
+    /// other interface (MACs written, nothing else): the fastest XDP can
+    /// forward here, the forwarding scenarios' yardstick.
+    RedirectFloor,
     /// No firewall at all: the kernel's own cost of delivering or
     /// forwarding.
     Kernel,
@@ -144,7 +158,7 @@ pub enum Plane {
 impl Plane {
     pub fn family(self) -> Option<Family> {
         match self {
-            Plane::Floor | Plane::Kernel => None,
+            Plane::Floor | Plane::RedirectFloor | Plane::Kernel => None,
             Plane::Netbeast => Some(Family::Netbeast),
             Plane::IptablesRaw | Plane::Iptables => Some(Family::Iptables),
             Plane::NftPrerouting | Plane::Nft => Some(Family::Nftables),
@@ -165,6 +179,7 @@ impl Plane {
         };
         match self {
             Plane::Floor => "floor (bare XDP_DROP)".into(),
+            Plane::RedirectFloor => "floor (bare XDP_REDIRECT)".into(),
             Plane::Kernel => match scenario {
                 Scenario::Forward | Scenario::Dnat => "kernel forwarding, no firewall".into(),
                 _ => "kernel, no firewall".into(),
@@ -193,6 +208,7 @@ impl Plane {
     pub fn id(self) -> &'static str {
         match self {
             Plane::Floor => "floor",
+            Plane::RedirectFloor => "redirect-floor",
             Plane::Kernel => "kernel",
             Plane::Netbeast => "netbeast",
             Plane::IptablesRaw => "iptables-raw",
@@ -375,7 +391,7 @@ pub fn load_rules(
     n: usize,
 ) -> Result<(), PlaneError> {
     match plane {
-        Plane::Floor | Plane::Kernel => Ok(()),
+        Plane::Floor | Plane::RedirectFloor | Plane::Kernel => Ok(()),
         Plane::Netbeast => {
             let text = iptables_text(scenario, plane, n);
             let out = ns.netbeast_with_input(&["restore"], &text)?;
@@ -458,7 +474,7 @@ pub fn rule_counters(
         })
     };
     let counters = match plane {
-        Plane::Floor | Plane::Kernel => return Ok(None),
+        Plane::Floor | Plane::RedirectFloor | Plane::Kernel => return Ok(None),
         Plane::NftPrerouting | Plane::Nft => {
             let nft = |chain| -> Result<RuleCounters, PlaneError> {
                 let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, chain])?;

@@ -297,20 +297,40 @@ impl Dice {
             )));
         }
         if self.chance(10) {
-            matches.push(Match::Comment(Comment("a comment".to_string())));
+            matches.push(Match::Comment(Comment("a comment".into())));
         }
         // Connection states: a non-empty subset, sometimes negated, and
         // now and then two state matches on one rule (both must hold).
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            let states = CtStates((self.below(31) + 1) as u8);
+            let module = if self.chance(50) {
+                StateModule::State
+            } else {
+                StateModule::Conntrack
+            };
+            // -m conntrack: SNAT/DNAT among the states, --ctdir and
+            // --ctstatus, or those without any state.
+            let conntrack = module == StateModule::Conntrack;
+            let states = if conntrack && self.chance(20) {
+                CtStates(0)
+            } else if conntrack {
+                CtStates(self.below(127) as u8 + 1)
+            } else {
+                CtStates((self.below(31) + 1) as u8)
+            };
+            let dir = (conntrack && self.chance(30)).then(|| self.chance(50));
+            let status =
+                (conntrack && self.chance(30)).then(|| (self.chance(25), self.below(16) as u8));
+            let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
+                (Some(false), status)
+            } else {
+                (dir, status)
+            };
             matches.push(Match::ConnState(ConnState {
-                module: if self.chance(50) {
-                    StateModule::State
-                } else {
-                    StateModule::Conntrack
-                },
-                negated: self.chance(25),
+                module,
+                negated: states.0 != 0 && self.chance(25),
                 states,
+                dir,
+                status,
             }));
         }
         matches.extend(self.header_matches());
@@ -595,7 +615,16 @@ impl Dice {
             } else {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
-            ct_state: self.below(5) as u32,
+            // A state and, for one with a connection, the connection
+            // key's other bits (`ct_state::*`).
+            ct_state: {
+                let state = self.below(5) as u32;
+                if state <= netbeast_common::ct_state::RELATED {
+                    state | (self.below(64) as u32) << 3
+                } else {
+                    state
+                }
+            },
             header: HeaderFields {
                 length: if self.chance(80) {
                     self.pick(LENGTHS).wrapping_add(self.below(3) as u16)

@@ -551,6 +551,12 @@ impl CtStates {
         ("UNTRACKED", netbeast_common::ct_state::UNTRACKED),
     ];
 
+    /// `-m conntrack --ctstate SNAT,DNAT`: the connection's translations,
+    /// which xt_conntrack tests as states (bits past the real ones).
+    pub const SNAT: u8 = 1 << 5;
+    pub const DNAT: u8 = 1 << 6;
+    pub const NAT_NAMES: [(&'static str, u8); 2] = [("SNAT", Self::SNAT), ("DNAT", Self::DNAT)];
+
     pub fn contains(self, state: u32) -> bool {
         self.0 & (1 << state) != 0
     }
@@ -565,6 +571,12 @@ impl CtStates {
             .iter()
             .filter(|(_, s)| self.contains(*s))
             .map(|(n, _)| *n)
+            .chain(
+                Self::NAT_NAMES
+                    .iter()
+                    .filter(|(_, b)| self.0 & b != 0)
+                    .map(|(n, _)| *n),
+            )
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -12,6 +12,7 @@
 use std::fmt::Debug;
 
 use super::model::{Match, Negatable, TableName};
+use super::names::Names;
 use super::parse::ParseError;
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
@@ -44,6 +45,12 @@ pub trait MatchExt {
     /// Its text in the last column of `iptables -L` (`numeric` for `-n`),
     /// with a leading space.
     fn list(&self, out: &mut String, numeric: bool);
+    /// [`MatchExt::list`] without `-n`, with the names to print (services
+    /// of the rule's `protocol`, 0 when none is given): for the modules
+    /// that print ports or addresses by name.
+    fn list_named(&self, out: &mut String, _names: &Names, _protocol: u8) {
+        self.list(out, false);
+    }
     /// Whether a packet satisfies it, as the kernel's match decides: the
     /// reference classifier's meaning. A guard's is its static part.
     fn matches(&self, pkt: &PacketView) -> bool;
@@ -155,6 +162,8 @@ impl Eq for MatchModule {}
 pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
+    &tcp::SCTP,
+    &tcp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,
@@ -190,7 +199,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "connlabel",
     "connmark",
     "cpu",
-    "dccp",
     "devgroup",
     "ecn",
     "esp",
@@ -207,7 +215,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "rateest",
     "realm",
     "rpfilter",
-    "sctp",
     "set",
     "socket",
     "string",

@@ -1,0 +1,147 @@
+//! `netbeast daemon`: the optional long-running process of one network
+//! namespace (DESIGN §12). It runs a set of *services* side by side on one
+//! tokio runtime — each a future that works until it is told to stop — and
+//! stops them all cleanly on SIGTERM or SIGINT.
+//!
+//! A service is added in one place, [`services`]: a feature that needs a
+//! long-running part (following interfaces, draining log events, health
+//! checks, metrics) contributes one entry there and keeps its code in its
+//! own module.
+
+pub mod links;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    task::JoinSet,
+};
+
+/// How long services get to finish their work after the stop signal
+/// before the daemon exits without them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The daemon's command line.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DaemonArgs {}
+
+/// Tells services when to stop: `stopping().await` returns once the daemon
+/// has been asked to stop. A service may also stop the whole daemon
+/// ([`Shutdown::stop_daemon`]), e.g. when its namespace is gone.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>, Arc<watch::Sender<bool>>);
+
+impl Shutdown {
+    /// Waits for the stop signal (at once if it was already given).
+    pub async fn stopping(&mut self) {
+        // An error means the sender is gone, which also means stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether the stop signal has been given.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Stops every service and the daemon, which exits 0 (as on SIGTERM).
+    pub fn stop_daemon(&self) {
+        let _ = self.1.send(true);
+    }
+}
+
+/// One long-running part of the daemon.
+pub struct Service {
+    pub name: &'static str,
+    pub run: Pin<Box<dyn Future<Output = Result<()>> + Send>>,
+}
+
+impl Service {
+    pub fn new(name: &'static str, run: impl Future<Output = Result<()>> + Send + 'static) -> Self {
+        Service {
+            name,
+            run: Box::pin(run),
+        }
+    }
+}
+
+/// Every service the daemon runs with these arguments.
+fn services(_args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
+    vec![
+        Service::new("links", links::run(shutdown.clone())),
+        crate::lb::health::service(shutdown),
+    ]
+}
+
+/// Runs the daemon in the current network namespace until SIGTERM/SIGINT.
+pub fn run(args: DaemonArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the daemon's runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: DaemonArgs) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let (stop, stop_rx) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let mut stop_requested = stop_rx.clone();
+    let shutdown = Shutdown(stop_rx, stop.clone());
+    let mut running = JoinSet::new();
+    for service in services(&args, &shutdown) {
+        let name = service.name;
+        eprintln!("netbeast daemon: {name}: started");
+        running.spawn(async move { (name, service.run.await) });
+    }
+    eprintln!(
+        "netbeast daemon: running {} service(s); SIGTERM stops it",
+        running.len()
+    );
+    // A service that fails ends the daemon: a supervisor (systemd) restarts
+    // it whole, which is simpler to reason about than a half-running daemon.
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = stop_requested.wait_for(|stop| *stop) => break,
+            Some(done) = running.join_next() => match done {
+                Ok((name, Ok(()))) => eprintln!("netbeast daemon: {name}: finished"),
+                Ok((name, Err(e))) => {
+                    failure = Some(e.context(format!("service {name} failed")));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(anyhow::anyhow!("a service panicked: {e}"));
+                    break;
+                }
+            },
+        }
+    }
+    eprintln!("netbeast daemon: stopping");
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok((name, Ok(()))) => eprintln!("netbeast daemon: {name}: stopped"),
+                Ok((name, Err(e))) => eprintln!("netbeast daemon: {name}: {e:#}"),
+                Err(e) => eprintln!("netbeast daemon: a service panicked: {e}"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "netbeast daemon: {} service(s) did not stop within {SHUTDOWN_GRACE:?}; exiting \
+             without them",
+            running.len()
+        );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
