@@ -24,8 +24,8 @@ pub mod demo;
 mod getopt;
 pub mod lb;
 mod plane;
-mod saverestore;
 pub mod recent;
+mod saverestore;
 
 use std::{
     ffi::OsString,
