@@ -32,6 +32,45 @@ static CONNLIMIT_EMPTY: PerCpuArray<ConnlimitList> = PerCpuArray::with_max_entri
 const CONNLIMIT_SPINS: u32 = 4096;
 const BPF_NOEXIST: u64 = 1;
 
+/// What `bpf_loop` hands each try of [`try_lock`].
+#[repr(C)]
+struct LockContext {
+    lock: *mut u64,
+    held: u32,
+}
+
+/// One try at a lock word; 1 (stop) once it is held.
+extern "C" fn lock_try(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LockContext` given to bpf_loop.
+    let ctx = unsafe { &mut *(ctx as *mut LockContext) };
+    if compare_exchange(ctx.lock, 0, 1) == 0 {
+        ctx.held = 1;
+        return 1;
+    }
+    0
+}
+
+/// Takes the lock word at `lock` (0 free, 1 held), trying at most `spins`
+/// times. The tries run in `bpf_loop`, so the verifier checks one try
+/// once rather than walking every iteration of a spin (which cost it
+/// thousands of instructions per lock site). Release with
+/// `compare_exchange(lock, 1, 0)`.
+#[inline(always)]
+pub fn try_lock(lock: *mut u64, spins: u32) -> bool {
+    let mut ctx = LockContext { lock, held: 0 };
+    // SAFETY: `lock_try` has the callback signature bpf_loop expects, and
+    // `ctx` outlives the call.
+    unsafe {
+        bpf_loop(
+            spins,
+            lock_try as *mut c_void,
+            &mut ctx as *mut LockContext as *mut c_void,
+            0,
+        );
+    }
+    ctx.held != 0
+}
+
 /// One check's walk over a list, for `bpf_loop`: per-CPU scratch, as the
 /// stack below the classifier's frames has no room for it.
 #[map]
@@ -122,14 +161,7 @@ pub extern "C" fn netbeast_connlimit(guard: u32, addr: u32, own_lo: u64, own_hi:
     // SAFETY: a map value, valid for this program run; `lock` is its
     // first word, 8-byte aligned.
     let lock = unsafe { &raw mut (*list).lock };
-    let mut held = false;
-    for _ in 0..CONNLIMIT_SPINS {
-        if compare_exchange(lock, 0, 1) == 0 {
-            held = true;
-            break;
-        }
-    }
-    if !held {
+    if !try_lock(lock, CONNLIMIT_SPINS) {
         bump(stats::CONNLIMIT_CONTENDED);
         return u32::MAX;
     }

@@ -157,10 +157,8 @@ fn count_hits(e: &RecentEntry, seconds: u64, since: u64) -> u64 {
 /// along.
 #[inline(always)]
 fn lock(e: &mut RecentEntry) -> bool {
-    for _ in 0..SPINS {
-        if compare_exchange(&raw mut e.lock, 0, 1) == 0 {
-            return true;
-        }
+    if crate::connlimit::try_lock(&raw mut e.lock, SPINS) {
+        return true;
     }
     bump(stats::RECENT_CONTENDED);
     false
