@@ -56,14 +56,19 @@ pub enum Scenario {
     /// Traffic to the router's address, sent on to the sink behind it by a
     /// nat PREROUTING DNAT rule, then accepted by the last FORWARD rule.
     Dnat,
+    /// `drop` with a `-m hashlimit` rule in front of the drop: one bucket
+    /// per flow (`--hashlimit-mode srcip,srcport`), so `--flows` keys.
+    /// Against `drop`, what the buckets cost.
+    Limit,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Drop,
         Scenario::Pass,
         Scenario::Forward,
         Scenario::Dnat,
+        Scenario::Limit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +77,7 @@ impl Scenario {
             Scenario::Pass => "pass",
             Scenario::Forward => "forward",
             Scenario::Dnat => "dnat",
+            Scenario::Limit => "limit",
         }
     }
 
@@ -105,6 +111,9 @@ impl Scenario {
                 Plane::Iptables,
                 Plane::Nft,
             ],
+            // nftables' per-key limits (meters) are another rule language:
+            // not translated. (The floor is measured once, under drop.)
+            Scenario::Limit => &[Plane::Netbeast, Plane::Iptables],
         }
     }
 }
@@ -164,6 +173,7 @@ impl Plane {
     pub fn label(self, scenario: Scenario) -> String {
         let chain = match scenario {
             Scenario::Drop | Scenario::Pass => "INPUT",
+            Scenario::Limit => "INPUT hashlimit + DROP",
             Scenario::Forward => "FORWARD",
             Scenario::Dnat => "DNAT + FORWARD",
         };
@@ -182,11 +192,12 @@ impl Plane {
             Plane::IptablesRaw => "iptables raw PREROUTING".into(),
             Plane::Iptables => match scenario {
                 Scenario::Drop | Scenario::Pass => "iptables filter INPUT".into(),
+                Scenario::Limit => "iptables filter INPUT hashlimit + DROP".into(),
                 _ => format!("iptables {chain}"),
             },
             Plane::NftPrerouting => "nftables prerouting -300".into(),
             Plane::Nft => match scenario {
-                Scenario::Drop | Scenario::Pass => "nftables input".into(),
+                Scenario::Drop | Scenario::Pass | Scenario::Limit => "nftables input".into(),
                 Scenario::Forward => "nftables forward".into(),
                 Scenario::Dnat => "nftables dnat + forward".into(),
             },
@@ -211,7 +222,7 @@ impl Plane {
 /// The iptables target of the matching rule (and of the ones before it).
 fn target(scenario: Scenario) -> &'static str {
     match scenario {
-        Scenario::Drop => "DROP",
+        Scenario::Drop | Scenario::Limit => "DROP",
         Scenario::Pass | Scenario::Forward | Scenario::Dnat => "ACCEPT",
     }
 }
@@ -224,11 +235,16 @@ pub fn dnat_rule() -> String {
     )
 }
 
+/// `limit`'s rule in front of the drop: a bucket per flow that every
+/// packet meets (a rate no flow reaches, so the drop decides), counted but
+/// without a verdict.
+pub const HASHLIMIT_RULE: &str = "-p udp -m udp --dport 9 -m hashlimit --hashlimit-upto 1000000/sec --hashlimit-burst 1000000 --hashlimit-mode srcip,srcport --hashlimit-name bench";
+
 /// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
-/// that does.
+/// that does (after `limit`'s hashlimit rule).
 pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
     let target = target(scenario);
-    (0..n)
+    let mut lines: Vec<String> = (0..n)
         .map(|i| {
             let source = if i + 1 < n {
                 let a = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
@@ -238,7 +254,11 @@ pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
             };
             format!("{source}-p udp -m udp --dport {DPORT} -j {target}")
         })
-        .collect()
+        .collect();
+    if scenario == Scenario::Limit {
+        lines.insert(n - 1, HASHLIMIT_RULE.to_string());
+    }
+    lines
 }
 
 /// The iptables-save text of `n` rules for a data plane that reads it
@@ -246,7 +266,7 @@ pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
 pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     let (table, chains, chain): (&str, &[&str], &str) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", &["PREROUTING", "OUTPUT"], "PREROUTING"),
-        (Scenario::Drop | Scenario::Pass, _) => {
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => {
             ("filter", &["INPUT", "FORWARD", "OUTPUT"], "INPUT")
         }
         (Scenario::Forward | Scenario::Dnat, _) => {
@@ -278,7 +298,7 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
 pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     let (hook, priority) = match (scenario, plane) {
         (_, Plane::NftPrerouting) => ("prerouting", -300),
-        (Scenario::Drop | Scenario::Pass, _) => ("input", 0),
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => ("input", 0),
         (Scenario::Forward | Scenario::Dnat, _) => ("forward", 0),
     };
     let verdict = target(scenario).to_lowercase();
@@ -434,7 +454,7 @@ pub fn rule_counters(
     };
     let (table, chain) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", "PREROUTING"),
-        (Scenario::Drop | Scenario::Pass, _) => ("filter", "INPUT"),
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => ("filter", "INPUT"),
         (Scenario::Forward | Scenario::Dnat, _) => ("filter", "FORWARD"),
     };
     let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {

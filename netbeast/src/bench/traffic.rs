@@ -528,7 +528,7 @@ impl Bench {
         // frames do not care.
         self.gen_ns.set_tso(&gen_iface, false)?;
         let (rx_addr, destination, first_source) = match scenario {
-            Scenario::Drop | Scenario::Pass => (
+            Scenario::Drop | Scenario::Pass | Scenario::Limit => (
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_FIRST_SOURCE,

@@ -30,6 +30,9 @@ pub enum BenchScenario {
     Dnat,
     /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
     ProgramCost,
+    /// `drop` behind a `-m hashlimit` rule with a bucket per flow (run it
+    /// with `drop` and `--flows 64000` to compare).
+    Limit,
     /// One iptables call (-C, -A, -D, -I, -N/-X, -S, -L, restore) as a
     /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
     /// the default list; its rule counts default to 1000,10000.
@@ -46,7 +49,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drop,pass,forward,dnat,program-cost"
+        default_value = "drop,pass,forward,dnat,limit,program-cost"
     )]
     scenario: Vec<BenchScenario>,
     /// Data planes to compare (the floor, a bare XDP_DROP receiver, the
@@ -140,6 +143,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
                         | (BenchScenario::Pass, Scenario::Pass)
                         | (BenchScenario::Forward, Scenario::Forward)
                         | (BenchScenario::Dnat, Scenario::Dnat)
+                        | (BenchScenario::Limit, Scenario::Limit)
                 )
             })
         })

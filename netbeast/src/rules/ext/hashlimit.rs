@@ -65,11 +65,9 @@ fn bytes_to_cost(bytes: u64) -> u64 {
 }
 
 fn cost_to_bytes(cost: u64) -> u64 {
-    let r = if cost != 0 {
-        u64::from(u32::MAX) / cost
-    } else {
-        u64::from(u32::MAX)
-    };
+    let r = u64::from(u32::MAX)
+        .checked_div(cost)
+        .unwrap_or(u64::from(u32::MAX));
     r.saturating_sub(1) << bits::BYTE_SHIFT
 }
 
@@ -203,11 +201,11 @@ impl Hashlimit {
             }
             HashRate::Bytes { cost } => {
                 let rate = cost_to_bytes(cost);
-                let chunk = if rate == 0 {
-                    bits::BYTES_DEPTH_NS
-                } else {
-                    (bits::BYTES_DEPTH_NS << bits::BYTE_SHIFT) / rate
-                };
+                // A rate below one chunk a second: every packet costs the
+                // whole second.
+                let chunk = (bits::BYTES_DEPTH_NS << bits::BYTE_SHIFT)
+                    .checked_div(rate)
+                    .unwrap_or(bits::BYTES_DEPTH_NS);
                 (chunk, bits::BYTES_DEPTH_NS, self.mode | bits::BYTES)
             }
         };
@@ -392,12 +390,10 @@ impl MatchParser for HashlimitParser {
         text: &[&str],
     ) -> Result<(), ParseError> {
         match option.name() {
-            "hashlimit-rate-match" | "hashlimit-rate-interval" => {
-                return Err(ParseError::Unsupported {
-                    what: format!("{} (-m hashlimit's rate-match mode)", option.flag()),
-                    hint: "; netbeast's hashlimit limits, it does not measure rates".into(),
-                });
-            }
+            "hashlimit-rate-match" | "hashlimit-rate-interval" => Err(ParseError::Unsupported {
+                what: format!("{} (-m hashlimit's rate-match mode)", option.flag()),
+                hint: "; netbeast's hashlimit limits, it does not measure rates".into(),
+            }),
             "hashlimit-upto" | "hashlimit-above" => {
                 let text = value(option, text);
                 let above = (option.name() == "hashlimit-above") != negated;
