@@ -12,6 +12,7 @@ mod csum;
 mod discard;
 mod forward;
 mod generator;
+mod log;
 mod nat;
 mod nat_sock;
 mod parse;

@@ -11,6 +11,7 @@ use crate::{
     conntrack::{self, confirm, peek, track},
     discard::{kernel_discards, link_group_frame},
     forward::{fast_path, forward},
+    log::{self, Where},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
     reject::reject,
@@ -123,6 +124,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 0,
                 ct_state,
             );
+            log_xdp(ctx, pkt, generation, chain::NAT_PREROUTING, in_ifindex, 0);
             nat::prerouting(generation, &verdict, in_ifindex);
         }
         nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
@@ -164,6 +166,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             Verdict::Policy(policy) => (policy, 0),
             Verdict::Rule(action) => (action.target, action.arg),
         };
+    log_xdp(ctx, pkt, generation, chain, in_ifindex, out_ifindex);
     match verdict {
         target::ACCEPT => {
             if nat && chain == chain::FORWARD && nat::pending() {
@@ -175,6 +178,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                     out_ifindex,
                     ct_state,
                 );
+                log_xdp(ctx, pkt, generation, chain::NAT_POSTROUTING, 0, out_ifindex);
                 if !nat::postrouting(generation, &verdict, out_ifindex) {
                     bump(stats::DROPPED);
                     return xdp_action::XDP_DROP;
@@ -200,10 +204,56 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             let src = reply_source(in_ifindex, pkt.keys.dst, local);
             reject(ctx, pkt, reject_with, src, local)
         }
-        _ => {
+        target::DROP => {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
         }
+        // Not a filter verdict (the classifier never ends a search on a
+        // code outside the targets table): the packet goes on.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Emits the events of the LOG rules the last chain met (usually none:
+/// one test).
+#[inline(always)]
+fn log_xdp(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    generation: u32,
+    chain: u32,
+    in_ifindex: u32,
+    out_ifindex: u32,
+) {
+    if pkt.search.log_count != 0 {
+        let at = Where {
+            generation,
+            chain,
+            in_ifindex,
+            out_ifindex,
+            frame_len: ctx.data_end() - ctx.data(),
+            l3_offset: pkt.l2_len(),
+        };
+        log::emit_xdp(ctx, &pkt.search, &at);
+    }
+}
+
+/// [`log_xdp`] for TC.
+#[inline(always)]
+fn log_tc(ctx: &TcContext, pkt: &Packet, generation: u32, chain: u32, out_ifindex: u32) {
+    if pkt.search.log_count != 0 {
+        let at = Where {
+            generation,
+            chain,
+            in_ifindex: 0,
+            out_ifindex,
+            frame_len: ctx.len() as usize,
+            l3_offset: pkt.l2_len(),
+        };
+        log::emit_tc(ctx, &pkt.search, &at);
     }
 }
 
@@ -261,6 +311,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };
+    log_tc(ctx, pkt, active.generation(), chain::OUTPUT, ifindex);
     match verdict {
         target::ACCEPT => {
             if nat && nat::pending() {
@@ -273,6 +324,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                     ifindex,
                     ct_state,
                 );
+                log_tc(ctx, pkt, generation, chain::NAT_POSTROUTING, ifindex);
                 if !nat::postrouting(generation, &verdict, ifindex) {
                     bump(stats::DROPPED);
                     return TC_ACT_SHOT;
@@ -304,9 +356,14 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 _ => reject_local::silent(),
             }
         }
-        _ => {
+        target::DROP => {
             bump(stats::DROPPED);
             TC_ACT_SHOT
+        }
+        // As at ingress: an unknown code is never a drop.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            TC_ACT_OK
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fault;
 pub mod loader;
 pub mod local_routes;
+pub mod log;
 pub mod netns;
 pub mod packet;
 pub mod rules;

@@ -20,6 +20,7 @@ macro_rules! outln {
 pub mod bench;
 pub mod conntrack;
 pub mod demo;
+pub mod log;
 mod plane;
 
 use std::{
@@ -170,6 +171,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The LOG rules' events: the kernel's LOG lines (timestamp and host
+    /// first, as syslog writes them) or JSON, to stdout, a file or syslog.
+    Log(log::LogArgs),
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
@@ -305,6 +309,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Log(args) => log::run(args),
                 Command::Daemon(args) => crate::daemon::run(args),
                 Command::Demo => demo::run(),
                 Command::Bench(args) => bench::run(args),

@@ -59,8 +59,10 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 27] = [
+pub const MAP_NAMES: [&str; 29] = [
     "FAST_PATH_IFACES",
+    "LOG_TARGETS",
+    "LOG_EVENTS",
     "GUARDS",
     "GUARD_STATE",
     "CT_UNREPLIED",
@@ -105,6 +107,12 @@ pub enum LoaderError {
     MissingMap(&'static str),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error(
+        "slot {slot} of chain {chain} has target code {code}, which the kernel's table of \
+         targets does not know (netbeast_common::target::flags); nothing was applied: this \
+         is a netbeast bug, please report it"
+    )]
+    UnknownTarget { code: u32, chain: u32, slot: u32 },
     #[error("cannot attach to {iface}: {source}")]
     Attach {
         iface: String,
@@ -297,6 +305,18 @@ impl Dataplane {
         if let Some(prog) = self.ebpf.program_mut(name) {
             let _ = prog.pin(&path);
         }
+    }
+
+    /// The LOG events' ring buffer, taken out of this data plane (the
+    /// programs keep writing into it): for a reader that owns it.
+    pub fn take_log_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, LoaderError> {
+        let map = self
+            .ebpf
+            .take_map("LOG_EVENTS")
+            .ok_or(LoaderError::MissingMap("LOG_EVENTS"))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err("LOG_EVENTS"))
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {

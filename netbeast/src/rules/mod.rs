@@ -6,6 +6,7 @@ pub mod list;
 pub mod model;
 pub mod parse;
 pub mod save;
+pub mod target;
 
 #[cfg(test)]
 mod compat_tests;

@@ -381,6 +381,9 @@ pub enum Target {
         ports: Option<PortRange>,
         flags: NatFlags,
     },
+    /// `-j LOG`: the packet's headers go to the log, and it goes on with
+    /// the next rule (`rules/target/log.rs`).
+    Log(crate::rules::target::log::Log),
 }
 
 impl Target {
@@ -412,6 +415,7 @@ impl Target {
             Target::Snat { .. } => "SNAT",
             Target::Masquerade { .. } => "MASQUERADE",
             Target::Redirect { .. } => "REDIRECT",
+            Target::Log(_) => "LOG",
         }
     }
 
