@@ -313,3 +313,211 @@ fn a_full_ring_buffer_loses_events_not_packets() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// Network tier: live frames, `netbeast log` and the daemon
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netbeast::{
+    bench::live::{LiveFrames, Traffic},
+    netns::{CLIENT_ADDR, CLIENT_IFACE, ClientServer, SERVER_ADDR, SERVER_IFACE},
+};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+/// LOG hits the daemon test produces (the issue asks for at least 100,000).
+const FLOOD_FRAMES: u32 = 150_000;
+/// Frames per burst: a third of what the ring buffer holds, so a reader
+/// that keeps up loses none.
+const BURST: u32 = 4_000;
+
+/// Sends `frames` UDP frames to the server's port 9 from the client, as
+/// live frames (BPF_PROG_TEST_RUN), in bursts with `pause` between them.
+fn send_live(net: &ClientServer, frames: u32, pause: Duration) {
+    let traffic = Traffic {
+        src_mac: support::mac_of(&net.client, CLIENT_IFACE),
+        dst_mac: support::mac_of(&net.server, SERVER_IFACE),
+        first_source: CLIENT_ADDR,
+        first_port: 40000,
+        destination: SERVER_ADDR,
+        dport: 9,
+        flows: 1,
+        size: 64,
+    };
+    let ifindex: u32 = net
+        .client
+        .ip(&["-o", "link", "show", "dev", CLIENT_IFACE])
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    net.client
+        .in_netns(move || {
+            let mut live = LiveFrames::load().expect("loading the generator");
+            live.configure(&traffic, ifindex).expect("configuring it");
+            let mut left = frames;
+            while left > 0 {
+                let n = left.min(BURST);
+                live.send(n).expect("sending live frames");
+                left -= n;
+                std::thread::sleep(pause);
+            }
+        })
+        .expect("entering the client namespace");
+}
+
+/// The packet counter of the server's INPUT rule number `n` (1-based),
+/// from `netbeast save --counters`.
+fn input_rule_packets(net: &ClientServer, n: usize) -> u64 {
+    let saved = net.server.netbeast_ok(&["save", "--counters"]).unwrap();
+    let line = saved
+        .lines()
+        .filter(|l| l.contains("-A INPUT"))
+        .nth(n - 1)
+        .unwrap_or_else(|| panic!("no INPUT rule {n} in:\n{saved}"));
+    line.trim_start_matches('[')
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn stat(net: &ClientServer, name: &str) -> u64 {
+    support::stat(&net.server, name)
+}
+
+/// `netbeast log` prints the kernel's line after a syslog timestamp and the
+/// host; `--json` one object per event with named fields; `--output`
+/// appends to a file. Then the daemon drains a sustained flood of LOG hits
+/// into a file and, on SIGTERM, writes what it had left: every event the
+/// kernel handed over is in the file (written = hits − log_lost).
+#[test]
+fn netbeast_log_and_the_daemon_write_every_event() {
+    require_root();
+    let ClientServer { client, server } =
+        ClientServer::new("logd").expect("client and server namespaces");
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(NETBEAST),
+    };
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast");
+    net.server
+        .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j LOG --log-prefix nbt-flood:")
+        .unwrap();
+    net.server
+        .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j DROP")
+        .unwrap();
+
+    // A few events, read by `netbeast log` (text, then JSON).
+    send_live(&net, 3, Duration::ZERO);
+    let dir = std::env::temp_dir().join(format!("nbt-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text_file = dir.join("text.log");
+    net.server
+        .netbeast_ok(&["log", "--output", text_file.to_str().unwrap()])
+        .expect("netbeast log --output");
+    let text = std::fs::read_to_string(&text_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let mac = |m: [u8; 6]| netbeast::packet::format_mac(&m);
+    let want = format!(
+        " kernel: nbt-flood:IN={SERVER_IFACE} OUT= MAC={}:{}:08:00 SRC={CLIENT_ADDR} \
+         DST={SERVER_ADDR} LEN=50 TOS=0x00 PREC=0x00 TTL=64 ID=0 PROTO=UDP SPT=40000 DPT=9 \
+         LEN=30 ",
+        mac(support::mac_of(&net.server, SERVER_IFACE)),
+        mac(support::mac_of(&net.client, CLIENT_IFACE)),
+    );
+    for l in &lines {
+        // "Dec  5 14:02:03 HOST kernel: ..."
+        assert!(l.ends_with(&want), "{l:?} does not end with {want:?}");
+        assert_eq!(l.as_bytes()[3], b' ', "{l:?} starts with a syslog time");
+    }
+    send_live(&net, 2, Duration::ZERO);
+    let json = net.server.netbeast_ok(&["log", "--json"]).unwrap();
+    let objects: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(objects.len(), 2, "{json}");
+    for o in &objects {
+        assert_eq!(o["prefix"], "nbt-flood:");
+        assert_eq!(o["chain"], "INPUT");
+        assert_eq!(o["src"], CLIENT_ADDR.to_string());
+        assert_eq!(o["dpt"], 9);
+        assert_eq!(o["in"], SERVER_IFACE);
+    }
+
+    // The flood, drained by the daemon.
+    let flood_file = dir.join("flood.log");
+    let hits_before = input_rule_packets(&net, 1);
+    let lost_before = stat(&net, "log_lost");
+    let (mut daemon, said) = start_daemon(&net, &["--log-output", flood_file.to_str().unwrap()]);
+    send_live(&net, FLOOD_FRAMES, Duration::from_millis(5));
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit status {status}");
+    let hits = input_rule_packets(&net, 1) - hits_before;
+    let lost = stat(&net, "log_lost") - lost_before;
+    let written = BufReader::new(std::fs::File::open(&flood_file).unwrap())
+        .lines()
+        .map(|l| {
+            let l = l.unwrap();
+            assert!(l.contains(" kernel: nbt-flood:IN="), "{l:?}");
+        })
+        .count() as u64;
+    let said: Vec<String> = said.try_iter().collect();
+    println!("hits {hits}, lost {lost}, written {written}; daemon said {said:?}");
+    assert_eq!(hits, FLOOD_FRAMES as u64, "every frame met the LOG rule");
+    assert_eq!(
+        written,
+        hits - lost,
+        "events written = rule hits - log_lost"
+    );
+    assert!(
+        written > (netbeast_common::LOG_RING_BYTES as usize / size_of::<LogEvent>()) as u64,
+        "the daemon drained continuously (more than one ring buffer's worth)"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Spawns `netbeast --netns NS daemon ARGS` in the server's namespace and
+/// waits until it says it runs.
+fn start_daemon(
+    net: &ClientServer,
+    args: &[&str],
+) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(NETBEAST)
+        .args(["--netns", net.server.name(), "daemon"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netbeast daemon");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon did not say it runs within 20 s");
+        if line.contains("SIGTERM stops it") {
+            return (child, rx);
+        }
+    }
+}
