@@ -923,6 +923,54 @@ mod smoke {
         rules::model::{Match, Negatable, PortRange, Ports, Rule, Target},
     };
 
+    /// A target code outside the kernel's table of targets: the loader
+    /// refuses to write it, and the kernel that meets one (written behind
+    /// the loader's back here) counts it and passes the packet on: it
+    /// never falls through to DROP.
+    #[test]
+    fn an_unknown_target_is_refused_and_never_drops() {
+        let mut dp = Dataplane::load_private().expect("load");
+        let mut rs = Ruleset::default();
+        let mut r = Rule::new(Target::Drop);
+        r.protocol = Some(Negatable::is(17));
+        rs.filter.chain_mut("INPUT").unwrap().rules.push(r);
+        dp.apply(&rs, &[]).unwrap();
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        dp.set_local_addresses(&[dst]).unwrap();
+        let frame = FrameBuilder::udp(Ipv4Addr::new(10, 0, 0, 1), 1000, dst, 9).build();
+        assert_eq!(
+            dp.test_run_xdp(&frame, 0).unwrap().action,
+            1,
+            "the DROP rule"
+        );
+
+        let unknown = netbeast_common::target::COUNT + 7;
+        let next = 1 - dp.active_generation().unwrap();
+        let mut compiled = compile::compile(&rs, &[], next).unwrap();
+        compiled.chains[0].rules[0].target = unknown;
+        match tables::write(&mut dp, &compiled) {
+            Err(LoaderError::UnknownTarget { code, .. }) => assert_eq!(code, unknown),
+            other => panic!("an unknown target was written: {other:?}"),
+        }
+
+        let active = dp.active_generation().unwrap();
+        let index = netbeast_common::rule_index(active, netbeast_common::chain::INPUT, 0);
+        let mut rules: Array<&mut MapData, netbeast_common::RuleAction> =
+            Array::try_from(dp.map_mut("RULES").unwrap()).unwrap();
+        let mut action = rules.get(&index, 0).unwrap();
+        assert_eq!(action.target, netbeast_common::target::DROP);
+        action.target = unknown;
+        rules.set(index, action, 0).unwrap();
+        let before = dp.stats().unwrap()[stats::UNKNOWN_TARGET as usize];
+        assert_eq!(
+            dp.test_run_xdp(&frame, 0).unwrap().action,
+            2,
+            "an unknown target is no verdict: the policy (ACCEPT) decides"
+        );
+        let after = dp.stats().unwrap()[stats::UNKNOWN_TARGET as usize];
+        assert_eq!(after - before, 1);
+    }
+
     /// First match across a 3-rule INPUT chain, counters on the right rule.
     #[test]
     fn drops_on_the_matching_rule() {
