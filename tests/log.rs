@@ -165,7 +165,7 @@ fn events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<LogEvent> {
 /// (the kernel reassembles before INPUT, so iptables' INPUT never logs one
 /// either; netbeast leaves them to the reassembly): those lines are the
 /// raw table's, which netbeast does not have. The locally sent one is
-/// `output_uid_is_the_senders`'s.
+/// `output_uid_is_the_senders`'s (a live connection).
 #[test]
 fn lines_are_the_kernels_byte_for_byte() {
     let all = fixtures();
@@ -520,4 +520,62 @@ fn start_daemon(
             return (child, rx);
         }
     }
+}
+
+/// `--log-uid` in OUTPUT, through the TC egress program and a real socket:
+/// a TCP SYN sent by uid/gid 65534 (the fixture's `output-tcp-syn-uid`).
+/// The line must be the kernel's with the values this connection chose
+/// instead of the fixture's (addresses, interface, IP ID, source port).
+#[test]
+fn output_uid_is_the_senders() {
+    require_root();
+    let fixture = fixtures()
+        .into_iter()
+        .find(|f| f.name == "output-tcp-syn-uid")
+        .expect("the fixture of the OUTPUT line");
+    let ClientServer { client, server } =
+        ClientServer::new("loguid").expect("client and server namespaces");
+    // The server sends (the client's veth runs an XDP program already).
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(NETBEAST),
+    };
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast on the server");
+    net.server
+        .netbeast_iptables_ok("-A OUTPUT -p tcp --dport 9 --syn -j LOG --log-uid")
+        .unwrap();
+    // Nothing listens on port 9: the SYN goes out, a RST comes back.
+    let _ = net
+        .server
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{CLIENT_ADDR}/9"),
+        ])
+        .output()
+        .expect("running the connection as uid 65534");
+    let json = net.server.netbeast_ok(&["log", "--json"]).unwrap();
+    let events: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty(), "no LOG event for the SYN");
+    let ev = &events[0];
+    assert_eq!(ev["uid"], 65534, "{ev}");
+    assert_eq!(ev["gid"], 65534, "{ev}");
+    assert_eq!(ev["chain"], "OUTPUT");
+    let want = fixture
+        .line
+        .replace("OUT=eth0", &format!("OUT={SERVER_IFACE}"))
+        .replace("SRC=10.93.0.1", &format!("SRC={SERVER_ADDR}"))
+        .replace("DST=10.93.0.2", &format!("DST={CLIENT_ADDR}"))
+        .replace("ID=791", &format!("ID={}", ev["id"]))
+        .replace("SPT=52188", &format!("SPT={}", ev["spt"]));
+    assert_eq!(ev["line"].as_str().unwrap(), want);
 }
