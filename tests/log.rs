@@ -579,3 +579,120 @@ fn output_uid_is_the_senders() {
         .replace("SPT=52188", &format!("SPT={}", ev["spt"]));
     assert_eq!(ev["line"].as_str().unwrap(), want);
 }
+
+/// `netbeast daemon --metrics`: the scrape parses with a Prometheus
+/// text-format parser, and its per-rule, policy and stats values are the
+/// ones `save --counters` and `stats` report.
+#[test]
+fn daemon_metrics_parse_and_match_the_counters() {
+    use std::io::{Read, Write};
+    require_root();
+    let ClientServer { client, server } =
+        ClientServer::new("logm").expect("client and server namespaces");
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(NETBEAST),
+    };
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast");
+    net.server
+        .netbeast_ok(&[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "9",
+            "-m",
+            "comment",
+            "--comment",
+            "discard port 9",
+            "-j",
+            "LOG",
+        ])
+        .unwrap();
+    net.server
+        .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j DROP")
+        .unwrap();
+    send_live(&net, 7, Duration::ZERO);
+    let port = 9100 + (std::process::id() % 500) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let (mut daemon, _said) = start_daemon(&net, &["--metrics", &addr]);
+    let body = net
+        .server
+        .in_netns(move || {
+            let mut last = None;
+            for _ in 0..50 {
+                match std::net::TcpStream::connect(&addr) {
+                    Ok(mut s) => {
+                        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .unwrap();
+                        let mut text = String::new();
+                        s.read_to_string(&mut text).unwrap();
+                        return text;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("the metrics endpoint did not answer: {last:?}");
+        })
+        .unwrap();
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| {
+                let seen: Vec<_> = scrape
+                    .samples
+                    .iter()
+                    .map(|s| (&s.metric, &s.labels))
+                    .collect();
+                panic!("no {name} {labels:?} in {seen:?}")
+            });
+        match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name} is {other:?}"),
+        }
+    };
+    let log_rule = [
+        ("table", "filter"),
+        ("chain", "INPUT"),
+        ("rule", "1"),
+        ("comment", "discard port 9"),
+    ];
+    assert_eq!(value("iptables_rule_packets_total", &log_rule), 7.0);
+    assert_eq!(
+        value(
+            "iptables_rule_packets_total",
+            &[("chain", "INPUT"), ("rule", "2")]
+        ),
+        input_rule_packets(&net, 2) as f64
+    );
+    assert_eq!(
+        value("iptables_rule_bytes_total", &log_rule),
+        7.0 * 50.0,
+        "IPv4 bytes of 7 UDP frames of 64 bytes"
+    );
+    assert_eq!(
+        value(
+            "iptables_default_packets_total",
+            &[("table", "filter"), ("chain", "INPUT")]
+        ),
+        0.0
+    );
+    assert_eq!(value("netbeast_log_events_total", &[]), 7.0);
+    assert_eq!(
+        value("netbeast_log_lost_total", &[]),
+        stat(&net, "log_lost") as f64
+    );
+}

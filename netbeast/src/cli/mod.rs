@@ -524,6 +524,20 @@ pub(super) fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<C
     Ok(config)
 }
 
+/// The ruleset with every rule's and policy's counters (stored base +
+/// live), and the data plane's `stats`, read under the namespace's lock:
+/// what the daemon's metrics serve.
+pub(crate) fn counters_snapshot() -> Result<(Ruleset, Vec<u64>)> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (ruleset, dp) = open(&ns, false)?;
+    let stats = match &dp {
+        Some(dp) => dp.stats()?,
+        None => vec![0; stats::COUNT as usize],
+    };
+    Ok((ruleset, stats))
+}
+
 fn run_stats(json_out: bool) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;

@@ -22,6 +22,7 @@ use tokio::{
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub mod log;
+pub mod metrics;
 
 /// The daemon's command line.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -35,6 +36,9 @@ pub struct DaemonArgs {
     /// Write the LOG rules' events as JSON objects rather than log lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Tells services when to stop: `stopping().await` returns once the daemon
@@ -80,6 +84,12 @@ fn services(args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
     };
     if log_outputs.any() {
         services.push(Service::new("log", log::run(log_outputs, shutdown.clone())));
+    }
+    if let Some(addr) = args.metrics {
+        services.push(Service::new(
+            "metrics",
+            metrics::run(addr, shutdown.clone()),
+        ));
     }
     services
 }
