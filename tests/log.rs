@@ -182,7 +182,7 @@ fn lines_are_the_kernels_byte_for_byte() {
                 "-A INPUT -j LOG --log-prefix \"nbt: \" {}",
                 options.join(" ")
             );
-            dp.apply(&ruleset(&[rule.clone()]), interfaces)
+            dp.apply(&ruleset(std::slice::from_ref(&rule)), interfaces)
                 .unwrap_or_else(|e| panic!("applying {rule}: {e}"));
             for f in cases {
                 let frame = f.frame.as_ref().unwrap();
