@@ -86,7 +86,8 @@ fn quick_bench_accounts_for_every_frame() {
     // Every scenario, every data plane, every rule count has a row.
     for scenario in Scenario::ALL {
         for plane in scenario.planes() {
-            let counts: Vec<Option<u64>> = if *plane == Plane::Floor || *plane == Plane::Kernel {
+            let reference = matches!(plane, Plane::Floor | Plane::RedirectFloor | Plane::Kernel);
+            let counts: Vec<Option<u64>> = if reference {
                 vec![None]
             } else {
                 rules.iter().copied().map(Some).collect()
@@ -100,6 +101,26 @@ fn quick_bench_accounts_for_every_frame() {
                 assert!(found, "no row for {} {} {n:?}", scenario.name(), plane.id());
             }
         }
+    }
+
+    // The routed scenarios' `vs floor` is against their bare XDP_REDIRECT
+    // forwarder, the others' against the bare XDP_DROP receiver.
+    for row in rows.iter().filter(|r| r["pps"].is_number()) {
+        let routed = row["scenario"] == "forward" || row["scenario"] == "dnat";
+        let floor_plane = if routed { "redirect-floor" } else { "floor" };
+        let floor = rows
+            .iter()
+            .find(|r| r["plane"] == floor_plane && (!routed || r["scenario"] == row["scenario"]))
+            .and_then(|r| r["pps"].as_f64())
+            .unwrap_or_else(|| panic!("no {floor_plane} row for {row}"));
+        let want = row["pps"].as_f64().unwrap() / floor;
+        let got = row["ratio_to_floor"].as_f64().expect("ratio_to_floor");
+        assert!(
+            (got - want).abs() <= want * 1e-9,
+            "{} {}: vs floor {got}, expected {want} (against {floor_plane})",
+            row["scenario"],
+            row["label"]
+        );
     }
 
     for row in rows {
@@ -156,7 +177,8 @@ fn quick_bench_accounts_for_every_frame() {
         // translates the rest. The kernel takes frames through PREROUTING
         // in lists (net.core.gro_normal_batch), so the first few frames of
         // one flow may all be new to it: at least one count per flow.
-        if row["scenario"] == "dnat" {
+        // (The redirect floor translates nothing: it only forwards.)
+        if row["scenario"] == "dnat" && row["plane"] != "redirect-floor" {
             let translated = u64_of(row, "translated");
             assert!(
                 translated >= flows && translated < received,
@@ -273,4 +295,46 @@ fn pktgen_without_pktgen_is_a_clear_error_that_leaves_nothing() {
         .unwrap_or_default();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(pinned.is_empty(), "pinned: {pinned:?}");
+}
+
+/// `--scenario control-plane --quick`: every call of the scenario runs on
+/// every plane (netbeast, iptables-nft, iptables-legacy) and leaves the
+/// ruleset as it found it (the next round's restore and -C would fail
+/// otherwise); a figure for each. No timing is asserted.
+#[test]
+fn control_plane_scenario_measures_every_call_on_every_plane() {
+    require_root();
+    let report = quick_report(&["--scenario", "control-plane"]);
+    let rows = report["control_plane"]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no control_plane rows: {report}"));
+    for plane in ["netbeast", "iptables-nft", "iptables-legacy"] {
+        let mine: Vec<&Value> = rows.iter().filter(|r| r["plane"] == plane).collect();
+        // Two rule counts, each a restore and nine calls.
+        assert_eq!(mine.len(), 2 * 10, "{plane}: {mine:?}");
+        for row in mine {
+            let ms = row["median_ms"].as_f64().unwrap_or(-1.0);
+            assert!(ms > 0.0, "{plane}: no time for {row}");
+        }
+    }
+}
+
+/// `--scenario lb`: every data plane balanced its first packet to a backend
+/// (checked inside, before timing) and a backend change was measured at
+/// each size.
+#[test]
+fn quick_lb_scenario_runs() {
+    require_root();
+    let report = quick_report(&["--scenario", "lb"]);
+    let lb = &report["lb"];
+    let rows = lb["rows"].as_array().expect("lb rows");
+    assert_eq!(rows.len(), 4, "{lb:#}");
+    assert!(
+        rows.iter()
+            .all(|r| r["ns_per_packet"].as_f64().unwrap() > 0.0),
+        "{lb:#}"
+    );
+    let changes = lb["changes"].as_array().expect("lb changes");
+    assert_eq!(changes.len(), 2, "{lb:#}");
+    assert!(report["traffic"].is_null() && report["program_cost"].is_null());
 }

@@ -779,3 +779,62 @@ fn syn_flood_leaves_established_connections_alone() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------
+// -m conntrack: direction and status
+
+/// `--ctdir` and `--ctstatus` on a TCP handshake, as xt_conntrack reads
+/// them: the first SYN is ORIGINAL and not CONFIRMED yet (conntrack
+/// confirms a connection when its first packet leaves), a retransmission
+/// is; the SYN-ACK goes the REPLY way and has SEEN_REPLY; the ACK that
+/// completes the handshake makes it ASSURED; `--ctstatus NONE` is an empty
+/// mask that never matches (and `! --ctstatus NONE` always does). A packet
+/// without a connection (INVALID) meets a conntrack match only through
+/// its state test: `--ctstate INVALID --ctdir REPLY` holds for it.
+#[test]
+fn conntrack_direction_and_status() {
+    let rules = [
+        "-A INPUT -m conntrack --ctdir ORIGINAL",
+        "-A INPUT -m conntrack --ctdir REPLY",
+        "-A INPUT -m conntrack --ctstatus SEEN_REPLY",
+        "-A INPUT -m conntrack --ctstatus CONFIRMED",
+        "-A INPUT -m conntrack --ctstatus ASSURED",
+        "-A INPUT -m conntrack --ctstatus NONE",
+        "-A INPUT -m conntrack ! --ctstatus NONE",
+        "-A INPUT -m conntrack --ctstate INVALID --ctdir REPLY",
+        "-A INPUT -m conntrack --ctstatus EXPECTED,ASSURED --ctdir REPLY",
+    ];
+    lab("ctdir", &rules, |lab| {
+        let mut check = |what: &str, frame: &FrameBuilder, state: &str, want: &[usize]| {
+            let before = lab.counts();
+            lab.expect(what, frame, state);
+            let after = lab.counts();
+            let moved: Vec<usize> = (0..rules.len())
+                .filter(|&i| after[STATES.len() + i] != before[STATES.len() + i])
+                .collect();
+            assert_eq!(
+                moved,
+                want,
+                "{what}: conntrack rules counted {:?}, expected {:?}",
+                moved.iter().map(|&i| rules[i]).collect::<Vec<_>>(),
+                want.iter().map(|&i| rules[i]).collect::<Vec<_>>()
+            );
+        };
+        check("client SYN", &c2s(22, SYN), "NEW", &[0, 6]);
+        check("retransmitted SYN", &c2s(22, SYN), "NEW", &[0, 3, 6]);
+        check(
+            "server SYN-ACK",
+            &s2c(22, SYN_ACK),
+            "ESTABLISHED",
+            &[1, 2, 3, 6],
+        );
+        check("client ACK", &c2s(22, ACK), "ESTABLISHED", &[0, 2, 3, 4, 6]);
+        check(
+            "server data",
+            &s2c(22, PSH_ACK).payload(&[1; 10]),
+            "ESTABLISHED",
+            &[1, 2, 3, 4, 6, 8],
+        );
+        check("ACK of no connection", &c2s(23, ACK), "INVALID", &[7]);
+    });
+}

@@ -124,3 +124,217 @@ fn systemd_units_verify() {
         "expected the daemon units in dist/, found {verified}"
     );
 }
+
+/// Stops a daemon child when dropped (SIGTERM, then SIGKILL), so a failing
+/// test leaves no process behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Issue 12, finding 5: `-A FORWARD -o IF -j DROP`, then IF is deleted and
+/// made again (a VPN reconnecting) with a new ifindex. Without the daemon
+/// (and no netbeast command), forwarded packets pass; with it running,
+/// they are dropped again within a second, no netbeast command run
+/// (iptables matches names on every packet).
+#[test]
+fn an_output_interface_rule_follows_a_recreated_interface_live() {
+    use netbeast::netns::{
+        Firewall, ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE, ROUTER_SERVER_ADDR, ROUTER_SERVER_IFACE,
+        Routed, udp_echo_server, udp_send, veth_pair,
+    };
+    use std::time::Instant;
+    const PORT: u16 = 10;
+    /// How soon the rule must hold again after the interface is back.
+    const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
+    /// How long probes run after the interface is back.
+    const WATCH: Duration = Duration::from_millis(1800);
+    require_root();
+    let bed = Routed::new("dm-oif", Firewall::netbeast(NETBEAST)).unwrap();
+    bed.iptables_ok(&format!(
+        "-A FORWARD -o {ROUTER_SERVER_IFACE} -p udp --dport {PORT} -j DROP"
+    ))
+    .unwrap();
+    let server = udp_echo_server(&bed.server, PORT).unwrap();
+    let to = std::net::SocketAddrV4::new(ROUTED_SERVER_ADDR, PORT);
+    let recreate = || {
+        bed.router
+            .ip(&["link", "del", ROUTER_SERVER_IFACE])
+            .unwrap();
+        veth_pair(
+            &bed.router,
+            ROUTER_SERVER_IFACE,
+            &format!("{ROUTER_SERVER_ADDR}/24"),
+            &bed.server,
+            ROUTED_SERVER_IFACE,
+            &format!("{ROUTED_SERVER_ADDR}/24"),
+        )
+        .unwrap();
+        bed.server
+            .ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_SERVER_ADDR.to_string(),
+            ])
+            .unwrap();
+        Instant::now()
+    };
+    // Probes every 20 ms for WATCH after `back`: when the last one arrived.
+    let last_arrival = |back: Instant| -> Option<Duration> {
+        let mut last = None;
+        while back.elapsed() < WATCH {
+            let before = server.served();
+            let sent_at = back.elapsed();
+            udp_send(&bed.client, to, b"probe", 1).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            if server.served() > before {
+                last = Some(sent_at);
+            }
+        }
+        last
+    };
+    assert_eq!(
+        last_arrival(Instant::now()),
+        None,
+        "the rule drops at first"
+    );
+
+    // Without the daemon the recreated interface escapes the rule.
+    let back = recreate();
+    assert!(
+        last_arrival(back).is_some(),
+        "datagrams were dropped without the daemon: the test shows nothing"
+    );
+
+    // With it (which settles what changed before it started), it does not.
+    let (child, lines) = start_daemon(&bed.router, &[]);
+    let daemon = Running(child);
+    let last = last_arrival(Instant::now());
+    assert!(
+        last.is_none_or(|t| t < FOLLOW_WITHIN),
+        "the daemon did not settle the interface changed before it started ({last:?}): {:?}",
+        lines.try_iter().collect::<Vec<_>>()
+    );
+    let back = recreate();
+    let last = last_arrival(back);
+    eprintln!("last datagram through after the interface came back: {last:?}");
+    assert!(
+        last.is_none_or(|t| t < FOLLOW_WITHIN),
+        "forwarded datagrams still passed {last:?} after {ROUTER_SERVER_IFACE} was made again \
+         (allowed: {FOLLOW_WITHIN:?}); the daemon said {:?}",
+        lines.try_iter().collect::<Vec<_>>()
+    );
+    drop(daemon);
+}
+
+/// `ip netns del` while the daemon runs: the daemon removes the namespace's
+/// data plane (as `netbeast gc` would) and exits 0, leaving no pins, no
+/// socket programs on the root cgroup and no /run/netbeast/<id>.
+#[test]
+fn a_deleted_namespace_takes_its_data_plane_along() {
+    require_root();
+    // No netbeast guard: the namespace is deleted as a user would.
+    let ns = Netns::new("dm-del").unwrap();
+    ns.ip(&[
+        "link", "add", "nbt-d0", "type", "veth", "peer", "name", "nbt-d1",
+    ])
+    .unwrap();
+    for dev in ["nbt-d0", "nbt-d1"] {
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(NETBEAST)
+            .args(["--netns", ns.name()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["attach", "nbt-d0"]);
+    run(&["iptables", "-A", "INPUT", "-j", "DROP"]);
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    let sock: Vec<u64> = status["socket_program_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    assert!(!sock.is_empty(), "no socket programs to watch: {status}");
+    let id = ns.id().unwrap();
+    let paths: Vec<std::path::PathBuf> = [
+        "/sys/fs/bpf/netbeast",
+        "/run/netbeast/bpffs/netbeast",
+        "/run/netbeast",
+        "/run/netbeast/locks",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join(id.to_string()))
+    .collect();
+    assert!(
+        paths.iter().any(|p| p.exists()),
+        "no state to remove: {paths:?}"
+    );
+
+    let (child, lines) = start_daemon(&ns, &[]);
+    let mut daemon = Running(child);
+    let out = Command::new("ip")
+        .args(["netns", "del", ns.name()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip netns del failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon still runs 5 s after its namespace was deleted: {:?}",
+            lines.try_iter().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "daemon exit status {status}: {said:?}");
+    for path in &paths {
+        assert!(!path.exists(), "{} left: {said:?}", path.display());
+    }
+    let root = netbeast::state::cgroup2_root().unwrap();
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(&root)
+        .output()
+        .expect("bpftool runs");
+    let on_cgroup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let on_cgroup: Vec<u64> = on_cgroup
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    assert!(
+        sock.iter().all(|p| !on_cgroup.contains(p)),
+        "socket programs {sock:?} still on the root cgroup: {said:?}"
+    );
+}

@@ -447,6 +447,13 @@ enum Kind {
     },
     /// GRE (protocol 47), which the router's stack does not speak.
     Gre,
+    /// Another protocol whose header starts with ports (SCTP, DCCP,
+    /// UDP-Lite): that header, zeros after the ports.
+    OtherPorts {
+        protocol: u8,
+        sport: u16,
+        dport: u16,
+    },
     /// The first fragment of a UDP datagram (more to come, offset 0).
     FirstFragment {
         sport: u16,
@@ -616,6 +623,16 @@ impl Probe {
             Kind::Gre => {
                 FrameBuilder::ipv4(self.src, self.dst, 47).payload(&[0, 0, 0x08, 0, 1, 2, 3, 4])
             }
+            Kind::OtherPorts {
+                protocol,
+                sport,
+                dport,
+            } => {
+                let mut header = [0u8; 16];
+                header[..2].copy_from_slice(&sport.to_be_bytes());
+                header[2..4].copy_from_slice(&dport.to_be_bytes());
+                FrameBuilder::ipv4(self.src, self.dst, protocol).payload(&header)
+            }
             Kind::FirstFragment { sport, dport } => {
                 FrameBuilder::udp(self.src, sport, self.dst, dport)
                     .payload(&[7u8; 32])
@@ -721,6 +738,11 @@ impl Probe {
             Kind::Udp { sport, dport } => format!("udp {sport} -> {dport}"),
             Kind::Icmp { icmp_type, code } => format!("icmp type {icmp_type} code {code}"),
             Kind::Gre => "gre".to_string(),
+            Kind::OtherPorts {
+                protocol,
+                sport,
+                dport,
+            } => format!("protocol {protocol} {sport} -> {dport}"),
             Kind::FirstFragment { sport, dport } => {
                 format!("udp first fragment {sport} -> {dport}")
             }
@@ -1712,7 +1734,39 @@ fn regressions() -> Vec<(&'static str, Case)> {
     use Side::{Client, Server};
     let later_udp = Kind::LaterFragment { protocol: 17 };
     let syn = |sport, dport| Kind::Syn { sport, dport };
+    let udp = |sport, dport| Kind::Udp { sport, dport };
     vec![
+        (
+            // RFC 1122 3.2.2, issue 20: netbeast answered a datagram to the
+            // subnet's broadcast address with an ICMP error from that
+            // address. The kernel's REJECT stays silent about anything
+            // sent to a broadcast or multicast address (IP or Ethernet);
+            // the router's own unicast address still gets its answers.
+            "no REJECT reply to broadcasts and multicasts",
+            fixed_case(
+                "-A INPUT -p tcp -j REJECT --reject-with tcp-reset\n-A INPUT -j REJECT\n",
+                vec![
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 255], syn(1000, 22)),
+                    probe(Server, [10, 199, 2, 2], [10, 199, 2, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [255, 255, 255, 255], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [224, 0, 0, 1], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [224, 0, 0, 1], syn(1000, 22)),
+                    probe(
+                        Client,
+                        [10, 199, 1, 2],
+                        [10, 199, 1, 1],
+                        Kind::Odd {
+                            oddity: Oddity::LinkBroadcast,
+                            sport: 1000,
+                            dport: 53,
+                        },
+                    ),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], udp(1000, 53)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], syn(1000, 22)),
+                ],
+            ),
+        ),
         (
             // Docker's filter table (tests/fixtures/iptables-save), its
             // bridge played by the server side: user chains, RETURNs, the
@@ -1816,6 +1870,48 @@ fn regressions() -> Vec<(&'static str, Case)> {
                         },
                     ),
                 ],
+            ),
+        ),
+        (
+            // SCTP, DCCP and UDP-Lite ports across the router: -m sctp,
+            // -m dccp, -m multiport read them only for their own protocol.
+            "sctp, dccp and udplite ports",
+            fixed_case(
+                "-A FORWARD -p sctp --dport 3868 -j DROP
+\
+                 -A FORWARD -p dccp -m dccp ! --sport 5000:5010 -j DROP
+\
+                 -A FORWARD -p udplite -m multiport --ports 53,1024:1030 -j DROP
+\
+                 -A FORWARD -p sctp -m multiport --sports 80,443
+\
+                 -A FORWARD -p udp --dport 3868 -j DROP
+",
+                [
+                    (132, 9, 3868),
+                    (132, 443, 3869),
+                    (33, 9, 3868),
+                    (33, 5005, 1),
+                    (33, 4999, 1),
+                    (136, 53, 7),
+                    (136, 7, 1027),
+                    (136, 7, 3868),
+                    (17, 7, 1027),
+                ]
+                .into_iter()
+                .map(|(protocol, sport, dport)| {
+                    probe(
+                        Client,
+                        [10, 199, 1, 2],
+                        [10, 199, 2, 2],
+                        Kind::OtherPorts {
+                            protocol,
+                            sport,
+                            dport,
+                        },
+                    )
+                })
+                .collect(),
             ),
         ),
     ]

@@ -13,8 +13,8 @@ use std::{
 };
 
 use netbeast::netns::{
-    ConnectOutcome, Firewall, Netns, Server, peer_server, require_root, tcp_connect, veth_pair,
-    wait_for,
+    ConnectOutcome, Firewall, Netns, Server, peer_server, require_root, tcp_connect, tcp_stream,
+    veth_pair, wait_for,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
@@ -62,7 +62,7 @@ struct Balancer {
     servers: Vec<Server>,
     client: Netns,
     router: Netns,
-    _backends: Netns,
+    backends: Netns,
     firewall: Firewall,
 }
 
@@ -109,7 +109,7 @@ impl Balancer {
                 servers,
                 client,
                 router,
-                _backends: backends,
+                backends,
                 firewall,
             })
         };
@@ -143,9 +143,20 @@ impl Balancer {
     /// Opens `n` connections to the VIP one after another: the index of
     /// the backend each one landed on.
     fn connections(&self, n: usize) -> Vec<usize> {
+        self.connections_with(n, &[])
+    }
+
+    /// As [`Balancer::connections`], with `extra` servers numbered after
+    /// the three backends'.
+    fn connections_with(&self, n: usize, extra: &[&Server]) -> Vec<usize> {
+        let served = || -> Vec<u64> {
+            let mut all = self.served();
+            all.extend(extra.iter().map(|s| s.served()));
+            all
+        };
         let mut landed = Vec::with_capacity(n);
         for i in 0..n {
-            let before = self.served();
+            let before = served();
             let outcome = tcp_connect(&self.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT)
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"));
             assert_eq!(
@@ -156,7 +167,7 @@ impl Balancer {
             );
             // The backend accepts a moment after the client's connect.
             let which = wait_for(CONNECT_TIMEOUT, || {
-                let now = self.served();
+                let now = served();
                 let moved: Vec<usize> = (0..now.len()).filter(|&b| now[b] != before[b]).collect();
                 (!moved.is_empty()).then_some(moved)
             })
@@ -233,4 +244,600 @@ fn random(firewall: Firewall) {
             3.29 * sd
         );
     }
+}
+
+// ---------------------------------------------------------------------
+// `netbeast lb`: services in the data plane (issue 13 part 2). No oracle:
+// iptables has no such thing; the expectations are the design's.
+
+/// Runs `netbeast lb ARGS` in the balancer.
+#[track_caller]
+fn lb(net: &Balancer, args: &[&str]) -> String {
+    let mut all = vec!["lb"];
+    all.extend_from_slice(args);
+    net.router
+        .netbeast_ok(&all)
+        .unwrap_or_else(|e| panic!("netbeast {}: {e}", all.join(" ")))
+}
+
+fn service() -> String {
+    format!("{VIP}:80")
+}
+
+fn backend(b: Ipv4Addr) -> String {
+    format!("{b}:{BACKEND_PORT}")
+}
+
+/// A balancer (netbeast) with a service on VIP:80 over the three backends
+/// with `weights`.
+fn lb_balancer(tag: &str, add: &[&str], weights: [u32; 3]) -> Balancer {
+    let net = Balancer::new(tag, Firewall::netbeast(NETBEAST));
+    let svc = service();
+    let mut args = vec!["add", svc.as_str()];
+    args.extend_from_slice(add);
+    lb(&net, &args);
+    for (b, w) in BACKENDS.iter().zip(weights) {
+        let w = w.to_string();
+        lb(
+            &net,
+            &["backend", "add", &svc, &backend(*b), "--weight", &w],
+        );
+    }
+    net
+}
+
+fn listed(net: &Balancer) -> serde_json::Value {
+    serde_json::from_str(&lb(net, &["list", "--json"])).expect("lb list --json is JSON")
+}
+
+/// Each backend's share of `landed` within a two-sided binomial bound
+/// (p = 0.001).
+#[track_caller]
+fn within_binomial(landed: &[usize], shares: &[f64], net: &Balancer) {
+    let n = landed.len();
+    for (b, p) in shares.iter().enumerate() {
+        let k = landed.iter().filter(|&&l| l == b).count();
+        let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+        assert!(
+            (k as f64 - mean).abs() <= 3.29 * sd,
+            "backend {} got {k} of {n} connections, expected {mean:.0} ± {:.0}\n{}",
+            BACKENDS[b],
+            3.29 * sd,
+            lb(net, &["list"])
+        );
+    }
+}
+
+// Maglev (the default) with weights 1:2:1: each connection's 5-tuple
+// (a new source port each time) hashes into a table whose shares are
+// 1/4, 1/2, 1/4. `lb list` counts what the kernel gave each backend.
+#[test]
+fn lb_maglev_weights_one_two_one() {
+    let net = lb_balancer("lbmw", &["--health", "none"], [1, 2, 1]);
+    let n = 320;
+    let landed = net.connections(n);
+    within_binomial(&landed, &[0.25, 0.5, 0.25], &net);
+    let list = listed(&net);
+    let backends = list["services"][0]["backends"].as_array().unwrap().clone();
+    for (b, row) in backends.iter().enumerate() {
+        let k = landed.iter().filter(|&&l| l == b).count() as u64;
+        assert_eq!(row["backend"], backend(BACKENDS[b]));
+        assert_eq!(row["connections"], k, "{list:#}");
+    }
+}
+
+// Round robin: a ring of the backends in address order, followed exactly
+// by one counter shared by every CPU.
+#[test]
+fn lb_round_robin_takes_backends_in_turn() {
+    let net = lb_balancer(
+        "lbsrr",
+        &["--scheduler", "round-robin", "--health", "none"],
+        [1, 1, 1],
+    );
+    let landed = net.connections(30);
+    let first = landed[0];
+    let want: Vec<usize> = (0..30).map(|i| (first + i) % 3).collect();
+    assert_eq!(landed, want, "{}", lb(&net, &["list"]));
+}
+
+const STREAMS: usize = 12;
+
+// Long-lived connections stream while a fourth backend joins: every one of
+// them keeps working on its backend (a connection moved to another backend
+// would be reset by it), and new connections spread over four. Then a
+// backend is drained and deleted: its streams carry on, it gets no new
+// connection.
+#[test]
+fn lb_backend_changes_break_no_connection() {
+    let net = lb_balancer("lbadd", &["--health", "none"], [1, 1, 1]);
+    let mut streams: Vec<std::net::TcpStream> = (0..STREAMS)
+        .map(|i| {
+            let mut s = tcp_stream(
+                &net.client,
+                None,
+                SocketAddrV4::new(VIP, 80),
+                CONNECT_TIMEOUT,
+            )
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"))
+            .unwrap_or_else(|o| panic!("stream {i}: {o:?}"));
+            netbeast::netns::read_peer_line(&mut s, CONNECT_TIMEOUT)
+                .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+            s
+        })
+        .collect();
+    let echo_all = |streams: &mut Vec<std::net::TcpStream>, round: usize| {
+        use std::io::{Read, Write};
+        for (i, s) in streams.iter_mut().enumerate() {
+            let msg = format!("round {round} stream {i}\n");
+            s.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+            s.write_all(msg.as_bytes())
+                .unwrap_or_else(|e| panic!("stream {i}, round {round}: {e}"));
+            let mut got = vec![0u8; msg.len()];
+            s.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("stream {i}, round {round}: {e}"));
+            assert_eq!(got, msg.as_bytes(), "stream {i}, round {round}");
+        }
+    };
+    echo_all(&mut streams, 0);
+    // The fourth backend: another address in the backends' namespace.
+    let fourth = Ipv4Addr::new(10, 10, 7, 17);
+    net.backends
+        .ip(&["addr", "add", &format!("{fourth}/24"), "dev", BACKEND_IFACE])
+        .unwrap();
+    let server = peer_server(&net.backends, SocketAddrV4::new(fourth, BACKEND_PORT)).unwrap();
+    lb(&net, &["backend", "add", &service(), &backend(fourth)]);
+    echo_all(&mut streams, 1);
+    let landed = net.connections_with(80, &[&server]);
+    let counts: Vec<usize> = (0..4)
+        .map(|b| landed.iter().filter(|&&l| l == b).count())
+        .collect();
+    // A quarter each: 20 ± 13 for p = 0.001.
+    assert!(
+        counts.iter().all(|&k| k >= 7),
+        "80 new connections over four backends: {counts:?}\n{}",
+        lb(&net, &["list"])
+    );
+    echo_all(&mut streams, 2);
+    // Drain then delete the first backend: its streams go on.
+    let first = backend(BACKENDS[0]);
+    lb(&net, &["backend", "drain", &service(), &first]);
+    let listing = lb(&net, &["list"]);
+    assert!(listing.contains("drained"), "{listing}");
+    let served = net.servers[0].served();
+    echo_all(&mut streams, 3);
+    lb(&net, &["backend", "del", &service(), &first]);
+    echo_all(&mut streams, 4);
+    let landed = net.connections_with(20, &[&server]);
+    assert!(
+        !landed.contains(&0),
+        "a deleted backend got new connections: {landed:?}"
+    );
+    assert_eq!(net.servers[0].served(), served);
+    drop(server);
+}
+
+// Services live in the state: a later command sees them, `detach --all`
+// removes them.
+#[test]
+fn lb_services_are_state() {
+    let net = lb_balancer("lbst", &["--health", "none"], [1, 1, 1]);
+    let list = listed(&net);
+    assert_eq!(list["services"][0]["service"], format!("{VIP}:80/tcp"));
+    assert_eq!(list["services"][0]["backends"].as_array().unwrap().len(), 3);
+    let err = net.router.netbeast(&["lb", "add", &service()]).unwrap();
+    assert!(!err.status.success(), "a second definition of the service");
+    net.router.netbeast_ok(&["detach", "--all"]).unwrap();
+    net.firewall
+        .attach(&net.router, &[ROUTER_CLIENT_IFACE, ROUTER_BACKEND_IFACE])
+        .unwrap();
+    let list = listed(&net);
+    assert_eq!(list["services"].as_array().unwrap().len(), 0, "{list:#}");
+}
+
+/// `netbeast daemon` in the balancer, stopped (SIGTERM) on drop.
+struct Daemon {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(ns: &Netns) -> Daemon {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(NETBEAST)
+            .args(["--netns", ns.name(), "daemon"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn netbeast daemon");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let daemon = Daemon { child, lines };
+        loop {
+            let line = daemon
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the daemon did not say it runs within 20 s");
+            if line.contains("SIGTERM stops it") {
+                return daemon;
+            }
+        }
+    }
+
+    fn said(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+const RISE: u32 = 2;
+const FALL: u32 = 2;
+
+fn backend_state(net: &Balancer, b: usize) -> String {
+    let list = listed(net);
+    list["services"][0]["backends"][b]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// A backend whose server dies is taken out within interval × fall + 1 s:
+// after that no new connection goes to it (attempts that failed meanwhile
+// are counted and reported); its state survives a daemon restart; back,
+// it gets connections again within interval × rise + 1 s. With every
+// backend down the last table is kept, and `lb list` says so.
+/// What the kernel gave each backend so far (`lb list`'s connections).
+fn given(net: &Balancer) -> Vec<u64> {
+    let list = listed(net);
+    list["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().unwrap())
+        .collect()
+}
+
+/// Opens `n` connections to the VIP, each of which must succeed; returns
+/// how many the kernel gave each backend.
+#[track_caller]
+fn connect_all(net: &Balancer, n: usize) -> Vec<u64> {
+    let before = given(net);
+    for i in 0..n {
+        let outcome =
+            tcp_connect(&net.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT).unwrap();
+        assert_eq!(
+            outcome,
+            ConnectOutcome::Connected,
+            "connection {i}\n{}",
+            lb(net, &["list"])
+        );
+    }
+    let after = given(net);
+    after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
+
+#[test]
+fn lb_health_checks_follow_backends() {
+    let interval = format!("{}ms", CHECK_INTERVAL.as_millis());
+    let (rise, fall) = (RISE.to_string(), FALL.to_string());
+    let mut net = lb_balancer(
+        "lbhc",
+        &[
+            "--health",
+            "tcp",
+            "--interval",
+            &interval,
+            "--rise",
+            &rise,
+            "--fall",
+            &fall,
+        ],
+        [1, 1, 1],
+    );
+    let mut daemon = Daemon::start(&net.router);
+    // The probes are connections to the backends' servers too: what the
+    // balancer gave each backend is read from the kernel (`lb list`).
+    let first = connect_all(&net, 15);
+    assert!(first[1] > 0, "{first:?}");
+    // Kill backend 1's server; a placeholder server on another port keeps
+    // the served() indexes.
+    let dead_addr = SocketAddrV4::new(BACKENDS[1], BACKEND_PORT);
+    let placeholder = peer_server(&net.backends, SocketAddrV4::new(BACKENDS[1], 9)).unwrap();
+    drop(std::mem::replace(&mut net.servers[1], placeholder));
+    let killed = std::time::Instant::now();
+    let window = CHECK_INTERVAL * FALL + Duration::from_secs(1);
+    let (mut attempts, mut failed) = (0, 0);
+    while killed.elapsed() < window {
+        let outcome = tcp_connect(
+            &net.client,
+            SocketAddrV4::new(VIP, 80),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        attempts += 1;
+        if outcome != ConnectOutcome::Connected {
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "detection window {window:?}: {failed} of {attempts} connection attempts failed \
+         (the dead backend's share before it was taken out)"
+    );
+    assert_eq!(backend_state(&net, 1), "down", "{:?}", daemon.said());
+    // From here on no connection goes to it: each would be refused.
+    let after_window = connect_all(&net, 30);
+    assert_eq!(after_window[1], 0, "{after_window:?}");
+    // The state survives a daemon restart.
+    drop(daemon);
+    daemon = Daemon::start(&net.router);
+    assert_eq!(backend_state(&net, 1), "down");
+    let after_restart = connect_all(&net, 10);
+    assert_eq!(after_restart[1], 0, "{after_restart:?}");
+    // Back: it gets new connections again after `rise` checks.
+    net.servers[1] = peer_server(&net.backends, dead_addr).unwrap();
+    let back = std::time::Instant::now();
+    // The first probe after the return may be an interval (+10 %) away,
+    // then `rise` probes; slack for a loaded machine.
+    let deadline = CHECK_INTERVAL * (RISE + 1) + Duration::from_secs(3);
+    let before = given(&net);
+    let mut attempts = 0;
+    while back.elapsed() < deadline {
+        let outcome =
+            tcp_connect(&net.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected);
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = given(&net);
+    assert!(
+        after[1] > before[1],
+        "backend {} got none of {attempts} connections within {deadline:?} of its return\n{}\n{:?}",
+        BACKENDS[1],
+        lb(&net, &["list"]),
+        daemon.said()
+    );
+    eprintln!(
+        "back: {} of {attempts} connections in the {deadline:?} after its return",
+        after[1] - before[1]
+    );
+    assert_eq!(backend_state(&net, 1), "up");
+    // Every backend down: the last table stays, and the listing says so.
+    net.servers.clear();
+    let all_down = wait_for(window + Duration::from_secs(1), || {
+        listed(&net)["services"][0]["all_down"]
+            .as_bool()
+            .filter(|d| *d)
+    });
+    assert!(
+        all_down.is_some(),
+        "{}\n{:?}",
+        lb(&net, &["list"]),
+        daemon.said()
+    );
+    let listing = lb(&net, &["list"]);
+    assert!(listing.contains("the last table is kept"), "{listing}");
+    drop(daemon);
+}
+
+// Where a service sits beside the iptables side: its DNAT comes first, so
+// a nat PREROUTING DNAT of the same VIP:port never acts on its connections;
+// then FORWARD filters the packet as iptables filters a DNATed one: by the
+// backend's address and port.
+#[test]
+fn lb_service_is_dnat_before_nat_prerouting_and_forward_filters_it() {
+    let net = lb_balancer(
+        "lbord",
+        &["--scheduler", "round-robin", "--health", "none"],
+        [1, 1, 1],
+    );
+    net.iptables(&format!(
+        "-t nat -A PREROUTING -p tcp -d {VIP} --dport 80 -j DNAT --to-destination {}:{BACKEND_PORT}",
+        BACKENDS[2]
+    ));
+    net.iptables(&format!(
+        "-A FORWARD -p tcp -d {} --dport {BACKEND_PORT} -j DROP",
+        BACKENDS[1]
+    ));
+    let mut refused = 0;
+    for i in 0..9 {
+        // Shorter than TCP's first SYN retransmission (1 s): a retransmitted
+        // SYN of a dropped connection is a new first packet (the drop left
+        // no conntrack entry, as in netfilter) and would take the next turn.
+        let outcome = tcp_connect(
+            &net.client,
+            SocketAddrV4::new(VIP, 80),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        if outcome != ConnectOutcome::Connected {
+            refused += 1;
+        }
+        eprintln!("connection {i}: {outcome:?}");
+    }
+    assert_eq!(refused, 3, "{}", net.diagnostics());
+    assert_eq!(net.servers[1].served(), 0);
+    assert_eq!(net.servers[0].served_within(3, CONNECT_TIMEOUT), 3);
+    assert_eq!(net.servers[2].served_within(3, CONNECT_TIMEOUT), 3);
+    // The FORWARD rule counted the dropped connections' packets (SYN and
+    // its retransmissions): it saw the backend's address.
+    let save = net.router.netbeast_ok(&["save", "-c"]).unwrap();
+    let line = save
+        .lines()
+        .find(|l| l.contains("-A FORWARD"))
+        .unwrap_or_else(|| panic!("{save}"));
+    assert!(!line.starts_with("[0:"), "{line}");
+}
+
+// A UDP service: every exchange (a new socket, so a new 5-tuple) gets its
+// answer back from the VIP (the client's connected socket takes nothing
+// else), and the exchanges spread over the three backends.
+#[test]
+fn lb_udp_service() {
+    const UDP_PORT: u16 = 5353;
+    let net = Balancer::new("lbudp", Firewall::netbeast(NETBEAST));
+    let svc = format!("{VIP}:53/udp");
+    lb(&net, &["add", &svc, "--health", "none"]);
+    let servers: Vec<Server> = BACKENDS
+        .iter()
+        .map(|&b| {
+            netbeast::netns::udp_peer_server(&net.backends, SocketAddrV4::new(b, UDP_PORT)).unwrap()
+        })
+        .collect();
+    for b in BACKENDS {
+        lb(&net, &["backend", "add", &svc, &format!("{b}:{UDP_PORT}")]);
+    }
+    let n = 60;
+    for i in 0..n {
+        let outcome = netbeast::netns::udp_exchange(
+            &net.client,
+            SocketAddrV4::new(VIP, 53),
+            format!("query {i}").as_bytes(),
+            CONNECT_TIMEOUT,
+        )
+        .unwrap();
+        assert!(
+            matches!(&outcome, netbeast::netns::UdpOutcome::Reply(r) if r.ends_with(format!("query {i}").as_bytes())),
+            "exchange {i}: {outcome:?}\n{}",
+            lb(&net, &["list"])
+        );
+    }
+    let served: Vec<u64> = servers.iter().map(Server::served).collect();
+    assert_eq!(served.iter().sum::<u64>(), n, "{served:?}");
+    // A third each: 20 ± 12 for p = 0.001.
+    assert!(served.iter().all(|&k| k >= 8), "{served:?}");
+}
+
+/// A minimal HTTP server for the HTTP health check: `GET /healthz` answers
+/// with the status in `health`, anything else 200. Stops on drop.
+struct HttpBackend {
+    health: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpBackend {
+    fn start(ns: &Netns, bind: SocketAddrV4) -> HttpBackend {
+        use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+        let listener = ns
+            .in_netns(|| std::net::TcpListener::bind(bind))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("listening on {bind}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let health = std::sync::Arc::new(AtomicU16::new(200));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (h, s) = (health.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let status = if request.starts_with(b"GET /healthz ") {
+                    h.load(Ordering::SeqCst)
+                } else {
+                    200
+                };
+                let _ = stream.write_all(
+                    format!("HTTP/1.0 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                );
+            }
+        });
+        HttpBackend {
+            health,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set_health(&self, status: u16) {
+        self.health
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// The HTTP check: a backend that still accepts connections but answers its
+// health URL with 503 goes down (a TCP check would keep it); 200 again
+// brings it back.
+#[test]
+fn lb_http_health_check() {
+    const HTTP_PORT: u16 = 8081;
+    let net = Balancer::new("lbhttp", Firewall::netbeast(NETBEAST));
+    let svc = service();
+    let interval = format!("{}ms", CHECK_INTERVAL.as_millis());
+    let (rise, fall) = (RISE.to_string(), FALL.to_string());
+    lb(
+        &net,
+        &[
+            "add",
+            &svc,
+            "--health",
+            "http:/healthz",
+            "--interval",
+            &interval,
+            "--rise",
+            &rise,
+            "--fall",
+            &fall,
+        ],
+    );
+    let http: Vec<HttpBackend> = BACKENDS
+        .iter()
+        .map(|&b| HttpBackend::start(&net.backends, SocketAddrV4::new(b, HTTP_PORT)))
+        .collect();
+    for b in BACKENDS {
+        lb(&net, &["backend", "add", &svc, &format!("{b}:{HTTP_PORT}")]);
+    }
+    let daemon = Daemon::start(&net.router);
+    http[1].set_health(503);
+    // Each look is a `netbeast lb list` (a process that opens the data
+    // plane: up to a second on a loaded machine); the timing itself is
+    // `lb_health_checks_follow_backends`' business.
+    let window = CHECK_INTERVAL * FALL + Duration::from_secs(3);
+    let down = wait_for(window, || (backend_state(&net, 1) == "down").then_some(()));
+    assert!(
+        down.is_some(),
+        "503 on /healthz did not take the backend down within {window:?}\n{}\n{:?}",
+        lb(&net, &["list"]),
+        daemon.said()
+    );
+    let given = connect_all(&net, 20);
+    assert_eq!(given[1], 0, "{given:?}");
+    http[1].set_health(200);
+    let back = CHECK_INTERVAL * (RISE + 1) + Duration::from_secs(1);
+    let up = wait_for(back, || (backend_state(&net, 1) == "up").then_some(()));
+    assert!(up.is_some(), "{}\n{:?}", lb(&net, &["list"]), daemon.said());
+    drop(daemon);
 }

@@ -47,9 +47,9 @@ const UDP_PORT: u16 = 5353;
 // ---------------------------------------------------------------------------
 // Scenarios, topologies and small helpers
 
-/// Runs a routed scenario with netbeast's fast path on and off, and with
-/// iptables. The hosts' veths run XDP programs, so the router may redirect
-/// into them.
+/// Runs a routed scenario with netbeast's fast path as `attach` sets it
+/// by default (into the hosts' bare veths: the TC hand-off) and off, and
+/// with iptables.
 macro_rules! routed_scenario {
     ($name:ident) => {
         mod $name {
@@ -57,7 +57,7 @@ macro_rules! routed_scenario {
 
             #[test]
             fn netbeast_fast_path() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "on"]));
+                super::$name(Firewall::netbeast(NETBEAST));
             }
 
             #[test]
@@ -78,19 +78,18 @@ include!("support/scenario.rs");
 /// Whether `firewall` is netbeast with its forwarding fast path on.
 fn fast_path_on(firewall: &Firewall) -> bool {
     match firewall {
-        Firewall::Netbeast { attach_args, .. } => attach_args
+        Firewall::Netbeast { attach_args, .. } => !attach_args
             .windows(2)
-            .any(|w| w[0] == "--fast-path" && w[1] == "on"),
+            .any(|w| w[0] == "--fast-path" && w[1] == "off"),
         Firewall::Iptables => false,
     }
 }
 
-/// A host's end of a link: an XDP program, so frames the router's XDP
-/// program redirects arrive at once ([`Netns::attach_xdp_pass`]), and
-/// transmit checksum offload off, because a frame that native XDP
-/// redirects loses its CHECKSUM_PARTIAL mark (see tests/router.rs).
+/// A host's end of a link: no program (the router's fast path reaches a
+/// bare veth), transmit checksum offload off: the XDP program rewrites
+/// addresses and ports with full-checksum arithmetic, which a
+/// CHECKSUM_PARTIAL frame's pseudo-header sum does not follow.
 fn prepare_host(host: &Netns, iface: &str) -> netbeast::netns::Result<()> {
-    host.attach_xdp_pass(iface)?;
     host.run_ok("ethtool", &["-K", iface, "tx", "off"])?;
     Ok(())
 }
@@ -1225,6 +1224,40 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
     // The server sees the client itself.
     net.check_service(44001, outside, "forwarded");
     net.check_closed_port(44003, "a forwarded port");
+}
+
+// `-m conntrack --ctstate DNAT` and `--ctdir` in FORWARD: only connections
+// whose destination nat PREROUTING translated get in (the client, given a
+// route to the LAN, cannot reach the server directly), and their replies
+// by their direction and status. netbeast decides DNAT in its XDP
+// PREROUTING and must show it to FORWARD for the connection's very first
+// packet, as netfilter does.
+routed_scenario!(conntrack_dnat_state_and_direction);
+fn conntrack_dnat_state_and_direction(firewall: Firewall) {
+    let net = LanForward::new("ctdnat", firewall, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.client
+        .ip(&[
+            "route",
+            "add",
+            &format!("{LAN_SERVER}/32"),
+            "via",
+            &WAN.to_string(),
+        ])
+        .unwrap();
+    net.iptables("-P FORWARD DROP");
+    net.iptables("-A FORWARD -m conntrack --ctstate DNAT --ctdir ORIGINAL -j ACCEPT");
+    net.iptables("-A FORWARD -m conntrack --ctdir REPLY --ctstatus SEEN_REPLY -j ACCEPT");
+    net.forward_port(80, SERVICE_PORT);
+
+    let direct = refused_or_lost(&net.client, outside(44020), lan_server(SERVICE_PORT));
+    assert!(
+        matches!(direct, TimedOut),
+        "a connection to the LAN server that no DNAT translated: {direct:?} (expected dropped)\n{}",
+        net.diagnostics()
+    );
+    net.check_service(44021, outside, "forwarded");
 }
 
 // DNAT and SNAT on one connection: the LAN server has no route to the

@@ -83,10 +83,6 @@ impl Lan {
                 "nbt-mgmt",
                 &format!("{MGMT}/24"),
             )?;
-            // Local REJECT errors never cross a wire; the peers' XDP_PASS
-            // programs only matter if a reply is ever sent with XDP_TX.
-            router.attach_xdp_pass("nbt-lan")?;
-            mgmt.attach_xdp_pass("nbt-mgmt")?;
             firewall.attach(&host, &[ETH0, ETH1])?;
             Ok(Lan {
                 router,

@@ -26,7 +26,7 @@ use netbeast::{
         parse,
     },
 };
-use netbeast_common::{chain, stats};
+use netbeast_common::{chain, iface_path, stats};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -944,6 +944,122 @@ fn port_matches() {
     lab("ports", false, |h, _| run_cases(h, cases));
 }
 
+/// SCTP, DCCP and UDP-Lite carry their ports where TCP and UDP do:
+/// `-m sctp`, `-m dccp` and `-m multiport` read them, only for their own
+/// protocol, and a header cut before its ports has none.
+#[test]
+fn ports_of_sctp_dccp_and_udplite() {
+    // A header of `protocol` with ports `sport` → `dport`, padded to its
+    // length (`port_header_len`).
+    let with_ports = |protocol: u8, sport: u16, dport: u16, len: usize| {
+        let mut header = vec![0u8; len.max(4)];
+        header[..2].copy_from_slice(&sport.to_be_bytes());
+        header[2..4].copy_from_slice(&dport.to_be_bytes());
+        header.truncate(len);
+        FrameBuilder::ipv4(CLIENT, SERVER, protocol)
+            .payload(&header)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    const SCTP: u8 = 132;
+    const DCCP: u8 = 33;
+    const UDPLITE: u8 = 136;
+    let sctp = &["-A INPUT -p sctp --dport 3868 -j DROP"];
+    let sctp_not = &["-A INPUT -p sctp -m sctp ! --sport 1000:2000 -j DROP"];
+    let sctp_any = &["-A INPUT -p sctp -m sctp --dport 0:65535 -j DROP"];
+    let dccp = &["-A INPUT -p dccp --sport 5004 --dport 5005 -j DROP"];
+    let udplite = &["-A INPUT -p udplite -m multiport --ports 53,1024:1030 -j DROP"];
+    let sctp_mp = &["-A INPUT -p sctp -m multiport --dports 80,443 -j DROP"];
+    let cases = vec![
+        case(
+            "sctp --dport: its port",
+            sctp,
+            with_ports(SCTP, 9, 3868, 12),
+            Drop,
+        ),
+        case(
+            "sctp --dport: another",
+            sctp,
+            with_ports(SCTP, 9, 3869, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: the port of another protocol",
+            sctp,
+            with_ports(DCCP, 9, 3868, 12),
+            Pass,
+        ),
+        case(
+            "sctp --dport: a common header cut after the ports",
+            sctp,
+            with_ports(SCTP, 9, 3868, 6),
+            Drop,
+        ),
+        case(
+            "sctp --dport: a header cut before them",
+            sctp,
+            with_ports(SCTP, 9, 3868, 2),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: inside",
+            sctp_not,
+            with_ports(SCTP, 1500, 1, 12),
+            Pass,
+        ),
+        case(
+            "sctp ! --sport: outside",
+            sctp_not,
+            with_ports(SCTP, 999, 1, 12),
+            Drop,
+        ),
+        case(
+            "sctp every port",
+            sctp_any,
+            with_ports(SCTP, 1, 0, 12),
+            Drop,
+        ),
+        case(
+            "dccp both ports",
+            dccp,
+            with_ports(DCCP, 5004, 5005, 16),
+            Drop,
+        ),
+        case(
+            "dccp one port",
+            dccp,
+            with_ports(DCCP, 5004, 5006, 16),
+            Pass,
+        ),
+        case(
+            "udplite multiport: source",
+            udplite,
+            with_ports(UDPLITE, 53, 7, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: destination in a range",
+            udplite,
+            with_ports(UDPLITE, 7, 1027, 8),
+            Drop,
+        ),
+        case(
+            "udplite multiport: neither",
+            udplite,
+            with_ports(UDPLITE, 7, 8, 8),
+            Pass,
+        ),
+        case("udplite multiport: a UDP datagram", udplite, udp(53), Pass),
+        case(
+            "sctp multiport",
+            sctp_mp,
+            with_ports(SCTP, 1, 443, 12),
+            Drop,
+        ),
+    ];
+    lab("l4ports", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn protocol_matches() {
     let gre = FrameBuilder::ipv4(CLIENT, SERVER, ip_proto::GRE)
@@ -1752,6 +1868,54 @@ fn reject_stays_silent() {
     lab("silent", false, |h, _| run_cases(h, cases));
 }
 
+/// RFC 1122 3.2.2: no reply to a packet for a broadcast address, the
+/// directed broadcast of the host's own subnet included (the local table's
+/// `broadcast` route: the kernel's REJECT finds RTCF_BROADCAST on it), for
+/// an ICMP error as for a reset; the host's unicast address still gets one.
+#[test]
+fn reject_is_silent_to_subnet_broadcasts() {
+    lab("silent-bcast", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let reject = &["-A INPUT -j REJECT"];
+        let rst = &["-A INPUT -p tcp -j REJECT --reject-with tcp-reset"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let silent = &[(stats::REJECT_SILENT, 1), (stats::REJECTED, 0)];
+        let cases = vec![
+            case(
+                "no ICMP error about a datagram to the subnet's broadcast",
+                reject,
+                FrameBuilder::udp(CLIENT, 1234, subnet_broadcast, 53)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "no reset for a segment to the subnet's broadcast",
+                rst,
+                FrameBuilder::tcp(CLIENT, 1234, subnet_broadcast, 22)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Drop,
+            )
+            .counts(silent),
+            case(
+                "an ICMP error about a datagram to the host itself",
+                reject,
+                udp(53),
+                IcmpUnreachable(3),
+            )
+            .counts(&[(stats::REJECTED, 1)]),
+        ];
+        run_cases(h, cases);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Counters
 
@@ -2474,6 +2638,68 @@ fn first_match_across_vector_words() {
     });
 }
 
+/// A rule in front that leaves fields open (`-p tcp --syn -j DROP` before
+/// UDP rules: no source, no port) gives those fields' classes a bit in
+/// word 0, so every field starts there while word 0 holds no match for a
+/// UDP packet: the search starts at the first word of the summaries' AND,
+/// and goes on from there past rules without a verdict. Rule layout: the
+/// --syn rule, then per source network one DROP rule, with count-only
+/// `-s 10.0.0.0/8` rules and a final ACCEPT for 10/8 among them.
+#[test]
+fn first_match_behind_a_rule_that_leaves_fields_open() {
+    const NETWORKS: usize = 4200;
+    const COUNT_ONLY: [usize; 3] = [100, 2000, 4100];
+    let mut lines = vec!["-A INPUT -p tcp --syn -j DROP".to_string()];
+    // iptables rule index (from 0) of each network's DROP rule.
+    let mut drop_rule = Vec::new();
+    for i in 0..NETWORKS {
+        if COUNT_ONLY.contains(&i) {
+            lines.push("-A INPUT -s 10.0.0.0/8 -p udp".to_string());
+        }
+        drop_rule.push(lines.len());
+        lines.push(format!(
+            "-A INPUT -s 10.{}.{}.0/24 -p udp -j DROP",
+            i / 256,
+            i % 256
+        ));
+    }
+    lines.push("-A INPUT -s 10.0.0.0/8 -p udp -j ACCEPT".to_string());
+    let count_only: Vec<usize> = COUNT_ONLY.iter().map(|&i| drop_rule[i] - 1).collect();
+    lab("syn-front", false, |h, _| {
+        h.apply(&lines);
+        // (source network, or none of them) → the rules it must count.
+        for s in [
+            Some(0),
+            Some(63),
+            Some(99),
+            Some(100),
+            Some(1999),
+            Some(2000),
+            Some(4199),
+            None,
+        ] {
+            let src = match s {
+                Some(s) => Ipv4Addr::new(10, (s / 256) as u8, (s % 256) as u8, 9),
+                None => Ipv4Addr::new(10, 200, 0, 9),
+            };
+            let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+            let (before, _) = h.counters(chain::INPUT);
+            let (action, _) = h.run(&frame, 0);
+            let last = s.map_or(lines.len() - 1, |s| drop_rule[s]);
+            let want = if s.is_some() { XDP_DROP } else { XDP_PASS };
+            assert_eq!(action, want, "source {src}");
+            let (after, policy) = h.counters(chain::INPUT);
+            let hit: Vec<usize> = (0..lines.len())
+                .filter(|&i| after[i].packets != before[i].packets)
+                .collect();
+            let mut expect: Vec<usize> = count_only.iter().copied().filter(|&r| r < last).collect();
+            expect.push(last);
+            assert_eq!(hit, expect, "rules counted for source {src}");
+            assert_eq!(policy.packets, 0);
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset
@@ -2834,7 +3060,10 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
         ])
         .expect("setting interface addresses");
     h.dataplane
-        .set_fast_path_interfaces(&[veth, peer])
+        .set_interface_paths(&[
+            (veth, iface_path::FORWARD_REDIRECT),
+            (peer, iface_path::FORWARD_REDIRECT),
+        ])
         .expect("setting the fast-path interfaces");
     (veth, peer)
 }
@@ -3618,6 +3847,229 @@ fn statistic_random_draws_its_probability() {
             within_binomial(not_quarter, n, 0.75),
             "! p = 0.25: {not_quarter} of {n}"
         );
+    });
+}
+
+#[test]
+fn limit_passes_its_burst_then_its_rate() {
+    lab("limit", false, |h, _| {
+        h.apply(&[
+            // 1/hour: nothing refills during the test, so exactly the
+            // burst passes.
+            "-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 5 -j DROP",
+            // The article's numbers: 150 at once, then one per 20 ms.
+            "-A INPUT -p udp --dport 8 -m limit --limit 50/second --limit-burst 150 -j DROP",
+            // One packet's credit, back after 100 ms.
+            "-A INPUT -p udp --dport 9 -m limit --limit 10/s --limit-burst 1 -j DROP",
+            // Defaults: 3/hour, burst 5.
+            "-A INPUT -p udp --dport 10 -m limit -j DROP",
+        ]);
+        let mut want = vec!["XDP_DROP"; 5];
+        want.extend(["XDP_PASS"; 15]);
+        assert_eq!(verdicts(h, 7, 20), want, "burst 5, no refill");
+        assert_eq!(verdicts(h, 10, 20), want, "the default bucket");
+        let (rules, _) = h.counters(chain::INPUT);
+        assert_eq!(
+            rules[0].packets, 5,
+            "a packet over the limit is not counted"
+        );
+
+        let start = std::time::Instant::now();
+        let dropped = verdicts(h, 8, 400)
+            .iter()
+            .filter(|&&v| v == "XDP_DROP")
+            .count();
+        let elapsed = start.elapsed().as_secs_f64();
+        // 150 from the full bucket, plus what 50/s refilled meanwhile.
+        let most = 150 + (elapsed * 50.0).ceil() as usize;
+        assert!(
+            (150..=most).contains(&dropped),
+            "50/s burst 150: {dropped} of 400 in {elapsed:.3} s (want 150..={most})"
+        );
+
+        assert_eq!(verdicts(h, 9, 3), ["XDP_DROP", "XDP_PASS", "XDP_PASS"]);
+        std::thread::sleep(std::time::Duration::from_millis(110));
+        assert_eq!(
+            verdicts(h, 9, 2),
+            ["XDP_DROP", "XDP_PASS"],
+            "credit back after one period"
+        );
+
+        // A new ruleset fills every bucket again (iptables-legacy's way).
+        h.apply(&["-A INPUT -p udp --dport 7 -j ACCEPT"]);
+        h.apply(&["-A INPUT -p udp --dport 7 -m limit --limit 1/hour --limit-burst 2 -j DROP"]);
+        assert_eq!(
+            verdicts(h, 7, 3),
+            ["XDP_DROP", "XDP_DROP", "XDP_PASS"],
+            "a new ruleset starts full"
+        );
+    });
+}
+
+#[test]
+fn connlimit_counts_live_connections_of_an_address() {
+    lab("connlimit", false, |h, _| {
+        h.apply(&["-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP"]);
+        let syn = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::tcp(src, sport, SERVER, 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        // Two connections hold (each confirmed by conntrack when its SYN
+        // is accepted), the third is over the limit.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1002)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT, 1003)), "XDP_DROP", "a third");
+        // A retransmitted SYN of a counted connection is not a new one.
+        assert_eq!(verdict(h, &syn(CLIENT, 1001)), "XDP_PASS", "retransmission");
+        // Another address has its own count.
+        let other = Ipv4Addr::new(10, 9, 9, 9);
+        assert_eq!(verdict(h, &syn(other, 1001)), "XDP_PASS", "another address");
+        // A RST closes connection 1002: it stops counting.
+        let rst = FrameBuilder::tcp(CLIENT, 1002, SERVER, 80)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .tcp_flags(tcp_flags::RST)
+            .build();
+        h.run(&rst, 0);
+        assert_eq!(verdict(h, &syn(CLIENT, 1004)), "XDP_PASS", "after a RST");
+        assert_eq!(verdict(h, &syn(CLIENT, 1005)), "XDP_DROP", "full again");
+    });
+}
+
+#[test]
+fn hashlimit_keeps_a_bucket_per_source() {
+    lab("hashlimit", false, |h, _| {
+        h.apply(&[
+            // The README's per-source line, with a rate that does not
+            // refill during the test: 3 packets per source.
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+            // A /24 shares one bucket.
+            "-A INPUT -p udp --dport 8 -m hashlimit --hashlimit-above 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name per-net -j DROP",
+            // Bytes: the bucket holds one second of 1kb/s.
+            "-A INPUT -p udp --dport 9 -m hashlimit --hashlimit-above 1kb/s --hashlimit-mode srcip --hashlimit-name bytes -j DROP",
+        ]);
+        let from = |src: [u8; 4], dport: u16, payload: usize| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .payload(&vec![0x61; payload])
+                .build()
+        };
+        // Three sources at different rates, interleaved: 5, 2 and 10
+        // packets. Each has its own 3.
+        let sources = [[10, 1, 0, 1], [10, 2, 0, 1], [10, 3, 0, 1]];
+        let sends = [5, 2, 10];
+        let mut passed = [0; 3];
+        for round in 0..10 {
+            for (i, src) in sources.iter().enumerate() {
+                if round < sends[i] && h.run(&from(*src, 7, 8), 0).0 == XDP_PASS {
+                    passed[i] += 1;
+                }
+            }
+        }
+        assert_eq!(passed, [3, 2, 3], "a bucket per source");
+        // Two addresses of one /24: 2 together, then over the limit.
+        let got: Vec<&str> = [[10, 5, 5, 1], [10, 5, 5, 2], [10, 5, 5, 1], [10, 6, 5, 1]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 8, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "srcmask 24"
+        );
+        // Bytes: a 528-byte packet takes half the second's 1024 bytes
+        // (in 16-byte chunks), so the next one is over; another source
+        // has its own second.
+        let mut big = |src| action_name(h.run(&from(src, 9, 500), 0).0);
+        assert_eq!(
+            [big([10, 7, 0, 1]), big([10, 7, 0, 1]), big([10, 8, 0, 1])],
+            ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "bytes"
+        );
+        // --hashlimit-htable-max 2 and a third key: iptables drops the
+        // packets of keys past the table's max; netbeast keeps one LRU
+        // table for every name (docs/FEATURES.md) and gives the third its
+        // own bucket, counting every bucket it makes (`hashlimit_new`).
+        h.apply(&[
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -j DROP",
+        ]);
+        let before = h.stats()[stats::HASHLIMIT_NEW as usize];
+        let got: Vec<&str> = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3], [10, 9, 0, 3]]
+            .iter()
+            .map(|src| action_name(h.run(&from(*src, 10, 8), 0).0))
+            .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            "htable-max"
+        );
+        assert_eq!(
+            h.stats()[stats::HASHLIMIT_NEW as usize] - before,
+            3,
+            "buckets made"
+        );
+        // A new ruleset keeps the named table's buckets (by name, as the
+        // kernel's tables): the first source is still out of credit.
+        h.apply(&[
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name per-src -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+        ]);
+        assert_eq!(action_name(h.run(&from(sources[0], 7, 8), 0).0), "XDP_DROP");
+        assert_eq!(
+            action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
+            "XDP_PASS"
+        );
+    });
+}
+
+#[test]
+fn recent_cuts_the_sixth_connection_of_an_address() {
+    lab("recent", false, |h, _| {
+        // ufw's `limit` pair.
+        h.apply(&[
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set",
+            "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 -j DROP",
+            "-A INPUT -p tcp --dport 22 -j ACCEPT",
+            // --rcheck, --remove and ! on another list.
+            "-A INPUT -p udp --dport 7 -m recent --set --name seen",
+            "-A INPUT -p udp --dport 8 -m recent --remove --name seen",
+            "-A INPUT -p udp --dport 9 -m recent ! --rcheck --name seen -j DROP",
+        ]);
+        let syn = |src: [u8; 4], sport: u16| {
+            FrameBuilder::tcp(Ipv4Addr::from(src), sport, SERVER, 22)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let got: Vec<&str> = (0..7)
+            .map(|i| action_name(h.run(&syn([10, 1, 0, 1], 2000 + i), 0).0))
+            .collect();
+        let mut want = vec!["XDP_PASS"; 5];
+        want.extend(["XDP_DROP", "XDP_DROP"]);
+        assert_eq!(got, want, "the 6th connection within 30 s is cut");
+        assert_eq!(
+            action_name(h.run(&syn([10, 2, 0, 1], 2000), 0).0),
+            "XDP_PASS",
+            "another address"
+        );
+        let udp_from = |dport: u16| {
+            FrameBuilder::udp(Ipv4Addr::new(10, 3, 0, 1), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let mut run = |dport| action_name(h.run(&udp_from(dport), 0).0);
+        assert_eq!(run(9), "XDP_DROP", "not listed yet");
+        run(7);
+        assert_eq!(run(9), "XDP_PASS", "listed by --set");
+        run(8);
+        assert_eq!(run(9), "XDP_DROP", "taken off by --remove");
     });
 }
 

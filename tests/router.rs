@@ -58,19 +58,16 @@ macro_rules! scenario {
         mod $name {
             use super::*;
 
-            // The hosts' veths run XDP programs, so the router may
-            // redirect into them: the fast path is on.
+            // The hosts' veths are bare (no XDP program): the default
+            // attach reaches them through the TC hand-off.
             #[test]
             fn netbeast() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "on"]));
+                super::$name(Firewall::netbeast(NETBEAST));
             }
 
             #[test]
             fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(
-                    NETBEAST,
-                    &["--mode", "skb", "--fast-path", "on"],
-                ));
+                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
             }
 
             #[test]
@@ -118,18 +115,9 @@ impl Article {
             lan.add_route("10.10.7.0/24", ROUTER_LAN)?;
             docker.add_route("192.168.0.0/24", ROUTER_DOCKER)?;
             router.sysctl("net.ipv4.ip_forward", "1")?;
-            // The hosts' ends receive what the router's XDP program
-            // redirects only with an XDP program of their own.
-            lan.attach_xdp_pass(LAN_IFACE)?;
-            docker.attach_xdp_pass(DOCKER_IFACE)?;
-            // A veth hands its peer TCP and UDP packets whose checksum is
-            // left to offload (CHECKSUM_PARTIAL); a frame that native XDP
-            // redirects loses that mark and arrives with a wrong checksum.
-            // Frames from a wire always carry full checksums: with TX
-            // checksum offload off, the hosts send such frames.
-            for (host, iface) in [(&lan, LAN_IFACE), (&docker, DOCKER_IFACE)] {
-                host.run_ok("ethtool", &["-K", iface, "tx", "off"])?;
-            }
+            // The hosts' ends stay bare, as a container's veth is: no XDP
+            // program, default offloads (their TCP and UDP frames leave
+            // CHECKSUM_PARTIAL, which the TC hand-off keeps as it is).
             firewall.attach(&router, &[ROUTER_LAN_IFACE, ROUTER_DOCKER_IFACE])?;
             Ok(Article {
                 lan,
@@ -178,7 +166,8 @@ fn article_router(firewall: Firewall) {
     for rule in ARTICLE_RULES {
         net.iptables(rule);
     }
-    let fast_before = is_netbeast.then(|| stat(&net.router, "fast_path"));
+    let fast_before =
+        is_netbeast.then(|| (stat(&net.router, "fast_path"), stat(&net.router, "forward")));
     echo_exchange(&net.lan, docker_service, TRANSFER, TRANSFER_TIMEOUT).unwrap_or_else(|e| {
         panic!(
             "LAN -> docker with the article's rules: {e}\nruleset:\n{}",
@@ -200,7 +189,7 @@ fn article_router(firewall: Firewall) {
         "FORWARD counters: {forward:?}"
     );
 
-    if let Some(before) = fast_before {
+    if let Some((before, forward_before)) = fast_before {
         // Nothing here is idle long enough to expire; an expiry means the
         // table lost a live connection.
         assert_eq!(
@@ -209,10 +198,14 @@ fn article_router(firewall: Firewall) {
             "a live connection was found expired (last_seen_ns later than the reader's now?)"
         );
         let fast = stat(&net.router, "fast_path") - before;
-        // Both directions of a 256 KiB exchange: hundreds of segments.
+        let forwarded = stat(&net.router, "forward") - forward_before;
+        // Both directions of a 256 KiB exchange, into the hosts' bare
+        // veths: all but the few packets sent before the neighbours were
+        // known (and the refused SYNs) take the fast path. (In generic
+        // mode the hosts' TSO super-packets count one each: fewer, bigger.)
         assert!(
-            fast >= 100,
-            "only {fast} forwarded packets took the XDP fast path"
+            fast >= 20 && fast * 10 >= forwarded.saturating_sub(10) * 8,
+            "only {fast} of {forwarded} forwarded packets took the fast path"
         );
         // The connection is tracked on the router, in conntrack(8)'s words.
         let (listing, _) = conntrack(&net.router, &["-L"]);

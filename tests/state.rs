@@ -805,11 +805,12 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
         assert!(!err.contains("panicked"), "{program:?}: {err}");
         assert_ne!(out.status.code(), Some(101), "{program:?}: {err}");
     }
-    // A restore file that is not UTF-8: refused, with the line.
+    // A restore file that is not UTF-8 outside a comment (where iptables
+    // takes bytes, and netbeast too): refused, with the line.
     let file = std::env::temp_dir().join(format!("nbt-bad-utf8-{}.rules", std::process::id()));
     std::fs::write(
         &file,
-        b"*filter\n-A INPUT -j ACCEPT\n-A INPUT -m comment --comment \xff -j ACCEPT\nCOMMIT\n",
+        b"*filter\n-A INPUT -m comment --comment \xff -j ACCEPT\n-A INPUT -i x\xff -j ACCEPT\nCOMMIT\n",
     )
     .unwrap();
     let out = ns

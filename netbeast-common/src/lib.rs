@@ -38,6 +38,10 @@ pub const ACTIVE_TRANSLATIONS: u32 = 8;
 /// before its flags (a tiny first fragment, RFC 1858) cannot be judged on
 /// them, and is dropped ([`TCP_FLAGS_CUT`], `stats::TCP_CUT`).
 pub const ACTIVE_TCP_FLAGS: u32 = 16;
+/// Bit of the `ACTIVE` word set while `netbeast lb` has services (with
+/// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
+/// packet looks its destination up in `LB_SERVICES`.
+pub const ACTIVE_LB: u32 = 32;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -305,6 +309,21 @@ pub const L4_FRAGMENT: u32 = 65537;
 /// Number of keys of an L4 field.
 pub const L4_KEYS: usize = 65538;
 
+/// The length of the header whose first four bytes are the 16-bit source
+/// and destination ports rules match (`--sport`/`--dport`, `-m
+/// multiport`) for the protocols that have them: TCP, UDP, DCCP, SCTP and
+/// UDP-Lite, as the kernel's matches read it (a whole TCP header, DCCP's
+/// and SCTP's common headers). The classifier's L4 keys are their ports.
+#[inline(always)]
+pub const fn port_header_len(protocol: u8) -> Option<usize> {
+    match protocol {
+        6 => Some(20),
+        17 | 136 => Some(8),
+        33 | 132 => Some(12),
+        _ => None,
+    }
+}
+
 /// Connection tracking states as the classifier keys them (`-m state`,
 /// `-m conntrack --ctstate`).
 pub mod ct_state {
@@ -313,8 +332,28 @@ pub mod ct_state {
     pub const RELATED: u32 = 2;
     pub const INVALID: u32 = 3;
     pub const UNTRACKED: u32 = 4;
+    /// The classifier's connection key holds the state in its low bits
+    /// and, for a packet with a connection (NEW, ESTABLISHED, RELATED),
+    /// what `-m conntrack` reads of it in the bits above: its translation
+    /// (`--ctstate SNAT,DNAT`), the packet's direction (`--ctdir`) and the
+    /// connection's status (`--ctstatus`). One key field rather than one
+    /// field each: they are a few bits, and xt_conntrack combines them.
+    pub const STATE_MASK: u32 = 7;
+    /// The connection's source is translated (SNAT, MASQUERADE).
+    pub const SNAT: u32 = 1 << 3;
+    /// Its destination is translated (DNAT, REDIRECT).
+    pub const DNAT: u32 = 1 << 4;
+    /// The packet goes the reply way (`--ctdir REPLY`).
+    pub const REPLY: u32 = 1 << 5;
+    /// `--ctstatus` bits, in the order of the kernel's `IPS_*` bits from
+    /// IPS_SEEN_REPLY on (IPS_EXPECTED never: netbeast has no helpers), so
+    /// `(key >> STATUS_SHIFT) << 1` is the kernel's status mask.
+    pub const SEEN_REPLY: u32 = 1 << 6;
+    pub const ASSURED: u32 = 1 << 7;
+    pub const CONFIRMED: u32 = 1 << 8;
+    pub const STATUS_SHIFT: u32 = 6;
     /// Keys of the field (a power of two: the class table is one array).
-    pub const KEYS: usize = 8;
+    pub const KEYS: usize = 512;
 }
 
 /// The kernel's target codes (`RuleAction::target`) and the one table of
@@ -571,16 +610,33 @@ pub mod stats {
     /// fragments, RFC 1858), dropped before any chain while a rule tests
     /// TCP flags (`ACTIVE_TCP_FLAGS`).
     pub const TCP_CUT: u32 = 26;
+    /// `-m limit` packets treated as over the limit because other CPUs
+    /// changed the rule's bucket every time this one tried to take its
+    /// credit (`LIMIT_TRIES` in the kernel's classify.rs).
+    pub const LIMIT_CONTENDED: u32 = 27;
+    /// `-m connlimit` checks that could not take their list's lock (other
+    /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
+    pub const CONNLIMIT_CONTENDED: u32 = 28;
+    /// `-m hashlimit` buckets made for a key not in its table (once
+    /// `HASHLIMIT_ENTRIES` buckets are kept, each evicts the one used
+    /// least recently).
+    pub const HASHLIMIT_NEW: u32 = 29;
+    /// `-m hashlimit` packets treated as over the limit because other CPUs
+    /// changed the bucket every time this one tried (`LIMIT_TRIES`).
+    pub const HASHLIMIT_CONTENDED: u32 = 30;
+    /// `-m recent` checks that could not take their entry's lock: the
+    /// rule does not match.
+    pub const RECENT_CONTENDED: u32 = 31;
     /// LOG events written to the ring buffer.
-    pub const LOG_EVENTS: u32 = 27;
+    pub const LOG_EVENTS: u32 = 32;
     /// LOG events lost: the ring buffer was full (its reader too slow or
     /// absent). The packet is never delayed or dropped for it.
-    pub const LOG_LOST: u32 = 28;
+    pub const LOG_LOST: u32 = 33;
     /// Rules met with a target code the kernel does not know (a data
     /// plane older than its ruleset): counted, and taken as a rule
     /// without a target, never as a drop.
-    pub const UNKNOWN_TARGET: u32 = 29;
-    pub const COUNT: u32 = 30;
+    pub const UNKNOWN_TARGET: u32 = 34;
+    pub const COUNT: u32 = 35;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -622,10 +678,47 @@ pub mod stats {
         "kernel_routed",
         "kernel_dropped",
         "tcp_cut",
+        "limit_contended",
+        "connlimit_contended",
+        "hashlimit_new",
+        "hashlimit_contended",
+        "recent_contended",
         "log_events",
         "log_lost",
         "unknown_target",
     ];
+}
+
+/// How the XDP program sends frames out of an interface netbeast is attached
+/// to (`IFACE_PATHS`, ifindex → these bits, written by `attach`). A native
+/// XDP program's `XDP_TX` and `XDP_REDIRECT` into a veth reach the other end
+/// only when that end runs XDP itself (its NAPI must be on), which a
+/// container's end does not: there, netbeast hands the finished frame to its
+/// TC ingress program (`handoff`), which sends it with `bpf_redirect` through
+/// the ordinary transmit path. 0 (or no entry): no fast path into it, and
+/// REJECT answers with `XDP_TX`.
+pub mod iface_path {
+    /// The forwarding fast path may `XDP_REDIRECT` into it.
+    pub const FORWARD_REDIRECT: u32 = 1 << 0;
+    /// The forwarding fast path reaches it through the TC hand-off (from an
+    /// ingress interface with [`TC_INGRESS`]).
+    pub const FORWARD_VIA_TC: u32 = 1 << 1;
+    /// REJECT replies to frames that came in here leave through the TC
+    /// hand-off: `XDP_TX` would be lost (a native veth).
+    pub const REJECT_VIA_TC: u32 = 1 << 2;
+    /// netbeast's TC ingress program runs here: frames handed off at this
+    /// interface's XDP hook are sent on.
+    pub const TC_INGRESS: u32 = 1 << 3;
+}
+
+/// The XDP metadata that hands a frame to the TC ingress program: a magic
+/// word (metadata nobody else wrote), then the ifindex to send it out of.
+pub mod handoff {
+    /// "nbTC" — cleared by the TC program once read, so the frame cannot
+    /// be handed off twice (in a namespace that runs netbeast too).
+    pub const MAGIC: u32 = 0x6e62_5443;
+    /// Bytes of metadata: the magic and the ifindex.
+    pub const LEN: usize = 8;
 }
 
 /// What the XDP program knows of an interface to tell the frames the kernel
@@ -785,6 +878,8 @@ pub struct Guard {
     /// The match's parameters: see `guard_kind`.
     pub a: u64,
     pub b: u64,
+    /// More parameters for the kinds that need them (`HASHLIMIT`).
+    pub c: u64,
 }
 
 pub mod guard_kind {
@@ -804,6 +899,183 @@ pub mod guard_kind {
     /// evaluating the guard again: a second evaluation would draw another
     /// random number or count the packet twice.
     pub const REQUIRE: u32 = 3;
+    /// `-m limit`: a token bucket, one per rule shared by every CPU. `a`
+    /// is the cost of one packet in nanoseconds (the period of
+    /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
+    /// state is the bucket's *theoretical arrival time* (see
+    /// [`super::limit_take`]).
+    pub const LIMIT: u32 = 4;
+    /// `-m connlimit`: holds when the live connections of the packet's
+    /// masked address (its own included) number more than `a`, inverted
+    /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
+    /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
+    /// `--connlimit-daddr`. Its state is the rule's lists of connections
+    /// (`ConnlimitList`), keyed by guard index and masked address.
+    pub const CONNLIMIT: u32 = 5;
+    /// `-m hashlimit`: a token bucket per key (the packet's masked
+    /// addresses and ports that `--hashlimit-mode` names) in the table of
+    /// its `--hashlimit-name`. `a`: the cost in ns of a packet (of a
+    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns,
+    /// `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
+    /// bits and masks; `c`: the name's number (low 32 bits) and the expiry
+    /// of an idle bucket in ms (high 32 bits).
+    pub const HASHLIMIT: u32 = 6;
+    /// `-m recent`: the packet's masked source (or destination) address
+    /// in the list of its `--name`. `_pad`: [`super::recent`] bits; `a`:
+    /// `--seconds`; `b`: `--hitcount`; `c`: the name's number (low 32
+    /// bits) and the mask (high 32, network byte order); `negated`: `!`.
+    pub const RECENT: u32 = 7;
+}
+
+/// `-m recent`'s command and flags, packed in `Guard::_pad`.
+pub mod recent {
+    pub const SET: u32 = 1;
+    pub const CHECK: u32 = 2;
+    pub const UPDATE: u32 = 4;
+    pub const REMOVE: u32 = 8;
+    pub const REAP: u32 = 16;
+    /// `--rttl`: an entry counts only if the packet's TTL is the one it
+    /// recorded.
+    pub const TTL: u32 = 32;
+    /// `--rdest`: the destination address is the key.
+    pub const DEST: u32 = 64;
+}
+
+/// Times one `-m recent` entry remembers (the kernel remembers 20 by
+/// default): `--hitcount` may be at most this.
+pub const RECENT_STAMPS: usize = 32;
+/// Entries all `-m recent` lists hold together. An LRU table: past it, a
+/// new address's entry takes the place of the one used least recently, of
+/// any list (see docs/FEATURES.md).
+pub const RECENT_ENTRIES: u32 = 65_536;
+
+/// A `-m recent` entry's key: its list's name number and the masked
+/// address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentKey {
+    pub name: u32,
+    /// Network byte order.
+    pub addr: u32,
+}
+
+/// A `-m recent` entry: the times (bpf_ktime_get_ns) of the last
+/// `RECENT_STAMPS` packets that set or updated it, in a ring. `lock`
+/// serializes the CPUs that check it (0 free, 1 held).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentEntry {
+    pub lock: u64,
+    pub stamps: [u64; RECENT_STAMPS],
+    /// The next stamp's slot.
+    pub index: u32,
+    /// Stamps recorded (at most `RECENT_STAMPS`).
+    pub count: u32,
+    /// The TTL of the packet that last set or updated it.
+    pub ttl: u32,
+    pub _pad: u32,
+}
+
+/// `-m hashlimit`'s settings packed in `Guard::_pad`.
+pub mod hashlimit {
+    pub const SRCIP: u32 = 1;
+    pub const SRCPORT: u32 = 2;
+    pub const DSTIP: u32 = 4;
+    pub const DSTPORT: u32 = 8;
+    /// Bytes mode (`--hashlimit-upto 10kb/s`).
+    pub const BYTES: u32 = 16;
+    /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
+    /// 16..22.
+    pub const SRCMASK_SHIFT: u32 = 8;
+    pub const DSTMASK_SHIFT: u32 = 16;
+    /// In bytes mode a packet costs at most one second of the rate, as in
+    /// xt_hashlimit, and the bucket holds one second.
+    pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
+    /// Bytes are counted in chunks of 2^4, as xt_hashlimit does.
+    pub const BYTE_SHIFT: u32 = 4;
+}
+
+/// Buckets all `-m hashlimit` tables hold together. An LRU table: past
+/// it, a new key's bucket takes the place of the bucket used least
+/// recently, of any name (see docs/FEATURES.md).
+pub const HASHLIMIT_ENTRIES: u32 = 262_144;
+
+/// A `-m hashlimit` bucket's key: its table's name number and the
+/// packet's masked fields its mode names (0 for the others).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitKey {
+    pub name: u32,
+    /// Network byte order.
+    pub src: u32,
+    pub dst: u32,
+    /// Source port << 16 | destination port.
+    pub ports: u32,
+}
+
+/// A `-m hashlimit` bucket: its theoretical arrival time (as
+/// [`limit_take`]) and when a packet last met it (for the expiry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitBucket {
+    pub tat: u64,
+    pub last_ns: u64,
+}
+
+/// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
+/// address is counted, not the source).
+pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// Connections one `-m connlimit` list (one masked address of one rule)
+/// remembers: a limit must stay below it (`--connlimit-above 63` at
+/// most), so that "more than the limit" is always seen.
+pub const CONNLIMIT_SLOTS: usize = 64;
+/// Masked addresses all `-m connlimit` rules track at once. An LRU table:
+/// past it, the list of the address checked least recently goes, and its
+/// connections count again only as their packets meet the rule (see
+/// docs/FEATURES.md).
+pub const CONNLIMIT_LISTS: u32 = 8192;
+
+/// Which list of `-m connlimit` connections: guard and masked address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey {
+    /// `guard_index` of the rule's guard (generation included).
+    pub guard: u32,
+    /// The masked address, network byte order.
+    pub addr: u32,
+}
+
+/// The connections of one masked address for one `-m connlimit` rule: the
+/// conntrack keys of those seen, checked against conntrack each time the
+/// rule is evaluated (a closed or expired one is dropped), as the kernel's
+/// nf_conncount keeps a list of tuples per key. `lock` (0 free, 1 held)
+/// serializes the CPUs that check the same list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnlimitList {
+    pub lock: u64,
+    /// Slots with a protocol of 0 are free.
+    pub conns: [CtKey; CONNLIMIT_SLOTS],
+}
+
+/// One step of a token bucket kept as a single word, so that every CPU can
+/// update it with one compare-and-exchange: `tat` (theoretical arrival
+/// time, ns) is when the bucket would be full again, so its credit at
+/// `now` is `depth - max(tat - now, 0)`, refilled by elapsed time and
+/// capped at `depth`, as xt_limit's and nft_limit's credit is. A packet
+/// costing `cost` passes when that credit covers it; the new state is then
+/// `max(tat, now) + cost`. `None` when the bucket is short (the state
+/// stays). A `tat` of 0 (a new rule) is a full bucket. The one meaning of
+/// the bucket for the kernel and the models.
+#[inline(always)]
+pub fn limit_take(tat: u64, now: u64, cost: u64, depth: u64) -> Option<u64> {
+    let start = if tat > now { tat } else { now };
+    let owed = start - now;
+    if owed.saturating_add(cost) <= depth {
+        Some(start.saturating_add(cost))
+    } else {
+        None
+    }
 }
 
 impl Guard {
@@ -827,6 +1099,13 @@ impl Guard {
     #[inline(always)]
     pub fn counts(&self) -> bool {
         self.kind == guard_kind::STATISTIC_NTH
+    }
+
+    /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
+    /// limit bucket), which a new ruleset starts from zero.
+    #[inline(always)]
+    pub fn keeps_state(&self) -> bool {
+        self.counts() || self.kind == guard_kind::LIMIT
     }
 }
 
@@ -1211,6 +1490,12 @@ mod user {
     unsafe impl aya::Pod for CtConfig {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
+    unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for HashlimitKey {}
+    unsafe impl aya::Pod for RecentKey {}
+    unsafe impl aya::Pod for RecentEntry {}
+    unsafe impl aya::Pod for HashlimitBucket {}
+    unsafe impl aya::Pod for ConnlimitList {}
     unsafe impl aya::Pod for LogTarget {}
     unsafe impl aya::Pod for LogEvent {}
 }
@@ -1254,7 +1539,7 @@ mod tests {
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
         assert_eq!(size_of::<NatTarget>(), 16);
-        assert_eq!(size_of::<Guard>(), 32);
+        assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
         assert_eq!(size_of::<ClassHeader>(), 64);
@@ -1266,6 +1551,17 @@ mod tests {
         assert_eq!(counter_index(last, 0, slot), size::COUNTERS - 1);
         assert_eq!(user_counter_index(0, 0), size::CHAINS * COUNTERS_PER_CHAIN);
     }
+}
+
+/// The forwarding benchmarks' redirect floor (`netbeast-ebpf`
+/// redirect_floor.rs): the layout of its one configuration entry.
+pub mod redirect_floor {
+    /// The interface to redirect to, a little-endian u32.
+    pub const IFINDEX: usize = 0;
+    /// The MAC addresses to write: the next hop's, then the interface's.
+    pub const DST_MAC: usize = 4;
+    pub const SRC_MAC: usize = 10;
+    pub const CONFIG_BYTES: usize = 16;
 }
 
 /// The benchmark's packet generator (`netbeast-ebpf` generator.rs): indexes
@@ -1295,4 +1591,133 @@ pub mod generator {
     pub const ADDRESSES: u32 = 250;
     /// Most flows: `ADDRESSES` × 256 source ports.
     pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+}
+
+/// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and
+/// protocol; per service a lookup table of backend ids (Maglev for the hash
+/// scheduler, a ring for round-robin), in two generations switched by one
+/// write of the service's entry; backends by stable id.
+pub mod lb {
+    /// Services one namespace may define (slots of the table maps).
+    pub const MAX_SERVICES: u32 = 32;
+    /// Backends one service may hold (ids `0..MAX_BACKENDS`).
+    pub const MAX_BACKENDS: u32 = 1024;
+    /// Entries of one lookup table slot: room for the Maglev table of
+    /// `MAX_BACKENDS` backends (the smallest prime ≥ 100 × 1,024 is
+    /// 102,407).
+    pub const TABLE_CAPACITY: u32 = 131_072;
+    /// Table entries per array element of `LB_TABLES`: fewer, larger writes
+    /// (a whole table is at most 64 writes of 4 KiB; with chunks of 256 a
+    /// change at 1,000 backends took 2–3 times longer, mostly syscalls).
+    pub const TABLE_CHUNK: usize = 2048;
+    pub const CHUNKS_PER_TABLE: u32 = TABLE_CAPACITY / TABLE_CHUNK as u32;
+    /// A table entry that names no backend (never written by userspace for
+    /// a live table; the kernel leaves such a connection alone).
+    pub const NO_BACKEND: u16 = u16::MAX;
+
+    /// How a service picks a table entry for a new connection.
+    pub mod pick {
+        /// The hash of the connection's 5-tuple (Maglev, consistent).
+        pub const HASH: u32 = 0;
+        /// A random entry (weighted by the table's shares).
+        pub const RANDOM: u32 = 1;
+        /// The next entry of a ring, by one atomic counter per service.
+        pub const COUNTER: u32 = 2;
+    }
+
+    /// `LB_SERVICES` key: the service's virtual address as it sits in the
+    /// packet (network byte order), its port (host byte order, as the
+    /// parser's keys and conntrack hold ports) and its IP protocol.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct ServiceKey {
+        pub vip: u32,
+        pub port: u16,
+        pub protocol: u8,
+        pub _pad: u8,
+    }
+
+    /// `LB_SERVICES` value. `generation` selects which of the slot's two
+    /// tables is live; userspace rewrites the other one and then this whole
+    /// value (one map update, atomic for the kernel's reader).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Service {
+        pub slot: u32,
+        pub generation: u32,
+        /// Live entries of the table (≤ `TABLE_CAPACITY`); 0: no backend
+        /// at all, connections to the VIP are left alone.
+        pub table_size: u32,
+        /// `pick::*`.
+        pub pick: u32,
+    }
+
+    /// `LB_BACKENDS` value, at `backend_index(slot, id)`: the address as it
+    /// sits in the packet, the port in host byte order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Backend {
+        pub addr: u32,
+        pub port: u16,
+        pub _pad: u16,
+    }
+
+    pub const TABLE_CHUNKS: u32 = MAX_SERVICES * 2 * CHUNKS_PER_TABLE;
+    pub const BACKENDS: u32 = MAX_SERVICES * MAX_BACKENDS;
+
+    /// `LB_TABLES` index of the chunk holding entry `entry` of a slot's
+    /// generation.
+    #[inline(always)]
+    pub fn table_chunk(slot: u32, generation: u32, entry: u32) -> u32 {
+        (slot * 2 + (generation & 1)) * CHUNKS_PER_TABLE + entry / TABLE_CHUNK as u32
+    }
+
+    /// `LB_BACKENDS` / `LB_PICKS` index of backend `id` of a slot.
+    #[inline(always)]
+    pub fn backend_index(slot: u32, id: u32) -> u32 {
+        slot * MAX_BACKENDS + id
+    }
+
+    /// The hash of a connection's 5-tuple (addresses as they sit in the
+    /// packet, ports in host byte order) that picks its Maglev entry. Every netbeast computes
+    /// the same one, so boxes with the same services behind ECMP send a flow
+    /// to the same backend with no shared state.
+    #[inline(always)]
+    pub fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, protocol: u8) -> u32 {
+        // murmur3's finalizer over the tuple folded into 64 bits: cheap,
+        // and every input bit moves every output bit.
+        let mut h = (src as u64) << 32 | dst as u64;
+        h ^= ((sport as u64) << 24 | (dport as u64) << 8 | protocol as u64).rotate_left(17);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as u32
+    }
+
+    #[cfg(feature = "user")]
+    mod user {
+        use super::*;
+        // SAFETY: repr(C), integers only, no padding (layout test below).
+        unsafe impl aya::Pod for ServiceKey {}
+        unsafe impl aya::Pod for Service {}
+        unsafe impl aya::Pod for Backend {}
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use core::mem::size_of;
+
+        #[test]
+        fn layout() {
+            assert_eq!(size_of::<ServiceKey>(), 8);
+            assert_eq!(size_of::<Service>(), 16);
+            assert_eq!(size_of::<Backend>(), 8);
+            assert_eq!(TABLE_CAPACITY % TABLE_CHUNK as u32, 0);
+            // The largest Maglev table fits a slot.
+            assert!(100 * MAX_BACKENDS < TABLE_CAPACITY);
+        }
+    }
 }

@@ -10,19 +10,19 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
-    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH,
-    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, field,
-    field::Kind, guard_index, guard_kind, key_chunk_index, pkttype, rule_index, size, stats,
-    target,
+    CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
+    IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
+    chain_index, counter_index, field, field::Kind, guard_index, guard_kind, key_chunk_index,
+    limit_take, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -144,6 +144,12 @@ impl Active {
     #[inline(always)]
     pub fn translations(self) -> bool {
         self.0 & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 && self.tracking()
+    }
+
+    /// `netbeast lb` has services: new connections look for theirs.
+    #[inline(always)]
+    pub fn lb(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_LB != 0
     }
 
     /// A rule of the active ruleset tests TCP flags.
@@ -272,7 +278,7 @@ fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64)
 /// it: the fixed cases, else the type of the local table's longest
 /// matching route, else UNICAST.
 #[inline(always)]
-fn addr_type_of(addr: u32) -> u32 {
+pub fn addr_type_of(addr: u32) -> u32 {
     if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
         return t;
     }
@@ -455,7 +461,7 @@ pub extern "C" fn netbeast_classify(
 /// offers no way to ask for that; `AtomicU64::fetch_add` does not exist on
 /// the BPF target (no compare-and-swap at the generic CPU level).
 #[inline(always)]
-fn fetch_add(p: *mut u64) -> u64 {
+pub(crate) fn fetch_add(p: *mut u64) -> u64 {
     let mut v: u64 = 1;
     // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
     // instruction reads and writes only that word.
@@ -467,6 +473,132 @@ fn fetch_add(p: *mut u64) -> u64 {
         );
     }
     v
+}
+
+/// Stores `new` at `p` if it still holds `expected`, atomically for every
+/// CPU, and returns what `p` held (one BPF_ATOMIC | BPF_CMPXCHG, in the
+/// kernel since 5.12; assembly for the reason `fetch_add` gives).
+#[inline(always)]
+pub fn compare_exchange(p: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut old = expected;
+    // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
+    // instruction reads and writes only that word, and takes the expected
+    // value in r0 and returns the old one there.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {new})",
+            p = in(reg) p,
+            new = in(reg) new,
+            inout("r0") old,
+        );
+    }
+    old
+}
+
+/// What `bpf_loop` hands each try of [`spin_lock`].
+#[repr(C)]
+struct SpinContext {
+    word: *mut u64,
+    held: u64,
+}
+
+/// One try of [`spin_lock`]; returns 1 (stop) once the lock is taken.
+extern "C" fn spin_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `SpinContext` given to bpf_loop.
+    let ctx = unsafe { &mut *(ctx as *mut SpinContext) };
+    if compare_exchange(ctx.word, 0, 1) == 0 {
+        ctx.held = 1;
+        return 1;
+    }
+    0
+}
+
+/// Takes the lock word at `word` (0 free, 1 held; released by writing 0
+/// with [`compare_exchange`]), trying up to `tries` times; false when other
+/// CPUs held it all along. The tries run in `bpf_loop`, so the verifier
+/// checks one try, not every iteration of every path into each caller (an
+/// unrolled spin of thousands of tries in connlimit and recent took the
+/// program past the verifier's million instructions).
+pub fn spin_lock(word: *mut u64, tries: u32) -> bool {
+    let mut ctx = SpinContext { word, held: 0 };
+    // SAFETY: `spin_step` has the callback signature bpf_loop expects, and
+    // `ctx` outlives the call.
+    unsafe {
+        bpf_loop(
+            tries,
+            spin_step as *mut c_void,
+            &mut ctx as *mut SpinContext as *mut c_void,
+            0,
+        );
+    }
+    ctx.held != 0
+}
+
+/// Tries a rule's `-m limit` bucket can make to take its packet's credit
+/// while other CPUs change it. Each failed try means another CPU took
+/// credit in between, so running out needs that many packets of the same
+/// rule on other CPUs within one try's few instructions; a packet that
+/// runs out is counted (`stats::LIMIT_CONTENDED`) and treated as over the
+/// limit, never as under it.
+const LIMIT_TRIES: u32 = 16;
+
+/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket of
+/// guard `index` (`GUARD_STATE`: its theoretical arrival time, see
+/// `netbeast_common::limit_take`), `depth` ns deep; 1 when it had it. One
+/// bucket per rule for every CPU, updated with compare-and-exchange:
+/// exact, never per-CPU. A global function, verified once: its retry loop
+/// inside the guard chain's loop would multiply the verifier's work.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
+    let Some(state) = GUARD_STATE.get_ptr_mut(index) else {
+        return 0;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `state` points to this guard's word of `GUARD_STATE`.
+    let mut tat = unsafe { core::ptr::read_volatile(state) };
+    for _ in 0..LIMIT_TRIES {
+        let Some(new) = limit_take(tat, now, cost, depth) else {
+            return 0;
+        };
+        let seen = compare_exchange(state, tat, new);
+        if seen == tat {
+            return 1;
+        }
+        tat = seen;
+    }
+    bump(stats::LIMIT_CONTENDED);
+    0
+}
+
+/// `-m connlimit` for the current packet: its masked address's live
+/// connections (its own included) against the limit. A packet without a
+/// connection (INVALID, untracked) is counted with the others but not
+/// recorded; a list that cannot be had makes the rule not match.
+#[inline(always)]
+fn connlimit_guard(g: &Guard, index: u32) -> bool {
+    let Some(keys) = crate::parse::current_keys() else {
+        return false;
+    };
+    let addr = if g.b & CONNLIMIT_DADDR != 0 {
+        keys.dst
+    } else {
+        keys.src
+    };
+    let (mut own_lo, mut own_hi) = (0, 0);
+    if let Some(t) = crate::conntrack::tracking()
+        && (t.found != 0 || t.pending != 0)
+    {
+        let k = t.key;
+        own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
+        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
+    }
+    let count = crate::connlimit::netbeast_connlimit(index, addr & g.b as u32, own_lo, own_hi);
+    if count == u32::MAX {
+        return false;
+    }
+    (u64::from(count) > g.a) != (g.negated != 0)
 }
 
 /// A new search sequence for this CPU's guard outcomes (never 0).
@@ -516,6 +648,45 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             match GUARD_MEMO.get(guard_index(generation, required)) {
                 Some(&memo) if memo == want => {}
                 _ => return 0,
+            }
+        } else if g.kind == guard_kind::RECENT {
+            let held = crate::recent::netbeast_recent(g._pad, g.negated, g.a, g.b, g.c) != 0;
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::HASHLIMIT {
+            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
+            // Matches under the rate (--hashlimit-upto), or over it with
+            // --hashlimit-above.
+            let held = under != (g.negated != 0);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::CONNLIMIT {
+            let held = connlimit_guard(&g, index);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::LIMIT {
+            let held = netbeast_limit(index, g.a, g.b) != 0;
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
             }
         } else {
             let count = if g.counts() {
@@ -598,6 +769,12 @@ fn take_field(
         } else {
             st.mixed = 1;
         }
+        // The words where every field so far has bits: the candidates
+        // when the latest start is not one (see `search`).
+        st.summary[0] &= h.summary[0];
+        st.summary[1] &= h.summary[1];
+        st.summary[2] &= h.summary[2];
+        st.summary[3] &= h.summary[3];
     }
     true
 }
@@ -639,6 +816,8 @@ fn search(
         st.fields = 0;
         st.mixed = 0;
         st.lead_first = 0;
+        // The candidate words: all, until the fields narrow them.
+        set_summary(st, u64::MAX);
     }
     // One call per field, written out: each inlines its own lookup. The
     // chain's used fields are read once, and tested a group at a time:
@@ -683,18 +862,27 @@ fn search(
     let mut pending = st.word0;
     // This search's sequence for guard outcomes, once a guard is met.
     let mut seq = 0;
-    if pending == 0 && large && st.lead_first > 0 {
-        w = st.lead_first;
-        pending = if st.mixed != 0 {
-            let Some(p) = and_word(st, w) else {
-                bump(stats::CLASS_MISSING);
-                return None;
-            };
-            p
+    if pending == 0 && large {
+        if st.mixed == 0 && st.lead_first > 0 {
+            // Every field starts at `lead_first`: their first words are
+            // the AND there.
+            w = st.lead_first;
+            pending = st.lead_word;
         } else {
-            // Every field starts at `w`: their first words are the AND.
-            st.lead_word
-        };
+            // Some field has bits before the latest start, or all start at
+            // word 0, which just failed (a rule in front that does not
+            // constrain a field gives its class a bit in word 0: `-p tcp
+            // --syn -j DROP` before UDP rules), so the latest start is
+            // only a lower bound, and its word may hold nothing. The AND
+            // of the summaries names the first word where every field has
+            // bits: take it here rather than in the loop.
+            st.summary[0] &= !1;
+            if !next_word(st) {
+                return None;
+            }
+            w = st.word_index;
+            pending = st.pending;
+        }
     }
     if pending != 0 {
         let slot = w * 64 + lowest_bit(pending);
@@ -727,8 +915,15 @@ fn search(
     st.seq = seq;
     st.word_index = w;
     st.pending = pending;
-    if !summarize(st, large, w) {
-        return None;
+    // Words up to `w` are done (the summary holds no word below a `w`
+    // that `next_word` took); a small chain has no word past 0.
+    if !large {
+        set_summary(st, 0);
+    } else {
+        st.summary[0] &= !1;
+        if w > 0 && st.mixed == 0 {
+            clear_through(st, w);
+        }
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -755,31 +950,24 @@ fn search(
     })
 }
 
-/// Sets the state's summary to the AND of the recorded classes' summaries,
-/// less the words up to `w` (already searched); none in a small chain.
-/// Volatile stores: plain ones merge into a byte-wise `memset`.
-#[inline(never)]
-fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
-    // A small chain records no classes (`fields` is stale there).
-    let (mut s0, mut s1, mut s2, mut s3, fields) = if large {
-        (u64::MAX, u64::MAX, u64::MAX, u64::MAX, st.fields)
-    } else {
-        (0, 0, 0, 0, 0)
-    };
-    for n in 0..field::COUNT {
-        if n as u32 >= fields {
-            break;
-        }
-        let Some(h) = CLASS_HEADERS.get(st.classes[n]) else {
-            bump(stats::CLASS_MISSING);
-            return false;
-        };
-        s0 &= h.summary[0];
-        s1 &= h.summary[1];
-        s2 &= h.summary[2];
-        s3 &= h.summary[3];
+/// Sets every word of the summary to `v`. Volatile stores: plain ones
+/// merge into a byte-wise `memset`.
+#[inline(always)]
+fn set_summary(st: &mut SearchState, v: u64) {
+    // SAFETY: plain stores into the per-CPU scratch.
+    unsafe {
+        write_volatile(&mut st.summary[0], v);
+        write_volatile(&mut st.summary[1], v);
+        write_volatile(&mut st.summary[2], v);
+        write_volatile(&mut st.summary[3], v);
     }
-    // Words 0..=w are done: clear their bits.
+}
+
+/// Clears the summary's words up to `w`, already searched: the fast start
+/// at the latest first word skipped the candidates before it, which hold
+/// no match. Volatile stores: plain ones merge into a byte-wise `memset`.
+#[inline(never)]
+fn clear_through(st: &mut SearchState, w: u32) {
     let done = |i: u32| -> u64 {
         let lo = i * 64;
         if w < lo {
@@ -792,12 +980,11 @@ fn summarize(st: &mut SearchState, large: bool, w: u32) -> bool {
     };
     // SAFETY: plain stores into the per-CPU scratch.
     unsafe {
-        write_volatile(&mut st.summary[0], s0 & !done(0));
-        write_volatile(&mut st.summary[1], s1 & !done(1));
-        write_volatile(&mut st.summary[2], s2 & !done(2));
-        write_volatile(&mut st.summary[3], s3 & !done(3));
+        write_volatile(&mut st.summary[0], st.summary[0] & !done(0));
+        write_volatile(&mut st.summary[1], st.summary[1] & !done(1));
+        write_volatile(&mut st.summary[2], st.summary[2] & !done(2));
+        write_volatile(&mut st.summary[3], st.summary[3] & !done(3));
     }
-    true
 }
 
 /// Every step either loads one candidate word or acts on one matching

@@ -159,6 +159,51 @@ pub fn state() -> u32 {
     }
 }
 
+/// The classifier's connection key (`ct_state`'s layout) for the current
+/// packet in state `state`: for a packet with a connection, the
+/// connection's translation, the packet's direction and the status bits
+/// xt_conntrack tests; the state alone otherwise. Read at each chain: the
+/// destination translation of nat PREROUTING shows from FORWARD on.
+#[inline(always)]
+pub fn key(state: u32) -> u32 {
+    if state != ct_state::NEW && state != ct_state::ESTABLISHED && state != ct_state::RELATED {
+        return state;
+    }
+    let Some(t) = TRACKING.get(0) else {
+        return state;
+    };
+    let e = &t.entry;
+    let mut k = state;
+    if e.status & ct_status::SRC_NAT != 0 {
+        k |= ct_state::SNAT;
+    }
+    if e.status & ct_status::DST_NAT != 0 {
+        k |= ct_state::DNAT;
+    }
+    if t.reply != 0 {
+        k |= ct_state::REPLY;
+    }
+    if e.status & ct_status::SEEN_REPLY != 0 {
+        k |= ct_state::SEEN_REPLY;
+    }
+    // A connection of a table: the kernel's IPS_CONFIRMED, set when the
+    // first packet left the box; a NEW one not recorded yet has not.
+    if t.pending == 0 {
+        k |= ct_state::CONFIRMED;
+    }
+    // The kernel's IPS_ASSURED for TCP: the handshake completed (it stays
+    // set through the teardown). Never for UDP (see docs/FEATURES.md).
+    if e.protocol == IPPROTO_TCP
+        && matches!(
+            e.tcp_state,
+            tcp_state::ESTABLISHED | tcp_state::FIN_WAIT | tcp_state::TIME_WAIT
+        )
+    {
+        k |= ct_state::ASSURED;
+    }
+    k
+}
+
 #[inline(always)]
 pub fn is_icmp_error(t: u32) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
@@ -623,7 +668,10 @@ fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0 {
         t.entry = *e;
     } else {
+        // What `key` reads of it.
         t.entry.status = e.status;
+        t.entry.protocol = e.protocol;
+        t.entry.tcp_state = e.tcp_state;
     }
     t.found = 1;
     t.reply = reply as u32;
@@ -659,6 +707,27 @@ fn forget_translation(key: &CtKey, e: &CtEntry) {
     if mid != *key && mid != reply {
         let _ = CT_NAT_INDEX.remove(&mid);
     }
+}
+
+/// True when the connection of key `key` is in a table, has not expired
+/// and is not closed (RST, or FINs both ways): what `-m connlimit` counts,
+/// as nf_conncount skips connections in TIME_WAIT or CLOSE.
+#[inline(always)]
+pub fn is_live(key: &CtKey) -> bool {
+    // SAFETY: read in place, nothing kept (no copy on a stack that the
+    // callers' frames leave short).
+    let e = unsafe {
+        match CT_ESTABLISHED.get(key) {
+            Some(e) => e,
+            None => match CT_UNREPLIED.get(key) {
+                Some(e) => e,
+                None => return false,
+            },
+        }
+    };
+    let closed = e.protocol == IPPROTO_TCP
+        && (e.tcp_state == tcp_state::CLOSE || e.tcp_state == tcp_state::TIME_WAIT);
+    !closed && now_ns().saturating_sub(e.last_seen_ns) <= timeout_ns(e)
 }
 
 /// True when a connection has key `key` in a table (no accounting).

@@ -2,39 +2,58 @@
 //! FIB already knows is rewritten (MACs, TTL) and redirected out of its
 //! interface here, without entering the kernel's stack.
 
-use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_redirect, macros::map, maps::HashMap,
-    programs::XdpContext,
-};
-use netbeast_common::{size, stats};
+use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
+use netbeast_common::{iface_path, stats};
 
 use crate::{
+    handoff,
     parse::{ETH_HLEN, Packet, load},
     route::NextHop,
     stats::bump,
 };
 
-/// Interfaces a redirected frame can leave by (ifindex → 1), written by
-/// userspace: ones netbeast is attached to (so an XDP program is loaded
-/// there, which most drivers need to transmit redirected frames), except
-/// veths unless asked (a veth delivers redirected frames only when its peer
-/// runs an XDP program, which netbeast cannot see from here).
-#[map]
-static FAST_PATH_IFACES: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
-
-/// True when an accepted packet leaving by `out_ifindex` can take the
-/// fast path: not for VLAN-tagged frames, which the kernel forwards by
-/// sub-interface, nor for interfaces outside the fast path.
-#[inline(always)]
-pub fn fast_path(pkt: &Packet, out_ifindex: u32) -> bool {
-    // SAFETY: presence test only.
-    pkt.l3 == ETH_HLEN && unsafe { FAST_PATH_IFACES.get(&out_ifindex) }.is_some()
+/// How an accepted forwarded packet leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The kernel routes it (XDP_PASS, untouched).
+    Kernel,
+    /// XDP_REDIRECT: the interface takes redirected frames.
+    Redirect,
+    /// Handed to the ingress interface's TC program, which redirects it
+    /// (a veth whose other end runs no XDP).
+    ViaTc,
 }
 
-/// Sends a packet `fast_path` allows out of `out_ifindex` (XDP_REDIRECT),
-/// or returns XDP_PASS to leave it to the kernel.
+/// How an accepted packet from `in_ifindex` leaving by `out_ifindex` can
+/// take the fast path: never for VLAN-tagged frames, which the kernel
+/// forwards by sub-interface, nor into interfaces outside the fast path
+/// (`IFACE_PATHS`, written by userspace).
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop) -> u32 {
+pub fn fast_path(pkt: &Packet, in_ifindex: u32, out_ifindex: u32) -> Way {
+    if pkt.l3 != ETH_HLEN {
+        return Way::Kernel;
+    }
+    let out = handoff::paths(out_ifindex);
+    if out & iface_path::FORWARD_REDIRECT != 0 {
+        Way::Redirect
+    } else if out & iface_path::FORWARD_VIA_TC != 0
+        && handoff::paths(in_ifindex) & iface_path::TC_INGRESS != 0
+    {
+        Way::ViaTc
+    } else {
+        Way::Kernel
+    }
+}
+
+/// Sends a packet `fast_path` allows out of `out_ifindex` the `way` it
+/// found, or returns XDP_PASS to leave it to the kernel untouched.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u32 {
+    // The mark first: a frame that cannot be handed off goes to the kernel
+    // as it came.
+    if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
+        return xdp_action::XDP_PASS;
+    }
     let (start, end) = (ctx.data(), ctx.data_end());
     // TTL and header checksum at fixed offsets: one 12-byte window covers
     // bytes 0..12 of the IP header (TTL at 8, checksum at 10..12).
@@ -62,6 +81,9 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop) -> u32 {
         core::ptr::write_unaligned((start + 6) as *mut [u8; 6], hop.src_mac);
     }
     bump(stats::FAST_PATH);
+    if way == Way::ViaTc {
+        return xdp_action::XDP_PASS;
+    }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(out_ifindex, 0) as u32 }
 }

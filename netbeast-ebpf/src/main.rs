@@ -7,16 +7,22 @@
 #![no_main]
 
 mod classify;
+mod connlimit;
 mod conntrack;
 mod csum;
 mod discard;
 mod forward;
 mod generator;
+mod handoff;
+mod hashlimit;
+mod lb;
 mod log;
 mod nat;
 mod nat_sock;
 mod parse;
 mod pipeline;
+mod recent;
+mod redirect_floor;
 mod reject;
 mod reject_local;
 mod route;
@@ -39,6 +45,13 @@ pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
     pipeline::egress(&ctx)
+}
+
+/// TC ingress: sends on the frames the XDP program handed off (REJECT
+/// replies and fast-path frames for veths whose other end runs no XDP).
+#[classifier]
+pub fn netbeast_tc_ingress(ctx: TcContext) -> i32 {
+    handoff::ingress(&ctx)
 }
 
 /// `-t nat OUTPUT` for local sockets: translates the destination of a
@@ -72,6 +85,13 @@ pub fn netbeast_getpeername4(ctx: SockAddrContext) -> i32 {
 #[xdp]
 pub fn netbeast_floor(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_DROP
+}
+
+/// The forwarding benchmarks' floor: redirects every frame out of the
+/// router's other interface, doing nothing else (DESIGN §8).
+#[xdp]
+pub fn netbeast_redirect_floor(ctx: XdpContext) -> u32 {
+    redirect_floor::redirect(&ctx)
 }
 
 /// The benchmark's packet generator: run in live-frames mode, it sends

@@ -3,7 +3,7 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_CUT, TCP_FLAGS_NONE};
+use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_CUT, TCP_FLAGS_NONE, port_header_len};
 
 use crate::classify::{Keys, SearchState};
 
@@ -19,7 +19,6 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
 
 /// Reads a `T` at `start + offset` if it lies entirely before `end`.
@@ -107,6 +106,14 @@ pub struct Packet {
 /// once per parsing path.
 #[map]
 static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// The classifier keys of the packet this program run parsed (packet
+/// programs only: the socket programs have no packet), for the guards that
+/// look at it (`-m connlimit`).
+#[inline(always)]
+pub fn current_keys() -> Option<&'static Keys> {
+    PACKET.get(0).map(|p| &p.keys)
+}
 
 pub enum Parsed {
     /// IPv6, ARP, anything that is not IPv4: passed untouched.
@@ -280,10 +287,11 @@ fn l4_keys(
     protocol: u8,
 ) -> (u32, u32, bool) {
     let needed = match protocol {
-        IPPROTO_TCP => TCP_HLEN,
-        IPPROTO_UDP => UDP_HLEN,
         IPPROTO_ICMP => ICMP_HLEN,
-        _ => return (L4_NONE, L4_NONE, false),
+        _ => match port_header_len(protocol) {
+            Some(n) => n,
+            None => return (L4_NONE, L4_NONE, false),
+        },
     };
     // One pointer, checked against the real packet end, then read through:
     // the verifier links the check to the reads only when both use it.
@@ -307,7 +315,7 @@ fn l4_keys(
     }
 }
 
-/// The L4 keys of a TCP or UDP header cut short: its ports when their four
+/// The L4 keys of a header with ports (TCP, UDP, ...) cut short: its ports when their four
 /// bytes are there. A tiny first fragment (RFC 1858) is judged on the ports
 /// the reassembled datagram will have, as the kernel's reassembly before
 /// INPUT lets iptables judge it, and as iptables on nf_tables reads the

@@ -10,7 +10,8 @@ use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
     discard::{kernel_discards, link_group_frame},
-    forward::{fast_path, forward},
+    forward::{Way, fast_path, forward},
+    handoff,
     log::{self, Where},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
@@ -62,7 +63,7 @@ fn run_chain(
 ) -> Verdict {
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
-    pkt.keys.ct_state = ct_state;
+    pkt.keys.ct_state = conntrack::key(ct_state);
     classify(
         generation,
         chain,
@@ -115,7 +116,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // or the undoing of SNAT on a reply) decides where the packet goes.
     let ct_state = connection_state(active, pkt, start, end, true);
     if translations {
-        if nat && nat::pending() {
+        // A service's DNAT comes first (DESIGN §10): a balanced connection
+        // skips nat PREROUTING, as after a DNAT rule.
+        let balanced = active.lb() && nat::pending() && crate::lb::balance();
+        if nat && !balanced && nat::pending() {
             let verdict = run_chain(
                 generation,
                 chain::NAT_PREROUTING,
@@ -188,12 +192,18 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 confirm();
             }
             bump(stats::ACCEPTED);
+            let way = match next_hop {
+                Some(_) => fast_path(pkt, in_ifindex, out_ifindex),
+                None => Way::Kernel,
+            };
             match next_hop {
-                Some(hop) if fast_path(pkt, out_ifindex) => {
-                    if translations {
+                Some(hop) if way != Way::Kernel => {
+                    // Handed off, the frame still crosses the TC egress
+                    // program, which applies the source NAT then.
+                    if translations && way == Way::Redirect {
                         nat::translate(&XdpFrame::new(ctx), pkt, Side::Source);
                     }
-                    forward(ctx, out_ifindex, &hop)
+                    forward(ctx, out_ifindex, &hop, way)
                 }
                 // The kernel routes it; TC egress applies the source NAT.
                 _ => xdp_action::XDP_PASS,
@@ -202,7 +212,8 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         target::REJECT => {
             let local = chain == chain::INPUT;
             let src = reply_source(in_ifindex, pkt.keys.dst, local);
-            reject(ctx, pkt, reject_with, src, local)
+            let action = reject(ctx, pkt, reject_with, src, local);
+            handoff::reply(ctx, action, in_ifindex)
         }
         target::DROP => {
             bump(stats::DROPPED);

@@ -8,9 +8,10 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use netbeast_common::{reject, stats};
+use netbeast_common::{addr_type, reject, stats};
 
 use crate::{
+    classify::addr_type_of,
     conntrack::checksum_ok,
     csum::{fold, sum_bytes},
     parse::{
@@ -37,6 +38,19 @@ const TCP_FLAG_ACK: u8 = 0x10;
 fn is_special(addr_be: u32) -> bool {
     let a = u32::from_be(addr_be);
     a == 0 || a >> 28 == 0xe || a == u32::MAX
+}
+
+/// A destination the kernel's REJECT never answers (RFC 1122 3.2.2): the
+/// route it takes is a broadcast or a multicast one (`RTCF_BROADCAST`,
+/// `RTCF_MULTICAST`) — 0.0.0.0/8, 255.255.255.255, 224.0.0.0/4, and the
+/// broadcast addresses of this host's subnets (the local table's
+/// `broadcast` routes, which `-m addrtype` reads too).
+#[inline(always)]
+pub fn group_destination(dst_be: u32) -> bool {
+    matches!(
+        addr_type_of(dst_be),
+        addr_type::BROADCAST | addr_type::MULTICAST
+    )
 }
 
 /// The ICMP types Linux's icmp_send() will not answer: the ones its
@@ -89,9 +103,10 @@ fn silent() -> u32 {
 /// kernel reassembles before REJECT sees them.
 pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32, local: bool) -> u32 {
     // Like the kernel's icmp_send() and nf_send_reset(): never answer
-    // fragments, broadcasts or multicasts.
+    // fragments, broadcasts or multicasts (sources included: a reply to
+    // them would reach many).
     if pkt.fragment
-        || is_special(pkt.keys.dst)
+        || group_destination(pkt.keys.dst)
         || is_special(pkt.keys.src)
         || pkt.l2_len() > MAX_L2
         || pkt.ip_header_len() < IP_HLEN

@@ -81,7 +81,8 @@ fn swapped(eth: [u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
 /// Turns the packet into its reply; false when there is none to send.
 #[inline(never)]
 pub fn build_reply(ctx: &TcContext, pkt: &Packet, with: u32) -> bool {
-    if pkt.l3 != ETH_HLEN || pkt.fragment {
+    // The host's own broadcasts and multicasts meet no reply either.
+    if pkt.l3 != ETH_HLEN || pkt.fragment || crate::reject::group_destination(pkt.keys.dst) {
         return false;
     }
     let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(0) else {

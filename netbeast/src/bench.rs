@@ -10,8 +10,10 @@
 //! next to a do-nothing XDP_DROP program (the floor). Ruleset change cost:
 //! the time to compile and install a ruleset of the largest size.
 
+pub mod control;
 mod ethtool;
 pub mod generator;
+pub mod lb;
 pub mod live;
 pub mod pktgen;
 pub mod planes;

@@ -11,9 +11,9 @@
 //!   `netbeast detach --all` there, so no pins outlive the test.
 //! - [`veth_pair`] joins two namespaces; [`ClientServer`] (two hosts) and
 //!   [`Routed`] (client, router, server) are the usual topologies. Their
-//!   client-side veths carry an XDP_PASS program, without which a veth does
-//!   not promptly deliver what its peer's XDP program sends back
-//!   ([`Netns::attach_xdp_pass`]).
+//!   hosts' veths are bare, as containers' are: netbeast must reach them
+//!   without a program there ([`Netns::attach_xdp_pass`] is for the
+//!   `--fast-path on` case, whose XDP_REDIRECT needs one).
 //! - [`Firewall`] drives netbeast or, as the oracle, the kernel's iptables
 //!   with the same command lines; [`Testbed`] is a [`ClientServer`] whose
 //!   server it guards.
@@ -449,9 +449,8 @@ pub struct ClientServer {
 
 impl ClientServer {
     /// Namespaces `nbt-<tag>-c-…` and `nbt-<tag>-s-…`, joined by a veth pair.
-    /// The client's veth runs an XDP_PASS program so that replies the
-    /// server's XDP program sends back (REJECT) reach it at once; see
-    /// [`Netns::attach_xdp_pass`].
+    /// The client's veth is bare, as a container's is: netbeast's REJECT
+    /// replies must reach it without any program there.
     pub fn new(tag: &str) -> Result<Self> {
         let client = Netns::new(&format!("{tag}-c"))?;
         let server = Netns::new(&format!("{tag}-s"))?;
@@ -463,7 +462,6 @@ impl ClientServer {
             SERVER_IFACE,
             &format!("{SERVER_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
         )?;
-        client.attach_xdp_pass(CLIENT_IFACE)?;
         Ok(ClientServer { client, server })
     }
 
@@ -1562,11 +1560,8 @@ impl Routed {
             "via",
             &ROUTER_SERVER_ADDR.to_string(),
         ])?;
-        // The hosts' ends take what the router's program redirects
-        // (forwarding fast path) or sends back (REJECT) only with an XDP
-        // program of their own; see [`Netns::attach_xdp_pass`].
-        client.attach_xdp_pass(ROUTED_CLIENT_IFACE)?;
-        server.attach_xdp_pass(ROUTED_SERVER_IFACE)?;
+        // The hosts' ends stay bare: what the router's program forwards
+        // or sends back must reach them without a program there.
         firewall.attach(&router, &[ROUTER_CLIENT_IFACE, ROUTER_SERVER_IFACE])?;
         Ok(Routed {
             client,

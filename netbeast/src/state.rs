@@ -8,6 +8,7 @@ use std::{
     net::Ipv4Addr,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "another netbeast command holds the lock of this namespace ({}); stopped waiting after \
+         {seconds}s (-w {seconds}); wait longer with a larger -w, or without -w",
+        path.display()
+    )]
+    LockBusy { path: PathBuf, seconds: u64 },
     #[error("the stored ruleset {path} is corrupt ({message}); `netbeast detach --all` resets it")]
     Corrupt { path: PathBuf, message: String },
     #[error(
@@ -265,8 +272,20 @@ pub struct Lock {
 pub struct IfaceRecord {
     /// Its name when it was attached (to name it once it is gone).
     pub name: String,
-    /// Whether the FORWARD fast path may redirect out of it.
+    /// Whether the FORWARD fast path may send frames out of it.
     pub fast_path: bool,
+    /// The ways frames leave it (`None`: recorded by an earlier netbeast).
+    #[serde(default)]
+    pub paths: Option<crate::paths::IfacePaths>,
+}
+
+impl IfaceRecord {
+    /// Its paths, or what an earlier netbeast used.
+    pub fn paths(&self) -> crate::paths::IfacePaths {
+        self.paths
+            .clone()
+            .unwrap_or_else(|| crate::paths::IfacePaths::legacy(self.fast_path))
+    }
 }
 
 /// The ruleset file: the ruleset, the commit sequence number the kernel
@@ -466,6 +485,11 @@ impl Namespace {
         lock_file(&Path::new(LOCK_DIR).join(self.id.to_string()))
     }
 
+    /// [`Namespace::lock`], giving up after `limit` (`-w SECONDS`).
+    pub fn lock_within(&self, limit: Option<Duration>) -> Result<Lock, StateError> {
+        lock_file_within(&Path::new(LOCK_DIR).join(self.id.to_string()), limit)
+    }
+
     /// The cookie of the namespace that owns the state directory, if
     /// recorded.
     pub fn recorded_owner(&self) -> Option<u64> {
@@ -640,6 +664,23 @@ impl Namespace {
         self.state_dir.join(REMOVING_FILE).exists()
     }
 
+    /// Writes a feature's own state file `name` (`lb.json`) in the state
+    /// directory, atomically; `detach --all` removes it with the rest.
+    pub fn write_state_file(&self, name: &str, text: &[u8]) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        write_atomic(&self.state_dir, &self.state_dir.join(name), text)
+    }
+
+    /// A feature's state file `name`, `None` when there is none.
+    pub fn read_state_file(&self, name: &str) -> Result<Option<String>, StateError> {
+        let path = self.state_dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
     /// Removes every pin and the stored state of this namespace (not its
     /// lock). The mark of [`Namespace::mark_removing`] goes last, so an
     /// interrupted removal is finished by the next command.
@@ -681,6 +722,50 @@ pub fn lock_file(path: &Path) -> Result<Lock, StateError> {
             // Removed (or replaced) by the holder we waited for: lock anew.
             _ => continue,
         }
+    }
+}
+
+/// How often a bounded wait for the lock ([`lock_file_within`]) tries it.
+pub const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// [`lock_file`], giving up after `limit` (iptables' `-w SECONDS`) with
+/// [`StateError::LockBusy`]; `None` waits as long as it takes.
+pub fn lock_file_within(path: &Path, limit: Option<Duration>) -> Result<Lock, StateError> {
+    let Some(limit) = limit else {
+        return lock_file(path);
+    };
+    let dir = path.parent().expect("a lock file has a directory");
+    fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io("cannot open", path))?;
+        // SAFETY: flock on an open fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let held = file.metadata().map_err(io("cannot read", path))?;
+            match fs::metadata(path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(Lock { _file: file });
+                }
+                // Removed by the holder we waited for: try the new file.
+                _ => continue,
+            }
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io("cannot lock", path)(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StateError::LockBusy {
+                path: path.to_path_buf(),
+                seconds: limit.as_secs(),
+            });
+        }
+        std::thread::sleep(LOCK_RETRY_INTERVAL);
     }
 }
 

@@ -45,8 +45,8 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Setup, build, then run `netbeast demo`: the article's firewall on throwaway network
-    /// namespaces; needs root
+    /// Setup, build, then run `netbeast demo`: the article, section by section, on throwaway
+    /// network namespaces; needs root
     Demo,
     /// Setup, build, then run `netbeast bench ARGS...` (`--help` goes to netbeast)
     #[command(disable_help_flag = true)]

@@ -26,6 +26,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 const GENERATOR_PROGRAM: &str = "netbeast_generator";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
+const REDIRECT_FLOOR_PROGRAM: &str = "netbeast_redirect_floor";
+const REDIRECT_FLOOR_MAP: &str = "REDIRECT_FLOOR";
 /// Frames per live-frames batch: the kernel flushes the transmit queue and
 /// lets the receiver's softirq run after each batch.
 pub const BATCH_SIZE: u32 = 64;
@@ -331,17 +333,61 @@ fn run(ebpf: &mut Ebpf, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent,
     })
 }
 
-/// Bare XDP programs for receivers: `netbeast_floor` (XDP_DROP everything).
+/// Bare XDP programs for receivers: `netbeast_floor` (XDP_DROP everything)
+/// and `netbeast_redirect_floor` (every frame out of another interface).
 /// Attachments last as long as this value.
 pub struct BareXdp {
     ebpf: Ebpf,
+    /// One loaded object per redirect floor: each has its own target in
+    /// its own map (ifindexes of different namespaces can be equal).
+    redirects: Vec<Ebpf>,
 }
 
 impl BareXdp {
     pub fn load() -> Result<BareXdp, LiveError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LiveError::Load)?;
         program(&mut ebpf, FLOOR_PROGRAM)?;
-        Ok(BareXdp { ebpf })
+        Ok(BareXdp {
+            ebpf,
+            redirects: Vec::new(),
+        })
+    }
+
+    /// Attaches a redirect floor natively to `iface`: every frame gets
+    /// `dst_mac` and `src_mac` and leaves by `out_ifindex`. The calling
+    /// thread must be in the interface's network namespace.
+    pub fn attach_redirect(
+        &mut self,
+        iface: &str,
+        out_ifindex: u32,
+        dst_mac: MacAddr,
+        src_mac: MacAddr,
+    ) -> Result<(), LiveError> {
+        use netbeast_common::redirect_floor::{CONFIG_BYTES, DST_MAC, IFINDEX, SRC_MAC};
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LiveError::Load)?;
+        let mut config = [0u8; CONFIG_BYTES];
+        config[IFINDEX..IFINDEX + 4].copy_from_slice(&out_ifindex.to_le_bytes());
+        config[DST_MAC..DST_MAC + 6].copy_from_slice(&dst_mac);
+        config[SRC_MAC..SRC_MAC + 6].copy_from_slice(&src_mac);
+        let map_err = |source| LiveError::Map {
+            name: REDIRECT_FLOOR_MAP,
+            source,
+        };
+        let mut map: Array<&mut MapData, [u8; CONFIG_BYTES]> = Array::try_from(
+            ebpf.map_mut(REDIRECT_FLOOR_MAP)
+                .ok_or(LiveError::MissingMap(REDIRECT_FLOOR_MAP))?,
+        )
+        .map_err(map_err)?;
+        map.set(0, config, 0).map_err(map_err)?;
+        program(&mut ebpf, REDIRECT_FLOOR_PROGRAM)?
+            .attach(iface, XdpMode::Driver)
+            .map_err(|source| LiveError::Attach {
+                name: REDIRECT_FLOOR_PROGRAM,
+                iface: iface.to_string(),
+                source,
+            })?;
+        self.redirects.push(ebpf);
+        Ok(())
     }
 
     /// Attaches the XDP_DROP program natively to `iface`. The calling thread

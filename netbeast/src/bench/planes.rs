@@ -91,10 +91,20 @@ impl Scenario {
                 Plane::NftPrerouting,
                 Plane::Nft,
             ],
-            Scenario::Pass | Scenario::Forward => {
-                &[Plane::Kernel, Plane::Netbeast, Plane::Iptables, Plane::Nft]
-            }
-            Scenario::Dnat => &[Plane::Netbeast, Plane::Iptables, Plane::Nft],
+            Scenario::Pass => &[Plane::Kernel, Plane::Netbeast, Plane::Iptables, Plane::Nft],
+            Scenario::Forward => &[
+                Plane::RedirectFloor,
+                Plane::Kernel,
+                Plane::Netbeast,
+                Plane::Iptables,
+                Plane::Nft,
+            ],
+            Scenario::Dnat => &[
+                Plane::RedirectFloor,
+                Plane::Netbeast,
+                Plane::Iptables,
+                Plane::Nft,
+            ],
         }
     }
 }
@@ -113,6 +123,10 @@ pub enum Plane {
     /// A bare XDP program that drops everything: the fastest this machine
     /// can receive.
     Floor,
+    /// A bare XDP program that redirects every frame out of the router's
+    /// other interface (MACs written, nothing else): the fastest XDP can
+    /// forward here, the forwarding scenarios' yardstick.
+    RedirectFloor,
     /// No firewall at all: the kernel's own cost of delivering or
     /// forwarding.
     Kernel,
@@ -135,7 +149,7 @@ pub enum Plane {
 impl Plane {
     pub fn family(self) -> Option<Family> {
         match self {
-            Plane::Floor | Plane::Kernel => None,
+            Plane::Floor | Plane::RedirectFloor | Plane::Kernel => None,
             Plane::Netbeast => Some(Family::Netbeast),
             Plane::IptablesRaw | Plane::Iptables => Some(Family::Iptables),
             Plane::NftPrerouting | Plane::Nft => Some(Family::Nftables),
@@ -155,6 +169,7 @@ impl Plane {
         };
         match self {
             Plane::Floor => "floor (bare XDP_DROP)".into(),
+            Plane::RedirectFloor => "floor (bare XDP_REDIRECT)".into(),
             Plane::Kernel => match scenario {
                 Scenario::Forward | Scenario::Dnat => "kernel forwarding, no firewall".into(),
                 _ => "kernel, no firewall".into(),
@@ -182,6 +197,7 @@ impl Plane {
     pub fn id(self) -> &'static str {
         match self {
             Plane::Floor => "floor",
+            Plane::RedirectFloor => "redirect-floor",
             Plane::Kernel => "kernel",
             Plane::Netbeast => "netbeast",
             Plane::IptablesRaw => "iptables-raw",
@@ -355,7 +371,7 @@ pub fn load_rules(
     n: usize,
 ) -> Result<(), PlaneError> {
     match plane {
-        Plane::Floor | Plane::Kernel => Ok(()),
+        Plane::Floor | Plane::RedirectFloor | Plane::Kernel => Ok(()),
         Plane::Netbeast => {
             let text = iptables_text(scenario, plane, n);
             let out = ns.netbeast_with_input(&["restore"], &text)?;
@@ -438,7 +454,7 @@ pub fn rule_counters(
         })
     };
     let counters = match plane {
-        Plane::Floor | Plane::Kernel => return Ok(None),
+        Plane::Floor | Plane::RedirectFloor | Plane::Kernel => return Ok(None),
         Plane::NftPrerouting | Plane::Nft => {
             let nft = |chain| -> Result<RuleCounters, PlaneError> {
                 let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, chain])?;

@@ -19,6 +19,7 @@ const BOTTOM: f64 = 40.0;
 fn color(plane: Plane) -> &'static str {
     match plane {
         Plane::Floor => "#7f7f7f",
+        Plane::RedirectFloor => "#c7c7c7",
         Plane::Kernel => "#bcbd22",
         Plane::Netbeast => "#d62728",
         Plane::IptablesRaw => "#9467bd",

@@ -161,7 +161,8 @@ pub struct Row {
     /// The median divided by the iptables row's of the same scenario and
     /// rule count.
     pub ratio_to_iptables: Option<f64>,
-    /// The median divided by the floor's (bare XDP_DROP receiver).
+    /// The median divided by the floor's: the bare XDP_DROP receiver, or for
+    /// the routed scenarios the bare XDP_REDIRECT forwarder.
     pub ratio_to_floor: Option<f64>,
     pub frames_per_run: u32,
     /// Frames the generator handed to this receiver's veth (taken or
@@ -212,6 +213,10 @@ pub struct TrafficReport {
     pub generator: &'static str,
     /// The floor: packets per second into a bare XDP_DROP program.
     pub floor_pps: Option<f64>,
+    /// The forwarding floor: packets per second a bare XDP program
+    /// redirects from the router's one interface out of the other (the
+    /// `forward` scenario's row); the yardstick of `forward` and `dnat`.
+    pub redirect_floor_pps: Option<f64>,
     pub rows: Vec<Row>,
     /// Frames the generator counted itself (the XDP program's counter,
     /// pktgen's `pkts-sofar`), against the frames asked for.
@@ -549,6 +554,8 @@ impl Bench {
         ns.set_gro(RX_IFACE, true)?;
 
         let (mut sink_stats, mut out_stats) = (None, None);
+        // The sink's MAC, the next hop of routed scenarios.
+        let mut next_hop = None;
         if routed {
             if self.sink_ns.is_none() {
                 let sink = Netns::new("bench-sink")?;
@@ -583,6 +590,7 @@ impl Bench {
             let bare = &mut self.bare;
             sink.in_netns(|| bare.attach_drop(&sink_iface))??;
             let (sink_mac, _) = mac_of(sink, &sink_iface)?;
+            next_hop = Some(sink_mac);
             let mac = sink_mac.map(|b| format!("{b:02x}")).join(":");
             ns.ip(&[
                 "neigh",
@@ -603,6 +611,14 @@ impl Bench {
             Plane::Floor => {
                 let bare = &mut self.bare;
                 ns.in_netns(|| bare.attach_drop(RX_IFACE))??;
+            }
+            Plane::RedirectFloor => {
+                let sink_mac = next_hop.ok_or_else(|| {
+                    BenchError::Setup("the redirect floor needs a routed scenario".into())
+                })?;
+                let (out_mac, out_ifindex) = mac_of(&ns, ROUTER_OUT_IFACE)?;
+                let bare = &mut self.bare;
+                ns.in_netns(|| bare.attach_redirect(RX_IFACE, out_ifindex, sink_mac, out_mac))??;
             }
             Plane::Netbeast => {
                 let mut args = vec!["attach", RX_IFACE];
@@ -1089,6 +1105,17 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         .iter()
         .find(|r| r.plane == Plane::Floor)
         .and_then(|r| r.pps);
+    // Each routed scenario is measured against its own redirect floor.
+    let redirect_floors: Vec<(Scenario, f64)> = rows
+        .iter()
+        .filter(|r| r.plane == Plane::RedirectFloor)
+        .filter_map(|r| Some((r.scenario, r.pps?)))
+        .collect();
+    let redirect_floor_pps = redirect_floors
+        .iter()
+        .find(|(s, _)| *s == Scenario::Forward)
+        .or(redirect_floors.first())
+        .map(|(_, pps)| *pps);
     let reference: Vec<(Scenario, Option<usize>, f64)> = rows
         .iter()
         .filter(|r| r.plane == Plane::Iptables)
@@ -1096,7 +1123,15 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         .collect();
     for row in &mut rows {
         if let Some(pps) = row.pps {
-            row.ratio_to_floor = floor_pps.map(|f| pps / f);
+            let floor = if row.scenario.routed() {
+                redirect_floors
+                    .iter()
+                    .find(|(s, _)| *s == row.scenario)
+                    .map(|(_, f)| *f)
+            } else {
+                floor_pps
+            };
+            row.ratio_to_floor = floor.map(|f| pps / f);
             row.ratio_to_iptables = reference
                 .iter()
                 .find(|(s, n, _)| *s == row.scenario && *n == row.rules)
@@ -1104,7 +1139,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         }
     }
     sort_rows(&mut rows);
-    let targets = targets(&rows, floor_pps);
+    let targets = targets(&rows, floor_pps, &redirect_floors);
     let report = TrafficReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         date: today(),
@@ -1112,6 +1147,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         options: options.clone(),
         generator: bench.generator.describe(),
         floor_pps,
+        redirect_floor_pps,
         rows,
         generator_counted,
         generator_asked: bench.generator.asked(),
@@ -1138,7 +1174,14 @@ fn pps_of(rows: &[Row], scenario: Scenario, plane: Plane, rules: usize) -> Optio
 
 /// The targets of issue 5, read from the drop scenario, and issue 4's,
 /// read from the dnat scenario.
-fn targets(rows: &[Row], floor: Option<f64>) -> Vec<Target> {
+fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]) -> Vec<Target> {
+    let redirect_floor = |scenario| {
+        redirect_floors
+            .iter()
+            .find(|(s, _)| *s == scenario)
+            .map(|(_, f)| *f)
+    };
+    let forward = |n| pps_of(rows, Scenario::Forward, Plane::Netbeast, n);
     let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
     let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
     let dnat = |plane| pps_of(rows, Scenario::Dnat, plane, 1);
@@ -1170,6 +1213,21 @@ fn targets(rows: &[Row], floor: Option<f64>) -> Vec<Target> {
             "dnat, 1 rule: netbeast / iptables DNAT + FORWARD",
             3.0,
             ratio(dnat(Plane::Netbeast), dnat(Plane::Iptables)),
+        ),
+        target(
+            "forward, 1 rule: netbeast / redirect floor",
+            0.75,
+            ratio(forward(1), redirect_floor(Scenario::Forward)),
+        ),
+        target(
+            "forward, 10,000 rules: netbeast / redirect floor",
+            0.75,
+            ratio(forward(10_000), redirect_floor(Scenario::Forward)),
+        ),
+        target(
+            "dnat, 1 rule: netbeast / redirect floor",
+            0.6,
+            ratio(dnat(Plane::Netbeast), redirect_floor(Scenario::Dnat)),
         ),
     ]
 }
@@ -1260,6 +1318,13 @@ pub fn print(report: &TrafficReport) {
     }
     if let Some(floor) = report.floor_pps {
         println!("floor (bare XDP_DROP receiver): {}", rate(floor));
+    }
+    if let Some(floor) = report.redirect_floor_pps {
+        println!(
+            "forwarding floor (bare XDP_REDIRECT to the other interface): {}; \
+             `vs floor` of forward and dnat is against it",
+            rate(floor)
+        );
     }
     let mut current = None;
     let mut problems = Vec::new();

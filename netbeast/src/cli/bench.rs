@@ -30,6 +30,13 @@ pub enum BenchScenario {
     Dnat,
     /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
     ProgramCost,
+    /// One iptables call (-C, -A, -D, -I, -N/-X, -S, -L, restore) as a
+    /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
+    /// the default list; its rule counts default to 1000,10000.
+    ControlPlane,
+    /// Balancing a new connection: `netbeast lb` against `-m statistic`
+    /// rules at --backends, and a backend change (BPF_PROG_TEST_RUN).
+    Lb,
 }
 
 #[derive(clap::Args)]
@@ -42,8 +49,10 @@ pub struct BenchArgs {
         default_value = "drop,pass,forward,dnat,program-cost"
     )]
     scenario: Vec<BenchScenario>,
-    /// Data planes to compare (the floor, a bare XDP_DROP receiver, and the
-    /// kernel without a firewall are always measured).
+    /// Data planes to compare (the floor, a bare XDP_DROP receiver, the
+    /// forwarding floor of `forward` and `dnat`, a bare XDP_REDIRECT to the
+    /// router's other interface, and the kernel without a firewall are
+    /// always measured).
     #[arg(
         long,
         value_enum,
@@ -51,8 +60,9 @@ pub struct BenchArgs {
         default_value = "netbeast,iptables,nftables"
     )]
     planes: Vec<Family>,
-    /// Rule counts to measure, the match always on the last rule.
-    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    /// Rule counts to measure, the match always on the last rule
+    /// [default: 1,100,1000,10000; control-plane: 1000,10000].
+    #[arg(long, value_delimiter = ',')]
     rules: Vec<usize>,
     /// Rounds; every data plane is measured once per round, interleaved.
     #[arg(long, default_value_t = 5)]
@@ -74,6 +84,9 @@ pub struct BenchArgs {
     /// (CONFIG_NET_PKTGEN, `modprobe pktgen`) and frames of 58 bytes or more.
     #[arg(long, value_enum, default_value = "xdp")]
     generator: GeneratorKind,
+    /// lb: backend counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "3,100,1000")]
+    backends: Vec<usize>,
     /// program-cost: packets per BPF_PROG_TEST_RUN call.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
@@ -89,8 +102,18 @@ pub struct BenchArgs {
     plot: Option<PathBuf>,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+/// Rule counts of the traffic and program-cost scenarios when --rules is
+/// not given.
+const DEFAULT_RULES: [usize; 4] = [1, 100, 1000, 10000];
+/// Rule counts of the control-plane scenario when --rules is not given.
+const CONTROL_PLANE_RULES: [usize; 2] = [1000, 10000];
+
+pub fn run(mut args: BenchArgs) -> Result<()> {
     crate::state::require_root()?;
+    let control_rules_given = !args.rules.is_empty();
+    if args.rules.is_empty() {
+        args.rules = DEFAULT_RULES.to_vec();
+    }
     if let Some(n) = args
         .rules
         .iter()
@@ -138,10 +161,40 @@ pub fn run(args: BenchArgs) -> Result<()> {
         quick: false,
     };
     let (mut cost_rules, mut repeat, mut cost_rounds) = (rules, args.repeat, args.rounds);
+    let mut backends = args.backends.clone();
     if args.quick {
         options = options.quick();
         (cost_rules, repeat, cost_rounds) = (vec![1, 100], 10_000, 1);
+        backends = vec![3, 10];
     }
+    if let Some(n) = backends
+        .iter()
+        .find(|n| **n == 0 || **n > netbeast_common::lb::MAX_BACKENDS as usize)
+    {
+        bail!(
+            "--backends {n}: each count must be 1..={} (netbeast_common::lb::MAX_BACKENDS)",
+            netbeast_common::lb::MAX_BACKENDS
+        );
+    }
+
+    let control = if args.scenario.contains(&BenchScenario::ControlPlane) {
+        let exe = std::env::current_exe().context("finding the netbeast binary")?;
+        let (counts, rounds) = if args.quick {
+            (vec![10, 100], 2)
+        } else if !control_rules_given {
+            (CONTROL_PLANE_RULES.to_vec(), args.rounds)
+        } else {
+            (args.rules.clone(), args.rounds)
+        };
+        Some(bench::control::run(
+            &exe,
+            &counts,
+            rounds,
+            &bench::control::Plane::ALL,
+        )?)
+    } else {
+        None
+    };
 
     let traffic_report = if options.scenarios.is_empty() {
         None
@@ -153,12 +206,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let lb = if args.scenario.contains(&BenchScenario::Lb) {
+        Some(bench::lb::run(&backends, repeat, cost_rounds)?)
+    } else {
+        None
+    };
     if let (Some(path), Some(report)) = (&args.plot, &traffic_report) {
         std::fs::write(path, bench::plot::svg(report))
             .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     if args.json {
-        let v = json!({ "traffic": traffic_report, "program_cost": cost });
+        let v = json!({
+            "traffic": traffic_report,
+            "program_cost": cost,
+            "control_plane": control,
+            "lb": lb,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -170,6 +233,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!();
         }
         bench::print(cost);
+    }
+    if let Some(control) = &control {
+        if traffic_report.is_some() || cost.is_some() {
+            println!();
+        }
+        bench::control::print(control);
+    }
+    if let Some(lb) = &lb {
+        if traffic_report.is_some() || cost.is_some() {
+            println!();
+        }
+        bench::lb::print(lb);
     }
     if let Some(path) = &args.plot {
         if traffic_report.is_some() {

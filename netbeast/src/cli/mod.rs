@@ -18,15 +18,19 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod boot;
 pub mod conntrack;
 pub mod demo;
+mod getopt;
+pub mod lb;
 pub mod log;
 mod plane;
+pub mod recent;
+mod saverestore;
 
 use std::{
     ffi::OsString,
-    io::{Read, Write},
-    path::PathBuf,
+    io::Write,
     process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -42,11 +46,13 @@ use crate::{
     rules::{
         command,
         model::{Counter, Ruleset, TableName, Target},
-        parse, save,
+        parse::{self, Problem},
+        save,
     },
     state::{self, Namespace},
 };
 use plane::{commit, open};
+pub(crate) use plane::{reconcile_current, remove_current};
 
 /// Set once stdout's reader has gone.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
@@ -57,10 +63,9 @@ pub(crate) fn write_out(text: &str) {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    // Raw bytes of a comment leave as the bytes they were.
+    let bytes = crate::rawtext::to_bytes(text);
+    if let Err(e) = stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
         } else {
@@ -89,8 +94,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
         /// Send accepted forwarded packets out of these interfaces from XDP.
-        /// auto: yes, except on veths (their peer must run an XDP program
-        /// for redirected frames to arrive; say `on` when it does).
+        /// auto: XDP_REDIRECT into native XDP devices, a TC-level redirect
+        /// into veths (whose other end takes XDP_REDIRECT only when it runs
+        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere;
+        /// off: the kernel forwards.
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
         /// A conntrack timeout, NAME=SECONDS (repeatable). Names:
@@ -127,31 +134,21 @@ enum Command {
     #[command(disable_help_flag = true)]
     Iptables {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<OsString>,
     },
-    /// Print the ruleset in iptables-save format.
+    /// Print the ruleset in iptables-save format (iptables-save's options:
+    /// -c, -t TABLE, -f FILE; -h lists them).
+    #[command(disable_help_flag = true)]
     Save {
-        /// Print rule counters too ([packets:bytes]).
-        #[arg(short, long)]
-        counters: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
-    /// Replace the ruleset from iptables-save format, atomically.
+    /// Replace the ruleset from iptables-save format, atomically
+    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them).
+    #[command(disable_help_flag = true)]
     Restore {
-        /// Append to the current chains instead of replacing them.
-        #[arg(short, long)]
-        noflush: bool,
-        /// Restore the [packets:bytes] counters too (otherwise they start at 0).
-        #[arg(short, long)]
-        counters: bool,
-        /// Only parse and check the file; change nothing.
-        #[arg(short = 't', long = "test")]
-        test: bool,
-        /// Restore only this table's sections and skip the others (as
-        /// iptables-restore -T), e.g. the filter table of a file with nat rules.
-        #[arg(short = 'T', long = "table", value_name = "TABLE")]
-        table: Option<String>,
-        /// The file (standard input when absent).
-        file: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// The connection tracking table, like conntrack(8): -L, -F or -C.
     #[command(group(clap::ArgGroup::new("action").required(true).args(["dump", "flush", "count"])))]
@@ -166,6 +163,13 @@ enum Command {
         #[arg(short = 'C', long)]
         count: bool,
     },
+    /// The -m recent lists (/proc/net/xt_recent's): -L [NAME].
+    Recent {
+        /// List the addresses of every list, or of list NAME.
+        #[arg(short = 'L', long = "list", required = true)]
+        list: bool,
+        name: Option<String>,
+    },
     /// Data plane statistics.
     Stats {
         #[arg(long)]
@@ -174,12 +178,41 @@ enum Command {
     /// The LOG rules' events: the kernel's LOG lines (timestamp and host
     /// first, as syslog writes them) or JSON, to stdout, a file or syslog.
     Log(log::LogArgs),
+    /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
+    Lb {
+        #[command(subcommand)]
+        command: lb::LbCommand,
+    },
+    /// At boot (dist/netbeast.service): attach to the interfaces listed in
+    /// CONFIG_DIR/interfaces, then restore CONFIG_DIR/rules.v4.
+    Boot {
+        #[arg(long, value_name = "DIR", default_value = boot::DEFAULT_CONFIG_DIR)]
+        config_dir: std::path::PathBuf,
+    },
+    /// Write netbeast's systemd units (boot, daemon) and an example
+    /// /etc/netbeast/interfaces under ROOT.
+    InstallService {
+        #[arg(long, value_name = "ROOT", default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Print a shell completion script (e.g. `netbeast completions bash >
+    /// /etc/bash_completion.d/netbeast`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, roff (e.g. `netbeast manpage | man -l -`).
+    Manpage,
     /// Run the long-lived part of netbeast in this network namespace until
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
-    /// The article's firewall on a built-in demo topology (namespaces it
-    /// creates and removes).
-    Demo,
+    /// The article, section by section, on hosts in network namespaces it
+    /// creates and removes: firewall, router, nat, portfwd, lb.
+    Demo {
+        /// Run only this section.
+        #[arg(value_enum)]
+        section: Option<demo::Section>,
+    },
     /// Measure netbeast against iptables and nftables on the same traffic,
     /// and the XDP program's own cost.
     Bench(bench::BenchArgs),
@@ -214,47 +247,21 @@ pub fn main() -> ExitCode {
         prog.as_str(),
         "iptables" | "iptables-legacy" | "iptables-nft" | "iptables-save" | "iptables-restore"
     );
-    // The iptables names take their arguments as text; an argument that is
-    // not UTF-8 is refused with its position rather than a panic.
-    let mut args: Vec<String> = Vec::with_capacity(args_os.len());
+    // The iptables names take their arguments as text that may carry raw
+    // bytes (a comment's, as iptables takes them).
+    let mut args: Vec<String> = Vec::new();
     if multi_call {
-        for (i, a) in args_os.iter().enumerate() {
-            match a.to_str() {
-                Some(a) => args.push(a.to_string()),
-                None => {
-                    eprintln!(
-                        "{prog}: argument {i} ({}) is not valid UTF-8, which netbeast cannot \
-                         take yet",
-                        a.to_string_lossy()
-                    );
-                    return ExitCode::from(2);
-                }
-            }
-        }
+        args = match raw_args(&prog, &args_os) {
+            Ok(args) => args,
+            Err(code) => return code,
+        };
     }
     let result = match prog.as_str() {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
             return run_iptables(&args.split_off(1));
         }
-        "iptables-save" => run_save(args.iter().skip(1).any(|a| a == "-c" || a == "--counters")),
-        "iptables-restore" => {
-            let rest = args.split_off(1);
-            let noflush = rest.iter().any(|a| a == "-n" || a == "--noflush");
-            let test = rest.iter().any(|a| a == "-t" || a == "--test");
-            let counters = rest.iter().any(|a| a == "-c" || a == "--counters");
-            // -T TABLE / --table=TABLE: its value is not the file.
-            let table_at = rest.iter().position(|a| a == "-T" || a == "--table");
-            let table = table_at.and_then(|i| rest.get(i + 1).cloned()).or_else(|| {
-                rest.iter()
-                    .find_map(|a| a.strip_prefix("--table=").map(str::to_string))
-            });
-            let file = rest
-                .iter()
-                .enumerate()
-                .find(|(i, a)| !a.starts_with('-') && table_at.is_none_or(|t| *i != t + 1))
-                .map(|(_, a)| PathBuf::from(a));
-            run_restore(noflush, counters, test, table.as_deref(), file)
-        }
+        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1)),
+        "iptables-restore" => return saverestore::restore_main(&prog, &args.split_off(1)),
         _ => {
             let cli = match Cli::try_parse_from(&args_os) {
                 Ok(cli) => cli,
@@ -272,7 +279,12 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             match cli.command {
-                Command::Iptables { args } => return run_iptables(&args),
+                Command::Iptables { args } => {
+                    return match raw_args("iptables", &args) {
+                        Ok(args) => run_iptables(&args),
+                        Err(code) => code,
+                    };
+                }
                 Command::Attach {
                     ifaces,
                     mode,
@@ -293,14 +305,18 @@ pub fn main() -> ExitCode {
                 Command::Detach { ifaces, all } => plane::run_detach(&ifaces, all),
                 Command::Status { json } => plane::run_status(json),
                 Command::Gc => plane::run_gc(),
-                Command::Save { counters } => run_save(counters),
-                Command::Restore {
-                    noflush,
-                    counters,
-                    test,
-                    table,
-                    file,
-                } => run_restore(noflush, counters, test, table.as_deref(), file),
+                Command::Save { args } => {
+                    return match raw_args("netbeast save", &args) {
+                        Ok(args) => saverestore::save_main("netbeast save", &args),
+                        Err(code) => code,
+                    };
+                }
+                Command::Restore { args } => {
+                    return match raw_args("netbeast restore", &args) {
+                        Ok(args) => saverestore::restore_main("netbeast restore", &args),
+                        Err(code) => code,
+                    };
+                }
                 Command::Stats { json } => run_stats(json),
                 Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
                     conntrack::Action::List
@@ -310,8 +326,26 @@ pub fn main() -> ExitCode {
                     conntrack::Action::Count
                 }),
                 Command::Log(args) => log::run(args),
+                Command::Recent { name, .. } => recent::run(name.as_deref()),
+                Command::Lb { command } => lb::run(command),
+                Command::Boot { config_dir } => boot::run(&config_dir),
+                Command::Completions { shell } => {
+                    let mut command = <Cli as clap::CommandFactory>::command();
+                    let mut text = Vec::new();
+                    clap_complete::generate(shell, &mut command, "netbeast", &mut text);
+                    out!("{}", String::from_utf8_lossy(&text));
+                    Ok(())
+                }
+                Command::Manpage => {
+                    let mut text = Vec::new();
+                    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                        .render(&mut text)
+                        .context("cannot render the manual page")
+                        .map(|()| out!("{}", String::from_utf8_lossy(&text)))
+                }
+                Command::InstallService { root } => boot::install(&root),
                 Command::Daemon(args) => crate::daemon::run(args),
-                Command::Demo => demo::run(),
+                Command::Demo { section } => demo::run(section),
                 Command::Bench(args) => bench::run(args),
             }
         }
@@ -325,16 +359,50 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// Arguments as text that may carry raw bytes ([`crate::rawtext`]); one
+/// holding a character reserved for them is refused (exit 2).
+fn raw_args(prog: &str, args: &[OsString]) -> Result<Vec<String>, ExitCode> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            crate::rawtext::from_os(a).map_err(|e| {
+                eprintln!("{prog}: argument {i}: {e}");
+                ExitCode::from(parse::Problem::Parameter as u8)
+            })
+        })
+        .collect()
+}
+
+/// The error and its causes on one line (raw bytes shown as `\xFF`).
 fn chain_of(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        let s = crate::rawtext::display(&cause.to_string());
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
     }
     parts.join(": ")
+}
+
+/// iptables' exit code for an error: the class of the first cause that
+/// has one (a parse error inside a restore line, say), else 1.
+fn problem_of(e: &anyhow::Error) -> Problem {
+    e.chain()
+        .find_map(|cause| {
+            if let Some(e) = cause.downcast_ref::<save::RestoreError>() {
+                Some(e.problem())
+            } else if let Some(e) = cause.downcast_ref::<parse::ParseError>() {
+                Some(e.problem())
+            } else if let Some(state::StateError::LockBusy { .. }) = cause.downcast_ref() {
+                Some(Problem::Resource)
+            } else {
+                cause
+                    .downcast_ref::<command::CommandError>()
+                    .map(command::CommandError::problem)
+            }
+        })
+        .unwrap_or(Problem::Other)
 }
 
 /// Adds the live counters of the active generation to the counter bases
@@ -407,18 +475,23 @@ pub(super) fn route_localnet(iface: &str) -> Result<()> {
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {
-    let cmd = match parse::parse_iptables_args(args) {
-        Ok(cmd) => cmd,
-        Err(e) => {
-            eprintln!("iptables: {e}");
-            eprintln!("Try `netbeast iptables -h' for more information.");
-            return ExitCode::from(2);
-        }
-    };
+    // -L names hosts and services unless -n, as iptables does.
+    crate::rules::names::use_system_names();
     let result = (|| -> Result<String> {
+        if let Some(i) = crate::rawtext::check_args(args) {
+            return Err(parse::ParseError::InvalidValue {
+                option: format!("argument {}", i + 1),
+                what: "text",
+                value: crate::rawtext::display(&args[i]),
+                reason: "it is not valid UTF-8; netbeast takes raw bytes only in a --comment"
+                    .into(),
+            }
+            .into());
+        }
+        let cmd = parse::parse_iptables_args(args)?;
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
-        let _lock = ns.lock()?;
+        let _lock = ns.lock_within(cmd.wait_seconds.map(std::time::Duration::from_secs))?;
         let (mut ruleset, dp) = open(&ns, changes)?;
         let before = ruleset.clone();
         let out = command::apply(&mut ruleset, &cmd)?;
@@ -435,63 +508,13 @@ fn run_iptables(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("iptables: {}", chain_of(&e));
-            ExitCode::FAILURE
+            let problem = problem_of(&e);
+            if problem == Problem::Parameter {
+                eprintln!("Try `netbeast iptables -h' for more information.");
+            }
+            ExitCode::from(problem as u8)
         }
     }
-}
-
-fn run_save(counters: bool) -> Result<()> {
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let (ruleset, _) = open(&ns, false)?;
-    out!("{}", save::save(&ruleset, counters));
-    Ok(())
-}
-
-fn run_restore(
-    noflush: bool,
-    counters: bool,
-    test: bool,
-    table: Option<&str>,
-    file: Option<PathBuf>,
-) -> Result<()> {
-    let (bytes, source) = match &file {
-        Some(path) => (
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("cannot read standard input")?;
-            (b, "standard input".to_string())
-        }
-    };
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-        anyhow::anyhow!(
-            "{source}: line {line}: not valid UTF-8 (byte {at}); netbeast reads rule files as UTF-8 \
-             text; nothing was applied"
-        )
-    })?;
-    let mut parsed = save::parse_restore_table(&text, table)?;
-    if !counters {
-        // As iptables-restore: counters in the file count only with -c.
-        parsed.strip_counters();
-    }
-    let ns = Namespace::current()?;
-    let _lock = ns.lock()?;
-    let (mut ruleset, dp) = open(&ns, !test)?;
-    save::apply_restore(&mut ruleset, &parsed, noflush)?;
-    if test {
-        // Compile too, so limits are checked without touching the maps.
-        crate::compile::compile(&ruleset, &state::interfaces(&state::links()), 0)?;
-        return Ok(());
-    }
-    let mut dp = dp.expect("opened with create");
-    commit(&ns, &mut dp, &ruleset)
 }
 
 /// Applies `NAME=SECONDS` overrides to conntrack timeouts.

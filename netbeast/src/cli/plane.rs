@@ -26,6 +26,7 @@ use netbeast_common::{CtConfig, size, stats};
 use serde_json::json;
 
 use super::{FastPath, Mode, fold_counters, parse_timeouts, route_localnet};
+use crate::paths::{FastPathChoice, ForwardPath, IfacePaths, XdpMode};
 use crate::{
     compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
     fault,
@@ -40,6 +41,9 @@ use crate::{
 /// The two hooks of an attached interface, and their pins' prefixes.
 const XDP_PIN: &str = "xdp-";
 const TC_PIN: &str = "tc-";
+/// The TC ingress hook (the hand-off, `paths`): not needed for the
+/// interface to be attached, only for the ways that go through it.
+const INGRESS_PIN: &str = "tci-";
 
 fn note(text: impl AsRef<str>) {
     eprintln!("netbeast: {}", text.as_ref());
@@ -51,6 +55,14 @@ fn xdp_pin(ns: &Namespace, ifindex: u32) -> PathBuf {
 
 fn tc_pin(ns: &Namespace, ifindex: u32) -> PathBuf {
     ns.links_dir().join(format!("{TC_PIN}{ifindex}"))
+}
+
+fn ingress_pin(ns: &Namespace, ifindex: u32) -> PathBuf {
+    ns.links_dir().join(format!("{INGRESS_PIN}{ifindex}"))
+}
+
+fn ingress_alive(ns: &Namespace, ifindex: u32) -> bool {
+    hook_alive(&ingress_pin(ns, ifindex), LINK_TYPE_TCX, ifindex).is_some()
 }
 
 /// The link pinned at `pin`, if it is of `link_type` and attached to the
@@ -71,7 +83,8 @@ fn pinned_ifindexes(ns: &Namespace) -> BTreeSet<u32> {
             let name = e.file_name().to_string_lossy().into_owned();
             let n = name
                 .strip_prefix(XDP_PIN)
-                .or_else(|| name.strip_prefix(TC_PIN))?;
+                .or_else(|| name.strip_prefix(TC_PIN))
+                .or_else(|| name.strip_prefix(INGRESS_PIN))?;
             n.parse().ok()
         })
         .collect()
@@ -99,12 +112,16 @@ pub(super) fn attached(ns: &Namespace) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Attached interfaces whose record says the fast path may use them.
-pub(super) fn fast_path_interfaces(ns: &Namespace) -> Vec<u32> {
+/// The ways out of each attached interface (`iface_path` bits), as its
+/// record says, the hand-off only where the TC ingress program runs.
+pub(super) fn interface_paths(ns: &Namespace) -> Vec<(u32, u32)> {
     attached(ns)
         .into_iter()
-        .filter(|(i, _)| ns.iface_record(*i).is_some_and(|r| r.fast_path))
-        .map(|(i, _)| i)
+        .filter_map(|(i, _)| {
+            let record = ns.iface_record(i)?;
+            Some((i, record.paths().bits(ingress_alive(ns, i))))
+        })
+        .filter(|(_, bits)| *bits != 0)
         .collect()
 }
 
@@ -283,6 +300,11 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
                 dead.push(pin);
             }
         }
+        // The ingress hook goes with the others, or alone when it is stale.
+        let ingress = ingress_pin(ns, ifindex);
+        if ingress.exists() && (!ingress_alive(ns, ifindex) || (!xdp_alive && !tc_alive)) {
+            Dataplane::detach(&ingress)?;
+        }
         if !dead.is_empty() && !xdp_alive && !tc_alive {
             let name = iface_name(ns, ifindex);
             note(format!(
@@ -299,6 +321,7 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
             // which a rerun of `attach` completes the other way.
             Dataplane::detach(&xdp)?;
             Dataplane::detach(&tc)?;
+            Dataplane::detach(&ingress_pin(ns, ifindex))?;
             ns.remove_iface_record(ifindex)?;
             note(format!(
                 "{} was half attached (an interrupted attach or detach): detached it; \
@@ -371,7 +394,7 @@ fn refresh_interfaces_from(
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
         .collect();
     dp.set_interface_addresses(&primary)?;
-    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    dp.set_interface_paths(&interface_paths(ns))?;
     if super::dnats_to_loopback(ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;
@@ -401,6 +424,38 @@ fn refresh_interfaces_from(
 /// `lo`'s ifindex in every network namespace: its traffic is the host's
 /// own, which the kernel routes without the martian checks.
 const LOOPBACK_IFINDEX: u32 = 1;
+
+/// For the daemon, on an interface change: what every command does first
+/// (links of vanished interfaces removed, `-i`/`-o` names resolved anew,
+/// see [`prepare`]), under the lock. Nothing when this namespace has no
+/// netbeast state.
+pub(crate) fn reconcile_current() -> Result<()> {
+    let ns = Namespace::current()?;
+    if !ns.has_state() {
+        return Ok(());
+    }
+    let _lock = ns.lock()?;
+    prepare(&ns, false, None, &[])?;
+    Ok(())
+}
+
+/// For the daemon, once its namespace was deleted (`ip netns del`): removes
+/// the namespace's data plane as `netbeast gc` would (links, pins, socket
+/// programs, files, lock). Returns how many links it detached.
+pub(crate) fn remove_current() -> Result<usize> {
+    let ns = Namespace::current()?;
+    let lock_path = Path::new(LOCK_DIR).join(ns.id.to_string());
+    let lock = state::lock_file(&lock_path)?;
+    let links = if ns.has_state() || ns.pin_dir.exists() {
+        purge(&ns)?
+    } else {
+        0
+    };
+    // Nobody can wait on it any more: the namespace has no name to enter
+    // it by, and this daemon is its last process.
+    state::remove_held_lock(&lock_path, lock)?;
+    Ok(links)
+}
 
 /// The namespace's ruleset with current counters, and its data plane when
 /// one exists (or `create` asks for one), after reconciliation.
@@ -485,6 +540,7 @@ fn rollback(ns: &Namespace, targets: &[(&str, u32)], before: &[u32], fresh: bool
         if !before.contains(ifindex) {
             Dataplane::detach(&xdp_pin(ns, *ifindex))?;
             Dataplane::detach(&tc_pin(ns, *ifindex))?;
+            Dataplane::detach(&ingress_pin(ns, *ifindex))?;
             ns.remove_iface_record(*ifindex)?;
         }
     }
@@ -534,32 +590,37 @@ fn attach_all(
         dp.attach_sock(&cgroup, Some(&links_dir))?;
     }
     let mut lines = Vec::new();
+    let choice = match fast_path {
+        FastPath::Auto => FastPathChoice::Auto,
+        FastPath::On => FastPathChoice::On,
+        FastPath::Off => FastPathChoice::Off,
+    };
     for &(name, ifindex) in targets {
-        let on = match fast_path {
-            FastPath::On => true,
-            FastPath::Off => false,
-            FastPath::Auto => state::driver(name).as_deref() != Some("veth"),
-        };
-        // The record goes first: a link on disk always has a name.
-        ns.write_iface_record(
-            ifindex,
-            &IfaceRecord {
-                name: name.to_string(),
-                fast_path: on,
-            },
-        )?;
-        let (xdp, tc) = (xdp_pin(ns, ifindex), tc_pin(ns, ifindex));
+        let (xdp, tc, ingress) = (
+            xdp_pin(ns, ifindex),
+            tc_pin(ns, ifindex),
+            ingress_pin(ns, ifindex),
+        );
         let xdp_alive = hook_alive(&xdp, LINK_TYPE_XDP, ifindex).is_some();
         let tc_alive = hook_alive(&tc, LINK_TYPE_TCX, ifindex).is_some();
-        if xdp_alive && tc_alive {
-            lines.push(format!("{name}: already attached"));
-            continue;
-        }
+        let ingress_was_alive = ingress_alive(ns, ifindex);
+        let already = xdp_alive && tc_alive && ingress_was_alive;
         let wanted = match mode {
             Mode::Auto => AttachMode::Auto,
             Mode::Native => AttachMode::Native,
             Mode::Skb => AttachMode::Skb,
         };
+        // The record goes first: a link on disk always has a name. Its
+        // paths are settled once the XDP mode is known.
+        let previous = ns.iface_record(ifindex);
+        ns.write_iface_record(
+            ifindex,
+            &IfaceRecord {
+                name: name.to_string(),
+                fast_path: choice != FastPathChoice::Off,
+                paths: previous.as_ref().and_then(|r| r.paths.clone()),
+            },
+        )?;
         let used = if xdp_alive {
             None
         } else {
@@ -571,25 +632,49 @@ fn attach_all(
             Dataplane::detach(&tc)?;
             dp.attach_egress(name, &tc)?;
         }
+        if !ingress_was_alive {
+            Dataplane::detach(&ingress)?;
+            dp.attach_ingress(name, &ingress)?;
+        }
+        let xdp_mode = match used {
+            Some(AttachMode::Skb) => XdpMode::Skb,
+            Some(_) => XdpMode::Native,
+            // Kept: the kernel says how it runs.
+            None => match links::xdp_state(ifindex) {
+                Ok((_, links::XDP_ATTACHED_SKB)) => XdpMode::Skb,
+                _ => XdpMode::Native,
+            },
+        };
+        let paths = IfacePaths::plan(state::driver(name).as_deref(), xdp_mode, choice);
+        ns.write_iface_record(
+            ifindex,
+            &IfaceRecord {
+                name: name.to_string(),
+                fast_path: paths.forward != ForwardPath::Off,
+                paths: Some(paths.clone()),
+            },
+        )?;
         if let (Mode::Auto, Some(AttachMode::Skb)) = (mode, used) {
             eprintln!(
                 "warning: {name}: native XDP is not available, attached in generic (skb) mode"
             )
         }
-        let how = match used {
-            Some(AttachMode::Skb) => "generic (skb) XDP",
-            Some(_) => "native XDP",
-            None => "XDP kept, TC egress completed",
+        let how = match (already, used) {
+            (true, _) => "already attached".to_string(),
+            (false, Some(_)) => paths.xdp_mode_name().to_string(),
+            (false, None) => format!("{} kept, TC hooks completed", paths.xdp_mode_name()),
         };
-        let fast = if on {
-            "forwarding fast path on"
-        } else {
-            "forwarding fast path off"
-        };
-        lines.push(format!("{name}: attached ({how}, {fast})"));
+        lines.push(format!(
+            "{name}: attached ({how}); REJECT replies: {} ({}); forwarding fast path into it: \
+             {} ({})",
+            paths.reject_name(),
+            paths.reject_why(),
+            paths.forward_name(),
+            paths.forward_why()
+        ));
     }
     // Now that the links exist, the fast path may use them.
-    dp.set_fast_path_interfaces(&fast_path_interfaces(ns))?;
+    dp.set_interface_paths(&interface_paths(ns))?;
     if super::dnats_to_loopback(&ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;
@@ -652,6 +737,8 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
         // the next command settles (to detached).
         Dataplane::detach(&xdp)?;
         Dataplane::detach(&tc)?;
+        // Last: alone, it sends on only what the XDP program handed off.
+        Dataplane::detach(&ingress_pin(&ns, ifindex))?;
         detached.push(ifindex);
         let gone = state::ifindex(name).is_err();
         lines.push(if gone {
@@ -672,7 +759,7 @@ pub(super) fn run_detach(ifaces: &[String], all: bool) -> Result<()> {
     }
     // The fast path must stop using what is gone.
     if let Some(mut dp) = dp {
-        dp.set_fast_path_interfaces(&fast_path_interfaces(&ns))?;
+        dp.set_interface_paths(&interface_paths(&ns))?;
     }
     for line in lines {
         outln!("{line}");
@@ -716,6 +803,8 @@ struct IfaceReport {
     exists: bool,
     xdp: HookReport,
     tc_egress: HookReport,
+    tc_ingress: HookReport,
+    paths: Option<IfacePaths>,
 }
 
 impl IfaceReport {
@@ -752,8 +841,18 @@ fn iface_reports(ns: &Namespace) -> Vec<IfaceReport> {
             let tc_kernel = exists
                 .then(|| links::tcx_egress_program_ids(ifindex).ok())
                 .flatten();
+            let tci_kernel = exists
+                .then(|| links::tcx_ingress_program_ids(ifindex).ok())
+                .flatten();
             let (xdp, tc) = (xdp_pin(ns, ifindex), tc_pin(ns, ifindex));
+            let tci = ingress_pin(ns, ifindex);
             IfaceReport {
+                paths: ns.iface_record(ifindex).map(|r| r.paths()),
+                tc_ingress: HookReport {
+                    pinned: tci.exists(),
+                    link: hook_alive(&tci, LINK_TYPE_TCX, ifindex),
+                    kernel: tci_kernel,
+                },
                 ifindex,
                 name,
                 exists,
@@ -770,6 +869,33 @@ fn iface_reports(ns: &Namespace) -> Vec<IfaceReport> {
             }
         })
         .collect()
+}
+
+/// The REJECT and fast-path ways the kernel takes for an interface with
+/// `paths`: without the TC ingress program, nothing is handed off
+/// (replies go by XDP_TX, the kernel forwards what would have been).
+fn effective_paths(paths: &IfacePaths, tc_ingress: bool) -> (&'static str, &'static str) {
+    if tc_ingress {
+        return (paths.reject_name(), paths.forward_name());
+    }
+    let forward = match paths.forward {
+        ForwardPath::TcRedirect => "the kernel (TC ingress missing: `netbeast attach` again)",
+        _ => paths.forward_name(),
+    };
+    ("XDP_TX", forward)
+}
+
+fn paths_json(paths: &IfacePaths, tc_ingress: bool) -> serde_json::Value {
+    let (reject, forward) = effective_paths(paths, tc_ingress);
+    json!({
+        "driver": paths.driver,
+        "xdp_mode": paths.xdp_mode,
+        "reject": reject,
+        "reject_why": paths.reject_why(),
+        "fast_path_choice": paths.fast_path,
+        "fast_path": forward,
+        "fast_path_why": paths.forward_why(),
+    })
 }
 
 /// `status`: reports, changes nothing (the next other command repairs
@@ -910,6 +1036,8 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
                 "state": i.state(),
                 "xdp": i.xdp.json(),
                 "tc_egress": i.tc_egress.json(),
+                "tc_ingress": i.tc_ingress.json(),
+                "paths": i.paths.as_ref().map(|p| paths_json(p, i.tc_ingress.enforced())),
             })).collect::<Vec<_>>(),
             "socket_nat": sock_alive == SOCK_PROGRAMS.len(),
             "socket_links_attached": sock_alive,
@@ -935,6 +1063,16 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     }
     if sock_alive == SOCK_PROGRAMS.len() {
         outln!("local sockets: nat OUTPUT attached to the root cgroup");
+    }
+    for i in ifaces.iter().filter(|i| i.state() == "attached") {
+        if let Some(p) = &i.paths {
+            let (reject, forward) = effective_paths(p, i.tc_ingress.enforced());
+            outln!(
+                "{}: {}, REJECT replies by {reject}, fast path into it by {forward}",
+                i.name,
+                p.xdp_mode_name()
+            );
+        }
     }
     for (table, name, rules, policy) in &chains {
         outln!("{table} {name}: {rules} rules, policy {policy}");

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind};
+use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind, limit_take};
 
 use super::CompileError;
 use super::lower::Lowering;
@@ -111,6 +111,7 @@ impl GuardTable {
                         _pad: 0,
                         a: u64::from(g),
                         b: 0,
+                        c: 0,
                     };
                     let n = self.add(record, None)?;
                     self.requirements.insert((g, held, next), n);
@@ -141,13 +142,19 @@ pub trait GuardOracle {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool;
 }
 
-/// The state of every guard as the kernel keeps it: nth counts per rule
-/// and match (one per rule, shared by all its slots), and a random number
-/// generator (splitmix64, seeded) standing in for `bpf_get_prandom_u32`.
+/// The state of every guard as the kernel keeps it: nth counts and limit
+/// buckets per rule and match (one per rule, shared by all its slots), a
+/// random number generator (splitmix64, seeded) standing in for
+/// `bpf_get_prandom_u32`, and a clock standing in for `bpf_ktime_get_ns`
+/// that only [`GuardState::advance`] moves.
 #[derive(Clone, Debug, Default)]
 pub struct GuardState {
     counts: HashMap<(TableName, RuleRef, usize), u64>,
     rng: u64,
+    now: u64,
+    /// `-m recent` lists by name number: the models have no packet, so
+    /// one address per list (stamps, newest last).
+    recent: HashMap<u32, Vec<u64>>,
 }
 
 impl GuardState {
@@ -155,7 +162,15 @@ impl GuardState {
         GuardState {
             counts: HashMap::new(),
             rng: seed,
+            // Not 0: the kernel's clock counts from boot.
+            now: 1,
+            recent: HashMap::new(),
         }
+    }
+
+    /// Moves the clock on by `ns` nanoseconds (limit buckets refill).
+    pub fn advance(&mut self, ns: u64) {
+        self.now += ns;
     }
 
     fn random(&mut self) -> u32 {
@@ -167,8 +182,78 @@ impl GuardState {
     }
 }
 
+impl GuardState {
+    /// `-m recent` as the kernel's `netbeast_recent` decides it (without
+    /// `--rttl`: the models see one TTL), for one address per list.
+    fn recent(&mut self, guard: &Guard) -> bool {
+        use netbeast_common::{RECENT_STAMPS, recent as bits};
+        let flags = guard._pad;
+        let name = guard.c as u32;
+        let mut ret = guard.negated != 0;
+        let now = self.now;
+        let Some(stamps) = self.recent.get_mut(&name) else {
+            if flags & bits::SET == 0 {
+                return ret;
+            }
+            self.recent.insert(name, vec![now]);
+            return !ret;
+        };
+        let mut remove = false;
+        if flags & bits::SET != 0 {
+            ret = !ret;
+        } else if flags & bits::REMOVE != 0 {
+            remove = true;
+            ret = !ret;
+        } else if flags & (bits::CHECK | bits::UPDATE) != 0 {
+            let since = now.saturating_sub(guard.a * 1_000_000_000);
+            let hits = stamps
+                .iter()
+                .filter(|&&t| guard.a == 0 || t >= since)
+                .count() as u64;
+            if hits >= guard.b.max(1) {
+                ret = !ret;
+            }
+            if flags & bits::REAP != 0 && stamps.last().is_some_and(|&t| t < since) {
+                remove = true;
+            }
+        }
+        if remove {
+            self.recent.remove(&name);
+        } else if flags & bits::SET != 0 || (flags & bits::UPDATE != 0 && ret) {
+            stamps.push(now);
+            if stamps.len() > RECENT_STAMPS {
+                stamps.remove(0);
+            }
+        }
+        ret
+    }
+}
+
 impl GuardOracle for GuardState {
     fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+        if guard.kind == guard_kind::RECENT {
+            return self.recent(guard);
+        }
+        if guard.kind == guard_kind::CONNLIMIT {
+            // The models have no conntrack: each packet is its address's
+            // only connection (what the kernel counts for a first one).
+            return (1 > guard.a) != (guard.negated != 0);
+        }
+        if guard.kind == guard_kind::LIMIT || guard.kind == guard_kind::HASHLIMIT {
+            // The bucket's state, as the kernel keeps it in GUARD_STATE;
+            // hashlimit's models have no packet: one bucket per rule (the
+            // kernel's for a mode of none), evaluated in the same order.
+            let tat = self.counts.entry((table, rule.clone(), n)).or_insert(0);
+            let invert = guard.kind == guard_kind::HASHLIMIT && guard.negated != 0;
+            let under = match limit_take(*tat, self.now, guard.a, guard.b) {
+                Some(new) => {
+                    *tat = new;
+                    true
+                }
+                None => false,
+            };
+            return under != invert;
+        }
         let count = if guard.counts() {
             let c = self.counts.entry((table, rule.clone(), n)).or_insert(0);
             let before = *c;

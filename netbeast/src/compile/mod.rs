@@ -754,15 +754,20 @@ impl CompiledRuleset {
 
     /// The bits of the `ACTIVE` word this ruleset needs besides its
     /// generation: `ACTIVE_NAT` with nat rules, and `ACTIVE_TRACKING`
-    /// with nat rules or connection-state matches (a translation lives in
-    /// its connection's conntrack entry).
+    /// with nat rules, connection-state matches (a translation lives in
+    /// its connection's conntrack entry) or `-m connlimit`.
     pub fn active_flags(&self) -> u32 {
         let nat = self.has_nat_rules();
         let mut flags = 0;
         if nat {
             flags |= ACTIVE_NAT;
         }
-        if nat || self.uses_conntrack_state() {
+        // `-m connlimit` counts conntrack's connections.
+        let counts_connections = self
+            .guards
+            .iter()
+            .any(|g| g.kind == netbeast_common::guard_kind::CONNLIMIT);
+        if nat || self.uses_conntrack_state() || counts_connections {
             flags |= ACTIVE_TRACKING;
         }
         if self

@@ -20,7 +20,7 @@ use crate::rules::model::{Chain, IfaceName, Match, Negatable, Rule, Table, Table
 /// What the packet parser read from the L4 header of a first fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4Header {
-    /// TCP or UDP.
+    /// TCP, UDP, DCCP, SCTP, UDP-Lite (`port_header_len`).
     Ports {
         source: u16,
         destination: u16,
@@ -95,7 +95,9 @@ impl PacketView {
             Some(L4Header::Ports {
                 source,
                 destination,
-            }) if !self.fragment_offset_nonzero && matches!(self.protocol, 6 | 17) => {
+            }) if !self.fragment_offset_nonzero
+                && netbeast_common::port_header_len(self.protocol).is_some() =>
+            {
                 Some((source, destination))
             }
             _ => None,
@@ -243,13 +245,7 @@ pub fn classify_table_with(
             chain: current.name.clone(),
             rule: next,
         };
-        let guards_hold = rule
-            .matches
-            .iter()
-            .filter_map(|m| match m {
-                Match::Statistic(s) => Some(s.guard()),
-                _ => None,
-            })
+        let guards_hold = super::guards::rule_guards(rule)
             .enumerate()
             .all(|(n, g)| oracle.holds(table.name, &this, n, &g));
         if !guards_hold {

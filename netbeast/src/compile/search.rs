@@ -14,13 +14,11 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// every class of `ids` (one per used field); an unused field counts as all
 /// ones, so with no used field every slot below `rule_count` matches.
 ///
-/// Kernel order. [`CLASS_ALL`] (every slot accepts the value) is left out. A search from slot 0 tries word 0 first (each
-/// header's `first_word` when `first` is 0), then, in a chain of more than
-/// `SMALL_CHAIN` slots, the first word every class has bits in (the
-/// largest `first`). Otherwise, and for a search that goes
-/// on after a slot without a verdict, the set bits `w` of the AND of the
-/// summaries in ascending order, ANDing the packed words `w`; the first
-/// non-zero result decides. The words below `start` are masked off, in the
+/// Kernel order. [`CLASS_ALL`] (every slot accepts the value) is left out.
+/// A search from slot 0 tries word 0 first (each header's `first_word`
+/// when `first` is 0); then, in a chain of more than `SMALL_CHAIN` slots,
+/// the set bits `w` of the AND of the summaries in ascending order, ANDing
+/// the packed words `w`; the first non-zero result decides. The words below `start` are masked off, in the
 /// candidates and in the word that holds `start`.
 pub(super) fn first_match(
     packed: &PackedClasses,
@@ -59,15 +57,6 @@ pub(super) fn first_match(
         }
         if rule_count <= SMALL_CHAIN {
             return None;
-        }
-        let w = ids.iter().map(|&id| header(id).first).max().unwrap_or(0) as usize;
-        if w > 0 {
-            let acc = ids
-                .iter()
-                .fold(u64::MAX, |acc, &id| acc & packed.word(id, w));
-            if acc != 0 {
-                return found(w, acc);
-            }
         }
     }
     let start = start as usize;

@@ -19,9 +19,10 @@ use crate::rules::ext::{
     tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
 };
 use crate::rules::model::{
-    AddrRange, Chain, CtStates, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags,
-    NatTo, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, StateModule, Statistic,
-    StatisticMode, TableName, Target,
+    AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
+    Limit, Match, MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, Recent,
+    RecentCommand, RejectWith, Rule, Ruleset, StateModule, Statistic, StatisticMode, TableName,
+    Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -299,27 +300,60 @@ impl Dice {
             )));
         }
         if self.chance(10) {
-            matches.push(Match::Comment(Comment("a comment".to_string())));
+            matches.push(Match::Comment(Comment("a comment".into())));
         }
         // Connection states: a non-empty subset, sometimes negated, and
         // now and then two state matches on one rule (both must hold).
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            let states = CtStates((self.below(31) + 1) as u8);
+            let module = if self.chance(50) {
+                StateModule::State
+            } else {
+                StateModule::Conntrack
+            };
+            // -m conntrack: SNAT/DNAT among the states, --ctdir and
+            // --ctstatus, or those without any state.
+            let conntrack = module == StateModule::Conntrack;
+            let states = if conntrack && self.chance(20) {
+                CtStates(0)
+            } else if conntrack {
+                CtStates(self.below(127) as u8 + 1)
+            } else {
+                CtStates((self.below(31) + 1) as u8)
+            };
+            let dir = (conntrack && self.chance(30)).then(|| self.chance(50));
+            let status =
+                (conntrack && self.chance(30)).then(|| (self.chance(25), self.below(16) as u8));
+            let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
+                (Some(false), status)
+            } else {
+                (dir, status)
+            };
             matches.push(Match::ConnState(ConnState {
-                module: if self.chance(50) {
-                    StateModule::State
-                } else {
-                    StateModule::Conntrack
-                },
-                negated: self.chance(25),
+                module,
+                negated: states.0 != 0 && self.chance(25),
                 states,
+                dir,
+                status,
             }));
         }
         matches.extend(self.header_matches());
         // Stateful matches (guards): on plain rules, jumps, RETURNs and
         // gotos alike, now and then two on one rule.
         for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(Match::Statistic(self.statistic()));
+            matches.push(match self.weighted(&[7, 2, 1, 1, 2]) {
+                0 => Match::Statistic(self.statistic()),
+                1 => Match::Limit(self.limit()),
+                3 => Match::Hashlimit(self.hashlimit()),
+                4 => Match::Recent(self.recent()),
+                // The models see each packet as its address's only
+                // connection: limit 0 matches it with above, 1 does not.
+                _ => Match::Connlimit(Connlimit {
+                    limit: self.below(2) as u32,
+                    above: self.chance(50),
+                    mask: self.pick(&[0u8, 24, 32]),
+                    daddr: self.chance(30),
+                }),
+            });
         }
         Rule {
             protocol,
@@ -470,6 +504,62 @@ impl Dice {
         }
     }
 
+    /// `-m limit`: small buckets whose periods are close to the time
+    /// between two packets of `compare` (`PACKET_GAP_NS`), so that they
+    /// drain and refill during a run.
+    fn limit(&mut self) -> Limit {
+        Limit {
+            // 1/10000 s units: 2 ms to 30 ms.
+            period: self.pick(&[20u32, 50, 100, 300]),
+            burst: self.pick(&[1u32, 2, 3]),
+        }
+    }
+
+    /// `-m hashlimit` in packets, small buckets as `limit`'s, upto or
+    /// above.
+    fn hashlimit(&mut self) -> Hashlimit {
+        Hashlimit {
+            name: self.pick(&["a", "b"]).to_string(),
+            above: self.chance(50),
+            // Microseconds: 2 ms to 30 ms.
+            rate: HashRate::Packets {
+                period: self.pick(&[2_000u64, 5_000, 10_000, 30_000]),
+            },
+            burst: self.pick(&[1u64, 2, 3]),
+            mode: self.below(16) as u32,
+            srcmask: 32,
+            dstmask: 32,
+            size: 0,
+            max: 0,
+            gcinterval: 1000,
+            expire: 1000,
+        }
+    }
+
+    /// `-m recent` on two lists, every command, short windows (in the
+    /// models' clock a packet comes every `PACKET_GAP_NS`, so 1 s holds
+    /// hundreds).
+    fn recent(&mut self) -> Recent {
+        let command = self.pick(&[
+            RecentCommand::Set,
+            RecentCommand::Check,
+            RecentCommand::Update,
+            RecentCommand::Remove,
+        ]);
+        let seconds = self.pick(&[0u32, 1]);
+        Recent {
+            command,
+            negated: self.chance(25),
+            seconds,
+            reap: seconds != 0 && self.chance(30),
+            hitcount: self.pick(&[0u32, 1, 3]),
+            rttl: false,
+            name: self.pick(&["a", "b"]).to_string(),
+            mask: Ipv4Addr::BROADCAST,
+            rdest: self.chance(30),
+        }
+    }
+
     fn addr(&mut self) -> Ipv4Addr {
         if self.chance(80) {
             Ipv4Addr::from(self.pick(ADDRS))
@@ -528,7 +618,16 @@ impl Dice {
             } else {
                 [0x0a, 0, 0, 0, 0, self.next() as u8]
             },
-            ct_state: self.below(5) as u32,
+            // A state and, for one with a connection, the connection
+            // key's other bits (`ct_state::*`).
+            ct_state: {
+                let state = self.below(5) as u32;
+                if state <= netbeast_common::ct_state::RELATED {
+                    state | (self.below(64) as u32) << 3
+                } else {
+                    state
+                }
+            },
             header: HeaderFields {
                 length: if self.chance(80) {
                     self.pick(LENGTHS).wrapping_add(self.below(3) as u16)
@@ -992,6 +1091,9 @@ fn check_tables(compiled: &CompiledRuleset) {
 /// Both sides over a sequence of packets, each with its own guard state
 /// (nth counts, random draws) kept from packet to packet and seeded alike:
 /// they agree only if they evaluate the same guards in the same order.
+/// The time between two packets of `compare`, for limit buckets.
+const PACKET_GAP_NS: u64 = 4_000_000;
+
 fn compare(
     ruleset: &Ruleset,
     compiled: &CompiledRuleset,
@@ -1006,6 +1108,9 @@ fn compare(
     let mut reference_guards = GuardState::new(seed);
     let mut compiled_guards = GuardState::new(seed);
     for pkt in packets {
+        // Limit buckets refill between packets, on both sides alike.
+        reference_guards.advance(PACKET_GAP_NS);
+        compiled_guards.advance(PACKET_GAP_NS);
         for (index, (table, name)) in builtins.clone().enumerate() {
             let want =
                 reference::classify_table_with(table, name, &ifaces, pkt, &mut reference_guards);

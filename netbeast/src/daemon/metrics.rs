@@ -99,16 +99,16 @@ pub fn render(ruleset: &Ruleset, stats_values: &[u64]) -> String {
                     .matches
                     .iter()
                     .find_map(|m| match m {
-                        Match::Comment(c) => Some(c.0.as_str()),
+                        Match::Comment(c) => Some(c.text()),
                         _ => None,
                     })
-                    .unwrap_or("");
+                    .unwrap_or_default();
                 let labels = format!(
                     "table=\"{}\",chain=\"{}\",rule=\"{}\",comment=\"{}\"",
                     table.as_str(),
                     label(&chain.name),
                     i + 1,
-                    label(comment)
+                    label(&comment)
                 );
                 let _ = writeln!(
                     rules,

@@ -8,7 +8,9 @@
 //! checks, metrics) contributes one entry there and keeps its code in its
 //! own module.
 
-use std::{future::Future, pin::Pin, time::Duration};
+pub mod links;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -42,9 +44,10 @@ pub struct DaemonArgs {
 }
 
 /// Tells services when to stop: `stopping().await` returns once the daemon
-/// has been asked to stop.
+/// has been asked to stop. A service may also stop the whole daemon
+/// ([`Shutdown::stop_daemon`]), e.g. when its namespace is gone.
 #[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(watch::Receiver<bool>, Arc<watch::Sender<bool>>);
 
 impl Shutdown {
     /// Waits for the stop signal (at once if it was already given).
@@ -56,6 +59,11 @@ impl Shutdown {
     /// Whether the stop signal has been given.
     pub fn is_stopping(&self) -> bool {
         *self.0.borrow()
+    }
+
+    /// Stops every service and the daemon, which exits 0 (as on SIGTERM).
+    pub fn stop_daemon(&self) {
+        let _ = self.1.send(true);
     }
 }
 
@@ -76,7 +84,10 @@ impl Service {
 
 /// Every service the daemon runs with these arguments.
 fn services(args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
-    let mut services = Vec::new();
+    let mut services = vec![
+        Service::new("links", links::run(shutdown.clone())),
+        crate::lb::health::service(shutdown),
+    ];
     let log_outputs = log::LogOutputs {
         files: args.log_output.clone(),
         syslog: args.log_syslog,
@@ -107,7 +118,9 @@ async fn serve(args: DaemonArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let (stop, stop_rx) = watch::channel(false);
-    let shutdown = Shutdown(stop_rx);
+    let stop = Arc::new(stop);
+    let mut stop_requested = stop_rx.clone();
+    let shutdown = Shutdown(stop_rx, stop.clone());
     let mut running = JoinSet::new();
     for service in services(&args, &shutdown) {
         let name = service.name;
@@ -125,6 +138,7 @@ async fn serve(args: DaemonArgs) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = stop_requested.wait_for(|stop| *stop) => break,
             Some(done) = running.join_next() => match done {
                 Ok((name, Ok(()))) => eprintln!("netbeast daemon: {name}: finished"),
                 Ok((name, Err(e))) => {

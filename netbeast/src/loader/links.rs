@@ -24,6 +24,7 @@ pub const LINK_TYPE_CGROUP: u32 = 3;
 pub const LINK_TYPE_XDP: u32 = 6;
 pub const LINK_TYPE_TCX: u32 = 11;
 /// `enum bpf_attach_type` of a tcx egress attachment.
+pub const BPF_TCX_INGRESS: u32 = 46;
 pub const BPF_TCX_EGRESS: u32 = 47;
 
 /// Room for `struct bpf_link_info` (the kernel fills what it knows and
@@ -130,6 +131,15 @@ pub fn pinned_link_state(path: &Path) -> io::Result<LinkState> {
 /// Ids of the programs the kernel runs on `ifindex`'s tcx egress hook
 /// (BPF_PROG_QUERY), whoever attached them.
 pub fn tcx_egress_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
+    tcx_program_ids(ifindex, BPF_TCX_EGRESS)
+}
+
+/// Ids of the programs the kernel runs on `ifindex`'s tcx ingress hook.
+pub fn tcx_ingress_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
+    tcx_program_ids(ifindex, BPF_TCX_INGRESS)
+}
+
+fn tcx_program_ids(ifindex: u32, attach_type: u32) -> io::Result<Vec<u32>> {
     #[repr(C)]
     #[derive(Default)]
     struct QueryAttr {
@@ -148,7 +158,7 @@ pub fn tcx_egress_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
     let mut ids = vec![0u32; MAX_QUERIED_PROGRAMS];
     let mut attr = QueryAttr {
         target_ifindex: ifindex,
-        attach_type: BPF_TCX_EGRESS,
+        attach_type,
         prog_ids: ids.as_mut_ptr() as u64,
         prog_cnt: ids.len() as u32,
         ..Default::default()
@@ -162,6 +172,17 @@ pub fn tcx_egress_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
 /// kernel's own view of the device (rtnetlink `IFLA_XDP_PROG_ID`), so that
 /// `status` reports what really runs, not what the pins claim.
 pub fn xdp_program_id(ifindex: u32) -> io::Result<u32> {
+    xdp_state(ifindex).map(|(id, _)| id)
+}
+
+/// `IFLA_XDP_ATTACHED`'s values: how the XDP program of a device runs.
+pub const XDP_ATTACHED_DRV: u8 = 1;
+pub const XDP_ATTACHED_SKB: u8 = 2;
+
+/// The id of the XDP program attached to `ifindex` (0: none) and how it
+/// runs (`XDP_ATTACHED_*`, 0: not attached), as rtnetlink reports them.
+pub fn xdp_state(ifindex: u32) -> io::Result<(u32, u8)> {
+    const IFLA_XDP_ATTACHED: u16 = 2;
     const RTM_GETLINK: u16 = 18;
     const NLM_F_REQUEST: u16 = 1;
     const NLMSG_ERROR: u16 = 2;
@@ -256,12 +277,17 @@ pub fn xdp_program_id(ifindex: u32) -> io::Result<u32> {
         None
     };
     let Some((xdp_at, xdp_end)) = attrs_in(buf, 32, msg_len, IFLA_XDP) else {
-        return Ok(0);
+        return Ok((0, 0));
     };
-    match attrs_in(buf, xdp_at, xdp_end, IFLA_XDP_PROG_ID) {
-        Some((at, end)) if end - at >= 4 => Ok(u32::from_ne_bytes(
-            buf[at..at + 4].try_into().expect("4 bytes"),
-        )),
-        _ => Ok(0),
-    }
+    let id = match attrs_in(buf, xdp_at, xdp_end, IFLA_XDP_PROG_ID) {
+        Some((at, end)) if end - at >= 4 => {
+            u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+        }
+        _ => 0,
+    };
+    let mode = match attrs_in(buf, xdp_at, xdp_end, IFLA_XDP_ATTACHED) {
+        Some((at, end)) if end > at => buf[at],
+        _ => 0,
+    };
+    Ok((id, mode))
 }

@@ -2,6 +2,7 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+mod lb;
 pub mod links;
 mod sock;
 mod tables;
@@ -43,6 +44,8 @@ const XDP_PROGRAM: &str = "netbeast_xdp";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
+/// The TC ingress entry point: sends on what the XDP program hands off.
+const INGRESS_PROGRAM: &str = "netbeast_tc_ingress";
 
 /// The `ACTIVE` word's bits from this one up hold the commit sequence
 /// number: written in the same single write that switches the generation,
@@ -59,8 +62,8 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 29] = [
-    "FAST_PATH_IFACES",
+pub const MAP_NAMES: [&str; 37] = [
+    "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
     "GUARDS",
@@ -89,6 +92,17 @@ pub const MAP_NAMES: [&str; 29] = [
     "IFACE_GUARDS",
     "SOCK_NETNS",
     "SOCK_NAT",
+    "LB_SERVICES",
+    "LB_TABLES",
+    "LB_BACKENDS",
+    "LB_PICKS",
+    "LB_RING",
+    // The state of -m connlimit, hashlimit and recent (hashlimit's and
+    // recent's kept by name across ruleset changes; `netbeast recent`
+    // reads recent's).
+    "CONNLIMIT",
+    "HASHLIMIT",
+    "RECENT",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +213,15 @@ pub enum AttachMode {
 }
 
 pub struct Dataplane {
-    ebpf: Ebpf,
+    /// The kernel object, loaded when programs are needed (attach, test
+    /// runs) or when maps must be created. A command that only reads or
+    /// changes rules opens the pinned maps instead (`pinned`): loading the
+    /// object costs milliseconds (BTF, probes, scratch maps) for nothing.
+    ebpf: Option<Ebpf>,
+    /// Maps opened from their pins, while `ebpf` is not loaded.
+    pinned: std::collections::HashMap<&'static str, aya::maps::Map>,
+    /// Where the maps are pinned (None: private maps).
+    pin_dir: Option<PathBuf>,
     /// Pinned data planes keep their verified XDP and TC programs here, so
     /// that a later `attach` reuses them instead of running the verifier
     /// again (seconds for these programs). Named after this build's object
@@ -227,7 +249,9 @@ impl Dataplane {
     pub fn load_private() -> Result<Dataplane, LoaderError> {
         let ebpf = EbpfLoader::new().load(OBJECT).map_err(LoaderError::Load)?;
         let mut dp = Dataplane {
-            ebpf,
+            ebpf: Some(ebpf),
+            pinned: Default::default(),
+            pin_dir: None,
             program_cache: None,
         };
         dp.load_program()?;
@@ -250,21 +274,63 @@ impl Dataplane {
             what: format!("the pin directory {}", dir.display()),
             source,
         })?;
-        let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+        let mut dp = Dataplane {
+            ebpf: None,
+            pinned: Default::default(),
+            pin_dir: Some(dir.to_path_buf()),
+            program_cache: None,
+        };
+        // Every map pinned already (every command after the first attach):
+        // open the pins, nothing else. A map missing (a fresh data plane, a
+        // killed creation, a version that adds maps) makes the object load,
+        // which creates and pins it.
+        match Self::open_pins(dir)? {
+            Some(maps) => dp.pinned = maps,
+            None => dp.load_object(sizes)?,
+        }
+        Ok(dp)
+    }
+
+    /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
+    /// not pinned.
+    fn open_pins(
+        dir: &Path,
+    ) -> Result<Option<std::collections::HashMap<&'static str, aya::maps::Map>>, LoaderError> {
+        let mut maps = std::collections::HashMap::with_capacity(MAP_NAMES.len());
+        for name in MAP_NAMES {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let map = MapData::from_pin(&path)
+                .and_then(aya::maps::Map::from_map_data)
+                .map_err(|source| LoaderError::Map { name, source })?;
+            maps.insert(name, map);
+        }
+        Ok(Some(maps))
+    }
+
+    /// Loads the kernel object against the pinned maps (creating and
+    /// pinning missing ones), for a command that needs its programs.
+    fn load_object(&mut self, sizes: Option<ConntrackSizes>) -> Result<(), LoaderError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Err(LoaderError::MissingMap(
+                "the kernel object (private data plane)",
+            ));
+        };
         let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, dir.join(name));
         }
         if let Some(sizes) = sizes {
             loader.map_max_entries("CT_UNREPLIED", sizes.unreplied);
             loader.map_max_entries("CT_ESTABLISHED", sizes.established);
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        let mut dp = Dataplane {
-            ebpf,
-            program_cache: None,
-        };
-        let active_id = match dp.map("ACTIVE")? {
+        // The object's maps are the pinned ones: one handle each is enough.
+        self.pinned.clear();
+        self.ebpf = Some(ebpf);
+        let active_id = match self.map("ACTIVE")? {
             aya::maps::Map::Array(data) => data.info().ok().map(|i| i.id()),
             _ => None,
         };
@@ -278,9 +344,27 @@ impl Dataplane {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
-            dp.program_cache = Some(root.join(mine));
+            self.program_cache = Some(root.join(mine));
         }
-        Ok(dp)
+        Ok(())
+    }
+
+    /// The kernel object, loaded on first use.
+    fn ebpf(&mut self) -> Result<&mut Ebpf, LoaderError> {
+        if self.ebpf.is_none() {
+            self.load_object(None)?;
+        }
+        Ok(self.ebpf.as_mut().expect("loaded above"))
+    }
+
+    /// The program `name` of the kernel object (loaded on first use).
+    fn program_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::programs::Program, LoaderError> {
+        self.ebpf()?
+            .program_mut(name)
+            .ok_or(LoaderError::MissingMap(name))
     }
 
     /// Where the verified program `name` is cached, if this data plane has
@@ -302,7 +386,7 @@ impl Dataplane {
         {
             return;
         }
-        if let Some(prog) = self.ebpf.program_mut(name) {
+        if let Ok(prog) = self.program_mut(name) {
             let _ = prog.pin(&path);
         }
     }
@@ -312,27 +396,34 @@ impl Dataplane {
     pub fn take_log_events(
         &mut self,
     ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, LoaderError> {
-        let map = self
-            .ebpf
-            .take_map("LOG_EVENTS")
-            .ok_or(LoaderError::MissingMap("LOG_EVENTS"))?;
+        let map = match &mut self.ebpf {
+            Some(ebpf) => ebpf.take_map("LOG_EVENTS"),
+            None => self.pinned.remove("LOG_EVENTS"),
+        }
+        .ok_or(LoaderError::MissingMap("LOG_EVENTS"))?;
         aya::maps::RingBuf::try_from(map).map_err(map_err("LOG_EVENTS"))
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
-        self.ebpf.map(name).ok_or(LoaderError::MissingMap(name))
+        match &self.ebpf {
+            Some(ebpf) => ebpf.map(name),
+            None => self.pinned.get(name),
+        }
+        .ok_or(LoaderError::MissingMap(name))
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, LoaderError> {
-        self.ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))
+        match &mut self.ebpf {
+            Some(ebpf) => ebpf.map_mut(name),
+            None => self.pinned.get_mut(name),
+        }
+        .ok_or(LoaderError::MissingMap(name))
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp, LoaderError> {
-        let prog = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(LoaderError::MissingMap("netbeast_xdp program"))?;
-        prog.try_into().map_err(LoaderError::Program)
+        self.program_mut(XDP_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)
     }
 
     /// Loads the XDP program into the kernel (runs the verifier) if needed.
@@ -391,12 +482,10 @@ impl Dataplane {
         Ok(used)
     }
 
-    /// The TC egress program, loaded into the kernel (verified) if needed.
-    fn egress(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+    /// The TC program `name`, loaded into the kernel (verified) if needed.
+    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoaderError> {
         let tc: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(EGRESS_PROGRAM)
-            .ok_or(LoaderError::MissingMap("netbeast_tc_egress program"))?
+            .program_mut(name)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if tc.fd().is_err() {
@@ -407,36 +496,58 @@ impl Dataplane {
 
     /// Loads the TC egress program into the kernel (runs the verifier).
     pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
-        self.egress().map(|_| ())
+        self.classifier(EGRESS_PROGRAM).map(|_| ())
+    }
+
+    /// Loads the TC ingress program into the kernel (runs the verifier).
+    pub fn load_ingress_program(&mut self) -> Result<(), LoaderError> {
+        self.classifier(INGRESS_PROGRAM).map(|_| ())
     }
 
     /// Attaches the TC egress program (OUTPUT chain) to `iface` as a tcx
     /// link pinned at `link_pin`.
     pub fn attach_egress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        self.attach_tc(EGRESS_PROGRAM, TcAttachType::Egress, iface, link_pin)
+    }
+
+    /// Attaches the TC ingress program (the hand-off of REJECT replies and
+    /// fast-path frames, see `iface_path`) to `iface` as a tcx link pinned
+    /// at `link_pin`.
+    pub fn attach_ingress(&mut self, iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+        self.attach_tc(INGRESS_PROGRAM, TcAttachType::Ingress, iface, link_pin)
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        hook: TcAttachType,
+        iface: &str,
+        link_pin: &Path,
+    ) -> Result<(), LoaderError> {
         let mut cached = self
-            .cached_program_path(EGRESS_PROGRAM)
+            .cached_program_path(name)
             .filter(|p| p.exists())
             .and_then(|p| SchedClassifier::from_pin(p).ok());
         if cached.is_none() {
-            self.egress()?;
-            self.cache_program(EGRESS_PROGRAM);
+            self.classifier(name)?;
+            self.cache_program(name);
         }
         let tc = match cached.as_mut() {
             Some(tc) => tc,
-            None => self.egress()?,
+            None => self.classifier(name)?,
         };
         let attach_err = |source| LoaderError::Attach {
             iface: iface.to_string(),
             source,
         };
-        let id = tc.attach(iface, TcAttachType::Egress).map_err(attach_err)?;
+        let id = tc.attach(iface, hook).map_err(attach_err)?;
         let link = tc.take_link(id).map_err(attach_err)?;
         let fd_link: FdLink = link
             .try_into()
             .map_err(|e: aya::programs::links::LinkError| LoaderError::Pin {
                 path: link_pin.to_path_buf(),
                 message: format!(
-                    "the kernel gave no tcx link for TC egress (Linux ≥ 6.6 needed): {e}"
+                    "the kernel gave no tcx link for {name} (Linux ≥ 6.6 needed): {e}"
                 ),
             })?;
         crate::fault::point("loader: tcx link created");
@@ -511,6 +622,10 @@ impl Dataplane {
         // an open connection.
         if word & ACTIVE_NAT != 0 || previous & (ACTIVE_NAT | ACTIVE_TRANSLATIONS) != 0 {
             word |= ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
+        }
+        // `netbeast lb` services are not part of the ruleset: they stay.
+        if previous & netbeast_common::ACTIVE_LB != 0 {
+            word |= netbeast_common::ACTIVE_LB | ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
         word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
         crate::fault::point("loader: inactive generation written");
@@ -591,10 +706,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Replaces the set of interfaces the FORWARD fast path may redirect to.
-    pub fn set_fast_path_interfaces(&mut self, ifindexes: &[u32]) -> Result<(), LoaderError> {
-        let wanted: Vec<(u32, u32)> = ifindexes.iter().map(|i| (*i, 1)).collect();
-        self.replace_u32_map("FAST_PATH_IFACES", &wanted)
+    /// Replaces what the XDP program knows of the ways out of each
+    /// interface: (ifindex, `iface_path` bits).
+    pub fn set_interface_paths(&mut self, paths: &[(u32, u32)]) -> Result<(), LoaderError> {
+        self.replace_u32_map("IFACE_PATHS", paths)
     }
 
     /// Replaces the ifindex → primary address table (ICMP error sources).
@@ -753,9 +868,7 @@ impl Dataplane {
     ) -> Result<(u32, std::time::Duration), LoaderError> {
         let name = if floor { FLOOR_PROGRAM } else { XDP_PROGRAM };
         let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingMap("XDP program"))?
+            .program_mut(name)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if xdp.fd().is_err() {
@@ -771,6 +884,26 @@ impl Dataplane {
             })
             .map_err(LoaderError::TestRun)?;
         Ok((result.return_value, result.duration))
+    }
+
+    // -- -m recent lists, for `netbeast recent` --
+
+    /// Every `-m recent` entry: its key and entry.
+    pub fn recent_entries(
+        &self,
+    ) -> Result<Vec<(netbeast_common::RecentKey, netbeast_common::RecentEntry)>, LoaderError> {
+        let map: HashMap<&MapData, netbeast_common::RecentKey, netbeast_common::RecentEntry> =
+            HashMap::try_from(self.map("RECENT")?).map_err(map_err("RECENT"))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (key, entry) = item.map_err(map_err("RECENT"))?;
+            // A walk the kernel changes meanwhile can see a key twice.
+            if seen.insert((key.name, key.addr)) {
+                out.push((key, entry));
+            }
+        }
+        Ok(out)
     }
 
     // -- conntrack tables, for `netbeast conntrack` and the tests --
@@ -850,7 +983,8 @@ impl Dataplane {
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
         let word = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
-        if word & ACTIVE_TRANSLATIONS != 0 && word & ACTIVE_NAT == 0 {
+        if word & ACTIVE_TRANSLATIONS != 0 && word & (ACTIVE_NAT | netbeast_common::ACTIVE_LB) == 0
+        {
             active
                 .set(0, word & !ACTIVE_TRANSLATIONS, 0)
                 .map_err(map_err("ACTIVE"))?;

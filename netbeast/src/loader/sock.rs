@@ -53,9 +53,7 @@ impl Dataplane {
     /// A socket program, loaded into the kernel (verified) if needed.
     fn sock_program(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, LoaderError> {
         let prog: &mut CgroupSockAddr = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingMap(name))?
+            .program_mut(name)?
             .try_into()
             .map_err(LoaderError::Program)?;
         if prog.fd().is_err() {

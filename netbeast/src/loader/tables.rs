@@ -144,8 +144,9 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     }
     {
         // Guards before the rules that name them, and their state from
-        // zero: a new ruleset restarts every nth count, as iptables-legacy
-        // does when it replaces a table (docs/ARCHITECTURE.md "Guards").
+        // zero: a new ruleset restarts every nth count and fills every
+        // limit bucket, as iptables-legacy does when it replaces a table
+        // (docs/ARCHITECTURE.md "Guards").
         // Records past this ruleset's are stale but never named.
         let mut guards: Array<&mut MapData, Guard> =
             Array::try_from(dp.map_mut("GUARDS")?).map_err(map_err("GUARDS"))?;
@@ -157,7 +158,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let mut state: Array<&mut MapData, u64> =
             Array::try_from(dp.map_mut("GUARD_STATE")?).map_err(map_err("GUARD_STATE"))?;
         for (n, guard) in compiled.guards.iter().enumerate() {
-            if guard.counts() {
+            if guard.keeps_state() {
                 state
                     .set(guard_index(generation, n as u32), 0, 0)
                     .map_err(map_err("GUARD_STATE"))?;

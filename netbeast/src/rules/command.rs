@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::list::{self, ListFormat};
 use super::model::{Chain, Counter, Match, Rule, Ruleset, Table, TableName, Target};
-use super::parse::{Action, IptablesCommand};
+use super::parse::{Action, IptablesCommand, Problem};
 use super::save::{CounterStyle, rule_spec};
 
 /// What a command did.
@@ -88,6 +88,18 @@ pub enum CommandError {
     },
 }
 
+impl CommandError {
+    /// The exit code iptables gives: its parser already refuses a jump to
+    /// a chain that does not exist (a parameter problem); everything else
+    /// here is what its kernel refuses.
+    pub fn problem(&self) -> Problem {
+        match self {
+            CommandError::NoSuchTarget { .. } => Problem::Parameter,
+            _ => Problem::Other,
+        }
+    }
+}
+
 /// How deep user-defined chains may nest below a built-in chain: the
 /// kernel's nf_tables (which runs iptables on this and most current
 /// systems) refuses a 16th level (NFT_JUMP_STACK_SIZE), so a ruleset
@@ -150,7 +162,8 @@ Options:
   --numeric     -n              numeric output of addresses and ports
   --table       -t table        table to manipulate: filter (default) or nat
   --verbose     -v              verbose mode
-  --wait        -w [seconds]    accepted; netbeast always waits for its lock
+  --wait        -w [seconds]    maximum wait for the lock (exit 4 after);
+                                without seconds or -w: wait for it
   --line-numbers                print line numbers when listing
   --exact       -x              expand numbers (display exact values)
   --set-counters -c PKTS BYTES  set the counter during insert/append
@@ -248,6 +261,11 @@ pub(crate) fn execute(
                 numeric: *numeric,
                 exact: *exact,
                 line_numbers: *line_numbers,
+                names: if *numeric {
+                    None
+                } else {
+                    super::names::system()
+                },
             };
             text = listing(table, chain.as_deref(), *position, &format)?;
             if *zero {
@@ -751,7 +769,6 @@ enum Operation {
     Insert,
     Delete,
     Replace,
-    Zero,
 }
 
 /// The 0-based index for a 1-based position, or iptables' "index too big".
@@ -772,7 +789,6 @@ fn checked_index(
         Operation::Insert => ("insertion", "-I"),
         Operation::Delete => ("deletion", "-D"),
         Operation::Replace => ("replacement", "-R"),
-        Operation::Zero => ("counter", "-Z"),
     };
     let has = match len {
         0 => "has no rules".to_string(),
@@ -852,8 +868,11 @@ fn zero_counters(
     let mut text = String::new();
     if let (Some(name), Some(position)) = (chain, position) {
         let chain = chain_mut(table, name)?;
-        let index = checked_index(chain, position, Operation::Zero)?;
-        chain.rules[index].counter = Counter::default();
+        // A position past the end zeroes nothing and is no error, as in
+        // iptables 1.8 (nf_tables), the oracle here.
+        if let Some(rule) = position.checked_sub(1).and_then(|i| chain.rules.get_mut(i)) {
+            rule.counter = Counter::default();
+        }
         return Ok(text);
     }
     for chain in selected_chains(table, chain)? {
@@ -1238,10 +1257,10 @@ mod tests {
             "Zeroing chain `INPUT'\nZeroing chain `FORWARD'\nZeroing chain `OUTPUT'\n"
         );
         assert_eq!(all_counters(&r), [0, 0, 0, 0, 0, 0]);
-        assert_err_contains(
-            fails(&mut counted(), "-Z INPUT 3"),
-            "index of counter too big: INPUT has 2 rules",
-        );
+        // Past the end: nothing zeroed, no error (iptables 1.8 likewise).
+        let mut r = counted();
+        run_ok(&mut r, "-Z INPUT 3");
+        assert_eq!(all_counters(&r), all_counters(&counted()));
     }
 
     #[test]
@@ -1491,11 +1510,11 @@ mod tests {
         assert!(listing.contains("\nChain U (1 references)\n"), "{listing}");
         assert!(listing.contains("\nChain V (1 references)\n"), "{listing}");
         assert!(
-            listing.contains("       1       10 U          all  --  *      *       0.0.0.0/0            0.0.0.0/0           \n"),
+            listing.contains("       1       10 U          0    --  *      *       0.0.0.0/0            0.0.0.0/0           \n"),
             "{listing}"
         );
         assert!(
-            listing.contains(" V          tcp  --  *      *       0.0.0.0/0            0.0.0.0/0           [goto]  tcp dpt:22\n"),
+            listing.contains(" V          6    --  *      *       0.0.0.0/0            0.0.0.0/0           [goto]  tcp dpt:22\n"),
             "{listing}"
         );
         assert_eq!(
@@ -1586,7 +1605,7 @@ mod tests {
         let out = run_ok(&mut r, "-t nat -L PREROUTING -n");
         assert_eq!(
             out.text,
-            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
+            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \nDNAT       6    --  0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:10.0.0.3:8080\n"
         );
         assert!(
             run_ok(&mut r, "-L")

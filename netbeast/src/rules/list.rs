@@ -1,14 +1,15 @@
 //! `iptables -L` and `iptables -S` output, column for column as iptables
-//! 1.8 prints it (legacy table layout). Two deliberate differences: host
-//! and service names are never looked up (addresses and ports stay
-//! numeric; `anywhere` is still printed without `-n`), and `-n` keeps
-//! iptables' own protocol names (`tcp`, not `6`), as iptables 1.8.10+ does.
+//! 1.8 prints it (legacy table layout). Without `-n`, addresses and ports
+//! are named as iptables names them ([`super::names`]: `localhost`,
+//! `loopback/8`, `dpt:ssh`) when the format carries names; `-n` prints
+//! protocols as numbers (`6`, `0` for all), as iptables 1.8.9 does.
 
 use std::fmt::Write as _;
 
 use super::command::references;
 use super::model::Table;
 use super::model::{Chain, Counter, IfaceName, Ipv4Net, NatFlags, Negatable, Rule, Target};
+use super::names::Names;
 use super::parse::protocol_name;
 use super::save::{self, CounterStyle, nat_ports_text, nat_to_text, policy_name};
 
@@ -19,11 +20,36 @@ pub struct ListFormat {
     pub numeric: bool,
     pub exact: bool,
     pub line_numbers: bool,
+    /// Host, network and service names for a listing without `-n`; none:
+    /// numbers (and `anywhere`).
+    pub names: Option<&'static Names>,
+}
+
+impl ListFormat {
+    /// The names to print, unless `-n` asked for numbers.
+    fn names(&self) -> Option<&'static Names> {
+        self.names.filter(|_| !self.numeric)
+    }
+
+    /// Looks up, all at once, the host names of the addresses of `rules`.
+    fn prefetch<'r>(&self, rules: impl IntoIterator<Item = &'r Rule>) {
+        if let Some(names) = self.names() {
+            names.prefetch_hosts(
+                rules
+                    .into_iter()
+                    .flat_map(|r| [&r.source, &r.destination])
+                    .flatten()
+                    .filter(|a| a.value.prefix_len != 0)
+                    .map(|a| a.value.addr),
+            );
+        }
+    }
 }
 
 /// `-L` for every chain of the table: each with its header, a blank line
 /// between.
 pub fn list_chains(table: &Table, format: &ListFormat) -> String {
+    format.prefetch(table.chains.iter().flat_map(|c| &c.rules));
     table
         .chains
         .iter()
@@ -36,6 +62,7 @@ pub fn list_chains(table: &Table, format: &ListFormat) -> String {
 /// `table` holds the chain (user-defined chains show how many rules jump
 /// to them).
 pub fn list_chain(table: &Table, chain: &Chain, format: &ListFormat) -> String {
+    format.prefetch(&chain.rules);
     let references = references(table, &chain.name).len();
     let mut out = chain_header(chain, references, format);
     out.push_str(&column_header(format));
@@ -51,7 +78,10 @@ pub fn list_rule(chain: &Chain, position: usize, format: &ListFormat) -> String 
     position
         .checked_sub(1)
         .and_then(|index| chain.rules.get(index))
-        .map(|rule| rule_line(rule, position, format))
+        .map(|rule| {
+            format.prefetch([rule]);
+            rule_line(rule, position, format)
+        })
         .unwrap_or_default()
 }
 
@@ -141,7 +171,18 @@ pub fn rule_line(rule: &Rule, number: usize, format: &ListFormat) -> String {
         out.push_str(&count(rule.counter.packets, format.exact, true));
         out.push_str(&count(rule.counter.bytes, format.exact, true));
     }
-    let (protocol_bang, protocol) = protocol_column(rule, format.numeric);
+    let (protocol_bang, protocol) = if format.numeric {
+        // iptables 1.8.9 -n: the number, 0 for all.
+        let p = rule.protocol.as_ref();
+        let bang = if p.is_some_and(|p| p.negated) {
+            '!'
+        } else {
+            ' '
+        };
+        (bang, p.map_or(0, |p| p.value).to_string())
+    } else {
+        protocol_column(rule, false)
+    };
     let _ = write!(
         out,
         "{:<9} {protocol_bang}{protocol:<4} {} ",
@@ -158,10 +199,10 @@ pub fn rule_line(rule: &Rule, number: usize, format: &ListFormat) -> String {
         );
     }
     for address in [&rule.source, &rule.destination] {
-        let (bang, text) = address_column(address, format.numeric);
+        let (bang, text) = address_column(address, format.numeric, format.names());
         let _ = write!(out, "{bang}{text:<19} ");
     }
-    out.push_str(&match_columns(rule, format.numeric));
+    out.push_str(&match_columns(rule, format.numeric, format.names()));
     out.push('\n');
     out
 }
@@ -170,15 +211,15 @@ pub fn rule_line(rule: &Rule, number: usize, format: &ListFormat) -> String {
 /// `ACCEPT  tcp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   tcp dpt:22`.
 pub fn echo_rule(rule: &Rule) -> String {
     let (protocol_bang, protocol) = protocol_column(rule, true);
-    let (source_bang, source) = address_column(&rule.source, true);
-    let (destination_bang, destination) = address_column(&rule.destination, true);
+    let (source_bang, source) = address_column(&rule.source, true, None);
+    let (destination_bang, destination) = address_column(&rule.destination, true, None);
     format!(
         "{} {protocol_bang}{protocol} opt {} in {} out {} {source_bang}{source} {destination_bang}-> {destination}  {}\n",
         target_name(&rule.target),
         fragment_column(rule),
         iface_column(&rule.in_iface, "*"),
         iface_column(&rule.out_iface, "*"),
-        match_columns(rule, true)
+        match_columns(rule, true, None)
     )
 }
 
@@ -267,7 +308,14 @@ fn iface_column(iface: &Option<Negatable<IfaceName>>, any: &str) -> String {
     }
 }
 
-fn address_column(address: &Option<Negatable<Ipv4Net>>, numeric: bool) -> (char, String) {
+/// As iptables: `anywhere` (or `0.0.0.0/0` with `-n`), else the address
+/// (named: a host, else a network, else the number) and `/prefix` unless
+/// it is a single host.
+fn address_column(
+    address: &Option<Negatable<Ipv4Net>>,
+    numeric: bool,
+    names: Option<&Names>,
+) -> (char, String) {
     let (negated, net) = match address {
         Some(a) => (a.negated, a.value),
         None => (false, Ipv4Net::new([0, 0, 0, 0].into(), 0)),
@@ -275,24 +323,37 @@ fn address_column(address: &Option<Negatable<Ipv4Net>>, numeric: bool) -> (char,
     let bang = if negated { '!' } else { ' ' };
     let text = if net.prefix_len == 0 && !numeric {
         "anywhere".to_string()
-    } else if net.prefix_len == 32 {
-        net.addr.to_string()
     } else {
-        format!("{}/{}", net.addr, net.prefix_len)
+        let addr = names.map_or_else(|| net.addr.to_string(), |n| n.address(net.addr));
+        if net.prefix_len == 32 {
+            addr
+        } else {
+            format!("{addr}/{}", net.prefix_len)
+        }
     };
     (bang, text)
 }
 
 /// The matches and target options after the addresses, each with its
 /// leading space, as the extensions' print functions write them.
-fn match_columns(rule: &Rule, numeric: bool) -> String {
+fn match_columns(rule: &Rule, numeric: bool, names: Option<&Names>) -> String {
     let mut out = String::new();
     // iptables' print_firewall marks a goto before the matches.
     if matches!(rule.target, Target::Goto(_)) {
         out.push_str("[goto] ");
     }
     for m in &rule.matches {
-        m.ext().list(&mut out, numeric);
+        match names {
+            Some(names) => m.ext().list_named(
+                &mut out,
+                names,
+                rule.protocol
+                    .as_ref()
+                    .filter(|p| !p.negated)
+                    .map_or(0, |p| p.value),
+            ),
+            None => m.ext().list(&mut out, numeric),
+        }
     }
     if let Some(ext) = rule.target.ext() {
         ext.list(&mut out, numeric);
@@ -362,6 +423,7 @@ mod tests {
         numeric: false,
         exact: false,
         line_numbers: false,
+        names: None,
     };
     const NUMERIC: ListFormat = ListFormat {
         numeric: true,
@@ -448,35 +510,35 @@ SNAT       udp  --  anywhere             anywhere             to:10.0.0.1-10.0.0
 MASQUERADE  all  --  anywhere             anywhere             random-fully
 ";
         assert_eq!(list_chains(&nat_rules().nat, &PLAIN), expected);
-        // -n -v -x --line-numbers (iptables' own protocol names, as netbeast
-        // prints them with -n).
+        // -n -v -x --line-numbers (protocols as numbers, as iptables 1.8.9).
         let verbose = ListFormat {
             verbose: true,
             numeric: true,
             exact: true,
             line_numbers: true,
+            names: None,
         };
         let expected = "\
 Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)
 num      pkts      bytes target     prot opt in     out     source               destination         
-1           0        0 DNAT       tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:127.0.0.1:8080
-2           0        0 REDIRECT   tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 redir ports 8080-8090 random
-3           0        0 DNAT       udp  --  *      *       0.0.0.0/0            0.0.0.0/0            to::5353
-4           0        0 DNAT       tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.5:80-90 random persistent
+1           0        0 DNAT       6    --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 to:127.0.0.1:8080
+2           0        0 REDIRECT   6    --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:80 redir ports 8080-8090 random
+3           0        0 DNAT       17   --  *      *       0.0.0.0/0            0.0.0.0/0            to::5353
+4           0        0 DNAT       6    --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.5:80-90 random persistent
 
 Chain INPUT (policy ACCEPT 0 packets, 0 bytes)
 num      pkts      bytes target     prot opt in     out     source               destination         
 
 Chain OUTPUT (policy ACCEPT 0 packets, 0 bytes)
 num      pkts      bytes target     prot opt in     out     source               destination         
-1           0        0 DNAT       tcp  --  *      lo      127.0.0.1            0.0.0.0/0            tcp dpt:80 to:192.168.0.4:80
+1           0        0 DNAT       6    --  *      lo      127.0.0.1            0.0.0.0/0            tcp dpt:80 to:192.168.0.4:80
 
 Chain POSTROUTING (policy ACCEPT 0 packets, 0 bytes)
 num      pkts      bytes target     prot opt in     out     source               destination         
-1           0        0 SNAT       all  --  *      eth0    192.168.0.0/24       0.0.0.0/0            to:10.10.7.1
-2           0        0 MASQUERADE  tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            masq ports: 1024-2000
-3           0        0 SNAT       udp  --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.2:1000-2000 random random-fully persistent
-4           0        0 MASQUERADE  all  --  *      *       0.0.0.0/0            0.0.0.0/0            random-fully
+1           0        0 SNAT       0    --  *      eth0    192.168.0.0/24       0.0.0.0/0            to:10.10.7.1
+2           0        0 MASQUERADE  6    --  *      *       0.0.0.0/0            0.0.0.0/0            masq ports: 1024-2000
+3           0        0 SNAT       17   --  *      *       0.0.0.0/0            0.0.0.0/0            to:10.0.0.1-10.0.0.2:1000-2000 random random-fully persistent
+4           0        0 MASQUERADE  0    --  *      *       0.0.0.0/0            0.0.0.0/0            random-fully
 ";
         assert_eq!(list_chains(&nat_rules().nat, &verbose), expected);
     }
@@ -533,10 +595,10 @@ num      pkts      bytes target     prot opt in     out     source              
         let expected = "\
 Chain INPUT (policy ACCEPT)
 target     prot opt source               destination         
-ACCEPT     all  --  0.0.0.0/0            0.0.0.0/0            state RELATED,ESTABLISHED
-ACCEPT     all  --  0.0.0.0/0            0.0.0.0/0            ! state INVALID,NEW
-DROP       all  --  0.0.0.0/0            0.0.0.0/0            ! ctstate NEW,UNTRACKED
-ACCEPT     tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:22 ctstate NEW
+ACCEPT     0    --  0.0.0.0/0            0.0.0.0/0            state RELATED,ESTABLISHED
+ACCEPT     0    --  0.0.0.0/0            0.0.0.0/0            ! state INVALID,NEW
+DROP       0    --  0.0.0.0/0            0.0.0.0/0            ! ctstate NEW,UNTRACKED
+ACCEPT     6    --  0.0.0.0/0            0.0.0.0/0            tcp dpt:22 ctstate NEW
 ";
         assert_eq!(
             list_chain(&r.filter, r.filter.chain("INPUT").unwrap(), &NUMERIC),
@@ -565,13 +627,14 @@ ACCEPT     tcp  --  0.0.0.0/0            0.0.0.0/0            tcp dpt:22 ctstate
             numeric: true,
             exact: false,
             line_numbers: true,
+            names: None,
         };
         let expected = "\
 Chain INPUT (policy ACCEPT 123K packets, 7654K bytes)
 num   pkts bytes target     prot opt in     out     source               destination         
-1        0     0 ACCEPT     tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:5432
-2    1235K 99999 ACCEPT     tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:22
-3        0     0 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0           
+1        0     0 ACCEPT     6    --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:5432
+2    1235K 99999 ACCEPT     6    --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:22
+3        0     0 DROP       0    --  *      *       0.0.0.0/0            0.0.0.0/0           
 ";
         assert_eq!(
             list_chain(&r.filter, r.filter.chain("INPUT").unwrap(), &format),
@@ -688,19 +751,19 @@ REJECT     udp  --  anywhere             anywhere             udp dpts:5000:6553
         let lines: Vec<&str> = numeric.lines().collect();
         assert_eq!(
             lines[2],
-            "REJECT     udp  --  10.1.0.0/16         !1.2.3.4              udp spts:1000:2000 dpts:!0:100 /* hello world */ reject-with icmp-host-unreachable"
+            "REJECT     17   --  10.1.0.0/16         !1.2.3.4              udp spts:1000:2000 dpts:!0:100 /* hello world */ reject-with icmp-host-unreachable"
         );
         assert_eq!(
             lines[8],
-            "ACCEPT     icmp --  0.0.0.0/0            0.0.0.0/0            icmptype 8"
+            "ACCEPT     1    --  0.0.0.0/0            0.0.0.0/0            icmptype 8"
         );
         assert_eq!(
             lines[9],
-            "ACCEPT     icmp --  0.0.0.0/0            0.0.0.0/0            icmptype 3 code 3"
+            "ACCEPT     1    --  0.0.0.0/0            0.0.0.0/0            icmptype 3 code 3"
         );
         assert_eq!(
             lines[10],
-            "ACCEPT     icmp --  0.0.0.0/0            0.0.0.0/0            icmp !type 255"
+            "ACCEPT     1    --  0.0.0.0/0            0.0.0.0/0            icmp !type 255"
         );
         assert_eq!(
             lines[15],
@@ -724,10 +787,11 @@ REJECT     udp  --  anywhere             anywhere             udp dpts:5000:6553
             numeric: true,
             exact: false,
             line_numbers: true,
+            names: None,
         };
         assert_eq!(
             list_rule(input, 2, &format),
-            "2        0     0 DROP       all  --  *      *       1.2.3.4              0.0.0.0/0           \n"
+            "2        0     0 DROP       0    --  *      *       1.2.3.4              0.0.0.0/0           \n"
         );
         assert_eq!(list_rule(input, 3, &PLAIN), "");
         assert_eq!(list_rule(input, 0, &PLAIN), "");

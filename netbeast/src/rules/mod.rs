@@ -4,6 +4,7 @@ pub mod command;
 pub mod ext;
 pub mod list;
 pub mod model;
+pub mod names;
 pub mod parse;
 pub mod save;
 pub mod target;

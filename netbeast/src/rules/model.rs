@@ -8,14 +8,18 @@ use serde::{Deserialize, Serialize};
 pub use super::ext::MatchExt;
 pub use super::ext::addrtype::AddrType;
 pub use super::ext::comment::Comment;
+pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
+pub use super::ext::hashlimit::{HashRate, Hashlimit};
 pub use super::ext::icmp::Icmp;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
+pub use super::ext::limit::Limit;
 pub use super::ext::mac::MacSource;
 pub use super::ext::multiport::Multiport;
 pub use super::ext::pkttype::PktType;
+pub use super::ext::recent::{Recent, RecentCommand};
 pub use super::ext::statistic::{Statistic, StatisticMode};
 pub use super::ext::tcp::{Ports, TcpFlags};
 pub use super::ext::tos::Tos;
@@ -289,6 +293,14 @@ pub enum Match {
     Dscp(Dscp),
     /// `-m statistic`: a guard (stateful), not a classifier field.
     Statistic(Statistic),
+    /// `-m limit`: a guard (a token bucket per rule).
+    Limit(Limit),
+    /// `-m connlimit`: a guard (live connections per masked address).
+    Connlimit(Connlimit),
+    /// `-m hashlimit`: a guard (a token bucket per key of a named table).
+    Hashlimit(Hashlimit),
+    /// `-m recent`: a guard (per-name lists of addresses).
+    Recent(Recent),
 }
 
 impl Match {
@@ -309,6 +321,10 @@ impl Match {
             Match::Tos(m) => m,
             Match::Dscp(m) => m,
             Match::Statistic(m) => m,
+            Match::Limit(m) => m,
+            Match::Connlimit(m) => m,
+            Match::Hashlimit(m) => m,
+            Match::Recent(m) => m,
         }
     }
 }
@@ -539,6 +555,12 @@ impl CtStates {
         ("UNTRACKED", netbeast_common::ct_state::UNTRACKED),
     ];
 
+    /// `-m conntrack --ctstate SNAT,DNAT`: the connection's translations,
+    /// which xt_conntrack tests as states (bits past the real ones).
+    pub const SNAT: u8 = 1 << 5;
+    pub const DNAT: u8 = 1 << 6;
+    pub const NAT_NAMES: [(&'static str, u8); 2] = [("SNAT", Self::SNAT), ("DNAT", Self::DNAT)];
+
     pub fn contains(self, state: u32) -> bool {
         self.0 & (1 << state) != 0
     }
@@ -553,6 +575,12 @@ impl CtStates {
             .iter()
             .filter(|(_, s)| self.contains(*s))
             .map(|(n, _)| *n)
+            .chain(
+                Self::NAT_NAMES
+                    .iter()
+                    .filter(|(_, b)| self.0 & b != 0)
+                    .map(|(n, _)| *n),
+            )
             .collect::<Vec<_>>()
             .join(",")
     }

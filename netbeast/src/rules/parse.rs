@@ -40,6 +40,9 @@ pub struct IptablesCommand {
     /// `-c PACKETS BYTES` was given (a restore line must not also have
     /// `[packets:bytes]`).
     pub counters_given: bool,
+    /// `-w SECONDS`: give up when the lock is not free within that time
+    /// (exit 4, as iptables). Without it (or `-w` alone) netbeast waits.
+    pub wait_seconds: Option<u64>,
 }
 
 /// What the command does. Chains are named as written; whether they exist is
@@ -223,6 +226,48 @@ pub enum ParseError {
     NotInRestore { option: String, hint: &'static str },
     #[error("{0}")]
     NeverMatches(&'static str),
+    /// Not a parameter problem for iptables: the kernel refuses the policy
+    /// (rc 1, "Bad policy name").
+    #[error(
+        "invalid policy '{policy}' for -P: the policy of {chain} is ACCEPT or DROP (upper case)"
+    )]
+    BadPolicy { chain: String, policy: String },
+    /// A chain named by a command that works on an existing chain (-A, -D,
+    /// -L, ...) with a name no chain can have: for iptables simply a chain
+    /// that does not exist (rc 1), not a parameter problem.
+    #[error("invalid chain name '{name}' for {option}: {reason}, so no such chain exists")]
+    NoChainByThatName {
+        option: String,
+        name: String,
+        reason: &'static str,
+    },
+}
+
+/// iptables' classes of failure, its exit codes (xtables.h's
+/// `xtables_exittype`): scripts tell a typo from a refused change by them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Anything the kernel (here: the ruleset) refuses: no such chain, no
+    /// matching rule, a bad policy.
+    Other = 1,
+    /// The command line itself is wrong: unknown option, bad value, a
+    /// jump to a chain that does not exist.
+    Parameter = 2,
+    /// A table this iptables (here: netbeast) does not have.
+    Version = 3,
+    /// A resource problem: the lock was not free within `-w SECONDS`.
+    Resource = 4,
+}
+
+impl ParseError {
+    /// The exit code iptables gives for this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ParseError::BadPolicy { .. } | ParseError::NoChainByThatName { .. } => Problem::Other,
+            ParseError::UnknownTable(_) | ParseError::UnsupportedTable(_) => Problem::Version,
+            _ => Problem::Parameter,
+        }
+    }
 }
 
 /// Parses the arguments that follow `iptables`, e.g.
@@ -801,16 +846,35 @@ fn parse_policy(chain: &str, text: &str) -> Result<Policy, ParseError> {
     match text {
         "ACCEPT" => Ok(Policy::Accept),
         "DROP" => Ok(Policy::Drop),
-        _ => Err(invalid(
-            "-P",
-            "policy",
-            text,
-            format!("the policy of {chain} is ACCEPT or DROP (upper case)"),
-        )),
+        _ => Err(ParseError::BadPolicy {
+            chain: chain.to_string(),
+            policy: text.to_string(),
+        }),
     }
 }
 
 pub(crate) fn check_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    match chain_name_flaw(name) {
+        Some(reason) => Err(invalid(option, "chain name", name, reason)),
+        None => Ok(()),
+    }
+}
+
+/// [`check_chain_name`] for a command on an existing chain (-A, -D, -L,
+/// ...): iptables looks such a name up and finds no chain (rc 1); only
+/// creating a chain (-N, -E) checks the name (rc 2).
+fn check_existing_chain_name(option: &str, name: &str) -> Result<(), ParseError> {
+    match chain_name_flaw(name) {
+        Some(reason) => Err(ParseError::NoChainByThatName {
+            option: option.to_string(),
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn chain_name_flaw(name: &str) -> Option<&'static str> {
     let reason = if name.is_empty() {
         "a chain name cannot be empty"
     } else if name.len() > MAX_CHAIN_NAME_LEN {
@@ -820,9 +884,9 @@ pub(crate) fn check_chain_name(option: &str, name: &str) -> Result<(), ParseErro
     } else if name.contains(char::is_whitespace) {
         "chain names cannot contain spaces"
     } else {
-        return Ok(());
+        return None;
     };
-    Err(invalid(option, "chain name", name, reason))
+    Some(reason)
 }
 
 // ---------------------------------------------------------------------------
@@ -1219,6 +1283,7 @@ struct Parser<'a> {
     matches: Vec<LoadedMatch>,
     target: Option<TargetState>,
     counter: Option<Counter>,
+    wait_seconds: Option<u64>,
     /// `-h`/`-V`: stop at once, as iptables does.
     early_exit: Option<Action>,
 }
@@ -1249,6 +1314,7 @@ impl<'a> Parser<'a> {
             matches: Vec::new(),
             target: None,
             counter: None,
+            wait_seconds: None,
             early_exit: None,
         }
     }
@@ -1273,6 +1339,7 @@ impl<'a> Parser<'a> {
                     verbose: self.verbose,
                     action,
                     counters_given: self.counter.is_some(),
+                    wait_seconds: self.wait_seconds,
                 });
             }
             if let Some(value) = self.scanner.long_value.take() {
@@ -1380,14 +1447,18 @@ impl<'a> Parser<'a> {
                 expected: "a chain name, like INPUT",
             });
         }
-        check_chain_name(option, chain)?;
+        if self.commands.last() == Some(&CommandKind::NewChain) {
+            check_chain_name(option, chain)?;
+        } else {
+            check_existing_chain_name(option, chain)?;
+        }
         self.chain = Some(chain.to_string());
         Ok(())
     }
 
     fn optional_chain(&mut self, option: &str) -> Result<(), ParseError> {
         if let Some(chain) = self.scanner.optional_value() {
-            check_chain_name(option, chain)?;
+            check_existing_chain_name(option, chain)?;
             self.chain = Some(chain.to_string());
         }
         Ok(())
@@ -1736,16 +1807,21 @@ impl<'a> Parser<'a> {
                 hint: "; pass it to the restore command itself",
             });
         }
-        // netbeast always waits for its lock, so the time is only checked.
-        if let Some(value) = self.scanner.optional_value()
-            && parse_c_number(value).is_none()
-        {
-            return Err(invalid(
-                option,
-                "wait time",
-                value,
-                "expected a whole number of seconds (-w) or microseconds (-W)",
-            ));
+        // -w SECONDS bounds the wait for the lock; -W (how often legacy
+        // iptables retried) is only checked: netbeast waits on the lock
+        // itself.
+        if let Some(value) = self.scanner.optional_value() {
+            let number = parse_c_number(value).ok_or_else(|| {
+                invalid(
+                    option,
+                    "wait time",
+                    value,
+                    "expected a whole number of seconds (-w) or microseconds (-W)",
+                )
+            })?;
+            if c == 'w' {
+                self.wait_seconds = Some(number);
+            }
         }
         Ok(())
     }
@@ -2142,6 +2218,7 @@ impl<'a> Parser<'a> {
             verbose: self.verbose,
             action,
             counters_given: self.counter.is_some(),
+            wait_seconds: self.wait_seconds,
         })
     }
 
@@ -2729,8 +2806,8 @@ mod tests {
     fn not_supported_yet_is_its_own_answer() {
         for line in [
             "-A INPUT -s 10.0.0.0/255.0.255.0",
-            "-A INPUT -p sctp -m multiport --dports 1,2",
-            "-A INPUT -p udplite -m multiport --sports 1",
+            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
             "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
         ] {
@@ -3480,13 +3557,17 @@ mod tests {
     fn ports_need_tcp_or_udp() {
         assert_eq!(
             err("-A INPUT --dport 22 -j ACCEPT"),
-            "--dport needs -p tcp or -p udp before it, e.g. -p tcp --dport 22"
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it, e.g. -p tcp --dport 22"
         );
         assert_err(
             "-A INPUT -p icmp --dport 22",
-            "--dport needs -p tcp or -p udp before it (this rule has -p icmp)",
+            "--dport needs -p tcp or -p udp or -p sctp or -p dccp before it (this rule has -p icmp)",
         );
         assert_err("-A INPUT --sport 22", "--sport needs -p tcp or -p udp");
+        assert_err(
+            "-A INPUT -p udplite --dport 22",
+            "--dport needs -p tcp or -p udp",
+        );
         assert_err("-A INPUT -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err("-A INPUT -p udp -m tcp --dport 22", "-m tcp needs -p tcp");
         assert_err(
@@ -3568,11 +3649,11 @@ mod tests {
         );
         assert_err(
             "-A INPUT -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p icmp -m multiport --dports 1,2",
-            "-m multiport needs -p tcp or -p udp",
+            "-m multiport needs -p tcp, udp, udplite, sctp or dccp",
         );
         assert_err(
             "-A INPUT -p tcp -m multiport",
@@ -4333,8 +4414,8 @@ mod tests {
     #[test]
     fn match_errors() {
         assert_err(
-            "-A INPUT -m connlimit",
-            "the connlimit match (-m connlimit) is not supported yet",
+            "-A INPUT -m quota",
+            "the quota match (-m quota) is not supported yet",
         );
         assert_err("-A INPUT -m foo", "invalid match 'foo'");
         assert_err("-A INPUT -m TCP", "did you mean -m tcp?");
@@ -4359,6 +4440,7 @@ mod tests {
                 module,
                 negated,
                 states,
+                ..
             }),
         ] = rule.matches.as_slice()
         else {
@@ -4410,11 +4492,11 @@ mod tests {
             .with(netbeast_common::ct_state::RELATED);
         assert_eq!(
             rule("-A INPUT -m state --state RELATED,ESTABLISHED").matches,
-            vec![Match::ConnState(ConnState {
-                module: StateModule::State,
-                negated: false,
-                states: bits
-            })]
+            vec![Match::ConnState(ConnState::states(
+                StateModule::State,
+                false,
+                bits
+            ))]
         );
         // Two state matches in one rule are two conditions, as in iptables.
         let rule = rule("-A INPUT -m state --state NEW -m conntrack --ctstate ESTABLISHED");
@@ -4459,14 +4541,29 @@ mod tests {
             "SNAT is a state of -m conntrack --ctstate",
         );
         assert_err(
-            "-A INPUT -m conntrack --ctstate DNAT,NEW",
-            "the DNAT connection state (--ctstate DNAT) is not supported yet",
+            "-A INPUT -m conntrack --ctstate DNAT,BOGUS",
+            "the states are INVALID, NEW, ESTABLISHED, RELATED, UNTRACKED, SNAT and DNAT",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctdir BOTH",
+            "the directions are ORIGINAL and REPLY",
+        );
+        assert_err(
+            "-A INPUT -m conntrack ! --ctdir REPLY",
+            "'!' cannot be used before --ctdir",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus SEEN",
+            "the statuses are NONE, EXPECTED, SEEN_REPLY, ASSURED and CONFIRMED",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctstatus ASSURED --ctstatus NONE",
+            "multiple --ctstatus options",
         );
         for option in [
             "--ctproto tcp",
             "--ctorigsrc 10.0.0.1",
-            "--ctstatus ASSURED",
-            "--ctdir REPLY",
+            "--ctrepldstport 80",
             "--ctexpire 10",
         ] {
             let name = option.split_whitespace().next().unwrap();

@@ -7,12 +7,37 @@ use serde::{Deserialize, Serialize};
 
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing};
 use crate::compile::PacketView;
+use crate::rawtext;
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 
-/// Serialized as its text.
+/// The comment's bytes, as iptables keeps them: not necessarily UTF-8
+/// (`--comment $'\xff'`). Serialized as a string, its raw bytes as
+/// [`crate::rawtext`]'s reserved characters, so rule files written before
+/// comments were bytes read unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Comment(pub String);
+#[serde(from = "String", into = "String")]
+pub struct Comment(pub Vec<u8>);
+
+impl Comment {
+    /// The comment as text for printing (raw bytes as reserved
+    /// characters, which the output turns back into the bytes).
+    pub fn text(&self) -> String {
+        rawtext::from_bytes(&self.0).unwrap_or_else(|_| String::from_utf8_lossy(&self.0).into())
+    }
+}
+
+impl From<String> for Comment {
+    fn from(text: String) -> Self {
+        Comment(rawtext::to_bytes(&text))
+    }
+}
+
+impl From<Comment> for String {
+    fn from(comment: Comment) -> Self {
+        comment.text()
+    }
+}
 
 /// xtables_save_string: bare when only `[A-Za-z0-9_-]`, otherwise in double
 /// quotes with `"`, `\` and `'` escaped by a backslash.
@@ -35,11 +60,11 @@ pub fn quote(text: &str) -> String {
 
 impl MatchExt for Comment {
     fn save(&self, out: &mut String) {
-        let _ = write!(out, " -m comment --comment {}", quote(&self.0));
+        let _ = write!(out, " -m comment --comment {}", quote(&self.text()));
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let _ = write!(out, " /* {} */", self.0);
+        let _ = write!(out, " /* {} */", self.text());
     }
 
     fn matches(&self, _pkt: &PacketView) -> bool {
@@ -79,7 +104,8 @@ impl MatchParser for CommentParser {
         values: &[&str],
     ) -> Result<(), ParseError> {
         let text = values[0];
-        if text.len() > MAX_COMMENT_LEN {
+        let bytes = rawtext::to_bytes(text);
+        if bytes.len() > MAX_COMMENT_LEN {
             let start: String = text.chars().take(20).collect();
             return Err(invalid(
                 "--comment",
@@ -87,7 +113,7 @@ impl MatchParser for CommentParser {
                 &format!("{start}..."),
                 format!(
                     "comments are at most {MAX_COMMENT_LEN} bytes, this one has {}",
-                    text.len()
+                    bytes.len()
                 ),
             ));
         }
@@ -97,7 +123,7 @@ impl MatchParser for CommentParser {
                 hint: "; add another -m comment",
             });
         }
-        self.0 = Some(Comment(text.to_string()));
+        self.0 = Some(Comment(bytes));
         Ok(())
     }
 

@@ -12,20 +12,25 @@
 use std::fmt::Debug;
 
 use super::model::{Match, Negatable, TableName};
+use super::names::Names;
 use super::parse::ParseError;
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
 
 pub mod addrtype;
 pub mod comment;
+pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod hashlimit;
 pub mod icmp;
 pub mod iprange;
 pub mod length;
+pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
+pub mod recent;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -40,6 +45,12 @@ pub trait MatchExt {
     /// Its text in the last column of `iptables -L` (`numeric` for `-n`),
     /// with a leading space.
     fn list(&self, out: &mut String, numeric: bool);
+    /// [`MatchExt::list`] without `-n`, with the names to print (services
+    /// of the rule's `protocol`, 0 when none is given): for the modules
+    /// that print ports or addresses by name.
+    fn list_named(&self, out: &mut String, _names: &Names, _protocol: u8) {
+        self.list(out, false);
+    }
     /// Whether a packet satisfies it, as the kernel's match decides: the
     /// reference classifier's meaning. A guard's is its static part.
     fn matches(&self, pkt: &PacketView) -> bool;
@@ -151,17 +162,23 @@ impl Eq for MatchModule {}
 pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
+    &tcp::SCTP,
+    &tcp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,
     &comment::MODULE,
+    &connlimit::MODULE,
     &conntrack::STATE,
     &conntrack::CONNTRACK,
     &addrtype::MODULE,
     &dscp::MODULE,
+    &hashlimit::MODULE,
     &iprange::MODULE,
     &length::MODULE,
+    &limit::MODULE,
     &pkttype::MODULE,
+    &recent::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
@@ -180,18 +197,14 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "cluster",
     "connbytes",
     "connlabel",
-    "connlimit",
     "connmark",
     "cpu",
-    "dccp",
     "devgroup",
     "ecn",
     "esp",
-    "hashlimit",
     "helper",
     "ipcomp",
     "ipvs",
-    "limit",
     "mark",
     "nfacct",
     "osf",
@@ -201,9 +214,7 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "quota",
     "rateest",
     "realm",
-    "recent",
     "rpfilter",
-    "sctp",
     "set",
     "socket",
     "string",

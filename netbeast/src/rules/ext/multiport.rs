@@ -11,7 +11,9 @@ use super::tcp::port_range_text;
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
 use crate::rules::model::{Match, MultiportKind, PortRange};
-use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port, protocol_name};
+use crate::rules::names::Names;
+use crate::rules::parse::{MAX_MULTIPORT_PORTS, ParseError, invalid, parse_port};
+use netbeast_common::port_header_len;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Multiport {
@@ -45,17 +47,11 @@ impl MatchExt for Multiport {
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let kind = match self.kind {
-            MultiportKind::Source => "sports",
-            MultiportKind::Destination => "dports",
-            MultiportKind::Either => "ports",
-        };
-        let bang = if self.negated { " !" } else { "" };
-        let _ = write!(
-            out,
-            " multiport {kind} {bang}{}",
-            port_list_text(&self.ports)
-        );
+        self.list_with(out, |p| p.to_string());
+    }
+
+    fn list_named(&self, out: &mut String, names: &Names, protocol: u8) {
+        self.list_with(out, |p| names.service(p, protocol));
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -99,8 +95,10 @@ impl MatchExt for Multiport {
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
-        if !matches!(protocol, Some(6 | 17)) {
-            return Err("-m multiport needs `-p tcp` or `-p udp`".to_string());
+        if !protocol.is_some_and(|p| port_header_len(p).is_some()) {
+            return Err(
+                "-m multiport needs `-p tcp`, `udp`, `udplite`, `sctp` or `dccp`".to_string(),
+            );
         }
         Ok(())
     }
@@ -168,19 +166,15 @@ impl MatchParser for MultiportParser {
         let m = self
             .0
             .ok_or_else(|| missing(&MODULE, "--sports, --dports or --ports"))?;
-        if let Some(name @ ("sctp" | "dccp" | "udplite")) =
-            rule.plain_protocol().and_then(|p| protocol_name(p, false))
+        // xt_multiport's checkentry: a protocol with ports, not negated.
+        if !rule
+            .plain_protocol()
+            .is_some_and(|p| port_header_len(p).is_some())
         {
-            // iptables takes them; netbeast's classifier reads tcp and udp ports.
-            return Err(ParseError::Unsupported {
-                what: format!("-m multiport with -p {name}"),
-                hint: "; netbeast matches the ports of tcp and udp".into(),
-            });
-        }
-        if !matches!(rule.plain_protocol(), Some(6 | 17)) {
             return Err(ParseError::NeedsProtocol {
                 option: "-m multiport".into(),
-                needs: "-p tcp or -p udp (not negated) earlier in the rule".into(),
+                needs: "-p tcp, udp, udplite, sctp or dccp (not negated) earlier in the rule"
+                    .into(),
             });
         }
         Ok(Match::Multiport(m))
@@ -232,4 +226,30 @@ fn parse_multiport_list(option: &str, text: &str) -> Result<Vec<PortRange>, Pars
         ports.push(range);
     }
     Ok(ports)
+}
+
+impl Multiport {
+    /// libxt_multiport's print: ` multiport dports 22,80`, each port
+    /// written by `port`.
+    fn list_with(&self, out: &mut String, port: impl Fn(u16) -> String) {
+        let kind = match self.kind {
+            MultiportKind::Source => "sports",
+            MultiportKind::Destination => "dports",
+            MultiportKind::Either => "ports",
+        };
+        let bang = if self.negated { " !" } else { "" };
+        let _ = write!(
+            out,
+            " multiport {kind} {bang}{}",
+            self.ports
+                .iter()
+                .map(|r| if r.first == r.last {
+                    port(r.first)
+                } else {
+                    format!("{}:{}", port(r.first), port(r.last))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
 }

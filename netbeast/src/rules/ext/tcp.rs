@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang};
 use crate::compile::PacketView;
 use crate::rules::model::{Match, Negatable, PortRange};
+use crate::rules::names::Names;
 use crate::rules::parse::parse_port;
 
 use crate::rules::parse::{ParseError, invalid};
@@ -83,17 +84,34 @@ pub fn parse_flags(text: &str) -> Result<u8, ParseError> {
     Ok(flags)
 }
 
-/// `-m tcp` / `-m udp` (also loaded by `-p tcp`/`-p udp` on their first
-/// option): ports, and for TCP the flag tests.
+/// `-m tcp` / `-m udp` / `-m dccp` / `-m sctp` (also loaded by `-p tcp`
+/// etc. on their first option): ports, and for TCP the flag tests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
-    /// 6 (tcp) or 17 (udp).
+    /// 6 (tcp), 17 (udp), 33 (dccp) or 132 (sctp).
     pub protocol: u8,
     pub sport: Option<Negatable<PortRange>>,
     pub dport: Option<Negatable<PortRange>>,
     /// `--tcp-flags` / `--syn` (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<Negatable<TcpFlags>>,
+}
+
+/// The match's name (its module's) for a protocol of [`Ports`].
+pub fn module_name(protocol: u8) -> &'static str {
+    match protocol {
+        6 => "tcp",
+        17 => "udp",
+        33 => "dccp",
+        _ => "sctp",
+    }
+}
+
+/// Whether the match keeps a port option that covers every port: libxt_dccp
+/// and libxt_sctp have a flag per option and print `--sport 0:65535`;
+/// libxt_tcp and libxt_udp store the full range for "any port".
+fn keeps_full_range(protocol: u8) -> bool {
+    matches!(protocol, 33 | 132)
 }
 
 /// The full range: what the kernel stores for "any port".
@@ -110,8 +128,14 @@ pub fn port_range_text(range: PortRange) -> String {
     }
 }
 
-/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`.
-fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>) {
+/// libxt_tcp's print_ports: ` dpt:22`, ` dpts:1000:2000`, ` dpt:!22`;
+/// each port as `port` writes it (a number, or a service name).
+fn list_ports(
+    out: &mut String,
+    name: &str,
+    ports: &Option<Negatable<PortRange>>,
+    port: impl Fn(u16) -> String,
+) {
     let Some(ports) = ports else {
         return;
     };
@@ -121,22 +145,27 @@ fn list_ports(out: &mut String, name: &str, ports: &Option<Negatable<PortRange>>
     let bang = if ports.negated { "!" } else { "" };
     let range = ports.value;
     if range.first == range.last {
-        let _ = write!(out, " {name}:{bang}{}", range.first);
+        let _ = write!(out, " {name}:{bang}{}", port(range.first));
     } else {
-        let _ = write!(out, " {name}s:{bang}{}:{}", range.first, range.last);
+        let _ = write!(
+            out,
+            " {name}s:{bang}{}:{}",
+            port(range.first),
+            port(range.last)
+        );
     }
 }
 
 impl MatchExt for Ports {
     fn save(&self, out: &mut String) {
-        let name = if self.protocol == 6 { "tcp" } else { "udp" };
+        let name = module_name(self.protocol);
         let _ = write!(out, " -m {name}");
         for (flag, ports) in [("--sport", &self.sport), ("--dport", &self.dport)] {
             // As libxt_tcp: the full range means "any port" and is not
             // printed — unless negated: `! --sport 0:65535` matches nothing.
             if let Some(ports) = ports
                 .as_ref()
-                .filter(|p| p.negated || !is_any_port(&p.value))
+                .filter(|p| p.negated || !is_any_port(&p.value) || keeps_full_range(self.protocol))
             {
                 let _ = write!(
                     out,
@@ -158,25 +187,11 @@ impl MatchExt for Ports {
     }
 
     fn list(&self, out: &mut String, numeric: bool) {
-        out.push_str(if self.protocol == 6 { " tcp" } else { " udp" });
-        list_ports(out, "spt", &self.sport);
-        list_ports(out, "dpt", &self.dport);
-        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
-        // numerically ` flags:0x17/0x02`.
-        if let Some(f) = &self.tcp_flags {
-            let bang = if f.negated { "!" } else { "" };
-            let (mask, comp) = (f.value.mask, f.value.comp);
-            let _ = if numeric {
-                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
-            } else {
-                write!(
-                    out,
-                    " flags:{bang}{}/{}",
-                    flags_text(mask),
-                    flags_text(comp)
-                )
-            };
-        }
+        self.list_with(out, numeric, |p| p.to_string());
+    }
+
+    fn list_named(&self, out: &mut String, names: &Names, _protocol: u8) {
+        self.list_with(out, false, |p| names.service(p, self.protocol));
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -223,8 +238,10 @@ impl MatchExt for Ports {
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
-        if protocol != Some(self.protocol) || !matches!(self.protocol, 6 | 17) {
-            return Err("--sport/--dport need `-p tcp` or `-p udp`".to_string());
+        if protocol != Some(self.protocol) || !matches!(self.protocol, 6 | 17 | 33 | 132) {
+            return Err(
+                "--sport/--dport need `-p tcp`, `-p udp`, `-p dccp` or `-p sctp`".to_string(),
+            );
         }
         if self.tcp_flags.is_some() && self.protocol != 6 {
             return Err("--tcp-flags/--syn need `-p tcp`".to_string());
@@ -275,6 +292,50 @@ pub static TCP: MatchModule = MatchModule {
     example: "e.g. -p tcp --dport 22",
     parser: || Box::new(PortsParser::new(6)),
     implicit_protocol: Some(6),
+};
+
+/// libxt_sctp: ports; its chunk tests are known, not supported yet.
+static SCTP_OPTIONS: [OptSpec; 3] = [
+    SPORT,
+    DPORT,
+    OptSpec {
+        names: &["chunk-types"],
+        value: Value::Two("all|any|only and a list of chunk types"),
+        negatable: true,
+    },
+];
+
+/// libxt_dccp: ports; its packet type and option tests are known, not
+/// supported yet.
+static DCCP_OPTIONS: [OptSpec; 4] = [
+    SPORT,
+    DPORT,
+    OptSpec {
+        names: &["dccp-types"],
+        value: Value::One("a list of DCCP packet types"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["dccp-option"],
+        value: Value::One("a DCCP option number"),
+        negatable: true,
+    },
+];
+
+pub static SCTP: MatchModule = MatchModule {
+    name: "sctp",
+    options: &SCTP_OPTIONS,
+    example: "e.g. -p sctp --dport 3868",
+    parser: || Box::new(PortsParser::new(132)),
+    implicit_protocol: Some(132),
+};
+
+pub static DCCP: MatchModule = MatchModule {
+    name: "dccp",
+    options: &DCCP_OPTIONS,
+    example: "e.g. -p dccp --dport 5004",
+    parser: || Box::new(PortsParser::new(33)),
+    implicit_protocol: Some(33),
 };
 
 pub static UDP: MatchModule = MatchModule {
@@ -376,9 +437,13 @@ impl MatchParser for PortsParser {
                 ports.tcp_flags = Some(Negatable { negated, value });
                 Ok(())
             }
-            _ => Err(ParseError::Unsupported {
+            "tcp-option" => Err(ParseError::Unsupported {
                 what: "--tcp-option (matching TCP options)".into(),
                 hint: "; match the flags with --tcp-flags or --syn".into(),
+            }),
+            _ => Err(ParseError::Unsupported {
+                what: format!("{} (-m {})", option.flag(), module_name(ports.protocol)),
+                hint: "; netbeast matches its --sport and --dport".into(),
             }),
         }
     }
@@ -389,7 +454,7 @@ impl MatchParser for PortsParser {
         let mut ports = self.ports;
         let wanted = ports.protocol;
         if rule.plain_protocol() != Some(wanted) {
-            let name = if wanted == 6 { "tcp" } else { "udp" };
+            let name = module_name(wanted);
             let option = match (rule.implicit, &ports.dport, &ports.sport) {
                 (true, Some(_), _) => "--dport".to_string(),
                 (true, None, Some(_)) => "--sport".to_string(),
@@ -403,10 +468,37 @@ impl MatchParser for PortsParser {
         }
         // The full range is what the kernel stores for "any port": not
         // printed, so only kept when negated (a rule that matches nothing).
-        let real =
-            |p: Option<Negatable<PortRange>>| p.filter(|p| p.negated || !is_any_port(&p.value));
+        let keep_full = keeps_full_range(wanted);
+        let real = |p: Option<Negatable<PortRange>>| {
+            p.filter(|p| p.negated || keep_full || !is_any_port(&p.value))
+        };
         ports.sport = real(ports.sport);
         ports.dport = real(ports.dport);
         Ok(Match::Ports(ports))
+    }
+}
+
+impl Ports {
+    /// `-L`'s text, ports written by `port`.
+    fn list_with(&self, out: &mut String, numeric: bool, port: impl Fn(u16) -> String) {
+        let _ = write!(out, " {}", module_name(self.protocol));
+        list_ports(out, "spt", &self.sport, &port);
+        list_ports(out, "dpt", &self.dport, &port);
+        // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
+        // numerically ` flags:0x17/0x02`.
+        if let Some(f) = &self.tcp_flags {
+            let bang = if f.negated { "!" } else { "" };
+            let (mask, comp) = (f.value.mask, f.value.comp);
+            let _ = if numeric {
+                write!(out, " flags:{bang}0x{mask:02X}/0x{comp:02X}")
+            } else {
+                write!(
+                    out,
+                    " flags:{bang}{}/{}",
+                    flags_text(mask),
+                    flags_text(comp)
+                )
+            };
+        }
     }
 }

@@ -1,0 +1,115 @@
+//! `netbeast lb` services (DESIGN §10): a new connection to a service's
+//! VIP:port gets a backend from the service's lookup table, recorded in its
+//! pending conntrack entry as a destination translation — a DNAT done
+//! before nat PREROUTING. From then on the connection is netbeast's
+//! conntrack's like any DNATed one: `nat::translate` rewrites every packet
+//! both ways, and a table change never moves it.
+
+use aya_ebpf::{
+    helpers::bpf_get_prandom_u32,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use netbeast_common::{
+    ct_status,
+    lb::{
+        self, Backend, MAX_SERVICES, NO_BACKEND, Service, ServiceKey, TABLE_CHUNK, backend_index,
+        pick, table_chunk,
+    },
+};
+
+use crate::{
+    classify::fetch_add,
+    conntrack::tracking,
+    parse::{IPPROTO_TCP, IPPROTO_UDP},
+};
+
+/// Services by VIP, port and protocol.
+#[map]
+pub static LB_SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Lookup tables: per service slot, two generations of `TABLE_CAPACITY`
+/// backend ids, in chunks.
+#[map]
+pub static LB_TABLES: Array<[u16; TABLE_CHUNK]> = Array::with_max_entries(lb::TABLE_CHUNKS, 0);
+
+/// Backends by (slot, id).
+#[map]
+pub static LB_BACKENDS: Array<Backend> = Array::with_max_entries(lb::BACKENDS, 0);
+
+/// New connections given to each backend, by (slot, id), per CPU.
+#[map]
+pub static LB_PICKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(lb::BACKENDS, 0);
+
+/// Round-robin position of each service slot: one counter shared by all
+/// CPUs, moved atomically, so a ring is followed exactly.
+#[map]
+pub static LB_RING: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// For a new connection (pending conntrack entry) to a service: picks its
+/// backend and records the translation. True when it did; the connection
+/// then skips nat PREROUTING, as after a DNAT rule.
+#[inline(never)]
+pub fn balance() -> bool {
+    let Some(t) = tracking() else {
+        return false;
+    };
+    if t.pending == 0 {
+        return false;
+    }
+    let e = &mut t.entry;
+    if e.protocol != IPPROTO_TCP && e.protocol != IPPROTO_UDP {
+        return false;
+    }
+    let key = ServiceKey {
+        vip: e.orig_dst,
+        port: e.orig_dport,
+        protocol: e.protocol,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(service) = (unsafe { LB_SERVICES.get(&key) }).copied() else {
+        return false;
+    };
+    let size = service.table_size;
+    if size == 0 || size > lb::TABLE_CAPACITY || service.slot >= MAX_SERVICES {
+        return false;
+    }
+    let draw = match service.pick {
+        pick::RANDOM => {
+            // SAFETY: no preconditions.
+            unsafe { bpf_get_prandom_u32() }
+        }
+        pick::COUNTER => match LB_RING.get_ptr_mut(service.slot) {
+            Some(p) => fetch_add(p) as u32,
+            None => return false,
+        },
+        _ => lb::flow_hash(
+            e.orig_src,
+            e.orig_dst,
+            e.orig_sport,
+            e.orig_dport,
+            e.protocol,
+        ),
+    };
+    let entry = draw % size;
+    let Some(chunk) = LB_TABLES.get(table_chunk(service.slot, service.generation, entry)) else {
+        return false;
+    };
+    let id = chunk[(entry as usize) % TABLE_CHUNK];
+    if id == NO_BACKEND || id as u32 >= lb::MAX_BACKENDS {
+        return false;
+    }
+    let index = backend_index(service.slot, id as u32);
+    let Some(backend) = LB_BACKENDS.get(index) else {
+        return false;
+    };
+    e.reply_src = backend.addr;
+    e.reply_sport = backend.port;
+    e.status |= ct_status::DST_NAT;
+    if let Some(n) = LB_PICKS.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot.
+        unsafe { *n += 1 };
+    }
+    true
+}

@@ -1,0 +1,278 @@
+//! `netbeast lb`: services with dynamic backends (DESIGN §10).
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use netbeast_common::ct_status;
+use serde_json::json;
+
+use crate::{
+    lb::{
+        self, Check, DEFAULT_FALL, DEFAULT_RISE, Health, Scheduler, Services, Vip, parse_backend,
+        parse_duration,
+    },
+    loader::Dataplane,
+    state::Namespace,
+};
+
+#[derive(Subcommand)]
+pub enum LbCommand {
+    /// Define a service: VIP:PORT[/tcp|udp] (tcp when not said).
+    Add {
+        service: String,
+        #[arg(long, value_enum, default_value_t = Scheduler::Maglev)]
+        scheduler: Scheduler,
+        /// tcp (connect), http:PATH (GET answering 2xx/3xx) or none; run by
+        /// `netbeast daemon`.
+        #[arg(long, default_value = "tcp")]
+        health: String,
+        /// Time between checks of a backend (jittered), e.g. 2s, 500ms.
+        #[arg(long, default_value = "2s")]
+        interval: String,
+        /// Successful checks that bring a down backend up.
+        #[arg(long, default_value_t = DEFAULT_RISE)]
+        rise: u32,
+        /// Failed checks that take an up backend down.
+        #[arg(long, default_value_t = DEFAULT_FALL)]
+        fall: u32,
+    },
+    /// Remove a service; its connections keep their backends.
+    Del { service: String },
+    /// Add, delete or drain a backend of a service.
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
+    },
+    /// Services and backends: health, weight, connections, packets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackendAction {
+    /// Add a backend IP:PORT (or change its weight, or undrain it).
+    Add {
+        service: String,
+        backend: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Delete a backend: it takes no new connection; existing ones carry on.
+    Del { service: String, backend: String },
+    /// Keep a backend for its connections but give it no new one.
+    Drain { service: String, backend: String },
+}
+
+/// Runs `f` on the namespace's services and data plane under the lock, and
+/// saves the services after it.
+fn with_services<T>(f: impl FnOnce(&mut Services, &mut Dataplane) -> Result<T>) -> Result<T> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (dp, _) = super::plane::prepare(&ns, false, None, &[])?;
+    let Some(mut dp) = dp else {
+        bail!(
+            "this namespace has no netbeast data plane: `netbeast attach IFACE` first (on the \
+             interfaces the service's clients and backends are reached by)"
+        );
+    };
+    let mut services = Services::load(&ns)?;
+    lb::restore_missing(&mut services, &mut dp)?;
+    let out = f(&mut services, &mut dp)?;
+    services.save(&ns)?;
+    Ok(out)
+}
+
+pub fn run(command: LbCommand) -> Result<()> {
+    match command {
+        LbCommand::Add {
+            service,
+            scheduler,
+            health,
+            interval,
+            rise,
+            fall,
+        } => {
+            let vip: Vip = service.parse()?;
+            let check: Check = health.parse()?;
+            let interval = parse_duration(&interval)?;
+            with_services(|services, _| {
+                services.add(
+                    vip,
+                    scheduler,
+                    Health {
+                        check,
+                        interval_ms: interval.as_millis() as u64,
+                        rise,
+                        fall,
+                    },
+                )?;
+                Ok(())
+            })
+        }
+        LbCommand::Del { service } => {
+            let vip: Vip = service.parse()?;
+            with_services(|services, dp| {
+                let i = services
+                    .find(&vip)
+                    .ok_or_else(|| lb::LbError::NoService(vip.to_string()))?;
+                let s = services.services.remove(i);
+                dp.remove_lb_service(&vip.key(), s.slot)?;
+                Ok(())
+            })
+        }
+        LbCommand::Backend { action } => {
+            let (service, backend) = match &action {
+                BackendAction::Add {
+                    service, backend, ..
+                }
+                | BackendAction::Del { service, backend }
+                | BackendAction::Drain { service, backend } => (service, backend),
+            };
+            let vip: Vip = service.parse()?;
+            let (addr, port) = parse_backend(backend)?;
+            with_services(|services, dp| {
+                let s = services.get_mut(&vip)?;
+                match action {
+                    BackendAction::Add { weight, .. } => {
+                        let fresh: Vec<u16> =
+                            s.add_backend(addr, port, weight)?.into_iter().collect();
+                        s.install(dp, &fresh, true)?;
+                    }
+                    BackendAction::Del { .. } => {
+                        let id = s.backend_mut(addr, port)?.id;
+                        s.backends.retain(|b| b.id != id);
+                        s.install(dp, &[], false)?;
+                    }
+                    BackendAction::Drain { .. } => {
+                        s.backend_mut(addr, port)?.drained = true;
+                        s.install(dp, &[], false)?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        LbCommand::List { json } => list(json),
+    }
+}
+
+/// A backend of a service: the VIP, and the backend's address and port
+/// bytes.
+type ServiceBackend = (Vip, [u8; 6]);
+
+/// Live connections and their packets (both ways), per (service, backend)
+/// as the conntrack tables hold them.
+fn live_connections(dp: &Dataplane) -> Result<HashMap<ServiceBackend, (u64, u64)>> {
+    let config = dp.conntrack_config()?;
+    let now = super::conntrack::monotonic_now_ns();
+    let mut out: HashMap<ServiceBackend, (u64, u64)> = HashMap::new();
+    for (_, e, _) in dp.conntrack_entries()? {
+        if e.status & ct_status::DST_NAT == 0
+            || super::conntrack::remaining_secs(&e, now, &config).is_none()
+        {
+            continue;
+        }
+        let protocol = match e.protocol {
+            6 => lb::Protocol::Tcp,
+            17 => lb::Protocol::Udp,
+            _ => continue,
+        };
+        let vip = Vip {
+            addr: e.orig_dst.to_ne_bytes().into(),
+            port: e.orig_dport,
+            protocol,
+        };
+        let b = e.reply_src.to_ne_bytes();
+        let p = e.reply_sport.to_be_bytes();
+        let slot = out
+            .entry((vip, [b[0], b[1], b[2], b[3], p[0], p[1]]))
+            .or_default();
+        slot.0 += 1;
+        slot.1 += e.packets[0] + e.packets[1];
+    }
+    Ok(out)
+}
+
+fn list(json_out: bool) -> Result<()> {
+    with_services(|services, dp| {
+        let live = live_connections(dp)?;
+        let mut rows = Vec::new();
+        for s in &services.services {
+            let mut backends = Vec::new();
+            for b in &s.backends {
+                let a = b.addr.octets();
+                let p = b.port.to_be_bytes();
+                let (active, packets) = live
+                    .get(&(s.vip, [a[0], a[1], a[2], a[3], p[0], p[1]]))
+                    .copied()
+                    .unwrap_or_default();
+                let state = if b.drained {
+                    "drained"
+                } else if b.up {
+                    "up"
+                } else {
+                    "down"
+                };
+                backends.push(json!({
+                    "backend": b.name(),
+                    "weight": b.weight,
+                    "state": state,
+                    "connections": dp.lb_picks(s.slot, b.id)?,
+                    "active": active,
+                    "packets": packets,
+                }));
+            }
+            rows.push(json!({
+                "service": s.vip.to_string(),
+                "scheduler": serde_json::to_value(s.scheduler)?,
+                "health": {
+                    "check": s.health.check.to_string(),
+                    "interval_ms": s.health.interval_ms,
+                    "rise": s.health.rise,
+                    "fall": s.health.fall,
+                },
+                "table_size": s.table_size,
+                "all_down": s.all_down,
+                "backends": backends,
+            }));
+        }
+        if json_out {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "services": rows }))?
+            );
+            return Ok(());
+        }
+        for (s, row) in services.services.iter().zip(&rows) {
+            outln!(
+                "{} {} health {} every {}ms rise {} fall {}, table of {} entries{}",
+                s.vip,
+                row["scheduler"].as_str().unwrap_or(""),
+                s.health.check,
+                s.health.interval_ms,
+                s.health.rise,
+                s.health.fall,
+                s.table_size,
+                if s.all_down {
+                    " [every backend down: the last table is kept]"
+                } else {
+                    ""
+                }
+            );
+            for b in row["backends"].as_array().into_iter().flatten() {
+                outln!(
+                    "  {:<21} weight {:<4} {:<8} connections {:<8} active {:<6} packets {}",
+                    b["backend"].as_str().unwrap_or(""),
+                    b["weight"],
+                    b["state"].as_str().unwrap_or(""),
+                    b["connections"],
+                    b["active"],
+                    b["packets"]
+                );
+            }
+        }
+        Ok(())
+    })
+}

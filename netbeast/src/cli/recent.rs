@@ -1,0 +1,100 @@
+//! `netbeast recent -L [NAME]`: the `-m recent` lists, as the kernel shows
+//! them in `/proc/net/xt_recent/NAME` — one line per address with its TTL,
+//! when it was last seen and the times remembered — with times as seconds
+//! before now (the kernel prints jiffies). Without NAME, every list, each
+//! under a `NAME:` heading, in name order.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, bail};
+use netbeast_common::{RECENT_STAMPS, RecentEntry};
+
+use super::conntrack::monotonic_now_ns;
+use crate::rules::ext::recent::name_number;
+use crate::rules::model::Match;
+use crate::state::Namespace;
+
+pub fn run(name: Option<&str>) -> Result<()> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    // The lists' names, from the rules that name them (the kernel keys
+    // them by the name's number).
+    let ruleset = ns.load_ruleset()?;
+    let mut names: BTreeMap<u32, String> = BTreeMap::new();
+    for chain in &ruleset.filter.chains {
+        for rule in &chain.rules {
+            for m in &rule.matches {
+                if let Match::Recent(r) = m {
+                    names.insert(name_number(&r.name), r.name.clone());
+                }
+            }
+        }
+    }
+    if let Some(name) = name
+        && !names.values().any(|n| n == name)
+    {
+        bail!(
+            "no rule names the recent list {name:?}; the lists are {}",
+            if names.is_empty() {
+                "none (no -m recent rule)".to_string()
+            } else {
+                names.values().cloned().collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    let (dp, _) = super::plane::prepare(&ns, false, None, &[])?;
+    let entries = match &dp {
+        Some(dp) => dp.recent_entries()?,
+        None => Vec::new(),
+    };
+    let now = monotonic_now_ns();
+    let mut lists: BTreeMap<String, Vec<(Ipv4Addr, RecentEntry)>> = BTreeMap::new();
+    for (key, entry) in entries {
+        // A list no rule names any more shows by its number.
+        let list = names
+            .get(&key.name)
+            .cloned()
+            .unwrap_or_else(|| format!("#{:08x}", key.name));
+        lists
+            .entry(list)
+            .or_default()
+            .push((Ipv4Addr::from(u32::from_be(key.addr)), entry));
+    }
+    for (list, mut addrs) in lists {
+        if name.is_some_and(|n| n != list) {
+            continue;
+        }
+        if name.is_none() {
+            outln!("{list}:");
+        }
+        addrs.sort_by_key(|(a, _)| *a);
+        for (addr, e) in addrs {
+            outln!("{}", entry_line(addr, &e, now));
+        }
+    }
+    Ok(())
+}
+
+/// `src=10.0.0.1 ttl: 64 last_seen: 0.412 oldest_pkt: 3 2.104, 1.300, 0.412`
+/// (seconds before `now`, oldest first).
+fn entry_line(addr: Ipv4Addr, e: &RecentEntry, now: u64) -> String {
+    let count = (e.count as usize).min(RECENT_STAMPS);
+    // The ring's oldest stamp is at `index` once it has wrapped.
+    let start = if count == RECENT_STAMPS {
+        e.index as usize % RECENT_STAMPS
+    } else {
+        0
+    };
+    let ago = |t: u64| format!("{:.3}", now.saturating_sub(t) as f64 / 1e9);
+    let times: Vec<String> = (0..count)
+        .map(|i| ago(e.stamps[(start + i) % RECENT_STAMPS]))
+        .collect();
+    let last = e.stamps[(e.index as usize + RECENT_STAMPS - 1) % RECENT_STAMPS];
+    format!(
+        "src={addr} ttl: {} last_seen: {} oldest_pkt: {count} {}",
+        e.ttl,
+        ago(last),
+        times.join(", ")
+    )
+}

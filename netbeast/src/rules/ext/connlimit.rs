@@ -1,0 +1,220 @@
+//! `-m connlimit --connlimit-upto|--connlimit-above N --connlimit-mask M
+//! --connlimit-saddr|--connlimit-daddr` (`!` before upto/above): the number
+//! of live connections of the packet's masked source (or destination)
+//! address (xt_connlimit). Counted from netbeast's own conntrack by the
+//! kernel (`netbeast-ebpf/src/connlimit.rs`), so it is a *guard*.
+
+use std::fmt::Write as _;
+
+use netbeast_common::{CONNLIMIT_DADDR, CONNLIMIT_SLOTS, Guard, guard_kind};
+use serde::{Deserialize, Serialize};
+
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
+use crate::compile::PacketView;
+use crate::compile::lower::Lowering;
+use crate::rules::model::{Match, TableName};
+use crate::rules::parse::{ParseError, invalid};
+
+/// The largest limit netbeast can count past: a list remembers
+/// `CONNLIMIT_SLOTS` connections per address and rule.
+pub const MAX_CONNLIMIT: u32 = CONNLIMIT_SLOTS as u32 - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connlimit {
+    /// The limit N.
+    pub limit: u32,
+    /// `--connlimit-above N` (matches past N); `--connlimit-upto N`
+    /// otherwise. `!` swaps them, as libxt_connlimit stores it.
+    pub above: bool,
+    /// `--connlimit-mask`: the prefix length (0 to 32).
+    pub mask: u8,
+    /// `--connlimit-daddr`: count per destination address.
+    pub daddr: bool,
+}
+
+impl Connlimit {
+    fn mask_bits(&self) -> u32 {
+        if self.mask == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.mask))
+        }
+    }
+
+    /// The guard the kernel evaluates.
+    pub fn guard(&self) -> Guard {
+        let mask = u64::from(self.mask_bits().to_be());
+        Guard {
+            kind: guard_kind::CONNLIMIT,
+            negated: u32::from(!self.above),
+            a: u64::from(self.limit),
+            b: mask | if self.daddr { CONNLIMIT_DADDR } else { 0 },
+            ..Guard::default()
+        }
+    }
+}
+
+impl MatchExt for Connlimit {
+    fn save(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            " -m connlimit --connlimit-{} {} --connlimit-mask {} --connlimit-{}",
+            if self.above { "above" } else { "upto" },
+            self.limit,
+            self.mask,
+            if self.daddr { "daddr" } else { "saddr" }
+        );
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        let _ = write!(
+            out,
+            " #conn {}/{} {} {}",
+            if self.daddr { "dst" } else { "src" },
+            self.mask,
+            if self.above { ">" } else { "<=" },
+            self.limit
+        );
+    }
+
+    /// A guard: not part of the rule's static match.
+    fn matches(&self, _pkt: &PacketView) -> bool {
+        true
+    }
+
+    fn lower(&self) -> Lowering {
+        Lowering::Guard(self.guard())
+    }
+}
+
+static OPTIONS: [OptSpec; 5] = [
+    OptSpec {
+        names: &["connlimit-upto"],
+        value: Value::One("a number of connections"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["connlimit-above"],
+        value: Value::One("a number of connections"),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["connlimit-mask"],
+        value: Value::One("a prefix length from 0 to 32"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["connlimit-saddr"],
+        value: Value::None,
+        negatable: false,
+    },
+    OptSpec {
+        names: &["connlimit-daddr"],
+        value: Value::None,
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "connlimit",
+    options: &OPTIONS,
+    example: "e.g. -m connlimit --connlimit-above 15 --connlimit-mask 32",
+    implicit_protocol: None,
+    parser: || Box::<ConnlimitParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct ConnlimitParser {
+    /// (limit, above) after `!`.
+    limit: Option<(u32, bool)>,
+    /// The option that gave it, for messages.
+    limit_option: Option<&'static str>,
+    mask: Option<u8>,
+    /// Which of saddr/daddr was given.
+    direction: Option<bool>,
+}
+
+impl MatchParser for ConnlimitParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: &[&str],
+    ) -> Result<(), ParseError> {
+        let together = |other: &str| ParseError::IllegalOption {
+            option: option.flag(),
+            command: other.to_string(),
+            reason: "give one of them",
+        };
+        match option.name() {
+            "connlimit-upto" | "connlimit-above" => {
+                let text = value(option, text);
+                let limit = number(option, "limit", text, u32::MAX.into())? as u32;
+                if limit > MAX_CONNLIMIT {
+                    return Err(invalid(
+                        &option.flag(),
+                        "limit",
+                        text,
+                        format!(
+                            "netbeast counts at most {MAX_CONNLIMIT} connections per address and rule \
+                             (CONNLIMIT_SLOTS in netbeast-common)"
+                        ),
+                    ));
+                }
+                let above = (option.name() == "connlimit-above") != negated;
+                if let Some(first) = self.limit_option {
+                    return Err(together(first));
+                }
+                self.limit_option = Some(if option.name() == "connlimit-above" {
+                    "--connlimit-above"
+                } else {
+                    "--connlimit-upto"
+                });
+                self.limit = Some((limit, above));
+                Ok(())
+            }
+            "connlimit-mask" => {
+                let text = value(option, text);
+                // xtables reads a prefix length up to 128 for either
+                // family; an IPv4 rule keeps the first 32 bits of it.
+                let mask = number(option, "prefix length", text, 128)? as u8;
+                once(&mut self.mask, mask.min(32), option)
+            }
+            name => {
+                let daddr = name == "connlimit-daddr";
+                match self.direction {
+                    Some(d) if d != daddr => Err(together(if d {
+                        "--connlimit-daddr"
+                    } else {
+                        "--connlimit-saddr"
+                    })),
+                    _ => {
+                        self.direction = Some(daddr);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        let Some((limit, above)) = self.limit else {
+            return Err(super::missing(
+                &MODULE,
+                "--connlimit-above or --connlimit-upto",
+            ));
+        };
+        if rule.table != TableName::Filter {
+            return Err(ParseError::Unsupported {
+                what: format!("-m connlimit in the {} table", rule.table.as_str()),
+                hint: "; netbeast counts connections in the filter table only".into(),
+            });
+        }
+        Ok(Match::Connlimit(Connlimit {
+            limit,
+            above,
+            mask: self.mask.unwrap_or(32),
+            daddr: self.direction.unwrap_or(false),
+        }))
+    }
+}

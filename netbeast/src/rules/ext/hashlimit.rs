@@ -1,0 +1,590 @@
+//! `-m hashlimit`: a token bucket per key — the packet's masked addresses
+//! and ports that `--hashlimit-mode` names — in the table named by
+//! `--hashlimit-name` (xt_hashlimit, revision 3 as iptables 1.8 uses it).
+//! `--hashlimit-upto RATE` matches while the key's bucket has credit,
+//! `--hashlimit-above RATE` once it has none (`!` swaps them). A rate is
+//! in packets (`50/sec`, as `-m limit` reads it, in microseconds) or in
+//! bytes (`10kb/s`). The kernel's side is `netbeast-ebpf/src/hashlimit.rs`.
+
+use std::fmt::Write as _;
+
+use netbeast_common::{Guard, guard_kind, hashlimit as bits};
+use serde::{Deserialize, Serialize};
+
+use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
+use crate::compile::PacketView;
+use crate::compile::lower::Lowering;
+use crate::rules::model::{Match, TableName};
+use crate::rules::parse::{ParseError, invalid};
+
+/// Packet rates are periods in microseconds (XT_HASHLIMIT_SCALE_v2).
+pub const SCALE: u64 = 1_000_000;
+/// iptables' defaults and bounds.
+pub const DEFAULT_BURST: u64 = 5;
+pub const MAX_BURST: u64 = 1_000_000;
+pub const DEFAULT_GCINTERVAL: u32 = 1000;
+/// The expiry of a bytes-mode bucket unless given, in seconds.
+const BYTE_EXPIRE: u32 = 15;
+/// The longest `--hashlimit-name` (the kernel's name field holds 32 bytes
+/// with the final NUL).
+pub const MAX_NAME_LEN: usize = 31;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HashRate {
+    /// One packet every `period` microseconds.
+    Packets { period: u64 },
+    /// Bytes per second, kept as xt_hashlimit keeps it (`cost`: 2^32 - 1
+    /// over the rate in 16-byte chunks, plus one), so it prints back the
+    /// same.
+    Bytes { cost: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hashlimit {
+    pub name: String,
+    /// `--hashlimit-above`: matches over the rate.
+    pub above: bool,
+    pub rate: HashRate,
+    /// Packets the full bucket holds (packets mode).
+    pub burst: u64,
+    /// `hashlimit::SRCIP | SRCPORT | DSTIP | DSTPORT`.
+    pub mode: u32,
+    pub srcmask: u8,
+    pub dstmask: u8,
+    pub size: u32,
+    pub max: u32,
+    pub gcinterval: u32,
+    /// Idle buckets expire after this many ms.
+    pub expire: u32,
+}
+
+/// As xt_hashlimit: bytes per second to its cost encoding, and back.
+fn bytes_to_cost(bytes: u64) -> u64 {
+    let chunks = (bytes >> bits::BYTE_SHIFT) as u32;
+    u64::from(u32::MAX / chunks.wrapping_add(1).max(1))
+}
+
+fn cost_to_bytes(cost: u64) -> u64 {
+    let r = if cost != 0 {
+        u64::from(u32::MAX) / cost
+    } else {
+        u64::from(u32::MAX)
+    };
+    r.saturating_sub(1) << bits::BYTE_SHIFT
+}
+
+/// A packet rate: `N[/second|/minute|/hour|/day]` (any prefix, any
+/// case): its period in microseconds and the unit's seconds.
+fn parse_packet_rate(text: &str) -> Option<Result<(u64, u64), ()>> {
+    let (count, seconds) = match text.split_once('/') {
+        None => (text, 1),
+        Some((count, unit)) => {
+            if unit.is_empty() {
+                return None;
+            }
+            let unit = unit.to_ascii_lowercase();
+            let seconds = [
+                ("second", 1),
+                ("minute", 60),
+                ("hour", 3600),
+                ("day", 86_400),
+            ]
+            .iter()
+            .find(|(name, _)| name.starts_with(&unit))?
+            .1;
+            (count, seconds)
+        }
+    };
+    let digits: String = count.chars().take_while(char::is_ascii_digit).collect();
+    let count: u64 = digits.parse().ok().filter(|&n| n > 0)?;
+    let period = SCALE * seconds / count;
+    Some(if period == 0 {
+        Err(())
+    } else {
+        Ok((period, seconds))
+    })
+}
+
+/// A byte rate: `N[k|m]b/s`. `None` when the text is not one.
+fn parse_byte_rate(text: &str) -> Option<Result<u64, String>> {
+    let at = text.find("b/s")?;
+    if at == 0 {
+        return None;
+    }
+    let factor = match text.as_bytes()[at - 1] {
+        b'm' => 1024 * 1024,
+        b'k' => 1024,
+        _ => 1,
+    };
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let count: u64 = digits.parse().ok().filter(|&n| n > 0)?;
+    let cost = bytes_to_cost(count.saturating_mul(factor));
+    Some(if cost == 0 {
+        Err(format!("rate too high \"{text}\""))
+    } else {
+        Ok(cost)
+    })
+}
+
+/// A period in microseconds as iptables prints it, and the printed unit's
+/// length in ms (an expiry of that length is not printed).
+fn rate_text(period: u64) -> (String, u32) {
+    const RATES: [(&str, u64); 4] = [
+        ("day", SCALE * 86_400),
+        ("hour", SCALE * 3600),
+        ("min", SCALE * 60),
+        ("sec", SCALE),
+    ];
+    let mut i = 1;
+    while i < RATES.len() {
+        let mult = RATES[i].1;
+        if period > mult || mult / period < mult % period {
+            break;
+        }
+        i += 1;
+    }
+    let (name, mult) = RATES[i - 1];
+    (
+        format!("{}/{name}", mult / period),
+        (mult / SCALE * 1000) as u32,
+    )
+}
+
+/// A byte rate's cost as iptables prints it: `10kb/s`.
+fn bytes_text(cost: u64) -> String {
+    let r = cost_to_bytes(cost);
+    let units = [("m", 1u64 << 20), ("k", 1 << 10), ("", 1)];
+    let (name, thresh) = units
+        .iter()
+        .take(2)
+        .find(|(_, t)| r >= *t && bytes_to_cost(r & !(t - 1)) == cost)
+        .copied()
+        .unwrap_or(units[2]);
+    format!("{}{name}b/s", r / thresh)
+}
+
+/// The name's number in the kernel's keys (FNV-1a): tables are told apart
+/// by name, so a table keeps its buckets whatever rules name it.
+pub fn name_number(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn mode_text(mode: u32, separator: char) -> String {
+    [
+        (bits::SRCIP, "srcip"),
+        (bits::SRCPORT, "srcport"),
+        (bits::DSTIP, "dstip"),
+        (bits::DSTPORT, "dstport"),
+    ]
+    .iter()
+    .filter(|(bit, _)| mode & bit != 0)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(&separator.to_string())
+}
+
+impl Hashlimit {
+    /// The rate's text and the expiry that goes without saying.
+    fn rate_and_quantum(&self) -> (String, u32) {
+        match self.rate {
+            HashRate::Packets { period } => rate_text(period),
+            HashRate::Bytes { cost } => (bytes_text(cost), BYTE_EXPIRE * 1000),
+        }
+    }
+
+    /// The guard the kernel evaluates.
+    pub fn guard(&self) -> Guard {
+        let (cost, depth, mode) = match self.rate {
+            HashRate::Packets { period } => {
+                let cost = period.saturating_mul(1000);
+                (cost, cost.saturating_mul(self.burst), self.mode)
+            }
+            HashRate::Bytes { cost } => {
+                let rate = cost_to_bytes(cost);
+                let chunk = if rate == 0 {
+                    bits::BYTES_DEPTH_NS
+                } else {
+                    (bits::BYTES_DEPTH_NS << bits::BYTE_SHIFT) / rate
+                };
+                (chunk, bits::BYTES_DEPTH_NS, self.mode | bits::BYTES)
+            }
+        };
+        Guard {
+            kind: guard_kind::HASHLIMIT,
+            negated: u32::from(self.above),
+            _pad: mode
+                | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
+                | u32::from(self.dstmask) << bits::DSTMASK_SHIFT,
+            a: cost,
+            b: depth,
+            c: u64::from(name_number(&self.name)) | u64::from(self.expire) << 32,
+            ..Guard::default()
+        }
+    }
+
+    /// The table options, as `save` (`--hashlimit-` before each) or `list`
+    /// print them.
+    fn table_text(&self, out: &mut String, prefix: &str, quantum: u32) {
+        if self.size != 0 {
+            let _ = write!(out, " {prefix}htable-size {}", self.size);
+        }
+        if self.max != 0 {
+            let _ = write!(out, " {prefix}htable-max {}", self.max);
+        }
+        if self.gcinterval != DEFAULT_GCINTERVAL {
+            let _ = write!(out, " {prefix}htable-gcinterval {}", self.gcinterval);
+        }
+        if self.expire != quantum {
+            let _ = write!(out, " {prefix}htable-expire {}", self.expire);
+        }
+        if self.srcmask != 32 {
+            let _ = write!(out, " {prefix}srcmask {}", self.srcmask);
+        }
+        if self.dstmask != 32 {
+            let _ = write!(out, " {prefix}dstmask {}", self.dstmask);
+        }
+    }
+}
+
+impl MatchExt for Hashlimit {
+    fn save(&self, out: &mut String) {
+        let (rate, quantum) = self.rate_and_quantum();
+        let which = if self.above { "above" } else { "upto" };
+        let _ = write!(out, " -m hashlimit --hashlimit-{which} {rate}");
+        if let HashRate::Packets { .. } = self.rate {
+            let _ = write!(out, " --hashlimit-burst {}", self.burst);
+        }
+        if self.mode != 0 {
+            let _ = write!(out, " --hashlimit-mode {}", mode_text(self.mode, ','));
+        }
+        let _ = write!(out, " --hashlimit-name {}", self.name);
+        self.table_text(out, "--hashlimit-", quantum);
+    }
+
+    fn list(&self, out: &mut String, _numeric: bool) {
+        let (rate, quantum) = self.rate_and_quantum();
+        let which = if self.above { "above" } else { "up to" };
+        let _ = write!(out, " limit: {which} {rate}");
+        if let HashRate::Packets { .. } = self.rate {
+            let _ = write!(out, " burst {}", self.burst);
+        }
+        if self.mode != 0 {
+            let _ = write!(out, " mode {}", mode_text(self.mode, '-'));
+        }
+        self.table_text(out, "", quantum);
+    }
+
+    /// A guard: not part of the rule's static match.
+    fn matches(&self, _pkt: &PacketView) -> bool {
+        true
+    }
+
+    fn lower(&self) -> Lowering {
+        Lowering::Guard(self.guard())
+    }
+}
+
+const RATE: &str = "a rate like 50/sec or 10kb/s";
+
+static OPTIONS: [OptSpec; 13] = [
+    OptSpec {
+        names: &["hashlimit-upto", "hashlimit"],
+        value: Value::One(RATE),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["hashlimit-above"],
+        value: Value::One(RATE),
+        negatable: true,
+    },
+    OptSpec {
+        names: &["hashlimit-burst"],
+        value: Value::One("a number of packets from 1 to 1000000"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-mode"],
+        value: Value::One("a list of srcip, srcport, dstip, dstport"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-name"],
+        value: Value::One("the table's name"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-srcmask"],
+        value: Value::One("a prefix length from 0 to 32"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-dstmask"],
+        value: Value::One("a prefix length from 0 to 32"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-htable-size"],
+        value: Value::One("a number of hash buckets"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-htable-max"],
+        value: Value::One("a number of entries"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-htable-gcinterval"],
+        value: Value::One("milliseconds"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-htable-expire"],
+        value: Value::One("milliseconds"),
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-rate-match"],
+        value: Value::None,
+        negatable: false,
+    },
+    OptSpec {
+        names: &["hashlimit-rate-interval"],
+        value: Value::One("seconds"),
+        negatable: false,
+    },
+];
+
+pub static MODULE: MatchModule = MatchModule {
+    name: "hashlimit",
+    options: &OPTIONS,
+    example: "e.g. -m hashlimit --hashlimit-upto 50/sec --hashlimit-mode srcip --hashlimit-name http",
+    implicit_protocol: None,
+    parser: || Box::<HashlimitParser>::default(),
+};
+
+#[derive(Debug, Default)]
+struct HashlimitParser {
+    /// (rate, above, the rate unit's seconds) and the option that gave it.
+    rate: Option<(HashRate, bool, u64)>,
+    rate_option: Option<&'static str>,
+    burst: Option<u64>,
+    mode: Option<u32>,
+    name: Option<String>,
+    srcmask: Option<u8>,
+    dstmask: Option<u8>,
+    size: Option<u32>,
+    max: Option<u32>,
+    gcinterval: Option<u32>,
+    expire: Option<u32>,
+}
+
+fn u32_option(option: &'static OptSpec, text: &str) -> Result<u32, ParseError> {
+    Ok(number(option, "value", text, u32::MAX.into())? as u32)
+}
+
+impl MatchParser for HashlimitParser {
+    fn option(
+        &mut self,
+        option: &'static OptSpec,
+        negated: bool,
+        text: &[&str],
+    ) -> Result<(), ParseError> {
+        match option.name() {
+            "hashlimit-rate-match" | "hashlimit-rate-interval" => {
+                return Err(ParseError::Unsupported {
+                    what: format!("{} (-m hashlimit's rate-match mode)", option.flag()),
+                    hint: "; netbeast's hashlimit limits, it does not measure rates".into(),
+                });
+            }
+            "hashlimit-upto" | "hashlimit-above" => {
+                let text = value(option, text);
+                let above = (option.name() == "hashlimit-above") != negated;
+                let (rate, unit) = match parse_byte_rate(text) {
+                    Some(Ok(cost)) => (HashRate::Bytes { cost }, 0),
+                    Some(Err(reason)) => return Err(invalid(&option.flag(), "rate", text, reason)),
+                    None => match parse_packet_rate(text) {
+                        Some(Ok((period, unit))) => (HashRate::Packets { period }, unit),
+                        Some(Err(())) => {
+                            return Err(invalid(
+                                &option.flag(),
+                                "rate",
+                                text,
+                                "rate too fast: at most 1000000/second",
+                            ));
+                        }
+                        None => {
+                            return Err(invalid(
+                                &option.flag(),
+                                "rate",
+                                text,
+                                "expected packets like 50/sec (or /minute, /hour, /day) or bytes like 10kb/s",
+                            ));
+                        }
+                    },
+                };
+                if let Some(first) = self.rate_option {
+                    return Err(ParseError::IllegalOption {
+                        option: option.flag(),
+                        command: first.to_string(),
+                        reason: "give one of them",
+                    });
+                }
+                self.rate_option = Some(if option.name() == "hashlimit-above" {
+                    "--hashlimit-above"
+                } else {
+                    "--hashlimit-upto"
+                });
+                self.rate = Some((rate, above, unit));
+                Ok(())
+            }
+            "hashlimit-burst" => {
+                let text = value(option, text);
+                let burst = number(option, "burst", text, MAX_BURST)?;
+                if burst == 0 {
+                    return Err(invalid(
+                        &option.flag(),
+                        "burst",
+                        text,
+                        "expected 1 to 1000000",
+                    ));
+                }
+                once(&mut self.burst, burst, option)
+            }
+            "hashlimit-mode" => {
+                let text = value(option, text);
+                let mut mode = 0;
+                for word in text.split(',') {
+                    mode |= match word {
+                        "srcip" => bits::SRCIP,
+                        "srcport" => bits::SRCPORT,
+                        "dstip" => bits::DSTIP,
+                        "dstport" => bits::DSTPORT,
+                        _ => {
+                            return Err(invalid(
+                                &option.flag(),
+                                "mode",
+                                text,
+                                "expected a comma-separated list of srcip, srcport, dstip, dstport",
+                            ));
+                        }
+                    };
+                }
+                once(&mut self.mode, mode, option)
+            }
+            "hashlimit-name" => {
+                let text = value(option, text);
+                if text.is_empty() || text.len() > MAX_NAME_LEN {
+                    return Err(invalid(
+                        &option.flag(),
+                        "name",
+                        text,
+                        format!("expected 1 to {MAX_NAME_LEN} characters"),
+                    ));
+                }
+                once(&mut self.name, text.to_string(), option)
+            }
+            "hashlimit-srcmask" | "hashlimit-dstmask" => {
+                let text = value(option, text);
+                let len = number(option, "prefix length", text, 32)? as u8;
+                let slot = if option.name() == "hashlimit-srcmask" {
+                    &mut self.srcmask
+                } else {
+                    &mut self.dstmask
+                };
+                once(slot, len, option)
+            }
+            name => {
+                let n = u32_option(option, value(option, text))?;
+                let slot = match name {
+                    "hashlimit-htable-size" => &mut self.size,
+                    "hashlimit-htable-max" => &mut self.max,
+                    "hashlimit-htable-gcinterval" => &mut self.gcinterval,
+                    _ => &mut self.expire,
+                };
+                once(slot, n, option)
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Match, ParseError> {
+        let Some((rate, above, unit)) = self.rate else {
+            return Err(super::missing(
+                &MODULE,
+                "--hashlimit-upto or --hashlimit-above",
+            ));
+        };
+        let Some(name) = self.name else {
+            return Err(super::missing(&MODULE, "--hashlimit-name"));
+        };
+        if rule.table != TableName::Filter {
+            return Err(ParseError::Unsupported {
+                what: format!("-m hashlimit in the {} table", rule.table.as_str()),
+                hint: "; netbeast keeps hashlimit buckets in the filter table only".into(),
+            });
+        }
+        let (burst, default_expire) = match rate {
+            HashRate::Packets { .. } => (self.burst.unwrap_or(DEFAULT_BURST), unit as u32 * 1000),
+            HashRate::Bytes { .. } => {
+                if self.burst.is_some() {
+                    return Err(ParseError::Unsupported {
+                        what: "--hashlimit-burst with a rate in bytes".into(),
+                        hint: "; give the rate alone (the bucket holds one second of it)".into(),
+                    });
+                }
+                (0, BYTE_EXPIRE * 1000)
+            }
+        };
+        Ok(Match::Hashlimit(Hashlimit {
+            name,
+            above,
+            rate,
+            burst,
+            mode: self.mode.unwrap_or(0),
+            srcmask: self.srcmask.unwrap_or(32),
+            dstmask: self.dstmask.unwrap_or(32),
+            size: self.size.unwrap_or(0),
+            max: self.max.unwrap_or(0),
+            gcinterval: self.gcinterval.unwrap_or(DEFAULT_GCINTERVAL),
+            expire: self.expire.unwrap_or(default_expire),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_rates_print_as_iptables() {
+        for (given, printed) in [
+            ("10kb/s", "10kb/s"),
+            ("4kb/s", "4kb/s"),
+            ("10mb/s", "10mb/s"),
+            ("123456b/s", "123456b/s"),
+            ("512b/s", "512b/s"),
+            ("1mb/s", "1mb/s"),
+        ] {
+            let Some(Ok(cost)) = parse_byte_rate(given) else {
+                panic!("{given}");
+            };
+            assert_eq!(bytes_text(cost), printed, "{given}");
+        }
+    }
+
+    #[test]
+    fn packet_rates_print_as_iptables() {
+        for (given, printed, quantum) in [
+            ("50/sec", "50/sec", 1000),
+            ("1000000/sec", "1000000/sec", 1000),
+            ("7/min", "7/min", 60_000),
+            ("1/day", "1/day", 86_400_000),
+            ("3", "3/sec", 1000),
+        ] {
+            let (period, _) = parse_packet_rate(given).unwrap().unwrap();
+            assert_eq!(rate_text(period), (printed.to_string(), quantum), "{given}");
+        }
+        assert_eq!(parse_packet_rate("1000001/s"), Some(Err(())));
+    }
+}
