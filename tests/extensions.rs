@@ -191,7 +191,14 @@ const ORACLE_KNOWN_WRONG: &[(&str, &str, &str)] = &[
         "--in-interface=eth0 --out-interface=eth1",
         GETOPT_ATTACHED_VALUES,
     ),
+    (
+        "LOG.t",
+        "-j LOG --log-prefix 123456789012345678901234567890",
+        LOG_PREFIX_CUT,
+    ),
 ];
+const LOG_PREFIX_CUT: &str = "iptables 1.8.9 cuts a --log-prefix longer than 29 characters \
+     without a word; later iptables refuse it (\"Maximum prefix length 29\"), as netbeast does";
 const NFT_DROPS_NEGATED_FULL_RANGE: &str = "iptables-nft 1.8.9 lists '! --sport 0:65535' \
      (a match on no packet) as nothing at all; iptables' libxt_tcp.t/libxt_udp.t expect \
      '! --sport 0:65535'";

@@ -356,12 +356,20 @@ pub mod ct_state {
     pub const KEYS: usize = 512;
 }
 
+/// The kernel's target codes (`RuleAction::target`) and the one table of
+/// what each does ([`target::flags`]), which the compiler, the reference
+/// classifier and the kernel all read: a target is terminating or not,
+/// needs the packet or not, has a side effect or not. A code missing from
+/// the table has no flags at all, not even [`target::flag::KNOWN`]: the
+/// loader refuses to write it, and a kernel that meets one anyway counts
+/// `stats::UNKNOWN_TARGET` and goes on as for a rule without a target, so
+/// an unknown target never drops a packet.
 pub mod target {
     pub const ACCEPT: u32 = 0;
     pub const DROP: u32 = 1;
     pub const REJECT: u32 = 2;
     /// Non-terminating: count the rule and go on with the next match (a rule
-    /// without `-j`; later LOG).
+    /// without `-j`, a jump, RETURN or goto once flattened).
     pub const NONE: u32 = 3;
     /// nat table targets; `RuleAction::arg` is the `NatTarget` index
     /// (relative to the generation, see `nat_target_index`).
@@ -369,7 +377,126 @@ pub mod target {
     pub const SNAT: u32 = 5;
     pub const MASQUERADE: u32 = 6;
     pub const REDIRECT: u32 = 7;
+    /// `-j LOG`: non-terminating, with a side effect (an event in the log
+    /// ring buffer); `RuleAction::arg` is its `LogTarget` number (see
+    /// `log_target_index`).
+    pub const LOG: u32 = 8;
+    /// Codes in the table.
+    pub const COUNT: u32 = 9;
+
+    pub mod flag {
+        /// The code is in the table.
+        pub const KNOWN: u32 = 1;
+        /// The first rule with it ends the chain's search (a verdict, or
+        /// the nat table's decision).
+        pub const TERMINATING: u32 = 2;
+        /// It acts on the packet's bytes (REJECT answers it, LOG copies
+        /// it): not possible where there is no packet (nat OUTPUT runs on
+        /// sockets).
+        pub const NEEDS_PACKET: u32 = 4;
+        /// It does something beyond the verdict that the kernel carries
+        /// out after the search (LOG's event).
+        pub const SIDE_EFFECT: u32 = 8;
+    }
+
+    /// What target `code` is; 0 for a code not in the table.
+    #[inline(always)]
+    pub const fn flags(code: u32) -> u32 {
+        use flag::*;
+        match code {
+            ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
+            REJECT => KNOWN | TERMINATING | NEEDS_PACKET,
+            NONE => KNOWN,
+            LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
+            _ => 0,
+        }
+    }
 }
+
+/// LOG rules one search of one chain records for the pipeline to emit
+/// after it (the classifier has no packet to copy); hits beyond it are
+/// counted in `stats::LOG_LOST`. A packet meets at most
+/// `MAX_NONTERMINATING_RULES` count-only and LOG rules per chain anyway.
+pub const MAX_LOGS_PER_SEARCH: usize = 16;
+
+/// LOG rules one generation of a ruleset may hold (`LOG_TARGETS`).
+pub const MAX_LOG_TARGETS: u32 = 4096;
+
+/// Index of a generation's LOG rule `n` in `LOG_TARGETS`.
+#[inline(always)]
+pub const fn log_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_LOG_TARGETS + n
+}
+
+/// The longest `--log-prefix` (iptables' limit: the kernel's field is 30
+/// bytes with its terminating NUL).
+pub const LOG_PREFIX_MAX: usize = 29;
+
+/// What a `-j LOG` rule asks for, as the kernel copies it into each event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogTarget {
+    /// `--log-prefix`, NUL-padded.
+    pub prefix: [u8; LOG_PREFIX_MAX + 3],
+    /// `--log-level` (0..=7).
+    pub level: u8,
+    /// `log_flags::*`, the kernel's `XT_LOG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// The rule's number among the ruleset's LOG rules (filter, then nat;
+    /// chains and rules in order): userspace finds the rule with it.
+    pub rule: u32,
+}
+
+/// The `--log-*` switches, with the kernel's `XT_LOG_*` values.
+pub mod log_flags {
+    pub const TCP_SEQUENCE: u8 = 0x01;
+    pub const TCP_OPTIONS: u8 = 0x02;
+    pub const IP_OPTIONS: u8 = 0x04;
+    pub const UID: u8 = 0x08;
+    pub const MAC_DECODE: u8 = 0x20;
+}
+
+/// Bytes of a logged frame the kernel copies into its event: Ethernet
+/// with two VLAN tags (22), then everything the kernel's LOG line can
+/// read: an IPv4 header with options (60), an ICMP header (8), the
+/// quoted IPv4 header (60) and a TCP header with options (60) — 210,
+/// rounded up.
+pub const LOG_CAPTURE_BYTES: usize = 256;
+/// LOG events one data plane's ring buffer holds (`LOG_EVENTS`, a power
+/// of two of pages); a reader that falls further behind loses events,
+/// counted in `stats::LOG_LOST`.
+pub const LOG_RING_BYTES: u32 = 4 << 20;
+
+/// One `-j LOG` hit, as the kernel hands it to userspace through the
+/// `LOG_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LogEvent {
+    /// `bpf_ktime_get_boot_ns` when the packet met the rule.
+    pub boot_ns: u64,
+    pub target: LogTarget,
+    /// `chain::*`: the built-in chain the packet was in.
+    pub chain: u32,
+    /// Input and output interfaces as the chain sees them (0: none).
+    pub in_ifindex: u32,
+    pub out_ifindex: u32,
+    /// The frame's whole length, and where its IPv4 header starts.
+    pub frame_len: u32,
+    pub l3_offset: u32,
+    /// Bytes of `frame` filled (at most `LOG_CAPTURE_BYTES`).
+    pub captured: u32,
+    /// The sending socket's owner (OUTPUT, `--log-uid`), when
+    /// `LOG_EVENT_HAS_UID` is set in `event_flags`.
+    pub uid: u32,
+    pub gid: u32,
+    pub event_flags: u32,
+    pub _pad: u32,
+    pub frame: [u8; LOG_CAPTURE_BYTES],
+}
+
+/// `LogEvent::event_flags`: the uid and gid are known.
+pub const LOG_EVENT_HAS_UID: u32 = 1;
 
 /// Translations (`--to-destination`, `--to-source`, `--to-ports`) one
 /// generation of a ruleset may hold; one per nat rule.
@@ -500,7 +627,16 @@ pub mod stats {
     /// `-m recent` checks that could not take their entry's lock: the
     /// rule does not match.
     pub const RECENT_CONTENDED: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// LOG events written to the ring buffer.
+    pub const LOG_EVENTS: u32 = 32;
+    /// LOG events lost: the ring buffer was full (its reader too slow or
+    /// absent). The packet is never delayed or dropped for it.
+    pub const LOG_LOST: u32 = 33;
+    /// Rules met with a target code the kernel does not know (a data
+    /// plane older than its ruleset): counted, and taken as a rule
+    /// without a target, never as a drop.
+    pub const UNKNOWN_TARGET: u32 = 34;
+    pub const COUNT: u32 = 35;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -547,6 +683,9 @@ pub mod stats {
         "hashlimit_new",
         "hashlimit_contended",
         "recent_contended",
+        "log_events",
+        "log_lost",
+        "unknown_target",
     ];
 }
 
@@ -1325,6 +1464,7 @@ pub mod size {
     pub const LOCAL_ADDRS: u32 = 4096;
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
+    pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// One `GUARD_STATE` word (an nth count) per guard and generation.
@@ -1356,6 +1496,8 @@ mod user {
     unsafe impl aya::Pod for RecentEntry {}
     unsafe impl aya::Pod for HashlimitBucket {}
     unsafe impl aya::Pod for ConnlimitList {}
+    unsafe impl aya::Pod for LogTarget {}
+    unsafe impl aya::Pod for LogEvent {}
 }
 
 #[cfg(test)]
@@ -1382,7 +1524,14 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::TCP_CUT + 1, stats::COUNT);
+        assert_eq!(stats::UNKNOWN_TARGET + 1, stats::COUNT);
+        assert_eq!(size_of::<LogTarget>(), 40);
+        assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);
+        // Every code of the table is known; the next one is not.
+        for code in 0..target::COUNT {
+            assert_ne!(target::flags(code) & target::flag::KNOWN, 0);
+        }
+        assert_eq!(target::flags(target::COUNT), 0);
         // A guard entry is never 0 (0 means "not checked"), whatever the MAC.
         assert_ne!(iface_guard::entry([0; 6], false), 0);
         assert_eq!(

@@ -19,10 +19,10 @@ use netbeast_common::{
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS,
-    addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, field,
-    field::Kind, guard_index, guard_kind, key_chunk_index, limit_take, pkttype, rule_index, size,
-    stats, target,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
+    chain_index, counter_index, field, field::Kind, guard_index, guard_kind, key_chunk_index,
+    limit_take, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -444,6 +444,7 @@ pub extern "C" fn netbeast_classify(
     // the verifier checked at every call.
     let (keys, st) = unsafe { (&*keys, &mut *st) };
     let policy = cfg.policy;
+    st.log_count = 0;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -897,7 +898,7 @@ fn search(
         };
         if held {
             count(generation, chain, action.counter, bytes);
-            if action.target != target::NONE {
+            if takes_effect(st, action) {
                 return Some(*action);
             }
         }
@@ -1026,6 +1027,10 @@ pub struct SearchState {
     /// Each recorded field's class. Kept small: the socket programs start
     /// a search from a zeroed state on their stack.
     classes: [u32; field::COUNT],
+    /// LOG rules the search met, in rule order (their `RuleAction::arg`):
+    /// the pipeline emits their events once the chain is decided.
+    pub log_count: u32,
+    pub log_args: [u32; MAX_LOGS_PER_SEARCH],
 }
 
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
@@ -1109,13 +1114,36 @@ fn act(st: &mut SearchState) -> bool {
         }
     }
     count(st.generation, st.chain, action.counter, st.bytes);
-    if action.target != target::NONE {
+    if takes_effect(st, action) {
         st.target = action.target;
         st.arg = action.arg;
         st.found = 1;
         return true;
     }
     false
+}
+
+/// What a counted slot's target does, from the one table of targets
+/// (`target::flags`): `true` when it ends the search. A side effect (LOG)
+/// is recorded for the pipeline, which has the packet, to carry out after
+/// the search. A code the table does not know is counted and taken as a
+/// rule without a target: never a verdict, so never a drop.
+#[inline(always)]
+fn takes_effect(st: &mut SearchState, action: &RuleAction) -> bool {
+    let flags = target::flags(action.target);
+    if flags & target::flag::SIDE_EFFECT != 0 {
+        let n = st.log_count as usize;
+        if n < MAX_LOGS_PER_SEARCH {
+            st.log_args[n] = action.arg;
+            st.log_count = n as u32 + 1;
+        } else {
+            bump(stats::LOG_LOST);
+        }
+    }
+    if flags & target::flag::KNOWN == 0 {
+        bump(stats::UNKNOWN_TARGET);
+    }
+    flags & target::flag::TERMINATING != 0
 }
 
 /// What `bpf_loop` hands every step: the search state.

@@ -16,6 +16,7 @@ mod generator;
 mod handoff;
 mod hashlimit;
 mod lb;
+mod log;
 mod nat;
 mod nat_sock;
 mod parse;

@@ -12,6 +12,7 @@ use crate::{
     discard::{kernel_discards, link_group_frame},
     forward::{Way, fast_path, forward},
     handoff,
+    log::{self, Where},
     nat::{self, Side, TcFrame, XdpFrame},
     parse::{Packet, Parsed, parse, parse_ingress},
     reject::reject,
@@ -127,6 +128,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 0,
                 ct_state,
             );
+            log_xdp(ctx, pkt, generation, chain::NAT_PREROUTING, in_ifindex, 0);
             nat::prerouting(generation, &verdict, in_ifindex);
         }
         nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
@@ -168,6 +170,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             Verdict::Policy(policy) => (policy, 0),
             Verdict::Rule(action) => (action.target, action.arg),
         };
+    log_xdp(ctx, pkt, generation, chain, in_ifindex, out_ifindex);
     match verdict {
         target::ACCEPT => {
             if nat && chain == chain::FORWARD && nat::pending() {
@@ -179,6 +182,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                     out_ifindex,
                     ct_state,
                 );
+                log_xdp(ctx, pkt, generation, chain::NAT_POSTROUTING, 0, out_ifindex);
                 if !nat::postrouting(generation, &verdict, out_ifindex) {
                     bump(stats::DROPPED);
                     return xdp_action::XDP_DROP;
@@ -211,10 +215,56 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             let action = reject(ctx, pkt, reject_with, src, local);
             handoff::reply(ctx, action, in_ifindex)
         }
-        _ => {
+        target::DROP => {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
         }
+        // Not a filter verdict (the classifier never ends a search on a
+        // code outside the targets table): the packet goes on.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Emits the events of the LOG rules the last chain met (usually none:
+/// one test).
+#[inline(always)]
+fn log_xdp(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    generation: u32,
+    chain: u32,
+    in_ifindex: u32,
+    out_ifindex: u32,
+) {
+    if pkt.search.log_count != 0 {
+        let at = Where {
+            generation,
+            chain,
+            in_ifindex,
+            out_ifindex,
+            frame_len: ctx.data_end() - ctx.data(),
+            l3_offset: pkt.l2_len(),
+        };
+        log::emit_xdp(ctx, &pkt.search, &at);
+    }
+}
+
+/// [`log_xdp`] for TC.
+#[inline(always)]
+fn log_tc(ctx: &TcContext, pkt: &Packet, generation: u32, chain: u32, out_ifindex: u32) {
+    if pkt.search.log_count != 0 {
+        let at = Where {
+            generation,
+            chain,
+            in_ifindex: 0,
+            out_ifindex,
+            frame_len: ctx.len() as usize,
+            l3_offset: pkt.l2_len(),
+        };
+        log::emit_tc(ctx, &pkt.search, &at);
     }
 }
 
@@ -272,6 +322,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };
+    log_tc(ctx, pkt, active.generation(), chain::OUTPUT, ifindex);
     match verdict {
         target::ACCEPT => {
             if nat && nat::pending() {
@@ -284,6 +335,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                     ifindex,
                     ct_state,
                 );
+                log_tc(ctx, pkt, generation, chain::NAT_POSTROUTING, ifindex);
                 if !nat::postrouting(generation, &verdict, ifindex) {
                     bump(stats::DROPPED);
                     return TC_ACT_SHOT;
@@ -315,9 +367,14 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 _ => reject_local::silent(),
             }
         }
-        _ => {
+        target::DROP => {
             bump(stats::DROPPED);
             TC_ACT_SHOT
+        }
+        // As at ingress: an unknown code is never a drop.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            TC_ACT_OK
         }
     }
 }

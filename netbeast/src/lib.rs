@@ -11,6 +11,7 @@ pub mod fault;
 pub mod lb;
 pub mod loader;
 pub mod local_routes;
+pub mod log;
 pub mod netns;
 pub mod packet;
 pub mod paths;

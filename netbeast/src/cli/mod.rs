@@ -23,6 +23,7 @@ pub mod conntrack;
 pub mod demo;
 mod getopt;
 pub mod lb;
+pub mod log;
 mod plane;
 pub mod recent;
 mod saverestore;
@@ -174,6 +175,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The LOG rules' events: the kernel's LOG lines (timestamp and host
+    /// first, as syslog writes them) or JSON, to stdout, a file or syslog.
+    Log(log::LogArgs),
     /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
     Lb {
         #[command(subcommand)]
@@ -321,6 +325,7 @@ pub fn main() -> ExitCode {
                 } else {
                     conntrack::Action::Count
                 }),
+                Command::Log(args) => log::run(args),
                 Command::Recent { name, .. } => recent::run(name.as_deref()),
                 Command::Lb { command } => lb::run(command),
                 Command::Boot { config_dir } => boot::run(&config_dir),
@@ -540,6 +545,20 @@ pub(super) fn parse_timeouts(mut config: CtConfig, specs: &[String]) -> Result<C
         *slot = secs;
     }
     Ok(config)
+}
+
+/// The ruleset with every rule's and policy's counters (stored base +
+/// live), and the data plane's `stats`, read under the namespace's lock:
+/// what the daemon's metrics serve.
+pub(crate) fn counters_snapshot() -> Result<(Ruleset, Vec<u64>)> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (ruleset, dp) = open(&ns, false)?;
+    let stats = match &dp {
+        Some(dp) => dp.stats()?,
+        None => vec![0; stats::COUNT as usize],
+    };
+    Ok((ruleset, stats))
 }
 
 fn run_stats(json_out: bool) -> Result<()> {

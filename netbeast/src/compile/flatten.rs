@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{NatTarget, RuleAction, nat_flags, target, user_counter_slot};
+use netbeast_common::{LogTarget, NatTarget, RuleAction, nat_flags, target, user_counter_slot};
 
 use super::guards::{self, GuardTable};
 use super::term::{self, Term};
@@ -132,7 +132,8 @@ pub(super) struct Prepared<'a> {
     /// the user-defined chains' counters (`None` for built-in chains).
     user_counter: Vec<Option<u32>>,
     /// `nat_args[chain][rule]`: the number of the rule's translation in
-    /// the ruleset's `nat_targets` (0 for rules that translate nothing).
+    /// the ruleset's `nat_targets`, or of a LOG rule in its `log_targets`
+    /// (0 for other rules).
     nat_args: Vec<Vec<u32>>,
     /// `own_guards[chain][rule]`: the numbers of the rule's guards (its
     /// stateful matches), in match order; empty for most rules.
@@ -155,6 +156,7 @@ impl<'a> Prepared<'a> {
         table: &'a Table,
         first_user_counter: u32,
         nat_targets: &mut NatTargets,
+        log_targets: &mut Vec<LogTarget>,
         guard_table: &mut GuardTable,
         limits: Limits,
     ) -> Result<Self, CompileError> {
@@ -186,9 +188,21 @@ impl<'a> Prepared<'a> {
                 }));
                 owns.push(own);
                 rules.push(rule_terms);
-                args.push(match nat_target(&rule.target) {
-                    Some(wanted) => nat_targets.intern(wanted, limits.nat_targets)?,
-                    None => 0,
+                args.push(match (&rule.target, nat_target(&rule.target)) {
+                    (_, Some(wanted)) => nat_targets.intern(wanted, limits.nat_targets)?,
+                    // Each LOG rule its own entry, numbered in table,
+                    // chain and rule order: the number finds the rule.
+                    (Target::Log(log), None) => {
+                        let n = log_targets.len() as u32;
+                        if n >= limits.log_targets {
+                            return Err(CompileError::TooManyLogTargets {
+                                limit: limits.log_targets as usize,
+                            });
+                        }
+                        log_targets.push(log.kernel(n));
+                        n
+                    }
+                    _ => 0,
                 });
             }
             terms.push(rules);
@@ -495,6 +509,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                 Some(first) => user_counter_slot(self.generation, self.builtin, first + r as u32),
             };
             self.check_nat_chain(chain, r)?;
+            self.check_needs_packet(chain, r)?;
             let verdict = action(&rule.target, counter, prepared.nat_args[chain][r]);
             if self.slots.len() + hit.len() > self.limits.rules_per_chain {
                 return Err(CompileError::TooManyRules {
@@ -538,7 +553,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             // "g failed" and "g held, h failed", are alike to the
             // classes), each a step whether it acts or not.
             let step = Steps {
-                passes: usize::from(plain && verdict.target == target::NONE),
+                passes: usize::from(plain && !rule.target.terminates()),
                 guarded,
             };
             let guarded = guarded > 0;
@@ -546,7 +561,8 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             // a guard can always fail.
             let ends_chain = terms.iter().any(Term::is_true)
                 && own.is_empty()
-                && !matches!(rule.target, Target::None | Target::Jump(_));
+                && (rule.target.terminates()
+                    || matches!(rule.target, Target::Return | Target::Goto(_)));
             match &rule.target {
                 Target::Jump(callee) | Target::Goto(callee) => {
                     let callee = self.callee(chain, r, callee, path)?;
@@ -585,14 +601,9 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                         passed = passed.plus(step);
                     }
                 }
-                Target::None => passed = passed.plus(step),
-                Target::Accept
-                | Target::Drop
-                | Target::Reject(_)
-                | Target::Dnat { .. }
-                | Target::Snat { .. }
-                | Target::Masquerade { .. }
-                | Target::Redirect { .. } => {
+                // No target, LOG: count (and log), search on.
+                t if !t.terminates() => passed = passed.plus(step),
+                _ => {
                     if guarded {
                         passed = passed.plus(step);
                     }
@@ -657,6 +668,26 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// A target that acts on the packet's bytes (LOG) cannot run in nat
+    /// OUTPUT, which netbeast does on sockets, before any packet exists.
+    fn check_needs_packet(&self, chain: usize, r: usize) -> Result<(), CompileError> {
+        let table = self.prepared.table;
+        let target = &table.chains[chain].rules[r].target;
+        if table.name == TableName::Nat && self.name == "OUTPUT" && target.needs_packet() {
+            return Err(CompileError::InvalidRule {
+                chain: table.chains[chain].name.clone(),
+                rule: r + 1,
+                problem: format!(
+                    "-j {} needs the packet, and nat OUTPUT reaches it, which netbeast does \
+                     on sockets before any packet exists; put the rule in the filter table's \
+                     OUTPUT chain",
+                    target.name()
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn check_terms(&self, chain: usize, r: usize, terms: usize) -> Result<(), CompileError> {

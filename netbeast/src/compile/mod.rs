@@ -71,10 +71,11 @@ use std::net::Ipv4Addr;
 pub use netbeast_common::Guard;
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey,
-    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS,
-    MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_GUARDS_PER_RULE,
-    MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN, MAX_USER_CHAIN_RULES, NatTarget, RuleAction,
-    TCP_FLAGS_NONE, chain, field, field::Kind, guard_kind, reject, size, target,
+    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, LogTarget,
+    MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    MAX_GUARDS_PER_RULE, MAX_LOG_TARGETS, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN,
+    MAX_USER_CHAIN_RULES, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field, field::Kind,
+    guard_kind, reject, size, target,
 };
 
 use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, TableName, Target};
@@ -136,6 +137,11 @@ pub enum CompileError {
          options share one; use fewer distinct --to-destination, --to-source and --to-ports"
     )]
     TooManyNatTargets { limit: usize },
+    #[error(
+        "the ruleset has more than {limit} LOG rules (MAX_LOG_TARGETS); merge LOG rules \
+         (a user-defined chain with one LOG rule can serve several matches)"
+    )]
+    TooManyLogTargets { limit: usize },
     #[error(
         "rule {rule} of the nat chain {chain} is -j {target}, but {builtin} reaches it, where \
          the kernel refuses it: {reason}"
@@ -279,6 +285,10 @@ pub struct CompiledRuleset {
     /// map value at `nat_target_index(generation, n)` for `n` in order.
     /// A DNAT/SNAT/MASQUERADE/REDIRECT slot's `RuleAction::arg` is its `n`.
     pub nat_targets: Vec<NatTarget>,
+    /// Every LOG rule's options (filter table, then nat; chains and rules
+    /// in order): the `LOG_TARGETS` map value at `log_target_index(generation,
+    /// n)`; a LOG slot's `RuleAction::arg` is its `n`.
+    pub log_targets: Vec<LogTarget>,
     /// The guard records: the `GUARDS` map value at
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
@@ -417,6 +427,7 @@ struct Limits {
     mac_entries: usize,
     user_chain_rules: u32,
     nat_targets: u32,
+    log_targets: u32,
     guarded_slots: usize,
     guards: u32,
 }
@@ -431,6 +442,7 @@ const LIMITS: Limits = Limits {
     mac_entries: MAX_MAC_ENTRIES,
     user_chain_rules: MAX_USER_CHAIN_RULES,
     nat_targets: MAX_NAT_TARGETS,
+    log_targets: MAX_LOG_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
 };
@@ -474,11 +486,13 @@ fn compile_with_limits(
         return Err(CompileError::NatInputRules { rules: nat_input });
     }
     let mut nat_targets = NatTargets::default();
+    let mut log_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     let filter = Prepared::new(
         &ruleset.filter,
         0,
         &mut nat_targets,
+        &mut log_targets,
         &mut guard_table,
         limits,
     )?;
@@ -486,6 +500,7 @@ fn compile_with_limits(
         &ruleset.nat,
         filter.user_counters_end,
         &mut nat_targets,
+        &mut log_targets,
         &mut guard_table,
         limits,
     )?;
@@ -572,6 +587,7 @@ fn compile_with_limits(
         addr_hash,
         user_chain_rules,
         nat_targets: nat_targets.list,
+        log_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
     })
@@ -618,7 +634,7 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
 }
 
 /// What a slot of `target` does; `nat` is the number of its translation
-/// (used by the nat targets only).
+/// (nat targets) or of its LOG rule (LOG).
 fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     let (target, arg) = match target {
         Target::None | Target::Jump(_) | Target::Goto(_) | Target::Return => (target::NONE, 0),
@@ -626,6 +642,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         Target::Snat { .. } => (target::SNAT, nat),
         Target::Masquerade { .. } => (target::MASQUERADE, nat),
         Target::Redirect { .. } => (target::REDIRECT, nat),
+        Target::Log(_) => (target::LOG, nat),
         Target::Accept => (target::ACCEPT, 0),
         Target::Drop => (target::DROP, 0),
         Target::Reject(with) => (
@@ -925,11 +942,14 @@ impl CompiledRuleset {
                     // Not matched after all: not counted, the search goes on.
                     continue;
                 }
-            } else if rule.target == target::NONE {
+            }
+            // The kernel's table of targets decides, as in the kernel.
+            let terminating = target::flags(rule.target) & target::flag::TERMINATING != 0;
+            if rule.guard == 0 && !terminating {
                 passes += 1;
             }
             hits.push(slot);
-            if rule.target != target::NONE {
+            if terminating {
                 break;
             }
         }

@@ -254,16 +254,6 @@ pub fn classify_table_with(
         }
         hits.push(this);
         match &rule.target {
-            Target::None => next += 1,
-            // In the nat table, the first ACCEPT or translation decides a
-            // new connection's fate, as a verdict does in the filter table.
-            Target::Accept
-            | Target::Drop
-            | Target::Reject(_)
-            | Target::Dnat { .. }
-            | Target::Snat { .. }
-            | Target::Masquerade { .. }
-            | Target::Redirect { .. } => return hits,
             Target::Return => match returns.pop() {
                 Some(back) => (at, next) = back,
                 None => return hits,
@@ -273,6 +263,11 @@ pub fn classify_table_with(
                 (at, next) = (find(callee), 0);
             }
             Target::Goto(callee) => (at, next) = (find(callee), 0),
+            // The table of targets decides: in the nat table, the first
+            // ACCEPT or translation decides a new connection's fate, as a
+            // verdict does in the filter table; no target and LOG go on.
+            t if t.terminates() => return hits,
+            _ => next += 1,
         }
     }
     panic!("the rules of {chain} loop: {hits:?}");

@@ -264,7 +264,7 @@ impl Dice {
     /// lead to (none: no jumps).
     fn target(&mut self, callees: &[String]) -> Target {
         let jumps = if callees.is_empty() { 0 } else { 1 };
-        match self.weighted(&[2, 2, 2, 1, 1, 3 * jumps, 2 * jumps]) {
+        match self.weighted(&[2, 2, 2, 1, 1, 3 * jumps, 2 * jumps, 1]) {
             0 => Target::None,
             1 => Target::Accept,
             2 => Target::Drop,
@@ -275,7 +275,10 @@ impl Dice {
             ])),
             4 => Target::Return,
             5 => Target::Jump(callees[self.below(callees.len())].clone()),
-            _ => Target::Goto(callees[self.below(callees.len())].clone()),
+            6 => Target::Goto(callees[self.below(callees.len())].clone()),
+            // Non-terminating with a side effect: the next rule sees the
+            // packet, on both sides of the comparison.
+            _ => Target::Log(crate::rules::target::log::Log::default()),
         }
     }
 

@@ -23,9 +23,25 @@ use tokio::{
 /// before the daemon exits without them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+pub mod log;
+pub mod metrics;
+
 /// The daemon's command line.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct DaemonArgs {}
+pub struct DaemonArgs {
+    /// Append the LOG rules' events to FILE (repeatable).
+    #[arg(long = "log-output", value_name = "FILE")]
+    pub log_output: Vec<std::path::PathBuf>,
+    /// Send the LOG rules' events to the local syslog (/dev/log).
+    #[arg(long)]
+    pub log_syslog: bool,
+    /// Write the LOG rules' events as JSON objects rather than log lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
 
 /// Tells services when to stop: `stopping().await` returns once the daemon
 /// has been asked to stop. A service may also stop the whole daemon
@@ -67,11 +83,26 @@ impl Service {
 }
 
 /// Every service the daemon runs with these arguments.
-fn services(_args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
-    vec![
+fn services(args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
+    let mut services = vec![
         Service::new("links", links::run(shutdown.clone())),
         crate::lb::health::service(shutdown),
-    ]
+    ];
+    let log_outputs = log::LogOutputs {
+        files: args.log_output.clone(),
+        syslog: args.log_syslog,
+        json: args.log_json,
+    };
+    if log_outputs.any() {
+        services.push(Service::new("log", log::run(log_outputs, shutdown.clone())));
+    }
+    if let Some(addr) = args.metrics {
+        services.push(Service::new(
+            "metrics",
+            metrics::run(addr, shutdown.clone()),
+        ));
+    }
+    services
 }
 
 /// Runs the daemon in the current network namespace until SIGTERM/SIGINT.

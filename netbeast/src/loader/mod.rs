@@ -62,8 +62,10 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 35] = [
+pub const MAP_NAMES: [&str; 37] = [
     "IFACE_PATHS",
+    "LOG_TARGETS",
+    "LOG_EVENTS",
     "GUARDS",
     "GUARD_STATE",
     "CT_UNREPLIED",
@@ -119,6 +121,12 @@ pub enum LoaderError {
     MissingMap(&'static str),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error(
+        "slot {slot} of chain {chain} has target code {code}, which the kernel's table of \
+         targets does not know (netbeast_common::target::flags); nothing was applied: this \
+         is a netbeast bug, please report it"
+    )]
+    UnknownTarget { code: u32, chain: u32, slot: u32 },
     #[error("cannot attach to {iface}: {source}")]
     Attach {
         iface: String,
@@ -381,6 +389,19 @@ impl Dataplane {
         if let Ok(prog) = self.program_mut(name) {
             let _ = prog.pin(&path);
         }
+    }
+
+    /// The LOG events' ring buffer, taken out of this data plane (the
+    /// programs keep writing into it): for a reader that owns it.
+    pub fn take_log_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, LoaderError> {
+        let map = match &mut self.ebpf {
+            Some(ebpf) => ebpf.take_map("LOG_EVENTS"),
+            None => self.pinned.remove("LOG_EVENTS"),
+        }
+        .ok_or(LoaderError::MissingMap("LOG_EVENTS"))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err("LOG_EVENTS"))
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, LoaderError> {
@@ -1035,6 +1056,54 @@ mod smoke {
         packet::FrameBuilder,
         rules::model::{Match, Negatable, PortRange, Ports, Rule, Target},
     };
+
+    /// A target code outside the kernel's table of targets: the loader
+    /// refuses to write it, and the kernel that meets one (written behind
+    /// the loader's back here) counts it and passes the packet on: it
+    /// never falls through to DROP.
+    #[test]
+    fn an_unknown_target_is_refused_and_never_drops() {
+        let mut dp = Dataplane::load_private().expect("load");
+        let mut rs = Ruleset::default();
+        let mut r = Rule::new(Target::Drop);
+        r.protocol = Some(Negatable::is(17));
+        rs.filter.chain_mut("INPUT").unwrap().rules.push(r);
+        dp.apply(&rs, &[]).unwrap();
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        dp.set_local_addresses(&[dst]).unwrap();
+        let frame = FrameBuilder::udp(Ipv4Addr::new(10, 0, 0, 1), 1000, dst, 9).build();
+        assert_eq!(
+            dp.test_run_xdp(&frame, 0).unwrap().action,
+            1,
+            "the DROP rule"
+        );
+
+        let unknown = netbeast_common::target::COUNT + 7;
+        let next = 1 - dp.active_generation().unwrap();
+        let mut compiled = compile::compile(&rs, &[], next).unwrap();
+        compiled.chains[0].rules[0].target = unknown;
+        match tables::write(&mut dp, &compiled) {
+            Err(LoaderError::UnknownTarget { code, .. }) => assert_eq!(code, unknown),
+            other => panic!("an unknown target was written: {other:?}"),
+        }
+
+        let active = dp.active_generation().unwrap();
+        let index = netbeast_common::rule_index(active, netbeast_common::chain::INPUT, 0);
+        let mut rules: Array<&mut MapData, netbeast_common::RuleAction> =
+            Array::try_from(dp.map_mut("RULES").unwrap()).unwrap();
+        let mut action = rules.get(&index, 0).unwrap();
+        assert_eq!(action.target, netbeast_common::target::DROP);
+        action.target = unknown;
+        rules.set(index, action, 0).unwrap();
+        let before = dp.stats().unwrap()[stats::UNKNOWN_TARGET as usize];
+        assert_eq!(
+            dp.test_run_xdp(&frame, 0).unwrap().action,
+            2,
+            "an unknown target is no verdict: the policy (ACCEPT) decides"
+        );
+        let after = dp.stats().unwrap()[stats::UNKNOWN_TARGET as usize];
+        assert_eq!(after - before, 1);
+    }
 
     /// First match across a 3-rule INPUT chain, counters on the right rule.
     #[test]

@@ -5,9 +5,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
-    Guard, IfaceKey, KEY_CHUNK, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction, addr_hash_key,
-    chain_index, counter_index, field, guard_index, key_chunk_index, nat_target_index, rule_index,
-    user_counter_index,
+    Guard, IfaceKey, KEY_CHUNK, LogTarget, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction,
+    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
+    log_target_index, nat_target_index, rule_index, target, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -162,6 +162,30 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 state
                     .set(guard_index(generation, n as u32), 0, 0)
                     .map_err(map_err("GUARD_STATE"))?;
+            }
+        }
+    }
+    {
+        // The LOG rules' options, before the rules that name them.
+        let mut targets: Array<&mut MapData, LogTarget> =
+            Array::try_from(dp.map_mut("LOG_TARGETS")?).map_err(map_err("LOG_TARGETS"))?;
+        for (n, target) in compiled.log_targets.iter().enumerate() {
+            targets
+                .set(log_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("LOG_TARGETS"))?;
+        }
+    }
+    // Every slot's target is one the kernel's table knows: an unknown code
+    // is refused here, before anything of the generation is live (the
+    // kernel would take it as no target at all, never as a drop).
+    for (c, chain) in compiled.chains.iter().enumerate() {
+        for (slot, action) in chain.rules.iter().enumerate() {
+            if target::flags(action.target) & target::flag::KNOWN == 0 {
+                return Err(LoaderError::UnknownTarget {
+                    code: action.target,
+                    chain: c as u32,
+                    slot: slot as u32,
+                });
             }
         }
     }

@@ -316,11 +316,17 @@ fn host_firewall_restores_and_behaves_like_iptables() {
     assert_eq!(verdict(&ruleset, chain::INPUT, &blocked_mac).0, "DROP");
 }
 
+/// The firewall that logs what it drops: LOG is non-terminating, so the
+/// DROP after it decides (and the LOG rule is among the hits).
 #[test]
-fn unsupported_features_are_refused_with_line_and_option() {
-    assert_eq!(
-        restore(HOST_LOGGING).unwrap_err(),
-        "line 12: the LOG target is not supported yet; netbeast supports ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, REDIRECT and jumps (-j/-g) to user-defined chains"
+fn the_logging_firewall_logs_then_drops() {
+    let ruleset = restore(HOST_LOGGING).unwrap();
+    let pkt = tcp([198, 51, 100, 1], [192, 168, 1, 2], 80, 0, 0);
+    let (v, hits) = verdict(&ruleset, chain::INPUT, &pkt);
+    assert_eq!(v, "DROP", "{hits:?}");
+    assert!(
+        hits.iter().filter(|h| h.contains("LOGDROP")).count() == 2,
+        "the LOG rule saw the packet: {hits:?}"
     );
 }
 

@@ -355,6 +355,9 @@ fn match_columns(rule: &Rule, numeric: bool, names: Option<&Names>) -> String {
             None => m.ext().list(&mut out, numeric),
         }
     }
+    if let Some(ext) = rule.target.ext() {
+        ext.list(&mut out, numeric);
+    }
     match &rule.target {
         Target::Reject(with) => {
             let _ = write!(out, " reject-with {}", with.as_str());

@@ -7,6 +7,7 @@ pub mod model;
 pub mod names;
 pub mod parse;
 pub mod save;
+pub mod target;
 
 #[cfg(test)]
 mod compat_tests;

@@ -397,6 +397,9 @@ pub enum Target {
         ports: Option<PortRange>,
         flags: NatFlags,
     },
+    /// `-j LOG`: the packet's headers go to the log, and it goes on with
+    /// the next rule (`rules/target/log.rs`).
+    Log(crate::rules::target::log::Log),
 }
 
 impl Target {
@@ -428,6 +431,7 @@ impl Target {
             Target::Snat { .. } => "SNAT",
             Target::Masquerade { .. } => "MASQUERADE",
             Target::Redirect { .. } => "REDIRECT",
+            Target::Log(_) => "LOG",
         }
     }
 

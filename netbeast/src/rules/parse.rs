@@ -18,6 +18,7 @@ use super::model::{
     AddrRange, Counter, IfaceName, Ipv4Net, Match, NatFlags, NatTo, Negatable, Policy, PortRange,
     RejectWith, Rule, TableName, Target,
 };
+use super::target::{self as targets, TargetModule, TargetParser};
 
 /// IFNAMSIZ - 1: the longest interface name the kernel accepts.
 pub const MAX_IFACE_NAME_LEN: usize = 15;
@@ -455,7 +456,6 @@ const UNSUPPORTED_TARGETS: &[&str] = &[
     "HMARK",
     "IDLETIMER",
     "LED",
-    "LOG",
     "MARK",
     "NETMAP",
     "NFLOG",
@@ -1163,6 +1163,7 @@ enum LongOption {
     Match(usize, &'static OptSpec),
     RejectWith,
     Nat(NatOption),
+    Target(&'static OptSpec),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1234,6 +1235,24 @@ enum TargetState {
     Goto(String),
     /// `-j DNAT`, `-j SNAT`, `-j MASQUERADE`, `-j REDIRECT`.
     Nat(NatState),
+    /// A target of `rules/target/` (LOG), reading its options.
+    Module(LoadedTarget),
+}
+
+/// A target loaded by `-j` from its module, while its options are read.
+#[derive(Debug)]
+struct LoadedTarget {
+    module: &'static TargetModule,
+    parser: Box<dyn TargetParser>,
+}
+
+impl Clone for LoadedTarget {
+    fn clone(&self) -> Self {
+        LoadedTarget {
+            module: self.module,
+            parser: self.parser.boxed_clone(),
+        }
+    }
 }
 
 /// The parser's state while it walks the arguments.
@@ -1669,8 +1688,8 @@ impl<'a> Parser<'a> {
         self.once("-j", "; a rule has one target (-j or -g)")?;
         let name = self.required(
             "-j",
-            "a target: ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, REDIRECT or a \
-             user-defined chain",
+            "a target: ACCEPT, DROP, REJECT, RETURN, LOG, DNAT, SNAT, MASQUERADE, REDIRECT or \
+             a user-defined chain",
         )?;
         self.target = Some(match name {
             "ACCEPT" => TargetState::Accept,
@@ -1689,6 +1708,12 @@ impl<'a> Parser<'a> {
                     ports: None,
                     flags: NatFlags::default(),
                     seen: Vec::new(),
+                })
+            }
+            _ if let Some(module) = targets::target_module(name) => {
+                TargetState::Module(LoadedTarget {
+                    module,
+                    parser: (module.parser)(),
                 })
             }
             _ if is_target_name(name) => return Err(unknown_target(name)),
@@ -1821,7 +1846,32 @@ impl<'a> Parser<'a> {
             LongOption::Match(index, option) => self.match_option_value(index, option),
             LongOption::RejectWith => self.reject_with_option(),
             LongOption::Nat(option) => self.nat_option(option),
+            LongOption::Target(option) => self.target_option_value(option),
         }
+    }
+
+    /// An option of the target module loaded by `-j`: its values read as
+    /// it declares them, then handed to the module.
+    fn target_option_value(&mut self, spec: &'static OptSpec) -> Result<(), ParseError> {
+        let flag = spec.flag();
+        self.no_invert(&flag)?;
+        let count = match spec.value {
+            Value::None => 0,
+            Value::One(_) => 1,
+            Value::Two(_) => 2,
+        };
+        let expected = match spec.value {
+            Value::One(e) | Value::Two(e) => e,
+            Value::None => "",
+        };
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            values.push(self.required(&flag, expected)?);
+        }
+        let Some(TargetState::Module(loaded)) = &mut self.target else {
+            unreachable!("target options only resolve after -j of their module");
+        };
+        loaded.parser.option(spec, &values)
     }
 
     /// getopt_long's lookup: an exact name, else a unique prefix. The newest
@@ -1852,6 +1902,16 @@ impl<'a> Parser<'a> {
                         .iter()
                         .map(|(n, o)| (*n, LongOption::Nat(*o))),
                 );
+            }
+            Some(TargetState::Module(loaded)) => {
+                for option in loaded.module.options {
+                    candidates.extend(
+                        option
+                            .names
+                            .iter()
+                            .map(|n| (*n, LongOption::Target(option))),
+                    );
+                }
             }
             _ => {}
         }
@@ -1935,6 +1995,8 @@ impl<'a> Parser<'a> {
             format!("-m {} before it, {}", module.name, module.example)
         } else if REJECT_OPTIONS.contains(&name) {
             "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
+        } else if let Some(module) = targets::module_with_option(name) {
+            format!("-j {} before it, e.g. {}", module.name, module.example)
         } else if let Some(kinds) = nat_targets_with(name) {
             if let Some(TargetState::Nat(nat)) = &self.target {
                 let options: Vec<String> = nat
@@ -2372,6 +2434,17 @@ impl<'a> Parser<'a> {
     /// and, for the nat table's built-in chains, the chain (as the kernel
     /// checks it; user-defined chains are checked by what reaches them).
     fn finish_target(&mut self, chain: &str) -> Result<Target, ParseError> {
+        if matches!(self.target, Some(TargetState::Module(_)))
+            && let Some(TargetState::Module(loaded)) = self.target.take()
+        {
+            let rule = RuleContext {
+                table: self.table,
+                chain,
+                protocol: self.protocol.as_ref(),
+                implicit: false,
+            };
+            return loaded.parser.finish(&rule);
+        }
         let target = self.target_of_rule()?;
         if target.is_nat() && self.table != TableName::Nat {
             let kind = NatKind::ALL
@@ -2430,6 +2503,7 @@ impl<'a> Parser<'a> {
     fn target_of_rule(&mut self) -> Result<Target, ParseError> {
         Ok(match self.target.take() {
             Some(TargetState::Nat(nat)) => self.finish_nat(nat)?,
+            Some(TargetState::Module(_)) => unreachable!("finished by finish_target"),
             None | Some(TargetState::Continue) => Target::None,
             Some(TargetState::Return) => Target::Return,
             Some(TargetState::Jump(chain)) => Target::Jump(chain),
@@ -2515,6 +2589,7 @@ impl<'a> Parser<'a> {
 fn same_option(a: LongOption, b: LongOption) -> bool {
     match (a, b) {
         (LongOption::Match(_, x), LongOption::Match(_, y)) => x == y,
+        (LongOption::Target(x), LongOption::Target(y)) => x == y,
         _ => a == b,
     }
 }
@@ -2588,7 +2663,10 @@ fn nat_targets_with(name: &str) -> Option<Vec<NatKind>> {
 /// A name iptables resolves to a target rather than to a chain: `-j` with
 /// it never means a user-defined chain, and no chain may be called so.
 fn is_target_name(name: &str) -> bool {
-    BUILTIN_TARGETS.contains(&name) || UNSUPPORTED_TARGETS.contains(&name) || name == "QUEUE"
+    BUILTIN_TARGETS.contains(&name)
+        || targets::target_module(name).is_some()
+        || UNSUPPORTED_TARGETS.contains(&name)
+        || name == "QUEUE"
 }
 
 /// A target iptables has and netbeast does not implement (the others are
@@ -2596,7 +2674,7 @@ fn is_target_name(name: &str) -> bool {
 fn unknown_target(name: &str) -> ParseError {
     ParseError::Unsupported {
         what: format!("the {name} target"),
-        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN, DNAT, SNAT, MASQUERADE, \
+        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN, LOG, DNAT, SNAT, MASQUERADE, \
                REDIRECT and jumps (-j/-g) to user-defined chains"
             .into(),
     }
@@ -4300,7 +4378,7 @@ mod tests {
         assert_err("-A INPUT -j ACCEPT -j DROP", "multiple -j options");
         assert_err("-A INPUT -j ACCEPT -g OTHER", "multiple -j options");
         assert_err("-A INPUT -g OTHER -j DROP", "multiple -j options");
-        assert_err("-A INPUT -j LOG", "the LOG target is not supported yet");
+        assert_err("-A INPUT -j NFLOG", "the NFLOG target is not supported yet");
         assert_err("-A INPUT ! -j DROP", "'!' cannot be used before -j");
         assert_err("-A INPUT ! -g X", "'!' cannot be used before -g");
         assert_err(

@@ -134,6 +134,10 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
     }
     match &rule.target {
         Target::None => {}
+        Target::Log(log) => {
+            use crate::rules::target::TargetExt;
+            log.save(&mut out);
+        }
         Target::Accept => out.push_str(" -j ACCEPT"),
         Target::Drop => out.push_str(" -j DROP"),
         Target::Reject(with) => {
