@@ -2135,12 +2135,17 @@ mod tests {
     }
 
     #[test]
-    fn xdp_pass_is_attached_to_the_client_and_lets_traffic_through() {
+    fn the_client_is_bare_and_xdp_pass_attaches_on_demand() {
         require_root();
         let net = ClientServer::new("unit-xdp").unwrap();
         assert!(
+            !net.client.has_xdp(CLIENT_IFACE).unwrap(),
+            "an XDP program on the client, which must be bare as a container's end"
+        );
+        net.client.attach_xdp_pass(CLIENT_IFACE).unwrap();
+        assert!(
             net.client.has_xdp(CLIENT_IFACE).unwrap(),
-            "no XDP program on the client"
+            "no XDP program on the client after attach_xdp_pass"
         );
         assert!(
             !net.server.has_xdp(SERVER_IFACE).unwrap(),

@@ -1172,8 +1172,9 @@ fn pps_of(rows: &[Row], scenario: Scenario, plane: Plane, rules: usize) -> Optio
         .and_then(|r| r.pps)
 }
 
-/// The targets of issue 5, read from the drop scenario, and issue 4's,
-/// read from the dnat scenario.
+/// The targets of issue 5, read from the drop scenario, issue 4's,
+/// read from the dnat scenario, and issue 20's, forward and dnat against
+/// their redirect floor.
 fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]) -> Vec<Target> {
     let redirect_floor = |scenario| {
         redirect_floors
@@ -1407,7 +1408,7 @@ pub fn print(report: &TrafficReport) {
         return;
     }
     println!();
-    println!("targets (issues 5 and 4):");
+    println!("targets (issues 5, 4 and 20):");
     for t in &report.targets {
         let measured = t
             .measured
