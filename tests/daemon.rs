@@ -99,7 +99,7 @@ fn systemd_units_verify() {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         // A template is verified through an instance of it.
         let unit = dir.join(name.replace("@.service", "@nbt-x.service"));
-        std::fs::write(&dir.join(&name), &text).unwrap();
+        std::fs::write(dir.join(&name), &text).unwrap();
         let target = if name.contains('@') {
             &unit
         } else {

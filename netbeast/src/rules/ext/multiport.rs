@@ -95,7 +95,7 @@ impl MatchExt for Multiport {
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
-        if !protocol.is_some_and(|p| port_header_len(p).is_some()) {
+        if protocol.and_then(port_header_len).is_none() {
             return Err(
                 "-m multiport needs `-p tcp`, `udp`, `udplite`, `sctp` or `dccp`".to_string(),
             );
@@ -167,10 +167,7 @@ impl MatchParser for MultiportParser {
             .0
             .ok_or_else(|| missing(&MODULE, "--sports, --dports or --ports"))?;
         // xt_multiport's checkentry: a protocol with ports, not negated.
-        if !rule
-            .plain_protocol()
-            .is_some_and(|p| port_header_len(p).is_some())
-        {
+        if rule.plain_protocol().and_then(port_header_len).is_none() {
             return Err(ParseError::NeedsProtocol {
                 option: "-m multiport".into(),
                 needs: "-p tcp, udp, udplite, sctp or dccp (not negated) earlier in the rule"
