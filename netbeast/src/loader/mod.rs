@@ -147,6 +147,13 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the data plane pinned in {dir} was made by another netbeast version: map {map} \
+         differs. Its rules are still enforced by the programs attached now; to use this \
+         version, save the rules (`netbeast save > rules`), run `netbeast detach --all` \
+         (connection tracking state is lost), `netbeast attach` and `netbeast restore rules`"
+    )]
+    Layout { dir: PathBuf, map: String },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] ProgramError),
     #[error(
@@ -157,7 +164,16 @@ pub enum LoaderError {
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
-    move |source| LoaderError::Map { name, source }
+    move |source| match source {
+        // A pinned map of another layout (another netbeast version's pins):
+        // say so and how to move on, not just the sizes.
+        MapError::InvalidKeySize { size, expected }
+        | MapError::InvalidValueSize { size, expected } => LoaderError::Layout {
+            dir: PathBuf::from("this namespace's pin directory"),
+            map: format!("{name} (its entries are {expected} bytes, this netbeast's {size})"),
+        },
+        source => LoaderError::Map { name, source },
+    }
 }
 
 /// An error and its causes on one line (aya's pin errors keep the errno,
@@ -291,6 +307,46 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// The first map pinned in `dir` whose layout (type, key and value
+    /// sizes) is not this build's: pins of an older or newer netbeast. The
+    /// programs would fail the verifier against it and the control plane
+    /// would misread it, so `attach` refuses with this instead.
+    fn layout_mismatch(dir: &Path) -> Result<Option<String>, LoaderError> {
+        let object = aya_obj::Object::parse(OBJECT)
+            .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
+        for name in MAP_NAMES {
+            let path = dir.join(name);
+            let (Some(wanted), true) = (object.maps.get(name), path.exists()) else {
+                continue;
+            };
+            let info = aya::maps::MapInfo::from_pin(&path)
+                .map_err(|source| LoaderError::Map { name, source })?;
+            let pinned = (
+                info.map_type().ok().map(|t| t as u32),
+                info.key_size(),
+                info.value_size(),
+            );
+            let built = (
+                Some(wanted.map_type()),
+                wanted.key_size(),
+                wanted.value_size(),
+            );
+            if pinned != built {
+                return Ok(Some(format!(
+                    "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
+                     type {}, key {} bytes, value {} bytes)",
+                    pinned.0,
+                    pinned.1,
+                    pinned.2,
+                    built.0.unwrap_or(0),
+                    built.1,
+                    built.2
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
     /// not pinned.
     fn open_pins(
@@ -318,6 +374,12 @@ impl Dataplane {
                 "the kernel object (private data plane)",
             ));
         };
+        if let Some(map) = Self::layout_mismatch(&dir)? {
+            return Err(LoaderError::Layout {
+                dir: dir.clone(),
+                map,
+            });
+        }
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
             loader.map_pin_path(name, dir.join(name));
