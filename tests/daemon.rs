@@ -154,8 +154,7 @@ impl Drop for Running {
 #[test]
 fn an_output_interface_rule_follows_a_recreated_interface_live() {
     use netbeast::netns::{
-        Firewall, ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE, ROUTER_SERVER_ADDR, ROUTER_SERVER_IFACE,
-        Routed, udp_echo_server, udp_send, veth_pair,
+        Firewall, ROUTED_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed, udp_echo_server, udp_send,
     };
     use std::time::Instant;
     const PORT: u16 = 10;
@@ -172,27 +171,7 @@ fn an_output_interface_rule_follows_a_recreated_interface_live() {
     let server = udp_echo_server(&bed.server, PORT).unwrap();
     let to = std::net::SocketAddrV4::new(ROUTED_SERVER_ADDR, PORT);
     let recreate = || {
-        bed.router
-            .ip(&["link", "del", ROUTER_SERVER_IFACE])
-            .unwrap();
-        veth_pair(
-            &bed.router,
-            ROUTER_SERVER_IFACE,
-            &format!("{ROUTER_SERVER_ADDR}/24"),
-            &bed.server,
-            ROUTED_SERVER_IFACE,
-            &format!("{ROUTED_SERVER_ADDR}/24"),
-        )
-        .unwrap();
-        bed.server
-            .ip(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &ROUTER_SERVER_ADDR.to_string(),
-            ])
-            .unwrap();
+        bed.recreate_server_link().unwrap();
         Instant::now()
     };
     // Probes every 20 ms for WATCH after `back`: when the last one arrived.

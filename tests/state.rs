@@ -894,10 +894,7 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
 /// packet; netbeast resolves them whenever the interfaces changed).
 #[test]
 fn an_output_interface_rule_follows_a_recreated_interface() {
-    use netbeast::netns::{
-        ROUTED_SERVER_ADDR, ROUTED_SERVER_IFACE, ROUTER_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed,
-        udp_send, veth_pair,
-    };
+    use netbeast::netns::{ROUTED_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed, udp_send};
     const PORT: u16 = 10;
     require_root();
     let firewall = Firewall::netbeast(NETBEAST);
@@ -928,27 +925,7 @@ fn an_output_interface_rule_follows_a_recreated_interface() {
         }
     };
     assert_eq!(probe("before"), "rule");
-    bed.router
-        .ip(&["link", "del", ROUTER_SERVER_IFACE])
-        .unwrap();
-    veth_pair(
-        &bed.router,
-        ROUTER_SERVER_IFACE,
-        &format!("{ROUTER_SERVER_ADDR}/24"),
-        &bed.server,
-        ROUTED_SERVER_IFACE,
-        &format!("{ROUTED_SERVER_ADDR}/24"),
-    )
-    .unwrap();
-    bed.server
-        .ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &ROUTER_SERVER_ADDR.to_string(),
-        ])
-        .unwrap();
+    bed.recreate_server_link().unwrap();
     // Any command notices.
     bed.router.netbeast_ok(&["iptables", "-S"]).unwrap();
     assert_eq!(

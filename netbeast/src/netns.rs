@@ -1571,6 +1571,22 @@ impl Routed {
         })
     }
 
+    /// Deletes the router's interface towards the server and makes it
+    /// again (a VPN reconnecting): same name, new ifindex, the server's
+    /// default route back.
+    pub fn recreate_server_link(&self) -> Result<()> {
+        self.router.ip(&["link", "del", ROUTER_SERVER_IFACE])?;
+        veth_pair(
+            &self.router,
+            ROUTER_SERVER_IFACE,
+            &format!("{ROUTER_SERVER_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
+            &self.server,
+            ROUTED_SERVER_IFACE,
+            &format!("{ROUTED_SERVER_ADDR}/{TOPOLOGY_PREFIX_LEN}"),
+        )?;
+        self.server.add_route("default", ROUTER_SERVER_ADDR)
+    }
+
     /// [`Firewall::iptables_ok`] in the router.
     pub fn iptables_ok(&self, line: &str) -> Result<String> {
         self.firewall.iptables_ok(&self.router, line)
