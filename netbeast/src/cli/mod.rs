@@ -207,7 +207,7 @@ enum Command {
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
     /// The article, section by section, on hosts in network namespaces it
-    /// creates and removes: firewall, router, nat, portfwd, lb.
+    /// creates and removes: firewall, router, nat, portfwd, lb, antidos, logger.
     Demo {
         /// Run only this section.
         #[arg(value_enum)]
@@ -339,6 +339,8 @@ pub fn main() -> ExitCode {
                 Command::Manpage => {
                     let mut text = Vec::new();
                     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                        // An administrator's command, like iptables(8).
+                        .section("8")
                         .render(&mut text)
                         .context("cannot render the manual page")
                         .map(|()| out!("{}", String::from_utf8_lossy(&text)))
