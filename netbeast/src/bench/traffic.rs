@@ -321,57 +321,47 @@ impl Receiver {
     }
 }
 
-/// A progress line on stderr, rewritten in place (only on a terminal).
+/// A progress line on stderr, rewritten in place (only on a terminal):
+/// steps done of the phase, what runs now, and the time left.
 struct Progress {
-    enabled: bool,
-    total: usize,
-    done: usize,
-    started: Instant,
+    bar: indicatif::ProgressBar,
+    /// Steps started in this phase; the bar shows those finished.
+    started: u64,
 }
 
 impl Progress {
     fn new(enabled: bool) -> Progress {
-        Progress {
-            enabled,
-            total: 0,
-            done: 0,
-            started: Instant::now(),
-        }
+        let bar = if enabled {
+            indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                indicatif::ProgressDrawTarget::stderr(),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let style =
+            indicatif::ProgressStyle::with_template("[{bar:24}] {pos}/{len} {msg} ~{eta} left")
+                .expect("a valid progress template")
+                .progress_chars("# ");
+        bar.set_style(style);
+        Progress { bar, started: 0 }
     }
 
     fn phase(&mut self, total: usize) {
-        self.total = total;
-        self.done = 0;
-        self.started = Instant::now();
+        self.bar.set_length(total as u64);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+        self.started = 0;
     }
 
     fn step(&mut self, what: &str) {
-        if !self.enabled {
-            return;
-        }
-        let eta = if self.done > 0 {
-            let per = self.started.elapsed().as_secs_f64() / self.done as f64;
-            let left = per * (self.total - self.done.min(self.total)) as f64;
-            format!(" ~{}:{:02} left", left as u64 / 60, left as u64 % 60)
-        } else {
-            String::new()
-        };
-        let width = 24;
-        let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
-        eprint!(
-            "\r\x1b[K[{}{}] {}/{} {what}{eta}",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            self.done,
-            self.total
-        );
-        self.done += 1;
+        self.bar.set_position(self.started);
+        self.bar.set_message(what.to_string());
+        self.started += 1;
     }
 
     fn finish(&mut self) {
-        if self.enabled {
-            eprint!("\r\x1b[K");
-        }
+        self.bar.finish_and_clear();
     }
 }
 
@@ -1002,7 +992,12 @@ fn spread(samples: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     (Some(median), Some(samples[0]), Some(samples[n - 1]))
 }
 
-fn unavailable_row(scenario: Scenario, plane: Plane, rules: Option<usize>, why: String) -> Row {
+pub(crate) fn unavailable_row(
+    scenario: Scenario,
+    plane: Plane,
+    rules: Option<usize>,
+    why: String,
+) -> Row {
     Row {
         scenario,
         plane,

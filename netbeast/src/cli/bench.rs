@@ -216,7 +216,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         None
     };
     if let (Some(path), Some(report)) = (&args.plot, &traffic_report) {
-        std::fs::write(path, bench::plot::svg(report))
+        std::fs::write(path, bench::plot::svg(report).map_err(anyhow::Error::msg)?)
             .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     if args.json {
