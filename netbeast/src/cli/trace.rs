@@ -107,7 +107,52 @@ fn print(p: &PacketTrace, json: bool) {
     }
 }
 
+/// The filter takes every argument after its first match (iptables
+/// options start with `-` too): trace's own options written after it are
+/// taken back out (no iptables match has options of these names).
+fn own_options(mut args: TraceArgs) -> Result<TraceArgs> {
+    let mut matches = Vec::new();
+    let mut rest = std::mem::take(&mut args.matches).into_iter();
+    while let Some(a) = rest.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String> {
+            match inline.clone().or_else(|| rest.next()) {
+                Some(v) => Ok(v),
+                None => bail!("{name} needs {what}"),
+            }
+        };
+        match name.as_str() {
+            "--json" if inline.is_none() => args.json = true,
+            "--count" => {
+                let v = value("a number of packets")?;
+                args.count = Some(
+                    v.parse()
+                        .with_context(|| format!("--count {v}: give a number of packets"))?,
+                );
+            }
+            "--timeout" => {
+                let v = value("a number of seconds")?;
+                args.timeout = Some(
+                    v.parse()
+                        .with_context(|| format!("--timeout {v}: give a number of seconds"))?,
+                );
+            }
+            "--packet" => bail!(
+                "--packet traces the packet it describes: drop the filter, which is for live \
+                 packets"
+            ),
+            _ => matches.push(a),
+        }
+    }
+    args.matches = matches;
+    Ok(args)
+}
+
 pub fn run(args: TraceArgs) -> Result<()> {
+    let args = own_options(args)?;
     let ns = Namespace::current()?;
     ns.check_pins_visible()?;
     if !ns.has_dataplane() {

@@ -387,10 +387,10 @@ impl PacketTrace {
         let how = if decisive.by_policy {
             format!("by the {cname} policy")
         } else {
-            format!(
-                "by {cname} rule {}",
-                decisive.hits.last().map_or(0, |h| h.rule)
-            )
+            match decisive.hits.last() {
+                Some(h) => format!("by {} rule {}", h.chain, h.rule),
+                None => format!("by {cname}"),
+            }
         };
         let main = match decisive.target {
             target::DROP => format!("dropped {how}"),
