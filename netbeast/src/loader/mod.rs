@@ -1049,6 +1049,19 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// Each conntrack table's capacity (its map's `max_entries`, fixed
+    /// when the data plane was made): unreplied, then established.
+    pub fn conntrack_limits(&self) -> Result<[u32; 2], LoaderError> {
+        let limit = |name: &'static str| -> Result<u32, LoaderError> {
+            let data = match self.map(name)? {
+                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+                _ => return Err(LoaderError::MissingMap(name)),
+            };
+            Ok(data.info().map_err(map_err(name))?.max_entries())
+        };
+        Ok([limit("CT_UNREPLIED")?, limit("CT_ESTABLISHED")?])
+    }
+
     /// The conntrack timeouts in force: netfilter's defaults while none
     /// were set (an all-zero `CT_CONFIG`, as the kernel reads it).
     pub fn conntrack_config(&self) -> Result<CtConfig, LoaderError> {
