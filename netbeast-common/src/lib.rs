@@ -42,6 +42,11 @@ pub const ACTIVE_TCP_FLAGS: u32 = 16;
 /// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
 /// packet looks its destination up in `LB_SERVICES`.
 pub const ACTIVE_LB: u32 = 32;
+/// Bit of the `ACTIVE` word set while `netbeast trace` runs: each packet
+/// gets a trace id and every chain it runs reports the slots it acted on
+/// (`TRACE_EVENTS`). Clear, the data plane pays one test of a bit of the
+/// word it reads anyway. Kept across ruleset changes, like `ACTIVE_LB`.
+pub const ACTIVE_TRACE: u32 = 64;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -498,6 +503,71 @@ pub struct LogEvent {
 /// `LogEvent::event_flags`: the uid and gid are known.
 pub const LOG_EVENT_HAS_UID: u32 = 1;
 
+/// Slots one chain's search records for `netbeast trace` (the rules the
+/// packet matched there, in order). A packet meets at most
+/// `MAX_NONTERMINATING_RULES` count-only rules plus the guarded ones per
+/// chain; past this many the event says how many there were
+/// (`TraceEvent::hit_count`) and the trace says the rest were not recorded.
+pub const MAX_TRACE_HITS: usize = 32;
+/// Bytes of the `TRACE_EVENTS` ring buffer: some 4,000 chain reports. A
+/// trace that falls behind loses events, counted in `stats::TRACE_LOST`.
+pub const TRACE_RING_BYTES: u32 = 1 << 20;
+
+/// The classifier's view of a packet as one chain saw it: the same layout
+/// as the kernel's `classify::Keys` (checked there), copied word by word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceKeys {
+    /// Network byte order.
+    pub src: u32,
+    pub dst: u32,
+    pub protocol: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub _pad: u8,
+    pub tcp_flags: u16,
+    pub length: u16,
+    /// Ports, ICMP type and code, `L4_NONE` or `L4_FRAGMENT`.
+    pub l4a: u32,
+    pub l4b: u32,
+    pub in_ifindex: u32,
+    pub out_ifindex: u32,
+    /// Source MAC in the low 6 bytes (packet order, little-endian word).
+    pub mac: u64,
+    pub eth_dst: u64,
+    /// The connection key (`ct_state::*` and `-m conntrack` bits).
+    pub ct_state: u32,
+    pub _pad2: u32,
+}
+
+/// One chain's run on a traced packet, as the kernel hands it to
+/// `netbeast trace` through the `TRACE_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    /// The packet: `cpu << TRACE_ID_CPU_SHIFT | n`, the CPU's n-th traced
+    /// packet. Every chain of one packet reports the same id.
+    pub id: u64,
+    /// `bpf_ktime_get_boot_ns` when the chain was decided.
+    pub boot_ns: u64,
+    pub keys: TraceKeys,
+    pub generation: u32,
+    /// `chain::*`.
+    pub chain: u32,
+    /// 1 when a rule decided (`target`, `arg` are its); 0 when the policy
+    /// applied (`target` is the policy).
+    pub decided: u32,
+    pub target: u32,
+    pub arg: u32,
+    /// Slots the search acted on (counted); the first `MAX_TRACE_HITS`
+    /// are in `hits`, in the order the search took them.
+    pub hit_count: u32,
+    pub hits: [u32; MAX_TRACE_HITS],
+}
+
+/// Where the CPU number sits in `TraceEvent::id`.
+pub const TRACE_ID_CPU_SHIFT: u32 = 48;
+
 /// Translations (`--to-destination`, `--to-source`, `--to-ports`) one
 /// generation of a ruleset may hold; one per nat rule.
 pub const MAX_NAT_TARGETS: u32 = 4096;
@@ -636,7 +706,9 @@ pub mod stats {
     /// plane older than its ruleset): counted, and taken as a rule
     /// without a target, never as a drop.
     pub const UNKNOWN_TARGET: u32 = 34;
-    pub const COUNT: u32 = 35;
+    /// `netbeast trace` reports lost: its ring buffer was full.
+    pub const TRACE_LOST: u32 = 35;
+    pub const COUNT: u32 = 36;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -686,6 +758,7 @@ pub mod stats {
         "log_events",
         "log_lost",
         "unknown_target",
+        "trace_lost",
     ];
 }
 
@@ -1498,6 +1571,8 @@ mod user {
     unsafe impl aya::Pod for ConnlimitList {}
     unsafe impl aya::Pod for LogTarget {}
     unsafe impl aya::Pod for LogEvent {}
+    unsafe impl aya::Pod for TraceKeys {}
+    unsafe impl aya::Pod for TraceEvent {}
 }
 
 #[cfg(test)]
@@ -1524,7 +1599,12 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::UNKNOWN_TARGET + 1, stats::COUNT);
+        assert_eq!(stats::TRACE_LOST + 1, stats::COUNT);
+        assert_eq!(size_of::<TraceKeys>(), 56);
+        assert_eq!(
+            size_of::<TraceEvent>(),
+            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS
+        );
         assert_eq!(size_of::<LogTarget>(), 40);
         assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);
         // Every code of the table is known; the next one is not.

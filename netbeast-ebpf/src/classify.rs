@@ -19,10 +19,10 @@ use netbeast_common::{
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
-    chain_index, counter_index, field, field::Kind, guard_index, guard_kind, key_chunk_index,
-    limit_take, pkttype, rule_index, size, stats, target,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_TRACE_HITS, MacKey,
+    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
+    addr_type, chain_index, counter_index, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -150,6 +150,12 @@ impl Active {
     #[inline(always)]
     pub fn lb(self) -> bool {
         self.0 & netbeast_common::ACTIVE_LB != 0
+    }
+
+    /// `netbeast trace` runs: packets are traced.
+    #[inline(always)]
+    pub fn trace(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_TRACE != 0
     }
 
     /// A rule of the active ruleset tests TCP flags.
@@ -445,6 +451,7 @@ pub extern "C" fn netbeast_classify(
     let (keys, st) = unsafe { (&*keys, &mut *st) };
     let policy = cfg.policy;
     st.log_count = 0;
+    st.hit_count = 0;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -898,7 +905,7 @@ fn search(
         };
         if held {
             count(generation, chain, action.counter, bytes);
-            if takes_effect(st, action) {
+            if takes_effect(st, action, slot) {
                 return Some(*action);
             }
         }
@@ -1031,6 +1038,14 @@ pub struct SearchState {
     /// the pipeline emits their events once the chain is decided.
     pub log_count: u32,
     pub log_args: [u32; MAX_LOGS_PER_SEARCH],
+    /// The packet's trace id while `netbeast trace` runs (`ACTIVE_TRACE`),
+    /// else 0: set by the pipeline once per packet.
+    pub trace_id: u64,
+    /// Slots the search acted on, in order (traced packets only; see
+    /// `trace.rs`).
+    pub hit_count: u32,
+    pub _trace_pad: u32,
+    pub hits: [u32; MAX_TRACE_HITS],
 }
 
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
@@ -1114,7 +1129,7 @@ fn act(st: &mut SearchState) -> bool {
         }
     }
     count(st.generation, st.chain, action.counter, st.bytes);
-    if takes_effect(st, action) {
+    if takes_effect(st, action, slot) {
         st.target = action.target;
         st.arg = action.arg;
         st.found = 1;
@@ -1126,10 +1141,13 @@ fn act(st: &mut SearchState) -> bool {
 /// What a counted slot's target does, from the one table of targets
 /// (`target::flags`): `true` when it ends the search. A side effect (LOG)
 /// is recorded for the pipeline, which has the packet, to carry out after
-/// the search. A code the table does not know is counted and taken as a
+/// the search; a traced packet's slot is recorded. A code the table does not know is counted and taken as a
 /// rule without a target: never a verdict, so never a drop.
 #[inline(always)]
-fn takes_effect(st: &mut SearchState, action: &RuleAction) -> bool {
+fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
+    if st.trace_id != 0 {
+        crate::trace::record(st, slot);
+    }
     let flags = target::flags(action.target);
     if flags & target::flag::SIDE_EFFECT != 0 {
         let n = st.log_count as usize;

@@ -243,6 +243,9 @@ struct Snapshot {
 }
 
 struct Receiver {
+    /// `log`'s reader, draining the LOG events while the traffic runs;
+    /// first, so that it ends before its namespace goes.
+    _reader: Option<LogReader>,
     scenario: Scenario,
     plane: Plane,
     rules: Option<usize>,
@@ -263,6 +266,29 @@ struct Receiver {
     /// Frames the generator handed to this receiver's veth.
     sent: u64,
     base: Snapshot,
+}
+
+/// `netbeast log --follow` in a receiver's namespace, writing to
+/// /dev/null: the reader the LOG cost target assumes. Killed on
+/// drop.
+struct LogReader(std::process::Child);
+
+impl LogReader {
+    fn start(netbeast: &std::path::Path, ns: &Netns) -> Result<LogReader> {
+        let child = std::process::Command::new(netbeast)
+            .args(["--netns", ns.name(), "log", "--follow", "--output", "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start netbeast log --follow: {e}")))?;
+        Ok(LogReader(child))
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Receiver {
@@ -518,7 +544,7 @@ impl Bench {
         // frames do not care.
         self.gen_ns.set_tso(&gen_iface, false)?;
         let (rx_addr, destination, first_source) = match scenario {
-            Scenario::Drop | Scenario::Pass | Scenario::Limit => (
+            Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log => (
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_FIRST_SOURCE,
@@ -646,7 +672,13 @@ impl Bench {
             }
         })?;
         let rx_stats = stats(&ns, RX_IFACE)?;
+        let reader = if scenario == Scenario::Log && plane == Plane::Netbeast {
+            Some(LogReader::start(&self.netbeast_binary, &ns)?)
+        } else {
+            None
+        };
         let mut receiver = Receiver {
+            _reader: reader,
             scenario,
             plane,
             rules,
@@ -1181,6 +1213,7 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
     let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
     let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
     let dnat = |plane| pps_of(rows, Scenario::Dnat, plane, 1);
+    let log = |n| pps_of(rows, Scenario::Log, Plane::Netbeast, n);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
         what: what.to_string(),
@@ -1224,6 +1257,11 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
             "dnat, 1 rule: netbeast / redirect floor",
             0.6,
             ratio(dnat(Plane::Netbeast), redirect_floor(Scenario::Dnat)),
+        ),
+        target(
+            "log, 1 rule: LOG hit by every packet, reader draining / drop",
+            0.8,
+            ratio(log(1), nb(1)),
         ),
     ]
 }

@@ -27,6 +27,7 @@ pub mod log;
 mod plane;
 pub mod recent;
 mod saverestore;
+pub mod trace;
 
 use std::{
     ffi::OsString,
@@ -178,6 +179,11 @@ enum Command {
     /// The LOG rules' events: the kernel's LOG lines (timestamp and host
     /// first, as syslog writes them) or JSON, to stdout, a file or syslog.
     Log(log::LogArgs),
+    /// Which rules packets meet, in order, and what finally happens to
+    /// them: live packets matching iptables matches (e.g. -p tcp --dport
+    /// 80), or one described with --packet and run through the data plane
+    /// without sending it.
+    Trace(trace::TraceArgs),
     /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
     Lb {
         #[command(subcommand)]
@@ -326,6 +332,7 @@ pub fn main() -> ExitCode {
                     conntrack::Action::Count
                 }),
                 Command::Log(args) => log::run(args),
+                Command::Trace(args) => trace::run(args),
                 Command::Recent { name, .. } => recent::run(name.as_deref()),
                 Command::Lb { command } => lb::run(command),
                 Command::Boot { config_dir } => boot::run(&config_dir),

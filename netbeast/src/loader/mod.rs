@@ -62,10 +62,12 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 37] = [
+pub const MAP_NAMES: [&str; 38] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
+    // `netbeast trace` reads the chains' reports here.
+    "TRACE_EVENTS",
     "GUARDS",
     "GUARD_STATE",
     "CT_UNREPLIED",
@@ -689,6 +691,8 @@ impl Dataplane {
         if previous & netbeast_common::ACTIVE_LB != 0 {
             word |= netbeast_common::ACTIVE_LB | ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
+        // Nor is a running `netbeast trace`.
+        word |= previous & netbeast_common::ACTIVE_TRACE;
         word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
         crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
@@ -865,6 +869,59 @@ impl Dataplane {
         })
     }
 
+    /// Sets or clears `ACTIVE_TRACE` (`netbeast trace`): while it is set,
+    /// every chain reports its run on every packet into `TRACE_EVENTS`.
+    /// Call under the namespace lock: a ruleset change rewrites the word.
+    pub fn set_trace(&mut self, on: bool) -> Result<(), LoaderError> {
+        let name = "ACTIVE";
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let word = active.get(&0, 0).map_err(map_err(name))?;
+        let new = if on {
+            word | netbeast_common::ACTIVE_TRACE
+        } else {
+            word & !netbeast_common::ACTIVE_TRACE
+        };
+        if new != word {
+            active.set(0, new, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// The slot actions of `chain` in `generation` as the kernel has them
+    /// (`RULES`), for slots `slots`: what `netbeast trace` checks its
+    /// compiled copy of the ruleset against.
+    pub fn rule_actions(
+        &self,
+        generation: u32,
+        chain: u32,
+        slots: &[u32],
+    ) -> Result<Vec<netbeast_common::RuleAction>, LoaderError> {
+        let rules: Array<&MapData, netbeast_common::RuleAction> =
+            Array::try_from(self.map("RULES")?).map_err(map_err("RULES"))?;
+        slots
+            .iter()
+            .map(|&slot| {
+                rules
+                    .get(&netbeast_common::rule_index(generation, chain, slot), 0)
+                    .map_err(map_err("RULES"))
+            })
+            .collect()
+    }
+
+    /// Removes one connection from both conntrack tables (what a described
+    /// packet of `netbeast trace --packet` created). True when one was
+    /// there.
+    pub fn remove_conntrack_entry(&mut self, key: &CtKey) -> Result<bool, LoaderError> {
+        let mut removed = false;
+        for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
+            let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
+                HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+            removed |= map.remove(key).is_ok();
+        }
+        Ok(removed)
+    }
+
     /// Global statistics summed over CPUs, indexed by `stats::*`.
     pub fn stats(&self) -> Result<Vec<u64>, LoaderError> {
         let map: PerCpuArray<&MapData, u64> =
@@ -990,6 +1047,19 @@ impl Dataplane {
             }
         }
         Ok(out)
+    }
+
+    /// Each conntrack table's capacity (its map's `max_entries`, fixed
+    /// when the data plane was made): unreplied, then established.
+    pub fn conntrack_limits(&self) -> Result<[u32; 2], LoaderError> {
+        let limit = |name: &'static str| -> Result<u32, LoaderError> {
+            let data = match self.map(name)? {
+                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+                _ => return Err(LoaderError::MissingMap(name)),
+            };
+            Ok(data.info().map_err(map_err(name))?.max_entries())
+        };
+        Ok([limit("CT_UNREPLIED")?, limit("CT_ESTABLISHED")?])
     }
 
     /// The conntrack timeouts in force: netfilter's defaults while none
