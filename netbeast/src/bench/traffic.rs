@@ -276,7 +276,14 @@ struct LogReader(std::process::Child);
 impl LogReader {
     fn start(netbeast: &std::path::Path, ns: &Netns) -> Result<LogReader> {
         let child = std::process::Command::new(netbeast)
-            .args(["--netns", ns.name(), "log", "--follow", "--output", "/dev/null"])
+            .args([
+                "--netns",
+                ns.name(),
+                "log",
+                "--follow",
+                "--output",
+                "/dev/null",
+            ])
             .stdin(std::process::Stdio::null())
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start netbeast log --follow: {e}")))?;

@@ -1,7 +1,7 @@
 //! The demo's logger section: the article's LOG rule on real connections,
 //! the kernel's own line format read with `netbeast log`, and the same
 //! lines written to a file of the user's choosing (what the article says
-//! iptables cannot do).
+//! iptables cannot do), then `netbeast trace` on a described packet.
 
 use std::path::Path;
 
@@ -9,8 +9,8 @@ use anyhow::Context;
 
 use super::{CONNECT_TIMEOUT, InterruptGuard, Step, print_indented, saw, type_steps};
 use crate::netns::{
-    ClientServer, ConnectOutcome, Firewall, SERVER_ADDR, SERVER_IFACE, Testbed, tcp_connect,
-    tcp_server,
+    CLIENT_ADDR, ClientServer, ConnectOutcome, Firewall, SERVER_ADDR, SERVER_IFACE, Testbed,
+    tcp_connect, tcp_server,
 };
 
 const STEPS: &[Step] = &[Step::new(
@@ -80,6 +80,20 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
     println!("$ cat {shown}");
     print_indented(&written);
     expect_line(&written, 80, "the file", &mut surprises);
+
+    println!();
+    println!("And \"to see how far does the packet go\" without a LOG rule in every chain:");
+    let packet = format!("tcp {CLIENT_ADDR}:40000 > {SERVER_ADDR}:22 syn in {SERVER_IFACE}");
+    println!("$ netbeast trace --packet '{packet}'");
+    let trace = bed
+        .server()
+        .netbeast_ok(&["trace", "--packet", &packet])
+        .context("netbeast trace --packet")?;
+    print_indented(&trace);
+    let traced = trace.contains(PREFIX) && trace.contains("=> accepted");
+    if !traced {
+        surprises.push("netbeast trace did not show the LOG rule, then the packet accepted".into());
+    }
 
     drop(_servers);
     drop(bed);
