@@ -351,13 +351,21 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
 /// kill anywhere leaves the kernel and the rule file agreeing once
 /// [`prepare`] has settled it (see `Namespace::write_pending`).
 pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
-    let seq = (dp.commit_seq()? + 1) & ACTIVE_SEQ_MASK;
+    let kernel_seq = dp.commit_seq()?;
+    let seq = (kernel_seq + 1) & ACTIVE_SEQ_MASK;
     let links = state::links();
+    // The running generation's state slots: the guards of the rules this
+    // change does not touch keep them, and their state with them.
+    dp.set_guard_slots(ns.load_guard_slots(kernel_seq));
     ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
     fault::point("commit: pending ruleset written");
     let result = (|| -> Result<()> {
         refresh_interfaces_from(ns, dp, ruleset, &links)?;
-        dp.apply_seq(ruleset, &state::interfaces(&links), seq)?;
+        let staged = dp.stage(ruleset, &state::interfaces(&links))?;
+        // Before the switch, so that the slots on record always include
+        // those of the generation the kernel runs.
+        ns.write_pending_guard_slots(staged.slots(), seq)?;
+        dp.switch(staged, seq)?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -368,6 +376,7 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
     }
     ns.finish_pending()?;
     fault::point("commit: ruleset file replaced");
+    ns.finish_guard_slots()?;
     Ok(())
 }
 
@@ -578,7 +587,11 @@ fn attach_all(
     // The ruleset goes in before any packet can reach the program; when
     // the kernel runs it already (reconciled just now), only the facts
     // about the interfaces are refreshed.
-    if ns.load_stored()?.seq == Some(dp.commit_seq()?) {
+    // A generation written by an earlier version has no slot file: its
+    // guard records name no state slots that these programs can use, so
+    // it is written anew (its guards start fresh, as they did then).
+    let kernel_seq = dp.commit_seq()?;
+    if ns.load_stored()?.seq == Some(kernel_seq) && ns.load_guard_slots(kernel_seq).is_some() {
         refresh_interfaces(ns, dp, &ruleset)?;
     } else {
         commit(ns, dp, &ruleset)?;

@@ -88,7 +88,9 @@ pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
 use guards::GuardTable;
-pub use guards::{GuardOracle, GuardState};
+pub use guards::{
+    GuardIdentity, GuardOracle, GuardSlots, GuardState, SlotPlan, assign_state_slots,
+};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -299,6 +301,9 @@ pub struct CompiledRuleset {
     /// For each guard record, the rule and match it belongs to: (table,
     /// rule, index among the rule's guards); `None` for requirements.
     pub guard_owners: Vec<Option<(TableName, RuleRef, usize)>>,
+    /// For each guard record that keeps state of its own rule, its
+    /// identity across ruleset changes (see [`assign_state_slots`]).
+    pub guard_identities: Vec<Option<GuardIdentity>>,
 }
 
 /// One chain's tables.
@@ -590,6 +595,7 @@ fn compile_with_limits(
         log_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
+        guard_identities: guard_table.identities,
     })
 }
 

@@ -31,7 +31,7 @@ use netbeast_common::{
 };
 
 use crate::{
-    compile::{self, CompileError, Interface},
+    compile::{self, CompileError, CompiledRuleset, GuardSlots, Interface, SlotPlan},
     rules::model::{Counter, Ipv4Net, Ruleset},
 };
 
@@ -244,6 +244,30 @@ pub struct Dataplane {
     /// and the id of the `ACTIVE` map: a program is reused only by the same
     /// netbeast, with the very maps it was loaded against.
     program_cache: Option<PathBuf>,
+    /// The state slots of the generation the kernel runs, when known (the
+    /// last ruleset this value switched to, or what the caller restored
+    /// with [`Dataplane::set_guard_slots`]): a new generation gives the
+    /// guards of unchanged rules the same slots, so they keep their state.
+    guard_slots: Option<GuardSlots>,
+}
+
+/// A ruleset written into the inactive generation, not yet switched to
+/// (see [`Dataplane::stage`]).
+pub struct Staged {
+    compiled: CompiledRuleset,
+    plan: SlotPlan,
+}
+
+impl Staged {
+    /// The state slots the staged generation's guards use.
+    pub fn slots(&self) -> &GuardSlots {
+        &self.plan.slots
+    }
+
+    /// How many stateful guards kept the slot (and the state) they had.
+    pub fn kept_guards(&self) -> usize {
+        self.plan.kept
+    }
 }
 
 /// FNV-1a of the kernel object: names the verified-program cache.
@@ -269,6 +293,7 @@ impl Dataplane {
             pinned: Default::default(),
             pin_dir: None,
             program_cache: None,
+            guard_slots: None,
         };
         dp.load_program()?;
         Ok(dp)
@@ -295,6 +320,7 @@ impl Dataplane {
             pinned: Default::default(),
             pin_dir: Some(dir.to_path_buf()),
             program_cache: None,
+            guard_slots: None,
         };
         // Every map pinned already (every command after the first attach):
         // open the pins, nothing else. A map missing (a fresh data plane, a
@@ -669,9 +695,48 @@ impl Dataplane {
         interfaces: &[Interface],
         seq: u32,
     ) -> Result<(), LoaderError> {
+        let staged = self.stage(ruleset, interfaces)?;
+        self.switch(staged, seq)
+    }
+
+    /// The state slots of the running generation, as far as this value
+    /// knows them (see [`Dataplane::set_guard_slots`]).
+    pub fn guard_slots(&self) -> Option<&GuardSlots> {
+        self.guard_slots.as_ref()
+    }
+
+    /// Tells this value the state slots of the generation the kernel runs
+    /// (recorded by whoever switched to it), so that the next ruleset
+    /// keeps the state of the rules it does not change. `None`: unknown,
+    /// every guard of the next ruleset starts fresh.
+    pub fn set_guard_slots(&mut self, slots: Option<GuardSlots>) {
+        self.guard_slots = slots;
+    }
+
+    /// First half of [`Dataplane::apply_seq`]: compiles `ruleset` into the
+    /// inactive generation, guards of unchanged rules keeping their state
+    /// slots and new ones given zeroed slots. Nothing the kernel runs
+    /// changes until [`Dataplane::switch`]; [`Staged::slots`] is what to
+    /// record for the next change.
+    pub fn stage(
+        &mut self,
+        ruleset: &Ruleset,
+        interfaces: &[Interface],
+    ) -> Result<Staged, LoaderError> {
         let next = 1 - self.active_generation()?;
-        let compiled = compile::compile(ruleset, interfaces, next)?;
+        let mut compiled = compile::compile(ruleset, interfaces, next)?;
+        let plan = compile::assign_state_slots(&mut compiled, self.guard_slots.as_ref());
         tables::write(self, &compiled)?;
+        tables::clear_state_slots(self, &plan.fresh, &plan.fresh_connlimit)?;
+        Ok(Staged { compiled, plan })
+    }
+
+    /// Second half of [`Dataplane::apply_seq`]: switches the kernel to the
+    /// staged generation with one write (recording `seq`), then frees the
+    /// state slots of the guards it no longer has.
+    pub fn switch(&mut self, staged: Staged, seq: u32) -> Result<(), LoaderError> {
+        let Staged { compiled, plan } = staged;
+        let next = compiled.generation;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
         let previous = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
@@ -693,6 +758,13 @@ impl Dataplane {
         crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         crate::fault::point("loader: generation switched");
+        self.guard_slots = Some(plan.slots);
+        // Hygiene: a new guard's slot is cleared again when it is given
+        // out (a packet of the old generation still in flight may touch
+        // a freed slot after this), so nothing depends on it.
+        // Which freed slots held connlimit lists is not recorded: their
+        // lists are looked for among all (only connlimit rules make any).
+        tables::clear_state_slots(self, &plan.freed, &plan.freed)?;
         Ok(())
     }
 
