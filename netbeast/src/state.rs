@@ -590,7 +590,8 @@ impl Namespace {
         [GUARD_SLOTS_FILE, PENDING_GUARD_SLOTS_FILE]
             .into_iter()
             .find_map(|name| {
-                let text = fs::read_to_string(self.state_dir.join(name)).ok()?;
+                let path = self.state_dir.join(name);
+                let text = fs::read_to_string(&path).ok()?;
                 let stored: StoredGuardSlots = serde_json::from_str(&text).ok()?;
                 if stored.seq != kernel_seq {
                     return None;
@@ -600,6 +601,12 @@ impl Namespace {
                     .iter()
                     .map(|(id, slot)| Some((u128::from_str_radix(id, 16).ok()?, *slot)))
                     .collect::<Option<_>>()?;
+                if name == PENDING_GUARD_SLOTS_FILE {
+                    // The switch happened: it is the current record now,
+                    // before a next commit writes its own pending one.
+                    // (Failing that, the next commit's guards start fresh.)
+                    let _ = fs::rename(&path, self.state_dir.join(GUARD_SLOTS_FILE));
+                }
                 Some(GuardSlots { slots })
             })
     }
@@ -648,6 +655,17 @@ impl Namespace {
     /// if the kernel was switched to it (`kernel_seq`), drops it otherwise.
     /// Returns what was done, for the report.
     pub fn settle_pending(&self, kernel_seq: Option<u32>) -> Result<Option<String>, StateError> {
+        // The guard slots of the same commit, settled the same way (quietly:
+        // losing them costs only state, which a fresh start has anyway).
+        let slots = self.state_dir.join(PENDING_GUARD_SLOTS_FILE);
+        if let Ok(text) = fs::read_to_string(&slots) {
+            let seq = stored_seq(&text);
+            if seq.is_some() && seq == kernel_seq {
+                self.finish_guard_slots()?;
+            } else {
+                remove_if_present(&slots)?;
+            }
+        }
         let pending = self.pending_path();
         let text = match fs::read_to_string(&pending) {
             Ok(text) => text,

@@ -295,8 +295,9 @@ pub struct CompiledRuleset {
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
     /// chain (0: none). Each stateful match of a rule has one record (its
-    /// state: `GUARD_STATE` at the same index); the others are
-    /// requirements (`guard_kind::REQUIRE`).
+    /// state, for the kinds that keep it per rule, in the state slot `c`
+    /// that the loader gives it: see [`assign_state_slots`]); the others
+    /// are requirements (`guard_kind::REQUIRE`).
     pub guards: Vec<Guard>,
     /// For each guard record, the rule and match it belongs to: (table,
     /// rule, index among the rule's guards); `None` for requirements.

@@ -150,8 +150,9 @@ pub enum LoaderError {
     #[error(
         "the data plane pinned in {dir} was made by another netbeast version: map {map} \
          differs. Its rules are still enforced by the programs attached now; to use this \
-         version, save the rules (`netbeast save > rules`), run `netbeast detach --all` \
-         (connection tracking state is lost), `netbeast attach` and `netbeast restore rules`"
+         version, `netbeast detach` its interfaces and `netbeast attach` them again: the maps \
+         whose layout changed are made anew (it says what that resets), the others, conntrack \
+         included, are kept"
     )]
     Layout { dir: PathBuf, map: String },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
@@ -270,6 +271,30 @@ impl Staged {
     }
 }
 
+/// What a pinned map made anew (empty) costs, in the user's words.
+fn what_a_new_map_loses(name: &str) -> &'static str {
+    match name {
+        "CT_UNREPLIED" | "CT_ESTABLISHED" | "CT_NAT_INDEX" => {
+            "tracked connections and their NAT translations are forgotten (open connections \
+             count as new; translated ones may break)"
+        }
+        "CT_CONFIG" => "conntrack timeouts set with `attach --ct-timeout` are back to defaults",
+        "COUNTERS" => "rule counters since the last rule change are lost",
+        "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
+        "CONNLIMIT" => "-m connlimit forgets the connections it counted",
+        "HASHLIMIT" => "-m hashlimit buckets are full again",
+        "RECENT" => "-m recent lists are empty",
+        "STATS" => "`netbeast stats` counts restart",
+        "LOG_EVENTS" => "LOG events not yet read are lost",
+        "SOCK_NAT" => "nat OUTPUT translations of open local sockets are forgotten",
+        "LB_SERVICES" | "LB_TABLES" | "LB_BACKENDS" | "LB_PICKS" | "LB_RING" => {
+            "`netbeast lb` services are installed again from the saved state; connections \
+             keep their backend only through conntrack"
+        }
+        _ => "rebuilt from the stored rules and the interfaces: nothing is lost",
+    }
+}
+
 /// FNV-1a of the kernel object: names the verified-program cache.
 fn object_hash() -> u64 {
     static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -336,10 +361,21 @@ impl Dataplane {
     /// The first map pinned in `dir` whose layout (type, key and value
     /// sizes) is not this build's: pins of an older or newer netbeast. The
     /// programs would fail the verifier against it and the control plane
-    /// would misread it, so `attach` refuses with this instead.
+    /// would misread it, so loading refuses with this (`attach` migrates
+    /// first: [`Dataplane::migrate_layouts`]).
     fn layout_mismatch(dir: &Path) -> Result<Option<String>, LoaderError> {
+        Ok(Self::layout_mismatches(dir)?
+            .into_iter()
+            .next()
+            .map(|(_, detail)| detail))
+    }
+
+    /// Every map pinned in `dir` whose layout is not this build's, with
+    /// what differs.
+    pub fn layout_mismatches(dir: &Path) -> Result<Vec<(&'static str, String)>, LoaderError> {
         let object = aya_obj::Object::parse(OBJECT)
             .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
+        let mut out = Vec::new();
         for name in MAP_NAMES {
             let path = dir.join(name);
             let (Some(wanted), true) = (object.maps.get(name), path.exists()) else {
@@ -358,19 +394,47 @@ impl Dataplane {
                 wanted.value_size(),
             );
             if pinned != built {
-                return Ok(Some(format!(
-                    "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
-                     type {}, key {} bytes, value {} bytes)",
-                    pinned.0,
-                    pinned.1,
-                    pinned.2,
-                    built.0.unwrap_or(0),
-                    built.1,
-                    built.2
-                )));
+                out.push((
+                    name,
+                    format!(
+                        "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
+                         type {}, key {} bytes, value {} bytes)",
+                        pinned.0,
+                        pinned.1,
+                        pinned.2,
+                        built.0.unwrap_or(0),
+                        built.1,
+                        built.2
+                    ),
+                ));
             }
         }
-        Ok(None)
+        Ok(out)
+    }
+
+    /// An upgrade over pins of another netbeast version: each pinned map
+    /// of `dir` whose layout is not this build's is unpinned, so that the
+    /// next load makes it anew, empty, in this build's layout; the maps
+    /// whose layout did not change (above all conntrack's) stay, with
+    /// their contents. Returns, per map made anew, what its emptiness
+    /// costs, for the user. The caller makes sure no program of the old
+    /// version still runs (they hold the old maps: rules written to the
+    /// new ones would not reach them), and installs the stored ruleset
+    /// anew afterwards.
+    pub fn migrate_layouts(dir: &Path) -> Result<Vec<String>, LoaderError> {
+        let mut reset = Vec::new();
+        for (name, detail) in Self::layout_mismatches(dir)? {
+            let path = dir.join(name);
+            std::fs::remove_file(&path).map_err(|source| LoaderError::Io {
+                what: format!("the pin {} (to make it anew)", path.display()),
+                source,
+            })?;
+            reset.push(format!(
+                "{detail}: made anew; {}",
+                what_a_new_map_loses(name)
+            ));
+        }
+        Ok(reset)
     }
 
     /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
