@@ -507,10 +507,10 @@ fn limit_bucket_survives_an_unrelated_rule() {
             .iptables_ok(BAN)
             .unwrap_or_else(|e| panic!("{:?}: {BAN}: {e}", t.bed.firewall));
     }
-    let ([netbeast2, iptables2], _) = send_train_of(&twins, 200, 0);
-    // The second burst went out QUIET (the counters' wait) plus the rule
+    // The second burst goes out QUIET (the counters' wait) plus the rule
     // changes after the first: what refilled in that time, at 50/s.
     let between = change.elapsed().as_secs_f64() + QUIET.as_secs_f64();
+    let ([netbeast2, iptables2], _) = send_train_of(&twins, 200, 0);
     eprintln!(
         "limit across a change: first burst netbeast {} iptables {}, second burst (about \
          {between:.2} s later) netbeast {} iptables {}",
