@@ -951,7 +951,13 @@ pub struct Guard {
     /// The match's parameters: see `guard_kind`.
     pub a: u64,
     pub b: u64,
-    /// More parameters for the kinds that need them (`HASHLIMIT`).
+    /// More parameters for the kinds that need them (`HASHLIMIT`,
+    /// `RECENT`); for the kinds that keep state per rule (`STATISTIC_NTH`,
+    /// `LIMIT`, `CONNLIMIT`) the *state slot*: where the state lives
+    /// (`GUARD_STATE` index, `ConnlimitKey::guard`), below
+    /// `size::GUARD_STATE`. The loader gives a rule that a ruleset change
+    /// does not touch the slot it had, so it keeps its state (see
+    /// [`STATE_SLOTS`]).
     pub c: u64,
 }
 
@@ -961,7 +967,8 @@ pub mod guard_kind {
     pub const STATISTIC_RANDOM: u32 = 1;
     /// `-m statistic --mode nth`: `a` is `--every`, `b` is `--packet`;
     /// holds for the packets numbered `b`, `b + a`, ... (0-based) of those
-    /// that reach it. Its state is the number of packets so far.
+    /// that reach it. Its state is the number of packets so far, in
+    /// `GUARD_STATE` at its state slot `c`.
     pub const STATISTIC_NTH: u32 = 2;
     /// Not a match but a *requirement* the compiler adds to a slot that a
     /// guarded jump, RETURN or goto leads to (user-defined chains compiled
@@ -976,14 +983,14 @@ pub mod guard_kind {
     /// is the cost of one packet in nanoseconds (the period of
     /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
     /// state is the bucket's *theoretical arrival time* (see
-    /// [`super::limit_take`]).
+    /// [`super::limit_take`]), in `GUARD_STATE` at its state slot `c`.
     pub const LIMIT: u32 = 4;
     /// `-m connlimit`: holds when the live connections of the packet's
     /// masked address (its own included) number more than `a`, inverted
     /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
     /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
     /// `--connlimit-daddr`. Its state is the rule's lists of connections
-    /// (`ConnlimitList`), keyed by guard index and masked address.
+    /// (`ConnlimitList`), keyed by its state slot `c` and masked address.
     pub const CONNLIMIT: u32 = 5;
     /// `-m hashlimit`: a token bucket per key (the packet's masked
     /// addresses and ports that `--hashlimit-mode` names) in the table of
@@ -1112,7 +1119,8 @@ pub const CONNLIMIT_LISTS: u32 = 8192;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnlimitKey {
-    /// `guard_index` of the rule's guard (generation included).
+    /// The state slot of the rule's guard (`Guard::c`), the same in every
+    /// generation that keeps the rule.
     pub guard: u32,
     /// The masked address, network byte order.
     pub addr: u32,
@@ -1175,16 +1183,28 @@ impl Guard {
     }
 
     /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
-    /// limit bucket), which a new ruleset starts from zero.
+    /// limit bucket), which a new slot starts from zero.
     #[inline(always)]
     pub fn keeps_state(&self) -> bool {
         self.counts() || self.kind == guard_kind::LIMIT
     }
+
+    /// Whether the guard keeps state of its own rule (in `GUARD_STATE` or
+    /// `CONNLIMIT`), found through its state slot `c`. hashlimit and
+    /// recent keep theirs by name instead.
+    #[inline(always)]
+    pub fn has_state_slot(&self) -> bool {
+        self.keeps_state() || self.kind == guard_kind::CONNLIMIT
+    }
 }
 
 /// Guards one generation of a ruleset may hold (one per stateful match of
-/// a rule); `GUARDS` and `GUARD_STATE` hold both generations.
+/// a rule); `GUARDS` holds both generations.
 pub const MAX_GUARDS: u32 = 16384;
+/// State slots of the guards that keep state per rule (`Guard::c`): room
+/// for the active generation's and the next one's at once, as a slot the
+/// running ruleset uses is never given to another rule before the switch.
+pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_GUARDS;
 /// Guards (stateful matches) one rule may have.
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
 /// Records one slot's guard chain may hold: its requirements (see
@@ -1540,8 +1560,8 @@ pub mod size {
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
-    /// One `GUARD_STATE` word (an nth count) per guard and generation.
-    pub const GUARD_STATE: u32 = GUARDS;
+    /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
+    pub const GUARD_STATE: u32 = super::STATE_SLOTS;
 }
 
 #[cfg(feature = "user")]

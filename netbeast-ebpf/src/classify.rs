@@ -62,8 +62,11 @@ static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPE
 /// The guard records of both generations (`Guard`, written by the loader).
 #[map]
 static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
-/// Each guard's state (an nth count), shared by every CPU and bumped with
-/// an atomic add: exactly every Nth packet matches on a multi-queue NIC.
+/// Each stateful guard's state (an nth count, a limit bucket), shared by
+/// every CPU: exactly every Nth packet matches on a multi-queue NIC.
+/// Indexed by the guard's *state slot* (`Guard::c`), which the loader keeps
+/// for a rule across ruleset changes, not by its record number: a rule
+/// that a change does not touch keeps its state, in place.
 #[map]
 static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
 /// The outcome of each guard the last time this CPU evaluated it:
@@ -549,8 +552,8 @@ pub fn spin_lock(word: *mut u64, tries: u32) -> bool {
 /// limit, never as under it.
 const LIMIT_TRIES: u32 = 16;
 
-/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket of
-/// guard `index` (`GUARD_STATE`: its theoretical arrival time, see
+/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket in
+/// state slot `index` (`GUARD_STATE`: its theoretical arrival time, see
 /// `netbeast_common::limit_take`), `depth` ns deep; 1 when it had it. One
 /// bucket per rule for every CPU, updated with compare-and-exchange:
 /// exact, never per-CPU. A global function, verified once: its retry loop
@@ -582,9 +585,10 @@ pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
 /// `-m connlimit` for the current packet: its masked address's live
 /// connections (its own included) against the limit. A packet without a
 /// connection (INVALID, untracked) is counted with the others but not
-/// recorded; a list that cannot be had makes the rule not match.
+/// recorded; a list that cannot be had makes the rule not match. `slot`:
+/// the guard's state slot, which names its lists.
 #[inline(always)]
-fn connlimit_guard(g: &Guard, index: u32) -> bool {
+fn connlimit_guard(g: &Guard, slot: u32) -> bool {
     let Some(keys) = crate::parse::current_keys() else {
         return false;
     };
@@ -601,7 +605,7 @@ fn connlimit_guard(g: &Guard, index: u32) -> bool {
         own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
         own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
     }
-    let count = crate::connlimit::netbeast_connlimit(index, addr & g.b as u32, own_lo, own_hi);
+    let count = crate::connlimit::netbeast_connlimit(slot, addr & g.b as u32, own_lo, own_hi);
     if count == u32::MAX {
         return false;
     }
@@ -678,7 +682,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::CONNLIMIT {
-            let held = connlimit_guard(&g, index);
+            let held = connlimit_guard(&g, g.c as u32);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };
@@ -687,7 +691,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::LIMIT {
-            let held = netbeast_limit(index, g.a, g.b) != 0;
+            let held = netbeast_limit(g.c as u32, g.a, g.b) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };
@@ -697,7 +701,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else {
             let count = if g.counts() {
-                let Some(state) = GUARD_STATE.get_ptr_mut(index) else {
+                let Some(state) = GUARD_STATE.get_ptr_mut(g.c as u32) else {
                     return 0;
                 };
                 fetch_add(state)

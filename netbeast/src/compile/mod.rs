@@ -88,7 +88,9 @@ pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
 use guards::GuardTable;
-pub use guards::{GuardOracle, GuardState};
+pub use guards::{
+    GuardIdentity, GuardOracle, GuardSlots, GuardState, SlotPlan, assign_state_slots,
+};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -293,12 +295,16 @@ pub struct CompiledRuleset {
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
     /// chain (0: none). Each stateful match of a rule has one record (its
-    /// state: `GUARD_STATE` at the same index); the others are
-    /// requirements (`guard_kind::REQUIRE`).
+    /// state, for the kinds that keep it per rule, in the state slot `c`
+    /// that the loader gives it: see [`assign_state_slots`]); the others
+    /// are requirements (`guard_kind::REQUIRE`).
     pub guards: Vec<Guard>,
     /// For each guard record, the rule and match it belongs to: (table,
     /// rule, index among the rule's guards); `None` for requirements.
     pub guard_owners: Vec<Option<(TableName, RuleRef, usize)>>,
+    /// For each guard record that keeps state of its own rule, its
+    /// identity across ruleset changes (see [`assign_state_slots`]).
+    pub guard_identities: Vec<Option<GuardIdentity>>,
 }
 
 /// One chain's tables.
@@ -590,6 +596,7 @@ fn compile_with_limits(
         log_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
+        guard_identities: guard_table.identities,
     })
 }
 

@@ -2752,3 +2752,104 @@ fn too_many_statistic_matches_on_one_rule_are_refused() {
     let err = compile(&only_input(vec![rule]), &[], 0).err().unwrap();
     assert!(err.to_string().contains("MAX_GUARDS_PER_RULE"), "{err}");
 }
+
+// ------------------------------------------------------- state slots
+
+/// The state slot of each guard of `compiled` that has one, by owner
+/// (chain, rule) in rule order.
+fn slots_of(compiled: &CompiledRuleset) -> Vec<((String, usize), u64)> {
+    compiled
+        .guards
+        .iter()
+        .zip(&compiled.guard_owners)
+        .filter(|(g, _)| g.has_state_slot())
+        .map(|(g, owner)| {
+            let (_, rule, _) = owner.as_ref().unwrap();
+            ((rule.chain.clone(), rule.rule), g.c)
+        })
+        .collect()
+}
+
+const KEPT_RULES: [&str; 3] = [
+    "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 32 -j REJECT --reject-with tcp-reset",
+    "-A INPUT -m state --state RELATED,ESTABLISHED -m limit --limit 50/second --limit-burst 150 -j ACCEPT",
+    "-A INPUT -p tcp -m statistic --mode nth --every 3 --packet 0 -j DROP",
+];
+
+#[test]
+fn unchanged_rules_keep_their_state_slots_and_new_ones_get_free_ones() {
+    // Without a record of the running generation: fresh, where earlier
+    // versions kept the generation's state.
+    let first = typed(&KEPT_RULES);
+    let mut compiled = compile(&first, &[], 1).unwrap();
+    let plan = assign_state_slots(&mut compiled, None);
+    let slots = slots_of(&compiled);
+    assert_eq!(
+        slots.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        (0..3)
+            .map(|n| u64::from(netbeast_common::guard_index(1, n)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(plan.fresh.len(), 3);
+    assert_eq!(plan.fresh_connlimit, vec![slots[0].1 as u32]);
+    assert_eq!(plan.kept, 0);
+
+    // fail2ban's ban above them, a new limit rule below, counters zeroed
+    // (-Z): the three keep their slots, wherever they moved; the new rule
+    // gets a slot the running generation does not use.
+    let mut lines = vec!["-A INPUT -s 10.99.99.99 -j DROP"];
+    lines.extend(KEPT_RULES);
+    lines.push("-A INPUT -m limit --limit 1/second -j LOG");
+    let mut second = typed(&lines);
+    for rule in &mut second.filter.chain_mut("INPUT").unwrap().rules {
+        rule.counter.packets = 7;
+    }
+    let mut compiled2 = compile(&second, &[], 0).unwrap();
+    let plan2 = assign_state_slots(&mut compiled2, Some(&plan.slots));
+    let slots2 = slots_of(&compiled2);
+    assert_eq!(plan2.kept, 3);
+    for (n, (_, slot)) in slots.iter().enumerate() {
+        assert_eq!(
+            slots2[n].1, *slot,
+            "rule {n} moved down one and kept its slot"
+        );
+    }
+    let new = slots2[3].1 as u32;
+    assert!(!plan.slots.slots.values().any(|&s| s == new));
+    assert_eq!(plan2.fresh, vec![new]);
+    assert!(plan2.freed.is_empty());
+
+    // Deleted: its slot is freed; added again, it starts fresh.
+    let mut third = second.clone();
+    third.filter.chain_mut("INPUT").unwrap().rules.remove(2);
+    let mut compiled3 = compile(&third, &[], 1).unwrap();
+    let plan3 = assign_state_slots(&mut compiled3, Some(&plan2.slots));
+    assert_eq!(plan3.freed, vec![slots[1].1 as u32]);
+    assert_eq!(plan3.kept, 3);
+    let mut compiled4 = compile(&second, &[], 0).unwrap();
+    let plan4 = assign_state_slots(&mut compiled4, Some(&plan3.slots));
+    assert_eq!(plan4.kept, 3);
+    assert_eq!(plan4.fresh.len(), 1, "the rule added again starts fresh");
+}
+
+#[test]
+fn identical_rules_and_inlined_copies_have_one_slot_each() {
+    // Two rules of one text: told apart by their occurrence. A user chain
+    // jumped to from two places: one slot per rule, shared by its copies.
+    let ruleset = typed(&[
+        "-N LIM",
+        "-A LIM -m limit --limit 5/second -j ACCEPT",
+        "-A INPUT -p tcp -j LIM",
+        "-A INPUT -p udp -j LIM",
+        "-A INPUT -m statistic --mode nth --every 2 --packet 0 -j DROP",
+        "-A INPUT -m statistic --mode nth --every 2 --packet 0 -j DROP",
+    ]);
+    let mut compiled = compile(&ruleset, &[], 0).unwrap();
+    let plan = assign_state_slots(&mut compiled, Some(&GuardSlots::default()));
+    let slots = slots_of(&compiled);
+    assert_eq!(slots.len(), 3, "{slots:?}");
+    let mut distinct: Vec<u64> = slots.iter().map(|(_, s)| *s).collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(plan.slots.slots.len(), 3);
+}
