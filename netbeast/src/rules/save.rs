@@ -9,10 +9,7 @@ use thiserror::Error;
 
 use super::command::{self, CommandError};
 use super::ext::bang;
-use super::model::{
-    AddrRange, Chain, Counter, Match, NatFlags, NatTo, Policy, PortRange, Rule, Ruleset, Table,
-    TableName, Target,
-};
+use super::model::{Chain, Counter, Match, Policy, Rule, Ruleset, Table, TableName};
 use super::parse::{self, Action, IptablesCommand, ParseError, Problem};
 
 /// Prints the ruleset as `iptables-save` does (`-c` when `with_counters`).
@@ -132,79 +129,8 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
     if counters == CounterStyle::Inline {
         let _ = write!(out, " -c {} {}", rule.counter.packets, rule.counter.bytes);
     }
-    match &rule.target {
-        Target::None => {}
-        Target::Log(log) => {
-            use crate::rules::target::TargetExt;
-            log.save(&mut out);
-        }
-        Target::Accept => out.push_str(" -j ACCEPT"),
-        Target::Drop => out.push_str(" -j DROP"),
-        Target::Reject(with) => {
-            let _ = write!(out, " -j REJECT --reject-with {}", with.as_str());
-        }
-        Target::Return => out.push_str(" -j RETURN"),
-        Target::Jump(chain) => {
-            let _ = write!(out, " -j {chain}");
-        }
-        Target::Goto(chain) => {
-            let _ = write!(out, " -g {chain}");
-        }
-        Target::Dnat { to, flags } => {
-            let _ = write!(out, " -j DNAT --to-destination {}", nat_to_text(to));
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Snat { to, flags } => {
-            let _ = write!(out, " -j SNAT --to-source {}", nat_to_text(to));
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Masquerade { ports, flags } | Target::Redirect { ports, flags } => {
-            let _ = write!(out, " -j {}", rule.target.name());
-            if let Some(ports) = ports {
-                let _ = write!(out, " --to-ports {}", nat_ports_text(*ports));
-            }
-            write_nat_flags(&mut out, flags);
-        }
-    }
+    rule.target.save(&mut out);
     out
-}
-
-/// The flags in libxt_NAT's order (which every nat target follows):
-/// `--random --random-fully --persistent`, whatever order they were typed.
-fn write_nat_flags(out: &mut String, flags: &NatFlags) {
-    for (set, flag) in [
-        (flags.random, " --random"),
-        (flags.random_fully, " --random-fully"),
-        (flags.persistent, " --persistent"),
-    ] {
-        if set {
-            out.push_str(flag);
-        }
-    }
-}
-
-/// `ip[-ip][:port[-port]]`, as libxt_NAT prints a range.
-pub(crate) fn nat_to_text(to: &NatTo) -> String {
-    let mut out = String::new();
-    if let Some(AddrRange { first, last }) = to.addrs {
-        let _ = write!(out, "{first}");
-        if first != last {
-            let _ = write!(out, "-{last}");
-        }
-    }
-    if let Some(ports) = to.ports {
-        let _ = write!(out, ":{}", nat_ports_text(ports));
-    }
-    out
-}
-
-/// `port` or `first-last`, as the nat targets print ports.
-pub(crate) fn nat_ports_text(ports: PortRange) -> String {
-    if ports.first == ports.last {
-        ports.first.to_string()
-    } else {
-        format!("{}-{}", ports.first, ports.last)
-    }
 }
 
 /// As iptables-save 1.8.9: the /etc/protocols name when there is one.

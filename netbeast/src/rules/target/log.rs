@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use netbeast_common::{LOG_PREFIX_MAX, LogTarget, log_flags};
 use serde::{Deserialize, Serialize};
 
-use super::{TargetExt, TargetModule, TargetParser};
+use super::{TargetModule, TargetParser, check_placement, no_suggestion};
 use crate::rules::ext::{OptSpec, RuleContext, Value, comment::quote};
 use crate::rules::model::{TableName, Target};
 use crate::rules::parse::{ParseError, invalid};
+use netbeast_common::target as code;
 
 /// syslog's LOG_WARNING: the level of a rule without `--log-level`.
 pub const DEFAULT_LEVEL: u8 = 4;
@@ -118,8 +119,9 @@ impl Log {
     }
 }
 
-impl TargetExt for Log {
-    fn save(&self, out: &mut String) {
+impl Log {
+    /// ` -j LOG` and its options, as libxt_LOG saves them.
+    pub fn save(&self, out: &mut String) {
         out.push_str(" -j LOG");
         if !self.prefix.is_empty() {
             let _ = write!(out, " --log-prefix {}", quote(&self.prefix));
@@ -134,7 +136,8 @@ impl TargetExt for Log {
         }
     }
 
-    fn list(&self, out: &mut String, numeric: bool) {
+    /// Its `-L` column, as libxt_LOG prints it.
+    pub fn list(&self, out: &mut String, numeric: bool) {
         out.push_str(" LOG");
         if numeric {
             let _ = write!(out, " flags {} level {}", self.flags, self.level);
@@ -156,10 +159,6 @@ impl TargetExt for Log {
         if !self.prefix.is_empty() {
             let _ = write!(out, " prefix \"{}\"", self.prefix);
         }
-    }
-
-    fn code(&self) -> u32 {
-        netbeast_common::target::LOG
     }
 }
 
@@ -208,6 +207,20 @@ pub static MODULE: TargetModule = TargetModule {
     options: &OPTIONS,
     example: "-j LOG --log-prefix \"dropped: \" --log-level info",
     parser: || Box::new(LogParser::default()),
+    code: code::LOG,
+    tables: &[TableName::Filter, TableName::Nat],
+    chains: None,
+    chain_reason: "",
+    save: |target, out| match target {
+        Target::Log(log) => log.save(out),
+        _ => unreachable!("the LOG module saves LOG"),
+    },
+    list: |target, out, numeric| match target {
+        Target::Log(log) => log.list(out, numeric),
+        _ => unreachable!("the LOG module lists LOG"),
+    },
+    suggest: no_suggestion,
+    hidden: false,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -266,6 +279,7 @@ impl TargetParser for LogParser {
                     .into(),
             });
         }
+        check_placement(&MODULE, rule)?;
         Ok(Target::Log(self.log))
     }
 
