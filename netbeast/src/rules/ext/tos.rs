@@ -1,6 +1,7 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
+use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
@@ -86,6 +87,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m tos --tos Minimize-Delay",
     implicit_protocol: None,
     parser: || Box::<TosParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -141,4 +146,22 @@ impl MatchParser for TosParser {
             .map(Match::Tos)
             .ok_or_else(|| missing(&MODULE, "--tos"))
     }
+}
+
+/// A palette TOS under a palette mask (not in nat OUTPUT).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_packet() {
+        return None;
+    }
+    let p = s.palette;
+    let (value, mask) = if d.wild(p) {
+        (d.next() as u8, d.next() as u8)
+    } else {
+        (d.pick(p.toses), d.pick(p.tos_masks))
+    };
+    Some(Match::Tos(Tos {
+        negated: d.chance(p.negate),
+        value: value & mask,
+        mask,
+    }))
 }

@@ -2,6 +2,7 @@
 //! parser takes any `-j` name no module owns for one (checked as a chain
 //! name; the command checks that it exists); the compiler flattens them.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::target as code;
@@ -24,6 +25,10 @@ pub static MODULE: TargetModule = TargetModule {
     list: no_columns,
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 5,
+        draw: random,
+    },
 };
 
 fn save(target: &Target, out: &mut String) {
@@ -36,4 +41,17 @@ fn save(target: &Target, out: &mut String) {
         }
         _ => unreachable!("the jump module saves jumps"),
     }
+}
+
+/// `-j` (3 in 5) or `-g` to one of the scope's callees, if it has any.
+fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
+    if s.callees.is_empty() {
+        return None;
+    }
+    let chain = d.pick(s.callees);
+    Some(if d.chance(60) {
+        Target::Jump(chain)
+    } else {
+        Target::Goto(chain)
+    })
 }

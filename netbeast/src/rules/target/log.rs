@@ -2,6 +2,7 @@
 //! line in the kernel's LOG format (`crate::log` formats it from the
 //! kernel's event). Its options, checks and texts as iptables has them.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{LOG_PREFIX_MAX, LogTarget, log_flags};
@@ -221,6 +222,10 @@ pub static MODULE: TargetModule = TargetModule {
     },
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Clone, Debug, Default)]
@@ -321,6 +326,21 @@ pub fn parse_prefix(text: &str) -> Result<String, ParseError> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// Not where there is no packet (nat OUTPUT); the defaults, or with the
+/// palette's `wild` odds any options.
+fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
+    if !s.has_packet() {
+        return None;
+    }
+    let mut log = Log::default();
+    if d.wild(s.palette) {
+        log.prefix = d.text(LOG_PREFIX_MAX);
+        log.level = d.below(8) as u8;
+        log.flags = d.below(32) as u8;
+    }
+    Some(Target::Log(log))
 }
 
 #[cfg(test)]

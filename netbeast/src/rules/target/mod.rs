@@ -16,6 +16,7 @@ use std::fmt::Debug;
 use super::ext::{OptSpec, RuleContext};
 use super::model::{TableName, Target};
 use super::parse::ParseError;
+use crate::rules::generate::Random;
 
 pub mod jump;
 pub mod log;
@@ -68,6 +69,8 @@ pub struct TargetModule {
     pub suggest: fn(&str) -> Option<String>,
     /// Accepted but not offered in messages (`CONTINUE`).
     pub hidden: bool,
+    /// How to draw random instances of it (`rules/generate.rs`).
+    pub random: Random<Target>,
 }
 
 impl Debug for TargetModule {

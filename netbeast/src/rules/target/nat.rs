@@ -4,6 +4,7 @@
 //! the address and port ranges, the flags and their texts. Each is its
 //! own module, with the options, chains and example iptables gives it.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{NatTarget, nat_flags, target as code};
@@ -90,6 +91,10 @@ pub static DNAT: TargetModule = TargetModule {
     list,
     suggest: |word| suggest("--to-destination", word),
     hidden: false,
+    random: Random {
+        weight: 3,
+        draw: |d, s| random(d, s, &DNAT),
+    },
 };
 
 pub static SNAT: TargetModule = TargetModule {
@@ -108,6 +113,10 @@ pub static SNAT: TargetModule = TargetModule {
     list,
     suggest: |word| suggest("--to-source", word),
     hidden: false,
+    random: Random {
+        weight: 3,
+        draw: |d, s| random(d, s, &SNAT),
+    },
 };
 
 pub static MASQUERADE: TargetModule = TargetModule {
@@ -124,6 +133,10 @@ pub static MASQUERADE: TargetModule = TargetModule {
     list,
     suggest: |word| suggest("--to-ports", word),
     hidden: false,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, &MASQUERADE),
+    },
 };
 
 pub static REDIRECT: TargetModule = TargetModule {
@@ -140,6 +153,10 @@ pub static REDIRECT: TargetModule = TargetModule {
     list,
     suggest: |word| suggest("--to-ports", word),
     hidden: false,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, &REDIRECT),
+    },
 };
 
 /// A bare word that reads as a translation was probably meant for the
@@ -511,4 +528,88 @@ impl TargetParser for NatParser {
     fn boxed_clone(&self) -> Box<dyn TargetParser> {
         Box::new(self.clone())
     }
+}
+
+// ---------------------------------------------------------------- random
+
+/// Only where the module may be: the nat table, reached only from its
+/// chains (SNAT from POSTROUTING: netbeast has no nat INPUT). Translations
+/// from the palette's (few, so rules share them), ports only in TCP and
+/// UDP rules, the flags the target takes.
+fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Target> {
+    let chains: &[&str] = match module.code {
+        code::SNAT => &["POSTROUTING"],
+        _ => module.chains.unwrap_or(&[]),
+    };
+    if s.table != TableName::Nat || !s.only_from(chains) {
+        return None;
+    }
+    let p = s.palette;
+    let with_ports = matches!(s.plain_protocol(), Some(6 | 17));
+    let ports = |d: &mut Dice| {
+        let port = |d: &mut Dice| {
+            if d.wild(p) {
+                d.next() as u16
+            } else {
+                d.pick(p.nat_ports)
+            }
+        };
+        let a = port(d);
+        let b = if d.chance(40) { port(d) } else { a };
+        PortRange {
+            first: a.min(b),
+            last: a.max(b),
+        }
+    };
+    let takes = |name: &str| module.options.iter().any(|o| o.name() == name);
+    let flags = NatFlags {
+        random: takes("random") && d.chance(20),
+        random_fully: takes("random-fully") && d.chance(10),
+        persistent: takes("persistent") && d.chance(10),
+    };
+    let to = |d: &mut Dice| {
+        let addrs = d.maybe(80, |d| {
+            let addr = |d: &mut Dice| {
+                if d.wild(p) {
+                    d.next() as u32
+                } else {
+                    u32::from_be_bytes(d.pick(p.nat_addrs))
+                }
+            };
+            let a = addr(d);
+            let b = if d.chance(30) { addr(d) } else { a };
+            AddrRange {
+                first: a.min(b).into(),
+                last: a.max(b).into(),
+            }
+        });
+        let port_range = (with_ports && (addrs.is_none() || d.chance(50))).then(|| ports(d));
+        match (addrs, port_range) {
+            (None, None) if with_ports => NatTo {
+                addrs: None,
+                ports: Some(ports(d)),
+            },
+            (None, None) => NatTo {
+                addrs: Some(AddrRange {
+                    first: p.nat_addrs[0].into(),
+                    last: p.nat_addrs[0].into(),
+                }),
+                ports: None,
+            },
+            (addrs, ports) => NatTo { addrs, ports },
+        }
+    };
+    let own_ports = |d: &mut Dice| if with_ports { d.maybe(50, ports) } else { None };
+    Some(match module.code {
+        code::DNAT => Target::Dnat { to: to(d), flags },
+        code::SNAT => Target::Snat { to: to(d), flags },
+        code::MASQUERADE => Target::Masquerade {
+            ports: own_ports(d),
+            flags,
+        },
+        _ => Target::Redirect {
+            ports: own_ports(d),
+            flags,
+        },
+    })
 }

@@ -1,6 +1,7 @@
 //! `-j REJECT [--reject-with TYPE]` (libipt_REJECT): drop the packet and
 //! answer it with an ICMP error or a TCP reset. Filter table only.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{reject, target as code};
@@ -119,6 +120,10 @@ pub static MODULE: TargetModule = TargetModule {
     list,
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 /// iptables-save always names the answer, the default too.
@@ -173,4 +178,21 @@ impl TargetParser for RejectParser {
     fn boxed_clone(&self) -> Box<dyn TargetParser> {
         Box::new(self.clone())
     }
+}
+
+/// Filter table only; a reset only in a TCP rule.
+fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
+    if s.table != TableName::Filter {
+        return None;
+    }
+    let with = if s.plain_protocol() == Some(6) && d.chance(40) {
+        RejectWith::TcpReset
+    } else {
+        let icmp: Vec<RejectWith> = ALL
+            .into_iter()
+            .filter(|w| *w != RejectWith::TcpReset)
+            .collect();
+        d.pick(&icmp)
+    };
+    Some(Target::Reject(with))
 }

@@ -1,6 +1,7 @@
 //! The standard targets without options (libxt_standard): ACCEPT, DROP,
 //! RETURN, and CONTINUE (no target at all: the rule only counts).
 
+use crate::rules::generate::Random;
 use std::fmt::Write as _;
 
 use netbeast_common::target as code;
@@ -33,6 +34,10 @@ pub static ACCEPT: TargetModule = TargetModule {
     list: no_columns,
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 2,
+        draw: |_, _| Some(Target::Accept),
+    },
 };
 
 /// Only in the filter table: iptables refuses filtering in nat.
@@ -54,6 +59,10 @@ pub static DROP: TargetModule = TargetModule {
     list: no_columns,
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 2,
+        draw: |_, s| (s.table == TableName::Filter).then_some(Target::Drop),
+    },
 };
 
 /// Control flow the compiler flattens: no code of its own in the kernel.
@@ -75,6 +84,10 @@ pub static RETURN: TargetModule = TargetModule {
     list: no_columns,
     suggest: no_suggestion,
     hidden: false,
+    random: Random {
+        weight: 1,
+        draw: |_, _| Some(Target::Return),
+    },
 };
 
 /// iptables-nft's name for no target: the rule is stored, and printed,
@@ -97,4 +110,9 @@ pub static CONTINUE: TargetModule = TargetModule {
     list: no_columns,
     suggest: no_suggestion,
     hidden: true,
+    random: Random {
+        weight: 2,
+        draw: |_, _| Some(Target::None),
+    },
 };
+
