@@ -15,8 +15,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::rules::generate::{self, Dice, Palette, Scope};
 use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable, Policy, PortRange, RejectWith, Rule, Ruleset, Statistic, StatisticMode, TableName,
-    Target,
+    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable, Policy,
+    PortRange, RejectWith, Rule, Ruleset, Statistic, StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -332,16 +332,12 @@ fn add_nat(ruleset: &mut Ruleset, seeds: &NatSeeds) {
     nat.chain_mut("OUTPUT").unwrap().rules = rules(out, DESTINATION, &d);
     nat.chain_mut("POSTROUTING").unwrap().rules = rules(post, SOURCE, &s);
     for (n, seeds) in dest.iter().enumerate() {
-        nat.chains.push(user_chain(
-            &d[n],
-            rules(seeds, DESTINATION, &d[n + 1..]),
-        ));
+        nat.chains
+            .push(user_chain(&d[n], rules(seeds, DESTINATION, &d[n + 1..])));
     }
     for (n, seeds) in src.iter().enumerate() {
-        nat.chains.push(user_chain(
-            &s[n],
-            rules(seeds, SOURCE, &s[n + 1..]),
-        ));
+        nat.chains
+            .push(user_chain(&s[n], rules(seeds, SOURCE, &s[n + 1..])));
     }
     nat.chains[4..].sort_by(|a, b| a.name.cmp(&b.name));
 }

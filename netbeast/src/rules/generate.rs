@@ -300,10 +300,7 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
                 value,
             })
     };
-    let scope = Scope {
-        protocol,
-        ..*scope
-    };
+    let scope = Scope { protocol, ..*scope };
     let outgoing = matches!(scope.builtin, Some("OUTPUT" | "POSTROUTING"));
     let incoming = matches!(scope.builtin, Some("INPUT" | "PREROUTING"));
     let source = dice
@@ -318,10 +315,13 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let out_iface = dice
         .maybe(if incoming { 0 } else { p.out_iface }, |d| d.iface(p))
         .map(|i| dice.negatable(p, i));
+    // `-i +` un-negated is every interface: the parser stores no `-i`.
+    let every =
+        |i: &Negatable<IfaceName>| i.negated || !(i.value.wildcard && i.value.name.is_empty());
+    let in_iface = in_iface.filter(every);
+    let out_iface = out_iface.filter(every);
     let count = dice.weighted(p.matches);
-    let matches: Vec<Match> = (0..count)
-        .filter_map(|_| any_match(dice, &scope))
-        .collect();
+    let matches: Vec<Match> = (0..count).filter_map(|_| any_match(dice, &scope)).collect();
     let l4 = matches
         .iter()
         .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)));

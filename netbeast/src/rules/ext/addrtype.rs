@@ -2,11 +2,11 @@
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
 //! gives an address (xt_addrtype, revision 1).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;

@@ -1,7 +1,7 @@
 //! `-m comment --comment TEXT` (libxt_comment): no effect on matching.
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::Lowering;
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};

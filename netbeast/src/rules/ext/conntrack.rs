@@ -5,8 +5,8 @@
 //! (`ct_state::*`), which the kernel's pipeline fills from conntrack before
 //! every chain.
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::{ct_state, field};
 use std::fmt::Write as _;
 

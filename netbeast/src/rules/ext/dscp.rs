@@ -1,11 +1,11 @@
 //! `-m dscp --dscp N` / `--dscp-class NAME`: the DSCP, the TOS byte's top
 //! six bits (xt_dscp).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;

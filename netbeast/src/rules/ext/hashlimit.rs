@@ -615,7 +615,10 @@ fn random_text(d: &mut Dice) -> Option<Match> {
     let mode = d.below(16);
     if mode != 0 {
         let names = ["srcip", "srcport", "dstip", "dstport"];
-        let list: Vec<&str> = (0..4).filter(|b| mode & 1 << b != 0).map(|b| names[b]).collect();
+        let list: Vec<&str> = (0..4)
+            .filter(|b| mode & 1 << b != 0)
+            .map(|b| names[b])
+            .collect();
         line += &format!(" --hashlimit-mode {}", list.join(","));
     }
     if d.chance(50) {

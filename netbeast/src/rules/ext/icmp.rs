@@ -1,8 +1,8 @@
 //! `-m icmp --icmp-type TYPE[/CODE]|any` (libipt_icmp), also loaded by
 //! `-p icmp` on its first option.
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::{Atom, Lowering, REAL_L4, negatable_l4, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::field;
 use std::fmt::Write as _;
 

@@ -1,11 +1,11 @@
 //! `-m iprange --src-range A-B --dst-range A-B` (each `!`-able): address
 //! ranges (xt_iprange).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
 use netbeast_common::field;
@@ -207,9 +207,9 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
             u32::from(d.addr(p))
         } else {
             {
-            let any = d.below(300) as u32;
-            a.saturating_add(d.pick(&[0u32, 1, 3, 6, 200, any]))
-        }
+                let any = d.below(300) as u32;
+                a.saturating_add(d.pick(&[0u32, 1, 3, 6, 200, any]))
+            }
         };
         d.negatable(
             p,

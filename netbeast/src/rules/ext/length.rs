@@ -1,10 +1,10 @@
 //! `-m length --length min[:max]`: the IPv4 total length (xt_length).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, range, value,
 };
 use crate::compile::lower::{Atom, Lowering, key_range, negatable};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use netbeast_common::field;

@@ -239,11 +239,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         burst: d.pick(&[1u32, 2, 3]),
     };
     let limit = if d.wild(s.palette) {
-        let text = format!(
-            "{}/{}",
-            1 + d.below(10_000),
-            d.pick(&["s", "m", "h", "d"])
-        );
+        let text = format!("{}/{}", 1 + d.below(10_000), d.pick(&["s", "m", "h", "d"]));
         match parse_rate(&text) {
             Some(Ok(period)) if parse_rate(&rate_text(period)) == Some(Ok(period)) => Limit {
                 period,

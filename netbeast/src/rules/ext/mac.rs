@@ -1,8 +1,8 @@
 //! `-m mac --mac-source ADDRESS` (libxt_mac): the source MAC, known only
 //! on arrival (PREROUTING, INPUT, FORWARD).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::{Atom, Lowering};
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};

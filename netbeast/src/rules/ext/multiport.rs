@@ -1,8 +1,8 @@
 //! `-m multiport --sports|--dports|--ports LIST` (libxt_multiport): up to
 //! 15 ports or ranges.
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::{Atom, Keys, Lowering, key_set, negatable_l4};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::field;
 use std::fmt::Write as _;
 

@@ -1,11 +1,11 @@
 //! `-m pkttype --pkt-type unicast|broadcast|multicast|otherhost`: the
 //! link-layer packet type (xt_pkttype).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, negatable, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;

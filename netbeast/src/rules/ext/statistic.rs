@@ -4,8 +4,8 @@
 //! becomes a *guard*, which the kernel evaluates after a slot's other
 //! matches hold (`netbeast_common::Guard`).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::Lowering;
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{Guard, guard_kind};

@@ -1,8 +1,8 @@
 //! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
 //! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use crate::compile::lower::{Atom, Lowering, REAL_L4, key_range, keys_where, negatable_l4};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::{TCP_FLAGS_NONE, field};
 use std::fmt::Write as _;
 

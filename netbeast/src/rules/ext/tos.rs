@@ -1,11 +1,11 @@
 //! `-m tos --tos value[/mask]` or a name: the IPv4 TOS byte (xt_tos,
 //! revision 1: `(tos & mask) == value`).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 use netbeast_common::field;

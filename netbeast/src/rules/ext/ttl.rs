@@ -1,11 +1,11 @@
 //! `-m ttl --ttl-eq|--ttl-lt|--ttl-gt N` (`! --ttl-eq`): the IPv4 TTL
 //! (ipt_ttl).
 
-use crate::rules::generate::{Dice, Random, Scope};
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
 use crate::compile::lower::{Atom, Lowering, key_range, negatable, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use netbeast_common::field;

@@ -338,7 +338,10 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
     if d.wild(s.palette) {
         log.prefix = d.text(LOG_PREFIX_MAX);
         log.level = d.below(8) as u8;
-        log.flags = d.below(32) as u8;
+        log.flags = SWITCHES
+            .iter()
+            .filter(|_| d.chance(30))
+            .fold(0, |flags, (flag, _, _)| flags | flag);
     }
     Some(Target::Log(log))
 }

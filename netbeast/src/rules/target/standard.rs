@@ -115,4 +115,3 @@ pub static CONTINUE: TargetModule = TargetModule {
         draw: |_, _| Some(Target::None),
     },
 };
-
