@@ -44,9 +44,10 @@ use netbeast::netns::{
     ROUTER_SERVER_IFACE, Routed, require_root,
 };
 use netbeast::packet::{Checksum, FrameBuilder, MacAddr, Transport, parse_frame};
-use netbeast::rules::model::{TableName, Chain, Counter, Match, Policy, Ports, RejectWith, Rule, Ruleset, Target,
-};
 use netbeast::rules::generate::{self, Palette, Scope};
+use netbeast::rules::model::{
+    Chain, Counter, Match, Policy, Ports, RejectWith, Rule, Ruleset, TableName, Target,
+};
 use netbeast::rules::save::{apply_restore, parse_restore, save};
 use netbeast_common::{addr_type, pkttype};
 
@@ -872,7 +873,13 @@ const HOST_ADDRS: &[[u8; 4]] = &[
 /// interfaces, values its probes have (TTL 64, TOS 0, unicast and
 /// broadcast), and what the probes can tell apart.
 static PALETTE: Palette = Palette {
-    protocols: &[(None, 3), (Some(6), 2), (Some(17), 2), (Some(1), 2), (Some(47), 1)],
+    protocols: &[
+        (None, 3),
+        (Some(6), 2),
+        (Some(17), 2),
+        (Some(1), 2),
+        (Some(47), 1),
+    ],
     negate_protocol: 13,
     negated_protocols: &[6, 17, 1, 47],
     negate: 25,

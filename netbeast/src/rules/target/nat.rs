@@ -263,8 +263,19 @@ pub fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
     };
     let ports = match port_text {
         None => None,
-        // iptables 1.8.9's `first-last/base` maps ports with an offset.
-        Some(ports) if ports.contains('/') => {
+        // iptables 1.8.9's `first-last/base` maps ports with an offset:
+        // checked as iptables checks it (a range, a base port 1-65535),
+        // then refused as not supported.
+        Some(ports) if let Some((range, base)) = ports.split_once('/') => {
+            parse_nat_ports(option, range)?;
+            if !parse_port(option, base).is_ok_and(|base| base != 0) {
+                return Err(invalid(
+                    option,
+                    "port offset",
+                    text,
+                    "the base port after / is a port from 1 to 65535",
+                ));
+            }
             return Err(ParseError::Unsupported {
                 what: format!("the port offset in {option} {text} (ports/base)"),
                 hint: "; netbeast translates to a port range without an offset".into(),

@@ -121,7 +121,7 @@ pub static MODULE: TargetModule = TargetModule {
     suggest: no_suggestion,
     hidden: false,
     random: Random {
-        weight: 1,
+        weight: 2,
         draw: random,
     },
 };
