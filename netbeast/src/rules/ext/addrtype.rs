@@ -6,6 +6,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;
@@ -121,6 +122,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m addrtype --dst-type LOCAL",
     implicit_protocol: None,
     parser: || Box::<AddrTypeParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -218,4 +223,27 @@ impl MatchParser for AddrTypeParser {
             limit_iface_out,
         }))
     }
+}
+
+/// One or two palette types for the source, the destination or both.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let p = s.palette;
+    let types = |d: &mut Dice| {
+        let mut mask = 0u16;
+        for _ in 0..1 + d.below(2) {
+            mask |= 1 << d.pick(p.addr_types);
+        }
+        d.negatable(p, mask)
+    };
+    let (src, dst) = match d.below(3) {
+        0 => (Some(types(d)), None),
+        1 => (None, Some(types(d))),
+        _ => (Some(types(d)), Some(types(d))),
+    };
+    Some(Match::AddrType(AddrType {
+        src,
+        dst,
+        limit_iface_in: false,
+        limit_iface_out: false,
+    }))
 }

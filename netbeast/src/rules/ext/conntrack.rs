@@ -6,6 +6,7 @@
 //! every chain.
 
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::{ct_state, field};
 use std::fmt::Write as _;
 
@@ -218,6 +219,10 @@ pub static STATE: MatchModule = MatchModule {
     example: "e.g. -m state --state ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::State)),
     implicit_protocol: None,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, StateModule::State),
+    },
 };
 
 pub static CONNTRACK: MatchModule = MatchModule {
@@ -226,6 +231,10 @@ pub static CONNTRACK: MatchModule = MatchModule {
     example: "e.g. -m conntrack --ctstate ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::Conntrack)),
     implicit_protocol: None,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, StateModule::Conntrack),
+    },
 };
 
 #[derive(Debug)]
@@ -377,4 +386,31 @@ impl MatchParser for ConnStateParser {
             status: self.status,
         }))
     }
+}
+
+/// A non-empty set of states, sometimes negated; for -m conntrack also
+/// SNAT/DNAT among them, `--ctdir` and `--ctstatus`, or those alone.
+fn random(d: &mut Dice, _: &Scope, module: StateModule) -> Option<Match> {
+    let conntrack = module == StateModule::Conntrack;
+    let states = if conntrack && d.chance(20) {
+        CtStates(0)
+    } else if conntrack {
+        CtStates(d.below(127) as u8 + 1)
+    } else {
+        CtStates((d.below(31) + 1) as u8)
+    };
+    let dir = (conntrack && d.chance(30)).then(|| d.chance(50));
+    let status = (conntrack && d.chance(30)).then(|| (d.chance(25), d.below(16) as u8));
+    let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
+        (Some(false), status)
+    } else {
+        (dir, status)
+    };
+    Some(Match::ConnState(ConnState {
+        module,
+        negated: states.0 != 0 && d.chance(25),
+        states,
+        dir,
+        status,
+    }))
 }
