@@ -395,6 +395,9 @@ fn refresh_interfaces_from(
         .collect();
     dp.set_interface_addresses(&primary)?;
     dp.set_interface_paths(&interface_paths(ns))?;
+    if super::has_synproxy(ruleset) {
+        super::shield_sysctls()?;
+    }
     if super::dnats_to_loopback(ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;
@@ -477,6 +480,7 @@ pub(super) fn run_attach(
     fast_path: FastPath,
     ct_timeouts: &[String],
     ct_sizes: ConntrackSizes,
+    syn_flood_guard: Option<&str>,
 ) -> Result<()> {
     for (name, size) in [
         ("--ct-unreplied-size", ct_sizes.unreplied),
@@ -489,6 +493,7 @@ pub(super) fn run_attach(
     // Bad input changes nothing: check the timeouts and resolve every
     // interface name before anything is created.
     parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
+    let guard_ports = syn_flood_guard.map(super::parse_guard_ports).transpose()?;
     let targets = ifaces
         .iter()
         .map(|i| Ok((i.as_str(), state::ifindex(i)?)))
@@ -514,6 +519,7 @@ pub(super) fn run_attach(
         ct_timeouts,
         ct_sizes,
         existed,
+        guard_ports.as_deref(),
     );
     if let Err(e) = result {
         // Leave nothing half-attached: what this command attached goes,
@@ -557,6 +563,7 @@ fn attach_all(
     ct_timeouts: &[String],
     ct_sizes: ConntrackSizes,
     existed: bool,
+    guard_ports: Option<&[u16]>,
 ) -> Result<()> {
     let mut ruleset = ns.load_ruleset()?;
     fold_counters(dp, &mut ruleset)?;
@@ -675,6 +682,16 @@ fn attach_all(
     }
     // Now that the links exist, the fast path may use them.
     dp.set_interface_paths(&interface_paths(ns))?;
+    if let Some(ports) = guard_ports {
+        if !ports.is_empty() {
+            super::shield_sysctls()?;
+        }
+        dp.set_syn_guard_ports(&ports, super::guard_options())?;
+        lines.push(match ports.len() {
+            0 => "SYN-flood guard: off".to_string(),
+            n => format!("SYN-flood guard: {n} port(s) shielded with SYN cookies"),
+        });
+    }
     if super::dnats_to_loopback(&ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;

@@ -643,6 +643,8 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         Target::Masquerade { .. } => (target::MASQUERADE, nat),
         Target::Redirect { .. } => (target::REDIRECT, nat),
         Target::Log(_) => (target::LOG, nat),
+        // Its options (`netbeast_common::synproxy`).
+        Target::Synproxy(_) => (target::SYNPROXY, nat),
         Target::Accept => (target::ACCEPT, 0),
         Target::Drop => (target::DROP, 0),
         Target::Reject(with) => (

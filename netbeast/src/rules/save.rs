@@ -138,6 +138,10 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
             use crate::rules::target::TargetExt;
             log.save(&mut out);
         }
+        Target::Synproxy(synproxy) => {
+            use crate::rules::target::TargetExt;
+            synproxy.save(&mut out);
+        }
         Target::Accept => out.push_str(" -j ACCEPT"),
         Target::Drop => out.push_str(" -j DROP"),
         Target::Reject(with) => {

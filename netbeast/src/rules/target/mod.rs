@@ -6,7 +6,7 @@
 //! read too. The parser finds a module by its `-j` name in
 //! [`TARGET_MODULES`] and hands it the options it declares.
 //!
-//! Only LOG lives here so far; ACCEPT, DROP, REJECT, RETURN, the jumps and
+//! LOG and SYNPROXY live here so far; ACCEPT, DROP, REJECT, RETURN, the jumps and
 //! the nat targets are still parsed in `parse.rs` and printed in `save.rs`
 //! and `list.rs` (their flags are in the same common table).
 
@@ -17,6 +17,7 @@ use super::model::Target;
 use super::parse::ParseError;
 
 pub mod log;
+pub mod synproxy;
 
 /// What netbeast knows about a target of a module once it is parsed.
 pub trait TargetExt {
@@ -56,7 +57,7 @@ impl Debug for TargetModule {
 }
 
 /// The target modules `-j` loads.
-pub static TARGET_MODULES: &[&TargetModule] = &[&log::MODULE];
+pub static TARGET_MODULES: &[&TargetModule] = &[&log::MODULE, &synproxy::MODULE];
 
 /// The module of `-j NAME`, if a module owns it.
 pub fn target_module(name: &str) -> Option<&'static TargetModule> {
@@ -87,6 +88,7 @@ impl Target {
             Target::Masquerade { .. } => code::MASQUERADE,
             Target::Redirect { .. } => code::REDIRECT,
             Target::Log(log) => log.code(),
+            Target::Synproxy(s) => s.code(),
         }
     }
 
@@ -111,6 +113,7 @@ impl Target {
     pub fn ext(&self) -> Option<&dyn TargetExt> {
         match self {
             Target::Log(log) => Some(log),
+            Target::Synproxy(s) => Some(s),
             _ => None,
         }
     }
