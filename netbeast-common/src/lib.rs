@@ -1638,6 +1638,18 @@ pub mod generator {
     pub const ADDRESSES: u32 = 250;
     /// Most flows: `ADDRESSES` × 256 source ports.
     pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+    /// The SYN generator (`bench --scenario synflood`): the bytes of its
+    /// template, Ethernet, IPv4 without options and a TCP SYN with 20
+    /// bytes of options (MSS, SACK permitted, timestamps, window scale),
+    /// copied over every frame (a shield rewrites the page into its
+    /// SYN-ACK).
+    pub const SYN_BYTES: usize = 14 + 20 + 40;
+    pub const SYN_TEMPLATE_WORDS: usize = SYN_BYTES.div_ceil(8);
+    /// Its configuration beside `FLOWS`, `FIRST_SOURCE`, `FIRST_PORT` and
+    /// `HEADER_SUM`: the one's-complement sum of the TCP pseudo-header and
+    /// header without the checksum, source address and source port.
+    pub const TCP_SUM: u32 = 4;
+    pub const SYN_CONFIG_ENTRIES: u32 = 5;
 }
 
 /// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and

@@ -55,6 +55,12 @@ pub fn netbeast_tc_ingress(ctx: TcContext) -> i32 {
     handoff::ingress(&ctx)
 }
 
+/// `bench --scenario synflood`'s generator: TCP SYNs from many sources.
+#[xdp]
+pub fn netbeast_syn_generator(ctx: XdpContext) -> u32 {
+    generator::generate_syn(&ctx)
+}
+
 /// The SYN-flood shield (`-j SYNPROXY`, `attach --syn-flood-guard`),
 /// tail-called by `netbeast_xdp`.
 #[xdp]

@@ -96,8 +96,9 @@ enum Command {
         /// Send accepted forwarded packets out of these interfaces from XDP.
         /// auto: XDP_REDIRECT into native XDP devices, a TC-level redirect
         /// into veths (whose other end takes XDP_REDIRECT only when it runs
-        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere;
-        /// off: the kernel forwards.
+        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere,
+        /// and REJECT replies and SYN cookies with XDP_TX (for peers that
+        /// run XDP); off: the kernel forwards.
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
         /// A conntrack timeout, NAME=SECONDS (repeatable). Names:
