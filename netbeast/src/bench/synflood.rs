@@ -378,7 +378,7 @@ pub fn print(report: &SynReport) {
         .find(|r| r.defence == Defence::IptablesSynproxy)
         .map(|r| median(&r.answered_pps));
     println!(
-        "{:<34} {:>14} {:>14} {:>9} {:>12}",
+        "{:<34} {:>14} {:>14} {:>9} {:>12}  rounds (answered/s)",
         "defence", "answered/s", "offered/s", "answered", "vs SYNPROXY"
     );
     for row in &report.rows {
@@ -386,13 +386,19 @@ pub fn print(report: &SynReport) {
         let ratio = iptables
             .filter(|i| *i > 0.0)
             .map_or("-".to_string(), |i| format!("{:.1}x", answered / i));
+        let rounds: Vec<String> = row
+            .answered_pps
+            .iter()
+            .map(|r| super::traffic::rate(*r))
+            .collect();
         println!(
-            "{:<34} {:>14} {:>14} {:>8.1}% {:>12}",
+            "{:<34} {:>14} {:>14} {:>8.1}% {:>12}  {}",
             row.defence.name(),
             super::traffic::rate(answered),
             super::traffic::rate(median(&row.sent_pps)),
             100.0 * row.answered_share,
-            ratio
+            ratio,
+            rounds.join(", ")
         );
     }
 }
