@@ -4786,3 +4786,93 @@ fn synproxy_answers_a_syn_with_a_cookie_and_checks_the_ack() {
         eprintln!("a SYN answered: {shield:?} per run (floor {floor:?})");
     });
 }
+
+/// `attach --syn-flood-guard`: SYNs to a guarded port are answered
+/// before the rules; a valid cookie's ACK comes back to meet them as its
+/// connection's packet (a source they drop cannot connect); an ACK with
+/// a bad cookie meets them as INVALID; other ports are untouched.
+#[test]
+fn syn_flood_guard_answers_before_the_rules_and_hands_back_the_ack() {
+    lab("synguard", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -m conntrack --ctstate INVALID -j DROP",
+            "-A INPUT -p tcp --sport 40009 -j DROP",
+        ]);
+        let options = netbeast_common::synproxy::MSS
+            | 1460
+            | netbeast_common::synproxy::SACK_PERM
+            | netbeast_common::synproxy::TIMESTAMP;
+        h.dataplane.set_syn_guard_ports(&[80], options).unwrap();
+        let syn_from = |sport: u16| {
+            FrameBuilder::tcp(CLIENT, sport, SERVER, 80)
+                .seq(0x0102_0304)
+                .tcp_options(&[
+                    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 10,
+                ])
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let ack_from = |sport: u16, ack: u32| {
+            FrameBuilder::tcp(CLIENT, sport, SERVER, 80)
+                .tcp_flags(tcp_flags::ACK)
+                .seq(0x0102_0305)
+                .ack(ack)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let cookie_of = |out: &[u8]| match &parse_frame(out).unwrap().ipv4().unwrap().transport {
+            Transport::Tcp(t) => {
+                assert_eq!(t.flags, tcp_flags::SYN | tcp_flags::ACK);
+                t.seq
+            }
+            other => panic!("not TCP: {other:?}"),
+        };
+        for round in 0..2 {
+            let (action, out) = h.run(&syn_from(40000 + round), LO);
+            assert_eq!(
+                action_name(action),
+                "XDP_TX",
+                "round {round}: the SYN is answered"
+            );
+            let cookie = cookie_of(&out);
+            let (action, _) = h.run(&ack_from(40000 + round, cookie.wrapping_add(1)), LO);
+            assert_eq!(
+                action_name(action),
+                "XDP_PASS",
+                "round {round}: a valid cookie's ACK is let through by the rules as ESTABLISHED"
+            );
+        }
+        // Back from the shield, nothing stays marked: the next SYN is
+        // answered again.
+        let (action, _) = h.run(&syn_from(40002), LO);
+        assert_eq!(action_name(action), "XDP_TX");
+        // A bad cookie: INVALID for the rules, which drop it.
+        let (action, _) = h.run(&ack_from(40003, 12345), LO);
+        assert_eq!(action_name(action), "XDP_DROP");
+        // A source the rules drop gets a SYN-ACK, but its valid ACK meets
+        // the rules and goes no further.
+        let (action, out) = h.run(&syn_from(40009), LO);
+        assert_eq!(action_name(action), "XDP_TX");
+        let (action, _) = h.run(&ack_from(40009, cookie_of(&out).wrapping_add(1)), LO);
+        assert_eq!(action_name(action), "XDP_DROP");
+        // Another port is the rules' alone.
+        let other = FrameBuilder::tcp(CLIENT, 40010, SERVER, 81)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .build();
+        let (action, _) = h.run(&other, LO);
+        assert_eq!(action_name(action), "XDP_PASS");
+        let s = h.stats();
+        assert_eq!(s[stats::SYNPROXY_COOKIES as usize], 4);
+        assert_eq!(s[stats::SYNPROXY_ACCEPTED as usize], 3);
+        h.dataplane.set_syn_guard_ports(&[], options).unwrap();
+        let (action, _) = h.run(&syn_from(40011), LO);
+        assert_eq!(
+            action_name(action),
+            "XDP_PASS",
+            "no guard: the kernel's SYN"
+        );
+    });
+}

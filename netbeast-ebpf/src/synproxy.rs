@@ -168,6 +168,18 @@ pub fn guarding() -> bool {
 /// back from the shield, or the shield is not loaded.
 #[inline(always)]
 pub fn enter_guard(ctx: &XdpContext, pkt: &Packet, ct_state: u32, in_ifindex: u32, tracking: bool) {
+    let Some(call) = SHIELD_CALLS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU, this program run's.
+    let call = unsafe { &mut *call };
+    if call.judged != 0 {
+        // Back from the shield: the rules' turn. Cleared first, whatever
+        // the packet is now (a valid ACK comes back ESTABLISHED), so the
+        // mark never outlives its packet.
+        call.judged = 0;
+        return;
+    }
     if pkt.keys.protocol != IPPROTO_TCP
         || pkt.fragment
         || !pkt.l4_complete
@@ -179,16 +191,6 @@ pub fn enter_guard(ctx: &XdpContext, pkt: &Packet, ct_state: u32, in_ifindex: u3
     }
     let flags = pkt.keys.tcp_flags as u8 & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
     if flags != TCP_SYN && flags != TCP_ACK {
-        return;
-    }
-    let Some(call) = SHIELD_CALLS.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU, this program run's.
-    let call = unsafe { &mut *call };
-    if call.judged != 0 {
-        // Back from the shield: the rules' turn.
-        call.judged = 0;
         return;
     }
     // SAFETY: copied out at once.

@@ -686,7 +686,7 @@ fn attach_all(
         if !ports.is_empty() {
             super::shield_sysctls()?;
         }
-        dp.set_syn_guard_ports(&ports, super::guard_options())?;
+        dp.set_syn_guard_ports(ports, super::guard_options())?;
         lines.push(match ports.len() {
             0 => "SYN-flood guard: off".to_string(),
             n => format!("SYN-flood guard: {n} port(s) shielded with SYN cookies"),
