@@ -496,6 +496,30 @@ pub(super) fn has_synproxy(ruleset: &Ruleset) -> bool {
         .any(|r| matches!(r.target, Target::Synproxy(_)))
 }
 
+/// Says so when a `-j SYNPROXY` rule offers a window shift other than the
+/// one this namespace's listeners choose: the client would then scale the
+/// server's windows wrongly (ARCHITECTURE.md "The SYN-flood shield").
+pub(super) fn warn_synproxy_wscale(ruleset: &Ruleset) {
+    let listener = listener_wscale();
+    for chain in &ruleset.filter.chains {
+        for (i, rule) in chain.rules.iter().enumerate() {
+            if let Target::Synproxy(s) = &rule.target
+                && let Some(w) = s.wscale
+                && u32::from(w) != listener
+            {
+                eprintln!(
+                    "warning: rule {} of {}: -j SYNPROXY --wscale {w}, but this namespace's \
+                     listeners use a window shift of {listener} (from net.ipv4.tcp_rmem and \
+                     net.core.rmem_max): clients will misread the server's windows; use \
+                     --wscale {listener}",
+                    i + 1,
+                    chain.name
+                );
+            }
+        }
+    }
+}
+
 /// The sysctls the SYN-flood shield needs in its namespace (see
 /// docs/ARCHITECTURE.md "The SYN-flood shield"): `tcp_syncookies` 2, so
 /// the listener takes the cookies of the shield (it only checks cookies
@@ -561,7 +585,8 @@ pub(super) fn parse_guard_ports(text: &str) -> Result<Vec<u16>> {
             match p.parse::<u16>() {
                 Ok(n) if n != 0 => Ok(n),
                 _ => bail!(
-                    "--syn-flood-guard {text}: '{p}' is not a port (1 to 65535); give ports                      and ranges like 80,443,8000:8010, or none"
+                    "--syn-flood-guard {text}: '{p}' is not a port (1 to 65535); give ports \
+                     and ranges like 80,443,8000:8010, or none"
                 ),
             }
         };

@@ -397,6 +397,7 @@ fn refresh_interfaces_from(
     dp.set_interface_paths(&interface_paths(ns))?;
     if super::has_synproxy(ruleset) {
         super::shield_sysctls()?;
+        super::warn_synproxy_wscale(ruleset);
     }
     if super::dnats_to_loopback(ruleset) {
         for (_, name) in attached(ns) {
@@ -944,6 +945,10 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         let stored = ns.load_stored()?;
         (stored.seq, stored.ruleset)
     };
+    let guard_ports = match (&dp, foreign) {
+        (Some(dp), None) => dp.syn_guard_ports().unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let kernel_seq = match (&dp, foreign) {
         (Some(dp), None) => Some(dp.commit_seq()?),
         _ => None,
@@ -1059,6 +1064,7 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "socket_nat": sock_alive == SOCK_PROGRAMS.len(),
             "socket_links_attached": sock_alive,
             "socket_program_ids": if foreign.is_some() { vec![] } else { Dataplane::sock_program_ids(&links_dir) },
+            "syn_flood_guard": guard_ports,
             "rules_commit": stored_seq,
             "kernel_commit": kernel_seq,
             "mismatches": mismatches,
@@ -1094,6 +1100,14 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     for (table, name, rules, policy) in &chains {
         outln!("{table} {name}: {rules} rules, policy {policy}");
     }
+    if !guard_ports.is_empty() {
+        outln!(
+            "SYN-flood guard: {} ({} SYNs answered with cookies, {} ACKs let through)",
+            port_list(&guard_ports),
+            stats[stats::SYNPROXY_COOKIES as usize],
+            stats[stats::SYNPROXY_ACCEPTED as usize]
+        );
+    }
     outln!(
         "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",
         stats[stats::PACKETS as usize],
@@ -1107,6 +1121,25 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         outln!("mismatch: {m}");
     }
     Ok(())
+}
+
+/// Ports as `attach --syn-flood-guard` takes them: runs as `a:b`.
+fn port_list(ports: &[u16]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ports.len() {
+        let mut j = i;
+        while j + 1 < ports.len() && ports[j + 1] == ports[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            ports[i].to_string()
+        } else {
+            format!("{}:{}", ports[i], ports[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// Network namespaces that can be found from here: every process's and
