@@ -386,8 +386,13 @@ pub mod target {
     /// ring buffer); `RuleAction::arg` is its `LogTarget` number (see
     /// `log_target_index`).
     pub const LOG: u32 = 8;
+    /// `-j SYNPROXY`: a SYN is answered with a SYN cookie, an ACK carrying
+    /// a valid cookie goes on to the local listener, anything else is
+    /// dropped (docs/ARCHITECTURE.md "The SYN-flood shield");
+    /// `RuleAction::arg` holds its options (`synproxy::*`).
+    pub const SYNPROXY: u32 = 9;
     /// Codes in the table.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     pub mod flag {
         /// The code is in the table.
@@ -410,12 +415,36 @@ pub mod target {
         use flag::*;
         match code {
             ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
-            REJECT => KNOWN | TERMINATING | NEEDS_PACKET,
+            REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
     }
+}
+
+/// What a `-j SYNPROXY` rule (or a port of `attach --syn-flood-guard`)
+/// offers in its SYN-ACKs, packed into `RuleAction::arg`: the MSS in the
+/// low 16 bits, the window scale in the 4 above, then flags for what was
+/// given (xt_SYNPROXY's `XT_SYNPROXY_OPT_*`).
+pub mod synproxy {
+    pub const MSS_MASK: u32 = 0xffff;
+    pub const WSCALE_SHIFT: u32 = 16;
+    pub const WSCALE_MASK: u32 = 0xf;
+    /// `--mss`: the SYN-ACK carries an MSS option.
+    pub const MSS: u32 = 1 << 20;
+    /// `--wscale`: window scaling offered to clients that offer it.
+    pub const WSCALE: u32 = 1 << 21;
+    /// `--sack-perm`: SACK offered to clients that offer it.
+    pub const SACK_PERM: u32 = 1 << 22;
+    /// `--timestamp`: timestamps echoed to clients that send them. Without
+    /// them window scaling and SACK cannot ride in the cookie (their bits
+    /// go in the timestamp), so they are not offered either.
+    pub const TIMESTAMP: u32 = 1 << 23;
+    /// `--ecn`: ECN accepted from clients that ask for it.
+    pub const ECN: u32 = 1 << 24;
+    /// The largest window shift (RFC 7323).
+    pub const MAX_WSCALE: u32 = 14;
 }
 
 /// LOG rules one search of one chain records for the pipeline to emit
@@ -708,7 +737,18 @@ pub mod stats {
     pub const UNKNOWN_TARGET: u32 = 34;
     /// `netbeast trace` reports lost: its ring buffer was full.
     pub const TRACE_LOST: u32 = 35;
-    pub const COUNT: u32 = 36;
+    /// SYNs the SYN-flood shield answered with a SYN cookie (XDP_TX).
+    pub const SYNPROXY_COOKIES: u32 = 36;
+    /// ACKs with a valid SYN cookie let through to the local listener.
+    pub const SYNPROXY_ACCEPTED: u32 = 37;
+    /// Packets a SYNPROXY rule dropped: ACKs whose cookie is not valid
+    /// (spoofed, or older than the kernel's two-minute cookie life),
+    /// other segments of no connection, SYNs it could not answer.
+    pub const SYNPROXY_DROPPED: u32 = 38;
+    /// Valid cookie ACKs for a port with no listener, or one whose
+    /// accept queue is full: passed on, and the kernel resets them.
+    pub const SYNPROXY_NO_LISTENER: u32 = 39;
+    pub const COUNT: u32 = 40;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -759,6 +799,10 @@ pub mod stats {
         "log_lost",
         "unknown_target",
         "trace_lost",
+        "synproxy_cookies",
+        "synproxy_accepted",
+        "synproxy_dropped",
+        "synproxy_no_listener",
     ];
 }
 
@@ -1562,6 +1606,9 @@ pub mod size {
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
     pub const GUARD_STATE: u32 = super::STATE_SLOTS;
+    /// Ports `attach --syn-flood-guard` may protect (`SYN_GUARD_PORTS`):
+    /// every TCP port.
+    pub const SYN_GUARD_PORTS: u32 = 65536;
 }
 
 #[cfg(feature = "user")]
@@ -1619,7 +1666,7 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::TRACE_LOST + 1, stats::COUNT);
+        assert_eq!(stats::SYNPROXY_NO_LISTENER + 1, stats::COUNT);
         assert_eq!(size_of::<TraceKeys>(), 56);
         assert_eq!(
             size_of::<TraceEvent>(),
@@ -1691,6 +1738,18 @@ pub mod generator {
     pub const ADDRESSES: u32 = 250;
     /// Most flows: `ADDRESSES` × 256 source ports.
     pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+    /// The SYN generator (`bench --scenario synflood`): the bytes of its
+    /// template, Ethernet, IPv4 without options and a TCP SYN with 20
+    /// bytes of options (MSS, SACK permitted, timestamps, window scale),
+    /// copied over every frame (a shield rewrites the page into its
+    /// SYN-ACK).
+    pub const SYN_BYTES: usize = 14 + 20 + 40;
+    pub const SYN_TEMPLATE_WORDS: usize = SYN_BYTES.div_ceil(8);
+    /// Its configuration beside `FLOWS`, `FIRST_SOURCE`, `FIRST_PORT` and
+    /// `HEADER_SUM`: the one's-complement sum of the TCP pseudo-header and
+    /// header without the checksum, source address and source port.
+    pub const TCP_SUM: u32 = 4;
+    pub const SYN_CONFIG_ENTRIES: u32 = 5;
 }
 
 /// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and

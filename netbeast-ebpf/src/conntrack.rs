@@ -881,3 +881,50 @@ fn quotes_original(e: &CtEntry, quoted: &Flow) -> bool {
     (quoted.src == e.orig_src && quoted.sport == e.orig_sport)
         || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }
+
+/// Records the connection of an ACK that carried a valid SYN cookie (the
+/// SYN-flood shield answered its SYN, which was never tracked) as
+/// ESTABLISHED: the handshake is complete, as netfilter's SYNPROXY leaves
+/// it once the server has answered. Its later packets then find it.
+#[inline(always)]
+pub fn adopt(pkt: &Packet) {
+    let (flow, complete) = flow_of(pkt);
+    if !complete {
+        return;
+    }
+    let entry = CtEntry {
+        orig_src: flow.src,
+        orig_dst: flow.dst,
+        orig_sport: flow.sport,
+        orig_dport: flow.dport,
+        protocol: flow.protocol,
+        tcp_state: tcp_state::ESTABLISHED,
+        status: ct_status::SEEN_REPLY,
+        _pad: 0,
+        last_seen_ns: now_ns(),
+        packets: [1, 0],
+        bytes: [pkt.total_len() as u64, 0],
+        reply_src: flow.dst,
+        reply_dst: flow.src,
+        reply_sport: flow.dport,
+        reply_dport: flow.sport,
+    };
+    if let Some(t) = tracking() {
+        // What the chains read of it (`key`): this packet's connection.
+        t.state = ct_state::ESTABLISHED;
+        t.pending = 0;
+        t.found = 1;
+        t.reply = 0;
+        t.key = flow.key();
+        t.entry = entry;
+    }
+    match CT_ESTABLISHED.insert(&flow.key(), &entry, BPF_NOEXIST) {
+        Ok(()) => {
+            bump(stats::CT_CREATED);
+            bump(stats::CT_ESTABLISHED);
+        }
+        // The client's ACK came twice (retransmitted): already recorded.
+        Err(e) if e == -17 => {}
+        Err(_) => bump(stats::CT_INSERT_FAILED),
+    }
+}

@@ -89,3 +89,69 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
+
+/// The SYN generator's configuration (`generator::FLOWS` ... `TCP_SUM`).
+#[map]
+static SYN_GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::SYN_CONFIG_ENTRIES, 0);
+
+/// The first `SYN_BYTES` of the SYN template.
+#[map]
+static SYN_GENERATOR_TEMPLATE: Array<[u64; generator::SYN_TEMPLATE_WORDS]> =
+    Array::with_max_entries(1, 0);
+
+const TCP_SOURCE_PORT: usize = 14 + 20;
+const TCP_CHECKSUM: usize = 14 + 20 + 16;
+
+#[inline(always)]
+fn syn_config(index: u32) -> u32 {
+    SYN_GENERATOR_CONFIG.get(index).copied().unwrap_or(0)
+}
+
+/// `bench --scenario synflood`'s generator: like [`generate`], with a TCP
+/// SYN whose checksum it recomputes for each flow's source.
+#[inline(always)]
+pub fn generate_syn(ctx: &XdpContext) -> u32 {
+    const BYTES: usize = generator::SYN_BYTES;
+    let Some(seq) = GENERATED.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + BYTES > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(template) = SYN_GENERATOR_TEMPLATE.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: every store ends before start + BYTES, checked above (9
+    // words, then the last 2 bytes).
+    unsafe {
+        let mut i = 0;
+        while i < BYTES / 8 {
+            core::ptr::write_unaligned((start + 8 * i) as *mut u64, template[i]);
+            i += 1;
+        }
+        let tail = (template[BYTES / 8] & 0xffff) as u16;
+        core::ptr::write_unaligned((start + BYTES - 2) as *mut u16, tail);
+    }
+    let flows = syn_config(generator::FLOWS).max(1);
+    let flow = (n % flows as u64) as u32;
+    let source = syn_config(generator::FIRST_SOURCE) + flow % generator::ADDRESSES;
+    let port = syn_config(generator::FIRST_PORT) + flow / generator::ADDRESSES;
+    let source_sum = (source >> 16) as u64 + (source & 0xffff) as u64;
+    let ip_sum = syn_config(generator::HEADER_SUM) as u64 + source_sum;
+    let tcp_sum = syn_config(generator::TCP_SUM) as u64 + source_sum + (port & 0xffff) as u64;
+    // SAFETY: all four stores end before BYTES, checked above.
+    unsafe {
+        core::ptr::write_unaligned((start + IP_SOURCE) as *mut u32, source.to_be());
+        core::ptr::write_unaligned((start + IP_CHECKSUM) as *mut u16, (!fold(ip_sum)).to_be());
+        core::ptr::write_unaligned((start + TCP_SOURCE_PORT) as *mut u16, (port as u16).to_be());
+        core::ptr::write_unaligned((start + TCP_CHECKSUM) as *mut u16, (!fold(tcp_sum)).to_be());
+    }
+    xdp_action::XDP_TX
+}

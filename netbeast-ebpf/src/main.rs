@@ -27,6 +27,7 @@ mod reject;
 mod reject_local;
 mod route;
 mod stats;
+mod synproxy;
 mod trace;
 
 use aya_ebpf::{
@@ -53,6 +54,19 @@ pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn netbeast_tc_ingress(ctx: TcContext) -> i32 {
     handoff::ingress(&ctx)
+}
+
+/// `bench --scenario synflood`'s generator: TCP SYNs from many sources.
+#[xdp]
+pub fn netbeast_syn_generator(ctx: XdpContext) -> u32 {
+    generator::generate_syn(&ctx)
+}
+
+/// The SYN-flood shield (`-j SYNPROXY`, `attach --syn-flood-guard`),
+/// tail-called by `netbeast_xdp`.
+#[xdp]
+pub fn netbeast_shield(ctx: XdpContext) -> u32 {
+    synproxy::run(&ctx)
 }
 
 /// `-t nat OUTPUT` for local sockets: translates the destination of a

@@ -107,6 +107,13 @@ pub struct Packet {
 #[map]
 static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// The packet the XDP program parsed before it tail-called the shield
+/// (same CPU, same run: the per-CPU slot still holds it).
+#[inline(always)]
+pub fn current_packet() -> Option<&'static Packet> {
+    PACKET.get(0)
+}
+
 /// The classifier keys of the packet this program run parsed (packet
 /// programs only: the socket programs have no packet), for the guards that
 /// look at it (`-m connlimit`).

@@ -19,6 +19,7 @@ use crate::{
     reject_local,
     route::{Path, path, reply_source},
     stats::bump,
+    synproxy,
 };
 
 /// The packet's connection tracking state: UNTRACKED while no rule needs
@@ -167,6 +168,13 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if chain == chain::INPUT && pkt.fragment {
         return xdp_action::XDP_PASS;
     }
+    // The SYN-flood guard of `attach --syn-flood-guard` comes before the
+    // rules: SYNs to its ports never reach them (nor the kernel), and an
+    // ACK with a valid cookie comes back to meet them as its connection's
+    // packet.
+    if chain == chain::INPUT && synproxy::guarding() {
+        synproxy::enter_guard(ctx, pkt, ct_state, in_ifindex, tracking);
+    }
     let decided = run_chain(generation, chain, pkt, in_ifindex, out_ifindex, ct_state);
     trace(pkt, generation, chain, &decided);
     let (verdict, reject_with) = match decided {
@@ -222,6 +230,11 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         target::DROP => {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
+        }
+        // Only in INPUT (the compiler refuses it elsewhere): the listener
+        // is this host's.
+        target::SYNPROXY if chain == chain::INPUT => {
+            synproxy::enter_rule(ctx, reject_with, in_ifindex, tracking)
         }
         // Not a filter verdict (the classifier never ends a search on a
         // code outside the targets table): the packet goes on.

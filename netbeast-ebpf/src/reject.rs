@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Longest L2 header we parse: Ethernet plus two VLAN tags.
-const MAX_L2: usize = 22;
+pub(crate) const MAX_L2: usize = 22;
 const IP_HLEN: usize = 20;
 /// Bytes of the offending packet's payload quoted after its IP header
 /// (RFC 792's minimum).
@@ -138,7 +138,7 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32, local: 
 /// Writes the reply's Ethernet (+VLAN) header at the frame start from the
 /// original one found `from` bytes further on, swapping the MAC addresses.
 #[inline(always)]
-fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
+pub(crate) fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
     let end = opaque(end);
     let (Some(dst), Some(src)) = (
         load::<[u8; 6]>(start, end, from),
@@ -168,7 +168,7 @@ fn write_l2(start: usize, end: usize, l2: usize, from: usize) -> bool {
 /// packet's header length without echoing its options).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn write_ipv4(
+pub(crate) fn write_ipv4(
     start: usize,
     end: usize,
     l2: usize,
@@ -213,7 +213,7 @@ fn write_ipv4(
 
 /// Moves the frame end so the frame is `len` bytes long.
 #[inline(always)]
-fn set_len(ctx: &XdpContext, len: usize) -> bool {
+pub(crate) fn set_len(ctx: &XdpContext, len: usize) -> bool {
     let cur = ctx.data_end() - ctx.data();
     if cur == len {
         return true;

@@ -18,6 +18,7 @@ pub mod live;
 pub mod pktgen;
 pub mod planes;
 pub mod plot;
+pub mod synflood;
 pub mod traffic;
 
 use crate::rules::model::Ports;

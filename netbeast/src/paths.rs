@@ -73,7 +73,10 @@ impl IfacePaths {
     /// `xdp_mode`, with the fast path the user chose.
     pub fn plan(driver: Option<&str>, xdp_mode: XdpMode, fast_path: FastPathChoice) -> Self {
         let veth = driver == Some(VETH_DRIVER);
-        let reject = if veth && xdp_mode == XdpMode::Native {
+        // `--fast-path on` says the peers run XDP: then XDP_TX reaches a
+        // veth's other end as XDP_REDIRECT does (REJECT replies, SYN
+        // cookies), without an skb per reply.
+        let reject = if veth && xdp_mode == XdpMode::Native && fast_path != FastPathChoice::On {
             RejectPath::TcRedirect
         } else {
             RejectPath::XdpTx
@@ -223,6 +226,7 @@ mod tests {
     fn the_users_choice_wins_for_the_fast_path() {
         let on = IfacePaths::plan(Some("veth"), XdpMode::Native, FastPathChoice::On);
         assert_eq!(on.forward, ForwardPath::XdpRedirect);
+        assert_eq!(on.reject, RejectPath::XdpTx);
         let off = IfacePaths::plan(Some("ixgbe"), XdpMode::Native, FastPathChoice::Off);
         assert_eq!(off.forward, ForwardPath::Off);
         assert_eq!(off.bits(true), iface_path::TC_INGRESS);

@@ -398,7 +398,7 @@ impl Progress {
     }
 }
 
-fn mac_of(ns: &Netns, iface: &str) -> Result<(MacAddr, u32)> {
+pub(super) fn mac_of(ns: &Netns, iface: &str) -> Result<(MacAddr, u32)> {
     let text = ns.ip(&["-j", "link", "show", "dev", iface])?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| BenchError::Setup(format!("ip -j link: {e}")))?;

@@ -44,6 +44,10 @@ pub enum BenchScenario {
     /// Balancing a new connection: `netbeast lb` against `-m statistic`
     /// rules at --backends, and a backend change (BPF_PROG_TEST_RUN).
     Lb,
+    /// Spoofed SYNs answered with SYN cookies per second: netbeast's
+    /// shield, iptables SYNPROXY, the kernel's own syncookies. Not in the
+    /// default list.
+    Synflood,
 }
 
 #[derive(clap::Args)]
@@ -215,6 +219,16 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let synflood = if args.scenario.contains(&BenchScenario::Synflood) {
+        let rounds = if args.quick { 1 } else { args.rounds };
+        Some(bench::synflood::run(
+            &bench::synflood::Defence::ALL,
+            rounds,
+            args.cpu.unwrap_or_else(traffic::default_cpu),
+        )?)
+    } else {
+        None
+    };
     let lb = if args.scenario.contains(&BenchScenario::Lb) {
         Some(bench::lb::run(&backends, repeat, cost_rounds)?)
     } else {
@@ -230,6 +244,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             "program_cost": cost,
             "control_plane": control,
             "lb": lb,
+            "synflood": synflood,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -254,6 +269,10 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             println!();
         }
         bench::lb::print(lb);
+    }
+    if let Some(report) = &synflood {
+        println!();
+        bench::synflood::print(report);
     }
     if let Some(path) = &args.plot {
         if traffic_report.is_some() {

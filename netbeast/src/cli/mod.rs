@@ -97,8 +97,9 @@ enum Command {
         /// Send accepted forwarded packets out of these interfaces from XDP.
         /// auto: XDP_REDIRECT into native XDP devices, a TC-level redirect
         /// into veths (whose other end takes XDP_REDIRECT only when it runs
-        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere;
-        /// off: the kernel forwards.
+        /// XDP) and devices in generic mode; on: XDP_REDIRECT everywhere,
+        /// and REJECT replies and SYN cookies with XDP_TX (for peers that
+        /// run XDP); off: the kernel forwards.
         #[arg(long, value_enum, default_value_t = FastPath::Auto)]
         fast_path: FastPath,
         /// A conntrack timeout, NAME=SECONDS (repeatable). Names:
@@ -114,6 +115,15 @@ enum Command {
         /// when the data plane is created).
         #[arg(long, default_value_t = netbeast_common::CT_ESTABLISHED_ENTRIES)]
         ct_established_size: u32,
+        /// Shield these listening ports from SYN floods (like 80,443 or
+        /// 8000:8010; `none` removes the shield): SYNs to them are answered
+        /// with SYN cookies in XDP, before the rules, and only clients that
+        /// answer the cookie reach the listener (-j SYNPROXY --sack-perm
+        /// --timestamp --mss 1460 and the listeners' own --wscale, for
+        /// each). Sets the namespace's net.ipv4.tcp_syncookies and
+        /// tcp_timestamps to 2.
+        #[arg(long, value_name = "PORTS")]
+        syn_flood_guard: Option<String>,
     },
     /// Detach from interfaces; --all also removes every rule and pin.
     Detach {
@@ -298,6 +308,7 @@ pub fn main() -> ExitCode {
                     ct_timeouts,
                     ct_unreplied_size,
                     ct_established_size,
+                    syn_flood_guard,
                 } => plane::run_attach(
                     &ifaces,
                     mode,
@@ -307,6 +318,7 @@ pub fn main() -> ExitCode {
                         unreplied: ct_unreplied_size,
                         established: ct_established_size,
                     },
+                    syn_flood_guard.as_deref(),
                 ),
                 Command::Detach { ifaces, all } => plane::run_detach(&ifaces, all),
                 Command::Status { json } => plane::run_status(json),
@@ -481,6 +493,126 @@ pub(super) fn route_localnet(iface: &str) -> Result<()> {
             "cannot enable route_localnet on {iface} ({path}), which a DNAT to 127.0.0.0/8 needs"
         )
     })
+}
+
+/// True when the filter table holds a `-j SYNPROXY` rule.
+pub(super) fn has_synproxy(ruleset: &Ruleset) -> bool {
+    ruleset
+        .filter
+        .chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .any(|r| matches!(r.target, Target::Synproxy(_)))
+}
+
+/// Says so when a `-j SYNPROXY` rule offers a window shift other than the
+/// one this namespace's listeners choose: the client would then scale the
+/// server's windows wrongly (ARCHITECTURE.md "The SYN-flood shield").
+pub(super) fn warn_synproxy_wscale(ruleset: &Ruleset) {
+    let listener = listener_wscale();
+    for chain in &ruleset.filter.chains {
+        for (i, rule) in chain.rules.iter().enumerate() {
+            if let Target::Synproxy(s) = &rule.target
+                && let Some(w) = s.wscale
+                && u32::from(w) != listener
+            {
+                eprintln!(
+                    "warning: rule {} of {}: -j SYNPROXY --wscale {w}, but this namespace's \
+                     listeners use a window shift of {listener} (from net.ipv4.tcp_rmem and \
+                     net.core.rmem_max): clients will misread the server's windows; use \
+                     --wscale {listener}",
+                    i + 1,
+                    chain.name
+                );
+            }
+        }
+    }
+}
+
+/// The sysctls the SYN-flood shield needs in its namespace (see
+/// docs/ARCHITECTURE.md "The SYN-flood shield"): `tcp_syncookies` 2, so
+/// the listener takes the cookies of the shield (it only checks cookies
+/// while it is "flooded", which the shield can mark only then), and
+/// `tcp_timestamps` 2 (timestamps without a per-connection random
+/// offset), so the options the cookie carries in the timestamp reach the
+/// listener as the shield wrote them. A `tcp_timestamps` of 0 is left as
+/// it is (then the shield must not offer timestamps).
+pub(super) fn shield_sysctls() -> Result<()> {
+    for (name, wanted, keep_if) in [
+        ("tcp_syncookies", "2", None),
+        ("tcp_timestamps", "2", Some("0")),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/{name}");
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        if now.trim() == wanted || keep_if == Some(now.trim()) {
+            continue;
+        }
+        std::fs::write(&path, wanted).with_context(|| {
+            format!(
+                "cannot set net.ipv4.{name} to {wanted} ({path}), which the SYN-flood shield needs"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The window shift this namespace's listeners choose (the kernel's
+/// tcp_select_initial_window with default buffers: the log2 of the
+/// largest receive buffer, `tcp_rmem`'s maximum or `rmem_max`, minus 15,
+/// within 0..=14). A shield must offer exactly it: the listener scales its
+/// windows by its own shift, the client by the one the SYN-ACK offered.
+pub(super) fn listener_wscale() -> u32 {
+    let read = |path: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.split_whitespace().last().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    let space = read("/proc/sys/net/ipv4/tcp_rmem").max(read("/proc/sys/net/core/rmem_max"));
+    let log2 = 63 - space.max(1).leading_zeros();
+    log2.saturating_sub(15)
+        .min(netbeast_common::synproxy::MAX_WSCALE)
+}
+
+/// The SYN-ACK options of `attach --syn-flood-guard`: what Linux itself
+/// negotiates (MSS 1460 on Ethernet, SACK, timestamps, the listeners' own
+/// window shift).
+pub(super) fn guard_options() -> u32 {
+    use netbeast_common::synproxy::*;
+    1460 | MSS | SACK_PERM | TIMESTAMP | WSCALE | (listener_wscale() << WSCALE_SHIFT)
+}
+
+/// `--syn-flood-guard`'s ports: a comma-separated list of ports and
+/// ranges (`a:b`), or `none`.
+pub(super) fn parse_guard_ports(text: &str) -> Result<Vec<u16>> {
+    if text == "none" {
+        return Ok(Vec::new());
+    }
+    let mut ports = Vec::new();
+    for part in text.split(',') {
+        let port = |p: &str| -> Result<u16> {
+            match p.parse::<u16>() {
+                Ok(n) if n != 0 => Ok(n),
+                _ => bail!(
+                    "--syn-flood-guard {text}: '{p}' is not a port (1 to 65535); give ports \
+                     and ranges like 80,443,8000:8010, or none"
+                ),
+            }
+        };
+        match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b) = (port(a)?, port(b)?);
+                if a > b {
+                    bail!("--syn-flood-guard {text}: the range {part} runs backwards ({b}:{a}?)");
+                }
+                ports.extend(a..=b);
+            }
+            None => ports.push(port(part)?),
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
 }
 
 fn run_iptables(args: &[String]) -> ExitCode {

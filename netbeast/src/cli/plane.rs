@@ -404,6 +404,10 @@ fn refresh_interfaces_from(
         .collect();
     dp.set_interface_addresses(&primary)?;
     dp.set_interface_paths(&interface_paths(ns))?;
+    if super::has_synproxy(ruleset) {
+        super::shield_sysctls()?;
+        super::warn_synproxy_wscale(ruleset);
+    }
     if super::dnats_to_loopback(ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;
@@ -486,6 +490,7 @@ pub(super) fn run_attach(
     fast_path: FastPath,
     ct_timeouts: &[String],
     ct_sizes: ConntrackSizes,
+    syn_flood_guard: Option<&str>,
 ) -> Result<()> {
     for (name, size) in [
         ("--ct-unreplied-size", ct_sizes.unreplied),
@@ -498,6 +503,7 @@ pub(super) fn run_attach(
     // Bad input changes nothing: check the timeouts and resolve every
     // interface name before anything is created.
     parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
+    let guard_ports = syn_flood_guard.map(super::parse_guard_ports).transpose()?;
     let targets = ifaces
         .iter()
         .map(|i| Ok((i.as_str(), state::ifindex(i)?)))
@@ -525,6 +531,7 @@ pub(super) fn run_attach(
         ct_sizes,
         existed,
         !migrated.is_empty(),
+        guard_ports.as_deref(),
     );
     if let Err(e) = result {
         // Leave nothing half-attached: what this command attached goes,
@@ -619,6 +626,7 @@ fn attach_all(
     ct_sizes: ConntrackSizes,
     existed: bool,
     migrated: bool,
+    guard_ports: Option<&[u16]>,
 ) -> Result<()> {
     let mut ruleset = ns.load_ruleset()?;
     fold_counters(dp, &mut ruleset)?;
@@ -753,6 +761,16 @@ fn attach_all(
     }
     // Now that the links exist, the fast path may use them.
     dp.set_interface_paths(&interface_paths(ns))?;
+    if let Some(ports) = guard_ports {
+        if !ports.is_empty() {
+            super::shield_sysctls()?;
+        }
+        dp.set_syn_guard_ports(ports, super::guard_options())?;
+        lines.push(match ports.len() {
+            0 => "SYN-flood guard: off".to_string(),
+            n => format!("SYN-flood guard: {n} port(s) shielded with SYN cookies"),
+        });
+    }
     if super::dnats_to_loopback(&ruleset) {
         for (_, name) in attached(ns) {
             route_localnet(&name)?;
@@ -1005,6 +1023,10 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         let stored = ns.load_stored()?;
         (stored.seq, stored.ruleset)
     };
+    let guard_ports = match (&dp, foreign) {
+        (Some(dp), None) => dp.syn_guard_ports().unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let kernel_seq = match (&dp, foreign) {
         (Some(dp), None) => Some(dp.commit_seq()?),
         _ => None,
@@ -1120,6 +1142,7 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "socket_nat": sock_alive == SOCK_PROGRAMS.len(),
             "socket_links_attached": sock_alive,
             "socket_program_ids": if foreign.is_some() { vec![] } else { Dataplane::sock_program_ids(&links_dir) },
+            "syn_flood_guard": guard_ports,
             "rules_commit": stored_seq,
             "kernel_commit": kernel_seq,
             "mismatches": mismatches,
@@ -1155,6 +1178,14 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     for (table, name, rules, policy) in &chains {
         outln!("{table} {name}: {rules} rules, policy {policy}");
     }
+    if !guard_ports.is_empty() {
+        outln!(
+            "SYN-flood guard: {} ({} SYNs answered with cookies, {} ACKs let through)",
+            port_list(&guard_ports),
+            stats[stats::SYNPROXY_COOKIES as usize],
+            stats[stats::SYNPROXY_ACCEPTED as usize]
+        );
+    }
     outln!(
         "packets {} (input {}, forward {}), accepted {}, dropped {}, rejected {}",
         stats[stats::PACKETS as usize],
@@ -1168,6 +1199,25 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         outln!("mismatch: {m}");
     }
     Ok(())
+}
+
+/// Ports as `attach --syn-flood-guard` takes them: runs as `a:b`.
+fn port_list(ports: &[u16]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ports.len() {
+        let mut j = i;
+        while j + 1 < ports.len() && ports[j + 1] == ports[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            ports[i].to_string()
+        } else {
+            format!("{}:{}", ports[i], ports[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// Network namespaces that can be found from here: every process's and

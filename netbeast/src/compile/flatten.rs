@@ -200,6 +200,7 @@ impl<'a> Prepared<'a> {
                         log_targets.push(log.kernel(n));
                         n
                     }
+                    (Target::Synproxy(synproxy), None) => synproxy.kernel(),
                     _ => 0,
                 });
             }
@@ -645,6 +646,27 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
     fn check_needs_packet(&self, chain: usize, r: usize) -> Result<(), CompileError> {
         let table = self.prepared.table;
         let target = &table.chains[chain].rules[r].target;
+        if let Target::Synproxy(_) = target
+            && self.name != "INPUT"
+        {
+            return Err(CompileError::InvalidRule {
+                chain: table.chains[chain].name.clone(),
+                rule: r + 1,
+                problem: if self.name == "FORWARD" {
+                    "-j SYNPROXY in FORWARD (or a chain it reaches) is not supported yet: \
+                     netbeast's shield hands a valid client to a listener of this host, and a \
+                     server behind the router needs the handshake replayed to it; protect the \
+                     server on its own host (INPUT, or attach --syn-flood-guard there)"
+                        .into()
+                } else {
+                    format!(
+                        "-j SYNPROXY answers SYNs arriving from outside, and {} reaches it; \
+                         use it in INPUT",
+                        self.name
+                    )
+                },
+            });
+        }
         if table.name == TableName::Nat && self.name == "OUTPUT" && target.needs_packet() {
             return Err(CompileError::InvalidRule {
                 chain: table.chains[chain].name.clone(),

@@ -647,7 +647,8 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     // number of the rule's translation or LOG entry.
     let arg = match target {
         Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
-        _ if target.is_nat() || matches!(target, Target::Log(_)) => nat,
+        // SYNPROXY's options sit in the same per-rule table.
+        _ if target.is_nat() || matches!(target, Target::Log(_) | Target::Synproxy(_)) => nat,
         _ => 0,
     };
     let target = target.code();

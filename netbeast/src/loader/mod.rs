@@ -42,6 +42,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 const XDP_PROGRAM: &str = "netbeast_xdp";
 /// The benchmark's do-nothing XDP_DROP program.
 const FLOOR_PROGRAM: &str = "netbeast_floor";
+/// The SYN-flood shield, tail-called by the XDP program.
+const SHIELD_PROGRAM: &str = "netbeast_shield";
+/// `SHIELD`'s slots: the shield, and the XDP program it hands packets back
+/// to (`synproxy.rs`).
+const SHIELD_SLOT: u32 = 0;
+const SHIELD_MAIN_SLOT: u32 = 1;
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// The TC ingress entry point: sends on what the XDP program hands off.
@@ -62,7 +68,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 38] = [
+pub const MAP_NAMES: [&str; 41] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -105,6 +111,12 @@ pub const MAP_NAMES: [&str; 38] = [
     "CONNLIMIT",
     "HASHLIMIT",
     "RECENT",
+    // The SYN-flood shield: `attach --syn-flood-guard`'s ports, and the
+    // program array through which the XDP program reaches the shield (its
+    // entries live as long as the pin).
+    "SYN_GUARD_PORTS",
+    "SYN_GUARD_COUNT",
+    "SHIELD",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -585,7 +597,49 @@ impl Dataplane {
         let xdp = self.xdp()?;
         if xdp.fd().is_err() {
             xdp.load().map_err(LoaderError::Program)?;
+            self.load_shield()?;
         }
+        Ok(())
+    }
+
+    /// Loads the SYN-flood shield (its own program: the verifier checks
+    /// it apart from the XDP program's million instructions) and links the
+    /// two through the `SHIELD` program array. With the XDP program just
+    /// loaded from the same object, so they share the per-run maps.
+    fn load_shield(&mut self) -> Result<(), LoaderError> {
+        let shield: &mut Xdp = self
+            .program_mut(SHIELD_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if shield.fd().is_err() {
+            shield.load().map_err(LoaderError::Program)?;
+        }
+        let shield_fd = shield
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|source| LoaderError::Io {
+                what: "a copy of the shield program's fd".into(),
+                source,
+            })?;
+        let main_fd = self
+            .xdp()?
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|source| LoaderError::Io {
+                what: "a copy of the XDP program's fd".into(),
+                source,
+            })?;
+        let mut slots: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut("SHIELD")?)
+                .map_err(map_err("SHIELD"))?;
+        slots
+            .set(SHIELD_SLOT, &shield_fd, 0)
+            .map_err(map_err("SHIELD"))?;
+        slots
+            .set(SHIELD_MAIN_SLOT, &main_fd, 0)
+            .map_err(map_err("SHIELD"))?;
         Ok(())
     }
 
@@ -953,6 +1007,40 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the ports `attach --syn-flood-guard` protects, each with
+    /// the SYN-ACK options `options` (`netbeast_common::synproxy`).
+    pub fn set_syn_guard_ports(&mut self, ports: &[u16], options: u32) -> Result<(), LoaderError> {
+        let name = "SYN_GUARD_PORTS";
+        let mut map: HashMap<&mut MapData, u16, u32> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let stale: Vec<u16> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ports.contains(k))
+            .collect();
+        for k in stale {
+            map.remove(&k).map_err(map_err(name))?;
+        }
+        for port in ports {
+            map.insert(port, options, 0).map_err(map_err(name))?;
+        }
+        let name = "SYN_GUARD_COUNT";
+        let mut count: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        count.set(0, ports.len() as u32, 0).map_err(map_err(name))?;
+        Ok(())
+    }
+
+    /// The ports `attach --syn-flood-guard` protects, sorted.
+    pub fn syn_guard_ports(&self) -> Result<Vec<u16>, LoaderError> {
+        let name = "SYN_GUARD_PORTS";
+        let map: HashMap<&MapData, u16, u32> =
+            HashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        let mut ports: Vec<u16> = map.keys().filter_map(Result::ok).collect();
+        ports.sort_unstable();
+        Ok(ports)
     }
 
     fn replace_u32_map(

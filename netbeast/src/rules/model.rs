@@ -400,6 +400,9 @@ pub enum Target {
     /// `-j LOG`: the packet's headers go to the log, and it goes on with
     /// the next rule (`rules/target/log.rs`).
     Log(crate::rules::target::log::Log),
+    /// `-j SYNPROXY`: SYNs answered with SYN cookies, ACKs with a valid
+    /// one let through (`rules/target/synproxy.rs`).
+    Synproxy(crate::rules::target::synproxy::Synproxy),
 }
 
 impl Target {

@@ -23,6 +23,7 @@ pub mod log;
 pub mod nat;
 pub mod reject;
 pub mod standard;
+pub mod synproxy;
 
 /// A target's options while they are read.
 pub trait TargetParser: Debug {
@@ -90,6 +91,7 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &nat::SNAT,
     &nat::MASQUERADE,
     &nat::REDIRECT,
+    &synproxy::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -117,7 +119,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "RATEEST",
     "SECMARK",
     "SET",
-    "SYNPROXY",
     "TCPMSS",
     "TCPOPTSTRIP",
     "TEE",
@@ -243,6 +244,7 @@ impl Target {
             Target::Masquerade { .. } => &nat::MASQUERADE,
             Target::Redirect { .. } => &nat::REDIRECT,
             Target::Log(_) => &log::MODULE,
+            Target::Synproxy(_) => &synproxy::MODULE,
         })
     }
 

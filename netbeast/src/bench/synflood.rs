@@ -1,0 +1,404 @@
+//! `bench --scenario synflood`: spoofed SYNs per second answered with a
+//! SYN-ACK (a cookie) by netbeast's shield (`attach --syn-flood-guard`),
+//! by iptables' SYNPROXY recipe, and by the kernel's own syncookies on a
+//! listening socket (`tcp_syncookies=2`), on one core.
+//!
+//! The live-frames generator (`netbeast_syn_generator`) sends TCP SYNs
+//! from up to 64,000 sources out of one end of a veth pair; the receiver
+//! namespace answers; the answers come back to the generator's end, where
+//! a bare XDP_DROP program counts them (`rx_queue_0_xdp_drops`). The rate
+//! is answers per second of generator run time (the receiver's softirq
+//! runs on the generator's core, right after each batch, DESIGN §8).
+
+use std::{
+    net::{Ipv4Addr, TcpListener},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+};
+use netbeast_common::generator;
+use serde::Serialize;
+
+use super::{
+    ethtool::{VethStats, counter},
+    live::{BATCH_SIZE, BareXdp, pin_to_cpu},
+};
+use crate::{netns::Netns, packet::FrameBuilder};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbeast"));
+const SYN_GENERATOR: &str = "netbeast_syn_generator";
+const GEN_IFACE: &str = "nbsyn-g";
+const RX_IFACE: &str = "nbsyn-r";
+const GEN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// In another /24 than the sources: the stack answers them through one
+/// gateway (below), not one neighbour entry each.
+const RX_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 254);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 253);
+const PREFIX_LEN: u8 = 24;
+const DPORT: u16 = 80;
+/// Spoofed sources: `generator::ADDRESSES` addresses × 256 ports.
+const FLOWS: u32 = generator::MAX_FLOWS;
+/// SYNs per generator run (one `BPF_PROG_TEST_RUN`).
+const FRAMES_PER_RUN: u32 = 1 << 20;
+
+/// What answers the SYNs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Defence {
+    /// `netbeast attach --syn-flood-guard 80`.
+    Netbeast,
+    /// iptables' SYNPROXY recipe (raw notrack, SYNPROXY, INVALID DROP).
+    IptablesSynproxy,
+    /// A listener with `net.ipv4.tcp_syncookies=2`, no firewall.
+    KernelSyncookies,
+}
+
+impl Defence {
+    pub const ALL: [Defence; 3] = [
+        Defence::Netbeast,
+        Defence::IptablesSynproxy,
+        Defence::KernelSyncookies,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Defence::Netbeast => "netbeast --syn-flood-guard (XDP)",
+            Defence::IptablesSynproxy => "iptables SYNPROXY",
+            Defence::KernelSyncookies => "kernel syncookies (listener)",
+        }
+    }
+}
+
+/// One defence's measurement: the best of its rounds, and all of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct SynRow {
+    pub defence: Defence,
+    /// SYN-ACKs per second, per round.
+    pub answered_pps: Vec<f64>,
+    /// SYNs sent per second, per round.
+    pub sent_pps: Vec<f64>,
+    /// Answers / SYNs sent, all rounds.
+    pub answered_share: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SynReport {
+    pub cpu: usize,
+    pub flows: u32,
+    pub rows: Vec<SynRow>,
+}
+
+/// The template SYN (flow 0) and the generator's configuration for it.
+fn template() -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
+    // The options of a Linux client: MSS 1460, SACK permitted, timestamps,
+    // NOP, window scale 7.
+    let options = [
+        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
+    let frame = FrameBuilder::tcp(GEN_ADDR, 1024, RX_ADDR, DPORT)
+        .seq(0x1234_5678)
+        .tcp_options(&options)
+        .src_mac([2, 0, 0, 0, 0, 1])
+        .dst_mac([2, 0, 0, 0, 0, 2])
+        .build();
+    let mut c = [0u32; generator::SYN_CONFIG_ENTRIES as usize];
+    c[generator::FLOWS as usize] = FLOWS;
+    c[generator::FIRST_SOURCE as usize] = u32::from(GEN_ADDR);
+    c[generator::FIRST_PORT as usize] = 1024;
+    // IPv4 header without its checksum (bytes 10-11) and source (12-15).
+    let ip = &frame[14..34];
+    let mut sum: u32 = 0;
+    for (i, w) in ip.chunks(2).enumerate() {
+        if !(5..8).contains(&i) {
+            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+    }
+    c[generator::HEADER_SUM as usize] = sum;
+    // TCP: pseudo-header without the source, header without the checksum
+    // (16-17) and source port (0-1).
+    let tcp = &frame[34..];
+    let dst = u32::from(RX_ADDR);
+    let mut sum: u32 = (dst >> 16) + (dst & 0xffff) + 6 + tcp.len() as u32;
+    for (i, w) in tcp.chunks(2).enumerate() {
+        if i != 0 && i != 8 {
+            sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+        }
+    }
+    c[generator::TCP_SUM as usize] = sum;
+    (frame, c)
+}
+
+/// The generator program with its maps.
+struct SynGenerator {
+    ebpf: Ebpf,
+    frame: Vec<u8>,
+}
+
+impl SynGenerator {
+    fn load(gen_mac: [u8; 6], rx_mac: [u8; 6]) -> Result<SynGenerator> {
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .context("loading the eBPF object")?;
+        let (mut frame, config) = template();
+        frame[0..6].copy_from_slice(&rx_mac);
+        frame[6..12].copy_from_slice(&gen_mac);
+        // The template's checksums stay right: MACs are not in them.
+        {
+            let map = ebpf
+                .map_mut("SYN_GENERATOR_CONFIG")
+                .context("SYN_GENERATOR_CONFIG missing: rebuild netbeast")?;
+            let mut a: Array<&mut MapData, u32> = Array::try_from(map)?;
+            for (i, v) in config.iter().enumerate() {
+                a.set(i as u32, v, 0)?;
+            }
+        }
+        {
+            let map = ebpf
+                .map_mut("SYN_GENERATOR_TEMPLATE")
+                .context("SYN_GENERATOR_TEMPLATE missing: rebuild netbeast")?;
+            let mut a: Array<&mut MapData, [u64; generator::SYN_TEMPLATE_WORDS]> =
+                Array::try_from(map)?;
+            let mut bytes = [0u8; 8 * generator::SYN_TEMPLATE_WORDS];
+            bytes[..generator::SYN_BYTES].copy_from_slice(&frame[..generator::SYN_BYTES]);
+            let mut words = [0u64; generator::SYN_TEMPLATE_WORDS];
+            for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+                *w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            }
+            a.set(0, words, 0)?;
+        }
+        let xdp: &mut Xdp = ebpf
+            .program_mut(SYN_GENERATOR)
+            .context("the SYN generator is missing: rebuild netbeast")?
+            .try_into()?;
+        xdp.load().context("loading the SYN generator")?;
+        Ok(SynGenerator { ebpf, frame })
+    }
+
+    /// Sends `frames` SYNs out of `ifindex` (the calling thread must be in
+    /// its namespace); returns the run's wall time.
+    fn send(&mut self, ifindex: u32, frames: u32) -> Result<Duration> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(SYN_GENERATOR)
+            .expect("loaded")
+            .try_into()?;
+        let md: [u32; 6] = [0, self.frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let started = Instant::now();
+        xdp.test_run(TestRunOptions {
+            data_in: Some(&self.frame),
+            ctx_in: Some(&ctx),
+            repeat: frames,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH_SIZE),
+            ..TestRunOptions::new()
+        })
+        .context("the live-frames generator failed")?;
+        Ok(started.elapsed())
+    }
+}
+
+fn netbeast_in(ns: &Netns, binary: &PathBuf, args: &[&str]) -> Result<()> {
+    let out = ns.command(binary).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "netbeast {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Measures every defence in `defences`, `rounds` rounds each
+/// (interleaved), on `cpu`.
+pub fn run(defences: &[Defence], rounds: usize, cpu: usize) -> Result<SynReport> {
+    crate::state::bpffs_root(true)?;
+    let binary = std::env::current_exe().context("finding the netbeast binary")?;
+    let mut rows: Vec<SynRow> = defences
+        .iter()
+        .map(|&defence| SynRow {
+            defence,
+            answered_pps: Vec::new(),
+            sent_pps: Vec::new(),
+            answered_share: 0.0,
+        })
+        .collect();
+    let mut totals = vec![(0u64, 0u64); defences.len()];
+    for _ in 0..rounds {
+        for (i, &defence) in defences.iter().enumerate() {
+            let (answered, sent, time) = measure(defence, &binary, cpu)?;
+            rows[i]
+                .answered_pps
+                .push(answered as f64 / time.as_secs_f64());
+            rows[i].sent_pps.push(sent as f64 / time.as_secs_f64());
+            totals[i].0 += answered;
+            totals[i].1 += sent;
+        }
+    }
+    for (row, (answered, sent)) in rows.iter_mut().zip(totals) {
+        row.answered_share = answered as f64 / sent.max(1) as f64;
+    }
+    Ok(SynReport {
+        cpu,
+        flows: FLOWS,
+        rows,
+    })
+}
+
+/// One round of one defence on a topology of its own: (SYN-ACKs, SYNs,
+/// generator time).
+fn measure(defence: Defence, binary: &PathBuf, cpu: usize) -> Result<(u64, u64, Duration)> {
+    let gen_ns = Netns::new("bench-syngen")?;
+    let mut rx_ns = Netns::new("bench-synrx")?;
+    if defence == Defence::Netbeast {
+        rx_ns = rx_ns.with_netbeast(binary);
+    }
+    gen_ns.ip(&[
+        "link",
+        "add",
+        GEN_IFACE,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        RX_IFACE,
+        "netns",
+        rx_ns.name(),
+    ])?;
+    gen_ns.ip(&["link", "set", GEN_IFACE, "up"])?;
+    rx_ns.ip(&[
+        "addr",
+        "add",
+        &format!("{RX_ADDR}/{PREFIX_LEN}"),
+        "dev",
+        RX_IFACE,
+    ])?;
+    rx_ns.ip(&["link", "set", RX_IFACE, "up"])?;
+    rx_ns.ip(&["link", "set", "lo", "up"])?;
+    // Frames for the stack enter through GRO (DESIGN §8).
+    rx_ns.set_gro(RX_IFACE, true)?;
+    // The answers need a next hop: every spoofed source is the generator.
+    let (gen_mac, ifindex) = super::traffic::mac_of(&gen_ns, GEN_IFACE)?;
+    let (rx_mac, _) = super::traffic::mac_of(&rx_ns, RX_IFACE)?;
+    let _listener = rx_ns
+        .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, DPORT)))?
+        .context("listening on port 80 in the receiver")?;
+    match defence {
+        Defence::Netbeast => {
+            netbeast_in(
+                &rx_ns,
+                binary,
+                // The generator's end runs XDP: answers leave with XDP_TX.
+                &[
+                    "attach",
+                    RX_IFACE,
+                    "--syn-flood-guard",
+                    "80",
+                    "--fast-path",
+                    "on",
+                ],
+            )?;
+        }
+        Defence::IptablesSynproxy => {
+            rx_ns.sysctl("net.ipv4.tcp_syncookies", "1")?;
+            rx_ns.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")?;
+            for line in [
+                "-t raw -A PREROUTING -p tcp --dport 80 --syn -j CT --notrack",
+                "-A INPUT -p tcp --dport 80 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460",
+                "-A INPUT -m conntrack --ctstate INVALID -j DROP",
+            ] {
+                let args: Vec<&str> = line.split_whitespace().collect();
+                rx_ns.run_ok("iptables", &args)?;
+            }
+        }
+        Defence::KernelSyncookies => {
+            rx_ns.sysctl("net.ipv4.tcp_syncookies", "2")?;
+        }
+    }
+    {
+        // The stack answers through its neighbour table: one permanent
+        // entry per spoofed source would be 64,000; a route through a
+        // gateway with a permanent neighbour entry is one.
+        let gw = GATEWAY;
+        rx_ns.ip(&[
+            "neigh",
+            "add",
+            &gw.to_string(),
+            "lladdr",
+            &mac_text(gen_mac),
+            "dev",
+            RX_IFACE,
+            "nud",
+            "permanent",
+        ])?;
+        rx_ns.ip(&["route", "add", "198.18.0.0/16", "via", &gw.to_string()])?;
+    }
+    // The generator's end drops (and counts) what comes back.
+    let mut bare = BareXdp::load()?;
+    gen_ns.in_netns(|| bare.attach_drop(GEN_IFACE))??;
+    let gen_stats = VethStats::open(&gen_ns, GEN_IFACE)?;
+    let before = gen_stats.get(counter::RX_XDP_DROPS)?;
+    let mut generator = SynGenerator::load(gen_mac, rx_mac)?;
+    let time = gen_ns.in_netns(|| -> Result<Duration> {
+        pin_to_cpu(cpu)?;
+        generator.send(ifindex, FRAMES_PER_RUN)
+    })??;
+    // Answers handed to the generator's ring after the run ended.
+    std::thread::sleep(Duration::from_millis(200));
+    let answered = gen_stats.get(counter::RX_XDP_DROPS)? - before;
+    Ok((answered, FRAMES_PER_RUN as u64, time))
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The median of `v`.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub fn print(report: &SynReport) {
+    println!(
+        "synflood: spoofed SYNs ({} sources) answered with a SYN cookie, one core (CPU {})",
+        report.flows, report.cpu
+    );
+    let iptables = report
+        .rows
+        .iter()
+        .find(|r| r.defence == Defence::IptablesSynproxy)
+        .map(|r| median(&r.answered_pps));
+    println!(
+        "{:<34} {:>14} {:>14} {:>9} {:>12}  rounds (answered/s)",
+        "defence", "answered/s", "offered/s", "answered", "vs SYNPROXY"
+    );
+    for row in &report.rows {
+        let answered = median(&row.answered_pps);
+        let ratio = iptables
+            .filter(|i| *i > 0.0)
+            .map_or("-".to_string(), |i| format!("{:.1}x", answered / i));
+        let rounds: Vec<String> = row
+            .answered_pps
+            .iter()
+            .map(|r| super::traffic::rate(*r))
+            .collect();
+        println!(
+            "{:<34} {:>14} {:>14} {:>8.1}% {:>12}  {}",
+            row.defence.name(),
+            super::traffic::rate(answered),
+            super::traffic::rate(median(&row.sent_pps)),
+            100.0 * row.answered_share,
+            ratio,
+            rounds.join(", ")
+        );
+    }
+}
