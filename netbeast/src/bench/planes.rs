@@ -471,7 +471,9 @@ pub fn rule_counters(
     };
     let (table, chain) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", "PREROUTING"),
-        (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => ("filter", "INPUT"),
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
+            ("filter", "INPUT")
+        }
         (Scenario::Forward | Scenario::Dnat, _) => ("filter", "FORWARD"),
     };
     let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {

@@ -280,7 +280,14 @@ impl LogReader {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut command = std::process::Command::new(netbeast);
         command
-            .args(["--netns", ns.name(), "log", "--follow", "--output", "/dev/null"])
+            .args([
+                "--netns",
+                ns.name(),
+                "log",
+                "--follow",
+                "--output",
+                "/dev/null",
+            ])
             .stdin(std::process::Stdio::null());
         if cpus > 1 {
             // SAFETY: only async-signal-safe libc calls between fork and
@@ -702,7 +709,11 @@ impl Bench {
         })?;
         let rx_stats = stats(&ns, RX_IFACE)?;
         let reader = if scenario == Scenario::Log && plane == Plane::Netbeast {
-            Some(LogReader::start(&self.netbeast_binary, &ns, self.options.cpu)?)
+            Some(LogReader::start(
+                &self.netbeast_binary,
+                &ns,
+                self.options.cpu,
+            )?)
         } else {
             None
         };
