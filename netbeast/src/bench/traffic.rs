@@ -269,13 +269,17 @@ struct Receiver {
 }
 
 /// `netbeast log --follow` in a receiver's namespace, writing to
-/// /dev/null: the reader the LOG cost target assumes. Killed on
-/// drop.
+/// /dev/null: the reader the LOG cost target assumes, kept off the
+/// generator's CPU (a reader there would take its time, not the data
+/// plane's). Killed on drop.
 struct LogReader(std::process::Child);
 
 impl LogReader {
-    fn start(netbeast: &std::path::Path, ns: &Netns) -> Result<LogReader> {
-        let child = std::process::Command::new(netbeast)
+    fn start(netbeast: &std::path::Path, ns: &Netns, avoid_cpu: usize) -> Result<LogReader> {
+        use std::os::unix::process::CommandExt;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut command = std::process::Command::new(netbeast);
+        command
             .args([
                 "--netns",
                 ns.name(),
@@ -284,7 +288,22 @@ impl LogReader {
                 "--output",
                 "/dev/null",
             ])
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null());
+        if cpus > 1 {
+            // SAFETY: only async-signal-safe libc calls between fork and
+            // exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    for c in (0..cpus).filter(|&c| c != avoid_cpu) {
+                        libc::CPU_SET(c, &mut set);
+                    }
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start netbeast log --follow: {e}")))?;
         Ok(LogReader(child))
@@ -680,7 +699,11 @@ impl Bench {
         })?;
         let rx_stats = stats(&ns, RX_IFACE)?;
         let reader = if scenario == Scenario::Log && plane == Plane::Netbeast {
-            Some(LogReader::start(&self.netbeast_binary, &ns)?)
+            Some(LogReader::start(
+                &self.netbeast_binary,
+                &ns,
+                self.options.cpu,
+            )?)
         } else {
             None
         };
