@@ -23,6 +23,9 @@ use super::target::{TARGET_MODULES, jump};
 pub struct Dice(pub u64);
 
 impl Dice {
+    /// The next roll (named as the generators it replaces had it; never
+    /// ends, so it is no `Iterator`).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -3712,6 +3712,11 @@ mod tests {
             "-t nat -I INPUT -j ACCEPT",
             "nat table's INPUT chain is not supported",
         );
+        // Every target alike: LOG there would be stored and never run.
+        assert_err(
+            "-t nat -A INPUT -j LOG",
+            "nat table's INPUT chain is not supported",
+        );
         assert_err(
             "-t nat -R INPUT 1 -j ACCEPT",
             "nat table's INPUT chain is not supported",

@@ -400,7 +400,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         rttl: wild && check && d.chance(30),
         name: if wild && d.chance(50) {
             (0..1 + d.below(12))
-                .map(|_| d.pick(&[b'a', b'Z', b'0', b'_', b'q']) as char)
+                .map(|_| d.pick(b"aZ0_q") as char)
                 .collect()
         } else {
             d.pick(s.palette.names).to_string()
