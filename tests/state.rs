@@ -159,11 +159,13 @@ fn scratch_maps_of_an_older_version_do_not_break_attach() {
     assert!(!pins.exists(), "{} left behind", pins.display());
 }
 
-/// Pins of another netbeast version whose layout differs (here GUARDS
-/// with 32-byte entries, as before the anti-DoS guards grew them to 40):
+/// Pins of another netbeast version whose layout differs (GUARDS with
+/// 32-byte entries, as before the anti-DoS guards grew them to 40; RULES
+/// with 8-byte entries, a map the control plane writes in batches, where
+/// the kernel would otherwise stride through the entries by its own size):
 /// `attach` and a rule change refuse with what happened and how to move
-/// on, instead of a verifier log or a size error; after `detach --all`
-/// this version attaches and enforces rules.
+/// on, instead of a verifier log, a size error or misread entries; after
+/// `detach --all` this version attaches and enforces rules.
 #[test]
 fn pins_of_another_layout_are_refused_with_the_way_out() {
     let bed = testbed("st-layout", Firewall::netbeast(NETBEAST));
@@ -171,43 +173,46 @@ fn pins_of_another_layout_are_refused_with_the_way_out() {
     let id = server.id().unwrap();
     let pins = Path::new(PIN_ROOT).join(id.to_string());
     let _ssh = tcp_server(server, 22).unwrap();
-    server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
-    let guards = pins.join("maps").join("GUARDS");
-    std::fs::remove_file(&guards).unwrap();
-    let out = std::process::Command::new("bpftool")
-        .args(["map", "create"])
-        .arg(&guards)
-        .args(["type", "array", "key", "4", "value", "32", "entries", "16"])
-        .args(["name", "GUARDS"])
-        .output()
-        .expect("bpftool runs (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "bpftool map create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for args in [
-        vec!["attach", SERVER_IFACE],
-        vec![
-            "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
-        ],
-    ] {
-        let out = server.netbeast(&args).unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded over old pins");
+    for (map, value_size) in [("GUARDS", "32"), ("RULES", "8")] {
+        server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+        let pin = pins.join("maps").join(map);
+        std::fs::remove_file(&pin).unwrap();
+        let out = std::process::Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(&pin)
+            .args(["type", "array", "key", "4", "value", value_size])
+            .args(["entries", "16", "name", map])
+            .output()
+            .expect("bpftool runs (cargo xtask setup installs it)");
         assert!(
-            err.contains("another netbeast version")
-                && err.contains("GUARDS")
-                && err.contains("detach --all"),
-            "{args:?}: {err}"
+            out.status.success(),
+            "bpftool map create: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        for args in [
+            vec!["attach", SERVER_IFACE],
+            vec![
+                "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
+            ],
+        ] {
+            let out = server.netbeast(&args).unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} succeeded over old {map}");
+            assert!(
+                err.contains("another netbeast version")
+                    && err.contains(map)
+                    && err.contains("detach --all"),
+                "{args:?}: {err}"
+            );
+        }
+        server.netbeast_ok(&["detach", "--all"]).unwrap();
+        server.netbeast_ok(&["attach", SERVER_IFACE]).unwrap();
+        server
+            .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
+            .unwrap();
+        assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [TimedOut], "{map}");
+        server.netbeast_iptables_ok("-F INPUT").unwrap();
     }
-    server.netbeast_ok(&["detach", "--all"]).unwrap();
-    server.netbeast_ok(&["attach", SERVER_IFACE]).unwrap();
-    server
-        .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
-        .unwrap();
-    assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [TimedOut]);
 }
 
 /// Detaching one interface by name removes its program; the pins stay for

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::{Pod, maps::Map};
 
-use super::LoaderError;
+use super::{LoaderError, map_err};
 
 /// `enum bpf_cmd` values of the two commands.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -40,6 +40,19 @@ fn fd_of<'a>(map: &'a Map, name: &'static str) -> Result<BorrowedFd<'a>, LoaderE
             source: std::io::Error::other("batches are only used for array maps"),
         }),
     }
+}
+
+/// Refuses a map whose entries are not `V`s (pins of another netbeast
+/// version) with the error aya's typed maps give, as the per-entry path
+/// did: the kernel would otherwise stride through the buffers by its own
+/// value size and misread every entry.
+fn check_layout<V: Pod>(map: &Map, name: &'static str) -> Result<(), LoaderError> {
+    use aya::maps::{Array, MapData, PerCpuArray};
+    match map {
+        Map::PerCpuArray(_) => PerCpuArray::<&MapData, V>::try_from(map).map(drop),
+        _ => Array::<&MapData, V>::try_from(map).map(drop),
+    }
+    .map_err(map_err(name))
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
@@ -124,6 +137,7 @@ pub fn update<V: Pod>(
     values: &[V],
 ) -> Result<(), LoaderError> {
     assert_eq!(indexes.len(), values.len(), "one value per index");
+    check_layout::<V>(map, name)?;
     // SAFETY: `V: Pod` is plain data without padding the kernel could
     // leak or misread; a slice of them is its bytes.
     let bytes = unsafe {
@@ -141,6 +155,7 @@ pub fn update_per_cpu<V: Pod>(
     value: V,
     cpus: usize,
 ) -> Result<(), LoaderError> {
+    check_layout::<V>(map, name)?;
     let stride = value_stride::<V>(Some(cpus));
     let copy = std::mem::size_of::<V>().next_multiple_of(8);
     let mut one = vec![0u8; copy];
@@ -165,6 +180,7 @@ pub fn lookup<V: Pod>(
     count: usize,
     per_cpu: Option<usize>,
 ) -> Result<Vec<Vec<V>>, LoaderError> {
+    check_layout::<V>(map, name)?;
     let fd = fd_of(map, name)?;
     let stride = value_stride::<V>(per_cpu);
     let copies = per_cpu.unwrap_or(1);
