@@ -497,6 +497,49 @@ fn rule_change_killed_at_every_step() {
     panic!("the rule change never ran to the end");
 }
 
+/// `-N` killed at each step. It changes no compiled table, so it is
+/// recorded without a compile or a generation switch (the rule file, then
+/// the commit number in `ACTIVE`, then the rename): the next command lists
+/// the chain or not, the rules in force are the base rules either way,
+/// their counters are counted once, and nothing is left behind.
+#[test]
+fn new_chain_killed_at_every_step() {
+    let bed = bed("cr-newc");
+    restore(&bed.server, BASE);
+    ok(&bed.server, &["attach", SERVER_IF]);
+    let args = ["iptables", "-N", "NBT-NEW"];
+    for n in 1..MAX_POINTS {
+        let when = format!("`-N NBT-NEW` killed at fault point {n}");
+        let before = list(&bed.server, "INPUT");
+        let finished = run_with_fault(&bed.server, &args, None, n);
+        check_status_is_kernel(&bed.server, SERVER_IF, &when);
+        // No traffic in between: the counts are what they were (a count
+        // folded into the file while the live one runs on would show
+        // twice).
+        let after = list(&bed.server, "INPUT");
+        assert_eq!(
+            (after.policy_packets, after.rules.len()),
+            (before.policy_packets, before.rules.len()),
+            "{when}: INPUT's counts changed"
+        );
+        for (a, b) in after.rules.iter().zip(&before.rules) {
+            assert_eq!(a.packets, b.packets, "{when}: a rule's count changed");
+        }
+        let all = ok(&bed.server, &["iptables", "-S"]);
+        check_input_probe(&bed, &when);
+        check_no_leftovers(&bed.server, &when);
+        if all.lines().any(|l| l == "-N NBT-NEW") {
+            ok(&bed.server, &["iptables", "-X", "NBT-NEW"]);
+        }
+        if let Some(out) = finished {
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(n > 2, "-N has only {} fault points", n - 1);
+            return;
+        }
+    }
+    panic!("-N never ran to the end");
+}
+
 /// A 10,000-rule restore killed at each step: either ruleset, whole.
 #[test]
 fn large_restore_killed_at_every_step() {

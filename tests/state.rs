@@ -227,6 +227,29 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
                 && err.contains(way_out),
             "{args:?}: {err}"
         );
+        for args in [
+            vec!["attach", SERVER_IFACE],
+            vec![
+                "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
+            ],
+        ] {
+            let out = server.netbeast(&args).unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} succeeded over old {map}");
+            assert!(
+                err.contains("another netbeast version")
+                    && err.contains(map)
+                    && err.contains("detach --all"),
+                "{args:?}: {err}"
+            );
+        }
+        server.netbeast_ok(&["detach", "--all"]).unwrap();
+        server.netbeast_ok(&["attach", SERVER_IFACE]).unwrap();
+        server
+            .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
+            .unwrap();
+        assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [TimedOut], "{map}");
+        server.netbeast_iptables_ok("-F INPUT").unwrap();
     }
     server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
     let out = server.netbeast(&["attach", SERVER_IFACE]).unwrap();
@@ -1086,4 +1109,172 @@ fn concurrent_attach_detach_and_rule_changes_serialize() {
     assert_eq!(status["attached"][0]["name"], SERVER_IFACE, "{status:#}");
     assert_eq!(status["mismatches"], serde_json::json!([]), "{status:#}");
     assert!(xdp_attached(&bed));
+}
+
+/// `status` reports the kernel memory of every pinned map as the kernel
+/// counts it (issue 17: the footprint on small machines): the same figure
+/// as bpftool's `bytes_memlock` for each map, and their sum.
+#[test]
+fn status_reports_the_memory_of_every_map() {
+    let bed = testbed("st-mem", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    server
+        .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
+        .unwrap();
+    let status = status_json(server);
+    let maps = status["map_memory"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no map_memory in status --json: {status}"));
+    assert_eq!(maps.len(), netbeast::loader::MAP_NAMES.len(), "{status}");
+    let pins = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps");
+    let mut total = 0;
+    for name in netbeast::loader::MAP_NAMES {
+        let reported = maps[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} missing from map_memory: {status}"));
+        let out = server
+            .command("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(pins.join(name))
+            .output()
+            .expect("bpftool runs");
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bpftool map show {name} ({e}): {out:?}"));
+        assert_eq!(
+            Some(reported),
+            shown["bytes_memlock"].as_u64(),
+            "{name}: status and bpftool disagree"
+        );
+        total += reported;
+    }
+    assert_eq!(status["map_memory_bytes"].as_u64(), Some(total));
+    let text = server.netbeast_ok(&["status"]).unwrap();
+    assert!(text.contains("BPF map memory: "), "{text}");
+}
+
+/// 1,000 single-rule changes (`-I 1`, `-A`, `-D` by specification) from
+/// four processes at a time leave exactly the rules the operations imply
+/// (issue 17): each writer owns its addresses, so its rules' order in the
+/// chain is its own sequence's, whatever the others did in between; and
+/// `save` of the result restores to the same ruleset.
+#[test]
+fn concurrent_single_rule_changes_leave_the_implied_ruleset() {
+    const WRITERS: usize = 4;
+    const OPS_PER_WRITER: usize = 250;
+    let bed = testbed("st-conc", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    let rule = |w: usize, i: usize| format!("-s 10.{}.{}.{}/32 -j DROP", 100 + w, i / 256, i % 256);
+    // What each writer's rules must be at the end, in chain order.
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); WRITERS];
+    let mut scripts: Vec<Vec<String>> = vec![Vec::new(); WRITERS];
+    for w in 0..WRITERS {
+        let mut mine: std::collections::VecDeque<String> = Default::default();
+        for i in 0..OPS_PER_WRITER {
+            let line = match i % 4 {
+                0 => {
+                    mine.push_front(rule(w, i));
+                    format!("-I INPUT 1 {}", rule(w, i))
+                }
+                1 | 2 => {
+                    mine.push_back(rule(w, i));
+                    format!("-A INPUT {}", rule(w, i))
+                }
+                _ => {
+                    // The rule appended two steps before.
+                    let gone = rule(w, i - 2);
+                    mine.retain(|r| *r != gone);
+                    format!("-D INPUT {gone}")
+                }
+            };
+            scripts[w].push(line);
+        }
+        expected[w] = mine.into_iter().collect();
+    }
+    std::thread::scope(|s| {
+        for script in &scripts {
+            s.spawn(move || {
+                for line in script {
+                    server
+                        .netbeast_iptables_ok(line)
+                        .unwrap_or_else(|e| panic!("`{line}`: {e}"));
+                }
+            });
+        }
+    });
+    let listed = server.netbeast_iptables_ok("-S INPUT").unwrap();
+    let rules: Vec<String> = listed
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A INPUT "))
+        .map(str::to_owned)
+        .collect();
+    let total: usize = expected.iter().map(Vec::len).sum();
+    assert_eq!(rules.len(), total, "rules listed:\n{listed}");
+    for (w, want) in expected.iter().enumerate() {
+        let prefix = format!("-s 10.{}.", 100 + w);
+        let got: Vec<&String> = rules.iter().filter(|r| r.starts_with(&prefix)).collect();
+        assert_eq!(
+            got.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            want.iter().map(String::as_str).collect::<Vec<_>>(),
+            "writer {w}'s rules"
+        );
+    }
+    // The whole ruleset survives save and restore.
+    let saved = save(&bed);
+    let out = server.netbeast_with_input(&["restore"], &saved).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(comparable_save(&save(&bed)), comparable_save(&saved));
+    assert_eq!(
+        server.netbeast_iptables_ok("-S INPUT").unwrap(),
+        listed,
+        "the rules after restoring the saved ruleset"
+    );
+}
+
+/// `-N` and `-X` are recorded without a compile or a generation switch
+/// (issue 17): the live counters run on, so the rule file must keep its
+/// counter bases, not the folded totals. A rule's count is the same
+/// before and after them, and traffic after them still counts once.
+#[test]
+fn new_and_deleted_chains_keep_the_counters() {
+    const PORT: u16 = 9;
+    const DATAGRAMS: usize = 5;
+    let bed = testbed("st-chains", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    server
+        .netbeast_iptables_ok(&format!("-A INPUT -p udp --dport {PORT} -j DROP"))
+        .unwrap();
+    let counted = || {
+        let listed = server.netbeast_iptables_ok("-S INPUT -v").unwrap();
+        listed
+            .lines()
+            .find(|l| l.contains(&format!("--dport {PORT}")))
+            .unwrap_or_else(|| panic!("the rule is gone:\n{listed}"))
+            .to_owned()
+    };
+    let send = || {
+        let to = std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, PORT);
+        netbeast::netns::udp_send(bed.client(), to, b"x", DATAGRAMS).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    send();
+    let before = counted();
+    assert!(
+        before.contains(&format!("-c {DATAGRAMS} ")),
+        "{DATAGRAMS} datagrams not counted: {before}"
+    );
+    server.netbeast_iptables_ok("-N NBT-NEW").unwrap();
+    assert_eq!(counted(), before, "the count after -N");
+    send();
+    let twice = counted();
+    assert!(
+        twice.contains(&format!("-c {} ", 2 * DATAGRAMS)),
+        "after -N and {DATAGRAMS} more datagrams: {twice}"
+    );
+    server.netbeast_iptables_ok("-X NBT-NEW").unwrap();
+    assert_eq!(counted(), twice, "the count after -X");
+    let chains = server.netbeast_iptables_ok("-S").unwrap();
+    assert!(!chains.contains("NBT-NEW"), "{chains}");
+    // A rule change after them folds the right totals.
+    server.netbeast_iptables_ok("-A INPUT -j ACCEPT").unwrap();
+    assert_eq!(counted(), twice, "the count after a compiled change");
 }

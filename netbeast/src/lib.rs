@@ -15,6 +15,7 @@ pub mod log;
 pub mod netns;
 pub mod packet;
 pub mod paths;
+pub mod profile;
 pub mod rawtext;
 pub mod rules;
 pub mod state;

@@ -251,6 +251,7 @@ pub(super) enum Mode {
 /// Entry point: dispatches on the program name first, so links named
 /// `iptables`, `iptables-save` and `iptables-restore` behave as those.
 pub fn main() -> ExitCode {
+    crate::profile::start();
     let args_os: Vec<OsString> = std::env::args_os().collect();
     let prog = args_os
         .first()
@@ -630,18 +631,40 @@ fn run_iptables(args: &[String]) -> ExitCode {
             .into());
         }
         let cmd = parse::parse_iptables_args(args)?;
+        crate::profile::phase("parse the command");
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
         let _lock = ns.lock_within(cmd.wait_seconds.map(std::time::Duration::from_secs))?;
-        let (mut ruleset, dp) = open(&ns, changes)?;
+        crate::profile::phase("namespace, lock");
+        // `-N` and `-X` change no compiled table: they are recorded
+        // without a compile (`plane::commit_unchanged_tables`), on the
+        // rule file's own counter bases.
+        let tables_unchanged = matches!(
+            cmd.action,
+            parse::Action::NewChain { .. } | parse::Action::DeleteChain { .. }
+        );
+        let (mut ruleset, dp) = plane::open_stored(&ns, changes)?;
+        let mut stored = (changes && tables_unchanged).then(|| ruleset.clone());
+        if let Some(dp) = &dp {
+            fold_counters(dp, &mut ruleset)?;
+        }
+        crate::profile::phase("read the counters");
         let before = ruleset.clone();
         let out = command::apply(&mut ruleset, &cmd)?;
+        crate::profile::phase("apply the command");
         if changes && ruleset != before {
             let mut dp = dp.expect("opened with create");
-            commit(&ns, &mut dp, &ruleset)?;
+            match &mut stored {
+                Some(stored) => {
+                    command::apply(stored, &cmd)?;
+                    plane::commit_unchanged_tables(&ns, &mut dp, stored)?;
+                }
+                None => commit(&ns, &mut dp, &ruleset)?,
+            }
         }
         Ok(out.text)
     })();
+    crate::profile::report();
     match result {
         Ok(text) => {
             out!("{text}");

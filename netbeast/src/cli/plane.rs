@@ -194,11 +194,13 @@ pub(super) fn prepare(
             "finished an interrupted `detach --all` ({n} links detached, state removed)"
         ));
     }
+    crate::profile::phase("before prepare");
     let mut dp = if ns.has_dataplane() {
         Some(Dataplane::open_pinned(&ns.maps_dir())?)
     } else {
         None
     };
+    crate::profile::phase("open the pinned maps");
     if let Some(cookie) = foreign_owner(ns, dp.as_ref())? {
         drop(dp.take());
         let n = purge(ns)?;
@@ -251,8 +253,10 @@ pub(super) fn prepare(
         new.set_socket_netns(ns.cookie)?;
         dp = Some(new);
     }
+    crate::profile::phase("reconcile");
     if let Some(dp) = &mut dp {
         let stored = ns.load_stored()?;
+        crate::profile::phase("read the rule file");
         let kernel = dp.commit_seq()?;
         let mut ruleset = stored.ruleset;
         if let Some(seq) = stored.seq
@@ -357,10 +361,13 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
     // The running generation's state slots: the guards of the rules this
     // change does not touch keep them, and their state with them.
     dp.set_guard_slots(ns.load_guard_slots(kernel_seq));
+    crate::profile::phase("before commit");
     ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
+    crate::profile::phase("write the rule file");
     fault::point("commit: pending ruleset written");
     let result = (|| -> Result<()> {
         refresh_interfaces_from(ns, dp, ruleset, &links)?;
+        crate::profile::phase("interface facts");
         let staged = dp.stage(ruleset, &state::interfaces(&links))?;
         // Before the switch, so that the slots on record always include
         // those of the generation the kernel runs.
@@ -375,8 +382,49 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
         return Err(e);
     }
     ns.finish_pending()?;
+    crate::profile::phase("rename the rule file");
     fault::point("commit: ruleset file replaced");
     ns.finish_guard_slots()?;
+    Ok(())
+}
+
+/// Records a change that leaves the compiled tables as they are: `-N`, and
+/// `-X` of chains that are empty and that no rule jumps to (iptables
+/// refuses to delete any other), change no slot, class, counter number or
+/// guard (`compile::tests::empty_chains_change_no_table`). So no compile,
+/// no map write and no generation switch: the rule file and the commit's
+/// sequence number only, with the same crash protocol as [`commit`]. The
+/// running generation's live counters run on, so `stored` must hold the
+/// rule file's counter bases, not the folded totals.
+pub(super) fn commit_unchanged_tables(
+    ns: &Namespace,
+    dp: &mut Dataplane,
+    stored: &Ruleset,
+) -> Result<()> {
+    let kernel_seq = dp.commit_seq()?;
+    let seq = (kernel_seq + 1) & ACTIVE_SEQ_MASK;
+    let links = state::links();
+    // Every guard keeps its state slot; the record of the slots follows
+    // the sequence number, or the next change would find it stale and
+    // start every guard afresh.
+    let slots = ns.load_guard_slots(kernel_seq);
+    ns.write_pending(stored, seq, &state::interface_snapshot(&links))?;
+    if let Some(slots) = &slots {
+        ns.write_pending_guard_slots(slots, seq)?;
+    }
+    crate::profile::phase("write the rule file");
+    fault::point("commit: pending ruleset written");
+    if let Err(e) = dp.set_commit_seq(seq) {
+        let _ = ns.settle_pending(Some(dp.commit_seq()?));
+        return Err(e.into());
+    }
+    fault::point("commit: sequence number recorded");
+    ns.finish_pending()?;
+    crate::profile::phase("rename the rule file");
+    fault::point("commit: ruleset file replaced");
+    if slots.is_some() {
+        ns.finish_guard_slots()?;
+    }
     Ok(())
 }
 
@@ -473,14 +521,22 @@ pub(crate) fn remove_current() -> Result<usize> {
 /// The namespace's ruleset with current counters, and its data plane when
 /// one exists (or `create` asks for one), after reconciliation.
 pub(super) fn open(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
-    let (dp, done) = prepare(ns, create, None, &[])?;
-    let mut ruleset = match done.stored {
-        Some(ruleset) => ruleset,
-        None => ns.load_ruleset()?,
-    };
+    let (mut ruleset, dp) = open_stored(ns, create)?;
     if let Some(dp) = &dp {
         fold_counters(dp, &mut ruleset)?;
     }
+    crate::profile::phase("read the counters");
+    Ok((ruleset, dp))
+}
+
+/// As [`open`], with the counters as the rule file holds them: the bases
+/// that the running generation's live counts add to.
+pub(super) fn open_stored(ns: &Namespace, create: bool) -> Result<(Ruleset, Option<Dataplane>)> {
+    let (dp, done) = prepare(ns, create, None, &[])?;
+    let ruleset = match done.stored {
+        Some(ruleset) => ruleset,
+        None => ns.load_ruleset()?,
+    };
     Ok((ruleset, dp))
 }
 
@@ -1122,6 +1178,12 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         (Some(dp), None) => dp.stats()?,
         _ => vec![0; stats::COUNT as usize],
     };
+    let mut memory = match &dp {
+        Some(dp) => dp.map_memory()?,
+        None => Vec::new(),
+    };
+    memory.sort_by_key(|&(name, bytes)| (std::cmp::Reverse(bytes), name));
+    let memory_total: u64 = memory.iter().map(|(_, b)| b).sum();
     if json_out {
         let v = json!({
             "netns": ns.id,
@@ -1148,6 +1210,8 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "mismatches": mismatches,
             "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "map_memory_bytes": memory_total,
+            "map_memory": memory.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -1195,6 +1259,19 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         stats[stats::DROPPED as usize],
         stats[stats::REJECTED as usize]
     );
+    if dp.is_some() {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let largest: Vec<String> = memory
+            .iter()
+            .take(4)
+            .map(|(n, b)| format!("{n} {:.1}", *b as f64 / MIB))
+            .collect();
+        outln!(
+            "BPF map memory: {:.1} MiB (largest, MiB: {})",
+            memory_total as f64 / MIB,
+            largest.join(", ")
+        );
+    }
     for m in &mismatches {
         outln!("mismatch: {m}");
     }

@@ -130,6 +130,7 @@ pub fn restore_main(prog: &str, args: &[String]) -> ExitCode {
 }
 
 fn finish(prog: &str, result: Result<()>) -> ExitCode {
+    crate::profile::report();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

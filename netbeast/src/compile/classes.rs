@@ -92,15 +92,26 @@ pub(super) struct Interner {
     words: usize,
     limit: u32,
     ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
+    /// The vector of every slot of a chain of `.0` slots, the last one
+    /// asked for: `intern` compares with it on every call, and building it
+    /// each time was a large share of a 10,000-rule compile.
+    all: (usize, Bits),
 }
 
 impl Interner {
-    pub(super) fn new(generation: u32, words: usize, limit: u32) -> Self {
+    /// `expected`: about how many classes the ruleset will have. Growing
+    /// the table rehashes every vector again (whole vectors, not ids): at
+    /// 10,000 rules that was a fifth of the compile.
+    pub(super) fn new(generation: u32, words: usize, limit: u32, expected: usize) -> Self {
         Interner {
             base: generation * CLASS_ID_GEN_STRIDE,
             words,
             limit,
-            ids: HashMap::default(),
+            ids: HashMap::with_capacity_and_hasher(
+                expected.min(limit as usize),
+                Default::default(),
+            ),
+            all: (0, ones(0, words)),
         }
     }
 
@@ -119,8 +130,13 @@ impl Interner {
         field: usize,
     ) -> Result<u32, CompileError> {
         debug_assert_eq!(v.len(), self.words);
-        if slots > 0 && v[..] == ones(slots, self.words)[..] {
-            return Ok(CLASS_ALL);
+        if slots > 0 {
+            if self.all.0 != slots {
+                self.all = (slots, ones(slots, self.words));
+            }
+            if v[..] == self.all.1[..] {
+                return Ok(CLASS_ALL);
+            }
         }
         if let Some(&id) = self.ids.get(v) {
             return Ok(id);
@@ -149,27 +165,37 @@ impl Interner {
             .enumerate()
             .map(|(n, bits)| Class {
                 id: self.base + n as u32,
-                vector: class_vector(&bits.expect("class ids are dense")),
+                bits: bits.expect("class ids are dense"),
             })
             .collect()
     }
 }
 
-/// The kernel's layout: the rule words padded with zeros, plus the summary
-/// of non-zero words.
-fn class_vector(bits: &[u64]) -> Box<ClassVector> {
-    debug_assert!(bits.len() <= RULE_WORDS);
-    let mut v = Box::new(ClassVector {
-        summary: [0; SUMMARY_WORDS],
-        words: [0; RULE_WORDS],
-    });
-    v.words[..bits.len()].copy_from_slice(bits);
+impl Class {
+    /// The class as the kernel's layout holds it: the rule words padded
+    /// with zeros to `RULE_WORDS`, and the summary of non-zero words.
+    /// Built on demand (for tests and tools): a compile keeps only
+    /// [`Class::bits`], which at 10,000 rules is a tenth of the size.
+    pub fn vector(&self) -> Box<ClassVector> {
+        debug_assert!(self.bits.len() <= RULE_WORDS);
+        let mut v = Box::new(ClassVector {
+            summary: summary(&self.bits),
+            words: [0; RULE_WORDS],
+        });
+        v.words[..self.bits.len()].copy_from_slice(&self.bits);
+        v
+    }
+}
+
+/// The summary of `bits`: bit `w` set when word `w` is not zero.
+fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
+    let mut summary = [0u64; SUMMARY_WORDS];
     for (w, &word) in bits.iter().enumerate() {
         if word != 0 {
-            v.summary[w / 64] |= 1 << (w % 64);
+            summary[w / 64] |= 1 << (w % 64);
         }
     }
-    v
+    summary
 }
 
 /// The classes as the kernel reads them: a header per class id
@@ -199,24 +225,28 @@ impl PackedClasses {
         let mut headers = Vec::with_capacity(classes.len());
         let mut words = Vec::new();
         for class in classes {
-            let v = &class.vector;
+            // Words past `bits` are zero: nothing to pack or summarize.
+            let bits = &class.bits;
+            let summary = summary(bits);
             let mut rank = [0u16; SUMMARY_WORDS];
             let mut before = 0u32;
             for (i, r) in rank.iter_mut().enumerate() {
                 *r = before as u16;
-                before += v.summary[i].count_ones();
+                before += summary[i].count_ones();
             }
             let offset = base + words.len() as u32;
-            words.extend(v.words.iter().copied().filter(|&w| w != 0));
+            words.extend(bits.iter().copied().filter(|&w| w != 0));
             if words.len() > limit as usize {
                 return Err(CompileError::TooManyClassWords { limit });
             }
-            let first = v.words.iter().position(|&w| w != 0).unwrap_or(0);
-            let last = v.words.iter().rposition(|&w| w != 0).unwrap_or(0);
-            let dense = v.words[first..=last].iter().all(|&w| w != 0);
+            let first = bits.iter().position(|&w| w != 0).unwrap_or(0);
+            let last = bits.iter().rposition(|&w| w != 0).unwrap_or(0);
+            let dense = bits
+                .get(first..=last)
+                .is_none_or(|run| run.iter().all(|&w| w != 0));
             headers.push(ClassHeader {
-                summary: v.summary,
-                first_word: v.words[first],
+                summary,
+                first_word: bits.get(first).copied().unwrap_or(0),
                 offset,
                 first: first as u16,
                 last: last as u16,

@@ -398,7 +398,9 @@ pub struct MacClass {
 /// A distinct class vector and its id.
 pub struct Class {
     pub id: u32,
-    pub vector: Box<ClassVector>,
+    /// The rule bits, as many words as the ruleset's longest chain needs
+    /// (the kernel's vectors are zero past them): see [`Class::vector`].
+    pub bits: Box<[u64]>,
 }
 
 impl CompiledChain {
@@ -534,6 +536,7 @@ fn compile_with_limits(
             builtin_rules: prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32,
         });
     }
+    crate::profile::phase("compile: prepare, flatten");
     // Every vector has the same length so that identical rule sets of
     // different chains deduplicate into one class.
     let words = plans
@@ -543,11 +546,14 @@ fn compile_with_limits(
         .unwrap_or(0)
         .max(1);
     let interfaces = dedup_interfaces(interfaces);
-    let mut interner = Interner::new(generation, words, limits.classes);
+    // A slot adds a class or two for each field it names, seldom more.
+    let slots: usize = plans.iter().map(|p| p.slots.len()).sum();
+    let mut interner = Interner::new(generation, words, limits.classes, 2 * slots + 64);
     let mut chains = Vec::with_capacity(chain::COUNT);
     for plan in &plans {
         chains.push(compile_chain(plan, &interfaces, &mut interner)?);
     }
+    crate::profile::phase("compile: fields, classes");
     let iface_entries: usize = chains.iter().map(|c| c.ifaces.len()).sum();
     if iface_entries > limits.iface_entries {
         return Err(CompileError::TooManyEntries {
@@ -582,9 +588,12 @@ fn compile_with_limits(
             })
             .collect();
     }
+    crate::profile::phase("compile: owners");
     let classes = interner.into_classes();
     let packed = PackedClasses::pack(generation, &classes, limits.class_words)?;
+    crate::profile::phase("compile: pack classes");
     let addr_hash = addr_hash::build(&mut chains);
+    crate::profile::phase("compile: address hash");
     Ok(CompiledRuleset {
         generation,
         chains,
@@ -774,10 +783,10 @@ impl CompiledRuleset {
     }
 
     /// The class vector of `id`, if `id` is one of this ruleset's classes.
-    pub fn class(&self, id: u32) -> Option<&ClassVector> {
+    pub fn class(&self, id: u32) -> Option<Box<ClassVector>> {
         let n = id.checked_sub(self.generation * CLASS_ID_GEN_STRIDE)?;
         let class = self.classes.get(n as usize)?;
-        (class.id == id).then_some(&*class.vector)
+        (class.id == id).then(|| class.vector())
     }
 
     /// The class id the kernel would look up for `field` of `pkt` in `chain`.

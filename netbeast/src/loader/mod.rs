@@ -2,6 +2,7 @@
 //! per network namespace), writes compiled rulesets into them, and attaches
 //! the programs.
 
+mod batch;
 mod lb;
 pub mod links;
 mod sock;
@@ -788,6 +789,20 @@ impl Dataplane {
         Ok((self.active_word()? >> ACTIVE_SEQ_SHIFT) & ACTIVE_SEQ_MASK)
     }
 
+    /// Records `seq` as the commit sequence number in the `ACTIVE` word,
+    /// with one write that changes nothing else: for a change that leaves
+    /// the compiled tables as they are (see `cli::plane::commit`), so
+    /// that the crash protocol of the rule file still holds without a
+    /// generation switch.
+    pub fn set_commit_seq(&mut self, seq: u32) -> Result<(), LoaderError> {
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
+        let word = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
+        let word = (word & !(ACTIVE_SEQ_MASK << ACTIVE_SEQ_SHIFT))
+            | ((seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT);
+        active.set(0, word, 0).map_err(map_err("ACTIVE"))
+    }
+
     /// The generation the kernel reads now.
     pub fn active_generation(&self) -> Result<u32, LoaderError> {
         let active: Array<&MapData, u32> =
@@ -844,9 +859,12 @@ impl Dataplane {
         interfaces: &[Interface],
     ) -> Result<Staged, LoaderError> {
         let next = 1 - self.active_generation()?;
+        crate::profile::phase("before compile");
         let mut compiled = compile::compile(ruleset, interfaces, next)?;
+        crate::profile::phase("compile");
         let plan = compile::assign_state_slots(&mut compiled, self.guard_slots.as_ref());
         tables::write(self, &compiled)?;
+        crate::profile::phase("write the maps");
         tables::clear_state_slots(self, &plan.fresh, &plan.fresh_connlimit)?;
         Ok(Staged { compiled, plan })
     }
@@ -1176,6 +1194,19 @@ impl Dataplane {
     ) -> Result<(Vec<Counter>, Counter), LoaderError> {
         let generation = self.active_generation()?;
         tables::read_counters(self, generation, chain, rules)
+    }
+
+    /// The kernel memory of each pinned map ([`MAP_NAMES`]), in bytes,
+    /// as the kernel counts it (`memlock` of the map's fdinfo: since Linux
+    /// 6.4 what the map uses now, so tries and hash maps that grow with
+    /// the ruleset show their size, preallocated arrays their whole
+    /// capacity). For `netbeast status` (issue 17: the footprint on small
+    /// machines).
+    pub fn map_memory(&self) -> Result<Vec<(&'static str, u64)>, LoaderError> {
+        MAP_NAMES
+            .iter()
+            .map(|&name| Ok((name, batch::memlock(self.map(name)?, name)?)))
+            .collect()
     }
 
     /// The whole `ACTIVE` word: the generation (bit 0) and the

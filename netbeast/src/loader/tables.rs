@@ -1,16 +1,16 @@
 //! Writes a compiled ruleset into the maps of its (inactive) generation, and
 //! reads rule counters back.
 
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, ConnlimitKey, ConnlimitList,
+    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
     Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MAX_RULES_PER_CHAIN, MacKey,
-    NatTarget, RuleAction, addr_hash_key, chain_index, counter_index, field, guard_index,
-    key_chunk_index, log_target_index, nat_target_index, rule_index, target, user_counter_index,
+    NatTarget, addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
+    log_target_index, nat_target_index, rule_index, target, user_counter_index,
 };
 
-use super::{Dataplane, LoaderError, map_err};
+use super::{Dataplane, LoaderError, batch, map_err};
 use crate::{compile::CompiledRuleset, rules::model::Counter};
 
 /// Removes every hash/trie entry of `generation`, then writes `compiled`.
@@ -21,27 +21,27 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     // Class headers and words: arrays, overwritten. Entries past this
     // ruleset's are stale but never read (no table names them).
     {
-        let mut headers: Array<&mut MapData, ClassHeader> =
-            Array::try_from(dp.map_mut("CLASS_HEADERS")?).map_err(map_err("CLASS_HEADERS"))?;
-        for (n, header) in compiled.packed.headers.iter().enumerate() {
-            let id = generation * CLASS_ID_GEN_STRIDE + n as u32;
-            headers
-                .set(id, header, 0)
-                .map_err(map_err("CLASS_HEADERS"))?;
-        }
+        let headers = &compiled.packed.headers;
+        let base = generation * CLASS_ID_GEN_STRIDE;
+        let ids: Vec<u32> = (base..base + headers.len() as u32).collect();
+        batch::update(dp.map("CLASS_HEADERS")?, "CLASS_HEADERS", &ids, headers)?;
     }
     {
-        let mut words: Array<&mut MapData, [u64; CLASS_WORD_CHUNK]> =
-            Array::try_from(dp.map_mut("CLASS_WORDS")?).map_err(map_err("CLASS_WORDS"))?;
         let first = compiled.packed.base / CLASS_WORD_CHUNK as u32;
-        for (i, chunk) in compiled.packed.words.chunks(CLASS_WORD_CHUNK).enumerate() {
-            let mut value = [0u64; CLASS_WORD_CHUNK];
-            value[..chunk.len()].copy_from_slice(chunk);
-            words
-                .set(first + i as u32, value, 0)
-                .map_err(map_err("CLASS_WORDS"))?;
-        }
+        let chunks: Vec<[u64; CLASS_WORD_CHUNK]> = compiled
+            .packed
+            .words
+            .chunks(CLASS_WORD_CHUNK)
+            .map(|chunk| {
+                let mut value = [0u64; CLASS_WORD_CHUNK];
+                value[..chunk.len()].copy_from_slice(chunk);
+                value
+            })
+            .collect();
+        let indexes: Vec<u32> = (first..first + chunks.len() as u32).collect();
+        batch::update(dp.map("CLASS_WORDS")?, "CLASS_WORDS", &indexes, &chunks)?;
     }
+    crate::profile::phase("maps: class headers, words");
     // Keyed tables: drop what the generation held before.
     {
         let mut trie: LpmTrie<&mut MapData, AddrKey, u32> =
@@ -64,6 +64,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             }
         }
     }
+    crate::profile::phase("maps: address trie");
     {
         let mut ifaces: HashMap<&mut MapData, IfaceKey, u32> =
             HashMap::try_from(dp.map_mut("IFACE_CLASSES")?).map_err(map_err("IFACE_CLASSES"))?;
@@ -114,23 +115,29 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
 
+    crate::profile::phase("maps: iface, mac");
     // Arrays: overwrite the generation's slots.
     {
         // Only the key fields a chain uses: the kernel never reads the
         // others' chunks under this configuration, and a length table alone
         // is a thousand chunks.
-        let mut keys: Array<&mut MapData, [u32; KEY_CHUNK]> =
-            Array::try_from(dp.map_mut("KEY_CLASSES")?).map_err(map_err("KEY_CLASSES"))?;
+        let (mut indexes, mut values) = (Vec::new(), Vec::<[u32; KEY_CHUNK]>::new());
         for (c, chain) in compiled.chains.iter().enumerate() {
             for f in (0..field::COUNT).filter(|f| chain.config.fields_used & (1 << f) != 0) {
                 for chunk in 0..field::key_chunks(f) {
-                    let index = key_chunk_index(generation, c as u32, f, chunk * KEY_CHUNK as u32);
-                    keys.set(index, chain.key_chunk(f, chunk as usize), 0)
-                        .map_err(map_err("KEY_CLASSES"))?;
+                    indexes.push(key_chunk_index(
+                        generation,
+                        c as u32,
+                        f,
+                        chunk * KEY_CHUNK as u32,
+                    ));
+                    values.push(chain.key_chunk(f, chunk as usize));
                 }
             }
         }
+        batch::update(dp.map("KEY_CLASSES")?, "KEY_CLASSES", &indexes, &values)?;
     }
+    crate::profile::phase("maps: key classes");
     {
         // Before the rules that name them; entries past the last one are
         // left as they are, no rule of this generation names them.
@@ -166,6 +173,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map_err(map_err("LOG_TARGETS"))?;
         }
     }
+    crate::profile::phase("maps: nat, guards, log");
     // Every slot's target is one the kernel's table knows: an unknown code
     // is refused here, before anything of the generation is live (the
     // kernel would take it as no target at all, never as a drop).
@@ -181,25 +189,19 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
-        let mut rules: Array<&mut MapData, RuleAction> =
-            Array::try_from(dp.map_mut("RULES")?).map_err(map_err("RULES"))?;
+        let map = dp.map("RULES")?;
         for (c, chain) in compiled.chains.iter().enumerate() {
-            for (slot, action) in chain.rules.iter().enumerate() {
-                rules
-                    .set(rule_index(generation, c as u32, slot as u32), action, 0)
-                    .map_err(map_err("RULES"))?;
-            }
+            // A chain's slots are consecutive.
+            let first = rule_index(generation, c as u32, 0);
+            let indexes: Vec<u32> = (first..first + chain.rules.len() as u32).collect();
+            batch::update(map, "RULES", &indexes, &chain.rules)?;
         }
     }
+    crate::profile::phase("maps: rules");
     {
         // Counters of the generation start from zero; the totals the user
         // sees are the rule's saved base plus these.
-        let mut counters: PerCpuArray<&mut MapData, KernelCounter> =
-            PerCpuArray::try_from(dp.map_mut("COUNTERS")?).map_err(map_err("COUNTERS"))?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Io {
-            what: "the possible CPUs (/sys/devices/system/cpu/possible)".into(),
-            source,
-        })?;
+        let cpus = possible_cpus()?;
         // The built-in chains' rules and policies, then the rules of the
         // user-defined chains (their own counter range).
         let builtin = compiled.chains.iter().enumerate().flat_map(|(c, chain)| {
@@ -208,18 +210,18 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map(move |slot| counter_index(generation, c as u32, slot))
         });
         let user = (0..compiled.user_chain_rules).map(|n| user_counter_index(generation, n));
-        for index in builtin.chain(user) {
-            let zero =
-                PerCpuValues::try_from(vec![KernelCounter::default(); cpus]).map_err(|source| {
-                    LoaderError::Io {
-                        what: "per-CPU counter values".into(),
-                        source,
-                    }
-                })?;
-            counters.set(index, zero, 0).map_err(map_err("COUNTERS"))?;
-        }
+        let indexes: Vec<u32> = builtin.chain(user).collect();
+        batch::update_per_cpu(
+            dp.map("COUNTERS")?,
+            "COUNTERS",
+            &indexes,
+            KernelCounter::default(),
+            cpus,
+        )?;
     }
+    crate::profile::phase("maps: counters");
     let epoch = write_addr_hash(dp, compiled)?;
+    crate::profile::phase("maps: address hash");
     {
         let mut chains: Array<&mut MapData, ChainConfig> =
             Array::try_from(dp.map_mut("CHAINS")?).map_err(map_err("CHAINS"))?;
@@ -288,27 +290,26 @@ fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32
             .map_err(map_err("CHAINS"))?
             .addr_epoch
     };
-    let mut hash: Array<&mut MapData, [AddrSlot; ADDR_HASH_WAYS]> =
-        Array::try_from(dp.map_mut("ADDR_HASH")?).map_err(map_err("ADDR_HASH"))?;
+    let hash = dp.map("ADDR_HASH")?;
     let region = generation * ADDR_HASH_BUCKETS;
     let epoch = if previous >= ADDR_EPOCH_MAX {
-        let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
-        for b in 0..ADDR_HASH_BUCKETS {
-            hash.set(region + b, empty, 0)
-                .map_err(map_err("ADDR_HASH"))?;
-        }
+        let empty = vec![[AddrSlot::default(); ADDR_HASH_WAYS]; ADDR_HASH_BUCKETS as usize];
+        let indexes: Vec<u32> = (region..region + ADDR_HASH_BUCKETS).collect();
+        batch::update(hash, "ADDR_HASH", &indexes, &empty)?;
         1
     } else {
         previous + 1
     };
+    let (mut indexes, mut values) = (Vec::new(), Vec::new());
     for (b, slots) in &compiled.addr_hash.buckets {
         let mut value = *slots;
         for slot in value.iter_mut().filter(|s| s.key != 0) {
             slot.key = addr_hash_key(slot.key, epoch);
         }
-        hash.set(region + b, value, 0)
-            .map_err(map_err("ADDR_HASH"))?;
+        indexes.push(region + b);
+        values.push(value);
     }
+    batch::update(hash, "ADDR_HASH", &indexes, &values)?;
     Ok(epoch)
 }
 
@@ -338,19 +339,34 @@ pub(super) fn read_counters(
     chain: u32,
     rules: usize,
 ) -> Result<(Vec<Counter>, Counter), LoaderError> {
-    let counters: PerCpuArray<&MapData, KernelCounter> =
-        PerCpuArray::try_from(dp.map("COUNTERS")?).map_err(map_err("COUNTERS"))?;
-    let read = |slot: u32| -> Result<Counter, LoaderError> {
-        let values = counters
-            .get(&counter_index(generation, chain, slot), 0)
-            .map_err(map_err("COUNTERS"))?;
-        Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
-    };
-    let per_rule = (0..rules as u32).map(read).collect::<Result<Vec<_>, _>>()?;
-    Ok((per_rule, read(MAX_RULES_PER_CHAIN as u32)?))
+    let map = dp.map("COUNTERS")?;
+    let cpus = possible_cpus()?;
+    // The rules' counters are consecutive: one batch, and one for the
+    // policy's.
+    let first = counter_index(generation, chain, 0);
+    let per_rule = batch::lookup::<KernelCounter>(map, "COUNTERS", first, rules, Some(cpus))?
+        .iter()
+        .map(|values| sum(values))
+        .collect();
+    let policy = counter_index(generation, chain, MAX_RULES_PER_CHAIN as u32);
+    let policy = batch::lookup::<KernelCounter>(map, "COUNTERS", policy, 1, Some(cpus))?;
+    Ok((per_rule, sum(&policy[0])))
+}
+
+/// A counter's per-CPU values summed.
+fn sum(values: &[KernelCounter]) -> Counter {
+    values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
+
+/// The number of possible CPUs: the copies a per-CPU array holds.
+fn possible_cpus() -> Result<usize, LoaderError> {
+    aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Io {
+        what: "the possible CPUs (/sys/devices/system/cpu/possible)".into(),
+        source,
+    })
 }
 
 /// The first `rules` counters of the user-defined chains' rules in
@@ -361,17 +377,13 @@ pub(super) fn read_user_chain_counters(
     generation: u32,
     rules: usize,
 ) -> Result<Vec<Counter>, LoaderError> {
-    let counters: PerCpuArray<&MapData, KernelCounter> =
-        PerCpuArray::try_from(dp.map("COUNTERS")?).map_err(map_err("COUNTERS"))?;
-    (0..rules as u32)
-        .map(|n| {
-            let values = counters
-                .get(&user_counter_index(generation, n), 0)
-                .map_err(map_err("COUNTERS"))?;
-            Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            }))
-        })
-        .collect()
+    let first = user_counter_index(generation, 0);
+    let values = batch::lookup::<KernelCounter>(
+        dp.map("COUNTERS")?,
+        "COUNTERS",
+        first,
+        rules,
+        Some(possible_cpus()?),
+    )?;
+    Ok(values.iter().map(|v| sum(v)).collect())
 }

@@ -474,15 +474,24 @@ pub struct NatFlags {
     pub persistent: bool,
 }
 
+// The rule file holds every rule: absent options are left out of it
+// (a third of a typical rule's text), and read back as `None` (as
+// netbeast has always read a missing option).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// `-p`: protocol number; `None` for `all` or no `-p`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Negatable<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Negatable<Ipv4Net>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Negatable<Ipv4Net>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_iface: Option<Negatable<IfaceName>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_iface: Option<Negatable<IfaceName>>,
     /// `-f` is `Some(true)`, `! -f` is `Some(false)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fragment: Option<bool>,
     pub matches: Vec<Match>,
     pub target: Target,
@@ -508,11 +517,28 @@ impl Rule {
     /// Two rules are the same rule (for `-D` by specification) when they
     /// match the same packets with the same target; counters don't count.
     pub fn same_spec(&self, other: &Rule) -> bool {
-        let mut a = self.clone();
-        let mut b = other.clone();
-        a.counter = Counter::default();
-        b.counter = Counter::default();
-        a == b
+        // Field by field, without cloning: `-D` by specification compares
+        // with every rule of the chain. The pattern names every field, so
+        // a new one cannot be forgotten here.
+        let Rule {
+            protocol,
+            source,
+            destination,
+            in_iface,
+            out_iface,
+            fragment,
+            matches,
+            target,
+            counter: _,
+        } = self;
+        *protocol == other.protocol
+            && *source == other.source
+            && *destination == other.destination
+            && *in_iface == other.in_iface
+            && *out_iface == other.out_iface
+            && *fragment == other.fragment
+            && *matches == other.matches
+            && *target == other.target
     }
 }
 

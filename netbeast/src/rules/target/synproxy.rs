@@ -12,8 +12,8 @@ const IPPROTO_TCP: u8 = 6;
 use serde::{Deserialize, Serialize};
 
 use super::{TargetModule, TargetParser, no_suggestion};
-use crate::rules::generate::Random;
 use crate::rules::ext::{OptSpec, RuleContext, Value};
+use crate::rules::generate::Random;
 use crate::rules::model::{TableName, Target};
 use crate::rules::parse::{ParseError, invalid};
 
