@@ -1045,6 +1045,7 @@ impl Dice {
                         sport,
                         dport,
                         tcp_flags: None,
+                        tcp_option: None,
                     }));
                 } else {
                     let kind = self.pick(&[
@@ -1110,6 +1111,7 @@ impl Dice {
                     negated,
                     value: flags,
                 }),
+                tcp_option: None,
             }));
         }
         let jumps = if callees.is_empty() { 0 } else { 3 };

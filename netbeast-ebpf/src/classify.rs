@@ -21,8 +21,8 @@ use netbeast_common::{
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
     RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
-    chain_index, counter_index, field, field::Kind, guard_index, guard_kind, key_chunk_index,
-    limit_take, pkttype, rule_index, size, stats, target,
+    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -150,6 +150,12 @@ impl Active {
     #[inline(always)]
     pub fn lb(self) -> bool {
         self.0 & netbeast_common::ACTIVE_LB != 0
+    }
+
+    /// A rule of the active ruleset tests TCP options.
+    #[inline(always)]
+    pub fn tcp_options(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
     /// A rule of the active ruleset tests TCP flags.
@@ -601,6 +607,21 @@ fn connlimit_guard(g: &Guard, index: u32) -> bool {
     (u64::from(count) > g.a) != (g.negated != 0)
 }
 
+/// The guards that read the current packet and its connection rather
+/// than keep state: `-m conntrack`'s tuples, protocol and expiry, and
+/// `--tcp-option`. Packet programs only: the compiler refuses them where
+/// the socket programs classify (nat OUTPUT).
+#[inline(always)]
+fn packet_guard(g: &Guard) -> bool {
+    let Some(keys) = crate::parse::current_keys() else {
+        return false;
+    };
+    if g.kind == guard_kind::TCP_OPTION {
+        return g.holds_tcp_option(crate::parse::current_tcp_options());
+    }
+    crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
+}
+
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
@@ -672,6 +693,20 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else if g.kind == guard_kind::CONNLIMIT {
             let held = connlimit_guard(&g, index);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::CT_TUPLE
+            || g.kind == guard_kind::CT_PROTO_EXPIRE
+            || g.kind == guard_kind::TCP_OPTION
+        {
+            // Functions of the packet and its connection, no state: the
+            // memo only serves requirements.
+            let held = packet_guard(&g);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };

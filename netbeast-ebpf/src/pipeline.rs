@@ -101,6 +101,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::FRAGMENTS);
     }
     let active = Active::read();
+    if active.tcp_options() {
+        crate::parse::read_tcp_options(pkt, start, end);
+    }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
     // the verdict).
@@ -307,6 +310,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
+    if active.tcp_options() {
+        crate::parse::read_tcp_options(pkt, start, end);
+    }
     let tracking = active.tracking();
     let nat = active.nat();
     let translations = active.translations();

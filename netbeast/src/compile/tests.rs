@@ -15,8 +15,16 @@ use proptest::prelude::*;
 use super::*;
 use crate::rules::ext::statistic::PROBABILITY_ONE;
 use crate::rules::ext::{
-    addrtype::AddrType, dscp::Dscp, iprange::IpRange, length::Length, pkttype::PktType,
-    tcp::TcpFlags, tos::Tos, ttl::Ttl, ttl::TtlOp,
+    addrtype::AddrType,
+    conntrack::{Connection, CtAddr},
+    dscp::Dscp,
+    iprange::IpRange,
+    length::Length,
+    pkttype::PktType,
+    tcp::TcpFlags,
+    tos::Tos,
+    ttl::Ttl,
+    ttl::TtlOp,
 };
 use crate::rules::model::{
     AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
@@ -232,6 +240,11 @@ impl Dice {
                             } else {
                                 None
                             },
+                            tcp_option: if p == 6 {
+                                self.maybe(15, |d| d.negatable(Dice::tcp_option))
+                            } else {
+                                None
+                            },
                         }));
                     } else {
                         let kind = self.pick(&[
@@ -328,12 +341,18 @@ impl Dice {
             } else {
                 (dir, status)
             };
+            let connection = if conntrack && self.chance(35) {
+                self.connection()
+            } else {
+                Connection::default()
+            };
             matches.push(Match::ConnState(ConnState {
                 module,
                 negated: states.0 != 0 && self.chance(25),
                 states,
                 dir,
                 status,
+                connection,
             }));
         }
         matches.extend(self.header_matches());
@@ -365,6 +384,76 @@ impl Dice {
             matches,
             target: self.target(callees),
             counter: Default::default(),
+        }
+    }
+
+    /// `--tcp-option N`: the options SYNs carry (MSS, window scale,
+    /// SACK permitted, timestamps), NOP and others.
+    fn tcp_option(&mut self) -> u8 {
+        self.pick(TCP_OPTION_KINDS)
+    }
+
+    /// A set of option kinds as xt_tcpudp's walk meets them.
+    fn tcp_option_kinds(&mut self) -> [u64; 4] {
+        let mut kinds = [0u64; 4];
+        for _ in 0..self.below(5) {
+            let k = self.tcp_option();
+            kinds[usize::from(k >> 6)] |= 1 << (k & 63);
+        }
+        kinds
+    }
+
+    /// `-m conntrack`'s options on the connection itself, some of them,
+    /// each maybe negated.
+    fn connection(&mut self) -> Connection {
+        let mut c = Connection::default();
+        while c.is_empty() {
+            c.proto = self.maybe(25, |d| d.negatable(|d| d.pick(&[1u8, 6, 17, 47])));
+            for n in 0..4 {
+                c.addrs[n] = self.maybe(20, |d| {
+                    d.negatable(|d| CtAddr {
+                        addr: d.addr(),
+                        prefix_len: d.pick(&[32, 24, 16, 8, 0]),
+                    })
+                });
+                c.ports[n] = self.maybe(20, |d| d.negatable(Dice::port_range));
+            }
+            c.expire = self.maybe(20, |d| {
+                d.negatable(|d| {
+                    let a = d.pick(CT_EXPIRES);
+                    let b = if d.chance(50) { d.pick(CT_EXPIRES) } else { a };
+                    (a.min(b), a.max(b))
+                })
+            });
+        }
+        c
+    }
+
+    /// A packet's connection, its tuples from the same pools as the rules'.
+    fn connection_view(&mut self) -> ConnectionView {
+        let tuple = |d: &mut Self| netbeast_common::CtTuple {
+            src: u32::from(d.addr()).to_be(),
+            dst: u32::from(d.addr()).to_be(),
+            sport: d.port(),
+            dport: d.port(),
+        };
+        let orig = tuple(self);
+        // Mostly the inverse of the original (no translation).
+        let reply = if self.chance(60) {
+            netbeast_common::CtTuple {
+                src: orig.dst,
+                dst: orig.src,
+                sport: orig.dport,
+                dport: orig.sport,
+            }
+        } else {
+            tuple(self)
+        };
+        ConnectionView {
+            orig,
+            reply,
+            protocol: self.pick(&[1u8, 6, 17, 47]),
+            expires: self.pick(CT_EXPIRES).into(),
         }
     }
 
@@ -648,6 +737,8 @@ impl Dice {
                 pkttype: self.below(pkttype::KEYS as usize) as u32,
                 src_type: self.pick(ADDR_TYPES),
                 dst_type: self.pick(ADDR_TYPES),
+                tcp_options: self.maybe(90, Dice::tcp_option_kinds),
+                connection: self.connection_view(),
             },
         }
     }
@@ -663,6 +754,12 @@ enum NatSide {
 }
 
 /// Translation addresses and ports: few, so that rules share translations.
+/// `--tcp-option` kinds: end, no-op, MSS, window scale, SACK permitted,
+/// SACK, timestamps, and a rare one.
+const TCP_OPTION_KINDS: &[u8] = &[1, 2, 3, 4, 5, 8, 30, 254];
+/// `--ctexpire` bounds and connections' remaining seconds.
+const CT_EXPIRES: &[u32] = &[0, 1, 29, 30, 119, 120, 431_999, u32::MAX];
+
 const NAT_ADDRS: &[[u8; 4]] = &[[10, 9, 0, 1], [10, 9, 0, 2], [192, 168, 9, 9]];
 const NAT_PORTS: &[u16] = &[1, 80, 8080, 1024, 65535];
 
@@ -729,10 +826,25 @@ impl Dice {
                 )
             });
             for m in &mut rule.matches {
-                if let Match::Ports(Ports { tcp_flags, .. }) = m {
+                if let Match::Ports(Ports {
+                    tcp_flags,
+                    tcp_option,
+                    ..
+                }) = m
+                {
                     *tcp_flags = None;
+                    *tcp_option = None;
+                }
+                // Nor its conntrack entry (none yet).
+                if let Match::ConnState(c) = m {
+                    c.connection = Connection::default();
                 }
             }
+            // A conntrack match left with nothing to test.
+            rule.matches.retain(|m| {
+                !matches!(m, Match::ConnState(c)
+                    if c.states.0 == 0 && c.dir.is_none() && c.status.is_none())
+            });
         }
         let ports = matches!(
             rule.protocol,
@@ -1244,6 +1356,7 @@ fn tcp_dport(port: u16, target: Target) -> Rule {
             last: port,
         })),
         tcp_flags: None,
+        tcp_option: None,
     }));
     rule
 }
@@ -1656,6 +1769,7 @@ fn fields_used_follow_the_rules() {
         sport: None,
         dport: None,
         tcp_flags: None,
+        tcp_option: None,
     })];
     assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);

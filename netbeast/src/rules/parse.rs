@@ -525,7 +525,7 @@ pub(crate) fn invalid(
 }
 
 /// `-p`: a number, `all`, or a protocol name (case-insensitive).
-fn parse_protocol(text: &str) -> Result<u8, ParseError> {
+pub(crate) fn parse_protocol(text: &str) -> Result<u8, ParseError> {
     let lower = text.to_ascii_lowercase();
     if let Some(n) = parse_c_number_in(&lower, u8::MAX.into()) {
         return Ok(n as u8);
@@ -560,7 +560,7 @@ pub(crate) fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
 }
 
 /// One `addr[/mask]` of `-s`/`-d`.
-fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
+pub(crate) fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
     const WHAT: &str = "address";
     let (addr_text, mask_text) = match text.split_once('/') {
         Some((addr, mask)) => (addr, Some(mask)),
@@ -2840,6 +2840,7 @@ mod tests {
             sport: None,
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
+            tcp_option: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2887,6 +2888,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -3416,6 +3418,7 @@ mod tests {
             sport: Some(Negatable::is(range(1024, 65535))),
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
+            tcp_option: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3432,6 +3435,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -3441,6 +3445,7 @@ mod tests {
                 sport: Some(Negatable::is(range(0, 1023))),
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3451,6 +3456,7 @@ mod tests {
                 sport: None,
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
     }
@@ -3477,6 +3483,7 @@ mod tests {
                 sport: None,
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -3486,6 +3493,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
     }
@@ -3525,12 +3533,14 @@ mod tests {
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
+                    tcp_option: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
+                    tcp_option: None,
                 }),
             ]
         );
@@ -3548,6 +3558,7 @@ mod tests {
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
+                    tcp_option: None,
                 })
             ]
         );
@@ -3586,10 +3597,14 @@ mod tests {
     }
 
     #[test]
-    fn tcp_options_are_not_supported_yet() {
+    fn tcp_option_takes_a_kind_from_1_to_255() {
         assert_err(
-            "-A INPUT -p tcp --tcp-option 2 -j DROP",
-            "--tcp-option (matching TCP options) is not supported yet",
+            "-A INPUT -p tcp --tcp-option 0 -j DROP",
+            "expected an option kind from 1 to 255",
+        );
+        assert_err(
+            "-A INPUT -p tcp --tcp-option 2 --tcp-option 3 -j DROP",
+            "multiple --tcp-option options",
         );
         assert_err(
             "-A INPUT -p udp --syn -j DROP",
@@ -4560,18 +4575,31 @@ mod tests {
             "-A INPUT -m conntrack --ctstatus ASSURED --ctstatus NONE",
             "multiple --ctstatus options",
         );
-        for option in [
-            "--ctproto tcp",
-            "--ctorigsrc 10.0.0.1",
-            "--ctrepldstport 80",
-            "--ctexpire 10",
-        ] {
-            let name = option.split_whitespace().next().unwrap();
-            assert_err(
-                &format!("-A INPUT -m conntrack {option}"),
-                &format!("{name} (-m conntrack) is not supported yet"),
-            );
-        }
+        // The connection's own options.
+        assert_err(
+            "-A INPUT -m conntrack --ctproto all",
+            "--ctproto all would match no connection",
+        );
+        assert_err(
+            "-A INPUT -m conntrack ! --ctproto 0",
+            "would match every protocol",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctorigsrc 10.0.0.1 --ctorigsrc 10.0.0.2",
+            "multiple --ctorigsrc options",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctrepldstport 90:80",
+            "the first port is larger than the last",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctexpire 20:10",
+            "the first value is larger than the last",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctexpire 4294967296",
+            "expected a number from 0 to 4294967295",
+        );
         assert_err(
             "-A INPUT ! -m state --state NEW",
             "'!' cannot be used before -m",

@@ -2012,6 +2012,7 @@ COMMIT
                                     sport: real(sport),
                                     dport: real(dport),
                                     tcp_flags: None,
+                                    tcp_option: None,
                                 }));
                             }
                             if let Some((kind, negated, ports)) = multi {
