@@ -4964,3 +4964,62 @@ fn conntrack_tuple_protocol_and_expiry() {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     });
 }
+
+/// `-m addrtype --limit-iface-in`: a local table route's type counts only
+/// on the interface the route goes out of (10.0.0.2 and 10.0.0.255 are
+/// nbtv0's); on another one the address is UNICAST, as xt_addrtype's
+/// `inet_dev_addr_type` decides. The fixed types hold on every interface.
+#[test]
+fn address_type_limited_to_the_input_interface() {
+    lab("addrtype-limit", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let (veth, peer) = (h.ifindex(VETH), h.ifindex(VETH_PEER));
+        let to = |dst: Ipv4Addr| {
+            FrameBuilder::udp(CLIENT, CLIENT_PORT, dst, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let local_in = &["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"];
+        let unicast_in = &["-A INPUT -m addrtype --dst-type UNICAST --limit-iface-in -j DROP"];
+        let not_local_in = &["-A INPUT -m addrtype ! --dst-type LOCAL --limit-iface-in -j DROP"];
+        let local_anywhere = &["-A INPUT -m addrtype --dst-type LOCAL -j DROP"];
+        let broadcast_in = &["-A INPUT -m addrtype --dst-type BROADCAST --limit-iface-in -j DROP"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let cases = vec![
+            case("LOCAL on its interface", local_in, to(SERVER), Drop).on(veth),
+            case("LOCAL on another", local_in, to(SERVER), Pass).on(peer),
+            case("UNICAST on another", unicast_in, to(SERVER), Drop).on(peer),
+            case("not UNICAST on its own", unicast_in, to(SERVER), Pass).on(veth),
+            case("! LOCAL on another", not_local_in, to(SERVER), Drop).on(peer),
+            case("! LOCAL on its own", not_local_in, to(SERVER), Pass).on(veth),
+            case("no limit: LOCAL anywhere", local_anywhere, to(SERVER), Drop).on(peer),
+            case(
+                "subnet broadcast on its interface",
+                broadcast_in,
+                to(subnet_broadcast),
+                Drop,
+            )
+            .on(veth),
+            case(
+                "subnet broadcast on another",
+                broadcast_in,
+                to(subnet_broadcast),
+                Pass,
+            )
+            .on(peer),
+            case(
+                "255.255.255.255 anywhere",
+                broadcast_in,
+                to(Ipv4Addr::BROADCAST),
+                Drop,
+            )
+            .on(peer),
+        ];
+        run_cases(h, cases);
+    });
+}

@@ -271,7 +271,61 @@ pub mod addr_type {
     pub const THROW: u32 = 9;
     pub const NAT: u32 = 10;
     pub const XRESOLVE: u32 = 11;
-    pub const KEYS: u32 = 16;
+    /// The classifier's address type key: the type in the low bits, and
+    /// whether it holds on the packet's input (`ON_IN`) and output
+    /// (`ON_OUT`) interface, for `--limit-iface-in/out`: xt_addrtype then
+    /// takes a local table route's type only when the route's interface
+    /// is that one, else UNICAST. The fixed types and "no route" (UNICAST)
+    /// hold on every interface.
+    pub const TYPE_MASK: u32 = 15;
+    pub const ON_IN: u32 = 16;
+    pub const ON_OUT: u32 = 32;
+    pub const KEYS: u32 = 64;
+    /// The `ADDR_TYPES` trie's value: the route's type, and its interface's
+    /// ifindex shifted by this.
+    pub const ROUTE_IFINDEX_SHIFT: u32 = 8;
+    /// Largest ifindex a route value holds; a route on an interface past it
+    /// is stored without one, and `--limit-iface-in/out` then take its
+    /// addresses as UNICAST (the kernel numbers interfaces from 1 up, so
+    /// only a namespace that made millions of interfaces gets there).
+    pub const MAX_ROUTE_IFINDEX: u32 = (1 << 24) - 1;
+
+    /// The trie value of a local table route of type `kind` out of
+    /// interface `ifindex`.
+    pub const fn route_value(kind: u32, ifindex: u32) -> u32 {
+        if ifindex > MAX_ROUTE_IFINDEX {
+            kind & TYPE_MASK
+        } else {
+            (kind & TYPE_MASK) | ifindex << ROUTE_IFINDEX_SHIFT
+        }
+    }
+
+    /// The key of an address whose longest local table route has trie
+    /// value `value`, for a packet in by `in_ifindex` and out by
+    /// `out_ifindex` (0: none).
+    #[inline(always)]
+    pub const fn route_key(value: u32, in_ifindex: u32, out_ifindex: u32) -> u32 {
+        let dev = value >> ROUTE_IFINDEX_SHIFT;
+        let mut key = value & TYPE_MASK;
+        if dev != 0 && dev == in_ifindex {
+            key |= ON_IN;
+        }
+        if dev != 0 && dev == out_ifindex {
+            key |= ON_OUT;
+        }
+        key
+    }
+
+    /// The type `-m addrtype` sees in key `key` with `--limit-iface-in`
+    /// (`limit_in`) or `--limit-iface-out` (`limit_out`).
+    #[inline(always)]
+    pub const fn limited(key: u32, limit_in: bool, limit_out: bool) -> u32 {
+        if (limit_in && key & ON_IN == 0) || (limit_out && key & ON_OUT == 0) {
+            UNICAST
+        } else {
+            key & TYPE_MASK
+        }
+    }
 
     /// The type xt_addrtype gives `addr` (host byte order) before it looks
     /// at the local routing table: 0.0.0.0/8 and 255.255.255.255 are

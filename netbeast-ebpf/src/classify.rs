@@ -285,12 +285,21 @@ fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64)
 /// matching route, else UNICAST.
 #[inline(always)]
 pub fn addr_type_of(addr: u32) -> u32 {
+    addr_type_key(addr, 0, 0) & addr_type::TYPE_MASK
+}
+
+/// The classifier's address type key of `addr` (`addr_type::*`): its
+/// type, and on which of the packet's interfaces it holds
+/// (`--limit-iface-in/out`: the route's interface is that one).
+#[inline(always)]
+fn addr_type_key(addr: u32, in_ifindex: u32, out_ifindex: u32) -> u32 {
+    const EVERYWHERE: u32 = addr_type::ON_IN | addr_type::ON_OUT;
     if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
-        return t;
+        return t | EVERYWHERE;
     }
     match ADDR_TYPES.get(&Key::new(32, addr)) {
-        Some(t) => *t,
-        None => addr_type::UNICAST,
+        Some(v) => addr_type::route_key(*v, in_ifindex, out_ifindex),
+        None => addr_type::UNICAST | EVERYWHERE,
     }
 }
 
@@ -324,8 +333,8 @@ fn key_of(f: usize, keys: &Keys) -> Option<u32> {
         field::TTL => keys.ttl as u32,
         field::TOS => keys.tos as u32,
         field::PKTTYPE => pkttype_of(keys.eth_dst),
-        field::SRC_TYPE => addr_type_of(keys.src),
-        field::DST_TYPE => addr_type_of(keys.dst),
+        field::SRC_TYPE => addr_type_key(keys.src, keys.in_ifindex, keys.out_ifindex),
+        field::DST_TYPE => addr_type_key(keys.dst, keys.in_ifindex, keys.out_ifindex),
         _ => return None,
     })
 }

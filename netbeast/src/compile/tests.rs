@@ -535,11 +535,13 @@ impl Dice {
                         1 => (None, Some(types(self))),
                         _ => (Some(types(self)), Some(types(self))),
                     };
+                    // One interface limit at most, as the kernel takes.
+                    let limit = self.weighted(&[3, 1, 1]);
                     Match::AddrType(AddrType {
                         src,
                         dst,
-                        limit_iface_in: false,
-                        limit_iface_out: false,
+                        limit_iface_in: limit == 1,
+                        limit_iface_out: limit == 2,
                     })
                 }
                 _ => {
@@ -735,8 +737,10 @@ impl Dice {
                 },
                 tcp_flags: self.next() as u8 & if self.chance(80) { 0x3f } else { 0xff },
                 pkttype: self.below(pkttype::KEYS as usize) as u32,
-                src_type: self.pick(ADDR_TYPES),
-                dst_type: self.pick(ADDR_TYPES),
+                // The type, and on which of the packet's interfaces it
+                // holds (`--limit-iface-in/out`).
+                src_type: self.pick(ADDR_TYPES) | (self.below(4) as u32) << 4,
+                dst_type: self.pick(ADDR_TYPES) | (self.below(4) as u32) << 4,
                 tcp_options: self.maybe(90, Dice::tcp_option_kinds),
                 connection: self.connection_view(),
             },

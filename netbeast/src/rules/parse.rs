@@ -3589,10 +3589,18 @@ mod tests {
     }
 
     #[test]
-    fn addrtype_interface_limits_are_not_supported_yet() {
+    fn addrtype_takes_one_interface_limit_where_it_is_known() {
         assert_err(
-            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
-            "-m addrtype --limit-iface-in/--limit-iface-out is not supported yet",
+            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in --limit-iface-out -j DROP",
+            "--limit-iface-out cannot be used with --limit-iface-in",
+        );
+        assert_err(
+            "-A OUTPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+            "can't use --limit-iface-in with OUTPUT",
+        );
+        assert_err(
+            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-out -j DROP",
+            "can't use --limit-iface-out with INPUT",
         );
     }
 
