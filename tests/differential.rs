@@ -593,7 +593,16 @@ impl Probe {
         };
         let mut dst_mac = router_mac;
         let builder = match self.kind {
-            Kind::Syn { sport, dport } | Kind::TinySyn { sport, dport } => syn(sport, dport),
+            // Whole SYNs carry options (or none) by their number, for
+            // `--tcp-option`: MSS and SACK permitted; MSS, window scale and
+            // timestamps; none.
+            Kind::Syn { sport, dport } => match self.id % 3 {
+                0 => syn(sport, dport).tcp_options(&[2, 4, 5, 180, 1, 1, 4, 2]),
+                1 => syn(sport, dport)
+                    .tcp_options(&[2, 4, 5, 180, 1, 3, 3, 7, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0]),
+                _ => syn(sport, dport),
+            },
+            Kind::TinySyn { sport, dport } => syn(sport, dport),
             Kind::Odd {
                 oddity,
                 sport,
@@ -959,11 +968,18 @@ impl Dice {
                     1 => (None, Some(types(self))),
                     _ => (Some(types(self)), Some(types(self))),
                 };
+                // An interface limit where the chain has that interface
+                // (user chains may be reached from INPUT and OUTPUT).
+                let limit_in =
+                    matches!(kind, ChainKind::Input | ChainKind::Forward) && self.chance(30);
+                let limit_out = !limit_in
+                    && matches!(kind, ChainKind::Output | ChainKind::Forward)
+                    && self.chance(30);
                 Match::AddrType(AddrType {
                     src,
                     dst,
-                    limit_iface_in: false,
-                    limit_iface_out: false,
+                    limit_iface_in: limit_in,
+                    limit_iface_out: limit_out,
                 })
             }
             5 => {
@@ -1112,6 +1128,18 @@ impl Dice {
                     value: flags,
                 }),
                 tcp_option: None,
+            }));
+        }
+        if plain == Some(6) && self.chance(10) {
+            rule.matches.push(Match::Ports(Ports {
+                protocol: 6,
+                sport: None,
+                dport: None,
+                tcp_flags: None,
+                tcp_option: Some(Negatable {
+                    negated: self.chance(25),
+                    value: self.pick(&[2u8, 3, 4, 8]),
+                }),
             }));
         }
         let jumps = if callees.is_empty() { 0 } else { 3 };
@@ -1501,7 +1529,10 @@ fn ports_in_forward(ruleset: &Ruleset) -> bool {
 /// before its flags ahead of every chain (RFC 1858, docs/FEATURES.md,
 /// deliberate deviations), where iptables judges the reassembled datagram
 /// in INPUT: the verdicts agree for a SYN a flag rule drops, the counters
-/// do not. Tiny SYNs are then left out.
+/// do not. Tiny SYNs are then left out. So are they when a rule tests TCP
+/// options: netbeast's option match fails on a first fragment whose
+/// options are not there, where iptables judges the reassembled datagram
+/// in INPUT and drops the fragment across the router (docs/FEATURES.md).
 fn tests_tcp_flags(ruleset: &Ruleset) -> bool {
     ruleset
         .filter
@@ -1509,9 +1540,9 @@ fn tests_tcp_flags(ruleset: &Ruleset) -> bool {
         .iter()
         .flat_map(|c| &c.rules)
         .any(|r| {
-            r.matches
-                .iter()
-                .any(|m| matches!(m, Match::Ports(p) if p.tcp_flags.is_some()))
+            r.matches.iter().any(
+                |m| matches!(m, Match::Ports(p) if p.tcp_flags.is_some() || p.tcp_option.is_some()),
+            )
         })
 }
 

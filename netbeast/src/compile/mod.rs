@@ -625,9 +625,10 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     let guards = guards::rule_guards(rule).count();
     if guards > MAX_GUARDS_PER_RULE as usize {
         return Err(format!(
-            "it has {guards} stateful matches (-m statistic), more than the limit of \
-             {MAX_GUARDS_PER_RULE} per rule (MAX_GUARDS_PER_RULE); split it into rules \
-             that jump to a chain"
+            "it has {guards} guards (stateful matches like -m statistic or -m limit; \
+             -m conntrack's tuple, protocol and expiry tests, one per tuple and one for \
+             the rest; --tcp-option), more than the limit of {MAX_GUARDS_PER_RULE} per \
+             rule (MAX_GUARDS_PER_RULE); split it into rules that jump to a chain"
         ));
     }
     Ok(())

@@ -413,7 +413,14 @@ impl Dice {
                 c.addrs[n] = self.maybe(20, |d| {
                     d.negatable(|d| CtAddr {
                         addr: d.addr(),
-                        prefix_len: d.pick(&[32, 24, 16, 8, 0]),
+                        mask: Ipv4Addr::from(d.pick(&[
+                            u32::MAX,
+                            0xffff_ff00,
+                            0xffff_0000,
+                            0xff00_0000,
+                            0,
+                            0xff00_ff00,
+                        ])),
                     })
                 });
                 c.ports[n] = self.maybe(20, |d| d.negatable(Dice::port_range));

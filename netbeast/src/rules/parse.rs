@@ -560,7 +560,7 @@ pub(crate) fn parse_dotted(text: &str, require_four: bool) -> Option<Ipv4Addr> {
 }
 
 /// One `addr[/mask]` of `-s`/`-d`.
-pub(crate) fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
+fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
     const WHAT: &str = "address";
     let (addr_text, mask_text) = match text.split_once('/') {
         Some((addr, mask)) => (addr, Some(mask)),

@@ -47,31 +47,31 @@ pub struct ConnState {
 
 /// An address of `--ctorigsrc` & co. as written: iptables keeps the
 /// address unmasked (`10.0.0.1/8` lists as such) and compares under the
-/// mask.
+/// mask, which may be any netmask (`/255.0.255.0`): the guard compares
+/// under it as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CtAddr {
     pub addr: Ipv4Addr,
-    pub prefix_len: u8,
+    pub mask: Ipv4Addr,
 }
 
 impl CtAddr {
     /// The mask, network byte order in a native word (as the kernel reads
     /// addresses).
     fn mask_be(&self) -> u32 {
-        let bits = if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len))
-        };
-        bits.to_be()
+        u32::from(self.mask).to_be()
     }
 
-    /// `10.0.0.1/8`; `1.2.3.4` for a host (xtables leaves `/32` out).
+    /// `10.0.0.1/8`, `10.0.0.1/255.0.255.0`; `1.2.3.4` for a host
+    /// (xtables leaves `/32` out).
     fn text(&self, addr: String) -> String {
-        if self.prefix_len == 32 {
+        let bits = u32::from(self.mask);
+        if bits == u32::MAX {
             addr
+        } else if bits.leading_ones() + bits.trailing_zeros() == 32 {
+            format!("{addr}/{}", bits.leading_ones())
         } else {
-            format!("{addr}/{}", self.prefix_len)
+            format!("{addr}/{}", self.mask)
         }
     }
 }
@@ -459,16 +459,42 @@ impl ConnStateParser {
     }
 }
 
-/// `addr[/mask]` of `--ctorigsrc` & co.: what `-s` takes (a prefix length
-/// or a netmask of leading ones), the address kept as written.
+/// `addr[/mask]` of `--ctorigsrc` & co.: an address, then a prefix
+/// length or any netmask (xtables' host/mask), the address kept as
+/// written.
 fn parse_ct_addr(option: &str, text: &str) -> Result<CtAddr, ParseError> {
-    let net = crate::rules::parse::parse_network(option, text)?;
-    let written = text.split('/').next().unwrap_or(text);
-    let addr = crate::rules::parse::parse_dotted(written, false).unwrap_or(net.addr);
-    Ok(CtAddr {
-        addr,
-        prefix_len: net.prefix_len,
-    })
+    use crate::rules::parse::{parse_c_number_in, parse_dotted};
+    const WHAT: &str = "address";
+    let (addr_text, mask_text) = match text.split_once('/') {
+        Some((a, m)) => (a, Some(m)),
+        None => (text, None),
+    };
+    let addr = parse_dotted(addr_text, false).ok_or_else(|| {
+        invalid(
+            option,
+            WHAT,
+            text,
+            "expected an IPv4 address like 10.0.0.1, optionally with /prefix-length or /netmask \
+             (host names are not resolved)",
+        )
+    })?;
+    let mask = match mask_text {
+        None => Ipv4Addr::BROADCAST,
+        Some(m) if m.contains('.') => parse_dotted(m, true)
+            .ok_or_else(|| invalid(option, WHAT, text, format!("'{m}' is not a netmask")))?,
+        Some(m) => {
+            let len = parse_c_number_in(m, 32).ok_or_else(|| {
+                invalid(
+                    option,
+                    WHAT,
+                    text,
+                    format!("'{m}' is not a prefix length 0-32 or a netmask"),
+                )
+            })?;
+            Ipv4Addr::from(u32::MAX.checked_shl(32 - len as u32).unwrap_or(0))
+        }
+    };
+    Ok(CtAddr { addr, mask })
 }
 
 /// `SEEN_REPLY,ASSURED` (any case) as a mask of `IPS_*` bits.

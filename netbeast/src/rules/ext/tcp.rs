@@ -244,13 +244,11 @@ impl MatchExt for Ports {
             ));
         }
         match &self.tcp_option {
-            // A packet whose options are read has a whole TCP header: its
-            // flags key is a real one.
+            // The guard alone tells a packet whose options it could not
+            // read: no flags atom here, which would turn on the drop of
+            // TCP headers cut before their flags (`ACTIVE_TCP_FLAGS`) for
+            // a rule that does not test them.
             Some(o) => {
-                atoms.push(Atom::Keys(
-                    field::TCP_FLAGS,
-                    key_range(0, TCP_FLAGS_NONE - 1),
-                ));
                 let guard = Guard {
                     kind: guard_kind::TCP_OPTION,
                     negated: u32::from(o.negated),
