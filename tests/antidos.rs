@@ -151,6 +151,46 @@ fn article_connlimit_rule(firewall: Firewall) {
 
 scenario!(article_connlimit_rule);
 
+/// The unrelated rule fail2ban inserts for each ban (an address that does
+/// not take part in the test).
+const BAN: &str = "-I INPUT -s 10.99.99.99 -j DROP";
+
+/// A ruleset change keeps the state of the rules it does not touch, as
+/// iptables-nft does: the article's connlimit rule holds 15 connections,
+/// fail2ban bans an unrelated address (one rule inserted above it), and
+/// the 16th connection is still reset. Forgetting the lists would give
+/// the client a fresh quota with every ban.
+fn connlimit_survives_an_unrelated_rule(firewall: Firewall) {
+    require_root();
+    let bed = Testbed::new("clkeep", firewall).expect("building the testbed");
+    let _server = support::echo_server(bed.server(), 80);
+    bed.iptables_ok(&connlimit_rule(32)).unwrap();
+    let held = open_all(&bed, CLIENT_ADDR, 15);
+    let fw = &bed.firewall;
+    bed.iptables_ok(BAN).unwrap();
+    assert_eq!(
+        open(&bed, CLIENT_ADDR).map(|_| ()),
+        Err(ConnectOutcome::Reset),
+        "{fw:?}: the 16th connection after `{BAN}`"
+    );
+    // The rule's state is its own: deleted and added again it starts
+    // afresh (iptables-nft makes a new rule), and counts the connections
+    // that open from then on.
+    bed.iptables_ok(&connlimit_rule(32).replacen("-A", "-D", 1))
+        .unwrap();
+    bed.iptables_ok(&connlimit_rule(32)).unwrap();
+    let more = open_all(&bed, CLIENT_ADDR, 15);
+    assert_eq!(
+        open(&bed, CLIENT_ADDR).map(|_| ()),
+        Err(ConnectOutcome::Reset),
+        "{fw:?}: the 16th connection since the rule was added again"
+    );
+    close_all(more);
+    close_all(held);
+}
+
+scenario!(connlimit_survives_an_unrelated_rule);
+
 /// ufw's `limit` rule pair: the 6th new connection from one address within
 /// 30 s is cut (its SYNs dropped), another address is not.
 fn ufw_limit_pair(firewall: Firewall) {
@@ -262,8 +302,8 @@ struct Flow {
 /// One twin: its testbed, with `rules` applied, and one flow per client
 /// address of `sources` (server port `SERVER_PORT + i`).
 struct Twin {
-    /// Kept for its namespaces (and their cleanup) while the flows run.
-    _bed: Testbed,
+    /// Its namespaces (cleaned up on drop), and its firewall's rules.
+    bed: Testbed,
     flows: Vec<Flow>,
 }
 
@@ -319,16 +359,20 @@ fn twin(tag: &str, firewall: Firewall, rules: &[&str], sources: &[Ipv4Addr]) -> 
             Flow { client, server }
         })
         .collect();
-    Twin { _bed: bed, flows }
+    Twin { bed, flows }
 }
 
-/// Sends one packet train on every flow of both twins: `BURST` datagrams
-/// at once, then `PACED` at one per `GAP`, each datagram to both twins
+/// Sends one packet train on every flow of both twins: 200 datagrams at
+/// once, then 200 at one per 10 ms, each datagram to both twins
 /// (who goes first alternates) and every flow in turn. Returns what each
 /// flow's server received, per twin, and how long the train took.
 fn send_train(twins: &[Twin; 2]) -> ([Vec<usize>; 2], f64) {
-    const BURST: usize = 200;
-    const PACED: usize = 200;
+    send_train_of(twins, 200, 200)
+}
+
+/// As [`send_train`], with `burst` datagrams at once and `paced` at one
+/// per 10 ms.
+fn send_train_of(twins: &[Twin; 2], burst: usize, paced: usize) -> ([Vec<usize>; 2], f64) {
     const GAP: Duration = Duration::from_millis(10);
     let counters: Vec<Vec<_>> = twins
         .iter()
@@ -340,11 +384,11 @@ fn send_train(twins: &[Twin; 2]) -> ([Vec<usize>; 2], f64) {
         })
         .collect();
     let start = Instant::now();
-    for i in 0..BURST + PACED {
-        if i >= BURST {
+    for i in 0..burst + paced {
+        if i >= burst {
             // Paced: on a schedule from the start, so that a late wake-up
             // does not stretch the train.
-            let due = start + GAP * (i - BURST + 1) as u32;
+            let due = start + GAP * (i - burst + 1) as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
@@ -430,6 +474,69 @@ fn hashlimit_per_source_accepts_what_iptables_accepts() {
             netbeast[i],
             iptables[i],
             took,
+        );
+    }
+}
+
+/// A ruleset change keeps a `-m limit` bucket that it does not touch, as
+/// iptables-nft does: a burst of 200 ESTABLISHED datagrams spends the
+/// article's bucket of 150, fail2ban bans an unrelated address (one rule
+/// inserted above it), and a second burst of 200 gets only what the
+/// bucket refilled in between (50/s) — the same count as iptables, not a
+/// fresh 150.
+#[test]
+fn limit_bucket_survives_an_unrelated_rule() {
+    require_root();
+    let rules = [
+        "-A INPUT -m state --state RELATED,ESTABLISHED -m limit --limit 50/second --limit-burst 150 -j ACCEPT",
+        "-A INPUT -j DROP",
+    ];
+    let twins = [
+        twin(
+            "limkeep-nb",
+            Firewall::netbeast(NETBEAST),
+            &rules,
+            &[CLIENT_ADDR],
+        ),
+        twin("limkeep-ipt", Firewall::Iptables, &rules, &[CLIENT_ADDR]),
+    ];
+    let ([netbeast, iptables], _) = send_train_of(&twins, 200, 0);
+    let change = Instant::now();
+    for t in &twins {
+        t.bed
+            .iptables_ok(BAN)
+            .unwrap_or_else(|e| panic!("{:?}: {BAN}: {e}", t.bed.firewall));
+    }
+    // The second burst goes out QUIET (the counters' wait) plus the rule
+    // changes after the first: what refilled in that time, at 50/s.
+    let between = change.elapsed().as_secs_f64() + QUIET.as_secs_f64();
+    let ([netbeast2, iptables2], _) = send_train_of(&twins, 200, 0);
+    eprintln!(
+        "limit across a change: first burst netbeast {} iptables {}, second burst (about \
+         {between:.2} s later) netbeast {} iptables {}",
+        netbeast[0], iptables[0], netbeast2[0], iptables2[0]
+    );
+    assert!(
+        (150..=152).contains(&iptables[0]),
+        "the oracle accepted {} of the first burst, expected the bucket's 150",
+        iptables[0]
+    );
+    assert!(
+        iptables2[0] < 120,
+        "the oracle accepted {} of the second burst: its bucket was not spent, so this test \
+         shows nothing",
+        iptables2[0]
+    );
+    // xt_limit counts in jiffies, netbeast in nanoseconds: one packet
+    // either way, or 1%.
+    for (what, nb, ipt) in [
+        ("first burst", netbeast[0], iptables[0]),
+        ("second burst, after the change", netbeast2[0], iptables2[0]),
+    ] {
+        let tolerance = ((ipt as f64 * 0.01).ceil() as usize).max(2);
+        assert!(
+            nb.abs_diff(ipt) <= tolerance,
+            "{what}: netbeast accepted {nb}, iptables {ipt} (tolerance {tolerance})"
         );
     }
 }

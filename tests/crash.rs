@@ -232,7 +232,12 @@ fn check_no_leftovers(ns: &Netns, when: &str) {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp") || n.starts_with("ruleset.json.") || n == "ruleset.next")
+        .filter(|n| {
+            n.ends_with(".tmp")
+                || n.starts_with("ruleset.json.")
+                || n == "ruleset.next"
+                || n == "guard-slots.next"
+        })
         .collect();
     assert!(
         left.is_empty(),

@@ -9,7 +9,9 @@ use std::process::Command;
 use netbeast::netns::require_root;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
-const SECTIONS: [&str; 5] = ["firewall", "router", "nat", "portfwd", "lb"];
+const SECTIONS: [&str; 7] = [
+    "firewall", "router", "nat", "portfwd", "lb", "antidos", "logger",
+];
 
 #[test]
 fn every_section_goes_as_the_article_says() {

@@ -218,6 +218,33 @@ fn round_robin(firewall: Firewall) {
     assert_eq!(landed, want, "backends in turn\n{}", net.diagnostics());
 }
 
+// A ruleset change keeps the nth counts of the rules it does not touch,
+// as iptables-nft does: 4 connections land 14, 15, 16, 14; an unrelated
+// rule goes in above the balancer's (same chain: the rules move down one);
+// the next 5 go on 15, 16, 14, 15, 16. Restarted counts would send the
+// 5th to 14 again.
+scenario!(round_robin_survives_an_unrelated_rule);
+fn round_robin_survives_an_unrelated_rule(firewall: Firewall) {
+    let net = Balancer::new("lbrrkeep", firewall);
+    article_rules(
+        &net,
+        [
+            "-m statistic --mode nth --every 3 --packet 0",
+            "-m statistic --mode nth --every 2 --packet 0",
+        ],
+    );
+    let mut landed = net.connections(4);
+    net.iptables("-t nat -I PREROUTING -s 10.99.99.99 -j ACCEPT");
+    landed.extend(net.connections(5));
+    let want: Vec<usize> = (0..9).map(|i| i % 3).collect();
+    assert_eq!(
+        landed,
+        want,
+        "backends in turn across a rule change\n{}",
+        net.diagnostics()
+    );
+}
+
 // Random: probability 0.33, then 0.5 of the rest, then the rest: about a
 // third each. Each backend's share within a binomial bound (p ≥ 0.001).
 scenario!(random);

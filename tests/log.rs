@@ -616,7 +616,18 @@ fn daemon_metrics_parse_and_match_the_counters() {
     net.server
         .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j DROP")
         .unwrap();
+    // One tracked connection, for the conntrack gauges.
+    net.server
+        .netbeast_iptables_ok("-A INPUT -p udp --dport 10 -m conntrack --ctstate NEW -j ACCEPT")
+        .unwrap();
     send_live(&net, 7, Duration::ZERO);
+    netbeast::netns::udp_send(
+        &net.client,
+        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 10),
+        b"tracked",
+        3,
+    )
+    .unwrap();
     let port = 9100 + (std::process::id() % 500) as u16;
     let addr = format!("127.0.0.1:{port}");
     let (mut daemon, _said) = start_daemon(&net, &["--metrics", &addr]);
@@ -660,7 +671,9 @@ fn daemon_metrics_parse_and_match_the_counters() {
                 panic!("no {name} {labels:?} in {seen:?}")
             });
         match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             ref other => panic!("{name} is {other:?}"),
         }
     };
@@ -691,6 +704,19 @@ fn daemon_metrics_parse_and_match_the_counters() {
         0.0
     );
     assert_eq!(value("netbeast_log_events_total", &[]), 7.0);
+    // The UDP flow to port 10 has no reply: one unreplied connection.
+    let entries = |t| value("netbeast_conntrack_entries", &[("table", t)]);
+    let limit = |t| value("netbeast_conntrack_entries_limit", &[("table", t)]);
+    assert_eq!(entries("unreplied"), 1.0);
+    assert_eq!(entries("established"), 0.0);
+    assert_eq!(
+        limit("unreplied"),
+        f64::from(netbeast_common::CT_UNREPLIED_ENTRIES)
+    );
+    assert_eq!(
+        limit("established"),
+        f64::from(netbeast_common::CT_ESTABLISHED_ENTRIES)
+    );
     assert_eq!(
         value("netbeast_log_lost_total", &[]),
         stat(&net, "log_lost") as f64

@@ -160,18 +160,41 @@ fn scratch_maps_of_an_older_version_do_not_break_attach() {
 }
 
 /// Pins of another netbeast version whose layout differs (here GUARDS
-/// with 32-byte entries, as before the anti-DoS guards grew them to 40):
-/// `attach` and a rule change refuse with what happened and how to move
-/// on, instead of a verifier log or a size error; after `detach --all`
-/// this version attaches and enforces rules.
+/// with 32-byte entries, as before the anti-DoS guards grew them to 40).
+/// While that version's programs still run on an interface, `attach` and
+/// a rule change refuse with what happened and the way out; once the
+/// interface is detached, `attach` upgrades: GUARDS is made anew (and the
+/// user told what that resets), the maps whose layout did not change are
+/// kept — a tracked connection is still tracked — and the rules are
+/// enforced again.
 #[test]
-fn pins_of_another_layout_are_refused_with_the_way_out() {
+fn pins_of_another_layout_are_migrated_keeping_conntrack() {
     let bed = testbed("st-layout", Firewall::netbeast(NETBEAST));
     let server = bed.server();
     let id = server.id().unwrap();
     let pins = Path::new(PIN_ROOT).join(id.to_string());
     let _ssh = tcp_server(server, 22).unwrap();
-    server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+    // A rule on connection states turns conntrack on; one connection held.
+    server
+        .netbeast_iptables_ok("-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT")
+        .unwrap();
+    let held = netbeast::netns::tcp_stream(
+        bed.client(),
+        None,
+        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 22),
+        TIMEOUT,
+    )
+    .unwrap()
+    .expect("a connection to port 22");
+    let port = held.local_addr().unwrap().port();
+    let tracked = |when: &str| {
+        let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
+        assert!(
+            listed.contains(&format!("sport={port} dport=22")),
+            "{when}: the held connection (from port {port}) is not tracked:\n{listed}"
+        );
+    };
+    tracked("before the upgrade");
     let guards = pins.join("maps").join("GUARDS");
     std::fs::remove_file(&guards).unwrap();
     let out = std::process::Command::new("bpftool")
@@ -186,11 +209,14 @@ fn pins_of_another_layout_are_refused_with_the_way_out() {
         "bpftool map create: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for args in [
-        vec!["attach", SERVER_IFACE],
-        vec![
-            "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
-        ],
+    for (args, way_out) in [
+        (vec!["attach", SERVER_IFACE], "netbeast detach"),
+        (
+            vec![
+                "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP",
+            ],
+            "netbeast attach",
+        ),
     ] {
         let out = server.netbeast(&args).unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -198,16 +224,35 @@ fn pins_of_another_layout_are_refused_with_the_way_out() {
         assert!(
             err.contains("another netbeast version")
                 && err.contains("GUARDS")
-                && err.contains("detach --all"),
+                && err.contains(way_out),
             "{args:?}: {err}"
         );
     }
-    server.netbeast_ok(&["detach", "--all"]).unwrap();
-    server.netbeast_ok(&["attach", SERVER_IFACE]).unwrap();
+    server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+    let out = server.netbeast(&["attach", SERVER_IFACE]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("attach over the old pins said:\n{err}");
+    assert!(out.status.success(), "attach after detach: {err}");
+    assert!(
+        err.contains("upgrade: GUARDS") && err.contains("made anew"),
+        "the upgrade says what it made anew: {err}"
+    );
+    assert!(
+        !err.contains("CT_ESTABLISHED"),
+        "conntrack's maps did not change: kept, not reported: {err}"
+    );
+    tracked("after the upgrade");
+    assert!(
+        save(&bed).contains("-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT"),
+        "the rules are kept: {}",
+        save(&bed)
+    );
     server
         .netbeast_iptables_ok("-A INPUT -p tcp --dport 22 -j DROP")
         .unwrap();
     assert_eq!(bed.connect(&[22], TIMEOUT).unwrap(), [TimedOut]);
+    tracked("with the rules changed");
+    drop(held);
 }
 
 /// Detaching one interface by name removes its program; the pins stay for

@@ -42,10 +42,15 @@ pub const ACTIVE_TCP_FLAGS: u32 = 16;
 /// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
 /// packet looks its destination up in `LB_SERVICES`.
 pub const ACTIVE_LB: u32 = 32;
+/// Bit of the `ACTIVE` word set while `netbeast trace` runs: each packet
+/// gets a trace id and every chain it runs reports the slots it acted on
+/// (`TRACE_EVENTS`). Clear, the data plane pays one test of a bit of the
+/// word it reads anyway. Kept across ruleset changes, like `ACTIVE_LB`.
+pub const ACTIVE_TRACE: u32 = 64;
 /// Bit of the `ACTIVE` word set when a rule of the active ruleset tests TCP
 /// options (`--tcp-option`): the pipeline then walks a TCP packet's options
 /// into its per-CPU slot (a cost no other ruleset pays).
-pub const ACTIVE_TCP_OPTIONS: u32 = 64;
+pub const ACTIVE_TCP_OPTIONS: u32 = 128;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -556,6 +561,71 @@ pub struct LogEvent {
 /// `LogEvent::event_flags`: the uid and gid are known.
 pub const LOG_EVENT_HAS_UID: u32 = 1;
 
+/// Slots one chain's search records for `netbeast trace` (the rules the
+/// packet matched there, in order). A packet meets at most
+/// `MAX_NONTERMINATING_RULES` count-only rules plus the guarded ones per
+/// chain; past this many the event says how many there were
+/// (`TraceEvent::hit_count`) and the trace says the rest were not recorded.
+pub const MAX_TRACE_HITS: usize = 32;
+/// Bytes of the `TRACE_EVENTS` ring buffer: some 4,000 chain reports. A
+/// trace that falls behind loses events, counted in `stats::TRACE_LOST`.
+pub const TRACE_RING_BYTES: u32 = 1 << 20;
+
+/// The classifier's view of a packet as one chain saw it: the same layout
+/// as the kernel's `classify::Keys` (checked there), copied word by word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceKeys {
+    /// Network byte order.
+    pub src: u32,
+    pub dst: u32,
+    pub protocol: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub _pad: u8,
+    pub tcp_flags: u16,
+    pub length: u16,
+    /// Ports, ICMP type and code, `L4_NONE` or `L4_FRAGMENT`.
+    pub l4a: u32,
+    pub l4b: u32,
+    pub in_ifindex: u32,
+    pub out_ifindex: u32,
+    /// Source MAC in the low 6 bytes (packet order, little-endian word).
+    pub mac: u64,
+    pub eth_dst: u64,
+    /// The connection key (`ct_state::*` and `-m conntrack` bits).
+    pub ct_state: u32,
+    pub _pad2: u32,
+}
+
+/// One chain's run on a traced packet, as the kernel hands it to
+/// `netbeast trace` through the `TRACE_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceEvent {
+    /// The packet: `cpu << TRACE_ID_CPU_SHIFT | n`, the CPU's n-th traced
+    /// packet. Every chain of one packet reports the same id.
+    pub id: u64,
+    /// `bpf_ktime_get_boot_ns` when the chain was decided.
+    pub boot_ns: u64,
+    pub keys: TraceKeys,
+    pub generation: u32,
+    /// `chain::*`.
+    pub chain: u32,
+    /// 1 when a rule decided (`target`, `arg` are its); 0 when the policy
+    /// applied (`target` is the policy).
+    pub decided: u32,
+    pub target: u32,
+    pub arg: u32,
+    /// Slots the search acted on (counted); the first `MAX_TRACE_HITS`
+    /// are in `hits`, in the order the search took them.
+    pub hit_count: u32,
+    pub hits: [u32; MAX_TRACE_HITS],
+}
+
+/// Where the CPU number sits in `TraceEvent::id`.
+pub const TRACE_ID_CPU_SHIFT: u32 = 48;
+
 /// Translations (`--to-destination`, `--to-source`, `--to-ports`) one
 /// generation of a ruleset may hold; one per nat rule.
 pub const MAX_NAT_TARGETS: u32 = 4096;
@@ -694,7 +764,9 @@ pub mod stats {
     /// plane older than its ruleset): counted, and taken as a rule
     /// without a target, never as a drop.
     pub const UNKNOWN_TARGET: u32 = 34;
-    pub const COUNT: u32 = 35;
+    /// `netbeast trace` reports lost: its ring buffer was full.
+    pub const TRACE_LOST: u32 = 35;
+    pub const COUNT: u32 = 36;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 7] = [
@@ -744,6 +816,7 @@ pub mod stats {
         "log_events",
         "log_lost",
         "unknown_target",
+        "trace_lost",
     ];
 }
 
@@ -936,7 +1009,13 @@ pub struct Guard {
     /// The match's parameters: see `guard_kind`.
     pub a: u64,
     pub b: u64,
-    /// More parameters for the kinds that need them (`HASHLIMIT`).
+    /// More parameters for the kinds that need them (`HASHLIMIT`,
+    /// `RECENT`); for the kinds that keep state per rule (`STATISTIC_NTH`,
+    /// `LIMIT`, `CONNLIMIT`) the *state slot*: where the state lives
+    /// (`GUARD_STATE` index, `ConnlimitKey::guard`), below
+    /// `size::GUARD_STATE`. The loader gives a rule that a ruleset change
+    /// does not touch the slot it had, so it keeps its state (see
+    /// [`STATE_SLOTS`]).
     pub c: u64,
 }
 
@@ -946,7 +1025,8 @@ pub mod guard_kind {
     pub const STATISTIC_RANDOM: u32 = 1;
     /// `-m statistic --mode nth`: `a` is `--every`, `b` is `--packet`;
     /// holds for the packets numbered `b`, `b + a`, ... (0-based) of those
-    /// that reach it. Its state is the number of packets so far.
+    /// that reach it. Its state is the number of packets so far, in
+    /// `GUARD_STATE` at its state slot `c`.
     pub const STATISTIC_NTH: u32 = 2;
     /// Not a match but a *requirement* the compiler adds to a slot that a
     /// guarded jump, RETURN or goto leads to (user-defined chains compiled
@@ -961,14 +1041,14 @@ pub mod guard_kind {
     /// is the cost of one packet in nanoseconds (the period of
     /// `--limit`), `b` the bucket's depth (`a` × `--limit-burst`). Its
     /// state is the bucket's *theoretical arrival time* (see
-    /// [`super::limit_take`]).
+    /// [`super::limit_take`]), in `GUARD_STATE` at its state slot `c`.
     pub const LIMIT: u32 = 4;
     /// `-m connlimit`: holds when the live connections of the packet's
     /// masked address (its own included) number more than `a`, inverted
     /// by `negated` (`--connlimit-upto`, `!`). `b` holds the mask (network
     /// byte order, low 32 bits) and [`super::CONNLIMIT_DADDR`] for
     /// `--connlimit-daddr`. Its state is the rule's lists of connections
-    /// (`ConnlimitList`), keyed by guard index and masked address.
+    /// (`ConnlimitList`), keyed by its state slot `c` and masked address.
     pub const CONNLIMIT: u32 = 5;
     /// `-m hashlimit`: a token bucket per key (the packet's masked
     /// addresses and ports that `--hashlimit-mode` names) in the table of
@@ -1143,7 +1223,8 @@ pub const CONNLIMIT_LISTS: u32 = 8192;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnlimitKey {
-    /// `guard_index` of the rule's guard (generation included).
+    /// The state slot of the rule's guard (`Guard::c`), the same in every
+    /// generation that keeps the rule.
     pub guard: u32,
     /// The masked address, network byte order.
     pub addr: u32,
@@ -1253,16 +1334,28 @@ impl Guard {
     }
 
     /// Whether the guard keeps state in `GUARD_STATE` (an nth count, a
-    /// limit bucket), which a new ruleset starts from zero.
+    /// limit bucket), which a new slot starts from zero.
     #[inline(always)]
     pub fn keeps_state(&self) -> bool {
         self.counts() || self.kind == guard_kind::LIMIT
     }
+
+    /// Whether the guard keeps state of its own rule (in `GUARD_STATE` or
+    /// `CONNLIMIT`), found through its state slot `c`. hashlimit and
+    /// recent keep theirs by name instead.
+    #[inline(always)]
+    pub fn has_state_slot(&self) -> bool {
+        self.keeps_state() || self.kind == guard_kind::CONNLIMIT
+    }
 }
 
 /// Guards one generation of a ruleset may hold (one per stateful match of
-/// a rule); `GUARDS` and `GUARD_STATE` hold both generations.
+/// a rule); `GUARDS` holds both generations.
 pub const MAX_GUARDS: u32 = 16384;
+/// State slots of the guards that keep state per rule (`Guard::c`): room
+/// for the active generation's and the next one's at once, as a slot the
+/// running ruleset uses is never given to another rule before the switch.
+pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_GUARDS;
 /// Guards (stateful matches) one rule may have.
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
 /// Records one slot's guard chain may hold: its requirements (see
@@ -1618,8 +1711,8 @@ pub mod size {
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
-    /// One `GUARD_STATE` word (an nth count) per guard and generation.
-    pub const GUARD_STATE: u32 = GUARDS;
+    /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
+    pub const GUARD_STATE: u32 = super::STATE_SLOTS;
 }
 
 #[cfg(feature = "user")]
@@ -1649,6 +1742,8 @@ mod user {
     unsafe impl aya::Pod for ConnlimitList {}
     unsafe impl aya::Pod for LogTarget {}
     unsafe impl aya::Pod for LogEvent {}
+    unsafe impl aya::Pod for TraceKeys {}
+    unsafe impl aya::Pod for TraceEvent {}
 }
 
 #[cfg(test)]
@@ -1675,7 +1770,12 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::UNKNOWN_TARGET + 1, stats::COUNT);
+        assert_eq!(stats::TRACE_LOST + 1, stats::COUNT);
+        assert_eq!(size_of::<TraceKeys>(), 56);
+        assert_eq!(
+            size_of::<TraceEvent>(),
+            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS
+        );
         assert_eq!(size_of::<LogTarget>(), 40);
         assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);
         // Every code of the table is known; the next one is not.

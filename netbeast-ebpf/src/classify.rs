@@ -19,9 +19,9 @@ use netbeast_common::{
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MacKey, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
-    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_TRACE_HITS, MacKey,
+    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
+    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
     key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
 };
 
@@ -62,8 +62,11 @@ static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPE
 /// The guard records of both generations (`Guard`, written by the loader).
 #[map]
 static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
-/// Each guard's state (an nth count), shared by every CPU and bumped with
-/// an atomic add: exactly every Nth packet matches on a multi-queue NIC.
+/// Each stateful guard's state (an nth count, a limit bucket), shared by
+/// every CPU: exactly every Nth packet matches on a multi-queue NIC.
+/// Indexed by the guard's *state slot* (`Guard::c`), which the loader keeps
+/// for a rule across ruleset changes, not by its record number: a rule
+/// that a change does not touch keeps its state, in place.
 #[map]
 static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
 /// The outcome of each guard the last time this CPU evaluated it:
@@ -156,6 +159,12 @@ impl Active {
     #[inline(always)]
     pub fn tcp_options(self) -> bool {
         self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
+    }
+
+    /// `netbeast trace` runs: packets are traced.
+    #[inline(always)]
+    pub fn trace(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_TRACE != 0
     }
 
     /// A rule of the active ruleset tests TCP flags.
@@ -460,6 +469,7 @@ pub extern "C" fn netbeast_classify(
     let (keys, st) = unsafe { (&*keys, &mut *st) };
     let policy = cfg.policy;
     st.log_count = 0;
+    st.hit_count = 0;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -557,8 +567,8 @@ pub fn spin_lock(word: *mut u64, tries: u32) -> bool {
 /// limit, never as under it.
 const LIMIT_TRIES: u32 = 16;
 
-/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket of
-/// guard `index` (`GUARD_STATE`: its theoretical arrival time, see
+/// `-m limit`: takes one packet's credit (`cost` ns) from the bucket in
+/// state slot `index` (`GUARD_STATE`: its theoretical arrival time, see
 /// `netbeast_common::limit_take`), `depth` ns deep; 1 when it had it. One
 /// bucket per rule for every CPU, updated with compare-and-exchange:
 /// exact, never per-CPU. A global function, verified once: its retry loop
@@ -590,9 +600,10 @@ pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
 /// `-m connlimit` for the current packet: its masked address's live
 /// connections (its own included) against the limit. A packet without a
 /// connection (INVALID, untracked) is counted with the others but not
-/// recorded; a list that cannot be had makes the rule not match.
+/// recorded; a list that cannot be had makes the rule not match. `slot`:
+/// the guard's state slot, which names its lists.
 #[inline(always)]
-fn connlimit_guard(g: &Guard, index: u32) -> bool {
+fn connlimit_guard(g: &Guard, slot: u32) -> bool {
     let Some(keys) = crate::parse::current_keys() else {
         return false;
     };
@@ -609,7 +620,7 @@ fn connlimit_guard(g: &Guard, index: u32) -> bool {
         own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
         own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
     }
-    let count = crate::connlimit::netbeast_connlimit(index, addr & g.b as u32, own_lo, own_hi);
+    let count = crate::connlimit::netbeast_connlimit(slot, addr & g.b as u32, own_lo, own_hi);
     if count == u32::MAX {
         return false;
     }
@@ -701,7 +712,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::CONNLIMIT {
-            let held = connlimit_guard(&g, index);
+            let held = connlimit_guard(&g, g.c as u32);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };
@@ -724,7 +735,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::LIMIT {
-            let held = netbeast_limit(index, g.a, g.b) != 0;
+            let held = netbeast_limit(g.c as u32, g.a, g.b) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };
@@ -734,7 +745,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else {
             let count = if g.counts() {
-                let Some(state) = GUARD_STATE.get_ptr_mut(index) else {
+                let Some(state) = GUARD_STATE.get_ptr_mut(g.c as u32) else {
                     return 0;
                 };
                 fetch_add(state)
@@ -942,7 +953,7 @@ fn search(
         };
         if held {
             count(generation, chain, action.counter, bytes);
-            if takes_effect(st, action) {
+            if takes_effect(st, action, slot) {
                 return Some(*action);
             }
         }
@@ -1075,6 +1086,14 @@ pub struct SearchState {
     /// the pipeline emits their events once the chain is decided.
     pub log_count: u32,
     pub log_args: [u32; MAX_LOGS_PER_SEARCH],
+    /// The packet's trace id while `netbeast trace` runs (`ACTIVE_TRACE`),
+    /// else 0: set by the pipeline once per packet.
+    pub trace_id: u64,
+    /// Slots the search acted on, in order (traced packets only; see
+    /// `trace.rs`).
+    pub hit_count: u32,
+    pub _trace_pad: u32,
+    pub hits: [u32; MAX_TRACE_HITS],
 }
 
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
@@ -1158,7 +1177,7 @@ fn act(st: &mut SearchState) -> bool {
         }
     }
     count(st.generation, st.chain, action.counter, st.bytes);
-    if takes_effect(st, action) {
+    if takes_effect(st, action, slot) {
         st.target = action.target;
         st.arg = action.arg;
         st.found = 1;
@@ -1170,10 +1189,13 @@ fn act(st: &mut SearchState) -> bool {
 /// What a counted slot's target does, from the one table of targets
 /// (`target::flags`): `true` when it ends the search. A side effect (LOG)
 /// is recorded for the pipeline, which has the packet, to carry out after
-/// the search. A code the table does not know is counted and taken as a
+/// the search; a traced packet's slot is recorded. A code the table does not know is counted and taken as a
 /// rule without a target: never a verdict, so never a drop.
 #[inline(always)]
-fn takes_effect(st: &mut SearchState, action: &RuleAction) -> bool {
+fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
+    if st.trace_id != 0 {
+        crate::trace::record(st, slot);
+    }
     let flags = target::flags(action.target);
     if flags & target::flag::SIDE_EFFECT != 0 {
         let n = st.log_count as usize;

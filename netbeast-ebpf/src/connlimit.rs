@@ -91,7 +91,8 @@ extern "C" fn walk_slot(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Counts the live connections of list (`guard`, `addr`), the packet's
+/// Counts the live connections of list (`guard`: the rule's state slot,
+/// `addr`), the packet's
 /// own connection `own` (`own.protocol` 0: it has none) included and
 /// recorded. `u32::MAX` when the list could not be had (lock contended, no
 /// room in the table). A global function, verified once.

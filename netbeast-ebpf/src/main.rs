@@ -27,6 +27,7 @@ mod reject;
 mod reject_local;
 mod route;
 mod stats;
+mod trace;
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, xdp},

@@ -101,6 +101,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::FRAGMENTS);
     }
     let active = Active::read();
+    pkt.search.trace_id = trace_id(active);
     if active.tcp_options() {
         crate::parse::read_tcp_options(pkt, start, end);
     }
@@ -132,6 +133,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 ct_state,
             );
             log_xdp(ctx, pkt, generation, chain::NAT_PREROUTING, in_ifindex, 0);
+            trace(pkt, generation, chain::NAT_PREROUTING, &verdict);
             nat::prerouting(generation, &verdict, in_ifindex);
         }
         nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
@@ -168,11 +170,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if chain == chain::INPUT && pkt.fragment {
         return xdp_action::XDP_PASS;
     }
-    let (verdict, reject_with) =
-        match run_chain(generation, chain, pkt, in_ifindex, out_ifindex, ct_state) {
-            Verdict::Policy(policy) => (policy, 0),
-            Verdict::Rule(action) => (action.target, action.arg),
-        };
+    let decided = run_chain(generation, chain, pkt, in_ifindex, out_ifindex, ct_state);
+    trace(pkt, generation, chain, &decided);
+    let (verdict, reject_with) = match decided {
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.arg),
+    };
     log_xdp(ctx, pkt, generation, chain, in_ifindex, out_ifindex);
     match verdict {
         target::ACCEPT => {
@@ -186,6 +189,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                     ct_state,
                 );
                 log_xdp(ctx, pkt, generation, chain::NAT_POSTROUTING, 0, out_ifindex);
+                trace(pkt, generation, chain::NAT_POSTROUTING, &verdict);
                 if !nat::postrouting(generation, &verdict, out_ifindex) {
                     bump(stats::DROPPED);
                     return xdp_action::XDP_DROP;
@@ -228,6 +232,24 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::UNKNOWN_TARGET);
             xdp_action::XDP_PASS
         }
+    }
+}
+
+/// The packet's trace id: 0 (not traced) unless `netbeast trace` runs.
+#[inline(always)]
+fn trace_id(active: Active) -> u64 {
+    if active.trace() {
+        crate::trace::packet_id()
+    } else {
+        0
+    }
+}
+
+/// Reports a chain's run on a traced packet (one test otherwise).
+#[inline(always)]
+fn trace(pkt: &Packet, generation: u32, chain: u32, verdict: &Verdict) {
+    if pkt.search.trace_id != 0 {
+        crate::trace::emit(generation, chain, &pkt.keys, &pkt.search, verdict);
     }
 }
 
@@ -310,6 +332,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     };
     bump(stats::OUTPUT);
+    pkt.search.trace_id = trace_id(active);
     if active.tcp_options() {
         crate::parse::read_tcp_options(pkt, start, end);
     }
@@ -317,14 +340,16 @@ pub fn egress(ctx: &TcContext) -> i32 {
     let nat = active.nat();
     let translations = active.translations();
     let ct_state = connection_state(active, pkt, start, end, false);
-    let (verdict, reject_with) = match run_chain(
+    let decided = run_chain(
         active.generation(),
         chain::OUTPUT,
         pkt,
         0,
         ifindex,
         ct_state,
-    ) {
+    );
+    trace(pkt, active.generation(), chain::OUTPUT, &decided);
+    let (verdict, reject_with) = match decided {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };
@@ -342,6 +367,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                     ct_state,
                 );
                 log_tc(ctx, pkt, generation, chain::NAT_POSTROUTING, ifindex);
+                trace(pkt, generation, chain::NAT_POSTROUTING, &verdict);
                 if !nat::postrouting(generation, &verdict, ifindex) {
                     bump(stats::DROPPED);
                     return TC_ACT_SHOT;

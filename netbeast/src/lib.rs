@@ -18,3 +18,4 @@ pub mod paths;
 pub mod rawtext;
 pub mod rules;
 pub mod state;
+pub mod trace;

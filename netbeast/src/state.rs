@@ -13,7 +13,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::Interface, fault, rules::model::Ruleset};
+use crate::{
+    compile::{GuardSlots, Interface},
+    fault,
+    rules::model::Ruleset,
+};
 
 /// Where bpffs normally is.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -36,6 +40,11 @@ const RULESET_FILE: &str = "ruleset.json";
 /// A ruleset written for a commit whose kernel switch may or may not have
 /// happened (see [`Namespace::write_pending`]).
 const PENDING_FILE: &str = "ruleset.next";
+/// The state slots of the running generation's guards (see
+/// [`crate::compile::GuardSlots`]), tagged with its commit sequence number.
+const GUARD_SLOTS_FILE: &str = "guard-slots.json";
+/// The state slots of a generation about to be switched to.
+const PENDING_GUARD_SLOTS_FILE: &str = "guard-slots.next";
 /// The cookie of the namespace that owns a state directory.
 const OWNER_FILE: &str = "netns-cookie";
 /// Present while `detach --all` runs: a later command finishes the removal.
@@ -308,6 +317,14 @@ struct Stored {
     interfaces: Option<Vec<(u32, String)>>,
 }
 
+/// A guard slot file: the commit it describes, and (identity in hex,
+/// slot) for each guard that keeps state of its own rule.
+#[derive(Serialize, Deserialize)]
+struct StoredGuardSlots {
+    seq: u32,
+    slots: Vec<(String, u32)>,
+}
+
 /// A stored ruleset and what it was committed with.
 pub struct StoredRuleset {
     pub ruleset: Ruleset,
@@ -562,6 +579,71 @@ impl Namespace {
         write_atomic(&self.state_dir, &self.pending_path(), &text)
     }
 
+    /// The state slots of the guards of the generation the kernel runs
+    /// (commit `kernel_seq`), as the commit that switched to it recorded
+    /// them: from the slot file, or from the pending one when a crash came
+    /// between the switch and its rename. `None` when no file describes
+    /// that commit (a data plane written by an earlier version, a file
+    /// lost or damaged): the next ruleset then starts every guard fresh,
+    /// which is all that is lost.
+    pub fn load_guard_slots(&self, kernel_seq: u32) -> Option<GuardSlots> {
+        [GUARD_SLOTS_FILE, PENDING_GUARD_SLOTS_FILE]
+            .into_iter()
+            .find_map(|name| {
+                let path = self.state_dir.join(name);
+                let text = fs::read_to_string(&path).ok()?;
+                let stored: StoredGuardSlots = serde_json::from_str(&text).ok()?;
+                if stored.seq != kernel_seq {
+                    return None;
+                }
+                let slots = stored
+                    .slots
+                    .iter()
+                    .map(|(id, slot)| Some((u128::from_str_radix(id, 16).ok()?, *slot)))
+                    .collect::<Option<_>>()?;
+                if name == PENDING_GUARD_SLOTS_FILE {
+                    // The switch happened: it is the current record now,
+                    // before a next commit writes its own pending one.
+                    // (Failing that, the next commit's guards start fresh.)
+                    let _ = fs::rename(&path, self.state_dir.join(GUARD_SLOTS_FILE));
+                }
+                Some(GuardSlots { slots })
+            })
+    }
+
+    /// Records the state slots of the generation about to be switched to
+    /// (commit `seq`), before the switch; [`Namespace::finish_guard_slots`]
+    /// makes them the current ones after it.
+    pub fn write_pending_guard_slots(
+        &self,
+        slots: &GuardSlots,
+        seq: u32,
+    ) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        let mut list: Vec<(String, u32)> = slots
+            .slots
+            .iter()
+            .map(|(id, slot)| (format!("{id:032x}"), *slot))
+            .collect();
+        list.sort_unstable_by_key(|(_, slot)| *slot);
+        let text = serde_json::to_vec(&StoredGuardSlots { seq, slots: list })
+            .expect("slots always serialize");
+        write_atomic(
+            &self.state_dir,
+            &self.state_dir.join(PENDING_GUARD_SLOTS_FILE),
+            &text,
+        )
+    }
+
+    /// After the switch: the pending slot file becomes the current one.
+    pub fn finish_guard_slots(&self) -> Result<(), StateError> {
+        let (pending, path) = (
+            self.state_dir.join(PENDING_GUARD_SLOTS_FILE),
+            self.state_dir.join(GUARD_SLOTS_FILE),
+        );
+        fs::rename(&pending, &path).map_err(io("cannot replace", &path))
+    }
+
     /// Last half of a commit: the kernel runs the pending ruleset; make it
     /// the stored one.
     pub fn finish_pending(&self) -> Result<(), StateError> {
@@ -573,6 +655,17 @@ impl Namespace {
     /// if the kernel was switched to it (`kernel_seq`), drops it otherwise.
     /// Returns what was done, for the report.
     pub fn settle_pending(&self, kernel_seq: Option<u32>) -> Result<Option<String>, StateError> {
+        // The guard slots of the same commit, settled the same way (quietly:
+        // losing them costs only state, which a fresh start has anyway).
+        let slots = self.state_dir.join(PENDING_GUARD_SLOTS_FILE);
+        if let Ok(text) = fs::read_to_string(&slots) {
+            let seq = stored_seq(&text);
+            if seq.is_some() && seq == kernel_seq {
+                self.finish_guard_slots()?;
+            } else {
+                remove_if_present(&slots)?;
+            }
+        }
         let pending = self.pending_path();
         let text = match fs::read_to_string(&pending) {
             Ok(text) => text,

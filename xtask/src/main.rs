@@ -3,6 +3,7 @@
 //! so that what runs is what a person would type.
 
 mod cmd;
+mod package;
 mod setup;
 mod test_run;
 
@@ -54,6 +55,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Setup, build, then make the Debian package target/debian/netbeast_VERSION_ARCH.deb:
+    /// the binary, the iptables links in /usr/lib/netbeast/bin (never over the system's),
+    /// the systemd units, completions and the man page
+    Package,
 }
 
 /// What every task needs to know about this run.
@@ -120,6 +125,25 @@ fn run(ctx: &Ctx, task: Task) -> Result<ExitCode> {
             let mut netbeast_args = vec!["bench".to_string()];
             netbeast_args.extend(args);
             run_netbeast(ctx, &netbeast_args)
+        }
+        Task::Package => {
+            setup::run(ctx)?;
+            build_release(ctx)?;
+            let binary = target_dir(&ctx.root).join("release").join("netbeast");
+            let out_dir = target_dir(&ctx.root).join("debian");
+            if ctx.dry_run {
+                println!(
+                    "would package {} into {}",
+                    binary.display(),
+                    out_dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let deb = package::build(&ctx.root, &binary, &out_dir)?;
+            println!("{}", deb.display());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -60,15 +60,21 @@ pub enum Scenario {
     /// per flow (`--hashlimit-mode srcip,srcport`), so `--flows` keys.
     /// Against `drop`, what the buckets cost.
     Limit,
+    /// `drop` with a `-j LOG` rule in front of the drop, which every
+    /// packet meets, while `netbeast log --follow` drains the events
+    /// (netbeast only: iptables' LOG would print every packet to the
+    /// kernel log). Against `drop`, what logging costs (issue 15: ≥ 0.8×).
+    Log,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Drop,
         Scenario::Pass,
         Scenario::Forward,
         Scenario::Dnat,
         Scenario::Limit,
+        Scenario::Log,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +84,7 @@ impl Scenario {
             Scenario::Forward => "forward",
             Scenario::Dnat => "dnat",
             Scenario::Limit => "limit",
+            Scenario::Log => "log",
         }
     }
 
@@ -114,6 +121,7 @@ impl Scenario {
             // nftables' per-key limits (meters) are another rule language:
             // not translated. (The floor is measured once, under drop.)
             Scenario::Limit => &[Plane::Netbeast, Plane::Iptables],
+            Scenario::Log => &[Plane::Netbeast],
         }
     }
 }
@@ -174,6 +182,7 @@ impl Plane {
         let chain = match scenario {
             Scenario::Drop | Scenario::Pass => "INPUT",
             Scenario::Limit => "INPUT hashlimit + DROP",
+            Scenario::Log => "INPUT LOG + DROP, reader draining",
             Scenario::Forward => "FORWARD",
             Scenario::Dnat => "DNAT + FORWARD",
         };
@@ -197,7 +206,9 @@ impl Plane {
             },
             Plane::NftPrerouting => "nftables prerouting -300".into(),
             Plane::Nft => match scenario {
-                Scenario::Drop | Scenario::Pass | Scenario::Limit => "nftables input".into(),
+                Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log => {
+                    "nftables input".into()
+                }
                 Scenario::Forward => "nftables forward".into(),
                 Scenario::Dnat => "nftables dnat + forward".into(),
             },
@@ -222,7 +233,7 @@ impl Plane {
 /// The iptables target of the matching rule (and of the ones before it).
 fn target(scenario: Scenario) -> &'static str {
     match scenario {
-        Scenario::Drop | Scenario::Limit => "DROP",
+        Scenario::Drop | Scenario::Limit | Scenario::Log => "DROP",
         Scenario::Pass | Scenario::Forward | Scenario::Dnat => "ACCEPT",
     }
 }
@@ -239,6 +250,9 @@ pub fn dnat_rule() -> String {
 /// packet meets (a rate no flow reaches, so the drop decides), counted but
 /// without a verdict.
 pub const HASHLIMIT_RULE: &str = "-p udp -m udp --dport 9 -m hashlimit --hashlimit-upto 1000000/sec --hashlimit-burst 1000000 --hashlimit-mode srcip,srcport --hashlimit-name bench";
+
+/// `log`'s rule in front of the drop: every packet meets it.
+pub const LOG_RULE: &str = "-p udp -m udp --dport 9 -j LOG --log-prefix \"bench: \"";
 
 /// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
 /// that does (after `limit`'s hashlimit rule).
@@ -258,6 +272,9 @@ pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
     if scenario == Scenario::Limit {
         lines.insert(n - 1, HASHLIMIT_RULE.to_string());
     }
+    if scenario == Scenario::Log {
+        lines.insert(n - 1, LOG_RULE.to_string());
+    }
     lines
 }
 
@@ -266,7 +283,7 @@ pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
 pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     let (table, chains, chain): (&str, &[&str], &str) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", &["PREROUTING", "OUTPUT"], "PREROUTING"),
-        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => {
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
             ("filter", &["INPUT", "FORWARD", "OUTPUT"], "INPUT")
         }
         (Scenario::Forward | Scenario::Dnat, _) => {
@@ -298,7 +315,7 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
 pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     let (hook, priority) = match (scenario, plane) {
         (_, Plane::NftPrerouting) => ("prerouting", -300),
-        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => ("input", 0),
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => ("input", 0),
         (Scenario::Forward | Scenario::Dnat, _) => ("forward", 0),
     };
     let verdict = target(scenario).to_lowercase();
@@ -454,7 +471,9 @@ pub fn rule_counters(
     };
     let (table, chain) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", "PREROUTING"),
-        (Scenario::Drop | Scenario::Pass | Scenario::Limit, _) => ("filter", "INPUT"),
+        (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
+            ("filter", "INPUT")
+        }
         (Scenario::Forward | Scenario::Dnat, _) => ("filter", "FORWARD"),
     };
     let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {

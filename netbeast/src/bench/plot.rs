@@ -1,54 +1,53 @@
 //! `--plot FILE.svg`: throughput against rule count, one panel per
-//! scenario, one line per data plane (both axes logarithmic), written by
-//! hand so the benchmark needs no plotting library.
+//! scenario, one line per data plane (both axes logarithmic), drawn with
+//! `plotters`' SVG backend. No font files are needed: plotters estimates
+//! text sizes and the SVG viewer lays the text out.
 
-use std::fmt::Write as _;
+use plotters::prelude::*;
 
 use super::{
     planes::{Plane, Scenario},
-    traffic::TrafficReport,
+    traffic::{Row, TrafficReport},
 };
 
-const WIDTH: f64 = 860.0;
-const PANEL_HEIGHT: f64 = 300.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 270.0;
-const TOP: f64 = 34.0;
-const BOTTOM: f64 = 40.0;
+const WIDTH: u32 = 860;
+const PANEL_HEIGHT: u32 = 300;
+/// The two title lines above the panels.
+const HEADER: u32 = 44;
+const FONT: &str = "sans-serif";
 
-fn color(plane: Plane) -> &'static str {
+fn color(plane: Plane) -> RGBColor {
     match plane {
-        Plane::Floor => "#7f7f7f",
-        Plane::RedirectFloor => "#c7c7c7",
-        Plane::Kernel => "#bcbd22",
-        Plane::Netbeast => "#d62728",
-        Plane::IptablesRaw => "#9467bd",
-        Plane::Iptables => "#1f77b4",
-        Plane::NftPrerouting => "#8c564b",
-        Plane::Nft => "#2ca02c",
+        Plane::Floor => RGBColor(0x7f, 0x7f, 0x7f),
+        Plane::RedirectFloor => RGBColor(0xc7, 0xc7, 0xc7),
+        Plane::Kernel => RGBColor(0xbc, 0xbd, 0x22),
+        Plane::Netbeast => RGBColor(0xd6, 0x27, 0x28),
+        Plane::IptablesRaw => RGBColor(0x94, 0x67, 0xbd),
+        Plane::Iptables => RGBColor(0x1f, 0x77, 0xb4),
+        Plane::NftPrerouting => RGBColor(0x8c, 0x56, 0x4b),
+        Plane::Nft => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Axis label of 10^d packets per second.
-fn decade(d: i32) -> String {
-    match d {
-        d if d >= 6 => format!("{} Mpps", 10u64.pow((d - 6) as u32)),
-        d if d >= 3 => format!("{} kpps", 10u64.pow((d - 3) as u32)),
-        d => format!("{} pps", 10u64.pow(d.max(0) as u32)),
+/// Axis label of a packet rate: "10 kpps", "2.5 Mpps".
+fn rate_label(pps: f64) -> String {
+    let (value, unit) = match pps {
+        p if p >= 1e6 => (p / 1e6, "Mpps"),
+        p if p >= 1e3 => (p / 1e3, "kpps"),
+        p => (p, "pps"),
+    };
+    if (value - value.round()).abs() < 1e-9 {
+        format!("{value:.0} {unit}")
+    } else {
+        format!("{value:.1} {unit}")
     }
 }
 
 /// The SVG document for `report`.
-pub fn svg(report: &TrafficReport) -> String {
+pub fn svg(report: &TrafficReport) -> Result<String, String> {
     let mut scenarios: Vec<Scenario> = report.rows.iter().map(|r| r.scenario).collect();
     scenarios.dedup();
-    let measured: Vec<&_> = report.rows.iter().filter(|r| r.pps.is_some()).collect();
+    let measured: Vec<&Row> = report.rows.iter().filter(|r| r.pps.is_some()).collect();
     let max_rules = report
         .options
         .rules
@@ -57,169 +56,232 @@ pub fn svg(report: &TrafficReport) -> String {
         .max()
         .unwrap_or(1)
         .max(10) as f64;
-    let x_decades = max_rules.log10().ceil();
-    let pps_all = measured
+    let x_max = 10f64.powf(max_rules.log10().ceil());
+    let (lo, hi) = measured
         .iter()
         .flat_map(|r| [r.pps_min, r.pps_max, r.pps])
-        .flatten();
-    let (lo, hi) = pps_all.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .flatten()
+        .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (y_lo, y_hi) = if hi > 0.0 {
-        (
-            lo.log10().floor(),
-            hi.log10().ceil().max(lo.log10().floor() + 1.0),
-        )
+        let lo = lo.log10().floor();
+        (lo, hi.log10().ceil().max(lo + 1.0))
     } else {
         (3.0, 7.0)
     };
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = PANEL_HEIGHT - TOP - BOTTOM;
-    let height = PANEL_HEIGHT * scenarios.len().max(1) as f64 + 44.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let o = &report.options;
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="18" font-size="13">netbeast bench, {}: {}-byte UDP, {} flow(s), one core, median of {} round(s); bars: min-max; dashed: no rules</text>"#,
-        escape(&report.date),
-        o.size,
-        o.flows,
-        o.rounds
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="34" font-size="11" fill="#555">{}, {} CPU(s), {}</text>"##,
-        escape(&report.machine.cpu_model),
-        report.machine.cpus,
-        escape(&report.machine.kernel)
-    );
-    for (p, scenario) in scenarios.iter().enumerate() {
-        let top = 44.0 + p as f64 * PANEL_HEIGHT;
-        let x = |rules: f64| LEFT + rules.log10() / x_decades * plot_w;
-        let y = |pps: f64| top + TOP + (y_hi - pps.log10()) / (y_hi - y_lo) * plot_h;
-        let _ = writeln!(
-            s,
-            r#"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-            top + TOP - 10.0,
-            scenario.name()
-        );
-        // Grid and axes.
-        for d in 0..=(x_decades as i32) {
-            let gx = x(10f64.powi(d));
-            let _ = writeln!(
-                s,
-                r##"<line x1="{gx:.1}" y1="{:.1}" x2="{gx:.1}" y2="{:.1}" stroke="#ddd"/><text x="{gx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-                top + TOP,
-                top + TOP + plot_h,
-                top + TOP + plot_h + 16.0,
-                10u64.pow(d as u32)
-            );
-        }
-        for d in (y_lo as i32)..=(y_hi as i32) {
-            let gy = y(10f64.powi(d));
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                LEFT + plot_w,
-                LEFT - 6.0,
-                gy + 4.0,
-                decade(d)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">rules in the chain, the last one matching (log scale)</text>"#,
-            LEFT + plot_w / 2.0,
-            top + TOP + plot_h + 32.0
-        );
-        let mut planes: Vec<Plane> = report
-            .rows
+    let y_range = 10f64.powf(y_lo)..10f64.powf(y_hi);
+
+    let height = PANEL_HEIGHT * scenarios.len().max(1) as u32 + HEADER;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| format!("drawing the plot: {e}");
+        root.fill(&WHITE).map_err(e)?;
+        let (header, body) = root.split_vertically(HEADER);
+        let o = &report.options;
+        header
+            .draw(&Text::new(
+                format!(
+                    "netbeast bench, {}: {}-byte UDP, {} flow(s), one core, median of {} round(s); bars: min-max; dashed: no rules",
+                    report.date, o.size, o.flows, o.rounds
+                ),
+                (10, 6),
+                (FONT, 13),
+            ))
+            .map_err(e)?;
+        header
+            .draw(&Text::new(
+                format!(
+                    "{}, {} CPU(s), {}",
+                    report.machine.cpu_model, report.machine.cpus, report.machine.kernel
+                ),
+                (10, 24),
+                (FONT, 11).into_font().color(&RGBColor(0x55, 0x55, 0x55)),
+            ))
+            .map_err(e)?;
+        for (panel, scenario) in body
+            .split_evenly((scenarios.len().max(1), 1))
             .iter()
-            .filter(|r| r.scenario == *scenario)
-            .map(|r| r.plane)
-            .collect();
-        planes.sort();
-        planes.dedup();
-        let mut legend_y = top + TOP + 8.0;
-        for plane in planes {
-            let rows: Vec<_> = measured
-                .iter()
-                .filter(|r| r.scenario == *scenario && r.plane == plane)
-                .collect();
-            let label = plane.label(*scenario);
-            let c = color(plane);
-            let unavailable = report
+            .zip(&scenarios)
+        {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(
+                    scenario.name(),
+                    (FONT, 14).into_font().style(FontStyle::Bold),
+                )
+                .margin(8)
+                .margin_right(16)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d((1f64..x_max).log_scale(), y_range.clone().log_scale())
+                .map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_desc("rules in the chain, the last one matching (log scale)")
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| rate_label(*v))
+                .light_line_style(WHITE)
+                .draw()
+                .map_err(e)?;
+            let mut planes: Vec<Plane> = report
                 .rows
                 .iter()
-                .any(|r| r.scenario == *scenario && r.plane == plane && r.unavailable.is_some());
-            let legend = if unavailable && rows.is_empty() {
-                format!("{}: not available yet", plane.id())
-            } else {
-                label
-            };
-            let _ = writeln!(
-                s,
-                r#"<line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{c}" stroke-width="2"{}/><text x="{:.1}" y="{:.1}">{}</text>"#,
-                LEFT + plot_w + 12.0,
-                LEFT + plot_w + 34.0,
-                if plane.has_rules() {
-                    ""
+                .filter(|r| r.scenario == *scenario)
+                .map(|r| r.plane)
+                .collect();
+            planes.sort();
+            planes.dedup();
+            for plane in planes {
+                let c = color(plane);
+                let rows: Vec<&&Row> = measured
+                    .iter()
+                    .filter(|r| r.scenario == *scenario && r.plane == plane)
+                    .collect();
+                let unavailable = report.rows.iter().any(|r| {
+                    r.scenario == *scenario && r.plane == plane && r.unavailable.is_some()
+                });
+                let legend = if unavailable && rows.is_empty() {
+                    format!("{}: not available yet", plane.id())
                 } else {
-                    r#" stroke-dasharray="5,4""#
-                },
-                LEFT + plot_w + 40.0,
-                legend_y + 4.0,
-                escape(&legend)
-            );
-            legend_y += 18.0;
-            if !plane.has_rules() {
-                // A reference without rules: a level across the panel.
-                if let Some(pps) = rows.first().and_then(|r| r.pps) {
-                    let ly = y(pps);
-                    let _ = writeln!(
-                        s,
-                        r#"<line x1="{LEFT}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{c}" stroke-width="1.5" stroke-dasharray="5,4"/>"#,
-                        LEFT + plot_w
-                    );
+                    plane.label(*scenario)
+                };
+                // A reference without rules is a dashed level across the
+                // panel; a data plane with rules a line with its min-max bars.
+                let line: Vec<(f64, f64)> = if plane.has_rules() {
+                    let mut points: Vec<(f64, f64)> = rows
+                        .iter()
+                        .filter_map(|r| Some((r.rules? as f64, r.pps?)))
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    points
+                } else {
+                    rows.first()
+                        .and_then(|r| r.pps)
+                        .map(|pps| vec![(1.0, pps), (x_max, pps)])
+                        .unwrap_or_default()
+                };
+                let legend_line = move |(x, y): (i32, i32)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                };
+                if plane.has_rules() {
+                    chart
+                        .draw_series(LineSeries::new(line, c.stroke_width(2)))
+                        .map_err(e)?
+                        .label(legend)
+                        .legend(legend_line);
+                    chart
+                        .draw_series(rows.iter().filter_map(|r| {
+                            let (n, pps) = (r.rules? as f64, r.pps?);
+                            Some(ErrorBar::new_vertical(
+                                n,
+                                r.pps_min.unwrap_or(pps),
+                                pps,
+                                r.pps_max.unwrap_or(pps),
+                                c.filled(),
+                                6,
+                            ))
+                        }))
+                        .map_err(e)?;
+                } else {
+                    chart
+                        .draw_series(DashedLineSeries::new(line, 5, 4, c.stroke_width(2)))
+                        .map_err(e)?
+                        .label(legend)
+                        .legend(legend_line);
                 }
-                continue;
             }
-            let mut points: Vec<(f64, f64, f64, f64)> = rows
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.rules? as f64,
-                        r.pps?,
-                        r.pps_min.unwrap_or(r.pps?),
-                        r.pps_max.unwrap_or(r.pps?),
-                    ))
-                })
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let path: Vec<String> = points
-                .iter()
-                .map(|(n, pps, _, _)| format!("{:.1},{:.1}", x(*n), y(*pps)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
-                path.join(" ")
-            );
-            for (n, pps, min, max) in points {
-                let px = x(n);
-                let _ = writeln!(
-                    s,
-                    r#"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="{c}"/><circle cx="{px:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
-                    y(min),
-                    y(max),
-                    y(pps)
-                );
-            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(0xdd, 0xdd, 0xdd))
+                .label_font((FONT, 11))
+                .draw()
+                .map_err(e)?;
         }
+        root.present().map_err(e)?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::traffic::{Machine, Options, unavailable_row};
+
+    fn row(plane: Plane, rules: Option<usize>, pps: f64) -> Row {
+        let mut row = unavailable_row(Scenario::Drop, plane, rules, String::new());
+        row.unavailable = None;
+        (row.pps, row.pps_min, row.pps_max) = (Some(pps), Some(pps * 0.9), Some(pps * 1.1));
+        row
+    }
+
+    /// Every data plane is in the legend, each plane with rules is a line
+    /// through its points, each reference a dashed level, and a plane that
+    /// could not run says so.
+    #[test]
+    fn the_plot_has_a_line_and_a_legend_entry_per_data_plane() {
+        let report = TrafficReport {
+            command: "netbeast bench".into(),
+            date: "2026-12-05".into(),
+            machine: Machine {
+                kernel: "6.18".into(),
+                cpu_model: "test cpu".into(),
+                cpus: 2,
+                iptables: String::new(),
+                nft: String::new(),
+            },
+            options: Options {
+                scenarios: vec![Scenario::Drop],
+                families: Vec::new(),
+                rules: vec![1, 1000],
+                rounds: 3,
+                seconds: 1.0,
+                size: 64,
+                flows: 1,
+                cpu: 0,
+                generator: Default::default(),
+                batch: 64,
+                quick: false,
+            },
+            generator: "xdp",
+            floor_pps: Some(5e6),
+            redirect_floor_pps: None,
+            rows: vec![
+                row(Plane::Floor, None, 5e6),
+                row(Plane::Netbeast, Some(1), 4e6),
+                row(Plane::Netbeast, Some(1000), 3.9e6),
+                row(Plane::Iptables, Some(1), 2e6),
+                row(Plane::Iptables, Some(1000), 8e4),
+                unavailable_row(Scenario::Drop, Plane::Nft, Some(1), "no nft".into()),
+            ],
+            generator_counted: 0,
+            generator_asked: 0,
+            targets: Vec::new(),
+            seconds_total: 1.0,
+        };
+        let svg = svg(&report).expect("drawing");
+        assert!(svg.starts_with("<svg"), "{svg}");
+        for label in [
+            Plane::Floor.label(Scenario::Drop),
+            Plane::Netbeast.label(Scenario::Drop),
+            Plane::Iptables.label(Scenario::Drop),
+            format!("{}: not available yet", Plane::Nft.id()),
+            "test cpu, 2 CPU(s), 6.18".to_string(),
+            "1 Mpps".to_string(),
+        ] {
+            assert!(svg.contains(&label), "no {label:?} in the plot");
+        }
+        // netbeast's and iptables' lines, and the floor's dashed level
+        // (drawn as dashes, each its own element, plus its legend line).
+        for plane in [Plane::Netbeast, Plane::Iptables] {
+            let RGBColor(r, g, b) = color(plane);
+            let stroke = format!("stroke=\"#{r:02X}{g:02X}{b:02X}\"");
+            assert!(svg.contains(&stroke), "no line of {plane:?} ({stroke})");
+        }
+        let RGBColor(r, g, b) = color(Plane::Floor);
+        let dashes = svg.matches(&format!("#{r:02X}{g:02X}{b:02X}")).count();
+        assert!(dashes > 10, "the floor's level has {dashes} dashes");
+        assert_eq!(rate_label(2.5e6), "2.5 Mpps");
+        assert_eq!(rate_label(1e4), "10 kpps");
+    }
 }

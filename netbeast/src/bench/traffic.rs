@@ -243,6 +243,9 @@ struct Snapshot {
 }
 
 struct Receiver {
+    /// `log`'s reader, draining the LOG events while the traffic runs;
+    /// first, so that it ends before its namespace goes.
+    _reader: Option<LogReader>,
     scenario: Scenario,
     plane: Plane,
     rules: Option<usize>,
@@ -263,6 +266,36 @@ struct Receiver {
     /// Frames the generator handed to this receiver's veth.
     sent: u64,
     base: Snapshot,
+}
+
+/// `netbeast log --follow` in a receiver's namespace, writing to
+/// /dev/null: the reader the LOG cost target assumes. Killed on
+/// drop.
+struct LogReader(std::process::Child);
+
+impl LogReader {
+    fn start(netbeast: &std::path::Path, ns: &Netns) -> Result<LogReader> {
+        let child = std::process::Command::new(netbeast)
+            .args([
+                "--netns",
+                ns.name(),
+                "log",
+                "--follow",
+                "--output",
+                "/dev/null",
+            ])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start netbeast log --follow: {e}")))?;
+        Ok(LogReader(child))
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Receiver {
@@ -321,57 +354,47 @@ impl Receiver {
     }
 }
 
-/// A progress line on stderr, rewritten in place (only on a terminal).
+/// A progress line on stderr, rewritten in place (only on a terminal):
+/// steps done of the phase, what runs now, and the time left.
 struct Progress {
-    enabled: bool,
-    total: usize,
-    done: usize,
-    started: Instant,
+    bar: indicatif::ProgressBar,
+    /// Steps started in this phase; the bar shows those finished.
+    started: u64,
 }
 
 impl Progress {
     fn new(enabled: bool) -> Progress {
-        Progress {
-            enabled,
-            total: 0,
-            done: 0,
-            started: Instant::now(),
-        }
+        let bar = if enabled {
+            indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                indicatif::ProgressDrawTarget::stderr(),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let style =
+            indicatif::ProgressStyle::with_template("[{bar:24}] {pos}/{len} {msg} ~{eta} left")
+                .expect("a valid progress template")
+                .progress_chars("# ");
+        bar.set_style(style);
+        Progress { bar, started: 0 }
     }
 
     fn phase(&mut self, total: usize) {
-        self.total = total;
-        self.done = 0;
-        self.started = Instant::now();
+        self.bar.set_length(total as u64);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+        self.started = 0;
     }
 
     fn step(&mut self, what: &str) {
-        if !self.enabled {
-            return;
-        }
-        let eta = if self.done > 0 {
-            let per = self.started.elapsed().as_secs_f64() / self.done as f64;
-            let left = per * (self.total - self.done.min(self.total)) as f64;
-            format!(" ~{}:{:02} left", left as u64 / 60, left as u64 % 60)
-        } else {
-            String::new()
-        };
-        let width = 24;
-        let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
-        eprint!(
-            "\r\x1b[K[{}{}] {}/{} {what}{eta}",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            self.done,
-            self.total
-        );
-        self.done += 1;
+        self.bar.set_position(self.started);
+        self.bar.set_message(what.to_string());
+        self.started += 1;
     }
 
     fn finish(&mut self) {
-        if self.enabled {
-            eprint!("\r\x1b[K");
-        }
+        self.bar.finish_and_clear();
     }
 }
 
@@ -528,7 +551,7 @@ impl Bench {
         // frames do not care.
         self.gen_ns.set_tso(&gen_iface, false)?;
         let (rx_addr, destination, first_source) = match scenario {
-            Scenario::Drop | Scenario::Pass | Scenario::Limit => (
+            Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log => (
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_RECEIVER,
                 planes::LOCAL_FIRST_SOURCE,
@@ -656,7 +679,13 @@ impl Bench {
             }
         })?;
         let rx_stats = stats(&ns, RX_IFACE)?;
+        let reader = if scenario == Scenario::Log && plane == Plane::Netbeast {
+            Some(LogReader::start(&self.netbeast_binary, &ns)?)
+        } else {
+            None
+        };
         let mut receiver = Receiver {
+            _reader: reader,
             scenario,
             plane,
             rules,
@@ -1002,7 +1031,12 @@ fn spread(samples: &mut [f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     (Some(median), Some(samples[0]), Some(samples[n - 1]))
 }
 
-fn unavailable_row(scenario: Scenario, plane: Plane, rules: Option<usize>, why: String) -> Row {
+pub(crate) fn unavailable_row(
+    scenario: Scenario,
+    plane: Plane,
+    rules: Option<usize>,
+    why: String,
+) -> Row {
     Row {
         scenario,
         plane,
@@ -1186,6 +1220,7 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
     let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
     let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
     let dnat = |plane| pps_of(rows, Scenario::Dnat, plane, 1);
+    let log = |n| pps_of(rows, Scenario::Log, Plane::Netbeast, n);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
         what: what.to_string(),
@@ -1229,6 +1264,11 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
             "dnat, 1 rule: netbeast / redirect floor",
             0.6,
             ratio(dnat(Plane::Netbeast), redirect_floor(Scenario::Dnat)),
+        ),
+        target(
+            "log, 1 rule: LOG hit by every packet, reader draining / drop",
+            0.8,
+            ratio(log(1), nb(1)),
         ),
     ]
 }

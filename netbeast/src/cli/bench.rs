@@ -33,6 +33,10 @@ pub enum BenchScenario {
     /// `drop` behind a `-m hashlimit` rule with a bucket per flow (run it
     /// with `drop` and `--flows 64000` to compare).
     Limit,
+    /// `drop` behind a `-j LOG` rule every packet meets, with `netbeast
+    /// log --follow` draining the events (run it with `drop` to compare:
+    /// issue 15's target is ≥ 0.8×).
+    Log,
     /// One iptables call (-C, -A, -D, -I, -N/-X, -S, -L, restore) as a
     /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
     /// the default list; its rule counts default to 1000,10000.
@@ -144,6 +148,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
                         | (BenchScenario::Forward, Scenario::Forward)
                         | (BenchScenario::Dnat, Scenario::Dnat)
                         | (BenchScenario::Limit, Scenario::Limit)
+                        | (BenchScenario::Log, Scenario::Log)
                 )
             })
         })
@@ -216,7 +221,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         None
     };
     if let (Some(path), Some(report)) = (&args.plot, &traffic_report) {
-        std::fs::write(path, bench::plot::svg(report))
+        std::fs::write(path, bench::plot::svg(report).map_err(anyhow::Error::msg)?)
             .with_context(|| format!("cannot write the plot to {}", path.display()))?;
     }
     if args.json {

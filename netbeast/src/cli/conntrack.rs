@@ -72,6 +72,36 @@ pub fn run(action: Action) -> Result<()> {
     Ok(())
 }
 
+/// What the daemon's /metrics reports of conntrack, per table
+/// (unreplied, established): connections not expired, and capacity.
+pub struct ConntrackGauges {
+    pub entries: [u64; 2],
+    pub limits: [u32; 2],
+}
+
+/// [`ConntrackGauges`] of the current namespace, under its lock; `None`
+/// without a data plane.
+pub(crate) fn gauges() -> Result<Option<ConntrackGauges>> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let (dp, _) = super::plane::prepare(&ns, false, None, &[])?;
+    let Some(dp) = dp else {
+        return Ok(None);
+    };
+    let config = dp.conntrack_config()?;
+    let now = monotonic_now_ns();
+    let mut entries = [0u64; 2];
+    for (_, entry, established) in dp.conntrack_entries()? {
+        if remaining_secs(&entry, now, &config).is_some() {
+            entries[usize::from(established)] += 1;
+        }
+    }
+    Ok(Some(ConntrackGauges {
+        entries,
+        limits: dp.conntrack_limits()?,
+    }))
+}
+
 /// The `-L` lines of the connections that have not expired, in a stable
 /// order (protocol, then original source and destination).
 fn live_lines(dp: &Dataplane) -> Result<Vec<String>> {

@@ -27,6 +27,7 @@ pub mod log;
 mod plane;
 pub mod recent;
 mod saverestore;
+pub mod trace;
 
 use std::{
     ffi::OsString,
@@ -178,6 +179,11 @@ enum Command {
     /// The LOG rules' events: the kernel's LOG lines (timestamp and host
     /// first, as syslog writes them) or JSON, to stdout, a file or syslog.
     Log(log::LogArgs),
+    /// Which rules packets meet, in order, and what finally happens to
+    /// them: live packets matching iptables matches (e.g. -p tcp --dport
+    /// 80), or one described with --packet and run through the data plane
+    /// without sending it.
+    Trace(trace::TraceArgs),
     /// Load-balanced services: VIP:PORT to backends, Maglev, health checks.
     Lb {
         #[command(subcommand)]
@@ -207,7 +213,7 @@ enum Command {
     /// SIGTERM: following interfaces, draining logs, health checks, metrics.
     Daemon(crate::daemon::DaemonArgs),
     /// The article, section by section, on hosts in network namespaces it
-    /// creates and removes: firewall, router, nat, portfwd, lb.
+    /// creates and removes: firewall, router, nat, portfwd, lb, antidos, logger.
     Demo {
         /// Run only this section.
         #[arg(value_enum)]
@@ -326,6 +332,7 @@ pub fn main() -> ExitCode {
                     conntrack::Action::Count
                 }),
                 Command::Log(args) => log::run(args),
+                Command::Trace(args) => trace::run(args),
                 Command::Recent { name, .. } => recent::run(name.as_deref()),
                 Command::Lb { command } => lb::run(command),
                 Command::Boot { config_dir } => boot::run(&config_dir),
@@ -339,6 +346,8 @@ pub fn main() -> ExitCode {
                 Command::Manpage => {
                     let mut text = Vec::new();
                     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                        // An administrator's command, like iptables(8).
+                        .section("8")
                         .render(&mut text)
                         .context("cannot render the manual page")
                         .map(|()| out!("{}", String::from_utf8_lossy(&text)))

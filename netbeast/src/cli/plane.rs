@@ -351,13 +351,21 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
 /// kill anywhere leaves the kernel and the rule file agreeing once
 /// [`prepare`] has settled it (see `Namespace::write_pending`).
 pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
-    let seq = (dp.commit_seq()? + 1) & ACTIVE_SEQ_MASK;
+    let kernel_seq = dp.commit_seq()?;
+    let seq = (kernel_seq + 1) & ACTIVE_SEQ_MASK;
     let links = state::links();
+    // The running generation's state slots: the guards of the rules this
+    // change does not touch keep them, and their state with them.
+    dp.set_guard_slots(ns.load_guard_slots(kernel_seq));
     ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
     fault::point("commit: pending ruleset written");
     let result = (|| -> Result<()> {
         refresh_interfaces_from(ns, dp, ruleset, &links)?;
-        dp.apply_seq(ruleset, &state::interfaces(&links), seq)?;
+        let staged = dp.stage(ruleset, &state::interfaces(&links))?;
+        // Before the switch, so that the slots on record always include
+        // those of the generation the kernel runs.
+        ns.write_pending_guard_slots(staged.slots(), seq)?;
+        dp.switch(staged, seq)?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -368,6 +376,7 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
     }
     ns.finish_pending()?;
     fault::point("commit: ruleset file replaced");
+    ns.finish_guard_slots()?;
     Ok(())
 }
 
@@ -495,6 +504,7 @@ pub(super) fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     let ns = Namespace::current_for_attach()?;
     let _lock = ns.lock()?;
+    let migrated = migrate_old_layouts(&ns)?;
     let fresh = !ns.has_state() && !ns.has_dataplane();
     let keep: Vec<u32> = targets.iter().map(|(_, i)| *i).collect();
     let existed = ns.has_dataplane();
@@ -514,6 +524,7 @@ pub(super) fn run_attach(
         ct_timeouts,
         ct_sizes,
         existed,
+        !migrated.is_empty(),
     );
     if let Err(e) = result {
         // Leave nothing half-attached: what this command attached goes,
@@ -547,6 +558,56 @@ fn rollback(ns: &Namespace, targets: &[(&str, u32)], before: &[u32], fresh: bool
     reconcile_links(ns, &[], &mut Reconciled::default())
 }
 
+/// An upgrade over the pins of another netbeast version whose maps differ
+/// in layout: the maps that changed are made anew (empty) and the others
+/// kept — above all conntrack, so open connections carry on — and the
+/// user is told what each new map's emptiness costs. Only once no program
+/// of that version runs: its programs hold the old maps, and rules written
+/// to the new ones would never reach them. Returns what was reset.
+fn migrate_old_layouts(ns: &Namespace) -> Result<Vec<String>> {
+    if !ns.has_dataplane() {
+        return Ok(Vec::new());
+    }
+    let dir = ns.maps_dir();
+    let mismatches = Dataplane::layout_mismatches(&dir)?;
+    if mismatches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let running: Vec<String> = pinned_ifindexes(ns)
+        .into_iter()
+        .filter(|&i| {
+            hook_alive(&xdp_pin(ns, i), LINK_TYPE_XDP, i).is_some()
+                || hook_alive(&tc_pin(ns, i), LINK_TYPE_TCX, i).is_some()
+                || ingress_alive(ns, i)
+        })
+        .map(|i| iface_name(ns, i))
+        .collect();
+    if !running.is_empty() {
+        let maps: Vec<&str> = mismatches.iter().map(|(name, _)| *name).collect();
+        bail!(
+            "the data plane pinned in {} was made by another netbeast version (maps {} \
+             differ), and {} still run that version's programs, which keep its maps: \
+             `netbeast detach {}` (rules, connections and the other state stay pinned), then \
+             `netbeast attach` again: the maps that changed are made anew, the others kept",
+            dir.display(),
+            maps.join(", "),
+            running.join(", "),
+            running.join(" ")
+        );
+    }
+    // Socket programs of the old version (no interface is attached): the
+    // attach below puts this version's in their place.
+    let links_dir = ns.links_dir();
+    if Dataplane::sock_pins(&links_dir) > 0 {
+        Dataplane::detach_sock(&links_dir)?;
+    }
+    let reset = Dataplane::migrate_layouts(&dir)?;
+    for line in &reset {
+        note(format!("upgrade: {line}"));
+    }
+    Ok(reset)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attach_all(
     ns: &Namespace,
@@ -557,6 +618,7 @@ fn attach_all(
     ct_timeouts: &[String],
     ct_sizes: ConntrackSizes,
     existed: bool,
+    migrated: bool,
 ) -> Result<()> {
     let mut ruleset = ns.load_ruleset()?;
     fold_counters(dp, &mut ruleset)?;
@@ -578,10 +640,26 @@ fn attach_all(
     // The ruleset goes in before any packet can reach the program; when
     // the kernel runs it already (reconciled just now), only the facts
     // about the interfaces are refreshed.
-    if ns.load_stored()?.seq == Some(dp.commit_seq()?) {
+    // A generation written by an earlier version has no slot file: its
+    // guard records name no state slots that these programs can use, so
+    // it is written anew (its guards start fresh, as they did then).
+    // Maps made anew by an upgrade hold no ruleset, whatever ACTIVE says.
+    let kernel_seq = dp.commit_seq()?;
+    if !migrated
+        && ns.load_stored()?.seq == Some(kernel_seq)
+        && ns.load_guard_slots(kernel_seq).is_some()
+    {
         refresh_interfaces(ns, dp, &ruleset)?;
     } else {
         commit(ns, dp, &ruleset)?;
+    }
+    if migrated {
+        // `netbeast lb` services, from their saved state, into maps that
+        // an upgrade may have made anew.
+        let mut services = crate::lb::Services::load(ns)?;
+        if crate::lb::restore_missing(&mut services, dp)? {
+            services.save(ns)?;
+        }
     }
     // `-t nat OUTPUT` for local sockets: once per namespace, not per
     // interface; attaches what an interrupted attach left out.

@@ -29,14 +29,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{LogTarget, NatTarget, RuleAction, nat_flags, target, user_counter_slot};
+use netbeast_common::{LogTarget, NatTarget, RuleAction, target, user_counter_slot};
 
 use super::guards::{self, GuardTable};
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
-use crate::rules::model::{
-    Chain, Ipv4Net, NatFlags, Policy, PortRange, Ruleset, Table, TableName, Target,
-};
+use crate::rules::model::{Chain, Ipv4Net, Policy, Ruleset, Table, TableName, Target};
 
 /// How many disjoint cases (terms) the packets reaching one rule may be
 /// split into by conditional RETURN and goto rules before it, and how many
@@ -248,56 +246,28 @@ impl<'a> Prepared<'a> {
     }
 }
 
-/// Targets the table refuses, checked again here because a wrong one would
-/// make the kernel act on a packet in a hook that cannot do it.
+/// Targets the table refuses (their module's tables), checked again here
+/// because a wrong one would make the kernel act on a packet in a hook
+/// that cannot do it.
 fn validate_target(table: TableName, target: &Target) -> Result<(), String> {
-    match (table, target) {
-        (TableName::Filter, t) if t.is_nat() => Err(format!(
-            "-j {} is a target of the nat table, not of the filter table",
-            t.name()
-        )),
-        (TableName::Nat, Target::Drop | Target::Reject(_)) => Err(format!(
-            "-j {} filters, which the nat table does not (iptables refuses it there too)",
-            target.name()
-        )),
+    match target.module() {
+        Some(module) if !module.tables.contains(&table) => Err(match table {
+            TableName::Filter => format!(
+                "-j {} is a target of the nat table, not of the filter table",
+                module.name
+            ),
+            TableName::Nat => format!(
+                "-j {} filters, which the nat table does not (iptables refuses it there too)",
+                module.name
+            ),
+        }),
         _ => Ok(()),
     }
 }
 
 /// The kernel's form of a nat rule's translation.
 fn nat_target(target: &Target) -> Option<NatTarget> {
-    let flags_of = |flags: &NatFlags| {
-        if flags.random || flags.random_fully {
-            nat_flags::RANDOM
-        } else {
-            0
-        }
-    };
-    let with_ports = |mut nat: NatTarget, ports: Option<PortRange>| {
-        if let Some(ports) = ports {
-            nat.port_first = ports.first;
-            nat.port_last = ports.last;
-            nat.flags |= nat_flags::PORTS;
-        }
-        nat
-    };
-    let (addrs, ports, flags) = match target {
-        Target::Dnat { to, flags } | Target::Snat { to, flags } => (to.addrs, to.ports, flags),
-        Target::Masquerade { ports, flags } | Target::Redirect { ports, flags } => {
-            (None, *ports, flags)
-        }
-        _ => return None,
-    };
-    let mut nat = NatTarget {
-        flags: flags_of(flags),
-        ..NatTarget::default()
-    };
-    if let Some(addrs) = addrs {
-        nat.addr_first = u32::from(addrs.first);
-        nat.addr_last = u32::from(addrs.last);
-        nat.flags |= nat_flags::ADDR;
-    }
-    Some(with_ports(nat, ports))
+    crate::rules::target::nat::kernel(target)
 }
 
 /// The translations of a ruleset, each once: rules that translate alike
@@ -664,7 +634,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                 chain: table.chains[chain].name.clone(),
                 rule: r + 1,
                 target: target.name().to_string(),
-                reason: crate::rules::parse::nat_chain_reason(target),
+                reason: target.chain_reason(),
             }),
             _ => Ok(()),
         }

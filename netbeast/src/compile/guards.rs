@@ -21,15 +21,16 @@
 //! sides the same draws when they evaluate the same guards in the same
 //! order — which is what the property test checks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use netbeast_common::{Guard, MAX_GUARD_CHAIN, guard_kind, limit_take};
+use netbeast_common::{Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, limit_take};
 
-use super::CompileError;
 use super::PacketView;
 use super::lower::Lowering;
 use super::reference::RuleRef;
+use super::{CompileError, CompiledRuleset};
 use crate::rules::model::{Rule, TableName};
+use crate::rules::save::{CounterStyle, rule_spec};
 
 /// The guard records of one generation, and who owns each.
 #[derive(Default)]
@@ -39,8 +40,15 @@ pub(super) struct GuardTable {
     /// requirement record): (table, rule, index of the match among the
     /// rule's guards).
     pub owners: Vec<Option<(TableName, RuleRef, usize)>>,
+    /// For each record that keeps state of its own rule
+    /// (`Guard::has_state_slot`), its [`GuardIdentity`]; `None` for the
+    /// others.
+    pub identities: Vec<Option<GuardIdentity>>,
     /// (required guard, held, next) → requirement record number.
     requirements: HashMap<(u32, bool, u32), u32>,
+    /// (table, rule text) → how many rules of that text were numbered so
+    /// far (the chain is in the text): the next one's occurrence.
+    occurrences: HashMap<(TableName, String), u32>,
     limit: u32,
 }
 
@@ -64,6 +72,7 @@ impl GuardTable {
         }
         self.records.push(guard);
         self.owners.push(owner);
+        self.identities.push(None);
         Ok(self.records.len() as u32 - 1)
     }
 
@@ -77,6 +86,17 @@ impl GuardTable {
         rule: &Rule,
     ) -> Result<Vec<u32>, CompileError> {
         let guards: Vec<Guard> = rule_guards(rule).collect();
+        // Rules are numbered in chain order, so the occurrence of a text
+        // counts the rules of the same text above this one.
+        let text = guards
+            .iter()
+            .any(Guard::has_state_slot)
+            .then(|| rule_spec(chain, rule, CounterStyle::Omit));
+        let occurrence = text.as_ref().map(|text| {
+            let seen = self.occurrences.entry((table, text.clone())).or_insert(0);
+            *seen += 1;
+            *seen - 1
+        });
         let first = self.records.len() as u32;
         let mut numbers = Vec::with_capacity(guards.len());
         for (n, mut g) in guards.iter().copied().enumerate() {
@@ -91,7 +111,11 @@ impl GuardTable {
                 chain: chain.to_string(),
                 rule: r,
             };
-            numbers.push(self.add(g, Some((table, owner, n)))?);
+            let number = self.add(g, Some((table, owner, n)))?;
+            if let (true, Some(text), Some(occurrence)) = (g.has_state_slot(), &text, occurrence) {
+                self.identities[number as usize] = Some(guard_identity(table, text, occurrence, n));
+            }
+            numbers.push(number);
         }
         Ok(numbers)
     }
@@ -122,6 +146,127 @@ impl GuardTable {
         }
         Ok(next)
     }
+}
+
+/// Who a guard that keeps state of its own rule is, across ruleset
+/// changes: FNV-1a (128-bit) of its table, its rule's text as `-S` prints
+/// it (chain included, counters left out), the rule's *occurrence* (how
+/// many rules of the same text come before it in the chain) and which of
+/// the rule's stateful matches it is. A rule that a change does not touch
+/// keeps its identity, wherever it moves in the chain and however often
+/// its chain is inlined; a rule whose text changes is a new rule.
+pub type GuardIdentity = u128;
+
+fn guard_identity(table: TableName, text: &str, occurrence: u32, n: usize) -> GuardIdentity {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut h = OFFSET;
+    // Fields separated by a byte no rule text holds.
+    for part in [
+        table.as_str().as_bytes(),
+        b"\0",
+        text.as_bytes(),
+        b"\0",
+        &occurrence.to_le_bytes(),
+        &(n as u32).to_le_bytes(),
+    ] {
+        for &b in part {
+            h = (h ^ u128::from(b)).wrapping_mul(PRIME);
+        }
+    }
+    h
+}
+
+/// Where each stateful guard of a running generation keeps its state:
+/// identity → state slot (`Guard::c`: the `GUARD_STATE` index and the
+/// `CONNLIMIT` lists' key), for guards that keep state of their own rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuardSlots {
+    pub slots: HashMap<GuardIdentity, u32>,
+}
+
+/// What giving a new generation its state slots changes.
+#[derive(Clone, Debug, Default)]
+pub struct SlotPlan {
+    /// The new generation's slots.
+    pub slots: GuardSlots,
+    /// Slots that start from nothing: the loader zeroes them (and drops
+    /// their connlimit lists) before the switch. No running rule uses
+    /// them, so nothing a packet does in between is lost.
+    pub fresh: Vec<u32>,
+    /// Of those, the slots of connlimit guards.
+    pub fresh_connlimit: Vec<u32>,
+    /// Slots the previous generation used and the new one does not: freed
+    /// after the switch.
+    pub freed: Vec<u32>,
+    /// Guards that kept the slot (and state) they had.
+    pub kept: usize,
+}
+
+/// Gives every guard of `compiled` that keeps state of its own rule a
+/// state slot (`Guard::c`): the one its identity had in `previous` (the
+/// running generation's), else one that generation does not use, so it
+/// keeps its state in place across the switch and a new rule never shares
+/// a live one. Without `previous` (a data plane written by an earlier
+/// version, or a lost record) every guard starts fresh in the slots of
+/// `guard_index(generation, n)`, which is where earlier versions kept a
+/// generation's state: a running generation of theirs is not disturbed.
+pub fn assign_state_slots(
+    compiled: &mut CompiledRuleset,
+    previous: Option<&GuardSlots>,
+) -> SlotPlan {
+    let mut plan = SlotPlan::default();
+    let generation = compiled.generation;
+    let mut used: HashSet<u32> = previous
+        .map(|p| p.slots.values().copied().collect())
+        .unwrap_or_default();
+    let mut candidate = 0u32;
+    for (n, (guard, identity)) in compiled
+        .guards
+        .iter_mut()
+        .zip(&compiled.guard_identities)
+        .enumerate()
+    {
+        let Some(identity) = *identity else {
+            continue;
+        };
+        let kept = previous.and_then(|p| p.slots.get(&identity).copied());
+        let slot = match (previous, kept) {
+            (_, Some(slot)) => {
+                plan.kept += 1;
+                slot
+            }
+            (None, None) => guard_index(generation, n as u32),
+            (Some(_), None) => {
+                // The running generation uses at most MAX_GUARDS slots and
+                // this one at most MAX_GUARDS: STATE_SLOTS holds both.
+                while used.contains(&candidate) {
+                    candidate += 1;
+                }
+                debug_assert!(candidate < STATE_SLOTS);
+                candidate
+            }
+        };
+        if kept.is_none() {
+            used.insert(slot);
+            plan.fresh.push(slot);
+            if guard.kind == guard_kind::CONNLIMIT {
+                plan.fresh_connlimit.push(slot);
+            }
+        }
+        guard.c = u64::from(slot);
+        plan.slots.slots.insert(identity, slot);
+    }
+    if let Some(previous) = previous {
+        plan.freed = previous
+            .slots
+            .iter()
+            .filter(|(identity, _)| !plan.slots.slots.contains_key(*identity))
+            .map(|(_, &slot)| slot)
+            .collect();
+        plan.freed.sort_unstable();
+    }
+    plan
 }
 
 /// The guards of a rule's stateful matches, in match order, unchained.

@@ -75,10 +75,10 @@ use netbeast_common::{
     MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_GUARDS_PER_RULE, MAX_LOG_TARGETS, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN,
     MAX_USER_CHAIN_RULES, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field, field::Kind,
-    guard_kind, reject, size, target,
+    guard_kind, size, target,
 };
 
-use crate::rules::model::{Ipv4Net, RejectWith, Rule, Ruleset, Table, TableName, Target};
+use crate::rules::model::{Ipv4Net, Rule, Ruleset, Table, TableName, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -88,7 +88,9 @@ pub use reference::{ConnectionView, HeaderFields, L4Header, PacketView, RuleRef}
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
 use guards::GuardTable;
-pub use guards::{GuardOracle, GuardState};
+pub use guards::{
+    GuardIdentity, GuardOracle, GuardSlots, GuardState, SlotPlan, assign_state_slots,
+};
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -293,12 +295,16 @@ pub struct CompiledRuleset {
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
     /// chain (0: none). Each stateful match of a rule has one record (its
-    /// state: `GUARD_STATE` at the same index); the others are
-    /// requirements (`guard_kind::REQUIRE`).
+    /// state, for the kinds that keep it per rule, in the state slot `c`
+    /// that the loader gives it: see [`assign_state_slots`]); the others
+    /// are requirements (`guard_kind::REQUIRE`).
     pub guards: Vec<Guard>,
     /// For each guard record, the rule and match it belongs to: (table,
     /// rule, index among the rule's guards); `None` for requirements.
     pub guard_owners: Vec<Option<(TableName, RuleRef, usize)>>,
+    /// For each guard record that keeps state of its own rule, its
+    /// identity across ruleset changes (see [`assign_state_slots`]).
+    pub guard_identities: Vec<Option<GuardIdentity>>,
 }
 
 /// One chain's tables.
@@ -590,6 +596,7 @@ fn compile_with_limits(
         log_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
+        guard_identities: guard_table.identities,
     })
 }
 
@@ -637,29 +644,14 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
 /// What a slot of `target` does; `nat` is the number of its translation
 /// (nat targets) or of its LOG rule (LOG).
 fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
-    let (target, arg) = match target {
-        Target::None | Target::Jump(_) | Target::Goto(_) | Target::Return => (target::NONE, 0),
-        Target::Dnat { .. } => (target::DNAT, nat),
-        Target::Snat { .. } => (target::SNAT, nat),
-        Target::Masquerade { .. } => (target::MASQUERADE, nat),
-        Target::Redirect { .. } => (target::REDIRECT, nat),
-        Target::Log(_) => (target::LOG, nat),
-        Target::Accept => (target::ACCEPT, 0),
-        Target::Drop => (target::DROP, 0),
-        Target::Reject(with) => (
-            target::REJECT,
-            match with {
-                RejectWith::IcmpPortUnreachable => reject::ICMP_PORT_UNREACHABLE,
-                RejectWith::IcmpHostUnreachable => reject::ICMP_HOST_UNREACHABLE,
-                RejectWith::IcmpNetUnreachable => reject::ICMP_NET_UNREACHABLE,
-                RejectWith::IcmpProtoUnreachable => reject::ICMP_PROTO_UNREACHABLE,
-                RejectWith::IcmpNetProhibited => reject::ICMP_NET_PROHIBITED,
-                RejectWith::IcmpHostProhibited => reject::ICMP_HOST_PROHIBITED,
-                RejectWith::IcmpAdminProhibited => reject::ICMP_ADMIN_PROHIBITED,
-                RejectWith::TcpReset => reject::TCP_RESET,
-            },
-        ),
+    // The module's code; its argument: the answer (REJECT), or the
+    // number of the rule's translation or LOG entry.
+    let arg = match target {
+        Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
+        _ if target.is_nat() || matches!(target, Target::Log(_)) => nat,
+        _ => 0,
     };
+    let target = target.code();
     RuleAction {
         target,
         arg,

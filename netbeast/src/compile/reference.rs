@@ -300,6 +300,25 @@ pub fn classify_table_with(
     panic!("the rules of {chain} loop: {hits:?}");
 }
 
+/// Whether `rule`'s matches (not its target, nor its stateful matches,
+/// which the caller must refuse) hold for `pkt`, as iptables tests them:
+/// what `netbeast trace` filters packets with.
+pub fn rule_matches_packet(rule: &Rule, interfaces: &[Interface], pkt: &PacketView) -> bool {
+    let name_of = |ifindex: u32| {
+        interfaces
+            .iter()
+            .find(|i| i.ifindex == ifindex)
+            .map(|i| i.name.as_str())
+    };
+    rule_matches(rule, name_of(pkt.in_ifindex), name_of(pkt.out_ifindex), pkt)
+}
+
+/// Whether `rule` has a stateful match (`-m statistic`, `limit`, ...):
+/// testing it would take a packet's credit or draw a number.
+pub fn has_stateful_match(rule: &Rule) -> bool {
+    super::guards::rule_guards(rule).next().is_some()
+}
+
 /// `value` tested, then flipped by `!`: iptables' `FWINV`.
 fn holds<T>(m: &Negatable<T>, test: impl FnOnce(&T) -> bool) -> bool {
     test(&m.value) != m.negated

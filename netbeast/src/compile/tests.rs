@@ -1,7 +1,7 @@
 //! The compiled classifier against the reference (iptables' linear
 //! semantics) on random rulesets and packets, plus the limits.
 
-use crate::rules::model::{Comment, ConnState, Icmp, MacSource, Multiport, Ports};
+use crate::rules::model::{Comment, Icmp, MacSource, Multiport, Ports};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -13,24 +13,10 @@ use netbeast_common::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::rules::ext::statistic::PROBABILITY_ONE;
-use crate::rules::ext::{
-    addrtype::AddrType,
-    conntrack::{Connection, CtAddr},
-    dscp::Dscp,
-    iprange::IpRange,
-    length::Length,
-    pkttype::PktType,
-    tcp::TcpFlags,
-    tos::Tos,
-    ttl::Ttl,
-    ttl::TtlOp,
-};
+use crate::rules::generate::{self, Dice, Palette, Scope};
 use crate::rules::model::{
-    AddrRange, Chain, Connlimit, CtStates, HashRate, Hashlimit, IcmpType, IfaceName, Ipv4Net,
-    Limit, Match, MultiportKind, NatFlags, NatTo, Negatable, Policy, PortRange, Recent,
-    RecentCommand, RejectWith, Rule, Ruleset, StateModule, Statistic, StatisticMode, TableName,
-    Target,
+    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable, Policy,
+    PortRange, RejectWith, Rule, Ruleset, Statistic, StatisticMode, TableName, Target,
 };
 
 // ---------------------------------------------------------------- pools
@@ -129,639 +115,224 @@ fn interfaces() -> Vec<Interface> {
 }
 
 // ---------------------------------------------------------------- dice
-// Proptest draws one 64-bit seed per rule and per packet, and a small
-// generator turns each seed into a value. Building rules with proptest's
-// own combinators costs ~0.2 ms per rule in debug builds, far too slow for
-// 10,000 cases; seeds are cheap, and shrinking still removes rules and
-// packets one by one, which is what makes a failure readable.
+// Proptest draws one 64-bit seed per rule and per packet, and the shared
+// generator (`rules/generate.rs`, built from the extension modules) turns
+// each seed into a rule; packets are drawn here. Building rules with
+// proptest's own combinators costs ~0.2 ms per rule in debug builds, far
+// too slow for 10,000 cases; seeds are cheap, and shrinking still removes
+// rules and packets one by one, which is what makes a failure readable.
 
-/// splitmix64: a seed's choices, one after another.
-struct Dice(u64);
+/// ICMP (type, code) pairs rules name.
+const ICMP: &[(u8, Option<u8>)] = &[
+    (0, None),
+    (3, None),
+    (8, None),
+    (11, None),
+    (0, Some(0)),
+    (3, Some(1)),
+    (3, Some(3)),
+    (3, Some(4)),
+    (8, Some(0)),
+    (11, Some(1)),
+];
 
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+/// The pools above, for the shared rule generator: every module, values
+/// near the packets', no value from outside the pools.
+static PALETTE: Palette = Palette {
+    protocols: &[
+        (None, 9),
+        (Some(6), 12),
+        (Some(17), 9),
+        (Some(1), 6),
+        (Some(0), 1),
+        (Some(47), 1),
+        (Some(50), 1),
+    ],
+    negate_protocol: 7,
+    negated_protocols: &[0, 1, 6, 17, 47],
+    negate: 30,
+    wild: 0,
+    matches: &[2, 4, 5, 4, 3, 2],
+    source: 40,
+    destination: 30,
+    in_iface: 20,
+    out_iface: 15,
+    fragment: 20,
+    fragment_with_l4: true,
+    nets: NETS,
+    addrs: ADDRS,
+    ports: PORTS,
+    ifaces: PATTERNS,
+    macs: MACS,
+    icmp: ICMP,
+    lengths: LENGTHS,
+    ttls: TTLS,
+    toses: TOSES,
+    tos_masks: &[0x3f, 0xff, 0x1c, 0x08, 0x00],
+    pkttypes: &[
+        pkttype::HOST,
+        pkttype::BROADCAST,
+        pkttype::MULTICAST,
+        pkttype::OTHERHOST,
+    ],
+    addr_types: ADDR_TYPES,
+    nat_addrs: NAT_ADDRS,
+    nat_ports: NAT_PORTS,
+    names: &["a", "b"],
+};
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+/// Every module the generator has.
+fn everything(_: &str) -> bool {
+    true
+}
 
-    /// True with probability `percent`%.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// A rule of `table` reached from `hooks` (none: filter, where the
+/// compiler needs no chain), jumping only to `callees`.
+fn random_rule(seed: u64, table: TableName, hooks: &[&str], callees: &[String]) -> Rule {
+    let scope = Scope {
+        table,
+        builtin: None,
+        hooks,
+        callees,
+        palette: &PALETTE,
+        allow: &everything,
+        protocol: None,
+    };
+    generate::rule(&mut Dice(seed), &scope)
+}
 
-    fn pick<T: Copy>(&mut self, pool: &[T]) -> T {
-        pool[self.below(pool.len())]
-    }
-
-    /// An index into `weights`, each chosen in proportion to its weight.
-    fn weighted(&mut self, weights: &[u64]) -> usize {
-        let mut r = self.next() % weights.iter().sum::<u64>();
-        for (i, &w) in weights.iter().enumerate() {
-            if r < w {
-                return i;
-            }
-            r -= w;
-        }
-        unreachable!("r is below the sum of the weights")
-    }
-
-    fn maybe<T>(&mut self, percent: u64, value: impl FnOnce(&mut Self) -> T) -> Option<T> {
-        self.chance(percent).then(|| value(self))
-    }
-
-    fn negatable<T>(&mut self, value: impl FnOnce(&mut Self) -> T) -> Negatable<T> {
-        let negated = self.chance(30);
-        Negatable {
-            negated,
-            value: value(self),
-        }
-    }
-
-    fn net(&mut self) -> Ipv4Net {
-        let (addr, len) = self.pick(NETS);
-        Ipv4Net::new(Ipv4Addr::from(addr), len)
-    }
-
-    fn iface(&mut self) -> IfaceName {
-        let (name, wildcard) = self.pick(PATTERNS);
-        IfaceName {
-            name: name.to_string(),
-            wildcard,
-        }
-    }
-
-    fn port_range(&mut self) -> PortRange {
-        let a = self.pick(PORTS);
-        let b = if self.chance(35) { self.pick(PORTS) } else { a };
-        PortRange {
-            first: a.min(b),
-            last: a.max(b),
-        }
-    }
-
-    fn icmp_type(&mut self) -> IcmpType {
-        match self.weighted(&[1, 2, 2]) {
-            0 => IcmpType::Any,
-            1 => IcmpType::Type {
-                icmp_type: self.pick(ICMP_TYPES),
-                code: None,
-            },
-            _ => IcmpType::Type {
-                icmp_type: self.pick(ICMP_TYPES),
-                code: Some(self.pick(ICMP_CODES)),
-            },
-        }
-    }
-
-    /// Port, multiport and ICMP matches, as the parser allows them for the
-    /// rule's protocol.
-    fn l4_matches(&mut self, protocol: Option<&Negatable<u8>>) -> Vec<Match> {
-        let mut matches = Vec::new();
-        match protocol {
-            Some(&Negatable {
-                negated: false,
-                value: p @ (6 | 17),
-            }) => {
-                for _ in 0..self.weighted(&[3, 4, 2]) {
-                    if self.chance(55) {
-                        matches.push(Match::Ports(Ports {
-                            protocol: p,
-                            sport: self.maybe(45, |d| d.negatable(Dice::port_range)),
-                            dport: self.maybe(65, |d| d.negatable(Dice::port_range)),
-                            tcp_flags: if p == 6 {
-                                self.maybe(30, |d| d.negatable(Dice::tcp_flags))
-                            } else {
-                                None
-                            },
-                            tcp_option: if p == 6 {
-                                self.maybe(15, |d| d.negatable(Dice::tcp_option))
-                            } else {
-                                None
-                            },
-                        }));
-                    } else {
-                        let kind = self.pick(&[
-                            MultiportKind::Source,
-                            MultiportKind::Destination,
-                            MultiportKind::Either,
-                        ]);
-                        let negated = self.chance(30);
-                        let ports = (0..1 + self.below(3)).map(|_| self.port_range()).collect();
-                        matches.push(Match::Multiport(Multiport {
-                            kind,
-                            negated,
-                            ports,
-                        }));
-                    }
-                }
-            }
-            Some(&Negatable {
-                negated: false,
-                value: 1,
-            }) if self.chance(70) => {
-                matches.push(Match::Icmp(Icmp(self.negatable(Dice::icmp_type))));
-            }
-            _ => {}
-        }
-        matches
-    }
-
-    /// A target; `callees` are the user-defined chains a jump or goto may
-    /// lead to (none: no jumps).
-    fn target(&mut self, callees: &[String]) -> Target {
-        let jumps = if callees.is_empty() { 0 } else { 1 };
-        match self.weighted(&[2, 2, 2, 1, 1, 3 * jumps, 2 * jumps, 1]) {
-            0 => Target::None,
-            1 => Target::Accept,
-            2 => Target::Drop,
-            3 => Target::Reject(self.pick(&[
-                RejectWith::IcmpPortUnreachable,
-                RejectWith::TcpReset,
-                RejectWith::IcmpAdminProhibited,
-            ])),
-            4 => Target::Return,
-            5 => Target::Jump(callees[self.below(callees.len())].clone()),
-            6 => Target::Goto(callees[self.below(callees.len())].clone()),
-            // Non-terminating with a side effect: the next rule sees the
-            // packet, on both sides of the comparison.
-            _ => Target::Log(crate::rules::target::log::Log::default()),
-        }
-    }
-
-    /// A rule whose jumps, if any, lead to `callees`.
-    fn rule_in(&mut self, callees: &[String]) -> Rule {
-        let protocol = match self.weighted(&[3, 4, 3, 2, 1, 1]) {
-            0 => None,
-            1 => Some(Negatable::is(6)),
-            2 => Some(Negatable::is(17)),
-            3 => Some(Negatable::is(1)),
-            4 => Some(Negatable::not(self.pick(&[0u8, 1, 6, 17, 47]))),
-            _ => Some(Negatable::is(self.pick(&[0u8, 47, 50]))),
-        };
-        let mut matches = self.l4_matches(protocol.as_ref());
-        // Most rules name at most one MAC; some name two.
-        for _ in 0..self.weighted(&[16, 3, 1]) {
-            matches.push(Match::MacSource(MacSource(
-                self.negatable(|d| d.pick(MACS)),
-            )));
-        }
-        if self.chance(10) {
-            matches.push(Match::Comment(Comment("a comment".into())));
-        }
-        // Connection states: a non-empty subset, sometimes negated, and
-        // now and then two state matches on one rule (both must hold).
-        for _ in 0..self.weighted(&[14, 5, 1]) {
-            let module = if self.chance(50) {
-                StateModule::State
-            } else {
-                StateModule::Conntrack
-            };
-            // -m conntrack: SNAT/DNAT among the states, --ctdir and
-            // --ctstatus, or those without any state.
-            let conntrack = module == StateModule::Conntrack;
-            let states = if conntrack && self.chance(20) {
-                CtStates(0)
-            } else if conntrack {
-                CtStates(self.below(127) as u8 + 1)
-            } else {
-                CtStates((self.below(31) + 1) as u8)
-            };
-            let dir = (conntrack && self.chance(30)).then(|| self.chance(50));
-            let status =
-                (conntrack && self.chance(30)).then(|| (self.chance(25), self.below(16) as u8));
-            let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
-                (Some(false), status)
-            } else {
-                (dir, status)
-            };
-            let connection = if conntrack && self.chance(35) {
-                self.connection()
-            } else {
-                Connection::default()
-            };
-            matches.push(Match::ConnState(ConnState {
-                module,
-                negated: states.0 != 0 && self.chance(25),
-                states,
-                dir,
-                status,
-                connection,
-            }));
-        }
-        matches.extend(self.header_matches());
-        // Stateful matches (guards): on plain rules, jumps, RETURNs and
-        // gotos alike, now and then two on one rule.
-        for _ in 0..self.weighted(&[14, 5, 1]) {
-            matches.push(match self.weighted(&[7, 2, 1, 1, 2]) {
-                0 => Match::Statistic(self.statistic()),
-                1 => Match::Limit(self.limit()),
-                3 => Match::Hashlimit(self.hashlimit()),
-                4 => Match::Recent(self.recent()),
-                // The models see each packet as its address's only
-                // connection: limit 0 matches it with above, 1 does not.
-                _ => Match::Connlimit(Connlimit {
-                    limit: self.below(2) as u32,
-                    above: self.chance(50),
-                    mask: self.pick(&[0u8, 24, 32]),
-                    daddr: self.chance(30),
-                }),
-            });
-        }
-        Rule {
-            protocol,
-            source: self.maybe(40, |d| d.negatable(Dice::net)),
-            destination: self.maybe(30, |d| d.negatable(Dice::net)),
-            in_iface: self.maybe(20, |d| d.negatable(Dice::iface)),
-            out_iface: self.maybe(15, |d| d.negatable(Dice::iface)),
-            fragment: [None, Some(true), Some(false)][self.weighted(&[8, 1, 1])],
-            matches,
-            target: self.target(callees),
-            counter: Default::default(),
-        }
-    }
-
-    /// `--tcp-option N`: the options SYNs carry (MSS, window scale,
-    /// SACK permitted, timestamps), NOP and others.
-    fn tcp_option(&mut self) -> u8 {
-        self.pick(TCP_OPTION_KINDS)
-    }
-
-    /// A set of option kinds as xt_tcpudp's walk meets them.
-    fn tcp_option_kinds(&mut self) -> [u64; 4] {
-        let mut kinds = [0u64; 4];
-        for _ in 0..self.below(5) {
-            let k = self.tcp_option();
-            kinds[usize::from(k >> 6)] |= 1 << (k & 63);
-        }
-        kinds
-    }
-
-    /// `-m conntrack`'s options on the connection itself, some of them,
-    /// each maybe negated.
-    fn connection(&mut self) -> Connection {
-        let mut c = Connection::default();
-        while c.is_empty() {
-            c.proto = self.maybe(25, |d| d.negatable(|d| d.pick(&[1u8, 6, 17, 47])));
-            for n in 0..4 {
-                c.addrs[n] = self.maybe(20, |d| {
-                    d.negatable(|d| CtAddr {
-                        addr: d.addr(),
-                        mask: Ipv4Addr::from(d.pick(&[
-                            u32::MAX,
-                            0xffff_ff00,
-                            0xffff_0000,
-                            0xff00_0000,
-                            0,
-                            0xff00_ff00,
-                        ])),
-                    })
-                });
-                c.ports[n] = self.maybe(20, |d| d.negatable(Dice::port_range));
-            }
-            c.expire = self.maybe(20, |d| {
-                d.negatable(|d| {
-                    let a = d.pick(CT_EXPIRES);
-                    let b = if d.chance(50) { d.pick(CT_EXPIRES) } else { a };
-                    (a.min(b), a.max(b))
-                })
-            });
-        }
-        c
-    }
-
-    /// A packet's connection, its tuples from the same pools as the rules'.
-    fn connection_view(&mut self) -> ConnectionView {
-        let tuple = |d: &mut Self| netbeast_common::CtTuple {
-            src: u32::from(d.addr()).to_be(),
-            dst: u32::from(d.addr()).to_be(),
-            sport: d.port(),
-            dport: d.port(),
-        };
-        let orig = tuple(self);
-        // Mostly the inverse of the original (no translation).
-        let reply = if self.chance(60) {
-            netbeast_common::CtTuple {
-                src: orig.dst,
-                dst: orig.src,
-                sport: orig.dport,
-                dport: orig.sport,
-            }
-        } else {
-            tuple(self)
-        };
-        ConnectionView {
-            orig,
-            reply,
-            protocol: self.pick(&[1u8, 6, 17, 47]),
-            expires: self.pick(CT_EXPIRES).into(),
-        }
-    }
-
-    /// `--tcp-flags MASK COMP`: the common tests (`--syn`, SYN,ACK,
-    /// RST) and random ones.
-    fn tcp_flags(&mut self) -> TcpFlags {
-        if self.chance(60) {
-            self.pick(&[
-                TcpFlags {
-                    mask: 0x17,
-                    comp: 0x02,
-                },
-                TcpFlags {
-                    mask: 0x12,
-                    comp: 0x12,
-                },
-                TcpFlags {
-                    mask: 0x04,
-                    comp: 0x04,
-                },
-                TcpFlags {
-                    mask: 0x3f,
-                    comp: 0x00,
-                },
-            ])
-        } else {
-            let mask = self.next() as u8 & 0x3f;
-            TcpFlags {
-                mask,
-                comp: self.next() as u8 & mask,
-            }
-        }
-    }
-
-    /// The matches on header fields: length, TTL, TOS, DSCP, packet type,
-    /// address types and ranges, each now and then (sometimes twice).
-    fn header_matches(&mut self) -> Vec<Match> {
-        let mut out = Vec::new();
-        for _ in 0..self.weighted(&[12, 5, 2]) {
-            out.push(match self.below(7) {
-                0 => {
-                    let (a, b) = (self.pick(LENGTHS), self.pick(LENGTHS));
-                    Match::Length(Length {
-                        negated: self.chance(30),
-                        min: a.min(b),
-                        max: a.max(b),
-                    })
-                }
-                1 => Match::Ttl(Ttl {
-                    op: self.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
-                    value: self.pick(TTLS),
-                }),
-                2 => {
-                    let mask = self.pick(&[0x3f, 0xff, 0x1c, 0x08, 0x00]);
-                    Match::Tos(Tos {
-                        negated: self.chance(30),
-                        value: self.pick(TOSES) & mask,
-                        mask,
-                    })
-                }
-                3 => Match::Dscp(Dscp {
-                    negated: self.chance(30),
-                    dscp: self.pick(TOSES) >> 2,
-                }),
-                4 => Match::PktType(PktType {
-                    negated: self.chance(30),
-                    kind: self.below(pkttype::KEYS as usize) as u32,
-                }),
-                5 => {
-                    let types = |d: &mut Dice| {
-                        let mut mask = 0u16;
-                        for _ in 0..1 + d.below(2) {
-                            mask |= 1 << d.pick(ADDR_TYPES);
-                        }
-                        d.negatable(|_| mask)
-                    };
-                    let (src, dst) = match self.below(3) {
-                        0 => (Some(types(self)), None),
-                        1 => (None, Some(types(self))),
-                        _ => (Some(types(self)), Some(types(self))),
-                    };
-                    // One interface limit at most, as the kernel takes.
-                    let limit = self.weighted(&[3, 1, 1]);
-                    Match::AddrType(AddrType {
-                        src,
-                        dst,
-                        limit_iface_in: limit == 1,
-                        limit_iface_out: limit == 2,
-                    })
-                }
-                _ => {
-                    // Mostly narrow ranges around the pool's addresses
-                    // (a few prefixes each); now and then one across the
-                    // pool (up to 62 prefixes: a rule with two takes
-                    // thousands of slots and is refused, which costs time
-                    // and memory in every case that draws one).
-                    let range = |d: &mut Dice| {
-                        let a = u32::from(d.addr());
-                        let b = if d.chance(5) {
-                            u32::from(d.addr())
-                        } else {
-                            a.wrapping_add(d.below(300) as u32)
-                        };
-                        d.negatable(|_| AddrRange {
-                            first: a.min(b).into(),
-                            last: a.max(b).into(),
-                        })
-                    };
-                    let (src, dst) = match self.below(3) {
-                        0 => (Some(range(self)), None),
-                        1 => (None, Some(range(self))),
-                        _ => (Some(range(self)), Some(range(self))),
-                    };
-                    Match::IpRange(IpRange { src, dst })
-                }
-            });
-        }
-        out
-    }
-
-    /// `-m statistic`: nth with small rounds (so packets hit every
-    /// phase), random with probabilities 0, 1 and between.
-    fn statistic(&mut self) -> Statistic {
-        let mode = if self.chance(50) {
-            let every = self.pick(&[1u32, 2, 3, 4]);
-            StatisticMode::Nth {
-                every,
-                packet: self.below(every as usize) as u32,
-            }
-        } else {
-            let p = self.pick(&[0.0, 0.25, 0.5, 0.9, 1.0]);
-            StatisticMode::Random {
-                probability: (p * f64::from(PROBABILITY_ONE)) as u32,
-            }
-        };
-        Statistic {
-            negated: self.chance(25),
-            mode,
-        }
-    }
-
-    /// `-m limit`: small buckets whose periods are close to the time
-    /// between two packets of `compare` (`PACKET_GAP_NS`), so that they
-    /// drain and refill during a run.
-    fn limit(&mut self) -> Limit {
-        Limit {
-            // 1/10000 s units: 2 ms to 30 ms.
-            period: self.pick(&[20u32, 50, 100, 300]),
-            burst: self.pick(&[1u32, 2, 3]),
-        }
-    }
-
-    /// `-m hashlimit` in packets, small buckets as `limit`'s, upto or
-    /// above.
-    fn hashlimit(&mut self) -> Hashlimit {
-        Hashlimit {
-            name: self.pick(&["a", "b"]).to_string(),
-            above: self.chance(50),
-            // Microseconds: 2 ms to 30 ms.
-            rate: HashRate::Packets {
-                period: self.pick(&[2_000u64, 5_000, 10_000, 30_000]),
-            },
-            burst: self.pick(&[1u64, 2, 3]),
-            mode: self.below(16) as u32,
-            srcmask: 32,
-            dstmask: 32,
-            size: 0,
-            max: 0,
-            gcinterval: 1000,
-            expire: 1000,
-        }
-    }
-
-    /// `-m recent` on two lists, every command, short windows (in the
-    /// models' clock a packet comes every `PACKET_GAP_NS`, so 1 s holds
-    /// hundreds).
-    fn recent(&mut self) -> Recent {
-        let command = self.pick(&[
-            RecentCommand::Set,
-            RecentCommand::Check,
-            RecentCommand::Update,
-            RecentCommand::Remove,
-        ]);
-        let seconds = self.pick(&[0u32, 1]);
-        Recent {
-            command,
-            negated: self.chance(25),
-            seconds,
-            reap: seconds != 0 && self.chance(30),
-            hitcount: self.pick(&[0u32, 1, 3]),
-            rttl: false,
-            name: self.pick(&["a", "b"]).to_string(),
-            mask: Ipv4Addr::BROADCAST,
-            rdest: self.chance(30),
-        }
-    }
-
-    fn addr(&mut self) -> Ipv4Addr {
-        if self.chance(80) {
-            Ipv4Addr::from(self.pick(ADDRS))
-        } else {
-            Ipv4Addr::from(self.next() as u32)
-        }
-    }
-
-    fn port(&mut self) -> u16 {
-        match self.weighted(&[4, 1, 1]) {
-            0 => self.pick(PORTS),
-            1 => self.pick(PORTS).wrapping_add(1),
-            _ => self.next() as u16,
-        }
-    }
-
-    fn packet(&mut self) -> PacketView {
-        let protocol = match self.weighted(&[4, 3, 2, 1, 1]) {
-            0 => 6,
-            1 => 17,
-            2 => 1,
-            3 => self.pick(&[0u8, 47, 50]),
-            _ => self.next() as u8,
-        };
-        let truncated = self.chance(8);
-        let l4 = match protocol {
-            _ if truncated => None,
-            6 | 17 => Some(L4Header::Ports {
-                source: self.port(),
-                destination: self.port(),
-            }),
-            1 => Some(L4Header::Icmp {
-                icmp_type: if self.chance(80) {
-                    self.pick(ICMP_TYPES)
-                } else {
-                    self.next() as u8
-                },
-                code: if self.chance(80) {
-                    self.pick(ICMP_CODES)
-                } else {
-                    self.next() as u8
-                },
-            }),
-            _ => None,
-        };
-        PacketView {
-            src: self.addr(),
-            dst: self.addr(),
-            protocol,
-            fragment_offset_nonzero: self.chance(10),
-            l4,
-            in_ifindex: self.below(10) as u32,
-            out_ifindex: self.below(10) as u32,
-            mac_source: if self.chance(80) {
-                self.pick(MACS)
-            } else {
-                [0x0a, 0, 0, 0, 0, self.next() as u8]
-            },
-            // A state and, for one with a connection, the connection
-            // key's other bits (`ct_state::*`).
-            ct_state: {
-                let state = self.below(5) as u32;
-                if state <= netbeast_common::ct_state::RELATED {
-                    state | (self.below(64) as u32) << 3
-                } else {
-                    state
-                }
-            },
-            header: HeaderFields {
-                length: if self.chance(80) {
-                    self.pick(LENGTHS).wrapping_add(self.below(3) as u16)
-                } else {
-                    self.next() as u16
-                },
-                ttl: if self.chance(80) {
-                    self.pick(TTLS).wrapping_add(self.below(3) as u8)
-                } else {
-                    self.next() as u8
-                },
-                tos: if self.chance(70) {
-                    self.pick(TOSES) | self.below(4) as u8
-                } else {
-                    self.next() as u8
-                },
-                tcp_flags: self.next() as u8 & if self.chance(80) { 0x3f } else { 0xff },
-                pkttype: self.below(pkttype::KEYS as usize) as u32,
-                // The type, and on which of the packet's interfaces it
-                // holds (`--limit-iface-in/out`).
-                src_type: self.pick(ADDR_TYPES) | (self.below(4) as u32) << 4,
-                dst_type: self.pick(ADDR_TYPES) | (self.below(4) as u32) << 4,
-                tcp_options: self.maybe(90, Dice::tcp_option_kinds),
-                connection: self.connection_view(),
-            },
-        }
+fn addr(d: &mut Dice) -> Ipv4Addr {
+    if d.chance(80) {
+        Ipv4Addr::from(d.pick(ADDRS))
+    } else {
+        Ipv4Addr::from(d.next() as u32)
     }
 }
 
-/// Which translations a nat chain's rules may use: DNAT and REDIRECT before
-/// routing (PREROUTING, OUTPUT and the user-defined chains they reach),
-/// SNAT and MASQUERADE after it (POSTROUTING and its chains).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum NatSide {
-    Destination,
-    Source,
+fn port(d: &mut Dice) -> u16 {
+    match d.weighted(&[4, 1, 1]) {
+        0 => d.pick(PORTS),
+        1 => d.pick(PORTS).wrapping_add(1),
+        _ => d.next() as u16,
+    }
+}
+
+fn packet(d: &mut Dice) -> PacketView {
+    let protocol = match d.weighted(&[4, 3, 2, 1, 1]) {
+        0 => 6,
+        1 => 17,
+        2 => 1,
+        3 => d.pick(&[0u8, 47, 50]),
+        _ => d.next() as u8,
+    };
+    let truncated = d.chance(8);
+    let l4 = match protocol {
+        _ if truncated => None,
+        6 | 17 => Some(L4Header::Ports {
+            source: port(d),
+            destination: port(d),
+        }),
+        1 => Some(L4Header::Icmp {
+            icmp_type: if d.chance(80) {
+                d.pick(ICMP_TYPES)
+            } else {
+                d.next() as u8
+            },
+            code: if d.chance(80) {
+                d.pick(ICMP_CODES)
+            } else {
+                d.next() as u8
+            },
+        }),
+        _ => None,
+    };
+    PacketView {
+        src: addr(d),
+        dst: addr(d),
+        protocol,
+        fragment_offset_nonzero: d.chance(10),
+        l4,
+        in_ifindex: d.below(10) as u32,
+        out_ifindex: d.below(10) as u32,
+        mac_source: if d.chance(80) {
+            d.pick(MACS)
+        } else {
+            [0x0a, 0, 0, 0, 0, d.next() as u8]
+        },
+        // A state and, for one with a connection, the connection
+        // key's other bits (`ct_state::*`).
+        ct_state: {
+            let state = d.below(5) as u32;
+            if state <= netbeast_common::ct_state::RELATED {
+                state | (d.below(64) as u32) << 3
+            } else {
+                state
+            }
+        },
+        header: HeaderFields {
+            length: if d.chance(80) {
+                d.pick(LENGTHS).wrapping_add(d.below(3) as u16)
+            } else {
+                d.next() as u16
+            },
+            ttl: if d.chance(80) {
+                d.pick(TTLS).wrapping_add(d.below(3) as u8)
+            } else {
+                d.next() as u8
+            },
+            tos: if d.chance(70) {
+                d.pick(TOSES) | d.below(4) as u8
+            } else {
+                d.next() as u8
+            },
+            tcp_flags: d.next() as u8 & if d.chance(80) { 0x3f } else { 0xff },
+            pkttype: d.below(pkttype::KEYS as usize) as u32,
+            // The type, and on which of the packet's interfaces it holds
+            // (`--limit-iface-in/out`).
+            src_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
+            dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
+            tcp_options: d.maybe(90, tcp_option_kinds),
+            connection: connection_view(d),
+        },
+    }
+}
+
+/// A set of option kinds as xt_tcpudp's walk meets them.
+fn tcp_option_kinds(d: &mut Dice) -> [u64; 4] {
+    let mut kinds = [0u64; 4];
+    for _ in 0..d.below(5) {
+        let k = d.pick(TCP_OPTION_KINDS);
+        kinds[usize::from(k >> 6)] |= 1 << (k & 63);
+    }
+    kinds
+}
+
+/// A packet's connection, its tuples from the same pools as the rules'.
+fn connection_view(d: &mut Dice) -> ConnectionView {
+    let tuple = |d: &mut Dice| netbeast_common::CtTuple {
+        src: u32::from(addr(d)).to_be(),
+        dst: u32::from(addr(d)).to_be(),
+        sport: port(d),
+        dport: port(d),
+    };
+    let orig = tuple(d);
+    // Mostly the inverse of the original (no translation).
+    let reply = if d.chance(60) {
+        netbeast_common::CtTuple {
+            src: orig.dst,
+            dst: orig.src,
+            sport: orig.dport,
+            dport: orig.sport,
+        }
+    } else {
+        tuple(d)
+    };
+    ConnectionView {
+        orig,
+        reply,
+        protocol: d.pick(&[1u8, 6, 17, 47]),
+        expires: d.pick(CT_EXPIRES).into(),
+    }
 }
 
 /// Translation addresses and ports: few, so that rules share translations.
@@ -774,128 +345,11 @@ const CT_EXPIRES: &[u32] = &[0, 1, 29, 30, 119, 120, 431_999, u32::MAX];
 const NAT_ADDRS: &[[u8; 4]] = &[[10, 9, 0, 1], [10, 9, 0, 2], [192, 168, 9, 9]];
 const NAT_PORTS: &[u16] = &[1, 80, 8080, 1024, 65535];
 
-impl Dice {
-    fn nat_to(&mut self, ports: bool) -> NatTo {
-        let addrs = self.maybe(80, |d| {
-            let a = d.pick(NAT_ADDRS);
-            let b = if d.chance(30) { d.pick(NAT_ADDRS) } else { a };
-            let (first, last) = (
-                u32::from_be_bytes(a).min(u32::from_be_bytes(b)),
-                u32::from_be_bytes(a).max(u32::from_be_bytes(b)),
-            );
-            AddrRange {
-                first: Ipv4Addr::from(first),
-                last: Ipv4Addr::from(last),
-            }
-        });
-        let ports = if ports && (addrs.is_none() || self.chance(50)) {
-            Some(self.nat_ports())
-        } else {
-            None
-        };
-        match (addrs, ports) {
-            (None, None) => NatTo {
-                addrs: None,
-                ports: Some(self.nat_ports()),
-            },
-            (addrs, ports) => NatTo { addrs, ports },
-        }
-    }
-
-    fn nat_ports(&mut self) -> PortRange {
-        let a = self.pick(NAT_PORTS);
-        let b = if self.chance(40) {
-            self.pick(NAT_PORTS)
-        } else {
-            a
-        };
-        PortRange {
-            first: a.min(b),
-            last: a.max(b),
-        }
-    }
-
-    fn nat_flags(&mut self) -> NatFlags {
-        NatFlags {
-            random: self.chance(20),
-            random_fully: self.chance(10),
-            persistent: self.chance(10),
-        }
-    }
-
-    /// A rule of a nat chain on `side`, jumping only to `callees`: the
-    /// matches of any rule, and a target the nat table allows there.
-    fn nat_rule_in(&mut self, side: NatSide, callees: &[String]) -> Rule {
-        let mut rule = self.rule_in(&[]);
-        // nat OUTPUT (a destination chain) runs on sockets, before any
-        // packet: matches on what only a packet has are refused there.
-        if side == NatSide::Destination {
-            rule.matches.retain(|m| {
-                !matches!(
-                    m,
-                    Match::Length(_) | Match::Ttl(_) | Match::Tos(_) | Match::Dscp(_)
-                )
-            });
-            for m in &mut rule.matches {
-                if let Match::Ports(Ports {
-                    tcp_flags,
-                    tcp_option,
-                    ..
-                }) = m
-                {
-                    *tcp_flags = None;
-                    *tcp_option = None;
-                }
-                // Nor its conntrack entry (none yet).
-                if let Match::ConnState(c) = m {
-                    c.connection = Connection::default();
-                }
-            }
-            // A conntrack match left with nothing to test.
-            rule.matches.retain(|m| {
-                !matches!(m, Match::ConnState(c)
-                    if c.states.0 == 0 && c.dir.is_none() && c.status.is_none())
-            });
-        }
-        let ports = matches!(
-            rule.protocol,
-            Some(Negatable {
-                negated: false,
-                value: 6 | 17
-            })
-        );
-        let jumps = if callees.is_empty() { 0 } else { 1 };
-        rule.target = match self.weighted(&[2, 2, 1, 3 * jumps, 2 * jumps, 3, 2]) {
-            0 => Target::None,
-            1 => Target::Accept,
-            2 => Target::Return,
-            3 => Target::Jump(callees[self.below(callees.len())].clone()),
-            4 => Target::Goto(callees[self.below(callees.len())].clone()),
-            5 if side == NatSide::Destination => Target::Dnat {
-                to: self.nat_to(ports),
-                flags: self.nat_flags(),
-            },
-            5 => Target::Snat {
-                to: self.nat_to(ports),
-                flags: self.nat_flags(),
-            },
-            _ => {
-                let ports = if ports {
-                    self.maybe(50, Dice::nat_ports)
-                } else {
-                    None
-                };
-                let flags = self.nat_flags();
-                if side == NatSide::Destination {
-                    Target::Redirect { ports, flags }
-                } else {
-                    Target::Masquerade { ports, flags }
-                }
-            }
-        };
-        rule
-    }
-}
+/// The built-in chains that reach a nat chain: DNAT and REDIRECT before
+/// routing (PREROUTING, OUTPUT and the user-defined chains they reach),
+/// SNAT and MASQUERADE after it (POSTROUTING and its chains).
+const DESTINATION: &[&str] = &["PREROUTING", "OUTPUT"];
+const SOURCE: &[&str] = &["POSTROUTING"];
 
 /// Seeds of a nat table: PREROUTING, POSTROUTING and OUTPUT rules, and the
 /// rules of user-defined chains for DNAT (`D<n>`, reached from PREROUTING
@@ -918,24 +372,20 @@ fn add_nat(ruleset: &mut Ruleset, seeds: &NatSeeds) {
     let rules = |seeds: &[u64], side, callees: &[String]| -> Vec<Rule> {
         seeds
             .iter()
-            .map(|&x| Dice(x).nat_rule_in(side, callees))
+            .map(|&x| random_rule(x, TableName::Nat, side, callees))
             .collect()
     };
     let nat = &mut ruleset.nat;
-    nat.chain_mut("PREROUTING").unwrap().rules = rules(pre, NatSide::Destination, &d);
-    nat.chain_mut("OUTPUT").unwrap().rules = rules(out, NatSide::Destination, &d);
-    nat.chain_mut("POSTROUTING").unwrap().rules = rules(post, NatSide::Source, &s);
+    nat.chain_mut("PREROUTING").unwrap().rules = rules(pre, DESTINATION, &d);
+    nat.chain_mut("OUTPUT").unwrap().rules = rules(out, DESTINATION, &d);
+    nat.chain_mut("POSTROUTING").unwrap().rules = rules(post, SOURCE, &s);
     for (n, seeds) in dest.iter().enumerate() {
-        nat.chains.push(user_chain(
-            &d[n],
-            rules(seeds, NatSide::Destination, &d[n + 1..]),
-        ));
+        nat.chains
+            .push(user_chain(&d[n], rules(seeds, DESTINATION, &d[n + 1..])));
     }
     for (n, seeds) in src.iter().enumerate() {
-        nat.chains.push(user_chain(
-            &s[n],
-            rules(seeds, NatSide::Source, &s[n + 1..]),
-        ));
+        nat.chains
+            .push(user_chain(&s[n], rules(seeds, SOURCE, &s[n + 1..])));
     }
     nat.chains[4..].sort_by(|a, b| a.name.cmp(&b.name));
 }
@@ -994,7 +444,10 @@ fn ruleset_of(input: Vec<Rule>, forward: Vec<Rule>, output: Vec<Rule>) -> Rulese
 }
 
 fn rules_from(seeds: &[u64], callees: &[String]) -> Vec<Rule> {
-    seeds.iter().map(|&s| Dice(s).rule_in(callees)).collect()
+    seeds
+        .iter()
+        .map(|&s| random_rule(s, TableName::Filter, &[], callees))
+        .collect()
 }
 
 /// Seeds of a ruleset: (which built-in chain is long, its rules, the two
@@ -1041,7 +494,7 @@ fn ruleset_from(seeds: &RulesetSeeds) -> Ruleset {
 }
 
 fn packets_from(seeds: &[u64]) -> Vec<PacketView> {
-    seeds.iter().map(|&s| Dice(s).packet()).collect()
+    seeds.iter().map(|&s| packet(&mut Dice(s))).collect()
 }
 
 // ---------------------------------------------------------------- checks
@@ -2876,4 +2329,105 @@ fn too_many_statistic_matches_on_one_rule_are_refused() {
     }
     let err = compile(&only_input(vec![rule]), &[], 0).err().unwrap();
     assert!(err.to_string().contains("MAX_GUARDS_PER_RULE"), "{err}");
+}
+
+// ------------------------------------------------------- state slots
+
+/// The state slot of each guard of `compiled` that has one, by owner
+/// (chain, rule) in rule order.
+fn slots_of(compiled: &CompiledRuleset) -> Vec<((String, usize), u64)> {
+    compiled
+        .guards
+        .iter()
+        .zip(&compiled.guard_owners)
+        .filter(|(g, _)| g.has_state_slot())
+        .map(|(g, owner)| {
+            let (_, rule, _) = owner.as_ref().unwrap();
+            ((rule.chain.clone(), rule.rule), g.c)
+        })
+        .collect()
+}
+
+const KEPT_RULES: [&str; 3] = [
+    "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 32 -j REJECT --reject-with tcp-reset",
+    "-A INPUT -m state --state RELATED,ESTABLISHED -m limit --limit 50/second --limit-burst 150 -j ACCEPT",
+    "-A INPUT -p tcp -m statistic --mode nth --every 3 --packet 0 -j DROP",
+];
+
+#[test]
+fn unchanged_rules_keep_their_state_slots_and_new_ones_get_free_ones() {
+    // Without a record of the running generation: fresh, where earlier
+    // versions kept the generation's state.
+    let first = typed(&KEPT_RULES);
+    let mut compiled = compile(&first, &[], 1).unwrap();
+    let plan = assign_state_slots(&mut compiled, None);
+    let slots = slots_of(&compiled);
+    assert_eq!(
+        slots.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        (0..3)
+            .map(|n| u64::from(netbeast_common::guard_index(1, n)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(plan.fresh.len(), 3);
+    assert_eq!(plan.fresh_connlimit, vec![slots[0].1 as u32]);
+    assert_eq!(plan.kept, 0);
+
+    // fail2ban's ban above them, a new limit rule below, counters zeroed
+    // (-Z): the three keep their slots, wherever they moved; the new rule
+    // gets a slot the running generation does not use.
+    let mut lines = vec!["-A INPUT -s 10.99.99.99 -j DROP"];
+    lines.extend(KEPT_RULES);
+    lines.push("-A INPUT -m limit --limit 1/second -j LOG");
+    let mut second = typed(&lines);
+    for rule in &mut second.filter.chain_mut("INPUT").unwrap().rules {
+        rule.counter.packets = 7;
+    }
+    let mut compiled2 = compile(&second, &[], 0).unwrap();
+    let plan2 = assign_state_slots(&mut compiled2, Some(&plan.slots));
+    let slots2 = slots_of(&compiled2);
+    assert_eq!(plan2.kept, 3);
+    for (n, (_, slot)) in slots.iter().enumerate() {
+        assert_eq!(
+            slots2[n].1, *slot,
+            "rule {n} moved down one and kept its slot"
+        );
+    }
+    let new = slots2[3].1 as u32;
+    assert!(!plan.slots.slots.values().any(|&s| s == new));
+    assert_eq!(plan2.fresh, vec![new]);
+    assert!(plan2.freed.is_empty());
+
+    // Deleted: its slot is freed; added again, it starts fresh.
+    let mut third = second.clone();
+    third.filter.chain_mut("INPUT").unwrap().rules.remove(2);
+    let mut compiled3 = compile(&third, &[], 1).unwrap();
+    let plan3 = assign_state_slots(&mut compiled3, Some(&plan2.slots));
+    assert_eq!(plan3.freed, vec![slots[1].1 as u32]);
+    assert_eq!(plan3.kept, 3);
+    let mut compiled4 = compile(&second, &[], 0).unwrap();
+    let plan4 = assign_state_slots(&mut compiled4, Some(&plan3.slots));
+    assert_eq!(plan4.kept, 3);
+    assert_eq!(plan4.fresh.len(), 1, "the rule added again starts fresh");
+}
+
+#[test]
+fn identical_rules_and_inlined_copies_have_one_slot_each() {
+    // Two rules of one text: told apart by their occurrence. A user chain
+    // jumped to from two places: one slot per rule, shared by its copies.
+    let ruleset = typed(&[
+        "-N LIM",
+        "-A LIM -m limit --limit 5/second -j ACCEPT",
+        "-A INPUT -p tcp -j LIM",
+        "-A INPUT -p udp -j LIM",
+        "-A INPUT -m statistic --mode nth --every 2 --packet 0 -j DROP",
+        "-A INPUT -m statistic --mode nth --every 2 --packet 0 -j DROP",
+    ]);
+    let mut compiled = compile(&ruleset, &[], 0).unwrap();
+    let plan = assign_state_slots(&mut compiled, Some(&GuardSlots::default()));
+    let slots = slots_of(&compiled);
+    assert_eq!(slots.len(), 3, "{slots:?}");
+    let mut distinct: Vec<u64> = slots.iter().map(|(_, s)| *s).collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(plan.slots.slots.len(), 3);
 }

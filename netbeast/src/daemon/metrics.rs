@@ -4,8 +4,13 @@
 //! them (`iptables_rule_packets_total`, `iptables_default_packets_total`
 //! for policies), and the data plane's `stats` counters as
 //! `netbeast_<name>_total` (LOG events and losses among them:
-//! `netbeast_log_events_total`, `netbeast_log_lost_total`). Read at every
-//! scrape, under the namespace's lock, as `netbeast stats` reads them.
+//! `netbeast_log_events_total`, `netbeast_log_lost_total`), and the
+//! conntrack gauges: live connections and capacity of each table
+//! (`netbeast_conntrack_entries{table=...}`,
+//! `netbeast_conntrack_entries_limit{table=...}`, as node_exporter's
+//! `node_nf_conntrack_entries` and `..._limit`). Read at every scrape,
+//! under the namespace's lock, as `netbeast stats` and `conntrack -C` read
+//! them.
 
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
@@ -54,8 +59,11 @@ async fn serve(mut sock: TcpStream) -> Result<()> {
     let request = String::from_utf8_lossy(&head);
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if path == "/metrics" {
-        match crate::cli::counters_snapshot() {
-            Ok((ruleset, stats)) => ("200 OK", render(&ruleset, &stats)),
+        match crate::cli::counters_snapshot().and_then(|(ruleset, stats)| {
+            let ct = crate::cli::conntrack::gauges()?;
+            Ok(render(&ruleset, &stats, ct.as_ref()))
+        }) {
+            Ok(body) => ("200 OK", body),
             Err(e) => ("503 Service Unavailable", format!("{e:#}\n")),
         }
     } else {
@@ -83,7 +91,11 @@ fn label(value: &str) -> String {
 }
 
 /// The metrics text of a ruleset (counters folded in) and the stats.
-pub fn render(ruleset: &Ruleset, stats_values: &[u64]) -> String {
+pub fn render(
+    ruleset: &Ruleset,
+    stats_values: &[u64],
+    conntrack: Option<&crate::cli::conntrack::ConntrackGauges>,
+) -> String {
     let mut out = String::new();
     let mut rules = String::new();
     let mut rule_bytes = String::new();
@@ -173,6 +185,25 @@ pub fn render(ruleset: &Ruleset, stats_values: &[u64]) -> String {
             out,
             "# HELP {metric} netbeast stats counter {name}.\n# TYPE {metric} counter\n{metric} {value}"
         );
+    }
+    // Without a data plane the tables are empty, of no size.
+    let (entries, limits) = conntrack.map_or(([0, 0], [0, 0]), |c| (c.entries, c.limits));
+    for (metric, help, values) in [
+        (
+            "netbeast_conntrack_entries",
+            "Connections in the conntrack table (not expired).",
+            [entries[0], entries[1]],
+        ),
+        (
+            "netbeast_conntrack_entries_limit",
+            "Capacity of the conntrack table (attach --ct-*-size).",
+            [u64::from(limits[0]), u64::from(limits[1])],
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (table, v) in ["unreplied", "established"].iter().zip(values) {
+            let _ = writeln!(out, "{metric}{{table=\"{table}\"}} {v}");
+        }
     }
     out
 }

@@ -31,7 +31,7 @@ use netbeast_common::{
 };
 
 use crate::{
-    compile::{self, CompileError, Interface},
+    compile::{self, CompileError, CompiledRuleset, GuardSlots, Interface, SlotPlan},
     rules::model::{Counter, Ipv4Net, Ruleset},
 };
 
@@ -62,10 +62,12 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 37] = [
+pub const MAP_NAMES: [&str; 38] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
+    // `netbeast trace` reads the chains' reports here.
+    "TRACE_EVENTS",
     "GUARDS",
     "GUARD_STATE",
     "CT_UNREPLIED",
@@ -150,8 +152,9 @@ pub enum LoaderError {
     #[error(
         "the data plane pinned in {dir} was made by another netbeast version: map {map} \
          differs. Its rules are still enforced by the programs attached now; to use this \
-         version, save the rules (`netbeast save > rules`), run `netbeast detach --all` \
-         (connection tracking state is lost), `netbeast attach` and `netbeast restore rules`"
+         version, `netbeast detach` its interfaces and `netbeast attach` them again: the maps \
+         whose layout changed are made anew (it says what that resets), the others, conntrack \
+         included, are kept"
     )]
     Layout { dir: PathBuf, map: String },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
@@ -244,6 +247,54 @@ pub struct Dataplane {
     /// and the id of the `ACTIVE` map: a program is reused only by the same
     /// netbeast, with the very maps it was loaded against.
     program_cache: Option<PathBuf>,
+    /// The state slots of the generation the kernel runs, when known (the
+    /// last ruleset this value switched to, or what the caller restored
+    /// with [`Dataplane::set_guard_slots`]): a new generation gives the
+    /// guards of unchanged rules the same slots, so they keep their state.
+    guard_slots: Option<GuardSlots>,
+}
+
+/// A ruleset written into the inactive generation, not yet switched to
+/// (see [`Dataplane::stage`]).
+pub struct Staged {
+    compiled: CompiledRuleset,
+    plan: SlotPlan,
+}
+
+impl Staged {
+    /// The state slots the staged generation's guards use.
+    pub fn slots(&self) -> &GuardSlots {
+        &self.plan.slots
+    }
+
+    /// How many stateful guards kept the slot (and the state) they had.
+    pub fn kept_guards(&self) -> usize {
+        self.plan.kept
+    }
+}
+
+/// What a pinned map made anew (empty) costs, in the user's words.
+fn what_a_new_map_loses(name: &str) -> &'static str {
+    match name {
+        "CT_UNREPLIED" | "CT_ESTABLISHED" | "CT_NAT_INDEX" => {
+            "tracked connections and their NAT translations are forgotten (open connections \
+             count as new; translated ones may break)"
+        }
+        "CT_CONFIG" => "conntrack timeouts set with `attach --ct-timeout` are back to defaults",
+        "COUNTERS" => "rule counters since the last rule change are lost",
+        "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
+        "CONNLIMIT" => "-m connlimit forgets the connections it counted",
+        "HASHLIMIT" => "-m hashlimit buckets are full again",
+        "RECENT" => "-m recent lists are empty",
+        "STATS" => "`netbeast stats` counts restart",
+        "LOG_EVENTS" => "LOG events not yet read are lost",
+        "SOCK_NAT" => "nat OUTPUT translations of open local sockets are forgotten",
+        "LB_SERVICES" | "LB_TABLES" | "LB_BACKENDS" | "LB_PICKS" | "LB_RING" => {
+            "`netbeast lb` services are installed again from the saved state; connections \
+             keep their backend only through conntrack"
+        }
+        _ => "rebuilt from the stored rules and the interfaces: nothing is lost",
+    }
 }
 
 /// FNV-1a of the kernel object: names the verified-program cache.
@@ -269,6 +320,7 @@ impl Dataplane {
             pinned: Default::default(),
             pin_dir: None,
             program_cache: None,
+            guard_slots: None,
         };
         dp.load_program()?;
         Ok(dp)
@@ -295,6 +347,7 @@ impl Dataplane {
             pinned: Default::default(),
             pin_dir: Some(dir.to_path_buf()),
             program_cache: None,
+            guard_slots: None,
         };
         // Every map pinned already (every command after the first attach):
         // open the pins, nothing else. A map missing (a fresh data plane, a
@@ -310,10 +363,21 @@ impl Dataplane {
     /// The first map pinned in `dir` whose layout (type, key and value
     /// sizes) is not this build's: pins of an older or newer netbeast. The
     /// programs would fail the verifier against it and the control plane
-    /// would misread it, so `attach` refuses with this instead.
+    /// would misread it, so loading refuses with this (`attach` migrates
+    /// first: [`Dataplane::migrate_layouts`]).
     fn layout_mismatch(dir: &Path) -> Result<Option<String>, LoaderError> {
+        Ok(Self::layout_mismatches(dir)?
+            .into_iter()
+            .next()
+            .map(|(_, detail)| detail))
+    }
+
+    /// Every map pinned in `dir` whose layout is not this build's, with
+    /// what differs.
+    pub fn layout_mismatches(dir: &Path) -> Result<Vec<(&'static str, String)>, LoaderError> {
         let object = aya_obj::Object::parse(OBJECT)
             .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
+        let mut out = Vec::new();
         for name in MAP_NAMES {
             let path = dir.join(name);
             let (Some(wanted), true) = (object.maps.get(name), path.exists()) else {
@@ -332,19 +396,47 @@ impl Dataplane {
                 wanted.value_size(),
             );
             if pinned != built {
-                return Ok(Some(format!(
-                    "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
-                     type {}, key {} bytes, value {} bytes)",
-                    pinned.0,
-                    pinned.1,
-                    pinned.2,
-                    built.0.unwrap_or(0),
-                    built.1,
-                    built.2
-                )));
+                out.push((
+                    name,
+                    format!(
+                        "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
+                         type {}, key {} bytes, value {} bytes)",
+                        pinned.0,
+                        pinned.1,
+                        pinned.2,
+                        built.0.unwrap_or(0),
+                        built.1,
+                        built.2
+                    ),
+                ));
             }
         }
-        Ok(None)
+        Ok(out)
+    }
+
+    /// An upgrade over pins of another netbeast version: each pinned map
+    /// of `dir` whose layout is not this build's is unpinned, so that the
+    /// next load makes it anew, empty, in this build's layout; the maps
+    /// whose layout did not change (above all conntrack's) stay, with
+    /// their contents. Returns, per map made anew, what its emptiness
+    /// costs, for the user. The caller makes sure no program of the old
+    /// version still runs (they hold the old maps: rules written to the
+    /// new ones would not reach them), and installs the stored ruleset
+    /// anew afterwards.
+    pub fn migrate_layouts(dir: &Path) -> Result<Vec<String>, LoaderError> {
+        let mut reset = Vec::new();
+        for (name, detail) in Self::layout_mismatches(dir)? {
+            let path = dir.join(name);
+            std::fs::remove_file(&path).map_err(|source| LoaderError::Io {
+                what: format!("the pin {} (to make it anew)", path.display()),
+                source,
+            })?;
+            reset.push(format!(
+                "{detail}: made anew; {}",
+                what_a_new_map_loses(name)
+            ));
+        }
+        Ok(reset)
     }
 
     /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
@@ -669,9 +761,48 @@ impl Dataplane {
         interfaces: &[Interface],
         seq: u32,
     ) -> Result<(), LoaderError> {
+        let staged = self.stage(ruleset, interfaces)?;
+        self.switch(staged, seq)
+    }
+
+    /// The state slots of the running generation, as far as this value
+    /// knows them (see [`Dataplane::set_guard_slots`]).
+    pub fn guard_slots(&self) -> Option<&GuardSlots> {
+        self.guard_slots.as_ref()
+    }
+
+    /// Tells this value the state slots of the generation the kernel runs
+    /// (recorded by whoever switched to it), so that the next ruleset
+    /// keeps the state of the rules it does not change. `None`: unknown,
+    /// every guard of the next ruleset starts fresh.
+    pub fn set_guard_slots(&mut self, slots: Option<GuardSlots>) {
+        self.guard_slots = slots;
+    }
+
+    /// First half of [`Dataplane::apply_seq`]: compiles `ruleset` into the
+    /// inactive generation, guards of unchanged rules keeping their state
+    /// slots and new ones given zeroed slots. Nothing the kernel runs
+    /// changes until [`Dataplane::switch`]; [`Staged::slots`] is what to
+    /// record for the next change.
+    pub fn stage(
+        &mut self,
+        ruleset: &Ruleset,
+        interfaces: &[Interface],
+    ) -> Result<Staged, LoaderError> {
         let next = 1 - self.active_generation()?;
-        let compiled = compile::compile(ruleset, interfaces, next)?;
+        let mut compiled = compile::compile(ruleset, interfaces, next)?;
+        let plan = compile::assign_state_slots(&mut compiled, self.guard_slots.as_ref());
         tables::write(self, &compiled)?;
+        tables::clear_state_slots(self, &plan.fresh, &plan.fresh_connlimit)?;
+        Ok(Staged { compiled, plan })
+    }
+
+    /// Second half of [`Dataplane::apply_seq`]: switches the kernel to the
+    /// staged generation with one write (recording `seq`), then frees the
+    /// state slots of the guards it no longer has.
+    pub fn switch(&mut self, staged: Staged, seq: u32) -> Result<(), LoaderError> {
+        let Staged { compiled, plan } = staged;
+        let next = compiled.generation;
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(self.map_mut("ACTIVE")?).map_err(map_err("ACTIVE"))?;
         let previous = active.get(&0, 0).map_err(map_err("ACTIVE"))?;
@@ -689,10 +820,22 @@ impl Dataplane {
         if previous & netbeast_common::ACTIVE_LB != 0 {
             word |= netbeast_common::ACTIVE_LB | ACTIVE_TRANSLATIONS | ACTIVE_TRACKING;
         }
+        // Nor is a running `netbeast trace`.
+        word |= previous & netbeast_common::ACTIVE_TRACE;
         word |= (seq & ACTIVE_SEQ_MASK) << ACTIVE_SEQ_SHIFT;
         crate::fault::point("loader: inactive generation written");
         active.set(0, word, 0).map_err(map_err("ACTIVE"))?;
         crate::fault::point("loader: generation switched");
+        self.guard_slots = Some(plan.slots);
+        // Hygiene: a new guard's slot is cleared again when it is given
+        // out (a packet of the old generation still in flight may touch
+        // a freed slot after this), so nothing depends on it.
+        // Which freed slots held connlimit lists is not recorded: their
+        // lists are looked for among all (only connlimit rules make any).
+        // The switch is done: a failure here must not make the command
+        // report a change that happened as failed, and costs nothing but
+        // memory until the slot is given out (and cleared) again.
+        let _ = tables::clear_state_slots(self, &plan.freed, &plan.freed);
         Ok(())
     }
 
@@ -865,6 +1008,59 @@ impl Dataplane {
         })
     }
 
+    /// Sets or clears `ACTIVE_TRACE` (`netbeast trace`): while it is set,
+    /// every chain reports its run on every packet into `TRACE_EVENTS`.
+    /// Call under the namespace lock: a ruleset change rewrites the word.
+    pub fn set_trace(&mut self, on: bool) -> Result<(), LoaderError> {
+        let name = "ACTIVE";
+        let mut active: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let word = active.get(&0, 0).map_err(map_err(name))?;
+        let new = if on {
+            word | netbeast_common::ACTIVE_TRACE
+        } else {
+            word & !netbeast_common::ACTIVE_TRACE
+        };
+        if new != word {
+            active.set(0, new, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// The slot actions of `chain` in `generation` as the kernel has them
+    /// (`RULES`), for slots `slots`: what `netbeast trace` checks its
+    /// compiled copy of the ruleset against.
+    pub fn rule_actions(
+        &self,
+        generation: u32,
+        chain: u32,
+        slots: &[u32],
+    ) -> Result<Vec<netbeast_common::RuleAction>, LoaderError> {
+        let rules: Array<&MapData, netbeast_common::RuleAction> =
+            Array::try_from(self.map("RULES")?).map_err(map_err("RULES"))?;
+        slots
+            .iter()
+            .map(|&slot| {
+                rules
+                    .get(&netbeast_common::rule_index(generation, chain, slot), 0)
+                    .map_err(map_err("RULES"))
+            })
+            .collect()
+    }
+
+    /// Removes one connection from both conntrack tables (what a described
+    /// packet of `netbeast trace --packet` created). True when one was
+    /// there.
+    pub fn remove_conntrack_entry(&mut self, key: &CtKey) -> Result<bool, LoaderError> {
+        let mut removed = false;
+        for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
+            let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
+                HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+            removed |= map.remove(key).is_ok();
+        }
+        Ok(removed)
+    }
+
     /// Global statistics summed over CPUs, indexed by `stats::*`.
     pub fn stats(&self) -> Result<Vec<u64>, LoaderError> {
         let map: PerCpuArray<&MapData, u64> =
@@ -990,6 +1186,19 @@ impl Dataplane {
             }
         }
         Ok(out)
+    }
+
+    /// Each conntrack table's capacity (its map's `max_entries`, fixed
+    /// when the data plane was made): unreplied, then established.
+    pub fn conntrack_limits(&self) -> Result<[u32; 2], LoaderError> {
+        let limit = |name: &'static str| -> Result<u32, LoaderError> {
+            let data = match self.map(name)? {
+                aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+                _ => return Err(LoaderError::MissingMap(name)),
+            };
+            Ok(data.info().map_err(map_err(name))?.max_entries())
+        };
+        Ok([limit("CT_UNREPLIED")?, limit("CT_ESTABLISHED")?])
     }
 
     /// The conntrack timeouts in force: netfilter's defaults while none

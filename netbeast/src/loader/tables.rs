@@ -4,10 +4,10 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter as KernelCounter,
-    Guard, IfaceKey, KEY_CHUNK, LogTarget, MAX_RULES_PER_CHAIN, MacKey, NatTarget, RuleAction,
-    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, nat_target_index, rule_index, target, user_counter_index,
+    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, ConnlimitKey, ConnlimitList,
+    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MAX_RULES_PER_CHAIN, MacKey,
+    NatTarget, RuleAction, addr_hash_key, chain_index, counter_index, field, guard_index,
+    key_chunk_index, log_target_index, nat_target_index, rule_index, target, user_counter_index,
 };
 
 use super::{Dataplane, LoaderError, map_err};
@@ -143,10 +143,10 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
-        // Guards before the rules that name them, and their state from
-        // zero: a new ruleset restarts every nth count and fills every
-        // limit bucket, as iptables-legacy does when it replaces a table
-        // (docs/ARCHITECTURE.md "Guards").
+        // Guards before the rules that name them. Their state is not
+        // here: it lives in the state slots each record names (`c`), which
+        // the caller has cleared for new guards and kept for the guards of
+        // unchanged rules (docs/ARCHITECTURE.md "Guards").
         // Records past this ruleset's are stale but never named.
         let mut guards: Array<&mut MapData, Guard> =
             Array::try_from(dp.map_mut("GUARDS")?).map_err(map_err("GUARDS"))?;
@@ -154,15 +154,6 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             guards
                 .set(guard_index(generation, n as u32), guard, 0)
                 .map_err(map_err("GUARDS"))?;
-        }
-        let mut state: Array<&mut MapData, u64> =
-            Array::try_from(dp.map_mut("GUARD_STATE")?).map_err(map_err("GUARD_STATE"))?;
-        for (n, guard) in compiled.guards.iter().enumerate() {
-            if guard.keeps_state() {
-                state
-                    .set(guard_index(generation, n as u32), 0, 0)
-                    .map_err(map_err("GUARD_STATE"))?;
-            }
         }
     }
     {
@@ -240,6 +231,43 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             chains
                 .set(chain_index(generation, c as u32), config, 0)
                 .map_err(map_err("CHAINS"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears state slots: their `GUARD_STATE` words (an nth count from zero,
+/// a full limit bucket) and the connlimit lists of those in `lists` (one
+/// pass over `CONNLIMIT`, only when `lists` is not empty).
+pub(super) fn clear_state_slots(
+    dp: &mut Dataplane,
+    slots: &[u32],
+    lists: &[u32],
+) -> Result<(), LoaderError> {
+    if !slots.is_empty() {
+        let mut state: Array<&mut MapData, u64> =
+            Array::try_from(dp.map_mut("GUARD_STATE")?).map_err(map_err("GUARD_STATE"))?;
+        for &slot in slots {
+            state.set(slot, 0, 0).map_err(map_err("GUARD_STATE"))?;
+        }
+    }
+    if !lists.is_empty() {
+        let lists: std::collections::HashSet<u32> = lists.iter().copied().collect();
+        let mut connlimit: HashMap<&mut MapData, ConnlimitKey, ConnlimitList> =
+            HashMap::try_from(dp.map_mut("CONNLIMIT")?).map_err(map_err("CONNLIMIT"))?;
+        let stale: Vec<ConnlimitKey> = connlimit
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| lists.contains(&k.guard))
+            .collect();
+        for k in stale {
+            // Gone already (evicted by the LRU): as good as removed.
+            match connlimit.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_err("CONNLIMIT")(e)),
+            }
         }
     }
     Ok(())

@@ -455,7 +455,7 @@ fn check_targets(table: &Table, rules: &[Rule]) -> Result<(), CommandError> {
             Some(_) => {}
             None => {
                 let upper = name.to_ascii_uppercase();
-                let hint = if super::parse::BUILTIN_TARGETS.contains(&upper.as_str()) {
+                let hint = if super::target::target_module(&upper).is_some() {
                     format!(" (targets are upper case: did you mean -j {upper}?)")
                 } else {
                     format!("; create it first with -N {name}")
@@ -598,7 +598,7 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
                     target: target.builtin_name(),
                     builtin,
                     path,
-                    reason: super::parse::nat_chain_reason(target),
+                    reason: target.chain_reason(),
                 });
             }
         }

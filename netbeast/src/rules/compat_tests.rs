@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 use netbeast_common::{chain, ct_state};
 
 use super::model::{Ruleset, Target};
-use super::save::{apply_restore, nat_to_text, parse_restore, parse_restore_table, save};
+use super::save::{apply_restore, parse_restore, parse_restore_table, save};
+use super::target::nat::nat_to_text;
 use crate::compile::{self, Interface, L4Header, PacketView, reference};
 
 const DOCKER_FILTER: &str =

@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use super::command::references;
 use super::model::Table;
-use super::model::{Chain, Counter, IfaceName, Ipv4Net, NatFlags, Negatable, Rule, Target};
+use super::model::{Chain, Counter, IfaceName, Ipv4Net, Negatable, Rule, Target};
 use super::names::Names;
 use super::parse::protocol_name;
-use super::save::{self, CounterStyle, nat_ports_text, nat_to_text, policy_name};
+use super::save::{self, CounterStyle, policy_name};
 
 /// How `-L` prints: `-v`, `-n`, `-x` and `--line-numbers`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -355,46 +355,8 @@ fn match_columns(rule: &Rule, numeric: bool, names: Option<&Names>) -> String {
             None => m.ext().list(&mut out, numeric),
         }
     }
-    if let Some(ext) = rule.target.ext() {
-        ext.list(&mut out, numeric);
-    }
-    match &rule.target {
-        Target::Reject(with) => {
-            let _ = write!(out, " reject-with {}", with.as_str());
-        }
-        // As libxt_NAT, libxt_MASQUERADE and libxt_REDIRECT print them.
-        Target::Dnat { to, flags } | Target::Snat { to, flags } => {
-            let _ = write!(out, " to:{}", nat_to_text(to));
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Masquerade { ports, flags } => {
-            if let Some(ports) = ports {
-                let _ = write!(out, " masq ports: {}", nat_ports_text(*ports));
-            }
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Redirect { ports, flags } => {
-            if let Some(ports) = ports {
-                let _ = write!(out, " redir ports {}", nat_ports_text(*ports));
-            }
-            write_nat_flags(&mut out, flags);
-        }
-        _ => {}
-    }
+    rule.target.list(&mut out, numeric);
     out
-}
-
-/// ` random random-fully persistent`, those that are set, in that order.
-fn write_nat_flags(out: &mut String, flags: &NatFlags) {
-    for (set, flag) in [
-        (flags.random, " random"),
-        (flags.random_fully, " random-fully"),
-        (flags.persistent, " persistent"),
-    ] {
-        if set {
-            out.push_str(flag);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod ext;
+pub mod generate;
 pub mod list;
 pub mod model;
 pub mod names;

@@ -421,41 +421,24 @@ impl Target {
 
     /// The name of a target that is not a chain ("" for none).
     pub fn builtin_name(&self) -> &'static str {
-        match self {
-            Target::None | Target::Jump(_) | Target::Goto(_) => "",
-            Target::Accept => "ACCEPT",
-            Target::Drop => "DROP",
-            Target::Reject(_) => "REJECT",
-            Target::Return => "RETURN",
-            Target::Dnat { .. } => "DNAT",
-            Target::Snat { .. } => "SNAT",
-            Target::Masquerade { .. } => "MASQUERADE",
-            Target::Redirect { .. } => "REDIRECT",
-            Target::Log(_) => "LOG",
-        }
+        self.module().map_or("", |m| m.name)
     }
 
     /// True for the nat table's translating targets.
     pub fn is_nat(&self) -> bool {
-        matches!(
-            self,
-            Target::Dnat { .. }
-                | Target::Snat { .. }
-                | Target::Masquerade { .. }
-                | Target::Redirect { .. }
-        )
+        self.module().is_some_and(|m| m.translates())
     }
 
     /// The built-in nat chains where the kernel accepts this target (and
     /// the user-defined chains only they reach); `None` for targets valid
-    /// in every chain.
+    /// in every chain. Its module says.
     pub fn nat_chains(&self) -> Option<&'static [&'static str]> {
-        match self {
-            Target::Dnat { .. } | Target::Redirect { .. } => Some(&["PREROUTING", "OUTPUT"]),
-            Target::Snat { .. } => Some(&["POSTROUTING", "INPUT"]),
-            Target::Masquerade { .. } => Some(&["POSTROUTING"]),
-            _ => None,
-        }
+        self.module().and_then(|m| m.chains)
+    }
+
+    /// Why the kernel refuses it in the other chains.
+    pub fn chain_reason(&self) -> &'static str {
+        self.module().map_or("", |m| m.chain_reason)
     }
 }
 

@@ -15,8 +15,7 @@ use thiserror::Error;
 
 use super::ext::{self, MatchModule, MatchParser, OptSpec, RuleContext, Value};
 use super::model::{
-    AddrRange, Counter, IfaceName, Ipv4Net, Match, NatFlags, NatTo, Negatable, Policy, PortRange,
-    RejectWith, Rule, TableName, Target,
+    Counter, IfaceName, Ipv4Net, Match, Negatable, Policy, Rule, TableName, Target,
 };
 use super::target::{self as targets, TargetModule, TargetParser};
 
@@ -401,80 +400,6 @@ pub(crate) const SERVICES: &[(&str, u16)] = &[
     ("http-alt", 8080),
 ];
 
-/// `--reject-with` names and aliases, in libipt_REJECT's table order (which
-/// decides what an abbreviation means).
-const REJECT_TYPES: &[(&str, &str, RejectWith)] = &[
-    (
-        "icmp-net-unreachable",
-        "net-unreach",
-        RejectWith::IcmpNetUnreachable,
-    ),
-    (
-        "icmp-host-unreachable",
-        "host-unreach",
-        RejectWith::IcmpHostUnreachable,
-    ),
-    (
-        "icmp-proto-unreachable",
-        "proto-unreach",
-        RejectWith::IcmpProtoUnreachable,
-    ),
-    (
-        "icmp-port-unreachable",
-        "port-unreach",
-        RejectWith::IcmpPortUnreachable,
-    ),
-    (
-        "icmp-net-prohibited",
-        "net-prohib",
-        RejectWith::IcmpNetProhibited,
-    ),
-    (
-        "icmp-host-prohibited",
-        "host-prohib",
-        RejectWith::IcmpHostProhibited,
-    ),
-    ("tcp-reset", "tcp-rst", RejectWith::TcpReset),
-    (
-        "icmp-admin-prohibited",
-        "admin-prohib",
-        RejectWith::IcmpAdminProhibited,
-    ),
-];
-
-/// Targets that iptables has and netbeast does not implement yet.
-const UNSUPPORTED_TARGETS: &[&str] = &[
-    "AUDIT",
-    "CHECKSUM",
-    "CLASSIFY",
-    "CLUSTERIP",
-    "CONNMARK",
-    "CONNSECMARK",
-    "CT",
-    "DSCP",
-    "ECN",
-    "HMARK",
-    "IDLETIMER",
-    "LED",
-    "MARK",
-    "NETMAP",
-    "NFLOG",
-    "NFQUEUE",
-    "NOTRACK",
-    "RATEEST",
-    "SECMARK",
-    "SET",
-    "SYNPROXY",
-    "TCPMSS",
-    "TCPOPTSTRIP",
-    "TEE",
-    "TOS",
-    "TPROXY",
-    "TRACE",
-    "TTL",
-    "ULOG",
-];
-
 /// The name iptables prints for a protocol number: its own names always,
 /// the /etc/protocols ones unless `numeric` (as `-L -n` and iptables-save).
 pub(crate) fn protocol_name(protocol: u8, numeric: bool) -> Option<&'static str> {
@@ -677,144 +602,6 @@ pub(crate) fn parse_port(option: &str, text: &str) -> Result<u16, ParseError> {
 /// packet and stays as written.
 fn any_iface_is_none(iface: Option<Negatable<IfaceName>>) -> Option<Negatable<IfaceName>> {
     iface.filter(|i| i.negated || !(i.value.wildcard && i.value.name.is_empty()))
-}
-
-/// A port a translation leads to: 0-65535 or a service name. Port 0 is
-/// accepted as iptables accepts it (libxt_REDIRECT.t: `--to-ports 0` is OK).
-fn parse_nat_port(option: &str, text: &str) -> Result<u16, ParseError> {
-    parse_port(option, text).map_err(|_| {
-        invalid(
-            option,
-            "port",
-            text,
-            "use a number 0-65535 or a service name like http or https",
-        )
-    })
-}
-
-/// The port part of the nat targets: `port` or `first-last`, as
-/// libxt_NAT and libxt_REDIRECT read it (a dash, not a colon). A range has
-/// numbers at both ends; a text that does not start with a number is one
-/// service name as a whole, dashes and all (`ftp-data`), so `ftp-ssh` and
-/// `10-ssh` are refused as iptables refuses them.
-fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError> {
-    let numeric = |part: &str| {
-        parse_c_number_in(part, u16::MAX.into())
-            .map(|n| n as u16)
-            .ok_or_else(|| {
-                invalid(
-                    option,
-                    "port range",
-                    text,
-                    "a port range takes numbers at both ends, like 1024-2048",
-                )
-            })
-    };
-    let (first, last) = match text.split_once('-') {
-        Some((first, last)) if parse_c_number_in(first, u16::MAX.into()).is_some() => {
-            (numeric(first)?, numeric(last)?)
-        }
-        _ => {
-            let port = parse_nat_port(option, text)?;
-            (port, port)
-        }
-    };
-    if first > last {
-        return Err(invalid(
-            option,
-            "port range",
-            text,
-            "the first port is larger than the last; write it as low-high",
-        ));
-    }
-    Ok(PortRange { first, last })
-}
-
-/// `--to-destination`/`--to-source`: `ip[-ip][:port[-port]]`; either part
-/// may be left out, not both.
-fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
-    let (addr_text, port_text) = match text.split_once(':') {
-        Some((addr, ports)) => (addr, Some(ports)),
-        None => (text, None),
-    };
-    let addr = |one: &str| {
-        parse_dotted(one, false).ok_or_else(|| {
-            let reason = if one.is_empty() {
-                "an address range has two ends: first-last".to_string()
-            } else if one.chars().any(|c| c.is_ascii_alphabetic()) {
-                "host names are not resolved; give an IPv4 address like 10.0.0.2".to_string()
-            } else {
-                "expected ip[-ip][:port[-port]], like 10.0.0.2, 10.0.0.2-10.0.0.9 or \
-                 10.0.0.2:8080"
-                    .to_string()
-            };
-            invalid(option, "address", text, reason)
-        })
-    };
-    let addrs = match addr_text {
-        "" => None,
-        _ => {
-            let (first, last) = match addr_text.split_once('-') {
-                Some((first, last)) => (addr(first)?, addr(last)?),
-                None => {
-                    let one = addr(addr_text)?;
-                    (one, one)
-                }
-            };
-            if u32::from(first) > u32::from(last) {
-                return Err(invalid(
-                    option,
-                    "address range",
-                    text,
-                    "the first address is larger than the last; write it as low-high",
-                ));
-            }
-            Some(AddrRange { first, last })
-        }
-    };
-    let ports = match port_text {
-        None => None,
-        // iptables 1.8.9's `first-last/base` maps ports with an offset.
-        Some(ports) if ports.contains('/') => {
-            return Err(ParseError::Unsupported {
-                what: format!("the port offset in {option} {text} (ports/base)"),
-                hint: "; netbeast translates to a port range without an offset".into(),
-            });
-        }
-        Some(ports) => Some(parse_nat_ports(option, ports)?),
-    };
-    if addrs.is_none() && ports.is_none() {
-        return Err(invalid(
-            option,
-            "translation",
-            text,
-            "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
-        ));
-    }
-    Ok(NatTo { addrs, ports })
-}
-
-/// `--reject-with`: a name, an alias, or a prefix of one (the first in
-/// libipt_REJECT's order wins, as in iptables).
-fn parse_reject_with(text: &str) -> Result<RejectWith, ParseError> {
-    let lower = text.to_ascii_lowercase();
-    REJECT_TYPES
-        .iter()
-        .find(|(name, alias, _)| *name == lower || *alias == lower)
-        .or_else(|| {
-            REJECT_TYPES.iter().find(|(name, alias, _)| {
-                !lower.is_empty() && (name.starts_with(&lower) || alias.starts_with(&lower))
-            })
-        })
-        .map(|(_, _, with)| *with)
-        .ok_or_else(|| {
-            invalid(
-                "--reject-with",
-                "reject type",
-                text,
-                "use icmp-port-unreachable (the default), icmp-net-unreachable, icmp-host-unreachable, icmp-proto-unreachable, icmp-net-prohibited, icmp-host-prohibited, icmp-admin-prohibited or tcp-reset",
-            )
-        })
 }
 
 fn parse_rule_number(option: &str, text: &str) -> Result<usize, ParseError> {
@@ -1029,113 +816,6 @@ const GLOBAL_LONG_OPTIONS: &[(&str, char)] = &[
     ("ipv6", '6'),
 ];
 
-const REJECT_OPTIONS: &[&str] = &["reject-with"];
-
-/// The options of the nat targets, as libxt_NAT, libxt_MASQUERADE and
-/// libxt_REDIRECT define them (iptables 1.8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NatOption {
-    /// `--to-destination` (DNAT) or `--to-source` (SNAT).
-    To,
-    /// `--to-ports` (MASQUERADE, REDIRECT).
-    ToPorts,
-    Random,
-    RandomFully,
-    Persistent,
-}
-
-const DNAT_OPTIONS: &[(&str, NatOption)] = &[
-    ("to-destination", NatOption::To),
-    ("random", NatOption::Random),
-    ("persistent", NatOption::Persistent),
-];
-const SNAT_OPTIONS: &[(&str, NatOption)] = &[
-    ("to-source", NatOption::To),
-    ("random", NatOption::Random),
-    ("random-fully", NatOption::RandomFully),
-    ("persistent", NatOption::Persistent),
-];
-const MASQUERADE_OPTIONS: &[(&str, NatOption)] = &[
-    ("to-ports", NatOption::ToPorts),
-    ("random", NatOption::Random),
-    ("random-fully", NatOption::RandomFully),
-];
-const REDIRECT_OPTIONS: &[(&str, NatOption)] = &[
-    ("to-ports", NatOption::ToPorts),
-    ("random", NatOption::Random),
-];
-
-/// Which nat target a `-j` named.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NatKind {
-    Dnat,
-    Snat,
-    Masquerade,
-    Redirect,
-}
-
-impl NatKind {
-    const ALL: [NatKind; 4] = [
-        NatKind::Dnat,
-        NatKind::Snat,
-        NatKind::Masquerade,
-        NatKind::Redirect,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            NatKind::Dnat => "DNAT",
-            NatKind::Snat => "SNAT",
-            NatKind::Masquerade => "MASQUERADE",
-            NatKind::Redirect => "REDIRECT",
-        }
-    }
-
-    fn options(self) -> &'static [(&'static str, NatOption)] {
-        match self {
-            NatKind::Dnat => DNAT_OPTIONS,
-            NatKind::Snat => SNAT_OPTIONS,
-            NatKind::Masquerade => MASQUERADE_OPTIONS,
-            NatKind::Redirect => REDIRECT_OPTIONS,
-        }
-    }
-
-    /// The long name of `option` for this target, as messages show it.
-    fn option_name(self, option: NatOption) -> &'static str {
-        match option {
-            NatOption::To if self == NatKind::Dnat => "--to-destination",
-            NatOption::To => "--to-source",
-            NatOption::ToPorts => "--to-ports",
-            NatOption::Random => "--random",
-            NatOption::RandomFully => "--random-fully",
-            NatOption::Persistent => "--persistent",
-        }
-    }
-
-    /// A rule using the target, for messages.
-    fn example(self) -> &'static str {
-        match self {
-            NatKind::Dnat => "PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
-            NatKind::Snat => "POSTROUTING -o eth0 -j SNAT --to-source 203.0.113.1",
-            NatKind::Masquerade => "POSTROUTING -o eth0 -j MASQUERADE",
-            NatKind::Redirect => "PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080",
-        }
-    }
-}
-
-/// A nat target while its options are read.
-#[derive(Clone, Debug)]
-struct NatState {
-    kind: NatKind,
-    /// `--to-destination`/`--to-source`, and the text as typed.
-    to: Option<(NatTo, String)>,
-    /// `--to-ports`, and the text as typed.
-    ports: Option<(PortRange, String)>,
-    flags: NatFlags,
-    /// Options given, to refuse repeats.
-    seen: Vec<NatOption>,
-}
-
 /// A match loaded by `-m` (or by `-p` on its first option), while its
 /// options are read: its module does the rest.
 #[derive(Debug)]
@@ -1161,8 +841,6 @@ impl LoadedMatch {
 enum LongOption {
     Global(char),
     Match(usize, &'static OptSpec),
-    RejectWith,
-    Nat(NatOption),
     Target(&'static OptSpec),
 }
 
@@ -1223,19 +901,12 @@ impl CommandKind {
 
 #[derive(Clone, Debug)]
 enum TargetState {
-    Accept,
-    Drop,
-    Continue,
-    Reject(Option<RejectWith>),
-    Return,
-    /// `-j NAME` with a name that is no built-in target: a user-defined
-    /// chain, which must exist when the command applies.
+    /// `-j NAME` with a name that is no target: a user-defined chain,
+    /// which must exist when the command applies.
     Jump(String),
     /// `-g NAME`.
     Goto(String),
-    /// `-j DNAT`, `-j SNAT`, `-j MASQUERADE`, `-j REDIRECT`.
-    Nat(NatState),
-    /// A target of `rules/target/` (LOG), reading its options.
+    /// A target of `rules/target/`, reading its options.
     Module(LoadedTarget),
 }
 
@@ -1692,24 +1363,6 @@ impl<'a> Parser<'a> {
              a user-defined chain",
         )?;
         self.target = Some(match name {
-            "ACCEPT" => TargetState::Accept,
-            "DROP" => TargetState::Drop,
-            "REJECT" => TargetState::Reject(None),
-            "CONTINUE" => TargetState::Continue,
-            "RETURN" => TargetState::Return,
-            "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" => {
-                let kind = NatKind::ALL
-                    .into_iter()
-                    .find(|k| k.name() == name)
-                    .expect("one of the nat targets");
-                TargetState::Nat(NatState {
-                    kind,
-                    to: None,
-                    ports: None,
-                    flags: NatFlags::default(),
-                    seen: Vec::new(),
-                })
-            }
             _ if let Some(module) = targets::target_module(name) => {
                 TargetState::Module(LoadedTarget {
                     module,
@@ -1844,8 +1497,6 @@ impl<'a> Parser<'a> {
         match resolved {
             LongOption::Global(c) => self.global_option(c, &typed),
             LongOption::Match(index, option) => self.match_option_value(index, option),
-            LongOption::RejectWith => self.reject_with_option(),
-            LongOption::Nat(option) => self.nat_option(option),
             LongOption::Target(option) => self.target_option_value(option),
         }
     }
@@ -1855,6 +1506,10 @@ impl<'a> Parser<'a> {
     fn target_option_value(&mut self, spec: &'static OptSpec) -> Result<(), ParseError> {
         let flag = spec.flag();
         self.no_invert(&flag)?;
+        let Some(TargetState::Module(loaded)) = &self.target else {
+            unreachable!("target options only resolve after -j of their module");
+        };
+        loaded.parser.check_repeat(spec)?;
         let count = match spec.value {
             Value::None => 0,
             Value::One(_) => 1,
@@ -1891,29 +1546,15 @@ impl<'a> Parser<'a> {
                 );
             }
         }
-        match &self.target {
-            Some(TargetState::Reject(_)) => {
-                candidates.extend(REJECT_OPTIONS.iter().map(|n| (*n, LongOption::RejectWith)));
-            }
-            Some(TargetState::Nat(nat)) => {
+        if let Some(TargetState::Module(loaded)) = &self.target {
+            for option in loaded.module.options {
                 candidates.extend(
-                    nat.kind
-                        .options()
+                    option
+                        .names
                         .iter()
-                        .map(|(n, o)| (*n, LongOption::Nat(*o))),
+                        .map(|n| (*n, LongOption::Target(option))),
                 );
             }
-            Some(TargetState::Module(loaded)) => {
-                for option in loaded.module.options {
-                    candidates.extend(
-                        option
-                            .names
-                            .iter()
-                            .map(|n| (*n, LongOption::Target(option))),
-                    );
-                }
-            }
-            _ => {}
         }
         if let Some((_, found)) = candidates.iter().find(|(n, _)| *n == name) {
             return Ok(*found);
@@ -1993,33 +1634,27 @@ impl<'a> Parser<'a> {
             )
         } else if let Some(module) = ext::MATCH_MODULES.iter().find(declares) {
             format!("-m {} before it, {}", module.name, module.example)
-        } else if REJECT_OPTIONS.contains(&name) {
-            "-j REJECT before it, e.g. -j REJECT --reject-with tcp-reset".to_string()
-        } else if let Some(module) = targets::module_with_option(name) {
-            format!("-j {} before it, e.g. {}", module.name, module.example)
-        } else if let Some(kinds) = nat_targets_with(name) {
-            if let Some(TargetState::Nat(nat)) = &self.target {
-                let options: Vec<String> = nat
-                    .kind
-                    .options()
-                    .iter()
-                    .map(|(n, _)| format!("--{n}"))
-                    .collect();
+        } else if let owners = targets::modules_with_option(name)
+            && let Some(first) = owners.first()
+        {
+            // A sibling's option (--to-ports after -j DNAT): say what this
+            // target takes instead.
+            if let Some(TargetState::Module(loaded)) = &self.target
+                && loaded.module.translates()
+                && first.translates()
+            {
+                let options: Vec<String> = loaded.module.options.iter().map(|o| o.flag()).collect();
                 return ParseError::UnknownOption {
                     option,
                     hint: format!(
                         " for -j {}, which takes {}",
-                        nat.kind.name(),
+                        loaded.module.name,
                         options.join(", ")
                     ),
                 };
             }
-            let targets: Vec<String> = kinds.iter().map(|k| format!("-j {}", k.name())).collect();
-            format!(
-                "{} before it, e.g. -t nat -A {}",
-                targets.join(" or "),
-                kinds[0].example()
-            )
+            let targets: Vec<String> = owners.iter().map(|m| format!("-j {}", m.name)).collect();
+            format!("{} before it, e.g. {}", targets.join(" or "), first.example)
         } else {
             return ParseError::UnknownOption {
                 option,
@@ -2074,71 +1709,6 @@ impl<'a> Parser<'a> {
         self.matches[index].parser.option(spec, negated, &values)
     }
 
-    fn reject_with_option(&mut self) -> Result<(), ParseError> {
-        self.no_invert("--reject-with")?;
-        let text = self.required("--reject-with", "a reject type like tcp-reset")?;
-        let with = parse_reject_with(text)?;
-        let Some(TargetState::Reject(slot)) = &mut self.target else {
-            unreachable!("--reject-with only resolves after -j REJECT");
-        };
-        if slot.is_some() {
-            return Err(ParseError::Repeated {
-                option: "--reject-with".into(),
-                hint: "",
-            });
-        }
-        *slot = Some(with);
-        Ok(())
-    }
-
-    /// An option of the nat target just named by `-j`.
-    fn nat_option(&mut self, option: NatOption) -> Result<(), ParseError> {
-        let Some(TargetState::Nat(nat)) = &self.target else {
-            unreachable!("nat options only resolve after -j DNAT/SNAT/MASQUERADE/REDIRECT");
-        };
-        let kind = nat.kind;
-        let name = kind.option_name(option);
-        self.no_invert(name)?;
-        if nat.seen.contains(&option) {
-            return Err(ParseError::RepeatedTargetOption {
-                target: kind.name(),
-                option: name,
-                hint: if option == NatOption::To {
-                    "; netbeast translates to one address range (ip-ip) and one port range"
-                } else {
-                    ""
-                },
-            });
-        }
-        let value = match option {
-            NatOption::To => Some(self.required(
-                name,
-                "an address, a range or a port, like 10.0.0.2, 10.0.0.2-10.0.0.9:8080 or :8080",
-            )?),
-            NatOption::ToPorts => {
-                Some(self.required(name, "a port or range like 8080 or 1024-2000")?)
-            }
-            _ => None,
-        };
-        let Some(TargetState::Nat(nat)) = &mut self.target else {
-            unreachable!("checked above");
-        };
-        nat.seen.push(option);
-        match (option, value) {
-            (NatOption::To, Some(text)) => {
-                nat.to = Some((parse_nat_to(name, text)?, text.to_string()))
-            }
-            (NatOption::ToPorts, Some(text)) => {
-                nat.ports = Some((parse_nat_ports(name, text)?, text.to_string()))
-            }
-            (NatOption::Random, _) => nat.flags.random = true,
-            (NatOption::RandomFully, _) => nat.flags.random_fully = true,
-            (NatOption::Persistent, _) => nat.flags.persistent = true,
-            _ => unreachable!("valued options have their value"),
-        }
-        Ok(())
-    }
-
     /// A bare word iptables would call a "Bad argument", with a guess at
     /// what was meant.
     fn unexpected_word(&self, word: &str) -> ParseError {
@@ -2149,14 +1719,10 @@ impl<'a> Parser<'a> {
             .map(|p| p.value);
         let looks_like_ports = ext::tcp::parse_port_range("", word).is_ok();
         let listing = self.commands.iter().find(|c| !c.takes_rule());
-        let nat = match &self.target {
-            Some(TargetState::Nat(nat)) => Some(nat.kind),
+        let suggestion = match &self.target {
+            Some(TargetState::Module(loaded)) => (loaded.module.suggest)(word),
             _ => None,
         };
-        let nat_option = nat.map(|kind| match kind {
-            NatKind::Dnat | NatKind::Snat => kind.option_name(NatOption::To),
-            _ => "--to-ports",
-        });
         let hint = if let Some(command) = listing {
             match &self.chain {
                 Some(chain) => format!(" ({} {chain} takes no more arguments)", command.flag()),
@@ -2165,10 +1731,8 @@ impl<'a> Parser<'a> {
                     flag = command.flag()
                 ),
             }
-        } else if let Some(option) = nat_option
-            && (parse_nat_to("", word).is_ok() || parse_nat_ports("", word).is_ok())
-        {
-            format!(" (did you mean {option} {word}?)")
+        } else if let Some(suggestion) = suggestion {
+            suggestion
         } else if looks_like_ports && matches!(protocol, Some(6 | 17)) {
             format!(" (did you mean --dport {word}?)")
         } else if looks_like_ports && word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
@@ -2430,66 +1994,25 @@ impl<'a> Parser<'a> {
             .collect()
     }
 
-    /// The rule's target, checked against the rest of the rule, the table
-    /// and, for the nat table's built-in chains, the chain (as the kernel
-    /// checks it; user-defined chains are checked by what reaches them).
+    /// The rule's target, checked by its module against the rest of the
+    /// rule (as the kernel's checkentry does: table, chain, protocol).
     fn finish_target(&mut self, chain: &str) -> Result<Target, ParseError> {
-        if matches!(self.target, Some(TargetState::Module(_)))
-            && let Some(TargetState::Module(loaded)) = self.target.take()
-        {
-            let rule = RuleContext {
+        let target = match self.target.take() {
+            None => Target::None,
+            Some(TargetState::Jump(chain)) => Target::Jump(chain),
+            Some(TargetState::Goto(chain)) => Target::Goto(chain),
+            Some(TargetState::Module(loaded)) => loaded.parser.finish(&RuleContext {
                 table: self.table,
                 chain,
                 protocol: self.protocol.as_ref(),
                 implicit: false,
-            };
-            return loaded.parser.finish(&rule);
-        }
-        let target = self.target_of_rule()?;
-        if target.is_nat() && self.table != TableName::Nat {
-            let kind = NatKind::ALL
-                .into_iter()
-                .find(|k| k.name() == target.name())
-                .expect("a nat target");
-            return Err(ParseError::NatTargetOutsideNat {
-                target: kind.name(),
-                table: self.table.as_str(),
-                example: kind.example(),
-            });
-        }
-        if self.table != TableName::Nat {
-            return Ok(target);
-        }
-        if let Target::Drop | Target::Reject(_) = target {
-            let name = if matches!(target, Target::Drop) {
-                "DROP"
-            } else {
-                "REJECT"
-            };
-            return Err(ParseError::NatFiltering {
-                target: name,
-                fix: format!(
-                    "filter in the filter table instead (without -t nat), e.g. iptables -A \
-                     FORWARD ... -j {name}"
-                ),
-            });
-        }
-        let builtin = TableName::Nat.builtin_chains().contains(&chain);
-        if let Some(allowed) = target.nat_chains()
-            && builtin
-            && !allowed.contains(&chain)
-        {
-            return Err(ParseError::NatWrongChain {
-                target: target.builtin_name(),
-                chain: chain.to_string(),
-                reason: nat_chain_reason(&target),
-            });
-        }
+            })?,
+        };
         let adds_rule = matches!(
             self.commands[0],
             CommandKind::Append | CommandKind::Insert | CommandKind::Replace
         );
-        if chain == "INPUT" && adds_rule {
+        if self.table == TableName::Nat && chain == "INPUT" && adds_rule {
             return Err(ParseError::Unsupported {
                 what: "a rule in the nat table's INPUT chain".into(),
                 hint: "; netbeast translates in PREROUTING, OUTPUT and POSTROUTING (SNAT of \
@@ -2498,91 +2021,6 @@ impl<'a> Parser<'a> {
             });
         }
         Ok(target)
-    }
-
-    fn target_of_rule(&mut self) -> Result<Target, ParseError> {
-        Ok(match self.target.take() {
-            Some(TargetState::Nat(nat)) => self.finish_nat(nat)?,
-            Some(TargetState::Module(_)) => unreachable!("finished by finish_target"),
-            None | Some(TargetState::Continue) => Target::None,
-            Some(TargetState::Return) => Target::Return,
-            Some(TargetState::Jump(chain)) => Target::Jump(chain),
-            Some(TargetState::Goto(chain)) => Target::Goto(chain),
-            Some(TargetState::Accept) => Target::Accept,
-            Some(TargetState::Drop) => Target::Drop,
-            Some(TargetState::Reject(with)) => {
-                let with = with.unwrap_or(RejectWith::IcmpPortUnreachable);
-                let tcp = self
-                    .protocol
-                    .as_ref()
-                    .is_some_and(|p| p.value == 6 && !p.negated);
-                if with == RejectWith::TcpReset && !tcp {
-                    return Err(ParseError::NeedsProtocol {
-                        option: "--reject-with tcp-reset".into(),
-                        needs: "-p tcp: only TCP connections can be reset (use icmp-port-unreachable for others)".into(),
-                    });
-                }
-                Target::Reject(with)
-            }
-        })
-    }
-
-    /// A nat target once the whole rule is known: its mandatory option, and
-    /// ports only for TCP and UDP.
-    fn finish_nat(&self, nat: NatState) -> Result<Target, ParseError> {
-        let NatState {
-            kind,
-            to,
-            ports,
-            flags,
-            ..
-        } = nat;
-        let given_ports = match (&to, &ports) {
-            (Some((to, text)), _) if to.ports.is_some() => {
-                Some((kind.option_name(NatOption::To), text.clone()))
-            }
-            (_, Some((_, text))) => Some(("--to-ports", text.clone())),
-            _ => None,
-        };
-        let to = match kind {
-            NatKind::Dnat | NatKind::Snat => Some(to.map(|(to, _)| to).ok_or(
-                ParseError::MissingTargetOption {
-                    target: kind.name(),
-                    option: kind.option_name(NatOption::To),
-                    example: if kind == NatKind::Dnat {
-                        "; e.g. -j DNAT --to-destination 10.0.0.2:8080"
-                    } else {
-                        "; e.g. -j SNAT --to-source 203.0.113.1"
-                    },
-                },
-            )?),
-            _ => None,
-        };
-        if let Some((option, value)) = given_ports {
-            match self
-                .protocol
-                .as_ref()
-                .filter(|p| !p.negated)
-                .map(|p| p.value)
-            {
-                Some(6 | 17) => {}
-                Some(132 | 33) => {
-                    return Err(ParseError::Unsupported {
-                        what: "port translation for SCTP and DCCP".into(),
-                        hint: "; netbeast translates TCP and UDP ports".into(),
-                    });
-                }
-                _ => return Err(ParseError::NatPortsNeedProtocol { option, value }),
-            }
-        }
-        let ports = ports.map(|(ports, _)| ports);
-        Ok(match (kind, to) {
-            (NatKind::Dnat, Some(to)) => Target::Dnat { to, flags },
-            (NatKind::Snat, Some(to)) => Target::Snat { to, flags },
-            (NatKind::Masquerade, _) => Target::Masquerade { ports, flags },
-            (NatKind::Redirect, _) => Target::Redirect { ports, flags },
-            _ => unreachable!("DNAT and SNAT have their --to"),
-        })
     }
 }
 
@@ -2615,58 +2053,10 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
         .collect()
 }
 
-/// Targets netbeast implements, by the name `-j` takes.
-pub(crate) const BUILTIN_TARGETS: &[&str] = &[
-    "ACCEPT",
-    "DROP",
-    "REJECT",
-    "RETURN",
-    "CONTINUE",
-    "DNAT",
-    "SNAT",
-    "MASQUERADE",
-    "REDIRECT",
-];
-
-/// Why the kernel accepts a nat target only in some chains (see
-/// [`Target::nat_chains`]).
-pub(crate) fn nat_chain_reason(target: &Target) -> &'static str {
-    match target {
-        Target::Dnat { .. } => {
-            "DNAT changes where a new connection goes, before it is routed: use it in \
-             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
-        }
-        Target::Redirect { .. } => {
-            "REDIRECT sends a new connection to this host, before it is routed: use it in \
-             PREROUTING (arriving packets) or OUTPUT (locally sent ones)"
-        }
-        Target::Snat { .. } => {
-            "SNAT changes the source of a new connection once it is routed: use it in \
-             POSTROUTING"
-        }
-        _ => {
-            "MASQUERADE takes the address of the interface a packet leaves through, which is \
-             known in POSTROUTING only"
-        }
-    }
-}
-
-/// The nat targets that have the long option `name` (typed in full), if any.
-fn nat_targets_with(name: &str) -> Option<Vec<NatKind>> {
-    let kinds: Vec<NatKind> = NatKind::ALL
-        .into_iter()
-        .filter(|k| k.options().iter().any(|(n, _)| *n == name))
-        .collect();
-    (!kinds.is_empty()).then_some(kinds)
-}
-
 /// A name iptables resolves to a target rather than to a chain: `-j` with
 /// it never means a user-defined chain, and no chain may be called so.
 fn is_target_name(name: &str) -> bool {
-    BUILTIN_TARGETS.contains(&name)
-        || targets::target_module(name).is_some()
-        || UNSUPPORTED_TARGETS.contains(&name)
-        || name == "QUEUE"
+    targets::target_module(name).is_some() || targets::NOT_SUPPORTED_YET.contains(&name)
 }
 
 /// A target iptables has and netbeast does not implement (the others are
@@ -2674,9 +2064,10 @@ fn is_target_name(name: &str) -> bool {
 fn unknown_target(name: &str) -> ParseError {
     ParseError::Unsupported {
         what: format!("the {name} target"),
-        hint: "; netbeast supports ACCEPT, DROP, REJECT, RETURN, LOG, DNAT, SNAT, MASQUERADE, \
-               REDIRECT and jumps (-j/-g) to user-defined chains"
-            .into(),
+        hint: format!(
+            "; netbeast supports {} and jumps (-j/-g) to user-defined chains",
+            targets::offered().join(", ")
+        ),
     }
 }
 

@@ -9,10 +9,7 @@ use thiserror::Error;
 
 use super::command::{self, CommandError};
 use super::ext::bang;
-use super::model::{
-    AddrRange, Chain, Counter, Match, NatFlags, NatTo, Policy, PortRange, Rule, Ruleset, Table,
-    TableName, Target,
-};
+use super::model::{Chain, Counter, Match, Policy, Rule, Ruleset, Table, TableName};
 use super::parse::{self, Action, IptablesCommand, ParseError, Problem};
 
 /// Prints the ruleset as `iptables-save` does (`-c` when `with_counters`).
@@ -132,79 +129,8 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
     if counters == CounterStyle::Inline {
         let _ = write!(out, " -c {} {}", rule.counter.packets, rule.counter.bytes);
     }
-    match &rule.target {
-        Target::None => {}
-        Target::Log(log) => {
-            use crate::rules::target::TargetExt;
-            log.save(&mut out);
-        }
-        Target::Accept => out.push_str(" -j ACCEPT"),
-        Target::Drop => out.push_str(" -j DROP"),
-        Target::Reject(with) => {
-            let _ = write!(out, " -j REJECT --reject-with {}", with.as_str());
-        }
-        Target::Return => out.push_str(" -j RETURN"),
-        Target::Jump(chain) => {
-            let _ = write!(out, " -j {chain}");
-        }
-        Target::Goto(chain) => {
-            let _ = write!(out, " -g {chain}");
-        }
-        Target::Dnat { to, flags } => {
-            let _ = write!(out, " -j DNAT --to-destination {}", nat_to_text(to));
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Snat { to, flags } => {
-            let _ = write!(out, " -j SNAT --to-source {}", nat_to_text(to));
-            write_nat_flags(&mut out, flags);
-        }
-        Target::Masquerade { ports, flags } | Target::Redirect { ports, flags } => {
-            let _ = write!(out, " -j {}", rule.target.name());
-            if let Some(ports) = ports {
-                let _ = write!(out, " --to-ports {}", nat_ports_text(*ports));
-            }
-            write_nat_flags(&mut out, flags);
-        }
-    }
+    rule.target.save(&mut out);
     out
-}
-
-/// The flags in libxt_NAT's order (which every nat target follows):
-/// `--random --random-fully --persistent`, whatever order they were typed.
-fn write_nat_flags(out: &mut String, flags: &NatFlags) {
-    for (set, flag) in [
-        (flags.random, " --random"),
-        (flags.random_fully, " --random-fully"),
-        (flags.persistent, " --persistent"),
-    ] {
-        if set {
-            out.push_str(flag);
-        }
-    }
-}
-
-/// `ip[-ip][:port[-port]]`, as libxt_NAT prints a range.
-pub(crate) fn nat_to_text(to: &NatTo) -> String {
-    let mut out = String::new();
-    if let Some(AddrRange { first, last }) = to.addrs {
-        let _ = write!(out, "{first}");
-        if first != last {
-            let _ = write!(out, "-{last}");
-        }
-    }
-    if let Some(ports) = to.ports {
-        let _ = write!(out, ":{}", nat_ports_text(ports));
-    }
-    out
-}
-
-/// `port` or `first-last`, as the nat targets print ports.
-pub(crate) fn nat_ports_text(ports: PortRange) -> String {
-    if ports.first == ports.last {
-        ports.first.to_string()
-    } else {
-        format!("{}-{}", ports.first, ports.last)
-    }
 }
 
 /// As iptables-save 1.8.9: the /etc/protocols name when there is one.
@@ -1849,361 +1775,132 @@ COMMIT
 
     mod properties {
         use super::*;
-        use crate::rules::model::{
-            AddrRange, IfaceName, Ipv4Net, NatFlags, NatTo, Negatable, RejectWith,
-        };
+        use crate::rules::generate::{self, Dice, Palette, Scope};
+        use netbeast_common::{addr_type, pkttype};
         use proptest::prelude::*;
-        use std::net::Ipv4Addr;
 
-        fn negatable<T: std::fmt::Debug + Clone>(
-            value: impl Strategy<Value = T>,
-        ) -> impl Strategy<Value = Negatable<T>> {
-            (any::<bool>(), value).prop_map(|(negated, value)| Negatable { negated, value })
+        /// Everything a user can write, mostly from the whole domain
+        /// (`wild`), so the text of every value and option is tried.
+        static PALETTE: Palette = Palette {
+            protocols: &[
+                (None, 3),
+                (Some(6), 3),
+                (Some(17), 3),
+                (Some(1), 2),
+                (Some(47), 1),
+                (Some(33), 1),
+                (Some(132), 1),
+                (Some(136), 1),
+            ],
+            negate_protocol: 10,
+            negated_protocols: &[1, 6, 17, 47],
+            negate: 50,
+            wild: 60,
+            matches: &[2, 3, 3, 2, 1, 1],
+            source: 50,
+            destination: 50,
+            in_iface: 40,
+            out_iface: 40,
+            fragment: 30,
+            fragment_with_l4: true,
+            nets: &[([10, 0, 0, 0], 8), ([192, 168, 1, 0], 24)],
+            addrs: &[[10, 1, 2, 3], [192, 168, 1, 1]],
+            ports: &[0, 22, 80, 65535],
+            ifaces: &[("eth0", false), ("eth", true), ("", true)],
+            macs: &[[0x02, 0, 0, 0, 0, 1]],
+            icmp: &[(8, None), (3, Some(3))],
+            lengths: &[0, 40, 1500, 65535],
+            ttls: &[0, 64, 255],
+            toses: &[0x00, 0x10, 0xb8],
+            tos_masks: &[0x3f, 0xff],
+            pkttypes: &[
+                pkttype::HOST,
+                pkttype::BROADCAST,
+                pkttype::MULTICAST,
+                pkttype::OTHERHOST,
+            ],
+            addr_types: &[
+                addr_type::UNSPEC,
+                addr_type::UNICAST,
+                addr_type::LOCAL,
+                addr_type::BROADCAST,
+                addr_type::MULTICAST,
+                addr_type::BLACKHOLE,
+            ],
+            nat_addrs: &[[10, 0, 0, 1], [203, 0, 113, 1]],
+            nat_ports: &[1, 8080, 65535],
+            names: &["a", "DEFAULT"],
+        };
+
+        fn everything(_: &str) -> bool {
+            true
         }
 
-        fn net() -> impl Strategy<Value = Ipv4Net> {
-            (any::<u32>(), 1u8..=32).prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(a), len))
-        }
-
-        fn ports() -> impl Strategy<Value = PortRange> {
-            (any::<u16>(), any::<u16>()).prop_map(|(a, b)| PortRange {
-                first: a.min(b),
-                last: a.max(b),
-            })
-        }
-
-        /// Single ports and ranges with first < last (a range whose end
-        /// would pass 65535 becomes a single port).
-        fn multiport_list() -> impl Strategy<Value = Vec<PortRange>> {
-            let item = (any::<u16>(), 0u16..100).prop_map(|(first, span)| PortRange {
-                first,
-                last: first.saturating_add(span),
-            });
-            prop::collection::vec(item, 1..7)
-        }
-
-        fn iface() -> impl Strategy<Value = IfaceName> {
-            ("[a-z]{1,6}[0-9]{0,2}", any::<bool>())
-                .prop_map(|(name, wildcard)| IfaceName { name, wildcard })
-        }
-
-        /// Rules that the parser could have produced: the protocol fits the
-        /// matches, the chain fits the interfaces.
-        fn rule() -> impl Strategy<Value = (usize, Rule)> {
-            let protocol = prop_oneof![
-                Just(None),
-                Just(Some(6u8)),
-                Just(Some(17u8)),
-                Just(Some(1u8)),
-                Just(Some(47u8)),
-                Just(Some(33u8)),
-                Just(Some(132u8)),
-                Just(Some(136u8))
-            ];
-            (
-                0usize..3,
-                protocol,
-                any::<bool>(),
-                prop::option::of(negatable(net())),
-                prop::option::of(negatable(net())),
-                prop::option::of(negatable(iface())),
-                prop::option::of(any::<bool>()),
-                (
-                    prop::option::of(negatable(ports())),
-                    prop::option::of(negatable(ports())),
-                ),
-                (
-                    prop::option::of((0u8..3, any::<bool>(), multiport_list())),
-                    prop::option::of(negatable(any::<[u8; 6]>())),
-                    prop::option::of("[ -~]{0,30}"),
-                ),
-                (
-                    prop::option::of((any::<bool>(), prop::option::of(any::<u8>()), any::<u8>())),
-                    0usize..5,
-                    any::<u64>(),
-                    any::<u64>(),
-                ),
-                (
-                    // -m limit: a rate as a user writes it, and a burst.
-                    prop::option::of((1u32..=10_000, 0usize..4, 1u32..=10_000)),
-                    // -m connlimit: limit, above, mask, daddr.
-                    prop::option::of((
-                        0u32..=crate::rules::ext::connlimit::MAX_CONNLIMIT,
-                        any::<bool>(),
-                        0u8..=32,
-                        any::<bool>(),
-                    )),
-                    // -m hashlimit: a rate as a user writes it (packets or
-                    // bytes), above, burst, mode, masks, table options.
-                    prop::option::of((
-                        (1u64..=1_000_000, 0usize..5, any::<bool>(), 1u64..=1_000_000),
-                        (0u32..16, 0u8..=32, 0u8..=32),
-                        (0u32..3, 0u32..3, prop::option::of(1u32..100_000), "[a-z]{1,8}"),
-                    )),
-                    // -m recent: command, !, seconds, reap, hitcount, rttl,
-                    // name, mask length, rdest.
-                    prop::option::of((
-                        (0usize..4, any::<bool>(), 0u32..100, any::<bool>()),
-                        (0u32..=32, any::<bool>(), prop::option::of("[A-Za-z0-9_]{1,12}")),
-                        (0u32..=32, any::<bool>()),
-                    )),
-                ),
-            )
-                .prop_map(
-                    |(
-                        chain,
-                        protocol,
-                        negate_protocol,
-                        source,
-                        destination,
-                        iface,
-                        fragment,
-                        (sport, dport),
-                        (multi, mac, comment),
-                        (icmp, target, packets, bytes),
-                        (limit, connlimit, hashlimit, recent),
-                    )| {
-                        let mut rule = Rule::new(match target {
-                            0 => Target::None,
-                            1 => Target::Accept,
-                            2 => Target::Drop,
-                            3 => Target::Reject(RejectWith::IcmpHostProhibited),
-                            _ => Target::Reject(if protocol == Some(6) {
-                                RejectWith::TcpReset
-                            } else {
-                                RejectWith::IcmpPortUnreachable
-                            }),
-                        });
-                        // A negated protocol cannot carry protocol matches.
-                        let negate_protocol = negate_protocol && target != 4;
-                        rule.protocol = protocol.map(|p| Negatable {
-                            negated: negate_protocol,
-                            value: p,
-                        });
-                        rule.source = source.filter(|s| s.value.prefix_len > 0);
-                        rule.destination = destination.filter(|d| d.value.prefix_len > 0);
-                        match chain {
-                            0 => rule.in_iface = iface,
-                            2 => rule.out_iface = iface,
-                            _ => {
-                                rule.in_iface = iface.clone();
-                                rule.out_iface = iface;
-                            }
-                        }
-                        rule.fragment = fragment;
-                        let plain = protocol.filter(|_| !negate_protocol);
-                        if let Some(c) = comment {
-                            rule.matches.push(Match::Comment(Comment(c.into())));
-                        }
-                        if matches!(plain, Some(6 | 17 | 33 | 132 | 136)) {
-                            // tcp and udp store the full range as "any port"
-                            // (not printed); sctp and dccp keep it.
-                            let keep_full = matches!(plain, Some(33 | 132));
-                            let real = |p: Option<Negatable<PortRange>>| {
-                                p.filter(|p| {
-                                    keep_full || !crate::rules::ext::tcp::is_any_port(&p.value)
-                                })
-                            };
-                            // UDP-Lite has no ports match of its own, only
-                            // -m multiport.
-                            if plain != Some(136) {
-                                rule.matches.push(Match::Ports(Ports {
-                                    protocol: plain.unwrap(),
-                                    sport: real(sport),
-                                    dport: real(dport),
-                                    tcp_flags: None,
-                                    tcp_option: None,
-                                }));
-                            }
-                            if let Some((kind, negated, ports)) = multi {
-                                let kind = [
-                                    MultiportKind::Source,
-                                    MultiportKind::Destination,
-                                    MultiportKind::Either,
-                                ][kind as usize];
-                                rule.matches.push(Match::Multiport(Multiport {
-                                    kind,
-                                    negated,
-                                    ports,
-                                }));
-                            }
-                        }
-                        if plain == Some(1)
-                            && let Some((negated, code, icmp_type)) = icmp
-                        {
-                            let value = if icmp_type == 255 && code.is_none() {
-                                IcmpType::Any
-                            } else {
-                                IcmpType::Type { icmp_type, code }
-                            };
-                            rule.matches
-                                .push(Match::Icmp(Icmp(Negatable { negated, value })));
-                        }
-                        if chain != 2
-                            && let Some(mac) = mac
-                        {
-                            rule.matches.push(Match::MacSource(MacSource(mac)));
-                        }
-                        if let Some((count, unit, burst)) = limit {
-                            let text = format!("{count}/{}", ["s", "m", "h", "d"][unit]);
-                            // Only periods whose printed rate reads back as
-                            // themselves: iptables prints the others rounded
-                            // (period 4000 is "2/sec", which reads as 5000).
-                            if let Some(Ok(period)) = crate::rules::ext::limit::parse_rate(&text)
-                                && crate::rules::ext::limit::parse_rate(
-                                    &crate::rules::ext::limit::rate_text(period),
-                                ) == Some(Ok(period))
-                            {
-                                rule.matches
-                                    .push(Match::Limit(crate::rules::ext::limit::Limit {
-                                        period,
-                                        burst,
-                                    }));
-                            }
-                        }
-                        if let Some((limit, above, mask, daddr)) = connlimit {
-                            rule.matches.push(Match::Connlimit(
-                                crate::rules::ext::connlimit::Connlimit {
-                                    limit,
-                                    above,
-                                    mask,
-                                    daddr,
-                                },
-                            ));
-                        }
-                        if let Some(((count, unit, above, burst), (mode, srcmask, dstmask), (size, max, expire, name))) =
-                            hashlimit
-                        {
-                            // Through the parser, so the rate is one a user
-                            // can write and the defaults are its own.
-                            let text = if unit == 4 {
-                                format!("{}kb/s", count % 4096 + 1)
-                            } else {
-                                format!("{count}/{}", ["s", "m", "h", "d"][unit])
-                            };
-                            let mut line = format!(
-                                "-A INPUT -m hashlimit --hashlimit-{} {text} --hashlimit-name {name} --hashlimit-srcmask {srcmask} --hashlimit-dstmask {dstmask} --hashlimit-htable-size {} --hashlimit-htable-max {}",
-                                if above { "above" } else { "upto" },
-                                size * 1000,
-                                max * 5000
-                            );
-                            if unit != 4 {
-                                line += &format!(" --hashlimit-burst {burst}");
-                            }
-                            if mode != 0 {
-                                let names = ["srcip", "srcport", "dstip", "dstport"];
-                                let list: Vec<&str> =
-                                    (0..4).filter(|b| mode & 1 << b != 0).map(|b| names[b]).collect();
-                                line += &format!(" --hashlimit-mode {}", list.join(","));
-                            }
-                            if let Some(e) = expire {
-                                line += &format!(" --hashlimit-htable-expire {e}");
-                            }
-                            let first_match = |line: &str| {
-                                let words: Vec<String> =
-                                    line.split_whitespace().map(String::from).collect();
-                                match crate::rules::parse::parse_iptables_args(&words) {
-                                    Ok(crate::rules::parse::IptablesCommand {
-                                        action: crate::rules::parse::Action::Append { rules, .. },
-                                        ..
-                                    }) => rules.into_iter().next()?.matches.into_iter().next(),
-                                    _ => None,
-                                }
-                            };
-                            // Only rates that print back as themselves:
-                            // iptables rounds the others when it prints.
-                            if let Some(m) = first_match(&line) {
-                                let mut again = "-A INPUT".to_string();
-                                m.ext().save(&mut again);
-                                if first_match(&again).as_ref() == Some(&m) {
-                                    rule.matches.push(m);
-                                }
-                            }
-                        }
-                        if let Some(((command, negated, seconds, reap), (hitcount, rttl, name), (mask, rdest))) =
-                            recent
-                        {
-                            use crate::rules::ext::recent::{Recent, RecentCommand};
-                            let command = [
-                                RecentCommand::Set,
-                                RecentCommand::Check,
-                                RecentCommand::Update,
-                                RecentCommand::Remove,
-                            ][command];
-                            let check = matches!(command, RecentCommand::Check | RecentCommand::Update);
-                            rule.matches.push(Match::Recent(Recent {
-                                command,
-                                negated,
-                                seconds,
-                                reap: reap && seconds != 0,
-                                hitcount,
-                                rttl: rttl && check,
-                                name: name.unwrap_or_else(|| "DEFAULT".into()),
-                                mask: Ipv4Addr::from(if mask == 0 { 0 } else { u32::MAX << (32 - mask) }),
-                                rdest,
-                            }));
-                        }
-                        rule.counter = Counter { packets, bytes };
-                        (chain, rule)
-                    },
-                )
+        /// A rule of `chain` (built-in, or user-defined reached from
+        /// `hooks`), as the parser could have produced it, with counters.
+        fn rule(
+            seed: u64,
+            table: TableName,
+            chain: &str,
+            hooks: &[&str],
+            callees: &[String],
+        ) -> Rule {
+            let builtin = table.builtin_chains().contains(&chain).then_some(chain);
+            let scope = Scope {
+                table,
+                builtin,
+                hooks,
+                callees,
+                palette: &PALETTE,
+                allow: &everything,
+                protocol: None,
+            };
+            let mut dice = Dice(seed);
+            let mut rule = generate::rule(&mut dice, &scope);
+            rule.counter = Counter {
+                packets: dice.next(),
+                bytes: dice.next(),
+            };
+            rule
         }
 
         /// Rules in the built-in chains and up to three user-defined ones
-        /// (`U0`..), plus jumps and gotos between them that never loop.
+        /// (`U0`..) that the built-in chains may jump to, and each to the
+        /// ones after it (so jumps never loop).
         fn arbitrary_ruleset() -> impl Strategy<Value = Ruleset> {
             (
-                prop::collection::vec(rule(), 0..12),
+                prop::collection::vec((0usize..3, any::<u64>()), 0..12),
                 any::<bool>(),
                 any::<u64>(),
-                (
-                    0usize..4,
-                    prop::collection::vec((0usize..3, rule()), 0..8),
-                    prop::collection::vec((0usize..6, 0usize..3, any::<bool>(), rule()), 0..6),
-                ),
+                prop::collection::vec(prop::collection::vec(any::<u64>(), 0..4), 0..4),
             )
-                .prop_map(|(rules, drop, packets, (users, user_rules, jumps))| {
+                .prop_map(|(rules, drop, packets, users)| {
                     let mut ruleset = Ruleset::default();
-                    for (chain, rule) in rules {
+                    let names: Vec<String> = (0..users.len()).map(|n| format!("U{n}")).collect();
+                    for (chain, seed) in rules {
+                        let name = ruleset.filter.chains[chain].name.clone();
+                        let rule = rule(seed, TableName::Filter, &name, &[&name], &names);
                         ruleset.filter.chains[chain].rules.push(rule);
                     }
-                    for n in 0..users {
+                    for (n, seeds) in users.iter().enumerate() {
+                        let rules = seeds
+                            .iter()
+                            .map(|&seed| {
+                                rule(
+                                    seed,
+                                    TableName::Filter,
+                                    &names[n],
+                                    &["INPUT", "FORWARD", "OUTPUT"],
+                                    &names[n + 1..],
+                                )
+                            })
+                            .collect();
                         ruleset.filter.chains.push(Chain {
-                            name: format!("U{n}"),
+                            name: names[n].clone(),
                             policy: None,
                             policy_counter: Counter::default(),
-                            rules: Vec::new(),
+                            rules,
                         });
-                    }
-                    if users > 0 {
-                        // No -m mac in user chains: OUTPUT may reach them.
-                        let no_mac = |mut rule: Rule| {
-                            rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
-                            rule
-                        };
-                        for (n, (_, rule)) in user_rules {
-                            ruleset.filter.chains[3 + n % users]
-                                .rules
-                                .push(no_mac(rule));
-                        }
-                        // From chain `from` (built-in, then user) to a
-                        // user-defined chain of a higher number.
-                        for (from, to, goto, (shape, rule)) in jumps {
-                            let from = from % (3 + users);
-                            let first = if from < 3 { 0 } else { from - 3 + 1 };
-                            // Rules shaped for their chain's interfaces.
-                            if first >= users || (from < 3 && shape != from) {
-                                continue;
-                            }
-                            let mut rule = no_mac(rule);
-                            let name = format!("U{}", first + to % (users - first));
-                            rule.target = if goto {
-                                Target::Goto(name)
-                            } else {
-                                Target::Jump(name)
-                            };
-                            ruleset.filter.chains[from].rules.push(rule);
-                        }
                     }
                     if drop {
                         ruleset.filter.chains[1].policy = Some(Policy::Drop);
@@ -2216,152 +1913,32 @@ COMMIT
                 })
         }
 
-        fn nat_to(ports: bool) -> impl Strategy<Value = NatTo> {
-            (
-                prop::option::of((any::<u32>(), 0u32..4)),
-                prop::option::of(((1u16..=u16::MAX), 0u16..100)),
-            )
-                .prop_map(move |(addrs, port_range)| {
-                    let addrs = addrs.map(|(first, span)| AddrRange {
-                        first: Ipv4Addr::from(first),
-                        last: Ipv4Addr::from(first.saturating_add(span)),
-                    });
-                    let mut ports = port_range.filter(|_| ports).map(|(first, span)| PortRange {
-                        first,
-                        last: first.saturating_add(span),
-                    });
-                    if addrs.is_none() && ports.is_none() {
-                        ports = Some(PortRange {
-                            first: 8080,
-                            last: 8080,
-                        });
-                    }
-                    NatTo { addrs, ports }
-                })
-        }
-
-        fn flags() -> impl Strategy<Value = NatFlags> {
-            any::<(bool, bool, bool)>().prop_map(|(random, random_fully, persistent)| NatFlags {
-                random,
-                random_fully,
-                persistent,
-            })
-        }
-
         /// A nat table of rules the parser could have produced: each
-        /// built-in chain's rules shaped for its interfaces, with targets
-        /// the chain allows (their options as each target has them), and
-        /// a user-defined chain for PREROUTING to jump to.
+        /// built-in chain's rules with the matches and targets its chain
+        /// allows, and a user-defined chain for PREROUTING to jump to.
         fn arbitrary_nat() -> impl Strategy<Value = Ruleset> {
-            let target = |tcp_udp: bool| {
-                (
-                    0usize..4,
-                    nat_to(tcp_udp),
-                    flags(),
-                    prop::option::of(ports()),
-                )
-            };
             (
-                prop::collection::vec((rule(), 0usize..3, target(true)), 0..12),
-                prop::collection::vec(rule(), 0..3),
+                prop::collection::vec((0usize..3, any::<u64>()), 0..12),
+                prop::collection::vec(any::<u64>(), 0..3),
             )
                 .prop_map(|(rules, user)| {
                     let mut ruleset = Ruleset::default();
-                    for ((shape, mut rule), which, (kind, to, flags, ports)) in rules {
-                        // Shapes 0 (input interface), 2 (output interface).
-                        let chain = match (shape, which) {
-                            (0, _) => "PREROUTING",
-                            (2, 0) => "OUTPUT",
-                            (2, _) => "POSTROUTING",
-                            _ => continue,
-                        };
-                        if chain != "PREROUTING" {
-                            rule.matches.retain(|m| !matches!(m, Match::MacSource(_)));
-                        }
-                        // connlimit is refused in the nat table.
-                        rule.matches.retain(|m| {
-                            !matches!(
-                                m,
-                                Match::Connlimit(_) | Match::Hashlimit(_) | Match::Recent(_)
-                            )
-                        });
-                        let tcp_udp = matches!(
-                            rule.protocol,
-                            Some(Negatable {
-                                negated: false,
-                                value: 6 | 17
-                            })
-                        );
-                        let to = NatTo {
-                            ports: to.ports.filter(|_| tcp_udp),
-                            ..to
-                        };
-                        let to = if to.addrs.is_none() && to.ports.is_none() {
-                            NatTo {
-                                addrs: Some(AddrRange {
-                                    first: Ipv4Addr::new(10, 0, 0, 1),
-                                    last: Ipv4Addr::new(10, 0, 0, 1),
-                                }),
-                                ports: None,
-                            }
-                        } else {
-                            to
-                        };
-                        let ports = ports.filter(|_| tcp_udp);
-                        let source_side = chain == "POSTROUTING";
-                        rule.target = match (kind, source_side) {
-                            (0, _) => Target::Accept,
-                            (1, false) => Target::Dnat {
-                                to,
-                                flags: NatFlags {
-                                    random_fully: false,
-                                    ..flags
-                                },
-                            },
-                            (1, true) => Target::Snat { to, flags },
-                            (2, false) => Target::Redirect {
-                                ports,
-                                flags: NatFlags {
-                                    random_fully: false,
-                                    persistent: false,
-                                    ..flags
-                                },
-                            },
-                            (2, true) => Target::Masquerade {
-                                ports,
-                                flags: NatFlags {
-                                    persistent: false,
-                                    ..flags
-                                },
-                            },
-                            (_, false) => Target::Jump("PORTS".into()),
-                            (_, true) => Target::Return,
-                        };
+                    let ports = vec!["PORTS".to_string()];
+                    for (chain, seed) in rules {
+                        let chain = ["PREROUTING", "OUTPUT", "POSTROUTING"][chain];
+                        let callees: &[String] = if chain == "PREROUTING" { &ports } else { &[] };
+                        let rule = rule(seed, TableName::Nat, chain, &[chain], callees);
                         ruleset.nat.chain_mut(chain).unwrap().rules.push(rule);
                     }
-                    let mut chain = Chain {
+                    ruleset.nat.chains.push(Chain {
                         name: "PORTS".into(),
                         policy: None,
                         policy_counter: Counter::default(),
-                        rules: Vec::new(),
-                    };
-                    for (_, mut rule) in user {
-                        rule.matches.retain(|m| {
-                            !matches!(
-                                m,
-                                Match::MacSource(_)
-                                    | Match::Connlimit(_)
-                                    | Match::Hashlimit(_)
-                                    | Match::Recent(_)
-                            )
-                        });
-                        rule.target = Target::Redirect {
-                            ports: None,
-                            flags: NatFlags::default(),
-                        };
-                        chain.rules.push(rule);
-                    }
-                    ruleset.nat.chains.push(chain);
+                        rules: user
+                            .iter()
+                            .map(|&seed| rule(seed, TableName::Nat, "PORTS", &["PREROUTING"], &[]))
+                            .collect(),
+                    });
                     ruleset
                 })
         }

@@ -121,13 +121,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
 
     println!("The article's rules, typed into netbeast (same syntax as iptables):");
     let mut surprises = Vec::new();
-    type_steps(
-        &bed.firewall,
-        bed.server(),
-        STEPS,
-        interrupt,
-        &mut surprises,
-    )?;
+    type_steps(bed.server(), STEPS, interrupt, &mut surprises)?;
     println!();
 
     interrupt.check()?;

@@ -120,7 +120,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
 
     let mut surprises = Vec::new();
     println!("Round robin, the article's rules typed into netbeast on the box:");
-    type_steps(&firewall, &gateway, ROUND_ROBIN, interrupt, &mut surprises)?;
+    type_steps(&gateway, ROUND_ROBIN, interrupt, &mut surprises)?;
     let landed = connections(&client, &servers, ROUND_ROBIN_CONNECTIONS)?;
     let sequence: Vec<String> = landed.iter().map(|&b| BACKENDS[b].to_string()).collect();
     let expected: Vec<usize> = (0..ROUND_ROBIN_CONNECTIONS).map(|i| i % 3).collect();
@@ -138,7 +138,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
     interrupt.check()?;
     println!("$ netbeast iptables -t nat -F        # then random, as the article types it:");
     firewall.iptables(&gateway, "-t nat -F")?;
-    type_steps(&firewall, &gateway, RANDOM, interrupt, &mut surprises)?;
+    type_steps(&gateway, RANDOM, interrupt, &mut surprises)?;
     let landed = connections(&client, &servers, RANDOM_CONNECTIONS)?;
     let counts: Vec<usize> = (0..BACKENDS.len())
         .map(|b| landed.iter().filter(|&&l| l == b).count())

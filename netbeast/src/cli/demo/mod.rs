@@ -7,8 +7,10 @@
 //! is removed when it ends, also after an error or Ctrl-C. `netbeast demo
 //! SECTION` runs one; the run ends with a table of sections and outcomes.
 
+mod antidos;
 mod firewall;
 mod lb;
+mod logger;
 mod portfwd;
 mod router;
 
@@ -21,7 +23,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 
-use crate::netns::{ConnectOutcome, Firewall, Netns, is_root};
+use crate::netns::{ConnectOutcome, Netns, is_root};
 
 /// A dropped SYN shows as a timeout; an answered one returns at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,6 +41,11 @@ pub enum Section {
     Portfwd,
     /// "A load-balancer": round robin and random across three backends.
     Lb,
+    /// "Anti-DoS": connlimit's 16th connection, limit's burst then rate,
+    /// and hashlimit's bucket per address.
+    Antidos,
+    /// "A network logger": the LOG rule, `netbeast log` and its `--output`.
+    Logger,
 }
 
 impl Section {
@@ -49,6 +56,8 @@ impl Section {
             Section::Nat => "a NAT router",
             Section::Portfwd => "a port-forwarder",
             Section::Lb => "a load-balancer",
+            Section::Antidos => "anti-DoS",
+            Section::Logger => "a network logger",
         }
     }
 
@@ -61,6 +70,8 @@ impl Section {
             Section::Nat => router::run_nat(exe, interrupt),
             Section::Portfwd => portfwd::run(exe, interrupt),
             Section::Lb => lb::run(exe, interrupt),
+            Section::Antidos => antidos::run(exe, interrupt),
+            Section::Logger => logger::run(exe, interrupt),
         }
     }
 }
@@ -162,10 +173,12 @@ impl Step {
     }
 }
 
-/// Types `steps` into netbeast in `host`, printing each line; a line that
-/// is refused or accepted against the article's expectation is a surprise.
+/// Types `steps` into netbeast in `host` (which runs netbeast), printing
+/// each line; a line that is refused or accepted against the article's
+/// expectation is a surprise. Lines are split as a shell would split them,
+/// so the article's quoted arguments (`--log-prefix="New incomming: "`)
+/// reach netbeast as iptables would get them.
 fn type_steps(
-    firewall: &Firewall,
     host: &Netns,
     steps: &[Step],
     interrupt: &InterruptGuard,
@@ -182,8 +195,13 @@ fn type_steps(
             "  {number} $ netbeast iptables {:<44} # {}",
             step.rule, step.why
         );
-        let out = firewall
-            .iptables(host, step.rule)
+        let words = shlex::split(step.rule)
+            .with_context(|| format!("unbalanced quotes in the demo's line {}", step.rule))?;
+        let argv: Vec<&str> = std::iter::once("iptables")
+            .chain(words.iter().map(String::as_str))
+            .collect();
+        let out = host
+            .netbeast(&argv)
             .with_context(|| format!("running netbeast iptables {}", step.rule))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         match (out.status.success(), step.refused) {

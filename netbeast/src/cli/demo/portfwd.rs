@@ -75,7 +75,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
         &mut surprises,
     );
     println!("The article's port forward, typed into netbeast on the host:");
-    type_steps(&firewall, &host, PREROUTING, interrupt, &mut surprises)?;
+    type_steps(&host, PREROUTING, interrupt, &mut surprises)?;
     served_by(
         &lan,
         host_80,
@@ -94,7 +94,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
         &mut surprises,
     );
     println!("The article's OUTPUT port forward, for the host's own connections:");
-    type_steps(&firewall, &host, OUTPUT, interrupt, &mut surprises)?;
+    type_steps(&host, OUTPUT, interrupt, &mut surprises)?;
     served_by(
         &host,
         loopback_80,

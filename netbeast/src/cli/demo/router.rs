@@ -33,7 +33,6 @@ struct Hosts {
     lan: Netns,
     gateway: Netns,
     container: Netns,
-    firewall: Firewall,
     _servers: Vec<Server>,
 }
 
@@ -95,7 +94,6 @@ impl Hosts {
             lan,
             gateway,
             container,
-            firewall,
             _servers: servers,
         })
     }
@@ -130,13 +128,7 @@ pub(super) fn run_router(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Resu
     let hosts = Hosts::new("demo-rt", exe, true)?;
     let mut surprises = Vec::new();
     println!("The article's rules, typed into netbeast on the box:");
-    type_steps(
-        &hosts.firewall,
-        &hosts.gateway,
-        ROUTER_STEPS,
-        interrupt,
-        &mut surprises,
-    )?;
+    type_steps(&hosts.gateway, ROUTER_STEPS, interrupt, &mut surprises)?;
     println!();
     interrupt.check()?;
     saw(
@@ -192,13 +184,7 @@ pub(super) fn run_nat(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<
     let mut surprises = Vec::new();
     let target = SocketAddrV4::new(CONTAINER, PORT);
     println!("The article's FORWARD rules, typed into netbeast on the box:");
-    type_steps(
-        &hosts.firewall,
-        &hosts.gateway,
-        NAT_FORWARD,
-        interrupt,
-        &mut surprises,
-    )?;
+    type_steps(&hosts.gateway, NAT_FORWARD, interrupt, &mut surprises)?;
     println!();
     saw(
         &format!("LAN host -> {target} (no way back yet)"),
@@ -208,13 +194,7 @@ pub(super) fn run_nat(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<
     );
     println!();
     println!("The article's SNAT:");
-    type_steps(
-        &hosts.firewall,
-        &hosts.gateway,
-        NAT_SNAT,
-        interrupt,
-        &mut surprises,
-    )?;
+    type_steps(&hosts.gateway, NAT_SNAT, interrupt, &mut surprises)?;
     println!();
     interrupt.check()?;
     match tcp_stream(&hosts.lan, None, target, CONNECT_TIMEOUT)? {

@@ -10,6 +10,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;
@@ -136,6 +137,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m addrtype --dst-type LOCAL",
     implicit_protocol: None,
     parser: || Box::<AddrTypeParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -226,4 +231,34 @@ impl MatchParser for AddrTypeParser {
             limit_iface_out,
         }))
     }
+}
+
+/// One or two palette types for the source, the destination or both.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let p = s.palette;
+    let types = |d: &mut Dice| {
+        let mut mask = 0u16;
+        for _ in 0..1 + d.below(2) {
+            mask |= 1 << d.pick(p.addr_types);
+        }
+        d.negatable(p, mask)
+    };
+    let (src, dst) = match d.below(3) {
+        0 => (Some(types(d)), None),
+        1 => (None, Some(types(d))),
+        _ => (Some(types(d)), Some(types(d))),
+    };
+    // An interface limit where every chain that may reach the rule has
+    // that interface (the parser and the kernel refuse it elsewhere).
+    let may = |chains: &[&str]| {
+        s.builtin.is_none_or(|c| chains.contains(&c)) && (s.hooks.is_empty() || s.only_from(chains))
+    };
+    let limit_in = may(&["PREROUTING", "INPUT", "FORWARD"]) && d.chance(25);
+    let limit_out = !limit_in && may(&["FORWARD", "OUTPUT", "POSTROUTING"]) && d.chance(25);
+    Some(Match::AddrType(AddrType {
+        src,
+        dst,
+        limit_iface_in: limit_in,
+        limit_iface_out: limit_out,
+    }))
 }

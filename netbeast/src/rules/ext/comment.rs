@@ -1,6 +1,7 @@
 //! `-m comment --comment TEXT` (libxt_comment): no effect on matching.
 
 use crate::compile::lower::Lowering;
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m comment --comment \"allow ssh\"",
     parser: || Box::<CommentParser>::default(),
     implicit_protocol: None,
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -132,4 +137,14 @@ impl MatchParser for CommentParser {
             .map(Match::Comment)
             .ok_or_else(|| missing(&MODULE, "--comment"))
     }
+}
+
+/// Any printable text with the palette's `wild` odds.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let text = if d.wild(s.palette) {
+        d.text(30)
+    } else {
+        "a comment".to_string()
+    };
+    Some(Match::Comment(Comment::from(text)))
 }

@@ -4,6 +4,7 @@
 //! address (xt_connlimit). Counted from netbeast's own conntrack by the
 //! kernel (`netbeast-ebpf/src/connlimit.rs`), so it is a *guard*.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{CONNLIMIT_DADDR, CONNLIMIT_SLOTS, Guard, guard_kind};
@@ -121,6 +122,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m connlimit --connlimit-above 15 --connlimit-mask 32",
     implicit_protocol: None,
     parser: || Box::<ConnlimitParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -217,4 +222,27 @@ impl MatchParser for ConnlimitParser {
             daddr: self.direction.unwrap_or(false),
         }))
     }
+}
+
+/// Filter table only. The compiler's models see each packet as its
+/// address's only connection: limit 0 matches it with above, 1 does not.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if s.table != TableName::Filter {
+        return None;
+    }
+    let wild = d.wild(s.palette);
+    Some(Match::Connlimit(Connlimit {
+        limit: if wild {
+            d.below(MAX_CONNLIMIT as usize + 1) as u32
+        } else {
+            d.below(2) as u32
+        },
+        above: d.chance(50),
+        mask: if wild {
+            d.below(33) as u8
+        } else {
+            d.pick(&[0u8, 24, 32])
+        },
+        daddr: d.chance(30),
+    }))
 }

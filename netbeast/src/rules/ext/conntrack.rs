@@ -10,6 +10,7 @@
 //! ports and a time fit no small key (docs/ARCHITECTURE.md, Conntrack-lite).
 
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::{Guard, ct_match, ct_state, field, guard_kind};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -428,6 +429,10 @@ pub static STATE: MatchModule = MatchModule {
     example: "e.g. -m state --state ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::State)),
     implicit_protocol: None,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, StateModule::State),
+    },
 };
 
 pub static CONNTRACK: MatchModule = MatchModule {
@@ -436,6 +441,10 @@ pub static CONNTRACK: MatchModule = MatchModule {
     example: "e.g. -m conntrack --ctstate ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::Conntrack)),
     implicit_protocol: None,
+    random: Random {
+        weight: 2,
+        draw: |d, s| random(d, s, StateModule::Conntrack),
+    },
 };
 
 #[derive(Debug)]
@@ -668,4 +677,79 @@ impl MatchParser for ConnStateParser {
             connection: self.connection,
         }))
     }
+}
+
+/// `--ctexpire` bounds: the first packet's 0, around UDP's and TCP
+/// SYN_SENT's timeouts, and the ends.
+const EXPIRES: &[u32] = &[0, 1, 29, 30, 119, 120, 431_999, u32::MAX];
+
+/// Some of the connection's own options, each maybe negated, from the
+/// palette's addresses and ports.
+fn random_connection(d: &mut Dice, s: &Scope) -> Connection {
+    let p = s.palette;
+    let mut c = Connection::default();
+    while c.is_empty() {
+        c.proto = d.maybe(25, |d| {
+            let v = d.pick(&[1u8, 6, 17, 47]);
+            d.negatable(p, v)
+        });
+        for n in 0..4 {
+            c.addrs[n] = d.maybe(20, |d| {
+                let addr = d.addr(p);
+                let mask = Ipv4Addr::from(d.pick(&[
+                    u32::MAX,
+                    0xffff_ff00,
+                    0xffff_0000,
+                    0xff00_0000,
+                    0,
+                    0xff00_ff00,
+                ]));
+                d.negatable(p, CtAddr { addr, mask })
+            });
+            c.ports[n] = d.maybe(20, |d| {
+                let r = d.port_range(p);
+                d.negatable(p, r)
+            });
+        }
+        c.expire = d.maybe(20, |d| {
+            let (a, b) = (d.pick(EXPIRES), d.pick(EXPIRES));
+            d.negatable(p, (a.min(b), a.max(b)))
+        });
+    }
+    c
+}
+
+/// A non-empty set of states, sometimes negated; for -m conntrack also
+/// SNAT/DNAT among them, `--ctdir` and `--ctstatus`, or those alone, and
+/// the connection's own options where a packet has a connection (not nat
+/// OUTPUT, which runs on sockets).
+fn random(d: &mut Dice, s: &Scope, module: StateModule) -> Option<Match> {
+    let conntrack = module == StateModule::Conntrack;
+    let states = if conntrack && d.chance(20) {
+        CtStates(0)
+    } else if conntrack {
+        CtStates(d.below(127) as u8 + 1)
+    } else {
+        CtStates((d.below(31) + 1) as u8)
+    };
+    let dir = (conntrack && d.chance(30)).then(|| d.chance(50));
+    let status = (conntrack && d.chance(30)).then(|| (d.chance(25), d.below(16) as u8));
+    let (dir, status) = if states.0 == 0 && dir.is_none() && status.is_none() {
+        (Some(false), status)
+    } else {
+        (dir, status)
+    };
+    let connection = if conntrack && s.has_packet() && d.chance(35) {
+        random_connection(d, s)
+    } else {
+        Connection::default()
+    };
+    Some(Match::ConnState(ConnState {
+        module,
+        negated: states.0 != 0 && d.chance(25),
+        states,
+        dir,
+        status,
+        connection,
+    }))
 }

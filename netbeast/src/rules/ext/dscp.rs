@@ -5,6 +5,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;
@@ -93,6 +94,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m dscp --dscp-class EF",
     implicit_protocol: None,
     parser: || Box::<DscpParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -138,4 +143,20 @@ impl MatchParser for DscpParser {
             .map(Match::Dscp)
             .ok_or_else(|| missing(&MODULE, "--dscp or --dscp-class"))
     }
+}
+
+/// The DSCP of a palette TOS (not in nat OUTPUT).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_packet() {
+        return None;
+    }
+    let dscp = if d.wild(s.palette) {
+        d.below(usize::from(MAX_DSCP) + 1) as u8
+    } else {
+        d.pick(s.palette.toses) >> 2
+    };
+    Some(Match::Dscp(Dscp {
+        negated: d.chance(s.palette.negate),
+        dscp,
+    }))
 }

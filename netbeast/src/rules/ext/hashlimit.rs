@@ -6,6 +6,7 @@
 //! in packets (`50/sec`, as `-m limit` reads it, in microseconds) or in
 //! bytes (`10kb/s`). The kernel's side is `netbeast-ebpf/src/hashlimit.rs`.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{Guard, guard_kind, hashlimit as bits};
@@ -360,6 +361,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m hashlimit --hashlimit-upto 50/sec --hashlimit-mode srcip --hashlimit-name http",
     implicit_protocol: None,
     parser: || Box::<HashlimitParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -546,6 +551,93 @@ impl MatchParser for HashlimitParser {
             expire: self.expire.unwrap_or(default_expire),
         }))
     }
+}
+
+/// Filter table only. Small packet buckets like `-m limit`'s, upto or
+/// above, on the palette's names; with the palette's `wild` odds, any
+/// options a user can write, read by the parser (so the defaults are its
+/// own) and kept when they print back as themselves (iptables rounds some
+/// rates when it prints them).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if s.table != TableName::Filter {
+        return None;
+    }
+    if d.wild(s.palette)
+        && let Some(m) = random_text(d)
+    {
+        return Some(m);
+    }
+    Some(Match::Hashlimit(Hashlimit {
+        name: d.pick(s.palette.names).to_string(),
+        above: d.chance(50),
+        // Microseconds: 2 ms to 30 ms.
+        rate: HashRate::Packets {
+            period: d.pick(&[2_000u64, 5_000, 10_000, 30_000]),
+        },
+        burst: d.pick(&[1u64, 2, 3]),
+        mode: d.below(16) as u32,
+        srcmask: 32,
+        dstmask: 32,
+        size: 0,
+        max: 0,
+        gcinterval: DEFAULT_GCINTERVAL,
+        expire: 1000,
+    }))
+}
+
+fn random_text(d: &mut Dice) -> Option<Match> {
+    let bytes = d.chance(20);
+    let rate = if bytes {
+        format!("{}kb/s", 1 + d.below(4096))
+    } else {
+        format!(
+            "{}/{}",
+            1 + d.below(1_000_000),
+            d.pick(&["s", "m", "h", "d"])
+        )
+    };
+    let name: String = (0..1 + d.below(8))
+        .map(|_| (b'a' + d.below(26) as u8) as char)
+        .collect();
+    let mut line = format!(
+        "-A INPUT -m hashlimit --hashlimit-{} {rate} --hashlimit-name {name} \
+         --hashlimit-srcmask {} --hashlimit-dstmask {} --hashlimit-htable-size {} \
+         --hashlimit-htable-max {}",
+        if d.chance(50) { "above" } else { "upto" },
+        d.below(33),
+        d.below(33),
+        d.below(3) * 1000,
+        d.below(3) * 5000,
+    );
+    if !bytes {
+        line += &format!(" --hashlimit-burst {}", 1 + d.below(1_000_000));
+    }
+    let mode = d.below(16);
+    if mode != 0 {
+        let names = ["srcip", "srcport", "dstip", "dstport"];
+        let list: Vec<&str> = (0..4)
+            .filter(|b| mode & 1 << b != 0)
+            .map(|b| names[b])
+            .collect();
+        line += &format!(" --hashlimit-mode {}", list.join(","));
+    }
+    if d.chance(50) {
+        line += &format!(" --hashlimit-htable-expire {}", 1 + d.below(100_000));
+    }
+    let first_match = |line: &str| {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match crate::rules::parse::parse_iptables_args(&words) {
+            Ok(crate::rules::parse::IptablesCommand {
+                action: crate::rules::parse::Action::Append { rules, .. },
+                ..
+            }) => rules.into_iter().next()?.matches.into_iter().next(),
+            _ => None,
+        }
+    };
+    let m = first_match(&line)?;
+    let mut again = "-A INPUT".to_string();
+    m.ext().save(&mut again);
+    (first_match(&again).as_ref() == Some(&m)).then_some(m)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `-p icmp` on its first option.
 
 use crate::compile::lower::{Atom, Lowering, REAL_L4, negatable_l4, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::field;
 use std::fmt::Write as _;
 
@@ -138,6 +139,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -p icmp --icmp-type echo-request",
     parser: || Box::<IcmpParser>::default(),
     implicit_protocol: Some(1),
+    random: Random {
+        weight: 8,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -315,4 +320,27 @@ fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
         },
     };
     Ok((icmp_type, code_min, code_max))
+}
+
+/// A type (and code) from the palette, `any` now and then, in an ICMP rule.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if s.plain_protocol() != Some(1) {
+        return None;
+    }
+    let value = if d.chance(10) {
+        IcmpType::Any
+    } else if d.wild(s.palette) {
+        let icmp_type = d.next() as u8;
+        let code = d.maybe(50, |d| d.next() as u8);
+        // Type 255 without a code is how `any` is stored.
+        if icmp_type == 255 && code.is_none() {
+            IcmpType::Any
+        } else {
+            IcmpType::Type { icmp_type, code }
+        }
+    } else {
+        let (icmp_type, code) = d.pick(s.palette.icmp);
+        IcmpType::Type { icmp_type, code }
+    };
+    Some(Match::Icmp(Icmp(d.negatable(s.palette, value))))
 }

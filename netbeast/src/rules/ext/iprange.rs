@@ -5,6 +5,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
 use netbeast_common::field;
@@ -108,6 +109,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m iprange --src-range 10.0.0.1-10.0.0.9",
     implicit_protocol: None,
     parser: || Box::<IpRangeParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -189,4 +194,35 @@ pub fn range_prefixes(range: AddrRange) -> Vec<Ipv4Net> {
         at += 1u64 << (32 - len);
     }
     out
+}
+
+/// Mostly narrow ranges from a palette address (a few prefixes each); now
+/// and then one between two (up to 62 prefixes: a rule with two takes
+/// thousands of slots, which the compiler refuses at a cost).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let p = s.palette;
+    let range = |d: &mut Dice| {
+        let a = u32::from(d.addr(p));
+        let b = if d.chance(5) {
+            u32::from(d.addr(p))
+        } else {
+            {
+                let any = d.below(300) as u32;
+                a.saturating_add(d.pick(&[0u32, 1, 3, 6, 200, any]))
+            }
+        };
+        d.negatable(
+            p,
+            AddrRange {
+                first: a.min(b).into(),
+                last: a.max(b).into(),
+            },
+        )
+    };
+    let (src, dst) = match d.below(3) {
+        0 => (Some(range(d)), None),
+        1 => (None, Some(range(d))),
+        _ => (Some(range(d)), Some(range(d))),
+    };
+    Some(Match::IpRange(IpRange { src, dst }))
 }

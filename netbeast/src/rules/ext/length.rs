@@ -4,6 +4,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, range, value,
 };
 use crate::compile::lower::{Atom, Lowering, key_range, negatable};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use netbeast_common::field;
@@ -74,6 +75,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m length --length 0:1500",
     implicit_protocol: None,
     parser: || Box::<LengthParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -100,4 +105,26 @@ impl MatchParser for LengthParser {
             .map(Match::Length)
             .ok_or_else(|| missing(&MODULE, "--length"))
     }
+}
+
+/// A range between two of the palette's lengths (a packet's: not in nat
+/// OUTPUT).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_packet() {
+        return None;
+    }
+    let p = s.palette;
+    let length = |d: &mut Dice| {
+        if d.wild(p) {
+            d.next() as u16
+        } else {
+            d.pick(p.lengths)
+        }
+    };
+    let (a, b) = (length(d), length(d));
+    Some(Match::Length(Length {
+        negated: d.chance(p.negate),
+        min: a.min(b),
+        max: a.max(b),
+    }))
 }

@@ -4,6 +4,7 @@
 //! (`netbeast_common::guard_kind::LIMIT`), one bucket per rule shared by
 //! every CPU, refilled by elapsed time and capped at the burst.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{Guard, guard_kind};
@@ -167,6 +168,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m limit --limit 50/second --limit-burst 150",
     implicit_protocol: None,
     parser: || Box::<LimitParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -221,6 +226,31 @@ impl MatchParser for LimitParser {
             burst: self.burst.unwrap_or(DEFAULT_BURST),
         }))
     }
+}
+
+/// Small buckets whose periods are near the time between two packets of
+/// the compiler's property test, so they drain and refill during a run;
+/// with the palette's `wild` odds, any rate a user can write that prints
+/// back as itself (iptables prints the others rounded).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let narrow = |d: &mut Dice| Limit {
+        // 1/10000 s units: 500/s to 40/s.
+        period: d.pick(&[20u32, 50, 100, 250]),
+        burst: d.pick(&[1u32, 2, 3]),
+    };
+    let limit = if d.wild(s.palette) {
+        let text = format!("{}/{}", 1 + d.below(10_000), d.pick(&["s", "m", "h", "d"]));
+        match parse_rate(&text) {
+            Some(Ok(period)) if parse_rate(&rate_text(period)) == Some(Ok(period)) => Limit {
+                period,
+                burst: 1 + d.below(MAX_BURST as usize) as u32,
+            },
+            _ => narrow(d),
+        }
+    } else {
+        narrow(d)
+    };
+    Some(Match::Limit(limit))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! on arrival (PREROUTING, INPUT, FORWARD).
 
 use crate::compile::lower::{Atom, Lowering};
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff",
     parser: || Box::<MacParser>::default(),
     implicit_protocol: None,
+    random: Random {
+        weight: 2,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -111,4 +116,19 @@ impl MatchParser for MacParser {
         }
         Ok(Match::MacSource(mac))
     }
+}
+
+/// Only where packets have a source MAC (not reached from OUTPUT or
+/// POSTROUTING).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_mac() {
+        return None;
+    }
+    let mac = if d.wild(s.palette) {
+        let n = d.next().to_be_bytes();
+        [n[0], n[1], n[2], n[3], n[4], n[5]]
+    } else {
+        d.pick(s.palette.macs)
+    };
+    Some(Match::MacSource(MacSource(d.negatable(s.palette, mac))))
 }

@@ -16,6 +16,7 @@ use super::names::Names;
 use super::parse::ParseError;
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
+use crate::rules::generate::Random;
 
 pub mod addrtype;
 pub mod comment;
@@ -142,6 +143,8 @@ pub struct MatchModule {
     /// The protocol whose `-p` loads it on its first option (`-p tcp
     /// --dport 22` loads `-m tcp`), as iptables does.
     pub implicit_protocol: Option<u8>,
+    /// How to draw random instances of it (`rules/generate.rs`).
+    pub random: Random<Match>,
 }
 
 impl Debug for MatchModule {

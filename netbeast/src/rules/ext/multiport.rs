@@ -2,6 +2,7 @@
 //! 15 ports or ranges.
 
 use crate::compile::lower::{Atom, Keys, Lowering, key_set, negatable_l4};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::field;
 use std::fmt::Write as _;
 
@@ -130,6 +131,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -p tcp -m multiport --dports 80,443",
     parser: || Box::<MultiportParser>::default(),
     implicit_protocol: None,
+    random: Random {
+        weight: 4,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -249,4 +254,25 @@ impl Multiport {
                 .join(",")
         );
     }
+}
+
+/// One to four ports or ranges, in a rule of a protocol with ports.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !matches!(s.plain_protocol(), Some(6 | 17 | 33 | 132 | 136)) {
+        return None;
+    }
+    let kind = d.pick(&[
+        MultiportKind::Source,
+        MultiportKind::Destination,
+        MultiportKind::Either,
+    ]);
+    let negated = d.chance(s.palette.negate);
+    let ports = (0..1 + d.below(4))
+        .map(|_| d.port_range(s.palette))
+        .collect();
+    Some(Match::Multiport(Multiport {
+        kind,
+        negated,
+        ports,
+    }))
 }

@@ -5,6 +5,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, negatable, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;
@@ -81,6 +82,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m pkttype --pkt-type broadcast",
     implicit_protocol: None,
     parser: || Box::<PktTypeParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -114,4 +119,11 @@ impl MatchParser for PktTypeParser {
             .map(Match::PktType)
             .ok_or_else(|| missing(&MODULE, "--pkt-type"))
     }
+}
+
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    Some(Match::PktType(PktType {
+        negated: d.chance(s.palette.negate),
+        kind: d.pick(s.palette.pkttypes),
+    }))
 }

@@ -4,6 +4,7 @@
 //! (xt_recent), as ufw's `limit` rules use them. The kernel's side is
 //! `netbeast-ebpf/src/recent.rs`; `netbeast recent -L` reads the lists.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -213,6 +214,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m recent --update --seconds 30 --hitcount 6",
     implicit_protocol: None,
     parser: || Box::<RecentParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -359,4 +364,52 @@ impl MatchParser for RecentParser {
             rdest: self.rdest.unwrap_or(false),
         }))
     }
+}
+
+/// Filter table only: every command on the palette's lists with short
+/// windows (in the compiler test's clock a packet comes every few ms, so
+/// 1 s holds hundreds); with the palette's `wild` odds, any.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if s.table != TableName::Filter {
+        return None;
+    }
+    let command = d.pick(&[
+        RecentCommand::Set,
+        RecentCommand::Check,
+        RecentCommand::Update,
+        RecentCommand::Remove,
+    ]);
+    let check = matches!(command, RecentCommand::Check | RecentCommand::Update);
+    let wild = d.wild(s.palette);
+    let seconds = if wild {
+        d.below(100) as u32
+    } else {
+        d.pick(&[0u32, 1])
+    };
+    let mask_len = if wild { d.below(33) as u32 } else { 32 };
+    Some(Match::Recent(Recent {
+        command,
+        negated: d.chance(25),
+        seconds,
+        reap: seconds != 0 && d.chance(30),
+        hitcount: if wild {
+            d.below(33) as u32
+        } else {
+            d.pick(&[0u32, 1, 3])
+        },
+        rttl: wild && check && d.chance(30),
+        name: if wild && d.chance(50) {
+            (0..1 + d.below(12))
+                .map(|_| d.pick(&[b'a', b'Z', b'0', b'_', b'q']) as char)
+                .collect()
+        } else {
+            d.pick(s.palette.names).to_string()
+        },
+        mask: Ipv4Addr::from(if mask_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - mask_len)
+        }),
+        rdest: d.chance(30),
+    }))
 }

@@ -5,6 +5,7 @@
 //! matches hold (`netbeast_common::Guard`).
 
 use crate::compile::lower::Lowering;
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{Guard, guard_kind};
@@ -144,6 +145,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m statistic --mode nth --every 3 --packet 0",
     implicit_protocol: None,
     parser: || Box::<StatisticParser>::default(),
+    random: Random {
+        weight: 3,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -267,4 +272,29 @@ impl MatchParser for StatisticParser {
             mode,
         }))
     }
+}
+
+/// nth with small rounds (so packets hit every phase), random with
+/// probabilities 0, 1 and between.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let mode = if d.chance(50) {
+        let every = if d.wild(s.palette) {
+            1 + d.below(1000) as u32
+        } else {
+            d.pick(&[1u32, 2, 3, 4])
+        };
+        StatisticMode::Nth {
+            every,
+            packet: d.below(every as usize) as u32,
+        }
+    } else {
+        let p = d.pick(&[0.0, 0.25, 0.5, 0.9, 1.0]);
+        StatisticMode::Random {
+            probability: (p * f64::from(PROBABILITY_ONE)) as u32,
+        }
+    };
+    Some(Match::Statistic(Statistic {
+        negated: d.chance(25),
+        mode,
+    }))
 }

@@ -5,6 +5,7 @@
 //! tests them).
 
 use crate::compile::lower::{Atom, Lowering, REAL_L4, key_range, keys_where, negatable_l4};
+use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::{Guard, TCP_FLAGS_NONE, field, guard_kind};
 use std::fmt::Write as _;
 
@@ -325,6 +326,10 @@ pub static TCP: MatchModule = MatchModule {
     example: "e.g. -p tcp --dport 22",
     parser: || Box::new(PortsParser::new(6)),
     implicit_protocol: Some(6),
+    random: Random {
+        weight: 6,
+        draw: |d, s| random(d, s, 6),
+    },
 };
 
 /// libxt_sctp: ports; its chunk tests are known, not supported yet.
@@ -361,6 +366,10 @@ pub static SCTP: MatchModule = MatchModule {
     example: "e.g. -p sctp --dport 3868",
     parser: || Box::new(PortsParser::new(132)),
     implicit_protocol: Some(132),
+    random: Random {
+        weight: 6,
+        draw: |d, s| random(d, s, 132),
+    },
 };
 
 pub static DCCP: MatchModule = MatchModule {
@@ -369,6 +378,10 @@ pub static DCCP: MatchModule = MatchModule {
     example: "e.g. -p dccp --dport 5004",
     parser: || Box::new(PortsParser::new(33)),
     implicit_protocol: Some(33),
+    random: Random {
+        weight: 6,
+        draw: |d, s| random(d, s, 33),
+    },
 };
 
 pub static UDP: MatchModule = MatchModule {
@@ -377,6 +390,10 @@ pub static UDP: MatchModule = MatchModule {
     example: "e.g. -p udp --dport 53",
     parser: || Box::new(PortsParser::new(17)),
     implicit_protocol: Some(17),
+    random: Random {
+        weight: 6,
+        draw: |d, s| random(d, s, 17),
+    },
 };
 
 #[derive(Debug)]
@@ -557,6 +574,69 @@ impl Ports {
                     flags_text(comp)
                 )
             };
+        }
+    }
+}
+
+/// A ports match of `protocol` (only in a rule of that protocol): source
+/// and destination ports, and for TCP now and then a flags test and an
+/// option test (not in nat OUTPUT, which has no packet). tcp and udp store the full range as
+/// no test, as their parser does.
+fn random(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
+    if s.plain_protocol() != Some(protocol) {
+        return None;
+    }
+    let p = s.palette;
+    let port = |d: &mut Dice, percent| {
+        d.maybe(percent, |d| d.port_range(p))
+            .map(|r| d.negatable(p, r))
+            .filter(|r| r.negated || !matches!(protocol, 6 | 17) || !is_any_port(&r.value))
+    };
+    let sport = port(d, 45);
+    let dport = port(d, 65);
+    let tcp_flags = (protocol == 6 && s.has_packet())
+        .then(|| d.maybe(30, random_flags))
+        .flatten()
+        .map(|f| d.negatable(p, f));
+    // The options SYNs carry (MSS, window scale, SACK permitted,
+    // timestamps), no-op, and a rare one.
+    let tcp_option = (protocol == 6 && s.has_packet())
+        .then(|| d.maybe(15, |d| d.pick(&[1u8, 2, 3, 4, 8, 30])))
+        .flatten()
+        .map(|o| d.negatable(p, o));
+    Some(Match::Ports(Ports {
+        protocol,
+        sport,
+        dport,
+        tcp_flags,
+        tcp_option,
+    }))
+}
+
+/// `--tcp-flags MASK COMP`: the common tests (`--syn`, SYN,ACK, RST, ALL
+/// NONE) and random ones.
+fn random_flags(d: &mut Dice) -> TcpFlags {
+    if d.chance(60) {
+        d.pick(&[
+            SYN,
+            TcpFlags {
+                mask: 0x12,
+                comp: 0x12,
+            },
+            TcpFlags {
+                mask: 0x04,
+                comp: 0x04,
+            },
+            TcpFlags {
+                mask: 0x3f,
+                comp: 0x00,
+            },
+        ])
+    } else {
+        let mask = d.next() as u8 & 0x3f;
+        TcpFlags {
+            mask,
+            comp: d.next() as u8 & mask,
         }
     }
 }

@@ -5,6 +5,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 use netbeast_common::field;
@@ -86,6 +87,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m tos --tos Minimize-Delay",
     implicit_protocol: None,
     parser: || Box::<TosParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -141,4 +146,22 @@ impl MatchParser for TosParser {
             .map(Match::Tos)
             .ok_or_else(|| missing(&MODULE, "--tos"))
     }
+}
+
+/// A palette TOS under a palette mask (not in nat OUTPUT).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_packet() {
+        return None;
+    }
+    let p = s.palette;
+    let (value, mask) = if d.wild(p) {
+        (d.next() as u8, d.next() as u8)
+    } else {
+        (d.pick(p.toses), d.pick(p.tos_masks))
+    };
+    Some(Match::Tos(Tos {
+        negated: d.chance(p.negate),
+        value: value & mask,
+        mask,
+    }))
 }

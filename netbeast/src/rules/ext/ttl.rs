@@ -5,6 +5,7 @@ use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, number, value,
 };
 use crate::compile::lower::{Atom, Lowering, key_range, negatable, single};
+use crate::rules::generate::{Dice, Random, Scope};
 use crate::rules::model::Match;
 use crate::rules::parse::ParseError;
 use netbeast_common::field;
@@ -102,6 +103,10 @@ pub static MODULE: MatchModule = MatchModule {
     example: "e.g. -m ttl --ttl-lt 5",
     implicit_protocol: None,
     parser: || Box::<TtlParser>::default(),
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Debug, Default)]
@@ -149,4 +154,20 @@ impl TtlOp {
             TtlOp::Gt => "--ttl-gt",
         }
     }
+}
+
+/// One of the four tests on one of the palette's TTLs (not in nat OUTPUT).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    if !s.has_packet() {
+        return None;
+    }
+    let value = if d.wild(s.palette) {
+        d.next() as u8
+    } else {
+        d.pick(s.palette.ttls)
+    };
+    Some(Match::Ttl(Ttl {
+        op: d.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+        value,
+    }))
 }

@@ -2,15 +2,17 @@
 //! line in the kernel's LOG format (`crate::log` formats it from the
 //! kernel's event). Its options, checks and texts as iptables has them.
 
+use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
 use netbeast_common::{LOG_PREFIX_MAX, LogTarget, log_flags};
 use serde::{Deserialize, Serialize};
 
-use super::{TargetExt, TargetModule, TargetParser};
+use super::{TargetModule, TargetParser, check_placement, no_suggestion};
 use crate::rules::ext::{OptSpec, RuleContext, Value, comment::quote};
 use crate::rules::model::{TableName, Target};
 use crate::rules::parse::{ParseError, invalid};
+use netbeast_common::target as code;
 
 /// syslog's LOG_WARNING: the level of a rule without `--log-level`.
 pub const DEFAULT_LEVEL: u8 = 4;
@@ -118,8 +120,9 @@ impl Log {
     }
 }
 
-impl TargetExt for Log {
-    fn save(&self, out: &mut String) {
+impl Log {
+    /// ` -j LOG` and its options, as libxt_LOG saves them.
+    pub fn save(&self, out: &mut String) {
         out.push_str(" -j LOG");
         if !self.prefix.is_empty() {
             let _ = write!(out, " --log-prefix {}", quote(&self.prefix));
@@ -134,7 +137,8 @@ impl TargetExt for Log {
         }
     }
 
-    fn list(&self, out: &mut String, numeric: bool) {
+    /// Its `-L` column, as libxt_LOG prints it.
+    pub fn list(&self, out: &mut String, numeric: bool) {
         out.push_str(" LOG");
         if numeric {
             let _ = write!(out, " flags {} level {}", self.flags, self.level);
@@ -156,10 +160,6 @@ impl TargetExt for Log {
         if !self.prefix.is_empty() {
             let _ = write!(out, " prefix \"{}\"", self.prefix);
         }
-    }
-
-    fn code(&self) -> u32 {
-        netbeast_common::target::LOG
     }
 }
 
@@ -208,6 +208,24 @@ pub static MODULE: TargetModule = TargetModule {
     options: &OPTIONS,
     example: "-j LOG --log-prefix \"dropped: \" --log-level info",
     parser: || Box::new(LogParser::default()),
+    code: code::LOG,
+    tables: &[TableName::Filter, TableName::Nat],
+    chains: None,
+    chain_reason: "",
+    save: |target, out| match target {
+        Target::Log(log) => log.save(out),
+        _ => unreachable!("the LOG module saves LOG"),
+    },
+    list: |target, out, numeric| match target {
+        Target::Log(log) => log.list(out, numeric),
+        _ => unreachable!("the LOG module lists LOG"),
+    },
+    suggest: no_suggestion,
+    hidden: false,
+    random: Random {
+        weight: 1,
+        draw: random,
+    },
 };
 
 #[derive(Clone, Debug, Default)]
@@ -266,6 +284,7 @@ impl TargetParser for LogParser {
                     .into(),
             });
         }
+        check_placement(&MODULE, rule)?;
         Ok(Target::Log(self.log))
     }
 
@@ -307,6 +326,24 @@ pub fn parse_prefix(text: &str) -> Result<String, ParseError> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// Not where there is no packet (nat OUTPUT); the defaults, or with the
+/// palette's `wild` odds any options.
+fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
+    if !s.has_packet() {
+        return None;
+    }
+    let mut log = Log::default();
+    if d.wild(s.palette) {
+        log.prefix = d.text(LOG_PREFIX_MAX);
+        log.level = d.below(8) as u8;
+        log.flags = SWITCHES
+            .iter()
+            .filter(|_| d.chance(30))
+            .fold(0, |flags, (flag, _, _)| flags | flag);
+    }
+    Some(Target::Log(log))
 }
 
 #[cfg(test)]

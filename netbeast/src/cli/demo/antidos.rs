@@ -1,0 +1,327 @@
+//! The demo's anti-DoS section: the article's two rules on real traffic.
+//! connlimit lets 15 connections from one address hold and resets the
+//! 16th; limit lets a burst of 150 packets through and then 50 a second;
+//! and the README's hashlimit line does what the article meant by "each
+//! IP address separately".
+
+use std::{
+    io::Read,
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use super::{CONNECT_TIMEOUT, InterruptGuard, Step, print_indented, saw, type_steps};
+use crate::netns::{
+    CLIENT_ADDR, CLIENT_IFACE, ClientServer, ConnectOutcome, Firewall, Netns, SERVER_ADDR,
+    SERVER_IFACE, Testbed, tcp_stream,
+};
+
+const CONNLIMIT: &[Step] = &[Step::new(
+    "",
+    "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 32 -j REJECT --reject-with tcp-reset",
+    "at most 15 connections per address",
+)];
+
+const LIMIT: &[Step] = &[
+    Step::new("", "-F INPUT", "start over"),
+    Step::new(
+        "",
+        "-A INPUT -m state --state RELATED,ESTABLISHED -m limit --limit 50/second --limit-burst 150 -j ACCEPT",
+        "the article's limit",
+    ),
+    Step::new("", "-A INPUT -j DROP", "what the limit does not accept"),
+];
+
+const HASHLIMIT: &[Step] = &[
+    Step::new("", "-F INPUT", "start over"),
+    Step::new(
+        "",
+        "-A INPUT -m state --state RELATED,ESTABLISHED -m hashlimit --hashlimit-upto 50/sec --hashlimit-burst 150 --hashlimit-mode srcip --hashlimit-name per-ip -j ACCEPT",
+        "one bucket per source",
+    ),
+    Step::new("", "-A INPUT -j DROP", "what the buckets do not accept"),
+];
+
+/// The article's connection limit, and the burst its limit rule allows.
+const MAX_CONNECTIONS: usize = 15;
+const BURST: usize = 150;
+const RATE_PER_SECOND: f64 = 50.0;
+/// Datagrams each client sends at once: more than the burst.
+const TRAIN: usize = 400;
+/// A server stops counting once no datagram came for this long.
+const QUIET: Duration = Duration::from_millis(300);
+/// A second client address, in the first one's /24.
+const CLIENT_ADDR2: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 3);
+const UDP_PORT: u16 = 5001;
+
+pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<String>> {
+    let firewall = Firewall::netbeast(exe);
+    let ClientServer { client, server } =
+        ClientServer::new("demo").context("creating the namespaces")?;
+    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
+    let bed = Testbed {
+        net: ClientServer {
+            client,
+            server: firewall.guard(server),
+        },
+        firewall,
+    };
+    bed.client()
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR2}/24"),
+            "dev",
+            CLIENT_IFACE,
+        ])
+        .context("adding the client's second address")?;
+    println!(
+        "A client ({CLIENT_ADDR} and {CLIENT_ADDR2}) and a server ({SERVER_ADDR}), netbeast attached to the server's {SERVER_IFACE}."
+    );
+    bed.server()
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .context("running netbeast attach")?;
+    let mut surprises = Vec::new();
+
+    println!();
+    println!("The article's connection limit:");
+    type_steps(bed.server(), CONNLIMIT, interrupt, &mut surprises)?;
+    connlimit(&bed, interrupt, &mut surprises)?;
+
+    println!();
+    println!("The article's rate limit, on a UDP flow the server opened (so it is ESTABLISHED):");
+    type_steps(bed.server(), LIMIT, interrupt, &mut surprises)?;
+    let flow = Flow::open(&bed, CLIENT_ADDR)?;
+    let first = Instant::now();
+    let got = flow.train()?;
+    saw_count(
+        &format!("{TRAIN} datagrams at once"),
+        got,
+        BURST,
+        &mut surprises,
+    );
+    interrupt.check()?;
+    thread::sleep(Duration::from_secs(1));
+    let waited = first.elapsed().as_secs_f64();
+    let refill = ((waited * RATE_PER_SECOND) as usize).min(BURST);
+    println!("  ({waited:.1} s later: the bucket has refilled by 50 a second)");
+    let got = flow.train()?;
+    saw_count(
+        &format!("{TRAIN} more at once"),
+        got,
+        refill,
+        &mut surprises,
+    );
+    drop(flow);
+
+    println!();
+    println!(
+        "-m limit is one bucket for everyone; the article meant one per address. The README's hashlimit line:"
+    );
+    type_steps(bed.server(), HASHLIMIT, interrupt, &mut surprises)?;
+    let flows = [
+        Flow::open(&bed, CLIENT_ADDR)?,
+        Flow::open(&bed, CLIENT_ADDR2)?,
+    ];
+    let counts = thread::scope(|s| {
+        let handles = flows.each_ref().map(|f| s.spawn(move || f.train()));
+        handles.map(|h| h.join().expect("a sender thread panicked"))
+    });
+    for (flow, got) in flows.iter().zip(counts) {
+        saw_count(
+            &format!("{TRAIN} at once from {}", flow.from),
+            got?,
+            BURST,
+            &mut surprises,
+        );
+    }
+    println!();
+    println!("$ netbeast iptables -L INPUT -v -n");
+    print_indented(&bed.iptables_ok("-L INPUT -v -n")?);
+    drop(flows);
+    drop(bed);
+    println!();
+    println!("Cleaned up: netbeast detached, both namespaces deleted.");
+    Ok(surprises)
+}
+
+/// 15 connections hold, the 16th is reset, and one closing lets one in.
+fn connlimit(
+    bed: &Testbed,
+    interrupt: &InterruptGuard,
+    surprises: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let _server = HoldingServer::start(bed.server(), 80)?;
+    let connect = || {
+        tcp_stream(
+            bed.client(),
+            None,
+            SocketAddrV4::new(SERVER_ADDR, 80),
+            CONNECT_TIMEOUT,
+        )
+        .context("entering the client namespace")
+    };
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        interrupt.check()?;
+        match connect()? {
+            Ok(stream) => held.push(stream),
+            Err(outcome) => {
+                saw(
+                    &format!("connection {}", held.len() + 1),
+                    &outcome,
+                    &ConnectOutcome::Connected,
+                    surprises,
+                );
+                return Ok(());
+            }
+        }
+    }
+    println!(
+        "  {:<44} {:<22} ok",
+        format!("connections 1-{MAX_CONNECTIONS}, held open"),
+        ConnectOutcome::Connected.to_string()
+    );
+    let sixteenth = outcome_of(connect()?);
+    saw(
+        &format!("connection {}", MAX_CONNECTIONS + 1),
+        &sixteenth,
+        &ConnectOutcome::Reset,
+        surprises,
+    );
+    // The client closes one; once both ends have closed it no longer counts.
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(300));
+    saw(
+        "after one of the 15 closed, a new one",
+        &outcome_of(connect()?),
+        &ConnectOutcome::Connected,
+        surprises,
+    );
+    Ok(())
+}
+
+fn outcome_of(result: Result<TcpStream, ConnectOutcome>) -> ConnectOutcome {
+    match result {
+        Ok(_) => ConnectOutcome::Connected,
+        Err(outcome) => outcome,
+    }
+}
+
+/// Prints how many datagrams got through against what the rule allows
+/// (within 2, for the tokens that refill while the train is sent).
+fn saw_count(what: &str, got: usize, expected: usize, surprises: &mut Vec<String>) {
+    let ok = got.abs_diff(expected) <= 2;
+    println!(
+        "  {what:<44} {:<22} {}",
+        format!("{got} got through"),
+        if ok { "ok" } else { "FAIL" }
+    );
+    if !ok {
+        surprises.push(format!("{what}: {got} got through (expected {expected})"));
+    }
+}
+
+/// A UDP flow the server opened, so the client's datagrams are ESTABLISHED.
+struct Flow {
+    from: Ipv4Addr,
+    client: UdpSocket,
+    server: UdpSocket,
+}
+
+impl Flow {
+    fn open(bed: &Testbed, from: Ipv4Addr) -> anyhow::Result<Flow> {
+        let port = if from == CLIENT_ADDR {
+            UDP_PORT
+        } else {
+            UDP_PORT + 1
+        };
+        let server = bind(bed.server(), SocketAddrV4::new(SERVER_ADDR, port))?;
+        let client = bind(bed.client(), SocketAddrV4::new(from, port))?;
+        client.connect(SocketAddrV4::new(SERVER_ADDR, port))?;
+        server.send_to(b"hello", SocketAddrV4::new(from, port))?;
+        client.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        let mut buf = [0u8; 16];
+        client
+            .recv(&mut buf)
+            .with_context(|| format!("the server's first datagram to {from} did not arrive"))?;
+        server.set_read_timeout(Some(QUIET))?;
+        Ok(Flow {
+            from,
+            client,
+            server,
+        })
+    }
+
+    /// Sends `TRAIN` datagrams at once; how many the server received.
+    fn train(&self) -> anyhow::Result<usize> {
+        for i in 0..TRAIN {
+            self.client.send(&(i as u32).to_be_bytes())?;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while self.server.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        Ok(got)
+    }
+}
+
+fn bind(ns: &Netns, addr: SocketAddrV4) -> anyhow::Result<UdpSocket> {
+    ns.in_netns(|| UdpSocket::bind(addr))?
+        .with_context(|| format!("binding {addr} in {}", ns.name()))
+}
+
+/// A TCP server that keeps every connection open until its client closes
+/// it, so the connections count for connlimit while they are held.
+struct HoldingServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl HoldingServer {
+    fn start(ns: &Netns, port: u16) -> anyhow::Result<HoldingServer> {
+        let listener = ns
+            .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))?
+            .with_context(|| format!("listening on port {port}"))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut readers = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    // Reads until the client closes, then closes too.
+                    Ok((mut stream, _)) => readers.push(thread::spawn(move || {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                        let _ = stream.read(&mut [0u8; 64]);
+                    })),
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            drop(readers);
+        });
+        Ok(HoldingServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HoldingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The packet `netbeast trace --packet` runs through the data plane,
+//! described in a few words, tcpdump-like:
+//!
+//! ```text
+//! DESC  := PROTO SRC > DST [WORD...] in IFACE [WORD...]
+//! PROTO := tcp | udp | icmp
+//! SRC, DST := A.B.C.D:PORT (tcp, udp)  |  A.B.C.D (icmp)
+//! WORD  := tcp flags:  syn ack fin rst psh urg ece cwr  (default: syn alone)
+//!        | icmp type:  a name or TYPE[/CODE] as --icmp-type takes it
+//!                      (default: echo-request)
+//!        | ttl N       (default 64)
+//!        | in IFACE    the interface it arrives on (required)
+//! ```
+//!
+//! e.g. `tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0`,
+//! `icmp 10.0.0.5 > 10.0.0.1 echo-request in eth0`.
+
+use std::net::Ipv4Addr;
+
+use crate::rules::{ext::icmp::parse_icmp_type, model::IcmpType};
+
+/// What the grammar accepts, for the messages.
+pub const GRAMMAR: &str = "PROTO SRC > DST [FLAGS|ICMP-TYPE] [ttl N] in IFACE, with PROTO tcp, \
+     udp or icmp, SRC and DST A.B.C.D:PORT for tcp and udp (A.B.C.D for icmp), FLAGS tcp \
+     flags (syn ack fin rst psh urg ece cwr), e.g. 'tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0'";
+
+/// TCP flag names and their bits.
+const TCP_FLAGS: [(&str, u8); 8] = [
+    ("fin", 0x01),
+    ("syn", 0x02),
+    ("rst", 0x04),
+    ("psh", 0x08),
+    ("ack", 0x10),
+    ("urg", 0x20),
+    ("ece", 0x40),
+    ("cwr", 0x80),
+];
+
+/// The TTL of a described packet unless it says otherwise (Linux's
+/// default).
+pub const DEFAULT_TTL: u8 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { sport: u16, dport: u16, flags: u8 },
+    Udp { sport: u16, dport: u16 },
+    Icmp { icmp_type: u8, code: u8 },
+}
+
+/// A described packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub transport: Transport,
+    pub ttl: u8,
+    /// The interface it arrives on.
+    pub in_iface: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DescribeError {
+    #[error("the packet description is empty: write {GRAMMAR}")]
+    Empty,
+    #[error("unknown protocol '{0}': the description starts with tcp, udp or icmp")]
+    Protocol(String),
+    #[error("'{0}' is not SRC > DST: write {GRAMMAR}")]
+    Shape(String),
+    #[error("bad {what} '{text}': {why}")]
+    Endpoint {
+        what: &'static str,
+        text: String,
+        why: String,
+    },
+    #[error("'{word}' means nothing for a {protocol} packet here: write {GRAMMAR}")]
+    Word {
+        word: String,
+        protocol: &'static str,
+    },
+    #[error("'{0}' needs a value after it")]
+    Missing(&'static str),
+    #[error("ttl '{0}': give a number from 1 to 255")]
+    Ttl(String),
+    #[error("bad ICMP type '{text}': {why}")]
+    IcmpType { text: String, why: String },
+    #[error("say which interface the packet arrives on: add 'in IFACE' (e.g. 'in eth0')")]
+    NoInterface,
+    #[error("{0} is given twice")]
+    Twice(&'static str),
+}
+
+/// Parses a description.
+pub fn parse(text: &str) -> Result<Described, DescribeError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some(&proto) = words.first() else {
+        return Err(DescribeError::Empty);
+    };
+    let proto = proto.to_ascii_lowercase();
+    let protocol: &'static str = match proto.as_str() {
+        "tcp" => "tcp",
+        "udp" => "udp",
+        "icmp" => "icmp",
+        _ => return Err(DescribeError::Protocol(proto)),
+    };
+    if words.len() < 4 || words[2] != ">" {
+        return Err(DescribeError::Shape(text.trim().to_string()));
+    }
+    let ports = protocol != "icmp";
+    let (src, sport) = endpoint("source", words[1], ports)?;
+    let (dst, dport) = endpoint("destination", words[3], ports)?;
+    let mut flags = 0u8;
+    let mut icmp: Option<(u8, u8)> = None;
+    let mut ttl = None;
+    let mut in_iface = None;
+    let mut rest = words[4..].iter();
+    while let Some(&word) = rest.next() {
+        let lower = word.to_ascii_lowercase();
+        match lower.as_str() {
+            "in" => {
+                let name = rest.next().ok_or(DescribeError::Missing("in"))?;
+                if in_iface.replace(name.to_string()).is_some() {
+                    return Err(DescribeError::Twice("in"));
+                }
+            }
+            "ttl" => {
+                let value = rest.next().ok_or(DescribeError::Missing("ttl"))?;
+                let n = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| DescribeError::Ttl(value.to_string()))?;
+                if ttl.replace(n).is_some() {
+                    return Err(DescribeError::Twice("ttl"));
+                }
+            }
+            _ if protocol == "tcp" => {
+                // "syn,ack" as well as "syn ack".
+                for name in lower.split(',').filter(|n| !n.is_empty()) {
+                    let Some((_, bit)) = TCP_FLAGS.iter().find(|(n, _)| *n == name) else {
+                        return Err(DescribeError::Word {
+                            word: word.to_string(),
+                            protocol,
+                        });
+                    };
+                    flags |= bit;
+                }
+            }
+            _ if protocol == "icmp" => {
+                if icmp.is_some() {
+                    return Err(DescribeError::Twice("the ICMP type"));
+                }
+                let parsed = parse_icmp_type(word).map_err(|e| DescribeError::IcmpType {
+                    text: word.to_string(),
+                    why: e.to_string(),
+                })?;
+                icmp = Some(match parsed {
+                    IcmpType::Type { icmp_type, code } => (icmp_type, code.unwrap_or(0)),
+                    IcmpType::Any => {
+                        return Err(DescribeError::IcmpType {
+                            text: word.to_string(),
+                            why: "a packet has one type: name it (e.g. echo-request)".into(),
+                        });
+                    }
+                });
+            }
+            _ => {
+                return Err(DescribeError::Word {
+                    word: word.to_string(),
+                    protocol,
+                });
+            }
+        }
+    }
+    let in_iface = in_iface.ok_or(DescribeError::NoInterface)?;
+    let transport = match protocol {
+        "tcp" => Transport::Tcp {
+            sport,
+            dport,
+            flags: if flags == 0 { 0x02 } else { flags },
+        },
+        "udp" => Transport::Udp { sport, dport },
+        _ => {
+            let (icmp_type, code) = icmp.unwrap_or((8, 0));
+            Transport::Icmp { icmp_type, code }
+        }
+    };
+    Ok(Described {
+        src,
+        dst,
+        transport,
+        ttl: ttl.unwrap_or(DEFAULT_TTL),
+        in_iface,
+    })
+}
+
+fn endpoint(what: &'static str, text: &str, ports: bool) -> Result<(Ipv4Addr, u16), DescribeError> {
+    let bad = |why: &str| DescribeError::Endpoint {
+        what,
+        text: text.to_string(),
+        why: why.to_string(),
+    };
+    let (addr, port) = match (ports, text.rsplit_once(':')) {
+        (true, Some((a, p))) => (a, Some(p)),
+        (true, None) => return Err(bad("tcp and udp need ADDRESS:PORT, e.g. 10.0.0.1:80")),
+        (false, Some(_)) => return Err(bad("icmp has no ports: give the address alone")),
+        (false, None) => (text, None),
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| bad("not an IPv4 address (A.B.C.D)"))?;
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| bad("the port is a number from 0 to 65535"))?,
+        None => 0,
+    };
+    Ok((addr, port))
+}
+
+/// The words of `flags`, as `parse` takes them (`SYN,ACK` style).
+pub fn flag_names(flags: u8) -> String {
+    let names: Vec<String> = TCP_FLAGS
+        .iter()
+        .filter(|(_, bit)| flags & bit != 0)
+        .map(|(n, _)| n.to_ascii_uppercase())
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let d = parse("tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0").unwrap();
+        assert_eq!(d.src, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(d.dst, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            d.transport,
+            Transport::Tcp {
+                sport: 1234,
+                dport: 80,
+                flags: 0x02
+            }
+        );
+        assert_eq!(d.in_iface, "eth0");
+        assert_eq!(d.ttl, DEFAULT_TTL);
+    }
+
+    #[test]
+    fn flags_icmp_types_and_ttl() {
+        let d = parse("tcp 1.2.3.4:1 > 5.6.7.8:2 syn,ack psh in a0 ttl 3").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Tcp {
+                sport: 1,
+                dport: 2,
+                flags: 0x1a
+            }
+        );
+        assert_eq!(d.ttl, 3);
+        let d = parse("icmp 1.2.3.4 > 5.6.7.8 in a0").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Icmp {
+                icmp_type: 8,
+                code: 0
+            }
+        );
+        let d = parse("icmp 1.2.3.4 > 5.6.7.8 port-unreachable in a0").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Icmp {
+                icmp_type: 3,
+                code: 3
+            }
+        );
+        let d = parse("udp 1.2.3.4:53 > 5.6.7.8:53 in a0").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Udp {
+                sport: 53,
+                dport: 53
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_get_clear_errors() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        assert!(err("").contains("empty"));
+        assert!(err("sctp 1.2.3.4:1 > 5.6.7.8:2 in a0").contains("unknown protocol 'sctp'"));
+        assert!(err("tcp 1.2.3.4:1 5.6.7.8:2 in a0").contains("is not SRC > DST"));
+        assert!(err("tcp 1.2.3.4 > 5.6.7.8:2 in a0").contains("ADDRESS:PORT"));
+        assert!(err("icmp 1.2.3.4:1 > 5.6.7.8 in a0").contains("icmp has no ports"));
+        assert!(err("tcp 1.2.3.400:1 > 5.6.7.8:2 in a0").contains("not an IPv4 address"));
+        assert!(err("tcp 1.2.3.4:99999 > 5.6.7.8:2 in a0").contains("port is a number"));
+        assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 syn").contains("add 'in IFACE'"));
+        assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 sin in a0").contains("'sin' means nothing"));
+        assert!(err("udp 1.2.3.4:1 > 5.6.7.8:2 syn in a0").contains("'syn' means nothing"));
+        assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 in").contains("'in' needs a value"));
+        assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 ttl 0 in a0").contains("1 to 255"));
+        assert!(err("icmp 1.2.3.4 > 5.6.7.8 bogus in a0").contains("bad ICMP type 'bogus'"));
+        assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 in a0 in a1").contains("given twice"));
+    }
+}

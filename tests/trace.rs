@@ -1,0 +1,311 @@
+//! `netbeast trace` (issue 15): a ruleset with user-defined chains, a
+//! RETURN and LOG rules on a server namespace; packets sent for real from
+//! a client namespace (live) and packets described on the command line
+//! (`--packet`, run through the real program with BPF_PROG_TEST_RUN) must
+//! list exactly the rules the reference classifier acts on for them, in
+//! order, and the right fate. Tracing must be off again afterwards.
+//!
+//! Needs root; every test makes its own `nbt-` namespaces.
+
+use std::{
+    net::SocketAddrV4,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use netbeast::{
+    compile::{
+        Interface,
+        reference::{HeaderFields, L4Header, PacketView, classify_table},
+    },
+    netns::{
+        CLIENT_ADDR, ClientServer, SERVER_ADDR, SERVER_IFACE, require_root, tcp_connect, udp_send,
+    },
+    rules::{command, model::Ruleset, parse},
+};
+use netbeast_common::ct_state;
+use serde_json::Value;
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+
+/// Jumps into two user-defined chains, a RETURN out of a chain entered
+/// from another user chain, a RETURN to INPUT, LOG rules on the way, and
+/// verdicts in INPUT and in a user chain.
+const RULES: &[&str] = &[
+    "-N WEB",
+    "-N CHECK",
+    "-A INPUT -p tcp -j WEB",
+    "-A INPUT -p udp --dport 53 -j CHECK",
+    "-A INPUT -p tcp --dport 22 -j ACCEPT",
+    "-A INPUT -p tcp --dport 81 -j REJECT --reject-with tcp-reset",
+    "-A WEB -p tcp --dport 80 -j LOG --log-prefix web:",
+    "-A WEB -s 10.199.0.0/24 -p tcp --dport 80 -j CHECK",
+    "-A WEB -p tcp --dport 81 -j RETURN",
+    "-A WEB -p tcp --dport 80 -j ACCEPT",
+    "-A CHECK -p tcp -j RETURN",
+    "-A CHECK -j LOG --log-prefix check:",
+    "-A CHECK -j ACCEPT",
+];
+
+fn ruleset() -> Ruleset {
+    let mut rules = Ruleset::default();
+    for line in RULES {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let cmd = parse::parse_iptables_args(&args).unwrap();
+        command::apply(&mut rules, &cmd).unwrap();
+    }
+    rules
+}
+
+fn ifindex(net: &ClientServer) -> u32 {
+    net.server
+        .ip(&["-o", "link", "show", "dev", SERVER_IFACE])
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The (chain, 1-based rule) list the reference classifier acts on for a
+/// packet from the client to the server's `dport`.
+fn reference(net: &ClientServer, protocol: u8, sport: u16, dport: u16) -> Vec<(String, u64)> {
+    let in_ifindex = ifindex(net);
+    let pkt = PacketView {
+        src: CLIENT_ADDR,
+        dst: SERVER_ADDR,
+        protocol,
+        fragment_offset_nonzero: false,
+        l4: Some(L4Header::Ports {
+            source: sport,
+            destination: dport,
+        }),
+        in_ifindex,
+        out_ifindex: 0,
+        mac_source: [0; 6],
+        ct_state: ct_state::UNTRACKED,
+        header: HeaderFields::default(),
+    };
+    let interfaces = [Interface {
+        ifindex: in_ifindex,
+        name: SERVER_IFACE.into(),
+    }];
+    classify_table(&ruleset().filter, "INPUT", &interfaces, &pkt)
+        .into_iter()
+        .map(|r| (r.chain, r.rule as u64 + 1))
+        .collect()
+}
+
+/// The (chain, rule) list of a trace's JSON object.
+fn traced(v: &Value) -> Vec<(String, u64)> {
+    v["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rules in {v}"))
+        .iter()
+        .map(|r| {
+            assert_eq!(r["table"], "filter", "{v}");
+            (
+                r["chain"].as_str().unwrap().to_string(),
+                r["rule"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn setup(tag: &str) -> ClientServer {
+    let ClientServer { client, server } =
+        ClientServer::new(tag).expect("client and server namespaces");
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(NETBEAST),
+    };
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast");
+    for line in RULES {
+        net.server.netbeast_iptables_ok(line).unwrap();
+    }
+    net
+}
+
+/// The three packets of the test, and what the reference says of each:
+/// (protocol, dport, fate's first word, rules it must meet).
+const CASES: [(u8, u16, &str, usize); 3] = [
+    // INPUT 1 → WEB 1 (LOG) → WEB 2 → CHECK 1 (RETURN) → WEB 4 ACCEPT.
+    (6, 80, "accepted", 5),
+    // INPUT 1 → WEB 3 (RETURN) → INPUT 4 REJECT.
+    (6, 81, "rejected", 3),
+    // INPUT 2 → CHECK 2 (LOG) → CHECK 3 ACCEPT.
+    (17, 53, "accepted", 3),
+];
+
+fn assert_trace_off(net: &ClientServer) {
+    let word = net
+        .server
+        .in_netns(|| {
+            let ns = netbeast::state::Namespace::current().unwrap();
+            netbeast::loader::Dataplane::open_pinned(&ns.maps_dir())
+                .unwrap()
+                .active_word()
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(
+        word & netbeast_common::ACTIVE_TRACE,
+        0,
+        "tracing is off once netbeast trace ended"
+    );
+}
+
+#[test]
+fn described_packets_list_the_reference_rules() {
+    require_root();
+    let net = setup("trcd");
+    for (protocol, dport, fate, n) in CASES {
+        let name = if protocol == 6 { "tcp" } else { "udp" };
+        let desc = format!("{name} {CLIENT_ADDR}:40000 > {SERVER_ADDR}:{dport} in {SERVER_IFACE}");
+        let out = net
+            .server
+            .netbeast_ok(&["trace", "--json", "--packet", &desc])
+            .unwrap_or_else(|e| panic!("netbeast trace --packet '{desc}': {e}"));
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let want = reference(&net, protocol, 40000, dport);
+        assert_eq!(want.len(), n, "the reference's rules for {desc}: {want:?}");
+        assert_eq!(traced(&v), want, "{desc}: {v}");
+        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{desc}: {v}");
+        let xdp = if fate == "accepted" {
+            "XDP_PASS"
+        } else {
+            "XDP_PASS|XDP_TX"
+        };
+        assert!(xdp.contains(v["xdp"].as_str().unwrap()), "{desc}: {v}");
+    }
+    // Text output names the rules as -S prints them.
+    let text = net
+        .server
+        .netbeast_ok(&[
+            "trace",
+            "--packet",
+            &format!("tcp {CLIENT_ADDR}:40000 > {SERVER_ADDR}:80 syn in {SERVER_IFACE}"),
+        ])
+        .unwrap();
+    assert!(
+        text.contains("filter CHECK rule 1: -A CHECK -p tcp -j RETURN  => RETURN"),
+        "{text}"
+    );
+    assert!(text.contains("=> accepted by WEB rule 4"), "{text}");
+    // Nothing was left in conntrack, and tracing is off.
+    assert_trace_off(&net);
+    // Bad descriptions are refused with the reason.
+    let out = net
+        .server
+        .netbeast(&["trace", "--packet", "tcp 1.2.3.4:1 > 5.6.7.8:2 syn"])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add 'in IFACE'"), "{err}");
+    let out = net
+        .server
+        .netbeast(&["trace", "--packet", "tcp 1.2.3.4:1 > 5.6.7.8:2 in lo"])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lo is not attached"), "{err}");
+}
+
+/// Runs `netbeast trace --json --count 1 FILTER` in the server's namespace
+/// while the client sends `send` until the trace has its packet.
+fn live_trace(net: &ClientServer, filter: &[&str], send: impl Fn()) -> Value {
+    let child = Command::new(NETBEAST)
+        .args([
+            "--netns",
+            net.server.name(),
+            "trace",
+            "--json",
+            "--count",
+            "1",
+        ])
+        .args(filter)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netbeast trace");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Until the trace has switched tracing on and seen one packet.
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if Instant::now() > deadline {
+            // SAFETY: signals the child this test spawned.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            break;
+        }
+        send();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = waiter.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "netbeast trace {filter:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("netbeast trace {filter:?} showed no packet"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn live_packets_list_the_reference_rules() {
+    require_root();
+    let net = setup("trcl");
+    let to = |port| SocketAddrV4::new(SERVER_ADDR, port);
+    for (protocol, dport, fate, n) in CASES {
+        let port = dport.to_string();
+        let filter: Vec<&str> = if protocol == 6 {
+            vec!["-p", "tcp", "--dport", &port, "-s", "10.199.0.1"]
+        } else {
+            vec!["-p", "udp", "--dport", &port, "-i", SERVER_IFACE]
+        };
+        let v = live_trace(&net, &filter, || {
+            if protocol == 6 {
+                let _ = tcp_connect(&net.client, to(dport), Duration::from_millis(200));
+            } else {
+                let _ = udp_send(&net.client, to(dport), b"trace", 1);
+            }
+        });
+        let packet = v["packet"].as_str().unwrap();
+        // The client's port is its own choice: the reference takes it from
+        // the trace.
+        let sport: u16 = packet
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no source port in {packet}"));
+        let want = reference(&net, protocol, sport, dport);
+        assert_eq!(
+            want.len(),
+            n,
+            "the reference's rules for {packet}: {want:?}"
+        );
+        assert_eq!(traced(&v), want, "{filter:?}: {v}");
+        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
+        assert_eq!(v["in"], SERVER_IFACE, "{v}");
+    }
+    assert_trace_off(&net);
+    // A filter with a target, or a stateful match, is refused.
+    let out = net
+        .server
+        .netbeast(&["trace", "-p", "tcp", "-j", "ACCEPT"])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("matches only, not a target"),
+        "{out:?}"
+    );
+}
