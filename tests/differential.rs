@@ -592,7 +592,16 @@ impl Probe {
         };
         let mut dst_mac = router_mac;
         let builder = match self.kind {
-            Kind::Syn { sport, dport } | Kind::TinySyn { sport, dport } => syn(sport, dport),
+            // Whole SYNs carry options (or none) by their number, for
+            // `--tcp-option`: MSS and SACK permitted; MSS, window scale and
+            // timestamps; none.
+            Kind::Syn { sport, dport } => match self.id % 3 {
+                0 => syn(sport, dport).tcp_options(&[2, 4, 5, 180, 1, 1, 4, 2]),
+                1 => syn(sport, dport)
+                    .tcp_options(&[2, 4, 5, 180, 1, 3, 3, 7, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0]),
+                _ => syn(sport, dport),
+            },
+            Kind::TinySyn { sport, dport } => syn(sport, dport),
             Kind::Odd {
                 oddity,
                 sport,
@@ -1324,7 +1333,10 @@ fn ports_in_forward(ruleset: &Ruleset) -> bool {
 /// before its flags ahead of every chain (RFC 1858, docs/FEATURES.md,
 /// deliberate deviations), where iptables judges the reassembled datagram
 /// in INPUT: the verdicts agree for a SYN a flag rule drops, the counters
-/// do not. Tiny SYNs are then left out.
+/// do not. Tiny SYNs are then left out. So are they when a rule tests TCP
+/// options: netbeast's option match fails on a first fragment whose
+/// options are not there, where iptables judges the reassembled datagram
+/// in INPUT and drops the fragment across the router (docs/FEATURES.md).
 fn tests_tcp_flags(ruleset: &Ruleset) -> bool {
     ruleset
         .filter
@@ -1332,9 +1344,9 @@ fn tests_tcp_flags(ruleset: &Ruleset) -> bool {
         .iter()
         .flat_map(|c| &c.rules)
         .any(|r| {
-            r.matches
-                .iter()
-                .any(|m| matches!(m, Match::Ports(p) if p.tcp_flags.is_some()))
+            r.matches.iter().any(
+                |m| matches!(m, Match::Ports(p) if p.tcp_flags.is_some() || p.tcp_option.is_some()),
+            )
         })
 }
 

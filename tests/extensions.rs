@@ -196,7 +196,49 @@ const ORACLE_KNOWN_WRONG: &[(&str, &str, &str)] = &[
         "-j LOG --log-prefix 123456789012345678901234567890",
         LOG_PREFIX_CUT,
     ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctproto 0",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack ! --ctproto all",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctorigsrc 10.0.0.1/33",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctorigsrcport 65536",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctorigsrcport 4:3",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctexpire 4:3",
+        CONNTRACK_1_8_9_UNCHECKED,
+    ),
+    (
+        "conntrack.t",
+        "-m conntrack --ctrepldst 10.1.2.3/255.0.255.0",
+        NFT_DROPS_CONNTRACK_NETMASK,
+    ),
 ];
+const NFT_DROPS_CONNTRACK_NETMASK: &str = "iptables-nft 1.8.9 lists a conntrack address \
+     with a non-contiguous netmask without its mask; libxt_conntrack prints the mask \
+     (xtables_ipmask_to_numeric: '/255.0.255.0') and the kernel compares under it";
+const CONNTRACK_1_8_9_UNCHECKED: &str = "libxt_conntrack 1.8.9 (nf_tables) takes it and \
+     lists something else (protocol 0, /32, port 0, the range as written); iptables' \
+     libxt_conntrack.t expects FAIL for --ctproto 0 and reversed ranges, and the kernel's \
+     own limits refuse the rest";
 const LOG_PREFIX_CUT: &str = "iptables 1.8.9 cuts a --log-prefix longer than 29 characters \
      without a word; later iptables refuse it (\"Maximum prefix length 29\"), as netbeast does";
 const NFT_DROPS_NEGATED_FULL_RANGE: &str = "iptables-nft 1.8.9 lists '! --sport 0:65535' \

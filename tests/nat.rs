@@ -1260,6 +1260,55 @@ fn conntrack_dnat_state_and_direction(firewall: Firewall) {
     net.check_service(44021, outside, "forwarded");
 }
 
+// `-m conntrack`'s tuples, protocol and expiry in FORWARD on a DNATed
+// connection: the client's packets get through only by their original
+// tuple (what the client sent: the router's public port 80) together with
+// the reply tuple the translation made (the LAN server's port), the
+// replies by their reply tuple and the time their connection has left.
+// Port 81, forwarded to a closed port, fails the original port test: its
+// SYN is dropped, so the client sees no reset.
+routed_scenario!(conntrack_tuples_of_a_dnat_connection);
+fn conntrack_tuples_of_a_dnat_connection(firewall: Firewall) {
+    let net = LanForward::new("cttup", firewall, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.iptables("-P FORWARD DROP");
+    net.iptables(&format!(
+        "-A FORWARD -m conntrack --ctdir ORIGINAL ! --ctproto icmp --ctorigsrc {OUTSIDE}/24 \
+         --ctorigdst {WAN} --ctorigdstport 80 --ctreplsrc {LAN_SERVER} \
+         --ctreplsrcport {SERVICE_PORT} -j ACCEPT"
+    ));
+    net.iptables(&format!(
+        "-A FORWARD -m conntrack --ctdir REPLY --ctrepldst {OUTSIDE} ! --ctrepldstport 0:1023 \
+         --ctexpire 1:4294967295 -j ACCEPT"
+    ));
+    net.forward_port(80, SERVICE_PORT);
+    net.forward_port(81, CLOSED_SERVICE_PORT);
+
+    net.check_service(44031, outside, "forwarded by its tuples");
+    let other = refused_or_lost(&net.client, outside(44032), public(81));
+    assert!(
+        matches!(other, TimedOut),
+        "a connection whose original port is 81: {other:?} (expected dropped)\n{}",
+        net.diagnostics()
+    );
+}
+
+// `--ctexpire` as netfilter reads it: a connection's first packet, its
+// entry not confirmed yet, has 0 seconds left; the packets after it have
+// their state's timeout.
+routed_scenario!(conntrack_expiry_of_first_and_later_packets);
+fn conntrack_expiry_of_first_and_later_packets(firewall: Firewall) {
+    let net = LanForward::new("ctexp", firewall, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(SERVICE_PORT)).unwrap();
+    net.iptables("-P FORWARD DROP");
+    net.iptables("-A FORWARD -m conntrack --ctstate NEW --ctexpire 0 -j ACCEPT");
+    net.iptables("-A FORWARD -m conntrack --ctstate ESTABLISHED ! --ctexpire 0 -j ACCEPT");
+    net.forward_port(80, SERVICE_PORT);
+    net.check_service(44041, outside, "forwarded by their expiry");
+}
+
 // DNAT and SNAT on one connection: the LAN server has no route to the
 // outside, so the router forwards its public port 80 to the server's 8080
 // and MASQUERADEs what leaves by its LAN interface. The server sees the

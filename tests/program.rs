@@ -4876,3 +4876,358 @@ fn syn_flood_guard_answers_before_the_rules_and_hands_back_the_ack() {
         );
     });
 }
+
+/// `-m tcp --tcp-option N` on crafted SYNs: the kinds xt_tcpudp's walk
+/// meets (an option's data never counts, the walk goes on past an
+/// end-of-options byte, a zero length steps one byte), negated or not, and
+/// no match at all where the options cannot be read.
+#[test]
+fn tcp_option_matches() {
+    // MSS 1460, NOP, NOP, SACK permitted, window scale 7, NOP.
+    const SYN_OPTIONS: [u8; 12] = [2, 4, 0x05, 0xb4, 1, 1, 4, 2, 3, 3, 7, 1];
+    // Timestamps whose value holds the bytes 2 and 4 (an MSS look-alike).
+    const TIMESTAMP: [u8; 10] = [8, 10, 2, 4, 0x05, 0xb4, 0, 0, 0, 1];
+    lab("tcp-option", false, |h, _ns| {
+        let rule = |option: &str| {
+            let option = match option.strip_prefix("! ") {
+                Some(kind) => format!("! --tcp-option {kind}"),
+                None => format!("--tcp-option {option}"),
+            };
+            vec![format!("-A INPUT -p tcp {option} -j DROP")]
+        };
+        let cases: Vec<(&str, Vec<String>, FrameBuilder, Expect)> = vec![
+            (
+                "MSS present",
+                rule("2"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "SACK permitted present",
+                rule("4"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "window scale present",
+                rule("3"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "NOP present",
+                rule("1"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "timestamps absent",
+                rule("8"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Pass,
+            ),
+            (
+                "! timestamps absent",
+                rule("! 8"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "! MSS present",
+                rule("! 2"),
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Pass,
+            ),
+            ("no options: MSS absent", rule("2"), tcp(22), Pass),
+            ("no options: ! MSS holds", rule("! 2"), tcp(22), Drop),
+            (
+                "an option's data is not an option",
+                rule("2"),
+                tcp(22).tcp_options(&TIMESTAMP),
+                Pass,
+            ),
+            (
+                "timestamps met",
+                rule("8"),
+                tcp(22).tcp_options(&TIMESTAMP),
+                Drop,
+            ),
+            (
+                "the walk goes on past end-of-options",
+                rule("2"),
+                tcp(22).tcp_options(&[0, 2, 4, 0x05, 0xb4]),
+                Drop,
+            ),
+            (
+                "a zero length steps one byte",
+                rule("30"),
+                tcp(22).tcp_options(&[5, 0, 30, 2]),
+                Drop,
+            ),
+            ("UDP never matches", rule("! 2"), udp(22), Pass),
+            (
+                "options cut short are not read",
+                rule("! 2"),
+                tcp(22)
+                    .tcp_options(&SYN_OPTIONS)
+                    .total_length(20 + 24)
+                    .truncate(14 + 20 + 24),
+                Pass,
+            ),
+            (
+                "with ports and flags",
+                vec!["-A INPUT -p tcp --dport 22 --syn --tcp-option 2 -j DROP".to_string()],
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Drop,
+            ),
+            (
+                "with ports and flags, another port",
+                vec!["-A INPUT -p tcp --dport 23 --syn --tcp-option 2 -j DROP".to_string()],
+                tcp(22).tcp_options(&SYN_OPTIONS),
+                Pass,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, rules, frame, expect) in cases {
+            h.apply(&rules);
+            let frame = frame.build();
+            let (action, _) = h.run(&frame, 0);
+            let want = match expect {
+                Drop => XDP_DROP,
+                _ => XDP_PASS,
+            };
+            if action != want {
+                failures.push(format!(
+                    "{what}: {rules:?} gave {}, expected {}",
+                    action_name(action),
+                    action_name(want)
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+/// `-m conntrack`'s tuples, protocol and expiry on a DNATed connection
+/// (10.0.0.1 → 10.0.0.2:80, translated to 10.0.0.3:8080): the original
+/// tuple is what the client sent, the reply tuple what the server will
+/// answer with; a connection's first packet (not confirmed yet) has 0
+/// seconds left, a confirmed SYN_SENT one its timeout; a packet without a
+/// connection meets the match only through a state test.
+#[test]
+fn conntrack_tuple_protocol_and_expiry() {
+    const DNAT: &str =
+        "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.3:8080";
+    lab("ct-tuple", false, |h, _ns| {
+        let drop_if = |m: &str| vec![DNAT.to_string(), format!("-A INPUT {m} -j DROP")];
+        let syn = |port: u16| {
+            FrameBuilder::tcp(CLIENT, port, SERVER, 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .tcp_flags(tcp_flags::SYN)
+        };
+        // (what, rules, frames sent before, the frame judged, expected)
+        let cases: Vec<(&str, Vec<String>, usize, Expect)> = vec![
+            (
+                "original destination",
+                drop_if("-m conntrack --ctorigdst 10.0.0.2 --ctorigdstport 80"),
+                0,
+                Drop,
+            ),
+            (
+                "not the translated one",
+                drop_if("-m conntrack --ctorigdst 10.0.0.3"),
+                0,
+                Pass,
+            ),
+            (
+                "reply source is the translation",
+                drop_if("-m conntrack --ctreplsrc 10.0.0.3 --ctreplsrcport 8080"),
+                0,
+                Drop,
+            ),
+            (
+                "reply source port is not 80",
+                drop_if("-m conntrack --ctreplsrcport 80"),
+                0,
+                Pass,
+            ),
+            (
+                "original source under its mask",
+                drop_if("-m conntrack --ctorigsrc 10.0.0.200/24 --ctorigsrcport 41000:41999"),
+                0,
+                Drop,
+            ),
+            (
+                "reply destination",
+                drop_if("-m conntrack --ctrepldst 10.0.0.1 ! --ctrepldstport 80"),
+                0,
+                Drop,
+            ),
+            (
+                "negated original port",
+                drop_if("-m conntrack ! --ctorigdstport 80"),
+                0,
+                Pass,
+            ),
+            (
+                "negated address",
+                drop_if("-m conntrack ! --ctorigsrc 10.0.0.1"),
+                0,
+                Pass,
+            ),
+            ("protocol", drop_if("-m conntrack --ctproto tcp"), 0, Drop),
+            (
+                "another protocol",
+                drop_if("-m conntrack --ctproto udp"),
+                0,
+                Pass,
+            ),
+            (
+                "negated protocol",
+                drop_if("-m conntrack ! --ctproto udp"),
+                0,
+                Drop,
+            ),
+            (
+                "with the state",
+                drop_if("-m conntrack --ctstate NEW,DNAT --ctorigdstport 80"),
+                0,
+                Drop,
+            ),
+            (
+                "first packet: 0 seconds left",
+                drop_if("-m conntrack --ctexpire 0"),
+                0,
+                Drop,
+            ),
+            (
+                "first packet: not more",
+                drop_if("-m conntrack --ctexpire 1:4294967295"),
+                0,
+                Pass,
+            ),
+            // The first SYN passes (0 s left) and is confirmed; its
+            // retransmission finds SYN_SENT's 120 s.
+            (
+                "confirmed: its timeout left",
+                drop_if("-m conntrack --ctexpire 100:120"),
+                1,
+                Drop,
+            ),
+            (
+                "confirmed: negated",
+                drop_if("-m conntrack ! --ctexpire 0:99"),
+                1,
+                Drop,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (n, (what, rules, before, expect)) in cases.into_iter().enumerate() {
+            h.apply(&rules);
+            // A client port of its own: a connection of its own.
+            let frame = syn(41000 + n as u16).build();
+            for _ in 0..before {
+                let (action, _) = h.run(&frame, 0);
+                assert_eq!(action, XDP_PASS, "{what}: the earlier packet");
+            }
+            let (action, _) = h.run(&frame, 0);
+            let want = if matches!(expect, Drop) {
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
+            if action != want {
+                failures.push(format!(
+                    "{what}: {rules:?} gave {}, expected {}",
+                    action_name(action),
+                    action_name(want)
+                ));
+            }
+        }
+        // An ACK without a connection (INVALID): only a state test decides.
+        let stray = FrameBuilder::tcp(CLIENT, 42000, SERVER, 22)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .tcp_flags(tcp_flags::ACK)
+            .build();
+        for (m, want) in [
+            ("-m conntrack --ctorigsrc 10.0.0.1", XDP_PASS),
+            ("-m conntrack ! --ctorigsrc 10.0.0.1", XDP_PASS),
+            (
+                "-m conntrack --ctstate INVALID --ctorigsrc 1.2.3.4",
+                XDP_DROP,
+            ),
+        ] {
+            h.apply(&[format!("-A INPUT {m} -j DROP")]);
+            let (action, _) = h.run(&stray, 0);
+            if action != want {
+                failures.push(format!(
+                    "no connection: {m} gave {}, expected {}",
+                    action_name(action),
+                    action_name(want)
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+/// `-m addrtype --limit-iface-in`: a local table route's type counts only
+/// on the interface the route goes out of (10.0.0.2 and 10.0.0.255 are
+/// nbtv0's); on another one the address is UNICAST, as xt_addrtype's
+/// `inet_dev_addr_type` decides. The fixed types hold on every interface.
+#[test]
+fn address_type_limited_to_the_input_interface() {
+    lab("addrtype-limit", true, |h, ns| {
+        ns.ip(&["addr", "add", "10.0.0.2/24", "dev", VETH])
+            .expect("addressing the veth");
+        let routes = netbeast::local_routes::local_routes().expect("reading the local table");
+        h.dataplane
+            .set_address_types(&routes)
+            .expect("setting the address types");
+        let (veth, peer) = (h.ifindex(VETH), h.ifindex(VETH_PEER));
+        let to = |dst: Ipv4Addr| {
+            FrameBuilder::udp(CLIENT, CLIENT_PORT, dst, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let local_in = &["-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP"];
+        let unicast_in = &["-A INPUT -m addrtype --dst-type UNICAST --limit-iface-in -j DROP"];
+        let not_local_in = &["-A INPUT -m addrtype ! --dst-type LOCAL --limit-iface-in -j DROP"];
+        let local_anywhere = &["-A INPUT -m addrtype --dst-type LOCAL -j DROP"];
+        let broadcast_in = &["-A INPUT -m addrtype --dst-type BROADCAST --limit-iface-in -j DROP"];
+        let subnet_broadcast = Ipv4Addr::new(10, 0, 0, 255);
+        let cases = vec![
+            case("LOCAL on its interface", local_in, to(SERVER), Drop).on(veth),
+            case("LOCAL on another", local_in, to(SERVER), Pass).on(peer),
+            case("UNICAST on another", unicast_in, to(SERVER), Drop).on(peer),
+            case("not UNICAST on its own", unicast_in, to(SERVER), Pass).on(veth),
+            case("! LOCAL on another", not_local_in, to(SERVER), Drop).on(peer),
+            case("! LOCAL on its own", not_local_in, to(SERVER), Pass).on(veth),
+            case("no limit: LOCAL anywhere", local_anywhere, to(SERVER), Drop).on(peer),
+            case(
+                "subnet broadcast on its interface",
+                broadcast_in,
+                to(subnet_broadcast),
+                Drop,
+            )
+            .on(veth),
+            case(
+                "subnet broadcast on another",
+                broadcast_in,
+                to(subnet_broadcast),
+                Pass,
+            )
+            .on(peer),
+            case(
+                "255.255.255.255 anywhere",
+                broadcast_in,
+                to(Ipv4Addr::BROADCAST),
+                Drop,
+            )
+            .on(peer),
+        ];
+        run_cases(h, cases);
+    });
+}

@@ -47,6 +47,10 @@ pub const ACTIVE_LB: u32 = 32;
 /// (`TRACE_EVENTS`). Clear, the data plane pays one test of a bit of the
 /// word it reads anyway. Kept across ruleset changes, like `ACTIVE_LB`.
 pub const ACTIVE_TRACE: u32 = 64;
+/// Bit of the `ACTIVE` word set when a rule of the active ruleset tests TCP
+/// options (`--tcp-option`): the pipeline then walks a TCP packet's options
+/// into its per-CPU slot (a cost no other ruleset pays).
+pub const ACTIVE_TCP_OPTIONS: u32 = 128;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -272,7 +276,61 @@ pub mod addr_type {
     pub const THROW: u32 = 9;
     pub const NAT: u32 = 10;
     pub const XRESOLVE: u32 = 11;
-    pub const KEYS: u32 = 16;
+    /// The classifier's address type key: the type in the low bits, and
+    /// whether it holds on the packet's input (`ON_IN`) and output
+    /// (`ON_OUT`) interface, for `--limit-iface-in/out`: xt_addrtype then
+    /// takes a local table route's type only when the route's interface
+    /// is that one, else UNICAST. The fixed types and "no route" (UNICAST)
+    /// hold on every interface.
+    pub const TYPE_MASK: u32 = 15;
+    pub const ON_IN: u32 = 16;
+    pub const ON_OUT: u32 = 32;
+    pub const KEYS: u32 = 64;
+    /// The `ADDR_TYPES` trie's value: the route's type, and its interface's
+    /// ifindex shifted by this.
+    pub const ROUTE_IFINDEX_SHIFT: u32 = 8;
+    /// Largest ifindex a route value holds; a route on an interface past it
+    /// is stored without one, and `--limit-iface-in/out` then take its
+    /// addresses as UNICAST (the kernel numbers interfaces from 1 up, so
+    /// only a namespace that made millions of interfaces gets there).
+    pub const MAX_ROUTE_IFINDEX: u32 = (1 << 24) - 1;
+
+    /// The trie value of a local table route of type `kind` out of
+    /// interface `ifindex`.
+    pub const fn route_value(kind: u32, ifindex: u32) -> u32 {
+        if ifindex > MAX_ROUTE_IFINDEX {
+            kind & TYPE_MASK
+        } else {
+            (kind & TYPE_MASK) | ifindex << ROUTE_IFINDEX_SHIFT
+        }
+    }
+
+    /// The key of an address whose longest local table route has trie
+    /// value `value`, for a packet in by `in_ifindex` and out by
+    /// `out_ifindex` (0: none).
+    #[inline(always)]
+    pub const fn route_key(value: u32, in_ifindex: u32, out_ifindex: u32) -> u32 {
+        let dev = value >> ROUTE_IFINDEX_SHIFT;
+        let mut key = value & TYPE_MASK;
+        if dev != 0 && dev == in_ifindex {
+            key |= ON_IN;
+        }
+        if dev != 0 && dev == out_ifindex {
+            key |= ON_OUT;
+        }
+        key
+    }
+
+    /// The type `-m addrtype` sees in key `key` with `--limit-iface-in`
+    /// (`limit_in`) or `--limit-iface-out` (`limit_out`).
+    #[inline(always)]
+    pub const fn limited(key: u32, limit_in: bool, limit_out: bool) -> u32 {
+        if (limit_in && key & ON_IN == 0) || (limit_out && key & ON_OUT == 0) {
+            UNICAST
+        } else {
+            key & TYPE_MASK
+        }
+    }
 
     /// The type xt_addrtype gives `addr` (host byte order) before it looks
     /// at the local routing table: 0.0.0.0/8 and 255.255.255.255 are
@@ -1049,6 +1107,52 @@ pub mod guard_kind {
     /// `--seconds`; `b`: `--hitcount`; `c`: the name's number (low 32
     /// bits) and the mask (high 32, network byte order); `negated`: `!`.
     pub const RECENT: u32 = 7;
+    /// `-m conntrack --ctorigsrc/--ctorigdst/--ctreplsrc/--ctrepldst` and
+    /// their ports: one tuple of the packet's connection ([`super::ct_match`]
+    /// bits in `_pad` say which, which parts are tested and which are
+    /// negated). `a`: source address (network order, low 32 bits) and its
+    /// mask (high 32); `b`: the same for the destination; `c`: source port
+    /// range (first, last: bits 0–15, 16–31), destination port range (bits
+    /// 32–47, 48–63). Holds for a packet without a connection: the match's
+    /// state test (a classifier key) decides those, as in xt_conntrack.
+    pub const CT_TUPLE: u32 = 8;
+    /// `-m conntrack --ctproto` and `--ctexpire`: `a` the protocol, `b` the
+    /// remaining seconds' range (min low 32 bits, max high 32);
+    /// [`super::ct_match`] bits in `_pad`. Holds without a connection, as
+    /// [`CT_TUPLE`].
+    pub const CT_PROTO_EXPIRE: u32 = 9;
+    /// `-m tcp --tcp-option N`: `a` is N (1..=255); holds when the walk of
+    /// the TCP options (as xt_tcpudp walks them) meets kind N, inverted by
+    /// `negated`; never on a packet whose options cannot be read.
+    pub const TCP_OPTION: u32 = 10;
+}
+
+/// The bits of `Guard::_pad` for the conntrack guards
+/// ([`guard_kind::CT_TUPLE`], [`guard_kind::CT_PROTO_EXPIRE`]).
+pub mod ct_match {
+    /// `CT_TUPLE`: the reply tuple (else the original one).
+    pub const REPLY: u32 = 1;
+    /// `CT_TUPLE` parts tested: source address, destination address,
+    /// source port, destination port. `CT_PROTO_EXPIRE`: `SRC_ADDR` is the
+    /// protocol, `DST_ADDR` the expiry.
+    pub const SRC_ADDR: u32 = 1 << 1;
+    pub const DST_ADDR: u32 = 1 << 2;
+    pub const SRC_PORT: u32 = 1 << 3;
+    pub const DST_PORT: u32 = 1 << 4;
+    pub const PROTO: u32 = SRC_ADDR;
+    pub const EXPIRE: u32 = DST_ADDR;
+    /// A part's bit shifted by this: the part is negated (`!`).
+    pub const INVERT_SHIFT: u32 = 4;
+}
+
+/// A tuple of a connection as the conntrack guards read it: addresses in
+/// network order, ports in host order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtTuple {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// `-m recent`'s command and flags, packed in `Guard::_pad`.
@@ -1217,6 +1321,53 @@ impl Guard {
             _ => return false,
         };
         hit != (self.negated != 0)
+    }
+
+    /// Whether part `bit` (`ct_match::*`) of a conntrack guard holds, given
+    /// the test's outcome: untested parts hold, a negated one holds when
+    /// the test fails (xt_conntrack's `^ !!invert`).
+    #[inline(always)]
+    fn ct_part(&self, bit: u32, test: bool) -> bool {
+        self._pad & bit == 0 || test != (self._pad & (bit << ct_match::INVERT_SHIFT) != 0)
+    }
+
+    /// [`guard_kind::CT_TUPLE`] on the tuple it names (the caller picks the
+    /// original or reply one by `ct_match::REPLY`): addresses compared
+    /// under their masks, ports against their ranges (xt_conntrack
+    /// revision 3).
+    #[inline(always)]
+    pub fn holds_ct_tuple(&self, t: &CtTuple) -> bool {
+        let addr = |word: u64, value: u32| (value ^ word as u32) & (word >> 32) as u32 == 0;
+        let port = |range: u64, value: u16| {
+            let (first, last) = (range as u16, (range >> 16) as u16);
+            value >= first && value <= last
+        };
+        self.ct_part(ct_match::SRC_ADDR, addr(self.a, t.src))
+            && self.ct_part(ct_match::DST_ADDR, addr(self.b, t.dst))
+            && self.ct_part(ct_match::SRC_PORT, port(self.c, t.sport))
+            && self.ct_part(ct_match::DST_PORT, port(self.c >> 32, t.dport))
+    }
+
+    /// [`guard_kind::CT_PROTO_EXPIRE`] for a connection of `protocol` with
+    /// `expires` whole seconds left.
+    #[inline(always)]
+    pub fn holds_ct_proto_expire(&self, protocol: u8, expires: u64) -> bool {
+        let (min, max) = (self.b & 0xffff_ffff, self.b >> 32);
+        self.ct_part(ct_match::PROTO, u64::from(protocol) == self.a)
+            && self.ct_part(ct_match::EXPIRE, expires >= min && expires <= max)
+    }
+
+    /// [`guard_kind::TCP_OPTION`] on the kinds a packet's options walk met
+    /// (bit `k` of the 256-bit set: kind `k`), `None` when its options
+    /// could not be read.
+    #[inline(always)]
+    pub fn holds_tcp_option(&self, kinds: Option<&[u64; 4]>) -> bool {
+        let Some(kinds) = kinds else {
+            return false;
+        };
+        let kind = self.a as u32 & 0xff;
+        let met = kinds[(kind >> 6) as usize & 3] >> (kind & 63) & 1 != 0;
+        met != (self.negated != 0)
     }
 
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel

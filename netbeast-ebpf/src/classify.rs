@@ -21,7 +21,7 @@ use netbeast_common::{
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_TRACE_HITS, MacKey,
     RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
-    addr_type, chain_index, counter_index, field, field::Kind, guard_index, guard_kind,
+    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
     key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
 };
 
@@ -153,6 +153,12 @@ impl Active {
     #[inline(always)]
     pub fn lb(self) -> bool {
         self.0 & netbeast_common::ACTIVE_LB != 0
+    }
+
+    /// A rule of the active ruleset tests TCP options.
+    #[inline(always)]
+    pub fn tcp_options(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
     /// `netbeast trace` runs: packets are traced.
@@ -288,12 +294,21 @@ fn mac_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, mac: u64)
 /// matching route, else UNICAST.
 #[inline(always)]
 pub fn addr_type_of(addr: u32) -> u32 {
+    addr_type_key(addr, 0, 0) & addr_type::TYPE_MASK
+}
+
+/// The classifier's address type key of `addr` (`addr_type::*`): its
+/// type, and on which of the packet's interfaces it holds
+/// (`--limit-iface-in/out`: the route's interface is that one).
+#[inline(always)]
+fn addr_type_key(addr: u32, in_ifindex: u32, out_ifindex: u32) -> u32 {
+    const EVERYWHERE: u32 = addr_type::ON_IN | addr_type::ON_OUT;
     if let Some(t) = addr_type::fixed(u32::from_be(addr)) {
-        return t;
+        return t | EVERYWHERE;
     }
     match ADDR_TYPES.get(&Key::new(32, addr)) {
-        Some(t) => *t,
-        None => addr_type::UNICAST,
+        Some(v) => addr_type::route_key(*v, in_ifindex, out_ifindex),
+        None => addr_type::UNICAST | EVERYWHERE,
     }
 }
 
@@ -327,8 +342,8 @@ fn key_of(f: usize, keys: &Keys) -> Option<u32> {
         field::TTL => keys.ttl as u32,
         field::TOS => keys.tos as u32,
         field::PKTTYPE => pkttype_of(keys.eth_dst),
-        field::SRC_TYPE => addr_type_of(keys.src),
-        field::DST_TYPE => addr_type_of(keys.dst),
+        field::SRC_TYPE => addr_type_key(keys.src, keys.in_ifindex, keys.out_ifindex),
+        field::DST_TYPE => addr_type_key(keys.dst, keys.in_ifindex, keys.out_ifindex),
         _ => return None,
     })
 }
@@ -612,6 +627,21 @@ fn connlimit_guard(g: &Guard, slot: u32) -> bool {
     (u64::from(count) > g.a) != (g.negated != 0)
 }
 
+/// The guards that read the current packet and its connection rather
+/// than keep state: `-m conntrack`'s tuples, protocol and expiry, and
+/// `--tcp-option`. Packet programs only: the compiler refuses them where
+/// the socket programs classify (nat OUTPUT).
+#[inline(always)]
+fn packet_guard(g: &Guard) -> bool {
+    let Some(keys) = crate::parse::current_keys() else {
+        return false;
+    };
+    if g.kind == guard_kind::TCP_OPTION {
+        return g.holds_tcp_option(crate::parse::current_tcp_options());
+    }
+    crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
+}
+
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
@@ -683,6 +713,20 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else if g.kind == guard_kind::CONNLIMIT {
             let held = connlimit_guard(&g, g.c as u32);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::CT_TUPLE
+            || g.kind == guard_kind::CT_PROTO_EXPIRE
+            || g.kind == guard_kind::TCP_OPTION
+        {
+            // Functions of the packet and its connection, no state: the
+            // memo only serves requirements.
+            let held = packet_guard(&g);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtKey,
-    ct_state, ct_status, stats, tcp_state,
+    CtTuple, Guard, ct_match, ct_state, ct_status, guard_kind, stats, tcp_state,
 };
 
 use crate::{
@@ -202,6 +202,54 @@ pub fn key(state: u32) -> u32 {
         k |= ct_state::ASSURED;
     }
     k
+}
+
+/// A `-m conntrack` guard on the current packet's connection: its tuples
+/// (`guard_kind::CT_TUPLE`), protocol and remaining lifetime
+/// (`CT_PROTO_EXPIRE`), read from `Tracking` as conntrack left it for this
+/// packet. `state` is the packet's `ct_state` (low bits of the chain's
+/// connection key). A packet without a connection passes: the match's
+/// state test, a classifier key, decided for it (xt_conntrack tests
+/// nothing else then).
+#[inline(always)]
+pub fn guard_holds(g: &Guard, state: u32) -> bool {
+    if state != ct_state::NEW && state != ct_state::ESTABLISHED && state != ct_state::RELATED {
+        return true;
+    }
+    let Some(t) = TRACKING.get(0) else {
+        return false;
+    };
+    if t.found == 0 && t.pending == 0 {
+        return false;
+    }
+    let e = &t.entry;
+    if g.kind == guard_kind::CT_TUPLE {
+        let tuple = if g._pad & ct_match::REPLY != 0 {
+            CtTuple {
+                src: e.reply_src,
+                dst: e.reply_dst,
+                sport: e.reply_sport,
+                dport: e.reply_dport,
+            }
+        } else {
+            CtTuple {
+                src: e.orig_src,
+                dst: e.orig_dst,
+                sport: e.orig_sport,
+                dport: e.orig_dport,
+            }
+        };
+        return g.holds_ct_tuple(&tuple);
+    }
+    // netfilter's nf_ct_expires(): a connection not confirmed yet (its
+    // first packet, still on its way) holds its timeout relative, so it
+    // reads 0; a confirmed one, the time to its timeout, in whole seconds.
+    let expires = if t.pending != 0 {
+        0
+    } else {
+        (e.last_seen_ns + timeout_ns(e)).saturating_sub(now_ns()) / NS
+    };
+    g.holds_ct_proto_expire(e.protocol, expires)
 }
 
 #[inline(always)]
@@ -668,10 +716,20 @@ fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0 {
         t.entry = *e;
     } else {
-        // What `key` reads of it.
+        // What `key` reads of it, and what the `-m conntrack` tuple and
+        // expiry guards read (`guard_holds`).
         t.entry.status = e.status;
         t.entry.protocol = e.protocol;
         t.entry.tcp_state = e.tcp_state;
+        t.entry.orig_src = e.orig_src;
+        t.entry.orig_dst = e.orig_dst;
+        t.entry.orig_sport = e.orig_sport;
+        t.entry.orig_dport = e.orig_dport;
+        t.entry.reply_src = e.reply_src;
+        t.entry.reply_dst = e.reply_dst;
+        t.entry.reply_sport = e.reply_sport;
+        t.entry.reply_dport = e.reply_dport;
+        t.entry.last_seen_ns = e.last_seen_ns;
     }
     t.found = 1;
     t.reply = reply as u32;

@@ -93,10 +93,137 @@ pub struct Packet {
     pub l4_complete: bool,
     /// ICMP identifier (echo, timestamp...) when complete.
     pub icmp_id: u16,
+    /// Its TCP options, walked only while a rule tests them.
+    pub tcp_options: TcpOptions,
     /// The classifier's working state while a chain runs on the packet:
     /// in the same per-CPU slot, found with the packet and not looked up
     /// again for each chain.
     pub search: SearchState,
+}
+
+/// Bytes of TCP options a header can carry (data offset 15: 60 − 20),
+/// rounded up to a power of two so an index masks into the copy.
+const TCP_OPTION_BYTES: usize = 64;
+
+/// The option kinds of a TCP packet (`--tcp-option`), as xt_tcpudp's walk
+/// meets them: from the first option byte on, a kind 0 (end) or 1 (no-op)
+/// takes one byte, any other its length byte's worth (one when that is
+/// 0); the walk does not stop at an end-of-options kind.
+pub struct TcpOptions {
+    /// 1 when `kinds` holds the current packet's walk: a TCP first
+    /// fragment with a whole header whose options are all there.
+    pub read: u32,
+    pub _pad: u32,
+    /// Bit `k`: kind `k` was met.
+    pub kinds: [u64; 4],
+    /// The options, copied from the packet for the walk.
+    bytes: [u8; TCP_OPTION_BYTES],
+}
+
+/// What `bpf_loop` hands each step of the options walk.
+#[repr(C)]
+struct OptionWalk {
+    options: *mut TcpOptions,
+    at: u64,
+    len: u64,
+}
+
+/// One option of the walk; returns 1 (stop) past the last byte.
+extern "C" fn option_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `OptionWalk` given to bpf_loop, whose `options`
+    // points into this CPU's packet slot.
+    let w = unsafe { &mut *(ctx as *mut OptionWalk) };
+    if w.at >= w.len {
+        return 1;
+    }
+    // SAFETY: as above.
+    let o = unsafe { &mut *w.options };
+    let kind = o.bytes[(w.at & 63) as usize];
+    o.kinds[(kind >> 6) as usize & 3] |= 1u64 << (kind & 63);
+    w.at += if kind < 2 {
+        1
+    } else {
+        match o.bytes[((w.at + 1) & 63) as usize] {
+            0 => 1,
+            n => u64::from(n),
+        }
+    };
+    0
+}
+
+/// Walks the TCP options of the packet into `pkt.tcp_options`. Left
+/// unread (the match then fails, where xt_tcpudp drops the packet) when
+/// the header is not whole, its data offset is below 5, or its options run
+/// past the datagram or the bytes at hand. The walk runs in `bpf_loop`: the
+/// verifier checks one step, not forty. Out of line: its caller is the
+/// pipeline, whose budget the verifier counts per path.
+#[inline(never)]
+pub fn read_tcp_options(pkt: &mut Packet, start: usize, end: usize) {
+    pkt.tcp_options.read = 0;
+    pkt.tcp_options.kinds = [0; 4];
+    if pkt.fragment || pkt.keys.protocol != IPPROTO_TCP || !pkt.l4_complete {
+        return;
+    }
+    let l4 = pkt.l2_len() + pkt.ip_header_len();
+    let Some(doff) = load::<u8>(start, end, l4 + 12) else {
+        return;
+    };
+    let words = (doff >> 4) as usize;
+    if words < 5 {
+        return;
+    }
+    let len = words * 4 - TCP_HLEN;
+    if len == 0 {
+        pkt.tcp_options.read = 1;
+        return;
+    }
+    if l4 + TCP_HLEN + len > pkt.l2_len() + pkt.total_len() {
+        return;
+    }
+    let from = opaque(start + l4 + TCP_HLEN);
+    if from + len > end {
+        return;
+    }
+    let options = &mut pkt.tcp_options as *mut TcpOptions;
+    // SAFETY: `len` (at most 40) bytes at `from` are inside the packet
+    // (checked); the copy has room for 63.
+    let copied = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (*options).bytes.as_mut_ptr() as *mut _,
+            // Masked after `opaque`: LLVM knows `len` is at most 40 and
+            // would drop a plain mask, leaving the verifier a length it
+            // cannot bound.
+            (opaque(len) & (TCP_OPTION_BYTES - 1)) as u32,
+            from as *const _,
+        )
+    };
+    if copied != 0 {
+        return;
+    }
+    let mut walk = OptionWalk {
+        options,
+        at: 0,
+        len: len as u64,
+    };
+    // SAFETY: `option_step` has the callback signature bpf_loop expects,
+    // and `walk` outlives the call.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            TCP_OPTION_BYTES as u32,
+            option_step as *mut core::ffi::c_void,
+            &mut walk as *mut OptionWalk as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    pkt.tcp_options.read = 1;
+}
+
+/// The option kinds of the packet this program run parsed, when read
+/// (`read_tcp_options`, for the `--tcp-option` guard).
+#[inline(always)]
+pub fn current_tcp_options() -> Option<&'static [u64; 4]> {
+    let p = PACKET.get(0)?;
+    (p.tcp_options.read != 0).then_some(&p.tcp_options.kinds)
 }
 
 /// The parsed packet of the current program run, written by the parser in

@@ -103,6 +103,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     }
     let active = Active::read();
     pkt.search.trace_id = trace_id(active);
+    if active.tcp_options() {
+        crate::parse::read_tcp_options(pkt, start, end);
+    }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
     // the verdict).
@@ -343,6 +346,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     pkt.search.trace_id = trace_id(active);
+    if active.tcp_options() {
+        crate::parse::read_tcp_options(pkt, start, end);
+    }
     let tracking = active.tracking();
     let nat = active.nat();
     let translations = active.translations();

@@ -91,6 +91,7 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
                 last: DPORT,
             })),
             tcp_flags: None,
+            tcp_option: None,
         }));
         input.rules.push(rule);
     }
@@ -109,6 +110,7 @@ pub fn behind_syn_rule(mut ruleset: Ruleset) -> Ruleset {
         sport: None,
         dport: None,
         tcp_flags: Some(Negatable::is(crate::rules::ext::tcp::SYN)),
+        tcp_option: None,
     }));
     let input = ruleset.filter.chain_mut("INPUT").expect("built-in chain");
     input.rules.insert(0, syn);

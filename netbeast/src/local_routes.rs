@@ -20,6 +20,7 @@ const NLMSG_HDRLEN: usize = 16;
 /// `struct rtmsg`.
 const RTMSG_LEN: usize = 12;
 const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
 const RT_TABLE_LOCAL: u32 = 255;
 const AF_INET: u8 = 2;
@@ -27,8 +28,10 @@ const AF_INET: u8 = 2;
 /// to a page at most, 32 KiB with large pages).
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// The IPv4 routes of the local table as (destination, route type), the
-/// type numbered as `addr_type::*` (the kernel's `RTN_*`).
+/// The IPv4 routes of the local table as (destination, route value): the
+/// type numbered as `addr_type::*` (the kernel's `RTN_*`) with the
+/// route's interface (`addr_type::route_value`; `& addr_type::TYPE_MASK`
+/// is the type).
 pub fn local_routes() -> io::Result<Vec<(Ipv4Net, u32)>> {
     // SAFETY: plain socket call; the descriptor is owned below.
     let fd = unsafe {
@@ -99,6 +102,7 @@ fn local_route(msg: &[u8]) -> Option<(Ipv4Net, u32)> {
     }
     let mut table = u32::from(table);
     let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut oif = 0;
     let mut attrs = &msg[RTMSG_LEN..];
     while attrs.len() >= 4 {
         let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
@@ -110,11 +114,17 @@ fn local_route(msg: &[u8]) -> Option<(Ipv4Net, u32)> {
         match (kind, data.len()) {
             (RTA_DST, 4) => dst = Ipv4Addr::new(data[0], data[1], data[2], data[3]),
             (RTA_TABLE, 4) => table = u32::from_ne_bytes(data.try_into().expect("4 bytes")),
+            (RTA_OIF, 4) => oif = u32::from_ne_bytes(data.try_into().expect("4 bytes")),
             _ => {}
         }
         attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
     }
-    (table == RT_TABLE_LOCAL).then(|| (Ipv4Net::new(dst, dst_len), u32::from(kind)))
+    (table == RT_TABLE_LOCAL).then(|| {
+        (
+            Ipv4Net::new(dst, dst_len),
+            netbeast_common::addr_type::route_value(u32::from(kind), oif),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -131,7 +141,12 @@ mod tests {
             .iter()
             .find(|(net, _)| net.contains(Ipv4Addr::LOCALHOST));
         assert!(
-            matches!(lo, Some((_, t)) if *t == addr_type::LOCAL),
+            matches!(lo, Some((_, t)) if *t & addr_type::TYPE_MASK == addr_type::LOCAL),
+            "{routes:?}"
+        );
+        // On `lo`, whose ifindex is 1 in every namespace.
+        assert!(
+            matches!(lo, Some((_, t)) if *t >> addr_type::ROUTE_IFINDEX_SHIFT == 1),
             "{routes:?}"
         );
     }

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use netbeast_common::{Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, limit_take};
 
+use super::PacketView;
 use super::lower::Lowering;
 use super::reference::RuleRef;
 use super::{CompileError, CompiledRuleset};
@@ -270,9 +271,10 @@ pub fn assign_state_slots(
 
 /// The guards of a rule's stateful matches, in match order, unchained.
 pub(super) fn rule_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
-    rule.matches.iter().filter_map(|m| match m.ext().lower() {
-        Lowering::Guard(guard) => Some(guard),
-        Lowering::Static(_) => None,
+    rule.matches.iter().flat_map(|m| match m.ext().lower() {
+        Lowering::Guard(guard) => vec![guard],
+        Lowering::Guarded(_, guards) => guards,
+        Lowering::Static(_) => Vec::new(),
     })
 }
 
@@ -284,7 +286,14 @@ pub trait GuardOracle {
     /// Evaluates match `n` (0-based among `rule`'s guards) of `rule` in
     /// `table` for the current packet: advances its state, draws what it
     /// draws, and says whether it holds.
-    fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool;
+    fn holds(
+        &mut self,
+        table: TableName,
+        rule: &RuleRef,
+        n: usize,
+        guard: &Guard,
+        pkt: &PacketView,
+    ) -> bool;
 }
 
 /// The state of every guard as the kernel keeps it: nth counts and limit
@@ -375,7 +384,17 @@ impl GuardState {
 }
 
 impl GuardOracle for GuardState {
-    fn holds(&mut self, table: TableName, rule: &RuleRef, n: usize, guard: &Guard) -> bool {
+    fn holds(
+        &mut self,
+        table: TableName,
+        rule: &RuleRef,
+        n: usize,
+        guard: &Guard,
+        pkt: &PacketView,
+    ) -> bool {
+        if let Some(held) = packet_guard(guard, pkt) {
+            return held;
+        }
         if guard.kind == guard_kind::RECENT {
             return self.recent(guard);
         }
@@ -413,5 +432,36 @@ impl GuardOracle for GuardState {
             0
         };
         guard.holds(count, random)
+    }
+}
+
+/// The guards that are functions of the packet and its connection, as the
+/// kernel's `packet_guard` decides them (`-m conntrack`'s tuples, protocol
+/// and expiry, `--tcp-option`); `None` for the other kinds.
+pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
+    use netbeast_common::{ct_match, ct_state};
+    match guard.kind {
+        guard_kind::TCP_OPTION => Some(guard.holds_tcp_option(pkt.tcp_options().as_ref())),
+        guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
+            let state = pkt.ct_state & ct_state::STATE_MASK;
+            if !matches!(
+                state,
+                ct_state::NEW | ct_state::ESTABLISHED | ct_state::RELATED
+            ) {
+                return Some(true);
+            }
+            let c = &pkt.header.connection;
+            Some(if guard.kind == guard_kind::CT_TUPLE {
+                let tuple = if guard._pad & ct_match::REPLY != 0 {
+                    &c.reply
+                } else {
+                    &c.orig
+                };
+                guard.holds_ct_tuple(tuple)
+            } else {
+                guard.holds_ct_proto_expire(c.protocol, c.expires)
+            })
+        }
+        _ => None,
     }
 }

@@ -33,6 +33,11 @@ pub enum Lowering {
     /// A match no field can hold (it keeps state, or draws a random
     /// number): the kernel evaluates it after the rule's static part.
     Guard(Guard),
+    /// A static part (as `Static`) and guards evaluated after it, in
+    /// order: a match whose options are partly a classifier key and
+    /// partly what no field holds (`-m conntrack --ctstate NEW --ctorigdst
+    /// A`, `-m tcp --dport 22 --tcp-option 2`).
+    Guarded(Vec<Vec<Atom>>, Vec<Guard>),
 }
 
 impl Lowering {

@@ -83,7 +83,7 @@ use crate::rules::model::{Ipv4Net, Rule, Ruleset, Table, TableName, Target};
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
 pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
-pub use reference::{HeaderFields, L4Header, PacketView, RuleRef};
+pub use reference::{ConnectionView, HeaderFields, L4Header, PacketView, RuleRef};
 
 use classes::Interner;
 use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
@@ -641,9 +641,10 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     let guards = guards::rule_guards(rule).count();
     if guards > MAX_GUARDS_PER_RULE as usize {
         return Err(format!(
-            "it has {guards} stateful matches (-m statistic), more than the limit of \
-             {MAX_GUARDS_PER_RULE} per rule (MAX_GUARDS_PER_RULE); split it into rules \
-             that jump to a chain"
+            "it has {guards} guards (stateful matches like -m statistic or -m limit; \
+             -m conntrack's tuple, protocol and expiry tests, one per tuple and one for \
+             the rest; --tcp-option), more than the limit of {MAX_GUARDS_PER_RULE} per \
+             rule (MAX_GUARDS_PER_RULE); split it into rules that jump to a chain"
         ));
     }
     Ok(())
@@ -764,11 +765,14 @@ impl CompiledRuleset {
         if nat {
             flags |= ACTIVE_NAT;
         }
-        // `-m connlimit` counts conntrack's connections.
-        let counts_connections = self
-            .guards
-            .iter()
-            .any(|g| g.kind == netbeast_common::guard_kind::CONNLIMIT);
+        // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
+        // tuple, protocol and expiry guards read them.
+        let counts_connections = self.guards.iter().any(|g| {
+            matches!(
+                g.kind,
+                guard_kind::CONNLIMIT | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
+            )
+        });
         if nat || self.uses_conntrack_state() || counts_connections {
             flags |= ACTIVE_TRACKING;
         }
@@ -778,6 +782,9 @@ impl CompiledRuleset {
             .any(|c| c.config.fields_used & (1 << field::TCP_FLAGS) != 0)
         {
             flags |= ACTIVE_TCP_FLAGS;
+        }
+        if self.guards.iter().any(|g| g.kind == guard_kind::TCP_OPTION) {
+            flags |= netbeast_common::ACTIVE_TCP_OPTIONS;
         }
         flags
     }
@@ -873,6 +880,7 @@ impl CompiledRuleset {
         head: u32,
         memo: &mut std::collections::HashMap<u32, bool>,
         oracle: &mut dyn GuardOracle,
+        pkt: &PacketView,
     ) -> bool {
         let mut next = head;
         for _ in 0..guards::MAX_CHAIN {
@@ -889,7 +897,7 @@ impl CompiledRuleset {
                 let (table, rule, i) = self.guard_owners[n as usize]
                     .as_ref()
                     .expect("a guard record that is not a requirement has an owner");
-                let held = oracle.holds(*table, rule, *i, g);
+                let held = oracle.holds(*table, rule, *i, g, pkt);
                 memo.insert(n, held);
                 if !held {
                     return false;
@@ -940,7 +948,7 @@ impl CompiledRuleset {
             start = slot + 1;
             if rule.guard != 0 {
                 guarded += 1;
-                if !self.guards_hold(rule.guard, &mut memo, oracle) {
+                if !self.guards_hold(rule.guard, &mut memo, oracle, pkt) {
                     // Not matched after all: not counted, the search goes on.
                     continue;
                 }
@@ -983,6 +991,26 @@ fn packet_key(f: usize, pkt: &PacketView) -> u32 {
 fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
     const PACKET_ONLY: [usize; 4] = [field::TCP_FLAGS, field::LENGTH, field::TTL, field::TOS];
     for s in &plan.slots {
+        // The guards that read the packet (--tcp-option) or its conntrack
+        // entry (-m conntrack's tuples, protocol, expiry): a socket that
+        // connects has neither yet.
+        let rule = &plan.table.chains[s.owner.0].rules[s.owner.1];
+        if let Some(g) = guards::rule_guards(rule).find(|g| {
+            matches!(
+                g.kind,
+                guard_kind::TCP_OPTION | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
+            )
+        }) {
+            return Err(CompileError::NatOutputField {
+                chain: plan.table.chains[s.owner.0].name.clone(),
+                rule: s.owner.1 + 1,
+                field: if g.kind == guard_kind::TCP_OPTION {
+                    "tcp options (--tcp-option)"
+                } else {
+                    "connection's tuple, protocol or expiry (-m conntrack)"
+                },
+            });
+        }
         if let Some(&f) = PACKET_ONLY.iter().find(|&&f| s.term.keys[f].is_some()) {
             return Err(CompileError::NatOutputField {
                 chain: plan.table.chains[s.owner.0].name.clone(),

@@ -71,6 +71,25 @@ pub struct HeaderFields {
     /// `addr_type::*` of the source and destination addresses.
     pub src_type: u32,
     pub dst_type: u32,
+    /// The option kinds a TCP packet carries (bit `k` of the 256-bit set:
+    /// kind `k`, as xt_tcpudp's walk meets them), for `--tcp-option`;
+    /// `None` when its options cannot be read (then also for a packet
+    /// with a whole TCP header). Read only for TCP first fragments.
+    pub tcp_options: Option<[u64; 4]>,
+    /// The packet's connection, for `-m conntrack`'s tuple, protocol and
+    /// expiry options (read only when `ct_state` says it has one).
+    pub connection: ConnectionView,
+}
+
+/// What `-m conntrack` reads of a packet's connection beyond its state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub orig: netbeast_common::CtTuple,
+    pub reply: netbeast_common::CtTuple,
+    pub protocol: u8,
+    /// Whole seconds the entry has left (0 for a connection's first
+    /// packet, not confirmed yet).
+    pub expires: u64,
 }
 
 impl Default for HeaderFields {
@@ -83,6 +102,8 @@ impl Default for HeaderFields {
             pkttype: netbeast_common::pkttype::HOST,
             src_type: netbeast_common::addr_type::UNICAST,
             dst_type: netbeast_common::addr_type::UNICAST,
+            tcp_options: Some([0; 4]),
+            connection: ConnectionView::default(),
         }
     }
 }
@@ -108,6 +129,12 @@ impl PacketView {
     /// fragments with a whole header.
     pub fn tcp_flags(&self) -> Option<u8> {
         (self.protocol == 6 && self.ports().is_some()).then_some(self.header.tcp_flags)
+    }
+
+    /// The TCP option kinds, as `--tcp-option` sees them: only on TCP
+    /// first fragments with a whole header and readable options.
+    pub fn tcp_options(&self) -> Option<[u64; 4]> {
+        self.tcp_flags().and(self.header.tcp_options)
     }
 
     /// ICMP type and code, as the `icmp` match sees them.
@@ -247,7 +274,7 @@ pub fn classify_table_with(
         };
         let guards_hold = super::guards::rule_guards(rule)
             .enumerate()
-            .all(|(n, g)| oracle.holds(table.name, &this, n, &g));
+            .all(|(n, g)| oracle.holds(table.name, &this, n, &g, pkt));
         if !guards_hold {
             next += 1;
             continue;

@@ -443,7 +443,8 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     }
     let mut terms = vec![base];
     for m in &rule.matches {
-        let Lowering::Static(alternatives) = m.ext().lower() else {
+        let (Lowering::Static(alternatives) | Lowering::Guarded(alternatives, _)) = m.ext().lower()
+        else {
             continue;
         };
         let mut next = Vec::with_capacity(terms.len() * alternatives.len());

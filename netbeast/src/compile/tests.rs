@@ -287,13 +287,61 @@ fn packet(d: &mut Dice) -> PacketView {
             },
             tcp_flags: d.next() as u8 & if d.chance(80) { 0x3f } else { 0xff },
             pkttype: d.below(pkttype::KEYS as usize) as u32,
-            src_type: d.pick(ADDR_TYPES),
-            dst_type: d.pick(ADDR_TYPES),
+            // The type, and on which of the packet's interfaces it holds
+            // (`--limit-iface-in/out`).
+            src_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
+            dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
+            tcp_options: d.maybe(90, tcp_option_kinds),
+            connection: connection_view(d),
         },
     }
 }
 
+/// A set of option kinds as xt_tcpudp's walk meets them.
+fn tcp_option_kinds(d: &mut Dice) -> [u64; 4] {
+    let mut kinds = [0u64; 4];
+    for _ in 0..d.below(5) {
+        let k = d.pick(TCP_OPTION_KINDS);
+        kinds[usize::from(k >> 6)] |= 1 << (k & 63);
+    }
+    kinds
+}
+
+/// A packet's connection, its tuples from the same pools as the rules'.
+fn connection_view(d: &mut Dice) -> ConnectionView {
+    let tuple = |d: &mut Dice| netbeast_common::CtTuple {
+        src: u32::from(addr(d)).to_be(),
+        dst: u32::from(addr(d)).to_be(),
+        sport: port(d),
+        dport: port(d),
+    };
+    let orig = tuple(d);
+    // Mostly the inverse of the original (no translation).
+    let reply = if d.chance(60) {
+        netbeast_common::CtTuple {
+            src: orig.dst,
+            dst: orig.src,
+            sport: orig.dport,
+            dport: orig.sport,
+        }
+    } else {
+        tuple(d)
+    };
+    ConnectionView {
+        orig,
+        reply,
+        protocol: d.pick(&[1u8, 6, 17, 47]),
+        expires: d.pick(CT_EXPIRES).into(),
+    }
+}
+
 /// Translation addresses and ports: few, so that rules share translations.
+/// `--tcp-option` kinds: end, no-op, MSS, window scale, SACK permitted,
+/// SACK, timestamps, and a rare one.
+const TCP_OPTION_KINDS: &[u8] = &[1, 2, 3, 4, 5, 8, 30, 254];
+/// `--ctexpire` bounds and connections' remaining seconds.
+const CT_EXPIRES: &[u32] = &[0, 1, 29, 30, 119, 120, 431_999, u32::MAX];
+
 const NAT_ADDRS: &[[u8; 4]] = &[[10, 9, 0, 1], [10, 9, 0, 2], [192, 168, 9, 9]];
 const NAT_PORTS: &[u16] = &[1, 80, 8080, 1024, 65535];
 
@@ -828,6 +876,7 @@ fn tcp_dport(port: u16, target: Target) -> Rule {
             last: port,
         })),
         tcp_flags: None,
+        tcp_option: None,
     }));
     rule
 }
@@ -1240,6 +1289,7 @@ fn fields_used_follow_the_rules() {
         sport: None,
         dport: None,
         tcp_flags: None,
+        tcp_option: None,
     })];
     assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);

@@ -1512,6 +1512,7 @@ mod smoke {
                     last: port,
                 })),
                 tcp_flags: None,
+                tcp_option: None,
             }));
             input.rules.push(r);
         }

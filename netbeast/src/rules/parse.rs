@@ -450,7 +450,7 @@ pub(crate) fn invalid(
 }
 
 /// `-p`: a number, `all`, or a protocol name (case-insensitive).
-fn parse_protocol(text: &str) -> Result<u8, ParseError> {
+pub(crate) fn parse_protocol(text: &str) -> Result<u8, ParseError> {
     let lower = text.to_ascii_lowercase();
     if let Some(n) = parse_c_number_in(&lower, u8::MAX.into()) {
         return Ok(n as u8);
@@ -2231,6 +2231,7 @@ mod tests {
             sport: None,
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
+            tcp_option: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2278,6 +2279,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -2807,6 +2809,7 @@ mod tests {
             sport: Some(Negatable::is(range(1024, 65535))),
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
+            tcp_option: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -2823,6 +2826,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -2832,6 +2836,7 @@ mod tests {
                 sport: Some(Negatable::is(range(0, 1023))),
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -2842,6 +2847,7 @@ mod tests {
                 sport: None,
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
     }
@@ -2868,6 +2874,7 @@ mod tests {
                 sport: None,
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
         assert_eq!(
@@ -2877,6 +2884,7 @@ mod tests {
                 sport: None,
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
+                tcp_option: None,
             })]
         );
     }
@@ -2916,12 +2924,14 @@ mod tests {
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
+                    tcp_option: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
                     sport: None,
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
+                    tcp_option: None,
                 }),
             ]
         );
@@ -2939,6 +2949,7 @@ mod tests {
                     sport: None,
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
+                    tcp_option: None,
                 })
             ]
         );
@@ -2969,18 +2980,30 @@ mod tests {
     }
 
     #[test]
-    fn addrtype_interface_limits_are_not_supported_yet() {
+    fn addrtype_takes_one_interface_limit_where_it_is_known() {
         assert_err(
-            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
-            "-m addrtype --limit-iface-in/--limit-iface-out is not supported yet",
+            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-in --limit-iface-out -j DROP",
+            "--limit-iface-out cannot be used with --limit-iface-in",
+        );
+        assert_err(
+            "-A OUTPUT -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+            "can't use --limit-iface-in with OUTPUT",
+        );
+        assert_err(
+            "-A INPUT -m addrtype --dst-type LOCAL --limit-iface-out -j DROP",
+            "can't use --limit-iface-out with INPUT",
         );
     }
 
     #[test]
-    fn tcp_options_are_not_supported_yet() {
+    fn tcp_option_takes_a_kind_from_1_to_255() {
         assert_err(
-            "-A INPUT -p tcp --tcp-option 2 -j DROP",
-            "--tcp-option (matching TCP options) is not supported yet",
+            "-A INPUT -p tcp --tcp-option 0 -j DROP",
+            "expected an option kind from 1 to 255",
+        );
+        assert_err(
+            "-A INPUT -p tcp --tcp-option 2 --tcp-option 3 -j DROP",
+            "multiple --tcp-option options",
         );
         assert_err(
             "-A INPUT -p udp --syn -j DROP",
@@ -3956,18 +3979,31 @@ mod tests {
             "-A INPUT -m conntrack --ctstatus ASSURED --ctstatus NONE",
             "multiple --ctstatus options",
         );
-        for option in [
-            "--ctproto tcp",
-            "--ctorigsrc 10.0.0.1",
-            "--ctrepldstport 80",
-            "--ctexpire 10",
-        ] {
-            let name = option.split_whitespace().next().unwrap();
-            assert_err(
-                &format!("-A INPUT -m conntrack {option}"),
-                &format!("{name} (-m conntrack) is not supported yet"),
-            );
-        }
+        // The connection's own options.
+        assert_err(
+            "-A INPUT -m conntrack --ctproto all",
+            "--ctproto all would match no connection",
+        );
+        assert_err(
+            "-A INPUT -m conntrack ! --ctproto 0",
+            "would match every protocol",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctorigsrc 10.0.0.1 --ctorigsrc 10.0.0.2",
+            "multiple --ctorigsrc options",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctrepldstport 90:80",
+            "the first port is larger than the last",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctexpire 20:10",
+            "the first value is larger than the last",
+        );
+        assert_err(
+            "-A INPUT -m conntrack --ctexpire 4294967296",
+            "expected a number from 0 to 4294967295",
+        );
         assert_err(
             "-A INPUT ! -m state --state NEW",
             "'!' cannot be used before -m",

@@ -269,14 +269,18 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
         })
     };
     let mac = k.mac.to_le_bytes();
-    let type_of = |a: Ipv4Addr| {
-        addr_type::fixed(u32::from(a)).unwrap_or_else(|| {
-            routes
-                .iter()
-                .filter(|(net, _)| net.contains(a))
-                .max_by_key(|(net, _)| net.prefix_len)
-                .map_or(addr_type::UNICAST, |(_, t)| *t)
-        })
+    // The classifier's address type key: the type and on which of the
+    // packet's interfaces the route holds (`--limit-iface-in/out`).
+    let everywhere = addr_type::ON_IN | addr_type::ON_OUT;
+    let type_of = |a: Ipv4Addr| match addr_type::fixed(u32::from(a)) {
+        Some(t) => t | everywhere,
+        None => routes
+            .iter()
+            .filter(|(net, _)| net.contains(a))
+            .max_by_key(|(net, _)| net.prefix_len)
+            .map_or(addr_type::UNICAST | everywhere, |(_, v)| {
+                addr_type::route_key(*v, k.in_ifindex, k.out_ifindex)
+            }),
     };
     const MAC: u64 = 0xffff_ffff_ffff;
     PacketView {
@@ -307,6 +311,10 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
             },
             src_type: type_of(src),
             dst_type: type_of(dst),
+            // Not in the trace keys: the guards on them (--tcp-option,
+            // -m conntrack's tuples) are the kernel's to report.
+            tcp_options: None,
+            connection: Default::default(),
         },
     }
 }

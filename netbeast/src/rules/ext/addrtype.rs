@@ -1,6 +1,10 @@
 //! `-m addrtype --src-type T[,T...] --dst-type T[,T...]` (each `!`-able,
 //! with `--limit-iface-in/out`): the type the kernel's local routing table
-//! gives an address (xt_addrtype, revision 1).
+//! gives an address (xt_addrtype, revision 1). With an interface limit, a
+//! route's type counts only when the route goes out of the packet's input
+//! (output) interface, else the address is UNICAST: bits of the address
+//! type key (`addr_type::ON_IN`, `ON_OUT`), which the kernel sets from the
+//! route's interface in the `ADDR_TYPES` trie.
 
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
@@ -76,20 +80,31 @@ impl MatchExt for AddrType {
             None => true,
             Some(t) => (t.value & (1 << of) != 0) != t.negated,
         };
-        holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
+        holds(&self.src, self.type_of(pkt.header.src_type))
+            && holds(&self.dst, self.type_of(pkt.header.dst_type))
     }
 
     fn lower(&self) -> Lowering {
         let set = |f: usize, types: &Negatable<u16>| {
             Atom::Keys(
                 f,
-                keys_where(f, |k| (types.value & (1 << k) != 0) != types.negated),
+                keys_where(f, |k| {
+                    (types.value & (1 << self.type_of(k)) != 0) != types.negated
+                }),
             )
         };
         let mut atoms = Vec::new();
         atoms.extend(self.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
         atoms.extend(self.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
         Lowering::all(atoms)
+    }
+}
+
+impl AddrType {
+    /// The type the match sees in an address type key (`addr_type::*`),
+    /// with its interface limit.
+    pub fn type_of(&self, key: u32) -> u32 {
+        addr_type::limited(key, self.limit_iface_in, self.limit_iface_out)
     }
 }
 
@@ -189,9 +204,10 @@ impl MatchParser for AddrTypeParser {
         }
         let (limit_iface_in, limit_iface_out) = (self.limit_in.is_some(), self.limit_out.is_some());
         if limit_iface_in && limit_iface_out {
-            return Err(ParseError::Unsupported {
-                what: "--limit-iface-in together with --limit-iface-out".into(),
-                hint: "; the kernel takes one interface limit per -m addrtype".into(),
+            return Err(ParseError::IllegalOption {
+                option: "--limit-iface-out".into(),
+                command: "--limit-iface-in".into(),
+                reason: "the kernel takes one interface limit per -m addrtype",
             });
         }
         if limit_iface_in && matches!(rule.chain, "OUTPUT" | "POSTROUTING") {
@@ -206,14 +222,6 @@ impl MatchParser for AddrTypeParser {
                 option: "--limit-iface-out".into(),
                 chain: rule.chain.into(),
                 reason: "the output interface is not known yet there",
-            });
-        }
-        if limit_iface_in || limit_iface_out {
-            return Err(ParseError::Unsupported {
-                what: "-m addrtype --limit-iface-in/--limit-iface-out".into(),
-                hint: "; netbeast looks address types up in the whole local routing table: \
-                       remove the option, or match the interface with -i/-o"
-                    .into(),
             });
         }
         Ok(Match::AddrType(AddrType {
@@ -240,10 +248,17 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         1 => (None, Some(types(d))),
         _ => (Some(types(d)), Some(types(d))),
     };
+    // An interface limit where every chain that may reach the rule has
+    // that interface (the parser and the kernel refuse it elsewhere).
+    let may = |chains: &[&str]| {
+        s.builtin.is_none_or(|c| chains.contains(&c)) && (s.hooks.is_empty() || s.only_from(chains))
+    };
+    let limit_in = may(&["PREROUTING", "INPUT", "FORWARD"]) && d.chance(25);
+    let limit_out = !limit_in && may(&["FORWARD", "OUTPUT", "POSTROUTING"]) && d.chance(25);
     Some(Match::AddrType(AddrType {
         src,
         dst,
-        limit_iface_in: false,
-        limit_iface_out: false,
+        limit_iface_in: limit_in,
+        limit_iface_out: limit_out,
     }))
 }

@@ -437,8 +437,9 @@ mod tests {
             "INPUT",
             "",
             &[
-                // iptables takes it; netbeast does not support it yet.
-                "-m addrtype --src-type LOCAL --limit-iface-in;;FAIL",
+                "-m addrtype --src-type LOCAL --limit-iface-in;=;OK",
+                "-m addrtype ! --dst-type LOCAL,BROADCAST --limit-iface-in;=;OK",
+                // No output interface before routing.
                 "-m addrtype --dst-type LOCAL --limit-iface-out;;FAIL",
             ],
         ),
@@ -446,7 +447,8 @@ mod tests {
             "OUTPUT",
             "",
             &[
-                "-m addrtype --src-type LOCAL --limit-iface-out;;FAIL",
+                "-m addrtype --src-type LOCAL --limit-iface-out;=;OK",
+                // No input interface for the host's own packets.
                 "-m addrtype --dst-type LOCAL --limit-iface-in;;FAIL",
             ],
         ),
@@ -518,6 +520,11 @@ mod tests {
                 "-m addrtype --src-type LOCAL,UNICAST ! --dst-type BROADCAST",
                 "ADDRTYPE match src-type UNICAST,LOCAL dst-type !BROADCAST",
                 "ADDRTYPE match src-type UNICAST,LOCAL dst-type !BROADCAST",
+            ),
+            (
+                "-m addrtype ! --dst-type LOCAL --limit-iface-in",
+                "ADDRTYPE match dst-type !LOCAL limit-in",
+                "ADDRTYPE match dst-type !LOCAL limit-in",
             ),
             (
                 "-m tos --tos Minimize-Delay",

@@ -1,9 +1,12 @@
 //! `-m tcp` and `-m udp` (libxt_tcp, libxt_udp): ports, and TCP's flag
-//! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`).
+//! tests `--tcp-flags MASK COMP` and `--syn` (`FIN,SYN,RST,ACK SYN`), and
+//! `--tcp-option N` (a guard, `guard_kind::TCP_OPTION`: a set of option
+//! kinds is no small key; the pipeline walks the options only while a rule
+//! tests them).
 
 use crate::compile::lower::{Atom, Lowering, REAL_L4, key_range, keys_where, negatable_l4};
 use crate::rules::generate::{Dice, Random, Scope};
-use netbeast_common::{TCP_FLAGS_NONE, field};
+use netbeast_common::{Guard, TCP_FLAGS_NONE, field, guard_kind};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +99,9 @@ pub struct Ports {
     /// `--tcp-flags` / `--syn` (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<Negatable<TcpFlags>>,
+    /// `--tcp-option N` (TCP only; 1..=255).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_option: Option<Negatable<u8>>,
 }
 
 /// The match's name (its module's) for a protocol of [`Ports`].
@@ -176,6 +182,9 @@ impl MatchExt for Ports {
                 );
             }
         }
+        if let Some(o) = &self.tcp_option {
+            let _ = write!(out, "{} --tcp-option {}", bang(o.negated), o.value);
+        }
         if let Some(f) = &self.tcp_flags {
             let _ = write!(
                 out,
@@ -235,7 +244,22 @@ impl MatchExt for Ports {
                 }),
             ));
         }
-        Lowering::all(atoms)
+        match &self.tcp_option {
+            // The guard alone tells a packet whose options it could not
+            // read: no flags atom here, which would turn on the drop of
+            // TCP headers cut before their flags (`ACTIVE_TCP_FLAGS`) for
+            // a rule that does not test them.
+            Some(o) => {
+                let guard = Guard {
+                    kind: guard_kind::TCP_OPTION,
+                    negated: u32::from(o.negated),
+                    a: u64::from(o.value),
+                    ..Guard::default()
+                };
+                Lowering::Guarded(vec![atoms], vec![guard])
+            }
+            None => Lowering::all(atoms),
+        }
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
@@ -246,6 +270,15 @@ impl MatchExt for Ports {
         }
         if self.tcp_flags.is_some() && self.protocol != 6 {
             return Err("--tcp-flags/--syn need `-p tcp`".to_string());
+        }
+        if self
+            .tcp_option
+            .as_ref()
+            .is_some_and(|o| o.value == 0 || self.protocol != 6)
+        {
+            return Err(
+                "--tcp-option needs `-p tcp` and an option number from 1 to 255".to_string(),
+            );
         }
         Ok(())
     }
@@ -376,6 +409,7 @@ impl PortsParser {
                 sport: None,
                 dport: None,
                 tcp_flags: None,
+                tcp_option: None,
             },
         }
     }
@@ -454,10 +488,29 @@ impl MatchParser for PortsParser {
                 ports.tcp_flags = Some(Negatable { negated, value });
                 Ok(())
             }
-            "tcp-option" => Err(ParseError::Unsupported {
-                what: "--tcp-option (matching TCP options)".into(),
-                hint: "; match the flags with --tcp-flags or --syn".into(),
-            }),
+            "tcp-option" => {
+                // libxt_tcp: 1 to 255 (0 is the kernel's "no option test").
+                let value = super::number(option, "TCP option", values[0], 255)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        invalid(
+                            &option.flag(),
+                            "TCP option",
+                            values[0],
+                            "expected an option kind from 1 to 255 (2 is MSS, 3 window scale, \
+                             4 SACK permitted, 8 timestamps)",
+                        )
+                    })?;
+                super::once(
+                    &mut ports.tcp_option,
+                    Negatable {
+                        negated,
+                        value: value as u8,
+                    },
+                    option,
+                )
+            }
             _ => Err(ParseError::Unsupported {
                 what: format!("{} (-m {})", option.flag(), module_name(ports.protocol)),
                 hint: "; netbeast matches its --sport and --dport".into(),
@@ -475,7 +528,7 @@ impl MatchParser for PortsParser {
             let option = match (rule.implicit, &ports.dport, &ports.sport) {
                 (true, Some(_), _) => "--dport".to_string(),
                 (true, None, Some(_)) => "--sport".to_string(),
-                (true, None, None) => "--syn/--tcp-flags".to_string(),
+                (true, None, None) => "--syn/--tcp-flags/--tcp-option".to_string(),
                 _ => format!("-m {name}"),
             };
             return Err(ParseError::NeedsProtocol {
@@ -501,6 +554,11 @@ impl Ports {
         let _ = write!(out, " {}", module_name(self.protocol));
         list_ports(out, "spt", &self.sport, &port);
         list_ports(out, "dpt", &self.dport, &port);
+        // libxt_tcp: ` option=2`, ` option=!2`.
+        if let Some(o) = &self.tcp_option {
+            let bang = if o.negated { "!" } else { "" };
+            let _ = write!(out, " option={bang}{}", o.value);
+        }
         // libxt_tcp: ` flags:FIN,SYN,RST,ACK/SYN`, `flags:!...`;
         // numerically ` flags:0x17/0x02`.
         if let Some(f) = &self.tcp_flags {
@@ -521,8 +579,8 @@ impl Ports {
 }
 
 /// A ports match of `protocol` (only in a rule of that protocol): source
-/// and destination ports, and for TCP now and then a flags test (not in
-/// nat OUTPUT, which has no packet). tcp and udp store the full range as
+/// and destination ports, and for TCP now and then a flags test and an
+/// option test (not in nat OUTPUT, which has no packet). tcp and udp store the full range as
 /// no test, as their parser does.
 fn random(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
     if s.plain_protocol() != Some(protocol) {
@@ -540,11 +598,18 @@ fn random(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
         .then(|| d.maybe(30, random_flags))
         .flatten()
         .map(|f| d.negatable(p, f));
+    // The options SYNs carry (MSS, window scale, SACK permitted,
+    // timestamps), no-op, and a rare one.
+    let tcp_option = (protocol == 6 && s.has_packet())
+        .then(|| d.maybe(15, |d| d.pick(&[1u8, 2, 3, 4, 8, 30])))
+        .flatten()
+        .map(|o| d.negatable(p, o));
     Some(Match::Ports(Ports {
         protocol,
         sport,
         dport,
         tcp_flags,
+        tcp_option,
     }))
 }
 
