@@ -847,6 +847,43 @@ mod tests {
         );
     }
 
+    /// `lb`: the kube-proxy cascade in nat PREROUTING (1/3, 1/2, the rest)
+    /// for netbeast's statistic plane and iptables, none for netbeast lb
+    /// (its service is made with `netbeast lb`), one FORWARD rule whatever
+    /// the backend count, and nftables' one numgen map rule.
+    #[test]
+    fn lb_texts_balance_over_the_backends() {
+        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3);
+        assert!(
+            cascade.contains(
+                "-A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.3333333333 -j DNAT --to-destination 198.19.16.1:9\n\
+                 -A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.5000000000 -j DNAT --to-destination 198.19.16.2:9\n\
+                 -A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -j DNAT --to-destination 198.19.16.3:9\nCOMMIT\n"
+            ),
+            "{cascade}"
+        );
+        assert!(
+            cascade.ends_with("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT\nCOMMIT\n"),
+            "{cascade}"
+        );
+        assert_eq!(
+            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3),
+            cascade
+        );
+        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000);
+        assert!(!service.contains("*nat"), "{service}");
+        assert_eq!(service.matches("-A FORWARD").count(), 1, "{service}");
+        assert_eq!(backend(999), Ipv4Addr::new(198, 19, 19, 232));
+        let nft = nft_text(Scenario::Lb, Plane::Nft, 3);
+        assert!(
+            nft.contains(
+                "ip daddr 198.18.1.254 udp dport 9 counter dnat to numgen random mod 3 map { 0 : 198.19.16.1, 1 : 198.19.16.2, 2 : 198.19.16.3 }\n"
+            ),
+            "{nft}"
+        );
+        assert_eq!(nft.matches("counter accept").count(), 1, "{nft}");
+    }
+
     #[test]
     fn nft_counters_are_read() {
         let text = "table ip nbbench {\n\tchain rules {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tip saddr 10.0.0.0 udp dport 9 counter packets 0 bytes 0 drop\n\t\tudp dport 9 counter packets 1234 bytes 61700 drop\n\t}\n}\n";
