@@ -9,6 +9,13 @@
 //! iptables-save text (with `netbeast restore` and `iptables-restore`);
 //! nftables loads its rule-for-rule translation with `nft -f` (each rule
 //! with a counter, as iptables-nft adds one to every rule).
+//!
+//! `lb` is the exception: its axis is the number of backends behind the
+//! router's address (the VIP), not a rule count. FORWARD holds the one
+//! rule that accepts the traffic; the balancing is each tool's own: a
+//! `netbeast lb` service (Maglev), the kube-proxy cascade of `-m statistic
+//! --mode random` DNAT rules in nat PREROUTING (loaded into netbeast and
+//! into iptables), and an nftables `numgen random` map.
 
 use std::{
     fmt::Write as _,
@@ -34,6 +41,10 @@ pub const ROUTER_IN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
 pub const ROUTED_FIRST_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const ROUTER_OUT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const SINK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+/// `lb`: the backends' subnet, routed by the router through the sink (whose
+/// XDP program counts every frame, whichever backend it is for).
+pub const BACKEND_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 16, 0);
+pub const BACKEND_PREFIX_LEN: u8 = 20;
 /// RFC 2544 benchmarking addresses (198.18.0.0/15): /24 subnets.
 pub const PREFIX_LEN: u8 = 24;
 
@@ -65,16 +76,21 @@ pub enum Scenario {
     /// (netbeast only: iptables' LOG would print every packet to the
     /// kernel log). Against `drop`, what logging costs (issue 15: ≥ 0.8×).
     Log,
+    /// Traffic to the router's address (a VIP), balanced over `--backends`
+    /// backends behind the router (each connection's first packet picks
+    /// one), then accepted by the one FORWARD rule.
+    Lb,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Drop,
         Scenario::Pass,
         Scenario::Forward,
         Scenario::Dnat,
         Scenario::Limit,
         Scenario::Log,
+        Scenario::Lb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,12 +101,22 @@ impl Scenario {
             Scenario::Dnat => "dnat",
             Scenario::Limit => "limit",
             Scenario::Log => "log",
+            Scenario::Lb => "lb",
         }
     }
 
     /// Through a router (a second veth pair to a sink behind it).
     pub fn routed(self) -> bool {
-        matches!(self, Scenario::Forward | Scenario::Dnat)
+        matches!(self, Scenario::Forward | Scenario::Dnat | Scenario::Lb)
+    }
+
+    /// What the scenario's axis counts: FORWARD or INPUT rules, or for `lb`
+    /// the backends behind the VIP.
+    pub fn axis(self) -> &'static str {
+        match self {
+            Scenario::Lb => "backends",
+            _ => "rules",
+        }
     }
 
     /// The data planes that run this scenario, in table order.
@@ -122,6 +148,13 @@ impl Scenario {
             // not translated. (The floor is measured once, under drop.)
             Scenario::Limit => &[Plane::Netbeast, Plane::Iptables],
             Scenario::Log => &[Plane::Netbeast],
+            Scenario::Lb => &[
+                Plane::RedirectFloor,
+                Plane::Netbeast,
+                Plane::NetbeastStatistic,
+                Plane::Iptables,
+                Plane::Nft,
+            ],
         }
     }
 }
@@ -147,8 +180,12 @@ pub enum Plane {
     /// No firewall at all: the kernel's own cost of delivering or
     /// forwarding.
     Kernel,
-    /// netbeast attached natively (XDP) on the receiving veth.
+    /// netbeast attached natively (XDP) on the receiving veth; in `lb`, a
+    /// `netbeast lb` service (Maglev).
     Netbeast,
+    /// `lb`: netbeast attached as above, balancing with iptables' own
+    /// `-m statistic` DNAT cascade (the iptables plane's very rules).
+    NetbeastStatistic,
     /// iptables, `-t raw PREROUTING`.
     IptablesRaw,
     /// iptables in the table and chain of the scenario (filter INPUT,
@@ -167,7 +204,7 @@ impl Plane {
     pub fn family(self) -> Option<Family> {
         match self {
             Plane::Floor | Plane::RedirectFloor | Plane::Kernel => None,
-            Plane::Netbeast => Some(Family::Netbeast),
+            Plane::Netbeast | Plane::NetbeastStatistic => Some(Family::Netbeast),
             Plane::IptablesRaw | Plane::Iptables => Some(Family::Iptables),
             Plane::NftPrerouting | Plane::Nft => Some(Family::Nftables),
         }
@@ -185,19 +222,24 @@ impl Plane {
             Scenario::Log => "INPUT LOG + DROP, reader draining",
             Scenario::Forward => "FORWARD",
             Scenario::Dnat => "DNAT + FORWARD",
+            Scenario::Lb => "-m statistic DNAT",
         };
         match self {
             Plane::Floor => "floor (bare XDP_DROP)".into(),
             Plane::RedirectFloor => "floor (bare XDP_REDIRECT)".into(),
             Plane::Kernel => match scenario {
-                Scenario::Forward | Scenario::Dnat => "kernel forwarding, no firewall".into(),
+                Scenario::Forward | Scenario::Dnat | Scenario::Lb => {
+                    "kernel forwarding, no firewall".into()
+                }
                 _ => "kernel, no firewall".into(),
             },
             Plane::Netbeast => match scenario {
                 Scenario::Forward => "netbeast FORWARD, XDP fast path".into(),
                 Scenario::Dnat => "netbeast DNAT + FORWARD, fast path".into(),
+                Scenario::Lb => "netbeast lb (maglev), fast path".into(),
                 _ => format!("netbeast {chain}"),
             },
+            Plane::NetbeastStatistic => "netbeast -m statistic, fast path".into(),
             Plane::IptablesRaw => "iptables raw PREROUTING".into(),
             Plane::Iptables => match scenario {
                 Scenario::Drop | Scenario::Pass => "iptables filter INPUT".into(),
@@ -211,6 +253,7 @@ impl Plane {
                 }
                 Scenario::Forward => "nftables forward".into(),
                 Scenario::Dnat => "nftables dnat + forward".into(),
+                Scenario::Lb => "nftables numgen random map".into(),
             },
         }
     }
@@ -222,6 +265,7 @@ impl Plane {
             Plane::RedirectFloor => "redirect-floor",
             Plane::Kernel => "kernel",
             Plane::Netbeast => "netbeast",
+            Plane::NetbeastStatistic => "netbeast-statistic",
             Plane::IptablesRaw => "iptables-raw",
             Plane::Iptables => "iptables",
             Plane::NftPrerouting => "nftables-prerouting",
@@ -234,7 +278,7 @@ impl Plane {
 fn target(scenario: Scenario) -> &'static str {
     match scenario {
         Scenario::Drop | Scenario::Limit | Scenario::Log => "DROP",
-        Scenario::Pass | Scenario::Forward | Scenario::Dnat => "ACCEPT",
+        Scenario::Pass | Scenario::Forward | Scenario::Dnat | Scenario::Lb => "ACCEPT",
     }
 }
 
@@ -244,6 +288,44 @@ pub fn dnat_rule() -> String {
     format!(
         "-d {ROUTER_IN}/32 -p udp -m udp --dport {DPORT} -j DNAT --to-destination {SINK}:{DPORT}"
     )
+}
+
+/// `lb`'s backend `i` (from 0): one address each in [`BACKEND_NET`].
+pub fn backend(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(BACKEND_NET) + i as u32 + 1)
+}
+
+/// Most backends `lb` can address in [`BACKEND_NET`] (less its network and
+/// broadcast addresses).
+pub const MAX_LB_BACKENDS: usize = (1 << (32 - BACKEND_PREFIX_LEN)) - 2;
+
+/// `lb`'s service as `netbeast lb` names it: the router's address.
+pub fn lb_service() -> String {
+    format!("{ROUTER_IN}:{DPORT}/udp")
+}
+
+/// The kube-proxy / article shape of `n` backends, after `-A PREROUTING`:
+/// rule `i` takes `1/(n-i)` of what reaches it (printed with ten decimals
+/// as iptables prints it), the last one the rest, so each backend gets
+/// `1/n` of the connections.
+pub fn statistic_rules(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let statistic = if i + 1 < n {
+                format!(
+                    " -m statistic --mode random --probability {:.10}",
+                    1.0 / (n - i) as f64
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "-d {ROUTER_IN}/32 -p udp -m udp --dport {DPORT}{statistic} -j DNAT \
+                 --to-destination {}:{DPORT}",
+                backend(i)
+            )
+        })
+        .collect()
 }
 
 /// `limit`'s rule in front of the drop: a bucket per flow that every
@@ -286,24 +368,34 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
             ("filter", &["INPUT", "FORWARD", "OUTPUT"], "INPUT")
         }
-        (Scenario::Forward | Scenario::Dnat, _) => {
+        (Scenario::Forward | Scenario::Dnat | Scenario::Lb, _) => {
             ("filter", &["INPUT", "FORWARD", "OUTPUT"], "FORWARD")
         }
     };
+    let nat: Vec<String> = match (scenario, plane) {
+        (Scenario::Dnat, _) => vec![dnat_rule()],
+        // netbeast lb's service is made with `netbeast lb`, not rules.
+        (Scenario::Lb, Plane::NetbeastStatistic | Plane::Iptables) => statistic_rules(n),
+        _ => Vec::new(),
+    };
     let mut text = String::new();
-    if scenario == Scenario::Dnat {
+    if !nat.is_empty() {
         text.push_str("*nat\n");
         for c in ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"] {
             let _ = writeln!(text, ":{c} ACCEPT [0:0]");
         }
-        let _ = writeln!(text, "-A PREROUTING {}", dnat_rule());
+        for rule in nat {
+            let _ = writeln!(text, "-A PREROUTING {rule}");
+        }
         text.push_str("COMMIT\n");
     }
     let _ = writeln!(text, "*{table}");
     for c in chains {
         let _ = writeln!(text, ":{c} ACCEPT [0:0]");
     }
-    for line in rule_lines(scenario, n) {
+    // lb's axis is its backends: FORWARD holds the one rule that accepts.
+    let filter_rules = if scenario == Scenario::Lb { 1 } else { n };
+    for line in rule_lines(scenario, filter_rules) {
         let _ = writeln!(text, "-A {chain} {line}");
     }
     text.push_str("COMMIT\n");
@@ -316,10 +408,23 @@ pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     let (hook, priority) = match (scenario, plane) {
         (_, Plane::NftPrerouting) => ("prerouting", -300),
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => ("input", 0),
-        (Scenario::Forward | Scenario::Dnat, _) => ("forward", 0),
+        (Scenario::Forward | Scenario::Dnat | Scenario::Lb, _) => ("forward", 0),
     };
     let verdict = target(scenario).to_lowercase();
     let mut text = format!("table ip {NFT_TABLE} {{\n");
+    let n = if scenario == Scenario::Lb {
+        // A random number per connection indexes a map of the backends:
+        // nftables' own load balancer, one rule whatever the count.
+        let map: Vec<String> = (0..n).map(|i| format!("{i} : {}", backend(i))).collect();
+        let _ = writeln!(
+            text,
+            "  chain {NFT_NAT_CHAIN} {{\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr {ROUTER_IN} udp dport {DPORT} counter dnat to numgen random mod {n} map {{ {} }}\n  }}",
+            map.join(", ")
+        );
+        1
+    } else {
+        n
+    };
     if scenario == Scenario::Dnat {
         // Priority -100: where iptables' nat PREROUTING sits (dstnat).
         let _ = writeln!(
@@ -409,7 +514,7 @@ pub fn load_rules(
 ) -> Result<(), PlaneError> {
     match plane {
         Plane::Floor | Plane::RedirectFloor | Plane::Kernel => Ok(()),
-        Plane::Netbeast => {
+        Plane::Netbeast | Plane::NetbeastStatistic => {
             let text = iptables_text(scenario, plane, n);
             let out = ns.netbeast_with_input(&["restore"], &text)?;
             if !out.status.success() {
@@ -418,6 +523,9 @@ pub fn load_rules(
                     ns: ns.name().into(),
                     message: first_lines(&String::from_utf8_lossy(&out.stderr)),
                 });
+            }
+            if scenario == Scenario::Lb && plane == Plane::Netbeast {
+                load_lb_service(ns, n)?;
             }
             Ok(())
         }
@@ -474,11 +582,11 @@ pub fn rule_counters(
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
             ("filter", "INPUT")
         }
-        (Scenario::Forward | Scenario::Dnat, _) => ("filter", "FORWARD"),
+        (Scenario::Forward | Scenario::Dnat | Scenario::Lb, _) => ("filter", "FORWARD"),
     };
     let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {
         let args = ["-t", table, "-L", chain, "-v", "-x", "-n"];
-        let text = if plane == Plane::Netbeast {
+        let text = if plane.family() == Some(Family::Netbeast) {
             let mut argv = vec!["iptables"];
             argv.extend(args);
             ns.netbeast_ok(&argv)?
@@ -500,12 +608,12 @@ pub fn rule_counters(
                 nft_counters(&text).map_err(counters_error)
             };
             let mut counters = nft(NFT_RULES_CHAIN)?;
-            if scenario == Scenario::Dnat {
+            if matches!(scenario, Scenario::Dnat | Scenario::Lb) {
                 counters.translated = Some(nft(NFT_NAT_CHAIN)?.matched);
             }
             counters
         }
-        Plane::Netbeast | Plane::Iptables | Plane::IptablesRaw => {
+        Plane::Netbeast | Plane::NetbeastStatistic | Plane::Iptables | Plane::IptablesRaw => {
             let listed = listing(table, chain)?;
             let mut counters = RuleCounters::default();
             for rule in &listed.rules {
@@ -517,7 +625,9 @@ pub fn rule_counters(
                 counters.dropped += listed.policy_packets;
             }
             counters.matched = listed.rules.last().map_or(0, |r| r.packets);
-            if scenario == Scenario::Dnat {
+            if scenario == Scenario::Lb && plane == Plane::Netbeast {
+                counters.translated = Some(lb_connections(ns)?.iter().sum());
+            } else if matches!(scenario, Scenario::Dnat | Scenario::Lb) {
                 let nat = listing("nat", "PREROUTING")?;
                 counters.translated = Some(nat.rules.iter().map(|r| r.packets).sum());
             }
@@ -525,6 +635,78 @@ pub fn rule_counters(
         }
     };
     Ok(Some(counters))
+}
+
+/// `netbeast lb list --json`: the connections each backend of the bench's
+/// service was given, in backend order.
+fn lb_connections(ns: &Netns) -> Result<Vec<u64>, PlaneError> {
+    let text = ns.netbeast_ok(&["lb", "list", "--json"])?;
+    let error = |message: String| PlaneError::Counters {
+        what: format!("netbeast lb list in {}", ns.name()),
+        message,
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+    let service = lb_service();
+    let backends = v["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == service.as_str()))
+        .and_then(|s| s["backends"].as_array())
+        .ok_or_else(|| error(format!("no service {service} in {}", first_lines(&text))))?;
+    backends
+        .iter()
+        .map(|b| {
+            b["connections"]
+                .as_u64()
+                .ok_or_else(|| error(format!("no connection count in {b}")))
+        })
+        .collect()
+}
+
+/// `lb`: the connections each backend was given, by the data plane's own
+/// counters (netbeast lb's per-backend picks, the DNAT rules' counters of
+/// a `-m statistic` cascade: one rule per backend). None for nftables,
+/// whose map has no per-element counter, and for the other scenarios.
+pub fn backend_connections(
+    ns: &Netns,
+    scenario: Scenario,
+    plane: Plane,
+) -> Result<Option<Vec<u64>>, PlaneError> {
+    if scenario != Scenario::Lb {
+        return Ok(None);
+    }
+    match plane {
+        Plane::Netbeast => lb_connections(ns).map(Some),
+        Plane::NetbeastStatistic | Plane::Iptables => {
+            let args = ["-t", "nat", "-L", "PREROUTING", "-v", "-x", "-n"];
+            let text = if plane == Plane::Iptables {
+                ns.run_ok("iptables", &args)?
+            } else {
+                let mut argv = vec!["iptables"];
+                argv.extend(args);
+                ns.netbeast_ok(&argv)?
+            };
+            let listed =
+                parse_listing(&text, "PREROUTING").ok_or_else(|| PlaneError::Counters {
+                    what: format!("nat PREROUTING in {}", ns.name()),
+                    message: first_lines(&text),
+                })?;
+            Ok(Some(listed.rules.iter().map(|r| r.packets).collect()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Sets up `netbeast lb`'s service of `n` backends in `ns` (whose netbeast
+/// is attached): no health check (the sink answers nothing; every backend
+/// is up), all backends in one `lb backend add`.
+pub fn load_lb_service(ns: &Netns, n: usize) -> Result<(), PlaneError> {
+    let service = lb_service();
+    ns.netbeast_ok(&["lb", "add", &service, "--health", "none"])?;
+    let backends: Vec<String> = (0..n).map(|i| format!("{}:{DPORT}", backend(i))).collect();
+    let mut args = vec!["lb", "backend", "add", service.as_str()];
+    args.extend(backends.iter().map(String::as_str));
+    ns.netbeast_ok(&args)?;
+    Ok(())
 }
 
 /// Counters of `nft list chain` output: every rule line carries
@@ -682,6 +864,43 @@ mod tests {
             ),
             "{nat}"
         );
+    }
+
+    /// `lb`: the kube-proxy cascade in nat PREROUTING (1/3, 1/2, the rest)
+    /// for netbeast's statistic plane and iptables, none for netbeast lb
+    /// (its service is made with `netbeast lb`), one FORWARD rule whatever
+    /// the backend count, and nftables' one numgen map rule.
+    #[test]
+    fn lb_texts_balance_over_the_backends() {
+        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3);
+        assert!(
+            cascade.contains(
+                "-A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.3333333333 -j DNAT --to-destination 198.19.16.1:9\n\
+                 -A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.5000000000 -j DNAT --to-destination 198.19.16.2:9\n\
+                 -A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -j DNAT --to-destination 198.19.16.3:9\nCOMMIT\n"
+            ),
+            "{cascade}"
+        );
+        assert!(
+            cascade.ends_with("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT\nCOMMIT\n"),
+            "{cascade}"
+        );
+        assert_eq!(
+            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3),
+            cascade
+        );
+        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000);
+        assert!(!service.contains("*nat"), "{service}");
+        assert_eq!(service.matches("-A FORWARD").count(), 1, "{service}");
+        assert_eq!(backend(999), Ipv4Addr::new(198, 19, 19, 232));
+        let nft = nft_text(Scenario::Lb, Plane::Nft, 3);
+        assert!(
+            nft.contains(
+                "ip daddr 198.18.1.254 udp dport 9 counter dnat to numgen random mod 3 map { 0 : 198.19.16.1, 1 : 198.19.16.2, 2 : 198.19.16.3 }\n"
+            ),
+            "{nft}"
+        );
+        assert_eq!(nft.matches("counter accept").count(), 1, "{nft}");
     }
 
     #[test]

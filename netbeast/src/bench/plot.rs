@@ -22,6 +22,7 @@ fn color(plane: Plane) -> RGBColor {
         Plane::RedirectFloor => RGBColor(0xc7, 0xc7, 0xc7),
         Plane::Kernel => RGBColor(0xbc, 0xbd, 0x22),
         Plane::Netbeast => RGBColor(0xd6, 0x27, 0x28),
+        Plane::NetbeastStatistic => RGBColor(0xff, 0x7f, 0x0e),
         Plane::IptablesRaw => RGBColor(0x94, 0x67, 0xbd),
         Plane::Iptables => RGBColor(0x1f, 0x77, 0xb4),
         Plane::NftPrerouting => RGBColor(0x8c, 0x56, 0x4b),
@@ -52,6 +53,7 @@ pub fn svg(report: &TrafficReport) -> Result<String, String> {
         .options
         .rules
         .iter()
+        .chain(&report.options.backends)
         .copied()
         .max()
         .unwrap_or(1)
@@ -116,7 +118,11 @@ pub fn svg(report: &TrafficReport) -> Result<String, String> {
                 .map_err(e)?;
             chart
                 .configure_mesh()
-                .x_desc("rules in the chain, the last one matching (log scale)")
+                .x_desc(if *scenario == Scenario::Lb {
+                    "backends behind the VIP (log scale)"
+                } else {
+                    "rules in the chain, the last one matching (log scale)"
+                })
                 .x_label_formatter(&|v| format!("{v:.0}"))
                 .y_label_formatter(&|v| rate_label(*v))
                 .light_line_style(WHITE)
@@ -234,6 +240,7 @@ mod tests {
                 scenarios: vec![Scenario::Drop],
                 families: Vec::new(),
                 rules: vec![1, 1000],
+                backends: Vec::new(),
                 rounds: 3,
                 seconds: 1.0,
                 size: 64,

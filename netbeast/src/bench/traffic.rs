@@ -106,6 +106,8 @@ pub struct Options {
     #[serde(skip)]
     pub families: Vec<Family>,
     pub rules: Vec<usize>,
+    /// `lb`'s axis: backends behind the VIP.
+    pub backends: Vec<usize>,
     pub rounds: usize,
     /// Target duration of one measurement.
     pub seconds: f64,
@@ -147,6 +149,8 @@ pub struct Row {
     pub plane: Plane,
     pub label: String,
     /// None for the reference rows (floor, kernel), which have no rules.
+    /// In `lb`, the number of backends behind the VIP (the scenario's axis,
+    /// [`Scenario::axis`]).
     pub rules: Option<usize>,
     /// Why this row was not measured (None when it was).
     pub unavailable: Option<String>,
@@ -185,6 +189,9 @@ pub struct Row {
     /// `dnat`: packets the DNAT rule counted, one per connection (NAT rules
     /// see only a connection's first packet).
     pub translated: Option<u64>,
+    /// `lb`: connections each backend was given, by the data plane's own
+    /// counters (None where it has none per backend: nftables' map).
+    pub backend_connections: Option<Vec<u64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -321,9 +328,10 @@ impl Receiver {
     fn what(&self) -> String {
         match self.rules {
             Some(n) => format!(
-                "{} {}, {n} rules",
+                "{} {}, {n} {}",
                 self.scenario.name(),
-                self.plane.label(self.scenario)
+                self.plane.label(self.scenario),
+                self.scenario.axis()
             ),
             None => format!(
                 "{} {}",
@@ -366,7 +374,7 @@ impl Receiver {
             s.out_xmit_errors = stats(out, counter::XDP_XMIT_ERRORS, ROUTER_OUT_IFACE)?;
             s.out_tx_dropped = planes::tx_dropped(&self.ns, ROUTER_OUT_IFACE)?;
         }
-        if self.plane == Plane::Netbeast {
+        if self.plane.family() == Some(Family::Netbeast) {
             s.netbeast_dropped = planes::netbeast_dropped(&self.ns)?;
         }
         Ok(s)
@@ -545,7 +553,7 @@ impl Bench {
             rules.map_or("ref".to_string(), |n| n.to_string())
         );
         let mut ns = Netns::new(&tag)?;
-        if plane == Plane::Netbeast {
+        if plane.family() == Some(Family::Netbeast) {
             ns = ns.with_netbeast(&self.netbeast_binary);
         }
         let routed = scenario.routed();
@@ -576,7 +584,7 @@ impl Bench {
                 planes::LOCAL_FIRST_SOURCE,
             ),
             Scenario::Forward => (planes::ROUTER_IN, planes::SINK, planes::ROUTED_FIRST_SOURCE),
-            Scenario::Dnat => (
+            Scenario::Dnat | Scenario::Lb => (
                 planes::ROUTER_IN,
                 planes::ROUTER_IN,
                 planes::ROUTED_FIRST_SOURCE,
@@ -645,6 +653,19 @@ impl Bench {
                 "nud",
                 "permanent",
             ])?;
+            if scenario == Scenario::Lb {
+                // Every backend is reached through the sink, which counts
+                // them all alike.
+                ns.ip(&[
+                    "route",
+                    "add",
+                    &format!("{}/{}", planes::BACKEND_NET, planes::BACKEND_PREFIX_LEN),
+                    "via",
+                    &planes::SINK.to_string(),
+                    "dev",
+                    ROUTER_OUT_IFACE,
+                ])?;
+            }
             sink_stats = Some(stats(sink, &sink_iface)?);
             out_stats = Some(stats(&ns, ROUTER_OUT_IFACE)?);
         }
@@ -662,7 +683,7 @@ impl Bench {
                 let bare = &mut self.bare;
                 ns.in_netns(|| bare.attach_redirect(RX_IFACE, out_ifindex, sink_mac, out_mac))??;
             }
-            Plane::Netbeast => {
+            Plane::Netbeast | Plane::NetbeastStatistic => {
                 let mut args = vec!["attach", RX_IFACE];
                 if routed {
                     // The sink runs an XDP program, so frames redirected to
@@ -897,10 +918,13 @@ impl Bench {
             let now = r.snapshot(&self.generator)?;
             let b = &r.base;
             let counters = planes::rule_counters(&r.ns, r.scenario, r.plane)?;
+            let backend_connections = planes::backend_connections(&r.ns, r.scenario, r.plane)?;
             let dropped = match r.plane {
                 Plane::Floor => now.rx_xdp_drops - b.rx_xdp_drops,
                 Plane::Kernel => 0,
-                Plane::Netbeast => now.netbeast_dropped - b.netbeast_dropped,
+                Plane::Netbeast | Plane::NetbeastStatistic => {
+                    now.netbeast_dropped - b.netbeast_dropped
+                }
                 _ => counters.map_or(0, |c| c.dropped),
             };
             let received = if r.sink_stats.is_some() {
@@ -937,6 +961,7 @@ impl Bench {
                 unaccounted,
                 matched: counters.map(|c| c.matched),
                 translated: counters.and_then(|c| c.translated),
+                backend_connections,
             });
         }
         rows.extend(self.unavailable.iter().cloned());
@@ -1082,6 +1107,7 @@ pub(crate) fn unavailable_row(
         unaccounted: 0,
         matched: None,
         translated: None,
+        backend_connections: None,
     }
 }
 
@@ -1100,7 +1126,12 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
                 None if plane == Plane::Floor => {}
                 None => plan.push((scenario, plane, None)),
                 Some(f) if options.families.contains(&f) => {
-                    for &n in &options.rules {
+                    let counts = if scenario == Scenario::Lb {
+                        &options.backends
+                    } else {
+                        &options.rules
+                    };
+                    for &n in counts {
                         plan.push((scenario, plane, Some(n)));
                     }
                 }
@@ -1113,9 +1144,10 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
     for (scenario, plane, rules) in plan {
         let what = match rules {
             Some(n) => format!(
-                "setting up {} {}, {n} rules",
+                "setting up {} {}, {n} {}",
                 scenario.name(),
-                plane.label(scenario)
+                plane.label(scenario),
+                scenario.axis()
             ),
             None => format!("setting up {} {}", scenario.name(), plane.label(scenario)),
         };
@@ -1244,6 +1276,7 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
     let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
     let dnat = |plane| pps_of(rows, Scenario::Dnat, plane, 1);
     let log = |n| pps_of(rows, Scenario::Log, Plane::Netbeast, n);
+    let lb = |plane, n| pps_of(rows, Scenario::Lb, plane, n);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
         what: what.to_string(),
@@ -1292,6 +1325,16 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
             "log, 1 rule: LOG hit by every packet, reader draining / drop",
             0.8,
             ratio(log(1), nb(1)),
+        ),
+        target(
+            "lb, 3 backends: netbeast lb / iptables -m statistic",
+            3.0,
+            ratio(lb(Plane::Netbeast, 3), lb(Plane::Iptables, 3)),
+        ),
+        target(
+            "lb: netbeast lb at 1,000 backends / at 3",
+            0.9,
+            ratio(lb(Plane::Netbeast, 1000), lb(Plane::Netbeast, 3)),
         ),
     ]
 }
@@ -1398,10 +1441,10 @@ pub fn print(report: &TrafficReport) {
             current = Some(r.scenario);
             println!();
             println!(
-                "{:<8} {:<34} {:>6} {:>11} {:>17} {:>8} {:>8} {:>9}",
+                "{:<8} {:<34} {:>8} {:>11} {:>17} {:>8} {:>8} {:>9}",
                 r.scenario.name(),
                 "data plane",
-                "rules",
+                r.scenario.axis(),
                 "rate",
                 "min-max",
                 "vs ipt",
@@ -1411,7 +1454,7 @@ pub fn print(report: &TrafficReport) {
         }
         let rules = r.rules.map_or("-".to_string(), |n| n.to_string());
         if let Some(why) = &r.unavailable {
-            println!("{:<8} {:<34} {:>6} {why}", "", r.label, rules);
+            println!("{:<8} {:<34} {:>8} {why}", "", r.label, rules);
             continue;
         }
         let ratio = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}x"));
@@ -1426,7 +1469,7 @@ pub fn print(report: &TrafficReport) {
             ""
         };
         println!(
-            "{:<8} {:<34} {:>6} {:>11} {:>17} {:>8} {:>8} {:>9}",
+            "{:<8} {:<34} {:>8} {:>11} {:>17} {:>8} {:>8} {:>9}",
             "",
             r.label,
             rules,
@@ -1471,7 +1514,7 @@ pub fn print(report: &TrafficReport) {
         return;
     }
     println!();
-    println!("targets (issues 5, 4 and 20):");
+    println!("targets (issues 5, 4, 20 and 13):");
     for t in &report.targets {
         let measured = t
             .measured

@@ -41,8 +41,11 @@ pub enum BenchScenario {
     /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
     /// the default list; its rule counts default to 1000,10000.
     ControlPlane,
-    /// Balancing a new connection: `netbeast lb` against `-m statistic`
-    /// rules at --backends, and a backend change (BPF_PROG_TEST_RUN).
+    /// Balancing: many flows (--flows) through the router to a VIP with
+    /// --backends backends, netbeast lb (Maglev), netbeast and iptables
+    /// `-m statistic` DNAT cascades and an nftables numgen map; and the
+    /// XDP program's cost of a new connection with a backend change
+    /// (BPF_PROG_TEST_RUN).
     Lb,
     /// Spoofed SYNs answered with SYN cookies per second: netbeast's
     /// shield, iptables SYNPROXY, the kernel's own syncookies. Not in the
@@ -95,7 +98,7 @@ pub struct BenchArgs {
     /// (CONFIG_NET_PKTGEN, `modprobe pktgen`) and frames of 58 bytes or more.
     #[arg(long, value_enum, default_value = "xdp")]
     generator: GeneratorKind,
-    /// lb: backend counts to measure.
+    /// lb: backend counts to measure (at most 1,024, MAX_BACKENDS).
     #[arg(long, value_delimiter = ',', default_value = "3,100,1000")]
     backends: Vec<usize>,
     /// program-cost: packets per BPF_PROG_TEST_RUN call.
@@ -153,6 +156,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
                         | (BenchScenario::Dnat, Scenario::Dnat)
                         | (BenchScenario::Limit, Scenario::Limit)
                         | (BenchScenario::Log, Scenario::Log)
+                        | (BenchScenario::Lb, Scenario::Lb)
                 )
             })
         })
@@ -164,6 +168,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         scenarios,
         families: args.planes.clone(),
         rules: rules.clone(),
+        backends: Vec::new(),
         rounds: args.rounds,
         seconds: args.seconds,
         size: args.size,
@@ -189,6 +194,9 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             netbeast_common::lb::MAX_BACKENDS
         );
     }
+    backends.sort_unstable();
+    backends.dedup();
+    options.backends = backends.clone();
 
     let control = if args.scenario.contains(&BenchScenario::ControlPlane) {
         let exe = std::env::current_exe().context("finding the netbeast binary")?;

@@ -53,10 +53,12 @@ pub enum LbCommand {
 
 #[derive(Subcommand)]
 pub enum BackendAction {
-    /// Add a backend IP:PORT (or change its weight, or undrain it).
+    /// Add backends IP:PORT (or change their weight, or undrain them); the
+    /// service's table is rebuilt once for all of them.
     Add {
         service: String,
-        backend: String,
+        #[arg(required = true, num_args = 1..)]
+        backends: Vec<String>,
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },
@@ -124,21 +126,28 @@ pub fn run(command: LbCommand) -> Result<()> {
             })
         }
         LbCommand::Backend { action } => {
-            let (service, backend) = match &action {
+            let (service, backends) = match &action {
                 BackendAction::Add {
-                    service, backend, ..
-                }
-                | BackendAction::Del { service, backend }
-                | BackendAction::Drain { service, backend } => (service, backend),
+                    service, backends, ..
+                } => (service, backends.clone()),
+                BackendAction::Del { service, backend }
+                | BackendAction::Drain { service, backend } => (service, vec![backend.clone()]),
             };
             let vip: Vip = service.parse()?;
-            let (addr, port) = parse_backend(backend)?;
+            // Every address is checked before anything changes.
+            let parsed = backends
+                .iter()
+                .map(|b| parse_backend(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (addr, port) = parsed[0];
             with_services(|services, dp| {
                 let s = services.get_mut(&vip)?;
                 match action {
                     BackendAction::Add { weight, .. } => {
-                        let fresh: Vec<u16> =
-                            s.add_backend(addr, port, weight)?.into_iter().collect();
+                        let mut fresh = Vec::new();
+                        for (addr, port) in parsed {
+                            fresh.extend(s.add_backend(addr, port, weight)?);
+                        }
                         s.install(dp, &fresh, true)?;
                     }
                     BackendAction::Del { .. } => {

@@ -95,28 +95,39 @@ pub fn build(members: &[Member], size: u32) -> Vec<u16> {
     }
     members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     let m = size as u64;
-    let perms: Vec<(u64, u64)> = members
+    // Member i's k-th preferred entry is (offset + k × skip) mod m; each
+    // next one is the last plus skip, less m once past the end. Walked that
+    // way, a probe is an add and a compare instead of a 64-bit division:
+    // filling the ~100,000 entries of 1,000 backends takes about M ln M
+    // probes, and the division was most of a backend change's time.
+    // (The table is the very one the formula gives: see the test
+    // `incremental_walk_is_the_formula`.)
+    let perms: Vec<(u32, u32)> = members
         .iter()
         .map(|b| {
             let offset = hash(&b.name, OFFSET_SEED) % m;
             let skip = hash(&b.name, SKIP_SEED) % (m - 1) + 1;
-            (offset, skip)
+            (offset as u32, skip as u32)
         })
         .collect();
-    let mut next = vec![0u64; members.len()];
+    // Entry < size and skip < size, so their sum stays below 2^32.
+    let step = |entry: u32, skip: u32| {
+        let next = entry + skip;
+        if next >= size { next - size } else { next }
+    };
+    let mut preferred: Vec<u32> = perms.iter().map(|(offset, _)| *offset).collect();
     let mut table = vec![u16::MAX; size as usize];
     let mut filled = 0u32;
     'fill: loop {
         for (i, b) in members.iter().enumerate() {
+            let skip = perms[i].1;
             for _ in 0..b.weight.min(MAX_WEIGHT) {
-                let (offset, skip) = perms[i];
-                let mut entry = (offset + next[i] * skip) % m;
+                let mut entry = preferred[i];
                 while table[entry as usize] != u16::MAX {
-                    next[i] += 1;
-                    entry = (offset + next[i] * skip) % m;
+                    entry = step(entry, skip);
                 }
                 table[entry as usize] = b.id;
-                next[i] += 1;
+                preferred[i] = step(entry, skip);
                 filled += 1;
                 if filled == size {
                     break 'fill;
@@ -151,6 +162,64 @@ mod tests {
             *counts.entry(*id).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// The paper's fill, each preferred entry computed from its index.
+    fn build_by_formula(members: &[Member], size: u32) -> Vec<u16> {
+        let mut members: Vec<&Member> = members.iter().filter(|m| m.weight > 0).collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let m = size as u64;
+        let perms: Vec<(u64, u64)> = members
+            .iter()
+            .map(|b| {
+                (
+                    hash(&b.name, OFFSET_SEED) % m,
+                    hash(&b.name, SKIP_SEED) % (m - 1) + 1,
+                )
+            })
+            .collect();
+        let mut next = vec![0u64; members.len()];
+        let mut table = vec![u16::MAX; size as usize];
+        let mut filled = 0;
+        'fill: loop {
+            for (i, b) in members.iter().enumerate() {
+                for _ in 0..b.weight.min(MAX_WEIGHT) {
+                    let (offset, skip) = perms[i];
+                    let mut entry = (offset + next[i] * skip) % m;
+                    while table[entry as usize] != u16::MAX {
+                        next[i] += 1;
+                        entry = (offset + next[i] * skip) % m;
+                    }
+                    table[entry as usize] = b.id;
+                    next[i] += 1;
+                    filled += 1;
+                    if filled == size {
+                        break 'fill;
+                    }
+                }
+            }
+        }
+        table
+    }
+
+    /// Two boxes behind ECMP, or two versions of netbeast, must build the
+    /// same table: the fast walk gives exactly the formula's.
+    #[test]
+    fn incremental_walk_is_the_formula() {
+        for (n, size) in [
+            (3, 65_537),
+            (100, 65_537),
+            (1000, table_size(1000)),
+            (7, 13),
+        ] {
+            let mut ms = members(n);
+            ms[0].weight = 2;
+            assert_eq!(
+                build(&ms, size),
+                build_by_formula(&ms, size),
+                "{n} backends"
+            );
+        }
     }
 
     #[test]
