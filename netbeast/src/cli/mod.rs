@@ -45,7 +45,7 @@ use crate::{
     loader::{ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Ruleset, TableName, Target},
+        model::{Counter, Family, Ruleset, TableName, Target},
         parse::{self, Problem},
         save,
     },
@@ -136,15 +136,24 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// ip6tables syntax, verbatim, for the IPv6 ruleset (separate from the
+    /// IPv4 one, as in iptables).
+    #[command(disable_help_flag = true)]
+    Ip6tables {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Print the ruleset in iptables-save format (iptables-save's options:
-    /// -c, -t TABLE, -f FILE; -h lists them).
+    /// -c, -t TABLE, -f FILE; -h lists them; -6 first: the IPv6 ruleset,
+    /// as ip6tables-save prints it).
     #[command(disable_help_flag = true)]
     Save {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
     /// Replace the ruleset from iptables-save format, atomically
-    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them).
+    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them;
+    /// -6 first: the IPv6 ruleset, from ip6tables-save format).
     #[command(disable_help_flag = true)]
     Restore {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -245,7 +254,16 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     let multi_call = matches!(
         prog.as_str(),
-        "iptables" | "iptables-legacy" | "iptables-nft" | "iptables-save" | "iptables-restore"
+        "iptables"
+            | "iptables-legacy"
+            | "iptables-nft"
+            | "iptables-save"
+            | "iptables-restore"
+            | "ip6tables"
+            | "ip6tables-legacy"
+            | "ip6tables-nft"
+            | "ip6tables-save"
+            | "ip6tables-restore"
     );
     // The iptables names take their arguments as text that may carry raw
     // bytes (a comment's, as iptables takes them).
@@ -258,10 +276,19 @@ pub fn main() -> ExitCode {
     }
     let result = match prog.as_str() {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
-            return run_iptables(&args.split_off(1));
+            return run_iptables(&args.split_off(1), Family::V4);
         }
-        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1)),
-        "iptables-restore" => return saverestore::restore_main(&prog, &args.split_off(1)),
+        "ip6tables" | "ip6tables-legacy" | "ip6tables-nft" => {
+            return run_iptables(&args.split_off(1), Family::V6);
+        }
+        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1), Family::V4),
+        "iptables-restore" => {
+            return saverestore::restore_main(&prog, &args.split_off(1), Family::V4);
+        }
+        "ip6tables-save" => return saverestore::save_main(&prog, &args.split_off(1), Family::V6),
+        "ip6tables-restore" => {
+            return saverestore::restore_main(&prog, &args.split_off(1), Family::V6);
+        }
         _ => {
             let cli = match Cli::try_parse_from(&args_os) {
                 Ok(cli) => cli,
@@ -281,7 +308,13 @@ pub fn main() -> ExitCode {
             match cli.command {
                 Command::Iptables { args } => {
                     return match raw_args("iptables", &args) {
-                        Ok(args) => run_iptables(&args),
+                        Ok(args) => run_iptables(&args, Family::V4),
+                        Err(code) => code,
+                    };
+                }
+                Command::Ip6tables { args } => {
+                    return match raw_args("ip6tables", &args) {
+                        Ok(args) => run_iptables(&args, Family::V6),
                         Err(code) => code,
                     };
                 }
@@ -307,13 +340,19 @@ pub fn main() -> ExitCode {
                 Command::Gc => plane::run_gc(),
                 Command::Save { args } => {
                     return match raw_args("netbeast save", &args) {
-                        Ok(args) => saverestore::save_main("netbeast save", &args),
+                        Ok(args) => {
+                            let (family, args) = family_flag(args);
+                            saverestore::save_main("netbeast save", &args, family)
+                        }
                         Err(code) => code,
                     };
                 }
                 Command::Restore { args } => {
                     return match raw_args("netbeast restore", &args) {
-                        Ok(args) => saverestore::restore_main("netbeast restore", &args),
+                        Ok(args) => {
+                            let (family, args) = family_flag(args);
+                            saverestore::restore_main("netbeast restore", &args, family)
+                        }
                         Err(code) => code,
                     };
                 }
@@ -361,6 +400,19 @@ pub fn main() -> ExitCode {
 
 /// Arguments as text that may carry raw bytes ([`crate::rawtext`]); one
 /// holding a character reserved for them is refused (exit 2).
+/// `netbeast save -6` / `restore -6`: a leading `-6` (or `--ipv6`) picks
+/// the IPv6 ruleset, `-4` the IPv4 one (the default); the rest are
+/// iptables-save's or iptables-restore's options.
+fn family_flag(mut args: Vec<String>) -> (Family, Vec<String>) {
+    let family = match args.first().map(String::as_str) {
+        Some("-6" | "--ipv6") => Family::V6,
+        Some("-4" | "--ipv4") => Family::V4,
+        _ => return (Family::V4, args),
+    };
+    args.remove(0);
+    (family, args)
+}
+
 fn raw_args(prog: &str, args: &[OsString]) -> Result<Vec<String>, ExitCode> {
     args.iter()
         .enumerate()
@@ -474,7 +526,7 @@ pub(super) fn route_localnet(iface: &str) -> Result<()> {
     })
 }
 
-fn run_iptables(args: &[String]) -> ExitCode {
+fn run_iptables(args: &[String], family: Family) -> ExitCode {
     // -L names hosts and services unless -n, as iptables does.
     crate::rules::names::use_system_names();
     let result = (|| -> Result<String> {
@@ -488,7 +540,7 @@ fn run_iptables(args: &[String]) -> ExitCode {
             }
             .into());
         }
-        let cmd = parse::parse_iptables_args(args)?;
+        let cmd = parse::parse_args(args, family)?;
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
         let _lock = ns.lock_within(cmd.wait_seconds.map(std::time::Duration::from_secs))?;
@@ -507,10 +559,11 @@ fn run_iptables(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iptables: {}", chain_of(&e));
+            let name = family.command();
+            eprintln!("{name}: {}", chain_of(&e));
             let problem = problem_of(&e);
             if problem == Problem::Parameter {
-                eprintln!("Try `netbeast iptables -h' for more information.");
+                eprintln!("Try `netbeast {name} -h' for more information.");
             }
             ExitCode::from(problem as u8)
         }

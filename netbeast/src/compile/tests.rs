@@ -359,6 +359,8 @@ impl Dice {
             protocol,
             source: self.maybe(40, |d| d.negatable(Dice::net)),
             destination: self.maybe(30, |d| d.negatable(Dice::net)),
+            source6: None,
+            destination6: None,
             in_iface: self.maybe(20, |d| d.negatable(Dice::iface)),
             out_iface: self.maybe(15, |d| d.negatable(Dice::iface)),
             fragment: [None, Some(true), Some(false)][self.weighted(&[8, 1, 1])],

@@ -1,7 +1,7 @@
 //! The rule model: what the user wrote, in iptables' terms. The parser builds
 //! it, `save` prints it, the compiler turns it into classifier tables.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,14 @@ pub struct Ruleset {
     /// empty one.
     #[serde(default = "Table::new_nat")]
     pub nat: Table,
+    /// The IPv6 filter table (`ip6tables`), separate from the IPv4 one as
+    /// in iptables. Left out of the file while pristine, so IPv4-only rule
+    /// files stay as they were, and older files load with an empty one.
+    #[serde(
+        default = "Table::new_filter",
+        skip_serializing_if = "Table::is_pristine"
+    )]
+    pub filter6: Table,
 }
 
 impl Default for Ruleset {
@@ -40,6 +48,7 @@ impl Default for Ruleset {
         Ruleset {
             filter: Table::new_filter(),
             nat: Table::new_nat(),
+            filter6: Table::new_filter(),
         }
     }
 }
@@ -56,6 +65,56 @@ impl Ruleset {
         match name {
             TableName::Filter => &mut self.filter,
             TableName::Nat => &mut self.nat,
+        }
+    }
+
+    /// The table `name` of the address family's ruleset. IPv6 has only the
+    /// filter table so far: the parsers refuse `-t nat` and `*nat` rules
+    /// for IPv6 (`Family::tables`) before anything asks for it.
+    pub fn table_in(&self, family: Family, name: TableName) -> &Table {
+        match (family, name) {
+            (Family::V4, _) => self.table(name),
+            (Family::V6, TableName::Filter) => &self.filter6,
+            (Family::V6, TableName::Nat) => {
+                unreachable!("no IPv6 nat table (refused by the parser)")
+            }
+        }
+    }
+
+    pub fn table_in_mut(&mut self, family: Family, name: TableName) -> &mut Table {
+        match (family, name) {
+            (Family::V4, _) => self.table_mut(name),
+            (Family::V6, TableName::Filter) => &mut self.filter6,
+            (Family::V6, TableName::Nat) => {
+                unreachable!("no IPv6 nat table (refused by the parser)")
+            }
+        }
+    }
+}
+
+/// The address family of a ruleset: `iptables` edits the IPv4 one,
+/// `ip6tables` the IPv6 one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The command's name, as messages and `-V` print it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// The tables the family's ruleset has.
+    pub fn tables(self) -> &'static [TableName] {
+        match self {
+            Family::V4 => &[TableName::Filter, TableName::Nat],
+            Family::V6 => &[TableName::Filter],
         }
     }
 }
@@ -200,6 +259,57 @@ impl Ipv4Net {
     /// True when every address of `other` is in `self`.
     pub fn covers(&self, other: &Ipv4Net) -> bool {
         self.prefix_len <= other.prefix_len && self.contains(other.addr)
+    }
+}
+
+/// An IPv6 prefix, stored with its host bits cleared (as ip6tables stores
+/// and prints it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ipv6Net {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, prefix_len: u8) -> Self {
+        Ipv6Net {
+            addr: Ipv6Addr::from(u128::from(addr) & prefix_mask6(prefix_len)),
+            prefix_len,
+        }
+    }
+
+    pub fn contains(&self, addr: Ipv6Addr) -> bool {
+        u128::from(addr) & prefix_mask6(self.prefix_len) == u128::from(self.addr)
+    }
+
+    /// The prefix as four stacked 32-bit prefixes, one per word of the
+    /// address (most significant first): word `i` is `None` where the
+    /// prefix does not reach it. Their conjunction is the prefix
+    /// (docs/ARCHITECTURE.md, "IPv6").
+    pub fn words(&self) -> [Option<Ipv4Net>; 4] {
+        let bits = u128::from(self.addr);
+        std::array::from_fn(|i| {
+            let start = 32 * i as u8;
+            (self.prefix_len > start).then(|| {
+                let word = (bits >> (96 - 32 * i)) as u32;
+                Ipv4Net::new(Ipv4Addr::from(word), (self.prefix_len - start).min(32))
+            })
+        })
+    }
+}
+
+impl std::fmt::Display for Ipv6Net {
+    /// As ip6tables -S prints it: `fd00::/64`, a host as `fd00::1/128`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+pub fn prefix_mask6(prefix_len: u8) -> u128 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix_len))
     }
 }
 
@@ -494,6 +604,13 @@ pub struct Rule {
     pub protocol: Option<Negatable<u8>>,
     pub source: Option<Negatable<Ipv4Net>>,
     pub destination: Option<Negatable<Ipv4Net>>,
+    /// `-s`/`-d` of an IPv6 rule (`ip6tables`); an IPv4 rule has none and
+    /// an IPv6 rule no `source`/`destination`. Kept apart so that every
+    /// IPv4 path is what it was; absent from IPv4 rule files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source6: Option<Negatable<Ipv6Net>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination6: Option<Negatable<Ipv6Net>>,
     pub in_iface: Option<Negatable<IfaceName>>,
     pub out_iface: Option<Negatable<IfaceName>>,
     /// `-f` is `Some(true)`, `! -f` is `Some(false)`.
@@ -510,6 +627,8 @@ impl Rule {
             protocol: None,
             source: None,
             destination: None,
+            source6: None,
+            destination6: None,
             in_iface: None,
             out_iface: None,
             fragment: None,
