@@ -41,11 +41,11 @@ use netbeast_common::{CtConfig, stats};
 use serde_json::json;
 
 use crate::{
-    compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
+    compile::BUILTIN_CHAINS,
     loader::{ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Family, Ruleset, TableName, Target},
+        model::{Counter, Family, Ruleset, Target},
         parse::{self, Problem},
         save,
     },
@@ -460,12 +460,8 @@ fn problem_of(e: &anyhow::Error) -> Problem {
 /// Adds the live counters of the active generation to the counter bases
 /// stored with the rules.
 pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
-    let builtins = CHAIN_NAMES
-        .iter()
-        .map(|name| (TableName::Filter, name))
-        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
-    for (c, (table, name)) in builtins.enumerate() {
-        let Some(ch) = ruleset.table_mut(table).chain_mut(name) else {
+    for (c, (family, table, name)) in BUILTIN_CHAINS.into_iter().enumerate() {
+        let Some(ch) = ruleset.table_in_mut(family, table).chain_mut(name) else {
             continue;
         };
         let (rules, policy) = dp.chain_counters(c as u32, ch.rules.len())?;
@@ -475,8 +471,9 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         ch.policy_counter = add(ch.policy_counter, policy);
     }
     // User-defined chains' rules count in their own range: the filter
-    // table's chains in table order, then the nat table's.
-    let total: usize = [&ruleset.filter, &ruleset.nat]
+    // table's chains in table order, then the nat table's, then the IPv6
+    // filter table's (`compile::user_chain_counters`).
+    let total: usize = [&ruleset.filter, &ruleset.nat, &ruleset.filter6]
         .iter()
         .flat_map(|t| &t.chains)
         .filter(|c| c.policy.is_none())
@@ -484,7 +481,7 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in [&mut ruleset.filter, &mut ruleset.nat]
+    for chain in [&mut ruleset.filter, &mut ruleset.nat, &mut ruleset.filter6]
         .into_iter()
         .flat_map(|t| &mut t.chains)
         .filter(|c| c.policy.is_none())

@@ -2750,7 +2750,7 @@ fn protocol_label(protocol: u8) -> String {
 
 /// What netbeast's IPv6 data plane can do so far (docs/FEATURES.md): the
 /// rest is refused, naming it, rather than stored and not enforced.
-fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), ParseError> {
+pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), ParseError> {
     for m in matches {
         let name = match m {
             Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) => continue,
