@@ -5018,3 +5018,77 @@ fn ipv6_truncations_and_corruptions_never_abort() {
         }
     });
 }
+
+/// FORWARD for IPv6: the namespace routes fd09::/64 out of [`VETH`] with
+/// forwarding on; a frame to an address there from [`VETH_PEER`] is
+/// FORWARD's (the kernel forwards what it accepts), one with hop limit 1
+/// is the kernel's (it answers before the hook).
+#[test]
+fn ipv6_filter_forward() {
+    lab("ipv6fwd", true, |h, ns| {
+        ns.ip(&["-6", "addr", "add", "fd09::1/64", "dev", VETH, "nodad"])
+            .expect("addressing the veth");
+        ns.ip(&["-6", "addr", "add", "fd08::1/64", "dev", VETH_PEER, "nodad"])
+            .expect("addressing the veth peer");
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1")
+            .expect("enabling IPv6 forwarding");
+        let peer = h.ifindex(VETH_PEER);
+        let routed = || {
+            FrameBuilder::tcp6(v6("fd08::5"), CLIENT_PORT, v6("fd09::5"), 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let forwarded = [(stats::FORWARD, 1), (stats::IPV6, 1), (stats::INPUT, 0)];
+        let web = &[
+            "ip6 -P FORWARD DROP",
+            "ip6 -A FORWARD -o nbtv0 -p tcp --dport 80 -j ACCEPT",
+        ];
+        let cases = vec![
+            case(
+                "FORWARD policy DROP",
+                &["ip6 -P FORWARD DROP"],
+                routed(),
+                Drop,
+            )
+            .on(peer)
+            .counts(&forwarded),
+            case("FORWARD rule with -o", web, routed(), Pass)
+                .on(peer)
+                .counts(&forwarded),
+            case(
+                "an INPUT DROP policy does not touch forwarded packets",
+                &["ip6 -P INPUT DROP"],
+                routed(),
+                Pass,
+            )
+            .on(peer)
+            .counts(&forwarded),
+            case(
+                "-o another interface",
+                &["ip6 -P FORWARD DROP", "ip6 -A FORWARD -o nbtv1 -j ACCEPT"],
+                routed(),
+                Drop,
+            )
+            .on(peer),
+            case(
+                "hop limit 1 is the kernel's",
+                &["ip6 -P FORWARD DROP"],
+                routed().hop_limit(1),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[(stats::KERNEL_ROUTED, 1), (stats::FORWARD, 0)]),
+            case(
+                "to the host itself: INPUT",
+                &["ip6 -P FORWARD DROP"],
+                FrameBuilder::tcp6(v6("fd08::5"), CLIENT_PORT, v6("fd09::1"), 80)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[(stats::INPUT, 1), (stats::FORWARD, 0)]),
+        ];
+        run_cases(h, cases);
+    });
+}

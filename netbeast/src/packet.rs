@@ -661,6 +661,15 @@ impl FrameBuilder {
         self
     }
 
+    /// The IPv6 hop limit.
+    pub fn hop_limit(mut self, hops: u8) -> Self {
+        match &mut self.body {
+            Body::Ipv6 { hop_limit, .. } => *hop_limit = hops,
+            _ => panic!("hop_limit() applies to IPv6 frames only"),
+        }
+        self
+    }
+
     pub fn tos(mut self, tos: u8) -> Self {
         self.ipv4_spec("tos").tos = tos;
         self

@@ -704,3 +704,50 @@ impl CtStates {
             .join(",")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net6(text: &str, len: u8) -> Ipv6Net {
+        Ipv6Net::new(text.parse().unwrap(), len)
+    }
+
+    fn net4(a: [u8; 4], len: u8) -> Option<Ipv4Net> {
+        Some(Ipv4Net::new(Ipv4Addr::from(a), len))
+    }
+
+    /// An IPv6 prefix as the classifier's four word prefixes: whole words
+    /// as /32, the word it ends in with the rest of its length, none past.
+    #[test]
+    fn ipv6_prefixes_split_into_word_prefixes() {
+        assert_eq!(net6("::", 0).words(), [None, None, None, None]);
+        assert_eq!(
+            net6("2001:db8::", 32).words(),
+            [net4([0x20, 0x01, 0x0d, 0xb8], 32), None, None, None]
+        );
+        assert_eq!(
+            net6("2001:db8:0:0:ab00::", 72).words(),
+            [
+                net4([0x20, 0x01, 0x0d, 0xb8], 32),
+                net4([0, 0, 0, 0], 32),
+                net4([0xab, 0, 0, 0], 8),
+                None
+            ]
+        );
+        assert_eq!(
+            net6("fd00::1", 128).words(),
+            [
+                net4([0xfd, 0, 0, 0], 32),
+                net4([0, 0, 0, 0], 32),
+                net4([0, 0, 0, 0], 32),
+                net4([0, 0, 0, 1], 32)
+            ]
+        );
+        // Host bits are cleared, as ip6tables stores them.
+        assert_eq!(net6("fd00::1", 64), net6("fd00::", 64));
+        assert!(net6("fd00::", 64).contains("fd00::ffff".parse().unwrap()));
+        assert!(!net6("fd00::", 64).contains("fd00:0:0:1::".parse().unwrap()));
+        assert_eq!(net6("fd00::1", 128).to_string(), "fd00::1/128");
+    }
+}
