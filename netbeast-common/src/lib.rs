@@ -53,8 +53,9 @@ pub const ACTIVE_TRANSLATIONS: u32 = 8;
 pub const ACTIVE_TCP_FLAGS: u32 = 16;
 /// Bit of the `ACTIVE` word set while the IPv6 ruleset (`ip6tables`) is
 /// not pristine: IPv6 packets are parsed and run through the IPv6 chains.
-/// Without it they pass untouched, as before netbeast had IPv6.
-pub const ACTIVE_IPV6: u32 = 64;
+/// Without it they pass untouched, as before netbeast had IPv6. (128: main
+/// took 64 for `ACTIVE_TRACE` meanwhile.)
+pub const ACTIVE_IPV6: u32 = 128;
 /// Bit of the `ACTIVE` word set while `netbeast lb` has services (with
 /// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
 /// packet looks its destination up in `LB_SERVICES`.
