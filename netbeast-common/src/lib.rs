@@ -158,7 +158,7 @@ pub mod field {
     /// True for a source address field (any word).
     #[inline(always)]
     pub const fn is_source(f: usize) -> bool {
-        addr_slot(f) % 2 == 0
+        addr_slot(f).is_multiple_of(2)
     }
 
     /// The address field of word `word` (0 to 3) of the source or the
