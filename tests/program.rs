@@ -226,13 +226,23 @@ impl Harness {
     }
 }
 
-/// Builds a ruleset the way `netbeast iptables ARGS` would, one line at a time.
+/// Builds a ruleset the way `netbeast iptables ARGS` would, one line at a
+/// time (`ip6 ARGS`: as `netbeast ip6tables ARGS`).
 fn ruleset(lines: &[String]) -> Ruleset {
     let mut rules = Ruleset::default();
     for line in lines {
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        let cmd = parse::parse_iptables_args(&args)
-            .unwrap_or_else(|e| panic!("fixture rule {line:?} does not parse: {e}"));
+        // "ip6 ARGS": a line of the IPv6 ruleset (ip6tables).
+        let (v6, line_args) = match line.strip_prefix("ip6 ") {
+            Some(rest) => (true, rest),
+            None => (false, line.as_str()),
+        };
+        let args: Vec<String> = line_args.split_whitespace().map(str::to_string).collect();
+        let cmd = if v6 {
+            parse::parse_ip6tables_args(&args)
+        } else {
+            parse::parse_iptables_args(&args)
+        }
+        .unwrap_or_else(|e| panic!("fixture rule {line:?} does not parse: {e}"));
         command::apply(&mut rules, &cmd)
             .unwrap_or_else(|e| panic!("fixture rule {line:?} cannot be applied: {e}"));
     }
@@ -5227,6 +5237,420 @@ fn address_type_limited_to_the_input_interface() {
                 Drop,
             )
             .on(peer),
+        ];
+        run_cases(h, cases);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 (issue #16): the IPv6 filter chains, reached by the tail call into
+// netbeast_xdp6. The test namespace has CLIENT6's peer address SERVER6 on
+// lo, so the FIB says it is local (INPUT).
+
+const CLIENT6: &str = "fd00::1";
+const SERVER6: &str = "fd00::2";
+
+fn v6(a: &str) -> std::net::Ipv6Addr {
+    a.parse().unwrap()
+}
+
+fn tcp6(dport: u16) -> FrameBuilder {
+    FrameBuilder::tcp6(v6(CLIENT6), CLIENT_PORT, v6(SERVER6), dport)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+fn tcp6_from(src: &str, dport: u16) -> FrameBuilder {
+    FrameBuilder::tcp6(v6(src), CLIENT_PORT, v6(SERVER6), dport)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+fn udp6(dport: u16) -> FrameBuilder {
+    FrameBuilder::udp6(v6(CLIENT6), CLIENT_PORT, v6(SERVER6), dport)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// The IPv6 lab: the data plane in a namespace where SERVER6 is local.
+fn lab6<F>(tag: &str, body: F)
+where
+    F: FnOnce(&mut Harness, &Netns) + Send,
+{
+    lab(tag, false, |h, ns| {
+        ns.ip(&["-6", "addr", "add", &format!("{SERVER6}/128"), "dev", "lo"])
+            .expect("adding the server's IPv6 address");
+        body(h, ns)
+    });
+}
+
+#[test]
+fn ipv6_filter_input() {
+    use netbeast::packet::ipv6_ext::{AH, DEST_OPTS, ESP, HOP_BY_HOP, NO_NEXT, ROUTING};
+    let ssh_only = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -p tcp --dport 22 -j ACCEPT",
+    ];
+    let judged = [(stats::IPV6, 1), (stats::INPUT, 1), (stats::NOT_IPV4, 0)];
+    let cases = vec![
+        case("policy DROP", &["ip6 -P INPUT DROP"], tcp6(22), Drop).counts(&judged),
+        case("port allowed", ssh_only, tcp6(22), Pass).counts(&judged),
+        case("port not allowed", ssh_only, tcp6(23), Drop),
+        case(
+            "an IPv4 DROP policy leaves IPv6 alone",
+            &["-P INPUT DROP"],
+            tcp6(23),
+            Pass,
+        )
+        .counts(&[(stats::NOT_IPV4, 1), (stats::IPV6, 0)]),
+        case(
+            "an IPv6 DROP policy leaves IPv4 alone",
+            &["ip6 -P INPUT DROP"],
+            tcp(23),
+            Pass,
+        ),
+        case(
+            "IPv4 rules still judge IPv4 beside IPv6 rules",
+            &[
+                "ip6 -A INPUT -p tcp --dport 23 -j ACCEPT",
+                "-A INPUT -p tcp --dport 23 -j DROP",
+            ],
+            tcp(23),
+            Drop,
+        ),
+        case(
+            "a /64 source",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -s fd00::/64 -j ACCEPT"],
+            tcp6_from("fd00::99", 1),
+            Pass,
+        ),
+        case(
+            "outside a /64 source",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -s fd00::/64 -j ACCEPT"],
+            tcp6_from("fd00:0:0:1::1", 1),
+            Drop,
+        ),
+        case(
+            "a /128 source, exact",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -s fd00::1 -j ACCEPT"],
+            tcp6_from("fd00::1", 1),
+            Pass,
+        ),
+        case(
+            "a /128 source, last bit differs",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -s fd00::1 -j ACCEPT"],
+            tcp6_from("fd00::3", 1),
+            Drop,
+        ),
+        case(
+            "a /128 source, first word differs",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -s fd00::1 -j ACCEPT"],
+            tcp6_from("fd01::1", 1),
+            Drop,
+        ),
+        case(
+            "a /80 source across words",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -s 2001:db8:0:0:ab00::/72 -j ACCEPT",
+            ],
+            tcp6_from("2001:db8::abcd:1:2:3", 1),
+            Pass,
+        ),
+        case(
+            "a /72 source, bit 72 differs",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -s 2001:db8:0:0:ab00::/72 -j ACCEPT",
+            ],
+            tcp6_from("2001:db8::ac00:1:2:3", 1),
+            Drop,
+        ),
+        case(
+            "! -s host: others dropped",
+            &["ip6 -A INPUT ! -s fd00::1 -j DROP"],
+            tcp6_from("fd00::5", 22),
+            Drop,
+        ),
+        case(
+            "! -s host: the host passes",
+            &["ip6 -A INPUT ! -s fd00::1 -j DROP"],
+            tcp6_from("fd00::1", 22),
+            Pass,
+        ),
+        case(
+            "-d the server",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -d fd00::2/127 -p tcp -j ACCEPT",
+            ],
+            tcp6(5),
+            Pass,
+        ),
+        case(
+            "a longer prefix in front wins",
+            &[
+                "ip6 -A INPUT -s fd00::1 -j ACCEPT",
+                "ip6 -A INPUT -s fd00::/16 -j DROP",
+            ],
+            tcp6_from("fd00::1", 1),
+            Pass,
+        ),
+        case(
+            "user chain and RETURN",
+            &[
+                "ip6 -N C",
+                "ip6 -A C -s fd00::1 -j RETURN",
+                "ip6 -A C -j DROP",
+                "ip6 -A INPUT -p tcp -j C",
+            ],
+            tcp6_from("fd00::1", 1),
+            Pass,
+        ),
+        case(
+            "user chain drops the rest",
+            &[
+                "ip6 -N C",
+                "ip6 -A C -s fd00::1 -j RETURN",
+                "ip6 -A C -j DROP",
+                "ip6 -A INPUT -p tcp -j C",
+            ],
+            tcp6_from("fd00::7", 1),
+            Drop,
+        ),
+        case(
+            "multiport udp",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -p udp -m multiport --dports 53,123:130 -j ACCEPT",
+            ],
+            udp6(125),
+            Pass,
+        ),
+        case(
+            "multiport udp, other port",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -p udp -m multiport --dports 53,123:130 -j ACCEPT",
+            ],
+            udp6(131),
+            Drop,
+        ),
+        case("-i lo", &["ip6 -A INPUT -i lo -j DROP"], tcp6(1), Drop),
+        case("-i other", &["ip6 -A INPUT -i eth9 -j DROP"], tcp6(1), Pass),
+        case("in a VLAN tag", ssh_only, tcp6(23).vlan(7), Drop),
+        case("in a VLAN tag, allowed", ssh_only, tcp6(22).vlan(7), Pass),
+        case(
+            "hop-by-hop, destination options and routing before TCP",
+            ssh_only,
+            tcp6(22)
+                .ipv6_ext(HOP_BY_HOP, 0)
+                .ipv6_ext(DEST_OPTS, 1)
+                .ipv6_ext(ROUTING, 2),
+            Pass,
+        ),
+        case(
+            "the port behind extension headers is judged",
+            ssh_only,
+            tcp6(23).ipv6_ext(HOP_BY_HOP, 0).ipv6_ext(DEST_OPTS, 3),
+            Drop,
+        ),
+        case("AH before TCP", ssh_only, tcp6(22).ipv6_ext(AH, 4), Pass),
+        case(
+            "a first fragment carries the ports",
+            ssh_only,
+            tcp6(22).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "a later fragment has no ports",
+            ssh_only,
+            tcp6(22).ipv6_fragment(10, false),
+            Drop,
+        ),
+        case(
+            "a later fragment has its protocol",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -p tcp -j ACCEPT"],
+            tcp6(22).ipv6_fragment(10, false),
+            Pass,
+        ),
+        case(
+            "eight extension headers: classified",
+            ssh_only,
+            (0..8).fold(tcp6(22), |f, _| f.ipv6_ext(DEST_OPTS, 0)),
+            Pass,
+        )
+        .counts(&[(stats::IPV6_EXT_TOO_DEEP, 0), (stats::IPV6, 1)]),
+        case(
+            "nine extension headers: too deep, dropped",
+            &["ip6 -A INPUT -p tcp -j ACCEPT"],
+            (0..9).fold(tcp6(22), |f, _| f.ipv6_ext(DEST_OPTS, 0)),
+            Drop,
+        )
+        .counts(&[(stats::IPV6_EXT_TOO_DEEP, 1), (stats::IPV6, 0)]),
+        case(
+            "an extension header past the payload length: malformed, dropped",
+            &["ip6 -A INPUT -p tcp -j ACCEPT"],
+            tcp6(22).ipv6_ext(DEST_OPTS, 40).ipv6_payload_len(40),
+            Drop,
+        )
+        .counts(&[(stats::IPV6_MALFORMED, 1)]),
+        case(
+            "ESP is classified as ESP",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -p esp -j ACCEPT"],
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), ESP).payload(&[0; 16]),
+            Pass,
+        ),
+        case(
+            "no next header is classified as 59",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -p 59 -j ACCEPT"],
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), NO_NEXT).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+        case(
+            "multicast goes to INPUT (NDP needs its rule)",
+            &["ip6 -P INPUT DROP", "ip6 -A INPUT -p ipv6-icmp -j ACCEPT"],
+            FrameBuilder::ipv6(v6(CLIENT6), v6("ff02::1:ff00:2"), 58).payload(&[135, 0, 0, 0]),
+            Pass,
+        ),
+        case(
+            "multicast under a DROP policy",
+            &["ip6 -P INPUT DROP"],
+            FrameBuilder::ipv6(v6(CLIENT6), v6("ff02::1:ff00:2"), 58).payload(&[135, 0, 0, 0]),
+            Drop,
+        ),
+        case(
+            "a cut fixed header is the kernel's",
+            &["ip6 -P INPUT DROP"],
+            tcp6(22).truncate(14 + 30),
+            Pass,
+        )
+        .counts(&[(stats::KERNEL_DROPPED, 1)]),
+        case(
+            "a payload length past the frame is the kernel's",
+            &["ip6 -P INPUT DROP"],
+            tcp6(22).ipv6_payload_len(500),
+            Pass,
+        )
+        .counts(&[(stats::KERNEL_DROPPED, 1)]),
+    ];
+    lab6("ipv6", |h, _| run_cases(h, cases));
+}
+
+/// Every truncation and every one-byte corruption of an IPv6 frame with a
+/// chain of extension headers (hop-by-hop, routing, fragment, AH,
+/// destination options) runs through the program: never an abort, always
+/// PASS or DROP, truncations passed to the kernel.
+#[test]
+fn ipv6_truncations_and_corruptions_never_abort() {
+    use netbeast::packet::ipv6_ext::{AH, DEST_OPTS, HOP_BY_HOP, ROUTING};
+    lab6("ipv6sweep", |h, _| {
+        h.apply(&[
+            "ip6 -P INPUT DROP",
+            "ip6 -A INPUT -p tcp --dport 22 -j ACCEPT",
+        ]);
+        let frame = tcp6(22)
+            .ipv6_ext(HOP_BY_HOP, 0)
+            .ipv6_ext(ROUTING, 1)
+            .ipv6_fragment(0, true)
+            .ipv6_ext(AH, 2)
+            .ipv6_ext(DEST_OPTS, 0)
+            .build();
+        let (action, _) = h.run(&frame, 0);
+        assert_eq!(
+            action_name(action),
+            "XDP_PASS",
+            "the whole frame is allowed"
+        );
+        // A cut frame's payload length runs past it: the kernel's to drop
+        // (ipv6_rcv), passed untouched. (A test run takes at least the
+        // Ethernet header.)
+        for len in 14..frame.len() {
+            let (action, _) = h.run(&frame[..len], 0);
+            assert_eq!(action_name(action), "XDP_PASS", "cut at {len}");
+        }
+        for at in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[at] ^= 0xff;
+            let (action, _) = h.run(&bad, 0);
+            assert!(
+                action == XDP_PASS || action == XDP_DROP,
+                "byte {at} flipped: {}",
+                action_name(action)
+            );
+        }
+    });
+}
+
+/// FORWARD for IPv6: the namespace routes fd09::/64 out of [`VETH`] with
+/// forwarding on; a frame to an address there from [`VETH_PEER`] is
+/// FORWARD's (the kernel forwards what it accepts), one with hop limit 1
+/// is the kernel's (it answers before the hook).
+#[test]
+fn ipv6_filter_forward() {
+    lab("ipv6fwd", true, |h, ns| {
+        ns.ip(&["-6", "addr", "add", "fd09::1/64", "dev", VETH, "nodad"])
+            .expect("addressing the veth");
+        ns.ip(&["-6", "addr", "add", "fd08::1/64", "dev", VETH_PEER, "nodad"])
+            .expect("addressing the veth peer");
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1")
+            .expect("enabling IPv6 forwarding");
+        let peer = h.ifindex(VETH_PEER);
+        let routed = || {
+            FrameBuilder::tcp6(v6("fd08::5"), CLIENT_PORT, v6("fd09::5"), 80)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let forwarded = [(stats::FORWARD, 1), (stats::IPV6, 1), (stats::INPUT, 0)];
+        let web = &[
+            "ip6 -P FORWARD DROP",
+            "ip6 -A FORWARD -o nbtv0 -p tcp --dport 80 -j ACCEPT",
+        ];
+        let cases = vec![
+            case(
+                "FORWARD policy DROP",
+                &["ip6 -P FORWARD DROP"],
+                routed(),
+                Drop,
+            )
+            .on(peer)
+            .counts(&forwarded),
+            case("FORWARD rule with -o", web, routed(), Pass)
+                .on(peer)
+                .counts(&forwarded),
+            case(
+                "an INPUT DROP policy does not touch forwarded packets",
+                &["ip6 -P INPUT DROP"],
+                routed(),
+                Pass,
+            )
+            .on(peer)
+            .counts(&forwarded),
+            case(
+                "-o another interface",
+                &["ip6 -P FORWARD DROP", "ip6 -A FORWARD -o nbtv1 -j ACCEPT"],
+                routed(),
+                Drop,
+            )
+            .on(peer),
+            case(
+                "hop limit 1 is the kernel's",
+                &["ip6 -P FORWARD DROP"],
+                routed().hop_limit(1),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[(stats::KERNEL_ROUTED, 1), (stats::FORWARD, 0)]),
+            case(
+                "to the host itself: INPUT",
+                &["ip6 -P FORWARD DROP"],
+                FrameBuilder::tcp6(v6("fd08::5"), CLIENT_PORT, v6("fd09::1"), 80)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Pass,
+            )
+            .on(peer)
+            .counts(&[(stats::INPUT, 1), (stats::FORWARD, 0)]),
         ];
         run_cases(h, cases);
     });

@@ -76,6 +76,7 @@ fn reference(net: &ClientServer, protocol: u8, sport: u16, dport: u16) -> Vec<(S
     let pkt = PacketView {
         src: CLIENT_ADDR,
         dst: SERVER_ADDR,
+        addr6: None,
         protocol,
         fragment_offset_nonzero: false,
         l4: Some(L4Header::Ports {

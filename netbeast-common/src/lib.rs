@@ -3,6 +3,19 @@
 //! sides agree on the bytes; the layout tests at the bottom pin the sizes.
 #![no_std]
 
+/// Fields one chain may constrain: the kernel's search keeps one class per
+/// used field (`SearchState::classes`) and ANDs them word by word in an
+/// unrolled loop, whose size the verifier pays for. An IPv4 chain can use
+/// 16 fields, an IPv6 one fewer (its address takes eight, but it has no
+/// IPv4 header fields); the compiler refuses a chain using more
+/// (`CompileError::TooManyFields`).
+pub const MAX_SEARCH_FIELDS: usize = 16;
+
+/// IPv6 extension headers the parser walks (hop-by-hop, routing, fragment,
+/// destination options, AH) before the upper-layer header; a longer chain
+/// is dropped and counted (`stats::IPV6_EXT_TOO_DEEP`).
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
 /// Rules one chain can hold. One bit per rule in every class vector.
 pub const MAX_RULES_PER_CHAIN: usize = 16384;
 /// 64-bit words in a class vector.
@@ -38,6 +51,10 @@ pub const ACTIVE_TRANSLATIONS: u32 = 8;
 /// before its flags (a tiny first fragment, RFC 1858) cannot be judged on
 /// them, and is dropped ([`TCP_FLAGS_CUT`], `stats::TCP_CUT`).
 pub const ACTIVE_TCP_FLAGS: u32 = 16;
+/// Bit of the `ACTIVE` word set while the IPv6 ruleset (`ip6tables`) is
+/// not pristine: IPv6 packets are parsed and run through the IPv6 chains.
+/// Without it they pass untouched, as before netbeast had IPv6.
+pub const ACTIVE_IPV6: u32 = 256;
 /// Bit of the `ACTIVE` word set while `netbeast lb` has services (with
 /// `ACTIVE_TRACKING` and `ACTIVE_TRANSLATIONS`): a new connection's first
 /// packet looks its destination up in `LB_SERVICES`.
@@ -71,9 +88,15 @@ pub mod chain {
     pub const NAT_POSTROUTING: u32 = 4;
     /// `-t nat OUTPUT`: DNAT of local sockets (cgroup sock_addr programs).
     pub const NAT_OUTPUT: u32 = 5;
+    /// The IPv6 filter table's chains (`ip6tables`).
+    pub const INPUT6: u32 = 6;
+    pub const FORWARD6: u32 = 7;
+    pub const OUTPUT6: u32 = 8;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
-    pub const COUNT: usize = 6;
+    /// The IPv4 chains are `0..IPV4_COUNT`, the IPv6 ones after them.
+    pub const IPV4_COUNT: usize = 6;
+    pub const COUNT: usize = 9;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -111,7 +134,55 @@ pub mod field {
     /// routing table says (`addr_type::*`, `-m addrtype`).
     pub const SRC_TYPE: usize = 14;
     pub const DST_TYPE: usize = 15;
-    pub const COUNT: usize = 16;
+    /// Words 1 to 3 of an IPv6 source / destination address (network
+    /// order, most significant first); word 0 is `SRC` / `DST`. An IPv6
+    /// prefix is the conjunction of a 32-bit prefix per word it reaches
+    /// (docs/ARCHITECTURE.md, "IPv6"); IPv4 chains never use these.
+    pub const SRC6_1: usize = 16;
+    pub const DST6_1: usize = 17;
+    pub const SRC6_2: usize = 18;
+    pub const DST6_2: usize = 19;
+    pub const SRC6_3: usize = 20;
+    pub const DST6_3: usize = 21;
+    pub const COUNT: usize = 22;
+
+    /// The address (`Kind::Prefix`) fields, in `addr_slot` order: sources
+    /// at even slots, destinations at odd ones, by word.
+    pub const ADDR_FIELDS: [usize; 8] = [SRC, DST, SRC6_1, DST6_1, SRC6_2, DST6_2, SRC6_3, DST6_3];
+
+    /// Where address field `f` sits in [`ADDR_FIELDS`] (and in
+    /// `ChainConfig::addr_lengths`).
+    #[inline(always)]
+    pub const fn addr_slot(f: usize) -> usize {
+        if f < 2 { f } else { f - 14 }
+    }
+
+    /// Which word of the address (0 to 3) address field `f` holds.
+    #[inline(always)]
+    pub const fn addr_word(f: usize) -> usize {
+        addr_slot(f) / 2
+    }
+
+    /// True for a source address field (any word).
+    #[inline(always)]
+    pub const fn is_source(f: usize) -> bool {
+        addr_slot(f).is_multiple_of(2)
+    }
+
+    /// The address field of word `word` (0 to 3) of the source or the
+    /// destination.
+    pub const fn addr_field(source: bool, word: usize) -> usize {
+        ADDR_FIELDS[2 * word + if source { 0 } else { 1 }]
+    }
+
+    const _: () = {
+        let mut i = 0;
+        while i < ADDR_FIELDS.len() {
+            assert!(addr_slot(ADDR_FIELDS[i]) == i);
+            assert!(matches!(KINDS[ADDR_FIELDS[i]], Kind::Prefix));
+            i += 1;
+        }
+    };
 
     /// How a field's value is looked up.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +216,12 @@ pub mod field {
         Kind::Keys(super::pkttype::KEYS),
         Kind::Keys(super::addr_type::KEYS),
         Kind::Keys(super::addr_type::KEYS),
+        Kind::Prefix,
+        Kind::Prefix,
+        Kind::Prefix,
+        Kind::Prefix,
+        Kind::Prefix,
+        Kind::Prefix,
     ];
 
     /// Names in field order, as messages show them.
@@ -165,17 +242,25 @@ pub mod field {
         "packet type",
         "source address type",
         "destination address type",
+        "source address (ipv6 word 1)",
+        "destination address (ipv6 word 1)",
+        "source address (ipv6 word 2)",
+        "destination address (ipv6 word 2)",
+        "source address (ipv6 word 3)",
+        "destination address (ipv6 word 3)",
     ];
 
     /// The fields the kernel tests together, one `fields_used` check per
     /// group: a chain that uses none of a group skips it with one test.
     /// Every field is in exactly one group (checked below).
-    pub const GROUPS: [u32; 5] = [
+    pub const GROUPS: [u32; 6] = [
         1 << SRC | 1 << DST,
         1 << PROTO | 1 << L4A | 1 << L4B | 1 << TCP_FLAGS,
         1 << IN_IFACE | 1 << OUT_IFACE | 1 << MAC_SOURCE,
         1 << CT_STATE,
         1 << LENGTH | 1 << TTL | 1 << TOS | 1 << PKTTYPE | 1 << SRC_TYPE | 1 << DST_TYPE,
+        // Apart from SRC/DST: IPv4 chains skip them with one test.
+        1 << SRC6_1 | 1 << DST6_1 | 1 << SRC6_2 | 1 << DST6_2 | 1 << SRC6_3 | 1 << DST6_3,
     ];
 
     const _: () = {
@@ -806,10 +891,20 @@ pub mod stats {
     /// Valid cookie ACKs for a port with no listener, or one whose
     /// accept queue is full: passed on, and the kernel resets them.
     pub const SYNPROXY_NO_LISTENER: u32 = 39;
-    pub const COUNT: u32 = 40;
+    /// IPv6 packets the IPv6 chains judged (also counted in `input` or
+    /// `forward`).
+    pub const IPV6: u32 = 40;
+    /// IPv6 packets whose extension headers run past the packet or the
+    /// payload length: dropped, as ip6tables drops a packet whose header
+    /// chain it cannot walk.
+    pub const IPV6_MALFORMED: u32 = 41;
+    /// IPv6 packets with more than `MAX_IPV6_EXT_HEADERS` extension
+    /// headers: dropped (never let through unclassified).
+    pub const IPV6_EXT_TOO_DEEP: u32 = 42;
+    pub const COUNT: u32 = 43;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
-    pub const INGRESS_OUTCOMES: [u32; 7] = [
+    pub const INGRESS_OUTCOMES: [u32; 9] = [
         NOT_IPV4,
         MALFORMED,
         INPUT,
@@ -817,6 +912,8 @@ pub mod stats {
         KERNEL_ROUTED,
         KERNEL_DROPPED,
         TCP_CUT,
+        IPV6_MALFORMED,
+        IPV6_EXT_TOO_DEEP,
     ];
 
     /// Names in index order, for `netbeast stats`.
@@ -861,6 +958,9 @@ pub mod stats {
         "synproxy_accepted",
         "synproxy_dropped",
         "synproxy_no_listener",
+        "ipv6",
+        "ipv6_malformed",
+        "ipv6_ext_too_deep",
     ];
 }
 
@@ -936,11 +1036,12 @@ pub struct ChainConfig {
     /// Class of a field whose key is absent from its table (an interface or
     /// MAC address no rule names; for addresses, the class of `0.0.0.0/0`).
     pub default_class: [u32; field::COUNT],
-    /// How the source (`[0]`) and destination (`[1]`) address classes are
+    /// How each address field's classes (`field::addr_slot` order: the
+    /// source `[0]`, the destination `[1]`, then the IPv6 words) are
     /// found: the prefix lengths hashed in `ADDR_HASH`, longest first, 0
     /// after the last (an address in none of them has the default class);
     /// or [`ADDR_TRIE`] in the first byte: the LPM trie `ADDR_CLASSES`.
-    pub addr_lengths: [[u8; MAX_ADDR_HASH_LENGTHS]; 2],
+    pub addr_lengths: [[u8; MAX_ADDR_HASH_LENGTHS]; field::ADDR_FIELDS.len()],
     /// The chain number this chain's hashed prefixes are keyed by in
     /// `ADDR_HASH` (see [`addr_hash_base`]): its own at compile time. Kept
     /// with the configuration, so the key follows the chain's tables.
@@ -962,7 +1063,7 @@ pub const ADDR_HASH_BUCKET_BITS: u32 = 15;
 pub const ADDR_HASH_BUCKETS: u32 = 1 << ADDR_HASH_BUCKET_BITS;
 pub const ADDR_HASH_WAYS: usize = 4;
 /// Epochs run from 1 to this; then the generation's region is cleared.
-pub const ADDR_EPOCH_MAX: u32 = (1 << 22) - 1;
+pub const ADDR_EPOCH_MAX: u32 = (1 << (64 - ADDR_EPOCH_SHIFT)) - 1;
 
 /// One slot of the address hash: a prefix's key (0: free) and class.
 #[repr(C)]
@@ -974,12 +1075,16 @@ pub struct AddrSlot {
 }
 
 /// The key of prefix `addr/len` (`addr` in host byte order, masked) of
-/// address field `f` (`field::SRC` or `field::DST`) of the chain whose
+/// address field `f` (one of `field::ADDR_FIELDS`) of the chain whose
 /// `ChainConfig::addr_table` is `table`, without the epoch: what the
-/// buckets are chosen by.
+/// buckets are chosen by. Bits: the address (32), the length (6), the
+/// field's slot (3), the chain (4), then the epoch.
 #[inline(always)]
 pub const fn addr_hash_base(table: u32, f: u32, len: u32, addr: u32) -> u64 {
-    addr as u64 | (len as u64) << 32 | (f as u64 & 1) << 38 | (table as u64 & 7) << 39
+    addr as u64
+        | (len as u64) << 32
+        | (field::addr_slot(f as usize) as u64 & 7) << 38
+        | (table as u64 & 15) << 41
 }
 
 /// The stored key: the base with the generation's epoch on top. Entries of
@@ -991,7 +1096,7 @@ pub const fn addr_hash_key(base: u64, epoch: u32) -> u64 {
 }
 
 /// Where the epoch sits in an `ADDR_HASH` key.
-pub const ADDR_EPOCH_SHIFT: u32 = 42;
+pub const ADDR_EPOCH_SHIFT: u32 = 45;
 
 /// The two buckets (within a generation's region) of a key base.
 #[inline(always)]
@@ -1741,9 +1846,12 @@ pub mod size {
     pub const CLASS_HEADERS: u32 = GENERATIONS as u32 * MAX_CLASSES;
     pub const CLASS_WORD_CHUNKS: u32 =
         GENERATIONS as u32 * MAX_CLASS_WORDS / super::CLASS_WORD_CHUNK as u32;
-    /// Address prefixes: two per rule (source and destination) plus the
-    /// default per field, for every chain and generation.
-    pub const ADDR_PREFIXES: u32 = CHAINS * 2 * (MAX_RULES_PER_CHAIN as u32 + 1);
+    /// Address prefixes: one per rule and address field (source and
+    /// destination, and an IPv6 chain's three more words of each) plus the
+    /// default per field, for every chain and generation. A cap: the trie
+    /// allocates its entries as they come.
+    pub const ADDR_PREFIXES: u32 =
+        CHAINS * super::field::ADDR_FIELDS.len() as u32 * (MAX_RULES_PER_CHAIN as u32 + 1);
     pub const IFACES: u32 = 16384;
     /// Slots of `IFACE_GUARDS`: interfaces with a larger ifindex are not
     /// checked for frames the kernel would discard (`netbeast attach` says
@@ -1802,11 +1910,11 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(
             size_of::<ChainConfig>(),
-            16 + 4 * field::COUNT + 2 * MAX_ADDR_HASH_LENGTHS + 4
+            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
-        // Chain numbers fit the key's 3 bits (`addr_hash_base`).
-        const { assert!(chain::COUNT <= 8) };
+        // Chain numbers fit the key's 4 bits (`addr_hash_base`).
+        const { assert!(chain::COUNT <= 16) };
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);
@@ -1817,7 +1925,25 @@ mod tests {
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::SYNPROXY_NO_LISTENER + 1, stats::COUNT);
+        assert_eq!(stats::IPV6_EXT_TOO_DEEP + 1, stats::COUNT);
+        // The ACTIVE word's flags: one bit each, below the commit's
+        // sequence number (two branches once took the same bit).
+        let flags = [
+            ACTIVE_TRACKING,
+            ACTIVE_NAT,
+            ACTIVE_TRANSLATIONS,
+            ACTIVE_TCP_FLAGS,
+            ACTIVE_LB,
+            ACTIVE_TRACE,
+            ACTIVE_TCP_OPTIONS,
+            ACTIVE_IPV6,
+        ];
+        let mut seen = 1u32; // bit 0: the generation
+        for flag in flags {
+            assert!(flag.is_power_of_two() && flag < 1 << 16, "{flag:#x}");
+            assert_eq!(seen & flag, 0, "ACTIVE bit {flag:#x} taken twice");
+            seen |= flag;
+        }
         assert_eq!(size_of::<TraceKeys>(), 56);
         assert_eq!(
             size_of::<TraceEvent>(),

@@ -19,10 +19,11 @@ use netbeast_common::{
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_TRACE_HITS, MacKey,
-    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
-    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
-    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_SEARCH_FIELDS,
+    MAX_TRACE_HITS, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
+    addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, ct_state, field,
+    field::Kind, guard_index, guard_kind, key_chunk_index, limit_take, pkttype, rule_index, size,
+    stats, target,
 };
 
 use crate::stats::bump;
@@ -167,6 +168,12 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_TRACE != 0
     }
 
+    /// The IPv6 ruleset is in use: IPv6 packets go through its chains.
+    #[inline(always)]
+    pub fn ipv6(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_IPV6 != 0
+    }
+
     /// A rule of the active ruleset tests TCP flags.
     #[inline(always)]
     pub fn tcp_flags(self) -> bool {
@@ -222,7 +229,7 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
 /// its prefix lengths probed in the hash, longest first, or the trie.
 #[inline(always)]
 fn addr_class(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, addr: u32) -> Option<u32> {
-    let lengths = &cfg.addr_lengths[f & 1];
+    let lengths = &cfg.addr_lengths[field::addr_slot(f) & 7];
     if lengths[0] == ADDR_TRIE {
         return trie_class(generation, chain, f, addr);
     }
@@ -353,10 +360,21 @@ fn key_of(f: usize, keys: &Keys) -> Option<u32> {
 #[inline(always)]
 fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Keys) -> Option<u32> {
     Some(match field::KINDS[f] {
-        Kind::Prefix => {
-            let addr = if f == field::SRC { keys.src } else { keys.dst };
-            addr_class(cfg, generation, chain, f, addr)?
-        }
+        Kind::Prefix => match f {
+            // `f` is a constant at every call: this folds away.
+            field::SRC => addr_class(cfg, generation, chain, f, keys.src)?,
+            field::DST => addr_class(cfg, generation, chain, f, keys.dst)?,
+            // The IPv6 words past the first: one global function verified
+            // once, not six inlined lookups in the search (which took the
+            // XDP program past the verifier's million instructions).
+            _ => {
+                let class = netbeast_addr_word_class(generation, chain, f as u32);
+                if class == NO_CLASS {
+                    return None;
+                }
+                class
+            }
+        },
         Kind::Iface => {
             let ifindex = if f == field::IN_IFACE {
                 keys.in_ifindex
@@ -440,6 +458,37 @@ pub fn classify(
         counter: 0,
         guard: 0,
     })
+}
+
+/// What [`netbeast_addr_word_class`] returns when the chain has no
+/// configuration (a class id is never this).
+const NO_CLASS: u32 = u32::MAX - 1;
+
+/// The class in `chain` of IPv6 address word field `f` (`field::SRC6_1`
+/// .. `DST6_3`) of the packet in the per-CPU slot (`Packet::addr6`: the
+/// words are not in `Keys`, which the TC and socket programs build on
+/// their stacks). A global function, verified once (see `class_of`).
+/// These fields are always in the LPM trie (the compiler never hashes
+/// them): the hash probe's frame would take the call chain past the
+/// 512-byte stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_addr_word_class(generation: u32, chain: u32, f: u32) -> u32 {
+    let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
+        return NO_CLASS;
+    };
+    let Some(words) = crate::parse::current_addr6() else {
+        return NO_CLASS;
+    };
+    // One of the six word fields, in `addr6` order (they are numbered
+    // alike), bounded for the verifier.
+    let i = f.wrapping_sub(field::SRC6_1 as u32) as usize;
+    if i >= 6 {
+        return NO_CLASS;
+    }
+    let f = field::SRC6_1 + i;
+    let addr = words[i];
+    trie_class(generation, chain, f, addr).unwrap_or(cfg.default_class[f])
 }
 
 /// [`classify`], as a global function: the verifier checks it once, on
@@ -804,7 +853,7 @@ fn take_field(
     st.word0 &= if h.first == 0 { h.first_word } else { 0 };
     if large {
         let n = st.fields as usize;
-        if n < field::COUNT {
+        if n < MAX_SEARCH_FIELDS {
             st.classes[n] = class;
         }
         st.fields += 1;
@@ -838,7 +887,7 @@ fn take_field(
 #[inline(always)]
 fn and_word(st: &SearchState, w: u32) -> Option<u64> {
     let mut acc = u64::MAX;
-    for n in 0..field::COUNT {
+    for n in 0..MAX_SEARCH_FIELDS {
         if n as u32 >= st.fields {
             break;
         }
@@ -892,7 +941,10 @@ fn search(
     macro_rules! group {
         ($g:expr) => {
             if used & field::GROUPS[$g] != 0 {
-                take_in!($g, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                take_in!(
+                    $g, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                    21
+                );
             }
         };
     }
@@ -903,13 +955,14 @@ fn search(
             })*
         };
     }
-    const _: () = assert!(field::COUNT == 16, "take_in! lists every field");
-    const _: () = assert!(field::GROUPS.len() == 5, "group! runs every group");
+    const _: () = assert!(field::COUNT == 22, "take_in! lists every field");
+    const _: () = assert!(field::GROUPS.len() == 6, "group! runs every group");
     group!(0);
     group!(1);
     group!(2);
     group!(3);
     group!(4);
+    group!(5);
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
     // matches). Most packets end with that candidate's first slot.
@@ -1081,7 +1134,7 @@ pub struct SearchState {
     mixed: u32,
     /// Each recorded field's class. Kept small: the socket programs start
     /// a search from a zeroed state on their stack.
-    classes: [u32; field::COUNT],
+    classes: [u32; MAX_SEARCH_FIELDS],
     /// LOG rules the search met, in rule order (their `RuleAction::arg`):
     /// the pipeline emits their events once the chain is decided.
     pub log_count: u32,

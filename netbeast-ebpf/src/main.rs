@@ -15,6 +15,7 @@ mod forward;
 mod generator;
 mod handoff;
 mod hashlimit;
+mod ipv6;
 mod lb;
 mod log;
 mod nat;
@@ -40,6 +41,13 @@ use aya_ebpf::{
 #[xdp]
 pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
     pipeline::ingress(&ctx)
+}
+
+/// XDP ingress for IPv6, reached by a tail call from `netbeast_xdp`: the
+/// IPv6 filter chains (`ip6tables`).
+#[xdp]
+pub fn netbeast_xdp6(ctx: XdpContext) -> u32 {
+    ipv6::program(&ctx)
 }
 
 /// TC egress: the OUTPUT chain for locally generated packets, and the

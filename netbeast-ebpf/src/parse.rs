@@ -3,7 +3,9 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netbeast_common::{L4_FRAGMENT, L4_NONE, TCP_FLAGS_CUT, TCP_FLAGS_NONE, port_header_len};
+use netbeast_common::{
+    L4_FRAGMENT, L4_NONE, MAX_IPV6_EXT_HEADERS, TCP_FLAGS_CUT, TCP_FLAGS_NONE, port_header_len,
+};
 
 use crate::classify::{Keys, SearchState};
 
@@ -12,6 +14,7 @@ pub const ETH_HLEN: usize = 14;
 /// two bytes after it.
 const MAC_MASK: u64 = 0xffff_ffff_ffff;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
@@ -99,6 +102,24 @@ pub struct Packet {
     /// in the same per-CPU slot, found with the packet and not looked up
     /// again for each chain.
     pub search: SearchState,
+    /// The IPv6 extension-header walk's next header and offset, kept here
+    /// between its steps (`parse_ipv6`): read back from the map, they are
+    /// unknown to the verifier, so every way through a step ends in the
+    /// same state and it checks the next step once, not once per path.
+    pub walk_next: u32,
+    pub walk_off: u32,
+    /// Words 1 to 3 of an IPv6 packet's source and destination (network
+    /// order), in `field::addr_slot` order from slot 2: source word 1,
+    /// destination word 1, source word 2, ... Word 0 is in `keys.src` /
+    /// `keys.dst`. Unset for IPv4 packets: IPv4 chains never look them up.
+    pub addr6: [u32; 6],
+}
+
+/// The IPv6 address words of the packet this program run parsed (see
+/// `Packet::addr6`).
+#[inline(always)]
+pub fn current_addr6() -> Option<&'static [u32; 6]> {
+    PACKET.get(0).map(|p| &p.addr6)
 }
 
 /// Bytes of TCP options a header can carry (data offset 15: 60 − 20),
@@ -256,6 +277,9 @@ pub enum Parsed {
     Malformed,
     /// The per-CPU packet slot, valid until the program run ends.
     Ipv4(&'static mut Packet),
+    /// IPv6, its header at this offset of the frame (after any VLAN
+    /// tags): `ipv6::ingress` parses it when the IPv6 ruleset is in use.
+    Ipv6(usize),
 }
 
 /// Reads a `u16` at `p` as the packet has it (network byte order kept).
@@ -311,6 +335,9 @@ fn parse_frame(start: usize, end: usize, frame_len: usize, mac: bool) -> Parsed 
         };
         proto = inner;
         l3 += VLAN_HLEN;
+    }
+    if u16::from_be(proto) == ETH_P_IPV6 {
+        return Parsed::Ipv6(l3);
     }
     if u16::from_be(proto) != ETH_P_IP {
         return Parsed::NotIpv4;
@@ -481,4 +508,221 @@ fn cut_short(
     // SAFETY: the four bytes at l4p are inside the packet (checked).
     let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
     (u16::from_be(a) as u32, u16::from_be(b) as u32, false)
+}
+
+/// What the IPv6 parser made of a frame.
+pub enum Parsed6 {
+    /// The fixed header is cut, not version 6, or its payload length runs
+    /// past the frame: the kernel drops it in `ipv6_rcv`, before
+    /// netfilter.
+    Kernel,
+    /// An extension header runs past the packet or the payload length.
+    Malformed,
+    /// More than `MAX_IPV6_EXT_HEADERS` extension headers.
+    TooDeep,
+    /// The per-CPU packet slot with the IPv6 keys written.
+    Packet(&'static mut Packet),
+}
+
+const IPV6_HLEN: usize = 40;
+/// Bounds the walk's offset for the verifier, which marks a packet access
+/// checked only for offsets it knows to be below 64 KiB with the access's
+/// size added. Never cuts a real one: the walk stays within the payload,
+/// and an XDP frame's linear part is at most a page.
+const WALK_OFF_MASK: u32 = 0x3fff;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+/// Reads a `u32` at `p` as the packet has it. IPv6 addresses sit at
+/// 2-aligned offsets of the frame; see `parse_ipv4` on why one load.
+///
+/// # Safety
+/// `p..p + 4` is inside the packet.
+#[inline(always)]
+unsafe fn read32(p: usize) -> u32 {
+    // SAFETY: in bounds (caller).
+    unsafe { core::ptr::read(p as *const u32) }
+}
+
+/// Parses the IPv6 header at `l3` and walks at most
+/// `MAX_IPV6_EXT_HEADERS` extension headers to the upper layer, as the
+/// kernel's `ipv6_find_hdr` gives ip6tables' `-p` its protocol: the keys
+/// go into the per-CPU packet slot (docs/ARCHITECTURE.md, "IPv6"). Out of
+/// line: its frame is not under the classifier's in the call chain.
+#[inline(never)]
+pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Parsed6 {
+    let eth = opaque(start);
+    let ip = opaque(start + l3);
+    if eth + ETH_HLEN > end || ip + IPV6_HLEN > end {
+        return Parsed6::Kernel;
+    }
+    // SAFETY: the 40 bytes at ip are inside the packet (checked).
+    let (version, payload_len, next) = unsafe {
+        (
+            *(ip as *const u8) >> 4,
+            u16::from_be(read16(ip + 4)) as usize,
+            *((ip + 6) as *const u8),
+        )
+    };
+    // A jumbogram (payload length 0, RFC 2675) is left to the kernel too:
+    // nothing here sends or routes one.
+    if version != 6
+        || payload_len == 0 && next != NEXTHDR_HOP
+        || l3 + IPV6_HLEN + payload_len > frame_len
+    {
+        return Parsed6::Kernel;
+    }
+    let Some(slot) = PACKET.get_ptr_mut(0) else {
+        return Parsed6::Kernel;
+    };
+    // SAFETY: per-CPU scratch, used by this program run only.
+    let pkt = unsafe { &mut *slot };
+    // SAFETY: the 40 bytes at ip and the 14 at eth are inside the packet.
+    unsafe {
+        pkt.keys.src = read32(ip + 8);
+        pkt.keys.dst = read32(ip + 24);
+        pkt.addr6 = [
+            read32(ip + 12),
+            read32(ip + 28),
+            read32(ip + 16),
+            read32(ip + 32),
+            read32(ip + 20),
+            read32(ip + 36),
+        ];
+        pkt.keys.mac = core::ptr::read((eth + 6) as *const u64) & MAC_MASK;
+        pkt.keys.eth_dst = core::ptr::read(eth as *const u64);
+        pkt.keys.ttl = *((ip + 7) as *const u8);
+        // Traffic class: the 4 low bits of byte 0 and the 4 high of byte 1.
+        pkt.keys.tos = (*(ip as *const u8) << 4) | (*((ip + 1) as *const u8) >> 4);
+    }
+    pkt.l3 = l3;
+    pkt.header_len = IPV6_HLEN;
+    // What ip6tables counts: the IPv6 header and its payload.
+    pkt.keys.length = (IPV6_HLEN + payload_len) as u16;
+    pkt.keys.tcp_flags = TCP_FLAGS_NONE as u16;
+    pkt.icmp_id = 0;
+    pkt.fragment = false;
+    pkt.l4_complete = false;
+    let payload_end = l3 + IPV6_HLEN + payload_len;
+    // SAFETY: plain stores into the per-CPU slot.
+    unsafe {
+        core::ptr::write_volatile(&mut pkt.walk_next, next as u32);
+        core::ptr::write_volatile(&mut pkt.walk_off, (l3 + IPV6_HLEN) as u32);
+    }
+    // Unrolled: a few loads and compares per header.
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        // SAFETY: plain loads from the per-CPU slot. The offset is bounded
+        // for the packet access (`WALK_OFF_MASK`).
+        let (nh, off) = unsafe {
+            (
+                core::ptr::read_volatile(&pkt.walk_next) as u8,
+                (core::ptr::read_volatile(&pkt.walk_off) & WALK_OFF_MASK) as usize,
+            )
+        };
+        if !matches!(
+            nh,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+        ) {
+            break;
+        }
+        // Every extension header starts with its next header and a length
+        // byte; a fragment header is 8 bytes, AH counts 4-byte words past
+        // the first two, the others 8-byte units past the first.
+        let header = opaque(off);
+        if header + 8 > payload_end {
+            return Parsed6::Malformed;
+        }
+        let Some(h) = load::<[u8; 4]>(start, end, header) else {
+            return Parsed6::Malformed;
+        };
+        let len = match nh {
+            NEXTHDR_FRAGMENT => 8,
+            NEXTHDR_AUTH => (h[1] as usize + 2) * 4,
+            _ => (h[1] as usize + 1) * 8,
+        };
+        if nh == NEXTHDR_FRAGMENT {
+            let offset = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
+            if offset != 0 {
+                // A later fragment: its protocol as its fragment header
+                // names it, no ports (ip6tables' `fragoff`).
+                pkt.fragment = true;
+                pkt.keys.protocol = h[0];
+                pkt.keys.l4a = L4_FRAGMENT;
+                pkt.keys.l4b = L4_FRAGMENT;
+                return Parsed6::Packet(pkt);
+            }
+        }
+        if header + len > payload_end {
+            return Parsed6::Malformed;
+        }
+        // SAFETY: plain stores into the per-CPU slot.
+        unsafe {
+            core::ptr::write_volatile(&mut pkt.walk_next, h[0] as u32);
+            core::ptr::write_volatile(&mut pkt.walk_off, (header + len) as u32);
+        }
+    }
+    // SAFETY: as in the loop.
+    let (nh, off) = unsafe {
+        (
+            core::ptr::read_volatile(&pkt.walk_next) as u8,
+            (core::ptr::read_volatile(&pkt.walk_off) & WALK_OFF_MASK) as usize,
+        )
+    };
+    if matches!(
+        nh,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+    ) {
+        return Parsed6::TooDeep;
+    }
+    // The upper layer (or ESP, no next header, ...: classified as what it
+    // is, without L4 keys).
+    pkt.keys.protocol = nh;
+    let (l4a, l4b, complete) = l4_keys6(pkt, start, end, off, start + payload_end, nh);
+    pkt.keys.l4a = l4a;
+    pkt.keys.l4b = l4b;
+    pkt.l4_complete = complete;
+    Parsed6::Packet(pkt)
+}
+
+/// The L4 keys of an IPv6 packet's upper-layer header at `l4` (its
+/// payload ends at `l4_end`): the ports when their four bytes are there
+/// (as `cut_short` for IPv4), the TCP flags when their byte is. Written
+/// apart from `l4_keys`: there the verifier loses the tie between the
+/// protocol and the length checked when the protocol comes from the
+/// extension-header walk. No ICMPv6 keys yet (no `-m icmp6`).
+#[inline(always)]
+fn l4_keys6(
+    pkt: &mut Packet,
+    start: usize,
+    end: usize,
+    l4: usize,
+    l4_end: usize,
+    protocol: u8,
+) -> (u32, u32, bool) {
+    let Some(needed) = port_header_len(protocol) else {
+        return (L4_NONE, L4_NONE, false);
+    };
+    let l4p = opaque(start + l4);
+    if protocol == IPPROTO_TCP {
+        // Checked against the payload's end, then read checked against the
+        // packet's (the one the verifier trusts), as `cut_short` does.
+        let flags = if l4p + 14 <= l4_end {
+            load::<u8>(l4p, end, 13)
+        } else {
+            None
+        };
+        pkt.keys.tcp_flags = flags.map_or(TCP_FLAGS_CUT as u16, u16::from);
+    }
+    let l4p = opaque(l4p);
+    if l4p + 4 > end || l4p + 4 > l4_end {
+        return (L4_NONE, L4_NONE, false);
+    }
+    // SAFETY: the four bytes at l4p are inside the packet (checked).
+    let (a, b) = unsafe { (read16(l4p), read16(l4p + 2)) };
+    let l4p = opaque(l4p);
+    let complete = l4p + needed <= end && l4p + needed <= l4_end;
+    (u16::from_be(a) as u32, u16::from_be(b) as u32, complete)
 }

@@ -83,6 +83,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::NOT_IPV4);
             return xdp_action::XDP_PASS;
         }
+        Parsed::Ipv6(_) => return crate::ipv6::hand_off(ctx),
         Parsed::Malformed => {
             // Unparseable: the INPUT policy decides, as for a packet that
             // matches no rule (the kernel would discard most of these).

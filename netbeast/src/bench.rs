@@ -278,6 +278,7 @@ mod tests {
         let pkt = crate::compile::reference::PacketView {
             src: SOURCE,
             dst: DESTINATION,
+            addr6: None,
             protocol: 17,
             fragment_offset_nonzero: false,
             l4: Some(crate::compile::reference::L4Header::Ports {

@@ -52,6 +52,40 @@ pub const ICMP_QUOTED_DATA_LEN: usize = 8;
 /// TTL of built packets unless set; also what Linux puts in its replies.
 pub const DEFAULT_TTL: u8 = 64;
 
+/// IPv6 extension header types (next-header values).
+pub mod ipv6_ext {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const AH: u8 = 51;
+    pub const ESP: u8 = 50;
+    pub const NO_NEXT: u8 = 59;
+    pub const DEST_OPTS: u8 = 60;
+}
+
+/// The Internet checksum of a TCP or UDP header and payload `l4` over the
+/// IPv6 pseudo-header (RFC 8200 §8.1).
+pub fn ipv6_l4_checksum(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, l4: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(l4.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, protocol]);
+    add(l4);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = !(sum as u16);
+    // UDP sends a zero sum as all ones.
+    if sum == 0 { 0xffff } else { sum }
+}
+
 pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
     pub const ARP: u16 = 0x0806;
@@ -267,8 +301,14 @@ enum Body {
     Ipv6 {
         src: Ipv6Addr,
         dst: Ipv6Addr,
+        /// The upper-layer protocol, after the extension headers.
         next_header: u8,
         hop_limit: u8,
+        /// Extension headers in packet order: each one's type and its
+        /// bytes (its first byte, the next header, is written by `build`).
+        extensions: Vec<(u8, Vec<u8>)>,
+        /// Overrides the payload length field (a lie, for malformed frames).
+        payload_len: Option<u16>,
         payload: Vec<u8>,
     },
     Raw {
@@ -472,8 +512,76 @@ impl FrameBuilder {
             dst,
             next_header,
             hop_limit: DEFAULT_TTL,
+            extensions: Vec::new(),
+            payload_len: None,
             payload: Vec::new(),
         })
+    }
+
+    /// An IPv6 TCP SYN (20-byte header, checksum over the IPv6
+    /// pseudo-header, as if there were no extension headers).
+    pub fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Self {
+        let mut tcp = Vec::with_capacity(20);
+        tcp.extend_from_slice(&sport.to_be_bytes());
+        tcp.extend_from_slice(&dport.to_be_bytes());
+        tcp.extend_from_slice(&1u32.to_be_bytes());
+        tcp.extend_from_slice(&0u32.to_be_bytes());
+        tcp.extend_from_slice(&[5 << 4, tcp_flags::SYN]);
+        tcp.extend_from_slice(&64240u16.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        let sum = ipv6_l4_checksum(src, dst, ip_proto::TCP, &tcp);
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+        Self::ipv6(src, dst, ip_proto::TCP).payload(&tcp)
+    }
+
+    /// An IPv6 UDP datagram with no payload and a correct checksum.
+    pub fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Self {
+        let mut udp = Vec::with_capacity(8);
+        udp.extend_from_slice(&sport.to_be_bytes());
+        udp.extend_from_slice(&dport.to_be_bytes());
+        udp.extend_from_slice(&8u16.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        let sum = ipv6_l4_checksum(src, dst, ip_proto::UDP, &udp);
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+        Self::ipv6(src, dst, ip_proto::UDP).payload(&udp)
+    }
+
+    /// Appends an IPv6 extension header of type `kind` (hop-by-hop 0,
+    /// routing 43, destination options 60, AH 51) of `units` length
+    /// units past the first (8 bytes each; AH: 4-byte words past the first
+    /// two), padded with zeros. Headers go in the order appended.
+    pub fn ipv6_ext(mut self, kind: u8, units: u8) -> Self {
+        let len = if kind == ipv6_ext::AH {
+            (units as usize + 2) * 4
+        } else {
+            (units as usize + 1) * 8
+        };
+        let mut bytes = vec![0u8; len];
+        bytes[1] = units;
+        if let Body::Ipv6 { extensions, .. } = &mut self.body {
+            extensions.push((kind, bytes));
+        }
+        self
+    }
+
+    /// Appends an IPv6 fragment header: `offset` in 8-byte units, `more`
+    /// fragments following, identification 0x1234.
+    pub fn ipv6_fragment(mut self, offset: u16, more: bool) -> Self {
+        let mut bytes = vec![0u8; 8];
+        bytes[2..4].copy_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+        bytes[4..8].copy_from_slice(&0x1234u32.to_be_bytes());
+        if let Body::Ipv6 { extensions, .. } = &mut self.body {
+            extensions.push((ipv6_ext::FRAGMENT, bytes));
+        }
+        self
+    }
+
+    /// Writes `len` into the IPv6 payload length field, whatever follows.
+    pub fn ipv6_payload_len(mut self, len: u16) -> Self {
+        if let Body::Ipv6 { payload_len, .. } = &mut self.body {
+            *payload_len = Some(len);
+        }
+        self
     }
 
     /// An ARP request "who has `target_ip`? tell `sender_ip`", broadcast.
@@ -550,6 +658,15 @@ impl FrameBuilder {
 
     pub fn ttl(mut self, ttl: u8) -> Self {
         self.ipv4_spec("ttl").ttl = ttl;
+        self
+    }
+
+    /// The IPv6 hop limit.
+    pub fn hop_limit(mut self, hops: u8) -> Self {
+        match &mut self.body {
+            Body::Ipv6 { hop_limit, .. } => *hop_limit = hops,
+            _ => panic!("hop_limit() applies to IPv6 frames only"),
+        }
         self
     }
 
@@ -758,16 +875,28 @@ impl FrameBuilder {
                 dst,
                 next_header,
                 hop_limit,
+                extensions,
+                payload_len,
                 payload,
             } => {
                 frame.extend_from_slice(&ethertype::IPV6.to_be_bytes());
                 frame.extend_from_slice(&[0x60, 0, 0, 0]);
-                let payload_len =
-                    u16::try_from(payload.len()).expect("IPv6 payload over 65535 bytes");
-                frame.extend_from_slice(&payload_len.to_be_bytes());
-                frame.extend_from_slice(&[*next_header, *hop_limit]);
+                let ext_len: usize = extensions.iter().map(|(_, b)| b.len()).sum();
+                let len = payload_len.unwrap_or_else(|| {
+                    u16::try_from(ext_len + payload.len()).expect("IPv6 payload over 65535 bytes")
+                });
+                frame.extend_from_slice(&len.to_be_bytes());
+                let first = extensions.first().map_or(*next_header, |(kind, _)| *kind);
+                frame.extend_from_slice(&[first, *hop_limit]);
                 frame.extend_from_slice(&src.octets());
                 frame.extend_from_slice(&dst.octets());
+                for (i, (_, bytes)) in extensions.iter().enumerate() {
+                    let next = extensions
+                        .get(i + 1)
+                        .map_or(*next_header, |(kind, _)| *kind);
+                    frame.push(next);
+                    frame.extend_from_slice(&bytes[1..]);
+                }
                 frame.extend_from_slice(payload);
             }
             Body::Raw { ethertype, payload } => {

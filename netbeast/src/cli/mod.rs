@@ -42,11 +42,11 @@ use netbeast_common::{CtConfig, stats};
 use serde_json::json;
 
 use crate::{
-    compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
+    compile::BUILTIN_CHAINS,
     loader::{ConntrackSizes, Dataplane},
     rules::{
         command,
-        model::{Counter, Ruleset, TableName, Target},
+        model::{Counter, Family, Ruleset, Target},
         parse::{self, Problem},
         save,
     },
@@ -147,15 +147,24 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// ip6tables syntax, verbatim, for the IPv6 ruleset (separate from the
+    /// IPv4 one, as in iptables).
+    #[command(disable_help_flag = true)]
+    Ip6tables {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Print the ruleset in iptables-save format (iptables-save's options:
-    /// -c, -t TABLE, -f FILE; -h lists them).
+    /// -c, -t TABLE, -f FILE; -h lists them; -6 first: the IPv6 ruleset,
+    /// as ip6tables-save prints it).
     #[command(disable_help_flag = true)]
     Save {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
     /// Replace the ruleset from iptables-save format, atomically
-    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them).
+    /// (iptables-restore's options: -n, -c, -t, -T TABLE, FILE; -h lists them;
+    /// -6 first: the IPv6 ruleset, from ip6tables-save format).
     #[command(disable_help_flag = true)]
     Restore {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -262,7 +271,16 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     let multi_call = matches!(
         prog.as_str(),
-        "iptables" | "iptables-legacy" | "iptables-nft" | "iptables-save" | "iptables-restore"
+        "iptables"
+            | "iptables-legacy"
+            | "iptables-nft"
+            | "iptables-save"
+            | "iptables-restore"
+            | "ip6tables"
+            | "ip6tables-legacy"
+            | "ip6tables-nft"
+            | "ip6tables-save"
+            | "ip6tables-restore"
     );
     // The iptables names take their arguments as text that may carry raw
     // bytes (a comment's, as iptables takes them).
@@ -275,10 +293,19 @@ pub fn main() -> ExitCode {
     }
     let result = match prog.as_str() {
         "iptables" | "iptables-legacy" | "iptables-nft" => {
-            return run_iptables(&args.split_off(1));
+            return run_iptables(&args.split_off(1), Family::V4);
         }
-        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1)),
-        "iptables-restore" => return saverestore::restore_main(&prog, &args.split_off(1)),
+        "ip6tables" | "ip6tables-legacy" | "ip6tables-nft" => {
+            return run_iptables(&args.split_off(1), Family::V6);
+        }
+        "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1), Family::V4),
+        "iptables-restore" => {
+            return saverestore::restore_main(&prog, &args.split_off(1), Family::V4);
+        }
+        "ip6tables-save" => return saverestore::save_main(&prog, &args.split_off(1), Family::V6),
+        "ip6tables-restore" => {
+            return saverestore::restore_main(&prog, &args.split_off(1), Family::V6);
+        }
         _ => {
             let cli = match Cli::try_parse_from(&args_os) {
                 Ok(cli) => cli,
@@ -298,7 +325,13 @@ pub fn main() -> ExitCode {
             match cli.command {
                 Command::Iptables { args } => {
                     return match raw_args("iptables", &args) {
-                        Ok(args) => run_iptables(&args),
+                        Ok(args) => run_iptables(&args, Family::V4),
+                        Err(code) => code,
+                    };
+                }
+                Command::Ip6tables { args } => {
+                    return match raw_args("ip6tables", &args) {
+                        Ok(args) => run_iptables(&args, Family::V6),
                         Err(code) => code,
                     };
                 }
@@ -326,13 +359,19 @@ pub fn main() -> ExitCode {
                 Command::Gc => plane::run_gc(),
                 Command::Save { args } => {
                     return match raw_args("netbeast save", &args) {
-                        Ok(args) => saverestore::save_main("netbeast save", &args),
+                        Ok(args) => {
+                            let (family, args) = family_flag(args);
+                            saverestore::save_main("netbeast save", &args, family)
+                        }
                         Err(code) => code,
                     };
                 }
                 Command::Restore { args } => {
                     return match raw_args("netbeast restore", &args) {
-                        Ok(args) => saverestore::restore_main("netbeast restore", &args),
+                        Ok(args) => {
+                            let (family, args) = family_flag(args);
+                            saverestore::restore_main("netbeast restore", &args, family)
+                        }
                         Err(code) => code,
                     };
                 }
@@ -383,6 +422,19 @@ pub fn main() -> ExitCode {
 
 /// Arguments as text that may carry raw bytes ([`crate::rawtext`]); one
 /// holding a character reserved for them is refused (exit 2).
+/// `netbeast save -6` / `restore -6`: a leading `-6` (or `--ipv6`) picks
+/// the IPv6 ruleset, `-4` the IPv4 one (the default); the rest are
+/// iptables-save's or iptables-restore's options.
+fn family_flag(mut args: Vec<String>) -> (Family, Vec<String>) {
+    let family = match args.first().map(String::as_str) {
+        Some("-6" | "--ipv6") => Family::V6,
+        Some("-4" | "--ipv4") => Family::V4,
+        _ => return (Family::V4, args),
+    };
+    args.remove(0);
+    (family, args)
+}
+
 fn raw_args(prog: &str, args: &[OsString]) -> Result<Vec<String>, ExitCode> {
     args.iter()
         .enumerate()
@@ -430,12 +482,8 @@ fn problem_of(e: &anyhow::Error) -> Problem {
 /// Adds the live counters of the active generation to the counter bases
 /// stored with the rules.
 pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
-    let builtins = CHAIN_NAMES
-        .iter()
-        .map(|name| (TableName::Filter, name))
-        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
-    for (c, (table, name)) in builtins.enumerate() {
-        let Some(ch) = ruleset.table_mut(table).chain_mut(name) else {
+    for (c, (family, table, name)) in BUILTIN_CHAINS.into_iter().enumerate() {
+        let Some(ch) = ruleset.table_in_mut(family, table).chain_mut(name) else {
             continue;
         };
         let (rules, policy) = dp.chain_counters(c as u32, ch.rules.len())?;
@@ -445,8 +493,9 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         ch.policy_counter = add(ch.policy_counter, policy);
     }
     // User-defined chains' rules count in their own range: the filter
-    // table's chains in table order, then the nat table's.
-    let total: usize = [&ruleset.filter, &ruleset.nat]
+    // table's chains in table order, then the nat table's, then the IPv6
+    // filter table's (`compile::user_chain_counters`).
+    let total: usize = [&ruleset.filter, &ruleset.nat, &ruleset.filter6]
         .iter()
         .flat_map(|t| &t.chains)
         .filter(|c| c.policy.is_none())
@@ -454,7 +503,7 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in [&mut ruleset.filter, &mut ruleset.nat]
+    for chain in [&mut ruleset.filter, &mut ruleset.nat, &mut ruleset.filter6]
         .into_iter()
         .flat_map(|t| &mut t.chains)
         .filter(|c| c.policy.is_none())
@@ -616,7 +665,7 @@ pub(super) fn parse_guard_ports(text: &str) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-fn run_iptables(args: &[String]) -> ExitCode {
+fn run_iptables(args: &[String], family: Family) -> ExitCode {
     // -L names hosts and services unless -n, as iptables does.
     crate::rules::names::use_system_names();
     let result = (|| -> Result<String> {
@@ -630,7 +679,7 @@ fn run_iptables(args: &[String]) -> ExitCode {
             }
             .into());
         }
-        let cmd = parse::parse_iptables_args(args)?;
+        let cmd = parse::parse_args(args, family)?;
         crate::profile::phase("parse the command");
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
@@ -671,10 +720,11 @@ fn run_iptables(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iptables: {}", chain_of(&e));
+            let name = family.command();
+            eprintln!("{name}: {}", chain_of(&e));
             let problem = problem_of(&e);
             if problem == Problem::Parameter {
-                eprintln!("Try `netbeast iptables -h' for more information.");
+                eprintln!("Try `netbeast {name} -h' for more information.");
             }
             ExitCode::from(problem as u8)
         }

@@ -18,7 +18,10 @@ use std::os::unix::ffi::OsStringExt;
 
 use crate::{
     rawtext,
-    rules::{model::TableName, save},
+    rules::{
+        model::{Family, TableName},
+        save,
+    },
     state::{self, Namespace},
 };
 
@@ -100,30 +103,30 @@ fn version(prog: &str) {
 }
 
 /// `iptables-save ARGS` / `netbeast save ARGS`.
-pub fn save_main(prog: &str, args: &[String]) -> ExitCode {
+pub fn save_main(prog: &str, args: &[String], family: Family) -> ExitCode {
     let items = match read_options(prog, SAVE_OPTIONS, args) {
         Ok(items) => items,
         Err(code) => return code,
     };
     finish(
         prog,
-        parse_save(prog, items).and_then(|p| match p {
-            Parsed::Run(options) => run_save(&options),
+        parse_save(prog, items, family).and_then(|p| match p {
+            Parsed::Run(options) => run_save(&options, family),
             Parsed::Done => Ok(()),
         }),
     )
 }
 
 /// `iptables-restore ARGS` / `netbeast restore ARGS`.
-pub fn restore_main(prog: &str, args: &[String]) -> ExitCode {
+pub fn restore_main(prog: &str, args: &[String], family: Family) -> ExitCode {
     let items = match read_options(prog, RESTORE_OPTIONS, args) {
         Ok(items) => items,
         Err(code) => return code,
     };
     finish(
         prog,
-        parse_restore(prog, items).and_then(|p| match p {
-            Parsed::Run(options) => run_restore(&options),
+        parse_restore(prog, items, family).and_then(|p| match p {
+            Parsed::Run(options) => run_restore(&options, family),
             Parsed::Done => Ok(()),
         }),
     )
@@ -141,9 +144,14 @@ fn finish(prog: &str, result: Result<()>) -> ExitCode {
 }
 
 /// A table named by `-t`/`-T`: the ones netbeast has, or why not.
-fn table_option(option: &str, name: &str) -> Result<TableName> {
+fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
     match name {
         "filter" => Ok(TableName::Filter),
+        "nat" | "mangle" | "raw" | "security" if family == Family::V6 => {
+            bail!(
+                "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter table"
+            )
+        }
         "nat" => Ok(TableName::Nat),
         "mangle" | "raw" | "security" => {
             bail!("{option} {name}: netbeast has no {name} table; it implements filter and nat")
@@ -166,7 +174,7 @@ struct SaveOptions {
     file: Option<PathBuf>,
 }
 
-fn parse_save(prog: &str, items: Vec<Item>) -> Result<Parsed<SaveOptions>> {
+fn parse_save(prog: &str, items: Vec<Item>, family: Family) -> Result<Parsed<SaveOptions>> {
     let mut options = SaveOptions {
         counters: false,
         table: None,
@@ -176,7 +184,7 @@ fn parse_save(prog: &str, items: Vec<Item>) -> Result<Parsed<SaveOptions>> {
     for item in items {
         match item {
             Item::Opt("counters", _) => options.counters = true,
-            Item::Opt("table", Some(t)) => options.table = Some(table_option("-t", &t)?),
+            Item::Opt("table", Some(t)) => options.table = Some(table_option("-t", &t, family)?),
             Item::Opt("file", Some(f)) => options.file = Some(path(&f)),
             Item::Opt("binary", _) => eprintln!("-b/--binary option is not implemented"),
             Item::Opt("version", _) => {
@@ -198,13 +206,13 @@ fn parse_save(prog: &str, items: Vec<Item>) -> Result<Parsed<SaveOptions>> {
     Ok(Parsed::Run(options))
 }
 
-fn run_save(options: &SaveOptions) -> Result<()> {
+fn run_save(options: &SaveOptions, family: Family) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
     let (ruleset, _) = open(&ns, false)?;
     let text = match options.table {
-        None => save::save(&ruleset, options.counters),
-        Some(table) => save::save_table(ruleset.table(table), options.counters),
+        None => save::save_family(&ruleset, family, options.counters),
+        Some(table) => save::save_table(ruleset.table_in(family, table), options.counters),
     };
     match &options.file {
         None => out!("{text}"),
@@ -224,7 +232,7 @@ struct RestoreOptions {
     file: Option<PathBuf>,
 }
 
-fn parse_restore(prog: &str, items: Vec<Item>) -> Result<Parsed<RestoreOptions>> {
+fn parse_restore(prog: &str, items: Vec<Item>, family: Family) -> Result<Parsed<RestoreOptions>> {
     let mut options = RestoreOptions {
         wait: None,
         noflush: false,
@@ -240,7 +248,7 @@ fn parse_restore(prog: &str, items: Vec<Item>) -> Result<Parsed<RestoreOptions>>
             Item::Opt("counters", _) => options.counters = true,
             Item::Opt("test", _) => options.test = true,
             Item::Opt("table", Some(t)) => {
-                table_option("-T", &t)?;
+                table_option("-T", &t, family)?;
                 options.table = Some(t);
             }
             Item::Opt(name @ ("wait" | "wait-interval"), Some(v)) => {
@@ -305,7 +313,7 @@ fn path(text: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(rawtext::to_bytes(text)))
 }
 
-fn run_restore(options: &RestoreOptions) -> Result<()> {
+fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     let (bytes, source) = match &options.file {
         Some(path) => (
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
@@ -320,7 +328,7 @@ fn run_restore(options: &RestoreOptions) -> Result<()> {
         }
     };
     let text = restore_text(&bytes, &source)?;
-    let mut parsed = save::parse_restore_table(&text, options.table.as_deref())?;
+    let mut parsed = save::parse_restore_family(&text, options.table.as_deref(), family)?;
     if !options.counters {
         // As iptables-restore: counters in the file count only with -c.
         parsed.strip_counters();

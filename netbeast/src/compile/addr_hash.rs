@@ -130,7 +130,7 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
     };
     for (c, chain) in chains.iter_mut().enumerate() {
         chain.config.addr_table = c as u32;
-        for (i, f) in [field::SRC, field::DST].into_iter().enumerate() {
+        for (i, f) in field::ADDR_FIELDS.into_iter().enumerate() {
             chain.config.addr_lengths[i] = [0; MAX_ADDR_HASH_LENGTHS];
             if chain.config.fields_used & (1 << f) == 0 {
                 continue;
@@ -140,6 +140,13 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
                 .iter()
                 .filter(|p| p.field == f && p.net.prefix_len > 0)
                 .collect();
+            // The IPv6 words past the first are looked up in the trie
+            // only: the kernel's lookup for them is a global function
+            // whose stack frame must stay small (`netbeast_addr_word_class`).
+            if field::addr_word(f) > 0 {
+                chain.config.addr_lengths[i][0] = ADDR_TRIE;
+                continue;
+            }
             let mut lengths: Vec<u8> = entries.iter().map(|p| p.net.prefix_len).collect();
             lengths.sort_unstable_by(|a, b| b.cmp(a));
             lengths.dedup();

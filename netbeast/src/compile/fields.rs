@@ -37,10 +37,7 @@ pub(super) fn addresses(
     f: usize,
     interner: &mut Interner,
 ) -> Result<AddrTable, CompileError> {
-    let atoms_of = |slot: usize| {
-        let t = &plan.slots[slot].term;
-        if f == field::SRC { &t.src } else { &t.dst }
-    };
+    let atoms_of = |slot: usize| plan.slots[slot].term.prefix_atoms(f);
     let mut named: Vec<(Ipv4Net, usize)> = Vec::new();
     // The vector of an address outside every named prefix: the slots whose
     // atoms on this field are all negated.

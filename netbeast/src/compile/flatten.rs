@@ -34,7 +34,9 @@ use netbeast_common::{LogTarget, NatTarget, RuleAction, target, user_counter_slo
 use super::guards::{self, GuardTable};
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
-use crate::rules::model::{Chain, Ipv4Net, Policy, Ruleset, Table, TableName, Target};
+use crate::rules::model::{
+    Chain, Family, Ipv4Net, Policy, Rule, Ruleset, Table, TableName, Target,
+};
 
 /// How many disjoint cases (terms) the packets reaching one rule may be
 /// split into by conditional RETURN and goto rules before it, and how many
@@ -152,6 +154,7 @@ impl<'a> Prepared<'a> {
     /// `nat_targets`.
     pub fn new(
         table: &'a Table,
+        family: Family,
         first_user_counter: u32,
         nat_targets: &mut NatTargets,
         log_targets: &mut Vec<LogTarget>,
@@ -175,6 +178,7 @@ impl<'a> Prepared<'a> {
                 };
                 super::validate_rule(rule).map_err(invalid)?;
                 validate_target(table.name, &rule.target).map_err(invalid)?;
+                validate_family(family, rule).map_err(invalid)?;
                 let own = guard_table.own_guards(table.name, &chain.name, i, rule)?;
                 let rule_terms = term::rule_terms(rule);
                 helds.push((!own.is_empty()).then(|| {
@@ -247,6 +251,24 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// A rule of the other family's addresses, or (IPv6) with what the IPv6
+/// data plane does not have yet: refused for a hand-edited rule file as
+/// the parser refuses it.
+fn validate_family(family: Family, rule: &Rule) -> Result<(), String> {
+    match family {
+        Family::V4 if rule.source6.is_some() || rule.destination6.is_some() => {
+            Err("an IPv6 address in an IPv4 rule".into())
+        }
+        Family::V6 if rule.source.is_some() || rule.destination.is_some() => {
+            Err("an IPv4 address in an IPv6 rule".into())
+        }
+        Family::V6 if rule.fragment.is_some() => Err("-f in an IPv6 rule".into()),
+        Family::V6 => crate::rules::parse::check_ipv6_rule(&rule.matches, &rule.target)
+            .map_err(|e| e.to_string()),
+        Family::V4 => Ok(()),
+    }
+}
+
 /// Targets the table refuses (their module's tables), checked again here
 /// because a wrong one would make the kernel act on a packet in a hook
 /// that cannot do it.
@@ -308,23 +330,27 @@ impl NatTargets {
 /// (`netbeast_common::user_counter_index`): each user-defined chain of the
 /// filter table, then of the nat table, in table order, with the number of
 /// its first rule's counter.
-pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(TableName, &Chain, u32)> {
+pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
     let mut next = 0;
-    [&ruleset.filter, &ruleset.nat]
-        .into_iter()
-        .flat_map(|table| {
-            table
-                .chains
-                .iter()
-                .filter(|c| c.policy.is_none())
-                .map(move |c| (table.name, c))
-        })
-        .map(|(table, c)| {
-            let first = next;
-            next += c.rules.len() as u32;
-            (table, c, first)
-        })
-        .collect()
+    [
+        (Family::V4, &ruleset.filter),
+        (Family::V4, &ruleset.nat),
+        (Family::V6, &ruleset.filter6),
+    ]
+    .into_iter()
+    .flat_map(|(family, table)| {
+        table
+            .chains
+            .iter()
+            .filter(|c| c.policy.is_none())
+            .map(move |c| (family, table.name, c))
+    })
+    .map(|(family, table, c)| {
+        let first = next;
+        next += c.rules.len() as u32;
+        (family, table, c, first)
+    })
+    .collect()
 }
 
 /// How many steps of the kernel's search one packet may take in a chain

@@ -78,7 +78,7 @@ use netbeast_common::{
     guard_kind, size, target,
 };
 
-use crate::rules::model::{Ipv4Net, Rule, Ruleset, Table, TableName, Target};
+use crate::rules::model::{Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -103,8 +103,21 @@ pub struct Interface {
 /// Names of the filter chains the classifier knows, in `chain::*` order.
 pub const CHAIN_NAMES: [&str; chain::FILTER_COUNT] = ["INPUT", "FORWARD", "OUTPUT"];
 /// Names of the nat chains, in `chain::NAT_*` order (from `chain::FILTER_COUNT`).
-pub const NAT_CHAIN_NAMES: [&str; chain::COUNT - chain::FILTER_COUNT] =
+pub const NAT_CHAIN_NAMES: [&str; chain::IPV4_COUNT - chain::FILTER_COUNT] =
     ["PREROUTING", "POSTROUTING", "OUTPUT"];
+/// Every chain the classifier knows, in `chain::*` order: its family,
+/// table and name.
+pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
+    (Family::V4, TableName::Filter, "INPUT"),
+    (Family::V4, TableName::Filter, "FORWARD"),
+    (Family::V4, TableName::Filter, "OUTPUT"),
+    (Family::V4, TableName::Nat, "PREROUTING"),
+    (Family::V4, TableName::Nat, "POSTROUTING"),
+    (Family::V4, TableName::Nat, "OUTPUT"),
+    (Family::V6, TableName::Filter, "INPUT"),
+    (Family::V6, TableName::Filter, "FORWARD"),
+    (Family::V6, TableName::Filter, "OUTPUT"),
+];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
 
@@ -498,6 +511,7 @@ fn compile_with_limits(
     let mut guard_table = GuardTable::new(limits.guards);
     let filter = Prepared::new(
         &ruleset.filter,
+        Family::V4,
         0,
         &mut nat_targets,
         &mut log_targets,
@@ -506,16 +520,32 @@ fn compile_with_limits(
     )?;
     let nat = Prepared::new(
         &ruleset.nat,
+        Family::V4,
         filter.user_counters_end,
         &mut nat_targets,
         &mut log_targets,
         &mut guard_table,
         limits,
     )?;
-    let builtins = CHAIN_NAMES
-        .into_iter()
-        .map(|name| (&filter, name))
-        .chain(NAT_CHAIN_NAMES.into_iter().map(|name| (&nat, name)));
+    // The IPv6 filter table's user-defined chains count after the nat
+    // table's (`user_chain_counters`).
+    let filter6 = Prepared::new(
+        &ruleset.filter6,
+        Family::V6,
+        nat.user_counters_end,
+        &mut nat_targets,
+        &mut log_targets,
+        &mut guard_table,
+        limits,
+    )?;
+    let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
+        let prepared = match (family, table) {
+            (Family::V4, TableName::Filter) => &filter,
+            (Family::V4, TableName::Nat) => &nat,
+            (Family::V6, _) => &filter6,
+        };
+        (prepared, name)
+    });
     let mut plans = Vec::with_capacity(chain::COUNT);
     for (builtin, (prepared, name)) in builtins.enumerate() {
         let (slots, policy, steps) = Flattener::new(
@@ -576,7 +606,7 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
-    let user_chain_rules = nat.user_counters_end;
+    let user_chain_rules = filter6.user_counters_end;
     let mut chains = chains;
     for (compiled, plan) in chains.iter_mut().zip(&plans) {
         compiled.owners = plan
@@ -687,7 +717,11 @@ fn compile_chain(
         let (used, default) = match field::KINDS[f] {
             Kind::Prefix => {
                 let table = fields::addresses(plan, f, interner)?;
-                addr_prefixes.extend(table.prefixes);
+                // The IPv6 words past the first only where used: IPv4
+                // chains (and their tables) stay as they were.
+                if table.used || field::addr_word(f) == 0 {
+                    addr_prefixes.extend(table.prefixes);
+                }
                 (table.used, table.default_class)
             }
             Kind::Keys(_) => {
@@ -723,7 +757,7 @@ fn compile_chain(
             addr_epoch: 0,
             default_class,
             // Set for the whole ruleset by `addr_hash::build`.
-            addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; 2],
+            addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; field::ADDR_FIELDS.len()],
             addr_table: 0,
         },
         rules,
@@ -742,9 +776,17 @@ impl CompiledRuleset {
     /// True when a nat chain has a rule a packet can reach: new connections
     /// must then go through the nat chains (`ACTIVE_NAT`).
     pub fn has_nat_rules(&self) -> bool {
-        self.chains[chain::FILTER_COUNT..]
+        self.chains[chain::FILTER_COUNT..chain::IPV4_COUNT]
             .iter()
             .any(|c| c.config.rule_count > 0)
+    }
+
+    /// True when the IPv6 chains have a rule or a DROP policy: IPv6
+    /// packets must then go through them (`ACTIVE_IPV6`).
+    pub fn has_ipv6_rules(&self) -> bool {
+        self.chains[chain::IPV4_COUNT..]
+            .iter()
+            .any(|c| c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT)
     }
 
     /// True when a rule of any chain looks at the connection state
@@ -764,6 +806,9 @@ impl CompiledRuleset {
         let mut flags = 0;
         if nat {
             flags |= ACTIVE_NAT;
+        }
+        if self.has_ipv6_rules() {
+            flags |= netbeast_common::ACTIVE_IPV6;
         }
         // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
         // tuple, protocol and expiry guards read them.
@@ -801,9 +846,9 @@ impl CompiledRuleset {
         let c = &self.chains[chain as usize];
         let default = c.config.default_class[f];
         match f {
-            field::SRC | field::DST => {
-                let addr = if f == field::SRC { pkt.src } else { pkt.dst };
-                let lengths = &c.config.addr_lengths[f - field::SRC];
+            f if matches!(field::KINDS[f], Kind::Prefix) => {
+                let addr = pkt.addr_word(f);
+                let lengths = &c.config.addr_lengths[field::addr_slot(f)];
                 if lengths[0] == ADDR_TRIE {
                     longest_prefix(&c.addr_prefixes, f, addr).unwrap_or(default)
                 } else {

@@ -9,7 +9,7 @@
 //! on the spot ("hotdrop"); here, as in netbeast's kernel, such a match is
 //! simply false.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netbeast_common::{L4_FRAGMENT, L4_NONE};
 
@@ -36,6 +36,8 @@ pub enum L4Header {
 pub struct PacketView {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
+    /// An IPv6 packet's source and destination (`src`/`dst` unused then).
+    pub addr6: Option<(Ipv6Addr, Ipv6Addr)>,
     pub protocol: u8,
     /// A non-first fragment: it carries no L4 header.
     pub fragment_offset_nonzero: bool,
@@ -109,6 +111,25 @@ impl Default for HeaderFields {
 }
 
 impl PacketView {
+    /// The value of address field `f` (`field::ADDR_FIELDS`): the IPv4
+    /// address, or the word of the IPv6 address the field holds.
+    pub fn addr_word(&self, f: usize) -> Ipv4Addr {
+        match self.addr6 {
+            None if f == netbeast_common::field::SRC => self.src,
+            None if f == netbeast_common::field::DST => self.dst,
+            None => Ipv4Addr::UNSPECIFIED,
+            Some((src, dst)) => {
+                let addr = if netbeast_common::field::is_source(f) {
+                    src
+                } else {
+                    dst
+                };
+                let word = netbeast_common::field::addr_word(f);
+                Ipv4Addr::from((u128::from(addr) >> (96 - 32 * word)) as u32)
+            }
+        }
+    }
+
     /// Source and destination port, as the `tcp`/`udp`/`multiport` matches
     /// see them: only on TCP/UDP first fragments with a whole header.
     pub fn ports(&self) -> Option<(u16, u16)> {
@@ -339,6 +360,24 @@ fn rule_matches(
     out_name: Option<&str>,
     pkt: &PacketView,
 ) -> bool {
+    // ip6_packet_match(): an IPv6 rule's addresses; an IPv4 packet meets
+    // no IPv6 rule and the other way round (the families' chains are
+    // apart anyway).
+    if rule.source6.is_some() || rule.destination6.is_some() {
+        let Some((src, dst)) = pkt.addr6 else {
+            return false;
+        };
+        if let Some(s) = &rule.source6
+            && !holds(s, |net| net.contains(src))
+        {
+            return false;
+        }
+        if let Some(d) = &rule.destination6
+            && !holds(d, |net| net.contains(dst))
+        {
+            return false;
+        }
+    }
     // ip_packet_match(): addresses, interfaces, protocol, fragment flag.
     if let Some(s) = &rule.source
         && !holds(s, |net| net.contains(pkt.src))

@@ -39,6 +39,10 @@ pub(super) fn is_key_field(f: usize) -> bool {
 pub(super) struct Term<'a> {
     pub src: Vec<(Ipv4Net, bool)>,
     pub dst: Vec<(Ipv4Net, bool)>,
+    /// Atoms on the IPv6 address words past the first (`field::SRC6_1` ..
+    /// `DST6_3`, indexed by `field::addr_slot(f) - 2`); an IPv6 rule's
+    /// word 0 atoms are in `src`/`dst`. Empty in IPv4 chains.
+    pub words: [Vec<(Ipv4Net, bool)>; 6],
     /// The key set of every key field (`field::Kind::Keys`: protocol, L4
     /// keys, connection state, TCP flags, length, TTL, TOS, packet type,
     /// address types): the keys the packet's value may take. Sets are
@@ -66,6 +70,9 @@ pub(super) struct Term<'a> {
 enum Atom<'a> {
     Src(Ipv4Net, bool),
     Dst(Ipv4Net, bool),
+    /// A prefix atom on an IPv6 address word past the first: its index in
+    /// `Term::words`.
+    Word(usize, Ipv4Net, bool),
     /// The packet's key of field `.0` is in the set.
     Key(usize, Keys),
     InIface(&'a IfaceName, bool),
@@ -93,11 +100,29 @@ impl<'a> Term<'a> {
     fn atom_count(&self) -> usize {
         self.src.len()
             + self.dst.len()
+            + self.words.iter().map(Vec::len).sum::<usize>()
             + self.keys.iter().flatten().count()
             + self.in_iface.len()
             + self.out_iface.len()
             + self.mac.len()
             + self.req.len()
+    }
+
+    /// The atoms on address field `f` (`field::ADDR_FIELDS`).
+    pub fn prefix_atoms(&self, f: usize) -> &Vec<(Ipv4Net, bool)> {
+        match f {
+            field::SRC => &self.src,
+            field::DST => &self.dst,
+            _ => &self.words[field::addr_slot(f) - 2],
+        }
+    }
+
+    pub fn prefix_atoms_mut(&mut self, f: usize) -> &mut Vec<(Ipv4Net, bool)> {
+        match f {
+            field::SRC => &mut self.src,
+            field::DST => &mut self.dst,
+            _ => &mut self.words[field::addr_slot(f) - 2],
+        }
     }
 
     /// True when the term carries requirement atoms (its slot is checked
@@ -111,6 +136,9 @@ impl<'a> Term<'a> {
         atoms.extend(key_order().filter_map(|f| self.keys[f].clone().map(|k| Atom::Key(f, k))));
         atoms.extend(self.src.iter().map(|&(p, n)| Atom::Src(p, n)));
         atoms.extend(self.dst.iter().map(|&(p, n)| Atom::Dst(p, n)));
+        for (i, w) in self.words.iter().enumerate() {
+            atoms.extend(w.iter().map(|&(p, n)| Atom::Word(i, p, n)));
+        }
         atoms.extend(self.in_iface.iter().map(|&(p, n)| Atom::InIface(p, n)));
         atoms.extend(self.out_iface.iter().map(|&(p, n)| Atom::OutIface(p, n)));
         atoms.extend(self.mac.iter().map(|&(m, n)| Atom::Mac(m, n)));
@@ -135,10 +163,9 @@ impl<'a> Term<'a> {
     fn push_lowered(&mut self, atom: &lower::Atom) {
         match atom {
             lower::Atom::Keys(f, k) => self.and_keys(*f, k),
-            lower::Atom::Prefix(f, p, negated) if *f == field::SRC => {
-                self.src.push((net(*p), *negated))
+            lower::Atom::Prefix(f, p, negated) => {
+                self.prefix_atoms_mut(*f).push((net(*p), *negated))
             }
-            lower::Atom::Prefix(_, p, negated) => self.dst.push((net(*p), *negated)),
             lower::Atom::Mac(m, negated) => self.mac.push((*m, *negated)),
         }
     }
@@ -147,6 +174,7 @@ impl<'a> Term<'a> {
         match atom {
             Atom::Src(p, n) => self.src.push((p, n)),
             Atom::Dst(p, n) => self.dst.push((p, n)),
+            Atom::Word(i, p, n) => self.words[i].push((p, n)),
             Atom::Key(f, k) => self.and_keys(f, &k),
             Atom::InIface(p, n) => self.in_iface.push((p, n)),
             Atom::OutIface(p, n) => self.out_iface.push((p, n)),
@@ -160,6 +188,9 @@ impl<'a> Term<'a> {
         let mut t = self.clone();
         t.src.extend_from_slice(&other.src);
         t.dst.extend_from_slice(&other.dst);
+        for (w, o) in t.words.iter_mut().zip(&other.words) {
+            w.extend_from_slice(o);
+        }
         for (f, k) in other.keys.iter().enumerate() {
             if let Some(k) = k {
                 t.and_keys(f, k);
@@ -203,6 +234,11 @@ impl<'a> Term<'a> {
             || nets_apart(&self.src, &other.src)
             || nets_apart(&self.dst, &other.dst)
             || self
+                .words
+                .iter()
+                .zip(&other.words)
+                .any(|(a, b)| nets_apart(a, b))
+            || self
                 .req
                 .iter()
                 .any(|&(g, held)| other.req.contains(&(g, !held)))
@@ -245,6 +281,7 @@ impl<'a> Term<'a> {
         }
         simplify_prefixes(&mut self.src)
             && simplify_prefixes(&mut self.dst)
+            && self.words.iter_mut().all(simplify_prefixes)
             && simplify_values(&mut self.mac)
             && simplify_ifaces(&mut self.in_iface)
             && simplify_ifaces(&mut self.out_iface)
@@ -258,6 +295,7 @@ fn negated<'a>(atom: &Atom<'a>) -> Atom<'a> {
     match *atom {
         Atom::Src(p, n) => Atom::Src(p, !n),
         Atom::Dst(p, n) => Atom::Dst(p, !n),
+        Atom::Word(i, p, n) => Atom::Word(i, p, !n),
         Atom::Key(f, ref k) => Atom::Key(f, l4::complement(k, universe(f))),
         Atom::InIface(p, n) => Atom::InIface(p, !n),
         Atom::OutIface(p, n) => Atom::OutIface(p, !n),
@@ -414,6 +452,26 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if let Some(d) = &rule.destination {
         base.dst.push((net(d.value), d.negated));
     }
+    // An IPv6 prefix is the conjunction of its words' 32-bit prefixes; `!`
+    // negates the whole conjunction, which is not one term: the rule
+    // becomes the disjoint terms of its negation (see `negate`), each
+    // ANDed with the rest of the rule below.
+    let mut alternatives = vec![Term::default()];
+    for (source, addr) in [(true, &rule.source6), (false, &rule.destination6)] {
+        let Some(a) = addr else { continue };
+        let mut conj = Term::default();
+        for (word, p) in a.value.words().into_iter().enumerate() {
+            if let Some(p) = p {
+                conj.prefix_atoms_mut(field::addr_field(source, word))
+                    .push((p, false));
+            }
+        }
+        let parts = if a.negated { conj.negate() } else { vec![conj] };
+        alternatives = alternatives
+            .iter()
+            .flat_map(|t| parts.iter().filter_map(move |p| t.and(p)))
+            .collect();
+    }
     // `-p 0` is `-p all`: iptables never tests protocol 0, even with `!`.
     if let Some(p) = &rule.protocol
         && p.value != 0
@@ -441,7 +499,7 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if !base.simplify() {
         return Vec::new();
     }
-    let mut terms = vec![base];
+    let mut terms: Vec<Term<'_>> = alternatives.iter().filter_map(|a| base.and(a)).collect();
     for m in &rule.matches {
         let (Lowering::Static(alternatives) | Lowering::Guarded(alternatives, _)) = m.ext().lower()
         else {

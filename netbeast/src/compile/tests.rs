@@ -249,6 +249,7 @@ fn packet(d: &mut Dice) -> PacketView {
     PacketView {
         src: addr(d),
         dst: addr(d),
+        addr6: None,
         protocol,
         fragment_offset_nonzero: d.chance(10),
         l4,
@@ -885,6 +886,7 @@ fn tcp_packet(sport: u16, dport: u16) -> PacketView {
     PacketView {
         src: Ipv4Addr::new(10, 0, 0, 1),
         dst: Ipv4Addr::new(10, 0, 0, 2),
+        addr6: None,
         protocol: 6,
         fragment_offset_nonzero: false,
         l4: Some(L4Header::Ports {
@@ -1099,6 +1101,7 @@ fn source_packet(src: Ipv4Addr) -> PacketView {
     PacketView {
         src,
         dst: Ipv4Addr::new(192, 0, 2, 1),
+        addr6: None,
         protocol: 17,
         fragment_offset_nonzero: false,
         l4: None,
@@ -1694,7 +1697,7 @@ fn user_chain_rules_count_on_their_own_counters() {
     let counters = user_chain_counters(&ruleset);
     let numbered: Vec<(&str, u32)> = counters
         .iter()
-        .map(|(_, c, n)| (c.name.as_str(), *n))
+        .map(|(_, _, c, n)| (c.name.as_str(), *n))
         .collect();
     assert_eq!(numbered, [("T", 0), ("U", 1)]);
     for (c, builtin_rules) in [(chain::INPUT, 1), (chain::FORWARD, 2)] {
@@ -2047,7 +2050,7 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
     assert_eq!(compiled.user_chain_rules, 4);
     let numbered: Vec<(TableName, &str, u32)> = user_chain_counters(&ruleset)
         .into_iter()
-        .map(|(t, c, n)| (t, c.name.as_str(), n))
+        .map(|(_, t, c, n)| (t, c.name.as_str(), n))
         .collect();
     assert_eq!(
         numbered,

@@ -41,6 +41,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 /// Name of the XDP entry point in the object.
 const XDP_PROGRAM: &str = "netbeast_xdp";
+/// The IPv6 XDP program, tail-called by [`XDP_PROGRAM`] from `IPV6_INGRESS`.
+const XDP6_PROGRAM: &str = "netbeast_xdp6";
 /// The benchmark's do-nothing XDP_DROP program.
 const FLOOR_PROGRAM: &str = "netbeast_floor";
 /// The SYN-flood shield, tail-called by the XDP program.
@@ -69,7 +71,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 41] = [
+pub const MAP_NAMES: [&str; 42] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -118,6 +120,9 @@ pub const MAP_NAMES: [&str; 41] = [
     "SYN_GUARD_PORTS",
     "SYN_GUARD_COUNT",
     "SHIELD",
+    // The IPv6 program the XDP program tail-calls: a program array loses
+    // its entries with its last user reference, so it is pinned.
+    "IPV6_INGRESS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -600,6 +605,31 @@ impl Dataplane {
             xdp.load().map_err(LoaderError::Program)?;
             self.load_shield()?;
         }
+        self.load_ipv6_program()
+    }
+
+    /// Loads the IPv6 XDP program (runs the verifier) if needed and puts
+    /// it into `IPV6_INGRESS`, where the XDP program tail-calls it.
+    fn load_ipv6_program(&mut self) -> Result<(), LoaderError> {
+        let xdp6: &mut Xdp = self
+            .program_mut(XDP6_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if xdp6.fd().is_err() {
+            xdp6.load().map_err(LoaderError::Program)?;
+        }
+        let fd = xdp6
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|e| LoaderError::Pin {
+                path: "IPV6_INGRESS".into(),
+                message: format!("cannot duplicate the IPv6 program's fd: {e}"),
+            })?;
+        let mut array: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut("IPV6_INGRESS")?)
+                .map_err(map_err("IPV6_INGRESS"))?;
+        array.set(0, &fd, 0).map_err(map_err("IPV6_INGRESS"))?;
         Ok(())
     }
 
@@ -1244,6 +1274,9 @@ impl Dataplane {
         floor: bool,
     ) -> Result<(u32, std::time::Duration), LoaderError> {
         let name = if floor { FLOOR_PROGRAM } else { XDP_PROGRAM };
+        if !floor {
+            self.load_ipv6_program()?;
+        }
         let xdp: &mut Xdp = self
             .program_mut(name)?
             .try_into()

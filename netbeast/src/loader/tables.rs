@@ -56,7 +56,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
         for (c, chain) in compiled.chains.iter().enumerate() {
             // Only the fields the kernel looks up in the trie.
-            let in_trie = |f: usize| chain.config.addr_lengths[f - field::SRC][0] == ADDR_TRIE;
+            let in_trie = |f: usize| chain.config.addr_lengths[field::addr_slot(f)][0] == ADDR_TRIE;
             for prefix in chain.addr_prefixes.iter().filter(|p| in_trie(p.field)) {
                 let (bits, key) = prefix.trie_key(generation, c as u32);
                 trie.insert(&Key::new(bits, key), prefix.class, 0)

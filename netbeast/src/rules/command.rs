@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 use super::list::{self, ListFormat};
-use super::model::{Chain, Counter, Match, Rule, Ruleset, Table, TableName, Target};
+use super::model::{Chain, Counter, Family, Match, Rule, Ruleset, Table, TableName, Target};
 use super::parse::{Action, IptablesCommand, Problem};
 use super::save::{CounterStyle, rule_spec};
 
@@ -171,7 +171,7 @@ Options:
 
 /// Applies `cmd` to the ruleset. On error the ruleset is unchanged.
 pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutput, CommandError> {
-    let table = ruleset.table_mut(cmd.table);
+    let table = ruleset.table_in_mut(cmd.family, cmd.table);
     if !cmd.changes_ruleset() {
         return execute(&mut table.clone(), cmd);
     }
@@ -201,7 +201,7 @@ pub(crate) fn execute(
     match &cmd.action {
         Action::Append { chain, rules } => {
             let chain = chain_mut(table, chain)?;
-            echo_rules(&mut text, verbose, rules);
+            echo_rules(&mut text, cmd.family, verbose, rules);
             chain.rules.extend(rules.iter().cloned());
         }
         Action::Insert {
@@ -211,7 +211,7 @@ pub(crate) fn execute(
         } => {
             let chain = chain_mut(table, chain)?;
             let index = checked_index(chain, *position, Operation::Insert)?;
-            echo_rules(&mut text, verbose, rules);
+            echo_rules(&mut text, cmd.family, verbose, rules);
             // As iptables: each rule goes in at the same place, so with
             // several addresses the last one ends up first.
             for rule in rules {
@@ -220,7 +220,7 @@ pub(crate) fn execute(
         }
         Action::Delete { chain, rules } => {
             let chain = chain_mut(table, chain)?;
-            echo_rules(&mut text, verbose, rules);
+            echo_rules(&mut text, cmd.family, verbose, rules);
             for rule in rules {
                 let index = find_rule(chain, rule)?;
                 chain.rules.remove(index);
@@ -238,12 +238,12 @@ pub(crate) fn execute(
         } => {
             let chain = chain_mut(table, chain)?;
             let index = checked_index(chain, *position, Operation::Replace)?;
-            echo_rules(&mut text, verbose, std::slice::from_ref(rule));
+            echo_rules(&mut text, cmd.family, verbose, std::slice::from_ref(rule));
             chain.rules[index] = rule.clone();
         }
         Action::Check { chain, rules } => {
             let chain = chain_mut(table, chain)?;
-            echo_rules(&mut text, verbose, rules);
+            echo_rules(&mut text, cmd.family, verbose, rules);
             for rule in rules {
                 find_rule(chain, rule)?;
             }
@@ -266,6 +266,7 @@ pub(crate) fn execute(
                 } else {
                     super::names::system()
                 },
+                family: cmd.family,
             };
             text = listing(table, chain.as_deref(), *position, &format)?;
             if *zero {
@@ -374,10 +375,16 @@ pub(crate) fn execute(
         }
         Action::Help => text = HELP.to_string(),
         Action::Version => {
-            text = format!(
-                "netbeast v{} (iptables-compatible, filter and nat tables)\n",
-                env!("CARGO_PKG_VERSION")
-            );
+            text = match cmd.family {
+                Family::V4 => format!(
+                    "netbeast v{} (iptables-compatible, filter and nat tables)\n",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                Family::V6 => format!(
+                    "netbeast v{} (ip6tables-compatible, filter table)\n",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            };
         }
     }
     Ok(CommandOutput {
@@ -822,11 +829,11 @@ fn find_rule(chain: &Chain, rule: &Rule) -> Result<usize, CommandError> {
         })
 }
 
-fn echo_rules(text: &mut String, verbose: bool, rules: &[Rule]) {
+fn echo_rules(text: &mut String, family: Family, verbose: bool, rules: &[Rule]) {
     if verbose {
         rules
             .iter()
-            .for_each(|r| text.push_str(&list::echo_rule(r)));
+            .for_each(|r| text.push_str(&list::echo_rule(r, family)));
     }
 }
 

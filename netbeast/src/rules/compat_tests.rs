@@ -66,6 +66,7 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
     PacketView {
         src: Ipv4Addr::from(src),
         dst: Ipv4Addr::from(dst),
+        addr6: None,
         protocol: 6,
         fragment_offset_nonzero: false,
         l4: Some(L4Header::Ports {

@@ -338,6 +338,9 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
         protocol: scope.protocol,
         source,
         destination,
+        // IPv6 rules are drawn by no user yet (ip6tables has its own tests).
+        source6: None,
+        destination6: None,
         in_iface,
         out_iface,
         fragment,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::command::references;
 use super::model::Table;
-use super::model::{Chain, Counter, IfaceName, Ipv4Net, Negatable, Rule, Target};
+use super::model::{Chain, Counter, Family, IfaceName, Ipv4Net, Ipv6Net, Negatable, Rule, Target};
 use super::names::Names;
 use super::parse::protocol_name;
 use super::save::{self, CounterStyle, policy_name};
@@ -23,6 +23,9 @@ pub struct ListFormat {
     /// Host, network and service names for a listing without `-n`; none:
     /// numbers (and `anywhere`).
     pub names: Option<&'static Names>,
+    /// The ruleset's family: how a rule without an address prints it
+    /// (`0.0.0.0/0` or `::/0`).
+    pub family: Family,
 }
 
 impl ListFormat {
@@ -198,8 +201,7 @@ pub fn rule_line(rule: &Rule, number: usize, format: &ListFormat) -> String {
             iface_column(&rule.out_iface, any)
         );
     }
-    for address in [&rule.source, &rule.destination] {
-        let (bang, text) = address_column(address, format.numeric, format.names());
+    for (bang, text) in address_columns(rule, format.family, format.numeric, format.names()) {
         let _ = write!(out, "{bang}{text:<19} ");
     }
     out.push_str(&match_columns(rule, format.numeric, format.names()));
@@ -209,10 +211,10 @@ pub fn rule_line(rule: &Rule, number: usize, format: &ListFormat) -> String {
 
 /// The line iptables -v prints for each rule it adds, deletes or checks:
 /// `ACCEPT  tcp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   tcp dpt:22`.
-pub fn echo_rule(rule: &Rule) -> String {
+pub fn echo_rule(rule: &Rule, family: Family) -> String {
     let (protocol_bang, protocol) = protocol_column(rule, true);
-    let (source_bang, source) = address_column(&rule.source, true, None);
-    let (destination_bang, destination) = address_column(&rule.destination, true, None);
+    let [(source_bang, source), (destination_bang, destination)] =
+        address_columns(rule, family, true, None);
     format!(
         "{} {protocol_bang}{protocol} opt {} in {} out {} {source_bang}{source} {destination_bang}-> {destination}  {}\n",
         target_name(&rule.target),
@@ -308,6 +310,44 @@ fn iface_column(iface: &Option<Negatable<IfaceName>>, any: &str) -> String {
     }
 }
 
+/// The source and destination columns of a rule of `family`.
+fn address_columns(
+    rule: &Rule,
+    family: Family,
+    numeric: bool,
+    names: Option<&Names>,
+) -> [(char, String); 2] {
+    match family {
+        Family::V4 => [
+            address_column(&rule.source, numeric, names),
+            address_column(&rule.destination, numeric, names),
+        ],
+        Family::V6 => [
+            address_column6(&rule.source6, numeric),
+            address_column6(&rule.destination6, numeric),
+        ],
+    }
+}
+
+/// As ip6tables: `anywhere` (or `::/0` with `-n`), else the address and
+/// `/prefix` unless it is a single host. IPv6 addresses are printed as
+/// numbers, never looked up by name.
+fn address_column6(address: &Option<Negatable<Ipv6Net>>, numeric: bool) -> (char, String) {
+    let bang = if address.as_ref().is_some_and(|a| a.negated) {
+        '!'
+    } else {
+        ' '
+    };
+    let text = match address {
+        None if !numeric => "anywhere".to_string(),
+        None => "::/0".to_string(),
+        Some(a) if a.value.prefix_len == 0 && !numeric => "anywhere".to_string(),
+        Some(a) if a.value.prefix_len == 128 => a.value.addr.to_string(),
+        Some(a) => a.value.to_string(),
+    };
+    (bang, text)
+}
+
 /// As iptables: `anywhere` (or `0.0.0.0/0` with `-n`), else the address
 /// (named: a host, else a network, else the number) and `/prefix` unless
 /// it is a single host.
@@ -386,6 +426,7 @@ mod tests {
         exact: false,
         line_numbers: false,
         names: None,
+        family: Family::V4,
     };
     const NUMERIC: ListFormat = ListFormat {
         numeric: true,
@@ -479,6 +520,7 @@ MASQUERADE  all  --  anywhere             anywhere             random-fully
             exact: true,
             line_numbers: true,
             names: None,
+            family: Family::V4,
         };
         let expected = "\
 Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)
@@ -513,11 +555,11 @@ num      pkts      bytes target     prot opt in     out     source              
             "-t nat -A PREROUTING -p tcp -j DNAT --to 1.2.3.4:80",
         ]);
         assert_eq!(
-            echo_rule(&r.nat.chain("POSTROUTING").unwrap().rules[0]),
+            echo_rule(&r.nat.chain("POSTROUTING").unwrap().rules[0], Family::V4),
             "MASQUERADE  udp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   masq ports: 1000-2000 random\n"
         );
         assert_eq!(
-            echo_rule(&r.nat.chain("PREROUTING").unwrap().rules[0]),
+            echo_rule(&r.nat.chain("PREROUTING").unwrap().rules[0], Family::V4),
             "DNAT  tcp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   to:1.2.3.4:80\n"
         );
     }
@@ -590,6 +632,7 @@ ACCEPT     6    --  0.0.0.0/0            0.0.0.0/0            tcp dpt:22 ctstate
             exact: false,
             line_numbers: true,
             names: None,
+            family: Family::V4,
         };
         let expected = "\
 Chain INPUT (policy ACCEPT 123K packets, 7654K bytes)
@@ -750,6 +793,7 @@ REJECT     udp  --  anywhere             anywhere             udp dpts:5000:6553
             exact: false,
             line_numbers: true,
             names: None,
+            family: Family::V4,
         };
         assert_eq!(
             list_rule(input, 2, &format),
@@ -815,15 +859,15 @@ REJECT     udp  --  anywhere             anywhere             udp dpts:5000:6553
         ]);
         let input = &r.filter.chain("INPUT").unwrap().rules;
         assert_eq!(
-            echo_rule(&input[0]),
+            echo_rule(&input[0], Family::V4),
             "ACCEPT  tcp opt -- in * out *  1.2.3.4  -> 0.0.0.0/0   tcp dpt:22 /* hi */\n"
         );
         assert_eq!(
-            echo_rule(&input[1]),
+            echo_rule(&input[1], Family::V4),
             "DROP  all opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0  \n"
         );
         assert_eq!(
-            echo_rule(&r.filter.chain("OUTPUT").unwrap().rules[0]),
+            echo_rule(&r.filter.chain("OUTPUT").unwrap().rules[0], Family::V4),
             "REJECT  udp opt -- in * out *  0.0.0.0/0  -> 0.0.0.0/0   reject-with icmp-port-unreachable\n"
         );
     }

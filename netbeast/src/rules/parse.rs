@@ -9,13 +9,13 @@
 //! `tcp-reset` needs TCP, `-m mac` only before routing), with messages that
 //! say how to fix the line.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 
 use super::ext::{self, MatchModule, MatchParser, OptSpec, RuleContext, Value};
 use super::model::{
-    Counter, IfaceName, Ipv4Net, Match, Negatable, Policy, Rule, TableName, Target,
+    Counter, Family, IfaceName, Ipv4Net, Ipv6Net, Match, Negatable, Policy, Rule, TableName, Target,
 };
 use super::target::{self as targets, TargetModule, TargetParser};
 
@@ -31,6 +31,8 @@ pub const MAX_CHAIN_NAME_LEN: usize = 28;
 /// One parsed `iptables` invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IptablesCommand {
+    /// Which ruleset the command is for: `iptables` (IPv4) or `ip6tables`.
+    pub family: Family,
     pub table: TableName,
     /// `-v`: listings show counters and interfaces, `-S` shows counters,
     /// and changes echo the rules or chains they touch.
@@ -182,6 +184,16 @@ pub enum ParseError {
     Unsupported { what: String, hint: String },
     #[error("the {0} table is not supported yet; netbeast implements the filter and nat tables")]
     UnsupportedTable(String),
+    /// Something ip6tables has that netbeast's IPv6 side does not yet.
+    #[error("{what} is not supported for IPv6 yet{hint}")]
+    Ipv6Unsupported { what: String, hint: String },
+    #[error(
+        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter table"
+    )]
+    Ipv6UnsupportedTable(String),
+    /// What ip6tables itself refuses (`-f`, `-4`).
+    #[error("{option} is not supported in IPv6{hint}")]
+    NotInIpv6 { option: String, hint: &'static str },
     #[error("{target}: option \"{option}\" must be specified{example}")]
     MissingTargetOption {
         target: &'static str,
@@ -263,7 +275,9 @@ impl ParseError {
     pub fn problem(&self) -> Problem {
         match self {
             ParseError::BadPolicy { .. } | ParseError::NoChainByThatName { .. } => Problem::Other,
-            ParseError::UnknownTable(_) | ParseError::UnsupportedTable(_) => Problem::Version,
+            ParseError::UnknownTable(_)
+            | ParseError::UnsupportedTable(_)
+            | ParseError::Ipv6UnsupportedTable(_) => Problem::Version,
             _ => Problem::Parameter,
         }
     }
@@ -272,17 +286,31 @@ impl ParseError {
 /// Parses the arguments that follow `iptables`, e.g.
 /// `["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"]`.
 pub fn parse_iptables_args(args: &[String]) -> Result<IptablesCommand, ParseError> {
-    Parser::new(args, Context::CommandLine).run()
+    parse_args(args, Family::V4)
 }
 
-/// Parses one rule line of an iptables-restore file for `table`: `-t`, `-w`
-/// and `-W` are refused there, as iptables-restore does.
+/// [`parse_iptables_args`] for `ip6tables`.
+pub fn parse_ip6tables_args(args: &[String]) -> Result<IptablesCommand, ParseError> {
+    parse_args(args, Family::V6)
+}
+
+/// The arguments of `iptables` or `ip6tables`, as `family` says.
+pub fn parse_args(args: &[String], family: Family) -> Result<IptablesCommand, ParseError> {
+    let mut parser = Parser::new(args, Context::CommandLine);
+    parser.family = family;
+    parser.run()
+}
+
+/// Parses one rule line of an iptables-restore (ip6tables-restore) file for
+/// `table`: `-t`, `-w` and `-W` are refused there, as iptables-restore does.
 pub(crate) fn parse_restore_args(
     args: &[String],
     table: TableName,
+    family: Family,
 ) -> Result<IptablesCommand, ParseError> {
     let mut parser = Parser::new(args, Context::Restore);
     parser.table = table;
+    parser.family = family;
     parser.run()
 }
 
@@ -527,6 +555,62 @@ fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
         })? as u8,
     };
     Ok(Ipv4Net::new(addr, prefix_len))
+}
+
+/// One `addr[/prefix-length or /mask]` of ip6tables' `-s`/`-d`.
+fn parse_network6(option: &str, text: &str) -> Result<Ipv6Net, ParseError> {
+    const WHAT: &str = "address";
+    let (addr_text, mask_text) = match text.split_once('/') {
+        Some((addr, mask)) => (addr, Some(mask)),
+        None => (text, None),
+    };
+    let addr: Ipv6Addr = addr_text.parse().map_err(|_| {
+        let reason = if addr_text.contains('.') && !addr_text.contains(':') {
+            "that is an IPv4 address; ip6tables takes IPv6 addresses like fd00::1 or \
+             2001:db8::/32 (use iptables for IPv4)"
+        } else if addr_text
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit())
+        {
+            "host names are not resolved; give an IPv6 address like fd00::1 or 2001:db8::/32"
+        } else {
+            "expected an IPv6 address like fd00::1, optionally with /prefix-length or /mask"
+        };
+        invalid(option, WHAT, text, reason)
+    })?;
+    let prefix_len = match mask_text {
+        None => 128,
+        Some(mask) if mask.contains(':') => {
+            let bits = u128::from(
+                mask.parse::<Ipv6Addr>()
+                    .map_err(|_| invalid(option, WHAT, text, format!("'{mask}' is not a mask")))?,
+            );
+            if bits.leading_ones() + bits.trailing_zeros() != 128 {
+                return Err(ParseError::Unsupported {
+                    what: format!("the non-contiguous mask {mask} in {option} {text}"),
+                    hint: "; netbeast matches prefixes: give a mask of leading ones like \
+                           ffff:ffff::, or a prefix length like /32"
+                        .into(),
+                });
+            }
+            bits.leading_ones() as u8
+        }
+        Some(mask) => parse_c_number_in(mask, 128).ok_or_else(|| {
+            invalid(
+                option,
+                WHAT,
+                text,
+                format!("'{mask}' is not a prefix length 0-128 or a mask"),
+            )
+        })? as u8,
+    };
+    Ok(Ipv6Net::new(addr, prefix_len))
+}
+
+fn parse_networks6(option: &str, text: &str) -> Result<Vec<Ipv6Net>, ParseError> {
+    text.split(',')
+        .map(|one| parse_network6(option, one))
+        .collect()
 }
 
 /// `-s`/`-d`: a comma-separated list, each a separate rule as in iptables.
@@ -930,6 +1014,7 @@ impl Clone for LoadedTarget {
 struct Parser<'a> {
     scanner: Scanner<'a>,
     context: Context,
+    family: Family,
     table: TableName,
     commands: Vec<CommandKind>,
     chain: Option<String>,
@@ -948,6 +1033,8 @@ struct Parser<'a> {
     protocol: Option<Negatable<u8>>,
     sources: Option<Negatable<Vec<Ipv4Net>>>,
     destinations: Option<Negatable<Vec<Ipv4Net>>>,
+    sources6: Option<Negatable<Vec<Ipv6Net>>>,
+    destinations6: Option<Negatable<Vec<Ipv6Net>>>,
     in_iface: Option<Negatable<IfaceName>>,
     out_iface: Option<Negatable<IfaceName>>,
     fragment: Option<bool>,
@@ -964,6 +1051,7 @@ impl<'a> Parser<'a> {
         Parser {
             scanner: Scanner::new(args),
             context,
+            family: Family::V4,
             table: TableName::Filter,
             commands: Vec::new(),
             chain: None,
@@ -979,6 +1067,8 @@ impl<'a> Parser<'a> {
             protocol: None,
             sources: None,
             destinations: None,
+            sources6: None,
+            destinations6: None,
             in_iface: None,
             out_iface: None,
             fragment: None,
@@ -1006,6 +1096,7 @@ impl<'a> Parser<'a> {
             }
             if let Some(action) = self.early_exit.take() {
                 return Ok(IptablesCommand {
+                    family: self.family,
                     table: self.table,
                     verbose: self.verbose,
                     action,
@@ -1159,6 +1250,12 @@ impl<'a> Parser<'a> {
             's' | 'd' => self.address_option(c)?,
             'p' => self.protocol_option()?,
             'i' | 'o' => self.iface_option(c)?,
+            'f' if self.family == Family::V6 => {
+                return Err(ParseError::NotInIpv6 {
+                    option: "-f".into(),
+                    hint: "; IPv6 fragments are matched with -m frag (not in netbeast yet)",
+                });
+            }
             'f' => {
                 self.once("-f", "")?;
                 self.fragment = Some(!self.invert);
@@ -1176,6 +1273,13 @@ impl<'a> Parser<'a> {
             'w' | 'W' => self.wait_option(c)?,
             'M' => {
                 self.required(typed, "the path of modprobe")?;
+            }
+            '6' if self.family == Family::V6 => {}
+            '4' if self.family == Family::V6 => {
+                return Err(ParseError::NotInIpv6 {
+                    option: "-4".into(),
+                    hint: "; ip6tables edits the IPv6 ruleset, use iptables for IPv4",
+                });
             }
             '4' => {}
             '6' => {
@@ -1298,6 +1402,28 @@ impl<'a> Parser<'a> {
             option,
             "; list several addresses with commas instead (-s 10.0.0.1,10.0.0.2)",
         )?;
+        if self.family == Family::V6 {
+            let (text, negated) = self.negatable_value(option, "an IPv6 address or network")?;
+            let networks = parse_networks6(option, text)?;
+            if negated && networks.len() > 1 {
+                return Err(invalid(
+                    option,
+                    "address",
+                    text,
+                    "'!' is not allowed with several addresses; write one rule per address",
+                ));
+            }
+            let value = Some(Negatable {
+                negated,
+                value: networks,
+            });
+            if c == 's' {
+                self.sources6 = value;
+            } else {
+                self.destinations6 = value;
+            }
+            return Ok(());
+        }
         let (text, negated) = self.negatable_value(option, "an IPv4 address or network")?;
         let networks = parse_networks(option, text)?;
         if negated && networks.len() > 1 {
@@ -1442,6 +1568,9 @@ impl<'a> Parser<'a> {
         let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
+            "nat" | "mangle" | "raw" | "security" if self.family == Family::V6 => {
+                return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
+            }
             "nat" => TableName::Nat,
             "mangle" | "raw" | "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
@@ -1778,6 +1907,7 @@ impl<'a> Parser<'a> {
             self.other_action(chain)
         };
         Ok(IptablesCommand {
+            family: self.family,
             table: self.table,
             verbose: self.verbose,
             action,
@@ -1928,10 +2058,15 @@ impl<'a> Parser<'a> {
         self.check_interfaces(chain)?;
         let matches = self.finish_matches(chain)?;
         let target = self.finish_target(chain)?;
+        if self.family == Family::V6 {
+            check_ipv6_rule(&matches, &target)?;
+        }
         let template = Rule {
             protocol: self.protocol.clone(),
             source: None,
             destination: None,
+            source6: None,
+            destination6: None,
             in_iface: any_iface_is_none(self.in_iface.clone()),
             out_iface: any_iface_is_none(self.out_iface.clone()),
             fragment: self.fragment,
@@ -1939,6 +2074,20 @@ impl<'a> Parser<'a> {
             target,
             counter: self.counter.unwrap_or_default(),
         };
+        if self.family == Family::V6 {
+            let sources = expand_addresses6(self.sources6.take());
+            let destinations = expand_addresses6(self.destinations6.take());
+            let mut rules = Vec::with_capacity(sources.len() * destinations.len());
+            for source in &sources {
+                for destination in &destinations {
+                    let mut rule = template.clone();
+                    rule.source6 = source.clone();
+                    rule.destination6 = destination.clone();
+                    rules.push(rule);
+                }
+            }
+            return Ok(rules);
+        }
         let sources = expand_addresses(self.sources.take());
         let destinations = expand_addresses(self.destinations.take());
         let mut rules = Vec::with_capacity(sources.len() * destinations.len());
@@ -2035,6 +2184,71 @@ fn same_option(a: LongOption, b: LongOption) -> bool {
 /// The user's word for a protocol number.
 fn protocol_label(protocol: u8) -> String {
     protocol_name(protocol, false).map_or_else(|| protocol.to_string(), str::to_string)
+}
+
+/// What netbeast's IPv6 data plane can do so far (docs/FEATURES.md): the
+/// rest is refused, naming it, rather than stored and not enforced.
+pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), ParseError> {
+    for m in matches {
+        let name = match m {
+            Match::Ports(p) if p.tcp_option.is_some() => "--tcp-option",
+            Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) => continue,
+            Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
+            Match::MacSource(_) => "-m mac",
+            Match::ConnState(_) => "connection tracking (-m state, -m conntrack)",
+            Match::Length(_) => "-m length",
+            Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
+            Match::IpRange(_) => "-m iprange",
+            Match::PktType(_) => "-m pkttype",
+            Match::AddrType(_) => "-m addrtype",
+            Match::Tos(_) => "-m tos",
+            Match::Dscp(_) => "-m dscp",
+            Match::Statistic(_) => "-m statistic",
+            Match::Limit(_) => "-m limit",
+            Match::Connlimit(_) => "-m connlimit",
+            Match::Hashlimit(_) => "-m hashlimit",
+            Match::Recent(_) => "-m recent",
+        };
+        return Err(ParseError::Ipv6Unsupported {
+            what: name.to_string(),
+            hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, -m multiport and -m comment \
+                   so far"
+                .into(),
+        });
+    }
+    // What the IPv6 data plane does so far; every other target (REJECT,
+    // LOG, SYNPROXY, the nat ones) is refused by name.
+    let name = match target {
+        Target::None
+        | Target::Accept
+        | Target::Drop
+        | Target::Return
+        | Target::Jump(_)
+        | Target::Goto(_) => return Ok(()),
+        other => other.builtin_name(),
+    };
+    Err(ParseError::Ipv6Unsupported {
+        what: format!("-j {name}"),
+        hint: "; IPv6 rules take ACCEPT, DROP, RETURN and jumps to user-defined chains so far \
+               (use -j DROP)"
+            .into(),
+    })
+}
+
+fn expand_addresses6(given: Option<Negatable<Vec<Ipv6Net>>>) -> Vec<Option<Negatable<Ipv6Net>>> {
+    let Some(Negatable { negated, value }) = given else {
+        return vec![None];
+    };
+    value
+        .into_iter()
+        .map(|net| {
+            // ::/0 is "anywhere", which ip6tables stores as no address.
+            (net.prefix_len != 0 || negated).then_some(Negatable {
+                negated,
+                value: net,
+            })
+        })
+        .collect()
 }
 
 fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negatable<Ipv4Net>>> {
@@ -4088,20 +4302,26 @@ mod tests {
 
     #[test]
     fn restore_context_refuses_table_and_wait() {
-        let table = parse_restore_args(&args("-t filter -A INPUT -j DROP"), TableName::Filter);
+        let table = parse_restore_args(
+            &args("-t filter -A INPUT -j DROP"),
+            TableName::Filter,
+            Family::V4,
+        );
         assert!(
             table
                 .unwrap_err()
                 .to_string()
                 .contains("-t cannot be used in a restore file")
         );
-        let wait = parse_restore_args(&args("-w -A INPUT -j DROP"), TableName::Filter);
+        let wait = parse_restore_args(&args("-w -A INPUT -j DROP"), TableName::Filter, Family::V4);
         assert!(
             wait.unwrap_err()
                 .to_string()
                 .contains("-w cannot be used in a restore file")
         );
-        assert!(parse_restore_args(&args("-A INPUT -j DROP"), TableName::Filter).is_ok());
+        assert!(
+            parse_restore_args(&args("-A INPUT -j DROP"), TableName::Filter, Family::V4).is_ok()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::command::{self, CommandError};
 use super::ext::bang;
-use super::model::{Chain, Counter, Match, Policy, Rule, Ruleset, Table, TableName};
+use super::model::{Chain, Counter, Family, Match, Policy, Rule, Ruleset, Table, TableName};
 use super::parse::{self, Action, IptablesCommand, ParseError, Problem};
 
 /// Prints the ruleset as `iptables-save` does (`-c` when `with_counters`).
@@ -23,6 +23,15 @@ use super::parse::{self, Action, IptablesCommand, ParseError, Problem};
 /// with ACCEPT policies and zero counters ([`Table::is_pristine`]), it is
 /// left out, as iptables-save leaves out a nat table nobody created.
 pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
+    save_family(ruleset, Family::V4, with_counters)
+}
+
+/// [`save`] of one family's ruleset: `ip6tables-save` prints the IPv6
+/// one, which has only its filter table so far.
+pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> String {
+    if family == Family::V6 {
+        return save_table(&ruleset.filter6, with_counters);
+    }
     let mut out = save_table(&ruleset.filter, with_counters);
     if !ruleset.nat.is_pristine() {
         out.push_str(&save_table(&ruleset.nat, with_counters));
@@ -97,6 +106,11 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
             );
         }
     }
+    for (flag, net) in [("-s", &rule.source6), ("-d", &rule.destination6)] {
+        if let Some(net) = net {
+            let _ = write!(out, "{} {flag} {}", bang(net.negated), net.value);
+        }
+    }
     for (flag, iface) in [("-i", &rule.in_iface), ("-o", &rule.out_iface)] {
         // iptables-save leaves out "+" (any interface) unless negated.
         if let Some(iface) = iface
@@ -148,6 +162,8 @@ fn write_match(out: &mut String, m: &Match) {
 /// A parsed iptables-restore file, checked line by line but not applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreFile {
+    /// Which ruleset the file is for (iptables-restore or ip6tables-restore).
+    pub family: Family,
     pub tables: Vec<RestoreTable>,
 }
 
@@ -266,9 +282,24 @@ pub fn parse_restore(text: &str) -> Result<RestoreFile, RestoreError> {
 /// of `only` are read; the others are skipped whatever they hold (so the
 /// filter table of an `iptables-save` that also has mangle rules restores).
 pub fn parse_restore_table(text: &str, only: Option<&str>) -> Result<RestoreFile, RestoreError> {
+    parse_restore_family(text, only, Family::V4)
+}
+
+/// [`parse_restore_table`] for the ruleset of `family`.
+pub fn parse_restore_family(
+    text: &str,
+    only: Option<&str>,
+    family: Family,
+) -> Result<RestoreFile, RestoreError> {
     if let Some(table) = only {
         match table {
-            "filter" | "nat" => {}
+            "filter" => {}
+            "nat" | "mangle" | "raw" | "security" if family == Family::V6 => {
+                return Err(RestoreError::Table {
+                    source: ParseError::Ipv6UnsupportedTable(table.to_string()),
+                });
+            }
+            "nat" => {}
             "mangle" | "raw" | "security" => {
                 return Err(RestoreError::Table {
                     source: ParseError::UnsupportedTable(table.to_string()),
@@ -282,6 +313,7 @@ pub fn parse_restore_table(text: &str, only: Option<&str>) -> Result<RestoreFile
         }
     }
     let mut reader = RestoreReader {
+        family,
         only: only.map(str::to_string),
         ..RestoreReader::default()
     };
@@ -301,7 +333,7 @@ pub fn apply_restore(
 ) -> Result<(), RestoreError> {
     let mut scratch = ruleset.clone();
     for section in &file.tables {
-        let table = scratch.table_mut(section.name);
+        let table = scratch.table_in_mut(file.family, section.name);
         if !noflush {
             // As iptables-restore: every rule goes, and every user-defined
             // chain; the built-in chains keep their policies.
@@ -328,6 +360,7 @@ pub fn apply_restore(
                     }
                     None => {
                         let create = IptablesCommand {
+                            family: file.family,
                             table: section.name,
                             verbose: false,
                             action: Action::NewChain {
@@ -422,8 +455,9 @@ pub fn split_restore_line(text: &str) -> Result<Vec<String>, String> {
 
 /// The built-in chains of the tables netbeast does not implement yet, whose
 /// empty sections (as every iptables-save prints) are accepted and skipped.
-fn ignored_table_chains(table: &str) -> Option<&'static [&'static str]> {
+fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'static str]> {
     match table {
+        "nat" if family == Family::V6 => Some(&["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
         "mangle" => Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
         "raw" => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
@@ -443,6 +477,7 @@ enum Section {
 
 #[derive(Default)]
 struct RestoreReader {
+    family: Family,
     tables: Vec<RestoreTable>,
     open: Option<Section>,
     /// `-T`: the only table to read.
@@ -480,13 +515,13 @@ impl RestoreReader {
             ))),
             Some(Section::Ignored { name, .. }) => {
                 let name = name.clone();
-                ignored_table_line(line, &name, text)
+                ignored_table_line(line, &name, text, self.family)
             }
             Some(Section::Skipped { .. }) => Ok(()),
             Some(Section::Table(table)) => {
                 let entry = match text.strip_prefix(':') {
                     Some(chain_line) => chain_line_entry(line, chain_line, table.name)?,
-                    None => command_line(line, text, table.name)?,
+                    None => command_line(line, text, table.name, self.family)?,
                 };
                 table.entries.push(entry);
                 Ok(())
@@ -514,6 +549,10 @@ impl RestoreReader {
                     start: line,
                 }
             }
+            "nat" if self.family == Family::V6 => Section::Ignored {
+                name: name.to_string(),
+                start: line,
+            },
             "filter" | "nat" => Section::Table(RestoreTable {
                 name: if name == "nat" {
                     TableName::Nat
@@ -524,7 +563,7 @@ impl RestoreReader {
                 commit_line: line,
                 entries: Vec::new(),
             }),
-            _ if ignored_table_chains(name).is_some() => Section::Ignored {
+            _ if ignored_table_chains(name, self.family).is_some() => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },
@@ -553,6 +592,7 @@ impl RestoreReader {
             });
         }
         Ok(RestoreFile {
+            family: self.family,
             tables: self.tables,
         })
     }
@@ -560,10 +600,19 @@ impl RestoreReader {
 
 /// A line inside an empty nat/mangle/raw/security section: only chain
 /// declarations that change nothing are accepted.
-fn ignored_table_line(line: usize, table: &str, text: &str) -> Result<(), RestoreError> {
+fn ignored_table_line(
+    line: usize,
+    table: &str,
+    text: &str,
+    family: Family,
+) -> Result<(), RestoreError> {
     let unsupported = || RestoreError::Parse {
         line,
-        source: ParseError::UnsupportedTable(table.to_string()),
+        source: if family == Family::V6 {
+            ParseError::Ipv6UnsupportedTable(table.to_string())
+        } else {
+            ParseError::UnsupportedTable(table.to_string())
+        },
     };
     let Some(chain_line) = text.strip_prefix(':') else {
         return Err(unsupported());
@@ -663,7 +712,12 @@ fn parse_bracket_counter(text: &str) -> Option<Counter> {
     })
 }
 
-fn command_line(line: usize, text: &str, table: TableName) -> Result<RestoreEntry, RestoreError> {
+fn command_line(
+    line: usize,
+    text: &str,
+    table: TableName,
+    family: Family,
+) -> Result<RestoreEntry, RestoreError> {
     let syntax = |reason: String| RestoreError::Syntax { line, reason };
     let (counter, rest) = match text.strip_prefix('[') {
         Some(_) => {
@@ -681,7 +735,7 @@ fn command_line(line: usize, text: &str, table: TableName) -> Result<RestoreEntr
         None => (None, text),
     };
     let args = split_restore_line(rest).map_err(syntax)?;
-    let mut command = parse::parse_restore_args(&args, table)
+    let mut command = parse::parse_restore_args(&args, table, family)
         .map_err(|source| RestoreError::Parse { line, source })?;
     if matches!(
         command.action,

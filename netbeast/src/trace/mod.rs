@@ -286,6 +286,8 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
     PacketView {
         src,
         dst,
+        // Traces are of IPv4 packets (IPv6 is not traced yet).
+        addr6: None,
         protocol: k.protocol,
         fragment_offset_nonzero: k.l4a == L4_FRAGMENT,
         l4,

@@ -1,0 +1,260 @@
+//! `ip6tables` against real ip6tables 1.8, the oracle (issue 16): the same
+//! command lines in two twin namespaces, one with real ip6tables and one
+//! with netbeast (through links named `ip6tables`, `ip6tables-save`,
+//! `ip6tables-restore`, and as `netbeast ip6tables` / `save -6` /
+//! `restore -6`); exit codes, then `-S`, `-L` (with and without `-n`,
+//! `-v`, `--line-numbers`) and the save text compared byte for byte. The
+//! IPv4 ruleset must stay untouched by all of it.
+//!
+//! Needs root. Run: `cargo test -p netbeast --test ip6tables`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+};
+
+use netbeast::netns::{Netns, require_root};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+
+/// Commands both must take (exit 0) and end up listing alike.
+const ACCEPTED: &[&str] = &[
+    "-N MYCH",
+    "-N OTHER",
+    "-P INPUT DROP",
+    "-P FORWARD DROP",
+    "-A INPUT -s 2001:db8::/32 ! -d fd00::1 -p tcp --dport 22 -j ACCEPT",
+    "-A INPUT -p ipv6-icmp -j ACCEPT",
+    "-A INPUT -p icmpv6 -i lo -m comment --comment hello -j MYCH",
+    "-A INPUT -p udp -m multiport --dports 53,123:130 -j DROP",
+    "-A INPUT -s fd00:0:0:0:0:0:0:1/64 -j RETURN",
+    "-A INPUT -d fd00::/ffff:ffff:: -p tcp --sport 1024:65535 -j OTHER",
+    "-A INPUT -s fd00::1,fd00::2 -p udp --dport 53 -j ACCEPT",
+    "-A INPUT -s ::ffff:10.0.0.1 -j DROP",
+    "-A INPUT -p 0 -j ACCEPT",
+    "-I INPUT 2 -i veth+ ! -p tcp -j ACCEPT",
+    "-A FORWARD -i a -o b -p sctp --dport 9 -j ACCEPT",
+    "-A OUTPUT -o lo -p tcp -m multiport --sports 80,443 -j ACCEPT",
+    "-A MYCH -p icmp -j ACCEPT",
+    "-A OTHER -g MYCH",
+    "-A OTHER -p tcp -m tcp --tcp-flags SYN,ACK SYN -j DROP",
+    "-D INPUT -p 0 -j ACCEPT",
+    "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
+    "-C INPUT -p ipv6-icmp -j ACCEPT",
+    "-6 -A OUTPUT -j ACCEPT",
+];
+
+/// Commands both refuse, with the same exit code, applying nothing.
+const REFUSED: &[(&str, i32)] = &[
+    ("-A INPUT -f -j DROP", 2),
+    ("-A INPUT -s 10.0.0.1 -j DROP", 2),
+    ("-A INPUT -s fd00::/129 -j DROP", 2),
+    ("-A INPUT -s fd00::1,fd00::2 ! -d fd00::3 -j NOPE", 2),
+    ("-A INPUT -p tcp --dport 99999 -j ACCEPT", 2),
+    ("-4 -A INPUT -j ACCEPT", 2),
+    ("-C INPUT -p udp -j ACCEPT", 1),
+    ("-D INPUT 99", 1),
+    ("-A NOCHAIN -j ACCEPT", 1),
+    ("-t bogus -L", 3),
+];
+
+/// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):
+/// exit 2, a message saying so, nothing applied.
+const NOT_YET: &[&str] = &[
+    "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+    "-A INPUT -j REJECT",
+    "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+    "-A INPUT -m limit --limit 1/s -j ACCEPT",
+    "-A INPUT -j LOG",
+];
+
+/// The listings compared after the commands.
+const LISTINGS: &[&str] = &[
+    "-S",
+    "-S INPUT",
+    "-L -n",
+    "-L -n -v",
+    "-L -n -v -x --line-numbers",
+    "-L",
+    "-L INPUT 2 -n",
+];
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Save text without the header and footer lines, which name the tool and
+/// the time.
+fn body(save: &str) -> String {
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+struct Links(PathBuf);
+
+impl Links {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("nbt-ip6-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["ip6tables", "ip6tables-save", "ip6tables-restore"] {
+            std::os::unix::fs::symlink(NETBEAST, dir.join(name)).unwrap();
+        }
+        Links(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(out: Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn listing(ns: &Netns, program: &Path, prefix: &[&str], line: &str) -> (i32, String) {
+    let args: Vec<&str> = prefix.iter().copied().chain(words(line)).collect();
+    let out = ns.run(program, &args).unwrap();
+    (code(&out), stdout(out))
+}
+
+#[test]
+fn commands_listings_and_saves_as_ip6tables() {
+    require_root();
+    let oracle = Netns::new("ip6-ipt").unwrap();
+    let beast = Netns::new("ip6-nb").unwrap().with_netbeast(NETBEAST);
+    let links = Links::new();
+    let real = PathBuf::from("ip6tables");
+    let link = links.path("ip6tables");
+    let v4_before = beast.netbeast_ok(&["iptables", "-S"]).unwrap();
+
+    let mut failures = Vec::new();
+    for (i, line) in ACCEPTED.iter().enumerate() {
+        let want = oracle.run(&real, &words(line)).unwrap();
+        // Alternate the two ways in: the link and `netbeast ip6tables`.
+        let got = if i % 2 == 0 {
+            beast.run(&link, &words(line)).unwrap()
+        } else {
+            let args: Vec<&str> = ["ip6tables"].into_iter().chain(words(line)).collect();
+            beast.netbeast(&args).unwrap()
+        };
+        if code(&want) != 0 || code(&got) != 0 {
+            failures.push(format!(
+                "{line}: ip6tables rc {} ({}), netbeast rc {} ({})",
+                code(&want),
+                String::from_utf8_lossy(&want.stderr).trim(),
+                code(&got),
+                String::from_utf8_lossy(&got.stderr).trim()
+            ));
+        }
+    }
+    for (line, rc) in REFUSED {
+        let want = oracle.run(&real, &words(line)).unwrap();
+        let got = beast.run(&link, &words(line)).unwrap();
+        if code(&want) != *rc || code(&got) != *rc {
+            failures.push(format!(
+                "{line}: want rc {rc}; ip6tables {}, netbeast {} ({})",
+                code(&want),
+                code(&got),
+                String::from_utf8_lossy(&got.stderr).trim()
+            ));
+        }
+    }
+    let before = listing(&beast, &link, &[], "-S").1;
+    for line in NOT_YET {
+        let got = beast.run(&link, &words(line)).unwrap();
+        let message = String::from_utf8_lossy(&got.stderr);
+        if code(&got) != 2 || !message.contains("not supported for IPv6 yet") {
+            failures.push(format!("{line}: rc {} ({})", code(&got), message.trim()));
+        }
+    }
+    assert_eq!(
+        listing(&beast, &link, &[], "-S").1,
+        before,
+        "refused commands applied nothing"
+    );
+    for line in LISTINGS {
+        let want = listing(&oracle, &real, &[], line);
+        for (program, prefix) in [
+            (link.clone(), vec![]),
+            (PathBuf::from(NETBEAST), vec!["ip6tables"]),
+        ] {
+            let got = listing(&beast, &program, &prefix, line);
+            if got != want {
+                failures.push(format!(
+                    "{line} ({program:?} {prefix:?}):\n--- ip6tables rc {}\n{}--- netbeast rc {}\n{}",
+                    want.0, want.1, got.0, got.1
+                ));
+            }
+        }
+    }
+    let want_save = body(&stdout(
+        oracle.run("ip6tables-save", &[] as &[&str]).unwrap(),
+    ));
+    for (program, args) in [
+        (links.path("ip6tables-save"), vec![]),
+        (PathBuf::from(NETBEAST), vec!["save", "-6"]),
+    ] {
+        let got = body(&stdout(beast.run(&program, &args).unwrap()));
+        if got != want_save {
+            failures.push(format!(
+                "save {program:?}:\n--- ip6tables-save\n{want_save}--- netbeast\n{got}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The IPv4 ruleset never moved.
+    assert_eq!(beast.netbeast_ok(&["iptables", "-S"]).unwrap(), v4_before);
+    assert!(
+        !beast.netbeast_ok(&["save"]).unwrap().contains("2001:db8"),
+        "iptables-save shows only the IPv4 ruleset"
+    );
+
+    // Restore: the oracle's save through ip6tables-restore (flushing
+    // first) and `restore -6 --noflush` onto an empty ruleset.
+    let oracle_save = stdout(oracle.run("ip6tables-save", &[] as &[&str]).unwrap());
+    beast.run_ok(&link, &["-F"]).unwrap();
+    beast.run_ok(&link, &["-X"]).unwrap();
+    let restore = beast
+        .command(links.path("ip6tables-restore"))
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let mut child = restore.unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(oracle_save.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip6tables-restore");
+    assert_eq!(
+        listing(&beast, &link, &[], "-S"),
+        listing(&oracle, &real, &[], "-S")
+    );
+    let out = beast
+        .netbeast_with_input(
+            &["restore", "-6"],
+            "*filter\n-A INPUT -s 10.0.0.1 -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+    assert_eq!(code(&out), 2, "an IPv4 address in an IPv6 restore file");
+    assert_eq!(
+        listing(&beast, &link, &[], "-S"),
+        listing(&oracle, &real, &[], "-S"),
+        "a bad restore file applied nothing"
+    );
+    assert_eq!(beast.netbeast_ok(&["iptables", "-S"]).unwrap(), v4_before);
+}
