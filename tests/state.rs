@@ -822,6 +822,44 @@ fn detach_all_keeps_the_lock_file() {
     assert_eq!(before, after, "detach --all replaced the lock file");
 }
 
+/// `-V` and `-h` (through `netbeast iptables`, `ip6tables` and the
+/// links' names) answer without making anything for the namespace: no
+/// pins, no state directory, no lock. A version check by a program in a
+/// namespace netbeast never ran in leaves it as it was.
+#[test]
+fn version_and_help_leave_no_state() {
+    require_root();
+    let ns = Netns::new("st-version").unwrap().with_netbeast(NETBEAST);
+    let id = ns.id().unwrap();
+    let dirs = [
+        PIN_ROOT,
+        "/run/netbeast/bpffs/netbeast",
+        "/run/netbeast",
+        "/run/netbeast/locks",
+    ]
+    .map(|dir| Path::new(dir).join(id.to_string()));
+    // A lock file outlives its namespace by design, and a new namespace
+    // may get a dead one's inode: what counts is what the commands make.
+    let before = dirs.clone().map(|p| p.exists());
+    for args in [
+        vec!["iptables", "-V"],
+        vec!["iptables", "--version"],
+        vec!["iptables", "-h"],
+        vec!["ip6tables", "-V"],
+        vec!["save", "--version"],
+    ] {
+        let out = ns.netbeast(&args).unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        for (path, existed) in dirs.iter().zip(before) {
+            assert!(
+                existed || !path.exists(),
+                "{args:?} made {}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// A command that only reads or changes rules never mounts bpffs: with no
 /// bpffs visible (a private mount namespace without it), it refuses and
 /// says how to fix it, and the real data plane and its rules stay as

@@ -681,6 +681,12 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
         }
         let cmd = parse::parse_args(args, family)?;
         crate::profile::phase("parse the command");
+        // `-h` and `-V` answer from the binary alone: no namespace state,
+        // lock or pins are made for them (a version check in a namespace
+        // netbeast never ran in must leave nothing behind).
+        if matches!(cmd.action, parse::Action::Help | parse::Action::Version) {
+            return Ok(command::apply(&mut Ruleset::default(), &cmd)?.text);
+        }
         let ns = Namespace::current()?;
         let changes = cmd.changes_ruleset();
         let _lock = ns.lock_within(cmd.wait_seconds.map(std::time::Duration::from_secs))?;

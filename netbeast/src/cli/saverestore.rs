@@ -99,7 +99,11 @@ fn read_options(prog: &str, spec: &[Opt], args: &[String]) -> Result<Vec<Item>, 
 }
 
 fn version(prog: &str) {
-    outln!("{prog} v{} (netbeast)", env!("CARGO_PKG_VERSION"));
+    outln!(
+        "{prog} v{} (netbeast {})",
+        crate::rules::command::IPTABLES_COMPAT_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 /// `iptables-save ARGS` / `netbeast save ARGS`.

@@ -374,23 +374,32 @@ pub(crate) fn execute(
             }
         }
         Action::Help => text = HELP.to_string(),
-        Action::Version => {
-            text = match cmd.family {
-                Family::V4 => format!(
-                    "netbeast v{} (iptables-compatible, filter and nat tables)\n",
-                    env!("CARGO_PKG_VERSION")
-                ),
-                Family::V6 => format!(
-                    "netbeast v{} (ip6tables-compatible, filter table)\n",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            };
-        }
+        Action::Version => text = version_text(cmd.family),
     }
     Ok(CommandOutput {
         changed: cmd.changes_ruleset(),
         text,
     })
+}
+
+/// The iptables release whose syntax, listings and save format netbeast
+/// follows (checked against it in the tests). `--version` names it first,
+/// as the programs that drive iptables read the first `vX.Y.Z` they see:
+/// kube-proxy turns off `-C`, `-w` and `--random-fully` below 1.4.11/1.6.2,
+/// ufw refuses what it reads as older than 1.4.
+pub const IPTABLES_COMPAT_VERSION: &str = "1.8.9";
+
+/// `iptables --version` / `ip6tables --version`: the iptables release it
+/// stands in for, then netbeast's own version and tables.
+pub fn version_text(family: Family) -> String {
+    let (program, tables) = match family {
+        Family::V4 => ("iptables", "filter and nat tables"),
+        Family::V6 => ("ip6tables", "filter table"),
+    };
+    format!(
+        "{program} v{IPTABLES_COMPAT_VERSION} (netbeast {}; {tables})\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn chain_mut<'t>(table: &'t mut Table, name: &str) -> Result<&'t mut Chain, CommandError> {
@@ -898,9 +907,29 @@ fn zero_counters(
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::rules::model::Policy;
     use crate::rules::parse::parse_iptables_args;
     use crate::rules::save::{save, test_command};
+
+    /// The first `vX.Y.Z` of `--version`, read as kube-proxy and ufw read
+    /// it, is the iptables release netbeast follows, not netbeast's own
+    /// 0.x (which they took for an iptables too old for `-C` and `-w`).
+    #[test]
+    fn version_reads_as_the_iptables_it_stands_for() {
+        for (family, program) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
+            let text = version_text(family);
+            let first = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix('v'))
+                .expect("a vX.Y.Z word");
+            assert_eq!(first, IPTABLES_COMPAT_VERSION, "{text}");
+            let parts: Vec<u32> = first.split('.').map(|p| p.parse().unwrap()).collect();
+            assert!(parts >= vec![1, 6, 2], "{text}");
+            assert!(text.starts_with(&format!("{program} v")), "{text}");
+            assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+        }
+    }
 
     fn run(ruleset: &mut Ruleset, line: &str) -> Result<CommandOutput, CommandError> {
         apply(ruleset, &test_command(line))

@@ -20,8 +20,8 @@ use anyhow::Context;
 
 use super::{CONNECT_TIMEOUT, InterruptGuard, Step, print_indented, saw, type_steps};
 use crate::netns::{
-    CLIENT_ADDR, CLIENT_IFACE, ClientServer, ConnectOutcome, Firewall, Netns, SERVER_ADDR,
-    SERVER_IFACE, Testbed, tcp_stream,
+    CLIENT_ADDR, CLIENT_IFACE, ConnectOutcome, Netns, SERVER_ADDR, SERVER_IFACE, Testbed,
+    tcp_stream,
 };
 
 const CONNLIMIT: &[Step] = &[Step::new(
@@ -63,17 +63,8 @@ const CLIENT_ADDR2: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 3);
 const UDP_PORT: u16 = 5001;
 
 pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<String>> {
-    let firewall = Firewall::netbeast(exe);
-    let ClientServer { client, server } =
-        ClientServer::new("demo").context("creating the namespaces")?;
-    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
-    let bed = Testbed {
-        net: ClientServer {
-            client,
-            server: firewall.guard(server),
-        },
-        firewall,
-    };
+    // Dropping `bed` detaches netbeast and deletes both namespaces.
+    let bed = super::testbed(exe)?;
     bed.client()
         .ip(&[
             "addr",

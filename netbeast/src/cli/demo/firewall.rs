@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 
 use super::{CONNECT_TIMEOUT, InterruptGuard, Step, print_indented, type_steps};
 use crate::netns::{
-    CLIENT_ADDR, CLIENT_IFACE, ClientServer, ConnectOutcome, Firewall, SERVER_ADDR, SERVER_IFACE,
-    Testbed, tcp_server,
+    CLIENT_ADDR, CLIENT_IFACE, ConnectOutcome, SERVER_ADDR, SERVER_IFACE, tcp_server,
 };
 
 const STEPS: &[Step] = &[
@@ -76,17 +75,8 @@ const PROBES: &[Probe] = &[
 /// The article's eight firewall examples (the first four, on INPUT).
 pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<String>> {
     println!("Two hosts in their own network namespaces, joined by a veth pair:");
-    let firewall = Firewall::netbeast(exe);
-    let ClientServer { client, server } =
-        ClientServer::new("demo").context("creating the namespaces")?;
-    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
-    let bed = Testbed {
-        net: ClientServer {
-            client,
-            server: firewall.guard(server),
-        },
-        firewall,
-    };
+    // Dropping `bed` detaches netbeast and deletes both namespaces.
+    let bed = super::testbed(exe)?;
     println!(
         "  client  {CLIENT_ADDR:<12} {CLIENT_IFACE:<6} (namespace {})",
         bed.client().name()

@@ -9,8 +9,7 @@ use anyhow::Context;
 
 use super::{CONNECT_TIMEOUT, InterruptGuard, Step, print_indented, saw, type_steps};
 use crate::netns::{
-    CLIENT_ADDR, ClientServer, ConnectOutcome, Firewall, SERVER_ADDR, SERVER_IFACE, Testbed,
-    tcp_connect, tcp_server,
+    CLIENT_ADDR, ConnectOutcome, SERVER_ADDR, SERVER_IFACE, tcp_connect, tcp_server,
 };
 
 const STEPS: &[Step] = &[Step::new(
@@ -22,17 +21,8 @@ const STEPS: &[Step] = &[Step::new(
 const PREFIX: &str = "New incomming: ";
 
 pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<String>> {
-    let firewall = Firewall::netbeast(exe);
-    let ClientServer { client, server } =
-        ClientServer::new("demo").context("creating the namespaces")?;
-    // From here on, dropping `bed` detaches netbeast and deletes both namespaces.
-    let bed = Testbed {
-        net: ClientServer {
-            client,
-            server: firewall.guard(server),
-        },
-        firewall,
-    };
+    // Dropping `bed` detaches netbeast and deletes both namespaces.
+    let bed = super::testbed(exe)?;
     println!(
         "A client and a server ({SERVER_ADDR}), netbeast attached to the server's {SERVER_IFACE}."
     );

@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 
-use crate::netns::{ConnectOutcome, Netns, is_root};
+use crate::netns::{ClientServer, ConnectOutcome, Firewall, Netns, Testbed, is_root};
 
 /// A dropped SYN shows as a timeout; an answered one returns at once.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -141,6 +141,22 @@ fn name_of(section: Section) -> String {
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default()
+}
+
+/// A client and a server namespace joined by a veth pair, the server
+/// guarded by this netbeast (not attached yet): dropping it detaches
+/// netbeast and deletes both namespaces.
+fn testbed(exe: &Path) -> anyhow::Result<Testbed> {
+    let firewall = Firewall::netbeast(exe);
+    let ClientServer { client, server } =
+        ClientServer::new("demo").context("creating the namespaces")?;
+    Ok(Testbed {
+        net: ClientServer {
+            client,
+            server: firewall.guard(server),
+        },
+        firewall,
+    })
 }
 
 /// One command line of the article, as the demo types it.
