@@ -1368,7 +1368,7 @@ mod tests {
     fn help_and_version() {
         let mut r = Ruleset::default();
         assert!(run_ok(&mut r, "-h").text.contains("--append  -A chain"));
-        assert!(run_ok(&mut r, "-V").text.starts_with("netbeast v"));
+        assert!(run_ok(&mut r, "-V").text.starts_with("iptables v"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, num
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
 use crate::rules::model::{Match, TableName};
-use crate::rules::parse::{ParseError, invalid};
+use crate::rules::parse::ParseError;
 
 /// The largest limit netbeast can count past: a list remembers
 /// `CONNLIMIT_SLOTS` connections per address and rule.
@@ -155,16 +155,17 @@ impl MatchParser for ConnlimitParser {
             "connlimit-upto" | "connlimit-above" => {
                 let text = value(option, text);
                 let limit = number(option, "limit", text, u32::MAX.into())? as u32;
+                // iptables takes any 32-bit limit; netbeast's per-address
+                // lists have room for MAX_CONNLIMIT connections.
                 if limit > MAX_CONNLIMIT {
-                    return Err(invalid(
-                        &option.flag(),
-                        "limit",
-                        text,
-                        format!(
-                            "netbeast counts at most {MAX_CONNLIMIT} connections per address and rule \
-                             (CONNLIMIT_SLOTS in netbeast-common)"
+                    return Err(ParseError::Unsupported {
+                        what: format!("{} {text}", option.flag()),
+                        hint: format!(
+                            ": netbeast counts at most {MAX_CONNLIMIT} connections per address \
+                             and rule (CONNLIMIT_SLOTS in netbeast-common); give a limit up to \
+                             {MAX_CONNLIMIT}"
                         ),
-                    ));
+                    });
                 }
                 let above = (option.name() == "connlimit-above") != negated;
                 if let Some(first) = self.limit_option {

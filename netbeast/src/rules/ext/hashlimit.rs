@@ -442,6 +442,21 @@ impl MatchParser for HashlimitParser {
             }
             "hashlimit-burst" => {
                 let text = value(option, text);
+                // A burst in bytes (`400kb`, iptables' companion of a byte
+                // rate) is taken by iptables; netbeast's byte buckets hold
+                // one second of the rate, so it is not supported yet.
+                let digits = text
+                    .trim_end_matches(['b', 'B'])
+                    .trim_end_matches(['k', 'K', 'm', 'M']);
+                if digits.len() < text.len()
+                    && !digits.is_empty()
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(ParseError::Unsupported {
+                        what: format!("--hashlimit-burst in bytes ({text})"),
+                        hint: "; give the rate alone (the bucket holds one second of it)".into(),
+                    });
+                }
                 let burst = number(option, "burst", text, MAX_BURST)?;
                 if burst == 0 {
                     return Err(invalid(
