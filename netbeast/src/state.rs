@@ -261,7 +261,8 @@ pub fn require_root() -> Result<(), StateError> {
 /// is its cookie (`SO_NETNS_COOKIE`, never reused while the system runs),
 /// recorded with them and checked by every command (see `cli::reconcile`).
 pub struct Namespace {
-    /// Inode of /proc/self/ns/net: names this namespace's state.
+    /// Inode of the calling thread's /proc/thread-self/ns/net: names this
+    /// namespace's state.
     pub id: u64,
     /// The namespace's cookie: identifies it for as long as the system runs.
     pub cookie: u64,
@@ -417,7 +418,11 @@ impl Namespace {
 
     fn open(may_mount: bool) -> Result<Namespace, StateError> {
         require_root()?;
-        let ns = Path::new("/proc/self/ns/net");
+        // The calling thread's namespace, as the cookie's socket is made
+        // in it: /proc/self names the process's main thread, which a
+        // thread that entered a namespace (`Netns::in_netns`, the bench)
+        // has left behind — its state would land under the wrong inode.
+        let ns = Path::new("/proc/thread-self/ns/net");
         let id = fs::metadata(ns).map_err(io("cannot read", ns))?.ino();
         let cookie = crate::loader::netns_cookie().map_err(|source| StateError::Io {
             what: "cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux ≥ 5.14) of",

@@ -41,6 +41,16 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "systemd",
         command: "systemd-analyze",
     },
+    // tests/state.rs, crash.rs and daemon.rs make and read maps with it.
+    Package {
+        name: "bpftool",
+        command: "bpftool",
+    },
+    // `cargo xtask package` strips the binary, as dh_strip does.
+    Package {
+        name: "binutils",
+        command: "strip",
+    },
 ];
 
 /// For looking at traffic by hand; nothing automated depends on them.
@@ -56,10 +66,6 @@ const MANUAL_TOOLS: &[Package] = &[
     Package {
         name: "conntrack",
         command: "conntrack",
-    },
-    Package {
-        name: "bpftool",
-        command: "bpftool",
     },
     Package {
         name: "netsniff-ng",
