@@ -3,12 +3,12 @@
 //!
 //! Needs root. Run: `cargo test -p netbeast --test daemon`.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+#[path = "support/mod.rs"]
+mod support;
+
+use support::start_daemon;
+
+use std::{process::Command, time::Duration};
 
 use netbeast::{
     daemon::SHUTDOWN_GRACE,
@@ -16,32 +16,6 @@ use netbeast::{
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
-
-/// Spawns `netbeast --netns NS daemon ARGS`, waits until it says it runs,
-/// and returns the child with the lines it printed so far on stderr.
-pub fn start_daemon(ns: &Netns, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(NETBEAST)
-        .args(["--netns", ns.name(), "daemon"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn netbeast daemon");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the daemon did not say it runs within 20 s");
-        if line.contains("SIGTERM stops it") {
-            return (child, rx);
-        }
-    }
-}
 
 #[test]
 fn stops_cleanly_on_sigterm() {

@@ -321,8 +321,6 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
@@ -464,7 +462,8 @@ fn netbeast_log_and_the_daemon_write_every_event() {
     let flood_file = dir.join("flood.log");
     let hits_before = input_rule_packets(&net, 1);
     let lost_before = stat(&net, "log_lost");
-    let (mut daemon, said) = start_daemon(&net, &["--log-output", flood_file.to_str().unwrap()]);
+    let (mut daemon, said) =
+        support::start_daemon(&net.server, &["--log-output", flood_file.to_str().unwrap()]);
     send_live(&net, FLOOD_FRAMES, Duration::from_millis(5));
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let status = daemon.wait().unwrap();
@@ -491,35 +490,6 @@ fn netbeast_log_and_the_daemon_write_every_event() {
         "the daemon drained continuously (more than one ring buffer's worth)"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Spawns `netbeast --netns NS daemon ARGS` in the server's namespace and
-/// waits until it says it runs.
-fn start_daemon(
-    net: &ClientServer,
-    args: &[&str],
-) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(NETBEAST)
-        .args(["--netns", net.server.name(), "daemon"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn netbeast daemon");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the daemon did not say it runs within 20 s");
-        if line.contains("SIGTERM stops it") {
-            return (child, rx);
-        }
-    }
 }
 
 /// `--log-uid` in OUTPUT, through the TC egress program and a real socket:
@@ -630,7 +600,7 @@ fn daemon_metrics_parse_and_match_the_counters() {
     .unwrap();
     let port = 9100 + (std::process::id() % 500) as u16;
     let addr = format!("127.0.0.1:{port}");
-    let (mut daemon, _said) = start_daemon(&net, &["--metrics", &addr]);
+    let (mut daemon, _said) = support::start_daemon(&net.server, &["--metrics", &addr]);
     let body = net
         .server
         .in_netns(move || {

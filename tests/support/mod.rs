@@ -269,3 +269,34 @@ pub fn diagnostics(ns: &Netns, firewall: &netbeast::netns::Firewall) -> String {
     let table: String = table.lines().take(20).collect::<Vec<_>>().join("\n");
     format!("\nnetbeast stats:\n{stats}\nconntrack -L (first 20):\n{table}")
 }
+
+/// Spawns `netbeast --netns NS daemon ARGS`, waits until it says it runs,
+/// and returns the child with the lines it printed so far on stderr.
+pub fn start_daemon(
+    ns: &Netns,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netbeast"))
+        .args(["--netns", ns.name(), "daemon"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netbeast daemon");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon did not say it runs within 20 s");
+        if line.contains("SIGTERM stops it") {
+            return (child, rx);
+        }
+    }
+}

@@ -1404,19 +1404,7 @@ impl<'a> Parser<'a> {
         )?;
         if self.family == Family::V6 {
             let (text, negated) = self.negatable_value(option, "an IPv6 address or network")?;
-            let networks = parse_networks6(option, text)?;
-            if negated && networks.len() > 1 {
-                return Err(invalid(
-                    option,
-                    "address",
-                    text,
-                    "'!' is not allowed with several addresses; write one rule per address",
-                ));
-            }
-            let value = Some(Negatable {
-                negated,
-                value: networks,
-            });
+            let value = address_list(option, text, negated, parse_networks6(option, text)?)?;
             if c == 's' {
                 self.sources6 = value;
             } else {
@@ -1425,19 +1413,7 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         let (text, negated) = self.negatable_value(option, "an IPv4 address or network")?;
-        let networks = parse_networks(option, text)?;
-        if negated && networks.len() > 1 {
-            return Err(invalid(
-                option,
-                "address",
-                text,
-                "'!' is not allowed with several addresses; write one rule per address",
-            ));
-        }
-        let value = Some(Negatable {
-            negated,
-            value: networks,
-        });
+        let value = address_list(option, text, negated, parse_networks(option, text)?)?;
         if c == 's' {
             self.sources = value;
         } else {
@@ -2233,6 +2209,28 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
                (use -j DROP)"
             .into(),
     })
+}
+
+/// The networks of one `-s`/`-d` (either family), which `!` may negate
+/// only when there is one.
+fn address_list<T>(
+    option: &str,
+    text: &str,
+    negated: bool,
+    networks: Vec<T>,
+) -> Result<Option<Negatable<Vec<T>>>, ParseError> {
+    if negated && networks.len() > 1 {
+        return Err(invalid(
+            option,
+            "address",
+            text,
+            "'!' is not allowed with several addresses; write one rule per address",
+        ));
+    }
+    Ok(Some(Negatable {
+        negated,
+        value: networks,
+    }))
 }
 
 fn expand_addresses6(given: Option<Negatable<Vec<Ipv6Net>>>) -> Vec<Option<Negatable<Ipv6Net>>> {
