@@ -228,6 +228,15 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
             "{args:?}: {err}"
         );
     }
+    // status explains the state in one line instead of failing to open
+    // the old maps.
+    let status = server.netbeast_ok(&["status"]).unwrap();
+    assert!(
+        status.contains("mismatch: the data plane was made by another netbeast version")
+            && status.contains("GUARDS")
+            && status.contains("`netbeast detach`"),
+        "{status}"
+    );
     server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
     let out = server.netbeast(&["attach", SERVER_IFACE]).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -918,6 +927,13 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
     text += "COMMIT\n";
     let out = ns.netbeast_with_input(&["restore"], &text).unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+    // Rules in a namespace where nothing is attached: status says, in
+    // one line, that they are enforced nowhere.
+    let status = ns.netbeast_ok(&["status"]).unwrap();
+    assert!(
+        status.contains("attached: none — the rules and policies below are enforced nowhere"),
+        "{status}"
+    );
     for args in ["save", "iptables -L -n", "iptables -S", "status"] {
         let script = format!(
             "{NETBEAST} --netns {} {args} | head -c 1 >/dev/null; echo rc=${{PIPESTATUS[0]}}",

@@ -1057,7 +1057,23 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     let _lock = ns.lock()?;
     ns.check_pins_visible()?;
     let mut mismatches: Vec<String> = Vec::new();
-    let dp = if ns.has_dataplane() {
+    // Pins of another netbeast version cannot be opened by this one: say
+    // so and the way out, and report the rest from the rule file.
+    let old_layout = if ns.has_dataplane() {
+        Dataplane::layout_mismatches(&ns.maps_dir())?
+    } else {
+        Vec::new()
+    };
+    if !old_layout.is_empty() {
+        let maps: Vec<&str> = old_layout.iter().map(|(name, _)| *name).collect();
+        mismatches.push(format!(
+            "the data plane was made by another netbeast version (maps {} differ), so this \
+             one cannot read its counters: `netbeast detach` each attached interface, then \
+             `netbeast attach` them again (the maps that changed are made anew, connections kept)",
+            maps.join(", ")
+        ));
+    }
+    let dp = if ns.has_dataplane() && old_layout.is_empty() {
         Some(Dataplane::open_pinned(&ns.maps_dir())?)
     } else {
         None
@@ -1094,10 +1110,12 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         (Some(s), Some(k)) if s != k => mismatches.push(format!(
             "the kernel runs commit {k}, the rule file is commit {s}: the next command settles it"
         )),
-        (Some(_), None) if foreign.is_none() && ns.has_state() => mismatches.push(
-            "the rule file has no data plane in the kernel: the next rule change installs it"
-                .into(),
-        ),
+        (Some(_), None) if foreign.is_none() && ns.has_state() && old_layout.is_empty() => {
+            mismatches.push(
+                "the rule file has no data plane in the kernel: the next rule change installs it"
+                    .into(),
+            )
+        }
         _ => {}
     }
     if ns.state_dir.join("ruleset.next").exists() {
@@ -1222,7 +1240,16 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         ns.pin_dir.display()
     );
     if attached_names.is_empty() {
-        outln!("attached: none (`netbeast attach IFACE`)");
+        let stored: usize = chains.iter().map(|(_, _, rules, _)| rules).sum();
+        let policies = chains.iter().filter(|c| c.3 == "DROP").count();
+        if stored + policies > 0 {
+            outln!(
+                "attached: none — the rules and policies below are enforced nowhere, every \
+                 packet passes (`netbeast attach IFACE`)"
+            );
+        } else {
+            outln!("attached: none (`netbeast attach IFACE`)");
+        }
     } else {
         outln!("attached: {}", attached_names.join(", "));
     }
