@@ -265,6 +265,95 @@ impl Netns {
         Ok(self.command(binary))
     }
 
+    /// The MAC address of `iface` in this namespace.
+    pub fn mac(&self, iface: &str) -> Result<[u8; 6]> {
+        let text = self.ip(&["-o", "link", "show", "dev", iface])?;
+        let bad = || NetnsError::Io {
+            name: self.name.clone(),
+            what: format!("reading {iface}'s MAC address from `ip link`: {text}"),
+            source: io::ErrorKind::InvalidData.into(),
+        };
+        let word = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .ok_or_else(bad)?;
+        let mut mac = [0u8; 6];
+        let mut parts = word.split(':');
+        for byte in mac.iter_mut() {
+            *byte = parts
+                .next()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(bad)?;
+        }
+        Ok(mac)
+    }
+
+    /// Sends ready-made Ethernet frames out of `iface` through an AF_PACKET
+    /// socket, as a packet generator would: at most `frames.len()` frames,
+    /// and for no longer than `budget`. Returns how many were sent.
+    pub fn send_frames(&self, iface: &str, frames: &[Vec<u8>], budget: Duration) -> Result<usize> {
+        let io_error = |what: &str, source| NetnsError::Io {
+            name: self.name.clone(),
+            what: what.to_string(),
+            source,
+        };
+        let name =
+            std::ffi::CString::new(iface).map_err(|_| NetnsError::BadIfaceName(iface.into()))?;
+        self.in_netns(|| {
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io_error(
+                    &format!("finding {iface}"),
+                    io::Error::last_os_error(),
+                ));
+            }
+            // SAFETY: socket returns a new fd or -1.
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io_error("an AF_PACKET socket", io::Error::last_os_error()));
+            }
+            // SAFETY: fd is fresh and owned here.
+            let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: an all-zero sockaddr_ll is valid; the fields set below complete it.
+            let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = ifindex as i32;
+            addr.sll_halen = 6;
+            let started = Instant::now();
+            let mut sent = 0;
+            for frame in frames {
+                if started.elapsed() > budget {
+                    break;
+                }
+                // SAFETY: frame and addr are valid for the lengths given.
+                let n = unsafe {
+                    libc::sendto(
+                        socket.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                        // The veth queue is full: let the receiver catch up.
+                        std::thread::sleep(Duration::from_micros(100));
+                        continue;
+                    }
+                    return Err(io_error("sending a raw frame", e));
+                }
+                sent += 1;
+            }
+            Ok(sent)
+        })?
+    }
+
     /// Runs `f` on a new thread that has entered this namespace and returns
     /// its result; a panic in `f` resumes here. Sockets created in `f` belong
     /// to the namespace for their whole life, whichever thread uses them later.

@@ -187,72 +187,14 @@ pub fn conntrack(ns: &Netns, args: &[&str]) -> (String, String) {
 
 /// The MAC address of `iface` in `ns` (`ip -o link show`).
 pub fn mac_of(ns: &Netns, iface: &str) -> [u8; 6] {
-    let text = ns.ip(&["-o", "link", "show", "dev", iface]).unwrap();
-    let word = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no MAC address for {iface} in: {text}"));
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(word.split(':')) {
-        *byte = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
+    ns.mac(iface).unwrap()
 }
 
 /// Sends ready-made Ethernet frames out of `iface` of `ns` through an
 /// AF_PACKET socket, as a packet generator would: at most `frames.len()`
 /// frames, and no longer than `budget`. Returns how many were sent.
 pub fn send_raw_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>], budget: Duration) -> usize {
-    let ifindex: i32 = ns
-        .ip(&["-o", "link", "show", "dev", iface])
-        .unwrap()
-        .split(':')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ifindex for {iface}"));
-    ns.in_netns(|| {
-        // SAFETY: socket returns a new fd or -1.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
-        // SAFETY: fd is fresh and owned here.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields set below complete it.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex;
-        addr.sll_halen = 6;
-        let started = Instant::now();
-        let mut sent = 0;
-        for frame in frames {
-            if started.elapsed() > budget {
-                break;
-            }
-            // SAFETY: frame and addr are valid for the lengths given.
-            let n = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::ENOBUFS) {
-                    // The veth queue is full: let the receiver catch up.
-                    std::thread::sleep(Duration::from_micros(100));
-                    continue;
-                }
-                panic!("sending a raw frame: {e}");
-            }
-            sent += 1;
-        }
-        sent
-    })
-    .unwrap()
+    ns.send_frames(iface, frames, budget).unwrap()
 }
 
 /// For failure messages: netbeast's statistics and connection table in
