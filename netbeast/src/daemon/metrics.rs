@@ -12,10 +12,15 @@
 //! under the namespace's lock, as `netbeast stats` and `conntrack -C` read
 //! them.
 
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
 use netbeast_common::stats;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -73,8 +78,9 @@ async fn serve(mut sock: TcpStream) -> Result<()> {
         )
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        prometheus_text::CONTENT_TYPE,
         body.len()
     );
     sock.write_all(response.as_bytes()).await?;
@@ -82,25 +88,41 @@ async fn serve(mut sock: TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// A label value as the text format wants it.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The labels of a rule's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    table: String,
+    chain: String,
+    rule: String,
+    comment: String,
 }
 
-/// The metrics text of a ruleset (counters folded in) and the stats.
+/// The labels of a policy's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChainLabels {
+    table: String,
+    chain: String,
+}
+
+/// The label of a conntrack gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConntrackLabels {
+    table: String,
+}
+
+/// The metrics text of a ruleset (counters folded in) and the stats, in
+/// the Prometheus text format (`CONTENT_TYPE`), encoded by
+/// prometheus-client: a registry made at each scrape from the values read.
 pub fn render(
     ruleset: &Ruleset,
     stats_values: &[u64],
     conntrack: Option<&crate::cli::conntrack::ConntrackGauges>,
 ) -> String {
-    let mut out = String::new();
-    let mut rules = String::new();
-    let mut rule_bytes = String::new();
-    let mut policies = String::new();
-    let mut policy_bytes = String::new();
+    let mut registry = Registry::default();
+    let counters = || Family::<RuleLabels, Counter>::default();
+    let (rule_packets, rule_bytes) = (counters(), counters());
+    let policy_counters = || Family::<ChainLabels, Counter>::default();
+    let (policy_packets, policy_bytes) = (policy_counters(), policy_counters());
     for (table, t) in [
         (TableName::Filter, &ruleset.filter),
         (TableName::Nat, &ruleset.nat),
@@ -115,75 +137,55 @@ pub fn render(
                         _ => None,
                     })
                     .unwrap_or_default();
-                let labels = format!(
-                    "table=\"{}\",chain=\"{}\",rule=\"{}\",comment=\"{}\"",
-                    table.as_str(),
-                    label(&chain.name),
-                    i + 1,
-                    label(&comment)
-                );
-                let _ = writeln!(
-                    rules,
-                    "iptables_rule_packets_total{{{labels}}} {}",
-                    rule.counter.packets
-                );
-                let _ = writeln!(
-                    rule_bytes,
-                    "iptables_rule_bytes_total{{{labels}}} {}",
-                    rule.counter.bytes
-                );
+                let labels = RuleLabels {
+                    table: table.as_str().into(),
+                    chain: chain.name.clone(),
+                    rule: (i + 1).to_string(),
+                    comment: comment.to_string(),
+                };
+                rule_packets
+                    .get_or_create(&labels)
+                    .inc_by(rule.counter.packets);
+                rule_bytes.get_or_create(&labels).inc_by(rule.counter.bytes);
             }
             if chain.policy.is_some() {
-                let labels = format!(
-                    "table=\"{}\",chain=\"{}\"",
-                    table.as_str(),
-                    label(&chain.name)
-                );
+                let labels = ChainLabels {
+                    table: table.as_str().into(),
+                    chain: chain.name.clone(),
+                };
                 let c = chain.policy_counter;
-                let _ = writeln!(
-                    policies,
-                    "iptables_default_packets_total{{{labels}}} {}",
-                    c.packets
-                );
-                let _ = writeln!(
-                    policy_bytes,
-                    "iptables_default_bytes_total{{{labels}}} {}",
-                    c.bytes
-                );
+                policy_packets.get_or_create(&labels).inc_by(c.packets);
+                policy_bytes.get_or_create(&labels).inc_by(c.bytes);
             }
         }
     }
-    for (name, help, body) in [
-        (
-            "iptables_rule_packets_total",
-            "Packets that matched the rule.",
-            &rules,
-        ),
-        (
-            "iptables_rule_bytes_total",
-            "Bytes of the packets that matched the rule.",
-            &rule_bytes,
-        ),
-        (
-            "iptables_default_packets_total",
-            "Packets that took the chain's policy.",
-            &policies,
-        ),
-        (
-            "iptables_default_bytes_total",
-            "Bytes of the packets that took the chain's policy.",
-            &policy_bytes,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        out.push_str(body);
-    }
+    registry.register(
+        "iptables_rule_packets",
+        "Packets that matched the rule",
+        rule_packets,
+    );
+    registry.register(
+        "iptables_rule_bytes",
+        "Bytes of the packets that matched the rule",
+        rule_bytes,
+    );
+    registry.register(
+        "iptables_default_packets",
+        "Packets that took the chain's policy",
+        policy_packets,
+    );
+    registry.register(
+        "iptables_default_bytes",
+        "Bytes of the packets that took the chain's policy",
+        policy_bytes,
+    );
     for (i, name) in stats::NAMES.iter().enumerate() {
-        let value = stats_values.get(i).copied().unwrap_or(0);
-        let metric = format!("netbeast_{name}_total");
-        let _ = writeln!(
-            out,
-            "# HELP {metric} netbeast stats counter {name}.\n# TYPE {metric} counter\n{metric} {value}"
+        let counter = Counter::<u64>::default();
+        counter.inc_by(stats_values.get(i).copied().unwrap_or(0));
+        registry.register(
+            format!("netbeast_{name}"),
+            format!("netbeast stats counter {name}"),
+            counter,
         );
     }
     // Without a data plane the tables are empty, of no size.
@@ -191,31 +193,56 @@ pub fn render(
     for (metric, help, values) in [
         (
             "netbeast_conntrack_entries",
-            "Connections in the conntrack table (not expired).",
+            "Connections in the conntrack table (not expired)",
             [entries[0], entries[1]],
         ),
         (
             "netbeast_conntrack_entries_limit",
-            "Capacity of the conntrack table (attach --ct-*-size).",
+            "Capacity of the conntrack table (attach --ct-*-size)",
             [u64::from(limits[0]), u64::from(limits[1])],
         ),
     ] {
-        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        let family = Family::<ConntrackLabels, Gauge>::default();
         for (table, v) in ["unreplied", "established"].iter().zip(values) {
-            let _ = writeln!(out, "{metric}{{table=\"{table}\"}} {v}");
+            family
+                .get_or_create(&ConntrackLabels {
+                    table: table.to_string(),
+                })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
+        registry.register(metric, help, family);
     }
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::save::{apply_restore, parse_restore};
 
-    /// The text format's escapes for label values (prometheus-parse, the
-    /// test's parser, does not undo them, so they are checked here).
+    /// Label values are escaped as the text format wants them (the
+    /// integration test's parser does not undo escapes, so they are
+    /// checked here), and every metric has its HELP and TYPE.
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a \"b\" \\ c\nd"), "a \\\"b\\\" \\\\ c\\nd");
+    fn comments_are_escaped_and_metrics_typed() {
+        let mut ruleset = Ruleset::default();
+        let file = parse_restore(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m comment --comment \"a \\\"b\\\" \\\\ c\" -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        apply_restore(&mut ruleset, &file, false).unwrap();
+        let text = render(&ruleset, &[], None);
+        assert!(
+            text.contains(r#"iptables_rule_packets_total{table="filter",chain="INPUT",rule="1",comment="a \"b\" \\ c"} 0"#),
+            "{text}"
+        );
+        for metric in ["iptables_rule_packets_total", "netbeast_conntrack_entries"] {
+            assert!(
+                text.contains(&format!("# TYPE {metric} ")),
+                "{metric}: {text}"
+            );
+        }
     }
 }
