@@ -184,20 +184,28 @@ async fn reconcile(why: &str) {
     let done = tokio::task::spawn_blocking(crate::cli::reconcile_current).await;
     match done {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("netbeast daemon: links: after {why}: {e:#}"),
-        Err(e) => eprintln!("netbeast daemon: links: after {why}: the reconciliation failed: {e}"),
+        Ok(Err(e)) => tracing::error!("after {why}: {e:#}"),
+        Err(e) => tracing::error!("after {why}: the reconciliation failed: {e}"),
     }
 }
 
 /// The service (see the module's comment).
-pub async fn run(mut shutdown: Shutdown) -> Result<()> {
-    let events = LinkEvents::open()?;
-    let mut buf = vec![0u8; RECV_BUFFER];
+///
+/// The namespace's names are read here, before the daemon says it runs,
+/// not when the service first polls: a namespace deleted in between would
+/// otherwise leave no name to watch, and the daemon would run on.
+pub fn run(shutdown: Shutdown) -> impl std::future::Future<Output = Result<()>> {
     // Named now: a name that later refers elsewhere, or none, means the
     // namespace was deleted. Unnamed (the root namespace, a container's):
     // nothing to watch.
     let me = ns_identity(Path::new("/proc/thread-self/ns/net"));
     let names = names_of_this_namespace();
+    watch(shutdown, me, names)
+}
+
+async fn watch(mut shutdown: Shutdown, me: Option<(u64, u64)>, names: Vec<String>) -> Result<()> {
+    let events = LinkEvents::open()?;
+    let mut buf = vec![0u8; RECV_BUFFER];
     // Changes made while no daemon ran.
     reconcile("start").await;
     let mut check = tokio::time::interval(NETNS_CHECK_INTERVAL);
@@ -221,8 +229,8 @@ pub async fn run(mut shutdown: Shutdown) -> Result<()> {
                     let removed = tokio::task::spawn_blocking(crate::cli::remove_current)
                         .await
                         .context("the removal of the data plane failed")??;
-                    eprintln!(
-                        "netbeast daemon: links: network namespace {} was deleted: removed its \
+                    tracing::info!(
+                        "network namespace {} was deleted: removed its \
                          data plane ({removed} links detached, pins, socket programs and files \
                          removed); stopping",
                         names.join(", ")

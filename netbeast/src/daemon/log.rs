@@ -63,6 +63,6 @@ pub async fn run(outputs: LogOutputs, mut shutdown: Shutdown) -> Result<()> {
     // Whatever the kernel handed over before the stop is written.
     drain(ring.get_mut(), &mut writer)?;
     writer.flush()?;
-    eprintln!("netbeast daemon: log: {} events written", writer.written);
+    tracing::info!("{} events written", writer.written);
     Ok(())
 }

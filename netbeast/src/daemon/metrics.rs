@@ -38,7 +38,7 @@ pub async fn run(addr: SocketAddr, mut shutdown: Shutdown) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for --metrics"))?;
-    eprintln!("netbeast daemon: metrics: http://{addr}/metrics");
+    tracing::info!("serving http://{addr}/metrics");
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -18,6 +18,7 @@ use tokio::{
     sync::watch,
     task::JoinSet,
 };
+use tracing::{Instrument, error, info, info_span, warn};
 
 /// How long services get to finish their work after the stop signal
 /// before the daemon exits without them.
@@ -107,6 +108,13 @@ fn services(args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
 
 /// Runs the daemon in the current network namespace until SIGTERM/SIGINT.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    // What the daemon says goes to stderr (the journal under systemd),
+    // one line per event, each service's lines marked with its name.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,10 +132,11 @@ async fn serve(args: DaemonArgs) -> Result<()> {
     let mut running = JoinSet::new();
     for service in services(&args, &shutdown) {
         let name = service.name;
-        eprintln!("netbeast daemon: {name}: started");
-        running.spawn(async move { (name, service.run.await) });
+        let span = info_span!("service", name);
+        span.in_scope(|| info!("started"));
+        running.spawn(async move { (name, service.run.instrument(span).await) });
     }
-    eprintln!(
+    info!(
         "netbeast daemon: running {} service(s); SIGTERM stops it",
         running.len()
     );
@@ -140,7 +149,7 @@ async fn serve(args: DaemonArgs) -> Result<()> {
             _ = int.recv() => break,
             _ = stop_requested.wait_for(|stop| *stop) => break,
             Some(done) = running.join_next() => match done {
-                Ok((name, Ok(()))) => eprintln!("netbeast daemon: {name}: finished"),
+                Ok((name, Ok(()))) => info!(service = name, "finished"),
                 Ok((name, Err(e))) => {
                     failure = Some(e.context(format!("service {name} failed")));
                     break;
@@ -152,22 +161,21 @@ async fn serve(args: DaemonArgs) -> Result<()> {
             },
         }
     }
-    eprintln!("netbeast daemon: stopping");
+    info!("netbeast daemon: stopping");
     let _ = stop.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(done) = running.join_next().await {
             match done {
-                Ok((name, Ok(()))) => eprintln!("netbeast daemon: {name}: stopped"),
-                Ok((name, Err(e))) => eprintln!("netbeast daemon: {name}: {e:#}"),
-                Err(e) => eprintln!("netbeast daemon: a service panicked: {e}"),
+                Ok((name, Ok(()))) => info!(service = name, "stopped"),
+                Ok((name, Err(e))) => error!(service = name, "{e:#}"),
+                Err(e) => error!("a service panicked: {e}"),
             }
         }
     })
     .await;
     if drained.is_err() {
-        eprintln!(
-            "netbeast daemon: {} service(s) did not stop within {SHUTDOWN_GRACE:?}; exiting \
-             without them",
+        warn!(
+            "{} service(s) did not stop within {SHUTDOWN_GRACE:?}; exiting without them",
             running.len()
         );
     }

@@ -98,7 +98,7 @@ async fn run(mut shutdown: Shutdown) -> Result<()> {
         .await
         .context("opening the data plane panicked")?;
         if let Err(e) = opened {
-            eprintln!("netbeast daemon: lb-health: {e:#} (opened again at the first change)");
+            tracing::warn!("{e:#} (opened again at the first change)");
         }
     }
     let mut tick = tokio::time::interval(TICK);
@@ -120,10 +120,10 @@ async fn run(mut shutdown: Shutdown) -> Result<()> {
                     .await
                     .context("a health update panicked")?;
                     match changed {
-                        Ok(note) => eprintln!("netbeast daemon: lb-health: {note}"),
+                        Ok(note) => tracing::info!("{note}"),
                         // Not fatal: the next probe's verdict tries again.
                         Err(e) => {
-                            eprintln!("netbeast daemon: lb-health: {e:#}");
+                            tracing::error!("{e:#}");
                             t.up = !up;
                         }
                     }

@@ -361,7 +361,7 @@ fn syn_flood(
     bed.server()
         .netbeast_ok(&["attach", SERVER_IFACE, "--syn-flood-guard", &port])
         .context("running netbeast attach --syn-flood-guard")?;
-    let _server = GreetingServer::start(bed.server(), SHIELD_PORT)?;
+    let _server = greeting_server(bed.server(), SHIELD_PORT)?;
     let (client_mac, server_mac) = (
         bed.client().mac(CLIENT_IFACE)?,
         bed.server().mac(SERVER_IFACE)?,
@@ -495,13 +495,8 @@ impl TcpCounters {
 }
 
 /// A TCP server that greets every connection and closes it.
-struct GreetingServer(HoldingServer);
-
-impl GreetingServer {
-    fn start(ns: &Netns, port: u16) -> anyhow::Result<GreetingServer> {
-        HoldingServer::start_with(ns, port, |mut stream| {
-            let _ = stream.write_all(GREETING);
-        })
-        .map(GreetingServer)
-    }
+fn greeting_server(ns: &Netns, port: u16) -> anyhow::Result<HoldingServer> {
+    HoldingServer::start_with(ns, port, |mut stream| {
+        let _ = stream.write_all(GREETING);
+    })
 }
