@@ -149,6 +149,12 @@ impl Balancer {
     /// As [`Balancer::connections`], with `extra` servers numbered after
     /// the three backends'.
     fn connections_with(&self, n: usize, extra: &[&Server]) -> Vec<usize> {
+        self.connections_from(&self.client, n, extra)
+    }
+
+    /// As [`Balancer::connections_with`], from sockets of `from` (the
+    /// balancer's own for nat OUTPUT).
+    fn connections_from(&self, from: &Netns, n: usize, extra: &[&Server]) -> Vec<usize> {
         let served = || -> Vec<u64> {
             let mut all = self.served();
             all.extend(extra.iter().map(|s| s.served()));
@@ -157,7 +163,7 @@ impl Balancer {
         let mut landed = Vec::with_capacity(n);
         for i in 0..n {
             let before = served();
-            let outcome = tcp_connect(&self.client, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT)
+            let outcome = tcp_connect(from, SocketAddrV4::new(VIP, 80), CONNECT_TIMEOUT)
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"));
             assert_eq!(
                 outcome,
@@ -215,6 +221,32 @@ fn round_robin(firewall: Firewall) {
     );
     let landed = net.connections(30);
     let want: Vec<usize> = (0..30).map(|i| i % 3).collect();
+    assert_eq!(landed, want, "backends in turn\n{}", net.diagnostics());
+}
+
+// The article's round robin for the balancer's own sockets: the same
+// rules in nat OUTPUT, where netbeast balances when a socket connects
+// (cgroup sock_addr programs) and iptables on the connection's first
+// packet; both take the backends in turn.
+scenario!(round_robin_for_local_sockets);
+fn round_robin_for_local_sockets(firewall: Firewall) {
+    let net = Balancer::new("lbrrout", firewall);
+    let head = format!("-t nat -A OUTPUT -p tcp -d {VIP} --dport 80");
+    for (b, nth) in ["--every 3 --packet 0", "--every 2 --packet 0"]
+        .iter()
+        .enumerate()
+    {
+        net.iptables(&format!(
+            "{head} -m statistic --mode nth {nth} -j DNAT --to-destination {}:{BACKEND_PORT}",
+            BACKENDS[b]
+        ));
+    }
+    net.iptables(&format!(
+        "{head} -j DNAT --to-destination {}:{BACKEND_PORT}",
+        BACKENDS[2]
+    ));
+    let landed = net.connections_from(&net.router, 12, &[]);
+    let want: Vec<usize> = (0..12).map(|i| i % 3).collect();
     assert_eq!(landed, want, "backends in turn\n{}", net.diagnostics());
 }
 
