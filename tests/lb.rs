@@ -385,6 +385,38 @@ fn lb_maglev_weights_one_two_one() {
     }
 }
 
+// The host's own sockets reach a service too (its DNAT comes before nat
+// OUTPUT, at connect, as before nat PREROUTING for packets): a connection
+// from the balancer itself lands on a backend, the application still sees
+// the VIP as its peer, and Maglev spreads the connections (each socket is
+// a new draw: its source port is not chosen yet when it connects).
+#[test]
+fn lb_services_serve_the_hosts_own_sockets() {
+    let net = lb_balancer("lblocal", &["--health", "none"], [1, 1, 1]);
+    let n = 150;
+    let landed = net.connections_from(&net.router, n, &[]);
+    within_binomial(&landed, &[1.0 / 3.0; 3], &net);
+    let list = listed(&net);
+    let backends = list["services"][0]["backends"].as_array().unwrap().clone();
+    for (b, row) in backends.iter().enumerate() {
+        let k = landed.iter().filter(|&&l| l == b).count() as u64;
+        assert_eq!(row["connections"], k, "{list:#}");
+    }
+    let stream = tcp_stream(
+        &net.router,
+        None,
+        SocketAddrV4::new(VIP, 80),
+        CONNECT_TIMEOUT,
+    )
+    .unwrap()
+    .expect("a connection to the service");
+    assert_eq!(
+        stream.peer_addr().unwrap(),
+        std::net::SocketAddr::V4(SocketAddrV4::new(VIP, 80)),
+        "the application sees the service's address as its peer"
+    );
+}
+
 // Round robin: a ring of the backends in address order, followed exactly
 // by one counter shared by every CPU.
 #[test]

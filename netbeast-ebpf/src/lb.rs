@@ -58,58 +58,63 @@ pub fn balance() -> bool {
         return false;
     }
     let e = &mut t.entry;
-    if e.protocol != IPPROTO_TCP && e.protocol != IPPROTO_UDP {
-        return false;
-    }
     let key = ServiceKey {
         vip: e.orig_dst,
         port: e.orig_dport,
         protocol: e.protocol,
         _pad: 0,
     };
-    // SAFETY: copied out at once.
-    let Some(service) = (unsafe { LB_SERVICES.get(&key) }).copied() else {
+    let flow = || {
+        lb::flow_hash(
+            e.orig_src,
+            e.orig_dst,
+            e.orig_sport,
+            e.orig_dport,
+            e.protocol,
+        )
+    };
+    let Some(backend) = choose(&key, flow) else {
         return false;
     };
+    e.reply_src = backend.addr;
+    e.reply_sport = backend.port;
+    e.status |= ct_status::DST_NAT;
+    true
+}
+
+/// The backend a new flow to `key` gets, if `key` is a service with a
+/// live table, counted in `LB_PICKS`. `flow` is the flow's hash, which the
+/// Maglev scheduler looks up (random and round robin ignore it).
+#[inline(always)]
+pub fn choose(key: &ServiceKey, flow: impl FnOnce() -> u32) -> Option<Backend> {
+    if key.protocol != IPPROTO_TCP && key.protocol != IPPROTO_UDP {
+        return None;
+    }
+    // SAFETY: copied out at once.
+    let service = (unsafe { LB_SERVICES.get(key) }).copied()?;
     let size = service.table_size;
     if size == 0 || size > lb::TABLE_CAPACITY || service.slot >= MAX_SERVICES {
-        return false;
+        return None;
     }
     let draw = match service.pick {
         pick::RANDOM => {
             // SAFETY: no preconditions.
             unsafe { bpf_get_prandom_u32() }
         }
-        pick::COUNTER => match LB_RING.get_ptr_mut(service.slot) {
-            Some(p) => fetch_add(p) as u32,
-            None => return false,
-        },
-        _ => lb::flow_hash(
-            e.orig_src,
-            e.orig_dst,
-            e.orig_sport,
-            e.orig_dport,
-            e.protocol,
-        ),
+        pick::COUNTER => fetch_add(LB_RING.get_ptr_mut(service.slot)?) as u32,
+        _ => flow(),
     };
     let entry = draw % size;
-    let Some(chunk) = LB_TABLES.get(table_chunk(service.slot, service.generation, entry)) else {
-        return false;
-    };
+    let chunk = LB_TABLES.get(table_chunk(service.slot, service.generation, entry))?;
     let id = chunk[(entry as usize) % TABLE_CHUNK];
     if id == NO_BACKEND || id as u32 >= lb::MAX_BACKENDS {
-        return false;
+        return None;
     }
     let index = backend_index(service.slot, id as u32);
-    let Some(backend) = LB_BACKENDS.get(index) else {
-        return false;
-    };
-    e.reply_src = backend.addr;
-    e.reply_sport = backend.port;
-    e.status |= ct_status::DST_NAT;
+    let backend = *LB_BACKENDS.get(index)?;
     if let Some(n) = LB_PICKS.get_ptr_mut(index) {
         // SAFETY: this CPU's slot.
         unsafe { *n += 1 };
     }
-    true
+    Some(backend)
 }

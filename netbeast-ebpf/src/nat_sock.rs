@@ -43,7 +43,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use netbeast_common::{
-    RuleAction, TCP_FLAGS_NONE, chain, ct_state, nat_flags, nat_target_index, stats, target,
+    RuleAction, TCP_FLAGS_NONE, chain, ct_state, lb::ServiceKey, nat_flags, nat_target_index,
+    stats, target,
 };
 
 use crate::{
@@ -236,12 +237,33 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         return ALLOW;
     }
     let active = Active::read();
-    if !active.nat() {
+    if !active.nat() && !active.lb() {
         return ALLOW;
     }
     let sa = ctx.sock_addr;
     let a = read_addr(sa);
     if a.family != AF_INET || (a.protocol != IPPROTO_TCP && a.protocol != IPPROTO_UDP) {
+        return ALLOW;
+    }
+    // SAFETY: the helper only reads the context's socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // A `netbeast lb` service: its DNAT comes before nat OUTPUT, as before
+    // nat PREROUTING for packets. The source port is not chosen yet when a
+    // socket connects, so the socket's cookie stands for the flow in the
+    // Maglev hash: each connection is a new draw.
+    if active.lb() {
+        let key = ServiceKey {
+            vip: a.ip,
+            port: a.port,
+            protocol: a.protocol as u8,
+            _pad: 0,
+        };
+        if let Some(backend) = crate::lb::choose(&key, || spread(cookie, 0x27d4_eb2f)) {
+            remember_and_rewrite(sa, cookie, &a, backend.addr, backend.port);
+            return ALLOW;
+        }
+    }
+    if !active.nat() {
         return ALLOW;
     }
     // SAFETY: `sk` is always set for sock_addr programs; the fields read are
@@ -292,8 +314,6 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         eth_dst: 0,
         ct_state: ct_state::NEW,
     };
-    // SAFETY: the helper only reads the context's socket.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let generation = active.generation();
     let Some(action) = classify_socket(generation, &keys, cookie) else {
         return ALLOW;
@@ -304,6 +324,14 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     if addr == a.ip && port == a.port {
         return ALLOW;
     }
+    remember_and_rewrite(sa, cookie, &a, addr, port);
+    ALLOW
+}
+
+/// Points the socket at `addr:port` once the way back (for recvmsg4 and
+/// getpeername4) is stored.
+#[inline(always)]
+fn remember_and_rewrite(sa: *mut bpf_sock_addr, cookie: u64, a: &Addr, addr: u32, port: u16) {
     let key = SockNatKey {
         cookie,
         addr,
@@ -322,7 +350,6 @@ pub fn translate(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
         write_addr(sa, addr, port);
         bump(stats::NAT_SOCKET);
     }
-    ALLOW
 }
 
 /// recvmsg4 and getpeername4: show the destination the application asked
