@@ -190,11 +190,22 @@ impl Balancer {
     }
 }
 
+/// The article's round robin: the statistic matches of its first two rules.
+const ROUND_ROBIN: [&str; 2] = [
+    "-m statistic --mode nth --every 3 --packet 0",
+    "-m statistic --mode nth --every 2 --packet 0",
+];
+
 /// The article's rules, with the `-m state --state NEW` the brief adds
 /// (a no-op in the nat table: only a connection's first packet gets
 /// there). `balance` is the statistic match of the first two rules.
 fn article_rules(net: &Balancer, balance: [&str; 2]) {
-    let head = format!("-t nat -A PREROUTING -p tcp -d {VIP} --dport 80 -m state --state NEW");
+    article_rules_in(net, "PREROUTING", balance);
+}
+
+/// [`article_rules`] in the nat chain `chain`.
+fn article_rules_in(net: &Balancer, chain: &str, balance: [&str; 2]) {
+    let head = format!("-t nat -A {chain} -p tcp -d {VIP} --dport 80 -m state --state NEW");
     for (b, statistic) in balance.iter().enumerate() {
         net.iptables(&format!(
             "{head} {statistic} -j DNAT --to-destination {}:{BACKEND_PORT}",
@@ -212,13 +223,7 @@ fn article_rules(net: &Balancer, balance: [&str; 2]) {
 scenario!(round_robin);
 fn round_robin(firewall: Firewall) {
     let net = Balancer::new("lbrr", firewall);
-    article_rules(
-        &net,
-        [
-            "-m statistic --mode nth --every 3 --packet 0",
-            "-m statistic --mode nth --every 2 --packet 0",
-        ],
-    );
+    article_rules(&net, ROUND_ROBIN);
     let landed = net.connections(30);
     let want: Vec<usize> = (0..30).map(|i| i % 3).collect();
     assert_eq!(landed, want, "backends in turn\n{}", net.diagnostics());
@@ -231,20 +236,7 @@ fn round_robin(firewall: Firewall) {
 scenario!(round_robin_for_local_sockets);
 fn round_robin_for_local_sockets(firewall: Firewall) {
     let net = Balancer::new("lbrrout", firewall);
-    let head = format!("-t nat -A OUTPUT -p tcp -d {VIP} --dport 80");
-    for (b, nth) in ["--every 3 --packet 0", "--every 2 --packet 0"]
-        .iter()
-        .enumerate()
-    {
-        net.iptables(&format!(
-            "{head} -m statistic --mode nth {nth} -j DNAT --to-destination {}:{BACKEND_PORT}",
-            BACKENDS[b]
-        ));
-    }
-    net.iptables(&format!(
-        "{head} -j DNAT --to-destination {}:{BACKEND_PORT}",
-        BACKENDS[2]
-    ));
+    article_rules_in(&net, "OUTPUT", ROUND_ROBIN);
     let landed = net.connections_from(&net.router, 12, &[]);
     let want: Vec<usize> = (0..12).map(|i| i % 3).collect();
     assert_eq!(landed, want, "backends in turn\n{}", net.diagnostics());
@@ -258,13 +250,7 @@ fn round_robin_for_local_sockets(firewall: Firewall) {
 scenario!(round_robin_survives_an_unrelated_rule);
 fn round_robin_survives_an_unrelated_rule(firewall: Firewall) {
     let net = Balancer::new("lbrrkeep", firewall);
-    article_rules(
-        &net,
-        [
-            "-m statistic --mode nth --every 3 --packet 0",
-            "-m statistic --mode nth --every 2 --packet 0",
-        ],
-    );
+    article_rules(&net, ROUND_ROBIN);
     let mut landed = net.connections(4);
     net.iptables("-t nat -I PREROUTING -s 10.99.99.99 -j ACCEPT");
     landed.extend(net.connections(5));

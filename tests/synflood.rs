@@ -19,7 +19,7 @@
 mod support;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddrV4,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     thread,
     time::Duration,
@@ -27,7 +27,7 @@ use std::{
 
 use netbeast::{
     netns::{CLIENT_IFACE, Firewall, SERVER_ADDR, SERVER_IFACE, Testbed, require_root},
-    packet::FrameBuilder,
+    packet::spoofed_syns,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
@@ -62,20 +62,13 @@ enum Shield {
 /// The SYNs of spoofed clients of the server's /24, from the client's
 /// interface.
 fn flood_frames(bed: &Testbed) -> Vec<Vec<u8>> {
-    let client_mac = support::mac_of(bed.client(), CLIENT_IFACE);
-    let server_mac = support::mac_of(bed.server(), SERVER_IFACE);
-    (0..FLOOD_FRAMES)
-        .map(|i| {
-            let src = Ipv4Addr::new(10, 199, 0, 10 + (i % 240) as u8);
-            let sport = 1024 + (i / 240) as u16 * 7 % 60000;
-            FrameBuilder::tcp(src, sport, SERVER_ADDR, PORT)
-                .seq(0x1000_0000u32.wrapping_mul(i as u32 + 1))
-                .tcp_options(&[2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7])
-                .src_mac(client_mac)
-                .dst_mac(server_mac)
-                .build()
-        })
-        .collect()
+    spoofed_syns(
+        FLOOD_FRAMES,
+        SERVER_ADDR,
+        PORT,
+        support::mac_of(bed.client(), CLIENT_IFACE),
+        support::mac_of(bed.server(), SERVER_IFACE),
+    )
 }
 
 /// TcpExt counter `name` of the namespace (`/proc/net/netstat`).

@@ -1145,6 +1145,36 @@ fn be32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
+/// Distinct spoofed sources of [`spoofed_syns`]: hosts .10 to .249 of the
+/// target's /24.
+pub const SPOOFED_SOURCES: usize = 240;
+
+/// `count` SYNs of a flood from spoofed sources of `target`'s /24 (hosts
+/// .10 to .249, a new source port each round of them) to `target:port`,
+/// with the options Linux sends (MSS 1460, SACK permitted, timestamps,
+/// window shift 7), between the given MAC addresses.
+pub fn spoofed_syns(
+    count: usize,
+    target: Ipv4Addr,
+    port: u16,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+) -> Vec<Vec<u8>> {
+    let [a, b, c, _] = target.octets();
+    (0..count)
+        .map(|i| {
+            let source = Ipv4Addr::new(a, b, c, 10 + (i % SPOOFED_SOURCES) as u8);
+            let sport = 1024 + ((i / SPOOFED_SOURCES) * 7 % 60_000) as u16;
+            FrameBuilder::tcp(source, sport, target, port)
+                .seq(0x1000_0000u32.wrapping_mul(i as u32 + 1))
+                .tcp_options(&[2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7])
+                .src_mac(src_mac)
+                .dst_mac(dst_mac)
+                .build()
+        })
+        .collect()
+}
+
 /// A parsed Ethernet frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {

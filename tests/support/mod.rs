@@ -6,9 +6,7 @@
 
 use std::{
     io::{self, Read, Write},
-    mem,
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},

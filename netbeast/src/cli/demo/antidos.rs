@@ -24,7 +24,7 @@ use crate::netns::{
     CLIENT_ADDR, CLIENT_IFACE, ConnectOutcome, Netns, SERVER_ADDR, SERVER_IFACE, Testbed,
     tcp_stream,
 };
-use crate::packet::FrameBuilder;
+use crate::packet::{SPOOFED_SOURCES, spoofed_syns};
 
 const CONNLIMIT: &[Step] = &[Step::new(
     "",
@@ -57,7 +57,6 @@ const SHIELD_RESET: &[Step] = &[Step::new("", "-F INPUT", "start over")];
 /// The SYN-flood shield's port, the flood's distinct spoofed sources, and
 /// the real clients that must connect through it.
 const SHIELD_PORT: u16 = 8080;
-const FLOOD_SOURCES: usize = 240;
 const FLOOD_FRAMES: usize = 20_000;
 const SHIELD_CLIENTS: usize = 50;
 /// A client's connect and greeting must finish within this: a SYN lost in
@@ -157,7 +156,7 @@ pub(super) fn run(exe: &Path, interrupt: &InterruptGuard) -> anyhow::Result<Vec<
 
     println!();
     println!(
-        "Beyond the article: a SYN flood from {FLOOD_SOURCES} spoofed addresses, answered in XDP with SYN cookies:"
+        "Beyond the article: a SYN flood from {SPOOFED_SOURCES} spoofed addresses, answered in XDP with SYN cookies:"
     );
     type_steps(bed.server(), SHIELD_RESET, interrupt, &mut surprises)?;
     syn_flood(&bed, interrupt, &mut surprises)?;
@@ -366,18 +365,13 @@ fn syn_flood(
         bed.client().mac(CLIENT_IFACE)?,
         bed.server().mac(SERVER_IFACE)?,
     );
-    let frames: Vec<Vec<u8>> = (0..FLOOD_FRAMES)
-        .map(|i| {
-            let source = Ipv4Addr::new(10, 199, 0, 10 + (i % FLOOD_SOURCES) as u8);
-            let sport = 1024 + (i / FLOOD_SOURCES) as u16;
-            FrameBuilder::tcp(source, sport, SERVER_ADDR, SHIELD_PORT)
-                .seq(0x1000_0000u32.wrapping_mul(i as u32 + 1))
-                .tcp_options(&[2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7])
-                .src_mac(client_mac)
-                .dst_mac(server_mac)
-                .build()
-        })
-        .collect();
+    let frames = spoofed_syns(
+        FLOOD_FRAMES,
+        SERVER_ADDR,
+        SHIELD_PORT,
+        client_mac,
+        server_mac,
+    );
     let before = TcpCounters::read(bed.server())?;
     let stop = AtomicBool::new(false);
     let (sent, connected) = thread::scope(|scope| -> anyhow::Result<(usize, usize)> {
