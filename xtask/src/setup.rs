@@ -46,6 +46,11 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "bpftool",
         command: "bpftool",
     },
+    // tests/ipset.rs compares netbeast's ipset with the real one.
+    Package {
+        name: "ipset",
+        command: "ipset",
+    },
     // `cargo xtask package` strips the binary, as dh_strip does.
     Package {
         name: "binutils",
