@@ -51,6 +51,14 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "ipset",
         command: "ipset",
     },
+    // tests/fail2ban.rs runs fail2ban (only inside its test namespaces, in
+    // a private mount namespace and with a private configuration). On a
+    // systemd host Debian's package starts its own fail2ban service with
+    // the stock sshd jail: `systemctl disable --now fail2ban` if unwanted.
+    Package {
+        name: "fail2ban",
+        command: "fail2ban-server",
+    },
     // `cargo xtask package` strips the binary, as dh_strip does.
     Package {
         name: "binutils",
