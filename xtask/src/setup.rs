@@ -59,6 +59,11 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "fail2ban",
         command: "fail2ban-server",
     },
+    // tests/ufw.rs runs ufw on private copies of its files, in namespaces.
+    Package {
+        name: "ufw",
+        command: "ufw",
+    },
     // `cargo xtask package` strips the binary, as dh_strip does.
     Package {
         name: "binutils",
