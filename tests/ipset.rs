@@ -444,3 +444,117 @@ fn restore_round_trip_and_cost() {
         .unwrap();
     println!("one `netbeast ipset add` process: {:?}", started.elapsed());
 }
+
+/// IPv6: `ip6tables -m set` with inet6 sets (hash:ip,port with `src,dst`,
+/// `!` over a hash:net), on real TCP; netbeast and the kernel alike.
+fn ipv6_sets(netbeast: bool) {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    require_root();
+    const CLIENT6: &str = "fd00:18::1";
+    const SERVER6: &str = "fd00:18::2";
+    let tag = if netbeast { "set6-nb" } else { "set6-ipt" };
+    let client = Netns::new(&format!("{tag}-c")).unwrap();
+    let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+    if netbeast {
+        server = server.with_netbeast(NETBEAST);
+    }
+    veth_pair(
+        &server,
+        "nbt6s",
+        "10.218.0.2/24",
+        &client,
+        "nbt6c",
+        "10.218.0.1/24",
+    )
+    .unwrap();
+    for (ns, iface, addr) in [(&server, "nbt6s", SERVER6), (&client, "nbt6c", CLIENT6)] {
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            iface,
+            "nodad",
+        ])
+        .unwrap();
+    }
+    if netbeast {
+        server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+    }
+    let _listeners: Vec<TcpListener> = server
+        .in_netns(|| {
+            [22, 23, 24]
+                .iter()
+                .map(|p| TcpListener::bind(format!("[::]:{p}")).unwrap())
+                .collect()
+        })
+        .unwrap();
+    let output = |program: &str, line: &str| {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        if netbeast {
+            let mut argv = vec![program];
+            argv.extend(&args);
+            server.netbeast(&argv).unwrap()
+        } else {
+            server.run(program, &args).unwrap()
+        }
+    };
+    let run = |program: &str, line: &str| {
+        let out = output(program, line);
+        assert!(
+            out.status.success(),
+            "{program} {line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let connects = || -> Vec<bool> {
+        client
+            .in_netns(|| {
+                [22u16, 23, 24]
+                    .iter()
+                    .map(|&p| {
+                        let addr: SocketAddr = format!("[{SERVER6}]:{p}").parse().unwrap();
+                        TcpStream::connect_timeout(&addr, TIMEOUT).is_ok()
+                    })
+                    .collect()
+            })
+            .unwrap()
+    };
+    run("ipset", "create p6 hash:ip,port family inet6");
+    run("ipset", &format!("add p6 {CLIENT6},tcp:23"));
+    run("ipset", "create n6 hash:net family inet6");
+    run("ipset", "add n6 fd00:18::/64");
+    // An inet set in an ip6tables rule is refused (exit 2).
+    run("ipset", "create v4 hash:ip");
+    let refused = output("ip6tables", "-A INPUT -m set --match-set v4 src -j DROP");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("The protocol family of set v4 is IPv4, which is not applicable."),
+        "{refused:?}"
+    );
+    run(
+        "ip6tables",
+        "-A INPUT -m set --match-set p6 src,dst -j DROP",
+    );
+    run(
+        "ip6tables",
+        "-A INPUT -p tcp --dport 24 -m set ! --match-set n6 src -j DROP",
+    );
+    assert_eq!(connects(), [true, false, true], "netbeast: {netbeast}");
+    run("ipset", "del n6 fd00:18::/64");
+    run("ipset", "add n6 fd00:99::/64");
+    run("ipset", &format!("del p6 {CLIENT6},tcp:23"));
+    assert_eq!(connects(), [true, true, false], "netbeast: {netbeast}");
+}
+
+#[test]
+fn ipv6_sets_netbeast() {
+    ipv6_sets(true);
+}
+
+#[test]
+fn ipv6_sets_iptables_oracle() {
+    ipv6_sets(false);
+}

@@ -279,16 +279,21 @@ fn references(ruleset: &Ruleset, name: &str) -> usize {
         .count()
 }
 
-/// The sets a ruleset's `-m set` rules name that do not exist: refused by
-/// iptables as xt_set's checkentry refuses them.
-pub fn missing_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<String>> {
+/// What xt_set's checkentry refuses in a ruleset's `-m set` rules: a set
+/// that does not exist, or one of the other family (a bitmap:port set has
+/// none). `None` when every rule is fine.
+pub fn refused_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<(String, String)>> {
     let mut named = BTreeSet::new();
-    for t in [&ruleset.filter, &ruleset.nat, &ruleset.filter6] {
+    for (t, v6) in [
+        (&ruleset.filter, false),
+        (&ruleset.nat, false),
+        (&ruleset.filter6, true),
+    ] {
         for c in &t.chains {
             for r in &c.rules {
                 for m in &r.matches {
                     if let Match::Set(s) = m {
-                        named.insert(s.name.clone());
+                        named.insert((s.name.clone(), v6));
                     }
                 }
             }
@@ -298,7 +303,23 @@ pub fn missing_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<
         return Ok(None);
     }
     let registry = Registry::load(ns).map_err(|e| anyhow::anyhow!(e.message))?;
-    Ok(named.into_iter().find(|n| registry.find(n).is_none()))
+    for (name, v6) in named {
+        let Some(i) = registry.find(&name) else {
+            let reason = format!(
+                "Set {name} doesn't exist; create it first with `ipset create {name} TYPE`"
+            );
+            return Ok(Some((name, reason)));
+        };
+        let family = registry.sets[i].as_ref().expect("found").family;
+        if family != 0 && (family == 6) != v6 {
+            let reason = format!(
+                "The protocol family of set {name} is {}, which is not applicable.",
+                if family == 6 { "IPv6" } else { "IPv4" }
+            );
+            return Ok(Some((name, reason)));
+        }
+    }
+    Ok(None)
 }
 
 // ---- elements ----

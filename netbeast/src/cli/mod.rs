@@ -754,17 +754,16 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
     }
 }
 
-/// Refuses a ruleset whose `-m set` names a set that does not exist, as
-/// xt_set's checkentry does (nothing is applied).
+/// Refuses a ruleset whose `-m set` names a set that does not exist or
+/// is of the other family, as xt_set's checkentry does (nothing is
+/// applied).
 pub(super) fn check_sets(ns: &Namespace, ruleset: &Ruleset) -> Result<()> {
-    if let Some(name) = ipset::missing_sets(ns, ruleset)? {
+    if let Some((name, reason)) = ipset::refused_sets(ns, ruleset)? {
         return Err(parse::ParseError::InvalidValue {
             option: "--match-set".into(),
             what: "set",
-            value: name.clone(),
-            reason: format!(
-                "Set {name} doesn't exist; create it first with `ipset create {name} TYPE`"
-            ),
+            value: name,
+            reason,
         }
         .into());
     }
