@@ -808,7 +808,7 @@ impl Session {
             let h = self.header(def)?;
             self.set_count(def, h.entries.saturating_sub(expired.len() as u32))?;
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by_key(|a| a.0);
         Ok(out)
     }
 
