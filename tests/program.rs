@@ -5655,3 +5655,79 @@ fn ipv6_filter_forward() {
         run_cases(h, cases);
     });
 }
+
+/// `-m set`: the kernel's lookup of a packet's source in a hash:ip set —
+/// a member is dropped, a non-member passes — and what a match costs with
+/// 10 members and with 1,000,000: one hash lookup either way (printed, not
+/// asserted: the machine's load varies).
+#[test]
+fn set_match_is_one_lookup_whatever_the_set_size() {
+    use netbeast::loader::ipset::MemberSlot;
+    use netbeast::rules::ext::set::name_number;
+    use netbeast_common::{IpsetHeader, IpsetKey, IpsetValue, ipset};
+    const BIG: u32 = 1_000_000;
+    lab("ipset", false, |h, _| {
+        h.apply(&["-A INPUT -m set --match-set blk src -j DROP"]);
+        let header = IpsetHeader {
+            content: 1,
+            kind: ipset::HASH_IP,
+            family: 4,
+            dims: 1,
+            entries: 0,
+            _pad: 0,
+        };
+        h.dataplane
+            .ipset_header(name_number("blk"), Some(header))
+            .unwrap();
+        let member = |addr: Ipv4Addr| IpsetKey {
+            set: 1u32.to_be(),
+            addr: [u32::from_ne_bytes(addr.octets()), 0, 0, 0],
+            ..IpsetKey::default()
+        };
+        let add = |h: &mut Harness, from: u32, to: u32| {
+            for i in from..to {
+                h.dataplane
+                    .ipset_put(
+                        MemberSlot::Exact,
+                        member(Ipv4Addr::from(0x0b00_0000 + i)),
+                        IpsetValue::default(),
+                    )
+                    .unwrap();
+            }
+        };
+        let from = |src: Ipv4Addr| {
+            FrameBuilder::udp(src, CLIENT_PORT, SERVER, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let other = Ipv4Addr::new(10, 0, 0, 9);
+        let (action, _) = h.run(&from(CLIENT), 0);
+        assert_eq!(action_name(action), "XDP_PASS", "an empty set");
+        h.dataplane
+            .ipset_put(MemberSlot::Exact, member(CLIENT), IpsetValue::default())
+            .unwrap();
+        let (action, _) = h.run(&from(CLIENT), 0);
+        assert_eq!(action_name(action), "XDP_DROP", "a member");
+        let (action, _) = h.run(&from(other), 0);
+        assert_eq!(action_name(action), "XDP_PASS", "a non-member");
+        // An expired member is no member.
+        h.dataplane
+            .ipset_put(MemberSlot::Exact, member(other), IpsetValue { expires: 1 })
+            .unwrap();
+        let (action, _) = h.run(&from(other), 0);
+        assert_eq!(action_name(action), "XDP_PASS", "an expired member");
+
+        add(h, 0, 10);
+        let hit = from(Ipv4Addr::from(0x0b00_0005));
+        let (_, small) = h.dataplane.test_run_repeat(&hit, 100_000, false).unwrap();
+        add(h, 10, BIG);
+        let (action, _) = h.run(&hit, 0);
+        assert_eq!(action_name(action), "XDP_DROP");
+        let (_, big) = h.dataplane.test_run_repeat(&hit, 100_000, false).unwrap();
+        let (_, floor) = h.dataplane.test_run_repeat(&hit, 100_000, true).unwrap();
+        eprintln!(
+            "a set match: {small:?} per packet with 10 members, {big:?} with {BIG} (floor {floor:?})"
+        );
+    });
+}

@@ -1230,6 +1230,194 @@ pub mod guard_kind {
     /// the TCP options (as xt_tcpudp walks them) meets kind N, inverted by
     /// `negated`; never on a packet whose options cannot be read.
     pub const TCP_OPTION: u32 = 10;
+    /// `-m set --match-set NAME DIRS`: the packet's address (and port) as
+    /// `DIRS` names them, looked up in the ipset whose name's number is
+    /// `a` (its header in `IPSET_SETS`, its members in `IPSET_MEMBERS` or
+    /// `IPSET_NETS`). `_pad`: [`super::ipset`] direction and family bits;
+    /// `negated`: `!`.
+    pub const SET: u32 = 11;
+}
+
+/// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
+/// the maps' keys.
+pub mod ipset {
+    /// Set types (`IpsetHeader::kind`).
+    pub const HASH_IP: u32 = 1;
+    pub const HASH_NET: u32 = 2;
+    pub const HASH_IP_PORT: u32 = 3;
+    pub const HASH_NET_PORT: u32 = 4;
+    pub const BITMAP_PORT: u32 = 5;
+    /// `Guard::_pad` of a `SET` guard: bit `DIR_DST << i` says dimension
+    /// `i` (0-based) reads the destination, else the source; the number
+    /// of dimensions the rule gives is in bits 8–11; `V6` marks a rule of
+    /// ip6tables (a set of the other family never matches it, as xt_set).
+    pub const DIR_DST: u32 = 1;
+    pub const DIMS_SHIFT: u32 = 8;
+    pub const V6: u32 = 1 << 12;
+    /// Members of every hash:ip, hash:ip,port and bitmap:port set of a
+    /// namespace (`IPSET_MEMBERS`): allocated as they are added
+    /// (`BPF_F_NO_PREALLOC`), so an empty capacity costs nothing. Each
+    /// set's own `maxelem` is checked by `netbeast ipset`.
+    pub const MEMBERS: u32 = 4 << 20;
+    /// Members of every hash:net and hash:net,port set (`IPSET_NETS`, an
+    /// LPM trie).
+    pub const NETS: u32 = 1 << 20;
+    /// Sets of a namespace (`IPSET_SETS`), as the kernel's
+    /// `CONFIG_IP_SET_MAX` default.
+    pub const SETS: u32 = 256;
+    /// Bits of a net key before the address: set, protocol, pad, port.
+    pub const NET_KEY_PREFIX_BITS: u32 = 64;
+}
+
+/// A set's header in `IPSET_SETS`, keyed by its name's number: which
+/// contents it has now (`ipset swap` exchanges two sets' `content`), its
+/// type and family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpsetHeader {
+    /// The `IpsetKey::set` of its members.
+    pub content: u32,
+    /// `ipset::HASH_IP` ...
+    pub kind: u32,
+    /// 4 or 6 (bitmap:port: 0, any).
+    pub family: u32,
+    /// Dimensions of an element (hash:ip 1, hash:ip,port 2).
+    pub dims: u32,
+    /// Members it holds, expired ones included until `netbeast ipset`
+    /// removes them: userspace's count for `maxelem`, kept here so that
+    /// adding one element writes no file.
+    pub entries: u32,
+    pub _pad: u32,
+}
+
+/// A set member's key: in `IPSET_MEMBERS` as is, in `IPSET_NETS` as the
+/// data of an LPM key whose prefix covers `set`, `protocol`, `_pad`,
+/// `port` (64 bits) and the address prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpsetKey {
+    /// The set's content number, big-endian (the trie compares bytes).
+    pub set: u32,
+    /// The IP protocol of a port type (0 otherwise; bitmap:port too).
+    pub protocol: u8,
+    pub _pad: u8,
+    /// Port, or ICMP type << 8 | code; big-endian.
+    pub port: u16,
+    /// The address, network order; an IPv4 address in word 0.
+    pub addr: [u32; 4],
+}
+
+impl IpsetHeader {
+    /// The key a packet looks up in this set for a `SET` guard's `flags`
+    /// (`ipset::*`), as xt_set builds it: the address of dimension 0's
+    /// direction, the port (ICMP type and code) of the port dimension's;
+    /// `None` when it cannot be a member — fewer directions than
+    /// dimensions, the other family, a port type and a packet without a
+    /// port (a later fragment, a cut header; bitmap:port: not TCP or UDP).
+    /// `src`/`dst`: the addresses' words (network order, IPv4 in word 0);
+    /// `l4a`/`l4b`: the classifier's L4 keys (source and destination
+    /// port, or ICMP type and code). One meaning for the kernel and the
+    /// tests.
+    #[inline(always)]
+    pub fn packet_key(
+        &self,
+        flags: u32,
+        src: &[u32; 4],
+        dst: &[u32; 4],
+        protocol: u8,
+        l4a: u32,
+        l4b: u32,
+    ) -> Option<IpsetKey> {
+        let mut key = IpsetKey::default();
+        self.fill_packet_key(flags, src, dst, protocol, l4a, l4b, &mut key)
+            .then_some(key)
+    }
+
+    /// [`IpsetHeader::packet_key`] written into `key` (the kernel keeps it
+    /// in per-CPU scratch: its call chain has no stack to spare); `false`
+    /// when it cannot be a member.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill_packet_key(
+        &self,
+        flags: u32,
+        src: &[u32; 4],
+        dst: &[u32; 4],
+        protocol: u8,
+        l4a: u32,
+        l4b: u32,
+        key: &mut IpsetKey,
+    ) -> bool {
+        let v6 = flags & ipset::V6 != 0;
+        if (flags >> ipset::DIMS_SHIFT) & 0xf < self.dims
+            || (self.family != 0 && (self.family == 6) != v6)
+        {
+            return false;
+        }
+        let dst_dir = |i: u32| flags & (ipset::DIR_DST << i) != 0;
+        key.set = self.content.to_be();
+        key.protocol = 0;
+        key._pad = 0;
+        key.port = 0;
+        key.addr = [0; 4];
+        let port_dim = match self.kind {
+            ipset::HASH_IP | ipset::HASH_NET => None,
+            ipset::HASH_IP_PORT | ipset::HASH_NET_PORT => Some(1),
+            ipset::BITMAP_PORT => Some(0),
+            _ => return false,
+        };
+        if self.kind != ipset::BITMAP_PORT {
+            let a = if dst_dir(0) { dst } else { src };
+            key.addr[0] = a[0];
+            if v6 {
+                key.addr[1] = a[1];
+                key.addr[2] = a[2];
+                key.addr[3] = a[3];
+            }
+        }
+        if let Some(i) = port_dim {
+            let port = match protocol {
+                // TCP, UDP, SCTP, UDP-Lite: the direction's port.
+                6 | 17 | 132 | 136 => {
+                    let p = if dst_dir(i) { l4b } else { l4a };
+                    if p > 0xffff {
+                        return false;
+                    }
+                    p
+                }
+                // ICMP (ICMPv6 in IPv6): type and code, either direction.
+                1 | 58 if (protocol == 58) == v6 => {
+                    if l4a > 0xff || l4b > 0xff {
+                        return false;
+                    }
+                    l4a << 8 | l4b
+                }
+                // Other protocols have no port: pseudo port 0.
+                _ => {
+                    if l4a == L4_FRAGMENT {
+                        return false;
+                    }
+                    0
+                }
+            };
+            if self.kind == ipset::BITMAP_PORT {
+                if protocol != 6 && protocol != 17 {
+                    return false;
+                }
+            } else {
+                key.protocol = protocol;
+            }
+            key.port = (port as u16).to_be();
+        }
+        true
+    }
+}
+
+/// A member's value: when it expires (`bpf_ktime_get_ns`), 0 never.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpsetValue {
+    pub expires: u64,
 }
 
 /// The bits of `Guard::_pad` for the conntrack guards
@@ -1892,6 +2080,9 @@ mod user {
     unsafe impl aya::Pod for ConnlimitKey {}
     unsafe impl aya::Pod for HashlimitKey {}
     unsafe impl aya::Pod for RecentKey {}
+    unsafe impl aya::Pod for IpsetHeader {}
+    unsafe impl aya::Pod for IpsetKey {}
+    unsafe impl aya::Pod for IpsetValue {}
     unsafe impl aya::Pod for RecentEntry {}
     unsafe impl aya::Pod for HashlimitBucket {}
     unsafe impl aya::Pod for ConnlimitList {}
@@ -1922,6 +2113,9 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<IpsetHeader>(), 24);
+        assert_eq!(size_of::<IpsetKey>(), 24);
+        assert_eq!(size_of::<IpsetValue>(), 8);
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);

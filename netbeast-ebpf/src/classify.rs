@@ -748,6 +748,15 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             if !held {
                 return 0;
             }
+        } else if g.kind == guard_kind::SET {
+            let held = crate::ipset::netbeast_set(g.a as u32, g._pad, g.negated) != 0;
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
         } else if g.kind == guard_kind::HASHLIMIT {
             let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
             // Matches under the rate (--hashlimit-upto), or over it with

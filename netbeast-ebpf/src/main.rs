@@ -15,6 +15,7 @@ mod forward;
 mod generator;
 mod handoff;
 mod hashlimit;
+mod ipset;
 mod ipv6;
 mod lb;
 mod log;

@@ -400,6 +400,10 @@ fn write_atomic(dir: &Path, path: &Path, text: &[u8]) -> Result<(), StateError> 
     Ok(())
 }
 
+/// The ipsets' definitions, beside the ruleset (their members are in the
+/// pinned maps).
+const IPSETS_FILE: &str = "ipsets.json";
+
 /// Temporaries end in this (after the writer's pid).
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -744,6 +748,22 @@ impl Namespace {
         fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
         let text = serde_json::to_vec(record).expect("a record always serializes");
         write_atomic(&self.state_dir, &self.iface_path(ifindex), &text)
+    }
+
+    /// The ipsets' definitions (`netbeast ipset`), as JSON; `None` before
+    /// the first set.
+    pub fn read_ipsets(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.state_dir.join(IPSETS_FILE);
+        match fs::read(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
+    pub fn write_ipsets(&self, text: &[u8]) -> Result<(), StateError> {
+        fs::create_dir_all(&self.state_dir).map_err(io("cannot create", &self.state_dir))?;
+        write_atomic(&self.state_dir, &self.state_dir.join(IPSETS_FILE), text)
     }
 
     pub fn remove_iface_record(&self, ifindex: u32) -> Result<(), StateError> {

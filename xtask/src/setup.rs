@@ -46,6 +46,24 @@ const REQUIRED_PACKAGES: &[Package] = &[
         name: "bpftool",
         command: "bpftool",
     },
+    // tests/ipset.rs compares netbeast's ipset with the real one.
+    Package {
+        name: "ipset",
+        command: "ipset",
+    },
+    // tests/fail2ban.rs runs fail2ban (only inside its test namespaces, in
+    // a private mount namespace and with a private configuration). On a
+    // systemd host Debian's package starts its own fail2ban service with
+    // the stock sshd jail: `systemctl disable --now fail2ban` if unwanted.
+    Package {
+        name: "fail2ban",
+        command: "fail2ban-server",
+    },
+    // tests/ufw.rs runs ufw on private copies of its files, in namespaces.
+    Package {
+        name: "ufw",
+        command: "ufw",
+    },
     // `cargo xtask package` strips the binary, as dh_strip does.
     Package {
         name: "binutils",

@@ -22,6 +22,7 @@ pub mod boot;
 pub mod conntrack;
 pub mod demo;
 mod getopt;
+pub mod ipset;
 pub mod lb;
 pub mod log;
 mod plane;
@@ -154,6 +155,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// ipset syntax, verbatim (ipset 7.17's commands, output and exit
+    /// codes): sets that `-m set --match-set` matches.
+    #[command(disable_help_flag = true)]
+    Ipset {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Print the ruleset in iptables-save format (iptables-save's options:
     /// -c, -t TABLE, -f FILE; -h lists them; -6 first: the IPv6 ruleset,
     /// as ip6tables-save prints it).
@@ -281,6 +289,7 @@ pub fn main() -> ExitCode {
             | "ip6tables-nft"
             | "ip6tables-save"
             | "ip6tables-restore"
+            | "ipset"
     );
     // The iptables names take their arguments as text that may carry raw
     // bytes (a comment's, as iptables takes them).
@@ -298,6 +307,7 @@ pub fn main() -> ExitCode {
         "ip6tables" | "ip6tables-legacy" | "ip6tables-nft" => {
             return run_iptables(&args.split_off(1), Family::V6);
         }
+        "ipset" => return ipset::main(&args.split_off(1)),
         "iptables-save" => return saverestore::save_main(&prog, &args.split_off(1), Family::V4),
         "iptables-restore" => {
             return saverestore::restore_main(&prog, &args.split_off(1), Family::V4);
@@ -326,6 +336,12 @@ pub fn main() -> ExitCode {
                 Command::Iptables { args } => {
                     return match raw_args("iptables", &args) {
                         Ok(args) => run_iptables(&args, Family::V4),
+                        Err(code) => code,
+                    };
+                }
+                Command::Ipset { args } => {
+                    return match raw_args("ipset", &args) {
+                        Ok(args) => ipset::main(&args),
                         Err(code) => code,
                     };
                 }
@@ -708,6 +724,7 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
         let out = command::apply(&mut ruleset, &cmd)?;
         crate::profile::phase("apply the command");
         if changes && ruleset != before {
+            check_sets(&ns, &ruleset)?;
             let mut dp = dp.expect("opened with create");
             match &mut stored {
                 Some(stored) => {
@@ -735,6 +752,22 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
             ExitCode::from(problem as u8)
         }
     }
+}
+
+/// Refuses a ruleset whose `-m set` names a set that does not exist or
+/// is of the other family, as xt_set's checkentry does (nothing is
+/// applied).
+pub(super) fn check_sets(ns: &Namespace, ruleset: &Ruleset) -> Result<()> {
+    if let Some((name, reason)) = ipset::refused_sets(ns, ruleset)? {
+        return Err(parse::ParseError::InvalidValue {
+            option: "--match-set".into(),
+            what: "set",
+            value: name,
+            reason,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Applies `NAME=SECONDS` overrides to conntrack timeouts.

@@ -341,6 +341,7 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     let _lock = ns.lock_within(options.wait)?;
     let (mut ruleset, dp) = open(&ns, !options.test)?;
     save::apply_restore(&mut ruleset, &parsed, options.noflush)?;
+    super::check_sets(&ns, &ruleset)?;
     if options.test {
         // Compile too, so limits are checked without touching the maps.
         crate::compile::compile(&ruleset, &state::interfaces(&state::links()), 0)?;

@@ -398,6 +398,10 @@ impl GuardOracle for GuardState {
         if guard.kind == guard_kind::RECENT {
             return self.recent(guard);
         }
+        if guard.kind == guard_kind::SET {
+            // The models hold no ipset: every set is empty to them.
+            return guard.negated != 0;
+        }
         if guard.kind == guard_kind::CONNLIMIT {
             // The models have no conntrack: each packet is its address's
             // only connection (what the kernel counts for a first one).

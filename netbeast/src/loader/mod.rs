@@ -3,6 +3,7 @@
 //! the programs.
 
 mod batch;
+pub mod ipset;
 mod lb;
 pub mod links;
 mod sock;
@@ -71,7 +72,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 42] = [
+pub const MAP_NAMES: [&str; 45] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -114,6 +115,10 @@ pub const MAP_NAMES: [&str; 42] = [
     "CONNLIMIT",
     "HASHLIMIT",
     "RECENT",
+    // ipsets (`netbeast ipset`): their headers and members.
+    "IPSET_SETS",
+    "IPSET_MEMBERS",
+    "IPSET_NETS",
     // The SYN-flood shield: `attach --syn-flood-guard`'s ports, and the
     // program array through which the XDP program reaches the shield (its
     // entries live as long as the pin).
@@ -304,6 +309,9 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "CONNLIMIT" => "-m connlimit forgets the connections it counted",
         "HASHLIMIT" => "-m hashlimit buckets are full again",
         "RECENT" => "-m recent lists are empty",
+        "IPSET_SETS" | "IPSET_MEMBERS" | "IPSET_NETS" => {
+            "ipsets lose their members (`ipset save` before, `ipset restore` after, keeps them)"
+        }
         "STATS" => "`netbeast stats` counts restart",
         "LOG_EVENTS" => "LOG events not yet read are lost",
         "SOCK_NAT" => "nat OUTPUT translations of open local sockets are forgotten",

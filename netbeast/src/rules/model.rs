@@ -411,6 +411,8 @@ pub enum Match {
     Hashlimit(Hashlimit),
     /// `-m recent`: a guard (per-name lists of addresses).
     Recent(Recent),
+    /// `-m set`: a guard (membership in an ipset).
+    Set(super::ext::set::SetMatch),
 }
 
 impl Match {
@@ -435,6 +437,7 @@ impl Match {
             Match::Connlimit(m) => m,
             Match::Hashlimit(m) => m,
             Match::Recent(m) => m,
+            Match::Set(m) => m,
         }
     }
 }

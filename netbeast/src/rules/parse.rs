@@ -2111,6 +2111,7 @@ impl<'a> Parser<'a> {
             .map(|loaded| {
                 loaded.parser.finish(&RuleContext {
                     table: self.table,
+                    family: self.family,
                     chain,
                     protocol: protocol.as_ref(),
                     implicit: loaded.implicit,
@@ -2128,6 +2129,7 @@ impl<'a> Parser<'a> {
             Some(TargetState::Goto(chain)) => Target::Goto(chain),
             Some(TargetState::Module(loaded)) => loaded.parser.finish(&RuleContext {
                 table: self.table,
+                family: self.family,
                 chain,
                 protocol: self.protocol.as_ref(),
                 implicit: false,
@@ -2168,7 +2170,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
     for m in matches {
         let name = match m {
             Match::Ports(p) if p.tcp_option.is_some() => "--tcp-option",
-            Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) => continue,
+            Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) | Match::Set(_) => continue,
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             Match::MacSource(_) => "-m mac",
             Match::ConnState(_) => "connection tracking (-m state, -m conntrack)",

@@ -32,6 +32,7 @@ pub mod mac;
 pub mod multiport;
 pub mod pkttype;
 pub mod recent;
+pub mod set;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -106,6 +107,8 @@ pub struct RuleContext<'a> {
     pub table: TableName,
     pub chain: &'a str,
     pub protocol: Option<&'a Negatable<u8>>,
+    /// iptables or ip6tables.
+    pub family: super::model::Family,
     /// The match was loaded by `-p` on its first option, not by `-m`.
     pub implicit: bool,
 }
@@ -182,6 +185,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &limit::MODULE,
     &pkttype::MODULE,
     &recent::MODULE,
+    &set::MODULE,
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
@@ -218,7 +222,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "rateest",
     "realm",
     "rpfilter",
-    "set",
     "socket",
     "string",
     "tcpmss",
