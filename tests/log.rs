@@ -272,6 +272,66 @@ fn log_lets_the_next_rule_decide() {
     });
 }
 
+/// The kernel side copies what the line reads, not a fixed 256 bytes: a
+/// UDP or TCP packet's event is a short one (`LOG_SHORT_EVENT_BYTES` in
+/// the ring) holding the frame through its L4 header; `--log-tcp-options`
+/// and ICMP (whose errors quote a packet) keep the whole capture. The
+/// lines are the same either way (`lines_are_the_kernels_byte_for_byte`).
+#[test]
+fn events_carry_the_headers_the_line_reads() {
+    use netbeast_common::{LOG_CAPTURE_BYTES, LOG_SHORT_EVENT_BYTES};
+    let from = Ipv4Addr::new(10, 93, 0, 1);
+    let mac = [2, 0, 0, 0, 0, 2];
+    let payload = vec![0x55u8; 400];
+    let udp = netbeast::packet::FrameBuilder::udp(from, 5353, SERVER, 53)
+        .dst_mac(mac)
+        .payload(&payload)
+        .build();
+    let tcp = netbeast::packet::FrameBuilder::tcp(from, 40000, SERVER, 22)
+        .dst_mac(mac)
+        .payload(&payload)
+        .build();
+    let icmp = netbeast::packet::FrameBuilder::icmp_echo_request(from, SERVER, 7, 1)
+        .dst_mac(mac)
+        .payload(&payload)
+        .build();
+    // (frame, LOG options, record bytes in the ring, frame bytes copied)
+    let cases: [(&str, &[u8], &str, usize, usize); 4] = [
+        ("udp", &udp, "", LOG_SHORT_EVENT_BYTES, 14 + 20 + 8),
+        ("tcp", &tcp, "", LOG_SHORT_EVENT_BYTES, 14 + 20 + 20),
+        (
+            "tcp options",
+            &tcp,
+            "--log-tcp-options",
+            size_of::<LogEvent>(),
+            LOG_CAPTURE_BYTES,
+        ),
+        ("icmp", &icmp, "", size_of::<LogEvent>(), LOG_CAPTURE_BYTES),
+    ];
+    lab("capture", |dp, interfaces, eth0| {
+        let mut ring = dp.take_log_events().expect("the log ring buffer");
+        for (what, frame, options, record, captured) in cases {
+            dp.apply(
+                &ruleset(&[format!("-A INPUT -j LOG {options}").trim_end().to_string()]),
+                interfaces,
+            )
+            .expect("applying");
+            dp.test_run_xdp(frame, eth0).expect("BPF_PROG_TEST_RUN");
+            let item = ring.next().unwrap_or_else(|| panic!("{what}: no event"));
+            assert_eq!(item.len(), record, "{what}: the event's size in the ring");
+            let ev = decode(&item).expect("an event");
+            drop(item);
+            assert_eq!(ev.captured as usize, captured, "{what}: frame bytes copied");
+            assert_eq!(
+                &ev.frame[..captured],
+                &frame[..captured],
+                "{what}: the frame's first bytes"
+            );
+            assert!(ring.next().is_none(), "{what}: one event");
+        }
+    });
+}
+
 /// Nobody reads the ring buffer: once full, events are lost and counted,
 /// and every packet still gets its verdict.
 #[test]
@@ -288,7 +348,10 @@ fn a_full_ring_buffer_loses_events_not_packets() {
             interfaces,
         )
         .expect("applying");
-        let fits = netbeast_common::LOG_RING_BYTES as usize / size_of::<LogEvent>();
+        // An upper bound: these UDP events are short, and each also takes
+        // the ring's 8-byte record header.
+        let fits =
+            netbeast_common::LOG_RING_BYTES as usize / netbeast_common::LOG_SHORT_EVENT_BYTES;
         let runs = fits as u32 + 1000;
         let _ = eth0;
         let (out, _) = dp

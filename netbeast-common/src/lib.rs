@@ -640,6 +640,17 @@ pub mod log_flags {
 /// quoted IPv4 header (60) and a TCP header with options (60) — 210,
 /// rounded up.
 pub const LOG_CAPTURE_BYTES: usize = 256;
+/// Bytes of the frame a short event carries: enough for the line of a
+/// TCP (without `--log-tcp-options`) or UDP packet behind an Ethernet
+/// header and a 20-byte IPv4 header (54 and 42 bytes). The kernel side
+/// copies only what the line reads and reserves a short event when that
+/// fits: most events then take 160 bytes of the ring, not 352.
+pub const LOG_SHORT_CAPTURE_BYTES: usize = 64;
+/// The size of a short event in the ring: a `LogEvent` cut after
+/// `LOG_SHORT_CAPTURE_BYTES` of its frame. Userspace reads any event
+/// (`netbeast::log::decode`) into a whole `LogEvent`.
+pub const LOG_SHORT_EVENT_BYTES: usize =
+    size_of::<LogEvent>() - LOG_CAPTURE_BYTES + LOG_SHORT_CAPTURE_BYTES;
 /// LOG events one data plane's ring buffer holds (`LOG_EVENTS`, a power
 /// of two of pages); a reader that falls further behind loses events,
 /// counted in `stats::LOG_LOST`.
@@ -2145,6 +2156,11 @@ mod tests {
         );
         assert_eq!(size_of::<LogTarget>(), 40);
         assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);
+        assert_eq!(
+            core::mem::offset_of!(LogEvent, frame),
+            LOG_SHORT_EVENT_BYTES - LOG_SHORT_CAPTURE_BYTES
+        );
+        assert_eq!(LOG_SHORT_EVENT_BYTES % 8, 0);
         // Every code of the table is known; the next one is not.
         for code in 0..target::COUNT {
             assert_ne!(target::flags(code) & target::flag::KNOWN, 0);

@@ -18,9 +18,14 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{
-    LOG_CAPTURE_BYTES, LOG_EVENT_HAS_UID, LOG_RING_BYTES, LogEvent, LogTarget, MAX_LOGS_PER_SEARCH,
-    log_flags, log_target_index, size, stats,
+    LOG_CAPTURE_BYTES, LOG_EVENT_HAS_UID, LOG_RING_BYTES, LOG_SHORT_CAPTURE_BYTES,
+    LOG_SHORT_EVENT_BYTES, LogEvent, LogTarget, MAX_LOGS_PER_SEARCH, log_flags, log_target_index,
+    size, stats,
 };
+
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const IPPROTO_UDPLITE: u32 = 136;
 
 use crate::{classify::SearchState, stats::bump};
 
@@ -42,25 +47,29 @@ pub struct Where {
     pub chain: u32,
     pub in_ifindex: u32,
     pub out_ifindex: u32,
-    pub frame_len: usize,
-    pub l3_offset: usize,
+    pub frame_len: u32,
+    pub l3_offset: u32,
+    /// Where the L4 header starts, and the IPv4 protocol: what decides how
+    /// much of the frame the line reads. (Four u32s with the two above, so
+    /// that the struct stays 32 bytes on the callers' stacks, which are at
+    /// the verifier's limit.)
+    pub l4_offset: u32,
+    pub protocol: u32,
 }
 
-/// Reserves an event and fills everything but the frame; `None` (counted
-/// as lost) when the buffer is full or the rule is gone.
+/// Reserves an event of type `R` (a `LogEvent`, or a [`ShortEvent`]: the
+/// fields before the frame, then room for the frame's first bytes) and fills everything but the frame;
+/// `None` (counted as lost) when the buffer is full or the rule is gone.
 #[inline(always)]
-fn start(at: &Where, arg: u32) -> Option<*mut LogEvent> {
-    let Some(target) = LOG_TARGETS.get(log_target_index(at.generation & 1, arg)) else {
+fn start<R: 'static>(at: &Where, target: &LogTarget) -> Option<*mut LogEvent> {
+    let Some(mut entry) = LOG_EVENTS.reserve::<R>(0) else {
         bump(stats::LOG_LOST);
         return None;
     };
-    let Some(mut entry) = LOG_EVENTS.reserve::<LogEvent>(0) else {
-        bump(stats::LOG_LOST);
-        return None;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is the reserved entry, `size_of::<LogEvent>()` bytes,
-    // written field by field before it is submitted.
+    let ev = entry.as_mut_ptr().cast::<LogEvent>();
+    core::mem::forget(entry);
+    // SAFETY: `ev` is the reserved entry, `size_of::<R>()` bytes, which hold every
+    // field before `frame`; written field by field before it is submitted.
     unsafe {
         (*ev).boot_ns = bpf_ktime_get_boot_ns();
         // Word by word: a struct assignment becomes a byte loop the
@@ -73,16 +82,58 @@ fn start(at: &Where, arg: u32) -> Option<*mut LogEvent> {
         (*ev).chain = at.chain;
         (*ev).in_ifindex = at.in_ifindex;
         (*ev).out_ifindex = at.out_ifindex;
-        (*ev).frame_len = at.frame_len as u32;
-        (*ev).l3_offset = at.l3_offset as u32;
+        (*ev).frame_len = at.frame_len;
+        (*ev).l3_offset = at.l3_offset;
         (*ev).captured = 0;
         (*ev).uid = 0;
         (*ev).gid = 0;
         (*ev).event_flags = 0;
         (*ev)._pad = 0;
     }
-    core::mem::forget(entry);
     Some(ev)
+}
+
+/// A `LogEvent` cut after `LOG_SHORT_CAPTURE_BYTES` of frame: what a
+/// TCP or UDP packet's line needs, in less of the ring (fewer cache lines
+/// to write and to read).
+#[repr(C, align(8))]
+struct ShortEvent([u8; LOG_SHORT_EVENT_BYTES]);
+
+/// The rule's options, or `None` (counted as lost) when the rule is gone.
+#[inline(always)]
+fn target_of(at: &Where, arg: u32) -> Option<&'static LogTarget> {
+    let target = LOG_TARGETS.get(log_target_index(at.generation & 1, arg));
+    if target.is_none() {
+        bump(stats::LOG_LOST);
+    }
+    target
+}
+
+/// Bytes of the frame the rule's line reads, when they fit a short event:
+/// through the TCP header (its options only with `--log-tcp-options`) or
+/// the UDP header. Any other packet (ICMP quotes a packet, other
+/// protocols' headers vary) takes a whole capture: `None`.
+#[inline(always)]
+fn short_capture(at: &Where, target: &LogTarget) -> Option<u32> {
+    let l4 = match at.protocol {
+        IPPROTO_TCP if target.flags & log_flags::TCP_OPTIONS == 0 => 20,
+        IPPROTO_UDP | IPPROTO_UDPLITE => 8,
+        _ => return None,
+    };
+    let need = at.l4_offset + l4;
+    if need > LOG_SHORT_CAPTURE_BYTES as u32 {
+        return None;
+    }
+    let len = if at.frame_len < need {
+        at.frame_len
+    } else {
+        need
+    };
+    // 1..=LOG_SHORT_CAPTURE_BYTES (a power of two) as the verifier can
+    // follow it: a clamp compiles to tests whose bounds it loses. `len` is
+    // never 0 (the frame holds at least the headers parsed).
+    const _: () = assert!(LOG_SHORT_CAPTURE_BYTES.is_power_of_two());
+    Some((len.wrapping_sub(1) & (LOG_SHORT_CAPTURE_BYTES as u32 - 1)) + 1)
 }
 
 /// Bytes of the frame to copy: at most `LOG_CAPTURE_BYTES`, at least one
@@ -95,6 +146,20 @@ fn capture_len(frame_len: usize) -> u32 {
         frame_len
     };
     (len as u32).clamp(1, LOG_CAPTURE_BYTES as u32)
+}
+
+/// Reserves the event for rule `arg`, short when the line needs few bytes
+/// of the frame: the event and the bytes to copy into its frame.
+#[inline(always)]
+fn reserve(at: &Where, arg: u32) -> Option<(*mut LogEvent, u32)> {
+    let target = target_of(at, arg)?;
+    match short_capture(at, target) {
+        Some(len) => Some((start::<ShortEvent>(at, target)?, len)),
+        None => Some((
+            start::<LogEvent>(at, target)?,
+            capture_len(at.frame_len as usize),
+        )),
+    }
 }
 
 #[inline(always)]
@@ -132,11 +197,10 @@ pub extern "C" fn netbeast_log_xdp(
         if i as u32 >= st.log_count {
             break;
         }
-        let Some(ev) = start(at, st.log_args[i]) else {
+        let Some((ev, len)) = reserve(at, st.log_args[i]) else {
             continue;
         };
-        let len = capture_len(at.frame_len);
-        // SAFETY: `frame` holds LOG_CAPTURE_BYTES ≥ len bytes.
+        // SAFETY: the reservation holds `len` bytes of `frame`.
         let copied = unsafe { bpf_xdp_load_bytes(ctx, 0, (*ev).frame.as_mut_ptr().cast(), len) };
         // SAFETY: as in `start`.
         unsafe { (*ev).captured = if copied == 0 { len } else { 0 } };
@@ -169,11 +233,10 @@ pub extern "C" fn netbeast_log_tc(
         if i as u32 >= st.log_count {
             break;
         }
-        let Some(ev) = start(at, st.log_args[i]) else {
+        let Some((ev, len)) = reserve(at, st.log_args[i]) else {
             continue;
         };
-        let len = capture_len(at.frame_len);
-        // SAFETY: `frame` holds LOG_CAPTURE_BYTES ≥ len bytes; `skb` is
+        // SAFETY: the reservation holds `len` bytes of `frame`; `skb` is
         // the program's context.
         unsafe {
             let copied = bpf_skb_load_bytes(skb.cast(), 0, (*ev).frame.as_mut_ptr().cast(), len);

@@ -284,8 +284,10 @@ fn log_xdp(
             chain,
             in_ifindex,
             out_ifindex,
-            frame_len: ctx.data_end() - ctx.data(),
-            l3_offset: pkt.l2_len(),
+            frame_len: (ctx.data_end() - ctx.data()) as u32,
+            l3_offset: pkt.l2_len() as u32,
+            l4_offset: (pkt.l2_len() + pkt.ip_header_len()) as u32,
+            protocol: pkt.keys.protocol as u32,
         };
         log::emit_xdp(ctx, &pkt.search, &at);
     }
@@ -300,8 +302,10 @@ fn log_tc(ctx: &TcContext, pkt: &Packet, generation: u32, chain: u32, out_ifinde
             chain,
             in_ifindex: 0,
             out_ifindex,
-            frame_len: ctx.len() as usize,
-            l3_offset: pkt.l2_len(),
+            frame_len: ctx.len(),
+            l3_offset: pkt.l2_len() as u32,
+            l4_offset: (pkt.l2_len() + pkt.ip_header_len()) as u32,
+            protocol: pkt.keys.protocol as u32,
         };
         log::emit_tc(ctx, &pkt.search, &at);
     }

@@ -69,6 +69,87 @@ pub struct Report {
     /// parse, compile, write the maps, switch.
     pub install_seconds: f64,
     pub install_rules: usize,
+    /// The 1-rule chain behind a rule every packet meets that has no
+    /// verdict: what a LOG rule costs, in parts ([`Front`]).
+    pub log_rows: Vec<CostRow>,
+}
+
+/// What stands in front of the one DROP rule in the LOG rows of the
+/// program cost: the search going on past a rule without a verdict
+/// (`Count`), that plus a LOG event refused by a full ring buffer
+/// (`LogLost`), and that plus an event written (`LogKept`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Count,
+    LogLost,
+    LogKept,
+}
+
+impl Front {
+    const ALL: [Front; 3] = [Front::Count, Front::LogLost, Front::LogKept];
+
+    fn label(self) -> &'static str {
+        match self {
+            Front::Count => "1 rule behind a count-only rule",
+            Front::LogLost => "1 rule behind LOG, ring full",
+            Front::LogKept => "1 rule behind LOG, events kept",
+        }
+    }
+
+    fn ruleset(self) -> Result<Ruleset> {
+        let front = match self {
+            Front::Count => format!("-p udp -m udp --dport {DPORT}"),
+            Front::LogLost | Front::LogKept => planes::LOG_RULE.to_string(),
+        };
+        let text = format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {front}\n\
+             -A INPUT -p udp -m udp --dport {DPORT} -j DROP\nCOMMIT\n"
+        );
+        let file = save::parse_restore(&text)?;
+        let mut ruleset = Ruleset::default();
+        save::apply_restore(&mut ruleset, &file, false)?;
+        Ok(ruleset)
+    }
+}
+
+/// Test runs per call for `Front::LogKept`: few enough that their events
+/// fit the ring buffer, which is drained between calls, so every reserve
+/// succeeds.
+const KEPT_RUNS_PER_CALL: u32 = 2048;
+
+/// One round of a LOG row: `repeat` runs, ns per run.
+fn log_row_round(
+    front: Front,
+    dp: &mut Dataplane,
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<f64> {
+    if front != Front::LogKept {
+        let (_, t) = dp.test_run_repeat(frame, repeat, false)?;
+        return Ok(t.as_secs_f64() * 1e9);
+    }
+    let calls = repeat.div_ceil(KEPT_RUNS_PER_CALL).max(1);
+    let mut total = 0.0;
+    for _ in 0..calls {
+        while ring.next().is_some() {}
+        let (_, t) = dp.test_run_repeat(frame, KEPT_RUNS_PER_CALL, false)?;
+        total += t.as_secs_f64() * 1e9;
+    }
+    let kept = ring_len(ring);
+    ensure!(
+        kept == KEPT_RUNS_PER_CALL as usize,
+        "the LOG row meant to keep every event kept {kept} of {KEPT_RUNS_PER_CALL}"
+    );
+    Ok(total / calls as f64)
+}
+
+fn ring_len(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> usize {
+    let mut n = 0;
+    while ring.next().is_some() {
+        n += 1;
+    }
+    n
 }
 
 /// `n` INPUT rules: `n - 1` that differ from the packet only in their
@@ -185,6 +266,7 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
     let floor_ns = median(&mut floor);
     let no_rules_ns = median(&mut no_rules);
     drop(empty);
+    let mut log_rows = log_rows(&frame, &guards, repeat, rounds)?;
     let mut rows: Vec<CostRow> = planes
         .iter()
         .zip(samples.iter_mut())
@@ -206,6 +288,9 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         r.ratio_to_one_rule = r.ns_per_packet / base;
     }
     drop(planes);
+    for r in &mut log_rows {
+        r.ratio_to_one_rule = r.ns_per_packet / base;
+    }
 
     // What `netbeast restore FILE` does with the largest ruleset: parse the
     // iptables-save text, build the ruleset, compile, write the maps, switch.
@@ -231,7 +316,57 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         rows,
         install_seconds,
         install_rules,
+        log_rows,
     })
+}
+
+/// The LOG rows ([`Front`]), interleaved round by round.
+fn log_rows(
+    frame: &[u8],
+    guards: &[(u32, [u8; 6], bool)],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Vec<CostRow>> {
+    let mut planes = Vec::new();
+    for front in Front::ALL {
+        let mut dp = Dataplane::load_private()?;
+        dp.set_local_addresses(&[DESTINATION])?;
+        dp.set_interface_guards(guards)?;
+        dp.apply(&front.ruleset()?, &[])?;
+        let (verdict, _) = dp.test_run_repeat(frame, 1, false)?;
+        ensure!(
+            verdict == XDP_DROP,
+            "{}: the DROP rule did not drop the packet (XDP action {verdict})",
+            front.label()
+        );
+        let mut ring = dp.take_log_events()?;
+        let logged = ring_len(&mut ring);
+        let want = usize::from(front != Front::Count);
+        ensure!(
+            logged == want,
+            "{}: one packet gave {logged} LOG events, not {want}",
+            front.label()
+        );
+        planes.push((front, dp, ring));
+    }
+    let mut samples = vec![Vec::new(); planes.len()];
+    for _ in 0..rounds {
+        for (i, (front, dp, ring)) in planes.iter_mut().enumerate() {
+            samples[i].push(log_row_round(*front, dp, ring, frame, repeat)?);
+        }
+    }
+    Ok(planes
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|((front, _, _), s)| CostRow {
+            label: front.label().to_string(),
+            rules: 1,
+            min_ns: s.iter().copied().fold(f64::MAX, f64::min),
+            max_ns: s.iter().copied().fold(0.0, f64::max),
+            ns_per_packet: median(s),
+            ratio_to_one_rule: 0.0,
+        })
+        .collect())
 }
 
 pub fn print(report: &Report) {
@@ -240,20 +375,20 @@ pub fn print(report: &Report) {
         report.repeat, report.rounds
     );
     println!(
-        "{:<28} {:>10} {:>19} {:>10}",
+        "{:<40} {:>10} {:>19} {:>10}",
         "data plane", "ns/packet", "min-max", "vs 1 rule"
     );
     println!(
-        "{:<28} {:>10.1} {:>19} {:>10}",
+        "{:<40} {:>10.1} {:>19} {:>10}",
         "floor (bare XDP_DROP)", report.floor_ns, "", ""
     );
     println!(
-        "{:<28} {:>10.1} {:>19} {:>10}",
+        "{:<40} {:>10.1} {:>19} {:>10}",
         "netbeast, no rules, DROP", report.no_rules_ns, "", ""
     );
-    for r in &report.rows {
+    for r in report.rows.iter().chain(&report.log_rows) {
         println!(
-            "{:<28} {:>10.1} {:>19} {:>9.2}x",
+            "{:<40} {:>10.1} {:>19} {:>9.2}x",
             r.label,
             r.ns_per_packet,
             format!("{:.1}-{:.1}", r.min_ns, r.max_ns),

@@ -68,14 +68,23 @@ pub fn open_events(maps_dir: &Path) -> Result<RingBuf<MapData>, LogError> {
     })
 }
 
-/// One event, copied out of the ring buffer.
+/// One event, copied out of the ring buffer: a whole `LogEvent`, or a
+/// short one (the kernel side reserves `LOG_SHORT_EVENT_BYTES` when the
+/// line needs no more of the frame), whose missing frame bytes stay zero
+/// (`captured` says how many were copied).
 pub fn decode(bytes: &[u8]) -> Option<LogEvent> {
-    if bytes.len() < size_of::<LogEvent>() {
+    let head = std::mem::offset_of!(LogEvent, frame);
+    if bytes.len() < head {
         return None;
     }
-    // SAFETY: `LogEvent` is plain old data (integers and byte arrays) and
-    // `bytes` holds at least one; the read is unaligned-safe.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<LogEvent>()) })
+    let n = bytes.len().min(size_of::<LogEvent>());
+    let mut ev = std::mem::MaybeUninit::<LogEvent>::zeroed();
+    // SAFETY: `LogEvent` is plain old data (integers and byte arrays), for
+    // which all zeroes is a value; `n` bytes fit both the source and it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ev.as_mut_ptr().cast::<u8>(), n);
+        Some(ev.assume_init())
+    }
 }
 
 /// An interface's name by ifindex, in this namespace.
