@@ -203,6 +203,30 @@ fn quick_bench_accounts_for_every_frame() {
             .is_some_and(|l| l.ends_with("behind a --syn rule"))),
         "no --syn row in {cost:?}"
     );
+    // Issue 20's profile of the forwarding path: the floor and each
+    // variant, each checked (by the benchmark) to take its path — a local
+    // drop, a FORWARD drop, the fast path's redirect, with conntrack.
+    let forward = report["program_cost"]["forward_rows"]
+        .as_array()
+        .expect("forwarding path rows");
+    let labels: Vec<&str> = forward.iter().filter_map(|r| r["label"].as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "floor (bare XDP_DROP)",
+            "local drop (INPUT)",
+            "FORWARD drop",
+            "FORWARD accept, fast path",
+            "FORWARD ctstate + accept"
+        ],
+        "{forward:?}"
+    );
+    assert!(
+        forward
+            .iter()
+            .all(|r| r["ns_per_packet"].as_f64().is_some_and(|ns| ns > 0.0)),
+        "{forward:?}"
+    );
 }
 
 /// Every frame `row` says was sent was received, dropped or lost, as

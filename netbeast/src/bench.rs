@@ -36,8 +36,9 @@ use crate::{
     },
 };
 
-/// XDP_DROP, as BPF_PROG_TEST_RUN reports it.
+/// XDP_DROP and XDP_REDIRECT, as BPF_PROG_TEST_RUN reports them.
 const XDP_DROP: u32 = 1;
+const XDP_REDIRECT: u32 = 4;
 const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const DESTINATION: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// `lo`'s ifindex: where `BPF_PROG_TEST_RUN` frames arrive.
@@ -72,6 +73,9 @@ pub struct Report {
     /// The 1-rule chain behind a rule every packet meets that has no
     /// verdict: what a LOG rule costs, in parts ([`Front`]).
     pub log_rows: Vec<CostRow>,
+    /// The forwarding path's variants (issue 20), frames arriving on a
+    /// router's veth: where a forwarded packet's nanoseconds go.
+    pub forward_rows: Vec<CostRow>,
 }
 
 /// What stands in front of the one DROP rule in the LOG rows of the
@@ -308,6 +312,11 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         "the restored ruleset lost rules"
     );
 
+    // As many forwarded packets per round as `repeat` asks for, in calls
+    // of FORWARD_REPEAT (at most FORWARD_CALLS).
+    let calls = (repeat / FORWARD_REPEAT).clamp(1, FORWARD_CALLS as u32) as usize;
+    let forward_rows = forward_cost(rounds, calls)?;
+
     Ok(Report {
         repeat,
         rounds,
@@ -317,6 +326,7 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         install_seconds,
         install_rules,
         log_rows,
+        forward_rows,
     })
 }
 
@@ -369,6 +379,150 @@ fn log_rows(
         .collect())
 }
 
+/// Runs per `BPF_PROG_TEST_RUN` call of a forwarded frame: the fast path
+/// lowers the TTL of the one frame the call repeats on, so a call must end
+/// before the TTL of 255 runs out (at 1 the kernel's path takes over).
+const FORWARD_REPEAT: u32 = 250;
+/// The most calls per round and variant (100,000 packets).
+const FORWARD_CALLS: usize = 400;
+
+/// The XDP program's cost on the forwarding path's variants (issue 20's
+/// profile): a router namespace with two veths, a static neighbour behind
+/// one, the program's frames arriving on the other (`ingress_ifindex`, so
+/// the FIB lookup is the real one). Rows, against a bare XDP_DROP: a local
+/// drop (no FIB lookup), a FORWARD drop (the FIB lookup and the chain), a
+/// FORWARD accept on the fast path (plus the rewrite, the interfaces' ways
+/// and the redirect helper), and the same behind a `--ctstate ESTABLISHED`
+/// rule (plus conntrack). `XDP_REDIRECT` in a test run only records the
+/// target: the transmit is not in these figures.
+fn forward_cost(rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
+    use netbeast_common::iface_path::FORWARD_REDIRECT;
+    const IN: &str = "nbb-in";
+    const OUT: &str = "nbb-out";
+    let client = Ipv4Addr::new(10, 8, 0, 5);
+    let server = Ipv4Addr::new(10, 9, 0, 5);
+    let router_in = Ipv4Addr::new(10, 8, 0, 1);
+    let ns = crate::netns::Netns::new("bench-fwdcost")?;
+    ns.ip(&["link", "add", IN, "type", "veth", "peer", "name", OUT])?;
+    for (iface, addr) in [(IN, "10.8.0.1/24"), (OUT, "10.9.0.1/24")] {
+        ns.ip(&["addr", "add", addr, "dev", iface])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+    }
+    ns.sysctl("net.ipv4.ip_forward", "1")?;
+    ns.ip(&[
+        "neigh",
+        "replace",
+        &server.to_string(),
+        "lladdr",
+        "02:00:00:00:09:05",
+        "dev",
+        OUT,
+        "nud",
+        "permanent",
+    ])?;
+    let variants: [(&str, &[&str], Ipv4Addr, u32); 4] = [
+        (
+            "local drop (INPUT)",
+            &["-A INPUT -p udp --dport 9 -j DROP"],
+            router_in,
+            XDP_DROP,
+        ),
+        (
+            "FORWARD drop",
+            &["-A FORWARD -p udp --dport 9 -j DROP"],
+            server,
+            XDP_DROP,
+        ),
+        (
+            "FORWARD accept, fast path",
+            &["-A FORWARD -p udp --dport 9 -j ACCEPT"],
+            server,
+            XDP_REDIRECT,
+        ),
+        (
+            "FORWARD ctstate + accept",
+            &[
+                "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+                "-A FORWARD -p udp --dport 9 -j ACCEPT",
+            ],
+            server,
+            XDP_REDIRECT,
+        ),
+    ];
+    ns.in_netns(|| -> Result<Vec<CostRow>> {
+        let in_ifindex = crate::state::ifindex(IN)?;
+        let out_ifindex = crate::state::ifindex(OUT)?;
+        let mut planes = Vec::new();
+        for (label, lines, dst, expected) in variants {
+            let mut dp = Dataplane::load_private()?;
+            dp.set_local_addresses(&[router_in, Ipv4Addr::new(10, 9, 0, 1)])?;
+            dp.set_interface_paths(&[
+                (in_ifindex, FORWARD_REDIRECT),
+                (out_ifindex, FORWARD_REDIRECT),
+            ])?;
+            let mut ruleset = Ruleset::default();
+            for line in lines {
+                let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+                let cmd = crate::rules::parse::parse_iptables_args(&args)?;
+                crate::rules::command::apply(&mut ruleset, &cmd)?;
+            }
+            dp.apply(&ruleset, &[])?;
+            let frame = FrameBuilder::udp(client, 4000, dst, DPORT).ttl(255).build();
+            let (verdict, _) = dp.test_run_repeat_on(&frame, 1, false, in_ifindex)?;
+            ensure!(
+                verdict == expected,
+                "{label}: XDP action {verdict}, expected {expected} (is the route or \
+                 neighbour missing?)"
+            );
+            planes.push((label, frame, dp));
+        }
+        let mut floor = Vec::new();
+        let mut samples = vec![Vec::new(); planes.len()];
+        for _ in 0..rounds {
+            let mean = |dp: &mut Dataplane, frame: &[u8], bare: bool| -> Result<f64> {
+                let mut total = 0.0;
+                for _ in 0..calls {
+                    let (_, t) = dp.test_run_repeat_on(frame, FORWARD_REPEAT, bare, in_ifindex)?;
+                    total += t.as_secs_f64() * 1e9;
+                }
+                Ok(total / calls as f64)
+            };
+            let (_, frame, dp) = &mut planes[0];
+            floor.push(mean(dp, frame, true)?);
+            for (i, (_, frame, dp)) in planes.iter_mut().enumerate() {
+                samples[i].push(mean(dp, frame, false)?);
+            }
+        }
+        let floor_ns = median(&mut floor);
+        let mut rows = vec![CostRow {
+            label: "floor (bare XDP_DROP)".into(),
+            rules: 0,
+            ns_per_packet: floor_ns,
+            min_ns: floor.iter().copied().fold(f64::MAX, f64::min),
+            max_ns: floor.iter().copied().fold(0.0, f64::max),
+            ratio_to_one_rule: 0.0,
+        }];
+        for ((label, _, _), s) in planes.iter().zip(samples.iter_mut()) {
+            let min_ns = s.iter().copied().fold(f64::MAX, f64::min);
+            let max_ns = s.iter().copied().fold(0.0, f64::max);
+            rows.push(CostRow {
+                label: (*label).into(),
+                rules: 0,
+                ns_per_packet: median(s),
+                min_ns,
+                max_ns,
+                ratio_to_one_rule: 0.0,
+            });
+        }
+        // The column is "vs local drop" here.
+        let base = rows[1].ns_per_packet;
+        for r in &mut rows {
+            r.ratio_to_one_rule = r.ns_per_packet / base;
+        }
+        Ok(rows)
+    })?
+}
+
 pub fn print(report: &Report) {
     println!(
         "XDP program cost, BPF_PROG_TEST_RUN, 64-byte UDP, repeat {} x {} rounds (median, min-max)",
@@ -399,6 +553,26 @@ pub fn print(report: &Report) {
         "restore of {} rules (parse, compile, write maps, switch): {:.3} s",
         report.install_rules, report.install_seconds
     );
+    if !report.forward_rows.is_empty() {
+        println!(
+            "forwarding path, frames on a router's veth, 1 rule, {} runs per call x {} rounds \
+             (median, min-max)",
+            FORWARD_REPEAT, report.rounds
+        );
+        println!(
+            "{:<28} {:>10} {:>19} {:>10}",
+            "variant", "ns/packet", "min-max", "vs local"
+        );
+        for r in &report.forward_rows {
+            println!(
+                "{:<28} {:>10.1} {:>19} {:>9.2}x",
+                r.label,
+                r.ns_per_packet,
+                format!("{:.1}-{:.1}", r.min_ns, r.max_ns),
+                r.ratio_to_one_rule
+            );
+        }
+    }
 }
 
 #[cfg(test)]

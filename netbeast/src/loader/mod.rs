@@ -1281,6 +1281,19 @@ impl Dataplane {
         repeat: u32,
         floor: bool,
     ) -> Result<(u32, std::time::Duration), LoaderError> {
+        self.test_run_repeat_on(frame, repeat, floor, 0)
+    }
+
+    /// [`Self::test_run_repeat`] with the frame arriving on
+    /// `ingress_ifindex` (0: `lo`), an interface of the calling thread's
+    /// namespace: the FIB lookup of a forwarded packet starts from it.
+    pub fn test_run_repeat_on(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+        floor: bool,
+        ingress_ifindex: u32,
+    ) -> Result<(u32, std::time::Duration), LoaderError> {
         let name = if floor { FLOOR_PROGRAM } else { XDP_PROGRAM };
         if !floor {
             self.load_ipv6_program()?;
@@ -1293,10 +1306,14 @@ impl Dataplane {
             xdp.load().map_err(LoaderError::Program)?;
         }
         let mut out = vec![0u8; frame.len() + 512];
+        // struct xdp_md, as in `test_run_xdp`.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let result = xdp
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_in: (ingress_ifindex != 0).then_some(&ctx[..]),
                 repeat,
                 ..TestRunOptions::new()
             })
