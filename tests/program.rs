@@ -5537,6 +5537,214 @@ fn ipv6_filter_input() {
     lab6("ipv6", |h, _| run_cases(h, cases));
 }
 
+fn icmp6(icmp_type: u8, code: u8) -> FrameBuilder {
+    FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 58)
+        .payload(&[icmp_type, code, 0, 0, 0, 0, 0, 0])
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// An IPv6 TCP segment to `dport` with the given flags byte.
+fn tcp6_flags(dport: u16, flags: u8) -> FrameBuilder {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&CLIENT_PORT.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 6)
+        .payload(&tcp)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// The matches of ip6tables beyond addresses and ports on crafted IPv6
+/// frames: `-m icmp6` (names, numbers, codes, `!`), `-m hl`, TCP flags,
+/// `-m length`, `-m mac`, `-m limit`, `-m statistic`.
+#[test]
+fn ipv6_matches() {
+    use netbeast::packet::ipv6_ext::DEST_OPTS;
+    let ping_only = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT",
+    ];
+    let ndp = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -p icmpv6 -m icmp6 --icmpv6-type neighbour-solicitation -j ACCEPT",
+        "ip6 -A INPUT -p icmpv6 -m icmp6 --icmpv6-type 136 -j ACCEPT",
+    ];
+    let no_route_dropped = &["ip6 -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/0 -j DROP"];
+    let not_ping_dropped = &["ip6 -A INPUT -p ipv6-icmp -m icmp6 ! --icmpv6-type ping -j DROP"];
+    let hl = |rule: &'static str| -> Vec<&'static str> { vec!["ip6 -P INPUT DROP", rule] };
+    let cases = vec![
+        case("echo request allowed", ping_only, icmp6(128, 0), Pass),
+        case("echo reply not", ping_only, icmp6(129, 0), Drop),
+        case(
+            "echo request behind a destination options header",
+            ping_only,
+            icmp6(128, 0).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+        case(
+            "an ICMPv6 header cut before 8 bytes matches no type",
+            ping_only,
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 58).payload(&[128, 0, 0, 0]),
+            Drop,
+        ),
+        case(
+            "a later fragment matches no type",
+            ping_only,
+            icmp6(128, 0).ipv6_fragment(10, false),
+            Drop,
+        ),
+        case("neighbour solicitation by name", ndp, icmp6(135, 0), Pass),
+        case(
+            "neighbour advertisement by number",
+            ndp,
+            icmp6(136, 0),
+            Pass,
+        ),
+        case("router advertisement not", ndp, icmp6(134, 0), Drop),
+        case("type 1 code 0", no_route_dropped, icmp6(1, 0), Drop),
+        case(
+            "type 1 code 3 is another code",
+            no_route_dropped,
+            icmp6(1, 3),
+            Pass,
+        ),
+        case(
+            "! ping: a reply is dropped",
+            not_ping_dropped,
+            icmp6(129, 0),
+            Drop,
+        ),
+        case(
+            "! ping: a ping passes",
+            not_ping_dropped,
+            icmp6(128, 0),
+            Pass,
+        ),
+        case(
+            "! ping: not ICMPv6 at all passes",
+            not_ping_dropped,
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "--hl-eq",
+            &hl("ip6 -A INPUT -m hl --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(255),
+            Pass,
+        ),
+        case(
+            "--hl-eq, another hop limit",
+            &hl("ip6 -A INPUT -m hl --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(254),
+            Drop,
+        ),
+        case(
+            "! --hl-eq",
+            &hl("ip6 -A INPUT -m hl ! --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(3),
+            Pass,
+        ),
+        case(
+            "--hl-lt",
+            &hl("ip6 -A INPUT -m hl --hl-lt 5 -j ACCEPT"),
+            tcp6(22).hop_limit(4),
+            Pass,
+        ),
+        case(
+            "--hl-lt, at the bound",
+            &hl("ip6 -A INPUT -m hl --hl-lt 5 -j ACCEPT"),
+            tcp6(22).hop_limit(5),
+            Drop,
+        ),
+        case(
+            "--hl-gt",
+            &hl("ip6 -A INPUT -m hl --hl-gt 64 -j ACCEPT"),
+            tcp6(22).hop_limit(65),
+            Pass,
+        ),
+        case(
+            "--syn: a SYN",
+            &["ip6 -A INPUT -p tcp --syn -j DROP"],
+            tcp6_flags(22, 0x02),
+            Drop,
+        ),
+        case(
+            "--syn: an ACK passes",
+            &["ip6 -A INPUT -p tcp --syn -j DROP"],
+            tcp6_flags(22, 0x10),
+            Pass,
+        ),
+        case(
+            "--tcp-flags ALL NONE",
+            &["ip6 -A INPUT -p tcp --tcp-flags ALL NONE -j DROP"],
+            tcp6_flags(22, 0),
+            Drop,
+        ),
+        case(
+            "-m length: the IPv6 header and payload",
+            // 40 + 20 bytes of TCP.
+            &["ip6 -A INPUT -m length --length 60 -j DROP"],
+            tcp6_flags(22, 0x10),
+            Drop,
+        ),
+        case(
+            "-m length: another length",
+            &["ip6 -A INPUT -m length --length 61:65535 -j DROP"],
+            tcp6_flags(22, 0x10),
+            Pass,
+        ),
+        case(
+            "-m mac",
+            &["ip6 -A INPUT -m mac --mac-source 02:c1:1e:00:00:01 -j DROP"],
+            tcp6(22),
+            Drop,
+        ),
+        case(
+            "-m mac, another source",
+            &["ip6 -A INPUT -m mac --mac-source 02:00:00:00:00:99 -j DROP"],
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "-m statistic nth: the first of every 2",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m statistic --mode nth --every 2 --packet 0 -j ACCEPT",
+            ],
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "-m limit: within the burst",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m limit --limit 1/hour --limit-burst 1 -j ACCEPT",
+            ],
+            tcp6(22),
+            Pass,
+        ),
+    ];
+    lab6("ipv6m", |h, _| {
+        run_cases(h, cases);
+        // A burst of 1: one packet, then the next one is over it.
+        h.apply(&[
+            "ip6 -P INPUT DROP",
+            "ip6 -A INPUT -m limit --limit 2/hour --limit-burst 1 -j ACCEPT",
+        ]);
+        let frame = tcp6(22).build();
+        let first = h.run(&frame, 0).0;
+        let second = h.run(&frame, 0).0;
+        assert_eq!(
+            (action_name(first), action_name(second)),
+            ("XDP_PASS", "XDP_DROP"),
+            "-m limit --limit-burst 1: one packet, then the policy"
+        );
+    });
+}
+
 /// Every truncation and every one-byte corruption of an IPv6 frame with a
 /// chain of extension headers (hop-by-hop, routing, fragment, AH,
 /// destination options) runs through the program: never an abort, always

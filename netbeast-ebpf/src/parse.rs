@@ -21,6 +21,7 @@ const VLAN_HLEN: usize = 4;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const TCP_HLEN: usize = 20;
 pub const ICMP_HLEN: usize = 8;
 
@@ -692,7 +693,8 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
 /// (as `cut_short` for IPv4), the TCP flags when their byte is. Written
 /// apart from `l4_keys`: there the verifier loses the tie between the
 /// protocol and the length checked when the protocol comes from the
-/// extension-header walk. No ICMPv6 keys yet (no `-m icmp6`).
+/// extension-header walk. ICMPv6: type and code (`-m icmp6`), when the
+/// 8 bytes the kernel's match reads are there.
 #[inline(always)]
 fn l4_keys6(
     pkt: &mut Packet,
@@ -702,6 +704,16 @@ fn l4_keys6(
     l4_end: usize,
     protocol: u8,
 ) -> (u32, u32, bool) {
+    if protocol == IPPROTO_ICMPV6 {
+        let l4p = opaque(start + l4);
+        if l4p + ICMP_HLEN > end || l4p + ICMP_HLEN > l4_end {
+            return (L4_NONE, L4_NONE, false);
+        }
+        // SAFETY: ICMP_HLEN (8) bytes at l4p are inside the packet (checked).
+        let a = unsafe { read16(l4p) };
+        // Type and code, the bytes of the first word in packet order.
+        return ((a & 0xff) as u32, (a >> 8) as u32, true);
+    }
     let Some(needed) = port_header_len(protocol) else {
         return (L4_NONE, L4_NONE, false);
     };

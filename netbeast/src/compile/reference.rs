@@ -170,15 +170,30 @@ impl PacketView {
         }
     }
 
+    /// ICMPv6 type and code, as the `icmp6` match sees them (the header is
+    /// `L4Header::Icmp` of an IPv6 packet with protocol 58).
+    pub fn icmp6(&self) -> Option<(u8, u8)> {
+        match self.l4 {
+            Some(L4Header::Icmp { icmp_type, code })
+                if !self.fragment_offset_nonzero
+                    && self.addr6.is_some()
+                    && self.protocol == crate::rules::ext::icmp6::IPPROTO_ICMPV6 =>
+            {
+                Some((icmp_type, code))
+            }
+            _ => None,
+        }
+    }
+
     /// The keys of the classifier's `field::L4A` and `field::L4B`: ports
-    /// for TCP/UDP, type and code for ICMP, `L4_FRAGMENT` twice for a
+    /// for TCP/UDP, type and code for ICMP and ICMPv6, `L4_FRAGMENT` twice for a
     /// non-first fragment, `L4_NONE` twice otherwise.
     pub fn l4_keys(&self) -> (u32, u32) {
         if self.fragment_offset_nonzero {
             (L4_FRAGMENT, L4_FRAGMENT)
         } else if let Some((s, d)) = self.ports() {
             (u32::from(s), u32::from(d))
-        } else if let Some((t, c)) = self.icmp() {
+        } else if let Some((t, c)) = self.icmp().or(self.icmp6()) {
             (u32::from(t), u32::from(c))
         } else {
             (L4_NONE, L4_NONE)

@@ -12,7 +12,9 @@ pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
 pub use super::ext::hashlimit::{HashRate, Hashlimit};
+pub use super::ext::hl::Hl;
 pub use super::ext::icmp::Icmp;
+pub use super::ext::icmp6::Icmp6;
 pub use super::ext::iprange::IpRange;
 pub use super::ext::length::Length;
 pub use super::ext::limit::Limit;
@@ -411,6 +413,10 @@ pub enum Match {
     Hashlimit(Hashlimit),
     /// `-m recent`: a guard (per-name lists of addresses).
     Recent(Recent),
+    /// `-m icmp6 --icmpv6-type` (ip6tables).
+    Icmp6(Icmp6),
+    /// `-m hl` (ip6tables).
+    Hl(Hl),
 }
 
 impl Match {
@@ -435,6 +441,8 @@ impl Match {
             Match::Connlimit(m) => m,
             Match::Hashlimit(m) => m,
             Match::Recent(m) => m,
+            Match::Icmp6(m) => m,
+            Match::Hl(m) => m,
         }
     }
 }
