@@ -54,6 +54,9 @@ const ACCEPTED: &[&str] = &[
     "-A INPUT -m limit --limit 5/min --limit-burst 7 -j ACCEPT",
     "-A INPUT -m statistic --mode nth --every 3 --packet 1 -j DROP",
     "-A INPUT -m statistic --mode random --probability 0.25 -j DROP",
+    "-A INPUT -p tcp -j LOG --log-prefix v6: --log-tcp-options --log-tcp-sequence",
+    "-A FORWARD -j LOG --log-level debug --log-ip-options --log-macdecode",
+    "-A INPUT -j LOG",
     "-D INPUT -p 0 -j ACCEPT",
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
@@ -90,7 +93,6 @@ const NOT_YET: &[&str] = &[
     "-A INPUT -j REJECT",
     "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
     "-A INPUT -m hashlimit --hashlimit-above 1/s --hashlimit-name x -j DROP",
-    "-A INPUT -j LOG",
 ];
 
 /// The listings compared after the commands.

@@ -129,6 +129,18 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         Verdict::Policy(policy) => policy,
         Verdict::Rule(action) => action.target,
     };
+    // The LOG rules the chain met, before the verdict takes the frame.
+    if pkt.search.log_count != 0 {
+        let at = crate::log::Where {
+            generation,
+            chain,
+            in_ifindex,
+            out_ifindex,
+            frame_len: end - start,
+            l3_offset: pkt.l2_len(),
+        };
+        crate::log::emit_xdp(ctx, &pkt.search, &at);
+    }
     match verdict {
         target::ACCEPT => {
             bump(stats::ACCEPTED);

@@ -2218,13 +2218,14 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Drop
         | Target::Return
         | Target::Jump(_)
-        | Target::Goto(_) => return Ok(()),
+        | Target::Goto(_)
+        | Target::Log(_) => return Ok(()),
         other => other.builtin_name(),
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, RETURN and jumps to user-defined chains so far \
-               (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, LOG, RETURN and jumps to user-defined chains so \
+               far (use -j DROP)"
             .into(),
     })
 }
