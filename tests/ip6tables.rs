@@ -57,6 +57,18 @@ const ACCEPTED: &[&str] = &[
     "-A INPUT -p tcp -j LOG --log-prefix v6: --log-tcp-options --log-tcp-sequence",
     "-A FORWARD -j LOG --log-level debug --log-ip-options --log-macdecode",
     "-A INPUT -j LOG",
+    "-A INPUT -m rt --rt-type 0 -j DROP",
+    "-A INPUT -m rt ! --rt-type 1 ! --rt-segsleft 12:23 ! --rt-len 42",
+    "-A INPUT -m rt --rt-segsleft 3 -j ACCEPT",
+    "-A INPUT -m rt --rt-type 300",
+    "-A FORWARD -m rt",
+    "-A INPUT -m frag --fragid 1:42 --fraglen 8 --fragres --fragfirst --fragmore",
+    "-A INPUT -m frag ! --fragid 5 ! --fraglen 3 --fraglast -j DROP",
+    "-A FORWARD -m frag",
+    "-A INPUT -m ipv6header --header hop-by-hop,ipv6-route,esp --soft",
+    "-A INPUT -m ipv6header ! --header ipv6-nonxt -j DROP",
+    "-A INPUT -m ipv6header --header hop,dst,route,frag,auth,esp,none,prot",
+    "-A INPUT -m ipv6header --header 255",
     "-D INPUT -p 0 -j ACCEPT",
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
@@ -84,6 +96,9 @@ const REFUSED: &[(&str, i32)] = &[
     ("-A INPUT --icmpv6-type 8 -j DROP", 2),
     ("-A INPUT -p ipv6-icmp --icmpv6-type bogus -j DROP", 2),
     ("-A INPUT -p ipv6-icmp -m icmp6 -j DROP", 2),
+    ("-A INPUT -m ipv6header --header tcp -j DROP", 2),
+    ("-A INPUT -m ipv6header -j DROP", 2),
+    ("-A INPUT -m frag --fragmore --fraglast -j DROP", 2),
 ];
 
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):

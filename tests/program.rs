@@ -5745,6 +5745,147 @@ fn ipv6_matches() {
     });
 }
 
+/// ip6tables' header matches on crafted frames: `-m rt` (ufw's
+/// `--rt-type 0` drop, segments left, length, `!`), `-m frag` (ids,
+/// first/more/last, reserved bits), `-m ipv6header` (exact and `--soft`,
+/// `!`).
+#[test]
+fn ipv6_header_matches() {
+    use netbeast::packet::ipv6_ext::{DEST_OPTS, ESP, HOP_BY_HOP};
+    let ufw = &["ip6 -A INPUT -m rt --rt-type 0 -j DROP"];
+    let segs = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m rt ! --rt-type 0 --rt-segsleft 2:5 --rt-len 24 -j ACCEPT",
+    ];
+    let frag = |rule: &'static str| -> Vec<&'static str> { vec!["ip6 -P INPUT DROP", rule] };
+    let header = frag;
+    let cases = vec![
+        case(
+            "rt type 0 dropped",
+            ufw,
+            udp6(53).ipv6_routing(0, 1, 0),
+            Drop,
+        ),
+        case(
+            "rt type 2 passes",
+            ufw,
+            udp6(53).ipv6_routing(2, 1, 0),
+            Pass,
+        ),
+        case("no routing header passes", ufw, udp6(53), Pass),
+        case(
+            "the routing header behind a hop-by-hop header",
+            ufw,
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_routing(0, 0, 1),
+            Drop,
+        ),
+        case(
+            "type, segments left and length all hold",
+            segs,
+            udp6(53).ipv6_routing(4, 3, 2),
+            Pass,
+        ),
+        case(
+            "segments left out of range",
+            segs,
+            udp6(53).ipv6_routing(4, 6, 2),
+            Drop,
+        ),
+        case("another length", segs, udp6(53).ipv6_routing(4, 3, 1), Drop),
+        case(
+            "the negated type",
+            segs,
+            udp6(53).ipv6_routing(0, 3, 2),
+            Drop,
+        ),
+        case(
+            "--fragid: the id (0x1234) in range",
+            &frag("ip6 -A INPUT -m frag --fragid 4000:5000 -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "! --fragid",
+            &frag("ip6 -A INPUT -m frag ! --fragid 4000:5000 -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Drop,
+        ),
+        case(
+            "no fragment header: no -m frag",
+            &frag("ip6 -A INPUT -m frag -j ACCEPT"),
+            udp6(53),
+            Drop,
+        ),
+        case(
+            "--fragfirst --fragmore: a first fragment",
+            &frag("ip6 -A INPUT -m frag --fragfirst --fragmore -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "--fragfirst: a later fragment is not",
+            &frag("ip6 -A INPUT -m frag --fragfirst -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, true),
+            Drop,
+        ),
+        case(
+            "--fraglast: the last fragment",
+            &frag("ip6 -A INPUT -m frag --fraglast -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, false),
+            Pass,
+        ),
+        case(
+            "--fraglast: not while more follow",
+            &frag("ip6 -A INPUT -m frag --fraglast -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, true),
+            Drop,
+        ),
+        case(
+            "--fragres: reserved fields zero",
+            &frag("ip6 -A INPUT -m frag --fragres -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "ipv6header exact: hop-by-hop and a protocol",
+            &header("ip6 -A INPUT -m ipv6header --header hop-by-hop,protocol -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0),
+            Pass,
+        ),
+        case(
+            "ipv6header exact: one more header is another set",
+            &header("ip6 -A INPUT -m ipv6header --header hop-by-hop,protocol -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_ext(DEST_OPTS, 0),
+            Drop,
+        ),
+        case(
+            "ipv6header --soft: the listed header among others",
+            &header("ip6 -A INPUT -m ipv6header --header dst --soft -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+        case(
+            "ipv6header ! --soft: the header must be absent",
+            &header("ip6 -A INPUT -m ipv6header ! --header route --soft -j ACCEPT"),
+            udp6(53).ipv6_routing(0, 0, 0),
+            Drop,
+        ),
+        case(
+            "ipv6header: ESP ends the chain",
+            &header("ip6 -A INPUT -m ipv6header --header esp -j ACCEPT"),
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), ESP).payload(&[0; 16]),
+            Pass,
+        ),
+        case(
+            "ipv6header: no next header",
+            &header("ip6 -A INPUT -m ipv6header --header dst,none -j ACCEPT"),
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 59).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+    ];
+    lab6("ipv6h", |h, _| run_cases(h, cases));
+}
+
 /// Every truncation and every one-byte corruption of an IPv6 frame with a
 /// chain of extension headers (hop-by-hop, routing, fragment, AH,
 /// destination options) runs through the program: never an abort, always

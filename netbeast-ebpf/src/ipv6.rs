@@ -115,6 +115,8 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     bump(stats::IPV6);
+    // What -m ipv6header, -m rt and -m frag read, from the parser's walk.
+    crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = conntrack::key(ct_state::UNTRACKED);

@@ -81,6 +81,9 @@ pub struct HeaderFields {
     /// The packet's connection, for `-m conntrack`'s tuple, protocol and
     /// expiry options (read only when `ct_state` says it has one).
     pub connection: ConnectionView,
+    /// An IPv6 packet's extension headers as ip6tables' header matches
+    /// read them (`-m ipv6header`, `-m rt`, `-m frag`).
+    pub ipv6_ext: netbeast_common::Ipv6Ext,
 }
 
 /// What `-m conntrack` reads of a packet's connection beyond its state.
@@ -106,6 +109,7 @@ impl Default for HeaderFields {
             dst_type: netbeast_common::addr_type::UNICAST,
             tcp_options: Some([0; 4]),
             connection: ConnectionView::default(),
+            ipv6_ext: netbeast_common::Ipv6Ext::default(),
         }
     }
 }

@@ -294,6 +294,8 @@ fn packet(d: &mut Dice) -> PacketView {
             dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
             tcp_options: d.maybe(90, tcp_option_kinds),
             connection: connection_view(d),
+            // IPv4 packets: ip6tables' header matches never apply.
+            ipv6_ext: Default::default(),
         },
     }
 }

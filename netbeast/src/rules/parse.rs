@@ -2185,6 +2185,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::Comment(_)
             | Match::Icmp6(_)
             | Match::Hl(_)
+            | Match::Frag(_)
+            | Match::Ipv6Header(_)
+            | Match::Rt(_)
             | Match::Length(_)
             | Match::MacSource(_)
             | Match::Limit(_)
@@ -2205,8 +2208,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
-                   -m icmp6, -m hl, -m length, -m mac, -m limit, -m statistic and -m comment \
-                   so far"
+                   -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
+                   -m limit, -m statistic and -m comment so far"
                 .into(),
         });
     }

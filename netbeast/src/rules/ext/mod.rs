@@ -23,17 +23,20 @@ pub mod comment;
 pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod frag;
 pub mod hashlimit;
 pub mod hl;
 pub mod icmp;
 pub mod icmp6;
 pub mod iprange;
+pub mod ipv6header;
 pub mod length;
 pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
 pub mod recent;
+pub mod rt;
 pub mod statistic;
 pub mod tcp;
 pub mod tos;
@@ -192,6 +195,9 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &ttl::MODULE,
     &icmp6::MODULE,
     &hl::MODULE,
+    &frag::MODULE,
+    &ipv6header::MODULE,
+    &rt::MODULE,
 ];
 
 /// The module named `name`, whichever family has it.
@@ -250,16 +256,7 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
 
 /// ip6tables' own matches that netbeast does not implement yet: "not
 /// supported yet" from `ip6tables`, as [`NOT_SUPPORTED_YET`] for both.
-pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &[
-    "dst",
-    "eui64",
-    "frag",
-    "hbh",
-    "ipv6header",
-    "mh",
-    "rt",
-    "srh",
-];
+pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &["dst", "eui64", "hbh", "mh", "srh"];
 
 /// Matches of both families whose IPv6 form is not built yet (their
 /// options read IPv4 addresses, or their state is keyed by them): refused
