@@ -213,11 +213,11 @@ impl MatchParser for FragParser {
                 // libip6t_frag's option table has it.
                 let (more, last) = (self.flags[2].is_some(), self.flags[3].is_some());
                 if i == 2 && last || i == 3 && more {
-                    return Err(ParseError::InvalidValue {
+                    let other = if i == 2 { "--fraglast" } else { "--fragmore" };
+                    return Err(ParseError::IllegalOption {
                         option: option.flag(),
-                        what: "option",
-                        value: option.flag(),
-                        reason: "--fragmore and --fraglast cannot be used together".into(),
+                        command: other.into(),
+                        reason: "a fragment is the last one or more follow it, not both",
                     });
                 }
                 once(&mut self.flags[i], true, option)

@@ -101,13 +101,11 @@ impl MatchParser for HlParser {
     ) -> Result<(), ParseError> {
         // One test per match, as libip6t_hl's exclusions have it.
         if let Some(have) = &self.0 {
-            return Err(ParseError::InvalidValue {
+            return Err(ParseError::IllegalOption {
                 option: option.flag(),
-                what: "test",
-                value: have.option().to_string(),
+                command: have.option().to_string(),
                 reason: "-m hl takes one of --hl-eq, --hl-lt and --hl-gt; \
-                         add another -m hl for a second test"
-                    .into(),
+                         add another -m hl for a second test",
             });
         }
         let value = number(option, "hop limit", value(option, text), u8::MAX.into())? as u8;
