@@ -54,7 +54,7 @@ use netbeast::{
     netns::{Netns, require_root},
     rules::{
         command,
-        model::Ruleset,
+        model::{Family, Ruleset},
         parse::{self, ParseError},
         save,
     },
@@ -496,6 +496,8 @@ struct Outcome {
 
 struct Runner {
     side: Side,
+    /// Which command the lines are for: `iptables` or `ip6tables`.
+    family: Family,
     /// The command-line sides' namespace.
     ns: Option<Netns>,
     /// The library side's ruleset, as stored between commands.
@@ -503,7 +505,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(side: Side) -> Self {
+    fn new(side: Side, family: Family) -> Self {
         let ns = match side {
             Side::Library => None,
             Side::Cli => Some(
@@ -516,6 +518,7 @@ impl Runner {
         let stored = serde_json::to_string(&Ruleset::default()).unwrap();
         Runner {
             side,
+            family,
             ns,
             stored: RefCell::new(stored),
         }
@@ -528,10 +531,10 @@ impl Runner {
             Side::Library => return self.library(args),
             // --netns: the real command-line path, without an `ip netns exec`.
             Side::Cli => Command::new(NETBEAST)
-                .args(["--netns", ns().name(), "iptables"])
+                .args(["--netns", ns().name(), self.family.command()])
                 .args(args)
                 .output(),
-            Side::Iptables => ns().command("iptables").args(args).output(),
+            Side::Iptables => ns().command(self.family.command()).args(args).output(),
         }
         .expect("running iptables");
         Outcome {
@@ -549,9 +552,9 @@ impl Runner {
             return None;
         }
         let ruleset: Ruleset = serde_json::from_str(&self.stored.borrow()).unwrap();
-        let text = save::save(&ruleset, true);
+        let text = save::save_family(&ruleset, self.family, true);
         let mut restored = Ruleset::default();
-        let result = save::parse_restore(&text)
+        let result = save::parse_restore_family(&text, None, self.family)
             .map_err(|e| e.to_string())
             .and_then(|file| {
                 save::apply_restore(&mut restored, &file, false).map_err(|e| e.to_string())
@@ -560,7 +563,7 @@ impl Runner {
             Err(e) => Some(format!("restore of its own save fails: {e}\n{text}")),
             Ok(()) if restored != ruleset => Some(format!(
                 "save/restore changes the ruleset: saved\n{text}restored\n{}",
-                save::save(&restored, true)
+                save::save_family(&restored, self.family, true)
             )),
             Ok(()) => None,
         }
@@ -574,7 +577,7 @@ impl Runner {
             stdout: String::new(),
             stderr,
         };
-        let cmd = match parse::parse_iptables_args(args) {
+        let cmd = match parse::parse_args(args, self.family) {
             Ok(cmd) => cmd,
             Err(e) => return failed(e.to_string()),
         };
@@ -649,11 +652,14 @@ fn without_counters(words: &[String]) -> Vec<String> {
 
 /// netbeast's parser's own answer that an extension, option or table is not
 /// implemented yet: the lines a real iptables file may hold beyond netbeast.
-fn not_supported_yet(args: &[String]) -> Option<String> {
-    match parse::parse_iptables_args(args) {
-        Err(e @ (ParseError::Unsupported { .. } | ParseError::UnsupportedTable(_))) => {
-            Some(e.to_string())
-        }
+fn not_supported_yet(args: &[String], family: Family) -> Option<String> {
+    match parse::parse_args(args, family) {
+        Err(
+            e @ (ParseError::Unsupported { .. }
+            | ParseError::UnsupportedTable(_)
+            | ParseError::Ipv6Unsupported { .. }
+            | ParseError::Ipv6UnsupportedTable(_)),
+        ) => Some(e.to_string()),
         _ => None,
     }
 }
@@ -744,8 +750,14 @@ fn run_line_in_chain(
 }
 
 /// Runs every line of one file on one side, in a fresh namespace.
-fn run_file(side: Side, variant: &str, path: &Path, steps: &[Step], report: &mut Report) {
-    let runner = Runner::new(side);
+fn run_file(
+    (side, family): (Side, Family),
+    variant: &str,
+    path: &Path,
+    steps: &[Step],
+    report: &mut Report,
+) {
+    let runner = Runner::new(side, family);
     let file = path.file_name().unwrap().to_string_lossy().into_owned();
     // After an external command this side cannot run, the file's later
     // lines may depend on it (a chain it creates): they are skipped.
@@ -754,7 +766,9 @@ fn run_file(side: Side, variant: &str, path: &Path, steps: &[Step], report: &mut
         match step {
             Step::External { lineno, command } => {
                 let words = shell_words(command).unwrap_or_default();
-                let Some(("iptables", args)) = words.split_first().map(|(p, a)| (p.as_str(), a))
+                let Some((_, args)) = words
+                    .split_first()
+                    .filter(|(program, _)| program.as_str() == family.command())
                 else {
                     blocked.get_or_insert(format!(
                         "{file}:{lineno}: external command '{command}' is not run by this test"
@@ -771,7 +785,13 @@ fn run_file(side: Side, variant: &str, path: &Path, steps: &[Step], report: &mut
             }
             Step::Rule(line) => {
                 report.lines += 1;
-                let at = format!("{}:{} [{side}] {}", line.file, line.lineno, line.rule);
+                let at = format!(
+                    "{}:{} [{side} {}] {}",
+                    line.file,
+                    line.lineno,
+                    family.command(),
+                    line.rule
+                );
                 if let Some(reason) = &blocked {
                     report.skipped.push(format!("{at}: after {reason}"));
                     continue;
@@ -785,7 +805,10 @@ fn run_file(side: Side, variant: &str, path: &Path, steps: &[Step], report: &mut
                 };
                 if side.is_netbeast()
                     && let Some(reason) = line.chains.iter().find_map(|chain| {
-                        not_supported_yet(&command_args("-A", chain, line.table.as_deref(), &words))
+                        not_supported_yet(
+                            &command_args("-A", chain, line.table.as_deref(), &words),
+                            family,
+                        )
                     })
                 {
                     report.skipped.push(format!("{at}: {reason}"));
@@ -815,21 +838,25 @@ fn run_file(side: Side, variant: &str, path: &Path, steps: &[Step], report: &mut
     }
 }
 
-/// Why iptables-test.py would not run a file with `iptables` (IPv4): it
-/// picks the tool from the name's prefix, and netbeast is `iptables`.
-fn not_for_iptables(path: &Path) -> Option<&'static str> {
-    let name = path.file_name()?.to_str()?;
-    [
-        (
-            "libip6t_",
-            "an ip6tables file (netbeast implements IPv4 iptables)",
-        ),
-        ("libarpt_", "an arptables file"),
-        ("libebt_", "an ebtables file"),
-    ]
-    .into_iter()
-    .find(|(prefix, _)| name.starts_with(prefix))
-    .map(|(_, why)| why)
+/// The commands iptables-test.py runs a file's lines with, by the name's
+/// prefix: `libip6t_` with ip6tables, `libxt_` with both, `libipt_` and
+/// netbeast's own unprefixed files with iptables; or why it runs none.
+fn families_of(path: &Path) -> Result<&'static [Family], &'static str> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name.starts_with("libarpt_") {
+        Err("an arptables file")
+    } else if name.starts_with("libebt_") {
+        Err("an ebtables file")
+    } else if name.starts_with("libip6t_") {
+        Ok(&[Family::V6])
+    } else if name.starts_with("libxt_") {
+        Ok(&[Family::V4, Family::V6])
+    } else {
+        Ok(&[Family::V4])
+    }
 }
 
 /// The `*.t` files of `dir`, sorted.
@@ -874,21 +901,18 @@ fn extension_test_files() {
         variant == "NFT" || variant == "LEGACY",
         "{VARIANT_ENV}={variant}: use NFT or LEGACY"
     );
-    let (files, other_tools): (Vec<PathBuf>, Vec<PathBuf>) = test_files(&dir)
-        .into_iter()
-        .partition(|p| not_for_iptables(p).is_none());
+    let mut runs: Vec<(PathBuf, Family)> = Vec::new();
+    for path in test_files(&dir) {
+        match families_of(&path) {
+            Ok(families) => runs.extend(families.iter().map(|f| (path.clone(), *f))),
+            Err(why) => println!("skipped file {}: {why}", path.display()),
+        }
+    }
     assert!(
-        !files.is_empty(),
-        "no iptables *.t files in {}",
+        !runs.is_empty(),
+        "no iptables or ip6tables *.t files in {}",
         dir.display()
     );
-    for path in &other_tools {
-        println!(
-            "skipped file {}: {}",
-            path.display(),
-            not_for_iptables(path).unwrap()
-        );
-    }
 
     let cli = match std::env::var(CLI_ENV).as_deref() {
         Ok("1") => true,
@@ -905,48 +929,62 @@ fn extension_test_files() {
         .min(MAX_PARALLEL_FILES);
     let mut reports = Vec::new();
     for (side, variant) in &sides {
-        let mut report = Report::default();
         // Files in turn on each worker, reports merged in file order.
-        let per_file: Vec<Report> = std::thread::scope(|scope| {
+        let per_file: Vec<(Family, Report)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|worker| {
-                    let files = &files;
+                    let runs = &runs;
                     scope.spawn(move || {
                         let mut done = Vec::new();
-                        for (index, path) in files.iter().enumerate() {
+                        for (index, (path, family)) in runs.iter().enumerate() {
                             if index % workers != worker {
                                 continue;
                             }
                             let mut report = Report::default();
                             match read_file(path) {
-                                Ok(steps) => run_file(*side, variant, path, &steps, &mut report),
+                                Ok(steps) => {
+                                    run_file((*side, *family), variant, path, &steps, &mut report)
+                                }
                                 Err(e) => report.failures.push(e),
                             }
-                            done.push((index, report));
+                            done.push((index, (*family, report)));
                         }
                         done
                     })
                 })
                 .collect();
-            let mut all: Vec<(usize, Report)> = handles
+            let mut all: Vec<(usize, (Family, Report))> = handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("a test file's worker panicked"))
                 .collect();
             all.sort_by_key(|(index, _)| *index);
             all.into_iter().map(|(_, r)| r).collect()
         });
-        for r in per_file {
-            report.merge(r);
+        for family in [Family::V4, Family::V6] {
+            let files = runs.iter().filter(|(_, f)| *f == family).count();
+            if files == 0 {
+                continue;
+            }
+            let mut report = Report::default();
+            for (_, r) in per_file.iter().filter(|(f, _)| *f == family) {
+                report.merge(Report {
+                    lines: r.lines,
+                    passed: r.passed,
+                    failures: r.failures.clone(),
+                    skipped: r.skipped.clone(),
+                    known: r.known.clone(),
+                });
+            }
+            reports.push((*side, family, files, report));
         }
-        reports.push((*side, report));
     }
 
     let mut failed = false;
-    for (side, report) in &reports {
+    for (side, family, files, report) in &reports {
         println!(
-            "{side}: {} lines of {} files in {}: {} passed, {} failed, {} skipped",
+            "{side} ({}): {} lines of {files} files in {}: {} passed, {} failed, {} skipped",
+            family.command(),
             report.lines,
-            files.len(),
             dir.display(),
             report.passed,
             report.failures.len(),

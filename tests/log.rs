@@ -1,5 +1,5 @@
 //! `-j LOG` (issue 15): the real XDP program with LOG rules, run with
-//! `BPF_PROG_TEST_RUN` on every IPv4 frame of `tests/fixtures/kernel-log/`
+//! `BPF_PROG_TEST_RUN` on every IPv4 and IPv6 frame of `tests/fixtures/kernel-log/`
 //! (lines Linux 6.18's own LOG printed for those frames and options); each
 //! event the program puts in the ring buffer is formatted by netbeast and
 //! compared with the kernel's line byte for byte. Plus what LOG does to
@@ -23,6 +23,12 @@ const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/fixtures/kernel-log/ipv4.jsonl"
 );
+const FIXTURES6: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/kernel-log/ipv6.jsonl"
+);
+/// The IPv6 fixtures' server address.
+const SERVER6: &str = "fd00:93::2";
 /// The fixtures' server: the address and MAC the frames were sent to.
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 93, 0, 2);
 const SERVER_MAC: &str = "02:00:00:00:00:02";
@@ -37,7 +43,11 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let text = std::fs::read_to_string(FIXTURES).expect("reading the kernel-log fixtures");
+    fixtures_of(FIXTURES)
+}
+
+fn fixtures_of(path: &str) -> Vec<Fixture> {
+    let text = std::fs::read_to_string(path).expect("reading the kernel-log fixtures");
     text.lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("a fixture line is JSON");
@@ -121,6 +131,16 @@ where
         ns.ip(&["link", "set", iface, "up"])
             .expect("bringing the veth up");
     }
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{SERVER6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])
+    .expect("adding the IPv6 server address");
     let out = ns.ip(&["-o", "link", "show"]).expect("listing interfaces");
     let interfaces: Vec<Interface> = out
         .lines()
@@ -230,6 +250,89 @@ fn lines_are_the_kernels_byte_for_byte() {
         assert_eq!(unreached.len(), 6);
         assert_eq!(matched, 180 - 6);
     });
+}
+
+/// The IPv6 fixtures' frames (extension headers, fragments, ICMPv6
+/// errors, NDP, truncations) through ip6tables' INPUT with a LOG rule
+/// carrying each fixture's options, on the real IPv6 program
+/// (`netbeast_xdp6`): every line is the kernel's, byte for byte. Without
+/// conntrack the kernel reassembles IPv6 after INPUT, so a later fragment
+/// meets INPUT alone and is logged as the kernel logged it.
+#[test]
+fn ipv6_lines_are_the_kernels_byte_for_byte() {
+    let all = fixtures_of(FIXTURES6);
+    assert_eq!(all.len(), 132, "the fixture file has 132 IPv6 lines");
+    lab("lines6", |dp, interfaces, eth0| {
+        let mut ring = dp.take_log_events().expect("the log ring buffer");
+        let mut by_options: BTreeMap<Vec<String>, Vec<&Fixture>> = BTreeMap::new();
+        for f in &all {
+            by_options.entry(f.options.clone()).or_default().push(f);
+        }
+        let (mut matched, mut failures, mut unreached) = (0, Vec::new(), Vec::new());
+        for (options, cases) in &by_options {
+            let rule = format!(
+                "-A INPUT -j LOG --log-prefix \"nbt: \" {}",
+                options.join(" ")
+            );
+            dp.apply(&ruleset6(std::slice::from_ref(&rule)), interfaces)
+                .unwrap_or_else(|e| panic!("applying {rule}: {e}"));
+            for f in cases {
+                let frame = f.frame.as_ref().expect("an arriving frame");
+                let out = dp.test_run_xdp(frame, eth0).expect("BPF_PROG_TEST_RUN");
+                let evs = events(&mut ring);
+                match evs.as_slice() {
+                    [] => unreached.push(format!("{} {options:?}", f.name)),
+                    [ev] => {
+                        assert_eq!(
+                            out.action, XDP_PASS,
+                            "{} {options:?}: LOG must let the packet go on to the policy",
+                            f.name
+                        );
+                        let line = kernel_line(ev, &names);
+                        let want = format!("nbt: {}", f.line);
+                        if line == want {
+                            matched += 1;
+                        } else {
+                            failures.push(format!(
+                                "{} {options:?}\n   kernel:   {want:?}\n   netbeast: {line:?}",
+                                f.name
+                            ));
+                        }
+                    }
+                    many => panic!("{}: {} events for one LOG rule", f.name, many.len()),
+                }
+            }
+        }
+        println!(
+            "{matched} of {} IPv6 lines byte-identical; not reaching INPUT: {unreached:?}",
+            all.len()
+        );
+        assert!(
+            failures.is_empty(),
+            "{} lines differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        assert!(
+            unreached.is_empty(),
+            "frames that did not reach INPUT: {unreached:?}"
+        );
+        assert_eq!(matched, all.len());
+    });
+}
+
+/// An IPv6 ruleset (ip6tables lines); the namespace's eth0 gets the
+/// fixtures' server address, so the IPv6 program takes their frames to
+/// INPUT.
+fn ruleset6(lines: &[String]) -> Ruleset {
+    let mut rules = Ruleset::default();
+    for line in lines {
+        let cmd = parse::parse_ip6tables_args(&split(line))
+            .unwrap_or_else(|e| panic!("rule {line:?} does not parse: {e}"));
+        command::apply(&mut rules, &cmd)
+            .unwrap_or_else(|e| panic!("rule {line:?} cannot be applied: {e}"));
+    }
+    rules
 }
 
 /// LOG is non-terminating: the next rule decides, and both count the

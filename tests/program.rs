@@ -5537,6 +5537,355 @@ fn ipv6_filter_input() {
     lab6("ipv6", |h, _| run_cases(h, cases));
 }
 
+fn icmp6(icmp_type: u8, code: u8) -> FrameBuilder {
+    FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 58)
+        .payload(&[icmp_type, code, 0, 0, 0, 0, 0, 0])
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// An IPv6 TCP segment to `dport` with the given flags byte.
+fn tcp6_flags(dport: u16, flags: u8) -> FrameBuilder {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&CLIENT_PORT.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 6)
+        .payload(&tcp)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// The matches of ip6tables beyond addresses and ports on crafted IPv6
+/// frames: `-m icmp6` (names, numbers, codes, `!`), `-m hl`, TCP flags,
+/// `-m length`, `-m mac`, `-m limit`, `-m statistic`.
+#[test]
+fn ipv6_matches() {
+    use netbeast::packet::ipv6_ext::DEST_OPTS;
+    let ping_only = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT",
+    ];
+    let ndp = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -p icmpv6 -m icmp6 --icmpv6-type neighbour-solicitation -j ACCEPT",
+        "ip6 -A INPUT -p icmpv6 -m icmp6 --icmpv6-type 136 -j ACCEPT",
+    ];
+    let no_route_dropped = &["ip6 -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/0 -j DROP"];
+    let not_ping_dropped = &["ip6 -A INPUT -p ipv6-icmp -m icmp6 ! --icmpv6-type ping -j DROP"];
+    let hl = |rule: &'static str| -> Vec<&'static str> { vec!["ip6 -P INPUT DROP", rule] };
+    let cases = vec![
+        case("echo request allowed", ping_only, icmp6(128, 0), Pass),
+        case("echo reply not", ping_only, icmp6(129, 0), Drop),
+        case(
+            "echo request behind a destination options header",
+            ping_only,
+            icmp6(128, 0).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+        case(
+            "an ICMPv6 header cut before 8 bytes matches no type",
+            ping_only,
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 58).payload(&[128, 0, 0, 0]),
+            Drop,
+        ),
+        case(
+            "a later fragment matches no type",
+            ping_only,
+            icmp6(128, 0).ipv6_fragment(10, false),
+            Drop,
+        ),
+        case("neighbour solicitation by name", ndp, icmp6(135, 0), Pass),
+        case(
+            "neighbour advertisement by number",
+            ndp,
+            icmp6(136, 0),
+            Pass,
+        ),
+        case("router advertisement not", ndp, icmp6(134, 0), Drop),
+        case("type 1 code 0", no_route_dropped, icmp6(1, 0), Drop),
+        case(
+            "type 1 code 3 is another code",
+            no_route_dropped,
+            icmp6(1, 3),
+            Pass,
+        ),
+        case(
+            "! ping: a reply is dropped",
+            not_ping_dropped,
+            icmp6(129, 0),
+            Drop,
+        ),
+        case(
+            "! ping: a ping passes",
+            not_ping_dropped,
+            icmp6(128, 0),
+            Pass,
+        ),
+        case(
+            "! ping: not ICMPv6 at all passes",
+            not_ping_dropped,
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "--hl-eq",
+            &hl("ip6 -A INPUT -m hl --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(255),
+            Pass,
+        ),
+        case(
+            "--hl-eq, another hop limit",
+            &hl("ip6 -A INPUT -m hl --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(254),
+            Drop,
+        ),
+        case(
+            "! --hl-eq",
+            &hl("ip6 -A INPUT -m hl ! --hl-eq 255 -j ACCEPT"),
+            tcp6(22).hop_limit(3),
+            Pass,
+        ),
+        case(
+            "--hl-lt",
+            &hl("ip6 -A INPUT -m hl --hl-lt 5 -j ACCEPT"),
+            tcp6(22).hop_limit(4),
+            Pass,
+        ),
+        case(
+            "--hl-lt, at the bound",
+            &hl("ip6 -A INPUT -m hl --hl-lt 5 -j ACCEPT"),
+            tcp6(22).hop_limit(5),
+            Drop,
+        ),
+        case(
+            "--hl-gt",
+            &hl("ip6 -A INPUT -m hl --hl-gt 64 -j ACCEPT"),
+            tcp6(22).hop_limit(65),
+            Pass,
+        ),
+        case(
+            "--syn: a SYN",
+            &["ip6 -A INPUT -p tcp --syn -j DROP"],
+            tcp6_flags(22, 0x02),
+            Drop,
+        ),
+        case(
+            "--syn: an ACK passes",
+            &["ip6 -A INPUT -p tcp --syn -j DROP"],
+            tcp6_flags(22, 0x10),
+            Pass,
+        ),
+        case(
+            "--tcp-flags ALL NONE",
+            &["ip6 -A INPUT -p tcp --tcp-flags ALL NONE -j DROP"],
+            tcp6_flags(22, 0),
+            Drop,
+        ),
+        case(
+            "-m length: the IPv6 header and payload",
+            // 40 + 20 bytes of TCP.
+            &["ip6 -A INPUT -m length --length 60 -j DROP"],
+            tcp6_flags(22, 0x10),
+            Drop,
+        ),
+        case(
+            "-m length: another length",
+            &["ip6 -A INPUT -m length --length 61:65535 -j DROP"],
+            tcp6_flags(22, 0x10),
+            Pass,
+        ),
+        case(
+            "-m mac",
+            &["ip6 -A INPUT -m mac --mac-source 02:c1:1e:00:00:01 -j DROP"],
+            tcp6(22),
+            Drop,
+        ),
+        case(
+            "-m mac, another source",
+            &["ip6 -A INPUT -m mac --mac-source 02:00:00:00:00:99 -j DROP"],
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "-m statistic nth: the first of every 2",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m statistic --mode nth --every 2 --packet 0 -j ACCEPT",
+            ],
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "-m limit: within the burst",
+            &[
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m limit --limit 1/hour --limit-burst 1 -j ACCEPT",
+            ],
+            tcp6(22),
+            Pass,
+        ),
+    ];
+    lab6("ipv6m", |h, _| {
+        run_cases(h, cases);
+        // A burst of 1: one packet, then the next one is over it.
+        h.apply(&[
+            "ip6 -P INPUT DROP",
+            "ip6 -A INPUT -m limit --limit 2/hour --limit-burst 1 -j ACCEPT",
+        ]);
+        let frame = tcp6(22).build();
+        let first = h.run(&frame, 0).0;
+        let second = h.run(&frame, 0).0;
+        assert_eq!(
+            (action_name(first), action_name(second)),
+            ("XDP_PASS", "XDP_DROP"),
+            "-m limit --limit-burst 1: one packet, then the policy"
+        );
+    });
+}
+
+/// ip6tables' header matches on crafted frames: `-m rt` (ufw's
+/// `--rt-type 0` drop, segments left, length, `!`), `-m frag` (ids,
+/// first/more/last, reserved bits), `-m ipv6header` (exact and `--soft`,
+/// `!`).
+#[test]
+fn ipv6_header_matches() {
+    use netbeast::packet::ipv6_ext::{DEST_OPTS, ESP, HOP_BY_HOP};
+    let ufw = &["ip6 -A INPUT -m rt --rt-type 0 -j DROP"];
+    let segs = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m rt ! --rt-type 0 --rt-segsleft 2:5 --rt-len 24 -j ACCEPT",
+    ];
+    let frag = |rule: &'static str| -> Vec<&'static str> { vec!["ip6 -P INPUT DROP", rule] };
+    let header = frag;
+    let cases = vec![
+        case(
+            "rt type 0 dropped",
+            ufw,
+            udp6(53).ipv6_routing(0, 1, 0),
+            Drop,
+        ),
+        case(
+            "rt type 2 passes",
+            ufw,
+            udp6(53).ipv6_routing(2, 1, 0),
+            Pass,
+        ),
+        case("no routing header passes", ufw, udp6(53), Pass),
+        case(
+            "the routing header behind a hop-by-hop header",
+            ufw,
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_routing(0, 0, 1),
+            Drop,
+        ),
+        case(
+            "type, segments left and length all hold",
+            segs,
+            udp6(53).ipv6_routing(4, 3, 2),
+            Pass,
+        ),
+        case(
+            "segments left out of range",
+            segs,
+            udp6(53).ipv6_routing(4, 6, 2),
+            Drop,
+        ),
+        case("another length", segs, udp6(53).ipv6_routing(4, 3, 1), Drop),
+        case(
+            "the negated type",
+            segs,
+            udp6(53).ipv6_routing(0, 3, 2),
+            Drop,
+        ),
+        case(
+            "--fragid: the id (0x1234) in range",
+            &frag("ip6 -A INPUT -m frag --fragid 4000:5000 -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "! --fragid",
+            &frag("ip6 -A INPUT -m frag ! --fragid 4000:5000 -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Drop,
+        ),
+        case(
+            "no fragment header: no -m frag",
+            &frag("ip6 -A INPUT -m frag -j ACCEPT"),
+            udp6(53),
+            Drop,
+        ),
+        case(
+            "--fragfirst --fragmore: a first fragment",
+            &frag("ip6 -A INPUT -m frag --fragfirst --fragmore -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "--fragfirst: a later fragment is not",
+            &frag("ip6 -A INPUT -m frag --fragfirst -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, true),
+            Drop,
+        ),
+        case(
+            "--fraglast: the last fragment",
+            &frag("ip6 -A INPUT -m frag --fraglast -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, false),
+            Pass,
+        ),
+        case(
+            "--fraglast: not while more follow",
+            &frag("ip6 -A INPUT -m frag --fraglast -j ACCEPT"),
+            udp6(53).ipv6_fragment(10, true),
+            Drop,
+        ),
+        case(
+            "--fragres: reserved fields zero",
+            &frag("ip6 -A INPUT -m frag --fragres -j ACCEPT"),
+            udp6(53).ipv6_fragment(0, true),
+            Pass,
+        ),
+        case(
+            "ipv6header exact: hop-by-hop and a protocol",
+            &header("ip6 -A INPUT -m ipv6header --header hop-by-hop,protocol -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0),
+            Pass,
+        ),
+        case(
+            "ipv6header exact: one more header is another set",
+            &header("ip6 -A INPUT -m ipv6header --header hop-by-hop,protocol -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_ext(DEST_OPTS, 0),
+            Drop,
+        ),
+        case(
+            "ipv6header --soft: the listed header among others",
+            &header("ip6 -A INPUT -m ipv6header --header dst --soft -j ACCEPT"),
+            udp6(53).ipv6_ext(HOP_BY_HOP, 0).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+        case(
+            "ipv6header ! --soft: the header must be absent",
+            &header("ip6 -A INPUT -m ipv6header ! --header route --soft -j ACCEPT"),
+            udp6(53).ipv6_routing(0, 0, 0),
+            Drop,
+        ),
+        case(
+            "ipv6header: ESP ends the chain",
+            &header("ip6 -A INPUT -m ipv6header --header esp -j ACCEPT"),
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), ESP).payload(&[0; 16]),
+            Pass,
+        ),
+        case(
+            "ipv6header: no next header",
+            &header("ip6 -A INPUT -m ipv6header --header dst,none -j ACCEPT"),
+            FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 59).ipv6_ext(DEST_OPTS, 0),
+            Pass,
+        ),
+    ];
+    lab6("ipv6h", |h, _| run_cases(h, cases));
+}
+
 /// Every truncation and every one-byte corruption of an IPv6 frame with a
 /// chain of extension headers (hop-by-hop, routing, fragment, AH,
 /// destination options) runs through the program: never an abort, always

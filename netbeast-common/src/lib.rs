@@ -1247,6 +1247,13 @@ pub mod guard_kind {
     /// `IPSET_NETS`). `_pad`: [`super::ipset`] direction and family bits;
     /// `negated`: `!`.
     pub const SET: u32 = 11;
+    /// ip6tables' header matches, on the packet's [`super::Ipv6Ext`]:
+    /// `-m ipv6header` (`a` the header mask, `b` the inverted bits, `c` 1
+    /// for `--soft`), `-m rt` and `-m frag` (see
+    /// [`super::Guard::holds_ipv6_rt`], [`super::Guard::holds_ipv6_frag`]).
+    pub const IPV6_HEADER: u32 = 12;
+    pub const IPV6_RT: u32 = 13;
+    pub const IPV6_FRAG: u32 = 14;
 }
 
 /// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
@@ -1429,6 +1436,175 @@ impl IpsetHeader {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IpsetValue {
     pub expires: u64,
+}
+
+/// What ip6tables' header matches read of an IPv6 packet's extension
+/// headers, gathered by the IPv6 parser's walk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Ext {
+    /// The headers met (`ipv6_mask::*`), as ip6t_ipv6header gathers them.
+    pub mask: u8,
+    /// The first routing header's type and segments left (when
+    /// `mask` has `ROUTING`).
+    pub rt_type: u8,
+    pub rt_segsleft: u8,
+    /// The first fragment header's flags (`ipv6_frag::*`, when `mask`
+    /// has `FRAGMENT`).
+    pub frag: u8,
+    /// The first routing header's length in bytes.
+    pub rt_len: u16,
+    pub _pad: u16,
+    /// The first fragment header's identification.
+    pub frag_id: u32,
+}
+
+/// The IPv6 parser's walk as recorded: each extension header's type and
+/// its first four bytes' last three (length, then routing type and
+/// segments left, or a fragment's offset and flags), how many there were,
+/// the last fragment header's identification, and the upper layer (or
+/// what a later fragment's header names). The header matches' facts
+/// ([`Ipv6Ext`]) are made from it when a rule asks (`facts`), so the walk
+/// itself stays branch-free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Walk {
+    /// `nh | len << 8 | byte2 << 16 | byte3 << 24` per header.
+    pub headers: [u32; MAX_IPV6_EXT_HEADERS],
+    pub count: u32,
+    /// The identification of the last fragment header met (a packet has
+    /// one; with several, netbeast tests the last one's id where the
+    /// kernel tests the first one's).
+    pub frag_id: u32,
+}
+
+impl Ipv6Walk {
+    /// What ip6t_ipv6header, ip6t_rt and ip6t_frag read: the headers met,
+    /// the first routing header, the first fragment header; `end` is what
+    /// ends the chain (the packet's protocol: the upper layer, no next
+    /// header, ESP, or what a later fragment's header names, where the
+    /// walk stops).
+    pub fn facts(&self, end: u8) -> Ipv6Ext {
+        let mut ext = Ipv6Ext::default();
+        self.facts_into(end, &mut ext);
+        ext
+    }
+
+    /// [`Ipv6Walk::facts`] written into `out`, every read and write of the
+    /// record and of `out` volatile: in the kernel both live in the
+    /// per-CPU packet slot, so each step ends with nothing in registers
+    /// and the verifier checks the next step once, not once per way
+    /// through the steps before it.
+    #[inline(always)]
+    pub fn facts_into(&self, end: u8, out: &mut Ipv6Ext) {
+        use core::ptr::{read_volatile as get, write_volatile as set};
+        // SAFETY (every block below): plain loads and stores of fields of
+        // valid references.
+        unsafe {
+            set(&mut out.mask, 0);
+            set(&mut out.frag, 0);
+            set(&mut out.rt_type, 0);
+            set(&mut out.rt_segsleft, 0);
+            set(&mut out.rt_len, 0);
+            set(&mut out.frag_id, 0);
+        }
+        for i in 0..MAX_IPV6_EXT_HEADERS {
+            // SAFETY: as above.
+            let (count, record, mask) =
+                unsafe { (get(&self.count), get(&self.headers[i]), get(&out.mask)) };
+            if i as u32 >= count {
+                break;
+            }
+            let [nh, len, b2, b3] = record.to_le_bytes();
+            let bit = match nh {
+                0 => ipv6_mask::HOPOPTS,
+                60 => ipv6_mask::DSTOPTS,
+                43 => ipv6_mask::ROUTING,
+                44 => ipv6_mask::FRAGMENT,
+                _ => ipv6_mask::AH,
+            };
+            // SAFETY: as above.
+            unsafe { set(&mut out.mask, mask | bit) };
+            if mask & bit != 0 {
+                continue;
+            }
+            if nh == 43 {
+                // SAFETY: as above.
+                unsafe {
+                    set(&mut out.rt_type, b2);
+                    set(&mut out.rt_segsleft, b3);
+                    set(&mut out.rt_len, (len as u16 + 1) * 8);
+                }
+            } else if nh == 44 {
+                let frag_off = u16::from_be_bytes([b2, b3]);
+                let mut flags = 0;
+                if frag_off & 1 != 0 {
+                    flags |= ipv6_frag::MORE;
+                }
+                if frag_off & 0xfff8 == 0 {
+                    flags |= ipv6_frag::FIRST;
+                }
+                if len != 0 || frag_off & 6 != 0 {
+                    flags |= ipv6_frag::RESERVED;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    set(&mut out.frag, flags);
+                    set(&mut out.frag_id, get(&self.frag_id));
+                }
+            }
+        }
+        let last = match end {
+            59 => ipv6_mask::NONE,
+            50 => ipv6_mask::ESP,
+            _ => ipv6_mask::PROTO,
+        };
+        // SAFETY: as above.
+        unsafe { set(&mut out.mask, get(&out.mask) | last) };
+    }
+}
+
+/// ip6t_ipv6header's header bits.
+pub mod ipv6_mask {
+    pub const HOPOPTS: u8 = 128;
+    pub const DSTOPTS: u8 = 64;
+    pub const ROUTING: u8 = 32;
+    pub const FRAGMENT: u8 = 16;
+    pub const AH: u8 = 8;
+    pub const ESP: u8 = 4;
+    pub const NONE: u8 = 2;
+    /// An upper-layer protocol ends the chain.
+    pub const PROTO: u8 = 1;
+}
+
+/// The fragment header's facts for `-m frag`.
+pub mod ipv6_frag {
+    /// More fragments follow (M flag).
+    pub const MORE: u8 = 1;
+    /// Offset 0: the first fragment.
+    pub const FIRST: u8 = 2;
+    /// A reserved field is not zero (the reserved byte or the two bits
+    /// before M).
+    pub const RESERVED: u8 = 4;
+}
+
+/// The tests of a `-m rt` or `-m frag` guard, in `Guard::_pad`: a test's
+/// bit says it is made, the bit shifted by `INVERT_SHIFT` that it is
+/// negated.
+pub mod ipv6_test {
+    /// `--rt-type` (`a` bits 0–31).
+    pub const RT_TYPE: u32 = 1;
+    /// `--rt-len` (`a` bits 32–63, in bytes).
+    pub const RT_LEN: u32 = 2;
+    /// The segments left / fragment id range: `b` (first low 32 bits,
+    /// last high 32); always tested (0:4294967295 unless given).
+    pub const RANGE: u32 = 4;
+    /// `--fragres`, `--fragfirst`, `--fragmore`, `--fraglast`.
+    pub const FRAG_RES: u32 = 8;
+    pub const FRAG_FIRST: u32 = 16;
+    pub const FRAG_MORE: u32 = 32;
+    pub const FRAG_LAST: u32 = 64;
+    pub const INVERT_SHIFT: u32 = 8;
 }
 
 /// The bits of `Guard::_pad` for the conntrack guards
@@ -1672,6 +1848,71 @@ impl Guard {
         let kind = self.a as u32 & 0xff;
         let met = kinds[(kind >> 6) as usize & 3] >> (kind & 63) & 1 != 0;
         met != (self.negated != 0)
+    }
+
+    /// `-m ipv6header`: the headers met, exactly (`b` inverts the test)
+    /// or, with `--soft` (`c` 1), each listed header present (absent where
+    /// `b` inverts it), as ip6t_ipv6header decides.
+    #[inline(always)]
+    pub fn holds_ipv6_header(&self, ext: &Ipv6Ext) -> bool {
+        let (have, want, inv) = (ext.mask, self.a as u8, self.b as u8);
+        if self.c != 0 {
+            (have ^ want ^ inv) & want == 0
+        } else if inv != 0 {
+            have != want
+        } else {
+            have == want
+        }
+    }
+
+    /// A range test of `value` against `b` (first, last), negated by the
+    /// `RANGE` bit's inversion.
+    #[inline(always)]
+    fn range_holds(&self, value: u32) -> bool {
+        let (lo, hi) = (self.b as u32, (self.b >> 32) as u32);
+        let inverted = self._pad & (ipv6_test::RANGE << ipv6_test::INVERT_SHIFT) != 0;
+        (value >= lo && value <= hi) != inverted
+    }
+
+    /// Whether test `bit` of `_pad` is made and negated.
+    #[inline(always)]
+    fn test(&self, bit: u32) -> (bool, bool) {
+        (
+            self._pad & bit != 0,
+            self._pad & (bit << ipv6_test::INVERT_SHIFT) != 0,
+        )
+    }
+
+    /// `-m rt`: a routing header whose segments left are in the range and
+    /// whose type and length (in bytes) are the given ones, as ip6t_rt
+    /// decides; never without a routing header.
+    #[inline(always)]
+    pub fn holds_ipv6_rt(&self, ext: &Ipv6Ext) -> bool {
+        if ext.mask & ipv6_mask::ROUTING == 0 || !self.range_holds(ext.rt_segsleft as u32) {
+            return false;
+        }
+        let (typed, type_inv) = self.test(ipv6_test::RT_TYPE);
+        if typed && ((ext.rt_type as u32 == self.a as u32) == type_inv) {
+            return false;
+        }
+        let (sized, len_inv) = self.test(ipv6_test::RT_LEN);
+        !(sized && ((ext.rt_len as u32 == (self.a >> 32) as u32) == len_inv))
+    }
+
+    /// `-m frag`: a fragment header whose id is in the range and whose
+    /// flags pass the `--fragres/first/more/last` tests, as ip6t_frag
+    /// decides (it reads no length: `--fraglen` is printed, not tested);
+    /// never without a fragment header.
+    #[inline(always)]
+    pub fn holds_ipv6_frag(&self, ext: &Ipv6Ext) -> bool {
+        if ext.mask & ipv6_mask::FRAGMENT == 0 || !self.range_holds(ext.frag_id) {
+            return false;
+        }
+        let flags = ext.frag;
+        !(self._pad & ipv6_test::FRAG_RES != 0 && flags & ipv6_frag::RESERVED != 0
+            || self._pad & ipv6_test::FRAG_FIRST != 0 && flags & ipv6_frag::FIRST == 0
+            || self._pad & ipv6_test::FRAG_MORE != 0 && flags & ipv6_frag::MORE == 0
+            || self._pad & ipv6_test::FRAG_LAST != 0 && flags & ipv6_frag::MORE != 0)
     }
 
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel

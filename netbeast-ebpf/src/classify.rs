@@ -688,6 +688,20 @@ fn packet_guard(g: &Guard) -> bool {
     if g.kind == guard_kind::TCP_OPTION {
         return g.holds_tcp_option(crate::parse::current_tcp_options());
     }
+    // ip6tables' header matches, on the IPv6 parser's walk (IPv6 chains
+    // only: the compiler takes them only there).
+    if g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG {
+        let Some(ext) = crate::parse::current_ext6() else {
+            return false;
+        };
+        return if g.kind == guard_kind::IPV6_HEADER {
+            g.holds_ipv6_header(ext)
+        } else if g.kind == guard_kind::IPV6_RT {
+            g.holds_ipv6_rt(ext)
+        } else {
+            g.holds_ipv6_frag(ext)
+        };
+    }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
@@ -781,6 +795,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
         } else if g.kind == guard_kind::CT_TUPLE
             || g.kind == guard_kind::CT_PROTO_EXPIRE
             || g.kind == guard_kind::TCP_OPTION
+            || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.

@@ -115,6 +115,8 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     bump(stats::IPV6);
+    // What -m ipv6header, -m rt and -m frag read, from the parser's walk.
+    crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = conntrack::key(ct_state::UNTRACKED);
@@ -129,6 +131,22 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         Verdict::Policy(policy) => policy,
         Verdict::Rule(action) => action.target,
     };
+    // The LOG rules the chain met, before the verdict takes the frame.
+    if pkt.search.log_count != 0 {
+        let at = crate::log::Where {
+            generation,
+            chain,
+            in_ifindex,
+            out_ifindex,
+            frame_len: (end - start) as u32,
+            l3_offset: pkt.l2_len() as u32,
+            // No short event for IPv6: the line reads the extension
+            // headers, so the whole capture is taken (protocol 0).
+            l4_offset: 0,
+            protocol: 0,
+        };
+        crate::log::emit_xdp(ctx, &pkt.search, &at);
+    }
     match verdict {
         target::ACCEPT => {
             bump(stats::ACCEPTED);

@@ -4,7 +4,8 @@
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use netbeast_common::{
-    L4_FRAGMENT, L4_NONE, MAX_IPV6_EXT_HEADERS, TCP_FLAGS_CUT, TCP_FLAGS_NONE, port_header_len,
+    Ipv6Ext, Ipv6Walk, L4_FRAGMENT, L4_NONE, MAX_IPV6_EXT_HEADERS, TCP_FLAGS_CUT, TCP_FLAGS_NONE,
+    port_header_len,
 };
 
 use crate::classify::{Keys, SearchState};
@@ -21,6 +22,7 @@ const VLAN_HLEN: usize = 4;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const TCP_HLEN: usize = 20;
 pub const ICMP_HLEN: usize = 8;
 
@@ -113,6 +115,35 @@ pub struct Packet {
     /// destination word 1, source word 2, ... Word 0 is in `keys.src` /
     /// `keys.dst`. Unset for IPv4 packets: IPv4 chains never look them up.
     pub addr6: [u32; 6],
+    /// The IPv6 parser's walk of the extension headers, as ip6tables'
+    /// header matches read it (`-m ipv6header`, `-m rt`, `-m frag`);
+    /// unset for IPv4.
+    pub ext6_walk: Ipv6Walk,
+    /// The header matches' facts made from `ext6_walk` when a rule asks.
+    pub ext6: Ipv6Ext,
+}
+
+/// What ip6tables' header matches read of the IPv6 packet this program
+/// run parsed (`netbeast_ipv6_facts` made it).
+#[inline(always)]
+pub fn current_ext6() -> Option<&'static Ipv6Ext> {
+    PACKET.get(0).map(|p| &p.ext6)
+}
+
+/// Makes the header matches' facts of the IPv6 packet this program run
+/// parsed from its walk (`end`: its protocol), into the packet slot. A BPF
+/// global function: the verifier checks its loop once, on its own, not
+/// under every state of the program around it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_ipv6_facts(end: u32) -> u32 {
+    let Some(p) = PACKET.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let p = unsafe { &mut *p };
+    p.ext6_walk.facts_into(end as u8, &mut p.ext6);
+    0
 }
 
 /// The IPv6 address words of the packet this program run parsed (see
@@ -606,6 +637,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
     pkt.icmp_id = 0;
     pkt.fragment = false;
     pkt.l4_complete = false;
+    pkt.ext6_walk = Ipv6Walk::default();
     let payload_end = l3 + IPV6_HLEN + payload_len;
     // SAFETY: plain stores into the per-CPU slot.
     unsafe {
@@ -613,7 +645,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
         core::ptr::write_volatile(&mut pkt.walk_off, (l3 + IPV6_HLEN) as u32);
     }
     // Unrolled: a few loads and compares per header.
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
+    for step in 0..MAX_IPV6_EXT_HEADERS {
         // SAFETY: plain loads from the per-CPU slot. The offset is bounded
         // for the packet access (`WALK_OFF_MASK`).
         let (nh, off) = unsafe {
@@ -643,7 +675,25 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
             NEXTHDR_AUTH => (h[1] as usize + 2) * 4,
             _ => (h[1] as usize + 1) * 8,
         };
+        // What `-m ipv6header`, `-m rt` and `-m frag` read, recorded as
+        // is (no branch here: every way through a step must end in one
+        // state); the guards make sense of it (`Ipv6Ext::from_walk`).
+        // SAFETY: plain stores into the per-CPU slot; `step` < 8.
+        unsafe {
+            core::ptr::write_volatile(
+                &mut pkt.ext6_walk.headers[step],
+                u32::from_le_bytes([nh, h[1], h[2], h[3]]),
+            );
+            core::ptr::write_volatile(&mut pkt.ext6_walk.count, step as u32 + 1);
+        }
         if nh == NEXTHDR_FRAGMENT {
+            // The identification, in the 8 bytes checked above.
+            if let Some(id) = load::<[u8; 4]>(start, end, header + 4) {
+                // SAFETY: as above.
+                unsafe {
+                    core::ptr::write_volatile(&mut pkt.ext6_walk.frag_id, u32::from_be_bytes(id))
+                };
+            }
             let offset = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
             if offset != 0 {
                 // A later fragment: its protocol as its fragment header
@@ -692,7 +742,8 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
 /// (as `cut_short` for IPv4), the TCP flags when their byte is. Written
 /// apart from `l4_keys`: there the verifier loses the tie between the
 /// protocol and the length checked when the protocol comes from the
-/// extension-header walk. No ICMPv6 keys yet (no `-m icmp6`).
+/// extension-header walk. ICMPv6: type and code (`-m icmp6`), when the
+/// 8 bytes the kernel's match reads are there.
 #[inline(always)]
 fn l4_keys6(
     pkt: &mut Packet,
@@ -702,6 +753,16 @@ fn l4_keys6(
     l4_end: usize,
     protocol: u8,
 ) -> (u32, u32, bool) {
+    if protocol == IPPROTO_ICMPV6 {
+        let l4p = opaque(start + l4);
+        if l4p + ICMP_HLEN > end || l4p + ICMP_HLEN > l4_end {
+            return (L4_NONE, L4_NONE, false);
+        }
+        // SAFETY: ICMP_HLEN (8) bytes at l4p are inside the packet (checked).
+        let a = unsafe { read16(l4p) };
+        // Type and code, the bytes of the first word in packet order.
+        return ((a & 0xff) as u32, (a >> 8) as u32, true);
+    }
     let Some(needed) = port_header_len(protocol) else {
         return (L4_NONE, L4_NONE, false);
     };

@@ -576,6 +576,19 @@ impl FrameBuilder {
         self
     }
 
+    /// Appends an IPv6 routing header of type `rt_type` with
+    /// `segments_left`, `units` 8-byte units past the first (zeros).
+    pub fn ipv6_routing(mut self, rt_type: u8, segments_left: u8, units: u8) -> Self {
+        let mut bytes = vec![0u8; (units as usize + 1) * 8];
+        bytes[1] = units;
+        bytes[2] = rt_type;
+        bytes[3] = segments_left;
+        if let Body::Ipv6 { extensions, .. } = &mut self.body {
+            extensions.push((ipv6_ext::ROUTING, bytes));
+        }
+        self
+    }
+
     /// Writes `len` into the IPv6 payload length field, whatever follows.
     pub fn ipv6_payload_len(mut self, len: u16) -> Self {
         if let Body::Ipv6 { payload_len, .. } = &mut self.body {

@@ -81,6 +81,9 @@ pub struct HeaderFields {
     /// The packet's connection, for `-m conntrack`'s tuple, protocol and
     /// expiry options (read only when `ct_state` says it has one).
     pub connection: ConnectionView,
+    /// An IPv6 packet's extension headers as ip6tables' header matches
+    /// read them (`-m ipv6header`, `-m rt`, `-m frag`).
+    pub ipv6_ext: netbeast_common::Ipv6Ext,
 }
 
 /// What `-m conntrack` reads of a packet's connection beyond its state.
@@ -106,6 +109,7 @@ impl Default for HeaderFields {
             dst_type: netbeast_common::addr_type::UNICAST,
             tcp_options: Some([0; 4]),
             connection: ConnectionView::default(),
+            ipv6_ext: netbeast_common::Ipv6Ext::default(),
         }
     }
 }
@@ -170,15 +174,30 @@ impl PacketView {
         }
     }
 
+    /// ICMPv6 type and code, as the `icmp6` match sees them (the header is
+    /// `L4Header::Icmp` of an IPv6 packet with protocol 58).
+    pub fn icmp6(&self) -> Option<(u8, u8)> {
+        match self.l4 {
+            Some(L4Header::Icmp { icmp_type, code })
+                if !self.fragment_offset_nonzero
+                    && self.addr6.is_some()
+                    && self.protocol == crate::rules::ext::icmp6::IPPROTO_ICMPV6 =>
+            {
+                Some((icmp_type, code))
+            }
+            _ => None,
+        }
+    }
+
     /// The keys of the classifier's `field::L4A` and `field::L4B`: ports
-    /// for TCP/UDP, type and code for ICMP, `L4_FRAGMENT` twice for a
+    /// for TCP/UDP, type and code for ICMP and ICMPv6, `L4_FRAGMENT` twice for a
     /// non-first fragment, `L4_NONE` twice otherwise.
     pub fn l4_keys(&self) -> (u32, u32) {
         if self.fragment_offset_nonzero {
             (L4_FRAGMENT, L4_FRAGMENT)
         } else if let Some((s, d)) = self.ports() {
             (u32::from(s), u32::from(d))
-        } else if let Some((t, c)) = self.icmp() {
+        } else if let Some((t, c)) = self.icmp().or(self.icmp6()) {
             (u32::from(t), u32::from(c))
         } else {
             (L4_NONE, L4_NONE)

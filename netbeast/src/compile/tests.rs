@@ -294,6 +294,8 @@ fn packet(d: &mut Dice) -> PacketView {
             dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
             tcp_options: d.maybe(90, tcp_option_kinds),
             connection: connection_view(d),
+            // IPv4 packets: ip6tables' header matches never apply.
+            ipv6_ext: Default::default(),
         },
     }
 }
@@ -2489,4 +2491,156 @@ fn identical_rules_and_inlined_copies_have_one_slot_each() {
     distinct.dedup();
     assert_eq!(distinct.len(), 3);
     assert_eq!(plan.slots.slots.len(), 3);
+}
+
+/// ip6tables' matches (icmp6, hl, rt, frag, ipv6header, TCP flags,
+/// length) in an IPv6 INPUT chain: the compiled classifier and the
+/// reference act on the same rules for a grid of IPv6 packets.
+#[test]
+fn ipv6_matches_agree_with_the_reference() {
+    use crate::rules::{command, parse};
+    use netbeast_common::{Ipv6Ext, ipv6_frag, ipv6_mask};
+    use std::net::Ipv6Addr;
+    let lines = [
+        "-A INPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT",
+        "-A INPUT -p ipv6-icmp -m icmp6 ! --icmpv6-type 1/4 -j LOG",
+        "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/4 -j DROP",
+        "-A INPUT -m hl --hl-lt 2 -j DROP",
+        "-A INPUT -m hl ! --hl-eq 64 -p tcp --syn -j DROP",
+        "-A INPUT -m rt --rt-type 0 -j DROP",
+        "-A INPUT -m rt ! --rt-segsleft 1:3 --rt-len 24 -j ACCEPT",
+        "-A INPUT -m frag --fragid 100:200 --fragmore -j DROP",
+        "-A INPUT -m frag ! --fragid 150 --fraglast -j ACCEPT",
+        "-A INPUT -m ipv6header --header hop-by-hop,protocol -j ACCEPT",
+        "-A INPUT -m ipv6header ! --header ipv6-route --soft -m length --length 0:100 -j DROP",
+        "-A INPUT -p udp -m ipv6header --header ipv6-frag --soft -j RETURN",
+    ];
+    let mut ruleset = Ruleset::default();
+    for line in lines {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let cmd = parse::parse_ip6tables_args(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+        command::apply(&mut ruleset, &cmd).unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let compiled = compile(&ruleset, &interfaces(), 1).expect("the IPv6 ruleset compiles");
+    let c = &compiled.chains[chain::INPUT6 as usize];
+    let exts = [
+        Ipv6Ext::default(),
+        Ipv6Ext {
+            mask: ipv6_mask::HOPOPTS,
+            ..Ipv6Ext::default()
+        },
+        Ipv6Ext {
+            mask: ipv6_mask::ROUTING,
+            rt_type: 0,
+            rt_segsleft: 2,
+            rt_len: 24,
+            ..Ipv6Ext::default()
+        },
+        Ipv6Ext {
+            mask: ipv6_mask::ROUTING,
+            rt_type: 2,
+            rt_segsleft: 5,
+            rt_len: 24,
+            ..Ipv6Ext::default()
+        },
+        Ipv6Ext {
+            mask: ipv6_mask::FRAGMENT,
+            frag: ipv6_frag::FIRST | ipv6_frag::MORE,
+            frag_id: 150,
+            ..Ipv6Ext::default()
+        },
+        Ipv6Ext {
+            mask: ipv6_mask::FRAGMENT | ipv6_mask::DSTOPTS,
+            frag: 0,
+            frag_id: 7,
+            ..Ipv6Ext::default()
+        },
+    ];
+    let mut checked = 0;
+    let mut reference_guards = GuardState::new(1);
+    let mut compiled_guards = GuardState::new(1);
+    for ext in exts {
+        for (protocol, l4) in [
+            (
+                58,
+                L4Header::Icmp {
+                    icmp_type: 128,
+                    code: 0,
+                },
+            ),
+            (
+                58,
+                L4Header::Icmp {
+                    icmp_type: 1,
+                    code: 4,
+                },
+            ),
+            (
+                58,
+                L4Header::Icmp {
+                    icmp_type: 1,
+                    code: 3,
+                },
+            ),
+            (
+                6,
+                L4Header::Ports {
+                    source: 1,
+                    destination: 22,
+                },
+            ),
+            (
+                17,
+                L4Header::Ports {
+                    source: 1,
+                    destination: 53,
+                },
+            ),
+        ] {
+            for (ttl, tcp_flags, length) in [(1, 0x02, 60), (64, 0x02, 200), (63, 0x12, 90)] {
+                let mut header = HeaderFields {
+                    ttl,
+                    tcp_flags,
+                    length,
+                    ..Default::default()
+                };
+                // What ends the chain, as the parser's walk gives it.
+                header.ipv6_ext = Ipv6Ext {
+                    mask: ext.mask | ipv6_mask::PROTO,
+                    ..ext
+                };
+                let pkt = PacketView {
+                    src: Ipv4Addr::UNSPECIFIED,
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    addr6: Some((
+                        "fd00::1".parse::<Ipv6Addr>().unwrap(),
+                        "fd00::2".parse::<Ipv6Addr>().unwrap(),
+                    )),
+                    protocol,
+                    fragment_offset_nonzero: false,
+                    l4: Some(l4),
+                    in_ifindex: 2,
+                    out_ifindex: 0,
+                    mac_source: [2, 0, 0, 0, 0, 1],
+                    ct_state: netbeast_common::ct_state::UNTRACKED,
+                    header,
+                };
+                let want = reference::classify_table_with(
+                    &ruleset.filter6,
+                    "INPUT",
+                    &interfaces(),
+                    &pkt,
+                    &mut reference_guards,
+                );
+                let (slots, _) = compiled.search_slots(chain::INPUT6, &pkt, &mut compiled_guards);
+                let got: Vec<RuleRef> = slots
+                    .iter()
+                    .map(|&slot| c.owners[slot as usize].clone())
+                    .collect();
+                assert_eq!(got, want, "packet {pkt:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 5 * 3);
 }

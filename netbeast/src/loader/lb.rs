@@ -89,7 +89,10 @@ impl Dataplane {
             .map(|(c, part)| {
                 let mut chunk = [NO_BACKEND; TABLE_CHUNK];
                 chunk[..part.len()].copy_from_slice(part);
-                (table_chunk(slot, generation, (c * TABLE_CHUNK) as u32), chunk)
+                (
+                    table_chunk(slot, generation, (c * TABLE_CHUNK) as u32),
+                    chunk,
+                )
             })
             .unzip();
         super::batch::update(self.map("LB_TABLES")?, "LB_TABLES", &indexes, &chunks)?;

@@ -1,11 +1,11 @@
-//! The kernel's LOG line (nf_log_syslog's IPv4 logger), byte for byte,
+//! The kernel's LOG line (nf_log_syslog's IPv4 and IPv6 loggers), byte for byte,
 //! from the bytes the kernel side copied: written from the kernel's
 //! behaviour (which header it reads, how much must be there, what it
 //! prints when it is not), checked against lines Linux printed for the
 //! same frames (`tests/fixtures/kernel-log/`).
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netbeast_common::log_flags;
 
@@ -22,7 +22,7 @@ pub struct LineInput<'a> {
     /// `LOG_CAPTURE_BYTES`) and its whole length.
     pub frame: &'a [u8],
     pub frame_len: usize,
-    /// Where the IPv4 header starts.
+    /// Where the IPv4 or IPv6 header starts.
     pub l3: usize,
     /// The sending socket's owner (uid, gid), when known.
     pub owner: Option<(u32, u32)>,
@@ -42,10 +42,26 @@ pub fn body(input: &LineInput) -> String {
         mac_header(&mut m, input);
     }
     let ip = input.frame.get(input.l3..).unwrap_or(&[]);
+    let on_wire = input.frame_len.saturating_sub(input.l3);
+    if ip.first().is_some_and(|b| b >> 4 == 6) {
+        // skb->len at the hooks: the IPv6 packet, trimmed to its header
+        // and payload length on input (ipv6_rcv); a jumbogram's (payload
+        // length 0) is what arrived.
+        let total = ip
+            .get(4..6)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .filter(|&t| t != 0)
+            .map_or(on_wire, |t| t + IPV6_HLEN);
+        let packet = Packet {
+            bytes: ip,
+            len: total.min(on_wire),
+        };
+        ipv6(&mut m, &packet, input, 0);
+        return m;
+    }
     // skb->len at the hooks: the IPv4 packet, trimmed to its total length
     // on input (ip_rcv), which netbeast's frames may still carry padding
     // beyond.
-    let on_wire = input.frame_len.saturating_sub(input.l3);
     let total = ip
         .get(2..4)
         .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
@@ -208,23 +224,8 @@ fn ipv4(m: &mut String, p: &Packet, input: &LineInput, iphoff: usize) {
             }
         }
         17 | 136 => {
-            m.push_str(if ih[9] == 17 {
-                "PROTO=UDP "
-            } else {
-                "PROTO=UDPLITE "
-            });
-            if !fragment {
-                let Some(uh) = p.get(l4, 8) else {
-                    let _ = write!(m, "INCOMPLETE [{} bytes] ", p.rest(l4));
-                    return;
-                };
-                let _ = write!(
-                    m,
-                    "SPT={} DPT={} LEN={} ",
-                    be16(uh, 0),
-                    be16(uh, 2),
-                    be16(uh, 4)
-                );
+            if !udp(m, p, ih[9], fragment, l4) {
+                return;
             }
         }
         1 => {
@@ -269,6 +270,31 @@ fn ipv4(m: &mut String, p: &Packet, input: &LineInput, iphoff: usize) {
     {
         let _ = write!(m, "UID={uid} GID={gid} ");
     }
+}
+
+/// The UDP (or UDP-Lite) part; `false` when the kernel stops the line
+/// there.
+fn udp(m: &mut String, p: &Packet, protocol: u8, fragment: bool, off: usize) -> bool {
+    m.push_str(if protocol == 17 {
+        "PROTO=UDP "
+    } else {
+        "PROTO=UDPLITE "
+    });
+    if fragment {
+        return true;
+    }
+    let Some(uh) = p.get(off, 8) else {
+        let _ = write!(m, "INCOMPLETE [{} bytes] ", p.rest(off));
+        return false;
+    };
+    let _ = write!(
+        m,
+        "SPT={} DPT={} LEN={} ",
+        be16(uh, 0),
+        be16(uh, 2),
+        be16(uh, 4)
+    );
+    true
 }
 
 /// The TCP part; `false` when the kernel stops the line there.
@@ -358,4 +384,198 @@ fn icmp(m: &mut String, p: &Packet, input: &LineInput, iphoff: usize, off: usize
         }
         _ => {}
     }
+}
+
+/// The fixed IPv6 header's length.
+const IPV6_HLEN: usize = 40;
+
+/// IPv6 next-header values the logger walks as extension headers (the
+/// kernel's `nf_ip6_ext_hdr`, less no-next-header, which ends the walk).
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_ESP: u8 = 50;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+/// One IPv6 header, its extension headers and what follows them, at
+/// `off`; an ICMPv6 error's quoted packet once (`off` > 0). Addresses are
+/// printed as eight groups of four hex digits (`%pI6`), extension headers
+/// only with `--log-ip-options` (`OPT ( ... ) `), a fragment header always.
+fn ipv6(m: &mut String, p: &Packet, input: &LineInput, off: usize) {
+    let Some(ih) = p.get(off, IPV6_HLEN) else {
+        m.push_str("TRUNCATED");
+        return;
+    };
+    let flags = input.flags;
+    let options = flags & log_flags::IP_OPTIONS != 0;
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&ih[at..at + 16]);
+        Ipv6Addr::from(a)
+    };
+    let groups = |a: Ipv6Addr| {
+        a.segments()
+            .iter()
+            .map(|g| format!("{g:04x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let _ = write!(m, "SRC={} DST={} ", groups(addr(8)), groups(addr(24)));
+    let first = be32(ih, 0);
+    let _ = write!(
+        m,
+        "LEN={} TC={} HOPLIMIT={} FLOWLBL={} ",
+        be16(ih, 4) as usize + IPV6_HLEN,
+        (first & 0x0ff0_0000) >> 20,
+        ih[7],
+        first & 0x000f_ffff
+    );
+    let mut fragment = false;
+    let mut ptr = off + IPV6_HLEN;
+    let mut current = ih[6];
+    while matches!(
+        current,
+        NEXTHDR_HOP
+            | NEXTHDR_ROUTING
+            | NEXTHDR_FRAGMENT
+            | NEXTHDR_ESP
+            | NEXTHDR_AUTH
+            | NEXTHDR_DEST
+    ) {
+        // Every extension header starts with its next header and length.
+        let Some(hp) = p.get(ptr, 2) else {
+            m.push_str("TRUNCATED");
+            return;
+        };
+        let (next, hdrlen) = (hp[0], hp[1] as usize);
+        if options {
+            m.push_str("OPT ( ");
+        }
+        let len = match current {
+            NEXTHDR_FRAGMENT => {
+                m.push_str("FRAG:");
+                let Some(fh) = p.get(ptr, 8) else {
+                    m.push_str("TRUNCATED ");
+                    return;
+                };
+                let frag_off = be16(fh, 2);
+                let _ = write!(m, "{} ", frag_off & 0xfff8);
+                if frag_off & 1 != 0 {
+                    m.push_str("INCOMPLETE ");
+                }
+                let _ = write!(m, "ID:{:08x} ", be32(fh, 4));
+                if frag_off & 0xfff8 != 0 {
+                    fragment = true;
+                }
+                8
+            }
+            NEXTHDR_DEST | NEXTHDR_ROUTING | NEXTHDR_HOP => {
+                if fragment {
+                    if options {
+                        m.push(')');
+                    }
+                    return;
+                }
+                (hdrlen + 1) * 8
+            }
+            NEXTHDR_AUTH => {
+                if options {
+                    m.push_str("AH ");
+                    if fragment {
+                        m.push(')');
+                        return;
+                    }
+                    let Some(ah) = p.get(ptr, 12) else {
+                        let _ = write!(m, "INCOMPLETE [{} bytes] )", p.rest(ptr));
+                        return;
+                    };
+                    let _ = write!(m, "SPI=0x{:x} ", be32(ah, 4));
+                }
+                (hdrlen + 2) * 4
+            }
+            // ESP ends the walk: what follows is encrypted.
+            _ => {
+                if options {
+                    m.push_str("ESP ");
+                    if fragment {
+                        m.push(')');
+                        return;
+                    }
+                    let Some(esp) = p.get(ptr, 8) else {
+                        let _ = write!(m, "INCOMPLETE [{} bytes] )", p.rest(ptr));
+                        return;
+                    };
+                    let _ = write!(m, "SPI=0x{:x} )", be32(esp, 0));
+                }
+                return;
+            }
+        };
+        if options {
+            m.push_str(") ");
+        }
+        current = next;
+        ptr += len;
+    }
+    match current {
+        6 => {
+            if !tcp(m, p, fragment, ptr, flags) {
+                return;
+            }
+        }
+        17 | 136 => {
+            if !udp(m, p, current, fragment, ptr) {
+                return;
+            }
+        }
+        58 => {
+            m.push_str("PROTO=ICMPv6 ");
+            if !fragment && !icmp6(m, p, input, off, ptr) {
+                return;
+            }
+        }
+        other => {
+            let _ = write!(m, "PROTO={other} ");
+        }
+    }
+    if flags & log_flags::UID != 0
+        && off == 0
+        && let Some((uid, gid)) = input.owner
+    {
+        let _ = write!(m, "UID={uid} GID={gid} ");
+    }
+}
+
+/// The ICMPv6 part after `PROTO=ICMPv6 `; `false` when the kernel stops
+/// the line there.
+fn icmp6(m: &mut String, p: &Packet, input: &LineInput, ip6off: usize, off: usize) -> bool {
+    let Some(ic) = p.get(off, 8) else {
+        let _ = write!(m, "INCOMPLETE [{} bytes] ", p.rest(off));
+        return false;
+    };
+    let (t, code) = (ic[0], ic[1]);
+    let _ = write!(m, "TYPE={t} CODE={code} ");
+    match t {
+        // Echo request and reply.
+        128 | 129 => {
+            let _ = write!(m, "ID={} SEQ={} ", be16(ic, 4), be16(ic, 6));
+        }
+        // Destination unreachable, packet too big, time exceeded,
+        // parameter problem: the quoted packet, once.
+        1..=4 => {
+            if t == 4 {
+                let _ = write!(m, "POINTER={:08x} ", be32(ic, 4));
+            }
+            if ip6off == 0 {
+                m.push('[');
+                ipv6(m, p, input, off + 8);
+                m.push_str("] ");
+            }
+            if t == 2 {
+                let _ = write!(m, "MTU={} ", be32(ic, 4));
+            }
+        }
+        _ => {}
+    }
+    true
 }

@@ -267,9 +267,14 @@ fn draw_one<T>(
     None
 }
 
-/// One match of the modules the scope allows.
+/// One match of the modules the scope allows (rules are drawn for the
+/// IPv4 ruleset).
 pub fn any_match(dice: &mut Dice, scope: &Scope) -> Option<Match> {
-    let choices: Vec<_> = MATCH_MODULES.iter().map(|m| (m.name, &m.random)).collect();
+    let choices: Vec<_> = MATCH_MODULES
+        .iter()
+        .filter(|m| m.for_family(super::model::Family::V4))
+        .map(|m| (m.name, &m.random))
+        .collect();
     draw_one(dice, scope, &choices)
 }
 

@@ -11,15 +11,20 @@ pub use super::ext::comment::Comment;
 pub use super::ext::connlimit::Connlimit;
 pub use super::ext::conntrack::ConnState;
 pub use super::ext::dscp::Dscp;
+pub use super::ext::frag::Frag;
 pub use super::ext::hashlimit::{HashRate, Hashlimit};
+pub use super::ext::hl::Hl;
 pub use super::ext::icmp::Icmp;
+pub use super::ext::icmp6::Icmp6;
 pub use super::ext::iprange::IpRange;
+pub use super::ext::ipv6header::Ipv6Header;
 pub use super::ext::length::Length;
 pub use super::ext::limit::Limit;
 pub use super::ext::mac::MacSource;
 pub use super::ext::multiport::Multiport;
 pub use super::ext::pkttype::PktType;
 pub use super::ext::recent::{Recent, RecentCommand};
+pub use super::ext::rt::Rt;
 pub use super::ext::statistic::{Statistic, StatisticMode};
 pub use super::ext::tcp::{Ports, TcpFlags};
 pub use super::ext::tos::Tos;
@@ -413,6 +418,16 @@ pub enum Match {
     Recent(Recent),
     /// `-m set`: a guard (membership in an ipset).
     Set(super::ext::set::SetMatch),
+    /// `-m icmp6 --icmpv6-type` (ip6tables).
+    Icmp6(Icmp6),
+    /// `-m hl` (ip6tables).
+    Hl(Hl),
+    /// `-m frag` (ip6tables): a guard on the fragment header.
+    Frag(Frag),
+    /// `-m ipv6header` (ip6tables): a guard on the extension headers.
+    Ipv6Header(Ipv6Header),
+    /// `-m rt` (ip6tables): a guard on the routing header.
+    Rt(Rt),
 }
 
 impl Match {
@@ -438,6 +453,11 @@ impl Match {
             Match::Hashlimit(m) => m,
             Match::Recent(m) => m,
             Match::Set(m) => m,
+            Match::Icmp6(m) => m,
+            Match::Hl(m) => m,
+            Match::Frag(m) => m,
+            Match::Ipv6Header(m) => m,
+            Match::Rt(m) => m,
         }
     }
 }

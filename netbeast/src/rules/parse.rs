@@ -1508,7 +1508,14 @@ impl<'a> Parser<'a> {
             self.rule_options.push("-m");
         }
         let name = self.required("-m", "a match name like tcp, multiport or comment")?;
-        let module = ext::match_module(name).ok_or_else(|| unknown_match(name))?;
+        let module = ext::match_module_for(name, self.family)
+            .ok_or_else(|| unknown_match(name, self.family))?;
+        if self.family == Family::V6 && ext::IPV6_NOT_YET.contains(&module.name) {
+            return Err(ParseError::Ipv6Unsupported {
+                what: format!("-m {}", module.name),
+                hint: String::new(),
+            });
+        }
         let state = LoadedMatch::new(module, false);
         self.matches.push(state);
         Ok(())
@@ -1694,10 +1701,11 @@ impl<'a> Parser<'a> {
         let Some(protocol) = &self.protocol else {
             return false;
         };
+        let family = self.family;
         let Some(module) = ext::MATCH_MODULES
             .iter()
             .copied()
-            .find(|m| m.implicit_protocol == Some(protocol.value))
+            .find(|m| m.implicit_protocol == Some(protocol.value) && m.for_family(family))
         else {
             return false;
         };
@@ -1719,6 +1727,7 @@ impl<'a> Parser<'a> {
         let declares = |m: &&&MatchModule| m.options.iter().any(|o| o.names.contains(&name));
         let implicit: Vec<&str> = ext::MATCH_MODULES
             .iter()
+            .filter(|m| m.for_family(self.family))
             .filter(declares)
             .filter(|m| m.implicit_protocol.is_some())
             .map(|m| m.name)
@@ -2169,28 +2178,41 @@ fn protocol_label(protocol: u8) -> String {
 pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), ParseError> {
     for m in matches {
         let name = match m {
-            Match::Ports(p) if p.tcp_option.is_some() => "--tcp-option",
-            Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) | Match::Set(_) => continue,
+            // Read by the IPv6 program from the keys it fills as the IPv4
+            // one does (ports, ICMPv6 type and code, TCP flags, length,
+            // hop limit, source MAC), or guards that do not read the
+            // addresses (limit, statistic).
+            Match::Ports(p) if p.tcp_option.is_none() => continue,
+            Match::Multiport(_)
+            | Match::Comment(_)
+            | Match::Set(_)
+            | Match::Icmp6(_)
+            | Match::Hl(_)
+            | Match::Frag(_)
+            | Match::Ipv6Header(_)
+            | Match::Rt(_)
+            | Match::Length(_)
+            | Match::MacSource(_)
+            | Match::Limit(_)
+            | Match::Statistic(_) => continue,
+            Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
-            Match::MacSource(_) => "-m mac",
             Match::ConnState(_) => "connection tracking (-m state, -m conntrack)",
-            Match::Length(_) => "-m length",
             Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
             Match::IpRange(_) => "-m iprange",
             Match::PktType(_) => "-m pkttype",
             Match::AddrType(_) => "-m addrtype",
             Match::Tos(_) => "-m tos",
             Match::Dscp(_) => "-m dscp",
-            Match::Statistic(_) => "-m statistic",
-            Match::Limit(_) => "-m limit",
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
             Match::Recent(_) => "-m recent",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
-            hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, -m multiport and -m comment \
-                   so far"
+            hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
+                   -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
+                   -m limit, -m statistic and -m comment so far"
                 .into(),
         });
     }
@@ -2202,13 +2224,14 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Drop
         | Target::Return
         | Target::Jump(_)
-        | Target::Goto(_) => return Ok(()),
+        | Target::Goto(_)
+        | Target::Log(_) => return Ok(()),
         other => other.builtin_name(),
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, RETURN and jumps to user-defined chains so far \
-               (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, LOG, RETURN and jumps to user-defined chains so \
+               far (use -j DROP)"
             .into(),
     })
 }
@@ -2299,20 +2322,48 @@ pub(crate) fn check_new_chain_name(option: &str, name: &str) -> Result<(), Parse
     Ok(())
 }
 
-fn unknown_match(name: &str) -> ParseError {
+fn unknown_match(name: &str, family: Family) -> ParseError {
     let supported = || {
-        let mut names: Vec<&str> = ext::MATCH_MODULES.iter().map(|m| m.name).collect();
+        let mut names: Vec<&str> = ext::MATCH_MODULES
+            .iter()
+            .filter(|m| m.for_family(family))
+            .map(|m| m.name)
+            .collect();
         names.sort_unstable();
         format!("netbeast supports -m {}", names.join(", "))
     };
-    if ext::NOT_SUPPORTED_YET.contains(&name) {
+    if ext::NOT_SUPPORTED_YET.contains(&name)
+        || family == Family::V6 && ext::NOT_SUPPORTED_YET_IPV6.contains(&name)
+    {
         return ParseError::Unsupported {
             what: format!("the {name} match (-m {name})"),
             hint: format!("; {}", supported()),
         };
     }
+    if let Some(module) = ext::match_module(name)
+        && let Some(theirs) = module.family
+    {
+        // The other family's match: name this family's twin.
+        let twin = match name {
+            "ttl" => "; ip6tables tests the hop limit with -m hl",
+            "icmp" => "; ip6tables tests ICMPv6 types with -p ipv6-icmp -m icmp6 --icmpv6-type",
+            "hl" => "; iptables tests the TTL with -m ttl",
+            "icmp6" => "; iptables tests ICMP types with -p icmp -m icmp --icmp-type",
+            _ => "",
+        };
+        return invalid(
+            "-m",
+            "match",
+            name,
+            format!(
+                "-m {name} is a match of {}, not of {}{twin}",
+                theirs.command(),
+                family.command()
+            ),
+        );
+    }
     let lower = name.to_ascii_lowercase();
-    let hint = if lower != name && ext::match_module(&lower).is_some() {
+    let hint = if lower != name && ext::match_module_for(&lower, family).is_some() {
         format!("match names are lower case: did you mean -m {lower}?")
     } else {
         supported()

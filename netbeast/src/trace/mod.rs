@@ -317,6 +317,7 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
             // -m conntrack's tuples) are the kernel's to report.
             tcp_options: None,
             connection: Default::default(),
+            ipv6_ext: Default::default(),
         },
     }
 }

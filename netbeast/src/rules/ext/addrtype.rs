@@ -133,6 +133,7 @@ static OPTIONS: [OptSpec; 4] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "addrtype",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m addrtype --dst-type LOCAL",
     implicit_protocol: None,

@@ -88,6 +88,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "comment",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m comment --comment \"allow ssh\"",
     parser: || Box::<CommentParser>::default(),

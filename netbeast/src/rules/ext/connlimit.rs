@@ -118,6 +118,7 @@ static OPTIONS: [OptSpec; 5] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "connlimit",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m connlimit --connlimit-above 15 --connlimit-mask 32",
     implicit_protocol: None,

@@ -425,6 +425,7 @@ static CONNTRACK_OPTIONS: [OptSpec; 13] = [
 
 pub static STATE: MatchModule = MatchModule {
     name: "state",
+    family: None,
     options: &STATE_OPTIONS,
     example: "e.g. -m state --state ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::State)),
@@ -437,6 +438,7 @@ pub static STATE: MatchModule = MatchModule {
 
 pub static CONNTRACK: MatchModule = MatchModule {
     name: "conntrack",
+    family: None,
     options: &CONNTRACK_OPTIONS,
     example: "e.g. -m conntrack --ctstate ESTABLISHED,RELATED",
     parser: || Box::new(ConnStateParser::new(StateModule::Conntrack)),

@@ -90,6 +90,7 @@ static OPTIONS: [OptSpec; 2] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "dscp",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m dscp --dscp-class EF",
     implicit_protocol: None,

@@ -357,6 +357,7 @@ static OPTIONS: [OptSpec; 13] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "hashlimit",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m hashlimit --hashlimit-upto 50/sec --hashlimit-mode srcip --hashlimit-name http",
     implicit_protocol: None,

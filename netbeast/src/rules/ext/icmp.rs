@@ -1,7 +1,7 @@
 //! `-m icmp --icmp-type TYPE[/CODE]|any` (libipt_icmp), also loaded by
 //! `-p icmp` on its first option.
 
-use crate::compile::lower::{Atom, Lowering, REAL_L4, negatable_l4, single};
+use crate::compile::lower::{Atom, Lowering, REAL_L4, key_range, negatable_l4, single};
 use crate::rules::generate::{Dice, Random, Scope};
 use netbeast_common::field;
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing};
 use crate::compile::PacketView;
-use crate::rules::model::{IcmpType, Match, Negatable};
+use crate::rules::model::{Family, IcmpType, Match, Negatable};
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 
 /// The ICMP type test; serialized as its inner value.
@@ -52,20 +52,13 @@ impl MatchExt for Icmp {
     fn list(&self, out: &mut String, numeric: bool) {
         let (icmp_type, code_min, code_max) = self.kernel_form();
         out.push_str(" icmp");
-        if !numeric && let Some(name) = icmp_type_name(icmp_type, code_min, code_max) {
-            let bang = if self.0.negated { "!" } else { "" };
-            let _ = write!(out, " {bang}{name}");
-            return;
-        }
-        if self.0.negated {
-            out.push_str(" !");
-        }
-        let _ = write!(out, "type {icmp_type}");
-        if code_min == code_max {
-            let _ = write!(out, " code {code_min}");
-        } else if code_min != 0 || code_max != 0xFF {
-            let _ = write!(out, " codes {code_min}-{code_max}");
-        }
+        list_type(
+            out,
+            ICMP_TYPES,
+            (icmp_type, code_min, code_max),
+            self.0.negated,
+            numeric,
+        );
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -83,40 +76,17 @@ impl MatchExt for Icmp {
     }
 
     fn lower(&self) -> Lowering {
-        let (t, negated) = (self.0.value, self.0.negated);
-        let key = |v: u8| single(v.into());
-        Lowering::Static(match t {
-            IcmpType::Any => vec![vec![Atom::Keys(
+        let negated = self.0.negated;
+        match self.0.value {
+            IcmpType::Any => Lowering::Static(vec![vec![Atom::Keys(
                 field::L4A,
                 negatable_l4(vec![REAL_L4], negated),
-            )]],
-            IcmpType::Type {
-                icmp_type,
-                code: None,
-            } => vec![vec![Atom::Keys(
-                field::L4A,
-                negatable_l4(key(icmp_type), negated),
-            )]],
-            IcmpType::Type {
-                icmp_type,
-                code: Some(code),
-            } if !negated => vec![vec![
-                Atom::Keys(field::L4A, key(icmp_type)),
-                Atom::Keys(field::L4B, key(code)),
-            ]],
-            // Not (type T and code C) = type is not T, or type is T and
-            // code is not C: two disjoint alternatives.
-            IcmpType::Type {
-                icmp_type,
-                code: Some(code),
-            } => vec![
-                vec![Atom::Keys(field::L4A, negatable_l4(key(icmp_type), true))],
-                vec![
-                    Atom::Keys(field::L4A, key(icmp_type)),
-                    Atom::Keys(field::L4B, negatable_l4(key(code), true)),
-                ],
-            ],
-        })
+            )]]),
+            IcmpType::Type { icmp_type, code } => {
+                let codes = code.map_or((0, 0xFF), |c| (c, c));
+                type_code_lowering(icmp_type, codes, negated)
+            }
+        }
     }
 
     fn check(&self, protocol: Option<u8>) -> Result<(), String> {
@@ -135,6 +105,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "icmp",
+    family: Some(Family::V4),
     options: &OPTIONS,
     example: "e.g. -p icmp --icmp-type echo-request",
     parser: || Box::<IcmpParser>::default(),
@@ -184,9 +155,114 @@ impl MatchParser for IcmpParser {
     }
 }
 
+/// A type test, with its codes `lo..=hi` (every code: 0..=255), on the
+/// L4 keys, which hold an ICMP or ICMPv6 packet's type and code
+/// (`PacketView::l4_keys`).
+pub(crate) fn type_code_lowering(icmp_type: u8, (lo, hi): (u8, u8), negated: bool) -> Lowering {
+    let key = |v: u8| single(v.into());
+    let codes = key_range(lo.into(), hi.into());
+    Lowering::Static(match (lo, hi) {
+        (0, 0xFF) => vec![vec![Atom::Keys(
+            field::L4A,
+            negatable_l4(key(icmp_type), negated),
+        )]],
+        _ if !negated => vec![vec![
+            Atom::Keys(field::L4A, key(icmp_type)),
+            Atom::Keys(field::L4B, codes),
+        ]],
+        // Not (type T and code in C) = type is not T, or type is T and
+        // code is not in C: two disjoint alternatives.
+        _ => vec![
+            vec![Atom::Keys(field::L4A, negatable_l4(key(icmp_type), true))],
+            vec![
+                Atom::Keys(field::L4A, key(icmp_type)),
+                Atom::Keys(field::L4B, negatable_l4(codes, true)),
+            ],
+        ],
+    })
+}
+
+/// A type and code range as libipt_icmp and libip6t_icmp6 print them in
+/// `-L`: its name (`!` before it when negated), or numerically `type 8`,
+/// `type 3 code 3`, `!type 255`.
+pub(crate) fn list_type(
+    out: &mut String,
+    names: TypeNames,
+    (icmp_type, code_min, code_max): (u8, u8, u8),
+    negated: bool,
+    numeric: bool,
+) {
+    if !numeric
+        && let Some((name, ..)) = names
+            .iter()
+            .find(|(_, t, lo, hi)| (*t, *lo, *hi) == (icmp_type, code_min, code_max))
+    {
+        let bang = if negated { "!" } else { "" };
+        let _ = write!(out, " {bang}{name}");
+        return;
+    }
+    if negated {
+        out.push_str(" !");
+    }
+    let _ = write!(out, "type {icmp_type}");
+    if code_min == code_max {
+        let _ = write!(out, " code {code_min}");
+    } else if code_min != 0 || code_max != 0xFF {
+        let _ = write!(out, " codes {code_min}-{code_max}");
+    }
+}
+
+/// A table of type names: (name, type, code_min, code_max); the first
+/// entry for a (type, codes) triple is the name `-L` prints.
+pub type TypeNames = &'static [(&'static str, u8, u8, u8)];
+
+/// How one of the ICMP type options reads its value.
+pub(crate) struct TypeOption {
+    /// `--icmp-type` or `--icmpv6-type`.
+    pub option: &'static str,
+    /// "ICMP type" or "ICMPv6 type".
+    pub what: &'static str,
+    pub names: TypeNames,
+    /// What to write instead of an unknown name.
+    pub hint: &'static str,
+}
+
+/// A type name (or unambiguous prefix, any case), `type` or `type/code`,
+/// as xtables reads them: (type, lowest code, highest code).
+pub(crate) fn parse_type_code(text: &str, spec: &TypeOption) -> Result<(u8, u8, u8), ParseError> {
+    let lower = text.to_ascii_lowercase();
+    let exact = spec
+        .names
+        .iter()
+        .find(|(name, ..)| name.eq_ignore_ascii_case(text));
+    let named = match exact {
+        Some(entry) => Some(entry),
+        None => {
+            let mut candidates = spec
+                .names
+                .iter()
+                .filter(|(name, ..)| name.to_ascii_lowercase().starts_with(&lower));
+            let first = candidates.next();
+            if let (Some(a), Some(b)) = (first, candidates.next()) {
+                return Err(invalid(
+                    spec.option,
+                    spec.what,
+                    text,
+                    format!("ambiguous: '{}' or '{}'?", a.0, b.0),
+                ));
+            }
+            first
+        }
+    };
+    match named {
+        Some((_, t, lo, hi)) => Ok((*t, *lo, *hi)),
+        None => parse_numeric_type(text, spec),
+    }
+}
+
 /// ICMP names: (name, type, code_min, code_max), in libxt_icmp's order; the
 /// first entry for a (type, codes) triple is the name `-L` prints.
-pub const ICMP_TYPES: &[(&str, u8, u8, u8)] = &[
+pub const ICMP_TYPES: TypeNames = &[
     ("any", 0xFF, 0, 0xFF),
     ("echo-reply", 0, 0, 0xFF),
     ("pong", 0, 0, 0xFF),
@@ -237,37 +313,16 @@ pub fn icmp_type_name(icmp_type: u8, code_min: u8, code_max: u8) -> Option<&'sta
         .map(|(name, ..)| *name)
 }
 
+const ICMP_OPTION: TypeOption = TypeOption {
+    option: "--icmp-type",
+    what: "ICMP type",
+    names: ICMP_TYPES,
+    hint: "use a name like echo-request, echo-reply, destination-unreachable, port-unreachable, time-exceeded or any, or type[/code] with numbers 0-255",
+};
+
 /// `--icmp-type`: a name (or unambiguous prefix), `type` or `type/code`.
 pub fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
-    const OPTION: &str = "--icmp-type";
-    const WHAT: &str = "ICMP type";
-    let lower = text.to_ascii_lowercase();
-    let exact = ICMP_TYPES
-        .iter()
-        .find(|(name, ..)| name.eq_ignore_ascii_case(text));
-    let named = match exact {
-        Some(entry) => Some(entry),
-        None => {
-            let mut candidates = ICMP_TYPES
-                .iter()
-                .filter(|(name, ..)| name.to_ascii_lowercase().starts_with(&lower));
-            let first = candidates.next();
-            if let (Some(a), Some(b)) = (first, candidates.next()) {
-                return Err(invalid(
-                    OPTION,
-                    WHAT,
-                    text,
-                    format!("ambiguous: '{}' or '{}'?", a.0, b.0),
-                ));
-            }
-            first
-        }
-    };
-    let (icmp_type, code_min, code_max) = match named {
-        Some((_, t, lo, hi)) => (*t, *lo, *hi),
-        None => parse_numeric_icmp(text)?,
-    };
-    match (icmp_type, code_min, code_max) {
+    match parse_type_code(text, &ICMP_OPTION)? {
         (0xFF, 0, 0xFF) => Ok(IcmpType::Any),
         (t, 0, 0xFF) => Ok(IcmpType::Type {
             icmp_type: t,
@@ -277,24 +332,25 @@ pub fn parse_icmp_type(text: &str) -> Result<IcmpType, ParseError> {
             icmp_type: t,
             code: Some(lo),
         }),
-        _ => Err(invalid(
-            OPTION,
-            WHAT,
-            text,
-            "ICMP code ranges are not supported yet; give one code, like 3/3",
-        )),
+        _ => Err(code_range_unsupported(text, &ICMP_OPTION)),
     }
 }
 
-fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
-    let unknown = || {
-        invalid(
-            "--icmp-type",
-            "ICMP type",
-            text,
-            "use a name like echo-request, echo-reply, destination-unreachable, port-unreachable, time-exceeded or any, or type[/code] with numbers 0-255",
-        )
-    };
+/// The answer to a code range (`3/1:5`), which netbeast does not take yet.
+pub(crate) fn code_range_unsupported(text: &str, spec: &TypeOption) -> ParseError {
+    invalid(
+        spec.option,
+        spec.what,
+        text,
+        format!(
+            "{} code ranges are not supported yet; give one code, like 3/3",
+            spec.what.trim_end_matches(" type")
+        ),
+    )
+}
+
+fn parse_numeric_type(text: &str, spec: &TypeOption) -> Result<(u8, u8, u8), ParseError> {
+    let unknown = || invalid(spec.option, spec.what, text, spec.hint);
     let byte = |s: &str| parse_c_number_in(s, 255).map(|n| n as u8);
     let (type_text, code_text) = match text.split_once('/') {
         Some((t, c)) => (t, Some(c)),
@@ -302,10 +358,10 @@ fn parse_numeric_icmp(text: &str) -> Result<(u8, u8, u8), ParseError> {
     };
     if type_text.contains(':') {
         return Err(invalid(
-            "--icmp-type",
-            "ICMP type",
+            spec.option,
+            spec.what,
             text,
-            "ICMP type ranges are not supported",
+            format!("{} ranges are not supported", spec.what),
         ));
     }
     let icmp_type = byte(type_text).ok_or_else(unknown)?;

@@ -105,6 +105,7 @@ static OPTIONS: [OptSpec; 2] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "iprange",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m iprange --src-range 10.0.0.1-10.0.0.9",
     implicit_protocol: None,

@@ -71,6 +71,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "length",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m length --length 0:1500",
     implicit_protocol: None,

@@ -164,6 +164,7 @@ static OPTIONS: [OptSpec; 2] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "limit",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m limit --limit 50/second --limit-burst 150",
     implicit_protocol: None,

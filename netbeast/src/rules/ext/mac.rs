@@ -56,6 +56,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "mac",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m mac --mac-source aa:bb:cc:dd:ee:ff",
     parser: || Box::<MacParser>::default(),

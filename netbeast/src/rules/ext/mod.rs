@@ -11,7 +11,7 @@
 
 use std::fmt::Debug;
 
-use super::model::{Match, Negatable, TableName};
+use super::model::{Family, Match, Negatable, TableName};
 use super::names::Names;
 use super::parse::ParseError;
 use crate::compile::PacketView;
@@ -23,15 +23,20 @@ pub mod comment;
 pub mod connlimit;
 pub mod conntrack;
 pub mod dscp;
+pub mod frag;
 pub mod hashlimit;
+pub mod hl;
 pub mod icmp;
+pub mod icmp6;
 pub mod iprange;
+pub mod ipv6header;
 pub mod length;
 pub mod limit;
 pub mod mac;
 pub mod multiport;
 pub mod pkttype;
 pub mod recent;
+pub mod rt;
 pub mod set;
 pub mod statistic;
 pub mod tcp;
@@ -139,6 +144,9 @@ pub trait MatchParser: Debug {
 pub struct MatchModule {
     /// Its `-m` name.
     pub name: &'static str,
+    /// The one family whose command has it (`-m ttl` is iptables', `-m hl`
+    /// ip6tables'), or `None` for both, as xtables registers it.
+    pub family: Option<Family>,
     pub options: &'static [OptSpec],
     /// A rule using it, for messages: `-m ttl --ttl-eq 64`.
     pub example: &'static str,
@@ -189,10 +197,29 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &statistic::MODULE,
     &tos::MODULE,
     &ttl::MODULE,
+    &icmp6::MODULE,
+    &hl::MODULE,
+    &frag::MODULE,
+    &ipv6header::MODULE,
+    &rt::MODULE,
 ];
 
+/// The module named `name`, whichever family has it.
 pub fn match_module(name: &str) -> Option<&'static MatchModule> {
     MATCH_MODULES.iter().copied().find(|m| m.name == name)
+}
+
+/// The module named `name` as `family`'s command loads it: none when only
+/// the other family has it.
+pub fn match_module_for(name: &str, family: Family) -> Option<&'static MatchModule> {
+    match_module(name).filter(|m| m.for_family(family))
+}
+
+impl MatchModule {
+    /// Whether `family`'s command has this match.
+    pub fn for_family(&self, family: Family) -> bool {
+        self.family.is_none_or(|f| f == family)
+    }
 }
 
 /// Matches iptables has and netbeast does not implement yet: they get "not
@@ -228,6 +255,23 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "time",
     "u32",
     "udplite",
+];
+
+/// ip6tables' own matches that netbeast does not implement yet: "not
+/// supported yet" from `ip6tables`, as [`NOT_SUPPORTED_YET`] for both.
+pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &["dst", "eui64", "hbh", "mh", "srh"];
+
+/// Matches of both families whose IPv6 form is not built yet (their
+/// options read IPv4 addresses, or their state is keyed by them): refused
+/// by name as soon as `ip6tables` meets `-m NAME`, before an IPv6 address
+/// in their options reads as a bad IPv4 one.
+pub const IPV6_NOT_YET: &[&str] = &[
+    "conntrack",
+    "state",
+    "iprange",
+    "recent",
+    "connlimit",
+    "hashlimit",
 ];
 
 /// `" !"` before a negated option in save text, as the extensions print it.

@@ -127,6 +127,7 @@ static OPTIONS: [OptSpec; 3] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "multiport",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -p tcp -m multiport --dports 80,443",
     parser: || Box::<MultiportParser>::default(),

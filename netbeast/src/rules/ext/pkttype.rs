@@ -78,6 +78,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "pkttype",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m pkttype --pkt-type broadcast",
     implicit_protocol: None,

@@ -210,6 +210,7 @@ static OPTIONS: [OptSpec; 12] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "recent",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m recent --update --seconds 30 --hitcount 6",
     implicit_protocol: None,

@@ -101,6 +101,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "set",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m set --match-set blocklist src",
     implicit_protocol: None,

@@ -141,6 +141,7 @@ static OPTIONS: [OptSpec; 4] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "statistic",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m statistic --mode nth --every 3 --packet 0",
     implicit_protocol: None,

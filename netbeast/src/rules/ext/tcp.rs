@@ -322,6 +322,7 @@ static TCP_OPTIONS: [OptSpec; 5] = [
 
 pub static TCP: MatchModule = MatchModule {
     name: "tcp",
+    family: None,
     options: &TCP_OPTIONS,
     example: "e.g. -p tcp --dport 22",
     parser: || Box::new(PortsParser::new(6)),
@@ -362,6 +363,7 @@ static DCCP_OPTIONS: [OptSpec; 4] = [
 
 pub static SCTP: MatchModule = MatchModule {
     name: "sctp",
+    family: None,
     options: &SCTP_OPTIONS,
     example: "e.g. -p sctp --dport 3868",
     parser: || Box::new(PortsParser::new(132)),
@@ -374,6 +376,7 @@ pub static SCTP: MatchModule = MatchModule {
 
 pub static DCCP: MatchModule = MatchModule {
     name: "dccp",
+    family: None,
     options: &DCCP_OPTIONS,
     example: "e.g. -p dccp --dport 5004",
     parser: || Box::new(PortsParser::new(33)),
@@ -386,6 +389,7 @@ pub static DCCP: MatchModule = MatchModule {
 
 pub static UDP: MatchModule = MatchModule {
     name: "udp",
+    family: None,
     options: &UDP_OPTIONS,
     example: "e.g. -p udp --dport 53",
     parser: || Box::new(PortsParser::new(17)),

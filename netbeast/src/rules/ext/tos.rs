@@ -83,6 +83,7 @@ static OPTIONS: [OptSpec; 1] = [OptSpec {
 
 pub static MODULE: MatchModule = MatchModule {
     name: "tos",
+    family: None,
     options: &OPTIONS,
     example: "e.g. -m tos --tos Minimize-Delay",
     implicit_protocol: None,

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::compile::lower::{Atom, Lowering, key_range, negatable, single};
 use crate::rules::generate::{Dice, Random, Scope};
-use crate::rules::model::Match;
+use crate::rules::model::{Family, Match};
 use crate::rules::parse::ParseError;
 use netbeast_common::field;
 use std::fmt::Write as _;
@@ -55,27 +55,11 @@ impl MatchExt for Ttl {
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
-        let ttl = pkt.header.ttl;
-        match self.op {
-            TtlOp::Eq => ttl == self.value,
-            TtlOp::Ne => ttl != self.value,
-            TtlOp::Lt => ttl < self.value,
-            TtlOp::Gt => ttl > self.value,
-        }
+        self.op.holds(pkt.header.ttl, self.value)
     }
 
     fn lower(&self) -> Lowering {
-        let v = u32::from(self.value);
-        // `--ttl-lt 0` and `--ttl-gt 255` match nothing.
-        let keys = match self.op {
-            TtlOp::Eq => single(v),
-            TtlOp::Ne => negatable(field::TTL, single(v), true),
-            TtlOp::Lt if v == 0 => Vec::new(),
-            TtlOp::Lt => key_range(0, v - 1),
-            TtlOp::Gt if v == 255 => Vec::new(),
-            TtlOp::Gt => key_range(v + 1, 255),
-        };
-        Lowering::all(vec![Atom::Keys(field::TTL, keys)])
+        self.op.lower(self.value)
     }
 }
 
@@ -99,6 +83,7 @@ static OPTIONS: [OptSpec; 3] = [
 
 pub static MODULE: MatchModule = MatchModule {
     name: "ttl",
+    family: Some(Family::V4),
     options: &OPTIONS,
     example: "e.g. -m ttl --ttl-lt 5",
     implicit_protocol: None,
@@ -145,6 +130,32 @@ impl MatchParser for TtlParser {
 }
 
 impl TtlOp {
+    /// Whether a TTL (or IPv6 hop limit) of `have` passes the test of `value`.
+    pub fn holds(self, have: u8, value: u8) -> bool {
+        match self {
+            TtlOp::Eq => have == value,
+            TtlOp::Ne => have != value,
+            TtlOp::Lt => have < value,
+            TtlOp::Gt => have > value,
+        }
+    }
+
+    /// The test on `field::TTL`, which holds the IPv4 TTL or the IPv6 hop
+    /// limit.
+    pub fn lower(self, value: u8) -> Lowering {
+        let v = u32::from(value);
+        // `--ttl-lt 0` and `--ttl-gt 255` match nothing.
+        let keys = match self {
+            TtlOp::Eq => single(v),
+            TtlOp::Ne => negatable(field::TTL, single(v), true),
+            TtlOp::Lt if v == 0 => Vec::new(),
+            TtlOp::Lt => key_range(0, v - 1),
+            TtlOp::Gt if v == 255 => Vec::new(),
+            TtlOp::Gt => key_range(v + 1, 255),
+        };
+        Lowering::all(vec![Atom::Keys(field::TTL, keys)])
+    }
+
     /// The option that gives this test.
     pub fn option(self) -> &'static str {
         match self {
