@@ -3038,6 +3038,50 @@ fn dnat_rewrites_the_destination_with_valid_checksums() {
     });
 }
 
+/// Shifted port maps (`ports/base`, nf_nat's NF_NAT_RANGE_PROTO_OFFSET):
+/// DNAT sends a connection to the port at its destination port's distance
+/// from the base, counted in 16 bits (a port below the base wraps around)
+/// modulo the range's size; the address part may be left out.
+#[test]
+fn dnat_port_offsets_follow_the_original_port() {
+    lab("nat-offset", false, |h, _ns| {
+        h.apply(&[
+            "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.3:1000-1999/3000",
+            "-t nat -A PREROUTING -p udp -j DNAT --to-destination :5000-5009/1",
+        ]);
+        let client = (CLIENT, CLIENT_PORT);
+        // (destination port, where it goes): 3005 is 5 past the base;
+        // 80 is 2,920 below it, 62,616 in 16 bits, 616 modulo 1,000;
+        // 2999 is one below, 65,535, 535 modulo 1,000; 4000 is 1,000 past,
+        // 0 modulo 1,000.
+        for (dport, to) in [(3005, 1005), (80, 1616), (2999, 1535), (4000, 1000)] {
+            let syn = tcp(dport).tcp_flags(tcp_flags::SYN).build();
+            expect_nat(
+                h,
+                &format!("TCP to {dport}"),
+                &syn,
+                0,
+                XDP_PASS,
+                client,
+                (SERVER2, to),
+            );
+            let ack = tcp(dport).tcp_flags(tcp_flags::ACK).build();
+            expect_nat(
+                h,
+                &format!("TCP data to {dport}"),
+                &ack,
+                0,
+                XDP_PASS,
+                client,
+                (SERVER2, to),
+            );
+        }
+        // Base 1, ten ports: 53 is 52 past the base, 2 modulo 10.
+        let dns = udp(53).payload(b"query").build();
+        expect_nat(h, "UDP", &dns, 0, XDP_PASS, client, (SERVER, 5002));
+    });
+}
+
 /// The router of the FORWARD labs with the fast path on both sides: static
 /// neighbours, so the FIB knows every next hop. Returns (VETH, VETH_PEER)
 /// ifindexes.
@@ -3223,6 +3267,50 @@ fn snat_on_the_fast_path() {
                 XDP_REDIRECT,
                 (server, 54),
                 (c, 1000),
+            );
+        }
+    });
+}
+
+/// SNAT's shifted port map: iptables gives the kernel a base of 0, so a
+/// source port outside the range goes to the port at its own value modulo
+/// the range's size; one inside the range is kept while free, as nf_nat
+/// tries the original tuple first; a taken port moves to the next one,
+/// in order (no hashed start).
+#[test]
+fn snat_port_offsets_follow_the_original_port() {
+    lab("nat-snat-offset", true, |h, ns| {
+        let (_veth, peer) = make_fast_router(h, ns);
+        h.apply(&[
+            "-t nat -A POSTROUTING -o nbtv0 -p udp -j SNAT --to-source 10.9.0.1:6000-6099/5",
+        ]);
+        let server = Ipv4Addr::new(10, 9, 0, 5);
+        let router = Ipv4Addr::new(10, 9, 0, 1);
+        let c1 = Ipv4Addr::new(10, 8, 0, 5);
+        let c2 = Ipv4Addr::new(10, 8, 0, 6);
+        let from = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::udp(src, sport, server, 53)
+                .src_mac(CLIENT_MAC)
+                .payload(b"hello")
+                .build()
+        };
+        // (client, source port, the port it leaves with): 1234 is 34
+        // modulo 100; 6050 is in the range and kept; 1000 is 0 modulo
+        // 100, and the second client's 1000 finds 6000 taken: 6001.
+        for (c, sport, to) in [
+            (c1, 1234, 6034),
+            (c1, 6050, 6050),
+            (c1, 1000, 6000),
+            (c2, 1000, 6001),
+        ] {
+            expect_nat(
+                h,
+                &format!("{c}:{sport}"),
+                &from(c, sport),
+                peer,
+                XDP_REDIRECT,
+                (router, to),
+                (server, 53),
             );
         }
     });

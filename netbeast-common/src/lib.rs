@@ -765,6 +765,12 @@ pub struct NatTarget {
     pub port_last: u16,
     /// `nat_flags::*`.
     pub flags: u32,
+    /// With `nat_flags::OFFSET`: the base port of a shifted port map
+    /// (`--to-destination A:1000-2000/3000`): the new port is `port_first`
+    /// plus the original port's distance from this base, wrapped to 16
+    /// bits, modulo the range's size (nf_nat's NF_NAT_RANGE_PROTO_OFFSET).
+    pub port_base: u16,
+    pub _pad: u16,
 }
 
 pub mod nat_flags {
@@ -774,6 +780,24 @@ pub mod nat_flags {
     pub const PORTS: u32 = 2;
     /// `--random` / `--random-fully`: start the port search at a random port.
     pub const RANDOM: u32 = 4;
+    /// `port_base` given: the port search starts at the original port's
+    /// offset from it (a shifted port map), see [`super::nat_offset_port`].
+    pub const OFFSET: u32 = 8;
+}
+
+/// Where nf_nat starts its search in a port range of `span` ports for a
+/// shifted port map (NF_NAT_RANGE_PROTO_OFFSET): the original port's
+/// distance from the base, in 16 bits as the kernel keeps it (a port below
+/// the base wraps around), modulo the span. Attempt `i` of the search is
+/// [`nat_offset_port`]`(.., i)`.
+#[inline(always)]
+pub fn nat_offset_port(first: u16, span: u32, port: u16, base: u16, attempt: u32) -> u16 {
+    // The kernel counts the attempts on in that same 16-bit offset.
+    let off = port.wrapping_sub(base).wrapping_add(attempt as u16) as u32;
+    if span == 0 {
+        return first;
+    }
+    (first as u32 + off % span) as u16
 }
 
 /// `--reject-with` replies.
@@ -1962,7 +1986,7 @@ mod tests {
             iface_guard::entry([1, 2, 3, 4, 5, 6], true) & iface_guard::MAC_MASK,
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
-        assert_eq!(size_of::<NatTarget>(), 16);
+        assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };

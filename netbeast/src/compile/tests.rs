@@ -1961,6 +1961,7 @@ fn nat_chains_compile_into_their_slots() {
                 port_first: 8080,
                 port_last: 8080,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 port_first: 8443,
@@ -1974,6 +1975,7 @@ fn nat_chains_compile_into_their_slots() {
                 port_first: 80,
                 port_last: 80,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 addr_first: host([10, 10, 7, 1]),

@@ -562,6 +562,12 @@ pub struct NatTo {
     /// An inclusive address range; one address is `first == last`.
     pub addrs: Option<AddrRange>,
     pub ports: Option<PortRange>,
+    /// `ports/base`: a shifted port map (iptables 1.8.9's
+    /// NF_NAT_RANGE_PROTO_OFFSET): the base port as the kernel holds it —
+    /// DNAT's (revision 2) as given, SNAT's always 0 (its revision 0 has
+    /// no room for the base, so iptables prints `/0`). Only with `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2402,6 +2402,58 @@ mod tests {
         }
     }
 
+    /// Issue 11: shifted port maps (`ports/base`) as iptables 1.8.9 reads,
+    /// stores and prints them: DNAT keeps the base, SNAT's target has no
+    /// room for it (the kernel gets 0, `-S` and `-L` print `/0`), and the
+    /// kernel's form carries it with `nat_flags::OFFSET`.
+    #[test]
+    fn nat_port_offsets_as_iptables_keeps_them() {
+        use crate::rules::save::{CounterStyle, rule_spec};
+        use netbeast_common::nat_flags;
+        let texts = |line: &str| {
+            let r = rule(line);
+            let mut list = String::new();
+            let module = r.target.module().expect("a nat target");
+            (module.list)(&r.target, &mut list, true);
+            let kernel = crate::rules::target::nat::kernel(&r.target).expect("a nat target");
+            (rule_spec("X", &r, CounterStyle::Omit), list, kernel)
+        };
+        let (save, list, k) =
+            texts("-t nat -A PREROUTING -p tcp -j DNAT --to-destination 1.1.1.1:1000-2000/3000");
+        assert_eq!(
+            save,
+            "-A X -p tcp -j DNAT --to-destination 1.1.1.1:1000-2000/3000"
+        );
+        assert_eq!(list, " to:1.1.1.1:1000-2000/3000");
+        assert_eq!((k.port_first, k.port_last, k.port_base), (1000, 2000, 3000));
+        assert_ne!(k.flags & nat_flags::OFFSET, 0);
+        let (save, _, k) = texts("-t nat -A PREROUTING -p udp -j DNAT --to :10-20/ftp");
+        assert_eq!(save, "-A X -p udp -j DNAT --to-destination :10-20/21");
+        assert_eq!(k.port_base, 21);
+        let (save, list, k) =
+            texts("-t nat -A POSTROUTING -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/3000");
+        assert_eq!(save, "-A X -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/0");
+        assert_eq!(list, " to:1.1.1.1:1000-2000/0");
+        assert_eq!(k.port_base, 0);
+        assert_ne!(k.flags & nat_flags::OFFSET, 0);
+        // netbeast reads its own SNAT save back (iptables-restore does not).
+        let (again, _, _) =
+            texts("-t nat -A POSTROUTING -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/0");
+        assert_eq!(again, save);
+        // No offset: no flag.
+        let (_, _, k) = texts("-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000");
+        assert_eq!(k.flags & nat_flags::OFFSET, 0);
+        let pre = "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1";
+        assert_err(&format!("{pre}:1000-2000/0"), "base port");
+        assert_err(&format!("{pre}:1000-2000/65536"), "base port");
+        assert_err(&format!("{pre}:1000/3000"), "a range and a base port");
+        assert_err(&format!("{pre}:http/3000"), "a range and a base port");
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 1000-2000/3000",
+            "numbers at both ends",
+        );
+    }
+
     /// Issue 11: what iptables has and netbeast does not answers "not
     /// supported yet" (the class the extension test runner skips), not
     /// "invalid".
@@ -2412,7 +2464,6 @@ mod tests {
             "-A INPUT -p sctp -m sctp --chunk-types all INIT",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
-            "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
         ] {
             assert!(
                 matches!(parse(line), Err(ParseError::Unsupported { .. })),
@@ -3522,6 +3573,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
                     ports: Some(range(8080, 8080)),
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3534,6 +3586,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
                     ports: None,
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3560,6 +3613,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
                     ports: Some(range(80, 80)),
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3585,6 +3639,7 @@ mod tests {
                 NatTo {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                     ports: Some(range(80, 90)),
+                    offset: None,
                 },
                 flags(true, false, true)
             )
@@ -3595,6 +3650,7 @@ mod tests {
             NatTo {
                 addrs: None,
                 ports: Some(range(5353, 5353)),
+                offset: None,
             }
         );
         assert_eq!(
@@ -3602,6 +3658,7 @@ mod tests {
             NatTo {
                 addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                 ports: None,
+                offset: None,
             }
         );
         // Service names, `=value`, every getopt prefix of --to-destination.
@@ -3634,6 +3691,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
                     ports: Some(range(1000, 2000)),
+                    offset: None,
                 },
                 flags: flags(true, true, true),
             }
