@@ -874,6 +874,115 @@ fn address_matches() {
     lab("addr", false, |h, _| run_cases(h, cases));
 }
 
+/// `-s`/`-d` under a non-contiguous netmask (iptables takes any mask):
+/// the prefix of the mask's leading ones narrows the search, a guard
+/// compares the whole address under the mask; `!` is the guard alone.
+#[test]
+fn non_contiguous_netmasks() {
+    let holes = &["-A INPUT -s 10.0.12.0/255.0.255.0 -j DROP"];
+    let not_last = &["-A INPUT ! -s 0.0.0.7/0.0.0.255 -p udp -j DROP"];
+    let dst = &["-A INPUT -d 0.0.0.2/0.0.0.255 -j DROP"];
+    let first_match = &[
+        "-A INPUT -s 10.0.12.0/255.0.255.0 -j ACCEPT",
+        "-A INPUT -s 10.0.0.0/8 -j DROP",
+    ];
+    let from = |src: [u8; 4]| {
+        FrameBuilder::udp(Ipv4Addr::from(src), 1234, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let to = |dst: Ipv4Addr| {
+        FrameBuilder::udp(CLIENT, 1234, dst, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let cases = vec![
+        case("any second octet", holes, from([10, 200, 12, 9]), Drop),
+        case("another one", holes, from([10, 0, 12, 0]), Drop),
+        case("third octet differs", holes, from([10, 200, 13, 9]), Pass),
+        case("first octet differs", holes, from([11, 200, 12, 9]), Pass),
+        // A mask of no leading ones: no prefix to narrow the search, the
+        // guard alone (and not "anywhere", as 0.0.0.0/0 is).
+        case(
+            "low bits equal",
+            &["-A INPUT -s 0.0.0.3/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Drop,
+        ),
+        case(
+            "low bits differ",
+            &["-A INPUT -s 0.0.0.2/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "with -p udp, low bits differ",
+            &["-A INPUT -p udp -s 0.0.0.2/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "second octet under a middle mask",
+            &["-A INPUT -s 0.0.12.0/0.0.255.0 -j DROP"],
+            from([10, 7, 13, 3]),
+            Pass,
+        ),
+        case(
+            "second octet under a middle mask, equal",
+            &["-A INPUT -s 0.0.12.0/0.0.255.0 -j DROP"],
+            from([10, 7, 12, 3]),
+            Drop,
+        ),
+        case(
+            "! with the masked bits equal",
+            not_last,
+            from([10, 1, 13, 7]),
+            Pass,
+        ),
+        case(
+            "! with them different",
+            not_last,
+            from([10, 1, 13, 8]),
+            Drop,
+        ),
+        case(
+            "! and -p udp: TCP passes",
+            not_last,
+            FrameBuilder::tcp(Ipv4Addr::new(10, 1, 13, 8), 1234, SERVER, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC),
+            Pass,
+        ),
+        case(
+            "! alone, equal",
+            &["-A INPUT ! -s 0.0.0.3/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case("-d under a mask of low bits", dst, to(SERVER), Drop),
+        case("-d another last octet", dst, to(SERVER2), Pass),
+        case(
+            "a mask with a leading bit: its prefix and the guard",
+            &["-A INPUT -s 0.0.0.2/128.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "a masked rule in front wins",
+            first_match,
+            from([10, 9, 12, 1]),
+            Pass,
+        ),
+        case(
+            "past it, the next rule",
+            first_match,
+            from([10, 9, 11, 1]),
+            Drop,
+        ),
+    ];
+    lab("addrmask", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn port_matches() {
     let range = &["-A INPUT -p tcp --dport 1000:2000 -j DROP"];

@@ -1254,6 +1254,12 @@ pub mod guard_kind {
     /// the TCP options (as xt_tcpudp walks them) meets kind N, inverted by
     /// `negated`; never on a packet whose options cannot be read.
     pub const TCP_OPTION: u32 = 10;
+    /// `-s`/`-d` with a netmask that is not leading ones (`-s
+    /// 10.0.12.0/255.0.255.0`): the packet's source (`_pad` 0) or
+    /// destination (`_pad` 1) address under the mask (high 32 bits of
+    /// `a`) equals the address (low 32 bits), host byte order; inverted by
+    /// `negated`. No state: see [`super::Guard::holds_addr_mask`].
+    pub const ADDR_MASK: u32 = 11;
 }
 
 /// The bits of `Guard::_pad` for the conntrack guards
@@ -1497,6 +1503,15 @@ impl Guard {
         let kind = self.a as u32 & 0xff;
         let met = kinds[(kind >> 6) as usize & 3] >> (kind & 63) & 1 != 0;
         met != (self.negated != 0)
+    }
+
+    /// [`guard_kind::ADDR_MASK`] for a packet from `src` to `dst` (host
+    /// byte order).
+    #[inline(always)]
+    pub fn holds_addr_mask(&self, src: u32, dst: u32) -> bool {
+        let addr = if self._pad == 0 { src } else { dst };
+        let (value, mask) = (self.a as u32, (self.a >> 32) as u32);
+        (addr & mask == value) != (self.negated != 0)
     }
 
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel

@@ -1163,6 +1163,41 @@ fn address_fields_hash_up_to_four_prefix_lengths() {
     }
 }
 
+/// `-s`/`-d` under non-contiguous netmasks: the compiled model (the
+/// prefix of the mask's leading ones and a guard) decides as the
+/// reference classifier (the address under the whole mask), negated too.
+#[test]
+fn non_contiguous_netmasks_compile_to_a_prefix_and_a_guard() {
+    let masked = |a: [u8; 4], m: [u8; 4], negated: bool| Negatable {
+        negated,
+        value: Ipv4Net::masked(Ipv4Addr::from(a), Ipv4Addr::from(m)),
+    };
+    let mut holes = Rule::new(Target::Drop);
+    holes.source = Some(masked([10, 0, 12, 0], [255, 0, 255, 0], false));
+    let mut low = Rule::new(Target::Drop);
+    low.destination = Some(masked([0, 0, 0, 2], [0, 0, 0, 255], false));
+    let mut not_low = Rule::new(Target::Drop);
+    not_low.source = Some(masked([0, 0, 0, 7], [0, 0, 0, 255], true));
+    let ruleset = only_input(vec![holes, low, not_low, Rule::new(Target::Accept)]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let table = &ruleset.filter;
+    for (src, dst, rule) in [
+        ([10, 200, 12, 7], [192, 0, 2, 1], 0),
+        ([10, 200, 13, 7], [192, 0, 2, 1], 3),
+        ([11, 200, 12, 7], [192, 0, 2, 1], 3),
+        ([10, 200, 13, 7], [192, 0, 2, 2], 1),
+        ([10, 200, 13, 7], [192, 0, 2, 3], 3),
+        ([10, 200, 13, 8], [192, 0, 2, 3], 2),
+    ] {
+        let mut pkt = source_packet(Ipv4Addr::from(src));
+        pkt.dst = Ipv4Addr::from(dst);
+        let got = compiled.classify(chain::INPUT, &pkt);
+        assert_eq!(got.last().map(|r| r.rule), Some(rule), "{src:?} -> {dst:?}");
+        let want = reference::classify_table(table, "INPUT", &[], &pkt);
+        assert_eq!(got, want, "{src:?} -> {dst:?}: the reference");
+    }
+}
+
 /// A block list of 16,000 scattered host addresses: all of them hashed,
 /// each found, and neighbours not.
 #[test]

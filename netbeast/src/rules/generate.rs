@@ -85,6 +85,25 @@ impl Dice {
         Ipv4Net::new(Ipv4Addr::from(addr), len)
     }
 
+    /// `-s`/`-d`: a net, now and then under a non-contiguous netmask
+    /// (`masks`: where the compiler takes one, not in nat OUTPUT): the
+    /// net's mask with one of its bits cleared (a wider set, so the
+    /// palette's packets still meet it) or one bit past it set (narrower).
+    pub fn rule_net(&mut self, p: &Palette, masks: bool) -> Ipv4Net {
+        let net = self.net(p);
+        if !masks || !self.chance(15) {
+            return net;
+        }
+        let mask = net.netmask();
+        let bit = 1u32 << self.below(32);
+        let mask = if mask & bit != 0 {
+            mask & !bit
+        } else {
+            mask | bit
+        };
+        Ipv4Net::masked(net.addr, Ipv4Addr::from(mask))
+    }
+
     pub fn addr(&mut self, p: &Palette) -> Ipv4Addr {
         if self.wild(p) {
             Ipv4Addr::from(self.next() as u32)
@@ -306,11 +325,14 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let scope = Scope { protocol, ..*scope };
     let outgoing = matches!(scope.builtin, Some("OUTPUT" | "POSTROUTING"));
     let incoming = matches!(scope.builtin, Some("INPUT" | "PREROUTING"));
+    // nat OUTPUT classifies sockets, which have no packet for a
+    // non-contiguous netmask's guard to read.
+    let masks = scope.has_packet();
     let source = dice
-        .maybe(p.source, |d| d.net(p))
+        .maybe(p.source, |d| d.rule_net(p, masks))
         .map(|n| dice.negatable(p, n));
     let destination = dice
-        .maybe(p.destination, |d| d.net(p))
+        .maybe(p.destination, |d| d.rule_net(p, masks))
         .map(|n| dice.negatable(p, n));
     let in_iface = dice
         .maybe(if outgoing { 0 } else { p.in_iface }, |d| d.iface(p))

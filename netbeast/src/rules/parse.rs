@@ -532,18 +532,9 @@ fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
         Some(mask) if mask.contains('.') => {
             let mask_addr = parse_dotted(mask, true)
                 .ok_or_else(|| invalid(option, WHAT, text, format!("'{mask}' is not a netmask")))?;
-            let bits = u32::from(mask_addr);
-            if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                // iptables takes any mask (libipt_standard.t lists
-                // `/255.0.255.0`); netbeast's classifier keys on prefixes.
-                return Err(ParseError::Unsupported {
-                    what: format!("the non-contiguous netmask {mask} in {option} {text}"),
-                    hint: "; netbeast matches prefixes: give a netmask of leading ones like \
-                           255.255.0.0, or a prefix length like /16"
-                        .into(),
-                });
-            }
-            bits.leading_ones() as u8
+            // Any mask, as iptables takes it (libipt_standard.t lists
+            // `/255.0.255.0`): one that is not leading ones is kept.
+            return Ok(Ipv4Net::masked(addr, mask_addr));
         }
         Some(mask) => parse_c_number_in(mask, 32).ok_or_else(|| {
             invalid(
@@ -2256,8 +2247,9 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
     value
         .into_iter()
         .map(|net| {
-            // 0.0.0.0/0 is "anywhere", which iptables stores as no address.
-            (net.prefix_len != 0 || negated).then_some(Negatable {
+            // 0.0.0.0/0 is "anywhere", which iptables stores as no address
+            // (a non-contiguous mask of no leading ones is not).
+            (net.netmask() != 0 || negated).then_some(Negatable {
                 negated,
                 value: net,
             })
@@ -2460,7 +2452,6 @@ mod tests {
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -s 10.0.0.0/255.0.255.0",
             "-A INPUT -p sctp -m sctp --chunk-types all INIT",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
@@ -2972,6 +2963,34 @@ mod tests {
         );
     }
 
+    /// Issue 11: a non-contiguous netmask is kept (the address masked),
+    /// and printed dotted as iptables prints it; a contiguous one is a
+    /// prefix.
+    #[test]
+    fn non_contiguous_netmasks_as_iptables_keeps_them() {
+        use crate::rules::save::{CounterStyle, rule_spec};
+        let r = rule("-A INPUT -s 10.11.12.13/255.0.255.0 ! -d 1.2.3.4/0.0.0.255");
+        let s = r.source.as_ref().unwrap();
+        assert_eq!(s.value.addr, Ipv4Addr::new(10, 0, 12, 0));
+        assert_eq!(s.value.mask, Some(Ipv4Addr::new(255, 0, 255, 0)));
+        assert_eq!(s.value.prefix_len, 8, "the prefix that holds every match");
+        assert!(s.value.contains(Ipv4Addr::new(10, 200, 12, 99)));
+        assert!(!s.value.contains(Ipv4Addr::new(10, 200, 13, 99)));
+        assert!(!s.value.contains(Ipv4Addr::new(11, 200, 12, 99)));
+        assert_eq!(
+            rule_spec("INPUT", &r, CounterStyle::Omit),
+            "-A INPUT -s 10.0.12.0/255.0.255.0 ! -d 0.0.0.4/0.0.0.255"
+        );
+        // No leading ones is not "anywhere" (as 0.0.0.0/0 is).
+        let low = rule("-A INPUT -s 10.11.12.13/0.0.0.255").source.unwrap();
+        assert_eq!(low.value.text(), "0.0.0.13/0.0.0.255");
+        assert_eq!(rule("-A INPUT -s 10.11.12.13/0.0.0.0").source, None);
+        assert_eq!(
+            rule("-A INPUT -s 10.11.12.13/255.255.0.0").source,
+            Some(Negatable::is(net([10, 11, 0, 0], 16)))
+        );
+    }
+
     #[test]
     fn address_errors() {
         assert_err(
@@ -2983,10 +3002,7 @@ mod tests {
             "'33' is not a prefix length 0-32",
         );
         assert_err("-A INPUT -s 10.0.0.0/", "is not a prefix length");
-        assert!(matches!(
-            parse("-A INPUT -s 10.0.0.0/255.0.255.0"),
-            Err(ParseError::Unsupported { what, .. }) if what.contains("non-contiguous netmask 255.0.255.0")
-        ));
+        assert_err("-A INPUT -s 10.0.0.0/255.0.255", "is not a netmask");
         assert_err("-A INPUT -d localhost", "host names are not resolved");
         assert_err("-A INPUT -s 1.2.3.4.5", "invalid address");
         assert_err("-A INPUT -s 1.1.1.1 -s 2.2.2.2", "multiple -s options");
