@@ -203,7 +203,8 @@ pub enum ParseError {
     #[error("{target}: option \"{option}\" can only be used once{hint}")]
     RepeatedTargetOption {
         target: &'static str,
-        option: &'static str,
+        /// As typed in messages: `--log-prefix`.
+        option: String,
         hint: &'static str,
     },
     #[error(
@@ -3801,6 +3802,15 @@ mod tests {
         assert_eq!(
             err("-t nat -A POSTROUTING -j MASQUERADE --random --random"),
             "MASQUERADE: option \"--random\" can only be used once"
+        );
+        // Every target names a repeated option as typed, from its OptSpec.
+        assert_eq!(
+            err("-A INPUT -j LOG --log-uid --log-uid"),
+            "LOG: option \"--log-uid\" can only be used once"
+        );
+        assert_eq!(
+            err("-A INPUT -p tcp -j SYNPROXY --mss 1 --mss 2"),
+            "SYNPROXY: option \"--mss\" can only be used once"
         );
         // Options the target does not have, as iptables says "unknown option".
         assert_eq!(

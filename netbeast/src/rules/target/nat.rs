@@ -51,25 +51,6 @@ const PERSISTENT: OptSpec = OptSpec {
     negatable: false,
 };
 
-/// The options as messages name them (`RepeatedTargetOption` keeps a
-/// static text).
-const DASHED: [&str; 6] = [
-    "--to-destination",
-    "--to-source",
-    "--to-ports",
-    "--random",
-    "--random-fully",
-    "--persistent",
-];
-
-fn dashed(option: &OptSpec) -> &'static str {
-    DASHED
-        .iter()
-        .copied()
-        .find(|d| &d[2..] == option.name())
-        .expect("every nat option is in DASHED")
-}
-
 /// The options of each target, as libxt_NAT, libxt_MASQUERADE and
 /// libxt_REDIRECT define them (iptables 1.8).
 static DNAT_OPTIONS: [OptSpec; 3] = [TO_DESTINATION, RANDOM, PERSISTENT];
@@ -495,7 +476,7 @@ impl TargetParser for NatParser {
         let to = matches!(option.name(), "to-destination" | "to-source");
         Err(ParseError::RepeatedTargetOption {
             target: self.module.name,
-            option: dashed(option),
+            option: option.flag(),
             hint: if to {
                 "; netbeast translates to one address range (ip-ip) and one port range"
             } else {
@@ -506,7 +487,7 @@ impl TargetParser for NatParser {
 
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         self.seen.push(option.name());
-        let name = dashed(option);
+        let name = &option.flag();
         match option.name() {
             "to-destination" | "to-source" => {
                 // SNAT's base is 0 once stored, and printed so: netbeast
