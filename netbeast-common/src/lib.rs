@@ -1544,7 +1544,8 @@ pub const MAX_GUARDS: u32 = 16384;
 /// for the active generation's and the next one's at once, as a slot the
 /// running ruleset uses is never given to another rule before the switch.
 pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_GUARDS;
-/// Guards (stateful matches) one rule may have.
+/// Guards (stateful matches) one rule may have, besides the guards of its
+/// `-s`/`-d` under a non-contiguous netmask (at most two).
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
 /// Records one slot's guard chain may hold: its requirements (see
 /// `guard_kind::REQUIRE`: one per guard of the enclosing guarded jumps and

@@ -668,7 +668,10 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     for m in &rule.matches {
         m.ext().check(protocol)?;
     }
-    let guards = guards::rule_guards(rule).count();
+    // The limit is on matches; the (at most two) guards of -s/-d under a
+    // non-contiguous netmask come on top, within the slot's guard chain
+    // (MAX_GUARD_CHAIN, checked when the chain is flattened).
+    let guards = guards::rule_guards(rule).count() - guards::address_guards(rule).count();
     if guards > MAX_GUARDS_PER_RULE as usize {
         return Err(format!(
             "it has {guards} guards (stateful matches like -m statistic or -m limit; \

@@ -401,11 +401,11 @@ fn expected_translation(target: &Target) -> Option<(u32, NatTarget)> {
             0
         }
     };
-    let (code, addrs, ports, flags) = match target {
-        Target::Dnat { to, flags } => (target::DNAT, to.addrs, to.ports, flags),
-        Target::Snat { to, flags } => (target::SNAT, to.addrs, to.ports, flags),
-        Target::Masquerade { ports, flags } => (target::MASQUERADE, None, *ports, flags),
-        Target::Redirect { ports, flags } => (target::REDIRECT, None, *ports, flags),
+    let (code, addrs, ports, offset, flags) = match target {
+        Target::Dnat { to, flags } => (target::DNAT, to.addrs, to.ports, to.offset, flags),
+        Target::Snat { to, flags } => (target::SNAT, to.addrs, to.ports, to.offset, flags),
+        Target::Masquerade { ports, flags } => (target::MASQUERADE, None, *ports, None, flags),
+        Target::Redirect { ports, flags } => (target::REDIRECT, None, *ports, None, flags),
         _ => return None,
     };
     let mut nat = NatTarget {
@@ -421,6 +421,11 @@ fn expected_translation(target: &Target) -> Option<(u32, NatTarget)> {
         nat.port_first = p.first;
         nat.port_last = p.last;
         nat.flags |= nat_flags::PORTS;
+        // A shifted port map's base (`ports/base`).
+        if let Some(base) = offset {
+            nat.port_base = base;
+            nat.flags |= nat_flags::OFFSET;
+        }
     }
     Some((code, nat))
 }

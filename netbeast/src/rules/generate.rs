@@ -13,6 +13,10 @@
 
 use std::net::Ipv4Addr;
 
+use netbeast_common::MAX_GUARDS_PER_RULE;
+
+use crate::compile::lower::Lowering;
+
 use super::ext::MATCH_MODULES;
 use super::model::{IfaceName, Ipv4Net, Match, Negatable, PortRange, Rule, TableName, Target};
 use super::target::{TARGET_MODULES, jump};
@@ -346,7 +350,24 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let in_iface = in_iface.filter(every);
     let out_iface = out_iface.filter(every);
     let count = dice.weighted(p.matches);
-    let matches: Vec<Match> = (0..count).filter_map(|_| any_match(dice, &scope)).collect();
+    // No more stateful matches than a rule may have (the compiler refuses
+    // more than MAX_GUARDS_PER_RULE): a draw past that is left out.
+    let mut guards = 0;
+    let matches: Vec<Match> = (0..count)
+        .filter_map(|_| any_match(dice, &scope))
+        .filter(|m| {
+            let more = match m.ext().lower() {
+                Lowering::Guard(_) => 1,
+                Lowering::Guarded(_, g) => g.len(),
+                Lowering::Static(_) => 0,
+            };
+            guards += more;
+            guards <= MAX_GUARDS_PER_RULE as usize || {
+                guards -= more;
+                false
+            }
+        })
+        .collect();
     let l4 = matches
         .iter()
         .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)));
