@@ -1351,6 +1351,47 @@ fn double_nat(firewall: Firewall) {
     net.check_closed_port(44103, "a doubly translated port");
 }
 
+// Shifted port maps (`ports/base`) both ways: the router's public ports
+// 3000-3009 go to the LAN server's 8000-8009 by their offset from 3000,
+// and what leaves by the LAN interface is SNATed into 6000-6099 by the
+// client's port (iptables gives SNAT's kernel target a base of 0: the port
+// modulo 100). The server cannot route back, so it answers the router.
+routed_scenario!(port_offsets);
+fn port_offsets(firewall: Firewall) {
+    let net = LanForward::new("natoff", firewall, ServerRoute::None);
+    let _tcp = peer_server(&net.server, any(8005)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(8005)).unwrap();
+    for protocol in ["tcp", "udp"] {
+        net.iptables(&format!(
+            "-t nat -A PREROUTING -d {WAN} -p {protocol} --dport 3000:3009 \
+             -j DNAT --to-destination {LAN_SERVER}:8000-8009/3000"
+        ));
+        net.iptables(&format!(
+            "-t nat -A POSTROUTING -o {ROUTER_LAN_IFACE} -p {protocol} \
+             -j SNAT --to-source {LAN_GATEWAY}:6000-6099/7"
+        ));
+    }
+    // 3005 is 5 past the base: the server's 8005; the client's port
+    // 44105 is 5 modulo 100: 6005.
+    let (_stream, seen) = open(&net.client, outside(44105), public(3005), || {
+        net.diagnostics()
+    });
+    assert_eq!(seen, lan_gateway(6005), "TCP\n{}", net.diagnostics());
+    assert_tracked(
+        &net.firewall,
+        &net.router,
+        "tcp",
+        Tuple::new(outside(44105), public(3005)),
+        Tuple::new(lan_server(8005), lan_gateway(6005)),
+    );
+    let flow = udp_socket(&net.client, outside(44107), public(3005));
+    let seen = net.udp(&flow, b"offset");
+    assert_eq!(seen, lan_gateway(6007), "UDP\n{}", net.diagnostics());
+    // 3004 goes to 8004, where nothing listens.
+    let outcome = refused_or_lost(&net.client, outside(44110), public(3004));
+    assert_eq!(outcome, Reset, "TCP to 3004\n{}", net.diagnostics());
+}
+
 /// Empties the connection table of `ns`: `netbeast conntrack -F`, or
 /// conntrack(8)'s for the kernel.
 fn conntrack_flush(firewall: &Firewall, ns: &Netns) {

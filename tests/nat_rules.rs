@@ -201,6 +201,7 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 port_first: 8080,
                 port_last: 8080,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 addr_first: 0,
@@ -208,6 +209,7 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 port_first: 8443,
                 port_last: 8444,
                 flags: nat_flags::PORTS | nat_flags::RANDOM,
+                ..Default::default()
             },
             NatTarget {
                 addr_first: host([10, 10, 7, 1]),
@@ -215,6 +217,7 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 port_first: 1024,
                 port_last: 2047,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 addr_first: 0,
@@ -222,6 +225,7 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 port_first: 0,
                 port_last: 0,
                 flags: nat_flags::RANDOM,
+                ..Default::default()
             },
         ];
         // The OUTPUT rule shares the PREROUTING rule's translation.
@@ -251,6 +255,7 @@ fn apply_writes_the_translations_and_the_active_bits() {
                 port_first: 5353,
                 port_last: 5353,
                 flags: nat_flags::PORTS,
+                ..Default::default()
             }]
         );
         // Without nat rules: no nat chains, but connections translated

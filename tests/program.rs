@@ -874,6 +874,115 @@ fn address_matches() {
     lab("addr", false, |h, _| run_cases(h, cases));
 }
 
+/// `-s`/`-d` under a non-contiguous netmask (iptables takes any mask):
+/// the prefix of the mask's leading ones narrows the search, a guard
+/// compares the whole address under the mask; `!` is the guard alone.
+#[test]
+fn non_contiguous_netmasks() {
+    let holes = &["-A INPUT -s 10.0.12.0/255.0.255.0 -j DROP"];
+    let not_last = &["-A INPUT ! -s 0.0.0.7/0.0.0.255 -p udp -j DROP"];
+    let dst = &["-A INPUT -d 0.0.0.2/0.0.0.255 -j DROP"];
+    let first_match = &[
+        "-A INPUT -s 10.0.12.0/255.0.255.0 -j ACCEPT",
+        "-A INPUT -s 10.0.0.0/8 -j DROP",
+    ];
+    let from = |src: [u8; 4]| {
+        FrameBuilder::udp(Ipv4Addr::from(src), 1234, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let to = |dst: Ipv4Addr| {
+        FrameBuilder::udp(CLIENT, 1234, dst, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let cases = vec![
+        case("any second octet", holes, from([10, 200, 12, 9]), Drop),
+        case("another one", holes, from([10, 0, 12, 0]), Drop),
+        case("third octet differs", holes, from([10, 200, 13, 9]), Pass),
+        case("first octet differs", holes, from([11, 200, 12, 9]), Pass),
+        // A mask of no leading ones: no prefix to narrow the search, the
+        // guard alone (and not "anywhere", as 0.0.0.0/0 is).
+        case(
+            "low bits equal",
+            &["-A INPUT -s 0.0.0.3/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Drop,
+        ),
+        case(
+            "low bits differ",
+            &["-A INPUT -s 0.0.0.2/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "with -p udp, low bits differ",
+            &["-A INPUT -p udp -s 0.0.0.2/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "second octet under a middle mask",
+            &["-A INPUT -s 0.0.12.0/0.0.255.0 -j DROP"],
+            from([10, 7, 13, 3]),
+            Pass,
+        ),
+        case(
+            "second octet under a middle mask, equal",
+            &["-A INPUT -s 0.0.12.0/0.0.255.0 -j DROP"],
+            from([10, 7, 12, 3]),
+            Drop,
+        ),
+        case(
+            "! with the masked bits equal",
+            not_last,
+            from([10, 1, 13, 7]),
+            Pass,
+        ),
+        case(
+            "! with them different",
+            not_last,
+            from([10, 1, 13, 8]),
+            Drop,
+        ),
+        case(
+            "! and -p udp: TCP passes",
+            not_last,
+            FrameBuilder::tcp(Ipv4Addr::new(10, 1, 13, 8), 1234, SERVER, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC),
+            Pass,
+        ),
+        case(
+            "! alone, equal",
+            &["-A INPUT ! -s 0.0.0.3/0.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case("-d under a mask of low bits", dst, to(SERVER), Drop),
+        case("-d another last octet", dst, to(SERVER2), Pass),
+        case(
+            "a mask with a leading bit: its prefix and the guard",
+            &["-A INPUT -s 0.0.0.2/128.0.0.255 -j DROP"],
+            from([10, 7, 7, 3]),
+            Pass,
+        ),
+        case(
+            "a masked rule in front wins",
+            first_match,
+            from([10, 9, 12, 1]),
+            Pass,
+        ),
+        case(
+            "past it, the next rule",
+            first_match,
+            from([10, 9, 11, 1]),
+            Drop,
+        ),
+    ];
+    lab("addrmask", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn port_matches() {
     let range = &["-A INPUT -p tcp --dport 1000:2000 -j DROP"];
@@ -3038,6 +3147,50 @@ fn dnat_rewrites_the_destination_with_valid_checksums() {
     });
 }
 
+/// Shifted port maps (`ports/base`, nf_nat's NF_NAT_RANGE_PROTO_OFFSET):
+/// DNAT sends a connection to the port at its destination port's distance
+/// from the base, counted in 16 bits (a port below the base wraps around)
+/// modulo the range's size; the address part may be left out.
+#[test]
+fn dnat_port_offsets_follow_the_original_port() {
+    lab("nat-offset", false, |h, _ns| {
+        h.apply(&[
+            "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.3:1000-1999/3000",
+            "-t nat -A PREROUTING -p udp -j DNAT --to-destination :5000-5009/1",
+        ]);
+        let client = (CLIENT, CLIENT_PORT);
+        // (destination port, where it goes): 3005 is 5 past the base;
+        // 80 is 2,920 below it, 62,616 in 16 bits, 616 modulo 1,000;
+        // 2999 is one below, 65,535, 535 modulo 1,000; 4000 is 1,000 past,
+        // 0 modulo 1,000.
+        for (dport, to) in [(3005, 1005), (80, 1616), (2999, 1535), (4000, 1000)] {
+            let syn = tcp(dport).tcp_flags(tcp_flags::SYN).build();
+            expect_nat(
+                h,
+                &format!("TCP to {dport}"),
+                &syn,
+                0,
+                XDP_PASS,
+                client,
+                (SERVER2, to),
+            );
+            let ack = tcp(dport).tcp_flags(tcp_flags::ACK).build();
+            expect_nat(
+                h,
+                &format!("TCP data to {dport}"),
+                &ack,
+                0,
+                XDP_PASS,
+                client,
+                (SERVER2, to),
+            );
+        }
+        // Base 1, ten ports: 53 is 52 past the base, 2 modulo 10.
+        let dns = udp(53).payload(b"query").build();
+        expect_nat(h, "UDP", &dns, 0, XDP_PASS, client, (SERVER, 5002));
+    });
+}
+
 /// The router of the FORWARD labs with the fast path on both sides: static
 /// neighbours, so the FIB knows every next hop. Returns (VETH, VETH_PEER)
 /// ifindexes.
@@ -3223,6 +3376,50 @@ fn snat_on_the_fast_path() {
                 XDP_REDIRECT,
                 (server, 54),
                 (c, 1000),
+            );
+        }
+    });
+}
+
+/// SNAT's shifted port map: iptables gives the kernel a base of 0, so a
+/// source port outside the range goes to the port at its own value modulo
+/// the range's size; one inside the range is kept while free, as nf_nat
+/// tries the original tuple first; a taken port moves to the next one,
+/// in order (no hashed start).
+#[test]
+fn snat_port_offsets_follow_the_original_port() {
+    lab("nat-snat-offset", true, |h, ns| {
+        let (_veth, peer) = make_fast_router(h, ns);
+        h.apply(&[
+            "-t nat -A POSTROUTING -o nbtv0 -p udp -j SNAT --to-source 10.9.0.1:6000-6099/5",
+        ]);
+        let server = Ipv4Addr::new(10, 9, 0, 5);
+        let router = Ipv4Addr::new(10, 9, 0, 1);
+        let c1 = Ipv4Addr::new(10, 8, 0, 5);
+        let c2 = Ipv4Addr::new(10, 8, 0, 6);
+        let from = |src: Ipv4Addr, sport: u16| {
+            FrameBuilder::udp(src, sport, server, 53)
+                .src_mac(CLIENT_MAC)
+                .payload(b"hello")
+                .build()
+        };
+        // (client, source port, the port it leaves with): 1234 is 34
+        // modulo 100; 6050 is in the range and kept; 1000 is 0 modulo
+        // 100, and the second client's 1000 finds 6000 taken: 6001.
+        for (c, sport, to) in [
+            (c1, 1234, 6034),
+            (c1, 6050, 6050),
+            (c1, 1000, 6000),
+            (c2, 1000, 6001),
+        ] {
+            expect_nat(
+                h,
+                &format!("{c}:{sport}"),
+                &from(c, sport),
+                peer,
+                XDP_REDIRECT,
+                (router, to),
+                (server, 53),
             );
         }
     });

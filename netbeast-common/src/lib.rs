@@ -776,6 +776,12 @@ pub struct NatTarget {
     pub port_last: u16,
     /// `nat_flags::*`.
     pub flags: u32,
+    /// With `nat_flags::OFFSET`: the base port of a shifted port map
+    /// (`--to-destination A:1000-2000/3000`): the new port is `port_first`
+    /// plus the original port's distance from this base, wrapped to 16
+    /// bits, modulo the range's size (nf_nat's NF_NAT_RANGE_PROTO_OFFSET).
+    pub port_base: u16,
+    pub _pad: u16,
 }
 
 pub mod nat_flags {
@@ -785,6 +791,24 @@ pub mod nat_flags {
     pub const PORTS: u32 = 2;
     /// `--random` / `--random-fully`: start the port search at a random port.
     pub const RANDOM: u32 = 4;
+    /// `port_base` given: the port search starts at the original port's
+    /// offset from it (a shifted port map), see [`super::nat_offset_port`].
+    pub const OFFSET: u32 = 8;
+}
+
+/// Where nf_nat starts its search in a port range of `span` ports for a
+/// shifted port map (NF_NAT_RANGE_PROTO_OFFSET): the original port's
+/// distance from the base, in 16 bits as the kernel keeps it (a port below
+/// the base wraps around), modulo the span. Attempt `i` of the search is
+/// [`nat_offset_port`]`(.., i)`.
+#[inline(always)]
+pub fn nat_offset_port(first: u16, span: u32, port: u16, base: u16, attempt: u32) -> u16 {
+    // The kernel counts the attempts on in that same 16-bit offset.
+    let off = port.wrapping_sub(base).wrapping_add(attempt as u16) as u32;
+    if span == 0 {
+        return first;
+    }
+    (first as u32 + off % span) as u16
 }
 
 /// `--reject-with` replies.
@@ -1254,6 +1278,12 @@ pub mod guard_kind {
     pub const IPV6_HEADER: u32 = 12;
     pub const IPV6_RT: u32 = 13;
     pub const IPV6_FRAG: u32 = 14;
+    /// `-s`/`-d` with a netmask that is not leading ones (`-s
+    /// 10.0.12.0/255.0.255.0`): the packet's source (`_pad` 0) or
+    /// destination (`_pad` 1) address under the mask (high 32 bits of
+    /// `a`) equals the address (low 32 bits), host byte order; inverted by
+    /// `negated`. No state: see [`super::Guard::holds_addr_mask`].
+    pub const ADDR_MASK: u32 = 15;
 }
 
 /// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
@@ -1915,6 +1945,15 @@ impl Guard {
             || self._pad & ipv6_test::FRAG_LAST != 0 && flags & ipv6_frag::MORE != 0)
     }
 
+    /// [`guard_kind::ADDR_MASK`] for a packet from `src` to `dst` (host
+    /// byte order).
+    #[inline(always)]
+    pub fn holds_addr_mask(&self, src: u32, dst: u32) -> bool {
+        let addr = if self._pad == 0 { src } else { dst };
+        let (value, mask) = (self.a as u32, (self.a >> 32) as u32);
+        (addr & mask == value) != (self.negated != 0)
+    }
+
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
     /// bumps for every packet it is evaluated on.
     #[inline(always)]
@@ -1945,7 +1984,8 @@ pub const MAX_GUARDS: u32 = 16384;
 /// for the active generation's and the next one's at once, as a slot the
 /// running ruleset uses is never given to another rule before the switch.
 pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_GUARDS;
-/// Guards (stateful matches) one rule may have.
+/// Guards (stateful matches) one rule may have, besides the guards of its
+/// `-s`/`-d` under a non-contiguous netmask (at most two).
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
 /// Records one slot's guard chain may hold: its requirements (see
 /// `guard_kind::REQUIRE`: one per guard of the enclosing guarded jumps and
@@ -2413,7 +2453,7 @@ mod tests {
             iface_guard::entry([1, 2, 3, 4, 5, 6], true) & iface_guard::MAC_MASK,
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
-        assert_eq!(size_of::<NatTarget>(), 16);
+        assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };

@@ -677,8 +677,8 @@ fn connlimit_guard(g: &Guard, slot: u32) -> bool {
 }
 
 /// The guards that read the current packet and its connection rather
-/// than keep state: `-m conntrack`'s tuples, protocol and expiry, and
-/// `--tcp-option`. Packet programs only: the compiler refuses them where
+/// than keep state: `-m conntrack`'s tuples, protocol and expiry,
+/// `--tcp-option`, and `-s`/`-d` under a non-contiguous netmask. Packet programs only: the compiler refuses them where
 /// the socket programs classify (nat OUTPUT).
 #[inline(always)]
 fn packet_guard(g: &Guard) -> bool {
@@ -701,6 +701,9 @@ fn packet_guard(g: &Guard) -> bool {
         } else {
             g.holds_ipv6_frag(ext)
         };
+    }
+    if g.kind == guard_kind::ADDR_MASK {
+        return g.holds_addr_mask(u32::from_be(keys.src), u32::from_be(keys.dst));
     }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
@@ -796,6 +799,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind == guard_kind::CT_PROTO_EXPIRE
             || g.kind == guard_kind::TCP_OPTION
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
+            || g.kind == guard_kind::ADDR_MASK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.

@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{
-    CtEntry, NAT_PORT_ATTEMPTS, NatTarget, ct_status, nat_flags, nat_target_index, size, stats,
-    target,
+    CtEntry, NAT_PORT_ATTEMPTS, NatTarget, ct_status, nat_flags, nat_offset_port, nat_target_index,
+    size, stats, target,
 };
 
 use crate::{
@@ -434,6 +434,18 @@ fn nat_rule(generation: u32, verdict: &Verdict, wanted: [u32; 2]) -> Option<(u32
     Some((action.target, *to))
 }
 
+/// Attempt `attempt` of a shifted port map (`nat_flags::OFFSET`) for the
+/// original `port`.
+#[inline(always)]
+pub fn offset_port(to: &NatTarget, port: u16, attempt: u32) -> u16 {
+    let span = if to.port_last < to.port_first {
+        1
+    } else {
+        (to.port_last - to.port_first) as u32 + 1
+    };
+    nat_offset_port(to.port_first, span, port, to.port_base, attempt)
+}
+
 /// A value of `first..=last` picked by `hash`.
 #[inline(always)]
 pub fn pick(first: u32, last: u32, hash: u32) -> u32 {
@@ -494,7 +506,12 @@ pub fn prerouting(generation: u32, verdict: &Verdict, in_ifindex: u32) {
         e.orig_dst
     };
     let ported = matches!(e.protocol, IPPROTO_TCP | IPPROTO_UDP);
-    let port = if ported && to.flags & nat_flags::PORTS != 0 {
+    let port = if ported && to.flags & nat_flags::OFFSET != 0 {
+        // A shifted port map: the port at the original one's offset from
+        // the base (nf_nat's first choice for it; the reply tuple differs
+        // from other connections' by their sources).
+        offset_port(&to, e.orig_dport, 0)
+    } else if ported && to.flags & nat_flags::PORTS != 0 {
         pick(to.port_first as u32, to.port_last as u32, hash >> 16) as u16
     } else {
         e.orig_dport
@@ -550,20 +567,46 @@ pub fn postrouting(generation: u32, verdict: &Verdict, out_ifindex: u32) -> bool
         (1024, 65535)
     };
     let random = to.flags & nat_flags::RANDOM != 0;
-    if !allocate(t, addr, first, last, hash, random) {
+    // A shifted port map starts the search at the source port's offset
+    // from the base, as nf_nat does, instead of a hashed port; the
+    // original port is still kept when it is in the range and free
+    // (nf_nat tries the original tuple first for SNAT).
+    let start = if ported && to.flags & nat_flags::OFFSET != 0 {
+        Start::Offset(sport.wrapping_sub(to.port_base))
+    } else {
+        Start::Hash(hash)
+    };
+    if !allocate(t, addr, first, last, start, random) {
         bump(stats::NAT_EXHAUSTED);
         return false;
     }
     true
 }
 
+/// Where `allocate`'s search through a port range starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// At a port picked by the flow's hash.
+    Hash(u32),
+    /// At a shifted port map's offset, counted on in 16 bits as nf_nat
+    /// counts it (`nat_offset_port`).
+    Offset(u16),
+}
+
 /// Claims a source `addr:port` for the pending connection `t`: the
 /// original port when it is in range and free (unless `random`), else the
-/// next free one from a hashed start. The claim is the connection's reply
+/// next free one from `start`. The claim is the connection's reply
 /// key entering `CT_NAT_INDEX` (no-exist insert: two CPUs can't both win
 /// it), unless a live connection already has that key.
 #[inline(always)]
-fn allocate(t: &mut Tracking, addr: u32, first: u16, last: u16, hash: u32, random: bool) -> bool {
+fn allocate(
+    t: &mut Tracking,
+    addr: u32,
+    first: u16,
+    last: u16,
+    start: Start,
+    random: bool,
+) -> bool {
     let e = &mut t.entry;
     if last < first {
         return false;
@@ -573,13 +616,20 @@ fn allocate(t: &mut Tracking, addr: u32, first: u16, last: u16, hash: u32, rando
         return false;
     }
     let keep = !random && e.orig_sport >= first && e.orig_sport <= last;
-    let start = hash % span;
+    // Plain numbers before the loop, which the verifier walks once per
+    // attempt: a shifted port map counts in 16 bits (`nat_offset_port`).
+    let (at, wrap) = match start {
+        Start::Hash(hash) => (hash % span, u32::MAX),
+        Start::Offset(off) => (off as u32, 0xffff),
+    };
+    // The search's own attempts count from 0 after the kept port.
+    let skip = keep as u32;
     let mut i = 0;
     while i < NAT_PORT_ATTEMPTS {
         let port = if keep && i == 0 {
             e.orig_sport
         } else {
-            (first as u32 + (start + i) % span) as u16
+            (first as u32 + (at.wrapping_add(i - skip) & wrap) % span) as u16
         };
         i += 1;
         if addr == e.orig_src && port == e.orig_sport {

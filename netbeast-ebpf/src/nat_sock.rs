@@ -49,7 +49,7 @@ use netbeast_common::{
 
 use crate::{
     classify::{Active, Keys, SearchState, Verdict, classify},
-    nat::{NAT_TARGETS, pick},
+    nat::{NAT_TARGETS, offset_port, pick},
     route::LOCAL_ADDRS,
     stats::bump,
 };
@@ -207,7 +207,11 @@ fn destination(
     cookie: u64,
 ) -> Option<(u32, u16)> {
     let to = NAT_TARGETS.get(nat_target_index(generation, action.arg))?;
-    let port = if to.flags & nat_flags::PORTS != 0 {
+    let port = if to.flags & nat_flags::OFFSET != 0 {
+        // A shifted port map: the port at the one connected to's offset
+        // from the base.
+        offset_port(to, dport, 0)
+    } else if to.flags & nat_flags::PORTS != 0 {
         pick(
             to.port_first as u32,
             to.port_last as u32,

@@ -271,11 +271,35 @@ pub fn assign_state_slots(
 
 /// The guards of a rule's stateful matches, in match order, unchained.
 pub(super) fn rule_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
-    rule.matches.iter().flat_map(|m| match m.ext().lower() {
+    // The addresses first, as iptables tests them before any match: a
+    // stateful match after them sees only the packets they let through.
+    address_guards(rule).chain(rule.matches.iter().flat_map(|m| match m.ext().lower() {
         Lowering::Guard(guard) => vec![guard],
         Lowering::Guarded(_, guards) => guards,
         Lowering::Static(_) => Vec::new(),
-    })
+    }))
+}
+
+/// `-s`/`-d` under a non-contiguous netmask: no prefix holds exactly the
+/// addresses such a mask takes, so the classifier holds the prefix of its
+/// leading ones (`term::rule_terms`, not for `!`) and this guard the whole
+/// comparison (docs/ARCHITECTURE.md, "Non-contiguous netmasks").
+pub(super) fn address_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
+    [(0u32, &rule.source), (1, &rule.destination)]
+        .into_iter()
+        .filter_map(|(side, net)| {
+            let net = net.as_ref()?;
+            let mask = net.value.mask?;
+            Some(Guard {
+                kind: guard_kind::ADDR_MASK,
+                next: 0,
+                negated: u32::from(net.negated),
+                _pad: side,
+                a: u64::from(u32::from(mask)) << 32 | u64::from(u32::from(net.value.addr)),
+                b: 0,
+                c: 0,
+            })
+        })
 }
 
 /// Records a slot's guard chain may hold, checked by the compiler.
@@ -449,6 +473,7 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
         guard_kind::IPV6_HEADER => Some(guard.holds_ipv6_header(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_RT => Some(guard.holds_ipv6_rt(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_FRAG => Some(guard.holds_ipv6_frag(&pkt.header.ipv6_ext)),
+        guard_kind::ADDR_MASK => Some(guard.holds_addr_mask(pkt.src.into(), pkt.dst.into())),
         guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
             let state = pkt.ct_state & ct_state::STATE_MASK;
             if !matches!(

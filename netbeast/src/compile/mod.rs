@@ -668,7 +668,10 @@ pub(super) fn validate_rule(rule: &Rule) -> Result<(), String> {
     for m in &rule.matches {
         m.ext().check(protocol)?;
     }
-    let guards = guards::rule_guards(rule).count();
+    // The limit is on matches; the (at most two) guards of -s/-d under a
+    // non-contiguous netmask come on top, within the slot's guard chain
+    // (MAX_GUARD_CHAIN, checked when the chain is flattened).
+    let guards = guards::rule_guards(rule).count() - guards::address_guards(rule).count();
     if guards > MAX_GUARDS_PER_RULE as usize {
         return Err(format!(
             "it has {guards} guards (stateful matches like -m statistic or -m limit; \
@@ -1043,16 +1046,21 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
         if let Some(g) = guards::rule_guards(rule).find(|g| {
             matches!(
                 g.kind,
-                guard_kind::TCP_OPTION | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
+                guard_kind::TCP_OPTION
+                    | guard_kind::CT_TUPLE
+                    | guard_kind::CT_PROTO_EXPIRE
+                    | guard_kind::ADDR_MASK
             )
         }) {
             return Err(CompileError::NatOutputField {
                 chain: plan.table.chains[s.owner.0].name.clone(),
                 rule: s.owner.1 + 1,
-                field: if g.kind == guard_kind::TCP_OPTION {
-                    "tcp options (--tcp-option)"
-                } else {
-                    "connection's tuple, protocol or expiry (-m conntrack)"
+                field: match g.kind {
+                    guard_kind::TCP_OPTION => "tcp options (--tcp-option)",
+                    // The socket programs have no packet to read the
+                    // guard from; a prefix (/len or 255.255.0.0) works.
+                    guard_kind::ADDR_MASK => "addresses under a non-contiguous netmask (-s/-d)",
+                    _ => "connection's tuple, protocol or expiry (-m conntrack)",
                 },
             });
         }

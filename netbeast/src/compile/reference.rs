@@ -356,7 +356,9 @@ pub fn rule_matches_packet(rule: &Rule, interfaces: &[Interface], pkt: &PacketVi
 /// Whether `rule` has a stateful match (`-m statistic`, `limit`, ...):
 /// testing it would take a packet's credit or draw a number.
 pub fn has_stateful_match(rule: &Rule) -> bool {
-    super::guards::rule_guards(rule).next().is_some()
+    // A non-contiguous netmask's guard keeps no state: `rule_matches`
+    // tests the address under its mask.
+    super::guards::rule_guards(rule).any(|g| g.kind != netbeast_common::guard_kind::ADDR_MASK)
 }
 
 /// `value` tested, then flipped by `!`: iptables' `FWINV`.

@@ -446,11 +446,19 @@ fn simplify_ifaces(atoms: &mut Vec<(&IfaceName, bool)>) -> bool {
 /// alternatives), and the caller reports the limit.
 pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     let mut base = Term::default();
-    if let Some(s) = &rule.source {
-        base.src.push((net(s.value), s.negated));
-    }
-    if let Some(d) = &rule.destination {
-        base.dst.push((net(d.value), d.negated));
+    // A non-contiguous netmask is a guard (`guards::address_guards`); the
+    // prefix of its leading ones, which holds every address it takes,
+    // narrows the search when it is not negated (a negated one is the
+    // guard alone: outside the prefix is not all of its complement).
+    for (atoms, addr) in [
+        (&mut base.src, &rule.source),
+        (&mut base.dst, &rule.destination),
+    ] {
+        match addr {
+            Some(a) if a.value.mask.is_none() => atoms.push((net(a.value), a.negated)),
+            Some(a) if !a.negated && a.value.prefix_len > 0 => atoms.push((net(a.value), false)),
+            _ => {}
+        }
     }
     // An IPv6 prefix is the conjunction of its words' 32-bit prefixes; `!`
     // negates the whole conjunction, which is not one term: the rule

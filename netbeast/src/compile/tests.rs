@@ -403,11 +403,11 @@ fn expected_translation(target: &Target) -> Option<(u32, NatTarget)> {
             0
         }
     };
-    let (code, addrs, ports, flags) = match target {
-        Target::Dnat { to, flags } => (target::DNAT, to.addrs, to.ports, flags),
-        Target::Snat { to, flags } => (target::SNAT, to.addrs, to.ports, flags),
-        Target::Masquerade { ports, flags } => (target::MASQUERADE, None, *ports, flags),
-        Target::Redirect { ports, flags } => (target::REDIRECT, None, *ports, flags),
+    let (code, addrs, ports, offset, flags) = match target {
+        Target::Dnat { to, flags } => (target::DNAT, to.addrs, to.ports, to.offset, flags),
+        Target::Snat { to, flags } => (target::SNAT, to.addrs, to.ports, to.offset, flags),
+        Target::Masquerade { ports, flags } => (target::MASQUERADE, None, *ports, None, flags),
+        Target::Redirect { ports, flags } => (target::REDIRECT, None, *ports, None, flags),
         _ => return None,
     };
     let mut nat = NatTarget {
@@ -423,6 +423,11 @@ fn expected_translation(target: &Target) -> Option<(u32, NatTarget)> {
         nat.port_first = p.first;
         nat.port_last = p.last;
         nat.flags |= nat_flags::PORTS;
+        // A shifted port map's base (`ports/base`).
+        if let Some(base) = offset {
+            nat.port_base = base;
+            nat.flags |= nat_flags::OFFSET;
+        }
     }
     Some((code, nat))
 }
@@ -1162,6 +1167,41 @@ fn address_fields_hash_up_to_four_prefix_lengths() {
             got.last().map(|r| r.rule),
             Some(compiled.chains[0].rules.len() - 1)
         );
+    }
+}
+
+/// `-s`/`-d` under non-contiguous netmasks: the compiled model (the
+/// prefix of the mask's leading ones and a guard) decides as the
+/// reference classifier (the address under the whole mask), negated too.
+#[test]
+fn non_contiguous_netmasks_compile_to_a_prefix_and_a_guard() {
+    let masked = |a: [u8; 4], m: [u8; 4], negated: bool| Negatable {
+        negated,
+        value: Ipv4Net::masked(Ipv4Addr::from(a), Ipv4Addr::from(m)),
+    };
+    let mut holes = Rule::new(Target::Drop);
+    holes.source = Some(masked([10, 0, 12, 0], [255, 0, 255, 0], false));
+    let mut low = Rule::new(Target::Drop);
+    low.destination = Some(masked([0, 0, 0, 2], [0, 0, 0, 255], false));
+    let mut not_low = Rule::new(Target::Drop);
+    not_low.source = Some(masked([0, 0, 0, 7], [0, 0, 0, 255], true));
+    let ruleset = only_input(vec![holes, low, not_low, Rule::new(Target::Accept)]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let table = &ruleset.filter;
+    for (src, dst, rule) in [
+        ([10, 200, 12, 7], [192, 0, 2, 1], 0),
+        ([10, 200, 13, 7], [192, 0, 2, 1], 3),
+        ([11, 200, 12, 7], [192, 0, 2, 1], 3),
+        ([10, 200, 13, 7], [192, 0, 2, 2], 1),
+        ([10, 200, 13, 7], [192, 0, 2, 3], 3),
+        ([10, 200, 13, 8], [192, 0, 2, 3], 2),
+    ] {
+        let mut pkt = source_packet(Ipv4Addr::from(src));
+        pkt.dst = Ipv4Addr::from(dst);
+        let got = compiled.classify(chain::INPUT, &pkt);
+        assert_eq!(got.last().map(|r| r.rule), Some(rule), "{src:?} -> {dst:?}");
+        let want = reference::classify_table(table, "INPUT", &[], &pkt);
+        assert_eq!(got, want, "{src:?} -> {dst:?}: the reference");
     }
 }
 
@@ -1963,6 +2003,7 @@ fn nat_chains_compile_into_their_slots() {
                 port_first: 8080,
                 port_last: 8080,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 port_first: 8443,
@@ -1976,6 +2017,7 @@ fn nat_chains_compile_into_their_slots() {
                 port_first: 80,
                 port_last: 80,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
             NatTarget {
                 addr_first: host([10, 10, 7, 1]),

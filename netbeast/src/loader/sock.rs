@@ -413,6 +413,7 @@ mod tests {
                 port_first: 80,
                 port_last: 80,
                 flags: nat_flags::ADDR | nat_flags::PORTS,
+                ..Default::default()
             },
         );
         let cgroup = state::cgroup2_root().unwrap();

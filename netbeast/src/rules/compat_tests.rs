@@ -285,6 +285,7 @@ fn docker_nat_without_addrtype_restores_saves_back_and_translates() {
                 port_first: 80,
                 port_last: 80,
                 flags: netbeast_common::nat_flags::ADDR | netbeast_common::nat_flags::PORTS,
+                ..Default::default()
             },
         ]
     );

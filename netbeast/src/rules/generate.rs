@@ -13,6 +13,10 @@
 
 use std::net::Ipv4Addr;
 
+use netbeast_common::MAX_GUARDS_PER_RULE;
+
+use crate::compile::lower::Lowering;
+
 use super::ext::MATCH_MODULES;
 use super::model::{IfaceName, Ipv4Net, Match, Negatable, PortRange, Rule, TableName, Target};
 use super::target::{TARGET_MODULES, jump};
@@ -83,6 +87,25 @@ impl Dice {
         }
         let (addr, len) = self.pick(p.nets);
         Ipv4Net::new(Ipv4Addr::from(addr), len)
+    }
+
+    /// `-s`/`-d`: a net, now and then under a non-contiguous netmask
+    /// (`masks`: where the compiler takes one, not in nat OUTPUT): the
+    /// net's mask with one of its bits cleared (a wider set, so the
+    /// palette's packets still meet it) or one bit past it set (narrower).
+    pub fn rule_net(&mut self, p: &Palette, masks: bool) -> Ipv4Net {
+        let net = self.net(p);
+        if !masks || !self.chance(15) {
+            return net;
+        }
+        let mask = net.netmask();
+        let bit = 1u32 << self.below(32);
+        let mask = if mask & bit != 0 {
+            mask & !bit
+        } else {
+            mask | bit
+        };
+        Ipv4Net::masked(net.addr, Ipv4Addr::from(mask))
     }
 
     pub fn addr(&mut self, p: &Palette) -> Ipv4Addr {
@@ -311,11 +334,14 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let scope = Scope { protocol, ..*scope };
     let outgoing = matches!(scope.builtin, Some("OUTPUT" | "POSTROUTING"));
     let incoming = matches!(scope.builtin, Some("INPUT" | "PREROUTING"));
+    // nat OUTPUT classifies sockets, which have no packet for a
+    // non-contiguous netmask's guard to read.
+    let masks = scope.has_packet();
     let source = dice
-        .maybe(p.source, |d| d.net(p))
+        .maybe(p.source, |d| d.rule_net(p, masks))
         .map(|n| dice.negatable(p, n));
     let destination = dice
-        .maybe(p.destination, |d| d.net(p))
+        .maybe(p.destination, |d| d.rule_net(p, masks))
         .map(|n| dice.negatable(p, n));
     let in_iface = dice
         .maybe(if outgoing { 0 } else { p.in_iface }, |d| d.iface(p))
@@ -329,7 +355,24 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let in_iface = in_iface.filter(every);
     let out_iface = out_iface.filter(every);
     let count = dice.weighted(p.matches);
-    let matches: Vec<Match> = (0..count).filter_map(|_| any_match(dice, &scope)).collect();
+    // No more stateful matches than a rule may have (the compiler refuses
+    // more than MAX_GUARDS_PER_RULE): a draw past that is left out.
+    let mut guards = 0;
+    let matches: Vec<Match> = (0..count)
+        .filter_map(|_| any_match(dice, &scope))
+        .filter(|m| {
+            let more = match m.ext().lower() {
+                Lowering::Guard(_) => 1,
+                Lowering::Guarded(_, g) => g.len(),
+                Lowering::Static(_) => 0,
+            };
+            guards += more;
+            guards <= MAX_GUARDS_PER_RULE as usize || {
+                guards -= more;
+                false
+            }
+        })
+        .collect();
     let l4 = matches
         .iter()
         .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)));

@@ -42,7 +42,7 @@ impl ListFormat {
                     .into_iter()
                     .flat_map(|r| [&r.source, &r.destination])
                     .flatten()
-                    .filter(|a| a.value.prefix_len != 0)
+                    .filter(|a| a.value.prefix_len != 0 || a.value.mask.is_some())
                     .map(|a| a.value.addr),
             );
         }
@@ -361,14 +361,15 @@ fn address_column(
         None => (false, Ipv4Net::new([0, 0, 0, 0].into(), 0)),
     };
     let bang = if negated { '!' } else { ' ' };
-    let text = if net.prefix_len == 0 && !numeric {
+    let text = if net.prefix_len == 0 && net.mask.is_none() && !numeric {
         "anywhere".to_string()
     } else {
         let addr = names.map_or_else(|| net.addr.to_string(), |n| n.address(net.addr));
-        if net.prefix_len == 32 {
-            addr
-        } else {
-            format!("{addr}/{}", net.prefix_len)
+        match net.mask {
+            // A non-contiguous mask is printed dotted, as iptables does.
+            Some(mask) => format!("{addr}/{mask}"),
+            None if net.prefix_len == 32 => addr,
+            None => format!("{addr}/{}", net.prefix_len),
         }
     };
     (bang, text)

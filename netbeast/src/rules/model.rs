@@ -243,11 +243,20 @@ impl<T> Negatable<T> {
 }
 
 /// An IPv4 prefix, always stored with its host bits cleared (as iptables
-/// stores and prints it).
+/// stores and prints it); as a rule's `-s`/`-d`, possibly under a
+/// non-contiguous netmask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ipv4Net {
     pub addr: Ipv4Addr,
+    /// The prefix length; with a non-contiguous `mask`, the length of its
+    /// leading ones: the prefix that holds every address the mask takes.
     pub prefix_len: u8,
+    /// A netmask that is not leading ones (`-s 10.0.12.0/255.0.255.0`,
+    /// which iptables takes): `addr` (already masked) is compared under
+    /// it. `None` for a prefix, which is what every field but a rule's
+    /// `-s`/`-d` holds (`Ipv4Net::new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Ipv4Addr>,
 }
 
 impl Ipv4Net {
@@ -256,13 +265,49 @@ impl Ipv4Net {
         Ipv4Net {
             addr: Ipv4Addr::from(u32::from(addr) & mask),
             prefix_len,
+            mask: None,
         }
     }
+
+    /// `addr` under `mask`, as iptables stores `-s addr/mask`: a prefix
+    /// when the mask is leading ones, else the address masked and the
+    /// mask kept.
+    pub fn masked(addr: Ipv4Addr, mask: Ipv4Addr) -> Self {
+        let bits = u32::from(mask);
+        let leading = bits.leading_ones() as u8;
+        if bits.leading_ones() + bits.trailing_zeros() >= 32 {
+            return Ipv4Net::new(addr, leading);
+        }
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & bits),
+            prefix_len: leading,
+            mask: Some(mask),
+        }
+    }
+
+    /// The mask the address is compared under.
+    pub fn netmask(&self) -> u32 {
+        self.mask.map_or(prefix_mask(self.prefix_len), u32::from)
+    }
+
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & prefix_mask(self.prefix_len) == u32::from(self.addr)
+        u32::from(addr) & self.netmask() == u32::from(self.addr)
+    }
+
+    /// `addr/len`, or `addr/mask` for a non-contiguous mask: as iptables
+    /// prints `-s`/`-d` (`-S`, save, `-L -n`).
+    pub fn text(&self) -> String {
+        match self.mask {
+            Some(mask) => format!("{}/{mask}", self.addr),
+            None => format!("{}/{}", self.addr, self.prefix_len),
+        }
     }
     /// True when every address of `other` is in `self`.
     pub fn covers(&self, other: &Ipv4Net) -> bool {
+        debug_assert!(
+            self.mask.is_none() && other.mask.is_none(),
+            "prefixes only: {self:?} {other:?}"
+        );
         self.prefix_len <= other.prefix_len && self.contains(other.addr)
     }
 }
@@ -585,6 +630,12 @@ pub struct NatTo {
     /// An inclusive address range; one address is `first == last`.
     pub addrs: Option<AddrRange>,
     pub ports: Option<PortRange>,
+    /// `ports/base`: a shifted port map (iptables 1.8.9's
+    /// NF_NAT_RANGE_PROTO_OFFSET): the base port as the kernel holds it —
+    /// DNAT's (revision 2) as given, SNAT's always 0 (its revision 0 has
+    /// no room for the base, so iptables prints `/0`). Only with `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

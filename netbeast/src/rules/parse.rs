@@ -203,7 +203,8 @@ pub enum ParseError {
     #[error("{target}: option \"{option}\" can only be used once{hint}")]
     RepeatedTargetOption {
         target: &'static str,
-        option: &'static str,
+        /// As typed in messages: `--log-prefix`.
+        option: String,
         hint: &'static str,
     },
     #[error(
@@ -532,18 +533,9 @@ fn parse_network(option: &str, text: &str) -> Result<Ipv4Net, ParseError> {
         Some(mask) if mask.contains('.') => {
             let mask_addr = parse_dotted(mask, true)
                 .ok_or_else(|| invalid(option, WHAT, text, format!("'{mask}' is not a netmask")))?;
-            let bits = u32::from(mask_addr);
-            if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                // iptables takes any mask (libipt_standard.t lists
-                // `/255.0.255.0`); netbeast's classifier keys on prefixes.
-                return Err(ParseError::Unsupported {
-                    what: format!("the non-contiguous netmask {mask} in {option} {text}"),
-                    hint: "; netbeast matches prefixes: give a netmask of leading ones like \
-                           255.255.0.0, or a prefix length like /16"
-                        .into(),
-                });
-            }
-            bits.leading_ones() as u8
+            // Any mask, as iptables takes it (libipt_standard.t lists
+            // `/255.0.255.0`): one that is not leading ones is kept.
+            return Ok(Ipv4Net::masked(addr, mask_addr));
         }
         Some(mask) => parse_c_number_in(mask, 32).ok_or_else(|| {
             invalid(
@@ -2281,8 +2273,9 @@ fn expand_addresses(given: Option<Negatable<Vec<Ipv4Net>>>) -> Vec<Option<Negata
     value
         .into_iter()
         .map(|net| {
-            // 0.0.0.0/0 is "anywhere", which iptables stores as no address.
-            (net.prefix_len != 0 || negated).then_some(Negatable {
+            // 0.0.0.0/0 is "anywhere", which iptables stores as no address
+            // (a non-contiguous mask of no leading ones is not).
+            (net.netmask() != 0 || negated).then_some(Negatable {
                 negated,
                 value: net,
             })
@@ -2455,17 +2448,67 @@ mod tests {
         }
     }
 
+    /// Issue 11: shifted port maps (`ports/base`) as iptables 1.8.9 reads,
+    /// stores and prints them: DNAT keeps the base, SNAT's target has no
+    /// room for it (the kernel gets 0, `-S` and `-L` print `/0`), and the
+    /// kernel's form carries it with `nat_flags::OFFSET`.
+    #[test]
+    fn nat_port_offsets_as_iptables_keeps_them() {
+        use crate::rules::save::{CounterStyle, rule_spec};
+        use netbeast_common::nat_flags;
+        let texts = |line: &str| {
+            let r = rule(line);
+            let mut list = String::new();
+            let module = r.target.module().expect("a nat target");
+            (module.list)(&r.target, &mut list, true);
+            let kernel = crate::rules::target::nat::kernel(&r.target).expect("a nat target");
+            (rule_spec("X", &r, CounterStyle::Omit), list, kernel)
+        };
+        let (save, list, k) =
+            texts("-t nat -A PREROUTING -p tcp -j DNAT --to-destination 1.1.1.1:1000-2000/3000");
+        assert_eq!(
+            save,
+            "-A X -p tcp -j DNAT --to-destination 1.1.1.1:1000-2000/3000"
+        );
+        assert_eq!(list, " to:1.1.1.1:1000-2000/3000");
+        assert_eq!((k.port_first, k.port_last, k.port_base), (1000, 2000, 3000));
+        assert_ne!(k.flags & nat_flags::OFFSET, 0);
+        let (save, _, k) = texts("-t nat -A PREROUTING -p udp -j DNAT --to :10-20/ftp");
+        assert_eq!(save, "-A X -p udp -j DNAT --to-destination :10-20/21");
+        assert_eq!(k.port_base, 21);
+        let (save, list, k) =
+            texts("-t nat -A POSTROUTING -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/3000");
+        assert_eq!(save, "-A X -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/0");
+        assert_eq!(list, " to:1.1.1.1:1000-2000/0");
+        assert_eq!(k.port_base, 0);
+        assert_ne!(k.flags & nat_flags::OFFSET, 0);
+        // netbeast reads its own SNAT save back (iptables-restore does not).
+        let (again, _, _) =
+            texts("-t nat -A POSTROUTING -p tcp -j SNAT --to-source 1.1.1.1:1000-2000/0");
+        assert_eq!(again, save);
+        // No offset: no flag.
+        let (_, _, k) = texts("-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000");
+        assert_eq!(k.flags & nat_flags::OFFSET, 0);
+        let pre = "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1";
+        assert_err(&format!("{pre}:1000-2000/0"), "base port");
+        assert_err(&format!("{pre}:1000-2000/65536"), "base port");
+        assert_err(&format!("{pre}:1000/3000"), "a range and a base port");
+        assert_err(&format!("{pre}:http/3000"), "a range and a base port");
+        assert_err(
+            "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 1000-2000/3000",
+            "numbers at both ends",
+        );
+    }
+
     /// Issue 11: what iptables has and netbeast does not answers "not
     /// supported yet" (the class the extension test runner skips), not
     /// "invalid".
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -s 10.0.0.0/255.0.255.0",
             "-A INPUT -p sctp -m sctp --chunk-types all INIT",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
-            "-t nat -A PREROUTING -p tcp -j DNAT --to 1.1.1.1:1000-2000/1000",
         ] {
             assert!(
                 matches!(parse(line), Err(ParseError::Unsupported { .. })),
@@ -2974,6 +3017,34 @@ mod tests {
         );
     }
 
+    /// Issue 11: a non-contiguous netmask is kept (the address masked),
+    /// and printed dotted as iptables prints it; a contiguous one is a
+    /// prefix.
+    #[test]
+    fn non_contiguous_netmasks_as_iptables_keeps_them() {
+        use crate::rules::save::{CounterStyle, rule_spec};
+        let r = rule("-A INPUT -s 10.11.12.13/255.0.255.0 ! -d 1.2.3.4/0.0.0.255");
+        let s = r.source.as_ref().unwrap();
+        assert_eq!(s.value.addr, Ipv4Addr::new(10, 0, 12, 0));
+        assert_eq!(s.value.mask, Some(Ipv4Addr::new(255, 0, 255, 0)));
+        assert_eq!(s.value.prefix_len, 8, "the prefix that holds every match");
+        assert!(s.value.contains(Ipv4Addr::new(10, 200, 12, 99)));
+        assert!(!s.value.contains(Ipv4Addr::new(10, 200, 13, 99)));
+        assert!(!s.value.contains(Ipv4Addr::new(11, 200, 12, 99)));
+        assert_eq!(
+            rule_spec("INPUT", &r, CounterStyle::Omit),
+            "-A INPUT -s 10.0.12.0/255.0.255.0 ! -d 0.0.0.4/0.0.0.255"
+        );
+        // No leading ones is not "anywhere" (as 0.0.0.0/0 is).
+        let low = rule("-A INPUT -s 10.11.12.13/0.0.0.255").source.unwrap();
+        assert_eq!(low.value.text(), "0.0.0.13/0.0.0.255");
+        assert_eq!(rule("-A INPUT -s 10.11.12.13/0.0.0.0").source, None);
+        assert_eq!(
+            rule("-A INPUT -s 10.11.12.13/255.255.0.0").source,
+            Some(Negatable::is(net([10, 11, 0, 0], 16)))
+        );
+    }
+
     #[test]
     fn address_errors() {
         assert_err(
@@ -2985,10 +3056,7 @@ mod tests {
             "'33' is not a prefix length 0-32",
         );
         assert_err("-A INPUT -s 10.0.0.0/", "is not a prefix length");
-        assert!(matches!(
-            parse("-A INPUT -s 10.0.0.0/255.0.255.0"),
-            Err(ParseError::Unsupported { what, .. }) if what.contains("non-contiguous netmask 255.0.255.0")
-        ));
+        assert_err("-A INPUT -s 10.0.0.0/255.0.255", "is not a netmask");
         assert_err("-A INPUT -d localhost", "host names are not resolved");
         assert_err("-A INPUT -s 1.2.3.4.5", "invalid address");
         assert_err("-A INPUT -s 1.1.1.1 -s 2.2.2.2", "multiple -s options");
@@ -3575,6 +3643,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
                     ports: Some(range(8080, 8080)),
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3587,6 +3656,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
                     ports: None,
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3613,6 +3683,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
                     ports: Some(range(80, 80)),
+                    offset: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3638,6 +3709,7 @@ mod tests {
                 NatTo {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                     ports: Some(range(80, 90)),
+                    offset: None,
                 },
                 flags(true, false, true)
             )
@@ -3648,6 +3720,7 @@ mod tests {
             NatTo {
                 addrs: None,
                 ports: Some(range(5353, 5353)),
+                offset: None,
             }
         );
         assert_eq!(
@@ -3655,6 +3728,7 @@ mod tests {
             NatTo {
                 addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                 ports: None,
+                offset: None,
             }
         );
         // Service names, `=value`, every getopt prefix of --to-destination.
@@ -3687,6 +3761,7 @@ mod tests {
                 to: NatTo {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
                     ports: Some(range(1000, 2000)),
+                    offset: None,
                 },
                 flags: flags(true, true, true),
             }
@@ -3780,6 +3855,15 @@ mod tests {
         assert_eq!(
             err("-t nat -A POSTROUTING -j MASQUERADE --random --random"),
             "MASQUERADE: option \"--random\" can only be used once"
+        );
+        // Every target names a repeated option as typed, from its OptSpec.
+        assert_eq!(
+            err("-A INPUT -j LOG --log-uid --log-uid"),
+            "LOG: option \"--log-uid\" can only be used once"
+        );
+        assert_eq!(
+            err("-A INPUT -p tcp -j SYNPROXY --mss 1 --mss 2"),
+            "SYNPROXY: option \"--mss\" can only be used once"
         );
         // Options the target does not have, as iptables says "unknown option".
         assert_eq!(

@@ -97,13 +97,7 @@ pub(crate) fn rule_spec(chain: &str, rule: &Rule, counters: CounterStyle) -> Str
     let _ = write!(out, "-A {chain}");
     for (flag, net) in [("-s", &rule.source), ("-d", &rule.destination)] {
         if let Some(net) = net {
-            let _ = write!(
-                out,
-                "{} {flag} {}/{}",
-                bang(net.negated),
-                net.value.addr,
-                net.value.prefix_len
-            );
+            let _ = write!(out, "{} {flag} {}", bang(net.negated), net.value.text());
         }
     }
     for (flag, net) in [("-s", &rule.source6), ("-d", &rule.destination6)] {

@@ -239,23 +239,9 @@ impl TargetParser for LogParser {
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         let name = option.name();
         if self.seen.contains(&name) {
-            const DASHED: [&str; 7] = [
-                "--log-level",
-                "--log-prefix",
-                "--log-tcp-sequence",
-                "--log-tcp-options",
-                "--log-ip-options",
-                "--log-uid",
-                "--log-macdecode",
-            ];
-            let option = DASHED
-                .iter()
-                .copied()
-                .find(|d| &d[2..] == name)
-                .expect("every option of OPTIONS is in DASHED");
             return Err(ParseError::RepeatedTargetOption {
                 target: "LOG",
-                option,
+                option: option.flag(),
                 hint: "",
             });
         }

@@ -51,25 +51,6 @@ const PERSISTENT: OptSpec = OptSpec {
     negatable: false,
 };
 
-/// The options as messages name them (`RepeatedTargetOption` keeps a
-/// static text).
-const DASHED: [&str; 6] = [
-    "--to-destination",
-    "--to-source",
-    "--to-ports",
-    "--random",
-    "--random-fully",
-    "--persistent",
-];
-
-fn dashed(option: &OptSpec) -> &'static str {
-    DASHED
-        .iter()
-        .copied()
-        .find(|d| &d[2..] == option.name())
-        .expect("every nat option is in DASHED")
-}
-
 /// The options of each target, as libxt_NAT, libxt_MASQUERADE and
 /// libxt_REDIRECT define them (iptables 1.8).
 static DNAT_OPTIONS: [OptSpec; 3] = [TO_DESTINATION, RANDOM, PERSISTENT];
@@ -162,7 +143,7 @@ pub static REDIRECT: TargetModule = TargetModule {
 /// A bare word that reads as a translation was probably meant for the
 /// target's main option.
 fn suggest(option: &str, word: &str) -> Option<String> {
-    (parse_nat_to("", word).is_ok() || parse_nat_ports("", word).is_ok())
+    (parse_nat_to("", word, false).is_ok() || parse_nat_ports("", word).is_ok())
         .then(|| format!(" (did you mean {option} {word}?)"))
 }
 
@@ -219,9 +200,10 @@ pub fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError
     Ok(PortRange { first, last })
 }
 
-/// `--to-destination`/`--to-source`: `ip[-ip][:port[-port]]`; either part
-/// may be left out, not both.
-pub fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
+/// `--to-destination`/`--to-source`: `ip[-ip][:port[-port[/base]]]`;
+/// either part may be left out, not both. `zero_base`: a base port of 0 is
+/// taken (SNAT's, see `NatParser::kernel_to`).
+pub fn parse_nat_to(option: &str, text: &str, zero_base: bool) -> Result<NatTo, ParseError> {
     let (addr_text, port_text) = match text.split_once(':') {
         Some((addr, ports)) => (addr, Some(ports)),
         None => (text, None),
@@ -261,27 +243,38 @@ pub fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
             Some(AddrRange { first, last })
         }
     };
-    let ports = match port_text {
-        None => None,
-        // iptables 1.8.9's `first-last/base` maps ports with an offset:
-        // checked as iptables checks it (a range, a base port 1-65535),
-        // then refused as not supported.
+    let (ports, offset) = match port_text {
+        None => (None, None),
+        // `first-last/base`: a shifted port map, checked as libxt_NAT
+        // checks it (a range of numbers before the slash, a base port
+        // 1-65535 or a service name after it).
         Some(ports) if let Some((range, base)) = ports.split_once('/') => {
-            parse_nat_ports(option, range)?;
-            if !parse_port(option, base).is_ok_and(|base| base != 0) {
+            if !range.contains('-')
+                || parse_c_number_in(range.split('-').next().unwrap_or(""), u16::MAX.into())
+                    .is_none()
+            {
                 return Err(invalid(
                     option,
                     "port offset",
                     text,
-                    "the base port after / is a port from 1 to 65535",
+                    "a shifted port map is a range and a base port, like 1000-2000/3000",
                 ));
             }
-            return Err(ParseError::Unsupported {
-                what: format!("the port offset in {option} {text} (ports/base)"),
-                hint: "; netbeast translates to a port range without an offset".into(),
-            });
+            let range = parse_nat_ports(option, range)?;
+            let base = parse_port(option, base)
+                .ok()
+                .filter(|&base| base != 0 || zero_base)
+                .ok_or_else(|| {
+                    invalid(
+                        option,
+                        "port offset",
+                        text,
+                        "the base port after / is a port from 1 to 65535",
+                    )
+                })?;
+            (Some(range), Some(base))
         }
-        Some(ports) => Some(parse_nat_ports(option, ports)?),
+        Some(ports) => (Some(parse_nat_ports(option, ports)?), None),
     };
     if addrs.is_none() && ports.is_none() {
         return Err(invalid(
@@ -291,7 +284,11 @@ pub fn parse_nat_to(option: &str, text: &str) -> Result<NatTo, ParseError> {
             "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
         ));
     }
-    Ok(NatTo { addrs, ports })
+    Ok(NatTo {
+        addrs,
+        ports,
+        offset,
+    })
 }
 
 // ---------------------------------------------------------------- texts
@@ -307,6 +304,9 @@ pub fn nat_to_text(to: &NatTo) -> String {
     }
     if let Some(ports) = to.ports {
         let _ = write!(out, ":{}", nat_ports_text(ports));
+        if let Some(base) = to.offset {
+            let _ = write!(out, "/{base}");
+        }
     }
     out
 }
@@ -382,10 +382,12 @@ fn list(target: &Target, out: &mut String, _numeric: bool) {
 
 /// The kernel's form of a rule's translation (`None` for other targets).
 pub fn kernel(target: &Target) -> Option<NatTarget> {
-    let (addrs, ports, flags) = match target {
-        Target::Dnat { to, flags } | Target::Snat { to, flags } => (to.addrs, to.ports, flags),
+    let (addrs, ports, offset, flags) = match target {
+        Target::Dnat { to, flags } | Target::Snat { to, flags } => {
+            (to.addrs, to.ports, to.offset, flags)
+        }
         Target::Masquerade { ports, flags } | Target::Redirect { ports, flags } => {
-            (None, *ports, flags)
+            (None, *ports, None, flags)
         }
         _ => return None,
     };
@@ -407,6 +409,10 @@ pub fn kernel(target: &Target) -> Option<NatTarget> {
         nat.port_first = ports.first;
         nat.port_last = ports.last;
         nat.flags |= nat_flags::PORTS;
+    }
+    if let (Some(base), Some(_)) = (offset, ports) {
+        nat.port_base = base;
+        nat.flags |= nat_flags::OFFSET;
     }
     Some(nat)
 }
@@ -437,6 +443,21 @@ impl NatParser {
         }
     }
 
+    /// The translation as the kernel will hold it: SNAT's target
+    /// (revision 0, `nf_nat_ipv4_multi_range_compat`) has no field for a
+    /// shifted port map's base, so iptables passes the offset flag with a
+    /// base of 0 — the kernel maps from port 0 and `-S` prints `/0`.
+    /// DNAT's (revision 2) keeps the base given.
+    fn kernel_to(&self, to: NatTo) -> NatTo {
+        match (self.module.code, to.offset) {
+            (code::SNAT, Some(_)) => NatTo {
+                offset: Some(0),
+                ..to
+            },
+            _ => to,
+        }
+    }
+
     /// DNAT's `--to-destination`, SNAT's `--to-source`.
     fn to_option(&self) -> Option<&'static str> {
         match self.module.code {
@@ -455,7 +476,7 @@ impl TargetParser for NatParser {
         let to = matches!(option.name(), "to-destination" | "to-source");
         Err(ParseError::RepeatedTargetOption {
             target: self.module.name,
-            option: dashed(option),
+            option: option.flag(),
             hint: if to {
                 "; netbeast translates to one address range (ip-ip) and one port range"
             } else {
@@ -466,10 +487,17 @@ impl TargetParser for NatParser {
 
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         self.seen.push(option.name());
-        let name = dashed(option);
+        let name = &option.flag();
         match option.name() {
             "to-destination" | "to-source" => {
-                self.to = Some((parse_nat_to(name, values[0])?, values[0].to_string()))
+                // SNAT's base is 0 once stored, and printed so: netbeast
+                // takes `/0` back from its own save, where iptables-restore
+                // refuses the line iptables-save wrote.
+                let zero_base = self.module.code == code::SNAT;
+                self.to = Some((
+                    parse_nat_to(name, values[0], zero_base)?,
+                    values[0].to_string(),
+                ))
             }
             "to-ports" => {
                 self.ports = Some((parse_nat_ports(name, values[0])?, values[0].to_string()))
@@ -494,7 +522,7 @@ impl TargetParser for NatParser {
             _ => None,
         };
         let to = match self.to_option() {
-            Some(option) => Some(self.to.as_ref().map(|(to, _)| *to).ok_or(
+            Some(option) => Some(self.to.as_ref().map(|(to, _)| self.kernel_to(*to)).ok_or(
                 ParseError::MissingTargetOption {
                     target: self.module.name,
                     option,
@@ -595,10 +623,11 @@ fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Targ
             }
         });
         let port_range = (with_ports && (addrs.is_none() || d.chance(50))).then(|| ports(d));
-        match (addrs, port_range) {
+        let to = match (addrs, port_range) {
             (None, None) if with_ports => NatTo {
                 addrs: None,
                 ports: Some(ports(d)),
+                offset: None,
             },
             (None, None) => NatTo {
                 addrs: Some(AddrRange {
@@ -606,9 +635,29 @@ fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Targ
                     last: p.nat_addrs[0].into(),
                 }),
                 ports: None,
+                offset: None,
             },
-            (addrs, ports) => NatTo { addrs, ports },
-        }
+            (addrs, ports) => NatTo {
+                addrs,
+                ports,
+                offset: None,
+            },
+        };
+        // A shifted port map, DNAT's only: SNAT's prints a base of 0,
+        // which no parser takes back (as iptables). Only on a real range:
+        // iptables prints `port/base` for a range of one, which it cannot
+        // read back either.
+        let offset = match to.ports {
+            Some(r) if module.code == code::DNAT && r.first < r.last && d.chance(25) => {
+                Some(if d.wild(p) {
+                    (d.next() as u16).max(1)
+                } else {
+                    d.pick(p.nat_ports).max(1)
+                })
+            }
+            _ => None,
+        };
+        NatTo { offset, ..to }
     };
     let own_ports = |d: &mut Dice| if with_ports { d.maybe(50, ports) } else { None };
     Some(match module.code {

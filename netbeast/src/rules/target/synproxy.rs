@@ -180,15 +180,9 @@ impl TargetParser for SynproxyParser {
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         let name = option.name();
         if self.seen.contains(&name) {
-            const DASHED: [&str; 5] = ["--mss", "--wscale", "--sack-perm", "--timestamp", "--ecn"];
-            let option = DASHED
-                .iter()
-                .copied()
-                .find(|d| &d[2..] == name)
-                .expect("every option of OPTIONS is in DASHED");
             return Err(ParseError::RepeatedTargetOption {
                 target: "SYNPROXY",
-                option,
+                option: option.flag(),
                 hint: "",
             });
         }
