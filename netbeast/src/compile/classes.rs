@@ -173,7 +173,7 @@ impl Interner {
 
 impl Class {
     /// The class as the kernel's layout holds it: the rule words padded
-    /// with zeros to `RULE_WORDS`, and the summary of non-zero words.
+    /// with zeros to `RULE_WORDS`, and the summary of each block.
     /// Built on demand (for tests and tools): a compile keeps only
     /// [`Class::bits`], which at 10,000 rules is a tenth of the size.
     pub fn vector(&self) -> Box<ClassVector> {
@@ -187,7 +187,8 @@ impl Class {
     }
 }
 
-/// The summary of `bits`: bit `w` set when word `w` is not zero.
+/// The summary of `bits`, block by block: bit `w % 64` of block `w / 64`
+/// set when word `w` is not zero.
 fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
     let mut summary = [0u64; SUMMARY_WORDS];
     for (w, &word) in bits.iter().enumerate() {
@@ -200,7 +201,8 @@ fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
 
 /// The classes as the kernel reads them: a header per class id
 /// (`CLASS_HEADERS`) and the non-zero words of every class, class after
-/// class (`CLASS_WORDS`).
+/// class, each followed by its block summary pairs when it is not dense
+/// (`CLASS_WORDS`).
 pub struct PackedClasses {
     /// The `CLASS_HEADERS` value of every class, in id order (from index
     /// `generation * CLASS_ID_GEN_STRIDE`).
@@ -227,32 +229,45 @@ impl PackedClasses {
         for class in classes {
             // Words past `bits` are zero: nothing to pack or summarize.
             let bits = &class.bits;
-            let summary = summary(bits);
-            let mut rank = [0u16; SUMMARY_WORDS];
-            let mut before = 0u32;
-            for (i, r) in rank.iter_mut().enumerate() {
-                *r = before as u16;
-                before += summary[i].count_ones();
-            }
             let offset = base + words.len() as u32;
             words.extend(bits.iter().copied().filter(|&w| w != 0));
-            if words.len() > limit as usize {
-                return Err(CompileError::TooManyClassWords { limit });
-            }
             let first = bits.iter().position(|&w| w != 0).unwrap_or(0);
             let last = bits.iter().rposition(|&w| w != 0).unwrap_or(0);
             let dense = bits
                 .get(first..=last)
                 .is_none_or(|run| run.iter().all(|&w| w != 0));
+            let summary = summary(bits);
+            let mut blocks = 0u64;
+            for (b, &s) in summary.iter().enumerate() {
+                if s != 0 {
+                    blocks |= 1 << b;
+                }
+            }
+            let mut summaries = 0;
+            if !dense {
+                // Pairs start at an even index, so a pair is never split
+                // between two `CLASS_WORDS` entries.
+                if words.len() % 2 == 1 {
+                    words.push(0);
+                }
+                summaries = base + words.len() as u32;
+                let mut rank = 0u64;
+                for &s in summary.iter().filter(|&&s| s != 0) {
+                    words.extend([s, rank]);
+                    rank += u64::from(s.count_ones());
+                }
+            }
+            if words.len() > limit as usize {
+                return Err(CompileError::TooManyClassWords { limit });
+            }
             headers.push(ClassHeader {
-                summary,
                 first_word: bits.get(first).copied().unwrap_or(0),
+                blocks,
                 offset,
+                summaries,
+                dense: u32::from(dense),
                 first: first as u16,
                 last: last as u16,
-                rank,
-                dense: u16::from(dense),
-                _pad: [0; 3],
             });
         }
         Ok(PackedClasses {
@@ -268,14 +283,36 @@ impl PackedClasses {
         self.headers.get(id.checked_sub(self.id_base)? as usize)
     }
 
+    fn header_or_panic(&self, id: u32) -> &ClassHeader {
+        self.header(id)
+            .unwrap_or_else(|| panic!("class {id} does not exist"))
+    }
+
+    /// The packed word at `CLASS_WORDS` index `at`.
+    fn at(&self, at: u32) -> u64 {
+        self.words[(at - self.base) as usize]
+    }
+
+    /// The summary of block `b` of class `id` as the kernel reads it
+    /// (`class_block`): a dense class's from `first..=last`, another's
+    /// from its summary pair. Panics on a missing class.
+    pub fn block(&self, id: u32, b: usize) -> u64 {
+        let h = self.header_or_panic(id);
+        if h.dense != 0 {
+            return h.dense_block(b as u32);
+        }
+        match h.pair_index(b as u32) {
+            Some(p) => self.at(p),
+            None => 0,
+        }
+    }
+
     /// Word `w` of class `id` as the kernel reads it through the header
     /// (`class_word`): `first_word` for word `first`, 0 outside the
-    /// non-zero words (a dense class's `first..=last`, another's summary),
-    /// else from the packed words. Panics on a missing class.
+    /// non-zero words (a dense class's `first..=last`, another's
+    /// summaries), else from the packed words. Panics on a missing class.
     pub fn word(&self, id: u32, w: usize) -> u64 {
-        let h = self
-            .header(id)
-            .unwrap_or_else(|| panic!("class {id} does not exist"));
+        let h = self.header_or_panic(id);
         let first = usize::from(h.first);
         if w == first {
             return h.first_word;
@@ -286,13 +323,17 @@ impl PackedClasses {
             }
             h.offset + (w - first) as u32
         } else {
-            let (sw, bit) = (w / 64, w % 64);
-            if h.summary[sw] & (1 << bit) == 0 {
+            let Some(p) = h.pair_index((w / 64) as u32) else {
+                return 0;
+            };
+            let (summary, rank) = (self.at(p), self.at(p + 1));
+            let bit = w % 64;
+            if summary & (1 << bit) == 0 {
                 return 0;
             }
-            let below = h.summary[sw] & ((1u64 << bit) - 1);
-            h.offset + u32::from(h.rank[sw]) + below.count_ones()
+            let below = summary & ((1u64 << bit) - 1);
+            h.offset + rank as u32 + below.count_ones()
         };
-        self.words[(at - self.base) as usize]
+        self.at(at)
     }
 }
