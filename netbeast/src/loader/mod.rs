@@ -473,6 +473,26 @@ impl Dataplane {
                 what_a_new_map_loses(name)
             ));
         }
+        // The verified programs cached for these maps are named by the
+        // build and `ACTIVE`'s id only: when another map is made anew they
+        // would still be reused, holding the old map (the rules written
+        // to the new one never reaching them). Dropped: the next load
+        // verifies the programs against the new maps.
+        if !reset.is_empty()
+            && let Some(parent) = dir.parent()
+        {
+            let cache = parent.join(PROGRAM_CACHE_DIR);
+            match std::fs::remove_dir_all(&cache) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(LoaderError::Io {
+                        what: format!("the program cache {} (its maps changed)", cache.display()),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(reset)
     }
 
