@@ -1593,7 +1593,9 @@ pub struct ClassHeader {
     /// the summaries and `CLASS_WORDS`), and a large chain's first candidate
     /// word when this class is the one that starts latest.
     pub first_word: u64,
-    /// Bit `b` set: block `b` (words `64 * b ..`) holds a non-zero word.
+    /// Bit `b` set: block `b` (words `64 * b ..`) holds a non-zero word
+    /// past word 0 (which the search reads from `first_word`, never
+    /// through the blocks).
     pub blocks: u64,
     /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
     /// the vector's first non-zero word.

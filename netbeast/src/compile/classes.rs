@@ -237,9 +237,16 @@ impl PackedClasses {
                 .get(first..=last)
                 .is_none_or(|run| run.iter().all(|&w| w != 0));
             let summary = summary(bits);
+            // Word 0 is never searched through the blocks (the search's
+            // first step reads it from `first_word`): a block is named
+            // for its words past 0 only. A class whose only bit in block
+            // 0 is a rule in word 0 (a `-p tcp --syn` rule in front that
+            // names no source makes every source class one) then does not
+            // send the search to block 0 for nothing.
             let mut blocks = 0u64;
             for (b, &s) in summary.iter().enumerate() {
-                if s != 0 {
+                let past_word0 = if b == 0 { s & !1 } else { s };
+                if past_word0 != 0 {
                     blocks |= 1 << b;
                 }
             }
@@ -251,9 +258,13 @@ impl PackedClasses {
                     words.push(0);
                 }
                 summaries = base + words.len() as u32;
+                // The rank counts every stored word before the block, word
+                // 0 included (it is stored even when block 0 has no pair).
                 let mut rank = 0u64;
-                for &s in summary.iter().filter(|&&s| s != 0) {
-                    words.extend([s, rank]);
+                for (b, &s) in summary.iter().enumerate() {
+                    if blocks & (1 << b) != 0 {
+                        words.extend([s, rank]);
+                    }
                     rank += u64::from(s.count_ones());
                 }
             }
