@@ -91,6 +91,9 @@ pub(super) struct Interner {
     base: u32,
     words: usize,
     limit: u32,
+    /// Each class by its non-zero words only ([`sparse`]): a dense copy
+    /// of every class is as long as the longest chain, which at 100,000
+    /// rules and as many classes was 2 GiB.
     ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
     /// The vector of every slot of a chain of `.0` slots, the last one
     /// asked for: `intern` compares with it on every call, and building it
@@ -138,7 +141,8 @@ impl Interner {
                 return Ok(CLASS_ALL);
             }
         }
-        if let Some(&id) = self.ids.get(v) {
+        let key = sparse(v);
+        if let Some(&id) = self.ids.get(&key[..]) {
             return Ok(id);
         }
         let n = self.ids.len() as u32;
@@ -150,7 +154,7 @@ impl Interner {
             });
         }
         let id = self.base + n;
-        self.ids.insert(v.into(), id);
+        self.ids.insert(key.into_boxed_slice(), id);
         Ok(id)
     }
 
@@ -165,24 +169,51 @@ impl Interner {
             .enumerate()
             .map(|(n, bits)| Class {
                 id: self.base + n as u32,
-                bits: bits.expect("class ids are dense"),
+                words: bits.expect("class ids are dense"),
             })
             .collect()
     }
 }
 
+/// The non-zero words of `v` as pairs `index, word`, in index order.
+fn sparse(v: &[u64]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (w, &word) in v.iter().enumerate() {
+        if word != 0 {
+            out.extend([w as u64, word]);
+        }
+    }
+    out
+}
+
 impl Class {
+    /// The non-zero words, as `(index, word)` in index order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.words.chunks_exact(2).map(|p| (p[0] as usize, p[1]))
+    }
+
+    /// The rule bits, `len` words (zero past the non-zero ones).
+    pub fn bits(&self, len: usize) -> Vec<u64> {
+        let mut bits = vec![0u64; len];
+        for (w, word) in self.nonzero() {
+            bits[w] = word;
+        }
+        bits
+    }
+
     /// The class as the kernel's layout holds it: the rule words padded
     /// with zeros to `RULE_WORDS`, and the summary of each block.
     /// Built on demand (for tests and tools): a compile keeps only
     /// [`Class::bits`], which at 10,000 rules is a tenth of the size.
     pub fn vector(&self) -> Box<ClassVector> {
-        debug_assert!(self.bits.len() <= RULE_WORDS);
         let mut v = Box::new(ClassVector {
-            summary: summary(&self.bits),
+            summary: [0; SUMMARY_WORDS],
             words: [0; RULE_WORDS],
         });
-        v.words[..self.bits.len()].copy_from_slice(&self.bits);
+        for (w, word) in self.nonzero() {
+            v.words[w] = word;
+        }
+        v.summary = summary(&v.words);
         v
     }
 }
@@ -227,16 +258,17 @@ impl PackedClasses {
         let mut headers = Vec::with_capacity(classes.len());
         let mut words = Vec::new();
         for class in classes {
-            // Words past `bits` are zero: nothing to pack or summarize.
-            let bits = &class.bits;
             let offset = base + words.len() as u32;
-            words.extend(bits.iter().copied().filter(|&w| w != 0));
-            let first = bits.iter().position(|&w| w != 0).unwrap_or(0);
-            let last = bits.iter().rposition(|&w| w != 0).unwrap_or(0);
-            let dense = bits
-                .get(first..=last)
-                .is_none_or(|run| run.iter().all(|&w| w != 0));
-            let summary = summary(bits);
+            words.extend(class.nonzero().map(|(_, word)| word));
+            let (first, first_word) = class.nonzero().next().unwrap_or((0, 0));
+            let last = class.nonzero().last().map_or(0, |(w, _)| w);
+            let count = class.words.len() / 2;
+            // An empty class is not dense (its word 0 is zero), as before.
+            let dense = count > 0 && count == last - first + 1;
+            let mut summary = [0u64; SUMMARY_WORDS];
+            for (w, _) in class.nonzero() {
+                summary[w / 64] |= 1 << (w % 64);
+            }
             // Word 0 is never searched through the blocks (the search's
             // first step reads it from `first_word`): a block is named
             // for its words past 0 only. A class whose only bit in block
@@ -272,7 +304,7 @@ impl PackedClasses {
                 return Err(CompileError::TooManyClassWords { limit });
             }
             headers.push(ClassHeader {
-                first_word: bits.get(first).copied().unwrap_or(0),
+                first_word,
                 blocks,
                 offset,
                 summaries,

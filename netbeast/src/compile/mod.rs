@@ -421,9 +421,9 @@ pub struct MacClass {
 /// A distinct class vector and its id.
 pub struct Class {
     pub id: u32,
-    /// The rule bits, as many words as the ruleset's longest chain needs
-    /// (the kernel's vectors are zero past them): see [`Class::vector`].
-    pub bits: Box<[u64]>,
+    /// The rule bits' non-zero words, as pairs `index, word` in index
+    /// order (see [`Class::nonzero`], [`Class::bits`], [`Class::vector`]).
+    pub words: Box<[u64]>,
 }
 
 impl CompiledChain {
