@@ -1621,7 +1621,7 @@ impl ClassHeader {
         if last < lo || first > lo + 63 {
             return 0;
         }
-        let from = if first > lo { first - lo } else { 0 };
+        let from = first.saturating_sub(lo);
         let to = if last < lo + 63 { last - lo } else { 63 };
         // Bits from..=to.
         (u64::MAX >> (63 - to)) & (u64::MAX << from)
