@@ -2819,6 +2819,68 @@ fn first_match_behind_a_rule_that_leaves_fields_open() {
     });
 }
 
+/// A chain past the old limit of 16,384 slots (`MAX_RULES_PER_CHAIN` is
+/// 131,072 now): 17,000 host rules, so class vectors span several blocks
+/// of 64 words (`ClassHeader::blocks` and the summary pairs). With
+/// `-p tcp --syn -j DROP` in front, the search starts from the blocks'
+/// summaries; without it, from the latest first word. Count-only rules in
+/// later blocks make it go on past matches. The counters (read back
+/// through each chain's counter base) name exactly the rules hit.
+#[test]
+fn first_match_past_sixteen_thousand_slots() {
+    const HOSTS: usize = 17_000;
+    const COUNT_ONLY: [usize; 2] = [5_000, 16_500];
+    let host = |i: usize| Ipv4Addr::from(0x0a00_0000 + i as u32 * 2);
+    for syn_front in [true, false] {
+        let mut lines = Vec::new();
+        if syn_front {
+            lines.push("-A INPUT -p tcp --syn -j DROP".to_string());
+        }
+        let mut host_rule = Vec::new();
+        for i in 0..HOSTS {
+            if COUNT_ONLY.contains(&i) {
+                lines.push("-A INPUT -s 10.0.0.0/8 -p udp".to_string());
+            }
+            host_rule.push(lines.len());
+            lines.push(format!("-A INPUT -s {} -p udp -j DROP", host(i)));
+        }
+        lines.push("-A INPUT -s 10.0.0.0/8 -p udp -j ACCEPT".to_string());
+        let count_only: Vec<usize> = COUNT_ONLY.iter().map(|&i| host_rule[i] - 1).collect();
+        lab("big-chain", false, |h, _| {
+            h.apply(&lines);
+            for s in [
+                Some(0),
+                Some(4_094),
+                Some(4_095),
+                Some(4_096),
+                Some(16_382),
+                Some(16_383),
+                Some(16_384),
+                Some(16_999),
+                None,
+            ] {
+                // An odd address is no host's: only the last rule takes it.
+                let src = s.map_or(Ipv4Addr::new(10, 0, 0, 1), host);
+                let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+                let (before, _) = h.counters(chain::INPUT);
+                let (action, _) = h.run(&frame, 0);
+                let last = s.map_or(lines.len() - 1, |s| host_rule[s]);
+                let want = if s.is_some() { XDP_DROP } else { XDP_PASS };
+                assert_eq!(action, want, "source {src}, --syn in front: {syn_front}");
+                let (after, policy) = h.counters(chain::INPUT);
+                let hit: Vec<usize> = (0..lines.len())
+                    .filter(|&i| after[i].packets != before[i].packets)
+                    .collect();
+                let mut expect: Vec<usize> =
+                    count_only.iter().copied().filter(|&r| r < last).collect();
+                expect.push(last);
+                assert_eq!(hit, expect, "rules counted for source {src}");
+                assert_eq!(policy.packets, 0);
+            }
+        });
+    }
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset

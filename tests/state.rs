@@ -238,6 +238,25 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
         "{status}"
     );
     server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+    // RULES as a build of 16,384 slots per chain had it: the same entry
+    // size, fewer entries (18 chains of 16,384). Its size is part of the
+    // layout: kept, it would hold only part of a large ruleset.
+    let rules = pins.join("maps").join("RULES");
+    std::fs::remove_file(&rules).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&rules)
+        .args([
+            "type", "array", "key", "4", "value", "16", "entries", "294912",
+        ])
+        .args(["name", "RULES"])
+        .output()
+        .expect("bpftool runs");
+    assert!(
+        out.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = server.netbeast(&["attach", SERVER_IFACE]).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("attach over the old pins said:\n{err}");
@@ -245,6 +264,10 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
     assert!(
         err.contains("upgrade: GUARDS") && err.contains("made anew"),
         "the upgrade says what it made anew: {err}"
+    );
+    assert!(
+        err.contains("upgrade: RULES") && err.contains("294912 entries"),
+        "a ruleset table of another size is made anew: {err}"
     );
     assert!(
         !err.contains("CT_ESTABLISHED"),

@@ -16,16 +16,31 @@ pub const MAX_SEARCH_FIELDS: usize = 16;
 /// is dropped and counted (`stats::IPV6_EXT_TOO_DEEP`).
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 
-/// Rules one chain can hold. One bit per rule in every class vector.
-pub const MAX_RULES_PER_CHAIN: usize = 16384;
+/// Rule slots one chain can hold. One bit per slot in every class vector.
+/// Two levels of summary cover them (see [`ClassHeader`]): the header's
+/// `blocks` word names the blocks of 64 words that hold a set bit, each
+/// such block's summary names its non-zero words.
+pub const MAX_RULES_PER_CHAIN: usize = 131072;
 /// 64-bit words in a class vector.
 pub const RULE_WORDS: usize = MAX_RULES_PER_CHAIN / 64;
-/// Words of the summary bitmap: bit `w` is set when word `w` of the vector is
-/// non-zero, so a lookup visits only words that can still match.
+/// Blocks of 64 words of a class vector, one bit each in
+/// `ClassHeader::blocks`; a block with a non-zero word has a summary
+/// word (bit `w`: word `64 * block + w` is non-zero).
 pub const SUMMARY_WORDS: usize = RULE_WORDS / 64;
+/// Rule slots of every chain of one ruleset together (each generation has
+/// this many `RULES` entries, dealt to its chains in order:
+/// `ChainConfig::rule_base`). Twice the chain limit: a table of
+/// `MAX_RULES_PER_CHAIN` slots leaves as many to the others.
+pub const MAX_RULESET_SLOTS: u32 = 2 * MAX_RULES_PER_CHAIN as u32;
+/// Counters of one ruleset: one per rule of every chain, built-in or
+/// user-defined, of every table, plus one per built-in chain's policy
+/// (each generation has this many `COUNTERS` entries, laid out by
+/// [`counter_layout`]).
+pub const MAX_RULESET_COUNTERS: u32 = 2 * MAX_RULES_PER_CHAIN as u32;
 /// Distinct match classes (deduplicated bit vectors) one ruleset may use,
-/// across all its chains and fields.
-pub const MAX_CLASSES: u32 = 65536;
+/// across all its chains and fields: a rule naming its own address or
+/// port makes one, so as many as the rule slots.
+pub const MAX_CLASSES: u32 = MAX_RULESET_SLOTS;
 /// Rules without a terminating target (no `-j`, later LOG) one chain may
 /// hold: the kernel's search acts on at most this many per packet, and the
 /// compiler refuses chains with more.
@@ -71,8 +86,9 @@ pub const ACTIVE_TCP_OPTIONS: u32 = 128;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
-/// Non-zero words of class vectors (`CLASS_WORDS`) one generation may hold:
-/// a class stores only the words its summary marks. 8 MiB per generation.
+/// Non-zero words of class vectors (`CLASS_WORDS`) one generation may hold,
+/// with the block summaries of the classes that are not dense: a class
+/// stores only the words its summary marks. 8 MiB per generation.
 pub const MAX_CLASS_WORDS: u32 = 1 << 20;
 /// Words per entry of the `CLASS_WORDS` array (fewer, larger writes).
 pub const CLASS_WORD_CHUNK: usize = 32;
@@ -1081,6 +1097,19 @@ pub struct ChainConfig {
     /// `ADDR_HASH` (see [`addr_hash_base`]): its own at compile time. Kept
     /// with the configuration, so the key follows the chain's tables.
     pub addr_table: u32,
+    /// Where the chain's slot 0 sits in its generation's share of `RULES`
+    /// (see [`rule_index`]): the chains' slots follow one another.
+    pub rule_base: u32,
+    /// Where the counter of the chain's rule 0 sits in its generation's
+    /// share of `COUNTERS` (see [`counter_index`]); a slot's
+    /// `RuleAction::counter` is relative to it.
+    pub counter_base: u32,
+    /// The policy's counter, in the generation's share of `COUNTERS`.
+    pub policy_counter: u32,
+    /// The counter of the first rule of the user-defined chains (in the
+    /// generation's share), the same in every chain: past every built-in
+    /// chain's (see [`counter_layout`]).
+    pub user_counter_base: u32,
 }
 
 /// Prefix lengths an address field may hash; a field naming more prefix
@@ -1159,11 +1188,12 @@ pub struct RuleAction {
     /// `nat_target_index`) for DNAT/SNAT/MASQUERADE/REDIRECT.
     pub arg: u32,
     /// The counter this slot bumps, relative to its chain's counters: the
-    /// kernel bumps `counter_index(generation, chain, counter)`. For a rule
-    /// of the built-in chain that is the user's rule number (0-based; slots
-    /// and user rules differ when one user rule compiles to several slots);
-    /// for a rule of a user-defined chain inlined into it, see
-    /// [`user_counter_slot`].
+    /// kernel bumps `counter_index(generation, counter_base + counter)`
+    /// (`ChainConfig::counter_base`). For a rule of the built-in chain that
+    /// is the user's rule number (0-based; slots and user rules differ when
+    /// one user rule compiles to several slots); for rule `n` of the
+    /// user-defined chains inlined into it, `user_counter_base + n -
+    /// counter_base` (never negative: see [`counter_layout`]).
     pub counter: u32,
     /// 1 + the number of the rule's first [`Guard`] (see [`guard_index`]),
     /// or 0 for a slot without guards.
@@ -2025,31 +2055,68 @@ pub struct ClassVector {
 
 /// Where a class vector lives: the `CLASS_HEADERS` value at its class id.
 /// The vector's non-zero words are stored in order, and only they, in
-/// `CLASS_WORDS` from `offset` on: word `w` (its summary bit set) is at
-/// `offset + rank[w / 64] + (set bits of summary[w / 64] below bit w % 64)`.
+/// `CLASS_WORDS` from `offset` on. A *dense* class (every word from
+/// `first` to `last` non-zero) needs nothing more: word `w` is at
+/// `offset + w - first`. Another has a summary pair per block of 64 words
+/// that holds a non-zero word, in block order from `summaries` on: the
+/// block's summary (bit `i`: word `64 * block + i` is non-zero) and the
+/// number of non-zero words in the blocks before it (its *rank*). Word `w`
+/// is then at `offset + rank + (set bits of the summary below bit w % 64)`.
+/// Two levels, so the header stays 32 bytes however long the chain: a flat
+/// summary of `MAX_RULES_PER_CHAIN` words would take 256 bytes in every
+/// header, for classes that mostly hold a word or two.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassHeader {
-    /// Bit `w` set: word `w` of the vector is non-zero.
-    pub summary: [u64; SUMMARY_WORDS],
     /// Word `first` of the vector: word 0 when `first` is 0 (the only word
     /// a chain of at most 64 slots has: small chains are searched without
-    /// the summary and `CLASS_WORDS`), and a large chain's first candidate
+    /// the summaries and `CLASS_WORDS`), and a large chain's first candidate
     /// word when this class is the one that starts latest.
     pub first_word: u64,
+    /// Bit `b` set: block `b` (words `64 * b ..`) holds a non-zero word
+    /// past word 0 (which the search reads from `first_word`, never
+    /// through the blocks).
+    pub blocks: u64,
     /// Index in `CLASS_WORDS` (counted in words, from the map's start) of
     /// the vector's first non-zero word.
     pub offset: u32,
+    /// Index in `CLASS_WORDS` of the first summary pair (even, so a pair
+    /// never straddles two entries); unused for a dense class.
+    pub summaries: u32,
+    /// 1 when every word from `first` to `last` is non-zero: word `w` is
+    /// then at `offset + w - first`, no bits to count.
+    pub dense: u32,
     /// The vector's first and last non-zero words (0 for an empty vector):
     /// no slot before word `first` matches, so a search can start there.
     pub first: u16,
     pub last: u16,
-    /// Non-zero words in the summary words before each one.
-    pub rank: [u16; SUMMARY_WORDS],
-    /// 1 when every word from `first` to `last` is non-zero: word `w` is
-    /// then at `offset + w - first`, no bits to count.
-    pub dense: u16,
-    pub _pad: [u16; 3],
+}
+
+impl ClassHeader {
+    /// The summary of block `b` of a dense class: its words between
+    /// `first` and `last`.
+    #[inline(always)]
+    pub const fn dense_block(&self, b: u32) -> u64 {
+        let (lo, first, last) = (b * 64, self.first as u32, self.last as u32);
+        if last < lo || first > lo + 63 {
+            return 0;
+        }
+        let from = first.saturating_sub(lo);
+        let to = if last < lo + 63 { last - lo } else { 63 };
+        // Bits from..=to.
+        (u64::MAX >> (63 - to)) & (u64::MAX << from)
+    }
+
+    /// Where block `b`'s summary pair is (`summaries + 2 * rank of b among
+    /// the blocks`), when the class has words in block `b`.
+    #[inline(always)]
+    pub const fn pair_index(&self, b: u32) -> Option<u32> {
+        if b >= 64 || self.blocks & (1u64 << b) == 0 {
+            return None;
+        }
+        let below = self.blocks & ((1u64 << b) - 1);
+        Some(self.summaries + 2 * below.count_ones())
+    }
 }
 
 /// Key of the address LPM tries. The trie prefix covers `generation`,
@@ -2270,55 +2337,50 @@ pub const fn chain_index(generation: u32, chain: u32) -> u32 {
     generation * chain::COUNT as u32 + chain
 }
 
-/// Index of a rule in `RULES`.
+/// Index in `RULES` of slot `slot` of the chain whose slots start at
+/// `rule_base` (its `ChainConfig::rule_base`) in `generation`.
 #[inline(always)]
-pub const fn rule_index(generation: u32, chain: u32, rule: u32) -> u32 {
-    (generation * chain::COUNT as u32 + chain) * MAX_RULES_PER_CHAIN as u32 + rule
+pub const fn rule_index(generation: u32, rule_base: u32, slot: u32) -> u32 {
+    generation * MAX_RULESET_SLOTS + rule_base + slot
 }
 
-/// Counter slots per chain: one per rule plus the policy.
-pub const COUNTERS_PER_CHAIN: u32 = MAX_RULES_PER_CHAIN as u32 + 1;
-
-/// Index of a rule's counter in `COUNTERS`; `rule == MAX_RULES_PER_CHAIN`
-/// is the chain policy's counter.
+/// Index in `COUNTERS` of counter `n` (a chain's `counter_base` plus the
+/// slot's `RuleAction::counter`, or its `policy_counter`) of `generation`.
 #[inline(always)]
-pub const fn counter_index(generation: u32, chain: u32, rule: u32) -> u32 {
-    (generation * chain::COUNT as u32 + chain) * COUNTERS_PER_CHAIN + rule
+pub const fn counter_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_RULESET_COUNTERS + n
 }
 
-/// Rules all user-defined chains of a ruleset may hold together. The
-/// classifier inlines user-defined chains into the built-in chains that
-/// jump to them, but each of their rules keeps one counter, numbered in the
-/// order of the table (see [`user_counter_index`]).
-pub const MAX_USER_CHAIN_RULES: u32 = 16384;
-
-/// Counters of the built-in chains (rules and policies) of every generation.
-pub const BUILTIN_COUNTERS: u32 = (GENERATIONS * chain::COUNT) as u32 * COUNTERS_PER_CHAIN;
-
-/// Index in `COUNTERS` of counter `n` (0-based, below
-/// [`MAX_USER_CHAIN_RULES`]) of the user-defined chains' rules of
-/// `generation`: past every built-in chain's counters.
-#[inline(always)]
-pub const fn user_counter_index(generation: u32, n: u32) -> u32 {
-    BUILTIN_COUNTERS + generation * MAX_USER_CHAIN_RULES + n
-}
-
-/// The `RuleAction::counter` of a slot of built-in `chain` that bumps
-/// user-chain counter `n`: the kernel adds the chain's own base, so the
-/// value is relative to it (never negative: user counters come after every
-/// built-in chain's).
-#[inline(always)]
-pub const fn user_counter_slot(generation: u32, chain: u32, n: u32) -> u32 {
-    user_counter_index(generation, n) - counter_index(generation, chain, 0)
+/// Where the counters of a ruleset sit in its generation's share of
+/// `COUNTERS`: each built-in chain's rules (`builtin_rules[c]` of chain
+/// `c`, in `chain::*` order) then its policy, chain after chain; then the
+/// rules of every user-defined chain. Returns each chain's
+/// `(counter_base, policy_counter)` and the user chains' base, or `None`
+/// when `user_rules` more do not fit [`MAX_RULESET_COUNTERS`].
+pub const fn counter_layout(
+    builtin_rules: &[u32; chain::COUNT],
+    user_rules: u32,
+) -> Option<([(u32, u32); chain::COUNT], u32)> {
+    let mut out = [(0u32, 0u32); chain::COUNT];
+    let mut next = 0u64;
+    let mut c = 0;
+    while c < chain::COUNT {
+        out[c] = (next as u32, (next + builtin_rules[c] as u64) as u32);
+        next += builtin_rules[c] as u64 + 1;
+        c += 1;
+    }
+    if next + user_rules as u64 > MAX_RULESET_COUNTERS as u64 {
+        return None;
+    }
+    Some((out, next as u32))
 }
 
 /// Map sizes, used by the kernel declarations and checked by userspace.
 pub mod size {
     use super::*;
     pub const CHAINS: u32 = (GENERATIONS * chain::COUNT) as u32;
-    pub const RULES: u32 = CHAINS * MAX_RULES_PER_CHAIN as u32;
-    pub const COUNTERS: u32 =
-        CHAINS * COUNTERS_PER_CHAIN + GENERATIONS as u32 * MAX_USER_CHAIN_RULES;
+    pub const RULES: u32 = GENERATIONS as u32 * MAX_RULESET_SLOTS;
+    pub const COUNTERS: u32 = GENERATIONS as u32 * MAX_RULESET_COUNTERS;
     /// Every key field's class ids, for every chain and generation.
     pub const KEY_CLASSES: u32 = CHAINS * field::KEY_CHUNKS_PER_CHAIN;
     /// Routes of the local routing table (`ADDR_TYPES`).
@@ -2330,8 +2392,9 @@ pub mod size {
     /// destination, and an IPv6 chain's three more words of each) plus the
     /// default per field, for every chain and generation. A cap: the trie
     /// allocates its entries as they come.
-    pub const ADDR_PREFIXES: u32 =
-        CHAINS * super::field::ADDR_FIELDS.len() as u32 * (MAX_RULES_PER_CHAIN as u32 + 1);
+    pub const ADDR_PREFIXES: u32 = GENERATIONS as u32
+        * super::field::ADDR_FIELDS.len() as u32
+        * (MAX_RULESET_SLOTS + super::chain::COUNT as u32);
     pub const IFACES: u32 = 16384;
     /// Slots of `IFACE_GUARDS`: interfaces with a larger ifindex are not
     /// checked for frames the kernel would discard (`netbeast attach` says
@@ -2393,7 +2456,7 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(
             size_of::<ChainConfig>(),
-            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4
+            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
         // Chain numbers fit the key's 4 bits (`addr_hash_base`).
@@ -2457,14 +2520,45 @@ mod tests {
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
-        assert_eq!(size_of::<ClassHeader>(), 64);
+        assert_eq!(size_of::<ClassHeader>(), 32);
+        const {
+            assert!(
+                SUMMARY_WORDS <= 64,
+                "ClassHeader::blocks has a bit per block"
+            )
+        };
+        const { assert!(CLASS_WORD_CHUNK % 2 == 0, "a summary pair fits one entry") };
         assert_eq!(MAX_CLASS_WORDS as usize % CLASS_WORD_CHUNK, 0);
-        // The last user-chain counter of the last generation, reached from
-        // the first chain, is inside the map.
-        let last = GENERATIONS as u32 - 1;
-        let slot = user_counter_slot(last, 0, MAX_USER_CHAIN_RULES - 1);
-        assert_eq!(counter_index(last, 0, slot), size::COUNTERS - 1);
-        assert_eq!(user_counter_index(0, 0), size::CHAINS * COUNTERS_PER_CHAIN);
+        // The pools hold a whole chain, and the last of each is in its map.
+        const { assert!(MAX_RULESET_SLOTS as usize >= MAX_RULES_PER_CHAIN) };
+        assert_eq!(
+            rule_index(GENERATIONS as u32 - 1, MAX_RULESET_SLOTS - 1, 0),
+            size::RULES - 1
+        );
+        assert_eq!(
+            counter_index(GENERATIONS as u32 - 1, MAX_RULESET_COUNTERS - 1),
+            size::COUNTERS - 1
+        );
+        // Counters: each chain's rules then its policy, then user chains'.
+        let (bases, user) = counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0], 5).unwrap();
+        assert_eq!(bases[0], (0, 2));
+        assert_eq!(bases[1], (3, 3));
+        assert_eq!(bases[2], (4, 5));
+        assert_eq!(user, 6 + 6);
+        let full = [0u32; chain::COUNT];
+        let room = MAX_RULESET_COUNTERS - chain::COUNT as u32;
+        assert!(counter_layout(&full, room).is_some());
+        assert!(counter_layout(&full, room + 1).is_none());
+        // Dense blocks.
+        let h = ClassHeader {
+            first: 3,
+            last: 130,
+            ..Default::default()
+        };
+        assert_eq!(h.dense_block(0), u64::MAX << 3);
+        assert_eq!(h.dense_block(1), u64::MAX);
+        assert_eq!(h.dense_block(2), 0b111);
+        assert_eq!(h.dense_block(3), 0);
     }
 }
 

@@ -4,10 +4,7 @@
 //! lets the search skip words that cannot match, so the cost does not grow
 //! with the number of rules.
 
-use core::{
-    ffi::c_void,
-    ptr::{read_volatile, write_volatile},
-};
+use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop},
@@ -19,11 +16,10 @@ use netbeast_common::{
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_RULES_PER_CHAIN, MAX_SEARCH_FIELDS,
-    MAX_TRACE_HITS, MacKey, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base,
-    addr_hash_bucket, addr_hash_key, addr_type, chain_index, counter_index, ct_state, field,
-    field::Kind, guard_index, guard_kind, key_chunk_index, limit_take, pkttype, rule_index, size,
-    stats, target,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
+    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
+    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -189,9 +185,11 @@ pub enum Verdict {
     Policy(u32),
 }
 
+/// Bumps counter `n` (a chain's `counter_base` plus a slot's counter, or
+/// its `policy_counter`) of `generation`.
 #[inline(always)]
-fn count(generation: u32, chain: u32, slot: u32, bytes: u64) {
-    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(generation, chain, slot)) {
+fn count(generation: u32, n: u32, bytes: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(generation, n)) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*c).packets += 1;
@@ -522,7 +520,7 @@ pub extern "C" fn netbeast_classify(
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
-            count(generation, chain, MAX_RULES_PER_CHAIN as u32, bytes);
+            count(generation, cfg.policy_counter, bytes);
             policy as u64
         }
     }
@@ -901,12 +899,9 @@ fn take_field(
         } else {
             st.mixed = 1;
         }
-        // The words where every field so far has bits: the candidates
-        // when the latest start is not one (see `search`).
-        st.summary[0] &= h.summary[0];
-        st.summary[1] &= h.summary[1];
-        st.summary[2] &= h.summary[2];
-        st.summary[3] &= h.summary[3];
+        // The blocks where every field so far has bits: where the
+        // candidates are when the latest start is not one (see `search`).
+        st.blocks &= h.blocks;
     }
     true
 }
@@ -948,8 +943,8 @@ fn search(
         st.fields = 0;
         st.mixed = 0;
         st.lead_first = 0;
-        // The candidate words: all, until the fields narrow them.
-        set_summary(st, u64::MAX);
+        // The candidate blocks: all, until the fields narrow them.
+        st.blocks = u64::MAX;
     }
     // One call per field, written out: each inlines its own lookup. The
     // chain's used fields are read once, and tested a group at a time:
@@ -991,6 +986,12 @@ fn search(
     group!(3);
     group!(4);
     group!(5);
+    st.rule_base = cfg.rule_base;
+    st.counter_base = cfg.counter_base;
+    // Word 0 is searched first (below): later candidates start at word 1,
+    // and no block is loaded yet.
+    st.resume = 1;
+    st.candidates = 0;
     // The first candidate is word 0; in a large chain whose word 0 has no
     // match, the first word every field has bits in (no slot before it
     // matches). Most packets end with that candidate's first slot.
@@ -1001,19 +1002,21 @@ fn search(
     if pending == 0 && large {
         if st.mixed == 0 && st.lead_first > 0 {
             // Every field starts at `lead_first`: their first words are
-            // the AND there.
+            // the AND there. The words before it hold no match; the
+            // steps resume past it (its block is loaded without them).
             w = st.lead_first;
             pending = st.lead_word;
+            st.resume = w + 1;
+            st.blocks &= !((1u64 << ((st.resume / 64) & 63)) - 1);
         } else {
             // Some field has bits before the latest start, or all start at
             // word 0, which just failed (a rule in front that does not
             // constrain a field gives its class a bit in word 0: `-p tcp
             // --syn -j DROP` before UDP rules), so the latest start is
-            // only a lower bound, and its word may hold nothing. The AND
-            // of the summaries names the first word where every field has
-            // bits: take it here rather than in the loop.
-            st.summary[0] &= !1;
-            if !next_word(st) {
+            // only a lower bound, and its word may hold nothing. The first
+            // block every field has bits in, and its first word where they
+            // all do: taken here rather than in the loop.
+            if !first_candidate(st) {
                 return None;
             }
             w = st.word_index;
@@ -1026,14 +1029,14 @@ fn search(
             return None;
         }
         pending &= pending - 1;
-        let action = RULES.get(rule_index(generation, chain, slot))?;
+        let action = RULES.get(rule_index(generation, cfg.rule_base, slot))?;
         // The only test an unguarded slot pays.
         let held = action.guard == 0 || {
             seq = next_seq();
             netbeast_guards(generation, action.guard, seq) != 0
         };
         if held {
-            count(generation, chain, action.counter, bytes);
+            count(generation, cfg.counter_base + action.counter, bytes);
             if takes_effect(st, action, slot) {
                 return Some(*action);
             }
@@ -1041,8 +1044,8 @@ fn search(
     } else if !large {
         return None;
     }
-    // The rest of the search, in steps: the pending slots of word `w`, then
-    // the candidates of the summaries' AND past `w`.
+    // The rest of the search, in steps: the pending slots of word `w`, the
+    // candidate words left in the loaded block, then the candidate blocks.
     st.rule_count = rule_count;
     st.generation = generation;
     st.chain = chain;
@@ -1051,15 +1054,10 @@ fn search(
     st.seq = seq;
     st.word_index = w;
     st.pending = pending;
-    // Words up to `w` are done (the summary holds no word below a `w`
-    // that `next_word` took); a small chain has no word past 0.
+    // A small chain has no word past 0.
     if !large {
-        set_summary(st, 0);
-    } else {
-        st.summary[0] &= !1;
-        if w > 0 && st.mixed == 0 {
-            clear_through(st, w);
-        }
+        st.blocks = 0;
+        st.candidates = 0;
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.
@@ -1086,46 +1084,10 @@ fn search(
     })
 }
 
-/// Sets every word of the summary to `v`. Volatile stores: plain ones
-/// merge into a byte-wise `memset`.
-#[inline(always)]
-fn set_summary(st: &mut SearchState, v: u64) {
-    // SAFETY: plain stores into the per-CPU scratch.
-    unsafe {
-        write_volatile(&mut st.summary[0], v);
-        write_volatile(&mut st.summary[1], v);
-        write_volatile(&mut st.summary[2], v);
-        write_volatile(&mut st.summary[3], v);
-    }
-}
-
-/// Clears the summary's words up to `w`, already searched: the fast start
-/// at the latest first word skipped the candidates before it, which hold
-/// no match. Volatile stores: plain ones merge into a byte-wise `memset`.
-#[inline(never)]
-fn clear_through(st: &mut SearchState, w: u32) {
-    let done = |i: u32| -> u64 {
-        let lo = i * 64;
-        if w < lo {
-            0
-        } else if w >= lo + 63 {
-            u64::MAX
-        } else {
-            (2u64 << (w - lo)) - 1
-        }
-    };
-    // SAFETY: plain stores into the per-CPU scratch.
-    unsafe {
-        write_volatile(&mut st.summary[0], st.summary[0] & !done(0));
-        write_volatile(&mut st.summary[1], st.summary[1] & !done(1));
-        write_volatile(&mut st.summary[2], st.summary[2] & !done(2));
-        write_volatile(&mut st.summary[3], st.summary[3] & !done(3));
-    }
-}
-
-/// Every step either loads one candidate word or acts on one matching
-/// rule; this bounds the search.
-const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + MAX_GUARDED_SLOTS + 1) as u32;
+/// Every step either loads one candidate block, loads one candidate word
+/// or acts on one matching rule; this bounds the search.
+const SEARCH_STEPS: u32 =
+    (SUMMARY_WORDS + RULE_WORDS + MAX_NONTERMINATING_RULES + MAX_GUARDED_SLOTS + 1) as u32;
 
 /// The search's moving parts. They live in a map (the per-CPU packet slot
 /// for the packet programs, `SOCK_SEARCH` for the socket programs) rather
@@ -1134,18 +1096,29 @@ const SEARCH_STEPS: u32 = (RULE_WORDS + MAX_NONTERMINATING_RULES + MAX_GUARDED_S
 /// start.
 #[repr(C)]
 pub struct SearchState {
-    /// Candidate words not visited yet: the AND of the used fields'
-    /// summaries, less the words already visited.
-    summary: [u64; SUMMARY_WORDS],
+    /// Candidate blocks not loaded yet: the AND of the used fields'
+    /// `ClassHeader::blocks`, less the blocks already loaded.
+    blocks: u64,
+    /// Candidate words of the loaded block (`block`) not visited yet: the
+    /// AND of the fields' summaries of that block.
+    candidates: u64,
     /// Bits of rule word `word_index` still to act on.
     pending: u64,
     bytes: u64,
     word_index: u32,
+    block: u32,
+    /// The first word not searched yet when the steps began: the loaded
+    /// block that holds it drops the words before it.
+    resume: u32,
     generation: u32,
     chain: u32,
     rule_count: u32,
+    /// The chain's `ChainConfig::rule_base` and `counter_base`.
+    rule_base: u32,
+    counter_base: u32,
     /// Used fields recorded below (large chains), in field order.
     fields: u32,
+    _pad: u32,
     /// The search's sequence for guard outcomes (`GUARD_MEMO`), 0 until a
     /// guarded slot is met.
     seq: u64,
@@ -1177,9 +1150,35 @@ pub struct SearchState {
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
+/// Where block `b`'s summary pair of a class that is not dense sits in
+/// `CLASS_WORDS` (`ClassHeader::pair_index`, with this file's bit count).
+#[inline(always)]
+fn pair_index(h: &ClassHeader, b: u32) -> Option<u32> {
+    let b = b & 63;
+    if h.blocks & (1u64 << b) == 0 {
+        return None;
+    }
+    Some(h.summaries + 2 * ones(h.blocks & ((1u64 << b) - 1)))
+}
+
+/// The summary of block `b` of class `class`: bit `i` set when word
+/// `64 * b + i` is non-zero.
+#[inline(always)]
+fn class_block(class: u32, b: u32) -> Option<u64> {
+    let h = CLASS_HEADERS.get(class)?;
+    if h.dense != 0 {
+        return Some(h.dense_block(b));
+    }
+    let Some(at) = pair_index(h, b) else {
+        return Some(0);
+    };
+    let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
+    Some(chunk[at as usize % CLASS_WORD_CHUNK])
+}
+
 /// Word `w` of class `class`: its `first_word`, 0 outside its non-zero
 /// words, else read from `CLASS_WORDS` (a dense class's directly, another's
-/// at its rank).
+/// at its rank, through its block's summary pair).
 #[inline(always)]
 fn class_word(class: u32, w: u32) -> Option<u64> {
     let h = CLASS_HEADERS.get(class)?;
@@ -1193,35 +1192,84 @@ fn class_word(class: u32, w: u32) -> Option<u64> {
         }
         h.offset + w - first
     } else {
-        let sw = (w / 64) as usize & (SUMMARY_WORDS - 1);
-        if h.summary[sw] & (1u64 << (w % 64)) == 0 {
+        let Some(p) = pair_index(h, w / 64) else {
+            return Some(0);
+        };
+        // A pair starts at an even index: both words are in this entry.
+        let chunk = CLASS_WORDS.get(p / CLASS_WORD_CHUNK as u32)?;
+        let i = p as usize % CLASS_WORD_CHUNK;
+        let summary = chunk[i];
+        let rank = chunk[(i | 1) & (CLASS_WORD_CHUNK - 1)];
+        let bit = w % 64;
+        if summary & (1u64 << bit) == 0 {
             return Some(0);
         }
-        let below = h.summary[sw] & ((1u64 << (w % 64)) - 1);
-        h.offset + h.rank[sw] as u32 + ones(below)
+        h.offset + rank as u32 + ones(summary & ((1u64 << bit) - 1))
     };
     let chunk = CLASS_WORDS.get(at / CLASS_WORD_CHUNK as u32)?;
     Some(chunk[at as usize % CLASS_WORD_CHUNK])
 }
 
-/// Moves to the next candidate word: its AND over the used fields becomes
-/// `pending`. `false` when no candidate is left.
+/// The AND of block `b`'s summaries over the recorded classes.
 #[inline(always)]
-fn next_word(st: &mut SearchState) -> bool {
-    let i = if st.summary[0] != 0 {
-        0
-    } else if st.summary[1] != 0 {
-        1
-    } else if st.summary[2] != 0 {
-        2
-    } else if st.summary[3] != 0 {
-        3
-    } else {
+fn and_block(st: &SearchState, b: u32) -> Option<u64> {
+    let mut acc = u64::MAX;
+    for n in 0..MAX_SEARCH_FIELDS {
+        if n as u32 >= st.fields {
+            break;
+        }
+        acc &= class_block(st.classes[n], b)?;
+    }
+    Some(acc)
+}
+
+/// Loads the next candidate block: the AND of its summaries (less the
+/// words before `resume`) becomes `candidates`. `false` when no candidate
+/// block is left.
+#[inline(always)]
+fn next_block(st: &mut SearchState) -> bool {
+    let bits = st.blocks;
+    if bits == 0 {
+        return false;
+    }
+    st.blocks = bits & (bits - 1);
+    let b = lowest_bit(bits);
+    let Some(mut candidates) = and_block(st, b) else {
+        bump(stats::CLASS_MISSING);
         return false;
     };
-    let bits = st.summary[i];
-    st.summary[i] = bits & (bits - 1);
-    let w = i as u32 * 64 + lowest_bit(bits);
+    let r = st.resume;
+    if b == r / 64 {
+        candidates &= u64::MAX << (r % 64);
+    }
+    st.block = b;
+    st.candidates = candidates;
+    true
+}
+
+/// Loads the first candidate block and, when it has one, its first
+/// candidate word (`word_index`, `pending`; `pending` stays 0 otherwise).
+/// `false` when there is none. Out of line: inlined, its lookups grew the
+/// frame of `netbeast_classify`, which sits in the deepest call chain,
+/// past the 512 bytes of stack all frames share.
+#[inline(never)]
+fn first_candidate(st: &mut SearchState) -> bool {
+    st.pending = 0;
+    st.word_index = 0;
+    if !next_block(st) {
+        return false;
+    }
+    st.candidates == 0 || next_word(st)
+}
+
+/// Moves to the next candidate word of the loaded block (there is one):
+/// its AND over the used fields becomes `pending`. `false` when a class
+/// cannot be read.
+#[inline(always)]
+fn next_word(st: &mut SearchState) -> bool {
+    let bits = st.candidates;
+    st.candidates = bits & bits.wrapping_sub(1);
+    let w = st.block * 64 + lowest_bit(bits);
     st.word_index = w;
     match and_word(st, w) {
         Some(p) => {
@@ -1245,7 +1293,7 @@ fn act(st: &mut SearchState) -> bool {
         return true;
     }
     st.pending &= st.pending - 1;
-    let Some(action) = RULES.get(rule_index(st.generation, st.chain, slot)) else {
+    let Some(action) = RULES.get(rule_index(st.generation, st.rule_base, slot)) else {
         return true;
     };
     if action.guard != 0 {
@@ -1257,7 +1305,7 @@ fn act(st: &mut SearchState) -> bool {
             return false;
         }
     }
-    count(st.generation, st.chain, action.counter, st.bytes);
+    count(st.generation, st.counter_base + action.counter, st.bytes);
     if takes_effect(st, action, slot) {
         st.target = action.target;
         st.arg = action.arg;
@@ -1307,7 +1355,11 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         if act(st) {
             return 1;
         }
-    } else if !next_word(st) {
+    } else if st.candidates != 0 {
+        if !next_word(st) {
+            return 1;
+        }
+    } else if !next_block(st) {
         return 1;
     }
     0

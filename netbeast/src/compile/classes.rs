@@ -91,6 +91,9 @@ pub(super) struct Interner {
     base: u32,
     words: usize,
     limit: u32,
+    /// Each class by its non-zero words only ([`sparse`]): a dense copy
+    /// of every class is as long as the longest chain, which at 100,000
+    /// rules and as many classes was 2 GiB.
     ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
     /// The vector of every slot of a chain of `.0` slots, the last one
     /// asked for: `intern` compares with it on every call, and building it
@@ -138,7 +141,8 @@ impl Interner {
                 return Ok(CLASS_ALL);
             }
         }
-        if let Some(&id) = self.ids.get(v) {
+        let key = sparse(v);
+        if let Some(&id) = self.ids.get(&key[..]) {
             return Ok(id);
         }
         let n = self.ids.len() as u32;
@@ -150,7 +154,7 @@ impl Interner {
             });
         }
         let id = self.base + n;
-        self.ids.insert(v.into(), id);
+        self.ids.insert(key.into_boxed_slice(), id);
         Ok(id)
     }
 
@@ -165,29 +169,57 @@ impl Interner {
             .enumerate()
             .map(|(n, bits)| Class {
                 id: self.base + n as u32,
-                bits: bits.expect("class ids are dense"),
+                words: bits.expect("class ids are dense"),
             })
             .collect()
     }
 }
 
+/// The non-zero words of `v` as pairs `index, word`, in index order.
+fn sparse(v: &[u64]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (w, &word) in v.iter().enumerate() {
+        if word != 0 {
+            out.extend([w as u64, word]);
+        }
+    }
+    out
+}
+
 impl Class {
+    /// The non-zero words, as `(index, word)` in index order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.words.chunks_exact(2).map(|p| (p[0] as usize, p[1]))
+    }
+
+    /// The rule bits, `len` words (zero past the non-zero ones).
+    pub fn bits(&self, len: usize) -> Vec<u64> {
+        let mut bits = vec![0u64; len];
+        for (w, word) in self.nonzero() {
+            bits[w] = word;
+        }
+        bits
+    }
+
     /// The class as the kernel's layout holds it: the rule words padded
-    /// with zeros to `RULE_WORDS`, and the summary of non-zero words.
+    /// with zeros to `RULE_WORDS`, and the summary of each block.
     /// Built on demand (for tests and tools): a compile keeps only
     /// [`Class::bits`], which at 10,000 rules is a tenth of the size.
     pub fn vector(&self) -> Box<ClassVector> {
-        debug_assert!(self.bits.len() <= RULE_WORDS);
         let mut v = Box::new(ClassVector {
-            summary: summary(&self.bits),
+            summary: [0; SUMMARY_WORDS],
             words: [0; RULE_WORDS],
         });
-        v.words[..self.bits.len()].copy_from_slice(&self.bits);
+        for (w, word) in self.nonzero() {
+            v.words[w] = word;
+        }
+        v.summary = summary(&v.words);
         v
     }
 }
 
-/// The summary of `bits`: bit `w` set when word `w` is not zero.
+/// The summary of `bits`, block by block: bit `w % 64` of block `w / 64`
+/// set when word `w` is not zero.
 fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
     let mut summary = [0u64; SUMMARY_WORDS];
     for (w, &word) in bits.iter().enumerate() {
@@ -200,7 +232,8 @@ fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
 
 /// The classes as the kernel reads them: a header per class id
 /// (`CLASS_HEADERS`) and the non-zero words of every class, class after
-/// class (`CLASS_WORDS`).
+/// class, each followed by its block summary pairs when it is not dense
+/// (`CLASS_WORDS`).
 pub struct PackedClasses {
     /// The `CLASS_HEADERS` value of every class, in id order (from index
     /// `generation * CLASS_ID_GEN_STRIDE`).
@@ -225,34 +258,59 @@ impl PackedClasses {
         let mut headers = Vec::with_capacity(classes.len());
         let mut words = Vec::new();
         for class in classes {
-            // Words past `bits` are zero: nothing to pack or summarize.
-            let bits = &class.bits;
-            let summary = summary(bits);
-            let mut rank = [0u16; SUMMARY_WORDS];
-            let mut before = 0u32;
-            for (i, r) in rank.iter_mut().enumerate() {
-                *r = before as u16;
-                before += summary[i].count_ones();
-            }
             let offset = base + words.len() as u32;
-            words.extend(bits.iter().copied().filter(|&w| w != 0));
+            words.extend(class.nonzero().map(|(_, word)| word));
+            let (first, first_word) = class.nonzero().next().unwrap_or((0, 0));
+            let last = class.nonzero().last().map_or(0, |(w, _)| w);
+            let count = class.words.len() / 2;
+            // An empty class is not dense (its word 0 is zero), as before.
+            let dense = count > 0 && count == last - first + 1;
+            let mut summary = [0u64; SUMMARY_WORDS];
+            for (w, _) in class.nonzero() {
+                summary[w / 64] |= 1 << (w % 64);
+            }
+            // Word 0 is never searched through the blocks (the search's
+            // first step reads it from `first_word`): a block is named
+            // for its words past 0 only. A class whose only bit in block
+            // 0 is a rule in word 0 (a `-p tcp --syn` rule in front that
+            // names no source makes every source class one) then does not
+            // send the search to block 0 for nothing.
+            let mut blocks = 0u64;
+            for (b, &s) in summary.iter().enumerate() {
+                let past_word0 = if b == 0 { s & !1 } else { s };
+                if past_word0 != 0 {
+                    blocks |= 1 << b;
+                }
+            }
+            let mut summaries = 0;
+            if !dense {
+                // Pairs start at an even index, so a pair is never split
+                // between two `CLASS_WORDS` entries.
+                if words.len() % 2 == 1 {
+                    words.push(0);
+                }
+                summaries = base + words.len() as u32;
+                // The rank counts every stored word before the block, word
+                // 0 included (it is stored even when block 0 has no pair).
+                let mut rank = 0u64;
+                for (b, &s) in summary.iter().enumerate() {
+                    if blocks & (1 << b) != 0 {
+                        words.extend([s, rank]);
+                    }
+                    rank += u64::from(s.count_ones());
+                }
+            }
             if words.len() > limit as usize {
                 return Err(CompileError::TooManyClassWords { limit });
             }
-            let first = bits.iter().position(|&w| w != 0).unwrap_or(0);
-            let last = bits.iter().rposition(|&w| w != 0).unwrap_or(0);
-            let dense = bits
-                .get(first..=last)
-                .is_none_or(|run| run.iter().all(|&w| w != 0));
             headers.push(ClassHeader {
-                summary,
-                first_word: bits.get(first).copied().unwrap_or(0),
+                first_word,
+                blocks,
                 offset,
+                summaries,
+                dense: u32::from(dense),
                 first: first as u16,
                 last: last as u16,
-                rank,
-                dense: u16::from(dense),
-                _pad: [0; 3],
             });
         }
         Ok(PackedClasses {
@@ -268,14 +326,36 @@ impl PackedClasses {
         self.headers.get(id.checked_sub(self.id_base)? as usize)
     }
 
+    fn header_or_panic(&self, id: u32) -> &ClassHeader {
+        self.header(id)
+            .unwrap_or_else(|| panic!("class {id} does not exist"))
+    }
+
+    /// The packed word at `CLASS_WORDS` index `at`.
+    fn at(&self, at: u32) -> u64 {
+        self.words[(at - self.base) as usize]
+    }
+
+    /// The summary of block `b` of class `id` as the kernel reads it
+    /// (`class_block`): a dense class's from `first..=last`, another's
+    /// from its summary pair. Panics on a missing class.
+    pub fn block(&self, id: u32, b: usize) -> u64 {
+        let h = self.header_or_panic(id);
+        if h.dense != 0 {
+            return h.dense_block(b as u32);
+        }
+        match h.pair_index(b as u32) {
+            Some(p) => self.at(p),
+            None => 0,
+        }
+    }
+
     /// Word `w` of class `id` as the kernel reads it through the header
     /// (`class_word`): `first_word` for word `first`, 0 outside the
-    /// non-zero words (a dense class's `first..=last`, another's summary),
-    /// else from the packed words. Panics on a missing class.
+    /// non-zero words (a dense class's `first..=last`, another's
+    /// summaries), else from the packed words. Panics on a missing class.
     pub fn word(&self, id: u32, w: usize) -> u64 {
-        let h = self
-            .header(id)
-            .unwrap_or_else(|| panic!("class {id} does not exist"));
+        let h = self.header_or_panic(id);
         let first = usize::from(h.first);
         if w == first {
             return h.first_word;
@@ -286,13 +366,17 @@ impl PackedClasses {
             }
             h.offset + (w - first) as u32
         } else {
-            let (sw, bit) = (w / 64, w % 64);
-            if h.summary[sw] & (1 << bit) == 0 {
+            let Some(p) = h.pair_index((w / 64) as u32) else {
+                return 0;
+            };
+            let (summary, rank) = (self.at(p), self.at(p + 1));
+            let bit = w % 64;
+            if summary & (1 << bit) == 0 {
                 return 0;
             }
-            let below = h.summary[sw] & ((1u64 << bit) - 1);
-            h.offset + u32::from(h.rank[sw]) + below.count_ones()
+            let below = summary & ((1u64 << bit) - 1);
+            h.offset + rank as u32 + below.count_ones()
         };
-        self.words[(at - self.base) as usize]
+        self.at(at)
     }
 }

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{LogTarget, NatTarget, RuleAction, target, user_counter_slot};
+use netbeast_common::{LogTarget, NatTarget, RuleAction, target};
 
 use super::guards::{self, GuardTable};
 use super::term::{self, Term};
@@ -223,10 +223,10 @@ impl<'a> Prepared<'a> {
                 next += chain.rules.len() as u32;
             }
         }
-        if next > limits.user_chain_rules {
-            return Err(CompileError::TooManyUserChainRules {
+        if next > limits.ruleset_counters {
+            return Err(CompileError::TooManyRulesetRules {
                 rules: next as usize,
-                limit: limits.user_chain_rules as usize,
+                limit: limits.ruleset_counters as usize,
             });
         }
         Ok(Prepared {
@@ -327,7 +327,8 @@ impl NatTargets {
 }
 
 /// The counters of user-defined chains' rules, as the kernel numbers them
-/// (`netbeast_common::user_counter_index`): each user-defined chain of the
+/// (from `ChainConfig::user_counter_base`, see
+/// `netbeast_common::counter_layout`): each user-defined chain of the
 /// filter table, then of the nat table, in table order, with the number of
 /// its first rule's counter.
 pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
@@ -384,9 +385,10 @@ impl Steps {
 pub(super) struct Flattener<'p, 'g, 'a> {
     prepared: &'p Prepared<'a>,
     guard_table: &'g mut GuardTable,
-    generation: u32,
-    /// `chain::INPUT`, ...
-    builtin: u32,
+    /// The built-in chain's `ChainConfig::counter_base` and the user
+    /// chains' `user_counter_base`: a user chain's rule `n` counts at
+    /// `user_counter_base + n`, relative to the chain's base.
+    counters: (u32, u32),
     name: &'static str,
     limits: Limits,
     pub slots: Vec<Slot<'a>>,
@@ -396,16 +398,14 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
     pub fn new(
         prepared: &'p Prepared<'a>,
         guard_table: &'g mut GuardTable,
-        generation: u32,
-        builtin: u32,
+        counters: (u32, u32),
         name: &'static str,
         limits: Limits,
     ) -> Self {
         Flattener {
             prepared,
             guard_table,
-            generation,
-            builtin,
+            counters,
             name,
             limits,
             slots: Vec::new(),
@@ -503,7 +503,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             self.check_terms(chain, r, hit.len())?;
             let counter = match prepared.user_counter[chain] {
                 None => r as u32,
-                Some(first) => user_counter_slot(self.generation, self.builtin, first + r as u32),
+                Some(first) => self.counters.1 + first + r as u32 - self.counters.0,
             };
             self.check_nat_chain(chain, r)?;
             self.check_needs_packet(chain, r)?;

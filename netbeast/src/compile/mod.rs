@@ -74,8 +74,8 @@ use netbeast_common::{
     CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, LogTarget,
     MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_GUARDS_PER_RULE, MAX_LOG_TARGETS, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN,
-    MAX_USER_CHAIN_RULES, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field, field::Kind,
-    guard_kind, size, target,
+    MAX_RULESET_COUNTERS, MAX_RULESET_SLOTS, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field,
+    field::Kind, guard_kind, size, target,
 };
 
 use crate::rules::model::{Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
@@ -142,10 +142,17 @@ pub enum CompileError {
         limit: usize,
     },
     #[error(
-        "user-defined chains hold {rules} rules, more than the limit of {limit} \
-         (MAX_USER_CHAIN_RULES, for the filter and nat tables together); remove rules or chains"
+        "the ruleset has {rules} rules and built-in chain policies, more than the limit of \
+         {limit} (MAX_RULESET_COUNTERS: each has a counter; every table and chain, built-in \
+         or user-defined, together); remove rules or chains"
     )]
-    TooManyUserChainRules { rules: usize, limit: usize },
+    TooManyRulesetRules { rules: usize, limit: usize },
+    #[error(
+        "the ruleset's chains need {slots} rule slots together, more than the limit of {limit} \
+         (MAX_RULESET_SLOTS, for every built-in chain of every table; the rules of a \
+         user-defined chain take slots in every chain that jumps to it); remove rules"
+    )]
+    TooManyRulesetSlots { slots: usize, limit: usize },
     #[error(
         "the nat table needs more than {limit} distinct translations (MAX_NAT_TARGETS): \
          DNAT/SNAT/MASQUERADE/REDIRECT rules that translate to the same addresses, ports and \
@@ -293,8 +300,9 @@ pub struct CompiledRuleset {
     /// the LPM trie).
     pub addr_hash: AddrHash,
     /// Rules of all user-defined chains (the filter table's, then the nat
-    /// table's): their counters are `user_counter_index(generation,
-    /// 0..user_chain_rules)`, numbered as [`user_chain_counters`] says.
+    /// table's): their counters are `user_counter_base + 0..user_chain_rules`
+    /// (every chain's `config.user_counter_base`), numbered as
+    /// [`user_chain_counters`] says.
     pub user_chain_rules: u32,
     /// The translations of the nat rules, each once: the `NAT_TARGETS`
     /// map value at `nat_target_index(generation, n)` for `n` in order.
@@ -329,7 +337,8 @@ pub struct CompiledChain {
     /// and, for key fields, the class of a key no slot constrains.
     pub config: ChainConfig,
     /// One entry per rule slot (`config.rule_count` of them), in slot order:
-    /// the `RULES` map value at `rule_index(generation, chain, slot)`.
+    /// the `RULES` map value at `rule_index(generation, config.rule_base,
+    /// slot)`.
     /// `target` is `target::ACCEPT`, `DROP`, `REJECT` (with `arg`
     /// one of `reject::*`), `DNAT`, `SNAT`, `MASQUERADE`, `REDIRECT` (with
     /// `arg` the number of the translation in
@@ -337,14 +346,15 @@ pub struct CompiledChain {
     /// from the next slot); `counter` is the user's rule (0-based position in the chain)
     /// the slot belongs to, which differs from the slot number after a rule
     /// that was expanded into several slots, or, for the rule of a
-    /// user-defined chain inlined here, `user_counter_slot(..)` of its
-    /// counter. Jumps, gotos and RETURNs are `NONE` slots: they count, and
+    /// user-defined chain inlined here, its counter relative to the chain's
+    /// `config.counter_base`. Jumps, gotos and RETURNs are `NONE` slots: they count, and
     /// the slots that follow do what iptables does next.
     pub rules: Vec<RuleAction>,
     /// For every slot, the rule it stands for: (chain name, 0-based rule).
     pub owners: Vec<RuleRef>,
     /// Rules of the built-in chain itself: its counters are
-    /// `counter_index(generation, chain, 0..builtin_rules)`.
+    /// `counter_index(generation, config.counter_base + 0..builtin_rules)`,
+    /// its policy's `config.policy_counter`.
     pub builtin_rules: u32,
     /// The most slots without a verdict (count-only rules, jumps, gotos,
     /// RETURNs) one packet can act on in this chain: at most
@@ -411,9 +421,9 @@ pub struct MacClass {
 /// A distinct class vector and its id.
 pub struct Class {
     pub id: u32,
-    /// The rule bits, as many words as the ruleset's longest chain needs
-    /// (the kernel's vectors are zero past them): see [`Class::vector`].
-    pub bits: Box<[u64]>,
+    /// The rule bits' non-zero words, as pairs `index, word` in index
+    /// order (see [`Class::nonzero`], [`Class::bits`], [`Class::vector`]).
+    pub words: Box<[u64]>,
 }
 
 impl CompiledChain {
@@ -446,7 +456,8 @@ struct Limits {
     class_words: u32,
     iface_entries: usize,
     mac_entries: usize,
-    user_chain_rules: u32,
+    ruleset_counters: u32,
+    ruleset_slots: u32,
     nat_targets: u32,
     log_targets: u32,
     guarded_slots: usize,
@@ -461,7 +472,8 @@ const LIMITS: Limits = Limits {
     class_words: MAX_CLASS_WORDS,
     iface_entries: MAX_IFACE_ENTRIES,
     mac_entries: MAX_MAC_ENTRIES,
-    user_chain_rules: MAX_USER_CHAIN_RULES,
+    ruleset_counters: MAX_RULESET_COUNTERS,
+    ruleset_slots: MAX_RULESET_SLOTS,
     nat_targets: MAX_NAT_TARGETS,
     log_targets: MAX_LOG_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
@@ -546,13 +558,28 @@ fn compile_with_limits(
         };
         (prepared, name)
     });
+    // The counters' layout (`counter_layout`): each built-in chain's rules
+    // and policy, then the user-defined chains' rules.
+    let mut builtin_rules = [0u32; chain::COUNT];
+    for (c, (prepared, name)) in builtins.clone().enumerate() {
+        builtin_rules[c] = prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32;
+    }
+    let counted = builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>()
+        + u64::from(filter6.user_counters_end);
+    let layout = netbeast_common::counter_layout(&builtin_rules, filter6.user_counters_end)
+        .filter(|_| counted <= u64::from(limits.ruleset_counters));
+    let Some((counter_bases, user_counter_base)) = layout else {
+        return Err(CompileError::TooManyRulesetRules {
+            rules: counted as usize,
+            limit: limits.ruleset_counters as usize,
+        });
+    };
     let mut plans = Vec::with_capacity(chain::COUNT);
     for (builtin, (prepared, name)) in builtins.enumerate() {
         let (slots, policy, steps) = Flattener::new(
             prepared,
             &mut guard_table,
-            generation,
-            builtin as u32,
+            (counter_bases[builtin].0, user_counter_base),
             name,
             limits,
         )
@@ -563,7 +590,16 @@ fn compile_with_limits(
             policy,
             slots,
             steps,
-            builtin_rules: prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32,
+            builtin_rules: builtin_rules[builtin],
+        });
+    }
+    // Each chain's slots after the previous chain's in the generation's
+    // share of `RULES`.
+    let total_slots: usize = plans.iter().map(|p| p.slots.len()).sum();
+    if total_slots > limits.ruleset_slots as usize {
+        return Err(CompileError::TooManyRulesetSlots {
+            slots: total_slots,
+            limit: limits.ruleset_slots as usize,
         });
     }
     crate::profile::phase("compile: prepare, flatten");
@@ -608,6 +644,13 @@ fn compile_with_limits(
     };
     let user_chain_rules = filter6.user_counters_end;
     let mut chains = chains;
+    let mut rule_base = 0;
+    for (c, compiled) in chains.iter_mut().enumerate() {
+        compiled.config.rule_base = rule_base;
+        rule_base += compiled.config.rule_count;
+        (compiled.config.counter_base, compiled.config.policy_counter) = counter_bases[c];
+        compiled.config.user_counter_base = user_counter_base;
+    }
     for (compiled, plan) in chains.iter_mut().zip(&plans) {
         compiled.owners = plan
             .slots
@@ -762,6 +805,11 @@ fn compile_chain(
             // Set for the whole ruleset by `addr_hash::build`.
             addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; field::ADDR_FIELDS.len()],
             addr_table: 0,
+            // Set for the whole ruleset once every chain is compiled.
+            rule_base: 0,
+            counter_base: 0,
+            policy_counter: 0,
+            user_counter_base: 0,
         },
         rules,
         addr_prefixes,

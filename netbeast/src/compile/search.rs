@@ -2,7 +2,7 @@
 //! through the packed tables it reads, so that tests of the compiled tables
 //! test what the kernel computes.
 
-use netbeast_common::{CLASS_ALL, RULE_WORDS, SUMMARY_WORDS};
+use netbeast_common::{CLASS_ALL, SUMMARY_WORDS};
 
 use super::classes::PackedClasses;
 
@@ -17,8 +17,10 @@ pub(super) const SMALL_CHAIN: u32 = 64;
 /// Kernel order. [`CLASS_ALL`] (every slot accepts the value) is left out.
 /// A search from slot 0 tries word 0 first (each header's `first_word`
 /// when `first` is 0); then, in a chain of more than `SMALL_CHAIN` slots,
-/// the set bits `w` of the AND of the summaries in ascending order, ANDing
-/// the packed words `w`; the first non-zero result decides. The words below `start` are masked off, in the
+/// the blocks set in the AND of the headers' `blocks`, in ascending order,
+/// each block's words set in the AND of the fields' block summaries, in
+/// ascending order, ANDing the packed words `w`; the first non-zero result
+/// decides. The words below `start` are masked off, in the
 /// candidates and in the word that holds `start`.
 pub(super) fn first_match(
     packed: &PackedClasses,
@@ -62,13 +64,20 @@ pub(super) fn first_match(
     let start = start as usize;
     let mut candidates = vec![0usize];
     if rule_count > SMALL_CHAIN {
-        let mut summary = [u64::MAX; SUMMARY_WORDS];
-        for &id in ids {
-            for (s, h) in summary.iter_mut().zip(header(id).summary) {
-                *s &= h;
-            }
+        let blocks = ids
+            .iter()
+            .fold(u64::MAX, |acc, &id| acc & header(id).blocks);
+        for b in (0..SUMMARY_WORDS).filter(|b| blocks & (1 << b) != 0) {
+            let words = ids
+                .iter()
+                .fold(u64::MAX, |acc, &id| acc & packed.block(id, b));
+            candidates.extend(
+                (0..64)
+                    .filter(|i| words & (1 << i) != 0)
+                    .map(|i| b * 64 + i)
+                    .filter(|&w| w > 0),
+            );
         }
-        candidates.extend((1..RULE_WORDS).filter(|w| summary[w / 64] & (1 << (w % 64)) != 0));
     }
     for w in candidates.into_iter().filter(|&w| w >= start / 64) {
         let mut acc = ids

@@ -545,7 +545,25 @@ fn check_classes(compiled: &CompiledRuleset) {
             .packed
             .header(class.id)
             .expect("a header per class");
-        assert_eq!(h.summary, vector.summary);
+        for (b, &block) in vector.summary.iter().enumerate() {
+            // Word 0 is read from `first_word`, never through the blocks.
+            let past_word0 = if b == 0 { !1 } else { u64::MAX };
+            let block = block & past_word0;
+            assert_eq!(
+                h.blocks & (1 << b) != 0,
+                block != 0,
+                "blocks of {}",
+                class.id
+            );
+            if block != 0 {
+                assert_eq!(
+                    compiled.packed.block(class.id, b) & past_word0,
+                    block,
+                    "packed summary of block {b} of class {}",
+                    class.id
+                );
+            }
+        }
         let words = &vector.words;
         let nonzero: Vec<usize> = (0..words.len()).filter(|&w| words[w] != 0).collect();
         let (first, last) = (
@@ -1002,7 +1020,7 @@ fn rule_limit_counts_slots() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("FORWARD") && message.contains("16384"),
+        message.contains("FORWARD") && message.contains("131072"),
         "{message}"
     );
 
@@ -1618,6 +1636,68 @@ fn ten_thousand_rules_compile_fast() {
     assert_eq!(reference, vec![9_999]);
 }
 
+/// A chain longer than the old 16,384-slot limit, whose classes spread over
+/// many blocks of 64 words (`ClassHeader::blocks`): each host's source
+/// class holds its own rule and the catch-all at the end (two words far
+/// apart: not dense, two summary pairs), and UDP rules every 4,500 slots
+/// give the protocol field a class with a hole per UDP rule. The compiled
+/// search (the kernel's steps through the packed headers, summaries and
+/// words) agrees with the reference on packets that end in every block.
+#[test]
+fn chains_past_sixteen_thousand_slots_search_every_block() {
+    const N: usize = 20_000;
+    let host = |i: usize| Ipv4Addr::from(0x0a00_0000 + i as u32);
+    let mut rules: Vec<Rule> = (0..N)
+        .map(|i| {
+            if i % 4_500 == 4_499 {
+                let mut r = Rule::new(Target::Accept);
+                r.protocol = Some(Negatable::is(17));
+                return r;
+            }
+            let mut r = tcp_dport((i % 5) as u16 + 1, Target::Drop);
+            r.source = Some(Negatable::is(Ipv4Net::new(host(i), 32)));
+            r
+        })
+        .collect();
+    let mut last = Rule::new(Target::Accept);
+    last.source = Some(Negatable::is(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8)));
+    rules.push(last);
+    let ruleset = only_input(rules);
+    let compiled = compile(&ruleset, &[], 1).unwrap();
+    assert_eq!(
+        compiled.chains[chain::INPUT as usize].config.rule_count as usize,
+        N + 1
+    );
+    check_classes(&compiled);
+    let sparse = compiled
+        .packed
+        .headers
+        .iter()
+        .filter(|h| h.dense == 0 && h.blocks.count_ones() >= 2)
+        .count();
+    assert!(sparse > 1_000, "only {sparse} classes span blocks sparsely");
+    let mut dice = Dice(17);
+    let mut checked = 0;
+    for i in (0..N)
+        .step_by(397)
+        .chain([0, 4_095, 4_096, 16_383, 16_384, N - 1])
+    {
+        for (protocol, port) in [(6, (i % 5) as u16 + 1), (6, 99), (17, 53)] {
+            let mut pkt = tcp_packet(dice.below(60_000) as u16 + 1, port);
+            pkt.src = host(i);
+            pkt.protocol = protocol;
+            let want = reference::classify(&ruleset.filter.chains[0], &[], &pkt);
+            assert_eq!(
+                numbers(compiled.classify(chain::INPUT, &pkt)),
+                want,
+                "host {i}, protocol {protocol}, port {port}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100);
+}
+
 // ---------------------------------------------------------------- user chains
 
 fn user_chain(name: &str, rules: Vec<Rule>) -> Chain {
@@ -1745,16 +1825,17 @@ fn user_chain_rules_count_on_their_own_counters() {
     for (c, builtin_rules) in [(chain::INPUT, 1), (chain::FORWARD, 2)] {
         let compiled_chain = &compiled.chains[c as usize];
         assert_eq!(compiled_chain.builtin_rules, builtin_rules);
+        let config = compiled_chain.config;
         let kernel_counters: Vec<u32> = compiled_chain
             .rules
             .iter()
-            .map(|a| netbeast_common::counter_index(1, c, a.counter))
+            .map(|a| config.counter_base + a.counter)
             .collect();
-        let jump = netbeast_common::counter_index(1, c, builtin_rules - 1);
+        let jump = config.counter_base + builtin_rules - 1;
         // U rule 0 is user counter 1, U rule 1 user counter 2.
-        let u = |n| netbeast_common::user_counter_index(1, n);
+        let u = |n| config.user_counter_base + n;
         let want: Vec<u32> = (0..builtin_rules - 1)
-            .map(|r| netbeast_common::counter_index(1, c, r))
+            .map(|r| config.counter_base + r)
             .chain([jump, u(1), u(2)])
             .collect();
         assert_eq!(kernel_counters, want, "chain {c}");
@@ -2111,32 +2192,83 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
         (chain::NAT_POSTROUTING, 3),
     ] {
         let slots = &compiled.chains[c as usize].rules;
+        let config = compiled.chains[c as usize].config;
         let counters: Vec<u32> = slots
             .iter()
-            .map(|a| netbeast_common::counter_index(1, c, a.counter))
+            .map(|a| config.counter_base + a.counter)
             .collect();
         assert_eq!(
             counters,
-            [
-                netbeast_common::counter_index(1, c, 0),
-                netbeast_common::user_counter_index(1, user)
-            ],
+            [config.counter_base, config.user_counter_base + user],
             "chain {c}"
         );
     }
-    // The limit counts both tables.
+    // The limit counts every table's rules and the built-in chains'
+    // policies: 4 user rules, INPUT's jump, the three nat jumps, and nine
+    // policies make 17.
     let limits = Limits {
-        user_chain_rules: 3,
+        ruleset_counters: 16,
         ..LIMITS
     };
     assert_eq!(
         compile_with_limits(&ruleset, &[], 0, limits).err(),
-        Some(CompileError::TooManyUserChainRules { rules: 4, limit: 3 })
+        Some(CompileError::TooManyRulesetRules {
+            rules: 17,
+            limit: 16
+        })
     );
+    let limits = Limits {
+        ruleset_counters: 17,
+        ..LIMITS
+    };
+    assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());
     assert!(
-        CompileError::TooManyUserChainRules { rules: 4, limit: 3 }
-            .to_string()
-            .contains("for the filter and nat tables together")
+        CompileError::TooManyRulesetRules {
+            rules: 17,
+            limit: 16
+        }
+        .to_string()
+        .contains("MAX_RULESET_COUNTERS")
+    );
+}
+
+/// The chains' slots and counters do not overlap in the generation's
+/// share of `RULES` and `COUNTERS`, and the slot pool's limit is the
+/// sum over chains.
+#[test]
+fn chains_share_the_rule_and_counter_pools() {
+    let ruleset = typed(&[
+        "-A INPUT -p tcp --dport 1 -j ACCEPT",
+        "-A INPUT -p tcp --dport 2 -j ACCEPT",
+        "-A OUTPUT -p tcp --dport 3 -j ACCEPT",
+        "-t nat -A PREROUTING -p tcp --dport 4 -j DNAT --to 10.0.0.1",
+    ]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    let mut slots = std::collections::HashSet::new();
+    let mut counters = std::collections::HashSet::new();
+    for chain in &compiled.chains {
+        let config = chain.config;
+        for (slot, action) in chain.rules.iter().enumerate() {
+            assert!(
+                slots.insert(config.rule_base + slot as u32),
+                "slot taken twice"
+            );
+            assert!(counters.insert(config.counter_base + action.counter));
+        }
+        assert!(
+            counters.insert(config.policy_counter),
+            "policy counter taken twice"
+        );
+    }
+    assert_eq!(slots.len(), 4);
+    assert_eq!(counters.len(), 4 + chain::COUNT);
+    let limits = Limits {
+        ruleset_slots: 3,
+        ..LIMITS
+    };
+    assert_eq!(
+        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        Some(CompileError::TooManyRulesetSlots { slots: 4, limit: 3 })
     );
 }
 

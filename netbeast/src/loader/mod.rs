@@ -323,6 +323,18 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
     }
 }
 
+/// The pinned maps whose number of entries is part of their layout: the
+/// ruleset tables, indexed by the build's constants (`size::*`). The
+/// conntrack tables' sizes are chosen at attach instead.
+const SIZED_BY_BUILD: [&str; 6] = [
+    "CHAINS",
+    "RULES",
+    "COUNTERS",
+    "CLASS_HEADERS",
+    "CLASS_WORDS",
+    "ADDR_CLASSES",
+];
+
 /// FNV-1a of the kernel object: names the verified-program cache.
 fn object_hash() -> u64 {
     static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -421,18 +433,25 @@ impl Dataplane {
                 wanted.key_size(),
                 wanted.value_size(),
             );
-            if pinned != built {
+            // A ruleset table indexed by this build's layout must have its
+            // entries: a smaller pinned one (an older build's) would hold
+            // only part of a large ruleset.
+            let (pinned_size, built_size) = (info.max_entries(), wanted.max_entries());
+            let size_fixed = SIZED_BY_BUILD.contains(&name);
+            if pinned != built || (size_fixed && pinned_size != built_size) {
                 out.push((
                     name,
                     format!(
-                        "{name} (pinned: type {:?}, key {} bytes, value {} bytes; this netbeast: \
-                         type {}, key {} bytes, value {} bytes)",
+                        "{name} (pinned: type {:?}, key {} bytes, value {} bytes, {} entries; \
+                         this netbeast: type {}, key {} bytes, value {} bytes, {} entries)",
                         pinned.0,
                         pinned.1,
                         pinned.2,
+                        pinned_size,
                         built.0.unwrap_or(0),
                         built.1,
-                        built.2
+                        built.2,
+                        built_size
                     ),
                 ));
             }
@@ -461,6 +480,26 @@ impl Dataplane {
                 "{detail}: made anew; {}",
                 what_a_new_map_loses(name)
             ));
+        }
+        // The verified programs cached for these maps are named by the
+        // build and `ACTIVE`'s id only: when another map is made anew they
+        // would still be reused, holding the old map (the rules written
+        // to the new one never reaching them). Dropped: the next load
+        // verifies the programs against the new maps.
+        if !reset.is_empty()
+            && let Some(parent) = dir.parent()
+        {
+            let cache = parent.join(PROGRAM_CACHE_DIR);
+            match std::fs::remove_dir_all(&cache) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(LoaderError::Io {
+                        what: format!("the program cache {} (its maps changed)", cache.display()),
+                        source,
+                    });
+                }
+            }
         }
         Ok(reset)
     }
@@ -1180,13 +1219,14 @@ impl Dataplane {
         chain: u32,
         slots: &[u32],
     ) -> Result<Vec<netbeast_common::RuleAction>, LoaderError> {
+        let base = tables::chain_config(self, generation, chain)?.rule_base;
         let rules: Array<&MapData, netbeast_common::RuleAction> =
             Array::try_from(self.map("RULES")?).map_err(map_err("RULES"))?;
         slots
             .iter()
             .map(|&slot| {
                 rules
-                    .get(&netbeast_common::rule_index(generation, chain, slot), 0)
+                    .get(&netbeast_common::rule_index(generation, base, slot), 0)
                     .map_err(map_err("RULES"))
             })
             .collect()
@@ -1536,7 +1576,10 @@ mod smoke {
         }
 
         let active = dp.active_generation().unwrap();
-        let index = netbeast_common::rule_index(active, netbeast_common::chain::INPUT, 0);
+        let base = tables::chain_config(&dp, active, netbeast_common::chain::INPUT)
+            .unwrap()
+            .rule_base;
+        let index = netbeast_common::rule_index(active, base, 0);
         let mut rules: Array<&mut MapData, netbeast_common::RuleAction> =
             Array::try_from(dp.map_mut("RULES").unwrap()).unwrap();
         let mut action = rules.get(&index, 0).unwrap();

@@ -5,9 +5,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MAX_RULES_PER_CHAIN, MacKey,
-    NatTarget, addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, nat_target_index, rule_index, target, user_counter_index,
+    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, NatTarget,
+    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
+    log_target_index, nat_target_index, rule_index, target,
 };
 
 use super::{Dataplane, LoaderError, batch, map_err};
@@ -190,9 +190,9 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     }
     {
         let map = dp.map("RULES")?;
-        for (c, chain) in compiled.chains.iter().enumerate() {
-            // A chain's slots are consecutive.
-            let first = rule_index(generation, c as u32, 0);
+        for chain in &compiled.chains {
+            // A chain's slots are consecutive, from its base.
+            let first = rule_index(generation, chain.config.rule_base, 0);
             let indexes: Vec<u32> = (first..first + chain.rules.len() as u32).collect();
             batch::update(map, "RULES", &indexes, &chain.rules)?;
         }
@@ -204,12 +204,15 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let cpus = possible_cpus()?;
         // The built-in chains' rules and policies, then the rules of the
         // user-defined chains (their own counter range).
-        let builtin = compiled.chains.iter().enumerate().flat_map(|(c, chain)| {
+        let builtin = compiled.chains.iter().flat_map(|chain| {
+            let config = chain.config;
             (0..chain.builtin_rules)
-                .chain([MAX_RULES_PER_CHAIN as u32])
-                .map(move |slot| counter_index(generation, c as u32, slot))
+                .map(move |rule| config.counter_base + rule)
+                .chain([config.policy_counter])
+                .map(move |n| counter_index(generation, n))
         });
-        let user = (0..compiled.user_chain_rules).map(|n| user_counter_index(generation, n));
+        let user_base = compiled.chains[0].config.user_counter_base;
+        let user = (0..compiled.user_chain_rules).map(|n| counter_index(generation, user_base + n));
         let indexes: Vec<u32> = builtin.chain(user).collect();
         batch::update_per_cpu(
             dp.map("COUNTERS")?,
@@ -339,18 +342,34 @@ pub(super) fn read_counters(
     chain: u32,
     rules: usize,
 ) -> Result<(Vec<Counter>, Counter), LoaderError> {
+    // Where the generation put them: its own configuration says.
+    let config = chain_config(dp, generation, chain)?;
     let map = dp.map("COUNTERS")?;
     let cpus = possible_cpus()?;
     // The rules' counters are consecutive: one batch, and one for the
     // policy's.
-    let first = counter_index(generation, chain, 0);
+    let first = counter_index(generation, config.counter_base);
     let per_rule = batch::lookup::<KernelCounter>(map, "COUNTERS", first, rules, Some(cpus))?
         .iter()
         .map(|values| sum(values))
         .collect();
-    let policy = counter_index(generation, chain, MAX_RULES_PER_CHAIN as u32);
+    let policy = counter_index(generation, config.policy_counter);
     let policy = batch::lookup::<KernelCounter>(map, "COUNTERS", policy, 1, Some(cpus))?;
     Ok((per_rule, sum(&policy[0])))
+}
+
+/// The configuration of `chain` in `generation` as the kernel has it (all
+/// zeros before the generation was first written).
+pub(super) fn chain_config(
+    dp: &Dataplane,
+    generation: u32,
+    chain: u32,
+) -> Result<ChainConfig, LoaderError> {
+    let chains: Array<&MapData, ChainConfig> =
+        Array::try_from(dp.map("CHAINS")?).map_err(map_err("CHAINS"))?;
+    chains
+        .get(&chain_index(generation, chain), 0)
+        .map_err(map_err("CHAINS"))
 }
 
 /// A counter's per-CPU values summed.
@@ -377,7 +396,10 @@ pub(super) fn read_user_chain_counters(
     generation: u32,
     rules: usize,
 ) -> Result<Vec<Counter>, LoaderError> {
-    let first = user_counter_index(generation, 0);
+    let first = counter_index(
+        generation,
+        chain_config(dp, generation, 0)?.user_counter_base,
+    );
     let values = batch::lookup::<KernelCounter>(
         dp.map("COUNTERS")?,
         "COUNTERS",
