@@ -38,6 +38,9 @@ const ACCEPTED: &[&str] = &[
     "-A MYCH -p icmp -j ACCEPT",
     "-A OTHER -g MYCH",
     "-A OTHER -p tcp -m tcp --tcp-flags SYN,ACK SYN -j DROP",
+    "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    "-A INPUT -m state --state INVALID -j DROP",
+    "-A OTHER -m conntrack ! --ctstate NEW --ctdir REPLY --ctstatus ASSURED -j RETURN",
     "-D INPUT -p 0 -j ACCEPT",
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
@@ -63,7 +66,7 @@ const REFUSED: &[(&str, i32)] = &[
 const NOT_YET: &[&str] = &[
     "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
     "-A INPUT -j REJECT",
-    "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+    "-A INPUT -m conntrack --ctproto tcp -j ACCEPT",
     "-A INPUT -m limit --limit 1/s -j ACCEPT",
     "-A INPUT -j LOG",
 ];

@@ -11,19 +11,21 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::bpf_fib_lookup,
     macros::map,
     maps::ProgramArray,
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use netbeast_common::{TCP_FLAGS_CUT, chain, ct_state, stats, target};
 
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack,
-    parse::{Packet, Parsed, Parsed6, parse_ingress, parse_ipv6},
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
+    },
     stats::bump,
 };
 
@@ -34,6 +36,10 @@ const AF_INET6: u8 = 10;
 /// reference.
 #[map]
 pub static IPV6_INGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `netbeast_tc_egress6` at index 0, tail-called by `netbeast_tc_egress`
+/// for the host's own IPv6 packets; set by the loader, pinned likewise.
+#[map]
+pub static IPV6_EGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// From `netbeast_xdp`, for an IPv6 frame: the IPv6 program when an IPv6
 /// ruleset is in use, else untouched as before.
@@ -115,9 +121,11 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     bump(stats::IPV6);
+    let tracking = active.tracking();
+    let state = connection_state(pkt, start, end, tracking, true);
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
-    pkt.keys.ct_state = conntrack::key(ct_state::UNTRACKED);
+    pkt.keys.ct_state = conntrack::key6(state);
     let generation = active.generation();
     let verdict = match classify(
         generation,
@@ -131,6 +139,9 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     };
     match verdict {
         target::ACCEPT => {
+            if tracking {
+                conntrack::confirm6();
+            }
             bump(stats::ACCEPTED);
             // Forwarded packets too: the kernel routes them (no fast path
             // for IPv6 yet).
@@ -188,5 +199,122 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
             Path6::Forward(params.ifindex)
         }
         _ => Path6::Kernel,
+    }
+}
+
+/// The packet's conntrack state, as `pipeline::connection_state` gives an
+/// IPv4 packet's: UNTRACKED while no rule needs tracking. `from_outside`:
+/// checksums are verified (netfilter does at PREROUTING only).
+#[inline(always)]
+fn connection_state(
+    pkt: &mut Packet,
+    start: usize,
+    end: usize,
+    tracking: bool,
+    from_outside: bool,
+) -> u32 {
+    if !tracking {
+        return ct_state::UNTRACKED;
+    }
+    read_icmp6(pkt, start, end);
+    conntrack::track6(pkt, start, end, from_outside);
+    conntrack::state6()
+}
+
+/// The ICMPv6 header's type and code (as the L4 keys, as ICMP's are) and
+/// identifier, for conntrack: `l4_complete` when its 8 bytes are in the
+/// payload. The parser's upper-layer offset (`walk_off`) says where it is.
+#[inline(always)]
+fn read_icmp6(pkt: &mut Packet, start: usize, end: usize) {
+    if pkt.keys.protocol != IPPROTO_ICMPV6 || pkt.fragment {
+        return;
+    }
+    let l4 = pkt.walk_off as usize & WALK_OFF_MASK;
+    if l4 + ICMP_HLEN > pkt.l3 + pkt.total_len() {
+        pkt.l4_complete = false;
+        return;
+    }
+    let Some(h) = load::<[u8; 8]>(start, end, l4) else {
+        pkt.l4_complete = false;
+        return;
+    };
+    pkt.keys.l4a = h[0] as u32;
+    pkt.keys.l4b = h[1] as u32;
+    pkt.icmp_id = u16::from_be_bytes([h[4], h[5]]);
+    pkt.l4_complete = true;
+}
+
+/// As the parser bounds its walk's offset (parse.rs `WALK_OFF_MASK`).
+const WALK_OFF_MASK: usize = 0x3fff;
+
+/// From `netbeast_tc_egress`, for the host's own IPv6 packet: the IPv6
+/// egress program when an IPv6 ruleset is in use, else untouched.
+#[inline(always)]
+pub fn egress_hand_off(ctx: &TcContext) -> i32 {
+    if Active::read().ipv6() {
+        // SAFETY: a tail call from the program's entry; it returns only when
+        // the array has no program (then the packet leaves untouched).
+        unsafe { IPV6_EGRESS.tail_call(ctx, 0) };
+    }
+    TC_ACT_OK
+}
+
+/// `netbeast_tc_egress6`: a packet the host sends (`netbeast_tc_egress`
+/// pulled its headers into the linear part and checked it is not a
+/// forwarded one). Tracked without checksum checks (netfilter verifies at
+/// PREROUTING only), then the OUTPUT chain of ip6tables with `-o` = the
+/// interface; ACCEPT confirms its connection, so replies to the host's
+/// own connections are ESTABLISHED at ingress.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> i32 {
+    let active = Active::read();
+    if !active.ipv6() {
+        return TC_ACT_OK;
+    }
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (start, end, frame_len) = (ctx.data(), ctx.data_end(), ctx.len() as usize);
+    let Parsed::Ipv6(l3) = parse(start, end, frame_len) else {
+        return TC_ACT_OK;
+    };
+    // The host's own packets: a malformed one is the host's business (the
+    // receiver's stack judges it), as for IPv4 at egress.
+    let Parsed6::Packet(pkt) = parse_ipv6(start, end, l3, frame_len) else {
+        return TC_ACT_OK;
+    };
+    bump(stats::OUTPUT);
+    bump(stats::IPV6);
+    let tracking = active.tracking();
+    let state = connection_state(pkt, start, end, tracking, false);
+    pkt.keys.in_ifindex = 0;
+    pkt.keys.out_ifindex = ifindex;
+    pkt.keys.ct_state = conntrack::key6(state);
+    let verdict = match classify(
+        active.generation(),
+        chain::OUTPUT6,
+        &pkt.keys,
+        pkt.keys.length as u64,
+        &mut pkt.search,
+    ) {
+        Verdict::Policy(policy) => policy,
+        Verdict::Rule(action) => action.target,
+    };
+    match verdict {
+        target::ACCEPT => {
+            if tracking {
+                conntrack::confirm6();
+            }
+            bump(stats::ACCEPTED);
+            TC_ACT_OK
+        }
+        target::DROP => {
+            bump(stats::DROPPED);
+            TC_ACT_SHOT
+        }
+        // As at ingress: never a drop for a code this program does not know.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            TC_ACT_OK
+        }
     }
 }

@@ -21,6 +21,7 @@ const VLAN_HLEN: usize = 4;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const TCP_HLEN: usize = 20;
 pub const ICMP_HLEN: usize = 8;
 
@@ -113,6 +114,10 @@ pub struct Packet {
     /// destination word 1, source word 2, ... Word 0 is in `keys.src` /
     /// `keys.dst`. Unset for IPv4 packets: IPv4 chains never look them up.
     pub addr6: [u32; 6],
+    /// An IPv6 first fragment (a fragment header with offset 0 and more
+    /// to come): its L4 checksum covers the whole datagram, which
+    /// conntrack takes as it is (as for IPv4).
+    pub first_fragment6: bool,
 }
 
 /// The IPv6 address words of the packet this program run parsed (see
@@ -605,6 +610,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
     pkt.keys.tcp_flags = TCP_FLAGS_NONE as u16;
     pkt.icmp_id = 0;
     pkt.fragment = false;
+    pkt.first_fragment6 = false;
     pkt.l4_complete = false;
     let payload_end = l3 + IPV6_HLEN + payload_len;
     // SAFETY: plain stores into the per-CPU slot.
@@ -654,6 +660,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
                 pkt.keys.l4b = L4_FRAGMENT;
                 return Parsed6::Packet(pkt);
             }
+            pkt.first_fragment6 = h[3] & 1 != 0;
         }
         if header + len > payload_end {
             return Parsed6::Malformed;

@@ -2171,7 +2171,14 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Ports(_) | Match::Multiport(_) | Match::Comment(_) => continue,
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             Match::MacSource(_) => "-m mac",
-            Match::ConnState(_) => "connection tracking (-m state, -m conntrack)",
+            // Connection states, direction and status are classifier keys
+            // of either family's tracker; the tuple, protocol and expiry
+            // guards read the IPv4 tracker only.
+            Match::ConnState(c) if c.connection.is_empty() => continue,
+            Match::ConnState(_) => {
+                "-m conntrack --ctproto, --ctorigsrc, --ctorigdst, --ctreplsrc, --ctrepldst, \
+                 their ports and --ctexpire"
+            }
             Match::Length(_) => "-m length",
             Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
             Match::IpRange(_) => "-m iprange",
@@ -2187,8 +2194,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
-            hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, -m multiport and -m comment \
-                   so far"
+            hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, -m multiport, -m comment, \
+                   -m state and -m conntrack's --ctstate, --ctstatus and --ctdir so far"
                 .into(),
         });
     }
