@@ -208,6 +208,24 @@ fn ipv6_stateful_host_like_ip6tables() {
     );
     assert_eq!(nb, ipt, "netbeast against ip6tables ({HOST_PROBES:?})");
 
+    // OUTPUT (TC egress for netbeast): the host's own connections to one
+    // port are dropped on their way out.
+    for bed in &beds {
+        ip6tables(
+            &bed.server,
+            bed.netbeast,
+            "-A OUTPUT -o nbt6s -p tcp --dport 8080 -j DROP",
+        );
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.server, CLIENT6, 8080),
+            connect(&b.server, CLIENT6, 8081),
+        ]
+    });
+    assert_eq!(ipt, [TimedOut, Refused], "the oracle with an OUTPUT drop");
+    assert_eq!(nb, ipt, "netbeast with an OUTPUT drop");
+
     // Without the rule for neighbour discovery, the server never answers
     // the client's solicitation: nothing gets through, not even ssh.
     for bed in &beds {
