@@ -25,6 +25,10 @@ enum Outcome {
     Refused,
     TimedOut,
     Answered,
+    /// EACCES: an ICMPv6 "administratively prohibited".
+    Denied,
+    /// ENETUNREACH: an ICMPv6 "no route".
+    NoRoute,
 }
 use Outcome::*;
 
@@ -42,10 +46,34 @@ fn connect(ns: &Netns, to: &str, port: u16) -> Outcome {
     let addr = SocketAddr::from((v6(to), port));
     ns.in_netns(move || match TcpStream::connect_timeout(&addr, TIMEOUT) {
         Ok(_) => Connected,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Refused,
-        Err(_) => TimedOut,
+        Err(e) => error_outcome(&e),
     })
     .unwrap()
+}
+
+fn error_outcome(e: &std::io::Error) -> Outcome {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Refused,
+        Some(libc::EACCES) => Denied,
+        Some(libc::ENETUNREACH) => NoRoute,
+        _ => TimedOut,
+    }
+}
+
+/// A datagram from a socket of `ns` connected to `to:port`, and what the
+/// socket hears back: an echo, or the error an ICMPv6 answer made.
+fn connected_exchange(ns: &Netns, to: &str, port: u16) -> Outcome {
+    let socket = ns.in_netns(|| UdpSocket::bind("[::]:0").unwrap()).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.connect(SocketAddr::from((v6(to), port))).unwrap();
+    if let Err(e) = socket.send(b"hello") {
+        return error_outcome(&e);
+    }
+    let mut buf = [0u8; 16];
+    match socket.recv(&mut buf) {
+        Ok(_) => Answered,
+        Err(e) => error_outcome(&e),
+    }
 }
 
 /// A UDP echo server in `ns` on `port`, answering until the socket goes
@@ -250,6 +278,55 @@ fn ipv6_stateful_host_like_ip6tables() {
         .map(|v| v.trim().parse::<u64>().unwrap())
         .unwrap();
     assert!(created >= 4, "IPv6 connections were tracked:\n{stats}");
+}
+
+// ---------------------------------------------------------------------------
+// REJECT
+
+/// REJECT rules after the stateful host's: a bare client (its veth runs no
+/// XDP program, so netbeast's replies take the TC hand-off) sees each
+/// answer as the error ip6tables' answer gives it.
+const REJECT_RULES: &[&str] = &[
+    "-A INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset",
+    "-A INPUT -p tcp --dport 81 -j REJECT",
+    "-A INPUT -p tcp --dport 82 -j REJECT --reject-with icmp6-adm-prohibited",
+    "-A INPUT -p tcp --dport 83 -j REJECT --reject-with no-route",
+    "-A INPUT -p udp --dport 5000 -j REJECT",
+];
+
+#[test]
+fn ipv6_reject_like_ip6tables() {
+    require_root();
+    let beds = [Host::new("v6rj-nb", true), Host::new("v6rj-ipt", false)];
+    for bed in &beds {
+        for line in REJECT_RULES {
+            ip6tables(&bed.server, bed.netbeast, line);
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.client, SERVER6, 80),
+            connect(&b.client, SERVER6, 81),
+            connect(&b.client, SERVER6, 82),
+            connect(&b.client, SERVER6, 83),
+            connected_exchange(&b.client, SERVER6, 5000),
+            connect(&b.client, SERVER6, 84),
+        ]
+    });
+    assert_eq!(
+        ipt,
+        [Refused, Refused, Denied, NoRoute, Refused, TimedOut],
+        "the oracle itself (tcp-reset, icmp6-port-unreachable, adm-prohibited, no-route, \
+         UDP port unreachable, dropped by the policy)"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+    let stats = beds[0].server.netbeast_ok(&["stats"]).unwrap();
+    let rejected = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(rejected >= 5, "netbeast answered:\n{stats}");
 }
 
 // ---------------------------------------------------------------------------

@@ -786,6 +786,17 @@ pub mod reject {
     pub const ICMP_PROTO_UNREACHABLE: u32 = 5;
     pub const ICMP_NET_PROHIBITED: u32 = 6;
     pub const ICMP_HOST_PROHIBITED: u32 = 7;
+    /// IPv6 (ip6tables): ICMPv6 destination unreachable, code
+    /// `with - ICMP6_FIRST` of [`ICMP6_CODES`].
+    pub const ICMP6_NO_ROUTE: u32 = 8;
+    pub const ICMP6_ADM_PROHIBITED: u32 = 9;
+    pub const ICMP6_ADDR_UNREACHABLE: u32 = 10;
+    pub const ICMP6_PORT_UNREACHABLE: u32 = 11;
+    pub const ICMP6_POLICY_FAIL: u32 = 12;
+    pub const ICMP6_REJECT_ROUTE: u32 = 13;
+    pub const ICMP6_FIRST: u32 = ICMP6_NO_ROUTE;
+    /// The ICMPv6 codes of the answers above, in their order (RFC 4443).
+    pub const ICMP6_CODES: [u8; 6] = [0, 1, 3, 4, 5, 6];
 }
 
 /// Indexes of the global per-CPU `STATS` array.

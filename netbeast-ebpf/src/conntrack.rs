@@ -573,6 +573,12 @@ pub fn checksum_ok(pkt: &Packet, start: usize, end: usize, trust_first_fragments
     checksum_ok_of::<V4>(pkt, start, end, trust_first_fragments)
 }
 
+/// [`checksum_ok`] for an IPv6 packet (REJECT's check).
+#[inline(always)]
+pub fn checksum_ok6(pkt: &Packet, start: usize, end: usize, trust_first_fragments: bool) -> bool {
+    checksum_ok_of::<V6>(pkt, start, end, trust_first_fragments)
+}
+
 /// [`checksum_ok`] of either family: IPv6's pseudo-header holds the
 /// 128-bit addresses, and ICMPv6 (unlike ICMP) sums it too.
 #[inline(never)]
@@ -644,7 +650,7 @@ static MESSAGE: PerCpuArray<[u32; MESSAGE_WORDS]> = PerCpuArray::with_max_entrie
 /// little-endian words; `len` at most `MAX_CHECKSUM_BYTES`, and the bytes
 /// inside the packet (parse checked the IPv4 total length against it).
 #[inline(always)]
-fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
+pub(crate) fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
     let len = len & MESSAGE_MASK;
     if len > MAX_CHECKSUM_BYTES || opaque(start + at + len) > end {
         return 0;

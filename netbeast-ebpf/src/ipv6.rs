@@ -127,15 +127,15 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
     let generation = active.generation();
-    let verdict = match classify(
+    let (verdict, with) = match classify(
         generation,
         chain,
         &pkt.keys,
         pkt.keys.length as u64,
         &mut pkt.search,
     ) {
-        Verdict::Policy(policy) => policy,
-        Verdict::Rule(action) => action.target,
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.arg),
     };
     match verdict {
         target::ACCEPT => {
@@ -150,6 +150,13 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         target::DROP => {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
+        }
+        target::REJECT => {
+            // The ICMPv6 type, for the messages no error may answer.
+            read_icmp6(pkt, start, end);
+            let action =
+                crate::reject6::reject6(ctx, pkt, with, in_ifindex, chain == chain::INPUT6);
+            crate::handoff::reply(ctx, action, in_ifindex)
         }
         // The IPv6 ruleset has no other verdicts yet (the parser and the
         // compiler refuse them): taken as no target, never as a drop.
@@ -309,6 +316,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
         }
         target::DROP => {
             bump(stats::DROPPED);
+            TC_ACT_SHOT
+        }
+        // REJECT in OUTPUT is refused for IPv6 (no reply into the host's
+        // own stack yet); one reached through a user-defined chain drops
+        // without an answer, counted.
+        target::REJECT => {
+            bump(stats::REJECT_SILENT);
             TC_ACT_SHOT
         }
         // As at ingress: never a drop for a code this program does not know.

@@ -25,6 +25,7 @@ mod pipeline;
 mod recent;
 mod redirect_floor;
 mod reject;
+mod reject6;
 mod reject_local;
 mod route;
 mod stats;

@@ -2036,6 +2036,14 @@ impl<'a> Parser<'a> {
         let target = self.finish_target(chain)?;
         if self.family == Family::V6 {
             check_ipv6_rule(&matches, &target)?;
+            if chain == "OUTPUT" && matches!(target, Target::Reject(_)) {
+                return Err(ParseError::Ipv6Unsupported {
+                    what: "-j REJECT in OUTPUT".into(),
+                    hint: "; IPv6 REJECT answers packets that come in (INPUT, FORWARD) so far \
+                           (use -j DROP)"
+                        .into(),
+                });
+            }
         }
         let template = Rule {
             protocol: self.protocol.clone(),
@@ -2114,6 +2122,7 @@ impl<'a> Parser<'a> {
                     chain,
                     protocol: protocol.as_ref(),
                     implicit: loaded.implicit,
+                    family: self.family,
                 })
             })
             .collect()
@@ -2131,6 +2140,7 @@ impl<'a> Parser<'a> {
                 chain,
                 protocol: self.protocol.as_ref(),
                 implicit: false,
+                family: self.family,
             })?,
         };
         let adds_rule = matches!(
@@ -2208,12 +2218,15 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Return
         | Target::Jump(_)
         | Target::Goto(_) => return Ok(()),
+        Target::Reject(with) if with.is_icmp6() || *with == super::model::RejectWith::TcpReset => {
+            return Ok(());
+        }
         other => other.builtin_name(),
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, RETURN and jumps to user-defined chains so far \
-               (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, RETURN and jumps to user-defined chains \
+               so far (use -j DROP)"
             .into(),
     })
 }

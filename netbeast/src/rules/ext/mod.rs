@@ -108,6 +108,8 @@ pub struct RuleContext<'a> {
     pub protocol: Option<&'a Negatable<u8>>,
     /// The match was loaded by `-p` on its first option, not by `-m`.
     pub implicit: bool,
+    /// The ruleset's family (`iptables` or `ip6tables`).
+    pub family: crate::rules::model::Family,
 }
 
 impl RuleContext<'_> {
