@@ -453,4 +453,13 @@ fn ipv6_router_like_ip6tables() {
         forwarded > 0,
         "netbeast judged the forwarded packets:\n{stats}"
     );
+    let fast = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("fast_path "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(
+        fast > 0,
+        "accepted forwarded packets took the fast path:\n{stats}"
+    );
 }

@@ -15,7 +15,7 @@ use aya_ebpf::{
     },
     helpers::generated::bpf_fib_lookup,
     macros::map,
-    maps::ProgramArray,
+    maps::{PerCpuArray, ProgramArray},
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{TCP_FLAGS_CUT, chain, ct_state, stats, target};
@@ -23,9 +23,11 @@ use netbeast_common::{TCP_FLAGS_CUT, chain, ct_state, stats, target};
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack,
+    forward::{Way, fast_path, forward6},
     parse::{
         ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
     },
+    route::NextHop,
     stats::bump,
 };
 
@@ -67,10 +69,19 @@ pub fn program(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// The MACs of the current packet's next hop, when the FIB knows them:
+/// per-CPU scratch rather than the entry's stack, which the classifier's
+/// call chain leaves no room to grow (nor an `Option` returned: LLVM
+/// copies an empty one's unwritten payload, which the verifier refuses).
+#[map]
+static NEXT_HOP6: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(1, 0);
+
 /// Where an IPv6 packet goes.
 enum Path6 {
     Local,
-    Forward(u32),
+    /// Out of this interface; true when the FIB knows the neighbour (the
+    /// fast path can take it), whose MACs are then in `NEXT_HOP6`.
+    Forward(u32, bool),
     Kernel,
 }
 
@@ -106,14 +117,14 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let in_ifindex = ctx.ingress_ifindex() as u32;
-    let (chain, out_ifindex) = match path6(ctx, pkt, in_ifindex) {
+    let (chain, out_ifindex, neighbour) = match path6(ctx, pkt, in_ifindex) {
         Path6::Local => {
             bump(stats::INPUT);
-            (chain::INPUT6, 0)
+            (chain::INPUT6, 0, false)
         }
-        Path6::Forward(out) => {
+        Path6::Forward(out, neighbour) => {
             bump(stats::FORWARD);
-            (chain::FORWARD6, out)
+            (chain::FORWARD6, out, neighbour)
         }
         Path6::Kernel => {
             bump(stats::KERNEL_ROUTED);
@@ -143,9 +154,15 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
                 conntrack::confirm6();
             }
             bump(stats::ACCEPTED);
-            // Forwarded packets too: the kernel routes them (no fast path
-            // for IPv6 yet).
-            xdp_action::XDP_PASS
+            // A forwarded packet whose next hop the FIB knows leaves by
+            // the fast path, as IPv4 does; the rest the kernel routes.
+            let Some(hop) = NEXT_HOP6.get(0).filter(|_| neighbour) else {
+                return xdp_action::XDP_PASS;
+            };
+            match fast_path(pkt, in_ifindex, out_ifindex) {
+                Way::Kernel => xdp_action::XDP_PASS,
+                way => forward6(ctx, out_ifindex, hop, way),
+            }
         }
         target::DROP => {
             bump(stats::DROPPED);
@@ -202,9 +219,21 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
     match rc {
         BPF_FIB_LKUP_RET_NOT_FWDED | BPF_FIB_LKUP_RET_FWD_DISABLED => Path6::Local,
         // ip6_forward() answers hop limit ≤ 1 before the FORWARD hook.
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH if pkt.keys.ttl > 1 => {
-            Path6::Forward(params.ifindex)
+        BPF_FIB_LKUP_RET_SUCCESS if pkt.keys.ttl > 1 => {
+            let known = match NEXT_HOP6.get_ptr_mut(0) {
+                Some(hop) => {
+                    // SAFETY: per-CPU scratch, used by this program run only.
+                    unsafe {
+                        (*hop).src_mac = params.smac;
+                        (*hop).dst_mac = params.dmac;
+                    }
+                    true
+                }
+                None => false,
+            };
+            Path6::Forward(params.ifindex, known)
         }
+        BPF_FIB_LKUP_RET_NO_NEIGH if pkt.keys.ttl > 1 => Path6::Forward(params.ifindex, false),
         _ => Path6::Kernel,
     }
 }
