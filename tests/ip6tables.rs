@@ -69,6 +69,16 @@ const ACCEPTED: &[&str] = &[
     "-A INPUT -m ipv6header ! --header ipv6-nonxt -j DROP",
     "-A INPUT -m ipv6header --header hop,dst,route,frag,auth,esp,none,prot",
     "-A INPUT -m ipv6header --header 255",
+    "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    "-A INPUT -m state --state INVALID -j DROP",
+    "-A OTHER -m conntrack ! --ctstate NEW --ctdir REPLY --ctstatus ASSURED -j RETURN",
+    "-A INPUT -p tcp --dport 23 -j REJECT --reject-with tcp-reset",
+    "-A INPUT -p udp -j REJECT",
+    "-A FORWARD -j REJECT --reject-with no-route",
+    "-A FORWARD -j REJECT --reject-with icmp6-adm-prohibited",
+    "-A MYCH -j REJECT --reject-with addr-unreach",
+    "-A MYCH -j REJECT --reject-with icmp6-policy-fail",
+    "-A MYCH -j REJECT --reject-with icmp6-reject-route",
     "-D INPUT -p 0 -j ACCEPT",
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
@@ -99,14 +109,14 @@ const REFUSED: &[(&str, i32)] = &[
     ("-A INPUT -m ipv6header --header tcp -j DROP", 2),
     ("-A INPUT -m ipv6header -j DROP", 2),
     ("-A INPUT -m frag --fragmore --fraglast -j DROP", 2),
+    ("-A INPUT -j REJECT --reject-with icmp-port-unreachable", 2),
 ];
 
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):
 /// exit 2, a message saying so, nothing applied.
 const NOT_YET: &[&str] = &[
-    "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
-    "-A INPUT -j REJECT",
-    "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+    "-A OUTPUT -j REJECT",
+    "-A INPUT -m conntrack --ctproto tcp -j ACCEPT",
     "-A INPUT -m hashlimit --hashlimit-above 1/s --hashlimit-name x -j DROP",
 ];
 

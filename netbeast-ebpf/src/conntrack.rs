@@ -6,6 +6,11 @@
 //! reply moves them to `CT_ESTABLISHED`. Both are LRU tables, but a flood of
 //! new flows (a SYN flood from random sources) only ever inserts into the
 //! first one, so it can never push established connections out.
+//!
+//! One tracker for both address families: the code is generic over a
+//! [`Family`] (its address type, tables, where its L4 header sits, which
+//! ICMP messages open, err or stay untracked); [`V4`] and [`V6`] are the
+//! two instances, each with its own pair of tables (`CT6_*` for IPv6).
 
 use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_ktime_get_coarse_ns, bpf_probe_read_kernel},
@@ -13,13 +18,18 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use netbeast_common::{
-    CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtKey,
-    CtTuple, Guard, ct_match, ct_state, ct_status, guard_kind, stats, tcp_state,
+    Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
+    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtEntry6, CtEntryOf, CtKey,
+    CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, ct_match, ct_state, ct_status, guard_kind, stats,
+    tcp_state,
 };
 
 use crate::{
     csum::fold,
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, opaque},
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load,
+        opaque,
+    },
     stats::bump,
 };
 
@@ -43,6 +53,14 @@ pub static CT_NAT_INDEX: LruHashMap<CtKey, CtKey> =
 /// Timeouts; all zero (never written) means netfilter's defaults.
 #[map]
 static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
+/// The IPv6 connections, split as the IPv4 ones. No NAT index: IPv6 has
+/// no nat table yet.
+#[map]
+static CT6_UNREPLIED: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::with_max_entries(CT6_UNREPLIED_ENTRIES, 0);
+#[map]
+static CT6_ESTABLISHED: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::with_max_entries(CT6_ESTABLISHED_ENTRIES, 0);
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -57,30 +75,33 @@ const BPF_NOEXIST: u64 = 1;
 
 /// One direction of a flow, as seen in a packet.
 #[derive(Clone, Copy)]
-pub struct Flow {
-    pub src: u32,
-    pub dst: u32,
+pub struct FlowOf<A> {
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
 }
 
-impl Flow {
-    pub fn key(&self) -> CtKey {
+/// An IPv4 flow.
+pub type Flow = FlowOf<u32>;
+
+impl<A: FlowAddr> FlowOf<A> {
+    pub fn key(&self) -> CtKeyOf<A> {
         key_of(self.src, self.sport, self.dst, self.dport, self.protocol)
     }
 }
 
 /// The key of the flow between two endpoints, whichever way it goes.
 #[inline(always)]
-pub fn key_of(a: u32, a_port: u16, b: u32, b_port: u16, protocol: u8) -> CtKey {
-    let forward = (a, a_port) <= (b, b_port);
+pub fn key_of<A: FlowAddr>(a: A, a_port: u16, b: A, b_port: u16, protocol: u8) -> CtKeyOf<A> {
+    let forward = a.before(&b) || (a == b && a_port <= b_port);
     let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
         (a, a_port, b, b_port)
     } else {
         (b, b_port, a, a_port)
     };
-    CtKey {
+    CtKeyOf {
         addr_lo,
         addr_hi,
         port_lo,
@@ -92,7 +113,7 @@ pub fn key_of(a: u32, a_port: u16, b: u32, b_port: u16, protocol: u8) -> CtKey {
 
 /// The key of a connection's reply tuple.
 #[inline(always)]
-pub fn reply_key(e: &CtEntry) -> CtKey {
+pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
     key_of(
         e.reply_src,
         e.reply_sport,
@@ -105,7 +126,7 @@ pub fn reply_key(e: &CtEntry) -> CtKey {
 /// The key of the tuple TC egress sees in the original direction: the
 /// destination already translated, the source not yet.
 #[inline(always)]
-pub fn mid_key(e: &CtEntry) -> CtKey {
+pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
     key_of(
         e.orig_src,
         e.orig_sport,
@@ -120,7 +141,7 @@ pub fn mid_key(e: &CtEntry) -> CtKey {
 /// the verifier then sees one continuation after `track`, not one per path
 /// through it, and the 512-byte stack keeps room for the rest.
 #[repr(C)]
-pub struct Tracking {
+pub struct TrackingOf<A> {
     /// `ct_state::*` for the classifier.
     pub state: u32,
     /// 1 when `key`/`entry` is a new flow to record if the packet is accepted.
@@ -130,30 +151,234 @@ pub struct Tracking {
     /// 1 when the packet goes the reply way of `entry`.
     pub reply: u32,
     /// The connection's key (its original tuple's).
-    pub key: CtKey,
-    pub entry: CtEntry,
+    pub key: CtKeyOf<A>,
+    pub entry: CtEntryOf<A>,
     /// Set when `key` came from `CT_NAT_INDEX` for the packet's own key
     /// `wire`: `lookup` then takes the connection only if it still has that
     /// key, before accounting the packet to it.
     via_index: u32,
-    wire: CtKey,
+    wire: CtKeyOf<A>,
+    /// The flow an ICMP error quotes, and its key: here rather than on the
+    /// stack, which the IPv6 ones (40 bytes each) would overflow.
+    quoted: FlowOf<A>,
+    quoted_key: CtKeyOf<A>,
 }
+
+/// An IPv4 packet's tracking.
+pub type Tracking = TrackingOf<u32>;
 
 #[map]
 static TRACKING: PerCpuArray<Tracking> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static TRACKING6: PerCpuArray<TrackingOf<Addr6>> = PerCpuArray::with_max_entries(1, 0);
 
-/// The current packet's tracking, for NAT to read and complete.
+/// What the tracker needs to know of an address family: its tables, its
+/// packets' layout and its ICMP. Everything else is one code for both.
+pub trait Family {
+    type Addr: FlowAddr + 'static;
+    /// The family's ICMP protocol (1, or 58 for ICMPv6).
+    const ICMP: u8;
+    fn unreplied() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
+    fn established() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
+    /// The index of translated connections' other keys; `None` where the
+    /// family has no NAT.
+    fn nat_index() -> Option<&'static LruHashMap<CtKeyOf<Self::Addr>, CtKeyOf<Self::Addr>>>;
+    fn tracking_slot() -> Option<*mut TrackingOf<Self::Addr>>;
+    /// The packet's source and destination.
+    fn addresses(pkt: &Packet) -> (Self::Addr, Self::Addr);
+    /// Offset of the L4 header from the frame's start, and the bytes from
+    /// it to the end of the IP payload.
+    fn l4(pkt: &Packet) -> (usize, usize);
+    /// The sum (unfolded, little-endian words) of the pseudo-header's
+    /// addresses.
+    fn pseudo_addresses(pkt: &Packet) -> u64;
+    /// The packet is a first fragment (more follow): its L4 checksum is
+    /// the whole datagram's.
+    fn first_fragment(pkt: &Packet, start: usize, end: usize) -> bool;
+    /// ICMP types that quote a packet, open a connection (requests), or
+    /// that conntrack leaves untracked.
+    fn icmp_error(t: u32) -> bool;
+    fn icmp_opens(t: u32) -> bool;
+    fn icmp_untracked(t: u32) -> bool;
+    /// Writes the flow of the packet an ICMP error quotes into `q`; false
+    /// when it cannot be read.
+    fn quoted(pkt: &Packet, start: usize, end: usize, q: &mut FlowOf<Self::Addr>) -> bool;
+}
+
+/// IPv4.
+pub struct V4;
+/// IPv6.
+pub struct V6;
+
+impl Family for V4 {
+    type Addr = u32;
+    const ICMP: u8 = IPPROTO_ICMP;
+    #[inline(always)]
+    fn unreplied() -> &'static LruHashMap<CtKey, CtEntry> {
+        &CT_UNREPLIED
+    }
+    #[inline(always)]
+    fn established() -> &'static LruHashMap<CtKey, CtEntry> {
+        &CT_ESTABLISHED
+    }
+    #[inline(always)]
+    fn nat_index() -> Option<&'static LruHashMap<CtKey, CtKey>> {
+        Some(&CT_NAT_INDEX)
+    }
+    #[inline(always)]
+    fn tracking_slot() -> Option<*mut Tracking> {
+        TRACKING.get_ptr_mut(0)
+    }
+    #[inline(always)]
+    fn addresses(pkt: &Packet) -> (u32, u32) {
+        (pkt.keys.src, pkt.keys.dst)
+    }
+    #[inline(always)]
+    fn l4(pkt: &Packet) -> (usize, usize) {
+        let ip_len = pkt.ip_header_len();
+        (
+            pkt.l2_len() + ip_len,
+            pkt.total_len().saturating_sub(ip_len),
+        )
+    }
+    #[inline(always)]
+    fn pseudo_addresses(pkt: &Packet) -> u64 {
+        pkt.keys.src as u64 + pkt.keys.dst as u64
+    }
+    #[inline(always)]
+    fn first_fragment(pkt: &Packet, start: usize, end: usize) -> bool {
+        match load::<u16>(start, end, pkt.l2_len() + 6) {
+            Some(field) => u16::from_be(field) & IP_MORE_FRAGMENTS != 0,
+            None => true,
+        }
+    }
+    #[inline(always)]
+    fn icmp_error(t: u32) -> bool {
+        is_icmp_error(t)
+    }
+    #[inline(always)]
+    fn icmp_opens(t: u32) -> bool {
+        // Echo, timestamp, information and address-mask requests.
+        matches!(t, 8 | 13 | 15 | 17)
+    }
+    #[inline(always)]
+    fn icmp_untracked(_t: u32) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn quoted(pkt: &Packet, start: usize, end: usize, q: &mut Flow) -> bool {
+        quoted4(pkt, start, end, q)
+    }
+}
+
+/// Offset masks for the IPv6 upper-layer header read back from the packet
+/// slot (`Packet::walk_off`): as the parser bounds it.
+const L4_OFF_MASK: usize = 0x3fff;
+/// The fixed IPv6 header.
+const IPV6_HLEN: usize = 40;
+
+impl Family for V6 {
+    type Addr = Addr6;
+    const ICMP: u8 = IPPROTO_ICMPV6;
+    #[inline(always)]
+    fn unreplied() -> &'static LruHashMap<CtKey6, CtEntry6> {
+        &CT6_UNREPLIED
+    }
+    #[inline(always)]
+    fn established() -> &'static LruHashMap<CtKey6, CtEntry6> {
+        &CT6_ESTABLISHED
+    }
+    #[inline(always)]
+    fn nat_index() -> Option<&'static LruHashMap<CtKey6, CtKey6>> {
+        None
+    }
+    #[inline(always)]
+    fn tracking_slot() -> Option<*mut TrackingOf<Addr6>> {
+        TRACKING6.get_ptr_mut(0)
+    }
+    #[inline(always)]
+    fn addresses(pkt: &Packet) -> (Addr6, Addr6) {
+        let (k, w) = (&pkt.keys, &pkt.addr6);
+        (
+            Addr6([k.src, w[0], w[2], w[4]]),
+            Addr6([k.dst, w[1], w[3], w[5]]),
+        )
+    }
+    #[inline(always)]
+    fn l4(pkt: &Packet) -> (usize, usize) {
+        // The parser leaves the upper layer's offset where its walk ended.
+        let l4 = pkt.walk_off as usize & L4_OFF_MASK;
+        let payload_end = pkt.l3 + pkt.total_len();
+        (l4, payload_end.saturating_sub(l4))
+    }
+    #[inline(always)]
+    fn pseudo_addresses(pkt: &Packet) -> u64 {
+        let (k, w) = (&pkt.keys, &pkt.addr6);
+        k.src as u64
+            + k.dst as u64
+            + w[0] as u64
+            + w[1] as u64
+            + w[2] as u64
+            + w[3] as u64
+            + w[4] as u64
+            + w[5] as u64
+    }
+    #[inline(always)]
+    fn first_fragment(pkt: &Packet, _start: usize, _end: usize) -> bool {
+        pkt.first_fragment6
+    }
+    #[inline(always)]
+    fn icmp_error(t: u32) -> bool {
+        // RFC 4443: types below 128 are errors.
+        t < 128
+    }
+    #[inline(always)]
+    fn icmp_opens(t: u32) -> bool {
+        // Echo request and node information query (nf_conntrack's
+        // `valid_new` for ICMPv6).
+        matches!(t, 128 | 139)
+    }
+    #[inline(always)]
+    fn icmp_untracked(t: u32) -> bool {
+        // MLD queries and reports, router and neighbour solicitations and
+        // advertisements: netfilter leaves them UNTRACKED (`noct_valid_new`),
+        // so a stateful ruleset needs its own rules for NDP.
+        matches!(t, 130 | 131 | 132 | 133 | 134 | 135 | 136 | 143)
+    }
+    #[inline(always)]
+    fn quoted(pkt: &Packet, start: usize, end: usize, q: &mut FlowOf<Addr6>) -> bool {
+        quoted6(pkt, start, end, q)
+    }
+}
+
+/// The current IPv4 packet's tracking, for NAT to read and complete.
 #[inline(always)]
 pub fn tracking() -> Option<&'static mut Tracking> {
-    let t = TRACKING.get_ptr_mut(0)?;
+    tracking_of::<V4>()
+}
+
+#[inline(always)]
+fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
+    let t = F::tracking_slot()?;
     // SAFETY: per-CPU scratch, used by this program run only.
     Some(unsafe { &mut *t })
 }
 
-/// The state `track` found for the current packet.
+/// The state `track` found for the current IPv4 packet.
 #[inline(always)]
 pub fn state() -> u32 {
-    match TRACKING.get(0) {
+    state_of::<V4>()
+}
+
+/// The state `track6` found for the current IPv6 packet.
+#[inline(always)]
+pub fn state6() -> u32 {
+    state_of::<V6>()
+}
+
+#[inline(always)]
+fn state_of<F: Family>() -> u32 {
+    match tracking_of::<F>() {
         Some(t) => t.state,
         None => ct_state::INVALID,
     }
@@ -166,10 +391,21 @@ pub fn state() -> u32 {
 /// destination translation of nat PREROUTING shows from FORWARD on.
 #[inline(always)]
 pub fn key(state: u32) -> u32 {
+    key_of_state::<V4>(state)
+}
+
+/// [`key`] for the current IPv6 packet.
+#[inline(always)]
+pub fn key6(state: u32) -> u32 {
+    key_of_state::<V6>(state)
+}
+
+#[inline(always)]
+fn key_of_state<F: Family>(state: u32) -> u32 {
     if state != ct_state::NEW && state != ct_state::ESTABLISHED && state != ct_state::RELATED {
         return state;
     }
-    let Some(t) = TRACKING.get(0) else {
+    let Some(t) = tracking_of::<F>() else {
         return state;
     };
     let e = &t.entry;
@@ -261,9 +497,9 @@ pub fn is_icmp_error(t: u32) -> bool {
 /// (No `Option`: LLVM fills an empty option's payload with whatever
 /// register is at hand, and the verifier then sees pointer arithmetic.)
 #[inline(always)]
-fn flow_of(pkt: &Packet) -> (Flow, bool) {
+fn flow_of<F: Family>(pkt: &Packet) -> (FlowOf<F::Addr>, bool) {
     let ports = matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP);
-    let icmp = pkt.keys.protocol == IPPROTO_ICMP;
+    let icmp = pkt.keys.protocol == F::ICMP;
     let (sport, dport) = if ports {
         (pkt.keys.l4a as u16, pkt.keys.l4b as u16)
     } else if icmp {
@@ -271,9 +507,10 @@ fn flow_of(pkt: &Packet) -> (Flow, bool) {
     } else {
         (0, 0)
     };
-    let flow = Flow {
-        src: pkt.keys.src,
-        dst: pkt.keys.dst,
+    let (src, dst) = F::addresses(pkt);
+    let flow = FlowOf {
+        src,
+        dst,
         sport,
         dport,
         protocol: pkt.keys.protocol,
@@ -300,16 +537,16 @@ const TCP_FLAGS_TRACKED: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG;
 /// `TCP_VALID_FLAGS`, a data offset of at least 20 bytes that the segment
 /// holds.
 #[inline(always)]
-fn tcp_header_valid(pkt: &Packet, start: usize, end: usize) -> bool {
+fn tcp_header_valid<F: Family>(pkt: &Packet, start: usize, end: usize) -> bool {
     if (TCP_VALID_FLAGS >> (pkt.keys.tcp_flags as u8 & TCP_FLAGS_TRACKED)) & 1 == 0 {
         return false;
     }
-    let ip_len = pkt.ip_header_len();
-    let Some(doff) = load::<u8>(start, end, pkt.l2_len() + ip_len + 12) else {
+    let (l4, l4_len) = F::l4(pkt);
+    let Some(doff) = load::<u8>(start, end, l4 + 12) else {
         return false;
     };
     let tcp_len = ((doff >> 4) as usize) * 4;
-    tcp_len >= TCP_HLEN && ip_len + tcp_len <= pkt.total_len()
+    tcp_len >= TCP_HLEN && tcp_len <= l4_len
 }
 
 /// Longest L4 message (bytes) whose checksum conntrack verifies: an
@@ -333,18 +570,32 @@ const MAX_CHECKSUM_BYTES: usize = 1480;
 /// the kernel checks them, which a real first fragment fails.
 #[inline(never)]
 pub fn checksum_ok(pkt: &Packet, start: usize, end: usize, trust_first_fragments: bool) -> bool {
-    let ip_len = pkt.ip_header_len();
-    let len = pkt.total_len().saturating_sub(ip_len) & 0xffff;
+    checksum_ok_of::<V4>(pkt, start, end, trust_first_fragments)
+}
+
+/// [`checksum_ok`] for an IPv6 packet (REJECT's check).
+#[inline(always)]
+pub fn checksum_ok6(pkt: &Packet, start: usize, end: usize, trust_first_fragments: bool) -> bool {
+    checksum_ok_of::<V6>(pkt, start, end, trust_first_fragments)
+}
+
+/// [`checksum_ok`] of either family: IPv6's pseudo-header holds the
+/// 128-bit addresses, and ICMPv6 (unlike ICMP) sums it too.
+#[inline(never)]
+fn checksum_ok_of<F: Family>(
+    pkt: &Packet,
+    start: usize,
+    end: usize,
+    trust_first_fragments: bool,
+) -> bool {
+    let (l4, len) = F::l4(pkt);
+    let len = len & 0xffff;
     if len > MAX_CHECKSUM_BYTES {
         return true;
     }
-    if trust_first_fragments {
-        match load::<u16>(start, end, pkt.l2_len() + 6) {
-            Some(field) if u16::from_be(field) & IP_MORE_FRAGMENTS == 0 => {}
-            _ => return true,
-        }
+    if trust_first_fragments && F::first_fragment(pkt, start, end) {
+        return true;
     }
-    let l4 = pkt.l2_len() + ip_len;
     let protocol = pkt.keys.protocol;
     let check_at = match protocol {
         IPPROTO_TCP => 16,
@@ -360,20 +611,19 @@ pub fn checksum_ok(pkt: &Packet, start: usize, end: usize, trust_first_fragments
     // Sums of little-endian words, as the packet's bytes load: a one's-
     // complement sum only needs every piece at an even offset, and the
     // pseudo-header's protocol and length swapped into that order.
-    let pseudo = if protocol == IPPROTO_ICMP {
+    let pseudo = if protocol == IPPROTO_ICMP && F::ICMP == IPPROTO_ICMP {
         0
     } else {
-        pkt.keys.src as u64
-            + pkt.keys.dst as u64
-            + ((protocol as u64) << 8)
-            + (len as u16).swap_bytes() as u64
+        F::pseudo_addresses(pkt) + ((protocol as u64) << 8) + (len as u16).swap_bytes() as u64
     };
     if fold(pseudo + sum_message(start, end, l4, len)) == 0xffff {
         return true;
     }
     // (0 and 0xffff are the same one's-complement number.)
     let partial = fold(pseudo);
-    protocol != IPPROTO_ICMP
+    // (The kernel sums ICMP and ICMPv6 messages itself: never left to
+    // offload.)
+    protocol != F::ICMP
         && (check == partial
             || (check == 0 && partial == 0xffff)
             || (check == 0xffff && partial == 0))
@@ -400,7 +650,7 @@ static MESSAGE: PerCpuArray<[u32; MESSAGE_WORDS]> = PerCpuArray::with_max_entrie
 /// little-endian words; `len` at most `MAX_CHECKSUM_BYTES`, and the bytes
 /// inside the packet (parse checked the IPv4 total length against it).
 #[inline(always)]
-fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
+pub(crate) fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
     let len = len & MESSAGE_MASK;
     if len > MAX_CHECKSUM_BYTES || opaque(start + at + len) > end {
         return 0;
@@ -450,7 +700,7 @@ fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u64 {
 /// (Callers compare with `now.saturating_sub(last_seen)`: another CPU may
 /// have stamped the entry after this packet read the clock.)
 #[inline(always)]
-fn timeout_ns(e: &CtEntry) -> u64 {
+fn timeout_ns<A>(e: &CtEntryOf<A>) -> u64 {
     let d = CtConfig::DEFAULT;
     let cfg = match CT_CONFIG.get(0) {
         Some(c) if c.generic != 0 => c,
@@ -463,7 +713,7 @@ fn timeout_ns(e: &CtEntry) -> u64 {
 /// Follows the TCP handshake and teardown well enough that closed
 /// connections expire quickly.
 #[inline(always)]
-fn tcp_step(e: &mut CtEntry, flags: u8, reply: bool) {
+fn tcp_step<A>(e: &mut CtEntryOf<A>, flags: u8, reply: bool) {
     if flags & TCP_RST != 0 {
         e.tcp_state = tcp_state::CLOSE;
     } else if flags & TCP_SYN != 0 {
@@ -489,7 +739,7 @@ fn tcp_step(e: &mut CtEntry, flags: u8, reply: bool) {
 /// not from the original source to the original destination, nor — its
 /// destination translated already — to the translated one.
 #[inline(always)]
-fn is_reply(e: &CtEntry, flow: &Flow) -> bool {
+fn is_reply<A: FlowAddr>(e: &CtEntryOf<A>, flow: &FlowOf<A>) -> bool {
     let from_orig = flow.src == e.orig_src && flow.sport == e.orig_sport;
     let to_orig = flow.dst == e.orig_dst && flow.dport == e.orig_dport;
     let to_translated = flow.dst == e.reply_src && flow.dport == e.reply_sport;
@@ -497,7 +747,7 @@ fn is_reply(e: &CtEntry, flow: &Flow) -> bool {
 }
 
 #[inline(always)]
-fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
+fn account<A>(e: &mut CtEntryOf<A>, pkt: &Packet, reply: bool, now: u64) {
     if reply {
         e.status |= ct_status::SEEN_REPLY;
     }
@@ -512,7 +762,7 @@ fn account(e: &mut CtEntry, pkt: &Packet, reply: bool, now: u64) {
 
 /// A new TCP SYN on a closed connection starts it over, as netfilter does.
 #[inline(always)]
-fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
+fn reopens<A>(e: &CtEntryOf<A>, pkt: &Packet) -> bool {
     pkt.keys.protocol == IPPROTO_TCP
         && (pkt.keys.tcp_flags as u8) & (TCP_SYN | TCP_ACK) == TCP_SYN
         && (e.tcp_state == tcp_state::CLOSE || e.tcp_state == tcp_state::TIME_WAIT)
@@ -526,13 +776,24 @@ fn reopens(e: &CtEntry, pkt: &Packet) -> bool {
 /// for packets arriving from outside).
 #[inline(never)]
 pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool, verify: bool) {
-    let Some(t) = tracking() else {
+    track_of::<V4>(pkt, start, end, nat, verify)
+}
+
+/// [`track`] for an IPv6 packet (no NAT: IPv6 has no nat table yet).
+#[inline(never)]
+pub fn track6(pkt: &Packet, start: usize, end: usize, verify: bool) {
+    track_of::<V6>(pkt, start, end, false, verify)
+}
+
+#[inline(always)]
+fn track_of<F: Family>(pkt: &Packet, start: usize, end: usize, nat: bool, verify: bool) {
+    let Some(t) = tracking_of::<F>() else {
         return;
     };
     t.pending = 0;
     t.found = 0;
     t.reply = 0;
-    t.state = classify_flow(pkt, start, end, t, nat, verify);
+    t.state = classify_flow::<F>(pkt, start, end, t, nat, verify);
 }
 
 /// CLOCK_MONOTONIC at tick resolution: timeouts are seconds, and the
@@ -547,11 +808,11 @@ fn now_ns() -> u64 {
 const NOT_FOUND: u32 = u32::MAX;
 
 #[inline(always)]
-fn classify_flow(
+fn classify_flow<F: Family>(
     pkt: &Packet,
     start: usize,
     end: usize,
-    t: &mut Tracking,
+    t: &mut TrackingOf<F::Addr>,
     nat: bool,
     verify: bool,
 ) -> u32 {
@@ -559,17 +820,27 @@ fn classify_flow(
         // No reassembly here: fragments after the first carry no ports.
         return ct_state::UNTRACKED;
     }
-    let (flow, complete) = flow_of(pkt);
-    if !complete || (pkt.keys.protocol == IPPROTO_TCP && !tcp_header_valid(pkt, start, end)) {
+    let (flow, complete) = flow_of::<F>(pkt);
+    if !complete || (pkt.keys.protocol == IPPROTO_TCP && !tcp_header_valid::<F>(pkt, start, end)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
-    if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
-        if verify && !checksum_ok(pkt, start, end, true) {
+    let icmp = pkt.keys.protocol == F::ICMP;
+    if icmp && F::icmp_untracked(pkt.keys.l4a) {
+        // netfilter checks the checksum of these too, before it leaves
+        // them alone.
+        if verify && !checksum_ok_of::<F>(pkt, start, end, true) {
             bump(stats::CT_INVALID);
             return ct_state::INVALID;
         }
-        let state = related(pkt, start, end, nat, t);
+        return ct_state::UNTRACKED;
+    }
+    if icmp && F::icmp_error(pkt.keys.l4a) {
+        if verify && !checksum_ok_of::<F>(pkt, start, end, true) {
+            bump(stats::CT_INVALID);
+            return ct_state::INVALID;
+        }
+        let state = related::<F>(pkt, start, end, nat, t);
         bump(if state == ct_state::RELATED {
             stats::CT_RELATED
         } else {
@@ -580,56 +851,58 @@ fn classify_flow(
     let key = flow.key();
     t.key = key;
     t.via_index = 0;
-    let state = lookup(t, pkt, &flow);
+    let state = lookup::<F>(t, pkt, &flow);
     if state != NOT_FOUND {
         return state;
     }
-    if nat {
+    if nat && let Some(index) = F::nat_index() {
         // SAFETY: copied out at once.
-        if let Some(connection) = unsafe { CT_NAT_INDEX.get(&key) } {
+        if let Some(connection) = unsafe { index.get(&key) } {
             t.key = *connection;
             t.via_index = 1;
             t.wire = key;
-            let state = lookup(t, pkt, &flow);
+            let state = lookup::<F>(t, pkt, &flow);
             if state != NOT_FOUND {
                 return state;
             }
         }
     }
     // No connection: only packets that can open one are NEW.
-    let opens = match pkt.keys.protocol {
-        IPPROTO_TCP => (pkt.keys.tcp_flags as u8) & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
-        // Echo, timestamp, information and address-mask requests.
-        IPPROTO_ICMP => matches!(pkt.keys.l4a, 8 | 13 | 15 | 17),
-        _ => true,
+    let opens = if pkt.keys.protocol == IPPROTO_TCP {
+        (pkt.keys.tcp_flags as u8) & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+    } else if icmp {
+        F::icmp_opens(pkt.keys.l4a)
+    } else {
+        true
     };
-    if !opens || (verify && !checksum_ok(pkt, start, end, true)) {
+    if !opens || (verify && !checksum_ok_of::<F>(pkt, start, end, true)) {
         bump(stats::CT_INVALID);
         return ct_state::INVALID;
     }
     let now = now_ns();
     t.key = key;
-    t.entry = CtEntry {
-        orig_src: flow.src,
-        orig_dst: flow.dst,
-        orig_sport: flow.sport,
-        orig_dport: flow.dport,
-        protocol: flow.protocol,
-        tcp_state: if pkt.keys.protocol == IPPROTO_TCP {
-            tcp_state::SYN_SENT
-        } else {
-            tcp_state::NONE
-        },
-        status: 0,
-        _pad: 0,
-        last_seen_ns: now,
-        packets: [1, 0],
-        bytes: [pkt.total_len() as u64, 0],
-        reply_src: flow.dst,
-        reply_dst: flow.src,
-        reply_sport: flow.dport,
-        reply_dport: flow.sport,
+    // Field by field, in place: a whole entry built first would take its
+    // size of the stack (128 bytes for IPv6) under the call chain.
+    let e = &mut t.entry;
+    e.orig_src = flow.src;
+    e.orig_dst = flow.dst;
+    e.orig_sport = flow.sport;
+    e.orig_dport = flow.dport;
+    e.protocol = flow.protocol;
+    e.tcp_state = if pkt.keys.protocol == IPPROTO_TCP {
+        tcp_state::SYN_SENT
+    } else {
+        tcp_state::NONE
     };
+    e.status = 0;
+    e._pad = 0;
+    e.last_seen_ns = now;
+    e.packets = [1, 0];
+    e.bytes = [pkt.total_len() as u64, 0];
+    e.reply_src = flow.dst;
+    e.reply_dst = flow.src;
+    e.reply_sport = flow.dport;
+    e.reply_dport = flow.sport;
     t.pending = 1;
     ct_state::NEW
 }
@@ -638,35 +911,39 @@ fn classify_flow(
 /// copies it to `t.entry`; `NOT_FOUND` if there is none. Out of line: it
 /// runs for the packet's own key and for the one the NAT index gives.
 #[inline(never)]
-fn lookup(t: &mut Tracking, pkt: &Packet, flow: &Flow) -> u32 {
-    let key = t.key;
+fn lookup<F: Family>(t: &mut TrackingOf<F::Addr>, pkt: &Packet, flow: &FlowOf<F::Addr>) -> u32 {
+    // The key where it is, in the per-CPU scratch (a copy would take its
+    // size of the stack); `meet` never changes it.
+    let key: *const CtKeyOf<F::Addr> = &t.key;
+    // SAFETY: points into this CPU's tracking slot, valid for the run.
+    let key = unsafe { &*key };
     let now = now_ns();
-    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(&key) {
+    if let Some(e) = F::established().get_ptr_mut(key) {
         // SAFETY: map value, valid for this program run.
-        match meet(t, unsafe { &mut *e }, pkt, flow, now) {
-            Met::Stale => return stale_index(&t.wire),
+        match meet::<F>(t, unsafe { &mut *e }, pkt, flow, now) {
+            Met::Stale => return stale_index::<F>(&t.wire),
             Met::Gone => {
-                let _ = CT_ESTABLISHED.remove(&key);
+                let _ = F::established().remove(key);
             }
             Met::Live(_) => return ct_state::ESTABLISHED,
         }
     }
-    if let Some(e) = CT_UNREPLIED.get_ptr_mut(&key) {
+    if let Some(e) = F::unreplied().get_ptr_mut(key) {
         // SAFETY: map value, valid for this program run.
         let e = unsafe { &mut *e };
-        match meet(t, e, pkt, flow, now) {
-            Met::Stale => return stale_index(&t.wire),
+        match meet::<F>(t, e, pkt, flow, now) {
+            Met::Stale => return stale_index::<F>(&t.wire),
             Met::Gone => {
-                let _ = CT_UNREPLIED.remove(&key);
+                let _ = F::unreplied().remove(key);
             }
             Met::Live(false) => return ct_state::NEW,
             Met::Live(true) => {
                 // The first reply: straight from the map value, no copy on
                 // the stack.
-                if CT_ESTABLISHED.insert(&key, &*e, 0).is_err() {
+                if F::established().insert(key, &*e, 0).is_err() {
                     bump(stats::CT_INSERT_FAILED);
                 } else {
-                    let _ = CT_UNREPLIED.remove(&key);
+                    let _ = F::unreplied().remove(key);
                     bump(stats::CT_ESTABLISHED);
                 }
                 return ct_state::ESTABLISHED;
@@ -689,7 +966,13 @@ enum Met {
 
 /// The checks and accounting common to both tables.
 #[inline(always)]
-fn meet(t: &mut Tracking, e: &mut CtEntry, pkt: &Packet, flow: &Flow, now: u64) -> Met {
+fn meet<F: Family>(
+    t: &mut TrackingOf<F::Addr>,
+    e: &mut CtEntryOf<F::Addr>,
+    pkt: &Packet,
+    flow: &FlowOf<F::Addr>,
+    now: u64,
+) -> Met {
     if t.via_index != 0 && !has_key(e, &t.wire) {
         return Met::Stale;
     }
@@ -698,7 +981,7 @@ fn meet(t: &mut Tracking, e: &mut CtEntry, pkt: &Packet, flow: &Flow, now: u64) 
         if !reopened {
             bump(stats::CT_EXPIRED);
         }
-        forget_translation(&t.key, e);
+        forget_translation::<F>(&t.key, e);
         return Met::Gone;
     }
     let reply = is_reply(e, flow);
@@ -712,7 +995,7 @@ fn meet(t: &mut Tracking, e: &mut CtEntry, pkt: &Packet, flow: &Flow, now: u64) 
 /// reads of them — most connections are not translated, and the copy is
 /// not free.
 #[inline(always)]
-fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
+fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0 {
         t.entry = *e;
     } else {
@@ -738,7 +1021,7 @@ fn found(t: &mut Tracking, e: &CtEntry, reply: bool) {
 /// True when translated connection `e` appears on the wire under `key`
 /// (its reply tuple, or the half-translated one).
 #[inline(always)]
-fn has_key(e: &CtEntry, key: &CtKey) -> bool {
+fn has_key<A: FlowAddr>(e: &CtEntryOf<A>, key: &CtKeyOf<A>) -> bool {
     e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
         && (reply_key(e) == *key || mid_key(e) == *key)
 }
@@ -746,24 +1029,29 @@ fn has_key(e: &CtEntry, key: &CtKey) -> bool {
 /// An index entry whose connection went (evicted) and whose key another
 /// connection took since: dropped, and the packet has no connection.
 #[inline(always)]
-fn stale_index(key: &CtKey) -> u32 {
-    let _ = CT_NAT_INDEX.remove(key);
+fn stale_index<F: Family>(key: &CtKeyOf<F::Addr>) -> u32 {
+    if let Some(index) = F::nat_index() {
+        let _ = index.remove(key);
+    }
     NOT_FOUND
 }
 
 /// Removes the NAT index entries of a connection that is going away.
 #[inline(always)]
-fn forget_translation(key: &CtKey, e: &CtEntry) {
+fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>) {
+    let Some(index) = F::nat_index() else {
+        return;
+    };
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
     let reply = reply_key(e);
     if reply != *key {
-        let _ = CT_NAT_INDEX.remove(&reply);
+        let _ = index.remove(&reply);
     }
     let mid = mid_key(e);
     if mid != *key && mid != reply {
-        let _ = CT_NAT_INDEX.remove(&mid);
+        let _ = index.remove(&mid);
     }
 }
 
@@ -809,16 +1097,16 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
     if pkt.fragment {
         return;
     }
-    let (flow, complete) = flow_of(pkt);
+    let (flow, complete) = flow_of::<V4>(pkt);
     if !complete {
         return;
     }
     if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
         // Counted as RELATED (or INVALID) at ingress already.
-        let _ = related(pkt, start, end, true, t);
+        let _ = related::<V4>(pkt, start, end, true, t);
         return;
     }
-    if copy_connection(t, &flow.key(), true) {
+    if copy_connection::<V4>(t, &flow.key(), true) {
         t.reply = is_reply(&t.entry, &flow) as u32;
     }
 }
@@ -827,19 +1115,26 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
 /// entry, `found`), without accounting: the one under `key`, or, with
 /// `nat`, the one the NAT index names for it. False when there is none.
 #[inline(always)]
-fn copy_connection(t: &mut Tracking, key: &CtKey, nat: bool) -> bool {
+fn copy_connection<F: Family>(
+    t: &mut TrackingOf<F::Addr>,
+    key: &CtKeyOf<F::Addr>,
+    nat: bool,
+) -> bool {
     let mut connection = *key;
-    let mut e = CT_ESTABLISHED.get_ptr(&connection);
+    let mut e = F::established().get_ptr(&connection);
     if e.is_none() {
-        e = CT_UNREPLIED.get_ptr(&connection);
+        e = F::unreplied().get_ptr(&connection);
     }
-    if e.is_none() && nat {
+    if e.is_none()
+        && nat
+        && let Some(index) = F::nat_index()
+    {
         // SAFETY: copied out at once.
-        if let Some(k) = unsafe { CT_NAT_INDEX.get(key) } {
+        if let Some(k) = unsafe { index.get(key) } {
             connection = *k;
-            e = CT_ESTABLISHED.get_ptr(&connection);
+            e = F::established().get_ptr(&connection);
             if e.is_none() {
-                e = CT_UNREPLIED.get_ptr(&connection);
+                e = F::unreplied().get_ptr(&connection);
             }
         }
     }
@@ -858,50 +1153,90 @@ fn copy_connection(t: &mut Tracking, key: &CtKey, nat: bool) -> bool {
 /// entries of its translated tuples.
 #[inline(always)]
 pub fn confirm() {
-    let Some(t) = tracking() else {
+    confirm_of::<V4>()
+}
+
+/// [`confirm`] for an accepted IPv6 packet.
+#[inline(always)]
+pub fn confirm6() {
+    confirm_of::<V6>()
+}
+
+#[inline(always)]
+fn confirm_of<F: Family>() {
+    let Some(t) = tracking_of::<F>() else {
         return;
     };
     if t.pending == 0 {
         return;
     }
-    match CT_UNREPLIED.insert(&t.key, &t.entry, BPF_NOEXIST) {
+    match F::unreplied().insert(&t.key, &t.entry, BPF_NOEXIST) {
         Ok(()) => bump(stats::CT_CREATED),
         // Another CPU recorded it first: fine.
         Err(e) if e == -17 => return,
         Err(_) => {
             bump(stats::CT_INSERT_FAILED);
-            forget_translation(&t.key, &t.entry);
+            forget_translation::<F>(&t.key, &t.entry);
             return;
         }
     }
+    let Some(index) = F::nat_index() else {
+        return;
+    };
     if t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
     let reply = reply_key(&t.entry);
-    if reply != t.key && CT_NAT_INDEX.insert(&reply, &t.key, 0).is_err() {
+    if reply != t.key && index.insert(&reply, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
     let mid = mid_key(&t.entry);
-    if mid != t.key && mid != reply && CT_NAT_INDEX.insert(&mid, &t.key, 0).is_err() {
+    if mid != t.key && mid != reply && index.insert(&mid, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
 }
 
 /// RELATED when an ICMP error quotes a packet of a tracked connection.
 #[inline(always)]
-fn related(pkt: &Packet, start: usize, end: usize, nat: bool, t: &mut Tracking) -> u32 {
+fn related<F: Family>(
+    pkt: &Packet,
+    start: usize,
+    end: usize,
+    nat: bool,
+    t: &mut TrackingOf<F::Addr>,
+) -> u32 {
+    if !F::quoted(pkt, start, end, &mut t.quoted) {
+        return ct_state::INVALID;
+    }
+    t.quoted_key = t.quoted.key();
+    let key: *const CtKeyOf<F::Addr> = &t.quoted_key;
+    // SAFETY: points into this CPU's tracking slot, which `copy_connection`
+    // writes elsewhere (key, entry, found).
+    if !copy_connection::<F>(t, unsafe { &*key }, nat) {
+        return ct_state::INVALID;
+    }
+    // NAT translates the error as a packet going the other way than the
+    // one it quotes.
+    t.reply = quotes_original(&t.entry, &t.quoted) as u32;
+    ct_state::RELATED
+}
+
+/// The flow of the IPv4 packet an ICMP error quotes (its header and the
+/// first 8 bytes after it).
+#[inline(always)]
+fn quoted4(pkt: &Packet, start: usize, end: usize, q: &mut Flow) -> bool {
     let inner = opaque(pkt.l2_len() + pkt.ip_header_len() + ICMP_HLEN);
     // One read per header, each checked on its own (several `Option`s
     // destructured together let LLVM mix their payloads with pointers).
     let Some(ip) = load::<[u8; 20]>(start, end, inner) else {
-        return ct_state::INVALID;
+        return false;
     };
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let Some(l4) = load::<[u8; 8]>(start, end, opaque(inner + (ihl & 0x3c))) else {
-        return ct_state::INVALID;
+        return false;
     };
     if ihl < 20 {
-        return ct_state::INVALID;
+        return false;
     }
     let protocol = ip[9];
     let (sport, dport) = match protocol {
@@ -915,27 +1250,59 @@ fn related(pkt: &Packet, start: usize, end: usize, nat: bool, t: &mut Tracking) 
         }
         _ => (0, 0),
     };
-    let quoted = Flow {
-        src: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-        dst: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
-        sport,
-        dport,
-        protocol,
-    };
-    if !copy_connection(t, &quoted.key(), nat) {
-        return ct_state::INVALID;
+    q.src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    q.dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    q.sport = sport;
+    q.dport = dport;
+    q.protocol = protocol;
+    true
+}
+
+/// The flow of the IPv6 packet an ICMPv6 error quotes: its fixed header
+/// and the first 8 bytes of what follows. A quoted packet with extension
+/// headers before its upper layer is not followed (INVALID; see
+/// docs/FEATURES.md). Read a word at a time straight into `q`: the 48
+/// bytes held at once would spill over the stack.
+#[inline(always)]
+fn quoted6(pkt: &Packet, start: usize, end: usize, q: &mut FlowOf<Addr6>) -> bool {
+    let (l4, _) = V6::l4(pkt);
+    let inner = opaque(start + l4 + ICMP_HLEN);
+    if inner + IPV6_HLEN + 8 > end {
+        return false;
     }
-    // NAT translates the error as a packet going the other way than the
-    // one it quotes.
-    t.reply = quotes_original(&t.entry, &quoted) as u32;
-    ct_state::RELATED
+    // SAFETY: the 48 bytes at `inner` are inside the packet (checked); one
+    // load per word at 2-aligned offsets, as the parser reads addresses.
+    let word = |at: usize| unsafe { core::ptr::read((inner + at) as *const u32) };
+    // Byte 6 of the header, the next header: in packet order, the third
+    // byte of the second word.
+    let protocol = (word(4) >> 16) as u8;
+    for i in 0..4 {
+        q.src.0[i] = word(8 + 4 * i);
+        q.dst.0[i] = word(24 + 4 * i);
+    }
+    let (first, second) = (word(IPV6_HLEN), word(IPV6_HLEN + 4));
+    let (sport, dport) = match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => (
+            u16::from_be(first as u16),
+            u16::from_be((first >> 16) as u16),
+        ),
+        IPPROTO_ICMPV6 => {
+            let id = u16::from_be(second as u16);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    q.sport = sport;
+    q.dport = dport;
+    q.protocol = protocol;
+    true
 }
 
 /// True when a quoted packet went the original way: from the original
 /// source, or — quoted after its source translation — from the translated
 /// one.
 #[inline(always)]
-fn quotes_original(e: &CtEntry, quoted: &Flow) -> bool {
+fn quotes_original<A: FlowAddr>(e: &CtEntryOf<A>, quoted: &FlowOf<A>) -> bool {
     (quoted.src == e.orig_src && quoted.sport == e.orig_sport)
         || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }
@@ -946,7 +1313,7 @@ fn quotes_original(e: &CtEntry, quoted: &Flow) -> bool {
 /// it once the server has answered. Its later packets then find it.
 #[inline(always)]
 pub fn adopt(pkt: &Packet) {
-    let (flow, complete) = flow_of(pkt);
+    let (flow, complete) = flow_of::<V4>(pkt);
     if !complete {
         return;
     }

@@ -87,3 +87,34 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(out_ifindex, 0) as u32 }
 }
+
+/// [`forward`] for IPv6: the hop limit − 1 (the IPv6 header has no
+/// checksum to update), the MACs from the FIB, out the `way` found.
+#[inline(always)]
+pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u32 {
+    if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
+        return xdp_action::XDP_PASS;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // Bytes 0..8 of the IPv6 header: the hop limit is byte 7.
+    let Some(mut ip) = load::<[u8; 8]>(start, end, ETH_HLEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    ip[7] = ip[7].wrapping_sub(1);
+    let p = start + ETH_HLEN;
+    if p + 8 > end || start + 12 > end {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: both windows checked against the packet end just above.
+    unsafe {
+        core::ptr::write_unaligned(p as *mut [u8; 8], ip);
+        core::ptr::write_unaligned(start as *mut [u8; 6], hop.dst_mac);
+        core::ptr::write_unaligned((start + 6) as *mut [u8; 6], hop.src_mac);
+    }
+    bump(stats::FAST_PATH);
+    if way == Way::ViaTc {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(out_ifindex, 0) as u32 }
+}

@@ -11,19 +11,23 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::bpf_fib_lookup,
     macros::map,
-    maps::ProgramArray,
-    programs::XdpContext,
+    maps::{PerCpuArray, ProgramArray},
+    programs::{TcContext, XdpContext},
 };
 use netbeast_common::{TCP_FLAGS_CUT, chain, ct_state, stats, target};
 
 use crate::{
     classify::{Active, Verdict, classify},
     conntrack,
-    parse::{Packet, Parsed, Parsed6, parse_ingress, parse_ipv6},
+    forward::{Way, fast_path, forward6},
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
+    },
+    route::NextHop,
     stats::bump,
 };
 
@@ -34,6 +38,10 @@ const AF_INET6: u8 = 10;
 /// reference.
 #[map]
 pub static IPV6_INGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `netbeast_tc_egress6` at index 0, tail-called by `netbeast_tc_egress`
+/// for the host's own IPv6 packets; set by the loader, pinned likewise.
+#[map]
+pub static IPV6_EGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// From `netbeast_xdp`, for an IPv6 frame: the IPv6 program when an IPv6
 /// ruleset is in use, else untouched as before.
@@ -61,10 +69,19 @@ pub fn program(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// The MACs of the current packet's next hop, when the FIB knows them:
+/// per-CPU scratch rather than the entry's stack, which the classifier's
+/// call chain leaves no room to grow (nor an `Option` returned: LLVM
+/// copies an empty one's unwritten payload, which the verifier refuses).
+#[map]
+static NEXT_HOP6: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(1, 0);
+
 /// Where an IPv6 packet goes.
 enum Path6 {
     Local,
-    Forward(u32),
+    /// Out of this interface; true when the FIB knows the neighbour (the
+    /// fast path can take it), whose MACs are then in `NEXT_HOP6`.
+    Forward(u32, bool),
     Kernel,
 }
 
@@ -100,14 +117,14 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let in_ifindex = ctx.ingress_ifindex() as u32;
-    let (chain, out_ifindex) = match path6(ctx, pkt, in_ifindex) {
+    let (chain, out_ifindex, neighbour) = match path6(ctx, pkt, in_ifindex) {
         Path6::Local => {
             bump(stats::INPUT);
-            (chain::INPUT6, 0)
+            (chain::INPUT6, 0, false)
         }
-        Path6::Forward(out) => {
+        Path6::Forward(out, neighbour) => {
             bump(stats::FORWARD);
-            (chain::FORWARD6, out)
+            (chain::FORWARD6, out, neighbour)
         }
         Path6::Kernel => {
             bump(stats::KERNEL_ROUTED);
@@ -117,19 +134,21 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     bump(stats::IPV6);
     // What -m ipv6header, -m rt and -m frag read, from the parser's walk.
     crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
+    let tracking = active.tracking();
+    let state = connection_state(pkt, start, end, tracking, true);
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
-    pkt.keys.ct_state = conntrack::key(ct_state::UNTRACKED);
+    pkt.keys.ct_state = conntrack::key6(state);
     let generation = active.generation();
-    let verdict = match classify(
+    let (verdict, with) = match classify(
         generation,
         chain,
         &pkt.keys,
         pkt.keys.length as u64,
         &mut pkt.search,
     ) {
-        Verdict::Policy(policy) => policy,
-        Verdict::Rule(action) => action.target,
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.arg),
     };
     // The LOG rules the chain met, before the verdict takes the frame.
     if pkt.search.log_count != 0 {
@@ -149,14 +168,30 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     }
     match verdict {
         target::ACCEPT => {
+            if tracking {
+                conntrack::confirm6();
+            }
             bump(stats::ACCEPTED);
-            // Forwarded packets too: the kernel routes them (no fast path
-            // for IPv6 yet).
-            xdp_action::XDP_PASS
+            // A forwarded packet whose next hop the FIB knows leaves by
+            // the fast path, as IPv4 does; the rest the kernel routes.
+            let Some(hop) = NEXT_HOP6.get(0).filter(|_| neighbour) else {
+                return xdp_action::XDP_PASS;
+            };
+            match fast_path(pkt, in_ifindex, out_ifindex) {
+                Way::Kernel => xdp_action::XDP_PASS,
+                way => forward6(ctx, out_ifindex, hop, way),
+            }
         }
         target::DROP => {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
+        }
+        target::REJECT => {
+            // The ICMPv6 type, for the messages no error may answer.
+            read_icmp6(pkt, start, end);
+            let action =
+                crate::reject6::reject6(ctx, pkt, with, in_ifindex, chain == chain::INPUT6);
+            crate::handoff::reply(ctx, action, in_ifindex)
         }
         // The IPv6 ruleset has no other verdicts yet (the parser and the
         // compiler refuse them): taken as no target, never as a drop.
@@ -202,9 +237,145 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
     match rc {
         BPF_FIB_LKUP_RET_NOT_FWDED | BPF_FIB_LKUP_RET_FWD_DISABLED => Path6::Local,
         // ip6_forward() answers hop limit ≤ 1 before the FORWARD hook.
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH if pkt.keys.ttl > 1 => {
-            Path6::Forward(params.ifindex)
+        BPF_FIB_LKUP_RET_SUCCESS if pkt.keys.ttl > 1 => {
+            let known = match NEXT_HOP6.get_ptr_mut(0) {
+                Some(hop) => {
+                    // SAFETY: per-CPU scratch, used by this program run only.
+                    unsafe {
+                        (*hop).src_mac = params.smac;
+                        (*hop).dst_mac = params.dmac;
+                    }
+                    true
+                }
+                None => false,
+            };
+            Path6::Forward(params.ifindex, known)
         }
+        BPF_FIB_LKUP_RET_NO_NEIGH if pkt.keys.ttl > 1 => Path6::Forward(params.ifindex, false),
         _ => Path6::Kernel,
+    }
+}
+
+/// The packet's conntrack state, as `pipeline::connection_state` gives an
+/// IPv4 packet's: UNTRACKED while no rule needs tracking. `from_outside`:
+/// checksums are verified (netfilter does at PREROUTING only).
+#[inline(always)]
+fn connection_state(
+    pkt: &mut Packet,
+    start: usize,
+    end: usize,
+    tracking: bool,
+    from_outside: bool,
+) -> u32 {
+    if !tracking {
+        return ct_state::UNTRACKED;
+    }
+    read_icmp6(pkt, start, end);
+    conntrack::track6(pkt, start, end, from_outside);
+    conntrack::state6()
+}
+
+/// The ICMPv6 header's type and code (as the L4 keys, as ICMP's are) and
+/// identifier, for conntrack: `l4_complete` when its 8 bytes are in the
+/// payload. The parser's upper-layer offset (`walk_off`) says where it is.
+#[inline(always)]
+fn read_icmp6(pkt: &mut Packet, start: usize, end: usize) {
+    if pkt.keys.protocol != IPPROTO_ICMPV6 || pkt.fragment {
+        return;
+    }
+    let l4 = pkt.walk_off as usize & WALK_OFF_MASK;
+    if l4 + ICMP_HLEN > pkt.l3 + pkt.total_len() {
+        pkt.l4_complete = false;
+        return;
+    }
+    let Some(h) = load::<[u8; 8]>(start, end, l4) else {
+        pkt.l4_complete = false;
+        return;
+    };
+    pkt.keys.l4a = h[0] as u32;
+    pkt.keys.l4b = h[1] as u32;
+    pkt.icmp_id = u16::from_be_bytes([h[4], h[5]]);
+    pkt.l4_complete = true;
+}
+
+/// As the parser bounds its walk's offset (parse.rs `WALK_OFF_MASK`).
+const WALK_OFF_MASK: usize = 0x3fff;
+
+/// From `netbeast_tc_egress`, for the host's own IPv6 packet: the IPv6
+/// egress program when an IPv6 ruleset is in use, else untouched.
+#[inline(always)]
+pub fn egress_hand_off(ctx: &TcContext) -> i32 {
+    if Active::read().ipv6() {
+        // SAFETY: a tail call from the program's entry; it returns only when
+        // the array has no program (then the packet leaves untouched).
+        unsafe { IPV6_EGRESS.tail_call(ctx, 0) };
+    }
+    TC_ACT_OK
+}
+
+/// `netbeast_tc_egress6`: a packet the host sends (`netbeast_tc_egress`
+/// pulled its headers into the linear part and checked it is not a
+/// forwarded one). Tracked without checksum checks (netfilter verifies at
+/// PREROUTING only), then the OUTPUT chain of ip6tables with `-o` = the
+/// interface; ACCEPT confirms its connection, so replies to the host's
+/// own connections are ESTABLISHED at ingress.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> i32 {
+    let active = Active::read();
+    if !active.ipv6() {
+        return TC_ACT_OK;
+    }
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (start, end, frame_len) = (ctx.data(), ctx.data_end(), ctx.len() as usize);
+    let Parsed::Ipv6(l3) = parse(start, end, frame_len) else {
+        return TC_ACT_OK;
+    };
+    // The host's own packets: a malformed one is the host's business (the
+    // receiver's stack judges it), as for IPv4 at egress.
+    let Parsed6::Packet(pkt) = parse_ipv6(start, end, l3, frame_len) else {
+        return TC_ACT_OK;
+    };
+    bump(stats::OUTPUT);
+    bump(stats::IPV6);
+    let tracking = active.tracking();
+    let state = connection_state(pkt, start, end, tracking, false);
+    pkt.keys.in_ifindex = 0;
+    pkt.keys.out_ifindex = ifindex;
+    pkt.keys.ct_state = conntrack::key6(state);
+    let verdict = match classify(
+        active.generation(),
+        chain::OUTPUT6,
+        &pkt.keys,
+        pkt.keys.length as u64,
+        &mut pkt.search,
+    ) {
+        Verdict::Policy(policy) => policy,
+        Verdict::Rule(action) => action.target,
+    };
+    match verdict {
+        target::ACCEPT => {
+            if tracking {
+                conntrack::confirm6();
+            }
+            bump(stats::ACCEPTED);
+            TC_ACT_OK
+        }
+        target::DROP => {
+            bump(stats::DROPPED);
+            TC_ACT_SHOT
+        }
+        // REJECT in OUTPUT is refused for IPv6 (no reply into the host's
+        // own stack yet); one reached through a user-defined chain drops
+        // without an answer, counted.
+        target::REJECT => {
+            bump(stats::REJECT_SILENT);
+            TC_ACT_SHOT
+        }
+        // As at ingress: never a drop for a code this program does not know.
+        _ => {
+            bump(stats::UNKNOWN_TARGET);
+            TC_ACT_OK
+        }
     }
 }

@@ -26,6 +26,7 @@ mod pipeline;
 mod recent;
 mod redirect_floor;
 mod reject;
+mod reject6;
 mod reject_local;
 mod route;
 mod stats;
@@ -56,6 +57,13 @@ pub fn netbeast_xdp6(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netbeast_tc_egress(ctx: TcContext) -> i32 {
     pipeline::egress(&ctx)
+}
+
+/// TC egress for IPv6, reached by a tail call from `netbeast_tc_egress`:
+/// the host's own IPv6 packets (conntrack, ip6tables' OUTPUT chain).
+#[classifier]
+pub fn netbeast_tc_egress6(ctx: TcContext) -> i32 {
+    ipv6::egress(&ctx)
 }
 
 /// TC ingress: sends on the frames the XDP program handed off (REJECT

@@ -121,6 +121,10 @@ pub struct Packet {
     pub ext6_walk: Ipv6Walk,
     /// The header matches' facts made from `ext6_walk` when a rule asks.
     pub ext6: Ipv6Ext,
+    /// An IPv6 first fragment (a fragment header with offset 0 and more
+    /// to come): its L4 checksum covers the whole datagram, which
+    /// conntrack takes as it is (as for IPv4).
+    pub first_fragment6: bool,
 }
 
 /// What ip6tables' header matches read of the IPv6 packet this program
@@ -636,6 +640,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
     pkt.keys.tcp_flags = TCP_FLAGS_NONE as u16;
     pkt.icmp_id = 0;
     pkt.fragment = false;
+    pkt.first_fragment6 = false;
     pkt.l4_complete = false;
     pkt.ext6_walk = Ipv6Walk::default();
     let payload_end = l3 + IPV6_HLEN + payload_len;
@@ -704,6 +709,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
                 pkt.keys.l4b = L4_FRAGMENT;
                 return Parsed6::Packet(pkt);
             }
+            pkt.first_fragment6 = h[3] & 1 != 0;
         }
         if header + len > payload_end {
             return Parsed6::Malformed;

@@ -346,8 +346,10 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let (start, end, frame_len) = pull_headers(ctx);
-    let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
-        return TC_ACT_OK;
+    let pkt = match parse(start, end, frame_len) {
+        Parsed::Ipv4(pkt) => pkt,
+        Parsed::Ipv6(_) => return crate::ipv6::egress_hand_off(ctx),
+        _ => return TC_ACT_OK,
     };
     bump(stats::OUTPUT);
     pkt.search.trace_id = trace_id(active);

@@ -115,6 +115,18 @@ pub mod tcp_flags {
     pub const CWR: u8 = 0x80;
 }
 
+/// ICMPv6 types (RFC 4443, RFC 4861).
+pub mod icmp6_type {
+    pub const DEST_UNREACHABLE: u8 = 1;
+    pub const PACKET_TOO_BIG: u8 = 2;
+    pub const TIME_EXCEEDED: u8 = 3;
+    pub const ECHO_REQUEST: u8 = 128;
+    pub const ECHO_REPLY: u8 = 129;
+    pub const NEIGHBOUR_SOLICITATION: u8 = 135;
+    pub const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+    pub const REDIRECT: u8 = 137;
+}
+
 pub mod icmp_type {
     pub const ECHO_REPLY: u8 = 0;
     pub const DEST_UNREACHABLE: u8 = 3;
@@ -544,6 +556,87 @@ impl FrameBuilder {
         let sum = ipv6_l4_checksum(src, dst, ip_proto::UDP, &udp);
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
         Self::ipv6(src, dst, ip_proto::UDP).payload(&udp)
+    }
+
+    /// An IPv6 TCP segment with these flags, sequence number and payload
+    /// (20-byte header, checksum over the IPv6 pseudo-header).
+    pub fn tcp6_segment(
+        src: Ipv6Addr,
+        sport: u16,
+        dst: Ipv6Addr,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        payload: &[u8],
+    ) -> Self {
+        let mut tcp = Vec::with_capacity(20 + payload.len());
+        tcp.extend_from_slice(&sport.to_be_bytes());
+        tcp.extend_from_slice(&dport.to_be_bytes());
+        tcp.extend_from_slice(&seq.to_be_bytes());
+        tcp.extend_from_slice(&0u32.to_be_bytes());
+        tcp.extend_from_slice(&[5 << 4, flags]);
+        tcp.extend_from_slice(&64240u16.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.extend_from_slice(payload);
+        let sum = ipv6_l4_checksum(src, dst, ip_proto::TCP, &tcp);
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+        Self::ipv6(src, dst, ip_proto::TCP).payload(&tcp)
+    }
+
+    /// An IPv6 UDP datagram carrying `payload`, with a correct checksum.
+    pub fn udp6_with(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Self {
+        let len = u16::try_from(8 + payload.len()).expect("UDP datagram over 65535 bytes");
+        let mut udp = Vec::with_capacity(usize::from(len));
+        udp.extend_from_slice(&sport.to_be_bytes());
+        udp.extend_from_slice(&dport.to_be_bytes());
+        udp.extend_from_slice(&len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(payload);
+        let sum = ipv6_l4_checksum(src, dst, ip_proto::UDP, &udp);
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+        Self::ipv6(src, dst, ip_proto::UDP).payload(&udp)
+    }
+
+    /// An ICMPv6 message (RFC 4443): type, code, its second word `rest`
+    /// (identifier and sequence of an echo, unused or MTU or pointer of an
+    /// error) and `body`, the checksum over the IPv6 pseudo-header.
+    pub fn icmp6(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        icmp_type: u8,
+        code: u8,
+        rest: [u8; 4],
+        body: &[u8],
+    ) -> Self {
+        let mut icmp = vec![icmp_type, code, 0, 0];
+        icmp.extend_from_slice(&rest);
+        icmp.extend_from_slice(body);
+        let sum = ipv6_l4_checksum(src, dst, ip_proto::ICMPV6, &icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        Self::ipv6(src, dst, ip_proto::ICMPV6).payload(&icmp)
+    }
+
+    /// An ICMPv6 error quoting `quoted` (an IPv6 packet, see
+    /// [`build_ipv6`](Self::build_ipv6)).
+    pub fn icmp6_error(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        icmp_type: u8,
+        code: u8,
+        quoted: &[u8],
+    ) -> Self {
+        Self::icmp6(src, dst, icmp_type, code, [0; 4], quoted)
+    }
+
+    /// The IPv6 packet alone (no Ethernet header), e.g. to quote in
+    /// [`icmp6_error`](Self::icmp6_error).
+    pub fn build_ipv6(&self) -> Vec<u8> {
+        assert!(
+            matches!(self.body, Body::Ipv6 { .. }),
+            "build_ipv6() applies to IPv6 frames only"
+        );
+        let frame = self.build();
+        frame[ETH_HEADER_LEN + 4 * self.vlans.len()..].to_vec()
     }
 
     /// Appends an IPv6 extension header of type `kind` (hop-by-hop 0,

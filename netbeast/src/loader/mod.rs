@@ -26,7 +26,9 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use netbeast_common::{ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtKey};
+use netbeast_common::{
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtEntryOf, CtKey, CtKeyOf,
+};
 use netbeast_common::{
     LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, iface_guard, local_addr_bucket, size,
     stats,
@@ -54,6 +56,9 @@ const SHIELD_SLOT: u32 = 0;
 const SHIELD_MAIN_SLOT: u32 = 1;
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
+/// The IPv6 TC egress program, tail-called by [`EGRESS_PROGRAM`] from
+/// `IPV6_EGRESS`.
+const EGRESS6_PROGRAM: &str = "netbeast_tc_egress6";
 /// The TC ingress entry point: sends on what the XDP program hands off.
 const INGRESS_PROGRAM: &str = "netbeast_tc_ingress";
 
@@ -72,7 +77,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 45] = [
+pub const MAP_NAMES: [&str; 48] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -83,6 +88,8 @@ pub const MAP_NAMES: [&str; 45] = [
     "CT_UNREPLIED",
     "CT_ESTABLISHED",
     "CT_NAT_INDEX",
+    "CT6_UNREPLIED",
+    "CT6_ESTABLISHED",
     "NAT_TARGETS",
     "CT_CONFIG",
     "ACTIVE",
@@ -128,6 +135,8 @@ pub const MAP_NAMES: [&str; 45] = [
     // The IPv6 program the XDP program tail-calls: a program array loses
     // its entries with its last user reference, so it is pinned.
     "IPV6_INGRESS",
+    // Likewise the IPv6 TC egress program, tail-called by the TC egress one.
+    "IPV6_EGRESS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +308,8 @@ impl Staged {
 /// What a pinned map made anew (empty) costs, in the user's words.
 fn what_a_new_map_loses(name: &str) -> &'static str {
     match name {
-        "CT_UNREPLIED" | "CT_ESTABLISHED" | "CT_NAT_INDEX" => {
+        "CT_UNREPLIED" | "CT_ESTABLISHED" | "CT_NAT_INDEX" | "CT6_UNREPLIED"
+        | "CT6_ESTABLISHED" => {
             "tracked connections and their NAT translations are forgotten (open connections \
              count as new; translated ones may break)"
         }
@@ -780,9 +790,31 @@ impl Dataplane {
         Ok(tc)
     }
 
-    /// Loads the TC egress program into the kernel (runs the verifier).
+    /// Loads the TC egress program into the kernel (runs the verifier),
+    /// with the IPv6 one it tail-calls.
     pub fn load_egress_program(&mut self) -> Result<(), LoaderError> {
-        self.classifier(EGRESS_PROGRAM).map(|_| ())
+        self.classifier(EGRESS_PROGRAM)?;
+        self.load_ipv6_egress()
+    }
+
+    /// Loads the IPv6 TC egress program (runs the verifier) if needed and
+    /// puts it into `IPV6_EGRESS`, where the TC egress program tail-calls
+    /// it. The array is pinned, so a cached egress program finds it there.
+    fn load_ipv6_egress(&mut self) -> Result<(), LoaderError> {
+        let fd = self
+            .classifier(EGRESS6_PROGRAM)?
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|source| LoaderError::Io {
+                what: "a copy of the IPv6 egress program's fd".into(),
+                source,
+            })?;
+        let mut array: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut("IPV6_EGRESS")?)
+                .map_err(map_err("IPV6_EGRESS"))?;
+        array.set(0, &fd, 0).map_err(map_err("IPV6_EGRESS"))?;
+        Ok(())
     }
 
     /// Loads the TC ingress program into the kernel (runs the verifier).
@@ -816,6 +848,9 @@ impl Dataplane {
             .and_then(|p| SchedClassifier::from_pin(p).ok());
         if cached.is_none() {
             self.classifier(name)?;
+            if name == EGRESS_PROGRAM {
+                self.load_ipv6_egress()?;
+            }
             self.cache_program(name);
         }
         let tc = match cached.as_mut() {
@@ -1388,9 +1423,28 @@ impl Dataplane {
     /// kernel only drops them when a packet finds them): see `CtEntry`'s
     /// `last_seen_ns` and `conntrack_config`.
     pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry, bool)>, LoaderError> {
+        self.conntrack_entries_of(["CT_UNREPLIED", "CT_ESTABLISHED"])
+    }
+
+    /// [`conntrack_entries`](Self::conntrack_entries) of the IPv6 tables.
+    pub fn conntrack_entries6(
+        &self,
+    ) -> Result<Vec<(netbeast_common::CtKey6, netbeast_common::CtEntry6, bool)>, LoaderError> {
+        self.conntrack_entries_of(["CT6_UNREPLIED", "CT6_ESTABLISHED"])
+    }
+
+    /// The entries of one family's pair of tables: unreplied, established.
+    fn conntrack_entries_of<A>(
+        &self,
+        names: [&'static str; 2],
+    ) -> Result<Vec<(CtKeyOf<A>, CtEntryOf<A>, bool)>, LoaderError>
+    where
+        CtKeyOf<A>: aya::Pod + Eq + std::hash::Hash,
+        CtEntryOf<A>: aya::Pod,
+    {
         let mut out = Vec::new();
-        for (name, established) in [("CT_UNREPLIED", false), ("CT_ESTABLISHED", true)] {
-            let map: HashMap<&MapData, CtKey, CtEntry> =
+        for (name, established) in [(names[0], false), (names[1], true)] {
+            let map: HashMap<&MapData, CtKeyOf<A>, CtEntryOf<A>> =
                 HashMap::try_from(self.map(name)?).map_err(map_err(name))?;
             // A walk of a hash map that the kernel changes meanwhile can
             // restart and see a key twice.
@@ -1463,9 +1517,15 @@ impl Dataplane {
     pub fn flush_conntrack(&mut self) -> Result<usize, LoaderError> {
         let mut deleted = 0;
         for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
-            deleted += clear::<CtEntry>(self.map_mut(name)?, name)?;
+            deleted += clear::<CtKey, CtEntry>(self.map_mut(name)?, name)?;
         }
-        clear::<CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
+        for name in ["CT6_UNREPLIED", "CT6_ESTABLISHED"] {
+            deleted += clear::<netbeast_common::CtKey6, netbeast_common::CtEntry6>(
+                self.map_mut(name)?,
+                name,
+            )?;
+        }
+        clear::<CtKey, CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
         // No translated connection is left: unless nat rules make new ones,
         // the next ruleset change sets tracking to what its rules need.
         let mut active: Array<&mut MapData, u32> =
@@ -1482,9 +1542,12 @@ impl Dataplane {
 }
 
 /// Deletes every entry of a conntrack-keyed hash map; returns how many.
-fn clear<V: aya::Pod>(map: &mut aya::maps::Map, name: &'static str) -> Result<usize, LoaderError> {
-    let mut map: HashMap<&mut MapData, CtKey, V> = HashMap::try_from(map).map_err(map_err(name))?;
-    let keys: std::collections::HashSet<CtKey> = map
+fn clear<K, V: aya::Pod>(map: &mut aya::maps::Map, name: &'static str) -> Result<usize, LoaderError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+{
+    let mut map: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
+    let keys: std::collections::HashSet<K> = map
         .keys()
         .collect::<Result<_, _>>()
         .map_err(map_err(name))?;

@@ -517,11 +517,38 @@ pub enum RejectWith {
     IcmpHostProhibited,
     IcmpAdminProhibited,
     TcpReset,
+    /// ip6tables' answers (libip6t_REJECT): ICMPv6 destination unreachable
+    /// codes 0, 1, 3, 4, 5 and 6.
+    Icmp6NoRoute,
+    Icmp6AdmProhibited,
+    Icmp6AddrUnreachable,
+    Icmp6PortUnreachable,
+    Icmp6PolicyFail,
+    Icmp6RejectRoute,
 }
 
 impl RejectWith {
+    /// One of ip6tables' ICMPv6 answers.
+    pub fn is_icmp6(self) -> bool {
+        matches!(
+            self,
+            RejectWith::Icmp6NoRoute
+                | RejectWith::Icmp6AdmProhibited
+                | RejectWith::Icmp6AddrUnreachable
+                | RejectWith::Icmp6PortUnreachable
+                | RejectWith::Icmp6PolicyFail
+                | RejectWith::Icmp6RejectRoute
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            RejectWith::Icmp6NoRoute => "icmp6-no-route",
+            RejectWith::Icmp6AdmProhibited => "icmp6-adm-prohibited",
+            RejectWith::Icmp6AddrUnreachable => "icmp6-addr-unreachable",
+            RejectWith::Icmp6PortUnreachable => "icmp6-port-unreachable",
+            RejectWith::Icmp6PolicyFail => "icmp6-policy-fail",
+            RejectWith::Icmp6RejectRoute => "icmp6-reject-route",
             RejectWith::IcmpPortUnreachable => "icmp-port-unreachable",
             RejectWith::IcmpHostUnreachable => "icmp-host-unreachable",
             RejectWith::IcmpNetUnreachable => "icmp-net-unreachable",

@@ -2037,6 +2037,14 @@ impl<'a> Parser<'a> {
         let target = self.finish_target(chain)?;
         if self.family == Family::V6 {
             check_ipv6_rule(&matches, &target)?;
+            if chain == "OUTPUT" && matches!(target, Target::Reject(_)) {
+                return Err(ParseError::Ipv6Unsupported {
+                    what: "-j REJECT in OUTPUT".into(),
+                    hint: "; IPv6 REJECT answers packets that come in (INPUT, FORWARD) so far \
+                           (use -j DROP)"
+                        .into(),
+                });
+            }
         }
         let template = Rule {
             protocol: self.protocol.clone(),
@@ -2189,7 +2197,14 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::Statistic(_) => continue,
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
-            Match::ConnState(_) => "connection tracking (-m state, -m conntrack)",
+            // Connection states, direction and status are classifier keys
+            // of either family's tracker; the tuple, protocol and expiry
+            // guards read the IPv4 tracker only.
+            Match::ConnState(c) if c.connection.is_empty() => continue,
+            Match::ConnState(_) => {
+                "-m conntrack --ctproto, --ctorigsrc, --ctorigdst, --ctreplsrc, --ctrepldst, \
+                 their ports and --ctexpire"
+            }
             Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
             Match::IpRange(_) => "-m iprange",
             Match::PktType(_) => "-m pkttype",
@@ -2204,7 +2219,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
                    -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
-                   -m limit, -m statistic and -m comment so far"
+                   -m limit, -m statistic, -m comment, -m set, -m state and -m conntrack's \
+                   --ctstate, --ctstatus and --ctdir so far"
                 .into(),
         });
     }
@@ -2218,12 +2234,15 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Jump(_)
         | Target::Goto(_)
         | Target::Log(_) => return Ok(()),
+        Target::Reject(with) if with.is_icmp6() || *with == super::model::RejectWith::TcpReset => {
+            return Ok(());
+        }
         other => other.builtin_name(),
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, LOG, RETURN and jumps to user-defined chains so \
-               far (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, RETURN and jumps to user-defined \
+               chains so far (use -j DROP)"
             .into(),
     })
 }

@@ -8,7 +8,7 @@ use netbeast_common::{reject, target as code};
 
 use super::{TargetModule, TargetParser, check_placement, no_suggestion};
 use crate::rules::ext::{OptSpec, RuleContext, Value};
-use crate::rules::model::{RejectWith, TableName, Target};
+use crate::rules::model::{Family, RejectWith, TableName, Target};
 use crate::rules::parse::{ParseError, invalid};
 
 /// `--reject-with` names and aliases, in libipt_REJECT's table order (which
@@ -52,6 +52,38 @@ const TYPES: &[(&str, &str, RejectWith)] = &[
     ),
 ];
 
+/// ip6tables' `--reject-with` names and aliases, in libip6t_REJECT's
+/// table order.
+const TYPES6: &[(&str, &str, RejectWith)] = &[
+    ("icmp6-no-route", "no-route", RejectWith::Icmp6NoRoute),
+    (
+        "icmp6-adm-prohibited",
+        "adm-prohibited",
+        RejectWith::Icmp6AdmProhibited,
+    ),
+    (
+        "icmp6-addr-unreachable",
+        "addr-unreach",
+        RejectWith::Icmp6AddrUnreachable,
+    ),
+    (
+        "icmp6-port-unreachable",
+        "port-unreach",
+        RejectWith::Icmp6PortUnreachable,
+    ),
+    ("tcp-reset", "tcp-reset", RejectWith::TcpReset),
+    (
+        "icmp6-policy-fail",
+        "policy-fail",
+        RejectWith::Icmp6PolicyFail,
+    ),
+    (
+        "icmp6-reject-route",
+        "reject-route",
+        RejectWith::Icmp6RejectRoute,
+    ),
+];
+
 /// Every answer, for generators.
 pub const ALL: [RejectWith; 8] = [
     RejectWith::IcmpNetUnreachable,
@@ -67,12 +99,36 @@ pub const ALL: [RejectWith; 8] = [
 /// `--reject-with`: a name, an alias, or a prefix of one (the first in
 /// libipt_REJECT's order wins, as in iptables).
 pub fn parse_reject_with(text: &str) -> Result<RejectWith, ParseError> {
+    parse_reject_with_in(TYPES, text)
+}
+
+/// [`parse_reject_with`] for one family's table: ip6tables knows only
+/// ICMPv6 answers and tcp-reset.
+pub fn parse_reject_with_of(family: Family, text: &str) -> Result<RejectWith, ParseError> {
+    match family {
+        Family::V4 => parse_reject_with_in(TYPES, text),
+        Family::V6 => parse_reject_with_in(TYPES6, text).map_err(|_| {
+            invalid(
+                "--reject-with",
+                "reject type",
+                text,
+                "use icmp6-port-unreachable (the default), icmp6-no-route, icmp6-adm-prohibited, \
+                 icmp6-addr-unreachable, icmp6-policy-fail, icmp6-reject-route or tcp-reset",
+            )
+        }),
+    }
+}
+
+fn parse_reject_with_in(
+    table: &[(&str, &str, RejectWith)],
+    text: &str,
+) -> Result<RejectWith, ParseError> {
     let lower = text.to_ascii_lowercase();
-    TYPES
+    table
         .iter()
         .find(|(name, alias, _)| *name == lower || *alias == lower)
         .or_else(|| {
-            TYPES.iter().find(|(name, alias, _)| {
+            table.iter().find(|(name, alias, _)| {
                 !lower.is_empty() && (name.starts_with(&lower) || alias.starts_with(&lower))
             })
         })
@@ -98,6 +154,12 @@ pub fn kernel_code(with: RejectWith) -> u32 {
         RejectWith::IcmpHostProhibited => reject::ICMP_HOST_PROHIBITED,
         RejectWith::IcmpAdminProhibited => reject::ICMP_ADMIN_PROHIBITED,
         RejectWith::TcpReset => reject::TCP_RESET,
+        RejectWith::Icmp6NoRoute => reject::ICMP6_NO_ROUTE,
+        RejectWith::Icmp6AdmProhibited => reject::ICMP6_ADM_PROHIBITED,
+        RejectWith::Icmp6AddrUnreachable => reject::ICMP6_ADDR_UNREACHABLE,
+        RejectWith::Icmp6PortUnreachable => reject::ICMP6_PORT_UNREACHABLE,
+        RejectWith::Icmp6PolicyFail => reject::ICMP6_POLICY_FAIL,
+        RejectWith::Icmp6RejectRoute => reject::ICMP6_REJECT_ROUTE,
     }
 }
 
@@ -141,14 +203,16 @@ fn list(target: &Target, out: &mut String, _numeric: bool) {
     let _ = write!(out, " reject-with {}", with.as_str());
 }
 
+/// The option's text as given: which table names it depends on the
+/// family, which `finish` knows.
 #[derive(Clone, Debug, Default)]
 struct RejectParser {
-    with: Option<RejectWith>,
+    with: Option<String>,
 }
 
 impl TargetParser for RejectParser {
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
-        let with = parse_reject_with(values[0])?;
+        let with = values[0].to_string();
         if self.with.is_some() {
             return Err(ParseError::Repeated {
                 option: option.flag(),
@@ -162,7 +226,11 @@ impl TargetParser for RejectParser {
     /// A reset only answers TCP (the kernel's checkentry refuses it for a
     /// rule that does not say `-p tcp`).
     fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Target, ParseError> {
-        let with = self.with.unwrap_or(RejectWith::IcmpPortUnreachable);
+        let with = match (&self.with, rule.family) {
+            (Some(text), family) => parse_reject_with_of(family, text)?,
+            (None, Family::V4) => RejectWith::IcmpPortUnreachable,
+            (None, Family::V6) => RejectWith::Icmp6PortUnreachable,
+        };
         if with == RejectWith::TcpReset && rule.plain_protocol() != Some(6) {
             return Err(ParseError::NeedsProtocol {
                 option: "--reject-with tcp-reset".into(),

@@ -1,0 +1,465 @@
+//! Network tests of conntrack for IPv6 (issue 16, tier 3): the article's
+//! stateful firewall and its router, written for ip6tables, on real IPv6
+//! sockets (addresses from fd00::/8, neighbour discovery live). Each runs
+//! twice, with netbeast attached and with the kernel's own ip6tables (the
+//! oracle): every probe must end the same way on both, and the oracle
+//! must give the outcomes the scenario is about.
+//!
+//! Needs root. Run: `cargo test -p netbeast --test ipv6_stateful`.
+
+use std::{
+    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use netbeast::netns::{Netns, require_root, veth_pair};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+/// A dropped SYN or datagram costs one timeout; an answer takes
+/// microseconds (neighbour discovery included).
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Connected,
+    Refused,
+    TimedOut,
+    Answered,
+    /// EACCES: an ICMPv6 "administratively prohibited".
+    Denied,
+    /// ENETUNREACH: an ICMPv6 "no route".
+    NoRoute,
+}
+use Outcome::*;
+
+fn v6(a: &str) -> Ipv6Addr {
+    a.parse().unwrap()
+}
+
+fn add6(ns: &Netns, iface: &str, addr: &str) {
+    ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
+        .unwrap();
+}
+
+/// A TCP connection from inside `ns` to `to:port`.
+fn connect(ns: &Netns, to: &str, port: u16) -> Outcome {
+    let addr = SocketAddr::from((v6(to), port));
+    ns.in_netns(move || match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        Ok(_) => Connected,
+        Err(e) => error_outcome(&e),
+    })
+    .unwrap()
+}
+
+fn error_outcome(e: &std::io::Error) -> Outcome {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Refused,
+        Some(libc::EACCES) => Denied,
+        Some(libc::ENETUNREACH) => NoRoute,
+        _ => TimedOut,
+    }
+}
+
+/// A datagram from a socket of `ns` connected to `to:port`, and what the
+/// socket hears back: an echo, or the error an ICMPv6 answer made.
+fn connected_exchange(ns: &Netns, to: &str, port: u16) -> Outcome {
+    let socket = ns.in_netns(|| UdpSocket::bind("[::]:0").unwrap()).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket.connect(SocketAddr::from((v6(to), port))).unwrap();
+    if let Err(e) = socket.send(b"hello") {
+        return error_outcome(&e);
+    }
+    let mut buf = [0u8; 16];
+    match socket.recv(&mut buf) {
+        Ok(_) => Answered,
+        Err(e) => error_outcome(&e),
+    }
+}
+
+/// A UDP echo server in `ns` on `port`, answering until the socket goes
+/// with the namespace (the thread ends on the first error).
+fn udp_echo(ns: &Netns, port: u16) {
+    let socket = ns
+        .in_netns(move || UdpSocket::bind(format!("[::]:{port}")).unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+}
+
+/// One datagram from inside `ns` to `to:port` and its echo.
+fn exchange(ns: &Netns, to: &str, port: u16) -> Outcome {
+    let socket = ns.in_netns(|| UdpSocket::bind("[::]:0").unwrap()).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .send_to(b"hello", SocketAddr::from((v6(to), port)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match socket.recv_from(&mut buf) {
+        Ok((5, _)) if &buf[..5] == b"hello" => Answered,
+        _ => TimedOut,
+    }
+}
+
+/// One ping from inside `ns`.
+fn ping(ns: &Netns, to: &str) -> Outcome {
+    let out = ns.run("ping", &["-6", "-c", "1", "-W", "2", to]).unwrap();
+    if out.status.success() {
+        Answered
+    } else {
+        TimedOut
+    }
+}
+
+/// Forgets the namespace's neighbours, so the next packet needs neighbour
+/// discovery again.
+fn flush_neighbours(ns: &Netns) {
+    ns.ip(&["-6", "neigh", "flush", "all"]).unwrap();
+}
+
+fn ip6tables(ns: &Netns, netbeast: bool, line: &str) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    if netbeast {
+        let args: Vec<&str> = ["ip6tables"].into_iter().chain(args).collect();
+        ns.netbeast_ok(&args).unwrap();
+    } else {
+        ns.run_ok("ip6tables", &args).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The stateful host
+
+const CLIENT6: &str = "fd00:16::1";
+const SERVER6: &str = "fd00:16::2";
+
+/// The article's stateful firewall for a host, in ip6tables: INPUT policy
+/// DROP, ESTABLISHED,RELATED accepted, ssh open; and the two ICMPv6 rules
+/// IPv6 needs besides (the README's): neighbour discovery (and MLD), which
+/// conntrack leaves UNTRACKED, and pings, which it calls NEW.
+const HOST_RULES: &[&str] = &[
+    "-P INPUT DROP",
+    "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    "-A INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
+    "-A INPUT -p ipv6-icmp -m conntrack --ctstate NEW -j ACCEPT",
+    "-A INPUT -p tcp --dport 22 -j ACCEPT",
+];
+
+struct Host {
+    client: Netns,
+    server: Netns,
+    netbeast: bool,
+    _listeners: Vec<TcpListener>,
+}
+
+impl Host {
+    fn new(tag: &str, netbeast: bool) -> Host {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+        if netbeast {
+            server = server.with_netbeast(NETBEAST);
+        }
+        veth_pair(
+            &server,
+            "nbt6s",
+            "10.216.1.2/24",
+            &client,
+            "nbt6c",
+            "10.216.1.1/24",
+        )
+        .unwrap();
+        add6(&server, "nbt6s", &format!("{SERVER6}/64"));
+        add6(&client, "nbt6c", &format!("{CLIENT6}/64"));
+        if netbeast {
+            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+        }
+        let mut listeners: Vec<TcpListener> = server
+            .in_netns(|| {
+                [22, 80]
+                    .map(|p| TcpListener::bind(format!("[::]:{p}")).unwrap())
+                    .into()
+            })
+            .unwrap();
+        listeners.push(
+            client
+                .in_netns(|| TcpListener::bind("[::]:8080").unwrap())
+                .unwrap(),
+        );
+        udp_echo(&client, 5353);
+        for line in HOST_RULES {
+            ip6tables(&server, netbeast, line);
+        }
+        Host {
+            client,
+            server,
+            netbeast,
+            _listeners: listeners,
+        }
+    }
+
+    /// What each probe does, in `HOST_PROBES`' order.
+    fn probe(&self) -> Vec<Outcome> {
+        flush_neighbours(&self.client);
+        flush_neighbours(&self.server);
+        vec![
+            connect(&self.client, SERVER6, 22),
+            connect(&self.client, SERVER6, 80),
+            connect(&self.server, CLIENT6, 8080),
+            connect(&self.server, CLIENT6, 8081),
+            exchange(&self.server, CLIENT6, 5353),
+            ping(&self.client, SERVER6),
+        ]
+    }
+}
+
+const HOST_PROBES: [&str; 6] = [
+    "client -> server:22 (open)",
+    "client -> server:80 (listening, not allowed)",
+    "server -> client:8080 (its answers are ESTABLISHED)",
+    "server -> client:8081 (closed: the RST is ESTABLISHED too)",
+    "server -> client UDP 5353 (the answer is ESTABLISHED)",
+    "client pings the server",
+];
+
+#[test]
+fn ipv6_stateful_host_like_ip6tables() {
+    require_root();
+    let beds = [Host::new("v6st-nb", true), Host::new("v6st-ipt", false)];
+    let [nb, ipt] = [&beds[0], &beds[1]].map(Host::probe);
+    assert_eq!(
+        ipt,
+        [Connected, TimedOut, Connected, Refused, Answered, Answered],
+        "the oracle itself ({HOST_PROBES:?})"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables ({HOST_PROBES:?})");
+
+    // OUTPUT (TC egress for netbeast): the host's own connections to one
+    // port are dropped on their way out.
+    for bed in &beds {
+        ip6tables(
+            &bed.server,
+            bed.netbeast,
+            "-A OUTPUT -o nbt6s -p tcp --dport 8080 -j DROP",
+        );
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.server, CLIENT6, 8080),
+            connect(&b.server, CLIENT6, 8081),
+        ]
+    });
+    assert_eq!(ipt, [TimedOut, Refused], "the oracle with an OUTPUT drop");
+    assert_eq!(nb, ipt, "netbeast with an OUTPUT drop");
+
+    // Without the rule for neighbour discovery, the server never answers
+    // the client's solicitation: nothing gets through, not even ssh.
+    for bed in &beds {
+        ip6tables(
+            &bed.server,
+            bed.netbeast,
+            "-D INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
+        );
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        flush_neighbours(&b.client);
+        flush_neighbours(&b.server);
+        connect(&b.client, SERVER6, 22)
+    });
+    assert_eq!(ipt, TimedOut, "the oracle without the NDP rule");
+    assert_eq!(nb, ipt, "netbeast without the NDP rule");
+
+    let stats = beds[0].server.netbeast_ok(&["stats"]).unwrap();
+    let created = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("ct_created "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(created >= 4, "IPv6 connections were tracked:\n{stats}");
+}
+
+// ---------------------------------------------------------------------------
+// REJECT
+
+/// REJECT rules after the stateful host's: a bare client (its veth runs no
+/// XDP program, so netbeast's replies take the TC hand-off) sees each
+/// answer as the error ip6tables' answer gives it.
+const REJECT_RULES: &[&str] = &[
+    "-A INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset",
+    "-A INPUT -p tcp --dport 81 -j REJECT",
+    "-A INPUT -p tcp --dport 82 -j REJECT --reject-with icmp6-adm-prohibited",
+    "-A INPUT -p tcp --dport 83 -j REJECT --reject-with no-route",
+    "-A INPUT -p udp --dport 5000 -j REJECT",
+];
+
+#[test]
+fn ipv6_reject_like_ip6tables() {
+    require_root();
+    let beds = [Host::new("v6rj-nb", true), Host::new("v6rj-ipt", false)];
+    for bed in &beds {
+        for line in REJECT_RULES {
+            ip6tables(&bed.server, bed.netbeast, line);
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.client, SERVER6, 80),
+            connect(&b.client, SERVER6, 81),
+            connect(&b.client, SERVER6, 82),
+            connect(&b.client, SERVER6, 83),
+            connected_exchange(&b.client, SERVER6, 5000),
+            connect(&b.client, SERVER6, 84),
+        ]
+    });
+    assert_eq!(
+        ipt,
+        [Refused, Refused, Denied, NoRoute, Refused, TimedOut],
+        "the oracle itself (tcp-reset, icmp6-port-unreachable, adm-prohibited, no-route, \
+         UDP port unreachable, dropped by the policy)"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+    let stats = beds[0].server.netbeast_ok(&["stats"]).unwrap();
+    let rejected = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(rejected >= 5, "netbeast answered:\n{stats}");
+}
+
+// ---------------------------------------------------------------------------
+// The router
+
+const LAN_HOST: &str = "fd00:1::6";
+const ROUTER_LAN: &str = "fd00:1::4";
+const ROUTER_WAN: &str = "fd00:2::1";
+const WAN_HOST: &str = "fd00:2::15";
+
+/// The article's router, in ip6tables: the LAN host may open connections
+/// to the WAN host, whose answers (ESTABLISHED) come back; the WAN host
+/// may open none towards the LAN.
+const ROUTER_RULES: &[&str] = &[
+    "-P FORWARD DROP",
+    "-I FORWARD -s fd00:1::6/128 -d fd00:2::15/128 -j ACCEPT",
+    "-I FORWARD -s fd00:2::15/128 -d fd00:1::6/128 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+];
+
+struct Router {
+    lan: Netns,
+    router: Netns,
+    wan: Netns,
+    _listeners: Vec<TcpListener>,
+}
+
+impl Router {
+    fn new(tag: &str, netbeast: bool) -> Router {
+        let lan = Netns::new(&format!("{tag}-l")).unwrap();
+        let mut router = Netns::new(&format!("{tag}-r")).unwrap();
+        let wan = Netns::new(&format!("{tag}-w")).unwrap();
+        if netbeast {
+            router = router.with_netbeast(NETBEAST);
+        }
+        veth_pair(
+            &router,
+            "nbt6rl",
+            "10.216.2.4/24",
+            &lan,
+            "nbt6l",
+            "10.216.2.6/24",
+        )
+        .unwrap();
+        veth_pair(
+            &router,
+            "nbt6rw",
+            "10.216.3.1/24",
+            &wan,
+            "nbt6w",
+            "10.216.3.15/24",
+        )
+        .unwrap();
+        add6(&router, "nbt6rl", &format!("{ROUTER_LAN}/64"));
+        add6(&router, "nbt6rw", &format!("{ROUTER_WAN}/64"));
+        add6(&lan, "nbt6l", &format!("{LAN_HOST}/64"));
+        add6(&wan, "nbt6w", &format!("{WAN_HOST}/64"));
+        router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        lan.ip(&["-6", "route", "add", "default", "via", ROUTER_LAN])
+            .unwrap();
+        wan.ip(&["-6", "route", "add", "default", "via", ROUTER_WAN])
+            .unwrap();
+        if netbeast {
+            router.netbeast_ok(&["attach", "nbt6rl", "nbt6rw"]).unwrap();
+        }
+        for line in ROUTER_RULES {
+            ip6tables(&router, netbeast, line);
+        }
+        let listeners = vec![
+            wan.in_netns(|| TcpListener::bind("[::]:80").unwrap())
+                .unwrap(),
+            lan.in_netns(|| TcpListener::bind("[::]:8080").unwrap())
+                .unwrap(),
+        ];
+        udp_echo(&wan, 53);
+        udp_echo(&lan, 53);
+        Router {
+            lan,
+            router,
+            wan,
+            _listeners: listeners,
+        }
+    }
+
+    fn probe(&self) -> Vec<Outcome> {
+        for ns in [&self.lan, &self.router, &self.wan] {
+            flush_neighbours(ns);
+        }
+        vec![
+            connect(&self.lan, WAN_HOST, 80),
+            connect(&self.lan, WAN_HOST, 81),
+            exchange(&self.lan, WAN_HOST, 53),
+            connect(&self.wan, LAN_HOST, 8080),
+            exchange(&self.wan, LAN_HOST, 53),
+        ]
+    }
+}
+
+const ROUTER_PROBES: [&str; 5] = [
+    "LAN -> WAN:80",
+    "LAN -> WAN:81 (closed: the RST comes back ESTABLISHED)",
+    "LAN -> WAN UDP 53",
+    "WAN -> LAN:8080 (NEW from the WAN: dropped)",
+    "WAN -> LAN UDP 53 (dropped)",
+];
+
+#[test]
+fn ipv6_router_like_ip6tables() {
+    require_root();
+    let beds = [Router::new("v6rt-nb", true), Router::new("v6rt-ipt", false)];
+    let [nb, ipt] = [&beds[0], &beds[1]].map(Router::probe);
+    assert_eq!(
+        ipt,
+        [Connected, Refused, Answered, TimedOut, TimedOut],
+        "the oracle itself ({ROUTER_PROBES:?})"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables ({ROUTER_PROBES:?})");
+    let stats = beds[0].router.netbeast_ok(&["stats"]).unwrap();
+    let forwarded = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("forward "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(
+        forwarded > 0,
+        "netbeast judged the forwarded packets:\n{stats}"
+    );
+    let fast = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("fast_path "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(
+        fast > 0,
+        "accepted forwarded packets took the fast path:\n{stats}"
+    );
+}
