@@ -2562,7 +2562,7 @@ mod tests {
         assert_eq!(size_of::<IpsetValue>(), 8);
         assert_eq!(size_of::<CtEntry>(), 72);
         assert_eq!(size_of::<CtKey6>(), 40);
-        assert_eq!(size_of::<CtEntry6>(), 128);
+        assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
         assert_eq!(stats::IPV6_EXT_TOO_DEEP + 1, stats::COUNT);

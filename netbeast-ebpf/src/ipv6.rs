@@ -152,19 +152,12 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     };
     // The LOG rules the chain met, before the verdict takes the frame.
     if pkt.search.log_count != 0 {
-        let at = crate::log::Where {
+        log6(
+            ctx,
             generation,
             chain,
-            in_ifindex,
-            out_ifindex,
-            frame_len: (end - start) as u32,
-            l3_offset: pkt.l2_len() as u32,
-            // No short event for IPv6: the line reads the extension
-            // headers, so the whole capture is taken (protocol 0).
-            l4_offset: 0,
-            protocol: 0,
-        };
-        crate::log::emit_xdp(ctx, &pkt.search, &at);
+            in_ifindex as u64 | (out_ifindex as u64) << 32,
+        );
     }
     match verdict {
         target::ACCEPT => {
@@ -200,6 +193,31 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// The events of the LOG rules the chain met. Out of line, so that the
+/// event's `Where` is not in the program's own frame: with it there, the
+/// frame plus conntrack's deepest calls (`track6`, `lookup::<V6>`) passed
+/// the verifier's 512 bytes of stack.
+#[inline(never)]
+fn log6(ctx: &XdpContext, generation: u32, chain: u32, ifaces: u64) -> u32 {
+    let Some(pkt) = crate::parse::current_packet() else {
+        return 0;
+    };
+    let at = crate::log::Where {
+        generation,
+        chain,
+        in_ifindex: ifaces as u32,
+        out_ifindex: (ifaces >> 32) as u32,
+        frame_len: (ctx.data_end() - ctx.data()) as u32,
+        l3_offset: pkt.l2_len() as u32,
+        // No short event for IPv6: the line reads the extension headers,
+        // so the whole capture is taken (protocol 0).
+        l4_offset: 0,
+        protocol: 0,
+    };
+    crate::log::emit_xdp(ctx, &pkt.search, &at);
+    0
 }
 
 /// INPUT6 for multicast destinations (NDP, MLD) and what the FIB says is
