@@ -68,6 +68,10 @@ pub const ACTIVE_TRACE: u32 = 64;
 /// options (`--tcp-option`): the pipeline then walks a TCP packet's options
 /// into its per-CPU slot (a cost no other ruleset pays).
 pub const ACTIVE_TCP_OPTIONS: u32 = 128;
+/// Bit of the `ACTIVE` word set while the raw table has a rule or a DROP
+/// policy: packets run raw PREROUTING (XDP ingress) or raw OUTPUT (TC
+/// egress) before conntrack. Clear, they pay one test of the word.
+pub const ACTIVE_RAW: u32 = 512;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -92,11 +96,19 @@ pub mod chain {
     pub const INPUT6: u32 = 6;
     pub const FORWARD6: u32 = 7;
     pub const OUTPUT6: u32 = 8;
+    /// `-t raw PREROUTING`: every arriving packet, before conntrack and
+    /// nat PREROUTING (`-j CT --notrack`, early drops).
+    pub const RAW_PREROUTING: u32 = 9;
+    /// `-t raw OUTPUT`: the host's packets, before conntrack.
+    pub const RAW_OUTPUT: u32 = 10;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
-    /// The IPv4 chains are `0..IPV4_COUNT`, the IPv6 ones after them.
+    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
+    /// after them (`IPV6_COUNT`), then the raw table's (numbered last so
+    /// that the others keep their numbers).
     pub const IPV4_COUNT: usize = 6;
-    pub const COUNT: usize = 9;
+    pub const IPV6_COUNT: usize = 3;
+    pub const COUNT: usize = 11;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -534,8 +546,12 @@ pub mod target {
     /// dropped (docs/ARCHITECTURE.md "The SYN-flood shield");
     /// `RuleAction::arg` holds its options (`synproxy::*`).
     pub const SYNPROXY: u32 = 9;
+    /// `-j CT --notrack` / `-j NOTRACK` (raw table): non-terminating; the
+    /// packet is left out of conntrack (state UNTRACKED, no entry made or
+    /// updated, no nat).
+    pub const NOTRACK: u32 = 10;
     /// Codes in the table.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     pub mod flag {
         /// The code is in the table.
@@ -550,6 +566,9 @@ pub mod target {
         /// It does something beyond the verdict that the kernel carries
         /// out after the search (LOG's event).
         pub const SIDE_EFFECT: u32 = 8;
+        /// It leaves the packet out of connection tracking (raw table's
+        /// NOTRACK): the search records it, the pipeline skips conntrack.
+        pub const UNTRACK: u32 = 16;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -560,6 +579,7 @@ pub mod target {
             ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
+            NOTRACK => KNOWN | UNTRACK,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -1937,6 +1957,7 @@ mod tests {
             ACTIVE_TRACE,
             ACTIVE_TCP_OPTIONS,
             ACTIVE_IPV6,
+            ACTIVE_RAW,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {

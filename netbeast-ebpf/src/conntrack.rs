@@ -150,6 +150,20 @@ pub fn tracking() -> Option<&'static mut Tracking> {
     Some(unsafe { &mut *t })
 }
 
+/// Leaves the current packet out of conntrack (the raw table's `-j CT
+/// --notrack`): no connection, so nothing is recorded, updated, translated
+/// or confirmed for it, and its state is UNTRACKED. Returns that state.
+#[inline(always)]
+pub fn untrack() -> u32 {
+    if let Some(t) = tracking() {
+        t.pending = 0;
+        t.found = 0;
+        t.reply = 0;
+        t.state = ct_state::UNTRACKED;
+    }
+    ct_state::UNTRACKED
+}
+
 /// The state `track` found for the current packet.
 #[inline(always)]
 pub fn state() -> u32 {
