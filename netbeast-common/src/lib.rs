@@ -1337,6 +1337,11 @@ pub mod hashlimit {
     pub const DSTPORT: u32 = 8;
     /// Bytes mode (`--hashlimit-upto 10kb/s`).
     pub const BYTES: u32 = 16;
+    /// `--hashlimit-rate-match`: `Guard::a` is the rate a window may reach,
+    /// `b` the count a packet may bring its window to (packets or bytes),
+    /// the window `--hashlimit-rate-interval` seconds, in bits 24..31.
+    pub const RATE_MATCH: u32 = 32;
+    pub const INTERVAL_SHIFT: u32 = 24;
     /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
     /// 16..22.
     pub const SRCMASK_SHIFT: u32 = 8;
@@ -1367,12 +1372,17 @@ pub struct HashlimitKey {
 }
 
 /// A `-m hashlimit` bucket: its theoretical arrival time (as
-/// [`limit_take`]) and when a packet last met it (for the expiry).
+/// [`limit_take`]) and when a packet last met it (for the expiry); in
+/// rate-match mode its window instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashlimitBucket {
     pub tat: u64,
     pub last_ns: u64,
+    /// Rate-match mode (where `tat` is the window's start): the window's
+    /// count (packets or bytes) times 2, plus 1 when the window before it
+    /// was over the rate.
+    pub window: u64,
 }
 
 /// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
