@@ -101,10 +101,15 @@ pub fn render(
     let mut rule_bytes = String::new();
     let mut policies = String::new();
     let mut policy_bytes = String::new();
+    // The raw table once it is in use, as iptables-save shows it.
+    let raw = (!ruleset.raw.is_pristine()).then_some((TableName::Raw, &ruleset.raw));
     for (table, t) in [
         (TableName::Filter, &ruleset.filter),
         (TableName::Nat, &ruleset.nat),
-    ] {
+    ]
+    .into_iter()
+    .chain(raw)
+    {
         for chain in &t.chains {
             for (i, rule) in chain.rules.iter().enumerate() {
                 let comment = rule

@@ -225,7 +225,7 @@ pub enum ParseError {
         target: &'static str,
         table: &'static str,
         tables: String,
-        example: &'static str,
+        example: String,
     },
     #[error(
         "the \"nat\" table is not intended for filtering, the use of {target} is therefore \

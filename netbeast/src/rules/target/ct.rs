@@ -244,6 +244,42 @@ impl TargetParser for CtParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::model::Family;
+    use crate::rules::parse::parse_args;
+
+    fn parse_error(line: &str) -> String {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        match parse_args(&args, Family::V4) {
+            Ok(_) => panic!("{line}: accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// CT is the raw table's; outside it the answer says where it goes,
+    /// and its options other than --notrack say why they are not there.
+    #[test]
+    fn placement_and_unsupported_options_are_explained() {
+        for line in [
+            "-A INPUT -j CT --notrack",
+            "-t nat -A PREROUTING -j CT --notrack",
+            "-A INPUT -j NOTRACK",
+        ] {
+            let e = parse_error(line);
+            assert!(
+                e.contains("in the raw table only") && e.contains("iptables -t raw -A PREROUTING"),
+                "{line}: {e}"
+            );
+        }
+        let e = parse_error("-t raw -A PREROUTING -j CT --zone 1");
+        assert!(e.contains("not supported yet") && e.contains("zone"), "{e}");
+        let e = parse_error("-t raw -A PREROUTING -j CT --notrack --notrack");
+        assert!(e.contains("--notrack"), "{e}");
+        let e = parse_error("-t raw -A PREROUTING -j REJECT");
+        assert!(
+            e.contains("in the filter table only") && e.contains("iptables -A INPUT -j REJECT"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn texts_are_libxt_cts() {

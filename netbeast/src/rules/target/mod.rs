@@ -166,14 +166,16 @@ impl TargetModule {
 pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), ParseError> {
     if !module.tables.contains(&rule.table) {
         return Err(match rule.table {
-            TableName::Nat => ParseError::NatFiltering {
-                target: module.name,
-                fix: format!(
-                    "filter in the filter table instead (without -t nat), e.g. iptables -A \
-                     FORWARD ... -j {}",
-                    module.name
-                ),
-            },
+            TableName::Nat if module.tables.contains(&TableName::Filter) => {
+                ParseError::NatFiltering {
+                    target: module.name,
+                    fix: format!(
+                        "filter in the filter table instead (without -t nat), e.g. iptables -A \
+                         FORWARD ... -j {}",
+                        module.name
+                    ),
+                }
+            }
             TableName::Filter if module.tables == [TableName::Nat] => {
                 ParseError::NatTargetOutsideNat {
                     target: module.name,
@@ -184,7 +186,7 @@ pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), 
                         .unwrap_or(module.example),
                 }
             }
-            TableName::Filter | TableName::Raw => ParseError::TargetOutsideTable {
+            TableName::Filter | TableName::Nat | TableName::Raw => ParseError::TargetOutsideTable {
                 target: module.name,
                 table: rule.table.as_str(),
                 tables: module
@@ -193,7 +195,12 @@ pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), 
                     .map(|t| t.as_str())
                     .collect::<Vec<_>>()
                     .join(" and "),
-                example: module.example,
+                // The filter targets' examples name no chain.
+                example: if module.example.starts_with("-t ") {
+                    module.example.to_string()
+                } else {
+                    format!("-A INPUT {}", module.example)
+                },
             },
         });
     }
