@@ -278,11 +278,11 @@ const CLIENT_PORT: u16 = 5002;
 /// How long a server waits for more datagrams before it stops counting.
 const QUIET: Duration = Duration::from_millis(700);
 
-/// A server socket that counts the datagrams it receives until `QUIET`
+/// A server socket that counts the datagrams it receives until `quiet`
 /// passes without one.
-fn count_received(socket: UdpSocket) -> thread::JoinHandle<usize> {
+fn count_received(socket: UdpSocket, quiet: Duration) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
-        socket.set_read_timeout(Some(QUIET)).unwrap();
+        socket.set_read_timeout(Some(quiet)).unwrap();
         let mut buf = [0u8; 2048];
         let mut n = 0;
         while socket.recv(&mut buf).is_ok() {
@@ -373,13 +373,26 @@ fn send_train(twins: &[Twin; 2]) -> ([Vec<usize>; 2], f64) {
 /// As [`send_train`], with `burst` datagrams at once and `paced` at one
 /// per 10 ms.
 fn send_train_of(twins: &[Twin; 2], burst: usize, paced: usize) -> ([Vec<usize>; 2], f64) {
-    const GAP: Duration = Duration::from_millis(10);
+    send_train_with_gap(twins, burst, paced, Duration::from_millis(10), QUIET)
+}
+
+/// As [`send_train_of`], the paced datagrams `gap` apart; the servers
+/// count until `quiet` passes without a datagram (longer than any stretch
+/// of the train the rules drop whole).
+fn send_train_with_gap(
+    twins: &[Twin; 2],
+    burst: usize,
+    paced: usize,
+    gap: Duration,
+    quiet: Duration,
+) -> ([Vec<usize>; 2], f64) {
+    let gap_ms = gap.as_millis() as u32;
     let counters: Vec<Vec<_>> = twins
         .iter()
         .map(|t| {
             t.flows
                 .iter()
-                .map(|f| count_received(f.server.try_clone().unwrap()))
+                .map(|f| count_received(f.server.try_clone().unwrap(), quiet))
                 .collect()
         })
         .collect();
@@ -388,7 +401,7 @@ fn send_train_of(twins: &[Twin; 2], burst: usize, paced: usize) -> ([Vec<usize>;
         if i >= burst {
             // Paced: on a schedule from the start, so that a late wake-up
             // does not stretch the train.
-            let due = start + GAP * (i - burst + 1) as u32;
+            let due = start + Duration::from_millis(u64::from(gap_ms)) * (i - burst + 1) as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
@@ -474,6 +487,66 @@ fn hashlimit_per_source_accepts_what_iptables_accepts() {
             netbeast[i],
             iptables[i],
             took,
+        );
+    }
+}
+
+/// `--hashlimit-rate-match` (xt_hashlimit revision 3) measures each
+/// key's rate per window instead of drawing from a bucket: 40 datagrams
+/// at once, then 70 at one per 45 ms (22/s, under the rate of 30/s). With
+/// 1-second windows the first window takes 31 (rate + burst) and is over
+/// the rate, so the second takes none; the second was not over, so the
+/// third takes all of its own (about 56 in all). With 2-second windows
+/// (`--hashlimit-rate-interval 2`) the first takes 31 and the rest of the
+/// train falls in the second, which takes none (31). A token bucket (no
+/// rate-match) would take about 90. netbeast must accept what iptables
+/// accepts, within 2 datagrams (a window boundary falling between the
+/// twins' copies of one datagram).
+#[test]
+fn hashlimit_rate_match_accepts_what_iptables_accepts() {
+    require_root();
+    for (interval, lowest, highest) in [(1, 50, 60), (2, 31, 33)] {
+        let mut rule = "-A INPUT -m state --state RELATED,ESTABLISHED -m hashlimit \
+                        --hashlimit-upto 30/sec --hashlimit-burst 1 --hashlimit-mode srcip \
+                        --hashlimit-name rm --hashlimit-rate-match"
+            .to_string();
+        if interval != 1 {
+            rule += &format!(" --hashlimit-rate-interval {interval}");
+        }
+        rule += " -j ACCEPT";
+        let rules = [rule.as_str(), "-A INPUT -j DROP"];
+        let twins = [
+            twin(
+                "hlrm-nb",
+                Firewall::netbeast(NETBEAST),
+                &rules,
+                &[CLIENT_ADDR],
+            ),
+            twin("hlrm-ipt", Firewall::Iptables, &rules, &[CLIENT_ADDR]),
+        ];
+        let ([netbeast, iptables], took) = send_train_with_gap(
+            &twins,
+            40,
+            70,
+            Duration::from_millis(45),
+            Duration::from_millis(2500),
+        );
+        eprintln!(
+            "rate-match, interval {interval}: train of 110 in {took:.3} s: netbeast accepted \
+             {}, iptables {}",
+            netbeast[0], iptables[0]
+        );
+        assert!(
+            (lowest..=highest).contains(&iptables[0]),
+            "interval {interval}: the oracle accepted {}, expected {lowest}..={highest}: the \
+             train was not what this test means",
+            iptables[0]
+        );
+        assert!(
+            netbeast[0].abs_diff(iptables[0]) <= 2,
+            "interval {interval}: netbeast accepted {}, iptables {}",
+            netbeast[0],
+            iptables[0]
         );
     }
 }

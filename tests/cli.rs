@@ -22,7 +22,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use netbeast::netns::{Netns, require_root};
+use netbeast::netns::{Netns, comparable_save, require_root};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
@@ -367,6 +367,17 @@ const NAMED_RULES: &[&str] = &[
     "-A OUTPUT -p tcp --sport 80 -j REJECT",
     "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8080",
     "-t nat -A POSTROUTING -s 10.0.0.0/8 -o lo -j MASQUERADE",
+    // The raw table: iptables' SYNPROXY recipe, Docker 28's guard of a
+    // container address, the old NOTRACK name, a user chain.
+    "-t raw -A PREROUTING -p tcp --dport 80 --syn -j CT --notrack",
+    "-t raw -A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP",
+    "-t raw -N RAWUSR",
+    "-t raw -A OUTPUT -p udp -j RAWUSR",
+    "-t raw -A RAWUSR -p udp --sport 53 -j NOTRACK",
+    "-t raw -A RAWUSR -j CT",
+    "-t raw -A RAWUSR -j LOG",
+    "-t raw -A RAWUSR -j RETURN",
+    "-t raw -P OUTPUT DROP",
 ];
 
 /// `-L` without `-n` names hosts, networks and services as iptables does,
@@ -396,6 +407,9 @@ fn listings_name_things_as_iptables() {
         "-L USR",
         "-t nat -L",
         "-t nat -L -n",
+        "-t raw -L",
+        "-t raw -L -n -v -x --line-numbers",
+        "-t raw -S",
     ] {
         let args: Vec<&str> = listing.split_whitespace().collect();
         let want = oracle.run_ok("iptables", &args).unwrap();
@@ -405,6 +419,19 @@ fn listings_name_things_as_iptables() {
                 "`iptables {listing}` differs:\nnetbeast:\n{got}iptables:\n{want}"
             ));
         }
+    }
+    // iptables-save prints the raw table first, whatever order the tables
+    // were made in.
+    let want = comparable_save(&oracle.run_ok("iptables-save", &[] as &[&str]).unwrap());
+    let got = comparable_save(
+        &beast
+            .run_ok(links.path("iptables-save"), &[] as &[&str])
+            .unwrap(),
+    );
+    if got != want {
+        failures.push(format!(
+            "iptables-save differs:\nnetbeast:\n{got}\niptables:\n{want}"
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

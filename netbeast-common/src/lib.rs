@@ -83,6 +83,10 @@ pub const ACTIVE_TRACE: u32 = 64;
 /// options (`--tcp-option`): the pipeline then walks a TCP packet's options
 /// into its per-CPU slot (a cost no other ruleset pays).
 pub const ACTIVE_TCP_OPTIONS: u32 = 128;
+/// Bit of the `ACTIVE` word set while the raw table has a rule or a DROP
+/// policy: packets run raw PREROUTING (XDP ingress) or raw OUTPUT (TC
+/// egress) before conntrack. Clear, they pay one test of the word.
+pub const ACTIVE_RAW: u32 = 512;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -108,11 +112,19 @@ pub mod chain {
     pub const INPUT6: u32 = 6;
     pub const FORWARD6: u32 = 7;
     pub const OUTPUT6: u32 = 8;
+    /// `-t raw PREROUTING`: every arriving packet, before conntrack and
+    /// nat PREROUTING (`-j CT --notrack`, early drops).
+    pub const RAW_PREROUTING: u32 = 9;
+    /// `-t raw OUTPUT`: the host's packets, before conntrack.
+    pub const RAW_OUTPUT: u32 = 10;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
-    /// The IPv4 chains are `0..IPV4_COUNT`, the IPv6 ones after them.
+    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
+    /// after them (`IPV6_COUNT`), then the raw table's (numbered last so
+    /// that the others keep their numbers).
     pub const IPV4_COUNT: usize = 6;
-    pub const COUNT: usize = 9;
+    pub const IPV6_COUNT: usize = 3;
+    pub const COUNT: usize = 11;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -550,8 +562,12 @@ pub mod target {
     /// dropped (docs/ARCHITECTURE.md "The SYN-flood shield");
     /// `RuleAction::arg` holds its options (`synproxy::*`).
     pub const SYNPROXY: u32 = 9;
+    /// `-j CT --notrack` / `-j NOTRACK` (raw table): non-terminating; the
+    /// packet is left out of conntrack (state UNTRACKED, no entry made or
+    /// updated, no nat).
+    pub const NOTRACK: u32 = 10;
     /// Codes in the table.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     pub mod flag {
         /// The code is in the table.
@@ -566,6 +582,9 @@ pub mod target {
         /// It does something beyond the verdict that the kernel carries
         /// out after the search (LOG's event).
         pub const SIDE_EFFECT: u32 = 8;
+        /// It leaves the packet out of connection tracking (raw table's
+        /// NOTRACK): the search records it, the pipeline skips conntrack.
+        pub const UNTRACK: u32 = 16;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -576,6 +595,7 @@ pub mod target {
             ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
+            NOTRACK => KNOWN | UNTRACK,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -1763,6 +1783,11 @@ pub mod hashlimit {
     pub const DSTPORT: u32 = 8;
     /// Bytes mode (`--hashlimit-upto 10kb/s`).
     pub const BYTES: u32 = 16;
+    /// `--hashlimit-rate-match`: `Guard::a` is the rate a window may reach,
+    /// `b` the count a packet may bring its window to (packets or bytes),
+    /// the window `--hashlimit-rate-interval` seconds, in bits 24..31.
+    pub const RATE_MATCH: u32 = 32;
+    pub const INTERVAL_SHIFT: u32 = 24;
     /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
     /// 16..22.
     pub const SRCMASK_SHIFT: u32 = 8;
@@ -1793,12 +1818,17 @@ pub struct HashlimitKey {
 }
 
 /// A `-m hashlimit` bucket: its theoretical arrival time (as
-/// [`limit_take`]) and when a packet last met it (for the expiry).
+/// [`limit_take`]) and when a packet last met it (for the expiry); in
+/// rate-match mode its window instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashlimitBucket {
     pub tat: u64,
     pub last_ns: u64,
+    /// Rate-match mode (where `tat` is the window's start): the window's
+    /// count (packets or bytes) times 2, plus 1 when the window before it
+    /// was over the rate.
+    pub window: u64,
 }
 
 /// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
@@ -2577,6 +2607,7 @@ mod tests {
             ACTIVE_TRACE,
             ACTIVE_TCP_OPTIONS,
             ACTIVE_IPV6,
+            ACTIVE_RAW,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {
@@ -2631,11 +2662,11 @@ mod tests {
             size::COUNTERS - 1
         );
         // Counters: each chain's rules then its policy, then user chains'.
-        let (bases, user) = counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0], 5).unwrap();
+        let (bases, user) = counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], 5).unwrap();
         assert_eq!(bases[0], (0, 2));
         assert_eq!(bases[1], (3, 3));
         assert_eq!(bases[2], (4, 5));
-        assert_eq!(user, 6 + 6);
+        assert_eq!(user, 6 + 8);
         let full = [0u32; chain::COUNT];
         let room = MAX_RULESET_COUNTERS - chain::COUNT as u32;
         assert!(counter_layout(&full, room).is_some());

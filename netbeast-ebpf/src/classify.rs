@@ -170,6 +170,12 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_IPV6 != 0
     }
 
+    /// The raw table is in use: packets run its chain before conntrack.
+    #[inline(always)]
+    pub fn raw(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_RAW != 0
+    }
+
     /// A rule of the active ruleset tests TCP flags.
     #[inline(always)]
     pub fn tcp_flags(self) -> bool {
@@ -517,6 +523,7 @@ pub extern "C" fn netbeast_classify(
     let policy = cfg.policy;
     st.log_count = 0;
     st.hit_count = 0;
+    st.untrack = 0;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -1146,7 +1153,9 @@ pub struct SearchState {
     /// Slots the search acted on, in order (traced packets only; see
     /// `trace.rs`).
     pub hit_count: u32,
-    pub _trace_pad: u32,
+    /// 1 when the search met a NOTRACK rule (raw table's `-j CT
+    /// --notrack`): the pipeline then leaves the packet out of conntrack.
+    pub untrack: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1334,6 +1343,9 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
         } else {
             bump(stats::LOG_LOST);
         }
+    }
+    if flags & target::flag::UNTRACK != 0 {
+        st.untrack = 1;
     }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);

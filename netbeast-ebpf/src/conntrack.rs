@@ -364,6 +364,20 @@ fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
     Some(unsafe { &mut *t })
 }
 
+/// Leaves the current packet out of conntrack (the raw table's `-j CT
+/// --notrack`): no connection, so nothing is recorded, updated, translated
+/// or confirmed for it, and its state is UNTRACKED. Returns that state.
+#[inline(always)]
+pub fn untrack() -> u32 {
+    if let Some(t) = tracking() {
+        t.pending = 0;
+        t.found = 0;
+        t.reply = 0;
+        t.state = ct_state::UNTRACKED;
+    }
+    ct_state::UNTRACKED
+}
+
 /// The state `track` found for the current IPv4 packet.
 #[inline(always)]
 pub fn state() -> u32 {

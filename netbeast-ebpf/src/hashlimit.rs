@@ -77,6 +77,9 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
         },
         ports: sport << 16 | dport,
     };
+    if settings & hashlimit::RATE_MATCH != 0 {
+        return rate_match(&key, settings, cost, depth, c >> 32, keys.length);
+    }
     let cost = if settings & hashlimit::BYTES != 0 {
         let chunks = u64::from(keys.length) >> hashlimit::BYTE_SHIFT;
         // Capped at one second's worth (no 128-bit multiply on BPF).
@@ -129,4 +132,99 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     }
     bump(stats::HASHLIMIT_CONTENDED);
     0
+}
+
+/// Adds `v` to the word at `p` atomically (for every CPU) and returns the
+/// value before (see `classify::fetch_add`, which adds one).
+#[inline(always)]
+fn fetch_add_n(p: *mut u64, v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: `p` points to a u64 of a map value (8-byte aligned); the
+    // instruction reads and writes only that word.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+        );
+    }
+    v
+}
+
+/// `--hashlimit-rate-match` (xt_hashlimit revision 3): the key's packets
+/// (or bytes) are counted per window of the rule's interval. When a
+/// packet comes a whole interval or more after its window began, a new
+/// window begins, remembering whether the old one's count, over the time
+/// it lasted, was above `rate` per interval. A packet is under the limit
+/// while the last window was not and its own brings this window's count
+/// to `burst` at most (the count goes on growing over the limit). The
+/// window's start is claimed with compare-and-exchange, so one CPU rolls
+/// it over; counts are atomic adds. 1 when under the limit.
+#[inline(always)]
+fn rate_match(
+    key: &HashlimitKey,
+    settings: u32,
+    rate: u64,
+    burst: u64,
+    expire_ms: u64,
+    length: u16,
+) -> u32 {
+    let mut bucket = HASHLIMIT.get_ptr_mut(key);
+    if bucket.is_none() {
+        let _ = HASHLIMIT.insert(key, &HashlimitBucket::default(), BPF_NOEXIST);
+        bump(stats::HASHLIMIT_NEW);
+        bucket = HASHLIMIT.get_ptr_mut(key);
+    }
+    let Some(bucket) = bucket else {
+        return 0;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a map value, valid for this program run; its words are
+    // 8-byte aligned.
+    let (start_p, window_p, last) = unsafe {
+        (
+            &raw mut (*bucket).tat,
+            &raw mut (*bucket).window,
+            (*bucket).last_ns,
+        )
+    };
+    // SAFETY: as above.
+    unsafe { (*bucket).last_ns = now };
+    let interval_ms = u64::from((settings >> hashlimit::INTERVAL_SHIFT) & 0xff).max(1) * 1000;
+    // SAFETY: as above.
+    let start = unsafe { core::ptr::read_volatile(start_p) };
+    // A new key, or one idle past its expiry (the kernel would have
+    // dropped its entry): a fresh window from now.
+    if start == 0 || (last != 0 && now.saturating_sub(last) > expire_ms * NS_PER_MS) {
+        if compare_exchange(start_p, start, now) == start {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(window_p, 0) };
+        }
+    } else {
+        let delta_ms = now.saturating_sub(start) / NS_PER_MS;
+        if delta_ms >= interval_ms && compare_exchange(start_p, start, now) == start {
+            // SAFETY: as above.
+            let count = unsafe { core::ptr::read_volatile(window_p) } >> 1;
+            // As the kernel compares them (count × interval > time the
+            // window lasted × rate), divided out: BPF has no overflow
+            // checked 64-bit multiply. Both factors are held to 32 bits
+            // (a window of 49 days, a rate of 4 GB/s).
+            let allowed = delta_ms
+                .min(u64::from(u32::MAX))
+                .wrapping_mul(rate.min(u64::from(u32::MAX)))
+                / interval_ms;
+            let over = count > allowed;
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(window_p, over as u64) };
+        }
+    }
+    let cost = if settings & hashlimit::BYTES != 0 {
+        u64::from(length)
+    } else {
+        1
+    };
+    let before = fetch_add_n(window_p, cost << 1);
+    let count = (before >> 1) + cost;
+    (before & 1 == 0 && count <= burst) as u32
 }

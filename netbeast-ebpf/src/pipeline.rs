@@ -41,6 +41,16 @@ fn connection_state(
     conntrack::state()
 }
 
+/// True when a raw chain's outcome drops the packet (a DROP rule or a
+/// DROP policy); anything else lets it go on to conntrack.
+#[inline(always)]
+fn raw_drops(verdict: &Verdict) -> bool {
+    match verdict {
+        Verdict::Policy(policy) => *policy == target::DROP,
+        Verdict::Rule(action) => action.target == target::DROP,
+    }
+}
+
 #[inline(always)]
 fn policy_action(policy: u32) -> u32 {
     if policy == target::DROP {
@@ -115,12 +125,39 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let generation = active.generation();
-    let tracking = active.tracking();
-    let nat = active.nat();
-    let translations = active.translations();
+    // The raw table's PREROUTING comes first, before conntrack, as in the
+    // kernel (NF_IP_PRI_RAW): what it drops costs no conntrack lookup,
+    // and what it marks `-j CT --notrack` conntrack never sees (state
+    // UNTRACKED, no entry made or updated, no nat). Its rules see no
+    // connection yet: `--state INVALID`, as in the kernel.
+    let mut untracked = false;
+    if active.raw() {
+        let verdict = run_chain(
+            generation,
+            chain::RAW_PREROUTING,
+            pkt,
+            in_ifindex,
+            0,
+            ct_state::INVALID,
+        );
+        log_xdp(ctx, pkt, generation, chain::RAW_PREROUTING, in_ifindex, 0);
+        trace(pkt, generation, chain::RAW_PREROUTING, &verdict);
+        if raw_drops(&verdict) {
+            bump(stats::DROPPED);
+            return xdp_action::XDP_DROP;
+        }
+        untracked = pkt.search.untrack != 0;
+    }
+    let tracking = active.tracking() && !untracked;
+    let nat = active.nat() && !untracked;
+    let translations = active.translations() && !untracked;
     // Conntrack before routing: the destination NAT gives (PREROUTING,
     // or the undoing of SNAT on a reply) decides where the packet goes.
-    let ct_state = connection_state(active, pkt, start, end, true);
+    let ct_state = if untracked {
+        conntrack::untrack()
+    } else {
+        connection_state(active, pkt, start, end, true)
+    };
     if translations {
         // A service's DNAT comes first (DESIGN §10): a balanced connection
         // skips nat PREROUTING, as after a DNAT rule.
@@ -356,10 +393,34 @@ pub fn egress(ctx: &TcContext) -> i32 {
     if active.tcp_options() {
         crate::parse::read_tcp_options(pkt, start, end);
     }
-    let tracking = active.tracking();
-    let nat = active.nat();
-    let translations = active.translations();
-    let ct_state = connection_state(active, pkt, start, end, false);
+    // The raw table's OUTPUT, before conntrack (see `ingress`).
+    let mut untracked = false;
+    if active.raw() {
+        let generation = active.generation();
+        let verdict = run_chain(
+            generation,
+            chain::RAW_OUTPUT,
+            pkt,
+            0,
+            ifindex,
+            ct_state::INVALID,
+        );
+        log_tc(ctx, pkt, generation, chain::RAW_OUTPUT, ifindex);
+        trace(pkt, generation, chain::RAW_OUTPUT, &verdict);
+        if raw_drops(&verdict) {
+            bump(stats::DROPPED);
+            return TC_ACT_SHOT;
+        }
+        untracked = pkt.search.untrack != 0;
+    }
+    let tracking = active.tracking() && !untracked;
+    let nat = active.nat() && !untracked;
+    let translations = active.translations() && !untracked;
+    let ct_state = if untracked {
+        conntrack::untrack()
+    } else {
+        connection_state(active, pkt, start, end, false)
+    };
     let decided = run_chain(
         active.generation(),
         chain::OUTPUT,

@@ -510,19 +510,29 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
     }
     // User-defined chains' rules count in their own range: the filter
     // table's chains in table order, then the nat table's, then the IPv6
-    // filter table's (`compile::user_chain_counters`).
-    let total: usize = [&ruleset.filter, &ruleset.nat, &ruleset.filter6]
-        .iter()
-        .flat_map(|t| &t.chains)
-        .filter(|c| c.policy.is_none())
-        .map(|c| c.rules.len())
-        .sum();
+    // filter table's, then the raw table's (`compile::user_chain_counters`).
+    let total: usize = [
+        &ruleset.filter,
+        &ruleset.nat,
+        &ruleset.filter6,
+        &ruleset.raw,
+    ]
+    .iter()
+    .flat_map(|t| &t.chains)
+    .filter(|c| c.policy.is_none())
+    .map(|c| c.rules.len())
+    .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in [&mut ruleset.filter, &mut ruleset.nat, &mut ruleset.filter6]
-        .into_iter()
-        .flat_map(|t| &mut t.chains)
-        .filter(|c| c.policy.is_none())
+    for chain in [
+        &mut ruleset.filter,
+        &mut ruleset.nat,
+        &mut ruleset.filter6,
+        &mut ruleset.raw,
+    ]
+    .into_iter()
+    .flat_map(|t| &mut t.chains)
+    .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
             rule.counter = add(rule.counter, live);

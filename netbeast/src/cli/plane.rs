@@ -1181,7 +1181,13 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     let builtins = CHAIN_NAMES
         .iter()
         .map(|name| (TableName::Filter, name))
-        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)));
+        .chain(NAT_CHAIN_NAMES.iter().map(|name| (TableName::Nat, name)))
+        .chain(
+            TableName::Raw
+                .builtin_chains()
+                .iter()
+                .map(|name| (TableName::Raw, name)),
+        );
     let chains: Vec<_> = builtins
         .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))
         .map(|(table, c)| {

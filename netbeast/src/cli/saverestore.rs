@@ -57,7 +57,7 @@ const SAVE_USAGE: &str = "\
 Usage: {prog} [-c] [-t table] [-f file] [-M command] [-V] [-h]
 Prints the ruleset in iptables-save format.
   -c, --counters        print rule and policy counters ([packets:bytes])
-  -t, --table TABLE     only this table (filter or nat)
+  -t, --table TABLE     only this table (filter, nat or raw)
   -f, --file FILE       write to FILE instead of standard output
   -d, --dump            print the ruleset (the default)
   -M, --modprobe CMD    accepted; netbeast loads no kernel modules
@@ -72,7 +72,7 @@ bad line applies nothing. Reads standard input when no file is given.
   -c, --counters        restore the [packets:bytes] counters too
   -n, --noflush         append to the current chains instead of replacing them
   -t, --test            only parse and check the file; change nothing
-  -T, --table TABLE     restore only this table's sections (filter or nat)
+  -T, --table TABLE     restore only this table's sections (filter, nat or raw)
   -v, --verbose         accepted; the ruleset changes in one step
   -w, --wait [SECS]     give up (exit 4) when the lock is not free within
                         SECS; without SECS, or without -w, wait for it
@@ -157,10 +157,13 @@ fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
             )
         }
         "nat" => Ok(TableName::Nat),
-        "mangle" | "raw" | "security" => {
-            bail!("{option} {name}: netbeast has no {name} table; it implements filter and nat")
+        "raw" => Ok(TableName::Raw),
+        "mangle" | "security" => {
+            bail!(
+                "{option} {name}: netbeast has no {name} table; it implements filter, nat and raw"
+            )
         }
-        _ => bail!("{option} {name}: table `{name}' does not exist (tables: filter, nat)"),
+        _ => bail!("{option} {name}: table `{name}' does not exist (tables: filter, nat, raw)"),
     }
 }
 

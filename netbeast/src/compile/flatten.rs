@@ -275,9 +275,11 @@ fn validate_family(family: Family, rule: &Rule) -> Result<(), String> {
 fn validate_target(table: TableName, target: &Target) -> Result<(), String> {
     match target.module() {
         Some(module) if !module.tables.contains(&table) => Err(match table {
-            TableName::Filter => format!(
-                "-j {} is a target of the nat table, not of the filter table",
-                module.name
+            TableName::Filter | TableName::Raw => format!(
+                "-j {} is a target of the {} table, not of the {} table",
+                module.name,
+                module.tables.first().map_or("", |t| t.as_str()),
+                table.as_str()
             ),
             TableName::Nat => format!(
                 "-j {} filters, which the nat table does not (iptables refuses it there too)",
@@ -329,14 +331,16 @@ impl NatTargets {
 /// The counters of user-defined chains' rules, as the kernel numbers them
 /// (from `ChainConfig::user_counter_base`, see
 /// `netbeast_common::counter_layout`): each user-defined chain of the
-/// filter table, then of the nat table, in table order, with the number of
-/// its first rule's counter.
+/// filter table, then of the nat table, then of the IPv6 filter table, then
+/// of the raw table, in table order, with the number of its first rule's
+/// counter.
 pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
     let mut next = 0;
     [
         (Family::V4, &ruleset.filter),
         (Family::V4, &ruleset.nat),
         (Family::V6, &ruleset.filter6),
+        (Family::V4, &ruleset.raw),
     ]
     .into_iter()
     .flat_map(|(family, table)| {

@@ -117,6 +117,8 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V6, TableName::Filter, "INPUT"),
     (Family::V6, TableName::Filter, "FORWARD"),
     (Family::V6, TableName::Filter, "OUTPUT"),
+    (Family::V4, TableName::Raw, "PREROUTING"),
+    (Family::V4, TableName::Raw, "OUTPUT"),
 ];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
@@ -550,10 +552,21 @@ fn compile_with_limits(
         &mut guard_table,
         limits,
     )?;
+    // The raw table's after the IPv6 filter table's.
+    let raw = Prepared::new(
+        &ruleset.raw,
+        Family::V4,
+        filter6.user_counters_end,
+        &mut nat_targets,
+        &mut log_targets,
+        &mut guard_table,
+        limits,
+    )?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
         let prepared = match (family, table) {
             (Family::V4, TableName::Filter) => &filter,
             (Family::V4, TableName::Nat) => &nat,
+            (Family::V4, TableName::Raw) => &raw,
             (Family::V6, _) => &filter6,
         };
         (prepared, name)
@@ -642,7 +655,7 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
-    let user_chain_rules = filter6.user_counters_end;
+    let user_chain_rules = raw.user_counters_end;
     let mut chains = chains;
     let mut rule_base = 0;
     for (c, compiled) in chains.iter_mut().enumerate() {
@@ -832,10 +845,19 @@ impl CompiledRuleset {
             .any(|c| c.config.rule_count > 0)
     }
 
+    /// True when the raw chains have a rule or a DROP policy: packets
+    /// must then go through them before conntrack (`ACTIVE_RAW`).
+    pub fn has_raw_rules(&self) -> bool {
+        [chain::RAW_PREROUTING, chain::RAW_OUTPUT]
+            .iter()
+            .map(|&c| &self.chains[c as usize].config)
+            .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+    }
+
     /// True when the IPv6 chains have a rule or a DROP policy: IPv6
     /// packets must then go through them (`ACTIVE_IPV6`).
     pub fn has_ipv6_rules(&self) -> bool {
-        self.chains[chain::IPV4_COUNT..]
+        self.chains[chain::IPV4_COUNT..chain::IPV4_COUNT + chain::IPV6_COUNT]
             .iter()
             .any(|c| c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT)
     }
@@ -860,6 +882,9 @@ impl CompiledRuleset {
         }
         if self.has_ipv6_rules() {
             flags |= netbeast_common::ACTIVE_IPV6;
+        }
+        if self.has_raw_rules() {
+            flags |= netbeast_common::ACTIVE_RAW;
         }
         // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
         // tuple, protocol and expiry guards read them.

@@ -123,10 +123,15 @@ pub fn render(
     let (rule_packets, rule_bytes) = (counters(), counters());
     let policy_counters = || Family::<ChainLabels, Counter>::default();
     let (policy_packets, policy_bytes) = (policy_counters(), policy_counters());
+    // The raw table once it is in use, as iptables-save shows it.
+    let raw = (!ruleset.raw.is_pristine()).then_some((TableName::Raw, &ruleset.raw));
     for (table, t) in [
         (TableName::Filter, &ruleset.filter),
         (TableName::Nat, &ruleset.nat),
-    ] {
+    ]
+    .into_iter()
+    .chain(raw)
+    {
         for chain in &t.chains {
             for (i, rule) in chain.rules.iter().enumerate() {
                 let comment = rule

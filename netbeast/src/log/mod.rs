@@ -20,10 +20,8 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, RingBuf};
-use netbeast_common::{LOG_EVENT_HAS_UID, LogEvent, chain, log_flags};
+use netbeast_common::{LOG_EVENT_HAS_UID, LogEvent, log_flags};
 use serde_json::{Value, json};
-
-use crate::compile::CHAIN_NAMES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -190,21 +188,16 @@ pub fn hostname() -> String {
 
 /// The name of a built-in chain number.
 pub fn chain_name(n: u32) -> &'static str {
-    CHAIN_NAMES.get(n as usize).copied().unwrap_or(match n {
-        chain::NAT_PREROUTING => "PREROUTING",
-        chain::NAT_POSTROUTING => "POSTROUTING",
-        chain::NAT_OUTPUT => "OUTPUT",
-        _ => "?",
-    })
+    crate::compile::BUILTIN_CHAINS
+        .get(n as usize)
+        .map_or("?", |&(_, _, name)| name)
 }
 
 /// The table of a built-in chain number.
 pub fn table_name(n: u32) -> &'static str {
-    if (n as usize) < CHAIN_NAMES.len() {
-        "filter"
-    } else {
-        "nat"
-    }
+    crate::compile::BUILTIN_CHAINS
+        .get(n as usize)
+        .map_or("nat", |&(_, table, _)| table.as_str())
 }
 
 /// One event as a JSON object with named fields (the line too).

@@ -393,7 +393,7 @@ pub const IPTABLES_COMPAT_VERSION: &str = "1.8.9";
 /// stands in for, then netbeast's own version and tables.
 pub fn version_text(family: Family) -> String {
     let (program, tables) = match family {
-        Family::V4 => ("iptables", "filter and nat tables"),
+        Family::V4 => ("iptables", "filter, nat and raw tables"),
         Family::V6 => ("ip6tables", "filter table"),
     };
     format!(
@@ -425,13 +425,25 @@ fn no_such_chain_hint(table: &Table, name: &str) -> String {
     }
     if table.name == TableName::Filter && matches!(name, "PREROUTING" | "POSTROUTING") {
         return format!(
-            " in the filter table; {name} is a chain of the nat table: add -t nat (the mangle \
-             and raw tables, which have it too, are not supported yet)"
+            " in the filter table; {name} is a chain of the nat table: add -t nat (or -t raw \
+             for PREROUTING, before connection tracking; the mangle table, which has it too, \
+             is not supported yet)"
         );
     }
     if table.name == TableName::Nat && name == "FORWARD" {
         return " in the nat table; FORWARD is a chain of the filter table: leave out -t nat"
             .to_string();
+    }
+    if table.name == TableName::Raw && matches!(name, "INPUT" | "FORWARD" | "POSTROUTING") {
+        return format!(
+            " in the raw table, which has PREROUTING and OUTPUT only (it runs before \
+             connection tracking); {name} is a chain of the {} table",
+            if name == "POSTROUTING" {
+                "nat"
+            } else {
+                "filter"
+            }
+        );
     }
     format!(
         "; the {} table has {} (-N {name} creates it)",
@@ -582,10 +594,11 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
                 "the kernel matches the source MAC only on arrival, not after routing",
             ),
         ],
+        TableName::Raw => &[("OUTPUT", "locally sent packets have no source MAC yet")],
     };
     let instead = match table.name {
         TableName::Filter => "INPUT or FORWARD",
-        TableName::Nat => "PREROUTING",
+        TableName::Nat | TableName::Raw => "PREROUTING",
     };
     for &(builtin, why) in mac_refused {
         if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, has_mac) {

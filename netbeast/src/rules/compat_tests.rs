@@ -86,13 +86,8 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
 /// walk), after checking that the compiled classifier acts on the same
 /// rules.
 fn verdict(ruleset: &Ruleset, chain: u32, pkt: &PacketView) -> (String, Vec<String>) {
-    let (table, name) = match chain as usize {
-        c if c < chain::FILTER_COUNT => (&ruleset.filter, compile::CHAIN_NAMES[c]),
-        c => (
-            &ruleset.nat,
-            compile::NAT_CHAIN_NAMES[c - chain::FILTER_COUNT],
-        ),
-    };
+    let (_, table, name) = compile::BUILTIN_CHAINS[chain as usize];
+    let table = ruleset.table(table);
     let ifaces = interfaces();
     let want = reference::classify_table(table, name, &ifaces, pkt);
     let compiled = compile::compile(ruleset, &ifaces, 0).expect("compiles");
@@ -199,7 +194,7 @@ fn docker_files_with_nat_restore_and_save_back() {
         .to_string();
     assert_eq!(
         message,
-        "-T: the mangle table is not supported yet; netbeast implements the filter and nat tables"
+        "-T: the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
     );
 }
 

@@ -276,7 +276,12 @@ fn rule_spec(chain: &Chain, rule: &Rule, counters: bool) -> String {
 }
 
 fn target_name(target: &Target) -> &str {
-    target.name()
+    match target {
+        // libxt_CT's NOTRACK is an alias: the kernel's target is CT, and
+        // -L names the kernel's (its last column says NOTRACK).
+        Target::Ct(_) => "CT",
+        _ => target.name(),
+    }
 }
 
 fn protocol_column(rule: &Rule, numeric: bool) -> (char, String) {

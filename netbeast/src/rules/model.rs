@@ -46,6 +46,12 @@ pub struct Ruleset {
         skip_serializing_if = "Table::is_pristine"
     )]
     pub filter6: Table,
+    /// The raw table (`-t raw`: PREROUTING before conntrack, OUTPUT before
+    /// conntrack). Left out of the file while pristine, so rule files
+    /// without it stay as they were, and older files load with an empty
+    /// one.
+    #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
+    pub raw: Table,
 }
 
 impl Default for Ruleset {
@@ -54,6 +60,7 @@ impl Default for Ruleset {
             filter: Table::new_filter(),
             nat: Table::new_nat(),
             filter6: Table::new_filter(),
+            raw: Table::new_raw(),
         }
     }
 }
@@ -63,6 +70,7 @@ impl Ruleset {
         match name {
             TableName::Filter => &self.filter,
             TableName::Nat => &self.nat,
+            TableName::Raw => &self.raw,
         }
     }
 
@@ -70,18 +78,19 @@ impl Ruleset {
         match name {
             TableName::Filter => &mut self.filter,
             TableName::Nat => &mut self.nat,
+            TableName::Raw => &mut self.raw,
         }
     }
 
     /// The table `name` of the address family's ruleset. IPv6 has only the
-    /// filter table so far: the parsers refuse `-t nat` and `*nat` rules
+    /// filter table so far: the parsers refuse `-t nat`, `-t raw` and their
     /// for IPv6 (`Family::tables`) before anything asks for it.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
-            (Family::V6, TableName::Nat) => {
-                unreachable!("no IPv6 nat table (refused by the parser)")
+            (Family::V6, TableName::Nat | TableName::Raw) => {
+                unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
     }
@@ -90,8 +99,8 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
-            (Family::V6, TableName::Nat) => {
-                unreachable!("no IPv6 nat table (refused by the parser)")
+            (Family::V6, TableName::Nat | TableName::Raw) => {
+                unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
     }
@@ -118,7 +127,7 @@ impl Family {
     /// The tables the family's ruleset has.
     pub fn tables(self) -> &'static [TableName] {
         match self {
-            Family::V4 => &[TableName::Filter, TableName::Nat],
+            Family::V4 => &[TableName::Filter, TableName::Nat, TableName::Raw],
             Family::V6 => &[TableName::Filter],
         }
     }
@@ -128,6 +137,7 @@ impl Family {
 pub enum TableName {
     Filter,
     Nat,
+    Raw,
 }
 
 impl TableName {
@@ -135,6 +145,7 @@ impl TableName {
         match self {
             TableName::Filter => "filter",
             TableName::Nat => "nat",
+            TableName::Raw => "raw",
         }
     }
 
@@ -143,6 +154,7 @@ impl TableName {
         match self {
             TableName::Filter => &["INPUT", "FORWARD", "OUTPUT"],
             TableName::Nat => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+            TableName::Raw => &["PREROUTING", "OUTPUT"],
         }
     }
 }
@@ -162,6 +174,10 @@ impl Table {
 
     pub fn new_nat() -> Self {
         Self::new(TableName::Nat)
+    }
+
+    pub fn new_raw() -> Self {
+        Self::new(TableName::Raw)
     }
 
     /// The table with its built-in chains only, empty, policies ACCEPT.
@@ -608,6 +624,9 @@ pub enum Target {
     /// `-j SYNPROXY`: SYNs answered with SYN cookies, ACKs with a valid
     /// one let through (`rules/target/synproxy.rs`).
     Synproxy(crate::rules::target::synproxy::Synproxy),
+    /// `-j CT [--notrack]` or `-j NOTRACK` (raw table): the packet is left
+    /// out of conntrack (`rules/target/ct.rs`).
+    Ct(crate::rules::target::ct::Ct),
 }
 
 impl Target {

@@ -182,7 +182,9 @@ pub enum ParseError {
     },
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
-    #[error("the {0} table is not supported yet; netbeast implements the filter and nat tables")]
+    #[error(
+        "the {0} table is not supported yet; netbeast implements the filter, nat and raw tables"
+    )]
     UnsupportedTable(String),
     /// Something ip6tables has that netbeast's IPv6 side does not yet.
     #[error("{what} is not supported for IPv6 yet{hint}")]
@@ -215,6 +217,16 @@ pub enum ParseError {
         target: &'static str,
         table: &'static str,
         example: &'static str,
+    },
+    #[error(
+        "-j {target} cannot be used in the {table} table: iptables takes it in the {tables} \
+         table only, as in iptables {example}"
+    )]
+    TargetOutsideTable {
+        target: &'static str,
+        table: &'static str,
+        tables: String,
+        example: String,
     },
     #[error(
         "the \"nat\" table is not intended for filtering, the use of {target} is therefore \
@@ -1547,7 +1559,8 @@ impl<'a> Parser<'a> {
                 return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
             }
             "nat" => TableName::Nat,
-            "mangle" | "raw" | "security" => {
+            "raw" => TableName::Raw,
+            "mangle" | "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -2906,7 +2919,7 @@ mod tests {
         assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
         assert_eq!(
             err("-t mangle -L"),
-            "the mangle table is not supported yet; netbeast implements the filter and nat tables"
+            "the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
         );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");

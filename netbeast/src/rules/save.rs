@@ -17,11 +17,13 @@ use super::parse::{self, Action, IptablesCommand, ParseError, Problem};
 /// The header names netbeast instead of a date, so that equal rulesets
 /// save to equal text.
 ///
-/// iptables-save prints the tables that are loaded in the kernel, filter
-/// before nat. netbeast always has its filter table; the nat table is
-/// printed once it is in use: while it has only its empty built-in chains
-/// with ACCEPT policies and zero counters ([`Table::is_pristine`]), it is
-/// left out, as iptables-save leaves out a nat table nobody created.
+/// iptables-save prints the tables that are loaded in the kernel, raw
+/// before filter before nat (iptables-nft's order, whatever the order they
+/// were made in). netbeast always has its filter table; the raw and nat
+/// tables are printed once they are in use: while one has only its empty
+/// built-in chains with ACCEPT policies and zero counters
+/// ([`Table::is_pristine`]), it is left out, as iptables-save leaves out a
+/// table nobody created.
 pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
     save_family(ruleset, Family::V4, with_counters)
 }
@@ -32,7 +34,11 @@ pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> St
     if family == Family::V6 {
         return save_table(&ruleset.filter6, with_counters);
     }
-    let mut out = save_table(&ruleset.filter, with_counters);
+    let mut out = String::new();
+    if !ruleset.raw.is_pristine() {
+        out.push_str(&save_table(&ruleset.raw, with_counters));
+    }
+    out.push_str(&save_table(&ruleset.filter, with_counters));
     if !ruleset.nat.is_pristine() {
         out.push_str(&save_table(&ruleset.nat, with_counters));
     }
@@ -453,7 +459,7 @@ fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'stati
     match table {
         "nat" if family == Family::V6 => Some(&["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
         "mangle" => Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
-        "raw" => Some(&["PREROUTING", "OUTPUT"]),
+        "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
     }
@@ -543,15 +549,15 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "nat" if self.family == Family::V6 => Section::Ignored {
+            "nat" | "raw" if self.family == Family::V6 => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },
-            "filter" | "nat" => Section::Table(RestoreTable {
-                name: if name == "nat" {
-                    TableName::Nat
-                } else {
-                    TableName::Filter
+            "filter" | "nat" | "raw" => Section::Table(RestoreTable {
+                name: match name {
+                    "nat" => TableName::Nat,
+                    "raw" => TableName::Raw,
+                    _ => TableName::Filter,
                 },
                 line,
                 commit_line: line,

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{
     compile::{
-        self, CHAIN_NAMES, CompiledRuleset, Interface, NAT_CHAIN_NAMES,
+        self, CompiledRuleset, Interface,
         reference::{HeaderFields, L4Header, PacketView},
     },
     loader::Dataplane,
@@ -118,25 +118,14 @@ pub struct PacketTrace {
 
 /// The name of built-in chain `c` and its table.
 pub fn chain_name(c: u32) -> (TableName, &'static str) {
-    let c = c as usize;
-    if c < chain::FILTER_COUNT {
-        (TableName::Filter, CHAIN_NAMES[c])
-    } else {
-        (
-            TableName::Nat,
-            NAT_CHAIN_NAMES
-                .get(c - chain::FILTER_COUNT)
-                .copied()
-                .unwrap_or("?"),
-        )
+    match crate::compile::BUILTIN_CHAINS.get(c as usize) {
+        Some(&(_, table, name)) => (table, name),
+        None => (TableName::Nat, "?"),
     }
 }
 
 fn table_name(t: TableName) -> &'static str {
-    match t {
-        TableName::Filter => "filter",
-        TableName::Nat => "nat",
-    }
+    t.as_str()
 }
 
 /// What a matched rule did, in a word or two.

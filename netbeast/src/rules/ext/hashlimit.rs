@@ -29,6 +29,14 @@ const BYTE_EXPIRE: u32 = 15;
 /// The longest `--hashlimit-name` (the kernel's name field holds 32 bytes
 /// with the final NUL).
 pub const MAX_NAME_LEN: usize = 31;
+/// The longest `--hashlimit-rate-interval` netbeast takes, in seconds: it
+/// travels in 8 bits of the guard (`hashlimit::INTERVAL_SHIFT`). iptables
+/// takes any 32-bit number.
+pub const MAX_RATE_INTERVAL: u32 = 255;
+
+fn one() -> u32 {
+    1
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HashRate {
@@ -57,6 +65,15 @@ pub struct Hashlimit {
     pub gcinterval: u32,
     /// Idle buckets expire after this many ms.
     pub expire: u32,
+    /// `--hashlimit-rate-match` (xt_hashlimit revision 3): the key's rate
+    /// is measured over windows of `interval` seconds instead of drawn
+    /// from a bucket; under the limit while the last window was not over
+    /// the rate and this one has not passed the rate plus the burst.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_match: bool,
+    /// `--hashlimit-rate-interval`, seconds (1 unless given).
+    #[serde(default = "one")]
+    pub interval: u32,
 }
 
 /// As xt_hashlimit: bytes per second to its cost encoding, and back.
@@ -193,8 +210,48 @@ impl Hashlimit {
         }
     }
 
+    /// The rate-match mode's guard parameters (as xt_hashlimit's
+    /// `rateinfo_init` for revision 3): the rate a window may reach (its
+    /// `prev_window` test) and the count a packet may bring the window to
+    /// (its burst), in packets or bytes.
+    fn rate_match_limits(&self) -> (u64, u64) {
+        match self.rate {
+            // Packets per second, whole, plus the burst.
+            HashRate::Packets { period } => {
+                let rate = SCALE / period.max(1);
+                (rate, rate + self.burst)
+            }
+            // Bytes per second, as the kernel derives it from the cost.
+            HashRate::Bytes { cost } => {
+                let rate = cost_to_bytes(cost);
+                (rate, rate)
+            }
+        }
+    }
+
     /// The guard the kernel evaluates.
     pub fn guard(&self) -> Guard {
+        if self.rate_match {
+            let (rate, burst) = self.rate_match_limits();
+            let bytes = match self.rate {
+                HashRate::Bytes { .. } => bits::BYTES,
+                HashRate::Packets { .. } => 0,
+            };
+            return Guard {
+                kind: guard_kind::HASHLIMIT,
+                negated: u32::from(self.above),
+                _pad: self.mode
+                    | bytes
+                    | bits::RATE_MATCH
+                    | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
+                    | u32::from(self.dstmask) << bits::DSTMASK_SHIFT
+                    | self.interval.min(MAX_RATE_INTERVAL) << bits::INTERVAL_SHIFT,
+                a: rate,
+                b: burst,
+                c: u64::from(name_number(&self.name)) | u64::from(self.expire) << 32,
+                ..Guard::default()
+            };
+        }
         let (cost, depth, mode) = match self.rate {
             HashRate::Packets { period } => {
                 let cost = period.saturating_mul(1000);
@@ -260,10 +317,24 @@ impl MatchExt for Hashlimit {
         }
         let _ = write!(out, " --hashlimit-name {}", self.name);
         self.table_text(out, "--hashlimit-", quantum);
+        // libxt_hashlimit prints the interval only with rate-match.
+        if self.rate_match {
+            out.push_str(" --hashlimit-rate-match");
+            if self.interval != 1 {
+                let _ = write!(out, " --hashlimit-rate-interval {}", self.interval);
+            }
+        }
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let (rate, quantum) = self.rate_and_quantum();
+        let (mut rate, quantum) = self.rate_and_quantum();
+        // iptables 1.8.9 lists a packet rate per interval (10/sec over 5
+        // seconds reads 2/sec).
+        if let HashRate::Packets { period } = self.rate
+            && self.interval > 1
+        {
+            rate = rate_text(period.saturating_mul(u64::from(self.interval))).0;
+        }
         let which = if self.above { "above" } else { "up to" };
         let _ = write!(out, " limit: {which} {rate}");
         if let HashRate::Packets { .. } = self.rate {
@@ -273,6 +344,12 @@ impl MatchExt for Hashlimit {
             let _ = write!(out, " mode {}", mode_text(self.mode, '-'));
         }
         self.table_text(out, "", quantum);
+        if self.rate_match {
+            out.push_str(" rate-match");
+            if self.interval != 1 {
+                let _ = write!(out, " rate-interval {}", self.interval);
+            }
+        }
     }
 
     /// A guard: not part of the rule's static match.
@@ -382,6 +459,8 @@ struct HashlimitParser {
     max: Option<u32>,
     gcinterval: Option<u32>,
     expire: Option<u32>,
+    rate_match: bool,
+    interval: Option<u32>,
 }
 
 fn u32_option(option: &'static OptSpec, text: &str) -> Result<u32, ParseError> {
@@ -396,10 +475,32 @@ impl MatchParser for HashlimitParser {
         text: &[&str],
     ) -> Result<(), ParseError> {
         match option.name() {
-            "hashlimit-rate-match" | "hashlimit-rate-interval" => Err(ParseError::Unsupported {
-                what: format!("{} (-m hashlimit's rate-match mode)", option.flag()),
-                hint: "; netbeast's hashlimit limits, it does not measure rates".into(),
-            }),
+            "hashlimit-rate-match" => {
+                self.rate_match = true;
+                Ok(())
+            }
+            "hashlimit-rate-interval" => {
+                let text = value(option, text);
+                let n = u32_option(option, text)?;
+                if n == 0 {
+                    return Err(invalid(
+                        &option.flag(),
+                        "interval",
+                        text,
+                        "expected a number of seconds from 1",
+                    ));
+                }
+                if n > MAX_RATE_INTERVAL {
+                    return Err(ParseError::Unsupported {
+                        what: format!("--hashlimit-rate-interval {n}"),
+                        hint: format!(
+                            "; netbeast measures rates over at most {MAX_RATE_INTERVAL} seconds \
+                             (MAX_RATE_INTERVAL)"
+                        ),
+                    });
+                }
+                once(&mut self.interval, n, option)
+            }
             "hashlimit-upto" | "hashlimit-above" => {
                 let text = value(option, text);
                 let above = (option.name() == "hashlimit-above") != negated;
@@ -565,6 +666,15 @@ impl MatchParser for HashlimitParser {
             max: self.max.unwrap_or(0),
             gcinterval: self.gcinterval.unwrap_or(DEFAULT_GCINTERVAL),
             expire: self.expire.unwrap_or(default_expire),
+            rate_match: self.rate_match,
+            // Without rate-match iptables takes the interval and drops it
+            // (-S does not print it): kept only with rate-match, so that a
+            // saved rule restores as itself.
+            interval: if self.rate_match {
+                self.interval.unwrap_or(1)
+            } else {
+                1
+            },
         }))
     }
 }
@@ -598,6 +708,8 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         max: 0,
         gcinterval: DEFAULT_GCINTERVAL,
         expire: 1000,
+        rate_match: false,
+        interval: 1,
     }))
 }
 

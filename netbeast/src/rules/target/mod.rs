@@ -18,6 +18,7 @@ use super::model::{TableName, Target};
 use super::parse::ParseError;
 use crate::rules::generate::Random;
 
+pub mod ct;
 pub mod jump;
 pub mod log;
 pub mod nat;
@@ -52,7 +53,7 @@ pub struct TargetModule {
     /// Its code in the kernel's table of targets (`netbeast_common::target`),
     /// whose flags say what it does.
     pub code: u32,
-    /// The tables iptables accepts it in (netbeast's two).
+    /// The tables iptables accepts it in (of netbeast's three).
     pub tables: &'static [TableName],
     /// The built-in chains of its table where the kernel accepts it (and
     /// the user-defined chains only they reach); `None`: every chain.
@@ -92,6 +93,8 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &nat::MASQUERADE,
     &nat::REDIRECT,
     &synproxy::MODULE,
+    &ct::MODULE,
+    &ct::NOTRACK,
     &standard::CONTINUE,
 ];
 
@@ -104,7 +107,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "CLUSTERIP",
     "CONNMARK",
     "CONNSECMARK",
-    "CT",
     "DSCP",
     "ECN",
     "HMARK",
@@ -114,7 +116,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "NETMAP",
     "NFLOG",
     "NFQUEUE",
-    "NOTRACK",
     "QUEUE",
     "RATEEST",
     "SECMARK",
@@ -165,21 +166,41 @@ impl TargetModule {
 pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), ParseError> {
     if !module.tables.contains(&rule.table) {
         return Err(match rule.table {
-            TableName::Nat => ParseError::NatFiltering {
-                target: module.name,
-                fix: format!(
-                    "filter in the filter table instead (without -t nat), e.g. iptables -A \
-                     FORWARD ... -j {}",
-                    module.name
-                ),
-            },
-            TableName::Filter => ParseError::NatTargetOutsideNat {
+            TableName::Nat if module.tables.contains(&TableName::Filter) => {
+                ParseError::NatFiltering {
+                    target: module.name,
+                    fix: format!(
+                        "filter in the filter table instead (without -t nat), e.g. iptables -A \
+                         FORWARD ... -j {}",
+                        module.name
+                    ),
+                }
+            }
+            TableName::Filter if module.tables == [TableName::Nat] => {
+                ParseError::NatTargetOutsideNat {
+                    target: module.name,
+                    table: rule.table.as_str(),
+                    example: module
+                        .example
+                        .strip_prefix("-t nat -A ")
+                        .unwrap_or(module.example),
+                }
+            }
+            TableName::Filter | TableName::Nat | TableName::Raw => ParseError::TargetOutsideTable {
                 target: module.name,
                 table: rule.table.as_str(),
-                example: module
-                    .example
-                    .strip_prefix("-t nat -A ")
-                    .unwrap_or(module.example),
+                tables: module
+                    .tables
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                // The filter targets' examples name no chain.
+                example: if module.example.starts_with("-t ") {
+                    module.example.to_string()
+                } else {
+                    format!("-A INPUT {}", module.example)
+                },
             },
         });
     }
@@ -245,6 +266,7 @@ impl Target {
             Target::Redirect { .. } => &nat::REDIRECT,
             Target::Log(_) => &log::MODULE,
             Target::Synproxy(_) => &synproxy::MODULE,
+            Target::Ct(ct) => ct.module(),
         })
     }
 
@@ -252,6 +274,9 @@ impl Target {
     /// jumps, gotos and RETURN are control flow the compiler flattens, and
     /// count as no target (`NONE`).
     pub fn code(&self) -> u32 {
+        if let Target::Ct(ct) = self {
+            return ct.code();
+        }
         self.module()
             .map_or(netbeast_common::target::NONE, |m| m.code)
     }

@@ -9,7 +9,8 @@ use netbeast_common::target as code;
 use super::{Plain, TargetModule, no_columns, no_suggestion};
 use crate::rules::model::{TableName, Target};
 
-const BOTH: &[TableName] = &[TableName::Filter, TableName::Nat];
+/// Every table (the name is older than the raw table).
+const BOTH: &[TableName] = &[TableName::Filter, TableName::Nat, TableName::Raw];
 
 /// ` -j NAME`.
 fn save(target: &Target, out: &mut String) {
@@ -40,7 +41,7 @@ pub static ACCEPT: TargetModule = TargetModule {
     },
 };
 
-/// Only in the filter table: iptables refuses filtering in nat.
+/// In the filter and raw tables: iptables refuses filtering in nat.
 pub static DROP: TargetModule = TargetModule {
     name: "DROP",
     options: &[],
@@ -52,7 +53,7 @@ pub static DROP: TargetModule = TargetModule {
         })
     },
     code: code::DROP,
-    tables: &[TableName::Filter],
+    tables: &[TableName::Filter, TableName::Raw],
     chains: None,
     chain_reason: "",
     save,
@@ -61,7 +62,7 @@ pub static DROP: TargetModule = TargetModule {
     hidden: false,
     random: Random {
         weight: 2,
-        draw: |_, s| (s.table == TableName::Filter).then_some(Target::Drop),
+        draw: |_, s| (s.table != TableName::Nat).then_some(Target::Drop),
     },
 };
 

@@ -1,0 +1,195 @@
+//! Network tests of the raw table (issue 14): its PREROUTING runs before
+//! conntrack and nat PREROUTING, its OUTPUT before conntrack; `-j CT
+//! --notrack` and `-j NOTRACK` leave a flow out of conntrack, so that
+//! `--state UNTRACKED` matches it and no connection is recorded. Every
+//! scenario also runs against the kernel's iptables (`iptables_oracle`).
+//!
+//! Needs root. Run: `cargo test -p netbeast --test raw`.
+
+use std::{net::SocketAddrV4, time::Duration};
+
+use netbeast::netns::{
+    ConnectOutcome::{self, Connected, Reset, TimedOut},
+    Firewall, SERVER_IFACE, Testbed, require_root, tcp_connect_all, tcp_server,
+};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+/// A dropped SYN costs one timeout; an answered one takes microseconds.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+include!("support/scenario.rs");
+
+fn testbed(tag: &str, firewall: Firewall) -> Testbed {
+    require_root();
+    Testbed::new(tag, firewall).unwrap_or_else(|e| panic!("setting up the testbed: {e}"))
+}
+
+fn rule(bed: &Testbed, line: &str) {
+    if let Err(e) = bed.iptables_ok(line) {
+        panic!("{line}: {e}");
+    }
+}
+
+/// Connects to every address at once and checks each outcome.
+fn expect(bed: &Testbed, when: &str, expected: &[(SocketAddrV4, ConnectOutcome)]) {
+    let addrs: Vec<SocketAddrV4> = expected.iter().map(|(a, _)| *a).collect();
+    let outcomes = tcp_connect_all(bed.client(), &addrs, TIMEOUT).unwrap();
+    let wrong: Vec<String> = expected
+        .iter()
+        .zip(&outcomes)
+        .filter(|((_, want), got)| want != *got)
+        .map(|((addr, want), got)| format!("{addr}: expected {want}, got {got}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{when}:\n  {}\nruleset:\n{}",
+        wrong.join("\n  "),
+        bed.save().unwrap_or_default()
+    );
+}
+
+/// The container address of Docker's rule, given to the server (as
+/// Docker gives it to a container behind the host), with a route to it
+/// from the client.
+const CONTAINER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(172, 17, 0, 2);
+
+/// Docker 28 guards a container's address with a raw PREROUTING drop of
+/// packets for it that do not come from its bridge, verbatim; packets
+/// for the host's own address still pass, and an ACCEPT in raw before it
+/// ends only the raw chain (filter still decides).
+fn docker_guard(firewall: Firewall) {
+    let bed = testbed("raw-docker", firewall);
+    bed.server()
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{CONTAINER}/32"),
+            "dev",
+            SERVER_IFACE,
+        ])
+        .unwrap();
+    bed.client()
+        .ip(&[
+            "route",
+            "add",
+            &format!("{CONTAINER}/32"),
+            "via",
+            &bed.net.server_addr(0).ip().to_string(),
+        ])
+        .unwrap();
+    let _server = tcp_server(bed.server(), 80).unwrap();
+    let container = SocketAddrV4::new(CONTAINER, 80);
+    let host = bed.net.server_addr(80);
+    expect(
+        &bed,
+        "no rules",
+        &[(container, Connected), (host, Connected)],
+    );
+    rule(
+        &bed,
+        "-t raw -A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP",
+    );
+    expect(
+        &bed,
+        "Docker's raw rule",
+        &[(container, TimedOut), (host, Connected)],
+    );
+    // ACCEPT ends the raw chain only: the filter table still rejects.
+    rule(
+        &bed,
+        &format!("-t raw -I PREROUTING -i {SERVER_IFACE} -p tcp -j ACCEPT"),
+    );
+    rule(
+        &bed,
+        "-A INPUT -p tcp -d 172.17.0.2 -j REJECT --reject-with tcp-reset",
+    );
+    expect(
+        &bed,
+        "a raw ACCEPT before Docker's rule, a filter REJECT after",
+        &[(container, Reset), (host, Connected)],
+    );
+    // The raw policy drops what no rule accepts, before conntrack.
+    rule(&bed, "-t raw -F");
+    rule(&bed, "-t raw -P PREROUTING DROP");
+    expect(
+        &bed,
+        "raw PREROUTING policy DROP",
+        &[(container, TimedOut), (host, TimedOut)],
+    );
+    rule(&bed, "-t raw -P PREROUTING ACCEPT");
+    expect(
+        &bed,
+        "raw PREROUTING policy ACCEPT again",
+        &[(container, Reset), (host, Connected)],
+    );
+}
+
+scenario!(docker_guard);
+
+/// The connections conntrack holds for TCP port `port` of the server:
+/// `netbeast conntrack -L` or the kernel's `conntrack -L`.
+fn connections_to(bed: &Testbed, port: u16) -> usize {
+    let out = if bed.firewall.is_netbeast() {
+        bed.server().netbeast_ok(&["conntrack", "-L"]).unwrap()
+    } else {
+        let out = bed.server().run("conntrack", &["-L", "-p", "tcp"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let needle = format!("dport={port} ");
+    out.lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// `-j CT --notrack` (PREROUTING) and `-j NOTRACK` (OUTPUT) leave port
+/// 81's connection out of conntrack: filter sees it UNTRACKED both ways
+/// and conntrack records nothing; port 82, tracked, is NEW then
+/// ESTABLISHED; a third port, untracked but met by a rule that wants
+/// UNTRACKED only from another port, is reset.
+fn notrack_makes_untracked(firewall: Firewall) {
+    let bed = testbed("raw-notrack", firewall);
+    let servers: Vec<_> = [81, 82, 83]
+        .into_iter()
+        .map(|p| tcp_server(bed.server(), p).unwrap())
+        .collect();
+    for line in [
+        "-t raw -A PREROUTING -p tcp -m multiport --dports 81,83 -j CT --notrack",
+        "-t raw -A OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
+        "-A INPUT -p tcp --dport 81 -m state --state UNTRACKED -j ACCEPT",
+        "-A INPUT -p tcp --dport 82 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+        // The SYN-ACK of port 81 gets out only if it is untracked too.
+        "-A OUTPUT -p tcp --sport 81 -m conntrack --ctstate UNTRACKED -j ACCEPT",
+        "-A OUTPUT -p tcp --sport 81 -j DROP",
+    ] {
+        rule(&bed, line);
+    }
+    let at = |p| bed.net.server_addr(p);
+    expect(
+        &bed,
+        "notrack on 81 and 83",
+        &[(at(81), Connected), (at(82), Connected), (at(83), Reset)],
+    );
+    assert_eq!(
+        connections_to(&bed, 81),
+        0,
+        "an untracked connection was recorded"
+    );
+    assert_eq!(
+        connections_to(&bed, 82),
+        1,
+        "the tracked connection is missing"
+    );
+    // Without the raw OUTPUT rule the SYN-ACK is tracked (a NEW reply
+    // of no connection), so OUTPUT drops it.
+    rule(
+        &bed,
+        "-t raw -D OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
+    );
+    expect(
+        &bed,
+        "notrack at PREROUTING only",
+        &[(at(81), TimedOut), (at(82), Connected)],
+    );
+    drop(servers);
+}
+
+scenario!(notrack_makes_untracked);
