@@ -587,6 +587,11 @@ impl Runner {
             Err(e) => return failed(e.to_string()),
         };
         if cmd.changes_ruleset() {
+            // The library side holds no ipsets: a rule naming one names a
+            // set that does not exist, which the command line refuses.
+            if let Some((name, _)) = netbeast::cli::ipset::named_sets(&ruleset).pop_first() {
+                return failed(format!("Set {name} doesn't exist"));
+            }
             if let Err(e) = compile::compile(&ruleset, &[], 1) {
                 return failed(e.to_string());
             }

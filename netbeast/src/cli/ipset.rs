@@ -279,14 +279,14 @@ fn references(ruleset: &Ruleset, name: &str) -> usize {
         .count()
 }
 
-/// What xt_set's checkentry refuses in a ruleset's `-m set` rules: a set
-/// that does not exist, or one of the other family (a bitmap:port set has
-/// none). `None` when every rule is fine.
-pub fn refused_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<(String, String)>> {
+/// The sets a ruleset's rules name, each with whether an ip6tables rule
+/// names it.
+pub fn named_sets(ruleset: &Ruleset) -> BTreeSet<(String, bool)> {
     let mut named = BTreeSet::new();
     for (t, v6) in [
         (&ruleset.filter, false),
         (&ruleset.nat, false),
+        (&ruleset.raw, false),
         (&ruleset.filter6, true),
     ] {
         for c in &t.chains {
@@ -299,6 +299,14 @@ pub fn refused_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<
             }
         }
     }
+    named
+}
+
+/// What xt_set's checkentry refuses in a ruleset's `-m set` rules: a set
+/// that does not exist, or one of the other family (a bitmap:port set has
+/// none). `None` when every rule is fine.
+pub fn refused_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<(String, String)>> {
+    let named = named_sets(ruleset);
     if named.is_empty() {
         return Ok(None);
     }

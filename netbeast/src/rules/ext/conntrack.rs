@@ -480,6 +480,16 @@ fn parse_ct_addr(option: &str, text: &str) -> Result<CtAddr, ParseError> {
         Some((a, m)) => (a, Some(m)),
         None => (text, None),
     };
+    if addr_text.contains(':') {
+        // An IPv6 tuple address (ip6tables): the tuple guards read the
+        // IPv4 tracker only so far.
+        return Err(ParseError::Ipv6Unsupported {
+            what: format!("{option} {text}"),
+            hint: "; ip6tables rules take -m conntrack's --ctstate, --ctstatus and --ctdir so \
+                   far"
+            .into(),
+        });
+    }
     let addr = parse_dotted(addr_text, false).ok_or_else(|| {
         invalid(
             option,
