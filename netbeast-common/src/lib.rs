@@ -2596,6 +2596,33 @@ mod tests {
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
         assert_eq!(stats::IPV6_EXT_TOO_DEEP + 1, stats::COUNT);
+        // Guard kinds: one number each (three branches once took 11).
+        {
+            use guard_kind::*;
+            let kinds = [
+                STATISTIC_RANDOM,
+                STATISTIC_NTH,
+                REQUIRE,
+                LIMIT,
+                CONNLIMIT,
+                HASHLIMIT,
+                RECENT,
+                CT_TUPLE,
+                CT_PROTO_EXPIRE,
+                TCP_OPTION,
+                SET,
+                IPV6_HEADER,
+                IPV6_RT,
+                IPV6_FRAG,
+                ADDR_MASK,
+            ];
+            for (i, a) in kinds.iter().enumerate() {
+                assert!(*a != 0, "guard kind 0 is no guard");
+                for b in &kinds[i + 1..] {
+                    assert_ne!(a, b, "two guard kinds share the number {a}");
+                }
+            }
+        }
         // The ACTIVE word's flags: one bit each, below the commit's
         // sequence number (two branches once took the same bit).
         let flags = [
