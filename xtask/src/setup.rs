@@ -52,9 +52,8 @@ const REQUIRED_PACKAGES: &[Package] = &[
         command: "ipset",
     },
     // tests/fail2ban.rs runs fail2ban (only inside its test namespaces, in
-    // a private mount namespace and with a private configuration). On a
-    // systemd host Debian's package starts its own fail2ban service with
-    // the stock sshd jail: `systemctl disable --now fail2ban` if unwanted.
+    // a private mount namespace and with a private configuration). Its
+    // service is not started by the install (see `Apt::install`).
     Package {
         name: "fail2ban",
         command: "fail2ban-server",
@@ -166,6 +165,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Debian packages
 
+/// Debian's hook that tells package scripts whether they may start a
+/// service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
 /// Runs `apt-get update` at most once per setup, and only when something
 /// has to be installed.
 #[derive(Default)]
@@ -186,12 +189,28 @@ impl Apt {
             }
             self.updated = true;
         }
+        // The packages' services must not start on this host: fail2ban's
+        // would run its stock sshd jail against the host's own firewall,
+        // and the tests run every such program only inside their own
+        // namespaces. invoke-rc.d asks policy-rc.d, and 101 says "not
+        // now"; one already in place is left as it is.
+        let policy = std::path::Path::new(POLICY_RC_D);
+        let placed = !policy.exists()
+            && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
+            && std::fs::set_permissions(
+                policy,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .is_ok();
         let out = Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(names)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map_err(|e| format!("could not run apt-get: {e}"))?;
+            .output();
+        if placed {
+            let _ = std::fs::remove_file(policy);
+        }
+        let out = out.map_err(|e| format!("could not run apt-get: {e}"))?;
         if out.status.success() {
             Ok(())
         } else {
