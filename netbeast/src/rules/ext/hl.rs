@@ -40,13 +40,7 @@ impl MatchExt for Hl {
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let op = match self.op {
-            TtlOp::Eq => "==",
-            TtlOp::Ne => "!=",
-            TtlOp::Lt => "<",
-            TtlOp::Gt => ">",
-        };
-        let _ = write!(out, " HL match HL {op} {}", self.value);
+        let _ = write!(out, " HL match HL {} {}", self.op.symbol(), self.value);
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -109,13 +103,10 @@ impl MatchParser for HlParser {
             });
         }
         let value = number(option, "hop limit", value(option, text), u8::MAX.into())? as u8;
-        let op = match (option.name(), negated) {
-            ("hl-eq", false) => TtlOp::Eq,
-            ("hl-eq", true) => TtlOp::Ne,
-            ("hl-lt", _) => TtlOp::Lt,
-            _ => TtlOp::Gt,
-        };
-        self.0 = Some(Hl { op, value });
+        self.0 = Some(Hl {
+            op: TtlOp::of(option.name(), negated),
+            value,
+        });
         Ok(())
     }
 
@@ -132,7 +123,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         return None;
     }
     Some(Match::Hl(Hl {
-        op: d.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+        op: d.pick(&TtlOp::ALL),
         value: d.pick(s.palette.ttls),
     }))
 }

@@ -35,23 +35,11 @@ pub struct Ttl {
 
 impl MatchExt for Ttl {
     fn save(&self, out: &mut String) {
-        let option = match self.op {
-            TtlOp::Eq => " --ttl-eq",
-            TtlOp::Ne => " ! --ttl-eq",
-            TtlOp::Lt => " --ttl-lt",
-            TtlOp::Gt => " --ttl-gt",
-        };
-        let _ = write!(out, " -m ttl{option} {}", self.value);
+        let _ = write!(out, " -m ttl {} {}", self.op.option(), self.value);
     }
 
     fn list(&self, out: &mut String, _numeric: bool) {
-        let op = match self.op {
-            TtlOp::Eq => "==",
-            TtlOp::Ne => "!=",
-            TtlOp::Lt => "<",
-            TtlOp::Gt => ">",
-        };
-        let _ = write!(out, " TTL match TTL {op} {}", self.value);
+        let _ = write!(out, " TTL match TTL {} {}", self.op.symbol(), self.value);
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
@@ -112,13 +100,10 @@ impl MatchParser for TtlParser {
             });
         }
         let value = number(option, "TTL", value(option, text), u8::MAX.into())? as u8;
-        let op = match (option.name(), negated) {
-            ("ttl-eq", false) => TtlOp::Eq,
-            ("ttl-eq", true) => TtlOp::Ne,
-            ("ttl-lt", _) => TtlOp::Lt,
-            _ => TtlOp::Gt,
-        };
-        self.0 = Some(Ttl { op, value });
+        self.0 = Some(Ttl {
+            op: TtlOp::of(option.name(), negated),
+            value,
+        });
         Ok(())
     }
 
@@ -130,6 +115,29 @@ impl MatchParser for TtlParser {
 }
 
 impl TtlOp {
+    pub const ALL: [TtlOp; 4] = [TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt];
+
+    /// The test an option names (`ttl-eq`, `hl-lt`, ...; `!` only with
+    /// `-eq`): -m ttl's and -m hl's options differ in their prefix only.
+    pub fn of(option: &str, negated: bool) -> TtlOp {
+        match (option.rsplit('-').next(), negated) {
+            (Some("eq"), false) => TtlOp::Eq,
+            (Some("eq"), true) => TtlOp::Ne,
+            (Some("lt"), _) => TtlOp::Lt,
+            _ => TtlOp::Gt,
+        }
+    }
+
+    /// The comparison as `-L` prints it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            TtlOp::Eq => "==",
+            TtlOp::Ne => "!=",
+            TtlOp::Lt => "<",
+            TtlOp::Gt => ">",
+        }
+    }
+
     /// Whether a TTL (or IPv6 hop limit) of `have` passes the test of `value`.
     pub fn holds(self, have: u8, value: u8) -> bool {
         match self {
@@ -178,7 +186,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         d.pick(s.palette.ttls)
     };
     Some(Match::Ttl(Ttl {
-        op: d.pick(&[TtlOp::Eq, TtlOp::Ne, TtlOp::Lt, TtlOp::Gt]),
+        op: d.pick(&TtlOp::ALL),
         value,
     }))
 }
