@@ -87,6 +87,11 @@ pub const ACTIVE_TCP_OPTIONS: u32 = 128;
 /// policy: packets run raw PREROUTING (XDP ingress) or raw OUTPUT (TC
 /// egress) before conntrack. Clear, they pay one test of the word.
 pub const ACTIVE_RAW: u32 = 512;
+/// Bit of the `ACTIVE` word set while an IPv6 rule tests extension headers
+/// (`-m ipv6header`, `-m rt`, `-m frag`): only then does the IPv6 program
+/// make the header facts from its walk (a call per packet no other
+/// ruleset pays).
+pub const ACTIVE_IPV6_HEADERS: u32 = 1024;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -2635,6 +2640,7 @@ mod tests {
             ACTIVE_TCP_OPTIONS,
             ACTIVE_IPV6,
             ACTIVE_RAW,
+            ACTIVE_IPV6_HEADERS,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {

@@ -158,6 +158,12 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
+    /// An IPv6 rule tests extension headers (`ACTIVE_IPV6_HEADERS`).
+    #[inline(always)]
+    pub fn ipv6_headers(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_IPV6_HEADERS != 0
+    }
+
     /// `netbeast trace` runs: packets are traced.
     #[inline(always)]
     pub fn trace(self) -> bool {

@@ -132,8 +132,11 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     bump(stats::IPV6);
-    // What -m ipv6header, -m rt and -m frag read, from the parser's walk.
-    crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
+    // What -m ipv6header, -m rt and -m frag read, from the parser's walk:
+    // made only while a rule reads it (the guards run only then).
+    if active.ipv6_headers() {
+        crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
+    }
     let tracking = active.tracking();
     let state = connection_state(pkt, start, end, tracking, true);
     pkt.keys.in_ifindex = in_ifindex;

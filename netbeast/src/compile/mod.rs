@@ -907,6 +907,14 @@ impl CompiledRuleset {
         if self.guards.iter().any(|g| g.kind == guard_kind::TCP_OPTION) {
             flags |= netbeast_common::ACTIVE_TCP_OPTIONS;
         }
+        if self.guards.iter().any(|g| {
+            matches!(
+                g.kind,
+                guard_kind::IPV6_HEADER | guard_kind::IPV6_RT | guard_kind::IPV6_FRAG
+            )
+        }) {
+            flags |= netbeast_common::ACTIVE_IPV6_HEADERS;
+        }
         flags
     }
 
