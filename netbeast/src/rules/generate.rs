@@ -105,6 +105,10 @@ impl Dice {
         } else {
             mask | bit
         };
+        if mask == 0 {
+            // No bit left is "anywhere", which a rule stores as no address.
+            return net;
+        }
         Ipv4Net::masked(net.addr, Ipv4Addr::from(mask))
     }
 
