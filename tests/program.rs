@@ -10,16 +10,17 @@
 //! A fixture table runs to the end and then fails with every mismatch, so
 //! one run shows the whole picture.
 
+#[path = "support/frames.rs"]
+mod frames;
+
 use std::{fmt::Write as _, net::Ipv4Addr};
 
+use frames::{Frame, Transport, ipv4_checksum_ok, l4_checksum_ok, parse_frame};
 use netbeast::{
     compile::Interface,
     loader::Dataplane,
     netns::{Netns, require_root},
-    packet::{
-        Checksum, Frame, FrameBuilder, Transport, VlanTag, icmp_type, ip_proto, ipv4_checksum_ok,
-        l4_checksum_ok, parse_frame, tcp_flags, unreachable_code,
-    },
+    packet::{Checksum, FrameBuilder, VlanTag, icmp_type, ip_proto, tcp_flags, unreachable_code},
     rules::{
         command,
         model::{Counter, Ruleset},

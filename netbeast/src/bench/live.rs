@@ -432,7 +432,7 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), LiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{ipv4_checksum_ok, parse_frame};
+    use crate::packet::frames::{ipv4_checksum_ok, parse_frame};
 
     fn traffic(flows: u32) -> Traffic {
         Traffic::example(flows, 64)
