@@ -200,7 +200,7 @@ fn byte_burst_text(cost: u64, refills: u64) -> String {
 /// The time in ns a bytes-mode packet costs per 16-byte chunk: xt_hashlimit
 /// charges a chunk `cost` / 2^32 of the bucket's second.
 fn chunk_ns(cost: u64) -> u64 {
-    (u128::from(bits::BYTES_DEPTH_NS) * u128::from(cost) >> 32) as u64
+    ((u128::from(bits::BYTES_DEPTH_NS) * u128::from(cost)) >> 32) as u64
 }
 
 /// `--hashlimit-burst`'s text as libxt_hashlimit reads it: a number,
