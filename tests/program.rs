@@ -4252,8 +4252,9 @@ fn hashlimit_keeps_a_bucket_per_source() {
             ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
             "srcmask 24"
         );
-        // Bytes: a 528-byte packet takes half the second's 1024 bytes
-        // (in 16-byte chunks), so the next one is over; another source
+        // Bytes: a 528-byte packet (34 chunks of 16 bytes, whole ones
+        // plus one) takes more than half of the second's 65 (1kb/s as the
+        // kernel rounds it), so the next one is over; another source
         // has its own second.
         let mut big = |src| action_name(h.run(&from(src, 9, 500), 0).0);
         assert_eq!(
@@ -4295,6 +4296,54 @@ fn hashlimit_keeps_a_bucket_per_source() {
             action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
             "XDP_PASS"
         );
+    });
+}
+
+/// A burst in bytes (xt_hashlimit): the bucket holds one second of the
+/// rate, and the burst's bytes over the rate's (rounded up) are refills
+/// of that second a key may use once each, when a packet costs more than
+/// the credit left; an entry idle past its expiry starts again with all
+/// of them.
+#[test]
+fn hashlimit_byte_burst_refills_the_bucket() {
+    lab("hashlimit-bytes", false, |h, _| {
+        h.apply(&[
+            // 1kb/s is 65 chunks of 16 bytes a second (as the kernel
+            // rounds it); 2kb is 2 refills.
+            "-A INPUT -p udp --dport 11 -m hashlimit --hashlimit-upto 1kb/s --hashlimit-burst 2kb --hashlimit-mode srcip --hashlimit-name bburst --hashlimit-htable-expire 300 -j ACCEPT",
+            "-A INPUT -p udp --dport 11 -j DROP",
+            "-A INPUT -p udp --dport 12 -m hashlimit --hashlimit-upto 1kb/s --hashlimit-mode srcip --hashlimit-name bplain -j ACCEPT",
+            "-A INPUT -p udp --dport 12 -j DROP",
+        ]);
+        // 528 bytes: 34 chunks (whole ones plus one), so one per second's credit.
+        let big = |src: [u8; 4], dport: u16| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .payload(&[0x62; 500])
+                .build()
+        };
+        let mut four = |src, dport| -> Vec<&'static str> {
+            (0..4)
+                .map(|_| action_name(h.run(&big(src, dport), 0).0))
+                .collect()
+        };
+        assert_eq!(
+            four([10, 11, 0, 1], 12),
+            ["XDP_PASS", "XDP_DROP", "XDP_DROP", "XDP_DROP"],
+            "no burst: one second of the rate"
+        );
+        let burst = ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"];
+        assert_eq!(
+            four([10, 11, 0, 1], 11),
+            burst,
+            "the second, then 2 refills"
+        );
+        assert_eq!(four([10, 11, 0, 2], 11), burst, "another source, its own");
+        // Idle past the 300 ms expiry: the entry starts again, refills too
+        // (without them: one packet, then over).
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(four([10, 11, 0, 1], 11), burst, "after the expiry");
     });
 }
 

@@ -1303,8 +1303,10 @@ pub mod guard_kind {
     /// `-m hashlimit`: a token bucket per key (the packet's masked
     /// addresses and ports that `--hashlimit-mode` names) in the table of
     /// its `--hashlimit-name`. `a`: the cost in ns of a packet (of a
-    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns,
-    /// `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
+    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns (in
+    /// bytes mode, where the depth is always [`super::hashlimit::BYTES_DEPTH_NS`],
+    /// the number of refills its `--hashlimit-burst` allows: see
+    /// [`super::hashlimit_byte_take`]), `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
     /// bits and masks; `c`: the name's number (low 32 bits) and the expiry
     /// of an idle bucket in ms (high 32 bits).
     pub const HASHLIMIT: u32 = 6;
@@ -1800,8 +1802,53 @@ pub mod hashlimit {
     /// In bytes mode a packet costs at most one second of the rate, as in
     /// xt_hashlimit, and the bucket holds one second.
     pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
-    /// Bytes are counted in chunks of 2^4, as xt_hashlimit does.
+    /// Bytes are counted in chunks of 2^4 (whole ones, plus one), as
+    /// xt_hashlimit does.
     pub const BYTE_SHIFT: u32 = 4;
+}
+
+/// The cost in ns of a bytes-mode `-m hashlimit` packet of `length`
+/// bytes: its whole 16-byte chunks plus one (a 60-byte datagram is 4), at
+/// `chunk_ns` each, at most one second (the bucket's depth), as
+/// xt_hashlimit charges it. Divided out rather than multiplied with an
+/// overflow check: BPF has no 128-bit multiply.
+#[inline(always)]
+pub fn hashlimit_byte_cost(length: u32, chunk_ns: u64) -> u64 {
+    let chunks = u64::from(length >> hashlimit::BYTE_SHIFT) + 1;
+    if chunks != 0 && chunk_ns > hashlimit::BYTES_DEPTH_NS / chunks {
+        hashlimit::BYTES_DEPTH_NS
+    } else {
+        chunks * chunk_ns
+    }
+}
+
+/// One step of a bytes-mode `-m hashlimit` bucket (depth one second, see
+/// [`limit_take`] for `tat`) with its `--hashlimit-burst`: xt_hashlimit
+/// turns a burst in bytes into a number of refills (the burst over the
+/// rate, rounded up) that an entry may use once each: when a packet costs
+/// more than the credit left and a refill is left, the bucket is full
+/// again. Refills do not come back while the entry lives (an entry idle
+/// past its expiry starts again with all of them). `used` is the refills
+/// spent so far, `refills` the rule's number. Returns the new `tat` and
+/// whether a refill was spent, or `None` when the packet is over the
+/// limit. The one meaning for the kernel and the models.
+#[inline(always)]
+pub fn hashlimit_byte_take(
+    tat: u64,
+    used: u64,
+    now: u64,
+    cost: u64,
+    refills: u64,
+) -> Option<(u64, bool)> {
+    if let Some(new) = limit_take(tat, now, cost, hashlimit::BYTES_DEPTH_NS) {
+        return Some((new, false));
+    }
+    if used < refills {
+        // A full bucket (`tat` now) always covers a cost, capped at its
+        // depth.
+        return limit_take(now, now, cost, hashlimit::BYTES_DEPTH_NS).map(|new| (new, true));
+    }
+    None
 }
 
 /// Buckets all `-m hashlimit` tables hold together. An LRU table: past
@@ -1832,7 +1879,8 @@ pub struct HashlimitBucket {
     pub last_ns: u64,
     /// Rate-match mode (where `tat` is the window's start): the window's
     /// count (packets or bytes) times 2, plus 1 when the window before it
-    /// was over the rate.
+    /// was over the rate. Bytes mode with a burst: the refills spent
+    /// (see [`hashlimit_byte_take`]).
     pub window: u64,
 }
 

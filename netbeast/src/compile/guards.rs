@@ -23,7 +23,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use netbeast_common::{Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, limit_take};
+use netbeast_common::{
+    Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, hashlimit, hashlimit_byte_cost,
+    hashlimit_byte_take, limit_take,
+};
 
 use super::PacketView;
 use super::lower::Lowering;
@@ -333,6 +336,8 @@ pub struct GuardState {
     /// `-m recent` lists by name number: the models have no packet, so
     /// one address per list (stamps, newest last).
     recent: HashMap<u32, Vec<u64>>,
+    /// Bytes-mode `-m hashlimit` refills spent, per rule and match.
+    refills: HashMap<(TableName, RuleRef, usize), u64>,
 }
 
 impl GuardState {
@@ -343,6 +348,7 @@ impl GuardState {
             // Not 0: the kernel's clock counts from boot.
             now: 1,
             recent: HashMap::new(),
+            refills: HashMap::new(),
         }
     }
 
@@ -430,6 +436,25 @@ impl GuardOracle for GuardState {
             // The models have no conntrack: each packet is its address's
             // only connection (what the kernel counts for a first one).
             return (1 > guard.a) != (guard.negated != 0);
+        }
+        if guard.kind == guard_kind::HASHLIMIT
+            && guard._pad & (hashlimit::BYTES | hashlimit::RATE_MATCH) == hashlimit::BYTES
+        {
+            // Bytes mode: the packet's length, and the refills its burst
+            // has spent, as the kernel keeps them.
+            let key = (table, rule.clone(), n);
+            let tat = self.counts.get(&key).copied().unwrap_or(0);
+            let used = self.refills.entry(key.clone()).or_insert(0);
+            let cost = hashlimit_byte_cost(u32::from(pkt.header.length), guard.a);
+            let under = match hashlimit_byte_take(tat, *used, self.now, cost, guard.b) {
+                Some((new, refilled)) => {
+                    *used += u64::from(refilled);
+                    self.counts.insert(key, new);
+                    true
+                }
+                None => false,
+            };
+            return under != (guard.negated != 0);
         }
         if guard.kind == guard_kind::LIMIT || guard.kind == guard_kind::HASHLIMIT {
             // The bucket's state, as the kernel keeps it in GUARD_STATE;
