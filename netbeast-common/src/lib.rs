@@ -1745,6 +1745,10 @@ pub mod recent {
     pub const TTL: u32 = 32;
     /// `--rdest`: the destination address is the key.
     pub const DEST: u32 = 64;
+    /// An ip6tables rule: the key is the IPv6 address, and `Guard::c`'s
+    /// high half is `--mask`'s prefix length (0..=128) instead of an
+    /// IPv4 mask.
+    pub const V6: u32 = 128;
 }
 
 /// Times one `-m recent` entry remembers (the kernel remembers 20 by
@@ -1756,13 +1760,17 @@ pub const RECENT_STAMPS: usize = 32;
 pub const RECENT_ENTRIES: u32 = 65_536;
 
 /// A `-m recent` entry's key: its list's name number and the masked
-/// address.
+/// address. A list holds both families, as xt_recent's does (one name,
+/// one list, for iptables and ip6tables): `v6` keeps an IPv4 address
+/// apart from an IPv6 one of the same first word.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecentKey {
     pub name: u32,
-    /// Network byte order.
-    pub addr: u32,
+    /// 1 for an IPv6 address, 0 for IPv4.
+    pub v6: u32,
+    /// Network byte order; an IPv4 address in the first word, the rest 0.
+    pub addr: [u32; 4],
 }
 
 /// A `-m recent` entry: the times (bpf_ktime_get_ns) of the last

@@ -2194,11 +2194,13 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // Read by the IPv6 program from the keys it fills as the IPv4
             // one does (ports, ICMPv6 type and code, TCP flags, length,
             // hop limit, source MAC), or guards that do not read the
-            // addresses (limit, statistic).
+            // addresses (limit, statistic), or read them from the IPv6
+            // address words (set, recent).
             Match::Ports(p) if p.tcp_option.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
+            | Match::Recent(_)
             | Match::Icmp6(_)
             | Match::Hl(_)
             | Match::Frag(_)
@@ -2226,13 +2228,13 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Dscp(_) => "-m dscp",
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
-            Match::Recent(_) => "-m recent",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
                    -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
-                   -m limit, -m statistic, -m comment, -m set, -m state and -m conntrack's \
+                   -m limit, -m statistic, -m recent, -m comment, -m set, -m state and \
+                   -m conntrack's \
                    --ctstate, --ctstatus and --ctdir so far"
                 .into(),
         });

@@ -265,7 +265,7 @@ pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &["dst", "eui64", "hbh", "mh", "srh"
 /// options read IPv4 addresses, or their state is keyed by them): refused
 /// by name as soon as `ip6tables` meets `-m NAME`, before an IPv6 address
 /// in their options reads as a bad IPv4 one.
-pub const IPV6_NOT_YET: &[&str] = &["iprange", "recent", "connlimit", "hashlimit"];
+pub const IPV6_NOT_YET: &[&str] = &["iprange", "connlimit", "hashlimit"];
 
 /// `" !"` before a negated option in save text, as the extensions print it.
 pub(crate) fn bang(negated: bool) -> &'static str {
