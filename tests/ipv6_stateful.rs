@@ -281,6 +281,101 @@ fn ipv6_stateful_host_like_ip6tables() {
 }
 
 // ---------------------------------------------------------------------------
+// conntrack -L -f ipv6
+
+/// A conntrack line reduced to what both sides must agree on: protocol,
+/// state, the tuples' addresses and well-known ports, the flags; the
+/// timeout, counters, identifiers, ephemeral ports and conntrack-tools'
+/// `mark=`/`use=` (netbeast has neither) are dropped.
+fn comparable(line: &str) -> String {
+    line.split_whitespace()
+        .enumerate()
+        .filter(|(i, word)| {
+            *i != 2
+                && !["packets=", "bytes=", "mark=", "use=", "id="]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+        })
+        .map(|(_, word)| match word.split_once('=') {
+            Some((k @ ("sport" | "dport"), port)) if port.parse::<u16>().unwrap() >= 1024 => {
+                match port {
+                    "5353" => word.to_string(),
+                    _ => format!("{k}=EPHEMERAL"),
+                }
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The conntrack listing of a bed's server: `netbeast conntrack` or the
+/// kernel's `conntrack`, with `args`.
+fn conntrack_list(bed: &Host, args: &[&str]) -> Vec<String> {
+    let out = if bed.netbeast {
+        let all: Vec<&str> = ["conntrack"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        bed.server.netbeast_ok(&all).unwrap()
+    } else {
+        let out = bed.server.run("conntrack", args).unwrap();
+        assert!(out.status.success(), "conntrack {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut lines: Vec<String> = out.lines().map(comparable).collect();
+    lines.sort();
+    lines
+}
+
+/// `netbeast conntrack -L -f ipv6` lists the IPv6 connections as
+/// conntrack(8) lists the kernel's: an ssh connection held open, a ping
+/// (`icmpv6   58 … type=128`) and a UDP exchange the server began; `-f
+/// ipv4` lists none of them, plain `-L` lists them too and `-C` counts
+/// them.
+#[test]
+fn ipv6_conntrack_list_like_conntrack() {
+    require_root();
+    let beds = [Host::new("v6ct-nb", true), Host::new("v6ct-ipt", false)];
+    let listings = beds.each_ref().map(|b| {
+        let ssh = b
+            .client
+            .in_netns(|| TcpStream::connect_timeout(&SocketAddr::from((v6(SERVER6), 22)), TIMEOUT))
+            .unwrap()
+            .expect("ssh is open");
+        assert_eq!(ping(&b.client, SERVER6), Answered);
+        assert_eq!(exchange(&b.server, CLIENT6, 5353), Answered);
+        let v6 = conntrack_list(b, &["-L", "-f", "ipv6"]);
+        let v4 = conntrack_list(b, &["-L", "-f", "ipv4"]);
+        let all = conntrack_list(b, &["-L"]);
+        drop(ssh);
+        (v6, v4, all)
+    });
+    let (nb, ipt) = (&listings[0], &listings[1]);
+    assert_eq!(
+        ipt.0,
+        [
+            "icmpv6 58 src=fd00:16::1 dst=fd00:16::2 type=128 code=0 src=fd00:16::2 dst=fd00:16::1 type=129 code=0",
+            "tcp 6 ESTABLISHED src=fd00:16::1 dst=fd00:16::2 sport=EPHEMERAL dport=22 src=fd00:16::2 dst=fd00:16::1 sport=22 dport=EPHEMERAL [ASSURED]",
+            "udp 17 src=fd00:16::2 dst=fd00:16::1 sport=EPHEMERAL dport=5353 src=fd00:16::1 dst=fd00:16::2 sport=5353 dport=EPHEMERAL",
+        ],
+        "the oracle itself"
+    );
+    assert_eq!(
+        nb.0, ipt.0,
+        "netbeast conntrack -L -f ipv6 against conntrack"
+    );
+    assert_eq!(nb.1, ipt.1, "-f ipv4");
+    assert_eq!(nb.2, ipt.2, "both families");
+    let count = beds[0].server.netbeast_ok(&["conntrack", "-C"]).unwrap();
+    assert_eq!(
+        count.trim(),
+        nb.2.len().to_string(),
+        "-C counts both families"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // REJECT
 
 /// REJECT rules after the stateful host's: a bare client (its veth runs no
