@@ -136,17 +136,57 @@ fn ip6tables(ns: &Netns, netbeast: bool, line: &str) {
 const CLIENT6: &str = "fd00:16::1";
 const SERVER6: &str = "fd00:16::2";
 
-/// The article's stateful firewall for a host, in ip6tables: INPUT policy
-/// DROP, ESTABLISHED,RELATED accepted, ssh open; and the two ICMPv6 rules
-/// IPv6 needs besides (the README's): neighbour discovery (and MLD), which
-/// conntrack leaves UNTRACKED, and pings, which it calls NEW.
-const HOST_RULES: &[&str] = &[
-    "-P INPUT DROP",
-    "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-    "-A INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
-    "-A INPUT -p ipv6-icmp -m conntrack --ctstate NEW -j ACCEPT",
-    "-A INPUT -p tcp --dport 22 -j ACCEPT",
-];
+/// The README's firewall for IPv6 ("The same firewall for IPv6"), read
+/// from the README itself so that what a user copies is what runs here:
+/// the article's stateful host written with ip6tables (INPUT policy DROP,
+/// ESTABLISHED,RELATED accepted, ssh open) and the two ICMPv6 rules IPv6
+/// needs besides: neighbour discovery (and MLD), which conntrack leaves
+/// UNTRACKED, and pings, which it calls NEW. Each line is a `netbeast
+/// ip6tables` command; what follows it is what both ip6tables take.
+fn readme_host_rules() -> Vec<String> {
+    let rules = readme_ipv6_block(0);
+    assert_eq!(
+        rules,
+        [
+            "-P INPUT DROP",
+            "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            NDP_RULE,
+            "-A INPUT -p ipv6-icmp -m conntrack --ctstate NEW -j ACCEPT",
+            "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        ],
+        "the README's IPv6 firewall changed: update the probes below with it"
+    );
+    rules
+}
+
+/// The `netbeast ip6tables` commands of the `n`th sh block of the
+/// README's IPv6 section, as ip6tables arguments (comments dropped).
+fn readme_ipv6_block(n: usize) -> Vec<String> {
+    const README: &str = include_str!("../README.md");
+    const SECTION: &str = "### The same firewall for IPv6";
+    let section = &README[README.find(SECTION).expect("the README's IPv6 section")..];
+    let section = &section[..section[SECTION.len()..]
+        .find("\n### ")
+        .map_or(section.len(), |end| end + SECTION.len())];
+    let block = section
+        .split("```sh\n")
+        .nth(n + 1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("sh block {n} of the README's IPv6 section"));
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.strip_prefix("netbeast ip6tables ")
+                .unwrap_or_else(|| panic!("the README's IPv6 blocks run only ip6tables: {l}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The README's rule for neighbour discovery.
+const NDP_RULE: &str = "-A INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT";
 
 struct Host {
     client: Netns,
@@ -156,7 +196,12 @@ struct Host {
 }
 
 impl Host {
+    /// A host with the README's stateful firewall.
     fn new(tag: &str, netbeast: bool) -> Host {
+        Host::with_rules(tag, netbeast, &readme_host_rules())
+    }
+
+    fn with_rules(tag: &str, netbeast: bool, rules: &[String]) -> Host {
         let client = Netns::new(&format!("{tag}-c")).unwrap();
         let mut server = Netns::new(&format!("{tag}-s")).unwrap();
         if netbeast {
@@ -189,7 +234,7 @@ impl Host {
                 .unwrap(),
         );
         udp_echo(&client, 5353);
-        for line in HOST_RULES {
+        for line in rules {
             ip6tables(&server, netbeast, line);
         }
         Host {
@@ -260,7 +305,7 @@ fn ipv6_stateful_host_like_ip6tables() {
         ip6tables(
             &bed.server,
             bed.netbeast,
-            "-D INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
+            &NDP_RULE.replacen("-A ", "-D ", 1),
         );
     }
     let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
@@ -278,6 +323,49 @@ fn ipv6_stateful_host_like_ip6tables() {
         .map(|v| v.trim().parse::<u64>().unwrap())
         .unwrap();
     assert!(created >= 4, "IPv6 connections were tracked:\n{stats}");
+}
+
+/// The README's stateless firewall for IPv6 (the article's examples 1–2
+/// with the two neighbour discovery rules before them): ssh gets in and
+/// port 80 does not; without the two NDP rules nothing does, not even
+/// ssh. netbeast and ip6tables alike.
+#[test]
+fn ipv6_stateless_readme_firewall_keeps_ndp_working() {
+    require_root();
+    let rules = readme_ipv6_block(1);
+    let ndp: Vec<&String> = rules.iter().filter(|r| r.contains("icmpv6-type")).collect();
+    assert_eq!(
+        ndp.len(),
+        2,
+        "the README's stateless block has its two NDP rules: {rules:?}"
+    );
+    let beds = [
+        Host::with_rules("v6nd-nb", true, &rules),
+        Host::with_rules("v6nd-ipt", false, &rules),
+    ];
+    let probe = |b: &Host| {
+        flush_neighbours(&b.client);
+        flush_neighbours(&b.server);
+        vec![
+            connect(&b.client, SERVER6, 22),
+            connect(&b.client, SERVER6, 80),
+        ]
+    };
+    let [nb, ipt] = [&beds[0], &beds[1]].map(probe);
+    assert_eq!(ipt, [Connected, TimedOut], "the oracle with the NDP rules");
+    assert_eq!(nb, ipt, "netbeast with the NDP rules");
+    for bed in &beds {
+        for rule in &ndp {
+            ip6tables(&bed.server, bed.netbeast, &rule.replacen("-A ", "-D ", 1));
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(probe);
+    assert_eq!(
+        ipt,
+        [TimedOut, TimedOut],
+        "the oracle without the NDP rules"
+    );
+    assert_eq!(nb, ipt, "netbeast without the NDP rules");
 }
 
 // ---------------------------------------------------------------------------
