@@ -13,7 +13,7 @@
 //! whose prefixes do not fit, or that names more lengths, uses the LPM
 //! trie.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -32,6 +32,11 @@ const MAX_KICKS: usize = 500;
 #[derive(Default)]
 pub struct AddrHash {
     pub buckets: BTreeMap<u32, [AddrSlot; ADDR_HASH_WAYS]>,
+    /// The buckets that are the first bucket of a prefix placed in its
+    /// second: a lookup that misses in one of them must read the second
+    /// bucket. The loader seals every other bucket it writes
+    /// (`AddrSlot::sealed`), so a miss there reads one bucket, full or not.
+    pub overflowed: BTreeSet<u32>,
 }
 
 impl AddrHash {
@@ -57,36 +62,59 @@ impl AddrHash {
     /// The kernel's probe: the first bucket, then the second only when the
     /// first is full (a prefix goes to its second bucket only then).
     fn find(&self, base: u64) -> Option<u32> {
+        self.probe(base).0
+    }
+
+    /// The class of key `base` and how many buckets the kernel reads to
+    /// find it or to know it is absent (1 or 2).
+    pub fn probe(&self, base: u64) -> (Option<u32>, usize) {
         let (b1, b2) = addr_hash_buckets(base);
         let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
         let first = self.buckets.get(&b1).unwrap_or(&empty);
         if let Some(s) = first.iter().find(|s| s.key == base) {
-            return Some(s.class);
+            return (Some(s.class), 1);
         }
-        if first[ADDR_HASH_WAYS - 1].key == 0 {
-            return None;
+        // The kernel stops at a sealed bucket (the loader seals every
+        // written bucket that is not `overflowed`) and at one with room.
+        if !self.overflowed.contains(&b1) || first[ADDR_HASH_WAYS - 1].key == 0 {
+            return (None, 1);
         }
         let second = self.buckets.get(&b2).unwrap_or(&empty);
-        second.iter().find(|s| s.key == base).map(|s| s.class)
+        (second.iter().find(|s| s.key == base).map(|s| s.class), 2)
+    }
+}
+
+/// One bucket during the placement: its first `len` slots hold (key base,
+/// class). A plain value, so the undo log copies it without allocating
+/// (a `Vec` per bucket and per touch was most of this phase's time).
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    len: usize,
+    slots: [(u64, u32); ADDR_HASH_WAYS],
+}
+
+impl Bucket {
+    fn entries(&self) -> &[(u64, u32)] {
+        &self.slots[..self.len]
     }
 }
 
 /// Builds the table as the kernel reads it: bucket contents during the
 /// placement, with an undo log so a field that does not fit leaves no trace.
 struct Placer {
-    buckets: HashMap<u32, Vec<(u64, u32)>>,
-    undo: Vec<(u32, Vec<(u64, u32)>)>,
+    buckets: HashMap<u32, Bucket>,
+    undo: Vec<(u32, Bucket)>,
 }
 
 impl Placer {
-    fn bucket(&mut self, b: u32) -> &mut Vec<(u64, u32)> {
+    fn bucket(&mut self, b: u32) -> &mut Bucket {
         let current = self.buckets.entry(b).or_default();
-        self.undo.push((b, current.clone()));
-        self.buckets.get_mut(&b).expect("just inserted")
+        self.undo.push((b, *current));
+        current
     }
 
     fn len(&self, b: u32) -> usize {
-        self.buckets.get(&b).map_or(0, Vec::len)
+        self.buckets.get(&b).map_or(0, |bucket| bucket.len)
     }
 
     /// Places `entry` (key base, class); `false` when it found no room.
@@ -99,7 +127,9 @@ impl Placer {
             let (b1, b2) = addr_hash_buckets(entry.0);
             for b in [b1, b2] {
                 if self.len(b) < ADDR_HASH_WAYS {
-                    self.bucket(b).push(entry);
+                    let bucket = self.bucket(b);
+                    bucket.slots[bucket.len] = entry;
+                    bucket.len += 1;
                     return true;
                 }
             }
@@ -108,7 +138,7 @@ impl Placer {
             // buckets stay full.
             let b = if kick % 2 == 0 { b1 } else { b2 };
             let way = (kick / 2) % ADDR_HASH_WAYS;
-            entry = std::mem::replace(&mut self.bucket(b)[way], entry);
+            entry = std::mem::replace(&mut self.bucket(b).slots[way], entry);
         }
         false
     }
@@ -173,21 +203,35 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
             }
         }
     }
+    // Marked from the final placement, so prefixes that kicks moved back
+    // to their first bucket leave no mark behind.
+    let mut overflowed = BTreeSet::new();
+    for (&b, bucket) in &placer.buckets {
+        for &(key, _) in bucket.entries() {
+            let first = addr_hash_buckets(key).0;
+            if first != b {
+                overflowed.insert(first);
+            }
+        }
+    }
     let buckets = placer
         .buckets
         .into_iter()
-        .filter(|(_, entries)| !entries.is_empty())
-        .map(|(b, entries)| {
+        .filter(|(_, bucket)| bucket.len > 0)
+        .map(|(b, bucket)| {
             let mut slots = [AddrSlot::default(); ADDR_HASH_WAYS];
-            for (slot, (key, class)) in slots.iter_mut().zip(entries) {
+            for (slot, &(key, class)) in slots.iter_mut().zip(bucket.entries()) {
                 *slot = AddrSlot {
                     key,
                     class,
-                    _pad: 0,
+                    sealed: 0,
                 };
             }
             (b, slots)
         })
         .collect();
-    AddrHash { buckets }
+    AddrHash {
+        buckets,
+        overflowed,
+    }
 }
