@@ -59,14 +59,15 @@ impl AddrHash {
             })
     }
 
-    /// The kernel's probe: the first bucket, then the second only when the
-    /// first is full (a prefix goes to its second bucket only then).
+    /// The kernel's probe (see [`Self::probe`]).
     fn find(&self, base: u64) -> Option<u32> {
         self.probe(base).0
     }
 
     /// The class of key `base` and how many buckets the kernel reads to
-    /// find it or to know it is absent (1 or 2).
+    /// find it or to know it is absent (1 or 2): the first bucket, then the
+    /// second only when the first is full (a prefix goes to its second
+    /// bucket only then) and not sealed.
     pub fn probe(&self, base: u64) -> (Option<u32>, usize) {
         let (b1, b2) = addr_hash_buckets(base);
         let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
@@ -84,37 +85,22 @@ impl AddrHash {
     }
 }
 
-/// One bucket during the placement: its first `len` slots hold (key base,
-/// class). A plain value, so the undo log copies it without allocating
-/// (a `Vec` per bucket and per touch was most of this phase's time).
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    len: usize,
-    slots: [(u64, u32); ADDR_HASH_WAYS],
-}
-
-impl Bucket {
-    fn entries(&self) -> &[(u64, u32)] {
-        &self.slots[..self.len]
-    }
-}
-
 /// Builds the table as the kernel reads it: bucket contents during the
 /// placement, with an undo log so a field that does not fit leaves no trace.
 struct Placer {
-    buckets: HashMap<u32, Bucket>,
-    undo: Vec<(u32, Bucket)>,
+    buckets: HashMap<u32, Vec<(u64, u32)>>,
+    undo: Vec<(u32, Vec<(u64, u32)>)>,
 }
 
 impl Placer {
-    fn bucket(&mut self, b: u32) -> &mut Bucket {
+    fn bucket(&mut self, b: u32) -> &mut Vec<(u64, u32)> {
         let current = self.buckets.entry(b).or_default();
-        self.undo.push((b, *current));
-        current
+        self.undo.push((b, current.clone()));
+        self.buckets.get_mut(&b).expect("just inserted")
     }
 
     fn len(&self, b: u32) -> usize {
-        self.buckets.get(&b).map_or(0, |bucket| bucket.len)
+        self.buckets.get(&b).map_or(0, Vec::len)
     }
 
     /// Places `entry` (key base, class); `false` when it found no room.
@@ -127,9 +113,7 @@ impl Placer {
             let (b1, b2) = addr_hash_buckets(entry.0);
             for b in [b1, b2] {
                 if self.len(b) < ADDR_HASH_WAYS {
-                    let bucket = self.bucket(b);
-                    bucket.slots[bucket.len] = entry;
-                    bucket.len += 1;
+                    self.bucket(b).push(entry);
                     return true;
                 }
             }
@@ -138,7 +122,7 @@ impl Placer {
             // buckets stay full.
             let b = if kick % 2 == 0 { b1 } else { b2 };
             let way = (kick / 2) % ADDR_HASH_WAYS;
-            entry = std::mem::replace(&mut self.bucket(b).slots[way], entry);
+            entry = std::mem::replace(&mut self.bucket(b)[way], entry);
         }
         false
     }
@@ -206,8 +190,8 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
     // Marked from the final placement, so prefixes that kicks moved back
     // to their first bucket leave no mark behind.
     let mut overflowed = BTreeSet::new();
-    for (&b, bucket) in &placer.buckets {
-        for &(key, _) in bucket.entries() {
+    for (&b, entries) in &placer.buckets {
+        for &(key, _) in entries {
             let first = addr_hash_buckets(key).0;
             if first != b {
                 overflowed.insert(first);
@@ -217,10 +201,10 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
     let buckets = placer
         .buckets
         .into_iter()
-        .filter(|(_, bucket)| bucket.len > 0)
-        .map(|(b, bucket)| {
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(b, entries)| {
             let mut slots = [AddrSlot::default(); ADDR_HASH_WAYS];
-            for (slot, &(key, class)) in slots.iter_mut().zip(bucket.entries()) {
+            for (slot, (key, class)) in slots.iter_mut().zip(entries) {
                 *slot = AddrSlot {
                     key,
                     class,
