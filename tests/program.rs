@@ -2882,6 +2882,55 @@ fn first_match_past_sixteen_thousand_slots() {
     }
 }
 
+/// A bucket of the address hash that prefixes overflowed from is not
+/// sealed, a full one nothing overflowed from is (`AddrSlot::sealed`): the
+/// kernel finds every prefix either way and stops a miss in a sealed
+/// bucket. Six sources share a first bucket: four fill it, two sit in
+/// their second buckets (sealed wrongly, those two would pass).
+#[test]
+fn sealed_address_buckets_still_find_every_prefix() {
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(
+            chain::INPUT,
+            netbeast_common::field::SRC as u32,
+            32,
+            u32::from(a),
+        )
+    };
+    let bucket = |a| netbeast_common::addr_hash_buckets(base(a)).0;
+    let first = bucket(Ipv4Addr::new(10, 0, 0, 1));
+    let sources: Vec<Ipv4Addr> = (0x0a00_0001u32..)
+        .map(Ipv4Addr::from)
+        .filter(|&a| bucket(a) == first)
+        .take(7)
+        .collect();
+    lab("addr-sealed", false, |h, _| {
+        for kept in [4, 6] {
+            let lines: Vec<String> = sources[..kept]
+                .iter()
+                .map(|a| format!("-A INPUT -s {a}/32 -p udp --dport 9 -j DROP"))
+                .collect();
+            h.apply(&lines);
+            let compiled = netbeast::compile::compile(&h.ruleset, &h.interfaces, 0).unwrap();
+            assert_eq!(
+                compiled.addr_hash.overflowed.contains(&first),
+                kept > 4,
+                "{kept} prefixes"
+            );
+            for (i, &src) in sources.iter().enumerate() {
+                let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+                let (action, _) = h.run(&frame, 0);
+                let want = if i < kept { XDP_DROP } else { XDP_PASS };
+                assert_eq!(
+                    action_name(action),
+                    action_name(want),
+                    "source {src} ({i}) among {kept} prefixes"
+                );
+            }
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset

@@ -1171,7 +1171,14 @@ pub const ADDR_EPOCH_MAX: u32 = (1 << (64 - ADDR_EPOCH_SHIFT)) - 1;
 pub struct AddrSlot {
     pub key: u64,
     pub class: u32,
-    pub _pad: u32,
+    /// Read in a bucket's first slot only: the epoch under which the
+    /// bucket is *sealed*, i.e. no prefix whose first bucket this is sits
+    /// in its second bucket, so a lookup that misses here is over even
+    /// when the bucket is full (0 or another epoch: not sealed, the lookup
+    /// goes on to the second bucket when this one is full). Without it a
+    /// miss at 100,000 host prefixes (a bucket region three quarters full)
+    /// read two buckets about half the time. Unused in the other slots.
+    pub sealed: u32,
 }
 
 /// The key of prefix `addr/len` (`addr` in host byte order, masked) of

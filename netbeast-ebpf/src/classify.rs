@@ -221,6 +221,11 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
             return Some(s.class);
         }
     }
+    // Sealed under this epoch: no prefix whose first bucket this is went to
+    // its second (`AddrSlot::sealed`), full or not.
+    if slots[0].sealed == epoch {
+        return None;
+    }
     // A prefix is in its second bucket only while its first is full (of
     // this epoch's prefixes: a bucket is written whole, filled in order).
     if slots[ADDR_HASH_WAYS - 1].key >> ADDR_EPOCH_SHIFT != epoch as u64 {

@@ -1254,6 +1254,57 @@ fn large_block_lists_are_hashed() {
     }
 }
 
+/// Sources whose prefixes share the first bucket of `first_of`, in INPUT's
+/// source field: `n` of them, from 10.0.0.1 up.
+fn sharing_a_first_bucket(n: usize) -> Vec<Ipv4Addr> {
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(chain::INPUT, field::SRC as u32, 32, u32::from(a))
+    };
+    let bucket = |a| netbeast_common::addr_hash_buckets(base(a)).0;
+    let first = bucket(Ipv4Addr::new(10, 0, 0, 1));
+    (0x0a00_0001u32..)
+        .map(Ipv4Addr::from)
+        .filter(|&a| bucket(a) == first)
+        .take(n)
+        .collect()
+}
+
+/// A bucket that a prefix overflowed from (four prefixes hashed there
+/// first, two more went to their second buckets) is marked, so the loader
+/// does not seal it and a lookup there reads the second bucket; a full
+/// bucket nothing overflowed from is sealed, and a miss in it reads one.
+#[test]
+fn only_buckets_nothing_overflowed_from_are_sealed() {
+    let sources = sharing_a_first_bucket(7);
+    let (rules, absent) = sources.split_at(6);
+    let nets: Vec<Ipv4Net> = rules.iter().map(|&a| Ipv4Net::new(a, 32)).collect();
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(chain::INPUT, field::SRC as u32, 32, u32::from(a))
+    };
+    let first = netbeast_common::addr_hash_buckets(base(sources[0])).0;
+    for (kept, overflowed) in [(4, false), (6, true)] {
+        let compiled = compile(&sources_dropped(&nets[..kept]), &[], 0).unwrap();
+        let config = &compiled.chains[chain::INPUT as usize].config;
+        assert_eq!(config.addr_table, chain::INPUT);
+        assert_eq!(config.addr_lengths[0], [32, 0, 0, 0]);
+        let hash = &compiled.addr_hash;
+        assert_eq!(
+            hash.overflowed.contains(&first),
+            overflowed,
+            "{kept} prefixes"
+        );
+        for (i, &a) in sources.iter().enumerate() {
+            let got = compiled.classify(chain::INPUT, &source_packet(a));
+            let want = if i < kept { i } else { kept };
+            assert_eq!(got[0].rule, want, "{a} among {kept} prefixes");
+        }
+        // The miss: one bucket read when sealed, two when overflowed.
+        let (class, reads) = hash.probe(base(absent[0]));
+        assert_eq!(class, None);
+        assert_eq!(reads, if overflowed { 2 } else { 1 }, "{kept} prefixes");
+    }
+}
+
 #[test]
 fn class_limit_says_where() {
     let rules: Vec<Rule> = (0..10).map(|p| tcp_dport(p, Target::Drop)).collect();

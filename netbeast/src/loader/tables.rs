@@ -309,6 +309,11 @@ fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32
         for slot in value.iter_mut().filter(|s| s.key != 0) {
             slot.key = addr_hash_key(slot.key, epoch);
         }
+        // Sealed unless a prefix whose first bucket this is went to its
+        // second (the kernel then stops at a miss here: one bucket read).
+        if !compiled.addr_hash.overflowed.contains(b) {
+            value[0].sealed = epoch;
+        }
         indexes.push(region + b);
         values.push(value);
     }
