@@ -2050,14 +2050,6 @@ impl<'a> Parser<'a> {
         let target = self.finish_target(chain)?;
         if self.family == Family::V6 {
             check_ipv6_rule(&matches, &target)?;
-            if chain == "OUTPUT" && matches!(target, Target::Reject(_)) {
-                return Err(ParseError::Ipv6Unsupported {
-                    what: "-j REJECT in OUTPUT".into(),
-                    hint: "; IPv6 REJECT answers packets that come in (INPUT, FORWARD) so far \
-                           (use -j DROP)"
-                        .into(),
-                });
-            }
         }
         let template = Rule {
             protocol: self.protocol.clone(),
