@@ -3668,6 +3668,7 @@ mod tests {
                     addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
                     ports: Some(range(8080, 8080)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3681,6 +3682,7 @@ mod tests {
                     addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
                     ports: None,
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3708,6 +3710,7 @@ mod tests {
                     addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
                     ports: Some(range(80, 80)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3734,6 +3737,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                     ports: Some(range(80, 90)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags(true, false, true)
             )
@@ -3745,6 +3749,7 @@ mod tests {
                 addrs: None,
                 ports: Some(range(5353, 5353)),
                 offset: None,
+                addrs6: None,
             }
         );
         assert_eq!(
@@ -3753,6 +3758,7 @@ mod tests {
                 addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                 ports: None,
                 offset: None,
+                addrs6: None,
             }
         );
         // Service names, `=value`, every getopt prefix of --to-destination.
@@ -3786,6 +3792,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
                     ports: Some(range(1000, 2000)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: flags(true, true, true),
             }
