@@ -29,6 +29,8 @@ enum Outcome {
     Denied,
     /// ENETUNREACH: an ICMPv6 "no route".
     NoRoute,
+    /// EPERM: the kernel's OUTPUT hook dropped the host's own datagram.
+    NotPermitted,
 }
 use Outcome::*;
 
@@ -56,6 +58,7 @@ fn error_outcome(e: &std::io::Error) -> Outcome {
         Some(libc::ECONNREFUSED) => Refused,
         Some(libc::EACCES) => Denied,
         Some(libc::ENETUNREACH) => NoRoute,
+        Some(libc::EPERM) => NotPermitted,
         _ => TimedOut,
     }
 }
@@ -510,6 +513,61 @@ fn ipv6_reject_like_ip6tables() {
         .map(|v| v.trim().parse::<u64>().unwrap())
         .unwrap();
     assert!(rejected >= 5, "netbeast answered:\n{stats}");
+}
+
+/// REJECT in OUTPUT: the server's own connections and datagrams to the
+/// client are answered on the server itself, as ip6tables answers them.
+const OUTPUT_REJECT_RULES: &[&str] = &[
+    "-A OUTPUT -o nbt6s -p tcp --dport 8080 -j REJECT --reject-with tcp-reset",
+    "-A OUTPUT -o nbt6s -p tcp --dport 8081 -j REJECT",
+    "-A OUTPUT -o nbt6s -p tcp --dport 8082 -j REJECT --reject-with icmp6-adm-prohibited",
+    "-A OUTPUT -o nbt6s -p udp --dport 5353 -j REJECT",
+];
+
+#[test]
+fn ipv6_output_reject_like_ip6tables() {
+    require_root();
+    let beds = [Host::new("v6or-nb", true), Host::new("v6or-ipt", false)];
+    for bed in &beds {
+        // The answer comes back in by `lo` with ip6tables, where conntrack
+        // calls it INVALID (its connection was never confirmed) and the
+        // host's DROP policy would take it; netbeast hands it to the stack
+        // past INPUT (docs/FEATURES.md). INPUT is opened so that both
+        // show what OUTPUT did.
+        ip6tables(&bed.server, bed.netbeast, "-P INPUT ACCEPT");
+        for line in OUTPUT_REJECT_RULES {
+            ip6tables(&bed.server, bed.netbeast, line);
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.server, CLIENT6, 8080),
+            connect(&b.server, CLIENT6, 8081),
+            connect(&b.server, CLIENT6, 8082),
+            connected_exchange(&b.server, CLIENT6, 5354),
+        ]
+    });
+    assert_eq!(
+        ipt,
+        [Refused, Refused, Denied, Refused],
+        "the oracle itself (tcp-reset, port-unreachable, adm-prohibited on the host's own \
+         connects; a datagram to a closed port of the client, untouched: the client's answer)"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+    // A rejected datagram: ip6tables fails the send itself (EPERM: an
+    // NF_DROP at LOCAL_OUT), then its error arrives; at TC egress the send
+    // has succeeded already, so the socket sees the error: ECONNREFUSED
+    // (docs/FEATURES.md, "A datagram dropped by OUTPUT").
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| connected_exchange(&b.server, CLIENT6, 5353));
+    assert_eq!(ipt, NotPermitted, "the oracle: send() fails");
+    assert_eq!(nb, Refused, "netbeast: the error reaches the socket");
+    let stats = beds[0].server.netbeast_ok(&["stats"]).unwrap();
+    let rejected = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(rejected >= 4, "netbeast answered in OUTPUT:\n{stats}");
 }
 
 // ---------------------------------------------------------------------------

@@ -682,12 +682,23 @@ pub struct NatTo {
     /// no room for the base, so iptables prints `/0`). Only with `ports`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u16>,
+    /// An ip6tables translation's address range (`addrs` is then `None`),
+    /// as `source6` sits beside `source`: every IPv4 path stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addrs6: Option<AddrRange6>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddrRange {
     pub first: Ipv4Addr,
     pub last: Ipv4Addr,
+}
+
+/// An inclusive IPv6 address range; one address is `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRange6 {
+    pub first: Ipv6Addr,
+    pub last: Ipv6Addr,
 }
 
 /// The options of the nat targets that take no value. Which target takes

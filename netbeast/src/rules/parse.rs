@@ -2050,14 +2050,6 @@ impl<'a> Parser<'a> {
         let target = self.finish_target(chain)?;
         if self.family == Family::V6 {
             check_ipv6_rule(&matches, &target)?;
-            if chain == "OUTPUT" && matches!(target, Target::Reject(_)) {
-                return Err(ParseError::Ipv6Unsupported {
-                    what: "-j REJECT in OUTPUT".into(),
-                    hint: "; IPv6 REJECT answers packets that come in (INPUT, FORWARD) so far \
-                           (use -j DROP)"
-                        .into(),
-                });
-            }
         }
         let template = Rule {
             protocol: self.protocol.clone(),
@@ -3678,6 +3670,7 @@ mod tests {
                     addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
                     ports: Some(range(8080, 8080)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3691,6 +3684,7 @@ mod tests {
                     addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
                     ports: None,
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3718,6 +3712,7 @@ mod tests {
                     addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
                     ports: Some(range(80, 80)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3744,6 +3739,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                     ports: Some(range(80, 90)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags(true, false, true)
             )
@@ -3755,6 +3751,7 @@ mod tests {
                 addrs: None,
                 ports: Some(range(5353, 5353)),
                 offset: None,
+                addrs6: None,
             }
         );
         assert_eq!(
@@ -3763,6 +3760,7 @@ mod tests {
                 addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                 ports: None,
                 offset: None,
+                addrs6: None,
             }
         );
         // Service names, `=value`, every getopt prefix of --to-destination.
@@ -3796,6 +3794,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
                     ports: Some(range(1000, 2000)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: flags(true, true, true),
             }
