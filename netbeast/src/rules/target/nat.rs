@@ -203,6 +203,32 @@ pub fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError
     Ok(PortRange { first, last })
 }
 
+/// `first[-last]` of either family, each end read by `addr`; `last` below
+/// `first` refused.
+fn addr_range<A: Copy + Ord>(
+    option: &str,
+    text: &str,
+    addr_text: &str,
+    addr: impl Fn(&str) -> Result<A, ParseError>,
+) -> Result<(A, A), ParseError> {
+    let (first, last) = match addr_text.split_once('-') {
+        Some((first, last)) => (addr(first)?, addr(last)?),
+        None => {
+            let one = addr(addr_text)?;
+            (one, one)
+        }
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "address range",
+            text,
+            "the first address is larger than the last; write it as low-high",
+        ));
+    }
+    Ok((first, last))
+}
+
 /// `--to-destination`/`--to-source`: `ip[-ip][:port[-port[/base]]]`;
 /// either part may be left out, not both. `zero_base`: a base port of 0 is
 /// taken (SNAT's, see `NatParser::kernel_to`).
@@ -228,21 +254,7 @@ pub fn parse_nat_to(option: &str, text: &str, zero_base: bool) -> Result<NatTo, 
     let addrs = match addr_text {
         "" => None,
         _ => {
-            let (first, last) = match addr_text.split_once('-') {
-                Some((first, last)) => (addr(first)?, addr(last)?),
-                None => {
-                    let one = addr(addr_text)?;
-                    (one, one)
-                }
-            };
-            if u32::from(first) > u32::from(last) {
-                return Err(invalid(
-                    option,
-                    "address range",
-                    text,
-                    "the first address is larger than the last; write it as low-high",
-                ));
-            }
+            let (first, last) = addr_range(option, text, addr_text, addr)?;
             Some(AddrRange { first, last })
         }
     };
@@ -356,21 +368,7 @@ pub fn parse_nat_to6(option: &str, text: &str, zero_base: bool) -> Result<NatTo,
             ));
         }
         _ => {
-            let (first, last) = match addr_text.split_once('-') {
-                Some((first, last)) => (addr(first)?, addr(last)?),
-                None => {
-                    let one = addr(addr_text)?;
-                    (one, one)
-                }
-            };
-            if first > last {
-                return Err(invalid(
-                    option,
-                    "address range",
-                    text,
-                    "the first address is larger than the last; write it as low-high",
-                ));
-            }
+            let (first, last) = addr_range(option, text, addr_text, addr)?;
             Some(AddrRange6 { first, last })
         }
     };
