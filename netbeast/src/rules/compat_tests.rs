@@ -333,3 +333,27 @@ fn ufw_files_restore_and_save_back() {
     let ufw = restore(UFW).unwrap();
     assert_eq!(rule_lines(&save(&ufw, false)), rule_lines(UFW));
 }
+
+const KUBE_PROXY: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.rules");
+const KUBE_PROXY_SAVED: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.saved");
+
+/// kube-proxy 1.29's ruleset (mangle canaries, KUBE-MARK-MASQ's
+/// `--or-mark`, KUBE-POSTROUTING's mark test and `--xor-mark`, the
+/// statistic cascade, `-m recent` affinity): restored, it saves as
+/// iptables-save printed it (MARK as `--set-xmark`), that save restores to
+/// the same ruleset, and it compiles.
+#[test]
+fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
+    let ruleset = restore(KUBE_PROXY).unwrap();
+    assert_eq!(
+        rule_lines(&save(&ruleset, false)),
+        rule_lines(KUBE_PROXY_SAVED)
+            .into_iter()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(restore(KUBE_PROXY_SAVED).unwrap(), ruleset);
+    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
+}

@@ -202,6 +202,16 @@ pub enum ParseError {
         option: &'static str,
         example: &'static str,
     },
+    #[error(
+        "{target}: option \"{option}\" cannot be used together with \"{other}\"; {target} \
+         takes one of {choices}"
+    )]
+    ExclusiveTargetOptions {
+        target: &'static str,
+        option: String,
+        other: String,
+        choices: &'static str,
+    },
     #[error("{target}: option \"{option}\" can only be used once{hint}")]
     RepeatedTargetOption {
         target: &'static str,
@@ -1560,7 +1570,8 @@ impl<'a> Parser<'a> {
             }
             "nat" => TableName::Nat,
             "raw" => TableName::Raw,
-            "mangle" | "security" => {
+            "mangle" => TableName::Mangle,
+            "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -2227,6 +2238,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
             Match::Recent(_) => "-m recent",
+            Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
