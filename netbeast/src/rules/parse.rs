@@ -183,7 +183,8 @@ pub enum ParseError {
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported yet; netbeast implements the filter, nat and raw tables"
+        "the {0} table is not supported yet; netbeast implements the filter, nat, raw and mangle \
+         tables"
     )]
     UnsupportedTable(String),
     /// Something ip6tables has that netbeast's IPv6 side does not yet.
@@ -2930,8 +2931,13 @@ mod tests {
         assert_eq!(parse_ok("-L -t nat").table, TableName::Nat);
         assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
         assert_eq!(
-            err("-t mangle -L"),
-            "the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
+            parse_ok("-t mangle -N KUBE-PROXY-CANARY").table,
+            TableName::Mangle
+        );
+        assert_eq!(
+            err("-t security -L"),
+            "the security table is not supported yet; netbeast implements the filter, nat, raw and \
+             mangle tables"
         );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");

@@ -302,8 +302,8 @@ pub fn parse_restore_family(
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
             }
-            "nat" => {}
-            "mangle" | "raw" | "security" => {
+            "nat" | "raw" | "mangle" => {}
+            "security" => {
                 return Err(RestoreError::Table {
                     source: ParseError::UnsupportedTable(table.to_string()),
                 });
@@ -1653,12 +1653,12 @@ COMMIT
                 "line 2: -j MASQUERADE is a target of the nat table, not of the filter table; add -t nat",
             ),
             (
-                "*mangle\n-A PREROUTING -j ACCEPT\nCOMMIT\n",
-                "line 2: the mangle table is not supported yet",
+                "*security\n-A INPUT -j ACCEPT\nCOMMIT\n",
+                "line 2: the security table is not supported yet",
             ),
             (
-                "*mangle\n:PREROUTING DROP [0:0]\nCOMMIT\n",
-                "line 2: the mangle table is not supported yet",
+                "*security\n:INPUT DROP [0:0]\nCOMMIT\n",
+                "line 2: the security table is not supported yet",
             ),
         ];
         for (text, expected) in cases {
