@@ -984,6 +984,128 @@ fn non_contiguous_netmasks() {
     lab("addrmask", false, |h, _| run_cases(h, cases));
 }
 
+/// `-j MARK` and `-m mark` (xt_MARK, xt_mark): the mark a rule sets is
+/// what the rules after it see, in the same chain, in a user-defined
+/// chain, and in the next chain of the packet's path (nat PREROUTING's
+/// mark in filter INPUT, as kube-proxy's KUBE-MARK-MASQ relies on); each
+/// operation's arithmetic; a packet from the wire starts with no mark,
+/// whatever the packet before it was given.
+#[test]
+fn marks_set_by_one_rule_are_seen_by_the_next() {
+    let udp = || {
+        FrameBuilder::udp(CLIENT, 1234, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let or_then_test = &[
+        "-A INPUT -j MARK --or-mark 0x4000",
+        "-A INPUT -m mark --mark 0x4000/0x4000 -j DROP",
+    ];
+    let test_only = &["-A INPUT -m mark --mark 0x4000/0x4000 -j DROP"];
+    let cases = vec![
+        case("--or-mark, then the match", or_then_test, udp(), Drop),
+        // The packet before this one had 0x4000: a new packet has none.
+        case("no MARK rule: no mark", test_only, udp(), Pass),
+        case(
+            "! --mark on an unmarked packet",
+            &["-A INPUT -m mark ! --mark 0x4000/0x4000 -j DROP"],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--xor-mark twice is no mark",
+            &[
+                "-A INPUT -j MARK --xor-mark 0x4000",
+                "-A INPUT -j MARK --xor-mark 0x4000",
+                "-A INPUT -m mark --mark 0x0 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-mark 0xff then --and-mark 0xf0 is 0xf0",
+            &[
+                "-A INPUT -j MARK --set-mark 0xff",
+                "-A INPUT -j MARK --and-mark 0xf0",
+                "-A INPUT -m mark --mark 0xf0 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-mark 0x1/0xf0 over 0xff clears 0xf0 and sets 0x1",
+            &[
+                "-A INPUT -j MARK --set-mark 0xff",
+                "-A INPUT -j MARK --set-mark 0x1/0xf0",
+                "-A INPUT -m mark --mark 0x0f -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-xmark flips the value's bits under the mask",
+            &[
+                "-A INPUT -j MARK --set-mark 0x3",
+                "-A INPUT -j MARK --set-xmark 0x1/0x0",
+                "-A INPUT -m mark --mark 0x2 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "the mask of the match",
+            &[
+                "-A INPUT -j MARK --set-mark 0x4001",
+                "-A INPUT -m mark --mark 0x1 -j DROP",
+                "-A INPUT -m mark --mark 0x1/0xff -j ACCEPT",
+                "-A INPUT -j DROP",
+            ],
+            udp(),
+            Pass,
+        ),
+        case(
+            "a mark set before the match only",
+            &[
+                "-A INPUT -m mark --mark 0x1 -j DROP",
+                "-A INPUT -j MARK --set-mark 0x1",
+            ],
+            udp(),
+            Pass,
+        ),
+        case(
+            "set in a user-defined chain, seen after its RETURN",
+            &[
+                "-N MARKER",
+                "-A MARKER -j MARK --set-mark 0x9",
+                "-A MARKER -j RETURN",
+                "-A INPUT -j MARKER",
+                "-A INPUT -m mark --mark 0x9 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "nat PREROUTING's mark reaches filter INPUT",
+            &[
+                "-t nat -A PREROUTING -p udp -j MARK --or-mark 0x4000",
+                "-A INPUT -m mark --mark 0x4000/0x4000 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "raw PREROUTING's mark reaches filter INPUT",
+            &[
+                "-t raw -A PREROUTING -j MARK --set-mark 0x5",
+                "-A INPUT -m mark --mark 0x5 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+    ];
+    lab("mark", false, |h, _| run_cases(h, cases));
+}
+
 #[test]
 fn port_matches() {
     let range = &["-A INPUT -p tcp --dport 1000:2000 -j DROP"];

@@ -571,8 +571,12 @@ pub mod target {
     /// packet is left out of conntrack (state UNTRACKED, no entry made or
     /// updated, no nat).
     pub const NOTRACK: u32 = 10;
+    /// `-j MARK` (any table): non-terminating; the packet's mark becomes
+    /// `(mark & !mask) ^ value` (xt_MARK), where `RuleAction::arg` is its
+    /// [`super::MarkTarget`] number (see [`super::mark_target_index`]).
+    pub const MARK: u32 = 11;
     /// Codes in the table.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     pub mod flag {
         /// The code is in the table.
@@ -590,6 +594,9 @@ pub mod target {
         /// It leaves the packet out of connection tracking (raw table's
         /// NOTRACK): the search records it, the pipeline skips conntrack.
         pub const UNTRACK: u32 = 16;
+        /// It changes the packet's mark (`-j MARK`): the search applies it
+        /// at once, so the rules after it see the new mark.
+        pub const SET_MARK: u32 = 32;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -601,6 +608,7 @@ pub mod target {
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
             NOTRACK => KNOWN | UNTRACK,
+            MARK => KNOWN | SET_MARK,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -644,6 +652,36 @@ pub const MAX_LOG_TARGETS: u32 = 4096;
 #[inline(always)]
 pub const fn log_target_index(generation: u32, n: u32) -> u32 {
     generation * MAX_LOG_TARGETS + n
+}
+
+/// `-j MARK` rules (their distinct value/mask pairs) a generation may
+/// hold: each is one entry of `MARK_TARGETS`.
+pub const MAX_MARK_TARGETS: u32 = 4096;
+
+/// Index of a generation's MARK entry `n` in `MARK_TARGETS`.
+#[inline(always)]
+pub const fn mark_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_MARK_TARGETS + n
+}
+
+/// What a `-j MARK` rule does to the packet's mark, as xt_MARK holds it
+/// (revision 2): the new mark is `(mark & !mask) ^ value`. Every option
+/// of libxt_MARK comes down to one pair (`--or-mark V` is `V/V`,
+/// `--xor-mark V` is `V/0`, `--and-mark V` is `0/!V`, `--set-mark V/M` is
+/// `V/(V|M)`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MarkTarget {
+    pub value: u32,
+    pub mask: u32,
+}
+
+impl MarkTarget {
+    /// The mark after this target.
+    #[inline(always)]
+    pub const fn apply(&self, mark: u32) -> u32 {
+        (mark & !self.mask) ^ self.value
+    }
 }
 
 /// The longest `--log-prefix` (iptables' limit: the kernel's field is 30
@@ -1359,6 +1397,11 @@ pub mod guard_kind {
     /// `a`) equals the address (low 32 bits), host byte order; inverted by
     /// `negated`. No state: see [`super::Guard::holds_addr_mask`].
     pub const ADDR_MASK: u32 = 15;
+    /// `-m mark --mark V[/M]`: the packet's mark under the mask `b` equals
+    /// `a`, inverted by `negated`. No state: see
+    /// [`super::Guard::holds_mark`]. (A number well apart from the others:
+    /// other branches add kinds at the same time.)
+    pub const MARK: u32 = 24;
 }
 
 /// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
@@ -2093,6 +2136,13 @@ impl Guard {
         (addr & mask == value) != (self.negated != 0)
     }
 
+    /// [`guard_kind::MARK`] for a packet whose mark is `mark` (xt_mark:
+    /// `(mark & mask) == value`, the value not masked).
+    #[inline(always)]
+    pub fn holds_mark(&self, mark: u32) -> bool {
+        (mark & self.b as u32 == self.a as u32) != (self.negated != 0)
+    }
+
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
     /// bumps for every packet it is evaluated on.
     #[inline(always)]
@@ -2589,6 +2639,7 @@ pub mod size {
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
+    pub const MARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_MARK_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
@@ -2605,6 +2656,7 @@ mod user {
     // padding (checked by the layout tests).
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
+    unsafe impl aya::Pod for MarkTarget {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
     unsafe impl aya::Pod for AddrSlot {}
@@ -2683,6 +2735,7 @@ mod tests {
                 IPV6_RT,
                 IPV6_FRAG,
                 ADDR_MASK,
+                MARK,
             ];
             for (i, a) in kinds.iter().enumerate() {
                 assert!(*a != 0, "guard kind 0 is no guard");
@@ -2735,6 +2788,7 @@ mod tests {
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
         assert_eq!(size_of::<NatTarget>(), 20);
+        assert_eq!(size_of::<MarkTarget>(), 8);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };

@@ -17,9 +17,10 @@ use netbeast_common::{
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
-    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
-    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
-    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
+    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
+    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
+    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
+    size, stats, target,
 };
 
 use crate::stats::bump;
@@ -56,6 +57,10 @@ static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS,
 /// looks up. Written by userspace with the local addresses.
 #[map]
 static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPES, 0);
+/// What the `-j MARK` rules of both generations do to the mark
+/// (`MarkTarget`, at `mark_target_index(generation, RuleAction::arg)`).
+#[map]
+static MARK_TARGETS: Array<MarkTarget> = Array::with_max_entries(size::MARK_TARGETS, 0);
 /// The guard records of both generations (`Guard`, written by the loader).
 #[map]
 static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
@@ -535,6 +540,9 @@ pub extern "C" fn netbeast_classify(
     st.log_count = 0;
     st.hit_count = 0;
     st.untrack = 0;
+    // `takes_effect` reads it (a MARK's entry) from the first slot on,
+    // before the search's steps record the rest of their state.
+    st.generation = generation;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -721,6 +729,9 @@ fn packet_guard(g: &Guard) -> bool {
     if g.kind == guard_kind::ADDR_MASK {
         return g.holds_addr_mask(u32::from_be(keys.src), u32::from_be(keys.dst));
     }
+    if g.kind == guard_kind::MARK {
+        return g.holds_mark(crate::parse::current_mark());
+    }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
@@ -816,6 +827,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind == guard_kind::TCP_OPTION
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
+            || g.kind == guard_kind::MARK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
@@ -1136,7 +1148,13 @@ pub struct SearchState {
     counter_base: u32,
     /// Used fields recorded below (large chains), in field order.
     fields: u32,
-    _pad: u32,
+    /// The packet's mark (skb->mark to the kernel): 0 for a packet from
+    /// the wire, the socket's for the host's own at TC egress; `-j MARK`
+    /// changes it during the search and `-m mark` reads it. It lives in
+    /// the per-CPU packet slot, so it carries from one chain to the next
+    /// (raw, nat PREROUTING, filter, nat POSTROUTING) as iptables'
+    /// skb->mark does; nothing resets it between chains.
+    pub mark: u32,
     /// The search's sequence for guard outcomes (`GUARD_MEMO`), 0 until a
     /// guarded slot is met.
     seq: u64,
@@ -1357,6 +1375,11 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
     }
     if flags & target::flag::UNTRACK != 0 {
         st.untrack = 1;
+    }
+    if flags & target::flag::SET_MARK != 0
+        && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
+    {
+        st.mark = m.apply(st.mark);
     }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);

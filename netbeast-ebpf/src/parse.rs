@@ -305,6 +305,27 @@ pub fn current_keys() -> Option<&'static Keys> {
     PACKET.get(0).map(|p| &p.keys)
 }
 
+/// The socket programs (nat OUTPUT) have no packet: they put the socket's
+/// keys where [`current_keys`] finds a packet's, for `-m recent`. The
+/// other packet guards are refused there by the compiler.
+#[inline(always)]
+pub fn set_socket_keys(keys: &Keys) {
+    if let Some(p) = PACKET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot. A packet program that interrupts the
+        // socket program on this CPU (softirq) overwrites the keys, as it
+        // does the per-CPU guard sequence the two already share: a rare
+        // race where `-m recent` reads that packet's addresses.
+        unsafe { (*p).keys = *keys };
+    }
+}
+
+/// The current packet's mark (`SearchState::mark`), for `-m mark`
+/// (packet programs only, as [`current_keys`]).
+#[inline(always)]
+pub fn current_mark() -> u32 {
+    PACKET.get(0).map_or(0, |p| p.search.mark)
+}
+
 pub enum Parsed {
     /// IPv6, ARP, anything that is not IPv4: passed untouched.
     NotIpv4,

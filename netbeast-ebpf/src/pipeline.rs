@@ -114,6 +114,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     }
     let active = Active::read();
     pkt.search.trace_id = trace_id(active);
+    // A packet from the wire has no mark yet (skb->mark 0 in the kernel's
+    // PREROUTING); `-j MARK` rules set it as the chains run.
+    pkt.search.mark = 0;
     if active.tcp_options() {
         crate::parse::read_tcp_options(pkt, start, end);
     }
@@ -390,6 +393,11 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     pkt.search.trace_id = trace_id(active);
+    // The host's packet carries its socket's mark (SO_MARK) into OUTPUT,
+    // as in the kernel; what `-j MARK` makes of it is written back below.
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let socket_mark = unsafe { (*ctx.skb.skb).mark };
+    pkt.search.mark = socket_mark;
     if active.tcp_options() {
         crate::parse::read_tcp_options(pkt, start, end);
     }
@@ -459,6 +467,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
             }
             if translations {
                 nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
+            }
+            // The mark the chains left is the packet's from here on (the
+            // qdiscs and tc filters after netbeast), as iptables' skb->mark
+            // is; a veth into another namespace scrubs it either way.
+            if pkt.search.mark != socket_mark {
+                // SAFETY: TC programs may write skb->mark.
+                unsafe { (*ctx.skb.skb).mark = pkt.search.mark };
             }
             bump(stats::ACCEPTED);
             TC_ACT_OK

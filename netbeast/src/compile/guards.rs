@@ -499,6 +499,9 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
         guard_kind::IPV6_RT => Some(guard.holds_ipv6_rt(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_FRAG => Some(guard.holds_ipv6_frag(&pkt.header.ipv6_ext)),
         guard_kind::ADDR_MASK => Some(guard.holds_addr_mask(pkt.src.into(), pkt.dst.into())),
+        // The models run no MARK rule: their packets keep the mark they
+        // came with, which is none (0), as a packet from the wire.
+        guard_kind::MARK => Some(guard.holds_mark(0)),
         guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
             let state = pkt.ct_state & ct_state::STATE_MASK;
             if !matches!(

@@ -77,7 +77,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 48] = [
+pub const MAP_NAMES: [&str; 49] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -91,6 +91,7 @@ pub const MAP_NAMES: [&str; 48] = [
     "CT6_UNREPLIED",
     "CT6_ESTABLISHED",
     "NAT_TARGETS",
+    "MARK_TARGETS",
     "CT_CONFIG",
     "ACTIVE",
     "CHAINS",

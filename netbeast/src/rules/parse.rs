@@ -183,7 +183,8 @@ pub enum ParseError {
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported yet; netbeast implements the filter, nat and raw tables"
+        "the {0} table is not supported yet; netbeast implements the filter, nat, raw and mangle \
+         tables"
     )]
     UnsupportedTable(String),
     /// Something ip6tables has that netbeast's IPv6 side does not yet.
@@ -201,6 +202,16 @@ pub enum ParseError {
         target: &'static str,
         option: &'static str,
         example: &'static str,
+    },
+    #[error(
+        "{target}: option \"{option}\" cannot be used together with \"{other}\"; {target} \
+         takes one of {choices}"
+    )]
+    ExclusiveTargetOptions {
+        target: &'static str,
+        option: String,
+        other: String,
+        choices: &'static str,
     },
     #[error("{target}: option \"{option}\" can only be used once{hint}")]
     RepeatedTargetOption {
@@ -1560,7 +1571,8 @@ impl<'a> Parser<'a> {
             }
             "nat" => TableName::Nat,
             "raw" => TableName::Raw,
-            "mangle" | "security" => {
+            "mangle" => TableName::Mangle,
+            "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -2220,6 +2232,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Dscp(_) => "-m dscp",
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
+            Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
@@ -2912,8 +2925,13 @@ mod tests {
         assert_eq!(parse_ok("-L -t nat").table, TableName::Nat);
         assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
         assert_eq!(
-            err("-t mangle -L"),
-            "the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
+            parse_ok("-t mangle -N KUBE-PROXY-CANARY").table,
+            TableName::Mangle
+        );
+        assert_eq!(
+            err("-t security -L"),
+            "the security table is not supported yet; netbeast implements the filter, nat, raw and \
+             mangle tables"
         );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");

@@ -33,6 +33,7 @@ pub mod ipv6header;
 pub mod length;
 pub mod limit;
 pub mod mac;
+pub mod mark;
 pub mod multiport;
 pub mod pkttype;
 pub mod recent;
@@ -181,6 +182,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,
+    &mark::MODULE,
     &comment::MODULE,
     &connlimit::MODULE,
     &conntrack::STATE,
@@ -239,7 +241,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "helper",
     "ipcomp",
     "ipvs",
-    "mark",
     "nfacct",
     "osf",
     "owner",

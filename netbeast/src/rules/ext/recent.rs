@@ -358,10 +358,10 @@ impl MatchParser for RecentParser {
                 reason: "--reap also requires --seconds".into(),
             });
         }
-        if rule.table != TableName::Filter {
+        if !matches!(rule.table, TableName::Filter | TableName::Nat) {
             return Err(ParseError::Unsupported {
                 what: format!("-m recent in the {} table", rule.table.as_str()),
-                hint: "; netbeast keeps recent lists in the filter table only".into(),
+                hint: "; netbeast keeps recent lists in the filter and nat tables".into(),
             });
         }
         let (mask, mask6) = match (rule.family, &self.mask) {
