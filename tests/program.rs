@@ -4208,6 +4208,32 @@ fn connlimit_counts_live_connections_of_an_address() {
     });
 }
 
+/// A limit no count can reach (iptables' own test uses 4294967295): above
+/// it never matches, up to it always does, with no list kept.
+#[test]
+fn connlimit_limit_past_conntrack_is_never_passed() {
+    lab("connlimit_unreachable", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p tcp --dport 80 -m connlimit --connlimit-above 4294967295 -j DROP",
+            "-A INPUT -p tcp --dport 81 -m connlimit --connlimit-upto 4294967295 -j DROP",
+        ]);
+        let syn = |sport: u16, dport: u16| {
+            FrameBuilder::tcp(CLIENT, sport, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        for sport in 1000..1005 {
+            assert_eq!(
+                action_name(h.run(&syn(sport, 80), 0).0),
+                "XDP_PASS",
+                "above"
+            );
+            assert_eq!(action_name(h.run(&syn(sport, 81), 0).0), "XDP_DROP", "upto");
+        }
+    });
+}
+
 #[test]
 fn hashlimit_keeps_a_bucket_per_source() {
     lab("hashlimit", false, |h, _| {

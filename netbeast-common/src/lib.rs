@@ -2419,6 +2419,15 @@ impl CtConfig {
 pub const CT_UNREPLIED_ENTRIES: u32 = 65536;
 /// Entries of the table for connections that have seen a reply.
 pub const CT_ESTABLISHED_ENTRIES: u32 = 262144;
+/// The most entries `attach --ct-unreplied-size` or `--ct-established-size`
+/// may give one IPv4 conntrack table.
+pub const MAX_CT_TABLE_ENTRIES: u32 = 1 << 24;
+/// A `-m connlimit` count can never exceed this: every connection it
+/// counts is an entry of one of the two IPv4 conntrack tables (at most
+/// [`MAX_CT_TABLE_ENTRIES`] each), plus the packet's own when it has none.
+/// A limit at or above it is never passed, as iptables' limits far above
+/// `nf_conntrack_max` are not.
+pub const CONNLIMIT_UNREACHABLE: u32 = 2 * MAX_CT_TABLE_ENTRIES + 1;
 /// The IPv6 tables' sizes (`CT6_UNREPLIED`, `CT6_ESTABLISHED`), split as
 /// the IPv4 ones are. A quarter of theirs: an IPv6 entry and key take 168
 /// bytes against 88, and dual-stack hosts still carry most connections
