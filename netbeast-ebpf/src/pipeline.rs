@@ -114,8 +114,11 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     }
     let active = Active::read();
     pkt.search.trace_id = trace_id(active);
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits());
     }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
@@ -390,8 +393,11 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     pkt.search.trace_id = trace_id(active);
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits());
     }
     // The raw table's OUTPUT, before conntrack (see `ingress`).
     let mut untracked = false;

@@ -1677,6 +1677,7 @@ mod smoke {
                 })),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             }));
             input.rules.push(r);
         }

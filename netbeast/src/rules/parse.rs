@@ -2195,7 +2195,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // one does (ports, ICMPv6 type and code, TCP flags, length,
             // hop limit, source MAC), or guards that do not read the
             // addresses (limit, statistic).
-            Match::Ports(p) if p.tcp_option.is_none() => continue,
+            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
@@ -2208,6 +2208,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
+            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
@@ -2572,6 +2573,7 @@ mod tests {
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2620,6 +2622,7 @@ mod tests {
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3175,6 +3178,7 @@ mod tests {
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3192,6 +3196,7 @@ mod tests {
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3202,6 +3207,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3213,6 +3219,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3240,6 +3247,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3250,6 +3258,7 @@ mod tests {
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3290,6 +3299,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
@@ -3297,6 +3307,7 @@ mod tests {
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
             ]
         );
@@ -3315,6 +3326,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 })
             ]
         );
