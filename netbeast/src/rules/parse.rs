@@ -2539,7 +2539,7 @@ mod tests {
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp -m dccp --dccp-types SYNC",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
         ] {
