@@ -4380,6 +4380,32 @@ fn connlimit_counts_live_connections_of_an_address() {
     });
 }
 
+/// A limit no count can reach (iptables' own test uses 4294967295): above
+/// it never matches, up to it always does, with no list kept.
+#[test]
+fn connlimit_limit_past_conntrack_is_never_passed() {
+    lab("connlimit_unreachable", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p tcp --dport 80 -m connlimit --connlimit-above 4294967295 -j DROP",
+            "-A INPUT -p tcp --dport 81 -m connlimit --connlimit-upto 4294967295 -j DROP",
+        ]);
+        let syn = |sport: u16, dport: u16| {
+            FrameBuilder::tcp(CLIENT, sport, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        for sport in 1000..1005 {
+            assert_eq!(
+                action_name(h.run(&syn(sport, 80), 0).0),
+                "XDP_PASS",
+                "above"
+            );
+            assert_eq!(action_name(h.run(&syn(sport, 81), 0).0), "XDP_DROP", "upto");
+        }
+    });
+}
+
 #[test]
 fn hashlimit_keeps_a_bucket_per_source() {
     lab("hashlimit", false, |h, _| {
@@ -5474,6 +5500,239 @@ fn tcp_option_matches() {
                 "with ports and flags, another port",
                 vec!["-A INPUT -p tcp --dport 23 --syn --tcp-option 2 -j DROP".to_string()],
                 tcp(22).tcp_options(&SYN_OPTIONS),
+                Pass,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, rules, frame, expect) in cases {
+            h.apply(&rules);
+            let frame = frame.build();
+            let (action, _) = h.run(&frame, 0);
+            let want = match expect {
+                Drop => XDP_DROP,
+                _ => XDP_PASS,
+            };
+            if action != want {
+                failures.push(format!(
+                    "{what}: {rules:?} gave {}, expected {}",
+                    action_name(action),
+                    action_name(want)
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+/// `-m sctp --chunk-types` on real SCTP packets, as xt_sctp walks them:
+/// every chunk in order, `any`/`only` deciding at the first chunk that
+/// settles it, `all` at the end; flags tested on the listed types; a chunk
+/// header cut short or of length 0 (where the kernel drops the packet),
+/// or chunks past `MAX_SCTP_CHUNKS` before anything is decided: no match,
+/// negated or not. Ethernet padding after the datagram is not a chunk.
+#[test]
+fn sctp_chunk_types_match() {
+    use netbeast::packet::sctp_chunk as chunk_of;
+    use netbeast::packet::sctp_chunk::*;
+    use netbeast_common::sctp::MAX_SCTP_CHUNKS;
+    let sctp = |chunks: &[Vec<u8>]| {
+        FrameBuilder::sctp(CLIENT, CLIENT_PORT, SERVER, 3868, &chunks.concat())
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let c = |t: u8, flags: u8| chunk_of(t, flags, &[0xab; 5]);
+    lab("sctp-chunks", false, |h, _ns| {
+        let rule = |test: &str| vec![format!("-A INPUT -p sctp --dport 3868 {test} -j DROP")];
+        let many = |t: u8, n: usize| vec![chunk_of(t, 0, &[]); n].concat();
+        let cases: Vec<(&str, Vec<String>, FrameBuilder, Expect)> = vec![
+            (
+                "any: met",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0)]),
+                Drop,
+            ),
+            (
+                "any: absent",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(DATA, 3)]),
+                Pass,
+            ),
+            (
+                "any: second chunk",
+                rule("--chunk-types any INIT,ABORT"),
+                sctp(&[c(DATA, 3), c(ABORT, 0)]),
+                Drop,
+            ),
+            (
+                "any: flags hold",
+                rule("--chunk-types any ABORT:T"),
+                sctp(&[c(ABORT, 1)]),
+                Drop,
+            ),
+            (
+                "any: flags fail",
+                rule("--chunk-types any ABORT:T"),
+                sctp(&[c(ABORT, 0)]),
+                Pass,
+            ),
+            (
+                "! any: absent",
+                rule("! --chunk-types any ABORT"),
+                sctp(&[c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "! any: met",
+                rule("! --chunk-types any ABORT"),
+                sctp(&[c(DATA, 3), c(ABORT, 0)]),
+                Pass,
+            ),
+            (
+                "all: every type met",
+                rule("--chunk-types all DATA,SACK"),
+                sctp(&[c(SACK, 0), c(DATA, 3), c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "all: one missing",
+                rule("--chunk-types all DATA,SACK"),
+                sctp(&[c(DATA, 3), c(DATA, 3)]),
+                Pass,
+            ),
+            // DATA:Be: B (bit 1) set, E (bit 0) clear; one DATA chunk
+            // with them is enough for `all`.
+            (
+                "all: flags of one chunk",
+                rule("--chunk-types all DATA:Be"),
+                sctp(&[c(DATA, 3), c(DATA, 2)]),
+                Drop,
+            ),
+            (
+                "all: no chunk with the flags",
+                rule("--chunk-types all DATA:Be"),
+                sctp(&[c(DATA, 3), c(DATA, 1)]),
+                Pass,
+            ),
+            (
+                "all ALL never holds",
+                rule("--chunk-types all ALL"),
+                sctp(&[c(DATA, 3)]),
+                Pass,
+            ),
+            (
+                "all NONE holds",
+                rule("--chunk-types all NONE"),
+                sctp(&[c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "only: listed types",
+                rule("--chunk-types only DATA,SACK"),
+                sctp(&[c(DATA, 3), c(SACK, 0)]),
+                Drop,
+            ),
+            (
+                "only: another type",
+                rule("--chunk-types only DATA,SACK"),
+                sctp(&[c(DATA, 3), c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "only: a DATA chunk's flags fail",
+                rule("--chunk-types only DATA:E,SACK"),
+                sctp(&[c(SACK, 0), c(DATA, 2)]),
+                Pass,
+            ),
+            (
+                "only ALL",
+                rule("--chunk-types only ALL"),
+                sctp(&[c(COOKIE_ECHO, 0), c(200, 0)]),
+                Drop,
+            ),
+            // I_DATA's flags are filed where the kernel never finds them.
+            (
+                "I_DATA's flags are not tested",
+                rule("--chunk-types any I_DATA:I"),
+                sctp(&[c(64, 0)]),
+                Drop,
+            ),
+            // Chunks cut short: decided before them, as the kernel, or not at all.
+            (
+                "cut: decided before",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0), vec![DATA, 0]]),
+                Drop,
+            ),
+            (
+                "cut: not decided, no match",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Pass,
+            ),
+            (
+                "cut: not decided, ! no match either",
+                rule("! --chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Pass,
+            ),
+            (
+                "length 0: no match",
+                rule("! --chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![SACK, 0, 0, 0]]),
+                Pass,
+            ),
+            (
+                "no chunk at all: no match",
+                rule("! --chunk-types any INIT"),
+                sctp(&[]),
+                Pass,
+            ),
+            // A chunk whose length runs past the datagram ends the walk.
+            (
+                "a long last chunk ends the walk",
+                rule("--chunk-types only DATA"),
+                sctp(&[vec![DATA, 0, 0x01, 0x00, 1, 2, 3, 4]]),
+                Drop,
+            ),
+            // Ethernet padding (a 50-byte frame padded to 60) is no chunk.
+            (
+                "padding is no chunk",
+                rule("--chunk-types only DATA"),
+                sctp(&[chunk_of(DATA, 0, &[])]).pad_to(60),
+                Drop,
+            ),
+            // Past MAX_SCTP_CHUNKS: what the first ones decide, else no match.
+            (
+                "many chunks, decided early",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0), many(PAD, MAX_SCTP_CHUNKS + 10)]),
+                Drop,
+            ),
+            (
+                "many chunks, decided within the bound",
+                rule("--chunk-types any PAD"),
+                sctp(&[many(DATA, MAX_SCTP_CHUNKS - 1), c(PAD, 0)]),
+                Drop,
+            ),
+            (
+                "many chunks, undecided",
+                rule("--chunk-types any INIT"),
+                sctp(&[many(PAD, MAX_SCTP_CHUNKS), c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "with ports, another port",
+                vec!["-A INPUT -p sctp --dport 80 --chunk-types any INIT -j DROP".to_string()],
+                sctp(&[c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "not SCTP",
+                rule("! --chunk-types any INIT")
+                    .into_iter()
+                    .map(|r| r.replace("--dport 3868 ", ""))
+                    .collect(),
+                udp(3868),
                 Pass,
             ),
         ];

@@ -92,6 +92,10 @@ pub const ACTIVE_RAW: u32 = 512;
 /// make the header facts from its walk (a call per packet no other
 /// ruleset pays).
 pub const ACTIVE_IPV6_HEADERS: u32 = 1024;
+/// Bit of the `ACTIVE` word set when a rule tests SCTP chunks (`-m sctp
+/// --chunk-types`): the pipeline then walks an SCTP packet's chunks into
+/// its per-CPU slot (a cost no other ruleset pays).
+pub const ACTIVE_SCTP_CHUNKS: u32 = 2048;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -1402,6 +1406,107 @@ pub mod guard_kind {
     /// [`super::Guard::holds_mark`]. (A number well apart from the others:
     /// other branches add kinds at the same time.)
     pub const MARK: u32 = 24;
+    /// `-m sctp --chunk-types all|any|only LIST`: the chunks the pipeline's
+    /// walk met ([`super::sctp::SctpChunks`]), tested as xt_sctp does
+    /// ([`super::Guard::holds_sctp_chunks`]). `_pad`: [`super::sctp`]
+    /// mode, `EVERY` and flag-entry count; `a`: the chunk types, one bit
+    /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
+    /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
+    pub const SCTP_CHUNKS: u32 = 16;
+}
+
+/// `-m sctp --chunk-types` (xt_sctp): the chunk walk's record and the
+/// guard's encoding.
+pub mod sctp {
+    /// Chunks of one packet the walk examines. The kernel walks them all;
+    /// past this many, netbeast decides only what the first ones decide
+    /// (`any` met a matching chunk, `only` a chunk it forbids, which is
+    /// where xt_sctp stops too), and otherwise the match fails, negated or
+    /// not (`Status::MORE`). 128 chunks of at least 16 bytes (a DATA
+    /// chunk with one byte) take more than a 1,500-byte packet. A power of
+    /// two: indexes are masked with it.
+    pub const MAX_SCTP_CHUNKS: usize = 128;
+
+    /// `SctpChunks::status`: how the walk ended.
+    pub mod status {
+        /// Not walked: not SCTP, a later fragment, no whole common header.
+        pub const NONE: u32 = 0;
+        /// Every chunk up to the end of the datagram was examined.
+        pub const WHOLE: u32 = 1;
+        /// The chunk after the last recorded one has no whole header in
+        /// the datagram or a length of 0 (xt_sctp drops the packet when it
+        /// reaches it: "hotdrop"), or lies past the bytes the program can
+        /// read.
+        pub const CUT: u32 = 2;
+        /// More chunks than [`super::MAX_SCTP_CHUNKS`].
+        pub const MORE: u32 = 3;
+    }
+
+    /// `Guard::_pad` bits: the match type (xt_sctp's values) ...
+    pub const ANY: u32 = 1;
+    pub const ALL: u32 = 2;
+    pub const ONLY: u32 = 4;
+    pub const MODE_MASK: u32 = 7;
+    /// ... `ALL` given as the list: every chunk type, not only named ones.
+    pub const EVERY: u32 = 1 << 8;
+    /// ... and the number of flag entries (0 to 4) from this bit on.
+    pub const FLAG_COUNT_SHIFT: u32 = 16;
+    /// Flag entries one match holds (xt_sctp's `XT_NUM_SCTP_FLAGS`).
+    pub const MAX_FLAG_ENTRIES: usize = 4;
+
+    /// The chunk types libxt_sctp names, in its order, with their bit in
+    /// the guard's type set.
+    pub const NAMED_TYPES: [u8; 22] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 64, 130, 132, 193, 128, 192, 194,
+    ];
+
+    /// The guard's bit for chunk type `t`: types 0 to 14 their own,
+    /// the others libxt_sctp names after them; `None` for a type no name
+    /// gives (a list of names never holds it).
+    #[inline(always)]
+    pub fn type_bit(t: u8) -> Option<u32> {
+        match t {
+            0..=14 => Some(u32::from(t)),
+            64 => Some(15),
+            128 => Some(16),
+            130 => Some(17),
+            132 => Some(18),
+            192 => Some(19),
+            193 => Some(20),
+            194 => Some(21),
+            _ => None,
+        }
+    }
+
+    /// One flag entry in its 32 bits: chunk type, required flags, mask.
+    #[inline(always)]
+    pub fn flag_entry(chunk: u8, flag: u8, mask: u8) -> u64 {
+        u64::from(chunk) | u64::from(flag) << 8 | u64::from(mask) << 16
+    }
+
+    /// The chunks the walk met, in order: what `--chunk-types` reads.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SctpChunks {
+        /// `status::*`.
+        pub status: u32,
+        /// Chunks recorded in `types` and `flags` (at most
+        /// [`MAX_SCTP_CHUNKS`]).
+        pub count: u32,
+        pub types: [u8; MAX_SCTP_CHUNKS],
+        pub flags: [u8; MAX_SCTP_CHUNKS],
+    }
+
+    impl Default for SctpChunks {
+        fn default() -> Self {
+            SctpChunks {
+                status: status::NONE,
+                count: 0,
+                types: [0; MAX_SCTP_CHUNKS],
+                flags: [0; MAX_SCTP_CHUNKS],
+            }
+        }
+    }
 }
 
 /// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
@@ -2062,6 +2167,92 @@ impl Guard {
         met != (self.negated != 0)
     }
 
+    /// [`guard_kind::SCTP_CHUNKS`]: whether the chunk type is in the
+    /// match's list.
+    #[inline(always)]
+    pub fn sctp_lists(&self, t: u8) -> bool {
+        self._pad & sctp::EVERY != 0 || sctp::type_bit(t).is_some_and(|b| self.a >> b & 1 != 0)
+    }
+
+    /// xt_sctp's flag test for a chunk of type `t` with `flags`: the first
+    /// entry for its type decides (`flags & mask == flag`); none, it holds.
+    #[inline(always)]
+    pub fn sctp_flags_hold(&self, t: u8, flags: u8) -> bool {
+        let count = (self._pad >> sctp::FLAG_COUNT_SHIFT) as usize;
+        let mut i = 0;
+        while i < sctp::MAX_FLAG_ENTRIES {
+            if i >= count {
+                break;
+            }
+            let word = if i < 2 { self.b } else { self.c };
+            let entry = word >> (32 * (i & 1));
+            if entry as u8 == t {
+                return flags & (entry >> 16) as u8 == (entry >> 8) as u8;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// One chunk of xt_sctp's walk for [`guard_kind::SCTP_CHUNKS`]:
+    /// `Some(outcome)` (before `!`) where the kernel's walk returns at
+    /// this chunk, `None` to go on. `left`: the listed types not met yet
+    /// (for `all`; start from `a`).
+    #[inline(always)]
+    pub fn sctp_step(&self, left: &mut u64, t: u8, flags: u8) -> Option<bool> {
+        let mode = self._pad & sctp::MODE_MASK;
+        if self.sctp_lists(t) {
+            let flags_hold = self.sctp_flags_hold(t, flags);
+            if mode == sctp::ANY && flags_hold {
+                return Some(true);
+            }
+            if mode == sctp::ONLY && !flags_hold {
+                return Some(false);
+            }
+            if mode == sctp::ALL
+                && flags_hold
+                && let Some(b) = sctp::type_bit(t)
+            {
+                *left &= !(1u64 << b);
+            }
+        } else if mode == sctp::ONLY {
+            return Some(false);
+        }
+        None
+    }
+
+    /// The outcome (before `!`) once every chunk was walked without the
+    /// walk returning: `all` when every listed type was met (never for
+    /// `ALL`, whose kernel map holds bits no chunk type clears), `any`
+    /// false, `only` true.
+    #[inline(always)]
+    pub fn sctp_end(&self, left: u64) -> bool {
+        match self._pad & sctp::MODE_MASK {
+            sctp::ALL => self._pad & sctp::EVERY == 0 && left == 0,
+            sctp::ANY => false,
+            _ => true,
+        }
+    }
+
+    /// [`guard_kind::SCTP_CHUNKS`] on a packet's chunk walk, as xt_sctp
+    /// decides it: walked in order with the kernel's early returns; a walk
+    /// cut short (where the kernel drops the packet, or past
+    /// [`sctp::MAX_SCTP_CHUNKS`]) or absent fails, negated or not. The
+    /// kernel runs the same steps in `bpf_loop`.
+    pub fn holds_sctp_chunks(&self, walk: &sctp::SctpChunks) -> bool {
+        if walk.status == sctp::status::NONE {
+            return false;
+        }
+        let negated = self.negated != 0;
+        let mut left = self.a;
+        for i in 0..(walk.count as usize).min(sctp::MAX_SCTP_CHUNKS) {
+            if let Some(outcome) = self.sctp_step(&mut left, walk.types[i], walk.flags[i]) {
+                return outcome != negated;
+            }
+        }
+        walk.status == sctp::status::WHOLE && self.sctp_end(left) != negated
+    }
+
     /// `-m ipv6header`: the headers met, exactly (`b` inverts the test)
     /// or, with `--soft` (`c` 1), each listed header present (absent where
     /// `b` inverts it), as ip6t_ipv6header decides.
@@ -2532,6 +2723,15 @@ impl CtConfig {
 pub const CT_UNREPLIED_ENTRIES: u32 = 65536;
 /// Entries of the table for connections that have seen a reply.
 pub const CT_ESTABLISHED_ENTRIES: u32 = 262144;
+/// The most entries `attach --ct-unreplied-size` or `--ct-established-size`
+/// may give one IPv4 conntrack table.
+pub const MAX_CT_TABLE_ENTRIES: u32 = 1 << 24;
+/// A `-m connlimit` count can never exceed this: every connection it
+/// counts is an entry of one of the two IPv4 conntrack tables (at most
+/// [`MAX_CT_TABLE_ENTRIES`] each), plus the packet's own when it has none.
+/// A limit at or above it is never passed, as iptables' limits far above
+/// `nf_conntrack_max` are not.
+pub const CONNLIMIT_UNREACHABLE: u32 = 2 * MAX_CT_TABLE_ENTRIES + 1;
 /// The IPv6 tables' sizes (`CT6_UNREPLIED`, `CT6_ESTABLISHED`), split as
 /// the IPv4 ones are. A quarter of theirs: an IPv6 entry and key take 168
 /// bytes against 88, and dual-stack hosts still carry most connections
@@ -2736,6 +2936,7 @@ mod tests {
                 IPV6_FRAG,
                 ADDR_MASK,
                 MARK,
+                SCTP_CHUNKS,
             ];
             for (i, a) in kinds.iter().enumerate() {
                 assert!(*a != 0, "guard kind 0 is no guard");
@@ -2757,6 +2958,7 @@ mod tests {
             ACTIVE_IPV6,
             ACTIVE_RAW,
             ACTIVE_IPV6_HEADERS,
+            ACTIVE_SCTP_CHUNKS,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {

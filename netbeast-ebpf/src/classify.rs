@@ -163,6 +163,20 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
+    /// A rule tests TCP options or SCTP chunks: walk them (one test, so
+    /// the pipeline forks once for both: the verifier's budget has no room
+    /// for a second fork there).
+    #[inline(always)]
+    pub fn l4_walks(self) -> bool {
+        self.0 & (netbeast_common::ACTIVE_TCP_OPTIONS | netbeast_common::ACTIVE_SCTP_CHUNKS) != 0
+    }
+
+    /// The word, for the global functions that test its bits themselves.
+    #[inline(always)]
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     /// An IPv6 rule tests extension headers (`ACTIVE_IPV6_HEADERS`).
     #[inline(always)]
     pub fn ipv6_headers(self) -> bool {
@@ -735,6 +749,81 @@ fn packet_guard(g: &Guard) -> bool {
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
+/// One chunk of the walk, as `Guard::holds_sctp_chunks` steps.
+/// Its state (`left`, `decided`, the guard) is in the packet slot, not
+/// behind a context on the stack: the stack's 512 bytes are shared by
+/// every call down to here, and the verifier meets every step alike.
+extern "C" fn chunk_test_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some((c, st)) = crate::parse::current_sctp_chunks() else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot.
+    let st = unsafe { &mut *st };
+    if index >= u64::from(c.count) {
+        return 1;
+    }
+    let i = index as usize & (netbeast_common::sctp::MAX_SCTP_CHUNKS - 1);
+    let mut left = st.left;
+    let step = st.test.sctp_step(&mut left, c.types[i], c.flags[i]);
+    st.left = left;
+    match step {
+        Some(outcome) => {
+            st.decided = 1 + u64::from(outcome);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// `-m sctp --chunk-types` on the chunks the pipeline walked: the steps
+/// of `Guard::holds_sctp_chunks` in `bpf_loop`, so the verifier checks one
+/// chunk's test, not `MAX_SCTP_CHUNKS` of them. 1 when it holds. A global
+/// function, verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_sctp_chunks(pad: u32, negated: u32, a: u64, b: u64, c: u64) -> u32 {
+    use netbeast_common::sctp::{MAX_SCTP_CHUNKS, status};
+    let Some((chunks, state)) = crate::parse::current_sctp_chunks() else {
+        return 0;
+    };
+    if chunks.status == status::NONE {
+        return 0;
+    }
+    // SAFETY: this CPU's slot.
+    unsafe {
+        (*state).left = a;
+        (*state).decided = 0;
+        (*state).test = Guard {
+            kind: guard_kind::SCTP_CHUNKS,
+            next: 0,
+            negated,
+            _pad: pad,
+            a,
+            b,
+            c,
+        };
+    }
+    // SAFETY: `chunk_test_step` has the callback signature bpf_loop
+    // expects; it keeps its state in this CPU's packet slot.
+    unsafe {
+        bpf_loop(
+            MAX_SCTP_CHUNKS as u32,
+            chunk_test_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    // SAFETY: this CPU's slot.
+    let (left, decided) = unsafe { ((*state).left, (*state).decided) };
+    let outcome = match decided {
+        // SAFETY: as above.
+        0 if chunks.status == status::WHOLE => unsafe { (*state).test.sctp_end(left) },
+        0 => return 0,
+        d => d == 2,
+    };
+    u32::from(outcome != (negated != 0))
+}
+
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
@@ -806,6 +895,15 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
+        } else if g.kind == guard_kind::SCTP_CHUNKS {
+            let held = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };

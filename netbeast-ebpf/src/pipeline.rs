@@ -117,8 +117,11 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // A packet from the wire has no mark yet (skb->mark 0 in the kernel's
     // PREROUTING); `-j MARK` rules set it as the chains run.
     pkt.search.mark = 0;
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits());
     }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
@@ -398,8 +401,11 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let socket_mark = unsafe { (*ctx.skb.skb).mark };
     pkt.search.mark = socket_mark;
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits());
     }
     // The raw table's OUTPUT, before conntrack (see `ingress`).
     let mut untracked = false;

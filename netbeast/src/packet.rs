@@ -101,6 +101,47 @@ pub mod ip_proto {
     pub const UDP: u8 = 17;
     pub const GRE: u8 = 47;
     pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+}
+
+/// SCTP chunk types the tests use (RFC 9260).
+pub mod sctp_chunk {
+    pub const DATA: u8 = 0;
+    pub const INIT: u8 = 1;
+    pub const INIT_ACK: u8 = 2;
+    pub const SACK: u8 = 3;
+    pub const ABORT: u8 = 6;
+    pub const COOKIE_ECHO: u8 = 10;
+    pub const COOKIE_ACK: u8 = 11;
+    pub const SHUTDOWN_COMPLETE: u8 = 14;
+    pub const PAD: u8 = 132;
+}
+
+/// One SCTP chunk: type, flags, its length field (header and `value`),
+/// `value`, then zeros up to a multiple of 4 bytes.
+pub fn sctp_chunk(chunk_type: u8, flags: u8, value: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(4 + value.len()).expect("an SCTP chunk is at most 65535 bytes");
+    let mut chunk = vec![chunk_type, flags];
+    chunk.extend_from_slice(&len.to_be_bytes());
+    chunk.extend_from_slice(value);
+    chunk.resize(chunk.len().next_multiple_of(4), 0);
+    chunk
+}
+
+/// CRC32c (Castagnoli, reflected), as SCTP's checksum (RFC 9260 appendix A).
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 pub mod tcp_flags {
@@ -455,6 +496,22 @@ impl FrameBuilder {
             .map_or(IPV4_HEADER_LEN, |b| usize::from(b & 0x0f) * 4);
         let quoted = &original[..original.len().min(header_len + ICMP_QUOTED_DATA_LEN)];
         Self::icmp(src, dst, icmp_type, code).payload(quoted)
+    }
+
+    /// An SCTP packet: the common header (ports, verification tag 1, the
+    /// CRC32c checksum over the packet as a receiver checks it) and then
+    /// `chunks` as given (see [`sctp_chunk`]).
+    pub fn sctp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, chunks: &[u8]) -> Self {
+        let mut packet = Vec::with_capacity(12 + chunks.len());
+        packet.extend_from_slice(&sport.to_be_bytes());
+        packet.extend_from_slice(&dport.to_be_bytes());
+        packet.extend_from_slice(&1u32.to_be_bytes());
+        packet.extend_from_slice(&[0; 4]);
+        packet.extend_from_slice(chunks);
+        let sum = crc32c(&packet);
+        // Sent least significant byte first (the kernel's `__le32`).
+        packet[8..12].copy_from_slice(&sum.to_le_bytes());
+        Self::ipv4(src, dst, ip_proto::SCTP).payload(&packet)
     }
 
     /// An IPv4 packet of protocol `protocol` whose payload is given raw.

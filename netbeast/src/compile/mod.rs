@@ -962,6 +962,13 @@ impl CompiledRuleset {
         if self.guards.iter().any(|g| g.kind == guard_kind::TCP_OPTION) {
             flags |= netbeast_common::ACTIVE_TCP_OPTIONS;
         }
+        if self
+            .guards
+            .iter()
+            .any(|g| g.kind == guard_kind::SCTP_CHUNKS)
+        {
+            flags |= netbeast_common::ACTIVE_SCTP_CHUNKS;
+        }
         if self.guards.iter().any(|g| {
             matches!(
                 g.kind,
@@ -1183,6 +1190,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
             matches!(
                 g.kind,
                 guard_kind::TCP_OPTION
+                    | guard_kind::SCTP_CHUNKS
                     | guard_kind::CT_TUPLE
                     | guard_kind::CT_PROTO_EXPIRE
                     | guard_kind::ADDR_MASK
@@ -1194,6 +1202,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                 rule: s.owner.1 + 1,
                 field: match g.kind {
                     guard_kind::TCP_OPTION => "tcp options (--tcp-option)",
+                    guard_kind::SCTP_CHUNKS => "sctp chunks (--chunk-types)",
                     // The socket programs have no packet to read the
                     // guard from; a prefix (/len or 255.255.0.0) works.
                     guard_kind::ADDR_MASK => "addresses under a non-contiguous netmask (-s/-d)",

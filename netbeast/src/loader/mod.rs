@@ -1702,6 +1702,7 @@ mod smoke {
                 })),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             }));
             input.rules.push(r);
         }

@@ -2200,7 +2200,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // hop limit, source MAC), or guards that do not read the
             // addresses (limit, statistic), or read them from the IPv6
             // address words (set, recent).
-            Match::Ports(p) if p.tcp_option.is_none() => continue,
+            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
@@ -2214,6 +2214,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
+            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
@@ -2545,7 +2546,7 @@ mod tests {
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp -m dccp --dccp-types SYNC",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
         ] {
@@ -2579,6 +2580,7 @@ mod tests {
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2627,6 +2629,7 @@ mod tests {
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3187,6 +3190,7 @@ mod tests {
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3204,6 +3208,7 @@ mod tests {
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3214,6 +3219,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3225,6 +3231,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3252,6 +3259,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3262,6 +3270,7 @@ mod tests {
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3302,6 +3311,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
@@ -3309,6 +3319,7 @@ mod tests {
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
             ]
         );
@@ -3327,6 +3338,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 })
             ]
         );

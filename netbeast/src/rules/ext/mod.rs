@@ -38,6 +38,7 @@ pub mod multiport;
 pub mod pkttype;
 pub mod recent;
 pub mod rt;
+pub mod sctp;
 pub mod set;
 pub mod statistic;
 pub mod tcp;
@@ -177,7 +178,7 @@ impl Eq for MatchModule {}
 pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
-    &tcp::SCTP,
+    &sctp::SCTP,
     &tcp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
