@@ -25,20 +25,31 @@ pub enum Way {
 }
 
 /// How an accepted packet from `in_ifindex` leaving by `out_ifindex` can
-/// take the fast path: never for VLAN-tagged frames, which the kernel
-/// forwards by sub-interface, nor into interfaces outside the fast path
-/// (`IFACE_PATHS`, written by userspace).
+/// take the fast path (the IPv6 program's way: it caches no route).
 #[inline(always)]
 pub fn fast_path(pkt: &Packet, in_ifindex: u32, out_ifindex: u32) -> Way {
+    way(pkt, handoff::paths(out_ifindex), handoff::paths(in_ifindex))
+}
+
+/// How an accepted packet leaving through `hop` can take the fast path,
+/// with the interfaces' bits that came with the next hop (`NextHop`,
+/// cached with the route: a cache hit needs neither hash lookup).
+#[inline(always)]
+pub fn fast_path_of(pkt: &Packet, hop: &NextHop) -> Way {
+    way(pkt, hop.out_paths, hop.in_paths)
+}
+
+/// Never for VLAN-tagged frames, which the kernel forwards by
+/// sub-interface, nor into interfaces outside the fast path (`IFACE_PATHS`,
+/// written by userspace: `out`, `in_` their bits).
+#[inline(always)]
+fn way(pkt: &Packet, out: u32, in_: u32) -> Way {
     if pkt.l3 != ETH_HLEN {
         return Way::Kernel;
     }
-    let out = handoff::paths(out_ifindex);
     if out & iface_path::FORWARD_REDIRECT != 0 {
         Way::Redirect
-    } else if out & iface_path::FORWARD_VIA_TC != 0
-        && handoff::paths(in_ifindex) & iface_path::TC_INGRESS != 0
-    {
+    } else if out & iface_path::FORWARD_VIA_TC != 0 && in_ & iface_path::TC_INGRESS != 0 {
         Way::ViaTc
     } else {
         Way::Kernel

@@ -125,6 +125,10 @@ pub struct Packet {
     /// to come): its L4 checksum covers the whole datagram, which
     /// conntrack takes as it is (as for IPv4).
     pub first_fragment6: bool,
+    /// Where a FORWARD packet goes next (`route::path` sets it for those
+    /// only): here rather than on the stack, which the call chain's 512
+    /// bytes have no room for.
+    pub next_hop: crate::route::NextHop,
 }
 
 /// What ip6tables' header matches read of the IPv6 packet this program
