@@ -443,10 +443,28 @@ fn forward_cost(rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
             XDP_DROP,
             false,
         ),
-        ("FORWARD accept, fast path", accept, server, XDP_REDIRECT, false),
-        ("FORWARD ctstate + accept", stateful, server, XDP_REDIRECT, false),
+        (
+            "FORWARD accept, fast path",
+            accept,
+            server,
+            XDP_REDIRECT,
+            false,
+        ),
+        (
+            "FORWARD ctstate + accept",
+            stateful,
+            server,
+            XDP_REDIRECT,
+            false,
+        ),
         ("accept, cached route", accept, server, XDP_REDIRECT, true),
-        ("ctstate + accept, cached", stateful, server, XDP_REDIRECT, true),
+        (
+            "ctstate + accept, cached",
+            stateful,
+            server,
+            XDP_REDIRECT,
+            true,
+        ),
     ];
     ns.in_netns(|| -> Result<Vec<CostRow>> {
         let in_ifindex = crate::state::ifindex(IN)?;

@@ -800,7 +800,11 @@ impl Bench {
         // A routed netbeast plane runs as a router would: with the daemon,
         // whose route watcher lets the fast path use its route cache.
         let watcher = if routed && plane.family() == Some(Family::Netbeast) {
-            Some(RouteWatcher::start(&self.netbeast_binary, &ns, self.options.cpu)?)
+            Some(RouteWatcher::start(
+                &self.netbeast_binary,
+                &ns,
+                self.options.cpu,
+            )?)
         } else {
             None
         };
