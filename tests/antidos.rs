@@ -491,6 +491,51 @@ fn hashlimit_per_source_accepts_what_iptables_accepts() {
     }
 }
 
+/// A hashlimit rate in bytes with a burst in bytes: 1kb/s holds one
+/// second (65 chunks of 16 bytes as the kernel rounds it; a datagram of
+/// 32 bytes is 60 on the wire, which the kernel counts as 4 chunks, so 16
+/// of them), and `4kb` is 4 refills of that second when a datagram finds
+/// the credit short. 200 datagrams at once take 5 × 16, then 100 at 100/s
+/// take what refills meanwhile (about 16 a second). netbeast must accept what iptables
+/// accepts, within 2% (each twin's clock ticks on its own).
+#[test]
+fn hashlimit_byte_burst_accepts_what_iptables_accepts() {
+    require_root();
+    let rules = [
+        "-A INPUT -m state --state RELATED,ESTABLISHED -m hashlimit --hashlimit-upto 1kb/s --hashlimit-burst 4kb --hashlimit-mode srcip --hashlimit-name bytes -j ACCEPT",
+        "-A INPUT -j DROP",
+    ];
+    let sources = [CLIENT_ADDR, CLIENT_ADDR2];
+    let twins = [
+        twin("hlb-nb", Firewall::netbeast(NETBEAST), &rules, &sources),
+        twin("hlb-ipt", Firewall::Iptables, &rules, &sources),
+    ];
+    let ([netbeast, iptables], took) =
+        send_train_with_gap(&twins, 200, 100, Duration::from_millis(10), QUIET);
+    for (i, from) in sources.iter().enumerate() {
+        eprintln!(
+            "bytes burst, source {from}: train of 300 in {took:.3} s: netbeast accepted {}, \
+             iptables {}",
+            netbeast[i], iptables[i]
+        );
+        // 80 from the burst and refills, then about 16 a second.
+        let most = 80 + (took * 16.25).ceil() as usize + 2;
+        assert!(
+            (80..=most).contains(&iptables[i]),
+            "source {from}: the oracle accepted {}, expected 80..={most}: the train was not \
+             what this test means",
+            iptables[i]
+        );
+        let tolerance = (iptables[i] as f64 * 0.02).ceil() as usize;
+        assert!(
+            netbeast[i].abs_diff(iptables[i]) <= tolerance,
+            "source {from}: netbeast accepted {}, iptables {} (tolerance {tolerance})",
+            netbeast[i],
+            iptables[i]
+        );
+    }
+}
+
 /// `--hashlimit-rate-match` (xt_hashlimit revision 3) measures each
 /// key's rate per window instead of drawing from a bucket: 40 datagrams
 /// at once, then 70 at one per 45 ms (22/s, under the rate of 30/s). With

@@ -43,7 +43,11 @@ use netbeast::netns::{
     ROUTED_SERVER_IFACE, ROUTER_CLIENT_ADDR, ROUTER_CLIENT_IFACE, ROUTER_SERVER_ADDR,
     ROUTER_SERVER_IFACE, Routed, require_root,
 };
-use netbeast::packet::{Checksum, FrameBuilder, MacAddr, Transport, parse_frame};
+#[path = "support/frames.rs"]
+mod frames;
+
+use frames::{Transport, parse_frame};
+use netbeast::packet::{Checksum, FrameBuilder, MacAddr};
 use netbeast::rules::generate::{self, Palette, Scope};
 use netbeast::rules::model::{
     Chain, Counter, Match, Policy, Ports, RejectWith, Rule, Ruleset, TableName, Target,

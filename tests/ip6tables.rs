@@ -79,6 +79,8 @@ const ACCEPTED: &[&str] = &[
     "-A MYCH -j REJECT --reject-with addr-unreach",
     "-A MYCH -j REJECT --reject-with icmp6-policy-fail",
     "-A MYCH -j REJECT --reject-with icmp6-reject-route",
+    "-A OUTPUT -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    "-A OUTPUT -j REJECT",
     "-D INPUT -p 0 -j ACCEPT",
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
@@ -115,7 +117,6 @@ const REFUSED: &[(&str, i32)] = &[
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):
 /// exit 2, a message saying so, nothing applied.
 const NOT_YET: &[&str] = &[
-    "-A OUTPUT -j REJECT",
     "-A INPUT -m conntrack --ctproto tcp -j ACCEPT",
     "-A INPUT -m hashlimit --hashlimit-above 1/s --hashlimit-name x -j DROP",
 ];

@@ -29,6 +29,8 @@ enum Outcome {
     Denied,
     /// ENETUNREACH: an ICMPv6 "no route".
     NoRoute,
+    /// EPERM: the kernel's OUTPUT hook dropped the host's own datagram.
+    NotPermitted,
 }
 use Outcome::*;
 
@@ -56,6 +58,7 @@ fn error_outcome(e: &std::io::Error) -> Outcome {
         Some(libc::ECONNREFUSED) => Refused,
         Some(libc::EACCES) => Denied,
         Some(libc::ENETUNREACH) => NoRoute,
+        Some(libc::EPERM) => NotPermitted,
         _ => TimedOut,
     }
 }
@@ -136,17 +139,57 @@ fn ip6tables(ns: &Netns, netbeast: bool, line: &str) {
 const CLIENT6: &str = "fd00:16::1";
 const SERVER6: &str = "fd00:16::2";
 
-/// The article's stateful firewall for a host, in ip6tables: INPUT policy
-/// DROP, ESTABLISHED,RELATED accepted, ssh open; and the two ICMPv6 rules
-/// IPv6 needs besides (the README's): neighbour discovery (and MLD), which
-/// conntrack leaves UNTRACKED, and pings, which it calls NEW.
-const HOST_RULES: &[&str] = &[
-    "-P INPUT DROP",
-    "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-    "-A INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
-    "-A INPUT -p ipv6-icmp -m conntrack --ctstate NEW -j ACCEPT",
-    "-A INPUT -p tcp --dport 22 -j ACCEPT",
-];
+/// The README's firewall for IPv6 ("The same firewall for IPv6"), read
+/// from the README itself so that what a user copies is what runs here:
+/// the article's stateful host written with ip6tables (INPUT policy DROP,
+/// ESTABLISHED,RELATED accepted, ssh open) and the two ICMPv6 rules IPv6
+/// needs besides: neighbour discovery (and MLD), which conntrack leaves
+/// UNTRACKED, and pings, which it calls NEW. Each line is a `netbeast
+/// ip6tables` command; what follows it is what both ip6tables take.
+fn readme_host_rules() -> Vec<String> {
+    let rules = readme_ipv6_block(0);
+    assert_eq!(
+        rules,
+        [
+            "-P INPUT DROP",
+            "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            NDP_RULE,
+            "-A INPUT -p ipv6-icmp -m conntrack --ctstate NEW -j ACCEPT",
+            "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        ],
+        "the README's IPv6 firewall changed: update the probes below with it"
+    );
+    rules
+}
+
+/// The `netbeast ip6tables` commands of the `n`th sh block of the
+/// README's IPv6 section, as ip6tables arguments (comments dropped).
+fn readme_ipv6_block(n: usize) -> Vec<String> {
+    const README: &str = include_str!("../README.md");
+    const SECTION: &str = "### The same firewall for IPv6";
+    let section = &README[README.find(SECTION).expect("the README's IPv6 section")..];
+    let section = &section[..section[SECTION.len()..]
+        .find("\n### ")
+        .map_or(section.len(), |end| end + SECTION.len())];
+    let block = section
+        .split("```sh\n")
+        .nth(n + 1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("sh block {n} of the README's IPv6 section"));
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.strip_prefix("netbeast ip6tables ")
+                .unwrap_or_else(|| panic!("the README's IPv6 blocks run only ip6tables: {l}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The README's rule for neighbour discovery.
+const NDP_RULE: &str = "-A INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT";
 
 struct Host {
     client: Netns,
@@ -156,7 +199,12 @@ struct Host {
 }
 
 impl Host {
+    /// A host with the README's stateful firewall.
     fn new(tag: &str, netbeast: bool) -> Host {
+        Host::with_rules(tag, netbeast, &readme_host_rules())
+    }
+
+    fn with_rules(tag: &str, netbeast: bool, rules: &[String]) -> Host {
         let client = Netns::new(&format!("{tag}-c")).unwrap();
         let mut server = Netns::new(&format!("{tag}-s")).unwrap();
         if netbeast {
@@ -189,7 +237,7 @@ impl Host {
                 .unwrap(),
         );
         udp_echo(&client, 5353);
-        for line in HOST_RULES {
+        for line in rules {
             ip6tables(&server, netbeast, line);
         }
         Host {
@@ -260,7 +308,7 @@ fn ipv6_stateful_host_like_ip6tables() {
         ip6tables(
             &bed.server,
             bed.netbeast,
-            "-D INPUT -p ipv6-icmp -m conntrack --ctstate UNTRACKED -j ACCEPT",
+            &NDP_RULE.replacen("-A ", "-D ", 1),
         );
     }
     let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
@@ -278,6 +326,144 @@ fn ipv6_stateful_host_like_ip6tables() {
         .map(|v| v.trim().parse::<u64>().unwrap())
         .unwrap();
     assert!(created >= 4, "IPv6 connections were tracked:\n{stats}");
+}
+
+/// The README's stateless firewall for IPv6 (the article's examples 1–2
+/// with the two neighbour discovery rules before them): ssh gets in and
+/// port 80 does not; without the two NDP rules nothing does, not even
+/// ssh. netbeast and ip6tables alike.
+#[test]
+fn ipv6_stateless_readme_firewall_keeps_ndp_working() {
+    require_root();
+    let rules = readme_ipv6_block(1);
+    let ndp: Vec<&String> = rules.iter().filter(|r| r.contains("icmpv6-type")).collect();
+    assert_eq!(
+        ndp.len(),
+        2,
+        "the README's stateless block has its two NDP rules: {rules:?}"
+    );
+    let beds = [
+        Host::with_rules("v6nd-nb", true, &rules),
+        Host::with_rules("v6nd-ipt", false, &rules),
+    ];
+    let probe = |b: &Host| {
+        flush_neighbours(&b.client);
+        flush_neighbours(&b.server);
+        vec![
+            connect(&b.client, SERVER6, 22),
+            connect(&b.client, SERVER6, 80),
+        ]
+    };
+    let [nb, ipt] = [&beds[0], &beds[1]].map(probe);
+    assert_eq!(ipt, [Connected, TimedOut], "the oracle with the NDP rules");
+    assert_eq!(nb, ipt, "netbeast with the NDP rules");
+    for bed in &beds {
+        for rule in &ndp {
+            ip6tables(&bed.server, bed.netbeast, &rule.replacen("-A ", "-D ", 1));
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(probe);
+    assert_eq!(
+        ipt,
+        [TimedOut, TimedOut],
+        "the oracle without the NDP rules"
+    );
+    assert_eq!(nb, ipt, "netbeast without the NDP rules");
+}
+
+// ---------------------------------------------------------------------------
+// conntrack -L -f ipv6
+
+/// A conntrack line reduced to what both sides must agree on: protocol,
+/// state, the tuples' addresses and well-known ports, the flags; the
+/// timeout, counters, identifiers, ephemeral ports and conntrack-tools'
+/// `mark=`/`use=` (netbeast has neither) are dropped.
+fn comparable(line: &str) -> String {
+    line.split_whitespace()
+        .enumerate()
+        .filter(|(i, word)| {
+            *i != 2
+                && !["packets=", "bytes=", "mark=", "use=", "id="]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+        })
+        .map(|(_, word)| match word.split_once('=') {
+            Some((k @ ("sport" | "dport"), port)) if port.parse::<u16>().unwrap() >= 1024 => {
+                match port {
+                    "5353" => word.to_string(),
+                    _ => format!("{k}=EPHEMERAL"),
+                }
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The conntrack listing of a bed's server: `netbeast conntrack` or the
+/// kernel's `conntrack`, with `args`.
+fn conntrack_list(bed: &Host, args: &[&str]) -> Vec<String> {
+    let out = if bed.netbeast {
+        let all: Vec<&str> = ["conntrack"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        bed.server.netbeast_ok(&all).unwrap()
+    } else {
+        let out = bed.server.run("conntrack", args).unwrap();
+        assert!(out.status.success(), "conntrack {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut lines: Vec<String> = out.lines().map(comparable).collect();
+    lines.sort();
+    lines
+}
+
+/// `netbeast conntrack -L -f ipv6` lists the IPv6 connections as
+/// conntrack(8) lists the kernel's: an ssh connection held open, a ping
+/// (`icmpv6   58 … type=128`) and a UDP exchange the server began; `-f
+/// ipv4` lists none of them, plain `-L` lists them too and `-C` counts
+/// them.
+#[test]
+fn ipv6_conntrack_list_like_conntrack() {
+    require_root();
+    let beds = [Host::new("v6ct-nb", true), Host::new("v6ct-ipt", false)];
+    let listings = beds.each_ref().map(|b| {
+        let ssh = b
+            .client
+            .in_netns(|| TcpStream::connect_timeout(&SocketAddr::from((v6(SERVER6), 22)), TIMEOUT))
+            .unwrap()
+            .expect("ssh is open");
+        assert_eq!(ping(&b.client, SERVER6), Answered);
+        assert_eq!(exchange(&b.server, CLIENT6, 5353), Answered);
+        let v6 = conntrack_list(b, &["-L", "-f", "ipv6"]);
+        let v4 = conntrack_list(b, &["-L", "-f", "ipv4"]);
+        let all = conntrack_list(b, &["-L"]);
+        drop(ssh);
+        (v6, v4, all)
+    });
+    let (nb, ipt) = (&listings[0], &listings[1]);
+    assert_eq!(
+        ipt.0,
+        [
+            "icmpv6 58 src=fd00:16::1 dst=fd00:16::2 type=128 code=0 src=fd00:16::2 dst=fd00:16::1 type=129 code=0",
+            "tcp 6 ESTABLISHED src=fd00:16::1 dst=fd00:16::2 sport=EPHEMERAL dport=22 src=fd00:16::2 dst=fd00:16::1 sport=22 dport=EPHEMERAL [ASSURED]",
+            "udp 17 src=fd00:16::2 dst=fd00:16::1 sport=EPHEMERAL dport=5353 src=fd00:16::1 dst=fd00:16::2 sport=5353 dport=EPHEMERAL",
+        ],
+        "the oracle itself"
+    );
+    assert_eq!(
+        nb.0, ipt.0,
+        "netbeast conntrack -L -f ipv6 against conntrack"
+    );
+    assert_eq!(nb.1, ipt.1, "-f ipv4");
+    assert_eq!(nb.2, ipt.2, "both families");
+    let count = beds[0].server.netbeast_ok(&["conntrack", "-C"]).unwrap();
+    assert_eq!(
+        count.trim(),
+        nb.2.len().to_string(),
+        "-C counts both families"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -327,6 +513,61 @@ fn ipv6_reject_like_ip6tables() {
         .map(|v| v.trim().parse::<u64>().unwrap())
         .unwrap();
     assert!(rejected >= 5, "netbeast answered:\n{stats}");
+}
+
+/// REJECT in OUTPUT: the server's own connections and datagrams to the
+/// client are answered on the server itself, as ip6tables answers them.
+const OUTPUT_REJECT_RULES: &[&str] = &[
+    "-A OUTPUT -o nbt6s -p tcp --dport 8080 -j REJECT --reject-with tcp-reset",
+    "-A OUTPUT -o nbt6s -p tcp --dport 8081 -j REJECT",
+    "-A OUTPUT -o nbt6s -p tcp --dport 8082 -j REJECT --reject-with icmp6-adm-prohibited",
+    "-A OUTPUT -o nbt6s -p udp --dport 5353 -j REJECT",
+];
+
+#[test]
+fn ipv6_output_reject_like_ip6tables() {
+    require_root();
+    let beds = [Host::new("v6or-nb", true), Host::new("v6or-ipt", false)];
+    for bed in &beds {
+        // The answer comes back in by `lo` with ip6tables, where conntrack
+        // calls it INVALID (its connection was never confirmed) and the
+        // host's DROP policy would take it; netbeast hands it to the stack
+        // past INPUT (docs/FEATURES.md). INPUT is opened so that both
+        // show what OUTPUT did.
+        ip6tables(&bed.server, bed.netbeast, "-P INPUT ACCEPT");
+        for line in OUTPUT_REJECT_RULES {
+            ip6tables(&bed.server, bed.netbeast, line);
+        }
+    }
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| {
+        vec![
+            connect(&b.server, CLIENT6, 8080),
+            connect(&b.server, CLIENT6, 8081),
+            connect(&b.server, CLIENT6, 8082),
+            connected_exchange(&b.server, CLIENT6, 5354),
+        ]
+    });
+    assert_eq!(
+        ipt,
+        [Refused, Refused, Denied, Refused],
+        "the oracle itself (tcp-reset, port-unreachable, adm-prohibited on the host's own \
+         connects; a datagram to a closed port of the client, untouched: the client's answer)"
+    );
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+    // A rejected datagram: ip6tables fails the send itself (EPERM: an
+    // NF_DROP at LOCAL_OUT), then its error arrives; at TC egress the send
+    // has succeeded already, so the socket sees the error: ECONNREFUSED
+    // (docs/FEATURES.md, "A datagram dropped by OUTPUT").
+    let [nb, ipt] = [&beds[0], &beds[1]].map(|b| connected_exchange(&b.server, CLIENT6, 5353));
+    assert_eq!(ipt, NotPermitted, "the oracle: send() fails");
+    assert_eq!(nb, Refused, "netbeast: the error reaches the socket");
+    let stats = beds[0].server.netbeast_ok(&["stats"]).unwrap();
+    let rejected = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap();
+    assert!(rejected >= 4, "netbeast answered in OUTPUT:\n{stats}");
 }
 
 // ---------------------------------------------------------------------------

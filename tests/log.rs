@@ -491,7 +491,10 @@ use std::{
 };
 
 use netbeast::{
-    bench::live::{LiveFrames, Traffic},
+    bench::{
+        live::{LiveFrames, Traffic},
+        planes::Ip,
+    },
     netns::{CLIENT_ADDR, CLIENT_IFACE, ClientServer, SERVER_ADDR, SERVER_IFACE},
 };
 
@@ -514,6 +517,7 @@ fn send_live(net: &ClientServer, frames: u32, pause: Duration) {
         dport: 9,
         flows: 1,
         size: 64,
+        ip: Ip::V4,
     };
     let ifindex: u32 = net
         .client

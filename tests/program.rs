@@ -10,16 +10,17 @@
 //! A fixture table runs to the end and then fails with every mismatch, so
 //! one run shows the whole picture.
 
+#[path = "support/frames.rs"]
+mod frames;
+
 use std::{fmt::Write as _, net::Ipv4Addr};
 
+use frames::{Frame, Transport, ipv4_checksum_ok, l4_checksum_ok, parse_frame};
 use netbeast::{
     compile::Interface,
     loader::Dataplane,
     netns::{Netns, require_root},
-    packet::{
-        Checksum, Frame, FrameBuilder, Transport, VlanTag, icmp_type, ip_proto, ipv4_checksum_ok,
-        l4_checksum_ok, parse_frame, tcp_flags, unreachable_code,
-    },
+    packet::{Checksum, FrameBuilder, VlanTag, icmp_type, ip_proto, tcp_flags, unreachable_code},
     rules::{
         command,
         model::{Counter, Ruleset},
@@ -981,6 +982,128 @@ fn non_contiguous_netmasks() {
         ),
     ];
     lab("addrmask", false, |h, _| run_cases(h, cases));
+}
+
+/// `-j MARK` and `-m mark` (xt_MARK, xt_mark): the mark a rule sets is
+/// what the rules after it see, in the same chain, in a user-defined
+/// chain, and in the next chain of the packet's path (nat PREROUTING's
+/// mark in filter INPUT, as kube-proxy's KUBE-MARK-MASQ relies on); each
+/// operation's arithmetic; a packet from the wire starts with no mark,
+/// whatever the packet before it was given.
+#[test]
+fn marks_set_by_one_rule_are_seen_by_the_next() {
+    let udp = || {
+        FrameBuilder::udp(CLIENT, 1234, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let or_then_test = &[
+        "-A INPUT -j MARK --or-mark 0x4000",
+        "-A INPUT -m mark --mark 0x4000/0x4000 -j DROP",
+    ];
+    let test_only = &["-A INPUT -m mark --mark 0x4000/0x4000 -j DROP"];
+    let cases = vec![
+        case("--or-mark, then the match", or_then_test, udp(), Drop),
+        // The packet before this one had 0x4000: a new packet has none.
+        case("no MARK rule: no mark", test_only, udp(), Pass),
+        case(
+            "! --mark on an unmarked packet",
+            &["-A INPUT -m mark ! --mark 0x4000/0x4000 -j DROP"],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--xor-mark twice is no mark",
+            &[
+                "-A INPUT -j MARK --xor-mark 0x4000",
+                "-A INPUT -j MARK --xor-mark 0x4000",
+                "-A INPUT -m mark --mark 0x0 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-mark 0xff then --and-mark 0xf0 is 0xf0",
+            &[
+                "-A INPUT -j MARK --set-mark 0xff",
+                "-A INPUT -j MARK --and-mark 0xf0",
+                "-A INPUT -m mark --mark 0xf0 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-mark 0x1/0xf0 over 0xff clears 0xf0 and sets 0x1",
+            &[
+                "-A INPUT -j MARK --set-mark 0xff",
+                "-A INPUT -j MARK --set-mark 0x1/0xf0",
+                "-A INPUT -m mark --mark 0x0f -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "--set-xmark flips the value's bits under the mask",
+            &[
+                "-A INPUT -j MARK --set-mark 0x3",
+                "-A INPUT -j MARK --set-xmark 0x1/0x0",
+                "-A INPUT -m mark --mark 0x2 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "the mask of the match",
+            &[
+                "-A INPUT -j MARK --set-mark 0x4001",
+                "-A INPUT -m mark --mark 0x1 -j DROP",
+                "-A INPUT -m mark --mark 0x1/0xff -j ACCEPT",
+                "-A INPUT -j DROP",
+            ],
+            udp(),
+            Pass,
+        ),
+        case(
+            "a mark set before the match only",
+            &[
+                "-A INPUT -m mark --mark 0x1 -j DROP",
+                "-A INPUT -j MARK --set-mark 0x1",
+            ],
+            udp(),
+            Pass,
+        ),
+        case(
+            "set in a user-defined chain, seen after its RETURN",
+            &[
+                "-N MARKER",
+                "-A MARKER -j MARK --set-mark 0x9",
+                "-A MARKER -j RETURN",
+                "-A INPUT -j MARKER",
+                "-A INPUT -m mark --mark 0x9 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "nat PREROUTING's mark reaches filter INPUT",
+            &[
+                "-t nat -A PREROUTING -p udp -j MARK --or-mark 0x4000",
+                "-A INPUT -m mark --mark 0x4000/0x4000 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+        case(
+            "raw PREROUTING's mark reaches filter INPUT",
+            &[
+                "-t raw -A PREROUTING -j MARK --set-mark 0x5",
+                "-A INPUT -m mark --mark 0x5 -j DROP",
+            ],
+            udp(),
+            Drop,
+        ),
+    ];
+    lab("mark", false, |h, _| run_cases(h, cases));
 }
 
 #[test]
@@ -2881,6 +3004,55 @@ fn first_match_past_sixteen_thousand_slots() {
     }
 }
 
+/// A bucket of the address hash that prefixes overflowed from is not
+/// sealed, a full one nothing overflowed from is (`AddrSlot::sealed`): the
+/// kernel finds every prefix either way and stops a miss in a sealed
+/// bucket. Six sources share a first bucket: four fill it, two sit in
+/// their second buckets (sealed wrongly, those two would pass).
+#[test]
+fn sealed_address_buckets_still_find_every_prefix() {
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(
+            chain::INPUT,
+            netbeast_common::field::SRC as u32,
+            32,
+            u32::from(a),
+        )
+    };
+    let bucket = |a| netbeast_common::addr_hash_buckets(base(a)).0;
+    let first = bucket(Ipv4Addr::new(10, 0, 0, 1));
+    let sources: Vec<Ipv4Addr> = (0x0a00_0001u32..)
+        .map(Ipv4Addr::from)
+        .filter(|&a| bucket(a) == first)
+        .take(7)
+        .collect();
+    lab("addr-sealed", false, |h, _| {
+        for kept in [4, 6] {
+            let lines: Vec<String> = sources[..kept]
+                .iter()
+                .map(|a| format!("-A INPUT -s {a}/32 -p udp --dport 9 -j DROP"))
+                .collect();
+            h.apply(&lines);
+            let compiled = netbeast::compile::compile(&h.ruleset, &h.interfaces, 0).unwrap();
+            assert_eq!(
+                compiled.addr_hash.overflowed.contains(&first),
+                kept > 4,
+                "{kept} prefixes"
+            );
+            for (i, &src) in sources.iter().enumerate() {
+                let frame = FrameBuilder::udp(src, 5, SERVER, 9).build();
+                let (action, _) = h.run(&frame, 0);
+                let want = if i < kept { XDP_DROP } else { XDP_PASS };
+                assert_eq!(
+                    action_name(action),
+                    action_name(want),
+                    "source {src} ({i}) among {kept} prefixes"
+                );
+            }
+        }
+    });
+}
+
 /// Address classes come from the hash of prefix lengths (up to four
 /// lengths per field) or from the LPM trie (more): both give the longest
 /// matching prefix. A change never sees the prefixes of an older ruleset
@@ -4208,6 +4380,32 @@ fn connlimit_counts_live_connections_of_an_address() {
     });
 }
 
+/// A limit no count can reach (iptables' own test uses 4294967295): above
+/// it never matches, up to it always does, with no list kept.
+#[test]
+fn connlimit_limit_past_conntrack_is_never_passed() {
+    lab("connlimit_unreachable", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p tcp --dport 80 -m connlimit --connlimit-above 4294967295 -j DROP",
+            "-A INPUT -p tcp --dport 81 -m connlimit --connlimit-upto 4294967295 -j DROP",
+        ]);
+        let syn = |sport: u16, dport: u16| {
+            FrameBuilder::tcp(CLIENT, sport, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        for sport in 1000..1005 {
+            assert_eq!(
+                action_name(h.run(&syn(sport, 80), 0).0),
+                "XDP_PASS",
+                "above"
+            );
+            assert_eq!(action_name(h.run(&syn(sport, 81), 0).0), "XDP_DROP", "upto");
+        }
+    });
+}
+
 #[test]
 fn hashlimit_keeps_a_bucket_per_source() {
     lab("hashlimit", false, |h, _| {
@@ -4251,8 +4449,9 @@ fn hashlimit_keeps_a_bucket_per_source() {
             ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
             "srcmask 24"
         );
-        // Bytes: a 528-byte packet takes half the second's 1024 bytes
-        // (in 16-byte chunks), so the next one is over; another source
+        // Bytes: a 528-byte packet (34 chunks of 16 bytes, whole ones
+        // plus one) takes more than half of the second's 65 (1kb/s as the
+        // kernel rounds it), so the next one is over; another source
         // has its own second.
         let mut big = |src| action_name(h.run(&from(src, 9, 500), 0).0);
         assert_eq!(
@@ -4294,6 +4493,54 @@ fn hashlimit_keeps_a_bucket_per_source() {
             action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
             "XDP_PASS"
         );
+    });
+}
+
+/// A burst in bytes (xt_hashlimit): the bucket holds one second of the
+/// rate, and the burst's bytes over the rate's (rounded up) are refills
+/// of that second a key may use once each, when a packet costs more than
+/// the credit left; an entry idle past its expiry starts again with all
+/// of them.
+#[test]
+fn hashlimit_byte_burst_refills_the_bucket() {
+    lab("hashlimit-bytes", false, |h, _| {
+        h.apply(&[
+            // 1kb/s is 65 chunks of 16 bytes a second (as the kernel
+            // rounds it); 2kb is 2 refills.
+            "-A INPUT -p udp --dport 11 -m hashlimit --hashlimit-upto 1kb/s --hashlimit-burst 2kb --hashlimit-mode srcip --hashlimit-name bburst --hashlimit-htable-expire 300 -j ACCEPT",
+            "-A INPUT -p udp --dport 11 -j DROP",
+            "-A INPUT -p udp --dport 12 -m hashlimit --hashlimit-upto 1kb/s --hashlimit-mode srcip --hashlimit-name bplain -j ACCEPT",
+            "-A INPUT -p udp --dport 12 -j DROP",
+        ]);
+        // 528 bytes: 34 chunks (whole ones plus one), so one per second's credit.
+        let big = |src: [u8; 4], dport: u16| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .payload(&[0x62; 500])
+                .build()
+        };
+        let mut four = |src, dport| -> Vec<&'static str> {
+            (0..4)
+                .map(|_| action_name(h.run(&big(src, dport), 0).0))
+                .collect()
+        };
+        assert_eq!(
+            four([10, 11, 0, 1], 12),
+            ["XDP_PASS", "XDP_DROP", "XDP_DROP", "XDP_DROP"],
+            "no burst: one second of the rate"
+        );
+        let burst = ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"];
+        assert_eq!(
+            four([10, 11, 0, 1], 11),
+            burst,
+            "the second, then 2 refills"
+        );
+        assert_eq!(four([10, 11, 0, 2], 11), burst, "another source, its own");
+        // Idle past the 300 ms expiry: the entry starts again, refills too
+        // (without them: one packet, then over).
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(four([10, 11, 0, 1], 11), burst, "after the expiry");
     });
 }
 
@@ -5253,6 +5500,239 @@ fn tcp_option_matches() {
                 "with ports and flags, another port",
                 vec!["-A INPUT -p tcp --dport 23 --syn --tcp-option 2 -j DROP".to_string()],
                 tcp(22).tcp_options(&SYN_OPTIONS),
+                Pass,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, rules, frame, expect) in cases {
+            h.apply(&rules);
+            let frame = frame.build();
+            let (action, _) = h.run(&frame, 0);
+            let want = match expect {
+                Drop => XDP_DROP,
+                _ => XDP_PASS,
+            };
+            if action != want {
+                failures.push(format!(
+                    "{what}: {rules:?} gave {}, expected {}",
+                    action_name(action),
+                    action_name(want)
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+/// `-m sctp --chunk-types` on real SCTP packets, as xt_sctp walks them:
+/// every chunk in order, `any`/`only` deciding at the first chunk that
+/// settles it, `all` at the end; flags tested on the listed types; a chunk
+/// header cut short or of length 0 (where the kernel drops the packet),
+/// or chunks past `MAX_SCTP_CHUNKS` before anything is decided: no match,
+/// negated or not. Ethernet padding after the datagram is not a chunk.
+#[test]
+fn sctp_chunk_types_match() {
+    use netbeast::packet::sctp_chunk as chunk_of;
+    use netbeast::packet::sctp_chunk::*;
+    use netbeast_common::sctp::MAX_SCTP_CHUNKS;
+    let sctp = |chunks: &[Vec<u8>]| {
+        FrameBuilder::sctp(CLIENT, CLIENT_PORT, SERVER, 3868, &chunks.concat())
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let c = |t: u8, flags: u8| chunk_of(t, flags, &[0xab; 5]);
+    lab("sctp-chunks", false, |h, _ns| {
+        let rule = |test: &str| vec![format!("-A INPUT -p sctp --dport 3868 {test} -j DROP")];
+        let many = |t: u8, n: usize| vec![chunk_of(t, 0, &[]); n].concat();
+        let cases: Vec<(&str, Vec<String>, FrameBuilder, Expect)> = vec![
+            (
+                "any: met",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0)]),
+                Drop,
+            ),
+            (
+                "any: absent",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(DATA, 3)]),
+                Pass,
+            ),
+            (
+                "any: second chunk",
+                rule("--chunk-types any INIT,ABORT"),
+                sctp(&[c(DATA, 3), c(ABORT, 0)]),
+                Drop,
+            ),
+            (
+                "any: flags hold",
+                rule("--chunk-types any ABORT:T"),
+                sctp(&[c(ABORT, 1)]),
+                Drop,
+            ),
+            (
+                "any: flags fail",
+                rule("--chunk-types any ABORT:T"),
+                sctp(&[c(ABORT, 0)]),
+                Pass,
+            ),
+            (
+                "! any: absent",
+                rule("! --chunk-types any ABORT"),
+                sctp(&[c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "! any: met",
+                rule("! --chunk-types any ABORT"),
+                sctp(&[c(DATA, 3), c(ABORT, 0)]),
+                Pass,
+            ),
+            (
+                "all: every type met",
+                rule("--chunk-types all DATA,SACK"),
+                sctp(&[c(SACK, 0), c(DATA, 3), c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "all: one missing",
+                rule("--chunk-types all DATA,SACK"),
+                sctp(&[c(DATA, 3), c(DATA, 3)]),
+                Pass,
+            ),
+            // DATA:Be: B (bit 1) set, E (bit 0) clear; one DATA chunk
+            // with them is enough for `all`.
+            (
+                "all: flags of one chunk",
+                rule("--chunk-types all DATA:Be"),
+                sctp(&[c(DATA, 3), c(DATA, 2)]),
+                Drop,
+            ),
+            (
+                "all: no chunk with the flags",
+                rule("--chunk-types all DATA:Be"),
+                sctp(&[c(DATA, 3), c(DATA, 1)]),
+                Pass,
+            ),
+            (
+                "all ALL never holds",
+                rule("--chunk-types all ALL"),
+                sctp(&[c(DATA, 3)]),
+                Pass,
+            ),
+            (
+                "all NONE holds",
+                rule("--chunk-types all NONE"),
+                sctp(&[c(DATA, 3)]),
+                Drop,
+            ),
+            (
+                "only: listed types",
+                rule("--chunk-types only DATA,SACK"),
+                sctp(&[c(DATA, 3), c(SACK, 0)]),
+                Drop,
+            ),
+            (
+                "only: another type",
+                rule("--chunk-types only DATA,SACK"),
+                sctp(&[c(DATA, 3), c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "only: a DATA chunk's flags fail",
+                rule("--chunk-types only DATA:E,SACK"),
+                sctp(&[c(SACK, 0), c(DATA, 2)]),
+                Pass,
+            ),
+            (
+                "only ALL",
+                rule("--chunk-types only ALL"),
+                sctp(&[c(COOKIE_ECHO, 0), c(200, 0)]),
+                Drop,
+            ),
+            // I_DATA's flags are filed where the kernel never finds them.
+            (
+                "I_DATA's flags are not tested",
+                rule("--chunk-types any I_DATA:I"),
+                sctp(&[c(64, 0)]),
+                Drop,
+            ),
+            // Chunks cut short: decided before them, as the kernel, or not at all.
+            (
+                "cut: decided before",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0), vec![DATA, 0]]),
+                Drop,
+            ),
+            (
+                "cut: not decided, no match",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Pass,
+            ),
+            (
+                "cut: not decided, ! no match either",
+                rule("! --chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Pass,
+            ),
+            (
+                "length 0: no match",
+                rule("! --chunk-types any INIT"),
+                sctp(&[c(DATA, 3), vec![SACK, 0, 0, 0]]),
+                Pass,
+            ),
+            (
+                "no chunk at all: no match",
+                rule("! --chunk-types any INIT"),
+                sctp(&[]),
+                Pass,
+            ),
+            // A chunk whose length runs past the datagram ends the walk.
+            (
+                "a long last chunk ends the walk",
+                rule("--chunk-types only DATA"),
+                sctp(&[vec![DATA, 0, 0x01, 0x00, 1, 2, 3, 4]]),
+                Drop,
+            ),
+            // Ethernet padding (a 50-byte frame padded to 60) is no chunk.
+            (
+                "padding is no chunk",
+                rule("--chunk-types only DATA"),
+                sctp(&[chunk_of(DATA, 0, &[])]).pad_to(60),
+                Drop,
+            ),
+            // Past MAX_SCTP_CHUNKS: what the first ones decide, else no match.
+            (
+                "many chunks, decided early",
+                rule("--chunk-types any INIT"),
+                sctp(&[c(INIT, 0), many(PAD, MAX_SCTP_CHUNKS + 10)]),
+                Drop,
+            ),
+            (
+                "many chunks, decided within the bound",
+                rule("--chunk-types any PAD"),
+                sctp(&[many(DATA, MAX_SCTP_CHUNKS - 1), c(PAD, 0)]),
+                Drop,
+            ),
+            (
+                "many chunks, undecided",
+                rule("--chunk-types any INIT"),
+                sctp(&[many(PAD, MAX_SCTP_CHUNKS), c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "with ports, another port",
+                vec!["-A INPUT -p sctp --dport 80 --chunk-types any INIT -j DROP".to_string()],
+                sctp(&[c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "not SCTP",
+                rule("! --chunk-types any INIT")
+                    .into_iter()
+                    .map(|r| r.replace("--dport 3868 ", ""))
+                    .collect(),
+                udp(3868),
                 Pass,
             ),
         ];

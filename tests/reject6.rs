@@ -401,3 +401,138 @@ fn reject6_in_forward_answers_from_the_route_back() {
         },
     );
 }
+
+// ---------------------------------------------------------------- OUTPUT
+
+/// TC's answers: `TC_ACT_SHOT` for a silent drop, `TC_ACT_REDIRECT` for the
+/// answer handed back to the host (the test run does not send it).
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// A frame the host (SERVER) sends to CLIENT.
+fn from_server(b: FrameBuilder) -> FrameBuilder {
+    b.src_mac(SERVER_MAC).dst_mac(CLIENT_MAC)
+}
+
+fn run_output(dp: &mut Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let out = dp.test_run_tc_egress(frame).unwrap();
+    (out.action, out.frame)
+}
+
+/// REJECT in OUTPUT for IPv6: the host's own packet becomes the answer
+/// ip6tables gives it, handed back to the host. As measured with
+/// ip6tables, the ICMPv6 error goes from the sender's address to itself,
+/// the RST from the address the segment was for; each is byte-checked
+/// with its checksum recomputed. The answer crosses OUTPUT itself: a chain
+/// that rejects everything swallows it (no error about an error), as
+/// ip6tables' does.
+#[test]
+fn reject6_in_output_answers_the_hosts_own_packets() {
+    lab(
+        "output",
+        |_| {},
+        |dp| {
+            let (client, server) = (v6(CLIENT), v6(SERVER));
+            for (with, code) in [
+                ("", 4),
+                ("--reject-with icmp6-adm-prohibited", 1),
+                ("--reject-with icmp6-no-route", 0),
+                ("--reject-with icmp6-addr-unreachable", 3),
+            ] {
+                let rule = format!("-A OUTPUT -p udp --dport 53 -j REJECT {with}");
+                apply(dp, &[rule.as_str()]);
+                let request =
+                    from_server(FrameBuilder::udp6_with(server, 40000, client, 53, b"query"))
+                        .build();
+                let rejected = stat(dp, stats::REJECTED);
+                let (action, reply) = run_output(dp, &request);
+                assert_eq!(action, TC_ACT_REDIRECT, "{rule}: answered");
+                let icmp = check_ipv6(&reply, &request, ip_proto::ICMPV6, server, server);
+                assert_eq!((icmp[0], icmp[1]), (1, code), "{rule}: type and code");
+                assert_eq!(&icmp[4..8], &[0; 4], "unused word");
+                assert_eq!(&icmp[8..], &request[ETH..], "the whole packet quoted");
+                let mut zeroed = icmp.to_vec();
+                zeroed[2..4].copy_from_slice(&[0, 0]);
+                let want = ipv6_l4_checksum(server, server, ip_proto::ICMPV6, &zeroed);
+                assert_eq!(u16::from_be_bytes([icmp[2], icmp[3]]), want, "checksum");
+                assert_eq!(stat(dp, stats::REJECTED), rejected + 1, "{rule}: counted");
+            }
+            // A big datagram: the quote stops at the minimum MTU.
+            let big = from_server(FrameBuilder::udp6_with(
+                server,
+                1,
+                client,
+                53,
+                &[0xcd; 1400],
+            ))
+            .build();
+            let (action, reply) = run_output(dp, &big);
+            assert_eq!(action, TC_ACT_REDIRECT);
+            assert_eq!(reply.len(), ETH + 1280, "the error fills the minimum MTU");
+            let icmp = check_ipv6(&reply, &big, ip_proto::ICMPV6, server, server);
+            assert_eq!(&icmp[8..], &big[ETH..ETH + 1232], "the quote, cut");
+            let mut zeroed = icmp.to_vec();
+            zeroed[2..4].copy_from_slice(&[0, 0]);
+            let want = ipv6_l4_checksum(server, server, ip_proto::ICMPV6, &zeroed);
+            assert_eq!(u16::from_be_bytes([icmp[2], icmp[3]]), want, "checksum");
+
+            apply(
+                dp,
+                &["-A OUTPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset"],
+            );
+            let syn = from_server(FrameBuilder::tcp6_segment(
+                server,
+                40000,
+                client,
+                22,
+                tcp_flags::SYN,
+                1000,
+                &[],
+            ))
+            .build();
+            let (action, reply) = run_output(dp, &syn);
+            assert_eq!(action, TC_ACT_REDIRECT, "a SYN is reset");
+            let tcp = check_ipv6(&reply, &syn, ip_proto::TCP, client, server);
+            assert_eq!(tcp.len(), 20, "a bare TCP header");
+            assert_eq!(&tcp[0..2], &22u16.to_be_bytes(), "from the port it was for");
+            assert_eq!(&tcp[2..4], &40000u16.to_be_bytes(), "to the sender's");
+            assert_eq!(&tcp[4..8], &[0; 4], "sequence 0");
+            assert_eq!(&tcp[8..12], &1001u32.to_be_bytes(), "acknowledges the SYN");
+            assert_eq!(tcp[13], tcp_flags::RST | tcp_flags::ACK, "flags");
+            let mut zeroed = tcp.to_vec();
+            zeroed[16..18].copy_from_slice(&[0, 0]);
+            let want = ipv6_l4_checksum(client, server, ip_proto::TCP, &zeroed);
+            assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), want, "TCP checksum");
+
+            // Everything rejected: the answer is rejected in turn, and no
+            // error answers an error.
+            apply(dp, &["-A OUTPUT -j REJECT"]);
+            let request =
+                from_server(FrameBuilder::udp6_with(server, 40000, client, 53, b"q")).build();
+            let silent = stat(dp, stats::REJECT_SILENT);
+            let (action, _) = run_output(dp, &request);
+            assert_eq!(
+                action, TC_ACT_SHOT,
+                "the answer swallowed by its own OUTPUT"
+            );
+            assert_eq!(stat(dp, stats::REJECT_SILENT), silent + 1, "counted silent");
+            // Unless OUTPUT lets ICMPv6 out, as `-o lo` sees the answer.
+            let lo = netbeast::compile::Interface {
+                ifindex: 1,
+                name: "lo".to_string(),
+            };
+            let rules = ruleset(&[
+                "-A OUTPUT -o lo -p ipv6-icmp -j ACCEPT",
+                "-A OUTPUT -j REJECT",
+            ]);
+            dp.apply(&rules, &[lo]).unwrap();
+            let (action, _) = run_output(dp, &request);
+            assert_eq!(action, TC_ACT_REDIRECT, "the answer leaves by lo");
+            // Nothing answers a multicast destination.
+            let multicast =
+                from_server(FrameBuilder::udp6_with(server, 1, v6("ff02::1"), 53, b"q")).build();
+            let (action, _) = run_output(dp, &multicast);
+            assert_eq!(action, TC_ACT_SHOT, "a multicast destination: no answer");
+        },
+    );
+}

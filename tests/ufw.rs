@@ -6,44 +6,84 @@
 //!
 //! ufw runs in the server namespace in a private mount namespace
 //! (`unshare -m`) over private copies of /etc/ufw and /etc/default/ufw
-//! (stock files; `IPV6=no`, see below); on the netbeast side netbeast is
-//! bind-mounted over `/usr/sbin/xtables-nft-multi`, where `iptables`,
-//! `iptables-restore` ... lead.
-//!
-//! IPv6: with the stock `IPV6=yes`, ufw's before6.rules need ip6tables'
-//! connection states, `-m rt`, `-m hl` and ICMPv6 types, which netbeast's
-//! IPv6 side does not have yet (`ufw enable` fails: "problem running
-//! ufw-init"); so IPv4 only.
+//! (the stock files, `IPV6=yes` included); on the netbeast side netbeast
+//! is bind-mounted over `/usr/sbin/xtables-nft-multi`, where `iptables`,
+//! `ip6tables`, `iptables-restore`, `ip6tables-restore` ... lead. Every
+//! step is checked on real TCP over IPv4 and IPv6, and both families'
+//! rules (iptables-save and ip6tables-save) must be the same on both
+//! sides.
 //!
 //! Needs root and the `ufw` package. Run: `cargo test -p netbeast --test ufw`.
 
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use netbeast::netns::{
+    CLIENT_IFACE,
     ConnectOutcome::{self, Connected, Refused, Reset, TimedOut},
-    Firewall, IcmpError, Testbed, require_root, tcp_server,
+    Firewall, IcmpError, SERVER_IFACE, Testbed, require_root, tcp_server,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_secs(1);
 const PORTS: [u16; 4] = [22, 443, 8080, 9000];
+/// The testbed's IPv6 addresses, beside its IPv4 ones.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
+const PREFIX6: u8 = 64;
 /// REJECT's default answer.
 const UNREACHABLE: ConnectOutcome = Refused(IcmpError {
     icmp_type: 3,
     code: 3,
 });
 
-/// One side of the twin: a testbed and ufw's private files.
+/// What a TCP connection over IPv6 came to. A RST and an ICMPv6 port
+/// unreachable both end a connect with ECONNREFUSED, so they are one
+/// outcome here (IPv4's `ConnectOutcome` tells them apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome6 {
+    Connected,
+    Refused,
+    TimedOut,
+}
+
+/// One side of the twin: a testbed, ufw's private files, and the IPv6
+/// listeners (the kernel completes handshakes on them without accepting).
 struct Side {
     bed: Testbed,
     dir: PathBuf,
+    _listeners6: Vec<TcpListener>,
 }
 
 impl Side {
     fn new(tag: &str, firewall: Firewall) -> Side {
         let bed = Testbed::new(tag, firewall).unwrap();
+        for (ns, iface, addr) in [
+            (bed.client(), CLIENT_IFACE, CLIENT6),
+            (bed.server(), SERVER_IFACE, SERVER6),
+        ] {
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/{PREFIX6}"),
+                "dev",
+                iface,
+                "nodad",
+            ])
+            .unwrap();
+        }
+        let listeners6 = bed
+            .server()
+            .in_netns(|| {
+                PORTS
+                    .iter()
+                    .map(|&p| TcpListener::bind(SocketAddr::from((SERVER6, p))).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
         let dir = std::env::temp_dir().join(format!("nbt-ufw-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -58,12 +98,12 @@ impl Side {
             defaults.contains("\nIPV6=yes\n"),
             "stock /etc/default/ufw changed"
         );
-        std::fs::write(
-            dir.join("default-ufw"),
-            defaults.replace("\nIPV6=yes\n", "\nIPV6=no\n"),
-        )
-        .unwrap();
-        Side { bed, dir }
+        std::fs::write(dir.join("default-ufw"), defaults).unwrap();
+        Side {
+            bed,
+            dir,
+            _listeners6: listeners6,
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -93,11 +133,16 @@ impl Side {
             .unwrap()
     }
 
-    /// The filter table's rules and chains, without counters.
+    /// Both families' filter tables' rules and chains, without counters.
     fn rules(&self) -> Vec<String> {
-        self.bed
-            .save()
-            .unwrap()
+        let v6 = if self.bed.firewall.is_netbeast() {
+            self.bed.server().netbeast_ok(&["save", "-6"])
+        } else {
+            self.bed
+                .server()
+                .run_ok("ip6tables-save", &["-t", "filter"])
+        };
+        (self.bed.save().unwrap() + &v6.unwrap())
             .lines()
             .filter(|l| l.starts_with("-A ") || l.starts_with(':'))
             .map(|l| match l.rfind(" [") {
@@ -109,6 +154,33 @@ impl Side {
 
     fn connect(&self) -> Vec<ConnectOutcome> {
         self.bed.connect(&PORTS, TIMEOUT).unwrap()
+    }
+
+    /// Connects from the client to each server port over IPv6, at once.
+    fn connect6(&self, ports: &[u16]) -> Vec<Outcome6> {
+        self.bed
+            .client()
+            .in_netns(|| {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = ports
+                        .iter()
+                        .map(|&port| {
+                            s.spawn(move || {
+                                let addr = SocketAddr::from((SERVER6, port));
+                                match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                                    Ok(_) => Outcome6::Connected,
+                                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                        Outcome6::Refused
+                                    }
+                                    Err(_) => Outcome6::TimedOut,
+                                }
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                })
+            })
+            .unwrap()
     }
 }
 
@@ -158,8 +230,37 @@ impl Twin {
         text(&oa)
     }
 
-    /// Connects to every port from both clients: both as `want`.
+    /// Connects to every port from both clients, over IPv4 and IPv6:
+    /// both as `want`; over IPv6 connected or timed out where IPv4 is,
+    /// and not connected where IPv4 is refused. Where ufw6 REJECTs with
+    /// ip6tables' default ICMPv6 port unreachable, netbeast's answer ends
+    /// the client's connect at once, while on the kernel's ip6tables the
+    /// client's connect sometimes times out first in this testbed (both
+    /// refuse the connection), so IPv6 refusals are compared as "not
+    /// connected".
     fn expect(&self, when: &str, want: &[ConnectOutcome]) {
+        let got6: Vec<Vec<Outcome6>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .sides
+                .iter()
+                .map(|side| s.spawn(|| side.connect6(&PORTS)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let fits = |want: &ConnectOutcome, got: &Outcome6| match want {
+            Connected => *got == Outcome6::Connected,
+            TimedOut => *got == Outcome6::TimedOut,
+            _ => *got != Outcome6::Connected,
+        };
+        for (side, got) in self.sides.iter().zip(&got6) {
+            assert!(
+                want.iter().zip(got).all(|(w, g)| fits(w, g)),
+                "{when}, over IPv6: {} {got:?} where IPv4 wants {want:?} (ports {PORTS:?})\n\
+                 rules:\n{}",
+                side.name(),
+                side.rules().join("\n")
+            );
+        }
         let got: Vec<Vec<ConnectOutcome>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .sides
@@ -250,6 +351,36 @@ fn ufw_on_netbeast_matches_ufw_on_iptables() {
         "limit ssh"
     );
 
+    // The same over IPv6: ufw's v6 limit rules (ip6tables' -m recent),
+    // from the client's IPv6 address, which has its own entry.
+    let tries6: Vec<Vec<Outcome6>> = std::thread::scope(|s| {
+        let handles: Vec<_> = twin
+            .sides
+            .iter()
+            .map(|side| {
+                s.spawn(|| {
+                    (0..7)
+                        .flat_map(|_| side.connect6(&[22]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (side, tries) in twin.sides.iter().zip(&tries6) {
+        assert_eq!(
+            tries[..5],
+            [Outcome6::Connected; 5],
+            "limit ssh over IPv6: {}",
+            side.name()
+        );
+        assert!(
+            !tries[5..].contains(&Outcome6::Connected),
+            "limit ssh over IPv6: {} {tries:?}",
+            side.name()
+        );
+    }
+
     // logging: blocked packets are logged as the kernel logs them.
     twin.ufw("logging on");
     twin.expect("logging on", &[UNREACHABLE, Reset, TimedOut, TimedOut]);
@@ -260,6 +391,14 @@ fn ufw_on_netbeast_matches_ufw_on_iptables() {
                 && l.contains(" PROTO=TCP ")
                 && l.contains(" DPT=9000 ")),
         "no [UFW BLOCK] line for port 9000 in netbeast log:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[UFW BLOCK] IN=nbt-s OUT= MAC=")
+                && l.contains(" SRC=fd00:")
+                && l.contains(" PROTO=TCP ")
+                && l.contains(" DPT=9000 ")),
+        "no IPv6 [UFW BLOCK] line for port 9000 in netbeast log:\n{log}"
     );
 
     let status = twin.ufw("status verbose");

@@ -92,6 +92,10 @@ pub const ACTIVE_RAW: u32 = 512;
 /// make the header facts from its walk (a call per packet no other
 /// ruleset pays).
 pub const ACTIVE_IPV6_HEADERS: u32 = 1024;
+/// Bit of the `ACTIVE` word set when a rule tests SCTP chunks (`-m sctp
+/// --chunk-types`): the pipeline then walks an SCTP packet's chunks into
+/// its per-CPU slot (a cost no other ruleset pays).
+pub const ACTIVE_SCTP_CHUNKS: u32 = 2048;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -571,8 +575,12 @@ pub mod target {
     /// packet is left out of conntrack (state UNTRACKED, no entry made or
     /// updated, no nat).
     pub const NOTRACK: u32 = 10;
+    /// `-j MARK` (any table): non-terminating; the packet's mark becomes
+    /// `(mark & !mask) ^ value` (xt_MARK), where `RuleAction::arg` is its
+    /// [`super::MarkTarget`] number (see [`super::mark_target_index`]).
+    pub const MARK: u32 = 11;
     /// Codes in the table.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     pub mod flag {
         /// The code is in the table.
@@ -590,6 +598,9 @@ pub mod target {
         /// It leaves the packet out of connection tracking (raw table's
         /// NOTRACK): the search records it, the pipeline skips conntrack.
         pub const UNTRACK: u32 = 16;
+        /// It changes the packet's mark (`-j MARK`): the search applies it
+        /// at once, so the rules after it see the new mark.
+        pub const SET_MARK: u32 = 32;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -601,6 +612,7 @@ pub mod target {
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
             NOTRACK => KNOWN | UNTRACK,
+            MARK => KNOWN | SET_MARK,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -644,6 +656,36 @@ pub const MAX_LOG_TARGETS: u32 = 4096;
 #[inline(always)]
 pub const fn log_target_index(generation: u32, n: u32) -> u32 {
     generation * MAX_LOG_TARGETS + n
+}
+
+/// `-j MARK` rules (their distinct value/mask pairs) a generation may
+/// hold: each is one entry of `MARK_TARGETS`.
+pub const MAX_MARK_TARGETS: u32 = 4096;
+
+/// Index of a generation's MARK entry `n` in `MARK_TARGETS`.
+#[inline(always)]
+pub const fn mark_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_MARK_TARGETS + n
+}
+
+/// What a `-j MARK` rule does to the packet's mark, as xt_MARK holds it
+/// (revision 2): the new mark is `(mark & !mask) ^ value`. Every option
+/// of libxt_MARK comes down to one pair (`--or-mark V` is `V/V`,
+/// `--xor-mark V` is `V/0`, `--and-mark V` is `0/!V`, `--set-mark V/M` is
+/// `V/(V|M)`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MarkTarget {
+    pub value: u32,
+    pub mask: u32,
+}
+
+impl MarkTarget {
+    /// The mark after this target.
+    #[inline(always)]
+    pub const fn apply(&self, mark: u32) -> u32 {
+        (mark & !self.mask) ^ self.value
+    }
 }
 
 /// The longest `--log-prefix` (iptables' limit: the kernel's field is 30
@@ -1198,7 +1240,14 @@ pub const ADDR_EPOCH_MAX: u32 = (1 << (64 - ADDR_EPOCH_SHIFT)) - 1;
 pub struct AddrSlot {
     pub key: u64,
     pub class: u32,
-    pub _pad: u32,
+    /// Read in a bucket's first slot only: the epoch under which the
+    /// bucket is *sealed*, i.e. no prefix whose first bucket this is sits
+    /// in its second bucket, so a lookup that misses here is over even
+    /// when the bucket is full (0 or another epoch: not sealed, the lookup
+    /// goes on to the second bucket when this one is full). Without it a
+    /// miss at 100,000 host prefixes (a bucket region three quarters full)
+    /// read two buckets about half the time. Unused in the other slots.
+    pub sealed: u32,
 }
 
 /// The key of prefix `addr/len` (`addr` in host byte order, masked) of
@@ -1330,8 +1379,10 @@ pub mod guard_kind {
     /// `-m hashlimit`: a token bucket per key (the packet's masked
     /// addresses and ports that `--hashlimit-mode` names) in the table of
     /// its `--hashlimit-name`. `a`: the cost in ns of a packet (of a
-    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns,
-    /// `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
+    /// 16-byte chunk in bytes mode), `b`: the bucket's depth in ns (in
+    /// bytes mode, where the depth is always [`super::hashlimit::BYTES_DEPTH_NS`],
+    /// the number of refills its `--hashlimit-burst` allows: see
+    /// [`super::hashlimit_byte_take`]), `negated`: `--hashlimit-above`. `_pad`: [`super::hashlimit`] mode
     /// bits and masks; `c`: the name's number (low 32 bits) and the expiry
     /// of an idle bucket in ms (high 32 bits).
     pub const HASHLIMIT: u32 = 6;
@@ -1377,6 +1428,112 @@ pub mod guard_kind {
     /// `a`) equals the address (low 32 bits), host byte order; inverted by
     /// `negated`. No state: see [`super::Guard::holds_addr_mask`].
     pub const ADDR_MASK: u32 = 15;
+    /// `-m mark --mark V[/M]`: the packet's mark under the mask `b` equals
+    /// `a`, inverted by `negated`. No state: see
+    /// [`super::Guard::holds_mark`]. (A number well apart from the others:
+    /// other branches add kinds at the same time.)
+    pub const MARK: u32 = 24;
+    /// `-m sctp --chunk-types all|any|only LIST`: the chunks the pipeline's
+    /// walk met ([`super::sctp::SctpChunks`]), tested as xt_sctp does
+    /// ([`super::Guard::holds_sctp_chunks`]). `_pad`: [`super::sctp`]
+    /// mode, `EVERY` and flag-entry count; `a`: the chunk types, one bit
+    /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
+    /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
+    pub const SCTP_CHUNKS: u32 = 16;
+}
+
+/// `-m sctp --chunk-types` (xt_sctp): the chunk walk's record and the
+/// guard's encoding.
+pub mod sctp {
+    /// Chunks of one packet the walk examines. The kernel walks them all;
+    /// past this many, netbeast decides only what the first ones decide
+    /// (`any` met a matching chunk, `only` a chunk it forbids, which is
+    /// where xt_sctp stops too), and otherwise the match fails, negated or
+    /// not (`Status::MORE`). 128 chunks of at least 16 bytes (a DATA
+    /// chunk with one byte) take more than a 1,500-byte packet. A power of
+    /// two: indexes are masked with it.
+    pub const MAX_SCTP_CHUNKS: usize = 128;
+
+    /// `SctpChunks::status`: how the walk ended.
+    pub mod status {
+        /// Not walked: not SCTP, a later fragment, no whole common header.
+        pub const NONE: u32 = 0;
+        /// Every chunk up to the end of the datagram was examined.
+        pub const WHOLE: u32 = 1;
+        /// The chunk after the last recorded one has no whole header in
+        /// the datagram or a length of 0 (xt_sctp drops the packet when it
+        /// reaches it: "hotdrop"), or lies past the bytes the program can
+        /// read.
+        pub const CUT: u32 = 2;
+        /// More chunks than [`super::MAX_SCTP_CHUNKS`].
+        pub const MORE: u32 = 3;
+    }
+
+    /// `Guard::_pad` bits: the match type (xt_sctp's values) ...
+    pub const ANY: u32 = 1;
+    pub const ALL: u32 = 2;
+    pub const ONLY: u32 = 4;
+    pub const MODE_MASK: u32 = 7;
+    /// ... `ALL` given as the list: every chunk type, not only named ones.
+    pub const EVERY: u32 = 1 << 8;
+    /// ... and the number of flag entries (0 to 4) from this bit on.
+    pub const FLAG_COUNT_SHIFT: u32 = 16;
+    /// Flag entries one match holds (xt_sctp's `XT_NUM_SCTP_FLAGS`).
+    pub const MAX_FLAG_ENTRIES: usize = 4;
+
+    /// The chunk types libxt_sctp names, in its order, with their bit in
+    /// the guard's type set.
+    pub const NAMED_TYPES: [u8; 22] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 64, 130, 132, 193, 128, 192, 194,
+    ];
+
+    /// The guard's bit for chunk type `t`: types 0 to 14 their own,
+    /// the others libxt_sctp names after them; `None` for a type no name
+    /// gives (a list of names never holds it).
+    #[inline(always)]
+    pub fn type_bit(t: u8) -> Option<u32> {
+        match t {
+            0..=14 => Some(u32::from(t)),
+            64 => Some(15),
+            128 => Some(16),
+            130 => Some(17),
+            132 => Some(18),
+            192 => Some(19),
+            193 => Some(20),
+            194 => Some(21),
+            _ => None,
+        }
+    }
+
+    /// One flag entry in its 32 bits: chunk type, required flags, mask.
+    #[inline(always)]
+    pub fn flag_entry(chunk: u8, flag: u8, mask: u8) -> u64 {
+        u64::from(chunk) | u64::from(flag) << 8 | u64::from(mask) << 16
+    }
+
+    /// The chunks the walk met, in order: what `--chunk-types` reads.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SctpChunks {
+        /// `status::*`.
+        pub status: u32,
+        /// Chunks recorded in `types` and `flags` (at most
+        /// [`MAX_SCTP_CHUNKS`]).
+        pub count: u32,
+        pub types: [u8; MAX_SCTP_CHUNKS],
+        pub flags: [u8; MAX_SCTP_CHUNKS],
+    }
+
+    impl Default for SctpChunks {
+        fn default() -> Self {
+            SctpChunks {
+                status: status::NONE,
+                count: 0,
+                types: [0; MAX_SCTP_CHUNKS],
+                flags: [0; MAX_SCTP_CHUNKS],
+            }
+        }
+    }
 }
 
 /// ipsets (`netbeast ipset`, `-m set`): set types, the guard's bits and
@@ -1770,6 +1927,10 @@ pub mod recent {
     pub const TTL: u32 = 32;
     /// `--rdest`: the destination address is the key.
     pub const DEST: u32 = 64;
+    /// An ip6tables rule: the key is the IPv6 address, and `Guard::c`'s
+    /// high half is `--mask`'s prefix length (0..=128) instead of an
+    /// IPv4 mask.
+    pub const V6: u32 = 128;
 }
 
 /// Times one `-m recent` entry remembers (the kernel remembers 20 by
@@ -1781,13 +1942,17 @@ pub const RECENT_STAMPS: usize = 32;
 pub const RECENT_ENTRIES: u32 = 65_536;
 
 /// A `-m recent` entry's key: its list's name number and the masked
-/// address.
+/// address. A list holds both families, as xt_recent's does (one name,
+/// one list, for iptables and ip6tables): `v6` keeps an IPv4 address
+/// apart from an IPv6 one of the same first word.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecentKey {
     pub name: u32,
-    /// Network byte order.
-    pub addr: u32,
+    /// 1 for an IPv6 address, 0 for IPv4.
+    pub v6: u32,
+    /// Network byte order; an IPv4 address in the first word, the rest 0.
+    pub addr: [u32; 4],
 }
 
 /// A `-m recent` entry: the times (bpf_ktime_get_ns) of the last
@@ -1827,8 +1992,53 @@ pub mod hashlimit {
     /// In bytes mode a packet costs at most one second of the rate, as in
     /// xt_hashlimit, and the bucket holds one second.
     pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
-    /// Bytes are counted in chunks of 2^4, as xt_hashlimit does.
+    /// Bytes are counted in chunks of 2^4 (whole ones, plus one), as
+    /// xt_hashlimit does.
     pub const BYTE_SHIFT: u32 = 4;
+}
+
+/// The cost in ns of a bytes-mode `-m hashlimit` packet of `length`
+/// bytes: its whole 16-byte chunks plus one (a 60-byte datagram is 4), at
+/// `chunk_ns` each, at most one second (the bucket's depth), as
+/// xt_hashlimit charges it. Divided out rather than multiplied with an
+/// overflow check: BPF has no 128-bit multiply.
+#[inline(always)]
+pub fn hashlimit_byte_cost(length: u32, chunk_ns: u64) -> u64 {
+    let chunks = u64::from(length >> hashlimit::BYTE_SHIFT) + 1;
+    if chunks != 0 && chunk_ns > hashlimit::BYTES_DEPTH_NS / chunks {
+        hashlimit::BYTES_DEPTH_NS
+    } else {
+        chunks * chunk_ns
+    }
+}
+
+/// One step of a bytes-mode `-m hashlimit` bucket (depth one second, see
+/// [`limit_take`] for `tat`) with its `--hashlimit-burst`: xt_hashlimit
+/// turns a burst in bytes into a number of refills (the burst over the
+/// rate, rounded up) that an entry may use once each: when a packet costs
+/// more than the credit left and a refill is left, the bucket is full
+/// again. Refills do not come back while the entry lives (an entry idle
+/// past its expiry starts again with all of them). `used` is the refills
+/// spent so far, `refills` the rule's number. Returns the new `tat` and
+/// whether a refill was spent, or `None` when the packet is over the
+/// limit. The one meaning for the kernel and the models.
+#[inline(always)]
+pub fn hashlimit_byte_take(
+    tat: u64,
+    used: u64,
+    now: u64,
+    cost: u64,
+    refills: u64,
+) -> Option<(u64, bool)> {
+    if let Some(new) = limit_take(tat, now, cost, hashlimit::BYTES_DEPTH_NS) {
+        return Some((new, false));
+    }
+    if used < refills {
+        // A full bucket (`tat` now) always covers a cost, capped at its
+        // depth.
+        return limit_take(now, now, cost, hashlimit::BYTES_DEPTH_NS).map(|new| (new, true));
+    }
+    None
 }
 
 /// Buckets all `-m hashlimit` tables hold together. An LRU table: past
@@ -1859,7 +2069,8 @@ pub struct HashlimitBucket {
     pub last_ns: u64,
     /// Rate-match mode (where `tat` is the window's start): the window's
     /// count (packets or bytes) times 2, plus 1 when the window before it
-    /// was over the rate.
+    /// was over the rate. Bytes mode with a burst: the refills spent
+    /// (see [`hashlimit_byte_take`]).
     pub window: u64,
 }
 
@@ -1983,6 +2194,92 @@ impl Guard {
         met != (self.negated != 0)
     }
 
+    /// [`guard_kind::SCTP_CHUNKS`]: whether the chunk type is in the
+    /// match's list.
+    #[inline(always)]
+    pub fn sctp_lists(&self, t: u8) -> bool {
+        self._pad & sctp::EVERY != 0 || sctp::type_bit(t).is_some_and(|b| self.a >> b & 1 != 0)
+    }
+
+    /// xt_sctp's flag test for a chunk of type `t` with `flags`: the first
+    /// entry for its type decides (`flags & mask == flag`); none, it holds.
+    #[inline(always)]
+    pub fn sctp_flags_hold(&self, t: u8, flags: u8) -> bool {
+        let count = (self._pad >> sctp::FLAG_COUNT_SHIFT) as usize;
+        let mut i = 0;
+        while i < sctp::MAX_FLAG_ENTRIES {
+            if i >= count {
+                break;
+            }
+            let word = if i < 2 { self.b } else { self.c };
+            let entry = word >> (32 * (i & 1));
+            if entry as u8 == t {
+                return flags & (entry >> 16) as u8 == (entry >> 8) as u8;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// One chunk of xt_sctp's walk for [`guard_kind::SCTP_CHUNKS`]:
+    /// `Some(outcome)` (before `!`) where the kernel's walk returns at
+    /// this chunk, `None` to go on. `left`: the listed types not met yet
+    /// (for `all`; start from `a`).
+    #[inline(always)]
+    pub fn sctp_step(&self, left: &mut u64, t: u8, flags: u8) -> Option<bool> {
+        let mode = self._pad & sctp::MODE_MASK;
+        if self.sctp_lists(t) {
+            let flags_hold = self.sctp_flags_hold(t, flags);
+            if mode == sctp::ANY && flags_hold {
+                return Some(true);
+            }
+            if mode == sctp::ONLY && !flags_hold {
+                return Some(false);
+            }
+            if mode == sctp::ALL
+                && flags_hold
+                && let Some(b) = sctp::type_bit(t)
+            {
+                *left &= !(1u64 << b);
+            }
+        } else if mode == sctp::ONLY {
+            return Some(false);
+        }
+        None
+    }
+
+    /// The outcome (before `!`) once every chunk was walked without the
+    /// walk returning: `all` when every listed type was met (never for
+    /// `ALL`, whose kernel map holds bits no chunk type clears), `any`
+    /// false, `only` true.
+    #[inline(always)]
+    pub fn sctp_end(&self, left: u64) -> bool {
+        match self._pad & sctp::MODE_MASK {
+            sctp::ALL => self._pad & sctp::EVERY == 0 && left == 0,
+            sctp::ANY => false,
+            _ => true,
+        }
+    }
+
+    /// [`guard_kind::SCTP_CHUNKS`] on a packet's chunk walk, as xt_sctp
+    /// decides it: walked in order with the kernel's early returns; a walk
+    /// cut short (where the kernel drops the packet, or past
+    /// [`sctp::MAX_SCTP_CHUNKS`]) or absent fails, negated or not. The
+    /// kernel runs the same steps in `bpf_loop`.
+    pub fn holds_sctp_chunks(&self, walk: &sctp::SctpChunks) -> bool {
+        if walk.status == sctp::status::NONE {
+            return false;
+        }
+        let negated = self.negated != 0;
+        let mut left = self.a;
+        for i in 0..(walk.count as usize).min(sctp::MAX_SCTP_CHUNKS) {
+            if let Some(outcome) = self.sctp_step(&mut left, walk.types[i], walk.flags[i]) {
+                return outcome != negated;
+            }
+        }
+        walk.status == sctp::status::WHOLE && self.sctp_end(left) != negated
+    }
+
     /// `-m ipv6header`: the headers met, exactly (`b` inverts the test)
     /// or, with `--soft` (`c` 1), each listed header present (absent where
     /// `b` inverts it), as ip6t_ipv6header decides.
@@ -2055,6 +2352,13 @@ impl Guard {
         let addr = if self._pad == 0 { src } else { dst };
         let (value, mask) = (self.a as u32, (self.a >> 32) as u32);
         (addr & mask == value) != (self.negated != 0)
+    }
+
+    /// [`guard_kind::MARK`] for a packet whose mark is `mark` (xt_mark:
+    /// `(mark & mask) == value`, the value not masked).
+    #[inline(always)]
+    pub fn holds_mark(&self, mark: u32) -> bool {
+        (mark & self.b as u32 == self.a as u32) != (self.negated != 0)
     }
 
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
@@ -2446,6 +2750,15 @@ impl CtConfig {
 pub const CT_UNREPLIED_ENTRIES: u32 = 65536;
 /// Entries of the table for connections that have seen a reply.
 pub const CT_ESTABLISHED_ENTRIES: u32 = 262144;
+/// The most entries `attach --ct-unreplied-size` or `--ct-established-size`
+/// may give one IPv4 conntrack table.
+pub const MAX_CT_TABLE_ENTRIES: u32 = 1 << 24;
+/// A `-m connlimit` count can never exceed this: every connection it
+/// counts is an entry of one of the two IPv4 conntrack tables (at most
+/// [`MAX_CT_TABLE_ENTRIES`] each), plus the packet's own when it has none.
+/// A limit at or above it is never passed, as iptables' limits far above
+/// `nf_conntrack_max` are not.
+pub const CONNLIMIT_UNREACHABLE: u32 = 2 * MAX_CT_TABLE_ENTRIES + 1;
 /// The IPv6 tables' sizes (`CT6_UNREPLIED`, `CT6_ESTABLISHED`), split as
 /// the IPv4 ones are. A quarter of theirs: an IPv6 entry and key take 168
 /// bytes against 88, and dual-stack hosts still carry most connections
@@ -2553,6 +2866,7 @@ pub mod size {
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
+    pub const MARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_MARK_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
@@ -2569,6 +2883,7 @@ mod user {
     // padding (checked by the layout tests).
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
+    unsafe impl aya::Pod for MarkTarget {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
     unsafe impl aya::Pod for AddrSlot {}
@@ -2647,6 +2962,8 @@ mod tests {
                 IPV6_RT,
                 IPV6_FRAG,
                 ADDR_MASK,
+                MARK,
+                SCTP_CHUNKS,
             ];
             for (i, a) in kinds.iter().enumerate() {
                 assert!(*a != 0, "guard kind 0 is no guard");
@@ -2668,6 +2985,7 @@ mod tests {
             ACTIVE_IPV6,
             ACTIVE_RAW,
             ACTIVE_IPV6_HEADERS,
+            ACTIVE_SCTP_CHUNKS,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {
@@ -2699,6 +3017,7 @@ mod tests {
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
         assert_eq!(size_of::<NatTarget>(), 20);
+        assert_eq!(size_of::<MarkTarget>(), 8);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };

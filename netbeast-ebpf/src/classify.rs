@@ -17,9 +17,10 @@ use netbeast_common::{
     CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
     IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
-    RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key,
-    addr_type, chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
-    key_chunk_index, limit_take, pkttype, rule_index, size, stats, target,
+    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
+    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
+    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
+    size, stats, target,
 };
 
 use crate::stats::bump;
@@ -56,6 +57,10 @@ static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS,
 /// looks up. Written by userspace with the local addresses.
 #[map]
 static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPES, 0);
+/// What the `-j MARK` rules of both generations do to the mark
+/// (`MarkTarget`, at `mark_target_index(generation, RuleAction::arg)`).
+#[map]
+static MARK_TARGETS: Array<MarkTarget> = Array::with_max_entries(size::MARK_TARGETS, 0);
 /// The guard records of both generations (`Guard`, written by the loader).
 #[map]
 static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
@@ -158,6 +163,20 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
+    /// A rule tests TCP options or SCTP chunks: walk them (one test, so
+    /// the pipeline forks once for both: the verifier's budget has no room
+    /// for a second fork there).
+    #[inline(always)]
+    pub fn l4_walks(self) -> bool {
+        self.0 & (netbeast_common::ACTIVE_TCP_OPTIONS | netbeast_common::ACTIVE_SCTP_CHUNKS) != 0
+    }
+
+    /// The word, for the global functions that test its bits themselves.
+    #[inline(always)]
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     /// An IPv6 rule tests extension headers (`ACTIVE_IPV6_HEADERS`).
     #[inline(always)]
     pub fn ipv6_headers(self) -> bool {
@@ -220,6 +239,11 @@ fn hashed_class(generation: u32, epoch: u32, base: u64) -> Option<u32> {
         if s.key == key {
             return Some(s.class);
         }
+    }
+    // Sealed under this epoch: no prefix whose first bucket this is went to
+    // its second (`AddrSlot::sealed`), full or not.
+    if slots[0].sealed == epoch {
+        return None;
     }
     // A prefix is in its second bucket only while its first is full (of
     // this epoch's prefixes: a bucket is written whole, filled in order).
@@ -530,6 +554,9 @@ pub extern "C" fn netbeast_classify(
     st.log_count = 0;
     st.hit_count = 0;
     st.untrack = 0;
+    // `takes_effect` reads it (a MARK's entry) from the first slot on,
+    // before the search's steps record the rest of their state.
+    st.generation = generation;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -716,7 +743,85 @@ fn packet_guard(g: &Guard) -> bool {
     if g.kind == guard_kind::ADDR_MASK {
         return g.holds_addr_mask(u32::from_be(keys.src), u32::from_be(keys.dst));
     }
+    if g.kind == guard_kind::MARK {
+        return g.holds_mark(crate::parse::current_mark());
+    }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
+}
+
+/// One chunk of the walk, as `Guard::holds_sctp_chunks` steps.
+/// Its state (`left`, `decided`, the guard) is in the packet slot, not
+/// behind a context on the stack: the stack's 512 bytes are shared by
+/// every call down to here, and the verifier meets every step alike.
+extern "C" fn chunk_test_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some((c, st)) = crate::parse::current_sctp_chunks() else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot.
+    let st = unsafe { &mut *st };
+    if index >= u64::from(c.count) {
+        return 1;
+    }
+    let i = index as usize & (netbeast_common::sctp::MAX_SCTP_CHUNKS - 1);
+    let mut left = st.left;
+    let step = st.test.sctp_step(&mut left, c.types[i], c.flags[i]);
+    st.left = left;
+    match step {
+        Some(outcome) => {
+            st.decided = 1 + u64::from(outcome);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// `-m sctp --chunk-types` on the chunks the pipeline walked: the steps
+/// of `Guard::holds_sctp_chunks` in `bpf_loop`, so the verifier checks one
+/// chunk's test, not `MAX_SCTP_CHUNKS` of them. 1 when it holds. A global
+/// function, verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_sctp_chunks(pad: u32, negated: u32, a: u64, b: u64, c: u64) -> u32 {
+    use netbeast_common::sctp::{MAX_SCTP_CHUNKS, status};
+    let Some((chunks, state)) = crate::parse::current_sctp_chunks() else {
+        return 0;
+    };
+    if chunks.status == status::NONE {
+        return 0;
+    }
+    // SAFETY: this CPU's slot.
+    unsafe {
+        (*state).left = a;
+        (*state).decided = 0;
+        (*state).test = Guard {
+            kind: guard_kind::SCTP_CHUNKS,
+            next: 0,
+            negated,
+            _pad: pad,
+            a,
+            b,
+            c,
+        };
+    }
+    // SAFETY: `chunk_test_step` has the callback signature bpf_loop
+    // expects; it keeps its state in this CPU's packet slot.
+    unsafe {
+        bpf_loop(
+            MAX_SCTP_CHUNKS as u32,
+            chunk_test_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    // SAFETY: this CPU's slot.
+    let (left, decided) = unsafe { ((*state).left, (*state).decided) };
+    let outcome = match decided {
+        // SAFETY: as above.
+        0 if chunks.status == status::WHOLE => unsafe { (*state).test.sctp_end(left) },
+        0 => return 0,
+        d => d == 2,
+    };
+    u32::from(outcome != (negated != 0))
 }
 
 /// A new search sequence for this CPU's guard outcomes (never 0).
@@ -797,6 +902,15 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             if !held {
                 return 0;
             }
+        } else if g.kind == guard_kind::SCTP_CHUNKS {
+            let held = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c) != 0;
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+                // SAFETY: this CPU's slot.
+                unsafe { *memo = seq << 1 | u64::from(held) };
+            }
+            if !held {
+                return 0;
+            }
         } else if g.kind == guard_kind::CONNLIMIT {
             let held = connlimit_guard(&g, g.c as u32);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
@@ -811,6 +925,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind == guard_kind::TCP_OPTION
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
+            || g.kind == guard_kind::MARK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
@@ -1131,7 +1246,13 @@ pub struct SearchState {
     counter_base: u32,
     /// Used fields recorded below (large chains), in field order.
     fields: u32,
-    _pad: u32,
+    /// The packet's mark (skb->mark to the kernel): 0 for a packet from
+    /// the wire, the socket's for the host's own at TC egress; `-j MARK`
+    /// changes it during the search and `-m mark` reads it. It lives in
+    /// the per-CPU packet slot, so it carries from one chain to the next
+    /// (raw, nat PREROUTING, filter, nat POSTROUTING) as iptables'
+    /// skb->mark does; nothing resets it between chains.
+    pub mark: u32,
     /// The search's sequence for guard outcomes (`GUARD_MEMO`), 0 until a
     /// guarded slot is met.
     seq: u64,
@@ -1352,6 +1473,11 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
     }
     if flags & target::flag::UNTRACK != 0 {
         st.untrack = 1;
+    }
+    if flags & target::flag::SET_MARK != 0
+        && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
+    {
+        st.mark = m.apply(st.mark);
     }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);

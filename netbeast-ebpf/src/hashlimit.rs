@@ -8,7 +8,8 @@
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
 use netbeast_common::{
-    HASHLIMIT_ENTRIES, HashlimitBucket, HashlimitKey, L4_FRAGMENT, hashlimit, limit_take, stats,
+    HASHLIMIT_ENTRIES, HashlimitBucket, HashlimitKey, L4_FRAGMENT, hashlimit, hashlimit_byte_cost,
+    hashlimit_byte_take, limit_take, stats,
 };
 
 use crate::{classify::compare_exchange, parse::current_keys, stats::bump};
@@ -36,7 +37,7 @@ fn mask(len: u32) -> u32 {
 
 /// Takes the current packet's cost from its bucket; 1 when the bucket had
 /// it. `settings` is the guard's `_pad` (`hashlimit::*`), `cost` and
-/// `depth` in ns, `c` its name's number and expiry (ms). A fragment when
+/// `depth` in ns (bytes mode: a chunk's cost, and the burst's refills), `c` its name's number and expiry (ms). A fragment when
 /// ports are hashed has no bucket: 0 (xt_hashlimit drops it). A global
 /// function, verified once.
 #[unsafe(no_mangle)]
@@ -80,16 +81,13 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     if settings & hashlimit::RATE_MATCH != 0 {
         return rate_match(&key, settings, cost, depth, c >> 32, keys.length);
     }
-    let cost = if settings & hashlimit::BYTES != 0 {
-        let chunks = u64::from(keys.length) >> hashlimit::BYTE_SHIFT;
-        // Capped at one second's worth (no 128-bit multiply on BPF).
-        if chunks != 0 && cost > hashlimit::BYTES_DEPTH_NS / chunks {
-            hashlimit::BYTES_DEPTH_NS
-        } else {
-            chunks * cost
-        }
+    let bytes = settings & hashlimit::BYTES != 0;
+    // Bytes mode: `cost` is a chunk's, the depth one second and `depth`
+    // the refills of the rule's burst.
+    let (cost, refills) = if bytes {
+        (hashlimit_byte_cost(u32::from(keys.length), cost), depth)
     } else {
-        cost
+        (cost, 0)
     };
     let mut bucket = HASHLIMIT.get_ptr_mut(&key);
     if bucket.is_none() {
@@ -103,8 +101,14 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a map value, valid for this program run; `tat` is its first
-    // word, 8-byte aligned.
-    let (tat_p, last) = unsafe { (&raw mut (*bucket).tat, (*bucket).last_ns) };
+    // word, 8-byte aligned, `window` (the refills spent) its third.
+    let (tat_p, used_p, last) = unsafe {
+        (
+            &raw mut (*bucket).tat,
+            &raw mut (*bucket).window,
+            (*bucket).last_ns,
+        )
+    };
     // SAFETY: as above.
     unsafe { (*bucket).last_ns = now };
     // At most 2^32 ms: no overflow in ns.
@@ -112,18 +116,35 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     // SAFETY: as above.
     let mut expected = unsafe { core::ptr::read_volatile(tat_p) };
     // Idle past its expiry: the kernel would have dropped the entry, and
-    // a new one starts full.
+    // a new one starts full, with all its refills.
     let mut tat = if last != 0 && now.saturating_sub(last) > expire {
+        if bytes {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(used_p, 0) };
+        }
         0
     } else {
         expected
     };
     for _ in 0..TRIES {
-        let Some(new) = limit_take(tat, now, cost, depth) else {
+        let step = if bytes {
+            // SAFETY: as above.
+            let used = unsafe { core::ptr::read_volatile(used_p) };
+            hashlimit_byte_take(tat, used, now, cost, refills)
+        } else {
+            limit_take(tat, now, cost, depth).map(|new| (new, false))
+        };
+        let Some((new, refilled)) = step else {
             return 0;
         };
         let seen = compare_exchange(tat_p, expected, new);
         if seen == expected {
+            if refilled {
+                // Counted once the refill is taken: two CPUs refilling
+                // at the same moment may both take the last one (the
+                // kernel's entry lock makes it one).
+                fetch_add_n(used_p, 1);
+            }
             return 1;
         }
         // Another CPU took credit meanwhile: start from its state.

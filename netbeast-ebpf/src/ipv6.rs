@@ -27,6 +27,7 @@ use crate::{
     parse::{
         ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
     },
+    reject_local,
     route::NextHop,
     stats::bump,
 };
@@ -364,15 +365,16 @@ pub fn egress(ctx: &TcContext) -> i32 {
     pkt.keys.in_ifindex = 0;
     pkt.keys.out_ifindex = ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
-    let verdict = match classify(
-        active.generation(),
+    let generation = active.generation();
+    let (verdict, with) = match classify(
+        generation,
         chain::OUTPUT6,
         &pkt.keys,
         pkt.keys.length as u64,
         &mut pkt.search,
     ) {
-        Verdict::Policy(policy) => policy,
-        Verdict::Rule(action) => action.target,
+        Verdict::Policy(policy) => (policy, 0),
+        Verdict::Rule(action) => (action.target, action.arg),
     };
     match verdict {
         target::ACCEPT => {
@@ -386,12 +388,25 @@ pub fn egress(ctx: &TcContext) -> i32 {
             bump(stats::DROPPED);
             TC_ACT_SHOT
         }
-        // REJECT in OUTPUT is refused for IPv6 (no reply into the host's
-        // own stack yet); one reached through a user-defined chain drops
-        // without an answer, counted.
         target::REJECT => {
-            bump(stats::REJECT_SILENT);
-            TC_ACT_SHOT
+            // The ICMPv6 type, for the messages no error may answer.
+            read_icmp6(pkt, start, end);
+            if !crate::reject6::build_local_reply6(ctx, pkt, with) {
+                return reject_local::silent();
+            }
+            // The answer crosses OUTPUT itself, as ip6tables sends it.
+            let bytes = crate::reject6::local_reply_keys6(ctx, pkt, with);
+            match classify(
+                generation,
+                chain::OUTPUT6,
+                &pkt.keys,
+                bytes,
+                &mut pkt.search,
+            ) {
+                Verdict::Policy(target::ACCEPT) => reject_local::deliver(ifindex),
+                Verdict::Rule(a) if a.target == target::ACCEPT => reject_local::deliver(ifindex),
+                _ => reject_local::silent(),
+            }
         }
         // As at ingress: never a drop for a code this program does not know.
         _ => {

@@ -181,6 +181,10 @@ fn spread(cookie: u64, salt: u32) -> u32 {
 #[inline(always)]
 fn classify_socket(generation: u32, keys: &Keys, cookie: u64) -> Option<RuleAction> {
     let start = SOCK_SEARCH_START.get(0)?;
+    // The guards that read the packet's addresses (`-m recent`, as
+    // kube-proxy's session affinity in KUBE-SVC-*, reached from nat
+    // OUTPUT) read the socket's instead: what its first packet will carry.
+    crate::parse::set_socket_keys(keys);
     if SOCK_SEARCH.insert(cookie, start, 0).is_err() {
         bump(stats::NAT_SOCKET_BUSY);
         return None;

@@ -3,6 +3,7 @@
 //! access goes through `load`, which checks it against the packet end.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
+use netbeast_common::sctp::{MAX_SCTP_CHUNKS, SctpChunks, status as sctp_status};
 use netbeast_common::{
     Ipv6Ext, Ipv6Walk, L4_FRAGMENT, L4_NONE, MAX_IPV6_EXT_HEADERS, TCP_FLAGS_CUT, TCP_FLAGS_NONE,
     port_header_len,
@@ -22,6 +23,7 @@ const VLAN_HLEN: usize = 4;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const TCP_HLEN: usize = 20;
 pub const ICMP_HLEN: usize = 8;
@@ -100,6 +102,10 @@ pub struct Packet {
     pub icmp_id: u16,
     /// Its TCP options, walked only while a rule tests them.
     pub tcp_options: TcpOptions,
+    /// Its SCTP chunks, walked only while a rule tests them, and the
+    /// bytes they were walked in.
+    pub sctp: SctpChunks,
+    pub sctp_copy: SctpCopy,
     /// The classifier's working state while a chain runs on the packet:
     /// in the same per-CPU slot, found with the packet and not looked up
     /// again for each chain.
@@ -278,6 +284,241 @@ pub fn read_tcp_options(pkt: &mut Packet, start: usize, end: usize) {
     pkt.tcp_options.read = 1;
 }
 
+/// SCTP's common header: ports, verification tag, checksum.
+const SCTP_HLEN: usize = 12;
+/// A chunk header: type, flags, length.
+const SCTP_CHUNK_HLEN: usize = 4;
+
+/// Bytes of an SCTP packet's chunks (after its common header) the walk
+/// can read: copied from the packet first (`bpf_xdp_load_bytes`,
+/// `bpf_skb_load_bytes`), as a global function cannot take a pointer into
+/// the packet. Past them, a chunk counts as cut short (`status::CUT`): a
+/// 1,500-byte MTU's packet fits. A power of two: the copy's length is
+/// masked with it.
+pub const SCTP_WALK_BYTES: usize = 2048;
+
+/// The chunk bytes of the current SCTP packet.
+pub struct SctpCopy {
+    /// 1 when `bytes` holds the current packet's chunks.
+    pub ready: u32,
+    /// A first fragment (more fragments follow).
+    pub more: u32,
+    /// Bytes copied, and bytes from the first chunk to the datagram's end.
+    pub len: u32,
+    pub datagram_len: u32,
+    /// The walk's next chunk (from the first chunk's start).
+    pub at: u64,
+    /// `--chunk-types`' test (`netbeast_sctp_chunks`): the listed types
+    /// not met yet, and 0 while undecided or 1 + the outcome. Here for the
+    /// same reason as `at`.
+    pub left: u64,
+    pub decided: u64,
+    /// The guard under test (off the stack, whose 512 bytes the calls
+    /// down to this test share).
+    pub test: netbeast_common::Guard,
+    /// The IPv4 header's flags and fragment offset, as loaded.
+    pub frag: [u8; 2],
+    bytes: [u8; SCTP_WALK_BYTES],
+}
+
+/// One chunk of the walk, as xt_sctp steps: its header must lie in the
+/// datagram with a length other than 0; the next starts that length,
+/// rounded up to 4, further on. Returns 1 (stop) when the walk ends.
+/// Its state is in the packet slot, not behind a context on the stack:
+/// the stack's 512 bytes are shared by every call down to here, and the
+/// verifier meets every step with the same (unknown) values, so it checks
+/// one.
+extern "C" fn chunk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(p) = PACKET.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let (c, copy) = unsafe { (&mut (*p).sctp, &mut (*p).sctp_copy) };
+    let at = copy.at;
+    let datagram_end = u64::from(copy.datagram_len);
+    // The kernel's walk reads a first chunk whatever the length (a
+    // do-while): an SCTP packet without one is cut short.
+    if c.count > 0 && at >= datagram_end {
+        // A first fragment's chunks go on in the next fragment: only what
+        // the ones here decide is known.
+        c.status = if copy.more != 0 {
+            sctp_status::CUT
+        } else {
+            sctp_status::WHOLE
+        };
+        return 1;
+    }
+    if c.count as usize >= MAX_SCTP_CHUNKS {
+        c.status = sctp_status::MORE;
+        return 1;
+    }
+    if at + SCTP_CHUNK_HLEN as u64 > datagram_end
+        || at + SCTP_CHUNK_HLEN as u64 > u64::from(copy.len)
+    {
+        c.status = sctp_status::CUT;
+        return 1;
+    }
+    let at = at as usize;
+    let header = [
+        copy.bytes[at & (SCTP_WALK_BYTES - 1)],
+        copy.bytes[(at + 1) & (SCTP_WALK_BYTES - 1)],
+        copy.bytes[(at + 2) & (SCTP_WALK_BYTES - 1)],
+        copy.bytes[(at + 3) & (SCTP_WALK_BYTES - 1)],
+    ];
+    let len = u16::from_be_bytes([header[2], header[3]]);
+    if len == 0 {
+        c.status = sctp_status::CUT;
+        return 1;
+    }
+    let i = c.count as usize & (MAX_SCTP_CHUNKS - 1);
+    c.types[i] = header[0];
+    c.flags[i] = header[1];
+    c.count += 1;
+    copy.at = at as u64 + ((u64::from(len) + 3) & !3);
+    0
+}
+
+/// Where the current packet's SCTP chunks lie, for the walk: their offset
+/// in the frame, the bytes to the datagram's end, and whether more
+/// fragments follow; `None` for anything but an SCTP packet whose common
+/// header is whole, or a later fragment (left unwalked, `status::NONE`).
+#[inline(always)]
+fn sctp_chunk_area(pkt: &mut Packet) -> Option<(u32, u32)> {
+    pkt.sctp_copy.ready = 0;
+    pkt.sctp.status = sctp_status::NONE;
+    pkt.sctp.count = 0;
+    if pkt.fragment || pkt.keys.protocol != IPPROTO_SCTP || !pkt.l4_complete {
+        return None;
+    }
+    let l3 = pkt.l2_len();
+    let from = l3 + pkt.ip_header_len() + SCTP_HLEN;
+    let datagram_len = (l3 + pkt.total_len()).saturating_sub(from);
+    pkt.sctp_copy.datagram_len = datagram_len as u32;
+    pkt.sctp_copy.len = datagram_len.min(SCTP_WALK_BYTES - 1) as u32;
+    Some((from as u32, l3 as u32))
+}
+
+/// `--chunk-types`' walk of an XDP packet (while `active`, the `ACTIVE`
+/// word, has `ACTIVE_SCTP_CHUNKS`): copies its chunks (at most
+/// `SCTP_WALK_BYTES`) into the packet's slot with `bpf_xdp_load_bytes`
+/// and walks them (`walk_sctp`). A BPF global function, verified once on
+/// its own (`ctx` is the program's context): inlined in the pipeline, or
+/// out of line but static, the walk took the IPv4 program past the
+/// verifier's million instructions.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_sctp_walk_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, active: u32) -> u32 {
+    use aya_ebpf::helpers::generated::bpf_xdp_load_bytes;
+    let Some(pkt) = PACKET.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let pkt = unsafe { &mut *pkt };
+    if ctx.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
+        return 0;
+    }
+    let Some((from, l3)) = sctp_chunk_area(pkt) else {
+        return 0;
+    };
+    let len = pkt.sctp_copy.len & (SCTP_WALK_BYTES as u32 - 1);
+    // SAFETY: helpers writing into buffers of the sizes given.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(ctx, l3 + 6, pkt.sctp_copy.frag.as_mut_ptr().cast(), 2) == 0
+            && (len == 0
+                || bpf_xdp_load_bytes(
+                    ctx,
+                    from,
+                    pkt.sctp_copy.bytes.as_mut_ptr().cast(),
+                    copy_size(len),
+                ) == 0)
+    };
+    let flags = pkt.sctp_copy.frag[0];
+    walk_sctp(pkt, loaded, flags);
+    0
+}
+
+/// A copy's size (1 to `SCTP_WALK_BYTES`) for `len` (at least 1), in a
+/// form the verifier bounds: LLVM drops a plain `len != 0` check it has
+/// already made, leaving the helper a size that may be 0.
+#[inline(always)]
+fn copy_size(len: u32) -> u32 {
+    (opaque(len as usize - 1) as u32 & (SCTP_WALK_BYTES as u32 - 1)) + 1
+}
+
+/// [`netbeast_sctp_walk_xdp`] for a TC packet (`bpf_skb_load_bytes`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_sctp_walk_tc(
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+    active: u32,
+) -> u32 {
+    use aya_ebpf::helpers::generated::bpf_skb_load_bytes;
+    let Some(pkt) = PACKET.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, used by this program run only.
+    let pkt = unsafe { &mut *pkt };
+    if skb.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
+        return 0;
+    }
+    let Some((from, l3)) = sctp_chunk_area(pkt) else {
+        return 0;
+    };
+    let len = pkt.sctp_copy.len & (SCTP_WALK_BYTES as u32 - 1);
+    // SAFETY: helpers writing into buffers of the sizes given.
+    let loaded = unsafe {
+        bpf_skb_load_bytes(
+            skb.cast(),
+            l3 + 6,
+            pkt.sctp_copy.frag.as_mut_ptr().cast(),
+            2,
+        ) == 0
+            && (len == 0
+                || bpf_skb_load_bytes(
+                    skb.cast(),
+                    from,
+                    pkt.sctp_copy.bytes.as_mut_ptr().cast(),
+                    copy_size(len),
+                ) == 0)
+    };
+    let flags = pkt.sctp_copy.frag[0];
+    walk_sctp(pkt, loaded, flags);
+    0
+}
+
+/// Walks the copied chunks into the slot's `sctp`, at most
+/// `MAX_SCTP_CHUNKS` of them, in `bpf_loop` (the verifier checks one
+/// step). `loaded`: the copy succeeded (else nothing is readable: the first
+/// chunk is cut short); `flags_byte`: the IPv4 header's byte 6 (MF).
+#[inline(always)]
+fn walk_sctp(pkt: &mut Packet, loaded: bool, flags_byte: u8) {
+    if !loaded {
+        pkt.sctp_copy.len = 0;
+    }
+    pkt.sctp_copy.more = u32::from(flags_byte & 0x20 != 0);
+    pkt.sctp_copy.ready = 1;
+    pkt.sctp_copy.at = 0;
+    // SAFETY: `chunk_step` has the callback signature bpf_loop expects,
+    // and it keeps its state in this CPU's packet slot.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_SCTP_CHUNKS as u32 + 1,
+            chunk_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// The SCTP chunks of the packet this program run parsed (walked by
+/// `netbeast_sctp_walk_*`), and the slot's scratch for the guard's test.
+#[inline(always)]
+pub fn current_sctp_chunks() -> Option<(&'static SctpChunks, *mut SctpCopy)> {
+    let p = PACKET.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, used by this program run only.
+    unsafe { Some((&(*p).sctp, &mut (*p).sctp_copy as *mut SctpCopy)) }
+}
+
 /// The option kinds of the packet this program run parsed, when read
 /// (`read_tcp_options`, for the `--tcp-option` guard).
 #[inline(always)]
@@ -307,6 +548,27 @@ pub fn current_packet() -> Option<&'static Packet> {
 #[inline(always)]
 pub fn current_keys() -> Option<&'static Keys> {
     PACKET.get(0).map(|p| &p.keys)
+}
+
+/// The socket programs (nat OUTPUT) have no packet: they put the socket's
+/// keys where [`current_keys`] finds a packet's, for `-m recent`. The
+/// other packet guards are refused there by the compiler.
+#[inline(always)]
+pub fn set_socket_keys(keys: &Keys) {
+    if let Some(p) = PACKET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot. A packet program that interrupts the
+        // socket program on this CPU (softirq) overwrites the keys, as it
+        // does the per-CPU guard sequence the two already share: a rare
+        // race where `-m recent` reads that packet's addresses.
+        unsafe { (*p).keys = *keys };
+    }
+}
+
+/// The current packet's mark (`SearchState::mark`), for `-m mark`
+/// (packet programs only, as [`current_keys`]).
+#[inline(always)]
+pub fn current_mark() -> u32 {
+    PACKET.get(0).map_or(0, |p| p.search.mark)
 }
 
 pub enum Parsed {

@@ -114,8 +114,14 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     }
     let active = Active::read();
     pkt.search.trace_id = trace_id(active);
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    // A packet from the wire has no mark yet (skb->mark 0 in the kernel's
+    // PREROUTING); `-j MARK` rules set it as the chains run.
+    pkt.search.mark = 0;
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits());
     }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
@@ -390,8 +396,16 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     pkt.search.trace_id = trace_id(active);
-    if active.tcp_options() {
-        crate::parse::read_tcp_options(pkt, start, end);
+    // The host's packet carries its socket's mark (SO_MARK) into OUTPUT,
+    // as in the kernel; what `-j MARK` makes of it is written back below.
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let socket_mark = unsafe { (*ctx.skb.skb).mark };
+    pkt.search.mark = socket_mark;
+    if active.l4_walks() {
+        if active.tcp_options() {
+            crate::parse::read_tcp_options(pkt, start, end);
+        }
+        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits());
     }
     // The raw table's OUTPUT, before conntrack (see `ingress`).
     let mut untracked = false;
@@ -459,6 +473,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
             }
             if translations {
                 nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
+            }
+            // The mark the chains left is the packet's from here on (the
+            // qdiscs and tc filters after netbeast), as iptables' skb->mark
+            // is; a veth into another namespace scrubs it either way.
+            if pkt.search.mark != socket_mark {
+                // SAFETY: TC programs may write skb->mark.
+                unsafe { (*ctx.skb.skb).mark = pkt.search.mark };
             }
             bump(stats::ACCEPTED);
             TC_ACT_OK

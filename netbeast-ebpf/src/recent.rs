@@ -16,7 +16,7 @@ use netbeast_common::{RECENT_ENTRIES, RECENT_STAMPS, RecentEntry, RecentKey, rec
 
 use crate::{
     classify::{compare_exchange, spin_lock},
-    parse::current_keys,
+    parse::{current_addr6, current_keys},
     stats::bump,
 };
 
@@ -26,11 +26,28 @@ static RECENT: LruHashMap<RecentKey, RecentEntry> = LruHashMap::with_max_entries
 #[map]
 static RECENT_EMPTY: PerCpuArray<RecentEntry> = PerCpuArray::with_max_entries(1, 0);
 
+/// The key being looked up: the guard runs at the end of a deep call chain
+/// (pipeline, classifier, guards) whose stack has no room for an IPv6 key.
+#[map]
+static RECENT_KEY: PerCpuArray<RecentKey> = PerCpuArray::with_max_entries(1, 0);
+
 /// Tries to take an entry's lock before giving up (as connlimit's).
 const SPINS: u32 = 4096;
 const BPF_NOEXIST: u64 = 1;
 const NS: u64 = 1_000_000_000;
 const _: () = assert!(RECENT_STAMPS.is_power_of_two(), "the ring index is masked");
+
+/// Word `i` (0..4) of the IPv6 mask of `prefix` leading ones, in network
+/// byte order.
+#[inline(always)]
+fn prefix_word(prefix: u32, i: u32) -> u32 {
+    let bits = prefix.saturating_sub(32 * i).min(32);
+    if bits == 0 {
+        0
+    } else {
+        (u32::MAX << (32 - bits)).to_be()
+    }
+}
 
 /// Records a packet's time and TTL in an entry whose lock is held.
 #[inline(always)]
@@ -59,21 +76,40 @@ pub extern "C" fn netbeast_recent(
     let Some(keys) = current_keys() else {
         return 0;
     };
-    let mask = (c >> 32) as u32;
-    let addr = if flags & recent::DEST != 0 {
-        keys.dst
+    let dest = flags & recent::DEST != 0;
+    let Some(key) = RECENT_KEY.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch, used by this program run only.
+    let key = unsafe { &mut *key };
+    key.name = c as u32;
+    key.v6 = 0;
+    key.addr = [if dest { keys.dst } else { keys.src }, 0, 0, 0];
+    if flags & recent::V6 != 0 {
+        let Some(w) = current_addr6() else {
+            return 0;
+        };
+        // The address's other three words (see `Packet::addr6`).
+        let (w1, w2, w3) = if dest {
+            (w[1], w[3], w[5])
+        } else {
+            (w[0], w[2], w[4])
+        };
+        key.v6 = 1;
+        key.addr = [key.addr[0], w1, w2, w3];
+        let prefix = (c >> 32) as u32;
+        for (i, word) in key.addr.iter_mut().enumerate() {
+            *word &= prefix_word(prefix, i as u32);
+        }
     } else {
-        keys.src
-    };
-    let key = RecentKey {
-        name: c as u32,
-        addr: addr & mask,
-    };
+        key.addr[0] &= (c >> 32) as u32;
+    }
+    let key: &RecentKey = key;
     let ttl = u32::from(keys.ttl);
     let mut ret = invert != 0;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let found = match RECENT.get_ptr_mut(&key) {
+    let found = match RECENT.get_ptr_mut(key) {
         // --rttl: an entry of another TTL is not this packet's.
         // SAFETY: a map value; a racy read of one word is fine here.
         Some(e) if flags & recent::TTL != 0 && unsafe { (*e).ttl } != ttl => None,
@@ -87,8 +123,8 @@ pub extern "C" fn netbeast_recent(
             return 0;
         };
         // Another CPU may insert it first: either way it is there now.
-        let _ = RECENT.insert(&key, empty, BPF_NOEXIST);
-        let Some(e) = RECENT.get_ptr_mut(&key) else {
+        let _ = RECENT.insert(key, empty, BPF_NOEXIST);
+        let Some(e) = RECENT.get_ptr_mut(key) else {
             return 0;
         };
         // SAFETY: a map value, valid for this program run.
@@ -131,7 +167,7 @@ pub extern "C" fn netbeast_recent(
     }
     compare_exchange(&raw mut e.lock, 1, 0);
     if remove {
-        let _ = RECENT.remove(&key);
+        let _ = RECENT.remove(key);
     }
     u32::from(ret)
 }

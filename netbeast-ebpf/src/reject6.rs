@@ -7,15 +7,17 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
-    helpers::generated::{bpf_fib_lookup, bpf_xdp_adjust_head},
-    programs::XdpContext,
+    helpers::generated::{
+        bpf_fib_lookup, bpf_skb_change_head, bpf_skb_change_tail, bpf_xdp_adjust_head,
+    },
+    programs::{TcContext, XdpContext},
 };
-use netbeast_common::{Addr6, reject, stats};
+use netbeast_common::{Addr6, TCP_FLAGS_NONE, ct_state, reject, stats};
 
 use crate::{
     conntrack::{V6, checksum_ok6, sum_message},
     csum::fold,
-    parse::{IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, store},
+    parse::{ETH_HLEN, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_HLEN, load, store},
     reject::{MAX_L2, set_len, write_l2},
     stats::bump,
 };
@@ -36,6 +38,9 @@ const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
 const AF_INET6: u8 = 10;
+/// The loopback device is ifindex 1 in every network namespace: where the
+/// answers to the host's own packets leave by (`-o lo`).
+const LOOPBACK_IFINDEX: u32 = 1;
 /// `bpf_fib_lookup` flag: choose the source address for the route.
 const FIB_LOOKUP_SRC: u32 = 16;
 
@@ -91,13 +96,7 @@ pub fn reject6(ctx: &XdpContext, pkt: &Packet, with: u32, in_ifindex: u32, local
     let action = if with == reject::TCP_RESET {
         tcp_reset6(ctx, pkt, &src, &dst)
     } else {
-        let index = with.wrapping_sub(reject::ICMP6_FIRST) as usize;
-        let code = match reject::ICMP6_CODES.get(index) {
-            Some(code) => *code,
-            // An IPv4 code in an IPv6 rule (the parser never makes one):
-            // the default answer.
-            None => reject::ICMP6_CODES[3],
-        };
+        let code = icmp6_code(with);
         let from = if local {
             dst
         } else {
@@ -225,39 +224,8 @@ fn unreachable6(ctx: &XdpContext, pkt: &Packet, code: u8, from: &Addr6, to: &Add
 }
 
 fn tcp_reset6(ctx: &XdpContext, pkt: &Packet, src: &Addr6, dst: &Addr6) -> u32 {
-    if pkt.keys.protocol != IPPROTO_TCP || !pkt.l4_complete {
+    let Some(rst) = rst_of(pkt, ctx.data(), ctx.data_end()) else {
         return xdp_action::XDP_DROP;
-    }
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let (tcp, l4_len) = <V6 as crate::conntrack::Family>::l4(pkt);
-    let Some(seq) = load::<u32>(start, end, tcp + 4) else {
-        return xdp_action::XDP_DROP;
-    };
-    let Some(ack_seq) = load::<u32>(start, end, tcp + 8) else {
-        return xdp_action::XDP_DROP;
-    };
-    let Some(doff) = load::<u8>(start, end, tcp + 12) else {
-        return xdp_action::XDP_DROP;
-    };
-    let Some(flags) = load::<u8>(start, end, tcp + 13) else {
-        return xdp_action::XDP_DROP;
-    };
-    if flags & TCP_FLAG_RST != 0 {
-        return xdp_action::XDP_DROP;
-    }
-    let payload = l4_len.saturating_sub(((doff >> 4) as usize) * 4) as u32;
-    // RFC 793 reset generation, as nf_send_reset6() does it.
-    let (rst_seq, rst_ack, rst_flags) = if flags & TCP_FLAG_ACK != 0 {
-        (u32::from_be(ack_seq), 0u32, TCP_FLAG_RST)
-    } else {
-        let mut ack = u32::from_be(seq).wrapping_add(payload);
-        if flags & TCP_FLAG_SYN != 0 {
-            ack = ack.wrapping_add(1);
-        }
-        if flags & TCP_FLAG_FIN != 0 {
-            ack = ack.wrapping_add(1);
-        }
-        (0u32, ack, TCP_FLAG_RST | TCP_FLAG_ACK)
     };
     let l2 = pkt.l2_len();
     if !set_len(ctx, l2 + IPV6_HLEN + TCP_HLEN) {
@@ -267,6 +235,70 @@ fn tcp_reset6(ctx: &XdpContext, pkt: &Packet, src: &Addr6, dst: &Addr6) -> u32 {
     if !write_l2(start, end, l2, 0) {
         return xdp_action::XDP_DROP;
     }
+    if !write_rst(start, end, l2, pkt, &rst, src, dst) {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+/// The sequence numbers and flags of the RST answering a TCP segment.
+struct Rst {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
+
+/// RFC 793 reset generation, as nf_send_reset6() does it, from the
+/// offending segment at `(start, end)`; `None` when there is none to send
+/// (not a whole TCP header, or a RST itself).
+#[inline(always)]
+fn rst_of(pkt: &Packet, start: usize, end: usize) -> Option<Rst> {
+    if pkt.keys.protocol != IPPROTO_TCP || !pkt.l4_complete {
+        return None;
+    }
+    let (tcp, l4_len) = <V6 as crate::conntrack::Family>::l4(pkt);
+    let seq = load::<u32>(start, end, tcp + 4)?;
+    let ack_seq = load::<u32>(start, end, tcp + 8)?;
+    let doff = load::<u8>(start, end, tcp + 12)?;
+    let flags = load::<u8>(start, end, tcp + 13)?;
+    if flags & TCP_FLAG_RST != 0 {
+        return None;
+    }
+    let payload = l4_len.saturating_sub(((doff >> 4) as usize) * 4) as u32;
+    Some(if flags & TCP_FLAG_ACK != 0 {
+        Rst {
+            seq: u32::from_be(ack_seq),
+            ack: 0,
+            flags: TCP_FLAG_RST,
+        }
+    } else {
+        let mut ack = u32::from_be(seq).wrapping_add(payload);
+        if flags & TCP_FLAG_SYN != 0 {
+            ack = ack.wrapping_add(1);
+        }
+        if flags & TCP_FLAG_FIN != 0 {
+            ack = ack.wrapping_add(1);
+        }
+        Rst {
+            seq: 0,
+            ack,
+            flags: TCP_FLAG_RST | TCP_FLAG_ACK,
+        }
+    })
+}
+
+/// Writes the IPv6 header and the RST at `l2`, from the offending
+/// segment's destination `dst` back to its source `src`.
+#[inline(always)]
+fn write_rst(
+    start: usize,
+    end: usize,
+    l2: usize,
+    pkt: &Packet,
+    rst: &Rst,
+    src: &Addr6,
+    dst: &Addr6,
+) -> bool {
     // nf_send_reset6(): the offending packet's traffic class without ECN.
     let tclass = pkt.keys.tos & !3;
     if !write_ipv6(
@@ -279,15 +311,15 @@ fn tcp_reset6(ctx: &XdpContext, pkt: &Packet, src: &Addr6, dst: &Addr6) -> u32 {
         dst,
         src,
     ) {
-        return xdp_action::XDP_DROP;
+        return false;
     }
     let mut hdr = [0u8; TCP_HLEN];
     hdr[0..2].copy_from_slice(&(pkt.keys.l4b as u16).to_be_bytes());
     hdr[2..4].copy_from_slice(&(pkt.keys.l4a as u16).to_be_bytes());
-    hdr[4..8].copy_from_slice(&rst_seq.to_be_bytes());
-    hdr[8..12].copy_from_slice(&rst_ack.to_be_bytes());
+    hdr[4..8].copy_from_slice(&rst.seq.to_be_bytes());
+    hdr[8..12].copy_from_slice(&rst.ack.to_be_bytes());
     hdr[12] = 5 << 4;
-    hdr[13] = rst_flags;
+    hdr[13] = rst.flags;
     // Little-endian words, as the pseudo-header's.
     let mut sum = pseudo_sum(dst, src, IPPROTO_TCP, TCP_HLEN);
     let mut i = 0;
@@ -296,8 +328,177 @@ fn tcp_reset6(ctx: &XdpContext, pkt: &Packet, src: &Addr6, dst: &Addr6) -> u32 {
         i += 2;
     }
     hdr[16..18].copy_from_slice(&(!fold(sum)).to_le_bytes());
-    if !store(start, end, l2 + IPV6_HLEN, hdr) {
-        return xdp_action::XDP_DROP;
+    store(start, end, l2 + IPV6_HLEN, hdr)
+}
+
+// ------------------------------------------------------------ OUTPUT
+
+/// REJECT in OUTPUT (ip6tables' OUTPUT chain at TC egress): the host's own
+/// packet is turned into the answer ip6tables would give it — an ICMPv6
+/// destination unreachable or a TCP RST — to be handed back to the host's
+/// stack (`reject_local::deliver`), so the sender sees the error at once.
+/// As the kernel's, the ICMPv6 error goes from the host's address to
+/// itself (the route back to the sender is the loopback's: measured with
+/// ip6tables, `fd00:77::1 > fd00:77::1`), the RST from the address the
+/// packet was sent to. False when there is no answer to send (the packet
+/// is then dropped silently, as ip6tables does). Out of line: its own
+/// frame.
+#[inline(never)]
+pub fn build_local_reply6(ctx: &TcContext, pkt: &Packet, with: u32) -> bool {
+    let (src, dst) = addresses(pkt);
+    // As `reject6`: never a later fragment, a multicast destination, an
+    // unspecified or multicast source; and, as IPv4's OUTPUT REJECT, not
+    // a VLAN-tagged frame.
+    if pkt.l3 != ETH_HLEN
+        || pkt.fragment
+        || pkt.keys.dst & 0xff == 0xff
+        || pkt.keys.src & 0xff == 0xff
+        || src == Addr6::default()
+    {
+        return false;
     }
-    xdp_action::XDP_TX
+    if pkt.keys.protocol == IPPROTO_ICMPV6
+        && (!pkt.l4_complete || pkt.keys.l4a < 128 || pkt.keys.l4a == ICMP6_REDIRECT)
+    {
+        return false;
+    }
+    // No checksum check: the host's own packets carry checksums their
+    // device has yet to finish (the kernel trusts those too).
+    if with == reject::TCP_RESET {
+        let Some(rst) = rst_of(pkt, ctx.data(), ctx.data_end()) else {
+            return false;
+        };
+        local_rst6(ctx, pkt, &rst, &src, &dst)
+    } else {
+        local_unreachable6(ctx, pkt, icmp6_code(with), &src)
+    }
+}
+
+/// The ICMPv6 code of a REJECT answer (`reject::ICMP6_*`).
+#[inline(always)]
+fn icmp6_code(with: u32) -> u8 {
+    let index = with.wrapping_sub(reject::ICMP6_FIRST) as usize;
+    match reject::ICMP6_CODES.get(index) {
+        Some(code) => *code,
+        // An IPv4 code in an IPv6 rule (the parser never makes one): the
+        // default answer.
+        None => reject::ICMP6_CODES[3],
+    }
+}
+
+/// Makes the first `len` bytes of the frame linear and writable, and gives
+/// them as `(start, end)`.
+#[inline(always)]
+fn pulled(ctx: &TcContext, len: usize) -> Option<(usize, usize)> {
+    ctx.pull_data(len as u32).ok()?;
+    Some((ctx.data(), ctx.data_end()))
+}
+
+fn local_rst6(ctx: &TcContext, pkt: &Packet, rst: &Rst, src: &Addr6, dst: &Addr6) -> bool {
+    let len = ETH_HLEN + IPV6_HLEN + TCP_HLEN;
+    // SAFETY: helper call on our skb.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) } != 0 {
+        return false;
+    }
+    let Some((start, end)) = pulled(ctx, len) else {
+        return false;
+    };
+    write_l2(start, end, ETH_HLEN, 0) && write_rst(start, end, ETH_HLEN, pkt, rst, src, dst)
+}
+
+fn local_unreachable6(ctx: &TcContext, pkt: &Packet, code: u8, to: &Addr6) -> bool {
+    let quoted = if pkt.total_len() < MAX_QUOTE {
+        pkt.total_len()
+    } else {
+        MAX_QUOTE
+    };
+    let grow = IPV6_HLEN + ICMP6_HLEN;
+    let message = ICMP6_HLEN + quoted;
+    let len = ETH_HLEN + IPV6_HLEN + message;
+    // SAFETY: helper calls on our skb. The offending packet then sits
+    // right where the quote goes: [eth][new IPv6][ICMPv6][old IPv6...].
+    unsafe {
+        if bpf_skb_change_head(ctx.skb.skb, grow as u32, 0) != 0 {
+            return false;
+        }
+        if bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) != 0 {
+            return false;
+        }
+    }
+    let Some((start, end)) = pulled(ctx, len) else {
+        return false;
+    };
+    if !write_l2(start, end, ETH_HLEN, grow)
+        || !write_ipv6(
+            start,
+            end,
+            ETH_HLEN,
+            0,
+            message as u16,
+            IPPROTO_ICMPV6,
+            to,
+            to,
+        )
+    {
+        return false;
+    }
+    let icmp = ETH_HLEN + IPV6_HLEN;
+    if !store(
+        start,
+        end,
+        icmp,
+        [ICMP6_DEST_UNREACHABLE, code, 0, 0, 0, 0, 0, 0],
+    ) {
+        return false;
+    }
+    let sum = pseudo_sum(to, to, IPPROTO_ICMPV6, message) + sum_message(start, end, icmp, message);
+    // Summed as little-endian words: stored the same way round.
+    store(start, end, icmp + 2, (!fold(sum)).to_ne_bytes())
+}
+
+/// The classifier keys of the answer `build_local_reply6` made, written
+/// over the packet's own (`pkt` is the per-CPU packet slot, whose address
+/// words the classifier reads): ip6tables sends that answer from the host,
+/// so it crosses OUTPUT itself, leaving by `lo` with no connection of its
+/// own (INVALID); a chain that rejects everything swallows its own answers
+/// and the sender sees a timeout, as with ip6tables. Returns the answer's
+/// length for the counters.
+#[inline(always)]
+pub fn local_reply_keys6(ctx: &TcContext, pkt: &mut Packet, with: u32) -> u64 {
+    let length = (ctx.len() as u64).saturating_sub(ETH_HLEN as u64);
+    let k = &mut pkt.keys;
+    let w = &mut pkt.addr6;
+    if with == reject::TCP_RESET {
+        // From the destination back to the source.
+        let (src, dst) = (k.src, k.dst);
+        k.src = dst;
+        k.dst = src;
+        let (sport, dport) = (k.l4a, k.l4b);
+        k.l4a = dport;
+        k.l4b = sport;
+        k.protocol = IPPROTO_TCP;
+        k.tcp_flags = match ctx.load::<u8>(ETH_HLEN + IPV6_HLEN + 13) {
+            Ok(flags) => flags as u16,
+            Err(_) => TCP_FLAGS_NONE as u16,
+        };
+        *w = [w[1], w[0], w[3], w[2], w[5], w[4]];
+        k.tos &= !3;
+    } else {
+        // From the source to itself.
+        k.dst = k.src;
+        *w = [w[0], w[0], w[2], w[2], w[4], w[4]];
+        k.protocol = IPPROTO_ICMPV6;
+        k.l4a = ICMP6_DEST_UNREACHABLE as u32;
+        k.l4b = icmp6_code(with) as u32;
+        k.tcp_flags = TCP_FLAGS_NONE as u16;
+        k.tos = 0;
+    }
+    k.ttl = REPLY_HOP_LIMIT;
+    k.length = length as u16;
+    k.in_ifindex = 0;
+    k.out_ifindex = LOOPBACK_IFINDEX;
+    k.mac = 0;
+    k.eth_dst = 0;
+    k.ct_state = ct_state::INVALID;
+    length
 }

@@ -3,6 +3,10 @@
 //! Data flows one way: iptables text → [`rules`] (model) → [`compile`]
 //! (classifier tables) → [`loader`] (BPF maps, pins, attach).
 
+// `netbeast::` paths also from inside: the tests' shared frame reader
+// (tests/support/frames.rs) is compiled into the unit tests too.
+extern crate self as netbeast;
+
 pub mod bench;
 pub mod cli;
 pub mod compile;

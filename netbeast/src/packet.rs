@@ -1,31 +1,30 @@
-//! Ethernet frames, built and taken apart in plain Rust.
+//! Ethernet frames, built in plain Rust.
 //!
-//! The program tests feed frames from [`FrameBuilder`] to the XDP program and
-//! check its replies with [`parse_frame`]; the benchmark's generator builds
-//! its traffic with the same builder. The builder writes correct lengths and
-//! checksums unless told otherwise: every field a malformed-input test needs
-//! to lie about (IHL, total length, checksums, truncation) has an override.
+//! The program tests feed frames from [`FrameBuilder`] to the XDP program;
+//! the benchmark's generator and `netbeast trace --packet` build theirs with
+//! the same builder. The builder writes correct lengths and checksums unless
+//! told otherwise: every field a malformed-input test needs to lie about
+//! (IHL, total length, checksums, truncation) has an override, which is why
+//! it is not a crate's builder (etherparse's writes only well-formed
+//! headers). What comes back is read by the tests with the `etherparse`
+//! crate (`tests/support/frames.rs`):
 //!
 //! ```
 //! use std::net::Ipv4Addr;
-//! use netbeast::packet::{FrameBuilder, Transport, parse_frame};
+//!
+//! use etherparse::{SlicedPacket, TransportSlice};
+//! use netbeast::packet::FrameBuilder;
 //!
 //! let frame = FrameBuilder::udp(Ipv4Addr::new(10, 0, 0, 1), 5000, Ipv4Addr::new(10, 0, 0, 2), 53)
 //!     .vlan(100)
 //!     .payload(b"hello")
 //!     .build();
-//! let parsed = parse_frame(&frame).unwrap();
-//! assert_eq!(parsed.vlan_ids(), vec![100]);
-//! let ip = parsed.ipv4().unwrap();
-//! assert!(ip.header.checksum_ok);
-//! let Transport::Udp(udp) = &ip.transport else { panic!("not udp") };
-//! assert_eq!((udp.dport, udp.payload.as_slice()), (53, &b"hello"[..]));
-//! assert!(udp.checksum_ok);
+//! let parsed = SlicedPacket::from_ethernet(&frame).unwrap();
+//! let Some(TransportSlice::Udp(udp)) = parsed.transport else { panic!("not udp") };
+//! assert_eq!((udp.destination_port(), udp.payload()), (53, &b"hello"[..]));
 //! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-use thiserror::Error;
 
 pub type MacAddr = [u8; 6];
 
@@ -102,6 +101,47 @@ pub mod ip_proto {
     pub const UDP: u8 = 17;
     pub const GRE: u8 = 47;
     pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+}
+
+/// SCTP chunk types the tests use (RFC 9260).
+pub mod sctp_chunk {
+    pub const DATA: u8 = 0;
+    pub const INIT: u8 = 1;
+    pub const INIT_ACK: u8 = 2;
+    pub const SACK: u8 = 3;
+    pub const ABORT: u8 = 6;
+    pub const COOKIE_ECHO: u8 = 10;
+    pub const COOKIE_ACK: u8 = 11;
+    pub const SHUTDOWN_COMPLETE: u8 = 14;
+    pub const PAD: u8 = 132;
+}
+
+/// One SCTP chunk: type, flags, its length field (header and `value`),
+/// `value`, then zeros up to a multiple of 4 bytes.
+pub fn sctp_chunk(chunk_type: u8, flags: u8, value: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(4 + value.len()).expect("an SCTP chunk is at most 65535 bytes");
+    let mut chunk = vec![chunk_type, flags];
+    chunk.extend_from_slice(&len.to_be_bytes());
+    chunk.extend_from_slice(value);
+    chunk.resize(chunk.len().next_multiple_of(4), 0);
+    chunk
+}
+
+/// CRC32c (Castagnoli, reflected), as SCTP's checksum (RFC 9260 appendix A).
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 pub mod tcp_flags {
@@ -198,53 +238,6 @@ fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usize) 
 /// "no checksum"; [`FrameBuilder`] does that.
 pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
     !fold(pseudo_header_sum(src, dst, protocol, segment.len()) + sum_words(segment))
-}
-
-/// True when the IPv4 header at the start of `ip` (length from its IHL) has
-/// a correct header checksum. False when the bytes are too short to hold the
-/// header or IHL is below 5.
-pub fn ipv4_checksum_ok(ip: &[u8]) -> bool {
-    let Some(&first) = ip.first() else {
-        return false;
-    };
-    let header_len = usize::from(first & 0x0f) * 4;
-    header_len >= IPV4_HEADER_LEN
-        && ip.len() >= header_len
-        && internet_checksum(&ip[..header_len]) == 0
-}
-
-/// True when the TCP, UDP or ICMP message of the IPv4 packet `ip` (header
-/// first, L4 length from total length minus IHL) has a correct checksum: over
-/// the pseudo-header for TCP and UDP, over the message alone for ICMP. A UDP
-/// checksum of 0 ("none sent") counts as correct. False for other protocols,
-/// for non-first fragments, and when the lengths don't fit the bytes.
-pub fn l4_checksum_ok(ip: &[u8]) -> bool {
-    if ip.len() < IPV4_HEADER_LEN {
-        return false;
-    }
-    let header_len = usize::from(ip[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    if header_len < IPV4_HEADER_LEN || total_len < header_len || total_len > ip.len() {
-        return false;
-    }
-    if fragment_offset != 0 {
-        return false;
-    }
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let segment = &ip[header_len..total_len];
-    match ip[9] {
-        ip_proto::TCP => {
-            segment.len() >= TCP_HEADER_LEN && l4_checksum(src, dst, ip_proto::TCP, segment) == 0
-        }
-        ip_proto::UDP => {
-            segment.len() >= UDP_HEADER_LEN
-                && (segment[6..8] == [0, 0] || l4_checksum(src, dst, ip_proto::UDP, segment) == 0)
-        }
-        ip_proto::ICMP => segment.len() >= ICMP_HEADER_LEN && internet_checksum(segment) == 0,
-        _ => false,
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -503,6 +496,22 @@ impl FrameBuilder {
             .map_or(IPV4_HEADER_LEN, |b| usize::from(b & 0x0f) * 4);
         let quoted = &original[..original.len().min(header_len + ICMP_QUOTED_DATA_LEN)];
         Self::icmp(src, dst, icmp_type, code).payload(quoted)
+    }
+
+    /// An SCTP packet: the common header (ports, verification tag 1, the
+    /// CRC32c checksum over the packet as a receiver checks it) and then
+    /// `chunks` as given (see [`sctp_chunk`]).
+    pub fn sctp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, chunks: &[u8]) -> Self {
+        let mut packet = Vec::with_capacity(12 + chunks.len());
+        packet.extend_from_slice(&sport.to_be_bytes());
+        packet.extend_from_slice(&dport.to_be_bytes());
+        packet.extend_from_slice(&1u32.to_be_bytes());
+        packet.extend_from_slice(&[0; 4]);
+        packet.extend_from_slice(chunks);
+        let sum = crc32c(&packet);
+        // Sent least significant byte first (the kernel's `__le32`).
+        packet[8..12].copy_from_slice(&sum.to_le_bytes());
+        Self::ipv4(src, dst, ip_proto::SCTP).payload(&packet)
     }
 
     /// An IPv4 packet of protocol `protocol` whose payload is given raw.
@@ -1206,50 +1215,7 @@ fn build_ipv4(spec: &Ipv4Spec) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
-// Parser
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum PacketError {
-    #[error("{what} is cut short: needs {needed} bytes, the frame has {available}")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        available: usize,
-    },
-    #[error("IPv4 header has version {0}, expected 4")]
-    NotIpv4Version(u8),
-    #[error("IPv4 header length (IHL) {0} is below the minimum of 5 words")]
-    IhlTooSmall(u8),
-    #[error("IPv4 total length {total_length} is smaller than the {header_len}-byte header")]
-    TotalLengthTooSmall {
-        total_length: u16,
-        header_len: usize,
-    },
-    #[error("TCP data offset {0} is below the minimum of 5 words")]
-    TcpOffsetTooSmall(u8),
-    #[error("UDP length {length} does not fit the {available} bytes after the IP header")]
-    BadUdpLength { length: u16, available: usize },
-}
-
-fn need(what: &'static str, bytes: &[u8], needed: usize) -> Result<(), PacketError> {
-    if bytes.len() < needed {
-        Err(PacketError::Truncated {
-            what,
-            needed,
-            available: bytes.len(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn be16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn be32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
+// Floods
 
 /// Distinct spoofed sources of [`spoofed_syns`]: hosts .10 to .249 of the
 /// target's /24.
@@ -1281,315 +1247,6 @@ pub fn spoofed_syns(
         .collect()
 }
 
-/// A parsed Ethernet frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    pub dst_mac: MacAddr,
-    pub src_mac: MacAddr,
-    /// Outermost first.
-    pub vlans: Vec<VlanTag>,
-    /// The EtherType after the tags.
-    pub ethertype: u16,
-    /// Where the network header starts: 14 plus 4 per VLAN tag.
-    pub l3_offset: usize,
-    pub network: Network,
-}
-
-impl Frame {
-    pub fn vlan_ids(&self) -> Vec<u16> {
-        self.vlans.iter().map(VlanTag::vlan_id).collect()
-    }
-
-    pub fn ipv4(&self) -> Option<&Ipv4Packet> {
-        match &self.network {
-            Network::Ipv4(ip) => Some(ip),
-            Network::Other(_) => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Network {
-    Ipv4(Ipv4Packet),
-    /// Any other EtherType: the bytes after the Ethernet header and tags.
-    Other(Vec<u8>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipv4Header {
-    /// In 32-bit words.
-    pub ihl: u8,
-    pub tos: u8,
-    pub total_length: u16,
-    pub id: u16,
-    pub dont_fragment: bool,
-    pub more_fragments: bool,
-    /// In 8-byte units.
-    pub fragment_offset: u16,
-    pub ttl: u8,
-    pub protocol: u8,
-    pub checksum: u16,
-    pub checksum_ok: bool,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub options: Vec<u8>,
-}
-
-impl Ipv4Header {
-    pub fn header_len(&self) -> usize {
-        usize::from(self.ihl) * 4
-    }
-
-    /// A non-first fragment: carries no transport header.
-    pub fn is_later_fragment(&self) -> bool {
-        self.fragment_offset != 0
-    }
-
-    /// Parses the header at the start of `bytes`; the total length is not
-    /// checked against the bytes (quoted headers in ICMP errors are alone).
-    pub fn parse(bytes: &[u8]) -> Result<Ipv4Header, PacketError> {
-        need("IPv4 header", bytes, IPV4_HEADER_LEN)?;
-        let version = bytes[0] >> 4;
-        if version != 4 {
-            return Err(PacketError::NotIpv4Version(version));
-        }
-        let ihl = bytes[0] & 0x0f;
-        if ihl < 5 {
-            return Err(PacketError::IhlTooSmall(ihl));
-        }
-        let header_len = usize::from(ihl) * 4;
-        need("IPv4 header with options", bytes, header_len)?;
-        let flags_fragment = be16(bytes, 6);
-        Ok(Ipv4Header {
-            ihl,
-            tos: bytes[1],
-            total_length: be16(bytes, 2),
-            id: be16(bytes, 4),
-            dont_fragment: flags_fragment & 0x4000 != 0,
-            more_fragments: flags_fragment & 0x2000 != 0,
-            fragment_offset: flags_fragment & 0x1fff,
-            ttl: bytes[8],
-            protocol: bytes[9],
-            checksum: be16(bytes, 10),
-            checksum_ok: internet_checksum(&bytes[..header_len]) == 0,
-            src: Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15]),
-            dst: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
-            options: bytes[IPV4_HEADER_LEN..header_len].to_vec(),
-        })
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipv4Packet {
-    pub header: Ipv4Header,
-    pub transport: Transport,
-    /// Bytes of the frame after the IP total length (Ethernet padding).
-    pub trailer: Vec<u8>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp(TcpSegment),
-    Udp(UdpDatagram),
-    Icmp(IcmpMessage),
-    /// A non-first fragment's bytes: no transport header in them.
-    Fragment(Vec<u8>),
-    /// Another protocol's bytes.
-    Other(Vec<u8>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpSegment {
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    /// In 32-bit words.
-    pub data_offset: u8,
-    /// The low 8 flag bits ([`tcp_flags`]).
-    pub flags: u8,
-    pub window: u16,
-    pub checksum: u16,
-    pub urgent: u16,
-    pub options: Vec<u8>,
-    pub payload: Vec<u8>,
-    /// Over the pseudo-header; false for a first fragment (data missing).
-    pub checksum_ok: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UdpDatagram {
-    pub sport: u16,
-    pub dport: u16,
-    pub length: u16,
-    pub checksum: u16,
-    /// The bytes after the header, up to the UDP length.
-    pub payload: Vec<u8>,
-    /// Over the pseudo-header; true when the checksum is 0 (none sent).
-    pub checksum_ok: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IcmpMessage {
-    pub icmp_type: u8,
-    pub code: u8,
-    pub checksum: u16,
-    pub checksum_ok: bool,
-    /// The second word: echo id and sequence, or unused/MTU for errors.
-    pub rest: [u8; 4],
-    pub payload: Vec<u8>,
-    /// For error types, the datagram the error is about.
-    pub quoted: Option<QuotedDatagram>,
-}
-
-/// What an ICMP error quotes: an IPv4 header and the bytes after it
-/// (normally the first 8 of its payload).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuotedDatagram {
-    pub header: Ipv4Header,
-    pub data: Vec<u8>,
-    /// The quoted bytes exactly as they are in the message.
-    pub raw: Vec<u8>,
-}
-
-/// Parses a frame down to its transport header. Fails when a header the
-/// frame claims to have is cut short or impossible (IHL < 5, total length
-/// beyond the frame or below the header); use it on replies, which must be
-/// well formed.
-pub fn parse_frame(frame: &[u8]) -> Result<Frame, PacketError> {
-    need("Ethernet header", frame, ETH_HEADER_LEN)?;
-    let mut dst_mac = [0; 6];
-    let mut src_mac = [0; 6];
-    dst_mac.copy_from_slice(&frame[0..6]);
-    src_mac.copy_from_slice(&frame[6..12]);
-    let mut at = 12;
-    let mut vlans = Vec::new();
-    let mut ethertype = be16(frame, at);
-    while ethertype == ethertype::VLAN || ethertype == ethertype::QINQ {
-        need("VLAN tag", frame, at + 2 + VLAN_TAG_LEN)?;
-        vlans.push(VlanTag {
-            tpid: ethertype,
-            tci: be16(frame, at + 2),
-        });
-        at += VLAN_TAG_LEN;
-        ethertype = be16(frame, at);
-    }
-    at += 2;
-    let rest = &frame[at..];
-    let network = if ethertype == ethertype::IPV4 {
-        Network::Ipv4(parse_ipv4(rest)?)
-    } else {
-        Network::Other(rest.to_vec())
-    };
-    Ok(Frame {
-        dst_mac,
-        src_mac,
-        vlans,
-        ethertype,
-        l3_offset: at,
-        network,
-    })
-}
-
-/// Parses an IPv4 packet (header first) and its transport header.
-pub fn parse_ipv4(bytes: &[u8]) -> Result<Ipv4Packet, PacketError> {
-    let header = Ipv4Header::parse(bytes)?;
-    let header_len = header.header_len();
-    let total_len = usize::from(header.total_length);
-    if total_len < header_len {
-        return Err(PacketError::TotalLengthTooSmall {
-            total_length: header.total_length,
-            header_len,
-        });
-    }
-    need("IPv4 packet (total length)", bytes, total_len)?;
-    let body = &bytes[header_len..total_len];
-    let checksum_ok = !header.more_fragments && l4_checksum_ok(&bytes[..total_len]);
-    let transport = if header.is_later_fragment() {
-        Transport::Fragment(body.to_vec())
-    } else {
-        match header.protocol {
-            ip_proto::TCP => Transport::Tcp(parse_tcp(body, checksum_ok)?),
-            ip_proto::UDP => Transport::Udp(parse_udp(body, checksum_ok)?),
-            ip_proto::ICMP => Transport::Icmp(parse_icmp(body, checksum_ok)?),
-            _ => Transport::Other(body.to_vec()),
-        }
-    };
-    Ok(Ipv4Packet {
-        header,
-        transport,
-        trailer: bytes[total_len..].to_vec(),
-    })
-}
-
-fn parse_tcp(body: &[u8], checksum_ok: bool) -> Result<TcpSegment, PacketError> {
-    need("TCP header", body, TCP_HEADER_LEN)?;
-    let data_offset = body[12] >> 4;
-    if data_offset < 5 {
-        return Err(PacketError::TcpOffsetTooSmall(data_offset));
-    }
-    let header_len = usize::from(data_offset) * 4;
-    need("TCP header with options", body, header_len)?;
-    Ok(TcpSegment {
-        sport: be16(body, 0),
-        dport: be16(body, 2),
-        seq: be32(body, 4),
-        ack: be32(body, 8),
-        data_offset,
-        flags: body[13],
-        window: be16(body, 14),
-        checksum: be16(body, 16),
-        urgent: be16(body, 18),
-        options: body[TCP_HEADER_LEN..header_len].to_vec(),
-        payload: body[header_len..].to_vec(),
-        checksum_ok,
-    })
-}
-
-fn parse_udp(body: &[u8], checksum_ok: bool) -> Result<UdpDatagram, PacketError> {
-    need("UDP header", body, UDP_HEADER_LEN)?;
-    let length = be16(body, 4);
-    if usize::from(length) < UDP_HEADER_LEN || usize::from(length) > body.len() {
-        return Err(PacketError::BadUdpLength {
-            length,
-            available: body.len(),
-        });
-    }
-    Ok(UdpDatagram {
-        sport: be16(body, 0),
-        dport: be16(body, 2),
-        length,
-        checksum: be16(body, 6),
-        payload: body[UDP_HEADER_LEN..usize::from(length)].to_vec(),
-        checksum_ok,
-    })
-}
-
-fn parse_icmp(body: &[u8], checksum_ok: bool) -> Result<IcmpMessage, PacketError> {
-    need("ICMP header", body, ICMP_HEADER_LEN)?;
-    let icmp_type = body[0];
-    let payload = &body[ICMP_HEADER_LEN..];
-    let quoted = if icmp_type::is_error(icmp_type) {
-        let header = Ipv4Header::parse(payload)?;
-        Some(QuotedDatagram {
-            data: payload[header.header_len()..].to_vec(),
-            header,
-            raw: payload.to_vec(),
-        })
-    } else {
-        None
-    };
-    Ok(IcmpMessage {
-        icmp_type,
-        code: body[1],
-        checksum: be16(body, 2),
-        checksum_ok,
-        rest: [body[4], body[5], body[6], body[7]],
-        payload: payload.to_vec(),
-        quoted,
-    })
-}
-
 /// `aa:bb:cc:dd:ee:ff`, as iptables prints MAC addresses.
 pub fn format_mac(mac: &MacAddr) -> String {
     mac.iter()
@@ -1598,9 +1255,18 @@ pub fn format_mac(mac: &MacAddr) -> String {
         .join(":")
 }
 
+/// The tests' frame reader (etherparse), for the builder's round trips.
+#[cfg(test)]
+#[path = "../../tests/support/frames.rs"]
+pub mod frames;
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{frames::*, *};
+
+    fn be16(bytes: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([bytes[at], bytes[at + 1]])
+    }
 
     const A: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
     const B: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 199);

@@ -41,6 +41,11 @@ pub enum GeneratorError {
     Pktgen(#[from] PktgenError),
     #[error("cannot read the counters of the generator's veth: {0}")]
     Counters(#[source] io::Error),
+    #[error(
+        "--generator pktgen with --family 6: netbeast configures pktgen for IPv4 frames only; \
+         use --generator xdp"
+    )]
+    PktgenIpv6,
 }
 
 impl GeneratorKind {
@@ -56,6 +61,9 @@ impl GeneratorKind {
     /// Fails when this generator cannot send `traffic` (frame size, flows).
     pub fn check(self, traffic: &Traffic) -> Result<(), GeneratorError> {
         traffic.check()?;
+        if self == GeneratorKind::Pktgen && traffic.ip == super::planes::Ip::V6 {
+            return Err(GeneratorError::PktgenIpv6);
+        }
         if self == GeneratorKind::Pktgen && traffic.size < pktgen::MIN_FRAME_SIZE {
             return Err(PktgenError::BadSize(traffic.size).into());
         }

@@ -9,7 +9,10 @@
 //! work runs in the softirq of the same CPU, right after each batch, so one
 //! pinned core carries both the generator and the data plane under test.
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -19,6 +22,7 @@ use aya::{
 use netbeast_common::generator;
 
 use super::generator::Sent;
+use super::planes::Ip;
 use crate::packet::{Checksum, FrameBuilder, MacAddr};
 
 /// The kernel object built by build.rs (the same one the loader embeds).
@@ -94,7 +98,21 @@ pub enum LiveError {
         "--size {0}: frames are {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} bytes (Ethernet header to the end of the UDP payload, no FCS)"
     )]
     BadSize(usize),
+    #[error(
+        "--flows {0} with --family 6: the generator spreads flows by rewriting IPv4 source \
+         addresses; IPv6 traffic is one flow (--flows 1) until it rewrites IPv6 ones"
+    )]
+    Ipv6Flows(u32),
+    #[error(
+        "--size {0} with --family 6: an IPv6 UDP frame is {IPV6_MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} \
+         bytes (Ethernet header to the end of the UDP payload, no FCS)"
+    )]
+    Ipv6Size(usize),
 }
+
+/// Ethernet, IPv6 and UDP headers: the smallest IPv6 frame the benchmark
+/// sends.
+pub const IPV6_MIN_FRAME_SIZE: usize = 14 + 40 + 8;
 
 /// What one generator run sends: a UDP frame and the flows it is spread over.
 #[derive(Clone, Debug)]
@@ -112,6 +130,9 @@ pub struct Traffic {
     pub flows: u32,
     /// Frame length, Ethernet header to the end of the payload.
     pub size: usize,
+    /// IPv4, or IPv6 with the addresses above written into
+    /// `planes::BENCH_NET6`.
+    pub ip: Ip,
 }
 
 impl Traffic {
@@ -128,6 +149,7 @@ impl Traffic {
             dport: 9,
             flows,
             size,
+            ip: Ip::V4,
         }
     }
 
@@ -138,6 +160,17 @@ impl Traffic {
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.size) {
             return Err(LiveError::BadSize(self.size));
         }
+        if self.ip == Ip::V6 {
+            // The generator's flows rewrite an IPv4 source (and its header
+            // checksum); with one flow it copies the template's first
+            // bytes as they are, which any frame survives.
+            if self.flows != 1 {
+                return Err(LiveError::Ipv6Flows(self.flows));
+            }
+            if self.size < IPV6_MIN_FRAME_SIZE {
+                return Err(LiveError::Ipv6Size(self.size));
+            }
+        }
         Ok(())
     }
 
@@ -145,17 +178,31 @@ impl Traffic {
     /// rewrites source address and port and keeps only the IPv4 checksum
     /// right.
     pub fn template(&self) -> Vec<u8> {
-        FrameBuilder::udp(
-            self.first_source,
-            self.first_port,
-            self.destination,
-            self.dport,
-        )
-        .src_mac(self.src_mac)
-        .dst_mac(self.dst_mac)
-        .payload(&vec![0u8; self.size - MIN_FRAME_SIZE])
-        .l4_checksum(Checksum::Zero)
-        .build()
+        match (
+            self.ip.addr(self.first_source),
+            self.ip.addr(self.destination),
+        ) {
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                // IPv6 has no "no checksum" for UDP (RFC 8200): the one
+                // flow's datagram carries its real sum.
+                let payload = vec![0u8; self.size - IPV6_MIN_FRAME_SIZE];
+                FrameBuilder::udp6_with(src, self.first_port, dst, self.dport, &payload)
+                    .src_mac(self.src_mac)
+                    .dst_mac(self.dst_mac)
+                    .build()
+            }
+            _ => FrameBuilder::udp(
+                self.first_source,
+                self.first_port,
+                self.destination,
+                self.dport,
+            )
+            .src_mac(self.src_mac)
+            .dst_mac(self.dst_mac)
+            .payload(&vec![0u8; self.size - MIN_FRAME_SIZE])
+            .l4_checksum(Checksum::Zero)
+            .build(),
+        }
     }
 
     /// The address and port flow `f` is sent from (as the generator does it).
@@ -432,7 +479,7 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), LiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{ipv4_checksum_ok, parse_frame};
+    use crate::packet::frames::{ipv4_checksum_ok, parse_frame};
 
     fn traffic(flows: u32) -> Traffic {
         Traffic::example(flows, 64)
@@ -474,6 +521,52 @@ mod tests {
             want[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
             assert!(ipv4_checksum_ok(&want[14..34]));
         }
+    }
+
+    /// `--family 6`: an IPv6 UDP frame of the asked size between the
+    /// addresses standing for the IPv4 ones, with a valid UDP checksum
+    /// (IPv6 has no "none"); more than one flow and frames too short for
+    /// its headers are refused.
+    #[test]
+    fn ipv6_template_is_an_ipv6_datagram() {
+        let t = Traffic {
+            ip: Ip::V6,
+            ..traffic(1)
+        };
+        t.check().unwrap();
+        let frame = t.template();
+        assert_eq!(frame.len(), 64);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd], "ethertype");
+        assert_eq!(frame[14 + 6], 17, "next header UDP");
+        let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&frame[22..38]).unwrap());
+        let dst = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&frame[38..54]).unwrap());
+        assert_eq!(src.to_string(), "2001:2::c612:1");
+        assert_eq!(dst.to_string(), "2001:2::c612:fe");
+        let udp = &frame[54..];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 9, "destination port");
+        let mut zeroed = udp.to_vec();
+        zeroed[6..8].fill(0);
+        assert_eq!(
+            crate::packet::ipv6_l4_checksum(src, dst, 17, &zeroed),
+            u16::from_be_bytes([udp[6], udp[7]]),
+            "udp checksum"
+        );
+        assert!(matches!(
+            Traffic {
+                ip: Ip::V6,
+                ..traffic(2)
+            }
+            .check(),
+            Err(LiveError::Ipv6Flows(2))
+        ));
+        assert!(matches!(
+            Traffic {
+                ip: Ip::V6,
+                ..Traffic::example(1, 60)
+            }
+            .check(),
+            Err(LiveError::Ipv6Size(60))
+        ));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 use std::{
     fmt::Write as _,
     io::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     process::{Command, Stdio},
 };
 
@@ -47,6 +47,78 @@ pub const BACKEND_NET: Ipv4Addr = Ipv4Addr::new(198, 19, 16, 0);
 pub const BACKEND_PREFIX_LEN: u8 = 20;
 /// RFC 2544 benchmarking addresses (198.18.0.0/15): /24 subnets.
 pub const PREFIX_LEN: u8 = 24;
+
+/// `--family 6`: every IPv4 address of the benchmark written into RFC
+/// 5180's benchmarking prefix (2001:2::/48) as its last 32 bits, so the
+/// same subnets, sources and rules exist in both families: 198.18.0.254
+/// is 2001:2::c612:fe, a /24 a /120.
+pub const BENCH_NET6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0);
+/// The bits of an IPv6 address above the IPv4 address written into it.
+const V6_ABOVE_V4: u8 = 96;
+
+/// The IP version a benchmark's traffic and rules are written for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Ip {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Ip {
+    /// The address standing for `a` in this family (see [`BENCH_NET6`]).
+    pub fn addr(self, a: Ipv4Addr) -> IpAddr {
+        match self {
+            Ip::V4 => a.into(),
+            Ip::V6 => Ipv6Addr::from(BENCH_NET6.to_bits() | u128::from(a.to_bits())).into(),
+        }
+    }
+
+    /// The prefix length standing for an IPv4 one.
+    pub fn prefix_len(self, len: u8) -> u8 {
+        match self {
+            Ip::V4 => len,
+            Ip::V6 => V6_ABOVE_V4 + len,
+        }
+    }
+
+    /// iptables or ip6tables.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Ip::V4 => "iptables",
+            Ip::V6 => "ip6tables",
+        }
+    }
+
+    fn restore(self) -> &'static str {
+        match self {
+            Ip::V4 => "iptables-restore",
+            Ip::V6 => "ip6tables-restore",
+        }
+    }
+
+    /// nftables' family of the benchmark's table, and its source match.
+    fn nft(self) -> (&'static str, &'static str) {
+        match self {
+            Ip::V4 => ("ip", "ip saddr"),
+            Ip::V6 => ("ip6", "ip6 saddr"),
+        }
+    }
+
+    /// The scenarios this family has: IPv6 has no nat, no hashlimit or
+    /// LOG behind its rules yet, and no balancer.
+    pub fn has(self, scenario: Scenario) -> bool {
+        self == Ip::V4
+            || matches!(
+                scenario,
+                Scenario::Drop | Scenario::Pass | Scenario::Forward
+            )
+    }
+}
+
+/// The source of rule `i` of [`rule_lines`] (never the traffic's).
+fn rule_source(ip: Ip, i: usize) -> IpAddr {
+    ip.addr(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8))
+}
 
 /// The nftables table the benchmark creates in its own namespaces.
 const NFT_TABLE: &str = "nbbench";
@@ -338,13 +410,13 @@ pub const LOG_RULE: &str = "-p udp -m udp --dport 9 -j LOG --log-prefix \"bench:
 
 /// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
 /// that does (after `limit`'s hashlimit rule).
-pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
+pub fn rule_lines(scenario: Scenario, n: usize, ip: Ip) -> Vec<String> {
     let target = target(scenario);
+    let host = ip.prefix_len(32);
     let mut lines: Vec<String> = (0..n)
         .map(|i| {
             let source = if i + 1 < n {
-                let a = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
-                format!("-s {a}/32 ")
+                format!("-s {}/{host} ", rule_source(ip, i))
             } else {
                 String::new()
             };
@@ -362,7 +434,7 @@ pub fn rule_lines(scenario: Scenario, n: usize) -> Vec<String> {
 
 /// The iptables-save text of `n` rules for a data plane that reads it
 /// (netbeast, iptables).
-pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
+pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> String {
     let (table, chains, chain): (&str, &[&str], &str) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", &["PREROUTING", "OUTPUT"], "PREROUTING"),
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
@@ -395,7 +467,7 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     }
     // lb's axis is its backends: FORWARD holds the one rule that accepts.
     let filter_rules = if scenario == Scenario::Lb { 1 } else { n };
-    for line in rule_lines(scenario, filter_rules) {
+    for line in rule_lines(scenario, filter_rules, ip) {
         let _ = writeln!(text, "-A {chain} {line}");
     }
     text.push_str("COMMIT\n");
@@ -404,14 +476,15 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize) -> String {
 
 /// The nftables translation of [`rule_lines`] (and of [`dnat_rule`]), one
 /// rule per line, each with a counter.
-pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
+pub fn nft_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> String {
     let (hook, priority) = match (scenario, plane) {
         (_, Plane::NftPrerouting) => ("prerouting", -300),
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => ("input", 0),
         (Scenario::Forward | Scenario::Dnat | Scenario::Lb, _) => ("forward", 0),
     };
     let verdict = target(scenario).to_lowercase();
-    let mut text = format!("table ip {NFT_TABLE} {{\n");
+    let (nft_family, saddr) = ip.nft();
+    let mut text = format!("table {nft_family} {NFT_TABLE} {{\n");
     let n = if scenario == Scenario::Lb {
         // A random number per connection indexes a map of the backends:
         // nftables' own load balancer, one rule whatever the count.
@@ -438,8 +511,7 @@ pub fn nft_text(scenario: Scenario, plane: Plane, n: usize) -> String {
     );
     for i in 0..n {
         let source = if i + 1 < n {
-            let a = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
-            format!("ip saddr {a} ")
+            format!("{saddr} {} ", rule_source(ip, i))
         } else {
             String::new()
         };
@@ -511,12 +583,17 @@ pub fn load_rules(
     scenario: Scenario,
     plane: Plane,
     n: usize,
+    ip: Ip,
 ) -> Result<(), PlaneError> {
     match plane {
         Plane::Floor | Plane::RedirectFloor | Plane::Kernel => Ok(()),
         Plane::Netbeast | Plane::NetbeastStatistic => {
-            let text = iptables_text(scenario, plane, n);
-            let out = ns.netbeast_with_input(&["restore"], &text)?;
+            let text = iptables_text(scenario, plane, n, ip);
+            let args: &[&str] = match ip {
+                Ip::V4 => &["restore"],
+                Ip::V6 => &["restore", "-6"],
+            };
+            let out = ns.netbeast_with_input(args, &text)?;
             if !out.status.success() {
                 return Err(PlaneError::Tool {
                     command: "netbeast restore".into(),
@@ -531,22 +608,30 @@ pub fn load_rules(
         }
         Plane::Iptables | Plane::IptablesRaw => run_with_input(
             ns,
-            "iptables-restore",
+            ip.restore(),
             &[],
-            &iptables_text(scenario, plane, n),
+            &iptables_text(scenario, plane, n, ip),
         )
         .map(drop),
         Plane::NftPrerouting | Plane::Nft => {
-            run_with_input(ns, "nft", &["-f", "-"], &nft_text(scenario, plane, n)).map(drop)
+            run_with_input(ns, "nft", &["-f", "-"], &nft_text(scenario, plane, n, ip)).map(drop)
         }
     }
 }
 
 /// Whether netbeast takes the ruleset of `scenario` at all (`netbeast
 /// restore --test`): `dnat` needs its nat table. Err is netbeast's answer.
-pub fn netbeast_accepts(ns: &Netns, scenario: Scenario) -> Result<Result<(), String>, PlaneError> {
-    let text = iptables_text(scenario, Plane::Netbeast, 1);
-    let out = ns.netbeast_with_input(&["restore", "--test"], &text)?;
+pub fn netbeast_accepts(
+    ns: &Netns,
+    scenario: Scenario,
+    ip: Ip,
+) -> Result<Result<(), String>, PlaneError> {
+    let text = iptables_text(scenario, Plane::Netbeast, 1, ip);
+    let args: &[&str] = match ip {
+        Ip::V4 => &["restore", "--test"],
+        Ip::V6 => &["restore", "-6", "--test"],
+    };
+    let out = ns.netbeast_with_input(args, &text)?;
     if out.status.success() {
         Ok(Ok(()))
     } else {
@@ -572,6 +657,7 @@ pub fn rule_counters(
     ns: &Netns,
     scenario: Scenario,
     plane: Plane,
+    ip: Ip,
 ) -> Result<Option<RuleCounters>, PlaneError> {
     let counters_error = |message: String| PlaneError::Counters {
         what: format!("{} in {}", plane.label(scenario), ns.name()),
@@ -587,11 +673,11 @@ pub fn rule_counters(
     let listing = |table: &str, chain: &str| -> Result<ListedChain, PlaneError> {
         let args = ["-t", table, "-L", chain, "-v", "-x", "-n"];
         let text = if plane.family() == Some(Family::Netbeast) {
-            let mut argv = vec!["iptables"];
+            let mut argv = vec![ip.iptables()];
             argv.extend(args);
             ns.netbeast_ok(&argv)?
         } else {
-            ns.run_ok("iptables", &args)?
+            ns.run_ok(ip.iptables(), &args)?
         };
         parse_listing(&text, chain).ok_or_else(|| {
             counters_error(format!(
@@ -604,7 +690,7 @@ pub fn rule_counters(
         Plane::Floor | Plane::RedirectFloor | Plane::Kernel => return Ok(None),
         Plane::NftPrerouting | Plane::Nft => {
             let nft = |chain| -> Result<RuleCounters, PlaneError> {
-                let text = ns.run_ok("nft", &["list", "chain", "ip", NFT_TABLE, chain])?;
+                let text = ns.run_ok("nft", &["list", "chain", ip.nft().0, NFT_TABLE, chain])?;
                 nft_counters(&text).map_err(counters_error)
             };
             let mut counters = nft(NFT_RULES_CHAIN)?;
@@ -732,24 +818,48 @@ fn nft_counters(text: &str) -> Result<RuleCounters, String> {
     Ok(counters)
 }
 
-/// The receiver's UDP counters (`/proc/net/snmp` of its namespace):
-/// datagrams that reached the UDP layer, with or without a socket.
-pub fn udp_delivered(ns: &Netns) -> Result<u64, PlaneError> {
+/// The receiver's UDP counters (`/proc/net/snmp` of its namespace, or
+/// `snmp6` for IPv6): datagrams that reached the UDP layer, with or
+/// without a socket.
+pub fn udp_delivered(ns: &Netns, ip: Ip) -> Result<u64, PlaneError> {
+    let file = match ip {
+        Ip::V4 => "/proc/thread-self/net/snmp",
+        Ip::V6 => "/proc/thread-self/net/snmp6",
+    };
     let text = ns
-        .in_netns(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+        .in_netns(|| std::fs::read_to_string(file))?
         .map_err(|e| PlaneError::Counters {
             what: format!("udp in {}", ns.name()),
             message: e.to_string(),
         })?;
-    let mut lines = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return Err(PlaneError::Counters {
-            what: format!("udp in {}", ns.name()),
-            message: "no Udp lines in /proc/net/snmp".into(),
-        });
+    let pairs: Vec<(&str, &str)> = match ip {
+        Ip::V4 => {
+            let mut lines = text.lines().filter(|l| l.starts_with("Udp: "));
+            let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+                return Err(PlaneError::Counters {
+                    what: format!("udp in {}", ns.name()),
+                    message: "no Udp lines in /proc/net/snmp".into(),
+                });
+            };
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .collect()
+        }
+        // One `Udp6InDatagrams 12` pair a line.
+        Ip::V6 => text
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .get(..2)
+                    .map(|p| (p[0], p[1]))
+            })
+            .filter_map(|(name, value)| name.strip_prefix("Udp6").map(|n| (n, value)))
+            .collect(),
     };
     let mut total = 0;
-    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+    for (name, value) in pairs {
         if matches!(name, "InDatagrams" | "NoPorts" | "InErrors") {
             total += value.parse::<u64>().unwrap_or(0);
         }
@@ -790,7 +900,7 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
 /// The Debian package of each tool the benchmark runs.
 pub fn package_of(tool: &str) -> &'static str {
     match tool {
-        "iptables" | "iptables-restore" => "iptables",
+        "iptables" | "iptables-restore" | "ip6tables" | "ip6tables-restore" => "iptables",
         "nft" => "nftables",
         "ip" => "iproute2",
         _ => "",
@@ -811,12 +921,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ipv6_texts_write_the_same_rules_in_2001_2() {
+        assert_eq!(
+            Ip::V6.addr(LOCAL_RECEIVER).to_string(),
+            "2001:2::c612:fe",
+            "198.18.0.254 as the last 32 bits"
+        );
+        assert_eq!(Ip::V6.prefix_len(PREFIX_LEN), 120);
+        let lines = rule_lines(Scenario::Drop, 2, Ip::V6);
+        assert_eq!(
+            lines,
+            [
+                "-s 2001:2::a00:0/128 -p udp -m udp --dport 9 -j DROP",
+                "-p udp -m udp --dport 9 -j DROP"
+            ]
+        );
+        let many = rule_lines(Scenario::Drop, 10_000, Ip::V6);
+        let unique: std::collections::HashSet<_> = many.iter().collect();
+        assert_eq!(unique.len(), 10_000);
+        let nft = nft_text(Scenario::Forward, Plane::Nft, 2, Ip::V6);
+        assert!(nft.starts_with("table ip6 nbbench {"), "{nft}");
+        assert!(
+            nft.contains("    ip6 saddr 2001:2::a00:0 udp dport 9 counter accept\n"),
+            "{nft}"
+        );
+        assert!(Ip::V6.has(Scenario::Forward) && !Ip::V6.has(Scenario::Dnat));
+    }
+
+    #[test]
     fn only_the_last_rule_lacks_a_source() {
-        let lines = rule_lines(Scenario::Drop, 3);
+        let lines = rule_lines(Scenario::Drop, 3, Ip::V4);
         assert_eq!(lines[0], "-s 10.0.0.0/32 -p udp -m udp --dport 9 -j DROP");
         assert_eq!(lines[1], "-s 10.0.0.1/32 -p udp -m udp --dport 9 -j DROP");
         assert_eq!(lines[2], "-p udp -m udp --dport 9 -j DROP");
-        let many = rule_lines(Scenario::Pass, 10_000);
+        let many = rule_lines(Scenario::Pass, 10_000, Ip::V4);
         assert_eq!(
             many[9_998],
             "-s 10.0.39.14/32 -p udp -m udp --dport 9 -j ACCEPT"
@@ -827,12 +965,12 @@ mod tests {
 
     #[test]
     fn texts_name_the_table_and_chain_of_each_plane() {
-        let raw = iptables_text(Scenario::Drop, Plane::IptablesRaw, 2);
+        let raw = iptables_text(Scenario::Drop, Plane::IptablesRaw, 2, Ip::V4);
         assert!(raw.starts_with("*raw\n:PREROUTING ACCEPT [0:0]\n"), "{raw}");
         assert!(raw.contains("-A PREROUTING -p udp -m udp --dport 9 -j DROP\nCOMMIT\n"));
-        let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1);
+        let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1, Ip::V4);
         assert!(fwd.contains("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT"));
-        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 2);
+        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 2, Ip::V4);
         assert!(
             dnat.starts_with("*nat\n")
                 && dnat.contains(
@@ -846,12 +984,12 @@ mod tests {
             ),
             "{dnat}"
         );
-        let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2);
+        let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2, Ip::V4);
         assert!(nft.contains("type filter hook prerouting priority -300; policy accept;"));
         assert!(nft.contains(
             "    ip saddr 10.0.0.0 udp dport 9 counter drop\n    udp dport 9 counter drop\n"
         ));
-        let nat = nft_text(Scenario::Dnat, Plane::Nft, 2);
+        let nat = nft_text(Scenario::Dnat, Plane::Nft, 2, Ip::V4);
         assert!(
             nat.contains(
                 "  chain nat {\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr 198.18.1.254 udp dport 9 counter dnat to 198.19.0.2:9\n  }\n"
@@ -872,7 +1010,7 @@ mod tests {
     /// the backend count, and nftables' one numgen map rule.
     #[test]
     fn lb_texts_balance_over_the_backends() {
-        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3);
+        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3, Ip::V4);
         assert!(
             cascade.contains(
                 "-A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.3333333333 -j DNAT --to-destination 198.19.16.1:9\n\
@@ -886,14 +1024,14 @@ mod tests {
             "{cascade}"
         );
         assert_eq!(
-            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3),
+            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3, Ip::V4),
             cascade
         );
-        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000);
+        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000, Ip::V4);
         assert!(!service.contains("*nat"), "{service}");
         assert_eq!(service.matches("-A FORWARD").count(), 1, "{service}");
         assert_eq!(backend(999), Ipv4Addr::new(198, 19, 19, 232));
-        let nft = nft_text(Scenario::Lb, Plane::Nft, 3);
+        let nft = nft_text(Scenario::Lb, Plane::Nft, 3, Ip::V4);
         assert!(
             nft.contains(
                 "ip daddr 198.18.1.254 udp dport 9 counter dnat to numgen random mod 3 map { 0 : 198.19.16.1, 1 : 198.19.16.2, 2 : 198.19.16.3 }\n"

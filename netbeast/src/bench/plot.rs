@@ -249,6 +249,7 @@ mod tests {
                 generator: Default::default(),
                 batch: 64,
                 quick: false,
+                ip: Default::default(),
             },
             generator: "xdp",
             floor_pps: Some(5e6),

@@ -23,6 +23,7 @@
 //! that was full; what is left is `unaccounted`.
 
 use std::{
+    net::Ipv4Addr,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -34,7 +35,7 @@ use super::{
     ethtool::{VethStats, counter},
     generator::{Generator, GeneratorError, GeneratorKind, HandedCounter, Port},
     live::{BareXdp, LiveError, Traffic, pin_to_cpu},
-    planes::{self, Family, Plane, PlaneError, Scenario},
+    planes::{self, Family, Ip, Plane, PlaneError, Scenario},
 };
 use crate::{
     netns::{Netns, NetnsError},
@@ -47,6 +48,11 @@ const RX_IFACE: &str = "nbb-in";
 const ROUTER_OUT_IFACE: &str = "nbb-out";
 /// First run of a calibration: small, so a slow receiver answers quickly.
 const CALIBRATION_FRAMES: u32 = 4096;
+/// How long an IPv6 receiver's stack sends frames of its own after its
+/// interfaces come up: its unsolicited MLD reports (two, a random delay of
+/// up to `mldv2_unsolicited_report_interval`, 1 s, apart); router
+/// solicitations are off (`router_solicitations` 0).
+const IPV6_SETTLE: Duration = Duration::from_secs(3);
 /// Most frames in one run (BPF_PROG_TEST_RUN's repeat is a u32).
 const MAX_FRAMES: u32 = 1 << 30;
 /// How long a receiver may take to empty its ring after the generator
@@ -121,6 +127,9 @@ pub struct Options {
     pub batch: u32,
     /// A check, not a measure (`--quick`).
     pub quick: bool,
+    /// `--family`: IPv4 traffic and iptables rules, or IPv6 traffic and
+    /// ip6tables rules (the same subnets written into 2001:2::/48).
+    pub ip: Ip,
 }
 
 impl Options {
@@ -437,7 +446,7 @@ impl Receiver {
         if let Some(sink) = &self.sink_stats {
             s.sink_packets = stats(sink, counter::RX_XDP_PACKETS, "sink")?;
         } else {
-            s.udp = planes::udp_delivered(&self.ns)?;
+            s.udp = planes::udp_delivered(&self.ns, self.traffic.ip)?;
         }
         if let Some(out) = &self.out_stats {
             s.out_xmit_errors = stats(out, counter::XDP_XMIT_ERRORS, ROUTER_OUT_IFACE)?;
@@ -512,18 +521,38 @@ pub(super) fn mac_of(ns: &Netns, iface: &str) -> Result<(MacAddr, u32)> {
 
 /// IPv6 off (no neighbour discovery chatter on the links) and no reverse
 /// path filter (the generator's sources are not routed back).
-fn prepare(ns: &Netns, forwarding: bool) -> Result<()> {
+fn prepare(ns: &Netns, forwarding: bool, ip: Ip) -> Result<()> {
+    // IPv4 traffic: IPv6 off, so that no neighbour discovery, MLD or
+    // router solicitation adds frames to the counts. IPv6 traffic needs it
+    // on (addresses are added without DAD, neighbours written by hand).
+    let ipv6_off = if ip == Ip::V6 { "0" } else { "1" };
     for (key, value) in [
-        ("net.ipv6.conf.all.disable_ipv6", "1"),
-        ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ("net.ipv6.conf.all.disable_ipv6", ipv6_off),
+        ("net.ipv6.conf.default.disable_ipv6", ipv6_off),
         ("net.ipv4.conf.all.rp_filter", "0"),
         ("net.ipv4.conf.default.rp_filter", "0"),
+        ("net.ipv6.conf.default.router_solicitations", "0"),
     ] {
         ns.sysctl(key, value)?;
     }
     if forwarding {
-        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        match ip {
+            Ip::V4 => ns.sysctl("net.ipv4.ip_forward", "1")?,
+            Ip::V6 => ns.sysctl("net.ipv6.conf.all.forwarding", "1")?,
+        }
     }
+    Ok(())
+}
+
+/// The address standing for `addr` in the benchmark's family, in its
+/// subnet, on `iface` (IPv6 without duplicate address detection: the
+/// address is usable at once and nothing else is sent).
+fn add_address(ns: &Netns, ip: Ip, addr: Ipv4Addr, iface: &str) -> Result<()> {
+    let cidr = format!("{}/{}", ip.addr(addr), ip.prefix_len(planes::PREFIX_LEN));
+    match ip {
+        Ip::V4 => ns.ip(&["addr", "add", &cidr, "dev", iface])?,
+        Ip::V6 => ns.ip(&["-6", "addr", "add", &cidr, "dev", iface, "nodad"])?,
+    };
     Ok(())
 }
 
@@ -584,6 +613,7 @@ impl Bench {
             dport: planes::DPORT,
             flows: options.flows,
             size: options.size,
+            ip: options.ip,
         };
         options.generator.check(&traffic)?;
         // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
@@ -592,7 +622,8 @@ impl Bench {
         let netbeast_binary = std::env::current_exe()
             .map_err(|e| BenchError::Setup(format!("cannot find the netbeast binary: {e}")))?;
         let gen_ns = Netns::new("bench-gen")?;
-        prepare(&gen_ns, false)?;
+        // The generator's namespace sends nothing of its own: IPv6 off.
+        prepare(&gen_ns, false, Ip::V4)?;
         // Opened in its namespace, where it also checks that it can send
         // (before any receiver is built).
         let (kind, cpu) = (options.generator, options.cpu);
@@ -626,7 +657,8 @@ impl Bench {
             ns = ns.with_netbeast(&self.netbeast_binary);
         }
         let routed = scenario.routed();
-        prepare(&ns, routed)?;
+        let ip = self.options.ip;
+        prepare(&ns, routed, ip)?;
         let gen_iface = format!("g{index}");
         self.gen_ns.ip(&[
             "link",
@@ -659,13 +691,7 @@ impl Bench {
                 planes::ROUTED_FIRST_SOURCE,
             ),
         };
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{rx_addr}/{}", planes::PREFIX_LEN),
-            "dev",
-            RX_IFACE,
-        ])?;
+        add_address(&ns, ip, rx_addr, RX_IFACE)?;
         ns.ip(&["link", "set", RX_IFACE, "up"])?;
         // DESIGN §8: frames for netfilter enter the stack through GRO; a
         // veth without NAPI (no XDP program, GRO off) silently refuses
@@ -678,7 +704,8 @@ impl Bench {
         if routed {
             if self.sink_ns.is_none() {
                 let sink = Netns::new("bench-sink")?;
-                prepare(&sink, false)?;
+                // The sink counts in XDP, before any stack: IPv6 off.
+                prepare(&sink, false, Ip::V4)?;
                 self.sink_ns = Some(sink);
             }
             let sink = self.sink_ns.as_ref().expect("just made");
@@ -695,13 +722,7 @@ impl Bench {
                 "netns",
                 sink.name(),
             ])?;
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{}/{}", planes::ROUTER_OUT, planes::PREFIX_LEN),
-                "dev",
-                ROUTER_OUT_IFACE,
-            ])?;
+            add_address(&ns, ip, planes::ROUTER_OUT, ROUTER_OUT_IFACE)?;
             ns.ip(&["link", "set", ROUTER_OUT_IFACE, "up"])?;
             sink.ip(&["link", "set", &sink_iface, "up"])?;
             // The sink counts and drops in XDP: it costs the shared core
@@ -714,7 +735,7 @@ impl Bench {
             ns.ip(&[
                 "neigh",
                 "replace",
-                &planes::SINK.to_string(),
+                &ip.addr(planes::SINK).to_string(),
                 "lladdr",
                 &mac,
                 "dev",
@@ -765,7 +786,7 @@ impl Bench {
             _ => {}
         }
         if let Some(n) = rules {
-            planes::load_rules(&ns, scenario, plane, n)?;
+            planes::load_rules(&ns, scenario, plane, n, ip)?;
         }
 
         let (src_mac, gen_ifindex) = mac_of(&self.gen_ns, &gen_iface)?;
@@ -779,6 +800,7 @@ impl Bench {
             dport: planes::DPORT,
             flows: self.options.flows,
             size: self.options.size,
+            ip,
         };
         traffic.check()?;
         let port = Port::open(&self.gen_ns, &gen_iface, gen_ifindex).map_err(|source| {
@@ -829,6 +851,22 @@ impl Bench {
         };
         receiver.base = receiver.snapshot(&self.generator)?;
         self.receivers.push(receiver);
+        Ok(())
+    }
+
+    /// IPv6: waits out what the receivers' stacks send of their own once
+    /// their interfaces are up (a router's MLD reports reach the sink,
+    /// which counts every frame), then takes every receiver's counters
+    /// again as the base of its figures.
+    fn settle(&mut self) -> Result<()> {
+        if self.options.ip != Ip::V6 {
+            return Ok(());
+        }
+        std::thread::sleep(IPV6_SETTLE);
+        for i in 0..self.receivers.len() {
+            let base = self.receivers[i].snapshot(&self.generator)?;
+            self.receivers[i].base = base;
+        }
         Ok(())
     }
 
@@ -998,7 +1036,7 @@ impl Bench {
         for r in &self.receivers {
             let now = r.snapshot(&self.generator)?;
             let b = &r.base;
-            let counters = planes::rule_counters(&r.ns, r.scenario, r.plane)?;
+            let counters = planes::rule_counters(&r.ns, r.scenario, r.plane, r.traffic.ip)?;
             let backend_connections = planes::backend_connections(&r.ns, r.scenario, r.plane)?;
             let dropped = match r.plane {
                 Plane::Floor => now.rx_xdp_drops - b.rx_xdp_drops,
@@ -1246,7 +1284,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
                 None => {
                     let probe =
                         Netns::new("bench-nat-probe")?.with_netbeast(&bench.netbeast_binary);
-                    match planes::netbeast_accepts(&probe, scenario)? {
+                    match planes::netbeast_accepts(&probe, scenario, options.ip)? {
                         Ok(()) => None,
                         Err(message) => {
                             let why = format!(
@@ -1267,6 +1305,7 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         }
         bench.build(scenario, plane, rules)?;
     }
+    bench.settle()?;
     bench.measure(&mut progress)?;
     progress.finish();
     let mut rows = bench.rows()?;

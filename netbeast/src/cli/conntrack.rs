@@ -7,8 +7,8 @@
 //! is gone, as it is for the kernel's next packet, so `-L` and `-C` leave it
 //! out.
 
-use anyhow::Result;
-use netbeast_common::{CtConfig, CtEntry, ct_status, tcp_state};
+use anyhow::{Result, bail};
+use netbeast_common::{Addr6, CtConfig, CtEntryOf, ct_status, tcp_state};
 
 use crate::{loader::Dataplane, state::Namespace};
 
@@ -20,6 +20,92 @@ const IPPROTO_UDP: u8 = 17;
 /// the ones conntrack(8) shows for a ping.
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 echo request and reply (RFC 4443), as conntrack(8) shows an
+/// IPv6 ping.
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// `-f`: which family's connections `-L` shows (conntrack(8)'s
+/// `--family`); without it both, IPv4 first, as conntrack lists all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyFilter {
+    Both,
+    Ipv4,
+    Ipv6,
+}
+
+impl FamilyFilter {
+    /// conntrack(8)'s `-f` values; anything else is refused in its words.
+    pub fn parse(text: &str) -> Result<FamilyFilter> {
+        match text {
+            "ipv4" => Ok(FamilyFilter::Ipv4),
+            "ipv6" => Ok(FamilyFilter::Ipv6),
+            other => bail!("`{other}' unsupported protocol: -f takes ipv4 or ipv6"),
+        }
+    }
+
+    fn v4(self) -> bool {
+        self != FamilyFilter::Ipv6
+    }
+
+    fn v6(self) -> bool {
+        self != FamilyFilter::Ipv4
+    }
+}
+
+/// What a conntrack line needs of one family's addresses.
+pub trait ShownAddr: Copy {
+    /// The ICMP of this family: protocol number, conntrack's name for it,
+    /// and the echo request and reply types a tracked "connection" has.
+    const ICMP: (u8, &'static str, u8, u8);
+    /// As conntrack(8) prints it (inet_ntop).
+    fn show(&self) -> String;
+    /// For a stable order of the lines: the address as a number.
+    fn order(&self) -> u128;
+}
+
+impl ShownAddr for u32 {
+    const ICMP: (u8, &'static str, u8, u8) =
+        (IPPROTO_ICMP, "icmp", ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY);
+    fn show(&self) -> String {
+        std::net::Ipv4Addr::from(self.to_ne_bytes()).to_string()
+    }
+    fn order(&self) -> u128 {
+        u32::from_be_bytes(self.to_ne_bytes()).into()
+    }
+}
+
+impl ShownAddr for Addr6 {
+    const ICMP: (u8, &'static str, u8, u8) = (
+        IPPROTO_ICMPV6,
+        "icmpv6",
+        ICMPV6_ECHO_REQUEST,
+        ICMPV6_ECHO_REPLY,
+    );
+    fn show(&self) -> String {
+        self.ip().to_string()
+    }
+    fn order(&self) -> u128 {
+        self.ip().to_bits()
+    }
+}
+
+/// The words of an `Addr6` (network order bytes in native words) as an
+/// address.
+trait Ip6 {
+    fn ip(&self) -> std::net::Ipv6Addr;
+}
+
+impl Ip6 for Addr6 {
+    fn ip(&self) -> std::net::Ipv6Addr {
+        let mut octets = [0u8; 16];
+        for (chunk, word) in octets.chunks_exact_mut(4).zip(self.0) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        std::net::Ipv6Addr::from(octets)
+    }
+}
 
 /// What `netbeast conntrack` was asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +118,7 @@ pub enum Action {
     Count,
 }
 
-pub fn run(action: Action) -> Result<()> {
+pub fn run(action: Action, family: FamilyFilter) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock()?;
     let version = env!("CARGO_PKG_VERSION");
@@ -41,7 +127,7 @@ pub fn run(action: Action) -> Result<()> {
     match action {
         Action::List => {
             let lines = match &dp {
-                Some(dp) => live_lines(dp)?,
+                Some(dp) => live_lines(dp, family)?,
                 None => Vec::new(),
             };
             for line in &lines {
@@ -54,7 +140,7 @@ pub fn run(action: Action) -> Result<()> {
         }
         Action::Count => {
             let count = match &dp {
-                Some(dp) => live_lines(dp)?.len(),
+                Some(dp) => live_lines(dp, FamilyFilter::Both)?.len(),
                 None => 0,
             };
             outln!("{count}");
@@ -102,29 +188,44 @@ pub(crate) fn gauges() -> Result<Option<ConntrackGauges>> {
     }))
 }
 
-/// The `-L` lines of the connections that have not expired, in a stable
-/// order (protocol, then original source and destination).
-fn live_lines(dp: &Dataplane) -> Result<Vec<String>> {
+/// The `-L` lines of the connections that have not expired: the IPv4
+/// ones, then the IPv6 ones (as `family` asks), each in a stable order
+/// (protocol, then original source and destination).
+fn live_lines(dp: &Dataplane, family: FamilyFilter) -> Result<Vec<String>> {
     let config = dp.conntrack_config()?;
     let now = monotonic_now_ns();
-    let mut entries: Vec<CtEntry> = dp
-        .conntrack_entries()?
-        .into_iter()
-        .map(|(_, entry, _)| entry)
-        .collect();
+    let mut lines = Vec::new();
+    if family.v4() {
+        let entries = dp.conntrack_entries()?.into_iter().map(|(_, e, _)| e);
+        lines.extend(sorted_lines(entries, now, &config));
+    }
+    if family.v6() {
+        let entries = dp.conntrack_entries6()?.into_iter().map(|(_, e, _)| e);
+        lines.extend(sorted_lines(entries, now, &config));
+    }
+    Ok(lines)
+}
+
+/// The lines of one family's entries that have not expired, sorted.
+fn sorted_lines<A: ShownAddr>(
+    entries: impl Iterator<Item = CtEntryOf<A>>,
+    now: u64,
+    config: &CtConfig,
+) -> Vec<String> {
+    let mut entries: Vec<CtEntryOf<A>> = entries.collect();
     entries.sort_by_key(|e| {
         (
             e.protocol,
-            u32::from_be_bytes(e.orig_src.to_ne_bytes()),
+            e.orig_src.order(),
             e.orig_sport,
-            u32::from_be_bytes(e.orig_dst.to_ne_bytes()),
+            e.orig_dst.order(),
             e.orig_dport,
         )
     });
-    Ok(entries
+    entries
         .iter()
-        .filter_map(|e| entry_line(e, now, &config))
-        .collect())
+        .filter_map(|e| entry_line(e, now, config))
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which
@@ -141,12 +242,12 @@ pub fn monotonic_now_ns() -> u64 {
 
 /// The timeout of a connection in its current state, in seconds, as the
 /// kernel's conntrack (netbeast-ebpf conntrack.rs `timeout_ns`) applies it.
-pub fn timeout_secs(entry: &CtEntry, config: &CtConfig) -> u32 {
+pub fn timeout_secs<A>(entry: &CtEntryOf<A>, config: &CtConfig) -> u32 {
     config.timeout_secs(entry)
 }
 
 /// Whole seconds before the connection expires, `None` once it has.
-pub fn remaining_secs(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<u64> {
+pub fn remaining_secs<A>(entry: &CtEntryOf<A>, now_ns: u64, config: &CtConfig) -> Option<u64> {
     let timeout = u64::from(timeout_secs(entry, config)) * NS_PER_SEC;
     // An entry stamped after `now` (another CPU, a moment ago) is fresh.
     let idle = now_ns.saturating_sub(entry.last_seen_ns);
@@ -167,13 +268,18 @@ pub fn remaining_secs(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option
 /// seen; `[ASSURED]` ends the line of a connection past its handshake (TCP)
 /// or with traffic both ways that went on after the reply (UDP), as
 /// conntrack marks them. conntrack-tools' `mark=` and `use=` are left out:
-/// netbeast has neither.
-pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<String> {
+/// netbeast has neither. An IPv6 entry prints the same way, its addresses
+/// as inet_ntop writes them and its pings as `icmpv6   58 … type=128`.
+pub fn entry_line<A: ShownAddr>(
+    entry: &CtEntryOf<A>,
+    now_ns: u64,
+    config: &CtConfig,
+) -> Option<String> {
     let remaining = remaining_secs(entry, now_ns, config)?;
     let name = match entry.protocol {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
-        IPPROTO_ICMP => "icmp",
+        p if p == A::ICMP.0 => A::ICMP.1,
         _ => "unknown",
     };
     let mut line = format!("{name:<8} {} {remaining} ", entry.protocol);
@@ -185,8 +291,8 @@ pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<Str
         line += state;
         line.push(' ');
     }
-    let src = addr(entry.orig_src);
-    let dst = addr(entry.orig_dst);
+    let src = entry.orig_src.show();
+    let dst = entry.orig_dst.show();
     line += &endpoints(entry, &src, &dst, entry.orig_sport, entry.orig_dport, false);
     line += &format!(" packets={} bytes={}", entry.packets[0], entry.bytes[0]);
     let replied = entry.status & ct_status::SEEN_REPLY != 0;
@@ -196,7 +302,7 @@ pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<Str
     line.push(' ');
     // The reply tuple as the kernel recorded it: the original one inverted,
     // or, for a translated connection, what the translation made of it.
-    let (reply_src, reply_dst) = (addr(entry.reply_src), addr(entry.reply_dst));
+    let (reply_src, reply_dst) = (entry.reply_src.show(), entry.reply_dst.show());
     line += &endpoints(
         entry,
         &reply_src,
@@ -213,7 +319,7 @@ pub fn entry_line(entry: &CtEntry, now_ns: u64, config: &CtConfig) -> Option<Str
 }
 
 /// A connection conntrack would call assured.
-fn assured(entry: &CtEntry) -> bool {
+fn assured<A>(entry: &CtEntryOf<A>) -> bool {
     match entry.protocol {
         IPPROTO_TCP => matches!(
             entry.tcp_state,
@@ -226,33 +332,34 @@ fn assured(entry: &CtEntry) -> bool {
 }
 
 /// `src=A dst=B` and the protocol's identifiers of one direction.
-fn endpoints(entry: &CtEntry, src: &str, dst: &str, sport: u16, dport: u16, reply: bool) -> String {
+fn endpoints<A: ShownAddr>(
+    entry: &CtEntryOf<A>,
+    src: &str,
+    dst: &str,
+    sport: u16,
+    dport: u16,
+    reply: bool,
+) -> String {
     match entry.protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
             format!("src={src} dst={dst} sport={sport} dport={dport}")
         }
-        IPPROTO_ICMP => {
-            // Only queries open ICMP connections, and the echo identifier
-            // is both "ports" of the key.
-            let icmp_type = if reply {
-                ICMP_ECHO_REPLY
-            } else {
-                ICMP_ECHO_REQUEST
-            };
+        p if p == A::ICMP.0 => {
+            // Only queries open ICMP connections (echo, for ICMPv6 also the
+            // rare node information query, shown as echo), and the echo
+            // identifier is both "ports" of the key.
+            let (_, _, request, answer) = A::ICMP;
+            let icmp_type = if reply { answer } else { request };
             format!("src={src} dst={dst} type={icmp_type} code=0 id={sport}")
         }
         _ => format!("src={src} dst={dst}"),
     }
 }
 
-/// An address as the kernel stores it (network order bytes in a u32).
-fn addr(raw: u32) -> String {
-    std::net::Ipv4Addr::from(raw.to_ne_bytes()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netbeast_common::CtEntry;
     use std::net::Ipv4Addr;
 
     const SEC: u64 = NS_PER_SEC;
@@ -404,6 +511,91 @@ mod tests {
             line(&e, 0).unwrap(),
             "unknown  47 600 src=10.0.0.1 dst=10.0.0.2 packets=1 bytes=60 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 packets=0 bytes=0"
         );
+    }
+
+    /// An IPv6 address as the kernel's tables store it.
+    fn raw6(text: &str) -> Addr6 {
+        let octets = text.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let mut words = [0u32; 4];
+        for (word, chunk) in words.iter_mut().zip(octets.chunks_exact(4)) {
+            *word = u32::from_ne_bytes(chunk.try_into().unwrap());
+        }
+        Addr6(words)
+    }
+
+    fn entry6(protocol: u8, sport: u16, dport: u16) -> netbeast_common::CtEntry6 {
+        netbeast_common::CtEntry6 {
+            orig_src: raw6("fd00:77::1"),
+            orig_dst: raw6("fd00:77::2"),
+            orig_sport: sport,
+            orig_dport: dport,
+            protocol,
+            tcp_state: tcp_state::NONE,
+            status: 0,
+            _pad: 0,
+            last_seen_ns: NOW,
+            packets: [1, 0],
+            bytes: [60, 0],
+            reply_src: raw6("fd00:77::2"),
+            reply_dst: raw6("fd00:77::1"),
+            reply_sport: dport,
+            reply_dport: sport,
+        }
+    }
+
+    /// The lines conntrack 1.4.7 printed for these IPv6 connections (`-L
+    /// -f ipv6`, with accounting on: its `mark=0 use=1` left out, as for
+    /// IPv4).
+    #[test]
+    fn ipv6_lines_like_conntrack() {
+        let mut ping = entry6(IPPROTO_ICMPV6, 24829, 24829);
+        ping.status = ct_status::SEEN_REPLY;
+        ping.packets = [1, 1];
+        ping.bytes = [104, 104];
+        assert_eq!(
+            entry_line(&ping, NOW + 2 * SEC, &CtConfig::DEFAULT).unwrap(),
+            "icmpv6   58 28 src=fd00:77::1 dst=fd00:77::2 type=128 code=0 id=24829 packets=1 bytes=104 src=fd00:77::2 dst=fd00:77::1 type=129 code=0 id=24829 packets=1 bytes=104"
+        );
+        let udp = entry6(IPPROTO_UDP, 39936, 5353);
+        assert_eq!(
+            entry_line(&udp, NOW + SEC, &CtConfig::DEFAULT).unwrap(),
+            "udp      17 29 src=fd00:77::1 dst=fd00:77::2 sport=39936 dport=5353 packets=1 bytes=60 [UNREPLIED] src=fd00:77::2 dst=fd00:77::1 sport=5353 dport=39936 packets=0 bytes=0"
+        );
+        let mut tcp = entry6(IPPROTO_TCP, 57820, 22);
+        tcp.orig_src = raw6("2001:db8:0:1::a:1");
+        tcp.reply_dst = tcp.orig_src;
+        tcp.tcp_state = tcp_state::ESTABLISHED;
+        tcp.status = ct_status::SEEN_REPLY;
+        assert_eq!(
+            entry_line(&tcp, NOW, &CtConfig::DEFAULT).unwrap(),
+            "tcp      6 432000 ESTABLISHED src=2001:db8:0:1::a:1 dst=fd00:77::2 sport=57820 dport=22 packets=1 bytes=60 src=fd00:77::2 dst=2001:db8:0:1::a:1 sport=22 dport=57820 packets=0 bytes=0 [ASSURED]"
+        );
+        // ICMP (protocol 1) in an IPv6 table is no ping of this family.
+        let other = entry_line(&entry6(IPPROTO_ICMP, 1, 1), NOW, &CtConfig::DEFAULT).unwrap();
+        assert!(other.starts_with("unknown  1 "), "{other}");
+        assert!(
+            other.contains(" src=fd00:77::1 dst=fd00:77::2 packets=1 "),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn ipv6_lines_sort_by_address_value() {
+        let mut a = entry6(IPPROTO_UDP, 1, 2);
+        a.orig_src = raw6("fd00::2:0");
+        let mut b = a;
+        b.orig_src = raw6("fd00::1:ffff");
+        let lines = sorted_lines([a, b].into_iter(), NOW, &CtConfig::DEFAULT);
+        assert!(lines[0].contains("src=fd00::1:ffff "), "{lines:?}");
+        assert!(lines[1].contains("src=fd00::2:0 "), "{lines:?}");
+    }
+
+    #[test]
+    fn family_names_like_conntrack() {
+        assert_eq!(FamilyFilter::parse("ipv6").unwrap(), FamilyFilter::Ipv6);
+        assert_eq!(FamilyFilter::parse("ipv4").unwrap(), FamilyFilter::Ipv4);
+        let err = FamilyFilter::parse("inet6").unwrap_err().to_string();
+        assert!(err.contains("`inet6' unsupported protocol"), "{err}");
     }
 
     #[test]

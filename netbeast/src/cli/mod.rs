@@ -190,6 +190,15 @@ enum Command {
         /// Print the number of connections.
         #[arg(short = 'C', long)]
         count: bool,
+        /// With -L: the connections of one family only, ipv4 or ipv6
+        /// (both without it, as conntrack(8) lists them).
+        #[arg(
+            short = 'f',
+            long = "family",
+            value_name = "FAMILY",
+            conflicts_with = "count"
+        )]
+        family: Option<String>,
     },
     /// The -m recent lists (/proc/net/xt_recent's): -L [NAME].
     Recent {
@@ -392,13 +401,29 @@ pub fn main() -> ExitCode {
                     };
                 }
                 Command::Stats { json } => run_stats(json),
-                Command::Conntrack { dump, flush, .. } => conntrack::run(if dump {
-                    conntrack::Action::List
-                } else if flush {
-                    conntrack::Action::Flush
-                } else {
-                    conntrack::Action::Count
-                }),
+                Command::Conntrack {
+                    dump,
+                    flush,
+                    family,
+                    ..
+                } => family
+                    .as_deref()
+                    .map_or(
+                        Ok(conntrack::FamilyFilter::Both),
+                        conntrack::FamilyFilter::parse,
+                    )
+                    .and_then(|family| {
+                        conntrack::run(
+                            if dump {
+                                conntrack::Action::List
+                            } else if flush {
+                                conntrack::Action::Flush
+                            } else {
+                                conntrack::Action::Count
+                            },
+                            family,
+                        )
+                    }),
                 Command::Log(args) => log::run(args),
                 Command::Trace(args) => trace::run(args),
                 Command::Recent { name, .. } => recent::run(name.as_deref()),

@@ -552,8 +552,11 @@ pub(super) fn run_attach(
         ("--ct-unreplied-size", ct_sizes.unreplied),
         ("--ct-established-size", ct_sizes.established),
     ] {
-        if !(1024..=(1 << 24)).contains(&size) {
-            bail!("{name} {size}: choose between 1024 and 16777216 entries");
+        if !(1024..=netbeast_common::MAX_CT_TABLE_ENTRIES).contains(&size) {
+            bail!(
+                "{name} {size}: choose between 1024 and {} entries",
+                netbeast_common::MAX_CT_TABLE_ENTRIES
+            );
         }
     }
     // Bad input changes nothing: check the timeouts and resolve every

@@ -5,7 +5,7 @@
 //! under a `NAME:` heading, in name order.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Result, bail};
 use netbeast_common::{RECENT_STAMPS, RecentEntry};
@@ -22,7 +22,7 @@ pub fn run(name: Option<&str>) -> Result<()> {
     // them by the name's number).
     let ruleset = ns.load_ruleset()?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
-    for chain in &ruleset.filter.chains {
+    for chain in ruleset.filter.chains.iter().chain(&ruleset.filter6.chains) {
         for rule in &chain.rules {
             for m in &rule.matches {
                 if let Match::Recent(r) = m {
@@ -49,17 +49,14 @@ pub fn run(name: Option<&str>) -> Result<()> {
         None => Vec::new(),
     };
     let now = monotonic_now_ns();
-    let mut lists: BTreeMap<String, Vec<(Ipv4Addr, RecentEntry)>> = BTreeMap::new();
+    let mut lists: BTreeMap<String, Vec<(IpAddr, RecentEntry)>> = BTreeMap::new();
     for (key, entry) in entries {
         // A list no rule names any more shows by its number.
         let list = names
             .get(&key.name)
             .cloned()
             .unwrap_or_else(|| format!("#{:08x}", key.name));
-        lists
-            .entry(list)
-            .or_default()
-            .push((Ipv4Addr::from(u32::from_be(key.addr)), entry));
+        lists.entry(list).or_default().push((key_addr(&key), entry));
     }
     for (list, mut addrs) in lists {
         if name.is_some_and(|n| n != list) {
@@ -76,9 +73,36 @@ pub fn run(name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The address of a list entry's key.
+fn key_addr(key: &netbeast_common::RecentKey) -> IpAddr {
+    if key.v6 != 0 {
+        let mut bytes = [0u8; 16];
+        for (chunk, word) in bytes.chunks_exact_mut(4).zip(key.addr) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(u32::from_be(key.addr[0])))
+    }
+}
+
+/// An address as `/proc/net/xt_recent` shows it: IPv4 dotted, IPv6 as
+/// eight groups of four hex digits (the kernel's `%pI6`, uncompressed).
+fn shown(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => a
+            .segments()
+            .iter()
+            .map(|g| format!("{g:04x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
+}
+
 /// `src=10.0.0.1 ttl: 64 last_seen: 0.412 oldest_pkt: 3 2.104, 1.300, 0.412`
 /// (seconds before `now`, oldest first).
-fn entry_line(addr: Ipv4Addr, e: &RecentEntry, now: u64) -> String {
+fn entry_line(addr: IpAddr, e: &RecentEntry, now: u64) -> String {
     let count = (e.count as usize).min(RECENT_STAMPS);
     // The ring's oldest stamp is at `index` once it has wrapped.
     let start = if count == RECENT_STAMPS {
@@ -92,7 +116,8 @@ fn entry_line(addr: Ipv4Addr, e: &RecentEntry, now: u64) -> String {
         .collect();
     let last = e.stamps[(e.index as usize + RECENT_STAMPS - 1) % RECENT_STAMPS];
     format!(
-        "src={addr} ttl: {} last_seen: {} oldest_pkt: {count} {}",
+        "src={} ttl: {} last_seen: {} oldest_pkt: {count} {}",
+        shown(addr),
         e.ttl,
         ago(last),
         times.join(", ")

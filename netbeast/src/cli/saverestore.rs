@@ -158,12 +158,16 @@ fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
         }
         "nat" => Ok(TableName::Nat),
         "raw" => Ok(TableName::Raw),
-        "mangle" | "security" => {
+        "mangle" => Ok(TableName::Mangle),
+        "security" => {
             bail!(
-                "{option} {name}: netbeast has no {name} table; it implements filter, nat and raw"
+                "{option} {name}: netbeast has no {name} table; it implements filter, nat, raw \
+                 and mangle"
             )
         }
-        _ => bail!("{option} {name}: table `{name}' does not exist (tables: filter, nat, raw)"),
+        _ => bail!(
+            "{option} {name}: table `{name}' does not exist (tables: filter, nat, raw, mangle)"
+        ),
     }
 }
 

@@ -13,7 +13,7 @@
 //! whose prefixes do not fit, or that names more lengths, uses the LPM
 //! trie.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use netbeast_common::{
@@ -32,6 +32,11 @@ const MAX_KICKS: usize = 500;
 #[derive(Default)]
 pub struct AddrHash {
     pub buckets: BTreeMap<u32, [AddrSlot; ADDR_HASH_WAYS]>,
+    /// The buckets that are the first bucket of a prefix placed in its
+    /// second: a lookup that misses in one of them must read the second
+    /// bucket. The loader seals every other bucket it writes
+    /// (`AddrSlot::sealed`), so a miss there reads one bucket, full or not.
+    pub overflowed: BTreeSet<u32>,
 }
 
 impl AddrHash {
@@ -54,20 +59,29 @@ impl AddrHash {
             })
     }
 
-    /// The kernel's probe: the first bucket, then the second only when the
-    /// first is full (a prefix goes to its second bucket only then).
+    /// The kernel's probe (see [`Self::probe`]).
     fn find(&self, base: u64) -> Option<u32> {
+        self.probe(base).0
+    }
+
+    /// The class of key `base` and how many buckets the kernel reads to
+    /// find it or to know it is absent (1 or 2): the first bucket, then the
+    /// second only when the first is full (a prefix goes to its second
+    /// bucket only then) and not sealed.
+    pub fn probe(&self, base: u64) -> (Option<u32>, usize) {
         let (b1, b2) = addr_hash_buckets(base);
         let empty = [AddrSlot::default(); ADDR_HASH_WAYS];
         let first = self.buckets.get(&b1).unwrap_or(&empty);
         if let Some(s) = first.iter().find(|s| s.key == base) {
-            return Some(s.class);
+            return (Some(s.class), 1);
         }
-        if first[ADDR_HASH_WAYS - 1].key == 0 {
-            return None;
+        // The kernel stops at a sealed bucket (the loader seals every
+        // written bucket that is not `overflowed`) and at one with room.
+        if !self.overflowed.contains(&b1) || first[ADDR_HASH_WAYS - 1].key == 0 {
+            return (None, 1);
         }
         let second = self.buckets.get(&b2).unwrap_or(&empty);
-        second.iter().find(|s| s.key == base).map(|s| s.class)
+        (second.iter().find(|s| s.key == base).map(|s| s.class), 2)
     }
 }
 
@@ -173,6 +187,17 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
             }
         }
     }
+    // Marked from the final placement, so prefixes that kicks moved back
+    // to their first bucket leave no mark behind.
+    let mut overflowed = BTreeSet::new();
+    for (&b, entries) in &placer.buckets {
+        for &(key, _) in entries {
+            let first = addr_hash_buckets(key).0;
+            if first != b {
+                overflowed.insert(first);
+            }
+        }
+    }
     let buckets = placer
         .buckets
         .into_iter()
@@ -183,11 +208,14 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
                 *slot = AddrSlot {
                     key,
                     class,
-                    _pad: 0,
+                    sealed: 0,
                 };
             }
             (b, slots)
         })
         .collect();
-    AddrHash { buckets }
+    AddrHash {
+        buckets,
+        overflowed,
+    }
 }

@@ -158,6 +158,7 @@ impl<'a> Prepared<'a> {
         first_user_counter: u32,
         nat_targets: &mut NatTargets,
         log_targets: &mut Vec<LogTarget>,
+        mark_targets: &mut Vec<netbeast_common::MarkTarget>,
         guard_table: &mut GuardTable,
         limits: Limits,
     ) -> Result<Self, CompileError> {
@@ -205,6 +206,24 @@ impl<'a> Prepared<'a> {
                         n
                     }
                     (Target::Synproxy(synproxy), None) => synproxy.kernel(),
+                    // One entry per distinct operation (kube-proxy's one
+                    // `--or-mark 0x4000` serves every service).
+                    (Target::Mark(mark), None) => {
+                        let kernel = mark.kernel();
+                        match mark_targets.iter().position(|m| *m == kernel) {
+                            Some(n) => n as u32,
+                            None => {
+                                let n = mark_targets.len() as u32;
+                                if n >= limits.mark_targets {
+                                    return Err(CompileError::TooManyMarkTargets {
+                                        limit: limits.mark_targets as usize,
+                                    });
+                                }
+                                mark_targets.push(kernel);
+                                n
+                            }
+                        }
+                    }
                     _ => 0,
                 });
             }
@@ -275,7 +294,7 @@ fn validate_family(family: Family, rule: &Rule) -> Result<(), String> {
 fn validate_target(table: TableName, target: &Target) -> Result<(), String> {
     match target.module() {
         Some(module) if !module.tables.contains(&table) => Err(match table {
-            TableName::Filter | TableName::Raw => format!(
+            TableName::Filter | TableName::Raw | TableName::Mangle => format!(
                 "-j {} is a target of the {} table, not of the {} table",
                 module.name,
                 module.tables.first().map_or("", |t| t.as_str()),

@@ -23,7 +23,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use netbeast_common::{Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, limit_take};
+use netbeast_common::{
+    Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, hashlimit, hashlimit_byte_cost,
+    hashlimit_byte_take, limit_take,
+};
 
 use super::PacketView;
 use super::lower::Lowering;
@@ -333,6 +336,8 @@ pub struct GuardState {
     /// `-m recent` lists by name number: the models have no packet, so
     /// one address per list (stamps, newest last).
     recent: HashMap<u32, Vec<u64>>,
+    /// Bytes-mode `-m hashlimit` refills spent, per rule and match.
+    refills: HashMap<(TableName, RuleRef, usize), u64>,
 }
 
 impl GuardState {
@@ -343,6 +348,7 @@ impl GuardState {
             // Not 0: the kernel's clock counts from boot.
             now: 1,
             recent: HashMap::new(),
+            refills: HashMap::new(),
         }
     }
 
@@ -431,6 +437,25 @@ impl GuardOracle for GuardState {
             // only connection (what the kernel counts for a first one).
             return (1 > guard.a) != (guard.negated != 0);
         }
+        if guard.kind == guard_kind::HASHLIMIT
+            && guard._pad & (hashlimit::BYTES | hashlimit::RATE_MATCH) == hashlimit::BYTES
+        {
+            // Bytes mode: the packet's length, and the refills its burst
+            // has spent, as the kernel keeps them.
+            let key = (table, rule.clone(), n);
+            let tat = self.counts.get(&key).copied().unwrap_or(0);
+            let used = self.refills.entry(key.clone()).or_insert(0);
+            let cost = hashlimit_byte_cost(u32::from(pkt.header.length), guard.a);
+            let under = match hashlimit_byte_take(tat, *used, self.now, cost, guard.b) {
+                Some((new, refilled)) => {
+                    *used += u64::from(refilled);
+                    self.counts.insert(key, new);
+                    true
+                }
+                None => false,
+            };
+            return under != (guard.negated != 0);
+        }
         if guard.kind == guard_kind::LIMIT || guard.kind == guard_kind::HASHLIMIT {
             // The bucket's state, as the kernel keeps it in GUARD_STATE;
             // hashlimit's models have no packet: one bucket per rule (the
@@ -470,10 +495,14 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
     use netbeast_common::{ct_match, ct_state};
     match guard.kind {
         guard_kind::TCP_OPTION => Some(guard.holds_tcp_option(pkt.tcp_options().as_ref())),
+        guard_kind::SCTP_CHUNKS => Some(guard.holds_sctp_chunks(&pkt.sctp_chunks())),
         guard_kind::IPV6_HEADER => Some(guard.holds_ipv6_header(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_RT => Some(guard.holds_ipv6_rt(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_FRAG => Some(guard.holds_ipv6_frag(&pkt.header.ipv6_ext)),
         guard_kind::ADDR_MASK => Some(guard.holds_addr_mask(pkt.src.into(), pkt.dst.into())),
+        // The models run no MARK rule: their packets keep the mark they
+        // came with, which is none (0), as a packet from the wire.
+        guard_kind::MARK => Some(guard.holds_mark(0)),
         guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
             let state = pkt.ct_state & ct_state::STATE_MASK;
             if !matches!(

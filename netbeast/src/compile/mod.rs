@@ -156,6 +156,11 @@ pub enum CompileError {
     )]
     TooManyRulesetSlots { slots: usize, limit: usize },
     #[error(
+        "the ruleset needs more than {limit} distinct -j MARK operations (MAX_MARK_TARGETS); \
+         rules that set the same mark share one: make them jump to one chain that sets it"
+    )]
+    TooManyMarkTargets { limit: usize },
+    #[error(
         "the nat table needs more than {limit} distinct translations (MAX_NAT_TARGETS): \
          DNAT/SNAT/MASQUERADE/REDIRECT rules that translate to the same addresses, ports and \
          options share one; use fewer distinct --to-destination, --to-source and --to-ports"
@@ -182,6 +187,13 @@ pub enum CompileError {
          (SNAT of connections to this host): remove them with iptables -t nat -F INPUT"
     )]
     NatInputRules { rules: usize },
+    #[error(
+        "the mangle table's {chain} chain {what}: netbeast does not run the mangle table's \
+         built-in chains yet (its user-defined chains, such as kube-proxy's \
+         KUBE-PROXY-CANARY, and ACCEPT policies are kept); -j MARK works in the filter, nat \
+         and raw tables"
+    )]
+    MangleNotRunYet { chain: String, what: String },
     #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
@@ -314,6 +326,10 @@ pub struct CompiledRuleset {
     /// in order): the `LOG_TARGETS` map value at `log_target_index(generation,
     /// n)`; a LOG slot's `RuleAction::arg` is its `n`.
     pub log_targets: Vec<LogTarget>,
+    /// Every distinct `-j MARK` operation, each once: the `MARK_TARGETS`
+    /// map value at `mark_target_index(generation, n)`; a MARK slot's
+    /// `RuleAction::arg` is its `n`.
+    pub mark_targets: Vec<netbeast_common::MarkTarget>,
     /// The guard records: the `GUARDS` map value at
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
@@ -462,6 +478,7 @@ struct Limits {
     ruleset_slots: u32,
     nat_targets: u32,
     log_targets: u32,
+    mark_targets: u32,
     guarded_slots: usize,
     guards: u32,
 }
@@ -478,6 +495,7 @@ const LIMITS: Limits = Limits {
     ruleset_slots: MAX_RULESET_SLOTS,
     nat_targets: MAX_NAT_TARGETS,
     log_targets: MAX_LOG_TARGETS,
+    mark_targets: netbeast_common::MAX_MARK_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
 };
@@ -520,8 +538,30 @@ fn compile_with_limits(
     if nat_input > 0 {
         return Err(CompileError::NatInputRules { rules: nat_input });
     }
+    // The mangle table is kept (its user-defined chains, its policies)
+    // but not run: a rule or a DROP policy there would not be enforced.
+    for name in TableName::Mangle.builtin_chains() {
+        let Some(chain) = ruleset.mangle.chain(name) else {
+            continue;
+        };
+        let what = if !chain.rules.is_empty() {
+            format!("has {} rule(s)", chain.rules.len())
+        } else if chain
+            .policy
+            .is_some_and(|p| p != crate::rules::model::Policy::Accept)
+        {
+            "has a DROP policy".to_string()
+        } else {
+            continue;
+        };
+        return Err(CompileError::MangleNotRunYet {
+            chain: name.to_string(),
+            what,
+        });
+    }
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
+    let mut mark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     let filter = Prepared::new(
         &ruleset.filter,
@@ -529,6 +569,7 @@ fn compile_with_limits(
         0,
         &mut nat_targets,
         &mut log_targets,
+        &mut mark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -538,6 +579,7 @@ fn compile_with_limits(
         filter.user_counters_end,
         &mut nat_targets,
         &mut log_targets,
+        &mut mark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -549,6 +591,7 @@ fn compile_with_limits(
         nat.user_counters_end,
         &mut nat_targets,
         &mut log_targets,
+        &mut mark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -559,6 +602,7 @@ fn compile_with_limits(
         filter6.user_counters_end,
         &mut nat_targets,
         &mut log_targets,
+        &mut mark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -567,6 +611,9 @@ fn compile_with_limits(
             (Family::V4, TableName::Filter) => &filter,
             (Family::V4, TableName::Nat) => &nat,
             (Family::V4, TableName::Raw) => &raw,
+            (Family::V4, TableName::Mangle) => {
+                unreachable!("no mangle chain is compiled (refused above)")
+            }
             (Family::V6, _) => &filter6,
         };
         (prepared, name)
@@ -689,6 +736,7 @@ fn compile_with_limits(
         user_chain_rules,
         nat_targets: nat_targets.list,
         log_targets,
+        mark_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
         guard_identities: guard_table.identities,
@@ -747,7 +795,14 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     let arg = match target {
         Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
         // SYNPROXY's options sit in the same per-rule table.
-        _ if target.is_nat() || matches!(target, Target::Log(_) | Target::Synproxy(_)) => nat,
+        _ if target.is_nat()
+            || matches!(
+                target,
+                Target::Log(_) | Target::Synproxy(_) | Target::Mark(_)
+            ) =>
+        {
+            nat
+        }
         _ => 0,
     };
     let target = target.code();
@@ -906,6 +961,13 @@ impl CompiledRuleset {
         }
         if self.guards.iter().any(|g| g.kind == guard_kind::TCP_OPTION) {
             flags |= netbeast_common::ACTIVE_TCP_OPTIONS;
+        }
+        if self
+            .guards
+            .iter()
+            .any(|g| g.kind == guard_kind::SCTP_CHUNKS)
+        {
+            flags |= netbeast_common::ACTIVE_SCTP_CHUNKS;
         }
         if self.guards.iter().any(|g| {
             matches!(
@@ -1128,9 +1190,11 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
             matches!(
                 g.kind,
                 guard_kind::TCP_OPTION
+                    | guard_kind::SCTP_CHUNKS
                     | guard_kind::CT_TUPLE
                     | guard_kind::CT_PROTO_EXPIRE
                     | guard_kind::ADDR_MASK
+                    | guard_kind::MARK
             )
         }) {
             return Err(CompileError::NatOutputField {
@@ -1138,9 +1202,14 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                 rule: s.owner.1 + 1,
                 field: match g.kind {
                     guard_kind::TCP_OPTION => "tcp options (--tcp-option)",
+                    guard_kind::SCTP_CHUNKS => "sctp chunks (--chunk-types)",
                     // The socket programs have no packet to read the
                     // guard from; a prefix (/len or 255.255.0.0) works.
                     guard_kind::ADDR_MASK => "addresses under a non-contiguous netmask (-s/-d)",
+                    // The socket programs run before there is a packet,
+                    // hence no mark to test (iptables' nat OUTPUT sees the
+                    // socket's SO_MARK; not carried there yet).
+                    guard_kind::MARK => "packet mark (-m mark)",
                     _ => "connection's tuple, protocol or expiry (-m conntrack)",
                 },
             });

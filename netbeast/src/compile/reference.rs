@@ -78,6 +78,9 @@ pub struct HeaderFields {
     /// `None` when its options cannot be read (then also for a packet
     /// with a whole TCP header). Read only for TCP first fragments.
     pub tcp_options: Option<[u64; 4]>,
+    /// The chunks the walk of an SCTP packet met (`--chunk-types`); read
+    /// only for SCTP first fragments with a whole common header.
+    pub sctp: netbeast_common::sctp::SctpChunks,
     /// The packet's connection, for `-m conntrack`'s tuple, protocol and
     /// expiry options (read only when `ct_state` says it has one).
     pub connection: ConnectionView,
@@ -108,6 +111,7 @@ impl Default for HeaderFields {
             src_type: netbeast_common::addr_type::UNICAST,
             dst_type: netbeast_common::addr_type::UNICAST,
             tcp_options: Some([0; 4]),
+            sctp: netbeast_common::sctp::SctpChunks::default(),
             connection: ConnectionView::default(),
             ipv6_ext: netbeast_common::Ipv6Ext::default(),
         }
@@ -160,6 +164,16 @@ impl PacketView {
     /// first fragments with a whole header and readable options.
     pub fn tcp_options(&self) -> Option<[u64; 4]> {
         self.tcp_flags().and(self.header.tcp_options)
+    }
+
+    /// The SCTP chunks, as `--chunk-types` sees them: walked only on SCTP
+    /// first fragments with a whole common header (else not walked).
+    pub fn sctp_chunks(&self) -> netbeast_common::sctp::SctpChunks {
+        if self.protocol == 132 && self.ports().is_some() {
+            self.header.sctp
+        } else {
+            netbeast_common::sctp::SctpChunks::default()
+        }
     }
 
     /// ICMP type and code, as the `icmp` match sees them.

@@ -147,6 +147,7 @@ static PALETTE: Palette = Palette {
         (Some(0), 1),
         (Some(47), 1),
         (Some(50), 1),
+        (Some(132), 3),
     ],
     negate_protocol: 7,
     negated_protocols: &[0, 1, 6, 17, 47],
@@ -218,17 +219,18 @@ fn port(d: &mut Dice) -> u16 {
 }
 
 fn packet(d: &mut Dice) -> PacketView {
-    let protocol = match d.weighted(&[4, 3, 2, 1, 1]) {
+    let protocol = match d.weighted(&[4, 3, 2, 1, 1, 1]) {
         0 => 6,
         1 => 17,
         2 => 1,
         3 => d.pick(&[0u8, 47, 50]),
+        4 => 132,
         _ => d.next() as u8,
     };
     let truncated = d.chance(8);
     let l4 = match protocol {
         _ if truncated => None,
-        6 | 17 => Some(L4Header::Ports {
+        6 | 17 | 132 => Some(L4Header::Ports {
             source: port(d),
             destination: port(d),
         }),
@@ -293,6 +295,7 @@ fn packet(d: &mut Dice) -> PacketView {
             src_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
             dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
             tcp_options: d.maybe(90, tcp_option_kinds),
+            sctp: sctp_walk(d),
             connection: connection_view(d),
             // IPv4 packets: ip6tables' header matches never apply.
             ipv6_ext: Default::default(),
@@ -308,6 +311,32 @@ fn tcp_option_kinds(d: &mut Dice) -> [u64; 4] {
         kinds[usize::from(k >> 6)] |= 1 << (k & 63);
     }
     kinds
+}
+
+/// An SCTP chunk walk: the chunks the rules name (and one they do not),
+/// flags anything, ended every way the kernel's walk ends.
+fn sctp_walk(d: &mut Dice) -> netbeast_common::sctp::SctpChunks {
+    use netbeast_common::sctp::{MAX_SCTP_CHUNKS, SctpChunks, status};
+    let mut walk = SctpChunks {
+        status: d.pick(&[
+            status::WHOLE,
+            status::WHOLE,
+            status::WHOLE,
+            status::CUT,
+            status::MORE,
+        ]),
+        ..SctpChunks::default()
+    };
+    walk.count = if walk.status == status::MORE {
+        MAX_SCTP_CHUNKS as u32
+    } else {
+        d.below(5) as u32 + u32::from(walk.status == status::WHOLE)
+    };
+    for i in 0..walk.count as usize {
+        walk.types[i] = d.pick(&[0u8, 0, 1, 2, 3, 6, 10, 11, 14, 64, 192, 200]);
+        walk.flags[i] = d.next() as u8 & if d.chance(80) { 0x0f } else { 0xff };
+    }
+    walk
 }
 
 /// A packet's connection, its tuples from the same pools as the rules'.
@@ -903,6 +932,7 @@ fn tcp_dport(port: u16, target: Target) -> Rule {
         })),
         tcp_flags: None,
         tcp_option: None,
+        sctp_chunks: None,
     }));
     rule
 }
@@ -1254,6 +1284,57 @@ fn large_block_lists_are_hashed() {
     }
 }
 
+/// Sources whose prefixes share the first bucket of `first_of`, in INPUT's
+/// source field: `n` of them, from 10.0.0.1 up.
+fn sharing_a_first_bucket(n: usize) -> Vec<Ipv4Addr> {
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(chain::INPUT, field::SRC as u32, 32, u32::from(a))
+    };
+    let bucket = |a| netbeast_common::addr_hash_buckets(base(a)).0;
+    let first = bucket(Ipv4Addr::new(10, 0, 0, 1));
+    (0x0a00_0001u32..)
+        .map(Ipv4Addr::from)
+        .filter(|&a| bucket(a) == first)
+        .take(n)
+        .collect()
+}
+
+/// A bucket that a prefix overflowed from (four prefixes hashed there
+/// first, two more went to their second buckets) is marked, so the loader
+/// does not seal it and a lookup there reads the second bucket; a full
+/// bucket nothing overflowed from is sealed, and a miss in it reads one.
+#[test]
+fn only_buckets_nothing_overflowed_from_are_sealed() {
+    let sources = sharing_a_first_bucket(7);
+    let (rules, absent) = sources.split_at(6);
+    let nets: Vec<Ipv4Net> = rules.iter().map(|&a| Ipv4Net::new(a, 32)).collect();
+    let base = |a: Ipv4Addr| {
+        netbeast_common::addr_hash_base(chain::INPUT, field::SRC as u32, 32, u32::from(a))
+    };
+    let first = netbeast_common::addr_hash_buckets(base(sources[0])).0;
+    for (kept, overflowed) in [(4, false), (6, true)] {
+        let compiled = compile(&sources_dropped(&nets[..kept]), &[], 0).unwrap();
+        let config = &compiled.chains[chain::INPUT as usize].config;
+        assert_eq!(config.addr_table, chain::INPUT);
+        assert_eq!(config.addr_lengths[0], [32, 0, 0, 0]);
+        let hash = &compiled.addr_hash;
+        assert_eq!(
+            hash.overflowed.contains(&first),
+            overflowed,
+            "{kept} prefixes"
+        );
+        for (i, &a) in sources.iter().enumerate() {
+            let got = compiled.classify(chain::INPUT, &source_packet(a));
+            let want = if i < kept { i } else { kept };
+            assert_eq!(got[0].rule, want, "{a} among {kept} prefixes");
+        }
+        // The miss: one bucket read when sealed, two when overflowed.
+        let (class, reads) = hash.probe(base(absent[0]));
+        assert_eq!(class, None);
+        assert_eq!(reads, if overflowed { 2 } else { 1 }, "{kept} prefixes");
+    }
+}
+
 #[test]
 fn class_limit_says_where() {
     let rules: Vec<Rule> = (0..10).map(|p| tcp_dport(p, Target::Drop)).collect();
@@ -1353,6 +1434,7 @@ fn fields_used_follow_the_rules() {
         dport: None,
         tcp_flags: None,
         tcp_option: None,
+        sctp_chunks: None,
     })];
     assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);

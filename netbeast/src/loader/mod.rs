@@ -78,7 +78,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 50] = [
+pub const MAP_NAMES: [&str; 51] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -92,6 +92,7 @@ pub const MAP_NAMES: [&str; 50] = [
     "CT6_UNREPLIED",
     "CT6_ESTABLISHED",
     "NAT_TARGETS",
+    "MARK_TARGETS",
     "CT_CONFIG",
     "ACTIVE",
     "CHAINS",
@@ -1234,6 +1235,30 @@ impl Dataplane {
         })
     }
 
+    /// One `BPF_PROG_TEST_RUN` of the TC egress program (OUTPUT) on
+    /// `frame`, as the host's own packet leaving by the test run's device
+    /// (the namespace's loopback). The IPv6 egress program is loaded and
+    /// put where the egress program tail-calls it. Returns the TC action
+    /// (`TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT` for an answer handed
+    /// back to the host) and the frame as the program left it.
+    pub fn test_run_tc_egress(&mut self, frame: &[u8]) -> Result<TestRunOutput, LoaderError> {
+        self.load_egress_program()?;
+        let tc = self.classifier(EGRESS_PROGRAM)?;
+        let mut out = vec![0u8; frame.len() + 512];
+        let result = tc
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .map_err(LoaderError::TestRun)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutput {
+            action: result.return_value,
+            frame: out,
+        })
+    }
+
     /// Sets or clears `ACTIVE_TRACE` (`netbeast trace`): while it is set,
     /// every chain reports its run on every packet into `TRACE_EVENTS`.
     /// Call under the namespace lock: a ruleset change rewrites the word.
@@ -1685,6 +1710,7 @@ mod smoke {
                 })),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             }));
             input.rules.push(r);
         }

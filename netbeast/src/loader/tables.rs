@@ -5,9 +5,9 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, NatTarget,
+    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, MarkTarget, NatTarget,
     addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, nat_target_index, rule_index, target,
+    log_target_index, mark_target_index, nat_target_index, rule_index, target,
 };
 
 use super::{Dataplane, LoaderError, batch, map_err};
@@ -173,6 +173,16 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map_err(map_err("LOG_TARGETS"))?;
         }
     }
+    {
+        // The MARK operations, before the rules that name them.
+        let mut targets: Array<&mut MapData, MarkTarget> =
+            Array::try_from(dp.map_mut("MARK_TARGETS")?).map_err(map_err("MARK_TARGETS"))?;
+        for (n, target) in compiled.mark_targets.iter().enumerate() {
+            targets
+                .set(mark_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("MARK_TARGETS"))?;
+        }
+    }
     crate::profile::phase("maps: nat, guards, log");
     // Every slot's target is one the kernel's table knows: an unknown code
     // is refused here, before anything of the generation is live (the
@@ -308,6 +318,11 @@ fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32
         let mut value = *slots;
         for slot in value.iter_mut().filter(|s| s.key != 0) {
             slot.key = addr_hash_key(slot.key, epoch);
+        }
+        // Sealed unless a prefix whose first bucket this is went to its
+        // second (the kernel then stops at a miss here: one bucket read).
+        if !compiled.addr_hash.overflowed.contains(b) {
+            value[0].sealed = epoch;
         }
         indexes.push(region + b);
         values.push(value);

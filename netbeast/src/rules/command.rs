@@ -595,10 +595,18 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
             ),
         ],
         TableName::Raw => &[("OUTPUT", "locally sent packets have no source MAC yet")],
+        TableName::Mangle => &[
+            ("OUTPUT", "locally sent packets have no source MAC yet"),
+            (
+                "POSTROUTING",
+                "the kernel matches the source MAC only on arrival, not after routing",
+            ),
+        ],
     };
     let instead = match table.name {
         TableName::Filter => "INPUT or FORWARD",
         TableName::Nat | TableName::Raw => "PREROUTING",
+        TableName::Mangle => "PREROUTING, INPUT or FORWARD",
     };
     for &(builtin, why) in mac_refused {
         if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, has_mac) {

@@ -189,12 +189,13 @@ fn docker_files_with_nat_restore_and_save_back() {
     let nft = restore_filter_only(DOCKER_NFT);
     assert_eq!(nft.filter.chain("FORWARD").unwrap().rules.len(), 10);
     compile::compile(&nft, &interfaces(), 1).unwrap();
-    let message = parse_restore_table(DOCKER_NFT, Some("mangle"))
+    let message = parse_restore_table(DOCKER_NFT, Some("security"))
         .unwrap_err()
         .to_string();
     assert_eq!(
         message,
-        "-T: the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
+        "-T: the security table is not supported yet; netbeast implements the filter, nat, raw \
+         and mangle tables"
     );
 }
 
@@ -332,4 +333,56 @@ fn the_logging_firewall_logs_then_drops() {
 fn ufw_files_restore_and_save_back() {
     let ufw = restore(UFW).unwrap();
     assert_eq!(rule_lines(&save(&ufw, false)), rule_lines(UFW));
+}
+
+const KUBE_PROXY: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.rules");
+const KUBE_PROXY_SAVED: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.saved");
+
+/// kube-proxy 1.29's ruleset (mangle canaries, KUBE-MARK-MASQ's
+/// `--or-mark`, KUBE-POSTROUTING's mark test and `--xor-mark`, the
+/// statistic cascade, `-m recent` affinity): restored, it saves as
+/// iptables-save printed it (MARK as `--set-xmark`), that save restores to
+/// the same ruleset, and it compiles.
+#[test]
+fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
+    let ruleset = restore(KUBE_PROXY).unwrap();
+    assert_eq!(
+        rule_lines(&save(&ruleset, false)),
+        rule_lines(KUBE_PROXY_SAVED)
+            .into_iter()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(restore(KUBE_PROXY_SAVED).unwrap(), ruleset);
+    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
+}
+
+/// The mangle table is kept but not run: a rule (or a DROP policy) its
+/// built-in chains would run is refused when the ruleset is compiled,
+/// naming the chain, rather than stored and not enforced.
+#[test]
+fn mangle_rules_are_refused_until_the_mangle_table_runs() {
+    let ruleset =
+        restore("*mangle\n:X - [0:0]\n-A X -j MARK --set-mark 1\n-A PREROUTING -j X\nCOMMIT\n")
+            .unwrap();
+    let err = compile::compile(&ruleset, &interfaces(), 0)
+        .err()
+        .expect("a mangle PREROUTING rule is refused")
+        .to_string();
+    assert!(
+        err.starts_with("the mangle table's PREROUTING chain has 1 rule(s): netbeast does not run"),
+        "{err}"
+    );
+    let policy = restore("*mangle\n:FORWARD DROP [0:0]\nCOMMIT\n").unwrap();
+    let err = compile::compile(&policy, &interfaces(), 0)
+        .err()
+        .expect("a mangle DROP policy is refused")
+        .to_string();
+    assert!(err.contains("FORWARD chain has a DROP policy"), "{err}");
+    // A user-defined chain no built-in chain reaches is fine (kube-proxy's
+    // canaries).
+    let canary = restore("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n").unwrap();
+    compile::compile(&canary, &interfaces(), 0).unwrap();
 }

@@ -52,6 +52,16 @@ pub struct Ruleset {
     /// one.
     #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
     pub raw: Table,
+    /// The mangle table (`-t mangle`): its user-defined chains, and its
+    /// built-in chains' policies (ACCEPT). Rules its built-in chains would
+    /// run are refused by the compiler (not run yet, docs/FEATURES.md);
+    /// kube-proxy and kubelet only make their canary chains here. Left
+    /// out of the file while pristine, as `raw`.
+    #[serde(
+        default = "Table::new_mangle",
+        skip_serializing_if = "Table::is_pristine"
+    )]
+    pub mangle: Table,
 }
 
 impl Default for Ruleset {
@@ -61,6 +71,7 @@ impl Default for Ruleset {
             nat: Table::new_nat(),
             filter6: Table::new_filter(),
             raw: Table::new_raw(),
+            mangle: Table::new_mangle(),
         }
     }
 }
@@ -71,6 +82,7 @@ impl Ruleset {
             TableName::Filter => &self.filter,
             TableName::Nat => &self.nat,
             TableName::Raw => &self.raw,
+            TableName::Mangle => &self.mangle,
         }
     }
 
@@ -79,6 +91,7 @@ impl Ruleset {
             TableName::Filter => &mut self.filter,
             TableName::Nat => &mut self.nat,
             TableName::Raw => &mut self.raw,
+            TableName::Mangle => &mut self.mangle,
         }
     }
 
@@ -89,7 +102,7 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw) => {
+            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
                 unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
@@ -99,7 +112,7 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw) => {
+            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
                 unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
@@ -127,7 +140,12 @@ impl Family {
     /// The tables the family's ruleset has.
     pub fn tables(self) -> &'static [TableName] {
         match self {
-            Family::V4 => &[TableName::Filter, TableName::Nat, TableName::Raw],
+            Family::V4 => &[
+                TableName::Filter,
+                TableName::Nat,
+                TableName::Raw,
+                TableName::Mangle,
+            ],
             Family::V6 => &[TableName::Filter],
         }
     }
@@ -138,6 +156,7 @@ pub enum TableName {
     Filter,
     Nat,
     Raw,
+    Mangle,
 }
 
 impl TableName {
@@ -146,6 +165,7 @@ impl TableName {
             TableName::Filter => "filter",
             TableName::Nat => "nat",
             TableName::Raw => "raw",
+            TableName::Mangle => "mangle",
         }
     }
 
@@ -155,6 +175,7 @@ impl TableName {
             TableName::Filter => &["INPUT", "FORWARD", "OUTPUT"],
             TableName::Nat => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
             TableName::Raw => &["PREROUTING", "OUTPUT"],
+            TableName::Mangle => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
         }
     }
 }
@@ -178,6 +199,10 @@ impl Table {
 
     pub fn new_raw() -> Self {
         Self::new(TableName::Raw)
+    }
+
+    pub fn new_mangle() -> Self {
+        Self::new(TableName::Mangle)
     }
 
     /// The table with its built-in chains only, empty, policies ACCEPT.
@@ -489,6 +514,8 @@ pub enum Match {
     Ipv6Header(Ipv6Header),
     /// `-m rt` (ip6tables): a guard on the routing header.
     Rt(Rt),
+    /// `-m mark`: a guard on the packet's mark.
+    Mark(super::ext::mark::Mark),
 }
 
 impl Match {
@@ -519,6 +546,7 @@ impl Match {
             Match::Frag(m) => m,
             Match::Ipv6Header(m) => m,
             Match::Rt(m) => m,
+            Match::Mark(m) => m,
         }
     }
 }
@@ -627,6 +655,9 @@ pub enum Target {
     /// `-j CT [--notrack]` or `-j NOTRACK` (raw table): the packet is left
     /// out of conntrack (`rules/target/ct.rs`).
     Ct(crate::rules::target::ct::Ct),
+    /// `-j MARK`: the packet's mark changes, the search goes on
+    /// (`rules/target/mark.rs`).
+    Mark(crate::rules::target::mark::Mark),
 }
 
 impl Target {
@@ -682,12 +713,23 @@ pub struct NatTo {
     /// no room for the base, so iptables prints `/0`). Only with `ports`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u16>,
+    /// An ip6tables translation's address range (`addrs` is then `None`),
+    /// as `source6` sits beside `source`: every IPv4 path stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addrs6: Option<AddrRange6>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddrRange {
     pub first: Ipv4Addr,
     pub last: Ipv4Addr,
+}
+
+/// An inclusive IPv6 address range; one address is `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRange6 {
+    pub first: Ipv6Addr,
+    pub last: Ipv6Addr,
 }
 
 /// The options of the nat targets that take no value. Which target takes

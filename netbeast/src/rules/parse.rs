@@ -183,7 +183,8 @@ pub enum ParseError {
     #[error("{what} is not supported yet{hint}")]
     Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported yet; netbeast implements the filter, nat and raw tables"
+        "the {0} table is not supported yet; netbeast implements the filter, nat, raw and mangle \
+         tables"
     )]
     UnsupportedTable(String),
     /// Something ip6tables has that netbeast's IPv6 side does not yet.
@@ -201,6 +202,16 @@ pub enum ParseError {
         target: &'static str,
         option: &'static str,
         example: &'static str,
+    },
+    #[error(
+        "{target}: option \"{option}\" cannot be used together with \"{other}\"; {target} \
+         takes one of {choices}"
+    )]
+    ExclusiveTargetOptions {
+        target: &'static str,
+        option: String,
+        other: String,
+        choices: &'static str,
     },
     #[error("{target}: option \"{option}\" can only be used once{hint}")]
     RepeatedTargetOption {
@@ -1560,7 +1571,8 @@ impl<'a> Parser<'a> {
             }
             "nat" => TableName::Nat,
             "raw" => TableName::Raw,
-            "mangle" | "security" => {
+            "mangle" => TableName::Mangle,
+            "security" => {
                 return Err(ParseError::UnsupportedTable(name.to_string()));
             }
             _ => return Err(ParseError::UnknownTable(name.to_string())),
@@ -2050,14 +2062,6 @@ impl<'a> Parser<'a> {
         let target = self.finish_target(chain)?;
         if self.family == Family::V6 {
             check_ipv6_rule(&matches, &target)?;
-            if chain == "OUTPUT" && matches!(target, Target::Reject(_)) {
-                return Err(ParseError::Ipv6Unsupported {
-                    what: "-j REJECT in OUTPUT".into(),
-                    hint: "; IPv6 REJECT answers packets that come in (INPUT, FORWARD) so far \
-                           (use -j DROP)"
-                        .into(),
-                });
-            }
         }
         let template = Rule {
             protocol: self.protocol.clone(),
@@ -2194,11 +2198,13 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // Read by the IPv6 program from the keys it fills as the IPv4
             // one does (ports, ICMPv6 type and code, TCP flags, length,
             // hop limit, source MAC), or guards that do not read the
-            // addresses (limit, statistic).
-            Match::Ports(p) if p.tcp_option.is_none() => continue,
+            // addresses (limit, statistic), or read them from the IPv6
+            // address words (set, recent).
+            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
+            | Match::Recent(_)
             | Match::Icmp6(_)
             | Match::Hl(_)
             | Match::Frag(_)
@@ -2208,6 +2214,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
+            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
@@ -2226,13 +2233,14 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Dscp(_) => "-m dscp",
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
-            Match::Recent(_) => "-m recent",
+            Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
                    -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
-                   -m limit, -m statistic, -m comment, -m set, -m state and -m conntrack's \
+                   -m limit, -m statistic, -m recent, -m comment, -m set, -m state and \
+                   -m conntrack's \
                    --ctstate, --ctstatus and --ctdir so far"
                 .into(),
         });
@@ -2538,7 +2546,7 @@ mod tests {
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -p sctp -m sctp --chunk-types all INIT",
+            "-A INPUT -p dccp -m dccp --dccp-types SYNC",
             "-A INPUT -p dccp --dccp-option 3",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
         ] {
@@ -2572,6 +2580,7 @@ mod tests {
             dport: Some(Negatable::is(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2620,6 +2629,7 @@ mod tests {
                 dport: Some(Negatable::is(range(53, 53))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -2918,8 +2928,13 @@ mod tests {
         assert_eq!(parse_ok("-L -t nat").table, TableName::Nat);
         assert_eq!(parse_ok("--table=nat -S").table, TableName::Nat);
         assert_eq!(
-            err("-t mangle -L"),
-            "the mangle table is not supported yet; netbeast implements the filter, nat and raw tables"
+            parse_ok("-t mangle -N KUBE-PROXY-CANARY").table,
+            TableName::Mangle
+        );
+        assert_eq!(
+            err("-t security -L"),
+            "the security table is not supported yet; netbeast implements the filter, nat, raw and \
+             mangle tables"
         );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");
@@ -3175,6 +3190,7 @@ mod tests {
             dport: Some(Negatable::not(range(22, 22))),
             tcp_flags: None,
             tcp_option: None,
+            sctp_chunks: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3192,6 +3208,7 @@ mod tests {
                 dport: Some(Negatable::is(range(22, 22))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3202,6 +3219,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3213,6 +3231,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3240,6 +3259,7 @@ mod tests {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
         assert_eq!(
@@ -3250,6 +3270,7 @@ mod tests {
                 dport: Some(Negatable::not(range(0, 65535))),
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             })]
         );
     }
@@ -3290,6 +3311,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
@@ -3297,6 +3319,7 @@ mod tests {
                     dport: Some(Negatable::is(range(23, 23))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 }),
             ]
         );
@@ -3315,6 +3338,7 @@ mod tests {
                     dport: Some(Negatable::is(range(22, 22))),
                     tcp_flags: None,
                     tcp_option: None,
+                    sctp_chunks: None,
                 })
             ]
         );
@@ -3676,6 +3700,7 @@ mod tests {
                     addrs: addrs([127, 0, 0, 1], [127, 0, 0, 1]),
                     ports: Some(range(8080, 8080)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3689,6 +3714,7 @@ mod tests {
                     addrs: addrs([10, 10, 7, 1], [10, 10, 7, 1]),
                     ports: None,
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3716,6 +3742,7 @@ mod tests {
                     addrs: addrs([192, 168, 0, 4], [192, 168, 0, 4]),
                     ports: Some(range(80, 80)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: NatFlags::default(),
             }
@@ -3742,6 +3769,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                     ports: Some(range(80, 90)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags(true, false, true)
             )
@@ -3753,6 +3781,7 @@ mod tests {
                 addrs: None,
                 ports: Some(range(5353, 5353)),
                 offset: None,
+                addrs6: None,
             }
         );
         assert_eq!(
@@ -3761,6 +3790,7 @@ mod tests {
                 addrs: addrs([10, 0, 0, 1], [10, 0, 0, 5]),
                 ports: None,
                 offset: None,
+                addrs6: None,
             }
         );
         // Service names, `=value`, every getopt prefix of --to-destination.
@@ -3794,6 +3824,7 @@ mod tests {
                     addrs: addrs([10, 0, 0, 1], [10, 0, 0, 1]),
                     ports: Some(range(1000, 2000)),
                     offset: None,
+                    addrs6: None,
                 },
                 flags: flags(true, true, true),
             }

@@ -35,6 +35,9 @@ pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> St
         return save_table(&ruleset.filter6, with_counters);
     }
     let mut out = String::new();
+    if !ruleset.mangle.is_pristine() {
+        out.push_str(&save_table(&ruleset.mangle, with_counters));
+    }
     if !ruleset.raw.is_pristine() {
         out.push_str(&save_table(&ruleset.raw, with_counters));
     }
@@ -299,8 +302,8 @@ pub fn parse_restore_family(
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
             }
-            "nat" => {}
-            "mangle" | "raw" | "security" => {
+            "nat" | "raw" | "mangle" => {}
+            "security" => {
                 return Err(RestoreError::Table {
                     source: ParseError::UnsupportedTable(table.to_string()),
                 });
@@ -458,7 +461,9 @@ pub fn split_restore_line(text: &str) -> Result<Vec<String>, String> {
 fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'static str]> {
     match table {
         "nat" if family == Family::V6 => Some(&["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
-        "mangle" => Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
+        "mangle" if family == Family::V6 => {
+            Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"])
+        }
         "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
@@ -549,14 +554,15 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "nat" | "raw" if self.family == Family::V6 => Section::Ignored {
+            "nat" | "raw" | "mangle" if self.family == Family::V6 => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },
-            "filter" | "nat" | "raw" => Section::Table(RestoreTable {
+            "filter" | "nat" | "raw" | "mangle" => Section::Table(RestoreTable {
                 name: match name {
                     "nat" => TableName::Nat,
                     "raw" => TableName::Raw,
+                    "mangle" => TableName::Mangle,
                     _ => TableName::Filter,
                 },
                 line,
@@ -1647,12 +1653,12 @@ COMMIT
                 "line 2: -j MASQUERADE is a target of the nat table, not of the filter table; add -t nat",
             ),
             (
-                "*mangle\n-A PREROUTING -j ACCEPT\nCOMMIT\n",
-                "line 2: the mangle table is not supported yet",
+                "*security\n-A INPUT -j ACCEPT\nCOMMIT\n",
+                "line 2: the security table is not supported yet",
             ),
             (
-                "*mangle\n:PREROUTING DROP [0:0]\nCOMMIT\n",
-                "line 2: the mangle table is not supported yet",
+                "*security\n:INPUT DROP [0:0]\nCOMMIT\n",
+                "line 2: the security table is not supported yet",
             ),
         ];
         for (text, expected) in cases {

@@ -305,6 +305,7 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
             // Not in the trace keys: the guards on them (--tcp-option,
             // -m conntrack's tuples) are the kernel's to report.
             tcp_options: None,
+            sctp: Default::default(),
             connection: Default::default(),
             ipv6_ext: Default::default(),
         },

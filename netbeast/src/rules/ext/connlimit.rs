@@ -7,7 +7,7 @@
 use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
-use netbeast_common::{CONNLIMIT_DADDR, CONNLIMIT_SLOTS, Guard, guard_kind};
+use netbeast_common::{CONNLIMIT_DADDR, CONNLIMIT_SLOTS, CONNLIMIT_UNREACHABLE, Guard, guard_kind};
 use serde::{Deserialize, Serialize};
 
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
@@ -19,6 +19,13 @@ use crate::rules::parse::ParseError;
 /// The largest limit netbeast can count past: a list remembers
 /// `CONNLIMIT_SLOTS` connections per address and rule.
 pub const MAX_CONNLIMIT: u32 = CONNLIMIT_SLOTS as u32 - 1;
+
+/// Whether netbeast can decide a limit: one its lists count past, or one
+/// no count can reach (`CONNLIMIT_UNREACHABLE`: more than the conntrack
+/// tables hold), such as iptables' own test of the largest 32-bit limit.
+pub fn limit_supported(limit: u32) -> bool {
+    limit <= MAX_CONNLIMIT || limit >= CONNLIMIT_UNREACHABLE
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connlimit {
@@ -34,6 +41,12 @@ pub struct Connlimit {
 }
 
 impl Connlimit {
+    /// A limit no count reaches: `--connlimit-above` never holds,
+    /// `--connlimit-upto` always does, whatever the connections.
+    pub fn unreachable(&self) -> bool {
+        self.limit >= CONNLIMIT_UNREACHABLE
+    }
+
     fn mask_bits(&self) -> u32 {
         if self.mask == 0 {
             0
@@ -78,13 +91,19 @@ impl MatchExt for Connlimit {
         );
     }
 
-    /// A guard: not part of the rule's static match.
+    /// A guard: not part of the rule's static match; a limit no count
+    /// reaches is decided here.
     fn matches(&self, _pkt: &PacketView) -> bool {
-        true
+        !(self.unreachable() && self.above)
     }
 
     fn lower(&self) -> Lowering {
-        Lowering::Guard(self.guard())
+        match (self.unreachable(), self.above) {
+            // Nothing to count: no list, no lock, no conntrack needed.
+            (true, true) => Lowering::Static(Vec::new()),
+            (true, false) => Lowering::always(),
+            (false, _) => Lowering::Guard(self.guard()),
+        }
     }
 }
 
@@ -157,14 +176,17 @@ impl MatchParser for ConnlimitParser {
                 let text = value(option, text);
                 let limit = number(option, "limit", text, u32::MAX.into())? as u32;
                 // iptables takes any 32-bit limit; netbeast's per-address
-                // lists have room for MAX_CONNLIMIT connections.
-                if limit > MAX_CONNLIMIT {
+                // lists have room for MAX_CONNLIMIT connections, and a
+                // limit past what conntrack can hold needs no count.
+                if !limit_supported(limit) {
                     return Err(ParseError::Unsupported {
                         what: format!("{} {text}", option.flag()),
                         hint: format!(
                             ": netbeast counts at most {MAX_CONNLIMIT} connections per address \
                              and rule (CONNLIMIT_SLOTS in netbeast-common); give a limit up to \
-                             {MAX_CONNLIMIT}"
+                             {MAX_CONNLIMIT}, or {CONNLIMIT_UNREACHABLE} or more, which no count \
+                             reaches (CONNLIMIT_UNREACHABLE: more connections than netbeast's \
+                             conntrack holds)"
                         ),
                     });
                 }
@@ -235,7 +257,11 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
     let wild = d.wild(s.palette);
     Some(Match::Connlimit(Connlimit {
         limit: if wild {
-            d.below(MAX_CONNLIMIT as usize + 1) as u32
+            if d.chance(10) {
+                CONNLIMIT_UNREACHABLE + d.below(2) as u32 * (u32::MAX - CONNLIMIT_UNREACHABLE)
+            } else {
+                d.below(MAX_CONNLIMIT as usize + 1) as u32
+            }
         } else {
             d.below(2) as u32
         },
@@ -247,4 +273,39 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         },
         daddr: d.chance(30),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::parse::{ParseError, parse_iptables_args};
+
+    fn parse(line: &str) -> Result<(), ParseError> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        parse_iptables_args(&args).map(|_| ())
+    }
+
+    /// Limits its lists count past, and limits no count reaches, are taken;
+    /// those in between are refused naming both ways out.
+    #[test]
+    fn limits_netbeast_can_decide() {
+        for limit in [0, 63, super::CONNLIMIT_UNREACHABLE, u32::MAX] {
+            for option in ["--connlimit-above", "--connlimit-upto"] {
+                let line = format!("-A INPUT -m connlimit {option} {limit}");
+                assert!(parse(&line).is_ok(), "{line}");
+            }
+        }
+        for limit in [64, super::CONNLIMIT_UNREACHABLE - 1] {
+            let line = format!("-A INPUT -m connlimit --connlimit-above {limit}");
+            match parse(&line) {
+                Err(e @ ParseError::Unsupported { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("up to 63") && text.contains("33554433"),
+                        "{text}"
+                    );
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
 }

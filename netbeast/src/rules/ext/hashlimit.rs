@@ -24,8 +24,10 @@ pub const SCALE: u64 = 1_000_000;
 pub const DEFAULT_BURST: u64 = 5;
 pub const MAX_BURST: u64 = 1_000_000;
 pub const DEFAULT_GCINTERVAL: u32 = 1000;
-/// The expiry of a bytes-mode bucket unless given, in seconds.
+/// The expiry of a bytes-mode bucket unless given, in seconds, without
+/// and with a `--hashlimit-burst` (libxt_hashlimit's defaults).
 const BYTE_EXPIRE: u32 = 15;
+const BYTE_EXPIRE_BURST: u32 = 60;
 /// The longest `--hashlimit-name` (the kernel's name field holds 32 bytes
 /// with the final NUL).
 pub const MAX_NAME_LEN: usize = 31;
@@ -54,7 +56,10 @@ pub struct Hashlimit {
     /// `--hashlimit-above`: matches over the rate.
     pub above: bool,
     pub rate: HashRate,
-    /// Packets the full bucket holds (packets mode).
+    /// Packets the full bucket holds (packets mode); in bytes mode the
+    /// refills of a second each that `--hashlimit-burst` allows a key (its
+    /// bytes over the rate's, rounded up, as xt_hashlimit keeps it), 0
+    /// without one.
     pub burst: u64,
     /// `hashlimit::SRCIP | SRCPORT | DSTIP | DSTPORT`.
     pub mode: u32,
@@ -166,17 +171,52 @@ fn rate_text(period: u64) -> (String, u32) {
     )
 }
 
+const BYTE_UNITS: [(&str, u64); 3] = [("m", 1 << 20), ("k", 1 << 10), ("", 1)];
+
 /// A byte rate's cost as iptables prints it: `10kb/s`.
 fn bytes_text(cost: u64) -> String {
     let r = cost_to_bytes(cost);
-    let units = [("m", 1u64 << 20), ("k", 1 << 10), ("", 1)];
-    let (name, thresh) = units
+    let (name, thresh) = BYTE_UNITS
         .iter()
         .take(2)
         .find(|(_, t)| r >= *t && bytes_to_cost(r & !(t - 1)) == cost)
         .copied()
-        .unwrap_or(units[2]);
+        .unwrap_or(BYTE_UNITS[2]);
     format!("{}{name}b/s", r / thresh)
+}
+
+/// A bytes-mode burst (refills of the rate's second) as iptables prints
+/// it: their bytes in the largest unit they reach, rounded down (`400kb`).
+fn byte_burst_text(cost: u64, refills: u64) -> String {
+    let r = cost_to_bytes(cost).saturating_mul(refills);
+    let (name, thresh) = BYTE_UNITS
+        .iter()
+        .find(|(_, t)| r >= *t)
+        .copied()
+        .unwrap_or(BYTE_UNITS[2]);
+    format!("{}{name}b", r / thresh)
+}
+
+/// The time in ns a bytes-mode packet costs per 16-byte chunk: xt_hashlimit
+/// charges a chunk `cost` / 2^32 of the bucket's second.
+fn chunk_ns(cost: u64) -> u64 {
+    ((u128::from(bits::BYTES_DEPTH_NS) * u128::from(cost)) >> 32) as u64
+}
+
+/// `--hashlimit-burst`'s text as libxt_hashlimit reads it: a number,
+/// times 1024 or 1024² after `k` or `m` (an optional `b` after them).
+/// `None` when it is not one; the flag says whether a unit was given.
+fn parse_burst(text: &str) -> Option<(u64, bool)> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = text[..digits].parse().ok()?;
+    let factor = match &text[digits..] {
+        "" => return Some((n, false)),
+        "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        _ => return None,
+    };
+    Some((n.checked_mul(factor)?, true))
 }
 
 /// The name's number in the kernel's keys (FNV-1a): tables are told apart
@@ -206,7 +246,24 @@ impl Hashlimit {
     fn rate_and_quantum(&self) -> (String, u32) {
         match self.rate {
             HashRate::Packets { period } => rate_text(period),
+            HashRate::Bytes { cost } if self.burst != 0 => {
+                (bytes_text(cost), BYTE_EXPIRE_BURST * 1000)
+            }
             HashRate::Bytes { cost } => (bytes_text(cost), BYTE_EXPIRE * 1000),
+        }
+    }
+
+    /// The burst as iptables prints it after the rate (`prefix` before
+    /// `burst`), if it prints one.
+    fn burst_text(&self, out: &mut String, prefix: &str) {
+        match self.rate {
+            HashRate::Packets { .. } => {
+                let _ = write!(out, " {prefix}burst {}", self.burst);
+            }
+            HashRate::Bytes { cost } if self.burst != 0 => {
+                let _ = write!(out, " {prefix}burst {}", byte_burst_text(cost, self.burst));
+            }
+            HashRate::Bytes { .. } => {}
         }
     }
 
@@ -221,10 +278,11 @@ impl Hashlimit {
                 let rate = SCALE / period.max(1);
                 (rate, rate + self.burst)
             }
-            // Bytes per second, as the kernel derives it from the cost.
+            // Bytes per second, as the kernel derives it from the cost;
+            // a burst is that many seconds of it.
             HashRate::Bytes { cost } => {
                 let rate = cost_to_bytes(cost);
-                (rate, rate)
+                (rate, rate.saturating_mul(self.burst.max(1)))
             }
         }
     }
@@ -257,15 +315,9 @@ impl Hashlimit {
                 let cost = period.saturating_mul(1000);
                 (cost, cost.saturating_mul(self.burst), self.mode)
             }
-            HashRate::Bytes { cost } => {
-                let rate = cost_to_bytes(cost);
-                // A rate below one chunk a second: every packet costs the
-                // whole second.
-                let chunk = (bits::BYTES_DEPTH_NS << bits::BYTE_SHIFT)
-                    .checked_div(rate)
-                    .unwrap_or(bits::BYTES_DEPTH_NS);
-                (chunk, bits::BYTES_DEPTH_NS, self.mode | bits::BYTES)
-            }
+            // The depth is always one second: `b` carries the burst's
+            // refills instead (netbeast_common::hashlimit_byte_take).
+            HashRate::Bytes { cost } => (chunk_ns(cost), self.burst, self.mode | bits::BYTES),
         };
         Guard {
             kind: guard_kind::HASHLIMIT,
@@ -309,9 +361,7 @@ impl MatchExt for Hashlimit {
         let (rate, quantum) = self.rate_and_quantum();
         let which = if self.above { "above" } else { "upto" };
         let _ = write!(out, " -m hashlimit --hashlimit-{which} {rate}");
-        if let HashRate::Packets { .. } = self.rate {
-            let _ = write!(out, " --hashlimit-burst {}", self.burst);
-        }
+        self.burst_text(out, "--hashlimit-");
         if self.mode != 0 {
             let _ = write!(out, " --hashlimit-mode {}", mode_text(self.mode, ','));
         }
@@ -337,9 +387,7 @@ impl MatchExt for Hashlimit {
         }
         let which = if self.above { "above" } else { "up to" };
         let _ = write!(out, " limit: {which} {rate}");
-        if let HashRate::Packets { .. } = self.rate {
-            let _ = write!(out, " burst {}", self.burst);
-        }
+        self.burst_text(out, "");
         if self.mode != 0 {
             let _ = write!(out, " mode {}", mode_text(self.mode, '-'));
         }
@@ -377,7 +425,9 @@ static OPTIONS: [OptSpec; 13] = [
     },
     OptSpec {
         names: &["hashlimit-burst"],
-        value: Value::One("a number of packets from 1 to 1000000"),
+        value: Value::One(
+            "a number of packets from 1 to 1000000, or of bytes like 400kb with a byte rate",
+        ),
         negatable: false,
     },
     OptSpec {
@@ -450,7 +500,8 @@ struct HashlimitParser {
     /// (rate, above, the rate unit's seconds) and the option that gave it.
     rate: Option<(HashRate, bool, u64)>,
     rate_option: Option<&'static str>,
-    burst: Option<u64>,
+    /// The number, and whether it had a unit (`400kb`).
+    burst: Option<(u64, bool)>,
     mode: Option<u32>,
     name: Option<String>,
     srcmask: Option<u8>,
@@ -544,30 +595,21 @@ impl MatchParser for HashlimitParser {
             }
             "hashlimit-burst" => {
                 let text = value(option, text);
-                // A burst in bytes (`400kb`, iptables' companion of a byte
-                // rate) is taken by iptables; netbeast's byte buckets hold
-                // one second of the rate, so it is not supported yet.
-                let digits = text
-                    .trim_end_matches(['b', 'B'])
-                    .trim_end_matches(['k', 'K', 'm', 'M']);
-                if digits.len() < text.len()
-                    && !digits.is_empty()
-                    && digits.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return Err(ParseError::Unsupported {
-                        what: format!("--hashlimit-burst in bytes ({text})"),
-                        hint: "; give the rate alone (the bucket holds one second of it)".into(),
-                    });
-                }
-                let burst = number(option, "burst", text, MAX_BURST)?;
-                if burst == 0 {
-                    return Err(invalid(
-                        &option.flag(),
-                        "burst",
-                        text,
-                        "expected 1 to 1000000",
-                    ));
-                }
+                // As libxt_hashlimit: a plain number is packets (at most
+                // MAX_BURST), one with a unit is bytes; which one the rate
+                // wants is checked once the rate is known.
+                let burst = match parse_burst(text) {
+                    Some((n, false)) if (1..=MAX_BURST).contains(&n) => (n, false),
+                    Some((n, true)) if n > 0 => (n, true),
+                    _ => {
+                        return Err(invalid(
+                            &option.flag(),
+                            "burst",
+                            text,
+                            "expected packets from 1 to 1000000, or bytes like 400kb (b, kb, mb)",
+                        ));
+                    }
+                };
                 once(&mut self.burst, burst, option)
             }
             "hashlimit-mode" => {
@@ -633,7 +675,7 @@ impl MatchParser for HashlimitParser {
                 "--hashlimit-upto or --hashlimit-above",
             ));
         };
-        let Some(name) = self.name else {
+        let Some(name) = self.name.clone() else {
             return Err(super::missing(&MODULE, "--hashlimit-name"));
         };
         if rule.table != TableName::Filter {
@@ -643,16 +685,37 @@ impl MatchParser for HashlimitParser {
             });
         }
         let (burst, default_expire) = match rate {
-            HashRate::Packets { .. } => (self.burst.unwrap_or(DEFAULT_BURST), unit as u32 * 1000),
-            HashRate::Bytes { .. } => {
-                if self.burst.is_some() {
-                    return Err(ParseError::Unsupported {
-                        what: "--hashlimit-burst with a rate in bytes".into(),
-                        hint: "; give the rate alone (the bucket holds one second of it)".into(),
-                    });
+            HashRate::Packets { .. } => match self.burst {
+                None => (DEFAULT_BURST, unit as u32 * 1000),
+                // libxt_hashlimit takes a unit here too (400kb is 409600
+                // packets), within the same bound.
+                Some((n, _)) if n <= MAX_BURST => (n, unit as u32 * 1000),
+                Some((n, _)) => {
+                    return Err(invalid(
+                        "--hashlimit-burst",
+                        "burst",
+                        &n.to_string(),
+                        "expected 1 to 1000000 packets with a packet rate",
+                    ));
                 }
-                (0, BYTE_EXPIRE * 1000)
-            }
+            },
+            HashRate::Bytes { cost } => match self.burst {
+                None => (0, BYTE_EXPIRE * 1000),
+                // The burst's bytes as refills of the rate's second,
+                // rounded up; never less than one second.
+                Some((bytes, _)) => {
+                    let rate = cost_to_bytes(cost).max(1);
+                    if bytes < rate {
+                        return Err(invalid(
+                            "--hashlimit-burst",
+                            "burst",
+                            &bytes.to_string(),
+                            format!("burst cannot be smaller than {rate}b (the rate's second)"),
+                        ));
+                    }
+                    (bytes.div_ceil(rate), BYTE_EXPIRE_BURST * 1000)
+                }
+            },
         };
         Ok(Match::Hashlimit(Hashlimit {
             name,
@@ -739,6 +802,15 @@ fn random_text(d: &mut Dice) -> Option<Match> {
     );
     if !bytes {
         line += &format!(" --hashlimit-burst {}", 1 + d.below(1_000_000));
+    } else if d.chance(50) {
+        // Bytes: a burst of some seconds of the rate, in any unit.
+        let kb = rate.trim_end_matches("kb/s").parse::<u64>().unwrap_or(1);
+        let burst = kb * (1 + d.below(100) as u64);
+        line += &match d.below(3) {
+            0 => format!(" --hashlimit-burst {burst}kb"),
+            1 => format!(" --hashlimit-burst {}b", burst * 1024),
+            _ => format!(" --hashlimit-burst {}mb", burst.div_ceil(1024)),
+        };
     }
     let mode = d.below(16);
     if mode != 0 {

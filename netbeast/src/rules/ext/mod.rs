@@ -33,10 +33,12 @@ pub mod ipv6header;
 pub mod length;
 pub mod limit;
 pub mod mac;
+pub mod mark;
 pub mod multiport;
 pub mod pkttype;
 pub mod recent;
 pub mod rt;
+pub mod sctp;
 pub mod set;
 pub mod statistic;
 pub mod tcp;
@@ -176,11 +178,12 @@ impl Eq for MatchModule {}
 pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
-    &tcp::SCTP,
+    &sctp::SCTP,
     &tcp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,
+    &mark::MODULE,
     &comment::MODULE,
     &connlimit::MODULE,
     &conntrack::STATE,
@@ -239,7 +242,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "helper",
     "ipcomp",
     "ipvs",
-    "mark",
     "nfacct",
     "osf",
     "owner",
@@ -265,7 +267,7 @@ pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &["dst", "eui64", "hbh", "mh", "srh"
 /// options read IPv4 addresses, or their state is keyed by them): refused
 /// by name as soon as `ip6tables` meets `-m NAME`, before an IPv6 address
 /// in their options reads as a bad IPv4 one.
-pub const IPV6_NOT_YET: &[&str] = &["iprange", "recent", "connlimit", "hashlimit"];
+pub const IPV6_NOT_YET: &[&str] = &["iprange", "connlimit", "hashlimit"];
 
 /// `" !"` before a negated option in save text, as the extensions print it.
 pub(crate) fn bang(negated: bool) -> &'static str {

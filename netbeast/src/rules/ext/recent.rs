@@ -6,7 +6,7 @@
 
 use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netbeast_common::{Guard, RECENT_STAMPS, guard_kind, recent as bits};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
-use crate::rules::model::{Match, TableName};
+use crate::rules::model::{Family, Match, TableName};
 use crate::rules::parse::{ParseError, invalid, parse_dotted};
 
 /// The list a rule names without `--name`.
@@ -39,7 +39,14 @@ pub struct Recent {
     pub hitcount: u32,
     pub rttl: bool,
     pub name: String,
+    /// `--mask` of an iptables rule (all ones for an ip6tables one, whose
+    /// mask is `mask6`).
     pub mask: Ipv4Addr,
+    /// `--mask` of an ip6tables rule (which lists IPv6 addresses): set
+    /// exactly when the rule is ip6tables'. A prefix mask (leading ones):
+    /// the kernel's key carries its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask6: Option<Ipv6Addr>,
     /// `--rdest`: the destination address is listed.
     pub rdest: bool,
 }
@@ -61,8 +68,12 @@ impl Recent {
         let flags = command
             | if self.reap { bits::REAP } else { 0 }
             | if self.rttl { bits::TTL } else { 0 }
-            | if self.rdest { bits::DEST } else { 0 };
-        let mask = u32::from(self.mask).to_be();
+            | if self.rdest { bits::DEST } else { 0 }
+            | if self.mask6.is_some() { bits::V6 } else { 0 };
+        let mask = match self.mask6 {
+            Some(mask6) => u128::from(mask6).leading_ones(),
+            None => u32::from(self.mask).to_be(),
+        };
         Guard {
             kind: guard_kind::RECENT,
             negated: u32::from(self.negated),
@@ -71,6 +82,16 @@ impl Recent {
             b: u64::from(self.hitcount),
             c: u64::from(name_number(&self.name)) | u64::from(mask) << 32,
             ..Guard::default()
+        }
+    }
+}
+
+impl Recent {
+    /// `--mask` as iptables or ip6tables prints it.
+    fn shown_mask(&self) -> String {
+        match self.mask6 {
+            Some(mask6) => mask6.to_string(),
+            None => self.mask.to_string(),
         }
     }
 }
@@ -99,7 +120,7 @@ impl MatchExt for Recent {
         if self.rttl {
             out.push_str(" --rttl");
         }
-        let _ = write!(out, " --name {} --mask {}", self.name, self.mask);
+        let _ = write!(out, " --name {} --mask {}", self.name, self.shown_mask());
         out.push_str(if self.rdest { " --rdest" } else { " --rsource" });
     }
 
@@ -131,7 +152,7 @@ impl MatchExt for Recent {
             " name: {} side: {} mask: {}",
             self.name,
             if self.rdest { "dest" } else { "source" },
-            self.mask
+            self.shown_mask()
         );
     }
 
@@ -193,7 +214,7 @@ static OPTIONS: [OptSpec; 12] = [
     },
     OptSpec {
         names: &["mask"],
-        value: Value::One("a netmask like 255.255.255.0"),
+        value: Value::One("a netmask like 255.255.255.0 (ffff:ffff:ffff:ffff:: for ip6tables)"),
         negatable: false,
     },
     OptSpec {
@@ -230,7 +251,8 @@ struct RecentParser {
     hitcount: Option<u32>,
     rttl: bool,
     name: Option<String>,
-    mask: Option<Ipv4Addr>,
+    /// `--mask`'s text, read in `finish`, which knows the family.
+    mask: Option<String>,
     rdest: Option<bool>,
 }
 
@@ -296,18 +318,7 @@ impl MatchParser for RecentParser {
                 }
                 once(&mut self.name, text.to_string(), option)
             }
-            "mask" => {
-                let text = value(option, text);
-                let mask = parse_dotted(text, true).ok_or_else(|| {
-                    invalid(
-                        "--mask",
-                        "netmask",
-                        text,
-                        "expected a netmask like 255.255.255.0",
-                    )
-                })?;
-                once(&mut self.mask, mask, option)
-            }
+            "mask" => once(&mut self.mask, value(option, text).to_string(), option),
             "reap" => {
                 self.reap = true;
                 Ok(())
@@ -347,12 +358,28 @@ impl MatchParser for RecentParser {
                 reason: "--reap also requires --seconds".into(),
             });
         }
-        if rule.table != TableName::Filter {
+        if !matches!(rule.table, TableName::Filter | TableName::Nat) {
             return Err(ParseError::Unsupported {
                 what: format!("-m recent in the {} table", rule.table.as_str()),
-                hint: "; netbeast keeps recent lists in the filter table only".into(),
+                hint: "; netbeast keeps recent lists in the filter and nat tables".into(),
             });
         }
+        let (mask, mask6) = match (rule.family, &self.mask) {
+            (Family::V4, None) => (Ipv4Addr::BROADCAST, None),
+            (Family::V6, None) => (Ipv4Addr::BROADCAST, Some(Ipv6Addr::from(u128::MAX))),
+            (Family::V4, Some(text)) => {
+                let mask = parse_dotted(text, true).ok_or_else(|| {
+                    invalid(
+                        "--mask",
+                        "netmask",
+                        text,
+                        "expected a netmask like 255.255.255.0",
+                    )
+                })?;
+                (mask, None)
+            }
+            (Family::V6, Some(text)) => (Ipv4Addr::BROADCAST, Some(ipv6_mask(text)?)),
+        };
         Ok(Match::Recent(Recent {
             command,
             negated: self.negated,
@@ -361,10 +388,45 @@ impl MatchParser for RecentParser {
             hitcount: self.hitcount.unwrap_or(0),
             rttl: self.rttl,
             name: self.name.unwrap_or_else(|| DEFAULT_NAME.to_string()),
-            mask: self.mask.unwrap_or(Ipv4Addr::BROADCAST),
+            mask,
+            mask6,
             rdest: self.rdest.unwrap_or(false),
         }))
     }
+}
+
+/// An ip6tables `--mask`: an IPv6 address whose bits are leading ones
+/// (ffff:ffff:ffff:ffff:: keeps a /64). The kernel takes any mask;
+/// netbeast's key carries a prefix length, so a mask with holes is
+/// refused with the prefix that would do.
+fn ipv6_mask(text: &str) -> Result<Ipv6Addr, ParseError> {
+    let mask: Ipv6Addr = text.parse().map_err(|_| {
+        invalid(
+            "--mask",
+            "netmask",
+            text,
+            "expected an IPv6 netmask like ffff:ffff:ffff:ffff::",
+        )
+    })?;
+    let bits = u128::from(mask);
+    let ones = bits.leading_ones();
+    if ones < 128 && bits << ones != 0 {
+        return Err(invalid(
+            "--mask",
+            "netmask",
+            text,
+            format!(
+                "netbeast takes IPv6 recent masks of leading ones only (a prefix), \
+                 e.g. {}",
+                Ipv6Addr::from(if ones == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - ones)
+                })
+            ),
+        ));
+    }
+    Ok(mask)
 }
 
 /// Filter table only: every command on the palette's lists with short
@@ -411,6 +473,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         } else {
             u32::MAX << (32 - mask_len)
         }),
+        mask6: None,
         rdest: d.chance(30),
     }))
 }

@@ -102,6 +102,9 @@ pub struct Ports {
     /// `--tcp-option N` (TCP only; 1..=255).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_option: Option<Negatable<u8>>,
+    /// `--chunk-types MODE LIST` (SCTP only; `sctp.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sctp_chunks: Option<Negatable<super::sctp::ChunkTypes>>,
 }
 
 /// The match's name (its module's) for a protocol of [`Ports`].
@@ -182,6 +185,10 @@ impl MatchExt for Ports {
                 );
             }
         }
+        if let Some(c) = &self.sctp_chunks {
+            let _ = write!(out, "{} --chunk-types", bang(c.negated));
+            c.value.text(out, false);
+        }
         if let Some(o) = &self.tcp_option {
             let _ = write!(out, "{} --tcp-option {}", bang(o.negated), o.value);
         }
@@ -244,21 +251,27 @@ impl MatchExt for Ports {
                 }),
             ));
         }
-        match &self.tcp_option {
-            // The guard alone tells a packet whose options it could not
-            // read: no flags atom here, which would turn on the drop of
-            // TCP headers cut before their flags (`ACTIVE_TCP_FLAGS`) for
-            // a rule that does not test them.
-            Some(o) => {
-                let guard = Guard {
-                    kind: guard_kind::TCP_OPTION,
-                    negated: u32::from(o.negated),
-                    a: u64::from(o.value),
-                    ..Guard::default()
-                };
-                Lowering::Guarded(vec![atoms], vec![guard])
-            }
-            None => Lowering::all(atoms),
+        let mut guards = Vec::new();
+        // The guard alone tells a packet whose options it could not read:
+        // no flags atom here, which would turn on the drop of TCP headers
+        // cut before their flags (`ACTIVE_TCP_FLAGS`) for a rule that does
+        // not test them.
+        if let Some(o) = &self.tcp_option {
+            guards.push(Guard {
+                kind: guard_kind::TCP_OPTION,
+                negated: u32::from(o.negated),
+                a: u64::from(o.value),
+                ..Guard::default()
+            });
+        }
+        // After the ports, as xt_sctp tests them.
+        if let Some(c) = &self.sctp_chunks {
+            guards.push(c.value.guard(c.negated));
+        }
+        if guards.is_empty() {
+            Lowering::all(atoms)
+        } else {
+            Lowering::Guarded(vec![atoms], guards)
         }
     }
 
@@ -267,6 +280,9 @@ impl MatchExt for Ports {
             return Err(
                 "--sport/--dport need `-p tcp`, `-p udp`, `-p dccp` or `-p sctp`".to_string(),
             );
+        }
+        if self.sctp_chunks.is_some() && self.protocol != 132 {
+            return Err("--chunk-types needs `-p sctp`".to_string());
         }
         if self.tcp_flags.is_some() && self.protocol != 6 {
             return Err("--tcp-flags/--syn need `-p tcp`".to_string());
@@ -286,13 +302,13 @@ impl MatchExt for Ports {
 
 const PORT: &str = "a port or range like 22 or 1024:65535";
 
-const SPORT: OptSpec = OptSpec {
+pub(super) const SPORT: OptSpec = OptSpec {
     names: &["sport", "source-port"],
     value: Value::One(PORT),
     negatable: true,
 };
 
-const DPORT: OptSpec = OptSpec {
+pub(super) const DPORT: OptSpec = OptSpec {
     names: &["dport", "destination-port"],
     value: Value::One(PORT),
     negatable: true,
@@ -329,20 +345,9 @@ pub static TCP: MatchModule = MatchModule {
     implicit_protocol: Some(6),
     random: Random {
         weight: 6,
-        draw: |d, s| random(d, s, 6),
+        draw: |d, s| random_ports(d, s, 6),
     },
 };
-
-/// libxt_sctp: ports; its chunk tests are known, not supported yet.
-static SCTP_OPTIONS: [OptSpec; 3] = [
-    SPORT,
-    DPORT,
-    OptSpec {
-        names: &["chunk-types"],
-        value: Value::Two("all|any|only and a list of chunk types"),
-        negatable: true,
-    },
-];
 
 /// libxt_dccp: ports; its packet type and option tests are known, not
 /// supported yet.
@@ -361,19 +366,6 @@ static DCCP_OPTIONS: [OptSpec; 4] = [
     },
 ];
 
-pub static SCTP: MatchModule = MatchModule {
-    name: "sctp",
-    family: None,
-    options: &SCTP_OPTIONS,
-    example: "e.g. -p sctp --dport 3868",
-    parser: || Box::new(PortsParser::new(132)),
-    implicit_protocol: Some(132),
-    random: Random {
-        weight: 6,
-        draw: |d, s| random(d, s, 132),
-    },
-};
-
 pub static DCCP: MatchModule = MatchModule {
     name: "dccp",
     family: None,
@@ -383,7 +375,7 @@ pub static DCCP: MatchModule = MatchModule {
     implicit_protocol: Some(33),
     random: Random {
         weight: 6,
-        draw: |d, s| random(d, s, 33),
+        draw: |d, s| random_ports(d, s, 33),
     },
 };
 
@@ -396,17 +388,18 @@ pub static UDP: MatchModule = MatchModule {
     implicit_protocol: Some(17),
     random: Random {
         weight: 6,
-        draw: |d, s| random(d, s, 17),
+        draw: |d, s| random_ports(d, s, 17),
     },
 };
 
+/// The parser of tcp, udp, dccp and sctp (`sctp.rs` adds its chunk test).
 #[derive(Debug)]
-struct PortsParser {
+pub(super) struct PortsParser {
     ports: Ports,
 }
 
 impl PortsParser {
-    fn new(protocol: u8) -> Self {
+    pub(super) fn new(protocol: u8) -> Self {
         PortsParser {
             ports: Ports {
                 protocol,
@@ -414,6 +407,7 @@ impl PortsParser {
                 dport: None,
                 tcp_flags: None,
                 tcp_option: None,
+                sctp_chunks: None,
             },
         }
     }
@@ -515,6 +509,14 @@ impl MatchParser for PortsParser {
                     option,
                 )
             }
+            "chunk-types" => super::once(
+                &mut ports.sctp_chunks,
+                Negatable {
+                    negated,
+                    value: super::sctp::parse_chunk_types(values[0], values[1])?,
+                },
+                option,
+            ),
             _ => Err(ParseError::Unsupported {
                 what: format!("{} (-m {})", option.flag(), module_name(ports.protocol)),
                 hint: "; netbeast matches its --sport and --dport".into(),
@@ -558,6 +560,13 @@ impl Ports {
         let _ = write!(out, " {}", module_name(self.protocol));
         list_ports(out, "spt", &self.sport, &port);
         list_ports(out, "dpt", &self.dport, &port);
+        // libxt_sctp: ` ! any DATA,INIT`, types as numbers with -n.
+        if let Some(c) = &self.sctp_chunks {
+            if c.negated {
+                out.push_str(" !");
+            }
+            c.value.text(out, numeric);
+        }
         // libxt_tcp: ` option=2`, ` option=!2`.
         if let Some(o) = &self.tcp_option {
             let bang = if o.negated { "!" } else { "" };
@@ -586,7 +595,7 @@ impl Ports {
 /// and destination ports, and for TCP now and then a flags test and an
 /// option test (not in nat OUTPUT, which has no packet). tcp and udp store the full range as
 /// no test, as their parser does.
-fn random(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
+pub(super) fn random_ports(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
     if s.plain_protocol() != Some(protocol) {
         return None;
     }
@@ -614,6 +623,7 @@ fn random(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Match> {
         dport,
         tcp_flags,
         tcp_option,
+        sctp_chunks: None,
     }))
 }
 

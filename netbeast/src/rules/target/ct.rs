@@ -1,18 +1,23 @@
 //! `-j CT` and its old name `-j NOTRACK` (libxt_CT, xt_CT): the raw
 //! table's say over connection tracking. `--notrack` leaves the packet
 //! out of conntrack (state UNTRACKED, no entry made or updated); a bare
-//! `-j CT` attaches the default template, which changes nothing. The
-//! other options (helpers, zones, event masks, timeout policies) need
-//! parts of conntrack netbeast does not have: "not supported yet", with
-//! the reason.
+//! `-j CT` attaches the default template, which changes nothing.
+//! `--ctevents` and `--expevents` choose which conntrack events the
+//! connection reports to listeners (`conntrack -E`): netbeast's conntrack
+//! reports none, so they change nothing a packet meets either; they are
+//! kept and printed as libxt_CT prints them. `--zone 0` is the default
+//! zone (libxt_CT does not even print it). The other options (helpers,
+//! other zones, timeout policies) need parts of conntrack netbeast does
+//! not have: "not supported yet", with the reason.
 
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 
 use super::{TargetModule, TargetParser, check_placement, no_suggestion};
 use crate::rules::ext::{OptSpec, RuleContext, Value};
 use crate::rules::generate::Random;
 use crate::rules::model::{TableName, Target};
-use crate::rules::parse::ParseError;
+use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
 use netbeast_common::target as code;
 
 /// A `-j CT` / `-j NOTRACK` rule.
@@ -23,13 +28,76 @@ pub struct Ct {
     /// Written `-j NOTRACK`: iptables keeps the name it was given (`-S`
     /// prints it back, `-D ... -j CT --notrack` does not delete it).
     pub alias: bool,
+    /// `--ctevents`: bit `n` for the `n`th name of [`CT_EVENTS`] (the
+    /// kernel's `IPCT_*` numbers). Stored and printed only: netbeast's
+    /// conntrack sends no events.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ct_events: u16,
+    /// `--expevents`: bit `n` for the `n`th name of [`EXP_EVENTS`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exp_events: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
+/// libxt_CT's conntrack event names, in the order of the kernel's
+/// `IPCT_*` bits and of the text it prints (`natseqinfo` is `IPCT_SEQADJ`).
+pub const CT_EVENTS: [&str; 10] = [
+    "new",
+    "related",
+    "destroy",
+    "reply",
+    "assured",
+    "protoinfo",
+    "helper",
+    "mark",
+    "natseqinfo",
+    "secmark",
+];
+
+/// libxt_CT's expectation event names (`IPEXP_NEW`).
+pub const EXP_EVENTS: [&str; 1] = ["new"];
+
+/// `new,related,...` as libxt_CT reads it: names split at every comma,
+/// each exactly one of `names` (case matters; an empty one is unknown).
+fn parse_events(option: &str, names: &[&str], text: &str) -> Result<u16, ParseError> {
+    let mut mask = 0;
+    for event in text.split(',') {
+        let Some(bit) = names.iter().position(|n| *n == event) else {
+            return Err(invalid(
+                option,
+                "event",
+                event,
+                format!("unknown event type; use {}", names.join(", ")),
+            ));
+        };
+        mask |= 1 << bit;
+    }
+    Ok(mask)
+}
+
+/// ` PREFIX new,related`: the names of the bits of `mask`, in table order.
+fn events_text(out: &mut String, prefix: &str, names: &[&str], mask: u16) {
+    if mask == 0 {
+        return;
+    }
+    let set: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & 1 << i != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let _ = write!(out, " {prefix} {}", set.join(","));
 }
 
 /// The raw table is the only one xt_CT registers in.
 const RAW: &[TableName] = &[TableName::Raw];
 
-/// `CT`'s options. Only `--notrack` is implemented; the others are
-/// declared so that they get "not supported yet" rather than "unknown".
+/// `CT`'s options: `--notrack`, the event masks and `--zone 0` are taken;
+/// the others are declared so that they get "not supported yet" rather
+/// than "unknown".
 static OPTIONS: [OptSpec; 8] = [
     OptSpec {
         names: &["notrack"],
@@ -80,12 +148,10 @@ fn unsupported_reason(option: &str) -> &'static str {
             "; netbeast's conntrack has no helpers (ftp, sip, ...) to attach, so no RELATED \
              data connections are expected"
         }
-        "ctevents" | "expevents" => {
-            "; netbeast's conntrack sends no events (conntrack -E), so there is nothing to \
-             filter"
-        }
         "zone" | "zone-orig" | "zone-reply" => {
-            "; netbeast's conntrack has one zone per network namespace (zone 0)"
+            "; netbeast's conntrack has one zone per network namespace (zone 0): its entries \
+             are keyed by their addresses, ports and protocol only, so two connections with \
+             the same tuple in different zones would be one (--zone 0 is taken)"
         }
         _ => {
             "; netbeast's conntrack timeouts are set per namespace with attach --ct-timeout \
@@ -102,6 +168,7 @@ pub static MODULE: TargetModule = TargetModule {
         Box::new(CtParser {
             alias: false,
             ct: Ct::default(),
+            zone_given: false,
         })
     },
     code: code::NONE,
@@ -139,7 +206,9 @@ pub static NOTRACK: TargetModule = TargetModule {
             ct: Ct {
                 notrack: true,
                 alias: true,
+                ..Ct::default()
             },
+            zone_given: false,
         })
     },
     code: code::NOTRACK,
@@ -172,26 +241,34 @@ impl Ct {
         }
     }
 
-    /// ` -j CT --notrack`, ` -j NOTRACK` or ` -j CT`, as libxt_CT saves them.
+    /// ` -j CT --notrack`, ` -j NOTRACK`, ` -j CT --ctevents new,related`
+    /// or ` -j CT`, as libxt_CT saves them.
     pub fn save(&self, out: &mut String) {
         if self.alias {
             out.push_str(" -j NOTRACK");
-        } else if self.notrack {
-            out.push_str(" -j CT --notrack");
-        } else {
-            out.push_str(" -j CT");
+            return;
         }
+        out.push_str(" -j CT");
+        if self.notrack {
+            out.push_str(" --notrack");
+        }
+        events_text(out, "--ctevents", &CT_EVENTS, self.ct_events);
+        events_text(out, "--expevents", &EXP_EVENTS, self.exp_events);
     }
 
-    /// The last column of `-L`: ` NOTRACK`, ` CT notrack` or ` CT`.
+    /// The last column of `-L`: ` NOTRACK`, ` CT notrack`, ` CT ctevents
+    /// new` or ` CT`.
     pub fn list(&self, out: &mut String) {
         if self.alias {
             out.push_str(" NOTRACK");
-        } else if self.notrack {
-            out.push_str(" CT notrack");
-        } else {
-            out.push_str(" CT");
+            return;
         }
+        out.push_str(" CT");
+        if self.notrack {
+            out.push_str(" notrack");
+        }
+        events_text(out, "ctevents", &CT_EVENTS, self.ct_events);
+        events_text(out, "expevents", &EXP_EVENTS, self.exp_events);
     }
 }
 
@@ -200,25 +277,72 @@ struct CtParser {
     /// Parsing `-j NOTRACK`, which takes no option.
     alias: bool,
     ct: Ct,
+    /// `--zone 0` was given (once, as libxt_CT allows).
+    zone_given: bool,
 }
 
 impl TargetParser for CtParser {
     fn check_repeat(&self, option: &'static OptSpec) -> Result<(), ParseError> {
-        if option.name() == "notrack" && self.ct.notrack {
+        let given = match option.name() {
+            "notrack" => self.ct.notrack,
+            "ctevents" => self.ct.ct_events != 0,
+            "expevents" => self.ct.exp_events != 0,
+            "zone" => self.zone_given,
+            _ => false,
+        };
+        if given {
             return Err(ParseError::RepeatedTargetOption {
                 target: "CT",
-                option: "--notrack".into(),
+                option: option.flag(),
                 hint: "",
             });
         }
         Ok(())
     }
 
-    fn option(&mut self, option: &'static OptSpec, _values: &[&str]) -> Result<(), ParseError> {
+    fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         match option.name() {
             "notrack" => {
                 self.ct.notrack = true;
                 Ok(())
+            }
+            "ctevents" => {
+                self.ct.ct_events = parse_events(&option.flag(), &CT_EVENTS, values[0])?;
+                Ok(())
+            }
+            "expevents" => {
+                self.ct.exp_events = parse_events(&option.flag(), &EXP_EVENTS, values[0])?;
+                Ok(())
+            }
+            name @ ("zone" | "zone-orig" | "zone-reply") => {
+                // libxt_CT: `mark` or a number (C notation) up to 65535.
+                let text = values[0];
+                let zone = if text.eq_ignore_ascii_case("mark") {
+                    None
+                } else {
+                    Some(
+                        parse_c_number_in(text.trim_start(), u64::from(u16::MAX)).ok_or_else(
+                            || {
+                                invalid(
+                                    &option.flag(),
+                                    "zone ID",
+                                    text,
+                                    "expected a zone number from 0 to 65535, or mark",
+                                )
+                            },
+                        )?,
+                    )
+                };
+                // Zone 0 in both directions is the default zone: a bare
+                // `-j CT`, as libxt_CT prints it.
+                if name == "zone" && zone == Some(0) {
+                    self.zone_given = true;
+                    return Ok(());
+                }
+                Err(ParseError::Unsupported {
+                    what: format!("-j CT --{name} {text}"),
+                    hint: format!("{}; -j CT --notrack is supported", unsupported_reason(name)),
+                })
             }
             other => Err(ParseError::Unsupported {
                 what: format!("-j CT --{other}"),
@@ -281,6 +405,69 @@ mod tests {
         );
     }
 
+    /// The event masks are read as libxt_CT reads them and printed in its
+    /// table's order; zones other than 0 are refused with the reason, a
+    /// zone past 16 bits as invalid.
+    #[test]
+    fn events_and_zones() {
+        let target = |line: &str| {
+            let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let cmd = parse_args(&args, Family::V4).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let crate::rules::parse::Action::Append { rules, .. } = cmd.action else {
+                panic!("{line}: not an append");
+            };
+            match &rules[0].target {
+                Target::Ct(ct) => ct.clone(),
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        let ct =
+            target("-t raw -A PREROUTING -j CT --ctevents mark,new,secmark,new --expevents new");
+        let (mut save, mut list) = (String::new(), String::new());
+        ct.save(&mut save);
+        ct.list(&mut list);
+        assert_eq!(save, " -j CT --ctevents new,mark,secmark --expevents new");
+        assert_eq!(list, " CT ctevents new,mark,secmark expevents new");
+        assert_eq!(ct.code(), code::NONE, "events change no packet's fate");
+        let ct = target("-t raw -A OUTPUT -j CT --notrack --ctevents natseqinfo");
+        save.clear();
+        ct.save(&mut save);
+        assert_eq!(save, " -j CT --notrack --ctevents natseqinfo");
+        assert_eq!(ct.code(), code::NOTRACK);
+        for zero in ["0", "0x0", "00"] {
+            assert_eq!(
+                target(&format!("-t raw -A PREROUTING -j CT --zone {zero}")),
+                Ct::default()
+            );
+        }
+        for bad in [
+            "--ctevents New",
+            "--ctevents new,",
+            "--ctevents bogus",
+            "--expevents related",
+            "--zone 65536",
+            "--zone -1",
+            "--zone-orig x",
+        ] {
+            let e = parse_error(&format!("-t raw -A PREROUTING -j CT {bad}"));
+            assert!(!e.contains("not supported yet"), "{bad}: {e}");
+        }
+        for unsupported in [
+            "--zone 65535",
+            "--zone mark",
+            "--zone-orig 0",
+            "--zone-reply 7",
+        ] {
+            let e = parse_error(&format!("-t raw -A PREROUTING -j CT {unsupported}"));
+            assert!(
+                e.contains("not supported yet") && e.contains("zone 0"),
+                "{unsupported}: {e}"
+            );
+        }
+        let e = parse_error("-t raw -A PREROUTING -j CT --ctevents new --ctevents new");
+        assert!(e.contains("--ctevents"), "{e}");
+    }
+
     #[test]
     fn texts_are_libxt_cts() {
         let mut out = String::new();
@@ -290,7 +477,11 @@ mod tests {
             (false, false, " -j CT", " CT"),
         ];
         for (notrack, alias, save, list) in forms {
-            let ct = Ct { notrack, alias };
+            let ct = Ct {
+                notrack,
+                alias,
+                ..Ct::default()
+            };
             out.clear();
             ct.save(&mut out);
             assert_eq!(out, save);
@@ -302,7 +493,7 @@ mod tests {
         assert_eq!(
             Ct {
                 notrack: true,
-                alias: false
+                ..Ct::default()
             }
             .code(),
             code::NOTRACK

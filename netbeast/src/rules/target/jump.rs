@@ -17,7 +17,12 @@ pub static MODULE: TargetModule = TargetModule {
     example: "-j MYCHAIN",
     parser: || unreachable!("jumps are read by the parser's -j and -g"),
     code: code::NONE,
-    tables: &[TableName::Filter, TableName::Nat, TableName::Raw],
+    tables: &[
+        TableName::Filter,
+        TableName::Nat,
+        TableName::Raw,
+        TableName::Mangle,
+    ],
     chains: None,
     chain_reason: "",
     save,

@@ -209,7 +209,12 @@ pub static MODULE: TargetModule = TargetModule {
     example: "-j LOG --log-prefix \"dropped: \" --log-level info",
     parser: || Box::new(LogParser::default()),
     code: code::LOG,
-    tables: &[TableName::Filter, TableName::Nat, TableName::Raw],
+    tables: &[
+        TableName::Filter,
+        TableName::Nat,
+        TableName::Raw,
+        TableName::Mangle,
+    ],
     chains: None,
     chain_reason: "",
     save: |target, out| match target {

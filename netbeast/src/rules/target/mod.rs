@@ -21,6 +21,7 @@ use crate::rules::generate::Random;
 pub mod ct;
 pub mod jump;
 pub mod log;
+pub mod mark;
 pub mod nat;
 pub mod reject;
 pub mod standard;
@@ -95,6 +96,7 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &synproxy::MODULE,
     &ct::MODULE,
     &ct::NOTRACK,
+    &mark::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -112,7 +114,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "HMARK",
     "IDLETIMER",
     "LED",
-    "MARK",
     "NETMAP",
     "NFLOG",
     "NFQUEUE",
@@ -186,22 +187,24 @@ pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), 
                         .unwrap_or(module.example),
                 }
             }
-            TableName::Filter | TableName::Nat | TableName::Raw => ParseError::TargetOutsideTable {
-                target: module.name,
-                table: rule.table.as_str(),
-                tables: module
-                    .tables
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-                // The filter targets' examples name no chain.
-                example: if module.example.starts_with("-t ") {
-                    module.example.to_string()
-                } else {
-                    format!("-A INPUT {}", module.example)
-                },
-            },
+            TableName::Filter | TableName::Nat | TableName::Raw | TableName::Mangle => {
+                ParseError::TargetOutsideTable {
+                    target: module.name,
+                    table: rule.table.as_str(),
+                    tables: module
+                        .tables
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    // The filter targets' examples name no chain.
+                    example: if module.example.starts_with("-t ") {
+                        module.example.to_string()
+                    } else {
+                        format!("-A INPUT {}", module.example)
+                    },
+                }
+            }
         });
     }
     if let Some(allowed) = module.chains
@@ -267,6 +270,7 @@ impl Target {
             Target::Log(_) => &log::MODULE,
             Target::Synproxy(_) => &synproxy::MODULE,
             Target::Ct(ct) => ct.module(),
+            Target::Mark(_) => &mark::MODULE,
         })
     }
 

@@ -11,8 +11,11 @@ use netbeast_common::{NatTarget, nat_flags, target as code};
 
 use super::{TargetModule, TargetParser, check_placement};
 use crate::rules::ext::{OptSpec, RuleContext, Value};
-use crate::rules::model::{AddrRange, NatFlags, NatTo, PortRange, TableName, Target};
+use crate::rules::model::{
+    AddrRange, AddrRange6, Family, NatFlags, NatTo, PortRange, TableName, Target,
+};
 use crate::rules::parse::{ParseError, invalid, parse_c_number_in, parse_dotted, parse_port};
+use std::net::Ipv6Addr;
 
 const NAT: &[TableName] = &[TableName::Nat];
 
@@ -200,6 +203,32 @@ pub fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, ParseError
     Ok(PortRange { first, last })
 }
 
+/// `first[-last]` of either family, each end read by `addr`; `last` below
+/// `first` refused.
+fn addr_range<A: Copy + Ord>(
+    option: &str,
+    text: &str,
+    addr_text: &str,
+    addr: impl Fn(&str) -> Result<A, ParseError>,
+) -> Result<(A, A), ParseError> {
+    let (first, last) = match addr_text.split_once('-') {
+        Some((first, last)) => (addr(first)?, addr(last)?),
+        None => {
+            let one = addr(addr_text)?;
+            (one, one)
+        }
+    };
+    if first > last {
+        return Err(invalid(
+            option,
+            "address range",
+            text,
+            "the first address is larger than the last; write it as low-high",
+        ));
+    }
+    Ok((first, last))
+}
+
 /// `--to-destination`/`--to-source`: `ip[-ip][:port[-port[/base]]]`;
 /// either part may be left out, not both. `zero_base`: a base port of 0 is
 /// taken (SNAT's, see `NatParser::kernel_to`).
@@ -225,25 +254,36 @@ pub fn parse_nat_to(option: &str, text: &str, zero_base: bool) -> Result<NatTo, 
     let addrs = match addr_text {
         "" => None,
         _ => {
-            let (first, last) = match addr_text.split_once('-') {
-                Some((first, last)) => (addr(first)?, addr(last)?),
-                None => {
-                    let one = addr(addr_text)?;
-                    (one, one)
-                }
-            };
-            if u32::from(first) > u32::from(last) {
-                return Err(invalid(
-                    option,
-                    "address range",
-                    text,
-                    "the first address is larger than the last; write it as low-high",
-                ));
-            }
+            let (first, last) = addr_range(option, text, addr_text, addr)?;
             Some(AddrRange { first, last })
         }
     };
-    let (ports, offset) = match port_text {
+    let (ports, offset) = parse_to_ports(option, text, port_text, zero_base)?;
+    if addrs.is_none() && ports.is_none() {
+        return Err(invalid(
+            option,
+            "translation",
+            text,
+            "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
+        ));
+    }
+    Ok(NatTo {
+        addrs,
+        ports,
+        offset,
+        addrs6: None,
+    })
+}
+
+/// The port part of `--to-destination`/`--to-source` (after the colon):
+/// `port[-port[/base]]`, or nothing.
+fn parse_to_ports(
+    option: &str,
+    text: &str,
+    port_text: Option<&str>,
+    zero_base: bool,
+) -> Result<(Option<PortRange>, Option<u16>), ParseError> {
+    Ok(match port_text {
         None => (None, None),
         // `first-last/base`: a shifted port map, checked as libxt_NAT
         // checks it (a range of numbers before the slash, a base port
@@ -275,19 +315,77 @@ pub fn parse_nat_to(option: &str, text: &str, zero_base: bool) -> Result<NatTo, 
             (Some(range), Some(base))
         }
         Some(ports) => (Some(parse_nat_ports(option, ports)?), None),
+    })
+}
+
+/// ip6tables' `--to-destination`/`--to-source` (libxt_NAT for IPv6):
+/// `[ip[-ip]]:port[-port[/base]]` with the brackets, which set the
+/// address apart from the port; `ip[-ip]` alone without them (so
+/// `2001:db8::1:1024` is an address, as ip6tables reads it); `:port…`
+/// alone keeps the address.
+pub fn parse_nat_to6(option: &str, text: &str, zero_base: bool) -> Result<NatTo, ParseError> {
+    let bad = |reason: &str| invalid(option, "address", text, reason.to_string());
+    let (addr_text, port_text) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return Err(bad(
+                "an address in brackets needs its closing ], like [fd00::2]:8080",
+            ));
+        };
+        match after {
+            "" => (addr, None),
+            _ => match after.strip_prefix(':') {
+                Some(ports) => (addr, Some(ports)),
+                None => {
+                    return Err(bad(
+                        "a port follows the brackets after a colon, like [fd00::2]:8080",
+                    ));
+                }
+            },
+        }
+    } else if let Some(ports) = text.strip_prefix(':') {
+        ("", Some(ports))
+    } else {
+        (text, None)
     };
-    if addrs.is_none() && ports.is_none() {
+    let addr = |one: &str| {
+        one.parse::<Ipv6Addr>().map_err(|_| {
+            let reason = if one.is_empty() {
+                "an address range has two ends: first-last"
+            } else if one.parse::<std::net::Ipv4Addr>().is_ok() {
+                "ip6tables translates to IPv6 addresses, like fd00::2; use iptables for IPv4"
+            } else {
+                "expected [ip[-ip]]:port or ip[-ip], like [fd00::2]:8080, fd00::2-fd00::9 \
+                 or :8080 (host names are not resolved)"
+            };
+            bad(reason)
+        })
+    };
+    let addrs6 = match addr_text {
+        "" if port_text.is_some() && !text.starts_with('[') => None,
+        "" => {
+            return Err(bad(
+                "give an address inside the brackets, like [fd00::2]:8080",
+            ));
+        }
+        _ => {
+            let (first, last) = addr_range(option, text, addr_text, addr)?;
+            Some(AddrRange6 { first, last })
+        }
+    };
+    let (ports, offset) = parse_to_ports(option, text, port_text, zero_base)?;
+    if addrs6.is_none() && ports.is_none() {
         return Err(invalid(
             option,
             "translation",
             text,
-            "give an address, a port or both, like 10.0.0.2, :8080 or 10.0.0.2:8080",
+            "give an address, a port or both, like fd00::2, :8080 or [fd00::2]:8080",
         ));
     }
     Ok(NatTo {
-        addrs,
+        addrs: None,
         ports,
         offset,
+        addrs6,
     })
 }
 
@@ -296,6 +394,20 @@ pub fn parse_nat_to(option: &str, text: &str, zero_base: bool) -> Result<NatTo, 
 /// `ip[-ip][:port[-port]]`, as libxt_NAT prints a range.
 pub fn nat_to_text(to: &NatTo) -> String {
     let mut out = String::new();
+    // ip6tables brackets the addresses when a port follows.
+    if let Some(AddrRange6 { first, last }) = to.addrs6 {
+        let bracket = to.ports.is_some();
+        if bracket {
+            out.push('[');
+        }
+        let _ = write!(out, "{first}");
+        if first != last {
+            let _ = write!(out, "-{last}");
+        }
+        if bracket {
+            out.push(']');
+        }
+    }
     if let Some(AddrRange { first, last }) = to.addrs {
         let _ = write!(out, "{first}");
         if first != last {
@@ -381,6 +493,8 @@ fn list(target: &Target, out: &mut String, _numeric: bool) {
 }
 
 /// The kernel's form of a rule's translation (`None` for other targets).
+/// IPv4 only: an IPv6 rule never gets here, the compiler refuses the
+/// IPv6 nat table until its data plane exists.
 pub fn kernel(target: &Target) -> Option<NatTarget> {
     let (addrs, ports, offset, flags) = match target {
         Target::Dnat { to, flags } | Target::Snat { to, flags } => {
@@ -423,6 +537,9 @@ pub fn kernel(target: &Target) -> Option<NatTarget> {
 #[derive(Clone, Debug)]
 struct NatParser {
     module: &'static TargetModule,
+    /// `--to-destination`/`--to-source` as typed (the option's name and
+    /// its value), read by `finish`.
+    to_text: Option<(String, String)>,
     /// `--to-destination`/`--to-source`, and the text as typed.
     to: Option<(NatTo, String)>,
     /// `--to-ports`, and the text as typed.
@@ -436,6 +553,7 @@ impl NatParser {
     fn new(module: &'static TargetModule) -> Self {
         NatParser {
             module,
+            to_text: None,
             to: None,
             ports: None,
             flags: NatFlags::default(),
@@ -493,11 +611,9 @@ impl TargetParser for NatParser {
                 // SNAT's base is 0 once stored, and printed so: netbeast
                 // takes `/0` back from its own save, where iptables-restore
                 // refuses the line iptables-save wrote.
-                let zero_base = self.module.code == code::SNAT;
-                self.to = Some((
-                    parse_nat_to(name, values[0], zero_base)?,
-                    values[0].to_string(),
-                ))
+                // Read once the family is known (`finish`): ip6tables
+                // writes `[fd00::2]:8080`.
+                self.to_text = Some((name.to_string(), values[0].to_string()))
             }
             "to-ports" => {
                 self.ports = Some((parse_nat_ports(name, values[0])?, values[0].to_string()))
@@ -512,7 +628,15 @@ impl TargetParser for NatParser {
 
     /// The mandatory option, ports only for TCP and UDP, then the table
     /// and chain.
-    fn finish(self: Box<Self>, rule: &RuleContext) -> Result<Target, ParseError> {
+    fn finish(mut self: Box<Self>, rule: &RuleContext) -> Result<Target, ParseError> {
+        if let Some((name, text)) = self.to_text.take() {
+            let zero_base = self.module.code == code::SNAT;
+            let to = match rule.family {
+                Family::V4 => parse_nat_to(&name, &text, zero_base)?,
+                Family::V6 => parse_nat_to6(&name, &text, zero_base)?,
+            };
+            self.to = Some((to, text));
+        }
         let given_ports = match (&self.to, &self.ports) {
             (Some((to, text)), _) if to.ports.is_some() => Some((
                 self.to_option().expect("only DNAT and SNAT have --to"),
@@ -628,6 +752,7 @@ fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Targ
                 addrs: None,
                 ports: Some(ports(d)),
                 offset: None,
+                addrs6: None,
             },
             (None, None) => NatTo {
                 addrs: Some(AddrRange {
@@ -636,11 +761,13 @@ fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Targ
                 }),
                 ports: None,
                 offset: None,
+                addrs6: None,
             },
             (addrs, ports) => NatTo {
                 addrs,
                 ports,
                 offset: None,
+                addrs6: None,
             },
         };
         // A shifted port map, DNAT's only: SNAT's prints a base of 0,
@@ -672,4 +799,91 @@ fn random(d: &mut Dice, s: &Scope, module: &'static TargetModule) -> Option<Targ
             flags,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ip6tables 1.8.9's `--to-destination` texts: as typed, and as its
+    /// `-S`/save print them (the `to:` of `-L` is the same text).
+    /// Measured in a namespace with the real ip6tables.
+    const IP6TABLES: &[(&str, &str)] = &[
+        ("[fd00::2]:8080", "[fd00::2]:8080"),
+        ("fd00::2", "fd00::2"),
+        ("[fd00::2]", "fd00::2"),
+        ("[fd00::2]:80-90", "[fd00::2]:80-90"),
+        ("[fd00::2-fd00::9]:80", "[fd00::2-fd00::9]:80"),
+        ("fd00::2-fd00::9", "fd00::2-fd00::9"),
+        (":8080", ":8080"),
+        ("[fd00::2]:80-90/100", "[fd00::2]:80-90/100"),
+        ("2001:db8::1", "2001:db8::1"),
+        // No brackets: all of it is the address.
+        ("2001:db8::1:1024", "2001:db8::1:1024"),
+    ];
+
+    #[test]
+    fn ipv6_translations_read_and_print_as_ip6tables() {
+        for (typed, printed) in IP6TABLES {
+            let to = parse_nat_to6("--to-destination", typed, false)
+                .unwrap_or_else(|e| panic!("{typed}: {e}"));
+            assert_eq!(nat_to_text(&to), *printed, "{typed}");
+            assert_eq!(to.addrs, None, "{typed}: no IPv4 range");
+            // What it prints reads back as the same translation.
+            assert_eq!(
+                parse_nat_to6("--to-destination", printed, false).unwrap(),
+                to,
+                "{printed}"
+            );
+        }
+        let to = parse_nat_to6("--to-destination", "[fd00::2-fd00::9]:80-90/100", false).unwrap();
+        assert_eq!(
+            to.addrs6,
+            Some(AddrRange6 {
+                first: "fd00::2".parse().unwrap(),
+                last: "fd00::9".parse().unwrap(),
+            })
+        );
+        assert_eq!(
+            to.ports,
+            Some(PortRange {
+                first: 80,
+                last: 90
+            })
+        );
+        assert_eq!(to.offset, Some(100));
+        let to = parse_nat_to6("--to-destination", "2001:db8::1:1024", false).unwrap();
+        assert_eq!(to.ports, None, "an unbracketed text is one address");
+    }
+
+    #[test]
+    fn ipv6_translations_refused_with_reasons() {
+        for (text, why) in [
+            ("[fd00::2", "closing ]"),
+            ("[fd00::2]8080", "after a colon"),
+            ("[]:80", "inside the brackets"),
+            ("10.0.0.2", "use iptables for IPv4"),
+            ("[10.0.0.2]:80", "use iptables for IPv4"),
+            ("host.example", "host names are not resolved"),
+            ("fd00::9-fd00::2", "low-high"),
+            ("[fd00::2]:90-80", "low-high"),
+            ("[fd00::2]:99999", "port"),
+            (":", "port"),
+        ] {
+            let e = parse_nat_to6("--to-destination", text, false)
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+
+    /// An IPv4 rule's translation prints as before: the IPv6 field is only
+    /// ever set by ip6tables' reading.
+    #[test]
+    fn ipv4_translations_are_untouched() {
+        let to = parse_nat_to("--to-destination", "10.0.0.2-10.0.0.9:80-90", false).unwrap();
+        assert_eq!(to.addrs6, None);
+        assert_eq!(nat_to_text(&to), "10.0.0.2-10.0.0.9:80-90");
+        assert!(parse_nat_to("--to-destination", "[fd00::2]:80", false).is_err());
+    }
 }

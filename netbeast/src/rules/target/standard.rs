@@ -10,7 +10,12 @@ use super::{Plain, TargetModule, no_columns, no_suggestion};
 use crate::rules::model::{TableName, Target};
 
 /// Every table (the name is older than the raw table).
-const BOTH: &[TableName] = &[TableName::Filter, TableName::Nat, TableName::Raw];
+const BOTH: &[TableName] = &[
+    TableName::Filter,
+    TableName::Nat,
+    TableName::Raw,
+    TableName::Mangle,
+];
 
 /// ` -j NAME`.
 fn save(target: &Target, out: &mut String) {
@@ -53,7 +58,7 @@ pub static DROP: TargetModule = TargetModule {
         })
     },
     code: code::DROP,
-    tables: &[TableName::Filter, TableName::Raw],
+    tables: &[TableName::Filter, TableName::Raw, TableName::Mangle],
     chains: None,
     chain_reason: "",
     save,
