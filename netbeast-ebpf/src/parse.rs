@@ -542,6 +542,16 @@ pub fn current_packet() -> Option<&'static Packet> {
     PACKET.get(0)
 }
 
+/// [`current_packet`], writable: for the BPF global functions, which get
+/// the program's context only and find the packet in its slot.
+#[inline(always)]
+pub fn current_packet_mut() -> Option<&'static mut Packet> {
+    let p = PACKET.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, used by this program run only; the caller
+    // holds no other reference to it across the call that uses this one.
+    unsafe { Some(&mut *p) }
+}
+
 /// The classifier keys of the packet this program run parsed (packet
 /// programs only: the socket programs have no packet), for the guards that
 /// look at it (`-m connlimit`).

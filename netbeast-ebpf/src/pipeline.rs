@@ -10,7 +10,7 @@ use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
     discard::{kernel_discards, link_group_frame},
-    forward::{Way, fast_path_of, forward},
+    forward::netbeast_forward_xdp,
     handoff,
     log::{self, Where},
     nat::{self, Side, TcFrame, XdpFrame},
@@ -248,25 +248,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 confirm();
             }
             bump(stats::ACCEPTED);
-            // Without a resolved next hop (or the interfaces' bits) the
-            // way is the kernel's.
-            let way = if chain == chain::FORWARD {
-                fast_path_of(pkt, &pkt.next_hop)
-            } else {
-                Way::Kernel
-            };
-            match way {
-                Way::Redirect | Way::ViaTc => {
-                    // Handed off, the frame still crosses the TC egress
-                    // program, which applies the source NAT then.
-                    if translations && way == Way::Redirect {
-                        nat::translate(&XdpFrame::new(ctx), pkt, Side::Source);
-                    }
-                    forward(ctx, out_ifindex, &pkt.next_hop, way)
-                }
-                // The kernel routes it; TC egress applies the source NAT.
-                _ => xdp_action::XDP_PASS,
+            if chain != chain::FORWARD {
+                return xdp_action::XDP_PASS;
             }
+            // The way out (fast path or the kernel's) and the source NAT
+            // of a redirected frame, in a global function (see there).
+            forward_tail(ctx, out_ifindex, translations)
         }
         target::REJECT => {
             let local = chain == chain::INPUT;
@@ -290,6 +277,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Calls [`netbeast_forward_xdp`] with the program's context.
+#[inline(always)]
+fn forward_tail(ctx: &XdpContext, out_ifindex: u32, translations: bool) -> u32 {
+    netbeast_forward_xdp(ctx.ctx, out_ifindex, translations as u32)
 }
 
 /// The packet's trace id: 0 (not traced) unless `netbeast trace` runs.
