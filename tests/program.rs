@@ -6819,3 +6819,131 @@ fn set_match_is_one_lookup_whatever_the_set_size() {
         );
     });
 }
+
+/// The forwarding route cache (issue 20): used only under the route
+/// watcher's lease, stale after any change until the watcher raises the
+/// epoch, and after a change of the interfaces' fast-path ways. The
+/// neighbour's MAC in the forwarded frame tells which answer was used: the
+/// FIB's (now) or the cache's (as it was).
+#[test]
+fn route_cache_is_used_only_while_watched() {
+    use std::time::Duration;
+    const LEASE: Duration = Duration::from_secs(60);
+    lab("route-cache", true, |h, ns| {
+        let (veth, peer) = make_fast_router(h, ns);
+        h.apply(&["-A FORWARD -p udp -j ACCEPT"]);
+        let frame = FrameBuilder::udp(
+            Ipv4Addr::new(10, 8, 0, 5),
+            1000,
+            Ipv4Addr::new(10, 9, 0, 5),
+            9,
+        )
+        .src_mac(CLIENT_MAC)
+        .build();
+        let set_neigh = |mac: &str| {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                "10.9.0.5",
+                "lladdr",
+                mac,
+                "dev",
+                VETH,
+                "nud",
+                "permanent",
+            ])
+            .expect("changing the neighbour");
+        };
+        let mac = |s: &str| -> [u8; 6] {
+            let v: Vec<u8> = s
+                .split(':')
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect();
+            v.try_into().unwrap()
+        };
+        let forwarded_to = |h: &mut Harness| -> (u32, [u8; 6]) {
+            let out = h.dataplane.test_run_xdp(&frame, peer).expect("test run");
+            (out.action, out.frame[0..6].try_into().unwrap())
+        };
+        // No watcher: every packet asks the FIB.
+        assert_eq!(forwarded_to(h), (XDP_REDIRECT, mac("02:00:00:00:09:05")));
+        set_neigh("02:00:00:00:09:99");
+        assert_eq!(
+            forwarded_to(h),
+            (XDP_REDIRECT, mac("02:00:00:00:09:99")),
+            "no lease, no cache"
+        );
+        // A watcher holds the lease: the first packet fills the cache, the
+        // next ones use it. A change the watcher has not announced yet is
+        // not seen (the staleness window)...
+        h.dataplane.route_cache_watch(true, Some(LEASE)).unwrap();
+        assert_eq!(forwarded_to(h).1, mac("02:00:00:00:09:99"));
+        set_neigh("02:00:00:00:09:aa");
+        assert_eq!(
+            forwarded_to(h).1,
+            mac("02:00:00:00:09:99"),
+            "the cached answer is used while the epoch stands"
+        );
+        // ...and is once it raises the epoch.
+        h.dataplane.route_cache_watch(true, Some(LEASE)).unwrap();
+        assert_eq!(forwarded_to(h).1, mac("02:00:00:00:09:aa"));
+        // A route change, announced: the next hop moves to the other veth.
+        ns.ip(&[
+            "route",
+            "add",
+            "10.9.0.5/32",
+            "via",
+            "10.8.0.6",
+            "dev",
+            VETH_PEER,
+        ])
+        .expect("adding a host route");
+        h.dataplane.route_cache_watch(true, Some(LEASE)).unwrap();
+        let out = h.dataplane.test_run_xdp(&frame, peer).expect("test run");
+        assert_eq!(
+            out.frame[0..6],
+            mac("02:00:00:00:08:06"),
+            "the new route's next hop"
+        );
+        ns.ip(&["route", "del", "10.9.0.5/32"])
+            .expect("deleting the host route");
+        h.dataplane.route_cache_watch(true, Some(LEASE)).unwrap();
+        assert_eq!(forwarded_to(h).1, mac("02:00:00:00:09:aa"));
+        // The fast-path ways change (a command writes IFACE_PATHS): the
+        // cached bits are stale at once, no watcher needed.
+        h.dataplane
+            .set_interface_paths(&[(peer, iface_path::FORWARD_REDIRECT)])
+            .unwrap();
+        assert_eq!(
+            forwarded_to(h).0,
+            XDP_PASS,
+            "no fast path into {veth} any more"
+        );
+        h.dataplane
+            .set_interface_paths(&[
+                (veth, iface_path::FORWARD_REDIRECT),
+                (peer, iface_path::FORWARD_REDIRECT),
+            ])
+            .unwrap();
+        assert_eq!(forwarded_to(h).1, mac("02:00:00:00:09:aa"));
+        // The watcher stops (its lease released): the FIB again, at once.
+        h.dataplane.route_cache_watch(false, None).unwrap();
+        set_neigh("02:00:00:00:09:bb");
+        assert_eq!(
+            forwarded_to(h).1,
+            mac("02:00:00:00:09:bb"),
+            "released: no cache"
+        );
+        // A lease that ran out is no lease.
+        h.dataplane
+            .route_cache_watch(true, Some(Duration::from_millis(1)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        set_neigh("02:00:00:00:09:cc");
+        assert_eq!(
+            forwarded_to(h).1,
+            mac("02:00:00:00:09:cc"),
+            "expired: no cache"
+        );
+    });
+}

@@ -1093,6 +1093,33 @@ pub mod stats {
     ];
 }
 
+/// The forwarding route cache (netbeast-ebpf `route.rs`): a per-CPU,
+/// direct-mapped copy of the FIB lookups that found a next hop. It is
+/// consulted only while a route watcher holds a lease on it (the daemon's
+/// `routes` service, which follows the kernel's route, neighbour, address,
+/// rule and link changes over rtnetlink), and a cached answer is valid only
+/// while the epoch it was filled under lasts: the watcher raises it on
+/// every such change.
+pub mod route_cache {
+    /// Slots per CPU (a power of two: the slot is a masked hash of the
+    /// lookup's inputs). Flows beyond it share slots, each miss costing one
+    /// FIB lookup as without the cache.
+    pub const SLOTS: u32 = 4096;
+    /// `ROUTE_EPOCH` words. One writer each: the route watcher raises
+    /// `WATCH_EPOCH` on every rtnetlink change and renews `LEASE_UNTIL`;
+    /// the commands raise `USER_EPOCH` when the interfaces' fast-path ways
+    /// (`IFACE_PATHS`, kept with each cached route) change. A write of one
+    /// word never undoes another writer's.
+    pub const EPOCH_WORDS: u32 = 3;
+    pub const WATCH_EPOCH: u32 = 0;
+    pub const USER_EPOCH: u32 = 1;
+    /// Until when (CLOCK_MONOTONIC, ns; what `bpf_ktime_get_coarse_ns`
+    /// reads) the watcher vouches for the epoch: past it, or 0 (no watcher
+    /// ever ran, or it stopped cleanly), the cache is neither read nor
+    /// filled and every packet takes the FIB lookup.
+    pub const LEASE_UNTIL: u32 = 2;
+}
+
 /// How the XDP program sends frames out of an interface netbeast is attached
 /// to (`IFACE_PATHS`, ifindex → these bits, written by `attach`). A native
 /// XDP program's `XDP_TX` and `XDP_REDIRECT` into a veth reach the other end

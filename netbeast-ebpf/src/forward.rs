@@ -7,7 +7,8 @@ use netbeast_common::{iface_path, stats};
 
 use crate::{
     handoff,
-    parse::{ETH_HLEN, Packet, load},
+    nat::{self, Side, XdpFrame},
+    parse::{ETH_HLEN, Packet, current_packet_mut, load},
     route::NextHop,
     stats::bump,
 };
@@ -25,24 +26,70 @@ pub enum Way {
 }
 
 /// How an accepted packet from `in_ifindex` leaving by `out_ifindex` can
-/// take the fast path: never for VLAN-tagged frames, which the kernel
-/// forwards by sub-interface, nor into interfaces outside the fast path
-/// (`IFACE_PATHS`, written by userspace).
+/// take the fast path (the IPv6 program's way: it caches no route).
 #[inline(always)]
 pub fn fast_path(pkt: &Packet, in_ifindex: u32, out_ifindex: u32) -> Way {
+    way(pkt, handoff::paths(out_ifindex), handoff::paths(in_ifindex))
+}
+
+/// How an accepted packet leaving through `hop` can take the fast path,
+/// with the interfaces' bits that came with the next hop (`NextHop`,
+/// cached with the route: a cache hit needs neither hash lookup).
+#[inline(always)]
+pub fn fast_path_of(pkt: &Packet, hop: &NextHop) -> Way {
+    way(pkt, hop.out_paths, hop.in_paths)
+}
+
+/// Never for VLAN-tagged frames, which the kernel forwards by
+/// sub-interface, nor into interfaces outside the fast path (`IFACE_PATHS`,
+/// written by userspace: `out`, `in_` their bits).
+#[inline(always)]
+fn way(pkt: &Packet, out: u32, in_: u32) -> Way {
     if pkt.l3 != ETH_HLEN {
         return Way::Kernel;
     }
-    let out = handoff::paths(out_ifindex);
     if out & iface_path::FORWARD_REDIRECT != 0 {
         Way::Redirect
-    } else if out & iface_path::FORWARD_VIA_TC != 0
-        && handoff::paths(in_ifindex) & iface_path::TC_INGRESS != 0
-    {
+    } else if out & iface_path::FORWARD_VIA_TC != 0 && in_ & iface_path::TC_INGRESS != 0 {
         Way::ViaTc
     } else {
         Way::Kernel
     }
+}
+
+/// The tail of an accepted FORWARD packet (IPv4): the way out its cached
+/// or looked-up next hop allows (`Packet::next_hop`), the source NAT of a
+/// frame redirected here (`translations` non-zero: the connection's
+/// translations apply), then [`forward`]; XDP_PASS leaves it to the kernel
+/// (which routes it, TC egress translating it). A BPF global function,
+/// verified once on its own: inlined, the verifier walked the source NAT
+/// and the rewrite again for every state the chains left, which with the
+/// route cache took the IPv4 program past its million instructions.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_forward_xdp(
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+    out_ifindex: u32,
+    translations: u32,
+) -> u32 {
+    let Some(pkt) = current_packet_mut() else {
+        return xdp_action::XDP_PASS;
+    };
+    if ctx.is_null() {
+        return xdp_action::XDP_PASS;
+    }
+    let ctx = XdpContext::new(ctx);
+    let way = fast_path_of(pkt, &pkt.next_hop);
+    if way == Way::Kernel {
+        return xdp_action::XDP_PASS;
+    }
+    // Handed off, the frame still crosses the TC egress program, which
+    // applies the source NAT then.
+    if translations != 0 && way == Way::Redirect {
+        nat::translate(&XdpFrame::new(&ctx), pkt, Side::Source);
+    }
+    let hop = pkt.next_hop;
+    forward(&ctx, out_ifindex, &hop, way)
 }
 
 /// Sends a packet `fast_path` allows out of `out_ifindex` the `way` it

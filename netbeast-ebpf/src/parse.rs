@@ -131,6 +131,10 @@ pub struct Packet {
     /// to come): its L4 checksum covers the whole datagram, which
     /// conntrack takes as it is (as for IPv4).
     pub first_fragment6: bool,
+    /// Where a FORWARD packet goes next (`route::path` sets it for those
+    /// only): here rather than on the stack, which the call chain's 512
+    /// bytes have no room for.
+    pub next_hop: crate::route::NextHop,
 }
 
 /// What ip6tables' header matches read of the IPv6 packet this program
@@ -536,6 +540,16 @@ static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub fn current_packet() -> Option<&'static Packet> {
     PACKET.get(0)
+}
+
+/// [`current_packet`], writable: for the BPF global functions, which get
+/// the program's context only and find the packet in its slot.
+#[inline(always)]
+pub fn current_packet_mut() -> Option<&'static mut Packet> {
+    let p = PACKET.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, used by this program run only; the caller
+    // holds no other reference to it across the call that uses this one.
+    unsafe { Some(&mut *p) }
 }
 
 /// The classifier keys of the packet this program run parsed (packet

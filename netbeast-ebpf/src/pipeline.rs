@@ -10,7 +10,7 @@ use crate::{
     classify::{Active, Verdict, classify},
     conntrack::{self, confirm, peek, track},
     discard::{kernel_discards, link_group_frame},
-    forward::{Way, fast_path, forward},
+    forward::netbeast_forward_xdp,
     handoff,
     log::{self, Where},
     nat::{self, Side, TcFrame, XdpFrame},
@@ -183,24 +183,21 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         }
         nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
     }
-    let (chain, out_ifindex, next_hop) = match path(ctx, pkt) {
+    let (chain, out_ifindex) = match path(ctx, pkt) {
         Path::Local => {
             bump(stats::INPUT);
-            (chain::INPUT, 0, None)
+            (chain::INPUT, 0)
         }
         Path::Forward { .. } if link_group_frame(pkt) => {
             bump(stats::KERNEL_DROPPED);
             return xdp_action::XDP_PASS;
         }
-        Path::Forward {
-            out_ifindex,
-            next_hop,
-        } => {
+        Path::Forward { out_ifindex } => {
             bump(stats::FORWARD);
             // ip_forward() lowers the TTL before the FORWARD hook: `-m ttl`
             // there sees it one lower (`path` forwards only TTLs above 1).
             pkt.keys.ttl = pkt.keys.ttl.wrapping_sub(1);
-            (chain::FORWARD, out_ifindex, next_hop)
+            (chain::FORWARD, out_ifindex)
         }
         Path::Kernel => {
             bump(stats::KERNEL_ROUTED);
@@ -251,22 +248,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 confirm();
             }
             bump(stats::ACCEPTED);
-            let way = match next_hop {
-                Some(_) => fast_path(pkt, in_ifindex, out_ifindex),
-                None => Way::Kernel,
-            };
-            match next_hop {
-                Some(hop) if way != Way::Kernel => {
-                    // Handed off, the frame still crosses the TC egress
-                    // program, which applies the source NAT then.
-                    if translations && way == Way::Redirect {
-                        nat::translate(&XdpFrame::new(ctx), pkt, Side::Source);
-                    }
-                    forward(ctx, out_ifindex, &hop, way)
-                }
-                // The kernel routes it; TC egress applies the source NAT.
-                _ => xdp_action::XDP_PASS,
+            if chain != chain::FORWARD {
+                return xdp_action::XDP_PASS;
             }
+            // The way out (fast path or the kernel's) and the source NAT
+            // of a redirected frame, in a global function (see there).
+            forward_tail(ctx, out_ifindex, translations)
         }
         target::REJECT => {
             let local = chain == chain::INPUT;
@@ -290,6 +277,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Calls [`netbeast_forward_xdp`] with the program's context.
+#[inline(always)]
+fn forward_tail(ctx: &XdpContext, out_ifindex: u32, translations: bool) -> u32 {
+    netbeast_forward_xdp(ctx.ctx, out_ifindex, translations as u32)
 }
 
 /// The packet's trace id: 0 (not traced) unless `netbeast trace` runs.

@@ -7,14 +7,15 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use netbeast_common::{LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, local_addr_bucket, size};
+use netbeast_common::{LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, local_addr_bucket, route_cache, size};
 
-use crate::parse::Packet;
+use crate::classify::Keys;
+use crate::{handoff, parse::Packet};
 
 /// The host's own IPv4 addresses (network byte order), every one of them:
 /// for programs that have no FIB lookup to fall back on.
@@ -52,17 +53,96 @@ static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 
 pub struct NextHop {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// `IFACE_PATHS` of the way out and of the way in (what the fast path
+    /// may do with them), kept with the route so a cache hit needs neither
+    /// hash lookup.
+    pub out_paths: u32,
+    pub in_paths: u32,
+}
+
+impl NextHop {
+    /// A next hop the FIB has no neighbour for: no fast-path bits, so the
+    /// kernel forwards (and resolves it). A plain value rather than an
+    /// `Option`: the compiler reads a `None`'s payload words anyway, which
+    /// the verifier refuses when the stack there holds a pointer.
+    pub const UNRESOLVED: NextHop = NextHop {
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        out_paths: 0,
+        in_paths: 0,
+    };
+}
+
+/// The route cache's epoch and lease (`route_cache`): `WATCH_EPOCH` is
+/// raised by the daemon's route watcher after every rtnetlink change that
+/// may change a FIB lookup's answer, `USER_EPOCH` by the commands when they
+/// rewrite `IFACE_PATHS`; a cached route is valid only while their sum is
+/// the one it was filled under, and the cache is used at all only while
+/// `LEASE_UNTIL` lies ahead.
+#[map]
+pub static ROUTE_EPOCH: Array<u64> = Array::with_max_entries(route_cache::EPOCH_WORDS, 0);
+
+/// One cached FIB answer. `stamp` is the epoch sum it was filled under,
+/// plus one (an all-zero slot never matches).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RouteSlot {
+    stamp: u64,
+    src: u32,
+    dst: u32,
+    in_ifindex: u32,
+    out_ifindex: u32,
+    /// The protocol and TOS the lookup was made with (`proto | tos << 8`).
+    proto_tos: u32,
+    out_paths: u32,
+    in_paths: u32,
+    macs: [u8; 12],
+}
+
+/// The forwarding route cache: per CPU (no locks, no sharing of lines),
+/// direct-mapped on the lookup's inputs (`route_cache::SLOTS`).
+#[map]
+static ROUTE_CACHE: PerCpuArray<RouteSlot> = PerCpuArray::with_max_entries(route_cache::SLOTS, 0);
+
+/// The current epoch sum (see `ROUTE_EPOCH`), or `None` while no watcher
+/// holds the lease: then nothing may be read from the cache, nor put in it
+/// (a change made while no one watches would never be seen).
+#[inline(always)]
+fn epoch() -> Option<u64> {
+    let lease = ROUTE_EPOCH
+        .get(route_cache::LEASE_UNTIL)
+        .copied()
+        .unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    if lease <= unsafe { bpf_ktime_get_coarse_ns() } {
+        return None;
+    }
+    let watch = ROUTE_EPOCH
+        .get(route_cache::WATCH_EPOCH)
+        .copied()
+        .unwrap_or(0);
+    let user = ROUTE_EPOCH
+        .get(route_cache::USER_EPOCH)
+        .copied()
+        .unwrap_or(0);
+    Some(watch.wrapping_add(user))
+}
+
+/// The slot of a lookup's inputs.
+#[inline(always)]
+fn slot_of(src: u32, dst: u32, in_ifindex: u32) -> u32 {
+    let h = (src ^ dst.rotate_left(16) ^ in_ifindex.wrapping_mul(0x85eb_ca6b))
+        .wrapping_mul(0x9e37_79b1);
+    (h >> 16) & (route_cache::SLOTS - 1)
 }
 
 pub enum Path {
     /// For this host: INPUT chain.
     Local,
-    /// To be routed out of `out_ifindex`: FORWARD chain. `next_hop` holds
-    /// the MAC addresses to write when the neighbour is known (fast path).
-    Forward {
-        out_ifindex: u32,
-        next_hop: Option<NextHop>,
-    },
+    /// To be routed out of `out_ifindex`: FORWARD chain. The packet's
+    /// `next_hop` holds the MAC addresses to write when the neighbour is
+    /// known (fast path); [`NextHop::UNRESOLVED`] when it is not.
+    Forward { out_ifindex: u32 },
     /// The kernel drops it or answers with an ICMP error before any filter
     /// chain (no route, TTL expiring): left to the kernel.
     Kernel,
@@ -78,17 +158,57 @@ fn is_multicast_or_broadcast(addr_be: u32) -> bool {
 
 /// The chain of `pkt`. Local addresses are decided here, inline; the FIB
 /// lookup is out of line.
+/// A packet whose route the cache holds costs two array lookups instead of
+/// the FIB's trie walk and neighbour hash; the FIB answers the rest.
 #[inline(always)]
-pub fn path(ctx: &XdpContext, pkt: &Packet) -> Path {
+pub fn path(ctx: &XdpContext, pkt: &mut Packet) -> Path {
     if cached_local(pkt.keys.dst) || is_multicast_or_broadcast(pkt.keys.dst) {
         return Path::Local;
     }
-    fib_path(ctx, pkt)
+    route(ctx, pkt)
 }
 
-/// Out of line: the FIB parameters (64 bytes) live in this call's frame.
+/// Out of line, as the FIB lookup was before the cache: inlined, the
+/// cached answer's copy made the compiler reuse a stack slot the verifier
+/// then refused ("invalid size of register fill").
 #[inline(never)]
-fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
+fn route(ctx: &XdpContext, pkt: &mut Packet) -> Path {
+    let in_ifindex = ctx.ingress_ifindex() as u32;
+    let k = &pkt.keys;
+    let epoch = epoch();
+    if let Some(epoch) = epoch
+        && let Some(slot) = ROUTE_CACHE.get(slot_of(k.src, k.dst, in_ifindex))
+        && slot.stamp == epoch.wrapping_add(1)
+        && slot.dst == k.dst
+        && slot.src == k.src
+        && slot.in_ifindex == in_ifindex
+        && slot.proto_tos == k.protocol as u32 | (k.tos as u32) << 8
+    {
+        // As for a FIB answer: ip_forward() answers expiring TTLs.
+        if k.ttl <= 1 {
+            return Path::Kernel;
+        }
+        let m = slot.macs;
+        pkt.next_hop = NextHop {
+            dst_mac: [m[0], m[1], m[2], m[3], m[4], m[5]],
+            src_mac: [m[6], m[7], m[8], m[9], m[10], m[11]],
+            out_paths: slot.out_paths,
+            in_paths: slot.in_paths,
+        };
+        return Path::Forward {
+            out_ifindex: slot.out_ifindex,
+        };
+    }
+    fib_path(ctx, pkt, epoch)
+}
+
+/// Inlined into `route`, out of line: the FIB parameters (64 bytes) live
+/// in its frame (one frame: the 512-byte stack is shared by the call
+/// chain). `epoch` is the one read before the lookup: a change that lands
+/// during it raises the epoch past what the slot is stamped with; `None`
+/// (no watcher) caches nothing.
+#[inline(always)]
+fn fib_path(ctx: &XdpContext, pkt: &mut Packet, epoch: Option<u64>) -> Path {
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -114,16 +234,55 @@ fn fib_path(ctx: &XdpContext, pkt: &Packet) -> Path {
                 // ip_forward() sends time-exceeded before the FORWARD hook.
                 Path::Kernel
             } else {
-                Path::Forward {
-                    out_ifindex: params.ifindex,
-                    next_hop: (rc == BPF_FIB_LKUP_RET_SUCCESS).then_some(NextHop {
+                pkt.next_hop = if rc == BPF_FIB_LKUP_RET_SUCCESS {
+                    let in_ifindex = ctx.ingress_ifindex() as u32;
+                    let hop = NextHop {
                         src_mac: params.smac,
                         dst_mac: params.dmac,
-                    }),
+                        out_paths: handoff::paths(params.ifindex),
+                        in_paths: handoff::paths(in_ifindex),
+                    };
+                    if let Some(epoch) = epoch {
+                        remember(&pkt.keys, in_ifindex, params.ifindex, &hop, epoch);
+                    }
+                    hop
+                } else {
+                    // No neighbour yet: the kernel resolves it; nothing
+                    // cached.
+                    NextHop::UNRESOLVED
+                };
+                Path::Forward {
+                    out_ifindex: params.ifindex,
                 }
             }
         }
         _ => Path::Kernel,
+    }
+}
+
+/// Stores a FIB answer with a next hop in this CPU's cache.
+#[inline(always)]
+fn remember(k: &Keys, in_ifindex: u32, out_ifindex: u32, hop: &NextHop, epoch: u64) {
+    let Some(slot) = ROUTE_CACHE.get_ptr_mut(slot_of(k.src, k.dst, in_ifindex)) else {
+        return;
+    };
+    let (d, s) = (hop.dst_mac, hop.src_mac);
+    // SAFETY: this CPU's slot; nothing else writes it meanwhile (an XDP
+    // run is not preempted by another on the same CPU).
+    unsafe {
+        *slot = RouteSlot {
+            stamp: epoch.wrapping_add(1),
+            src: k.src,
+            dst: k.dst,
+            in_ifindex,
+            out_ifindex,
+            proto_tos: k.protocol as u32 | (k.tos as u32) << 8,
+            out_paths: hop.out_paths,
+            in_paths: hop.in_paths,
+            macs: [
+                d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+            ],
+        };
     }
 }
 

@@ -395,7 +395,8 @@ const FORWARD_CALLS: usize = 400;
 /// drop (no FIB lookup), a FORWARD drop (the FIB lookup and the chain), a
 /// FORWARD accept on the fast path (plus the rewrite, the interfaces' ways
 /// and the redirect helper), and the same behind a `--ctstate ESTABLISHED`
-/// rule (plus conntrack). `XDP_REDIRECT` in a test run only records the
+/// rule (plus conntrack); the last two again with the route cache in use
+/// (the FIB lookup answered from the cache). `XDP_REDIRECT` in a test run only records the
 /// target: the transmit is not in these figures.
 fn forward_cost(rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
     use netbeast_common::iface_path::FORWARD_REDIRECT;
@@ -422,41 +423,60 @@ fn forward_cost(rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
         "nud",
         "permanent",
     ])?;
-    let variants: [(&str, &[&str], Ipv4Addr, u32); 4] = [
+    let accept: &[&str] = &["-A FORWARD -p udp --dport 9 -j ACCEPT"];
+    let stateful: &[&str] = &[
+        "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+        "-A FORWARD -p udp --dport 9 -j ACCEPT",
+    ];
+    // The last field: the route cache in use (a lease granted here, as the
+    // daemon's route watcher grants it; no change happens during the run).
+    let variants: [(&str, &[&str], Ipv4Addr, u32, bool); 6] = [
         (
             "local drop (INPUT)",
             &["-A INPUT -p udp --dport 9 -j DROP"],
             router_in,
             XDP_DROP,
+            false,
         ),
         (
             "FORWARD drop",
             &["-A FORWARD -p udp --dport 9 -j DROP"],
             server,
             XDP_DROP,
+            false,
         ),
         (
             "FORWARD accept, fast path",
-            &["-A FORWARD -p udp --dport 9 -j ACCEPT"],
+            accept,
             server,
             XDP_REDIRECT,
+            false,
         ),
         (
             "FORWARD ctstate + accept",
-            &[
-                "-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT",
-                "-A FORWARD -p udp --dport 9 -j ACCEPT",
-            ],
+            stateful,
             server,
             XDP_REDIRECT,
+            false,
+        ),
+        ("accept, cached route", accept, server, XDP_REDIRECT, true),
+        (
+            "ctstate + accept, cached",
+            stateful,
+            server,
+            XDP_REDIRECT,
+            true,
         ),
     ];
     ns.in_netns(|| -> Result<Vec<CostRow>> {
         let in_ifindex = crate::state::ifindex(IN)?;
         let out_ifindex = crate::state::ifindex(OUT)?;
         let mut planes = Vec::new();
-        for (label, lines, dst, expected) in variants {
+        for (label, lines, dst, expected, cached) in variants {
             let mut dp = Dataplane::load_private()?;
+            if cached {
+                dp.route_cache_watch(true, Some(std::time::Duration::from_secs(3600)))?;
+            }
             dp.set_local_addresses(&[router_in, Ipv4Addr::new(10, 9, 0, 1)])?;
             dp.set_interface_paths(&[
                 (in_ifindex, FORWARD_REDIRECT),

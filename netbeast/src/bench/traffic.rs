@@ -262,6 +262,8 @@ struct Receiver {
     /// `log`'s reader, draining the LOG events while the traffic runs;
     /// first, so that it ends before its namespace goes.
     _reader: Option<LogReader>,
+    /// The route watcher of a routed netbeast plane (its route cache).
+    _watcher: Option<RouteWatcher>,
     scenario: Scenario,
     plane: Plane,
     rules: Option<usize>,
@@ -329,6 +331,73 @@ impl LogReader {
 impl Drop for LogReader {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `netbeast daemon` in a routed netbeast plane's router namespace, kept
+/// off the generator's CPU: its route watcher holds the lease that lets the
+/// XDP program use the route cache (`daemon/routes.rs`). Stopped with
+/// SIGTERM on drop, which releases the lease.
+struct RouteWatcher(std::process::Child);
+
+/// How long the daemon may take to hold the route cache's lease.
+const ROUTE_WATCHER_START: Duration = Duration::from_secs(10);
+
+impl RouteWatcher {
+    fn start(netbeast: &std::path::Path, ns: &Netns, avoid_cpu: usize) -> Result<RouteWatcher> {
+        use std::os::unix::process::CommandExt;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut command = std::process::Command::new(netbeast);
+        command
+            .args(["--netns", ns.name(), "daemon"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if cpus > 1 {
+            // SAFETY: only async-signal-safe libc calls between fork and
+            // exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    for c in (0..cpus).filter(|&c| c != avoid_cpu) {
+                        libc::CPU_SET(c, &mut set);
+                    }
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot start netbeast daemon: {e}")))?;
+        let watcher = RouteWatcher(child);
+        let maps = ns
+            .in_netns(|| crate::state::Namespace::current().map(|n| n.maps_dir()))
+            .map_err(|e| BenchError::Setup(format!("{e}")))?
+            .map_err(|e| BenchError::Setup(format!("{e}")))?;
+        let deadline = Instant::now() + ROUTE_WATCHER_START;
+        loop {
+            let lease = crate::loader::route_watch::RouteEpoch::open(&maps)
+                .and_then(|e| e.lease_until())
+                .unwrap_or(0);
+            if lease > crate::loader::route_watch::monotonic_ns() {
+                return Ok(watcher);
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "netbeast daemon took no lease on the route cache within \
+                     {ROUTE_WATCHER_START:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RouteWatcher {
+    fn drop(&mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }
@@ -750,8 +819,20 @@ impl Bench {
         } else {
             None
         };
+        // A routed netbeast plane runs as a router would: with the daemon,
+        // whose route watcher lets the fast path use its route cache.
+        let watcher = if routed && plane.family() == Some(Family::Netbeast) {
+            Some(RouteWatcher::start(
+                &self.netbeast_binary,
+                &ns,
+                self.options.cpu,
+            )?)
+        } else {
+            None
+        };
         let mut receiver = Receiver {
             _reader: reader,
+            _watcher: watcher,
             scenario,
             plane,
             rules,

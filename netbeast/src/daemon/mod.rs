@@ -9,6 +9,7 @@
 //! own module.
 
 pub mod links;
+pub mod routes;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -87,6 +88,7 @@ impl Service {
 fn services(args: &DaemonArgs, shutdown: &Shutdown) -> Vec<Service> {
     let mut services = vec![
         Service::new("links", links::run(shutdown.clone())),
+        routes::service(shutdown),
         crate::lb::health::service(shutdown),
     ];
     let log_outputs = log::LogOutputs {

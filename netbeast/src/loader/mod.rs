@@ -6,6 +6,7 @@ mod batch;
 pub mod ipset;
 mod lb;
 pub mod links;
+pub mod route_watch;
 mod sock;
 mod tables;
 
@@ -77,7 +78,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 49] = [
+pub const MAP_NAMES: [&str; 51] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -138,6 +139,11 @@ pub const MAP_NAMES: [&str; 49] = [
     "IPV6_INGRESS",
     // Likewise the IPv6 TC egress program, tail-called by the TC egress one.
     "IPV6_EGRESS",
+    // The forwarding route cache and its epoch and lease, which the
+    // daemon's route watcher writes (another process than the one that
+    // loaded the XDP program).
+    "ROUTE_EPOCH",
+    "ROUTE_CACHE",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -1099,7 +1105,9 @@ impl Dataplane {
     /// Replaces what the XDP program knows of the ways out of each
     /// interface: (ifindex, `iface_path` bits).
     pub fn set_interface_paths(&mut self, paths: &[(u32, u32)]) -> Result<(), LoaderError> {
-        self.replace_u32_map("IFACE_PATHS", paths)
+        self.replace_u32_map("IFACE_PATHS", paths)?;
+        // The route cache keeps each route's bits of this map.
+        self.bump_route_epoch()
     }
 
     /// Replaces the ifindex → primary address table (ICMP error sources).
