@@ -205,7 +205,8 @@ fn quick_bench_accounts_for_every_frame() {
     );
     // Issue 20's profile of the forwarding path: the floor and each
     // variant, each checked (by the benchmark) to take its path — a local
-    // drop, a FORWARD drop, the fast path's redirect, with conntrack.
+    // drop, a FORWARD drop, the fast path's redirect, with conntrack, and
+    // the last two again with the route cache in use.
     let forward = report["program_cost"]["forward_rows"]
         .as_array()
         .expect("forwarding path rows");
@@ -217,7 +218,9 @@ fn quick_bench_accounts_for_every_frame() {
             "local drop (INPUT)",
             "FORWARD drop",
             "FORWARD accept, fast path",
-            "FORWARD ctstate + accept"
+            "FORWARD ctstate + accept",
+            "accept, cached route",
+            "ctstate + accept, cached"
         ],
         "{forward:?}"
     );
