@@ -286,6 +286,26 @@ struct Receiver {
     base: Snapshot,
 }
 
+/// Keeps the process `command` starts off `avoid_cpu` (the generator's),
+/// on a machine with more than one CPU.
+fn off_cpu(command: &mut std::process::Command, avoid_cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus > 1 {
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for c in (0..cpus).filter(|&c| c != avoid_cpu) {
+                    libc::CPU_SET(c, &mut set);
+                }
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                Ok(())
+            });
+        }
+    }
+}
+
 /// `netbeast log --follow` in a receiver's namespace, writing to
 /// /dev/null: the reader the LOG cost target assumes, kept off the
 /// generator's CPU (a reader there would take its time, not the data
@@ -294,8 +314,6 @@ struct LogReader(std::process::Child);
 
 impl LogReader {
     fn start(netbeast: &std::path::Path, ns: &Netns, avoid_cpu: usize) -> Result<LogReader> {
-        use std::os::unix::process::CommandExt;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut command = std::process::Command::new(netbeast);
         command
             .args([
@@ -307,20 +325,7 @@ impl LogReader {
                 "/dev/null",
             ])
             .stdin(std::process::Stdio::null());
-        if cpus > 1 {
-            // SAFETY: only async-signal-safe libc calls between fork and
-            // exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    for c in (0..cpus).filter(|&c| c != avoid_cpu) {
-                        libc::CPU_SET(c, &mut set);
-                    }
-                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-                    Ok(())
-                });
-            }
-        }
+        off_cpu(&mut command, avoid_cpu);
         let child = command
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start netbeast log --follow: {e}")))?;
@@ -346,27 +351,12 @@ const ROUTE_WATCHER_START: Duration = Duration::from_secs(10);
 
 impl RouteWatcher {
     fn start(netbeast: &std::path::Path, ns: &Netns, avoid_cpu: usize) -> Result<RouteWatcher> {
-        use std::os::unix::process::CommandExt;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut command = std::process::Command::new(netbeast);
         command
             .args(["--netns", ns.name(), "daemon"])
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if cpus > 1 {
-            // SAFETY: only async-signal-safe libc calls between fork and
-            // exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    for c in (0..cpus).filter(|&c| c != avoid_cpu) {
-                        libc::CPU_SET(c, &mut set);
-                    }
-                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-                    Ok(())
-                });
-            }
-        }
+        off_cpu(&mut command, avoid_cpu);
         let child = command
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start netbeast daemon: {e}")))?;
