@@ -6947,3 +6947,250 @@ fn route_cache_is_used_only_while_watched() {
         );
     });
 }
+
+/// ip6tables `-m hashlimit`: a bucket per masked IPv6 source (a /128 per
+/// host, a /64 shared by its hosts, a /0 shared by all), and the IPv6
+/// table of a name apart from the IPv4 table of the same name.
+#[test]
+fn ipv6_hashlimit_keeps_a_bucket_per_prefix() {
+    lab6("hashlimit6", |h, _| {
+        h.apply(&[
+            // 2 packets per host (a rate that does not refill meanwhile).
+            "ip6 -A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-name shared -j ACCEPT",
+            "ip6 -A INPUT -p udp --dport 7 -j DROP",
+            // 2 packets per /64.
+            "ip6 -A INPUT -p udp --dport 8 -m hashlimit --hashlimit-above 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 64 --hashlimit-name per-64 -j DROP",
+            // 3 packets per destination port, whatever the addresses
+            // (the mode names no address).
+            "ip6 -A INPUT -p udp --dport 9:10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode dstport --hashlimit-name per-port -j ACCEPT",
+            "ip6 -A INPUT -p udp --dport 9:10 -j DROP",
+            // The IPv4 table of the same name: its own buckets.
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-name shared -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+        ]);
+        let from = |src: &str, dport: u16| {
+            FrameBuilder::udp6_with(v6(src), CLIENT_PORT, v6(SERVER6), dport, &[0x61; 8])
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let run =
+            |h: &mut Harness, src: &str, dport: u16| action_name(h.run(&from(src, dport), 0).0);
+        // Hosts that differ only in the last bit have their own buckets.
+        let got: Vec<&str> = [
+            "fd00::a", "fd00::a", "fd00::b", "fd00::a", "fd00::b", "fd00::b",
+        ]
+        .iter()
+        .map(|s| run(h, s, 7))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                "XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS", "XDP_DROP"
+            ],
+            "a bucket per /128"
+        );
+        // Two hosts of one /64 share one; another /64 (differing in bit
+        // 63) has its own.
+        let got: Vec<&str> = [
+            "fd00:0:0:7::1",
+            "fd00:0:0:7:ffff::2",
+            "fd00:0:0:7::3",
+            "fd00:0:0:6::1",
+        ]
+        .iter()
+        .map(|s| run(h, s, 8))
+        .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "srcmask 64"
+        );
+        // By destination port only: any source spends port 9's three.
+        let got: Vec<&str> = [
+            ("fd00::a", 9),
+            ("fd00::1:1", 9),
+            ("fd01::1", 9),
+            ("fd00::a", 9),
+            ("fd00::a", 10),
+        ]
+        .iter()
+        .map(|(s, p)| run(h, s, *p))
+        .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "mode dstport"
+        );
+        // The IPv4 rule's table "shared" has its own buckets: an IPv4
+        // source whose address is the first word of a spent IPv6 one
+        // (fd00::a's first word is fd00:0000) still has its two.
+        let v4 = |h: &mut Harness| {
+            let frame = FrameBuilder::udp(Ipv4Addr::new(0xfd, 0, 0, 0), CLIENT_PORT, SERVER, 7)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build();
+            action_name(h.run(&frame, 0).0)
+        };
+        assert_eq!(
+            [v4(h), v4(h), v4(h)],
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            "IPv4 apart"
+        );
+    });
+}
+
+/// ip6tables `-m connlimit`: the live IPv6 connections of a masked
+/// address, counted from the IPv6 tracker, the packet's own included; a
+/// RST closes one; a /64 mask makes one count of its hosts.
+#[test]
+fn ipv6_connlimit_counts_live_connections_of_a_prefix() {
+    lab6("connlimit6", |h, _| {
+        h.apply(&[
+            "ip6 -A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP",
+            "ip6 -A INPUT -p tcp --syn --dport 81 -m connlimit --connlimit-above 1 --connlimit-mask 64 -j DROP",
+        ]);
+        let syn = |src: &str, sport: u16, dport: u16| {
+            FrameBuilder::tcp6(v6(src), sport, v6(SERVER6), dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        assert_eq!(verdict(h, &syn(CLIENT6, 1001, 80)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT6, 1002, 80)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT6, 1003, 80)), "XDP_DROP", "a third");
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1001, 80)),
+            "XDP_PASS",
+            "retransmission"
+        );
+        // An address that differs in its last bit has its own count.
+        assert_eq!(
+            verdict(h, &syn("fd00::3", 1001, 80)),
+            "XDP_PASS",
+            "another address"
+        );
+        let rst =
+            FrameBuilder::tcp6_segment(v6(CLIENT6), 1002, v6(SERVER6), 80, tcp_flags::RST, 2, &[])
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build();
+        h.run(&rst, 0);
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1004, 80)),
+            "XDP_PASS",
+            "after a RST"
+        );
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1005, 80)),
+            "XDP_DROP",
+            "full again"
+        );
+        // /64: two hosts of it share the one connection allowed; another
+        // /64 has its own.
+        assert_eq!(verdict(h, &syn("fd00:0:0:9::1", 2001, 81)), "XDP_PASS");
+        assert_eq!(
+            verdict(h, &syn("fd00:0:0:9::2", 2001, 81)),
+            "XDP_DROP",
+            "same /64"
+        );
+        assert_eq!(
+            verdict(h, &syn("fd00:0:0:8::1", 2001, 81)),
+            "XDP_PASS",
+            "another /64"
+        );
+    });
+}
+
+/// ip6tables `-m iprange`: IPv6 source and destination ranges, `!`, a
+/// range across a word boundary, and a reversed range (never holds).
+#[test]
+fn ipv6_iprange_matches() {
+    let in_range = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m iprange --src-range fd00::ffff:fffe-fd00::1:0:1 -j ACCEPT",
+    ];
+    let outside = &["ip6 -A INPUT -m iprange ! --src-range fd00::5-fd00::9 -j DROP"];
+    let both = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m iprange --src-range fd00::1-fd00::1 --dst-range fd00::2-fd00::ffff -j ACCEPT",
+    ];
+    let reversed = &["ip6 -A INPUT -m iprange --src-range fd00::9-fd00::1 -j DROP"];
+    let cases = vec![
+        case(
+            "first of the range",
+            in_range,
+            tcp6_from("fd00::ffff:fffe", 22),
+            Pass,
+        ),
+        case(
+            "across the word boundary",
+            in_range,
+            tcp6_from("fd00::1:0:0", 22),
+            Pass,
+        ),
+        case(
+            "last of the range",
+            in_range,
+            tcp6_from("fd00::1:0:1", 22),
+            Pass,
+        ),
+        case(
+            "one past the end",
+            in_range,
+            tcp6_from("fd00::1:0:2", 22),
+            Drop,
+        ),
+        case(
+            "one before the start",
+            in_range,
+            tcp6_from("fd00::ffff:fffd", 22),
+            Drop,
+        ),
+        case(
+            "another prefix with the same last words",
+            in_range,
+            tcp6_from("fd01::1:0:0", 22),
+            Drop,
+        ),
+        case(
+            "! range: inside passes",
+            outside,
+            tcp6_from("fd00::7", 22),
+            Pass,
+        ),
+        case(
+            "! range: below is dropped",
+            outside,
+            tcp6_from("fd00::4", 22),
+            Drop,
+        ),
+        case(
+            "! range: above is dropped",
+            outside,
+            tcp6_from("fd00::a", 22),
+            Drop,
+        ),
+        case(
+            "! range: far above is dropped",
+            outside,
+            tcp6_from("ffff::1", 22),
+            Drop,
+        ),
+        case("source and destination", both, tcp6(22), Pass),
+        case(
+            "source and destination: other source",
+            both,
+            tcp6_from("fd00::3", 22),
+            Drop,
+        ),
+        case(
+            "a reversed range holds nothing",
+            reversed,
+            tcp6_from("fd00::5", 22),
+            Pass,
+        ),
+    ];
+    lab6("iprange6", |h, _| run_cases(h, cases));
+}

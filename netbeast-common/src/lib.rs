@@ -1985,10 +1985,17 @@ pub mod hashlimit {
     /// the window `--hashlimit-rate-interval` seconds, in bits 24..31.
     pub const RATE_MATCH: u32 = 32;
     pub const INTERVAL_SHIFT: u32 = 24;
-    /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
-    /// 16..22.
+    /// An ip6tables rule: the key holds the packet's IPv6 addresses
+    /// (masked by prefix lengths up to 128), in the table of its name
+    /// for IPv6, apart from the IPv4 table of the same name (as
+    /// xt_hashlimit finds a table by name and family).
+    pub const V6: u32 = 64;
+    /// `--hashlimit-srcmask` in bits 8..15, `--hashlimit-dstmask` in
+    /// 16..23 (prefix lengths: up to 32, or 128 for ip6tables).
     pub const SRCMASK_SHIFT: u32 = 8;
     pub const DSTMASK_SHIFT: u32 = 16;
+    /// A mask's bits in `_pad` (after its shift).
+    pub const MASK_BITS: u32 = 0xff;
     /// In bytes mode a packet costs at most one second of the rate, as in
     /// xt_hashlimit, and the bucket holds one second.
     pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
@@ -2052,9 +2059,12 @@ pub const HASHLIMIT_ENTRIES: u32 = 262_144;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashlimitKey {
     pub name: u32,
-    /// Network byte order.
-    pub src: u32,
-    pub dst: u32,
+    /// 1 for an ip6tables rule's key (IPv6 addresses), 0 for IPv4: the
+    /// two families' tables of one name are apart.
+    pub v6: u32,
+    /// Network byte order; an IPv4 address in the first word, the rest 0.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     /// Source port << 16 | destination port.
     pub ports: u32,
 }
@@ -2077,6 +2087,10 @@ pub struct HashlimitBucket {
 /// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
 /// address is counted, not the source).
 pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// `Guard::b` bit of an ip6tables `-m connlimit` rule: its low 32 bits
+/// are then `--connlimit-mask`'s prefix length (0..=128), the lists are
+/// `CONNLIMIT6`'s (IPv6 addresses, IPv6 conntrack keys).
+pub const CONNLIMIT_V6: u64 = 1 << 33;
 /// Connections one `-m connlimit` list (one masked address of one rule)
 /// remembers: a limit must stay below it (`--connlimit-above 63` at
 /// most), so that "more than the limit" is always seen.
@@ -2086,6 +2100,10 @@ pub const CONNLIMIT_SLOTS: usize = 64;
 /// connections count again only as their packets meet the rule (see
 /// docs/FEATURES.md).
 pub const CONNLIMIT_LISTS: u32 = 8192;
+/// Masked IPv6 addresses all ip6tables `-m connlimit` rules track at once
+/// (`CONNLIMIT6`, as `CONNLIMIT_LISTS`): fewer, as a list of IPv6
+/// conntrack keys takes 2.5 KiB against 1 KiB, preallocated.
+pub const CONNLIMIT6_LISTS: u32 = 2048;
 
 /// Which list of `-m connlimit` connections: guard and masked address.
 #[repr(C)]
@@ -2098,6 +2116,17 @@ pub struct ConnlimitKey {
     pub addr: u32,
 }
 
+/// Which list of ip6tables `-m connlimit` connections: guard and masked
+/// IPv6 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey6 {
+    /// As [`ConnlimitKey::guard`].
+    pub guard: u32,
+    /// The masked address, network byte order words.
+    pub addr: [u32; 4],
+}
+
 /// The connections of one masked address for one `-m connlimit` rule: the
 /// conntrack keys of those seen, checked against conntrack each time the
 /// rule is evaluated (a closed or expired one is dropped), as the kernel's
@@ -2105,11 +2134,16 @@ pub struct ConnlimitKey {
 /// serializes the CPUs that check the same list.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnlimitList {
+pub struct ConnlimitListOf<K> {
     pub lock: u64,
     /// Slots with a protocol of 0 are free.
-    pub conns: [CtKey; CONNLIMIT_SLOTS],
+    pub conns: [K; CONNLIMIT_SLOTS],
 }
+
+/// An IPv4 address's list.
+pub type ConnlimitList = ConnlimitListOf<CtKey>;
+/// An IPv6 address's list (`CONNLIMIT6`).
+pub type ConnlimitList6 = ConnlimitListOf<CtKey6>;
 
 /// One step of a token bucket kept as a single word, so that every CPU can
 /// update it with one compare-and-exchange: `tat` (theoretical arrival
@@ -2899,6 +2933,8 @@ mod user {
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for ConnlimitKey6 {}
+    unsafe impl aya::Pod for ConnlimitList6 {}
     unsafe impl aya::Pod for HashlimitKey {}
     unsafe impl aya::Pod for RecentKey {}
     unsafe impl aya::Pod for IpsetHeader {}

@@ -14,13 +14,12 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
-    IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
-    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
-    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
-    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
-    size, stats, target,
+    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
+    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH,
+    MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
+    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, mark_target_index, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -691,23 +690,11 @@ pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
 /// the guard's state slot, which names its lists.
 #[inline(always)]
 fn connlimit_guard(g: &Guard, slot: u32) -> bool {
-    let Some(keys) = crate::parse::current_keys() else {
-        return false;
-    };
-    let addr = if g.b & CONNLIMIT_DADDR != 0 {
-        keys.dst
+    let count = if g.b & netbeast_common::CONNLIMIT_V6 != 0 {
+        crate::connlimit::netbeast_connlimit6(slot, g.b)
     } else {
-        keys.src
+        crate::connlimit::netbeast_connlimit(slot, g.b)
     };
-    let (mut own_lo, mut own_hi) = (0, 0);
-    if let Some(t) = crate::conntrack::tracking()
-        && (t.found != 0 || t.pending != 0)
-    {
-        let k = t.key;
-        own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
-        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
-    }
-    let count = crate::connlimit::netbeast_connlimit(slot, addr & g.b as u32, own_lo, own_hi);
     if count == u32::MAX {
         return false;
     }
@@ -891,7 +878,8 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::HASHLIMIT {
-            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
+            let under = crate::hashlimit::netbeast_hashlimit_key(g._pad, g.c) != 0
+                && crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);

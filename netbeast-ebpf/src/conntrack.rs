@@ -357,6 +357,12 @@ pub fn tracking() -> Option<&'static mut Tracking> {
     tracking_of::<V4>()
 }
 
+/// The current IPv6 packet's tracking (`-m connlimit` reads its key).
+#[inline(always)]
+pub fn tracking6() -> Option<&'static mut TrackingOf<Addr6>> {
+    tracking_of::<V6>()
+}
+
 #[inline(always)]
 fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
     let t = F::tracking_slot()?;
@@ -1073,13 +1079,13 @@ fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>)
 /// and is not closed (RST, or FINs both ways): what `-m connlimit` counts,
 /// as nf_conncount skips connections in TIME_WAIT or CLOSE.
 #[inline(always)]
-pub fn is_live(key: &CtKey) -> bool {
+pub fn is_live_of<F: Family>(key: &CtKeyOf<F::Addr>) -> bool {
     // SAFETY: read in place, nothing kept (no copy on a stack that the
     // callers' frames leave short).
     let e = unsafe {
-        match CT_ESTABLISHED.get(key) {
+        match F::established().get(key) {
             Some(e) => e,
-            None => match CT_UNREPLIED.get(key) {
+            None => match F::unreplied().get(key) {
                 Some(e) => e,
                 None => return false,
             },

@@ -12,7 +12,12 @@ use netbeast_common::{
     hashlimit_byte_take, limit_take, stats,
 };
 
-use crate::{classify::compare_exchange, parse::current_keys, stats::bump};
+use crate::{
+    classify::compare_exchange,
+    parse::{current_addr6, current_keys},
+    recent::prefix_word,
+    stats::bump,
+};
 
 #[map]
 static HASHLIMIT: LruHashMap<HashlimitKey, HashlimitBucket> =
@@ -35,14 +40,17 @@ fn mask(len: u32) -> u32 {
     }
 }
 
-/// Takes the current packet's cost from its bucket; 1 when the bucket had
-/// it. `settings` is the guard's `_pad` (`hashlimit::*`), `cost` and
-/// `depth` in ns (bytes mode: a chunk's cost, and the burst's refills), `c` its name's number and expiry (ms). A fragment when
-/// ports are hashed has no bucket: 0 (xt_hashlimit drops it). A global
-/// function, verified once.
+/// Builds the current packet's bucket key (its table's name number from
+/// `c`, the masked fields `settings` names) in the per-CPU scratch, where
+/// [`netbeast_hashlimit`] finds it; 0 when the packet has no bucket: a
+/// fragment when ports are hashed (xt_hashlimit drops it). A global
+/// function apart from the one that takes the credit, both called by the
+/// guards: the two frames side by side, not one above the other, keep the
+/// deepest call chain (entry, classifier, its loop's step, guards, this)
+/// within 512 bytes of stack.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u64) -> u32 {
+pub extern "C" fn netbeast_hashlimit_key(settings: u32, c: u64) -> u32 {
     let Some(keys) = current_keys() else {
         return 0;
     };
@@ -50,8 +58,8 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     if ports && keys.l4a == L4_FRAGMENT {
         return 0;
     }
-    let srcmask = mask((settings >> hashlimit::SRCMASK_SHIFT) & 0x3f);
-    let dstmask = mask((settings >> hashlimit::DSTMASK_SHIFT) & 0x3f);
+    let srclen = (settings >> hashlimit::SRCMASK_SHIFT) & hashlimit::MASK_BITS;
+    let dstlen = (settings >> hashlimit::DSTMASK_SHIFT) & hashlimit::MASK_BITS;
     // Ports of TCP and UDP (the others have none: 0).
     let has_ports = keys.protocol == 6 || keys.protocol == 17;
     let sport = if has_ports && settings & hashlimit::SRCPORT != 0 {
@@ -64,22 +72,73 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     } else {
         0
     };
-    let key = HashlimitKey {
-        name: c as u32,
-        src: if settings & hashlimit::SRCIP != 0 {
-            keys.src & srcmask
-        } else {
-            0
-        },
-        dst: if settings & hashlimit::DSTIP != 0 {
-            keys.dst & dstmask
-        } else {
-            0
-        },
-        ports: sport << 16 | dport,
+    // The key is built in the per-CPU scratch: the guard runs at the end of
+    // a deep call chain whose stack has no room for two IPv6 addresses.
+    // SAFETY: a field of this CPU's scratch.
+    let Some(key) = crate::scratch::guard_scratch().map(|p| unsafe { &raw mut (*p).hashlimit_key })
+    else {
+        return 0;
     };
+    // SAFETY: this CPU's scratch, used by this program run only.
+    let key = unsafe { &mut *key };
+    key.name = c as u32;
+    key.ports = sport << 16 | dport;
+    key.src = [0; 4];
+    key.dst = [0; 4];
+    let (src_on, dst_on) = (
+        settings & hashlimit::SRCIP != 0,
+        settings & hashlimit::DSTIP != 0,
+    );
+    if settings & hashlimit::V6 != 0 {
+        let Some(w) = current_addr6() else {
+            return 0;
+        };
+        key.v6 = 1;
+        // The addresses' other three words (see `Packet::addr6`).
+        if src_on {
+            key.src = [
+                keys.src & prefix_word(srclen, 0),
+                w[0] & prefix_word(srclen, 1),
+                w[2] & prefix_word(srclen, 2),
+                w[4] & prefix_word(srclen, 3),
+            ];
+        }
+        if dst_on {
+            key.dst = [
+                keys.dst & prefix_word(dstlen, 0),
+                w[1] & prefix_word(dstlen, 1),
+                w[3] & prefix_word(dstlen, 2),
+                w[5] & prefix_word(dstlen, 3),
+            ];
+        }
+    } else {
+        key.v6 = 0;
+        if src_on {
+            key.src[0] = keys.src & mask(srclen);
+        }
+        if dst_on {
+            key.dst[0] = keys.dst & mask(dstlen);
+        }
+    }
+    1
+}
+
+/// Takes the current packet's cost from its bucket, whose key
+/// [`netbeast_hashlimit_key`] built; 1 when the bucket had it. `settings`
+/// is the guard's `_pad` (`hashlimit::*`), `cost` and `depth` in ns (bytes
+/// mode: a chunk's cost, and the burst's refills), `c` its name's number
+/// and expiry (ms). A global function, verified once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u64) -> u32 {
+    let (Some(keys), Some(scratch)) = (current_keys(), crate::scratch::guard_scratch()) else {
+        return 0;
+    };
+    // SAFETY: a field of this CPU's scratch, written by
+    // `netbeast_hashlimit_key` for this packet.
+    let key: &HashlimitKey = unsafe { &*(&raw const (*scratch).hashlimit_key) };
     if settings & hashlimit::RATE_MATCH != 0 {
-        return rate_match(&key, settings, cost, depth, c >> 32, keys.length);
+        return rate_match(key, settings, cost, depth, c >> 32, keys.length);
     }
     let bytes = settings & hashlimit::BYTES != 0;
     // Bytes mode: `cost` is a chunk's, the depth one second and `depth`
@@ -89,11 +148,11 @@ pub extern "C" fn netbeast_hashlimit(settings: u32, cost: u64, depth: u64, c: u6
     } else {
         (cost, 0)
     };
-    let mut bucket = HASHLIMIT.get_ptr_mut(&key);
+    let mut bucket = HASHLIMIT.get_ptr_mut(key);
     if bucket.is_none() {
-        let _ = HASHLIMIT.insert(&key, &HashlimitBucket::default(), BPF_NOEXIST);
+        let _ = HASHLIMIT.insert(key, &HashlimitBucket::default(), BPF_NOEXIST);
         bump(stats::HASHLIMIT_NEW);
-        bucket = HASHLIMIT.get_ptr_mut(&key);
+        bucket = HASHLIMIT.get_ptr_mut(key);
     }
     let Some(bucket) = bucket else {
         return 0;

@@ -29,6 +29,7 @@ mod reject;
 mod reject6;
 mod reject_local;
 mod route;
+mod scratch;
 mod stats;
 mod synproxy;
 mod trace;

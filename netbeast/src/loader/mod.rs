@@ -78,7 +78,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 51] = [
+pub const MAP_NAMES: [&str; 52] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -122,6 +122,7 @@ pub const MAP_NAMES: [&str; 51] = [
     // recent's kept by name across ruleset changes; `netbeast recent`
     // reads recent's).
     "CONNLIMIT",
+    "CONNLIMIT6",
     "HASHLIMIT",
     "RECENT",
     // ipsets (`netbeast ipset`): their headers and members.
@@ -323,7 +324,7 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "CT_CONFIG" => "conntrack timeouts set with `attach --ct-timeout` are back to defaults",
         "COUNTERS" => "rule counters since the last rule change are lost",
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
-        "CONNLIMIT" => "-m connlimit forgets the connections it counted",
+        "CONNLIMIT" | "CONNLIMIT6" => "-m connlimit forgets the connections it counted",
         "HASHLIMIT" => "-m hashlimit buckets are full again",
         "RECENT" => "-m recent lists are empty",
         "IPSET_SETS" | "IPSET_MEMBERS" | "IPSET_NETS" => {

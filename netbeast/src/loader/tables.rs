@@ -4,10 +4,10 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, MarkTarget, NatTarget,
-    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, mark_target_index, nat_target_index, rule_index, target,
+    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
+    ConnlimitList6, Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey,
+    MarkTarget, NatTarget, addr_hash_key, chain_index, counter_index, field, guard_index,
+    key_chunk_index, log_target_index, mark_target_index, nat_target_index, rule_index, target,
 };
 
 use super::{Dataplane, LoaderError, batch, map_err};
@@ -268,21 +268,34 @@ pub(super) fn clear_state_slots(
     }
     if !lists.is_empty() {
         let lists: std::collections::HashSet<u32> = lists.iter().copied().collect();
-        let mut connlimit: HashMap<&mut MapData, ConnlimitKey, ConnlimitList> =
-            HashMap::try_from(dp.map_mut("CONNLIMIT")?).map_err(map_err("CONNLIMIT"))?;
-        let stale: Vec<ConnlimitKey> = connlimit
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| lists.contains(&k.guard))
-            .collect();
-        for k in stale {
-            // Gone already (evicted by the LRU): as good as removed.
-            match connlimit.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err("CONNLIMIT")(e)),
-            }
+        drop_lists::<ConnlimitKey, ConnlimitList>(dp, "CONNLIMIT", &lists, |k| k.guard)?;
+        drop_lists::<ConnlimitKey6, ConnlimitList6>(dp, "CONNLIMIT6", &lists, |k| k.guard)?;
+    }
+    Ok(())
+}
+
+/// Removes the lists of `map` (`CONNLIMIT` or `CONNLIMIT6`) whose guard
+/// slot is in `slots`.
+fn drop_lists<K: aya::Pod, V: aya::Pod>(
+    dp: &mut Dataplane,
+    map: &'static str,
+    slots: &std::collections::HashSet<u32>,
+    slot_of: impl Fn(&K) -> u32,
+) -> Result<(), LoaderError> {
+    let mut lists: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(dp.map_mut(map)?).map_err(map_err(map))?;
+    let stale: Vec<K> = lists
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| slots.contains(&slot_of(k)))
+        .collect();
+    for k in stale {
+        // Gone already (evicted by the LRU): as good as removed.
+        match lists.remove(&k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(map_err(map)(e)),
         }
     }
     Ok(())

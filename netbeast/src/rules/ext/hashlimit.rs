@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
-use crate::rules::model::{Match, TableName};
+use crate::rules::model::{Family, Match, TableName};
 use crate::rules::parse::{ParseError, invalid};
 
 /// Packet rates are periods in microseconds (XT_HASHLIMIT_SCALE_v2).
@@ -79,6 +79,10 @@ pub struct Hashlimit {
     /// `--hashlimit-rate-interval`, seconds (1 unless given).
     #[serde(default = "one")]
     pub interval: u32,
+    /// An ip6tables rule: its keys are IPv6 addresses, its masks prefix
+    /// lengths up to 128 (128 unless given, and not printed then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v6: bool,
 }
 
 /// As xt_hashlimit: bytes per second to its cost encoding, and back.
@@ -242,6 +246,16 @@ fn mode_text(mode: u32, separator: char) -> String {
 }
 
 impl Hashlimit {
+    /// A mask that goes without saying: the whole address.
+    fn full_mask(&self) -> u8 {
+        if self.v6 { 128 } else { 32 }
+    }
+
+    /// The family's bit for the guard.
+    fn family_bit(&self) -> u32 {
+        if self.v6 { bits::V6 } else { 0 }
+    }
+
     /// The rate's text and the expiry that goes without saying.
     fn rate_and_quantum(&self) -> (String, u32) {
         match self.rate {
@@ -299,6 +313,7 @@ impl Hashlimit {
                 kind: guard_kind::HASHLIMIT,
                 negated: u32::from(self.above),
                 _pad: self.mode
+                    | self.family_bit()
                     | bytes
                     | bits::RATE_MATCH
                     | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
@@ -323,6 +338,7 @@ impl Hashlimit {
             kind: guard_kind::HASHLIMIT,
             negated: u32::from(self.above),
             _pad: mode
+                | self.family_bit()
                 | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
                 | u32::from(self.dstmask) << bits::DSTMASK_SHIFT,
             a: cost,
@@ -347,10 +363,10 @@ impl Hashlimit {
         if self.expire != quantum {
             let _ = write!(out, " {prefix}htable-expire {}", self.expire);
         }
-        if self.srcmask != 32 {
+        if self.srcmask != self.full_mask() {
             let _ = write!(out, " {prefix}srcmask {}", self.srcmask);
         }
-        if self.dstmask != 32 {
+        if self.dstmask != self.full_mask() {
             let _ = write!(out, " {prefix}dstmask {}", self.dstmask);
         }
     }
@@ -442,12 +458,12 @@ static OPTIONS: [OptSpec; 13] = [
     },
     OptSpec {
         names: &["hashlimit-srcmask"],
-        value: Value::One("a prefix length from 0 to 32"),
+        value: Value::One("a prefix length from 0 to 32 (128 for ip6tables)"),
         negatable: false,
     },
     OptSpec {
         names: &["hashlimit-dstmask"],
-        value: Value::One("a prefix length from 0 to 32"),
+        value: Value::One("a prefix length from 0 to 32 (128 for ip6tables)"),
         negatable: false,
     },
     OptSpec {
@@ -504,8 +520,9 @@ struct HashlimitParser {
     burst: Option<(u64, bool)>,
     mode: Option<u32>,
     name: Option<String>,
-    srcmask: Option<u8>,
-    dstmask: Option<u8>,
+    /// The masks' texts, read in `finish`, which knows the family.
+    srcmask: Option<String>,
+    dstmask: Option<String>,
     size: Option<u32>,
     max: Option<u32>,
     gcinterval: Option<u32>,
@@ -647,13 +664,15 @@ impl MatchParser for HashlimitParser {
             }
             "hashlimit-srcmask" | "hashlimit-dstmask" => {
                 let text = value(option, text);
-                let len = number(option, "prefix length", text, 32)? as u8;
+                // Read as far as either family allows; `finish` holds an
+                // IPv4 rule to 32.
+                number(option, "prefix length", text, 128)?;
                 let slot = if option.name() == "hashlimit-srcmask" {
                     &mut self.srcmask
                 } else {
                     &mut self.dstmask
                 };
-                once(slot, len, option)
+                once(slot, text.to_string(), option)
             }
             name => {
                 let n = u32_option(option, value(option, text))?;
@@ -717,14 +736,28 @@ impl MatchParser for HashlimitParser {
                 }
             },
         };
+        let v6 = rule.family == Family::V6;
+        let full: u64 = if v6 { 128 } else { 32 };
+        let mask = |which: &'static str, text: &Option<String>| -> Result<u8, ParseError> {
+            let Some(text) = text else {
+                return Ok(full as u8);
+            };
+            let option = OPTIONS
+                .iter()
+                .find(|o| o.name() == which)
+                .expect("a hashlimit mask option");
+            Ok(number(option, "prefix length", text, full)? as u8)
+        };
+        let srcmask = mask("hashlimit-srcmask", &self.srcmask)?;
+        let dstmask = mask("hashlimit-dstmask", &self.dstmask)?;
         Ok(Match::Hashlimit(Hashlimit {
             name,
             above,
             rate,
             burst,
             mode: self.mode.unwrap_or(0),
-            srcmask: self.srcmask.unwrap_or(32),
-            dstmask: self.dstmask.unwrap_or(32),
+            srcmask,
+            dstmask,
             size: self.size.unwrap_or(0),
             max: self.max.unwrap_or(0),
             gcinterval: self.gcinterval.unwrap_or(DEFAULT_GCINTERVAL),
@@ -738,6 +771,7 @@ impl MatchParser for HashlimitParser {
             } else {
                 1
             },
+            v6,
         }))
     }
 }
@@ -773,6 +807,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         expire: 1000,
         rate_match: false,
         interval: 1,
+        v6: false,
     }))
 }
 
