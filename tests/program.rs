@@ -1106,6 +1106,98 @@ fn marks_set_by_one_rule_are_seen_by_the_next() {
     lab("mark", false, |h, _| run_cases(h, cases));
 }
 
+/// `-j CONNMARK` and `-m connmark` on packets (xt_CONNMARK, xt_connmark):
+/// the mark a connection's first packet gives it is its later packets',
+/// and not another connection's; a mark set on a packet that is then
+/// dropped stays with the connection (the kernel writes ct->mark at once);
+/// save and restore move bits between the packet's mark and the
+/// connection's under their masks and shift; a packet without a
+/// connection (INVALID) matches no `-m connmark`, negated or not, and
+/// CONNMARK leaves it alone.
+#[test]
+fn connection_marks_follow_the_connection() {
+    let udp = |sport: u16, dport: u16| {
+        FrameBuilder::udp(CLIENT, sport, SERVER, dport)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    lab("connmark", false, |h, _| {
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        h.apply(&[
+            "-A INPUT -p udp --dport 53 -m connmark --mark 0x7 -j DROP",
+            "-A INPUT -p udp --dport 53 -j CONNMARK --set-mark 0x7",
+            // Dropped packets of marked connections stay marked: a long
+            // packet marks its connection 0x9 and is dropped; the next
+            // packet of that connection is let through by its mark.
+            "-A INPUT -p udp --dport 56 -m connmark --mark 0x9 -j ACCEPT",
+            "-A INPUT -p udp --dport 56 -m length --length 100:200 -j CONNMARK --set-mark 0x9",
+            "-A INPUT -p udp --dport 56 -m length --length 100:200 -j DROP",
+            // Save the packet's low byte, shifted, then restore it under
+            // other masks into a cleared packet mark.
+            "-A INPUT -p udp --dport 55 -j MARK --set-mark 0x1234",
+            "-A INPUT -p udp --dport 55 -j CONNMARK --save-mark --mask 0xff --left-shift-mark 4",
+            "-A INPUT -p udp --dport 55 -m connmark ! --mark 0x340 -j ACCEPT",
+            "-A INPUT -p udp --dport 55 -j MARK --set-mark 0xf000",
+            "-A INPUT -p udp --dport 55 -j CONNMARK --restore-mark --ctmask 0xff0 --nfmask 0xfff --right-shift-mark 4",
+            "-A INPUT -p udp --dport 55 -m mark --mark 0xf034 -j DROP",
+            // No connection: no connmark match either way.
+            "-A INPUT -p tcp --dport 80 -m connmark ! --mark 0x1 -j DROP",
+            "-A INPUT -p tcp --dport 80 -m connmark --mark 0x0 -j DROP",
+            "-A INPUT -p tcp --dport 81 -j CONNMARK --set-mark 0x1",
+            "-A INPUT -p tcp --dport 81 -m connmark --mark 0x1 -j DROP",
+            // --state makes conntrack run for every packet.
+            "-A INPUT -m state --state INVALID -j ACCEPT",
+        ]);
+        let first = udp(2001, 53).build();
+        assert_eq!(verdict(h, &first), "XDP_PASS", "the first packet marks it");
+        assert_eq!(
+            verdict(h, &first),
+            "XDP_DROP",
+            "its second packet has the mark"
+        );
+        assert_eq!(
+            verdict(h, &udp(2002, 53).build()),
+            "XDP_PASS",
+            "another connection starts unmarked"
+        );
+        let marked = h
+            .dataplane
+            .conntrack_entries()
+            .expect("reading conntrack")
+            .into_iter()
+            .find(|(_, e, _)| e.orig_sport == 2001 && e.orig_dport == 53)
+            .map(|(_, e, _)| e.mark);
+        assert_eq!(marked, Some(7), "the entry holds the mark");
+
+        let short = udp(2003, 56).build();
+        let long = udp(2003, 56).payload(&[0; 120]).build();
+        assert_eq!(verdict(h, &short), "XDP_PASS", "opens the connection");
+        assert_eq!(verdict(h, &long), "XDP_DROP", "marks it, dropped");
+        assert_eq!(
+            verdict(h, &long),
+            "XDP_PASS",
+            "the mark set by a dropped packet stays"
+        );
+
+        assert_eq!(
+            verdict(h, &udp(2004, 55).build()),
+            "XDP_DROP",
+            "save with mask and shift, then restore"
+        );
+
+        // A TCP segment that is no SYN, of no connection: INVALID.
+        let ack = |dport: u16| {
+            FrameBuilder::tcp(CLIENT, 3000, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .tcp_flags(tcp_flags::ACK)
+                .build()
+        };
+        assert_eq!(verdict(h, &ack(80)), "XDP_PASS", "no connection, no match");
+        assert_eq!(verdict(h, &ack(81)), "XDP_PASS", "no connection to mark");
+    });
+}
+
 #[test]
 fn port_matches() {
     let range = &["-A INPUT -p tcp --dport 1000:2000 -j DROP"];

@@ -579,8 +579,15 @@ pub mod target {
     /// `(mark & !mask) ^ value` (xt_MARK), where `RuleAction::arg` is its
     /// [`super::MarkTarget`] number (see [`super::mark_target_index`]).
     pub const MARK: u32 = 11;
+    /// `-j CONNMARK` (any table): non-terminating; sets the packet's
+    /// connection's mark, saves the packet's mark into it or restores the
+    /// packet's mark from it (xt_CONNMARK), where `RuleAction::arg` is its
+    /// [`super::ConnmarkTarget`] number (see
+    /// [`super::connmark_target_index`]). Nothing for a packet without a
+    /// connection (INVALID, UNTRACKED, raw chains).
+    pub const CONNMARK: u32 = 12;
     /// Codes in the table.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     pub mod flag {
         /// The code is in the table.
@@ -601,6 +608,10 @@ pub mod target {
         /// It changes the packet's mark (`-j MARK`): the search applies it
         /// at once, so the rules after it see the new mark.
         pub const SET_MARK: u32 = 32;
+        /// It reads or writes the connection's mark (`-j CONNMARK`): the
+        /// search applies it at once, to the conntrack entry (or, for a
+        /// connection's first packet, to the entry it will confirm).
+        pub const CONNECTION_MARK: u32 = 64;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -613,6 +624,9 @@ pub mod target {
             NONE => KNOWN,
             NOTRACK => KNOWN | UNTRACK,
             MARK => KNOWN | SET_MARK,
+            // It needs the packet's connection, which the socket programs
+            // (nat OUTPUT) do not have yet.
+            CONNMARK => KNOWN | CONNECTION_MARK | NEEDS_PACKET,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -685,6 +699,78 @@ impl MarkTarget {
     #[inline(always)]
     pub const fn apply(&self, mark: u32) -> u32 {
         (mark & !self.mask) ^ self.value
+    }
+}
+
+/// Distinct `-j CONNMARK` operations a generation may hold: each is one
+/// entry of `CONNMARK_TARGETS`.
+pub const MAX_CONNMARK_TARGETS: u32 = 1024;
+
+/// Index of a generation's CONNMARK entry `n` in `CONNMARK_TARGETS`.
+#[inline(always)]
+pub const fn connmark_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_CONNMARK_TARGETS + n
+}
+
+/// `ConnmarkTarget::mode`, as xt_CONNMARK numbers them.
+pub mod connmark_mode {
+    /// `--set-xmark` and its spellings: the connection's mark becomes
+    /// `(ctmark & !ctmask) ^ value`, then shifted.
+    pub const SET: u8 = 0;
+    /// `--save-mark`: `(ctmark & !ctmask) ^ shifted(mark & nfmask)`.
+    pub const SAVE: u8 = 1;
+    /// `--restore-mark`: the packet's mark becomes `(mark & !nfmask) ^
+    /// shifted(ctmark & ctmask)`.
+    pub const RESTORE: u8 = 2;
+}
+
+/// What a `-j CONNMARK` rule does (xt_CONNMARK revision 2's
+/// `xt_connmark_tginfo2`): one of [`connmark_mode`], its masks and the
+/// shift of `--left-shift-mark` / `--right-shift-mark`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnmarkTarget {
+    pub ctmark: u32,
+    pub ctmask: u32,
+    pub nfmask: u32,
+    pub mode: u8,
+    /// 1 for a right shift, 0 for a left one.
+    pub shift_right: u8,
+    /// 0 to 32 (libxt_CONNMARK's bounds).
+    pub shift_bits: u8,
+    pub _pad: u8,
+}
+
+impl ConnmarkTarget {
+    /// `value` shifted as the rule says. A shift by 32 leaves the value as
+    /// it is: the kernel's C shift of a 32-bit word by 32 does on x86,
+    /// whose shift instructions take the count modulo 32.
+    #[inline(always)]
+    pub const fn shift(&self, value: u32) -> u32 {
+        let bits = (self.shift_bits & 31) as u32;
+        if self.shift_right != 0 {
+            value >> bits
+        } else {
+            value << bits
+        }
+    }
+
+    /// The connection's and the packet's marks after this target, from
+    /// `(ctmark, mark)` before it (xt_CONNMARK's `connmark_tg_shift`).
+    #[inline(always)]
+    pub const fn apply(&self, ctmark: u32, mark: u32) -> (u32, u32) {
+        match self.mode {
+            connmark_mode::SET => (self.shift((ctmark & !self.ctmask) ^ self.ctmark), mark),
+            connmark_mode::SAVE => (
+                (ctmark & !self.ctmask) ^ self.shift(mark & self.nfmask),
+                mark,
+            ),
+            connmark_mode::RESTORE => (
+                ctmark,
+                (mark & !self.nfmask) ^ self.shift(ctmark & self.ctmask),
+            ),
+            _ => (ctmark, mark),
+        }
     }
 }
 
@@ -1433,6 +1519,11 @@ pub mod guard_kind {
     /// [`super::Guard::holds_mark`]. (A number well apart from the others:
     /// other branches add kinds at the same time.)
     pub const MARK: u32 = 24;
+    /// `-m connmark --mark V[/M]`: the packet's connection's mark under
+    /// the mask `b` equals `a`, inverted by `negated`; never for a packet
+    /// without a connection, negated or not (xt_connmark). No state: see
+    /// [`super::Guard::holds_connmark`]. (Apart from the others, as MARK.)
+    pub const CONNMARK: u32 = 30;
     /// `-m sctp --chunk-types all|any|only LIST`: the chunks the pipeline's
     /// walk met ([`super::sctp::SctpChunks`]), tested as xt_sctp does
     /// ([`super::Guard::holds_sctp_chunks`]). `_pad`: [`super::sctp`]
@@ -2361,6 +2452,16 @@ impl Guard {
         (mark & self.b as u32 == self.a as u32) != (self.negated != 0)
     }
 
+    /// [`guard_kind::CONNMARK`] for a packet whose connection's mark is
+    /// `ctmark`, `None` for a packet without a connection.
+    #[inline(always)]
+    pub fn holds_connmark(&self, ctmark: Option<u32>) -> bool {
+        match ctmark {
+            Some(m) => (m & self.b as u32 == self.a as u32) != (self.negated != 0),
+            None => false,
+        }
+    }
+
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
     /// bumps for every packet it is evaluated on.
     #[inline(always)]
@@ -2637,6 +2738,10 @@ pub struct CtEntryOf<A> {
     pub reply_dst: A,
     pub reply_sport: u16,
     pub reply_dport: u16,
+    /// The connection's mark (the kernel's ct->mark): 0 when it opens,
+    /// set by `-j CONNMARK`, read by `-m connmark`. It fills what was the
+    /// struct's tail padding, so neither family's entry grew.
+    pub mark: u32,
 }
 
 /// An IPv4 connection.
@@ -2867,6 +2972,7 @@ pub mod size {
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const MARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_MARK_TARGETS;
+    pub const CONNMARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_CONNMARK_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
@@ -2884,6 +2990,7 @@ mod user {
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for MarkTarget {}
+    unsafe impl aya::Pod for ConnmarkTarget {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
     unsafe impl aya::Pod for AddrSlot {}
@@ -3018,6 +3125,7 @@ mod tests {
         );
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<MarkTarget>(), 8);
+        assert_eq!(size_of::<ConnmarkTarget>(), 16);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };

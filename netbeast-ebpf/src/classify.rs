@@ -746,6 +746,9 @@ fn packet_guard(g: &Guard) -> bool {
     if g.kind == guard_kind::MARK {
         return g.holds_mark(crate::parse::current_mark());
     }
+    if g.kind == guard_kind::CONNMARK {
+        return crate::conntrack::connmark_holds(g, keys.ct_state & ct_state::STATE_MASK);
+    }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
@@ -926,6 +929,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
             || g.kind == guard_kind::MARK
+            || g.kind == guard_kind::CONNMARK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
@@ -1478,6 +1482,9 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
         && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
     {
         st.mark = m.apply(st.mark);
+    }
+    if flags & target::flag::CONNECTION_MARK != 0 {
+        st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);
     }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);

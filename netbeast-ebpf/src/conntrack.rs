@@ -19,9 +19,9 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
-    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtEntry6, CtEntryOf, CtKey,
-    CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, ct_match, ct_state, ct_status, guard_kind, stats,
-    tcp_state,
+    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget, CtConfig, CtEntry, CtEntry6,
+    CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_match,
+    ct_state, ct_status, guard_kind, size, stats, tcp_state,
 };
 
 use crate::{
@@ -53,6 +53,10 @@ pub static CT_NAT_INDEX: LruHashMap<CtKey, CtKey> =
 /// Timeouts; all zero (never written) means netfilter's defaults.
 #[map]
 static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
+/// What the `-j CONNMARK` rules of both generations do (`ConnmarkTarget`,
+/// at `connmark_target_index(generation, RuleAction::arg)`).
+#[map]
+static CONNMARK_TARGETS: Array<ConnmarkTarget> = Array::with_max_entries(size::CONNMARK_TARGETS, 0);
 /// The IPv6 connections, split as the IPv4 ones. No NAT index: IPv6 has
 /// no nat table yet.
 #[map]
@@ -502,6 +506,83 @@ pub fn guard_holds(g: &Guard, state: u32) -> bool {
     g.holds_ct_proto_expire(e.protocol, expires)
 }
 
+/// The packet has a connection in the chain whose connection key's state
+/// is `state` (the kernel's `nf_ct_get` returns one): NEW (the entry its
+/// first packet will confirm), ESTABLISHED, or RELATED (the connection an
+/// ICMP error quotes). Not INVALID, UNTRACKED, nor the raw chains, which
+/// run before conntrack.
+#[inline(always)]
+fn has_connection(state: u32) -> bool {
+    state == ct_state::NEW || state == ct_state::ESTABLISHED || state == ct_state::RELATED
+}
+
+/// `-m connmark` on the current IPv4 packet (`state`: the chain's
+/// `ct_state`): its connection's mark, as `-j CONNMARK` rules left it;
+/// never for a packet without a connection (xt_connmark).
+#[inline(always)]
+pub fn connmark_holds(g: &Guard, state: u32) -> bool {
+    if !has_connection(state) {
+        return g.holds_connmark(None);
+    }
+    match TRACKING.get(0) {
+        Some(t) if t.found != 0 || t.pending != 0 => g.holds_connmark(Some(t.entry.mark)),
+        _ => g.holds_connmark(None),
+    }
+}
+
+/// `-j CONNMARK` entry `n` of `generation` on the current IPv4 packet,
+/// whose mark is `mark`: returns the packet's mark after it (changed by
+/// `--restore-mark` only). The connection's new mark is written at once,
+/// as xt_CONNMARK writes ct->mark: into its table entry, where later
+/// packets find it even when this one is dropped, and into `Tracking`,
+/// where the rules after this one (`-m connmark`) and — for a
+/// connection's first packet — `confirm` find it. A packet without a
+/// connection is left alone. A global function: the classifier's search
+/// calls it from its loop, where inlined it would be walked at every step,
+/// and its frame holds no key or entry (both are read in place), so the
+/// classifier's call chain keeps its stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_connmark(generation: u32, n: u32, mark: u32) -> u32 {
+    let Some(op) = CONNMARK_TARGETS.get(connmark_target_index(generation & 1, n)) else {
+        return mark;
+    };
+    let Some(keys) = crate::parse::current_keys() else {
+        return mark;
+    };
+    if !has_connection(keys.ct_state & ct_state::STATE_MASK) {
+        return mark;
+    }
+    let Some(t) = TRACKING.get_ptr_mut(0) else {
+        return mark;
+    };
+    // SAFETY: this CPU's tracking slot, valid for the program run.
+    let t = unsafe { &mut *t };
+    if t.found == 0 && t.pending == 0 {
+        return mark;
+    }
+    let (ctmark, after) = op.apply(t.entry.mark, mark);
+    if ctmark != t.entry.mark {
+        t.entry.mark = ctmark;
+        if t.pending == 0 {
+            // The key where it is, in the per-CPU scratch: no copy on the
+            // stack.
+            let key: *const CtKey = &t.key;
+            // SAFETY: points into this CPU's tracking slot.
+            let key = unsafe { &*key };
+            if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+                // SAFETY: map value, valid for this program run; a word
+                // store, as the kernel's WRITE_ONCE(ct->mark).
+                unsafe { (*e).mark = ctmark };
+            } else if let Some(e) = CT_UNREPLIED.get_ptr_mut(key) {
+                // SAFETY: as above.
+                unsafe { (*e).mark = ctmark };
+            }
+        }
+    }
+    after
+}
+
 #[inline(always)]
 pub fn is_icmp_error(t: u32) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
@@ -917,6 +998,8 @@ fn classify_flow<F: Family>(
     e.reply_dst = flow.src;
     e.reply_sport = flow.dport;
     e.reply_dport = flow.sport;
+    // A new connection has no mark until a CONNMARK rule gives it one.
+    e.mark = 0;
     t.pending = 1;
     ct_state::NEW
 }
@@ -1027,6 +1110,8 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
         t.entry.reply_sport = e.reply_sport;
         t.entry.reply_dport = e.reply_dport;
         t.entry.last_seen_ns = e.last_seen_ns;
+        // What `-m connmark` and `-j CONNMARK` read.
+        t.entry.mark = e.mark;
     }
     t.found = 1;
     t.reply = reply as u32;
@@ -1347,6 +1432,8 @@ pub fn adopt(pkt: &Packet) {
         reply_dst: flow.src,
         reply_sport: flow.dport,
         reply_dport: flow.sport,
+        // Its SYN was answered by the shield, untracked: no rule marked it.
+        mark: 0,
     };
     if let Some(t) = tracking() {
         // What the chains read of it (`key`): this packet's connection.

@@ -267,8 +267,8 @@ pub fn remaining_secs<A>(entry: &CtEntryOf<A>, now_ns: u64, config: &CtConfig) -
 /// `[UNREPLIED]` follows the original direction while no reply has been
 /// seen; `[ASSURED]` ends the line of a connection past its handshake (TCP)
 /// or with traffic both ways that went on after the reply (UDP), as
-/// conntrack marks them. conntrack-tools' `mark=` and `use=` are left out:
-/// netbeast has neither. An IPv6 entry prints the same way, its addresses
+/// conntrack marks them. conntrack-tools' `use=` is left out (netbeast has
+/// no reference count), and `mark=` unless a CONNMARK rule set one. An IPv6 entry prints the same way, its addresses
 /// as inet_ntop writes them and its pings as `icmpv6   58 … type=128`.
 pub fn entry_line<A: ShownAddr>(
     entry: &CtEntryOf<A>,
@@ -314,6 +314,13 @@ pub fn entry_line<A: ShownAddr>(
     line += &format!(" packets={} bytes={}", entry.packets[1], entry.bytes[1]);
     if replied && assured(entry) {
         line += " [ASSURED]";
+    }
+    // conntrack prints `mark=` on every line; netbeast leaves out an
+    // unmarked connection's (as `use=`), so the lines stay as they were
+    // for rulesets without CONNMARK, and shows the mark a CONNMARK rule
+    // gave, where conntrack puts it.
+    if entry.mark != 0 {
+        line += &format!(" mark={}", entry.mark);
     }
     Some(line)
 }
@@ -387,6 +394,7 @@ mod tests {
             reply_dst: raw(Ipv4Addr::new(10, 0, 0, 1)),
             reply_sport: dport,
             reply_dport: sport,
+            mark: 0,
         }
     }
 
@@ -540,6 +548,7 @@ mod tests {
             reply_dst: raw6("fd00:77::1"),
             reply_sport: dport,
             reply_dport: sport,
+            mark: 0,
         }
     }
 

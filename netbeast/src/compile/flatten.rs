@@ -159,6 +159,7 @@ impl<'a> Prepared<'a> {
         nat_targets: &mut NatTargets,
         log_targets: &mut Vec<LogTarget>,
         mark_targets: &mut Vec<netbeast_common::MarkTarget>,
+        connmark_targets: &mut Vec<netbeast_common::ConnmarkTarget>,
         guard_table: &mut GuardTable,
         limits: Limits,
     ) -> Result<Self, CompileError> {
@@ -220,6 +221,23 @@ impl<'a> Prepared<'a> {
                                     });
                                 }
                                 mark_targets.push(kernel);
+                                n
+                            }
+                        }
+                    }
+                    // Likewise one entry per distinct CONNMARK operation.
+                    (Target::Connmark(connmark), None) => {
+                        let kernel = connmark.kernel();
+                        match connmark_targets.iter().position(|m| *m == kernel) {
+                            Some(n) => n as u32,
+                            None => {
+                                let n = connmark_targets.len() as u32;
+                                if n >= limits.connmark_targets {
+                                    return Err(CompileError::TooManyConnmarkTargets {
+                                        limit: limits.connmark_targets as usize,
+                                    });
+                                }
+                                connmark_targets.push(kernel);
                                 n
                             }
                         }

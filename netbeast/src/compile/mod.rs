@@ -161,6 +161,12 @@ pub enum CompileError {
     )]
     TooManyMarkTargets { limit: usize },
     #[error(
+        "the ruleset needs more than {limit} distinct -j CONNMARK operations \
+         (MAX_CONNMARK_TARGETS); rules that do the same share one: make them jump to one chain \
+         that does it"
+    )]
+    TooManyConnmarkTargets { limit: usize },
+    #[error(
         "the nat table needs more than {limit} distinct translations (MAX_NAT_TARGETS): \
          DNAT/SNAT/MASQUERADE/REDIRECT rules that translate to the same addresses, ports and \
          options share one; use fewer distinct --to-destination, --to-source and --to-ports"
@@ -330,6 +336,10 @@ pub struct CompiledRuleset {
     /// map value at `mark_target_index(generation, n)`; a MARK slot's
     /// `RuleAction::arg` is its `n`.
     pub mark_targets: Vec<netbeast_common::MarkTarget>,
+    /// Every distinct `-j CONNMARK` operation, each once: the
+    /// `CONNMARK_TARGETS` map value at `connmark_target_index(generation,
+    /// n)`; a CONNMARK slot's `RuleAction::arg` is its `n`.
+    pub connmark_targets: Vec<netbeast_common::ConnmarkTarget>,
     /// The guard records: the `GUARDS` map value at
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
@@ -479,6 +489,7 @@ struct Limits {
     nat_targets: u32,
     log_targets: u32,
     mark_targets: u32,
+    connmark_targets: u32,
     guarded_slots: usize,
     guards: u32,
 }
@@ -496,6 +507,7 @@ const LIMITS: Limits = Limits {
     nat_targets: MAX_NAT_TARGETS,
     log_targets: MAX_LOG_TARGETS,
     mark_targets: netbeast_common::MAX_MARK_TARGETS,
+    connmark_targets: netbeast_common::MAX_CONNMARK_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
 };
@@ -562,6 +574,7 @@ fn compile_with_limits(
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
     let mut mark_targets = Vec::new();
+    let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     let filter = Prepared::new(
         &ruleset.filter,
@@ -570,6 +583,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -580,6 +594,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -592,6 +607,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -603,6 +619,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -737,6 +754,7 @@ fn compile_with_limits(
         nat_targets: nat_targets.list,
         log_targets,
         mark_targets,
+        connmark_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
         guard_identities: guard_table.identities,
@@ -798,7 +816,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         _ if target.is_nat()
             || matches!(
                 target,
-                Target::Log(_) | Target::Synproxy(_) | Target::Mark(_)
+                Target::Log(_) | Target::Synproxy(_) | Target::Mark(_) | Target::Connmark(_)
             ) =>
         {
             nat
@@ -943,12 +961,17 @@ impl CompiledRuleset {
         }
         // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
         // tuple, protocol and expiry guards read them.
+        // `-m connmark` and `-j CONNMARK` read and write conntrack's
+        // entries.
         let counts_connections = self.guards.iter().any(|g| {
             matches!(
                 g.kind,
-                guard_kind::CONNLIMIT | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
+                guard_kind::CONNLIMIT
+                    | guard_kind::CT_TUPLE
+                    | guard_kind::CT_PROTO_EXPIRE
+                    | guard_kind::CONNMARK
             )
-        });
+        }) || !self.connmark_targets.is_empty();
         if nat || self.uses_conntrack_state() || counts_connections {
             flags |= ACTIVE_TRACKING;
         }
@@ -1195,6 +1218,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     | guard_kind::CT_PROTO_EXPIRE
                     | guard_kind::ADDR_MASK
                     | guard_kind::MARK
+                    | guard_kind::CONNMARK
             )
         }) {
             return Err(CompileError::NatOutputField {
@@ -1210,6 +1234,9 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     // hence no mark to test (iptables' nat OUTPUT sees the
                     // socket's SO_MARK; not carried there yet).
                     guard_kind::MARK => "packet mark (-m mark)",
+                    // Nor a connection: the socket programs run before it
+                    // exists.
+                    guard_kind::CONNMARK => "connection mark (-m connmark)",
                     _ => "connection's tuple, protocol or expiry (-m conntrack)",
                 },
             });

@@ -78,7 +78,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 51] = [
+pub const MAP_NAMES: [&str; 52] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -93,6 +93,7 @@ pub const MAP_NAMES: [&str; 51] = [
     "CT6_ESTABLISHED",
     "NAT_TARGETS",
     "MARK_TARGETS",
+    "CONNMARK_TARGETS",
     "CT_CONFIG",
     "ACTIVE",
     "CHAINS",

@@ -5,9 +5,10 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, MarkTarget, NatTarget,
-    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, mark_target_index, nat_target_index, rule_index, target,
+    ConnmarkTarget, Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey,
+    MarkTarget, NatTarget, addr_hash_key, chain_index, connmark_target_index, counter_index, field,
+    guard_index, key_chunk_index, log_target_index, mark_target_index, nat_target_index,
+    rule_index, target,
 };
 
 use super::{Dataplane, LoaderError, batch, map_err};
@@ -181,6 +182,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             targets
                 .set(mark_target_index(generation, n as u32), target, 0)
                 .map_err(map_err("MARK_TARGETS"))?;
+        }
+    }
+    {
+        // The CONNMARK operations, likewise.
+        let mut targets: Array<&mut MapData, ConnmarkTarget> =
+            Array::try_from(dp.map_mut("CONNMARK_TARGETS")?)
+                .map_err(map_err("CONNMARK_TARGETS"))?;
+        for (n, target) in compiled.connmark_targets.iter().enumerate() {
+            targets
+                .set(connmark_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("CONNMARK_TARGETS"))?;
         }
     }
     crate::profile::phase("maps: nat, guards, log");

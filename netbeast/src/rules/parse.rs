@@ -2234,6 +2234,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Connlimit(_) => "-m connlimit",
             Match::Hashlimit(_) => "-m hashlimit",
             Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
+            Match::Connmark(_) => "-m connmark (the IPv6 tracker keeps no connection mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
