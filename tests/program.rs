@@ -4551,29 +4551,36 @@ fn hashlimit_keeps_a_bucket_per_source() {
             ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
             "bytes"
         );
-        // --hashlimit-htable-max 2 and a third key: iptables drops the
-        // packets of keys past the table's max; netbeast keeps one LRU
-        // table for every name (docs/FEATURES.md) and gives the third its
-        // own bucket, counting every bucket it makes (`hashlimit_new`).
+        // --hashlimit-htable-max 2 (with -size 2: the kernel raises a max
+        // below the size, 8192 by default, to it) and a third key whose set holds none of
+        // the table's buckets: it gets none, and its packets do not match
+        // (iptables drops the packets of new keys once the table holds
+        // its max); buckets made and refusals counted.
         h.apply(&[
-            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-size 2 --hashlimit-htable-max 2 -j ACCEPT",
             "-A INPUT -p udp --dport 10 -j DROP",
         ]);
-        let before = h.stats()[stats::HASHLIMIT_NEW as usize];
-        let got: Vec<&str> = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3], [10, 9, 0, 3]]
+        let keys = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3]];
+        let sets: Vec<u32> = keys.iter().map(|k| hashlimit_set_of("small", *k)).collect();
+        assert!(
+            sets[2] != sets[0] && sets[2] != sets[1],
+            "the third key shares a set with the others: pick other addresses"
+        );
+        let before = h.stats();
+        let got: Vec<&str> = [keys[0], keys[1], keys[2], keys[2], keys[0]]
             .iter()
             .map(|src| action_name(h.run(&from(*src, 10, 8), 0).0))
             .collect();
         assert_eq!(
             got,
-            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_DROP", "XDP_DROP"],
             "htable-max"
         );
-        assert_eq!(
-            h.stats()[stats::HASHLIMIT_NEW as usize] - before,
-            3,
-            "buckets made"
-        );
+        let after = h.stats();
+        let moved = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(moved(stats::HASHLIMIT_NEW), 2, "buckets made");
+        assert_eq!(moved(stats::HASHLIMIT_FULL), 2, "keys refused");
+        assert_eq!(moved(stats::HASHLIMIT_EVICTED), 0, "nothing evicted");
         // A new ruleset keeps the named table's buckets (by name, as the
         // kernel's tables): the first source is still out of credit.
         h.apply(&[
@@ -4585,6 +4592,85 @@ fn hashlimit_keeps_a_bucket_per_source() {
             action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
             "XDP_PASS"
         );
+    });
+}
+
+/// The `HASHLIMIT` set of a `--hashlimit-mode srcip` key of table `name`.
+fn hashlimit_set_of(name: &str, src: [u8; 4]) -> u32 {
+    netbeast_common::hashlimit_set(&netbeast_common::HashlimitKey {
+        name: netbeast::rules::ext::hashlimit::name_number(name),
+        // As the kernel reads it from the packet: network order in memory.
+        src: u32::from_ne_bytes(src),
+        dst: 0,
+        ports: 0,
+    })
+}
+
+/// Three `--hashlimit-mode srcip` keys of table `name` in one set.
+fn three_keys_in_one_set(name: &str) -> [[u8; 4]; 3] {
+    let mut by_set: std::collections::HashMap<u32, Vec<[u8; 4]>> = Default::default();
+    for n in 1u32..1 << 20 {
+        let src = [10, 20 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keys = by_set.entry(hashlimit_set_of(name, src)).or_default();
+        keys.push(src);
+        if keys.len() == 3 {
+            return [keys[0], keys[1], keys[2]];
+        }
+    }
+    panic!("no set of {name} holds three of 2^20 addresses");
+}
+
+/// `--hashlimit-htable-max` reached with the new key's set holding the
+/// table's buckets: netbeast replaces the stalest of them (the one whose
+/// last packet is oldest, not the first made), where iptables would drop
+/// the new key's packets; every replacement of a live bucket is counted
+/// in `hashlimit_evicted`, and an evicted key that comes back starts
+/// with a full bucket.
+#[test]
+fn hashlimit_full_table_evicts_the_stalest() {
+    lab("hashlimit-evict", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name evict --hashlimit-htable-size 2 --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -j DROP",
+        ]);
+        let [a, b, c] = three_keys_in_one_set("evict");
+        let from = |src: [u8; 4]| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, 10)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let before = h.stats();
+        let mut steps = Vec::new();
+        // (key, verdict, evictions so far): a and b fill the table; a's
+        // second packet (over its limit) makes b the stalest; c replaces
+        // b; a keeps its spent bucket; b comes back with a full one in
+        // c's place (c stalest now), c in a's, a in b's.
+        for (key, want, evicted) in [
+            (a, "XDP_PASS", 0),
+            (b, "XDP_PASS", 0),
+            (a, "XDP_DROP", 0),
+            (c, "XDP_PASS", 1),
+            (a, "XDP_DROP", 1),
+            (b, "XDP_PASS", 2),
+            (c, "XDP_PASS", 3),
+            (a, "XDP_PASS", 4),
+            (a, "XDP_DROP", 4),
+        ] {
+            let got = action_name(h.run(&from(key), 0).0);
+            let now = h.stats();
+            let moved = |i: u32| now[i as usize] - before[i as usize];
+            steps.push((key, got, moved(stats::HASHLIMIT_EVICTED)));
+            assert_eq!(
+                (got, moved(stats::HASHLIMIT_EVICTED)),
+                (want, evicted),
+                "after {steps:?}"
+            );
+        }
+        let after = h.stats();
+        let moved = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(moved(stats::HASHLIMIT_NEW), 6, "buckets made");
+        assert_eq!(moved(stats::HASHLIMIT_FULL), 0, "no key refused");
     });
 }
 

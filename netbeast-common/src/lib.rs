@@ -1074,9 +1074,8 @@ pub mod stats {
     /// `-m connlimit` checks that could not take their list's lock (other
     /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
     pub const CONNLIMIT_CONTENDED: u32 = 28;
-    /// `-m hashlimit` buckets made for a key not in its table (once
-    /// `HASHLIMIT_ENTRIES` buckets are kept, each evicts the one used
-    /// least recently).
+    /// `-m hashlimit` buckets made for a key not in its table (see
+    /// `HASHLIMIT_EVICTED` for those that replaced a live one).
     pub const HASHLIMIT_NEW: u32 = 29;
     /// `-m hashlimit` packets treated as over the limit because other CPUs
     /// changed the bucket every time this one tried (`LIMIT_TRIES`).
@@ -1116,7 +1115,19 @@ pub mod stats {
     /// IPv6 packets with more than `MAX_IPV6_EXT_HEADERS` extension
     /// headers: dropped (never let through unclassified).
     pub const IPV6_EXT_TOO_DEEP: u32 = 42;
-    pub const COUNT: u32 = 43;
+    /// `-m hashlimit` buckets replaced by a new key while still live: the
+    /// stalest of the new key's set (of its own table when the table
+    /// holds its `--hashlimit-htable-max`, of any table when the set is
+    /// full). A bucket idle past its expiry is not counted (xt_hashlimit
+    /// would have collected it).
+    pub const HASHLIMIT_EVICTED: u32 = 43;
+    /// `-m hashlimit` packets of a new key that got no bucket: its table
+    /// held its `--hashlimit-htable-max` and the key's set none of the
+    /// table's buckets to replace. The rule's hashlimit does not hold
+    /// for them (`--hashlimit-upto` does not match, `--hashlimit-above`
+    /// does).
+    pub const HASHLIMIT_FULL: u32 = 44;
+    pub const COUNT: u32 = 45;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 9] = [
@@ -1176,6 +1187,8 @@ pub mod stats {
         "ipv6",
         "ipv6_malformed",
         "ipv6_ext_too_deep",
+        "hashlimit_evicted",
+        "hashlimit_full",
     ];
 }
 
@@ -2132,10 +2145,94 @@ pub fn hashlimit_byte_take(
     None
 }
 
-/// Buckets all `-m hashlimit` tables hold together. An LRU table: past
-/// it, a new key's bucket takes the place of the bucket used least
-/// recently, of any name (see docs/FEATURES.md).
+/// Buckets all `-m hashlimit` tables hold together: `HASHLIMIT_SETS`
+/// sets of `HASHLIMIT_WAYS` slots in one BPF array (`HASHLIMIT`). Each
+/// table also holds at most its `--hashlimit-htable-max` (see
+/// [`HashlimitTable`] and docs/FEATURES.md).
 pub const HASHLIMIT_ENTRIES: u32 = 262_144;
+/// Slots of one set: a key's bucket can live in any slot of the set its
+/// hash names ([`hashlimit_set`]), so a lookup compares at most this many
+/// keys, all in 512 contiguous bytes (one page).
+pub const HASHLIMIT_WAYS: usize = 8;
+pub const HASHLIMIT_SETS: u32 = HASHLIMIT_ENTRIES / HASHLIMIT_WAYS as u32;
+/// Names of `-m hashlimit` tables kept at once (`HASHLIMIT_TABLES`): a
+/// ruleset naming more is refused, naming this limit.
+pub const MAX_HASHLIMIT_TABLES: u32 = 1024;
+
+/// The set (`HASHLIMIT` index) of a `-m hashlimit` key: a multiplicative
+/// hash of its four words, the table name's included, so that tables
+/// spread over every set. The one definition for the kernel and the
+/// tests that predict evictions.
+#[inline(always)]
+pub fn hashlimit_set(key: &HashlimitKey) -> u32 {
+    let (k0, k1) = key.words();
+    hashlimit_set_of_words(k0, k1)
+}
+
+/// [`hashlimit_set`] of a key's [`HashlimitKey::words`].
+#[inline(always)]
+pub fn hashlimit_set_of_words(k0: u64, k1: u64) -> u32 {
+    // MurmurHash3's 64-bit finalizer over both words: every input bit
+    // reaches the set number's bits (a plain multiply carries the
+    // address's last octet, the top byte of its word, only upwards).
+    let mix = |mut h: u64| {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    (mix(k0 ^ mix(k1)) as u32) & (HASHLIMIT_SETS - 1)
+}
+
+impl HashlimitKey {
+    /// The key as the two words it is in a slot (little-endian: the name
+    /// and source, then the destination and ports).
+    #[inline(always)]
+    pub fn words(&self) -> (u64, u64) {
+        (
+            u64::from(self.name) | u64::from(self.src) << 32,
+            u64::from(self.dst) | u64::from(self.ports) << 32,
+        )
+    }
+}
+
+/// One slot of a `-m hashlimit` set: a key and its bucket (free while
+/// `bucket.last_ns` is 0), and the expiry of its table in ns, so that a
+/// key of another table that replaces it knows whether it was still live.
+/// One cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitSlot {
+    pub key: HashlimitKey,
+    pub bucket: HashlimitBucket,
+    pub expire_ns: u64,
+    pub _pad: [u64; 2],
+}
+
+/// A set of `HASHLIMIT_WAYS` slots: the value of the `HASHLIMIT` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitSet {
+    pub slots: [HashlimitSlot; HASHLIMIT_WAYS],
+}
+
+/// A `-m hashlimit` table (`HASHLIMIT_TABLES`, keyed by the name's
+/// number): written by the loader for every name a ruleset uses, its
+/// `live` count kept by the kernel. A new key takes a free slot of its
+/// set only while `live` is below `max`; at `max` it replaces the
+/// stalest bucket of the same table in its set (`stats::HASHLIMIT_EVICTED`),
+/// and with none there it gets no bucket (`stats::HASHLIMIT_FULL`), as
+/// every new key of a full table in xt_hashlimit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitTable {
+    /// `--hashlimit-htable-max` as the kernel reads it (see
+    /// `rules::ext::hashlimit::Hashlimit::table_max`).
+    pub max: u64,
+    /// Buckets of the table in `HASHLIMIT` (updated atomically).
+    pub live: u64,
+}
 
 /// A `-m hashlimit` bucket's key: its table's name number and the
 /// packet's masked fields its mode names (0 for the others).
@@ -3013,6 +3110,8 @@ mod user {
     unsafe impl aya::Pod for IpsetValue {}
     unsafe impl aya::Pod for RecentEntry {}
     unsafe impl aya::Pod for HashlimitBucket {}
+    unsafe impl aya::Pod for HashlimitSet {}
+    unsafe impl aya::Pod for HashlimitTable {}
     unsafe impl aya::Pod for ConnlimitList {}
     unsafe impl aya::Pod for LogTarget {}
     unsafe impl aya::Pod for LogEvent {}
@@ -3049,7 +3148,10 @@ mod tests {
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::IPV6_EXT_TOO_DEEP + 1, stats::COUNT);
+        assert_eq!(stats::HASHLIMIT_FULL + 1, stats::COUNT);
+        assert_eq!(size_of::<HashlimitSlot>(), 64);
+        assert_eq!(size_of::<HashlimitSet>(), 64 * HASHLIMIT_WAYS);
+        assert_eq!(HASHLIMIT_SETS.count_ones(), 1);
         // Guard kinds: one number each (three branches once took 11).
         {
             use guard_kind::*;
@@ -3207,8 +3309,9 @@ pub mod generator {
     /// Source addresses per source port (fits a /24 without its network
     /// and broadcast addresses).
     pub const ADDRESSES: u32 = 250;
-    /// Most flows: `ADDRESSES` × 256 source ports.
-    pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+    /// Most flows: `ADDRESSES` × 512 source ports (128,000: the `limit`
+    /// scenario's 100,000 keys fit).
+    pub const MAX_FLOWS: u32 = ADDRESSES * 512;
     /// The SYN generator (`bench --scenario synflood`): the bytes of its
     /// template, Ethernet, IPv4 without options and a TCP SYN with 20
     /// bytes of options (MSS, SACK permitted, timestamps, window scale),

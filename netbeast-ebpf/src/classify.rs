@@ -894,7 +894,8 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::HASHLIMIT {
-            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
+            let slot = crate::hashlimit::netbeast_hashlimit_slot(g._pad, g.c);
+            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c, slot) != 0;
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);

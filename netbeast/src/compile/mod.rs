@@ -354,6 +354,9 @@ pub struct CompiledRuleset {
     /// For each guard record that keeps state of its own rule, its
     /// identity across ruleset changes (see [`assign_state_slots`]).
     pub guard_identities: Vec<Option<GuardIdentity>>,
+    /// Every `-m hashlimit` table the ruleset names: its name's number
+    /// and the most buckets it holds (`HASHLIMIT_TABLES`).
+    pub hashlimit_tables: Vec<(u32, u64)>,
 }
 
 /// One chain's tables.
@@ -758,6 +761,7 @@ fn compile_with_limits(
         guards: guard_table.records,
         guard_owners: guard_table.owners,
         guard_identities: guard_table.identities,
+        hashlimit_tables: crate::rules::ext::hashlimit::tables(ruleset),
     })
 }
 

@@ -78,7 +78,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 52] = [
+pub const MAP_NAMES: [&str; 53] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -124,6 +124,7 @@ pub const MAP_NAMES: [&str; 52] = [
     // reads recent's).
     "CONNLIMIT",
     "HASHLIMIT",
+    "HASHLIMIT_TABLES",
     "RECENT",
     // ipsets (`netbeast ipset`): their headers and members.
     "IPSET_SETS",
@@ -204,6 +205,11 @@ pub enum LoaderError {
          for -m addrtype (size::ADDR_TYPES); remove addresses from the namespace's interfaces"
     )]
     TooManyLocalRoutes { routes: usize, limit: usize },
+    #[error(
+        "the ruleset names {tables} -m hashlimit tables (--hashlimit-name), more than the \
+         {limit} netbeast keeps (MAX_HASHLIMIT_TABLES); let rules share table names"
+    )]
+    TooManyHashlimitTables { tables: usize, limit: u32 },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
@@ -326,6 +332,10 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
         "CONNLIMIT" => "-m connlimit forgets the connections it counted",
         "HASHLIMIT" => "-m hashlimit buckets are full again",
+        "HASHLIMIT_TABLES" => {
+            "-m hashlimit tables count their buckets from zero (until the old ones are replaced, \
+             a table may hold more than its --hashlimit-htable-max)"
+        }
         "RECENT" => "-m recent lists are empty",
         "IPSET_SETS" | "IPSET_MEMBERS" | "IPSET_NETS" => {
             "ipsets lose their members (`ipset save` before, `ipset restore` after, keeps them)"

@@ -5,8 +5,10 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    ConnmarkTarget, Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey,
-    MarkTarget, NatTarget, addr_hash_key, chain_index, connmark_target_index, counter_index, field,
+    ConnmarkTarget, Counter as KernelCounter, Guard, HashlimitTable, IfaceKey, KEY_CHUNK, LogTarget,
+    MAX_HASHLIMIT_TABLES, MacKey,
+    MarkTarget, NatTarget, addr_hash_key, chain_index, connmark_target_index, counter_index,
+    field,
     guard_index, key_chunk_index, log_target_index, mark_target_index, nat_target_index,
     rule_index, target,
 };
@@ -164,6 +166,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map_err(map_err("GUARDS"))?;
         }
     }
+    write_hashlimit_tables(dp, &compiled.hashlimit_tables)?;
     {
         // The LOG rules' options, before the rules that name them.
         let mut targets: Array<&mut MapData, LogTarget> =
@@ -259,6 +262,49 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .set(chain_index(generation, c as u32), config, 0)
                 .map_err(map_err("CHAINS"))?;
         }
+    }
+    Ok(())
+}
+
+/// Writes each `-m hashlimit` table's max into `HASHLIMIT_TABLES`,
+/// keeping the live count the kernel keeps there (a table's buckets
+/// outlive ruleset changes, by name). Only entries that are missing or
+/// whose max changed are written: a write replaces the whole value, so
+/// a bucket the kernel counts meanwhile may be missed in the count.
+/// Names no rule uses any more are kept (their buckets are still there)
+/// until room is needed for new ones.
+fn write_hashlimit_tables(dp: &mut Dataplane, tables: &[(u32, u64)]) -> Result<(), LoaderError> {
+    const NAME: &str = "HASHLIMIT_TABLES";
+    if tables.len() > MAX_HASHLIMIT_TABLES as usize {
+        return Err(LoaderError::TooManyHashlimitTables {
+            tables: tables.len(),
+            limit: MAX_HASHLIMIT_TABLES,
+        });
+    }
+    let mut map: HashMap<&mut MapData, u32, HashlimitTable> =
+        HashMap::try_from(dp.map_mut(NAME)?).map_err(map_err(NAME))?;
+    let present: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+    let wanted: std::collections::HashSet<u32> = tables.iter().map(|&(name, _)| name).collect();
+    let new = tables
+        .iter()
+        .filter(|(name, _)| !present.contains(name))
+        .count();
+    if present.len() + new > MAX_HASHLIMIT_TABLES as usize {
+        for name in present.iter().filter(|name| !wanted.contains(name)) {
+            match map.remove(name) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(NAME)(e)),
+            }
+        }
+    }
+    for &(name, max) in tables {
+        let live = match map.get(&name, 0) {
+            Ok(t) if t.max == max => continue,
+            Ok(t) => t.live,
+            Err(_) => 0,
+        };
+        map.insert(name, HashlimitTable { max, live }, 0)
+            .map_err(map_err(NAME))?;
     }
     Ok(())
 }
