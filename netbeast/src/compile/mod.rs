@@ -645,8 +645,10 @@ fn compile_with_limits(
         builtin_rules[c] = prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32;
     }
     let counted = builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>()
-        + u64::from(filter6.user_counters_end);
-    let layout = netbeast_common::counter_layout(&builtin_rules, filter6.user_counters_end)
+        + u64::from(raw.user_counters_end);
+    // The raw table's user chains count last (`Prepared::new`'s bases
+    // above): their end is every user-defined chain's.
+    let layout = netbeast_common::counter_layout(&builtin_rules, raw.user_counters_end)
         .filter(|_| counted <= u64::from(limits.ruleset_counters));
     let Some((counter_bases, user_counter_base)) = layout else {
         return Err(CompileError::TooManyRulesetRules {
