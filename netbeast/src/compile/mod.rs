@@ -949,7 +949,14 @@ impl CompiledRuleset {
                 guard_kind::CONNLIMIT | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
             )
         });
-        if nat || self.uses_conntrack_state() || counts_connections {
+        // `-j SYNPROXY` in FORWARD replays the handshake to the server and
+        // translates the connection's sequence numbers from then on: it
+        // finds the connection in conntrack.
+        let proxies_forward = self.chains[netbeast_common::chain::FORWARD as usize]
+            .rules
+            .iter()
+            .any(|r| r.target == netbeast_common::target::SYNPROXY);
+        if nat || self.uses_conntrack_state() || counts_connections || proxies_forward {
             flags |= ACTIVE_TRACKING;
         }
         if self
