@@ -204,8 +204,10 @@ fn run(firewall: Firewall, shielded: bool) -> Outcome {
     let succeeded = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
+        // Until the clients are done, and one whole pass at least (a
+        // loaded machine may finish the clients sooner).
         let flooder = scope.spawn(|| {
-            while !stop.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) || flood_sent.load(Ordering::SeqCst) < FLOOD_FRAMES {
                 let n = support::send_raw_frames(
                     &routed.client,
                     ROUTED_CLIENT_IFACE,
