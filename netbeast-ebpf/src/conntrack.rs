@@ -1112,6 +1112,9 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
         t.entry.last_seen_ns = e.last_seen_ns;
         // What `-m connmark` and `-j CONNMARK` read.
         t.entry.mark = e.mark;
+        // The SYN-flood shield's mark (`PROXIED`): a connection it replayed
+        // to a server behind the router, whose packets it translates.
+        t.entry._pad = e._pad;
     }
     t.found = 1;
     t.reply = reply as u32;
@@ -1406,12 +1409,30 @@ fn quotes_original<A: FlowAddr>(e: &CtEntryOf<A>, quoted: &FlowOf<A>) -> bool {
         || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }
 
+/// The mark of a connection `-j SYNPROXY` replays to a server behind the
+/// router (in `CtEntry::_pad`): its packets are translated by the shield
+/// (`synproxy::translate`).
+pub const PROXIED: u8 = 1;
+
+/// True when the packet's connection (found in a table) is one the shield
+/// replays to a server behind the router.
+#[inline(always)]
+pub fn proxied() -> bool {
+    match tracking() {
+        Some(t) => t.found != 0 && t.entry._pad & PROXIED != 0,
+        None => false,
+    }
+}
+
 /// Records the connection of an ACK that carried a valid SYN cookie (the
 /// SYN-flood shield answered its SYN, which was never tracked) as
 /// ESTABLISHED: the handshake is complete, as netfilter's SYNPROXY leaves
 /// it once the server has answered. Its later packets then find it.
+///
+/// `mark` goes in the entry's spare byte: [`PROXIED`] for a connection the
+/// shield replays to a server behind the router (FORWARD), 0 otherwise.
 #[inline(always)]
-pub fn adopt(pkt: &Packet) {
+pub fn adopt(pkt: &Packet, mark: u8) {
     let (flow, complete) = flow_of::<V4>(pkt);
     if !complete {
         return;
@@ -1424,7 +1445,7 @@ pub fn adopt(pkt: &Packet) {
         protocol: flow.protocol,
         tcp_state: tcp_state::ESTABLISHED,
         status: ct_status::SEEN_REPLY,
-        _pad: 0,
+        _pad: mark,
         last_seen_ns: now_ns(),
         packets: [1, 0],
         bytes: [pkt.total_len() as u64, 0],

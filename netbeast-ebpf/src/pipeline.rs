@@ -251,6 +251,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             if chain != chain::FORWARD {
                 return xdp_action::XDP_PASS;
             }
+            // A connection `-j SYNPROXY` replayed to the server: the shield
+            // translates its sequence numbers (and answers the server's
+            // SYN-ACK), then the kernel forwards it.
+            if tracking && conntrack::proxied() {
+                return synproxy::enter_translate(ctx, in_ifindex);
+            }
             // The way out (fast path or the kernel's) and the source NAT
             // of a redirected frame, in a global function (see there).
             forward_tail(ctx, out_ifindex, translations)
@@ -265,10 +271,16 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
         }
-        // Only in INPUT (the compiler refuses it elsewhere): the listener
-        // is this host's.
-        target::SYNPROXY if chain == chain::INPUT => {
-            synproxy::enter_rule(ctx, reject_with, in_ifindex, tracking)
+        // Only in INPUT (a listener of this host) and FORWARD (a server
+        // behind the router): the compiler refuses it elsewhere.
+        target::SYNPROXY if chain == chain::INPUT || chain == chain::FORWARD => {
+            synproxy::enter_rule(
+                ctx,
+                reject_with,
+                in_ifindex,
+                tracking,
+                chain == chain::FORWARD,
+            )
         }
         // Not a filter verdict (the classifier never ends a search on a
         // code outside the targets table): the packet goes on.

@@ -978,7 +978,14 @@ impl CompiledRuleset {
                     | guard_kind::CONNMARK
             )
         }) || !self.connmark_targets.is_empty();
-        if nat || self.uses_conntrack_state() || counts_connections {
+        // `-j SYNPROXY` in FORWARD replays the handshake to the server and
+        // translates the connection's sequence numbers from then on: it
+        // finds the connection in conntrack.
+        let proxies_forward = self.chains[netbeast_common::chain::FORWARD as usize]
+            .rules
+            .iter()
+            .any(|r| r.target == netbeast_common::target::SYNPROXY);
+        if nat || self.uses_conntrack_state() || counts_connections || proxies_forward {
             flags |= ACTIVE_TRACKING;
         }
         if self

@@ -55,6 +55,10 @@ const SHIELD_PROGRAM: &str = "netbeast_shield";
 /// to (`synproxy.rs`).
 const SHIELD_SLOT: u32 = 0;
 const SHIELD_MAIN_SLOT: u32 = 1;
+/// `SHIELD`'s slot of the FORWARD half of `-j SYNPROXY` (the replay to a
+/// server behind the router, `netbeast_synfwd`).
+const SHIELD_FORWARD_SLOT: u32 = 2;
+const SYNFWD_PROGRAM: &str = "netbeast_synfwd";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// The IPv6 TC egress program, tail-called by [`EGRESS_PROGRAM`] from
@@ -745,6 +749,26 @@ impl Dataplane {
             .map_err(map_err("SHIELD"))?;
         slots
             .set(SHIELD_MAIN_SLOT, &main_fd, 0)
+            .map_err(map_err("SHIELD"))?;
+        let synfwd: &mut Xdp = self
+            .program_mut(SYNFWD_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if synfwd.fd().is_err() {
+            synfwd.load().map_err(LoaderError::Program)?;
+        }
+        let synfwd_fd = synfwd
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|source| LoaderError::Io {
+                what: "a copy of the SYNPROXY forward program's fd".into(),
+                source,
+            })?;
+        let mut slots = aya::maps::ProgramArray::try_from(self.map_mut("SHIELD")?)
+            .map_err(map_err("SHIELD"))?;
+        slots
+            .set(SHIELD_FORWARD_SLOT, &synfwd_fd, 0)
             .map_err(map_err("SHIELD"))?;
         Ok(())
     }
