@@ -7125,3 +7125,74 @@ fn route_cache_is_used_only_while_watched() {
         );
     });
 }
+
+/// ip6tables' `-m sctp --chunk-types`: the IPv4 walk's global functions
+/// from where the IPv6 extension headers end (after a destination options
+/// header here), a first fragment's chunks counting as cut short (what
+/// they do not decide does not match, as for IPv4).
+#[test]
+fn ipv6_sctp_chunk_types_match() {
+    use netbeast::packet::ipv6_ext::DEST_OPTS;
+    use netbeast::packet::sctp_chunk as chunk_of;
+    use netbeast::packet::sctp_chunk::*;
+    let c = |t: u8| chunk_of(t, 0, &[0xab; 5]);
+    let sctp6 = |chunks: &[Vec<u8>]| {
+        let mut packet = Vec::new();
+        packet.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+        packet.extend_from_slice(&3868u16.to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        packet.extend_from_slice(&chunks.concat());
+        packet
+    };
+    let plain = |chunks: &[Vec<u8>]| {
+        FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 132)
+            .payload(&sctp6(chunks))
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let after_options = |chunks: &[Vec<u8>]| plain(chunks).ipv6_ext(DEST_OPTS, 1);
+    let first_fragment = |chunks: &[Vec<u8>]| plain(chunks).ipv6_fragment(0, true);
+    let any_abort = "ip6 -A INPUT -p sctp --dport 3868 -m sctp --chunk-types any ABORT -j DROP";
+    let only_data = "ip6 -A INPUT -p sctp --dport 3868 -m sctp --chunk-types only DATA -j DROP";
+    let cases = vec![
+        case("any: met", &[any_abort], plain(&[c(DATA), c(ABORT)]), Drop),
+        case("any: absent", &[any_abort], plain(&[c(DATA)]), Pass),
+        case(
+            "any: met after an extension header",
+            &[any_abort],
+            after_options(&[c(INIT), c(ABORT)]),
+            Drop,
+        ),
+        case(
+            "any: absent after an extension header",
+            &[any_abort],
+            after_options(&[c(INIT)]),
+            Pass,
+        ),
+        case(
+            "any: met in a first fragment",
+            &[any_abort],
+            first_fragment(&[c(ABORT)]),
+            Drop,
+        ),
+        case(
+            "only: whole",
+            &[only_data],
+            plain(&[c(DATA), c(DATA)]),
+            Drop,
+        ),
+        case(
+            "only: another type",
+            &[only_data],
+            plain(&[c(DATA), c(SACK)]),
+            Pass,
+        ),
+        case(
+            "only: a first fragment's chunks do not decide it",
+            &[only_data],
+            first_fragment(&[c(DATA)]),
+            Pass,
+        ),
+    ];
+    lab6("sctp6-chunks", |h, _| run_cases(h, cases));
+}

@@ -586,8 +586,12 @@ pub mod target {
     /// [`super::connmark_target_index`]). Nothing for a packet without a
     /// connection (INVALID, UNTRACKED, raw chains).
     pub const CONNMARK: u32 = 12;
+    /// `-j CT` without `--notrack` (raw table): non-terminating; the
+    /// packet's connection is looked up and made in conntrack zone
+    /// `RuleAction::arg` (0 for a bare `-j CT`, the default template).
+    pub const CT: u32 = 13;
     /// Codes in the table.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     pub mod flag {
         /// The code is in the table.
@@ -612,6 +616,11 @@ pub mod target {
         /// search applies it at once, to the conntrack entry (or, for a
         /// connection's first packet, to the entry it will confirm).
         pub const CONNECTION_MARK: u32 = 64;
+        /// It gives the packet its conntrack template (xt_CT: `-j CT`,
+        /// `--notrack`, `--zone`): the first such rule the packet meets
+        /// decides, later ones change nothing (xt_CT leaves a packet that
+        /// has one alone).
+        pub const CT_TEMPLATE: u32 = 128;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -622,7 +631,8 @@ pub mod target {
             ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
-            NOTRACK => KNOWN | UNTRACK,
+            NOTRACK => KNOWN | UNTRACK | CT_TEMPLATE,
+            CT => KNOWN | CT_TEMPLATE,
             MARK => KNOWN | SET_MARK,
             // It needs the packet's connection, which the socket programs
             // (nat OUTPUT) do not have yet.
@@ -2275,13 +2285,19 @@ pub const CONNLIMIT_SLOTS: usize = 64;
 /// docs/FEATURES.md).
 pub const CONNLIMIT_LISTS: u32 = 8192;
 
-/// Which list of `-m connlimit` connections: guard and masked address.
+/// Which list of `-m connlimit` connections: guard, masked address and
+/// conntrack zone (xt_connlimit keys its counts by zone too: connections
+/// of one address in two zones are counted apart).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnlimitKey {
-    /// The state slot of the rule's guard (`Guard::c`), the same in every
-    /// generation that keeps the rule.
-    pub guard: u32,
+    /// The state slot of the rule's guard (`Guard::c`, below
+    /// [`MAX_GUARDS`]), the same in every generation that keeps the rule.
+    pub guard: u16,
+    /// The zone of the packet's connection (0 without one). It took the
+    /// high half of what was a 32-bit slot number, always 0 there: lists
+    /// of an older netbeast read as zone 0's, which they were.
+    pub zone: u16,
     /// The masked address, network byte order.
     pub addr: u32,
 }
@@ -2798,7 +2814,14 @@ pub struct CtKeyOf<A> {
     pub port_lo: u16,
     pub port_hi: u16,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The conntrack zone (`-j CT --zone N` in the raw table; 0, the
+    /// default zone, otherwise): the same tuple in two zones is two
+    /// connections, as in the kernel. It took two of the three padding
+    /// bytes the key had, which were always 0: the key's size and layout
+    /// are unchanged, so the entries of an older netbeast stay valid
+    /// across an upgrade as connections of zone 0, which they were.
+    pub zone: u16,
 }
 
 /// The IPv4 conntrack key.
@@ -3140,6 +3163,13 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<ConnlimitKey>(), 8);
+        // A guard's slot fits `ConnlimitKey::guard`.
+        const { assert!(MAX_GUARDS <= 1 << 16) };
+        // The zone sits where padding that was always 0 sat: an older
+        // key's bytes read as the same tuple in zone 0 (see `CtKeyOf::zone`).
+        assert_eq!(core::mem::offset_of!(CtKey, zone), 14);
+        assert_eq!(core::mem::offset_of!(CtKey6, zone), 38);
         assert_eq!(size_of::<IpsetHeader>(), 24);
         assert_eq!(size_of::<IpsetKey>(), 24);
         assert_eq!(size_of::<IpsetValue>(), 8);

@@ -554,6 +554,7 @@ pub extern "C" fn netbeast_classify(
     st.log_count = 0;
     st.hit_count = 0;
     st.untrack = 0;
+    st.ct_template = 0;
     // `takes_effect` reads it (a MARK's entry) from the first slot on,
     // before the search's steps record the rest of their state.
     st.generation = generation;
@@ -705,7 +706,10 @@ fn connlimit_guard(g: &Guard, slot: u32) -> bool {
     {
         let k = t.key;
         own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
-        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
+        own_hi = u64::from(k.port_lo)
+            | u64::from(k.port_hi) << 16
+            | u64::from(k.protocol) << 32
+            | u64::from(k.zone) << 48;
     }
     let count = crate::connlimit::netbeast_connlimit(slot, addr & g.b as u32, own_lo, own_hi);
     if count == u32::MAX {
@@ -1288,6 +1292,11 @@ pub struct SearchState {
     /// 1 when the search met a NOTRACK rule (raw table's `-j CT
     /// --notrack`): the pipeline then leaves the packet out of conntrack.
     pub untrack: u32,
+    /// The conntrack template the search gave the packet (raw table's
+    /// `-j CT`): `CT_TEMPLATE_SET` once a CT or NOTRACK rule was met, and
+    /// the zone in the low 16 bits. The first one decides, as xt_CT leaves
+    /// a packet that has a template alone.
+    pub ct_template: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1476,8 +1485,11 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
             bump(stats::LOG_LOST);
         }
     }
-    if flags & target::flag::UNTRACK != 0 {
-        st.untrack = 1;
+    if flags & target::flag::CT_TEMPLATE != 0 && st.ct_template == 0 {
+        st.ct_template = CT_TEMPLATE_SET | (action.arg & 0xffff);
+        if flags & target::flag::UNTRACK != 0 {
+            st.untrack = 1;
+        }
     }
     if flags & target::flag::SET_MARK != 0
         && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
@@ -1492,6 +1504,9 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
     }
     flags & target::flag::TERMINATING != 0
 }
+
+/// `SearchState::ct_template`: a CT or NOTRACK rule was met.
+pub const CT_TEMPLATE_SET: u32 = 1 << 16;
 
 /// What `bpf_loop` hands every step: the search state.
 #[repr(C)]

@@ -93,7 +93,8 @@ extern "C" fn walk_slot(index: u64, ctx: *mut c_void) -> i64 {
 
 /// Counts the live connections of list (`guard`: the rule's state slot,
 /// `addr`), the packet's
-/// own connection `own` (`own.protocol` 0: it has none) included and
+/// own connection `own` (`own.protocol` 0: it has none; its zone in bits
+/// 48–63 of `own_hi`) included and
 /// recorded. `u32::MAX` when the list could not be had (lock contended, no
 /// room in the table). A global function, verified once.
 #[unsafe(no_mangle)]
@@ -105,9 +106,16 @@ pub extern "C" fn netbeast_connlimit(guard: u32, addr: u32, own_lo: u64, own_hi:
         port_lo: own_hi as u16,
         port_hi: (own_hi >> 16) as u16,
         protocol: (own_hi >> 32) as u8,
-        _pad: [0; 3],
+        _pad: 0,
+        // Its zone: the list counted is that zone's.
+        zone: (own_hi >> 48) as u16,
     };
-    let key = ConnlimitKey { guard, addr };
+    // One list per zone, as xt_connlimit counts per zone.
+    let key = ConnlimitKey {
+        guard: guard as u16,
+        zone: own.zone,
+        addr,
+    };
     let mut list = CONNLIMIT.get_ptr_mut(&key);
     if list.is_none() {
         if own.protocol == 0 {

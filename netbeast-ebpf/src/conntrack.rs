@@ -91,14 +91,30 @@ pub struct FlowOf<A> {
 pub type Flow = FlowOf<u32>;
 
 impl<A: FlowAddr> FlowOf<A> {
-    pub fn key(&self) -> CtKeyOf<A> {
-        key_of(self.src, self.sport, self.dst, self.dport, self.protocol)
+    /// Its key in conntrack zone `zone`.
+    pub fn key(&self, zone: u16) -> CtKeyOf<A> {
+        key_of(
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+            self.protocol,
+            zone,
+        )
     }
 }
 
-/// The key of the flow between two endpoints, whichever way it goes.
+/// The key of the flow between two endpoints, whichever way it goes, in
+/// conntrack zone `zone`.
 #[inline(always)]
-pub fn key_of<A: FlowAddr>(a: A, a_port: u16, b: A, b_port: u16, protocol: u8) -> CtKeyOf<A> {
+pub fn key_of<A: FlowAddr>(
+    a: A,
+    a_port: u16,
+    b: A,
+    b_port: u16,
+    protocol: u8,
+    zone: u16,
+) -> CtKeyOf<A> {
     let forward = a.before(&b) || (a == b && a_port <= b_port);
     let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
         (a, a_port, b, b_port)
@@ -111,32 +127,36 @@ pub fn key_of<A: FlowAddr>(a: A, a_port: u16, b: A, b_port: u16, protocol: u8) -
         port_lo,
         port_hi,
         protocol,
-        _pad: [0; 3],
+        _pad: 0,
+        zone,
     }
 }
 
-/// The key of a connection's reply tuple.
+/// The key of a connection's reply tuple; `zone` is the connection's (a
+/// connection's tuples all live in its zone).
 #[inline(always)]
-pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
+pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
     key_of(
         e.reply_src,
         e.reply_sport,
         e.reply_dst,
         e.reply_dport,
         e.protocol,
+        zone,
     )
 }
 
 /// The key of the tuple TC egress sees in the original direction: the
 /// destination already translated, the source not yet.
 #[inline(always)]
-pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
+pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
     key_of(
         e.orig_src,
         e.orig_sport,
         e.reply_src,
         e.reply_sport,
         e.protocol,
+        zone,
     )
 }
 
@@ -154,6 +174,10 @@ pub struct TrackingOf<A> {
     pub found: u32,
     /// 1 when the packet goes the reply way of `entry`.
     pub reply: u32,
+    /// The packet's conntrack zone, set before `track` (`set_zone`): the
+    /// raw table's `-j CT --zone`, else 0. Its lookups and the connection
+    /// it opens are in that zone.
+    pub zone: u32,
     /// The connection's key (its original tuple's).
     pub key: CtKeyOf<A>,
     pub entry: CtEntryOf<A>,
@@ -182,6 +206,12 @@ pub trait Family {
     type Addr: FlowAddr + 'static;
     /// The family's ICMP protocol (1, or 58 for ICMPv6).
     const ICMP: u8;
+    /// Its packets can be given a conntrack zone (IPv4's raw table, `-j CT
+    /// --zone`). IPv6 has no raw table yet: its keys are always of zone 0,
+    /// a constant the compiler folds — the IPv6 program's call chain
+    /// (`track6`, `lookup::<V6>`) is at the 512-byte stack limit, and a
+    /// zone carried through it took it past.
+    const ZONED: bool;
     fn unreplied() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
     fn established() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
     /// The index of translated connections' other keys; `None` where the
@@ -217,6 +247,7 @@ pub struct V6;
 impl Family for V4 {
     type Addr = u32;
     const ICMP: u8 = IPPROTO_ICMP;
+    const ZONED: bool = true;
     #[inline(always)]
     fn unreplied() -> &'static LruHashMap<CtKey, CtEntry> {
         &CT_UNREPLIED
@@ -284,6 +315,7 @@ const IPV6_HLEN: usize = 40;
 impl Family for V6 {
     type Addr = Addr6;
     const ICMP: u8 = IPPROTO_ICMPV6;
+    const ZONED: bool = false;
     #[inline(always)]
     fn unreplied() -> &'static LruHashMap<CtKey6, CtEntry6> {
         &CT6_UNREPLIED
@@ -380,6 +412,15 @@ pub fn untrack() -> u32 {
         t.state = ct_state::UNTRACKED;
     }
     ct_state::UNTRACKED
+}
+
+/// Gives the current IPv4 packet its conntrack zone (from the raw
+/// table's `-j CT --zone`; 0 without one) before `track`.
+#[inline(always)]
+pub fn set_zone(zone: u32) {
+    if let Some(t) = tracking() {
+        t.zone = zone & 0xffff;
+    }
 }
 
 /// The state `track` found for the current IPv4 packet.
@@ -943,7 +984,7 @@ fn classify_flow<F: Family>(
         });
         return state;
     }
-    let key = flow.key();
+    let key = flow.key(zone_of::<F>(t.zone as u16));
     t.key = key;
     t.via_index = 0;
     let state = lookup::<F>(t, pkt, &flow);
@@ -1070,7 +1111,10 @@ fn meet<F: Family>(
     flow: &FlowOf<F::Addr>,
     now: u64,
 ) -> Met {
-    if t.via_index != 0 && !has_key(e, &t.wire) {
+    // (Only a family with a NAT index reaches a connection through it:
+    // for the other, the test folds away, and with it the keys it builds
+    // on a stack the IPv6 call chain has no room for.)
+    if F::nat_index().is_some() && t.via_index != 0 && !has_key::<F>(e, &t.wire) {
         return Met::Stale;
     }
     let reopened = reopens(e, pkt);
@@ -1123,9 +1167,16 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
 /// True when translated connection `e` appears on the wire under `key`
 /// (its reply tuple, or the half-translated one).
 #[inline(always)]
-fn has_key<A: FlowAddr>(e: &CtEntryOf<A>, key: &CtKeyOf<A>) -> bool {
+fn has_key<F: Family>(e: &CtEntryOf<F::Addr>, key: &CtKeyOf<F::Addr>) -> bool {
+    let zone = zone_of::<F>(key.zone);
     e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
-        && (reply_key(e) == *key || mid_key(e) == *key)
+        && (reply_key(e, zone) == *key || mid_key(e, zone) == *key)
+}
+
+/// `zone` for a family whose packets have zones, else the constant 0.
+#[inline(always)]
+fn zone_of<F: Family>(zone: u16) -> u16 {
+    if F::ZONED { zone } else { 0 }
 }
 
 /// An index entry whose connection went (evicted) and whose key another
@@ -1147,11 +1198,12 @@ fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>)
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
-    let reply = reply_key(e);
+    let zone = zone_of::<F>(key.zone);
+    let reply = reply_key(e, zone);
     if reply != *key {
         let _ = index.remove(&reply);
     }
-    let mid = mid_key(e);
+    let mid = mid_key(e, zone);
     if mid != *key && mid != reply {
         let _ = index.remove(&mid);
     }
@@ -1208,7 +1260,11 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
         let _ = related::<V4>(pkt, start, end, true, t);
         return;
     }
-    if copy_connection::<V4>(t, &flow.key(), true) {
+    // The zone a forwarded packet was given at ingress is not known here
+    // (the kernel carries it in the skb's conntrack reference, which XDP
+    // has no counterpart of): it is looked up in zone 0.
+    t.zone = 0;
+    if copy_connection::<V4>(t, &flow.key(0), true) {
         t.reply = is_reply(&t.entry, &flow) as u32;
     }
 }
@@ -1288,11 +1344,12 @@ fn confirm_of<F: Family>() {
     if t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
-    let reply = reply_key(&t.entry);
+    let zone = zone_of::<F>(t.key.zone);
+    let reply = reply_key(&t.entry, zone);
     if reply != t.key && index.insert(&reply, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
-    let mid = mid_key(&t.entry);
+    let mid = mid_key(&t.entry, zone);
     if mid != t.key && mid != reply && index.insert(&mid, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
@@ -1310,7 +1367,9 @@ fn related<F: Family>(
     if !F::quoted(pkt, start, end, &mut t.quoted) {
         return ct_state::INVALID;
     }
-    t.quoted_key = t.quoted.key();
+    // The error is looked up in its own zone, as the kernel looks up an
+    // ICMP error with its template's zone.
+    t.quoted_key = t.quoted.key(zone_of::<F>(t.zone as u16));
     let key: *const CtKeyOf<F::Addr> = &t.quoted_key;
     // SAFETY: points into this CPU's tracking slot, which `copy_connection`
     // writes elsewhere (key, entry, found).
@@ -1456,16 +1515,18 @@ pub fn adopt(pkt: &Packet, mark: u8) {
         // Its SYN was answered by the shield, untracked: no rule marked it.
         mark: 0,
     };
-    if let Some(t) = tracking() {
-        // What the chains read of it (`key`): this packet's connection.
-        t.state = ct_state::ESTABLISHED;
-        t.pending = 0;
-        t.found = 1;
-        t.reply = 0;
-        t.key = flow.key();
-        t.entry = entry;
-    }
-    match CT_ESTABLISHED.insert(&flow.key(), &entry, BPF_NOEXIST) {
+    let Some(t) = tracking() else {
+        return;
+    };
+    // What the chains read of it (`key`): this packet's connection, in
+    // the packet's zone.
+    t.state = ct_state::ESTABLISHED;
+    t.pending = 0;
+    t.found = 1;
+    t.reply = 0;
+    t.key = flow.key(t.zone as u16);
+    t.entry = entry;
+    match CT_ESTABLISHED.insert(&t.key, &entry, BPF_NOEXIST) {
         Ok(()) => {
             bump(stats::CT_CREATED);
             bump(stats::CT_ESTABLISHED);

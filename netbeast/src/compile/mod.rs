@@ -818,6 +818,8 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     // number of the rule's translation or LOG entry.
     let arg = match target {
         Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
+        // The conntrack zone its template gives.
+        Target::Ct(ct) => u32::from(ct.zone),
         // SYNPROXY's options sit in the same per-rule table.
         _ if target.is_nat()
             || matches!(
@@ -985,7 +987,20 @@ impl CompiledRuleset {
             .rules
             .iter()
             .any(|r| r.target == netbeast_common::target::SYNPROXY);
-        if nat || self.uses_conntrack_state() || counts_connections || proxies_forward {
+        // A `-j CT` template (a zone) is xt_CT's say over conntrack, which
+        // its rule loads (nf_ct_netns_get): connections are then tracked,
+        // in the zone it gives, as `conntrack -L` shows them.
+        let ct_template = self.chains.iter().any(|c| {
+            c.rules
+                .iter()
+                .any(|r| r.target == netbeast_common::target::CT)
+        });
+        if nat
+            || self.uses_conntrack_state()
+            || counts_connections
+            || proxies_forward
+            || ct_template
+        {
             flags |= ACTIVE_TRACKING;
         }
         if self

@@ -331,7 +331,7 @@ pub(super) fn clear_state_slots(
         let stale: Vec<ConnlimitKey> = connlimit
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| lists.contains(&k.guard))
+            .filter(|k| lists.contains(&u32::from(k.guard)))
             .collect();
         for k in stale {
             // Gone already (evicted by the LRU): as good as removed.

@@ -2200,7 +2200,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // hop limit, source MAC), or guards that do not read the
             // addresses (limit, statistic), or read them from the IPv6
             // address words (set, recent).
-            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
+            // SCTP chunks: the IPv4 walk, from the end of the extension
+            // headers.
+            Match::Ports(p) if p.tcp_option.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
@@ -2214,7 +2216,6 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
-            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
