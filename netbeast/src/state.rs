@@ -448,12 +448,14 @@ fn parse_journal(text: &str, base: u32, committed: Option<u32>) -> Option<Journa
         expect = (expect + 1) & ACTIVE_SEQ_MASK;
         records.push(record);
     }
-    // Keep what the counter file's commit reached; with no counter file of
-    // this journal (lost), every record that reads.
-    if let Some(at) = committed.and_then(|c| records.iter().position(|r| r.seq == c)) {
-        records.truncate(at + 1);
-    } else if committed == Some(base) {
-        records.clear();
+    // Keep what the counter file's commit reached. Its file is renamed
+    // into place only after the switch, so a record is in force only if
+    // it is (or precedes) the counter file's commit: none without one (the
+    // first record's switch never happened), none with a counter file of
+    // another journal.
+    match committed.and_then(|c| records.iter().position(|r| r.seq == c)) {
+        Some(at) => records.truncate(at + 1),
+        None => records.clear(),
     }
     let dropped = records.len() < total;
     Some(Journal { records, dropped })
@@ -1448,6 +1450,18 @@ mod tests {
         let mut kernel = 1;
         ns.write_pending(&ruleset, 1, &[]).unwrap();
         ns.finish_pending().unwrap();
+        // The first journaled commit killed before its switch: no counter
+        // file says any record is in force.
+        let mut first = ruleset.clone();
+        first.filter.chains[0].policy = Some(crate::rules::model::Policy::Drop);
+        let change = journal::diff(&ruleset, &first);
+        assert!(ns.write_pending_change(&change, &first, 2, &[]).unwrap());
+        assert!(ns.settle_pending(Some(kernel)).unwrap().is_some());
+        assert_eq!(
+            ns.load_stored().unwrap().ruleset,
+            ruleset,
+            "unswitched first record"
+        );
         let mut journaled_reads = 0;
         for step in 0..3 * JOURNAL_MAX_RECORDS {
             let before = ruleset.clone();
