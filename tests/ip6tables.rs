@@ -119,9 +119,7 @@ const REFUSED: &[(&str, i32)] = &[
 
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):
 /// exit 2, a message saying so, nothing applied.
-const NOT_YET: &[&str] = &[
-    "-A INPUT -m conntrack --ctproto tcp -j ACCEPT",
-];
+const NOT_YET: &[&str] = &["-A INPUT -m conntrack --ctproto tcp -j ACCEPT"];
 
 /// The listings compared after the commands.
 const LISTINGS: &[&str] = &[

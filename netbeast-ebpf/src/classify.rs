@@ -553,6 +553,7 @@ pub extern "C" fn netbeast_classify(
     st.log_count = 0;
     st.hit_count = 0;
     st.untrack = 0;
+    st.ct_template = 0;
     // `takes_effect` reads it (a MARK's entry) from the first slot on,
     // before the search's steps record the rest of their state.
     st.generation = generation;
@@ -733,6 +734,9 @@ fn packet_guard(g: &Guard) -> bool {
     if g.kind == guard_kind::MARK {
         return g.holds_mark(crate::parse::current_mark());
     }
+    if g.kind == guard_kind::CONNMARK {
+        return crate::conntrack::connmark_holds(g, keys.ct_state & ct_state::STATE_MASK);
+    }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
@@ -878,8 +882,14 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::HASHLIMIT {
-            let under = crate::hashlimit::netbeast_hashlimit_key(g._pad, g.c) != 0
-                && crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
+            // Three calls side by side (key, slot, take), none nested in
+            // another: the guards' frame is the deepest call chain's.
+            let slot = if crate::hashlimit::netbeast_hashlimit_key(g._pad, g.c) != 0 {
+                crate::hashlimit::netbeast_hashlimit_slot(g.c)
+            } else {
+                u64::MAX
+            };
+            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c, slot) != 0;
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);
@@ -914,6 +924,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
             || g.kind == guard_kind::MARK
+            || g.kind == guard_kind::CONNMARK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
@@ -1271,6 +1282,11 @@ pub struct SearchState {
     /// 1 when the search met a NOTRACK rule (raw table's `-j CT
     /// --notrack`): the pipeline then leaves the packet out of conntrack.
     pub untrack: u32,
+    /// The conntrack template the search gave the packet (raw table's
+    /// `-j CT`): `CT_TEMPLATE_SET` once a CT or NOTRACK rule was met, and
+    /// the zone in the low 16 bits. The first one decides, as xt_CT leaves
+    /// a packet that has a template alone.
+    pub ct_template: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1459,19 +1475,28 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
             bump(stats::LOG_LOST);
         }
     }
-    if flags & target::flag::UNTRACK != 0 {
-        st.untrack = 1;
+    if flags & target::flag::CT_TEMPLATE != 0 && st.ct_template == 0 {
+        st.ct_template = CT_TEMPLATE_SET | (action.arg & 0xffff);
+        if flags & target::flag::UNTRACK != 0 {
+            st.untrack = 1;
+        }
     }
     if flags & target::flag::SET_MARK != 0
         && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
     {
         st.mark = m.apply(st.mark);
     }
+    if flags & target::flag::CONNECTION_MARK != 0 {
+        st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);
+    }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);
     }
     flags & target::flag::TERMINATING != 0
 }
+
+/// `SearchState::ct_template`: a CT or NOTRACK rule was met.
+pub const CT_TEMPLATE_SET: u32 = 1 << 16;
 
 /// What `bpf_loop` hands every step: the search state.
 #[repr(C)]

@@ -219,12 +219,15 @@ pub extern "C" fn netbeast_connlimit(guard: u32, b: u64) -> u32 {
     let own = unsafe { &mut (*walk).own };
     match conntrack::tracking() {
         Some(t) if t.found != 0 || t.pending != 0 => *own = t.key,
-        _ => own.protocol = 0,
+        // No connection: nothing recorded, the default zone's list.
+        _ => (own.protocol, own.zone) = (0, 0),
     }
     let addr = if daddr { keys.dst } else { keys.src };
+    // One list per zone, as xt_connlimit counts per zone.
     count::<V4>(
         &ConnlimitKey {
-            guard,
+            guard: guard as u16,
+            zone: own.zone,
             addr: addr & b as u32,
         },
         walk,
@@ -246,7 +249,7 @@ pub extern "C" fn netbeast_connlimit6(guard: u32, b: u64) -> u32 {
     };
     // SAFETY: fields of this CPU's scratch, used by this program run only.
     let (key, walk) = unsafe { (&mut (*scratch).list_key6, &raw mut (*scratch).walk6) };
-    key.guard = guard;
+    key.guard = guard as u16;
     // The address's other three words (see `Packet::addr6`).
     key.addr = if daddr {
         [keys.dst, w[1], w[3], w[5]]
@@ -260,7 +263,9 @@ pub extern "C" fn netbeast_connlimit6(guard: u32, b: u64) -> u32 {
     let own = unsafe { &mut (*walk).own };
     match conntrack::tracking6() {
         Some(t) if t.found != 0 || t.pending != 0 => *own = t.key,
-        _ => own.protocol = 0,
+        _ => (own.protocol, own.zone) = (0, 0),
     }
+    // One list per zone, as for IPv4.
+    key.zone = own.zone;
     count::<V6>(key, walk)
 }

@@ -1,6 +1,7 @@
 //! The stateful guards' per-CPU scratch, in one map: the keys they build
 //! (the guards run at the end of a deep call chain whose 512-byte stack
-//! has no room for an IPv6 key), `-m connlimit`'s walks, and the zeroed
+//! has no room for an IPv6 key), `-m hashlimit`'s scan of a set,
+//! `-m connlimit`'s walks, and the zeroed
 //! values new entries are inserted from (too big for the stack). One map
 //! rather than one each: a program may use at most 64 maps, and the IPv4
 //! XDP program is near that.
@@ -10,11 +11,13 @@ use netbeast_common::{
     Addr6, ConnlimitKey6, ConnlimitList, ConnlimitList6, HashlimitKey, RecentEntry, RecentKey,
 };
 
-use crate::connlimit::Walk;
+use crate::{connlimit::Walk, hashlimit::Scan};
 
 #[repr(C)]
 pub struct GuardScratch {
+    /// First: 8-byte aligned, read as words (`HASHLIMIT_KEY_WORDS`).
     pub hashlimit_key: HashlimitKey,
+    pub hashlimit_scan: Scan,
     pub recent_key: RecentKey,
     pub list_key6: ConnlimitKey6,
     pub walk: Walk<u32>,

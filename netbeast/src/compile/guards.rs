@@ -503,6 +503,17 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
         // The models run no MARK rule: their packets keep the mark they
         // came with, which is none (0), as a packet from the wire.
         guard_kind::MARK => Some(guard.holds_mark(0)),
+        // Nor any CONNMARK rule: a packet with a connection has mark 0
+        // there, one without (INVALID, UNTRACKED) none, which never
+        // matches.
+        guard_kind::CONNMARK => {
+            let state = pkt.ct_state & ct_state::STATE_MASK;
+            let connected = matches!(
+                state,
+                ct_state::NEW | ct_state::ESTABLISHED | ct_state::RELATED
+            );
+            Some(guard.holds_connmark(connected.then_some(0)))
+        }
         guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
             let state = pkt.ct_state & ct_state::STATE_MASK;
             if !matches!(

@@ -2194,7 +2194,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // hop limit, source MAC), or guards that do not read the
             // addresses (limit, statistic), or read them from the IPv6
             // address words (set, recent).
-            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
+            // SCTP chunks: the IPv4 walk, from the end of the extension
+            // headers.
+            Match::Ports(p) if p.tcp_option.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
@@ -2213,7 +2215,6 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Connlimit(c) if c.v6 => continue,
             // IPv6 ranges: prefixes of the IPv6 address words.
             Match::IpRange(r) if r.src.is_none() && r.dst.is_none() => continue,
-            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
@@ -2233,6 +2234,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Connlimit(_) => "-m connlimit with IPv4 masks",
             Match::Hashlimit(_) => "-m hashlimit with IPv4 masks",
             Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
+            Match::Connmark(_) => "-m connmark (the IPv6 tracker keeps no connection mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),

@@ -28,6 +28,11 @@ pub const DEFAULT_GCINTERVAL: u32 = 1000;
 /// and with a `--hashlimit-burst` (libxt_hashlimit's defaults).
 const BYTE_EXPIRE: u32 = 15;
 const BYTE_EXPIRE_BURST: u32 = 60;
+/// The hash table size xt_hashlimit picks without `--hashlimit-htable-size`
+/// on a machine of 1 GiB or more (it scales down below that), and the
+/// factor from it to the default `--hashlimit-htable-max`.
+pub const DEFAULT_HTABLE_SIZE: u64 = 8192;
+const MAX_PER_SIZE: u64 = 8;
 /// The longest `--hashlimit-name` (the kernel's name field holds 32 bytes
 /// with the final NUL).
 pub const MAX_NAME_LEN: usize = 31;
@@ -299,6 +304,35 @@ impl Hashlimit {
                 (rate, rate.saturating_mul(self.burst.max(1)))
             }
         }
+    }
+
+    /// The most buckets the table holds, as xt_hashlimit derives it from
+    /// `--hashlimit-htable-max` and `-size`: 8 × the size when no max is
+    /// given, never below the size; at most `HASHLIMIT_ENTRIES`, what
+    /// all tables hold together.
+    pub fn table_max(&self) -> u64 {
+        let size = if self.size == 0 {
+            DEFAULT_HTABLE_SIZE
+        } else {
+            u64::from(self.size)
+        };
+        let max = match u64::from(self.max) {
+            0 => MAX_PER_SIZE * size,
+            max => max.max(size),
+        };
+        max.min(u64::from(netbeast_common::HASHLIMIT_ENTRIES))
+    }
+
+    /// Its table as `HASHLIMIT_TABLES` knows it: the name's number and
+    /// the family (IPv4 and IPv6 tables of one name are apart, as in
+    /// xt_hashlimit), the first word of its keys.
+    pub fn table(&self) -> u64 {
+        netbeast_common::HashlimitKey {
+            name: name_number(&self.name),
+            v6: u32::from(self.v6),
+            ..Default::default()
+        }
+        .table()
     }
 
     /// The guard the kernel evaluates.
@@ -875,6 +909,29 @@ fn random_text(d: &mut Dice) -> Option<Match> {
     (first_match(&again).as_ref() == Some(&m)).then_some(m)
 }
 
+/// Every `-m hashlimit` table a ruleset names: its [`Hashlimit::table`]
+/// and [`Hashlimit::table_max`]. Where rules naming one table disagree, the
+/// first rule (table, chain, rule order) decides, as the kernel's table
+/// keeps the options of the rule that made it.
+pub fn tables(ruleset: &crate::rules::model::Ruleset) -> Vec<(u64, u64)> {
+    let mut seen = std::collections::BTreeMap::new();
+    let tables = [
+        &ruleset.filter,
+        &ruleset.raw,
+        &ruleset.nat,
+        &ruleset.mangle,
+        &ruleset.filter6,
+    ];
+    for rule in tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules) {
+        for m in &rule.matches {
+            if let Match::Hashlimit(h) = m {
+                seen.entry(h.table()).or_insert_with(|| h.table_max());
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -909,5 +966,39 @@ mod tests {
             assert_eq!(rate_text(period), (printed.to_string(), quantum), "{given}");
         }
         assert_eq!(parse_packet_rate("1000001/s"), Some(Err(())));
+    }
+
+    /// The table bound, as xt_hashlimit's `htable_create` derives it.
+    #[test]
+    fn table_max_is_the_kernels() {
+        let with = |size: u32, max: u32| {
+            let rule = format!(
+                "-A INPUT -m hashlimit --hashlimit-upto 1/sec --hashlimit-name t \
+                 --hashlimit-htable-size {size} --hashlimit-htable-max {max}"
+            );
+            let words: Vec<String> = rule.split_whitespace().map(String::from).collect();
+            match crate::rules::parse::parse_iptables_args(&words) {
+                Ok(crate::rules::parse::IptablesCommand {
+                    action: crate::rules::parse::Action::Append { rules, .. },
+                    ..
+                }) => match &rules[0].matches[0] {
+                    Match::Hashlimit(h) => h.table_max(),
+                    other => panic!("{rule}: {other:?}"),
+                },
+                other => panic!("{rule}: {other:?}"),
+            }
+        };
+        // No max: 8 × the size (8192 unless given).
+        assert_eq!(with(0, 0), 65_536);
+        assert_eq!(with(100, 0), 800);
+        // A max below the size is raised to it.
+        assert_eq!(with(0, 2), 8192);
+        assert_eq!(with(2, 2), 2);
+        assert_eq!(with(2, 3), 3);
+        // At most what all tables hold together.
+        assert_eq!(
+            with(0, 1_000_000),
+            u64::from(netbeast_common::HASHLIMIT_ENTRIES)
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::rules::generate::Random;
 pub mod addrtype;
 pub mod comment;
 pub mod connlimit;
+pub mod connmark;
 pub mod conntrack;
 pub mod dscp;
 pub mod frag;
@@ -184,6 +185,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &multiport::MODULE,
     &mac::MODULE,
     &mark::MODULE,
+    &connmark::MODULE,
     &comment::MODULE,
     &connlimit::MODULE,
     &conntrack::STATE,
@@ -234,7 +236,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "cluster",
     "connbytes",
     "connlabel",
-    "connmark",
     "cpu",
     "devgroup",
     "ecn",

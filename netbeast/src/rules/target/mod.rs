@@ -18,6 +18,7 @@ use super::model::{TableName, Target};
 use super::parse::ParseError;
 use crate::rules::generate::Random;
 
+pub mod connmark;
 pub mod ct;
 pub mod jump;
 pub mod log;
@@ -97,6 +98,7 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &ct::MODULE,
     &ct::NOTRACK,
     &mark::MODULE,
+    &connmark::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -107,7 +109,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "CHECKSUM",
     "CLASSIFY",
     "CLUSTERIP",
-    "CONNMARK",
     "CONNSECMARK",
     "DSCP",
     "ECN",
@@ -271,6 +272,7 @@ impl Target {
             Target::Synproxy(_) => &synproxy::MODULE,
             Target::Ct(ct) => ct.module(),
             Target::Mark(_) => &mark::MODULE,
+            Target::Connmark(_) => &connmark::MODULE,
         })
     }
 
