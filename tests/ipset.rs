@@ -231,13 +231,14 @@ fn port_knock_with_set_target(firewall: Firewall) {
     expect(&bed, "closed", &[(22, TimedOut)]);
     expect(&bed, "knock", &[(1111, TimedOut)]);
     expect(&bed, "opened by the knock", &[(22, Connected)]);
+    let client = CLIENT_ADDR.to_string();
     // The member the packet added, with the set's timeout counting down.
     for command in ["list knocked", "save knocked"] {
         let out = ipset(&bed, command);
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text
             .lines()
-            .find(|l| l.contains(CLIENT_ADDR))
+            .find(|l| l.contains(&client))
             .unwrap_or_else(|| panic!("ipset {command}: no member {CLIENT_ADDR}:\n{text}"));
         let left: u32 = line
             .split_whitespace()
@@ -251,7 +252,7 @@ fn port_knock_with_set_target(firewall: Firewall) {
     expect(&bed, "closed again", &[(22, TimedOut)]);
     let out = ipset(&bed, "list knocked");
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains(CLIENT_ADDR),
+        !String::from_utf8_lossy(&out.stdout).contains(&client),
         "deleted by the packet"
     );
     // A set a rule writes cannot go either.
