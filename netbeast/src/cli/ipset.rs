@@ -306,6 +306,15 @@ fn uses(ruleset: &Ruleset) -> Vec<(&'static str, String, bool)> {
     out
 }
 
+/// The sets a ruleset's rules name (`-m set`, `-j SET`), each with
+/// whether an ip6tables rule names it.
+pub fn named_sets(ruleset: &Ruleset) -> BTreeSet<(String, bool)> {
+    uses(ruleset)
+        .into_iter()
+        .map(|(_, name, v6)| (name, v6))
+        .collect()
+}
+
 /// What a ruleset's set rules cannot have, each as (option, set, reason):
 /// as xt_set's checkentry, a set that does not exist or one of the other
 /// family (a bitmap:port set has none); and, for `-j SET`, a set type
