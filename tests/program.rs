@@ -6940,7 +6940,7 @@ fn set_match_is_one_lookup_whatever_the_set_size() {
             family: 4,
             dims: 1,
             entries: 0,
-            _pad: 0,
+            timeout: 0,
         };
         h.dataplane
             .ipset_header(name_number("blk"), Some(header))
@@ -6995,6 +6995,133 @@ fn set_match_is_one_lookup_whatever_the_set_size() {
         eprintln!(
             "a set match: {small:?} per packet with 10 members, {big:?} with {BIG} (floor {floor:?})"
         );
+    });
+}
+
+/// `-j SET`: a packet that meets `--add-set` makes itself and the next
+/// packets of its source match `-m set`, with the set's default timeout or
+/// `--timeout`; an add of a live member leaves its timeout unless
+/// `--exist` renews it; `--del-set` takes the member out; the header
+/// counts members as they come and go (xt_SET's semantics).
+#[test]
+fn set_target_adds_and_deletes_members() {
+    use netbeast::cli::conntrack::monotonic_now_ns;
+    use netbeast::loader::ipset::MemberSlot;
+    use netbeast::rules::ext::set::name_number;
+    use netbeast_common::{IpsetHeader, IpsetKey, ipset};
+    const DEFAULT: u64 = 600;
+    const SECOND: u64 = 1_000_000_000;
+    lab("ipset-target", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp --dport 23 -j SET --add-set blk src",
+            "-A INPUT -p udp --dport 24 -j SET --add-set blk src --timeout 30",
+            "-A INPUT -p udp --dport 25 -j SET --add-set blk src --exist --timeout 1000",
+            "-A INPUT -p udp --dport 26 -j SET --del-set blk src",
+            "-A INPUT -m set --match-set blk src -j DROP",
+        ]);
+        h.dataplane
+            .ipset_header(
+                name_number("blk"),
+                Some(IpsetHeader {
+                    content: 1,
+                    kind: ipset::HASH_IP,
+                    family: 4,
+                    dims: 1,
+                    entries: 0,
+                    timeout: ipset::HAS_TIMEOUT | DEFAULT as u32,
+                }),
+            )
+            .unwrap();
+        let member = |addr: Ipv4Addr| IpsetKey {
+            set: 1u32.to_be(),
+            addr: [u32::from_ne_bytes(addr.octets()), 0, 0, 0],
+            ..IpsetKey::default()
+        };
+        let to = |src: Ipv4Addr, port: u16| {
+            FrameBuilder::udp(src, CLIENT_PORT, SERVER, port)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict =
+            |h: &mut Harness, src: Ipv4Addr, port: u16| action_name(h.run(&to(src, port), 0).0);
+        // Seconds left of a member's timeout (None: not a member).
+        let left = |h: &mut Harness, src: Ipv4Addr| {
+            h.dataplane
+                .ipset_get(MemberSlot::Exact, member(src))
+                .unwrap()
+                .map(|v| {
+                    v.expires
+                        .saturating_sub(monotonic_now_ns())
+                        .div_ceil(SECOND)
+                })
+        };
+        let entries = |h: &mut Harness| {
+            h.dataplane
+                .ipset_header_of(name_number("blk"))
+                .unwrap()
+                .unwrap()
+                .entries
+        };
+        let other = Ipv4Addr::new(10, 0, 0, 9);
+
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_PASS", "not a member yet");
+        // The add rule comes before the DROP: the packet that adds its
+        // source is dropped by it already, as in iptables.
+        assert_eq!(verdict(h, CLIENT, 23), "XDP_DROP", "added, then matched");
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_DROP", "the next packet");
+        assert_eq!(verdict(h, other, 53), "XDP_PASS", "another source");
+        let t = left(h, CLIENT).expect("a member");
+        assert!(
+            (DEFAULT - 2..=DEFAULT).contains(&t),
+            "the set's default timeout: {t}"
+        );
+        assert_eq!(entries(h), 1);
+
+        // --timeout, then an add without --exist leaves it, one with
+        // --exist renews it.
+        assert_eq!(verdict(h, other, 24), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((28..=30).contains(&t), "--timeout 30: {t}");
+        assert_eq!(verdict(h, other, 23), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((28..=30).contains(&t), "no --exist, the timeout stays: {t}");
+        assert_eq!(verdict(h, other, 25), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((998..=1000).contains(&t), "--exist renews: {t}");
+        assert_eq!(entries(h), 2, "renewals add no member");
+
+        // --del-set: the member goes, its next packet passes.
+        assert_eq!(
+            verdict(h, CLIENT, 26),
+            "XDP_PASS",
+            "deleted before the DROP"
+        );
+        assert_eq!(left(h, CLIENT), None);
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_PASS");
+        assert_eq!(entries(h), 1);
+        assert_eq!(
+            verdict(h, CLIENT, 26),
+            "XDP_PASS",
+            "not a member: nothing to delete"
+        );
+        assert_eq!(entries(h), 1);
+
+        // An expired member is replaced by an add, and counts once.
+        h.dataplane
+            .ipset_put(
+                MemberSlot::Exact,
+                member(CLIENT),
+                netbeast_common::IpsetValue { expires: 1 },
+            )
+            .unwrap();
+        assert_eq!(
+            verdict(h, CLIENT, 24),
+            "XDP_DROP",
+            "an expired member is added anew"
+        );
+        let t = left(h, CLIENT).expect("a member");
+        assert!((28..=30).contains(&t), "{t}");
     });
 }
 

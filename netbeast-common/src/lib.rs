@@ -1554,6 +1554,14 @@ pub mod guard_kind {
     /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
     /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
     pub const SCTP_CHUNKS: u32 = 16;
+    /// `-j SET --add-set|--del-set NAME DIRS`: not a test but the target's
+    /// work, the last guard of its rule so that it runs only when every
+    /// match held; always holds. The packet's key (as `SET` builds it)
+    /// is added to or deleted from the ipset whose name's number is `a`.
+    /// `_pad`: [`super::ipset`] direction, family and `ADD`/`DEL`/`EXIST`/
+    /// `TIMEOUT` bits; `b`: `--timeout` in seconds. (Apart from the others,
+    /// as MARK.)
+    pub const SET_WRITE: u32 = 40;
 }
 
 /// `-m sctp --chunk-types` (xt_sctp): the chunk walk's record and the
@@ -1666,6 +1674,17 @@ pub mod ipset {
     pub const DIR_DST: u32 = 1;
     pub const DIMS_SHIFT: u32 = 8;
     pub const V6: u32 = 1 << 12;
+    /// `SET_WRITE` guards: add the key (`--add-set`), or delete it
+    /// (`--del-set`); `--exist` (an existing member's timeout is renewed,
+    /// as xt_SET's `IPSET_FLAG_EXIST`); `--timeout` given (in `Guard::b`),
+    /// else the set's own default applies.
+    pub const ADD: u32 = 1 << 13;
+    pub const DEL: u32 = 1 << 14;
+    pub const EXIST: u32 = 1 << 15;
+    pub const TIMEOUT: u32 = 1 << 16;
+    /// `IpsetHeader::timeout`: the set has timeout support (ipset's
+    /// timeouts end at 2,147,483 s, below this bit).
+    pub const HAS_TIMEOUT: u32 = 1 << 31;
     /// Members of every hash:ip, hash:ip,port and bitmap:port set of a
     /// namespace (`IPSET_MEMBERS`): allocated as they are added
     /// (`BPF_F_NO_PREALLOC`), so an empty capacity costs nothing. Each
@@ -1697,9 +1716,14 @@ pub struct IpsetHeader {
     pub dims: u32,
     /// Members it holds, expired ones included until `netbeast ipset`
     /// removes them: userspace's count for `maxelem`, kept here so that
-    /// adding one element writes no file.
+    /// adding one element writes no file. `-j SET` rules add to it (and
+    /// take off) atomically as they add (and delete) members.
     pub entries: u32,
-    pub _pad: u32,
+    /// [`ipset::HAS_TIMEOUT`] for a set created with timeout support, with
+    /// its default timeout in seconds in the bits below (0: permanent):
+    /// what a `-j SET --add-set` without `--timeout` gives. 0 for a set
+    /// without timeout support, whose members never expire.
+    pub timeout: u32,
 }
 
 /// A set member's key: in `IPSET_MEMBERS` as is, in `IPSET_NETS` as the

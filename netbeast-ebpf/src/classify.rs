@@ -872,8 +872,16 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             if !held {
                 return 0;
             }
-        } else if g.kind == guard_kind::SET {
-            let held = crate::ipset::netbeast_set(g.a as u32, g._pad, g.negated) != 0;
+        } else if g.kind == guard_kind::SET || g.kind == guard_kind::SET_WRITE {
+            // A match, or `-j SET`'s work (last in its rule's chain, it
+            // always holds): one function, so that the call chain's stack
+            // holds one frame for either.
+            let arg = if g.kind == guard_kind::SET {
+                g.negated
+            } else {
+                g.b as u32
+            };
+            let held = crate::ipset::netbeast_set(g.a as u32, g._pad, arg) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };

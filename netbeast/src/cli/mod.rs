@@ -805,9 +805,9 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
 /// is of the other family, as xt_set's checkentry does (nothing is
 /// applied).
 pub(super) fn check_sets(ns: &Namespace, ruleset: &Ruleset) -> Result<()> {
-    if let Some((name, reason)) = ipset::refused_sets(ns, ruleset)? {
+    if let Some((option, name, reason)) = ipset::refused_sets(ns, ruleset)? {
         return Err(parse::ParseError::InvalidValue {
-            option: "--match-set".into(),
+            option: option.into(),
             what: "set",
             value: name,
             reason,

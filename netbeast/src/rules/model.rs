@@ -664,6 +664,9 @@ pub enum Target {
     /// `-j CONNMARK`: the connection's mark (or the packet's, restored
     /// from it) changes, the search goes on (`rules/target/connmark.rs`).
     Connmark(crate::rules::target::connmark::Connmark),
+    /// `-j SET`: the packet's key added to an ipset or deleted from it,
+    /// the search goes on (`rules/target/set.rs`).
+    Set(crate::rules::target::set::SetTarget),
 }
 
 impl Target {

@@ -25,6 +25,7 @@ pub mod log;
 pub mod mark;
 pub mod nat;
 pub mod reject;
+pub mod set;
 pub mod standard;
 pub mod synproxy;
 
@@ -99,6 +100,7 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &ct::NOTRACK,
     &mark::MODULE,
     &connmark::MODULE,
+    &set::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -121,7 +123,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "QUEUE",
     "RATEEST",
     "SECMARK",
-    "SET",
     "TCPMSS",
     "TCPOPTSTRIP",
     "TEE",
@@ -273,6 +274,7 @@ impl Target {
             Target::Ct(ct) => ct.module(),
             Target::Mark(_) => &mark::MODULE,
             Target::Connmark(_) => &connmark::MODULE,
+            Target::Set(_) => &set::MODULE,
         })
     }
 
