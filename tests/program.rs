@@ -5481,6 +5481,89 @@ fn synproxy_answers_a_syn_with_a_cookie_and_checks_the_ack() {
     });
 }
 
+/// SYNPROXY in FORWARD: the cookie SYN-ACK opens no window, so a client
+/// whose ACK was lost sends only zero-window probes (its sequence one
+/// before the ACK's). The proxy takes a probe with a valid cookie for the
+/// ACK and replays the client's SYN to the server (xt_SYNPROXY drops
+/// probes, and the connection hangs); a probe with a bad cookie or with
+/// data is still dropped.
+#[test]
+fn forward_synproxy_takes_a_zero_window_probe_for_the_lost_ack() {
+    lab("synfwd-probe", true, |h, ns| {
+        let peer = make_router(h, ns);
+        h.apply(&[
+            "-t raw -A PREROUTING -p tcp --dport 80 --syn -j CT --notrack",
+            "-A FORWARD -p tcp --dport 80 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460",
+            "-A FORWARD -m conntrack --ctstate INVALID -j DROP",
+        ]);
+        let server = Ipv4Addr::new(10, 9, 0, 5);
+        let isn = 0x0102_0304u32;
+        let syn = FrameBuilder::tcp(CLIENT, CLIENT_PORT, server, 80)
+            .seq(isn)
+            .tcp_options(&[
+                2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 7,
+            ])
+            .src_mac(CLIENT_MAC)
+            .build();
+        let (action, out) = h.run(&syn, peer);
+        assert_eq!(action_name(action), "XDP_TX", "the SYN is answered");
+        let frame = parse_frame(&out).expect("the reply parses");
+        let Transport::Tcp(synack) = &frame.ipv4().expect("IPv4 reply").transport else {
+            panic!("not TCP");
+        };
+        assert_eq!(synack.window, 0, "the cookie SYN-ACK opens no window");
+        let ts = tcp_option(&synack.options, 8).expect("timestamps");
+        let tsval = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+        let probe = |seq: u32, ack: u32, payload: &[u8]| {
+            let e = tsval.to_be_bytes();
+            FrameBuilder::tcp(CLIENT, CLIENT_PORT, server, 80)
+                .tcp_flags(tcp_flags::ACK)
+                .seq(seq)
+                .ack(ack)
+                .tcp_options(&[1, 1, 8, 10, 0, 0, 0, 10, e[0], e[1], e[2], e[3]])
+                .payload(payload)
+                .src_mac(CLIENT_MAC)
+                .build()
+        };
+        let cookie = synack.seq;
+        for (what, frame) in [
+            (
+                "a probe with a bad cookie",
+                probe(isn, cookie.wrapping_add(2), &[]),
+            ),
+            (
+                "a probe's sequence with data",
+                probe(isn, cookie.wrapping_add(1), b"x"),
+            ),
+        ] {
+            let (action, _) = h.run(&frame, peer);
+            assert_eq!(action_name(action), "XDP_DROP", "{what} is dropped");
+        }
+        let (action, out) = h.run(&probe(isn, cookie.wrapping_add(1), &[]), peer);
+        assert_eq!(
+            action_name(action),
+            "XDP_PASS",
+            "the probe stands for the ACK"
+        );
+        let replayed = parse_frame(&out).expect("the replayed SYN parses");
+        let ip = replayed.ipv4().expect("IPv4");
+        assert_eq!((ip.header.src, ip.header.dst), (CLIENT, server));
+        let Transport::Tcp(tcp) = &ip.transport else {
+            panic!("not TCP: {:?}", ip.transport);
+        };
+        assert_eq!(tcp.flags, tcp_flags::SYN, "replayed as the client's SYN");
+        assert_eq!(tcp.seq, isn, "with the client's own initial sequence");
+        assert_eq!(
+            tcp_option(&tcp.options, 3),
+            Some(vec![7]),
+            "and its window shift"
+        );
+        let s = h.stats();
+        assert_eq!(s[stats::SYNPROXY_ACCEPTED as usize], 1);
+        assert_eq!(s[stats::SYNPROXY_DROPPED as usize], 2);
+    });
+}
+
 /// `attach --syn-flood-guard`: SYNs to a guarded port are answered
 /// before the rules; a valid cookie's ACK comes back to meet them as its
 /// connection's packet (a source they drop cannot connect); an ACK with

@@ -279,7 +279,7 @@ pub fn run_forward(ctx: &XdpContext) -> u32 {
         && pkt.l4_complete
         && flags == TCP_ACK
         && call.tracking != 0
-        && cookie_valid(ctx, pkt)
+        && cookie_valid(ctx, pkt, true)
     {
         let action = netbeast_synproxy_server_syn(ctx.ctx, call.options);
         if action == xdp_action::XDP_PASS {
@@ -688,7 +688,7 @@ fn answer_syn(ctx: &XdpContext, pkt: &Packet, options: u32, window: u16) -> u32 
 /// port will take it (marked as flooded, see the module's comment).
 #[inline(always)]
 fn cookie_ack(ctx: &XdpContext, pkt: &Packet) -> bool {
-    if !cookie_valid(ctx, pkt) {
+    if !cookie_valid(ctx, pkt, false) {
         return false;
     }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
@@ -747,25 +747,40 @@ fn cookie_ack(ctx: &XdpContext, pkt: &Packet) -> bool {
 }
 
 /// True when the ACK carries a valid cookie; its headers are then in the
-/// scratch area.
+/// scratch area. With `probe`, also a zero-window probe that carries one:
+/// the cookie SYN-ACK of FORWARD opens no window, so a client whose ACK was
+/// lost (a flood overruns the interface's queue) sends nothing but probes,
+/// which repeat the sequence number before the one the ACK had (RFC 9293
+/// 3.8.6.1). xt_SYNPROXY drops them and the connection hangs until the
+/// client gives up; the shield takes the probe for the ACK it stands for
+/// (its sequence moved on by one in the scratch copy, which the replay
+/// reads), so the connection opens one probe interval later.
 #[inline(always)]
-fn cookie_valid(ctx: &XdpContext, pkt: &Packet) -> bool {
+fn cookie_valid(ctx: &XdpContext, pkt: &Packet, probe: bool) -> bool {
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
-    if copy_headers(ctx, pkt, s).is_none() {
+    let Some(len) = copy_headers(ctx, pkt, s) else {
         return false;
-    }
+    };
     // SAFETY: both point into the scratch map value, 20 bytes each at least.
-    let checked = unsafe {
+    let check = |s: &mut Scratch| unsafe {
         bpf_tcp_raw_check_syncookie_ipv4(
             s.ip.as_mut_ptr() as *mut iphdr,
             s.tcp.as_mut_ptr() as *mut tcphdr,
         )
     };
-    checked == 0
+    if check(s) == 0 {
+        return true;
+    }
+    if !probe || pkt.total_len() != pkt.ip_header_len() + len {
+        return false;
+    }
+    let seq = u32::from_be_bytes([s.tcp[4], s.tcp[5], s.tcp[6], s.tcp[7]]).wrapping_add(1);
+    s.tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    check(s) == 0
 }
 
 // ---------------------------------------------------------------------
