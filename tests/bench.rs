@@ -46,7 +46,7 @@ fn netbeast_takes_nat() -> Result<(), String> {
     let ns = Netns::new("bench-natcheck")
         .expect("a namespace")
         .with_netbeast(NETBEAST);
-    let text = planes::iptables_text(Scenario::Dnat, Plane::Netbeast, 1, planes::Ip::V4);
+    let text = planes::iptables_text(Scenario::Dnat, Plane::Netbeast, 1, planes::Ip::V4, false);
     let out = ns
         .netbeast_with_input(&["restore", "--test"], &text)
         .expect("netbeast runs");
@@ -344,6 +344,52 @@ fn flows_spread_over_distinct_connections() {
     assert_eq!(u64_of(row, "received") + u64_of(row, "lost"), sent, "{row}");
     assert_eq!(u64_of(row, "translated"), FLOWS, "{row}");
     assert_eq!(u64_of(row, "matched"), u64_of(row, "received"), "{row}");
+}
+
+/// `--flows` with a list runs the traffic scenarios once per count (the
+/// JSON's `traffic_by_flows`, ascending), each on its own flows: the DNAT
+/// rule of every data plane counts one connection per flow, behind
+/// `--stateful`'s ESTABLISHED rule, which one-way traffic never meets.
+#[test]
+fn flow_lists_run_once_per_count() {
+    require_root();
+    let report = quick_report(&[
+        "--scenario",
+        "dnat",
+        "--planes",
+        "netbeast,iptables",
+        "--stateful",
+        "--flows",
+        "600,300",
+    ]);
+    let runs = report["traffic_by_flows"]
+        .as_array()
+        .expect("traffic_by_flows");
+    assert_eq!(runs.len(), 2, "{report}");
+    // Counts above the kernel's list batches (see above): iptables' DNAT
+    // counts each flow's first packet exactly once.
+    for (run, flows) in runs.iter().zip([300u64, 600]) {
+        assert_eq!(run["flows"].as_u64(), Some(flows), "{run}");
+        assert_eq!(run["traffic"]["options"]["flows"].as_u64(), Some(flows));
+        assert_eq!(run["traffic"]["options"]["stateful"].as_bool(), Some(true));
+        for plane in ["netbeast", "iptables"] {
+            let rows = run["traffic"]["rows"].as_array().expect("rows");
+            let row = rows
+                .iter()
+                .find(|r| r["scenario"] == "dnat" && r["plane"] == plane)
+                .unwrap_or_else(|| panic!("no {plane} dnat row in {run}"));
+            assert_eq!(u64_of(row, "translated"), flows, "{plane}: {row}");
+            assert_eq!(
+                u64_of(row, "matched"),
+                u64_of(row, "received"),
+                "{plane}: {row}"
+            );
+        }
+    }
+    assert_eq!(
+        report["traffic"], runs[0]["traffic"],
+        "traffic is the first count's"
+    );
 }
 
 /// `--generator pktgen` on a machine without pktgen stops before it sets

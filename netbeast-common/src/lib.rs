@@ -3428,9 +3428,9 @@ pub mod generator {
     /// Source addresses per source port (fits a /24 without its network
     /// and broadcast addresses).
     pub const ADDRESSES: u32 = 250;
-    /// Most flows: `ADDRESSES` × 512 source ports (128,000: the `limit`
-    /// scenario's 100,000 keys fit).
-    pub const MAX_FLOWS: u32 = ADDRESSES * 512;
+    /// Most flows: `ADDRESSES` × 4,096 source ports (1,024,000: issue 20's
+    /// million flows fit, with ports 1024..=5119).
+    pub const MAX_FLOWS: u32 = ADDRESSES * 4096;
     /// The SYN generator (`bench --scenario synflood`): the bytes of its
     /// template, Ethernet, IPv4 without options and a TCP SYN with 20
     /// bytes of options (MSS, SACK permitted, timestamps, window scale),

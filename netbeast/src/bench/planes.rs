@@ -410,6 +410,19 @@ pub const HASHLIMIT_RULE: &str = "-p udp -m udp --dport 9 -m hashlimit --hashlim
 /// `log`'s rule in front of the drop: every packet meets it.
 pub const LOG_RULE: &str = "-p udp -m udp --dport 9 -j LOG --log-prefix \"bench: \"";
 
+/// `--stateful`'s first FORWARD rule (forward, dnat): what a stateful
+/// firewall starts with, so every packet meets the connection table. The
+/// bench's one-way traffic never gets a reply, stays NEW and goes on.
+pub const STATEFUL_RULE: &str = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";
+/// The same in nftables.
+const NFT_STATEFUL_RULE: &str = "ct state established,related counter accept";
+
+/// Whether `--stateful` puts [`STATEFUL_RULE`] in front of `scenario`'s
+/// rules.
+fn stateful_in(scenario: Scenario, stateful: bool) -> bool {
+    stateful && matches!(scenario, Scenario::Forward | Scenario::Dnat)
+}
+
 /// The rule lines after `-A CHAIN`: `n - 1` that never match, then the one
 /// that does (after `limit`'s hashlimit rule).
 pub fn rule_lines(scenario: Scenario, n: usize, ip: Ip) -> Vec<String> {
@@ -436,7 +449,7 @@ pub fn rule_lines(scenario: Scenario, n: usize, ip: Ip) -> Vec<String> {
 
 /// The iptables-save text of `n` rules for a data plane that reads it
 /// (netbeast, iptables).
-pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> String {
+pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip, stateful: bool) -> String {
     let (table, chains, chain): (&str, &[&str], &str) = match (scenario, plane) {
         (_, Plane::IptablesRaw) => ("raw", &["PREROUTING", "OUTPUT"], "PREROUTING"),
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => {
@@ -469,6 +482,9 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> Stri
     }
     // lb's axis is its backends: FORWARD holds the one rule that accepts.
     let filter_rules = if scenario == Scenario::Lb { 1 } else { n };
+    if stateful_in(scenario, stateful) && plane != Plane::IptablesRaw {
+        let _ = writeln!(text, "-A {chain} {STATEFUL_RULE}");
+    }
     for line in rule_lines(scenario, filter_rules, ip) {
         let _ = writeln!(text, "-A {chain} {line}");
     }
@@ -478,7 +494,7 @@ pub fn iptables_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> Stri
 
 /// The nftables translation of [`rule_lines`] (and of [`dnat_rule`]), one
 /// rule per line, each with a counter.
-pub fn nft_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> String {
+pub fn nft_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip, stateful: bool) -> String {
     let (hook, priority) = match (scenario, plane) {
         (_, Plane::NftPrerouting) => ("prerouting", -300),
         (Scenario::Drop | Scenario::Pass | Scenario::Limit | Scenario::Log, _) => ("input", 0),
@@ -511,6 +527,9 @@ pub fn nft_text(scenario: Scenario, plane: Plane, n: usize, ip: Ip) -> String {
         text,
         "  chain {NFT_RULES_CHAIN} {{\n    type filter hook {hook} priority {priority}; policy accept;"
     );
+    if stateful_in(scenario, stateful) && plane != Plane::NftPrerouting {
+        let _ = writeln!(text, "    {NFT_STATEFUL_RULE}");
+    }
     for i in 0..n {
         let source = if i + 1 < n {
             format!("{saddr} {} ", rule_source(ip, i))
@@ -586,11 +605,12 @@ pub fn load_rules(
     plane: Plane,
     n: usize,
     ip: Ip,
+    stateful: bool,
 ) -> Result<(), PlaneError> {
     match plane {
         Plane::Floor | Plane::RedirectFloor | Plane::Kernel => Ok(()),
         Plane::Netbeast | Plane::NetbeastStatistic => {
-            let text = iptables_text(scenario, plane, n, ip);
+            let text = iptables_text(scenario, plane, n, ip, stateful);
             let args: &[&str] = match ip {
                 Ip::V4 => &["restore"],
                 Ip::V6 => &["restore", "-6"],
@@ -612,12 +632,16 @@ pub fn load_rules(
             ns,
             ip.restore(),
             &[],
-            &iptables_text(scenario, plane, n, ip),
+            &iptables_text(scenario, plane, n, ip, stateful),
         )
         .map(drop),
-        Plane::NftPrerouting | Plane::Nft => {
-            run_with_input(ns, "nft", &["-f", "-"], &nft_text(scenario, plane, n, ip)).map(drop)
-        }
+        Plane::NftPrerouting | Plane::Nft => run_with_input(
+            ns,
+            "nft",
+            &["-f", "-"],
+            &nft_text(scenario, plane, n, ip, stateful),
+        )
+        .map(drop),
     }
 }
 
@@ -627,8 +651,9 @@ pub fn netbeast_accepts(
     ns: &Netns,
     scenario: Scenario,
     ip: Ip,
+    stateful: bool,
 ) -> Result<Result<(), String>, PlaneError> {
-    let text = iptables_text(scenario, Plane::Netbeast, 1, ip);
+    let text = iptables_text(scenario, Plane::Netbeast, 1, ip, stateful);
     let args: &[&str] = match ip {
         Ip::V4 => &["restore", "--test"],
         Ip::V6 => &["restore", "-6", "--test"],
@@ -941,7 +966,7 @@ mod tests {
         let many = rule_lines(Scenario::Drop, 10_000, Ip::V6);
         let unique: std::collections::HashSet<_> = many.iter().collect();
         assert_eq!(unique.len(), 10_000);
-        let nft = nft_text(Scenario::Forward, Plane::Nft, 2, Ip::V6);
+        let nft = nft_text(Scenario::Forward, Plane::Nft, 2, Ip::V6, false);
         assert!(nft.starts_with("table ip6 nbbench {"), "{nft}");
         assert!(
             nft.contains("    ip6 saddr 2001:2::a00:0 udp dport 9 counter accept\n"),
@@ -966,13 +991,45 @@ mod tests {
     }
 
     #[test]
+    fn stateful_puts_the_established_rule_first_in_forward_and_dnat_only() {
+        for scenario in [Scenario::Forward, Scenario::Dnat] {
+            let text = iptables_text(scenario, Plane::Iptables, 2, Ip::V4, true);
+            let forward: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("-A FORWARD"))
+                .collect();
+            assert_eq!(forward.len(), 3, "{text}");
+            assert_eq!(forward[0], format!("-A FORWARD {STATEFUL_RULE}"));
+            let nft = nft_text(scenario, Plane::Nft, 2, Ip::V4, true);
+            let first = nft
+                .lines()
+                .skip_while(|l| !l.contains("type filter hook forward"))
+                .nth(1);
+            assert_eq!(
+                first,
+                Some(format!("    {NFT_STATEFUL_RULE}").as_str()),
+                "{nft}"
+            );
+        }
+        for scenario in [Scenario::Drop, Scenario::Limit] {
+            let text = iptables_text(scenario, Plane::Iptables, 2, Ip::V4, true);
+            assert!(!text.contains("ctstate"), "{text}");
+            assert!(!nft_text(scenario, Plane::Nft, 2, Ip::V4, true).contains("ct state"));
+        }
+        assert!(
+            !iptables_text(Scenario::Forward, Plane::Iptables, 2, Ip::V4, false)
+                .contains("ctstate")
+        );
+    }
+
+    #[test]
     fn texts_name_the_table_and_chain_of_each_plane() {
-        let raw = iptables_text(Scenario::Drop, Plane::IptablesRaw, 2, Ip::V4);
+        let raw = iptables_text(Scenario::Drop, Plane::IptablesRaw, 2, Ip::V4, false);
         assert!(raw.starts_with("*raw\n:PREROUTING ACCEPT [0:0]\n"), "{raw}");
         assert!(raw.contains("-A PREROUTING -p udp -m udp --dport 9 -j DROP\nCOMMIT\n"));
-        let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1, Ip::V4);
+        let fwd = iptables_text(Scenario::Forward, Plane::Netbeast, 1, Ip::V4, false);
         assert!(fwd.contains("-A FORWARD -p udp -m udp --dport 9 -j ACCEPT"));
-        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 2, Ip::V4);
+        let dnat = iptables_text(Scenario::Dnat, Plane::Iptables, 2, Ip::V4, false);
         assert!(
             dnat.starts_with("*nat\n")
                 && dnat.contains(
@@ -986,12 +1043,12 @@ mod tests {
             ),
             "{dnat}"
         );
-        let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2, Ip::V4);
+        let nft = nft_text(Scenario::Drop, Plane::NftPrerouting, 2, Ip::V4, false);
         assert!(nft.contains("type filter hook prerouting priority -300; policy accept;"));
         assert!(nft.contains(
             "    ip saddr 10.0.0.0 udp dport 9 counter drop\n    udp dport 9 counter drop\n"
         ));
-        let nat = nft_text(Scenario::Dnat, Plane::Nft, 2, Ip::V4);
+        let nat = nft_text(Scenario::Dnat, Plane::Nft, 2, Ip::V4, false);
         assert!(
             nat.contains(
                 "  chain nat {\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr 198.18.1.254 udp dport 9 counter dnat to 198.19.0.2:9\n  }\n"
@@ -1012,7 +1069,7 @@ mod tests {
     /// the backend count, and nftables' one numgen map rule.
     #[test]
     fn lb_texts_balance_over_the_backends() {
-        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3, Ip::V4);
+        let cascade = iptables_text(Scenario::Lb, Plane::Iptables, 3, Ip::V4, false);
         assert!(
             cascade.contains(
                 "-A PREROUTING -d 198.18.1.254/32 -p udp -m udp --dport 9 -m statistic --mode random --probability 0.3333333333 -j DNAT --to-destination 198.19.16.1:9\n\
@@ -1026,14 +1083,14 @@ mod tests {
             "{cascade}"
         );
         assert_eq!(
-            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3, Ip::V4),
+            iptables_text(Scenario::Lb, Plane::NetbeastStatistic, 3, Ip::V4, false),
             cascade
         );
-        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000, Ip::V4);
+        let service = iptables_text(Scenario::Lb, Plane::Netbeast, 1000, Ip::V4, false);
         assert!(!service.contains("*nat"), "{service}");
         assert_eq!(service.matches("-A FORWARD").count(), 1, "{service}");
         assert_eq!(backend(999), Ipv4Addr::new(198, 19, 19, 232));
-        let nft = nft_text(Scenario::Lb, Plane::Nft, 3, Ip::V4);
+        let nft = nft_text(Scenario::Lb, Plane::Nft, 3, Ip::V4, false);
         assert!(
             nft.contains(
                 "ip daddr 198.18.1.254 udp dport 9 counter dnat to numgen random mod 3 map { 0 : 198.19.16.1, 1 : 198.19.16.2, 2 : 198.19.16.3 }\n"

@@ -245,6 +245,7 @@ mod tests {
                 seconds: 1.0,
                 size: 64,
                 flows: 1,
+                stateful: false,
                 cpu: 0,
                 generator: Default::default(),
                 batch: 64,

@@ -120,6 +120,9 @@ pub struct Options {
     /// Frame size, Ethernet header to the end of the payload.
     pub size: usize,
     pub flows: u32,
+    /// `--stateful`: forward and dnat's FORWARD starts with a rule
+    /// accepting ESTABLISHED (`planes::STATEFUL_RULE`).
+    pub stateful: bool,
     /// The core the generator (and so every receiver's softirq) runs on.
     pub cpu: usize,
     pub generator: GeneratorKind,
@@ -144,6 +147,16 @@ impl Options {
         self.quick = true;
         self
     }
+}
+
+/// The conntrack table size (entries) netbeast is attached with for
+/// `flows` flows: the default sizes, or twice the flows rounded up to a
+/// power of two (an LRU table may evict before it is full: its free
+/// entries sit in per-CPU lists).
+pub fn conntrack_size(flows: u32) -> u32 {
+    let default =
+        netbeast_common::CT_UNREPLIED_ENTRIES.max(netbeast_common::CT_ESTABLISHED_ENTRIES);
+    flows.saturating_mul(2).next_power_of_two().max(default)
 }
 
 /// The core the generator runs on by default: the last one.
@@ -771,12 +784,16 @@ impl Bench {
                     args.extend([ROUTER_OUT_IFACE, "--fast-path", "on"]);
                 }
                 args.extend(["--mode", "native"]);
+                // Tables that hold every flow: one with fewer entries than
+                // flows would measure its evictions, not its lookups.
+                let size = conntrack_size(self.options.flows).to_string();
+                args.extend(["--ct-unreplied-size", &size, "--ct-established-size", &size]);
                 ns.netbeast_ok(&args)?;
             }
             _ => {}
         }
         if let Some(n) = rules {
-            planes::load_rules(&ns, scenario, plane, n, ip)?;
+            planes::load_rules(&ns, scenario, plane, n, ip, self.options.stateful)?;
         }
 
         let (src_mac, gen_ifindex) = mac_of(&self.gen_ns, &gen_iface)?;
@@ -1274,7 +1291,8 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
                 None => {
                     let probe =
                         Netns::new("bench-nat-probe")?.with_netbeast(&bench.netbeast_binary);
-                    match planes::netbeast_accepts(&probe, scenario, options.ip)? {
+                    match planes::netbeast_accepts(&probe, scenario, options.ip, options.stateful)?
+                    {
                         Ok(()) => None,
                         Err(message) => {
                             let why = format!(
@@ -1513,6 +1531,59 @@ fn short_rate(pps: f64) -> String {
     }
 }
 
+/// `--flows` with several counts: each measured row's median at every
+/// count, the last count's against the first's, and the same ratio of the
+/// rates against their run's floor (which cancels a shared machine's drift
+/// between the runs). Issue 20's target: netbeast at 1,000,000 flows ≥ 0.7
+/// × at 1 flow.
+pub fn print_flows(reports: &[(u32, TrafficReport)]) {
+    let Some((first, base)) = reports.first() else {
+        return;
+    };
+    let (last, _) = reports.last().expect("not empty");
+    let counts: String = reports
+        .iter()
+        .map(|(n, _)| format!("{:>14}", format!("{n} flows")))
+        .collect();
+    println!(
+        "flows    {:<34} {:>8} {counts}  {:>9} {:>9}",
+        "data plane",
+        "rules",
+        format!("{last}/{first}"),
+        "vs floor"
+    );
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+        _ => "-".into(),
+    };
+    for row in base.rows.iter().filter(|r| r.pps.is_some()) {
+        let same: Vec<Option<&Row>> = reports
+            .iter()
+            .map(|(_, r)| {
+                r.rows.iter().find(|x| {
+                    x.scenario == row.scenario && x.plane == row.plane && x.rules == row.rules
+                })
+            })
+            .collect();
+        let at = |i: usize, f: fn(&Row) -> Option<f64>| same.get(i).copied().flatten().and_then(f);
+        let n = same.len() - 1;
+        println!(
+            "{:<8} {:<34} {:>8} {}  {:>9} {:>9}",
+            row.scenario.name(),
+            row.label,
+            row.rules.map_or("-".to_string(), |n| n.to_string()),
+            same.iter()
+                .map(|r| format!(
+                    "{:>14}",
+                    r.and_then(|r| r.pps).map_or("-".to_string(), rate)
+                ))
+                .collect::<String>(),
+            ratio(at(0, |r| r.pps), at(n, |r| r.pps)),
+            ratio(at(0, |r| r.ratio_to_floor), at(n, |r| r.ratio_to_floor)),
+        );
+    }
+}
+
 /// The table for the terminal (and docs/BENCHMARKS.md).
 pub fn print(report: &TrafficReport) {
     let o = &report.options;
@@ -1644,6 +1715,18 @@ pub fn print(report: &TrafficReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conntrack_tables_hold_twice_the_flows() {
+        let default = netbeast_common::CT_ESTABLISHED_ENTRIES;
+        assert_eq!(conntrack_size(1), default);
+        assert_eq!(conntrack_size(100_000), default);
+        assert_eq!(conntrack_size(1_000_000), 1 << 21);
+        assert_eq!(
+            conntrack_size(netbeast_common::generator::MAX_FLOWS),
+            1 << 21
+        );
+    }
 
     #[test]
     fn spread_takes_the_middle() {

@@ -88,9 +88,17 @@ pub struct BenchArgs {
     /// Frame size in bytes, Ethernet header to the end of the UDP payload.
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// Flows (source address and port pairs) the traffic is spread over.
-    #[arg(long, default_value_t = 1)]
-    flows: u32,
+    /// Flows (source address and port pairs) the traffic is spread over;
+    /// with several counts (`1,1000,100000,1000000`) the traffic scenarios
+    /// run once per count, and a table compares each count with the first.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    flows: Vec<u32>,
+    /// forward and dnat: a first FORWARD rule accepting ESTABLISHED
+    /// connections, as a stateful firewall has (every packet then meets
+    /// the connection table; one-way traffic stays NEW and reaches the
+    /// last rule).
+    #[arg(long)]
+    stateful: bool,
     /// The CPU the generator and every receiver run on (default: the last).
     #[arg(long)]
     cpu: Option<usize>,
@@ -214,7 +222,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         rounds: args.rounds,
         seconds: args.seconds,
         size: args.size,
-        flows: args.flows,
+        flows: 1,
+        stateful: args.stateful,
         cpu: args.cpu.unwrap_or_else(traffic::default_cpu),
         generator: args.generator,
         batch: bench::live::BATCH_SIZE,
@@ -260,11 +269,22 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         None
     };
 
-    let traffic_report = if options.scenarios.is_empty() {
-        None
-    } else {
-        Some(traffic::run(&options, std::io::stderr().is_terminal())?)
-    };
+    let mut flows = args.flows.clone();
+    flows.sort_unstable();
+    flows.dedup();
+    let max = netbeast_common::generator::MAX_FLOWS;
+    if let Some(n) = flows.iter().find(|n| **n == 0 || **n > max) {
+        bail!("--flows {n}: each count must be 1..={max} (generator::MAX_FLOWS)");
+    }
+    // One traffic report per flow count, in ascending order.
+    let mut by_flows = Vec::new();
+    if !options.scenarios.is_empty() {
+        for &n in &flows {
+            options.flows = n;
+            by_flows.push((n, traffic::run(&options, std::io::stderr().is_terminal())?));
+        }
+    }
+    let traffic_report = by_flows.first().map(|(_, r)| r.clone());
     let cost = if args.scenario.contains(&BenchScenario::ProgramCost) {
         Some(bench::program_cost(&cost_rules, repeat, cost_rounds)?)
     } else {
@@ -292,6 +312,10 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     if args.json {
         let v = json!({
             "traffic": traffic_report,
+            "traffic_by_flows": (by_flows.len() > 1).then(|| by_flows
+                .iter()
+                .map(|(n, r)| json!({ "flows": n, "traffic": r }))
+                .collect::<Vec<_>>()),
             "program_cost": cost,
             "control_plane": control,
             "lb": lb,
@@ -300,8 +324,15 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    if let Some(report) = &traffic_report {
+    for (i, (_, report)) in by_flows.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
         traffic::print(report);
+    }
+    if by_flows.len() > 1 {
+        println!();
+        traffic::print_flows(&by_flows);
     }
     if let Some(cost) = &cost {
         if traffic_report.is_some() {
