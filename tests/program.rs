@@ -5654,6 +5654,30 @@ fn syn_flood_guard_answers_before_the_rules_and_hands_back_the_ack() {
     });
 }
 
+/// Runs each case (what it shows, the ruleset, the frame, `Drop` or
+/// `Pass`) through the XDP program and fails with every case that gave
+/// the other verdict.
+fn drop_or_pass(h: &mut Harness, cases: Vec<(&str, Vec<String>, FrameBuilder, Expect)>) {
+    let mut failures = Vec::new();
+    for (what, rules, frame, expect) in cases {
+        h.apply(&rules);
+        let frame = frame.build();
+        let (action, _) = h.run(&frame, 0);
+        let want = match expect {
+            Drop => XDP_DROP,
+            _ => XDP_PASS,
+        };
+        if action != want {
+            failures.push(format!(
+                "{what}: {rules:?} gave {}, expected {}",
+                action_name(action),
+                action_name(want)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `-m tcp --tcp-option N` on crafted SYNs: the kinds xt_tcpudp's walk
 /// meets (an option's data never counts, the walk goes on past an
 /// end-of-options byte, a zero length steps one byte), negated or not, and
@@ -5764,24 +5788,7 @@ fn tcp_option_matches() {
                 Pass,
             ),
         ];
-        let mut failures = Vec::new();
-        for (what, rules, frame, expect) in cases {
-            h.apply(&rules);
-            let frame = frame.build();
-            let (action, _) = h.run(&frame, 0);
-            let want = match expect {
-                Drop => XDP_DROP,
-                _ => XDP_PASS,
-            };
-            if action != want {
-                failures.push(format!(
-                    "{what}: {rules:?} gave {}, expected {}",
-                    action_name(action),
-                    action_name(want)
-                ));
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        drop_or_pass(h, cases);
     });
 }
 
@@ -5997,24 +6004,208 @@ fn sctp_chunk_types_match() {
                 Pass,
             ),
         ];
-        let mut failures = Vec::new();
-        for (what, rules, frame, expect) in cases {
-            h.apply(&rules);
-            let frame = frame.build();
-            let (action, _) = h.run(&frame, 0);
-            let want = match expect {
-                Drop => XDP_DROP,
-                _ => XDP_PASS,
-            };
-            if action != want {
-                failures.push(format!(
-                    "{what}: {rules:?} gave {}, expected {}",
-                    action_name(action),
-                    action_name(want)
-                ));
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        drop_or_pass(h, cases);
+    });
+}
+
+/// A DCCP header from `type_byte` (the type shifted left by one, X in
+/// bit 0), its type's own fields zero, then `options` padded to whole
+/// words; the data offset covers them unless `doff` says otherwise.
+fn dccp_header(type_byte: u8, options: &[u8], doff: Option<u8>) -> Vec<u8> {
+    let mut header = vec![0u8; 12];
+    header[0..2].copy_from_slice(&CLIENT_PORT.to_be_bytes());
+    header[2..4].copy_from_slice(&5004u16.to_be_bytes());
+    header[8] = type_byte;
+    let start = netbeast_common::dccp::options_start(type_byte);
+    header.resize(start, 0);
+    header.extend_from_slice(options);
+    header.resize(header.len().div_ceil(4) * 4, 0);
+    header[4] = doff.unwrap_or((header.len() / 4) as u8);
+    header
+}
+
+/// A DCCP packet from the client to the server with `header`.
+fn dccp_frame(header: &[u8]) -> FrameBuilder {
+    FrameBuilder::ipv4(CLIENT, SERVER, 33)
+        .payload(header)
+        .src_mac(CLIENT_MAC)
+        .dst_mac(SERVER_MAC)
+}
+
+/// `-m dccp --dccp-types` and `--dccp-option` on crafted DCCP packets, as
+/// xt_dccp reads them: the type from the header's type field (INVALID for
+/// 10 to 15); the options from after the type's header (longer with X
+/// set), padding and mandatory taking a byte, a length of 0 or 1 a byte,
+/// a length past the area ending the walk; options the packet does not
+/// hold, or a data offset short of the type's header (where the kernel
+/// drops the packet): no match, negated or not.
+#[test]
+fn dccp_types_and_options_match() {
+    const REQUEST: u8 = 0;
+    const DATA: u8 = 2 << 1;
+    const ACK: u8 = 3 << 1;
+    const SYNCACK: u8 = 9 << 1;
+    const TYPE_12: u8 = 12 << 1;
+    const TIMESTAMP: [u8; 6] = [41, 6, 1, 2, 3, 4];
+    const CHANGE_L: [u8; 4] = [32, 4, 1, 2];
+    lab("dccp-tests", false, |h, _ns| {
+        let rule = |test: &str| vec![format!("-A INPUT -p dccp --dport 5004 {test} -j DROP")];
+        let frame = |t: u8, options: &[u8]| dccp_frame(&dccp_header(t, options, None));
+        let cases: Vec<(&str, Vec<String>, FrameBuilder, Expect)> = vec![
+            (
+                "type listed",
+                rule("--dccp-types REQUEST,ACK"),
+                frame(REQUEST, &[]),
+                Drop,
+            ),
+            (
+                "type not listed",
+                rule("--dccp-types REQUEST,ACK"),
+                frame(DATA, &[]),
+                Pass,
+            ),
+            (
+                "! type not listed",
+                rule("! --dccp-types REQUEST"),
+                frame(DATA, &[]),
+                Drop,
+            ),
+            (
+                "! type listed",
+                rule("! --dccp-types REQUEST"),
+                frame(REQUEST, &[]),
+                Pass,
+            ),
+            (
+                "INVALID is 10 to 15",
+                rule("--dccp-types INVALID"),
+                frame(TYPE_12, &[]),
+                Drop,
+            ),
+            (
+                "SYNCACK is not INVALID",
+                rule("--dccp-types INVALID"),
+                frame(SYNCACK, &[]),
+                Pass,
+            ),
+            (
+                "option met",
+                rule("--dccp-option 41"),
+                frame(REQUEST, &TIMESTAMP),
+                Drop,
+            ),
+            (
+                "option absent",
+                rule("--dccp-option 41"),
+                frame(REQUEST, &CHANGE_L),
+                Pass,
+            ),
+            (
+                "! option absent",
+                rule("! --dccp-option 41"),
+                frame(REQUEST, &CHANGE_L),
+                Drop,
+            ),
+            (
+                "! option met",
+                rule("! --dccp-option 41"),
+                frame(REQUEST, &TIMESTAMP),
+                Pass,
+            ),
+            (
+                "no options",
+                rule("! --dccp-option 41"),
+                frame(DATA, &[]),
+                Drop,
+            ),
+            (
+                "the walk goes on past padding",
+                rule("--dccp-option 41"),
+                frame(ACK, &[0, 0, 41, 2]),
+                Drop,
+            ),
+            (
+                "a length of 0 steps one byte",
+                rule("--dccp-option 7"),
+                frame(DATA, &[44, 0, 7, 0]),
+                Drop,
+            ),
+            (
+                "a length past the area ends the walk",
+                rule("--dccp-option 7"),
+                frame(DATA, &[44, 9, 7, 0]),
+                Pass,
+            ),
+            (
+                "X set: the options start four bytes later",
+                rule("--dccp-option 41"),
+                // Without X the walk would start at the sequence number's
+                // low bits, [41, 4, 0, 0] here.
+                {
+                    let mut header = dccp_header(DATA | 1, &CHANGE_L, None);
+                    header[12..16].copy_from_slice(&[41, 4, 0, 0]);
+                    dccp_frame(&header)
+                },
+                Pass,
+            ),
+            (
+                "X set: the option after them",
+                rule("--dccp-option 32"),
+                dccp_frame(&dccp_header(DATA | 1, &CHANGE_L, None)),
+                Drop,
+            ),
+            (
+                "options past the datagram",
+                rule("--dccp-option 41"),
+                dccp_frame(&dccp_header(REQUEST, &TIMESTAMP, Some(10))),
+                Pass,
+            ),
+            (
+                "options past the datagram, negated",
+                rule("! --dccp-option 41"),
+                dccp_frame(&dccp_header(REQUEST, &TIMESTAMP, Some(10))),
+                Pass,
+            ),
+            (
+                "data offset short of the type's header",
+                rule("! --dccp-option 41"),
+                dccp_frame(&dccp_header(ACK, &[], Some(3))),
+                Pass,
+            ),
+            (
+                "the type is read there still",
+                rule("! --dccp-types REQUEST"),
+                dccp_frame(&dccp_header(ACK, &[], Some(3))),
+                Drop,
+            ),
+            (
+                "type and option",
+                rule("--dccp-types REQUEST --dccp-option 41"),
+                frame(REQUEST, &TIMESTAMP),
+                Drop,
+            ),
+            (
+                "type and option, another type",
+                rule("--dccp-types REQUEST --dccp-option 41"),
+                frame(DATA, &TIMESTAMP),
+                Pass,
+            ),
+            (
+                "another port",
+                vec!["-A INPUT -p dccp --dport 80 --dccp-types REQUEST -j DROP".to_string()],
+                frame(REQUEST, &[]),
+                Pass,
+            ),
+            (
+                "not DCCP",
+                vec!["-A INPUT -p dccp ! --dccp-types REQUEST -j DROP".to_string()],
+                FrameBuilder::udp(CLIENT, CLIENT_PORT, SERVER, 5004)
+                    .src_mac(CLIENT_MAC)
+                    .dst_mac(SERVER_MAC),
+                Pass,
+            ),
+        ];
+        drop_or_pass(h, cases);
     });
 }
 

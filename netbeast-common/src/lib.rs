@@ -96,6 +96,12 @@ pub const ACTIVE_IPV6_HEADERS: u32 = 1024;
 /// --chunk-types`): the pipeline then walks an SCTP packet's chunks into
 /// its per-CPU slot (a cost no other ruleset pays).
 pub const ACTIVE_SCTP_CHUNKS: u32 = 2048;
+/// Bit of the `ACTIVE` word set when a rule tests DCCP packet types or
+/// options (`-m dccp --dccp-types`, `--dccp-option`): the pipeline then
+/// reads a DCCP packet's header and walks its options into its per-CPU
+/// slot ([`dccp::DccpFacts`]), a cost no other ruleset pays. (Apart from
+/// the next free bit: other branches add bits at the same time.)
+pub const ACTIVE_DCCP: u32 = 1 << 13;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -1554,6 +1560,13 @@ pub mod guard_kind {
     /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
     /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
     pub const SCTP_CHUNKS: u32 = 16;
+    /// `-m dccp --dccp-types` and `--dccp-option` (xt_dccp): the packet's
+    /// header as the pipeline read it ([`super::dccp::DccpFacts`]),
+    /// tested by [`super::Guard::holds_dccp`]. `_pad`: [`super::dccp`]
+    /// bits saying which tests the match has and which are negated; `a`:
+    /// the type mask (bit `t`: type `t`); `b`: the option number.
+    /// (Apart from the others, as MARK: DCCP's protocol number.)
+    pub const DCCP: u32 = 33;
     /// `-j SET --add-set|--del-set NAME DIRS`: not a test but the target's
     /// work, the last guard of its rule so that it runs only when every
     /// match held; always holds. The packet's key (as `SET` builds it)
@@ -1655,6 +1668,141 @@ pub mod sctp {
                 flags: [0; MAX_SCTP_CHUNKS],
             }
         }
+    }
+}
+
+/// `-m dccp --dccp-types` / `--dccp-option` (xt_dccp): what the pipeline
+/// reads of a DCCP header, and the guard's encoding.
+pub mod dccp {
+    /// DCCP's generic header with a 24-bit sequence number (X = 0): ports,
+    /// data offset, CCVal/CsCov, checksum, type byte, sequence number. The
+    /// kernel's match reads these bytes first and drops a packet without
+    /// them.
+    pub const GENERIC_HLEN: usize = 12;
+    /// The low sequence bits an extended header (X = 1) adds.
+    pub const EXTENDED_SEQ_LEN: usize = 4;
+    /// The largest header a data offset (8 bits, in 32-bit words) gives.
+    pub const MAX_HEADER_BYTES: usize = 255 * 4;
+    /// Steps of the option walk: each takes at least one byte of an area
+    /// that is at most this long, so the kernel's walk never takes more.
+    pub const MAX_OPTION_STEPS: usize = MAX_HEADER_BYTES - GENERIC_HLEN;
+    /// The packet type libxt_dccp calls INVALID; it stands for types 10
+    /// to 15 (`INVALID_TYPES`).
+    pub const INVALID: u8 = 10;
+    pub const INVALID_TYPES: u16 = 0xfc00;
+
+    /// `Guard::_pad` bits: the match tests the type (`--dccp-types`) ...
+    pub const TYPES: u32 = 1;
+    /// ... negated ...
+    pub const TYPES_NEGATED: u32 = 2;
+    /// ... it tests an option (`--dccp-option`) ...
+    pub const OPTION: u32 = 4;
+    /// ... negated.
+    pub const OPTION_NEGATED: u32 = 8;
+
+    /// `DccpFacts::status`: how far the header could be read.
+    pub mod status {
+        /// Not read: not DCCP, or a later fragment (the match is false).
+        pub const NONE: u32 = 0;
+        /// Fewer than `GENERIC_HLEN` bytes (xt_dccp drops the packet).
+        pub const SHORT: u32 = 1;
+        /// The type was read, the options not: the data offset is below the
+        /// type's header length, or the options run past the datagram
+        /// (xt_dccp drops the packet when it comes to test an option).
+        pub const TYPE_ONLY: u32 = 2;
+        /// The type was read and the options walked.
+        pub const OPTIONS: u32 = 3;
+    }
+
+    /// What the match reads of a DCCP packet.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DccpFacts {
+        /// `status::*`.
+        pub status: u32,
+        /// The header's 4-bit packet type.
+        pub packet_type: u32,
+        /// Bit `k` of the 256-bit set: the walk met option type `k`.
+        pub options: [u64; 4],
+    }
+
+    /// The bytes a packet type's header adds to the generic one: none for
+    /// DATA, the acknowledgement number for most, the service code for
+    /// REQUEST, both for RESPONSE; RESET (and any type past SYNCACK, as
+    /// the kernel's `dccp_packet_hdr_len` counts) the acknowledgement and
+    /// reset code.
+    #[inline(always)]
+    pub fn packet_header_len(packet_type: u8) -> usize {
+        match packet_type {
+            2 => 0,
+            3..=6 | 8 | 9 => 8,
+            0 => 4,
+            _ => 12,
+        }
+    }
+
+    /// Where the options start, as the kernel's `__dccp_hdr_len` has it,
+    /// from the header's type byte (byte 8: 3 reserved bits, the type, X).
+    #[inline(always)]
+    pub fn options_start(type_byte: u8) -> usize {
+        let extended = if type_byte & 1 != 0 {
+            EXTENDED_SEQ_LEN
+        } else {
+            0
+        };
+        GENERIC_HLEN + extended + packet_header_len(type_byte >> 1 & 0xf)
+    }
+
+    /// One step of xt_dccp's option walk at `at`: the option type there,
+    /// and where the next starts. Types 0 (padding) and 1 (mandatory)
+    /// take one byte, any other its length byte's worth (one when that
+    /// is 0, so a length of 0 or 1 makes the length byte the next type).
+    /// `byte(i)` reads the area; the kernel reads the length byte even
+    /// past the area's end, where what it says cannot matter: the walk
+    /// ends either way.
+    #[inline(always)]
+    pub fn option_step(at: usize, byte: impl Fn(usize) -> u8) -> (u8, usize) {
+        let kind = byte(at);
+        let len = if kind < 2 {
+            1
+        } else {
+            match byte(at + 1) {
+                0 => 1,
+                n => usize::from(n),
+            }
+        };
+        (kind, at + len)
+    }
+
+    /// The facts of a DCCP header, from `bytes`: the DCCP header and what
+    /// follows it up to the end of the datagram. The models' reading; the
+    /// kernel does the same in steps (`netbeast-ebpf`'s `dccp.rs`).
+    pub fn facts(bytes: &[u8]) -> DccpFacts {
+        let mut f = DccpFacts::default();
+        if bytes.len() < GENERIC_HLEN {
+            f.status = status::SHORT;
+            return f;
+        }
+        f.packet_type = u32::from(bytes[8] >> 1 & 0xf);
+        f.status = status::TYPE_ONLY;
+        let start = options_start(bytes[8]);
+        let end = usize::from(bytes[4]) * 4;
+        // No options: nothing to read (the kernel reads nothing either).
+        if end == start {
+            f.status = status::OPTIONS;
+            return f;
+        }
+        if end < start || end > bytes.len() {
+            return f;
+        }
+        let mut at = start;
+        while at < end {
+            let (kind, next) = option_step(at, |i| bytes.get(i).copied().unwrap_or(0));
+            f.options[usize::from(kind >> 6)] |= 1 << (kind & 63);
+            at = next;
+        }
+        f.status = status::OPTIONS;
+        f
     }
 }
 
@@ -2568,6 +2716,35 @@ impl Guard {
             }
         }
         walk.status == sctp::status::WHOLE && self.sctp_end(left) != negated
+    }
+
+    /// [`guard_kind::DCCP`] on what the pipeline read of a DCCP header, as
+    /// xt_dccp decides: the type test, then the option test, each
+    /// inverted by its `!`. Where the kernel drops the packet instead
+    /// (no whole generic header; options that cannot be read when an
+    /// option is tested after a type test that held) the match fails,
+    /// negated or not, as netbeast's other header walks do.
+    #[inline(always)]
+    pub fn holds_dccp(&self, f: &dccp::DccpFacts) -> bool {
+        let bits = self._pad;
+        if f.status == dccp::status::NONE || f.status == dccp::status::SHORT {
+            return false;
+        }
+        if bits & dccp::TYPES != 0 {
+            let listed = self.a >> (f.packet_type & 0xf) & 1 != 0;
+            if listed == (bits & dccp::TYPES_NEGATED != 0) {
+                return false;
+            }
+        }
+        if bits & dccp::OPTION == 0 {
+            return true;
+        }
+        if f.status != dccp::status::OPTIONS {
+            return false;
+        }
+        let kind = self.b as u32 & 0xff;
+        let met = f.options[(kind >> 6) as usize & 3] >> (kind & 63) & 1 != 0;
+        met != (bits & dccp::OPTION_NEGATED != 0)
     }
 
     /// `-m ipv6header`: the headers met, exactly (`b` inverts the test)

@@ -162,12 +162,16 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_TCP_OPTIONS != 0
     }
 
-    /// A rule tests TCP options or SCTP chunks: walk them (one test, so
-    /// the pipeline forks once for both: the verifier's budget has no room
-    /// for a second fork there).
+    /// A rule tests TCP options, SCTP chunks or DCCP types or options:
+    /// walk them (one test, so the pipeline forks once for all: the
+    /// verifier's budget has no room for a second fork there).
     #[inline(always)]
     pub fn l4_walks(self) -> bool {
-        self.0 & (netbeast_common::ACTIVE_TCP_OPTIONS | netbeast_common::ACTIVE_SCTP_CHUNKS) != 0
+        self.0
+            & (netbeast_common::ACTIVE_TCP_OPTIONS
+                | netbeast_common::ACTIVE_SCTP_CHUNKS
+                | netbeast_common::ACTIVE_DCCP)
+            != 0
     }
 
     /// The word, for the global functions that test its bits themselves.
@@ -704,7 +708,7 @@ fn connlimit_guard(g: &Guard, slot: u32) -> bool {
 
 /// The guards that read the current packet and its connection rather
 /// than keep state: `-m conntrack`'s tuples, protocol and expiry,
-/// `--tcp-option`, and `-s`/`-d` under a non-contiguous netmask. Packet programs only: the compiler refuses them where
+/// `--tcp-option`, `-m dccp`'s types and options, and `-s`/`-d` under a non-contiguous netmask. Packet programs only: the compiler refuses them where
 /// the socket programs classify (nat OUTPUT).
 #[inline(always)]
 fn packet_guard(g: &Guard) -> bool {
@@ -713,6 +717,9 @@ fn packet_guard(g: &Guard) -> bool {
     };
     if g.kind == guard_kind::TCP_OPTION {
         return g.holds_tcp_option(crate::parse::current_tcp_options());
+    }
+    if g.kind == guard_kind::DCCP {
+        return crate::dccp::current().is_some_and(|f| g.holds_dccp(f));
     }
     // ip6tables' header matches, on the IPv6 parser's walk (IPv6 chains
     // only: the compiler takes them only there).
@@ -929,6 +936,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
         } else if g.kind == guard_kind::CT_TUPLE
             || g.kind == guard_kind::CT_PROTO_EXPIRE
             || g.kind == guard_kind::TCP_OPTION
+            || g.kind == guard_kind::DCCP
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
             || g.kind == guard_kind::MARK

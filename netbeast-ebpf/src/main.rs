@@ -10,6 +10,7 @@ mod classify;
 mod connlimit;
 mod conntrack;
 mod csum;
+mod dccp;
 mod discard;
 mod forward;
 mod generator;

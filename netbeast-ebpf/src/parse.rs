@@ -106,6 +106,10 @@ pub struct Packet {
     /// bytes they were walked in.
     pub sctp: SctpChunks,
     pub sctp_copy: SctpCopy,
+    /// Its DCCP header as `-m dccp`'s type and option tests read it
+    /// (`dccp.rs`), read only while a rule tests them; the walk uses
+    /// `sctp_copy`'s buffer.
+    pub dccp: netbeast_common::dccp::DccpFacts,
     /// The classifier's working state while a chain runs on the packet:
     /// in the same per-CPU slot, found with the packet and not looked up
     /// again for each chain.
@@ -318,7 +322,7 @@ pub struct SctpCopy {
     pub test: netbeast_common::Guard,
     /// The IPv4 header's flags and fragment offset, as loaded.
     pub frag: [u8; 2],
-    bytes: [u8; SCTP_WALK_BYTES],
+    pub(crate) bytes: [u8; SCTP_WALK_BYTES],
 }
 
 /// One chunk of the walk, as xt_sctp steps: its header must lie in the
@@ -393,16 +397,22 @@ fn sctp_chunk_area(pkt: &mut Packet, v6: bool) -> Option<(u32, u32)> {
         return None;
     }
     let l3 = pkt.l2_len();
-    let l4 = if v6 {
-        (pkt.walk_off & WALK_OFF_MASK) as usize
-    } else {
-        l3 + pkt.ip_header_len()
-    };
-    let from = l4 + SCTP_HLEN;
+    let from = l4_offset(pkt, v6) + SCTP_HLEN;
     let datagram_len = (l3 + pkt.total_len()).saturating_sub(from);
     pkt.sctp_copy.datagram_len = datagram_len as u32;
     pkt.sctp_copy.len = datagram_len.min(SCTP_WALK_BYTES - 1) as u32;
     Some((from as u32, l3 as u32))
+}
+
+/// The offset of the upper-layer header in the frame: after the IPv4
+/// header, or where the IPv6 parser's extension-header walk ended.
+#[inline(always)]
+fn l4_offset(pkt: &Packet, v6: bool) -> usize {
+    if v6 {
+        (pkt.walk_off & WALK_OFF_MASK) as usize
+    } else {
+        pkt.l2_len() + pkt.ip_header_len()
+    }
 }
 
 /// `--chunk-types`' walk of an XDP packet (while `active`, the `ACTIVE`
@@ -413,6 +423,9 @@ fn sctp_chunk_area(pkt: &mut Packet, v6: bool) -> Option<(u32, u32)> {
 /// out of line but static, the walk took the IPv4 program past the
 /// verifier's million instructions. `v6` (non-zero): the packet is the
 /// IPv6 program's (ip6tables' `--chunk-types`, the same walk and test).
+/// With `ACTIVE_DCCP` it reads a DCCP packet's header instead
+/// (`dccp.rs`): one function for both walks, so the pipeline keeps one
+/// call and one fork for them.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn netbeast_sctp_walk_xdp(
@@ -426,7 +439,18 @@ pub extern "C" fn netbeast_sctp_walk_xdp(
     };
     // SAFETY: this CPU's slot, used by this program run only.
     let pkt = unsafe { &mut *pkt };
-    if ctx.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
+    pkt.dccp.status = netbeast_common::dccp::status::NONE;
+    if ctx.is_null() {
+        return 0;
+    }
+    // `-m dccp`'s header reading (`dccp.rs`), in the same buffer.
+    // SAFETY: a helper writing into a buffer of the size given.
+    if read_dccp(pkt, active, v6 != 0, |from, to, size| unsafe {
+        bpf_xdp_load_bytes(ctx, from, to.cast(), size) == 0
+    }) {
+        return 0;
+    }
+    if active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
         return 0;
     }
     let Some((from, l3)) = sctp_chunk_area(pkt, v6 != 0) else {
@@ -448,6 +472,29 @@ pub extern "C" fn netbeast_sctp_walk_xdp(
     let flags = pkt.sctp_copy.frag[0];
     walk_sctp(pkt, loaded, flags);
     0
+}
+
+/// `-m dccp`'s reading of a DCCP packet's header (`dccp.rs`) while
+/// `active` has `ACTIVE_DCCP`: the header copied into the walk buffer by
+/// `load(offset, buffer, size)` (true when it succeeded), then read. True
+/// when the packet was DCCP (nothing else to walk then).
+#[inline(always)]
+fn read_dccp(
+    pkt: &mut Packet,
+    active: u32,
+    v6: bool,
+    load: impl FnOnce(u32, *mut u8, u32) -> bool,
+) -> bool {
+    if active & netbeast_common::ACTIVE_DCCP == 0 {
+        return false;
+    }
+    let Some((from, datagram_len)) = crate::dccp::area(pkt, l4_offset(pkt, v6)) else {
+        return false;
+    };
+    let len = crate::dccp::copy_len(datagram_len);
+    let loaded = len != 0 && load(from, pkt.sctp_copy.bytes.as_mut_ptr(), copy_size(len));
+    crate::dccp::walk(pkt, loaded, datagram_len);
+    true
 }
 
 /// Fills `sctp_copy.frag` with what the walk needs of the fragment
@@ -486,7 +533,18 @@ pub extern "C" fn netbeast_sctp_walk_tc(
     };
     // SAFETY: this CPU's slot, used by this program run only.
     let pkt = unsafe { &mut *pkt };
-    if skb.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
+    pkt.dccp.status = netbeast_common::dccp::status::NONE;
+    if skb.is_null() {
+        return 0;
+    }
+    // `-m dccp`'s header reading, as in `netbeast_sctp_walk_xdp`.
+    // SAFETY: a helper writing into a buffer of the size given.
+    if read_dccp(pkt, active, v6 != 0, |from, to, size| unsafe {
+        bpf_skb_load_bytes(skb.cast(), from, to.cast(), size) == 0
+    }) {
+        return 0;
+    }
+    if active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
         return 0;
     }
     let Some((from, l3)) = sctp_chunk_area(pkt, v6 != 0) else {
@@ -558,7 +616,7 @@ pub fn current_tcp_options() -> Option<&'static [u64; 4]> {
 /// facts are forgotten, so the verifier checks what follows once instead of
 /// once per parsing path.
 #[map]
-static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static PACKET: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet the XDP program parsed before it tail-called the shield
 /// (same CPU, same run: the per-CPU slot still holds it).

@@ -178,6 +178,7 @@ pub fn last_rule_matches(n: usize) -> Ruleset {
             tcp_flags: None,
             tcp_option: None,
             sctp_chunks: None,
+            dccp: None,
         }));
         input.rules.push(rule);
     }
@@ -198,6 +199,7 @@ pub fn behind_syn_rule(mut ruleset: Ruleset) -> Ruleset {
         tcp_flags: Some(Negatable::is(crate::rules::ext::tcp::SYN)),
         tcp_option: None,
         sctp_chunks: None,
+        dccp: None,
     }));
     let input = ruleset.filter.chain_mut("INPUT").expect("built-in chain");
     input.rules.insert(0, syn);

@@ -512,6 +512,7 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
     match guard.kind {
         guard_kind::TCP_OPTION => Some(guard.holds_tcp_option(pkt.tcp_options().as_ref())),
         guard_kind::SCTP_CHUNKS => Some(guard.holds_sctp_chunks(&pkt.sctp_chunks())),
+        guard_kind::DCCP => Some(guard.holds_dccp(&pkt.dccp_facts())),
         guard_kind::IPV6_HEADER => Some(guard.holds_ipv6_header(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_RT => Some(guard.holds_ipv6_rt(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_FRAG => Some(guard.holds_ipv6_frag(&pkt.header.ipv6_ext)),

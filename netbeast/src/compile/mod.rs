@@ -1021,6 +1021,9 @@ impl CompiledRuleset {
         {
             flags |= netbeast_common::ACTIVE_SCTP_CHUNKS;
         }
+        if self.guards.iter().any(|g| g.kind == guard_kind::DCCP) {
+            flags |= netbeast_common::ACTIVE_DCCP;
+        }
         if self.guards.iter().any(|g| {
             matches!(
                 g.kind,
@@ -1243,6 +1246,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                 g.kind,
                 guard_kind::TCP_OPTION
                     | guard_kind::SCTP_CHUNKS
+                    | guard_kind::DCCP
                     | guard_kind::CT_TUPLE
                     | guard_kind::CT_PROTO_EXPIRE
                     | guard_kind::ADDR_MASK
@@ -1256,6 +1260,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                 field: match g.kind {
                     guard_kind::TCP_OPTION => "tcp options (--tcp-option)",
                     guard_kind::SCTP_CHUNKS => "sctp chunks (--chunk-types)",
+                    guard_kind::DCCP => "dccp types and options (--dccp-types, --dccp-option)",
                     // The socket programs have no packet to read the
                     // guard from; a prefix (/len or 255.255.0.0) works.
                     guard_kind::ADDR_MASK => "addresses under a non-contiguous netmask (-s/-d)",

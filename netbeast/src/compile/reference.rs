@@ -81,6 +81,10 @@ pub struct HeaderFields {
     /// The chunks the walk of an SCTP packet met (`--chunk-types`); read
     /// only for SCTP first fragments with a whole common header.
     pub sctp: netbeast_common::sctp::SctpChunks,
+    /// What `-m dccp`'s type and option tests read of a DCCP header
+    /// (`dccp::facts`); read only for DCCP first fragments with a whole
+    /// port header.
+    pub dccp: netbeast_common::dccp::DccpFacts,
     /// The packet's connection, for `-m conntrack`'s tuple, protocol and
     /// expiry options (read only when `ct_state` says it has one).
     pub connection: ConnectionView,
@@ -112,6 +116,7 @@ impl Default for HeaderFields {
             dst_type: netbeast_common::addr_type::UNICAST,
             tcp_options: Some([0; 4]),
             sctp: netbeast_common::sctp::SctpChunks::default(),
+            dccp: netbeast_common::dccp::DccpFacts::default(),
             connection: ConnectionView::default(),
             ipv6_ext: netbeast_common::Ipv6Ext::default(),
         }
@@ -173,6 +178,17 @@ impl PacketView {
             self.header.sctp
         } else {
             netbeast_common::sctp::SctpChunks::default()
+        }
+    }
+
+    /// The DCCP header's facts, as `--dccp-types`/`--dccp-option` see
+    /// them: read only on DCCP first fragments with a whole port header
+    /// (else not read: the tests fail).
+    pub fn dccp_facts(&self) -> netbeast_common::dccp::DccpFacts {
+        if self.protocol == 33 && self.ports().is_some() {
+            self.header.dccp
+        } else {
+            netbeast_common::dccp::DccpFacts::default()
         }
     }
 

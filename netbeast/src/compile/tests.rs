@@ -296,6 +296,7 @@ fn packet(d: &mut Dice) -> PacketView {
             dst_type: d.pick(ADDR_TYPES) | (d.below(4) as u32) << 4,
             tcp_options: d.maybe(90, tcp_option_kinds),
             sctp: sctp_walk(d),
+            dccp: dccp_facts(d),
             connection: connection_view(d),
             // IPv4 packets: ip6tables' header matches never apply.
             ipv6_ext: Default::default(),
@@ -337,6 +338,30 @@ fn sctp_walk(d: &mut Dice) -> netbeast_common::sctp::SctpChunks {
         walk.flags[i] = d.next() as u8 & if d.chance(80) { 0x0f } else { 0xff };
     }
     walk
+}
+
+/// A DCCP header's facts: the types and options the rules name (and
+/// others), read every way the kernel's reading ends.
+fn dccp_facts(d: &mut Dice) -> netbeast_common::dccp::DccpFacts {
+    use netbeast_common::dccp::{DccpFacts, status};
+    let mut f = DccpFacts {
+        status: d.pick(&[
+            status::OPTIONS,
+            status::OPTIONS,
+            status::OPTIONS,
+            status::TYPE_ONLY,
+            status::SHORT,
+        ]),
+        packet_type: d.below(16) as u32,
+        options: [0; 4],
+    };
+    if f.status == status::OPTIONS {
+        for _ in 0..d.below(4) {
+            let k: u8 = d.pick(&[0, 1, 2, 32, 33, 41, 44, 200, 255]);
+            f.options[usize::from(k >> 6)] |= 1 << (k & 63);
+        }
+    }
+    f
 }
 
 /// A packet's connection, its tuples from the same pools as the rules'.
@@ -933,6 +958,7 @@ fn tcp_dport(port: u16, target: Target) -> Rule {
         tcp_flags: None,
         tcp_option: None,
         sctp_chunks: None,
+        dccp: None,
     }));
     rule
 }
@@ -1435,6 +1461,7 @@ fn fields_used_follow_the_rules() {
         tcp_flags: None,
         tcp_option: None,
         sctp_chunks: None,
+        dccp: None,
     })];
     assert_eq!(used(bare), bit(field::PROTO) | bit(field::L4B));
     let mut src = Rule::new(Target::Drop);

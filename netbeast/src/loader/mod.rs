@@ -1747,6 +1747,7 @@ mod smoke {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             }));
             input.rules.push(r);
         }

@@ -2547,8 +2547,8 @@ mod tests {
     #[test]
     fn not_supported_yet_is_its_own_answer() {
         for line in [
-            "-A INPUT -p dccp -m dccp --dccp-types SYNC",
-            "-A INPUT -p dccp --dccp-option 3",
+            "-A INPUT -m time --timestart 08:00",
+            "-A INPUT -m quota --quota 100",
             "-A INPUT -p ipcomp -m ipcomp --ipcompspi 18",
         ] {
             assert!(
@@ -2582,6 +2582,7 @@ mod tests {
             tcp_flags: None,
             tcp_option: None,
             sctp_chunks: None,
+            dccp: None,
         })];
         assert_eq!(rules, vec![expected]);
     }
@@ -2631,6 +2632,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
         assert_eq!(
@@ -3192,6 +3194,7 @@ mod tests {
             tcp_flags: None,
             tcp_option: None,
             sctp_chunks: None,
+            dccp: None,
         })];
         assert_eq!(
             rule("-A INPUT -p tcp --sport 1024: ! --dport 22").matches,
@@ -3210,6 +3213,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
         assert_eq!(
@@ -3221,6 +3225,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
         // -m tcp alone still is a match iptables-save prints.
@@ -3233,6 +3238,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
     }
@@ -3261,6 +3267,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
         assert_eq!(
@@ -3272,6 +3279,7 @@ mod tests {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             })]
         );
     }
@@ -3313,6 +3321,7 @@ mod tests {
                     tcp_flags: None,
                     tcp_option: None,
                     sctp_chunks: None,
+                    dccp: None,
                 }),
                 Match::Ports(Ports {
                     protocol: 6,
@@ -3321,6 +3330,7 @@ mod tests {
                     tcp_flags: None,
                     tcp_option: None,
                     sctp_chunks: None,
+                    dccp: None,
                 }),
             ]
         );
@@ -3340,6 +3350,7 @@ mod tests {
                     tcp_flags: None,
                     tcp_option: None,
                     sctp_chunks: None,
+                    dccp: None,
                 })
             ]
         );

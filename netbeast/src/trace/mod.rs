@@ -307,6 +307,7 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
             // -m conntrack's tuples) are the kernel's to report.
             tcp_options: None,
             sctp: Default::default(),
+            dccp: Default::default(),
             connection: Default::default(),
             ipv6_ext: Default::default(),
         },

@@ -8,34 +8,19 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-use super::mark::{MarkMask, parse_mark_mask};
-use super::{
-    MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang, missing, once, value,
-};
+use super::mark::{MarkMask, MarkOptionParser, random_mark};
+use super::{MatchExt, MatchModule, OptSpec, Value, bang};
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
-use crate::rules::generate::{Dice, Random, Scope};
+use crate::rules::generate::Random;
 use crate::rules::model::Match;
-use crate::rules::parse::ParseError;
-use netbeast_common::{Guard, guard_kind};
+use netbeast_common::guard_kind;
 
 /// A `-m connmark` match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connmark {
     pub negated: bool,
     pub mark: MarkMask,
-}
-
-impl Connmark {
-    fn guard(&self) -> Guard {
-        Guard {
-            kind: guard_kind::CONNMARK,
-            negated: u32::from(self.negated),
-            a: self.mark.value.into(),
-            b: self.mark.mask.into(),
-            ..Guard::default()
-        }
-    }
 }
 
 impl MatchExt for Connmark {
@@ -61,7 +46,7 @@ impl MatchExt for Connmark {
     }
 
     fn lower(&self) -> Lowering {
-        Lowering::Guard(self.guard())
+        Lowering::Guard(self.mark.guard(guard_kind::CONNMARK, self.negated))
     }
 }
 
@@ -77,49 +62,17 @@ pub static MODULE: MatchModule = MatchModule {
     options: &OPTIONS,
     example: "e.g. -m connmark --mark 0x1/0xff",
     implicit_protocol: None,
-    parser: || Box::<ConnmarkParser>::default(),
+    parser: || {
+        Box::new(MarkOptionParser::new(&MODULE, |negated, mark| {
+            Match::Connmark(Connmark { negated, mark })
+        }))
+    },
+    // A connection mark under a mask. The models run no CONNMARK rule: a
+    // packet with a connection has mark 0 there, one without none.
     random: Random {
         weight: 1,
-        draw: random,
+        draw: |d, s| {
+            random_mark(d, s).map(|(negated, mark)| Match::Connmark(Connmark { negated, mark }))
+        },
     },
 };
-
-#[derive(Debug, Default)]
-struct ConnmarkParser(Option<Connmark>);
-
-impl MatchParser for ConnmarkParser {
-    fn option(
-        &mut self,
-        option: &'static OptSpec,
-        negated: bool,
-        text: &[&str],
-    ) -> Result<(), ParseError> {
-        let mark = parse_mark_mask(&option.flag(), value(option, text))?;
-        once(&mut self.0, Connmark { negated, mark }, option)
-    }
-
-    fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
-        self.0
-            .map(Match::Connmark)
-            .ok_or_else(|| missing(&MODULE, "--mark"))
-    }
-}
-
-/// A connection mark under a mask. The models run no CONNMARK rule: a
-/// packet with a connection has mark 0 there, one without none.
-fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
-    if !s.has_packet() {
-        return None;
-    }
-    let p = s.palette;
-    let mask = if d.chance(30) {
-        u32::MAX
-    } else {
-        d.next() as u32
-    };
-    let value = if d.chance(50) { 0 } else { d.next() as u32 };
-    Some(Match::Connmark(Connmark {
-        negated: d.chance(p.negate),
-        mark: MarkMask { value, mask },
-    }))
-}

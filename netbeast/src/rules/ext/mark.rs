@@ -34,22 +34,30 @@ impl MarkMask {
             format!("{:#x}/{:#x}", self.value, self.mask)
         }
     }
+
+    /// The guard of a `--mark` test of `kind` (`MARK`, `CONNMARK`): the
+    /// value in `a`, the mask in `b`.
+    pub fn guard(&self, kind: u32, negated: bool) -> Guard {
+        Guard {
+            kind,
+            negated: u32::from(negated),
+            a: self.value.into(),
+            b: self.mask.into(),
+            ..Guard::default()
+        }
+    }
 }
 
 /// `value[/mask]` as xtables reads a mark (numbers in C's bases, 32 bits;
 /// the mask every bit when left out), for `option`.
 pub fn parse_mark_mask(option: &str, text: &str) -> Result<MarkMask, ParseError> {
     let number = |part: &str| {
-        parse_c_number_in(part, u32::MAX.into())
-            .map(|n| n as u32)
-            .ok_or_else(|| {
-                invalid(
-                    option,
-                    "mark",
-                    text,
-                    "expected value[/mask], each a number from 0 to 4294967295 (0xffffffff)",
-                )
-            })
+        mark_number(
+            option,
+            part,
+            text,
+            "expected value[/mask], each a number from 0 to 4294967295 (0xffffffff)",
+        )
     };
     Ok(match text.split_once('/') {
         Some((v, m)) => MarkMask {
@@ -63,23 +71,19 @@ pub fn parse_mark_mask(option: &str, text: &str) -> Result<MarkMask, ParseError>
     })
 }
 
+/// `part` of the value `text` of a mark option as a 32-bit number (C's
+/// bases), or the error naming the whole value with `hint`.
+pub fn mark_number(option: &str, part: &str, text: &str, hint: &str) -> Result<u32, ParseError> {
+    parse_c_number_in(part, u32::MAX.into())
+        .map(|n| n as u32)
+        .ok_or_else(|| invalid(option, "mark", text, hint.to_string()))
+}
+
 /// A `-m mark` match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub negated: bool,
     pub mark: MarkMask,
-}
-
-impl Mark {
-    fn guard(&self) -> Guard {
-        Guard {
-            kind: guard_kind::MARK,
-            negated: u32::from(self.negated),
-            a: self.mark.value.into(),
-            b: self.mark.mask.into(),
-            ..Guard::default()
-        }
-    }
 }
 
 impl MatchExt for Mark {
@@ -104,7 +108,7 @@ impl MatchExt for Mark {
     }
 
     fn lower(&self) -> Lowering {
-        Lowering::Guard(self.guard())
+        Lowering::Guard(self.mark.guard(guard_kind::MARK, self.negated))
     }
 }
 
@@ -120,17 +124,37 @@ pub static MODULE: MatchModule = MatchModule {
     options: &OPTIONS,
     example: "e.g. -m mark --mark 0x4000/0x4000",
     implicit_protocol: None,
-    parser: || Box::<MarkParser>::default(),
+    parser: || {
+        Box::new(MarkOptionParser::new(&MODULE, |negated, mark| {
+            Match::Mark(Mark { negated, mark })
+        }))
+    },
     random: Random {
         weight: 1,
-        draw: random,
+        draw: |d, s| random_mark(d, s).map(|(negated, mark)| Match::Mark(Mark { negated, mark })),
     },
 };
 
-#[derive(Debug, Default)]
-struct MarkParser(Option<Mark>);
+/// The parser of a match whose one option is `[!] --mark value[/mask]`
+/// (`-m mark`, `-m connmark`): `make` builds the match from it.
+#[derive(Debug)]
+pub(super) struct MarkOptionParser {
+    module: &'static MatchModule,
+    make: fn(bool, MarkMask) -> Match,
+    given: Option<(bool, MarkMask)>,
+}
 
-impl MatchParser for MarkParser {
+impl MarkOptionParser {
+    pub(super) fn new(module: &'static MatchModule, make: fn(bool, MarkMask) -> Match) -> Self {
+        MarkOptionParser {
+            module,
+            make,
+            given: None,
+        }
+    }
+}
+
+impl MatchParser for MarkOptionParser {
     fn option(
         &mut self,
         option: &'static OptSpec,
@@ -138,34 +162,29 @@ impl MatchParser for MarkParser {
         text: &[&str],
     ) -> Result<(), ParseError> {
         let mark = parse_mark_mask(&option.flag(), value(option, text))?;
-        once(&mut self.0, Mark { negated, mark }, option)
+        once(&mut self.given, (negated, mark), option)
     }
 
     fn finish(self: Box<Self>, _: &RuleContext) -> Result<Match, ParseError> {
-        self.0
-            .map(Match::Mark)
-            .ok_or_else(|| missing(&MODULE, "--mark"))
+        self.given
+            .map(|(negated, mark)| (self.make)(negated, mark))
+            .ok_or_else(|| missing(self.module, "--mark"))
     }
 }
 
-/// A mark under a mask. The models' packets carry no mark (0): a match
-/// drawn with value 0 under its mask holds for them, others do not.
-fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+/// A mark under a mask for a random `--mark` test, and whether it is
+/// negated (none where the rule has no packet). The models' packets carry
+/// no mark (0), nor their connections: a test drawn with value 0 under
+/// its mask holds for them, others do not.
+pub(super) fn random_mark(d: &mut Dice, s: &Scope) -> Option<(bool, MarkMask)> {
     if !s.has_packet() {
         return None;
     }
-    let p = s.palette;
-    let word = |d: &mut Dice| {
-        if d.chance(30) {
-            u32::MAX
-        } else {
-            d.next() as u32
-        }
+    let mask = if d.chance(30) {
+        u32::MAX
+    } else {
+        d.next() as u32
     };
-    let mask = word(d);
     let value = if d.chance(50) { 0 } else { d.next() as u32 };
-    Some(Match::Mark(Mark {
-        negated: d.chance(p.negate),
-        mark: MarkMask { value, mask },
-    }))
+    Some((d.chance(s.palette.negate), MarkMask { value, mask }))
 }

@@ -23,6 +23,7 @@ pub mod comment;
 pub mod connlimit;
 pub mod connmark;
 pub mod conntrack;
+pub mod dccp;
 pub mod dscp;
 pub mod frag;
 pub mod hashlimit;
@@ -180,7 +181,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &tcp::TCP,
     &tcp::UDP,
     &sctp::SCTP,
-    &tcp::DCCP,
+    &dccp::DCCP,
     &icmp::MODULE,
     &multiport::MODULE,
     &mac::MODULE,

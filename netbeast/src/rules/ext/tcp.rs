@@ -105,6 +105,9 @@ pub struct Ports {
     /// `--chunk-types MODE LIST` (SCTP only; `sctp.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sctp_chunks: Option<Negatable<super::sctp::ChunkTypes>>,
+    /// `--dccp-types` and `--dccp-option` (DCCP only; `dccp.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dccp: Option<super::dccp::DccpTests>,
 }
 
 /// The match's name (its module's) for a protocol of [`Ports`].
@@ -189,6 +192,9 @@ impl MatchExt for Ports {
             let _ = write!(out, "{} --chunk-types", bang(c.negated));
             c.value.text(out, false);
         }
+        if let Some(d) = &self.dccp {
+            d.save(out);
+        }
         if let Some(o) = &self.tcp_option {
             let _ = write!(out, "{} --tcp-option {}", bang(o.negated), o.value);
         }
@@ -268,6 +274,10 @@ impl MatchExt for Ports {
         if let Some(c) = &self.sctp_chunks {
             guards.push(c.value.guard(c.negated));
         }
+        // After the ports too, as xt_dccp.
+        if let Some(g) = self.dccp.as_ref().and_then(super::dccp::DccpTests::guard) {
+            guards.push(g);
+        }
         if guards.is_empty() {
             Lowering::all(atoms)
         } else {
@@ -283,6 +293,14 @@ impl MatchExt for Ports {
         }
         if self.sctp_chunks.is_some() && self.protocol != 132 {
             return Err("--chunk-types needs `-p sctp`".to_string());
+        }
+        if let Some(d) = &self.dccp {
+            if self.protocol != 33 {
+                return Err("--dccp-types/--dccp-option need `-p dccp`".to_string());
+            }
+            if d.option.as_ref().is_some_and(|o| o.value == 0) {
+                return Err("--dccp-option needs an option number from 1 to 255".to_string());
+            }
         }
         if self.tcp_flags.is_some() && self.protocol != 6 {
             return Err("--tcp-flags/--syn need `-p tcp`".to_string());
@@ -349,36 +367,6 @@ pub static TCP: MatchModule = MatchModule {
     },
 };
 
-/// libxt_dccp: ports; its packet type and option tests are known, not
-/// supported yet.
-static DCCP_OPTIONS: [OptSpec; 4] = [
-    SPORT,
-    DPORT,
-    OptSpec {
-        names: &["dccp-types"],
-        value: Value::One("a list of DCCP packet types"),
-        negatable: true,
-    },
-    OptSpec {
-        names: &["dccp-option"],
-        value: Value::One("a DCCP option number"),
-        negatable: true,
-    },
-];
-
-pub static DCCP: MatchModule = MatchModule {
-    name: "dccp",
-    family: None,
-    options: &DCCP_OPTIONS,
-    example: "e.g. -p dccp --dport 5004",
-    parser: || Box::new(PortsParser::new(33)),
-    implicit_protocol: Some(33),
-    random: Random {
-        weight: 6,
-        draw: |d, s| random_ports(d, s, 33),
-    },
-};
-
 pub static UDP: MatchModule = MatchModule {
     name: "udp",
     family: None,
@@ -392,7 +380,8 @@ pub static UDP: MatchModule = MatchModule {
     },
 };
 
-/// The parser of tcp, udp, dccp and sctp (`sctp.rs` adds its chunk test).
+/// The parser of tcp, udp, dccp and sctp (`sctp.rs` and `dccp.rs` add
+/// their tests).
 #[derive(Debug)]
 pub(super) struct PortsParser {
     ports: Ports,
@@ -408,6 +397,7 @@ impl PortsParser {
                 tcp_flags: None,
                 tcp_option: None,
                 sctp_chunks: None,
+                dccp: None,
             },
         }
     }
@@ -509,6 +499,16 @@ impl MatchParser for PortsParser {
                     option,
                 )
             }
+            "dccp-types" => {
+                let value = super::dccp::parse_types(values[0])?;
+                let tests = ports.dccp.get_or_insert_default();
+                super::once(&mut tests.types, Negatable { negated, value }, option)
+            }
+            "dccp-option" => {
+                let value = super::dccp::parse_option(option, values[0])?;
+                let tests = ports.dccp.get_or_insert_default();
+                super::once(&mut tests.option, Negatable { negated, value }, option)
+            }
             "chunk-types" => super::once(
                 &mut ports.sctp_chunks,
                 Negatable {
@@ -534,6 +534,7 @@ impl MatchParser for PortsParser {
             let option = match (rule.implicit, &ports.dport, &ports.sport) {
                 (true, Some(_), _) => "--dport".to_string(),
                 (true, None, Some(_)) => "--sport".to_string(),
+                (true, None, None) if wanted == 33 => "--dccp-types/--dccp-option".to_string(),
                 (true, None, None) => "--syn/--tcp-flags/--tcp-option".to_string(),
                 _ => format!("-m {name}"),
             };
@@ -566,6 +567,10 @@ impl Ports {
                 out.push_str(" !");
             }
             c.value.text(out, numeric);
+        }
+        // libxt_dccp: ` ! REQUEST,SYNC option=!5`.
+        if let Some(d) = &self.dccp {
+            d.list(out, numeric);
         }
         // libxt_tcp: ` option=2`, ` option=!2`.
         if let Some(o) = &self.tcp_option {
@@ -624,6 +629,7 @@ pub(super) fn random_ports(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Matc
         tcp_flags,
         tcp_option,
         sctp_chunks: None,
+        dccp: None,
     }))
 }
 

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 use super::{TargetModule, TargetParser, check_placement, no_suggestion};
-use crate::rules::ext::mark::parse_mark_mask;
 use crate::rules::ext::{OptSpec, RuleContext, Value};
 use crate::rules::generate::Random;
 use crate::rules::model::{TableName, Target};
@@ -198,13 +197,10 @@ fn save(c: &Connmark, out: &mut String) {
 /// `-L`'s last column, as libxt_CONNMARK names the operation.
 fn list(c: &Connmark, out: &mut String) {
     let _ = match c.mode {
-        connmark_mode::SET if c.ctmark == 0 => write!(out, " CONNMARK and {:#x}", !c.ctmask),
-        connmark_mode::SET if c.ctmark == c.ctmask => write!(out, " CONNMARK or {:#x}", c.ctmark),
-        connmark_mode::SET if c.ctmask == 0 => write!(out, " CONNMARK xor {:#x}", c.ctmark),
-        connmark_mode::SET if c.ctmask == u32::MAX => {
-            write!(out, " CONNMARK set {:#x}", c.ctmark)
+        connmark_mode::SET => {
+            super::mark::list_set(out, "CONNMARK", c.ctmark, c.ctmask);
+            Ok(())
         }
-        connmark_mode::SET => write!(out, " CONNMARK xset {:#x}/{:#x}", c.ctmark, c.ctmask),
         connmark_mode::SAVE if c.nfmask == u32::MAX && c.ctmask == u32::MAX => {
             write!(out, " CONNMARK save")
         }
@@ -298,49 +294,16 @@ impl TargetParser for ConnmarkParser {
         let flag = option.flag();
         let name = option.name();
         let text = values.first().copied().unwrap_or_default();
-        let word = || {
-            parse_c_number_in(text, u32::MAX.into())
-                .map(|n| n as u32)
-                .ok_or_else(|| {
-                    invalid(
-                        &flag,
-                        "mark",
-                        text,
-                        "expected a number from 0 to 4294967295 (0xffffffff)",
-                    )
-                })
-        };
+        let word = || super::mark::mark_word(&flag, text);
         let t = &mut self.target;
+        if let Some(set) = super::mark::set_operation(name, &flag, text) {
+            let m = set?;
+            t.mode = connmark_mode::SET;
+            t.ctmark = m.value;
+            t.ctmask = m.mask;
+        }
         match name {
-            "set-xmark" => {
-                let m = parse_mark_mask(&flag, text)?;
-                t.mode = connmark_mode::SET;
-                t.ctmark = m.value;
-                t.ctmask = m.mask;
-            }
-            // The value's bits are cleared too, so that the XOR sets them.
-            "set-mark" => {
-                let m = parse_mark_mask(&flag, text)?;
-                t.mode = connmark_mode::SET;
-                t.ctmark = m.value;
-                t.ctmask = m.value | m.mask;
-            }
-            "and-mark" => {
-                t.mode = connmark_mode::SET;
-                t.ctmark = 0;
-                t.ctmask = !word()?;
-            }
-            "or-mark" => {
-                let v = word()?;
-                t.mode = connmark_mode::SET;
-                t.ctmark = v;
-                t.ctmask = v;
-            }
-            "xor-mark" => {
-                t.mode = connmark_mode::SET;
-                t.ctmark = word()?;
-                t.ctmask = 0;
-            }
+            "set-xmark" | "set-mark" | "and-mark" | "or-mark" | "xor-mark" => {}
             "save-mark" => t.mode = connmark_mode::SAVE,
             "restore-mark" => t.mode = connmark_mode::RESTORE,
             "ctmask" => t.ctmask = word()?,

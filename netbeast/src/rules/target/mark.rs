@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 use super::{TargetModule, TargetParser, check_placement, no_suggestion};
-use crate::rules::ext::mark::parse_mark_mask;
+use crate::rules::ext::mark::{MarkMask, mark_number, parse_mark_mask};
 use crate::rules::ext::{OptSpec, RuleContext, Value};
 use crate::rules::generate::Random;
 use crate::rules::model::{TableName, Target};
-use crate::rules::parse::{ParseError, invalid, parse_c_number_in};
+use crate::rules::parse::ParseError;
 use netbeast_common::{MarkTarget, target as code};
 
 /// A `-j MARK` rule: the pair xt_MARK holds.
@@ -108,17 +108,58 @@ pub static MODULE: TargetModule = TargetModule {
 
 /// `-L`'s last column, as libxt_MARK names the operation.
 fn list(m: &Mark, out: &mut String) {
-    let _ = if m.value == 0 {
-        write!(out, " MARK and {:#x}", !m.mask)
-    } else if m.value == m.mask {
-        write!(out, " MARK or {:#x}", m.value)
-    } else if m.mask == 0 {
-        write!(out, " MARK xor {:#x}", m.value)
-    } else if m.mask == u32::MAX {
-        write!(out, " MARK set {:#x}", m.value)
+    list_set(out, "MARK", m.value, m.mask);
+}
+
+/// ` MARK or 0x4000`: the operation a value/mask pair amounts to, as
+/// libxt_MARK and libxt_CONNMARK name it after their `name`.
+pub(super) fn list_set(out: &mut String, name: &str, value: u32, mask: u32) {
+    let _ = if value == 0 {
+        write!(out, " {name} and {:#x}", !mask)
+    } else if value == mask {
+        write!(out, " {name} or {value:#x}")
+    } else if mask == 0 {
+        write!(out, " {name} xor {value:#x}")
+    } else if mask == u32::MAX {
+        write!(out, " {name} set {value:#x}")
     } else {
-        write!(out, " MARK xset {:#x}/{:#x}", m.value, m.mask)
+        write!(out, " {name} xset {value:#x}/{mask:#x}")
     };
+}
+
+/// A 32-bit number of a mark option (`--and-mark`, `--ctmask`, ...).
+pub(super) fn mark_word(flag: &str, text: &str) -> Result<u32, ParseError> {
+    mark_number(
+        flag,
+        text,
+        text,
+        "expected a number from 0 to 4294967295 (0xffffffff)",
+    )
+}
+
+/// The value/mask pair (the new mark is `(mark & ~mask) ^ value`) of a
+/// set operation, as libxt_MARK and libxt_CONNMARK make it: `name` is
+/// `set-xmark`, `set-mark`, `and-mark`, `or-mark` or `xor-mark`; `None`
+/// for any other option.
+pub(super) fn set_operation(
+    name: &str,
+    flag: &str,
+    text: &str,
+) -> Option<Result<MarkMask, ParseError>> {
+    let pair = |value, mask| Ok(MarkMask { value, mask });
+    Some(match name {
+        "set-xmark" => parse_mark_mask(flag, text),
+        // There is no "set" in the kernel: the bits of the value are
+        // cleared too, so that the XOR sets them.
+        "set-mark" => parse_mark_mask(flag, text).map(|m| MarkMask {
+            value: m.value,
+            mask: m.mask | m.value,
+        }),
+        "and-mark" => mark_word(flag, text).and_then(|m| pair(0, !m)),
+        "or-mark" => mark_word(flag, text).and_then(|v| pair(v, v)),
+        "xor-mark" => mark_word(flag, text).and_then(|v| pair(v, 0)),
+        _ => return None,
+    })
 }
 
 #[derive(Clone, Debug, Default)]
@@ -148,47 +189,11 @@ impl TargetParser for MarkParser {
     fn option(&mut self, option: &'static OptSpec, values: &[&str]) -> Result<(), ParseError> {
         let flag = option.flag();
         let text = values.first().copied().unwrap_or_default();
-        let word = || {
-            parse_c_number_in(text, u32::MAX.into())
-                .map(|n| n as u32)
-                .ok_or_else(|| {
-                    invalid(
-                        &flag,
-                        "mark",
-                        text,
-                        "expected a number from 0 to 4294967295 (0xffffffff)",
-                    )
-                })
-        };
-        let mark = match option.name() {
-            "set-xmark" => {
-                let m = parse_mark_mask(&flag, text)?;
-                Mark {
-                    value: m.value,
-                    mask: m.mask,
-                }
-            }
-            // xt_MARK has no "set": the bits of the value are cleared too,
-            // so that the XOR sets them.
-            "set-mark" => {
-                let m = parse_mark_mask(&flag, text)?;
-                Mark {
-                    value: m.value,
-                    mask: m.mask | m.value,
-                }
-            }
-            "and-mark" => Mark {
-                value: 0,
-                mask: !word()?,
-            },
-            "or-mark" => {
-                let v = word()?;
-                Mark { value: v, mask: v }
-            }
-            _ => Mark {
-                value: word()?,
-                mask: 0,
-            },
+        let m = set_operation(option.name(), &flag, text)
+            .unwrap_or_else(|| unreachable!("{flag} is one of MARK's set operations"))?;
+        let mark = Mark {
+            value: m.value,
+            mask: m.mask,
         };
         self.given = Some((option.name(), mark));
         Ok(())
