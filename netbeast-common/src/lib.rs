@@ -99,9 +99,13 @@ pub const ACTIVE_SCTP_CHUNKS: u32 = 2048;
 /// Bit of the `ACTIVE` word set when a rule tests DCCP packet types or
 /// options (`-m dccp --dccp-types`, `--dccp-option`): the pipeline then
 /// reads a DCCP packet's header and walks its options into its per-CPU
-/// slot ([`dccp::DccpFacts`]), a cost no other ruleset pays. (Apart from
-/// the next free bit: other branches add bits at the same time.)
-pub const ACTIVE_DCCP: u32 = 1 << 13;
+/// slot ([`dccp::DccpFacts`]), a cost no other ruleset pays.
+pub const ACTIVE_DCCP: u32 = 1 << 14;
+/// Bit of the `ACTIVE` word set while the mangle table's built-in chains
+/// have a rule or a DROP policy: packets then run them at the kernel's
+/// mangle hooks (`chain::MANGLE_*`). Clear, they pay one test of the word
+/// at each hook.
+pub const ACTIVE_MANGLE: u32 = 8192;
 /// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
 /// id is the index of its header in `CLASS_HEADERS`.
 pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
@@ -132,14 +136,25 @@ pub mod chain {
     pub const RAW_PREROUTING: u32 = 9;
     /// `-t raw OUTPUT`: the host's packets, before conntrack.
     pub const RAW_OUTPUT: u32 = 10;
+    /// The mangle table's chains (IPv4), each run where the kernel's
+    /// mangle hook is (priority -150: after conntrack, before nat and
+    /// filter): PREROUTING for every arriving packet before nat
+    /// PREROUTING, INPUT/FORWARD before filter's, OUTPUT (TC egress)
+    /// before filter OUTPUT, POSTROUTING before nat POSTROUTING.
+    pub const MANGLE_PREROUTING: u32 = 11;
+    pub const MANGLE_INPUT: u32 = 12;
+    pub const MANGLE_FORWARD: u32 = 13;
+    pub const MANGLE_OUTPUT: u32 = 14;
+    pub const MANGLE_POSTROUTING: u32 = 15;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
     /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
-    /// after them (`IPV6_COUNT`), then the raw table's (numbered last so
-    /// that the others keep their numbers).
+    /// after them (`IPV6_COUNT`), then the raw table's and the mangle
+    /// table's (each numbered after the last so that the others keep
+    /// their numbers).
     pub const IPV4_COUNT: usize = 6;
     pub const IPV6_COUNT: usize = 3;
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 16;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -3491,6 +3506,7 @@ mod tests {
             ACTIVE_RAW,
             ACTIVE_IPV6_HEADERS,
             ACTIVE_SCTP_CHUNKS,
+            ACTIVE_MANGLE,
         ];
         let mut seen = 1u32; // bit 0: the generation
         for flag in flags {
@@ -3547,11 +3563,12 @@ mod tests {
             size::COUNTERS - 1
         );
         // Counters: each chain's rules then its policy, then user chains'.
-        let (bases, user) = counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], 5).unwrap();
+        let (bases, user) =
+            counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5).unwrap();
         assert_eq!(bases[0], (0, 2));
         assert_eq!(bases[1], (3, 3));
         assert_eq!(bases[2], (4, 5));
-        assert_eq!(user, 6 + 8);
+        assert_eq!(user, 6 + 13);
         let full = [0u32; chain::COUNT];
         let room = MAX_RULESET_COUNTERS - chain::COUNT as u32;
         assert!(counter_layout(&full, room).is_some());

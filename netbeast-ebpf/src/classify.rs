@@ -204,6 +204,12 @@ impl Active {
         self.0 & netbeast_common::ACTIVE_RAW != 0
     }
 
+    /// The mangle table is in use: packets run its chains at its hooks.
+    #[inline(always)]
+    pub fn mangle(self) -> bool {
+        self.0 & netbeast_common::ACTIVE_MANGLE != 0
+    }
+
     /// A rule of the active ruleset tests TCP flags.
     #[inline(always)]
     pub fn tcp_flags(self) -> bool {

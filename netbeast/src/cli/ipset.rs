@@ -285,6 +285,7 @@ fn uses(ruleset: &Ruleset) -> Vec<(&'static str, String, bool)> {
         (&ruleset.filter, false),
         (&ruleset.nat, false),
         (&ruleset.raw, false),
+        (&ruleset.mangle, false),
         (&ruleset.filter6, true),
     ] {
         for r in t.chains.iter().flat_map(|c| c.rules.iter()) {

@@ -535,12 +535,14 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
     }
     // User-defined chains' rules count in their own range: the filter
     // table's chains in table order, then the nat table's, then the IPv6
-    // filter table's, then the raw table's (`compile::user_chain_counters`).
+    // filter table's, then the raw table's, then the mangle table's
+    // (`compile::user_chain_counters`).
     let total: usize = [
         &ruleset.filter,
         &ruleset.nat,
         &ruleset.filter6,
         &ruleset.raw,
+        &ruleset.mangle,
     ]
     .iter()
     .flat_map(|t| &t.chains)
@@ -554,6 +556,7 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         &mut ruleset.nat,
         &mut ruleset.filter6,
         &mut ruleset.raw,
+        &mut ruleset.mangle,
     ]
     .into_iter()
     .flat_map(|t| &mut t.chains)

@@ -1236,6 +1236,12 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
                 .builtin_chains()
                 .iter()
                 .map(|name| (TableName::Raw, name)),
+        )
+        .chain(
+            TableName::Mangle
+                .builtin_chains()
+                .iter()
+                .map(|name| (TableName::Mangle, name)),
         );
     let chains: Vec<_> = builtins
         .filter_map(|(table, n)| Some((table, ruleset.table(table).chain(n)?)))

@@ -119,6 +119,11 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V6, TableName::Filter, "OUTPUT"),
     (Family::V4, TableName::Raw, "PREROUTING"),
     (Family::V4, TableName::Raw, "OUTPUT"),
+    (Family::V4, TableName::Mangle, "PREROUTING"),
+    (Family::V4, TableName::Mangle, "INPUT"),
+    (Family::V4, TableName::Mangle, "FORWARD"),
+    (Family::V4, TableName::Mangle, "OUTPUT"),
+    (Family::V4, TableName::Mangle, "POSTROUTING"),
 ];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
@@ -193,13 +198,6 @@ pub enum CompileError {
          (SNAT of connections to this host): remove them with iptables -t nat -F INPUT"
     )]
     NatInputRules { rules: usize },
-    #[error(
-        "the mangle table's {chain} chain {what}: netbeast does not run the mangle table's \
-         built-in chains yet (its user-defined chains, such as kube-proxy's \
-         KUBE-PROXY-CANARY, and ACCEPT policies are kept); -j MARK works in the filter, nat \
-         and raw tables"
-    )]
-    MangleNotRunYet { chain: String, what: String },
     #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
@@ -554,27 +552,6 @@ fn compile_with_limits(
     if nat_input > 0 {
         return Err(CompileError::NatInputRules { rules: nat_input });
     }
-    // The mangle table is kept (its user-defined chains, its policies)
-    // but not run: a rule or a DROP policy there would not be enforced.
-    for name in TableName::Mangle.builtin_chains() {
-        let Some(chain) = ruleset.mangle.chain(name) else {
-            continue;
-        };
-        let what = if !chain.rules.is_empty() {
-            format!("has {} rule(s)", chain.rules.len())
-        } else if chain
-            .policy
-            .is_some_and(|p| p != crate::rules::model::Policy::Accept)
-        {
-            "has a DROP policy".to_string()
-        } else {
-            continue;
-        };
-        return Err(CompileError::MangleNotRunYet {
-            chain: name.to_string(),
-            what,
-        });
-    }
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
     let mut mark_targets = Vec::new();
@@ -627,14 +604,24 @@ fn compile_with_limits(
         &mut guard_table,
         limits,
     )?;
+    // The mangle table's after the raw table's.
+    let mangle = Prepared::new(
+        &ruleset.mangle,
+        Family::V4,
+        raw.user_counters_end,
+        &mut nat_targets,
+        &mut log_targets,
+        &mut mark_targets,
+        &mut connmark_targets,
+        &mut guard_table,
+        limits,
+    )?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
         let prepared = match (family, table) {
             (Family::V4, TableName::Filter) => &filter,
             (Family::V4, TableName::Nat) => &nat,
             (Family::V4, TableName::Raw) => &raw,
-            (Family::V4, TableName::Mangle) => {
-                unreachable!("no mangle chain is compiled (refused above)")
-            }
+            (Family::V4, TableName::Mangle) => &mangle,
             (Family::V6, _) => &filter6,
         };
         (prepared, name)
@@ -646,10 +633,10 @@ fn compile_with_limits(
         builtin_rules[c] = prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32;
     }
     let counted = builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>()
-        + u64::from(raw.user_counters_end);
-    // The raw table's user chains count last (`Prepared::new`'s bases
+        + u64::from(mangle.user_counters_end);
+    // The mangle table's user chains count last (`Prepared::new`'s bases
     // above): their end is every user-defined chain's.
-    let layout = netbeast_common::counter_layout(&builtin_rules, raw.user_counters_end)
+    let layout = netbeast_common::counter_layout(&builtin_rules, mangle.user_counters_end)
         .filter(|_| counted <= u64::from(limits.ruleset_counters));
     let Some((counter_bases, user_counter_base)) = layout else {
         return Err(CompileError::TooManyRulesetRules {
@@ -936,6 +923,21 @@ impl CompiledRuleset {
             .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
     }
 
+    /// True when the mangle chains have a rule or a DROP policy: packets
+    /// must then go through them at the mangle hooks (`ACTIVE_MANGLE`).
+    pub fn has_mangle_rules(&self) -> bool {
+        [
+            chain::MANGLE_PREROUTING,
+            chain::MANGLE_INPUT,
+            chain::MANGLE_FORWARD,
+            chain::MANGLE_OUTPUT,
+            chain::MANGLE_POSTROUTING,
+        ]
+        .iter()
+        .map(|&c| &self.chains[c as usize].config)
+        .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+    }
+
     /// True when the IPv6 chains have a rule or a DROP policy: IPv6
     /// packets must then go through them (`ACTIVE_IPV6`).
     pub fn has_ipv6_rules(&self) -> bool {
@@ -967,6 +969,9 @@ impl CompiledRuleset {
         }
         if self.has_raw_rules() {
             flags |= netbeast_common::ACTIVE_RAW;
+        }
+        if self.has_mangle_rules() {
+            flags |= netbeast_common::ACTIVE_MANGLE;
         }
         // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
         // tuple, protocol and expiry guards read them.

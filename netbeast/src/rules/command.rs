@@ -393,7 +393,7 @@ pub const IPTABLES_COMPAT_VERSION: &str = "1.8.9";
 /// stands in for, then netbeast's own version and tables.
 pub fn version_text(family: Family) -> String {
     let (program, tables) = match family {
-        Family::V4 => ("iptables", "filter, nat and raw tables"),
+        Family::V4 => ("iptables", "filter, nat, raw and mangle tables"),
         Family::V6 => ("ip6tables", "filter table"),
     };
     format!(
@@ -426,8 +426,7 @@ fn no_such_chain_hint(table: &Table, name: &str) -> String {
     if table.name == TableName::Filter && matches!(name, "PREROUTING" | "POSTROUTING") {
         return format!(
             " in the filter table; {name} is a chain of the nat table: add -t nat (or -t raw \
-             for PREROUTING, before connection tracking; the mangle table, which has it too, \
-             is not supported yet)"
+             for PREROUTING, before connection tracking, or -t mangle)"
         );
     }
     if table.name == TableName::Nat && name == "FORWARD" {

@@ -359,30 +359,31 @@ fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
     compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
 }
 
-/// The mangle table is kept but not run: a rule (or a DROP policy) its
-/// built-in chains would run is refused when the ruleset is compiled,
-/// naming the chain, rather than stored and not enforced.
+/// The mangle table's built-in chains compile into their own classifier
+/// chains (`chain::MANGLE_*`) and turn on `ACTIVE_MANGLE`; a user-defined
+/// chain no built-in chain reaches (kube-proxy's canaries) and ACCEPT
+/// policies leave the bit clear, so that such a ruleset costs packets
+/// nothing.
 #[test]
-fn mangle_rules_are_refused_until_the_mangle_table_runs() {
+fn mangle_chains_compile_into_their_own_chains() {
     let ruleset =
         restore("*mangle\n:X - [0:0]\n-A X -j MARK --set-mark 1\n-A PREROUTING -j X\nCOMMIT\n")
             .unwrap();
-    let err = compile::compile(&ruleset, &interfaces(), 0)
-        .err()
-        .expect("a mangle PREROUTING rule is refused")
-        .to_string();
-    assert!(
-        err.starts_with("the mangle table's PREROUTING chain has 1 rule(s): netbeast does not run"),
-        "{err}"
-    );
+    let compiled = compile::compile(&ruleset, &interfaces(), 0).expect("mangle rules compile");
+    let prerouting = &compiled.chains[chain::MANGLE_PREROUTING as usize];
+    // The jump and X's MARK, flattened into slots.
+    assert!(prerouting.config.rule_count > 0);
+    assert_ne!(compiled.active_flags() & netbeast_common::ACTIVE_MANGLE, 0);
     let policy = restore("*mangle\n:FORWARD DROP [0:0]\nCOMMIT\n").unwrap();
-    let err = compile::compile(&policy, &interfaces(), 0)
-        .err()
-        .expect("a mangle DROP policy is refused")
-        .to_string();
-    assert!(err.contains("FORWARD chain has a DROP policy"), "{err}");
-    // A user-defined chain no built-in chain reaches is fine (kube-proxy's
-    // canaries).
+    let compiled = compile::compile(&policy, &interfaces(), 0).unwrap();
+    assert_eq!(
+        compiled.chains[chain::MANGLE_FORWARD as usize]
+            .config
+            .policy,
+        netbeast_common::target::DROP
+    );
+    assert_ne!(compiled.active_flags() & netbeast_common::ACTIVE_MANGLE, 0);
     let canary = restore("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n").unwrap();
-    compile::compile(&canary, &interfaces(), 0).unwrap();
+    let compiled = compile::compile(&canary, &interfaces(), 0).unwrap();
+    assert_eq!(compiled.active_flags() & netbeast_common::ACTIVE_MANGLE, 0);
 }
