@@ -354,7 +354,8 @@ fn assert_shielded(firewall: Firewall) {
     // count passes the server's retransmissions the copy is "dubious"
     // (TCPDSACKIgnoredDubious), loses its D-SACK standing, and its block,
     // below snd_una, is discarded (TCPSACKDiscard). Copies coalesced in
-    // the socket's backlog are seen once, hence the spread. So every
+    // the socket's backlog are seen once, hence the spread (a run with 20
+    // discards counted 23 dubious D-SACKs: the 20 and the 3 below). So every
     // discard comes with a dubious D-SACK, and an untranslated block (not
     // a D-SACK) would come without one. (Each replayed connection's
     // handshake ACK carries one D-SACK of its own, for the byte that opens
