@@ -17,7 +17,8 @@
 //!   queue never overflows.
 //! - The bulk transfers arrive intact (every segment's sequence numbers
 //!   and timestamps translated), the server used SACK recovery and
-//!   discarded next to no SACK block as invalid.
+//!   discarded no SACK block as invalid but repeated D-SACKs (see
+//!   `assert_shielded`).
 //!
 //! Needs root. Run: `cargo test -p netbeast --test synproxy_forward`.
 
@@ -61,9 +62,6 @@ const BULK_TIMEOUT: Duration = Duration::from_secs(60);
 /// During the bulk phase the router drops one server data segment in this
 /// many, so the client reports the ones after it with SACK blocks.
 const DROP_EVERY: u32 = 40;
-/// SACK blocks the server may discard as invalid: one per this many
-/// recoveries at most (see `assert_shielded`).
-const MAX_DISCARDS_PER_RECOVERY_INV: u64 = 10;
 
 /// The recipe of iptables-extensions(8), in FORWARD (its `--wscale` is
 /// the server's own shift, filled in).
@@ -153,6 +151,7 @@ struct Outcome {
     bulk: Vec<Result<(), String>>,
     sack_recoveries: u64,
     sack_discards: u64,
+    dubious_dsacks: u64,
     diagnostics: String,
 }
 
@@ -251,7 +250,7 @@ fn run(firewall: Firewall, shielded: bool) -> Outcome {
 
     // Bulk both ways, with losses the client reports by SACK.
     let mut bulk = Vec::new();
-    let (mut sack_recoveries, mut sack_discards) = (0, 0);
+    let (mut sack_recoveries, mut sack_discards, mut dubious_dsacks) = (0, 0, 0);
     if succeeded.load(Ordering::SeqCst) > 0 {
         routed
             .iptables_ok(&format!(
@@ -260,6 +259,7 @@ fn run(firewall: Firewall, shielded: bool) -> Outcome {
             .unwrap();
         let recoveries_before = tcp_ext(server, "TCPSackRecovery");
         let discards_before = tcp_ext(server, "TCPSACKDiscard");
+        let dubious_before = tcp_ext(server, "TCPDSACKIgnoredDubious");
         bulk = thread::scope(|scope| {
             let workers: Vec<_> = (0..BULK_CONNECTIONS)
                 .map(|_| {
@@ -272,6 +272,7 @@ fn run(firewall: Firewall, shielded: bool) -> Outcome {
         });
         sack_recoveries = tcp_ext(server, "TCPSackRecovery") - recoveries_before;
         sack_discards = tcp_ext(server, "TCPSACKDiscard") - discards_before;
+        dubious_dsacks = tcp_ext(server, "TCPDSACKIgnoredDubious") - dubious_before;
     }
     let diagnostics = support::diagnostics(&routed.router, &routed.firewall);
     let outcome = Outcome {
@@ -282,18 +283,21 @@ fn run(firewall: Firewall, shielded: bool) -> Outcome {
         bulk,
         sack_recoveries,
         sack_discards,
+        dubious_dsacks,
         diagnostics,
     };
     eprintln!(
         "{tag} shielded={shielded}: {} of {CLIENTS} clients through {} flood SYNs; spoofed SYNs at \
-         the server {}, listen drops {}; bulk {:?}; SACK recoveries {}, SACK blocks discarded {}",
+         the server {}, listen drops {}; bulk {:?}; SACK recoveries {}, SACK blocks discarded {} \
+         (dubious D-SACKs {})",
         outcome.succeeded,
         outcome.flood_sent,
         outcome.spoofed_at_server,
         outcome.listen_drops,
         outcome.bulk,
         outcome.sack_recoveries,
-        outcome.sack_discards
+        outcome.sack_discards,
+        outcome.dubious_dsacks
     );
     outcome
 }
@@ -339,17 +343,29 @@ fn assert_shielded(firewall: Firewall) {
         o.diagnostics
     );
     // Untranslated SACK blocks are all discarded (12,302 in a run with the
-    // translation off, and next to no recovery); with it, a handful (0–13
-    // in runs of ~210 recoveries) were discarded now and then on netbeast,
-    // whose drop rule sees every frame where iptables' sees GSO segments
-    // (~15 recoveries a run), while a run without the proxy discarded none
-    // in four (docs/FEATURES.md, SYNPROXY).
+    // translation off, and next to no recovery). The few discards seen with
+    // it (0 in most runs, 1, 2, 13 in some) are the kernel's, not the
+    // translation's: captures of the server's side (blocks checked against
+    // its own snd_una/snd_nxt as tcp_is_sackblock_valid does) found every
+    // block in its sequence space. They follow a spurious retransmission
+    // (a tail loss probe): the client's D-SACK for it rides on every
+    // segment of the GSO burst it sends next (24 copies in one capture).
+    // tcp_dsack_seen counts each copy as one more duplicate; once that
+    // count passes the server's retransmissions the copy is "dubious"
+    // (TCPDSACKIgnoredDubious), loses its D-SACK standing, and its block,
+    // below snd_una, is discarded (TCPSACKDiscard). Copies coalesced in
+    // the socket's backlog are seen once, hence the spread (a run with 20
+    // discards counted 23 dubious D-SACKs: the 20 and the 3 below). So every
+    // discard comes with a dubious D-SACK, and an untranslated block (not
+    // a D-SACK) would come without one. (Each replayed connection's
+    // handshake ACK carries one D-SACK of its own, for the byte that opens
+    // the client's window: one dubious more per connection, counted here.)
     assert!(
-        o.sack_discards * MAX_DISCARDS_PER_RECOVERY_INV <= o.sack_recoveries,
-        "{name}: the server discarded {} SACK blocks as invalid in {} recoveries \
-         (untranslated?){}",
+        o.sack_discards <= o.dubious_dsacks,
+        "{name}: the server discarded {} SACK blocks as invalid, more than the {} dubious \
+         D-SACKs that explain them (untranslated blocks?){}",
         o.sack_discards,
-        o.sack_recoveries,
+        o.dubious_dsacks,
         o.diagnostics
     );
 }

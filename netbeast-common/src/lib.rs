@@ -3122,7 +3122,10 @@ pub struct CtEntryOf<A> {
     pub tcp_state: u8,
     /// `ct_status::*` bits.
     pub status: u8,
-    pub _pad: u8,
+    /// `ct_flags::*` bits: netbeast's own marks of the connection (in what
+    /// was a padding byte, always 0 before, so pinned entries keep their
+    /// meaning across an upgrade).
+    pub flags: u8,
     /// bpf_ktime_get_ns() of the last packet (CLOCK_MONOTONIC).
     pub last_seen_ns: u64,
     /// Packets and bytes, original direction then reply.
@@ -3146,6 +3149,13 @@ pub struct CtEntryOf<A> {
 pub type CtEntry = CtEntryOf<u32>;
 /// An IPv6 connection.
 pub type CtEntry6 = CtEntryOf<Addr6>;
+
+/// `CtEntryOf::flags` bits.
+pub mod ct_flags {
+    /// A connection `-j SYNPROXY` replays to a server behind the router:
+    /// its packets are translated by the shield (`synproxy::translate`).
+    pub const PROXIED: u8 = 1;
+}
 
 pub mod ct_status {
     /// A packet in the reply direction has been seen: ESTABLISHED.
@@ -3454,6 +3464,9 @@ mod tests {
         assert_eq!(size_of::<IpsetKey>(), 24);
         assert_eq!(size_of::<IpsetValue>(), 8);
         assert_eq!(size_of::<CtEntry>(), 72);
+        // The flags sit where a padding byte that was always 0 sat.
+        assert_eq!(core::mem::offset_of!(CtEntry, flags), 15);
+        assert_eq!(core::mem::offset_of!(CtEntry6, flags), 39);
         assert_eq!(size_of::<CtKey6>(), 40);
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);

@@ -20,8 +20,8 @@ use aya_ebpf::{
 use netbeast_common::{
     Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
     CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget, CtConfig, CtEntry, CtEntry6,
-    CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_match,
-    ct_state, ct_status, guard_kind, size, stats, tcp_state,
+    CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_flags,
+    ct_match, ct_state, ct_status, guard_kind, size, stats, tcp_state,
 };
 
 use crate::{
@@ -1037,7 +1037,7 @@ fn classify_flow<F: Family>(
         tcp_state::NONE
     };
     e.status = 0;
-    e._pad = 0;
+    e.flags = 0;
     e.last_seen_ns = now;
     e.packets = [1, 0];
     e.bytes = [pkt.total_len() as u64, 0];
@@ -1162,9 +1162,10 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
         t.entry.last_seen_ns = e.last_seen_ns;
         // What `-m connmark` and `-j CONNMARK` read.
         t.entry.mark = e.mark;
-        // The SYN-flood shield's mark (`PROXIED`): a connection it replayed
-        // to a server behind the router, whose packets it translates.
-        t.entry._pad = e._pad;
+        // The SYN-flood shield's mark (`ct_flags::PROXIED`): a connection
+        // it replayed to a server behind the router, whose packets it
+        // translates.
+        t.entry.flags = e.flags;
     }
     t.found = 1;
     t.reply = reply as u32;
@@ -1474,17 +1475,12 @@ fn quotes_original<A: FlowAddr>(e: &CtEntryOf<A>, quoted: &FlowOf<A>) -> bool {
         || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }
 
-/// The mark of a connection `-j SYNPROXY` replays to a server behind the
-/// router (in `CtEntry::_pad`): its packets are translated by the shield
-/// (`synproxy::translate`).
-pub const PROXIED: u8 = 1;
-
 /// True when the packet's connection (found in a table) is one the shield
 /// replays to a server behind the router.
 #[inline(always)]
 pub fn proxied() -> bool {
     match tracking() {
-        Some(t) => t.found != 0 && t.entry._pad & PROXIED != 0,
+        Some(t) => t.found != 0 && t.entry.flags & ct_flags::PROXIED != 0,
         None => false,
     }
 }
@@ -1494,10 +1490,11 @@ pub fn proxied() -> bool {
 /// ESTABLISHED: the handshake is complete, as netfilter's SYNPROXY leaves
 /// it once the server has answered. Its later packets then find it.
 ///
-/// `mark` goes in the entry's spare byte: [`PROXIED`] for a connection the
-/// shield replays to a server behind the router (FORWARD), 0 otherwise.
+/// `flags` are the entry's `ct_flags`: `ct_flags::PROXIED` for a
+/// connection the shield replays to a server behind the router (FORWARD),
+/// 0 otherwise.
 #[inline(always)]
-pub fn adopt(pkt: &Packet, mark: u8) {
+pub fn adopt(pkt: &Packet, flags: u8) {
     let (flow, complete) = flow_of::<V4>(pkt);
     if !complete {
         return;
@@ -1510,7 +1507,7 @@ pub fn adopt(pkt: &Packet, mark: u8) {
         protocol: flow.protocol,
         tcp_state: tcp_state::ESTABLISHED,
         status: ct_status::SEEN_REPLY,
-        _pad: mark,
+        flags,
         last_seen_ns: now_ns(),
         packets: [1, 0],
         bytes: [pkt.total_len() as u64, 0],

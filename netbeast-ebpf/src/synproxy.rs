@@ -28,7 +28,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
-use netbeast_common::{CtKey, ct_state, size, stats, synproxy};
+use netbeast_common::{CtKey, ct_flags, ct_state, size, stats, synproxy};
 
 use crate::{
     conntrack,
@@ -142,7 +142,7 @@ const MODE_GUARD: u32 = 2;
 /// `-j SYNPROXY` in FORWARD: a server behind the router.
 const MODE_FORWARD: u32 = 3;
 /// A packet of a connection replayed to a server behind the router
-/// (`conntrack::PROXIED`): translated, or (the server's SYN-ACK) turned
+/// (`ct_flags::PROXIED`): translated, or (the server's SYN-ACK) turned
 /// into the packet that opens the client's window.
 const MODE_TRANSLATE: u32 = 4;
 
@@ -959,7 +959,7 @@ pub extern "C" fn netbeast_synproxy_server_syn(ctx: *mut xdp_md, options: u32) -
         pseudo(src, dst, pkt.total_len() - pkt.ip_header_len()),
     );
 
-    conntrack::adopt(pkt, conntrack::PROXIED);
+    conntrack::adopt(pkt, ct_flags::PROXIED);
     let Some(tr) = conntrack::tracking() else {
         return xdp_action::XDP_DROP;
     };
