@@ -758,17 +758,28 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
             fold_counters(dp, &mut ruleset)?;
         }
         crate::profile::phase("read the counters");
-        let before = changes.then(|| ruleset.clone());
+        // A one-rule command reports its splice; the others are diffed
+        // against a copy of the ruleset before them.
+        let before = (changes && !cmd.is_one_rule_change()).then(|| ruleset.clone());
         let out = command::apply(&mut ruleset, &cmd)?;
         crate::profile::phase("apply the command");
         // What changed, counters aside: one splice for a one-rule command,
         // which the journal records instead of the whole rule file.
-        let change = before.as_ref().map(|b| journal::diff(b, &ruleset));
+        let change = match (out.splice, &before) {
+            (Some(splice), _) => Some(journal::splice_change(
+                &ruleset, cmd.family, cmd.table, splice,
+            )),
+            (None, Some(before)) => Some(journal::diff(before, &ruleset)),
+            (None, None) => None,
+        };
         crate::profile::phase("diff the ruleset");
         let moved = match (&before, &change) {
             (Some(before), Some(change)) => {
                 !change.is_empty() || journal::counters_differ(before, &ruleset)
             }
+            // A splice: the rules changed (or were replaced by equal ones,
+            // which restarts their counters, as iptables' -R does).
+            (None, Some(_)) => true,
             _ => false,
         };
         if moved {

@@ -562,7 +562,14 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             // some have none.
             let mut guarded = 0usize;
             let mut plain = false;
-            for t in &hit {
+            // The slots own their terms: moved there, unless they are also
+            // what enters a jump's callee (below).
+            let terms_of_slots = if matches!(rule.target, Target::Jump(_) | Target::Goto(_)) {
+                hit.clone()
+            } else {
+                std::mem::take(&mut hit)
+            };
+            for t in terms_of_slots {
                 if t.req.len() + own.len() > guards::MAX_CHAIN {
                     return Err(CompileError::TooManyGuardChecks {
                         builtin: self.name.to_string(),
@@ -578,7 +585,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                 }
                 let head = self.guard_table.chain(&t.req, own_head)?;
                 self.slots.push(Slot {
-                    term: t.clone(),
+                    term: t,
                     action: RuleAction {
                         guard: head,
                         ..verdict

@@ -18,6 +18,20 @@ pub struct CommandOutput {
     pub changed: bool,
     /// What to print on stdout (listings, `-v` echoes, help).
     pub text: String,
+    /// Where a one-rule command (`-A`, `-I`, `-R`, `-D`) changed its
+    /// table: what the journal records, known without comparing the
+    /// ruleset before and after (which would need a copy of it).
+    pub splice: Option<Splice>,
+}
+
+/// One chain's rules `start..start + removed` replaced by the `inserted`
+/// rules now at `start..start + inserted`; the chain's place in its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Splice {
+    pub chain: usize,
+    pub start: usize,
+    pub removed: usize,
+    pub inserted: usize,
 }
 
 /// A command that cannot apply to the ruleset as it is; nothing changed.
@@ -175,10 +189,98 @@ pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutp
     if !cmd.changes_ruleset() {
         return execute(&mut table.clone(), cmd);
     }
+    if let Some(splice) = one_rule_splice(table, cmd)? {
+        return apply_splice(table, cmd, splice);
+    }
     let mut scratch = table.clone();
     let output = execute(&mut scratch, cmd)?;
     check_table(&scratch)?;
     *table = scratch;
+    Ok(output)
+}
+
+/// Where `cmd` will change `table` when it is a one-rule command (`-A`,
+/// `-I`, `-R`, `-D` by number, `-D` of one rule by specification), which
+/// [`execute`] refuses before it changes anything; `None` for the others
+/// (several rules deleted by specification: one may be missing after
+/// another was removed), which are applied to a copy. Errors are
+/// [`execute`]'s own.
+fn one_rule_splice(table: &Table, cmd: &IptablesCommand) -> Result<Option<Splice>, CommandError> {
+    let chain_at = |name: &str| match table.chains.iter().position(|c| c.name == name) {
+        Some(index) => Ok(index),
+        None => Err(CommandError::NoSuchChain {
+            chain: name.to_string(),
+            hint: no_such_chain_hint(table, name),
+        }),
+    };
+    let splice = |chain, start, removed, inserted| Splice {
+        chain,
+        start,
+        removed,
+        inserted,
+    };
+    if !cmd.is_one_rule_change() {
+        return Ok(None);
+    }
+    Ok(Some(match &cmd.action {
+        Action::Append { chain, rules } => {
+            check_targets(table, rules)?;
+            let c = chain_at(chain)?;
+            splice(c, table.chains[c].rules.len(), 0, rules.len())
+        }
+        Action::Insert {
+            chain,
+            position,
+            rules,
+        } => {
+            check_targets(table, rules)?;
+            let c = chain_at(chain)?;
+            let index = checked_index(&table.chains[c], *position, Operation::Insert)?;
+            splice(c, index, 0, rules.len())
+        }
+        Action::Delete { chain, rules } => {
+            check_targets(table, rules)?;
+            let c = chain_at(chain)?;
+            splice(c, find_rule(&table.chains[c], &rules[0])?, 1, 0)
+        }
+        Action::DeleteAt { chain, position } => {
+            let c = chain_at(chain)?;
+            let index = checked_index(&table.chains[c], *position, Operation::Delete)?;
+            splice(c, index, 1, 0)
+        }
+        Action::Replace {
+            chain,
+            position,
+            rule,
+        } => {
+            check_targets(table, std::slice::from_ref(rule))?;
+            let c = chain_at(chain)?;
+            let index = checked_index(&table.chains[c], *position, Operation::Replace)?;
+            splice(c, index, 1, 1)
+        }
+        _ => unreachable!("is_one_rule_change names the actions above"),
+    }))
+}
+
+/// Applies a one-rule command in place, without a copy of the table: the
+/// checks [`execute`] makes before it changes anything have passed
+/// ([`one_rule_splice`]), and when the table's own checks refuse the
+/// result, the splice is undone.
+fn apply_splice(
+    table: &mut Table,
+    cmd: &IptablesCommand,
+    splice: Splice,
+) -> Result<CommandOutput, CommandError> {
+    let range = splice.start..splice.start + splice.removed;
+    let removed: Vec<Rule> = table.chains[splice.chain].rules[range].to_vec();
+    let mut output = execute(table, cmd)?;
+    if let Err(e) = check_table(table) {
+        table.chains[splice.chain]
+            .rules
+            .splice(splice.start..splice.start + splice.inserted, removed);
+        return Err(e);
+    }
+    output.splice = Some(splice);
     Ok(output)
 }
 
@@ -379,6 +481,7 @@ pub(crate) fn execute(
     Ok(CommandOutput {
         changed: cmd.changes_ruleset(),
         text,
+        splice: None,
     })
 }
 
@@ -1030,7 +1133,13 @@ mod tests {
             out,
             CommandOutput {
                 changed: true,
-                text: String::new()
+                text: String::new(),
+                splice: Some(Splice {
+                    chain: 0,
+                    start: 0,
+                    removed: 0,
+                    inserted: 1
+                })
             }
         );
     }

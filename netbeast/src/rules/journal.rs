@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Chain, Counter, Policy, Rule, Ruleset, Table};
+use super::command::Splice;
+use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableName};
 
 /// The tables of a ruleset in a fixed order: a change and the counter file
 /// name a table by its place here.
@@ -101,6 +102,46 @@ impl Change {
                 new + t.chains.iter().map(|c| c.rules.len()).sum::<usize>()
             })
             .sum()
+    }
+}
+
+/// The place in [`TABLES`] order of the table `name` of `family`'s
+/// ruleset ([`Ruleset::table_in`]).
+pub fn table_index(family: Family, name: TableName) -> usize {
+    match (family, name) {
+        (Family::V4, TableName::Filter) => 0,
+        (Family::V4, TableName::Nat) => 1,
+        (Family::V6, _) => 2,
+        (Family::V4, TableName::Raw) => 3,
+        (Family::V4, TableName::Mangle) => 4,
+    }
+}
+
+/// The change a one-rule command made, from the splice it reports
+/// ([`command::Splice`](super::command::Splice)) and the ruleset after
+/// it: what [`diff`] finds, without a copy of the ruleset before.
+pub fn splice_change(after: &Ruleset, family: Family, name: TableName, splice: Splice) -> Change {
+    let t = table_index(family, name);
+    let chain = &table(after, t).chains[splice.chain];
+    Change {
+        tables: vec![TableChange {
+            table: t,
+            layout: None,
+            chains: vec![ChainChange {
+                index: splice.chain,
+                name: chain.name.clone(),
+                policy: chain.policy,
+                start: splice.start,
+                removed: splice.removed,
+                rules: chain.rules[splice.start..splice.start + splice.inserted]
+                    .iter()
+                    .map(|r| Rule {
+                        counter: Counter::default(),
+                        ..r.clone()
+                    })
+                    .collect(),
+            }],
+        }],
     }
 }
 
@@ -422,6 +463,69 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    /// Random sequences of commands, with some that fail (a missing rule
+    /// or chain, a position past the end, a jump loop the table's checks
+    /// refuse after the splice is made): a one-rule command reports its
+    /// splice, and the change built from it, applied to the ruleset
+    /// before, gives the ruleset after, as [`diff`]'s does; a command that
+    /// fails leaves the ruleset as it was.
+    #[test]
+    fn a_one_rule_command_s_splice_is_its_change() {
+        let mut dice = Dice(1717);
+        let (mut spliced, mut loops) = (0, 0);
+        for _ in 0..300 {
+            let mut ruleset = Ruleset::default();
+            for _ in 0..25 {
+                let before = ruleset.clone();
+                let line = match dice.below(8) {
+                    0 => format!(
+                        "-D INPUT -s 10.{}.{}.0/24 -p tcp --dport 1 -j DROP",
+                        dice.below(4),
+                        dice.below(4)
+                    ),
+                    1 => format!("-A INPUT -s 10.0.0.{},10.0.1.0/24 -j DROP", dice.below(3)),
+                    2 => format!("-I FORWARD {} -j ACCEPT", 1 + dice.below(4)),
+                    // A loop when `ssh` jumps to `web` and `web` to `ssh`.
+                    3 if ruleset.filter.chain("web").is_some()
+                        && ruleset.filter.chain("ssh").is_some() =>
+                    {
+                        let (a, b) = dice.pick(&[("web", "ssh"), ("ssh", "web")]);
+                        format!("-A {a} -j {b}")
+                    }
+                    4 => format!("-D OUTPUT {}", 1 + dice.below(3)),
+                    _ => random_command(&mut dice, &ruleset),
+                };
+                let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+                let cmd = parse_args(&args, Family::V4).unwrap();
+                let out = match command::apply(&mut ruleset, &cmd) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        assert_eq!(ruleset, before, "`{line}` failed but changed the ruleset");
+                        // The splice was made, then undone.
+                        loops += usize::from(matches!(e, command::CommandError::Loop { .. }));
+                        continue;
+                    }
+                };
+                assert_eq!(out.splice.is_some(), cmd.is_one_rule_change(), "{line}");
+                let Some(splice) = out.splice else {
+                    continue;
+                };
+                spliced += 1;
+                let change = splice_change(&ruleset, cmd.family, cmd.table, splice);
+                let mut replayed = before.clone();
+                apply(&mut replayed, &change).unwrap();
+                assert!(decode_counters(&mut replayed, &encode_counters(&ruleset)));
+                assert_eq!(replayed, ruleset, "after `{line}`: {change:?}");
+                let mut diffed = before.clone();
+                apply(&mut diffed, &diff(&before, &ruleset)).unwrap();
+                assert!(decode_counters(&mut diffed, &encode_counters(&ruleset)));
+                assert_eq!(diffed, replayed, "after `{line}`");
+            }
+        }
+        assert!(spliced > 3000, "only {spliced} one-rule commands applied");
+        assert!(loops > 10, "only {loops} jump loops refused");
     }
 
     #[test]

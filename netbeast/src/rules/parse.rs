@@ -120,6 +120,21 @@ impl IptablesCommand {
             _ => true,
         }
     }
+
+    /// True for the commands that change one place of one chain (`-A`,
+    /// `-I`, `-R`, `-D` by number, `-D` of one rule by specification):
+    /// applying them reports that splice (`command::Splice`), so the
+    /// change is known without comparing the ruleset before and after.
+    pub fn is_one_rule_change(&self) -> bool {
+        match &self.action {
+            Action::Append { .. }
+            | Action::Insert { .. }
+            | Action::DeleteAt { .. }
+            | Action::Replace { .. } => true,
+            Action::Delete { rules, .. } => rules.len() == 1,
+            _ => false,
+        }
+    }
 }
 
 /// Everything that can be wrong with an iptables command line. Each message
