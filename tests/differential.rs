@@ -45,12 +45,15 @@ use netbeast::netns::{
 };
 #[path = "support/frames.rs"]
 mod frames;
+/// The IPv6 mode: the same against ip6tables.
+#[path = "differential/v6.rs"]
+mod v6;
 
 use frames::{Transport, parse_frame};
 use netbeast::packet::{Checksum, FrameBuilder, MacAddr};
 use netbeast::rules::generate::{self, Palette, Scope};
 use netbeast::rules::model::{
-    Chain, Counter, Match, Policy, Ports, RejectWith, Rule, Ruleset, TableName, Target,
+    Chain, Counter, Family, Match, Policy, Ports, RejectWith, Rule, Ruleset, TableName, Target,
 };
 use netbeast::rules::save::{apply_restore, parse_restore, save};
 use netbeast_common::{addr_type, pkttype};
@@ -908,6 +911,8 @@ static PALETTE: Palette = Palette {
     fragment_with_l4: false,
     nets: NETS,
     addrs: HOST_ADDRS,
+    nets6: &[],
+    addrs6: &[],
     ports: PORTS,
     ifaces: IFACES,
     macs: &SPOOFED_MACS,
@@ -944,6 +949,8 @@ enum ChainKind {
 /// the router alone); the length only in FORWARD, whose fragments
 /// the kernel does not reassemble (INPUT sees reassembled datagrams, a
 /// listed deviation).
+///
+/// ip6tables rulesets (`v6::testable6`) leave out the same, and more.
 fn testable(kind: ChainKind) -> impl Fn(&str) -> bool {
     move |name| match name {
         "state" | "conntrack" | "statistic" | "limit" | "connlimit" | "hashlimit" | "recent"
@@ -955,8 +962,8 @@ fn testable(kind: ChainKind) -> impl Fn(&str) -> bool {
 
 impl Dice {
     /// A rule of a chain of `kind`; `callees` are the user-defined chains
-    /// it may jump to.
-    fn rule(&mut self, kind: ChainKind, callees: &[String]) -> Rule {
+    /// it may jump to; for iptables or (`Family::V6`) ip6tables.
+    fn rule(&mut self, family: Family, kind: ChainKind, callees: &[String]) -> Rule {
         let (builtin, hooks): (Option<&str>, &[&str]) = match kind {
             ChainKind::Input => (Some("INPUT"), &["INPUT"]),
             ChainKind::Forward => (Some("FORWARD"), &["FORWARD"]),
@@ -964,22 +971,31 @@ impl Dice {
             // -m mac is refused in chains OUTPUT may reach.
             ChainKind::User => (None, &["INPUT", "FORWARD", "OUTPUT"]),
         };
-        let allow = testable(kind);
+        let allow: Box<dyn Fn(&str) -> bool> = match family {
+            Family::V4 => Box::new(testable(kind)),
+            Family::V6 => Box::new(v6::testable6(kind)),
+        };
         let scope = Scope {
+            family,
             table: TableName::Filter,
             builtin,
             hooks,
             callees,
-            palette: &PALETTE,
-            allow: &allow,
+            palette: match family {
+                Family::V4 => &PALETTE,
+                Family::V6 => &v6::PALETTE6,
+            },
+            allow: &*allow,
             protocol: None,
         };
         generate::rule(&mut self.0, &scope)
     }
 
     /// A filter ruleset: the three built-in chains, up to three
-    /// user-defined ones (each jumping only to later ones: no loops).
-    fn ruleset(&mut self) -> Ruleset {
+    /// user-defined ones (each jumping only to later ones: no loops). An
+    /// ip6tables ruleset is drawn into `filter` too (so that [`tame`] and
+    /// the other checks read it), and moved to `filter6` to be saved.
+    fn ruleset(&mut self, family: Family) -> Ruleset {
         let mut ruleset = Ruleset::default();
         let users = self.below(4);
         let names: Vec<String> = (0..users).map(|n| format!("U{n}")).collect();
@@ -988,7 +1004,9 @@ impl Dice {
             .enumerate()
         {
             let count = self.below(7);
-            let rules = (0..count).map(|_| self.rule(kind, &names)).collect();
+            let rules = (0..count)
+                .map(|_| self.rule(family, kind, &names))
+                .collect();
             let chain = &mut ruleset.filter.chains[n];
             chain.rules = rules;
             chain.policy = Some(if self.chance(25) {
@@ -1000,7 +1018,7 @@ impl Dice {
         for n in 0..users {
             let count = self.below(5);
             let rules = (0..count)
-                .map(|_| self.rule(ChainKind::User, &names[n + 1..]))
+                .map(|_| self.rule(family, ChainKind::User, &names[n + 1..]))
                 .collect();
             ruleset.filter.chains.push(Chain {
                 name: names[n].clone(),
@@ -1145,10 +1163,10 @@ fn next_probe_id() -> u16 {
 
 /// What one firewall did with a case.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+enum Outcome<S = Seen> {
     Refused(String),
     Ran {
-        seen: Vec<Vec<Seen>>,
+        seen: Vec<Vec<S>>,
         strays: Vec<String>,
         counters: Counters,
     },
@@ -1170,22 +1188,44 @@ fn run_on(twin: &Twin, text: &str, probes: &[Probe]) -> Outcome {
 /// Runs one case on both twins at once; a difference is described in full.
 fn differences(twins: &[Twin; 2], case: &Case) -> Option<String> {
     let (text, probes) = (case.text.as_str(), case.probes.as_slice());
-    let (a, mut b) = std::thread::scope(|scope| {
+    let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(|| run_on(&twins[0], text, probes));
         let b = scope.spawn(|| run_on(&twins[1], text, probes));
         (a.join().unwrap(), b.join().unwrap())
     });
-    let mut a = a;
+    let described: Vec<String> = probes.iter().map(Probe::describe).collect();
+    compare(
+        a,
+        b,
+        text,
+        &described,
+        &case.skip_policy,
+        case.bytes_compared,
+    )
+}
+
+/// What iptables (`a`) and netbeast (`b`) did with the same case (of
+/// either family), compared: `None` when they agree, else the report.
+/// `probes` describes each probe; the policy counters of `skip_policy`
+/// are not compared, nor bytes unless `bytes_compared`.
+fn compare<S: std::fmt::Debug + PartialEq>(
+    mut a: Outcome<S>,
+    mut b: Outcome<S>,
+    text: &str,
+    probes: &[String],
+    skip_policy: &[&str],
+    bytes_compared: bool,
+) -> Option<String> {
     if let (Outcome::Ran { counters: ca, .. }, Outcome::Ran { counters: cb, .. }) = (&mut a, &mut b)
     {
-        for chain in &case.skip_policy {
+        for chain in skip_policy {
             if let Some(x) = ca.get(*chain).cloned()
                 && let Some(y) = cb.get_mut(*chain)
             {
                 y.0 = x.0;
             }
         }
-        if !case.bytes_compared {
+        if !bytes_compared {
             for counters in [ca, cb] {
                 for (policy, rules) in counters.values_mut() {
                     if let Some(p) = policy {
@@ -1240,8 +1280,7 @@ fn differences(twins: &[Twin; 2], case: &Case) -> Option<String> {
                 if x != y {
                     let _ = writeln!(
                         report,
-                        "probe {}\n    iptables: {x:?}\n    netbeast: {y:?}",
-                        probe.describe()
+                        "probe {probe}\n    iptables: {x:?}\n    netbeast: {y:?}"
                     );
                 }
             }
@@ -1271,7 +1310,7 @@ fn differences(twins: &[Twin; 2], case: &Case) -> Option<String> {
     }
     let _ = writeln!(report, "ruleset:\n{text}probes:");
     for p in probes {
-        let _ = writeln!(report, "    {}", p.describe());
+        let _ = writeln!(report, "    {p}");
     }
     Some(report)
 }
@@ -1298,7 +1337,7 @@ fn bytes_comparable(probes: &[Probe]) -> bool {
 
 fn case_from_seed(seed: u64) -> Case {
     let mut dice = Dice(generate::Dice(seed));
-    let mut ruleset = dice.ruleset();
+    let mut ruleset = dice.ruleset(Family::V4);
     let skip_policy = tame(&mut ruleset);
     let count = 12 + dice.below(12);
     let probes = dice.probes(
@@ -1323,14 +1362,22 @@ fn case_from_seed(seed: u64) -> Case {
 /// router's own INPUT never sees a later fragment alone: the kernel
 /// reassembles first.)
 fn ports_in_forward(ruleset: &Ruleset) -> bool {
-    let mut chains = reachable(ruleset, "FORWARD");
-    chains.push("FORWARD".to_string());
+    ports_in(ruleset, "FORWARD")
+}
+
+/// Whether a rule `builtin` reaches looks at ports or ICMP types.
+fn ports_in(ruleset: &Ruleset, builtin: &str) -> bool {
+    let mut chains = reachable(ruleset, builtin);
+    chains.push(builtin.to_string());
     chains.iter().any(|name| {
         ruleset.filter.chain(name).is_some_and(|c| {
             c.rules.iter().any(|r| {
-                r.matches
-                    .iter()
-                    .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)))
+                r.matches.iter().any(|m| {
+                    matches!(
+                        m,
+                        Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_) | Match::Icmp6(_)
+                    )
+                })
             })
         })
     })
@@ -1493,11 +1540,10 @@ fn env_number(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name}={text} is not a number")))
 }
 
-#[test]
-fn random_rulesets_agree_with_iptables() {
-    let twins = twins();
-    assert_eq!(twins[0].name(), "iptables");
-    let seeds: Vec<u64> = match env_number(SEED_ENV) {
+/// The seeds of a run's random cases: `NETBEAST_DIFF_SEED`'s alone, or a
+/// fresh start every run (printed with each difference, to replay it).
+fn case_seeds() -> Vec<u64> {
+    match env_number(SEED_ENV) {
         Some(seed) => vec![seed],
         None => {
             let long = std::env::var(LONG_ENV).is_ok_and(|v| v == "1");
@@ -1513,7 +1559,14 @@ fn random_rulesets_agree_with_iptables() {
                 .map(|n| generate::Dice(base ^ n).next())
                 .collect()
         }
-    };
+    }
+}
+
+#[test]
+fn random_rulesets_agree_with_iptables() {
+    let twins = twins();
+    assert_eq!(twins[0].name(), "iptables");
+    let seeds = case_seeds();
     let started = Instant::now();
     let mut failures = Vec::new();
     for &seed in &seeds {

@@ -167,3 +167,69 @@ fn unusual_martian(src: u32, dst: u32, protocol: u8, guard: u64) -> bool {
 pub fn link_group_frame(pkt: &Packet) -> bool {
     pkt.keys.eth_dst & 1 != 0
 }
+
+/// `ip6_rcv_core`'s drops of an IPv6 packet, before its PREROUTING hook:
+/// a unicast frame for another host's MAC, the loopback address as source
+/// or destination, a multicast source, a multicast
+/// destination of scope 0 (reserved) or 1 (interface-local). ip6tables
+/// never counts nor answers them; netbeast leaves them to the kernel
+/// untouched, as IPv4's [`kernel_discards`] does: `DISCARD6`.
+///
+/// `NOT_FORWARDED6` too: what `ip6_forward` refuses before its FORWARD
+/// hook, should the route say forward: a frame to a link-level group
+/// (not `PACKET_HOST`), the unspecified source. Neither: 0.
+///
+/// A BPF global function (verified once on its own; `ctx` is the
+/// program's context), reading the packet the IPv6 parser left in its
+/// per-CPU slot: the IPv6 program stays within the verifier's budget.
+pub const DISCARD6: u32 = 1;
+pub const NOT_FORWARDED6: u32 = 2;
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_discards6(ctx: *mut aya_ebpf::bindings::xdp_md, in_ifindex: u32) -> u32 {
+    let Some(pkt) = crate::parse::current_packet() else {
+        return 0;
+    };
+    if ctx.is_null() {
+        return 0;
+    }
+    let guard = match IFACE_GUARDS.get(in_ifindex) {
+        Some(g) => *g,
+        None => 0,
+    };
+    // Interfaces netbeast is attached to have an entry; others (none
+    // here) are not judged.
+    if guard == 0 {
+        return 0;
+    }
+    let dst_mac = pkt.keys.eth_dst;
+    if dst_mac & 1 == 0 && (dst_mac ^ guard) & iface_guard::MAC_MASK != 0 {
+        return DISCARD6;
+    }
+    // The addresses' words as they sit in the packet (little-endian
+    // loads): the first in the keys, the other three in `addr6`.
+    let (s0, d0) = (pkt.keys.src, pkt.keys.dst);
+    let w = &pkt.addr6;
+    let (s, d) = ([s0, w[0], w[2], w[4]], [d0, w[1], w[3], w[5]]);
+    // ::1, in packet order: three zero words and 0x00000001 big-endian.
+    let loopback = |a: [u32; 4]| a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 1u32.to_be();
+    if loopback(s) || loopback(d) {
+        return DISCARD6;
+    }
+    // ff00::/8 sources. (An IPv4-mapped source is not dropped here: the
+    // kernel's FORWARD and INPUT see it; its transports refuse it later.)
+    if s0 & 0xff == 0xff {
+        return DISCARD6;
+    }
+    // Multicast destinations of scope 0 or 1: the scope is the low
+    // nibble of the second byte.
+    if d0 & 0xff == 0xff && (d0 >> 8) & 0x0e == 0 {
+        return DISCARD6;
+    }
+    let unspecified = s0 == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0;
+    if dst_mac & 1 != 0 || unspecified {
+        return NOT_FORWARDED6;
+    }
+    0
+}

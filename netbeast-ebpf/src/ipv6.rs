@@ -111,20 +111,35 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             return xdp_action::XDP_DROP;
         }
     };
+    let in_ifindex = ctx.ingress_ifindex() as u32;
+    // What the kernel drops before PREROUTING is never a chain's, as for
+    // IPv4 (discard.rs).
+    let kernel = crate::discard::netbeast_discards6(ctx.ctx, in_ifindex);
+    if kernel & crate::discard::DISCARD6 != 0 {
+        bump(stats::KERNEL_DROPPED);
+        return xdp_action::XDP_PASS;
+    }
     // As for IPv4: a TCP header cut before its flags cannot be judged by
     // the rules that test them.
     if active.tcp_flags() && pkt.keys.tcp_flags == TCP_FLAGS_CUT as u16 {
         bump(stats::TCP_CUT);
         return xdp_action::XDP_DROP;
     }
-    let in_ifindex = ctx.ingress_ifindex() as u32;
     let (chain, out_ifindex, neighbour) = match path6(ctx, pkt, in_ifindex) {
         Path6::Local => {
             bump(stats::INPUT);
             (chain::INPUT6, 0, false)
         }
+        Path6::Forward(..) if kernel & crate::discard::NOT_FORWARDED6 != 0 => {
+            bump(stats::KERNEL_DROPPED);
+            return xdp_action::XDP_PASS;
+        }
         Path6::Forward(out, neighbour) => {
             bump(stats::FORWARD);
+            // ip6_forward() lowers the hop limit before the FORWARD hook:
+            // `-m hl` there sees it one lower (`path6` forwards only hop
+            // limits above 1). The frame's is lowered on the way out.
+            pkt.keys.ttl = pkt.keys.ttl.wrapping_sub(1);
             (chain::FORWARD6, out, neighbour)
         }
         Path6::Kernel => {
@@ -366,6 +381,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     bump(stats::IPV6);
+    // The facts of this packet's extension headers, as at ingress: left
+    // out, OUTPUT's -m rt, -m frag and -m ipv6header read those of the
+    // last packet this CPU parsed (an ICMPv6 error the kernel sends
+    // while it handles the packet it is about: that one's).
+    if active.ipv6_headers() {
+        crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
+    }
     if active.bits() & (netbeast_common::ACTIVE_SCTP_CHUNKS | netbeast_common::ACTIVE_DCCP) != 0 {
         crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits(), 1);
     }

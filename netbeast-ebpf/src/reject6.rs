@@ -68,11 +68,13 @@ pub fn reject6(ctx: &XdpContext, pkt: &Packet, with: u32, in_ifindex: u32, local
     let (src, dst) = addresses(pkt);
     // As icmp6_send() and nf_send_reset6(): never a later fragment, a
     // multicast destination, a frame sent to a link-level group, an
-    // unspecified or multicast source.
+    // unspecified or multicast source; nor an IPv4-mapped source
+    // (::ffff:0:0/96), to which the kernel's answer finds no route.
     if pkt.fragment
         || pkt.keys.dst & 0xff == 0xff
         || pkt.keys.src & 0xff == 0xff
         || src == Addr6::default()
+        || (pkt.keys.src == 0 && pkt.addr6[0] == 0 && pkt.addr6[2] == 0xffffu32.to_be())
         || pkt.keys.eth_dst & 1 != 0
         || pkt.l2_len() > MAX_L2
     {

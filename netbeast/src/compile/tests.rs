@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::rules::generate::{self, Dice, Palette, Scope};
 use crate::rules::model::{
-    Chain, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable, Policy,
+    Chain, Family, IcmpType, IfaceName, Ipv4Net, Match, MultiportKind, NatFlags, Negatable, Policy,
     PortRange, RejectWith, Rule, Ruleset, Statistic, StatisticMode, TableName, Target,
 };
 
@@ -162,6 +162,8 @@ static PALETTE: Palette = Palette {
     fragment_with_l4: true,
     nets: NETS,
     addrs: ADDRS,
+    nets6: &[],
+    addrs6: &[],
     ports: PORTS,
     ifaces: PATTERNS,
     macs: MACS,
@@ -191,6 +193,7 @@ fn everything(_: &str) -> bool {
 /// compiler needs no chain), jumping only to `callees`.
 fn random_rule(seed: u64, table: TableName, hooks: &[&str], callees: &[String]) -> Rule {
     let scope = Scope {
+        family: Family::V4,
         table,
         builtin: None,
         hooks,

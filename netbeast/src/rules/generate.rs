@@ -11,14 +11,16 @@
 //! same pools hit rules and their edges; [`Palette::wild`] mixes in values
 //! from the whole domain, for tests of the text (save/restore).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netbeast_common::MAX_GUARDS_PER_RULE;
 
 use crate::compile::lower::Lowering;
 
 use super::ext::MATCH_MODULES;
-use super::model::{IfaceName, Ipv4Net, Match, Negatable, PortRange, Rule, TableName, Target};
+use super::model::{
+    Family, IfaceName, Ipv4Net, Ipv6Net, Match, Negatable, PortRange, Rule, TableName, Target,
+};
 use super::target::{TARGET_MODULES, jump};
 
 /// splitmix64: a seed's choices, one after another. Property tests draw
@@ -120,6 +122,25 @@ impl Dice {
         }
     }
 
+    /// An IPv6 prefix of the palette (`-s`/`-d` of an ip6tables rule).
+    pub fn net6(&mut self, p: &Palette) -> Ipv6Net {
+        if self.wild(p) || p.nets6.is_empty() {
+            let addr = Ipv6Addr::from(u128::from(self.next()) << 64 | u128::from(self.next()));
+            return Ipv6Net::new(addr, 1 + self.below(128) as u8);
+        }
+        let (addr, len) = self.pick(p.nets6);
+        Ipv6Net::new(addr, len)
+    }
+
+    /// An IPv6 address of the palette (`-m iprange` of an ip6tables rule).
+    pub fn addr6(&mut self, p: &Palette) -> Ipv6Addr {
+        if self.wild(p) || p.addrs6.is_empty() {
+            Ipv6Addr::from(u128::from(self.next()) << 64 | u128::from(self.next()))
+        } else {
+            self.pick(p.addrs6)
+        }
+    }
+
     pub fn port(&mut self, p: &Palette) -> u16 {
         if self.wild(p) {
             self.next() as u16
@@ -192,6 +213,10 @@ pub struct Palette {
     pub fragment_with_l4: bool,
     pub nets: &'static [([u8; 4], u8)],
     pub addrs: &'static [[u8; 4]],
+    /// The same for ip6tables rules (`Scope::family` V6): prefixes for
+    /// `-s`/`-d`, addresses for `-m iprange`.
+    pub nets6: &'static [(Ipv6Addr, u8)],
+    pub addrs6: &'static [Ipv6Addr],
     pub ports: &'static [u16],
     pub ifaces: &'static [(&'static str, bool)],
     pub macs: &'static [[u8; 6]],
@@ -214,6 +239,9 @@ pub struct Palette {
 
 /// Where a rule goes, as much of it as its modules need to know.
 pub struct Scope<'a> {
+    /// iptables' ruleset or ip6tables': which modules exist, which
+    /// addresses and answers a rule takes.
+    pub family: Family,
     pub table: TableName,
     /// The built-in chain the rule is in, `None` in a user-defined chain
     /// (or when the test does not want `-i`/`-o` checked).
@@ -294,12 +322,12 @@ fn draw_one<T>(
     None
 }
 
-/// One match of the modules the scope allows (rules are drawn for the
-/// IPv4 ruleset).
+/// One match of the modules the scope allows, of those its family's
+/// command has.
 pub fn any_match(dice: &mut Dice, scope: &Scope) -> Option<Match> {
     let choices: Vec<_> = MATCH_MODULES
         .iter()
-        .filter(|m| m.for_family(super::model::Family::V4))
+        .filter(|m| m.for_family(scope.family))
         .map(|m| (m.name, &m.random))
         .collect();
     draw_one(dice, scope, &choices)
@@ -341,12 +369,24 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     // nat OUTPUT classifies sockets, which have no packet for a
     // non-contiguous netmask's guard to read.
     let masks = scope.has_packet();
-    let source = dice
-        .maybe(p.source, |d| d.rule_net(p, masks))
-        .map(|n| dice.negatable(p, n));
-    let destination = dice
-        .maybe(p.destination, |d| d.rule_net(p, masks))
-        .map(|n| dice.negatable(p, n));
+    let v6 = scope.family == Family::V6;
+    let (source, destination, source6, destination6) = if v6 {
+        let source6 = dice
+            .maybe(p.source, |d| d.net6(p))
+            .map(|n| dice.negatable(p, n));
+        let destination6 = dice
+            .maybe(p.destination, |d| d.net6(p))
+            .map(|n| dice.negatable(p, n));
+        (None, None, source6, destination6)
+    } else {
+        let source = dice
+            .maybe(p.source, |d| d.rule_net(p, masks))
+            .map(|n| dice.negatable(p, n));
+        let destination = dice
+            .maybe(p.destination, |d| d.rule_net(p, masks))
+            .map(|n| dice.negatable(p, n));
+        (source, destination, None, None)
+    };
     let in_iface = dice
         .maybe(if outgoing { 0 } else { p.in_iface }, |d| d.iface(p))
         .map(|i| dice.negatable(p, i));
@@ -380,7 +420,8 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
     let l4 = matches
         .iter()
         .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)));
-    let fragment = if dice.chance(p.fragment) && (p.fragment_with_l4 || !l4) {
+    // ip6tables has no `-f` (`-m frag` instead).
+    let fragment = if !v6 && dice.chance(p.fragment) && (p.fragment_with_l4 || !l4) {
         Some(dice.chance(50))
     } else {
         None
@@ -390,9 +431,8 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
         protocol: scope.protocol,
         source,
         destination,
-        // IPv6 rules are drawn by no user yet (ip6tables has its own tests).
-        source6: None,
-        destination6: None,
+        source6,
+        destination6,
         in_iface,
         out_iface,
         fragment,

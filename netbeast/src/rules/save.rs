@@ -1865,6 +1865,8 @@ COMMIT
             fragment_with_l4: true,
             nets: &[([10, 0, 0, 0], 8), ([192, 168, 1, 0], 24)],
             addrs: &[[10, 1, 2, 3], [192, 168, 1, 1]],
+            nets6: &[],
+            addrs6: &[],
             ports: &[0, 22, 80, 65535],
             ifaces: &[("eth0", false), ("eth", true), ("", true)],
             macs: &[[0x02, 0, 0, 0, 0, 1]],
@@ -1907,6 +1909,7 @@ COMMIT
         ) -> Rule {
             let builtin = table.builtin_chains().contains(&chain).then_some(chain);
             let scope = Scope {
+                family: Family::V4,
                 table,
                 builtin,
                 hooks,

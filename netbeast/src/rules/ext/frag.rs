@@ -240,7 +240,28 @@ impl MatchParser for FragParser {
     }
 }
 
-/// Never drawn: the differential harness draws IPv4 rulesets.
-fn random(_: &mut Dice, _: &Scope) -> Option<Match> {
-    None
+/// Identification ranges around the probes' (the differential harness's
+/// IPv6 probes carry their number, 10000 and up), or every one; the
+/// position and reserved tests now and then.
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    let ids = if d.chance(40) {
+        ALL
+    } else {
+        d.pick(&[
+            (0, 30_000),
+            (30_000, 65_535),
+            (20_000, 20_000),
+            (70_000, u32::MAX),
+        ])
+    };
+    Some(Match::Frag(Frag {
+        ids: d.negatable(s.palette, ids),
+        len: d
+            .maybe(10, |d| d.pick(&[0u32, 8]))
+            .map(|l| d.negatable(s.palette, l)),
+        reserved: d.chance(10),
+        first: d.chance(20),
+        more: d.chance(15),
+        last: d.chance(15),
+    }))
 }

@@ -394,6 +394,40 @@ pub fn range_prefixes6(first: u128, last: u128) -> Vec<Ipv6Net> {
 /// thousands of slots, which the compiler refuses at a cost).
 fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
     let p = s.palette;
+    if s.family == Family::V6 {
+        // The same shapes over the IPv6 palette: narrow mostly, now and
+        // then between two addresses; never negated: the complement of a
+        // 128-bit range is up to 254 prefixes, which with a second range
+        // in the rule passes the compiler's MAX_TERMS_PER_RULE (a refusal
+        // with its own message, not a difference to draw again and again).
+        let range6 = |d: &mut Dice| {
+            let a = u128::from(d.addr6(p));
+            let b = if d.chance(5) {
+                u128::from(d.addr6(p))
+            } else {
+                let any = d.below(300) as u128;
+                a.saturating_add(d.pick(&[0u128, 1, 3, 6, 200, any]))
+            };
+            Negatable {
+                negated: false,
+                value: AddrRange6 {
+                    first: a.min(b).into(),
+                    last: a.max(b).into(),
+                },
+            }
+        };
+        let (src6, dst6) = match d.below(3) {
+            0 => (Some(range6(d)), None),
+            1 => (None, Some(range6(d))),
+            _ => (Some(range6(d)), Some(range6(d))),
+        };
+        return Some(Match::IpRange(IpRange {
+            src: None,
+            dst: None,
+            src6,
+            dst6,
+        }));
+    }
     let range = |d: &mut Dice| {
         let a = u32::from(d.addr(p));
         let b = if d.chance(5) {

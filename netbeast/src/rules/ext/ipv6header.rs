@@ -218,7 +218,16 @@ impl MatchParser for Ipv6HeaderParser {
     }
 }
 
-/// Never drawn: the differential harness draws IPv4 rulesets.
-fn random(_: &mut Dice, _: &Scope) -> Option<Match> {
-    None
+/// Drawn for ip6tables rulesets (the differential harness's IPv6 mode).
+fn random(d: &mut Dice, _: &Scope) -> Option<Match> {
+    // One to three of the headers (`protocol` among them), exact or soft.
+    let mut headers = 0;
+    for _ in 0..1 + d.below(3) {
+        headers |= d.pick(&HEADERS).0;
+    }
+    Some(Match::Ipv6Header(Ipv6Header {
+        negated: d.chance(25),
+        headers,
+        soft: d.chance(50),
+    }))
 }

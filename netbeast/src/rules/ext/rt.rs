@@ -209,7 +209,25 @@ impl MatchParser for RtParser {
     }
 }
 
-/// Never drawn: the differential harness draws IPv4 rulesets.
-fn random(_: &mut Dice, _: &Scope) -> Option<Match> {
-    None
+/// Drawn for ip6tables rulesets (the differential harness's IPv6 mode).
+fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
+    // The types, lengths and segments left the differential harness's
+    // probes carry, and others.
+    let p = s.palette;
+    let rt_type = d
+        .maybe(50, |d| d.pick(&[0u32, 2, 4]))
+        .map(|t| d.negatable(p, t));
+    let segsleft = if d.chance(50) {
+        ALL
+    } else {
+        d.pick(&[(0, 0), (1, 1), (0, 3), (2, u32::MAX)])
+    };
+    let len = d
+        .maybe(30, |d| d.pick(&[8u32, 16, 24, 40]))
+        .map(|l| d.negatable(p, l));
+    Some(Match::Rt(Rt {
+        rt_type,
+        segsleft: d.negatable(p, segsleft),
+        len,
+    }))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, bang};
 use crate::compile::PacketView;
-use crate::rules::model::{Match, Negatable, PortRange};
+use crate::rules::model::{Family, Match, Negatable, PortRange};
 use crate::rules::names::Names;
 use crate::rules::parse::parse_port;
 
@@ -618,7 +618,9 @@ pub(super) fn random_ports(d: &mut Dice, s: &Scope, protocol: u8) -> Option<Matc
         .map(|f| d.negatable(p, f));
     // The options SYNs carry (MSS, window scale, SACK permitted,
     // timestamps), no-op, and a rare one.
-    let tcp_option = (protocol == 6 && s.has_packet())
+    // Not in ip6tables rules: the IPv6 data plane does not read TCP
+    // options yet (the parser refuses `--tcp-option` there).
+    let tcp_option = (protocol == 6 && s.has_packet() && s.family == Family::V4)
         .then(|| d.maybe(15, |d| d.pick(&[1u8, 2, 3, 4, 8, 30])))
         .flatten()
         .map(|o| d.negatable(p, o));

@@ -255,6 +255,8 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Target> {
     }
     let with = if s.plain_protocol() == Some(6) && d.chance(40) {
         RejectWith::TcpReset
+    } else if s.family == Family::V6 {
+        d.pick(&TYPES6.iter().map(|(.., w)| *w).collect::<Vec<_>>())
     } else {
         let icmp: Vec<RejectWith> = ALL
             .into_iter()
