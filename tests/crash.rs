@@ -237,6 +237,7 @@ fn check_no_leftovers(ns: &Netns, when: &str) {
                 || n.starts_with("ruleset.json.")
                 || n == "ruleset.next"
                 || n == "guard-slots.next"
+                || n == "counters.next"
         })
         .collect();
     assert!(

@@ -204,6 +204,75 @@ fn timeout_and_swap(firewall: Firewall) {
     expect(&bed, "flushed", &[(22, Connected)]);
 }
 
+// `-j SET` (xt_SET): a port knock. A SYN to 1111 adds its source to a set
+// with a timeout, which opens port 22; a SYN to 2222 deletes it, which
+// closes it again. The member the packet added is listed and saved with
+// the set's timeout.
+scenario!(port_knock_with_set_target);
+fn port_knock_with_set_target(firewall: Firewall) {
+    let bed = testbed("set-knock", firewall);
+    let _server = tcp_server(bed.server(), 22).unwrap();
+    ipset_ok(&bed, "create knocked hash:ip timeout 600");
+    for rule in [
+        "-A INPUT -p tcp --dport 1111 -j SET --add-set knocked src",
+        "-A INPUT -p tcp --dport 1111 -j DROP",
+        "-A INPUT -p tcp --dport 2222 -j SET --del-set knocked src",
+        "-A INPUT -p tcp --dport 2222 -j DROP",
+        "-A INPUT -p tcp --dport 22 -m set ! --match-set knocked src -j DROP",
+    ] {
+        bed.iptables_ok(rule).unwrap();
+    }
+    let saved = bed.save().unwrap();
+    assert!(
+        saved.contains("-A INPUT -p tcp -m tcp --dport 1111 -j SET --add-set knocked src\n")
+            && saved.contains("-A INPUT -p tcp -m tcp --dport 2222 -j SET --del-set knocked src\n"),
+        "{saved}"
+    );
+    expect(&bed, "closed", &[(22, TimedOut)]);
+    expect(&bed, "knock", &[(1111, TimedOut)]);
+    expect(&bed, "opened by the knock", &[(22, Connected)]);
+    let client = CLIENT_ADDR.to_string();
+    // The member the packet added, with the set's timeout counting down.
+    for command in ["list knocked", "save knocked"] {
+        let out = ipset(&bed, command);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains(&client))
+            .unwrap_or_else(|| panic!("ipset {command}: no member {CLIENT_ADDR}:\n{text}"));
+        let left: u32 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "timeout")
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("ipset {command}: no timeout in {line:?}"));
+        assert!((590..=600).contains(&left), "ipset {command}: {line:?}");
+    }
+    expect(&bed, "close", &[(2222, TimedOut)]);
+    expect(&bed, "closed again", &[(22, TimedOut)]);
+    let out = ipset(&bed, "list knocked");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&client),
+        "deleted by the packet"
+    );
+    // A set a rule writes cannot go either.
+    let out = ipset(&bed, "destroy knocked");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+// xt_SET's checks when the rule is added: the set must exist and be of
+// the rule's family (exit 2, nothing added).
+scenario!(set_target_needs_an_existing_set);
+fn set_target_needs_an_existing_set(firewall: Firewall) {
+    let bed = testbed("set-chk", firewall);
+    let out = bed.iptables("-A INPUT -j SET --add-set nope src").unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    ipset_ok(&bed, "create six hash:ip family inet6");
+    let out = bed.iptables("-A INPUT -j SET --del-set six src").unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!bed.save().unwrap().contains("SET"));
+}
+
 /// Output made comparable across two implementations: the random hash seed
 /// and the memory size (each implementation's own structures) blanked,
 /// and members — listed in hash order by the kernel — sorted.

@@ -1106,6 +1106,98 @@ fn marks_set_by_one_rule_are_seen_by_the_next() {
     lab("mark", false, |h, _| run_cases(h, cases));
 }
 
+/// `-j CONNMARK` and `-m connmark` on packets (xt_CONNMARK, xt_connmark):
+/// the mark a connection's first packet gives it is its later packets',
+/// and not another connection's; a mark set on a packet that is then
+/// dropped stays with the connection (the kernel writes ct->mark at once);
+/// save and restore move bits between the packet's mark and the
+/// connection's under their masks and shift; a packet without a
+/// connection (INVALID) matches no `-m connmark`, negated or not, and
+/// CONNMARK leaves it alone.
+#[test]
+fn connection_marks_follow_the_connection() {
+    let udp = |sport: u16, dport: u16| {
+        FrameBuilder::udp(CLIENT, sport, SERVER, dport)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    lab("connmark", false, |h, _| {
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        h.apply(&[
+            "-A INPUT -p udp --dport 53 -m connmark --mark 0x7 -j DROP",
+            "-A INPUT -p udp --dport 53 -j CONNMARK --set-mark 0x7",
+            // Dropped packets of marked connections stay marked: a long
+            // packet marks its connection 0x9 and is dropped; the next
+            // packet of that connection is let through by its mark.
+            "-A INPUT -p udp --dport 56 -m connmark --mark 0x9 -j ACCEPT",
+            "-A INPUT -p udp --dport 56 -m length --length 100:200 -j CONNMARK --set-mark 0x9",
+            "-A INPUT -p udp --dport 56 -m length --length 100:200 -j DROP",
+            // Save the packet's low byte, shifted, then restore it under
+            // other masks into a cleared packet mark.
+            "-A INPUT -p udp --dport 55 -j MARK --set-mark 0x1234",
+            "-A INPUT -p udp --dport 55 -j CONNMARK --save-mark --mask 0xff --left-shift-mark 4",
+            "-A INPUT -p udp --dport 55 -m connmark ! --mark 0x340 -j ACCEPT",
+            "-A INPUT -p udp --dport 55 -j MARK --set-mark 0xf000",
+            "-A INPUT -p udp --dport 55 -j CONNMARK --restore-mark --ctmask 0xff0 --nfmask 0xfff --right-shift-mark 4",
+            "-A INPUT -p udp --dport 55 -m mark --mark 0xf034 -j DROP",
+            // No connection: no connmark match either way.
+            "-A INPUT -p tcp --dport 80 -m connmark ! --mark 0x1 -j DROP",
+            "-A INPUT -p tcp --dport 80 -m connmark --mark 0x0 -j DROP",
+            "-A INPUT -p tcp --dport 81 -j CONNMARK --set-mark 0x1",
+            "-A INPUT -p tcp --dport 81 -m connmark --mark 0x1 -j DROP",
+            // --state makes conntrack run for every packet.
+            "-A INPUT -m state --state INVALID -j ACCEPT",
+        ]);
+        let first = udp(2001, 53).build();
+        assert_eq!(verdict(h, &first), "XDP_PASS", "the first packet marks it");
+        assert_eq!(
+            verdict(h, &first),
+            "XDP_DROP",
+            "its second packet has the mark"
+        );
+        assert_eq!(
+            verdict(h, &udp(2002, 53).build()),
+            "XDP_PASS",
+            "another connection starts unmarked"
+        );
+        let marked = h
+            .dataplane
+            .conntrack_entries()
+            .expect("reading conntrack")
+            .into_iter()
+            .find(|(_, e, _)| e.orig_sport == 2001 && e.orig_dport == 53)
+            .map(|(_, e, _)| e.mark);
+        assert_eq!(marked, Some(7), "the entry holds the mark");
+
+        let short = udp(2003, 56).build();
+        let long = udp(2003, 56).payload(&[0; 120]).build();
+        assert_eq!(verdict(h, &short), "XDP_PASS", "opens the connection");
+        assert_eq!(verdict(h, &long), "XDP_DROP", "marks it, dropped");
+        assert_eq!(
+            verdict(h, &long),
+            "XDP_PASS",
+            "the mark set by a dropped packet stays"
+        );
+
+        assert_eq!(
+            verdict(h, &udp(2004, 55).build()),
+            "XDP_DROP",
+            "save with mask and shift, then restore"
+        );
+
+        // A TCP segment that is no SYN, of no connection: INVALID.
+        let ack = |dport: u16| {
+            FrameBuilder::tcp(CLIENT, 3000, SERVER, dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .tcp_flags(tcp_flags::ACK)
+                .build()
+        };
+        assert_eq!(verdict(h, &ack(80)), "XDP_PASS", "no connection, no match");
+        assert_eq!(verdict(h, &ack(81)), "XDP_PASS", "no connection to mark");
+    });
+}
+
 #[test]
 fn port_matches() {
     let range = &["-A INPUT -p tcp --dport 1000:2000 -j DROP"];
@@ -4459,29 +4551,36 @@ fn hashlimit_keeps_a_bucket_per_source() {
             ["XDP_PASS", "XDP_DROP", "XDP_PASS"],
             "bytes"
         );
-        // --hashlimit-htable-max 2 and a third key: iptables drops the
-        // packets of keys past the table's max; netbeast keeps one LRU
-        // table for every name (docs/FEATURES.md) and gives the third its
-        // own bucket, counting every bucket it makes (`hashlimit_new`).
+        // --hashlimit-htable-max 2 (with -size 2: the kernel raises a max
+        // below the size, 8192 by default, to it) and a third key whose set holds none of
+        // the table's buckets: it gets none, and its packets do not match
+        // (iptables drops the packets of new keys once the table holds
+        // its max); buckets made and refusals counted.
         h.apply(&[
-            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name small --hashlimit-htable-size 2 --hashlimit-htable-max 2 -j ACCEPT",
             "-A INPUT -p udp --dport 10 -j DROP",
         ]);
-        let before = h.stats()[stats::HASHLIMIT_NEW as usize];
-        let got: Vec<&str> = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3], [10, 9, 0, 3]]
+        let keys = [[10, 9, 0, 1], [10, 9, 0, 2], [10, 9, 0, 3]];
+        let sets: Vec<u32> = keys.iter().map(|k| hashlimit_set_of("small", *k)).collect();
+        assert!(
+            sets[2] != sets[0] && sets[2] != sets[1],
+            "the third key shares a set with the others: pick other addresses"
+        );
+        let before = h.stats();
+        let got: Vec<&str> = [keys[0], keys[1], keys[2], keys[2], keys[0]]
             .iter()
             .map(|src| action_name(h.run(&from(*src, 10, 8), 0).0))
             .collect();
         assert_eq!(
             got,
-            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_DROP", "XDP_DROP"],
             "htable-max"
         );
-        assert_eq!(
-            h.stats()[stats::HASHLIMIT_NEW as usize] - before,
-            3,
-            "buckets made"
-        );
+        let after = h.stats();
+        let moved = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(moved(stats::HASHLIMIT_NEW), 2, "buckets made");
+        assert_eq!(moved(stats::HASHLIMIT_FULL), 2, "keys refused");
+        assert_eq!(moved(stats::HASHLIMIT_EVICTED), 0, "nothing evicted");
         // A new ruleset keeps the named table's buckets (by name, as the
         // kernel's tables): the first source is still out of credit.
         h.apply(&[
@@ -4493,6 +4592,85 @@ fn hashlimit_keeps_a_bucket_per_source() {
             action_name(h.run(&from([10, 4, 0, 1], 7, 8), 0).0),
             "XDP_PASS"
         );
+    });
+}
+
+/// The `HASHLIMIT` set of a `--hashlimit-mode srcip` key of table `name`.
+fn hashlimit_set_of(name: &str, src: [u8; 4]) -> u32 {
+    netbeast_common::hashlimit_set(&netbeast_common::HashlimitKey {
+        name: netbeast::rules::ext::hashlimit::name_number(name),
+        // As the kernel reads it from the packet: network order in memory,
+        // an IPv4 address in the first word.
+        src: [u32::from_ne_bytes(src), 0, 0, 0],
+        ..Default::default()
+    })
+}
+
+/// Three `--hashlimit-mode srcip` keys of table `name` in one set.
+fn three_keys_in_one_set(name: &str) -> [[u8; 4]; 3] {
+    let mut by_set: std::collections::HashMap<u32, Vec<[u8; 4]>> = Default::default();
+    for n in 1u32..1 << 20 {
+        let src = [10, 20 + (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keys = by_set.entry(hashlimit_set_of(name, src)).or_default();
+        keys.push(src);
+        if keys.len() == 3 {
+            return [keys[0], keys[1], keys[2]];
+        }
+    }
+    panic!("no set of {name} holds three of 2^20 addresses");
+}
+
+/// `--hashlimit-htable-max` reached with the new key's set holding the
+/// table's buckets: netbeast replaces the stalest of them (the one whose
+/// last packet is oldest, not the first made), where iptables would drop
+/// the new key's packets; every replacement of a live bucket is counted
+/// in `hashlimit_evicted`, and an evicted key that comes back starts
+/// with a full bucket.
+#[test]
+fn hashlimit_full_table_evicts_the_stalest() {
+    lab("hashlimit-evict", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp --dport 10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 1 --hashlimit-mode srcip --hashlimit-name evict --hashlimit-htable-size 2 --hashlimit-htable-max 2 -j ACCEPT",
+            "-A INPUT -p udp --dport 10 -j DROP",
+        ]);
+        let [a, b, c] = three_keys_in_one_set("evict");
+        let from = |src: [u8; 4]| {
+            FrameBuilder::udp(Ipv4Addr::from(src), CLIENT_PORT, SERVER, 10)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let before = h.stats();
+        let mut steps = Vec::new();
+        // (key, verdict, evictions so far): a and b fill the table; a's
+        // second packet (over its limit) makes b the stalest; c replaces
+        // b; a keeps its spent bucket; b comes back with a full one in
+        // c's place (c stalest now), c in a's, a in b's.
+        for (key, want, evicted) in [
+            (a, "XDP_PASS", 0),
+            (b, "XDP_PASS", 0),
+            (a, "XDP_DROP", 0),
+            (c, "XDP_PASS", 1),
+            (a, "XDP_DROP", 1),
+            (b, "XDP_PASS", 2),
+            (c, "XDP_PASS", 3),
+            (a, "XDP_PASS", 4),
+            (a, "XDP_DROP", 4),
+        ] {
+            let got = action_name(h.run(&from(key), 0).0);
+            let now = h.stats();
+            let moved = |i: u32| now[i as usize] - before[i as usize];
+            steps.push((key, got, moved(stats::HASHLIMIT_EVICTED)));
+            assert_eq!(
+                (got, moved(stats::HASHLIMIT_EVICTED)),
+                (want, evicted),
+                "after {steps:?}"
+            );
+        }
+        let after = h.stats();
+        let moved = |i: u32| after[i as usize] - before[i as usize];
+        assert_eq!(moved(stats::HASHLIMIT_NEW), 6, "buckets made");
+        assert_eq!(moved(stats::HASHLIMIT_FULL), 0, "no key refused");
     });
 }
 
@@ -6762,7 +6940,7 @@ fn set_match_is_one_lookup_whatever_the_set_size() {
             family: 4,
             dims: 1,
             entries: 0,
-            _pad: 0,
+            timeout: 0,
         };
         h.dataplane
             .ipset_header(name_number("blk"), Some(header))
@@ -6817,6 +6995,133 @@ fn set_match_is_one_lookup_whatever_the_set_size() {
         eprintln!(
             "a set match: {small:?} per packet with 10 members, {big:?} with {BIG} (floor {floor:?})"
         );
+    });
+}
+
+/// `-j SET`: a packet that meets `--add-set` makes itself and the next
+/// packets of its source match `-m set`, with the set's default timeout or
+/// `--timeout`; an add of a live member leaves its timeout unless
+/// `--exist` renews it; `--del-set` takes the member out; the header
+/// counts members as they come and go (xt_SET's semantics).
+#[test]
+fn set_target_adds_and_deletes_members() {
+    use netbeast::cli::conntrack::monotonic_now_ns;
+    use netbeast::loader::ipset::MemberSlot;
+    use netbeast::rules::ext::set::name_number;
+    use netbeast_common::{IpsetHeader, IpsetKey, ipset};
+    const DEFAULT: u64 = 600;
+    const SECOND: u64 = 1_000_000_000;
+    lab("ipset-target", false, |h, _| {
+        h.apply(&[
+            "-A INPUT -p udp --dport 23 -j SET --add-set blk src",
+            "-A INPUT -p udp --dport 24 -j SET --add-set blk src --timeout 30",
+            "-A INPUT -p udp --dport 25 -j SET --add-set blk src --exist --timeout 1000",
+            "-A INPUT -p udp --dport 26 -j SET --del-set blk src",
+            "-A INPUT -m set --match-set blk src -j DROP",
+        ]);
+        h.dataplane
+            .ipset_header(
+                name_number("blk"),
+                Some(IpsetHeader {
+                    content: 1,
+                    kind: ipset::HASH_IP,
+                    family: 4,
+                    dims: 1,
+                    entries: 0,
+                    timeout: ipset::HAS_TIMEOUT | DEFAULT as u32,
+                }),
+            )
+            .unwrap();
+        let member = |addr: Ipv4Addr| IpsetKey {
+            set: 1u32.to_be(),
+            addr: [u32::from_ne_bytes(addr.octets()), 0, 0, 0],
+            ..IpsetKey::default()
+        };
+        let to = |src: Ipv4Addr, port: u16| {
+            FrameBuilder::udp(src, CLIENT_PORT, SERVER, port)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict =
+            |h: &mut Harness, src: Ipv4Addr, port: u16| action_name(h.run(&to(src, port), 0).0);
+        // Seconds left of a member's timeout (None: not a member).
+        let left = |h: &mut Harness, src: Ipv4Addr| {
+            h.dataplane
+                .ipset_get(MemberSlot::Exact, member(src))
+                .unwrap()
+                .map(|v| {
+                    v.expires
+                        .saturating_sub(monotonic_now_ns())
+                        .div_ceil(SECOND)
+                })
+        };
+        let entries = |h: &mut Harness| {
+            h.dataplane
+                .ipset_header_of(name_number("blk"))
+                .unwrap()
+                .unwrap()
+                .entries
+        };
+        let other = Ipv4Addr::new(10, 0, 0, 9);
+
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_PASS", "not a member yet");
+        // The add rule comes before the DROP: the packet that adds its
+        // source is dropped by it already, as in iptables.
+        assert_eq!(verdict(h, CLIENT, 23), "XDP_DROP", "added, then matched");
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_DROP", "the next packet");
+        assert_eq!(verdict(h, other, 53), "XDP_PASS", "another source");
+        let t = left(h, CLIENT).expect("a member");
+        assert!(
+            (DEFAULT - 2..=DEFAULT).contains(&t),
+            "the set's default timeout: {t}"
+        );
+        assert_eq!(entries(h), 1);
+
+        // --timeout, then an add without --exist leaves it, one with
+        // --exist renews it.
+        assert_eq!(verdict(h, other, 24), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((28..=30).contains(&t), "--timeout 30: {t}");
+        assert_eq!(verdict(h, other, 23), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((28..=30).contains(&t), "no --exist, the timeout stays: {t}");
+        assert_eq!(verdict(h, other, 25), "XDP_DROP");
+        let t = left(h, other).expect("a member");
+        assert!((998..=1000).contains(&t), "--exist renews: {t}");
+        assert_eq!(entries(h), 2, "renewals add no member");
+
+        // --del-set: the member goes, its next packet passes.
+        assert_eq!(
+            verdict(h, CLIENT, 26),
+            "XDP_PASS",
+            "deleted before the DROP"
+        );
+        assert_eq!(left(h, CLIENT), None);
+        assert_eq!(verdict(h, CLIENT, 53), "XDP_PASS");
+        assert_eq!(entries(h), 1);
+        assert_eq!(
+            verdict(h, CLIENT, 26),
+            "XDP_PASS",
+            "not a member: nothing to delete"
+        );
+        assert_eq!(entries(h), 1);
+
+        // An expired member is replaced by an add, and counts once.
+        h.dataplane
+            .ipset_put(
+                MemberSlot::Exact,
+                member(CLIENT),
+                netbeast_common::IpsetValue { expires: 1 },
+            )
+            .unwrap();
+        assert_eq!(
+            verdict(h, CLIENT, 24),
+            "XDP_DROP",
+            "an expired member is added anew"
+        );
+        let t = left(h, CLIENT).expect("a member");
+        assert!((28..=30).contains(&t), "{t}");
     });
 }
 
@@ -6946,4 +7251,322 @@ fn route_cache_is_used_only_while_watched() {
             "expired: no cache"
         );
     });
+}
+
+/// ip6tables `-m hashlimit`: a bucket per masked IPv6 source (a /128 per
+/// host, a /64 shared by its hosts, a /0 shared by all), and the IPv6
+/// table of a name apart from the IPv4 table of the same name.
+#[test]
+fn ipv6_hashlimit_keeps_a_bucket_per_prefix() {
+    lab6("hashlimit6", |h, _| {
+        h.apply(&[
+            // 2 packets per host (a rate that does not refill meanwhile).
+            "ip6 -A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-name shared -j ACCEPT",
+            "ip6 -A INPUT -p udp --dport 7 -j DROP",
+            // 2 packets per /64.
+            "ip6 -A INPUT -p udp --dport 8 -m hashlimit --hashlimit-above 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-srcmask 64 --hashlimit-name per-64 -j DROP",
+            // 3 packets per destination port, whatever the addresses
+            // (the mode names no address).
+            "ip6 -A INPUT -p udp --dport 9:10 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 3 --hashlimit-mode dstport --hashlimit-name per-port -j ACCEPT",
+            "ip6 -A INPUT -p udp --dport 9:10 -j DROP",
+            // The IPv4 table of the same name: its own buckets.
+            "-A INPUT -p udp --dport 7 -m hashlimit --hashlimit-upto 1/hour --hashlimit-burst 2 --hashlimit-mode srcip --hashlimit-name shared -j ACCEPT",
+            "-A INPUT -p udp --dport 7 -j DROP",
+        ]);
+        let from = |src: &str, dport: u16| {
+            FrameBuilder::udp6_with(v6(src), CLIENT_PORT, v6(SERVER6), dport, &[0x61; 8])
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let run =
+            |h: &mut Harness, src: &str, dport: u16| action_name(h.run(&from(src, dport), 0).0);
+        // Hosts that differ only in the last bit have their own buckets.
+        let got: Vec<&str> = [
+            "fd00::a", "fd00::a", "fd00::b", "fd00::a", "fd00::b", "fd00::b",
+        ]
+        .iter()
+        .map(|s| run(h, s, 7))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                "XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS", "XDP_DROP"
+            ],
+            "a bucket per /128"
+        );
+        // Two hosts of one /64 share one; another /64 (differing in bit
+        // 63) has its own.
+        let got: Vec<&str> = [
+            "fd00:0:0:7::1",
+            "fd00:0:0:7:ffff::2",
+            "fd00:0:0:7::3",
+            "fd00:0:0:6::1",
+        ]
+        .iter()
+        .map(|s| run(h, s, 8))
+        .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "srcmask 64"
+        );
+        // By destination port only: any source spends port 9's three.
+        let got: Vec<&str> = [
+            ("fd00::a", 9),
+            ("fd00::1:1", 9),
+            ("fd01::1", 9),
+            ("fd00::a", 9),
+            ("fd00::a", 10),
+        ]
+        .iter()
+        .map(|(s, p)| run(h, s, *p))
+        .collect();
+        assert_eq!(
+            got,
+            ["XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_PASS"],
+            "mode dstport"
+        );
+        // The IPv4 rule's table "shared" has its own buckets: an IPv4
+        // source whose address is the first word of a spent IPv6 one
+        // (fd00::a's first word is fd00:0000) still has its two.
+        let v4 = |h: &mut Harness| {
+            let frame = FrameBuilder::udp(Ipv4Addr::new(0xfd, 0, 0, 0), CLIENT_PORT, SERVER, 7)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build();
+            action_name(h.run(&frame, 0).0)
+        };
+        assert_eq!(
+            [v4(h), v4(h), v4(h)],
+            ["XDP_PASS", "XDP_PASS", "XDP_DROP"],
+            "IPv4 apart"
+        );
+    });
+}
+
+/// ip6tables `-m connlimit`: the live IPv6 connections of a masked
+/// address, counted from the IPv6 tracker, the packet's own included; a
+/// RST closes one; a /64 mask makes one count of its hosts.
+#[test]
+fn ipv6_connlimit_counts_live_connections_of_a_prefix() {
+    lab6("connlimit6", |h, _| {
+        h.apply(&[
+            "ip6 -A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 2 -j DROP",
+            "ip6 -A INPUT -p tcp --syn --dport 81 -m connlimit --connlimit-above 1 --connlimit-mask 64 -j DROP",
+        ]);
+        let syn = |src: &str, sport: u16, dport: u16| {
+            FrameBuilder::tcp6(v6(src), sport, v6(SERVER6), dport)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build()
+        };
+        let verdict = |h: &mut Harness, frame: &[u8]| action_name(h.run(frame, 0).0);
+        assert_eq!(verdict(h, &syn(CLIENT6, 1001, 80)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT6, 1002, 80)), "XDP_PASS");
+        assert_eq!(verdict(h, &syn(CLIENT6, 1003, 80)), "XDP_DROP", "a third");
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1001, 80)),
+            "XDP_PASS",
+            "retransmission"
+        );
+        // An address that differs in its last bit has its own count.
+        assert_eq!(
+            verdict(h, &syn("fd00::3", 1001, 80)),
+            "XDP_PASS",
+            "another address"
+        );
+        let rst =
+            FrameBuilder::tcp6_segment(v6(CLIENT6), 1002, v6(SERVER6), 80, tcp_flags::RST, 2, &[])
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .build();
+        h.run(&rst, 0);
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1004, 80)),
+            "XDP_PASS",
+            "after a RST"
+        );
+        assert_eq!(
+            verdict(h, &syn(CLIENT6, 1005, 80)),
+            "XDP_DROP",
+            "full again"
+        );
+        // /64: two hosts of it share the one connection allowed; another
+        // /64 has its own.
+        assert_eq!(verdict(h, &syn("fd00:0:0:9::1", 2001, 81)), "XDP_PASS");
+        assert_eq!(
+            verdict(h, &syn("fd00:0:0:9::2", 2001, 81)),
+            "XDP_DROP",
+            "same /64"
+        );
+        assert_eq!(
+            verdict(h, &syn("fd00:0:0:8::1", 2001, 81)),
+            "XDP_PASS",
+            "another /64"
+        );
+    });
+}
+
+/// ip6tables `-m iprange`: IPv6 source and destination ranges, `!`, a
+/// range across a word boundary, and a reversed range (never holds).
+#[test]
+fn ipv6_iprange_matches() {
+    let in_range = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m iprange --src-range fd00::ffff:fffe-fd00::1:0:1 -j ACCEPT",
+    ];
+    let outside = &["ip6 -A INPUT -m iprange ! --src-range fd00::5-fd00::9 -j DROP"];
+    let both = &[
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m iprange --src-range fd00::1-fd00::1 --dst-range fd00::2-fd00::ffff -j ACCEPT",
+    ];
+    let reversed = &["ip6 -A INPUT -m iprange --src-range fd00::9-fd00::1 -j DROP"];
+    let cases = vec![
+        case(
+            "first of the range",
+            in_range,
+            tcp6_from("fd00::ffff:fffe", 22),
+            Pass,
+        ),
+        case(
+            "across the word boundary",
+            in_range,
+            tcp6_from("fd00::1:0:0", 22),
+            Pass,
+        ),
+        case(
+            "last of the range",
+            in_range,
+            tcp6_from("fd00::1:0:1", 22),
+            Pass,
+        ),
+        case(
+            "one past the end",
+            in_range,
+            tcp6_from("fd00::1:0:2", 22),
+            Drop,
+        ),
+        case(
+            "one before the start",
+            in_range,
+            tcp6_from("fd00::ffff:fffd", 22),
+            Drop,
+        ),
+        case(
+            "another prefix with the same last words",
+            in_range,
+            tcp6_from("fd01::1:0:0", 22),
+            Drop,
+        ),
+        case(
+            "! range: inside passes",
+            outside,
+            tcp6_from("fd00::7", 22),
+            Pass,
+        ),
+        case(
+            "! range: below is dropped",
+            outside,
+            tcp6_from("fd00::4", 22),
+            Drop,
+        ),
+        case(
+            "! range: above is dropped",
+            outside,
+            tcp6_from("fd00::a", 22),
+            Drop,
+        ),
+        case(
+            "! range: far above is dropped",
+            outside,
+            tcp6_from("ffff::1", 22),
+            Drop,
+        ),
+        case("source and destination", both, tcp6(22), Pass),
+        case(
+            "source and destination: other source",
+            both,
+            tcp6_from("fd00::3", 22),
+            Drop,
+        ),
+        case(
+            "a reversed range holds nothing",
+            reversed,
+            tcp6_from("fd00::5", 22),
+            Pass,
+        ),
+    ];
+    lab6("iprange6", |h, _| run_cases(h, cases));
+}
+
+/// ip6tables' `-m sctp --chunk-types`: the IPv4 walk's global functions
+/// from where the IPv6 extension headers end (after a destination options
+/// header here), a first fragment's chunks counting as cut short (what
+/// they do not decide does not match, as for IPv4).
+#[test]
+fn ipv6_sctp_chunk_types_match() {
+    use netbeast::packet::ipv6_ext::DEST_OPTS;
+    use netbeast::packet::sctp_chunk as chunk_of;
+    use netbeast::packet::sctp_chunk::*;
+    let c = |t: u8| chunk_of(t, 0, &[0xab; 5]);
+    let sctp6 = |chunks: &[Vec<u8>]| {
+        let mut packet = Vec::new();
+        packet.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+        packet.extend_from_slice(&3868u16.to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        packet.extend_from_slice(&chunks.concat());
+        packet
+    };
+    let plain = |chunks: &[Vec<u8>]| {
+        FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 132)
+            .payload(&sctp6(chunks))
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let after_options = |chunks: &[Vec<u8>]| plain(chunks).ipv6_ext(DEST_OPTS, 1);
+    let first_fragment = |chunks: &[Vec<u8>]| plain(chunks).ipv6_fragment(0, true);
+    let any_abort = "ip6 -A INPUT -p sctp --dport 3868 -m sctp --chunk-types any ABORT -j DROP";
+    let only_data = "ip6 -A INPUT -p sctp --dport 3868 -m sctp --chunk-types only DATA -j DROP";
+    let cases = vec![
+        case("any: met", &[any_abort], plain(&[c(DATA), c(ABORT)]), Drop),
+        case("any: absent", &[any_abort], plain(&[c(DATA)]), Pass),
+        case(
+            "any: met after an extension header",
+            &[any_abort],
+            after_options(&[c(INIT), c(ABORT)]),
+            Drop,
+        ),
+        case(
+            "any: absent after an extension header",
+            &[any_abort],
+            after_options(&[c(INIT)]),
+            Pass,
+        ),
+        case(
+            "any: met in a first fragment",
+            &[any_abort],
+            first_fragment(&[c(ABORT)]),
+            Drop,
+        ),
+        case(
+            "only: whole",
+            &[only_data],
+            plain(&[c(DATA), c(DATA)]),
+            Drop,
+        ),
+        case(
+            "only: another type",
+            &[only_data],
+            plain(&[c(DATA), c(SACK)]),
+            Pass,
+        ),
+        case(
+            "only: a first fragment's chunks do not decide it",
+            &[only_data],
+            first_fragment(&[c(DATA)]),
+            Pass,
+        ),
+    ];
+    lab6("sctp6-chunks", |h, _| run_cases(h, cases));
 }

@@ -193,3 +193,94 @@ fn notrack_makes_untracked(firewall: Firewall) {
 }
 
 scenario!(notrack_makes_untracked);
+
+/// `-j CT --zone`: one UDP tuple (10.0.0.1:5000 → 10.0.0.2:7) arriving on
+/// two interfaces that raw PREROUTING puts in zones 1 and 2 is two
+/// connections, as the kernel keys conntrack by zone: `conntrack -L`
+/// shows both, `zone=1` and `zone=2`; `-m connlimit` counts each zone's
+/// connections apart (xt_connlimit keys its counts by zone), so its
+/// count-only rule over one connection per address matches neither
+/// packet, while a third connection of zone 1 (another source port) is
+/// over the limit of that zone. A later `-j NOTRACK` in the
+/// same chain changes nothing for them (xt_CT: the first template stays).
+/// Frames are sent raw from the outside namespace, so no ARP or routing
+/// decides which interface they take.
+fn zones_keep_one_tuple_apart(firewall: Firewall) {
+    use netbeast::{netns::veth_pair, packet::FrameBuilder};
+    use std::net::Ipv4Addr;
+    require_root();
+    let outside = netbeast::netns::Netns::new("zone-o").expect("outside namespace");
+    let host = firewall.guard(netbeast::netns::Netns::new("zone-h").expect("host namespace"));
+    let (a_out, a_in, b_out, b_in) = ("nbtza0", "nbtza1", "nbtzb0", "nbtzb1");
+    veth_pair(&outside, a_out, "10.0.0.1/24", &host, a_in, "10.0.0.2/24").expect("veth a");
+    veth_pair(&outside, b_out, "10.0.1.1/24", &host, b_in, "10.0.1.2/24").expect("veth b");
+    // 10.0.0.1 also arrives on b: no reverse-path filter may drop it there.
+    for iface in ["all", "default", a_in, b_in] {
+        host.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")
+            .expect("rp_filter");
+    }
+    firewall.attach(&host, &[a_in, b_in]).expect("attach");
+    for line in [
+        "-t raw -A PREROUTING -i nbtza1 -j CT --zone 1",
+        "-t raw -A PREROUTING -i nbtzb1 -j CT --zone 2",
+        "-t raw -A PREROUTING -p udp --dport 7 -j NOTRACK",
+        "-A INPUT -p udp --dport 7",
+        "-A INPUT -p udp --dport 7 -m connlimit --connlimit-above 1 --connlimit-mask 32",
+    ] {
+        firewall
+            .iptables_ok(&host, line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let frame = |out: &str, into: &str, sport: u16| {
+        FrameBuilder::udp(
+            Ipv4Addr::new(10, 0, 0, 1),
+            sport,
+            Ipv4Addr::new(10, 0, 0, 2),
+            7,
+        )
+        .src_mac(outside.mac(out).expect("mac"))
+        .dst_mac(host.mac(into).expect("mac"))
+        .payload(b"zone")
+        .build()
+    };
+    for (out, into, sport) in [
+        (a_out, a_in, 5000),
+        (b_out, b_in, 5000),
+        (a_out, a_in, 5001),
+    ] {
+        let sent = outside
+            .send_frames(out, &[frame(out, into, sport)], Duration::from_secs(1))
+            .expect("sending");
+        assert_eq!(sent, 1, "frame out of {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listing = if firewall.is_netbeast() {
+        host.netbeast_ok(&["conntrack", "-L"]).unwrap()
+    } else {
+        let out = host.run("conntrack", &["-L", "-p", "udp"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let lines: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("sport=5000 dport=7 "))
+        .collect();
+    assert_eq!(lines.len(), 2, "one connection per zone:\n{listing}");
+    for zone in [1, 2] {
+        let needle = format!(" zone={zone}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&needle) && l.contains("[UNREPLIED]")),
+            "no connection in zone {zone}:\n{listing}"
+        );
+    }
+    let input = firewall.list(&host, "INPUT").expect("listing INPUT");
+    assert_eq!(input.rules[0].packets, 3, "{:?}", input.rules[0].line);
+    assert_eq!(
+        input.rules[1].packets, 1,
+        "connlimit counts zone 1's second connection only: {:?}",
+        input.rules[1].line
+    );
+}
+
+scenario!(zones_keep_one_tuple_apart);

@@ -579,8 +579,19 @@ pub mod target {
     /// `(mark & !mask) ^ value` (xt_MARK), where `RuleAction::arg` is its
     /// [`super::MarkTarget`] number (see [`super::mark_target_index`]).
     pub const MARK: u32 = 11;
+    /// `-j CONNMARK` (any table): non-terminating; sets the packet's
+    /// connection's mark, saves the packet's mark into it or restores the
+    /// packet's mark from it (xt_CONNMARK), where `RuleAction::arg` is its
+    /// [`super::ConnmarkTarget`] number (see
+    /// [`super::connmark_target_index`]). Nothing for a packet without a
+    /// connection (INVALID, UNTRACKED, raw chains).
+    pub const CONNMARK: u32 = 12;
+    /// `-j CT` without `--notrack` (raw table): non-terminating; the
+    /// packet's connection is looked up and made in conntrack zone
+    /// `RuleAction::arg` (0 for a bare `-j CT`, the default template).
+    pub const CT: u32 = 13;
     /// Codes in the table.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     pub mod flag {
         /// The code is in the table.
@@ -601,6 +612,15 @@ pub mod target {
         /// It changes the packet's mark (`-j MARK`): the search applies it
         /// at once, so the rules after it see the new mark.
         pub const SET_MARK: u32 = 32;
+        /// It reads or writes the connection's mark (`-j CONNMARK`): the
+        /// search applies it at once, to the conntrack entry (or, for a
+        /// connection's first packet, to the entry it will confirm).
+        pub const CONNECTION_MARK: u32 = 64;
+        /// It gives the packet its conntrack template (xt_CT: `-j CT`,
+        /// `--notrack`, `--zone`): the first such rule the packet meets
+        /// decides, later ones change nothing (xt_CT leaves a packet that
+        /// has one alone).
+        pub const CT_TEMPLATE: u32 = 128;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -611,8 +631,12 @@ pub mod target {
             ACCEPT | DROP | DNAT | SNAT | MASQUERADE | REDIRECT => KNOWN | TERMINATING,
             REJECT | SYNPROXY => KNOWN | TERMINATING | NEEDS_PACKET,
             NONE => KNOWN,
-            NOTRACK => KNOWN | UNTRACK,
+            NOTRACK => KNOWN | UNTRACK | CT_TEMPLATE,
+            CT => KNOWN | CT_TEMPLATE,
             MARK => KNOWN | SET_MARK,
+            // It needs the packet's connection, which the socket programs
+            // (nat OUTPUT) do not have yet.
+            CONNMARK => KNOWN | CONNECTION_MARK | NEEDS_PACKET,
             LOG => KNOWN | NEEDS_PACKET | SIDE_EFFECT,
             _ => 0,
         }
@@ -685,6 +709,78 @@ impl MarkTarget {
     #[inline(always)]
     pub const fn apply(&self, mark: u32) -> u32 {
         (mark & !self.mask) ^ self.value
+    }
+}
+
+/// Distinct `-j CONNMARK` operations a generation may hold: each is one
+/// entry of `CONNMARK_TARGETS`.
+pub const MAX_CONNMARK_TARGETS: u32 = 1024;
+
+/// Index of a generation's CONNMARK entry `n` in `CONNMARK_TARGETS`.
+#[inline(always)]
+pub const fn connmark_target_index(generation: u32, n: u32) -> u32 {
+    generation * MAX_CONNMARK_TARGETS + n
+}
+
+/// `ConnmarkTarget::mode`, as xt_CONNMARK numbers them.
+pub mod connmark_mode {
+    /// `--set-xmark` and its spellings: the connection's mark becomes
+    /// `(ctmark & !ctmask) ^ value`, then shifted.
+    pub const SET: u8 = 0;
+    /// `--save-mark`: `(ctmark & !ctmask) ^ shifted(mark & nfmask)`.
+    pub const SAVE: u8 = 1;
+    /// `--restore-mark`: the packet's mark becomes `(mark & !nfmask) ^
+    /// shifted(ctmark & ctmask)`.
+    pub const RESTORE: u8 = 2;
+}
+
+/// What a `-j CONNMARK` rule does (xt_CONNMARK revision 2's
+/// `xt_connmark_tginfo2`): one of [`connmark_mode`], its masks and the
+/// shift of `--left-shift-mark` / `--right-shift-mark`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnmarkTarget {
+    pub ctmark: u32,
+    pub ctmask: u32,
+    pub nfmask: u32,
+    pub mode: u8,
+    /// 1 for a right shift, 0 for a left one.
+    pub shift_right: u8,
+    /// 0 to 32 (libxt_CONNMARK's bounds).
+    pub shift_bits: u8,
+    pub _pad: u8,
+}
+
+impl ConnmarkTarget {
+    /// `value` shifted as the rule says. A shift by 32 leaves the value as
+    /// it is: the kernel's C shift of a 32-bit word by 32 does on x86,
+    /// whose shift instructions take the count modulo 32.
+    #[inline(always)]
+    pub const fn shift(&self, value: u32) -> u32 {
+        let bits = (self.shift_bits & 31) as u32;
+        if self.shift_right != 0 {
+            value >> bits
+        } else {
+            value << bits
+        }
+    }
+
+    /// The connection's and the packet's marks after this target, from
+    /// `(ctmark, mark)` before it (xt_CONNMARK's `connmark_tg_shift`).
+    #[inline(always)]
+    pub const fn apply(&self, ctmark: u32, mark: u32) -> (u32, u32) {
+        match self.mode {
+            connmark_mode::SET => (self.shift((ctmark & !self.ctmask) ^ self.ctmark), mark),
+            connmark_mode::SAVE => (
+                (ctmark & !self.ctmask) ^ self.shift(mark & self.nfmask),
+                mark,
+            ),
+            connmark_mode::RESTORE => (
+                ctmark,
+                (mark & !self.nfmask) ^ self.shift(ctmark & self.ctmask),
+            ),
+            _ => (ctmark, mark),
+        }
     }
 }
 
@@ -988,9 +1084,8 @@ pub mod stats {
     /// `-m connlimit` checks that could not take their list's lock (other
     /// CPUs held it for `CONNLIMIT_SPINS` tries): the rule does not match.
     pub const CONNLIMIT_CONTENDED: u32 = 28;
-    /// `-m hashlimit` buckets made for a key not in its table (once
-    /// `HASHLIMIT_ENTRIES` buckets are kept, each evicts the one used
-    /// least recently).
+    /// `-m hashlimit` buckets made for a key not in its table (see
+    /// `HASHLIMIT_EVICTED` for those that replaced a live one).
     pub const HASHLIMIT_NEW: u32 = 29;
     /// `-m hashlimit` packets treated as over the limit because other CPUs
     /// changed the bucket every time this one tried (`LIMIT_TRIES`).
@@ -1030,7 +1125,19 @@ pub mod stats {
     /// IPv6 packets with more than `MAX_IPV6_EXT_HEADERS` extension
     /// headers: dropped (never let through unclassified).
     pub const IPV6_EXT_TOO_DEEP: u32 = 42;
-    pub const COUNT: u32 = 43;
+    /// `-m hashlimit` buckets replaced by a new key while still live: the
+    /// stalest of the new key's set (of its own table when the table
+    /// holds its `--hashlimit-htable-max`, of any table when the set is
+    /// full). A bucket idle past its expiry is not counted (xt_hashlimit
+    /// would have collected it).
+    pub const HASHLIMIT_EVICTED: u32 = 43;
+    /// `-m hashlimit` packets of a new key that got no bucket: its table
+    /// held its `--hashlimit-htable-max` and the key's set none of the
+    /// table's buckets to replace. The rule's hashlimit does not hold
+    /// for them (`--hashlimit-upto` does not match, `--hashlimit-above`
+    /// does).
+    pub const HASHLIMIT_FULL: u32 = 44;
+    pub const COUNT: u32 = 45;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 9] = [
@@ -1090,6 +1197,8 @@ pub mod stats {
         "ipv6",
         "ipv6_malformed",
         "ipv6_ext_too_deep",
+        "hashlimit_evicted",
+        "hashlimit_full",
     ];
 }
 
@@ -1435,6 +1544,11 @@ pub mod guard_kind {
     /// [`super::Guard::holds_mark`]. (A number well apart from the others:
     /// other branches add kinds at the same time.)
     pub const MARK: u32 = 24;
+    /// `-m connmark --mark V[/M]`: the packet's connection's mark under
+    /// the mask `b` equals `a`, inverted by `negated`; never for a packet
+    /// without a connection, negated or not (xt_connmark). No state: see
+    /// [`super::Guard::holds_connmark`]. (Apart from the others, as MARK.)
+    pub const CONNMARK: u32 = 30;
     /// `-m sctp --chunk-types all|any|only LIST`: the chunks the pipeline's
     /// walk met ([`super::sctp::SctpChunks`]), tested as xt_sctp does
     /// ([`super::Guard::holds_sctp_chunks`]). `_pad`: [`super::sctp`]
@@ -1442,6 +1556,14 @@ pub mod guard_kind {
     /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
     /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
     pub const SCTP_CHUNKS: u32 = 16;
+    /// `-j SET --add-set|--del-set NAME DIRS`: not a test but the target's
+    /// work, the last guard of its rule so that it runs only when every
+    /// match held; always holds. The packet's key (as `SET` builds it)
+    /// is added to or deleted from the ipset whose name's number is `a`.
+    /// `_pad`: [`super::ipset`] direction, family and `ADD`/`DEL`/`EXIST`/
+    /// `TIMEOUT` bits; `b`: `--timeout` in seconds. (Apart from the others,
+    /// as MARK.)
+    pub const SET_WRITE: u32 = 40;
 }
 
 /// `-m sctp --chunk-types` (xt_sctp): the chunk walk's record and the
@@ -1554,6 +1676,17 @@ pub mod ipset {
     pub const DIR_DST: u32 = 1;
     pub const DIMS_SHIFT: u32 = 8;
     pub const V6: u32 = 1 << 12;
+    /// `SET_WRITE` guards: add the key (`--add-set`), or delete it
+    /// (`--del-set`); `--exist` (an existing member's timeout is renewed,
+    /// as xt_SET's `IPSET_FLAG_EXIST`); `--timeout` given (in `Guard::b`),
+    /// else the set's own default applies.
+    pub const ADD: u32 = 1 << 13;
+    pub const DEL: u32 = 1 << 14;
+    pub const EXIST: u32 = 1 << 15;
+    pub const TIMEOUT: u32 = 1 << 16;
+    /// `IpsetHeader::timeout`: the set has timeout support (ipset's
+    /// timeouts end at 2,147,483 s, below this bit).
+    pub const HAS_TIMEOUT: u32 = 1 << 31;
     /// Members of every hash:ip, hash:ip,port and bitmap:port set of a
     /// namespace (`IPSET_MEMBERS`): allocated as they are added
     /// (`BPF_F_NO_PREALLOC`), so an empty capacity costs nothing. Each
@@ -1585,9 +1718,14 @@ pub struct IpsetHeader {
     pub dims: u32,
     /// Members it holds, expired ones included until `netbeast ipset`
     /// removes them: userspace's count for `maxelem`, kept here so that
-    /// adding one element writes no file.
+    /// adding one element writes no file. `-j SET` rules add to it (and
+    /// take off) atomically as they add (and delete) members.
     pub entries: u32,
-    pub _pad: u32,
+    /// [`ipset::HAS_TIMEOUT`] for a set created with timeout support, with
+    /// its default timeout in seconds in the bits below (0: permanent):
+    /// what a `-j SET --add-set` without `--timeout` gives. 0 for a set
+    /// without timeout support, whose members never expire.
+    pub timeout: u32,
 }
 
 /// A set member's key: in `IPSET_MEMBERS` as is, in `IPSET_NETS` as the
@@ -1987,10 +2125,17 @@ pub mod hashlimit {
     /// the window `--hashlimit-rate-interval` seconds, in bits 24..31.
     pub const RATE_MATCH: u32 = 32;
     pub const INTERVAL_SHIFT: u32 = 24;
-    /// `--hashlimit-srcmask` in bits 8..14, `--hashlimit-dstmask` in
-    /// 16..22.
+    /// An ip6tables rule: the key holds the packet's IPv6 addresses
+    /// (masked by prefix lengths up to 128), in the table of its name
+    /// for IPv6, apart from the IPv4 table of the same name (as
+    /// xt_hashlimit finds a table by name and family).
+    pub const V6: u32 = 64;
+    /// `--hashlimit-srcmask` in bits 8..15, `--hashlimit-dstmask` in
+    /// 16..23 (prefix lengths: up to 32, or 128 for ip6tables).
     pub const SRCMASK_SHIFT: u32 = 8;
     pub const DSTMASK_SHIFT: u32 = 16;
+    /// A mask's bits in `_pad` (after its shift).
+    pub const MASK_BITS: u32 = 0xff;
     /// In bytes mode a packet costs at most one second of the rate, as in
     /// xt_hashlimit, and the bucket holds one second.
     pub const BYTES_DEPTH_NS: u64 = 1_000_000_000;
@@ -2043,22 +2188,135 @@ pub fn hashlimit_byte_take(
     None
 }
 
-/// Buckets all `-m hashlimit` tables hold together. An LRU table: past
-/// it, a new key's bucket takes the place of the bucket used least
-/// recently, of any name (see docs/FEATURES.md).
+/// Buckets all `-m hashlimit` tables hold together: `HASHLIMIT_SETS`
+/// sets of `HASHLIMIT_WAYS` slots in one BPF array (`HASHLIMIT`). Each
+/// table also holds at most its `--hashlimit-htable-max` (see
+/// [`HashlimitTable`] and docs/FEATURES.md).
 pub const HASHLIMIT_ENTRIES: u32 = 262_144;
+/// Slots of one set: a key's bucket can live in any slot of the set its
+/// hash names ([`hashlimit_set`]), so a lookup compares at most this many
+/// keys, all in one set's 640 contiguous bytes.
+pub const HASHLIMIT_WAYS: usize = 8;
+pub const HASHLIMIT_SETS: u32 = HASHLIMIT_ENTRIES / HASHLIMIT_WAYS as u32;
+/// Tables (name and family) of `-m hashlimit` kept at once
+/// (`HASHLIMIT_TABLES`): a ruleset naming more is refused, naming this
+/// limit.
+pub const MAX_HASHLIMIT_TABLES: u32 = 1024;
+
+/// The set (`HASHLIMIT` index) of a `-m hashlimit` key: a hash of all
+/// its words, the table's name and family included, so that tables spread
+/// over every set. The one definition for the kernel and the tests that
+/// predict evictions.
+#[inline(always)]
+pub fn hashlimit_set(key: &HashlimitKey) -> u32 {
+    hashlimit_set_of_words(&key.words())
+}
+
+/// [`hashlimit_set`] of a key's [`HashlimitKey::words`].
+#[inline(always)]
+pub fn hashlimit_set_of_words(k: &[u64; HASHLIMIT_KEY_WORDS]) -> u32 {
+    // MurmurHash3's 64-bit finalizer over every word in turn: every input
+    // bit reaches the set number's bits (a plain multiply carries the
+    // address's last octet, the top byte of its word, only upwards).
+    let mix = |mut h: u64| {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    let mut h = 0;
+    let mut i = HASHLIMIT_KEY_WORDS;
+    while i > 0 {
+        i -= 1;
+        h = mix(k[i] ^ h);
+    }
+    (h as u32) & (HASHLIMIT_SETS - 1)
+}
+
+/// A [`HashlimitKey`]'s size in 64-bit words: how a slot's key is
+/// compared and copied.
+pub const HASHLIMIT_KEY_WORDS: usize = 6;
+
+impl HashlimitKey {
+    /// The key as the words it is in memory (little-endian: the name and
+    /// family, the source's four words, the destination's, the ports).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; HASHLIMIT_KEY_WORDS] {
+        let pair = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+        [
+            pair(self.name, self.v6),
+            pair(self.src[0], self.src[1]),
+            pair(self.src[2], self.src[3]),
+            pair(self.dst[0], self.dst[1]),
+            pair(self.dst[2], self.dst[3]),
+            pair(self.ports, self._pad),
+        ]
+    }
+
+    /// Its table: the name's number and the family (the key's first
+    /// word), as `HASHLIMIT_TABLES` is keyed.
+    #[inline(always)]
+    pub fn table(&self) -> u64 {
+        self.words()[0]
+    }
+}
+
+/// One slot of a `-m hashlimit` set: a key and its bucket (free while
+/// `bucket.last_ns` is 0), and the expiry of its table in ns, so that a
+/// key of another table that replaces it knows whether it was still live.
+/// 80 bytes: an IPv6 key's two addresses do not fit one cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitSlot {
+    pub key: HashlimitKey,
+    pub bucket: HashlimitBucket,
+    pub expire_ns: u64,
+}
+
+/// A set of `HASHLIMIT_WAYS` slots: the value of the `HASHLIMIT` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitSet {
+    pub slots: [HashlimitSlot; HASHLIMIT_WAYS],
+}
+
+/// A `-m hashlimit` table (`HASHLIMIT_TABLES`, keyed by
+/// [`HashlimitKey::table`]: the name's number and the family, as
+/// xt_hashlimit keeps an IPv4 and an IPv6 table of one name apart): written by the loader for every name a ruleset uses, its
+/// `live` count kept by the kernel. A new key takes a free slot of its
+/// set only while `live` is below `max`; at `max` it replaces the
+/// stalest bucket of the same table in its set (`stats::HASHLIMIT_EVICTED`),
+/// and with none there it gets no bucket (`stats::HASHLIMIT_FULL`), as
+/// every new key of a full table in xt_hashlimit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashlimitTable {
+    /// `--hashlimit-htable-max` as the kernel reads it (see
+    /// `rules::ext::hashlimit::Hashlimit::table_max`).
+    pub max: u64,
+    /// Buckets of the table in `HASHLIMIT` (updated atomically).
+    pub live: u64,
+}
 
 /// A `-m hashlimit` bucket's key: its table's name number and the
-/// packet's masked fields its mode names (0 for the others).
-#[repr(C)]
+/// packet's masked fields its mode names (0 for the others). 8-byte
+/// aligned: the kernel compares and copies it as [`HASHLIMIT_KEY_WORDS`]
+/// words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashlimitKey {
     pub name: u32,
-    /// Network byte order.
-    pub src: u32,
-    pub dst: u32,
+    /// 1 for an ip6tables rule's key (IPv6 addresses), 0 for IPv4: the
+    /// two families' tables of one name are apart.
+    pub v6: u32,
+    /// Network byte order; an IPv4 address in the first word, the rest 0.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     /// Source port << 16 | destination port.
     pub ports: u32,
+    /// Always 0: the last word's high half.
+    pub _pad: u32,
 }
 
 /// A `-m hashlimit` bucket: its theoretical arrival time (as
@@ -2079,6 +2337,10 @@ pub struct HashlimitBucket {
 /// `Guard::b` bit of `-m connlimit --connlimit-daddr` (the destination
 /// address is counted, not the source).
 pub const CONNLIMIT_DADDR: u64 = 1 << 32;
+/// `Guard::b` bit of an ip6tables `-m connlimit` rule: its low 32 bits
+/// are then `--connlimit-mask`'s prefix length (0..=128), the lists are
+/// `CONNLIMIT6`'s (IPv6 addresses, IPv6 conntrack keys).
+pub const CONNLIMIT_V6: u64 = 1 << 33;
 /// Connections one `-m connlimit` list (one masked address of one rule)
 /// remembers: a limit must stay below it (`--connlimit-above 63` at
 /// most), so that "more than the limit" is always seen.
@@ -2088,16 +2350,39 @@ pub const CONNLIMIT_SLOTS: usize = 64;
 /// connections count again only as their packets meet the rule (see
 /// docs/FEATURES.md).
 pub const CONNLIMIT_LISTS: u32 = 8192;
+/// Masked IPv6 addresses all ip6tables `-m connlimit` rules track at once
+/// (`CONNLIMIT6`, as `CONNLIMIT_LISTS`): fewer, as a list of IPv6
+/// conntrack keys takes 2.5 KiB against 1 KiB, preallocated.
+pub const CONNLIMIT6_LISTS: u32 = 2048;
 
-/// Which list of `-m connlimit` connections: guard and masked address.
+/// Which list of `-m connlimit` connections: guard, masked address and
+/// conntrack zone (xt_connlimit keys its counts by zone too: connections
+/// of one address in two zones are counted apart).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnlimitKey {
-    /// The state slot of the rule's guard (`Guard::c`), the same in every
-    /// generation that keeps the rule.
-    pub guard: u32,
+    /// The state slot of the rule's guard (`Guard::c`, below
+    /// [`MAX_GUARDS`]), the same in every generation that keeps the rule.
+    pub guard: u16,
+    /// The zone of the packet's connection (0 without one). It took the
+    /// high half of what was a 32-bit slot number, always 0 there: lists
+    /// of an older netbeast read as zone 0's, which they were.
+    pub zone: u16,
     /// The masked address, network byte order.
     pub addr: u32,
+}
+
+/// Which list of ip6tables `-m connlimit` connections: guard, masked
+/// IPv6 address and conntrack zone (as [`ConnlimitKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnlimitKey6 {
+    /// As [`ConnlimitKey::guard`].
+    pub guard: u16,
+    /// As [`ConnlimitKey::zone`].
+    pub zone: u16,
+    /// The masked address, network byte order words.
+    pub addr: [u32; 4],
 }
 
 /// The connections of one masked address for one `-m connlimit` rule: the
@@ -2107,11 +2392,16 @@ pub struct ConnlimitKey {
 /// serializes the CPUs that check the same list.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnlimitList {
+pub struct ConnlimitListOf<K> {
     pub lock: u64,
     /// Slots with a protocol of 0 are free.
-    pub conns: [CtKey; CONNLIMIT_SLOTS],
+    pub conns: [K; CONNLIMIT_SLOTS],
 }
+
+/// An IPv4 address's list.
+pub type ConnlimitList = ConnlimitListOf<CtKey>;
+/// An IPv6 address's list (`CONNLIMIT6`).
+pub type ConnlimitList6 = ConnlimitListOf<CtKey6>;
 
 /// One step of a token bucket kept as a single word, so that every CPU can
 /// update it with one compare-and-exchange: `tat` (theoretical arrival
@@ -2361,6 +2651,16 @@ impl Guard {
     #[inline(always)]
     pub fn holds_mark(&self, mark: u32) -> bool {
         (mark & self.b as u32 == self.a as u32) != (self.negated != 0)
+    }
+
+    /// [`guard_kind::CONNMARK`] for a packet whose connection's mark is
+    /// `ctmark`, `None` for a packet without a connection.
+    #[inline(always)]
+    pub fn holds_connmark(&self, ctmark: Option<u32>) -> bool {
+        match ctmark {
+            Some(m) => (m & self.b as u32 == self.a as u32) != (self.negated != 0),
+            None => false,
+        }
     }
 
     /// Whether the guard keeps a count in `GUARD_STATE` that the kernel
@@ -2614,7 +2914,14 @@ pub struct CtKeyOf<A> {
     pub port_lo: u16,
     pub port_hi: u16,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The conntrack zone (`-j CT --zone N` in the raw table; 0, the
+    /// default zone, otherwise): the same tuple in two zones is two
+    /// connections, as in the kernel. It took two of the three padding
+    /// bytes the key had, which were always 0: the key's size and layout
+    /// are unchanged, so the entries of an older netbeast stay valid
+    /// across an upgrade as connections of zone 0, which they were.
+    pub zone: u16,
 }
 
 /// The IPv4 conntrack key.
@@ -2651,6 +2958,10 @@ pub struct CtEntryOf<A> {
     pub reply_dst: A,
     pub reply_sport: u16,
     pub reply_dport: u16,
+    /// The connection's mark (the kernel's ct->mark): 0 when it opens,
+    /// set by `-j CONNMARK`, read by `-m connmark`. It fills what was the
+    /// struct's tail padding, so neither family's entry grew.
+    pub mark: u32,
 }
 
 /// An IPv4 connection.
@@ -2881,6 +3192,7 @@ pub mod size {
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const MARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_MARK_TARGETS;
+    pub const CONNMARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_CONNMARK_TARGETS;
     pub const ADDR_HASH: u32 = GENERATIONS as u32 * ADDR_HASH_BUCKETS;
     pub const GUARDS: u32 = GENERATIONS as u32 * MAX_GUARDS;
     /// `GUARD_STATE` words: the state slots (see [`super::STATE_SLOTS`]).
@@ -2898,6 +3210,7 @@ mod user {
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for MarkTarget {}
+    unsafe impl aya::Pod for ConnmarkTarget {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
     unsafe impl aya::Pod for AddrSlot {}
@@ -2913,6 +3226,8 @@ mod user {
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
+    unsafe impl aya::Pod for ConnlimitKey6 {}
+    unsafe impl aya::Pod for ConnlimitList6 {}
     unsafe impl aya::Pod for HashlimitKey {}
     unsafe impl aya::Pod for RecentKey {}
     unsafe impl aya::Pod for IpsetHeader {}
@@ -2920,6 +3235,8 @@ mod user {
     unsafe impl aya::Pod for IpsetValue {}
     unsafe impl aya::Pod for RecentEntry {}
     unsafe impl aya::Pod for HashlimitBucket {}
+    unsafe impl aya::Pod for HashlimitSet {}
+    unsafe impl aya::Pod for HashlimitTable {}
     unsafe impl aya::Pod for ConnlimitList {}
     unsafe impl aya::Pod for LogTarget {}
     unsafe impl aya::Pod for LogEvent {}
@@ -2948,6 +3265,13 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<ConnlimitKey>(), 8);
+        // A guard's slot fits `ConnlimitKey::guard`.
+        const { assert!(MAX_GUARDS <= 1 << 16) };
+        // The zone sits where padding that was always 0 sat: an older
+        // key's bytes read as the same tuple in zone 0 (see `CtKeyOf::zone`).
+        assert_eq!(core::mem::offset_of!(CtKey, zone), 14);
+        assert_eq!(core::mem::offset_of!(CtKey6, zone), 38);
         assert_eq!(size_of::<IpsetHeader>(), 24);
         assert_eq!(size_of::<IpsetKey>(), 24);
         assert_eq!(size_of::<IpsetValue>(), 8);
@@ -2956,7 +3280,11 @@ mod tests {
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::IPV6_EXT_TOO_DEEP + 1, stats::COUNT);
+        assert_eq!(stats::HASHLIMIT_FULL + 1, stats::COUNT);
+        assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
+        assert_eq!(size_of::<HashlimitSlot>(), 80);
+        assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);
+        assert_eq!(HASHLIMIT_SETS.count_ones(), 1);
         // Guard kinds: one number each (three branches once took 11).
         {
             use guard_kind::*;
@@ -3032,6 +3360,7 @@ mod tests {
         );
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<MarkTarget>(), 8);
+        assert_eq!(size_of::<ConnmarkTarget>(), 16);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
         const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
@@ -3113,8 +3442,9 @@ pub mod generator {
     /// Source addresses per source port (fits a /24 without its network
     /// and broadcast addresses).
     pub const ADDRESSES: u32 = 250;
-    /// Most flows: `ADDRESSES` × 256 source ports.
-    pub const MAX_FLOWS: u32 = ADDRESSES * 256;
+    /// Most flows: `ADDRESSES` × 512 source ports (128,000: the `limit`
+    /// scenario's 100,000 keys fit).
+    pub const MAX_FLOWS: u32 = ADDRESSES * 512;
     /// The SYN generator (`bench --scenario synflood`): the bytes of its
     /// template, Ethernet, IPv4 without options and a TCP SYN with 20
     /// bytes of options (MSS, SACK permitted, timestamps, window scale),

@@ -14,13 +14,12 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, CONNLIMIT_DADDR, ChainConfig, ClassHeader, Counter, Guard,
-    IfaceKey, KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
-    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
-    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
-    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
-    size, stats, target,
+    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
+    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH,
+    MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
+    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, mark_target_index, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -554,6 +553,7 @@ pub extern "C" fn netbeast_classify(
     st.log_count = 0;
     st.hit_count = 0;
     st.untrack = 0;
+    st.ct_template = 0;
     // `takes_effect` reads it (a MARK's entry) from the first slot on,
     // before the search's steps record the rest of their state.
     st.generation = generation;
@@ -691,23 +691,11 @@ pub extern "C" fn netbeast_limit(index: u32, cost: u64, depth: u64) -> u32 {
 /// the guard's state slot, which names its lists.
 #[inline(always)]
 fn connlimit_guard(g: &Guard, slot: u32) -> bool {
-    let Some(keys) = crate::parse::current_keys() else {
-        return false;
-    };
-    let addr = if g.b & CONNLIMIT_DADDR != 0 {
-        keys.dst
+    let count = if g.b & netbeast_common::CONNLIMIT_V6 != 0 {
+        crate::connlimit::netbeast_connlimit6(slot, g.b)
     } else {
-        keys.src
+        crate::connlimit::netbeast_connlimit(slot, g.b)
     };
-    let (mut own_lo, mut own_hi) = (0, 0);
-    if let Some(t) = crate::conntrack::tracking()
-        && (t.found != 0 || t.pending != 0)
-    {
-        let k = t.key;
-        own_lo = u64::from(k.addr_lo) | u64::from(k.addr_hi) << 32;
-        own_hi = u64::from(k.port_lo) | u64::from(k.port_hi) << 16 | u64::from(k.protocol) << 32;
-    }
-    let count = crate::connlimit::netbeast_connlimit(slot, addr & g.b as u32, own_lo, own_hi);
     if count == u32::MAX {
         return false;
     }
@@ -745,6 +733,9 @@ fn packet_guard(g: &Guard) -> bool {
     }
     if g.kind == guard_kind::MARK {
         return g.holds_mark(crate::parse::current_mark());
+    }
+    if g.kind == guard_kind::CONNMARK {
+        return crate::conntrack::connmark_holds(g, keys.ct_state & ct_state::STATE_MASK);
     }
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
@@ -881,8 +872,16 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             if !held {
                 return 0;
             }
-        } else if g.kind == guard_kind::SET {
-            let held = crate::ipset::netbeast_set(g.a as u32, g._pad, g.negated) != 0;
+        } else if g.kind == guard_kind::SET || g.kind == guard_kind::SET_WRITE {
+            // A match, or `-j SET`'s work (last in its rule's chain, it
+            // always holds): one function, so that the call chain's stack
+            // holds one frame for either.
+            let arg = if g.kind == guard_kind::SET {
+                g.negated
+            } else {
+                g.b as u32
+            };
+            let held = crate::ipset::netbeast_set(g.a as u32, g._pad, arg) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = seq << 1 | u64::from(held) };
@@ -891,7 +890,14 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::HASHLIMIT {
-            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c) != 0;
+            // Three calls side by side (key, slot, take), none nested in
+            // another: the guards' frame is the deepest call chain's.
+            let slot = if crate::hashlimit::netbeast_hashlimit_key(g._pad, g.c) != 0 {
+                crate::hashlimit::netbeast_hashlimit_slot(g.c)
+            } else {
+                u64::MAX
+            };
+            let under = crate::hashlimit::netbeast_hashlimit(g._pad, g.a, g.b, g.c, slot) != 0;
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);
@@ -926,6 +932,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind >= guard_kind::IPV6_HEADER && g.kind <= guard_kind::IPV6_FRAG
             || g.kind == guard_kind::ADDR_MASK
             || g.kind == guard_kind::MARK
+            || g.kind == guard_kind::CONNMARK
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
@@ -1283,6 +1290,11 @@ pub struct SearchState {
     /// 1 when the search met a NOTRACK rule (raw table's `-j CT
     /// --notrack`): the pipeline then leaves the packet out of conntrack.
     pub untrack: u32,
+    /// The conntrack template the search gave the packet (raw table's
+    /// `-j CT`): `CT_TEMPLATE_SET` once a CT or NOTRACK rule was met, and
+    /// the zone in the low 16 bits. The first one decides, as xt_CT leaves
+    /// a packet that has a template alone.
+    pub ct_template: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1471,19 +1483,28 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
             bump(stats::LOG_LOST);
         }
     }
-    if flags & target::flag::UNTRACK != 0 {
-        st.untrack = 1;
+    if flags & target::flag::CT_TEMPLATE != 0 && st.ct_template == 0 {
+        st.ct_template = CT_TEMPLATE_SET | (action.arg & 0xffff);
+        if flags & target::flag::UNTRACK != 0 {
+            st.untrack = 1;
+        }
     }
     if flags & target::flag::SET_MARK != 0
         && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
     {
         st.mark = m.apply(st.mark);
     }
+    if flags & target::flag::CONNECTION_MARK != 0 {
+        st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);
+    }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);
     }
     flags & target::flag::TERMINATING != 0
 }
+
+/// `SearchState::ct_template`: a CT or NOTRACK rule was met.
+pub const CT_TEMPLATE_SET: u32 = 1 << 16;
 
 /// What `bpf_loop` hands every step: the search state.
 #[repr(C)]

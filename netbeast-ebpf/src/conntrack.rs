@@ -19,9 +19,9 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
-    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, CtConfig, CtEntry, CtEntry6, CtEntryOf, CtKey,
-    CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, ct_match, ct_state, ct_status, guard_kind, stats,
-    tcp_state,
+    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget, CtConfig, CtEntry, CtEntry6,
+    CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_match,
+    ct_state, ct_status, guard_kind, size, stats, tcp_state,
 };
 
 use crate::{
@@ -53,6 +53,10 @@ pub static CT_NAT_INDEX: LruHashMap<CtKey, CtKey> =
 /// Timeouts; all zero (never written) means netfilter's defaults.
 #[map]
 static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
+/// What the `-j CONNMARK` rules of both generations do (`ConnmarkTarget`,
+/// at `connmark_target_index(generation, RuleAction::arg)`).
+#[map]
+static CONNMARK_TARGETS: Array<ConnmarkTarget> = Array::with_max_entries(size::CONNMARK_TARGETS, 0);
 /// The IPv6 connections, split as the IPv4 ones. No NAT index: IPv6 has
 /// no nat table yet.
 #[map]
@@ -87,14 +91,30 @@ pub struct FlowOf<A> {
 pub type Flow = FlowOf<u32>;
 
 impl<A: FlowAddr> FlowOf<A> {
-    pub fn key(&self) -> CtKeyOf<A> {
-        key_of(self.src, self.sport, self.dst, self.dport, self.protocol)
+    /// Its key in conntrack zone `zone`.
+    pub fn key(&self, zone: u16) -> CtKeyOf<A> {
+        key_of(
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+            self.protocol,
+            zone,
+        )
     }
 }
 
-/// The key of the flow between two endpoints, whichever way it goes.
+/// The key of the flow between two endpoints, whichever way it goes, in
+/// conntrack zone `zone`.
 #[inline(always)]
-pub fn key_of<A: FlowAddr>(a: A, a_port: u16, b: A, b_port: u16, protocol: u8) -> CtKeyOf<A> {
+pub fn key_of<A: FlowAddr>(
+    a: A,
+    a_port: u16,
+    b: A,
+    b_port: u16,
+    protocol: u8,
+    zone: u16,
+) -> CtKeyOf<A> {
     let forward = a.before(&b) || (a == b && a_port <= b_port);
     let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
         (a, a_port, b, b_port)
@@ -107,32 +127,36 @@ pub fn key_of<A: FlowAddr>(a: A, a_port: u16, b: A, b_port: u16, protocol: u8) -
         port_lo,
         port_hi,
         protocol,
-        _pad: [0; 3],
+        _pad: 0,
+        zone,
     }
 }
 
-/// The key of a connection's reply tuple.
+/// The key of a connection's reply tuple; `zone` is the connection's (a
+/// connection's tuples all live in its zone).
 #[inline(always)]
-pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
+pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
     key_of(
         e.reply_src,
         e.reply_sport,
         e.reply_dst,
         e.reply_dport,
         e.protocol,
+        zone,
     )
 }
 
 /// The key of the tuple TC egress sees in the original direction: the
 /// destination already translated, the source not yet.
 #[inline(always)]
-pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>) -> CtKeyOf<A> {
+pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
     key_of(
         e.orig_src,
         e.orig_sport,
         e.reply_src,
         e.reply_sport,
         e.protocol,
+        zone,
     )
 }
 
@@ -150,6 +174,10 @@ pub struct TrackingOf<A> {
     pub found: u32,
     /// 1 when the packet goes the reply way of `entry`.
     pub reply: u32,
+    /// The packet's conntrack zone, set before `track` (`set_zone`): the
+    /// raw table's `-j CT --zone`, else 0. Its lookups and the connection
+    /// it opens are in that zone.
+    pub zone: u32,
     /// The connection's key (its original tuple's).
     pub key: CtKeyOf<A>,
     pub entry: CtEntryOf<A>,
@@ -178,6 +206,12 @@ pub trait Family {
     type Addr: FlowAddr + 'static;
     /// The family's ICMP protocol (1, or 58 for ICMPv6).
     const ICMP: u8;
+    /// Its packets can be given a conntrack zone (IPv4's raw table, `-j CT
+    /// --zone`). IPv6 has no raw table yet: its keys are always of zone 0,
+    /// a constant the compiler folds — the IPv6 program's call chain
+    /// (`track6`, `lookup::<V6>`) is at the 512-byte stack limit, and a
+    /// zone carried through it took it past.
+    const ZONED: bool;
     fn unreplied() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
     fn established() -> &'static LruHashMap<CtKeyOf<Self::Addr>, CtEntryOf<Self::Addr>>;
     /// The index of translated connections' other keys; `None` where the
@@ -213,6 +247,7 @@ pub struct V6;
 impl Family for V4 {
     type Addr = u32;
     const ICMP: u8 = IPPROTO_ICMP;
+    const ZONED: bool = true;
     #[inline(always)]
     fn unreplied() -> &'static LruHashMap<CtKey, CtEntry> {
         &CT_UNREPLIED
@@ -280,6 +315,7 @@ const IPV6_HLEN: usize = 40;
 impl Family for V6 {
     type Addr = Addr6;
     const ICMP: u8 = IPPROTO_ICMPV6;
+    const ZONED: bool = false;
     #[inline(always)]
     fn unreplied() -> &'static LruHashMap<CtKey6, CtEntry6> {
         &CT6_UNREPLIED
@@ -357,6 +393,12 @@ pub fn tracking() -> Option<&'static mut Tracking> {
     tracking_of::<V4>()
 }
 
+/// The current IPv6 packet's tracking (`-m connlimit` reads its key).
+#[inline(always)]
+pub fn tracking6() -> Option<&'static mut TrackingOf<Addr6>> {
+    tracking_of::<V6>()
+}
+
 #[inline(always)]
 fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
     let t = F::tracking_slot()?;
@@ -376,6 +418,15 @@ pub fn untrack() -> u32 {
         t.state = ct_state::UNTRACKED;
     }
     ct_state::UNTRACKED
+}
+
+/// Gives the current IPv4 packet its conntrack zone (from the raw
+/// table's `-j CT --zone`; 0 without one) before `track`.
+#[inline(always)]
+pub fn set_zone(zone: u32) {
+    if let Some(t) = tracking() {
+        t.zone = zone & 0xffff;
+    }
 }
 
 /// The state `track` found for the current IPv4 packet.
@@ -500,6 +551,83 @@ pub fn guard_holds(g: &Guard, state: u32) -> bool {
         (e.last_seen_ns + timeout_ns(e)).saturating_sub(now_ns()) / NS
     };
     g.holds_ct_proto_expire(e.protocol, expires)
+}
+
+/// The packet has a connection in the chain whose connection key's state
+/// is `state` (the kernel's `nf_ct_get` returns one): NEW (the entry its
+/// first packet will confirm), ESTABLISHED, or RELATED (the connection an
+/// ICMP error quotes). Not INVALID, UNTRACKED, nor the raw chains, which
+/// run before conntrack.
+#[inline(always)]
+fn has_connection(state: u32) -> bool {
+    state == ct_state::NEW || state == ct_state::ESTABLISHED || state == ct_state::RELATED
+}
+
+/// `-m connmark` on the current IPv4 packet (`state`: the chain's
+/// `ct_state`): its connection's mark, as `-j CONNMARK` rules left it;
+/// never for a packet without a connection (xt_connmark).
+#[inline(always)]
+pub fn connmark_holds(g: &Guard, state: u32) -> bool {
+    if !has_connection(state) {
+        return g.holds_connmark(None);
+    }
+    match TRACKING.get(0) {
+        Some(t) if t.found != 0 || t.pending != 0 => g.holds_connmark(Some(t.entry.mark)),
+        _ => g.holds_connmark(None),
+    }
+}
+
+/// `-j CONNMARK` entry `n` of `generation` on the current IPv4 packet,
+/// whose mark is `mark`: returns the packet's mark after it (changed by
+/// `--restore-mark` only). The connection's new mark is written at once,
+/// as xt_CONNMARK writes ct->mark: into its table entry, where later
+/// packets find it even when this one is dropped, and into `Tracking`,
+/// where the rules after this one (`-m connmark`) and — for a
+/// connection's first packet — `confirm` find it. A packet without a
+/// connection is left alone. A global function: the classifier's search
+/// calls it from its loop, where inlined it would be walked at every step,
+/// and its frame holds no key or entry (both are read in place), so the
+/// classifier's call chain keeps its stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_connmark(generation: u32, n: u32, mark: u32) -> u32 {
+    let Some(op) = CONNMARK_TARGETS.get(connmark_target_index(generation & 1, n)) else {
+        return mark;
+    };
+    let Some(keys) = crate::parse::current_keys() else {
+        return mark;
+    };
+    if !has_connection(keys.ct_state & ct_state::STATE_MASK) {
+        return mark;
+    }
+    let Some(t) = TRACKING.get_ptr_mut(0) else {
+        return mark;
+    };
+    // SAFETY: this CPU's tracking slot, valid for the program run.
+    let t = unsafe { &mut *t };
+    if t.found == 0 && t.pending == 0 {
+        return mark;
+    }
+    let (ctmark, after) = op.apply(t.entry.mark, mark);
+    if ctmark != t.entry.mark {
+        t.entry.mark = ctmark;
+        if t.pending == 0 {
+            // The key where it is, in the per-CPU scratch: no copy on the
+            // stack.
+            let key: *const CtKey = &t.key;
+            // SAFETY: points into this CPU's tracking slot.
+            let key = unsafe { &*key };
+            if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+                // SAFETY: map value, valid for this program run; a word
+                // store, as the kernel's WRITE_ONCE(ct->mark).
+                unsafe { (*e).mark = ctmark };
+            } else if let Some(e) = CT_UNREPLIED.get_ptr_mut(key) {
+                // SAFETY: as above.
+                unsafe { (*e).mark = ctmark };
+            }
+        }
+    }
+    after
 }
 
 #[inline(always)]
@@ -868,7 +996,7 @@ fn classify_flow<F: Family>(
         });
         return state;
     }
-    let key = flow.key();
+    let key = flow.key(zone_of::<F>(t.zone as u16));
     t.key = key;
     t.via_index = 0;
     let state = lookup::<F>(t, pkt, &flow);
@@ -923,6 +1051,8 @@ fn classify_flow<F: Family>(
     e.reply_dst = flow.src;
     e.reply_sport = flow.dport;
     e.reply_dport = flow.sport;
+    // A new connection has no mark until a CONNMARK rule gives it one.
+    e.mark = 0;
     t.pending = 1;
     ct_state::NEW
 }
@@ -993,7 +1123,10 @@ fn meet<F: Family>(
     flow: &FlowOf<F::Addr>,
     now: u64,
 ) -> Met {
-    if t.via_index != 0 && !has_key(e, &t.wire) {
+    // (Only a family with a NAT index reaches a connection through it:
+    // for the other, the test folds away, and with it the keys it builds
+    // on a stack the IPv6 call chain has no room for.)
+    if F::nat_index().is_some() && t.via_index != 0 && !has_key::<F>(e, &t.wire) {
         return Met::Stale;
     }
     let reopened = reopens(e, pkt);
@@ -1033,6 +1166,11 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
         t.entry.reply_sport = e.reply_sport;
         t.entry.reply_dport = e.reply_dport;
         t.entry.last_seen_ns = e.last_seen_ns;
+        // What `-m connmark` and `-j CONNMARK` read.
+        t.entry.mark = e.mark;
+        // The SYN-flood shield's mark (`PROXIED`): a connection it replayed
+        // to a server behind the router, whose packets it translates.
+        t.entry._pad = e._pad;
     }
     t.found = 1;
     t.reply = reply as u32;
@@ -1041,9 +1179,16 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
 /// True when translated connection `e` appears on the wire under `key`
 /// (its reply tuple, or the half-translated one).
 #[inline(always)]
-fn has_key<A: FlowAddr>(e: &CtEntryOf<A>, key: &CtKeyOf<A>) -> bool {
+fn has_key<F: Family>(e: &CtEntryOf<F::Addr>, key: &CtKeyOf<F::Addr>) -> bool {
+    let zone = zone_of::<F>(key.zone);
     e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
-        && (reply_key(e) == *key || mid_key(e) == *key)
+        && (reply_key(e, zone) == *key || mid_key(e, zone) == *key)
+}
+
+/// `zone` for a family whose packets have zones, else the constant 0.
+#[inline(always)]
+fn zone_of<F: Family>(zone: u16) -> u16 {
+    if F::ZONED { zone } else { 0 }
 }
 
 /// An index entry whose connection went (evicted) and whose key another
@@ -1065,11 +1210,12 @@ fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>)
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
-    let reply = reply_key(e);
+    let zone = zone_of::<F>(key.zone);
+    let reply = reply_key(e, zone);
     if reply != *key {
         let _ = index.remove(&reply);
     }
-    let mid = mid_key(e);
+    let mid = mid_key(e, zone);
     if mid != *key && mid != reply {
         let _ = index.remove(&mid);
     }
@@ -1079,13 +1225,13 @@ fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>)
 /// and is not closed (RST, or FINs both ways): what `-m connlimit` counts,
 /// as nf_conncount skips connections in TIME_WAIT or CLOSE.
 #[inline(always)]
-pub fn is_live(key: &CtKey) -> bool {
+pub fn is_live_of<F: Family>(key: &CtKeyOf<F::Addr>) -> bool {
     // SAFETY: read in place, nothing kept (no copy on a stack that the
     // callers' frames leave short).
     let e = unsafe {
-        match CT_ESTABLISHED.get(key) {
+        match F::established().get(key) {
             Some(e) => e,
-            None => match CT_UNREPLIED.get(key) {
+            None => match F::unreplied().get(key) {
                 Some(e) => e,
                 None => return false,
             },
@@ -1126,7 +1272,11 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
         let _ = related::<V4>(pkt, start, end, true, t);
         return;
     }
-    if copy_connection::<V4>(t, &flow.key(), true) {
+    // The zone a forwarded packet was given at ingress is not known here
+    // (the kernel carries it in the skb's conntrack reference, which XDP
+    // has no counterpart of): it is looked up in zone 0.
+    t.zone = 0;
+    if copy_connection::<V4>(t, &flow.key(0), true) {
         t.reply = is_reply(&t.entry, &flow) as u32;
     }
 }
@@ -1206,11 +1356,12 @@ fn confirm_of<F: Family>() {
     if t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
-    let reply = reply_key(&t.entry);
+    let zone = zone_of::<F>(t.key.zone);
+    let reply = reply_key(&t.entry, zone);
     if reply != t.key && index.insert(&reply, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
-    let mid = mid_key(&t.entry);
+    let mid = mid_key(&t.entry, zone);
     if mid != t.key && mid != reply && index.insert(&mid, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
@@ -1228,7 +1379,9 @@ fn related<F: Family>(
     if !F::quoted(pkt, start, end, &mut t.quoted) {
         return ct_state::INVALID;
     }
-    t.quoted_key = t.quoted.key();
+    // The error is looked up in its own zone, as the kernel looks up an
+    // ICMP error with its template's zone.
+    t.quoted_key = t.quoted.key(zone_of::<F>(t.zone as u16));
     let key: *const CtKeyOf<F::Addr> = &t.quoted_key;
     // SAFETY: points into this CPU's tracking slot, which `copy_connection`
     // writes elsewhere (key, entry, found).
@@ -1327,12 +1480,30 @@ fn quotes_original<A: FlowAddr>(e: &CtEntryOf<A>, quoted: &FlowOf<A>) -> bool {
         || (quoted.src == e.reply_dst && quoted.sport == e.reply_dport)
 }
 
+/// The mark of a connection `-j SYNPROXY` replays to a server behind the
+/// router (in `CtEntry::_pad`): its packets are translated by the shield
+/// (`synproxy::translate`).
+pub const PROXIED: u8 = 1;
+
+/// True when the packet's connection (found in a table) is one the shield
+/// replays to a server behind the router.
+#[inline(always)]
+pub fn proxied() -> bool {
+    match tracking() {
+        Some(t) => t.found != 0 && t.entry._pad & PROXIED != 0,
+        None => false,
+    }
+}
+
 /// Records the connection of an ACK that carried a valid SYN cookie (the
 /// SYN-flood shield answered its SYN, which was never tracked) as
 /// ESTABLISHED: the handshake is complete, as netfilter's SYNPROXY leaves
 /// it once the server has answered. Its later packets then find it.
+///
+/// `mark` goes in the entry's spare byte: [`PROXIED`] for a connection the
+/// shield replays to a server behind the router (FORWARD), 0 otherwise.
 #[inline(always)]
-pub fn adopt(pkt: &Packet) {
+pub fn adopt(pkt: &Packet, mark: u8) {
     let (flow, complete) = flow_of::<V4>(pkt);
     if !complete {
         return;
@@ -1345,7 +1516,7 @@ pub fn adopt(pkt: &Packet) {
         protocol: flow.protocol,
         tcp_state: tcp_state::ESTABLISHED,
         status: ct_status::SEEN_REPLY,
-        _pad: 0,
+        _pad: mark,
         last_seen_ns: now_ns(),
         packets: [1, 0],
         bytes: [pkt.total_len() as u64, 0],
@@ -1353,17 +1524,21 @@ pub fn adopt(pkt: &Packet) {
         reply_dst: flow.src,
         reply_sport: flow.dport,
         reply_dport: flow.sport,
+        // Its SYN was answered by the shield, untracked: no rule marked it.
+        mark: 0,
     };
-    if let Some(t) = tracking() {
-        // What the chains read of it (`key`): this packet's connection.
-        t.state = ct_state::ESTABLISHED;
-        t.pending = 0;
-        t.found = 1;
-        t.reply = 0;
-        t.key = flow.key();
-        t.entry = entry;
-    }
-    match CT_ESTABLISHED.insert(&flow.key(), &entry, BPF_NOEXIST) {
+    let Some(t) = tracking() else {
+        return;
+    };
+    // What the chains read of it (`key`): this packet's connection, in
+    // the packet's zone.
+    t.state = ct_state::ESTABLISHED;
+    t.pending = 0;
+    t.found = 1;
+    t.reply = 0;
+    t.key = flow.key(t.zone as u16);
+    t.entry = entry;
+    match CT_ESTABLISHED.insert(&t.key, &entry, BPF_NOEXIST) {
         Ok(()) => {
             bump(stats::CT_CREATED);
             bump(stats::CT_ESTABLISHED);

@@ -138,6 +138,11 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     if active.ipv6_headers() {
         crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
     }
+    // `-m sctp --chunk-types`: the IPv4 program's walk, from where the
+    // extension headers end (only while a rule tests chunks).
+    if active.bits() & netbeast_common::ACTIVE_SCTP_CHUNKS != 0 {
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits(), 1);
+    }
     let tracking = active.tracking();
     let state = connection_state(pkt, start, end, tracking, true);
     pkt.keys.in_ifindex = in_ifindex;
@@ -360,6 +365,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     bump(stats::IPV6);
+    if active.bits() & netbeast_common::ACTIVE_SCTP_CHUNKS != 0 {
+        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits(), 1);
+    }
     let tracking = active.tracking();
     let state = connection_state(pkt, start, end, tracking, false);
     pkt.keys.in_ifindex = 0;

@@ -29,6 +29,7 @@ mod reject;
 mod reject6;
 mod reject_local;
 mod route;
+mod scratch;
 mod stats;
 mod synproxy;
 mod trace;
@@ -84,6 +85,14 @@ pub fn netbeast_syn_generator(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn netbeast_shield(ctx: XdpContext) -> u32 {
     synproxy::run(&ctx)
+}
+
+/// `-j SYNPROXY` in FORWARD: the replay of a valid client to the server
+/// behind the router and the translation of its connection, tail-called by
+/// the shield and by `netbeast_xdp`.
+#[xdp]
+pub fn netbeast_synfwd(ctx: XdpContext) -> u32 {
+    synproxy::run_forward(&ctx)
 }
 
 /// `-t nat OUTPUT` for local sockets: translates the destination of a

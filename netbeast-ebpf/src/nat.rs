@@ -636,7 +636,16 @@ fn allocate(
             // Nothing to translate: the connection's own key is the claim.
             return true;
         }
-        let key = key_of(e.reply_src, e.reply_sport, addr, port, e.protocol);
+        // The connection's zone: a port is free when no connection of
+        // that zone has the tuple (as nf_nat's unique-tuple check).
+        let key = key_of(
+            e.reply_src,
+            e.reply_sport,
+            addr,
+            port,
+            e.protocol,
+            t.key.zone,
+        );
         if exists(&key) {
             continue;
         }

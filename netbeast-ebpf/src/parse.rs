@@ -379,11 +379,13 @@ extern "C" fn chunk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Where the current packet's SCTP chunks lie, for the walk: their offset
-/// in the frame, the bytes to the datagram's end, and whether more
-/// fragments follow; `None` for anything but an SCTP packet whose common
-/// header is whole, or a later fragment (left unwalked, `status::NONE`).
+/// in the frame, and the offset of its IP header; the bytes to the
+/// datagram's end in the slot. `None` for anything but an SCTP packet
+/// whose common header is whole, or a later fragment (left unwalked,
+/// `status::NONE`). `v6`: an IPv6 packet, whose upper layer starts where
+/// the parser's extension-header walk ended (`walk_off`).
 #[inline(always)]
-fn sctp_chunk_area(pkt: &mut Packet) -> Option<(u32, u32)> {
+fn sctp_chunk_area(pkt: &mut Packet, v6: bool) -> Option<(u32, u32)> {
     pkt.sctp_copy.ready = 0;
     pkt.sctp.status = sctp_status::NONE;
     pkt.sctp.count = 0;
@@ -391,7 +393,12 @@ fn sctp_chunk_area(pkt: &mut Packet) -> Option<(u32, u32)> {
         return None;
     }
     let l3 = pkt.l2_len();
-    let from = l3 + pkt.ip_header_len() + SCTP_HLEN;
+    let l4 = if v6 {
+        (pkt.walk_off & WALK_OFF_MASK) as usize
+    } else {
+        l3 + pkt.ip_header_len()
+    };
+    let from = l4 + SCTP_HLEN;
     let datagram_len = (l3 + pkt.total_len()).saturating_sub(from);
     pkt.sctp_copy.datagram_len = datagram_len as u32;
     pkt.sctp_copy.len = datagram_len.min(SCTP_WALK_BYTES - 1) as u32;
@@ -404,10 +411,15 @@ fn sctp_chunk_area(pkt: &mut Packet) -> Option<(u32, u32)> {
 /// and walks them (`walk_sctp`). A BPF global function, verified once on
 /// its own (`ctx` is the program's context): inlined in the pipeline, or
 /// out of line but static, the walk took the IPv4 program past the
-/// verifier's million instructions.
+/// verifier's million instructions. `v6` (non-zero): the packet is the
+/// IPv6 program's (ip6tables' `--chunk-types`, the same walk and test).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn netbeast_sctp_walk_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, active: u32) -> u32 {
+pub extern "C" fn netbeast_sctp_walk_xdp(
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+    active: u32,
+    v6: u32,
+) -> u32 {
     use aya_ebpf::helpers::generated::bpf_xdp_load_bytes;
     let Some(pkt) = PACKET.get_ptr_mut(0) else {
         return 0;
@@ -417,24 +429,39 @@ pub extern "C" fn netbeast_sctp_walk_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, a
     if ctx.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
         return 0;
     }
-    let Some((from, l3)) = sctp_chunk_area(pkt) else {
+    let Some((from, l3)) = sctp_chunk_area(pkt, v6 != 0) else {
         return 0;
     };
     let len = pkt.sctp_copy.len & (SCTP_WALK_BYTES as u32 - 1);
     // SAFETY: helpers writing into buffers of the sizes given.
     let loaded = unsafe {
-        bpf_xdp_load_bytes(ctx, l3 + 6, pkt.sctp_copy.frag.as_mut_ptr().cast(), 2) == 0
-            && (len == 0
-                || bpf_xdp_load_bytes(
-                    ctx,
-                    from,
-                    pkt.sctp_copy.bytes.as_mut_ptr().cast(),
-                    copy_size(len),
-                ) == 0)
+        sctp_fragment_flags(pkt, v6 != 0, |to| {
+            bpf_xdp_load_bytes(ctx, l3 + 6, to.cast(), 2) == 0
+        }) && (len == 0
+            || bpf_xdp_load_bytes(
+                ctx,
+                from,
+                pkt.sctp_copy.bytes.as_mut_ptr().cast(),
+                copy_size(len),
+            ) == 0)
     };
     let flags = pkt.sctp_copy.frag[0];
     walk_sctp(pkt, loaded, flags);
     0
+}
+
+/// Fills `sctp_copy.frag` with what the walk needs of the fragment
+/// fields (its byte 0's More Fragments bit, 0x20): an IPv4 packet's
+/// header bytes 6 and 7, loaded by `load`; for IPv6 the parser's finding
+/// that a fragment header with offset 0 says more follow. False when the
+/// load failed.
+#[inline(always)]
+fn sctp_fragment_flags(pkt: &mut Packet, v6: bool, load: impl FnOnce(*mut u8) -> bool) -> bool {
+    if v6 {
+        pkt.sctp_copy.frag = [if pkt.first_fragment6 { 0x20 } else { 0 }, 0];
+        return true;
+    }
+    load(pkt.sctp_copy.frag.as_mut_ptr())
 }
 
 /// A copy's size (1 to `SCTP_WALK_BYTES`) for `len` (at least 1), in a
@@ -451,6 +478,7 @@ fn copy_size(len: u32) -> u32 {
 pub extern "C" fn netbeast_sctp_walk_tc(
     skb: *mut aya_ebpf::bindings::__sk_buff,
     active: u32,
+    v6: u32,
 ) -> u32 {
     use aya_ebpf::helpers::generated::bpf_skb_load_bytes;
     let Some(pkt) = PACKET.get_ptr_mut(0) else {
@@ -461,25 +489,21 @@ pub extern "C" fn netbeast_sctp_walk_tc(
     if skb.is_null() || active & netbeast_common::ACTIVE_SCTP_CHUNKS == 0 {
         return 0;
     }
-    let Some((from, l3)) = sctp_chunk_area(pkt) else {
+    let Some((from, l3)) = sctp_chunk_area(pkt, v6 != 0) else {
         return 0;
     };
     let len = pkt.sctp_copy.len & (SCTP_WALK_BYTES as u32 - 1);
     // SAFETY: helpers writing into buffers of the sizes given.
     let loaded = unsafe {
-        bpf_skb_load_bytes(
-            skb.cast(),
-            l3 + 6,
-            pkt.sctp_copy.frag.as_mut_ptr().cast(),
-            2,
-        ) == 0
-            && (len == 0
-                || bpf_skb_load_bytes(
-                    skb.cast(),
-                    from,
-                    pkt.sctp_copy.bytes.as_mut_ptr().cast(),
-                    copy_size(len),
-                ) == 0)
+        sctp_fragment_flags(pkt, v6 != 0, |to| {
+            bpf_skb_load_bytes(skb.cast(), l3 + 6, to.cast(), 2) == 0
+        }) && (len == 0
+            || bpf_skb_load_bytes(
+                skb.cast(),
+                from,
+                pkt.sctp_copy.bytes.as_mut_ptr().cast(),
+                copy_size(len),
+            ) == 0)
     };
     let flags = pkt.sctp_copy.frag[0];
     walk_sctp(pkt, loaded, flags);
@@ -489,7 +513,8 @@ pub extern "C" fn netbeast_sctp_walk_tc(
 /// Walks the copied chunks into the slot's `sctp`, at most
 /// `MAX_SCTP_CHUNKS` of them, in `bpf_loop` (the verifier checks one
 /// step). `loaded`: the copy succeeded (else nothing is readable: the first
-/// chunk is cut short); `flags_byte`: the IPv4 header's byte 6 (MF).
+/// chunk is cut short); `flags_byte`: the IPv4 header's byte 6 (MF), or
+/// its stand-in for IPv6 (`sctp_fragment_flags`).
 #[inline(always)]
 fn walk_sctp(pkt: &mut Packet, loaded: bool, flags_byte: u8) {
     if !loaded {

@@ -37,6 +37,12 @@ fn connection_state(
     if !active.tracking() {
         return ct_state::UNTRACKED;
     }
+    // The zone the raw table's `-j CT --zone` gave it (0 without one: the
+    // pipeline clears the template for each packet, the raw chain's search
+    // sets it). Read from the packet slot, not kept in a local: one more
+    // live value in the entry's frame took the IPv4 program's call chain
+    // past the 512 bytes of stack.
+    conntrack::set_zone(pkt.search.ct_template);
     track(pkt, start, end, active.translations(), from_outside);
     conntrack::state()
 }
@@ -117,11 +123,13 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // A packet from the wire has no mark yet (skb->mark 0 in the kernel's
     // PREROUTING); `-j MARK` rules set it as the chains run.
     pkt.search.mark = 0;
+    // No conntrack template until raw PREROUTING gives one (`-j CT`).
+    pkt.search.ct_template = 0;
     if active.l4_walks() {
         if active.tcp_options() {
             crate::parse::read_tcp_options(pkt, start, end);
         }
-        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits());
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits(), 0);
     }
     // RFC 1858: a TCP header cut before its flags cannot be judged by the
     // rules that test them (its flags arrive with a later fragment, after
@@ -251,6 +259,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             if chain != chain::FORWARD {
                 return xdp_action::XDP_PASS;
             }
+            // A connection `-j SYNPROXY` replayed to the server: the shield
+            // translates its sequence numbers (and answers the server's
+            // SYN-ACK), then the kernel forwards it.
+            if tracking && conntrack::proxied() {
+                return synproxy::enter_translate(ctx, in_ifindex);
+            }
             // The way out (fast path or the kernel's) and the source NAT
             // of a redirected frame, in a global function (see there).
             forward_tail(ctx, out_ifindex, translations)
@@ -265,10 +279,16 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             bump(stats::DROPPED);
             xdp_action::XDP_DROP
         }
-        // Only in INPUT (the compiler refuses it elsewhere): the listener
-        // is this host's.
-        target::SYNPROXY if chain == chain::INPUT => {
-            synproxy::enter_rule(ctx, reject_with, in_ifindex, tracking)
+        // Only in INPUT (a listener of this host) and FORWARD (a server
+        // behind the router): the compiler refuses it elsewhere.
+        target::SYNPROXY if chain == chain::INPUT || chain == chain::FORWARD => {
+            synproxy::enter_rule(
+                ctx,
+                reject_with,
+                in_ifindex,
+                tracking,
+                chain == chain::FORWARD,
+            )
         }
         // Not a filter verdict (the classifier never ends a search on a
         // code outside the targets table): the packet goes on.
@@ -394,11 +414,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let socket_mark = unsafe { (*ctx.skb.skb).mark };
     pkt.search.mark = socket_mark;
+    // No conntrack template until raw OUTPUT gives one (`-j CT`).
+    pkt.search.ct_template = 0;
     if active.l4_walks() {
         if active.tcp_options() {
             crate::parse::read_tcp_options(pkt, start, end);
         }
-        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits());
+        crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits(), 0);
     }
     // The raw table's OUTPUT, before conntrack (see `ingress`).
     let mut untracked = false;

@@ -7,11 +7,7 @@
 //! rule naming one shares it, as the kernel's `/proc/net/xt_recent/NAME`
 //! lists do. `netbeast recent -L` reads them.
 
-use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_ns,
-    macros::map,
-    maps::{LruHashMap, PerCpuArray},
-};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, macros::map, maps::LruHashMap};
 use netbeast_common::{RECENT_ENTRIES, RECENT_STAMPS, RecentEntry, RecentKey, recent, stats};
 
 use crate::{
@@ -23,13 +19,6 @@ use crate::{
 #[map]
 static RECENT: LruHashMap<RecentKey, RecentEntry> = LruHashMap::with_max_entries(RECENT_ENTRIES, 0);
 /// An empty entry to insert from (too big for the stack), never written.
-#[map]
-static RECENT_EMPTY: PerCpuArray<RecentEntry> = PerCpuArray::with_max_entries(1, 0);
-
-/// The key being looked up: the guard runs at the end of a deep call chain
-/// (pipeline, classifier, guards) whose stack has no room for an IPv6 key.
-#[map]
-static RECENT_KEY: PerCpuArray<RecentKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Tries to take an entry's lock before giving up (as connlimit's).
 const SPINS: u32 = 4096;
@@ -40,7 +29,7 @@ const _: () = assert!(RECENT_STAMPS.is_power_of_two(), "the ring index is masked
 /// Word `i` (0..4) of the IPv6 mask of `prefix` leading ones, in network
 /// byte order.
 #[inline(always)]
-fn prefix_word(prefix: u32, i: u32) -> u32 {
+pub fn prefix_word(prefix: u32, i: u32) -> u32 {
     let bits = prefix.saturating_sub(32 * i).min(32);
     if bits == 0 {
         0
@@ -77,7 +66,8 @@ pub extern "C" fn netbeast_recent(
         return 0;
     };
     let dest = flags & recent::DEST != 0;
-    let Some(key) = RECENT_KEY.get_ptr_mut(0) else {
+    let Some(key) = crate::scratch::guard_scratch().map(|p| unsafe { &raw mut (*p).recent_key })
+    else {
         return 0;
     };
     // SAFETY: this CPU's scratch, used by this program run only.
@@ -119,7 +109,9 @@ pub extern "C" fn netbeast_recent(
         if flags & recent::SET == 0 {
             return u32::from(ret);
         }
-        let Some(empty) = RECENT_EMPTY.get(0) else {
+        let Some(empty) =
+            crate::scratch::guard_scratch().map(|p| unsafe { &*(&raw const (*p).empty_recent) })
+        else {
             return 0;
         };
         // Another CPU may insert it first: either way it is there now.

@@ -16,7 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     compile::{GuardSlots, Interface},
     fault,
-    rules::model::Ruleset,
+    loader::ACTIVE_SEQ_MASK,
+    rules::{
+        journal::{self, Change},
+        model::Ruleset,
+    },
 };
 
 /// Where bpffs normally is.
@@ -40,6 +44,23 @@ const RULESET_FILE: &str = "ruleset.json";
 /// A ruleset written for a commit whose kernel switch may or may not have
 /// happened (see [`Namespace::write_pending`]).
 const PENDING_FILE: &str = "ruleset.next";
+/// The changes committed since the rule file was last written whole, one
+/// JSON line each after a header line naming the rule file's commit
+/// (ARCHITECTURE.md, "The rule file's journal").
+const JOURNAL_FILE: &str = "journal";
+/// Every counter of the ruleset the journal ends with: a JSON header line
+/// (its commit, the interfaces) and the counters in binary.
+const COUNTERS_FILE: &str = "counters";
+/// The counter file of a journaled commit whose switch may or may not have
+/// happened.
+const PENDING_COUNTERS_FILE: &str = "counters.next";
+/// Changes appended before the rule file is written whole again: bounds
+/// what a read replays and the journal's size.
+pub const JOURNAL_MAX_RECORDS: usize = 64;
+/// A change carrying more rules than this (a flush of a user chain
+/// recreated, a rename that rewrites jumps) is written as a whole rule
+/// file: its record would cost as much.
+pub const JOURNAL_MAX_RULES: usize = 256;
 /// The state slots of the running generation's guards (see
 /// [`crate::compile::GuardSlots`]), tagged with its commit sequence number.
 const GUARD_SLOTS_FILE: &str = "guard-slots.json";
@@ -369,6 +390,85 @@ fn stored_seq(text: &str) -> Option<u32> {
     rest[..end].parse().ok()
 }
 
+/// The commit a journal continues, from its header line.
+fn journal_base(text: &str) -> Option<u32> {
+    let rest = text.strip_prefix(JOURNAL_PREFIX)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+/// Leading text of a journal's header line.
+const JOURNAL_PREFIX: &str = "{\"base\":";
+
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    seq: u32,
+    change: Change,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CountersHeader {
+    seq: u32,
+    interfaces: Vec<(u32, String)>,
+}
+
+/// A journal read against its rule file: the records that count (those
+/// up to the commit the counter file describes: a later one was appended
+/// by a commit whose switch never happened) and whether lines past them
+/// were left out.
+struct Journal {
+    records: Vec<JournalRecord>,
+    dropped: bool,
+}
+
+/// Parses `text`, the journal continuing rule file commit `base`, keeping
+/// the consecutive records (`base + 1`, `base + 2`, ...) up to `committed`;
+/// `None` when the journal continues another rule file (it outlived a
+/// whole-file commit, and means nothing).
+fn parse_journal(text: &str, base: u32, committed: Option<u32>) -> Option<Journal> {
+    let mut lines = text.split_inclusive('\n');
+    if journal_base(lines.next()?)? != base {
+        return None;
+    }
+    let mut records = Vec::new();
+    let mut expect = (base + 1) & ACTIVE_SEQ_MASK;
+    let mut total = 0;
+    for line in lines {
+        total += 1;
+        // A line without its newline is an append a kill cut short.
+        let Some(line) = line.strip_suffix('\n') else {
+            break;
+        };
+        let Ok(record) = serde_json::from_str::<JournalRecord>(line) else {
+            break;
+        };
+        if record.seq != expect {
+            break;
+        }
+        expect = (expect + 1) & ACTIVE_SEQ_MASK;
+        records.push(record);
+    }
+    // Keep what the counter file's commit reached. Its file is renamed
+    // into place only after the switch, so a record is in force only if
+    // it is (or precedes) the counter file's commit: none without one (the
+    // first record's switch never happened), none with a counter file of
+    // another journal.
+    match committed.and_then(|c| records.iter().position(|r| r.seq == c)) {
+        Some(at) => records.truncate(at + 1),
+        None => records.clear(),
+    }
+    let dropped = records.len() < total;
+    Some(Journal { records, dropped })
+}
+
+/// Reads the head of `path`: enough for a sequence number.
+fn read_head(path: &Path) -> Option<String> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 fn remove_if_present(path: &Path) -> Result<(), StateError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -502,6 +602,34 @@ impl Namespace {
         self.state_dir.join(PENDING_FILE)
     }
 
+    fn journal_path(&self) -> PathBuf {
+        self.state_dir.join(JOURNAL_FILE)
+    }
+
+    fn counters_path(&self) -> PathBuf {
+        self.state_dir.join(COUNTERS_FILE)
+    }
+
+    fn pending_counters_path(&self) -> PathBuf {
+        self.state_dir.join(PENDING_COUNTERS_FILE)
+    }
+
+    /// The commit the counter file describes (`None`: no file).
+    fn counters_seq(&self) -> Option<u32> {
+        stored_seq(&read_head(&self.counters_path())?)
+    }
+
+    /// The journal continuing rule file commit `base` (`None`: none, or
+    /// one left from before the rule file was last written whole).
+    fn read_journal(&self, base: u32) -> Result<Option<Journal>, StateError> {
+        let path = self.journal_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(parse_journal(&text, base, self.counters_seq())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path)(e)),
+        }
+    }
+
     /// Takes the namespace's lock, like `iptables -w`: concurrent commands
     /// run one after the other. Whoever removes a lock file does so while
     /// holding it, and a waiter that then gets the lock of a file no longer
@@ -555,7 +683,12 @@ impl Namespace {
     pub fn load_stored(&self) -> Result<StoredRuleset, StateError> {
         let path = self.ruleset_path();
         match fs::read_to_string(&path) {
-            Ok(text) => parse_stored(&path, &text),
+            Ok(text) => {
+                let mut stored = parse_stored(&path, &text)?;
+                drop(text);
+                self.replay_journal(&mut stored)?;
+                Ok(stored)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoredRuleset {
                 ruleset: Ruleset::default(),
                 seq: None,
@@ -563,6 +696,116 @@ impl Namespace {
             }),
             Err(e) => Err(io("cannot read", &path)(e)),
         }
+    }
+
+    /// Applies the journal's changes to the rule file's ruleset, and the
+    /// counter file's counters and interfaces when it describes the
+    /// commit the journal ends with.
+    fn replay_journal(&self, stored: &mut StoredRuleset) -> Result<(), StateError> {
+        let Some(base) = stored.seq else {
+            return Ok(());
+        };
+        let Some(journal) = self.read_journal(base)? else {
+            return Ok(());
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            path: self.journal_path(),
+            message,
+        };
+        for record in &journal.records {
+            journal::apply(&mut stored.ruleset, &record.change)
+                .map_err(|e| corrupt(format!("commit {}: {e}", record.seq)))?;
+            stored.seq = Some(record.seq);
+        }
+        let path = self.counters_path();
+        let Ok(bytes) = fs::read(&path) else {
+            return Ok(());
+        };
+        let Some(split) = bytes.iter().position(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let Ok(header) = serde_json::from_slice::<CountersHeader>(&bytes[..split]) else {
+            return Ok(());
+        };
+        if Some(header.seq) != stored.seq {
+            return Ok(());
+        }
+        if !journal::decode_counters(&mut stored.ruleset, &bytes[split + 1..]) {
+            return Err(StateError::Corrupt {
+                path,
+                message: "its counters are not as many as the ruleset's rules".into(),
+            });
+        }
+        stored.interfaces = Some(header.interfaces);
+        Ok(())
+    }
+
+    /// First half of a commit that appends `change` to the journal instead
+    /// of writing the rule file whole: writes the counter file of commit
+    /// `seq` (`ruleset`'s counters, after the change) beside the current
+    /// one, then appends the change. Then the caller switches the kernel
+    /// and calls [`Namespace::finish_pending_change`]. A kill in between is
+    /// settled as for [`Namespace::write_pending`]: the counter file of the
+    /// kernel's commit wins, and journal records past the commit it
+    /// describes are dropped. False (and nothing written) when the change
+    /// is to be written whole: no rule file yet, a journal at
+    /// `JOURNAL_MAX_RECORDS`, or a change past `JOURNAL_MAX_RULES`.
+    pub fn write_pending_change(
+        &self,
+        change: &Change,
+        ruleset: &Ruleset,
+        seq: u32,
+        interfaces: &[(u32, String)],
+    ) -> Result<bool, StateError> {
+        if change.rule_count() > JOURNAL_MAX_RULES {
+            return Ok(false);
+        }
+        let Some(base) = read_head(&self.ruleset_path()).and_then(|h| stored_seq(&h)) else {
+            return Ok(false);
+        };
+        let journal = self.read_journal(base)?;
+        if journal
+            .as_ref()
+            .is_some_and(|j| j.records.len() >= JOURNAL_MAX_RECORDS || j.dropped)
+        {
+            return Ok(false);
+        }
+        let mut counters = serde_json::to_vec(&CountersHeader {
+            seq,
+            interfaces: interfaces.to_vec(),
+        })
+        .expect("a header always serializes");
+        counters.push(b'\n');
+        counters.extend(journal::encode_counters(ruleset));
+        write_atomic(&self.state_dir, &self.pending_counters_path(), &counters)?;
+        fault::point("state: pending counters written");
+        let mut line = serde_json::to_vec(&JournalRecord {
+            seq,
+            change: change.clone(),
+        })
+        .expect("a change always serializes");
+        line.push(b'\n');
+        let path = self.journal_path();
+        if journal.is_none() {
+            let mut text = format!("{JOURNAL_PREFIX}{base}}}\n").into_bytes();
+            text.extend(line);
+            write_atomic(&self.state_dir, &path, &text)?;
+        } else {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io("cannot write", &path))?;
+            f.write_all(&line).map_err(io("cannot write", &path))?;
+            f.sync_all().map_err(io("cannot write", &path))?;
+        }
+        Ok(true)
+    }
+
+    /// Last half of a journaled commit: the kernel runs it; its counter
+    /// file becomes the current one.
+    pub fn finish_pending_change(&self) -> Result<(), StateError> {
+        let (pending, path) = (self.pending_counters_path(), self.counters_path());
+        fs::rename(&pending, &path).map_err(io("cannot replace", &path))
     }
 
     /// First half of a commit: writes the ruleset that the kernel is about
@@ -657,7 +900,11 @@ impl Namespace {
     /// the stored one.
     pub fn finish_pending(&self) -> Result<(), StateError> {
         let (pending, path) = (self.pending_path(), self.ruleset_path());
-        fs::rename(&pending, &path).map_err(io("cannot replace", &path))
+        fs::rename(&pending, &path).map_err(io("cannot replace", &path))?;
+        // The journal and its counters continued the file just replaced:
+        // they mean nothing now (and are ignored if a kill leaves them).
+        remove_if_present(&self.journal_path())?;
+        remove_if_present(&self.counters_path())
     }
 
     /// Settles a commit that a crash interrupted: keeps the pending ruleset
@@ -678,10 +925,15 @@ impl Namespace {
         let pending = self.pending_path();
         let text = match fs::read_to_string(&pending) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.settle_journal(kernel_seq);
+            }
             Err(e) => return Err(io("cannot read", &pending)(e)),
         };
         let seq = stored_seq(&text);
+        // (A journaled commit never runs beside a whole-file one: this only
+        // removes what a whole-file commit left stale.)
+        let _ = self.settle_journal(kernel_seq)?;
         if seq.is_some() && seq == kernel_seq {
             self.finish_pending()?;
             Ok(Some(
@@ -694,6 +946,44 @@ impl Namespace {
                 "an interrupted rule change had not reached the kernel: it was dropped".to_string(),
             ))
         }
+    }
+
+    /// Settles a journaled commit that a kill interrupted: its counter file
+    /// becomes the current one if the kernel was switched to it, else it
+    /// goes; records past the commit the counter file describes (appended,
+    /// never switched to) are dropped; a journal and counter file that
+    /// continue an older rule file are removed.
+    fn settle_journal(&self, kernel_seq: Option<u32>) -> Result<Option<String>, StateError> {
+        let pending = self.pending_counters_path();
+        if let Some(head) = read_head(&pending) {
+            if stored_seq(&head).is_some() && stored_seq(&head) == kernel_seq {
+                self.finish_pending_change()?;
+            } else {
+                remove_if_present(&pending)?;
+            }
+        }
+        let journal = self.journal_path();
+        if !journal.exists() {
+            return Ok(None);
+        }
+        let base = read_head(&self.ruleset_path()).and_then(|h| stored_seq(&h));
+        let Some(read) = base.map(|b| self.read_journal(b)).transpose()?.flatten() else {
+            remove_if_present(&journal)?;
+            remove_if_present(&self.counters_path())?;
+            return Ok(None);
+        };
+        if !read.dropped {
+            return Ok(None);
+        }
+        let mut text = format!("{JOURNAL_PREFIX}{}}}\n", base.expect("read")).into_bytes();
+        for record in &read.records {
+            text.extend(serde_json::to_vec(record).expect("a record always serializes"));
+            text.push(b'\n');
+        }
+        write_atomic(&self.state_dir, &journal, &text)?;
+        Ok(Some(
+            "an interrupted rule change had not reached the kernel: it was dropped".to_string(),
+        ))
     }
 
     /// Removes temporary files that killed commands left (their writer
@@ -1102,6 +1392,153 @@ mod tests {
             .expect("the later command gets the lock next");
         release_later.send(()).unwrap();
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A namespace whose state directory is a scratch directory (no pins).
+    fn scratch(tag: &str) -> Namespace {
+        let dir = std::env::temp_dir().join(format!("nbt-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Namespace {
+            id: 0,
+            cookie: 0,
+            pin_dir: dir.join("pins"),
+            state_dir: dir.join("state"),
+            bpffs: false,
+        }
+    }
+
+    fn state_files(ns: &Namespace) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&ns.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// One commit's file part as `cli::plane` makes it, the kernel switch
+    /// being the caller's `kernel` number.
+    fn commit(ns: &Namespace, before: &Ruleset, after: &Ruleset, seq: u32, kernel: &mut u32) {
+        let change = journal::diff(before, after);
+        let ifaces = [(2, format!("veth{seq}"))];
+        let journaled = ns
+            .write_pending_change(&change, after, seq, &ifaces)
+            .unwrap();
+        if !journaled {
+            ns.write_pending(after, seq, &ifaces).unwrap();
+        }
+        *kernel = seq;
+        if journaled {
+            ns.finish_pending_change().unwrap();
+        } else {
+            ns.finish_pending().unwrap();
+        }
+    }
+
+    /// Random single-rule commands committed one after the other, past
+    /// `JOURNAL_MAX_RECORDS` (so the rule file is written whole again):
+    /// after each, the stored ruleset read back (rule file, journal,
+    /// counter file) is the one committed, counters and interfaces too;
+    /// and a commit killed after its files but before its switch leaves
+    /// the previous one, after its switch the new one.
+    #[test]
+    fn the_journal_reads_back_every_commit_and_settles_a_killed_one() {
+        use crate::rules::{command, generate::Dice, model::Family, parse::parse_args};
+        let ns = scratch("journal");
+        let mut dice = Dice(1717);
+        let mut ruleset = Ruleset::default();
+        let mut kernel = 1;
+        ns.write_pending(&ruleset, 1, &[]).unwrap();
+        ns.finish_pending().unwrap();
+        // The first journaled commit killed before its switch: no counter
+        // file says any record is in force.
+        let mut first = ruleset.clone();
+        first.filter.chains[0].policy = Some(crate::rules::model::Policy::Drop);
+        let change = journal::diff(&ruleset, &first);
+        assert!(ns.write_pending_change(&change, &first, 2, &[]).unwrap());
+        assert!(ns.settle_pending(Some(kernel)).unwrap().is_some());
+        assert_eq!(
+            ns.load_stored().unwrap().ruleset,
+            ruleset,
+            "unswitched first record"
+        );
+        let mut journaled_reads = 0;
+        for step in 0..3 * JOURNAL_MAX_RECORDS {
+            let before = ruleset.clone();
+            let line = journal::tests::random_command(&mut dice, &ruleset);
+            let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+            if command::apply(&mut ruleset, &parse_args(&args, Family::V4).unwrap()).is_err() {
+                ruleset = before;
+                continue;
+            }
+            for (i, rule) in ruleset
+                .filter
+                .chains
+                .iter_mut()
+                .flat_map(|c| &mut c.rules)
+                .enumerate()
+            {
+                rule.counter.packets += (i + step) as u64;
+            }
+            let seq = kernel + 1;
+            if step % 7 == 3 {
+                // Killed before the switch: the kernel stays at `kernel`.
+                let change = journal::diff(&before, &ruleset);
+                if ns
+                    .write_pending_change(&change, &ruleset, seq, &[])
+                    .unwrap()
+                {
+                    assert!(ns.settle_pending(Some(kernel)).unwrap().is_some(), "{line}");
+                    let stored = ns.load_stored().unwrap();
+                    assert_eq!(stored.ruleset, before, "unswitched `{line}` dropped");
+                    assert_eq!(stored.seq, Some(kernel));
+                    ruleset = before;
+                    continue;
+                }
+            }
+            if step % 7 == 5 {
+                // Killed after the switch, before the counter file's rename.
+                let change = journal::diff(&before, &ruleset);
+                if ns
+                    .write_pending_change(&change, &ruleset, seq, &[(2, "x".into())])
+                    .unwrap()
+                {
+                    kernel = seq;
+                    ns.settle_pending(Some(kernel)).unwrap();
+                    let stored = ns.load_stored().unwrap();
+                    assert_eq!(stored.ruleset, ruleset, "switched `{line}` kept");
+                    assert_eq!(stored.seq, Some(kernel));
+                    continue;
+                }
+            }
+            commit(&ns, &before, &ruleset, seq, &mut kernel);
+            let stored = ns.load_stored().unwrap();
+            assert_eq!(stored.ruleset, ruleset, "after `{line}` (step {step})");
+            assert_eq!(stored.seq, Some(kernel));
+            assert_eq!(stored.interfaces, Some(vec![(2, format!("veth{seq}"))]));
+            let files = state_files(&ns);
+            assert!(
+                !files
+                    .iter()
+                    .any(|f| f.ends_with(".next") || f.ends_with(TMP_SUFFIX)),
+                "{files:?}"
+            );
+            if files.iter().any(|f| f == JOURNAL_FILE) {
+                journaled_reads += 1;
+            }
+        }
+        assert!(
+            journaled_reads > 2 * JOURNAL_MAX_RECORDS,
+            "{journaled_reads} journaled"
+        );
+        // A torn append (no newline) is no commit.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(ns.journal_path())
+            .unwrap();
+        f.write_all(b"{\"seq\":").unwrap();
+        assert_eq!(ns.load_stored().unwrap().ruleset, ruleset);
+        let _ = fs::remove_dir_all(ns.state_dir.parent().unwrap());
     }
 
     #[test]

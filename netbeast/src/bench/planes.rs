@@ -402,8 +402,10 @@ pub fn statistic_rules(n: usize) -> Vec<String> {
 
 /// `limit`'s rule in front of the drop: a bucket per flow that every
 /// packet meets (a rate no flow reaches, so the drop decides), counted but
-/// without a verdict.
-pub const HASHLIMIT_RULE: &str = "-p udp -m udp --dport 9 -m hashlimit --hashlimit-upto 1000000/sec --hashlimit-burst 1000000 --hashlimit-mode srcip,srcport --hashlimit-name bench";
+/// without a verdict. The table holds every flow the generator sends
+/// (`generator::MAX_FLOWS`, 128,000): the kernel's default max (8 × its
+/// default size of 8192) would drop the packets of the flows past 65,536.
+pub const HASHLIMIT_RULE: &str = "-p udp -m udp --dport 9 -m hashlimit --hashlimit-upto 1000000/sec --hashlimit-burst 1000000 --hashlimit-mode srcip,srcport --hashlimit-name bench --hashlimit-htable-size 32768 --hashlimit-htable-max 131072";
 
 /// `log`'s rule in front of the drop: every packet meets it.
 pub const LOG_RULE: &str = "-p udp -m udp --dport 9 -j LOG --log-prefix \"bench: \"";

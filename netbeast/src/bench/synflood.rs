@@ -43,7 +43,7 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 253);
 const PREFIX_LEN: u8 = 24;
 const DPORT: u16 = 80;
 /// Spoofed sources: `generator::ADDRESSES` addresses × 256 ports.
-const FLOWS: u32 = generator::MAX_FLOWS;
+const FLOWS: u32 = generator::ADDRESSES * 256;
 /// SYNs per generator run (one `BPF_PROG_TEST_RUN`).
 const FRAMES_PER_RUN: u32 = 1 << 20;
 

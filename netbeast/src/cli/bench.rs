@@ -31,7 +31,7 @@ pub enum BenchScenario {
     /// The XDP program alone, BPF_PROG_TEST_RUN (no veth, no stack).
     ProgramCost,
     /// `drop` behind a `-m hashlimit` rule with a bucket per flow (run it
-    /// with `drop` and `--flows 64000` to compare).
+    /// with `drop` and `--flows 100000` to compare).
     Limit,
     /// `drop` behind a `-j LOG` rule every packet meets, with `netbeast
     /// log --follow` draining the events (run it with `drop` to compare:

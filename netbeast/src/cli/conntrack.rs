@@ -196,35 +196,43 @@ fn live_lines(dp: &Dataplane, family: FamilyFilter) -> Result<Vec<String>> {
     let now = monotonic_now_ns();
     let mut lines = Vec::new();
     if family.v4() {
-        let entries = dp.conntrack_entries()?.into_iter().map(|(_, e, _)| e);
+        let entries = dp
+            .conntrack_entries()?
+            .into_iter()
+            .map(|(k, e, _)| (e, k.zone));
         lines.extend(sorted_lines(entries, now, &config));
     }
     if family.v6() {
-        let entries = dp.conntrack_entries6()?.into_iter().map(|(_, e, _)| e);
+        let entries = dp
+            .conntrack_entries6()?
+            .into_iter()
+            .map(|(k, e, _)| (e, k.zone));
         lines.extend(sorted_lines(entries, now, &config));
     }
     Ok(lines)
 }
 
-/// The lines of one family's entries that have not expired, sorted.
+/// The lines of one family's entries (with their zones) that have not
+/// expired, sorted.
 fn sorted_lines<A: ShownAddr>(
-    entries: impl Iterator<Item = CtEntryOf<A>>,
+    entries: impl Iterator<Item = (CtEntryOf<A>, u16)>,
     now: u64,
     config: &CtConfig,
 ) -> Vec<String> {
-    let mut entries: Vec<CtEntryOf<A>> = entries.collect();
-    entries.sort_by_key(|e| {
+    let mut entries: Vec<(CtEntryOf<A>, u16)> = entries.collect();
+    entries.sort_by_key(|(e, zone)| {
         (
             e.protocol,
             e.orig_src.order(),
             e.orig_sport,
             e.orig_dst.order(),
             e.orig_dport,
+            *zone,
         )
     });
     entries
         .iter()
-        .filter_map(|e| entry_line(e, now, config))
+        .filter_map(|(e, zone)| zoned_entry_line(e, *zone, now, config))
         .collect()
 }
 
@@ -267,11 +275,25 @@ pub fn remaining_secs<A>(entry: &CtEntryOf<A>, now_ns: u64, config: &CtConfig) -
 /// `[UNREPLIED]` follows the original direction while no reply has been
 /// seen; `[ASSURED]` ends the line of a connection past its handshake (TCP)
 /// or with traffic both ways that went on after the reply (UDP), as
-/// conntrack marks them. conntrack-tools' `mark=` and `use=` are left out:
-/// netbeast has neither. An IPv6 entry prints the same way, its addresses
+/// conntrack marks them. conntrack-tools' `use=` is left out (netbeast has
+/// no reference count), and `mark=` unless a CONNMARK rule set one. An IPv6 entry prints the same way, its addresses
 /// as inet_ntop writes them and its pings as `icmpv6   58 … type=128`.
+/// A connection of zone 0 (the default zone); see [`zoned_entry_line`].
 pub fn entry_line<A: ShownAddr>(
     entry: &CtEntryOf<A>,
+    now_ns: u64,
+    config: &CtConfig,
+) -> Option<String> {
+    zoned_entry_line(entry, 0, now_ns, config)
+}
+
+/// [`entry_line`] of a connection in conntrack zone `zone` (the raw
+/// table's `-j CT --zone`): conntrack 1.4.7 prints ` zone=N` after the
+/// flags (and after `mark=`, which netbeast leaves out), only for a zone
+/// other than 0 — the kernel sends no zone attribute for the default one.
+pub fn zoned_entry_line<A: ShownAddr>(
+    entry: &CtEntryOf<A>,
+    zone: u16,
     now_ns: u64,
     config: &CtConfig,
 ) -> Option<String> {
@@ -314,6 +336,16 @@ pub fn entry_line<A: ShownAddr>(
     line += &format!(" packets={} bytes={}", entry.packets[1], entry.bytes[1]);
     if replied && assured(entry) {
         line += " [ASSURED]";
+    }
+    // conntrack prints `mark=` on every line; netbeast leaves out an
+    // unmarked connection's (as `use=`), so the lines stay as they were
+    // for rulesets without CONNMARK, and shows the mark a CONNMARK rule
+    // gave, where conntrack puts it.
+    if entry.mark != 0 {
+        line += &format!(" mark={}", entry.mark);
+    }
+    if zone != 0 {
+        line += &format!(" zone={zone}");
     }
     Some(line)
 }
@@ -387,7 +419,27 @@ mod tests {
             reply_dst: raw(Ipv4Addr::new(10, 0, 0, 1)),
             reply_sport: dport,
             reply_dport: sport,
+            mark: 0,
         }
+    }
+
+    /// A connection of a zone other than 0 ends with conntrack's
+    /// ` zone=N`; zone 0 prints none.
+    #[test]
+    fn zone_follows_the_flags() {
+        let mut e = entry(IPPROTO_UDP, 5000, 53);
+        let zero = zoned_entry_line(&e, 0, NOW, &CtConfig::DEFAULT).unwrap();
+        assert_eq!(zero, line(&e, 0).unwrap());
+        assert!(!zero.contains("zone"), "{zero}");
+        assert_eq!(
+            zoned_entry_line(&e, 7, NOW, &CtConfig::DEFAULT).unwrap(),
+            "udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=5000 dport=53 packets=1 bytes=60 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=53 dport=5000 packets=0 bytes=0 zone=7"
+        );
+        e.protocol = IPPROTO_TCP;
+        e.tcp_state = tcp_state::ESTABLISHED;
+        e.status = ct_status::SEEN_REPLY;
+        let tcp = zoned_entry_line(&e, 65535, NOW, &CtConfig::DEFAULT).unwrap();
+        assert!(tcp.ends_with(" [ASSURED] zone=65535"), "{tcp}");
     }
 
     fn line(e: &CtEntry, idle_ns: u64) -> Option<String> {
@@ -540,6 +592,7 @@ mod tests {
             reply_dst: raw6("fd00:77::1"),
             reply_sport: dport,
             reply_dport: sport,
+            mark: 0,
         }
     }
 
@@ -585,7 +638,7 @@ mod tests {
         a.orig_src = raw6("fd00::2:0");
         let mut b = a;
         b.orig_src = raw6("fd00::1:ffff");
-        let lines = sorted_lines([a, b].into_iter(), NOW, &CtConfig::DEFAULT);
+        let lines = sorted_lines([(a, 0), (b, 0)].into_iter(), NOW, &CtConfig::DEFAULT);
         assert!(lines[0].contains("src=fd00::1:ffff "), "{lines:?}");
         assert!(lines[1].contains("src=fd00::2:0 "), "{lines:?}");
     }

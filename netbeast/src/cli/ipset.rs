@@ -23,7 +23,7 @@ use super::conntrack::monotonic_now_ns;
 use crate::loader::Dataplane;
 use crate::loader::ipset::{MemberSlot, net_bits};
 use crate::rules::ext::set::{MAX_NAME_LEN, name_number};
-use crate::rules::model::{Match, Ruleset};
+use crate::rules::model::{Match, Ruleset, Target};
 use crate::state::Namespace;
 
 /// The ipset release whose command line, texts and exit codes this follows.
@@ -185,7 +185,7 @@ impl SetDef {
             family: self.family,
             dims: self.kind.dims(),
             entries,
-            _pad: 0,
+            timeout: self.timeout.map_or(0, |t| kinds::HAS_TIMEOUT | t),
         }
     }
 
@@ -267,64 +267,95 @@ impl Registry {
     }
 }
 
-/// How many rules of the ruleset match on the set `name`: ipset's
-/// `References`.
+/// How many rules of the ruleset name the set `name` (`-m set`, `-j
+/// SET`): ipset's `References`.
 fn references(ruleset: &Ruleset, name: &str) -> usize {
-    [&ruleset.filter, &ruleset.nat, &ruleset.filter6]
-        .iter()
-        .flat_map(|t| t.chains.iter())
-        .flat_map(|c| c.rules.iter())
-        .flat_map(|r| r.matches.iter())
-        .filter(|m| matches!(m, Match::Set(s) if s.name == name))
+    uses(ruleset)
+        .into_iter()
+        .filter(|(_, n, _)| n == name)
         .count()
 }
 
-/// The sets a ruleset's rules name, each with whether an ip6tables rule
-/// names it.
-pub fn named_sets(ruleset: &Ruleset) -> BTreeSet<(String, bool)> {
-    let mut named = BTreeSet::new();
+/// Every set a rule of the ruleset names, with the option that names it
+/// (`--match-set`, `--add-set`, `--del-set`) and whether the rule is an
+/// ip6tables one.
+fn uses(ruleset: &Ruleset) -> Vec<(&'static str, String, bool)> {
+    let mut out = Vec::new();
     for (t, v6) in [
         (&ruleset.filter, false),
         (&ruleset.nat, false),
         (&ruleset.raw, false),
         (&ruleset.filter6, true),
     ] {
-        for c in &t.chains {
-            for r in &c.rules {
-                for m in &r.matches {
-                    if let Match::Set(s) = m {
-                        named.insert((s.name.clone(), v6));
-                    }
+        for r in t.chains.iter().flat_map(|c| c.rules.iter()) {
+            for m in &r.matches {
+                if let Match::Set(s) = m {
+                    out.push(("--match-set", s.name.clone(), v6));
+                }
+            }
+            if let Target::Set(s) = &r.target {
+                if let Some(add) = &s.add {
+                    out.push(("--add-set", add.name.clone(), v6));
+                }
+                if let Some(del) = &s.del {
+                    out.push(("--del-set", del.name.clone(), v6));
                 }
             }
         }
     }
-    named
+    out
 }
 
-/// What xt_set's checkentry refuses in a ruleset's `-m set` rules: a set
-/// that does not exist, or one of the other family (a bitmap:port set has
-/// none). `None` when every rule is fine.
-pub fn refused_sets(ns: &Namespace, ruleset: &Ruleset) -> anyhow::Result<Option<(String, String)>> {
-    let named = named_sets(ruleset);
+/// The sets a ruleset's rules name (`-m set`, `-j SET`), each with
+/// whether an ip6tables rule names it.
+pub fn named_sets(ruleset: &Ruleset) -> BTreeSet<(String, bool)> {
+    uses(ruleset)
+        .into_iter()
+        .map(|(_, name, v6)| (name, v6))
+        .collect()
+}
+
+/// What a ruleset's set rules cannot have, each as (option, set, reason):
+/// as xt_set's checkentry, a set that does not exist or one of the other
+/// family (a bitmap:port set has none); and, for `-j SET`, a set type
+/// netbeast's kernel side cannot write yet. `None` when every rule is
+/// fine.
+pub fn refused_sets(
+    ns: &Namespace,
+    ruleset: &Ruleset,
+) -> anyhow::Result<Option<(&'static str, String, String)>> {
+    let named: BTreeSet<_> = uses(ruleset).into_iter().collect();
     if named.is_empty() {
         return Ok(None);
     }
     let registry = Registry::load(ns).map_err(|e| anyhow::anyhow!(e.message))?;
-    for (name, v6) in named {
+    for (option, name, v6) in named {
         let Some(i) = registry.find(&name) else {
             let reason = format!(
                 "Set {name} doesn't exist; create it first with `ipset create {name} TYPE`"
             );
-            return Ok(Some((name, reason)));
+            return Ok(Some((option, name, reason)));
         };
-        let family = registry.sets[i].as_ref().expect("found").family;
+        let def = registry.sets[i].as_ref().expect("found");
+        let family = def.family;
         if family != 0 && (family == 6) != v6 {
             let reason = format!(
                 "The protocol family of set {name} is {}, which is not applicable.",
                 if family == 6 { "IPv6" } else { "IPv4" }
             );
-            return Ok(Some((name, reason)));
+            return Ok(Some((option, name, reason)));
+        }
+        // The kernel side writes exact members only: a packet's address
+        // into a hash:net set would need the set's own prefix lengths,
+        // its port into a bitmap:port the set's range, neither in the
+        // set's header.
+        if option != "--match-set" && !matches!(def.kind, SetType::HashIp | SetType::HashIpPort) {
+            let reason = format!(
+                "-j SET into a set of type {} is not supported yet; netbeast's -j SET writes \
+                 hash:ip and hash:ip,port sets",
+                def.kind.name()
+            );
+            return Ok(Some((option, name, reason)));
         }
     }
     Ok(None)

@@ -46,14 +46,14 @@ use crate::{
     compile::BUILTIN_CHAINS,
     loader::{ConntrackSizes, Dataplane},
     rules::{
-        command,
+        command, journal,
         model::{Counter, Family, Ruleset, Target},
         parse::{self, Problem},
         save,
     },
     state::{self, Namespace},
 };
-use plane::{commit, open};
+use plane::open;
 pub(crate) use plane::{reconcile_current, remove_current};
 
 /// Set once stdout's reader has gone.
@@ -755,18 +755,30 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
             fold_counters(dp, &mut ruleset)?;
         }
         crate::profile::phase("read the counters");
-        let before = ruleset.clone();
+        let before = changes.then(|| ruleset.clone());
         let out = command::apply(&mut ruleset, &cmd)?;
         crate::profile::phase("apply the command");
-        if changes && ruleset != before {
+        // What changed, counters aside: one splice for a one-rule command,
+        // which the journal records instead of the whole rule file.
+        let change = before.as_ref().map(|b| journal::diff(b, &ruleset));
+        crate::profile::phase("diff the ruleset");
+        let moved = match (&before, &change) {
+            (Some(before), Some(change)) => {
+                !change.is_empty() || journal::counters_differ(before, &ruleset)
+            }
+            _ => false,
+        };
+        if moved {
             check_sets(&ns, &ruleset)?;
             let mut dp = dp.expect("opened with create");
             match &mut stored {
                 Some(stored) => {
                     command::apply(stored, &cmd)?;
-                    plane::commit_unchanged_tables(&ns, &mut dp, stored)?;
+                    // The change is the same on the bases: only counters
+                    // tell `stored` from `ruleset`.
+                    plane::commit_unchanged_tables(&ns, &mut dp, stored, change.as_ref())?;
                 }
-                None => commit(&ns, &mut dp, &ruleset)?,
+                None => plane::commit_change(&ns, &mut dp, &ruleset, change.as_ref())?,
             }
         }
         Ok(out.text)
@@ -793,9 +805,9 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
 /// is of the other family, as xt_set's checkentry does (nothing is
 /// applied).
 pub(super) fn check_sets(ns: &Namespace, ruleset: &Ruleset) -> Result<()> {
-    if let Some((name, reason)) = ipset::refused_sets(ns, ruleset)? {
+    if let Some((option, name, reason)) = ipset::refused_sets(ns, ruleset)? {
         return Err(parse::ParseError::InvalidValue {
-            option: "--match-set".into(),
+            option: option.into(),
             what: "set",
             value: name,
             reason,

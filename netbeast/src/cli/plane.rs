@@ -34,7 +34,10 @@ use crate::{
         ACTIVE_SEQ_MASK, AttachMode, ConntrackSizes, Dataplane, SOCK_PROGRAMS,
         links::{self, LINK_TYPE_TCX, LINK_TYPE_XDP, LinkState},
     },
-    rules::model::{Policy, Ruleset, TableName},
+    rules::{
+        journal::Change,
+        model::{Policy, Ruleset, TableName},
+    },
     state::{self, IfaceRecord, LOCK_DIR, Namespace, STATE_ROOT},
 };
 
@@ -355,6 +358,48 @@ fn reconcile_links(ns: &Namespace, keep: &[u32], done: &mut Reconciled) -> Resul
 /// kill anywhere leaves the kernel and the rule file agreeing once
 /// [`prepare`] has settled it (see `Namespace::write_pending`).
 pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> Result<()> {
+    commit_change(ns, dp, ruleset, None)
+}
+
+/// The first half of a commit's file part: `change` (what the command
+/// changed, counters aside) appended to the journal with every counter in
+/// the counter file, or, without one or when it does not fit the
+/// journal, the whole rule file as `ruleset.next`. True when journaled.
+fn write_pending(
+    ns: &Namespace,
+    ruleset: &Ruleset,
+    change: Option<&Change>,
+    seq: u32,
+    interfaces: &[(u32, String)],
+) -> Result<bool> {
+    if let Some(change) = change
+        && ns.write_pending_change(change, ruleset, seq, interfaces)?
+    {
+        return Ok(true);
+    }
+    ns.write_pending(ruleset, seq, interfaces)?;
+    Ok(false)
+}
+
+fn finish_pending(ns: &Namespace, journaled: bool) -> Result<()> {
+    if journaled {
+        ns.finish_pending_change()?;
+    } else {
+        ns.finish_pending()?;
+    }
+    Ok(())
+}
+
+/// [`commit`], given what the command changed: a change that fits the
+/// journal is appended to it rather than the rule file written whole
+/// (`state::Namespace::write_pending_change`); the compile, the map
+/// writes and the switch are the same.
+pub(super) fn commit_change(
+    ns: &Namespace,
+    dp: &mut Dataplane,
+    ruleset: &Ruleset,
+    change: Option<&Change>,
+) -> Result<()> {
     let kernel_seq = dp.commit_seq()?;
     let seq = (kernel_seq + 1) & ACTIVE_SEQ_MASK;
     let links = state::links();
@@ -362,7 +407,7 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
     // change does not touch keep them, and their state with them.
     dp.set_guard_slots(ns.load_guard_slots(kernel_seq));
     crate::profile::phase("before commit");
-    ns.write_pending(ruleset, seq, &state::interface_snapshot(&links))?;
+    let journaled = write_pending(ns, ruleset, change, seq, &state::interface_snapshot(&links))?;
     crate::profile::phase("write the rule file");
     fault::point("commit: pending ruleset written");
     let result = (|| -> Result<()> {
@@ -381,7 +426,7 @@ pub(super) fn commit(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> R
         let _ = ns.settle_pending(Some(dp.commit_seq()?));
         return Err(e);
     }
-    ns.finish_pending()?;
+    finish_pending(ns, journaled)?;
     crate::profile::phase("rename the rule file");
     fault::point("commit: ruleset file replaced");
     ns.finish_guard_slots()?;
@@ -400,6 +445,7 @@ pub(super) fn commit_unchanged_tables(
     ns: &Namespace,
     dp: &mut Dataplane,
     stored: &Ruleset,
+    change: Option<&Change>,
 ) -> Result<()> {
     let kernel_seq = dp.commit_seq()?;
     let seq = (kernel_seq + 1) & ACTIVE_SEQ_MASK;
@@ -408,7 +454,7 @@ pub(super) fn commit_unchanged_tables(
     // the sequence number, or the next change would find it stale and
     // start every guard afresh.
     let slots = ns.load_guard_slots(kernel_seq);
-    ns.write_pending(stored, seq, &state::interface_snapshot(&links))?;
+    let journaled = write_pending(ns, stored, change, seq, &state::interface_snapshot(&links))?;
     if let Some(slots) = &slots {
         ns.write_pending_guard_slots(slots, seq)?;
     }
@@ -419,7 +465,7 @@ pub(super) fn commit_unchanged_tables(
         return Err(e.into());
     }
     fault::point("commit: sequence number recorded");
-    ns.finish_pending()?;
+    finish_pending(ns, journaled)?;
     crate::profile::phase("rename the rule file");
     fault::point("commit: ruleset file replaced");
     if slots.is_some() {

@@ -159,6 +159,7 @@ impl<'a> Prepared<'a> {
         nat_targets: &mut NatTargets,
         log_targets: &mut Vec<LogTarget>,
         mark_targets: &mut Vec<netbeast_common::MarkTarget>,
+        connmark_targets: &mut Vec<netbeast_common::ConnmarkTarget>,
         guard_table: &mut GuardTable,
         limits: Limits,
     ) -> Result<Self, CompileError> {
@@ -220,6 +221,23 @@ impl<'a> Prepared<'a> {
                                     });
                                 }
                                 mark_targets.push(kernel);
+                                n
+                            }
+                        }
+                    }
+                    // Likewise one entry per distinct CONNMARK operation.
+                    (Target::Connmark(connmark), None) => {
+                        let kernel = connmark.kernel();
+                        match connmark_targets.iter().position(|m| *m == kernel) {
+                            Some(n) => n as u32,
+                            None => {
+                                let n = connmark_targets.len() as u32;
+                                if n >= limits.connmark_targets {
+                                    return Err(CompileError::TooManyConnmarkTargets {
+                                        limit: limits.connmark_targets as usize,
+                                    });
+                                }
+                                connmark_targets.push(kernel);
                                 n
                             }
                         }
@@ -697,23 +715,16 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
         let target = &table.chains[chain].rules[r].target;
         if let Target::Synproxy(_) = target
             && self.name != "INPUT"
+            && self.name != "FORWARD"
         {
             return Err(CompileError::InvalidRule {
                 chain: table.chains[chain].name.clone(),
                 rule: r + 1,
-                problem: if self.name == "FORWARD" {
-                    "-j SYNPROXY in FORWARD (or a chain it reaches) is not supported yet: \
-                     netbeast's shield hands a valid client to a listener of this host, and a \
-                     server behind the router needs the handshake replayed to it; protect the \
-                     server on its own host (INPUT, or attach --syn-flood-guard there)"
-                        .into()
-                } else {
-                    format!(
-                        "-j SYNPROXY answers SYNs arriving from outside, and {} reaches it; \
-                         use it in INPUT",
-                        self.name
-                    )
-                },
+                problem: format!(
+                    "-j SYNPROXY answers SYNs arriving from outside, and {} reaches it; \
+                     use it in INPUT or FORWARD",
+                    self.name
+                ),
             });
         }
         if table.name == TableName::Nat && self.name == "OUTPUT" && target.needs_packet() {

@@ -276,11 +276,23 @@ pub fn assign_state_slots(
 pub(super) fn rule_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
     // The addresses first, as iptables tests them before any match: a
     // stateful match after them sees only the packets they let through.
-    address_guards(rule).chain(rule.matches.iter().flat_map(|m| match m.ext().lower() {
-        Lowering::Guard(guard) => vec![guard],
-        Lowering::Guarded(_, guards) => guards,
-        Lowering::Static(_) => Vec::new(),
-    }))
+    address_guards(rule)
+        .chain(rule.matches.iter().flat_map(|m| match m.ext().lower() {
+            Lowering::Guard(guard) => vec![guard],
+            Lowering::Guarded(_, guards) => guards,
+            Lowering::Static(_) => Vec::new(),
+        }))
+        // A `-j SET`'s work last, so it runs only once every match held.
+        .chain(target_guards(rule))
+}
+
+/// The guards that do a target's work (`-j SET`): they always hold.
+pub(super) fn target_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
+    match &rule.target {
+        crate::rules::model::Target::Set(s) => s.guards(),
+        _ => Vec::new(),
+    }
+    .into_iter()
 }
 
 /// `-s`/`-d` under a non-contiguous netmask: no prefix holds exactly the
@@ -428,6 +440,10 @@ impl GuardOracle for GuardState {
         if guard.kind == guard_kind::RECENT {
             return self.recent(guard);
         }
+        if guard.kind == guard_kind::SET_WRITE {
+            // A target's work, into sets the models do not hold.
+            return true;
+        }
         if guard.kind == guard_kind::SET {
             // The models hold no ipset: every set is empty to them.
             return guard.negated != 0;
@@ -503,6 +519,17 @@ pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
         // The models run no MARK rule: their packets keep the mark they
         // came with, which is none (0), as a packet from the wire.
         guard_kind::MARK => Some(guard.holds_mark(0)),
+        // Nor any CONNMARK rule: a packet with a connection has mark 0
+        // there, one without (INVALID, UNTRACKED) none, which never
+        // matches.
+        guard_kind::CONNMARK => {
+            let state = pkt.ct_state & ct_state::STATE_MASK;
+            let connected = matches!(
+                state,
+                ct_state::NEW | ct_state::ESTABLISHED | ct_state::RELATED
+            );
+            Some(guard.holds_connmark(connected.then_some(0)))
+        }
         guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE => {
             let state = pkt.ct_state & ct_state::STATE_MASK;
             if !matches!(

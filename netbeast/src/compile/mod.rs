@@ -161,6 +161,12 @@ pub enum CompileError {
     )]
     TooManyMarkTargets { limit: usize },
     #[error(
+        "the ruleset needs more than {limit} distinct -j CONNMARK operations \
+         (MAX_CONNMARK_TARGETS); rules that do the same share one: make them jump to one chain \
+         that does it"
+    )]
+    TooManyConnmarkTargets { limit: usize },
+    #[error(
         "the nat table needs more than {limit} distinct translations (MAX_NAT_TARGETS): \
          DNAT/SNAT/MASQUERADE/REDIRECT rules that translate to the same addresses, ports and \
          options share one; use fewer distinct --to-destination, --to-source and --to-ports"
@@ -330,6 +336,10 @@ pub struct CompiledRuleset {
     /// map value at `mark_target_index(generation, n)`; a MARK slot's
     /// `RuleAction::arg` is its `n`.
     pub mark_targets: Vec<netbeast_common::MarkTarget>,
+    /// Every distinct `-j CONNMARK` operation, each once: the
+    /// `CONNMARK_TARGETS` map value at `connmark_target_index(generation,
+    /// n)`; a CONNMARK slot's `RuleAction::arg` is its `n`.
+    pub connmark_targets: Vec<netbeast_common::ConnmarkTarget>,
     /// The guard records: the `GUARDS` map value at
     /// `guard_index(generation, n)` for `n` in order. A slot's
     /// `RuleAction::guard` is 1 + the number of the first record of its
@@ -344,6 +354,10 @@ pub struct CompiledRuleset {
     /// For each guard record that keeps state of its own rule, its
     /// identity across ruleset changes (see [`assign_state_slots`]).
     pub guard_identities: Vec<Option<GuardIdentity>>,
+    /// Every `-m hashlimit` table the ruleset names: its name's number
+    /// and family (`HashlimitKey::table`) and the most buckets it holds
+    /// (`HASHLIMIT_TABLES`).
+    pub hashlimit_tables: Vec<(u64, u64)>,
 }
 
 /// One chain's tables.
@@ -479,6 +493,7 @@ struct Limits {
     nat_targets: u32,
     log_targets: u32,
     mark_targets: u32,
+    connmark_targets: u32,
     guarded_slots: usize,
     guards: u32,
 }
@@ -496,6 +511,7 @@ const LIMITS: Limits = Limits {
     nat_targets: MAX_NAT_TARGETS,
     log_targets: MAX_LOG_TARGETS,
     mark_targets: netbeast_common::MAX_MARK_TARGETS,
+    connmark_targets: netbeast_common::MAX_CONNMARK_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
 };
@@ -562,6 +578,7 @@ fn compile_with_limits(
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
     let mut mark_targets = Vec::new();
+    let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     let filter = Prepared::new(
         &ruleset.filter,
@@ -570,6 +587,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -580,6 +598,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -592,6 +611,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -603,6 +623,7 @@ fn compile_with_limits(
         &mut nat_targets,
         &mut log_targets,
         &mut mark_targets,
+        &mut connmark_targets,
         &mut guard_table,
         limits,
     )?;
@@ -625,8 +646,10 @@ fn compile_with_limits(
         builtin_rules[c] = prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32;
     }
     let counted = builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>()
-        + u64::from(filter6.user_counters_end);
-    let layout = netbeast_common::counter_layout(&builtin_rules, filter6.user_counters_end)
+        + u64::from(raw.user_counters_end);
+    // The raw table's user chains count last (`Prepared::new`'s bases
+    // above): their end is every user-defined chain's.
+    let layout = netbeast_common::counter_layout(&builtin_rules, raw.user_counters_end)
         .filter(|_| counted <= u64::from(limits.ruleset_counters));
     let Some((counter_bases, user_counter_base)) = layout else {
         return Err(CompileError::TooManyRulesetRules {
@@ -737,9 +760,11 @@ fn compile_with_limits(
         nat_targets: nat_targets.list,
         log_targets,
         mark_targets,
+        connmark_targets,
         guards: guard_table.records,
         guard_owners: guard_table.owners,
         guard_identities: guard_table.identities,
+        hashlimit_tables: crate::rules::ext::hashlimit::tables(ruleset),
     })
 }
 
@@ -794,11 +819,13 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     // number of the rule's translation or LOG entry.
     let arg = match target {
         Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
+        // The conntrack zone its template gives.
+        Target::Ct(ct) => u32::from(ct.zone),
         // SYNPROXY's options sit in the same per-rule table.
         _ if target.is_nat()
             || matches!(
                 target,
-                Target::Log(_) | Target::Synproxy(_) | Target::Mark(_)
+                Target::Log(_) | Target::Synproxy(_) | Target::Mark(_) | Target::Connmark(_)
             ) =>
         {
             nat
@@ -943,13 +970,38 @@ impl CompiledRuleset {
         }
         // `-m connlimit` counts conntrack's connections; `-m conntrack`'s
         // tuple, protocol and expiry guards read them.
+        // `-m connmark` and `-j CONNMARK` read and write conntrack's
+        // entries.
         let counts_connections = self.guards.iter().any(|g| {
             matches!(
                 g.kind,
-                guard_kind::CONNLIMIT | guard_kind::CT_TUPLE | guard_kind::CT_PROTO_EXPIRE
+                guard_kind::CONNLIMIT
+                    | guard_kind::CT_TUPLE
+                    | guard_kind::CT_PROTO_EXPIRE
+                    | guard_kind::CONNMARK
             )
+        }) || !self.connmark_targets.is_empty();
+        // `-j SYNPROXY` in FORWARD replays the handshake to the server and
+        // translates the connection's sequence numbers from then on: it
+        // finds the connection in conntrack.
+        let proxies_forward = self.chains[netbeast_common::chain::FORWARD as usize]
+            .rules
+            .iter()
+            .any(|r| r.target == netbeast_common::target::SYNPROXY);
+        // A `-j CT` template (a zone) is xt_CT's say over conntrack, which
+        // its rule loads (nf_ct_netns_get): connections are then tracked,
+        // in the zone it gives, as `conntrack -L` shows them.
+        let ct_template = self.chains.iter().any(|c| {
+            c.rules
+                .iter()
+                .any(|r| r.target == netbeast_common::target::CT)
         });
-        if nat || self.uses_conntrack_state() || counts_connections {
+        if nat
+            || self.uses_conntrack_state()
+            || counts_connections
+            || proxies_forward
+            || ct_template
+        {
             flags |= ACTIVE_TRACKING;
         }
         if self
@@ -1195,6 +1247,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     | guard_kind::CT_PROTO_EXPIRE
                     | guard_kind::ADDR_MASK
                     | guard_kind::MARK
+                    | guard_kind::CONNMARK
             )
         }) {
             return Err(CompileError::NatOutputField {
@@ -1210,6 +1263,9 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     // hence no mark to test (iptables' nat OUTPUT sees the
                     // socket's SO_MARK; not carried there yet).
                     guard_kind::MARK => "packet mark (-m mark)",
+                    // Nor a connection: the socket programs run before it
+                    // exists.
+                    guard_kind::CONNMARK => "connection mark (-m connmark)",
                     _ => "connection's tuple, protocol or expiry (-m conntrack)",
                 },
             });

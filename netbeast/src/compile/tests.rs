@@ -2314,6 +2314,36 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
     );
 }
 
+/// The raw table's user-defined chains count last, after the IPv6 filter
+/// table's: their rules must count against the limit too, or a ruleset
+/// past it would write their counters into the next generation's share.
+#[test]
+fn raw_user_chain_rules_count_against_the_counter_limit() {
+    let ruleset = typed(&[
+        "-t raw -N R",
+        "-t raw -A R -p tcp --dport 1 -j ACCEPT",
+        "-t raw -A R -p tcp --dport 2 -j ACCEPT",
+        "-t raw -A PREROUTING -j R",
+    ]);
+    // Eleven built-in chains' policies, the jump and R's two rules.
+    let limits = Limits {
+        ruleset_counters: 13,
+        ..LIMITS
+    };
+    assert_eq!(
+        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        Some(CompileError::TooManyRulesetRules {
+            rules: 14,
+            limit: 13
+        })
+    );
+    let limits = Limits {
+        ruleset_counters: 14,
+        ..LIMITS
+    };
+    assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());
+}
+
 /// The chains' slots and counters do not overlap in the generation's
 /// share of `RULES` and `COUNTERS`, and the slot pool's limit is the
 /// sum over chains.

@@ -55,6 +55,10 @@ const SHIELD_PROGRAM: &str = "netbeast_shield";
 /// to (`synproxy.rs`).
 const SHIELD_SLOT: u32 = 0;
 const SHIELD_MAIN_SLOT: u32 = 1;
+/// `SHIELD`'s slot of the FORWARD half of `-j SYNPROXY` (the replay to a
+/// server behind the router, `netbeast_synfwd`).
+const SHIELD_FORWARD_SLOT: u32 = 2;
+const SYNFWD_PROGRAM: &str = "netbeast_synfwd";
 /// The TC egress entry point (OUTPUT chain).
 const EGRESS_PROGRAM: &str = "netbeast_tc_egress";
 /// The IPv6 TC egress program, tail-called by [`EGRESS_PROGRAM`] from
@@ -78,7 +82,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 51] = [
+pub const MAP_NAMES: [&str; 54] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -93,6 +97,7 @@ pub const MAP_NAMES: [&str; 51] = [
     "CT6_ESTABLISHED",
     "NAT_TARGETS",
     "MARK_TARGETS",
+    "CONNMARK_TARGETS",
     "CT_CONFIG",
     "ACTIVE",
     "CHAINS",
@@ -122,7 +127,9 @@ pub const MAP_NAMES: [&str; 51] = [
     // recent's kept by name across ruleset changes; `netbeast recent`
     // reads recent's).
     "CONNLIMIT",
+    "CONNLIMIT6",
     "HASHLIMIT",
+    "HASHLIMIT_TABLES",
     "RECENT",
     // ipsets (`netbeast ipset`): their headers and members.
     "IPSET_SETS",
@@ -203,6 +210,11 @@ pub enum LoaderError {
          for -m addrtype (size::ADDR_TYPES); remove addresses from the namespace's interfaces"
     )]
     TooManyLocalRoutes { routes: usize, limit: usize },
+    #[error(
+        "the ruleset names {tables} -m hashlimit tables (--hashlimit-name), more than the \
+         {limit} netbeast keeps (MAX_HASHLIMIT_TABLES); let rules share table names"
+    )]
+    TooManyHashlimitTables { tables: usize, limit: u32 },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
@@ -323,8 +335,12 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "CT_CONFIG" => "conntrack timeouts set with `attach --ct-timeout` are back to defaults",
         "COUNTERS" => "rule counters since the last rule change are lost",
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
-        "CONNLIMIT" => "-m connlimit forgets the connections it counted",
+        "CONNLIMIT" | "CONNLIMIT6" => "-m connlimit forgets the connections it counted",
         "HASHLIMIT" => "-m hashlimit buckets are full again",
+        "HASHLIMIT_TABLES" => {
+            "-m hashlimit tables count their buckets from zero (until the old ones are replaced, \
+             a table may hold more than its --hashlimit-htable-max)"
+        }
         "RECENT" => "-m recent lists are empty",
         "IPSET_SETS" | "IPSET_MEMBERS" | "IPSET_NETS" => {
             "ipsets lose their members (`ipset save` before, `ipset restore` after, keeps them)"
@@ -734,6 +750,26 @@ impl Dataplane {
             .map_err(map_err("SHIELD"))?;
         slots
             .set(SHIELD_MAIN_SLOT, &main_fd, 0)
+            .map_err(map_err("SHIELD"))?;
+        let synfwd: &mut Xdp = self
+            .program_mut(SYNFWD_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Program)?;
+        if synfwd.fd().is_err() {
+            synfwd.load().map_err(LoaderError::Program)?;
+        }
+        let synfwd_fd = synfwd
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(|source| LoaderError::Io {
+                what: "a copy of the SYNPROXY forward program's fd".into(),
+                source,
+            })?;
+        let mut slots = aya::maps::ProgramArray::try_from(self.map_mut("SHIELD")?)
+            .map_err(map_err("SHIELD"))?;
+        slots
+            .set(SHIELD_FORWARD_SLOT, &synfwd_fd, 0)
             .map_err(map_err("SHIELD"))?;
         Ok(())
     }

@@ -4,9 +4,10 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitList,
-    Counter as KernelCounter, Guard, IfaceKey, KEY_CHUNK, LogTarget, MacKey, MarkTarget, NatTarget,
-    addr_hash_key, chain_index, counter_index, field, guard_index, key_chunk_index,
+    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
+    ConnlimitList6, ConnmarkTarget, Counter as KernelCounter, Guard, HashlimitTable, IfaceKey,
+    KEY_CHUNK, LogTarget, MAX_HASHLIMIT_TABLES, MacKey, MarkTarget, NatTarget, addr_hash_key,
+    chain_index, connmark_target_index, counter_index, field, guard_index, key_chunk_index,
     log_target_index, mark_target_index, nat_target_index, rule_index, target,
 };
 
@@ -163,6 +164,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map_err(map_err("GUARDS"))?;
         }
     }
+    write_hashlimit_tables(dp, &compiled.hashlimit_tables)?;
     {
         // The LOG rules' options, before the rules that name them.
         let mut targets: Array<&mut MapData, LogTarget> =
@@ -181,6 +183,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             targets
                 .set(mark_target_index(generation, n as u32), target, 0)
                 .map_err(map_err("MARK_TARGETS"))?;
+        }
+    }
+    {
+        // The CONNMARK operations, likewise.
+        let mut targets: Array<&mut MapData, ConnmarkTarget> =
+            Array::try_from(dp.map_mut("CONNMARK_TARGETS")?)
+                .map_err(map_err("CONNMARK_TARGETS"))?;
+        for (n, target) in compiled.connmark_targets.iter().enumerate() {
+            targets
+                .set(connmark_target_index(generation, n as u32), target, 0)
+                .map_err(map_err("CONNMARK_TARGETS"))?;
         }
     }
     crate::profile::phase("maps: nat, guards, log");
@@ -251,6 +264,49 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     Ok(())
 }
 
+/// Writes each `-m hashlimit` table's max into `HASHLIMIT_TABLES`,
+/// keeping the live count the kernel keeps there (a table's buckets
+/// outlive ruleset changes, by name). Only entries that are missing or
+/// whose max changed are written: a write replaces the whole value, so
+/// a bucket the kernel counts meanwhile may be missed in the count.
+/// Names no rule uses any more are kept (their buckets are still there)
+/// until room is needed for new ones.
+fn write_hashlimit_tables(dp: &mut Dataplane, tables: &[(u64, u64)]) -> Result<(), LoaderError> {
+    const NAME: &str = "HASHLIMIT_TABLES";
+    if tables.len() > MAX_HASHLIMIT_TABLES as usize {
+        return Err(LoaderError::TooManyHashlimitTables {
+            tables: tables.len(),
+            limit: MAX_HASHLIMIT_TABLES,
+        });
+    }
+    let mut map: HashMap<&mut MapData, u64, HashlimitTable> =
+        HashMap::try_from(dp.map_mut(NAME)?).map_err(map_err(NAME))?;
+    let present: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+    let wanted: std::collections::HashSet<u64> = tables.iter().map(|&(name, _)| name).collect();
+    let new = tables
+        .iter()
+        .filter(|(name, _)| !present.contains(name))
+        .count();
+    if present.len() + new > MAX_HASHLIMIT_TABLES as usize {
+        for name in present.iter().filter(|name| !wanted.contains(name)) {
+            match map.remove(name) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(NAME)(e)),
+            }
+        }
+    }
+    for &(name, max) in tables {
+        let live = match map.get(&name, 0) {
+            Ok(t) if t.max == max => continue,
+            Ok(t) => t.live,
+            Err(_) => 0,
+        };
+        map.insert(name, HashlimitTable { max, live }, 0)
+            .map_err(map_err(NAME))?;
+    }
+    Ok(())
+}
+
 /// Clears state slots: their `GUARD_STATE` words (an nth count from zero,
 /// a full limit bucket) and the connlimit lists of those in `lists` (one
 /// pass over `CONNLIMIT`, only when `lists` is not empty).
@@ -268,21 +324,36 @@ pub(super) fn clear_state_slots(
     }
     if !lists.is_empty() {
         let lists: std::collections::HashSet<u32> = lists.iter().copied().collect();
-        let mut connlimit: HashMap<&mut MapData, ConnlimitKey, ConnlimitList> =
-            HashMap::try_from(dp.map_mut("CONNLIMIT")?).map_err(map_err("CONNLIMIT"))?;
-        let stale: Vec<ConnlimitKey> = connlimit
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| lists.contains(&k.guard))
-            .collect();
-        for k in stale {
-            // Gone already (evicted by the LRU): as good as removed.
-            match connlimit.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err("CONNLIMIT")(e)),
-            }
+        drop_lists::<ConnlimitKey, ConnlimitList>(dp, "CONNLIMIT", &lists, |k| u32::from(k.guard))?;
+        drop_lists::<ConnlimitKey6, ConnlimitList6>(dp, "CONNLIMIT6", &lists, |k| {
+            u32::from(k.guard)
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes the lists of `map` (`CONNLIMIT` or `CONNLIMIT6`) whose guard
+/// slot is in `slots`.
+fn drop_lists<K: aya::Pod, V: aya::Pod>(
+    dp: &mut Dataplane,
+    map: &'static str,
+    slots: &std::collections::HashSet<u32>,
+    slot_of: impl Fn(&K) -> u32,
+) -> Result<(), LoaderError> {
+    let mut lists: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(dp.map_mut(map)?).map_err(map_err(map))?;
+    let stale: Vec<K> = lists
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| slots.contains(&slot_of(k)))
+        .collect();
+    for k in stale {
+        // Gone already (evicted by the LRU): as good as removed.
+        match lists.remove(&k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(map_err(map)(e)),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 pub mod command;
 pub mod ext;
 pub mod generate;
+pub mod journal;
 pub mod list;
 pub mod model;
 pub mod names;

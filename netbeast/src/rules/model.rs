@@ -516,6 +516,8 @@ pub enum Match {
     Rt(Rt),
     /// `-m mark`: a guard on the packet's mark.
     Mark(super::ext::mark::Mark),
+    /// `-m connmark`: a guard on the packet's connection's mark.
+    Connmark(super::ext::connmark::Connmark),
 }
 
 impl Match {
@@ -547,6 +549,7 @@ impl Match {
             Match::Ipv6Header(m) => m,
             Match::Rt(m) => m,
             Match::Mark(m) => m,
+            Match::Connmark(m) => m,
         }
     }
 }
@@ -658,6 +661,12 @@ pub enum Target {
     /// `-j MARK`: the packet's mark changes, the search goes on
     /// (`rules/target/mark.rs`).
     Mark(crate::rules::target::mark::Mark),
+    /// `-j CONNMARK`: the connection's mark (or the packet's, restored
+    /// from it) changes, the search goes on (`rules/target/connmark.rs`).
+    Connmark(crate::rules::target::connmark::Connmark),
+    /// `-j SET`: the packet's key added to an ipset or deleted from it,
+    /// the search goes on (`rules/target/set.rs`).
+    Set(crate::rules::target::set::SetTarget),
 }
 
 impl Target {

@@ -1525,12 +1525,6 @@ impl<'a> Parser<'a> {
         let name = self.required("-m", "a match name like tcp, multiport or comment")?;
         let module = ext::match_module_for(name, self.family)
             .ok_or_else(|| unknown_match(name, self.family))?;
-        if self.family == Family::V6 && ext::IPV6_NOT_YET.contains(&module.name) {
-            return Err(ParseError::Ipv6Unsupported {
-                what: format!("-m {}", module.name),
-                hint: String::new(),
-            });
-        }
         let state = LoadedMatch::new(module, false);
         self.matches.push(state);
         Ok(())
@@ -2200,7 +2194,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             // hop limit, source MAC), or guards that do not read the
             // addresses (limit, statistic), or read them from the IPv6
             // address words (set, recent).
-            Match::Ports(p) if p.tcp_option.is_none() && p.sctp_chunks.is_none() => continue,
+            // SCTP chunks: the IPv4 walk, from the end of the extension
+            // headers.
+            Match::Ports(p) if p.tcp_option.is_none() => continue,
             Match::Multiport(_)
             | Match::Comment(_)
             | Match::Set(_)
@@ -2214,7 +2210,11 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
-            Match::Ports(p) if p.sctp_chunks.is_some() => "--chunk-types",
+            // Keyed by the IPv6 address words when made by ip6tables.
+            Match::Hashlimit(h) if h.v6 => continue,
+            Match::Connlimit(c) if c.v6 => continue,
+            // IPv6 ranges: prefixes of the IPv6 address words.
+            Match::IpRange(r) if r.src.is_none() && r.dst.is_none() => continue,
             Match::Ports(_) => "--tcp-option",
             Match::Icmp(_) => "-m icmp (ip6tables matches ICMPv6 types with -m icmp6)",
             // Connection states, direction and status are classifier keys
@@ -2226,14 +2226,15 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
                  their ports and --ctexpire"
             }
             Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
-            Match::IpRange(_) => "-m iprange",
+            Match::IpRange(_) => "-m iprange with IPv4 ranges",
             Match::PktType(_) => "-m pkttype",
             Match::AddrType(_) => "-m addrtype",
             Match::Tos(_) => "-m tos",
             Match::Dscp(_) => "-m dscp",
-            Match::Connlimit(_) => "-m connlimit",
-            Match::Hashlimit(_) => "-m hashlimit",
+            Match::Connlimit(_) => "-m connlimit with IPv4 masks",
+            Match::Hashlimit(_) => "-m hashlimit with IPv4 masks",
             Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
+            Match::Connmark(_) => "-m connmark (the IPv6 tracker keeps no connection mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),

@@ -136,6 +136,7 @@ fn verdict_of(target: &Target) -> String {
         Target::Goto(c) => format!("goto {c}"),
         Target::Return => "RETURN".into(),
         Target::Log(_) => "LOG, continue".into(),
+        Target::Set(_) => "SET, continue".into(),
         other => other.builtin_name().into(),
     }
 }

@@ -7,13 +7,15 @@
 use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
-use netbeast_common::{CONNLIMIT_DADDR, CONNLIMIT_SLOTS, CONNLIMIT_UNREACHABLE, Guard, guard_kind};
+use netbeast_common::{
+    CONNLIMIT_DADDR, CONNLIMIT_SLOTS, CONNLIMIT_UNREACHABLE, CONNLIMIT_V6, Guard, guard_kind,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
-use crate::rules::model::{Match, TableName};
+use crate::rules::model::{Family, Match, TableName};
 use crate::rules::parse::ParseError;
 
 /// The largest limit netbeast can count past: a list remembers
@@ -34,10 +36,13 @@ pub struct Connlimit {
     /// `--connlimit-above N` (matches past N); `--connlimit-upto N`
     /// otherwise. `!` swaps them, as libxt_connlimit stores it.
     pub above: bool,
-    /// `--connlimit-mask`: the prefix length (0 to 32).
+    /// `--connlimit-mask`: the prefix length (0 to 32, 128 for ip6tables).
     pub mask: u8,
     /// `--connlimit-daddr`: count per destination address.
     pub daddr: bool,
+    /// An ip6tables rule: IPv6 addresses and connections are counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v6: bool,
 }
 
 impl Connlimit {
@@ -57,7 +62,12 @@ impl Connlimit {
 
     /// The guard the kernel evaluates.
     pub fn guard(&self) -> Guard {
-        let mask = u64::from(self.mask_bits().to_be());
+        // IPv6: the prefix length, which the kernel widens to four words.
+        let mask = if self.v6 {
+            u64::from(self.mask) | CONNLIMIT_V6
+        } else {
+            u64::from(self.mask_bits().to_be())
+        };
         Guard {
             kind: guard_kind::CONNLIMIT,
             negated: u32::from(!self.above),
@@ -120,7 +130,7 @@ static OPTIONS: [OptSpec; 5] = [
     },
     OptSpec {
         names: &["connlimit-mask"],
-        value: Value::One("a prefix length from 0 to 32"),
+        value: Value::One("a prefix length from 0 to 32 (128 for ip6tables)"),
         negatable: false,
     },
     OptSpec {
@@ -207,7 +217,7 @@ impl MatchParser for ConnlimitParser {
                 // xtables reads a prefix length up to 128 for either
                 // family; an IPv4 rule keeps the first 32 bits of it.
                 let mask = number(option, "prefix length", text, 128)? as u8;
-                once(&mut self.mask, mask.min(32), option)
+                once(&mut self.mask, mask, option)
             }
             name => {
                 let daddr = name == "connlimit-daddr";
@@ -239,11 +249,14 @@ impl MatchParser for ConnlimitParser {
                 hint: "; netbeast counts connections in the filter table only".into(),
             });
         }
+        let v6 = rule.family == Family::V6;
+        let full = if v6 { 128 } else { 32 };
         Ok(Match::Connlimit(Connlimit {
             limit,
             above,
-            mask: self.mask.unwrap_or(32),
+            mask: self.mask.unwrap_or(full).min(full),
             daddr: self.direction.unwrap_or(false),
+            v6,
         }))
     }
 }
@@ -272,6 +285,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
             d.pick(&[0u8, 24, 32])
         },
         daddr: d.chance(30),
+        v6: false,
     }))
 }
 

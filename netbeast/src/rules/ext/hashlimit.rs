@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, number, once, value};
 use crate::compile::PacketView;
 use crate::compile::lower::Lowering;
-use crate::rules::model::{Match, TableName};
+use crate::rules::model::{Family, Match, TableName};
 use crate::rules::parse::{ParseError, invalid};
 
 /// Packet rates are periods in microseconds (XT_HASHLIMIT_SCALE_v2).
@@ -28,6 +28,11 @@ pub const DEFAULT_GCINTERVAL: u32 = 1000;
 /// and with a `--hashlimit-burst` (libxt_hashlimit's defaults).
 const BYTE_EXPIRE: u32 = 15;
 const BYTE_EXPIRE_BURST: u32 = 60;
+/// The hash table size xt_hashlimit picks without `--hashlimit-htable-size`
+/// on a machine of 1 GiB or more (it scales down below that), and the
+/// factor from it to the default `--hashlimit-htable-max`.
+pub const DEFAULT_HTABLE_SIZE: u64 = 8192;
+const MAX_PER_SIZE: u64 = 8;
 /// The longest `--hashlimit-name` (the kernel's name field holds 32 bytes
 /// with the final NUL).
 pub const MAX_NAME_LEN: usize = 31;
@@ -79,6 +84,10 @@ pub struct Hashlimit {
     /// `--hashlimit-rate-interval`, seconds (1 unless given).
     #[serde(default = "one")]
     pub interval: u32,
+    /// An ip6tables rule: its keys are IPv6 addresses, its masks prefix
+    /// lengths up to 128 (128 unless given, and not printed then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v6: bool,
 }
 
 /// As xt_hashlimit: bytes per second to its cost encoding, and back.
@@ -242,6 +251,16 @@ fn mode_text(mode: u32, separator: char) -> String {
 }
 
 impl Hashlimit {
+    /// A mask that goes without saying: the whole address.
+    fn full_mask(&self) -> u8 {
+        if self.v6 { 128 } else { 32 }
+    }
+
+    /// The family's bit for the guard.
+    fn family_bit(&self) -> u32 {
+        if self.v6 { bits::V6 } else { 0 }
+    }
+
     /// The rate's text and the expiry that goes without saying.
     fn rate_and_quantum(&self) -> (String, u32) {
         match self.rate {
@@ -287,6 +306,35 @@ impl Hashlimit {
         }
     }
 
+    /// The most buckets the table holds, as xt_hashlimit derives it from
+    /// `--hashlimit-htable-max` and `-size`: 8 × the size when no max is
+    /// given, never below the size; at most `HASHLIMIT_ENTRIES`, what
+    /// all tables hold together.
+    pub fn table_max(&self) -> u64 {
+        let size = if self.size == 0 {
+            DEFAULT_HTABLE_SIZE
+        } else {
+            u64::from(self.size)
+        };
+        let max = match u64::from(self.max) {
+            0 => MAX_PER_SIZE * size,
+            max => max.max(size),
+        };
+        max.min(u64::from(netbeast_common::HASHLIMIT_ENTRIES))
+    }
+
+    /// Its table as `HASHLIMIT_TABLES` knows it: the name's number and
+    /// the family (IPv4 and IPv6 tables of one name are apart, as in
+    /// xt_hashlimit), the first word of its keys.
+    pub fn table(&self) -> u64 {
+        netbeast_common::HashlimitKey {
+            name: name_number(&self.name),
+            v6: u32::from(self.v6),
+            ..Default::default()
+        }
+        .table()
+    }
+
     /// The guard the kernel evaluates.
     pub fn guard(&self) -> Guard {
         if self.rate_match {
@@ -299,6 +347,7 @@ impl Hashlimit {
                 kind: guard_kind::HASHLIMIT,
                 negated: u32::from(self.above),
                 _pad: self.mode
+                    | self.family_bit()
                     | bytes
                     | bits::RATE_MATCH
                     | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
@@ -323,6 +372,7 @@ impl Hashlimit {
             kind: guard_kind::HASHLIMIT,
             negated: u32::from(self.above),
             _pad: mode
+                | self.family_bit()
                 | u32::from(self.srcmask) << bits::SRCMASK_SHIFT
                 | u32::from(self.dstmask) << bits::DSTMASK_SHIFT,
             a: cost,
@@ -347,10 +397,10 @@ impl Hashlimit {
         if self.expire != quantum {
             let _ = write!(out, " {prefix}htable-expire {}", self.expire);
         }
-        if self.srcmask != 32 {
+        if self.srcmask != self.full_mask() {
             let _ = write!(out, " {prefix}srcmask {}", self.srcmask);
         }
-        if self.dstmask != 32 {
+        if self.dstmask != self.full_mask() {
             let _ = write!(out, " {prefix}dstmask {}", self.dstmask);
         }
     }
@@ -442,12 +492,12 @@ static OPTIONS: [OptSpec; 13] = [
     },
     OptSpec {
         names: &["hashlimit-srcmask"],
-        value: Value::One("a prefix length from 0 to 32"),
+        value: Value::One("a prefix length from 0 to 32 (128 for ip6tables)"),
         negatable: false,
     },
     OptSpec {
         names: &["hashlimit-dstmask"],
-        value: Value::One("a prefix length from 0 to 32"),
+        value: Value::One("a prefix length from 0 to 32 (128 for ip6tables)"),
         negatable: false,
     },
     OptSpec {
@@ -504,8 +554,9 @@ struct HashlimitParser {
     burst: Option<(u64, bool)>,
     mode: Option<u32>,
     name: Option<String>,
-    srcmask: Option<u8>,
-    dstmask: Option<u8>,
+    /// The masks' texts, read in `finish`, which knows the family.
+    srcmask: Option<String>,
+    dstmask: Option<String>,
     size: Option<u32>,
     max: Option<u32>,
     gcinterval: Option<u32>,
@@ -647,13 +698,15 @@ impl MatchParser for HashlimitParser {
             }
             "hashlimit-srcmask" | "hashlimit-dstmask" => {
                 let text = value(option, text);
-                let len = number(option, "prefix length", text, 32)? as u8;
+                // Read as far as either family allows; `finish` holds an
+                // IPv4 rule to 32.
+                number(option, "prefix length", text, 128)?;
                 let slot = if option.name() == "hashlimit-srcmask" {
                     &mut self.srcmask
                 } else {
                     &mut self.dstmask
                 };
-                once(slot, len, option)
+                once(slot, text.to_string(), option)
             }
             name => {
                 let n = u32_option(option, value(option, text))?;
@@ -717,14 +770,28 @@ impl MatchParser for HashlimitParser {
                 }
             },
         };
+        let v6 = rule.family == Family::V6;
+        let full: u64 = if v6 { 128 } else { 32 };
+        let mask = |which: &'static str, text: &Option<String>| -> Result<u8, ParseError> {
+            let Some(text) = text else {
+                return Ok(full as u8);
+            };
+            let option = OPTIONS
+                .iter()
+                .find(|o| o.name() == which)
+                .expect("a hashlimit mask option");
+            Ok(number(option, "prefix length", text, full)? as u8)
+        };
+        let srcmask = mask("hashlimit-srcmask", &self.srcmask)?;
+        let dstmask = mask("hashlimit-dstmask", &self.dstmask)?;
         Ok(Match::Hashlimit(Hashlimit {
             name,
             above,
             rate,
             burst,
             mode: self.mode.unwrap_or(0),
-            srcmask: self.srcmask.unwrap_or(32),
-            dstmask: self.dstmask.unwrap_or(32),
+            srcmask,
+            dstmask,
             size: self.size.unwrap_or(0),
             max: self.max.unwrap_or(0),
             gcinterval: self.gcinterval.unwrap_or(DEFAULT_GCINTERVAL),
@@ -738,6 +805,7 @@ impl MatchParser for HashlimitParser {
             } else {
                 1
             },
+            v6,
         }))
     }
 }
@@ -773,6 +841,7 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         expire: 1000,
         rate_match: false,
         interval: 1,
+        v6: false,
     }))
 }
 
@@ -840,6 +909,29 @@ fn random_text(d: &mut Dice) -> Option<Match> {
     (first_match(&again).as_ref() == Some(&m)).then_some(m)
 }
 
+/// Every `-m hashlimit` table a ruleset names: its [`Hashlimit::table`]
+/// and [`Hashlimit::table_max`]. Where rules naming one table disagree, the
+/// first rule (table, chain, rule order) decides, as the kernel's table
+/// keeps the options of the rule that made it.
+pub fn tables(ruleset: &crate::rules::model::Ruleset) -> Vec<(u64, u64)> {
+    let mut seen = std::collections::BTreeMap::new();
+    let tables = [
+        &ruleset.filter,
+        &ruleset.raw,
+        &ruleset.nat,
+        &ruleset.mangle,
+        &ruleset.filter6,
+    ];
+    for rule in tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules) {
+        for m in &rule.matches {
+            if let Match::Hashlimit(h) = m {
+                seen.entry(h.table()).or_insert_with(|| h.table_max());
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,5 +966,39 @@ mod tests {
             assert_eq!(rate_text(period), (printed.to_string(), quantum), "{given}");
         }
         assert_eq!(parse_packet_rate("1000001/s"), Some(Err(())));
+    }
+
+    /// The table bound, as xt_hashlimit's `htable_create` derives it.
+    #[test]
+    fn table_max_is_the_kernels() {
+        let with = |size: u32, max: u32| {
+            let rule = format!(
+                "-A INPUT -m hashlimit --hashlimit-upto 1/sec --hashlimit-name t \
+                 --hashlimit-htable-size {size} --hashlimit-htable-max {max}"
+            );
+            let words: Vec<String> = rule.split_whitespace().map(String::from).collect();
+            match crate::rules::parse::parse_iptables_args(&words) {
+                Ok(crate::rules::parse::IptablesCommand {
+                    action: crate::rules::parse::Action::Append { rules, .. },
+                    ..
+                }) => match &rules[0].matches[0] {
+                    Match::Hashlimit(h) => h.table_max(),
+                    other => panic!("{rule}: {other:?}"),
+                },
+                other => panic!("{rule}: {other:?}"),
+            }
+        };
+        // No max: 8 × the size (8192 unless given).
+        assert_eq!(with(0, 0), 65_536);
+        assert_eq!(with(100, 0), 800);
+        // A max below the size is raised to it.
+        assert_eq!(with(0, 2), 8192);
+        assert_eq!(with(2, 2), 2);
+        assert_eq!(with(2, 3), 3);
+        // At most what all tables hold together.
+        assert_eq!(
+            with(0, 1_000_000),
+            u64::from(netbeast_common::HASHLIMIT_ENTRIES)
+        );
     }
 }

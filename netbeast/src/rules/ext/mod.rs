@@ -21,6 +21,7 @@ use crate::rules::generate::Random;
 pub mod addrtype;
 pub mod comment;
 pub mod connlimit;
+pub mod connmark;
 pub mod conntrack;
 pub mod dscp;
 pub mod frag;
@@ -184,6 +185,7 @@ pub static MATCH_MODULES: &[&MatchModule] = &[
     &multiport::MODULE,
     &mac::MODULE,
     &mark::MODULE,
+    &connmark::MODULE,
     &comment::MODULE,
     &connlimit::MODULE,
     &conntrack::STATE,
@@ -234,7 +236,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "cluster",
     "connbytes",
     "connlabel",
-    "connmark",
     "cpu",
     "devgroup",
     "ecn",
@@ -262,12 +263,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
 /// ip6tables' own matches that netbeast does not implement yet: "not
 /// supported yet" from `ip6tables`, as [`NOT_SUPPORTED_YET`] for both.
 pub const NOT_SUPPORTED_YET_IPV6: &[&str] = &["dst", "eui64", "hbh", "mh", "srh"];
-
-/// Matches of both families whose IPv6 form is not built yet (their
-/// options read IPv4 addresses, or their state is keyed by them): refused
-/// by name as soon as `ip6tables` meets `-m NAME`, before an IPv6 address
-/// in their options reads as a bad IPv4 one.
-pub const IPV6_NOT_YET: &[&str] = &["iprange", "connlimit", "hashlimit"];
 
 /// `" !"` before a negated option in save text, as the extensions print it.
 pub(crate) fn bang(negated: bool) -> &'static str {

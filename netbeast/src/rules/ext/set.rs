@@ -133,38 +133,9 @@ impl MatchParser for SetParser {
                 hint: "",
             });
         }
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return Err(invalid(
-                "--match-set",
-                "set name",
-                name,
-                format!("expected 1 to {MAX_NAME_LEN} characters"),
-            ));
-        }
-        let mut dst = Vec::new();
-        for d in dirs.split(',') {
-            dst.push(match d {
-                "src" => false,
-                "dst" => true,
-                _ => {
-                    return Err(invalid(
-                        "--match-set",
-                        "direction",
-                        dirs,
-                        "expected src or dst, comma-separated, like src or dst,dst",
-                    ));
-                }
-            });
-        }
-        if dst.len() > MAX_DIRECTIONS {
-            return Err(invalid(
-                "--match-set",
-                "direction",
-                dirs,
-                format!("at most {MAX_DIRECTIONS} directions"),
-            ));
-        }
-        self.set = Some((name.to_string(), dst, negated));
+        let name = parse_set_name("--match-set", name)?;
+        let dst = parse_directions("--match-set", dirs)?;
+        self.set = Some((name, dst, negated));
         Ok(())
     }
 
@@ -185,6 +156,48 @@ impl MatchParser for SetParser {
             v6: rule.family == Family::V6,
         }))
     }
+}
+
+/// A set's name as `option` gives it.
+pub fn parse_set_name(option: &str, name: &str) -> Result<String, ParseError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            option,
+            "set name",
+            name,
+            format!("expected 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// `src|dst[,src|dst]...` as `option` gives it: per dimension, `true` for
+/// dst.
+pub fn parse_directions(option: &str, dirs: &str) -> Result<Vec<bool>, ParseError> {
+    let mut dst = Vec::new();
+    for d in dirs.split(',') {
+        dst.push(match d {
+            "src" => false,
+            "dst" => true,
+            _ => {
+                return Err(invalid(
+                    option,
+                    "direction",
+                    dirs,
+                    "expected src or dst, comma-separated, like src or dst,dst",
+                ));
+            }
+        });
+    }
+    if dst.len() > MAX_DIRECTIONS {
+        return Err(invalid(
+            option,
+            "direction",
+            dirs,
+            format!("at most {MAX_DIRECTIONS} directions"),
+        ));
+    }
+    Ok(dst)
 }
 
 fn random(_d: &mut Dice, _s: &Scope) -> Option<Match> {

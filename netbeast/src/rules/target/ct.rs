@@ -5,10 +5,16 @@
 //! `--ctevents` and `--expevents` choose which conntrack events the
 //! connection reports to listeners (`conntrack -E`): netbeast's conntrack
 //! reports none, so they change nothing a packet meets either; they are
-//! kept and printed as libxt_CT prints them. `--zone 0` is the default
-//! zone (libxt_CT does not even print it). The other options (helpers,
-//! other zones, timeout policies) need parts of conntrack netbeast does
-//! not have: "not supported yet", with the reason.
+//! kept and printed as libxt_CT prints them. `--zone N` puts the packet's
+//! connection in conntrack zone N (its lookup, the connection it opens,
+//! NAT's choice of a free tuple and connlimit's count all in that zone:
+//! the same tuple in two zones is two connections); `--zone 0` is the
+//! default zone (libxt_CT does not even print it). The first CT rule a
+//! packet meets decides, as xt_CT leaves a packet with a template alone,
+//! so a bare `-j CT` (the default template) before a `--notrack` keeps
+//! the packet tracked. The other options (helpers, zones of one
+//! direction or from the mark, timeout policies) need parts of conntrack
+//! netbeast does not have: "not supported yet", with the reason.
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -36,6 +42,10 @@ pub struct Ct {
     /// `--expevents`: bit `n` for the `n`th name of [`EXP_EVENTS`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub exp_events: u16,
+    /// `--zone N`: the conntrack zone (both directions); 0 is the default
+    /// zone, which libxt_CT does not print.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zone: u16,
 }
 
 fn is_zero(n: &u16) -> bool {
@@ -95,7 +105,7 @@ fn events_text(out: &mut String, prefix: &str, names: &[&str], mask: u16) {
 /// The raw table is the only one xt_CT registers in.
 const RAW: &[TableName] = &[TableName::Raw];
 
-/// `CT`'s options: `--notrack`, the event masks and `--zone 0` are taken;
+/// `CT`'s options: `--notrack`, the event masks and `--zone N` are taken;
 /// the others are declared so that they get "not supported yet" rather
 /// than "unknown".
 static OPTIONS: [OptSpec; 8] = [
@@ -149,9 +159,9 @@ fn unsupported_reason(option: &str) -> &'static str {
              data connections are expected"
         }
         "zone" | "zone-orig" | "zone-reply" => {
-            "; netbeast's conntrack has one zone per network namespace (zone 0): its entries \
-             are keyed by their addresses, ports and protocol only, so two connections with \
-             the same tuple in different zones would be one (--zone 0 is taken)"
+            "; netbeast's conntrack keeps one zone per connection, for both directions \
+             (--zone N is taken): a zone of one direction only, or taken from the packet's \
+             mark, is not kept"
         }
         _ => {
             "; netbeast's conntrack timeouts are set per namespace with attach --ct-timeout \
@@ -232,12 +242,13 @@ impl Ct {
     }
 
     /// Its kernel code: NOTRACK when it leaves the packet untracked, else
-    /// no target at all (a bare `-j CT` changes nothing).
+    /// CT (a template: the zone, which is the rule's argument). Both take
+    /// the packet's one template, so the first decides.
     pub fn code(&self) -> u32 {
         if self.notrack {
             code::NOTRACK
         } else {
-            code::NONE
+            code::CT
         }
     }
 
@@ -254,6 +265,9 @@ impl Ct {
         }
         events_text(out, "--ctevents", &CT_EVENTS, self.ct_events);
         events_text(out, "--expevents", &EXP_EVENTS, self.exp_events);
+        if self.zone != 0 {
+            let _ = write!(out, " --zone {}", self.zone);
+        }
     }
 
     /// The last column of `-L`: ` NOTRACK`, ` CT notrack`, ` CT ctevents
@@ -269,6 +283,9 @@ impl Ct {
         }
         events_text(out, "ctevents", &CT_EVENTS, self.ct_events);
         events_text(out, "expevents", &EXP_EVENTS, self.exp_events);
+        if self.zone != 0 {
+            let _ = write!(out, " zone {}", self.zone);
+        }
     }
 }
 
@@ -277,7 +294,7 @@ struct CtParser {
     /// Parsing `-j NOTRACK`, which takes no option.
     alias: bool,
     ct: Ct,
-    /// `--zone 0` was given (once, as libxt_CT allows).
+    /// `--zone` was given (once, as libxt_CT allows).
     zone_given: bool,
 }
 
@@ -333,10 +350,13 @@ impl TargetParser for CtParser {
                         )?,
                     )
                 };
-                // Zone 0 in both directions is the default zone: a bare
-                // `-j CT`, as libxt_CT prints it.
-                if name == "zone" && zone == Some(0) {
+                // A zone for both directions (0, the default zone, is a
+                // bare `-j CT`, as libxt_CT prints it).
+                if name == "zone"
+                    && let Some(zone) = zone
+                {
                     self.zone_given = true;
+                    self.ct.zone = zone as u16;
                     return Ok(());
                 }
                 Err(ParseError::Unsupported {
@@ -394,7 +414,7 @@ mod tests {
                 "{line}: {e}"
             );
         }
-        let e = parse_error("-t raw -A PREROUTING -j CT --zone 1");
+        let e = parse_error("-t raw -A PREROUTING -j CT --zone-orig 1");
         assert!(e.contains("not supported yet") && e.contains("zone"), "{e}");
         let e = parse_error("-t raw -A PREROUTING -j CT --notrack --notrack");
         assert!(e.contains("--notrack"), "{e}");
@@ -428,7 +448,8 @@ mod tests {
         ct.list(&mut list);
         assert_eq!(save, " -j CT --ctevents new,mark,secmark --expevents new");
         assert_eq!(list, " CT ctevents new,mark,secmark expevents new");
-        assert_eq!(ct.code(), code::NONE, "events change no packet's fate");
+        assert_eq!(ct.code(), code::CT, "a template, in the default zone");
+        assert_eq!(ct.zone, 0);
         let ct = target("-t raw -A OUTPUT -j CT --notrack --ctevents natseqinfo");
         save.clear();
         ct.save(&mut save);
@@ -452,18 +473,31 @@ mod tests {
             let e = parse_error(&format!("-t raw -A PREROUTING -j CT {bad}"));
             assert!(!e.contains("not supported yet"), "{bad}: {e}");
         }
-        for unsupported in [
-            "--zone 65535",
-            "--zone mark",
-            "--zone-orig 0",
-            "--zone-reply 7",
-        ] {
+        for unsupported in ["--zone mark", "--zone-orig 0", "--zone-reply 7"] {
             let e = parse_error(&format!("-t raw -A PREROUTING -j CT {unsupported}"));
             assert!(
-                e.contains("not supported yet") && e.contains("zone 0"),
+                e.contains("not supported yet") && e.contains("--zone N is taken"),
                 "{unsupported}: {e}"
             );
         }
+        // Zones for both directions, read as libxt_CT reads them (C
+        // notation, up to 65535) and printed after the events.
+        for (text, zone) in [("65535", 65535), ("0x10", 16), ("010", 8), ("1", 1)] {
+            let ct = target(&format!(
+                "-t raw -A PREROUTING -j CT --zone {text} --ctevents new"
+            ));
+            assert_eq!(ct.zone, zone, "{text}");
+            assert_eq!(ct.code(), code::CT);
+            let (mut save, mut list) = (String::new(), String::new());
+            ct.save(&mut save);
+            ct.list(&mut list);
+            assert_eq!(save, format!(" -j CT --ctevents new --zone {zone}"));
+            assert_eq!(list, format!(" CT ctevents new zone {zone}"));
+        }
+        let ct = target("-t raw -A OUTPUT -j CT --notrack --zone 3");
+        assert_eq!((ct.code(), ct.zone), (code::NOTRACK, 3));
+        let e = parse_error("-t raw -A PREROUTING -j CT --zone 1 --zone 2");
+        assert!(e.contains("--zone"), "{e}");
         let e = parse_error("-t raw -A PREROUTING -j CT --ctevents new --ctevents new");
         assert!(e.contains("--ctevents"), "{e}");
     }
@@ -489,7 +523,7 @@ mod tests {
             ct.list(&mut out);
             assert_eq!(out, list);
         }
-        assert_eq!(Ct::default().code(), code::NONE);
+        assert_eq!(Ct::default().code(), code::CT);
         assert_eq!(
             Ct {
                 notrack: true,

@@ -18,12 +18,14 @@ use super::model::{TableName, Target};
 use super::parse::ParseError;
 use crate::rules::generate::Random;
 
+pub mod connmark;
 pub mod ct;
 pub mod jump;
 pub mod log;
 pub mod mark;
 pub mod nat;
 pub mod reject;
+pub mod set;
 pub mod standard;
 pub mod synproxy;
 
@@ -97,6 +99,8 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &ct::MODULE,
     &ct::NOTRACK,
     &mark::MODULE,
+    &connmark::MODULE,
+    &set::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -107,7 +111,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "CHECKSUM",
     "CLASSIFY",
     "CLUSTERIP",
-    "CONNMARK",
     "CONNSECMARK",
     "DSCP",
     "ECN",
@@ -120,7 +123,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "QUEUE",
     "RATEEST",
     "SECMARK",
-    "SET",
     "TCPMSS",
     "TCPOPTSTRIP",
     "TEE",
@@ -271,6 +273,8 @@ impl Target {
             Target::Synproxy(_) => &synproxy::MODULE,
             Target::Ct(ct) => ct.module(),
             Target::Mark(_) => &mark::MODULE,
+            Target::Connmark(_) => &connmark::MODULE,
+            Target::Set(_) => &set::MODULE,
         })
     }
 

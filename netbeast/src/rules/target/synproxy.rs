@@ -239,17 +239,6 @@ impl TargetParser for SynproxyParser {
                 needs: "-p tcp (not negated): it answers TCP SYNs".into(),
             });
         }
-        // Said at once for FORWARD itself; a user chain that FORWARD
-        // reaches is refused when the ruleset compiles (flatten.rs).
-        if rule.chain == "FORWARD" {
-            return Err(ParseError::Unsupported {
-                what: "-j SYNPROXY in FORWARD".into(),
-                hint: ": netbeast's shield hands a valid client to a listener of this host, and a \
-                       server behind the router needs the handshake replayed to it; protect the \
-                       server on its own host (INPUT, or attach --syn-flood-guard there)"
-                    .into(),
-            });
-        }
         Ok(Target::Synproxy(self.synproxy))
     }
 

@@ -1,0 +1,473 @@
+//! What one commit changed in the rule model, small enough to append to a
+//! journal instead of rewriting the whole rule file (issue 17; the files
+//! and their crash protocol are in `state.rs`, ARCHITECTURE.md "The rule
+//! file's journal").
+//!
+//! A [`Change`] names, per table, the chains that changed and, for each,
+//! one splice of its rule list: the rules between a common prefix and a
+//! common suffix of the old and new lists. `-A`, `-I`, `-D` and `-R` are
+//! one splice of one rule; `-P` a header; `-N`/`-X` a new chain list.
+//! Counters are not part of a change: every commit stores all of them in
+//! a binary file beside the journal ([`encode_counters`]), since a
+//! generation switch restarts the kernel's, and a change that moved only
+//! counters (`-Z`) is then an empty change.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Chain, Counter, Policy, Rule, Ruleset, Table};
+
+/// The tables of a ruleset in a fixed order: a change and the counter file
+/// name a table by its place here.
+const TABLES: usize = 5;
+
+fn table(ruleset: &Ruleset, i: usize) -> &Table {
+    [
+        &ruleset.filter,
+        &ruleset.nat,
+        &ruleset.filter6,
+        &ruleset.raw,
+        &ruleset.mangle,
+    ][i]
+}
+
+fn table_mut(ruleset: &mut Ruleset, i: usize) -> &mut Table {
+    match i {
+        0 => &mut ruleset.filter,
+        1 => &mut ruleset.nat,
+        2 => &mut ruleset.filter6,
+        3 => &mut ruleset.raw,
+        _ => &mut ruleset.mangle,
+    }
+}
+
+/// One commit's change to the rule model, without counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub tables: Vec<TableChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableChange {
+    /// The table's place in [`TABLES`] order.
+    pub table: usize,
+    /// The new list of chains, when chains came, went or were renamed:
+    /// each continues an old chain (by its index) or is new, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Vec<ChainSource>>,
+    /// The chains (by index in the new list) whose header or rules changed.
+    pub chains: Vec<ChainChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainSource {
+    Old(usize),
+    New(Chain),
+}
+
+/// A chain's new header, and its rules `start..start + removed` replaced
+/// by `rules`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainChange {
+    pub index: usize,
+    pub name: String,
+    pub policy: Option<Policy>,
+    pub start: usize,
+    pub removed: usize,
+    pub rules: Vec<Rule>,
+}
+
+impl Change {
+    /// True when the rules are as they were (the counters may not be).
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// How many rules the change carries whole: what appending it costs.
+    pub fn rule_count(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| {
+                let new: usize = t
+                    .layout
+                    .iter()
+                    .flatten()
+                    .map(|s| match s {
+                        ChainSource::New(c) => c.rules.len(),
+                        ChainSource::Old(_) => 0,
+                    })
+                    .sum();
+                new + t.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// Equal rules, whatever their counters: those are stored apart.
+fn same_rule(a: &Rule, b: &Rule) -> bool {
+    if a.counter == b.counter {
+        a == b
+    } else {
+        let mut b = b.clone();
+        b.counter = a.counter;
+        *a == b
+    }
+}
+
+/// The change that turns `before` into `after` (counters aside). Its cost
+/// is one comparison per rule, as `before != after` was.
+pub fn diff(before: &Ruleset, after: &Ruleset) -> Change {
+    let mut tables = Vec::new();
+    for t in 0..TABLES {
+        let (old, new) = (table(before, t), table(after, t));
+        let same_names = old.chains.len() == new.chains.len()
+            && old
+                .chains
+                .iter()
+                .zip(&new.chains)
+                .all(|(a, b)| a.name == b.name);
+        let mut change = TableChange {
+            table: t,
+            layout: None,
+            chains: Vec::new(),
+        };
+        if same_names {
+            for (i, (a, b)) in old.chains.iter().zip(&new.chains).enumerate() {
+                change.chains.extend(chain_change(i, a, b));
+            }
+        } else {
+            let by_name: HashMap<&str, usize> = old
+                .chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect();
+            let mut layout = Vec::with_capacity(new.chains.len());
+            for (i, b) in new.chains.iter().enumerate() {
+                match by_name.get(b.name.as_str()) {
+                    Some(&j) => {
+                        layout.push(ChainSource::Old(j));
+                        change.chains.extend(chain_change(i, &old.chains[j], b));
+                    }
+                    None => layout.push(ChainSource::New(without_counters(b))),
+                }
+            }
+            change.layout = Some(layout);
+        }
+        if change.layout.is_some() || !change.chains.is_empty() {
+            tables.push(change);
+        }
+    }
+    Change { tables }
+}
+
+fn without_counters(chain: &Chain) -> Chain {
+    let mut chain = chain.clone();
+    chain.policy_counter = Counter::default();
+    for rule in &mut chain.rules {
+        rule.counter = Counter::default();
+    }
+    chain
+}
+
+fn chain_change(index: usize, a: &Chain, b: &Chain) -> Option<ChainChange> {
+    let (x, y) = (&a.rules, &b.rules);
+    let prefix = x.iter().zip(y).take_while(|(p, q)| same_rule(p, q)).count();
+    let room = x.len().min(y.len()) - prefix;
+    let suffix = x
+        .iter()
+        .rev()
+        .zip(y.iter().rev())
+        .take(room)
+        .take_while(|(p, q)| same_rule(p, q))
+        .count();
+    let rules_same = prefix + suffix == x.len() && x.len() == y.len();
+    if rules_same && a.name == b.name && a.policy == b.policy {
+        return None;
+    }
+    Some(ChainChange {
+        index,
+        name: b.name.clone(),
+        policy: b.policy,
+        start: prefix,
+        removed: x.len() - prefix - suffix,
+        rules: y[prefix..y.len() - suffix]
+            .iter()
+            .map(|r| Rule {
+                counter: Counter::default(),
+                ..r.clone()
+            })
+            .collect(),
+    })
+}
+
+/// Why a stored change does not fit the ruleset it is applied to: the
+/// journal does not continue that rule file.
+#[derive(Debug, thiserror::Error)]
+#[error("the change names {what}, which the ruleset it follows does not have")]
+pub struct Mismatch {
+    what: String,
+}
+
+/// Applies `change` to `ruleset` (counters of changed rules zero; the
+/// counter file sets them all).
+pub fn apply(ruleset: &mut Ruleset, change: &Change) -> Result<(), Mismatch> {
+    let mismatch = |what: String| Mismatch { what };
+    for tc in &change.tables {
+        if tc.table >= TABLES {
+            return Err(mismatch(format!("table {}", tc.table)));
+        }
+        let table = table_mut(ruleset, tc.table);
+        if let Some(layout) = &tc.layout {
+            let mut old: Vec<Option<Chain>> = std::mem::take(&mut table.chains)
+                .into_iter()
+                .map(Some)
+                .collect();
+            for source in layout {
+                let chain = match source {
+                    ChainSource::Old(j) => old
+                        .get_mut(*j)
+                        .and_then(Option::take)
+                        .ok_or_else(|| mismatch(format!("chain {j} of table {}", tc.table)))?,
+                    ChainSource::New(c) => c.clone(),
+                };
+                table.chains.push(chain);
+            }
+        }
+        for cc in &tc.chains {
+            let chain = table
+                .chains
+                .get_mut(cc.index)
+                .ok_or_else(|| mismatch(format!("chain {} of table {}", cc.index, tc.table)))?;
+            if cc.start + cc.removed > chain.rules.len() {
+                return Err(mismatch(format!(
+                    "rules {}..{} of chain {}",
+                    cc.start,
+                    cc.start + cc.removed,
+                    chain.name
+                )));
+            }
+            chain.name = cc.name.clone();
+            chain.policy = cc.policy;
+            chain
+                .rules
+                .splice(cc.start..cc.start + cc.removed, cc.rules.iter().cloned());
+        }
+    }
+    Ok(())
+}
+
+/// Every counter of `ruleset` in a fixed order (per table, per chain: the
+/// policy's, then each rule's), little-endian packets and bytes.
+pub fn encode_counters(ruleset: &Ruleset) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in 0..TABLES {
+        for chain in &table(ruleset, t).chains {
+            for c in
+                std::iter::once(&chain.policy_counter).chain(chain.rules.iter().map(|r| &r.counter))
+            {
+                out.extend_from_slice(&c.packets.to_le_bytes());
+                out.extend_from_slice(&c.bytes.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// True when some counter of `a` is not `b`'s (the two hold the same
+/// chains and rules: their [`diff`] is empty).
+pub fn counters_differ(a: &Ruleset, b: &Ruleset) -> bool {
+    (0..TABLES).any(|t| {
+        table(a, t)
+            .chains
+            .iter()
+            .zip(&table(b, t).chains)
+            .any(|(x, y)| {
+                x.policy_counter != y.policy_counter
+                    || x.rules
+                        .iter()
+                        .zip(&y.rules)
+                        .any(|(p, q)| p.counter != q.counter)
+            })
+    })
+}
+
+/// Bytes one counter takes in [`encode_counters`].
+const COUNTER_BYTES: usize = 16;
+
+/// Sets the counters of `ruleset` from [`encode_counters`]' bytes; false
+/// (and nothing set) when they are not as many as its rules and policies.
+pub fn decode_counters(ruleset: &mut Ruleset, bytes: &[u8]) -> bool {
+    let count: usize = (0..TABLES)
+        .flat_map(|t| &table(ruleset, t).chains)
+        .map(|c| 1 + c.rules.len())
+        .sum();
+    if bytes.len() != count * COUNTER_BYTES {
+        return false;
+    }
+    let mut words = bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    let mut next = || Counter {
+        packets: words.next().expect("counted"),
+        bytes: words.next().expect("counted"),
+    };
+    for t in 0..TABLES {
+        for chain in &mut table_mut(ruleset, t).chains {
+            chain.policy_counter = next();
+            for rule in &mut chain.rules {
+                rule.counter = next();
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::rules::{command, generate::Dice, model::Family, parse::parse_args};
+
+    fn run(ruleset: &mut Ruleset, line: &str) {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let cmd = parse_args(&args, Family::V4).unwrap();
+        command::apply(ruleset, &cmd).unwrap();
+    }
+
+    /// A random command of the kinds a client sends one at a time, valid
+    /// for `ruleset`.
+    pub(crate) fn random_command(dice: &mut Dice, ruleset: &Ruleset) -> String {
+        let chains = ["INPUT", "FORWARD", "OUTPUT", "web", "ssh"];
+        let user: Vec<&str> = ruleset
+            .filter
+            .chains
+            .iter()
+            .filter(|c| c.policy.is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        let chain = loop {
+            let c = dice.pick(&chains);
+            if ["INPUT", "FORWARD", "OUTPUT"].contains(&c) || user.contains(&c) {
+                break c;
+            }
+        };
+        let len = ruleset.filter.chain(chain).map_or(0, |c| c.rules.len());
+        let target = if !user.is_empty() && dice.chance(20) {
+            dice.pick(&user).to_string()
+        } else {
+            dice.pick(&["ACCEPT", "DROP", "RETURN"]).to_string()
+        };
+        let spec = format!(
+            "-s 10.{}.{}.0/24 -p tcp --dport {} -j {target}",
+            dice.below(4),
+            dice.below(4),
+            1 + dice.below(3)
+        );
+        match dice.below(12) {
+            0..=3 => format!("-A {chain} {spec}"),
+            4..=5 => format!("-I {chain} {} {spec}", 1 + dice.below(len + 1)),
+            6 if len > 0 => format!("-D {chain} {}", 1 + dice.below(len)),
+            7 if len > 0 => format!("-R {chain} {} {spec}", 1 + dice.below(len)),
+            8 => format!(
+                "-P {} {}",
+                dice.pick(&["INPUT", "FORWARD"]),
+                dice.pick(&["ACCEPT", "DROP"])
+            ),
+            9 if !user.contains(&"web") => "-N web".into(),
+            10 if !user.contains(&"ssh") => "-N ssh".into(),
+            11 if len > 0 => format!("-Z {chain}"),
+            11 if !user.is_empty() => format!("-X {}", dice.pick(&user)),
+            11 => format!("-F {chain}"),
+            _ => format!("-A {chain} -j ACCEPT"),
+        }
+    }
+
+    /// Random sequences of single commands: each change, applied to the
+    /// ruleset before it, gives the ruleset after it (counters aside), and
+    /// the counter file restores the counters.
+    #[test]
+    fn a_change_applied_to_the_old_ruleset_gives_the_new_one() {
+        let mut dice = Dice(17);
+        for _ in 0..300 {
+            let mut ruleset = Ruleset::default();
+            for step in 0..20 {
+                let before = ruleset.clone();
+                let line = random_command(&mut dice, &ruleset);
+                let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+                let cmd = parse_args(&args, Family::V4).unwrap();
+                if command::apply(&mut ruleset, &cmd).is_err() {
+                    ruleset = before;
+                    continue;
+                }
+                // Counters move as the kernel's would between calls.
+                for (i, rule) in ruleset
+                    .filter
+                    .chains
+                    .iter_mut()
+                    .flat_map(|c| &mut c.rules)
+                    .enumerate()
+                {
+                    rule.counter.packets += (i + step) as u64;
+                }
+                let change = diff(&before, &ruleset);
+                let mut replayed = before.clone();
+                apply(&mut replayed, &change).unwrap();
+                assert!(decode_counters(&mut replayed, &encode_counters(&ruleset)));
+                assert_eq!(replayed, ruleset, "after `{line}`: {change:?}");
+                assert!(
+                    change.rule_count() <= 1,
+                    "`{line}` carried {} rules",
+                    change.rule_count()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_rule_change_carries_one_rule() {
+        let mut ruleset = Ruleset::default();
+        for i in 0..50 {
+            run(&mut ruleset, &format!("-A INPUT -s 10.0.0.{i} -j DROP"));
+        }
+        for line in [
+            "-A INPUT -s 10.1.0.1 -j DROP",
+            "-I INPUT 7 -s 10.1.0.2 -j DROP",
+            "-D INPUT 20",
+            "-R INPUT 30 -s 10.1.0.3 -j ACCEPT",
+            "-D INPUT -s 10.0.0.40 -j DROP",
+        ] {
+            let before = ruleset.clone();
+            run(&mut ruleset, line);
+            let change = diff(&before, &ruleset);
+            assert_eq!(
+                change.rule_count(),
+                usize::from(!line.starts_with("-D")),
+                "{line}"
+            );
+            let removed: usize = change.tables[0].chains.iter().map(|c| c.removed).sum();
+            assert_eq!(
+                removed,
+                usize::from(line.starts_with("-D") || line.starts_with("-R")),
+                "{line}"
+            );
+        }
+        let before = ruleset.clone();
+        run(&mut ruleset, "-Z INPUT");
+        assert!(diff(&before, &ruleset).is_empty(), "-Z moves counters only");
+    }
+
+    #[test]
+    fn a_change_that_does_not_fit_is_refused() {
+        let mut ruleset = Ruleset::default();
+        run(&mut ruleset, "-A INPUT -j DROP");
+        let change = diff(&Ruleset::default(), &ruleset);
+        let mut other = Ruleset::default();
+        run(&mut other, "-P INPUT DROP");
+        // Removing past the end of a chain.
+        let mut wrong = change.clone();
+        wrong.tables[0].chains[0].removed = 5;
+        assert!(apply(&mut other, &wrong).is_err());
+        assert!(!decode_counters(&mut other, &[0; 3]));
+    }
+}
