@@ -38,8 +38,12 @@ struct Words {
     len: usize,
 }
 
-// SAFETY: the mapping is shared memory accessed only through atomics.
+// SAFETY: the mapping is shared memory accessed only through atomics
+// (`&self` hands out `&AtomicU64` only), so moving it to another thread or
+// sharing it between threads is as safe as an `AtomicU64`'s (the daemon's
+// tests read the epoch from a thread in another namespace).
 unsafe impl Send for Words {}
+unsafe impl Sync for Words {}
 
 impl Words {
     fn map(map: &MapData) -> Result<Words, LoaderError> {
