@@ -918,3 +918,211 @@ fn lb_http_health_check() {
     assert!(up.is_some(), "{}\n{:?}", lb(&net, &["list"]), daemon.said());
     drop(daemon);
 }
+
+/// A backend for [`lb_backend_change_under_traffic`]: every connection gets
+/// the backend's index as one line, then is closed; blocking accepts, so it
+/// answers as fast as the client opens. Stops on drop (shutting the
+/// listener down wakes the accept).
+struct IndexServer {
+    listener: std::os::fd::RawFd,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IndexServer {
+    fn start(ns: &Netns, bind: SocketAddrV4, index: usize) -> IndexServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = ns
+            .in_netns(|| std::net::TcpListener::bind(bind))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("listening on {bind}: {e}"));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(mut stream) = stream {
+                    let _ = stream.write_all(format!("{index}\n").as_bytes());
+                }
+            }
+        });
+        IndexServer {
+            listener: fd,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for IndexServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the listener is open until its thread, joined below,
+        // returns; shutdown makes its blocked accept fail.
+        unsafe { libc::shutdown(self.listener, libc::SHUT_RDWR) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection of the client loop: when it was opened, and the backend
+/// that answered it (None: it failed).
+struct Opened {
+    at: std::time::Instant,
+    backend: Option<usize>,
+}
+
+/// Rounds of the backend change under traffic.
+const CHANGE_ROUNDS: usize = 5;
+/// Traffic before, between and after the changes of a round.
+const CHANGE_SETTLE: Duration = Duration::from_millis(300);
+
+// A backend change under traffic (issue 13): a client opens connection
+// after connection to the VIP (each a new source port, so each one a new
+// draw from the Maglev table) while `netbeast lb backend del` and then
+// `backend add` change the service. Every connection is stamped when the
+// client opened it and tagged with the backend that answered. Asserted: no
+// connection fails, none opened after `del` returned reaches the deleted
+// backend, and connections opened after `add` returned reach it again.
+// Printed, not asserted (the times are this machine's load): when the last
+// connection to reach the deleted backend, and the first to reach the
+// added one, were opened, against the command's start and its return
+// (docs/BENCHMARKS.md records them).
+#[test]
+fn lb_backend_change_under_traffic() {
+    use std::{
+        io::Read,
+        sync::atomic::{AtomicBool, Ordering},
+        time::Instant,
+    };
+    const PORT: u16 = 8090;
+    let net = Balancer::new("lbchg", Firewall::netbeast(NETBEAST));
+    let svc = service();
+    lb(&net, &["add", &svc, "--health", "none"]);
+    let servers: Vec<IndexServer> = BACKENDS
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| IndexServer::start(&net.backends, SocketAddrV4::new(b, PORT), i))
+        .collect();
+    let target = |b: Ipv4Addr| format!("{b}:{PORT}");
+    for b in BACKENDS {
+        lb(&net, &["backend", "add", &svc, &target(b)]);
+    }
+    let changed = target(BACKENDS[0]);
+    let stop = AtomicBool::new(false);
+    let client = |stop: &AtomicBool| -> Vec<Opened> {
+        net.client
+            .in_netns(|| {
+                let mut opened = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let at = Instant::now();
+                    let backend = std::net::TcpStream::connect_timeout(
+                        &SocketAddrV4::new(VIP, 80).into(),
+                        CONNECT_TIMEOUT,
+                    )
+                    .ok()
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(CONNECT_TIMEOUT)).ok()?;
+                        let mut line = String::new();
+                        s.read_to_string(&mut line).ok()?;
+                        line.trim().parse::<usize>().ok()
+                    });
+                    opened.push(Opened { at, backend });
+                }
+                opened
+            })
+            .unwrap()
+    };
+    // Per round: (del started, del returned, add started, add returned).
+    let mut marks = Vec::new();
+    let opened = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| client(&stop));
+        for _ in 0..CHANGE_ROUNDS {
+            std::thread::sleep(CHANGE_SETTLE);
+            let del_start = Instant::now();
+            lb(&net, &["backend", "del", &svc, &changed]);
+            let del_end = Instant::now();
+            std::thread::sleep(CHANGE_SETTLE);
+            let add_start = Instant::now();
+            lb(&net, &["backend", "add", &svc, &changed]);
+            let add_end = Instant::now();
+            marks.push((del_start, del_end, add_start, add_end));
+        }
+        std::thread::sleep(CHANGE_SETTLE);
+        stop.store(true, Ordering::SeqCst);
+        traffic.join().unwrap()
+    });
+    drop(servers);
+
+    let failed = opened.iter().filter(|o| o.backend.is_none()).count();
+    assert_eq!(failed, 0, "{failed} of {} connections failed", opened.len());
+    let span = opened.last().unwrap().at - opened[0].at;
+    let ms = |d: f64| format!("{:.2} ms", d * 1e3);
+    let signed = |a: Instant, b: Instant| -> f64 {
+        if a >= b {
+            (a - b).as_secs_f64()
+        } else {
+            -(b - a).as_secs_f64()
+        }
+    };
+    eprintln!(
+        "backend change under traffic: {} connections in {:.2} s ({:.0}/s, one every {})",
+        opened.len(),
+        span.as_secs_f64(),
+        opened.len() as f64 / span.as_secs_f64(),
+        ms(span.as_secs_f64() / opened.len() as f64)
+    );
+    for (round, &(del_start, del_end, add_start, add_end)) in marks.iter().enumerate() {
+        let to_changed = |o: &&Opened| o.backend == Some(0);
+        let last_to_deleted = opened
+            .iter()
+            .filter(|o| o.at >= del_start - CHANGE_SETTLE && o.at < add_start)
+            .filter(to_changed)
+            .map(|o| o.at)
+            .max()
+            .expect("the backend got connections before its deletion");
+        let after_del = opened
+            .iter()
+            .filter(|o| o.at > del_end && o.at < add_start)
+            .collect::<Vec<_>>();
+        assert!(
+            !after_del.iter().any(to_changed),
+            "round {round}: a connection opened after `backend del` returned reached the deleted backend\n{}",
+            lb(&net, &["list"])
+        );
+        let next = marks.get(round + 1).map(|m| m.0);
+        let first_to_added = opened
+            .iter()
+            .filter(|o| o.at >= add_start && next.is_none_or(|n| o.at < n))
+            .filter(to_changed)
+            .map(|o| o.at)
+            .min();
+        let Some(first_to_added) = first_to_added else {
+            panic!(
+                "round {round}: no connection reached the backend added again\n{}",
+                lb(&net, &["list"])
+            );
+        };
+        // Before or after the command returned, as the text says.
+        let around_return = |at: Instant, end: Instant| -> String {
+            let d = signed(at, end);
+            let word = if d < 0.0 { "before" } else { "after" };
+            format!("{} {word} it returned", ms(d.abs()))
+        };
+        eprintln!(
+            "round {round}: del took {}; the last connection to the deleted backend was opened {} after it started ({}); \
+             add took {}; the first connection to the added backend was opened {} after it started ({})",
+            ms((del_end - del_start).as_secs_f64()),
+            ms(signed(last_to_deleted, del_start)),
+            around_return(last_to_deleted, del_end),
+            ms((add_end - add_start).as_secs_f64()),
+            ms(signed(first_to_added, add_start)),
+            around_return(first_to_added, add_end),
+        );
+    }
+}

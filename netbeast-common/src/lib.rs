@@ -1235,7 +1235,9 @@ pub mod route_cache {
     /// lookup's inputs). Flows beyond it share slots, each miss costing one
     /// FIB lookup as without the cache.
     pub const SLOTS: u32 = 4096;
-    /// `ROUTE_EPOCH` words. One writer each: the route watcher raises
+    /// The words of `ROUTE_EPOCH`'s one value (indices into it). One writer
+    /// each, each writing its word alone through the map's memory mapping
+    /// (`BPF_F_MMAPABLE`): the route watcher raises
     /// `WATCH_EPOCH` on every rtnetlink change and renews `LEASE_UNTIL`;
     /// the commands raise `USER_EPOCH` when the interfaces' fast-path ways
     /// (`IFACE_PATHS`, kept with each cached route) change. A write of one
@@ -3062,12 +3064,19 @@ pub trait FlowAddr: Copy + Default + PartialEq + Eq {
     /// A total order for the key's canonical endpoint order (any order
     /// works, as long as both directions of a flow agree on it).
     fn before(&self, other: &Self) -> bool;
+    /// The address folded to one word (for a hash; equal addresses fold
+    /// equal).
+    fn fold(&self) -> u32;
 }
 
 impl FlowAddr for u32 {
     #[inline(always)]
     fn before(&self, other: &Self) -> bool {
         *self < *other
+    }
+    #[inline(always)]
+    fn fold(&self) -> u32 {
+        *self
     }
 }
 
@@ -3109,6 +3118,11 @@ impl FlowAddr for Addr6 {
             return a[2] < b[2];
         }
         a[3] < b[3]
+    }
+    #[inline(always)]
+    fn fold(&self) -> u32 {
+        let a = &self.0;
+        a[0] ^ a[1].rotate_left(8) ^ a[2].rotate_left(16) ^ a[3].rotate_left(24)
     }
 }
 

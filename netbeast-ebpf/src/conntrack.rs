@@ -890,13 +890,19 @@ fn is_reply<A: FlowAddr>(e: &CtEntryOf<A>, flow: &FlowOf<A>) -> bool {
 
 #[inline(always)]
 fn account<A>(e: &mut CtEntryOf<A>, pkt: &Packet, reply: bool, now: u64) {
-    if reply {
+    // The status and the time written only when they change: the clock
+    // moves by ticks, so most packets of a busy flow find it stamped
+    // already, and a store that changes nothing still dirties the line
+    // the other CPUs read.
+    if reply && e.status & ct_status::SEEN_REPLY == 0 {
         e.status |= ct_status::SEEN_REPLY;
     }
     let d = reply as usize & 1;
     e.packets[d] += 1;
     e.bytes[d] += pkt.total_len() as u64;
-    e.last_seen_ns = now;
+    if e.last_seen_ns != now {
+        e.last_seen_ns = now;
+    }
     if pkt.keys.protocol == IPPROTO_TCP {
         tcp_step(e, pkt.keys.tcp_flags as u8, reply);
     }

@@ -6,12 +6,13 @@
 //! program use the cache at all.
 
 use std::{
-    borrow::BorrowMut,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Map, MapData};
 use netbeast_common::route_cache;
 
 use super::{Dataplane, LoaderError, map_err};
@@ -28,17 +29,94 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Adds one to word `word` of the epoch map (each word has one writer).
-fn raise<T: BorrowMut<MapData>>(map: &mut Array<T, u64>, word: u32) -> Result<(), LoaderError> {
-    let now = map.get(&word, 0).map_err(map_err(NAME))?;
-    map.set(word, now.wrapping_add(1), 0).map_err(map_err(NAME))
+/// The epoch map's one value, mapped into this process: each writer loads
+/// and stores its own word atomically, in place. A map update
+/// (`bpf_map_update_elem`) would write all three words, undoing a word
+/// another process (the daemon, a command) raised in between.
+struct Words {
+    base: *mut AtomicU64,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics
+// (`&self` hands out `&AtomicU64` only), so moving it to another thread or
+// sharing it between threads is as safe as an `AtomicU64`'s (the daemon's
+// tests read the epoch from a thread in another namespace).
+unsafe impl Send for Words {}
+unsafe impl Sync for Words {}
+
+impl Words {
+    fn map(map: &MapData) -> Result<Words, LoaderError> {
+        // SAFETY: sysconf has no preconditions.
+        let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        // SAFETY: a shared mapping of an array map's values (the kernel
+        // checks the map is BPF_F_MMAPABLE and the length fits it).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(LoaderError::Io {
+                what: format!(
+                    "map {NAME} as memory (mmap; a pin made by an older netbeast: \
+                     `netbeast detach` and `netbeast attach` again to make it anew)"
+                ),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Words {
+            base: base.cast(),
+            len,
+        })
+    }
+
+    fn word(&self, word: u32) -> &AtomicU64 {
+        debug_assert!(word < route_cache::EPOCH_WORDS);
+        // SAFETY: the value's words lie at the start of the mapping,
+        // 8-byte aligned (page-aligned mapping), for as long as `self`.
+        unsafe { &*self.base.add(word as usize) }
+    }
+
+    fn get(&self, word: u32) -> u64 {
+        self.word(word).load(Ordering::SeqCst)
+    }
+
+    fn set(&self, word: u32, value: u64) {
+        self.word(word).store(value, Ordering::SeqCst)
+    }
+
+    /// Adds one to `word` (each word has one writer; atomic all the same).
+    fn raise(&self, word: u32) {
+        self.word(word).fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Words {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// The epoch map's data of a loaded or pinned `Map`.
+fn map_data(map: &Map) -> Result<&MapData, LoaderError> {
+    match map {
+        Map::Array(data) => Ok(data),
+        _ => Err(LoaderError::MissingMap(NAME)),
+    }
 }
 
 /// The pinned epoch map of a namespace's data plane, as the route watcher
 /// holds it: it outlives no data plane (a new one, after `detach --all`,
 /// has new pins: [`RouteEpoch::is_current`]).
 pub struct RouteEpoch {
-    map: Array<MapData, u64>,
+    words: Words,
     path: PathBuf,
     inode: u64,
 }
@@ -52,12 +130,10 @@ impl RouteEpoch {
     /// Opens the epoch map pinned in `maps_dir`.
     pub fn open(maps_dir: &Path) -> Result<RouteEpoch, LoaderError> {
         let path = maps_dir.join(NAME);
-        let map = MapData::from_pin(&path)
-            .and_then(Map::from_map_data)
-            .and_then(Array::try_from)
-            .map_err(map_err(NAME))?;
+        let map = MapData::from_pin(&path).map_err(map_err(NAME))?;
+        let words = Words::map(&map)?;
         let inode = inode(&path).unwrap_or(0);
-        Ok(RouteEpoch { map, path, inode })
+        Ok(RouteEpoch { words, path, inode })
     }
 
     /// Whether the pin is still the map this was opened on.
@@ -69,36 +145,31 @@ impl RouteEpoch {
     /// the kernel announced (and when the watcher starts, for the changes
     /// made while none watched).
     pub fn invalidate(&mut self) -> Result<(), LoaderError> {
-        raise(&mut self.map, route_cache::WATCH_EPOCH)
+        self.words.raise(route_cache::WATCH_EPOCH);
+        Ok(())
     }
 
     /// Lets the XDP program use the cache for `lease` from now.
     pub fn renew(&mut self, lease: Duration) -> Result<(), LoaderError> {
         let until = monotonic_ns() + lease.as_nanos() as u64;
-        self.map
-            .set(route_cache::LEASE_UNTIL, until, 0)
-            .map_err(map_err(NAME))
+        self.words.set(route_cache::LEASE_UNTIL, until);
+        Ok(())
     }
 
     /// Stops the use of the cache at once (the watcher stops).
     pub fn release(&mut self) -> Result<(), LoaderError> {
-        self.map
-            .set(route_cache::LEASE_UNTIL, 0, 0)
-            .map_err(map_err(NAME))
+        self.words.set(route_cache::LEASE_UNTIL, 0);
+        Ok(())
     }
 
     /// The watcher's word (what it has raised).
     pub fn watch_epoch(&self) -> Result<u64, LoaderError> {
-        self.map
-            .get(&route_cache::WATCH_EPOCH, 0)
-            .map_err(map_err(NAME))
+        Ok(self.words.get(route_cache::WATCH_EPOCH))
     }
 
     /// Until when the lease runs (CLOCK_MONOTONIC ns; 0: none).
     pub fn lease_until(&self) -> Result<u64, LoaderError> {
-        self.map
-            .get(&route_cache::LEASE_UNTIL, 0)
-            .map_err(map_err(NAME))
+        Ok(self.words.get(route_cache::LEASE_UNTIL))
     }
 }
 
@@ -107,9 +178,9 @@ impl Dataplane {
     /// stale (its `IFACE_PATHS` bits may be). The commands write it under
     /// the namespace lock; no one else does.
     pub(super) fn bump_route_epoch(&mut self) -> Result<(), LoaderError> {
-        let mut epoch: Array<&mut MapData, u64> =
-            Array::try_from(self.map_mut(NAME)?).map_err(map_err(NAME))?;
-        raise(&mut epoch, route_cache::USER_EPOCH)
+        let words = Words::map(map_data(self.map_mut(NAME)?)?)?;
+        words.raise(route_cache::USER_EPOCH);
+        Ok(())
     }
 
     /// What the route watcher does, for a data plane of this process (the
@@ -120,14 +191,12 @@ impl Dataplane {
         invalidate: bool,
         lease: Option<Duration>,
     ) -> Result<(), LoaderError> {
-        let mut epoch: Array<&mut MapData, u64> =
-            Array::try_from(self.map_mut(NAME)?).map_err(map_err(NAME))?;
+        let words = Words::map(map_data(self.map_mut(NAME)?)?)?;
         if invalidate {
-            raise(&mut epoch, route_cache::WATCH_EPOCH)?;
+            words.raise(route_cache::WATCH_EPOCH);
         }
         let until = lease.map_or(0, |l| monotonic_ns() + l.as_nanos() as u64);
-        epoch
-            .set(route_cache::LEASE_UNTIL, until, 0)
-            .map_err(map_err(NAME))
+        words.set(route_cache::LEASE_UNTIL, until);
+        Ok(())
     }
 }
