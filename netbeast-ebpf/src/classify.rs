@@ -78,6 +78,13 @@ static GUARD_MEMO: PerCpuArray<u64> = PerCpuArray::with_max_entries(size::GUARDS
 /// This CPU's last search sequence (a search with guards takes the next).
 #[map]
 static GUARD_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// The sequence of the guard walk under way on this CPU (`netbeast_guards`'
+/// `seq`), shifted for its memo words: read from here at each memo write
+/// rather than kept in a register, which the calls in between made LLVM
+/// spill to a stack slot of the IPv4 XDP program's deepest call chain
+/// (ARCHITECTURE "Verifier").
+#[map]
+static GUARD_WALK_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet values the fields look at. Some fields' keys are derived
 /// from these only when a chain uses the field (`key_of`): the packet type
@@ -843,6 +850,16 @@ fn next_seq() -> u64 {
     }
 }
 
+/// The memo word of this walk for an outcome (see `GUARD_WALK_SEQ`).
+#[inline(always)]
+fn memo_word(held: bool) -> u64 {
+    // SAFETY: this CPU's slot; `netbeast_guards` wrote it (or returned).
+    let seq = GUARD_WALK_SEQ
+        .get(0)
+        .map_or(0, |s| unsafe { read_volatile(s) });
+    seq | u64::from(held)
+}
+
 /// Walks the guard chain starting at `head` (`RuleAction::guard`) of
 /// `generation`: requirements are checked against the outcomes recorded
 /// in this search (`seq`), the rule's own guards evaluated — nth counts
@@ -853,6 +870,11 @@ fn next_seq() -> u64 {
 #[inline(never)]
 pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
     let generation = generation & 1;
+    match GUARD_WALK_SEQ.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, used by this program run only.
+        Some(p) => unsafe { *p = seq << 1 },
+        None => return 0,
+    }
     let mut next = head;
     for _ in 0..MAX_GUARD_CHAIN {
         if next == 0 {
@@ -871,7 +893,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             if required >= MAX_GUARDS {
                 return 0;
             }
-            let want = seq << 1 | u64::from(g.negated == 0);
+            let want = memo_word(g.negated == 0);
             match GUARD_MEMO.get(guard_index(generation, required)) {
                 Some(&memo) if memo == want => {}
                 _ => return 0,
@@ -880,7 +902,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = crate::recent::netbeast_recent(g._pad, g.negated, g.a, g.b, g.c) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -897,7 +919,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = crate::ipset::netbeast_set(g.a as u32, g._pad, arg) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -916,7 +938,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = under != (g.negated != 0);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -925,7 +947,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -934,7 +956,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = connlimit_guard(&g, g.c as u32);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -953,7 +975,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = packet_guard(&g);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -962,7 +984,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = netbeast_limit(g.c as u32, g.a, g.b) != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;
@@ -985,7 +1007,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             let held = g.holds(count, random);
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
-                unsafe { *memo = seq << 1 | u64::from(held) };
+                unsafe { *memo = memo_word(held) };
             }
             if !held {
                 return 0;

@@ -79,17 +79,19 @@ pub extern "C" fn netbeast_recent(
         let Some(w) = current_addr6() else {
             return 0;
         };
-        // The address's other three words (see `Packet::addr6`).
-        let (w1, w2, w3) = if dest {
-            (w[1], w[3], w[5])
-        } else {
-            (w[0], w[2], w[4])
-        };
         key.v6 = 1;
-        key.addr = [key.addr[0], w1, w2, w3];
         let prefix = (c >> 32) as u32;
-        for (i, word) in key.addr.iter_mut().enumerate() {
-            *word &= prefix_word(prefix, i as u32);
+        key.addr[0] &= prefix_word(prefix, 0);
+        // The address's other three words (see `Packet::addr6`: source
+        // words at even indexes, destination at odd), each loaded, masked
+        // and stored in turn: loaded all at once, LLVM spilled two of them,
+        // and this frame is the deepest of the IPv4 XDP program's call
+        // chain (ARCHITECTURE "Verifier").
+        let side = usize::from(dest);
+        for i in 1..4 {
+            // SAFETY: `2 * (i - 1) + side` is at most 5, within the array.
+            let word = unsafe { core::ptr::read_volatile(&raw const w[2 * (i - 1) + side]) };
+            key.addr[i] = word & prefix_word(prefix, i as u32);
         }
     } else {
         key.addr[0] &= (c >> 32) as u32;
