@@ -2378,49 +2378,23 @@ pub fn hashlimit_set(key: &HashlimitKey) -> u32 {
 /// [`hashlimit_set`] of a key's [`HashlimitKey::words`].
 #[inline(always)]
 pub fn hashlimit_set_of_words(k: &[u64; HASHLIMIT_KEY_WORDS]) -> u32 {
-    (hashlimit_hash_of_words(k) as u32) & (HASHLIMIT_SETS - 1)
-}
-
-/// The tag of a key of hash `h` ([`hashlimit_hash_of_words`]) in its
-/// set's [`HashlimitSet::tags`]: the hash's high half, which the set
-/// number (its low bits) leaves out, never 0. Only a hint: a lookup
-/// compares the whole key of a slot whose tag matches, so two keys with
-/// one tag still get buckets of their own.
-#[inline(always)]
-pub fn hashlimit_tag(h: u64) -> u32 {
-    (h >> 32) as u32 | 1
-}
-
-/// The 64-bit hash of a key's words: its low bits name the set
-/// ([`hashlimit_set_of_words`]), its high half is the tag
-/// ([`hashlimit_tag`]).
-#[inline(always)]
-pub fn hashlimit_hash_of_words(k: &[u64; HASHLIMIT_KEY_WORDS]) -> u64 {
-    // Each word times an odd constant of its own (independent multiplies,
-    // not a chain), folded with XOR, then MurmurHash3's 64-bit finalizer
-    // once: every input bit reaches the set number's bits (a plain
-    // multiply carries the address's last octet, the top byte of its
-    // word, only upwards). The finalizer over each word in turn, as
-    // before, was a chain of twelve multiplies on every packet's path.
-    const ODD: [u64; HASHLIMIT_KEY_WORDS] = [
-        0x9e37_79b9_7f4a_7c15,
-        0xc2b2_ae3d_27d4_eb4f,
-        0x1656_67b1_9e37_79f9,
-        0x85eb_ca77_c2b2_ae63,
-        0x27d4_eb2f_1656_67c5,
-        0xff51_afd7_ed55_8ccd,
-    ];
-    let mut h = 0u64;
-    let mut i = 0;
-    while i < HASHLIMIT_KEY_WORDS {
-        h ^= k[i].wrapping_mul(ODD[i]);
-        i += 1;
+    // MurmurHash3's 64-bit finalizer over every word in turn: every input
+    // bit reaches the set number's bits (a plain multiply carries the
+    // address's last octet, the top byte of its word, only upwards).
+    let mix = |mut h: u64| {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    let mut h = 0;
+    let mut i = HASHLIMIT_KEY_WORDS;
+    while i > 0 {
+        i -= 1;
+        h = mix(k[i] ^ h);
     }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    (h as u32) & (HASHLIMIT_SETS - 1)
 }
 
 /// A [`HashlimitKey`]'s size in 64-bit words: how a slot's key is
@@ -2464,16 +2438,9 @@ pub struct HashlimitSlot {
 }
 
 /// A set of `HASHLIMIT_WAYS` slots: the value of the `HASHLIMIT` array.
-/// The tags come first, all in 32 bytes: a lookup reads them and then
-/// only the slot whose tag is the key's, two cache lines in all, where
-/// comparing the slots' keys in turn read one or two lines per way
-/// (docs/BENCHMARKS.md, issue 14).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HashlimitSet {
-    /// [`hashlimit_tag`] of each slot's key, written after the key (0:
-    /// never used).
-    pub tags: [u32; HASHLIMIT_WAYS],
     pub slots: [HashlimitSlot; HASHLIMIT_WAYS],
 }
 
@@ -3521,7 +3488,7 @@ mod tests {
         assert_eq!(stats::HASHLIMIT_FULL + 1, stats::COUNT);
         assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
         assert_eq!(size_of::<HashlimitSlot>(), 80);
-        assert_eq!(size_of::<HashlimitSet>(), (4 + 80) * HASHLIMIT_WAYS);
+        assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);
         assert_eq!(HASHLIMIT_SETS.count_ones(), 1);
         // Guard kinds: one number each (three branches once took 11).
         {

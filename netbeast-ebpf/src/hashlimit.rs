@@ -28,7 +28,7 @@ use aya_ebpf::{
 use netbeast_common::{
     HASHLIMIT_KEY_WORDS, HASHLIMIT_SETS, HASHLIMIT_WAYS, HashlimitBucket, HashlimitSet,
     HashlimitTable, L4_FRAGMENT, MAX_HASHLIMIT_TABLES, hashlimit, hashlimit_byte_cost,
-    hashlimit_byte_take, hashlimit_hash_of_words, hashlimit_tag, limit_take, stats,
+    hashlimit_byte_take, hashlimit_set_of_words, limit_take, stats,
 };
 
 use crate::{
@@ -124,16 +124,8 @@ pub extern "C" fn netbeast_hashlimit_key(settings: u32, c: u64) -> u32 {
     key.name = c as u32;
     key.ports = sport << 16 | dport;
     key._pad = 0;
-    // The addresses' 32 bytes cleared as four words: `key.src = [0; 4]`
-    // and `key.dst = [0; 4]` compiled to a call of a byte-by-byte memset
-    // loop, some 18 ns of every packet's ~270 (docs/BENCHMARKS.md).
-    // SAFETY: words 1 to 4 of the 8-byte aligned key are `src` and `dst`.
-    unsafe {
-        let words = (&raw mut *key) as *mut u64;
-        for i in 1..5 {
-            core::ptr::write_volatile(words.add(i), 0);
-        }
-    }
+    key.src = [0; 4];
+    key.dst = [0; 4];
     let (src_on, dst_on) = (
         settings & hashlimit::SRCIP != 0,
         settings & hashlimit::DSTIP != 0,
@@ -202,20 +194,11 @@ pub extern "C" fn netbeast_hashlimit_slot(c: u64) -> u64 {
     let key = unsafe { &raw const (*scratch).hashlimit_key } as *const [u64; HASHLIMIT_KEY_WORDS];
     // SAFETY: as above.
     let key = unsafe { &*key };
-    let hash = hashlimit_hash_of_words(key);
-    let index = (hash as u32) & (HASHLIMIT_SETS - 1);
-    let tag = hashlimit_tag(hash);
+    let index = hashlimit_set_of_words(key);
     let Some(set) = HASHLIMIT.get_ptr_mut(index) else {
         return MISSING;
     };
     for w in 0..HASHLIMIT_WAYS {
-        // The set's tags first, all in one cache line: only a slot whose
-        // tag is the key's is read (its key compared), so a packet touches
-        // its set's tags and its own slot, not every way's key before it.
-        // SAFETY: a map value valid for this run.
-        if unsafe { core::ptr::read_volatile(&raw const (*set).tags[w]) } != tag {
-            continue;
-        }
         // SAFETY: a map value valid for this run; the slot starts with
         // its key's words at an 8-byte aligned offset.
         let (last, words) = unsafe {
@@ -228,8 +211,7 @@ pub extern "C" fn netbeast_hashlimit_slot(c: u64) -> u64 {
         // Word by word, up to the first that differs: each word read
         // (volatile) only once the ones before it matched. The key's
         // words loaded at once for every way were spilled, and the frame
-        // took the deepest call chain past its 512 bytes. A tag is a hint:
-        // two keys may share one, and only the whole key makes a hit.
+        // took the deepest call chain past its 512 bytes.
         let mut same = 0;
         while same < HASHLIMIT_KEY_WORDS {
             // SAFETY: as above; `same` below the key's words.
@@ -251,24 +233,17 @@ pub extern "C" fn netbeast_hashlimit_slot(c: u64) -> u64 {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // At most 2^32 ms: no overflow in ns.
-    let way = make(set, key, tag, now, (c >> 32) * NS_PER_MS);
+    let way = make(set, key, now, (c >> 32) * NS_PER_MS);
     if way >= HASHLIMIT_WAYS as u32 {
         return MISSING;
     }
     u64::from(index) << 3 | u64::from(way)
 }
 
-/// Makes the bucket of `key` (its words, `tag` its tag) in `set` at
-/// `now` (see `netbeast_hashlimit_slot`); its way, or `HASHLIMIT_WAYS`
-/// for none.
+/// Makes the bucket of `key` (its words) in `set` at `now` (see
+/// `netbeast_hashlimit_slot`); its way, or `HASHLIMIT_WAYS` for none.
 #[inline(always)]
-fn make(
-    set: *mut HashlimitSet,
-    key: &[u64; HASHLIMIT_KEY_WORDS],
-    tag: u32,
-    now: u64,
-    expire_ns: u64,
-) -> u32 {
+fn make(set: *mut HashlimitSet, key: &[u64; HASHLIMIT_KEY_WORDS], now: u64, expire_ns: u64) -> u32 {
     const NONE: u32 = HASHLIMIT_WAYS as u32;
     // The key's table: its first word (name number and family).
     let name = key[0];
@@ -378,10 +353,6 @@ fn make(
         (*slot).expire_ns = expire_ns;
         core::ptr::write_volatile(&raw mut (*slot).bucket.tat, 0);
         core::ptr::write_volatile(&raw mut (*slot).bucket.window, 0);
-        // After the key: a lookup that finds the tag compares the key, so
-        // until then it sees the old key (or part of the new), never a
-        // hit for the wrong one.
-        core::ptr::write_volatile(&raw mut (*set).tags[way as usize], tag);
     }
     bump(stats::HASHLIMIT_NEW);
     way
