@@ -317,7 +317,8 @@ pub struct CompiledRuleset {
     /// `config.addr_lengths` says so (the others use `addr_prefixes` in
     /// the LPM trie).
     pub addr_hash: AddrHash,
-    /// Rules of all user-defined chains (the filter table's, then the nat
+    /// Rules of all user-defined chains (the filter table's, the nat
+    /// table's, the IPv6 filter table's, the raw table's, then the mangle
     /// table's): their counters are `user_counter_base + 0..user_chain_rules`
     /// (every chain's `config.user_counter_base`), numbered as
     /// [`user_chain_counters`] says.
@@ -712,7 +713,8 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
-    let user_chain_rules = raw.user_counters_end;
+    // Every table's user-chain rules: the last table's end (`Prepared::new`'s bases).
+    let user_chain_rules = mangle.user_counters_end;
     let mut chains = chains;
     let mut rule_base = 0;
     for (c, compiled) in chains.iter_mut().enumerate() {

@@ -2345,6 +2345,24 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
     );
 }
 
+/// The mangle table's user-defined chains count last: their rules are
+/// in `user_chain_rules`, whose counters the loader zeroes for a new
+/// generation (left out, they would start from an old generation's).
+#[test]
+fn mangle_user_chain_rules_are_user_chain_rules() {
+    let ruleset = typed(&[
+        "-N F",
+        "-A F -p tcp --dport 1 -j ACCEPT",
+        "-A INPUT -j F",
+        "-t mangle -N M",
+        "-t mangle -A M -p tcp --dport 2 -j ACCEPT",
+        "-t mangle -A M -p tcp --dport 3 -j ACCEPT",
+        "-t mangle -A PREROUTING -j M",
+    ]);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    assert_eq!(compiled.user_chain_rules, 3);
+}
+
 /// The raw table's user-defined chains count last, after the IPv6 filter
 /// table's: their rules must count against the limit too, or a ruleset
 /// past it would write their counters into the next generation's share.
