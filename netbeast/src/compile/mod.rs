@@ -558,65 +558,29 @@ fn compile_with_limits(
     let mut mark_targets = Vec::new();
     let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
-    let filter = Prepared::new(
-        &ruleset.filter,
-        Family::V4,
-        0,
-        &mut nat_targets,
-        &mut log_targets,
-        &mut mark_targets,
-        &mut connmark_targets,
-        &mut guard_table,
-        limits,
-    )?;
-    let nat = Prepared::new(
-        &ruleset.nat,
-        Family::V4,
-        filter.user_counters_end,
-        &mut nat_targets,
-        &mut log_targets,
-        &mut mark_targets,
-        &mut connmark_targets,
-        &mut guard_table,
-        limits,
-    )?;
-    // The IPv6 filter table's user-defined chains count after the nat
-    // table's (`user_chain_counters`).
-    let filter6 = Prepared::new(
-        &ruleset.filter6,
-        Family::V6,
-        nat.user_counters_end,
-        &mut nat_targets,
-        &mut log_targets,
-        &mut mark_targets,
-        &mut connmark_targets,
-        &mut guard_table,
-        limits,
-    )?;
-    // The raw table's after the IPv6 filter table's.
-    let raw = Prepared::new(
-        &ruleset.raw,
-        Family::V4,
-        filter6.user_counters_end,
-        &mut nat_targets,
-        &mut log_targets,
-        &mut mark_targets,
-        &mut connmark_targets,
-        &mut guard_table,
-        limits,
-    )?;
-    // The mangle table's after the raw table's.
-    let mangle = Prepared::new(
-        &ruleset.mangle,
-        Family::V4,
-        raw.user_counters_end,
-        &mut nat_targets,
-        &mut log_targets,
-        &mut mark_targets,
-        &mut connmark_targets,
-        &mut guard_table,
-        limits,
-    )?;
+    // Each table's user-defined chains count after the previous table's
+    // (`user_chain_counters`): filter, nat, IPv6 filter, raw, mangle.
+    let mut user_counters_end = 0;
+    let mut prepare = |table, family| {
+        let prepared = Prepared::new(
+            table,
+            family,
+            user_counters_end,
+            &mut nat_targets,
+            &mut log_targets,
+            &mut mark_targets,
+            &mut connmark_targets,
+            &mut guard_table,
+            limits,
+        )?;
+        user_counters_end = prepared.user_counters_end;
+        Ok::<_, CompileError>(prepared)
+    };
+    let filter = prepare(&ruleset.filter, Family::V4)?;
+    let nat = prepare(&ruleset.nat, Family::V4)?;
+    let filter6 = prepare(&ruleset.filter6, Family::V6)?;
+    let raw = prepare(&ruleset.raw, Family::V4)?;
+    let mangle = prepare(&ruleset.mangle, Family::V4)?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
         let prepared = match (family, table) {
             (Family::V4, TableName::Filter) => &filter,
@@ -633,11 +597,9 @@ fn compile_with_limits(
     for (c, (prepared, name)) in builtins.clone().enumerate() {
         builtin_rules[c] = prepared.table.chain(name).map_or(0, |c| c.rules.len()) as u32;
     }
-    let counted = builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>()
-        + u64::from(mangle.user_counters_end);
-    // The mangle table's user chains count last (`Prepared::new`'s bases
-    // above): their end is every user-defined chain's.
-    let layout = netbeast_common::counter_layout(&builtin_rules, mangle.user_counters_end)
+    let counted =
+        builtin_rules.iter().map(|&n| u64::from(n) + 1).sum::<u64>() + u64::from(user_counters_end);
+    let layout = netbeast_common::counter_layout(&builtin_rules, user_counters_end)
         .filter(|_| counted <= u64::from(limits.ruleset_counters));
     let Some((counter_bases, user_counter_base)) = layout else {
         return Err(CompileError::TooManyRulesetRules {
@@ -713,8 +675,7 @@ fn compile_with_limits(
         Ok(chains) => chains,
         Err(_) => unreachable!("one compiled chain per name of CHAIN_NAMES"),
     };
-    // Every table's user-chain rules: the last table's end (`Prepared::new`'s bases).
-    let user_chain_rules = mangle.user_counters_end;
+    let user_chain_rules = user_counters_end;
     let mut chains = chains;
     let mut rule_base = 0;
     for (c, compiled) in chains.iter_mut().enumerate() {
