@@ -17,6 +17,9 @@ use netbeast::netns::{
     veth_pair, wait_for,
 };
 
+#[path = "support/mod.rs"]
+mod support;
+
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -519,30 +522,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(ns: &Netns) -> Daemon {
-        use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(NETBEAST)
-            .args(["--netns", ns.name(), "daemon"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn netbeast daemon");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let daemon = Daemon { child, lines };
-        loop {
-            let line = daemon
-                .lines
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the daemon did not say it runs within 20 s");
-            if line.contains("SIGTERM stops it") {
-                return daemon;
-            }
-        }
+    fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        let (child, lines) = support::start_daemon(ns, args);
+        Daemon { child, lines }
     }
 
     fn said(&self) -> Vec<String> {
@@ -623,7 +605,8 @@ fn lb_health_checks_follow_backends() {
         ],
         [1, 1, 1],
     );
-    let mut daemon = Daemon::start(&net.router);
+    let metrics = support::metrics_addr();
+    let mut daemon = Daemon::start(&net.router, &["--metrics", &metrics]);
     // The probes are connections to the backends' servers too: what the
     // balancer gave each backend is read from the kernel (`lb list`).
     let first = connect_all(&net, 15);
@@ -654,12 +637,37 @@ fn lb_health_checks_follow_backends() {
          (the dead backend's share before it was taken out)"
     );
     assert_eq!(backend_state(&net, 1), "down", "{:?}", daemon.said());
+    // The daemon's metrics say the same as `lb list`: backend 1 down, the
+    // others up, and the connections the kernel gave each.
+    let listing = listed(&net);
+    let scrape = support::scrape_metrics(&net.router, &metrics);
+    let service = listing["services"][0]["service"].as_str().unwrap();
+    for (i, b) in listing["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let labels = [("service", service), ("backend", b["backend"].as_str().unwrap())];
+        let up = support::metric_value(&scrape, "netbeast_lb_backend_up", &labels);
+        assert_eq!(up, if i == 1 { 0.0 } else { 1.0 }, "backend {i}: {b}");
+        let given = support::metric_value(&scrape, "netbeast_lb_backend_connections_total", &labels);
+        assert_eq!(given, b["connections"].as_f64().unwrap(), "backend {i}: {b}");
+        assert_eq!(
+            support::metric_value(&scrape, "netbeast_lb_backend_weight", &labels),
+            1.0
+        );
+    }
+    assert_eq!(
+        support::metric_value(&scrape, "netbeast_lb_service_all_down", &[("service", service)]),
+        0.0
+    );
     // From here on no connection goes to it: each would be refused.
     let after_window = connect_all(&net, 30);
     assert_eq!(after_window[1], 0, "{after_window:?}");
     // The state survives a daemon restart.
     drop(daemon);
-    daemon = Daemon::start(&net.router);
+    daemon = Daemon::start(&net.router, &[]);
     assert_eq!(backend_state(&net, 1), "down");
     let after_restart = connect_all(&net, 10);
     assert_eq!(after_restart[1], 0, "{after_restart:?}");
@@ -897,7 +905,7 @@ fn lb_http_health_check() {
     for b in BACKENDS {
         lb(&net, &["backend", "add", &svc, &format!("{b}:{HTTP_PORT}")]);
     }
-    let daemon = Daemon::start(&net.router);
+    let daemon = Daemon::start(&net.router, &[]);
     http[1].set_health(503);
     // Each look is a `netbeast lb list` (a process that opens the data
     // plane: up to a second on a loaded machine); the timing itself is

@@ -725,7 +725,6 @@ fn output_uid_is_the_senders() {
 /// ones `save --counters` and `stats` report.
 #[test]
 fn daemon_metrics_parse_and_match_the_counters() {
-    use std::io::{Read, Write};
     require_root();
     let ClientServer { client, server } =
         ClientServer::new("logm").expect("client and server namespaces");
@@ -756,6 +755,11 @@ fn daemon_metrics_parse_and_match_the_counters() {
     net.server
         .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j DROP")
         .unwrap();
+    // A mangle rule without a target counts the same datagrams: every
+    // table is scraped, not only filter and nat.
+    net.server
+        .netbeast_iptables_ok("-t mangle -A PREROUTING -p udp --dport 9")
+        .unwrap();
     // One tracked connection, for the conntrack gauges.
     net.server
         .netbeast_iptables_ok("-A INPUT -p udp --dport 10 -m conntrack --ctstate NEW -j ACCEPT")
@@ -768,55 +772,12 @@ fn daemon_metrics_parse_and_match_the_counters() {
         3,
     )
     .unwrap();
-    let port = 9100 + (std::process::id() % 500) as u16;
-    let addr = format!("127.0.0.1:{port}");
+    let addr = support::metrics_addr();
     let (mut daemon, _said) = support::start_daemon(&net.server, &["--metrics", &addr]);
-    let body = net
-        .server
-        .in_netns(move || {
-            let mut last = None;
-            for _ in 0..50 {
-                match std::net::TcpStream::connect(&addr) {
-                    Ok(mut s) => {
-                        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                            .unwrap();
-                        let mut text = String::new();
-                        s.read_to_string(&mut text).unwrap();
-                        return text;
-                    }
-                    Err(e) => last = Some(e),
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            panic!("the metrics endpoint did not answer: {last:?}");
-        })
-        .unwrap();
+    let scrape = support::scrape_metrics(&net.server, &addr);
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     assert!(daemon.wait().unwrap().success());
-    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("the Prometheus text format");
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        let s = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .unwrap_or_else(|| {
-                let seen: Vec<_> = scrape
-                    .samples
-                    .iter()
-                    .map(|s| (&s.metric, &s.labels))
-                    .collect();
-                panic!("no {name} {labels:?} in {seen:?}")
-            });
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            ref other => panic!("{name} is {other:?}"),
-        }
-    };
+    let value = |name: &str, labels: &[(&str, &str)]| support::metric_value(&scrape, name, labels);
     let log_rule = [
         ("table", "filter"),
         ("chain", "INPUT"),
@@ -824,6 +785,13 @@ fn daemon_metrics_parse_and_match_the_counters() {
         ("comment", "discard port 9"),
     ];
     assert_eq!(value("iptables_rule_packets_total", &log_rule), 7.0);
+    assert_eq!(
+        value(
+            "iptables_rule_packets_total",
+            &[("table", "mangle"), ("chain", "PREROUTING"), ("rule", "1")]
+        ),
+        7.0
+    );
     assert_eq!(
         value(
             "iptables_rule_packets_total",

@@ -240,3 +240,64 @@ pub fn start_daemon(
         }
     }
 }
+
+/// Scrapes `netbeast daemon --metrics ADDR` from inside `ns` (retrying
+/// while the daemon starts its listener) and parses the answer with a
+/// Prometheus text-format parser.
+pub fn scrape_metrics(ns: &Netns, addr: &str) -> prometheus_parse::Scrape {
+    let addr = addr.to_string();
+    let body = ns
+        .in_netns(move || {
+            let mut last = None;
+            for _ in 0..50 {
+                match TcpStream::connect(&addr) {
+                    Ok(mut s) => {
+                        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .unwrap();
+                        let mut text = String::new();
+                        s.read_to_string(&mut text).unwrap();
+                        return text;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("the metrics endpoint did not answer: {last:?}");
+        })
+        .unwrap();
+    let (head, text) = body.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{text}");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format")
+}
+
+/// The value of the first sample of `name` whose labels include `labels`;
+/// panics listing what the scrape has when there is none.
+#[track_caller]
+pub fn metric_value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| {
+            let seen: Vec<_> = scrape
+                .samples
+                .iter()
+                .map(|s| (&s.metric, &s.labels))
+                .collect();
+            panic!("no {name} {labels:?} in {seen:?}")
+        });
+    match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name} is {other:?}"),
+    }
+}
+
+/// A loopback address for a daemon's `--metrics` in a test's namespace
+/// (each namespace has its own loopback; the port varies by process so
+/// two runs of a test binary do not meet).
+pub fn metrics_addr() -> String {
+    format!("127.0.0.1:{}", 9100 + (std::process::id() % 500) as u16)
+}

@@ -204,35 +204,93 @@ fn live_connections(dp: &Dataplane) -> Result<HashMap<ServiceBackend, (u64, u64)
     Ok(out)
 }
 
+/// One backend as `lb list` and the daemon's metrics show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendStatus {
+    pub backend: String,
+    pub weight: u32,
+    /// "up", "down" (its health check's verdict) or "drained".
+    pub state: &'static str,
+    /// Connections the kernel gave it so far.
+    pub connections: u64,
+    /// Its live connections, and their packets both ways.
+    pub active: u64,
+    pub packets: u64,
+}
+
+/// Each service's backends with their state, read from the state file and
+/// the kernel (its picks and the conntrack tables).
+fn statuses(services: &Services, dp: &Dataplane) -> Result<Vec<Vec<BackendStatus>>> {
+    let live = live_connections(dp)?;
+    services
+        .services
+        .iter()
+        .map(|s| {
+            s.backends
+                .iter()
+                .map(|b| {
+                    let a = b.addr.octets();
+                    let p = b.port.to_be_bytes();
+                    let (active, packets) = live
+                        .get(&(s.vip, [a[0], a[1], a[2], a[3], p[0], p[1]]))
+                        .copied()
+                        .unwrap_or_default();
+                    let state = if b.drained {
+                        "drained"
+                    } else if b.up {
+                        "up"
+                    } else {
+                        "down"
+                    };
+                    Ok(BackendStatus {
+                        backend: b.name(),
+                        weight: b.weight,
+                        state,
+                        connections: dp.lb_picks(s.slot, b.id)?,
+                        active,
+                        packets,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The current namespace's services and their backends' state, for the
+/// daemon's metrics: read only (nothing re-installed, nothing saved), and
+/// nothing when the namespace has no service or no data plane.
+pub(crate) fn snapshot() -> Result<Vec<(lb::Service, Vec<BackendStatus>)>> {
+    let ns = Namespace::current()?;
+    let _lock = ns.lock()?;
+    let services = Services::load(&ns)?;
+    if services.services.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (Some(dp), _) = super::plane::prepare(&ns, false, None, &[])? else {
+        return Ok(Vec::new());
+    };
+    let statuses = statuses(&services, &dp)?;
+    Ok(services.services.into_iter().zip(statuses).collect())
+}
+
 fn list(json_out: bool) -> Result<()> {
     with_services(|services, dp| {
-        let live = live_connections(dp)?;
+        let statuses = statuses(services, dp)?;
         let mut rows = Vec::new();
-        for s in &services.services {
-            let mut backends = Vec::new();
-            for b in &s.backends {
-                let a = b.addr.octets();
-                let p = b.port.to_be_bytes();
-                let (active, packets) = live
-                    .get(&(s.vip, [a[0], a[1], a[2], a[3], p[0], p[1]]))
-                    .copied()
-                    .unwrap_or_default();
-                let state = if b.drained {
-                    "drained"
-                } else if b.up {
-                    "up"
-                } else {
-                    "down"
-                };
-                backends.push(json!({
-                    "backend": b.name(),
-                    "weight": b.weight,
-                    "state": state,
-                    "connections": dp.lb_picks(s.slot, b.id)?,
-                    "active": active,
-                    "packets": packets,
-                }));
-            }
+        for (s, backends) in services.services.iter().zip(&statuses) {
+            let backends: Vec<_> = backends
+                .iter()
+                .map(|b| {
+                    json!({
+                        "backend": b.backend,
+                        "weight": b.weight,
+                        "state": b.state,
+                        "connections": b.connections,
+                        "active": b.active,
+                        "packets": b.packets,
+                    })
+                })
+                .collect();
             rows.push(json!({
                 "service": s.vip.to_string(),
                 "scheduler": serde_json::to_value(s.scheduler)?,

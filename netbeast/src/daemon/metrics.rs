@@ -8,7 +8,10 @@
 //! conntrack gauges: live connections and capacity of each table
 //! (`netbeast_conntrack_entries{table=...}`,
 //! `netbeast_conntrack_entries_limit{table=...}`, as node_exporter's
-//! `node_nf_conntrack_entries` and `..._limit`). Read at every scrape,
+//! `node_nf_conntrack_entries` and `..._limit`), and `netbeast lb`'s
+//! backends (health, drain, weight, connections: `netbeast_lb_backend_*`).
+//! Every table of both families: ip6tables' rules as
+//! `ip6tables_rule_packets_total` and so on. Read at every scrape,
 //! under the namespace's lock, as `netbeast stats` and `conntrack -C` read
 //! them.
 
@@ -27,7 +30,10 @@ use tokio::{
 };
 
 use super::Shutdown;
-use crate::rules::model::{Match, Ruleset, TableName};
+use crate::{
+    cli::lb::BackendStatus,
+    rules::model::{Family as RuleFamily, Match, Ruleset, TableName},
+};
 
 /// Longest request head read; a scrape's is a few hundred bytes.
 const MAX_REQUEST: usize = 8192;
@@ -66,7 +72,8 @@ async fn serve(mut sock: TcpStream) -> Result<()> {
     let (status, body) = if path == "/metrics" {
         match crate::cli::counters_snapshot().and_then(|(ruleset, stats)| {
             let ct = crate::cli::conntrack::gauges()?;
-            Ok(render(&ruleset, &stats, ct.as_ref()))
+            let services = crate::cli::lb::snapshot()?;
+            Ok(render(&ruleset, &stats, ct.as_ref(), &services))
         }) {
             Ok(body) => ("200 OK", body),
             Err(e) => ("503 Service Unavailable", format!("{e:#}\n")),
@@ -117,73 +124,12 @@ pub fn render(
     ruleset: &Ruleset,
     stats_values: &[u64],
     conntrack: Option<&crate::cli::conntrack::ConntrackGauges>,
+    services: &[(crate::lb::Service, Vec<BackendStatus>)],
 ) -> String {
     let mut registry = Registry::default();
-    let counters = || Family::<RuleLabels, Counter>::default();
-    let (rule_packets, rule_bytes) = (counters(), counters());
-    let policy_counters = || Family::<ChainLabels, Counter>::default();
-    let (policy_packets, policy_bytes) = (policy_counters(), policy_counters());
-    // The raw table once it is in use, as iptables-save shows it.
-    let raw = (!ruleset.raw.is_pristine()).then_some((TableName::Raw, &ruleset.raw));
-    for (table, t) in [
-        (TableName::Filter, &ruleset.filter),
-        (TableName::Nat, &ruleset.nat),
-    ]
-    .into_iter()
-    .chain(raw)
-    {
-        for chain in &t.chains {
-            for (i, rule) in chain.rules.iter().enumerate() {
-                let comment = rule
-                    .matches
-                    .iter()
-                    .find_map(|m| match m {
-                        Match::Comment(c) => Some(c.text()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                let labels = RuleLabels {
-                    table: table.as_str().into(),
-                    chain: chain.name.clone(),
-                    rule: (i + 1).to_string(),
-                    comment: comment.to_string(),
-                };
-                rule_packets
-                    .get_or_create(&labels)
-                    .inc_by(rule.counter.packets);
-                rule_bytes.get_or_create(&labels).inc_by(rule.counter.bytes);
-            }
-            if chain.policy.is_some() {
-                let labels = ChainLabels {
-                    table: table.as_str().into(),
-                    chain: chain.name.clone(),
-                };
-                let c = chain.policy_counter;
-                policy_packets.get_or_create(&labels).inc_by(c.packets);
-                policy_bytes.get_or_create(&labels).inc_by(c.bytes);
-            }
-        }
+    for family in [RuleFamily::V4, RuleFamily::V6] {
+        register_rules(&mut registry, ruleset, family);
     }
-    registry.register(
-        "iptables_rule_packets",
-        "Packets that matched the rule",
-        rule_packets,
-    );
-    registry.register(
-        "iptables_rule_bytes",
-        "Bytes of the packets that matched the rule",
-        rule_bytes,
-    );
-    registry.register(
-        "iptables_default_packets",
-        "Packets that took the chain's policy",
-        policy_packets,
-    );
-    registry.register(
-        "iptables_default_bytes",
-        "Bytes of the packets that took the chain's policy",
-        policy_bytes,
-    );
     for (i, name) in stats::NAMES.iter().enumerate() {
         let counter = Counter::<u64>::default();
         counter.inc_by(stats_values.get(i).copied().unwrap_or(0));
@@ -217,15 +163,169 @@ pub fn render(
         }
         registry.register(metric, help, family);
     }
+    register_services(&mut registry, services);
     let mut out = String::new();
     prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
+/// The rules' and policies' counters of one family's ruleset, named as
+/// the iptables exporters name them (`iptables_rule_packets_total`; the
+/// IPv6 ones `ip6tables_…`, as `ip6tables` is the command that lists
+/// them). The filter and nat tables always, the others once in use, as
+/// `save` shows them.
+fn register_rules(registry: &mut Registry, ruleset: &Ruleset, family: RuleFamily) {
+    let counters = || Family::<RuleLabels, Counter>::default();
+    let (rule_packets, rule_bytes) = (counters(), counters());
+    let policy_counters = || Family::<ChainLabels, Counter>::default();
+    let (policy_packets, policy_bytes) = (policy_counters(), policy_counters());
+    for &table in family.tables() {
+        let t = ruleset.table_in(family, table);
+        if !matches!(table, TableName::Filter | TableName::Nat) && t.is_pristine() {
+            continue;
+        }
+        for chain in &t.chains {
+            for (i, rule) in chain.rules.iter().enumerate() {
+                let comment = rule
+                    .matches
+                    .iter()
+                    .find_map(|m| match m {
+                        Match::Comment(c) => Some(c.text()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let labels = RuleLabels {
+                    table: table.as_str().into(),
+                    chain: chain.name.clone(),
+                    rule: (i + 1).to_string(),
+                    comment: comment.to_string(),
+                };
+                rule_packets
+                    .get_or_create(&labels)
+                    .inc_by(rule.counter.packets);
+                rule_bytes.get_or_create(&labels).inc_by(rule.counter.bytes);
+            }
+            if chain.policy.is_some() {
+                let labels = ChainLabels {
+                    table: table.as_str().into(),
+                    chain: chain.name.clone(),
+                };
+                let c = chain.policy_counter;
+                policy_packets.get_or_create(&labels).inc_by(c.packets);
+                policy_bytes.get_or_create(&labels).inc_by(c.bytes);
+            }
+        }
+    }
+    let command = family.command();
+    registry.register(
+        format!("{command}_rule_packets"),
+        "Packets that matched the rule",
+        rule_packets,
+    );
+    registry.register(
+        format!("{command}_rule_bytes"),
+        "Bytes of the packets that matched the rule",
+        rule_bytes,
+    );
+    registry.register(
+        format!("{command}_default_packets"),
+        "Packets that took the chain's policy",
+        policy_packets,
+    );
+    registry.register(
+        format!("{command}_default_bytes"),
+        "Bytes of the packets that took the chain's policy",
+        policy_bytes,
+    );
+}
+
+/// The labels of a load-balanced service's gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+/// The labels of a backend's metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: String,
+    backend: String,
+}
+
+/// `netbeast lb`'s services, as `lb list` shows them: each backend's
+/// health (`netbeast_lb_backend_up`: 1 while its checks say up, 0 down or
+/// drained), whether it is drained, its weight, the connections the
+/// kernel gave it, its live connections and their packets; and whether
+/// every backend of a service is down (the last table kept).
+fn register_services(
+    registry: &mut Registry,
+    services: &[(crate::lb::Service, Vec<BackendStatus>)],
+) {
+    let gauges = || Family::<BackendLabels, Gauge>::default();
+    let (up, drained, weight, active, packets) =
+        (gauges(), gauges(), gauges(), gauges(), gauges());
+    let connections = Family::<BackendLabels, Counter>::default();
+    let all_down = Family::<ServiceLabels, Gauge>::default();
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for (service, backends) in services {
+        let name = service.vip.to_string();
+        all_down
+            .get_or_create(&ServiceLabels {
+                service: name.clone(),
+            })
+            .set(i64::from(service.all_down));
+        for b in backends {
+            let labels = BackendLabels {
+                service: name.clone(),
+                backend: b.backend.clone(),
+            };
+            up.get_or_create(&labels).set(i64::from(b.state == "up"));
+            drained
+                .get_or_create(&labels)
+                .set(i64::from(b.state == "drained"));
+            weight.get_or_create(&labels).set(i64::from(b.weight));
+            connections.get_or_create(&labels).inc_by(b.connections);
+            active.get_or_create(&labels).set(gauge(b.active));
+            packets.get_or_create(&labels).set(gauge(b.packets));
+        }
+    }
+    registry.register(
+        "netbeast_lb_backend_up",
+        "1 while the backend's health checks say it is up (0: down or drained)",
+        up,
+    );
+    registry.register(
+        "netbeast_lb_backend_drained",
+        "1 when the backend takes no new connection (lb backend drain)",
+        drained,
+    );
+    registry.register("netbeast_lb_backend_weight", "The backend's weight", weight);
+    registry.register(
+        "netbeast_lb_backend_connections",
+        "Connections the kernel gave the backend",
+        connections,
+    );
+    registry.register(
+        "netbeast_lb_backend_active_connections",
+        "The backend's live connections (conntrack)",
+        active,
+    );
+    registry.register(
+        "netbeast_lb_backend_packets",
+        "Packets, both ways, of the backend's live connections",
+        packets,
+    );
+    registry.register(
+        "netbeast_lb_service_all_down",
+        "1 when every backend of the service is down (its last table is kept)",
+        all_down,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::save::{apply_restore, parse_restore};
+    use crate::rules::save::{apply_restore, parse_restore, parse_restore_family};
 
     /// Label values are escaped as the text format wants them (the
     /// integration test's parser does not undo escapes, so they are
@@ -238,7 +338,7 @@ mod tests {
         )
         .unwrap();
         apply_restore(&mut ruleset, &file, false).unwrap();
-        let text = render(&ruleset, &[], None);
+        let text = render(&ruleset, &[], None, &[]);
         assert!(
             text.contains(r#"iptables_rule_packets_total{table="filter",chain="INPUT",rule="1",comment="a \"b\" \\ c"} 0"#),
             "{text}"
@@ -249,5 +349,38 @@ mod tests {
                 "{metric}: {text}"
             );
         }
+    }
+
+    /// Every table of both families is scraped: mangle's rules (once in
+    /// use) beside filter's, and ip6tables' rules under `ip6tables_…`, each
+    /// with its own counters.
+    #[test]
+    fn mangle_and_ipv6_rules_are_scraped() {
+        let mut ruleset = Ruleset::default();
+        let v4 = parse_restore(
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -j MARK --set-mark 1\nCOMMIT\n",
+        )
+        .unwrap();
+        apply_restore(&mut ruleset, &v4, false).unwrap();
+        let v6 = parse_restore_family(
+            "*filter\n:INPUT DROP [0:0]\n-A INPUT -p ipv6-icmp -j ACCEPT\nCOMMIT\n",
+            None,
+            RuleFamily::V6,
+        )
+        .unwrap();
+        apply_restore(&mut ruleset, &v6, false).unwrap();
+        ruleset.mangle.chains[0].rules[0].counter.packets = 3;
+        ruleset.filter6.chains[0].rules[0].counter.packets = 5;
+        ruleset.filter6.chains[0].policy_counter.packets = 7;
+        let text = render(&ruleset, &[], None, &[]);
+        for line in [
+            r#"iptables_rule_packets_total{table="mangle",chain="PREROUTING",rule="1",comment=""} 3"#,
+            r#"ip6tables_rule_packets_total{table="filter",chain="INPUT",rule="1",comment=""} 5"#,
+            r#"ip6tables_default_packets_total{table="filter",chain="INPUT"} 7"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // The raw table is not in use: none of its chains is listed.
+        assert!(!text.contains(r#"table="raw""#), "{text}");
     }
 }
