@@ -23,132 +23,52 @@ use netbeast::{
     loader::Dataplane,
     netns::{Netns, require_root},
     packet::{FrameBuilder, icmp_type, tcp_flags, unreachable_code},
-    rules::{command, model::Ruleset, parse},
 };
-use netbeast_common::{CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, ct_status, stats, tcp_state};
+use netbeast_common::{
+    CT_UNREPLIED_ENTRIES, CtConfig, CtEntry, chain, ct_status, stats, tcp_state,
+};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+#[path = "support/ct_lab.rs"]
+mod ct_lab;
+use ct_lab::{CLIENT_MAC, CLIENT_PORT, Lab, SERVER_MAC, STATES, Seen, XDP_DROP, XDP_PASS, ruleset};
+
 const XDP_TX: u32 = 3;
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// A router between them, which may send ICMP errors about their traffic.
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
-const CLIENT_PORT: u16 = 40000;
-const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0x1e, 0x00, 0x00, 0x01];
-const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0x7e, 0x00, 0x00, 0x02];
-
-/// The states in the order of the counting rules that open INPUT.
-const STATES: [&str; 5] = ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"];
 
 // ---------------------------------------------------------------------------
 // The lab
-
-struct Lab {
-    dp: Dataplane,
-    /// The scenario's own rules, after the counting rules.
-    rules: usize,
-}
 
 /// Loads the data plane in a fresh namespace, installs the counting rules
 /// followed by `rules`, and runs `body` inside the namespace.
 fn lab(tag: &str, rules: &[&str], body: impl FnOnce(&mut Lab) + Send) {
     require_root();
     let ns = Netns::new(&format!("ct-{tag}")).expect("creating the test namespace");
-    let mut lines: Vec<String> = STATES
-        .iter()
-        .map(|s| format!("-A INPUT -m state --state {s}"))
-        .collect();
-    lines.extend(rules.iter().map(|r| r.to_string()));
-    let ruleset = ruleset(&lines);
+    let ruleset = ruleset(rules, false);
+    let shown = format!("{rules:?}");
     ns.in_netns(move || {
         let mut dp = Dataplane::load_private()
             .unwrap_or_else(|e| panic!("loading the XDP program failed: {e}"));
         dp.apply(&ruleset, &[])
-            .unwrap_or_else(|e| panic!("applying {lines:?} failed: {e}"));
+            .unwrap_or_else(|e| panic!("applying {shown} failed: {e}"));
         // Every host of the conversation is "this host": both directions
         // meet INPUT.
         dp.set_local_addresses(&[CLIENT, SERVER, ROUTER])
             .expect("setting the local addresses");
         body(&mut Lab {
             dp,
+            input: chain::INPUT,
             rules: rules.len(),
         });
     })
     .expect("entering the test namespace");
 }
 
-fn ruleset(lines: &[String]) -> Ruleset {
-    let mut rules = Ruleset::default();
-    for line in lines {
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        let cmd = parse::parse_iptables_args(&args)
-            .unwrap_or_else(|e| panic!("rule {line:?} does not parse: {e}"));
-        command::apply(&mut rules, &cmd)
-            .unwrap_or_else(|e| panic!("rule {line:?} cannot be applied: {e}"));
-    }
-    rules
-}
-
 /// What happened to one packet.
-#[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    state: &'static str,
-    action: u32,
-}
-
 impl Lab {
-    fn counts(&self) -> Vec<u64> {
-        let (rules, _) = self
-            .dp
-            .chain_counters(netbeast_common::chain::INPUT, STATES.len() + self.rules)
-            .expect("reading INPUT counters");
-        rules.iter().map(|c| c.packets).collect()
-    }
-
-    fn stat(&self, index: u32) -> u64 {
-        self.dp.stats().expect("reading stats")[index as usize]
-    }
-
-    /// Runs `frame` through the XDP program; the state is the one counting
-    /// rule that moved.
-    fn send(&mut self, what: &str, frame: &FrameBuilder) -> Seen {
-        let bytes = frame.build();
-        let before = self.counts();
-        let out = self
-            .dp
-            .test_run_xdp(&bytes, 0)
-            .unwrap_or_else(|e| panic!("{what}: BPF_PROG_TEST_RUN failed: {e}"));
-        assert_ne!(out.action, 0, "{what}: XDP_ABORTED");
-        let after = self.counts();
-        let moved: Vec<&'static str> = STATES
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| after[*i] != before[*i])
-            .map(|(_, s)| *s)
-            .collect();
-        let [state] = moved.as_slice() else {
-            panic!("{what}: expected exactly one state rule to count the packet, got {moved:?}");
-        };
-        Seen {
-            state,
-            action: out.action,
-        }
-    }
-
-    /// Sends and checks the state; the packet must pass (policy ACCEPT).
-    #[track_caller]
-    fn expect(&mut self, what: &str, frame: &FrameBuilder, state: &str) {
-        let seen = self.send(what, frame);
-        assert_eq!(
-            seen.state, state,
-            "{what}: state {} (expected {state})",
-            seen.state
-        );
-        assert_eq!(seen.action, XDP_PASS, "{what}: action {}", seen.action);
-    }
-
     /// The entry whose original direction is `src:sport → dst:dport`, and
     /// whether it sits in the established table. Panics if it is in both.
     fn entry(

@@ -15,16 +15,12 @@ use netbeast::{
     loader::Dataplane,
     netns::{Netns, require_root},
     packet::{FrameBuilder, icmp6_type, ipv6_ext, tcp_flags},
-    rules::{command, model::Ruleset, parse},
 };
 use netbeast_common::{Addr6, CtEntry6, chain, ct_status, stats, tcp_state};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-const CLIENT_PORT: u16 = 40000;
-const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0x1e, 0x00, 0x00, 0x01];
-const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0x7e, 0x00, 0x00, 0x02];
+#[path = "support/ct_lab.rs"]
+mod ct_lab;
+use ct_lab::{CLIENT_MAC, CLIENT_PORT, Lab, SERVER_MAC, Seen, XDP_DROP, XDP_PASS, ruleset};
 
 fn client() -> Ipv6Addr {
     "fd00:16::1".parse().unwrap()
@@ -35,14 +31,6 @@ fn server() -> Ipv6Addr {
 /// A router between them, which may send ICMPv6 errors about their traffic.
 fn router() -> Ipv6Addr {
     "fd00:16::fe".parse().unwrap()
-}
-
-/// The states in the order of the counting rules that open INPUT.
-const STATES: [&str; 5] = ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"];
-
-struct Lab {
-    dp: Dataplane,
-    rules: usize,
 }
 
 /// Loads the data plane in a fresh namespace with the three hosts'
@@ -56,97 +44,24 @@ fn lab(tag: &str, rules: &[&str], body: impl FnOnce(&mut Lab) + Send) {
         ns.ip(&["-6", "addr", "add", &format!("{host}/128"), "dev", "lo"])
             .expect("adding a host address");
     }
-    let mut lines: Vec<String> = STATES
-        .iter()
-        .map(|s| format!("-A INPUT -m state --state {s}"))
-        .collect();
-    lines.extend(rules.iter().map(|r| r.to_string()));
-    let ruleset = ruleset(&lines);
+    let ruleset = ruleset(rules, true);
+    let shown = format!("{rules:?}");
     let six = rules.iter().filter(|r| r.starts_with("-A ")).count();
     ns.in_netns(move || {
         let mut dp = Dataplane::load_private()
             .unwrap_or_else(|e| panic!("loading the data plane failed: {e}"));
         dp.apply(&ruleset, &[])
-            .unwrap_or_else(|e| panic!("applying {lines:?} failed: {e}"));
-        body(&mut Lab { dp, rules: six });
+            .unwrap_or_else(|e| panic!("applying {shown} failed: {e}"));
+        body(&mut Lab {
+            dp,
+            input: chain::INPUT6,
+            rules: six,
+        });
     })
     .expect("entering the test namespace");
 }
 
-fn ruleset(lines: &[String]) -> Ruleset {
-    let mut rules = Ruleset::default();
-    for line in lines {
-        let (v4, line) = match line.strip_prefix("4 ") {
-            Some(rest) => (true, rest),
-            None => (false, line.as_str()),
-        };
-        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        let cmd = if v4 {
-            parse::parse_iptables_args(&args)
-        } else {
-            parse::parse_ip6tables_args(&args)
-        }
-        .unwrap_or_else(|e| panic!("rule {line:?} does not parse: {e}"));
-        command::apply(&mut rules, &cmd)
-            .unwrap_or_else(|e| panic!("rule {line:?} cannot be applied: {e}"));
-    }
-    rules
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    state: &'static str,
-    action: u32,
-}
-
 impl Lab {
-    fn counts(&self) -> Vec<u64> {
-        let (rules, _) = self
-            .dp
-            .chain_counters(chain::INPUT6, STATES.len() + self.rules)
-            .expect("reading INPUT counters");
-        rules.iter().map(|c| c.packets).collect()
-    }
-
-    fn stat(&self, index: u32) -> u64 {
-        self.dp.stats().expect("reading stats")[index as usize]
-    }
-
-    fn send(&mut self, what: &str, frame: &FrameBuilder) -> Seen {
-        let bytes = frame.build();
-        let before = self.counts();
-        let out = self
-            .dp
-            .test_run_xdp(&bytes, 0)
-            .unwrap_or_else(|e| panic!("{what}: BPF_PROG_TEST_RUN failed: {e}"));
-        assert_ne!(out.action, 0, "{what}: XDP_ABORTED");
-        let after = self.counts();
-        let moved: Vec<&'static str> = STATES
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| after[*i] != before[*i])
-            .map(|(_, s)| *s)
-            .collect();
-        let [state] = moved.as_slice() else {
-            panic!("{what}: expected exactly one state rule to count the packet, got {moved:?}");
-        };
-        Seen {
-            state,
-            action: out.action,
-        }
-    }
-
-    #[track_caller]
-    fn expect(&mut self, what: &str, frame: &FrameBuilder, state: &str) {
-        let seen = self.send(what, frame);
-        assert_eq!(
-            seen.state, state,
-            "{what}: state {} (expected {state})",
-            seen.state
-        );
-        assert_eq!(seen.action, XDP_PASS, "{what}: action {}", seen.action);
-    }
-
     /// The IPv6 entry whose original direction is `src:sport → dst:dport`,
     /// and whether it sits in the established table.
     fn entry(

@@ -55,7 +55,7 @@ use netbeast::rules::generate::{self, Palette, Scope};
 use netbeast::rules::model::{
     Chain, Counter, Family, Match, Policy, Ports, RejectWith, Rule, Ruleset, TableName, Target,
 };
-use netbeast::rules::save::{apply_restore, parse_restore, save};
+use netbeast::rules::save::{apply_restore, parse_restore_family, save_family};
 use netbeast_common::{addr_type, pkttype};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
@@ -100,6 +100,34 @@ struct Twin {
     router_macs: [MacAddr; 2],
 }
 
+/// Makes `addrs` (of the family `ip` flag `family`) permanent neighbours of
+/// `router` at `mac` on `dev`: no ARP or neighbour discovery on the way.
+fn pin_neighbours<A: std::fmt::Display>(
+    router: &Netns,
+    family: &str,
+    addrs: &[A],
+    mac: MacAddr,
+    dev: &str,
+) {
+    for addr in addrs {
+        let (addr, mac) = (addr.to_string(), mac_text(&mac));
+        router
+            .ip(&[
+                family,
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+    }
+}
+
 fn mac_of(ns: &Netns, iface: &str) -> MacAddr {
     let text = ns.ip(&["-o", "link", "show", "dev", iface]).unwrap();
     let at = text.find("link/ether ").expect("an ethernet link") + "link/ether ".len();
@@ -111,7 +139,9 @@ fn mac_of(ns: &Netns, iface: &str) -> MacAddr {
 }
 
 impl Twin {
-    fn new(tag: &str, firewall: Firewall) -> Twin {
+    /// The topology, with the IPv6 mode's addresses beside the IPv4 ones
+    /// when `family` is IPv6.
+    fn new(tag: &str, firewall: Firewall, family: Family) -> Twin {
         require_root();
         let net = Routed::new(tag, firewall).unwrap_or_else(|e| panic!("{tag}: {e}"));
         let (client, router, server) = (&net.client, &net.router, &net.server);
@@ -161,36 +191,22 @@ impl Twin {
         let client_mac = mac_of(client, ROUTED_CLIENT_IFACE);
         let server_mac = mac_of(server, ROUTED_SERVER_IFACE);
         // No ARP on the way: the router knows every end address.
-        for (addrs, mac, dev) in [
-            (&CLIENT_ADDRS[..], client_mac, ROUTER_CLIENT_IFACE),
-            (&SERVER_ADDRS[..], server_mac, ROUTER_SERVER_IFACE),
-        ] {
-            for addr in addrs {
-                router
-                    .ip(&[
-                        "neigh",
-                        "replace",
-                        &addr.to_string(),
-                        "lladdr",
-                        &mac_text(&mac),
-                        "dev",
-                        dev,
-                        "nud",
-                        "permanent",
-                    ])
-                    .unwrap();
-            }
-        }
+        pin_neighbours(router, "-4", &CLIENT_ADDRS, client_mac, ROUTER_CLIENT_IFACE);
+        pin_neighbours(router, "-4", &SERVER_ADDRS, server_mac, ROUTER_SERVER_IFACE);
         let router_macs = [
             mac_of(router, ROUTER_CLIENT_IFACE),
             mac_of(router, ROUTER_SERVER_IFACE),
         ];
-        Twin {
+        let twin = Twin {
             net,
             client_mac,
             server_mac,
             router_macs,
+        };
+        if family == Family::V6 {
+            v6::add_ipv6(&twin);
         }
+        twin
     }
 
     fn name(&self) -> &'static str {
@@ -201,85 +217,155 @@ impl Twin {
         }
     }
 
-    /// Restores `text` on the router and zeroes the counters; Err is the
-    /// firewall's complaint.
-    fn load(&self, text: &str) -> Result<(), String> {
-        let out = self
-            .net
-            .firewall
-            .restore(&self.net.router, &[], text)
-            .map_err(|e| e.to_string())?;
+    /// Restores the `family` ruleset `text` on the router and zeroes the
+    /// counters; Err is the firewall's complaint.
+    fn load(&self, family: Family, text: &str) -> Result<(), String> {
+        let router = &self.net.router;
+        let (oracle, v6) = (oracle(family), family == Family::V6);
+        let out = if self.net.firewall.is_netbeast() {
+            let restore: &[&str] = if v6 { &["restore", "-6"] } else { &["restore"] };
+            router
+                .netbeast_with_input(restore, text)
+                .map_err(|e| e.to_string())?
+        } else {
+            with_stdin(router.command(format!("{oracle}-restore")), text)
+                .map_err(|e| e.to_string())?
+        };
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
-        self.net
-            .firewall
-            .iptables_ok(&self.net.router, "-Z")
-            .map_err(|e| e.to_string())?;
+        if self.net.firewall.is_netbeast() {
+            router.netbeast_ok(&[oracle, "-Z"])
+        } else {
+            router.run_ok(oracle, &["-Z"])
+        }
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 
-    /// Every chain's policy counter and rule counters, from a save with
-    /// counters.
-    fn counters(&self) -> Counters {
-        let text = match &self.net.firewall {
-            Firewall::Iptables => self
-                .net
-                .router
-                .run_ok("iptables-save", &["-c", "-t", "filter"])
-                .unwrap(),
-            Firewall::Netbeast { .. } => self.net.router.netbeast_ok(&["save", "-c"]).unwrap(),
+    /// Every chain's policy counter and rule counters of the `family`
+    /// filter table, from a save with counters.
+    fn counters(&self, family: Family) -> Counters {
+        let router = &self.net.router;
+        let text = if self.net.firewall.is_netbeast() {
+            let save: &[&str] = if family == Family::V6 {
+                &["save", "-6", "-c"]
+            } else {
+                &["save", "-c"]
+            };
+            router.netbeast_ok(save).unwrap()
+        } else {
+            let save = format!("{}-save", oracle(family));
+            router.run_ok(&save, &["-c", "-t", "filter"]).unwrap()
         };
         parse_counters(&text)
     }
+}
 
-    /// Sends `probes` and reports what each one did, and the IPv4 frames
-    /// the end hosts got that belong to no probe.
-    fn run(&self, probes: &[Probe]) -> (Vec<Vec<Seen>>, Vec<String>) {
-        let (client, server) = (&self.net.client, &self.net.server);
-        let client_capture = Capture::open(client, ROUTED_CLIENT_IFACE);
-        let server_capture = Capture::open(server, ROUTED_SERVER_IFACE);
-        let mut from_client = Vec::new();
-        let mut from_server = Vec::new();
-        for probe in probes {
-            let frames = probe.frames(self);
-            match probe.side {
-                Side::Client => from_client.extend(frames),
-                Side::Server => from_server.extend(frames),
-            }
-        }
-        send_frames(client, ROUTED_CLIENT_IFACE, &from_client);
-        send_frames(server, ROUTED_SERVER_IFACE, &from_server);
-        std::thread::sleep(SETTLE);
-        let at_client = client_capture.drain();
-        let at_server = server_capture.drain();
-        let mut used_client = vec![false; at_client.len()];
-        let mut used_server = vec![false; at_server.len()];
-        let seen = probes
-            .iter()
-            .map(|probe| match probe.side {
-                Side::Client => {
-                    probe.seen(&at_client, &at_server, &mut used_client, &mut used_server)
-                }
-                Side::Server => {
-                    probe.seen(&at_server, &at_client, &mut used_server, &mut used_client)
-                }
-            })
-            .collect();
-        let mut strays = Vec::new();
-        for (host, frames, used) in [
-            ("client", &at_client, &used_client),
-            ("server", &at_server, &used_server),
-        ] {
-            for (frame, used) in frames.iter().zip(used) {
-                if !used && let Some(text) = summary(frame) {
-                    strays.push(format!("at the {host}: {text}"));
-                }
-            }
-        }
-        strays.sort();
-        (seen, strays)
+/// The kernel's tool for `family`: `iptables` or `ip6tables`.
+fn oracle(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
     }
+}
+
+fn with_stdin(mut command: std::process::Command, input: &str) -> io::Result<std::process::Output> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input.as_bytes())?;
+    child.wait_with_output()
+}
+
+/// One family's probes: how each is sent, read back and told. The rest of
+/// a case (load, send, capture, match, count, compare) is one mechanism
+/// for both families ([`run`], [`differences`]).
+trait Probing: Clone + Sync {
+    /// The family whose ruleset the probes test.
+    const FAMILY: Family;
+    /// A captured frame as the matching reads it.
+    type Packet;
+    /// What became of a probe.
+    type Seen: std::fmt::Debug + PartialEq + Send;
+    fn side(&self) -> Side;
+    /// Numbers the probe: how its arrivals and answers are matched to it.
+    fn number(&mut self, id: u16);
+    /// The frames of the probe, as sent from its side of `twin`.
+    fn frames(&self, twin: &Twin) -> Vec<Vec<u8>>;
+    /// A captured frame of the family; None for the rest.
+    fn parse(frame: Vec<u8>) -> Option<Self::Packet>;
+    /// Matches the packets that arrived back at the sender (`here`) and
+    /// at the far host (`there`), marking them used.
+    fn seen(
+        &self,
+        here: &[Self::Packet],
+        there: &[Self::Packet],
+        used_here: &mut [bool],
+        used_there: &mut [bool],
+    ) -> Vec<Self::Seen>;
+    /// A line about a packet that belongs to no probe; None for one that
+    /// is not the comparison's business.
+    fn stray(packet: &Self::Packet) -> Option<String>;
+    fn describe(&self) -> String;
+    /// Whether every counter's bytes can be compared (see [`Case`]).
+    fn bytes_comparable(_probes: &[Self]) -> bool {
+        true
+    }
+}
+
+/// Sends `probes` through `twin` and reports what each one did, and the
+/// packets the end hosts got that belong to no probe.
+fn run<P: Probing>(twin: &Twin, probes: &[P]) -> (Vec<Vec<P::Seen>>, Vec<String>) {
+    let (client, server) = (&twin.net.client, &twin.net.server);
+    let client_capture = Capture::open(client, ROUTED_CLIENT_IFACE);
+    let server_capture = Capture::open(server, ROUTED_SERVER_IFACE);
+    let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
+    for probe in probes {
+        let frames = probe.frames(twin);
+        match probe.side() {
+            Side::Client => from_client.extend(frames),
+            Side::Server => from_server.extend(frames),
+        }
+    }
+    send_frames(client, ROUTED_CLIENT_IFACE, &from_client);
+    send_frames(server, ROUTED_SERVER_IFACE, &from_server);
+    std::thread::sleep(SETTLE);
+    let parsed = |capture: Capture| -> Vec<P::Packet> {
+        capture.drain().into_iter().filter_map(P::parse).collect()
+    };
+    let at_client = parsed(client_capture);
+    let at_server = parsed(server_capture);
+    let mut used_client = vec![false; at_client.len()];
+    let mut used_server = vec![false; at_server.len()];
+    let seen = probes
+        .iter()
+        .map(|probe| match probe.side() {
+            Side::Client => probe.seen(&at_client, &at_server, &mut used_client, &mut used_server),
+            Side::Server => probe.seen(&at_server, &at_client, &mut used_server, &mut used_client),
+        })
+        .collect();
+    let mut strays = Vec::new();
+    for (host, packets, used) in [
+        ("client", &at_client, &used_client),
+        ("server", &at_server, &used_server),
+    ] {
+        for (packet, used) in packets.iter().zip(used) {
+            if !used && let Some(text) = P::stray(packet) {
+                strays.push(format!("at the {host}: {text}"));
+            }
+        }
+    }
+    strays.sort();
+    (seen, strays)
 }
 
 /// One line about an IPv4 frame, for messages; None for other frames.
@@ -528,41 +614,53 @@ const MARTIAN_SOURCES: [Ipv4Addr; 5] = [
 /// Linux will not answer (1, 2, 6, 7, 9, 10), a request, an unknown one.
 const ICMP_PROBE_TYPES: [u8; 13] = [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 19];
 
+/// One probe of either family: its addresses `A`, its kind `K`.
 #[derive(Clone, Debug)]
-struct Probe {
+struct Probe<A = Ipv4Addr, K = Kind> {
     side: Side,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: A,
+    dst: A,
     /// None: the sending host's own MAC.
     src_mac: Option<MacAddr>,
-    kind: Kind,
-    /// The IP id, unique within a case: how replies and arrivals are matched.
+    kind: K,
+    /// Its number, unique within a case: how replies and arrivals are
+    /// matched (the IP id; in IPv6 the flow label).
     id: u16,
 }
 
 /// What became of a probe, as the end hosts saw it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Seen {
+enum Seen<A = Ipv4Addr> {
     /// It reached the far host.
     Delivered,
     /// An ICMP error about it came back.
-    Icmp {
-        from: Ipv4Addr,
-        icmp_type: u8,
-        code: u8,
-    },
+    Icmp { from: A, icmp_type: u8, code: u8 },
     /// A TCP reset for it came back.
-    Reset { from: Ipv4Addr },
+    Reset { from: A },
     /// An echo (or timestamp) reply came back.
-    EchoReply { from: Ipv4Addr },
+    EchoReply { from: A },
 }
 
-impl Probe {
+impl<A: std::fmt::Display, K> Probe<A, K> {
     /// The sequence number of a TCP probe.
     fn seq(&self) -> u32 {
         0x1000_0000 + u32::from(self.id)
     }
 
+    /// The probe's line in reports; `what` tells its kind.
+    fn described(&self, what: String) -> String {
+        let mac = self
+            .src_mac
+            .map(|m| format!(" from mac {}", mac_text(&m)))
+            .unwrap_or_default();
+        format!(
+            "id {:5}: {:?} side, {} -> {}, {what}{mac}",
+            self.id, self.side, self.src, self.dst
+        )
+    }
+}
+
+impl Probe {
     /// For a TCP probe: its ports and the acknowledgement number a reset
     /// about it carries (its SYN and FIN each count one).
     fn reset_ack(&self) -> Option<(u16, u16, u32)> {
@@ -581,6 +679,38 @@ impl Probe {
             } => Some((sport, dport, self.seq().wrapping_add(2))),
             _ => None,
         }
+    }
+}
+
+impl Probing for Probe {
+    const FAMILY: Family = Family::V4;
+    type Packet = Vec<u8>;
+    type Seen = Seen;
+
+    fn side(&self) -> Side {
+        self.side
+    }
+
+    fn number(&mut self, id: u16) {
+        self.id = id;
+    }
+
+    fn parse(frame: Vec<u8>) -> Option<Vec<u8>> {
+        Some(frame)
+    }
+
+    fn stray(frame: &Vec<u8>) -> Option<String> {
+        summary(frame)
+    }
+
+    /// False when a fragmented datagram goes to the router: iptables
+    /// counts its reassembled size, netbeast its first fragment's
+    /// (docs/FEATURES.md, deliberate deviations).
+    fn bytes_comparable(probes: &[Probe]) -> bool {
+        !probes.iter().any(|p| {
+            matches!(p.kind, Kind::TinySyn { .. })
+                && matches!(p.dst, ROUTER_CLIENT_ADDR | ROUTER_SERVER_ADDR)
+        })
     }
 
     /// The frames of the probe: one, or a datagram's fragments.
@@ -771,14 +901,7 @@ impl Probe {
                 dport,
             } => format!("{oddity:?} {sport} -> {dport}"),
         };
-        let mac = self
-            .src_mac
-            .map(|m| format!(" from mac {}", mac_text(&m)))
-            .unwrap_or_default();
-        format!(
-            "id {:5}: {:?} side, {} -> {}, {what}{mac}",
-            self.id, self.side, self.src, self.dst
-        )
+        self.described(what)
     }
 }
 
@@ -1163,7 +1286,7 @@ fn next_probe_id() -> u16 {
 
 /// What one firewall did with a case.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome<S = Seen> {
+enum Outcome<S> {
     Refused(String),
     Ran {
         seen: Vec<Vec<S>>,
@@ -1172,12 +1295,12 @@ enum Outcome<S = Seen> {
     },
 }
 
-fn run_on(twin: &Twin, text: &str, probes: &[Probe]) -> Outcome {
-    if let Err(e) = twin.load(text) {
+fn run_on<P: Probing>(twin: &Twin, text: &str, probes: &[P]) -> Outcome<P::Seen> {
+    if let Err(e) = twin.load(P::FAMILY, text) {
         return Outcome::Refused(e);
     }
-    let (seen, strays) = twin.run(probes);
-    let counters = twin.counters();
+    let (seen, strays) = run(twin, probes);
+    let counters = twin.counters(P::FAMILY);
     Outcome::Ran {
         seen,
         strays,
@@ -1186,14 +1309,14 @@ fn run_on(twin: &Twin, text: &str, probes: &[Probe]) -> Outcome {
 }
 
 /// Runs one case on both twins at once; a difference is described in full.
-fn differences(twins: &[Twin; 2], case: &Case) -> Option<String> {
+fn differences<P: Probing>(twins: &[Twin; 2], case: &Case<P>) -> Option<String> {
     let (text, probes) = (case.text.as_str(), case.probes.as_slice());
     let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(|| run_on(&twins[0], text, probes));
         let b = scope.spawn(|| run_on(&twins[1], text, probes));
         (a.join().unwrap(), b.join().unwrap())
     });
-    let described: Vec<String> = probes.iter().map(Probe::describe).collect();
+    let described: Vec<String> = probes.iter().map(P::describe).collect();
     compare(
         a,
         b,
@@ -1317,22 +1440,14 @@ fn compare<S: std::fmt::Debug + PartialEq>(
 
 /// A case: the ruleset's text, the probes, and the built-in chains whose
 /// policy counters are left out of the comparison (see [`tame`]).
-struct Case {
+struct Case<P = Probe> {
     text: String,
-    probes: Vec<Probe>,
+    probes: Vec<P>,
     skip_policy: Vec<&'static str>,
     /// False when a fragmented datagram goes to the router: iptables counts
     /// its reassembled size, netbeast its first fragment's
     /// (docs/FEATURES.md, deliberate deviations); packets are compared.
     bytes_compared: bool,
-}
-
-/// Whether every counter's bytes can be compared (see `Case`).
-fn bytes_comparable(probes: &[Probe]) -> bool {
-    !probes.iter().any(|p| {
-        matches!(p.kind, Kind::TinySyn { .. })
-            && matches!(p.dst, ROUTER_CLIENT_ADDR | ROUTER_SERVER_ADDR)
-    })
 }
 
 fn case_from_seed(seed: u64) -> Case {
@@ -1347,8 +1462,8 @@ fn case_from_seed(seed: u64) -> Case {
         !tests_tcp_flags(&ruleset),
     );
     Case {
-        text: save(&ruleset, false),
-        bytes_compared: bytes_comparable(&probes),
+        text: save_filter(Family::V4, ruleset),
+        bytes_compared: Probe::bytes_comparable(&probes),
         probes,
         skip_policy,
     }
@@ -1522,10 +1637,17 @@ fn tame(ruleset: &mut Ruleset) -> Vec<&'static str> {
     }
 }
 
-fn twins() -> [Twin; 2] {
+/// The two twins of `family`'s mode: filtered by the kernel's tool, and by
+/// netbeast.
+fn twins(family: Family) -> [Twin; 2] {
+    let tag = match family {
+        Family::V4 => "diff",
+        Family::V6 => "diff6",
+    };
     std::thread::scope(|scope| {
-        let a = scope.spawn(|| Twin::new("diff-ipt", Firewall::Iptables));
-        let b = scope.spawn(|| Twin::new("diff-nb", Firewall::netbeast(NETBEAST)));
+        let a = scope.spawn(|| Twin::new(&format!("{tag}-ipt"), Firewall::Iptables, family));
+        let b =
+            scope.spawn(|| Twin::new(&format!("{tag}-nb"), Firewall::netbeast(NETBEAST), family));
         [a.join().unwrap(), b.join().unwrap()]
     })
 }
@@ -1564,8 +1686,15 @@ fn case_seeds() -> Vec<u64> {
 
 #[test]
 fn random_rulesets_agree_with_iptables() {
-    let twins = twins();
+    random_cases_agree(case_from_seed);
+}
+
+/// Runs the random cases of one family's mode (`NETBEAST_DIFF_SEED`'s
+/// alone, or [`case_seeds`]) and fails on the first three that differ.
+fn random_cases_agree<P: Probing>(case_from_seed: fn(u64) -> Case<P>) {
+    let twins = twins(P::FAMILY);
     assert_eq!(twins[0].name(), "iptables");
+    let oracle = oracle(P::FAMILY);
     let seeds = case_seeds();
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -1580,18 +1709,36 @@ fn random_rulesets_agree_with_iptables() {
         }
     }
     eprintln!(
-        "{} random cases in {:.1} s",
+        "{} random {oracle} cases in {:.1} s",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
         failures.is_empty(),
-        "netbeast and iptables differ for seeds {}; replay one with {SEED_ENV}=<seed>",
+        "netbeast and {oracle} differ for seeds {}; replay one with {SEED_ENV}=<seed>",
         failures
             .iter()
             .map(|s| format!("{s:#x}"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+}
+
+/// Runs named fixed cases of one family's mode, and fails naming those
+/// that differ.
+fn fixed_cases_agree<P: Probing>(cases: Vec<(&'static str, Case<P>)>) {
+    let twins = twins(P::FAMILY);
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        if let Some(report) = differences(&twins, &case) {
+            eprintln!("difference in \"{name}\":\n{report}");
+            failures.push(name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "netbeast and {} differ: {failures:?}",
+        oracle(P::FAMILY)
     );
 }
 
@@ -1609,23 +1756,45 @@ fn probe(side: Side, src: [u8; 4], dst: [u8; 4], kind: Kind) -> Probe {
     }
 }
 
-/// A case from the lines of a filter table; kept away from the deliberate
-/// deviations as the random ones are ([`tame`]).
-fn fixed_case(rules: &str, mut probes: Vec<Probe>) -> Case {
+/// A case from the lines of an IPv4 filter table, its probes numbered
+/// from 2000 (see [`fixed_case_at`]).
+fn fixed_case(rules: &str, probes: Vec<Probe>) -> Case {
+    fixed_case_at(rules, 2000, probes)
+}
+
+/// A case from the lines of a filter table of `P`'s family, kept away from
+/// the deliberate deviations as the random ones are ([`tame`]); its probes
+/// numbered from `base` (each IPv6 case its own: a lone fragment waits in
+/// the router's reassembly for a minute).
+fn fixed_case_at<P: Probing>(rules: &str, base: u16, mut probes: Vec<P>) -> Case<P> {
     for (n, p) in probes.iter_mut().enumerate() {
-        p.id = 2000 + n as u16;
+        p.number(base + n as u16);
     }
     let text = format!("*filter\n{rules}COMMIT\n");
-    let file = parse_restore(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let file =
+        parse_restore_family(&text, None, P::FAMILY).unwrap_or_else(|e| panic!("{e}:\n{text}"));
     let mut ruleset = Ruleset::default();
     apply_restore(&mut ruleset, &file, false).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    if P::FAMILY == Family::V6 {
+        // Tamed where the random rulesets are drawn: in `filter`.
+        std::mem::swap(&mut ruleset.filter6, &mut ruleset.filter);
+    }
     let skip_policy = tame(&mut ruleset);
     Case {
-        text: save(&ruleset, false),
-        bytes_compared: bytes_comparable(&probes),
+        text: save_filter(P::FAMILY, ruleset),
+        bytes_compared: P::bytes_comparable(&probes),
         probes,
         skip_policy,
     }
+}
+
+/// A ruleset drawn (or tamed) in `filter` (see `Dice::ruleset`), as
+/// `family`'s save prints it.
+fn save_filter(family: Family, mut ruleset: Ruleset) -> String {
+    if family == Family::V6 {
+        std::mem::swap(&mut ruleset.filter6, &mut ruleset.filter);
+    }
+    save_family(&ruleset, family, false)
 }
 
 /// The differences the random cases found, fixed, and kept.
@@ -1934,18 +2103,7 @@ fn hardening_regressions() -> Vec<(&'static str, Case)> {
 
 #[test]
 fn hardening_regressions_agree_with_iptables() {
-    let twins = twins();
-    let mut failures = Vec::new();
-    for (name, case) in hardening_regressions() {
-        if let Some(report) = differences(&twins, &case) {
-            eprintln!("difference in \"{name}\":\n{report}");
-            failures.push(name);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "netbeast and iptables differ: {failures:?}"
-    );
+    fixed_cases_agree(hardening_regressions());
 }
 
 /// Ports the scan-like burst sweeps.
@@ -1959,7 +2117,7 @@ const BURST_PORTS: std::ops::Range<u16> = 1..9;
 #[test]
 fn no_reply_to_a_burst_the_kernel_discards() {
     use Side::Client;
-    let twins = twins();
+    let twins = twins(Family::V4);
     let client = [10, 199, 1, 2];
     let mut probes = Vec::new();
     let odd = |oddity, dport| Kind::Odd {
@@ -2040,16 +2198,5 @@ fn no_reply_to_a_burst_the_kernel_discards() {
 
 #[test]
 fn regressions_agree_with_iptables() {
-    let twins = twins();
-    let mut failures = Vec::new();
-    for (name, case) in regressions() {
-        if let Some(report) = differences(&twins, &case) {
-            eprintln!("difference in \"{name}\":\n{report}");
-            failures.push(name);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "netbeast and iptables differ: {failures:?}"
-    );
+    fixed_cases_agree(regressions());
 }

@@ -69,7 +69,7 @@ fn ipset_ok(bed: &Testbed, args: &str) {
         out.status.success(),
         "ipset {args}: {}",
         String::from_utf8_lossy(&out.stderr)
-    );
+    });
 }
 
 fn testbed(tag: &str, firewall: Firewall) -> Testbed {
@@ -80,16 +80,7 @@ fn testbed(tag: &str, firewall: Firewall) -> Testbed {
 fn expect(bed: &Testbed, when: &str, expected: &[(u16, netbeast::netns::ConnectOutcome)]) {
     let ports: Vec<u16> = expected.iter().map(|(p, _)| *p).collect();
     let got = bed.connect(&ports, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&got)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((port, want), got)| format!("port {port}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
+    assert_outcomes(when, "port ", expected, &got, || {
         bed.save().unwrap_or_default()
     );
 }

@@ -166,204 +166,61 @@ pub(super) fn testable6(kind: ChainKind) -> impl Fn(&str) -> bool {
 
 // ---------------------------------------------------------------- twins
 
-struct Twin6 {
-    twin: Twin,
-}
-
-impl Twin6 {
-    fn new(tag: &str, firewall: Firewall) -> Twin6 {
-        let twin = Twin::new(tag, firewall);
-        let (client, router, server) = (&twin.net.client, &twin.net.router, &twin.net.server);
-        // The end hosts send nothing of their own (router solicitations,
-        // neighbour discovery, MLD reports): the router's INPUT would
-        // count them, at times the twins do not share. (Probes are raw
-        // frames, which pass no hook.)
-        for host in [client, server] {
-            host.run_ok("ip6tables", &["-t", "raw", "-A", "OUTPUT", "-j", "DROP"])
-                .unwrap();
-        }
-        let add = |ns: &Netns, dev: &str, addr: Ipv6Addr| {
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{addr}/{PREFIX_LEN}"),
-                "dev",
-                dev,
-                "nodad",
-            ])
+/// Adds the IPv6 mode's addresses, routes and silences to a twin.
+pub(super) fn add_ipv6(twin: &Twin) {
+    let (client, router, server) = (&twin.net.client, &twin.net.router, &twin.net.server);
+    // The end hosts send nothing of their own (router solicitations,
+    // neighbour discovery, MLD reports): the router's INPUT would
+    // count them, at times the twins do not share. (Probes are raw
+    // frames, which pass no hook.)
+    for host in [client, server] {
+        host.run_ok("ip6tables", &["-t", "raw", "-A", "OUTPUT", "-j", "DROP"])
             .unwrap();
-        };
-        for addr in CLIENT6 {
-            add(client, ROUTED_CLIENT_IFACE, addr);
-        }
-        for addr in SERVER6 {
-            add(server, ROUTED_SERVER_IFACE, addr);
-        }
-        add(router, ROUTER_CLIENT_IFACE, ROUTER6_CLIENT);
-        add(router, ROUTER_SERVER_IFACE, ROUTER6_SERVER);
-        for (dest, via) in [("fd00:ac::/64", CLIENT6[0]), ("fd00:77::/64", SERVER6[0])] {
-            router
-                .ip(&["-6", "route", "add", dest, "via", &via.to_string()])
-                .unwrap();
-        }
-        router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
-        // Every ICMPv6 answer, as many as there are probes.
-        router.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
-        // The end hosts stay silent (their IPv4 side already is).
-        for host in [client, server] {
-            host.run_ok(
-                "ip6tables",
-                &["-t", "raw", "-A", "PREROUTING", "-j", "DROP"],
-            )
+    }
+    let add = |ns: &Netns, dev: &str, addr: Ipv6Addr| {
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/{PREFIX_LEN}"),
+            "dev",
+            dev,
+            "nodad",
+        ])
+        .unwrap();
+    };
+    for addr in CLIENT6 {
+        add(client, ROUTED_CLIENT_IFACE, addr);
+    }
+    for addr in SERVER6 {
+        add(server, ROUTED_SERVER_IFACE, addr);
+    }
+    add(router, ROUTER_CLIENT_IFACE, ROUTER6_CLIENT);
+    add(router, ROUTER_SERVER_IFACE, ROUTER6_SERVER);
+    for (dest, via) in [("fd00:ac::/64", CLIENT6[0]), ("fd00:77::/64", SERVER6[0])] {
+        router
+            .ip(&["-6", "route", "add", dest, "via", &via.to_string()])
             .unwrap();
-        }
-        // No neighbour discovery on the way: the router knows every end
-        // address.
-        for (addrs, mac, dev) in [
-            (&CLIENT6[..], twin.client_mac, ROUTER_CLIENT_IFACE),
-            (&SERVER6[..], twin.server_mac, ROUTER_SERVER_IFACE),
-        ] {
-            for addr in addrs {
-                router
-                    .ip(&[
-                        "-6",
-                        "neigh",
-                        "replace",
-                        &addr.to_string(),
-                        "lladdr",
-                        &mac_text(&mac),
-                        "dev",
-                        dev,
-                        "nud",
-                        "permanent",
-                    ])
-                    .unwrap();
-            }
-        }
-        // The router's own MLD reports and duplicate address detection
-        // (after its links came up and its addresses were added) pass its
-        // OUTPUT: over before the first case.
-        std::thread::sleep(QUIET);
-        Twin6 { twin }
     }
-
-    fn name(&self) -> &'static str {
-        self.twin.name()
+    router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    // Every ICMPv6 answer, as many as there are probes.
+    router.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
+    // The end hosts stay silent (their IPv4 side already is).
+    for host in [client, server] {
+        host.run_ok(
+            "ip6tables",
+            &["-t", "raw", "-A", "PREROUTING", "-j", "DROP"],
+        )
+        .unwrap();
     }
-
-    /// Restores the ip6tables ruleset `text` and zeroes the counters.
-    fn load(&self, text: &str) -> Result<(), String> {
-        let router = &self.twin.net.router;
-        let out = if self.twin.net.firewall.is_netbeast() {
-            router
-                .netbeast_with_input(&["restore", "-6"], text)
-                .map_err(|e| e.to_string())?
-        } else {
-            with_stdin(router.command("ip6tables-restore"), text).map_err(|e| e.to_string())?
-        };
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        if self.twin.net.firewall.is_netbeast() {
-            router.netbeast_ok(&["ip6tables", "-Z"])
-        } else {
-            router.run_ok("ip6tables", &["-Z"])
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn counters(&self) -> Counters {
-        let router = &self.twin.net.router;
-        let text = if self.twin.net.firewall.is_netbeast() {
-            router.netbeast_ok(&["save", "-6", "-c"]).unwrap()
-        } else {
-            router
-                .run_ok("ip6tables-save", &["-c", "-t", "filter"])
-                .unwrap()
-        };
-        parse_counters(&text)
-    }
-
-    /// Sends `probes`; what each did, and the IPv6 frames about the
-    /// topology's addresses that belong to no probe.
-    fn run(&self, probes: &[Probe6]) -> (Vec<Vec<Seen6>>, Vec<String>) {
-        let (client, server) = (&self.twin.net.client, &self.twin.net.server);
-        let client_capture = Capture::open(client, ROUTED_CLIENT_IFACE);
-        let server_capture = Capture::open(server, ROUTED_SERVER_IFACE);
-        let (mut from_client, mut from_server) = (Vec::new(), Vec::new());
-        for probe in probes {
-            let frame = probe.frame(&self.twin);
-            match probe.side {
-                Side::Client => from_client.push(frame),
-                Side::Server => from_server.push(frame),
-            }
-        }
-        send_frames(client, ROUTED_CLIENT_IFACE, &from_client);
-        send_frames(server, ROUTED_SERVER_IFACE, &from_server);
-        std::thread::sleep(SETTLE);
-        let at_client: Vec<Packet6> = client_capture
-            .drain()
-            .iter()
-            .filter_map(|f| parse6(f))
-            .collect();
-        let at_server: Vec<Packet6> = server_capture
-            .drain()
-            .iter()
-            .filter_map(|f| parse6(f))
-            .collect();
-        let mut used_client = vec![false; at_client.len()];
-        let mut used_server = vec![false; at_server.len()];
-        let seen = probes
-            .iter()
-            .map(|probe| match probe.side {
-                Side::Client => {
-                    probe.seen(&at_client, &at_server, &mut used_client, &mut used_server)
-                }
-                Side::Server => {
-                    probe.seen(&at_server, &at_client, &mut used_server, &mut used_client)
-                }
-            })
-            .collect();
-        let ours = |a: &Ipv6Addr| {
-            CLIENT6.contains(a)
-                || SERVER6.contains(a)
-                || [ROUTER6_CLIENT, ROUTER6_SERVER].contains(a)
-        };
-        let mut strays = Vec::new();
-        for (host, packets, used) in [
-            ("client", &at_client, &used_client),
-            ("server", &at_server, &used_server),
-        ] {
-            for (packet, used) in packets.iter().zip(used) {
-                // Neighbour discovery and MLD are the stacks' own.
-                let ndp =
-                    packet.protocol == IPPROTO_ICMPV6 && (130..=143).contains(&packet.l4_type());
-                if !used && !ndp && (ours(&packet.src) || ours(&packet.dst)) {
-                    strays.push(format!("at the {host}: {}", packet.summary()));
-                }
-            }
-        }
-        strays.sort();
-        (seen, strays)
-    }
-}
-
-fn with_stdin(mut command: std::process::Command, input: &str) -> io::Result<std::process::Output> {
-    use std::io::Write as _;
-    use std::process::Stdio;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("a piped stdin")
-        .write_all(input.as_bytes())?;
-    child.wait_with_output()
+    // No neighbour discovery on the way: the router knows every end
+    // address.
+    pin_neighbours(router, "-6", &CLIENT6, twin.client_mac, ROUTER_CLIENT_IFACE);
+    pin_neighbours(router, "-6", &SERVER6, twin.server_mac, ROUTER_SERVER_IFACE);
+    // The router's own MLD reports and duplicate address detection
+    // (after its links came up and its addresses were added) pass its
+    // OUTPUT: over before the first case.
+    std::thread::sleep(QUIET);
 }
 
 // ---------------------------------------------------------------- frames
@@ -537,39 +394,11 @@ impl Oddity6 {
     ];
 }
 
-#[derive(Clone, Debug)]
-struct Probe6 {
-    side: Side,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    src_mac: Option<MacAddr>,
-    kind: Kind6,
-    /// Its number, in the flow label and a fragment's identification.
-    id: u16,
-}
-
-/// What became of a probe, as the end hosts saw it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Seen6 {
-    Delivered,
-    Icmp {
-        from: Ipv6Addr,
-        icmp_type: u8,
-        code: u8,
-    },
-    Reset {
-        from: Ipv6Addr,
-    },
-    EchoReply {
-        from: Ipv6Addr,
-    },
-}
+/// An IPv6 probe: numbered in its flow label and a fragment's
+/// identification.
+type Probe6 = Probe<Ipv6Addr, Kind6>;
 
 impl Probe6 {
-    fn seq(&self) -> u32 {
-        0x1000_0000 + u32::from(self.id)
-    }
-
     /// A TCP probe's ports and the acknowledgement a reset about it has.
     fn reset_ack(&self) -> Option<(u16, u16, u32)> {
         match self.kind {
@@ -702,6 +531,40 @@ impl Probe6 {
         }
         frame
     }
+}
+
+impl Probing for Probe6 {
+    const FAMILY: Family = Family::V6;
+    type Packet = Packet6;
+    type Seen = Seen<Ipv6Addr>;
+
+    fn side(&self) -> Side {
+        self.side
+    }
+
+    fn number(&mut self, id: u16) {
+        self.id = id;
+    }
+
+    fn parse(frame: Vec<u8>) -> Option<Packet6> {
+        parse6(&frame)
+    }
+
+    /// Packets about the topology's addresses; neighbour discovery and
+    /// MLD are the stacks' own.
+    fn stray(packet: &Packet6) -> Option<String> {
+        let ours = |a: &Ipv6Addr| {
+            CLIENT6.contains(a)
+                || SERVER6.contains(a)
+                || [ROUTER6_CLIENT, ROUTER6_SERVER].contains(a)
+        };
+        let ndp = packet.protocol == IPPROTO_ICMPV6 && (130..=143).contains(&packet.l4_type());
+        (!ndp && (ours(&packet.src) || ours(&packet.dst))).then(|| packet.summary())
+    }
+
+    fn frames(&self, twin: &Twin) -> Vec<Vec<u8>> {
+        vec![self.frame(twin)]
+    }
 
     fn seen(
         &self,
@@ -709,12 +572,12 @@ impl Probe6 {
         there: &[Packet6],
         used_here: &mut [bool],
         used_there: &mut [bool],
-    ) -> Vec<Seen6> {
+    ) -> Vec<Seen<Ipv6Addr>> {
         let mut seen = Vec::new();
         let flow = u32::from(self.id);
         for (packet, used) in there.iter().zip(used_there.iter_mut()) {
             if packet.flow == flow && packet.src == self.src && packet.dst == self.dst {
-                seen.push(Seen6::Delivered);
+                seen.push(Seen::Delivered);
                 *used = true;
             }
         }
@@ -733,7 +596,7 @@ impl Probe6 {
                         && quoted.src == self.src
                         && quoted.dst == self.dst
                     {
-                        seen.push(Seen6::Icmp {
+                        seen.push(Seen::Icmp {
                             from,
                             icmp_type,
                             code,
@@ -745,7 +608,7 @@ impl Probe6 {
                         && matches!(self.kind, Kind6::Icmp { icmp_type: 128 })
                         && from == self.dst
                     {
-                        seen.push(Seen6::EchoReply { from });
+                        seen.push(Seen::EchoReply { from });
                         *used = true;
                     }
                 }
@@ -759,7 +622,7 @@ impl Probe6 {
                         && from == self.dst
                         && ack == want
                     {
-                        seen.push(Seen6::Reset { from });
+                        seen.push(Seen::Reset { from });
                         *used = true;
                     }
                 }
@@ -795,14 +658,7 @@ impl Probe6 {
                 dport,
             } => format!("{oddity:?} {sport} -> {dport}"),
         };
-        let mac = self
-            .src_mac
-            .map(|m| format!(" from mac {}", mac_text(&m)))
-            .unwrap_or_default();
-        format!(
-            "id {:5}: {:?} side, {} -> {}, {what}{mac}",
-            self.id, self.side, self.src, self.dst
-        )
+        self.described(what)
     }
 }
 
@@ -913,20 +769,7 @@ impl Dice {
 
 // ---------------------------------------------------------------- cases
 
-struct Case6 {
-    text: String,
-    probes: Vec<Probe6>,
-    skip_policy: Vec<&'static str>,
-}
-
-/// An ip6tables ruleset drawn into `filter` (see `Dice::ruleset`), as
-/// ip6tables-save prints it.
-fn save6(mut ruleset: Ruleset) -> String {
-    std::mem::swap(&mut ruleset.filter6, &mut ruleset.filter);
-    netbeast::rules::save::save_family(&ruleset, Family::V6, false)
-}
-
-fn case6_from_seed(seed: u64) -> Case6 {
+fn case6_from_seed(seed: u64) -> Case<Probe6> {
     let mut dice = Dice(generate::Dice(seed));
     let mut ruleset = dice.ruleset(Family::V6);
     let skip_policy = tame(&mut ruleset);
@@ -940,72 +783,19 @@ fn case6_from_seed(seed: u64) -> Case6 {
         !ports_in(&ruleset, "INPUT"),
         !ports_in(&ruleset, "FORWARD"),
     );
-    Case6 {
-        text: save6(ruleset),
+    Case {
+        text: save_filter(Family::V6, ruleset),
         probes,
         skip_policy,
+        bytes_compared: true,
     }
-}
-
-fn run_on6(twin: &Twin6, text: &str, probes: &[Probe6]) -> Outcome<Seen6> {
-    if let Err(e) = twin.load(text) {
-        return Outcome::Refused(e);
-    }
-    let (seen, strays) = twin.run(probes);
-    Outcome::Ran {
-        seen,
-        strays,
-        counters: twin.counters(),
-    }
-}
-
-fn differences6(twins: &[Twin6; 2], case: &Case6) -> Option<String> {
-    let (text, probes) = (case.text.as_str(), case.probes.as_slice());
-    let (a, b) = std::thread::scope(|scope| {
-        let a = scope.spawn(|| run_on6(&twins[0], text, probes));
-        let b = scope.spawn(|| run_on6(&twins[1], text, probes));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    let described: Vec<String> = probes.iter().map(Probe6::describe).collect();
-    compare(a, b, text, &described, &case.skip_policy, true)
-}
-
-fn twins6() -> [Twin6; 2] {
-    std::thread::scope(|scope| {
-        let a = scope.spawn(|| Twin6::new("diff6-ipt", Firewall::Iptables));
-        let b = scope.spawn(|| Twin6::new("diff6-nb", Firewall::netbeast(NETBEAST)));
-        [a.join().unwrap(), b.join().unwrap()]
-    })
 }
 
 /// `NETBEAST_DIFF_SEED`, `NETBEAST_DIFF_CASES` and `NETBEAST_LONG_TESTS`
 /// as in the IPv4 mode.
 #[test]
 fn random_ip6tables_rulesets_agree_with_ip6tables() {
-    let twins = twins6();
-    assert_eq!(twins[0].name(), "iptables");
-    let seeds = case_seeds();
-    let started = Instant::now();
-    let mut failures = Vec::new();
-    for &seed in &seeds {
-        let case = case6_from_seed(seed);
-        if let Some(report) = differences6(&twins, &case) {
-            eprintln!("difference with seed {seed:#x} (replay: {SEED_ENV}={seed:#x}):\n{report}");
-            failures.push(seed);
-            if failures.len() >= 3 {
-                break;
-            }
-        }
-    }
-    eprintln!(
-        "{} random IPv6 cases in {:.1} s",
-        seeds.len(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failures.is_empty(),
-        "netbeast and ip6tables differ for seeds {failures:#x?}; replay one with {SEED_ENV}=<seed>"
-    );
+    random_cases_agree(case6_from_seed);
 }
 
 // ---------------------------------------------------------------- fixed cases
@@ -1021,30 +811,8 @@ fn probe6(side: Side, src: &str, dst: &str, kind: Kind6) -> Probe6 {
     }
 }
 
-/// A case from the lines of an ip6tables filter table, kept away from the
-/// deliberate deviations as the random ones are ([`tame`]); its probes
-/// numbered from `base` (each case its own: a lone fragment waits in the
-/// router's reassembly for a minute).
-fn fixed6(rules: &str, base: u16, mut probes: Vec<Probe6>) -> Case6 {
-    for (n, p) in probes.iter_mut().enumerate() {
-        p.id = base + n as u16;
-    }
-    let text = format!("*filter\n{rules}COMMIT\n");
-    let file = netbeast::rules::save::parse_restore_family(&text, None, Family::V6)
-        .unwrap_or_else(|e| panic!("{e}:\n{text}"));
-    let mut ruleset = Ruleset::default();
-    apply_restore(&mut ruleset, &file, false).unwrap_or_else(|e| panic!("{e}:\n{text}"));
-    std::mem::swap(&mut ruleset.filter6, &mut ruleset.filter);
-    let skip_policy = tame(&mut ruleset);
-    Case6 {
-        text: save6(ruleset),
-        probes,
-        skip_policy,
-    }
-}
-
 /// The differences the random IPv6 cases found, fixed, and kept.
-fn regressions6() -> Vec<(&'static str, Case6)> {
+fn regressions6() -> Vec<(&'static str, Case<Probe6>)> {
     use Side::{Client, Server};
     let syn = |sport, dport| Kind6::Syn { sport, dport };
     let udp = |sport, dport| Kind6::Udp { sport, dport };
@@ -1056,7 +824,7 @@ fn regressions6() -> Vec<(&'static str, Case6)> {
             // a frame for another MAC, before PREROUTING: netbeast counted
             // and answered them.
             "what the kernel drops before PREROUTING",
-            fixed6(
+            fixed_case_at(
                 ":INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n\
                  -A INPUT -p tcp -j REJECT --reject-with tcp-reset\n-A INPUT -j REJECT\n\
                  -A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A FORWARD -j REJECT\n",
@@ -1091,7 +859,7 @@ fn regressions6() -> Vec<(&'static str, Case6)> {
             // ip6_forward refuses the unspecified source and a frame to a
             // link-level group before FORWARD: netbeast forwarded them.
             "what ip6_forward refuses before FORWARD",
-            fixed6(
+            fixed_case_at(
                 "-A FORWARD -p udp -j ACCEPT\n-A FORWARD -j DROP\n",
                 4100,
                 vec![
@@ -1116,7 +884,7 @@ fn regressions6() -> Vec<(&'static str, Case6)> {
             // ip6_forward lowers the hop limit before the FORWARD hook:
             // netbeast's -m hl saw the packet's.
             "-m hl in FORWARD sees the hop limit less one",
-            fixed6(
+            fixed_case_at(
                 "-A FORWARD -m hl --hl-eq 64 -j DROP\n-A FORWARD -m hl --hl-eq 63\n\
                  -A INPUT -m hl --hl-eq 64\n",
                 4200,
@@ -1132,7 +900,7 @@ fn regressions6() -> Vec<(&'static str, Case6)> {
             // kernel was answering (the facts of the last packet parsed),
             // not the answer's, which has none.
             "OUTPUT's -m rt reads the packet's own headers",
-            fixed6(
+            fixed_case_at(
                 "-A OUTPUT ! -p tcp -m rt -j DROP\n",
                 4300,
                 vec![probe6(
@@ -1156,16 +924,5 @@ fn regressions6() -> Vec<(&'static str, Case6)> {
 
 #[test]
 fn ip6tables_regressions_agree_with_ip6tables() {
-    let twins = twins6();
-    let mut failures = Vec::new();
-    for (name, case) in regressions6() {
-        if let Some(report) = differences6(&twins, &case) {
-            eprintln!("difference in \"{name}\":\n{report}");
-            failures.push(name);
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "netbeast and ip6tables differ: {failures:?}"
-    );
+    fixed_cases_agree(regressions6());
 }
