@@ -3638,14 +3638,23 @@ pub mod generator {
     /// checksum and source address: the checksum of each flow's header is
     /// this plus its source address, folded.
     pub const HEADER_SUM: u32 = 3;
-    pub const CONFIG_ENTRIES: u32 = 4;
+    /// Non-zero: the template is IPv6 (`HEADER_BYTES6`), and `HEADER_SUM`
+    /// is the one's-complement sum of its UDP pseudo-header and header
+    /// without the checksum, the source address' last 32 bits and the
+    /// source port: each flow's UDP checksum is this plus those, folded
+    /// (IPv6 has no header checksum, and UDP's is mandatory).
+    pub const IPV6: u32 = 4;
+    pub const CONFIG_ENTRIES: u32 = 5;
     /// Bytes of the template the generator copies over every frame before
     /// sending it: Ethernet, IPv4 without options, UDP. A receiver may have
     /// rewritten them in the recycled page (a router its MACs and TTL, NAT
     /// the destination).
     pub const HEADER_BYTES: usize = 14 + 20 + 8;
-    /// Size of the template map's value: `HEADER_BYTES` rounded up to words.
-    pub const TEMPLATE_WORDS: usize = HEADER_BYTES.div_ceil(8);
+    /// The same for an IPv6 template: Ethernet, IPv6, UDP.
+    pub const HEADER_BYTES6: usize = 14 + 40 + 8;
+    /// Size of the template map's value: the longer template rounded up to
+    /// words.
+    pub const TEMPLATE_WORDS: usize = HEADER_BYTES6.div_ceil(8);
     /// Source addresses per source port (fits a /24 without its network
     /// and broadcast addresses).
     pub const ADDRESSES: u32 = 250;

@@ -5,11 +5,14 @@
 //!
 //! Live frames are recycled pages that the kernel does not rewrite from
 //! `data_in`, and a receiver may have changed them in place (a router
-//! rewrites MACs and TTL, NAT the destination). So the program first copies
-//! the template's headers over the frame, then gives it its flow: frame `n`
-//! belongs to flow `n % flows`, whose source address, port and IPv4
-//! checksum it stores. The UDP checksum of the template is 0 (none), so it
-//! stays valid.
+//! rewrites MACs and TTL or hop limit, NAT the destination). So the program
+//! first copies the template's headers over the frame, then gives it its
+//! flow: frame `n` belongs to flow `n % flows`, whose source address (the
+//! last 32 bits of an IPv6 one) and port it stores, with the checksum that
+//! covers them: IPv4's header checksum (the template's UDP checksum is 0,
+//! none, and stays valid), or IPv6's UDP checksum (mandatory, and it covers
+//! the addresses through the pseudo-header), each updated from a sum of the
+//! rest that userspace computed once.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -17,7 +20,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use netbeast_common::generator::{self, HEADER_BYTES, TEMPLATE_WORDS};
+use netbeast_common::generator::{self, HEADER_BYTES, HEADER_BYTES6, TEMPLATE_WORDS};
 
 use crate::csum::fold;
 
@@ -29,7 +32,7 @@ static GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::CONFIG_ENTRIES, 0);
 
-/// The first `HEADER_BYTES` of the template frame.
+/// The first `HEADER_BYTES` (IPv6: `HEADER_BYTES6`) of the template frame.
 #[map]
 static GENERATOR_TEMPLATE: Array<[u64; TEMPLATE_WORDS]> = Array::with_max_entries(1, 0);
 
@@ -37,10 +40,43 @@ static GENERATOR_TEMPLATE: Array<[u64; TEMPLATE_WORDS]> = Array::with_max_entrie
 const IP_CHECKSUM: usize = 14 + 10;
 const IP_SOURCE: usize = 14 + 12;
 const UDP_SOURCE_PORT: usize = 14 + 20;
+/// Ethernet header, then IPv6 (the source's last 32 bits at 20..24 of
+/// it), then UDP.
+const IP6_SOURCE_LOW: usize = 14 + 8 + 12;
+const UDP6_SOURCE_PORT: usize = 14 + 40;
+const UDP6_CHECKSUM: usize = 14 + 40 + 6;
 
 #[inline(always)]
 fn config(index: u32) -> u32 {
     GENERATOR_CONFIG.get(index).copied().unwrap_or(0)
+}
+
+/// Copies the first `BYTES` of `template` over the frame at `start`:
+/// whole words, then the last `BYTES % 8` bytes (2 or 6).
+///
+/// # Safety
+/// `start + BYTES` must be within the frame (checked by the caller against
+/// `data_end`).
+#[inline(always)]
+unsafe fn copy_template<const BYTES: usize>(start: usize, template: &[u64; TEMPLATE_WORDS]) {
+    let mut i = 0;
+    while i < BYTES / 8 {
+        // SAFETY: word i ends at 8 * (i + 1) <= BYTES.
+        unsafe { core::ptr::write_unaligned((start + 8 * i) as *mut u64, template[i]) };
+        i += 1;
+    }
+    // Little-endian words: the template's next bytes are the low ones.
+    let last = template[BYTES / 8];
+    let at = start + 8 * (BYTES / 8);
+    // SAFETY: the tail ends at BYTES.
+    unsafe {
+        if BYTES % 8 >= 4 {
+            core::ptr::write_unaligned(at as *mut u32, last as u32);
+            core::ptr::write_unaligned((at + 4) as *mut u16, (last >> 32) as u16);
+        } else {
+            core::ptr::write_unaligned(at as *mut u16, last as u16);
+        }
+    }
 }
 
 #[inline(always)]
@@ -54,23 +90,23 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         *seq = n + 1;
         n
     };
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + HEADER_BYTES > end {
-        return xdp_action::XDP_ABORTED;
-    }
     let Some(template) = GENERATOR_TEMPLATE.get(0) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: every store ends before start + HEADER_BYTES, checked above
-    // (5 words, then the last 2 bytes).
-    unsafe {
-        let mut i = 0;
-        while i < HEADER_BYTES / 8 {
-            core::ptr::write_unaligned((start + 8 * i) as *mut u64, template[i]);
-            i += 1;
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ipv6 = config(generator::IPV6) != 0;
+    if ipv6 {
+        if start + HEADER_BYTES6 > end {
+            return xdp_action::XDP_ABORTED;
         }
-        let tail = (template[HEADER_BYTES / 8] & 0xffff) as u16;
-        core::ptr::write_unaligned((start + HEADER_BYTES - 2) as *mut u16, tail);
+        // SAFETY: checked above.
+        unsafe { copy_template::<HEADER_BYTES6>(start, template) };
+    } else {
+        if start + HEADER_BYTES > end {
+            return xdp_action::XDP_ABORTED;
+        }
+        // SAFETY: checked above.
+        unsafe { copy_template::<HEADER_BYTES>(start, template) };
     }
     let flows = config(generator::FLOWS);
     if flows <= 1 {
@@ -79,8 +115,24 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     let flow = (n % flows as u64) as u32;
     let source = config(generator::FIRST_SOURCE) + flow % generator::ADDRESSES;
     let port = config(generator::FIRST_PORT) + flow / generator::ADDRESSES;
-    let sum =
-        config(generator::HEADER_SUM) as u64 + (source >> 16) as u64 + (source & 0xffff) as u64;
+    let source_sum = (source >> 16) as u64 + (source & 0xffff) as u64;
+    let sum = config(generator::HEADER_SUM) as u64 + source_sum;
+    if ipv6 {
+        let udp_sum = !fold(sum + (port & 0xffff) as u64);
+        // UDP sends a zero sum as all ones (RFC 768; 0 is "none", which
+        // IPv6 does not allow).
+        let udp_sum = if udp_sum == 0 { 0xffff } else { udp_sum };
+        // SAFETY: all three stores end before HEADER_BYTES6, checked above.
+        unsafe {
+            core::ptr::write_unaligned((start + IP6_SOURCE_LOW) as *mut u32, source.to_be());
+            core::ptr::write_unaligned(
+                (start + UDP6_SOURCE_PORT) as *mut u16,
+                (port as u16).to_be(),
+            );
+            core::ptr::write_unaligned((start + UDP6_CHECKSUM) as *mut u16, udp_sum.to_be());
+        }
+        return xdp_action::XDP_TX;
+    }
     // SAFETY: all three stores end before HEADER_BYTES, checked above.
     unsafe {
         core::ptr::write_unaligned((start + IP_SOURCE) as *mut u32, source.to_be());

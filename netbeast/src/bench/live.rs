@@ -99,11 +99,6 @@ pub enum LiveError {
     )]
     BadSize(usize),
     #[error(
-        "--flows {0} with --family 6: the generator spreads flows by rewriting IPv4 source \
-         addresses; IPv6 traffic is one flow (--flows 1) until it rewrites IPv6 ones"
-    )]
-    Ipv6Flows(u32),
-    #[error(
         "--size {0} with --family 6: an IPv6 UDP frame is {IPV6_MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} \
          bytes (Ethernet header to the end of the UDP payload, no FCS)"
     )]
@@ -112,7 +107,7 @@ pub enum LiveError {
 
 /// Ethernet, IPv6 and UDP headers: the smallest IPv6 frame the benchmark
 /// sends.
-pub const IPV6_MIN_FRAME_SIZE: usize = 14 + 40 + 8;
+pub const IPV6_MIN_FRAME_SIZE: usize = generator::HEADER_BYTES6;
 
 /// What one generator run sends: a UDP frame and the flows it is spread over.
 #[derive(Clone, Debug)]
@@ -160,31 +155,23 @@ impl Traffic {
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.size) {
             return Err(LiveError::BadSize(self.size));
         }
-        if self.ip == Ip::V6 {
-            // The generator's flows rewrite an IPv4 source (and its header
-            // checksum); with one flow it copies the template's first
-            // bytes as they are, which any frame survives.
-            if self.flows != 1 {
-                return Err(LiveError::Ipv6Flows(self.flows));
-            }
-            if self.size < IPV6_MIN_FRAME_SIZE {
-                return Err(LiveError::Ipv6Size(self.size));
-            }
+        if self.ip == Ip::V6 && self.size < IPV6_MIN_FRAME_SIZE {
+            return Err(LiveError::Ipv6Size(self.size));
         }
         Ok(())
     }
 
-    /// The frame of flow 0. The UDP checksum is 0 ("none"): the generator
-    /// rewrites source address and port and keeps only the IPv4 checksum
-    /// right.
+    /// The frame of flow 0. IPv4: the UDP checksum is 0 ("none"): the
+    /// generator rewrites source address and port and keeps only the IPv4
+    /// checksum right. IPv6: the UDP checksum is the real one, which the
+    /// generator updates for each flow's source.
     pub fn template(&self) -> Vec<u8> {
         match (
             self.ip.addr(self.first_source),
             self.ip.addr(self.destination),
         ) {
             (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                // IPv6 has no "no checksum" for UDP (RFC 8200): the one
-                // flow's datagram carries its real sum.
+                // IPv6 has no "no checksum" for UDP (RFC 8200).
                 let payload = vec![0u8; self.size - IPV6_MIN_FRAME_SIZE];
                 FrameBuilder::udp6_with(src, self.first_port, dst, self.dport, &payload)
                     .src_mac(self.src_mac)
@@ -212,11 +199,20 @@ impl Traffic {
         (Ipv4Addr::from(addr), port as u16)
     }
 
+    /// The bytes of the template the generator copies over every frame.
+    fn header_bytes(&self) -> usize {
+        match self.ip {
+            Ip::V4 => generator::HEADER_BYTES,
+            Ip::V6 => generator::HEADER_BYTES6,
+        }
+    }
+
     /// The template's headers as the generator copies them, in words.
     fn header_words(&self) -> [u64; generator::TEMPLATE_WORDS] {
         let frame = self.template();
         let mut bytes = [0u8; 8 * generator::TEMPLATE_WORDS];
-        bytes[..generator::HEADER_BYTES].copy_from_slice(&frame[..generator::HEADER_BYTES]);
+        let n = self.header_bytes();
+        bytes[..n].copy_from_slice(&frame[..n]);
         let mut words = [0u64; generator::TEMPLATE_WORDS];
         for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
             *w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
@@ -227,23 +223,47 @@ impl Traffic {
     /// The generator's configuration array for this traffic.
     fn config(&self) -> [u32; generator::CONFIG_ENTRIES as usize] {
         let frame = self.template();
-        // One's-complement sum of the IPv4 header without its checksum
-        // (bytes 10-11) and source address (12-15).
-        let ip = &frame[14..34];
-        let mut sum: u32 = 0;
-        for (i, w) in ip.chunks(2).enumerate() {
-            if (5..8).contains(&i) {
-                continue;
+        let sum = match self.ip {
+            // One's-complement sum of the IPv4 header without its checksum
+            // (bytes 10-11) and source address (12-15).
+            Ip::V4 => {
+                let mut ip = frame[14..34].to_vec();
+                ip[10..16].fill(0);
+                word_sum(&ip)
             }
-            sum += u16::from_be_bytes([w[0], w[1]]) as u32;
-        }
+            // The UDP checksum's sum (pseudo-header: source, destination,
+            // length, next header; then the UDP header, with the payload,
+            // all zeros) without the checksum, the source's last 32 bits
+            // and the source port, which the generator adds per flow.
+            Ip::V6 => {
+                let mut addresses = frame[22..54].to_vec();
+                addresses[12..16].fill(0);
+                let mut udp = frame[54..].to_vec();
+                udp[0..2].fill(0);
+                udp[6..8].fill(0);
+                word_sum(&addresses)
+                    + word_sum(&(udp.len() as u32).to_be_bytes())
+                    + u32::from(frame[14 + 6])
+                    + word_sum(&udp)
+            }
+        };
         let mut c = [0u32; generator::CONFIG_ENTRIES as usize];
         c[generator::FLOWS as usize] = self.flows;
         c[generator::FIRST_SOURCE as usize] = u32::from(self.first_source);
         c[generator::FIRST_PORT as usize] = self.first_port as u32;
         c[generator::HEADER_SUM as usize] = sum;
+        c[generator::IPV6 as usize] = u32::from(self.ip == Ip::V6);
         c
     }
+}
+
+/// The sum of `bytes` as big-endian 16-bit words (an odd last byte padded
+/// with zero), unfolded: at most 1,514 bytes, far from overflowing.
+fn word_sum(bytes: &[u8]) -> u32 {
+    bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
 /// The loaded generator program with its maps, and what it sends.
@@ -525,8 +545,7 @@ mod tests {
 
     /// `--family 6`: an IPv6 UDP frame of the asked size between the
     /// addresses standing for the IPv4 ones, with a valid UDP checksum
-    /// (IPv6 has no "none"); more than one flow and frames too short for
-    /// its headers are refused.
+    /// (IPv6 has no "none"); frames too short for its headers are refused.
     #[test]
     fn ipv6_template_is_an_ipv6_datagram() {
         let t = Traffic {
@@ -551,14 +570,14 @@ mod tests {
             u16::from_be_bytes([udp[6], udp[7]]),
             "udp checksum"
         );
-        assert!(matches!(
+        assert!(
             Traffic {
                 ip: Ip::V6,
-                ..traffic(2)
+                ..traffic(generator::MAX_FLOWS)
             }
-            .check(),
-            Err(LiveError::Ipv6Flows(2))
-        ));
+            .check()
+            .is_ok()
+        );
         assert!(matches!(
             Traffic {
                 ip: Ip::V6,
@@ -567,6 +586,76 @@ mod tests {
             .check(),
             Err(LiveError::Ipv6Size(60))
         ));
+    }
+
+    /// IPv6: what the program writes for flow `f` (the source's last 32
+    /// bits, the port, and the UDP checksum from the configured sum, as
+    /// generator.rs computes it) is the frame built for that flow from
+    /// scratch, byte for byte, for frames of every parity and a sum that
+    /// folds to all ones.
+    #[test]
+    fn per_flow_ipv6_udp_checksum_matches_a_full_recomputation() {
+        for size in [62, 64, 65, 200, 1514] {
+            let t = Traffic {
+                ip: Ip::V6,
+                ..Traffic::example(100_000, size)
+            };
+            let c = t.config();
+            assert_eq!(c[generator::IPV6 as usize], 1);
+            let mut frame = t.template();
+            for f in [0, 1, 249, 250, 999, 99_999] {
+                let (addr, port) = t.flow_source(f);
+                let a = u32::from(addr);
+                let mut sum = c[generator::HEADER_SUM as usize] as u64
+                    + (a >> 16) as u64
+                    + (a & 0xffff) as u64
+                    + port as u64;
+                while sum >> 16 != 0 {
+                    sum = (sum & 0xffff) + (sum >> 16);
+                }
+                let udp_sum = match !(sum as u16) {
+                    0 => 0xffff,
+                    s => s,
+                };
+                frame[34..38].copy_from_slice(&a.to_be_bytes());
+                frame[54..56].copy_from_slice(&port.to_be_bytes());
+                frame[60..62].copy_from_slice(&udp_sum.to_be_bytes());
+                let want = Traffic {
+                    first_source: addr,
+                    first_port: port,
+                    flows: 1,
+                    ..t.clone()
+                }
+                .template();
+                assert_eq!(frame, want, "size {size}, flow {f}");
+            }
+        }
+    }
+
+    /// The generator copies the whole IPv6 header chain up to UDP's
+    /// checksum, and only IPv4's headers for IPv4.
+    #[test]
+    fn the_template_words_hold_each_familys_headers() {
+        let t6 = Traffic {
+            ip: Ip::V6,
+            ..traffic(1)
+        };
+        let frame = t6.template();
+        let bytes: Vec<u8> = t6
+            .header_words()
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert_eq!(&bytes[..62], &frame[..62]);
+        let t4 = traffic(1);
+        let bytes: Vec<u8> = t4
+            .header_words()
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert_eq!(&bytes[..42], &t4.template()[..42]);
+        assert!(bytes[42..].iter().all(|b| *b == 0));
+        assert_eq!(t4.config()[generator::IPV6 as usize], 0);
     }
 
     #[test]

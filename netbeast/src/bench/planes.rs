@@ -330,6 +330,16 @@ impl Plane {
         }
     }
 
+    /// [`Plane::label`] in the words of `ip`'s tools: ip6tables' rows say
+    /// so.
+    pub fn label_in(self, scenario: Scenario, ip: Ip) -> String {
+        let label = self.label(scenario);
+        match (ip, self.family()) {
+            (Ip::V6, Some(Family::Iptables)) => label.replacen("iptables", "ip6tables", 1),
+            _ => label,
+        }
+    }
+
     /// Short name for namespace tags and JSON.
     pub fn id(self) -> &'static str {
         match self {
@@ -419,7 +429,7 @@ const NFT_STATEFUL_RULE: &str = "ct state established,related counter accept";
 
 /// Whether `--stateful` puts [`STATEFUL_RULE`] in front of `scenario`'s
 /// rules.
-fn stateful_in(scenario: Scenario, stateful: bool) -> bool {
+pub fn stateful_in(scenario: Scenario, stateful: bool) -> bool {
     stateful && matches!(scenario, Scenario::Forward | Scenario::Dnat)
 }
 
@@ -846,8 +856,8 @@ fn nft_counters(text: &str) -> Result<RuleCounters, String> {
 }
 
 /// The receiver's UDP counters (`/proc/net/snmp` of its namespace, or
-/// `snmp6` for IPv6): datagrams that reached the UDP layer, with or
-/// without a socket.
+/// `snmp6` for IPv6): datagrams that reached the UDP layer with a valid
+/// checksum, with or without a socket.
 pub fn udp_delivered(ns: &Netns, ip: Ip) -> Result<u64, PlaneError> {
     let file = match ip {
         Ip::V4 => "/proc/thread-self/net/snmp",
@@ -886,12 +896,36 @@ pub fn udp_delivered(ns: &Netns, ip: Ip) -> Result<u64, PlaneError> {
             .collect(),
     };
     let mut total = 0;
+    // Not InErrors: with no socket listening, the kernel counts there only
+    // datagrams whose checksum is wrong, which a sound generator never
+    // sends (a wrong IPv6 UDP checksum then shows as unaccounted frames).
     for (name, value) in pairs {
-        if matches!(name, "InDatagrams" | "NoPorts" | "InErrors") {
+        if matches!(name, "InDatagrams" | "NoPorts") {
             total += value.parse::<u64>().unwrap_or(0);
         }
     }
     Ok(total)
+}
+
+/// The connections a data plane's table holds in `ns`: netbeast's (`netbeast
+/// conntrack -C`, both families) or the kernel's (`nf_conntrack_count`,
+/// which iptables and nftables share), for `--stateful`, whose rule makes
+/// each of them track every packet. One-way traffic stays unreplied, so
+/// each flow is one connection while the run lasts; a datagram whose
+/// checksum is wrong is invalid to both and makes none.
+pub fn connections(ns: &Netns, plane: Plane) -> Result<u64, PlaneError> {
+    let error = |message: String| PlaneError::Counters {
+        what: format!("connections in {}", ns.name()),
+        message,
+    };
+    let text = if plane.family() == Some(Family::Netbeast) {
+        ns.netbeast_ok(&["conntrack", "-C"])?
+    } else {
+        ns.sysctl_get("net.netfilter.nf_conntrack_count")?
+    };
+    text.trim()
+        .parse()
+        .map_err(|e| error(format!("{e}: {text:?}")))
 }
 
 /// netbeast's own drop counter (`netbeast stats --json`).

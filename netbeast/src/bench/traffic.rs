@@ -214,6 +214,9 @@ pub struct Row {
     /// `lb`: connections each backend was given, by the data plane's own
     /// counters (None where it has none per backend: nftables' map).
     pub backend_connections: Option<Vec<u64>>,
+    /// `--stateful` forward and dnat: the connections the data plane's
+    /// table holds after the run (`planes::connections`), one per flow.
+    pub connections: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1045,6 +1048,13 @@ impl Bench {
             let b = &r.base;
             let counters = planes::rule_counters(&r.ns, r.scenario, r.plane, r.traffic.ip)?;
             let backend_connections = planes::backend_connections(&r.ns, r.scenario, r.plane)?;
+            let connections = if planes::stateful_in(r.scenario, self.options.stateful)
+                && r.plane.has_rules()
+            {
+                Some(planes::connections(&r.ns, r.plane)?)
+            } else {
+                None
+            };
             let dropped = match r.plane {
                 Plane::Floor => now.rx_xdp_drops - b.rx_xdp_drops,
                 Plane::Kernel => 0,
@@ -1068,7 +1078,7 @@ impl Bench {
             rows.push(Row {
                 scenario: r.scenario,
                 plane: r.plane,
-                label: r.plane.label(r.scenario),
+                label: r.plane.label_in(r.scenario, r.traffic.ip),
                 rules: r.rules,
                 unavailable: None,
                 pps: median,
@@ -1088,6 +1098,7 @@ impl Bench {
                 matched: counters.map(|c| c.matched),
                 translated: counters.and_then(|c| c.translated),
                 backend_connections,
+                connections,
             });
         }
         rows.extend(self.unavailable.iter().cloned());
@@ -1234,6 +1245,7 @@ pub(crate) fn unavailable_row(
         matched: None,
         translated: None,
         backend_connections: None,
+        connections: None,
     }
 }
 
@@ -1356,7 +1368,10 @@ pub fn run(options: &Options, progress: bool) -> Result<TrafficReport> {
         }
     }
     sort_rows(&mut rows);
-    let targets = targets(&rows, floor_pps, &redirect_floors);
+    let targets = match options.ip {
+        Ip::V4 => targets(&rows, floor_pps, &redirect_floors),
+        Ip::V6 => targets6(&rows),
+    };
     let report = TrafficReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         date: today(),
@@ -1463,6 +1478,31 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
             "lb: netbeast lb at 1,000 backends / at 3",
             0.9,
             ratio(lb(Plane::Netbeast, 1000), lb(Plane::Netbeast, 3)),
+        ),
+    ]
+}
+
+/// Issue 16's targets for `--family 6`, read from the drop scenario: "as
+/// for IPv4", against ip6tables.
+fn targets6(rows: &[Row]) -> Vec<Target> {
+    let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
+    let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
+    let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
+        what: what.to_string(),
+        wanted,
+        measured,
+        met: measured.map(|m| m >= wanted),
+    };
+    vec![
+        target(
+            "drop, 1 rule: netbeast / ip6tables filter INPUT",
+            3.0,
+            nb(1).zip(ipt(1)).map(|(a, b)| a / b),
+        ),
+        target(
+            "drop: netbeast at 10,000 rules / netbeast at 1 rule",
+            0.9,
+            nb(10_000).zip(nb(1)).map(|(a, b)| a / b),
         ),
     ]
 }
@@ -1695,7 +1735,10 @@ pub fn print(report: &TrafficReport) {
         return;
     }
     println!();
-    println!("targets (issues 5, 4, 20 and 13):");
+    match o.ip {
+        Ip::V4 => println!("targets (issues 5, 4, 20 and 13):"),
+        Ip::V6 => println!("targets (issue 16, IPv6):"),
+    }
     for t in &report.targets {
         let measured = t
             .measured

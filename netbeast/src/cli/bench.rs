@@ -60,8 +60,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     scenario: Vec<BenchScenario>,
     /// The IP version of the traffic and rules: 4 (iptables) or 6
-    /// (ip6tables, and nftables' ip6 family; drop, pass and forward, one
-    /// flow, the xdp generator).
+    /// (ip6tables, and nftables' ip6 family; drop, pass and forward, the
+    /// xdp generator).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
     family: u8,
     /// Data planes to compare (the floor, a bare XDP_DROP receiver, the
