@@ -162,19 +162,8 @@ impl Docker {
     fn expect(&self, from: &Netns, when: &str, expected: &[(SocketAddrV4, ConnectOutcome)]) {
         let addrs: Vec<SocketAddrV4> = expected.iter().map(|(a, _)| *a).collect();
         let outcomes = tcp_connect_all(from, &addrs, TIMEOUT).unwrap();
-        let wrong: Vec<String> = expected
-            .iter()
-            .zip(&outcomes)
-            .filter(|((_, want), got)| want != *got)
-            .map(|((addr, want), got)| format!("{addr}: expected {want}, got {got}"))
-            .collect();
-        assert!(
-            wrong.is_empty(),
-            "{when} ({}):\n  {}\nruleset:\n{}",
-            from.name(),
-            wrong.join("\n  "),
-            self.save(false)
-        );
+        let when = format!("{when} ({})", from.name());
+        assert_outcomes(&when, "", expected, &outcomes, || self.save(false));
     }
 
     /// The address the client's server sees when the container connects

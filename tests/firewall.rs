@@ -42,18 +42,9 @@ fn save(bed: &Testbed) -> String {
 fn expect(bed: &Testbed, when: &str, expected: &[(u16, ConnectOutcome)]) {
     let ports: Vec<u16> = expected.iter().map(|(port, _)| *port).collect();
     let outcomes = bed.connect(&ports, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&outcomes)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((port, want), got)| format!("port {port}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
+    assert_outcomes(when, "port ", expected, &outcomes, || {
         bed.save().unwrap_or_default()
-    );
+    });
 }
 
 /// The `-A INPUT` lines of a save, in order.

@@ -66,15 +66,11 @@ fn input_and_forward_are_separate(firewall: Firewall) {
         (server(8443), Refused(IcmpError::PORT_UNREACHABLE)),
     ];
     let after = tcp_connect_all(&bed.client, &targets, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&after)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((addr, want), got)| format!("{addr}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "with INPUT dropping 22 and FORWARD dropping 443, rejecting 8443:\n  {}",
-        wrong.join("\n  ")
+    assert_outcomes(
+        "with INPUT dropping 22 and FORWARD dropping 443, rejecting 8443",
+        "",
+        &expected,
+        &after,
+        || bed.firewall.save(&bed.router).unwrap_or_default(),
     );
 }

@@ -80,18 +80,9 @@ fn testbed(tag: &str, firewall: Firewall) -> Testbed {
 fn expect(bed: &Testbed, when: &str, expected: &[(u16, netbeast::netns::ConnectOutcome)]) {
     let ports: Vec<u16> = expected.iter().map(|(p, _)| *p).collect();
     let got = bed.connect(&ports, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&got)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((port, want), got)| format!("port {port}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
+    assert_outcomes(when, "port ", expected, &got, || {
         bed.save().unwrap_or_default()
-    );
+    });
 }
 
 // A blocklist: the client's address in a hash:ip set that a DROP rule

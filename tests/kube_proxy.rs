@@ -41,23 +41,7 @@ const ENDPOINT_PORT: u16 = 8080;
 const WEB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
 const STICKY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80);
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 /// Drop order: servers, client, node (the firewall's cleanup), pods.
 struct Cluster {
@@ -183,7 +167,7 @@ impl Cluster {
 
 // The statistic cascade (1/3, then 1/2 of the rest, then the rest): about
 // a third each, within a binomial bound (two-sided, p = 0.001).
-scenario!(balances_three_endpoints);
+scenario!(balances_three_endpoints, without skb);
 fn balances_three_endpoints(firewall: Firewall) {
     let cluster = Cluster::new("kpbal", firewall);
     let n = 90;
@@ -204,7 +188,7 @@ fn balances_three_endpoints(firewall: Firewall) {
 // sessionAffinity: ClientIP: the first connection's endpoint (drawn by the
 // cascade) is recorded by `-m recent --set` in its KUBE-SEP chain; every
 // later one from the client finds it with `--rcheck` and goes there.
-scenario!(affinity_keeps_a_client_on_its_endpoint);
+scenario!(affinity_keeps_a_client_on_its_endpoint, without skb);
 fn affinity_keeps_a_client_on_its_endpoint(firewall: Firewall) {
     let cluster = Cluster::new("kpaff", firewall);
     let landed = cluster.connections(STICKY, 12);

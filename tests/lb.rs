@@ -36,23 +36,7 @@ const ROUTER_CLIENT_IFACE: &str = "nbt-lb-rc";
 const ROUTER_BACKEND_IFACE: &str = "nbt-lb-rb";
 const BACKEND_IFACE: &str = "nbt-lb-b";
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 /// A client (192.168.0.9) — the balancer (192.168.0.4, and 10.10.7.1 on
 /// the backends' side) — one namespace holding the three backends'
@@ -220,7 +204,7 @@ fn article_rules_in(net: &Balancer, chain: &str, balance: [&str; 2]) {
 
 // Round robin: `--every 3 --packet 0`, then `--every 2 --packet 0`, then
 // the rest. Measured with iptables 1.8.9 here: 14, 15, 16, 14, 15, 16, ...
-scenario!(round_robin);
+scenario!(round_robin, without skb);
 fn round_robin(firewall: Firewall) {
     let net = Balancer::new("lbrr", firewall);
     article_rules(&net, ROUND_ROBIN);
@@ -233,7 +217,7 @@ fn round_robin(firewall: Firewall) {
 // rules in nat OUTPUT, where netbeast balances when a socket connects
 // (cgroup sock_addr programs) and iptables on the connection's first
 // packet; both take the backends in turn.
-scenario!(round_robin_for_local_sockets);
+scenario!(round_robin_for_local_sockets, without skb);
 fn round_robin_for_local_sockets(firewall: Firewall) {
     let net = Balancer::new("lbrrout", firewall);
     article_rules_in(&net, "OUTPUT", ROUND_ROBIN);
@@ -247,7 +231,7 @@ fn round_robin_for_local_sockets(firewall: Firewall) {
 // rule goes in above the balancer's (same chain: the rules move down one);
 // the next 5 go on 15, 16, 14, 15, 16. Restarted counts would send the
 // 5th to 14 again.
-scenario!(round_robin_survives_an_unrelated_rule);
+scenario!(round_robin_survives_an_unrelated_rule, without skb);
 fn round_robin_survives_an_unrelated_rule(firewall: Firewall) {
     let net = Balancer::new("lbrrkeep", firewall);
     article_rules(&net, ROUND_ROBIN);
@@ -265,7 +249,7 @@ fn round_robin_survives_an_unrelated_rule(firewall: Firewall) {
 
 // Random: probability 0.33, then 0.5 of the rest, then the rest: about a
 // third each. Each backend's share within a binomial bound (p ≥ 0.001).
-scenario!(random);
+scenario!(random, without skb);
 fn random(firewall: Firewall) {
     let net = Balancer::new("lbrnd", firewall);
     article_rules(

@@ -34,18 +34,7 @@ fn expect(
 ) {
     let addrs: Vec<SocketAddrV4> = expected.iter().map(|(a, _)| *a).collect();
     let outcomes = tcp_connect_all(client, &addrs, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&outcomes)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((addr, want), got)| format!("{addr}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
-        ruleset()
-    );
+    assert_outcomes(when, "", expected, &outcomes, ruleset);
 }
 
 /// The packet counts of `chain`'s rules in the mangle table, in order, as

@@ -135,18 +135,7 @@ fn expect_tcp(net: &Lan, when: &str, expected: &[(SocketAddrV4, ConnectOutcome)]
         ANSWER_TIMEOUT
     };
     let got = tcp_connect_all(&net.host, &addrs, timeout).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&got)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((addr, want), got)| format!("tcp {addr}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
-        net.ruleset()
-    );
+    assert_outcomes(when, "tcp ", expected, &got, || net.ruleset());
 }
 
 const REFUSED: ConnectOutcome = Refused(IcmpError::PORT_UNREACHABLE);

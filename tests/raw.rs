@@ -34,18 +34,9 @@ fn rule(bed: &Testbed, line: &str) {
 fn expect(bed: &Testbed, when: &str, expected: &[(SocketAddrV4, ConnectOutcome)]) {
     let addrs: Vec<SocketAddrV4> = expected.iter().map(|(a, _)| *a).collect();
     let outcomes = tcp_connect_all(bed.client(), &addrs, TIMEOUT).unwrap();
-    let wrong: Vec<String> = expected
-        .iter()
-        .zip(&outcomes)
-        .filter(|((_, want), got)| want != *got)
-        .map(|((addr, want), got)| format!("{addr}: expected {want}, got {got}"))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{when}:\n  {}\nruleset:\n{}",
-        wrong.join("\n  "),
+    assert_outcomes(when, "", expected, &outcomes, || {
         bed.save().unwrap_or_default()
-    );
+    });
 }
 
 /// The container address of Docker's rule, given to the server (as

@@ -53,30 +53,9 @@ const ARTICLE_RULES: [&str; 2] = [
     "-I FORWARD -s 10.10.7.15/32 -d 192.168.0.6/32 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
 ];
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            // The hosts' veths are bare (no XDP program): the default
-            // attach reaches them through the TC hand-off.
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_skb() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--mode", "skb"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+// The hosts' veths are bare (no XDP program): the default attach reaches
+// them through the TC hand-off.
+include!("support/scenario.rs");
 
 /// The three namespaces; drop order: LAN host, router (netbeast cleanup),
 /// docker host.

@@ -22,24 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const PIN_ROOT: &str = "/sys/fs/bpf/netbeast";
 const RULES_ROOT: &str = "/run/netbeast";
 
-/// Runs a scenario with netbeast and with the kernel's iptables (the oracle).
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 fn testbed(tag: &str, firewall: Firewall) -> Testbed {
     require_root();
@@ -395,7 +378,7 @@ impl Drop for LinkDir {
 
 // Ten processes appending one rule each at the same moment leave ten rules
 // (DESIGN §5: invocations are serialized, like iptables -w).
-scenario!(concurrent_appends_all_land);
+scenario!(concurrent_appends_all_land, without skb);
 fn concurrent_appends_all_land(firewall: Firewall) {
     const WRITERS: u16 = 10;
     let bed = testbed("st-concur", firewall.clone());
@@ -453,7 +436,7 @@ fn concurrent_appends_all_land(firewall: Firewall) {
 // A restore file with one bad line fails, names the line, and applies
 // nothing: neither the ruleset nor the traffic changes. A good file, from
 // stdin or a path, replaces the ruleset; --noflush appends to it.
-scenario!(restore_is_atomic);
+scenario!(restore_is_atomic, without skb);
 fn restore_is_atomic(firewall: Firewall) {
     const GOOD: &str = "\
 *filter

@@ -27,23 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const TRANSFER: usize = 256 * 1024;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
-macro_rules! scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
+include!("support/scenario.rs");
 
 fn routed(tag: &str, firewall: Firewall) -> Routed {
     require_root();
@@ -60,7 +44,7 @@ fn routed(tag: &str, firewall: Firewall) -> Routed {
     net
 }
 
-scenario!(rejects_reach_bare_senders);
+scenario!(rejects_reach_bare_senders, without skb);
 fn rejects_reach_bare_senders(firewall: Firewall) {
     let net = routed("veth-rej", firewall);
     for line in [
@@ -114,7 +98,7 @@ fn rejects_reach_bare_senders(firewall: Firewall) {
     }
 }
 
-scenario!(forwarding_into_bare_veths_takes_the_fast_path);
+scenario!(forwarding_into_bare_veths_takes_the_fast_path, without skb);
 fn forwarding_into_bare_veths_takes_the_fast_path(firewall: Firewall) {
     let net = routed("veth-fwd", firewall);
     let _echo = echo_server(&net.server, 7);
