@@ -16,6 +16,10 @@ use netbeast::netns::{
     Firewall, Netns, SERVER_IFACE, Testbed, require_root, tcp_server, veth_pair,
 };
 
+#[path = "support/pair6.rs"]
+mod pair6;
+use pair6::pair6;
+
 #[path = "support/links.rs"]
 mod links;
 use links::Links;
@@ -489,35 +493,8 @@ fn ipv6_sets(netbeast: bool) {
     const CLIENT6: &str = "fd00:18::1";
     const SERVER6: &str = "fd00:18::2";
     let tag = if netbeast { "set6-nb" } else { "set6-ipt" };
-    let client = Netns::new(&format!("{tag}-c")).unwrap();
-    let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-    if netbeast {
-        server = server.with_netbeast(NETBEAST);
-    }
-    veth_pair(
-        &server,
-        "nbt6s",
-        "10.218.0.2/24",
-        &client,
-        "nbt6c",
-        "10.218.0.1/24",
-    )
-    .unwrap();
-    for (ns, iface, addr) in [(&server, "nbt6s", SERVER6), (&client, "nbt6c", CLIENT6)] {
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/64"),
-            "dev",
-            iface,
-            "nodad",
-        ])
-        .unwrap();
-    }
-    if netbeast {
-        server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
-    }
+    let binary = netbeast.then_some(NETBEAST);
+    let (client, server) = pair6(tag, "10.218.0", CLIENT6, SERVER6, binary);
     let _listeners: Vec<TcpListener> = server
         .in_netns(|| {
             [22, 23, 24]
