@@ -19,10 +19,13 @@
 use std::{
     path::{Path, PathBuf},
     process::Output,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
 use netbeast::netns::{Netns, comparable_save, require_root};
+
+#[path = "support/links.rs"]
+mod links;
+use links::Links;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
@@ -184,32 +187,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// A directory of links to the netbeast binary named like iptables' tools.
-struct Links(PathBuf);
-
-impl Links {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("nbt-cli-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in ["iptables", "iptables-save", "iptables-restore"] {
-            std::os::unix::fs::symlink(NETBEAST, dir.join(name)).unwrap();
-        }
-        Links(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Links {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).to_lowercase()
 }
@@ -267,8 +244,8 @@ fn exit_codes_and_options_as_iptables() {
     require_root();
     let oracle = Netns::new("cli-ipt").unwrap();
     let beast = Netns::new("cli-nb").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
-    let file = links.0.join("rules");
+    let links = Links::new("cli");
+    let file = links.dir().join("rules");
     let real = |name: &str| PathBuf::from(name);
 
     let (mut oracle_setup, mut beast_setup) = (None, None);
@@ -388,7 +365,7 @@ fn listings_name_things_as_iptables() {
     require_root();
     let oracle = Netns::new("cli-lipt").unwrap();
     let beast = Netns::new("cli-lnb").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
+    let links = Links::new("cli");
     let netbeast = links.path("iptables");
     for line in NAMED_RULES {
         let args: Vec<&str> = line.split_whitespace().collect();
@@ -459,7 +436,7 @@ fn comments_are_bytes_as_iptables() {
     require_root();
     let oracle = Netns::new("cli-bipt").unwrap();
     let beast = Netns::new("cli-bnb").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
+    let links = Links::new("cli");
     let netbeast = links.path("iptables");
     let comment = raw(b"a\xffb \xc3\xa9 \"q\"");
     for (ns, program) in [
@@ -495,7 +472,7 @@ fn comments_are_bytes_as_iptables() {
     assert_eq!(rule_lines(&got_save), rule_lines(&want_save));
 
     // iptables' own save, bytes and all, restores into netbeast.
-    let file = links.0.join("saved");
+    let file = links.dir().join("saved");
     std::fs::write(&file, &want_save).unwrap();
     beast.netbeast_ok(&["iptables", "-F"]).unwrap();
     let restored = beast
@@ -552,7 +529,7 @@ fn comments_are_bytes_as_iptables() {
 fn no_panic_on_raw_bytes_or_closed_pipes() {
     require_root();
     let ns = Netns::new("cli-fuzz").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
+    let links = Links::new("cli");
     // Rules enough that listings outgrow a pipe's buffer.
     let mut restore = String::from("*filter\n");
     for port in 1..=3000 {
@@ -688,7 +665,7 @@ fn a_busy_lock_gives_exit_4_after_wait_seconds() {
     use std::os::fd::AsRawFd;
     require_root();
     let ns = Netns::new("cli-lock").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
+    let links = Links::new("cli");
     ns.run_ok(links.path("iptables"), &["-N", "USR"]).unwrap();
     let before = rules(&ns, &links.path("iptables"));
     let dir = std::path::Path::new("/run/netbeast/locks");
@@ -700,7 +677,7 @@ fn a_busy_lock_gives_exit_4_after_wait_seconds() {
         .open(dir.join(ns.id().unwrap().to_string()))
         .unwrap();
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let file = links.0.join("rules");
+    let file = links.dir().join("rules");
     std::fs::write(&file, RESTORE_FILE).unwrap();
     for (program, args) in [
         ("iptables", vec!["-w", "1", "-A", "INPUT", "-j", "ACCEPT"]),

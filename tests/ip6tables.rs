@@ -15,6 +15,10 @@ use std::{
 
 use netbeast::netns::{Netns, require_root};
 
+#[path = "support/links.rs"]
+mod links;
+use links::Links;
+
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 
 /// Commands both must take (exit 0) and end up listing alike.
@@ -149,29 +153,6 @@ fn body(save: &str) -> String {
         .collect()
 }
 
-struct Links(PathBuf);
-
-impl Links {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("nbt-ip6-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in ["ip6tables", "ip6tables-save", "ip6tables-restore"] {
-            std::os::unix::fs::symlink(NETBEAST, dir.join(name)).unwrap();
-        }
-        Links(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Links {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn stdout(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -187,7 +168,7 @@ fn commands_listings_and_saves_as_ip6tables() {
     require_root();
     let oracle = Netns::new("ip6-ipt").unwrap();
     let beast = Netns::new("ip6-nb").unwrap().with_netbeast(NETBEAST);
-    let links = Links::new();
+    let links = Links::new("ip6");
     let real = PathBuf::from("ip6tables");
     let link = links.path("ip6tables");
     let v4_before = beast.netbeast_ok(&["iptables", "-S"]).unwrap();

@@ -7,8 +7,6 @@
 //! Needs root and the `ipset` package (`cargo xtask setup`). Run:
 //! `cargo test -p netbeast --test ipset`.
 
-use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -18,36 +16,18 @@ use netbeast::netns::{
     Firewall, Netns, SERVER_IFACE, Testbed, require_root, tcp_server, veth_pair,
 };
 
+#[path = "support/pair6.rs"]
+mod pair6;
+use pair6::pair6;
+
+#[path = "support/links.rs"]
+mod links;
+use links::Links;
+
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 include!("support/scenario.rs");
-
-/// A directory holding an `ipset` link to the netbeast binary, removed on
-/// drop: what a user's `ln -s netbeast /usr/local/sbin/ipset` gives.
-struct Link {
-    dir: PathBuf,
-}
-
-impl Link {
-    fn new(tag: &str) -> Link {
-        let dir = std::env::temp_dir().join(format!("nbt-ipset-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        symlink(NETBEAST, dir.join("ipset")).unwrap();
-        Link { dir }
-    }
-
-    fn ipset(&self) -> PathBuf {
-        self.dir.join("ipset")
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `ipset ARGS` in the server: the real one under iptables, netbeast's
 /// (`netbeast ipset`) under netbeast.
@@ -82,7 +62,7 @@ fn expect(bed: &Testbed, when: &str, expected: &[(u16, netbeast::netns::ConnectO
     let got = bed.connect(&ports, TIMEOUT).unwrap();
     assert_outcomes(when, "port ", expected, &got, || {
         bed.save().unwrap_or_default()
-    );
+    });
 }
 
 // A blocklist: the client's address in a hash:ip set that a DROP rule
@@ -313,7 +293,7 @@ fn same_line(a: &str, b: &str) -> bool {
 #[test]
 fn ipset_command_line_matches_real_ipset() {
     require_root();
-    let link = Link::new("cli");
+    let link = Links::new("ipset-cli");
     let real = Netns::new("ipset-real").unwrap();
     let ours = Netns::new("ipset-ours").unwrap().with_netbeast(NETBEAST);
     veth_pair(
@@ -398,7 +378,7 @@ fn ipset_command_line_matches_real_ipset() {
     for line in session {
         let args: Vec<&str> = line.split_whitespace().collect();
         let want = real.run("ipset", &args).unwrap();
-        let got = ours.run(link.ipset(), &args).unwrap();
+        let got = ours.run(link.path("ipset"), &args).unwrap();
         let (wo, go) = (
             String::from_utf8_lossy(&want.stdout),
             String::from_utf8_lossy(&got.stdout),
@@ -513,35 +493,8 @@ fn ipv6_sets(netbeast: bool) {
     const CLIENT6: &str = "fd00:18::1";
     const SERVER6: &str = "fd00:18::2";
     let tag = if netbeast { "set6-nb" } else { "set6-ipt" };
-    let client = Netns::new(&format!("{tag}-c")).unwrap();
-    let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-    if netbeast {
-        server = server.with_netbeast(NETBEAST);
-    }
-    veth_pair(
-        &server,
-        "nbt6s",
-        "10.218.0.2/24",
-        &client,
-        "nbt6c",
-        "10.218.0.1/24",
-    )
-    .unwrap();
-    for (ns, iface, addr) in [(&server, "nbt6s", SERVER6), (&client, "nbt6c", CLIENT6)] {
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/64"),
-            "dev",
-            iface,
-            "nodad",
-        ])
-        .unwrap();
-    }
-    if netbeast {
-        server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
-    }
+    let binary = netbeast.then_some(NETBEAST);
+    let (client, server) = pair6(tag, "10.218.0", CLIENT6, SERVER6, binary);
     let _listeners: Vec<TcpListener> = server
         .in_netns(|| {
             [22, 23, 24]

@@ -12,7 +12,11 @@ use std::{
     time::Duration,
 };
 
-use netbeast::netns::{Netns, require_root, veth_pair};
+use netbeast::netns::{Netns, require_root};
+
+#[path = "support/pair6.rs"]
+mod pair6;
+use pair6::pair6;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 /// A dropped SYN costs one timeout; an answered one takes microseconds.
@@ -39,35 +43,8 @@ struct Bed {
 
 impl Bed {
     fn new(tag: &str, netbeast: bool) -> Bed {
-        let client = Netns::new(&format!("{tag}-c")).unwrap();
-        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-        if netbeast {
-            server = server.with_netbeast(NETBEAST);
-        }
-        veth_pair(
-            &server,
-            "nbt6s",
-            "10.216.0.2/24",
-            &client,
-            "nbt6c",
-            "10.216.0.1/24",
-        )
-        .unwrap();
-        for (ns, iface, addr) in [(&server, "nbt6s", SERVER6), (&client, "nbt6c", CLIENT6)] {
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{addr}/64"),
-                "dev",
-                iface,
-                "nodad",
-            ])
-            .unwrap();
-        }
-        if netbeast {
-            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
-        }
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.0", CLIENT6, SERVER6, binary);
         let listeners = server
             .in_netns(|| {
                 PORTS

@@ -14,6 +14,10 @@ use std::{
 
 use netbeast::netns::{Netns, require_root, veth_pair};
 
+#[path = "support/pair6.rs"]
+mod pair6;
+use pair6::{add6, pair6};
+
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 /// A dropped SYN or datagram costs one timeout; an answer takes
 /// microseconds (neighbour discovery included).
@@ -36,11 +40,6 @@ use Outcome::*;
 
 fn v6(a: &str) -> Ipv6Addr {
     a.parse().unwrap()
-}
-
-fn add6(ns: &Netns, iface: &str, addr: &str) {
-    ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
-        .unwrap();
 }
 
 /// A TCP connection from inside `ns` to `to:port`.
@@ -205,25 +204,8 @@ impl Host {
     }
 
     fn with_rules(tag: &str, netbeast: bool, rules: &[String]) -> Host {
-        let client = Netns::new(&format!("{tag}-c")).unwrap();
-        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-        if netbeast {
-            server = server.with_netbeast(NETBEAST);
-        }
-        veth_pair(
-            &server,
-            "nbt6s",
-            "10.216.1.2/24",
-            &client,
-            "nbt6c",
-            "10.216.1.1/24",
-        )
-        .unwrap();
-        add6(&server, "nbt6s", &format!("{SERVER6}/64"));
-        add6(&client, "nbt6c", &format!("{CLIENT6}/64"));
-        if netbeast {
-            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
-        }
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.1", CLIENT6, SERVER6, binary);
         let mut listeners: Vec<TcpListener> = server
             .in_netns(|| {
                 [22, 80]

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netbeast::netns::{
@@ -16,6 +15,10 @@ use netbeast::netns::{
     Firewall, Netns, SERVER_IFACE, Testbed, comparable_save, mentions_line, require_root,
     tcp_server,
 };
+
+#[path = "support/links.rs"]
+mod links;
+use links::Links;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -292,9 +295,9 @@ fn links_named_like_iptables_behave_like_it() {
     let bed = testbed("st-links", Firewall::netbeast(NETBEAST));
     let server = bed.server();
     let _servers = [22, 8080].map(|port| tcp_server(server, port).unwrap());
-    let links = LinkDir::new();
+    let links = Links::new("links");
 
-    let iptables = links.link("iptables");
+    let iptables = links.path("iptables");
     for line in [
         "-A INPUT -p tcp --dport 22 -j ACCEPT",
         "-w -A INPUT -j DROP",
@@ -320,7 +323,7 @@ fn links_named_like_iptables_behave_like_it() {
     );
 
     let saved = server
-        .run_ok(links.link("iptables-save"), &[] as &[&str])
+        .run_ok(links.path("iptables-save"), &[] as &[&str])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(comparable_save(&saved), comparable_save(&save(&bed)));
     let appended = saved.lines().filter(|l| l.starts_with("-A INPUT")).count();
@@ -328,7 +331,7 @@ fn links_named_like_iptables_behave_like_it() {
 
     // Feeding the save back through iptables-restore keeps the same ruleset.
     let mut child = server
-        .command(links.link("iptables-restore"))
+        .command(links.path("iptables-restore"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -347,33 +350,6 @@ fn links_named_like_iptables_behave_like_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(comparable_save(&save(&bed)), comparable_save(&saved));
-}
-
-/// A temporary directory of symlinks to the netbeast binary, removed on drop.
-struct LinkDir(PathBuf);
-
-impl LinkDir {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("nbt-links-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        LinkDir(dir)
-    }
-
-    fn link(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        if !path.exists() {
-            std::os::unix::fs::symlink(NETBEAST, &path).unwrap();
-        }
-        path
-    }
-}
-
-impl Drop for LinkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // Ten processes appending one rule each at the same moment leave ten rules
@@ -956,10 +932,10 @@ fn no_panic_on_closed_pipes_or_bad_bytes() {
     }
     use std::os::unix::ffi::OsStrExt;
     let bad = std::ffi::OsStr::from_bytes(b"\xff");
-    let links = LinkDir::new();
+    let links = Links::new("links");
     for (program, prefix) in [
         (PathBuf::from(NETBEAST), vec!["iptables"]),
-        (links.link("iptables"), vec![]),
+        (links.path("iptables"), vec![]),
     ] {
         let out = ns
             .command(&program)
