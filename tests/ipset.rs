@@ -49,7 +49,7 @@ fn ipset_ok(bed: &Testbed, args: &str) {
         out.status.success(),
         "ipset {args}: {}",
         String::from_utf8_lossy(&out.stderr)
-    });
+    );
 }
 
 fn testbed(tag: &str, firewall: Firewall) -> Testbed {
