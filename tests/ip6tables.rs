@@ -179,6 +179,27 @@ fn stdout(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `line` run by the real ip6tables in `oracle` and by netbeast's link in
+/// `beast`: what is wrong unless both exit with `rc`.
+fn exit_codes_differ(
+    oracle: &Netns,
+    beast: &Netns,
+    link: &Path,
+    line: &str,
+    rc: i32,
+) -> Option<String> {
+    let want = oracle.run("ip6tables", &words(line)).unwrap();
+    let got = beast.run(link, &words(line)).unwrap();
+    (code(&want) != rc || code(&got) != rc).then(|| {
+        format!(
+            "{line}: want rc {rc}; ip6tables {}, netbeast {} ({})",
+            code(&want),
+            code(&got),
+            String::from_utf8_lossy(&got.stderr).trim()
+        )
+    })
+}
+
 fn listing(ns: &Netns, program: &Path, prefix: &[&str], line: &str) -> (i32, String) {
     let args: Vec<&str> = prefix.iter().copied().chain(words(line)).collect();
     let out = ns.run(program, &args).unwrap();
@@ -216,16 +237,7 @@ fn commands_listings_and_saves_as_ip6tables() {
         }
     }
     for (line, rc) in REFUSED {
-        let want = oracle.run(&real, &words(line)).unwrap();
-        let got = beast.run(&link, &words(line)).unwrap();
-        if code(&want) != *rc || code(&got) != *rc {
-            failures.push(format!(
-                "{line}: want rc {rc}; ip6tables {}, netbeast {} ({})",
-                code(&want),
-                code(&got),
-                String::from_utf8_lossy(&got.stderr).trim()
-            ));
-        }
+        failures.extend(exit_codes_differ(&oracle, &beast, &link, line, *rc));
     }
     let before = listing(&beast, &link, &[], "-S").1;
     for line in NOT_YET {
@@ -329,11 +341,6 @@ fn nat_table_as_ip6tables() {
     let link = links.path("ip6tables");
     let v4_before = beast.netbeast_ok(&["iptables", "-t", "nat", "-S"]).unwrap();
     let mut failures = Vec::new();
-    let both = |line: &str| {
-        let want = oracle.run(&real, &words(line)).unwrap();
-        let got = beast.run(&link, &words(line)).unwrap();
-        (want, got)
-    };
     for line in [
         "-t nat -N FWD",
         "-t nat -N OTHER",
@@ -343,15 +350,7 @@ fn nat_table_as_ip6tables() {
         "-t nat -X GONE",
         "-t nat -Z",
     ] {
-        let (want, got) = both(line);
-        if code(&want) != 0 || code(&got) != 0 {
-            failures.push(format!(
-                "{line}: ip6tables rc {}, netbeast rc {} ({})",
-                code(&want),
-                code(&got),
-                String::from_utf8_lossy(&got.stderr).trim()
-            ));
-        }
+        failures.extend(exit_codes_differ(&oracle, &beast, &link, line, 0));
     }
     for (line, rc) in [
         ("-t nat -P POSTROUTING DROP", 2),
@@ -359,33 +358,36 @@ fn nat_table_as_ip6tables() {
         ("-t nat -A PREROUTING -j DNAT", 2),
         ("-t nat -A NOCHAIN -j ACCEPT", 1),
     ] {
-        let (want, got) = both(line);
-        if code(&want) != rc || code(&got) != rc {
-            failures.push(format!(
-                "{line}: want rc {rc}; ip6tables {}, netbeast {} ({})",
-                code(&want),
-                code(&got),
-                String::from_utf8_lossy(&got.stderr).trim()
-            ));
-        }
+        failures.extend(exit_codes_differ(&oracle, &beast, &link, line, rc));
     }
     let before = listing(&beast, &link, &[], "-t nat -S").1;
     let got = beast
         .run(
             &link,
-            &words("-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080"),
+            &words(
+                "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080",
+            ),
         )
         .unwrap();
     let message = String::from_utf8_lossy(&got.stderr);
     if code(&got) == 0 || !message.contains("does not run IPv6 nat rules yet") {
-        failures.push(format!("a nat rule: rc {} ({})", code(&got), message.trim()));
+        failures.push(format!(
+            "a nat rule: rc {} ({})",
+            code(&got),
+            message.trim()
+        ));
     }
     assert_eq!(
         listing(&beast, &link, &[], "-t nat -S").1,
         before,
         "a refused rule applied nothing"
     );
-    for line in ["-t nat -S", "-t nat -L -n -v", "-t nat -L", "-t nat -L FWD -n"] {
+    for line in [
+        "-t nat -S",
+        "-t nat -L -n -v",
+        "-t nat -L",
+        "-t nat -L FWD -n",
+    ] {
         let want = listing(&oracle, &real, &[], line);
         let got = listing(&beast, &link, &[], line);
         if got != want {
@@ -401,10 +403,14 @@ fn nat_table_as_ip6tables() {
         let body = body(&save);
         body.find("*nat").map(|at| body[at..].to_string())
     };
-    let want = nat_section(stdout(oracle.run("ip6tables-save", &[] as &[&str]).unwrap()));
+    let want = nat_section(stdout(
+        oracle.run("ip6tables-save", &[] as &[&str]).unwrap(),
+    ));
     let got = nat_section(beast.netbeast_ok(&["save", "-6"]).unwrap());
     if want.is_none() || got != want {
-        failures.push(format!("save:\n--- ip6tables-save\n{want:?}\n--- netbeast\n{got:?}"));
+        failures.push(format!(
+            "save:\n--- ip6tables-save\n{want:?}\n--- netbeast\n{got:?}"
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(

@@ -540,16 +540,16 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         .tables()
         .into_iter()
         .flat_map(|(_, t)| &t.chains)
-    .filter(|c| c.policy.is_none())
-    .map(|c| c.rules.len())
-    .sum();
+        .filter(|c| c.policy.is_none())
+        .map(|c| c.rules.len())
+        .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
     for chain in ruleset
         .tables_mut()
         .into_iter()
         .flat_map(|(_, t)| &mut t.chains)
-    .filter(|c| c.policy.is_none())
+        .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
             rule.counter = add(rule.counter, live);

@@ -376,18 +376,18 @@ pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain,
         .tables()
         .into_iter()
         .flat_map(|(family, table)| {
-        table
-            .chains
-            .iter()
-            .filter(|c| c.policy.is_none())
-            .map(move |c| (family, table.name, c))
-    })
-    .map(|(family, table, c)| {
-        let first = next;
-        next += c.rules.len() as u32;
-        (family, table, c, first)
-    })
-    .collect()
+            table
+                .chains
+                .iter()
+                .filter(|c| c.policy.is_none())
+                .map(move |c| (family, table.name, c))
+        })
+        .map(|(family, table, c)| {
+            let first = next;
+            next += c.rules.len() as u32;
+            (family, table, c, first)
+        })
+        .collect()
 }
 
 /// How many steps of the kernel's search one packet may take in a chain

@@ -28,7 +28,12 @@ fn table(ruleset: &Ruleset, i: usize) -> &Table {
 }
 
 fn table_mut(ruleset: &mut Ruleset, i: usize) -> &mut Table {
-    ruleset.tables_mut().into_iter().nth(i).expect("a table's place").1
+    ruleset
+        .tables_mut()
+        .into_iter()
+        .nth(i)
+        .expect("a table's place")
+        .1
 }
 
 /// One commit's change to the rule model, without counters.

@@ -2966,8 +2966,8 @@ mod tests {
     #[test]
     fn ipv6_nat_table() {
         let parse6 = |line: &str| parse_ip6tables_args(&args(line));
-        let c = parse6("-t nat -A PREROUTING -p tcp -j DNAT --to-destination [fd00::2]:8080")
-            .unwrap();
+        let c =
+            parse6("-t nat -A PREROUTING -p tcp -j DNAT --to-destination [fd00::2]:8080").unwrap();
         assert_eq!((c.family, c.table), (Family::V6, TableName::Nat));
         for line in [
             "-t nat -A POSTROUTING -o eth0 -p tcp -j MASQUERADE --to-ports 1000-2000 --random",
