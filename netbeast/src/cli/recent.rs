@@ -22,7 +22,7 @@ pub fn run(name: Option<&str>) -> Result<()> {
     // them by the name's number).
     let ruleset = ns.load_ruleset()?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
-    for chain in ruleset.filter.chains.iter().chain(&ruleset.filter6.chains) {
+    for chain in ruleset.tables().into_iter().flat_map(|(_, t)| &t.chains) {
         for rule in &chain.rules {
             for m in &rule.matches {
                 if let Match::Recent(r) = m {

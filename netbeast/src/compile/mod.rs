@@ -199,6 +199,12 @@ pub enum CompileError {
     )]
     NatInputRules { rules: usize },
     #[error(
+        "the IPv6 nat table has {rules} rules, and netbeast's data plane does not run IPv6 nat \
+         rules yet (docs/FEATURES.md); remove them with ip6tables -t nat -F (its chains and \
+         policies are kept)"
+    )]
+    Nat6NotRunYet { rules: usize },
+    #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
     JumpLoop { path: String, limit: usize },
@@ -552,6 +558,10 @@ fn compile_with_limits(
     let nat_input = ruleset.nat.chain("INPUT").map_or(0, |c| c.rules.len());
     if nat_input > 0 {
         return Err(CompileError::NatInputRules { rules: nat_input });
+    }
+    let nat6_rules: usize = ruleset.nat6.chains.iter().map(|c| c.rules.len()).sum();
+    if nat6_rules > 0 {
+        return Err(CompileError::Nat6NotRunYet { rules: nat6_rules });
     }
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();

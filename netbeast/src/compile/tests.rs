@@ -2498,6 +2498,16 @@ fn nat_rules_the_kernel_refuses_are_refused() {
         compile(&ruleset, &[], 0).err(),
         Some(CompileError::NatInputRules { rules: 1 })
     );
+    // The IPv6 nat table's rules, until the data plane runs them; its
+    // chains and policies alone compile.
+    let mut ruleset = Ruleset::default();
+    ruleset.nat6.chain_mut("PREROUTING").unwrap().rules = vec![Rule::new(Target::Accept)];
+    assert_eq!(
+        compile(&ruleset, &[], 0).err(),
+        Some(CompileError::Nat6NotRunYet { rules: 1 })
+    );
+    ruleset.nat6.chain_mut("PREROUTING").unwrap().rules.clear();
+    assert!(compile(&ruleset, &[], 0).is_ok());
 }
 
 /// The fields a rule's lowering uses, as the chain's `fields_used` says.

@@ -21,26 +21,19 @@ use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableNa
 
 /// The tables of a ruleset in a fixed order: a change and the counter file
 /// name a table by its place here.
-const TABLES: usize = 5;
+use super::model::TABLES;
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
-    [
-        &ruleset.filter,
-        &ruleset.nat,
-        &ruleset.filter6,
-        &ruleset.raw,
-        &ruleset.mangle,
-    ][i]
+    ruleset.tables()[i].1
 }
 
 fn table_mut(ruleset: &mut Ruleset, i: usize) -> &mut Table {
-    match i {
-        0 => &mut ruleset.filter,
-        1 => &mut ruleset.nat,
-        2 => &mut ruleset.filter6,
-        3 => &mut ruleset.raw,
-        _ => &mut ruleset.mangle,
-    }
+    ruleset
+        .tables_mut()
+        .into_iter()
+        .nth(i)
+        .expect("a table's place")
+        .1
 }
 
 /// One commit's change to the rule model, without counters.
@@ -111,9 +104,13 @@ pub fn table_index(family: Family, name: TableName) -> usize {
     match (family, name) {
         (Family::V4, TableName::Filter) => 0,
         (Family::V4, TableName::Nat) => 1,
-        (Family::V6, _) => 2,
+        (Family::V6, TableName::Filter) => 2,
         (Family::V4, TableName::Raw) => 3,
         (Family::V4, TableName::Mangle) => 4,
+        (Family::V6, TableName::Nat) => 5,
+        (Family::V6, TableName::Raw | TableName::Mangle) => {
+            unreachable!("no IPv6 raw or mangle table (refused by the parser)")
+        }
     }
 }
 

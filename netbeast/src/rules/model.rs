@@ -62,7 +62,14 @@ pub struct Ruleset {
         skip_serializing_if = "Table::is_pristine"
     )]
     pub mangle: Table,
+    /// The IPv6 nat table (`ip6tables -t nat`), separate from the IPv4 one
+    /// as in iptables. Left out of the file while pristine, as `filter6`.
+    #[serde(default = "Table::new_nat", skip_serializing_if = "Table::is_pristine")]
+    pub nat6: Table,
 }
+
+/// How many tables a [`Ruleset`] has, of both families ([`Ruleset::tables`]).
+pub const TABLES: usize = 6;
 
 impl Default for Ruleset {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for Ruleset {
             filter6: Table::new_filter(),
             raw: Table::new_raw(),
             mangle: Table::new_mangle(),
+            nat6: Table::new_nat(),
         }
     }
 }
@@ -95,15 +103,16 @@ impl Ruleset {
         }
     }
 
-    /// The table `name` of the address family's ruleset. IPv6 has only the
-    /// filter table so far: the parsers refuse `-t nat`, `-t raw` and their
-    /// for IPv6 (`Family::tables`) before anything asks for it.
+    /// The table `name` of the address family's ruleset. IPv6 has the
+    /// filter and nat tables so far: the parsers refuse `-t raw` and
+    /// `-t mangle` for IPv6 (`Family::tables`) before anything asks for it.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 nat or raw table (refused by the parser)")
+            (Family::V6, TableName::Nat) => &self.nat6,
+            (Family::V6, TableName::Raw | TableName::Mangle) => {
+                unreachable!("no IPv6 raw or mangle table (refused by the parser)")
             }
         }
     }
@@ -112,10 +121,39 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 nat or raw table (refused by the parser)")
+            (Family::V6, TableName::Nat) => &mut self.nat6,
+            (Family::V6, TableName::Raw | TableName::Mangle) => {
+                unreachable!("no IPv6 raw or mangle table (refused by the parser)")
             }
         }
+    }
+
+    /// Every table of both families in one fixed order: the counters'
+    /// layout numbers the user-defined chains' rules in it
+    /// (`compile::user_chain_counters`) and the journal names a table by
+    /// its place in it. A new table goes last, so the others keep their
+    /// places.
+    pub fn tables(&self) -> [(Family, &Table); TABLES] {
+        [
+            (Family::V4, &self.filter),
+            (Family::V4, &self.nat),
+            (Family::V6, &self.filter6),
+            (Family::V4, &self.raw),
+            (Family::V4, &self.mangle),
+            (Family::V6, &self.nat6),
+        ]
+    }
+
+    /// [`Ruleset::tables`], mutable.
+    pub fn tables_mut(&mut self) -> [(Family, &mut Table); TABLES] {
+        [
+            (Family::V4, &mut self.filter),
+            (Family::V4, &mut self.nat),
+            (Family::V6, &mut self.filter6),
+            (Family::V4, &mut self.raw),
+            (Family::V4, &mut self.mangle),
+            (Family::V6, &mut self.nat6),
+        ]
     }
 }
 
@@ -146,7 +184,7 @@ impl Family {
                 TableName::Raw,
                 TableName::Mangle,
             ],
-            Family::V6 => &[TableName::Filter],
+            Family::V6 => &[TableName::Filter, TableName::Nat],
         }
     }
 }

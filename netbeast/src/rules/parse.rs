@@ -206,7 +206,8 @@ pub enum ParseError {
     #[error("{what} is not supported for IPv6 yet{hint}")]
     Ipv6Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter table"
+        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter and nat \
+         tables"
     )]
     Ipv6UnsupportedTable(String),
     /// What ip6tables itself refuses (`-f`, `-4`).
@@ -1575,7 +1576,7 @@ impl<'a> Parser<'a> {
         let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "nat" | "mangle" | "raw" | "security" if self.family == Family::V6 => {
+            "mangle" | "raw" | "security" if self.family == Family::V6 => {
                 return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
             }
             "nat" => TableName::Nat,
@@ -2261,8 +2262,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
                 .into(),
         });
     }
-    // What the IPv6 data plane does so far; every other target (REJECT,
-    // LOG, SYNPROXY, the nat ones) is refused by name.
+    // What the IPv6 data plane does so far; every other target (SYNPROXY,
+    // MARK, CT, ...) is refused by name.
     let name = match target {
         Target::None
         | Target::Accept
@@ -2270,7 +2271,11 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Return
         | Target::Jump(_)
         | Target::Goto(_)
-        | Target::Log(_) => return Ok(()),
+        | Target::Log(_)
+        | Target::Dnat { .. }
+        | Target::Snat { .. }
+        | Target::Masquerade { .. }
+        | Target::Redirect { .. } => return Ok(()),
         Target::Reject(with) if with.is_icmp6() || *with == super::model::RejectWith::TcpReset => {
             return Ok(());
         }
@@ -2278,8 +2283,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, RETURN and jumps to user-defined \
-               chains so far (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, RETURN, jumps to user-defined \
+               chains and the nat table's DNAT, SNAT, MASQUERADE and REDIRECT so far (use -j DROP)"
             .into(),
     })
 }
@@ -2956,6 +2961,30 @@ mod tests {
         );
         assert_err("-t foo -L", "unknown table 'foo'");
         assert_err("! -t filter -L", "'!' cannot be used before -t");
+    }
+
+    #[test]
+    fn ipv6_nat_table() {
+        let parse6 = |line: &str| parse_ip6tables_args(&args(line));
+        let c =
+            parse6("-t nat -A PREROUTING -p tcp -j DNAT --to-destination [fd00::2]:8080").unwrap();
+        assert_eq!((c.family, c.table), (Family::V6, TableName::Nat));
+        for line in [
+            "-t nat -A POSTROUTING -o eth0 -p tcp -j MASQUERADE --to-ports 1000-2000 --random",
+            "-t nat -A PREROUTING -p udp -j REDIRECT --to-ports 53",
+            "-t nat -A POSTROUTING -j SNAT --to-source fd00::1-fd00::9 --persistent",
+            "-t nat -N FWD",
+        ] {
+            parse6(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        // As ip6tables: an IPv4 translation is a bad address.
+        assert!(parse6("-t nat -A PREROUTING -j DNAT --to-destination 10.0.0.1").is_err());
+        let e = parse6("-t raw -L").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the raw table is not supported for IPv6 yet; netbeast's ip6tables has the filter and \
+             nat tables"
+        );
     }
 
     #[test]
