@@ -573,15 +573,7 @@ fn stat(net: &ClientServer, name: &str) -> u64 {
 #[test]
 fn netbeast_log_and_the_daemon_write_every_event() {
     require_root();
-    let ClientServer { client, server } =
-        ClientServer::new("logd").expect("client and server namespaces");
-    let net = ClientServer {
-        client,
-        server: server.with_netbeast(NETBEAST),
-    };
-    net.server
-        .netbeast_ok(&["attach", SERVER_IFACE])
-        .expect("attaching netbeast");
+    let net = support::netbeast_server("logd", NETBEAST);
     net.server
         .netbeast_iptables_ok("-A INPUT -p udp --dport 9 -j LOG --log-prefix nbt-flood:")
         .unwrap();
@@ -673,16 +665,8 @@ fn output_uid_is_the_senders() {
         .into_iter()
         .find(|f| f.name == "output-tcp-syn-uid")
         .expect("the fixture of the OUTPUT line");
-    let ClientServer { client, server } =
-        ClientServer::new("loguid").expect("client and server namespaces");
     // The server sends (the client's veth runs an XDP program already).
-    let net = ClientServer {
-        client,
-        server: server.with_netbeast(NETBEAST),
-    };
-    net.server
-        .netbeast_ok(&["attach", SERVER_IFACE])
-        .expect("attaching netbeast on the server");
+    let net = support::netbeast_server("loguid", NETBEAST);
     net.server
         .netbeast_iptables_ok("-A OUTPUT -p tcp --dport 9 --syn -j LOG --log-uid")
         .unwrap();
@@ -726,15 +710,7 @@ fn output_uid_is_the_senders() {
 #[test]
 fn daemon_metrics_parse_and_match_the_counters() {
     require_root();
-    let ClientServer { client, server } =
-        ClientServer::new("logm").expect("client and server namespaces");
-    let net = ClientServer {
-        client,
-        server: server.with_netbeast(NETBEAST),
-    };
-    net.server
-        .netbeast_ok(&["attach", SERVER_IFACE])
-        .expect("attaching netbeast");
+    let net = support::netbeast_server("logm", NETBEAST);
     net.server
         .netbeast_ok(&[
             "iptables",

@@ -13,6 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "support/mod.rs"]
+mod support;
+
 use netbeast::{
     compile::{
         Interface,
@@ -116,15 +119,7 @@ fn traced(v: &Value) -> Vec<(String, u64)> {
 }
 
 fn setup(tag: &str) -> ClientServer {
-    let ClientServer { client, server } =
-        ClientServer::new(tag).expect("client and server namespaces");
-    let net = ClientServer {
-        client,
-        server: server.with_netbeast(NETBEAST),
-    };
-    net.server
-        .netbeast_ok(&["attach", SERVER_IFACE])
-        .expect("attaching netbeast");
+    let net = support::netbeast_server(tag, NETBEAST);
     for line in RULES {
         net.server.netbeast_iptables_ok(line).unwrap();
     }

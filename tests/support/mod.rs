@@ -210,6 +210,22 @@ pub fn diagnostics(ns: &Netns, firewall: &netbeast::netns::Firewall) -> String {
     format!("\nnetbeast stats:\n{stats}\nconntrack -L (first 20):\n{table}")
 }
 
+/// A client and a server (`ClientServer::new(tag)`), the server running
+/// the netbeast binary `netbeast`, attached to its interface.
+pub fn netbeast_server(tag: &str, netbeast: &str) -> netbeast::netns::ClientServer {
+    use netbeast::netns::{ClientServer, SERVER_IFACE};
+    let ClientServer { client, server } =
+        ClientServer::new(tag).expect("client and server namespaces");
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(netbeast),
+    };
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast");
+    net
+}
+
 /// Spawns `netbeast --netns NS daemon ARGS`, waits until it says it runs,
 /// and returns the child with the lines it printed so far on stderr.
 pub fn start_daemon(
