@@ -23,7 +23,7 @@ use super::conntrack::monotonic_now_ns;
 use crate::loader::Dataplane;
 use crate::loader::ipset::{MemberSlot, net_bits};
 use crate::rules::ext::set::{MAX_NAME_LEN, name_number};
-use crate::rules::model::{Match, Ruleset, Target};
+use crate::rules::model::{Family, Match, Ruleset, Target};
 use crate::state::Namespace;
 
 /// The ipset release whose command line, texts and exit codes this follows.
@@ -281,13 +281,8 @@ fn references(ruleset: &Ruleset, name: &str) -> usize {
 /// ip6tables one.
 fn uses(ruleset: &Ruleset) -> Vec<(&'static str, String, bool)> {
     let mut out = Vec::new();
-    for (t, v6) in [
-        (&ruleset.filter, false),
-        (&ruleset.nat, false),
-        (&ruleset.raw, false),
-        (&ruleset.mangle, false),
-        (&ruleset.filter6, true),
-    ] {
+    for (family, t) in ruleset.tables() {
+        let v6 = family == Family::V6;
         for r in t.chains.iter().flat_map(|c| c.rules.iter()) {
             for m in &r.matches {
                 if let Match::Set(s) = m {

@@ -524,6 +524,9 @@ fn problem_of(e: &anyhow::Error) -> Problem {
 /// stored with the rules.
 pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
     for (c, (family, table, name)) in BUILTIN_CHAINS.into_iter().enumerate() {
+        if !family.tables().contains(&table) {
+            continue;
+        }
         let Some(ch) = ruleset.table_in_mut(family, table).chain_mut(name) else {
             continue;
         };
@@ -535,32 +538,22 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
     }
     // User-defined chains' rules count in their own range: the filter
     // table's chains in table order, then the nat table's, then the IPv6
-    // filter table's, then the raw table's, then the mangle table's
-    // (`compile::user_chain_counters`).
-    let total: usize = [
-        &ruleset.filter,
-        &ruleset.nat,
-        &ruleset.filter6,
-        &ruleset.raw,
-        &ruleset.mangle,
-    ]
-    .iter()
-    .flat_map(|t| &t.chains)
-    .filter(|c| c.policy.is_none())
-    .map(|c| c.rules.len())
-    .sum();
+    // filter table's, then the raw table's, then the mangle table's, then
+    // the IPv6 mangle table's (`compile::user_chain_counters`).
+    let total: usize = ruleset
+        .tables()
+        .into_iter()
+        .flat_map(|(_, t)| &t.chains)
+        .filter(|c| c.policy.is_none())
+        .map(|c| c.rules.len())
+        .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in [
-        &mut ruleset.filter,
-        &mut ruleset.nat,
-        &mut ruleset.filter6,
-        &mut ruleset.raw,
-        &mut ruleset.mangle,
-    ]
-    .into_iter()
-    .flat_map(|t| &mut t.chains)
-    .filter(|c| c.policy.is_none())
+    for chain in ruleset
+        .tables_mut()
+        .into_iter()
+        .flat_map(|(_, t)| &mut t.chains)
+        .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
             rule.counter = add(rule.counter, live);

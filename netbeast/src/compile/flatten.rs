@@ -369,31 +369,27 @@ impl NatTargets {
 /// (from `ChainConfig::user_counter_base`, see
 /// `netbeast_common::counter_layout`): each user-defined chain of the
 /// filter table, then of the nat table, then of the IPv6 filter table, then
-/// of the raw table, then of the mangle table, in table order, with the number of its first rule's
+/// of the raw table, then of the mangle table, then of the IPv6 mangle
+/// table, in table order, with the number of its first rule's
 /// counter.
 pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
     let mut next = 0;
-    [
-        (Family::V4, &ruleset.filter),
-        (Family::V4, &ruleset.nat),
-        (Family::V6, &ruleset.filter6),
-        (Family::V4, &ruleset.raw),
-        (Family::V4, &ruleset.mangle),
-    ]
-    .into_iter()
-    .flat_map(|(family, table)| {
-        table
-            .chains
-            .iter()
-            .filter(|c| c.policy.is_none())
-            .map(move |c| (family, table.name, c))
-    })
-    .map(|(family, table, c)| {
-        let first = next;
-        next += c.rules.len() as u32;
-        (family, table, c, first)
-    })
-    .collect()
+    ruleset
+        .tables()
+        .into_iter()
+        .flat_map(|(family, table)| {
+            table
+                .chains
+                .iter()
+                .filter(|c| c.policy.is_none())
+                .map(move |c| (family, table.name, c))
+        })
+        .map(|(family, table, c)| {
+            let first = next;
+            next += c.rules.len() as u32;
+            (family, table, c, first)
+        })
+        .collect()
 }
 
 /// How many steps of the kernel's search one packet may take in a chain

@@ -19,27 +19,23 @@ use serde::{Deserialize, Serialize};
 use super::command::Splice;
 use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableName};
 
-/// The tables of a ruleset in a fixed order: a change and the counter file
-/// name a table by its place here.
-const TABLES: usize = 5;
+/// The tables of a ruleset in a fixed order (`Ruleset::tables`): a change
+/// and the counter file name a table by its place there.
+const TABLES: usize = 6;
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
-    [
-        &ruleset.filter,
-        &ruleset.nat,
-        &ruleset.filter6,
-        &ruleset.raw,
-        &ruleset.mangle,
-    ][i]
+    ruleset.tables()[i].1
 }
 
 fn table_mut(ruleset: &mut Ruleset, i: usize) -> &mut Table {
+    let [a, b, c, d, e, f] = ruleset.tables_mut().map(|(_, t)| t);
     match i {
-        0 => &mut ruleset.filter,
-        1 => &mut ruleset.nat,
-        2 => &mut ruleset.filter6,
-        3 => &mut ruleset.raw,
-        _ => &mut ruleset.mangle,
+        0 => a,
+        1 => b,
+        2 => c,
+        3 => d,
+        4 => e,
+        _ => f,
     }
 }
 
@@ -111,9 +107,13 @@ pub fn table_index(family: Family, name: TableName) -> usize {
     match (family, name) {
         (Family::V4, TableName::Filter) => 0,
         (Family::V4, TableName::Nat) => 1,
-        (Family::V6, _) => 2,
+        (Family::V6, TableName::Filter) => 2,
         (Family::V4, TableName::Raw) => 3,
         (Family::V4, TableName::Mangle) => 4,
+        (Family::V6, TableName::Mangle) => 5,
+        (Family::V6, TableName::Nat | TableName::Raw) => {
+            unreachable!("no IPv6 nat or raw table (refused by the parser)")
+        }
     }
 }
 

@@ -62,6 +62,14 @@ pub struct Ruleset {
         skip_serializing_if = "Table::is_pristine"
     )]
     pub mangle: Table,
+    /// The IPv6 mangle table (`ip6tables -t mangle`), separate from the
+    /// IPv4 one as in ip6tables. Left out of the file while pristine, as
+    /// `raw`.
+    #[serde(
+        default = "Table::new_mangle",
+        skip_serializing_if = "Table::is_pristine"
+    )]
+    pub mangle6: Table,
 }
 
 impl Default for Ruleset {
@@ -72,11 +80,38 @@ impl Default for Ruleset {
             filter6: Table::new_filter(),
             raw: Table::new_raw(),
             mangle: Table::new_mangle(),
+            mangle6: Table::new_mangle(),
         }
     }
 }
 
 impl Ruleset {
+    /// Every table with its family, in one fixed order: user-defined
+    /// chains' counters (`compile::user_chain_counters`) and the journal's
+    /// table numbers follow it.
+    pub fn tables(&self) -> [(Family, &Table); 6] {
+        [
+            (Family::V4, &self.filter),
+            (Family::V4, &self.nat),
+            (Family::V6, &self.filter6),
+            (Family::V4, &self.raw),
+            (Family::V4, &self.mangle),
+            (Family::V6, &self.mangle6),
+        ]
+    }
+
+    /// [`Ruleset::tables`], to change them.
+    pub fn tables_mut(&mut self) -> [(Family, &mut Table); 6] {
+        [
+            (Family::V4, &mut self.filter),
+            (Family::V4, &mut self.nat),
+            (Family::V6, &mut self.filter6),
+            (Family::V4, &mut self.raw),
+            (Family::V4, &mut self.mangle),
+            (Family::V6, &mut self.mangle6),
+        ]
+    }
+
     pub fn table(&self, name: TableName) -> &Table {
         match name {
             TableName::Filter => &self.filter,
@@ -95,14 +130,15 @@ impl Ruleset {
         }
     }
 
-    /// The table `name` of the address family's ruleset. IPv6 has only the
-    /// filter table so far: the parsers refuse `-t nat`, `-t raw` and their
-    /// for IPv6 (`Family::tables`) before anything asks for it.
+    /// The table `name` of the address family's ruleset. IPv6 has the
+    /// filter and mangle tables so far: the parsers refuse `-t nat` and
+    /// `-t raw` for IPv6 (`Family::tables`) before anything asks for them.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
+            (Family::V6, TableName::Mangle) => &self.mangle6,
+            (Family::V6, TableName::Nat | TableName::Raw) => {
                 unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
@@ -112,7 +148,8 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
+            (Family::V6, TableName::Mangle) => &mut self.mangle6,
+            (Family::V6, TableName::Nat | TableName::Raw) => {
                 unreachable!("no IPv6 nat or raw table (refused by the parser)")
             }
         }
@@ -146,7 +183,7 @@ impl Family {
                 TableName::Raw,
                 TableName::Mangle,
             ],
-            Family::V6 => &[TableName::Filter],
+            Family::V6 => &[TableName::Filter, TableName::Mangle],
         }
     }
 }

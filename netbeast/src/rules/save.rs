@@ -29,12 +29,17 @@ pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
 }
 
 /// [`save`] of one family's ruleset: `ip6tables-save` prints the IPv6
-/// one, which has only its filter table so far.
+/// one, which has its filter and mangle tables so far (mangle first, as
+/// for IPv4).
 pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> String {
-    if family == Family::V6 {
-        return save_table(&ruleset.filter6, with_counters);
-    }
     let mut out = String::new();
+    if family == Family::V6 {
+        if !ruleset.mangle6.is_pristine() {
+            out.push_str(&save_table(&ruleset.mangle6, with_counters));
+        }
+        out.push_str(&save_table(&ruleset.filter6, with_counters));
+        return out;
+    }
     if !ruleset.mangle.is_pristine() {
         out.push_str(&save_table(&ruleset.mangle, with_counters));
     }
@@ -297,7 +302,7 @@ pub fn parse_restore_family(
     if let Some(table) = only {
         match table {
             "filter" => {}
-            "nat" | "mangle" | "raw" | "security" if family == Family::V6 => {
+            "nat" | "raw" | "security" if family == Family::V6 => {
                 return Err(RestoreError::Table {
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
@@ -461,9 +466,6 @@ pub fn split_restore_line(text: &str) -> Result<Vec<String>, String> {
 fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'static str]> {
     match table {
         "nat" if family == Family::V6 => Some(&["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
-        "mangle" if family == Family::V6 => {
-            Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"])
-        }
         "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
@@ -554,7 +556,7 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "nat" | "raw" | "mangle" if self.family == Family::V6 => Section::Ignored {
+            "nat" | "raw" if self.family == Family::V6 => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },

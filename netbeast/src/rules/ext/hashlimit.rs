@@ -915,14 +915,12 @@ fn random_text(d: &mut Dice) -> Option<Match> {
 /// keeps the options of the rule that made it.
 pub fn tables(ruleset: &crate::rules::model::Ruleset) -> Vec<(u64, u64)> {
     let mut seen = std::collections::BTreeMap::new();
-    let tables = [
-        &ruleset.filter,
-        &ruleset.raw,
-        &ruleset.nat,
-        &ruleset.mangle,
-        &ruleset.filter6,
-    ];
-    for rule in tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules) {
+    let tables = ruleset.tables();
+    for rule in tables
+        .iter()
+        .flat_map(|t| &t.1.chains)
+        .flat_map(|c| &c.rules)
+    {
         for m in &rule.matches {
             if let Match::Hashlimit(h) = m {
                 seen.entry(h.table()).or_insert_with(|| h.table_max());
