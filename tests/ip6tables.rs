@@ -92,6 +92,16 @@ const ACCEPTED: &[&str] = &[
     "-R INPUT 1 -s 2001:db8::/48 -p tcp --dport 22 -j ACCEPT",
     "-C INPUT -p ipv6-icmp -j ACCEPT",
     "-6 -A OUTPUT -j ACCEPT",
+    // The mangle table (issue 18).
+    "-t mangle -N MARKS",
+    "-t mangle -A PREROUTING -i lo -j MARKS",
+    "-t mangle -A MARKS -p tcp --dport 22 -j MARK --set-mark 0x10/0xff",
+    "-t mangle -A MARKS -m mark --mark 0x10/0xff -j CONNMARK --save-mark",
+    "-t mangle -A INPUT -m connmark ! --mark 0x1 -j CONNMARK --set-xmark 0x1/0xf",
+    "-t mangle -A FORWARD -j MARK --or-mark 0x4000",
+    "-t mangle -A OUTPUT -j CONNMARK --restore-mark --mask 0xff",
+    "-t mangle -A POSTROUTING -m mark --mark 0x4000/0x4000 -j RETURN",
+    "-t mangle -P FORWARD DROP",
 ];
 
 /// Commands both refuse, with the same exit code, applying nothing.
@@ -134,6 +144,9 @@ const LISTINGS: &[&str] = &[
     "-L -n -v -x --line-numbers",
     "-L",
     "-L INPUT 2 -n",
+    "-t mangle -S",
+    "-t mangle -L -n -v",
+    "-t mangle -L",
 ];
 
 fn words(line: &str) -> Vec<&str> {

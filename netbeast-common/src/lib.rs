@@ -146,6 +146,29 @@ pub mod chain {
     pub const MANGLE_FORWARD: u32 = 13;
     pub const MANGLE_OUTPUT: u32 = 14;
     pub const MANGLE_POSTROUTING: u32 = 15;
+    /// Reserved for the IPv6 nat table (`NAT6_PREROUTING` 16,
+    /// `NAT6_POSTROUTING` 17, `NAT6_OUTPUT` 18) and raw table
+    /// (`RAW6_PREROUTING` 19, `RAW6_OUTPUT` 20), made on other branches.
+    pub const RESERVED6_FIRST: u32 = 16;
+    pub const RESERVED6_LAST: u32 = 20;
+    /// The IPv6 mangle table's chains (`ip6tables -t mangle`), run at the
+    /// same hooks of the IPv6 programs as the IPv4 ones in theirs, in the
+    /// same order (`MANGLE6_x - MANGLE6_PREROUTING == MANGLE_x -
+    /// MANGLE_PREROUTING`).
+    pub const MANGLE6_PREROUTING: u32 = 21;
+    pub const MANGLE6_INPUT: u32 = 22;
+    pub const MANGLE6_FORWARD: u32 = 23;
+    pub const MANGLE6_OUTPUT: u32 = 24;
+    pub const MANGLE6_POSTROUTING: u32 = 25;
+    /// The IPv6 family's mangle chain of IPv4 mangle chain `c`.
+    pub const fn mangle6(c: u32) -> u32 {
+        c - MANGLE_PREROUTING + MANGLE6_PREROUTING
+    }
+    /// True for a chain of the IPv6 ruleset (`ip6tables`): its packets'
+    /// connections are in the IPv6 tracker.
+    pub const fn ipv6(c: u32) -> bool {
+        (c >= INPUT6 && c <= OUTPUT6) || (c >= RESERVED6_FIRST && c <= MANGLE6_POSTROUTING)
+    }
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
     /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
@@ -154,7 +177,7 @@ pub mod chain {
     /// their numbers).
     pub const IPV4_COUNT: usize = 6;
     pub const IPV6_COUNT: usize = 3;
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 26;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -1386,13 +1409,13 @@ pub struct AddrSlot {
 /// address field `f` (one of `field::ADDR_FIELDS`) of the chain whose
 /// `ChainConfig::addr_table` is `table`, without the epoch: what the
 /// buckets are chosen by. Bits: the address (32), the length (6), the
-/// field's slot (3), the chain (4), then the epoch.
+/// field's slot (3), the chain (5), then the epoch.
 #[inline(always)]
 pub const fn addr_hash_base(table: u32, f: u32, len: u32, addr: u32) -> u64 {
     addr as u64
         | (len as u64) << 32
         | (field::addr_slot(f as usize) as u64 & 7) << 38
-        | (table as u64 & 15) << 41
+        | (table as u64 & 31) << 41
 }
 
 /// The stored key: the base with the generation's epoch on top. Entries of
@@ -1404,7 +1427,7 @@ pub const fn addr_hash_key(base: u64, epoch: u32) -> u64 {
 }
 
 /// Where the epoch sits in an `ADDR_HASH` key.
-pub const ADDR_EPOCH_SHIFT: u32 = 45;
+pub const ADDR_EPOCH_SHIFT: u32 = 46;
 
 /// The two buckets (within a generation's region) of a key base.
 #[inline(always)]
@@ -3458,8 +3481,8 @@ mod tests {
             16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
-        // Chain numbers fit the key's 4 bits (`addr_hash_base`).
-        const { assert!(chain::COUNT <= 16) };
+        // Chain numbers fit the key's 5 bits (`addr_hash_base`).
+        const { assert!(chain::COUNT <= 32) };
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);

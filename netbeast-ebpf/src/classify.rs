@@ -1282,7 +1282,9 @@ pub struct SearchState {
     /// block that holds it drops the words before it.
     resume: u32,
     generation: u32,
-    chain: u32,
+    /// The chain searched (an ip6tables one: the connection is the IPv6
+    /// tracker's, `parse::ipv6_search`).
+    pub(crate) chain: u32,
     rule_count: u32,
     /// The chain's `ChainConfig::rule_base` and `counter_base`.
     rule_base: u32,

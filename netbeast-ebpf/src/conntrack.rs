@@ -563,31 +563,43 @@ fn has_connection(state: u32) -> bool {
     state == ct_state::NEW || state == ct_state::ESTABLISHED || state == ct_state::RELATED
 }
 
-/// `-m connmark` on the current IPv4 packet (`state`: the chain's
-/// `ct_state`): its connection's mark, as `-j CONNMARK` rules left it;
-/// never for a packet without a connection (xt_connmark).
+/// `-m connmark` on the current packet (`state`: the chain's `ct_state`;
+/// an ip6tables chain's connection is in the IPv6 tracker): its
+/// connection's mark, as `-j CONNMARK` rules left it; never
+/// for a packet without a connection (xt_connmark).
 #[inline(always)]
 pub fn connmark_holds(g: &Guard, state: u32) -> bool {
     if !has_connection(state) {
         return g.holds_connmark(None);
     }
-    match TRACKING.get(0) {
-        Some(t) if t.found != 0 || t.pending != 0 => g.holds_connmark(Some(t.entry.mark)),
-        _ => g.holds_connmark(None),
+    let mark = if crate::parse::ipv6_search() {
+        connection_mark::<V6>()
+    } else {
+        connection_mark::<V4>()
+    };
+    g.holds_connmark(mark)
+}
+
+/// The mark of the current packet's connection, when it has one.
+#[inline(always)]
+fn connection_mark<F: Family>() -> Option<u32> {
+    match tracking_of::<F>() {
+        Some(t) if t.found != 0 || t.pending != 0 => Some(t.entry.mark),
+        _ => None,
     }
 }
 
-/// `-j CONNMARK` entry `n` of `generation` on the current IPv4 packet,
-/// whose mark is `mark`: returns the packet's mark after it (changed by
-/// `--restore-mark` only). The connection's new mark is written at once,
-/// as xt_CONNMARK writes ct->mark: into its table entry, where later
-/// packets find it even when this one is dropped, and into `Tracking`,
-/// where the rules after this one (`-m connmark`) and — for a
-/// connection's first packet — `confirm` find it. A packet without a
-/// connection is left alone. A global function: the classifier's search
-/// calls it from its loop, where inlined it would be walked at every step,
-/// and its frame holds no key or entry (both are read in place), so the
-/// classifier's call chain keeps its stack.
+/// `-j CONNMARK` entry `n` of `generation` on the current packet, whose
+/// mark is `mark` (in the IPv6 tracker for an ip6tables chain): returns the
+/// packet's mark after it (changed by `--restore-mark` only). The
+/// connection's new mark is written at once, as xt_CONNMARK writes
+/// ct->mark: into its table entry, where later packets find it even when
+/// this one is dropped, and into `Tracking`, where the rules after this one
+/// (`-m connmark`) and — for a connection's first packet — `confirm` find
+/// it. A packet without a connection is left alone. A global function: the
+/// classifier's search calls it from its loop, where inlined it would be
+/// walked at every step, and its frame holds no key or entry (both are read
+/// in place), so the classifier's call chain keeps its stack.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn netbeast_connmark(generation: u32, n: u32, mark: u32) -> u32 {
@@ -600,11 +612,19 @@ pub extern "C" fn netbeast_connmark(generation: u32, n: u32, mark: u32) -> u32 {
     if !has_connection(keys.ct_state & ct_state::STATE_MASK) {
         return mark;
     }
-    let Some(t) = TRACKING.get_ptr_mut(0) else {
+    if crate::parse::ipv6_search() {
+        apply_connmark::<V6>(op, mark)
+    } else {
+        apply_connmark::<V4>(op, mark)
+    }
+}
+
+/// [`netbeast_connmark`] in family `F`'s tracker.
+#[inline(always)]
+fn apply_connmark<F: Family>(op: &ConnmarkTarget, mark: u32) -> u32 {
+    let Some(t) = tracking_of::<F>() else {
         return mark;
     };
-    // SAFETY: this CPU's tracking slot, valid for the program run.
-    let t = unsafe { &mut *t };
     if t.found == 0 && t.pending == 0 {
         return mark;
     }
@@ -614,14 +634,14 @@ pub extern "C" fn netbeast_connmark(generation: u32, n: u32, mark: u32) -> u32 {
         if t.pending == 0 {
             // The key where it is, in the per-CPU scratch: no copy on the
             // stack.
-            let key: *const CtKey = &t.key;
+            let key: *const CtKeyOf<F::Addr> = &t.key;
             // SAFETY: points into this CPU's tracking slot.
             let key = unsafe { &*key };
-            if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+            if let Some(e) = F::established().get_ptr_mut(key) {
                 // SAFETY: map value, valid for this program run; a word
                 // store, as the kernel's WRITE_ONCE(ct->mark).
                 unsafe { (*e).mark = ctmark };
-            } else if let Some(e) = CT_UNREPLIED.get_ptr_mut(key) {
+            } else if let Some(e) = F::unreplied().get_ptr_mut(key) {
                 // SAFETY: as above.
                 unsafe { (*e).mark = ctmark };
             }

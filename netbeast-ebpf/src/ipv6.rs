@@ -112,6 +112,8 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     let in_ifindex = ctx.ingress_ifindex() as u32;
+    // A packet from the wire has no mark (the slot keeps the last one's).
+    pkt.search.mark = 0;
     // What the kernel drops before PREROUTING is never a chain's, as for
     // IPv4 (discard.rs).
     let kernel = crate::discard::netbeast_discards6(ctx.ctx, in_ifindex);
@@ -161,10 +163,34 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     }
     let tracking = active.tracking();
     let state = connection_state(pkt, start, end, tracking, true);
+    let generation = active.generation();
+    // ip6tables' mangle PREROUTING, then INPUT or FORWARD, after conntrack
+    // and before filter's chain, as the kernel's hook priorities order
+    // them (IPv4's in pipeline.rs; the chain numbers in the same order).
+    const { assert!(chain::FORWARD6 - chain::INPUT6 == chain::MANGLE_FORWARD - chain::MANGLE_INPUT) };
+    if active.mangle()
+        && (mangle6_drops_xdp(
+            ctx,
+            pkt,
+            generation,
+            chain::MANGLE6_PREROUTING,
+            in_ifindex as u64,
+            state,
+        ) || mangle6_drops_xdp(
+            ctx,
+            pkt,
+            generation,
+            chain::mangle6(chain::MANGLE_INPUT + chain - chain::INPUT6),
+            in_ifindex as u64 | (out_ifindex as u64) << 32,
+            state,
+        ))
+    {
+        bump(stats::DROPPED);
+        return xdp_action::XDP_DROP;
+    }
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
-    let generation = active.generation();
     let (verdict, with) = match classify(
         generation,
         chain,
@@ -183,6 +209,22 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             chain,
             in_ifindex as u64 | (out_ifindex as u64) << 32,
         );
+    }
+    // mangle POSTROUTING for a forwarded packet FORWARD accepts.
+    if verdict == target::ACCEPT
+        && chain == chain::FORWARD6
+        && active.mangle()
+        && mangle6_drops_xdp(
+            ctx,
+            pkt,
+            generation,
+            chain::MANGLE6_POSTROUTING,
+            (out_ifindex as u64) << 32,
+            state,
+        )
+    {
+        bump(stats::DROPPED);
+        return xdp_action::XDP_DROP;
     }
     match verdict {
         target::ACCEPT => {
@@ -218,6 +260,42 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Runs ip6tables mangle `chain` on the packet (`ifaces`: the input
+/// interface, the output one in the high half), with its LOG events: true
+/// when it drops the packet.
+#[inline(always)]
+fn mangle6_drops_xdp(
+    ctx: &XdpContext,
+    pkt: &mut Packet,
+    generation: u32,
+    chain: u32,
+    ifaces: u64,
+    state: u32,
+) -> bool {
+    let drops = mangle6_drops(pkt, generation, chain, ifaces, state);
+    if pkt.search.log_count != 0 {
+        log6(ctx, generation, chain, ifaces);
+    }
+    drops
+}
+
+/// The search of an ip6tables mangle chain: true when it drops the packet
+/// (ACCEPT ends only the chain).
+#[inline(always)]
+fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, state: u32) -> bool {
+    pkt.keys.in_ifindex = ifaces as u32;
+    pkt.keys.out_ifindex = (ifaces >> 32) as u32;
+    pkt.keys.ct_state = conntrack::key6(state);
+    let verdict = classify(
+        generation,
+        chain,
+        &pkt.keys,
+        pkt.keys.length as u64,
+        &mut pkt.search,
+    );
+    crate::pipeline::raw_drops(&verdict)
 }
 
 /// The events of the LOG rules the chain met. Out of line, so that the
@@ -381,6 +459,11 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     bump(stats::OUTPUT);
     bump(stats::IPV6);
+    // The host's packet carries its socket's mark (SO_MARK) into OUTPUT;
+    // what `-j MARK` makes of it is written back below (as for IPv4).
+    // SAFETY: the context's skb pointer is valid for the program run.
+    let socket_mark = unsafe { (*ctx.skb.skb).mark };
+    pkt.search.mark = socket_mark;
     // The facts of this packet's extension headers, as at ingress: left
     // out, OUTPUT's -m rt, -m frag and -m ipv6header read those of the
     // last packet this CPU parsed (an ICMPv6 error the kernel sends
@@ -393,10 +476,24 @@ pub fn egress(ctx: &TcContext) -> i32 {
     }
     let tracking = active.tracking();
     let state = connection_state(pkt, start, end, tracking, false);
+    let generation = active.generation();
+    // mangle OUTPUT: after conntrack, before filter OUTPUT. (No LOG events
+    // from the IPv6 egress program yet, filter's OUTPUT's neither.)
+    if active.mangle()
+        && mangle6_drops(
+            pkt,
+            generation,
+            chain::MANGLE6_OUTPUT,
+            (ifindex as u64) << 32,
+            state,
+        )
+    {
+        bump(stats::DROPPED);
+        return TC_ACT_SHOT;
+    }
     pkt.keys.in_ifindex = 0;
     pkt.keys.out_ifindex = ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
-    let generation = active.generation();
     let (verdict, with) = match classify(
         generation,
         chain::OUTPUT6,
@@ -409,8 +506,27 @@ pub fn egress(ctx: &TcContext) -> i32 {
     };
     match verdict {
         target::ACCEPT => {
+            // mangle POSTROUTING, after filter OUTPUT.
+            if active.mangle()
+                && mangle6_drops(
+                    pkt,
+                    generation,
+                    chain::MANGLE6_POSTROUTING,
+                    (ifindex as u64) << 32,
+                    state,
+                )
+            {
+                bump(stats::DROPPED);
+                return TC_ACT_SHOT;
+            }
             if tracking {
                 conntrack::confirm6();
+            }
+            // The mark the chains left is the packet's from here on, as
+            // for IPv4.
+            if pkt.search.mark != socket_mark {
+                // SAFETY: TC programs may write skb->mark.
+                unsafe { (*ctx.skb.skb).mark = pkt.search.mark };
             }
             bump(stats::ACCEPTED);
             TC_ACT_OK

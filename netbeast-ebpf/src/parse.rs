@@ -664,6 +664,16 @@ pub fn current_mark() -> u32 {
     PACKET.get(0).map_or(0, |p| p.search.mark)
 }
 
+/// The current packet's search is of an ip6tables chain: its connection
+/// is in the IPv6 tracker (`-m connmark`, `-j CONNMARK`; packet programs
+/// only, as [`current_keys`]).
+#[inline(always)]
+pub fn ipv6_search() -> bool {
+    PACKET
+        .get(0)
+        .is_some_and(|p| netbeast_common::chain::ipv6(p.search.chain))
+}
+
 pub enum Parsed {
     /// IPv6, ARP, anything that is not IPv4: passed untouched.
     NotIpv4,

@@ -47,10 +47,11 @@ fn connection_state(
     conntrack::state()
 }
 
-/// True when a raw chain's outcome drops the packet (a DROP rule or a
-/// DROP policy); anything else lets it go on to conntrack.
+/// True when a raw or mangle chain's outcome drops the packet (a DROP
+/// rule or a DROP policy); anything else lets it go on (ACCEPT ends only
+/// that chain). Both families' programs.
 #[inline(always)]
-fn raw_drops(verdict: &Verdict) -> bool {
+pub fn raw_drops(verdict: &Verdict) -> bool {
     match verdict {
         Verdict::Policy(policy) => *policy == target::DROP,
         Verdict::Rule(action) => action.target == target::DROP,

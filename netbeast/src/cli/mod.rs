@@ -524,6 +524,9 @@ fn problem_of(e: &anyhow::Error) -> Problem {
 /// stored with the rules.
 pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()> {
     for (c, (family, table, name)) in BUILTIN_CHAINS.into_iter().enumerate() {
+        if !family.tables().contains(&table) {
+            continue;
+        }
         let Some(ch) = ruleset.table_in_mut(family, table).chain_mut(name) else {
             continue;
         };
@@ -533,8 +536,8 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         }
         ch.policy_counter = add(ch.policy_counter, policy);
     }
-    // User-defined chains' rules count in their own range: the filter
-    // tables' chains in `Ruleset::tables` order
+    // User-defined chains' rules count in their own range: the tables'
+    // chains in `Ruleset::tables` order
     // (`compile::user_chain_counters`).
     let total: usize = ruleset
         .tables()

@@ -151,10 +151,10 @@ fn finish(prog: &str, result: Result<()>) -> ExitCode {
 fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
     match name {
         "filter" => Ok(TableName::Filter),
-        "mangle" | "raw" | "security" if family == Family::V6 => {
+        "raw" | "security" if family == Family::V6 => {
             bail!(
-                "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter \
-                 and nat tables"
+                "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter, \
+                 nat and mangle tables"
             )
         }
         "nat" => Ok(TableName::Nat),

@@ -124,6 +124,28 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V4, TableName::Mangle, "FORWARD"),
     (Family::V4, TableName::Mangle, "OUTPUT"),
     (Family::V4, TableName::Mangle, "POSTROUTING"),
+    // 16 to 18: the IPv6 nat table's (no rule until the kernel runs them:
+    // `Nat6NotRunYet`); 19 and 20: the IPv6 raw table's (empty: not in
+    // `Family::V6.tables()` yet).
+    (Family::V6, TableName::Nat, "PREROUTING"),
+    (Family::V6, TableName::Nat, "POSTROUTING"),
+    (Family::V6, TableName::Nat, "OUTPUT"),
+    (Family::V6, TableName::Raw, "PREROUTING"),
+    (Family::V6, TableName::Raw, "OUTPUT"),
+    (Family::V6, TableName::Mangle, "PREROUTING"),
+    (Family::V6, TableName::Mangle, "INPUT"),
+    (Family::V6, TableName::Mangle, "FORWARD"),
+    (Family::V6, TableName::Mangle, "OUTPUT"),
+    (Family::V6, TableName::Mangle, "POSTROUTING"),
+];
+
+/// The IPv4 mangle table's chains; `chain::mangle6` gives their IPv6 twins.
+const MANGLE_CHAINS: [u32; 5] = [
+    chain::MANGLE_PREROUTING,
+    chain::MANGLE_INPUT,
+    chain::MANGLE_FORWARD,
+    chain::MANGLE_OUTPUT,
+    chain::MANGLE_POSTROUTING,
 ];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
@@ -569,7 +591,8 @@ fn compile_with_limits(
     let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     // Each table's user-defined chains count after the previous table's
-    // (`user_chain_counters`): filter, nat, IPv6 filter, raw, mangle.
+    // (`user_chain_counters`), in `Ruleset::tables` order: filter, nat,
+    // IPv6 filter, raw, mangle, IPv6 nat, IPv6 mangle.
     let mut user_counters_end = 0;
     let mut prepare = |table, family| {
         let prepared = Prepared::new(
@@ -591,13 +614,24 @@ fn compile_with_limits(
     let filter6 = prepare(&ruleset.filter6, Family::V6)?;
     let raw = prepare(&ruleset.raw, Family::V4)?;
     let mangle = prepare(&ruleset.mangle, Family::V4)?;
+    let nat6 = prepare(&ruleset.nat6, Family::V6)?;
+    let mangle6 = prepare(&ruleset.mangle6, Family::V6)?;
+    // The chains of a table the family does not have yet: empty, ACCEPT.
+    let absent = Table {
+        name: TableName::Raw,
+        chains: Vec::new(),
+    };
+    let absent = prepare(&absent, Family::V6)?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
         let prepared = match (family, table) {
             (Family::V4, TableName::Filter) => &filter,
             (Family::V4, TableName::Nat) => &nat,
             (Family::V4, TableName::Raw) => &raw,
             (Family::V4, TableName::Mangle) => &mangle,
-            (Family::V6, _) => &filter6,
+            (Family::V6, TableName::Filter) => &filter6,
+            (Family::V6, TableName::Nat) => &nat6,
+            (Family::V6, TableName::Mangle) => &mangle6,
+            (Family::V6, TableName::Raw) => &absent,
         };
         (prepared, name)
     });
@@ -898,25 +932,27 @@ impl CompiledRuleset {
 
     /// True when the mangle chains have a rule or a DROP policy: packets
     /// must then go through them at the mangle hooks (`ACTIVE_MANGLE`).
+    /// Either family's: one bit, as the two programs test it at the same
+    /// hooks.
     pub fn has_mangle_rules(&self) -> bool {
-        [
-            chain::MANGLE_PREROUTING,
-            chain::MANGLE_INPUT,
-            chain::MANGLE_FORWARD,
-            chain::MANGLE_OUTPUT,
-            chain::MANGLE_POSTROUTING,
-        ]
-        .iter()
-        .map(|&c| &self.chains[c as usize].config)
-        .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+        MANGLE_CHAINS
+            .iter()
+            .flat_map(|&c| [c, chain::mangle6(c)])
+            .any(|c| self.chain_in_use(c))
     }
 
     /// True when the IPv6 chains have a rule or a DROP policy: IPv6
     /// packets must then go through them (`ACTIVE_IPV6`).
     pub fn has_ipv6_rules(&self) -> bool {
-        self.chains[chain::IPV4_COUNT..chain::IPV4_COUNT + chain::IPV6_COUNT]
-            .iter()
-            .any(|c| c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT)
+        (0..chain::COUNT as u32)
+            .filter(|&c| chain::ipv6(c))
+            .any(|c| self.chain_in_use(c))
+    }
+
+    /// Chain `c` has a rule or a DROP policy.
+    fn chain_in_use(&self, c: u32) -> bool {
+        let config = &self.chains[c as usize].config;
+        config.rule_count > 0 || config.policy != netbeast_common::target::ACCEPT
     }
 
     /// True when a rule of any chain looks at the connection state

@@ -17,11 +17,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::Splice;
-use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableName};
-
-/// The tables of a ruleset in a fixed order: a change and the counter file
-/// name a table by its place here.
-use super::model::TABLES;
+// A change and the counter file name a table by its place in
+// `Ruleset::tables`, of which there are `TABLES`.
+use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, TABLES, Table, TableName};
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
     ruleset.tables()[i].1
@@ -108,8 +106,9 @@ pub fn table_index(family: Family, name: TableName) -> usize {
         (Family::V4, TableName::Raw) => 3,
         (Family::V4, TableName::Mangle) => 4,
         (Family::V6, TableName::Nat) => 5,
-        (Family::V6, TableName::Raw | TableName::Mangle) => {
-            unreachable!("no IPv6 raw or mangle table (refused by the parser)")
+        (Family::V6, TableName::Mangle) => 6,
+        (Family::V6, TableName::Raw) => {
+            unreachable!("no IPv6 raw table (refused by the parser)")
         }
     }
 }

@@ -66,10 +66,18 @@ pub struct Ruleset {
     /// as in iptables. Left out of the file while pristine, as `filter6`.
     #[serde(default = "Table::new_nat", skip_serializing_if = "Table::is_pristine")]
     pub nat6: Table,
+    /// The IPv6 mangle table (`ip6tables -t mangle`), separate from the
+    /// IPv4 one as in ip6tables. Left out of the file while pristine, as
+    /// `raw`.
+    #[serde(
+        default = "Table::new_mangle",
+        skip_serializing_if = "Table::is_pristine"
+    )]
+    pub mangle6: Table,
 }
 
 /// How many tables a [`Ruleset`] has, of both families ([`Ruleset::tables`]).
-pub const TABLES: usize = 6;
+pub const TABLES: usize = 7;
 
 impl Default for Ruleset {
     fn default() -> Self {
@@ -80,6 +88,7 @@ impl Default for Ruleset {
             raw: Table::new_raw(),
             mangle: Table::new_mangle(),
             nat6: Table::new_nat(),
+            mangle6: Table::new_mangle(),
         }
     }
 }
@@ -104,15 +113,16 @@ impl Ruleset {
     }
 
     /// The table `name` of the address family's ruleset. IPv6 has the
-    /// filter and nat tables so far: the parsers refuse `-t raw` and
-    /// `-t mangle` for IPv6 (`Family::tables`) before anything asks for it.
+    /// filter, nat and mangle tables so far: the parsers refuse `-t raw`
+    /// for IPv6 (`Family::tables`) before anything asks for it.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
             (Family::V6, TableName::Nat) => &self.nat6,
-            (Family::V6, TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 raw or mangle table (refused by the parser)")
+            (Family::V6, TableName::Mangle) => &self.mangle6,
+            (Family::V6, TableName::Raw) => {
+                unreachable!("no IPv6 raw table (refused by the parser)")
             }
         }
     }
@@ -122,8 +132,9 @@ impl Ruleset {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
             (Family::V6, TableName::Nat) => &mut self.nat6,
-            (Family::V6, TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 raw or mangle table (refused by the parser)")
+            (Family::V6, TableName::Mangle) => &mut self.mangle6,
+            (Family::V6, TableName::Raw) => {
+                unreachable!("no IPv6 raw table (refused by the parser)")
             }
         }
     }
@@ -141,6 +152,7 @@ impl Ruleset {
             (Family::V4, &self.raw),
             (Family::V4, &self.mangle),
             (Family::V6, &self.nat6),
+            (Family::V6, &self.mangle6),
         ]
     }
 
@@ -153,6 +165,7 @@ impl Ruleset {
             (Family::V4, &mut self.raw),
             (Family::V4, &mut self.mangle),
             (Family::V6, &mut self.nat6),
+            (Family::V6, &mut self.mangle6),
         ]
     }
 }
@@ -184,7 +197,7 @@ impl Family {
                 TableName::Raw,
                 TableName::Mangle,
             ],
-            Family::V6 => &[TableName::Filter, TableName::Nat],
+            Family::V6 => &[TableName::Filter, TableName::Nat, TableName::Mangle],
         }
     }
 }

@@ -206,8 +206,8 @@ pub enum ParseError {
     #[error("{what} is not supported for IPv6 yet{hint}")]
     Ipv6Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter and nat \
-         tables"
+        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter, nat \
+         and mangle tables"
     )]
     Ipv6UnsupportedTable(String),
     /// What ip6tables itself refuses (`-f`, `-4`).
@@ -1576,7 +1576,7 @@ impl<'a> Parser<'a> {
         let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "mangle" | "raw" | "security" if self.family == Family::V6 => {
+            "raw" | "security" if self.family == Family::V6 => {
                 return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
             }
             "nat" => TableName::Nat,
@@ -2226,6 +2226,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::MacSource(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
+            // The packet's mark is the packet slot's, whichever the
+            // family; the connection's, the IPv6 tracker's entry.
+            Match::Mark(_) | Match::Connmark(_) => continue,
             // Keyed by the IPv6 address words when made by ip6tables.
             Match::Hashlimit(h) if h.v6 => continue,
             Match::Connlimit(c) if c.v6 => continue,
@@ -2249,15 +2252,13 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Dscp(_) => "-m dscp",
             Match::Connlimit(_) => "-m connlimit with IPv4 masks",
             Match::Hashlimit(_) => "-m hashlimit with IPv4 masks",
-            Match::Mark(_) => "-m mark (the IPv6 data plane carries no packet mark yet)",
-            Match::Connmark(_) => "-m connmark (the IPv6 tracker keeps no connection mark yet)",
         };
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
                    -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
-                   -m limit, -m statistic, -m recent, -m comment, -m set, -m state and \
-                   -m conntrack's \
+                   -m limit, -m statistic, -m recent, -m comment, -m set, -m mark, -m connmark, \
+                   -m state and -m conntrack's \
                    --ctstate, --ctstatus and --ctdir so far"
                 .into(),
         });
@@ -2271,6 +2272,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Return
         | Target::Jump(_)
         | Target::Goto(_)
+        | Target::Mark(_)
+        | Target::Connmark(_)
         | Target::Log(_)
         | Target::Dnat { .. }
         | Target::Snat { .. }
@@ -2283,8 +2286,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, RETURN, jumps to user-defined \
-               chains and the nat table's DNAT, SNAT, MASQUERADE and REDIRECT so far (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, MARK, CONNMARK, RETURN, jumps to \
+               user-defined chains and the nat table's DNAT, SNAT, MASQUERADE and REDIRECT so \
+               far (use -j DROP)"
             .into(),
     })
 }

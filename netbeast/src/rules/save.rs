@@ -29,16 +29,20 @@ pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
 }
 
 /// [`save`] of one family's ruleset: `ip6tables-save` prints the IPv6
-/// one, its filter table, then its nat table once in use.
+/// one: its mangle table once in use (first, as for IPv4), its filter
+/// table, then its nat table once in use.
 pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> String {
+    let mut out = String::new();
     if family == Family::V6 {
-        let mut out = save_table(&ruleset.filter6, with_counters);
+        if !ruleset.mangle6.is_pristine() {
+            out.push_str(&save_table(&ruleset.mangle6, with_counters));
+        }
+        out.push_str(&save_table(&ruleset.filter6, with_counters));
         if !ruleset.nat6.is_pristine() {
             out.push_str(&save_table(&ruleset.nat6, with_counters));
         }
         return out;
     }
-    let mut out = String::new();
     if !ruleset.mangle.is_pristine() {
         out.push_str(&save_table(&ruleset.mangle, with_counters));
     }
@@ -301,7 +305,7 @@ pub fn parse_restore_family(
     if let Some(table) = only {
         match table {
             "filter" => {}
-            "mangle" | "raw" | "security" if family == Family::V6 => {
+            "raw" | "security" if family == Family::V6 => {
                 return Err(RestoreError::Table {
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
@@ -464,9 +468,6 @@ pub fn split_restore_line(text: &str) -> Result<Vec<String>, String> {
 /// empty sections (as every iptables-save prints) are accepted and skipped.
 fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'static str]> {
     match table {
-        "mangle" if family == Family::V6 => {
-            Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"])
-        }
         "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
@@ -557,7 +558,7 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "raw" | "mangle" if self.family == Family::V6 => Section::Ignored {
+            "raw" if self.family == Family::V6 => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },
