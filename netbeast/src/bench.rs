@@ -76,9 +76,6 @@ pub struct Report {
     /// The forwarding path's variants (issue 20), frames arriving on a
     /// router's veth: where a forwarded packet's nanoseconds go.
     pub forward_rows: Vec<CostRow>,
-    /// `--family 6`: the IPv6 program's path (issue 16), frames to a local
-    /// address on a veth: where an IPv6 drop's nanoseconds go.
-    pub ipv6_rows: Vec<CostRow>,
 }
 
 /// What stands in front of the one DROP rule in the LOG rows of the
@@ -216,12 +213,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs the program-cost benchmark. Data planes are interleaved round by
 /// round so machine noise hits every row alike.
-pub fn program_cost(
-    rule_counts: &[usize],
-    repeat: u32,
-    rounds: usize,
-    ip: planes::Ip,
-) -> Result<Report> {
+pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result<Report> {
     ensure!(!rule_counts.is_empty() && rounds > 0, "nothing to measure");
     let frame = FrameBuilder::udp(SOURCE, 4000, DESTINATION, DPORT).build();
     // The test runs arrive on lo, whose frames the kernel takes as the
@@ -328,11 +320,6 @@ pub fn program_cost(
     // of FORWARD_REPEAT (at most FORWARD_CALLS).
     let calls = (repeat / FORWARD_REPEAT).clamp(1, FORWARD_CALLS as u32) as usize;
     let forward_rows = forward_cost(rounds, calls)?;
-    let ipv6_rows = if ip == planes::Ip::V6 {
-        ipv6_cost(rule_counts, rounds, calls)?
-    } else {
-        Vec::new()
-    };
 
     Ok(Report {
         repeat,
@@ -344,7 +331,6 @@ pub fn program_cost(
         install_rules,
         log_rows,
         forward_rows,
-        ipv6_rows,
     })
 }
 
@@ -561,130 +547,6 @@ fn forward_cost(rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
     })?
 }
 
-/// `--family 6`'s rows: frames from the bench's IPv6 sources to a local
-/// address of a veth (`nbb-in`, 2001:2::c612:fe), each variant checked to
-/// drop its frame first, against a bare XDP_DROP: the IPv4 program's local
-/// drop at one rule (its reference, one `LOCAL_ADDRS` lookup to know the
-/// packet is local); the IPv6 program's at each rule count (the tail call,
-/// the IPv6 parse, the FIB lookup that says "local", the chain: one rule
-/// constrains no address word, more rules all four `-s …/128` words); and
-/// the IPv6 drop of one rule to a multicast group (ff02::1:3), for which
-/// the program takes no FIB lookup.
-fn ipv6_cost(rule_counts: &[usize], rounds: usize, calls: usize) -> Result<Vec<CostRow>> {
-    use crate::rules::model::Family as RuleFamily;
-    use planes::{Ip, LOCAL_FIRST_SOURCE, LOCAL_RECEIVER};
-    const IN: &str = "nbb-in";
-    const OUT: &str = "nbb-out";
-    let ns = crate::netns::Netns::new("bench-cost6")?;
-    ns.ip(&["link", "add", IN, "type", "veth", "peer", "name", OUT])?;
-    let local6 = Ip::V6.addr(LOCAL_RECEIVER);
-    ns.ip(&["addr", "add", &format!("{LOCAL_RECEIVER}/24"), "dev", IN])?;
-    ns.ip(&["-6", "addr", "add", &format!("{local6}/120"), "dev", IN, "nodad"])?;
-    for iface in [IN, OUT] {
-        ns.ip(&["link", "set", iface, "up"])?;
-    }
-    let v6 = |a| match a {
-        std::net::IpAddr::V6(a) => a,
-        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
-    };
-    let (src6, dst6) = (v6(Ip::V6.addr(LOCAL_FIRST_SOURCE)), v6(local6));
-    let multicast: std::net::Ipv6Addr = "ff02::1:3".parse().expect("an address");
-    let (mac, _) = traffic::mac_of(&ns, IN)?;
-    ns.in_netns(|| -> Result<Vec<CostRow>> {
-        let in_ifindex = crate::state::ifindex(IN)?;
-        let frame6 = |dst: std::net::Ipv6Addr| {
-            // A group's frames go to its MAC, 33:33 and the group's last
-            // 32 bits.
-            let o = dst.octets();
-            let to = if dst.is_multicast() {
-                [0x33, 0x33, o[12], o[13], o[14], o[15]]
-            } else {
-                mac
-            };
-            FrameBuilder::udp6_with(src6, 1024, dst, DPORT, &[0u8; 2])
-                .src_mac([2, 0, 0, 0, 0, 1])
-                .dst_mac(to)
-                .build()
-        };
-        let frame4 = FrameBuilder::udp(LOCAL_FIRST_SOURCE, 1024, LOCAL_RECEIVER, DPORT)
-            .src_mac([2, 0, 0, 0, 0, 1])
-            .dst_mac(mac)
-            .build();
-        let mut variants: Vec<(String, planes::Ip, usize, Vec<u8>)> =
-            vec![("IPv4 local drop, 1 rule".into(), Ip::V4, 1, frame4)];
-        for &n in rule_counts {
-            variants.push((format!("IPv6 local drop, {n} rules"), Ip::V6, n, frame6(dst6)));
-        }
-        variants.push((
-            "IPv6 multicast drop, 1 rule (no FIB)".into(),
-            Ip::V6,
-            1,
-            frame6(multicast),
-        ));
-        let mut planes = Vec::new();
-        for (label, ip, n, frame) in variants {
-            let mut dp = Dataplane::load_private()?;
-            dp.set_local_addresses(&[LOCAL_RECEIVER])?;
-            dp.set_interface_guards(&[(in_ifindex, mac, false)])?;
-            let text =
-                planes::iptables_text(planes::Scenario::Drop, planes::Plane::Netbeast, n, ip, false);
-            let family = match ip {
-                Ip::V4 => RuleFamily::V4,
-                Ip::V6 => RuleFamily::V6,
-            };
-            let file = save::parse_restore_family(&text, None, family)?;
-            let mut ruleset = Ruleset::default();
-            save::apply_restore(&mut ruleset, &file, false)?;
-            dp.apply(&ruleset, &[])?;
-            let (verdict, _) = dp.test_run_repeat_on(&frame, 1, false, in_ifindex)?;
-            ensure!(
-                verdict == XDP_DROP,
-                "{label}: XDP action {verdict}, expected XDP_DROP"
-            );
-            planes.push((label, frame, dp));
-        }
-        let mut floor = Vec::new();
-        let mut samples = vec![Vec::new(); planes.len()];
-        for _ in 0..rounds {
-            let mean = |dp: &mut Dataplane, frame: &[u8], bare: bool| -> Result<f64> {
-                let mut total = 0.0;
-                for _ in 0..calls {
-                    let (_, t) = dp.test_run_repeat_on(frame, FORWARD_REPEAT, bare, in_ifindex)?;
-                    total += t.as_secs_f64() * 1e9;
-                }
-                Ok(total / calls as f64)
-            };
-            let (_, frame, dp) = &mut planes[0];
-            floor.push(mean(dp, frame, true)?);
-            for (i, (_, frame, dp)) in planes.iter_mut().enumerate() {
-                samples[i].push(mean(dp, frame, false)?);
-            }
-        }
-        let spread = |label: String, s: &mut Vec<f64>| {
-            let min_ns = s.iter().copied().fold(f64::MAX, f64::min);
-            let max_ns = s.iter().copied().fold(0.0, f64::max);
-            CostRow {
-                label,
-                rules: 0,
-                ns_per_packet: median(s),
-                min_ns,
-                max_ns,
-                ratio_to_one_rule: 0.0,
-            }
-        };
-        let mut rows = vec![spread("floor (bare XDP_DROP)".into(), &mut floor)];
-        for ((label, _, _), s) in planes.iter().zip(samples.iter_mut()) {
-            rows.push(spread(label.clone(), s));
-        }
-        // The column is "vs the IPv4 drop" here.
-        let base = rows[1].ns_per_packet;
-        for r in &mut rows {
-            r.ratio_to_one_rule = r.ns_per_packet / base;
-        }
-        Ok(rows)
-    })?
-}
-
 pub fn print(report: &Report) {
     println!(
         "XDP program cost, BPF_PROG_TEST_RUN, 64-byte UDP, repeat {} x {} rounds (median, min-max)",
@@ -728,26 +590,6 @@ pub fn print(report: &Report) {
         for r in &report.forward_rows {
             println!(
                 "{:<28} {:>10.1} {:>19} {:>9.2}x",
-                r.label,
-                r.ns_per_packet,
-                format!("{:.1}-{:.1}", r.min_ns, r.max_ns),
-                r.ratio_to_one_rule
-            );
-        }
-    }
-    if !report.ipv6_rows.is_empty() {
-        println!(
-            "IPv6 path, frames to a local address on a veth, {} runs per call x {} rounds \
-             (median, min-max)",
-            FORWARD_REPEAT, report.rounds
-        );
-        println!(
-            "{:<40} {:>10} {:>19} {:>10}",
-            "variant", "ns/packet", "min-max", "vs IPv4"
-        );
-        for r in &report.ipv6_rows {
-            println!(
-                "{:<40} {:>10.1} {:>19} {:>9.2}x",
                 r.label,
                 r.ns_per_packet,
                 format!("{:.1}-{:.1}", r.min_ns, r.max_ns),

@@ -163,13 +163,12 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         let other: Vec<String> = args
             .scenario
             .iter()
-            .filter(|s| !DEFAULT_SCENARIOS_V6.contains(s) && **s != BenchScenario::ProgramCost)
+            .filter(|s| !DEFAULT_SCENARIOS_V6.contains(s))
             .filter_map(|s| s.to_possible_value().map(|v| v.get_name().to_string()))
             .collect();
         if !other.is_empty() {
             bail!(
-                "--family 6 measures drop, pass, forward and program-cost; not supported for \
-                 IPv6 yet: {} \
+                "--family 6 measures drop, pass and forward; not supported for IPv6 yet: {} \
                  (IPv6 has no nat, and the other scenarios' rules and programs are IPv4's)",
                 other.join(", ")
             );
@@ -287,7 +286,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     }
     let traffic_report = by_flows.first().map(|(_, r)| r.clone());
     let cost = if args.scenario.contains(&BenchScenario::ProgramCost) {
-        Some(bench::program_cost(&cost_rules, repeat, cost_rounds, ip)?)
+        Some(bench::program_cost(&cost_rules, repeat, cost_rounds)?)
     } else {
         None
     };
