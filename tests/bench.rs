@@ -203,6 +203,25 @@ fn quick_bench_accounts_for_every_frame() {
             .is_some_and(|l| l.ends_with("behind a --syn rule"))),
         "no --syn row in {cost:?}"
     );
+    // The rows of a rule every packet meets with no verdict in front of
+    // the drop, each checked (by the benchmark) to give the events it
+    // should: what a LOG rule costs in parts, and the `limit` scenario's
+    // hashlimit rule (its guard path).
+    let front: Vec<&str> = report["program_cost"]["log_rows"]
+        .as_array()
+        .expect("rows behind a rule with no verdict")
+        .iter()
+        .filter_map(|r| r["label"].as_str())
+        .collect();
+    assert_eq!(
+        front,
+        [
+            "1 rule behind a count-only rule",
+            "1 rule behind LOG, ring full",
+            "1 rule behind LOG, events kept",
+            "1 rule behind limit's hashlimit rule"
+        ]
+    );
     // Issue 20's profile of the forwarding path: the floor and each
     // variant, each checked (by the benchmark) to take its path — a local
     // drop, a FORWARD drop, the fast path's redirect, with conntrack, and
@@ -616,4 +635,30 @@ fn quick_lb_scenario_runs() {
     let changes = lb["changes"].as_array().expect("lb changes");
     assert_eq!(changes.len(), 2, "{lb:#}");
     assert!(report["program_cost"].is_null());
+}
+
+/// `--scenario synflood --quick`: every defence (netbeast, iptables'
+/// SYNPROXY, the kernel's syncookies) for a server on the receiver
+/// (INPUT) and for one behind it (FORWARD, the receiver routing), each
+/// answering (nearly) every spoofed SYN it was sent with a SYN-ACK.
+#[test]
+fn quick_synflood_measures_every_defence_in_input_and_forward() {
+    require_root();
+    let report = quick_report(&["--scenario", "synflood"]);
+    let rows = report["synflood"]["rows"]
+        .as_array()
+        .expect("synflood rows");
+    for chain in ["Input", "Forward"] {
+        for defence in ["Netbeast", "IptablesSynproxy", "KernelSyncookies"] {
+            let row = rows
+                .iter()
+                .find(|r| r["chain"] == chain && r["defence"] == defence)
+                .unwrap_or_else(|| panic!("no {defence} {chain} row in {rows:?}"));
+            let share = row["answered_share"].as_f64().unwrap_or(0.0);
+            assert!(
+                share > 0.9,
+                "{defence} in {chain} answered {share} of the SYNs: {row}"
+            );
+        }
+    }
 }

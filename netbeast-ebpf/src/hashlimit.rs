@@ -124,8 +124,16 @@ pub extern "C" fn netbeast_hashlimit_key(settings: u32, c: u64) -> u32 {
     key.name = c as u32;
     key.ports = sport << 16 | dport;
     key._pad = 0;
-    key.src = [0; 4];
-    key.dst = [0; 4];
+    // The addresses' 32 bytes cleared as four word stores: `key.src = [0;
+    // 4]` and `key.dst = [0; 4]` compiled to a call of a byte-by-byte
+    // memset loop, some 18-30 ns of every packet's ~275 (docs/BENCHMARKS.md).
+    // SAFETY: words 1 to 4 of the 8-byte aligned key are `src` and `dst`.
+    unsafe {
+        let words = (&raw mut *key).cast::<u64>();
+        for i in 1..5 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+    }
     let (src_on, dst_on) = (
         settings & hashlimit::SRCIP != 0,
         settings & hashlimit::DSTIP != 0,

@@ -71,7 +71,8 @@ pub struct Report {
     pub install_seconds: f64,
     pub install_rules: usize,
     /// The 1-rule chain behind a rule every packet meets that has no
-    /// verdict: what a LOG rule costs, in parts ([`Front`]).
+    /// verdict: what a LOG rule costs, in parts, and what the `limit`
+    /// scenario's hashlimit rule costs ([`Front`]).
     pub log_rows: Vec<CostRow>,
     /// The forwarding path's variants (issue 20), frames arriving on a
     /// router's veth: where a forwarded packet's nanoseconds go.
@@ -81,29 +82,44 @@ pub struct Report {
 /// What stands in front of the one DROP rule in the LOG rows of the
 /// program cost: the search going on past a rule without a verdict
 /// (`Count`), that plus a LOG event refused by a full ring buffer
-/// (`LogLost`), and that plus an event written (`LogKept`).
+/// (`LogLost`), that plus an event written (`LogKept`); and the `limit`
+/// scenario's hashlimit rule (`Hashlimit`: the guard path of one key,
+/// hot in the cache, so its instructions).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Front {
     Count,
     LogLost,
     LogKept,
+    Hashlimit,
 }
 
 impl Front {
-    const ALL: [Front; 3] = [Front::Count, Front::LogLost, Front::LogKept];
+    const ALL: [Front; 4] = [
+        Front::Count,
+        Front::LogLost,
+        Front::LogKept,
+        Front::Hashlimit,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Front::Count => "1 rule behind a count-only rule",
             Front::LogLost => "1 rule behind LOG, ring full",
             Front::LogKept => "1 rule behind LOG, events kept",
+            Front::Hashlimit => "1 rule behind limit's hashlimit rule",
         }
+    }
+
+    /// LOG events one packet gives.
+    fn events(self) -> usize {
+        usize::from(matches!(self, Front::LogLost | Front::LogKept))
     }
 
     fn ruleset(self) -> Result<Ruleset> {
         let front = match self {
             Front::Count => format!("-p udp -m udp --dport {DPORT}"),
             Front::LogLost | Front::LogKept => planes::LOG_RULE.to_string(),
+            Front::Hashlimit => planes::HASHLIMIT_RULE.to_string(),
         };
         let text = format!(
             "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {front}\n\
@@ -355,7 +371,7 @@ fn log_rows(
         );
         let mut ring = dp.take_log_events()?;
         let logged = ring_len(&mut ring);
-        let want = usize::from(front != Front::Count);
+        let want = front.events();
         ensure!(
             logged == want,
             "{}: one packet gave {logged} LOG events, not {want}",

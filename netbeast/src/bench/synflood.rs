@@ -1,7 +1,10 @@
 //! `bench --scenario synflood`: spoofed SYNs per second answered with a
 //! SYN-ACK (a cookie) by netbeast's shield (`attach --syn-flood-guard`),
 //! by iptables' SYNPROXY recipe, and by the kernel's own syncookies on a
-//! listening socket (`tcp_syncookies=2`), on one core.
+//! listening socket (`tcp_syncookies=2`), on one core; for a server on the
+//! receiver (INPUT) and for one behind it, the receiver a router
+//! (FORWARD: netbeast's and iptables' SYNPROXY recipe in FORWARD, or the
+//! server's own syncookies through the router).
 //!
 //! The live-frames generator (`netbeast_syn_generator`) sends TCP SYNs
 //! from up to 64,000 sources out of one end of a veth pair; the receiver
@@ -40,6 +43,12 @@ const GEN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// gateway (below), not one neighbour entry each.
 const RX_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 254);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 253);
+/// FORWARD: the router's interface towards the server, the server's, and
+/// their addresses (a /24 of their own).
+const FWD_IFACE: &str = "nbsyn-f";
+const SERVER_IFACE: &str = "nbsyn-s";
+const FWD_ADDR: Ipv4Addr = Ipv4Addr::new(198, 20, 0, 254);
+const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 20, 0, 1);
 const PREFIX_LEN: u8 = 24;
 const DPORT: u16 = 80;
 /// Spoofed sources: `generator::ADDRESSES` addresses × 256 ports.
@@ -65,8 +74,11 @@ impl Defence {
         Defence::KernelSyncookies,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// Its name in the report: netbeast protects a local port with
+    /// `--syn-flood-guard` and a server behind it with iptables' recipe.
+    pub fn name(self, chain: Chain) -> &'static str {
         match self {
+            Defence::Netbeast if chain == Chain::Forward => "netbeast SYNPROXY recipe (XDP)",
             Defence::Netbeast => "netbeast --syn-flood-guard (XDP)",
             Defence::IptablesSynproxy => "iptables SYNPROXY",
             Defence::KernelSyncookies => "kernel syncookies (listener)",
@@ -74,10 +86,51 @@ impl Defence {
     }
 }
 
-/// One defence's measurement: the best of its rounds, and all of them.
+/// Where the protected server is: on the receiver (INPUT), or behind it,
+/// the receiver forwarding (FORWARD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Chain {
+    Input,
+    Forward,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 2] = [Chain::Input, Chain::Forward];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Input => "INPUT",
+            Chain::Forward => "FORWARD",
+        }
+    }
+
+    /// Where the SYNs go: the receiver, or the server behind it.
+    fn destination(self) -> Ipv4Addr {
+        match self {
+            Chain::Input => RX_ADDR,
+            Chain::Forward => SERVER_ADDR,
+        }
+    }
+}
+
+/// iptables' SYNPROXY recipe (iptables-extensions(8)) in `chain`, as
+/// iptables and netbeast both take it.
+fn synproxy_recipe(chain: Chain) -> [String; 3] {
+    let c = chain.name();
+    [
+        "-t raw -A PREROUTING -p tcp --dport 80 --syn -j CT --notrack".into(),
+        format!(
+            "-A {c} -p tcp --dport 80 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460"
+        ),
+        format!("-A {c} -m conntrack --ctstate INVALID -j DROP"),
+    ]
+}
+
+/// One defence's measurement in one chain: every round's rates.
 #[derive(Clone, Debug, Serialize)]
 pub struct SynRow {
     pub defence: Defence,
+    pub chain: Chain,
     /// SYN-ACKs per second, per round.
     pub answered_pps: Vec<f64>,
     /// SYNs sent per second, per round.
@@ -94,13 +147,13 @@ pub struct SynReport {
 }
 
 /// The template SYN (flow 0) and the generator's configuration for it.
-fn template() -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
+fn template(dst: Ipv4Addr) -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
     // The options of a Linux client: MSS 1460, SACK permitted, timestamps,
     // NOP, window scale 7.
     let options = [
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
     ];
-    let frame = FrameBuilder::tcp(GEN_ADDR, 1024, RX_ADDR, DPORT)
+    let frame = FrameBuilder::tcp(GEN_ADDR, 1024, dst, DPORT)
         .seq(0x1234_5678)
         .tcp_options(&options)
         .src_mac([2, 0, 0, 0, 0, 1])
@@ -122,7 +175,7 @@ fn template() -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
     // TCP: pseudo-header without the source, header without the checksum
     // (16-17) and source port (0-1).
     let tcp = &frame[34..];
-    let dst = u32::from(RX_ADDR);
+    let dst = u32::from(dst);
     let mut sum: u32 = (dst >> 16) + (dst & 0xffff) + 6 + tcp.len() as u32;
     for (i, w) in tcp.chunks(2).enumerate() {
         if i != 0 && i != 8 {
@@ -140,11 +193,11 @@ struct SynGenerator {
 }
 
 impl SynGenerator {
-    fn load(gen_mac: [u8; 6], rx_mac: [u8; 6]) -> Result<SynGenerator> {
+    fn load(gen_mac: [u8; 6], rx_mac: [u8; 6], dst: Ipv4Addr) -> Result<SynGenerator> {
         let mut ebpf = EbpfLoader::new()
             .load(OBJECT)
             .context("loading the eBPF object")?;
-        let (mut frame, config) = template();
+        let (mut frame, config) = template(dst);
         frame[0..6].copy_from_slice(&rx_mac);
         frame[6..12].copy_from_slice(&gen_mac);
         // The template's checksums stay right: MACs are not in them.
@@ -213,24 +266,29 @@ fn netbeast_in(ns: &Netns, binary: &PathBuf, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Measures every defence in `defences`, `rounds` rounds each
-/// (interleaved), on `cpu`.
-pub fn run(defences: &[Defence], rounds: usize, cpu: usize) -> Result<SynReport> {
+/// Measures every defence in `defences` in every chain of `chains`,
+/// `rounds` rounds each (interleaved), on `cpu`.
+pub fn run(defences: &[Defence], chains: &[Chain], rounds: usize, cpu: usize) -> Result<SynReport> {
     crate::state::bpffs_root(true)?;
     let binary = std::env::current_exe().context("finding the netbeast binary")?;
-    let mut rows: Vec<SynRow> = defences
+    let cases: Vec<(Chain, Defence)> = chains
         .iter()
-        .map(|&defence| SynRow {
+        .flat_map(|&chain| defences.iter().map(move |&defence| (chain, defence)))
+        .collect();
+    let mut rows: Vec<SynRow> = cases
+        .iter()
+        .map(|&(chain, defence)| SynRow {
             defence,
+            chain,
             answered_pps: Vec::new(),
             sent_pps: Vec::new(),
             answered_share: 0.0,
         })
         .collect();
-    let mut totals = vec![(0u64, 0u64); defences.len()];
+    let mut totals = vec![(0u64, 0u64); cases.len()];
     for _ in 0..rounds {
-        for (i, &defence) in defences.iter().enumerate() {
-            let (answered, sent, time) = measure(defence, &binary, cpu)?;
+        for (i, &(chain, defence)) in cases.iter().enumerate() {
+            let (answered, sent, time) = measure(defence, chain, &binary, cpu)?;
             rows[i]
                 .answered_pps
                 .push(answered as f64 / time.as_secs_f64());
@@ -251,12 +309,22 @@ pub fn run(defences: &[Defence], rounds: usize, cpu: usize) -> Result<SynReport>
 
 /// One round of one defence on a topology of its own: (SYN-ACKs, SYNs,
 /// generator time).
-fn measure(defence: Defence, binary: &PathBuf, cpu: usize) -> Result<(u64, u64, Duration)> {
+fn measure(
+    defence: Defence,
+    chain: Chain,
+    binary: &PathBuf,
+    cpu: usize,
+) -> Result<(u64, u64, Duration)> {
     let gen_ns = Netns::new("bench-syngen")?;
     let mut rx_ns = Netns::new("bench-synrx")?;
     if defence == Defence::Netbeast {
         rx_ns = rx_ns.with_netbeast(binary);
     }
+    // FORWARD: the server, behind the receiver; dropped after it.
+    let server_ns = match chain {
+        Chain::Input => None,
+        Chain::Forward => Some(Netns::new("bench-synsrv")?),
+    };
     gen_ns.ip(&[
         "link",
         "add",
@@ -284,11 +352,59 @@ fn measure(defence: Defence, binary: &PathBuf, cpu: usize) -> Result<(u64, u64, 
     // The answers need a next hop: every spoofed source is the generator.
     let (gen_mac, ifindex) = super::traffic::mac_of(&gen_ns, GEN_IFACE)?;
     let (rx_mac, _) = super::traffic::mac_of(&rx_ns, RX_IFACE)?;
-    let _listener = rx_ns
+    if let Some(server) = &server_ns {
+        rx_ns.ip(&[
+            "link",
+            "add",
+            FWD_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_IFACE,
+            "netns",
+            server.name(),
+        ])?;
+        rx_ns.ip(&[
+            "addr",
+            "add",
+            &format!("{FWD_ADDR}/{PREFIX_LEN}"),
+            "dev",
+            FWD_IFACE,
+        ])?;
+        rx_ns.ip(&["link", "set", FWD_IFACE, "up"])?;
+        rx_ns.sysctl("net.ipv4.ip_forward", "1")?;
+        server.ip(&[
+            "addr",
+            "add",
+            &format!("{SERVER_ADDR}/{PREFIX_LEN}"),
+            "dev",
+            SERVER_IFACE,
+        ])?;
+        server.ip(&["link", "set", SERVER_IFACE, "up"])?;
+        server.ip(&["link", "set", "lo", "up"])?;
+        server.ip(&["route", "add", "default", "via", &FWD_ADDR.to_string()])?;
+    }
+    let listener_ns = server_ns.as_ref().unwrap_or(&rx_ns);
+    let _listener = listener_ns
         .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, DPORT)))?
-        .context("listening on port 80 in the receiver")?;
-    match defence {
-        Defence::Netbeast => {
+        .context("listening on port 80 in the server")?;
+    match (defence, chain) {
+        (Defence::Netbeast, Chain::Forward) => {
+            // Both of the router's interfaces, and iptables' recipe in
+            // FORWARD as written.
+            netbeast_in(
+                &rx_ns,
+                binary,
+                &["attach", RX_IFACE, FWD_IFACE, "--fast-path", "on"],
+            )?;
+            for line in synproxy_recipe(chain) {
+                rx_ns
+                    .netbeast_iptables_ok(&line)
+                    .with_context(|| format!("netbeast iptables {line}"))?;
+            }
+        }
+        (Defence::Netbeast, Chain::Input) => {
             netbeast_in(
                 &rx_ns,
                 binary,
@@ -303,20 +419,16 @@ fn measure(defence: Defence, binary: &PathBuf, cpu: usize) -> Result<(u64, u64, 
                 ],
             )?;
         }
-        Defence::IptablesSynproxy => {
+        (Defence::IptablesSynproxy, _) => {
             rx_ns.sysctl("net.ipv4.tcp_syncookies", "1")?;
             rx_ns.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")?;
-            for line in [
-                "-t raw -A PREROUTING -p tcp --dport 80 --syn -j CT --notrack",
-                "-A INPUT -p tcp --dport 80 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460",
-                "-A INPUT -m conntrack --ctstate INVALID -j DROP",
-            ] {
+            for line in synproxy_recipe(chain) {
                 let args: Vec<&str> = line.split_whitespace().collect();
                 rx_ns.run_ok("iptables", &args)?;
             }
         }
-        Defence::KernelSyncookies => {
-            rx_ns.sysctl("net.ipv4.tcp_syncookies", "2")?;
+        (Defence::KernelSyncookies, _) => {
+            listener_ns.sysctl("net.ipv4.tcp_syncookies", "2")?;
         }
     }
     {
@@ -342,7 +454,7 @@ fn measure(defence: Defence, binary: &PathBuf, cpu: usize) -> Result<(u64, u64, 
     gen_ns.in_netns(|| bare.attach_drop(GEN_IFACE))??;
     let gen_stats = VethStats::open(&gen_ns, GEN_IFACE)?;
     let before = gen_stats.get(counter::RX_XDP_DROPS)?;
-    let mut generator = SynGenerator::load(gen_mac, rx_mac)?;
+    let mut generator = SynGenerator::load(gen_mac, rx_mac, chain.destination())?;
     let time = gen_ns.in_netns(|| -> Result<Duration> {
         pin_to_cpu(cpu)?;
         generator.send(ifindex, FRAMES_PER_RUN)
@@ -372,16 +484,17 @@ pub fn print(report: &SynReport) {
         "synflood: spoofed SYNs ({} sources) answered with a SYN cookie, one core (CPU {})",
         report.flows, report.cpu
     );
-    let iptables = report
-        .rows
-        .iter()
-        .find(|r| r.defence == Defence::IptablesSynproxy)
-        .map(|r| median(&r.answered_pps));
     println!(
-        "{:<34} {:>14} {:>14} {:>9} {:>12}  rounds (answered/s)",
-        "defence", "answered/s", "offered/s", "answered", "vs SYNPROXY"
+        "{:<34} {:<8} {:>14} {:>14} {:>9} {:>12}  rounds (answered/s)",
+        "defence", "chain", "answered/s", "offered/s", "answered", "vs SYNPROXY"
     );
     for row in &report.rows {
+        // Against iptables' SYNPROXY in the same chain.
+        let iptables = report
+            .rows
+            .iter()
+            .find(|r| r.defence == Defence::IptablesSynproxy && r.chain == row.chain)
+            .map(|r| median(&r.answered_pps));
         let answered = median(&row.answered_pps);
         let ratio = iptables
             .filter(|i| *i > 0.0)
@@ -392,8 +505,9 @@ pub fn print(report: &SynReport) {
             .map(|r| super::traffic::rate(*r))
             .collect();
         println!(
-            "{:<34} {:>14} {:>14} {:>8.1}% {:>12}  {}",
-            row.defence.name(),
+            "{:<34} {:<8} {:>14} {:>14} {:>8.1}% {:>12}  {}",
+            row.defence.name(row.chain),
+            row.chain.name(),
             super::traffic::rate(answered),
             super::traffic::rate(median(&row.sent_pps)),
             100.0 * row.answered_share,

@@ -294,6 +294,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         let rounds = if args.quick { 1 } else { args.rounds };
         Some(bench::synflood::run(
             &bench::synflood::Defence::ALL,
+            &bench::synflood::Chain::ALL,
             rounds,
             args.cpu.unwrap_or_else(traffic::default_cpu),
         )?)
