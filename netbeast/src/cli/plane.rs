@@ -406,6 +406,8 @@ pub(super) fn commit_change(
     // The running generation's state slots: the guards of the rules this
     // change does not touch keep them, and their state with them.
     dp.set_guard_slots(ns.load_guard_slots(kernel_seq));
+    // What the generations hold: the change writes only what differs.
+    dp.keep_written_in(&ns.state_dir);
     crate::profile::phase("before commit");
     let journaled = write_pending(ns, ruleset, change, seq, &state::interface_snapshot(&links))?;
     crate::profile::phase("write the rule file");

@@ -9,6 +9,7 @@ pub mod links;
 pub mod route_watch;
 mod sock;
 mod tables;
+mod written;
 
 pub use sock::{
     SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, netns_cookie, pinned_link_program,
@@ -303,6 +304,13 @@ pub struct Dataplane {
     /// with [`Dataplane::set_guard_slots`]): a new generation gives the
     /// guards of unchanged rules the same slots, so they keep their state.
     guard_slots: Option<GuardSlots>,
+    /// What each generation's arrays hold (`written`), so that a change
+    /// writes only the entries that differ; `None` until the first write
+    /// reads it from `written_path`.
+    written: Option<written::Written>,
+    /// Where the record of written entries is kept between commands (a
+    /// namespace's state directory); `None`: only in this value.
+    written_path: Option<PathBuf>,
 }
 
 /// A ruleset written into the inactive generation, not yet switched to
@@ -392,6 +400,8 @@ impl Dataplane {
             pin_dir: None,
             program_cache: None,
             guard_slots: None,
+            written: None,
+            written_path: None,
         };
         dp.load_program()?;
         Ok(dp)
@@ -419,6 +429,8 @@ impl Dataplane {
             pin_dir: Some(dir.to_path_buf()),
             program_cache: None,
             guard_slots: None,
+            written: None,
+            written_path: None,
         };
         // Every map pinned already (every command after the first attach):
         // open the pins, nothing else. A map missing (a fresh data plane, a
@@ -1001,6 +1013,43 @@ impl Dataplane {
     /// every guard of the next ruleset starts fresh.
     pub fn set_guard_slots(&mut self, slots: Option<GuardSlots>) {
         self.guard_slots = slots;
+    }
+
+    /// Forgets what the generations' arrays hold: the next write is whole
+    /// (tests compare the two ways).
+    #[doc(hidden)]
+    pub fn forget_written(&mut self) {
+        if let Some(written) = &mut self.written {
+            written.gens = Default::default();
+        }
+    }
+
+    /// Of the last ruleset written, the entries of the recorded arrays
+    /// (class headers, class words, key chunks, rule slots) written, and
+    /// how many it had: a change writes the entries that differ.
+    pub fn last_write_entries(&self) -> (usize, usize) {
+        self.written.as_ref().map_or((0, 0), |w| w.last)
+    }
+
+    /// The entries of `generation` the record of written entries lists, as
+    /// the maps hold them, per array: for tests that compare data planes.
+    #[doc(hidden)]
+    pub fn recorded_entries(
+        &self,
+        generation: u32,
+    ) -> Result<Vec<(&'static str, Vec<(u32, Vec<u8>)>)>, LoaderError> {
+        tables::recorded_entries(self, generation)
+    }
+
+    /// Keeps the record of what each generation's arrays hold in the
+    /// directory `dir` (a namespace's state directory), so that the next
+    /// command's change writes only the entries that differ (`written`).
+    pub fn keep_written_in(&mut self, dir: &Path) {
+        let path = dir.join(written::WRITTEN_FILE);
+        if self.written_path.as_ref() != Some(&path) {
+            self.written = None;
+            self.written_path = Some(path);
+        }
     }
 
     /// First half of [`Dataplane::apply_seq`]: compiles `ruleset` into the

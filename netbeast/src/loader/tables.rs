@@ -11,13 +11,28 @@ use netbeast_common::{
     log_target_index, mark_target_index, nat_target_index, rule_index, target,
 };
 
-use super::{Dataplane, LoaderError, batch, map_err};
+use super::{
+    Dataplane, LoaderError, batch, map_err,
+    written::{self, GenWritten, Written},
+};
 use crate::{compile::CompiledRuleset, rules::model::Counter};
 
 /// Removes every hash/trie entry of `generation`, then writes `compiled`.
+/// Of the arrays of `written::RECORDED`, only the entries whose value the
+/// record of what the generation holds does not show are written.
 pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<(), LoaderError> {
     let generation = compiled.generation;
     let g = generation as u8;
+
+    // The generation's next address epoch goes into `CHAINS` first: from
+    // here on the record of what the generation held is out of date, and a
+    // write cut short leaves it ignored (the kernel's epoch moved on).
+    let (previous, epoch) = next_epoch(dp, generation)?;
+    let old = take_record(dp, generation, previous)?;
+    let mut new = GenWritten {
+        epoch,
+        ..Default::default()
+    };
 
     // Class headers and words: arrays, overwritten. Entries past this
     // ruleset's are stale but never read (no table names them).
@@ -25,7 +40,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let headers = &compiled.packed.headers;
         let base = generation * CLASS_ID_GEN_STRIDE;
         let ids: Vec<u32> = (base..base + headers.len() as u32).collect();
-        batch::update(dp.map("CLASS_HEADERS")?, "CLASS_HEADERS", &ids, headers)?;
+        written::update(dp.map("CLASS_HEADERS")?, 0, old.as_ref(), &mut new, &ids, headers)?;
     }
     {
         let first = compiled.packed.base / CLASS_WORD_CHUNK as u32;
@@ -40,7 +55,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             })
             .collect();
         let indexes: Vec<u32> = (first..first + chunks.len() as u32).collect();
-        batch::update(dp.map("CLASS_WORDS")?, "CLASS_WORDS", &indexes, &chunks)?;
+        written::update(dp.map("CLASS_WORDS")?, 1, old.as_ref(), &mut new, &indexes, &chunks)?;
     }
     crate::profile::phase("maps: class headers, words");
     // Keyed tables: drop what the generation held before.
@@ -136,7 +151,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 }
             }
         }
-        batch::update(dp.map("KEY_CLASSES")?, "KEY_CLASSES", &indexes, &values)?;
+        written::update(dp.map("KEY_CLASSES")?, 2, old.as_ref(), &mut new, &indexes, &values)?;
     }
     crate::profile::phase("maps: key classes");
     {
@@ -212,13 +227,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
     }
     {
-        let map = dp.map("RULES")?;
+        // A chain's slots are consecutive, from its base.
+        let (mut indexes, mut values) = (Vec::new(), Vec::new());
         for chain in &compiled.chains {
-            // A chain's slots are consecutive, from its base.
             let first = rule_index(generation, chain.config.rule_base, 0);
-            let indexes: Vec<u32> = (first..first + chain.rules.len() as u32).collect();
-            batch::update(map, "RULES", &indexes, &chain.rules)?;
+            indexes.extend(first..first + chain.rules.len() as u32);
+            values.extend_from_slice(&chain.rules);
         }
+        written::update(dp.map("RULES")?, 3, old.as_ref(), &mut new, &indexes, &values)?;
     }
     crate::profile::phase("maps: rules");
     {
@@ -246,7 +262,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         )?;
     }
     crate::profile::phase("maps: counters");
-    let epoch = write_addr_hash(dp, compiled)?;
+    write_addr_hash(dp, compiled, previous, epoch)?;
     crate::profile::phase("maps: address hash");
     {
         let mut chains: Array<&mut MapData, ChainConfig> =
@@ -261,7 +277,121 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .map_err(map_err("CHAINS"))?;
         }
     }
+    store_record(dp, generation, new);
     Ok(())
+}
+
+/// The entries of `generation` that the record of written entries lists,
+/// as the maps hold them (bytes), per array of `written::RECORDED`.
+pub(super) fn recorded_entries(
+    dp: &Dataplane,
+    generation: u32,
+) -> Result<Vec<(&'static str, Vec<(u32, Vec<u8>)>)>, LoaderError> {
+    use netbeast_common::{ClassHeader, RuleAction};
+    fn read<V: aya::Pod>(
+        dp: &Dataplane,
+        name: &'static str,
+        indexes: impl Iterator<Item = u32>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, LoaderError> {
+        let map = dp.map(name)?;
+        indexes
+            .map(|ix| {
+                let value: V = batch::lookup::<V>(map, name, ix, 1, None)?[0][0];
+                // SAFETY: `V: Pod`, plain bytes.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        (&value as *const V).cast::<u8>(),
+                        std::mem::size_of::<V>(),
+                    )
+                };
+                Ok((ix, bytes.to_vec()))
+            })
+            .collect()
+    }
+    let Some(record) = dp.written.as_ref().and_then(|w| w.gens[generation as usize].as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let ix = |slot: usize| record.arrays[slot].iter().map(|e| e.0);
+    Ok(vec![
+        (written::RECORDED[0], read::<ClassHeader>(dp, written::RECORDED[0], ix(0))?),
+        (
+            written::RECORDED[1],
+            read::<[u64; CLASS_WORD_CHUNK]>(dp, written::RECORDED[1], ix(1))?,
+        ),
+        (written::RECORDED[2], read::<[u32; KEY_CHUNK]>(dp, written::RECORDED[2], ix(2))?),
+        (written::RECORDED[3], read::<RuleAction>(dp, written::RECORDED[3], ix(3))?),
+    ])
+}
+
+/// The address epoch `generation` has, and the one its next write gives it
+/// (written into its first `CHAINS` entry now).
+fn next_epoch(dp: &mut Dataplane, generation: u32) -> Result<(u32, u32), LoaderError> {
+    let mut chains: Array<&mut MapData, ChainConfig> =
+        Array::try_from(dp.map_mut("CHAINS")?).map_err(map_err("CHAINS"))?;
+    let index = chain_index(generation, 0);
+    let config = chains.get(&index, 0).map_err(map_err("CHAINS"))?;
+    let previous = config.addr_epoch;
+    let epoch = if previous >= ADDR_EPOCH_MAX {
+        1
+    } else {
+        previous + 1
+    };
+    let marked = ChainConfig {
+        addr_epoch: epoch,
+        ..config
+    };
+    chains.set(index, marked, 0).map_err(map_err("CHAINS"))?;
+    Ok((previous, epoch))
+}
+
+/// The id of the `CHAINS` map: maps made anew have another.
+fn chains_map_id(dp: &Dataplane) -> Result<u32, LoaderError> {
+    match dp.map("CHAINS")? {
+        aya::maps::Map::Array(data) => Ok(data.info().map(|i| i.id()).unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
+
+/// What `generation` holds, if the record (this value's, or the file's
+/// when this value has none yet) is about these maps and the epoch the
+/// generation had before this write (`previous`). Taken out of the record:
+/// the generation is being written.
+fn take_record(
+    dp: &mut Dataplane,
+    generation: u32,
+    previous: u32,
+) -> Result<Option<GenWritten>, LoaderError> {
+    let map_id = chains_map_id(dp)?;
+    let path = dp.written_path.clone();
+    let record = dp.written.get_or_insert_with(|| match &path {
+        Some(path) => Written::load(path, super::object_hash()),
+        None => Written::default(),
+    });
+    if record.map_id != map_id || map_id == 0 {
+        *record = Written {
+            map_id,
+            ..Default::default()
+        };
+    }
+    Ok(record.gens[generation as usize]
+        .take()
+        .filter(|g| g.epoch == previous))
+}
+
+/// Records what `generation` holds now, and stores the record when this
+/// data plane has a file for it. A store that fails leaves the file's
+/// older record, which the moved epoch makes ignored: it costs a whole
+/// write, nothing else, so it is not an error.
+fn store_record(dp: &mut Dataplane, generation: u32, new: GenWritten) {
+    let Some(record) = dp.written.as_mut() else {
+        return;
+    };
+    record.last = (new.written, new.entries);
+    record.gens[generation as usize] = Some(new);
+    if let Some(path) = &dp.written_path {
+        let _ = record.store(path, super::object_hash());
+    }
 }
 
 /// Writes each `-m hashlimit` table's max into `HASHLIMIT_TABLES`,
@@ -360,30 +490,24 @@ fn drop_lists<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Writes the hashed address prefixes into the generation's region of
-/// `ADDR_HASH` under the generation's next epoch, and returns it. Only the
-/// buckets that hold prefixes are written: the others keep entries of older
-/// epochs, which never match. When the epochs run out, the region is
+/// `ADDR_HASH` under `epoch`, the one after `previous` (`next_epoch`). Only
+/// the buckets that hold prefixes are written: the others keep entries of
+/// older epochs, which never match. When the epochs run out, the region is
 /// cleared and they start again.
-fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32, LoaderError> {
+fn write_addr_hash(
+    dp: &mut Dataplane,
+    compiled: &CompiledRuleset,
+    previous: u32,
+    epoch: u32,
+) -> Result<(), LoaderError> {
     let generation = compiled.generation;
-    let previous = {
-        let chains: Array<&MapData, ChainConfig> =
-            Array::try_from(dp.map("CHAINS")?).map_err(map_err("CHAINS"))?;
-        chains
-            .get(&chain_index(generation, 0), 0)
-            .map_err(map_err("CHAINS"))?
-            .addr_epoch
-    };
     let hash = dp.map("ADDR_HASH")?;
     let region = generation * ADDR_HASH_BUCKETS;
-    let epoch = if previous >= ADDR_EPOCH_MAX {
+    if previous >= ADDR_EPOCH_MAX {
         let empty = vec![[AddrSlot::default(); ADDR_HASH_WAYS]; ADDR_HASH_BUCKETS as usize];
         let indexes: Vec<u32> = (region..region + ADDR_HASH_BUCKETS).collect();
         batch::update(hash, "ADDR_HASH", &indexes, &empty)?;
-        1
-    } else {
-        previous + 1
-    };
+    }
     let (mut indexes, mut values) = (Vec::new(), Vec::new());
     for (b, slots) in &compiled.addr_hash.buckets {
         let mut value = *slots;
@@ -399,7 +523,7 @@ fn write_addr_hash(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<u32
         values.push(value);
     }
     batch::update(hash, "ADDR_HASH", &indexes, &values)?;
-    Ok(epoch)
+    Ok(())
 }
 
 /// The translations of `generation` as the `NAT_TARGETS` map holds them,
