@@ -146,15 +146,20 @@ pub mod chain {
     pub const MANGLE_FORWARD: u32 = 13;
     pub const MANGLE_OUTPUT: u32 = 14;
     pub const MANGLE_POSTROUTING: u32 = 15;
+    // 16–18: reserved (the IPv6 nat table's chains, another branch).
+    /// The IPv6 raw table's chains (`ip6tables -t raw`), run where the
+    /// IPv4 ones run: PREROUTING at XDP ingress before conntrack, OUTPUT
+    /// at TC egress before conntrack.
+    pub const RAW6_PREROUTING: u32 = 19;
+    pub const RAW6_OUTPUT: u32 = 20;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
-    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
-    /// after them (`IPV6_COUNT`), then the raw table's and the mangle
-    /// table's (each numbered after the last so that the others keep
-    /// their numbers).
+    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6
+    /// filter ones after them, then the raw table's and the mangle
+    /// table's, then IPv6's raw (each numbered after the last so that the
+    /// others keep their numbers).
     pub const IPV4_COUNT: usize = 6;
-    pub const IPV6_COUNT: usize = 3;
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 21;
 }
 
 /// The dimensions a rule can constrain. Each one maps a packet value to a
@@ -946,6 +951,11 @@ pub struct TraceEvent {
     /// are in `hits`, in the order the search took them.
     pub hit_count: u32,
     pub hits: [u32; MAX_TRACE_HITS],
+    /// An IPv6 packet's address words past the first (which `keys` holds),
+    /// as the parser keeps them (`Packet::addr6`: source word 1,
+    /// destination word 1, source word 2, ...). Read for the IPv6 chains
+    /// only; an IPv4 packet's are whatever its CPU's slot last held.
+    pub addr6: [u32; 6],
 }
 
 /// Where the CPU number sits in `TraceEvent::id`.
@@ -1386,13 +1396,13 @@ pub struct AddrSlot {
 /// address field `f` (one of `field::ADDR_FIELDS`) of the chain whose
 /// `ChainConfig::addr_table` is `table`, without the epoch: what the
 /// buckets are chosen by. Bits: the address (32), the length (6), the
-/// field's slot (3), the chain (4), then the epoch.
+/// field's slot (3), the chain (5), then the epoch.
 #[inline(always)]
 pub const fn addr_hash_base(table: u32, f: u32, len: u32, addr: u32) -> u64 {
     addr as u64
         | (len as u64) << 32
         | (field::addr_slot(f as usize) as u64 & 7) << 38
-        | (table as u64 & 15) << 41
+        | (table as u64 & 31) << 41
 }
 
 /// The stored key: the base with the generation's epoch on top. Entries of
@@ -1404,7 +1414,7 @@ pub const fn addr_hash_key(base: u64, epoch: u32) -> u64 {
 }
 
 /// Where the epoch sits in an `ADDR_HASH` key.
-pub const ADDR_EPOCH_SHIFT: u32 = 45;
+pub const ADDR_EPOCH_SHIFT: u32 = 46;
 
 /// The two buckets (within a generation's region) of a key base.
 #[inline(always)]
@@ -3458,8 +3468,8 @@ mod tests {
             16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
-        // Chain numbers fit the key's 4 bits (`addr_hash_base`).
-        const { assert!(chain::COUNT <= 16) };
+        // Chain numbers fit the key's 5 bits (`addr_hash_base`).
+        const { assert!(chain::COUNT <= 32) };
         assert_eq!(size_of::<RuleAction>(), 16);
         assert_eq!(size_of::<ClassVector>(), 8 * (SUMMARY_WORDS + RULE_WORDS));
         assert_eq!(size_of::<AddrKey>(), 7);
@@ -3544,7 +3554,7 @@ mod tests {
         assert_eq!(size_of::<TraceKeys>(), 56);
         assert_eq!(
             size_of::<TraceEvent>(),
-            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS
+            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS + 4 * 6
         );
         assert_eq!(size_of::<LogTarget>(), 40);
         assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);

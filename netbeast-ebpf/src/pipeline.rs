@@ -50,7 +50,7 @@ fn connection_state(
 /// True when a raw chain's outcome drops the packet (a DROP rule or a
 /// DROP policy); anything else lets it go on to conntrack.
 #[inline(always)]
-fn raw_drops(verdict: &Verdict) -> bool {
+pub fn raw_drops(verdict: &Verdict) -> bool {
     match verdict {
         Verdict::Policy(policy) => *policy == target::DROP,
         Verdict::Rule(action) => action.target == target::DROP,
@@ -401,7 +401,7 @@ fn forward_tail(ctx: &XdpContext, out_ifindex: u32, translations: bool) -> u32 {
 
 /// The packet's trace id: 0 (not traced) unless `netbeast trace` runs.
 #[inline(always)]
-fn trace_id(active: Active) -> u64 {
+pub fn trace_id(active: Active) -> u64 {
     if active.trace() {
         crate::trace::packet_id()
     } else {
@@ -411,7 +411,7 @@ fn trace_id(active: Active) -> u64 {
 
 /// Reports a chain's run on a traced packet (one test otherwise).
 #[inline(always)]
-fn trace(pkt: &Packet, generation: u32, chain: u32, verdict: &Verdict) {
+pub fn trace(pkt: &Packet, generation: u32, chain: u32, verdict: &Verdict) {
     if pkt.search.trace_id != 0 {
         crate::trace::emit(generation, chain, &pkt.keys, &pkt.search, verdict);
     }

@@ -287,6 +287,7 @@ fn uses(ruleset: &Ruleset) -> Vec<(&'static str, String, bool)> {
         (&ruleset.raw, false),
         (&ruleset.mangle, false),
         (&ruleset.filter6, true),
+        (&ruleset.raw6, true),
     ] {
         for r in t.chains.iter().flat_map(|c| c.rules.iter()) {
             for m in &r.matches {

@@ -533,34 +533,22 @@ pub(super) fn fold_counters(dp: &Dataplane, ruleset: &mut Ruleset) -> Result<()>
         }
         ch.policy_counter = add(ch.policy_counter, policy);
     }
-    // User-defined chains' rules count in their own range: the filter
-    // table's chains in table order, then the nat table's, then the IPv6
-    // filter table's, then the raw table's, then the mangle table's
-    // (`compile::user_chain_counters`).
-    let total: usize = [
-        &ruleset.filter,
-        &ruleset.nat,
-        &ruleset.filter6,
-        &ruleset.raw,
-        &ruleset.mangle,
-    ]
-    .iter()
-    .flat_map(|t| &t.chains)
-    .filter(|c| c.policy.is_none())
-    .map(|c| c.rules.len())
-    .sum();
+    // User-defined chains' rules count in their own range, table after
+    // table in `ALL_TABLES` order (`compile::user_chain_counters`).
+    let total: usize = ruleset
+        .all_tables()
+        .iter()
+        .flat_map(|(_, t)| &t.chains)
+        .filter(|c| c.policy.is_none())
+        .map(|c| c.rules.len())
+        .sum();
     let live = dp.user_chain_counters(total)?;
     let mut live = live.into_iter();
-    for chain in [
-        &mut ruleset.filter,
-        &mut ruleset.nat,
-        &mut ruleset.filter6,
-        &mut ruleset.raw,
-        &mut ruleset.mangle,
-    ]
-    .into_iter()
-    .flat_map(|t| &mut t.chains)
-    .filter(|c| c.policy.is_none())
+    for chain in ruleset
+        .all_tables_mut()
+        .into_iter()
+        .flat_map(|t| &mut t.chains)
+        .filter(|c| c.policy.is_none())
     {
         for (rule, live) in chain.rules.iter_mut().zip(&mut live) {
             rule.counter = add(rule.counter, live);

@@ -151,9 +151,10 @@ fn finish(prog: &str, result: Result<()>) -> ExitCode {
 fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
     match name {
         "filter" => Ok(TableName::Filter),
-        "nat" | "mangle" | "raw" | "security" if family == Family::V6 => {
+        "nat" | "mangle" | "security" if family == Family::V6 => {
             bail!(
-                "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter table"
+                "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter \
+                 and raw tables"
             )
         }
         "nat" => Ok(TableName::Nat),

@@ -367,19 +367,14 @@ impl NatTargets {
 
 /// The counters of user-defined chains' rules, as the kernel numbers them
 /// (from `ChainConfig::user_counter_base`, see
-/// `netbeast_common::counter_layout`): each user-defined chain of the
-/// filter table, then of the nat table, then of the IPv6 filter table, then
-/// of the raw table, then of the mangle table, in table order, with the number of its first rule's
-/// counter.
+/// `netbeast_common::counter_layout`): each user-defined chain of each
+/// table in `ALL_TABLES` order (the filter table, nat, the IPv6 filter
+/// table, raw, mangle, the IPv6 raw table), in table order, with the
+/// number of its first rule's counter.
 pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
     let mut next = 0;
-    [
-        (Family::V4, &ruleset.filter),
-        (Family::V4, &ruleset.nat),
-        (Family::V6, &ruleset.filter6),
-        (Family::V4, &ruleset.raw),
-        (Family::V4, &ruleset.mangle),
-    ]
+    ruleset
+        .all_tables()
     .into_iter()
     .flat_map(|(family, table)| {
         table

@@ -78,7 +78,7 @@ use netbeast_common::{
     field::Kind, guard_kind, size, target,
 };
 
-use crate::rules::model::{Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
+use crate::rules::model::{ALL_TABLES, Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -124,7 +124,17 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V4, TableName::Mangle, "FORWARD"),
     (Family::V4, TableName::Mangle, "OUTPUT"),
     (Family::V4, TableName::Mangle, "POSTROUTING"),
+    RESERVED_CHAIN,
+    RESERVED_CHAIN,
+    RESERVED_CHAIN,
+    (Family::V6, TableName::Raw, "PREROUTING"),
+    (Family::V6, TableName::Raw, "OUTPUT"),
 ];
+
+/// A chain number no table uses yet (16–18, kept for the IPv6 nat
+/// table): no table has a chain without a name, so it compiles empty
+/// with an ACCEPT policy and its counters are never read.
+const RESERVED_CHAIN: (Family, TableName, &str) = (Family::V6, TableName::Filter, "");
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
 
@@ -559,7 +569,7 @@ fn compile_with_limits(
     let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     // Each table's user-defined chains count after the previous table's
-    // (`user_chain_counters`): filter, nat, IPv6 filter, raw, mangle.
+    // (`user_chain_counters`), in `ALL_TABLES` order.
     let mut user_counters_end = 0;
     let mut prepare = |table, family| {
         let prepared = Prepared::new(
@@ -576,20 +586,14 @@ fn compile_with_limits(
         user_counters_end = prepared.user_counters_end;
         Ok::<_, CompileError>(prepared)
     };
-    let filter = prepare(&ruleset.filter, Family::V4)?;
-    let nat = prepare(&ruleset.nat, Family::V4)?;
-    let filter6 = prepare(&ruleset.filter6, Family::V6)?;
-    let raw = prepare(&ruleset.raw, Family::V4)?;
-    let mangle = prepare(&ruleset.mangle, Family::V4)?;
+    let tables = ruleset
+        .all_tables()
+        .into_iter()
+        .map(|(family, table)| prepare(table, family))
+        .collect::<Result<Vec<_>, _>>()?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
-        let prepared = match (family, table) {
-            (Family::V4, TableName::Filter) => &filter,
-            (Family::V4, TableName::Nat) => &nat,
-            (Family::V4, TableName::Raw) => &raw,
-            (Family::V4, TableName::Mangle) => &mangle,
-            (Family::V6, _) => &filter6,
-        };
-        (prepared, name)
+        let at = ALL_TABLES.iter().position(|&t| t == (family, table));
+        (&tables[at.unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))], name)
     });
     // The counters' layout (`counter_layout`): each built-in chain's rules
     // and policy, then the user-defined chains' rules.
@@ -877,36 +881,36 @@ impl CompiledRuleset {
             .any(|c| c.config.rule_count > 0)
     }
 
-    /// True when the raw chains have a rule or a DROP policy: packets
-    /// must then go through them before conntrack (`ACTIVE_RAW`).
+    /// True when the raw chains of either family have a rule or a DROP
+    /// policy: packets must then go through them before conntrack
+    /// (`ACTIVE_RAW`; the IPv6 program runs its own raw chains under the
+    /// same bit).
     pub fn has_raw_rules(&self) -> bool {
-        [chain::RAW_PREROUTING, chain::RAW_OUTPUT]
+        self.table_in_use(|_, table| table == TableName::Raw)
+    }
+
+    /// True when a built-in chain of the tables `which` picks has a rule
+    /// or a DROP policy.
+    fn table_in_use(&self, which: impl Fn(Family, TableName) -> bool) -> bool {
+        BUILTIN_CHAINS
             .iter()
-            .map(|&c| &self.chains[c as usize].config)
-            .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+            .zip(&self.chains)
+            .filter(|((family, table, _), _)| which(*family, *table))
+            .any(|(_, c)| {
+                c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT
+            })
     }
 
     /// True when the mangle chains have a rule or a DROP policy: packets
     /// must then go through them at the mangle hooks (`ACTIVE_MANGLE`).
     pub fn has_mangle_rules(&self) -> bool {
-        [
-            chain::MANGLE_PREROUTING,
-            chain::MANGLE_INPUT,
-            chain::MANGLE_FORWARD,
-            chain::MANGLE_OUTPUT,
-            chain::MANGLE_POSTROUTING,
-        ]
-        .iter()
-        .map(|&c| &self.chains[c as usize].config)
-        .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+        self.table_in_use(|family, table| family == Family::V4 && table == TableName::Mangle)
     }
 
     /// True when the IPv6 chains have a rule or a DROP policy: IPv6
     /// packets must then go through them (`ACTIVE_IPV6`).
     pub fn has_ipv6_rules(&self) -> bool {
-        self.chains[chain::IPV4_COUNT..chain::IPV4_COUNT + chain::IPV6_COUNT]
-            .iter()
-            .any(|c| c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT)
+        self.table_in_use(|family, _| family == Family::V6)
     }
 
     /// True when a rule of any chain looks at the connection state

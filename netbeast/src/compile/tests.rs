@@ -2317,21 +2317,21 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
     }
     // The limit counts every table's rules and the built-in chains'
     // policies: 4 user rules, INPUT's jump, the three nat jumps, and the
-    // sixteen built-in chains' policies (raw's two and mangle's five
-    // included) make 24.
+    // `chain::COUNT` (21) chain numbers' policies (raw's two, mangle's
+    // five, IPv6 raw's two and the three reserved ones included) make 29.
     let limits = Limits {
-        ruleset_counters: 23,
+        ruleset_counters: 28,
         ..LIMITS
     };
     assert_eq!(
         compile_with_limits(&ruleset, &[], 0, limits).err(),
         Some(CompileError::TooManyRulesetRules {
-            rules: 24,
-            limit: 23
+            rules: 29,
+            limit: 28
         })
     );
     let limits = Limits {
-        ruleset_counters: 24,
+        ruleset_counters: 29,
         ..LIMITS
     };
     assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());
@@ -2374,21 +2374,21 @@ fn raw_user_chain_rules_count_against_the_counter_limit() {
         "-t raw -A R -p tcp --dport 2 -j ACCEPT",
         "-t raw -A PREROUTING -j R",
     ]);
-    // Sixteen built-in chains' policies (mangle's five included), the jump
-    // and R's two rules.
+    // `chain::COUNT` (21) chain numbers' policies, the jump and R's two
+    // rules.
     let limits = Limits {
-        ruleset_counters: 18,
+        ruleset_counters: 23,
         ..LIMITS
     };
     assert_eq!(
         compile_with_limits(&ruleset, &[], 0, limits).err(),
         Some(CompileError::TooManyRulesetRules {
-            rules: 19,
-            limit: 18
+            rules: 24,
+            limit: 23
         })
     );
     let limits = Limits {
-        ruleset_counters: 19,
+        ruleset_counters: 24,
         ..LIMITS
     };
     assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());

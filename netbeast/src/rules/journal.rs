@@ -17,30 +17,19 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::Splice;
-use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableName};
+use super::model::{ALL_TABLES, Chain, Counter, Family, Policy, Rule, Ruleset, Table, TableName};
 
 /// The tables of a ruleset in a fixed order: a change and the counter file
 /// name a table by its place here.
-const TABLES: usize = 5;
+const TABLES: usize = ALL_TABLES.len();
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
-    [
-        &ruleset.filter,
-        &ruleset.nat,
-        &ruleset.filter6,
-        &ruleset.raw,
-        &ruleset.mangle,
-    ][i]
+    ruleset.all_tables()[i].1
 }
 
 fn table_mut(ruleset: &mut Ruleset, i: usize) -> &mut Table {
-    match i {
-        0 => &mut ruleset.filter,
-        1 => &mut ruleset.nat,
-        2 => &mut ruleset.filter6,
-        3 => &mut ruleset.raw,
-        _ => &mut ruleset.mangle,
-    }
+    let t = ruleset.all_tables_mut().into_iter().nth(i);
+    t.unwrap_or_else(|| unreachable!("table {i} of {TABLES}"))
 }
 
 /// One commit's change to the rule model, without counters.
@@ -108,13 +97,10 @@ impl Change {
 /// The place in [`TABLES`] order of the table `name` of `family`'s
 /// ruleset ([`Ruleset::table_in`]).
 pub fn table_index(family: Family, name: TableName) -> usize {
-    match (family, name) {
-        (Family::V4, TableName::Filter) => 0,
-        (Family::V4, TableName::Nat) => 1,
-        (Family::V6, _) => 2,
-        (Family::V4, TableName::Raw) => 3,
-        (Family::V4, TableName::Mangle) => 4,
-    }
+    ALL_TABLES
+        .iter()
+        .position(|&t| t == (family, name))
+        .unwrap_or_else(|| unreachable!("{name:?} of {family:?} is in ALL_TABLES"))
 }
 
 /// The change a one-rule command made, from the splice it reports

@@ -62,6 +62,11 @@ pub struct Ruleset {
         skip_serializing_if = "Table::is_pristine"
     )]
     pub mangle: Table,
+    /// The IPv6 raw table (`ip6tables -t raw`), the IPv4 one's twin: run
+    /// by the same code in the IPv6 program. Left out of the file while
+    /// pristine, as `raw`.
+    #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
+    pub raw6: Table,
 }
 
 impl Default for Ruleset {
@@ -72,6 +77,7 @@ impl Default for Ruleset {
             filter6: Table::new_filter(),
             raw: Table::new_raw(),
             mangle: Table::new_mangle(),
+            raw6: Table::new_raw(),
         }
     }
 }
@@ -95,15 +101,16 @@ impl Ruleset {
         }
     }
 
-    /// The table `name` of the address family's ruleset. IPv6 has only the
-    /// filter table so far: the parsers refuse `-t nat`, `-t raw` and their
-    /// for IPv6 (`Family::tables`) before anything asks for it.
+    /// The table `name` of the address family's ruleset. IPv6 has the
+    /// filter and raw tables so far: the parsers refuse `-t nat` and `-t
+    /// mangle` for IPv6 (`Family::tables`) before anything asks for them.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 nat or raw table (refused by the parser)")
+            (Family::V6, TableName::Raw) => &self.raw6,
+            (Family::V6, TableName::Nat | TableName::Mangle) => {
+                unreachable!("no IPv6 nat or mangle table (refused by the parser)")
             }
         }
     }
@@ -112,12 +119,44 @@ impl Ruleset {
         match (family, name) {
             (Family::V4, _) => self.table_mut(name),
             (Family::V6, TableName::Filter) => &mut self.filter6,
-            (Family::V6, TableName::Nat | TableName::Raw | TableName::Mangle) => {
-                unreachable!("no IPv6 nat or raw table (refused by the parser)")
+            (Family::V6, TableName::Raw) => &mut self.raw6,
+            (Family::V6, TableName::Nat | TableName::Mangle) => {
+                unreachable!("no IPv6 nat or mangle table (refused by the parser)")
             }
         }
     }
+
+    /// Every table of both families, in [`ALL_TABLES`] order.
+    pub fn all_tables(&self) -> [(Family, &Table); ALL_TABLES.len()] {
+        ALL_TABLES.map(|(family, name)| (family, self.table_in(family, name)))
+    }
+
+    /// [`Ruleset::all_tables`], to change (the same order: a unit test
+    /// checks it).
+    pub fn all_tables_mut(&mut self) -> [&mut Table; ALL_TABLES.len()] {
+        [
+            &mut self.filter,
+            &mut self.nat,
+            &mut self.filter6,
+            &mut self.raw,
+            &mut self.mangle,
+            &mut self.raw6,
+        ]
+    }
 }
+
+/// Every table of both families, in the order the counters of their
+/// user-defined chains follow one another (`user_chain_counters`) and the
+/// journal numbers them: a new table goes at the end, so that no other
+/// table's numbers move.
+pub const ALL_TABLES: [(Family, TableName); 6] = [
+    (Family::V4, TableName::Filter),
+    (Family::V4, TableName::Nat),
+    (Family::V6, TableName::Filter),
+    (Family::V4, TableName::Raw),
+    (Family::V4, TableName::Mangle),
+    (Family::V6, TableName::Raw),
+];
 
 /// The address family of a ruleset: `iptables` edits the IPv4 one,
 /// `ip6tables` the IPv6 one.
@@ -146,7 +185,7 @@ impl Family {
                 TableName::Raw,
                 TableName::Mangle,
             ],
-            Family::V6 => &[TableName::Filter],
+            Family::V6 => &[TableName::Filter, TableName::Raw],
         }
     }
 }
@@ -898,6 +937,19 @@ mod tests {
 
     fn net6(text: &str, len: u8) -> Ipv6Net {
         Ipv6Net::new(text.parse().unwrap(), len)
+    }
+
+    #[test]
+    fn all_tables_mut_is_in_all_tables_order() {
+        let mut ruleset = Ruleset::default();
+        let ptrs: Vec<*const Table> = ruleset
+            .all_tables_mut()
+            .into_iter()
+            .map(|t| t as *const Table)
+            .collect();
+        for (i, (family, name)) in ALL_TABLES.into_iter().enumerate() {
+            assert!(std::ptr::eq(ptrs[i], ruleset.table_in(family, name)), "{family:?} {name:?}");
+        }
     }
 
     fn net4(a: [u8; 4], len: u8) -> Option<Ipv4Net> {

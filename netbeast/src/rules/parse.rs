@@ -206,7 +206,8 @@ pub enum ParseError {
     #[error("{what} is not supported for IPv6 yet{hint}")]
     Ipv6Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter table"
+        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter and \
+         raw tables"
     )]
     Ipv6UnsupportedTable(String),
     /// What ip6tables itself refuses (`-f`, `-4`).
@@ -1575,7 +1576,7 @@ impl<'a> Parser<'a> {
         let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "nat" | "mangle" | "raw" | "security" if self.family == Family::V6 => {
+            "nat" | "mangle" | "security" if self.family == Family::V6 => {
                 return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
             }
             "nat" => TableName::Nat,
@@ -2271,6 +2272,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Jump(_)
         | Target::Goto(_)
         | Target::Log(_) => return Ok(()),
+        // The IPv6 tracker has no zones yet (`conntrack::Family::ZONED`).
+        Target::Ct(ct) if ct.zone == 0 => return Ok(()),
+        Target::Ct(_) => "CT --zone",
         Target::Reject(with) if with.is_icmp6() || *with == super::model::RejectWith::TcpReset => {
             return Ok(());
         }
@@ -2278,8 +2282,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, RETURN and jumps to user-defined \
-               chains so far (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, CT --notrack, NOTRACK, RETURN and \
+               jumps to user-defined chains so far (use -j DROP)"
             .into(),
     })
 }

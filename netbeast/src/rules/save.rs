@@ -29,21 +29,22 @@ pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
 }
 
 /// [`save`] of one family's ruleset: `ip6tables-save` prints the IPv6
-/// one, which has only its filter table so far.
+/// one (its filter and raw tables so far), in the same order.
 pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> String {
-    if family == Family::V6 {
-        return save_table(&ruleset.filter6, with_counters);
-    }
     let mut out = String::new();
-    if !ruleset.mangle.is_pristine() {
-        out.push_str(&save_table(&ruleset.mangle, with_counters));
-    }
-    if !ruleset.raw.is_pristine() {
-        out.push_str(&save_table(&ruleset.raw, with_counters));
-    }
-    out.push_str(&save_table(&ruleset.filter, with_counters));
-    if !ruleset.nat.is_pristine() {
-        out.push_str(&save_table(&ruleset.nat, with_counters));
+    for name in [
+        TableName::Mangle,
+        TableName::Raw,
+        TableName::Filter,
+        TableName::Nat,
+    ] {
+        if !family.tables().contains(&name) {
+            continue;
+        }
+        let table = ruleset.table_in(family, name);
+        if name == TableName::Filter || !table.is_pristine() {
+            out.push_str(&save_table(table, with_counters));
+        }
     }
     out
 }
@@ -297,7 +298,7 @@ pub fn parse_restore_family(
     if let Some(table) = only {
         match table {
             "filter" => {}
-            "nat" | "mangle" | "raw" | "security" if family == Family::V6 => {
+            "nat" | "mangle" | "security" if family == Family::V6 => {
                 return Err(RestoreError::Table {
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
@@ -464,7 +465,6 @@ fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'stati
         "mangle" if family == Family::V6 => {
             Some(&["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"])
         }
-        "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
     }
@@ -554,7 +554,7 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "nat" | "raw" | "mangle" if self.family == Family::V6 => Section::Ignored {
+            "nat" | "mangle" if self.family == Family::V6 => Section::Ignored {
                 name: name.to_string(),
                 start: line,
             },

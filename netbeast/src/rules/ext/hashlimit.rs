@@ -921,6 +921,7 @@ pub fn tables(ruleset: &crate::rules::model::Ruleset) -> Vec<(u64, u64)> {
         &ruleset.nat,
         &ruleset.mangle,
         &ruleset.filter6,
+        &ruleset.raw6,
     ];
     for rule in tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules) {
         for m in &rule.matches {
