@@ -704,3 +704,80 @@ fn ipv6_router_like_ip6tables() {
         "accepted forwarded packets took the fast path:\n{stats}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// -m iprange on real IPv6 traffic
+
+/// Sources inside and around the range fd00:17::10-fd00:17::1f.
+const RANGE_SOURCES: [&str; 5] = [
+    "fd00:17::f",
+    "fd00:17::10",
+    "fd00:17::17",
+    "fd00:17::1f",
+    "fd00:17::20",
+];
+
+/// One datagram from `from` (an address of `ns`) to `to:port`, and its echo.
+fn exchange_from(ns: &Netns, from: &str, to: &str, port: u16) -> Outcome {
+    let bind = SocketAddr::from((v6(from), 0));
+    let socket = ns.in_netns(move || UdpSocket::bind(bind).unwrap()).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .send_to(b"hello", SocketAddr::from((v6(to), port)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match socket.recv_from(&mut buf) {
+        Ok((5, _)) if &buf[..5] == b"hello" => Answered,
+        _ => TimedOut,
+    }
+}
+
+/// `-m iprange --src-range` and `! --src-range` with IPv6 ranges, on
+/// datagrams from five real sources around the range's ends, with
+/// netbeast and with ip6tables (the oracle): port 7000 drops the range,
+/// port 7001 everything outside it.
+#[test]
+fn ipv6_iprange_like_ip6tables() {
+    require_root();
+    let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+        if netbeast {
+            server = server.with_netbeast(NETBEAST);
+        }
+        veth_pair(&server, "nbt6s", "10.216.7.2/24", &client, "nbt6c", "10.216.7.1/24").unwrap();
+        add6(&server, "nbt6s", "fd00:17::2/64");
+        for a in RANGE_SOURCES {
+            add6(&client, "nbt6c", &format!("{a}/64"));
+        }
+        if netbeast {
+            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+        }
+        udp_echo(&server, 7000);
+        udp_echo(&server, 7001);
+        for line in [
+            "-A INPUT -p udp --dport 7000 -m iprange --src-range fd00:17::10-fd00:17::1f -j DROP",
+            "-A INPUT -p udp --dport 7001 -m iprange ! --src-range fd00:17::10-fd00:17::1f -j DROP",
+        ] {
+            ip6tables(&server, netbeast, line);
+        }
+        let mut out = Vec::new();
+        for port in [7000, 7001] {
+            for a in RANGE_SOURCES {
+                out.push(exchange_from(&client, a, "fd00:17::2", port));
+            }
+        }
+        out
+    };
+    let ipt = run("v6ipr-ipt", false);
+    assert_eq!(
+        ipt,
+        [
+            Answered, TimedOut, TimedOut, TimedOut, Answered, // 7000: the range dropped
+            TimedOut, Answered, Answered, Answered, TimedOut, // 7001: outside dropped
+        ],
+        "the oracle itself ({RANGE_SOURCES:?})"
+    );
+    let nb = run("v6ipr-nb", true);
+    assert_eq!(nb, ipt, "netbeast against ip6tables ({RANGE_SOURCES:?})");
+}
