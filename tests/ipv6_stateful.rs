@@ -781,3 +781,62 @@ fn ipv6_iprange_like_ip6tables() {
     let nb = run("v6ipr-nb", true);
     assert_eq!(nb, ipt, "netbeast against ip6tables ({RANGE_SOURCES:?})");
 }
+
+// ---------------------------------------------------------------------------
+// -m connlimit on real IPv6 connections
+
+/// The article's connlimit rule for ip6tables with `--connlimit-mask 64`,
+/// on real TCP connections, netbeast and ip6tables (the oracle): 15
+/// connections from one address come up and stay, the 16th is reset; a
+/// second address of the same /64 (the route's preferred source changed)
+/// is reset too, as the /64 shares one count.
+#[test]
+fn ipv6_connlimit_like_ip6tables() {
+    require_root();
+    let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+        if netbeast {
+            server = server.with_netbeast(NETBEAST);
+        }
+        veth_pair(&server, "nbt6s", "10.216.8.2/24", &client, "nbt6c", "10.216.8.1/24").unwrap();
+        add6(&server, "nbt6s", "fd00:18::2/64");
+        add6(&client, "nbt6c", "fd00:18::1/64");
+        add6(&client, "nbt6c", "fd00:18::99/64");
+        let src = |a: &str| {
+            client
+                .ip(&["-6", "route", "replace", "fd00:18::2/128", "dev", "nbt6c", "src", a])
+                .unwrap();
+        };
+        src("fd00:18::1");
+        if netbeast {
+            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+        }
+        let _listener = server
+            .in_netns(|| TcpListener::bind("[::]:80").unwrap())
+            .unwrap();
+        ip6tables(
+            &server,
+            netbeast,
+            "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 64 -j REJECT --reject-with tcp-reset",
+        );
+        let to = SocketAddr::from((v6("fd00:18::2"), 80));
+        let open = || {
+            client
+                .in_netns(move || TcpStream::connect_timeout(&to, TIMEOUT))
+                .unwrap()
+        };
+        let held: Vec<TcpStream> = (0..15)
+            .map(|i| open().unwrap_or_else(|e| panic!("connection {i}: {e}")))
+            .collect();
+        let mut out = vec![open().map_or_else(|e| error_outcome(&e), |_| Connected)];
+        src("fd00:18::99");
+        out.push(open().map_or_else(|e| error_outcome(&e), |_| Connected));
+        drop(held);
+        out
+    };
+    let ipt = run("v6cl-ipt", false);
+    assert_eq!(ipt, [Refused, Refused], "the oracle itself");
+    let nb = run("v6cl-nb", true);
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+}
