@@ -321,18 +321,24 @@ fn ipv4_rulesets_save_back_as_iptables_save_prints_them() {
 }
 
 /// IPv6: what netbeast's ip6tables has of Docker's IPv6 rulesets. The
-/// filter table (`-T filter`) restores and saves back as ip6tables-save
-/// prints it. The whole file either does the same, or is refused naming
-/// the table netbeast's ip6tables does not have yet (Docker 24: nat;
-/// Docker 28: raw first), with nothing applied.
+/// tables it has (filter, and Docker 28's raw table with its drop of
+/// direct routing to the container) restore and save back as
+/// ip6tables-save prints them. The whole file either does the same, or is
+/// refused naming the table netbeast's ip6tables does not have yet (the
+/// nat table, in both), with nothing applied.
 #[test]
 fn ipv6_rulesets_restore_as_far_as_ip6tables_has_their_tables() {
     for (name, rules) in [("Docker 24", DOCKER24_V6), ("Docker 28", DOCKER28_V6)] {
-        let filter_only = filter_section(rules);
-        let netbeast = restored_and_saved(Firewall::netbeast(NETBEAST), &filter_only, true)
-            .unwrap_or_else(|e| panic!("{name}: netbeast refused the filter table: {e}"));
-        let iptables = restored_and_saved(Firewall::Iptables, &filter_only, true)
-            .unwrap_or_else(|e| panic!("{name}: ip6tables refused the filter table: {e}"));
+        let known = sections(rules, &["raw", "filter"]);
+        assert_eq!(
+            known.contains("*raw"),
+            name == "Docker 28",
+            "{name}: the fixture's tables"
+        );
+        let netbeast = restored_and_saved(Firewall::netbeast(NETBEAST), &known, true)
+            .unwrap_or_else(|e| panic!("{name}: netbeast refused the raw and filter tables: {e}"));
+        let iptables = restored_and_saved(Firewall::Iptables, &known, true)
+            .unwrap_or_else(|e| panic!("{name}: ip6tables refused the raw and filter tables: {e}"));
         assert_eq!(
             netbeast, iptables,
             "{name}: netbeast's ip6tables-save differs"
@@ -351,7 +357,7 @@ fn ipv6_rulesets_restore_as_far_as_ip6tables_has_their_tables() {
         } else {
             let message = String::from_utf8_lossy(&out.stderr);
             assert!(
-                message.contains("table is not supported for IPv6 yet"),
+                message.contains("the nat table is not supported for IPv6 yet"),
                 "{name}: refused for another reason: {message}"
             );
             assert_eq!(docker.save(true), before, "{name}: half applied");
@@ -359,21 +365,20 @@ fn ipv6_rulesets_restore_as_far_as_ip6tables_has_their_tables() {
     }
 }
 
-/// The file's filter table alone, as `ip6tables-save -t filter` would
-/// print it.
-fn filter_section(rules: &str) -> String {
+/// The file's sections of the tables `tables`, in the file's order.
+fn sections(rules: &str, tables: &[&str]) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in rules.lines() {
-        if line == "*filter" {
-            inside = true;
+        if let Some(table) = line.strip_prefix('*') {
+            inside = tables.contains(&table);
         }
         if inside {
             out.push_str(line);
             out.push('\n');
         }
-        if inside && line == "COMMIT" {
-            break;
+        if line == "COMMIT" {
+            inside = false;
         }
     }
     out

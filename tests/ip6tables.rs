@@ -102,6 +102,18 @@ const ACCEPTED: &[&str] = &[
     "-t mangle -A OUTPUT -j CONNMARK --restore-mark --mask 0xff",
     "-t mangle -A POSTROUTING -m mark --mark 0x4000/0x4000 -j RETURN",
     "-t mangle -P FORWARD DROP",
+    // The raw table: Docker 28's IPv6 rule, notrack, user chains, CT.
+    "-t raw -N RAWCH",
+    "-t raw -A PREROUTING -d fd00:dead:beef::2/128 ! -i docker0 -p tcp -m tcp --dport 80 -j DROP",
+    "-t raw -A PREROUTING -p tcp --dport 81 -j CT --notrack",
+    "-t raw -A PREROUTING -j RAWCH",
+    "-t raw -A RAWCH -s fd00::/64 -j ACCEPT",
+    "-t raw -A RAWCH -p ipv6-icmp -j RETURN",
+    "-t raw -A RAWCH -j CT --ctevents new,destroy",
+    "-t raw -A OUTPUT -p udp --sport 53 -j NOTRACK",
+    "-t raw -A OUTPUT -j CT",
+    "-t raw -I OUTPUT -o lo -j ACCEPT",
+    "-t raw -P OUTPUT DROP",
 ];
 
 /// Commands both refuse, with the same exit code, applying nothing.
@@ -133,7 +145,10 @@ const REFUSED: &[(&str, i32)] = &[
 
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):
 /// exit 2, a message saying so, nothing applied.
-const NOT_YET: &[&str] = &["-A INPUT -m conntrack --ctproto tcp -j ACCEPT"];
+const NOT_YET: &[&str] = &[
+    "-A INPUT -m conntrack --ctproto tcp -j ACCEPT",
+    "-t raw -A PREROUTING -j CT --zone 1",
+];
 
 /// The listings compared after the commands.
 const LISTINGS: &[&str] = &[
@@ -147,6 +162,9 @@ const LISTINGS: &[&str] = &[
     "-t mangle -S",
     "-t mangle -L -n -v",
     "-t mangle -L",
+    "-t raw -S",
+    "-t raw -L -n -v -x --line-numbers",
+    "-t raw -L",
 ];
 
 fn words(line: &str) -> Vec<&str> {
@@ -299,10 +317,12 @@ fn commands_listings_and_saves_as_ip6tables() {
         .write_all(oracle_save.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success(), "ip6tables-restore");
-    assert_eq!(
-        listing(&beast, &link, &[], "-S"),
-        listing(&oracle, &real, &[], "-S")
-    );
+    for line in ["-S", "-t raw -S"] {
+        assert_eq!(
+            listing(&beast, &link, &[], line),
+            listing(&oracle, &real, &[], line)
+        );
+    }
     let out = beast
         .netbeast_with_input(
             &["restore", "-6"],

@@ -686,3 +686,139 @@ fn ipv6_router_like_ip6tables() {
         "accepted forwarded packets took the fast path:\n{stats}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// -m iprange on real IPv6 traffic
+
+/// Sources inside and around the range fd00:17::10-fd00:17::1f.
+const RANGE_SOURCES: [&str; 5] = [
+    "fd00:17::f",
+    "fd00:17::10",
+    "fd00:17::17",
+    "fd00:17::1f",
+    "fd00:17::20",
+];
+
+/// One datagram from `from` (an address of `ns`) to `to:port`, and its echo.
+fn exchange_from(ns: &Netns, from: &str, to: &str, port: u16) -> Outcome {
+    let bind = SocketAddr::from((v6(from), 0));
+    let socket = ns.in_netns(move || UdpSocket::bind(bind).unwrap()).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    socket
+        .send_to(b"hello", SocketAddr::from((v6(to), port)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match socket.recv_from(&mut buf) {
+        Ok((5, _)) if &buf[..5] == b"hello" => Answered,
+        _ => TimedOut,
+    }
+}
+
+/// `-m iprange --src-range` and `! --src-range` with IPv6 ranges, on
+/// datagrams from five real sources around the range's ends, with
+/// netbeast and with ip6tables (the oracle): port 7000 drops the range,
+/// port 7001 everything outside it.
+#[test]
+fn ipv6_iprange_like_ip6tables() {
+    require_root();
+    let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+        if netbeast {
+            server = server.with_netbeast(NETBEAST);
+        }
+        veth_pair(&server, "nbt6s", "10.216.7.2/24", &client, "nbt6c", "10.216.7.1/24").unwrap();
+        add6(&server, "nbt6s", "fd00:17::2/64");
+        for a in RANGE_SOURCES {
+            add6(&client, "nbt6c", &format!("{a}/64"));
+        }
+        if netbeast {
+            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+        }
+        udp_echo(&server, 7000);
+        udp_echo(&server, 7001);
+        for line in [
+            "-A INPUT -p udp --dport 7000 -m iprange --src-range fd00:17::10-fd00:17::1f -j DROP",
+            "-A INPUT -p udp --dport 7001 -m iprange ! --src-range fd00:17::10-fd00:17::1f -j DROP",
+        ] {
+            ip6tables(&server, netbeast, line);
+        }
+        let mut out = Vec::new();
+        for port in [7000, 7001] {
+            for a in RANGE_SOURCES {
+                out.push(exchange_from(&client, a, "fd00:17::2", port));
+            }
+        }
+        out
+    };
+    let ipt = run("v6ipr-ipt", false);
+    assert_eq!(
+        ipt,
+        [
+            Answered, TimedOut, TimedOut, TimedOut, Answered, // 7000: the range dropped
+            TimedOut, Answered, Answered, Answered, TimedOut, // 7001: outside dropped
+        ],
+        "the oracle itself ({RANGE_SOURCES:?})"
+    );
+    let nb = run("v6ipr-nb", true);
+    assert_eq!(nb, ipt, "netbeast against ip6tables ({RANGE_SOURCES:?})");
+}
+
+// ---------------------------------------------------------------------------
+// -m connlimit on real IPv6 connections
+
+/// The article's connlimit rule for ip6tables with `--connlimit-mask 64`,
+/// on real TCP connections, netbeast and ip6tables (the oracle): 15
+/// connections from one address come up and stay, the 16th is reset; a
+/// second address of the same /64 (the route's preferred source changed)
+/// is reset too, as the /64 shares one count.
+#[test]
+fn ipv6_connlimit_like_ip6tables() {
+    require_root();
+    let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
+        if netbeast {
+            server = server.with_netbeast(NETBEAST);
+        }
+        veth_pair(&server, "nbt6s", "10.216.8.2/24", &client, "nbt6c", "10.216.8.1/24").unwrap();
+        add6(&server, "nbt6s", "fd00:18::2/64");
+        add6(&client, "nbt6c", "fd00:18::1/64");
+        add6(&client, "nbt6c", "fd00:18::99/64");
+        let src = |a: &str| {
+            client
+                .ip(&["-6", "route", "replace", "fd00:18::2/128", "dev", "nbt6c", "src", a])
+                .unwrap();
+        };
+        src("fd00:18::1");
+        if netbeast {
+            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
+        }
+        let _listener = server
+            .in_netns(|| TcpListener::bind("[::]:80").unwrap())
+            .unwrap();
+        ip6tables(
+            &server,
+            netbeast,
+            "-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 15 --connlimit-mask 64 -j REJECT --reject-with tcp-reset",
+        );
+        let to = SocketAddr::from((v6("fd00:18::2"), 80));
+        let open = || {
+            client
+                .in_netns(move || TcpStream::connect_timeout(&to, TIMEOUT))
+                .unwrap()
+        };
+        let held: Vec<TcpStream> = (0..15)
+            .map(|i| open().unwrap_or_else(|e| panic!("connection {i}: {e}")))
+            .collect();
+        let mut out = vec![open().map_or_else(|e| error_outcome(&e), |_| Connected)];
+        src("fd00:18::99");
+        out.push(open().map_or_else(|e| error_outcome(&e), |_| Connected));
+        drop(held);
+        out
+    };
+    let ipt = run("v6cl-ipt", false);
+    assert_eq!(ipt, [Refused, Refused], "the oracle itself");
+    let nb = run("v6cl-nb", true);
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+}

@@ -6728,6 +6728,158 @@ fn ipv6_filter_input() {
     lab6("ipv6", |h, _| run_cases(h, cases));
 }
 
+/// ip6tables' raw table: PREROUTING at XDP ingress before conntrack and
+/// routing (a DROP rule or policy ends the packet there; ACCEPT ends only
+/// the raw chain), its rules seeing no connection yet (INVALID, as in the
+/// kernel); `-j CT --notrack` and `-j NOTRACK` leave the packet out of the
+/// IPv6 tracker (state UNTRACKED, no connection made), unless a bare `-j
+/// CT` came first (xt_CT: the first template stays). Each family's raw
+/// table leaves the other's packets alone. raw OUTPUT at TC egress
+/// likewise, for the host's own packets.
+#[test]
+fn ipv6_raw_table() {
+    let notrack_22 = &[
+        "ip6 -t raw -A PREROUTING -p tcp --dport 22 -j CT --notrack",
+        "ip6 -P INPUT DROP",
+        "ip6 -A INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT",
+        "ip6 -A INPUT -p tcp --dport 23 -m conntrack --ctstate NEW -j ACCEPT",
+    ];
+    let raw_accept_then_drop = &[
+        "ip6 -t raw -A PREROUTING -p tcp --dport 22 -j ACCEPT",
+        "ip6 -t raw -A PREROUTING -p tcp -j DROP",
+        "ip6 -A INPUT -p tcp --dport 22 -j DROP",
+    ];
+    let cases = vec![
+        case(
+            "raw DROP rule",
+            &["ip6 -t raw -A PREROUTING -p tcp --dport 23 -j DROP"],
+            tcp6(23),
+            Drop,
+        )
+        .counts(&[(stats::DROPPED, 1), (stats::INPUT, 0)]),
+        case(
+            "raw DROP rule, another port",
+            &["ip6 -t raw -A PREROUTING -p tcp --dport 23 -j DROP"],
+            tcp6(24),
+            Pass,
+        ),
+        case(
+            "raw DROP policy",
+            &["ip6 -t raw -P PREROUTING DROP"],
+            tcp6(22),
+            Drop,
+        ),
+        case(
+            "raw ACCEPT ends the raw chain only: filter drops",
+            raw_accept_then_drop,
+            tcp6(22),
+            Drop,
+        ),
+        case(
+            "after raw ACCEPT, raw DROP",
+            raw_accept_then_drop,
+            tcp6(80),
+            Drop,
+        )
+        .counts(&[(stats::INPUT, 0)]),
+        case(
+            "raw rules see INVALID",
+            &["ip6 -t raw -A PREROUTING -m conntrack --ctstate INVALID -j DROP"],
+            tcp6(22),
+            Drop,
+        ),
+        case(
+            "raw rules never see NEW",
+            &["ip6 -t raw -A PREROUTING -m conntrack --ctstate NEW -j DROP"],
+            tcp6(22),
+            Pass,
+        ),
+        case("--notrack: UNTRACKED", notrack_22, tcp6(22), Pass)
+            .counts(&[(stats::CT_CREATED, 0)]),
+        case("tracked beside it: NEW", notrack_22, tcp6(23), Pass)
+            .counts(&[(stats::CT_CREATED, 1)]),
+        case(
+            "-j NOTRACK: UNTRACKED",
+            &[
+                "ip6 -t raw -A PREROUTING -p tcp --dport 25 -j NOTRACK",
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m state --state UNTRACKED -j ACCEPT",
+            ],
+            tcp6(25),
+            Pass,
+        )
+        .counts(&[(stats::CT_CREATED, 0)]),
+        case(
+            "a bare -j CT first keeps the packet tracked",
+            &[
+                "ip6 -t raw -A PREROUTING -j CT",
+                "ip6 -t raw -A PREROUTING -j CT --notrack",
+                "ip6 -P INPUT DROP",
+                "ip6 -A INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT",
+            ],
+            tcp6(26),
+            Drop,
+        ),
+        case(
+            "an IPv4 raw DROP policy leaves IPv6 alone",
+            &["-t raw -P PREROUTING DROP"],
+            tcp6(22),
+            Pass,
+        ),
+        case(
+            "an IPv6 raw DROP policy leaves IPv4 alone",
+            &["ip6 -t raw -P PREROUTING DROP"],
+            tcp(22),
+            Pass,
+        ),
+    ];
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_SHOT: u32 = 2;
+    lab6("ipv6-raw", |h, _| {
+        run_cases(h, cases);
+        // raw OUTPUT: the host's own packets, at TC egress.
+        let reply = FrameBuilder::tcp6(v6(SERVER6), 22, v6(CLIENT6), CLIENT_PORT)
+            .src_mac(SERVER_MAC)
+            .dst_mac(CLIENT_MAC)
+            .build();
+        for (rules, want, what) in [
+            (
+                vec!["ip6 -t raw -A OUTPUT -p tcp --sport 22 -j DROP"],
+                TC_ACT_SHOT,
+                "raw OUTPUT DROP",
+            ),
+            (vec!["ip6 -t raw -P OUTPUT DROP"], TC_ACT_SHOT, "raw OUTPUT policy DROP"),
+            (
+                vec!["ip6 -t raw -A OUTPUT -p tcp --sport 23 -j DROP"],
+                TC_ACT_OK,
+                "raw OUTPUT DROP of another port",
+            ),
+            (
+                vec![
+                    "ip6 -t raw -A OUTPUT -p tcp --sport 22 -j NOTRACK",
+                    "ip6 -P OUTPUT DROP",
+                    "ip6 -A OUTPUT -m conntrack --ctstate UNTRACKED -j ACCEPT",
+                ],
+                TC_ACT_OK,
+                "raw OUTPUT NOTRACK: UNTRACKED in filter OUTPUT",
+            ),
+            (
+                vec![
+                    "ip6 -t raw -A OUTPUT -p tcp --sport 23 -j NOTRACK",
+                    "ip6 -P OUTPUT DROP",
+                    "ip6 -A OUTPUT -m conntrack --ctstate UNTRACKED -j ACCEPT",
+                ],
+                TC_ACT_SHOT,
+                "raw OUTPUT NOTRACK of another port: tracked, dropped",
+            ),
+        ] {
+            h.apply(&rules);
+            let out = h.dataplane.test_run_tc_egress(&reply).expect("TC test run");
+            assert_eq!(out.action, want, "{what}");
+        }
+    });
+}
+
 fn icmp6(icmp_type: u8, code: u8) -> FrameBuilder {
     FrameBuilder::ipv6(v6(CLIENT6), v6(SERVER6), 58)
         .payload(&[icmp_type, code, 0, 0, 0, 0, 0, 0])

@@ -275,3 +275,127 @@ fn zones_keep_one_tuple_apart(firewall: Firewall) {
 }
 
 scenario!(zones_keep_one_tuple_apart);
+
+/// IPv6 addresses of the ip6tables scenario: the client, the host, and a
+/// container address the host holds as Docker's bridge would hand it on.
+const CLIENT6: &str = "fd00:14::1";
+const HOST6: &str = "fd00:14::2";
+const CONTAINER6: &str = "fd00:dead:beef::2";
+
+/// A TCP connection from `ns` to `[addr]:port`, its outcome.
+fn connect6(ns: &netbeast::netns::Netns, addr: &str, port: u16) -> ConnectOutcome {
+    let to = std::net::SocketAddr::from((addr.parse::<std::net::Ipv6Addr>().unwrap(), port));
+    ns.in_netns(move || match std::net::TcpStream::connect_timeout(&to, TIMEOUT) {
+        Ok(_) => Connected,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reset,
+        Err(_) => TimedOut,
+    })
+    .unwrap()
+}
+
+/// ip6tables' raw table on real IPv6 traffic (neighbour discovery live):
+/// Docker 28's IPv6 raw drop verbatim (`-d fd00:dead:beef::2/128 ! -i
+/// docker0 -p tcp -m tcp --dport 80 -j DROP`) stops direct connections to
+/// the container address while the host's own address answers; a raw
+/// PREROUTING DROP policy stops everything (neighbour solicitations too);
+/// `-j CT --notrack` in PREROUTING and `-j NOTRACK` in OUTPUT make port
+/// 81's connection UNTRACKED both ways (filter accepts it as such, and
+/// conntrack records none), port 82 stays tracked, port 83 (untracked,
+/// no rule for it) is reset; without the OUTPUT rule the SYN-ACK is
+/// tracked and dropped.
+fn ipv6_raw_table(firewall: Firewall) {
+    use netbeast::netns::{Netns, veth_pair};
+    require_root();
+    let client = Netns::new("raw6-c").expect("client namespace");
+    let host = firewall.guard(Netns::new("raw6-h").expect("host namespace"));
+    veth_pair(&host, "nbtr6h", "10.216.6.2/24", &client, "nbtr6c", "10.216.6.1/24")
+        .expect("veth");
+    for (ns, iface, addr) in [
+        (&host, "nbtr6h", format!("{HOST6}/64")),
+        (&host, "nbtr6h", format!("{CONTAINER6}/128")),
+        (&client, "nbtr6c", format!("{CLIENT6}/64")),
+    ] {
+        ns.ip(&["-6", "addr", "add", &addr, "dev", iface, "nodad"])
+            .unwrap();
+    }
+    client
+        .ip(&["-6", "route", "add", &format!("{CONTAINER6}/128"), "via", HOST6])
+        .unwrap();
+    firewall.attach(&host, &["nbtr6h"]).expect("attach");
+    let _listeners: Vec<std::net::TcpListener> = host
+        .in_netns(|| {
+            [80, 81, 82, 83]
+                .map(|p| std::net::TcpListener::bind(format!("[::]:{p}")).unwrap())
+                .into()
+        })
+        .unwrap();
+    let rule = |line: &str| {
+        firewall
+            .ip6tables_ok(&host, line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    };
+    let probe = |when: &str, expected: &[(&str, u16, ConnectOutcome)]| {
+        for ns in [&client, &host] {
+            ns.ip(&["-6", "neigh", "flush", "all"]).unwrap();
+        }
+        let wrong: Vec<String> = expected
+            .iter()
+            .map(|(addr, port, want)| (addr, port, want, connect6(&client, addr, *port)))
+            .filter(|(_, _, want, got)| *want != got)
+            .map(|(addr, port, want, got)| format!("[{addr}]:{port}: expected {want}, got {got}"))
+            .collect();
+        assert!(wrong.is_empty(), "{when}:\n  {}", wrong.join("\n  "));
+    };
+    probe(
+        "no rules",
+        &[(CONTAINER6, 80, Connected), (HOST6, 80, Connected)],
+    );
+    rule("-t raw -A PREROUTING -d fd00:dead:beef::2/128 ! -i docker0 -p tcp -m tcp --dport 80 -j DROP");
+    probe(
+        "Docker 28's IPv6 raw rule",
+        &[(CONTAINER6, 80, TimedOut), (HOST6, 80, Connected)],
+    );
+    rule("-t raw -P PREROUTING DROP");
+    probe(
+        "raw PREROUTING policy DROP (neighbour discovery too)",
+        &[(HOST6, 80, TimedOut)],
+    );
+    rule("-t raw -P PREROUTING ACCEPT");
+    rule("-t raw -F");
+    for line in [
+        "-t raw -A PREROUTING -p tcp -m multiport --dports 81,83 -j CT --notrack",
+        "-t raw -A OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
+        "-A INPUT -p tcp --dport 81 -m state --state UNTRACKED -j ACCEPT",
+        "-A INPUT -p tcp --dport 82 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT",
+        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+        "-A OUTPUT -p tcp --sport 81 -m conntrack --ctstate UNTRACKED -j ACCEPT",
+        "-A OUTPUT -p tcp --sport 81 -j DROP",
+    ] {
+        rule(line);
+    }
+    probe(
+        "notrack on 81 and 83",
+        &[(HOST6, 81, Connected), (HOST6, 82, Connected), (HOST6, 83, Reset)],
+    );
+    let listing = if firewall.is_netbeast() {
+        host.netbeast_ok(&["conntrack", "-L", "-f", "ipv6"]).unwrap()
+    } else {
+        let out = host
+            .run("conntrack", &["-L", "-f", "ipv6", "-p", "tcp"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let count = |port: u16| {
+        let needle = format!("dport={port} ");
+        listing.lines().filter(|l| l.contains(&needle)).count()
+    };
+    assert_eq!(count(81), 0, "an untracked connection was recorded:\n{listing}");
+    assert_eq!(count(82), 1, "the tracked connection is missing:\n{listing}");
+    rule("-t raw -D OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK");
+    probe(
+        "notrack at PREROUTING only",
+        &[(HOST6, 81, TimedOut), (HOST6, 82, Connected)],
+    );
+}
+
+scenario!(ipv6_raw_table);

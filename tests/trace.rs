@@ -75,11 +75,23 @@ fn ifindex(net: &ClientServer) -> u32 {
 /// The (chain, 1-based rule) list the reference classifier acts on for a
 /// packet from the client to the server's `dport`.
 fn reference(net: &ClientServer, protocol: u8, sport: u16, dport: u16) -> Vec<(String, u64)> {
+    reference_in(net, &ruleset().filter, None, protocol, sport, dport)
+}
+
+/// [`reference`] in `table`'s INPUT, for an IPv6 packet with `addr6`.
+fn reference_in(
+    net: &ClientServer,
+    table: &netbeast::rules::model::Table,
+    addr6: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+    protocol: u8,
+    sport: u16,
+    dport: u16,
+) -> Vec<(String, u64)> {
     let in_ifindex = ifindex(net);
     let pkt = PacketView {
         src: CLIENT_ADDR,
         dst: SERVER_ADDR,
-        addr6: None,
+        addr6,
         protocol,
         fragment_offset_nonzero: false,
         l4: Some(L4Header::Ports {
@@ -96,7 +108,7 @@ fn reference(net: &ClientServer, protocol: u8, sport: u16, dport: u16) -> Vec<(S
         ifindex: in_ifindex,
         name: SERVER_IFACE.into(),
     }];
-    classify_table(&ruleset().filter, "INPUT", &interfaces, &pkt)
+    classify_table(table, "INPUT", &interfaces, &pkt)
         .into_iter()
         .map(|r| (r.chain, r.rule as u64 + 1))
         .collect()
@@ -304,4 +316,154 @@ fn live_packets_list_the_reference_rules() {
         String::from_utf8_lossy(&out.stderr).contains("matches only, not a target"),
         "{out:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 (issue 16): the same ruleset written for ip6tables.
+
+const CLIENT6: &str = "fd00:15::1";
+const SERVER6: &str = "fd00:15::2";
+
+/// `RULES` for ip6tables: the client's /64 instead of its /24.
+fn rules6() -> Vec<String> {
+    RULES
+        .iter()
+        .map(|l| l.replace("10.199.0.0/24", "fd00:15::/64"))
+        .collect()
+}
+
+fn ruleset6() -> Ruleset {
+    let mut rules = Ruleset::default();
+    for line in rules6() {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let cmd = parse::parse_ip6tables_args(&args).unwrap();
+        command::apply(&mut rules, &cmd).unwrap();
+    }
+    rules
+}
+
+/// `reference` for an IPv6 packet from CLIENT6 to SERVER6.
+fn reference6(net: &ClientServer, protocol: u8, sport: u16, dport: u16) -> Vec<(String, u64)> {
+    let addr6 = Some((CLIENT6.parse().unwrap(), SERVER6.parse().unwrap()));
+    reference_in(net, &ruleset6().filter6, addr6, protocol, sport, dport)
+}
+
+/// The client and server with IPv6 addresses and the ruleset for ip6tables
+/// (no IPv4 rules: an IPv4 trace would show none).
+fn setup6(tag: &str) -> ClientServer {
+    let ClientServer { client, server } =
+        ClientServer::new(tag).expect("client and server namespaces");
+    let net = ClientServer {
+        client,
+        server: server.with_netbeast(NETBEAST),
+    };
+    for (ns, iface, addr) in [
+        (&net.server, SERVER_IFACE, SERVER6),
+        (&net.client, netbeast::netns::CLIENT_IFACE, CLIENT6),
+    ] {
+        ns.ip(&["-6", "addr", "add", &format!("{addr}/64"), "dev", iface, "nodad"])
+            .unwrap();
+    }
+    net.server
+        .netbeast_ok(&["attach", SERVER_IFACE])
+        .expect("attaching netbeast");
+    for line in rules6() {
+        let args: Vec<&str> = ["ip6tables"].into_iter().chain(line.split_whitespace()).collect();
+        net.server.netbeast_ok(&args).unwrap();
+    }
+    net
+}
+
+/// `--packet` with IPv6 addresses (`tcp [fd00:15::1]:40000 >
+/// [fd00:15::2]:80 in nbt-s`): the rules of the IPv6 ruleset the reference
+/// acts on, in order, and the fate; an ICMPv6 description too.
+#[test]
+fn described_ipv6_packets_list_the_reference_rules() {
+    require_root();
+    let net = setup6("trc6d");
+    for (protocol, dport, fate, n) in CASES {
+        let name = if protocol == 6 { "tcp" } else { "udp" };
+        let desc = format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport} in {SERVER_IFACE}");
+        let out = net
+            .server
+            .netbeast_ok(&["trace", "--json", "--packet", &desc])
+            .unwrap_or_else(|e| panic!("netbeast trace --packet '{desc}': {e}"));
+        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let want = reference6(&net, protocol, 40000, dport);
+        assert_eq!(want.len(), n, "the reference's rules for {desc}: {want:?}");
+        assert_eq!(traced(&v), want, "{desc}: {v}");
+        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{desc}: {v}");
+        let packet = v["packet"].as_str().unwrap();
+        assert!(
+            packet.starts_with(&format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport}")),
+            "{desc}: {v}"
+        );
+    }
+    let text = net
+        .server
+        .netbeast_ok(&[
+            "trace",
+            "--packet",
+            &format!("tcp [{CLIENT6}]:40000 > [{SERVER6}]:80 syn in {SERVER_IFACE}"),
+        ])
+        .unwrap();
+    assert!(
+        text.contains("filter WEB rule 2: -A WEB -s fd00:15::/64 -p tcp -m tcp --dport 80 -j CHECK"),
+        "{text}"
+    );
+    assert!(text.contains("=> accepted by WEB rule 4"), "{text}");
+    // ICMPv6 meets no rule of INPUT: the policy.
+    let text = net
+        .server
+        .netbeast_ok(&[
+            "trace",
+            "--packet",
+            &format!("icmp6 {CLIENT6} > {SERVER6} echo-request in {SERVER_IFACE}"),
+        ])
+        .unwrap();
+    assert!(
+        text.contains(&format!("packet icmp6 {CLIENT6} > {SERVER6} type 128 code 0")),
+        "{text}"
+    );
+    assert!(text.contains("filter INPUT policy  => ACCEPT"), "{text}");
+    assert_trace_off(&net);
+}
+
+/// Live IPv6 packets from the client: the same rules as the reference.
+#[test]
+fn live_ipv6_packets_list_the_reference_rules() {
+    require_root();
+    let net = setup6("trc6l");
+    let to = |port| std::net::SocketAddr::from((SERVER6.parse::<std::net::Ipv6Addr>().unwrap(), port));
+    for (protocol, dport, fate, n) in CASES {
+        let port = dport.to_string();
+        let proto = if protocol == 6 { "tcp" } else { "udp" };
+        let filter = vec!["-p", proto, "--dport", &port];
+        let v = live_trace(&net, &filter, || {
+            let addr = to(dport);
+            if protocol == 6 {
+                let _ = net.client.in_netns(move || {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                });
+            } else {
+                let _ = net.client.in_netns(move || {
+                    let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+                    s.send_to(b"trace", addr)
+                });
+            }
+        });
+        let packet = v["packet"].as_str().unwrap();
+        let sport: u16 = packet
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no source port in {packet}"));
+        let want = reference6(&net, protocol, sport, dport);
+        assert_eq!(want.len(), n, "the reference's rules for {packet}: {want:?}");
+        assert_eq!(traced(&v), want, "{filter:?}: {v}");
+        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
+        assert_eq!(v["in"], SERVER_IFACE, "{v}");
+    }
+    assert_trace_off(&net);
 }

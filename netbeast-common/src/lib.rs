@@ -146,11 +146,10 @@ pub mod chain {
     pub const MANGLE_FORWARD: u32 = 13;
     pub const MANGLE_OUTPUT: u32 = 14;
     pub const MANGLE_POSTROUTING: u32 = 15;
-    /// Reserved for the IPv6 nat table (`NAT6_PREROUTING` 16,
-    /// `NAT6_POSTROUTING` 17, `NAT6_OUTPUT` 18) and raw table
-    /// (`RAW6_PREROUTING` 19, `RAW6_OUTPUT` 20), made on other branches.
-    pub const RESERVED6_FIRST: u32 = 16;
-    pub const RESERVED6_LAST: u32 = 20;
+    /// Reserved for the IPv6 nat table's chains (PREROUTING,
+    /// POSTROUTING, OUTPUT), which the kernel does not run yet: the
+    /// compiler refuses their rules (`Nat6NotRunYet`).
+    pub const NAT6_RESERVED_FIRST: u32 = 16;
     /// The IPv6 mangle table's chains (`ip6tables -t mangle`), run at the
     /// same hooks of the IPv6 programs as the IPv4 ones in theirs, in the
     /// same order (`MANGLE6_x - MANGLE6_PREROUTING == MANGLE_x -
@@ -167,16 +166,20 @@ pub mod chain {
     /// True for a chain of the IPv6 ruleset (`ip6tables`): its packets'
     /// connections are in the IPv6 tracker.
     pub const fn ipv6(c: u32) -> bool {
-        (c >= INPUT6 && c <= OUTPUT6) || (c >= RESERVED6_FIRST && c <= MANGLE6_POSTROUTING)
+        (c >= INPUT6 && c <= OUTPUT6) || (c >= NAT6_RESERVED_FIRST && c <= MANGLE6_POSTROUTING)
     }
+    /// The IPv6 raw table's chains (`ip6tables -t raw`), run where the
+    /// IPv4 ones run: PREROUTING at XDP ingress before conntrack, OUTPUT
+    /// at TC egress before conntrack.
+    pub const RAW6_PREROUTING: u32 = 19;
+    pub const RAW6_OUTPUT: u32 = 20;
     /// The filter table's chains are `0..FILTER_COUNT`.
     pub const FILTER_COUNT: usize = 3;
-    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6 ones
-    /// after them (`IPV6_COUNT`), then the raw table's and the mangle
-    /// table's (each numbered after the last so that the others keep
-    /// their numbers).
+    /// The IPv4 filter and nat chains are `0..IPV4_COUNT`, the IPv6
+    /// filter ones after them, then the raw table's and the mangle
+    /// table's, then IPv6's raw (each numbered after the last so that the
+    /// others keep their numbers).
     pub const IPV4_COUNT: usize = 6;
-    pub const IPV6_COUNT: usize = 3;
     pub const COUNT: usize = 26;
 }
 
@@ -969,6 +972,11 @@ pub struct TraceEvent {
     /// are in `hits`, in the order the search took them.
     pub hit_count: u32,
     pub hits: [u32; MAX_TRACE_HITS],
+    /// An IPv6 packet's address words past the first (which `keys` holds),
+    /// as the parser keeps them (`Packet::addr6`: source word 1,
+    /// destination word 1, source word 2, ...). Read for the IPv6 chains
+    /// only; an IPv4 packet's are whatever its CPU's slot last held.
+    pub addr6: [u32; 6],
 }
 
 /// Where the CPU number sits in `TraceEvent::id`.
@@ -3576,7 +3584,7 @@ mod tests {
         assert_eq!(size_of::<TraceKeys>(), 56);
         assert_eq!(
             size_of::<TraceEvent>(),
-            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS
+            16 + 56 + 4 * 6 + 4 * MAX_TRACE_HITS + 4 * 6
         );
         assert_eq!(size_of::<LogTarget>(), 40);
         assert_eq!(size_of::<LogEvent>(), 8 + 40 + 40 + LOG_CAPTURE_BYTES);

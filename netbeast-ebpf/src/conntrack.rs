@@ -411,7 +411,19 @@ fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
 /// or confirmed for it, and its state is UNTRACKED. Returns that state.
 #[inline(always)]
 pub fn untrack() -> u32 {
-    if let Some(t) = tracking() {
+    untrack_of::<V4>()
+}
+
+/// [`untrack`] for the current IPv6 packet (`ip6tables -t raw -j CT
+/// --notrack`).
+#[inline(always)]
+pub fn untrack6() -> u32 {
+    untrack_of::<V6>()
+}
+
+#[inline(always)]
+fn untrack_of<F: Family>() -> u32 {
+    if let Some(t) = tracking_of::<F>() {
         t.pending = 0;
         t.found = 0;
         t.reply = 0;

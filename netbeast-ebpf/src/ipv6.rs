@@ -27,6 +27,7 @@ use crate::{
     parse::{
         ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
     },
+    pipeline::{trace, trace_id},
     reject_local,
     route::NextHop,
     stats::bump,
@@ -114,6 +115,7 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     let in_ifindex = ctx.ingress_ifindex() as u32;
     // A packet from the wire has no mark (the slot keeps the last one's).
     pkt.search.mark = 0;
+    pkt.search.trace_id = trace_id(active);
     // What the kernel drops before PREROUTING is never a chain's, as for
     // IPv4 (discard.rs).
     let kernel = crate::discard::netbeast_discards6(ctx.ctx, in_ifindex);
@@ -127,6 +129,24 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         bump(stats::TCP_CUT);
         return xdp_action::XDP_DROP;
     }
+    let generation = active.generation();
+    // ip6tables' raw PREROUTING, before conntrack and routing, as for
+    // IPv4 (pipeline.rs): a DROP costs no lookup, `-j CT --notrack`
+    // leaves the packet UNTRACKED.
+    let untracked = if active.raw() {
+        let verdict = raw6(pkt, generation, chain::RAW6_PREROUTING, in_ifindex, 0);
+        if pkt.search.log_count != 0 {
+            log6(ctx, generation, chain::RAW6_PREROUTING, in_ifindex as u64);
+        }
+        trace(pkt, generation, chain::RAW6_PREROUTING, &verdict);
+        if crate::pipeline::raw_drops(&verdict) {
+            bump(stats::DROPPED);
+            return xdp_action::XDP_DROP;
+        }
+        pkt.search.untrack != 0
+    } else {
+        false
+    };
     let (chain, out_ifindex, neighbour) = match path6(ctx, pkt, in_ifindex) {
         Path6::Local => {
             bump(stats::INPUT);
@@ -161,9 +181,12 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     if active.bits() & (netbeast_common::ACTIVE_SCTP_CHUNKS | netbeast_common::ACTIVE_DCCP) != 0 {
         crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits(), 1);
     }
-    let tracking = active.tracking();
-    let state = connection_state(pkt, start, end, tracking, true);
-    let generation = active.generation();
+    let tracking = active.tracking() && !untracked;
+    let state = if untracked {
+        conntrack::untrack6()
+    } else {
+        connection_state(pkt, start, end, tracking, true)
+    };
     // ip6tables' mangle PREROUTING, then INPUT or FORWARD, after conntrack
     // and before filter's chain, as the kernel's hook priorities order
     // them (IPv4's in pipeline.rs; the chain numbers in the same order).
@@ -191,13 +214,15 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
-    let (verdict, with) = match classify(
+    let decided = classify(
         generation,
         chain,
         &pkt.keys,
         pkt.keys.length as u64,
         &mut pkt.search,
-    ) {
+    );
+    trace(pkt, generation, chain, &decided);
+    let (verdict, with) = match decided {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };
@@ -296,6 +321,22 @@ fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, sta
         &mut pkt.search,
     );
     crate::pipeline::raw_drops(&verdict)
+}
+
+/// Runs a raw chain of ip6tables: its rules see no connection yet (state
+/// INVALID, as in the kernel, where conntrack's hook comes after raw's).
+#[inline(always)]
+fn raw6(pkt: &mut Packet, generation: u32, chain: u32, in_ifindex: u32, out_ifindex: u32) -> Verdict {
+    pkt.keys.in_ifindex = in_ifindex;
+    pkt.keys.out_ifindex = out_ifindex;
+    pkt.keys.ct_state = ct_state::INVALID;
+    classify(
+        generation,
+        chain,
+        &pkt.keys,
+        pkt.keys.length as u64,
+        &mut pkt.search,
+    )
 }
 
 /// The events of the LOG rules the chain met. Out of line, so that the
@@ -464,6 +505,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let socket_mark = unsafe { (*ctx.skb.skb).mark };
     pkt.search.mark = socket_mark;
+    pkt.search.trace_id = trace_id(active);
     // The facts of this packet's extension headers, as at ingress: left
     // out, OUTPUT's -m rt, -m frag and -m ipv6header read those of the
     // last packet this CPU parsed (an ICMPv6 error the kernel sends
@@ -474,9 +516,25 @@ pub fn egress(ctx: &TcContext) -> i32 {
     if active.bits() & (netbeast_common::ACTIVE_SCTP_CHUNKS | netbeast_common::ACTIVE_DCCP) != 0 {
         crate::parse::netbeast_sctp_walk_tc(ctx.skb.skb, active.bits(), 1);
     }
-    let tracking = active.tracking();
-    let state = connection_state(pkt, start, end, tracking, false);
     let generation = active.generation();
+    // ip6tables' raw OUTPUT, before conntrack (see `ingress`).
+    let untracked = if active.raw() {
+        let verdict = raw6(pkt, generation, chain::RAW6_OUTPUT, 0, ifindex);
+        trace(pkt, generation, chain::RAW6_OUTPUT, &verdict);
+        if crate::pipeline::raw_drops(&verdict) {
+            bump(stats::DROPPED);
+            return TC_ACT_SHOT;
+        }
+        pkt.search.untrack != 0
+    } else {
+        false
+    };
+    let tracking = active.tracking() && !untracked;
+    let state = if untracked {
+        conntrack::untrack6()
+    } else {
+        connection_state(pkt, start, end, tracking, false)
+    };
     // mangle OUTPUT: after conntrack, before filter OUTPUT. (No LOG events
     // from the IPv6 egress program yet, filter's OUTPUT's neither.)
     if active.mangle()
@@ -494,13 +552,15 @@ pub fn egress(ctx: &TcContext) -> i32 {
     pkt.keys.in_ifindex = 0;
     pkt.keys.out_ifindex = ifindex;
     pkt.keys.ct_state = conntrack::key6(state);
-    let (verdict, with) = match classify(
+    let decided = classify(
         generation,
         chain::OUTPUT6,
         &pkt.keys,
         pkt.keys.length as u64,
         &mut pkt.search,
-    ) {
+    );
+    trace(pkt, generation, chain::OUTPUT6, &decided);
+    let (verdict, with) = match decided {
         Verdict::Policy(policy) => (policy, 0),
         Verdict::Rule(action) => (action.target, action.arg),
     };

@@ -402,7 +402,7 @@ fn forward_tail(ctx: &XdpContext, out_ifindex: u32, translations: bool) -> u32 {
 
 /// The packet's trace id: 0 (not traced) unless `netbeast trace` runs.
 #[inline(always)]
-fn trace_id(active: Active) -> u64 {
+pub fn trace_id(active: Active) -> u64 {
     if active.trace() {
         crate::trace::packet_id()
     } else {
@@ -412,7 +412,7 @@ fn trace_id(active: Active) -> u64 {
 
 /// Reports a chain's run on a traced packet (one test otherwise).
 #[inline(always)]
-fn trace(pkt: &Packet, generation: u32, chain: u32, verdict: &Verdict) {
+pub fn trace(pkt: &Packet, generation: u32, chain: u32, verdict: &Verdict) {
     if pkt.search.trace_id != 0 {
         crate::trace::emit(generation, chain, &pkt.keys, &pkt.search, verdict);
     }

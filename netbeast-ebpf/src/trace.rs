@@ -122,6 +122,12 @@ pub extern "C" fn netbeast_trace(
         for w in 0..MAX_TRACE_HITS / 2 {
             core::ptr::write_volatile(to.add(w), core::ptr::read_volatile(from.add(w)));
         }
+        // An IPv6 packet's other address words, from the packet slot.
+        let words = crate::parse::current_packet().map_or([0; 6], |p| p.addr6);
+        let to = core::ptr::addr_of_mut!((*ev).addr6).cast::<u32>();
+        for (w, word) in words.iter().enumerate() {
+            core::ptr::write_volatile(to.add(w), *word);
+        }
     }
     entry.submit(0);
     0

@@ -1308,6 +1308,20 @@ impl Firewall {
         checked(format!("iptables {line} (in {})", host.name()), output)
     }
 
+    /// [`Firewall::iptables_ok`] with ip6tables: `netbeast ip6tables
+    /// LINE` or the kernel's `ip6tables LINE`.
+    pub fn ip6tables_ok(&self, host: &Netns, line: &str) -> Result<String> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let output = match self {
+            Firewall::Netbeast { .. } => {
+                let argv: Vec<&str> = ["ip6tables"].into_iter().chain(args).collect();
+                host.netbeast(&argv)?
+            }
+            Firewall::Iptables => host.run("ip6tables", &args)?,
+        };
+        checked(format!("ip6tables {line} (in {})", host.name()), output)
+    }
+
     /// The ruleset of `host` in iptables-save format (`netbeast save`,
     /// `iptables-save -t filter`).
     pub fn save(&self, host: &Netns) -> Result<String> {

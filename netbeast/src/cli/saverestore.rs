@@ -151,10 +151,10 @@ fn finish(prog: &str, result: Result<()>) -> ExitCode {
 fn table_option(option: &str, name: &str, family: Family) -> Result<TableName> {
     match name {
         "filter" => Ok(TableName::Filter),
-        "raw" | "security" if family == Family::V6 => {
+        "security" if family == Family::V6 => {
             bail!(
                 "{option} {name}: netbeast has no IPv6 {name} table yet; it has the IPv6 filter, \
-                 nat and mangle tables"
+                 nat, raw and mangle tables"
             )
         }
         "nat" => Ok(TableName::Nat),

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashSet,
+    net::IpAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -216,7 +217,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             let Some(first) = p.chains.first() else {
                 continue;
             };
-            if filter.matches(&first.keys, namer.interfaces(), &routes) {
+            if filter.matches(first, namer.interfaces(), &routes) {
                 print(&p, args.json);
                 *shown += 1;
             }
@@ -265,25 +266,66 @@ pub fn run(args: TraceArgs) -> Result<()> {
 /// The frame of a described packet, as it would arrive on `dst_mac`'s
 /// interface.
 fn frame_of(d: &describe::Described, dst_mac: [u8; 6]) -> Vec<u8> {
-    let b = match d.transport {
-        Transport::Tcp {
-            sport,
-            dport,
-            flags,
-        } => FrameBuilder::tcp(d.src, sport, d.dst, dport).tcp_flags(flags),
-        Transport::Udp { sport, dport } => FrameBuilder::udp(d.src, sport, d.dst, dport),
-        Transport::Icmp { icmp_type, code } => {
-            if icmp_type == 8 || icmp_type == 0 {
-                FrameBuilder::icmp(d.src, d.dst, icmp_type, code).payload(&[0, 1, 0, 1])
-            } else {
-                FrameBuilder::icmp(d.src, d.dst, icmp_type, code)
+    let b = match (d.src, d.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => match d.transport {
+            Transport::Tcp {
+                sport,
+                dport,
+                flags,
+            } => FrameBuilder::tcp(src, sport, dst, dport).tcp_flags(flags),
+            Transport::Udp { sport, dport } => FrameBuilder::udp(src, sport, dst, dport),
+            Transport::Icmp { icmp_type, code } | Transport::Icmp6 { icmp_type, code } => {
+                if icmp_type == 8 || icmp_type == 0 {
+                    FrameBuilder::icmp(src, dst, icmp_type, code).payload(&[0, 1, 0, 1])
+                } else {
+                    FrameBuilder::icmp(src, dst, icmp_type, code)
+                }
             }
         }
+        .ttl(d.ttl),
+        (src, dst) => {
+            let (src, dst) = (v6_of(src), v6_of(dst));
+            match d.transport {
+                Transport::Tcp {
+                    sport,
+                    dport,
+                    flags,
+                } => FrameBuilder::tcp6_segment(src, sport, dst, dport, flags, 1, &[]),
+                Transport::Udp { sport, dport } => FrameBuilder::udp6(src, sport, dst, dport),
+                Transport::Icmp { icmp_type, code } | Transport::Icmp6 { icmp_type, code } => {
+                    // An echo's identifier and sequence; zeros for the rest.
+                    let rest = if icmp_type == 128 || icmp_type == 129 {
+                        [0, 1, 0, 1]
+                    } else {
+                        [0; 4]
+                    };
+                    FrameBuilder::icmp6(src, dst, icmp_type, code, rest, &[])
+                }
+            }
+            .hop_limit(d.ttl)
+        }
     };
-    b.ttl(d.ttl)
-        .src_mac(DESCRIBED_SOURCE_MAC)
-        .dst_mac(dst_mac)
-        .build()
+    b.src_mac(DESCRIBED_SOURCE_MAC).dst_mac(dst_mac).build()
+}
+
+/// An address of an IPv6 description (the parser made both IPv6).
+fn v6_of(a: IpAddr) -> std::net::Ipv6Addr {
+    match a {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    }
+}
+
+/// The first 32-bit word of an address, as the kernel's keys hold it
+/// (`keys.src` / `keys.dst`: packet order).
+fn first_word(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            u32::from_ne_bytes([o[0], o[1], o[2], o[3]])
+        }
+    }
 }
 
 /// `--packet`: one run of the namespace's XDP program, with its maps, on
@@ -312,6 +354,7 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     let mut dp = dp.context("no netbeast data plane in this network namespace")?;
     let mut namer = Namer::new(ruleset, state::interfaces(&links));
     let before: HashSet<_> = dp.conntrack_entries()?.into_iter().map(|e| e.0).collect();
+    let before6: HashSet<_> = dp.conntrack_entries6()?.into_iter().map(|e| e.0).collect();
     let mut ring = open_reports(&ns.maps_dir())?;
     while ring.next().is_some() {}
     // The run reports from this CPU: stay on it.
@@ -329,10 +372,7 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     let output = result?;
 
     // This run's reports: this CPU's, from the first whose packet is ours.
-    let (src, dst) = (
-        u32::from_ne_bytes(d.src.octets()),
-        u32::from_ne_bytes(d.dst.octets()),
-    );
+    let (src, dst) = (first_word(d.src), first_word(d.dst));
     let mut id = None;
     let mut trace = PacketTrace {
         id: 0,
@@ -356,9 +396,21 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     }
     trace.id = id.unwrap_or(0);
     // A described packet leaves no connection behind.
-    for (key, _, _) in dp.conntrack_entries()? {
-        if !before.contains(&key) && [key.addr_lo, key.addr_hi].contains(&src) {
-            dp.remove_conntrack_entry(&key)?;
+    match d.src {
+        IpAddr::V4(_) => {
+            for (key, _, _) in dp.conntrack_entries()? {
+                if !before.contains(&key) && [key.addr_lo, key.addr_hi].contains(&src) {
+                    dp.remove_conntrack_entry(&key)?;
+                }
+            }
+        }
+        IpAddr::V6(_) => {
+            for (key, _, _) in dp.conntrack_entries6()? {
+                let ours = [key.addr_lo.0[0], key.addr_hi.0[0]].contains(&src);
+                if !before6.contains(&key) && ours {
+                    dp.remove_conntrack_entry6(&key)?;
+                }
+            }
         }
     }
     drop(lock);
@@ -373,8 +425,8 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     };
     if trace.chains.is_empty() {
         let why = "no chain ran: the kernel takes it before netbeast's chains (no route, a \
-                   TTL that expires here, a martian address, a later fragment for the host) \
-                   or it is not IPv4";
+                   TTL that expires here, a martian address, a later fragment for the host, \
+                   an IPv6 packet while the IPv6 ruleset is empty)";
         if json {
             outln!(
                 "{}",

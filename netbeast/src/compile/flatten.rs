@@ -368,9 +368,8 @@ impl NatTargets {
 /// The counters of user-defined chains' rules, as the kernel numbers them
 /// (from `ChainConfig::user_counter_base`, see
 /// `netbeast_common::counter_layout`): each user-defined chain of each
-/// table in `Ruleset::tables` order (filter, nat, IPv6 filter, raw, mangle,
-/// IPv6 nat, IPv6 mangle), in table order, with the number of its first
-/// rule's counter.
+/// table in `ALL_TABLES` order (`Ruleset::tables`), in table order, with
+/// the number of its first rule's counter.
 pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain, u32)> {
     let mut next = 0;
     ruleset

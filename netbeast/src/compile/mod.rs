@@ -78,7 +78,7 @@ use netbeast_common::{
     field::Kind, guard_kind, size, target,
 };
 
-use crate::rules::model::{Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
+use crate::rules::model::{ALL_TABLES, Family, Ipv4Net, Rule, Ruleset, Table, TableName, Target};
 
 pub use addr_hash::AddrHash;
 pub use classes::PackedClasses;
@@ -125,8 +125,7 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V4, TableName::Mangle, "OUTPUT"),
     (Family::V4, TableName::Mangle, "POSTROUTING"),
     // 16 to 18: the IPv6 nat table's (no rule until the kernel runs them:
-    // `Nat6NotRunYet`); 19 and 20: the IPv6 raw table's (empty: not in
-    // `Family::V6.tables()` yet).
+    // `Nat6NotRunYet`); then the IPv6 raw and mangle tables'.
     (Family::V6, TableName::Nat, "PREROUTING"),
     (Family::V6, TableName::Nat, "POSTROUTING"),
     (Family::V6, TableName::Nat, "OUTPUT"),
@@ -137,15 +136,6 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V6, TableName::Mangle, "FORWARD"),
     (Family::V6, TableName::Mangle, "OUTPUT"),
     (Family::V6, TableName::Mangle, "POSTROUTING"),
-];
-
-/// The IPv4 mangle table's chains; `chain::mangle6` gives their IPv6 twins.
-const MANGLE_CHAINS: [u32; 5] = [
-    chain::MANGLE_PREROUTING,
-    chain::MANGLE_INPUT,
-    chain::MANGLE_FORWARD,
-    chain::MANGLE_OUTPUT,
-    chain::MANGLE_POSTROUTING,
 ];
 
 pub use netbeast_common::MAX_NONTERMINATING_RULES;
@@ -591,8 +581,7 @@ fn compile_with_limits(
     let mut connmark_targets = Vec::new();
     let mut guard_table = GuardTable::new(limits.guards);
     // Each table's user-defined chains count after the previous table's
-    // (`user_chain_counters`), in `Ruleset::tables` order: filter, nat,
-    // IPv6 filter, raw, mangle, IPv6 nat, IPv6 mangle.
+    // (`user_chain_counters`), in `ALL_TABLES` order.
     let mut user_counters_end = 0;
     let mut prepare = |table, family| {
         let prepared = Prepared::new(
@@ -609,31 +598,14 @@ fn compile_with_limits(
         user_counters_end = prepared.user_counters_end;
         Ok::<_, CompileError>(prepared)
     };
-    let filter = prepare(&ruleset.filter, Family::V4)?;
-    let nat = prepare(&ruleset.nat, Family::V4)?;
-    let filter6 = prepare(&ruleset.filter6, Family::V6)?;
-    let raw = prepare(&ruleset.raw, Family::V4)?;
-    let mangle = prepare(&ruleset.mangle, Family::V4)?;
-    let nat6 = prepare(&ruleset.nat6, Family::V6)?;
-    let mangle6 = prepare(&ruleset.mangle6, Family::V6)?;
-    // The chains of a table the family does not have yet: empty, ACCEPT.
-    let absent = Table {
-        name: TableName::Raw,
-        chains: Vec::new(),
-    };
-    let absent = prepare(&absent, Family::V6)?;
+    let tables = ruleset
+        .tables()
+        .into_iter()
+        .map(|(family, table)| prepare(table, family))
+        .collect::<Result<Vec<_>, _>>()?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
-        let prepared = match (family, table) {
-            (Family::V4, TableName::Filter) => &filter,
-            (Family::V4, TableName::Nat) => &nat,
-            (Family::V4, TableName::Raw) => &raw,
-            (Family::V4, TableName::Mangle) => &mangle,
-            (Family::V6, TableName::Filter) => &filter6,
-            (Family::V6, TableName::Nat) => &nat6,
-            (Family::V6, TableName::Mangle) => &mangle6,
-            (Family::V6, TableName::Raw) => &absent,
-        };
-        (prepared, name)
+        let at = ALL_TABLES.iter().position(|&t| t == (family, table));
+        (&tables[at.unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))], name)
     });
     // The counters' layout (`counter_layout`): each built-in chain's rules
     // and policy, then the user-defined chains' rules.
@@ -921,13 +893,24 @@ impl CompiledRuleset {
             .any(|c| c.config.rule_count > 0)
     }
 
-    /// True when the raw chains have a rule or a DROP policy: packets
-    /// must then go through them before conntrack (`ACTIVE_RAW`).
+    /// True when the raw chains of either family have a rule or a DROP
+    /// policy: packets must then go through them before conntrack
+    /// (`ACTIVE_RAW`; the IPv6 program runs its own raw chains under the
+    /// same bit).
     pub fn has_raw_rules(&self) -> bool {
-        [chain::RAW_PREROUTING, chain::RAW_OUTPUT]
+        self.table_in_use(|_, table| table == TableName::Raw)
+    }
+
+    /// True when a built-in chain of the tables `which` picks has a rule
+    /// or a DROP policy.
+    fn table_in_use(&self, which: impl Fn(Family, TableName) -> bool) -> bool {
+        BUILTIN_CHAINS
             .iter()
-            .map(|&c| &self.chains[c as usize].config)
-            .any(|c| c.rule_count > 0 || c.policy != netbeast_common::target::ACCEPT)
+            .zip(&self.chains)
+            .filter(|((family, table, _), _)| which(*family, *table))
+            .any(|(_, c)| {
+                c.config.rule_count > 0 || c.config.policy != netbeast_common::target::ACCEPT
+            })
     }
 
     /// True when the mangle chains have a rule or a DROP policy: packets
@@ -935,24 +918,14 @@ impl CompiledRuleset {
     /// Either family's: one bit, as the two programs test it at the same
     /// hooks.
     pub fn has_mangle_rules(&self) -> bool {
-        MANGLE_CHAINS
-            .iter()
-            .flat_map(|&c| [c, chain::mangle6(c)])
-            .any(|c| self.chain_in_use(c))
+        // Both families' mangle chains: `ACTIVE_MANGLE` serves both.
+        self.table_in_use(|_, table| table == TableName::Mangle)
     }
 
     /// True when the IPv6 chains have a rule or a DROP policy: IPv6
     /// packets must then go through them (`ACTIVE_IPV6`).
     pub fn has_ipv6_rules(&self) -> bool {
-        (0..chain::COUNT as u32)
-            .filter(|&c| chain::ipv6(c))
-            .any(|c| self.chain_in_use(c))
-    }
-
-    /// Chain `c` has a rule or a DROP policy.
-    fn chain_in_use(&self, c: u32) -> bool {
-        let config = &self.chains[c as usize].config;
-        config.rule_count > 0 || config.policy != netbeast_common::target::ACCEPT
+        self.table_in_use(|family, _| family == Family::V6)
     }
 
     /// True when a rule of any chain looks at the connection state

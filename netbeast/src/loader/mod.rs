@@ -1389,9 +1389,30 @@ impl Dataplane {
     /// packet of `netbeast trace --packet` created). True when one was
     /// there.
     pub fn remove_conntrack_entry(&mut self, key: &CtKey) -> Result<bool, LoaderError> {
+        self.remove_conntrack_entry_of(key, ["CT_UNREPLIED", "CT_ESTABLISHED"])
+    }
+
+    /// [`remove_conntrack_entry`](Self::remove_conntrack_entry) of the IPv6
+    /// tables.
+    pub fn remove_conntrack_entry6(
+        &mut self,
+        key: &netbeast_common::CtKey6,
+    ) -> Result<bool, LoaderError> {
+        self.remove_conntrack_entry_of(key, ["CT6_UNREPLIED", "CT6_ESTABLISHED"])
+    }
+
+    fn remove_conntrack_entry_of<A>(
+        &mut self,
+        key: &CtKeyOf<A>,
+        names: [&'static str; 2],
+    ) -> Result<bool, LoaderError>
+    where
+        CtKeyOf<A>: aya::Pod,
+        CtEntryOf<A>: aya::Pod,
+    {
         let mut removed = false;
-        for name in ["CT_UNREPLIED", "CT_ESTABLISHED"] {
-            let mut map: HashMap<&mut MapData, CtKey, CtEntry> =
+        for name in names {
+            let mut map: HashMap<&mut MapData, CtKeyOf<A>, CtEntryOf<A>> =
                 HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
             removed |= map.remove(key).is_ok();
         }

@@ -497,7 +497,7 @@ pub const IPTABLES_COMPAT_VERSION: &str = "1.8.9";
 pub fn version_text(family: Family) -> String {
     let (program, tables) = match family {
         Family::V4 => ("iptables", "filter, nat, raw and mangle tables"),
-        Family::V6 => ("ip6tables", "filter, nat and mangle tables"),
+        Family::V6 => ("ip6tables", "filter, nat, raw and mangle tables"),
     };
     format!(
         "{program} v{IPTABLES_COMPAT_VERSION} (netbeast {}; {tables})\n",

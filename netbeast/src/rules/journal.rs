@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::command::Splice;
 // A change and the counter file name a table by its place in
-// `Ruleset::tables`, of which there are `TABLES`.
-use super::model::{Chain, Counter, Family, Policy, Rule, Ruleset, TABLES, Table, TableName};
+// `ALL_TABLES` (`Ruleset::tables`), of which there are `TABLES`.
+use super::model::{ALL_TABLES, Chain, Counter, Family, Policy, Rule, Ruleset, TABLES, Table, TableName};
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
     ruleset.tables()[i].1
@@ -99,18 +99,10 @@ impl Change {
 /// The place in [`TABLES`] order of the table `name` of `family`'s
 /// ruleset ([`Ruleset::table_in`]).
 pub fn table_index(family: Family, name: TableName) -> usize {
-    match (family, name) {
-        (Family::V4, TableName::Filter) => 0,
-        (Family::V4, TableName::Nat) => 1,
-        (Family::V6, TableName::Filter) => 2,
-        (Family::V4, TableName::Raw) => 3,
-        (Family::V4, TableName::Mangle) => 4,
-        (Family::V6, TableName::Nat) => 5,
-        (Family::V6, TableName::Mangle) => 6,
-        (Family::V6, TableName::Raw) => {
-            unreachable!("no IPv6 raw table (refused by the parser)")
-        }
-    }
+    ALL_TABLES
+        .iter()
+        .position(|&t| t == (family, name))
+        .unwrap_or_else(|| unreachable!("{name:?} of {family:?} is in ALL_TABLES"))
 }
 
 /// The change a one-rule command made, from the splice it reports

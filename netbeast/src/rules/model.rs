@@ -74,10 +74,12 @@ pub struct Ruleset {
         skip_serializing_if = "Table::is_pristine"
     )]
     pub mangle6: Table,
+    /// The IPv6 raw table (`ip6tables -t raw`), the IPv4 one's twin: run
+    /// by the same code in the IPv6 program. Left out of the file while
+    /// pristine, as `raw`.
+    #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
+    pub raw6: Table,
 }
-
-/// How many tables a [`Ruleset`] has, of both families ([`Ruleset::tables`]).
-pub const TABLES: usize = 7;
 
 impl Default for Ruleset {
     fn default() -> Self {
@@ -89,6 +91,7 @@ impl Default for Ruleset {
             mangle: Table::new_mangle(),
             nat6: Table::new_nat(),
             mangle6: Table::new_mangle(),
+            raw6: Table::new_raw(),
         }
     }
 }
@@ -112,18 +115,15 @@ impl Ruleset {
         }
     }
 
-    /// The table `name` of the address family's ruleset. IPv6 has the
-    /// filter, nat and mangle tables so far: the parsers refuse `-t raw`
-    /// for IPv6 (`Family::tables`) before anything asks for it.
+    /// The table `name` of the address family's ruleset. IPv6 has every
+    /// table of IPv4.
     pub fn table_in(&self, family: Family, name: TableName) -> &Table {
         match (family, name) {
             (Family::V4, _) => self.table(name),
             (Family::V6, TableName::Filter) => &self.filter6,
             (Family::V6, TableName::Nat) => &self.nat6,
             (Family::V6, TableName::Mangle) => &self.mangle6,
-            (Family::V6, TableName::Raw) => {
-                unreachable!("no IPv6 raw table (refused by the parser)")
-            }
+            (Family::V6, TableName::Raw) => &self.raw6,
         }
     }
 
@@ -133,30 +133,17 @@ impl Ruleset {
             (Family::V6, TableName::Filter) => &mut self.filter6,
             (Family::V6, TableName::Nat) => &mut self.nat6,
             (Family::V6, TableName::Mangle) => &mut self.mangle6,
-            (Family::V6, TableName::Raw) => {
-                unreachable!("no IPv6 raw table (refused by the parser)")
-            }
+            (Family::V6, TableName::Raw) => &mut self.raw6,
         }
     }
 
-    /// Every table of both families in one fixed order: the counters'
-    /// layout numbers the user-defined chains' rules in it
-    /// (`compile::user_chain_counters`) and the journal names a table by
-    /// its place in it. A new table goes last, so the others keep their
-    /// places.
+    /// Every table of both families, in [`ALL_TABLES`] order.
     pub fn tables(&self) -> [(Family, &Table); TABLES] {
-        [
-            (Family::V4, &self.filter),
-            (Family::V4, &self.nat),
-            (Family::V6, &self.filter6),
-            (Family::V4, &self.raw),
-            (Family::V4, &self.mangle),
-            (Family::V6, &self.nat6),
-            (Family::V6, &self.mangle6),
-        ]
+        ALL_TABLES.map(|(family, name)| (family, self.table_in(family, name)))
     }
 
-    /// [`Ruleset::tables`], mutable.
+    /// [`Ruleset::tables`], to change (the same order: a unit test checks
+    /// it).
     pub fn tables_mut(&mut self) -> [(Family, &mut Table); TABLES] {
         [
             (Family::V4, &mut self.filter),
@@ -166,9 +153,28 @@ impl Ruleset {
             (Family::V4, &mut self.mangle),
             (Family::V6, &mut self.nat6),
             (Family::V6, &mut self.mangle6),
+            (Family::V6, &mut self.raw6),
         ]
     }
 }
+
+/// Every table of both families, in the order the counters of their
+/// user-defined chains follow one another (`compile::user_chain_counters`)
+/// and the journal numbers them: a new table goes at the end, so that no
+/// other table's numbers move.
+pub const ALL_TABLES: [(Family, TableName); 8] = [
+    (Family::V4, TableName::Filter),
+    (Family::V4, TableName::Nat),
+    (Family::V6, TableName::Filter),
+    (Family::V4, TableName::Raw),
+    (Family::V4, TableName::Mangle),
+    (Family::V6, TableName::Nat),
+    (Family::V6, TableName::Mangle),
+    (Family::V6, TableName::Raw),
+];
+
+/// How many tables a [`Ruleset`] has, of both families.
+pub const TABLES: usize = ALL_TABLES.len();
 
 /// The address family of a ruleset: `iptables` edits the IPv4 one,
 /// `ip6tables` the IPv6 one.
@@ -197,7 +203,12 @@ impl Family {
                 TableName::Raw,
                 TableName::Mangle,
             ],
-            Family::V6 => &[TableName::Filter, TableName::Nat, TableName::Mangle],
+            Family::V6 => &[
+                TableName::Filter,
+                TableName::Nat,
+                TableName::Raw,
+                TableName::Mangle,
+            ],
         }
     }
 }
@@ -949,6 +960,20 @@ mod tests {
 
     fn net6(text: &str, len: u8) -> Ipv6Net {
         Ipv6Net::new(text.parse().unwrap(), len)
+    }
+
+    #[test]
+    fn tables_mut_is_in_all_tables_order() {
+        let mut ruleset = Ruleset::default();
+        let ptrs: Vec<(Family, *const Table)> = ruleset
+            .tables_mut()
+            .into_iter()
+            .map(|(f, t)| (f, t as *const Table))
+            .collect();
+        for (i, (family, name)) in ALL_TABLES.into_iter().enumerate() {
+            assert_eq!(ptrs[i].0, family);
+            assert!(std::ptr::eq(ptrs[i].1, ruleset.table_in(family, name)), "{family:?} {name:?}");
+        }
     }
 
     fn net4(a: [u8; 4], len: u8) -> Option<Ipv4Net> {

@@ -206,8 +206,8 @@ pub enum ParseError {
     #[error("{what} is not supported for IPv6 yet{hint}")]
     Ipv6Unsupported { what: String, hint: String },
     #[error(
-        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter, nat \
-         and mangle tables"
+        "the {0} table is not supported for IPv6 yet; netbeast's ip6tables has the filter, nat, \
+         raw and mangle tables"
     )]
     Ipv6UnsupportedTable(String),
     /// What ip6tables itself refuses (`-f`, `-4`).
@@ -1576,7 +1576,7 @@ impl<'a> Parser<'a> {
         let name = self.required("-t", "a table name, like filter or nat")?;
         self.table = match name {
             "filter" => TableName::Filter,
-            "raw" | "security" if self.family == Family::V6 => {
+            "security" if self.family == Family::V6 => {
                 return Err(ParseError::Ipv6UnsupportedTable(name.to_string()));
             }
             "nat" => TableName::Nat,
@@ -2279,6 +2279,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Snat { .. }
         | Target::Masquerade { .. }
         | Target::Redirect { .. } => return Ok(()),
+        // The IPv6 tracker has no zones yet (`conntrack::Family::ZONED`).
+        Target::Ct(ct) if ct.zone == 0 => return Ok(()),
+        Target::Ct(_) => "CT --zone",
         Target::Reject(with) if with.is_icmp6() || *with == super::model::RejectWith::TcpReset => {
             return Ok(());
         }
@@ -2286,9 +2289,9 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
     };
     Err(ParseError::Ipv6Unsupported {
         what: format!("-j {name}"),
-        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, MARK, CONNMARK, RETURN, jumps to \
-               user-defined chains and the nat table's DNAT, SNAT, MASQUERADE and REDIRECT so \
-               far (use -j DROP)"
+        hint: "; IPv6 rules take ACCEPT, DROP, REJECT, LOG, MARK, CONNMARK, CT --notrack, \
+               NOTRACK, RETURN, jumps to user-defined chains and the nat table's DNAT, SNAT, \
+               MASQUERADE and REDIRECT so far (use -j DROP)"
             .into(),
     })
 }

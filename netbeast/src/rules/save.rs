@@ -29,29 +29,22 @@ pub fn save(ruleset: &Ruleset, with_counters: bool) -> String {
 }
 
 /// [`save`] of one family's ruleset: `ip6tables-save` prints the IPv6
-/// one: its mangle table once in use (first, as for IPv4), its filter
-/// table, then its nat table once in use.
+/// one, its tables in the same order.
 pub fn save_family(ruleset: &Ruleset, family: Family, with_counters: bool) -> String {
     let mut out = String::new();
-    if family == Family::V6 {
-        if !ruleset.mangle6.is_pristine() {
-            out.push_str(&save_table(&ruleset.mangle6, with_counters));
+    for name in [
+        TableName::Mangle,
+        TableName::Raw,
+        TableName::Filter,
+        TableName::Nat,
+    ] {
+        if !family.tables().contains(&name) {
+            continue;
         }
-        out.push_str(&save_table(&ruleset.filter6, with_counters));
-        if !ruleset.nat6.is_pristine() {
-            out.push_str(&save_table(&ruleset.nat6, with_counters));
+        let table = ruleset.table_in(family, name);
+        if name == TableName::Filter || !table.is_pristine() {
+            out.push_str(&save_table(table, with_counters));
         }
-        return out;
-    }
-    if !ruleset.mangle.is_pristine() {
-        out.push_str(&save_table(&ruleset.mangle, with_counters));
-    }
-    if !ruleset.raw.is_pristine() {
-        out.push_str(&save_table(&ruleset.raw, with_counters));
-    }
-    out.push_str(&save_table(&ruleset.filter, with_counters));
-    if !ruleset.nat.is_pristine() {
-        out.push_str(&save_table(&ruleset.nat, with_counters));
     }
     out
 }
@@ -305,7 +298,7 @@ pub fn parse_restore_family(
     if let Some(table) = only {
         match table {
             "filter" => {}
-            "raw" | "security" if family == Family::V6 => {
+            "security" if family == Family::V6 => {
                 return Err(RestoreError::Table {
                     source: ParseError::Ipv6UnsupportedTable(table.to_string()),
                 });
@@ -468,7 +461,6 @@ pub fn split_restore_line(text: &str) -> Result<Vec<String>, String> {
 /// empty sections (as every iptables-save prints) are accepted and skipped.
 fn ignored_table_chains(table: &str, family: Family) -> Option<&'static [&'static str]> {
     match table {
-        "raw" if family == Family::V6 => Some(&["PREROUTING", "OUTPUT"]),
         "security" => Some(&["INPUT", "FORWARD", "OUTPUT"]),
         _ => None,
     }
@@ -558,10 +550,6 @@ impl RestoreReader {
                     start: line,
                 }
             }
-            "raw" if self.family == Family::V6 => Section::Ignored {
-                name: name.to_string(),
-                start: line,
-            },
             "filter" | "nat" | "raw" | "mangle" => Section::Table(RestoreTable {
                 name: match name {
                     "nat" => TableName::Nat,

@@ -3,26 +3,34 @@
 //!
 //! ```text
 //! DESC  := PROTO SRC > DST [WORD...] in IFACE [WORD...]
-//! PROTO := tcp | udp | icmp
-//! SRC, DST := A.B.C.D:PORT (tcp, udp)  |  A.B.C.D (icmp)
+//! PROTO := tcp | udp | icmp | icmp6 (or ipv6-icmp, icmpv6)
+//! SRC, DST := A.B.C.D:PORT | [IPV6]:PORT  (tcp, udp)
+//!           | A.B.C.D (icmp) | IPV6 (icmp6)
 //! WORD  := tcp flags:  syn ack fin rst psh urg ece cwr  (default: syn alone)
-//!        | icmp type:  a name or TYPE[/CODE] as --icmp-type takes it
-//!                      (default: echo-request)
-//!        | ttl N       (default 64)
+//!        | icmp type:  a name or TYPE[/CODE] as --icmp-type (icmp6:
+//!                      --icmpv6-type) takes it (default: echo-request)
+//!        | ttl N       the TTL, or an IPv6 packet's hop limit (default 64)
 //!        | in IFACE    the interface it arrives on (required)
 //! ```
 //!
 //! e.g. `tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0`,
-//! `icmp 10.0.0.5 > 10.0.0.1 echo-request in eth0`.
+//! `icmp 10.0.0.5 > 10.0.0.1 echo-request in eth0`,
+//! `tcp [fd00::5]:1234 > [fd00::1]:80 syn in eth0` (an IPv6 address with a
+//! port is bracketed, as in URLs and ip6tables' `--to-destination`).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use crate::rules::{ext::icmp::parse_icmp_type, model::IcmpType};
+use crate::rules::{
+    ext::{icmp::parse_icmp_type, icmp6::parse_icmp6_type},
+    model::IcmpType,
+};
 
 /// What the grammar accepts, for the messages.
 pub const GRAMMAR: &str = "PROTO SRC > DST [FLAGS|ICMP-TYPE] [ttl N] in IFACE, with PROTO tcp, \
-     udp or icmp, SRC and DST A.B.C.D:PORT for tcp and udp (A.B.C.D for icmp), FLAGS tcp \
-     flags (syn ack fin rst psh urg ece cwr), e.g. 'tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0'";
+     udp, icmp or icmp6, SRC and DST A.B.C.D:PORT or [IPV6]:PORT for tcp and udp (the address \
+     alone for icmp and icmp6), FLAGS tcp flags (syn ack fin rst psh urg ece cwr), e.g. 'tcp \
+     10.0.0.5:1234 > 10.0.0.1:80 syn in eth0' or 'tcp [fd00::5]:1234 > [fd00::1]:80 syn in \
+     eth0'";
 
 /// TCP flag names and their bits.
 const TCP_FLAGS: [(&str, u8); 8] = [
@@ -45,13 +53,15 @@ pub enum Transport {
     Tcp { sport: u16, dport: u16, flags: u8 },
     Udp { sport: u16, dport: u16 },
     Icmp { icmp_type: u8, code: u8 },
+    Icmp6 { icmp_type: u8, code: u8 },
 }
 
 /// A described packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Described {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    /// Both of one family (the parser checks).
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub transport: Transport,
     pub ttl: u8,
     /// The interface it arrives on.
@@ -62,7 +72,7 @@ pub struct Described {
 pub enum DescribeError {
     #[error("the packet description is empty: write {GRAMMAR}")]
     Empty,
-    #[error("unknown protocol '{0}': the description starts with tcp, udp or icmp")]
+    #[error("unknown protocol '{0}': the description starts with tcp, udp, icmp or icmp6")]
     Protocol(String),
     #[error("'{0}' is not SRC > DST: write {GRAMMAR}")]
     Shape(String),
@@ -87,6 +97,17 @@ pub enum DescribeError {
     NoInterface,
     #[error("{0} is given twice")]
     Twice(&'static str),
+    #[error(
+        "the source and the destination are of two families ({src} > {dst}): give two IPv4 or \
+         two IPv6 addresses"
+    )]
+    Families { src: IpAddr, dst: IpAddr },
+    #[error("{protocol} is {family}: give {family} addresses ({hint})")]
+    ProtocolFamily {
+        protocol: &'static str,
+        family: &'static str,
+        hint: &'static str,
+    },
 }
 
 /// Parses a description.
@@ -100,14 +121,35 @@ pub fn parse(text: &str) -> Result<Described, DescribeError> {
         "tcp" => "tcp",
         "udp" => "udp",
         "icmp" => "icmp",
+        "icmp6" | "ipv6-icmp" | "icmpv6" => "icmp6",
         _ => return Err(DescribeError::Protocol(proto)),
     };
     if words.len() < 4 || words[2] != ">" {
         return Err(DescribeError::Shape(text.trim().to_string()));
     }
-    let ports = protocol != "icmp";
+    let ports = protocol == "tcp" || protocol == "udp";
     let (src, sport) = endpoint("source", words[1], ports)?;
     let (dst, dport) = endpoint("destination", words[3], ports)?;
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(DescribeError::Families { src, dst });
+    }
+    match protocol {
+        "icmp" if src.is_ipv6() => {
+            return Err(DescribeError::ProtocolFamily {
+                protocol,
+                family: "IPv4",
+                hint: "write icmp6 for ICMPv6",
+            });
+        }
+        "icmp6" if src.is_ipv4() => {
+            return Err(DescribeError::ProtocolFamily {
+                protocol,
+                family: "IPv6",
+                hint: "write icmp for ICMP",
+            });
+        }
+        _ => {}
+    }
     let mut flags = 0u8;
     let mut icmp: Option<(u8, u8)> = None;
     let mut ttl = None;
@@ -145,6 +187,15 @@ pub fn parse(text: &str) -> Result<Described, DescribeError> {
                     flags |= bit;
                 }
             }
+            _ if protocol == "icmp6" => {
+                if icmp.is_some() {
+                    return Err(DescribeError::Twice("the ICMPv6 type"));
+                }
+                icmp = Some(parse_icmp6_type(word).map_err(|e| DescribeError::IcmpType {
+                    text: word.to_string(),
+                    why: e.to_string(),
+                })?);
+            }
             _ if protocol == "icmp" => {
                 if icmp.is_some() {
                     return Err(DescribeError::Twice("the ICMP type"));
@@ -179,6 +230,10 @@ pub fn parse(text: &str) -> Result<Described, DescribeError> {
             flags: if flags == 0 { 0x02 } else { flags },
         },
         "udp" => Transport::Udp { sport, dport },
+        "icmp6" => {
+            let (icmp_type, code) = icmp.unwrap_or((128, 0));
+            Transport::Icmp6 { icmp_type, code }
+        }
         _ => {
             let (icmp_type, code) = icmp.unwrap_or((8, 0));
             Transport::Icmp { icmp_type, code }
@@ -193,21 +248,35 @@ pub fn parse(text: &str) -> Result<Described, DescribeError> {
     })
 }
 
-fn endpoint(what: &'static str, text: &str, ports: bool) -> Result<(Ipv4Addr, u16), DescribeError> {
+fn endpoint(what: &'static str, text: &str, ports: bool) -> Result<(IpAddr, u16), DescribeError> {
     let bad = |why: &str| DescribeError::Endpoint {
         what,
         text: text.to_string(),
         why: why.to_string(),
     };
-    let (addr, port) = match (ports, text.rsplit_once(':')) {
-        (true, Some((a, p))) => (a, Some(p)),
-        (true, None) => return Err(bad("tcp and udp need ADDRESS:PORT, e.g. 10.0.0.1:80")),
-        (false, Some(_)) => return Err(bad("icmp has no ports: give the address alone")),
-        (false, None) => (text, None),
+    // `[v6]:port`, `a.b.c.d:port`, or the address alone (no ports).
+    let (addr, port) = match (ports, text.strip_prefix('[')) {
+        (true, Some(rest)) => match rest.split_once("]:") {
+            Some((a, p)) => (a, Some(p)),
+            None => return Err(bad("an IPv6 address with a port is [ADDRESS]:PORT")),
+        },
+        (true, None) => match text.rsplit_once(':') {
+            Some((a, p)) if !a.contains(':') => (a, Some(p)),
+            _ => {
+                return Err(bad(
+                    "tcp and udp need ADDRESS:PORT, e.g. 10.0.0.1:80 or [fd00::1]:80",
+                ));
+            }
+        },
+        (false, _) if text.parse::<IpAddr>().is_ok() => (text, None),
+        (false, _) if text.contains(']') || text.matches(':').count() == 1 => {
+            return Err(bad("icmp has no ports: give the address alone"));
+        }
+        (false, _) => (text, None),
     };
-    let addr: Ipv4Addr = addr
+    let addr: IpAddr = addr
         .parse()
-        .map_err(|_| bad("not an IPv4 address (A.B.C.D)"))?;
+        .map_err(|_| bad("not an IP address (A.B.C.D, or IPv6 like fd00::1)"))?;
     let port = match port {
         Some(p) => p
             .parse::<u16>()
@@ -238,8 +307,8 @@ mod tests {
     #[test]
     fn the_issue_example_parses() {
         let d = parse("tcp 10.0.0.5:1234 > 10.0.0.1:80 syn in eth0").unwrap();
-        assert_eq!(d.src, Ipv4Addr::new(10, 0, 0, 5));
-        assert_eq!(d.dst, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(d.src, IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(d.dst, IpAddr::from([10, 0, 0, 1]));
         assert_eq!(
             d.transport,
             Transport::Tcp {
@@ -291,6 +360,46 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_packets() {
+        let d = parse("tcp [fd00::5]:1234 > [fd00::1]:80 syn in eth0").unwrap();
+        assert_eq!(d.src, "fd00::5".parse::<IpAddr>().unwrap());
+        assert_eq!(d.dst, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            d.transport,
+            Transport::Tcp {
+                sport: 1234,
+                dport: 80,
+                flags: 0x02
+            }
+        );
+        let d = parse("icmp6 fd00::5 > ff02::1 in eth0 ttl 255").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Icmp6 {
+                icmp_type: 128,
+                code: 0
+            }
+        );
+        assert_eq!(d.ttl, 255);
+        let d = parse("ipv6-icmp fd00::5 > fd00::1 neighbour-solicitation in eth0").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Icmp6 {
+                icmp_type: 135,
+                code: 0
+            }
+        );
+        let d = parse("udp [::1]:53 > [fd00::1]:53 in lo").unwrap();
+        assert_eq!(
+            d.transport,
+            Transport::Udp {
+                sport: 53,
+                dport: 53
+            }
+        );
+    }
+
+    #[test]
     fn mistakes_get_clear_errors() {
         let err = |t: &str| parse(t).unwrap_err().to_string();
         assert!(err("").contains("empty"));
@@ -298,7 +407,12 @@ mod tests {
         assert!(err("tcp 1.2.3.4:1 5.6.7.8:2 in a0").contains("is not SRC > DST"));
         assert!(err("tcp 1.2.3.4 > 5.6.7.8:2 in a0").contains("ADDRESS:PORT"));
         assert!(err("icmp 1.2.3.4:1 > 5.6.7.8 in a0").contains("icmp has no ports"));
-        assert!(err("tcp 1.2.3.400:1 > 5.6.7.8:2 in a0").contains("not an IPv4 address"));
+        assert!(err("tcp 1.2.3.400:1 > 5.6.7.8:2 in a0").contains("not an IP address"));
+        assert!(err("tcp fd00::1:1 > [fd00::2]:2 in a0").contains("[fd00::1]:80"));
+        assert!(err("tcp [fd00::1]:1 > 5.6.7.8:2 in a0").contains("two families"));
+        assert!(err("icmp fd00::1 > fd00::2 in a0").contains("write icmp6"));
+        assert!(err("icmp6 1.2.3.4 > 5.6.7.8 in a0").contains("write icmp for ICMP"));
+        assert!(err("icmp6 fd00::1 > fd00::2 bogus in a0").contains("bad ICMP type 'bogus'"));
         assert!(err("tcp 1.2.3.4:99999 > 5.6.7.8:2 in a0").contains("port is a number"));
         assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 syn").contains("add 'in IFACE'"));
         assert!(err("tcp 1.2.3.4:1 > 5.6.7.8:2 sin in a0").contains("'sin' means nothing"));

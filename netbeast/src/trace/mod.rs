@@ -12,7 +12,11 @@
 
 pub mod describe;
 
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use aya::maps::{Map, MapData, RingBuf};
 use netbeast_common::{
@@ -28,7 +32,7 @@ use crate::{
     },
     loader::Dataplane,
     rules::{
-        model::{Ipv4Net, Rule, Ruleset, TableName, Target},
+        model::{Family, Ipv4Net, Rule, Ruleset, TableName, Target},
         save::{CounterStyle, rule_spec},
     },
 };
@@ -98,6 +102,9 @@ pub struct ChainRun {
     /// `chain::*`.
     pub chain: u32,
     pub keys: TraceKeys,
+    /// An IPv6 packet's source and destination (the keys hold only their
+    /// first words); `None` for IPv4.
+    pub addr6: Option<(Ipv6Addr, Ipv6Addr)>,
     pub hits: Vec<Hit>,
     /// Rules matched beyond `MAX_TRACE_HITS`, not recorded by the kernel.
     pub unrecorded: u32,
@@ -196,13 +203,14 @@ impl Namer {
     /// One report as a chain run with its rules named.
     pub fn name(&mut self, ev: &TraceEvent) -> Result<ChainRun, TraceError> {
         let (table_kind, _) = chain_name(ev.chain);
+        let family = chain_family(ev.chain);
         let compiled = self.compiled(ev.generation)?;
         let c = &compiled.chains[ev.chain as usize % chain::COUNT];
         let owners: Vec<_> = recorded(ev)
             .iter()
             .filter_map(|&slot| c.owners.get(slot as usize).cloned())
             .collect();
-        let table = self.ruleset.table(table_kind);
+        let table = self.ruleset.table_in(family, table_kind);
         let mut hits = Vec::new();
         let mut last_target = None;
         for owner in owners {
@@ -226,6 +234,7 @@ impl Namer {
             table: table_kind,
             chain: ev.chain,
             keys: ev.keys,
+            addr6: (family == Family::V6).then(|| addresses6(ev)),
             hits,
             unrecorded: ev.hit_count.saturating_sub(MAX_TRACE_HITS as u32),
             target: ev.target,
@@ -235,6 +244,30 @@ impl Namer {
     }
 }
 
+/// The address family of built-in chain `c`'s ruleset.
+pub fn chain_family(c: u32) -> Family {
+    crate::compile::BUILTIN_CHAINS
+        .get(c as usize)
+        .map_or(Family::V4, |&(family, _, _)| family)
+}
+
+/// An IPv6 packet's addresses from a report: the first words in the keys,
+/// the others as the parser keeps them (`TraceEvent::addr6`).
+fn addresses6(ev: &TraceEvent) -> (Ipv6Addr, Ipv6Addr) {
+    let w = &ev.addr6;
+    let address = |words: [u32; 4]| {
+        let mut bytes = [0u8; 16];
+        for (i, word) in words.iter().enumerate() {
+            bytes[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        Ipv6Addr::from(bytes)
+    };
+    (
+        address([ev.keys.src, w[0], w[2], w[4]]),
+        address([ev.keys.dst, w[1], w[3], w[5]]),
+    )
+}
+
 /// The slots a report recorded.
 fn recorded(ev: &TraceEvent) -> &[u32] {
     &ev.hits[..(ev.hit_count as usize).min(MAX_TRACE_HITS)]
@@ -242,12 +275,13 @@ fn recorded(ev: &TraceEvent) -> &[u32] {
 
 /// The packet as the reference classifier sees it, from the keys a chain
 /// saw. Address types come from `routes` (the local routing table).
-pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
+pub fn packet_view(run: &ChainRun, routes: &[(Ipv4Net, u32)]) -> PacketView {
+    let k = &run.keys;
     let src = Ipv4Addr::from(k.src.to_ne_bytes());
     let dst = Ipv4Addr::from(k.dst.to_ne_bytes());
     let l4 = if k.l4a == L4_NONE || k.l4a == L4_FRAGMENT {
         None
-    } else if k.protocol == 1 {
+    } else if k.protocol == 1 || (k.protocol == 58 && run.addr6.is_some()) {
         Some(L4Header::Icmp {
             icmp_type: k.l4a as u8,
             code: k.l4b as u8,
@@ -276,8 +310,7 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
     PacketView {
         src,
         dst,
-        // Traces are of IPv4 packets (IPv6 is not traced yet).
-        addr6: None,
+        addr6: run.addr6,
         protocol: k.protocol,
         fragment_offset_nonzero: k.l4a == L4_FRAGMENT,
         l4,
@@ -316,10 +349,20 @@ pub fn packet_view(k: &TraceKeys, routes: &[(Ipv4Net, u32)]) -> PacketView {
 
 /// The packet in one line, tcpdump-like: `tcp 10.0.0.5:1234 > 10.0.0.1:80
 /// [SYN]`.
-pub fn describe_keys(k: &TraceKeys) -> String {
-    let src = Ipv4Addr::from(k.src.to_ne_bytes());
-    let dst = Ipv4Addr::from(k.dst.to_ne_bytes());
+/// An IPv6 packet's as `tcp [fd00::5]:1234 > [fd00::1]:80 [SYN]` (the
+/// `--packet` syntax).
+pub fn describe_run(run: &ChainRun) -> String {
+    let k = &run.keys;
+    let (src, dst, with_port): (String, String, fn(&str, u32) -> String) = match run.addr6 {
+        Some((s, d)) => (s.to_string(), d.to_string(), |a, p| format!("[{a}]:{p}")),
+        None => (
+            Ipv4Addr::from(k.src.to_ne_bytes()).to_string(),
+            Ipv4Addr::from(k.dst.to_ne_bytes()).to_string(),
+            |a, p| format!("{a}:{p}"),
+        ),
+    };
     let ports = k.l4a != L4_NONE && k.l4a != L4_FRAGMENT;
+    let (sport, dport) = (with_port(&src, k.l4a), with_port(&dst, k.l4b));
     match k.protocol {
         6 if ports => {
             let flags = if u32::from(k.tcp_flags) == TCP_FLAGS_NONE {
@@ -327,10 +370,15 @@ pub fn describe_keys(k: &TraceKeys) -> String {
             } else {
                 describe::flag_names(k.tcp_flags as u8)
             };
-            format!("tcp {src}:{} > {dst}:{} [{flags}]", k.l4a, k.l4b)
+            format!("tcp {sport} > {dport} [{flags}]")
         }
-        17 if ports => format!("udp {src}:{} > {dst}:{}", k.l4a, k.l4b),
-        1 if ports => format!("icmp {src} > {dst} type {} code {}", k.l4a, k.l4b),
+        17 if ports => format!("udp {sport} > {dport}"),
+        1 if ports && run.addr6.is_none() => {
+            format!("icmp {src} > {dst} type {} code {}", k.l4a, k.l4b)
+        }
+        58 if ports && run.addr6.is_some() => {
+            format!("icmp6 {src} > {dst} type {} code {}", k.l4a, k.l4b)
+        }
         p => format!("proto {p} {src} > {dst}"),
     }
 }
@@ -425,7 +473,7 @@ impl PacketTrace {
             return String::new();
         };
         let k = &first.keys;
-        let mut out = format!("packet {}", describe_keys(k));
+        let mut out = format!("packet {}", describe_run(first));
         if k.in_ifindex != 0 {
             out += &format!(" in {}", names(k.in_ifindex));
         }
@@ -493,7 +541,7 @@ impl PacketTrace {
             .collect();
         let k = self.chains.first().map(|r| r.keys).unwrap_or_default();
         json!({
-            "packet": describe_keys(&k),
+            "packet": self.chains.first().map(describe_run),
             "in": (k.in_ifindex != 0).then(|| names(k.in_ifindex)),
             "ctstate": state_name(k.ct_state),
             "chains": chains,
@@ -611,12 +659,19 @@ impl Filter {
     /// Whether the packet, as its first chain saw it, matches.
     pub fn matches(
         &self,
-        first: &TraceKeys,
+        first: &ChainRun,
         interfaces: &[Interface],
         routes: &[(Ipv4Net, u32)],
     ) -> bool {
         match &self.rule {
             None => true,
+            // The filter's addresses are IPv4 (iptables' syntax): an IPv6
+            // packet never has them.
+            Some(rule)
+                if first.addr6.is_some() && (rule.source.is_some() || rule.destination.is_some()) =>
+            {
+                false
+            }
             Some(rule) => compile::reference::rule_matches_packet(
                 rule,
                 interfaces,

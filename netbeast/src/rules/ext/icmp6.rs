@@ -106,6 +106,16 @@ const ICMPV6_OPTION: TypeOption = TypeOption {
            destination-unreachable or packet-too-big, or type[/code] with numbers 0-255",
 };
 
+/// An ICMPv6 type and code as `--icmpv6-type` names one (`echo-request`,
+/// `1/4`, `128`): a type alone has code 0. Ranges of codes are refused.
+pub fn parse_icmp6_type(text: &str) -> Result<(u8, u8), ParseError> {
+    match parse_type_code(text, &ICMPV6_OPTION)? {
+        (t, 0, 0xFF) => Ok((t, 0)),
+        (t, lo, hi) if lo == hi => Ok((t, lo)),
+        _ => Err(code_range_unsupported(text, &ICMPV6_OPTION)),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Icmp6Parser(Option<Icmp6>);
 
