@@ -2986,11 +2986,11 @@ mod tests {
         }
         // As ip6tables: an IPv4 translation is a bad address.
         assert!(parse6("-t nat -A PREROUTING -j DNAT --to-destination 10.0.0.1").is_err());
-        let e = parse6("-t raw -L").unwrap_err().to_string();
+        let e = parse6("-t security -L").unwrap_err().to_string();
         assert_eq!(
             e,
-            "the raw table is not supported for IPv6 yet; netbeast's ip6tables has the filter and \
-             nat tables"
+            "the security table is not supported for IPv6 yet; netbeast's ip6tables has the \
+             filter, nat, raw and mangle tables"
         );
     }
 
