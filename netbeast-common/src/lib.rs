@@ -3630,12 +3630,14 @@ mod tests {
             size::COUNTERS - 1
         );
         // Counters: each chain's rules then its policy, then user chains'.
-        let (bases, user) =
-            counter_layout(&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5).unwrap();
+        let mut rules = [0u32; chain::COUNT];
+        (rules[0], rules[2]) = (2, 1);
+        let (bases, user) = counter_layout(&rules, 5).unwrap();
         assert_eq!(bases[0], (0, 2));
         assert_eq!(bases[1], (3, 3));
         assert_eq!(bases[2], (4, 5));
-        assert_eq!(user, 6 + 13);
+        // Three rules, then every chain's policy.
+        assert_eq!(user, 3 + chain::COUNT as u32);
         let full = [0u32; chain::COUNT];
         let room = MAX_RULESET_COUNTERS - chain::COUNT as u32;
         assert!(counter_layout(&full, room).is_some());
