@@ -357,7 +357,7 @@ fn ipv6_rulesets_restore_as_far_as_ip6tables_has_their_tables() {
         } else {
             let message = String::from_utf8_lossy(&out.stderr);
             assert!(
-                message.contains("the nat table is not supported for IPv6 yet"),
+                message.contains("does not run IPv6 nat rules yet"),
                 "{name}: refused for another reason: {message}"
             );
             assert_eq!(docker.save(true), before, "{name}: half applied");

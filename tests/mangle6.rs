@@ -80,6 +80,13 @@ const STEPS: &[(&[&str], [Outcome; 5])] = &[
 fn ipv6_mangle_like_ip6tables() {
     require_root();
     let beds = [Bed::new("mgl6-nb", true), Bed::new("mgl6-ipt", false)];
+    // The client computes its checksums itself: a SYN whose checksum is
+    // left to a veth's transmit offload loses its CONNMARK for `-m
+    // connmark` on that same packet (a known bug, docs/FEATURES.md), and
+    // this test is about the table, not that.
+    for bed in &beds {
+        bed.client.run_ok("ethtool", &["-K", "nbt6c", "tx", "off"]).unwrap();
+    }
     let mut failures = Vec::new();
     for (i, (step, expected)) in STEPS.iter().enumerate() {
         for bed in &beds {

@@ -167,6 +167,22 @@ fn assert_trace_off(net: &ClientServer) {
     );
 }
 
+/// `netbeast trace --json --packet DESC`: the trace must list the `n`
+/// rules the reference classifier acts on (`want`), in order, and end in
+/// `fate`; returns it.
+#[track_caller]
+fn described(net: &ClientServer, desc: &str, want: &[(String, u64)], n: usize, fate: &str) -> Value {
+    let out = net
+        .server
+        .netbeast_ok(&["trace", "--json", "--packet", desc])
+        .unwrap_or_else(|e| panic!("netbeast trace --packet '{desc}': {e}"));
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(want.len(), n, "the reference's rules for {desc}: {want:?}");
+    assert_eq!(traced(&v), want, "{desc}: {v}");
+    assert!(v["fate"].as_str().unwrap().starts_with(fate), "{desc}: {v}");
+    v
+}
+
 #[test]
 fn described_packets_list_the_reference_rules() {
     require_root();
@@ -174,15 +190,7 @@ fn described_packets_list_the_reference_rules() {
     for (protocol, dport, fate, n) in CASES {
         let name = if protocol == 6 { "tcp" } else { "udp" };
         let desc = format!("{name} {CLIENT_ADDR}:40000 > {SERVER_ADDR}:{dport} in {SERVER_IFACE}");
-        let out = net
-            .server
-            .netbeast_ok(&["trace", "--json", "--packet", &desc])
-            .unwrap_or_else(|e| panic!("netbeast trace --packet '{desc}': {e}"));
-        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-        let want = reference(&net, protocol, 40000, dport);
-        assert_eq!(want.len(), n, "the reference's rules for {desc}: {want:?}");
-        assert_eq!(traced(&v), want, "{desc}: {v}");
-        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{desc}: {v}");
+        let v = described(&net, &desc, &reference(&net, protocol, 40000, dport), n, fate);
         let xdp = if fate == "accepted" {
             "XDP_PASS"
         } else {
@@ -384,15 +392,7 @@ fn described_ipv6_packets_list_the_reference_rules() {
     for (protocol, dport, fate, n) in CASES {
         let name = if protocol == 6 { "tcp" } else { "udp" };
         let desc = format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport} in {SERVER_IFACE}");
-        let out = net
-            .server
-            .netbeast_ok(&["trace", "--json", "--packet", &desc])
-            .unwrap_or_else(|e| panic!("netbeast trace --packet '{desc}': {e}"));
-        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-        let want = reference6(&net, protocol, 40000, dport);
-        assert_eq!(want.len(), n, "the reference's rules for {desc}: {want:?}");
-        assert_eq!(traced(&v), want, "{desc}: {v}");
-        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{desc}: {v}");
+        let v = described(&net, &desc, &reference6(&net, protocol, 40000, dport), n, fate);
         let packet = v["packet"].as_str().unwrap();
         assert!(
             packet.starts_with(&format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport}")),

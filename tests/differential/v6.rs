@@ -694,8 +694,12 @@ impl Dice {
                     // Across the router only: to it, iptables' REJECT
                     // checks their (here bogus) checksums and stays silent
                     // where netbeast answers (an open difference).
+                    // Not DCCP (33): since Linux dropped DCCP (6.16), its
+                    // REJECT verifies a DCCP checksum as any other and stays
+                    // silent on these bogus ones across the router too,
+                    // where netbeast answers (an open difference).
                     16 if !to_router => Kind6::OtherPorts {
-                        protocol: self.pick(&[132, 33, 136]),
+                        protocol: self.pick(&[132, 136]),
                         sport,
                         dport,
                     },
