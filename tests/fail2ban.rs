@@ -200,13 +200,7 @@ fn connect_from(client: &Netns, source: &str, server: &str) -> String {
     let out = client
         .run(
             "/usr/bin/python3",
-            &[
-                "-c",
-                PROBE,
-                source,
-                server,
-                &PORT.to_string(),
-            ],
+            &["-c", PROBE, source, server, &PORT.to_string()],
         )
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -221,7 +215,10 @@ fn firewall_state(bed: &Testbed) -> String {
         Firewall::Netbeast { .. } => bed.server().netbeast_ok(&["ipset", "save"]).unwrap(),
     };
     let saved6 = match &bed.firewall {
-        Firewall::Iptables => bed.server().run_ok("ip6tables-save", &["-t", "filter"]).unwrap(),
+        Firewall::Iptables => bed
+            .server()
+            .run_ok("ip6tables-save", &["-t", "filter"])
+            .unwrap(),
         Firewall::Netbeast { .. } => bed.server().netbeast_ok(&["save", "-6"]).unwrap(),
     };
     let rules: String = (bed.save().unwrap() + &saved6)
@@ -352,8 +349,9 @@ fn scenario(firewall: Firewall, action: &str, tag: &str, ipv6: bool) {
         let log = bed.server().netbeast_ok(&["log"]).unwrap();
         let (src, dst) = (logged(client), logged(&addrs.server));
         assert!(
-            log.lines().any(|l| l.contains("f2b-nbt:DROP ")
-                && l.contains(&format!("SRC={src} DST={dst} "))),
+            log.lines().any(
+                |l| l.contains("f2b-nbt:DROP ") && l.contains(&format!("SRC={src} DST={dst} "))
+            ),
             "no LOG line of the ban:\n{log}"
         );
     }
@@ -374,7 +372,12 @@ macro_rules! action {
 
             #[test]
             fn netbeast() {
-                scenario(Firewall::netbeast(NETBEAST), $action, concat!($tag, "-nb"), false);
+                scenario(
+                    Firewall::netbeast(NETBEAST),
+                    $action,
+                    concat!($tag, "-nb"),
+                    false,
+                );
             }
 
             #[test]
@@ -384,7 +387,12 @@ macro_rules! action {
 
             #[test]
             fn netbeast_ipv6() {
-                scenario(Firewall::netbeast(NETBEAST), $action, concat!($tag, "-nb6"), true);
+                scenario(
+                    Firewall::netbeast(NETBEAST),
+                    $action,
+                    concat!($tag, "-nb6"),
+                    true,
+                );
             }
 
             #[test]

@@ -727,7 +727,15 @@ fn ipv6_iprange_like_ip6tables() {
         if netbeast {
             server = server.with_netbeast(NETBEAST);
         }
-        veth_pair(&server, "nbt6s", "10.216.7.2/24", &client, "nbt6c", "10.216.7.1/24").unwrap();
+        veth_pair(
+            &server,
+            "nbt6s",
+            "10.216.7.2/24",
+            &client,
+            "nbt6c",
+            "10.216.7.1/24",
+        )
+        .unwrap();
         add6(&server, "nbt6s", "fd00:17::2/64");
         for a in RANGE_SOURCES {
             add6(&client, "nbt6c", &format!("{a}/64"));
@@ -781,13 +789,30 @@ fn ipv6_connlimit_like_ip6tables() {
         if netbeast {
             server = server.with_netbeast(NETBEAST);
         }
-        veth_pair(&server, "nbt6s", "10.216.8.2/24", &client, "nbt6c", "10.216.8.1/24").unwrap();
+        veth_pair(
+            &server,
+            "nbt6s",
+            "10.216.8.2/24",
+            &client,
+            "nbt6c",
+            "10.216.8.1/24",
+        )
+        .unwrap();
         add6(&server, "nbt6s", "fd00:18::2/64");
         add6(&client, "nbt6c", "fd00:18::1/64");
         add6(&client, "nbt6c", "fd00:18::99/64");
         let src = |a: &str| {
             client
-                .ip(&["-6", "route", "replace", "fd00:18::2/128", "dev", "nbt6c", "src", a])
+                .ip(&[
+                    "-6",
+                    "route",
+                    "replace",
+                    "fd00:18::2/128",
+                    "dev",
+                    "nbt6c",
+                    "src",
+                    a,
+                ])
                 .unwrap();
         };
         src("fd00:18::1");

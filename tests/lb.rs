@@ -632,18 +632,30 @@ fn lb_health_checks_follow_backends() {
         .iter()
         .enumerate()
     {
-        let labels = [("service", service), ("backend", b["backend"].as_str().unwrap())];
+        let labels = [
+            ("service", service),
+            ("backend", b["backend"].as_str().unwrap()),
+        ];
         let up = support::metric_value(&scrape, "netbeast_lb_backend_up", &labels);
         assert_eq!(up, if i == 1 { 0.0 } else { 1.0 }, "backend {i}: {b}");
-        let given = support::metric_value(&scrape, "netbeast_lb_backend_connections_total", &labels);
-        assert_eq!(given, b["connections"].as_f64().unwrap(), "backend {i}: {b}");
+        let given =
+            support::metric_value(&scrape, "netbeast_lb_backend_connections_total", &labels);
+        assert_eq!(
+            given,
+            b["connections"].as_f64().unwrap(),
+            "backend {i}: {b}"
+        );
         assert_eq!(
             support::metric_value(&scrape, "netbeast_lb_backend_weight", &labels),
             1.0
         );
     }
     assert_eq!(
-        support::metric_value(&scrape, "netbeast_lb_service_all_down", &[("service", service)]),
+        support::metric_value(
+            &scrape,
+            "netbeast_lb_service_all_down",
+            &[("service", service)]
+        ),
         0.0
     );
     // From here on no connection goes to it: each would be refused.

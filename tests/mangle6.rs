@@ -85,7 +85,9 @@ fn ipv6_mangle_like_ip6tables() {
     // connmark` on that same packet (a known bug, docs/FEATURES.md), and
     // this test is about the table, not that.
     for bed in &beds {
-        bed.client.run_ok("ethtool", &["-K", "nbt6c", "tx", "off"]).unwrap();
+        bed.client
+            .run_ok("ethtool", &["-K", "nbt6c", "tx", "off"])
+            .unwrap();
     }
     let mut failures = Vec::new();
     for (i, (step, expected)) in STEPS.iter().enumerate() {

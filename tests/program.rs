@@ -6794,8 +6794,7 @@ fn ipv6_raw_table() {
             tcp6(22),
             Pass,
         ),
-        case("--notrack: UNTRACKED", notrack_22, tcp6(22), Pass)
-            .counts(&[(stats::CT_CREATED, 0)]),
+        case("--notrack: UNTRACKED", notrack_22, tcp6(22), Pass).counts(&[(stats::CT_CREATED, 0)]),
         case("tracked beside it: NEW", notrack_22, tcp6(23), Pass)
             .counts(&[(stats::CT_CREATED, 1)]),
         case(
@@ -6848,7 +6847,11 @@ fn ipv6_raw_table() {
                 TC_ACT_SHOT,
                 "raw OUTPUT DROP",
             ),
-            (vec!["ip6 -t raw -P OUTPUT DROP"], TC_ACT_SHOT, "raw OUTPUT policy DROP"),
+            (
+                vec!["ip6 -t raw -P OUTPUT DROP"],
+                TC_ACT_SHOT,
+                "raw OUTPUT policy DROP",
+            ),
             (
                 vec!["ip6 -t raw -A OUTPUT -p tcp --sport 23 -j DROP"],
                 TC_ACT_OK,
@@ -8100,7 +8103,12 @@ fn random_rule(below: &mut impl FnMut(usize) -> usize) -> String {
     let chain = ["INPUT", "FORWARD", "svc"][below(3)];
     let mut rule = chain.to_string();
     if below(2) == 0 {
-        rule += &format!(" -s 10.{}.{}.0/{}", below(4), below(4), [8, 16, 24, 32][below(4)]);
+        rule += &format!(
+            " -s 10.{}.{}.0/{}",
+            below(4),
+            below(4),
+            [8, 16, 24, 32][below(4)]
+        );
     }
     if below(3) == 0 {
         rule += &format!(" -d 10.0.0.{}", below(4));

@@ -285,11 +285,13 @@ const CONTAINER6: &str = "fd00:dead:beef::2";
 /// A TCP connection from `ns` to `[addr]:port`, its outcome.
 fn connect6(ns: &netbeast::netns::Netns, addr: &str, port: u16) -> ConnectOutcome {
     let to = std::net::SocketAddr::from((addr.parse::<std::net::Ipv6Addr>().unwrap(), port));
-    ns.in_netns(move || match std::net::TcpStream::connect_timeout(&to, TIMEOUT) {
-        Ok(_) => Connected,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reset,
-        Err(_) => TimedOut,
-    })
+    ns.in_netns(
+        move || match std::net::TcpStream::connect_timeout(&to, TIMEOUT) {
+            Ok(_) => Connected,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reset,
+            Err(_) => TimedOut,
+        },
+    )
     .unwrap()
 }
 
@@ -308,8 +310,15 @@ fn ipv6_raw_table(firewall: Firewall) {
     require_root();
     let client = Netns::new("raw6-c").expect("client namespace");
     let host = firewall.guard(Netns::new("raw6-h").expect("host namespace"));
-    veth_pair(&host, "nbtr6h", "10.216.6.2/24", &client, "nbtr6c", "10.216.6.1/24")
-        .expect("veth");
+    veth_pair(
+        &host,
+        "nbtr6h",
+        "10.216.6.2/24",
+        &client,
+        "nbtr6c",
+        "10.216.6.1/24",
+    )
+    .expect("veth");
     for (ns, iface, addr) in [
         (&host, "nbtr6h", format!("{HOST6}/64")),
         (&host, "nbtr6h", format!("{CONTAINER6}/128")),
@@ -319,7 +328,14 @@ fn ipv6_raw_table(firewall: Firewall) {
             .unwrap();
     }
     client
-        .ip(&["-6", "route", "add", &format!("{CONTAINER6}/128"), "via", HOST6])
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{CONTAINER6}/128"),
+            "via",
+            HOST6,
+        ])
         .unwrap();
     firewall.attach(&host, &["nbtr6h"]).expect("attach");
     let _listeners: Vec<std::net::TcpListener> = host
@@ -350,7 +366,9 @@ fn ipv6_raw_table(firewall: Firewall) {
         "no rules",
         &[(CONTAINER6, 80, Connected), (HOST6, 80, Connected)],
     );
-    rule("-t raw -A PREROUTING -d fd00:dead:beef::2/128 ! -i docker0 -p tcp -m tcp --dport 80 -j DROP");
+    rule(
+        "-t raw -A PREROUTING -d fd00:dead:beef::2/128 ! -i docker0 -p tcp -m tcp --dport 80 -j DROP",
+    );
     probe(
         "Docker 28's IPv6 raw rule",
         &[(CONTAINER6, 80, TimedOut), (HOST6, 80, Connected)],
@@ -375,10 +393,15 @@ fn ipv6_raw_table(firewall: Firewall) {
     }
     probe(
         "notrack on 81 and 83",
-        &[(HOST6, 81, Connected), (HOST6, 82, Connected), (HOST6, 83, Reset)],
+        &[
+            (HOST6, 81, Connected),
+            (HOST6, 82, Connected),
+            (HOST6, 83, Reset),
+        ],
     );
     let listing = if firewall.is_netbeast() {
-        host.netbeast_ok(&["conntrack", "-L", "-f", "ipv6"]).unwrap()
+        host.netbeast_ok(&["conntrack", "-L", "-f", "ipv6"])
+            .unwrap()
     } else {
         let out = host
             .run("conntrack", &["-L", "-f", "ipv6", "-p", "tcp"])
@@ -389,8 +412,16 @@ fn ipv6_raw_table(firewall: Firewall) {
         let needle = format!("dport={port} ");
         listing.lines().filter(|l| l.contains(&needle)).count()
     };
-    assert_eq!(count(81), 0, "an untracked connection was recorded:\n{listing}");
-    assert_eq!(count(82), 1, "the tracked connection is missing:\n{listing}");
+    assert_eq!(
+        count(81),
+        0,
+        "an untracked connection was recorded:\n{listing}"
+    );
+    assert_eq!(
+        count(82),
+        1,
+        "the tracked connection is missing:\n{listing}"
+    );
     rule("-t raw -D OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK");
     probe(
         "notrack at PREROUTING only",

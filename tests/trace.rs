@@ -171,7 +171,13 @@ fn assert_trace_off(net: &ClientServer) {
 /// rules the reference classifier acts on (`want`), in order, and end in
 /// `fate`; returns it.
 #[track_caller]
-fn described(net: &ClientServer, desc: &str, want: &[(String, u64)], n: usize, fate: &str) -> Value {
+fn described(
+    net: &ClientServer,
+    desc: &str,
+    want: &[(String, u64)],
+    n: usize,
+    fate: &str,
+) -> Value {
     let out = net
         .server
         .netbeast_ok(&["trace", "--json", "--packet", desc])
@@ -190,7 +196,13 @@ fn described_packets_list_the_reference_rules() {
     for (protocol, dport, fate, n) in CASES {
         let name = if protocol == 6 { "tcp" } else { "udp" };
         let desc = format!("{name} {CLIENT_ADDR}:40000 > {SERVER_ADDR}:{dport} in {SERVER_IFACE}");
-        let v = described(&net, &desc, &reference(&net, protocol, 40000, dport), n, fate);
+        let v = described(
+            &net,
+            &desc,
+            &reference(&net, protocol, 40000, dport),
+            n,
+            fate,
+        );
         let xdp = if fate == "accepted" {
             "XDP_PASS"
         } else {
@@ -369,14 +381,25 @@ fn setup6(tag: &str) -> ClientServer {
         (&net.server, SERVER_IFACE, SERVER6),
         (&net.client, netbeast::netns::CLIENT_IFACE, CLIENT6),
     ] {
-        ns.ip(&["-6", "addr", "add", &format!("{addr}/64"), "dev", iface, "nodad"])
-            .unwrap();
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            iface,
+            "nodad",
+        ])
+        .unwrap();
     }
     net.server
         .netbeast_ok(&["attach", SERVER_IFACE])
         .expect("attaching netbeast");
     for line in rules6() {
-        let args: Vec<&str> = ["ip6tables"].into_iter().chain(line.split_whitespace()).collect();
+        let args: Vec<&str> = ["ip6tables"]
+            .into_iter()
+            .chain(line.split_whitespace())
+            .collect();
         net.server.netbeast_ok(&args).unwrap();
     }
     net
@@ -392,7 +415,13 @@ fn described_ipv6_packets_list_the_reference_rules() {
     for (protocol, dport, fate, n) in CASES {
         let name = if protocol == 6 { "tcp" } else { "udp" };
         let desc = format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport} in {SERVER_IFACE}");
-        let v = described(&net, &desc, &reference6(&net, protocol, 40000, dport), n, fate);
+        let v = described(
+            &net,
+            &desc,
+            &reference6(&net, protocol, 40000, dport),
+            n,
+            fate,
+        );
         let packet = v["packet"].as_str().unwrap();
         assert!(
             packet.starts_with(&format!("{name} [{CLIENT6}]:40000 > [{SERVER6}]:{dport}")),
@@ -408,7 +437,9 @@ fn described_ipv6_packets_list_the_reference_rules() {
         ])
         .unwrap();
     assert!(
-        text.contains("filter WEB rule 2: -A WEB -s fd00:15::/64 -p tcp -m tcp --dport 80 -j CHECK"),
+        text.contains(
+            "filter WEB rule 2: -A WEB -s fd00:15::/64 -p tcp -m tcp --dport 80 -j CHECK"
+        ),
         "{text}"
     );
     assert!(text.contains("=> accepted by WEB rule 4"), "{text}");
@@ -422,7 +453,9 @@ fn described_ipv6_packets_list_the_reference_rules() {
         ])
         .unwrap();
     assert!(
-        text.contains(&format!("packet icmp6 {CLIENT6} > {SERVER6} type 128 code 0")),
+        text.contains(&format!(
+            "packet icmp6 {CLIENT6} > {SERVER6} type 128 code 0"
+        )),
         "{text}"
     );
     assert!(text.contains("filter INPUT policy  => ACCEPT"), "{text}");
@@ -434,7 +467,8 @@ fn described_ipv6_packets_list_the_reference_rules() {
 fn live_ipv6_packets_list_the_reference_rules() {
     require_root();
     let net = setup6("trc6l");
-    let to = |port| std::net::SocketAddr::from((SERVER6.parse::<std::net::Ipv6Addr>().unwrap(), port));
+    let to =
+        |port| std::net::SocketAddr::from((SERVER6.parse::<std::net::Ipv6Addr>().unwrap(), port));
     for (protocol, dport, fate, n) in CASES {
         let port = dport.to_string();
         let proto = if protocol == 6 { "tcp" } else { "udp" };
@@ -460,7 +494,11 @@ fn live_ipv6_packets_list_the_reference_rules() {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no source port in {packet}"));
         let want = reference6(&net, protocol, sport, dport);
-        assert_eq!(want.len(), n, "the reference's rules for {packet}: {want:?}");
+        assert_eq!(
+            want.len(),
+            n,
+            "the reference's rules for {packet}: {want:?}"
+        );
         assert_eq!(traced(&v), want, "{filter:?}: {v}");
         assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
         assert_eq!(v["in"], SERVER_IFACE, "{v}");

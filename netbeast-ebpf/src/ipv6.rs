@@ -326,7 +326,13 @@ fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, sta
 /// Runs a raw chain of ip6tables: its rules see no connection yet (state
 /// INVALID, as in the kernel, where conntrack's hook comes after raw's).
 #[inline(always)]
-fn raw6(pkt: &mut Packet, generation: u32, chain: u32, in_ifindex: u32, out_ifindex: u32) -> Verdict {
+fn raw6(
+    pkt: &mut Packet,
+    generation: u32,
+    chain: u32,
+    in_ifindex: u32,
+    out_ifindex: u32,
+) -> Verdict {
     pkt.keys.in_ifindex = in_ifindex;
     pkt.keys.out_ifindex = out_ifindex;
     pkt.keys.ct_state = ct_state::INVALID;

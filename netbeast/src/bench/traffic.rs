@@ -1048,13 +1048,12 @@ impl Bench {
             let b = &r.base;
             let counters = planes::rule_counters(&r.ns, r.scenario, r.plane, r.traffic.ip)?;
             let backend_connections = planes::backend_connections(&r.ns, r.scenario, r.plane)?;
-            let connections = if planes::stateful_in(r.scenario, self.options.stateful)
-                && r.plane.has_rules()
-            {
-                Some(planes::connections(&r.ns, r.plane)?)
-            } else {
-                None
-            };
+            let connections =
+                if planes::stateful_in(r.scenario, self.options.stateful) && r.plane.has_rules() {
+                    Some(planes::connections(&r.ns, r.plane)?)
+                } else {
+                    None
+                };
             let dropped = match r.plane {
                 Plane::Floor => now.rx_xdp_drops - b.rx_xdp_drops,
                 Plane::Kernel => 0,

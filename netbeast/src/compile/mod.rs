@@ -605,7 +605,10 @@ fn compile_with_limits(
         .collect::<Result<Vec<_>, _>>()?;
     let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
         let at = ALL_TABLES.iter().position(|&t| t == (family, table));
-        (&tables[at.unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))], name)
+        (
+            &tables[at.unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))],
+            name,
+        )
     });
     // The counters' layout (`counter_layout`): each built-in chain's rules
     // and policy, then the user-defined chains' rules.

@@ -262,8 +262,7 @@ fn register_services(
     services: &[(crate::lb::Service, Vec<BackendStatus>)],
 ) {
     let gauges = || Family::<BackendLabels, Gauge>::default();
-    let (up, drained, weight, active, packets) =
-        (gauges(), gauges(), gauges(), gauges(), gauges());
+    let (up, drained, weight, active, packets) = (gauges(), gauges(), gauges(), gauges(), gauges());
     let connections = Family::<BackendLabels, Counter>::default();
     let all_down = Family::<ServiceLabels, Gauge>::default();
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -40,7 +40,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let headers = &compiled.packed.headers;
         let base = generation * CLASS_ID_GEN_STRIDE;
         let ids: Vec<u32> = (base..base + headers.len() as u32).collect();
-        written::update(dp.map("CLASS_HEADERS")?, 0, old.as_ref(), &mut new, &ids, headers)?;
+        written::update(
+            dp.map("CLASS_HEADERS")?,
+            0,
+            old.as_ref(),
+            &mut new,
+            &ids,
+            headers,
+        )?;
     }
     {
         let first = compiled.packed.base / CLASS_WORD_CHUNK as u32;
@@ -55,7 +62,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             })
             .collect();
         let indexes: Vec<u32> = (first..first + chunks.len() as u32).collect();
-        written::update(dp.map("CLASS_WORDS")?, 1, old.as_ref(), &mut new, &indexes, &chunks)?;
+        written::update(
+            dp.map("CLASS_WORDS")?,
+            1,
+            old.as_ref(),
+            &mut new,
+            &indexes,
+            &chunks,
+        )?;
     }
     crate::profile::phase("maps: class headers, words");
     // Keyed tables: drop what the generation held before.
@@ -151,7 +165,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 }
             }
         }
-        written::update(dp.map("KEY_CLASSES")?, 2, old.as_ref(), &mut new, &indexes, &values)?;
+        written::update(
+            dp.map("KEY_CLASSES")?,
+            2,
+            old.as_ref(),
+            &mut new,
+            &indexes,
+            &values,
+        )?;
     }
     crate::profile::phase("maps: key classes");
     {
@@ -234,7 +255,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
             indexes.extend(first..first + chain.rules.len() as u32);
             values.extend_from_slice(&chain.rules);
         }
-        written::update(dp.map("RULES")?, 3, old.as_ref(), &mut new, &indexes, &values)?;
+        written::update(
+            dp.map("RULES")?,
+            3,
+            old.as_ref(),
+            &mut new,
+            &indexes,
+            &values,
+        )?;
     }
     crate::profile::phase("maps: rules");
     {
@@ -308,19 +336,31 @@ pub(super) fn recorded_entries(
             })
             .collect()
     }
-    let Some(record) = dp.written.as_ref().and_then(|w| w.gens[generation as usize].as_ref())
+    let Some(record) = dp
+        .written
+        .as_ref()
+        .and_then(|w| w.gens[generation as usize].as_ref())
     else {
         return Ok(Vec::new());
     };
     let ix = |slot: usize| record.arrays[slot].iter().map(|e| e.0);
     Ok(vec![
-        (written::RECORDED[0], read::<ClassHeader>(dp, written::RECORDED[0], ix(0))?),
+        (
+            written::RECORDED[0],
+            read::<ClassHeader>(dp, written::RECORDED[0], ix(0))?,
+        ),
         (
             written::RECORDED[1],
             read::<[u64; CLASS_WORD_CHUNK]>(dp, written::RECORDED[1], ix(1))?,
         ),
-        (written::RECORDED[2], read::<[u32; KEY_CHUNK]>(dp, written::RECORDED[2], ix(2))?),
-        (written::RECORDED[3], read::<RuleAction>(dp, written::RECORDED[3], ix(3))?),
+        (
+            written::RECORDED[2],
+            read::<[u32; KEY_CHUNK]>(dp, written::RECORDED[2], ix(2))?,
+        ),
+        (
+            written::RECORDED[3],
+            read::<RuleAction>(dp, written::RECORDED[3], ix(3))?,
+        ),
     ])
 }
 

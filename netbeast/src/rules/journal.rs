@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::command::Splice;
 // A change and the counter file name a table by its place in
 // `ALL_TABLES` (`Ruleset::tables`), of which there are `TABLES`.
-use super::model::{ALL_TABLES, Chain, Counter, Family, Policy, Rule, Ruleset, TABLES, Table, TableName};
+use super::model::{
+    ALL_TABLES, Chain, Counter, Family, Policy, Rule, Ruleset, TABLES, Table, TableName,
+};
 
 fn table(ruleset: &Ruleset, i: usize) -> &Table {
     ruleset.tables()[i].1

@@ -972,7 +972,10 @@ mod tests {
             .collect();
         for (i, (family, name)) in ALL_TABLES.into_iter().enumerate() {
             assert_eq!(ptrs[i].0, family);
-            assert!(std::ptr::eq(ptrs[i].1, ruleset.table_in(family, name)), "{family:?} {name:?}");
+            assert!(
+                std::ptr::eq(ptrs[i].1, ruleset.table_in(family, name)),
+                "{family:?} {name:?}"
+            );
         }
     }
 

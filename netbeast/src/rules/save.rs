@@ -2063,6 +2063,5 @@ COMMIT
         assert!(parse_restore_family(&bad, None, Family::V6).is_err());
         // A pristine IPv6 nat table is left out, as ip6tables-save does.
         assert!(!save_family(&Ruleset::default(), Family::V6, false).contains("*nat"));
-
     }
 }

@@ -668,7 +668,8 @@ impl Filter {
             // The filter's addresses are IPv4 (iptables' syntax): an IPv6
             // packet never has them.
             Some(rule)
-                if first.addr6.is_some() && (rule.source.is_some() || rule.destination.is_some()) =>
+                if first.addr6.is_some()
+                    && (rule.source.is_some() || rule.destination.is_some()) =>
             {
                 false
             }
