@@ -722,26 +722,10 @@ fn exchange_from(ns: &Netns, from: &str, to: &str, port: u16) -> Outcome {
 fn ipv6_iprange_like_ip6tables() {
     require_root();
     let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
-        let client = Netns::new(&format!("{tag}-c")).unwrap();
-        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-        if netbeast {
-            server = server.with_netbeast(NETBEAST);
-        }
-        veth_pair(
-            &server,
-            "nbt6s",
-            "10.216.7.2/24",
-            &client,
-            "nbt6c",
-            "10.216.7.1/24",
-        )
-        .unwrap();
-        add6(&server, "nbt6s", "fd00:17::2/64");
-        for a in RANGE_SOURCES {
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.7", RANGE_SOURCES[0], "fd00:17::2", binary);
+        for a in &RANGE_SOURCES[1..] {
             add6(&client, "nbt6c", &format!("{a}/64"));
-        }
-        if netbeast {
-            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
         }
         udp_echo(&server, 7000);
         udp_echo(&server, 7001);
@@ -784,22 +768,8 @@ fn ipv6_iprange_like_ip6tables() {
 fn ipv6_connlimit_like_ip6tables() {
     require_root();
     let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
-        let client = Netns::new(&format!("{tag}-c")).unwrap();
-        let mut server = Netns::new(&format!("{tag}-s")).unwrap();
-        if netbeast {
-            server = server.with_netbeast(NETBEAST);
-        }
-        veth_pair(
-            &server,
-            "nbt6s",
-            "10.216.8.2/24",
-            &client,
-            "nbt6c",
-            "10.216.8.1/24",
-        )
-        .unwrap();
-        add6(&server, "nbt6s", "fd00:18::2/64");
-        add6(&client, "nbt6c", "fd00:18::1/64");
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.8", "fd00:18::1", "fd00:18::2", binary);
         add6(&client, "nbt6c", "fd00:18::99/64");
         let src = |a: &str| {
             client
@@ -816,9 +786,6 @@ fn ipv6_connlimit_like_ip6tables() {
                 .unwrap();
         };
         src("fd00:18::1");
-        if netbeast {
-            server.netbeast_ok(&["attach", "nbt6s"]).unwrap();
-        }
         let _listener = server
             .in_netns(|| TcpListener::bind("[::]:80").unwrap())
             .unwrap();

@@ -236,6 +236,19 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+impl Target {
+    /// A target of at least `wanted`, met when `measured` (if there is a
+    /// figure) reaches it.
+    fn new(what: &str, wanted: f64, measured: Option<f64>) -> Target {
+        Target {
+            what: what.to_string(),
+            wanted,
+            measured,
+            met: measured.map(|m| m >= wanted),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TrafficReport {
     pub command: String,
@@ -1420,12 +1433,7 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
     let log = |n| pps_of(rows, Scenario::Log, Plane::Netbeast, n);
     let lb = |plane, n| pps_of(rows, Scenario::Lb, plane, n);
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
-        what: what.to_string(),
-        wanted,
-        measured,
-        met: measured.map(|m| m >= wanted),
-    };
+    let target = Target::new;
     vec![
         target(
             "drop, 1 rule: netbeast / iptables filter INPUT",
@@ -1486,12 +1494,7 @@ fn targets(rows: &[Row], floor: Option<f64>, redirect_floors: &[(Scenario, f64)]
 fn targets6(rows: &[Row]) -> Vec<Target> {
     let nb = |n| pps_of(rows, Scenario::Drop, Plane::Netbeast, n);
     let ipt = |n| pps_of(rows, Scenario::Drop, Plane::Iptables, n);
-    let target = |what: &str, wanted: f64, measured: Option<f64>| Target {
-        what: what.to_string(),
-        wanted,
-        measured,
-        met: measured.map(|m| m >= wanted),
-    };
+    let target = Target::new;
     vec![
         target(
             "drop, 1 rule: netbeast / ip6tables filter INPUT",
