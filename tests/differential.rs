@@ -1982,6 +1982,39 @@ fn regressions() -> Vec<(&'static str, Case)> {
                 .collect(),
             ),
         ),
+        (
+            // Matches that cannot read the header they test drop the
+            // packet on the spot, counting neither their rule nor the
+            // policy (the kernel's hotdrop): an SCTP chunk of length 0,
+            // a DCCP data offset short of its header when an option is
+            // tested. The probes' headers are zeros after the ports.
+            "hotdrop: sctp chunks and dccp options that cannot be read",
+            fixed_case(
+                "-A FORWARD -p sctp -m sctp ! --chunk-types any INIT -j ACCEPT
+\
+                 -A FORWARD -p dccp -m dccp --dccp-option 1 -j ACCEPT
+\
+                 -A FORWARD -p sctp -j ACCEPT
+\
+                 -A FORWARD -p dccp -j ACCEPT
+",
+                [(132, 9, 3868), (33, 9, 3868)]
+                    .into_iter()
+                    .map(|(protocol, sport, dport)| {
+                        probe(
+                            Client,
+                            [10, 199, 1, 2],
+                            [10, 199, 2, 2],
+                            Kind::OtherPorts {
+                                protocol,
+                                sport,
+                                dport,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
     ]
 }
 

@@ -1189,7 +1189,11 @@ pub mod stats {
     /// for them (`--hashlimit-upto` does not match, `--hashlimit-above`
     /// does).
     pub const HASHLIMIT_FULL: u32 = 44;
-    pub const COUNT: u32 = 45;
+    /// Packets a match dropped on the spot, as the kernel's does when it
+    /// cannot read the header it tests ([`crate::Held::Hotdrop`]: `-m
+    /// sctp --chunk-types`, `-m dccp`): counted by no rule nor policy.
+    pub const HOTDROPPED: u32 = 45;
+    pub const COUNT: u32 = 46;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 9] = [
@@ -1251,6 +1255,7 @@ pub mod stats {
         "ipv6_ext_too_deep",
         "hashlimit_evicted",
         "hashlimit_full",
+        "hotdropped",
     ];
 }
 
@@ -1508,6 +1513,36 @@ pub struct Guard {
     pub c: u64,
 }
 
+/// What a match decides for a packet: it holds, it fails, or — where the
+/// kernel's match cannot read the header it tests (xt_sctp, xt_dccp) — it
+/// drops the packet on the spot ("hotdrop"): the rule is not counted, the
+/// search of its chain ends, no policy is counted, the packet is dropped.
+/// The kernel's guard functions return it as a `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Held {
+    Fails = 0,
+    Holds = 1,
+    Hotdrop = 2,
+}
+
+impl Held {
+    #[inline(always)]
+    pub fn of(holds: bool) -> Held {
+        if holds { Held::Holds } else { Held::Fails }
+    }
+
+    /// The `u32` a BPF function returned.
+    #[inline(always)]
+    pub fn from_u32(v: u32) -> Held {
+        match v {
+            0 => Held::Fails,
+            1 => Held::Holds,
+            _ => Held::Hotdrop,
+        }
+    }
+}
+
 pub mod guard_kind {
     /// `-m statistic --mode random`: `a` is the probability in units of
     /// 2^-31; holds when the random number's low 31 bits are below it.
@@ -1603,14 +1638,14 @@ pub mod guard_kind {
     pub const CONNMARK: u32 = 30;
     /// `-m sctp --chunk-types all|any|only LIST`: the chunks the pipeline's
     /// walk met ([`super::sctp::SctpChunks`]), tested as xt_sctp does
-    /// ([`super::Guard::holds_sctp_chunks`]). `_pad`: [`super::sctp`]
+    /// ([`super::Guard::sctp_chunks`]). `_pad`: [`super::sctp`]
     /// mode, `EVERY` and flag-entry count; `a`: the chunk types, one bit
     /// each ([`super::sctp::type_bit`]); `b`, `c`: the flag entries, two
     /// per word ([`super::sctp::flag_entry`]); `negated`: `!`.
     pub const SCTP_CHUNKS: u32 = 16;
     /// `-m dccp --dccp-types` and `--dccp-option` (xt_dccp): the packet's
     /// header as the pipeline read it ([`super::dccp::DccpFacts`]),
-    /// tested by [`super::Guard::holds_dccp`]. `_pad`: [`super::dccp`]
+    /// tested by [`super::Guard::dccp`]. `_pad`: [`super::dccp`]
     /// bits saying which tests the match has and which are negated; `a`:
     /// the type mask (bit `t`: type `t`); `b`: the option number.
     /// (Apart from the others, as MARK: DCCP's protocol number.)
@@ -1643,13 +1678,16 @@ pub mod sctp {
         pub const NONE: u32 = 0;
         /// Every chunk up to the end of the datagram was examined.
         pub const WHOLE: u32 = 1;
-        /// The chunk after the last recorded one has no whole header in
-        /// the datagram or a length of 0 (xt_sctp drops the packet when it
-        /// reaches it: "hotdrop"), or lies past the bytes the program can
-        /// read.
+        /// The chunk after the last recorded one lies past the bytes the
+        /// program can read, or past a first fragment's end: what it would
+        /// decide is unknown.
         pub const CUT: u32 = 2;
         /// More chunks than [`super::MAX_SCTP_CHUNKS`].
         pub const MORE: u32 = 3;
+        /// The chunk after the last recorded one has no whole header in
+        /// the datagram, or a length of 0: xt_sctp drops the packet when
+        /// its walk comes to it ([`crate::Held::Hotdrop`]).
+        pub const BAD: u32 = 4;
     }
 
     /// `Guard::_pad` bits: the match type (xt_sctp's values) ...
@@ -2758,50 +2796,58 @@ impl Guard {
 
     /// [`guard_kind::SCTP_CHUNKS`] on a packet's chunk walk, as xt_sctp
     /// decides it: walked in order with the kernel's early returns; a walk
-    /// cut short (where the kernel drops the packet, or past
-    /// [`sctp::MAX_SCTP_CHUNKS`]) or absent fails, negated or not. The
-    /// kernel runs the same steps in `bpf_loop`.
-    pub fn holds_sctp_chunks(&self, walk: &sctp::SctpChunks) -> bool {
+    /// that comes to a chunk the kernel drops the packet at
+    /// ([`sctp::status::BAD`]) is a hotdrop, negated or not; one cut short
+    /// otherwise (past [`sctp::MAX_SCTP_CHUNKS`], or the bytes the program
+    /// reads) or absent fails, negated or not. The kernel runs the same
+    /// steps in `bpf_loop`.
+    pub fn sctp_chunks(&self, walk: &sctp::SctpChunks) -> Held {
         if walk.status == sctp::status::NONE {
-            return false;
+            return Held::Fails;
         }
         let negated = self.negated != 0;
         let mut left = self.a;
         for i in 0..(walk.count as usize).min(sctp::MAX_SCTP_CHUNKS) {
             if let Some(outcome) = self.sctp_step(&mut left, walk.types[i], walk.flags[i]) {
-                return outcome != negated;
+                return Held::of(outcome != negated);
             }
         }
-        walk.status == sctp::status::WHOLE && self.sctp_end(left) != negated
+        match walk.status {
+            sctp::status::WHOLE => Held::of(self.sctp_end(left) != negated),
+            sctp::status::BAD => Held::Hotdrop,
+            _ => Held::Fails,
+        }
     }
 
     /// [`guard_kind::DCCP`] on what the pipeline read of a DCCP header, as
     /// xt_dccp decides: the type test, then the option test, each
-    /// inverted by its `!`. Where the kernel drops the packet instead
-    /// (no whole generic header; options that cannot be read when an
-    /// option is tested after a type test that held) the match fails,
-    /// negated or not, as netbeast's other header walks do.
+    /// inverted by its `!`. Where the kernel drops the packet instead —
+    /// no whole generic header; options that cannot be read when an
+    /// option is tested after a type test that held — a hotdrop.
     #[inline(always)]
-    pub fn holds_dccp(&self, f: &dccp::DccpFacts) -> bool {
+    pub fn dccp(&self, f: &dccp::DccpFacts) -> Held {
         let bits = self._pad;
-        if f.status == dccp::status::NONE || f.status == dccp::status::SHORT {
-            return false;
+        if f.status == dccp::status::NONE {
+            return Held::Fails;
+        }
+        if f.status == dccp::status::SHORT {
+            return Held::Hotdrop;
         }
         if bits & dccp::TYPES != 0 {
             let listed = self.a >> (f.packet_type & 0xf) & 1 != 0;
             if listed == (bits & dccp::TYPES_NEGATED != 0) {
-                return false;
+                return Held::Fails;
             }
         }
         if bits & dccp::OPTION == 0 {
-            return true;
+            return Held::Holds;
         }
         if f.status != dccp::status::OPTIONS {
-            return false;
+            return Held::Hotdrop;
         }
         let kind = self.b as u32 & 0xff;
         let met = f.options[(kind >> 6) as usize & 3] >> (kind & 63) & 1 != 0;
-        met != (bits & dccp::OPTION_NEGATED != 0)
+        Held::of(met != (bits & dccp::OPTION_NEGATED != 0))
     }
 
     /// `-m ipv6header`: the headers met, exactly (`b` inverts the test)

@@ -14,12 +14,13 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, IfaceKey, KEY_CHUNK,
-    MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH,
-    MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type,
-    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
-    key_chunk_index, limit_take, mark_target_index, pkttype, rule_index, size, stats, target,
+    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, Held, IfaceKey,
+    KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
+    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
+    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
+    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
+    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
+    size, stats, target,
 };
 
 use crate::stats::bump;
@@ -571,9 +572,12 @@ pub extern "C" fn netbeast_classify(
     st.hit_count = 0;
     st.untrack = 0;
     st.ct_template = 0;
-    // `takes_effect` reads it (a MARK's entry) from the first slot on,
-    // before the search's steps record the rest of their state.
+    // The first slot's guards and `takes_effect` read these (a MARK's
+    // entry; the chain's family for `-m connmark`, `-j CONNMARK` and the
+    // other tracker-reading guards), before the search's steps record the
+    // rest of their state: the slot holds the last search's until then.
     st.generation = generation;
+    st.chain = chain;
     match search(cfg, generation, chain, keys, bytes, st) {
         Some(action) => RULE_DECIDED | (action.target as u64) << 32 | action.arg as u64,
         None => {
@@ -723,16 +727,23 @@ fn connlimit_guard(g: &Guard, slot: u32) -> bool {
 /// than keep state: `-m conntrack`'s tuples, protocol and expiry,
 /// `--tcp-option`, `-m dccp`'s types and options, and `-s`/`-d` under a non-contiguous netmask. Packet programs only: the compiler refuses them where
 /// the socket programs classify (nat OUTPUT).
+/// Returns a [`Held`] (`-m dccp` may drop the packet).
 #[inline(always)]
-fn packet_guard(g: &Guard) -> bool {
+fn packet_guard(g: &Guard) -> u32 {
+    if g.kind == guard_kind::DCCP {
+        return crate::dccp::current().map_or(Held::Fails, |f| g.dccp(f)) as u32;
+    }
+    u32::from(packet_test(g))
+}
+
+/// [`packet_guard`]'s kinds that only hold or fail.
+#[inline(always)]
+fn packet_test(g: &Guard) -> bool {
     let Some(keys) = crate::parse::current_keys() else {
         return false;
     };
     if g.kind == guard_kind::TCP_OPTION {
         return g.holds_tcp_option(crate::parse::current_tcp_options());
-    }
-    if g.kind == guard_kind::DCCP {
-        return crate::dccp::current().is_some_and(|f| g.holds_dccp(f));
     }
     // ip6tables' header matches, on the IPv6 parser's walk (IPv6 chains
     // only: the compiler takes them only there).
@@ -760,7 +771,7 @@ fn packet_guard(g: &Guard) -> bool {
     crate::conntrack::guard_holds(g, keys.ct_state & ct_state::STATE_MASK)
 }
 
-/// One chunk of the walk, as `Guard::holds_sctp_chunks` steps.
+/// One chunk of the walk, as `Guard::sctp_chunks` steps.
 /// Its state (`left`, `decided`, the guard) is in the packet slot, not
 /// behind a context on the stack: the stack's 512 bytes are shared by
 /// every call down to here, and the verifier meets every step alike.
@@ -787,9 +798,9 @@ extern "C" fn chunk_test_step(index: u64, _ctx: *mut c_void) -> i64 {
 }
 
 /// `-m sctp --chunk-types` on the chunks the pipeline walked: the steps
-/// of `Guard::holds_sctp_chunks` in `bpf_loop`, so the verifier checks one
-/// chunk's test, not `MAX_SCTP_CHUNKS` of them. 1 when it holds. A global
-/// function, verified once.
+/// of `Guard::sctp_chunks` in `bpf_loop`, so the verifier checks one
+/// chunk's test, not `MAX_SCTP_CHUNKS` of them. Returns a [`Held`]. A
+/// global function, verified once.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn netbeast_sctp_chunks(pad: u32, negated: u32, a: u64, b: u64, c: u64) -> u32 {
@@ -829,7 +840,9 @@ pub extern "C" fn netbeast_sctp_chunks(pad: u32, negated: u32, a: u64, b: u64, c
     let outcome = match decided {
         // SAFETY: as above.
         0 if chunks.status == status::WHOLE => unsafe { (*state).test.sctp_end(left) },
-        0 => return 0,
+        // The kernel's walk came to a chunk it drops the packet at.
+        0 if chunks.status == status::BAD => return Held::Hotdrop as u32,
+        0 => return Held::Fails as u32,
         d => d == 2,
     };
     u32::from(outcome != (negated != 0))
@@ -944,7 +957,12 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::SCTP_CHUNKS {
-            let held = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c) != 0;
+            let outcome = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c);
+            if outcome == Held::Hotdrop as u32 {
+                bump(stats::HOTDROPPED);
+                return outcome;
+            }
+            let held = outcome != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
@@ -972,7 +990,12 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
         {
             // Functions of the packet and its connection, no state: the
             // memo only serves requirements.
-            let held = packet_guard(&g);
+            let outcome = packet_guard(&g);
+            if outcome == Held::Hotdrop as u32 {
+                bump(stats::HOTDROPPED);
+                return outcome;
+            }
+            let held = outcome != 0;
             if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
@@ -1202,11 +1225,16 @@ fn search(
         pending &= pending - 1;
         let action = RULES.get(rule_index(generation, cfg.rule_base, slot))?;
         // The only test an unguarded slot pays.
-        let held = action.guard == 0 || {
+        let held = if action.guard == 0 {
+            Held::Holds as u32
+        } else {
             seq = next_seq();
-            netbeast_guards(generation, action.guard, seq) != 0
+            netbeast_guards(generation, action.guard, seq)
         };
-        if held {
+        if held == Held::Hotdrop as u32 {
+            return Some(hotdrop(st, slot));
+        }
+        if held != 0 {
             count(generation, cfg.counter_base + action.counter, bytes);
             if takes_effect(st, action, slot) {
                 return Some(*action);
@@ -1216,10 +1244,9 @@ fn search(
         return None;
     }
     // The rest of the search, in steps: the pending slots of word `w`, the
-    // candidate words left in the loaded block, then the candidate blocks.
+    // candidate words left in the loaded block, then the candidate blocks
+    // (`netbeast_classify` set the generation and the chain).
     st.rule_count = rule_count;
-    st.generation = generation;
-    st.chain = chain;
     st.bytes = bytes;
     st.found = 0;
     st.seq = seq;
@@ -1486,9 +1513,17 @@ fn act(st: &mut SearchState) -> bool {
         if st.seq == 0 {
             st.seq = next_seq();
         }
-        if netbeast_guards(st.generation, action.guard, st.seq) == 0 {
+        let held = netbeast_guards(st.generation, action.guard, st.seq);
+        if held == 0 {
             // Not matched after all: not counted, the search goes on.
             return false;
+        }
+        if held == Held::Hotdrop as u32 {
+            let drop = hotdrop(st, slot);
+            st.target = drop.target;
+            st.arg = drop.arg;
+            st.found = 1;
+            return true;
         }
     }
     count(st.generation, st.counter_base + action.counter, st.bytes);
@@ -1539,6 +1574,22 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
         bump(stats::UNKNOWN_TARGET);
     }
     flags & target::flag::TERMINATING != 0
+}
+
+/// A match of slot `slot` dropped the packet on the spot (the kernel's
+/// hotdrop, [`Held::Hotdrop`]): the search ends with a DROP, the slot not
+/// counted (a traced packet records it: the trace names the rule).
+#[inline(always)]
+fn hotdrop(st: &mut SearchState, slot: u32) -> RuleAction {
+    if st.trace_id != 0 {
+        crate::trace::record(st, slot);
+    }
+    RuleAction {
+        target: target::DROP,
+        arg: 0,
+        counter: 0,
+        guard: 0,
+    }
 }
 
 /// `SearchState::ct_template`: a CT or NOTRACK rule was met.

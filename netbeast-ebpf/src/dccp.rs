@@ -1,7 +1,7 @@
 //! `-m dccp --dccp-types` / `--dccp-option` (xt_dccp): the pipeline's
 //! reading of a DCCP header into the packet's per-CPU slot
 //! (`Packet::dccp`), while a rule tests them (`ACTIVE_DCCP`). The guard
-//! (`guard_kind::DCCP`, `Guard::holds_dccp`) reads only what this left.
+//! (`guard_kind::DCCP`, `Guard::dccp`) reads only what this left.
 //!
 //! It runs inside the L4 walk's global functions (`parse.rs`,
 //! `netbeast_sctp_walk_xdp`/`_tc`), which copy the header into the

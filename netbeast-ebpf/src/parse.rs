@@ -356,9 +356,17 @@ extern "C" fn chunk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         c.status = sctp_status::MORE;
         return 1;
     }
-    if at + SCTP_CHUNK_HLEN as u64 > datagram_end
-        || at + SCTP_CHUNK_HLEN as u64 > u64::from(copy.len)
-    {
+    if at + SCTP_CHUNK_HLEN as u64 > datagram_end {
+        // No whole chunk header where the datagram ends: the kernel drops
+        // the packet (a first fragment's goes on in the next one).
+        c.status = if copy.more != 0 {
+            sctp_status::CUT
+        } else {
+            sctp_status::BAD
+        };
+        return 1;
+    }
+    if at + SCTP_CHUNK_HLEN as u64 > u64::from(copy.len) {
         c.status = sctp_status::CUT;
         return 1;
     }
@@ -371,7 +379,7 @@ extern "C" fn chunk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     ];
     let len = u16::from_be_bytes([header[2], header[3]]);
     if len == 0 {
-        c.status = sctp_status::CUT;
+        c.status = sctp_status::BAD;
         return 1;
     }
     let i = c.count as usize & (MAX_SCTP_CHUNKS - 1);

@@ -60,21 +60,21 @@ impl Bed {
                     let handles: Vec<_> = PORTS
                         .iter()
                         .map(|&port| {
-                            s.spawn(move || {
-                                let addr = SocketAddr::from((server, port));
-                                match TcpStream::connect_timeout(&addr, TIMEOUT) {
-                                    Ok(_) => Outcome::Connected,
-                                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                                        Outcome::Refused
-                                    }
-                                    Err(_) => Outcome::TimedOut,
-                                }
-                            })
+                            s.spawn(move || connect(SocketAddr::from((server, port))))
                         })
                         .collect();
                     handles.into_iter().map(|h| h.join().unwrap()).collect()
                 })
             })
             .unwrap()
+    }
+}
+
+/// How a TCP connection to `addr` ends within `TIMEOUT`.
+fn connect(addr: SocketAddr) -> Outcome {
+    match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        Ok(_) => Outcome::Connected,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(_) => Outcome::TimedOut,
     }
 }

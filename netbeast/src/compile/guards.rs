@@ -24,8 +24,8 @@
 use std::collections::{HashMap, HashSet};
 
 use netbeast_common::{
-    Guard, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, hashlimit, hashlimit_byte_cost,
-    hashlimit_byte_take, limit_take,
+    Guard, Held, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, hashlimit,
+    hashlimit_byte_cost, hashlimit_byte_take, limit_take,
 };
 
 use super::PacketView;
@@ -324,15 +324,15 @@ pub const MAX_CHAIN: usize = MAX_GUARD_CHAIN as usize;
 pub trait GuardOracle {
     /// Evaluates match `n` (0-based among `rule`'s guards) of `rule` in
     /// `table` for the current packet: advances its state, draws what it
-    /// draws, and says whether it holds.
-    fn holds(
+    /// draws, and says whether it holds (or drops the packet).
+    fn decide(
         &mut self,
         table: TableName,
         rule: &RuleRef,
         n: usize,
         guard: &Guard,
         pkt: &PacketView,
-    ) -> bool;
+    ) -> Held;
 }
 
 /// The state of every guard as the kernel keeps it: nth counts and limit
@@ -426,6 +426,23 @@ impl GuardState {
 }
 
 impl GuardOracle for GuardState {
+    fn decide(
+        &mut self,
+        table: TableName,
+        rule: &RuleRef,
+        n: usize,
+        guard: &Guard,
+        pkt: &PacketView,
+    ) -> Held {
+        match packet_guard(guard, pkt) {
+            Some(held) => held,
+            None => Held::of(self.holds(table, rule, n, guard, pkt)),
+        }
+    }
+}
+
+impl GuardState {
+    /// [`GuardOracle::decide`] for the guards that keep state.
     fn holds(
         &mut self,
         table: TableName,
@@ -434,9 +451,6 @@ impl GuardOracle for GuardState {
         guard: &Guard,
         pkt: &PacketView,
     ) -> bool {
-        if let Some(held) = packet_guard(guard, pkt) {
-            return held;
-        }
         if guard.kind == guard_kind::RECENT {
             return self.recent(guard);
         }
@@ -506,13 +520,21 @@ impl GuardOracle for GuardState {
 
 /// The guards that are functions of the packet and its connection, as the
 /// kernel's `packet_guard` decides them (`-m conntrack`'s tuples, protocol
-/// and expiry, `--tcp-option`); `None` for the other kinds.
-pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<bool> {
+/// and expiry, `--tcp-option`, the SCTP chunks, DCCP's types and options,
+/// ...); `None` for the other kinds.
+pub fn packet_guard(guard: &Guard, pkt: &PacketView) -> Option<Held> {
+    match guard.kind {
+        guard_kind::SCTP_CHUNKS => Some(guard.sctp_chunks(&pkt.sctp_chunks())),
+        guard_kind::DCCP => Some(guard.dccp(&pkt.dccp_facts())),
+        _ => packet_test(guard, pkt).map(Held::of),
+    }
+}
+
+/// [`packet_guard`]'s kinds that only hold or fail.
+fn packet_test(guard: &Guard, pkt: &PacketView) -> Option<bool> {
     use netbeast_common::{ct_match, ct_state};
     match guard.kind {
         guard_kind::TCP_OPTION => Some(guard.holds_tcp_option(pkt.tcp_options().as_ref())),
-        guard_kind::SCTP_CHUNKS => Some(guard.holds_sctp_chunks(&pkt.sctp_chunks())),
-        guard_kind::DCCP => Some(guard.holds_dccp(&pkt.dccp_facts())),
         guard_kind::IPV6_HEADER => Some(guard.holds_ipv6_header(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_RT => Some(guard.holds_ipv6_rt(&pkt.header.ipv6_ext)),
         guard_kind::IPV6_FRAG => Some(guard.holds_ipv6_frag(&pkt.header.ipv6_ext)),

@@ -71,7 +71,7 @@ use std::net::Ipv4Addr;
 pub use netbeast_common::Guard;
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey,
-    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, KEY_CHUNK, LogTarget,
+    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, Held, KEY_CHUNK, LogTarget,
     MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_GUARDS_PER_RULE, MAX_LOG_TARGETS, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN,
     MAX_RULESET_COUNTERS, MAX_RULESET_SLOTS, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field,
@@ -1110,33 +1110,33 @@ impl CompiledRuleset {
     /// as the kernel does: requirements against `memo` (the outcomes of
     /// the guards evaluated so far for this packet in this chain), then
     /// the rule's own guards through `oracle`, recording each outcome;
-    /// stops at the first that fails.
+    /// stops at the first that fails or drops the packet.
     fn guards_hold(
         &self,
         head: u32,
         memo: &mut std::collections::HashMap<u32, bool>,
         oracle: &mut dyn GuardOracle,
         pkt: &PacketView,
-    ) -> bool {
+    ) -> Held {
         let mut next = head;
         for _ in 0..guards::MAX_CHAIN {
             if next == 0 {
-                return true;
+                return Held::Holds;
             }
             let n = next - 1;
             let g = &self.guards[n as usize];
             if g.kind == guard_kind::REQUIRE {
                 if memo.get(&(g.a as u32)) != Some(&(g.negated == 0)) {
-                    return false;
+                    return Held::Fails;
                 }
             } else {
                 let (table, rule, i) = self.guard_owners[n as usize]
                     .as_ref()
                     .expect("a guard record that is not a requirement has an owner");
-                let held = oracle.holds(*table, rule, *i, g, pkt);
-                memo.insert(n, held);
-                if !held {
-                    return false;
+                let held = oracle.decide(*table, rule, *i, g, pkt);
+                memo.insert(n, held == Held::Holds);
+                if held != Held::Holds {
+                    return held;
                 }
             }
             next = g.next;
@@ -1184,9 +1184,12 @@ impl CompiledRuleset {
             start = slot + 1;
             if rule.guard != 0 {
                 guarded += 1;
-                if !self.guards_hold(rule.guard, &mut memo, oracle, pkt) {
+                match self.guards_hold(rule.guard, &mut memo, oracle, pkt) {
+                    Held::Holds => {}
                     // Not matched after all: not counted, the search goes on.
-                    continue;
+                    Held::Fails => continue,
+                    // Dropped on the spot: nothing more is met.
+                    Held::Hotdrop => break,
                 }
             }
             // The kernel's table of targets decides, as in the kernel.

@@ -11,7 +11,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use netbeast_common::{L4_FRAGMENT, L4_NONE};
+use netbeast_common::{Held, L4_FRAGMENT, L4_NONE};
 
 use super::Interface;
 use super::guards::{GuardOracle, GuardState};
@@ -342,12 +342,21 @@ pub fn classify_table_with(
             chain: current.name.clone(),
             rule: next,
         };
-        let guards_hold = super::guards::rule_guards(rule)
+        // The rule's stateful matches in order, up to the first that
+        // fails (the rule does not match) or drops the packet (nothing
+        // more is met).
+        let held = super::guards::rule_guards(rule)
             .enumerate()
-            .all(|(n, g)| oracle.holds(table.name, &this, n, &g, pkt));
-        if !guards_hold {
-            next += 1;
-            continue;
+            .map(|(n, g)| oracle.decide(table.name, &this, n, &g, pkt))
+            .find(|&held| held != Held::Holds)
+            .unwrap_or(Held::Holds);
+        match held {
+            Held::Holds => {}
+            Held::Fails => {
+                next += 1;
+                continue;
+            }
+            Held::Hotdrop => return hits,
         }
         hits.push(this);
         match &rule.target {

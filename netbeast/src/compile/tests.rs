@@ -327,6 +327,7 @@ fn sctp_walk(d: &mut Dice) -> netbeast_common::sctp::SctpChunks {
             status::WHOLE,
             status::WHOLE,
             status::CUT,
+            status::BAD,
             status::MORE,
         ]),
         ..SctpChunks::default()

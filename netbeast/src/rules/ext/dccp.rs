@@ -5,7 +5,7 @@
 //! classifier key holds: they are one guard (`guard_kind::DCCP`) on what
 //! the pipeline reads of the header into the packet's per-CPU slot (only
 //! while a rule tests them, `ACTIVE_DCCP`), decided by
-//! `Guard::holds_dccp` for the kernel and the models alike.
+//! `Guard::dccp` for the kernel and the models alike.
 
 use std::fmt::Write as _;
 
@@ -221,6 +221,7 @@ fn random_tests(d: &mut Dice, p: &crate::rules::generate::Palette) -> DccpTests 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netbeast_common::Held;
 
     fn tests(types: Option<(&str, bool)>, option: Option<(u8, bool)>) -> DccpTests {
         DccpTests {
@@ -303,7 +304,8 @@ mod tests {
             common::facts(&h)
         };
         let request = |options: &[u8]| header(0, (16 + options.len() as u8).div_ceil(4), options);
-        let holds = |t: &DccpTests, f| t.guard().unwrap().holds_dccp(&f);
+        let held = |t: &DccpTests, f| t.guard().unwrap().dccp(&f);
+        let holds = |t: &DccpTests, f| held(t, f) == Held::Holds;
         let req = tests(Some(("REQUEST", false)), None);
         assert!(holds(&req, request(&[])));
         assert!(!holds(&req, header(2 << 1, 3, &[])));
@@ -329,21 +331,23 @@ mod tests {
         assert!(holds(&opt(7, false), request(&[44, 0, 7, 0])));
         // A length past the area ends the walk.
         assert!(!holds(&opt(7, false), request(&[44, 9, 7, 0])));
-        // Options past the datagram: no match, negated or not.
+        // Options past the datagram: the kernel drops the packet, negated
+        // or not.
         let truncated = header(0, 8, &[41, 4]);
         assert_eq!(truncated.status, common::status::TYPE_ONLY);
-        assert!(!holds(&opt(41, false), truncated));
-        assert!(!holds(&opt(41, true), truncated));
-        // ... after a type test that held.
+        assert_eq!(held(&opt(41, false), truncated), Held::Hotdrop);
+        assert_eq!(held(&opt(41, true), truncated), Held::Hotdrop);
+        // ... after a type test that held; one that fails decides first.
         let both = tests(Some(("REQUEST", true)), Some((41, true)));
-        assert!(!holds(&both, header(2 << 1, 8, &[])));
+        assert_eq!(held(&both, header(2 << 1, 8, &[])), Held::Hotdrop);
         assert!(holds(&both, header(2 << 1, 3, &[])));
+        assert_eq!(held(&both, header(0, 8, &[])), Held::Fails);
         // A data offset short of the type's header.
-        assert!(!holds(&opt(41, true), header(3 << 1, 3, &[])));
-        // No whole generic header.
-        assert!(!holds(
-            &tests(Some(("DATA", true)), None),
-            common::facts(&[0; 11])
-        ));
+        assert_eq!(held(&opt(41, true), header(3 << 1, 3, &[])), Held::Hotdrop);
+        // No whole generic header: dropped whatever the tests.
+        assert_eq!(
+            held(&tests(Some(("DATA", true)), None), common::facts(&[0; 11])),
+            Held::Hotdrop
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! the packet, a list no classifier key holds: it is a guard
 //! (`guard_kind::SCTP_CHUNKS`) on the chunks the pipeline walks into the
 //! packet's per-CPU slot (only while a rule tests them,
-//! `ACTIVE_SCTP_CHUNKS`), decided by `Guard::holds_sctp_chunks` for the
+//! `ACTIVE_SCTP_CHUNKS`), decided by `Guard::sctp_chunks` for the
 //! kernel and the models alike.
 
 use std::fmt::Write as _;
