@@ -456,3 +456,232 @@ fn the_route_cache_follows_the_kernel_while_the_daemon_runs() {
         "SIGTERM released the lease"
     );
 }
+
+/// The IPv6 route cache (`ROUTE_CACHE6`) under the same lease: while the
+/// daemon runs, every IPv6 route change raises the epoch (the watcher
+/// hears RTNLGRP_IPV6_ROUTE; before, only IPv4's groups), IPv6 datagrams
+/// through the router are forwarded on cached routes, and a blackhole for
+/// the server, then its removal, stops and restarts them at once.
+#[test]
+fn the_ipv6_route_cache_follows_ipv6_route_changes() {
+    use netbeast::loader::route_watch::{RouteEpoch, monotonic_ns};
+    use netbeast::netns::{
+        Firewall, ROUTED_CLIENT_IFACE, ROUTED_SERVER_IFACE, ROUTER_CLIENT_IFACE,
+        ROUTER_SERVER_IFACE, Routed,
+    };
+    use netbeast::state::Namespace;
+    use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+    use std::time::Instant;
+    const PORT: u16 = 10;
+    const SERVER6: &str = "fd00:c2::2";
+    require_root();
+    let bed = Routed::new("dm-rc6", Firewall::netbeast(NETBEAST)).unwrap();
+    for (ns, iface, addr) in [
+        (&bed.client, ROUTED_CLIENT_IFACE, "fd00:c1::2/64"),
+        (&bed.router, ROUTER_CLIENT_IFACE, "fd00:c1::1/64"),
+        (&bed.router, ROUTER_SERVER_IFACE, "fd00:c2::1/64"),
+        (&bed.server, ROUTED_SERVER_IFACE, "fd00:c2::2/64"),
+    ] {
+        ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
+            .unwrap();
+    }
+    bed.client
+        .ip(&["-6", "route", "add", "default", "via", "fd00:c1::1"])
+        .unwrap();
+    bed.server
+        .ip(&["-6", "route", "add", "default", "via", "fd00:c2::1"])
+        .unwrap();
+    bed.router
+        .sysctl("net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    bed.firewall
+        .ip6tables_ok(&bed.router, "-A FORWARD -p udp -j ACCEPT")
+        .unwrap();
+    let server = bed
+        .server
+        .in_netns(|| UdpSocket::bind((Ipv6Addr::UNSPECIFIED, PORT)).unwrap())
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to: SocketAddr = format!("[{SERVER6}]:{PORT}").parse().unwrap();
+    // Datagrams sent, and how many the server got.
+    let through = |n: usize| -> usize {
+        bed.client
+            .in_netns(|| {
+                let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+                for _ in 0..n {
+                    socket.send_to(b"probe", to).unwrap();
+                }
+            })
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < n && server.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    };
+    let maps = bed
+        .router
+        .in_netns(|| Namespace::current().unwrap().maps_dir())
+        .unwrap();
+    let (child, lines) = start_daemon(&bed.router, &[]);
+    let daemon = Running(child);
+    let epoch = bed
+        .router
+        .in_netns(|| RouteEpoch::open(&maps).unwrap())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while epoch.lease_until().unwrap() <= monotonic_ns() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon took no lease on the route cache: {:?}",
+            lines.try_iter().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every IPv6 route change raises the epoch (no traffic meanwhile: no
+    // neighbour event moves it instead).
+    for i in 0..10 {
+        let before = epoch.watch_epoch().unwrap();
+        let route = format!("fd00:99:{i}::/64");
+        bed.router
+            .ip(&["-6", "route", "add", "blackhole", &route])
+            .unwrap();
+        let t0 = Instant::now();
+        while epoch.watch_epoch().unwrap() == before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "the epoch did not move after an IPv6 route change"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    // The first datagrams resolve the neighbours (the kernel forwards
+    // those); the next ones take the cached route.
+    through(5);
+    assert_eq!(through(20), 20, "forwarded with the cache in use");
+    for (change, want, what) in [
+        (
+            "add",
+            0,
+            "forwarded on a cached route after a blackhole route was added",
+        ),
+        ("del", 20, "the route is back"),
+    ] {
+        bed.router
+            .ip(&[
+                "-6",
+                "route",
+                change,
+                "blackhole",
+                &format!("{SERVER6}/128"),
+            ])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(through(20), want, "{what}");
+    }
+    drop(daemon);
+}
+
+/// The local addresses the IPv6 XDP program finds without a FIB lookup
+/// (`LOCAL_ADDR6_CACHE`) follow the host's addresses while the daemon
+/// runs: once an address is deleted, a datagram to it is FORWARD's (the
+/// kernel would route it back out), no longer INPUT's. Without the
+/// daemon hearing address events, the cache kept the address until the
+/// next netbeast command.
+#[test]
+fn local_addresses_follow_address_changes_while_the_daemon_runs() {
+    use netbeast::netns::{CLIENT_IFACE, SERVER_IFACE};
+    use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+    const GONE: &str = "fd00:d::9";
+    require_root();
+    let net = support::netbeast_server("dm-addr", NETBEAST);
+    for (ns, iface, addr) in [
+        (&net.client, CLIENT_IFACE, "fd00:d::1/64"),
+        (&net.server, SERVER_IFACE, "fd00:d::2/64"),
+        (&net.server, SERVER_IFACE, "fd00:d::9/64"),
+    ] {
+        ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
+            .unwrap();
+    }
+    net.server
+        .sysctl("net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    // Rules after the addresses: their commit writes the cache with GONE.
+    for line in [
+        "-A INPUT -d fd00:d::9/128 -p udp",
+        "-A FORWARD -d fd00:d::9/128 -p udp -j DROP",
+    ] {
+        let args: Vec<&str> = ["ip6tables"]
+            .into_iter()
+            .chain(line.split_whitespace())
+            .collect();
+        net.server.netbeast_ok(&args).unwrap();
+    }
+    // Nobody answers neighbour solicitations for GONE once it is deleted:
+    // the client keeps the server's MAC for it.
+    let link = net
+        .server
+        .ip(&["-o", "link", "show", "dev", SERVER_IFACE])
+        .unwrap();
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    net.client
+        .ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            GONE,
+            "lladdr",
+            &mac,
+            "dev",
+            CLIENT_IFACE,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let send = |n: usize| {
+        let to: SocketAddr = format!("[{GONE}]:9").parse().unwrap();
+        net.client
+            .in_netns(|| {
+                let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+                for _ in 0..n {
+                    socket.send_to(b"probe", to).unwrap();
+                }
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let count = |chain: &str| -> u64 {
+        let listing = net
+            .server
+            .netbeast_ok(&["ip6tables", "-L", chain, "-v", "-x", "-n"])
+            .unwrap();
+        listing
+            .lines()
+            .nth(2)
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no rule 1 in:\n{listing}"))
+    };
+    let (child, _lines) = start_daemon(&net.server, &[]);
+    let _daemon = Running(child);
+    send(5);
+    assert_eq!((count("INPUT"), count("FORWARD")), (5, 0), "GONE is local");
+    net.server
+        .ip(&["-6", "addr", "del", "fd00:d::9/64", "dev", SERVER_IFACE])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    send(5);
+    assert_eq!(
+        (count("INPUT"), count("FORWARD")),
+        (5, 5),
+        "a deleted address is no longer INPUT's"
+    );
+}

@@ -7287,6 +7287,33 @@ fn ipv6_truncations_and_corruptions_never_abort() {
 /// forwarding on; a frame to an address there from [`VETH_PEER`] is
 /// FORWARD's (the kernel forwards what it accepts), one with hop limit 1
 /// is the kernel's (it answers before the hook).
+/// The host's IPv6 addresses in `LOCAL_ADDR6_CACHE` are INPUT without a
+/// FIB lookup: here the FIB says fd00::2 is unreachable (it would leave the
+/// packet to the kernel, which answers it), so only the cache makes it
+/// INPUT's; a new list replaces the old. (Which addresses are cached at
+/// all: the loader's `cacheable6`.)
+#[test]
+fn ipv6_local_addresses_are_input_without_the_fib() {
+    lab("local6", false, |h, ns| {
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        ns.ip(&["-6", "route", "add", "unreachable", "fd00::/64"])
+            .unwrap();
+        let drop_all = vec!["ip6 -P INPUT DROP".to_string()];
+        let to = |dst: &str| {
+            FrameBuilder::udp6(v6(CLIENT6), CLIENT_PORT, v6(dst), 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        h.dataplane.set_local_addresses6(&[v6(SERVER6)]).unwrap();
+        drop_or_pass(
+            h,
+            vec![("a cached address", drop_all.clone(), to(SERVER6), Drop)],
+        );
+        h.dataplane.set_local_addresses6(&[]).unwrap();
+        drop_or_pass(h, vec![("no longer cached", drop_all, to(SERVER6), Pass)]);
+    });
+}
+
 #[test]
 fn ipv6_filter_forward() {
     lab("ipv6fwd", true, |h, ns| {

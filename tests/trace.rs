@@ -505,3 +505,55 @@ fn live_ipv6_packets_list_the_reference_rules() {
     }
     assert_trace_off(&net);
 }
+
+/// The mangle table's chains are reported as the filter table's are, for
+/// both families: a described packet lists the mangle PREROUTING rule it
+/// met (a MARK), then filter INPUT's. (IPv6's mangle chains were not
+/// reported until this test.)
+#[test]
+fn mangle_chains_are_traced_for_both_families() {
+    require_root();
+    let net = setup6("trcmg");
+    for (tool, desc) in [
+        (
+            "iptables",
+            format!("tcp {CLIENT_ADDR}:40000 > {SERVER_ADDR}:80 syn in {SERVER_IFACE}"),
+        ),
+        (
+            "ip6tables",
+            format!("tcp [{CLIENT6}]:40000 > [{SERVER6}]:80 syn in {SERVER_IFACE}"),
+        ),
+    ] {
+        net.server
+            .netbeast_ok(&[
+                tool,
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "MARK",
+                "--set-mark",
+                "0x7",
+            ])
+            .unwrap();
+        let text = net
+            .server
+            .netbeast_ok(&["trace", "--packet", &desc])
+            .unwrap();
+        assert!(
+            text.contains(
+                "mangle PREROUTING rule 1: -A PREROUTING -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x7/0xffffffff"
+            ),
+            "{tool}: {text}"
+        );
+        let mangle = text.find("mangle PREROUTING").unwrap();
+        let input = text.find("filter ").unwrap_or(usize::MAX);
+        assert!(mangle < input, "{tool}: mangle before filter: {text}");
+    }
+    assert_trace_off(&net);
+}

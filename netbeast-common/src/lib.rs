@@ -1271,6 +1271,8 @@ pub mod route_cache {
     /// lookup's inputs). Flows beyond it share slots, each miss costing one
     /// FIB lookup as without the cache.
     pub const SLOTS: u32 = 4096;
+    /// Slots per CPU of the IPv6 cache (`ROUTE_CACHE6`, 64-byte slots).
+    pub const SLOTS6: u32 = 2048;
     /// The words of `ROUTE_EPOCH`'s one value (indices into it). One writer
     /// each, each writing its word alone through the map's memory mapping
     /// (`BPF_F_MMAPABLE`): the route watcher raises
@@ -3398,6 +3400,26 @@ pub const fn local_addr_bucket(addr: u32) -> u32 {
     addr.wrapping_mul(0x9e37_79b1) >> (32 - LOCAL_ADDR_BUCKET_BITS)
 }
 
+/// The IPv6 local address cache (`LOCAL_ADDR6_CACHE`), as the IPv4 one:
+/// buckets of `LOCAL_ADDR6_WAYS` addresses (four words each, as they sit
+/// in the packet), the bucket chosen by [`local_addr6_bucket`]. It spares
+/// the IPv6 program its FIB lookup for the host's own global and
+/// unique-local addresses; link-local ones, which belong to one interface,
+/// and addresses that do not fit in their bucket are left to the FIB.
+pub const LOCAL_ADDR6_BUCKET_BITS: u32 = 8;
+pub const LOCAL_ADDR6_BUCKETS: u32 = 1 << LOCAL_ADDR6_BUCKET_BITS;
+pub const LOCAL_ADDR6_WAYS: usize = 2;
+
+/// The bucket of the IPv6 address `words` (the packet's four words) in
+/// the IPv6 local address cache. A free way is `::`, never a destination
+/// the cache answers for.
+#[inline(always)]
+pub const fn local_addr6_bucket(words: [u32; 4]) -> u32 {
+    let h =
+        words[0] ^ words[1].rotate_left(8) ^ words[2].rotate_left(16) ^ words[3].rotate_left(24);
+    h.wrapping_mul(0x9e37_79b1) >> (32 - LOCAL_ADDR6_BUCKET_BITS)
+}
+
 /// Packet and byte counter of one rule (per CPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -3571,7 +3593,7 @@ mod tests {
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::HASHLIMIT_FULL + 1, stats::COUNT);
+        assert_eq!(stats::HOTDROPPED + 1, stats::COUNT);
         assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
         assert_eq!(size_of::<HashlimitSlot>(), 80);
         assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);

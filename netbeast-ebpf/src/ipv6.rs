@@ -306,8 +306,8 @@ fn mangle6_drops_xdp(
     drops
 }
 
-/// The search of an ip6tables mangle chain: true when it drops the packet
-/// (ACCEPT ends only the chain).
+/// The search of an ip6tables mangle chain, reported to a running trace:
+/// true when it drops the packet (ACCEPT ends only the chain).
 #[inline(always)]
 fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, state: u32) -> bool {
     pkt.keys.in_ifindex = ifaces as u32;
@@ -320,6 +320,7 @@ fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, sta
         pkt.keys.length as u64,
         &mut pkt.search,
     );
+    trace(pkt, generation, chain, &verdict);
     crate::pipeline::raw_drops(&verdict)
 }
 
@@ -370,29 +371,82 @@ fn log6(ctx: &XdpContext, generation: u32, chain: u32, ifaces: u64) -> u32 {
     0
 }
 
-/// INPUT6 for multicast destinations (NDP, MLD) and what the FIB says is
-/// local; FORWARD6 for a route with hop limit to spare; else the kernel,
-/// which drops or answers before any chain.
+/// INPUT6 for multicast destinations (NDP, MLD), the host's own addresses
+/// (`LOCAL_ADDR6_CACHE`) and what the FIB says is local; FORWARD6 for a
+/// route with hop limit to spare; else the kernel, which drops or answers
+/// before any chain.
 #[inline(always)]
 fn path6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
     // ff00::/8: the first byte of the first word, in packet order.
     if pkt.keys.dst & 0xff == 0xff {
         return Path6::Local;
     }
-    fib6(ctx, pkt, in_ifindex)
+    let w = &pkt.addr6;
+    if crate::route::cached_local6([pkt.keys.dst, w[1], w[3], w[5]]) {
+        return Path6::Local;
+    }
+    Path6::decode(fib6(ctx, pkt, in_ifindex))
 }
 
-/// Out of line: the FIB parameters live in this call's frame.
+impl Path6 {
+    /// As a plain word, for `fib6` to return across its call: every bit
+    /// set on every way out (an enum's unused payload is whatever register
+    /// LLVM has at hand, a pointer at times, which the verifier refuses to
+    /// shift). Kernel 0, Local 1, Forward `2 | known << 2 | out << 32`.
+    #[inline(always)]
+    fn encode(self) -> u64 {
+        match self {
+            Path6::Kernel => 0,
+            Path6::Local => 1,
+            Path6::Forward(out, known) => 2 | u64::from(known) << 2 | u64::from(out) << 32,
+        }
+    }
+
+    #[inline(always)]
+    fn decode(word: u64) -> Path6 {
+        match word & 3 {
+            1 => Path6::Local,
+            2 => Path6::Forward((word >> 32) as u32, word & 4 != 0),
+            _ => Path6::Kernel,
+        }
+    }
+}
+
+/// Out of line: the FIB parameters live in this call's frame. A route the
+/// cache holds (`route::cached_route6`, valid while the daemon's route
+/// watcher holds its lease) costs an array lookup instead of the FIB's
+/// trie walk and neighbour lookup; a FIB answer with a known neighbour is
+/// kept there.
 #[inline(never)]
-fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
+fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> u64 {
+    let (k, w) = (&pkt.keys, &pkt.addr6);
+    let src = [k.src, w[0], w[2], w[4]];
+    let dst = [k.dst, w[1], w[3], w[5]];
+    if let Some((out_ifindex, slot)) =
+        crate::route::cached_route6(&src, &dst, in_ifindex, k.protocol)
+    {
+        // As for a FIB answer: ip6_forward() answers hop limit ≤ 1.
+        if k.ttl <= 1 {
+            return Path6::Kernel.encode();
+        }
+        if let Some(hop) = NEXT_HOP6.get_ptr_mut(0) {
+            let m = slot.macs;
+            // SAFETY: per-CPU scratch, used by this program run only.
+            unsafe {
+                (*hop).dst_mac = [m[0], m[1], m[2], m[3], m[4], m[5]];
+                (*hop).src_mac = [m[6], m[7], m[8], m[9], m[10], m[11]];
+            }
+            return Path6::Forward(out_ifindex, true).encode();
+        }
+    }
+    let epoch = crate::route::route_epoch();
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET6;
-    params.l4_protocol = pkt.keys.protocol;
+    params.l4_protocol = k.protocol;
     params.ifindex = in_ifindex;
-    let (k, w) = (&pkt.keys, &pkt.addr6);
-    params.__bindgen_anon_3.ipv6_src = [k.src, w[0], w[2], w[4]];
-    params.__bindgen_anon_4.ipv6_dst = [k.dst, w[1], w[3], w[5]];
+    params.__bindgen_anon_3.ipv6_src = src;
+    params.__bindgen_anon_4.ipv6_dst = dst;
     // SAFETY: params is a valid, writable bpf_fib_lookup on the stack.
     let rc = unsafe {
         bpf_fib_lookup(
@@ -402,10 +456,10 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
             0,
         )
     } as u32;
-    match rc {
+    let path = match rc {
         BPF_FIB_LKUP_RET_NOT_FWDED | BPF_FIB_LKUP_RET_FWD_DISABLED => Path6::Local,
         // ip6_forward() answers hop limit ≤ 1 before the FORWARD hook.
-        BPF_FIB_LKUP_RET_SUCCESS if pkt.keys.ttl > 1 => {
+        BPF_FIB_LKUP_RET_SUCCESS if k.ttl > 1 => {
             let known = match NEXT_HOP6.get_ptr_mut(0) {
                 Some(hop) => {
                     // SAFETY: per-CPU scratch, used by this program run only.
@@ -417,11 +471,19 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> Path6 {
                 }
                 None => false,
             };
+            crate::route::remember6(
+                &src,
+                &dst,
+                (in_ifindex, params.ifindex, k.protocol),
+                (params.dmac, params.smac),
+                epoch,
+            );
             Path6::Forward(params.ifindex, known)
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH if pkt.keys.ttl > 1 => Path6::Forward(params.ifindex, false),
+        BPF_FIB_LKUP_RET_NO_NEIGH if k.ttl > 1 => Path6::Forward(params.ifindex, false),
         _ => Path6::Kernel,
-    }
+    };
+    path.encode()
 }
 
 /// The packet's conntrack state, as `pipeline::connection_state` gives an

@@ -12,7 +12,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use netbeast_common::{LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, local_addr_bucket, route_cache, size};
+use netbeast_common::{
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, LOCAL_ADDR6_BUCKETS, LOCAL_ADDR6_WAYS, local_addr_bucket,
+    local_addr6_bucket, route_cache, size,
+};
 
 use crate::classify::Keys;
 use crate::{handoff, parse::Packet};
@@ -39,6 +42,25 @@ pub fn cached_local(dst: u32) -> bool {
     }
     match LOCAL_ADDR_CACHE.get(local_addr_bucket(dst)) {
         Some(b) => b[0] == dst || b[1] == dst || b[2] == dst || b[3] == dst,
+        None => false,
+    }
+}
+
+/// The host's global and unique-local IPv6 addresses in buckets
+/// (`local_addr6_bucket`): the IPv6 twin of `LOCAL_ADDR_CACHE`.
+#[map]
+static LOCAL_ADDR6_CACHE: Array<[[u32; 4]; LOCAL_ADDR6_WAYS]> =
+    Array::with_max_entries(LOCAL_ADDR6_BUCKETS, 0);
+
+/// The IPv6 address `dst` (its four words, as in the packet) is in the
+/// cache. `::` never is: free ways hold it.
+#[inline(always)]
+pub fn cached_local6(dst: [u32; 4]) -> bool {
+    if dst == [0; 4] {
+        return false;
+    }
+    match LOCAL_ADDR6_CACHE.get(local_addr6_bucket(dst)) {
+        Some(b) => b[0] == dst || b[1] == dst,
         None => false,
     }
 }
@@ -107,6 +129,93 @@ pub struct RouteSlot {
 /// direct-mapped on the lookup's inputs (`route_cache::SLOTS`).
 #[map]
 static ROUTE_CACHE: PerCpuArray<RouteSlot> = PerCpuArray::with_max_entries(route_cache::SLOTS, 0);
+
+/// One cached IPv6 FIB answer with a known neighbour (the IPv6 twin of
+/// `RouteSlot`; the fast path reads the ways from `IFACE_PATHS` itself).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RouteSlot6 {
+    stamp: u64,
+    src: [u32; 4],
+    dst: [u32; 4],
+    in_ifindex: u32,
+    out_ifindex: u32,
+    proto: u32,
+    pub macs: [u8; 12],
+}
+
+/// The IPv6 forwarding route cache, per CPU and direct-mapped as
+/// `ROUTE_CACHE`, under the same epoch and lease.
+#[map]
+static ROUTE_CACHE6: PerCpuArray<RouteSlot6> =
+    PerCpuArray::with_max_entries(route_cache::SLOTS6, 0);
+
+/// The slot of an IPv6 lookup's inputs.
+#[inline(always)]
+fn slot_of6(src: &[u32; 4], dst: &[u32; 4], in_ifindex: u32) -> u32 {
+    let h = (src[3] ^ dst[3].rotate_left(16) ^ dst[2].rotate_left(8) ^ src[2].rotate_left(24))
+        ^ in_ifindex.wrapping_mul(0x85eb_ca6b);
+    (h.wrapping_mul(0x9e37_79b1) >> 16) & (route_cache::SLOTS6 - 1)
+}
+
+/// The cached IPv6 route of `src` → `dst` (protocol `proto`) from
+/// `in_ifindex`, valid under the current epoch: `(out_ifindex, slot)`.
+#[inline(always)]
+pub fn cached_route6(
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    in_ifindex: u32,
+    proto: u8,
+) -> Option<(u32, &'static RouteSlot6)> {
+    let epoch = epoch()?;
+    let slot = ROUTE_CACHE6.get(slot_of6(src, dst, in_ifindex))?;
+    (slot.stamp == epoch.wrapping_add(1)
+        && slot.dst == *dst
+        && slot.src == *src
+        && slot.in_ifindex == in_ifindex
+        && slot.proto == proto as u32)
+        .then_some((slot.out_ifindex, slot))
+}
+
+/// Keeps an IPv6 FIB answer with a known neighbour in this CPU's cache,
+/// under the epoch read before the lookup (`route_epoch`): nothing while
+/// no watcher holds the lease.
+#[inline(always)]
+pub fn remember6(
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    (in_ifindex, out_ifindex, proto): (u32, u32, u8),
+    macs: ([u8; 6], [u8; 6]),
+    epoch: Option<u64>,
+) {
+    let Some(epoch) = epoch else {
+        return;
+    };
+    let Some(slot) = ROUTE_CACHE6.get_ptr_mut(slot_of6(src, dst, in_ifindex)) else {
+        return;
+    };
+    let (d, s) = macs;
+    // SAFETY: this CPU's slot; nothing else writes it meanwhile.
+    unsafe {
+        *slot = RouteSlot6 {
+            stamp: epoch.wrapping_add(1),
+            src: *src,
+            dst: *dst,
+            in_ifindex,
+            out_ifindex,
+            proto: proto as u32,
+            macs: [
+                d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+            ],
+        };
+    }
+}
+
+/// The epoch a FIB lookup's answer may be cached under (see `epoch`).
+#[inline(always)]
+pub fn route_epoch() -> Option<u64> {
+    epoch()
+}
 
 /// The current epoch sum (see `ROUTE_EPOCH`), or `None` while no watcher
 /// holds the lease: then nothing may be read from the cache, nor put in it

@@ -1191,6 +1191,8 @@ pub struct Link {
     pub ifindex: u32,
     pub name: String,
     pub addrs: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses (link-local ones included).
+    pub addrs6: Vec<std::net::Ipv6Addr>,
     /// The Ethernet address (None for links without one).
     pub mac: Option<[u8; 6]>,
 }
@@ -1210,6 +1212,7 @@ pub fn links() -> Vec<Link> {
                     ifindex: (*p).if_index,
                     name,
                     addrs: Vec::new(),
+                    addrs6: Vec::new(),
                     mac: None,
                 });
                 p = p.add(1);
@@ -1227,6 +1230,13 @@ pub fn links() -> Vec<Link> {
                     let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
                     if let Some(l) = out.iter_mut().find(|l| l.name == name) {
                         l.addrs.push(ip);
+                    }
+                } else if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET6 {
+                    let sin6 = addr as *const libc::sockaddr_in6;
+                    let ip = std::net::Ipv6Addr::from((*sin6).sin6_addr.s6_addr);
+                    let name = CStr::from_ptr((*p).ifa_name).to_string_lossy();
+                    if let Some(l) = out.iter_mut().find(|l| l.name == name) {
+                        l.addrs6.push(ip);
                     }
                 } else if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_PACKET {
                     let sll = addr as *const libc::sockaddr_ll;

@@ -491,6 +491,11 @@ fn refresh_interfaces_from(
 ) -> Result<()> {
     let local: Vec<_> = links.iter().flat_map(|l| l.addrs.iter().copied()).collect();
     dp.set_local_addresses(&local)?;
+    let local6: Vec<_> = links
+        .iter()
+        .flat_map(|l| l.addrs6.iter().copied())
+        .collect();
+    dp.set_local_addresses6(&local6)?;
     let routes = crate::local_routes::local_routes()
         .context("cannot read the local routing table (-m addrtype needs it)")?;
     dp.set_address_types(&routes)?;
@@ -544,7 +549,13 @@ pub(crate) fn reconcile_current() -> Result<()> {
         return Ok(());
     }
     let _lock = ns.lock()?;
-    prepare(&ns, false, None, &[])?;
+    let (dp, done) = prepare(&ns, false, None, &[])?;
+    // An address may have come or gone without a link event: the facts
+    // the data plane reads about the interfaces (local addresses, address
+    // types, each interface's primary address) are written anew.
+    if let (Some(mut dp), Some(ruleset)) = (dp, done.stored.as_ref()) {
+        refresh_interfaces(&ns, &mut dp, ruleset)?;
+    }
     Ok(())
 }
 

@@ -7,9 +7,14 @@
 //!   added, deleted, renamed or changed) it runs the reconciliation every
 //!   command runs first (`cli::reconcile_current`): `-i`/`-o` names are
 //!   resolved anew against the interfaces now present, and a vanished
-//!   attached interface's links and pins are removed. Events that come in
-//!   a burst (a veth pair made, addressed, set up) are settled once, after
-//!   [`SETTLE`].
+//!   attached interface's links and pins are removed. Address events
+//!   (RTM_NEWADDR, RTM_DELADDR, IPv4 and IPv6) too: the reconciliation
+//!   then writes the interfaces' facts anew — the local addresses the XDP
+//!   programs find without a FIB lookup, `-m addrtype`'s routes, each
+//!   interface's primary address (MASQUERADE, REDIRECT, REJECT's source)
+//!   — which were otherwise left as the last command wrote them. Events
+//!   that come in a burst (a veth pair made, addressed, set up) are
+//!   settled once, after [`SETTLE`].
 //! - When the namespace is deleted (`ip netns del`: no name under
 //!   /run/netns refers to it any more; the daemon, its last process, keeps
 //!   it alive), it removes the namespace's data plane as `netbeast gc`
@@ -68,7 +73,8 @@ impl LinkEvents {
         // SAFETY: a zeroed sockaddr_nl is valid; family and groups are set.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = libc::RTMGRP_LINK as u32;
+        addr.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
         // SAFETY: `addr` is a sockaddr_nl of the size given.
         let rc = unsafe {
             libc::bind(
@@ -79,7 +85,7 @@ impl LinkEvents {
         };
         if rc != 0 {
             return Err(std::io::Error::last_os_error())
-                .context("cannot subscribe to link events (RTMGRP_LINK)");
+                .context("cannot subscribe to link and address events (RTMGRP_LINK, *_IFADDR)");
         }
         // SAFETY: the OwnedFd keeps its descriptor open and the same for
         // as long as the AsyncFd owns it.
@@ -138,18 +144,25 @@ impl LinkEvents {
     }
 }
 
-/// Whether a datagram of netlink messages holds RTM_NEWLINK or RTM_DELLINK.
+/// Whether a datagram of netlink messages holds a link or address event
+/// (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR).
 fn has_link_event(mut data: &[u8]) -> bool {
     const HEADER: usize = std::mem::size_of::<libc::nlmsghdr>();
     while data.len() >= HEADER {
         let len = u32::from_ne_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(data[4..6].try_into().expect("2 bytes"));
-        if kind == libc::RTM_NEWLINK || kind == libc::RTM_DELLINK {
+        if len < HEADER {
+            break;
+        }
+        if matches!(
+            kind,
+            libc::RTM_NEWLINK | libc::RTM_DELLINK | libc::RTM_NEWADDR | libc::RTM_DELADDR
+        ) {
             return true;
         }
         // Messages are 4-byte aligned (NLMSG_ALIGN).
         let step = (len + 3) & !3;
-        if len < HEADER || step > data.len() {
+        if step > data.len() {
             break;
         }
         data = &data[step..];
@@ -219,7 +232,7 @@ async fn watch(mut shutdown: Shutdown, me: Option<(u64, u64)>, names: Vec<String
                 }
                 tokio::time::sleep(SETTLE).await;
                 events.drain(&mut buf);
-                reconcile("a link event").await;
+                reconcile("a link or address event").await;
             }
             _ = check.tick(), if !names.is_empty() => {
                 let named = names
@@ -257,11 +270,13 @@ mod tests {
 
     #[test]
     fn link_events_are_found_among_messages() {
-        let mut data = message(libc::RTM_NEWADDR, 9);
+        let mut data = message(libc::RTM_NEWROUTE, 9);
         assert!(!has_link_event(&data));
         data.extend(message(libc::RTM_DELLINK, 30));
         assert!(has_link_event(&data));
         assert!(has_link_event(&message(libc::RTM_NEWLINK, 0)));
+        assert!(has_link_event(&message(libc::RTM_NEWADDR, 0)));
+        assert!(has_link_event(&message(libc::RTM_DELADDR, 0)));
         // A truncated or malformed datagram ends the walk, no panic.
         assert!(!has_link_event(&data[..10]));
         let mut bad = message(libc::RTM_NEWADDR, 0);

@@ -53,16 +53,21 @@ pub const RENEW: Duration = Duration::from_millis(200);
 const RECV_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 /// The rtnetlink groups whose messages announce a change of what an IPv4
-/// FIB lookup answers: links (up/down, MTU, MAC), neighbours, IPv4
-/// addresses (their routes go with them, unannounced), IPv4 routes, policy
-/// rules, netconf (the forwarding sysctl), nexthop objects.
-pub const GROUPS: [u32; 7] = [
+/// or IPv6 FIB lookup answers: links (up/down, MTU, MAC), neighbours (ARP
+/// and NDP alike), addresses (their routes go with them, unannounced),
+/// routes, policy rules, netconf (the forwarding sysctls) of both
+/// families, nexthop objects.
+pub const GROUPS: [u32; 11] = [
     libc::RTNLGRP_LINK,
     libc::RTNLGRP_NEIGH,
     libc::RTNLGRP_IPV4_IFADDR,
     libc::RTNLGRP_IPV4_ROUTE,
     libc::RTNLGRP_IPV4_RULE,
     libc::RTNLGRP_IPV4_NETCONF,
+    libc::RTNLGRP_IPV6_IFADDR,
+    libc::RTNLGRP_IPV6_ROUTE,
+    libc::RTNLGRP_IPV6_RULE,
+    libc::RTNLGRP_IPV6_NETCONF,
     libc::RTNLGRP_NEXTHOP,
 ];
 

@@ -16,7 +16,7 @@ pub use sock::{
 };
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -32,8 +32,8 @@ use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtEntryOf, CtKey, CtKeyOf,
 };
 use netbeast_common::{
-    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, iface_guard, local_addr_bucket, size,
-    stats,
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, LOCAL_ADDR6_BUCKETS, LOCAL_ADDR6_WAYS,
+    iface_guard, local_addr_bucket, local_addr6_bucket, size, stats,
 };
 
 use crate::{
@@ -83,7 +83,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 54] = [
+pub const MAP_NAMES: [&str; 55] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -114,6 +114,7 @@ pub const MAP_NAMES: [&str; 54] = [
     "STATS",
     "LOCAL_ADDRS",
     "LOCAL_ADDR_CACHE",
+    "LOCAL_ADDR6_CACHE",
     "ADDR_TYPES",
     "IFACE_ADDRS",
     "IFACE_GUARDS",
@@ -153,6 +154,24 @@ pub const MAP_NAMES: [&str; 54] = [
     "ROUTE_EPOCH",
     "ROUTE_CACHE",
 ];
+
+/// An IPv6 address the local address cache may answer for: not `::`,
+/// loopback, link-local (fe80::/10: one interface's) or multicast.
+fn cacheable6(a: &Ipv6Addr) -> bool {
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || a.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// An IPv6 address's four words as they sit in a packet (what the data
+/// plane compares).
+fn addr6_words(a: &Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -1145,6 +1164,29 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Replaces the IPv6 addresses the IPv6 XDP program finds local
+    /// without a FIB lookup (`LOCAL_ADDR6_CACHE`), every bucket rewritten:
+    /// the global and unique-local ones of `addrs`; link-local addresses
+    /// (one interface's) and those their bucket has no room for are left
+    /// to the FIB, which still finds them local.
+    pub fn set_local_addresses6(&mut self, addrs: &[Ipv6Addr]) -> Result<(), LoaderError> {
+        let mut buckets = vec![[[0u32; 4]; LOCAL_ADDR6_WAYS]; LOCAL_ADDR6_BUCKETS as usize];
+        for a in addrs.iter().filter(|a| cacheable6(a)) {
+            let words = addr6_words(a);
+            let bucket = &mut buckets[local_addr6_bucket(words) as usize];
+            if let Some(way) = bucket.iter_mut().find(|w| **w == [0; 4] || **w == words) {
+                *way = words;
+            }
+        }
+        let name = "LOCAL_ADDR6_CACHE";
+        let mut cache: Array<&mut MapData, [[u32; 4]; LOCAL_ADDR6_WAYS]> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        for (i, bucket) in buckets.iter().enumerate() {
+            cache.set(i as u32, bucket, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
     /// Replaces the routes `-m addrtype` looks address types up in: the
     /// local routing table's (table 255) destinations with their route
     /// types (`addr_type::*`), as `state::local_routes` reads them. The
@@ -1707,6 +1749,19 @@ mod tests {
     use super::*;
     #[allow(unused_imports)]
     use crate::rules::model::*;
+
+    #[test]
+    fn the_ipv6_local_cache_holds_global_and_unique_local_addresses() {
+        let cached = |a: &str| super::cacheable6(&a.parse().unwrap());
+        assert!(cached("fd00::2") && cached("2001:db8::1"));
+        for a in ["::", "::1", "fe80::2", "febf::1", "ff02::1"] {
+            assert!(!cached(a), "{a}");
+        }
+        // Words as the packet holds them: its bytes in order.
+        let w = super::addr6_words(&"fd00::102".parse().unwrap());
+        assert_eq!(w[0].to_ne_bytes(), [0xfd, 0, 0, 0]);
+        assert_eq!(w[3].to_ne_bytes(), [0, 0, 1, 2]);
+    }
 
     /// The verifier accepts the XDP program, and an empty ruleset passes
     /// traffic.
