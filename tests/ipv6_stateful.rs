@@ -814,3 +814,65 @@ fn ipv6_connlimit_like_ip6tables() {
     let nb = run("v6cl-nb", true);
     assert_eq!(nb, ipt, "netbeast against ip6tables");
 }
+
+// ---------------------------------------------------------------------------
+// -m hashlimit on real IPv6 datagrams
+
+/// `-m hashlimit --hashlimit-mode srcip --hashlimit-srcmask 64` on real
+/// IPv6 datagrams, against ip6tables: two sources of one /64 share a
+/// bucket (the first spends its burst of 3, the second gets nothing), a
+/// source of another /64 has its own. At 1/min nothing refills during the
+/// test, so the counts are exact.
+#[test]
+fn ipv6_hashlimit_like_ip6tables() {
+    require_root();
+    const SOURCES: [&str; 3] = ["fd00:18::1", "fd00:18::77", "fd00:19::1"];
+    let run = |tag: &str, netbeast: bool| -> Vec<usize> {
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.9", "fd00:18::1", "fd00:18::2", binary);
+        add6(&client, "nbt6c", "fd00:18::77/64");
+        add6(&client, "nbt6c", "fd00:19::1/64");
+        server
+            .ip(&["-6", "route", "add", "fd00:19::/64", "dev", "nbt6s"])
+            .unwrap();
+        for line in [
+            "-A INPUT -p udp --dport 9 -m hashlimit --hashlimit-upto 1/min --hashlimit-burst 3 \
+             --hashlimit-mode srcip --hashlimit-srcmask 64 --hashlimit-name nb6 -j ACCEPT",
+            "-A INPUT -p udp --dport 9 -j DROP",
+        ] {
+            ip6tables(&server, netbeast, line);
+        }
+        let receiver = server
+            .in_netns(|| UdpSocket::bind("[::]:9").unwrap())
+            .unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let to = SocketAddr::from((v6("fd00:18::2"), 9));
+        client
+            .in_netns(|| {
+                for src in SOURCES {
+                    let socket = UdpSocket::bind(SocketAddr::from((v6(src), 0))).unwrap();
+                    for _ in 0..5 {
+                        socket.send_to(b"probe", to).unwrap();
+                        // In order: the first source's datagrams meet the
+                        // shared bucket first.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            })
+            .unwrap();
+        let mut got = vec![0; SOURCES.len()];
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = receiver.recv_from(&mut buf) {
+            if let Some(i) = SOURCES.iter().position(|s| from.ip() == v6(s)) {
+                got[i] += 1;
+            }
+        }
+        got
+    };
+    let ipt = run("v6hl-ipt", false);
+    assert_eq!(ipt, [3, 0, 3], "the oracle itself");
+    let nb = run("v6hl-nb", true);
+    assert_eq!(nb, ipt, "netbeast against ip6tables");
+}
