@@ -8,6 +8,10 @@ mod support;
 
 use support::start_daemon;
 
+#[path = "support/pair6.rs"]
+mod pair6;
+use pair6::add6;
+
 use std::{process::Command, time::Duration};
 
 use netbeast::{
@@ -327,7 +331,7 @@ fn set_arp(addr: std::net::Ipv4Addr, mac: [u8; 6], dev: &str) {
 /// again, and SIGTERM releases the lease.
 #[test]
 fn the_route_cache_follows_the_kernel_while_the_daemon_runs() {
-    use netbeast::loader::route_watch::{RouteEpoch, monotonic_ns};
+    use netbeast::loader::route_watch::RouteEpoch;
     use netbeast::netns::{
         Firewall, ROUTED_SERVER_ADDR, ROUTER_SERVER_IFACE, Routed, udp_echo_server, udp_send,
     };
@@ -367,15 +371,7 @@ fn the_route_cache_follows_the_kernel_while_the_daemon_runs() {
     let (child, lines) = start_daemon(&bed.router, &[]);
     let daemon = Running(child);
     let epoch = open();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while epoch.lease_until().unwrap() <= monotonic_ns() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon took no lease on the route cache: {:?}",
-            lines.try_iter().collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lease(&epoch, &lines);
     assert_eq!(through(20), 20, "forwarded with the cache in use");
 
     // The window: from just before a neighbour change (one syscall) to the
@@ -464,7 +460,7 @@ fn the_route_cache_follows_the_kernel_while_the_daemon_runs() {
 /// the server, then its removal, stops and restarts them at once.
 #[test]
 fn the_ipv6_route_cache_follows_ipv6_route_changes() {
-    use netbeast::loader::route_watch::{RouteEpoch, monotonic_ns};
+    use netbeast::loader::route_watch::RouteEpoch;
     use netbeast::netns::{
         Firewall, ROUTED_CLIENT_IFACE, ROUTED_SERVER_IFACE, ROUTER_CLIENT_IFACE,
         ROUTER_SERVER_IFACE, Routed,
@@ -482,8 +478,7 @@ fn the_ipv6_route_cache_follows_ipv6_route_changes() {
         (&bed.router, ROUTER_SERVER_IFACE, "fd00:c2::1/64"),
         (&bed.server, ROUTED_SERVER_IFACE, "fd00:c2::2/64"),
     ] {
-        ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
-            .unwrap();
+        add6(ns, iface, addr);
     }
     bed.client
         .ip(&["-6", "route", "add", "default", "via", "fd00:c1::1"])
@@ -507,14 +502,7 @@ fn the_ipv6_route_cache_follows_ipv6_route_changes() {
     let to: SocketAddr = format!("[{SERVER6}]:{PORT}").parse().unwrap();
     // Datagrams sent, and how many the server got.
     let through = |n: usize| -> usize {
-        bed.client
-            .in_netns(|| {
-                let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
-                for _ in 0..n {
-                    socket.send_to(b"probe", to).unwrap();
-                }
-            })
-            .unwrap();
+        send_udp6(&bed.client, to, n);
         let mut buf = [0u8; 64];
         let mut got = 0;
         while got < n && server.recv_from(&mut buf).is_ok() {
@@ -532,15 +520,7 @@ fn the_ipv6_route_cache_follows_ipv6_route_changes() {
         .router
         .in_netns(|| RouteEpoch::open(&maps).unwrap())
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while epoch.lease_until().unwrap() <= monotonic_ns() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon took no lease on the route cache: {:?}",
-            lines.try_iter().collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_lease(&epoch, &lines);
     // Every IPv6 route change raises the epoch (no traffic meanwhile: no
     // neighbour event moves it instead).
     for i in 0..10 {
@@ -594,7 +574,6 @@ fn the_ipv6_route_cache_follows_ipv6_route_changes() {
 #[test]
 fn local_addresses_follow_address_changes_while_the_daemon_runs() {
     use netbeast::netns::{CLIENT_IFACE, SERVER_IFACE};
-    use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
     const GONE: &str = "fd00:d::9";
     require_root();
     let net = support::netbeast_server("dm-addr", NETBEAST);
@@ -603,8 +582,7 @@ fn local_addresses_follow_address_changes_while_the_daemon_runs() {
         (&net.server, SERVER_IFACE, "fd00:d::2/64"),
         (&net.server, SERVER_IFACE, "fd00:d::9/64"),
     ] {
-        ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
-            .unwrap();
+        add6(ns, iface, addr);
     }
     net.server
         .sysctl("net.ipv6.conf.all.forwarding", "1")
@@ -647,15 +625,7 @@ fn local_addresses_follow_address_changes_while_the_daemon_runs() {
         ])
         .unwrap();
     let send = |n: usize| {
-        let to: SocketAddr = format!("[{GONE}]:9").parse().unwrap();
-        net.client
-            .in_netns(|| {
-                let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
-                for _ in 0..n {
-                    socket.send_to(b"probe", to).unwrap();
-                }
-            })
-            .unwrap();
+        send_udp6(&net.client, format!("[{GONE}]:9").parse().unwrap(), n);
         std::thread::sleep(Duration::from_millis(200));
     };
     let count = |chain: &str| -> u64 {
@@ -684,4 +654,33 @@ fn local_addresses_follow_address_changes_while_the_daemon_runs() {
         (5, 5),
         "a deleted address is no longer INPUT's"
     );
+}
+
+/// Sends `n` datagrams from `ns` to `to` over IPv6.
+fn send_udp6(ns: &Netns, to: std::net::SocketAddr, n: usize) {
+    ns.in_netns(|| {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+        for _ in 0..n {
+            socket.send_to(b"probe", to).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// Waits until the daemon (whose stderr lines are `lines`) holds the route
+/// cache's lease.
+fn wait_for_lease(
+    epoch: &netbeast::loader::route_watch::RouteEpoch,
+    lines: &std::sync::mpsc::Receiver<String>,
+) {
+    use netbeast::loader::route_watch::monotonic_ns;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while epoch.lease_until().unwrap() <= monotonic_ns() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon took no lease on the route cache: {:?}",
+            lines.try_iter().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

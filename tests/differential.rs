@@ -1955,7 +1955,7 @@ fn regressions() -> Vec<(&'static str, Case)> {
 \
                  -A FORWARD -p udp --dport 3868 -j DROP
 ",
-                [
+                ported_probes(&[
                     (132, 9, 3868),
                     (132, 443, 3869),
                     (33, 9, 3868),
@@ -1965,21 +1965,7 @@ fn regressions() -> Vec<(&'static str, Case)> {
                     (136, 7, 1027),
                     (136, 7, 3868),
                     (17, 7, 1027),
-                ]
-                .into_iter()
-                .map(|(protocol, sport, dport)| {
-                    probe(
-                        Client,
-                        [10, 199, 1, 2],
-                        [10, 199, 2, 2],
-                        Kind::OtherPorts {
-                            protocol,
-                            sport,
-                            dport,
-                        },
-                    )
-                })
-                .collect(),
+                ]),
             ),
         ),
         (
@@ -1998,24 +1984,30 @@ fn regressions() -> Vec<(&'static str, Case)> {
 \
                  -A FORWARD -p dccp -j ACCEPT
 ",
-                [(132, 9, 3868), (33, 9, 3868)]
-                    .into_iter()
-                    .map(|(protocol, sport, dport)| {
-                        probe(
-                            Client,
-                            [10, 199, 1, 2],
-                            [10, 199, 2, 2],
-                            Kind::OtherPorts {
-                                protocol,
-                                sport,
-                                dport,
-                            },
-                        )
-                    })
-                    .collect(),
+                ported_probes(&[(132, 9, 3868), (33, 9, 3868)]),
             ),
         ),
     ]
+}
+
+/// Client-side probes across the router of protocols whose header starts
+/// with ports (`Kind::OtherPorts`): (protocol, sport, dport) each.
+fn ported_probes(probes: &[(u8, u16, u16)]) -> Vec<Probe> {
+    probes
+        .iter()
+        .map(|&(protocol, sport, dport)| {
+            probe(
+                Side::Client,
+                [10, 199, 1, 2],
+                [10, 199, 2, 2],
+                Kind::OtherPorts {
+                    protocol,
+                    sport,
+                    dport,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Issue 21's differences, fixed: a tiny first fragment (RFC 1858) judged
