@@ -7314,6 +7314,41 @@ fn ipv6_local_addresses_are_input_without_the_fib() {
     });
 }
 
+/// Many `/128` and `/96` sources: each address word is found in the
+/// address hash (every word of these rules is a whole word or none), full
+/// buckets overflowing into their second ones. Every listed source is
+/// dropped; its neighbours in any one word are not.
+#[test]
+fn ipv6_many_full_prefixes_are_found_in_the_hash() {
+    lab6("v6hash", |h, _| {
+        let addr = |i: u32| format!("fd00:{:x}:{:x}:{:x}::{:x}", i % 7, i % 13, i, i * 3 + 1);
+        let mut rules: Vec<String> = (0..1500)
+            .map(|i| format!("ip6 -A INPUT -s {}/128 -j DROP", addr(i)))
+            .collect();
+        rules.extend((0..300).map(|i| format!("ip6 -A INPUT -s fd01:{i:x}::{i:x}:0:0/96 -j DROP")));
+        let from = |src: &str| {
+            FrameBuilder::udp6(v6(src), CLIENT_PORT, v6(SERVER6), 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+        };
+        let mut cases = Vec::new();
+        for i in [0, 1, 2, 700, 1499] {
+            cases.push(("a listed /128", rules.clone(), from(&addr(i)), Drop));
+            let near = format!("fd00:{:x}:{:x}:{:x}::{:x}", i % 7, i % 13, i, i * 3 + 2);
+            cases.push(("its neighbour in word 3", rules.clone(), from(&near), Pass));
+            let near = format!("fd00:{:x}:{:x}:{:x}::{:x}", i % 7, i % 13, i + 1, i * 3 + 1);
+            cases.push(("its neighbour in word 2", rules.clone(), from(&near), Pass));
+        }
+        for i in [0u32, 299] {
+            let inside = format!("fd01:{i:x}::{i:x}:0:77");
+            cases.push(("inside a listed /96", rules.clone(), from(&inside), Drop));
+            let outside = format!("fd01:{i:x}::{:x}:0:77", i + 1);
+            cases.push(("outside it", rules.clone(), from(&outside), Pass));
+        }
+        drop_or_pass(h, cases);
+    });
+}
+
 #[test]
 fn ipv6_filter_forward() {
     lab("ipv6fwd", true, |h, ns| {

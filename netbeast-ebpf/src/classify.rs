@@ -519,9 +519,9 @@ const NO_CLASS: u32 = u32::MAX - 1;
 /// .. `DST6_3`) of the packet in the per-CPU slot (`Packet::addr6`: the
 /// words are not in `Keys`, which the TC and socket programs build on
 /// their stacks). A global function, verified once (see `class_of`).
-/// These fields are always in the LPM trie (the compiler never hashes
-/// them): the hash probe's frame would take the call chain past the
-/// 512-byte stack.
+/// Looked up as IPv4 addresses are: the address hash for the prefix
+/// lengths the compiler hashed, else the LPM trie (the hash probe was kept
+/// out while the call chain was at the 512-byte stack limit; it fits now).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn netbeast_addr_word_class(generation: u32, chain: u32, f: u32) -> u32 {
@@ -539,7 +539,7 @@ pub extern "C" fn netbeast_addr_word_class(generation: u32, chain: u32, f: u32) 
     }
     let f = field::SRC6_1 + i;
     let addr = words[i];
-    trie_class(generation, chain, f, addr).unwrap_or(cfg.default_class[f])
+    addr_class(cfg, generation, chain, f, addr).unwrap_or(cfg.default_class[f])
 }
 
 /// [`classify`], as a global function: the verifier checks it once, on

@@ -154,13 +154,6 @@ pub(super) fn build(chains: &mut [CompiledChain]) -> AddrHash {
                 .iter()
                 .filter(|p| p.field == f && p.net.prefix_len > 0)
                 .collect();
-            // The IPv6 words past the first are looked up in the trie
-            // only: the kernel's lookup for them is a global function
-            // whose stack frame must stay small (`netbeast_addr_word_class`).
-            if field::addr_word(f) > 0 {
-                chain.config.addr_lengths[i][0] = ADDR_TRIE;
-                continue;
-            }
             let mut lengths: Vec<u8> = entries.iter().map(|p| p.net.prefix_len).collect();
             lengths.sort_unstable_by(|a, b| b.cmp(a));
             lengths.dedup();

@@ -2992,3 +2992,29 @@ fn ipv6_matches_agree_with_the_reference() {
     }
     assert_eq!(checked, 6 * 5 * 3);
 }
+
+/// IPv6 address words are hashed as IPv4 addresses are: a `/128` and a
+/// `/64` source give the words they constrain their full or prefix
+/// lengths in the address hash (`addr_lengths`), not the trie.
+#[test]
+fn ipv6_address_words_hash_their_prefix_lengths() {
+    use crate::rules::{command, parse};
+    let mut ruleset = Ruleset::default();
+    for line in [
+        "-A INPUT -s fd00:1:2:3::9/128 -j DROP",
+        "-A INPUT -s fd00:1:2:4::/64 -j DROP",
+    ] {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let cmd = parse::parse_ip6tables_args(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+        command::apply(&mut ruleset, &cmd).unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let compiled = compile(&ruleset, &interfaces(), 1).expect("the IPv6 ruleset compiles");
+    let config = &compiled.chains[chain::INPUT6 as usize].config;
+    let lengths = |f: usize| config.addr_lengths[field::addr_slot(f)];
+    // Word 0 (fd00:0001) and word 1 (0002:0003 / 0002:0004): whole.
+    assert_eq!(lengths(field::SRC), [32, 0, 0, 0]);
+    assert_eq!(lengths(field::SRC6_1), [32, 0, 0, 0]);
+    // Words 2 and 3: the /128's alone constrains them.
+    assert_eq!(lengths(field::SRC6_2), [32, 0, 0, 0]);
+    assert_eq!(lengths(field::SRC6_3), [32, 0, 0, 0]);
+}
