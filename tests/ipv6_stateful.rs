@@ -94,16 +94,7 @@ fn udp_echo(ns: &Netns, port: u16) {
 
 /// One datagram from inside `ns` to `to:port` and its echo.
 fn exchange(ns: &Netns, to: &str, port: u16) -> Outcome {
-    let socket = ns.in_netns(|| UdpSocket::bind("[::]:0").unwrap()).unwrap();
-    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-    socket
-        .send_to(b"hello", SocketAddr::from((v6(to), port)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    match socket.recv_from(&mut buf) {
-        Ok((5, _)) if &buf[..5] == b"hello" => Answered,
-        _ => TimedOut,
-    }
+    exchange_from(ns, "::", to, port)
 }
 
 /// One ping from inside `ns`.
@@ -699,7 +690,8 @@ const RANGE_SOURCES: [&str; 5] = [
     "fd00:17::20",
 ];
 
-/// One datagram from `from` (an address of `ns`) to `to:port`, and its echo.
+/// One datagram from `from` (an address of `ns`, or `::` for the one the
+/// route gives) to `to:port`, and its echo.
 fn exchange_from(ns: &Netns, from: &str, to: &str, port: u16) -> Outcome {
     let bind = SocketAddr::from((v6(from), 0));
     let socket = ns.in_netns(move || UdpSocket::bind(bind).unwrap()).unwrap();

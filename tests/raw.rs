@@ -130,6 +130,20 @@ fn connections_to(bed: &Testbed, port: u16) -> usize {
     out.lines().filter(|l| l.contains(&needle)).count()
 }
 
+/// Ports 81 and 83 untracked by the raw table, 82 tracked; INPUT lets
+/// 81 in only untracked and 82 only NEW/ESTABLISHED, and resets the rest.
+/// The same lines for iptables and ip6tables.
+const NOTRACK_RULES: [&str; 7] = [
+    "-t raw -A PREROUTING -p tcp -m multiport --dports 81,83 -j CT --notrack",
+    "-t raw -A OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
+    "-A INPUT -p tcp --dport 81 -m state --state UNTRACKED -j ACCEPT",
+    "-A INPUT -p tcp --dport 82 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT",
+    "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
+    // The SYN-ACK of port 81 gets out only if it is untracked too.
+    "-A OUTPUT -p tcp --sport 81 -m conntrack --ctstate UNTRACKED -j ACCEPT",
+    "-A OUTPUT -p tcp --sport 81 -j DROP",
+];
+
 /// `-j CT --notrack` (PREROUTING) and `-j NOTRACK` (OUTPUT) leave port
 /// 81's connection out of conntrack: filter sees it UNTRACKED both ways
 /// and conntrack records nothing; port 82, tracked, is NEW then
@@ -141,16 +155,7 @@ fn notrack_makes_untracked(firewall: Firewall) {
         .into_iter()
         .map(|p| tcp_server(bed.server(), p).unwrap())
         .collect();
-    for line in [
-        "-t raw -A PREROUTING -p tcp -m multiport --dports 81,83 -j CT --notrack",
-        "-t raw -A OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
-        "-A INPUT -p tcp --dport 81 -m state --state UNTRACKED -j ACCEPT",
-        "-A INPUT -p tcp --dport 82 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT",
-        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
-        // The SYN-ACK of port 81 gets out only if it is untracked too.
-        "-A OUTPUT -p tcp --sport 81 -m conntrack --ctstate UNTRACKED -j ACCEPT",
-        "-A OUTPUT -p tcp --sport 81 -j DROP",
-    ] {
+    for line in NOTRACK_RULES {
         rule(&bed, line);
     }
     let at = |p| bed.net.server_addr(p);
@@ -380,15 +385,7 @@ fn ipv6_raw_table(firewall: Firewall) {
     );
     rule("-t raw -P PREROUTING ACCEPT");
     rule("-t raw -F");
-    for line in [
-        "-t raw -A PREROUTING -p tcp -m multiport --dports 81,83 -j CT --notrack",
-        "-t raw -A OUTPUT -p tcp -m multiport --sports 81,83 -j NOTRACK",
-        "-A INPUT -p tcp --dport 81 -m state --state UNTRACKED -j ACCEPT",
-        "-A INPUT -p tcp --dport 82 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT",
-        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset",
-        "-A OUTPUT -p tcp --sport 81 -m conntrack --ctstate UNTRACKED -j ACCEPT",
-        "-A OUTPUT -p tcp --sport 81 -j DROP",
-    ] {
+    for line in NOTRACK_RULES {
         rule(line);
     }
     probe(

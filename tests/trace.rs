@@ -149,6 +149,35 @@ const CASES: [(u8, u16, &str, usize); 3] = [
     (17, 53, "accepted", 3),
 ];
 
+/// Checks a live trace `v` (of packets matching `filter`): it lists the
+/// `n` rules `reference` gives for the packet's source port (the client's
+/// own choice, read from the trace), in order, and the fate starts with
+/// `fate`.
+fn assert_live(
+    v: &Value,
+    filter: &[&str],
+    n: usize,
+    fate: &str,
+    reference: impl FnOnce(u16) -> Vec<(String, u64)>,
+) {
+    let packet = v["packet"].as_str().unwrap();
+    let sport: u16 = packet
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no source port in {packet}"));
+    let want = reference(sport);
+    assert_eq!(
+        want.len(),
+        n,
+        "the reference's rules for {packet}: {want:?}"
+    );
+    assert_eq!(traced(v), want, "{filter:?}: {v}");
+    assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
+    assert_eq!(v["in"], SERVER_IFACE, "{v}");
+}
+
 fn assert_trace_off(net: &ClientServer) {
     let word = net
         .server
@@ -306,24 +335,9 @@ fn live_packets_list_the_reference_rules() {
                 let _ = udp_send(&net.client, to(dport), b"trace", 1);
             }
         });
-        let packet = v["packet"].as_str().unwrap();
-        // The client's port is its own choice: the reference takes it from
-        // the trace.
-        let sport: u16 = packet
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no source port in {packet}"));
-        let want = reference(&net, protocol, sport, dport);
-        assert_eq!(
-            want.len(),
-            n,
-            "the reference's rules for {packet}: {want:?}"
-        );
-        assert_eq!(traced(&v), want, "{filter:?}: {v}");
-        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
-        assert_eq!(v["in"], SERVER_IFACE, "{v}");
+        assert_live(&v, &filter, n, fate, |sport| {
+            reference(&net, protocol, sport, dport)
+        });
     }
     assert_trace_off(&net);
     // A filter with a target, or a stateful match, is refused.
@@ -486,22 +500,9 @@ fn live_ipv6_packets_list_the_reference_rules() {
                 });
             }
         });
-        let packet = v["packet"].as_str().unwrap();
-        let sport: u16 = packet
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no source port in {packet}"));
-        let want = reference6(&net, protocol, sport, dport);
-        assert_eq!(
-            want.len(),
-            n,
-            "the reference's rules for {packet}: {want:?}"
-        );
-        assert_eq!(traced(&v), want, "{filter:?}: {v}");
-        assert!(v["fate"].as_str().unwrap().starts_with(fate), "{v}");
-        assert_eq!(v["in"], SERVER_IFACE, "{v}");
+        assert_live(&v, &filter, n, fate, |sport| {
+            reference6(&net, protocol, sport, dport)
+        });
     }
     assert_trace_off(&net);
 }

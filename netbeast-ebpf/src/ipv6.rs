@@ -138,7 +138,6 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         if pkt.search.log_count != 0 {
             log6(ctx, generation, chain::RAW6_PREROUTING, in_ifindex as u64);
         }
-        trace(pkt, generation, chain::RAW6_PREROUTING, &verdict);
         if crate::pipeline::raw_drops(&verdict) {
             bump(stats::DROPPED);
             return xdp_action::XDP_DROP;
@@ -306,13 +305,14 @@ fn mangle6_drops_xdp(
     drops
 }
 
-/// The search of an ip6tables mangle chain, reported to a running trace:
-/// true when it drops the packet (ACCEPT ends only the chain).
+/// Runs ip6tables chain `chain` on the packet (`ifaces`: the input
+/// interface, the output one in the high half; `ct_key`: its conntrack
+/// state as the classifier's key), reported to a running trace.
 #[inline(always)]
-fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, state: u32) -> bool {
+fn run_chain6(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, ct_key: u32) -> Verdict {
     pkt.keys.in_ifindex = ifaces as u32;
     pkt.keys.out_ifindex = (ifaces >> 32) as u32;
-    pkt.keys.ct_state = conntrack::key6(state);
+    pkt.keys.ct_state = ct_key;
     let verdict = classify(
         generation,
         chain,
@@ -321,6 +321,14 @@ fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, sta
         &mut pkt.search,
     );
     trace(pkt, generation, chain, &verdict);
+    verdict
+}
+
+/// The search of an ip6tables mangle chain: true when it drops the packet
+/// (ACCEPT ends only the chain).
+#[inline(always)]
+fn mangle6_drops(pkt: &mut Packet, generation: u32, chain: u32, ifaces: u64, state: u32) -> bool {
+    let verdict = run_chain6(pkt, generation, chain, ifaces, conntrack::key6(state));
     crate::pipeline::raw_drops(&verdict)
 }
 
@@ -334,16 +342,8 @@ fn raw6(
     in_ifindex: u32,
     out_ifindex: u32,
 ) -> Verdict {
-    pkt.keys.in_ifindex = in_ifindex;
-    pkt.keys.out_ifindex = out_ifindex;
-    pkt.keys.ct_state = ct_state::INVALID;
-    classify(
-        generation,
-        chain,
-        &pkt.keys,
-        pkt.keys.length as u64,
-        &mut pkt.search,
-    )
+    let ifaces = in_ifindex as u64 | (out_ifindex as u64) << 32;
+    run_chain6(pkt, generation, chain, ifaces, ct_state::INVALID)
 }
 
 /// The events of the LOG rules the chain met. Out of line, so that the
@@ -588,7 +588,6 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // ip6tables' raw OUTPUT, before conntrack (see `ingress`).
     let untracked = if active.raw() {
         let verdict = raw6(pkt, generation, chain::RAW6_OUTPUT, 0, ifindex);
-        trace(pkt, generation, chain::RAW6_OUTPUT, &verdict);
         if crate::pipeline::raw_drops(&verdict) {
             bump(stats::DROPPED);
             return TC_ACT_SHOT;

@@ -333,30 +333,31 @@ mod tests {
             }
         );
         assert_eq!(d.ttl, 3);
-        let d = parse("icmp 1.2.3.4 > 5.6.7.8 in a0").unwrap();
-        assert_eq!(
-            d.transport,
-            Transport::Icmp {
-                icmp_type: 8,
-                code: 0
-            }
-        );
-        let d = parse("icmp 1.2.3.4 > 5.6.7.8 port-unreachable in a0").unwrap();
-        assert_eq!(
-            d.transport,
-            Transport::Icmp {
-                icmp_type: 3,
-                code: 3
-            }
-        );
-        let d = parse("udp 1.2.3.4:53 > 5.6.7.8:53 in a0").unwrap();
-        assert_eq!(
-            d.transport,
-            Transport::Udp {
-                sport: 53,
-                dport: 53
-            }
-        );
+        for (desc, want) in [
+            (
+                "icmp 1.2.3.4 > 5.6.7.8 in a0",
+                Transport::Icmp {
+                    icmp_type: 8,
+                    code: 0,
+                },
+            ),
+            (
+                "icmp 1.2.3.4 > 5.6.7.8 port-unreachable in a0",
+                Transport::Icmp {
+                    icmp_type: 3,
+                    code: 3,
+                },
+            ),
+            (
+                "udp 1.2.3.4:53 > 5.6.7.8:53 in a0",
+                Transport::Udp {
+                    sport: 53,
+                    dport: 53,
+                },
+            ),
+        ] {
+            assert_eq!(parse(desc).unwrap().transport, want, "{desc}");
+        }
     }
 
     #[test]
@@ -381,22 +382,24 @@ mod tests {
             }
         );
         assert_eq!(d.ttl, 255);
-        let d = parse("ipv6-icmp fd00::5 > fd00::1 neighbour-solicitation in eth0").unwrap();
-        assert_eq!(
-            d.transport,
-            Transport::Icmp6 {
-                icmp_type: 135,
-                code: 0
-            }
-        );
-        let d = parse("udp [::1]:53 > [fd00::1]:53 in lo").unwrap();
-        assert_eq!(
-            d.transport,
-            Transport::Udp {
-                sport: 53,
-                dport: 53
-            }
-        );
+        for (desc, want) in [
+            (
+                "ipv6-icmp fd00::5 > fd00::1 neighbour-solicitation in eth0",
+                Transport::Icmp6 {
+                    icmp_type: 135,
+                    code: 0,
+                },
+            ),
+            (
+                "udp [::1]:53 > [fd00::1]:53 in lo",
+                Transport::Udp {
+                    sport: 53,
+                    dport: 53,
+                },
+            ),
+        ] {
+            assert_eq!(parse(desc).unwrap().transport, want, "{desc}");
+        }
     }
 
     #[test]
