@@ -146,10 +146,14 @@ pub mod chain {
     pub const MANGLE_FORWARD: u32 = 13;
     pub const MANGLE_OUTPUT: u32 = 14;
     pub const MANGLE_POSTROUTING: u32 = 15;
-    /// Reserved for the IPv6 nat table's chains (PREROUTING,
-    /// POSTROUTING, OUTPUT), which the kernel does not run yet: the
-    /// compiler refuses their rules (`Nat6NotRunYet`).
-    pub const NAT6_RESERVED_FIRST: u32 = 16;
+    /// The IPv6 nat table's chains (`ip6tables -t nat`), run where the
+    /// IPv4 ones are: PREROUTING at XDP ingress for a new connection's
+    /// first packet, POSTROUTING after FORWARD (XDP) or filter OUTPUT (TC
+    /// egress). OUTPUT (DNAT of local sockets) has no rules yet: the
+    /// compiler refuses them (`Nat6OutputNotRunYet`).
+    pub const NAT6_PREROUTING: u32 = 16;
+    pub const NAT6_POSTROUTING: u32 = 17;
+    pub const NAT6_OUTPUT: u32 = 18;
     /// The IPv6 mangle table's chains (`ip6tables -t mangle`), run at the
     /// same hooks of the IPv6 programs as the IPv4 ones in theirs, in the
     /// same order (`MANGLE6_x - MANGLE6_PREROUTING == MANGLE_x -
@@ -166,7 +170,7 @@ pub mod chain {
     /// True for a chain of the IPv6 ruleset (`ip6tables`): its packets'
     /// connections are in the IPv6 tracker.
     pub const fn ipv6(c: u32) -> bool {
-        (c >= INPUT6 && c <= OUTPUT6) || (c >= NAT6_RESERVED_FIRST && c <= MANGLE6_POSTROUTING)
+        (c >= INPUT6 && c <= OUTPUT6) || (c >= NAT6_PREROUTING && c <= MANGLE6_POSTROUTING)
     }
     /// The IPv6 raw table's chains (`ip6tables -t raw`), run where the
     /// IPv4 ones run: PREROUTING at XDP ingress before conntrack, OUTPUT
@@ -1013,6 +1017,19 @@ pub struct NatTarget {
     /// bits, modulo the range's size (nf_nat's NF_NAT_RANGE_PROTO_OFFSET).
     pub port_base: u16,
     pub _pad: u16,
+}
+
+/// The IPv6 addresses of an ip6tables nat rule's translation
+/// (`--to-destination [fd00::2-fd00::9]:80`), at the same index in
+/// `NAT6_ADDRS` as its [`NatTarget`] in `NAT_TARGETS` (whose `addr_*`
+/// fields hold IPv4 addresses only; `nat_flags::ADDR` says an address
+/// range is given for either family). Words in packet order, each as it
+/// loads from the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatAddrs6 {
+    pub first: [u32; 4],
+    pub last: [u32; 4],
 }
 
 pub mod nat_flags {
@@ -3380,6 +3397,9 @@ pub const CONNLIMIT_UNREACHABLE: u32 = 2 * MAX_CT_TABLE_ENTRIES + 1;
 /// over IPv4; about 14 MiB preallocated for both.
 pub const CT6_UNREPLIED_ENTRIES: u32 = 16384;
 pub const CT6_ESTABLISHED_ENTRIES: u32 = 65536;
+/// `CT6_NAT_INDEX`: the IPv6 connections' [`CT_NAT_INDEX_ENTRIES`], two
+/// per translated connection at most, in proportion to the IPv6 tables.
+pub const CT6_NAT_INDEX_ENTRIES: u32 = 32768;
 
 /// The local address cache (`LOCAL_ADDR_CACHE`): an array of buckets of
 /// `LOCAL_ADDR_WAYS` addresses (network byte order), the bucket chosen by
@@ -3500,6 +3520,8 @@ pub mod size {
     pub const LOCAL_ADDRS: u32 = 4096;
     pub const MACS: u32 = 65536;
     pub const NAT_TARGETS: u32 = GENERATIONS as u32 * MAX_NAT_TARGETS;
+    /// `NAT6_ADDRS`: one entry per `NAT_TARGETS` entry.
+    pub const NAT6_ADDRS: u32 = NAT_TARGETS;
     pub const LOG_TARGETS: u32 = GENERATIONS as u32 * super::MAX_LOG_TARGETS;
     pub const MARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_MARK_TARGETS;
     pub const CONNMARK_TARGETS: u32 = GENERATIONS as u32 * super::MAX_CONNMARK_TARGETS;
@@ -3520,6 +3542,7 @@ mod user {
     unsafe impl aya::Pod for ChainConfig {}
     unsafe impl aya::Pod for RuleAction {}
     unsafe impl aya::Pod for MarkTarget {}
+    unsafe impl aya::Pod for NatAddrs6 {}
     unsafe impl aya::Pod for ConnmarkTarget {}
     unsafe impl aya::Pod for ClassVector {}
     unsafe impl aya::Pod for ClassHeader {}
@@ -3673,6 +3696,7 @@ mod tests {
             u64::from_le_bytes([1, 2, 3, 4, 5, 6, 0, 0])
         );
         assert_eq!(size_of::<NatTarget>(), 20);
+        assert_eq!(size_of::<NatAddrs6>(), 32);
         assert_eq!(size_of::<MarkTarget>(), 8);
         assert_eq!(size_of::<ConnmarkTarget>(), 16);
         assert_eq!(size_of::<Guard>(), 40);

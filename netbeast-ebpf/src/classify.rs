@@ -140,6 +140,14 @@ impl Active {
         self.0 & 1
     }
 
+    /// The word for a packet conntrack leaves alone (`-j CT --notrack`):
+    /// no tracking, no nat, no translation. One word where three flags
+    /// would each take a slot of the caller's stack.
+    #[inline(always)]
+    pub fn untracked(self) -> Active {
+        Active(self.0 & !(ACTIVE_TRACKING | ACTIVE_NAT | ACTIVE_TRANSLATIONS))
+    }
+
     #[inline(always)]
     pub fn tracking(self) -> bool {
         self.0 & ACTIVE_TRACKING != 0
@@ -231,6 +239,20 @@ pub enum Verdict {
     Rule(RuleAction),
     /// Nothing matched: the chain policy applies (already counted).
     Policy(u32),
+}
+
+impl Verdict {
+    /// The target and its argument as two plain words (a policy's with
+    /// argument 0), for a call to pass on: a `&Verdict` passed down
+    /// points at the caller's stack, where LLVM may have left the
+    /// argument of a policy unwritten, which the verifier refuses to read.
+    #[inline(always)]
+    pub fn words(&self) -> (u32, u32) {
+        match self {
+            Verdict::Policy(policy) => (*policy, 0),
+            Verdict::Rule(action) => (action.target, action.arg),
+        }
+    }
 }
 
 /// Bumps counter `n` (a chain's `counter_base` plus a slot's counter, or

@@ -18,7 +18,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use netbeast_common::{
-    Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
+    Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT6_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
     CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget, CtConfig, CtEntry, CtEntry6,
     CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_flags,
     ct_match, ct_state, ct_status, guard_kind, size, stats, tcp_state,
@@ -57,14 +57,17 @@ static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
 /// at `connmark_target_index(generation, RuleAction::arg)`).
 #[map]
 static CONNMARK_TARGETS: Array<ConnmarkTarget> = Array::with_max_entries(size::CONNMARK_TARGETS, 0);
-/// The IPv6 connections, split as the IPv4 ones. No NAT index: IPv6 has
-/// no nat table yet.
+/// The IPv6 connections, split as the IPv4 ones, with their own NAT
+/// index (`ip6tables -t nat`).
 #[map]
 static CT6_UNREPLIED: LruHashMap<CtKey6, CtEntry6> =
     LruHashMap::with_max_entries(CT6_UNREPLIED_ENTRIES, 0);
 #[map]
 static CT6_ESTABLISHED: LruHashMap<CtKey6, CtEntry6> =
     LruHashMap::with_max_entries(CT6_ESTABLISHED_ENTRIES, 0);
+#[map]
+pub static CT6_NAT_INDEX: LruHashMap<CtKey6, CtKey6> =
+    LruHashMap::with_max_entries(CT6_NAT_INDEX_ENTRIES, 0);
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -92,11 +95,21 @@ pub type Flow = FlowOf<u32>;
 
 impl<A: FlowAddr> FlowOf<A> {
     /// Its key in conntrack zone `zone`.
+    #[inline(always)]
     pub fn key(&self, zone: u16) -> CtKeyOf<A> {
-        key_of(
-            self.src,
+        let mut k = CtKeyOf::default();
+        self.write_key(&mut k, zone);
+        k
+    }
+
+    /// Writes its key in conntrack zone `zone` into `k`.
+    #[inline(always)]
+    pub fn write_key(&self, k: &mut CtKeyOf<A>, zone: u16) {
+        set_key(
+            k,
+            &self.src,
             self.sport,
-            self.dst,
+            &self.dst,
             self.dport,
             self.protocol,
             zone,
@@ -104,56 +117,60 @@ impl<A: FlowAddr> FlowOf<A> {
     }
 }
 
-/// The key of the flow between two endpoints, whichever way it goes, in
-/// conntrack zone `zone`.
+/// Writes the key of the flow between two endpoints, whichever way it
+/// goes, in conntrack zone `zone` into `k`, field by field from where the
+/// addresses are: an IPv6 key built as a value and then copied takes its 40 bytes
+/// of stack (twice, with the tuples it is made of), which the IPv6
+/// program's call chain has no room for.
 #[inline(always)]
-pub fn key_of<A: FlowAddr>(
-    a: A,
+pub fn set_key<A: FlowAddr>(
+    k: &mut CtKeyOf<A>,
+    a: &A,
     a_port: u16,
-    b: A,
+    b: &A,
     b_port: u16,
     protocol: u8,
     zone: u16,
-) -> CtKeyOf<A> {
-    let forward = a.before(&b) || (a == b && a_port <= b_port);
-    let (addr_lo, port_lo, addr_hi, port_hi) = if forward {
+) {
+    let forward = a.before(b) || (*a == *b && a_port <= b_port);
+    let (lo, port_lo, hi, port_hi) = if forward {
         (a, a_port, b, b_port)
     } else {
         (b, b_port, a, a_port)
     };
-    CtKeyOf {
-        addr_lo,
-        addr_hi,
-        port_lo,
-        port_hi,
-        protocol,
-        _pad: 0,
-        zone,
-    }
+    k.addr_lo = *lo;
+    k.addr_hi = *hi;
+    k.port_lo = port_lo;
+    k.port_hi = port_hi;
+    k.protocol = protocol;
+    k._pad = 0;
+    k.zone = zone;
 }
 
-/// The key of a connection's reply tuple; `zone` is the connection's (a
-/// connection's tuples all live in its zone).
+/// Writes the key of a connection's reply tuple into `k`; `zone` is the
+/// connection's (a connection's tuples all live in its zone).
 #[inline(always)]
-pub fn reply_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
-    key_of(
-        e.reply_src,
+pub fn set_reply_key<A: FlowAddr>(k: &mut CtKeyOf<A>, e: &CtEntryOf<A>, zone: u16) {
+    set_key(
+        k,
+        &e.reply_src,
         e.reply_sport,
-        e.reply_dst,
+        &e.reply_dst,
         e.reply_dport,
         e.protocol,
         zone,
     )
 }
 
-/// The key of the tuple TC egress sees in the original direction: the
-/// destination already translated, the source not yet.
+/// Writes the key of the tuple TC egress sees in the original direction
+/// (the destination already translated, the source not yet) into `k`.
 #[inline(always)]
-pub fn mid_key<A: FlowAddr>(e: &CtEntryOf<A>, zone: u16) -> CtKeyOf<A> {
-    key_of(
-        e.orig_src,
+pub fn set_mid_key<A: FlowAddr>(k: &mut CtKeyOf<A>, e: &CtEntryOf<A>, zone: u16) {
+    set_key(
+        k,
+        &e.orig_src,
         e.orig_sport,
-        e.reply_src,
+        &e.reply_src,
         e.reply_sport,
         e.protocol,
         zone,
@@ -183,9 +200,11 @@ pub struct TrackingOf<A> {
     pub entry: CtEntryOf<A>,
     /// Set when `key` came from `CT_NAT_INDEX` for the packet's own key
     /// `wire`: `lookup` then takes the connection only if it still has that
-    /// key, before accounting the packet to it.
+    /// key, before accounting the packet to it. Once tracking is done,
+    /// NAT's port search builds its candidate keys in `wire` (off the
+    /// stack, which the IPv6 ones would overflow).
     via_index: u32,
-    wire: CtKeyOf<A>,
+    pub wire: CtKeyOf<A>,
     /// The flow an ICMP error quotes, and its key: here rather than on the
     /// stack, which the IPv6 ones (40 bytes each) would overflow.
     quoted: FlowOf<A>,
@@ -326,7 +345,7 @@ impl Family for V6 {
     }
     #[inline(always)]
     fn nat_index() -> Option<&'static LruHashMap<CtKey6, CtKey6>> {
-        None
+        Some(&CT6_NAT_INDEX)
     }
     #[inline(always)]
     fn tracking_slot() -> Option<*mut TrackingOf<Addr6>> {
@@ -399,8 +418,9 @@ pub fn tracking6() -> Option<&'static mut TrackingOf<Addr6>> {
     tracking_of::<V6>()
 }
 
+/// The current packet's tracking in family `F`.
 #[inline(always)]
-fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
+pub fn tracking_of<F: Family>() -> Option<&'static mut TrackingOf<F::Addr>> {
     let t = F::tracking_slot()?;
     // SAFETY: per-CPU scratch, used by this program run only.
     Some(unsafe { &mut *t })
@@ -959,10 +979,10 @@ pub fn track(pkt: &Packet, start: usize, end: usize, nat: bool, verify: bool) {
     track_of::<V4>(pkt, start, end, nat, verify)
 }
 
-/// [`track`] for an IPv6 packet (no NAT: IPv6 has no nat table yet).
+/// [`track`] for an IPv6 packet.
 #[inline(never)]
-pub fn track6(pkt: &Packet, start: usize, end: usize, verify: bool) {
-    track_of::<V6>(pkt, start, end, false, verify)
+pub fn track6(pkt: &Packet, start: usize, end: usize, nat: bool, verify: bool) {
+    track_of::<V6>(pkt, start, end, nat, verify)
 }
 
 #[inline(always)]
@@ -1028,8 +1048,10 @@ fn classify_flow<F: Family>(
         });
         return state;
     }
-    let key = flow.key(zone_of::<F>(t.zone as u16));
-    t.key = key;
+    // The packet's own key, built where it stays (`wire`), not on the
+    // stack.
+    flow.write_key(&mut t.wire, zone_of::<F>(t.zone as u16));
+    t.key = t.wire;
     t.via_index = 0;
     let state = lookup::<F>(t, pkt, &flow);
     if state != NOT_FOUND {
@@ -1037,10 +1059,9 @@ fn classify_flow<F: Family>(
     }
     if nat && let Some(index) = F::nat_index() {
         // SAFETY: copied out at once.
-        if let Some(connection) = unsafe { index.get(&key) } {
+        if let Some(connection) = unsafe { index.get(&t.wire) } {
             t.key = *connection;
             t.via_index = 1;
-            t.wire = key;
             let state = lookup::<F>(t, pkt, &flow);
             if state != NOT_FOUND {
                 return state;
@@ -1060,7 +1081,7 @@ fn classify_flow<F: Family>(
         return ct_state::INVALID;
     }
     let now = now_ns();
-    t.key = key;
+    t.key = t.wire;
     // Field by field, in place: a whole entry built first would take its
     // size of the stack (128 bytes for IPv6) under the call chain.
     let e = &mut t.entry;
@@ -1155,10 +1176,7 @@ fn meet<F: Family>(
     flow: &FlowOf<F::Addr>,
     now: u64,
 ) -> Met {
-    // (Only a family with a NAT index reaches a connection through it:
-    // for the other, the test folds away, and with it the keys it builds
-    // on a stack the IPv6 call chain has no room for.)
-    if F::nat_index().is_some() && t.via_index != 0 && !has_key::<F>(e, &t.wire) {
+    if t.via_index != 0 && !has_key::<F>(e, &t.wire) {
         return Met::Stale;
     }
     let reopened = reopens(e, pkt);
@@ -1166,7 +1184,7 @@ fn meet<F: Family>(
         if !reopened {
             bump(stats::CT_EXPIRED);
         }
-        forget_translation::<F>(&t.key, e);
+        if F::ZONED { forget_translation::<F>(&t.key, e, &mut t.quoted_key); }
         return Met::Gone;
     }
     let reply = is_reply(e, flow);
@@ -1210,12 +1228,26 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
 }
 
 /// True when translated connection `e` appears on the wire under `key`
-/// (its reply tuple, or the half-translated one).
+/// (its reply tuple, or the half-translated one; the key's zone is the
+/// connection's, as every key of it is). Compared in place rather than
+/// against keys built as `reply_key` and `mid_key` build them: two IPv6
+/// keys on the stack took the IPv6 program's deepest call chain past its
+/// 512 bytes.
 #[inline(always)]
 fn has_key<F: Family>(e: &CtEntryOf<F::Addr>, key: &CtKeyOf<F::Addr>) -> bool {
-    let zone = zone_of::<F>(key.zone);
     e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
-        && (reply_key(e, zone) == *key || mid_key(e, zone) == *key)
+        && key.protocol == e.protocol
+        && (joins(key, &e.reply_src, e.reply_sport, &e.reply_dst, e.reply_dport)
+            || joins(key, &e.orig_src, e.orig_sport, &e.reply_src, e.reply_sport))
+}
+
+/// True when `key`'s endpoints are `a:a_port` and `b:b_port`, in either
+/// order (`key_of` puts them in its canonical one).
+#[inline(always)]
+fn joins<A: FlowAddr>(key: &CtKeyOf<A>, a: &A, a_port: u16, b: &A, b_port: u16) -> bool {
+    let (lo, hi) = (&key.addr_lo, &key.addr_hi);
+    (*lo == *a && key.port_lo == a_port && *hi == *b && key.port_hi == b_port)
+        || (*lo == *b && key.port_lo == b_port && *hi == *a && key.port_hi == a_port)
 }
 
 /// `zone` for a family whose packets have zones, else the constant 0.
@@ -1234,9 +1266,17 @@ fn stale_index<F: Family>(key: &CtKeyOf<F::Addr>) -> u32 {
     NOT_FOUND
 }
 
-/// Removes the NAT index entries of a connection that is going away.
+/// Removes the NAT index entries of connection `e` (key `key`), which is
+/// going away. The keys are built in `scratch` (the tracking slot's
+/// `quoted_key`), not on the stack: two IPv6 keys there took the IPv6
+/// program's call chain past its 512 bytes. (A tuple that is both the
+/// reply and the half-translated one is removed twice: harmless.)
 #[inline(always)]
-fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>) {
+fn forget_translation<F: Family>(
+    key: &CtKeyOf<F::Addr>,
+    e: &CtEntryOf<F::Addr>,
+    scratch: &mut CtKeyOf<F::Addr>,
+) {
     let Some(index) = F::nat_index() else {
         return;
     };
@@ -1244,13 +1284,13 @@ fn forget_translation<F: Family>(key: &CtKeyOf<F::Addr>, e: &CtEntryOf<F::Addr>)
         return;
     }
     let zone = zone_of::<F>(key.zone);
-    let reply = reply_key(e, zone);
-    if reply != *key {
-        let _ = index.remove(&reply);
+    set_reply_key(scratch, e, zone);
+    if *scratch != *key {
+        let _ = index.remove(&*scratch);
     }
-    let mid = mid_key(e, zone);
-    if mid != *key && mid != reply {
-        let _ = index.remove(&mid);
+    set_mid_key(scratch, e, zone);
+    if *scratch != *key {
+        let _ = index.remove(&*scratch);
     }
 }
 
@@ -1275,11 +1315,12 @@ pub fn is_live_of<F: Family>(key: &CtKeyOf<F::Addr>) -> bool {
     !closed && now_ns().saturating_sub(e.last_seen_ns) <= timeout_ns(e)
 }
 
-/// True when a connection has key `key` in a table (no accounting).
+/// True when a connection has key `key` in family `F`'s tables (no
+/// accounting).
 #[inline(always)]
-pub fn exists(key: &CtKey) -> bool {
+pub fn exists_of<F: Family>(key: &CtKeyOf<F::Addr>) -> bool {
     // SAFETY: presence test only.
-    unsafe { CT_ESTABLISHED.get(key).is_some() || CT_UNREPLIED.get(key).is_some() }
+    unsafe { F::established().get(key).is_some() || F::unreplied().get(key).is_some() }
 }
 
 /// Finds the packet's connection without accounting it (the packet was
@@ -1288,7 +1329,18 @@ pub fn exists(key: &CtKey) -> bool {
 /// `t.entry` as `track` does.
 #[inline(never)]
 pub fn peek(pkt: &Packet, start: usize, end: usize) {
-    let Some(t) = tracking() else {
+    peek_of::<V4>(pkt, start, end)
+}
+
+/// [`peek`] for an IPv6 packet.
+#[inline(never)]
+pub fn peek6(pkt: &Packet, start: usize, end: usize) {
+    peek_of::<V6>(pkt, start, end)
+}
+
+#[inline(always)]
+fn peek_of<F: Family>(pkt: &Packet, start: usize, end: usize) {
+    let Some(t) = tracking_of::<F>() else {
         return;
     };
     t.found = 0;
@@ -1296,20 +1348,20 @@ pub fn peek(pkt: &Packet, start: usize, end: usize) {
     if pkt.fragment {
         return;
     }
-    let (flow, complete) = flow_of::<V4>(pkt);
+    let (flow, complete) = flow_of::<F>(pkt);
     if !complete {
         return;
     }
-    if pkt.keys.protocol == IPPROTO_ICMP && is_icmp_error(pkt.keys.l4a) {
+    if pkt.keys.protocol == F::ICMP && F::icmp_error(pkt.keys.l4a) {
         // Counted as RELATED (or INVALID) at ingress already.
-        let _ = related::<V4>(pkt, start, end, true, t);
+        let _ = related::<F>(pkt, start, end, true, t);
         return;
     }
     // The zone a forwarded packet was given at ingress is not known here
     // (the kernel carries it in the skb's conntrack reference, which XDP
     // has no counterpart of): it is looked up in zone 0.
     t.zone = 0;
-    if copy_connection::<V4>(t, &flow.key(0), true) {
+    if copy_connection::<F>(t, &flow.key(0), true) {
         t.reply = is_reply(&t.entry, &flow) as u32;
     }
 }
@@ -1379,7 +1431,7 @@ fn confirm_of<F: Family>() {
         Err(e) if e == -17 => return,
         Err(_) => {
             bump(stats::CT_INSERT_FAILED);
-            forget_translation::<F>(&t.key, &t.entry);
+            forget_translation::<F>(&t.key, &t.entry, &mut t.quoted_key);
             return;
         }
     }
@@ -1389,13 +1441,15 @@ fn confirm_of<F: Family>() {
     if t.entry.status & (ct_status::DST_NAT | ct_status::SRC_NAT) == 0 {
         return;
     }
+    // The keys built in the slot's scratch key, as `forget_translation`
+    // builds them (a tuple that is both is inserted twice: harmless).
     let zone = zone_of::<F>(t.key.zone);
-    let reply = reply_key(&t.entry, zone);
-    if reply != t.key && index.insert(&reply, &t.key, 0).is_err() {
+    set_reply_key(&mut t.quoted_key, &t.entry, zone);
+    if t.quoted_key != t.key && index.insert(&t.quoted_key, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
-    let mid = mid_key(&t.entry, zone);
-    if mid != t.key && mid != reply && index.insert(&mid, &t.key, 0).is_err() {
+    set_mid_key(&mut t.quoted_key, &t.entry, zone);
+    if t.quoted_key != t.key && index.insert(&t.quoted_key, &t.key, 0).is_err() {
         bump(stats::CT_INSERT_FAILED);
     }
 }
@@ -1414,7 +1468,7 @@ fn related<F: Family>(
     }
     // The error is looked up in its own zone, as the kernel looks up an
     // ICMP error with its template's zone.
-    t.quoted_key = t.quoted.key(zone_of::<F>(t.zone as u16));
+    t.quoted.write_key(&mut t.quoted_key, zone_of::<F>(t.zone as u16));
     let key: *const CtKeyOf<F::Addr> = &t.quoted_key;
     // SAFETY: points into this CPU's tracking slot, which `copy_connection`
     // writes elsewhere (key, entry, found).

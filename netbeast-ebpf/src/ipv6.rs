@@ -24,6 +24,7 @@ use crate::{
     classify::{Active, Verdict, classify},
     conntrack,
     forward::{Way, fast_path, forward6},
+    nat::{SIDE_DESTINATION, SIDE_SOURCE},
     parse::{
         ICMP_HLEN, IPPROTO_ICMPV6, Packet, Parsed, Parsed6, load, parse, parse_ingress, parse_ipv6,
     },
@@ -146,6 +147,58 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     } else {
         false
     };
+    // What -m ipv6header, -m rt and -m frag read, from the parser's walk:
+    // made only while a rule reads it (the guards run only then).
+    if active.ipv6_headers() {
+        crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
+    }
+    // `-m sctp --chunk-types` and `-m dccp`'s types and options: the IPv4
+    // program's walk, from where the extension headers end (only while a
+    // rule tests them).
+    if active.bits() & (netbeast_common::ACTIVE_SCTP_CHUNKS | netbeast_common::ACTIVE_DCCP) != 0 {
+        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits(), 1);
+    }
+    // Conntrack before routing, as for IPv4: the destination NAT gives
+    // (nat PREROUTING, or the undoing of SNAT on a reply) decides where
+    // the packet goes.
+    let (active, state) = if untracked {
+        (active.untracked(), conntrack::untrack6())
+    } else {
+        let state = connection_state(pkt, start, end, active, true);
+        (active, state)
+    };
+    // ip6tables' mangle PREROUTING, after conntrack and before nat
+    // PREROUTING, as the kernel's hook priorities order them.
+    if active.mangle()
+        && mangle6_drops_xdp(
+            ctx,
+            pkt,
+            generation,
+            chain::MANGLE6_PREROUTING,
+            in_ifindex as u64,
+            state,
+        )
+    {
+        bump(stats::DROPPED);
+        return xdp_action::XDP_DROP;
+    }
+    if active.translations() {
+        if active.nat() && crate::nat::pending6() {
+            let verdict = run_chain6(
+                pkt,
+                generation,
+                chain::NAT6_PREROUTING,
+                in_ifindex as u64,
+                conntrack::key6(state),
+            );
+            if pkt.search.log_count != 0 {
+                log6(ctx, generation, chain::NAT6_PREROUTING, in_ifindex as u64);
+            }
+            let (target, arg) = verdict.words();
+            crate::nat::netbeast_nat6_prerouting(generation, target, arg, in_ifindex);
+        }
+        crate::nat::netbeast_translate6_xdp(ctx.ctx, SIDE_DESTINATION);
+    }
     let (chain, out_ifindex, neighbour) = match path6(ctx, pkt, in_ifindex) {
         Path6::Local => {
             bump(stats::INPUT);
@@ -169,43 +222,18 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         }
     };
     bump(stats::IPV6);
-    // What -m ipv6header, -m rt and -m frag read, from the parser's walk:
-    // made only while a rule reads it (the guards run only then).
-    if active.ipv6_headers() {
-        crate::parse::netbeast_ipv6_facts(pkt.keys.protocol as u32);
-    }
-    // `-m sctp --chunk-types` and `-m dccp`'s types and options: the IPv4
-    // program's walk, from where the extension headers end (only while a
-    // rule tests them).
-    if active.bits() & (netbeast_common::ACTIVE_SCTP_CHUNKS | netbeast_common::ACTIVE_DCCP) != 0 {
-        crate::parse::netbeast_sctp_walk_xdp(ctx.ctx, active.bits(), 1);
-    }
-    let tracking = active.tracking() && !untracked;
-    let state = if untracked {
-        conntrack::untrack6()
-    } else {
-        connection_state(pkt, start, end, tracking, true)
-    };
-    // ip6tables' mangle PREROUTING, then INPUT or FORWARD, after conntrack
-    // and before filter's chain, as the kernel's hook priorities order
-    // them (IPv4's in pipeline.rs; the chain numbers in the same order).
+    // ip6tables' mangle INPUT or FORWARD, before filter's (IPv4's in
+    // pipeline.rs; the chain numbers in the same order).
     const { assert!(chain::FORWARD6 - chain::INPUT6 == chain::MANGLE_FORWARD - chain::MANGLE_INPUT) };
     if active.mangle()
-        && (mangle6_drops_xdp(
-            ctx,
-            pkt,
-            generation,
-            chain::MANGLE6_PREROUTING,
-            in_ifindex as u64,
-            state,
-        ) || mangle6_drops_xdp(
+        && mangle6_drops_xdp(
             ctx,
             pkt,
             generation,
             chain::mangle6(chain::MANGLE_INPUT + chain - chain::INPUT6),
             in_ifindex as u64 | (out_ifindex as u64) << 32,
             state,
-        ))
+        )
     {
         bump(stats::DROPPED);
         return xdp_action::XDP_DROP;
@@ -252,18 +280,42 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     }
     match verdict {
         target::ACCEPT => {
-            if tracking {
+            if active.nat() && chain == chain::FORWARD6 && crate::nat::pending6() {
+                let ifaces = (out_ifindex as u64) << 32;
+                let verdict = run_chain6(
+                    pkt,
+                    generation,
+                    chain::NAT6_POSTROUTING,
+                    ifaces,
+                    conntrack::key6(state),
+                );
+                if pkt.search.log_count != 0 {
+                    log6(ctx, generation, chain::NAT6_POSTROUTING, ifaces);
+                }
+                let (target, arg) = verdict.words();
+                if crate::nat::netbeast_nat6_postrouting(generation, target, arg, out_ifindex) != 0 {
+                    bump(stats::DROPPED);
+                    return xdp_action::XDP_DROP;
+                }
+            }
+            if active.tracking() {
                 conntrack::confirm6();
             }
             bump(stats::ACCEPTED);
             // A forwarded packet whose next hop the FIB knows leaves by
-            // the fast path, as IPv4 does; the rest the kernel routes.
+            // the fast path, as IPv4 does, with its source translation;
+            // the rest the kernel routes (TC egress translates them).
             let Some(hop) = NEXT_HOP6.get(0).filter(|_| neighbour) else {
                 return xdp_action::XDP_PASS;
             };
             match fast_path(pkt, in_ifindex, out_ifindex) {
                 Way::Kernel => xdp_action::XDP_PASS,
-                way => forward6(ctx, out_ifindex, hop, way),
+                way => {
+                    if active.translations() {
+                        crate::nat::netbeast_translate6_xdp(ctx.ctx, SIDE_SOURCE);
+                    }
+                    forward6(ctx, out_ifindex, hop, way)
+                }
             }
         }
         target::DROP => {
@@ -487,21 +539,23 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> u64 {
 }
 
 /// The packet's conntrack state, as `pipeline::connection_state` gives an
-/// IPv4 packet's: UNTRACKED while no rule needs tracking. `from_outside`:
-/// checksums are verified (netfilter does at PREROUTING only).
+/// IPv4 packet's: UNTRACKED while no rule needs tracking (`active`, which
+/// also says whether translated connections may exist: a miss then looks
+/// in their index). `from_outside`: checksums are verified (netfilter
+/// does at PREROUTING only).
 #[inline(always)]
 fn connection_state(
     pkt: &mut Packet,
     start: usize,
     end: usize,
-    tracking: bool,
+    active: Active,
     from_outside: bool,
 ) -> u32 {
-    if !tracking {
+    if !active.tracking() {
         return ct_state::UNTRACKED;
     }
     read_icmp6(pkt, start, end);
-    conntrack::track6(pkt, start, end, from_outside);
+    conntrack::track6(pkt, start, end, active.translations(), from_outside);
     conntrack::state6()
 }
 
@@ -556,7 +610,16 @@ pub fn egress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     // SAFETY: the context's skb pointer is valid for the program run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (ingress_ifindex, ifindex) =
+        unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).ifindex) };
+    if ingress_ifindex != 0 {
+        // Forwarded (handed off for its source translation only): judged
+        // at XDP ingress.
+        if active.translations() {
+            forwarded_source_nat6(ctx);
+        }
+        return TC_ACT_OK;
+    }
     let (start, end, frame_len) = (ctx.data(), ctx.data_end(), ctx.len() as usize);
     let Parsed::Ipv6(l3) = parse(start, end, frame_len) else {
         return TC_ACT_OK;
@@ -596,11 +659,10 @@ pub fn egress(ctx: &TcContext) -> i32 {
     } else {
         false
     };
-    let tracking = active.tracking() && !untracked;
-    let state = if untracked {
-        conntrack::untrack6()
+    let (active, state) = if untracked {
+        (active.untracked(), conntrack::untrack6())
     } else {
-        connection_state(pkt, start, end, tracking, false)
+        (active, connection_state(pkt, start, end, active, false))
     };
     // mangle OUTPUT: after conntrack, before filter OUTPUT. (No LOG events
     // from the IPv6 egress program yet, filter's OUTPUT's neither.)
@@ -646,8 +708,25 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 bump(stats::DROPPED);
                 return TC_ACT_SHOT;
             }
-            if tracking {
+            if active.nat() && crate::nat::pending6() {
+                let verdict = run_chain6(
+                    pkt,
+                    generation,
+                    chain::NAT6_POSTROUTING,
+                    (ifindex as u64) << 32,
+                    conntrack::key6(state),
+                );
+                let (target, arg) = verdict.words();
+                if crate::nat::netbeast_nat6_postrouting(generation, target, arg, ifindex) != 0 {
+                    bump(stats::DROPPED);
+                    return TC_ACT_SHOT;
+                }
+            }
+            if active.tracking() {
                 conntrack::confirm6();
+            }
+            if active.translations() {
+                crate::nat::netbeast_translate6_tc(ctx.skb.skb, SIDE_SOURCE);
             }
             // The mark the chains left is the packet's from here on, as
             // for IPv4.
@@ -688,4 +767,21 @@ pub fn egress(ctx: &TcContext) -> i32 {
             TC_ACT_OK
         }
     }
+}
+
+/// The source half of the translation of an IPv6 packet the kernel
+/// forwards (its destination half was done at XDP ingress), as
+/// `pipeline::forwarded_source_nat` does an IPv4 one's.
+#[inline(never)]
+fn forwarded_source_nat6(ctx: &TcContext) {
+    let (start, end, frame_len) = (ctx.data(), ctx.data_end(), ctx.len() as usize);
+    let Parsed::Ipv6(l3) = parse(start, end, frame_len) else {
+        return;
+    };
+    let Parsed6::Packet(pkt) = parse_ipv6(start, end, l3, frame_len) else {
+        return;
+    };
+    read_icmp6(pkt, start, end);
+    conntrack::peek6(pkt, start, end);
+    crate::nat::netbeast_translate6_tc(ctx.skb.skb, SIDE_SOURCE);
 }

@@ -24,22 +24,30 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{
-    CtEntry, NAT_PORT_ATTEMPTS, NatTarget, ct_status, nat_flags, nat_offset_port, nat_target_index,
-    size, stats, target,
+    Addr6, CtEntryOf, FlowAddr, NAT_PORT_ATTEMPTS, NatAddrs6, NatTarget, ct_status, nat_flags,
+    nat_offset_port, nat_target_index, size, stats, target,
 };
 
 use crate::{
-    classify::Verdict,
-    conntrack::{CT_NAT_INDEX, Tracking, exists, is_icmp_error, key_of, tracking},
+    conntrack::{
+        Family, TrackingOf, V4, V6, exists_of, is_icmp_error, set_key, tracking, tracking_of,
+    },
     csum::fold,
-    parse::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, load, opaque, store},
-    route::iface_addr,
+    parse::{
+        ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, load,
+        load_addr6, opaque, store, store_addr6,
+    },
+    route::{iface_addr, iface_addr6},
     stats::bump,
 };
 
 /// The translations of the active ruleset's nat rules (`RuleAction::arg`).
 #[map]
 pub static NAT_TARGETS: Array<NatTarget> = Array::with_max_entries(size::NAT_TARGETS, 0);
+/// The IPv6 addresses of the ip6tables nat rules' translations, at the
+/// index of their `NAT_TARGETS` entry.
+#[map]
+static NAT6_ADDRS: Array<NatAddrs6> = Array::with_max_entries(size::NAT6_ADDRS, 0);
 
 /// 127.0.0.1 as it sits in a packet: where REDIRECT sends local packets.
 const LOOPBACK: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -67,6 +75,10 @@ pub trait Frame {
     /// sit in the packet), fixing the IPv4 header checksum and, through the
     /// pseudo header, the L4 one.
     fn set_addr(&self, offset: usize, ip_check: usize, l4: L4Checksum, old: u32, new: u32);
+    /// Replaces the IPv6 address at `offset` (words as they sit in the
+    /// packet), fixing the L4 checksum through the pseudo header (IPv6
+    /// has no header checksum).
+    fn set_addr6(&self, offset: usize, l4: L4Checksum, old: &[u32; 4], new: &[u32; 4]);
     /// Replaces the port at `offset` (host byte order values).
     fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16);
     /// The first `len` bytes of the packet (fewer if it is shorter) as a
@@ -88,6 +100,12 @@ fn updated(check: u16, old_sum: u64, new_sum: u64) -> u16 {
 fn words(addr: u32) -> u64 {
     let a = u32::from_be(addr);
     (a >> 16) as u64 + (a & 0xffff) as u64
+}
+
+/// [`words`] of an IPv6 address.
+#[inline(always)]
+fn words6(addr: &[u32; 4]) -> u64 {
+    words(addr[0]) + words(addr[1]) + words(addr[2]) + words(addr[3])
 }
 
 pub struct XdpFrame {
@@ -124,6 +142,16 @@ impl Frame for XdpFrame {
         self.fix(ip_check, words(old), words(new), false);
         if l4.offset != 0 {
             self.fix(l4.offset, words(old), words(new), l4.udp);
+        }
+    }
+
+    #[inline(always)]
+    fn set_addr6(&self, offset: usize, l4: L4Checksum, old: &[u32; 4], new: &[u32; 4]) {
+        if !store_addr6(self.start, self.end, offset, new) {
+            return;
+        }
+        if l4.offset != 0 {
+            self.fix(l4.offset, words6(old), words6(new), l4.udp);
         }
     }
 
@@ -182,6 +210,19 @@ impl Frame for TcFrame<'_> {
     }
 
     #[inline(always)]
+    fn set_addr6(&self, offset: usize, l4: L4Checksum, old: &[u32; 4], new: &[u32; 4]) {
+        if l4.offset != 0 {
+            let flags = Self::l4_flags(l4, 4) | BPF_F_PSEUDO_HDR as u64;
+            for i in 0..4 {
+                let _ = self
+                    .ctx
+                    .l4_csum_replace(l4.offset, old[i] as u64, new[i] as u64, flags);
+            }
+        }
+        let _ = self.ctx.store(offset, new, 0);
+    }
+
+    #[inline(always)]
     fn set_port(&self, offset: usize, l4: L4Checksum, old: u16, new: u16) {
         if l4.offset != 0 {
             let flags = Self::l4_flags(l4, 2);
@@ -205,7 +246,7 @@ impl Frame for TcFrame<'_> {
 /// The address and port the packet's `side` becomes, from its connection;
 /// `None` when that side is not translated.
 #[inline(always)]
-fn rewrite_of(t: &Tracking, side: Side) -> Option<(u32, u16)> {
+fn rewrite_of<A: FlowAddr>(t: &TrackingOf<A>, side: Side) -> Option<(A, u16)> {
     if t.found == 0 && t.pending == 0 {
         return None;
     }
@@ -277,6 +318,180 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
                 pkt.keys.l4a = port as u32;
             }
         }
+    }
+}
+
+/// [`translate`] for an IPv6 packet: no header checksum to fix; the L4
+/// checksum (ICMPv6's too) covers the addresses through the pseudo header.
+#[inline(always)]
+fn translate6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
+    let Some(t) = tracking_of::<V6>() else {
+        return;
+    };
+    let Some((addr, port)) = rewrite_of(t, side) else {
+        return;
+    };
+    let protocol = pkt.keys.protocol;
+    if protocol == IPPROTO_ICMPV6 && V6::icmp_error(pkt.keys.l4a) {
+        icmp_error6(frame, pkt, side, &addr, port);
+        return;
+    }
+    let (l4, _) = V6::l4(pkt);
+    let ports = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
+    let l4sum = L4Checksum {
+        offset: match protocol {
+            _ if !pkt.l4_complete => 0,
+            IPPROTO_TCP => l4 + 16,
+            IPPROTO_UDP => l4 + 6,
+            IPPROTO_ICMPV6 => l4 + 2,
+            _ => 0,
+        },
+        udp: protocol == IPPROTO_UDP,
+    };
+    let (old, _) = addresses6(pkt, side);
+    let (addr_at, old_port, port_at) = match side {
+        Side::Destination => (pkt.l2_len() + 24, pkt.keys.l4b, l4 + 2),
+        Side::Source => (pkt.l2_len() + 8, pkt.keys.l4a, l4),
+    };
+    if addr != old {
+        frame.set_addr6(addr_at, l4sum, &old.0, &addr.0);
+    }
+    if ports && port as u32 != old_port {
+        frame.set_port(port_at, l4sum, old_port as u16, port);
+    }
+    set_address6(pkt, side, &addr);
+    if ports {
+        match side {
+            Side::Destination => pkt.keys.l4b = port as u32,
+            Side::Source => pkt.keys.l4a = port as u32,
+        }
+    }
+}
+
+/// The packet's address on `side` (its destination or source) and the
+/// other one, as the parser keeps them (the first word in the keys, the
+/// others in `addr6`, interleaved).
+#[inline(always)]
+fn addresses6(pkt: &Packet, side: Side) -> (Addr6, Addr6) {
+    let (k, w) = (&pkt.keys, &pkt.addr6);
+    let src = Addr6([k.src, w[0], w[2], w[4]]);
+    let dst = Addr6([k.dst, w[1], w[3], w[5]]);
+    match side {
+        Side::Destination => (dst, src),
+        Side::Source => (src, dst),
+    }
+}
+
+/// Keeps the parsed copy in step with a rewritten address.
+#[inline(always)]
+fn set_address6(pkt: &mut Packet, side: Side, addr: &Addr6) {
+    let a = &addr.0;
+    match side {
+        Side::Destination => {
+            pkt.keys.dst = a[0];
+            pkt.addr6[1] = a[1];
+            pkt.addr6[3] = a[2];
+            pkt.addr6[5] = a[3];
+        }
+        Side::Source => {
+            pkt.keys.src = a[0];
+            pkt.addr6[0] = a[1];
+            pkt.addr6[2] = a[2];
+            pkt.addr6[4] = a[3];
+        }
+    }
+}
+
+/// Bytes of an ICMPv6 error NAT reads and edits: Ethernet with two VLAN
+/// tags, the outer IPv6 header, extension headers up to the parser's
+/// bound, the ICMPv6 header, the quoted IPv6 header and a quoted TCP
+/// header.
+const ICMP6_ERROR_WINDOW: usize = 22 + 40 + 256 + ICMP_HLEN + 40 + 20;
+
+/// An ICMPv6 error about a translated connection, as [`icmp_error`] does
+/// for ICMP: the outer address like any packet going its way, the quoted
+/// packet (its fixed header followed by its L4 header: one with extension
+/// headers is left as it is) back to what its sender saw, ports included.
+/// The ICMPv6 checksum covers the outer addresses (pseudo header) and
+/// every word changed in the message. Inlined into the global functions
+/// that translate (verified once): a call of its own stacked its frame on
+/// theirs.
+#[inline(always)]
+fn icmp_error6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: &Addr6, port: u16) {
+    let (start, end) = frame.window(ICMP6_ERROR_WINDOW);
+    let (l4, _) = V6::l4(pkt);
+    let l4 = opaque(l4);
+    let inner = opaque(l4 + ICMP_HLEN);
+    let destination = side == Side::Destination;
+    let (outer_old, _) = addresses6(pkt, side);
+    let outer_at = pkt.l2_len() + if destination { 24 } else { 8 };
+    // Words of the ICMPv6 message (and its pseudo header) before and after.
+    let mut old_sum = 0u64;
+    let mut new_sum = 0u64;
+    if outer_old != *addr && store_addr6(start, end, outer_at, &addr.0) {
+        old_sum += words6(&outer_old.0);
+        new_sum += words6(&addr.0);
+    }
+    set_address6(pkt, side, addr);
+    // The quoted packet: its source when the error's destination changes.
+    let Some(next) = load::<u8>(start, end, inner + 6) else {
+        return finish6(start, end, l4, old_sum, new_sum);
+    };
+    let inner_at = inner + if destination { 8 } else { 24 };
+    let Some(inner_old) = load_addr6(start, end, inner_at) else {
+        return finish6(start, end, l4, old_sum, new_sum);
+    };
+    let il4 = inner + 40;
+    let port_at = if destination { il4 } else { il4 + 2 };
+    let ported = matches!(next, IPPROTO_TCP | IPPROTO_UDP);
+    let l4_check = match next {
+        IPPROTO_TCP => il4 + 16,
+        IPPROTO_UDP => il4 + 6,
+        IPPROTO_ICMPV6 => il4 + 2,
+        _ => 0,
+    };
+    if Addr6(inner_old) != *addr && store_addr6(start, end, inner_at, &addr.0) {
+        old_sum += words6(&inner_old);
+        new_sum += words6(&addr.0);
+        if l4_check != 0 {
+            let (o, n) = patch_check(
+                start,
+                end,
+                l4_check,
+                words6(&inner_old),
+                words6(&addr.0),
+                next == IPPROTO_UDP,
+            );
+            old_sum += o as u64;
+            new_sum += n as u64;
+        }
+    }
+    let port_old = match load::<[u8; 2]>(start, end, port_at) {
+        Some(p) if ported => u16::from_be_bytes(p),
+        _ => port,
+    };
+    if ported && port_old != port && store(start, end, port_at, port.to_be()) {
+        old_sum += port_old as u64;
+        new_sum += port as u64;
+        let (o, n) = patch_check(
+            start,
+            end,
+            l4_check,
+            port_old as u64,
+            port as u64,
+            next == IPPROTO_UDP,
+        );
+        old_sum += o as u64;
+        new_sum += n as u64;
+    }
+    finish6(start, end, l4, old_sum, new_sum)
+}
+
+/// The ICMPv6 checksum after the changes summed in `old_sum`/`new_sum`.
+#[inline(always)]
+fn finish6(start: usize, end: usize, l4: usize, old_sum: u64, new_sum: u64) {
+    if old_sum != new_sum {
+        patch_check(start, end, l4 + 2, old_sum, new_sum, false);
     }
 }
 
@@ -419,19 +634,78 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
 }
 
 /// The translation of a nat chain's verdict, if it is one of `wanted`
-/// (DNAT/REDIRECT or SNAT/MASQUERADE). The pipeline runs the chain itself:
-/// nested in here, the classifier's stack frame would come on top of ours.
+/// (DNAT/REDIRECT or SNAT/MASQUERADE), with its number. The pipeline runs
+/// the chain itself: nested in here, the classifier's stack frame would
+/// come on top of ours.
 #[inline(always)]
-fn nat_rule(generation: u32, verdict: &Verdict, wanted: [u32; 2]) -> Option<(u32, NatTarget)> {
-    let action = match verdict {
-        Verdict::Rule(action) => action,
-        Verdict::Policy(_) => return None,
-    };
-    if action.target != wanted[0] && action.target != wanted[1] {
+fn nat_rule(generation: u32, verdict: (u32, u32), wanted: [u32; 2]) -> Option<(u32, NatTarget)> {
+    let (target, arg) = verdict;
+    // (A policy is never one of them.)
+    if target != wanted[0] && target != wanted[1] {
         return None;
     }
-    let to = NAT_TARGETS.get(nat_target_index(generation, action.arg))?;
-    Some((action.target, *to))
+    let to = NAT_TARGETS.get(nat_target_index(generation, arg))?;
+    Some((target, *to))
+}
+
+/// What NAT needs to know of an address family besides conntrack's: where
+/// its translations' addresses come from.
+pub trait NatFamily: Family {
+    /// Where REDIRECT sends a local socket's packets.
+    const LOOPBACK: Self::Addr;
+    /// The address `hash` picks from the range of translation `n` of
+    /// `generation` (`to`).
+    fn range_addr(generation: u32, n: u32, to: &NatTarget, hash: u32) -> Option<Self::Addr>;
+    /// The address MASQUERADE and REDIRECT take from interface `ifindex`.
+    fn iface_addr(ifindex: u32) -> Option<Self::Addr>;
+}
+
+impl NatFamily for V4 {
+    const LOOPBACK: u32 = LOOPBACK;
+    #[inline(always)]
+    fn range_addr(_generation: u32, _n: u32, to: &NatTarget, hash: u32) -> Option<u32> {
+        Some(pick(to.addr_first, to.addr_last, hash).to_be())
+    }
+    #[inline(always)]
+    fn iface_addr(ifindex: u32) -> Option<u32> {
+        iface_addr(ifindex)
+    }
+}
+
+impl NatFamily for V6 {
+    /// ::1.
+    const LOOPBACK: Addr6 = Addr6([0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]);
+    #[inline(always)]
+    fn range_addr(generation: u32, n: u32, _to: &NatTarget, hash: u32) -> Option<Addr6> {
+        let range = NAT6_ADDRS.get(nat_target_index(generation, n))?;
+        Some(Addr6(pick6(&range.first, &range.last, hash)))
+    }
+    #[inline(always)]
+    fn iface_addr(ifindex: u32) -> Option<Addr6> {
+        iface_addr6(ifindex).map(Addr6)
+    }
+}
+
+/// An address of the IPv6 range `first..=last` picked by `hash`, word by
+/// word as nf_nat picks one (`find_best_ips_proto`): each word in its own
+/// range until one is below its range's end, every word after it from
+/// the whole word.
+#[inline(always)]
+fn pick6(first: &[u32; 4], last: &[u32; 4], hash: u32) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut full = false;
+    let mut h = hash;
+    for i in 0..4 {
+        let (lo, hi) = if full {
+            (0, u32::MAX)
+        } else {
+            (u32::from_be(first[i]), u32::from_be(last[i]))
+        };
+        out[i] = pick(lo, hi, h).to_be();
+        full = full || out[i] != last[i];
+        h = h.rotate_left(11).wrapping_mul(0x9e37_79b1);
+    }
+    out
 }
 
 /// Attempt `attempt` of a shifted port map (`nat_flags::OFFSET`) for the
@@ -459,9 +733,9 @@ pub fn pick(first: u32, last: u32, hash: u32) -> u32 {
 }
 
 #[inline(always)]
-fn flow_hash(e: &CtEntry) -> u32 {
-    let h = e.orig_src
-        ^ e.orig_dst.rotate_left(7)
+fn flow_hash<A: FlowAddr>(e: &CtEntryOf<A>) -> u32 {
+    let h = e.orig_src.fold()
+        ^ e.orig_dst.fold().rotate_left(7)
         ^ ((e.orig_sport as u32) << 16)
         ^ e.orig_dport as u32;
     h.wrapping_mul(0x9e37_79b1)
@@ -471,37 +745,57 @@ fn flow_hash(e: &CtEntry) -> u32 {
 /// translation (`pending` and `prerouting`/`postrouting`).
 #[inline(always)]
 pub fn pending() -> bool {
-    matches!(tracking(), Some(t) if t.pending != 0)
+    pending_of::<V4>()
+}
+
+/// [`pending`] for the current IPv6 packet.
+#[inline(always)]
+pub fn pending6() -> bool {
+    pending_of::<V6>()
+}
+
+#[inline(always)]
+fn pending_of<F: Family>() -> bool {
+    matches!(tracking_of::<F>(), Some(t) if t.pending != 0)
 }
 
 /// nat PREROUTING's `verdict` for a new connection's first packet, which
 /// arrived on `in_ifindex` (0: a local socket): DNAT or REDIRECT, recorded
 /// in the pending conntrack entry (applied by `translate`).
 #[inline(never)]
-pub fn prerouting(generation: u32, verdict: &Verdict, in_ifindex: u32) {
-    let Some(t) = tracking() else {
+pub fn prerouting(generation: u32, verdict: (u32, u32), in_ifindex: u32) {
+    prerouting_of::<V4>(generation, verdict, in_ifindex)
+}
+
+#[inline(always)]
+fn prerouting_of<F: NatFamily>(generation: u32, verdict: (u32, u32), in_ifindex: u32) {
+    let Some(t) = tracking_of::<F>() else {
         return;
     };
     if t.pending == 0 {
         return;
     }
-    let Some((kind, to)) = nat_rule(generation, verdict, [target::DNAT, target::REDIRECT]) else {
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::DNAT, target::REDIRECT])
+    else {
         return;
     };
     let e = &mut t.entry;
     let hash = flow_hash(e);
     let addr = if kind == target::REDIRECT {
         if in_ifindex == 0 {
-            LOOPBACK
+            F::LOOPBACK
         } else {
-            match iface_addr(in_ifindex) {
+            match F::iface_addr(in_ifindex) {
                 Some(a) => a,
                 // iptables drops what it can't redirect.
                 None => e.orig_dst,
             }
         }
     } else if to.flags & nat_flags::ADDR != 0 {
-        pick(to.addr_first, to.addr_last, hash).to_be()
+        match F::range_addr(generation, verdict.1, &to, hash) {
+            Some(a) => a,
+            None => e.orig_dst,
+        }
     } else {
         e.orig_dst
     };
@@ -530,30 +824,34 @@ pub fn prerouting(generation: u32, verdict: &Verdict, in_ifindex: u32) {
 /// reply tuple unique. Returns false when the packet must be dropped (no
 /// free port, or no address to masquerade with).
 #[inline(never)]
-pub fn postrouting(generation: u32, verdict: &Verdict, out_ifindex: u32) -> bool {
-    let Some(t) = tracking() else {
+pub fn postrouting(generation: u32, verdict: (u32, u32), out_ifindex: u32) -> bool {
+    postrouting_of::<V4>(generation, verdict, out_ifindex)
+}
+
+#[inline(always)]
+fn postrouting_of<F: NatFamily>(generation: u32, verdict: (u32, u32), out_ifindex: u32) -> bool {
+    let Some(t) = tracking_of::<F>() else {
         return true;
     };
     if t.pending == 0 {
         return true;
     }
-    let Some((kind, to)) = nat_rule(generation, verdict, [target::SNAT, target::MASQUERADE]) else {
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::SNAT, target::MASQUERADE])
+    else {
         return true;
     };
     let hash = flow_hash(&t.entry);
     let addr = if kind == target::MASQUERADE {
-        match iface_addr(out_ifindex) {
-            Some(a) => a,
-            // No address to masquerade with: iptables drops.
-            None => {
-                bump(stats::NAT_EXHAUSTED);
-                return false;
-            }
-        }
+        F::iface_addr(out_ifindex)
     } else if to.flags & nat_flags::ADDR != 0 {
-        pick(to.addr_first, to.addr_last, hash).to_be()
+        F::range_addr(generation, verdict.1, &to, hash)
     } else {
-        t.entry.orig_src
+        Some(t.entry.orig_src)
+    };
+    let Some(addr) = addr else {
+        // No address to masquerade with: iptables drops.
+        bump(stats::NAT_EXHAUSTED);
+        return false;
     };
     let sport = t.entry.orig_sport;
     let ported = matches!(t.entry.protocol, IPPROTO_TCP | IPPROTO_UDP);
@@ -576,7 +874,7 @@ pub fn postrouting(generation: u32, verdict: &Verdict, out_ifindex: u32) -> bool
     } else {
         Start::Hash(hash)
     };
-    if !allocate(t, addr, first, last, start, random) {
+    if !allocate::<F>(t, addr, first, last, start, random) {
         bump(stats::NAT_EXHAUSTED);
         return false;
     }
@@ -599,15 +897,19 @@ enum Start {
 /// key entering `CT_NAT_INDEX` (no-exist insert: two CPUs can't both win
 /// it), unless a live connection already has that key.
 #[inline(always)]
-fn allocate(
-    t: &mut Tracking,
-    addr: u32,
+fn allocate<F: Family>(
+    t: &mut TrackingOf<F::Addr>,
+    addr: F::Addr,
     first: u16,
     last: u16,
     start: Start,
     random: bool,
 ) -> bool {
-    let e = &mut t.entry;
+    let Some(index) = F::nat_index() else {
+        return false;
+    };
+    let zone = t.key.zone;
+    let (e, own, key) = (&mut t.entry, &t.key, &mut t.wire);
     if last < first {
         return false;
     }
@@ -637,30 +939,21 @@ fn allocate(
             return true;
         }
         // The connection's zone: a port is free when no connection of
-        // that zone has the tuple (as nf_nat's unique-tuple check).
-        let key = key_of(
-            e.reply_src,
-            e.reply_sport,
-            addr,
-            port,
-            e.protocol,
-            t.key.zone,
-        );
-        if exists(&key) {
+        // that zone has the tuple (as nf_nat's unique-tuple check). Built
+        // in the tracking slot's scratch key, not on the stack.
+        set_key(key, &e.reply_src, e.reply_sport, &addr, port, e.protocol, zone);
+        if exists_of::<F>(key) {
             continue;
         }
-        let claimed = match CT_NAT_INDEX.insert(&key, &t.key, BPF_NOEXIST) {
+        let claimed = match index.insert(&*key, own, BPF_NOEXIST) {
             Ok(()) => true,
-            Err(_) => {
-                // Taken: only by a connection that is gone may it be
-                // taken over.
-                // SAFETY: copied out at once.
-                let owner = unsafe { CT_NAT_INDEX.get(&key) }.copied();
-                match owner {
-                    Some(owner) if !exists(&owner) => CT_NAT_INDEX.insert(&key, &t.key, 0).is_ok(),
-                    _ => false,
-                }
-            }
+            // Taken: only by a connection that is gone may it be taken
+            // over.
+            // SAFETY: read in place (a map value may be a lookup's key).
+            Err(_) => match unsafe { index.get(&*key) } {
+                Some(owner) if !exists_of::<F>(owner) => index.insert(&*key, own, 0).is_ok(),
+                _ => false,
+            },
         };
         if claimed {
             e.reply_dst = addr;
@@ -674,4 +967,82 @@ fn allocate(
         }
     }
     false
+}
+
+// ---------------------------------------------------------------- IPv6
+//
+// The IPv6 program reaches its NAT through BPF global functions, each
+// verified once on its own: as static calls, the verifier walked the port
+// search and the rewrites again for every state the IPv6 chains left,
+// past the million instructions allowed. The packet is in its per-CPU
+// slot (`current_packet_mut`); the side is `SIDE_*`.
+
+/// `Side::Destination` as a global function's argument.
+pub const SIDE_DESTINATION: u32 = 0;
+/// `Side::Source` as a global function's argument.
+pub const SIDE_SOURCE: u32 = 1;
+
+#[inline(always)]
+fn side_of(side: u32) -> Side {
+    if side == SIDE_SOURCE {
+        Side::Source
+    } else {
+        Side::Destination
+    }
+}
+
+/// [`prerouting`] for ip6tables' nat PREROUTING verdict `target`/`arg`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_nat6_prerouting(
+    generation: u32,
+    target: u32,
+    arg: u32,
+    in_ifindex: u32,
+) -> u32 {
+    prerouting_of::<V6>(generation, (target, arg), in_ifindex);
+    0
+}
+
+/// [`postrouting`] for ip6tables' nat POSTROUTING verdict `target`/`arg`:
+/// 1 when the packet must be dropped.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_nat6_postrouting(
+    generation: u32,
+    target: u32,
+    arg: u32,
+    out_ifindex: u32,
+) -> u32 {
+    !postrouting_of::<V6>(generation, (target, arg), out_ifindex) as u32
+}
+
+/// [`translate6`] of the current XDP packet's `side`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_translate6_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, side: u32) -> u32 {
+    let Some(pkt) = crate::parse::current_packet_mut() else {
+        return 0;
+    };
+    if ctx.is_null() {
+        return 0;
+    }
+    let ctx = XdpContext::new(ctx);
+    translate6(&XdpFrame::new(&ctx), pkt, side_of(side));
+    0
+}
+
+/// [`translate6`] of the current TC packet's `side`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_translate6_tc(skb: *mut aya_ebpf::bindings::__sk_buff, side: u32) -> u32 {
+    let Some(pkt) = crate::parse::current_packet_mut() else {
+        return 0;
+    };
+    if skb.is_null() {
+        return 0;
+    }
+    let ctx = TcContext::new(skb);
+    translate6(&TcFrame::new(&ctx), pkt, side_of(side));
+    0
 }

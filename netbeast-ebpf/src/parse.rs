@@ -53,6 +53,39 @@ pub fn store<T: Copy>(start: usize, end: usize, offset: usize, value: T) -> bool
     true
 }
 
+/// Writes an IPv6 address (four words) at `start + offset` if it lies
+/// entirely before `end`: one word at a time, where a 16-byte
+/// `write_unaligned` becomes a call to a byte-by-byte `memmove` that costs
+/// the verifier a state per byte.
+#[inline(always)]
+pub fn store_addr6(start: usize, end: usize, offset: usize, words: &[u32; 4]) -> bool {
+    let p = opaque(start + offset);
+    if p + 16 > end {
+        return false;
+    }
+    for (i, w) in words.iter().enumerate() {
+        // SAFETY: the 16 bytes are within [start, end), checked above.
+        unsafe { core::ptr::write_unaligned((p + 4 * i) as *mut u32, *w) };
+    }
+    true
+}
+
+/// Reads an IPv6 address (four words) at `start + offset`, as
+/// [`store_addr6`] writes one.
+#[inline(always)]
+pub fn load_addr6(start: usize, end: usize, offset: usize) -> Option<[u32; 4]> {
+    let p = opaque(start + offset);
+    if p + 16 > end {
+        return None;
+    }
+    let mut words = [0u32; 4];
+    for (i, w) in words.iter_mut().enumerate() {
+        // SAFETY: the 16 bytes are within [start, end), checked above.
+        *w = unsafe { core::ptr::read_unaligned((p + 4 * i) as *const u32) };
+    }
+    Some(words)
+}
+
 /// Hides a value's origin from LLVM. After the IPv4 length checks LLVM can
 /// prove later packet accesses in bounds and drop their checks, but the
 /// verifier only trusts comparisons against the packet end itself.

@@ -240,7 +240,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             );
             log_xdp(ctx, pkt, generation, chain::NAT_PREROUTING, in_ifindex, 0);
             trace(pkt, generation, chain::NAT_PREROUTING, &verdict);
-            nat::prerouting(generation, &verdict, in_ifindex);
+            nat::prerouting(generation, verdict.words(), in_ifindex);
         }
         nat::translate(&XdpFrame::new(ctx), pkt, Side::Destination);
     }
@@ -342,7 +342,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
                 );
                 log_xdp(ctx, pkt, generation, chain::NAT_POSTROUTING, 0, out_ifindex);
                 trace(pkt, generation, chain::NAT_POSTROUTING, &verdict);
-                if !nat::postrouting(generation, &verdict, out_ifindex) {
+                if !nat::postrouting(generation, verdict.words(), out_ifindex) {
                     bump(stats::DROPPED);
                     return xdp_action::XDP_DROP;
                 }
@@ -490,9 +490,10 @@ pub fn egress(ctx: &TcContext) -> i32 {
         unsafe { ((*ctx.skb.skb).ingress_ifindex, (*ctx.skb.skb).ifindex) };
     let active = Active::read();
     if ingress_ifindex != 0 {
-        // Forwarded: judged at XDP ingress; only its source NAT is left.
-        if active.translations() {
-            forwarded_source_nat(ctx);
+        // Forwarded: judged at XDP ingress; only its source NAT is left
+        // (an IPv6 packet's in the IPv6 egress program).
+        if active.translations() && forwarded_source_nat(ctx) {
+            return crate::ipv6::egress_hand_off(ctx);
         }
         return TC_ACT_OK;
     }
@@ -601,7 +602,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 );
                 log_tc(ctx, pkt, generation, chain::NAT_POSTROUTING, ifindex);
                 trace(pkt, generation, chain::NAT_POSTROUTING, &verdict);
-                if !nat::postrouting(generation, &verdict, ifindex) {
+                if !nat::postrouting(generation, verdict.words(), ifindex) {
                     bump(stats::DROPPED);
                     return TC_ACT_SHOT;
                 }
@@ -652,13 +653,17 @@ pub fn egress(ctx: &TcContext) -> i32 {
 }
 
 /// The source half of the translation of a packet the kernel forwards
-/// (its destination half was done at XDP ingress).
+/// (its destination half was done at XDP ingress). True for an IPv6
+/// packet, which the IPv6 egress program translates.
 #[inline(never)]
-fn forwarded_source_nat(ctx: &TcContext) {
+fn forwarded_source_nat(ctx: &TcContext) -> bool {
     let (start, end, frame_len) = pull_headers(ctx);
-    let Parsed::Ipv4(pkt) = parse(start, end, frame_len) else {
-        return;
+    let pkt = match parse(start, end, frame_len) {
+        Parsed::Ipv4(pkt) => pkt,
+        Parsed::Ipv6(_) => return true,
+        _ => return false,
     };
     peek(pkt, start, end);
     nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
+    false
 }

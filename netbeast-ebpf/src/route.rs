@@ -70,6 +70,10 @@ pub fn cached_local6(dst: [u32; 4]) -> bool {
 /// MASQUERADE and REDIRECT.
 #[map]
 static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
+/// ifindex → the interface's first global IPv6 address (words in packet
+/// order): the address ip6tables' MASQUERADE and REDIRECT translate to.
+#[map]
+static IFACE_ADDRS6: HashMap<u32, [u32; 4]> = HashMap::with_max_entries(size::IFACES, 0);
 
 #[derive(Clone, Copy)]
 pub struct NextHop {
@@ -416,4 +420,12 @@ pub fn reply_source(ifindex: u32, dst: u32, local: bool) -> u32 {
 pub fn iface_addr(ifindex: u32) -> Option<u32> {
     // SAFETY: copied out at once.
     unsafe { IFACE_ADDRS.get(&ifindex) }.copied()
+}
+
+/// The first global IPv6 address of interface `ifindex`: the address
+/// ip6tables' MASQUERADE and REDIRECT translate to.
+#[inline(always)]
+pub fn iface_addr6(ifindex: u32) -> Option<[u32; 4]> {
+    // SAFETY: copied out at once.
+    unsafe { IFACE_ADDRS6.get(&ifindex) }.copied()
 }
