@@ -338,10 +338,10 @@ fn commands_listings_and_saves_as_ip6tables() {
     assert_eq!(beast.netbeast_ok(&["iptables", "-S"]).unwrap(), v4_before);
 }
 
-/// `ip6tables -t nat`: its chains, policies, listings and save as
-/// ip6tables 1.8.9 makes them; the IPv4 nat table untouched. Its rules
-/// are refused until the data plane runs them (the compiler's
-/// `Nat6NotRunYet`), with nothing applied.
+/// `ip6tables -t nat`: its chains, policies, rules, listings and save as
+/// ip6tables 1.8.9 makes them; the IPv4 nat table untouched. OUTPUT's
+/// rules are refused until the data plane runs them (the compiler's
+/// `Nat6OutputNotRunYet`), with nothing applied.
 #[test]
 fn nat_table_as_ip6tables() {
     require_root();
@@ -371,19 +371,33 @@ fn nat_table_as_ip6tables() {
     ] {
         failures.extend(exit_codes_differ(&oracle, &beast, &link, line, rc));
     }
+    // The translations of PREROUTING and POSTROUTING, as ip6tables takes,
+    // lists and saves them.
+    for line in [
+        "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080",
+        "-t nat -A PREROUTING -p udp --dport 53 -j DNAT --to-destination fd00::2-fd00::9",
+        "-t nat -A PREROUTING -i eth0 -p tcp --dport 8080 -j REDIRECT --to-ports 80",
+        "-t nat -A FWD -p tcp -j DNAT --to-destination [fd00::3]:1000-2000/3000",
+        "-t nat -A PREROUTING -d fd00::1/128 -j FWD",
+        "-t nat -A POSTROUTING -s fd00:a::/64 -o eth1 -p tcp -j MASQUERADE --to-ports 1024-2047",
+        "-t nat -A POSTROUTING -s fd00:b::/64 -p udp -j SNAT --to-source [fd00::1-fd00::4]:2000-3000 --random",
+        "-t nat -A POSTROUTING -o eth1 -j MASQUERADE",
+    ] {
+        failures.extend(exit_codes_differ(&oracle, &beast, &link, line, 0));
+    }
+    // nat OUTPUT (DNAT of this host's own connections) is refused until
+    // the data plane runs it, with nothing applied.
     let before = listing(&beast, &link, &[], "-t nat -S").1;
     let got = beast
         .run(
             &link,
-            &words(
-                "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080",
-            ),
+            &words("-t nat -A OUTPUT -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080"),
         )
         .unwrap();
     let message = String::from_utf8_lossy(&got.stderr);
-    if code(&got) == 0 || !message.contains("does not run IPv6 nat rules yet") {
+    if code(&got) == 0 || !message.contains("does not run IPv6 nat OUTPUT") {
         failures.push(format!(
-            "a nat rule: rc {} ({})",
+            "a nat OUTPUT rule: rc {} ({})",
             code(&got),
             message.trim()
         ));
@@ -431,6 +445,7 @@ fn nat_table_as_ip6tables() {
     );
     // The saved section restores (flushing), through the link and `-T nat`.
     let saved = beast.netbeast_ok(&["save", "-6", "-t", "nat"]).unwrap();
+    beast.run_ok(&link, &["-t", "nat", "-F"]).unwrap();
     beast.run_ok(&link, &["-t", "nat", "-X"]).unwrap();
     let out = beast
         .netbeast_with_input(&["restore", "-6", "-T", "nat"], &saved)

@@ -1003,7 +1003,7 @@ pub const fn nat_target_index(generation: u32, n: u32) -> u32 {
 /// MASQUERADE takes the address of the egress interface, REDIRECT that of
 /// the ingress interface (127.0.0.1 for local sockets).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NatTarget {
     pub addr_first: u32,
     pub addr_last: u32,
@@ -1026,7 +1026,7 @@ pub struct NatTarget {
 /// range is given for either family). Words in packet order, each as it
 /// loads from the packet.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NatAddrs6 {
     pub first: [u32; 4],
     pub last: [u32; 4],

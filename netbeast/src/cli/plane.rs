@@ -504,6 +504,18 @@ fn refresh_interfaces_from(
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
         .collect();
     dp.set_interface_addresses(&primary)?;
+    // ip6tables' MASQUERADE and REDIRECT: the first address that is not
+    // link-local (a global or unique-local one), as `ip -6 addr` lists it.
+    let primary6: Vec<_> = links
+        .iter()
+        .filter_map(|l| {
+            l.addrs6
+                .iter()
+                .find(|a| !a.is_unicast_link_local() && !a.is_loopback())
+                .map(|a| (l.ifindex, *a))
+        })
+        .collect();
+    dp.set_interface_addresses6(&primary6)?;
     dp.set_interface_paths(&interface_paths(ns))?;
     if super::has_synproxy(ruleset) {
         super::shield_sysctls()?;

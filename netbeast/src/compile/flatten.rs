@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use netbeast_common::{LogTarget, NatTarget, RuleAction, target};
+use netbeast_common::{LogTarget, NatAddrs6, NatTarget, RuleAction, target};
 
 use super::guards::{self, GuardTable};
 use super::term::{self, Term};
@@ -193,7 +193,10 @@ impl<'a> Prepared<'a> {
                 owns.push(own);
                 rules.push(rule_terms);
                 args.push(match (&rule.target, nat_target(&rule.target)) {
-                    (_, Some(wanted)) => nat_targets.intern(wanted, limits.nat_targets)?,
+                    (_, Some(wanted)) => {
+                        let addrs6 = crate::rules::target::nat::kernel6(&rule.target);
+                        nat_targets.intern(wanted, addrs6, limits.nat_targets)?
+                    }
                     // Each LOG rule its own entry, numbered in table,
                     // chain and rule order: the number finds the rule.
                     (Target::Log(log), None) => {
@@ -337,19 +340,21 @@ fn nat_target(target: &Target) -> Option<NatTarget> {
 #[derive(Default)]
 pub(super) struct NatTargets {
     pub list: Vec<NatTarget>,
-    /// (addr_first, addr_last, port_first, port_last, flags) → number.
-    numbers: HashMap<(u32, u32, u16, u16, u32), u32>,
+    /// The IPv6 addresses of each entry of `list` (zero for IPv4's).
+    pub addrs6: Vec<NatAddrs6>,
+    /// The whole translation → number.
+    numbers: HashMap<(NatTarget, NatAddrs6), u32>,
 }
 
 impl NatTargets {
-    fn intern(&mut self, nat: NatTarget, limit: u32) -> Result<u32, CompileError> {
-        let key = (
-            nat.addr_first,
-            nat.addr_last,
-            nat.port_first,
-            nat.port_last,
-            nat.flags,
-        );
+    fn intern(
+        &mut self,
+        nat: NatTarget,
+        addrs6: Option<NatAddrs6>,
+        limit: u32,
+    ) -> Result<u32, CompileError> {
+        let addrs6 = addrs6.unwrap_or_default();
+        let key = (nat, addrs6);
         if let Some(&n) = self.numbers.get(&key) {
             return Ok(n);
         }
@@ -360,6 +365,7 @@ impl NatTargets {
         }
         let n = self.list.len() as u32;
         self.list.push(nat);
+        self.addrs6.push(addrs6);
         self.numbers.insert(key, n);
         Ok(n)
     }

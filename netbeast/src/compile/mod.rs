@@ -124,8 +124,8 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V4, TableName::Mangle, "FORWARD"),
     (Family::V4, TableName::Mangle, "OUTPUT"),
     (Family::V4, TableName::Mangle, "POSTROUTING"),
-    // 16 to 18: the IPv6 nat table's (no rule until the kernel runs them:
-    // `Nat6NotRunYet`); then the IPv6 raw and mangle tables'.
+    // 16 to 18: the IPv6 nat table's (no OUTPUT rule until the kernel runs
+    // them: `Nat6OutputNotRunYet`); then the IPv6 raw and mangle tables'.
     (Family::V6, TableName::Nat, "PREROUTING"),
     (Family::V6, TableName::Nat, "POSTROUTING"),
     (Family::V6, TableName::Nat, "OUTPUT"),
@@ -211,11 +211,11 @@ pub enum CompileError {
     )]
     NatInputRules { rules: usize },
     #[error(
-        "the IPv6 nat table has {rules} rules, and netbeast's data plane does not run IPv6 nat \
-         rules yet (docs/FEATURES.md); remove them with ip6tables -t nat -F (its chains and \
-         policies are kept)"
+        "the IPv6 nat table's OUTPUT chain has {rules} rules, and netbeast does not run IPv6 \
+         nat OUTPUT (DNAT of this host's own IPv6 connections) yet (docs/FEATURES.md); remove \
+         them with ip6tables -t nat -F OUTPUT (PREROUTING and POSTROUTING work)"
     )]
-    Nat6NotRunYet { rules: usize },
+    Nat6OutputNotRunYet { rules: usize },
     #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
@@ -345,6 +345,9 @@ pub struct CompiledRuleset {
     /// map value at `nat_target_index(generation, n)` for `n` in order.
     /// A DNAT/SNAT/MASQUERADE/REDIRECT slot's `RuleAction::arg` is its `n`.
     pub nat_targets: Vec<NatTarget>,
+    /// The IPv6 addresses of each of `nat_targets` (the `NAT6_ADDRS` map,
+    /// at the same indexes; zero for IPv4's).
+    pub nat_addrs6: Vec<netbeast_common::NatAddrs6>,
     /// Every LOG rule's options (filter table, then nat; chains and rules
     /// in order): the `LOG_TARGETS` map value at `log_target_index(generation,
     /// n)`; a LOG slot's `RuleAction::arg` is its `n`.
@@ -571,9 +574,9 @@ fn compile_with_limits(
     if nat_input > 0 {
         return Err(CompileError::NatInputRules { rules: nat_input });
     }
-    let nat6_rules: usize = ruleset.nat6.chains.iter().map(|c| c.rules.len()).sum();
-    if nat6_rules > 0 {
-        return Err(CompileError::Nat6NotRunYet { rules: nat6_rules });
+    let nat6_output = ruleset.nat6.chain("OUTPUT").map_or(0, |c| c.rules.len());
+    if nat6_output > 0 {
+        return Err(CompileError::Nat6OutputNotRunYet { rules: nat6_output });
     }
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
@@ -727,6 +730,7 @@ fn compile_with_limits(
         addr_hash,
         user_chain_rules,
         nat_targets: nat_targets.list,
+        nat_addrs6: nat_targets.addrs6,
         log_targets,
         mark_targets,
         connmark_targets,
@@ -891,8 +895,10 @@ impl CompiledRuleset {
     /// True when a nat chain has a rule a packet can reach: new connections
     /// must then go through the nat chains (`ACTIVE_NAT`).
     pub fn has_nat_rules(&self) -> bool {
+        let nat6 = chain::NAT6_PREROUTING as usize..=chain::NAT6_OUTPUT as usize;
         self.chains[chain::FILTER_COUNT..chain::IPV4_COUNT]
             .iter()
+            .chain(&self.chains[nat6])
             .any(|c| c.config.rule_count > 0)
     }
 

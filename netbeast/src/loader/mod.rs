@@ -83,7 +83,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 55] = [
+pub const MAP_NAMES: [&str; 58] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -96,7 +96,9 @@ pub const MAP_NAMES: [&str; 55] = [
     "CT_NAT_INDEX",
     "CT6_UNREPLIED",
     "CT6_ESTABLISHED",
+    "CT6_NAT_INDEX",
     "NAT_TARGETS",
+    "NAT6_ADDRS",
     "MARK_TARGETS",
     "CONNMARK_TARGETS",
     "CT_CONFIG",
@@ -117,6 +119,7 @@ pub const MAP_NAMES: [&str; 55] = [
     "LOCAL_ADDR6_CACHE",
     "ADDR_TYPES",
     "IFACE_ADDRS",
+    "IFACE_ADDRS6",
     "IFACE_GUARDS",
     "SOCK_NETNS",
     "SOCK_NAT",
@@ -355,7 +358,7 @@ impl Staged {
 fn what_a_new_map_loses(name: &str) -> &'static str {
     match name {
         "CT_UNREPLIED" | "CT_ESTABLISHED" | "CT_NAT_INDEX" | "CT6_UNREPLIED"
-        | "CT6_ESTABLISHED" => {
+        | "CT6_ESTABLISHED" | "CT6_NAT_INDEX" => {
             "tracked connections and their NAT translations are forgotten (open connections \
              count as new; translated ones may break)"
         }
@@ -1249,6 +1252,16 @@ impl Dataplane {
         self.replace_u32_map("IFACE_ADDRS", &wanted)
     }
 
+    /// Replaces the ifindex → first global IPv6 address table (the
+    /// address of ip6tables' MASQUERADE and REDIRECT).
+    pub fn set_interface_addresses6(
+        &mut self,
+        addrs: &[(u32, Ipv6Addr)],
+    ) -> Result<(), LoaderError> {
+        let wanted: Vec<(u32, [u32; 4])> = addrs.iter().map(|(i, a)| (*i, addr6_words(a))).collect();
+        self.replace_u32_map("IFACE_ADDRS6", &wanted)
+    }
+
     /// Replaces what the XDP program knows of the interfaces to tell the
     /// frames the kernel discards before netfilter: (ifindex, MAC,
     /// route_localnet). Interfaces left out (and `lo`) are not checked.
@@ -1309,12 +1322,12 @@ impl Dataplane {
         Ok(ports)
     }
 
-    fn replace_u32_map(
+    fn replace_u32_map<V: aya::Pod>(
         &mut self,
         name: &'static str,
-        wanted: &[(u32, u32)],
+        wanted: &[(u32, V)],
     ) -> Result<(), LoaderError> {
-        let mut map: HashMap<&mut MapData, u32, u32> =
+        let mut map: HashMap<&mut MapData, u32, V> =
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         let stale: Vec<u32> = map
             .keys()
@@ -1707,6 +1720,10 @@ impl Dataplane {
             )?;
         }
         clear::<CtKey, CtKey>(self.map_mut("CT_NAT_INDEX")?, "CT_NAT_INDEX")?;
+        clear::<netbeast_common::CtKey6, netbeast_common::CtKey6>(
+            self.map_mut("CT6_NAT_INDEX")?,
+            "CT6_NAT_INDEX",
+        )?;
         // No translated connection is left: unless nat rules make new ones,
         // the next ruleset change sets tracking to what its rules need.
         let mut active: Array<&mut MapData, u32> =

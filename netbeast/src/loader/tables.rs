@@ -185,6 +185,15 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
                 .set(nat_target_index(generation, n as u32), target, 0)
                 .map_err(map_err("NAT_TARGETS"))?;
         }
+        let mut addrs6: Array<&mut MapData, netbeast_common::NatAddrs6> =
+            Array::try_from(dp.map_mut("NAT6_ADDRS")?).map_err(map_err("NAT6_ADDRS"))?;
+        // Only the ip6tables rules' (the kernel reads no other entry).
+        let v6 = compiled.nat_addrs6.iter().enumerate();
+        for (n, addrs) in v6.filter(|(_, a)| **a != netbeast_common::NatAddrs6::default()) {
+            addrs6
+                .set(nat_target_index(generation, n as u32), addrs, 0)
+                .map_err(map_err("NAT6_ADDRS"))?;
+        }
     }
     {
         // Guards before the rules that name them. Their state is not

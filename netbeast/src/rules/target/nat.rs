@@ -7,7 +7,7 @@
 use crate::rules::generate::{Dice, Random, Scope};
 use std::fmt::Write as _;
 
-use netbeast_common::{NatTarget, nat_flags, target as code};
+use netbeast_common::{NatAddrs6, NatTarget, nat_flags, target as code};
 
 use super::{TargetModule, TargetParser, check_placement};
 use crate::rules::ext::{OptSpec, RuleContext, Value};
@@ -493,8 +493,8 @@ fn list(target: &Target, out: &mut String, _numeric: bool) {
 }
 
 /// The kernel's form of a rule's translation (`None` for other targets).
-/// IPv4 only: an IPv6 rule never gets here, the compiler refuses the
-/// IPv6 nat table until its data plane exists.
+/// An ip6tables rule's addresses are in its [`kernel6`] part, and its
+/// `nat_flags::ADDR` here.
 pub fn kernel(target: &Target) -> Option<NatTarget> {
     let (addrs, ports, offset, flags) = match target {
         Target::Dnat { to, flags } | Target::Snat { to, flags } => {
@@ -505,6 +505,7 @@ pub fn kernel(target: &Target) -> Option<NatTarget> {
         }
         _ => return None,
     };
+    let v6 = kernel6(target).is_some();
     let mut nat = NatTarget {
         // The kernel picks a random port for either.
         flags: if flags.random || flags.random_fully {
@@ -519,6 +520,9 @@ pub fn kernel(target: &Target) -> Option<NatTarget> {
         nat.addr_last = u32::from(addrs.last);
         nat.flags |= nat_flags::ADDR;
     }
+    if v6 {
+        nat.flags |= nat_flags::ADDR;
+    }
     if let Some(ports) = ports {
         nat.port_first = ports.first;
         nat.port_last = ports.last;
@@ -529,6 +533,23 @@ pub fn kernel(target: &Target) -> Option<NatTarget> {
         nat.flags |= nat_flags::OFFSET;
     }
     Some(nat)
+}
+
+/// The IPv6 addresses of an ip6tables rule's translation, as the kernel
+/// holds them (`NAT6_ADDRS`, words in packet order); `None` without.
+pub fn kernel6(target: &Target) -> Option<NatAddrs6> {
+    let (Target::Dnat { to, .. } | Target::Snat { to, .. }) = target else {
+        return None;
+    };
+    let range = to.addrs6?;
+    let words = |a: Ipv6Addr| {
+        let o = a.octets();
+        std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    };
+    Some(NatAddrs6 {
+        first: words(range.first),
+        last: words(range.last),
+    })
 }
 
 // ---------------------------------------------------------------- parsing
