@@ -1,8 +1,8 @@
-//! Program test of the IPv6 forwarding fast path (issue 16): an accepted
+//! Program tests of the IPv6 forwarding fast path (issue 16): an accepted
 //! forwarded packet whose next hop the FIB knows leaves by XDP with its
 //! MACs from the FIB and its hop limit − 1; without a known neighbour, or
 //! with a hop limit the kernel must answer, it goes to the kernel
-//! untouched.
+//! untouched. And ip6tables' nat on that path, checksums checked.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test forward6`.
 
@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 use netbeast::{
     loader::Dataplane,
     netns::{Netns, require_root},
-    packet::FrameBuilder,
+    packet::{FrameBuilder, ip_proto, ipv6_l4_checksum},
     rules::{command, model::Ruleset, parse},
 };
 use netbeast_common::{iface_path, stats};
@@ -35,10 +35,12 @@ fn ruleset(lines: &[&str]) -> Ruleset {
     rules
 }
 
-#[test]
-fn ipv6_fast_path_rewrites_and_redirects() {
+/// A router namespace: nbtf1 (fd08::1/64, where packets come in) and
+/// nbtf0 (fd09::1/64, the way out), forwarding on, the neighbours
+/// `NEIGHBOUR_MAC` fd09::5 and fd08::5 known. Returns it with nbtf0's MAC.
+fn router(tag: &str) -> (Netns, Vec<u8>) {
     require_root();
-    let ns = Netns::new("fwd6").unwrap();
+    let ns = Netns::new(tag).unwrap();
     ns.ip(&[
         "link", "add", "nbtf0", "type", "veth", "peer", "name", "nbtf1",
     ])
@@ -51,19 +53,21 @@ fn ipv6_fast_path_rewrites_and_redirects() {
     ns.ip(&["-6", "addr", "add", "fd08::1/64", "dev", "nbtf1", "nodad"])
         .unwrap();
     ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
-    ns.ip(&[
-        "-6",
-        "neigh",
-        "replace",
-        "fd09::5",
-        "lladdr",
-        "02:00:00:00:09:05",
-        "dev",
-        "nbtf0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    for (addr, dev) in [("fd09::5", "nbtf0"), ("fd08::5", "nbtf1")] {
+        ns.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            "02:00:00:00:09:05",
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
     let link = ns.ip(&["-o", "link", "show", "nbtf0"]).unwrap();
     let out_mac: Vec<u8> = link
         .split("link/ether ")
@@ -75,15 +79,26 @@ fn ipv6_fast_path_rewrites_and_redirects() {
         .split(':')
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
+    (ns, out_mac)
+}
+
+/// (nbtf0, nbtf1)'s indexes; in the router's namespace.
+fn ifindexes() -> (u32, u32) {
+    // SAFETY: NUL-terminated names; the caller's thread is in the namespace.
+    unsafe {
+        (
+            libc::if_nametoindex(c"nbtf0".as_ptr()),
+            libc::if_nametoindex(c"nbtf1".as_ptr()),
+        )
+    }
+}
+
+#[test]
+fn ipv6_fast_path_rewrites_and_redirects() {
+    let (ns, out_mac) = router("fwd6");
     ns.in_netns(move || {
         let mut dp = Dataplane::load_private().unwrap();
-        // SAFETY: NUL-terminated names; this thread is in the namespace.
-        let (out, input) = unsafe {
-            (
-                libc::if_nametoindex(c"nbtf0".as_ptr()),
-                libc::if_nametoindex(c"nbtf1".as_ptr()),
-            )
-        };
+        let (out, input) = ifindexes();
         dp.set_interface_paths(&[
             (out, iface_path::FORWARD_REDIRECT),
             (input, iface_path::FORWARD_REDIRECT),
@@ -124,6 +139,134 @@ fn ipv6_fast_path_rewrites_and_redirects() {
         let run = dp.test_run_xdp(&frame("fd09::5", 54, 64), input).unwrap();
         assert_eq!(run.action, XDP_DROP, "the FORWARD policy");
         assert_eq!(fast(&dp), before + 1);
+    })
+    .unwrap();
+}
+
+/// The endpoints of an IPv6 frame (Ethernet, no extension headers) and
+/// whether its L4 checksum (TCP, UDP, ICMPv6: over the pseudo-header) is
+/// valid.
+#[derive(Debug, PartialEq, Eq)]
+struct Wire6 {
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    l4_ok: bool,
+}
+
+fn wire6(frame: &[u8]) -> Wire6 {
+    let ip = &frame[14..];
+    let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap());
+    let (src, dst, l4) = (addr(8), addr(24), &ip[40..]);
+    let ported = matches!(ip[6], ip_proto::TCP | ip_proto::UDP);
+    let port = |at: usize| {
+        if ported {
+            u16::from_be_bytes([l4[at], l4[at + 1]])
+        } else {
+            0
+        }
+    };
+    Wire6 {
+        src,
+        sport: port(0),
+        dst,
+        dport: port(2),
+        l4_ok: ipv6_l4_checksum(src, dst, ip[6], l4) == 0,
+    }
+}
+
+fn endpoints(src: &str, sport: u16, dst: &str, dport: u16) -> Wire6 {
+    Wire6 {
+        src: v6(src),
+        sport,
+        dst: v6(dst),
+        dport,
+        l4_ok: true,
+    }
+}
+
+/// ip6tables' nat in the XDP program: DNAT before the routing decision,
+/// MASQUERADE before the fast path's redirect, the replies translated
+/// back, ICMPv6 errors about a translated connection with their quoted
+/// packet translated too — every checksum valid (TCP, UDP and ICMPv6 sum
+/// the addresses in their pseudo-header), each translation decided once.
+#[test]
+fn ipv6_nat_rewrites_with_valid_checksums() {
+    let (ns, _) = router("nat6");
+    ns.in_netns(move || {
+        let mut dp = Dataplane::load_private().unwrap();
+        let (out, input) = ifindexes();
+        dp.set_interface_paths(&[
+            (out, iface_path::FORWARD_REDIRECT),
+            (input, iface_path::FORWARD_REDIRECT),
+        ])
+        .unwrap();
+        dp.set_interface_addresses6(&[(out, v6("fd09::1")), (input, v6("fd08::1"))])
+            .unwrap();
+        dp.apply(
+            &ruleset(&[
+                "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd09::5]:8080",
+                "-t nat -A PREROUTING -p udp --dport 53 -j DNAT --to-destination [fd09::5]:5353",
+                "-t nat -A PREROUTING -p ipv6-icmp --icmpv6-type echo-request -j DNAT --to-destination fd09::5",
+                "-t nat -A POSTROUTING -o nbtf0 -j MASQUERADE",
+            ]),
+            &[],
+        )
+        .unwrap();
+        let run = |dp: &mut Dataplane, frame: &[u8], ingress: u32| {
+            let run = dp.test_run_xdp(frame, ingress).unwrap();
+            assert_eq!(run.action, XDP_REDIRECT, "forwarded by the fast path");
+            run.frame
+        };
+        let before = dp.stats().unwrap();
+
+        // TCP: the destination DNATed at ingress, the source masqueraded
+        // on the way out (its port kept: free); the reply back the other
+        // way, both halves undone.
+        let segment = |src: &str, sport, dst: &str, dport, flags, payload: &[u8]| {
+            FrameBuilder::tcp6_segment(v6(src), sport, v6(dst), dport, flags, 1, payload).build()
+        };
+        let syn = segment("fd08::5", 1000, "fd08::1", 80, 0x02, b"");
+        let out_syn = run(&mut dp, &syn, input);
+        assert_eq!(wire6(&out_syn), endpoints("fd09::1", 1000, "fd09::5", 8080));
+        let syn_ack = segment("fd09::5", 8080, "fd09::1", 1000, 0x12, b"");
+        let back = run(&mut dp, &syn_ack, out);
+        assert_eq!(wire6(&back), endpoints("fd08::1", 80, "fd08::5", 1000));
+        let ack = segment("fd08::5", 1000, "fd08::1", 80, 0x10, b"GET / HTTP/1.0\r\n\r\n");
+        let out_ack = run(&mut dp, &ack, input);
+        assert_eq!(wire6(&out_ack), endpoints("fd09::1", 1000, "fd09::5", 8080));
+
+        // UDP, and an ICMPv6 port unreachable about it from the server:
+        // as netfilter translates one, it looks like an answer from where
+        // the client sent the datagram, which it quotes as the client
+        // sent it.
+        let query = FrameBuilder::udp6_with(v6("fd08::5"), 2000, v6("fd08::1"), 53, b"query").build();
+        let sent = run(&mut dp, &query, input);
+        assert_eq!(wire6(&sent), endpoints("fd09::1", 2000, "fd09::5", 5353));
+        let unreachable =
+            FrameBuilder::icmp6_error(v6("fd09::5"), v6("fd09::1"), 1, 4, &sent[14..]).build();
+        let error = run(&mut dp, &unreachable, out);
+        let w = wire6(&error);
+        assert_eq!((w.src, w.dst, w.l4_ok), (v6("fd08::1"), v6("fd08::5"), true));
+        assert_eq!(
+            wire6(&[&error[..14], &error[14 + 48..]].concat()),
+            endpoints("fd08::5", 2000, "fd08::1", 53),
+            "the quoted datagram as the client sent it, its checksum valid"
+        );
+
+        // An ICMPv6 echo: the addresses only (its checksum covers them).
+        let echo =
+            FrameBuilder::icmp6(v6("fd08::5"), v6("fd08::1"), 128, 0, [0, 7, 0, 1], b"ping").build();
+        let w = wire6(&run(&mut dp, &echo, input));
+        assert_eq!((w.src, w.dst, w.l4_ok), (v6("fd09::1"), v6("fd09::5"), true));
+
+        let after = dp.stats().unwrap();
+        let delta = |n: u32| after[n as usize] - before[n as usize];
+        assert_eq!(delta(stats::NAT_DNAT), 3, "one DNAT per connection");
+        assert_eq!(delta(stats::NAT_SNAT), 3, "one MASQUERADE per connection");
+        let listed = dp.conntrack_entries6().unwrap();
+        assert_eq!(listed.len(), 3, "{listed:?}");
     })
     .unwrap();
 }
