@@ -1,0 +1,835 @@
+//! IPv6 nat (`ip6tables -t nat`) as network tests, the IPv6 twin of
+//! nat.rs: the article's NAT router with SNAT, two LAN hosts behind
+//! MASQUERADE from one source port, port forwarding to a LAN server
+//! (DNAT), REDIRECT and DNAT to the router itself, long transfers through
+//! SNAT and DNAT (every segment rewritten, checksums right), an ICMPv6
+//! echo through SNAT, and both tuples of each translated connection in
+//! `conntrack -L -f ipv6`. Every scenario also runs with the kernel's own
+//! ip6tables (`ip6tables_oracle`), which proves the topology and the
+//! expectations; netbeast must match, with its XDP fast path on and off.
+//!
+//! The servers answer with the client address they saw ([`peer_server`],
+//! [`udp_peer_server`]), so a test checks the translation at the far end.
+//! Addresses are from fd00::/8, without duplicate address detection;
+//! neighbour discovery is live (the first packet of a flow waits for it).
+//!
+//! Needs root. Run: `cargo test -p netbeast --test nat6`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use netbeast::netns::{
+    ConnectOutcome::{self, Reset, TimedOut},
+    Firewall, IcmpError, Netns, UdpOutcome, parse_peer_addr, peer_server, read_peer_addr,
+    require_root, tcp_stream, udp_exchange_from, udp_peer_server,
+};
+use support::{roundtrip, stat};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+/// How long an attempt that must fail is given: a dropped SYN or datagram
+/// costs this much.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an attempt that must work is given, on a loaded two-core
+/// machine (neighbour discovery included).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes each way on a translated connection: hundreds of full-size
+/// segments in both directions, every one of them rewritten.
+const TRANSFER: usize = 256 * 1024;
+
+/// The port the servers listen on, TCP and UDP.
+const PORT: u16 = 8080;
+
+// ---------------------------------------------------------------------------
+// Scenarios, the topology and small helpers
+
+/// Runs a routed scenario with netbeast's fast path as `attach` sets it
+/// by default and off (the kernel forwards), and with ip6tables.
+macro_rules! routed_scenario {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn netbeast_fast_path() {
+                super::$name(Firewall::netbeast(NETBEAST));
+            }
+
+            #[test]
+            fn netbeast_kernel_forwarding() {
+                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "off"]));
+            }
+
+            #[test]
+            fn ip6tables_oracle() {
+                super::$name(Firewall::Iptables);
+            }
+        }
+    };
+}
+
+/// Whether `firewall` is netbeast with its forwarding fast path on.
+fn fast_path_on(firewall: &Firewall) -> bool {
+    match firewall {
+        Firewall::Netbeast { attach_args, .. } => !attach_args
+            .windows(2)
+            .any(|w| w[0] == "--fast-path" && w[1] == "off"),
+        Firewall::Iptables => false,
+    }
+}
+
+/// One link of the topology: a host's end and the router's, each with its
+/// address in the link's /64.
+struct Link {
+    host_iface: &'static str,
+    host: Ipv6Addr,
+    router_iface: &'static str,
+    router: Ipv6Addr,
+}
+
+/// Whether the server can answer the hosts by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerRoute {
+    /// Its default route points at the router: DNAT alone suffices.
+    ViaRouter,
+    /// Only its on-link route: the router must hide the hosts (SNAT).
+    None,
+}
+
+/// Hosts — router — server: each host on its own link to the router (its
+/// default route points there), the server on the router's [`SERVER_LINK`].
+/// Forwarding on in the router; the firewall attached to all its
+/// interfaces. Drop order: hosts, router (netbeast cleanup), server.
+struct Routed6 {
+    hosts: Vec<Netns>,
+    router: Netns,
+    server: Netns,
+    firewall: Firewall,
+}
+
+impl Routed6 {
+    fn new(tag: &str, firewall: Firewall, links: &[Link], route: ServerRoute) -> Routed6 {
+        require_root();
+        let setup = || -> netbeast::netns::Result<Routed6> {
+            let hosts = (0..links.len())
+                .map(|i| Netns::new(&format!("{tag}-h{i}")))
+                .collect::<netbeast::netns::Result<Vec<_>>>()?;
+            let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
+            let server = Netns::new(&format!("{tag}-srv"))?;
+            for (host, link) in hosts.iter().zip(links).chain([(&server, &SERVER_LINK)]) {
+                veth6(&router, link.router_iface, link.router, host, link.host_iface, link.host)?;
+                // The XDP program rewrites addresses and ports with
+                // full-checksum arithmetic, which a CHECKSUM_PARTIAL
+                // frame's pseudo-header sum does not follow.
+                host.run_ok("ethtool", &["-K", link.host_iface, "tx", "off"])?;
+            }
+            for (host, link) in hosts.iter().zip(links) {
+                default_route(host, link.router)?;
+            }
+            if route == ServerRoute::ViaRouter {
+                default_route(&server, SERVER_LINK.router)?;
+            }
+            router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            let ifaces: Vec<&str> = links
+                .iter()
+                .chain([&SERVER_LINK])
+                .map(|l| l.router_iface)
+                .collect();
+            firewall.attach(&router, &ifaces)?;
+            Ok(Routed6 {
+                hosts,
+                router,
+                server,
+                firewall,
+            })
+        };
+        setup().unwrap_or_else(|e| panic!("setting up the IPv6 router ({tag}): {e}"))
+    }
+
+    /// `line` in the router with ip6tables, which must succeed.
+    #[track_caller]
+    fn ip6tables(&self, line: &str) {
+        self.firewall
+            .ip6tables_ok(&self.router, line)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// For failure messages: the router's IPv6 ruleset and connections.
+    fn diagnostics(&self) -> String {
+        let ns = &self.router;
+        let save = match self.firewall {
+            Firewall::Netbeast { .. } => ns.netbeast_ok(&["save", "-6"]),
+            Firewall::Iptables => ns.run_ok("ip6tables-save", &[] as &[&str]),
+        };
+        let save = save.unwrap_or_else(|e| e.to_string());
+        format!(
+            "router ruleset:\n{save}\nconntrack -L -f ipv6:\n{}{}",
+            self.conntrack_listing(),
+            support::diagnostics(ns, &self.firewall)
+        )
+    }
+
+    /// The router's IPv6 connections in conntrack(8)'s words: `netbeast
+    /// conntrack -L -f ipv6`, or conntrack(8) itself for the kernel.
+    fn conntrack_listing(&self) -> String {
+        let args = ["-L", "-f", "ipv6"];
+        match self.firewall {
+            Firewall::Netbeast { .. } => support::conntrack(&self.router, &args).0,
+            Firewall::Iptables => self
+                .router
+                .run_ok("conntrack", &args)
+                .unwrap_or_else(|e| panic!("conntrack -L -f ipv6 in the router: {e}")),
+        }
+    }
+
+    /// Asserts that the router tracks a `protocol` connection with these
+    /// original and reply tuples.
+    fn assert_tracked(&self, protocol: &str, original: Tuple, reply: Tuple) {
+        let listing = self.conntrack_listing();
+        let found = listing.lines().any(|line| {
+            line.split_whitespace().next() == Some(protocol) && tuples(line) == [original, reply]
+        });
+        assert!(
+            found,
+            "no {protocol} connection {original:?} with reply {reply:?} in the router's \
+             conntrack -L -f ipv6:\n{listing}"
+        );
+    }
+
+    /// The router's `fast_path` statistic, when the firewall is netbeast.
+    fn fast_path_count(&self) -> Option<u64> {
+        self.firewall
+            .is_netbeast()
+            .then(|| stat(&self.router, "fast_path"))
+    }
+
+    /// Asserts which way the router forwarded since `before`: with the
+    /// fast path on, at least 100 packets in XDP (each translated there
+    /// just before its redirect); with it off, none.
+    fn assert_forwarding_path(&self, before: Option<u64>) {
+        let Some(before) = before else { return };
+        let fast = stat(&self.router, "fast_path") - before;
+        if fast_path_on(&self.firewall) {
+            assert!(
+                fast >= 100,
+                "only {fast} translated packets took the XDP fast path\n{}",
+                self.diagnostics()
+            );
+        } else {
+            assert_eq!(
+                fast,
+                0,
+                "packets took the XDP fast path, which is off\n{}",
+                self.diagnostics()
+            );
+        }
+    }
+
+    /// A TCP connection from `host` (bound to `local`) to a [`peer_server`]
+    /// at `server`, and the client address the server saw.
+    fn open(&self, host: &Netns, local: SocketAddr, server: SocketAddr) -> (TcpStream, SocketAddr) {
+        let mut stream = tcp_stream(host, Some(local), server, CONNECT_TIMEOUT)
+            .unwrap()
+            .unwrap_or_else(|outcome| {
+                panic!(
+                    "{local} -> {server}: {outcome}, expected a connection\n{}",
+                    self.diagnostics()
+                )
+            });
+        let seen = read_peer_addr(&mut stream, CONNECT_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "{local} -> {server}: connected, but the server did not answer: {e}\n{}",
+                self.diagnostics()
+            )
+        });
+        (stream, seen)
+    }
+
+    /// `len` bytes each way over `stream`, which must all come back.
+    fn transfer(&self, stream: &mut TcpStream, len: usize, what: &str) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        roundtrip(stream, &data, TRANSFER_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "{len} bytes over the {what} TCP connection: {e}\n{}",
+                self.diagnostics()
+            )
+        });
+    }
+
+    /// One exchange on a UDP `socket` connected to a [`udp_peer_server`]
+    /// (so an answer from any other address would not be received): the
+    /// client address the server saw.
+    fn udp(&self, socket: &UdpSocket, payload: &[u8]) -> SocketAddr {
+        udp_ask(socket, payload).unwrap_or_else(|e| {
+            panic!(
+                "UDP {:?} -> {:?}: {e}\n{}",
+                socket.local_addr(),
+                socket.peer_addr(),
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// What a TCP connection attempt and a UDP exchange from `host` (from
+    /// `local`) to `target` came to, when neither must get an answer
+    /// from a server.
+    fn unanswered(
+        &self,
+        host: &Netns,
+        local: SocketAddr,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> (ConnectOutcome, UdpOutcome) {
+        let tcp = match tcp_stream(host, Some(local), target, timeout).unwrap() {
+            Ok(stream) => panic!(
+                "{local} -> {target} connected (as {:?}), expected no connection\n{}",
+                stream.local_addr(),
+                self.diagnostics()
+            ),
+            Err(outcome) => outcome,
+        };
+        let udp = udp_exchange_from(host, local, target, b"anyone?", timeout).unwrap();
+        (tcp, udp)
+    }
+}
+
+/// A veth pair from `a` to `b`, each end with its IPv6 address (a /64,
+/// no duplicate address detection) and up.
+fn veth6(
+    a: &Netns,
+    a_iface: &str,
+    a_addr: Ipv6Addr,
+    b: &Netns,
+    b_iface: &str,
+    b_addr: Ipv6Addr,
+) -> netbeast::netns::Result<()> {
+    a.ip(&[
+        "link", "add", a_iface, "type", "veth", "peer", "name", b_iface, "netns", b.name(),
+    ])?;
+    for (ns, iface, addr) in [(a, a_iface, a_addr), (b, b_iface, b_addr)] {
+        let addr = format!("{addr}/64");
+        ns.ip(&["-6", "addr", "add", &addr, "dev", iface, "nodad"])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+    }
+    Ok(())
+}
+
+fn default_route(ns: &Netns, gateway: Ipv6Addr) -> netbeast::netns::Result<()> {
+    ns.ip(&["-6", "route", "add", "default", "via", &gateway.to_string()])?;
+    Ok(())
+}
+
+/// One direction of a connection as conntrack(8) prints it (ports 0 for
+/// ICMPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tuple {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+}
+
+impl Tuple {
+    fn new(src: SocketAddr, dst: SocketAddr) -> Tuple {
+        Tuple {
+            src: src.ip(),
+            dst: dst.ip(),
+            sport: src.port(),
+            dport: dst.port(),
+        }
+    }
+}
+
+/// The tuples of one `conntrack -L` line, in order (original, reply): each
+/// `src=` starts one; counters and flags in between are skipped.
+fn tuples(line: &str) -> Vec<Tuple> {
+    let unspecified = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    let mut found: Vec<Tuple> = Vec::new();
+    for word in line.split_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        if key == "src" {
+            found.push(Tuple {
+                src: value.parse().unwrap_or(unspecified),
+                dst: unspecified,
+                sport: 0,
+                dport: 0,
+            });
+            continue;
+        }
+        let Some(t) = found.last_mut() else { continue };
+        match key {
+            "dst" => t.dst = value.parse().unwrap_or(unspecified),
+            "sport" => t.sport = value.parse().unwrap_or(0),
+            "dport" => t.dport = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The client address a [`udp_peer_server`] saw in `reply`, which must
+/// echo `payload` after it.
+fn udp_peer(reply: &UdpOutcome, payload: &[u8]) -> Result<SocketAddr, String> {
+    let UdpOutcome::Reply(bytes) = reply else {
+        return Err(format!("no answer: {reply}"));
+    };
+    let peer = parse_peer_addr(bytes)
+        .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(bytes)))?;
+    let rest = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap_or(0) + 1..];
+    if rest != payload {
+        return Err(format!(
+            "the answer echoes {:?}, not {:?}",
+            String::from_utf8_lossy(rest),
+            String::from_utf8_lossy(payload)
+        ));
+    }
+    Ok(peer)
+}
+
+/// A UDP socket in `ns`, bound to `local` and connected to `server`, kept
+/// open across several exchanges (one conntrack entry for all of them).
+fn udp_socket(ns: &Netns, local: SocketAddr, server: SocketAddr) -> UdpSocket {
+    ns.in_netns(|| {
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(server)?;
+        Ok::<_, std::io::Error>(socket)
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("udp socket {local} -> {server} in {}: {e}", ns.name()))
+}
+
+/// One datagram on `socket` and the answer of a [`udp_peer_server`]: the
+/// client address it saw.
+fn udp_ask(socket: &UdpSocket, payload: &[u8]) -> Result<SocketAddr, String> {
+    socket.send(payload).map_err(|e| format!("sending: {e}"))?;
+    socket
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 2048];
+    let outcome = match socket.recv(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            UdpOutcome::Reply(buf)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            UdpOutcome::TimedOut
+        }
+        Err(e) => UdpOutcome::Error(e.to_string()),
+    };
+    udp_peer(&outcome, payload)
+}
+
+fn at(ip: Ipv6Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(ip), port)
+}
+
+/// `[::]:port`, where a server listens on every address.
+fn any(port: u16) -> SocketAddr {
+    at(Ipv6Addr::UNSPECIFIED, port)
+}
+
+// ---------------------------------------------------------------------------
+// The article's NAT router, for IPv6
+
+const LAN_HOST: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 0, 6);
+const ROUTER_LAN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xa, 0, 0, 0, 0, 0, 4);
+/// A second LAN host, on its own link to the router.
+const LAN_HOST2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xc, 0, 0, 0, 0, 0, 6);
+const ROUTER_LAN2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xc, 0, 0, 0, 0, 0, 4);
+const ROUTER_SERVER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xb, 0, 0, 0, 0, 0, 1);
+const SERVER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xb, 0, 0, 0, 0, 0, 0x15);
+const ROUTER_SERVER_IFACE: &str = "nbt-r-srv";
+
+const SERVER_LINK: Link = Link {
+    host_iface: "nbt-srv",
+    host: SERVER,
+    router_iface: ROUTER_SERVER_IFACE,
+    router: ROUTER_SERVER,
+};
+/// The article's LAN hosts (fd00:a::6, and fd00:c::6 for MASQUERADE).
+const LAN_LINKS: [Link; 2] = [
+    Link {
+        host_iface: "nbt-lan",
+        host: LAN_HOST,
+        router_iface: "nbt-r-lan",
+        router: ROUTER_LAN,
+    },
+    Link {
+        host_iface: "nbt-lan2",
+        host: LAN_HOST2,
+        router_iface: "nbt-r-lan2",
+        router: ROUTER_LAN2,
+    },
+];
+
+/// The article's FORWARD rules for ip6tables, in its order: the LAN host
+/// may open connections to the server, the server may only answer.
+const ARTICLE_FORWARD: [&str; 3] = [
+    "-P FORWARD DROP",
+    "-I FORWARD -s fd00:a::6/128 -d fd00:b::15/128 -j ACCEPT",
+    "-I FORWARD -s fd00:b::15/128 -d fd00:a::6/128 -m conntrack --ctstate ESTABLISHED -j ACCEPT",
+];
+/// The article's SNAT, without which the server cannot answer at all.
+const ARTICLE_SNAT: &str =
+    "-t nat -I POSTROUTING -s fd00:a::6/128 -d fd00:b::15/128 -j SNAT --to-source fd00:b::1";
+
+fn server(port: u16) -> SocketAddr {
+    at(SERVER, port)
+}
+
+/// Whether one ICMPv6 echo from `ns` to `to` is answered within 2 s.
+fn ping(ns: &Netns, to: Ipv6Addr) -> bool {
+    let to = to.to_string();
+    let out = ns
+        .run("ping", &["-6", "-n", "-c", "1", "-W", "2", &to])
+        .unwrap_or_else(|e| panic!("ping in {}: {e}", ns.name()));
+    out.status.success()
+}
+
+// The article's NAT router for IPv6: the server has only its on-link
+// route, so without the SNAT rule nothing comes back (TCP, UDP, ICMPv6
+// echo); with it the LAN host reaches the server and the server sees
+// fd00:b::1 as the client. 256 KiB each way over the translated TCP
+// connection (every segment rewritten, its checksum right). `conntrack
+// -L -f ipv6` on the router shows both tuples of each translation,
+// the echo's too.
+routed_scenario!(article_nat_router);
+fn article_nat_router(firewall: Firewall) {
+    let net = Routed6::new("n6art", firewall, &LAN_LINKS[..1], ServerRoute::None);
+    let lan_host = &net.hosts[0];
+    let lan = |port| at(LAN_HOST, port);
+    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    for line in ARTICLE_FORWARD {
+        net.ip6tables(line);
+    }
+
+    // Without the SNAT rule the server's answers have no way back. Fixed
+    // source ports: the connections below must not find the entries these
+    // attempts leave in conntrack.
+    let outcome = net.unanswered(lan_host, lan(42000), server(PORT), TIMEOUT);
+    assert_eq!(
+        outcome,
+        (TimedOut, UdpOutcome::TimedOut),
+        "TCP and UDP without SNAT\n{}",
+        net.diagnostics()
+    );
+    assert!(
+        !ping(lan_host, SERVER),
+        "an echo without SNAT was answered\n{}",
+        net.diagnostics()
+    );
+
+    net.ip6tables(ARTICLE_SNAT);
+    let fast_before = net.fast_path_count();
+    let (mut stream, seen) = net.open(lan_host, lan(42001), server(PORT));
+    assert_eq!(
+        seen.ip(),
+        ROUTER_SERVER,
+        "the server must see the router's address as the TCP client\n{}",
+        net.diagnostics()
+    );
+    net.transfer(&mut stream, TRANSFER, "SNATed");
+    net.assert_forwarding_path(fast_before);
+
+    let flow = udp_socket(lan_host, lan(41001), server(PORT));
+    let udp_seen = net.udp(&flow, b"query");
+    assert_eq!(
+        udp_seen.ip(),
+        ROUTER_SERVER,
+        "the server must see the router's address as the UDP client\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(net.udp(&flow, b"again"), udp_seen, "the UDP flow's binding");
+
+    assert!(
+        ping(lan_host, SERVER),
+        "an ICMPv6 echo through SNAT was not answered\n{}",
+        net.diagnostics()
+    );
+
+    // Both tuples, as conntrack(8) shows them: the original from the LAN
+    // host, the reply to the router's address and the port the server saw.
+    net.assert_tracked(
+        "tcp",
+        Tuple::new(lan(42001), server(PORT)),
+        Tuple::new(server(PORT), seen),
+    );
+    net.assert_tracked(
+        "udp",
+        Tuple::new(lan(41001), server(PORT)),
+        Tuple::new(server(PORT), udp_seen),
+    );
+    // The echo's reply tuple goes to the router's address: the server saw
+    // the echo from there.
+    let listing = net.conntrack_listing();
+    let echo = listing.lines().find(|line| {
+        line.split_whitespace().next() == Some("icmpv6") && line.contains("type=128")
+    });
+    let echo_tuples = echo.map(tuples).unwrap_or_default();
+    let addresses: Vec<(IpAddr, IpAddr)> = echo_tuples.iter().map(|t| (t.src, t.dst)).collect();
+    assert_eq!(
+        addresses,
+        [
+            (IpAddr::V6(LAN_HOST), IpAddr::V6(SERVER)),
+            (IpAddr::V6(SERVER), IpAddr::V6(ROUTER_SERVER)),
+        ],
+        "the echo's tuples in the router's conntrack -L -f ipv6:\n{listing}"
+    );
+}
+
+/// The source port both LAN hosts use.
+const SHARED_PORT: u16 = 40000;
+
+// Two LAN hosts, both from source port 40000, talk to the same server at
+// once over TCP and UDP behind MASQUERADE: the server sees two clients at
+// fd00:b::1 with two different ports (the first keeps 40000, which was
+// free), and each host gets its own answers. The server's reset and its
+// ICMPv6 port unreachable about a translated flow find their way back.
+routed_scenario!(masquerade_two_lan_hosts);
+fn masquerade_two_lan_hosts(firewall: Firewall) {
+    let net = Routed6::new("n6masq", firewall, &LAN_LINKS, ServerRoute::None);
+    let tcp_server = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let hosts = [
+        (&net.hosts[0], at(LAN_HOST, SHARED_PORT)),
+        (&net.hosts[1], at(LAN_HOST2, SHARED_PORT)),
+    ];
+
+    // Without MASQUERADE the server cannot answer the LAN (another source
+    // port: the attempt's conntrack entry must not be reused below).
+    let outcome = net.unanswered(hosts[0].0, at(LAN_HOST, 39999), server(PORT), TIMEOUT);
+    assert_eq!(
+        outcome,
+        (TimedOut, UdpOutcome::TimedOut),
+        "TCP and UDP without MASQUERADE\n{}",
+        net.diagnostics()
+    );
+
+    net.ip6tables(&format!(
+        "-t nat -A POSTROUTING -o {ROUTER_SERVER_IFACE} -j MASQUERADE"
+    ));
+
+    // TCP: both connections open at the same time.
+    let [(mut first, seen1), (mut second, seen2)] =
+        hosts.map(|(host, local)| net.open(host, local, server(PORT)));
+    let router = IpAddr::V6(ROUTER_SERVER);
+    assert_eq!(
+        (seen1.ip(), seen2.ip()),
+        (router, router),
+        "the server must see both LAN hosts at the router's address\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(
+        seen1.port(),
+        SHARED_PORT,
+        "the first connection keeps its source port, which was free\n{}",
+        net.diagnostics()
+    );
+    assert_ne!(
+        seen2.port(),
+        seen1.port(),
+        "two connections from the same address and port to one server\n{}",
+        net.diagnostics()
+    );
+    assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
+    // Each connection carries its own data, both at once.
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| net.transfer(&mut first, TRANSFER, "first masqueraded"));
+        let b = scope.spawn(|| net.transfer(&mut second, TRANSFER, "second masqueraded"));
+        for result in [a.join(), b.join()] {
+            result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        }
+    });
+
+    // UDP: the first flow is answered before the second starts (so it
+    // keeps its port), then both flows are used again, side by side.
+    let flows = hosts.map(|(host, local)| udp_socket(host, local, server(PORT)));
+    let udp1 = net.udp(&flows[0], b"one");
+    let udp2 = net.udp(&flows[1], b"two");
+    assert_eq!((udp1.ip(), udp2.ip()), (router, router));
+    assert_eq!(
+        udp1.port(),
+        SHARED_PORT,
+        "the first UDP flow keeps its port"
+    );
+    assert_ne!(udp2.port(), udp1.port(), "two UDP flows on one port");
+    for (flow, payload, seen) in [(&flows[0], b"ONE", udp1), (&flows[1], b"TWO", udp2)] {
+        assert_eq!(net.udp(flow, payload), seen, "a UDP flow changed its binding");
+    }
+
+    // Errors about a translated flow reach the LAN host: the server's
+    // reset, and its ICMPv6 port unreachable, whose quoted headers name the
+    // router's address until the router translates them back.
+    let (tcp, udp) = net.unanswered(
+        hosts[0].0,
+        at(LAN_HOST, 40001),
+        server(9),
+        CONNECT_TIMEOUT,
+    );
+    assert_eq!(
+        (tcp, udp),
+        (
+            Reset,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
+        ),
+        "TCP and UDP to a closed port of the server: the reset and the ICMPv6 error \
+         must be translated back\n{}",
+        net.diagnostics()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Port forwarding: to a LAN server, and to the router itself
+
+const OUTSIDE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xd, 0, 0, 0, 0, 0, 9);
+const PUBLIC: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xd, 0, 0, 0, 0, 0, 1);
+const ROUTER_WAN_IFACE: &str = "nbt-r-wan";
+/// A client outside (fd00:d::9), on the router's public side (fd00:d::1).
+const OUTSIDE_LINK: [Link; 1] = [Link {
+    host_iface: "nbt-out",
+    host: OUTSIDE,
+    router_iface: ROUTER_WAN_IFACE,
+    router: PUBLIC,
+}];
+/// A port nothing forwards, where nothing listens on the router.
+const CLOSED_PORT: u16 = 82;
+
+fn outside(port: u16) -> SocketAddr {
+    at(OUTSIDE, port)
+}
+
+fn public(port: u16) -> SocketAddr {
+    at(PUBLIC, port)
+}
+
+impl Routed6 {
+    /// From the outside client's `client_port` to the router's public
+    /// `port`, which a translation hands to a peer server: the client's
+    /// getpeername shows the public address and port, the server sees the
+    /// client itself (no source translation), `len` bytes go both ways,
+    /// and the router tracks the connection as `public:port` → `served`.
+    /// Then the same for UDP from the port after `client_port`.
+    fn check_forwarded(&self, client_port: u16, port: u16, served: SocketAddr, len: usize) {
+        let client = &self.hosts[0];
+        let target = public(port);
+        let fast_before = self.fast_path_count();
+        let (mut stream, seen) = self.open(client, outside(client_port), target);
+        assert_eq!(
+            stream.peer_addr().ok(),
+            Some(target),
+            "the client's getpeername must show the address it connected to"
+        );
+        assert_eq!(
+            seen,
+            outside(client_port),
+            "the server must see the client itself (no source translation)\n{}",
+            self.diagnostics()
+        );
+        self.transfer(&mut stream, len, &format!("forwarded {target}"));
+        if served.ip() == SERVER {
+            self.assert_forwarding_path(fast_before);
+        }
+        self.assert_tracked(
+            "tcp",
+            Tuple::new(outside(client_port), target),
+            Tuple::new(served, outside(client_port)),
+        );
+
+        let udp_port = client_port + 1;
+        let flow = udp_socket(client, outside(udp_port), target);
+        for payload in [&b"first"[..], b"second"] {
+            assert_eq!(
+                self.udp(&flow, payload),
+                outside(udp_port),
+                "the server's view of the UDP client via {target}\n{}",
+                self.diagnostics()
+            );
+        }
+        self.assert_tracked(
+            "udp",
+            Tuple::new(outside(udp_port), target),
+            Tuple::new(served, outside(udp_port)),
+        );
+    }
+
+    /// A port nothing forwards stays the router's own, and closed: a reset
+    /// (TCP) and an ICMPv6 port unreachable (UDP), as without nat.
+    fn check_not_forwarded(&self, client_port: u16) {
+        let outcome = self.unanswered(
+            &self.hosts[0],
+            outside(client_port),
+            public(CLOSED_PORT),
+            CONNECT_TIMEOUT,
+        );
+        assert_eq!(
+            outcome,
+            (
+                Reset,
+                UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
+            ),
+            "TCP and UDP to the router's port {CLOSED_PORT}, which nothing forwards\n{}",
+            self.diagnostics()
+        );
+    }
+}
+
+// The classic port forward: the router's public port 80 goes to the LAN
+// server's 8080 (TCP and UDP; `-i` the public interface). The server
+// routes back through the router, so it sees the client as it is; the
+// client sees only the public address. 256 KiB each way over the DNATed
+// connection. Port 82, not forwarded, is the router's and closed.
+routed_scenario!(dnat_to_a_lan_server);
+fn dnat_to_a_lan_server(firewall: Firewall) {
+    let net = Routed6::new("n6dnat", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    net.check_not_forwarded(44000);
+
+    for protocol in ["tcp", "udp"] {
+        net.ip6tables(&format!(
+            "-t nat -A PREROUTING -i {ROUTER_WAN_IFACE} -p {protocol} --dport 80 \
+             -j DNAT --to-destination [{SERVER}]:{PORT}"
+        ));
+    }
+    net.check_forwarded(44001, 80, server(PORT), TRANSFER);
+    net.check_not_forwarded(44003);
+}
+
+// The router's own services: REDIRECT sends its port 80 (TCP and UDP) to
+// a server on the router's [::]:8080, and DNAT to the router's public
+// address does the same for port 81. The client sees the answers come from
+// the address and port it asked; the server on the router sees the client
+// itself. Port 82 stays closed.
+routed_scenario!(redirect_and_dnat_to_the_router);
+fn redirect_and_dnat_to_the_router(firewall: Firewall) {
+    let net = Routed6::new("n6redir", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
+    let _tcp = peer_server(&net.router, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.router, any(PORT)).unwrap();
+    net.check_not_forwarded(45000);
+
+    for protocol in ["tcp", "udp"] {
+        net.ip6tables(&format!(
+            "-t nat -A PREROUTING -p {protocol} --dport 80 -j REDIRECT --to-ports {PORT}"
+        ));
+        net.ip6tables(&format!(
+            "-t nat -A PREROUTING -d {PUBLIC}/128 -p {protocol} --dport 81 \
+             -j DNAT --to-destination [{PUBLIC}]:{PORT}"
+        ));
+    }
+    net.check_forwarded(45001, 80, public(PORT), 100_000);
+    net.check_forwarded(45003, 81, public(PORT), 100_000);
+    net.check_not_forwarded(45005);
+}
