@@ -17,18 +17,22 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[macro_use]
+#[path = "support/nat_lab.rs"]
+mod nat_lab;
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
+use nat_lab::{Tuple, prepare_host, refused_or_lost, tuples, udp_ask, udp_socket};
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
-    Firewall, IcmpError, Netns, UdpOutcome, parse_peer_addr, peer_server, read_peer_addr,
-    require_root, tcp_stream, udp_exchange_from, udp_peer_server,
+    Firewall, IcmpError, Netns, UdpOutcome, peer_server, require_root, udp_exchange_from,
+    udp_peer_server,
 };
-use support::{roundtrip, stat};
+use support::roundtrip;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 /// How long an attempt that must fail is given: a dropped SYN or datagram
@@ -46,42 +50,7 @@ const TRANSFER: usize = 256 * 1024;
 const PORT: u16 = 8080;
 
 // ---------------------------------------------------------------------------
-// Scenarios, the topology and small helpers
-
-/// Runs a routed scenario with netbeast's fast path as `attach` sets it
-/// by default and off (the kernel forwards), and with ip6tables.
-macro_rules! routed_scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast_fast_path() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_kernel_forwarding() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "off"]));
-            }
-
-            #[test]
-            fn ip6tables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
-
-/// Whether `firewall` is netbeast with its forwarding fast path on.
-fn fast_path_on(firewall: &Firewall) -> bool {
-    match firewall {
-        Firewall::Netbeast { attach_args, .. } => !attach_args
-            .windows(2)
-            .any(|w| w[0] == "--fast-path" && w[1] == "off"),
-        Firewall::Iptables => false,
-    }
-}
+// The topology and small helpers
 
 /// One link of the topology: a host's end and the router's, each with its
 /// address in the link's /64.
@@ -123,10 +92,7 @@ impl Routed6 {
             let server = Netns::new(&format!("{tag}-srv"))?;
             for (host, link) in hosts.iter().zip(links).chain([(&server, &SERVER_LINK)]) {
                 veth6(&router, link.router_iface, link.router, host, link.host_iface, link.host)?;
-                // The XDP program rewrites addresses and ports with
-                // full-checksum arithmetic, which a CHECKSUM_PARTIAL
-                // frame's pseudo-header sum does not follow.
-                host.run_ok("ethtool", &["-K", link.host_iface, "tx", "off"])?;
+                prepare_host(host, link.host_iface)?;
             }
             for (host, link) in hosts.iter().zip(links) {
                 default_route(host, link.router)?;
@@ -161,93 +127,40 @@ impl Routed6 {
 
     /// For failure messages: the router's IPv6 ruleset and connections.
     fn diagnostics(&self) -> String {
-        let ns = &self.router;
-        let save = match self.firewall {
-            Firewall::Netbeast { .. } => ns.netbeast_ok(&["save", "-6"]),
-            Firewall::Iptables => ns.run_ok("ip6tables-save", &[] as &[&str]),
-        };
-        let save = save.unwrap_or_else(|e| e.to_string());
         format!(
-            "router ruleset:\n{save}\nconntrack -L -f ipv6:\n{}{}",
-            self.conntrack_listing(),
-            support::diagnostics(ns, &self.firewall)
+            "router ruleset and connections:\n{}",
+            nat_lab::diagnostics(&self.firewall, &self.router, true)
         )
     }
 
-    /// The router's IPv6 connections in conntrack(8)'s words: `netbeast
-    /// conntrack -L -f ipv6`, or conntrack(8) itself for the kernel.
+    /// The router's IPv6 connections in conntrack(8)'s words.
     fn conntrack_listing(&self) -> String {
-        let args = ["-L", "-f", "ipv6"];
-        match self.firewall {
-            Firewall::Netbeast { .. } => support::conntrack(&self.router, &args).0,
-            Firewall::Iptables => self
-                .router
-                .run_ok("conntrack", &args)
-                .unwrap_or_else(|e| panic!("conntrack -L -f ipv6 in the router: {e}")),
-        }
+        nat_lab::conntrack_listing(&self.firewall, &self.router, true)
     }
 
     /// Asserts that the router tracks a `protocol` connection with these
     /// original and reply tuples.
     fn assert_tracked(&self, protocol: &str, original: Tuple, reply: Tuple) {
-        let listing = self.conntrack_listing();
-        let found = listing.lines().any(|line| {
-            line.split_whitespace().next() == Some(protocol) && tuples(line) == [original, reply]
-        });
-        assert!(
-            found,
-            "no {protocol} connection {original:?} with reply {reply:?} in the router's \
-             conntrack -L -f ipv6:\n{listing}"
-        );
+        nat_lab::assert_tracked(&self.firewall, &self.router, protocol, original, reply);
     }
 
     /// The router's `fast_path` statistic, when the firewall is netbeast.
     fn fast_path_count(&self) -> Option<u64> {
-        self.firewall
-            .is_netbeast()
-            .then(|| stat(&self.router, "fast_path"))
+        nat_lab::fast_path_count(&self.firewall, &self.router)
     }
 
     /// Asserts which way the router forwarded since `before`: with the
-    /// fast path on, at least 100 packets in XDP (each translated there
-    /// just before its redirect); with it off, none.
+    /// fast path on, at least 100 packets in XDP; with it off, none.
     fn assert_forwarding_path(&self, before: Option<u64>) {
-        let Some(before) = before else { return };
-        let fast = stat(&self.router, "fast_path") - before;
-        if fast_path_on(&self.firewall) {
-            assert!(
-                fast >= 100,
-                "only {fast} translated packets took the XDP fast path\n{}",
-                self.diagnostics()
-            );
-        } else {
-            assert_eq!(
-                fast,
-                0,
-                "packets took the XDP fast path, which is off\n{}",
-                self.diagnostics()
-            );
-        }
+        nat_lab::assert_forwarding_path(&self.firewall, &self.router, before, 100, || {
+            self.diagnostics()
+        });
     }
 
     /// A TCP connection from `host` (bound to `local`) to a [`peer_server`]
     /// at `server`, and the client address the server saw.
     fn open(&self, host: &Netns, local: SocketAddr, server: SocketAddr) -> (TcpStream, SocketAddr) {
-        let mut stream = tcp_stream(host, Some(local), server, CONNECT_TIMEOUT)
-            .unwrap()
-            .unwrap_or_else(|outcome| {
-                panic!(
-                    "{local} -> {server}: {outcome}, expected a connection\n{}",
-                    self.diagnostics()
-                )
-            });
-        let seen = read_peer_addr(&mut stream, CONNECT_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "{local} -> {server}: connected, but the server did not answer: {e}\n{}",
-                self.diagnostics()
-            )
-        });
-        (stream, seen)
+        nat_lab::open(host, local, server, CONNECT_TIMEOUT, || self.diagnostics())
     }
 
     /// `len` bytes each way over `stream`, which must all come back.
@@ -265,7 +178,7 @@ impl Routed6 {
     /// (so an answer from any other address would not be received): the
     /// client address the server saw.
     fn udp(&self, socket: &UdpSocket, payload: &[u8]) -> SocketAddr {
-        udp_ask(socket, payload).unwrap_or_else(|e| {
+        udp_ask(socket, payload, CONNECT_TIMEOUT).unwrap_or_else(|e| {
             panic!(
                 "UDP {:?} -> {:?}: {e}\n{}",
                 socket.local_addr(),
@@ -276,8 +189,8 @@ impl Routed6 {
     }
 
     /// What a TCP connection attempt and a UDP exchange from `host` (from
-    /// `local`) to `target` came to, when neither must get an answer
-    /// from a server.
+    /// `local`) to `target` came to within `timeout`, when neither must
+    /// get an answer from a server.
     fn unanswered(
         &self,
         host: &Netns,
@@ -285,14 +198,7 @@ impl Routed6 {
         target: SocketAddr,
         timeout: Duration,
     ) -> (ConnectOutcome, UdpOutcome) {
-        let tcp = match tcp_stream(host, Some(local), target, timeout).unwrap() {
-            Ok(stream) => panic!(
-                "{local} -> {target} connected (as {:?}), expected no connection\n{}",
-                stream.local_addr(),
-                self.diagnostics()
-            ),
-            Err(outcome) => outcome,
-        };
+        let tcp = refused_or_lost(host, local, target, timeout);
         let udp = udp_exchange_from(host, local, target, b"anyone?", timeout).unwrap();
         (tcp, udp)
     }
@@ -322,113 +228,6 @@ fn veth6(
 fn default_route(ns: &Netns, gateway: Ipv6Addr) -> netbeast::netns::Result<()> {
     ns.ip(&["-6", "route", "add", "default", "via", &gateway.to_string()])?;
     Ok(())
-}
-
-/// One direction of a connection as conntrack(8) prints it (ports 0 for
-/// ICMPv6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tuple {
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-}
-
-impl Tuple {
-    fn new(src: SocketAddr, dst: SocketAddr) -> Tuple {
-        Tuple {
-            src: src.ip(),
-            dst: dst.ip(),
-            sport: src.port(),
-            dport: dst.port(),
-        }
-    }
-}
-
-/// The tuples of one `conntrack -L` line, in order (original, reply): each
-/// `src=` starts one; counters and flags in between are skipped.
-fn tuples(line: &str) -> Vec<Tuple> {
-    let unspecified = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-    let mut found: Vec<Tuple> = Vec::new();
-    for word in line.split_whitespace() {
-        let Some((key, value)) = word.split_once('=') else {
-            continue;
-        };
-        if key == "src" {
-            found.push(Tuple {
-                src: value.parse().unwrap_or(unspecified),
-                dst: unspecified,
-                sport: 0,
-                dport: 0,
-            });
-            continue;
-        }
-        let Some(t) = found.last_mut() else { continue };
-        match key {
-            "dst" => t.dst = value.parse().unwrap_or(unspecified),
-            "sport" => t.sport = value.parse().unwrap_or(0),
-            "dport" => t.dport = value.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    found
-}
-
-/// The client address a [`udp_peer_server`] saw in `reply`, which must
-/// echo `payload` after it.
-fn udp_peer(reply: &UdpOutcome, payload: &[u8]) -> Result<SocketAddr, String> {
-    let UdpOutcome::Reply(bytes) = reply else {
-        return Err(format!("no answer: {reply}"));
-    };
-    let peer = parse_peer_addr(bytes)
-        .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(bytes)))?;
-    let rest = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap_or(0) + 1..];
-    if rest != payload {
-        return Err(format!(
-            "the answer echoes {:?}, not {:?}",
-            String::from_utf8_lossy(rest),
-            String::from_utf8_lossy(payload)
-        ));
-    }
-    Ok(peer)
-}
-
-/// A UDP socket in `ns`, bound to `local` and connected to `server`, kept
-/// open across several exchanges (one conntrack entry for all of them).
-fn udp_socket(ns: &Netns, local: SocketAddr, server: SocketAddr) -> UdpSocket {
-    ns.in_netns(|| {
-        let socket = UdpSocket::bind(local)?;
-        socket.connect(server)?;
-        Ok::<_, std::io::Error>(socket)
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("udp socket {local} -> {server} in {}: {e}", ns.name()))
-}
-
-/// One datagram on `socket` and the answer of a [`udp_peer_server`]: the
-/// client address it saw.
-fn udp_ask(socket: &UdpSocket, payload: &[u8]) -> Result<SocketAddr, String> {
-    socket.send(payload).map_err(|e| format!("sending: {e}"))?;
-    socket
-        .set_read_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 2048];
-    let outcome = match socket.recv(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            UdpOutcome::Reply(buf)
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            UdpOutcome::TimedOut
-        }
-        Err(e) => UdpOutcome::Error(e.to_string()),
-    };
-    udp_peer(&outcome, payload)
 }
 
 fn at(ip: Ipv6Addr, port: u16) -> SocketAddr {
@@ -505,7 +304,7 @@ fn ping(ns: &Netns, to: Ipv6Addr) -> bool {
 // connection (every segment rewritten, its checksum right). `conntrack
 // -L -f ipv6` on the router shows both tuples of each translation,
 // the echo's too.
-routed_scenario!(article_nat_router);
+routed_scenario!(article_nat_router, ip6tables_oracle);
 fn article_nat_router(firewall: Firewall) {
     let net = Routed6::new("n6art", firewall, &LAN_LINKS[..1], ServerRoute::None);
     let lan_host = &net.hosts[0];
@@ -572,21 +371,22 @@ fn article_nat_router(firewall: Firewall) {
         Tuple::new(lan(41001), server(PORT)),
         Tuple::new(server(PORT), udp_seen),
     );
-    // The echo's reply tuple goes to the router's address: the server saw
-    // the echo from there.
+    // The answered echo's reply tuple goes to the router's address: the
+    // server saw the echo from there. (The unanswered echo before the SNAT
+    // rule, another ping with another id, left its own entry.)
     let listing = net.conntrack_listing();
-    let echo = listing.lines().find(|line| {
-        line.split_whitespace().next() == Some("icmpv6") && line.contains("type=128")
+    let translated = [
+        (IpAddr::V6(LAN_HOST), IpAddr::V6(SERVER)),
+        (IpAddr::V6(SERVER), IpAddr::V6(ROUTER_SERVER)),
+    ];
+    let echo = listing.lines().any(|line| {
+        let addresses: Vec<(IpAddr, IpAddr)> =
+            tuples(line).iter().map(|t| (t.src, t.dst)).collect();
+        line.split_whitespace().next() == Some("icmpv6") && addresses == translated
     });
-    let echo_tuples = echo.map(tuples).unwrap_or_default();
-    let addresses: Vec<(IpAddr, IpAddr)> = echo_tuples.iter().map(|t| (t.src, t.dst)).collect();
-    assert_eq!(
-        addresses,
-        [
-            (IpAddr::V6(LAN_HOST), IpAddr::V6(SERVER)),
-            (IpAddr::V6(SERVER), IpAddr::V6(ROUTER_SERVER)),
-        ],
-        "the echo's tuples in the router's conntrack -L -f ipv6:\n{listing}"
+    assert!(
+        echo,
+        "no icmpv6 echo {translated:?} in the router's conntrack -L -f ipv6:\n{listing}"
     );
 }
 
@@ -598,7 +398,7 @@ const SHARED_PORT: u16 = 40000;
 // fd00:b::1 with two different ports (the first keeps 40000, which was
 // free), and each host gets its own answers. The server's reset and its
 // ICMPv6 port unreachable about a translated flow find their way back.
-routed_scenario!(masquerade_two_lan_hosts);
+routed_scenario!(masquerade_two_lan_hosts, ip6tables_oracle);
 fn masquerade_two_lan_hosts(firewall: Firewall) {
     let net = Routed6::new("n6masq", firewall, &LAN_LINKS, ServerRoute::None);
     let tcp_server = peer_server(&net.server, any(PORT)).unwrap();
@@ -791,7 +591,7 @@ impl Routed6 {
 // routes back through the router, so it sees the client as it is; the
 // client sees only the public address. 256 KiB each way over the DNATed
 // connection. Port 82, not forwarded, is the router's and closed.
-routed_scenario!(dnat_to_a_lan_server);
+routed_scenario!(dnat_to_a_lan_server, ip6tables_oracle);
 fn dnat_to_a_lan_server(firewall: Firewall) {
     let net = Routed6::new("n6dnat", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
     let _tcp = peer_server(&net.server, any(PORT)).unwrap();
@@ -813,7 +613,7 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
 // address does the same for port 81. The client sees the answers come from
 // the address and port it asked; the server on the router sees the client
 // itself. Port 82 stays closed.
-routed_scenario!(redirect_and_dnat_to_the_router);
+routed_scenario!(redirect_and_dnat_to_the_router, ip6tables_oracle);
 fn redirect_and_dnat_to_the_router(firewall: Firewall) {
     let net = Routed6::new("n6redir", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
     let _tcp = peer_server(&net.router, any(PORT)).unwrap();
