@@ -21,32 +21,21 @@ mod support;
 #[path = "support/nat_lab.rs"]
 mod nat_lab;
 
-use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    time::Duration,
-};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 
+use nat_lab::{
+    CONNECT_TIMEOUT, TIMEOUT, TRANSFER, TRANSFER_TIMEOUT, Tuple, assert_forwarding_path,
+    assert_tracked, conntrack_listing, fast_path_count, fast_path_on, prepare_host, udp_ask,
+    udp_peer, udp_socket,
+};
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
     Firewall, IcmpError, Netns, UdpOutcome, peer_server, require_root, udp_exchange_from,
     udp_peer_server, veth_pair, wait_for,
 };
-use nat_lab::{
-    Tuple, assert_forwarding_path, assert_tracked, conntrack_listing, fast_path_count,
-    fast_path_on, prepare_host, udp_ask, udp_peer, udp_socket,
-};
 use support::{roundtrip, stat};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
-/// How long an attempt that must fail is given: a dropped SYN or datagram
-/// costs this much.
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an attempt that must work is given, on a loaded two-core machine.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes each way on a translated connection: hundreds of full-size
-/// segments in both directions, every one of them rewritten.
-const TRANSFER: usize = 256 * 1024;
 
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
@@ -471,59 +460,13 @@ fn home_router_masquerade(firewall: Firewall) {
         &format!("-t nat -A POSTROUTING -o {ROUTER_WAN_IFACE} -j MASQUERADE"),
     );
 
-    // TCP: both connections open at the same time.
-    let (mut first, seen1) = open(&net.home1, home1, server(TCP_PORT), || net.diagnostics());
-    let (mut second, seen2) = open(&net.home2, home2, server(TCP_PORT), || net.diagnostics());
-    assert_eq!(
-        (*seen1.ip(), *seen2.ip()),
-        (WAN, WAN),
-        "the server must see both home hosts at the router's WAN address\n{}",
-        net.diagnostics()
+    nat_lab::assert_two_hosts_share_a_port(
+        [(&net.home1, home1.into()), (&net.home2, home2.into())],
+        (&tcp_server, server(TCP_PORT).into()),
+        server(UDP_PORT).into(),
+        WAN.into(),
+        || net.diagnostics(),
     );
-    assert_eq!(
-        seen1.port(),
-        SHARED_PORT,
-        "the first connection keeps its source port, which was free\n{}",
-        net.diagnostics()
-    );
-    assert_ne!(
-        seen2.port(),
-        seen1.port(),
-        "two connections from the same WAN address and port to one server\n{}",
-        net.diagnostics()
-    );
-    assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
-    // Each connection carries its own data, both at once.
-    std::thread::scope(|scope| {
-        let a = scope.spawn(|| roundtrip(&mut first, &vec![1; TRANSFER], TRANSFER_TIMEOUT));
-        let b = scope.spawn(|| roundtrip(&mut second, &vec![2; TRANSFER], TRANSFER_TIMEOUT));
-        for (who, result) in [("first", a.join()), ("second", b.join())] {
-            result
-                .expect("roundtrip thread")
-                .unwrap_or_else(|e| panic!("the {who} home host's connection: {e}"));
-        }
-    });
-
-    // UDP: the first flow is answered before the second starts (so it
-    // keeps its port), then both flows are used again, side by side.
-    let flow1 = udp_socket(&net.home1, home1, server(UDP_PORT));
-    let flow2 = udp_socket(&net.home2, home2, server(UDP_PORT));
-    let udp1 = udp_ask(&flow1, b"one", CONNECT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("UDP from the first home host: {e}\n{}", net.diagnostics()));
-    let udp2 = udp_ask(&flow2, b"two", CONNECT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("UDP from the second home host: {e}\n{}", net.diagnostics()));
-    assert_eq!((udp1.ip(), udp2.ip()), (WAN.into(), WAN.into()));
-    assert_eq!(
-        udp1.port(),
-        SHARED_PORT,
-        "the first UDP flow keeps its port"
-    );
-    assert_ne!(udp2.port(), udp1.port(), "two UDP flows on one WAN port");
-    for (flow, payload, seen) in [(&flow1, b"ONE", udp1), (&flow2, b"TWO", udp2)] {
-        let again = udp_ask(flow, payload, CONNECT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("UDP again: {e}\n{}", net.diagnostics()));
-        assert_eq!(again, seen, "a UDP flow changed its binding");
-    }
 
     // Errors about a translated flow reach the home host: the server's
     // reset, and its ICMP port-unreachable, whose quoted headers name the

@@ -26,7 +26,10 @@ use std::{
     time::Duration,
 };
 
-use nat_lab::{Tuple, prepare_host, refused_or_lost, tuples, udp_ask, udp_socket};
+use nat_lab::{
+    CONNECT_TIMEOUT, TIMEOUT, TRANSFER, TRANSFER_TIMEOUT, Tuple, prepare_host, refused_or_lost,
+    tuples, udp_ask, udp_socket,
+};
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
     Firewall, IcmpError, Netns, UdpOutcome, peer_server, require_root, udp_exchange_from,
@@ -35,16 +38,6 @@ use netbeast::netns::{
 use support::roundtrip;
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
-/// How long an attempt that must fail is given: a dropped SYN or datagram
-/// costs this much.
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an attempt that must work is given, on a loaded two-core
-/// machine (neighbour discovery included).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bytes each way on a translated connection: hundreds of full-size
-/// segments in both directions, every one of them rewritten.
-const TRANSFER: usize = 256 * 1024;
 
 /// The port the servers listen on, TCP and UDP.
 const PORT: u16 = 8080;
@@ -91,7 +84,14 @@ impl Routed6 {
             let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
             let server = Netns::new(&format!("{tag}-srv"))?;
             for (host, link) in hosts.iter().zip(links).chain([(&server, &SERVER_LINK)]) {
-                veth6(&router, link.router_iface, link.router, host, link.host_iface, link.host)?;
+                veth6(
+                    &router,
+                    link.router_iface,
+                    link.router,
+                    host,
+                    link.host_iface,
+                    link.host,
+                )?;
                 prepare_host(host, link.host_iface)?;
             }
             for (host, link) in hosts.iter().zip(links) {
@@ -215,7 +215,16 @@ fn veth6(
     b_addr: Ipv6Addr,
 ) -> netbeast::netns::Result<()> {
     a.ip(&[
-        "link", "add", a_iface, "type", "veth", "peer", "name", b_iface, "netns", b.name(),
+        "link",
+        "add",
+        a_iface,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_iface,
+        "netns",
+        b.name(),
     ])?;
     for (ns, iface, addr) in [(a, a_iface, a_addr), (b, b_iface, b_addr)] {
         let addr = format!("{addr}/64");
@@ -422,63 +431,18 @@ fn masquerade_two_lan_hosts(firewall: Firewall) {
         "-t nat -A POSTROUTING -o {ROUTER_SERVER_IFACE} -j MASQUERADE"
     ));
 
-    // TCP: both connections open at the same time.
-    let [(mut first, seen1), (mut second, seen2)] =
-        hosts.map(|(host, local)| net.open(host, local, server(PORT)));
-    let router = IpAddr::V6(ROUTER_SERVER);
-    assert_eq!(
-        (seen1.ip(), seen2.ip()),
-        (router, router),
-        "the server must see both LAN hosts at the router's address\n{}",
-        net.diagnostics()
+    nat_lab::assert_two_hosts_share_a_port(
+        hosts,
+        (&tcp_server, server(PORT)),
+        server(PORT),
+        IpAddr::V6(ROUTER_SERVER),
+        || net.diagnostics(),
     );
-    assert_eq!(
-        seen1.port(),
-        SHARED_PORT,
-        "the first connection keeps its source port, which was free\n{}",
-        net.diagnostics()
-    );
-    assert_ne!(
-        seen2.port(),
-        seen1.port(),
-        "two connections from the same address and port to one server\n{}",
-        net.diagnostics()
-    );
-    assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
-    // Each connection carries its own data, both at once.
-    std::thread::scope(|scope| {
-        let a = scope.spawn(|| net.transfer(&mut first, TRANSFER, "first masqueraded"));
-        let b = scope.spawn(|| net.transfer(&mut second, TRANSFER, "second masqueraded"));
-        for result in [a.join(), b.join()] {
-            result.unwrap_or_else(|p| std::panic::resume_unwind(p));
-        }
-    });
-
-    // UDP: the first flow is answered before the second starts (so it
-    // keeps its port), then both flows are used again, side by side.
-    let flows = hosts.map(|(host, local)| udp_socket(host, local, server(PORT)));
-    let udp1 = net.udp(&flows[0], b"one");
-    let udp2 = net.udp(&flows[1], b"two");
-    assert_eq!((udp1.ip(), udp2.ip()), (router, router));
-    assert_eq!(
-        udp1.port(),
-        SHARED_PORT,
-        "the first UDP flow keeps its port"
-    );
-    assert_ne!(udp2.port(), udp1.port(), "two UDP flows on one port");
-    for (flow, payload, seen) in [(&flows[0], b"ONE", udp1), (&flows[1], b"TWO", udp2)] {
-        assert_eq!(net.udp(flow, payload), seen, "a UDP flow changed its binding");
-    }
 
     // Errors about a translated flow reach the LAN host: the server's
     // reset, and its ICMPv6 port unreachable, whose quoted headers name the
     // router's address until the router translates them back.
-    let (tcp, udp) = net.unanswered(
-        hosts[0].0,
-        at(LAN_HOST, 40001),
-        server(9),
-        CONNECT_TIMEOUT,
-    );
+    let (tcp, udp) = net.unanswered(hosts[0].0, at(LAN_HOST, 40001), server(9), CONNECT_TIMEOUT);
     assert_eq!(
         (tcp, udp),
         (

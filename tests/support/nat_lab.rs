@@ -8,15 +8,27 @@
 #![allow(dead_code)]
 
 use std::{
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use netbeast::netns::{
-    ConnectOutcome, Firewall, Netns, UdpOutcome, parse_peer_addr, read_peer_addr, tcp_stream,
+    ConnectOutcome, Firewall, Netns, Server, UdpOutcome, parse_peer_addr, read_peer_addr,
+    tcp_stream,
 };
 
-use crate::support::{self, stat};
+use crate::support::{self, roundtrip, stat};
+
+/// How long an attempt that must fail is given: a dropped SYN or datagram
+/// costs this much.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an attempt that must work is given, on a loaded two-core
+/// machine (neighbour discovery included).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes each way on a translated connection: hundreds of full-size
+/// segments in both directions, every one of them rewritten.
+pub const TRANSFER: usize = 256 * 1024;
 
 /// Runs a routed scenario with netbeast's fast path as `attach` sets it
 /// by default (into the hosts' bare veths: the TC hand-off) and off, and
@@ -160,7 +172,13 @@ pub fn tuples(line: &str) -> Vec<Tuple> {
 /// Asserts that the connection table of `ns` lists a `protocol`
 /// connection with these original and reply tuples (in the listing of
 /// their family).
-pub fn assert_tracked(firewall: &Firewall, ns: &Netns, protocol: &str, original: Tuple, reply: Tuple) {
+pub fn assert_tracked(
+    firewall: &Firewall,
+    ns: &Netns,
+    protocol: &str,
+    original: Tuple,
+    reply: Tuple,
+) {
     let listing = conntrack_listing(firewall, ns, original.src.is_ipv6());
     let found = listing.lines().any(|line| {
         line.split_whitespace().next() == Some(protocol) && tuples(line) == [original, reply]
@@ -256,7 +274,11 @@ pub fn udp_socket(
 
 /// One datagram on `socket` and the answer of a udp peer server: the
 /// client address it saw.
-pub fn udp_ask(socket: &UdpSocket, payload: &[u8], timeout: Duration) -> Result<SocketAddr, String> {
+pub fn udp_ask(
+    socket: &UdpSocket,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<SocketAddr, String> {
     socket.send(payload).map_err(|e| format!("sending: {e}"))?;
     socket
         .set_read_timeout(Some(timeout))
@@ -311,5 +333,64 @@ pub fn assert_forwarding_path(
             "packets took the XDP fast path, which is off\n{}",
             context()
         );
+    }
+}
+
+/// Two hosts, both from the same source port (`hosts`: each host and its
+/// address), talk at once to a server behind a source translation to
+/// `translated`: its peer servers (`tcp`, and `udp_server`) see both at
+/// `translated` with two different ports (the first keeps its own, which
+/// was free), both TCP connections carry their own [`TRANSFER`] bytes both
+/// ways at the same time, and each UDP flow keeps its binding. The first
+/// UDP flow is answered before the second starts, so it keeps its port.
+pub fn assert_two_hosts_share_a_port(
+    hosts: [(&Netns, SocketAddr); 2],
+    tcp: (&Server, SocketAddr),
+    udp_server: SocketAddr,
+    translated: IpAddr,
+    context: impl Fn() -> String + Sync,
+) {
+    let shared = hosts[0].1.port();
+    let [(mut first, seen1), (mut second, seen2)] =
+        hosts.map(|(host, local)| open(host, local, tcp.1, CONNECT_TIMEOUT, &context));
+    let udp_flows = hosts.map(|(host, local)| udp_socket(host, local, udp_server));
+    let udp = |flow: &UdpSocket, payload: &[u8]| {
+        udp_ask(flow, payload, CONNECT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("UDP {:?}: {e}\n{}", flow.local_addr(), context()))
+    };
+    let udp1 = udp(&udp_flows[0], b"one");
+    let udp2 = udp(&udp_flows[1], b"two");
+    for (what, seen1, seen2) in [("TCP", seen1, seen2), ("UDP", udp1, udp2)] {
+        assert_eq!(
+            (seen1.ip(), seen2.ip()),
+            (translated, translated),
+            "the server must see both {what} clients at {translated}\n{}",
+            context()
+        );
+        assert_eq!(
+            seen1.port(),
+            shared,
+            "the first {what} client keeps its source port, which was free\n{}",
+            context()
+        );
+        assert_ne!(
+            seen2.port(),
+            seen1.port(),
+            "two {what} clients from the same address and port to one server\n{}",
+            context()
+        );
+    }
+    assert_eq!(tcp.0.served_within(2, CONNECT_TIMEOUT), 2);
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| roundtrip(&mut first, &vec![1; TRANSFER], TRANSFER_TIMEOUT));
+        let b = scope.spawn(|| roundtrip(&mut second, &vec![2; TRANSFER], TRANSFER_TIMEOUT));
+        for (who, result) in [("first", a.join()), ("second", b.join())] {
+            result
+                .expect("roundtrip thread")
+                .unwrap_or_else(|e| panic!("the {who} host's connection: {e}\n{}", context()));
+        }
+    });
+    for (flow, payload, seen) in [(&udp_flows[0], b"ONE", udp1), (&udp_flows[1], b"TWO", udp2)] {
+        assert_eq!(udp(flow, payload), seen, "a UDP flow changed its binding");
     }
 }
