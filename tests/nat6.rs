@@ -399,6 +399,44 @@ fn article_nat_router(firewall: Firewall) {
     );
 }
 
+// After `ip6tables -t nat -F` new connections are no longer translated
+// (the server cannot answer them), but the translated TCP connection and
+// UDP flow that were open keep theirs: conntrack holds the binding.
+routed_scenario!(flush_keeps_established_translations, ip6tables_oracle);
+fn flush_keeps_established_translations(firewall: Firewall) {
+    let net = Routed6::new("n6flush", firewall, &LAN_LINKS[..1], ServerRoute::None);
+    let lan_host = &net.hosts[0];
+    let lan = |port| at(LAN_HOST, port);
+    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    for line in ARTICLE_FORWARD.into_iter().chain([ARTICLE_SNAT]) {
+        net.ip6tables(line);
+    }
+    let (mut stream, seen) = net.open(lan_host, lan(42010), server(PORT));
+    assert_eq!(seen.ip(), ROUTER_SERVER, "TCP\n{}", net.diagnostics());
+    net.transfer(&mut stream, 1000, "SNATed");
+    let flow = udp_socket(lan_host, lan(41010), server(PORT));
+    let udp_seen = net.udp(&flow, b"before");
+    assert_eq!(udp_seen.ip(), ROUTER_SERVER, "UDP\n{}", net.diagnostics());
+
+    net.ip6tables("-t nat -F");
+
+    net.transfer(&mut stream, 50_000, "SNATed, after -t nat -F,");
+    assert_eq!(
+        net.udp(&flow, b"after"),
+        udp_seen,
+        "the UDP flow's binding changed with the flush\n{}",
+        net.diagnostics()
+    );
+    let outcome = net.unanswered(lan_host, lan(42011), server(PORT), TIMEOUT);
+    assert_eq!(
+        outcome,
+        (TimedOut, UdpOutcome::TimedOut),
+        "new TCP and UDP after -t nat -F are not translated, so the server cannot answer\n{}",
+        net.diagnostics()
+    );
+}
+
 /// The source port both LAN hosts use.
 const SHARED_PORT: u16 = 40000;
 
@@ -470,6 +508,8 @@ const OUTSIDE_LINK: [Link; 1] = [Link {
 }];
 /// A port nothing forwards, where nothing listens on the router.
 const CLOSED_PORT: u16 = 82;
+/// A port of the server where nothing listens.
+const CLOSED_SERVER_PORT: u16 = 8181;
 
 fn outside(port: u16) -> SocketAddr {
     at(OUTSIDE, port)
@@ -479,27 +519,50 @@ fn public(port: u16) -> SocketAddr {
     at(PUBLIC, port)
 }
 
+/// The router's address on the server's link.
+fn router_server(port: u16) -> SocketAddr {
+    at(ROUTER_SERVER, port)
+}
+
 impl Routed6 {
+    /// The port forward of both protocols: what comes in by the public
+    /// interface for `port` goes to `to`.
+    fn forward_port(&self, port: u16, to: SocketAddr) {
+        for protocol in ["tcp", "udp"] {
+            self.ip6tables(&format!(
+                "-t nat -A PREROUTING -i {ROUTER_WAN_IFACE} -p {protocol} --dport {port} \
+                 -j DNAT --to-destination {to}"
+            ));
+        }
+    }
+
     /// From the outside client's `client_port` to the router's public
-    /// `port`, which a translation hands to a peer server: the client's
-    /// getpeername shows the public address and port, the server sees the
-    /// client itself (no source translation), `len` bytes go both ways,
-    /// and the router tracks the connection as `public:port` → `served`.
-    /// Then the same for UDP from the port after `client_port`.
-    fn check_forwarded(&self, client_port: u16, port: u16, served: SocketAddr, len: usize) {
+    /// `port`, which a translation hands to a peer server at `served`: the
+    /// client's getpeername shows the public address and port, the server
+    /// sees `seen(client_port)` as the client, `len` bytes go both ways,
+    /// and the router tracks both tuples. Then the same for UDP from the
+    /// port after `client_port`.
+    fn check_forwarded(
+        &self,
+        client_port: u16,
+        port: u16,
+        served: SocketAddr,
+        seen: fn(u16) -> SocketAddr,
+        len: usize,
+    ) {
         let client = &self.hosts[0];
         let target = public(port);
         let fast_before = self.fast_path_count();
-        let (mut stream, seen) = self.open(client, outside(client_port), target);
+        let (mut stream, peer) = self.open(client, outside(client_port), target);
         assert_eq!(
             stream.peer_addr().ok(),
             Some(target),
             "the client's getpeername must show the address it connected to"
         );
         assert_eq!(
-            seen,
-            outside(client_port),
-            "the server must see the client itself (no source translation)\n{}",
+            peer,
+            seen(client_port),
+            "the server's view of the TCP client via {target}\n{}",
             self.diagnostics()
         );
         self.transfer(&mut stream, len, &format!("forwarded {target}"));
@@ -509,7 +572,7 @@ impl Routed6 {
         self.assert_tracked(
             "tcp",
             Tuple::new(outside(client_port), target),
-            Tuple::new(served, outside(client_port)),
+            Tuple::new(served, seen(client_port)),
         );
 
         let udp_port = client_port + 1;
@@ -517,7 +580,7 @@ impl Routed6 {
         for payload in [&b"first"[..], b"second"] {
             assert_eq!(
                 self.udp(&flow, payload),
-                outside(udp_port),
+                seen(udp_port),
                 "the server's view of the UDP client via {target}\n{}",
                 self.diagnostics()
             );
@@ -525,17 +588,19 @@ impl Routed6 {
         self.assert_tracked(
             "udp",
             Tuple::new(outside(udp_port), target),
-            Tuple::new(served, outside(udp_port)),
+            Tuple::new(served, seen(udp_port)),
         );
     }
 
-    /// A port nothing forwards stays the router's own, and closed: a reset
-    /// (TCP) and an ICMPv6 port unreachable (UDP), as without nat.
-    fn check_not_forwarded(&self, client_port: u16) {
+    /// TCP and UDP from the outside client's `client_port` to the router's
+    /// public `port` are refused: a reset and an ICMPv6 port unreachable
+    /// come back (from the router itself, or from a server behind a
+    /// translation, translated back), so the client hears "refused" at once.
+    fn check_refused(&self, client_port: u16, port: u16, what: &str) {
         let outcome = self.unanswered(
             &self.hosts[0],
             outside(client_port),
-            public(CLOSED_PORT),
+            public(port),
             CONNECT_TIMEOUT,
         );
         assert_eq!(
@@ -544,7 +609,7 @@ impl Routed6 {
                 Reset,
                 UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
             ),
-            "TCP and UDP to the router's port {CLOSED_PORT}, which nothing forwards\n{}",
+            "TCP and UDP to the router's port {port}, {what}\n{}",
             self.diagnostics()
         );
     }
@@ -554,22 +619,50 @@ impl Routed6 {
 // server's 8080 (TCP and UDP; `-i` the public interface). The server
 // routes back through the router, so it sees the client as it is; the
 // client sees only the public address. 256 KiB each way over the DNATed
-// connection. Port 82, not forwarded, is the router's and closed.
+// connection. Port 82, not forwarded, is the router's and closed, as
+// without nat; port 81, forwarded to a server port where nothing listens,
+// is refused by the server, its reset and ICMPv6 error translated back.
 routed_scenario!(dnat_to_a_lan_server, ip6tables_oracle);
 fn dnat_to_a_lan_server(firewall: Firewall) {
     let net = Routed6::new("n6dnat", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
     let _tcp = peer_server(&net.server, any(PORT)).unwrap();
     let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
-    net.check_not_forwarded(44000);
+    net.check_refused(44000, CLOSED_PORT, "before any rule");
 
-    for protocol in ["tcp", "udp"] {
-        net.ip6tables(&format!(
-            "-t nat -A PREROUTING -i {ROUTER_WAN_IFACE} -p {protocol} --dport 80 \
-             -j DNAT --to-destination [{SERVER}]:{PORT}"
-        ));
-    }
-    net.check_forwarded(44001, 80, server(PORT), TRANSFER);
-    net.check_not_forwarded(44003);
+    net.forward_port(80, server(PORT));
+    net.forward_port(81, server(CLOSED_SERVER_PORT));
+    net.check_forwarded(44001, 80, server(PORT), outside, TRANSFER);
+    net.check_refused(44003, CLOSED_PORT, "which nothing forwards");
+    net.check_refused(44004, 81, "forwarded where nothing listens");
+}
+
+// DNAT and MASQUERADE on one connection: the LAN server has only its
+// on-link route, so the router forwards its public port 80 to the
+// server's 8080 and MASQUERADEs what leaves towards the server. Without
+// the MASQUERADE nothing comes back; with it the server sees the router's
+// address (with the client's port, which was free), the client the public
+// one, and the server's refusals of port 81 are translated back through
+// both halves.
+routed_scenario!(double_nat, ip6tables_oracle);
+fn double_nat(firewall: Firewall) {
+    let net = Routed6::new("n6dbl", firewall, &OUTSIDE_LINK, ServerRoute::None);
+    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    net.forward_port(80, server(PORT));
+    net.forward_port(81, server(CLOSED_SERVER_PORT));
+    let outcome = net.unanswered(&net.hosts[0], outside(44100), public(80), TIMEOUT);
+    assert_eq!(
+        outcome,
+        (TimedOut, UdpOutcome::TimedOut),
+        "TCP and UDP with DNAT but no MASQUERADE\n{}",
+        net.diagnostics()
+    );
+
+    net.ip6tables(&format!(
+        "-t nat -A POSTROUTING -o {ROUTER_SERVER_IFACE} -j MASQUERADE"
+    ));
+    net.check_forwarded(44101, 80, server(PORT), router_server, TRANSFER);
+    net.check_refused(44103, 81, "forwarded where nothing listens, masqueraded");
 }
 
 // The router's own services: REDIRECT sends its port 80 (TCP and UDP) to
@@ -582,7 +675,7 @@ fn redirect_and_dnat_to_the_router(firewall: Firewall) {
     let net = Routed6::new("n6redir", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
     let _tcp = peer_server(&net.router, any(PORT)).unwrap();
     let _udp = udp_peer_server(&net.router, any(PORT)).unwrap();
-    net.check_not_forwarded(45000);
+    net.check_refused(45000, 80, "before any rule");
 
     for protocol in ["tcp", "udp"] {
         net.ip6tables(&format!(
@@ -593,7 +686,7 @@ fn redirect_and_dnat_to_the_router(firewall: Firewall) {
              -j DNAT --to-destination [{PUBLIC}]:{PORT}"
         ));
     }
-    net.check_forwarded(45001, 80, public(PORT), 100_000);
-    net.check_forwarded(45003, 81, public(PORT), 100_000);
-    net.check_not_forwarded(45005);
+    net.check_forwarded(45001, 80, public(PORT), outside, 100_000);
+    net.check_forwarded(45003, 81, public(PORT), outside, 100_000);
+    net.check_refused(45005, CLOSED_PORT, "which nothing redirects");
 }
