@@ -1948,6 +1948,45 @@ mod tests {
     }
 
     #[test]
+    fn peer_servers_and_clients_speak_ipv6() {
+        require_root();
+        let net = ClientServer::new("unit-peer6").unwrap();
+        for (ns, iface, addr) in [
+            (&net.client, CLIENT_IFACE, "fd00:199::1/64"),
+            (&net.server, SERVER_IFACE, "fd00:199::2/64"),
+        ] {
+            ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
+                .unwrap();
+        }
+        let at = |addr: &str, port| SocketAddr::new(addr.parse().unwrap(), port);
+        let (local, server) = (at("fd00:199::1", 40000), at("fd00:199::2", 5000));
+        let _tcp = peer_server(&net.server, at("::", 5000)).unwrap();
+        let _udp = udp_peer_server(&net.server, at("::", 5000)).unwrap();
+
+        let mut stream = tcp_stream(&net.client, Some(local), server, TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_peer_addr(&mut stream, TIMEOUT), Ok(local));
+        let reply = udp_exchange_from(&net.client, local, server, b"ping", TIMEOUT).unwrap();
+        let mut expected = peer_line(local).into_bytes();
+        expected.extend_from_slice(b"ping");
+        assert_eq!(reply, UdpOutcome::Reply(expected));
+        assert_eq!(parse_peer_addr(b"[fd00::1]:80\n"), Some(at("fd00::1", 80)));
+        assert_eq!(parse_peer_line(b"[fd00::1]:80\n"), None, "not IPv4");
+
+        // A closed port: a reset, and an ICMPv6 port unreachable read from
+        // the socket's error queue.
+        let closed = at("fd00:199::2", 5001);
+        let outcome = tcp_stream(&net.client, None, closed, TIMEOUT).unwrap();
+        assert_eq!(outcome.err(), Some(ConnectOutcome::Reset));
+        let reply = udp_exchange_from(&net.client, local, closed, b"ping", TIMEOUT).unwrap();
+        assert_eq!(
+            reply,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
+        );
+    }
+
+    #[test]
     fn outcomes_are_classified_as_the_kernel_reports_them() {
         require_root();
         let net = ClientServer::new("unit-out").unwrap();
