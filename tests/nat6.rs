@@ -1,10 +1,11 @@
 //! IPv6 nat (`ip6tables -t nat`) as network tests, the IPv6 twin of
-//! nat.rs: the article's NAT router with SNAT, two LAN hosts behind
-//! MASQUERADE from one source port, port forwarding to a LAN server
-//! (DNAT), REDIRECT and DNAT to the router itself, long transfers through
-//! SNAT and DNAT (every segment rewritten, checksums right), an ICMPv6
-//! echo through SNAT, and both tuples of each translated connection in
-//! `conntrack -L -f ipv6`. Every scenario also runs with the kernel's own
+//! nat.rs: the article's NAT router with SNAT (and what `-t nat -F`
+//! leaves working), two LAN hosts behind MASQUERADE from one source port,
+//! port forwarding to a LAN server (DNAT; alone and with MASQUERADE:
+//! double NAT), REDIRECT and DNAT to the router itself, long transfers
+//! through SNAT and DNAT (every segment rewritten, checksums right), resets
+//! and ICMPv6 errors translated back, an ICMPv6 echo through SNAT, and
+//! both tuples of each translated connection in `conntrack -L -f ipv6`. Every scenario also runs with the kernel's own
 //! ip6tables (`ip6tables_oracle`), which proves the topology and the
 //! expectations; netbeast must match, with its XDP fast path on and off.
 //!
