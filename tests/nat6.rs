@@ -2,7 +2,8 @@
 //! nat.rs: the article's NAT router with SNAT (and what `-t nat -F`
 //! leaves working), two LAN hosts behind MASQUERADE from one source port,
 //! port forwarding to a LAN server (DNAT; alone and with MASQUERADE:
-//! double NAT), REDIRECT and DNAT to the router itself, long transfers
+//! double NAT), REDIRECT and DNAT to the router itself, SNAT and
+//! MASQUERADE of the router's own connections, long transfers
 //! through SNAT and DNAT (every segment rewritten, checksums right), resets
 //! and ICMPv6 errors translated back, an ICMPv6 echo through SNAT, and
 //! both tuples of each translated connection in `conntrack -L -f ipv6`. Every scenario also runs with the kernel's own
@@ -690,4 +691,101 @@ fn redirect_and_dnat_to_the_router(firewall: Firewall) {
     net.check_forwarded(45001, 80, public(PORT), outside, 100_000);
     net.check_forwarded(45003, 81, public(PORT), outside, 100_000);
     net.check_refused(45005, CLOSED_PORT, "which nothing redirects");
+}
+
+// ---------------------------------------------------------------------------
+// SNAT of the router's own connections
+
+/// A second address of the router on the server's link, deprecated
+/// (`preferred_lft 0`) so that the kernel never picks it as a source by
+/// itself: only a socket bound to it, or a translation, uses it.
+const SECONDARY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xb, 0, 0, 0, 0, 0, 5);
+
+fn secondary(port: u16) -> SocketAddr {
+    at(SECONDARY, port)
+}
+
+impl Routed6 {
+    /// A TCP connection and a UDP flow of the router itself from `local`
+    /// to the server, which must see `expected` as its client both times;
+    /// data both ways; the router tracks both tuples.
+    fn check_own(&self, local: SocketAddr, expected: SocketAddr) {
+        let (mut stream, seen) = self.open(&self.router, local, server(PORT));
+        let flow = udp_socket(&self.router, local, server(PORT));
+        let udp_seen = self.udp(&flow, b"own");
+        assert_eq!(
+            (seen, udp_seen),
+            (expected, expected),
+            "the client the server saw for the router's TCP and UDP from {local}\n{}",
+            self.diagnostics()
+        );
+        self.transfer(&mut stream, TRANSFER, &format!("router's own from {local}"));
+        for protocol in ["tcp", "udp"] {
+            self.assert_tracked(
+                protocol,
+                Tuple::new(local, server(PORT)),
+                Tuple::new(server(PORT), expected),
+            );
+        }
+    }
+}
+
+// POSTROUTING for the connections the router opens itself (TC egress):
+// SNAT to its second address makes the server see fd00:b::5 for TCP and
+// UDP, source ports kept (they were free), and the answers reach the
+// sockets on fd00:b::1, the server's reset and ICMPv6 port unreachable
+// too. MASQUERADE instead gives a socket bound to the second address the
+// interface's preferred one, fd00:b::1.
+routed_scenario!(snat_of_the_routers_own_connections, ip6tables_oracle);
+fn snat_of_the_routers_own_connections(firewall: Firewall) {
+    let net = Routed6::new("n6own", firewall, &[], ServerRoute::None);
+    let secondary_cidr = format!("{SECONDARY}/64");
+    net.router
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &secondary_cidr,
+            "dev",
+            ROUTER_SERVER_IFACE,
+            "nodad",
+            "preferred_lft",
+            "0",
+        ])
+        .unwrap();
+    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
+    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+
+    // Without a rule the socket's own address shows.
+    let (_, seen) = net.open(&net.router, secondary(45000), server(PORT));
+    assert_eq!(seen, secondary(45000), "without a rule");
+
+    for protocol in ["tcp", "udp"] {
+        net.ip6tables(&format!(
+            "-t nat -A POSTROUTING -o {ROUTER_SERVER_IFACE} -p {protocol} -d {SERVER}/128 \
+             -j SNAT --to-source {SECONDARY}"
+        ));
+    }
+    net.check_own(router_server(45001), secondary(45001));
+    let outcome = net.unanswered(
+        &net.router,
+        router_server(45002),
+        server(CLOSED_SERVER_PORT),
+        CONNECT_TIMEOUT,
+    );
+    assert_eq!(
+        outcome,
+        (
+            Reset,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
+        ),
+        "the router's TCP and UDP to a closed port of the server, SNATed\n{}",
+        net.diagnostics()
+    );
+
+    net.ip6tables("-t nat -F");
+    net.ip6tables(&format!(
+        "-t nat -A POSTROUTING -o {ROUTER_SERVER_IFACE} -j MASQUERADE"
+    ));
+    net.check_own(secondary(45003), router_server(45003));
 }
