@@ -34,7 +34,7 @@ use nat_lab::{
 };
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
-    Firewall, IcmpError, Netns, UdpOutcome, peer_server, require_root, udp_exchange_from,
+    Firewall, IcmpError, Netns, Server, UdpOutcome, peer_server, require_root, udp_exchange_from,
     udp_peer_server,
 };
 use support::roundtrip;
@@ -250,6 +250,21 @@ fn any(port: u16) -> SocketAddr {
     at(Ipv6Addr::UNSPECIFIED, port)
 }
 
+/// Peer servers, TCP and UDP, on `[::]:PORT` of `ns`; they stop on drop.
+fn serve(ns: &Netns) -> (Server, Server) {
+    let tcp = peer_server(ns, any(PORT)).unwrap();
+    (tcp, udp_peer_server(ns, any(PORT)).unwrap())
+}
+
+/// What [`Routed6::unanswered`] sees when a server refuses: a reset, and
+/// an ICMPv6 port unreachable.
+const REFUSED: (ConnectOutcome, UdpOutcome) = (
+    Reset,
+    UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6)),
+);
+/// What [`Routed6::unanswered`] sees when nothing comes back.
+const LOST: (ConnectOutcome, UdpOutcome) = (TimedOut, UdpOutcome::TimedOut);
+
 // ---------------------------------------------------------------------------
 // The article's NAT router, for IPv6
 
@@ -320,8 +335,7 @@ fn article_nat_router(firewall: Firewall) {
     let net = Routed6::new("n6art", firewall, &LAN_LINKS[..1], ServerRoute::None);
     let lan_host = &net.hosts[0];
     let lan = |port| at(LAN_HOST, port);
-    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let _servers = serve(&net.server);
     for line in ARTICLE_FORWARD {
         net.ip6tables(line);
     }
@@ -332,7 +346,7 @@ fn article_nat_router(firewall: Firewall) {
     let outcome = net.unanswered(lan_host, lan(42000), server(PORT), TIMEOUT);
     assert_eq!(
         outcome,
-        (TimedOut, UdpOutcome::TimedOut),
+        LOST,
         "TCP and UDP without SNAT\n{}",
         net.diagnostics()
     );
@@ -409,8 +423,7 @@ fn flush_keeps_established_translations(firewall: Firewall) {
     let net = Routed6::new("n6flush", firewall, &LAN_LINKS[..1], ServerRoute::None);
     let lan_host = &net.hosts[0];
     let lan = |port| at(LAN_HOST, port);
-    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let _servers = serve(&net.server);
     for line in ARTICLE_FORWARD.into_iter().chain([ARTICLE_SNAT]) {
         net.ip6tables(line);
     }
@@ -433,7 +446,7 @@ fn flush_keeps_established_translations(firewall: Firewall) {
     let outcome = net.unanswered(lan_host, lan(42011), server(PORT), TIMEOUT);
     assert_eq!(
         outcome,
-        (TimedOut, UdpOutcome::TimedOut),
+        LOST,
         "new TCP and UDP after -t nat -F are not translated, so the server cannot answer\n{}",
         net.diagnostics()
     );
@@ -450,8 +463,7 @@ const SHARED_PORT: u16 = 40000;
 routed_scenario!(masquerade_two_lan_hosts, ip6tables_oracle);
 fn masquerade_two_lan_hosts(firewall: Firewall) {
     let net = Routed6::new("n6masq", firewall, &LAN_LINKS, ServerRoute::None);
-    let tcp_server = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let (tcp_server, _udp) = serve(&net.server);
     let hosts = [
         (&net.hosts[0], at(LAN_HOST, SHARED_PORT)),
         (&net.hosts[1], at(LAN_HOST2, SHARED_PORT)),
@@ -462,7 +474,7 @@ fn masquerade_two_lan_hosts(firewall: Firewall) {
     let outcome = net.unanswered(hosts[0].0, at(LAN_HOST, 39999), server(PORT), TIMEOUT);
     assert_eq!(
         outcome,
-        (TimedOut, UdpOutcome::TimedOut),
+        LOST,
         "TCP and UDP without MASQUERADE\n{}",
         net.diagnostics()
     );
@@ -485,10 +497,7 @@ fn masquerade_two_lan_hosts(firewall: Firewall) {
     let (tcp, udp) = net.unanswered(hosts[0].0, at(LAN_HOST, 40001), server(9), CONNECT_TIMEOUT);
     assert_eq!(
         (tcp, udp),
-        (
-            Reset,
-            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
-        ),
+        REFUSED,
         "TCP and UDP to a closed port of the server: the reset and the ICMPv6 error \
          must be translated back\n{}",
         net.diagnostics()
@@ -607,10 +616,7 @@ impl Routed6 {
         );
         assert_eq!(
             outcome,
-            (
-                Reset,
-                UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
-            ),
+            REFUSED,
             "TCP and UDP to the router's port {port}, {what}\n{}",
             self.diagnostics()
         );
@@ -627,8 +633,7 @@ impl Routed6 {
 routed_scenario!(dnat_to_a_lan_server, ip6tables_oracle);
 fn dnat_to_a_lan_server(firewall: Firewall) {
     let net = Routed6::new("n6dnat", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
-    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let _servers = serve(&net.server);
     net.check_refused(44000, CLOSED_PORT, "before any rule");
 
     net.forward_port(80, server(PORT));
@@ -648,14 +653,13 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
 routed_scenario!(double_nat, ip6tables_oracle);
 fn double_nat(firewall: Firewall) {
     let net = Routed6::new("n6dbl", firewall, &OUTSIDE_LINK, ServerRoute::None);
-    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let _servers = serve(&net.server);
     net.forward_port(80, server(PORT));
     net.forward_port(81, server(CLOSED_SERVER_PORT));
     let outcome = net.unanswered(&net.hosts[0], outside(44100), public(80), TIMEOUT);
     assert_eq!(
         outcome,
-        (TimedOut, UdpOutcome::TimedOut),
+        LOST,
         "TCP and UDP with DNAT but no MASQUERADE\n{}",
         net.diagnostics()
     );
@@ -675,8 +679,7 @@ fn double_nat(firewall: Firewall) {
 routed_scenario!(redirect_and_dnat_to_the_router, ip6tables_oracle);
 fn redirect_and_dnat_to_the_router(firewall: Firewall) {
     let net = Routed6::new("n6redir", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
-    let _tcp = peer_server(&net.router, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.router, any(PORT)).unwrap();
+    let _servers = serve(&net.router);
     net.check_refused(45000, 80, "before any rule");
 
     for protocol in ["tcp", "udp"] {
@@ -753,8 +756,7 @@ fn snat_of_the_routers_own_connections(firewall: Firewall) {
             "0",
         ])
         .unwrap();
-    let _tcp = peer_server(&net.server, any(PORT)).unwrap();
-    let _udp = udp_peer_server(&net.server, any(PORT)).unwrap();
+    let _servers = serve(&net.server);
 
     // Without a rule the socket's own address shows.
     let (_, seen) = net.open(&net.router, secondary(45000), server(PORT));
@@ -775,10 +777,7 @@ fn snat_of_the_routers_own_connections(firewall: Firewall) {
     );
     assert_eq!(
         outcome,
-        (
-            Reset,
-            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
-        ),
+        REFUSED,
         "the router's TCP and UDP to a closed port of the server, SNATed\n{}",
         net.diagnostics()
     );
