@@ -17,29 +17,25 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[macro_use]
+#[path = "support/nat_lab.rs"]
+mod nat_lab;
 
-use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    time::Duration,
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+
+use nat_lab::{
+    CONNECT_TIMEOUT, TIMEOUT, TRANSFER, TRANSFER_TIMEOUT, Tuple, assert_forwarding_path,
+    assert_tracked, conntrack_listing, fast_path_count, fast_path_on, prepare_host, udp_ask,
+    udp_peer, udp_socket,
 };
-
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
-    Firewall, IcmpError, Netns, UdpOutcome, parse_peer_line, peer_server, read_peer_line,
-    require_root, tcp_stream, udp_exchange_from, udp_peer_server, veth_pair, wait_for,
+    Firewall, IcmpError, Netns, UdpOutcome, peer_server, require_root, udp_exchange_from,
+    udp_peer_server, veth_pair, wait_for,
 };
 use support::{roundtrip, stat};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
-/// How long an attempt that must fail is given: a dropped SYN or datagram
-/// costs this much.
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an attempt that must work is given, on a loaded two-core machine.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes each way on a translated connection: hundreds of full-size
-/// segments in both directions, every one of them rewritten.
-const TRANSFER: usize = 256 * 1024;
 
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
@@ -47,52 +43,7 @@ const UDP_PORT: u16 = 5353;
 // ---------------------------------------------------------------------------
 // Scenarios, topologies and small helpers
 
-/// Runs a routed scenario with netbeast's fast path as `attach` sets it
-/// by default (into the hosts' bare veths: the TC hand-off) and off, and
-/// with iptables.
-macro_rules! routed_scenario {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn netbeast_fast_path() {
-                super::$name(Firewall::netbeast(NETBEAST));
-            }
-
-            #[test]
-            fn netbeast_kernel_forwarding() {
-                super::$name(Firewall::netbeast_with(NETBEAST, &["--fast-path", "off"]));
-            }
-
-            #[test]
-            fn iptables_oracle() {
-                super::$name(Firewall::Iptables);
-            }
-        }
-    };
-}
-
 include!("support/scenario.rs");
-
-/// Whether `firewall` is netbeast with its forwarding fast path on.
-fn fast_path_on(firewall: &Firewall) -> bool {
-    match firewall {
-        Firewall::Netbeast { attach_args, .. } => !attach_args
-            .windows(2)
-            .any(|w| w[0] == "--fast-path" && w[1] == "off"),
-        Firewall::Iptables => false,
-    }
-}
-
-/// A host's end of a link: no program (the router's fast path reaches a
-/// bare veth), transmit checksum offload off: the XDP program rewrites
-/// addresses and ports with full-checksum arithmetic, which a
-/// CHECKSUM_PARTIAL frame's pseudo-header sum does not follow.
-fn prepare_host(host: &Netns, iface: &str) -> netbeast::netns::Result<()> {
-    host.run_ok("ethtool", &["-K", iface, "tx", "off"])?;
-    Ok(())
-}
 
 /// `line` in `ns` with `firewall`, which must succeed.
 #[track_caller]
@@ -102,192 +53,25 @@ fn iptables(firewall: &Firewall, ns: &Netns, line: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// For failure messages: every table of the ruleset and the connection
-/// table, as each firewall shows them.
+/// For failure messages: the IPv4 ruleset and connections of `ns`.
 fn diagnostics(firewall: &Firewall, ns: &Netns) -> String {
-    match firewall {
-        Firewall::Netbeast { .. } => {
-            let save = ns.netbeast_ok(&["save"]).unwrap_or_else(|e| e.to_string());
-            save + &support::diagnostics(ns, firewall)
-        }
-        Firewall::Iptables => {
-            let save = ns
-                .run_ok("iptables-save", &[] as &[&str])
-                .unwrap_or_else(|e| e.to_string());
-            let table = ns
-                .run_ok("conntrack", &["-L"])
-                .unwrap_or_else(|e| e.to_string());
-            format!("{save}\nconntrack -L:\n{table}")
-        }
-    }
+    nat_lab::diagnostics(firewall, ns, false)
 }
 
-/// The connection table in conntrack(8)'s words: `netbeast conntrack -L`,
-/// or conntrack(8) itself for the kernel.
-fn conntrack_listing(firewall: &Firewall, ns: &Netns) -> String {
-    match firewall {
-        Firewall::Netbeast { .. } => support::conntrack(ns, &["-L"]).0,
-        Firewall::Iptables => ns
-            .run_ok("conntrack", &["-L"])
-            .unwrap_or_else(|e| panic!("conntrack -L in {}: {e}", ns.name())),
-    }
-}
-
-/// One direction of a connection as conntrack(8) prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tuple {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-}
-
-impl Tuple {
-    fn new(src: SocketAddrV4, dst: SocketAddrV4) -> Tuple {
-        Tuple {
-            src: *src.ip(),
-            dst: *dst.ip(),
-            sport: src.port(),
-            dport: dst.port(),
-        }
-    }
-}
-
-/// The tuples of one `conntrack -L` line, in order (original, reply): each
-/// `src=` starts one; counters and flags in between are skipped.
-fn tuples(line: &str) -> Vec<Tuple> {
-    let mut found: Vec<Tuple> = Vec::new();
-    for word in line.split_whitespace() {
-        let Some((key, value)) = word.split_once('=') else {
-            continue;
-        };
-        match key {
-            "src" => found.push(Tuple {
-                src: value.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-                dst: Ipv4Addr::UNSPECIFIED,
-                sport: 0,
-                dport: 0,
-            }),
-            "dst" | "sport" | "dport" => {
-                let Some(t) = found.last_mut() else { continue };
-                match key {
-                    "dst" => t.dst = value.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    "sport" => t.sport = value.parse().unwrap_or(0),
-                    _ => t.dport = value.parse().unwrap_or(0),
-                }
-            }
-            _ => {}
-        }
-    }
-    found
-}
-
-/// Asserts that the connection table of `ns` lists a `protocol`
-/// connection with these original and reply tuples.
-fn assert_tracked(firewall: &Firewall, ns: &Netns, protocol: &str, original: Tuple, reply: Tuple) {
-    let listing = conntrack_listing(firewall, ns);
-    let found = listing.lines().any(|line| {
-        line.split_whitespace().next() == Some(protocol) && tuples(line) == [original, reply]
-    });
-    assert!(
-        found,
-        "no {protocol} connection {original:?} with reply {reply:?} in conntrack -L of {}:\n{listing}",
-        ns.name()
-    );
-}
-
-/// Opens a TCP connection from `ns` (from `local`) to a [`peer_server`] at
-/// `server` and returns it with the client address the server saw.
+/// [`nat_lab::open`] of an IPv4 connection, within [`CONNECT_TIMEOUT`].
 fn open(
     ns: &Netns,
     local: SocketAddrV4,
     server: SocketAddrV4,
     context: impl Fn() -> String,
 ) -> (TcpStream, SocketAddrV4) {
-    let mut stream = tcp_stream(ns, Some(local), server, CONNECT_TIMEOUT)
-        .unwrap()
-        .unwrap_or_else(|outcome| {
-            panic!(
-                "{local} -> {server}: {outcome}, expected a connection\n{}",
-                context()
-            )
-        });
-    let seen = read_peer_line(&mut stream, CONNECT_TIMEOUT).unwrap_or_else(|e| {
-        panic!(
-            "{local} -> {server}: connected, but the server did not answer: {e}\n{}",
-            context()
-        )
-    });
-    (stream, seen)
+    let (stream, seen) = nat_lab::open(ns, local, server, CONNECT_TIMEOUT, context);
+    (stream, v4(seen))
 }
 
-/// What a TCP connection attempt from `local` to `server` came to, when it
-/// must not come up.
+/// [`nat_lab::refused_or_lost`] within [`TIMEOUT`].
 fn refused_or_lost(ns: &Netns, local: SocketAddrV4, server: SocketAddrV4) -> ConnectOutcome {
-    match tcp_stream(ns, Some(local), server, TIMEOUT).unwrap() {
-        Ok(stream) => panic!(
-            "{local} -> {server} connected (as {:?}), expected no connection",
-            stream.local_addr()
-        ),
-        Err(outcome) => outcome,
-    }
-}
-
-/// The client address a [`udp_peer_server`] saw in `reply`, which must
-/// echo `payload` after it.
-fn udp_peer(reply: &UdpOutcome, payload: &[u8]) -> Result<SocketAddrV4, String> {
-    let UdpOutcome::Reply(bytes) = reply else {
-        return Err(format!("no answer: {reply}"));
-    };
-    let peer = parse_peer_line(bytes)
-        .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(bytes)))?;
-    let rest = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap_or(0) + 1..];
-    if rest != payload {
-        return Err(format!(
-            "the answer echoes {:?}, not {:?}",
-            String::from_utf8_lossy(rest),
-            String::from_utf8_lossy(payload)
-        ));
-    }
-    Ok(peer)
-}
-
-/// A UDP socket in `ns`, bound to `local` and connected to `server`, kept
-/// open across several exchanges (one conntrack entry for all of them).
-fn udp_socket(ns: &Netns, local: SocketAddrV4, server: SocketAddrV4) -> UdpSocket {
-    ns.in_netns(|| {
-        let socket = UdpSocket::bind(local)?;
-        socket.connect(server)?;
-        Ok::<_, std::io::Error>(socket)
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("udp socket {local} -> {server} in {}: {e}", ns.name()))
-}
-
-/// One datagram on `socket` and the answer of a [`udp_peer_server`]: the
-/// client address it saw.
-fn udp_ask(socket: &UdpSocket, payload: &[u8], timeout: Duration) -> Result<SocketAddrV4, String> {
-    socket.send(payload).map_err(|e| format!("sending: {e}"))?;
-    socket
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 2048];
-    let outcome = match socket.recv(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            UdpOutcome::Reply(buf)
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            UdpOutcome::TimedOut
-        }
-        Err(e) => UdpOutcome::Error(e.to_string()),
-    };
-    udp_peer(&outcome, payload)
+    nat_lab::refused_or_lost(ns, local, server, TIMEOUT)
 }
 
 /// `0.0.0.0:port`, where a server listens on every address.
@@ -452,7 +236,7 @@ fn article_nat_router(firewall: Firewall) {
     let udp_seen = udp_peer(&reply, b"query")
         .unwrap_or_else(|e| panic!("UDP with SNAT: {e}\n{}", net.diagnostics()));
     assert_eq!(
-        *udp_seen.ip(),
+        udp_seen.ip(),
         ROUTER_DOCKER,
         "the container must see the router's address as the UDP client"
     );
@@ -507,7 +291,7 @@ fn flush_keeps_established_translations(firewall: Firewall) {
     let flow = udp_socket(&net.lan, lan(41010), container(UDP_PORT));
     let udp_seen = udp_ask(&flow, b"before", CONNECT_TIMEOUT)
         .unwrap_or_else(|e| panic!("UDP before the flush: {e}\n{}", net.diagnostics()));
-    assert_eq!(*udp_seen.ip(), ROUTER_DOCKER);
+    assert_eq!(udp_seen.ip(), ROUTER_DOCKER);
 
     net.iptables("-t nat -F");
 
@@ -676,59 +460,13 @@ fn home_router_masquerade(firewall: Firewall) {
         &format!("-t nat -A POSTROUTING -o {ROUTER_WAN_IFACE} -j MASQUERADE"),
     );
 
-    // TCP: both connections open at the same time.
-    let (mut first, seen1) = open(&net.home1, home1, server(TCP_PORT), || net.diagnostics());
-    let (mut second, seen2) = open(&net.home2, home2, server(TCP_PORT), || net.diagnostics());
-    assert_eq!(
-        (*seen1.ip(), *seen2.ip()),
-        (WAN, WAN),
-        "the server must see both home hosts at the router's WAN address\n{}",
-        net.diagnostics()
+    nat_lab::assert_two_hosts_share_a_port(
+        [(&net.home1, home1.into()), (&net.home2, home2.into())],
+        (&tcp_server, server(TCP_PORT).into()),
+        server(UDP_PORT).into(),
+        WAN.into(),
+        || net.diagnostics(),
     );
-    assert_eq!(
-        seen1.port(),
-        SHARED_PORT,
-        "the first connection keeps its source port, which was free\n{}",
-        net.diagnostics()
-    );
-    assert_ne!(
-        seen2.port(),
-        seen1.port(),
-        "two connections from the same WAN address and port to one server\n{}",
-        net.diagnostics()
-    );
-    assert_eq!(tcp_server.served_within(2, CONNECT_TIMEOUT), 2);
-    // Each connection carries its own data, both at once.
-    std::thread::scope(|scope| {
-        let a = scope.spawn(|| roundtrip(&mut first, &vec![1; TRANSFER], TRANSFER_TIMEOUT));
-        let b = scope.spawn(|| roundtrip(&mut second, &vec![2; TRANSFER], TRANSFER_TIMEOUT));
-        for (who, result) in [("first", a.join()), ("second", b.join())] {
-            result
-                .expect("roundtrip thread")
-                .unwrap_or_else(|e| panic!("the {who} home host's connection: {e}"));
-        }
-    });
-
-    // UDP: the first flow is answered before the second starts (so it
-    // keeps its port), then both flows are used again, side by side.
-    let flow1 = udp_socket(&net.home1, home1, server(UDP_PORT));
-    let flow2 = udp_socket(&net.home2, home2, server(UDP_PORT));
-    let udp1 = udp_ask(&flow1, b"one", CONNECT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("UDP from the first home host: {e}\n{}", net.diagnostics()));
-    let udp2 = udp_ask(&flow2, b"two", CONNECT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("UDP from the second home host: {e}\n{}", net.diagnostics()));
-    assert_eq!((*udp1.ip(), *udp2.ip()), (WAN, WAN));
-    assert_eq!(
-        udp1.port(),
-        SHARED_PORT,
-        "the first UDP flow keeps its port"
-    );
-    assert_ne!(udp2.port(), udp1.port(), "two UDP flows on one WAN port");
-    for (flow, payload, seen) in [(&flow1, b"ONE", udp1), (&flow2, b"TWO", udp2)] {
-        let again = udp_ask(flow, payload, CONNECT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("UDP again: {e}\n{}", net.diagnostics()));
-        assert_eq!(again, seen, "a UDP flow changed its binding");
-    }
 
     // Errors about a translated flow reach the home host: the server's
     // reset, and its ICMP port-unreachable, whose quoted headers name the
@@ -1053,12 +791,13 @@ impl LanForward {
     /// public address (so an answer from any other address would not be
     /// received): the client address the LAN server saw.
     fn udp(&self, socket: &UdpSocket, payload: &[u8]) -> SocketAddrV4 {
-        udp_ask(socket, payload, CONNECT_TIMEOUT).unwrap_or_else(|e| {
+        let seen = udp_ask(socket, payload, CONNECT_TIMEOUT).unwrap_or_else(|e| {
             panic!(
                 "UDP via the router's public address: {e}\n{}",
                 self.diagnostics()
             )
-        })
+        });
+        v4(seen)
     }
 
     /// Public port 80 serves TCP from `client_port` and UDP from the port
@@ -1150,40 +889,6 @@ fn lan_server(port: u16) -> SocketAddrV4 {
 
 fn lan_gateway(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(LAN_GATEWAY, port)
-}
-
-/// The router's `fast_path` statistic, when `firewall` is netbeast.
-fn fast_path_count(firewall: &Firewall, router: &Netns) -> Option<u64> {
-    firewall.is_netbeast().then(|| stat(router, "fast_path"))
-}
-
-/// Asserts which way the router forwarded since `before`: with the fast
-/// path on, at least `least` packets in XDP (each translated there just
-/// before its redirect); with it off, none, so the kernel forwarded them
-/// all and TC egress translated their source.
-fn assert_forwarding_path(
-    firewall: &Firewall,
-    router: &Netns,
-    before: Option<u64>,
-    least: u64,
-    context: impl Fn() -> String,
-) {
-    let Some(before) = before else { return };
-    let fast = stat(router, "fast_path") - before;
-    if fast_path_on(firewall) {
-        assert!(
-            fast >= least,
-            "only {fast} translated packets took the XDP fast path\n{}",
-            context()
-        );
-    } else {
-        assert_eq!(
-            fast,
-            0,
-            "packets took the XDP fast path, which is off\n{}",
-            context()
-        );
-    }
 }
 
 // The classic port forward: the router's public port 80 goes to a LAN
@@ -1489,7 +1194,7 @@ fn conntrack_flush_translates_afresh(firewall: Firewall) {
     );
 
     conntrack_flush(&net.firewall, &net.router);
-    let listing = conntrack_listing(&net.firewall, &net.router);
+    let listing = conntrack_listing(&net.firewall, &net.router, false);
     assert!(
         !listing.contains(&format!("src={OUTSIDE} ")),
         "the client's connections are still listed after conntrack -F:\n{listing}"
@@ -1619,7 +1324,7 @@ impl OwnSnat {
             });
             assert_eq!(
                 seen,
-                expected,
+                expected.into(),
                 "the client the server saw for the host's UDP from {local}\n{}",
                 self.diagnostics()
             );

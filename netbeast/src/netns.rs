@@ -752,17 +752,29 @@ pub fn peer_line(peer: SocketAddr) -> String {
     format!("{peer}\n")
 }
 
-/// The peer address at the start of `text`, as [`peer_line`] wrote it.
+/// The IPv4 peer address at the start of `text`, as [`peer_line`] wrote
+/// it ([`parse_peer_addr`] for either family).
 pub fn parse_peer_line(text: &[u8]) -> Option<SocketAddrV4> {
+    match parse_peer_addr(text)? {
+        SocketAddr::V4(addr) => Some(addr),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// The peer address (IPv4 or IPv6) at the start of `text`, as
+/// [`peer_line`] wrote it.
+pub fn parse_peer_addr(text: &[u8]) -> Option<SocketAddr> {
     let end = text.iter().position(|&b| b == b'\n')?;
     std::str::from_utf8(&text[..end]).ok()?.parse().ok()
 }
 
 /// Listens on `bind` in `ns` (`0.0.0.0:port`, or one address such as
-/// `127.0.0.1:port`); every connection first gets the [`peer_line`] of its
-/// client, then an echo of whatever it sends until it closes. One thread
-/// per connection, so several clients can hold connections at once.
-pub fn peer_server(ns: &Netns, bind: SocketAddrV4) -> Result<Server> {
+/// `127.0.0.1:port`, or an IPv6 one); every connection first gets the
+/// [`peer_line`] of its client, then an echo of whatever it sends until it
+/// closes. One thread per connection, so several clients can hold
+/// connections at once.
+pub fn peer_server(ns: &Netns, bind: impl Into<SocketAddr>) -> Result<Server> {
+    let bind = bind.into();
     let listener = ns
         .in_netns(|| TcpListener::bind(bind))?
         .map_err(|source| ns.io_error(&format!("listening on tcp {bind}"), source))?;
@@ -841,6 +853,11 @@ impl IcmpError {
     pub const NET_PROHIBITED: IcmpError = IcmpError::unreachable(9);
     pub const HOST_PROHIBITED: IcmpError = IcmpError::unreachable(10);
     pub const ADMIN_PROHIBITED: IcmpError = IcmpError::unreachable(13);
+    /// ICMPv6 destination unreachable (type 1), port unreachable (code 4).
+    pub const PORT_UNREACHABLE6: IcmpError = IcmpError {
+        icmp_type: 1,
+        code: 4,
+    };
 
     const fn unreachable(code: u8) -> IcmpError {
         IcmpError { icmp_type: 3, code }
@@ -858,6 +875,7 @@ impl fmt::Display for IcmpError {
             (3, 9) => "net-prohibited",
             (3, 10) => "host-prohibited",
             (3, 13) => "admin-prohibited",
+            (1, 4) => return write!(f, "icmp6 port-unreachable"),
             (t, c) => return write!(f, "icmp type {t} code {c}"),
         };
         write!(f, "icmp {name}")
@@ -954,15 +972,17 @@ pub fn tcp_connect_all(
     })
 }
 
-/// A TCP connection from `ns` (bound to `local` when given) to `addr`,
-/// blocking, for a test that keeps it open and talks on it; Err is what the
-/// client saw when no connection came up. The socket stays in `ns`.
-pub fn tcp_stream(
+/// A TCP connection from `ns` (bound to `local` when given) to `addr`
+/// (IPv4 or IPv6), blocking, for a test that keeps it open and talks on it;
+/// Err is what the client saw when no connection came up. The socket stays
+/// in `ns`.
+pub fn tcp_stream<A: Into<SocketAddr>>(
     ns: &Netns,
-    local: Option<SocketAddrV4>,
-    addr: SocketAddrV4,
+    local: Option<A>,
+    addr: A,
     timeout: Duration,
 ) -> Result<Result<std::net::TcpStream, ConnectOutcome>> {
+    let (local, addr) = (local.map(Into::into), addr.into());
     ns.in_netns(|| {
         let socket = match connect_socket(local, addr, timeout) {
             Ok(Ok(socket)) => socket,
@@ -978,11 +998,22 @@ pub fn tcp_stream(
 }
 
 /// Reads the [`peer_line`] a [`peer_server`] sends first on `stream`,
-/// within `timeout`.
+/// within `timeout`: an IPv4 address ([`read_peer_addr`] for either family).
 pub fn read_peer_line(
     stream: &mut std::net::TcpStream,
     timeout: Duration,
 ) -> Result<SocketAddrV4, String> {
+    match read_peer_addr(stream, timeout)? {
+        SocketAddr::V4(addr) => Ok(addr),
+        SocketAddr::V6(addr) => Err(format!("not a peer line: {:?}", peer_line(addr.into()))),
+    }
+}
+
+/// [`read_peer_line`] for a server of either family.
+pub fn read_peer_addr(
+    stream: &mut std::net::TcpStream,
+    timeout: Duration,
+) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + timeout;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -1014,12 +1045,12 @@ pub fn read_peer_line(
             Err(e) => return Err(format!("reading the peer line: {e}")),
         }
     }
-    parse_peer_line(&line)
+    parse_peer_addr(&line)
         .ok_or_else(|| format!("not a peer line: {:?}", String::from_utf8_lossy(&line)))
 }
 
 fn connect_here(addr: SocketAddrV4, timeout: Duration) -> ConnectOutcome {
-    match connect_socket(None, addr, timeout) {
+    match connect_socket(None, addr.into(), timeout) {
         Ok(Ok(_connected)) => ConnectOutcome::Connected,
         Ok(Err(outcome)) => outcome,
         Err(e) => ConnectOutcome::Error(e.to_string()),
@@ -1032,15 +1063,20 @@ fn connect_here(addr: SocketAddrV4, timeout: Duration) -> ConnectOutcome {
 /// With `local`, the socket is bound there first (SO_REUSEADDR, so a port
 /// in TIME_WAIT from an earlier test step is no obstacle).
 fn connect_socket(
-    local: Option<SocketAddrV4>,
-    addr: SocketAddrV4,
+    local: Option<SocketAddr>,
+    addr: SocketAddr,
     timeout: Duration,
 ) -> io::Result<Result<OwnedFd, ConnectOutcome>> {
     let deadline = Instant::now() + timeout;
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     // SAFETY: socket returns a new fd or -1.
     let fd = unsafe {
         libc::socket(
-            libc::AF_INET,
+            family,
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
@@ -1050,19 +1086,13 @@ fn connect_socket(
     }
     // SAFETY: fd is a fresh descriptor that nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_recverr(socket.as_raw_fd())?;
+    set_recverr(socket.as_raw_fd(), addr.is_ipv6())?;
     if let Some(local) = local {
         bind_reusable(socket.as_raw_fd(), local)?;
     }
-    let sa = sockaddr_in(addr);
-    // SAFETY: sa is a valid sockaddr_in of the given length.
-    let rc = unsafe {
-        libc::connect(
-            socket.as_raw_fd(),
-            (&raw const sa).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: sa holds a valid sockaddr of length len.
+    let rc = unsafe { libc::connect(socket.as_raw_fd(), (&raw const sa).cast(), len) };
     let errno = if rc == 0 {
         0
     } else {
@@ -1083,7 +1113,7 @@ fn connect_socket(
     Ok(Err(ConnectOutcome::from_errno(errno, icmp)))
 }
 
-fn bind_reusable(fd: RawFd, local: SocketAddrV4) -> io::Result<()> {
+fn bind_reusable(fd: RawFd, local: SocketAddr) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: passes a valid c_int of the given size.
     let rc = unsafe {
@@ -1098,29 +1128,29 @@ fn bind_reusable(fd: RawFd, local: SocketAddrV4) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let sa = sockaddr_in(local);
-    // SAFETY: sa is a valid sockaddr_in of the given length.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&raw const sa).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
+    let (sa, len) = sockaddr(local);
+    // SAFETY: sa holds a valid sockaddr of length len.
+    let rc = unsafe { libc::bind(fd, (&raw const sa).cast(), len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-fn set_recverr(fd: RawFd) -> io::Result<()> {
+/// Queues ICMP (`ipv6`: ICMPv6) errors on the socket for [`read_icmp_error`].
+fn set_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
     let on: libc::c_int = 1;
+    let (level, option) = if ipv6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
     // SAFETY: passes a valid c_int of the given size.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_IP,
-            libc::IP_RECVERR,
+            level,
+            option,
             (&raw const on).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -1201,10 +1231,15 @@ fn read_icmp_error(fd: RawFd) -> Option<IcmpError> {
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_IP && (*cmsg).cmsg_type == libc::IP_RECVERR {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if (level, kind) == (libc::SOL_IP, libc::IP_RECVERR)
+                || (level, kind) == (libc::SOL_IPV6, libc::IPV6_RECVERR)
+            {
                 let ee = libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err;
                 let ee = std::ptr::read_unaligned(ee);
-                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP {
+                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                    || ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6
+                {
                     return Some(IcmpError {
                         icmp_type: ee.ee_type,
                         code: ee.ee_code,
@@ -1217,15 +1252,41 @@ fn read_icmp_error(fd: RawFd) -> Option<IcmpError> {
     None
 }
 
-fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
+/// `addr` as the kernel takes it: a sockaddr_in or sockaddr_in6 in a
+/// sockaddr_storage, and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(addr) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: addr.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*addr.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(addr) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: addr.port().to_be(),
+                sin6_flowinfo: addr.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: addr.ip().octets(),
+                },
+                sin6_scope_id: addr.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 // ---------------------------------------------------------------------------
@@ -1884,6 +1945,45 @@ mod tests {
             Some("10.0.0.1:80".parse().unwrap())
         );
         assert_eq!(parse_peer_line(b"10.0.0.1:80"), None);
+    }
+
+    #[test]
+    fn peer_servers_and_clients_speak_ipv6() {
+        require_root();
+        let net = ClientServer::new("unit-peer6").unwrap();
+        for (ns, iface, addr) in [
+            (&net.client, CLIENT_IFACE, "fd00:199::1/64"),
+            (&net.server, SERVER_IFACE, "fd00:199::2/64"),
+        ] {
+            ns.ip(&["-6", "addr", "add", addr, "dev", iface, "nodad"])
+                .unwrap();
+        }
+        let at = |addr: &str, port| SocketAddr::new(addr.parse().unwrap(), port);
+        let (local, server) = (at("fd00:199::1", 40000), at("fd00:199::2", 5000));
+        let _tcp = peer_server(&net.server, at("::", 5000)).unwrap();
+        let _udp = udp_peer_server(&net.server, at("::", 5000)).unwrap();
+
+        let mut stream = tcp_stream(&net.client, Some(local), server, TIMEOUT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_peer_addr(&mut stream, TIMEOUT), Ok(local));
+        let reply = udp_exchange_from(&net.client, local, server, b"ping", TIMEOUT).unwrap();
+        let mut expected = peer_line(local).into_bytes();
+        expected.extend_from_slice(b"ping");
+        assert_eq!(reply, UdpOutcome::Reply(expected));
+        assert_eq!(parse_peer_addr(b"[fd00::1]:80\n"), Some(at("fd00::1", 80)));
+        assert_eq!(parse_peer_line(b"[fd00::1]:80\n"), None, "not IPv4");
+
+        // A closed port: a reset, and an ICMPv6 port unreachable read from
+        // the socket's error queue.
+        let closed = at("fd00:199::2", 5001);
+        let outcome = tcp_stream(&net.client, None, closed, TIMEOUT).unwrap();
+        assert_eq!(outcome.err(), Some(ConnectOutcome::Reset));
+        let reply = udp_exchange_from(&net.client, local, closed, b"ping", TIMEOUT).unwrap();
+        assert_eq!(
+            reply,
+            UdpOutcome::Refused(Some(IcmpError::PORT_UNREACHABLE6))
+        );
     }
 
     #[test]

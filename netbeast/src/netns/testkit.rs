@@ -8,9 +8,10 @@
 
 use super::*;
 
-/// Answers every datagram received on `bind` in `ns` with the sender's
-/// [`peer_line`] followed by the datagram itself.
-pub fn udp_peer_server(ns: &Netns, bind: SocketAddrV4) -> Result<Server> {
+/// Answers every datagram received on `bind` (IPv4 or IPv6) in `ns` with
+/// the sender's [`peer_line`] followed by the datagram itself.
+pub fn udp_peer_server(ns: &Netns, bind: impl Into<SocketAddr>) -> Result<Server> {
+    let bind = bind.into();
     let socket = ns
         .in_netns(|| UdpSocket::bind(bind))?
         .map_err(|source| ns.io_error(&format!("binding udp {bind}"), source))?;
@@ -99,14 +100,16 @@ pub fn udp_exchange(
     )
 }
 
-/// [`udp_exchange`] from a socket bound to `local` (a chosen source port).
+/// [`udp_exchange`] from a socket bound to `local` (a chosen source port),
+/// IPv4 or IPv6.
 pub fn udp_exchange_from(
     ns: &Netns,
-    local: SocketAddrV4,
-    addr: SocketAddrV4,
+    local: impl Into<SocketAddr>,
+    addr: impl Into<SocketAddr>,
     payload: &[u8],
     timeout: Duration,
 ) -> Result<UdpOutcome> {
+    let (local, addr) = (local.into(), addr.into());
     ns.in_netns(|| match exchange_here(local, addr, payload, timeout) {
         Ok(outcome) => outcome,
         Err(e) => UdpOutcome::Error(e.to_string()),
@@ -114,13 +117,13 @@ pub fn udp_exchange_from(
 }
 
 fn exchange_here(
-    local: SocketAddrV4,
-    addr: SocketAddrV4,
+    local: SocketAddr,
+    addr: SocketAddr,
     payload: &[u8],
     timeout: Duration,
 ) -> io::Result<UdpOutcome> {
     let socket = UdpSocket::bind(local)?;
-    set_recverr(socket.as_raw_fd())?;
+    set_recverr(socket.as_raw_fd(), addr.is_ipv6())?;
     socket.connect(addr)?;
     socket.send(payload)?;
     socket.set_read_timeout(Some(timeout))?;
@@ -179,7 +182,7 @@ pub fn tcp_banner(
     timeout: Duration,
 ) -> Result<Result<String, ConnectOutcome>> {
     ns.in_netns(|| {
-        let socket = match connect_socket(None, addr, timeout) {
+        let socket = match connect_socket(None, addr.into(), timeout) {
             Ok(Ok(socket)) => socket,
             Ok(Err(outcome)) => return Err(outcome),
             Err(e) => return Err(ConnectOutcome::Error(e.to_string())),
