@@ -172,7 +172,8 @@ fn wire6(frame: &[u8]) -> Wire6 {
         sport: port(0),
         dst,
         dport: port(2),
-        l4_ok: ipv6_l4_checksum(src, dst, ip[6], l4) == 0,
+        // (0xffff: the sum over a valid segment, checksum included.)
+        l4_ok: ipv6_l4_checksum(src, dst, ip[6], l4) == 0xffff,
     }
 }
 
@@ -209,7 +210,7 @@ fn ipv6_nat_rewrites_with_valid_checksums() {
                 "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd09::5]:8080",
                 "-t nat -A PREROUTING -p udp --dport 53 -j DNAT --to-destination [fd09::5]:5353",
                 "-t nat -A PREROUTING -p ipv6-icmp --icmpv6-type echo-request -j DNAT --to-destination fd09::5",
-                "-t nat -A POSTROUTING -o nbtf0 -j MASQUERADE",
+                "-t nat -A POSTROUTING -d fd09::/64 -j MASQUERADE",
             ]),
             &[],
         )

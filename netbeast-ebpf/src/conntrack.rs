@@ -18,10 +18,11 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray},
 };
 use netbeast_common::{
-    Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT6_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
-    CT6_ESTABLISHED_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget, CtConfig, CtEntry, CtEntry6,
-    CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard, connmark_target_index, ct_flags,
-    ct_match, ct_state, ct_status, guard_kind, size, stats, tcp_state,
+    Addr6, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES,
+    CT6_ESTABLISHED_ENTRIES, CT6_NAT_INDEX_ENTRIES, CT6_UNREPLIED_ENTRIES, ConnmarkTarget,
+    CtConfig, CtEntry, CtEntry6, CtEntryOf, CtKey, CtKey6, CtKeyOf, CtTuple, FlowAddr, Guard,
+    connmark_target_index, ct_flags, ct_match, ct_state, ct_status, guard_kind, size, stats,
+    tcp_state,
 };
 
 use crate::{
@@ -1184,7 +1185,9 @@ fn meet<F: Family>(
         if !reopened {
             bump(stats::CT_EXPIRED);
         }
-        if F::ZONED { forget_translation::<F>(&t.key, e, &mut t.quoted_key); }
+        if F::ZONED {
+            forget_translation::<F>(&t.key, e, &mut t.quoted_key);
+        }
         return Met::Gone;
     }
     let reply = is_reply(e, flow);
@@ -1237,8 +1240,13 @@ fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
 fn has_key<F: Family>(e: &CtEntryOf<F::Addr>, key: &CtKeyOf<F::Addr>) -> bool {
     e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0
         && key.protocol == e.protocol
-        && (joins(key, &e.reply_src, e.reply_sport, &e.reply_dst, e.reply_dport)
-            || joins(key, &e.orig_src, e.orig_sport, &e.reply_src, e.reply_sport))
+        && (joins(
+            key,
+            &e.reply_src,
+            e.reply_sport,
+            &e.reply_dst,
+            e.reply_dport,
+        ) || joins(key, &e.orig_src, e.orig_sport, &e.reply_src, e.reply_sport))
 }
 
 /// True when `key`'s endpoints are `a:a_port` and `b:b_port`, in either
@@ -1468,7 +1476,8 @@ fn related<F: Family>(
     }
     // The error is looked up in its own zone, as the kernel looks up an
     // ICMP error with its template's zone.
-    t.quoted.write_key(&mut t.quoted_key, zone_of::<F>(t.zone as u16));
+    t.quoted
+        .write_key(&mut t.quoted_key, zone_of::<F>(t.zone as u16));
     let key: *const CtKeyOf<F::Addr> = &t.quoted_key;
     // SAFETY: points into this CPU's tracking slot, which `copy_connection`
     // writes elsewhere (key, entry, found).

@@ -293,7 +293,8 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
                     log6(ctx, generation, chain::NAT6_POSTROUTING, ifaces);
                 }
                 let (target, arg) = verdict.words();
-                if crate::nat::netbeast_nat6_postrouting(generation, target, arg, out_ifindex) != 0 {
+                if crate::nat::netbeast_nat6_postrouting(generation, target, arg, out_ifindex) != 0
+                {
                     bump(stats::DROPPED);
                     return xdp_action::XDP_DROP;
                 }
@@ -303,15 +304,16 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             }
             bump(stats::ACCEPTED);
             // A forwarded packet whose next hop the FIB knows leaves by
-            // the fast path, as IPv4 does, with its source translation;
-            // the rest the kernel routes (TC egress translates them).
+            // the fast path, as IPv4 does, with its source translation
+            // when redirected here (a frame handed off to TC, and one the
+            // kernel routes, cross TC egress, which translates it then).
             let Some(hop) = NEXT_HOP6.get(0).filter(|_| neighbour) else {
                 return xdp_action::XDP_PASS;
             };
             match fast_path(pkt, in_ifindex, out_ifindex) {
                 Way::Kernel => xdp_action::XDP_PASS,
                 way => {
-                    if active.translations() {
+                    if active.translations() && way == Way::Redirect {
                         crate::nat::netbeast_translate6_xdp(ctx.ctx, SIDE_SOURCE);
                     }
                     forward6(ctx, out_ifindex, hop, way)

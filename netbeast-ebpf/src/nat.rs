@@ -775,8 +775,7 @@ fn prerouting_of<F: NatFamily>(generation: u32, verdict: (u32, u32), in_ifindex:
     if t.pending == 0 {
         return;
     }
-    let Some((kind, to)) = nat_rule(generation, verdict, [target::DNAT, target::REDIRECT])
-    else {
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::DNAT, target::REDIRECT]) else {
         return;
     };
     let e = &mut t.entry;
@@ -836,8 +835,7 @@ fn postrouting_of<F: NatFamily>(generation: u32, verdict: (u32, u32), out_ifinde
     if t.pending == 0 {
         return true;
     }
-    let Some((kind, to)) = nat_rule(generation, verdict, [target::SNAT, target::MASQUERADE])
-    else {
+    let Some((kind, to)) = nat_rule(generation, verdict, [target::SNAT, target::MASQUERADE]) else {
         return true;
     };
     let hash = flow_hash(&t.entry);
@@ -941,7 +939,15 @@ fn allocate<F: Family>(
         // The connection's zone: a port is free when no connection of
         // that zone has the tuple (as nf_nat's unique-tuple check). Built
         // in the tracking slot's scratch key, not on the stack.
-        set_key(key, &e.reply_src, e.reply_sport, &addr, port, e.protocol, zone);
+        set_key(
+            key,
+            &e.reply_src,
+            e.reply_sport,
+            &addr,
+            port,
+            e.protocol,
+            zone,
+        );
         if exists_of::<F>(key) {
             continue;
         }
@@ -1035,7 +1041,10 @@ pub extern "C" fn netbeast_translate6_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, 
 /// [`translate6`] of the current TC packet's `side`.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn netbeast_translate6_tc(skb: *mut aya_ebpf::bindings::__sk_buff, side: u32) -> u32 {
+pub extern "C" fn netbeast_translate6_tc(
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+    side: u32,
+) -> u32 {
     let Some(pkt) = crate::parse::current_packet_mut() else {
         return 0;
     };

@@ -1258,6 +1258,26 @@ pub fn links() -> Vec<Link> {
     out
 }
 
+/// The IPv6 addresses of the current namespace the kernel does not pick
+/// as a source (deprecated: preferred lifetime over; tentative; failed
+/// duplicate address detection), by interface, from `/proc/net/if_inet6`
+/// (getifaddrs does not tell).
+pub fn unpreferred_ipv6() -> Vec<(u32, std::net::Ipv6Addr)> {
+    // IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE.
+    const UNPREFERRED: u32 = 0x08 | 0x20 | 0x40;
+    let text = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, ifindex, flags) = (f.first()?, f.get(1)?, f.get(4)?);
+            let bits = u128::from_str_radix(addr, 16).ok()?;
+            let ifindex = u32::from_str_radix(ifindex, 16).ok()?;
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            (flags & UNPREFERRED != 0).then(|| (ifindex, std::net::Ipv6Addr::from(bits)))
+        })
+        .collect()
+}
+
 /// (ifindex, name) of every link: what `-i`/`-o` names resolve against,
 /// stored with the ruleset so that a change is noticed.
 pub fn interface_snapshot(links: &[Link]) -> Vec<(u32, String)> {

@@ -504,14 +504,20 @@ fn refresh_interfaces_from(
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))
         .collect();
     dp.set_interface_addresses(&primary)?;
-    // ip6tables' MASQUERADE and REDIRECT: the first address that is not
-    // link-local (a global or unique-local one), as `ip -6 addr` lists it.
+    // ip6tables' MASQUERADE and REDIRECT: the interface's first address
+    // that is not link-local (a global or unique-local one) and that the
+    // kernel would pick as a source (not deprecated or tentative).
+    let unpreferred = state::unpreferred_ipv6();
     let primary6: Vec<_> = links
         .iter()
         .filter_map(|l| {
             l.addrs6
                 .iter()
-                .find(|a| !a.is_unicast_link_local() && !a.is_loopback())
+                .find(|a| {
+                    !a.is_unicast_link_local()
+                        && !a.is_loopback()
+                        && !unpreferred.contains(&(l.ifindex, **a))
+                })
                 .map(|a| (l.ifindex, *a))
         })
         .collect();

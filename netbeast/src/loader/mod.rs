@@ -1258,7 +1258,8 @@ impl Dataplane {
         &mut self,
         addrs: &[(u32, Ipv6Addr)],
     ) -> Result<(), LoaderError> {
-        let wanted: Vec<(u32, [u32; 4])> = addrs.iter().map(|(i, a)| (*i, addr6_words(a))).collect();
+        let wanted: Vec<(u32, [u32; 4])> =
+            addrs.iter().map(|(i, a)| (*i, addr6_words(a))).collect();
         self.replace_u32_map("IFACE_ADDRS6", &wanted)
     }
 
