@@ -592,12 +592,8 @@ impl Runner {
             if let Some((name, _)) = netbeast::cli::ipset::named_sets(&ruleset).pop_first() {
                 return failed(format!("Set {name} doesn't exist"));
             }
-            // The IPv6 nat table's OUTPUT rules are parsed, listed and
-            // saved, and refused by the compiler only until the data plane
-            // runs them: the lines test the first part.
-            match compile::compile(&ruleset, &[], 1) {
-                Ok(_) | Err(compile::CompileError::Nat6OutputNotRunYet { .. }) => {}
-                Err(e) => return failed(e.to_string()),
+            if let Err(e) = compile::compile(&ruleset, &[], 1) {
+                return failed(e.to_string());
             }
             *self.stored.borrow_mut() = serde_json::to_string(&ruleset).unwrap();
         }

@@ -20,6 +20,8 @@
 //! `arp_announce=2`. netbeast translates the socket before routing, so the
 //! kernel picks a proper source itself and needs none of them.
 //!
+//! The same for ip6tables' nat OUTPUT and IPv6 sockets (`output_dnat6`).
+//!
 //! Needs root. Run: `cargo test -p netbeast --test nat_output`.
 
 #[path = "support/mod.rs"]
@@ -35,8 +37,9 @@ use std::{
 use netbeast::{
     loader::{SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, pinned_link_program},
     netns::{
-        Firewall, Netns, UdpOutcome, banner, require_root, tcp_connect, tcp_server,
-        udp_echo_server, udp_exchange, veth_pair,
+        Firewall, Netns, UdpOutcome, banner, parse_peer_addr, peer_server, read_peer_addr,
+        require_root, tcp_connect, tcp_server, udp_echo_server, udp_exchange, udp_peer_server,
+        veth_pair, wait_for,
     },
     state,
 };
@@ -298,4 +301,118 @@ fn detaching_the_last_interface_detaches_the_socket_programs() {
     net.firewall.attach(&net.router, &[ROUTER_IFACE]).unwrap();
     let again = net.sock_links();
     assert_eq!(attached_of(&again).len(), SOCK_PROGRAMS.len());
+}
+
+// ---------------------------------------------------------------------------
+// ip6tables' nat OUTPUT
+
+const ROUTER6: &str = "fd00:b::1";
+const SERVER6: &str = "fd00:b::15";
+/// On the server's link, but no host has it: only a translation makes a
+/// connection to it work.
+const VIRTUAL6: &str = "fd00:b::99";
+const REDIRECTED6: &str = "fd00:b::98";
+
+fn v6(addr: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(addr.parse().unwrap(), port)
+}
+
+/// Connects from `ns` to `to` over TCP: the peer the server saw (its peer
+/// line) and the one `getpeername` reports.
+fn tcp_peers6(ns: &Netns, to: SocketAddr) -> (SocketAddr, SocketAddr) {
+    ns.in_netns(|| {
+        let mut s = TcpStream::connect_timeout(&to, TIMEOUT)
+            .unwrap_or_else(|e| panic!("connecting to {to} in {}: {e}", ns.name()));
+        let peer = s.peer_addr().unwrap();
+        let seen = read_peer_addr(&mut s, TIMEOUT).unwrap();
+        (seen, peer)
+    })
+    .unwrap()
+}
+
+/// Sends a datagram from an unconnected UDP socket of `ns` to `to`: the
+/// peer the server saw and the source of its answer.
+fn udp_peers6(ns: &Netns, to: SocketAddr) -> (SocketAddr, SocketAddr) {
+    ns.in_netns(|| {
+        let s = UdpSocket::bind("[::]:0").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.send_to(b"who", to).unwrap();
+        let mut buf = [0u8; 128];
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer from {to} in {}: {e}", ns.name()));
+        (parse_peer_addr(&buf[..n]).expect("a peer line"), from)
+    })
+    .unwrap()
+}
+
+// `ip6tables -t nat -A OUTPUT ... -j DNAT` and `-j REDIRECT` for the
+// host's own IPv6 sockets: a connection (TCP, and UDP datagrams) to an
+// address no host has reaches the server it is translated to, which sees
+// the router's address; `getpeername` and `recvfrom` still say the
+// address the application used; REDIRECT reaches a listener of the
+// router itself. As with the kernel's ip6tables (packets rewritten after
+// routing); netbeast rewrites the socket's destination before it.
+scenario!(output_dnat6);
+fn output_dnat6(firewall: Firewall) {
+    require_root();
+    let router = firewall.guard(Netns::new("nato6-rtr").unwrap());
+    let server = Netns::new("nato6-srv").unwrap();
+    veth_pair(
+        &router,
+        ROUTER_IFACE,
+        &format!("{ROUTER6}/64"),
+        &server,
+        SERVER_IFACE,
+        &format!("{SERVER6}/64"),
+    )
+    .unwrap();
+    firewall.attach(&router, &[ROUTER_IFACE]).unwrap();
+    // Duplicate address detection done: a tentative source is no source.
+    for ns in [&router, &server] {
+        let settled = wait_for(Duration::from_secs(10), || {
+            let tentative = ns.ip(&["-6", "addr", "show", "tentative"]).ok()?;
+            tentative.trim().is_empty().then_some(())
+        });
+        assert!(settled.is_some(), "DAD still running in {}", ns.name());
+    }
+    let _tcp = peer_server(&server, v6("::", 8080)).unwrap();
+    let _udp = udp_peer_server(&server, v6("::", 8080)).unwrap();
+    let _local = peer_server(&router, v6("::", 8081)).unwrap();
+    let ip6tables = |line: &str| {
+        firewall
+            .ip6tables_ok(&router, line)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for protocol in ["tcp", "udp"] {
+        ip6tables(&format!(
+            "-t nat -A OUTPUT -d {VIRTUAL6}/128 -p {protocol} --dport 80 \
+             -j DNAT --to-destination [{SERVER6}]:8080"
+        ));
+    }
+    ip6tables(&format!(
+        "-t nat -A OUTPUT -d {REDIRECTED6}/128 -p tcp --dport 80 -j REDIRECT --to-ports 8081"
+    ));
+
+    let virtual80 = v6(VIRTUAL6, 80);
+    let (seen, peer) = tcp_peers6(&router, virtual80);
+    assert_eq!(seen.ip(), v6(ROUTER6, 0).ip(), "the client the server saw");
+    assert_eq!(peer, virtual80, "getpeername of a TCP client");
+    let (seen, from) = udp_peers6(&router, virtual80);
+    assert_eq!(
+        seen.ip(),
+        v6(ROUTER6, 0).ip(),
+        "the UDP client the server saw"
+    );
+    assert_eq!(from, virtual80, "recvfrom's source");
+    let (_, peer) = tcp_peers6(&router, v6(REDIRECTED6, 80));
+    assert_eq!(
+        peer,
+        v6(REDIRECTED6, 80),
+        "getpeername of a redirected client"
+    );
+    if firewall.is_netbeast() {
+        // TCP connect, sendto, and the redirected connect.
+        assert_eq!(support::stat(&router, "nat_socket"), 3);
+    }
 }

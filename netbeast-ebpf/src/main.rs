@@ -122,6 +122,30 @@ pub fn netbeast_getpeername4(ctx: SockAddrContext) -> i32 {
     nat_sock::reverse(&ctx)
 }
 
+/// `ip6tables -t nat OUTPUT` for local IPv6 sockets: as `connect4`.
+#[cgroup_sock_addr(connect6)]
+pub fn netbeast_connect6(ctx: SockAddrContext) -> i32 {
+    nat_sock::translate6(&ctx, false)
+}
+
+/// As `sendmsg4`, for IPv6 datagrams.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn netbeast_sendmsg6(ctx: SockAddrContext) -> i32 {
+    nat_sock::translate6(&ctx, true)
+}
+
+/// As `recvmsg4`, for IPv6 datagrams.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn netbeast_recvmsg6(ctx: SockAddrContext) -> i32 {
+    nat_sock::reverse6(&ctx)
+}
+
+/// As `getpeername4`, for IPv6 sockets.
+#[cgroup_sock_addr(getpeername6)]
+pub fn netbeast_getpeername6(ctx: SockAddrContext) -> i32 {
+    nat_sock::reverse6(&ctx)
+}
+
 /// The benchmark's floor: drops everything, doing nothing else. The fastest
 /// any XDP program can go on this machine.
 #[xdp]

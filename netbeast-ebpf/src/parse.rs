@@ -698,6 +698,19 @@ pub fn set_socket_keys(keys: &Keys) {
     }
 }
 
+/// [`set_socket_keys`]'s IPv6 part: the words of a socket's addresses
+/// past the first (which are in its keys), where the classifier reads a
+/// packet's (`addr6`).
+#[inline(always)]
+pub fn set_socket_addr6(src: &[u32; 4], dst: &[u32; 4]) {
+    if let Some(p) = PACKET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, as in `set_socket_keys`.
+        unsafe {
+            (*p).addr6 = [src[1], dst[1], src[2], dst[2], src[3], dst[3]];
+        }
+    }
+}
+
 /// The current packet's mark (`SearchState::mark`), for `-m mark`
 /// (packet programs only, as [`current_keys`]).
 #[inline(always)]

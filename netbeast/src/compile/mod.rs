@@ -124,8 +124,7 @@ pub const BUILTIN_CHAINS: [(Family, TableName, &str); chain::COUNT] = [
     (Family::V4, TableName::Mangle, "FORWARD"),
     (Family::V4, TableName::Mangle, "OUTPUT"),
     (Family::V4, TableName::Mangle, "POSTROUTING"),
-    // 16 to 18: the IPv6 nat table's (no OUTPUT rule until the kernel runs
-    // them: `Nat6OutputNotRunYet`); then the IPv6 raw and mangle tables'.
+    // 16 to 18: the IPv6 nat table's; then the IPv6 raw and mangle tables'.
     (Family::V6, TableName::Nat, "PREROUTING"),
     (Family::V6, TableName::Nat, "POSTROUTING"),
     (Family::V6, TableName::Nat, "OUTPUT"),
@@ -210,12 +209,6 @@ pub enum CompileError {
          (SNAT of connections to this host): remove them with iptables -t nat -F INPUT"
     )]
     NatInputRules { rules: usize },
-    #[error(
-        "the IPv6 nat table's OUTPUT chain has {rules} rules, and netbeast does not run IPv6 \
-         nat OUTPUT (DNAT of this host's own IPv6 connections) yet (docs/FEATURES.md); remove \
-         them with ip6tables -t nat -F OUTPUT (PREROUTING and POSTROUTING work)"
-    )]
-    Nat6OutputNotRunYet { rules: usize },
     #[error(
         "chains jump in a loop or more than {limit} levels deep ({path}); remove one of these jumps"
     )]
@@ -573,10 +566,6 @@ fn compile_with_limits(
     let nat_input = ruleset.nat.chain("INPUT").map_or(0, |c| c.rules.len());
     if nat_input > 0 {
         return Err(CompileError::NatInputRules { rules: nat_input });
-    }
-    let nat6_output = ruleset.nat6.chain("OUTPUT").map_or(0, |c| c.rules.len());
-    if nat6_output > 0 {
-        return Err(CompileError::Nat6OutputNotRunYet { rules: nat6_output });
     }
     let mut nat_targets = NatTargets::default();
     let mut log_targets = Vec::new();
@@ -1251,6 +1240,9 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     | guard_kind::ADDR_MASK
                     | guard_kind::MARK
                     | guard_kind::CONNMARK
+                    | guard_kind::IPV6_HEADER
+                    | guard_kind::IPV6_RT
+                    | guard_kind::IPV6_FRAG
             )
         }) {
             return Err(CompileError::NatOutputField {
@@ -1270,6 +1262,9 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     // Nor a connection: the socket programs run before it
                     // exists.
                     guard_kind::CONNMARK => "connection mark (-m connmark)",
+                    guard_kind::IPV6_HEADER | guard_kind::IPV6_RT | guard_kind::IPV6_FRAG => {
+                        "IPv6 extension headers (-m ipv6header, -m rt, -m frag)"
+                    }
                     _ => "connection's tuple, protocol or expiry (-m conntrack)",
                 },
             });

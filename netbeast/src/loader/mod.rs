@@ -83,7 +83,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 58] = [
+pub const MAP_NAMES: [&str; 59] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -123,6 +123,7 @@ pub const MAP_NAMES: [&str; 58] = [
     "IFACE_GUARDS",
     "SOCK_NETNS",
     "SOCK_NAT",
+    "SOCK_NAT6",
     "LB_SERVICES",
     "LB_TABLES",
     "LB_BACKENDS",
@@ -377,7 +378,7 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         }
         "STATS" => "`netbeast stats` counts restart",
         "LOG_EVENTS" => "LOG events not yet read are lost",
-        "SOCK_NAT" => "nat OUTPUT translations of open local sockets are forgotten",
+        "SOCK_NAT" | "SOCK_NAT6" => "nat OUTPUT translations of open local sockets are forgotten",
         "LB_SERVICES" | "LB_TABLES" | "LB_BACKENDS" | "LB_PICKS" | "LB_RING" => {
             "`netbeast lb` services are installed again from the saved state; connections \
              keep their backend only through conntrack"

@@ -22,21 +22,32 @@ use aya::{
 
 use super::{Dataplane, LoaderError, links, map_err, pin_link};
 
-/// Entry points of the socket programs and the names of their pinned links.
-pub const SOCK_PROGRAMS: [(&str, &str); 4] = [
+/// Entry points of the socket programs and the names of their pinned
+/// links: IPv4's four hooks (iptables' nat OUTPUT), then IPv6's
+/// (ip6tables'). An attach of an older netbeast pinned the first four:
+/// `attach` run again completes it.
+pub const SOCK_PROGRAMS: [(&str, &str); 8] = [
     ("netbeast_connect4", "sock-connect4"),
     ("netbeast_sendmsg4", "sock-sendmsg4"),
     ("netbeast_recvmsg4", "sock-recvmsg4"),
     ("netbeast_getpeername4", "sock-getpeername4"),
+    ("netbeast_connect6", "sock-connect6"),
+    ("netbeast_sendmsg6", "sock-sendmsg6"),
+    ("netbeast_recvmsg6", "sock-recvmsg6"),
+    ("netbeast_getpeername6", "sock-getpeername6"),
 ];
 
-/// `enum bpf_attach_type` values of the four hooks, in `SOCK_PROGRAMS`
-/// order (for `BPF_PROG_QUERY`).
-pub const SOCK_ATTACH_TYPES: [u32; 4] = [
+/// `enum bpf_attach_type` values of the hooks, in `SOCK_PROGRAMS` order
+/// (for `BPF_PROG_QUERY`).
+pub const SOCK_ATTACH_TYPES: [u32; 8] = [
     10, // BPF_CGROUP_INET4_CONNECT
     14, // BPF_CGROUP_UDP4_SENDMSG
     19, // BPF_CGROUP_UDP4_RECVMSG
     29, // BPF_CGROUP_INET4_GETPEERNAME
+    11, // BPF_CGROUP_INET6_CONNECT
+    15, // BPF_CGROUP_UDP6_SENDMSG
+    20, // BPF_CGROUP_UDP6_RECVMSG
+    30, // BPF_CGROUP_INET6_GETPEERNAME
 ];
 
 /// The most programs `cgroup_program_ids` reports per hook.
@@ -62,7 +73,7 @@ impl Dataplane {
         Ok(prog)
     }
 
-    /// Loads the four socket programs into the kernel (runs the verifier).
+    /// Loads the socket programs into the kernel (runs the verifier).
     pub fn load_sock_programs(&mut self) -> Result<(), LoaderError> {
         for (name, _) in SOCK_PROGRAMS {
             self.sock_program(name)?;
