@@ -470,21 +470,34 @@ fn icmp_error6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: &Addr6, 
         Some(p) if ported => u16::from_be_bytes(p),
         _ => port,
     };
-    if ported && port_old != port && store(start, end, port_at, port.to_be()) {
-        old_sum += port_old as u64;
-        new_sum += port as u64;
-        let (o, n) = patch_check(
-            start,
-            end,
-            l4_check,
-            port_old as u64,
-            port as u64,
-            next == IPPROTO_UDP,
-        );
-        old_sum += o as u64;
-        new_sum += n as u64;
+    if ported {
+        let udp = next == IPPROTO_UDP;
+        let (o, n) = quoted_port(start, end, port_at, l4_check, udp, port_old, port);
+        old_sum += o;
+        new_sum += n;
     }
     finish6(start, end, l4, old_sum, new_sum)
+}
+
+/// Replaces the port at `at` of the packet an ICMP error quotes (`old` →
+/// `new`) and patches the quoted TCP/UDP checksum at `check` for it;
+/// returns the sums of every word changed (the port, the checksum), which
+/// the error's own checksum covers.
+#[inline(always)]
+fn quoted_port(
+    start: usize,
+    end: usize,
+    at: usize,
+    check: usize,
+    udp: bool,
+    old: u16,
+    new: u16,
+) -> (u64, u64) {
+    if old == new || !store(start, end, at, new.to_be()) {
+        return (0, 0);
+    }
+    let (o, n) = patch_check(start, end, check, old as u64, new as u64, udp);
+    (old as u64 + o as u64, new as u64 + n as u64)
 }
 
 /// The ICMPv6 checksum after the changes summed in `old_sum`/`new_sum`.
@@ -609,24 +622,16 @@ fn icmp_error<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port
             new_sum += n as u64;
         }
     }
-    if ported && port_old != port && store(start, end, port_at, port.to_be()) {
-        old_sum += port_old as u64;
-        new_sum += port as u64;
-        let l4_check = if protocol == IPPROTO_TCP {
+    if ported {
+        let check = if protocol == IPPROTO_TCP {
             il4 + 16
         } else {
             il4 + 6
         };
-        let (o, n) = patch_check(
-            start,
-            end,
-            l4_check,
-            port_old as u64,
-            port as u64,
-            protocol == IPPROTO_UDP,
-        );
-        old_sum += o as u64;
-        new_sum += n as u64;
+        let udp = protocol == IPPROTO_UDP;
+        let (o, n) = quoted_port(start, end, port_at, check, udp, port_old, port);
+        old_sum += o;
+        new_sum += n;
     }
     if old_sum != new_sum {
         patch_check(start, end, l4 + 2, old_sum, new_sum, false);
