@@ -220,3 +220,52 @@ fn router_chains(firewall: Firewall) {
 }
 
 scenario!(router_chains);
+
+/// A mark given in mangle PREROUTING is the mark the kernel's stack sees
+/// after the chains (skb->mark), as with iptables: a listener with
+/// `tcp_fwmark_accept` gives its accepted socket the SYN's mark. netbeast
+/// carries it from XDP in the frame's metadata to its TC ingress program,
+/// which sets it.
+fn the_mark_reaches_the_stack(firewall: Firewall) {
+    use std::{net::TcpListener, os::fd::AsRawFd};
+    require_root();
+    let bed = Testbed::new("mangle-mark", firewall)
+        .unwrap_or_else(|e| panic!("setting up the testbed: {e}"));
+    bed.server()
+        .sysctl("net.ipv4.tcp_fwmark_accept", "1")
+        .unwrap();
+    let listener = bed
+        .server()
+        .in_netns(|| TcpListener::bind(("0.0.0.0", 8080)))
+        .unwrap()
+        .unwrap();
+    bed.iptables_ok("-t mangle -A PREROUTING -p tcp --dport 8080 -j MARK --set-mark 0x2a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let accepted = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        let mut mark: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket and an int-sized buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mut mark as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt(SO_MARK)");
+        mark
+    });
+    let at = bed.net.server_addr(8080);
+    expect(
+        bed.client(),
+        "a marked connection",
+        &[(at, Connected)],
+        || bed.save().unwrap_or_default(),
+    );
+    assert_eq!(accepted.join().unwrap(), 0x2a, "the accepted socket's mark");
+}
+
+scenario!(the_mark_reaches_the_stack);

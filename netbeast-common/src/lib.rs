@@ -1335,8 +1335,14 @@ pub mod handoff {
     /// "nbTC" — cleared by the TC program once read, so the frame cannot
     /// be handed off twice (in a namespace that runs netbeast too).
     pub const MAGIC: u32 = 0x6e62_5443;
-    /// Bytes of metadata: the magic and the ifindex.
+    /// Bytes of metadata: the magic and the ifindex (or the mark).
     pub const LEN: usize = 8;
+    /// "nbMK": the frame goes up to the kernel with the packet mark the
+    /// chains gave it (`-j MARK` in mangle PREROUTING, INPUT, FORWARD), in
+    /// the second word; the TC ingress program makes it the skb's mark, as
+    /// iptables' MARK sets skb->mark for the stack after it. Cleared once
+    /// read, as `MAGIC`.
+    pub const MARK_MAGIC: u32 = 0x6e62_4d4b;
 }
 
 /// What the XDP program knows of an interface to tell the frames the kernel

@@ -81,7 +81,7 @@ pub extern "C" fn netbeast_forward_xdp(
     let ctx = XdpContext::new(ctx);
     let way = fast_path_of(pkt, &pkt.next_hop);
     if way == Way::Kernel {
-        return xdp_action::XDP_PASS;
+        return crate::handoff::pass(&ctx, ctx.ingress_ifindex() as u32, pkt.search.mark);
     }
     // Handed off, the frame still crosses the TC egress program, which
     // applies the source NAT then.

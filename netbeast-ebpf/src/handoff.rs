@@ -37,6 +37,13 @@ pub fn paths(ifindex: u32) -> u32 {
 /// Invalidates every packet pointer taken before it.
 #[inline(always)]
 pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
+    write_meta(ctx, handoff::MAGIC, ifindex)
+}
+
+/// Writes `magic` and `word` in front of the frame (its metadata); false
+/// when the driver keeps none.
+#[inline(always)]
+fn write_meta(ctx: &XdpContext, magic: u32, word: u32) -> bool {
     // SAFETY: plain helper call on our context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(handoff::LEN as i32)) } != 0 {
         return false;
@@ -47,10 +54,26 @@ pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
     }
     // SAFETY: the 8 metadata bytes lie below `data` (checked just above).
     unsafe {
-        core::ptr::write_unaligned(meta as *mut u32, handoff::MAGIC);
-        core::ptr::write_unaligned((meta + 4) as *mut u32, ifindex);
+        core::ptr::write_unaligned(meta as *mut u32, magic);
+        core::ptr::write_unaligned((meta + 4) as *mut u32, word);
     }
     true
+}
+
+/// XDP_PASS for a frame the kernel takes on from here (local delivery, or
+/// its forwarding), carrying the packet mark `mark` the chains gave it to
+/// the TC ingress program of `in_ifindex`, which makes it the skb's mark
+/// (`handoff::MARK_MAGIC`): what iptables' `-j MARK` does for the stack
+/// after it (policy routing by fwmark, a listener's `tcp_fwmark_accept`).
+/// Nothing is written for mark 0, or where no TC ingress program runs.
+/// Out of line: a call from the entry's shallow frame, off the
+/// classifier's chain.
+#[inline(never)]
+pub fn pass(ctx: &XdpContext, in_ifindex: u32, mark: u32) -> u32 {
+    if mark != 0 && paths(in_ifindex) & iface_path::TC_INGRESS != 0 {
+        let _ = write_meta(ctx, handoff::MARK_MAGIC, mark);
+    }
+    xdp_action::XDP_PASS
 }
 
 /// The action that sends the REJECT reply `reject` built (`action`, an
@@ -66,7 +89,8 @@ pub fn reply(ctx: &XdpContext, action: u32, in_ifindex: u32) -> u32 {
 }
 
 /// TC ingress: sends a frame the XDP program handed off out of the
-/// interface it names; every other frame goes on untouched.
+/// interface it names, gives a frame passed up with a mark that mark;
+/// every other frame goes on untouched.
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
@@ -81,13 +105,18 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             core::ptr::read_unaligned((meta + 4) as *const u32),
         )
     };
-    if magic != handoff::MAGIC {
+    if magic != handoff::MAGIC && magic != handoff::MARK_MAGIC {
         return TC_ACT_OK;
     }
     // Metadata can travel with the skb (into the next namespace over a
     // veth): never act on the same mark twice.
     // SAFETY: as above.
     unsafe { core::ptr::write_unaligned(meta as *mut u32, 0) };
+    if magic == handoff::MARK_MAGIC {
+        // SAFETY: TC programs may write skb->mark.
+        unsafe { (*ctx.skb.skb).mark = ifindex };
+        return TC_ACT_OK;
+    }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }

@@ -308,10 +308,10 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             // when redirected here (a frame handed off to TC, and one the
             // kernel routes, cross TC egress, which translates it then).
             let Some(hop) = NEXT_HOP6.get(0).filter(|_| neighbour) else {
-                return xdp_action::XDP_PASS;
+                return crate::handoff::pass(ctx, in_ifindex, pkt.search.mark);
             };
             match fast_path(pkt, in_ifindex, out_ifindex) {
-                Way::Kernel => xdp_action::XDP_PASS,
+                Way::Kernel => crate::handoff::pass(ctx, in_ifindex, pkt.search.mark),
                 way => {
                     if active.translations() && way == Way::Redirect {
                         crate::nat::netbeast_translate6_xdp(ctx.ctx, SIDE_SOURCE);

@@ -352,7 +352,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             }
             bump(stats::ACCEPTED);
             if chain != chain::FORWARD {
-                return xdp_action::XDP_PASS;
+                return handoff::pass(ctx, in_ifindex, pkt.search.mark);
             }
             // A connection `-j SYNPROXY` replayed to the server: the shield
             // translates its sequence numbers (and answers the server's
