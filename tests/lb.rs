@@ -251,7 +251,9 @@ fn round_robin_survives_an_unrelated_rule(firewall: Firewall) {
 }
 
 // Random: probability 0.33, then 0.5 of the rest, then the rest: about a
-// third each. Each backend's share within a binomial bound (p ≥ 0.001).
+// third each. Each backend's share within a binomial bound (p ≥ 10⁻⁵:
+// with 0.001 the kernel's own iptables failed it about once in a few
+// hundred runs, as expected of three shares at that bound).
 scenario!(random, without skb);
 fn random(firewall: Firewall) {
     let net = Balancer::new("lbrnd", firewall);
@@ -268,12 +270,12 @@ fn random(firewall: Firewall) {
     for (b, p) in shares.iter().enumerate() {
         let k = landed.iter().filter(|&&l| l == b).count();
         let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
-        // Two-sided z for p = 0.001.
+        // Two-sided z for p = 10⁻⁵.
         assert!(
-            (k as f64 - mean).abs() <= 3.29 * sd,
+            (k as f64 - mean).abs() <= 4.42 * sd,
             "backend {} got {k} of {n} connections, expected {mean:.0} ± {:.0}",
             BACKENDS[b],
-            3.29 * sd
+            4.42 * sd
         );
     }
 }

@@ -634,7 +634,11 @@ fn a_namespace_reusing_an_inode_starts_empty() {
         stderr_of(&out)
     );
     let on_cgroup = root_cgroup_programs();
-    assert_eq!(sock.len(), 4, "the old namespace's socket programs");
+    assert_eq!(
+        sock.len(),
+        netbeast::loader::SOCK_PROGRAMS.len(),
+        "the old namespace's socket programs"
+    );
     assert!(
         sock.iter().all(|id| !on_cgroup.contains(id)),
         "the dead namespace's socket programs {sock:?} still run on the root cgroup"
@@ -688,7 +692,7 @@ fn gc_removes_what_a_deleted_namespace_left() {
     run(&["iptables", "-A", "INPUT", "-j", "DROP"]);
     let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
     let sock = json_ids(&status["socket_program_ids"]);
-    assert_eq!(sock.len(), 4);
+    assert_eq!(sock.len(), netbeast::loader::SOCK_PROGRAMS.len());
     let id = ns.id().unwrap();
     let pins = Path::new("/run/netbeast/bpffs/netbeast").join(id.to_string());
     let rules = Path::new(RULES_ROOT).join(id.to_string());
