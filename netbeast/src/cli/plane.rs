@@ -499,6 +499,9 @@ fn refresh_interfaces_from(
     let routes = crate::local_routes::local_routes()
         .context("cannot read the local routing table (-m addrtype needs it)")?;
     dp.set_address_types(&routes)?;
+    let routes6 = crate::local_routes::local_routes6()
+        .context("cannot read the IPv6 routing tables (ip6tables -m addrtype needs them)")?;
+    dp.set_address_types6(&routes6)?;
     let primary: Vec<_> = links
         .iter()
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))

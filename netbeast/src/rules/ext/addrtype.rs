@@ -5,13 +5,17 @@
 //! (output) interface, else the address is UNICAST: bits of the address
 //! type key (`addr_type::ON_IN`, `ON_OUT`), which the kernel sets from the
 //! route's interface in the `ADDR_TYPES` trie.
+//!
+//! ip6tables' match (xt_addrtype's `match_type6`) tests each type of the
+//! mask instead (`addr_type::key6`, `matches6`), with the IPv6 routes in
+//! `ADDR_TYPES6`; it refuses BROADCAST, BLACKHOLE and PROHIBIT and past.
 
 use super::{
     MatchExt, MatchModule, MatchParser, OptSpec, RuleContext, Value, missing, once, value,
 };
 use crate::compile::lower::{Atom, Lowering, keys_where};
 use crate::rules::generate::{Dice, Random, Scope};
-use crate::rules::model::Match;
+use crate::rules::model::{Family, Match};
 use crate::rules::parse::{ParseError, invalid};
 use netbeast_common::field;
 use std::fmt::Write as _;
@@ -30,6 +34,9 @@ pub struct AddrType {
     pub dst: Option<Negatable<u16>>,
     pub limit_iface_in: bool,
     pub limit_iface_out: bool,
+    /// An ip6tables rule: its keys are `addr_type::key6`'s.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v6: bool,
 }
 
 /// `LOCAL,UNICAST`: the names of a mask's types, in type order.
@@ -76,23 +83,16 @@ impl MatchExt for AddrType {
     }
 
     fn matches(&self, pkt: &PacketView) -> bool {
-        let holds = |types: &Option<Negatable<u16>>, of: u32| match types {
+        let holds = |types: &Option<Negatable<u16>>, key: u32| match types {
             None => true,
-            Some(t) => (t.value & (1 << of) != 0) != t.negated,
+            Some(t) => self.holds(t, key),
         };
-        holds(&self.src, self.type_of(pkt.header.src_type))
-            && holds(&self.dst, self.type_of(pkt.header.dst_type))
+        holds(&self.src, pkt.header.src_type) && holds(&self.dst, pkt.header.dst_type)
     }
 
     fn lower(&self) -> Lowering {
-        let set = |f: usize, types: &Negatable<u16>| {
-            Atom::Keys(
-                f,
-                keys_where(f, |k| {
-                    (types.value & (1 << self.type_of(k)) != 0) != types.negated
-                }),
-            )
-        };
+        let set =
+            |f: usize, types: &Negatable<u16>| Atom::Keys(f, keys_where(f, |k| self.holds(types, k)));
         let mut atoms = Vec::new();
         atoms.extend(self.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
         atoms.extend(self.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
@@ -105,6 +105,17 @@ impl AddrType {
     /// with its interface limit.
     pub fn type_of(&self, key: u32) -> u32 {
         addr_type::limited(key, self.limit_iface_in, self.limit_iface_out)
+    }
+
+    /// Whether `types` (with its `!`) holds for an address with key `key`.
+    pub fn holds(&self, types: &Negatable<u16>, key: u32) -> bool {
+        let (limit_in, limit_out) = (self.limit_iface_in, self.limit_iface_out);
+        let held = if self.v6 {
+            addr_type::matches6(types.value, key, limit_in, limit_out)
+        } else {
+            types.value & (1 << self.type_of(key)) != 0
+        };
+        held != types.negated
     }
 }
 
@@ -203,6 +214,18 @@ impl MatchParser for AddrTypeParser {
         if self.src.is_none() && self.dst.is_none() {
             return Err(missing(&MODULE, "--src-type or --dst-type"));
         }
+        let v6 = rule.family == Family::V6;
+        let refused = self.src.iter().chain(&self.dst).fold(0, |m, t| m | t.value)
+            & addr_type::REFUSED6;
+        if v6 && refused != 0 {
+            return Err(ParseError::KernelRefuses {
+                what: format!("-m addrtype {}", types_text(refused)),
+                reason: "IPv6 has no BROADCAST addresses, and ip6tables does not match \
+                         BLACKHOLE, PROHIBIT, THROW, NAT or XRESOLVE; use UNSPEC, UNICAST, \
+                         LOCAL, ANYCAST, MULTICAST or UNREACHABLE"
+                    .into(),
+            });
+        }
         let (limit_iface_in, limit_iface_out) = (self.limit_in.is_some(), self.limit_out.is_some());
         if limit_iface_in && limit_iface_out {
             return Err(ParseError::IllegalOption {
@@ -230,6 +253,7 @@ impl MatchParser for AddrTypeParser {
             dst: self.dst,
             limit_iface_in,
             limit_iface_out,
+            v6,
         }))
     }
 }
@@ -237,10 +261,18 @@ impl MatchParser for AddrTypeParser {
 /// One or two palette types for the source, the destination or both.
 fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
     let p = s.palette;
+    let v6 = s.family == Family::V6;
     let types = |d: &mut Dice| {
         let mut mask = 0u16;
         for _ in 0..1 + d.below(2) {
             mask |= 1 << d.pick(p.addr_types);
+        }
+        // The types ip6tables refuses.
+        if v6 {
+            mask &= !addr_type::REFUSED6;
+            if mask == 0 {
+                mask = 1 << addr_type::LOCAL;
+            }
         }
         d.negatable(p, mask)
     };
@@ -261,5 +293,6 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         dst,
         limit_iface_in: limit_in,
         limit_iface_out: limit_out,
+        v6,
     }))
 }
