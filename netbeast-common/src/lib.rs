@@ -530,10 +530,12 @@ pub mod addr_type {
     /// and UNREACHABLE, of which one must hold, test the route lookup. The
     /// key holds both: the class (`CLASS6_*`) and what the lookup found
     /// (`ROUTE6_*`) in the type bits, and `ON_IN` / `ON_OUT` for a LOCAL
-    /// address under `--limit-iface-in/out` (`nf_ipv6_chk_addr` with the
-    /// interface, strict: the route's interface is that one, or the
-    /// address is not link-local or loopback, which count on every
-    /// interface).
+    /// address under `--limit-iface-in/out`: its local route's interface
+    /// is that one. (The kernel also takes an address of another interface
+    /// that is not link-local or loopback as LOCAL there when a route out
+    /// of the limiting interface covers it, a default route say: its
+    /// lookup is bound to that interface; without such a route it is
+    /// UNREACHABLE, which netbeast takes as not LOCAL either.)
     pub const CLASS6_UNICAST: u32 = 0;
     pub const CLASS6_MULTICAST: u32 = 1 << 2;
     /// `::`, IPV6_ADDR_ANY.
@@ -580,19 +582,7 @@ pub mod addr_type {
         if route != ROUTE6_LOCAL {
             return class | route;
         }
-        // fe80::/10 and ::1 have link and host scope: LOCAL on their own
-        // interface only; the others on every one.
-        let scoped =
-            w[0] >> 22 == 0xfe80 >> 6 || (w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 1);
-        let dev = value >> ROUTE_IFINDEX_SHIFT;
-        let mut key = class | route;
-        if !scoped || (dev != 0 && dev == in_ifindex) {
-            key |= ON_IN;
-        }
-        if !scoped || (dev != 0 && dev == out_ifindex) {
-            key |= ON_OUT;
-        }
-        key
+        class | route | route_key(value, in_ifindex, out_ifindex) & (ON_IN | ON_OUT)
     }
 
     /// Whether an ip6tables `-m addrtype` type mask `mask` holds for key
