@@ -296,3 +296,64 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         v6,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse::{Problem, parse_ip6tables_args};
+    use addr_type::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// xt_addrtype's `match_type6`: every type of the mask is a test that
+    /// must hold; of LOCAL, ANYCAST and UNREACHABLE one must.
+    #[test]
+    fn ipv6_types_are_tests_that_all_hold() {
+        let key = |w: [u32; 4], kind: Option<u32>| key6(w, kind, 0, 0);
+        let local = key([0xfd00_0000, 0, 0, 1], Some(LOCAL));
+        let routed = key([0x2001_0db8, 0, 0, 1], Some(UNICAST));
+        let group = key([0xff02_0000, 0, 0, 1], Some(MULTICAST));
+        let any = key([0; 4], None);
+        let mapped = key([0, 0, 0xffff, 0x0a00_0001], Some(UNICAST));
+        let nowhere = key([0x2001_0db8, 0, 0, 2], None);
+        let anycast = key([0xfd00_0000, 0, 0, 0], Some(ANYCAST));
+        let mask = |types: &[u32]| types.iter().fold(0u16, |m, t| m | 1 << t);
+        let holds = |types: &[u32], k: u32| matches6(mask(types), k, false, false);
+        assert!(holds(&[LOCAL], local) && !holds(&[LOCAL], routed) && !holds(&[LOCAL], group));
+        assert!(holds(&[UNICAST], local) && holds(&[UNICAST], routed) && !holds(&[UNICAST], group));
+        assert!(holds(&[MULTICAST], group) && !holds(&[MULTICAST], local));
+        // Both must hold: no address is multicast and local.
+        assert!(!holds(&[MULTICAST, LOCAL], group) && !holds(&[MULTICAST, LOCAL], local));
+        assert!(holds(&[UNICAST, LOCAL], local) && !holds(&[UNICAST, LOCAL], routed));
+        assert!(holds(&[UNSPEC], any) && !holds(&[UNSPEC], routed));
+        // IPv4-mapped addresses are neither unicast nor multicast.
+        assert!(!holds(&[UNICAST], mapped) && !holds(&[MULTICAST], mapped));
+        // No route: UNREACHABLE; of the lookup's types one is enough.
+        assert!(holds(&[UNREACHABLE], nowhere) && holds(&[LOCAL, UNREACHABLE], nowhere));
+        assert!(!holds(&[UNREACHABLE], routed));
+        assert!(holds(&[ANYCAST], anycast) && holds(&[UNICAST, ANYCAST], anycast));
+        // --limit-iface-in: LOCAL only on the local route's interface.
+        let on_lo = key6([0xfd00_0000, 0, 0, 1], Some(route_value(LOCAL, 1)), 7, 0);
+        let on_7 = key6([0xfd00_0000, 0, 0, 1], Some(route_value(LOCAL, 7)), 7, 0);
+        assert!(!matches6(mask(&[LOCAL]), on_lo, true, false));
+        assert!(matches6(mask(&[LOCAL]), on_7, true, false));
+        assert!(matches6(mask(&[LOCAL]), on_lo, false, false));
+    }
+
+    /// ip6tables refuses BROADCAST, BLACKHOLE, PROHIBIT and past them with
+    /// "Invalid argument" (exit 4); iptables takes them.
+    #[test]
+    fn ip6tables_refuses_the_types_ipv6_lacks() {
+        for types in ["BROADCAST", "LOCAL,BLACKHOLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"] {
+            let line = format!("-A INPUT -m addrtype --dst-type {types} -j DROP");
+            let err = parse_ip6tables_args(&args(&line)).unwrap_err();
+            assert_eq!(err.problem(), Problem::Resource, "{line}: {err}");
+            assert!(err.to_string().contains("Invalid argument"), "{err}");
+            crate::rules::parse::parse_iptables_args(&args(&line)).unwrap();
+        }
+        let line = "-A INPUT -m addrtype ! --src-type UNSPEC,MULTICAST --dst-type LOCAL -j DROP";
+        parse_ip6tables_args(&args(line)).unwrap();
+    }
+}
