@@ -944,5 +944,8 @@ fn ipv6_addrtype_like_ip6tables() {
         "the oracle itself ({ADDRTYPE_DESTINATIONS:?} for each rule)"
     );
     let nb = run("v6at-nb", true);
-    assert_eq!(nb, ipt, "netbeast against ip6tables ({ADDRTYPE_DESTINATIONS:?} for each rule)");
+    assert_eq!(
+        nb, ipt,
+        "netbeast against ip6tables ({ADDRTYPE_DESTINATIONS:?} for each rule)"
+    );
 }

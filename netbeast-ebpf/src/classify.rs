@@ -616,7 +616,8 @@ pub extern "C" fn netbeast_addr_type6_class(
         u32::from_be(words[2]),
         u32::from_be(words[3]),
     ];
-    let key = addr_type::key6(host, value, keys.in_ifindex, keys.out_ifindex) & (addr_type::KEYS - 1);
+    let key =
+        addr_type::key6(host, value, keys.in_ifindex, keys.out_ifindex) & (addr_type::KEYS - 1);
     match KEY_CLASSES.get(key_chunk_index(generation & 1, chain, f, key)) {
         Some(chunk) => chunk[key as usize % KEY_CHUNK],
         None => NO_CLASS,

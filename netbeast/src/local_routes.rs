@@ -65,17 +65,18 @@ pub fn local_routes() -> io::Result<Vec<(Ipv4Net, u32)>> {
 pub fn local_routes6() -> io::Result<Vec<(Ipv6Net, u32)>> {
     let routes = dump(AF_INET6)?;
     let mut out: Vec<(Ipv6Net, u32)> = Vec::new();
-    let mut put = |net: Ipv6Net, value: u32, over: bool| {
-        match out
-            .iter_mut()
-            .find(|(n, _)| n.prefix_len == net.prefix_len && n.addr == net.addr)
-        {
-            Some(slot) if over => slot.1 = value,
-            Some(_) => {}
-            None => out.push((net, value)),
-        }
+    let mut put = |net: Ipv6Net, value: u32, over: bool| match out
+        .iter_mut()
+        .find(|(n, _)| n.prefix_len == net.prefix_len && n.addr == net.addr)
+    {
+        Some(slot) if over => slot.1 = value,
+        Some(_) => {}
+        None => out.push((net, value)),
     };
-    for r in routes.iter().filter(|r| r.table == RT_TABLE_MAIN && r.dst_len <= 128) {
+    for r in routes
+        .iter()
+        .filter(|r| r.table == RT_TABLE_MAIN && r.dst_len <= 128)
+    {
         let net = Ipv6Net::new(Ipv6Addr::from(r.dst), r.dst_len);
         put(net, addr_type::route_value(u32::from(r.kind), r.oif), false);
         if r.dst_len < 127 && !r.via_gateway && u32::from(r.kind) == addr_type::UNICAST {
@@ -86,7 +87,10 @@ pub fn local_routes6() -> io::Result<Vec<(Ipv6Net, u32)>> {
             );
         }
     }
-    for r in routes.iter().filter(|r| r.table == RT_TABLE_LOCAL && r.dst_len <= 128) {
+    for r in routes
+        .iter()
+        .filter(|r| r.table == RT_TABLE_LOCAL && r.dst_len <= 128)
+    {
         let net = Ipv6Net::new(Ipv6Addr::from(r.dst), r.dst_len);
         put(net, addr_type::route_value(u32::from(r.kind), r.oif), true);
     }

@@ -91,8 +91,9 @@ impl MatchExt for AddrType {
     }
 
     fn lower(&self) -> Lowering {
-        let set =
-            |f: usize, types: &Negatable<u16>| Atom::Keys(f, keys_where(f, |k| self.holds(types, k)));
+        let set = |f: usize, types: &Negatable<u16>| {
+            Atom::Keys(f, keys_where(f, |k| self.holds(types, k)))
+        };
         let mut atoms = Vec::new();
         atoms.extend(self.src.as_ref().map(|t| set(field::SRC_TYPE, t)));
         atoms.extend(self.dst.as_ref().map(|t| set(field::DST_TYPE, t)));
@@ -215,8 +216,8 @@ impl MatchParser for AddrTypeParser {
             return Err(missing(&MODULE, "--src-type or --dst-type"));
         }
         let v6 = rule.family == Family::V6;
-        let refused = self.src.iter().chain(&self.dst).fold(0, |m, t| m | t.value)
-            & addr_type::REFUSED6;
+        let refused =
+            self.src.iter().chain(&self.dst).fold(0, |m, t| m | t.value) & addr_type::REFUSED6;
         if v6 && refused != 0 {
             return Err(ParseError::KernelRefuses {
                 what: format!("-m addrtype {}", types_text(refused)),
@@ -346,7 +347,14 @@ mod tests {
     /// "Invalid argument" (exit 4); iptables takes them.
     #[test]
     fn ip6tables_refuses_the_types_ipv6_lacks() {
-        for types in ["BROADCAST", "LOCAL,BLACKHOLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"] {
+        for types in [
+            "BROADCAST",
+            "LOCAL,BLACKHOLE",
+            "PROHIBIT",
+            "THROW",
+            "NAT",
+            "XRESOLVE",
+        ] {
             let line = format!("-A INPUT -m addrtype --dst-type {types} -j DROP");
             let err = parse_ip6tables_args(&args(&line)).unwrap_err();
             assert_eq!(err.problem(), Problem::Resource, "{line}: {err}");
