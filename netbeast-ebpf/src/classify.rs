@@ -608,7 +608,6 @@ pub extern "C" fn netbeast_addr_type6_class(
     } else {
         (field::DST_TYPE, [keys.dst, w[1], w[3], w[5]])
     };
-    // SAFETY: copied out at once.
     let value = ADDR_TYPES6.get(&Key::new(128, words)).copied();
     let host = [
         u32::from_be(words[0]),
