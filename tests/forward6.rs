@@ -84,28 +84,31 @@ fn router(tag: &str) -> (Netns, Vec<u8>) {
     (ns, out_mac)
 }
 
-/// (nbtf0, nbtf1)'s indexes; in the router's namespace.
-fn ifindexes() -> (u32, u32) {
+/// A private data plane in the router's namespace (the caller's thread
+/// there) with both interfaces on the fast path, and (nbtf0, nbtf1)'s
+/// indexes.
+fn dataplane() -> (Dataplane, u32, u32) {
+    let mut dp = Dataplane::load_private().unwrap();
     // SAFETY: NUL-terminated names; the caller's thread is in the namespace.
-    unsafe {
+    let (out, input) = unsafe {
         (
             libc::if_nametoindex(c"nbtf0".as_ptr()),
             libc::if_nametoindex(c"nbtf1".as_ptr()),
         )
-    }
+    };
+    dp.set_interface_paths(&[
+        (out, iface_path::FORWARD_REDIRECT),
+        (input, iface_path::FORWARD_REDIRECT),
+    ])
+    .unwrap();
+    (dp, out, input)
 }
 
 #[test]
 fn ipv6_fast_path_rewrites_and_redirects() {
     let (ns, out_mac) = router("fwd6");
     ns.in_netns(move || {
-        let mut dp = Dataplane::load_private().unwrap();
-        let (out, input) = ifindexes();
-        dp.set_interface_paths(&[
-            (out, iface_path::FORWARD_REDIRECT),
-            (input, iface_path::FORWARD_REDIRECT),
-        ])
-        .unwrap();
+        let (mut dp, _, input) = dataplane();
         dp.apply(
             &ruleset(&["-P FORWARD DROP", "-A FORWARD -p udp --dport 53 -j ACCEPT"]),
             &[],
@@ -198,13 +201,7 @@ fn endpoints(src: &str, sport: u16, dst: &str, dport: u16) -> Wire6 {
 fn ipv6_nat_rewrites_with_valid_checksums() {
     let (ns, _) = router("nat6");
     ns.in_netns(move || {
-        let mut dp = Dataplane::load_private().unwrap();
-        let (out, input) = ifindexes();
-        dp.set_interface_paths(&[
-            (out, iface_path::FORWARD_REDIRECT),
-            (input, iface_path::FORWARD_REDIRECT),
-        ])
-        .unwrap();
+        let (mut dp, out, input) = dataplane();
         dp.set_interface_addresses6(&[(out, v6("fd09::1")), (input, v6("fd08::1"))])
             .unwrap();
         dp.apply(
@@ -286,13 +283,7 @@ fn ipv6_addrtype_local_unicast_multicast() {
     ns.ip(&["-6", "addr", "add", "fd0c::1/128", "dev", "lo", "nodad"])
         .unwrap();
     ns.in_netns(move || {
-        let mut dp = Dataplane::load_private().unwrap();
-        let (out, input) = ifindexes();
-        dp.set_interface_paths(&[
-            (out, iface_path::FORWARD_REDIRECT),
-            (input, iface_path::FORWARD_REDIRECT),
-        ])
-        .unwrap();
+        let (mut dp, _, input) = dataplane();
         dp.set_address_types6(&local_routes6().unwrap()).unwrap();
         dp.apply(
             &ruleset(&[
