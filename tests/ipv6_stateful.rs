@@ -901,7 +901,8 @@ fn exchange_all_nodes(ns: &Netns, iface: &str, port: u16) -> Outcome {
 const ADDRTYPE_DESTINATIONS: [&str; 3] = ["fd00:18::2 (nbt6s)", "fd00:99::1 (lo)", "ff02::1"];
 
 /// `-m addrtype --dst-type LOCAL`, `MULTICAST`, `! LOCAL` and `LOCAL
-/// --limit-iface-in` in INPUT, one port each, on datagrams to the server's
+/// --limit-iface-in` in INPUT, and `--src-type LOCAL --limit-iface-out` on
+/// the echoes in OUTPUT, one port each, on datagrams to the server's
 /// address on the link, its address on `lo` and the all-nodes group; with
 /// netbeast and with ip6tables (the oracle).
 #[test]
@@ -919,6 +920,8 @@ fn ipv6_addrtype_like_ip6tables() {
             "-A INPUT -p udp --dport 7001 -m addrtype --dst-type MULTICAST -j DROP",
             "-A INPUT -p udp --dport 7002 -m addrtype ! --dst-type LOCAL -j DROP",
             "-A INPUT -p udp --dport 7003 -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+            // The echo's source on its way out of nbt6s.
+            "-A OUTPUT -p udp --sport 7004 -m addrtype --src-type LOCAL --limit-iface-out -j DROP",
         ];
         let mut out = Vec::new();
         for (port, line) in (7000..).zip(lines) {
@@ -940,6 +943,11 @@ fn ipv6_addrtype_like_ip6tables() {
             // LOCAL on the input interface only: the lo address's lookup
             // bound to nbt6s finds no route (UNREACHABLE).
             TimedOut, Answered, Answered,
+            // The echo's source, LOCAL on its way out of nbt6s: the
+            // link's address (the source the kernel picks for the
+            // client, whichever address it asked) or the link-local one
+            // that answers the group.
+            TimedOut, TimedOut, TimedOut,
         ],
         "the oracle itself ({ADDRTYPE_DESTINATIONS:?} for each rule)"
     );
