@@ -2,7 +2,8 @@
 //! forwarded packet whose next hop the FIB knows leaves by XDP with its
 //! MACs from the FIB and its hop limit − 1; without a known neighbour, or
 //! with a hop limit the kernel must answer, it goes to the kernel
-//! untouched. And ip6tables' nat on that path, checksums checked.
+//! untouched. And ip6tables' nat on that path, checksums checked; and
+//! ip6tables' `-m addrtype` on the router's INPUT and FORWARD.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test forward6`.
 
@@ -10,6 +11,7 @@ use std::net::Ipv6Addr;
 
 use netbeast::{
     loader::Dataplane,
+    local_routes::local_routes6,
     netns::{Netns, require_root},
     packet::{FrameBuilder, ip_proto, ipv6_l4_checksum},
     rules::{command, model::Ruleset, parse},
@@ -265,6 +267,77 @@ fn ipv6_nat_rewrites_with_valid_checksums() {
         assert_eq!(delta(stats::NAT_SNAT), 3, "one MASQUERADE per connection");
         let listed = dp.conntrack_entries6().unwrap();
         assert_eq!(listed.len(), 3, "{listed:?}");
+    })
+    .unwrap();
+}
+
+/// ip6tables' `-m addrtype` (issue 16 / 18) as xt_addrtype's `match_type6`
+/// gives it — each type of the mask a test that must hold (MULTICAST,
+/// UNICAST, UNSPEC from the address, LOCAL and UNREACHABLE from the
+/// routes `local_routes6` reads), `!` and `--limit-iface-in` — on frames
+/// from fd08::5 into the router, whose `lo` has fd0c::1 besides.
+#[test]
+fn ipv6_addrtype_local_unicast_multicast() {
+    let (ns, _) = router("at6");
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    ns.ip(&["-6", "addr", "add", "fd0c::1/128", "dev", "lo", "nodad"])
+        .unwrap();
+    ns.in_netns(move || {
+        let (mut dp, _, input) = dataplane();
+        dp.set_address_types6(&local_routes6().unwrap()).unwrap();
+        dp.apply(
+            &ruleset(&[
+                "-A INPUT -p udp --dport 1 -m addrtype --dst-type LOCAL -j DROP",
+                "-A INPUT -p udp --dport 2 -m addrtype ! --dst-type LOCAL -j DROP",
+                "-A INPUT -p udp --dport 3 -m addrtype --dst-type MULTICAST -j DROP",
+                "-A INPUT -p udp --dport 4 -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+                "-A INPUT -p udp --dport 5 -m addrtype --src-type UNICAST --dst-type UNICAST -j DROP",
+                // Both tests must hold: no address is both.
+                "-A INPUT -p udp --dport 6 -m addrtype --dst-type MULTICAST,LOCAL -j DROP",
+                "-A INPUT -p udp --dport 7 -m addrtype --src-type UNSPEC -j DROP",
+                "-A INPUT -p udp --dport 8 -m addrtype ! --src-type LOCAL --dst-type UNICAST,LOCAL -j DROP",
+                "-A FORWARD -p udp --dport 9 -m addrtype --dst-type UNICAST ! --src-type LOCAL -j DROP",
+                "-A FORWARD -p udp --dport 10 -m addrtype --dst-type LOCAL -j DROP",
+                "-A FORWARD -p udp --dport 11 -m addrtype ! --dst-type UNREACHABLE -j DROP",
+            ]),
+            &[],
+        )
+        .unwrap();
+        let run = |dp: &mut Dataplane, from: &str, to: &str, dport: u16| {
+            let frame = FrameBuilder::udp6_with(v6(from), 1000, v6(to), dport, b"x").build();
+            dp.test_run_xdp(&frame, input).unwrap().action
+        };
+        let cases: [(&str, &str, u16, u32); 20] = [
+            ("fd08::5", "fd08::1", 1, XDP_DROP),
+            ("fd08::5", "fd0c::1", 1, XDP_DROP),
+            ("fd08::5", "ff02::1", 1, XDP_PASS),
+            ("fd08::5", "fd08::1", 2, XDP_PASS),
+            ("fd08::5", "ff02::1", 2, XDP_DROP),
+            ("fd08::5", "ff02::1", 3, XDP_DROP),
+            ("fd08::5", "fd08::1", 3, XDP_PASS),
+            // The route of fd08::1 goes out of the input interface; that
+            // of fd0c::1 out of lo.
+            ("fd08::5", "fd08::1", 4, XDP_DROP),
+            ("fd08::5", "fd0c::1", 4, XDP_PASS),
+            ("fd08::5", "fd08::1", 5, XDP_DROP),
+            ("fd08::5", "ff02::1", 5, XDP_PASS),
+            ("::", "ff02::1", 5, XDP_PASS),
+            ("fd08::5", "ff02::1", 6, XDP_PASS),
+            ("fd08::5", "fd08::1", 6, XDP_PASS),
+            ("::", "ff02::1", 7, XDP_DROP),
+            ("fd08::5", "ff02::1", 7, XDP_PASS),
+            ("fd08::5", "fd08::1", 8, XDP_DROP),
+            // Forwarded (accepted: redirected to the known neighbour).
+            ("fd08::5", "fd09::5", 9, XDP_DROP),
+            ("fd08::5", "fd09::5", 10, XDP_REDIRECT),
+            ("fd08::5", "fd09::5", 11, XDP_DROP),
+        ];
+        let got: Vec<_> = cases
+            .iter()
+            .map(|&(from, to, dport, _)| (from, to, dport, run(&mut dp, from, to, dport)))
+            .collect();
+        let want: Vec<_> = cases.to_vec();
+        assert_eq!(got, want, "(source, destination, port, XDP action)");
     })
     .unwrap();
 }

@@ -114,6 +114,11 @@ const ACCEPTED: &[&str] = &[
     "-t raw -A OUTPUT -j CT",
     "-t raw -I OUTPUT -o lo -j ACCEPT",
     "-t raw -P OUTPUT DROP",
+    // -m addrtype: Docker's nat PREROUTING rule, and the IPv6 types.
+    "-t nat -N DOCKER",
+    "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+    "-A INPUT -m addrtype ! --src-type MULTICAST,UNSPEC --dst-type unicast,LOCAL --limit-iface-in -j ACCEPT",
+    "-A FORWARD -m addrtype --src-type ANYCAST ! --dst-type UNREACHABLE --limit-iface-out",
 ];
 
 /// Commands both refuse, with the same exit code, applying nothing.
@@ -141,6 +146,11 @@ const REFUSED: &[(&str, i32)] = &[
     ("-A INPUT -m ipv6header -j DROP", 2),
     ("-A INPUT -m frag --fragmore --fraglast -j DROP", 2),
     ("-A INPUT -j REJECT --reject-with icmp-port-unreachable", 2),
+    // The address types xt_addrtype refuses for IPv6 ("Invalid argument").
+    ("-A INPUT -m addrtype --dst-type BROADCAST -j DROP", 4),
+    ("-A INPUT -m addrtype --src-type LOCAL,BLACKHOLE -j DROP", 4),
+    ("-A INPUT -m addrtype ! --dst-type PROHIBIT -j DROP", 4),
+    ("-A INPUT -m addrtype --dst-type XRESOLVE -j DROP", 4),
 ];
 
 /// What netbeast's IPv6 side refuses until it has it (ip6tables takes them):

@@ -868,3 +868,92 @@ fn ipv6_hashlimit_like_ip6tables() {
     let nb = run("v6hl-nb", true);
     assert_eq!(nb, ipt, "netbeast against ip6tables");
 }
+
+// ---------------------------------------------------------------------------
+// -m addrtype on real IPv6 datagrams
+
+/// One datagram from inside `ns` to the all-nodes group of its interface
+/// `iface` on `port`, and an echo back (from whichever node answers).
+fn exchange_all_nodes(ns: &Netns, iface: &str, port: u16) -> Outcome {
+    let name = std::ffi::CString::new(iface).unwrap();
+    let socket = ns
+        .in_netns(move || {
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(ifindex, 0, "no interface {name:?}");
+            (UdpSocket::bind("[::]:0").unwrap(), ifindex)
+        })
+        .unwrap();
+    let (socket, ifindex) = socket;
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let group = std::net::SocketAddrV6::new(v6("ff02::1"), port, 0, ifindex);
+    socket.send_to(b"hello", group).unwrap();
+    let mut buf = [0u8; 16];
+    match socket.recv_from(&mut buf) {
+        Ok((5, _)) if &buf[..5] == b"hello" => Answered,
+        _ => TimedOut,
+    }
+}
+
+/// The server's addresses the addrtype probes go to: its address on the
+/// link (`nbt6s`), one on its `lo` (the client routes it through the
+/// server), and the link's all-nodes group.
+const ADDRTYPE_DESTINATIONS: [&str; 3] = ["fd00:18::2 (nbt6s)", "fd00:99::1 (lo)", "ff02::1"];
+
+/// `-m addrtype --dst-type LOCAL`, `MULTICAST`, `! LOCAL` and `LOCAL
+/// --limit-iface-in` in INPUT, and `--src-type LOCAL --limit-iface-out` on
+/// the echoes in OUTPUT, one port each, on datagrams to the server's
+/// address on the link, its address on `lo` and the all-nodes group; with
+/// netbeast and with ip6tables (the oracle).
+#[test]
+fn ipv6_addrtype_like_ip6tables() {
+    require_root();
+    let run = |tag: &str, netbeast: bool| -> Vec<Outcome> {
+        let binary = netbeast.then_some(NETBEAST);
+        let (client, server) = pair6(tag, "10.216.8", "fd00:18::1", "fd00:18::2", binary);
+        add6(&server, "lo", "fd00:99::1/128");
+        client
+            .ip(&["-6", "route", "add", "fd00:99::/64", "via", "fd00:18::2"])
+            .unwrap();
+        let lines = [
+            "-A INPUT -p udp --dport 7000 -m addrtype --dst-type LOCAL -j DROP",
+            "-A INPUT -p udp --dport 7001 -m addrtype --dst-type MULTICAST -j DROP",
+            "-A INPUT -p udp --dport 7002 -m addrtype ! --dst-type LOCAL -j DROP",
+            "-A INPUT -p udp --dport 7003 -m addrtype --dst-type LOCAL --limit-iface-in -j DROP",
+            // The echo's source on its way out of nbt6s.
+            "-A OUTPUT -p udp --sport 7004 -m addrtype --src-type LOCAL --limit-iface-out -j DROP",
+        ];
+        let mut out = Vec::new();
+        for (port, line) in (7000..).zip(lines) {
+            udp_echo(&server, port);
+            ip6tables(&server, netbeast, line);
+            out.push(exchange(&client, "fd00:18::2", port));
+            out.push(exchange(&client, "fd00:99::1", port));
+            out.push(exchange_all_nodes(&client, "nbt6c", port));
+        }
+        out
+    };
+    let ipt = run("v6at-ipt", false);
+    assert_eq!(
+        ipt,
+        [
+            TimedOut, TimedOut, Answered, // LOCAL dropped
+            Answered, Answered, TimedOut, // MULTICAST dropped
+            Answered, Answered, TimedOut, // ! LOCAL dropped
+            // LOCAL on the input interface only: the lo address's lookup
+            // bound to nbt6s finds no route (UNREACHABLE).
+            TimedOut, Answered, Answered,
+            // The echo's source, LOCAL on its way out of nbt6s: the
+            // link's address (the source the kernel picks for the
+            // client, whichever address it asked) or the link-local one
+            // that answers the group.
+            TimedOut, TimedOut, TimedOut,
+        ],
+        "the oracle itself ({ADDRTYPE_DESTINATIONS:?} for each rule)"
+    );
+    let nb = run("v6at-nb", true);
+    assert_eq!(
+        nb, ipt,
+        "netbeast against ip6tables ({ADDRTYPE_DESTINATIONS:?} for each rule)"
+    );
+}

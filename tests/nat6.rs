@@ -643,6 +643,36 @@ fn dnat_to_a_lan_server(firewall: Firewall) {
     net.check_refused(44004, 81, "forwarded where nothing listens");
 }
 
+// Docker's port publishing for IPv6: its nat PREROUTING rule sends what
+// is addressed to the host itself (`-m addrtype --dst-type LOCAL`) to the
+// DOCKER chain, which DNATs the published port 80 (TCP and UDP, not from
+// the containers' side) to the LAN server's 8080. The same port addressed
+// to the server itself is forwarded untouched, where nothing listens:
+// refused, not DNATed.
+routed_scenario!(docker_publishes_local_ports, ip6tables_oracle);
+fn docker_publishes_local_ports(firewall: Firewall) {
+    let net = Routed6::new("n6dock", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
+    let _servers = serve(&net.server);
+    net.ip6tables("-t nat -N DOCKER");
+    net.ip6tables("-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER");
+    for protocol in ["tcp", "udp"] {
+        net.ip6tables(&format!(
+            "-t nat -A DOCKER ! -i {ROUTER_SERVER_IFACE} -p {protocol} --dport 80 \
+             -j DNAT --to-destination {}",
+            server(PORT)
+        ));
+    }
+    net.check_forwarded(44201, 80, server(PORT), outside, TRANSFER);
+    let outcome = net.unanswered(&net.hosts[0], outside(44203), server(80), CONNECT_TIMEOUT);
+    assert_eq!(
+        outcome,
+        REFUSED,
+        "TCP and UDP to the server's own port 80: not LOCAL to the router, not DNATed\n{}",
+        net.diagnostics()
+    );
+    net.check_refused(44205, CLOSED_PORT, "not published");
+}
+
 // DNAT and MASQUERADE on one connection: the LAN server has only its
 // on-link route, so the router forwards its public port 80 to the
 // server's 8080 and MASQUERADEs what leaves towards the server. Without

@@ -519,6 +519,107 @@ pub mod addr_type {
             None
         }
     }
+    /// The types ip6tables refuses (xt_addrtype's checkentry: BLACKHOLE,
+    /// PROHIBIT and the types past it, BROADCAST), as a mask.
+    pub const REFUSED6: u16 = 1 << BROADCAST | 1 << BLACKHOLE | !((1 << PROHIBIT) - 1) & 0xfff;
+
+    /// An ip6tables rule's address type key. xt_addrtype's IPv6 match
+    /// (`match_type6`) does not give an address one type: each type of the
+    /// mask is a test, all of which must hold: MULTICAST, UNICAST and
+    /// UNSPEC test `ipv6_addr_type` (the address's class); LOCAL, ANYCAST
+    /// and UNREACHABLE, of which one must hold, test the route lookup. The
+    /// key holds both: the class (`CLASS6_*`) and what the lookup found
+    /// (`ROUTE6_*`) in the type bits, and `ON_IN` / `ON_OUT` for a LOCAL
+    /// address under `--limit-iface-in/out`: its local route's interface
+    /// is that one. (The kernel also takes an address of another interface
+    /// that is not link-local or loopback as LOCAL there when a route out
+    /// of the limiting interface covers it, a default route say: its
+    /// lookup is bound to that interface; without such a route it is
+    /// UNREACHABLE, which netbeast takes as not LOCAL either.)
+    pub const CLASS6_UNICAST: u32 = 0;
+    pub const CLASS6_MULTICAST: u32 = 1 << 2;
+    /// `::`, IPV6_ADDR_ANY.
+    pub const CLASS6_ANY: u32 = 2 << 2;
+    /// `::ffff:0:0/96` (IPv4-mapped): neither unicast nor multicast.
+    pub const CLASS6_MAPPED: u32 = 3 << 2;
+    pub const ROUTE6_NONE: u32 = 0;
+    pub const ROUTE6_LOCAL: u32 = 1;
+    pub const ROUTE6_ANYCAST: u32 = 2;
+    /// No route, or a reject route (unreachable, blackhole, prohibit).
+    pub const ROUTE6_UNREACHABLE: u32 = 3;
+
+    /// `ipv6_addr_type`'s class of an IPv6 address (host order words,
+    /// most significant first), as `CLASS6_*`: ff00::/8 is multicast, `::`
+    /// any, `::ffff:0:0/96` mapped, everything else unicast.
+    #[inline(always)]
+    pub const fn class6(w: [u32; 4]) -> u32 {
+        if w[0] >> 24 == 0xff {
+            CLASS6_MULTICAST
+        } else if w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0 {
+            CLASS6_ANY
+        } else if w[0] == 0 && w[1] == 0 && w[2] == 0xffff {
+            CLASS6_MAPPED
+        } else {
+            CLASS6_UNICAST
+        }
+    }
+
+    /// The key of an IPv6 address (host order words) whose longest
+    /// `ADDR_TYPES6` route has trie value `value` (`None`: no route), for a
+    /// packet in by `in_ifindex` and out by `out_ifindex` (0: none).
+    #[inline(always)]
+    pub const fn key6(w: [u32; 4], value: Option<u32>, in_ifindex: u32, out_ifindex: u32) -> u32 {
+        let class = class6(w);
+        let Some(value) = value else {
+            return class | ROUTE6_UNREACHABLE;
+        };
+        let route = match value & TYPE_MASK {
+            LOCAL => ROUTE6_LOCAL,
+            ANYCAST => ROUTE6_ANYCAST,
+            UNREACHABLE | BLACKHOLE | PROHIBIT => ROUTE6_UNREACHABLE,
+            _ => ROUTE6_NONE,
+        };
+        if route != ROUTE6_LOCAL {
+            return class | route;
+        }
+        class | route | route_key(value, in_ifindex, out_ifindex) & (ON_IN | ON_OUT)
+    }
+
+    /// Whether an ip6tables `-m addrtype` type mask `mask` holds for key
+    /// `key` (`key6`), with `--limit-iface-in` (`limit_in`) or
+    /// `--limit-iface-out` (`limit_out`): xt_addrtype's `match_type6`.
+    #[inline(always)]
+    pub const fn matches6(mask: u16, key: u32, limit_in: bool, limit_out: bool) -> bool {
+        let mask = mask as u32;
+        let class = key & (3 << 2);
+        let route = key & 3;
+        if mask & 1 << MULTICAST != 0 && class != CLASS6_MULTICAST {
+            return false;
+        }
+        if mask & 1 << UNICAST != 0 && class != CLASS6_UNICAST {
+            return false;
+        }
+        if mask & 1 << UNSPEC != 0 && class != CLASS6_ANY {
+            return false;
+        }
+        if mask & (1 << LOCAL | 1 << ANYCAST | 1 << UNREACHABLE) == 0 {
+            return true;
+        }
+        let found = match route {
+            ROUTE6_LOCAL => {
+                if (limit_in && key & ON_IN == 0) || (limit_out && key & ON_OUT == 0) {
+                    0
+                } else {
+                    1 << LOCAL
+                }
+            }
+            ROUTE6_ANYCAST => 1 << ANYCAST,
+            ROUTE6_UNREACHABLE => 1 << UNREACHABLE,
+            _ => 0,
+        };
+        mask & found != 0
+    }
+
     /// Names as iptables takes and prints them, in type order.
     pub const NAMES: [&str; 12] = [
         "UNSPEC",
@@ -3508,6 +3609,8 @@ pub mod size {
     pub const KEY_CLASSES: u32 = CHAINS * field::KEY_CHUNKS_PER_CHAIN;
     /// Routes of the local routing table (`ADDR_TYPES`).
     pub const ADDR_TYPES: u32 = 4096;
+    /// IPv6 routes of the local and main routing tables (`ADDR_TYPES6`).
+    pub const ADDR_TYPES6: u32 = 4096;
     pub const CLASS_HEADERS: u32 = GENERATIONS as u32 * MAX_CLASSES;
     pub const CLASS_WORD_CHUNKS: u32 =
         GENERATIONS as u32 * MAX_CLASS_WORDS / super::CLASS_WORD_CHUNK as u32;

@@ -18,7 +18,7 @@ use netbeast_common::{
     KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
     MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
-    addr_hash_key, addr_type, chain_index, counter_index, ct_state, field, field::Kind,
+    addr_hash_key, addr_type, chain, chain_index, counter_index, ct_state, field, field::Kind,
     guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
     size, stats, target,
 };
@@ -57,6 +57,13 @@ static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS,
 /// looks up. Written by userspace with the local addresses.
 #[map]
 static ADDR_TYPES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(size::ADDR_TYPES, 0);
+/// The IPv6 routes of the local and main routing tables (key: the address
+/// words in network byte order), each with its route type and interface
+/// (`addr_type::route_value`): what an ip6tables `-m addrtype` looks up
+/// (`addr_type::key6`). No route is UNREACHABLE, as the kernel's lookup
+/// fails. Written by userspace.
+#[map]
+static ADDR_TYPES6: LpmTrie<[u32; 4], u32> = LpmTrie::with_max_entries(size::ADDR_TYPES6, 0);
 /// What the `-j MARK` rules of both generations do to the mark
 /// (`MarkTarget`, at `mark_target_index(generation, RuleAction::arg)`).
 #[map]
@@ -457,6 +464,15 @@ fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Key
             iface_class(generation, chain, f, ifindex, cfg.default_class[f])
         }
         Kind::Mac => mac_class(cfg, generation, chain, f, keys.mac),
+        // `f` is a constant at every call: this folds away. An IPv6
+        // chain's address types: out of line, with their own trie.
+        Kind::Keys(_) if (f == field::SRC_TYPE || f == field::DST_TYPE) && chain::ipv6(chain) => {
+            let class = netbeast_addr_type6_class(generation, chain, f as u32, keys);
+            if class == NO_CLASS {
+                return None;
+            }
+            class
+        }
         Kind::Keys(n) => {
             let key = key_of(f, keys)?;
             // Past the field's keys would be another field's table.
@@ -562,6 +578,49 @@ pub extern "C" fn netbeast_addr_word_class(generation: u32, chain: u32, f: u32) 
     let f = field::SRC6_1 + i;
     let addr = words[i];
     addr_class(cfg, generation, chain, f, addr).unwrap_or(cfg.default_class[f])
+}
+
+/// The class in `chain` of the ip6tables address type key
+/// (`addr_type::key6`) of the packet's source (`f` = `field::SRC_TYPE`) or
+/// destination: the first address word from `keys`, the others from the
+/// per-CPU slot (`Packet::addr6`). A global function, verified once, with
+/// the trie's 20-byte key in its own frame (the classifier's frame is on
+/// the deepest call chain).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_addr_type6_class(
+    generation: u32,
+    chain: u32,
+    f: u32,
+    keys: *const Keys,
+) -> u32 {
+    let Some(w) = crate::parse::current_addr6() else {
+        return NO_CLASS;
+    };
+    if keys.is_null() {
+        return NO_CLASS;
+    }
+    // SAFETY: a non-null pointer to a whole `Keys`, which the verifier
+    // checked at every call.
+    let keys = unsafe { &*keys };
+    let (f, words) = if f == field::SRC_TYPE as u32 {
+        (field::SRC_TYPE, [keys.src, w[0], w[2], w[4]])
+    } else {
+        (field::DST_TYPE, [keys.dst, w[1], w[3], w[5]])
+    };
+    let value = ADDR_TYPES6.get(&Key::new(128, words)).copied();
+    let host = [
+        u32::from_be(words[0]),
+        u32::from_be(words[1]),
+        u32::from_be(words[2]),
+        u32::from_be(words[3]),
+    ];
+    let key =
+        addr_type::key6(host, value, keys.in_ifindex, keys.out_ifindex) & (addr_type::KEYS - 1);
+    match KEY_CLASSES.get(key_chunk_index(generation & 1, chain, f, key)) {
+        Some(chunk) => chunk[key as usize % KEY_CHUNK],
+        None => NO_CLASS,
+    }
 }
 
 /// [`classify`], as a global function: the verifier checks it once, on

@@ -142,7 +142,15 @@ pub(super) static PALETTE6: Palette = Palette {
     toses: &[],
     tos_masks: &[],
     pkttypes: &[],
-    addr_types: &[],
+    // The types ip6tables takes (the generator leaves out the others).
+    addr_types: &[
+        netbeast_common::addr_type::UNSPEC,
+        netbeast_common::addr_type::UNICAST,
+        netbeast_common::addr_type::LOCAL,
+        netbeast_common::addr_type::ANYCAST,
+        netbeast_common::addr_type::MULTICAST,
+        netbeast_common::addr_type::UNREACHABLE,
+    ],
     nat_addrs: &[],
     nat_ports: &[],
     names: &[],
@@ -151,14 +159,15 @@ pub(super) static PALETTE6: Palette = Palette {
 /// What this mode can test against ip6tables: what the IPv4 mode can
 /// ([`testable`], whose reasons hold), less what netbeast's IPv6 data
 /// plane refuses today although ip6tables has it (`-m mark`, `-m
-/// addrtype`, `-m pkttype`, `-m tos`, `-m dscp`: the parser says so, see
-/// `check_ipv6_rule`) and `-m set` (no sets in the twins). `-m length` in
+/// pkttype`, `-m tos`, `-m dscp`: the parser says so, see
+/// `check_ipv6_rule`) and `-m set` (no sets in the twins). `-m addrtype`
+/// is drawn, with the types ip6tables takes. `-m length` in
 /// every chain: without conntrack the kernel's IPv6 INPUT sees each
 /// fragment as it came, as netbeast does.
 pub(super) fn testable6(kind: ChainKind) -> impl Fn(&str) -> bool {
     let v4 = testable(kind);
     move |name| match name {
-        "mark" | "addrtype" | "pkttype" | "tos" | "dscp" | "set" => false,
+        "mark" | "pkttype" | "tos" | "dscp" | "set" => false,
         "length" => true,
         _ => v4(name),
     }

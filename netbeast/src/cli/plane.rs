@@ -36,7 +36,7 @@ use crate::{
     },
     rules::{
         journal::Change,
-        model::{Policy, Ruleset, TableName},
+        model::{Family, Match, Policy, Ruleset, TableName},
     },
     state::{self, IfaceRecord, LOCK_DIR, Namespace, STATE_ROOT},
 };
@@ -483,6 +483,17 @@ fn refresh_interfaces(ns: &Namespace, dp: &mut Dataplane, ruleset: &Ruleset) -> 
     refresh_interfaces_from(ns, dp, ruleset, &state::links())
 }
 
+/// Whether an ip6tables rule of `ruleset` has `-m addrtype`.
+fn uses_ipv6_address_types(ruleset: &Ruleset) -> bool {
+    ruleset
+        .tables()
+        .into_iter()
+        .filter(|(family, _)| *family == Family::V6)
+        .flat_map(|(_, table)| &table.chains)
+        .flat_map(|chain| &chain.rules)
+        .any(|rule| rule.matches.iter().any(|m| matches!(m, Match::AddrType(_))))
+}
+
 fn refresh_interfaces_from(
     ns: &Namespace,
     dp: &mut Dataplane,
@@ -499,6 +510,13 @@ fn refresh_interfaces_from(
     let routes = crate::local_routes::local_routes()
         .context("cannot read the local routing table (-m addrtype needs it)")?;
     dp.set_address_types(&routes)?;
+    // The IPv6 main table can be large (a full routing table): read only
+    // for a ruleset that looks at IPv6 address types.
+    if uses_ipv6_address_types(ruleset) {
+        let routes6 = crate::local_routes::local_routes6()
+            .context("cannot read the IPv6 routing tables (ip6tables -m addrtype needs them)")?;
+        dp.set_address_types6(&routes6)?;
+    }
     let primary: Vec<_> = links
         .iter()
         .filter_map(|l| l.addrs.first().map(|a| (l.ifindex, *a)))

@@ -38,7 +38,7 @@ use netbeast_common::{
 
 use crate::{
     compile::{self, CompileError, CompiledRuleset, GuardSlots, Interface, SlotPlan},
-    rules::model::{Counter, Ipv4Net, Ruleset},
+    rules::model::{Counter, Ipv4Net, Ipv6Net, Ruleset},
 };
 
 /// The kernel object built by build.rs from netbeast-ebpf.
@@ -83,7 +83,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 59] = [
+pub const MAP_NAMES: [&str; 60] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -118,6 +118,7 @@ pub const MAP_NAMES: [&str; 59] = [
     "LOCAL_ADDR_CACHE",
     "LOCAL_ADDR6_CACHE",
     "ADDR_TYPES",
+    "ADDR_TYPES6",
     "IFACE_ADDRS",
     "IFACE_ADDRS6",
     "IFACE_GUARDS",
@@ -231,7 +232,8 @@ pub enum LoaderError {
     TestRun(#[source] ProgramError),
     #[error(
         "the local routing table has {routes} routes, more than the {limit} netbeast can hold \
-         for -m addrtype (size::ADDR_TYPES); remove addresses from the namespace's interfaces"
+         for -m addrtype (size::ADDR_TYPES, and size::ADDR_TYPES6 for the IPv6 local and main \
+         tables); remove addresses or routes from the namespace"
     )]
     TooManyLocalRoutes { routes: usize, limit: usize },
     #[error(
@@ -1197,15 +1199,6 @@ impl Dataplane {
     /// kernel answers the fixed cases (0.0.0.0/8, 224.0.0.0/4,
     /// 255.255.255.255) itself, and UNICAST where no route matches.
     pub fn set_address_types(&mut self, routes: &[(Ipv4Net, u32)]) -> Result<(), LoaderError> {
-        let name = "ADDR_TYPES";
-        if routes.len() > size::ADDR_TYPES as usize {
-            return Err(LoaderError::TooManyLocalRoutes {
-                routes: routes.len(),
-                limit: size::ADDR_TYPES as usize,
-            });
-        }
-        let mut trie: LpmTrie<&mut MapData, u32, u32> =
-            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         let key = |net: &Ipv4Net| {
             let net = Ipv4Net::new(net.addr, net.prefix_len);
             lpm_trie::Key::new(
@@ -1213,9 +1206,43 @@ impl Dataplane {
                 u32::from_ne_bytes(net.addr.octets()),
             )
         };
-        let wanted: Vec<(lpm_trie::Key<u32>, u32)> =
-            routes.iter().map(|(net, t)| (key(net), *t)).collect();
-        let stale: Vec<lpm_trie::Key<u32>> = trie
+        let wanted = routes.iter().map(|(net, t)| (key(net), *t)).collect();
+        self.replace_address_types("ADDR_TYPES", size::ADDR_TYPES, wanted)
+    }
+
+    /// [`Dataplane::set_address_types`] for ip6tables: the IPv6 routes of
+    /// the local and main tables, as `local_routes::local_routes6` reads
+    /// them (`addr_type::key6`: no route is UNREACHABLE).
+    pub fn set_address_types6(&mut self, routes: &[(Ipv6Net, u32)]) -> Result<(), LoaderError> {
+        let key = |net: &Ipv6Net| {
+            let net = Ipv6Net::new(net.addr, net.prefix_len);
+            let o = net.addr.octets();
+            let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            lpm_trie::Key::new(
+                u32::from(net.prefix_len),
+                [word(0), word(4), word(8), word(12)],
+            )
+        };
+        let wanted = routes.iter().map(|(net, t)| (key(net), *t)).collect();
+        self.replace_address_types("ADDR_TYPES6", size::ADDR_TYPES6, wanted)
+    }
+
+    /// Makes address type trie `name` hold `wanted` (key, route value).
+    fn replace_address_types<K: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        limit: u32,
+        wanted: Vec<(lpm_trie::Key<K>, u32)>,
+    ) -> Result<(), LoaderError> {
+        if wanted.len() > limit as usize {
+            return Err(LoaderError::TooManyLocalRoutes {
+                routes: wanted.len(),
+                limit: limit as usize,
+            });
+        }
+        let mut trie: LpmTrie<&mut MapData, K, u32> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let stale: Vec<lpm_trie::Key<K>> = trie
             .keys()
             .filter_map(Result::ok)
             .filter(|k| {

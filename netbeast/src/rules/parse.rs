@@ -202,6 +202,10 @@ pub enum ParseError {
          tables"
     )]
     UnsupportedTable(String),
+    /// A value the kernel's checkentry refuses (ip6tables reports
+    /// "Invalid argument" and exits 4).
+    #[error("{what}: {reason} (the kernel refuses it: Invalid argument)")]
+    KernelRefuses { what: String, reason: String },
     /// Something ip6tables has that netbeast's IPv6 side does not yet.
     #[error("{what} is not supported for IPv6 yet{hint}")]
     Ipv6Unsupported { what: String, hint: String },
@@ -318,6 +322,7 @@ impl ParseError {
             ParseError::UnknownTable(_)
             | ParseError::UnsupportedTable(_)
             | ParseError::Ipv6UnsupportedTable(_) => Problem::Version,
+            ParseError::KernelRefuses { .. } => Problem::Resource,
             _ => Problem::Parameter,
         }
     }
@@ -2224,6 +2229,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             | Match::Rt(_)
             | Match::Length(_)
             | Match::MacSource(_)
+            | Match::AddrType(_)
             | Match::Limit(_)
             | Match::Statistic(_) => continue,
             // The packet's mark is the packet slot's, whichever the
@@ -2247,7 +2253,6 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
             Match::Ttl(_) => "-m ttl (ip6tables has -m hl)",
             Match::IpRange(_) => "-m iprange with IPv4 ranges",
             Match::PktType(_) => "-m pkttype",
-            Match::AddrType(_) => "-m addrtype",
             Match::Tos(_) => "-m tos",
             Match::Dscp(_) => "-m dscp",
             Match::Connlimit(_) => "-m connlimit with IPv4 masks",
@@ -2256,7 +2261,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         return Err(ParseError::Ipv6Unsupported {
             what: name.to_string(),
             hint: "; IPv6 rules take -s, -d, -p, -i, -o, ports, TCP flags, -m multiport, \
-                   -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, \
+                   -m icmp6, -m hl, -m frag, -m rt, -m ipv6header, -m length, -m mac, -m addrtype, \
                    -m limit, -m statistic, -m recent, -m comment, -m set, -m mark, -m connmark, \
                    -m state and -m conntrack's \
                    --ctstate, --ctstatus and --ctdir so far"
