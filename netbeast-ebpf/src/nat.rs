@@ -348,7 +348,7 @@ fn translate6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
         },
         udp: protocol == IPPROTO_UDP,
     };
-    let (old, _) = addresses6(pkt, side);
+    let old = address6(pkt, side);
     let (addr_at, old_port, port_at) = match side {
         Side::Destination => (pkt.l2_len() + 24, pkt.keys.l4b, l4 + 2),
         Side::Source => (pkt.l2_len() + 8, pkt.keys.l4a, l4),
@@ -368,17 +368,14 @@ fn translate6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
     }
 }
 
-/// The packet's address on `side` (its destination or source) and the
-/// other one, as the parser keeps them (the first word in the keys, the
-/// others in `addr6`, interleaved).
+/// The packet's address on `side` (its destination or source), as the
+/// tracker reads a packet's addresses.
 #[inline(always)]
-fn addresses6(pkt: &Packet, side: Side) -> (Addr6, Addr6) {
-    let (k, w) = (&pkt.keys, &pkt.addr6);
-    let src = Addr6([k.src, w[0], w[2], w[4]]);
-    let dst = Addr6([k.dst, w[1], w[3], w[5]]);
+fn address6(pkt: &Packet, side: Side) -> Addr6 {
+    let (src, dst) = V6::addresses(pkt);
     match side {
-        Side::Destination => (dst, src),
-        Side::Source => (src, dst),
+        Side::Destination => dst,
+        Side::Source => src,
     }
 }
 
@@ -423,7 +420,7 @@ fn icmp_error6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: &Addr6, 
     let l4 = opaque(l4);
     let inner = opaque(l4 + ICMP_HLEN);
     let destination = side == Side::Destination;
-    let (outer_old, _) = addresses6(pkt, side);
+    let outer_old = address6(pkt, side);
     let outer_at = pkt.l2_len() + if destination { 24 } else { 8 };
     // Words of the ICMPv6 message (and its pseudo header) before and after.
     let mut old_sum = 0u64;

@@ -223,12 +223,8 @@ impl SockFamily for V6 {
     }
     #[inline(always)]
     fn user_addr(sa: *mut bpf_sock_addr) -> Addr6 {
-        let mut w = [0u32; 4];
-        for (i, word) in w.iter_mut().enumerate() {
-            // SAFETY: readable by every sock_addr attach type, word by word.
-            *word = unsafe { core::ptr::read_volatile(&(*sa).user_ip6[i]) };
-        }
-        Addr6(w)
+        // SAFETY: readable by every sock_addr attach type, word by word.
+        unsafe { read_words(&(*sa).user_ip6) }
     }
     #[inline(always)]
     fn set_user_addr(sa: *mut bpf_sock_addr, addr: &Addr6) {
@@ -240,24 +236,16 @@ impl SockFamily for V6 {
     }
     #[inline(always)]
     fn msg_src(sa: *mut bpf_sock_addr) -> Addr6 {
-        let mut w = [0u32; 4];
-        for (i, word) in w.iter_mut().enumerate() {
-            // SAFETY: readable in sendmsg6, word by word.
-            *word = unsafe { core::ptr::read_volatile(&(*sa).msg_src_ip6[i]) };
-        }
-        Addr6(w)
+        // SAFETY: readable in sendmsg6, word by word.
+        unsafe { read_words(&(*sa).msg_src_ip6) }
     }
     #[inline(always)]
     fn bound(sa: *mut bpf_sock_addr) -> Addr6 {
-        let mut w = [0u32; 4];
         // SAFETY: as for IPv4; `src_ip6` is readable word by word.
         unsafe {
             let sk = core::ptr::read_volatile(&(*sa).__bindgen_anon_1.sk);
-            for (i, word) in w.iter_mut().enumerate() {
-                *word = core::ptr::read_volatile(&(*sk).src_ip6[i]);
-            }
+            read_words(&(*sk).src_ip6)
         }
-        Addr6(w)
     }
     #[inline(always)]
     fn is_unspecified(addr: &Addr6) -> bool {
@@ -279,6 +267,21 @@ impl SockFamily for V6 {
         keys.dst = dst.0[0];
         crate::parse::set_socket_addr6(&src.0, &dst.0);
     }
+}
+
+/// An IPv6 address of a socket context, read one full word at a time (the
+/// only access the kernel's context rewriting takes).
+///
+/// # Safety
+/// `words` must be a readable field of the program's context.
+#[inline(always)]
+unsafe fn read_words(words: &[u32; 4]) -> Addr6 {
+    let mut w = [0u32; 4];
+    for (i, word) in w.iter_mut().enumerate() {
+        // SAFETY: the caller's field, one word.
+        *word = unsafe { core::ptr::read_volatile(&words[i]) };
+    }
+    Addr6(w)
 }
 
 /// The socket address fields, read with the exact width the kernel's

@@ -171,7 +171,7 @@ fn cacheable6(a: &Ipv6Addr) -> bool {
 
 /// An IPv6 address's four words as they sit in a packet (what the data
 /// plane compares).
-fn addr6_words(a: &Ipv6Addr) -> [u32; 4] {
+pub(crate) fn addr6_words(a: &Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
     std::array::from_fn(|i| {
         u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])

@@ -542,15 +542,9 @@ pub fn kernel6(target: &Target) -> Option<NatAddrs6> {
         return None;
     };
     let range = to.addrs6?;
-    let words = |a: Ipv6Addr| {
-        let o = a.octets();
-        std::array::from_fn(|i| {
-            u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-        })
-    };
     Some(NatAddrs6 {
-        first: words(range.first),
-        last: words(range.last),
+        first: crate::loader::addr6_words(&range.first),
+        last: crate::loader::addr6_words(&range.last),
     })
 }
 
