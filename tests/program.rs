@@ -6734,6 +6734,90 @@ fn ipv6_filter_input() {
     lab6("ipv6", |h, _| run_cases(h, cases));
 }
 
+/// A blocklist of `/128` sources in one `/96` (its lead word, word 3,
+/// looked up first; the other words only when a rule names its value) and
+/// a list of `/64` destinations (lead word 1): on the real program, the
+/// listed addresses are dropped, and addresses that share every word but
+/// one with a listed one pass, whichever word differs; so do negated
+/// addresses, which turn the lead off.
+#[test]
+fn ipv6_address_lists_look_up_their_lead_word_first() {
+    let leak = |v: Vec<String>| -> Vec<&'static str> {
+        v.into_iter()
+            .map(|l| &*Box::leak(l.into_boxed_str()))
+            .collect()
+    };
+    let blocklist = leak(
+        (0..200)
+            .map(|i| format!("ip6 -A INPUT -s 2001:2::a00:{i:x}/128 -j DROP"))
+            .chain((0..50).map(|i| format!("ip6 -A INPUT -d fd00:{i:x}:2::/64 -j DROP")))
+            .collect(),
+    );
+    let to = |src: &str, dst: &str| {
+        FrameBuilder::tcp6(v6(src), CLIENT_PORT, v6(dst), 22)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+    };
+    let mut cases = Vec::new();
+    for (src, expect) in [
+        ("2001:2::a00:7", Drop),
+        ("2001:2::a00:c7", Drop),
+        ("2001:2::a00:c8", Pass),
+        ("2001:2::1:a00:7", Pass),
+        ("2001:2:0:1::a00:7", Pass),
+        ("2001:2:1::a00:7", Pass),
+        ("2001:3::a00:7", Pass),
+    ] {
+        cases.push(case(
+            format!("source {src}"),
+            &blocklist,
+            to(src, SERVER6),
+            expect,
+        ));
+    }
+    for (dst, expect) in [
+        ("fd00:7:2::2", Drop),
+        ("fd00:31:2::2", Drop),
+        ("fd00:32:2::2", Pass),
+        ("fd00:7:3::2", Pass),
+        ("fd01:7:2::2", Pass),
+    ] {
+        cases.push(case(
+            format!("destination {dst}"),
+            &blocklist,
+            to(CLIENT6, dst),
+            expect,
+        ));
+    }
+    let mut negated = blocklist.clone();
+    negated.insert(0, "ip6 -A INPUT ! -s 2001:2::a00:7/128 -j ACCEPT");
+    cases.push(case(
+        "a negated source: its rule accepts another address",
+        &negated,
+        to("2001:2::a00:8", SERVER6),
+        Pass,
+    ));
+    cases.push(case(
+        "a negated source: its own address goes on to the blocklist",
+        &negated,
+        to("2001:2::a00:7", SERVER6),
+        Drop,
+    ));
+    lab6("ipv6-lead", |h, ns| {
+        for dst in [
+            "fd00:7:2::2",
+            "fd00:31:2::2",
+            "fd00:32:2::2",
+            "fd00:7:3::2",
+            "fd01:7:2::2",
+        ] {
+            ns.ip(&["-6", "addr", "add", &format!("{dst}/128"), "dev", "lo"])
+                .expect("adding a local IPv6 address");
+        }
+        run_cases(h, cases)
+    });
+}
+
 /// ip6tables' raw table: PREROUTING at XDP ingress before conntrack and
 /// routing (a DROP rule or policy ends the packet there; ACCEPT ends only
 /// the raw chain), its rules seeing no connection yet (INVALID, as in the

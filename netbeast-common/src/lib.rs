@@ -1509,6 +1509,33 @@ pub struct ChainConfig {
     /// generation's share), the same in every chain: past every built-in
     /// chain's (see [`counter_layout`]).
     pub user_counter_base: u32,
+    /// The *lead word* of an IPv6 chain's source (bits 0..3) and
+    /// destination (bits 4..7): word `n - 1` of the address for a value
+    /// `n` of 1 to 4, 0 for none ([`addr6_lead`]). A direction has one
+    /// when no rule negates its address and every rule that constrains
+    /// the address constrains that word (a word of its prefix): the
+    /// search looks the lead word up first, and when its class is the
+    /// field's default (no rule names that word's value) no rule that
+    /// names an address can match, so the other words are not looked up.
+    /// A blocklist of `/128`s costs a packet from elsewhere one probe, not
+    /// four.
+    pub addr6_lead: u32,
+}
+
+/// The lead word (0 to 3) of the source (`source`) or destination of a
+/// chain whose `ChainConfig::addr6_lead` is `lead`, if it has one.
+#[inline(always)]
+pub const fn addr6_lead(lead: u32, source: bool) -> Option<usize> {
+    let n = if source {
+        lead & 0xf
+    } else {
+        (lead >> 4) & 0xf
+    };
+    if n >= 1 && n <= 4 {
+        Some(n as usize - 1)
+    } else {
+        None
+    }
 }
 
 /// Prefix lengths an address field may hash; a field naming more prefix

@@ -448,7 +448,7 @@ fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Key
             // once, not six inlined lookups in the search (which took the
             // XDP program past the verifier's million instructions).
             _ => {
-                let class = netbeast_addr_word_class(generation, chain, f as u32);
+                let class = netbeast_addr_class(generation, chain, f as u32, keys);
                 if class == NO_CLASS {
                     return None;
                 }
@@ -549,34 +549,54 @@ pub fn classify(
     })
 }
 
-/// What [`netbeast_addr_word_class`] returns when the chain has no
+/// What [`netbeast_addr_class`] returns when the chain has no
 /// configuration (a class id is never this).
 const NO_CLASS: u32 = u32::MAX - 1;
 
-/// The class in `chain` of IPv6 address word field `f` (`field::SRC6_1`
-/// .. `DST6_3`) of the packet in the per-CPU slot (`Packet::addr6`: the
-/// words are not in `Keys`, which the TC and socket programs build on
-/// their stacks). A global function, verified once (see `class_of`).
-/// Looked up as IPv4 addresses are: the address hash for the prefix
-/// lengths the compiler hashed, else the LPM trie (the hash probe was kept
-/// out while the call chain was at the 512-byte stack limit; it fits now).
+/// The class in `chain` of address field `f` (any of `field::ADDR_FIELDS`)
+/// of the packet: word 0 from `keys`, the IPv6 words past it from the
+/// per-CPU slot (`Packet::addr6`: they are not in `Keys`, which the TC and
+/// socket programs build on their stacks). A global function, verified
+/// once: the IPv6 words' lookups inlined in the search took the XDP
+/// program past the verifier's million instructions. Looked up as IPv4
+/// addresses are: the address hash for the prefix lengths the compiler
+/// hashed, else the LPM trie.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn netbeast_addr_word_class(generation: u32, chain: u32, f: u32) -> u32 {
+pub extern "C" fn netbeast_addr_class(
+    generation: u32,
+    chain: u32,
+    f: u32,
+    keys: *const Keys,
+) -> u32 {
     let Some(cfg) = CHAINS.get(chain_index(generation, chain)) else {
         return NO_CLASS;
     };
-    let Some(words) = crate::parse::current_addr6() else {
-        return NO_CLASS;
-    };
-    // One of the six word fields, in `addr6` order (they are numbered
-    // alike), bounded for the verifier.
-    let i = f.wrapping_sub(field::SRC6_1 as u32) as usize;
-    if i >= 6 {
+    if keys.is_null() {
         return NO_CLASS;
     }
-    let f = field::SRC6_1 + i;
-    let addr = words[i];
+    // An address field, bounded for the verifier.
+    let f = f as usize;
+    if f >= field::COUNT || !matches!(field::KINDS[f], Kind::Prefix) {
+        return NO_CLASS;
+    }
+    let addr = if f == field::SRC || f == field::DST {
+        // SAFETY: a non-null pointer to a whole `Keys`, which the verifier
+        // checked at every call.
+        let keys = unsafe { &*keys };
+        if f == field::SRC { keys.src } else { keys.dst }
+    } else {
+        let Some(words) = crate::parse::current_addr6() else {
+            return NO_CLASS;
+        };
+        // One of the six word fields, in `addr6` order (they are numbered
+        // alike), bounded for the verifier.
+        let i = f.wrapping_sub(field::SRC6_1);
+        if i >= 6 {
+            return NO_CLASS;
+        }
+        words[i]
+    };
     addr_class(cfg, generation, chain, f, addr).unwrap_or(cfg.default_class[f])
 }
 
@@ -1144,6 +1164,57 @@ fn take_field(
     let Some(class) = class_of(cfg, generation, chain, f, keys) else {
         return false;
     };
+    take_class(class, st, large)
+}
+
+/// The fields of an IPv6 source (`source`) or destination.
+const fn address_fields(source: bool) -> u32 {
+    let mut mask = 0;
+    let mut w = 0;
+    while w < 4 {
+        mask |= 1 << field::addr_field(source, w);
+        w += 1;
+    }
+    mask
+}
+
+/// An IPv6 direction's lead word (`ChainConfig::addr6_lead`), taken before
+/// the other fields: returns the fields still to take, `used` without the
+/// lead word, and without the direction's other words when the lead's
+/// class is its default (no rule that names an address can match then:
+/// their classes would each hold every slot the lead's does). `None` when
+/// a table lacks an entry.
+#[inline(always)]
+fn take_lead(
+    cfg: &ChainConfig,
+    source: bool,
+    used: u32,
+    keys: &Keys,
+    st: &mut SearchState,
+    (generation, chain, large): (u32, u32, bool),
+) -> Option<u32> {
+    let Some(w) = netbeast_common::addr6_lead(cfg.addr6_lead, source) else {
+        return Some(used);
+    };
+    let f = if w == 0 {
+        u32::from(!source)
+    } else {
+        14 + 2 * w as u32 + u32::from(!source)
+    };
+    let class = netbeast_addr_class(generation, chain, f, keys);
+    if class == NO_CLASS || !take_class(class, st, large) {
+        return None;
+    }
+    let default = cfg.default_class.get(f as usize)?;
+    if class == *default {
+        return Some(used & !address_fields(source));
+    }
+    Some(used & !(1 << f))
+}
+
+/// ANDs class `class` into the search (see [`take_field`]).
+#[inline(always)]
+fn take_class(class: u32, st: &mut SearchState, large: bool) -> bool {
     // A value every slot of the chain accepts: nothing to AND.
     if class == CLASS_ALL {
         return true;
@@ -1224,8 +1295,17 @@ fn search(
     // One call per field, written out: each inlines its own lookup. The
     // chain's used fields are read once, and tested a group at a time:
     // most chains leave whole groups (addresses, interfaces) unused.
-    let used = cfg.fields_used;
     let chain_facts = (generation, chain, large);
+    let mut used = cfg.fields_used;
+    if cfg.addr6_lead != 0 {
+        let taken = take_lead(cfg, true, used, keys, st, chain_facts)
+            .and_then(|used| take_lead(cfg, false, used, keys, st, chain_facts));
+        let Some(taken) = taken else {
+            bump(stats::CLASS_MISSING);
+            return None;
+        };
+        used = taken;
+    }
     macro_rules! take {
         ($f:expr) => {
             if used & (1 << $f) != 0 && !take_field(cfg, $f, keys, st, chain_facts) {

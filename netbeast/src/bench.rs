@@ -77,6 +77,9 @@ pub struct Report {
     /// The forwarding path's variants (issue 20), frames arriving on a
     /// router's veth: where a forwarded packet's nanoseconds go.
     pub forward_rows: Vec<CostRow>,
+    /// The IPv6 program on the drop scenario's ip6tables rulesets (issue
+    /// 16): the INPUT policy alone, then each rule count.
+    pub ipv6_rows: Vec<CostRow>,
 }
 
 /// What stands in front of the one DROP rule in the LOG rows of the
@@ -336,6 +339,7 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
     // of FORWARD_REPEAT (at most FORWARD_CALLS).
     let calls = (repeat / FORWARD_REPEAT).clamp(1, FORWARD_CALLS as u32) as usize;
     let forward_rows = forward_cost(rounds, calls)?;
+    let ipv6_rows = ipv6_cost(rule_counts, &guards, repeat, rounds)?;
 
     Ok(Report {
         repeat,
@@ -347,7 +351,80 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
         install_rules,
         log_rows,
         forward_rows,
+        ipv6_rows,
     })
+}
+
+/// The IPv6 rows of the program cost: a 64-byte IPv6 UDP frame through
+/// the IPv6 program (the tail call from the IPv4 program's parse
+/// included), under the INPUT policy DROP alone and under the drop
+/// scenario's ip6tables ruleset of each rule count (`n - 1` rules with
+/// `/128` sources the packet does not have, then the one that drops it),
+/// interleaved round by round.
+pub fn ipv6_cost(
+    rule_counts: &[usize],
+    guards: &[(u32, [u8; 6], bool)],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Vec<CostRow>> {
+    use planes::{Ip, Plane, Scenario};
+    let (src, dst) = (Ip::V6.addr(SOURCE), Ip::V6.addr(DESTINATION));
+    let (std::net::IpAddr::V6(src), std::net::IpAddr::V6(dst)) = (src, dst) else {
+        unreachable!("Ip::V6 writes IPv6 addresses")
+    };
+    let frame = FrameBuilder::udp6(src, 4000, dst, DPORT).build();
+    let policy_only =
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+            .to_string();
+    let mut texts = vec![("IPv6, no rules, DROP".to_string(), 0, policy_only)];
+    for &n in rule_counts {
+        texts.push((
+            format!("IPv6, {n} rules"),
+            n,
+            planes::iptables_text(Scenario::Drop, Plane::Netbeast, n, Ip::V6, false),
+        ));
+    }
+    let mut planes = Vec::new();
+    for (label, n, text) in texts {
+        let file = save::parse_restore_family(&text, None, crate::rules::model::Family::V6)?;
+        let mut ruleset = Ruleset::default();
+        save::apply_restore(&mut ruleset, &file, false)?;
+        let mut dp = Dataplane::load_private()?;
+        dp.set_local_addresses6(&[dst])?;
+        dp.set_interface_guards(guards)?;
+        dp.apply(&ruleset, &[])?;
+        let (verdict, _) = dp.test_run_repeat(&frame, 1, false)?;
+        ensure!(
+            verdict == XDP_DROP,
+            "{label}: the IPv6 frame was not dropped (XDP action {verdict})"
+        );
+        planes.push((label, n, dp));
+    }
+    let mut samples = vec![Vec::new(); planes.len()];
+    for _ in 0..rounds {
+        for (i, (_, _, dp)) in planes.iter_mut().enumerate() {
+            let (_, t) = dp.test_run_repeat(&frame, repeat, false)?;
+            samples[i].push(t.as_secs_f64() * 1e9);
+        }
+    }
+    let mut rows: Vec<CostRow> = planes
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|((label, n, _), s)| CostRow {
+            label: label.clone(),
+            rules: *n,
+            min_ns: s.iter().copied().fold(f64::MAX, f64::min),
+            max_ns: s.iter().copied().fold(0.0, f64::max),
+            ns_per_packet: median(s),
+            ratio_to_one_rule: 0.0,
+        })
+        .collect();
+    // The column is "vs 1 rule": the first rule count's row.
+    let base = rows.get(1).map_or(1.0, |r| r.ns_per_packet);
+    for r in &mut rows {
+        r.ratio_to_one_rule = r.ns_per_packet / base;
+    }
+    Ok(rows)
 }
 
 /// The LOG rows ([`Front`]), interleaved round by round.
@@ -580,7 +657,12 @@ pub fn print(report: &Report) {
         "{:<40} {:>10.1} {:>19} {:>10}",
         "netbeast, no rules, DROP", report.no_rules_ns, "", ""
     );
-    for r in report.rows.iter().chain(&report.log_rows) {
+    for r in report
+        .rows
+        .iter()
+        .chain(&report.log_rows)
+        .chain(&report.ipv6_rows)
+    {
         println!(
             "{:<40} {:>10.1} {:>19} {:>9.2}x",
             r.label,

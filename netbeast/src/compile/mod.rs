@@ -803,6 +803,47 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
     }
 }
 
+/// `ChainConfig::addr6_lead`'s value for the source (`source`) or the
+/// destination of an IPv6 chain: 1 + the word to look up first, or 0.
+/// A word qualifies when no slot negates a word of the address and every
+/// slot that constrains the address constrains that word; of those, the
+/// one with the most distinct prefixes, which tells addresses apart best.
+/// None where at most one word is looked up (nothing to skip).
+fn addr6_lead_of(
+    plan: &ChainPlan<'_>,
+    fields_used: u32,
+    prefixes: &[AddrPrefix],
+    source: bool,
+) -> u32 {
+    let words: [usize; 4] = std::array::from_fn(|w| field::addr_field(source, w));
+    if words
+        .iter()
+        .filter(|&&f| fields_used & (1 << f) != 0)
+        .count()
+        < 2
+    {
+        return 0;
+    }
+    let mut qualifies = [true; 4];
+    for slot in &plan.slots {
+        let atoms = words.map(|f| slot.term.prefix_atoms(f));
+        if atoms.iter().any(|a| a.iter().any(|&(_, negated)| negated)) {
+            return 0;
+        }
+        if atoms.iter().all(|a| a.is_empty()) {
+            continue;
+        }
+        for (q, a) in qualifies.iter_mut().zip(&atoms) {
+            *q &= !a.is_empty();
+        }
+    }
+    let distinct = |f: usize| prefixes.iter().filter(|p| p.field == f).count();
+    (0..4)
+        .filter(|&w| qualifies[w])
+        .max_by_key(|&w| (distinct(words[w]), std::cmp::Reverse(w)))
+        .map_or(0, |w| w as u32 + 1)
+}
+
 fn compile_chain(
     plan: &ChainPlan<'_>,
     interfaces: &[&Interface],
@@ -849,6 +890,8 @@ fn compile_chain(
     if plan.table.name == TableName::Nat && plan.name == "OUTPUT" {
         check_socket_fields(plan)?;
     }
+    let addr6_lead = addr6_lead_of(plan, fields_used, &addr_prefixes, true)
+        | addr6_lead_of(plan, fields_used, &addr_prefixes, false) << 4;
 
     let rules = plan.slots.iter().map(|slot| slot.action).collect();
 
@@ -867,6 +910,7 @@ fn compile_chain(
             counter_base: 0,
             policy_counter: 0,
             user_counter_base: 0,
+            addr6_lead,
         },
         rules,
         addr_prefixes,
@@ -1028,6 +1072,27 @@ impl CompiledRuleset {
     }
 
     /// The class id the kernel would look up for `field` of `pkt` in `chain`.
+    /// Whether the kernel's search looks field `f` up for `pkt`: a field
+    /// the chain uses, unless it is an IPv6 address word whose direction's
+    /// lead word has the default class (`ChainConfig::addr6_lead`).
+    pub fn looked_up(&self, chain: u32, f: usize, pkt: &PacketView) -> bool {
+        let config = &self.chains[chain as usize].config;
+        if config.fields_used & (1 << f) == 0 {
+            return false;
+        }
+        if !matches!(field::KINDS[f], Kind::Prefix) {
+            return true;
+        }
+        let source = field::is_source(f);
+        match netbeast_common::addr6_lead(config.addr6_lead, source) {
+            Some(w) if w != field::addr_word(f) => {
+                let lead = field::addr_field(source, w);
+                self.class_of(chain, lead, pkt) != config.default_class[lead]
+            }
+            _ => true,
+        }
+    }
+
     pub fn class_of(&self, chain: u32, f: usize, pkt: &PacketView) -> u32 {
         let c = &self.chains[chain as usize];
         let default = c.config.default_class[f];
@@ -1163,7 +1228,7 @@ impl CompiledRuleset {
         let (mut guarded, mut passes) = (0, 0);
         let c = &self.chains[chain as usize];
         let ids: Vec<u32> = (0..field::COUNT)
-            .filter(|f| c.config.fields_used & (1 << f) != 0)
+            .filter(|&f| self.looked_up(chain, f, pkt))
             .map(|f| self.class_of(chain, f, pkt))
             .collect();
         let mut hits = Vec::new();

@@ -3019,3 +3019,97 @@ fn ipv6_address_words_hash_their_prefix_lengths() {
     assert_eq!(lengths(field::SRC6_2), [32, 0, 0, 0]);
     assert_eq!(lengths(field::SRC6_3), [32, 0, 0, 0]);
 }
+
+/// Compiles `lines` of `ip6tables` commands.
+fn compile6(lines: &[String]) -> CompiledRuleset {
+    use crate::rules::{command, parse};
+    let mut ruleset = Ruleset::default();
+    for line in lines {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let cmd = parse::parse_ip6tables_args(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+        command::apply(&mut ruleset, &cmd).unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    compile(&ruleset, &interfaces(), 1).expect("the IPv6 ruleset compiles")
+}
+
+/// An IPv6 direction's lead word (`ChainConfig::addr6_lead`): the word
+/// that tells the rules' addresses apart best, among those every rule that
+/// names an address constrains; none with a negated address, or with one
+/// word looked up. Then a packet whose lead word no rule names is not
+/// looked up in the other words, and classifies as the reference does.
+#[test]
+fn ipv6_lead_words_skip_the_other_words_exactly() {
+    let lead = |lines: &[String]| {
+        let c = compile6(lines);
+        let config = c.chains[chain::INPUT6 as usize].config;
+        (
+            netbeast_common::addr6_lead(config.addr6_lead, true),
+            netbeast_common::addr6_lead(config.addr6_lead, false),
+        )
+    };
+    let blocklist: Vec<String> = (0..50)
+        .map(|i| format!("-A INPUT -s 2001:2::a00:{i:x}/128 -p udp --dport 9 -j DROP"))
+        .chain(["-A INPUT -p udp --dport 9 -j DROP".to_string()])
+        .collect();
+    // Words 0 to 2 are the same in every rule: word 3 decides.
+    assert_eq!(lead(&blocklist), (Some(3), None));
+    // Spread over word 1 (/64s of one /32): word 1.
+    let wide: Vec<String> = (0..20)
+        .map(|i| format!("-A INPUT -d 2001:db8:{i:x}::/64 -j DROP"))
+        .collect();
+    assert_eq!(lead(&wide), (None, Some(1)));
+    // A /32 constrains word 0 only: the lead is word 0.
+    let mut mixed = blocklist.clone();
+    mixed.push("-A INPUT -s 2001:3::/32 -j DROP".into());
+    assert_eq!(lead(&mixed), (Some(0), None));
+    // A negated address: no lead (its rule holds where words differ).
+    let mut negated = blocklist.clone();
+    negated.push("-A INPUT ! -s 2001:2::a00:7/128 -j ACCEPT".into());
+    assert_eq!(lead(&negated), (None, None));
+    // One word looked up: nothing to skip.
+    let short = vec!["-A INPUT -s 2001:2::/32 -j DROP".to_string()];
+    assert_eq!(lead(&short), (None, None));
+
+    // The kernel's search (emulated through its tables) against the
+    // reference, for packets that share every word but one with a rule.
+    for lines in [&blocklist, &wide, &mixed] {
+        let compiled = compile6(lines);
+        let mut ruleset = Ruleset::default();
+        for line in lines.iter() {
+            use crate::rules::{command, parse};
+            let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            command::apply(&mut ruleset, &parse::parse_ip6tables_args(&args).unwrap()).unwrap();
+        }
+        for addr in [
+            "2001:2::a00:7",
+            "2001:2::a00:77",
+            "2001:2::1:a00:7",
+            "2001:2:0:1::a00:7",
+            "2001:3::a00:7",
+            "2001:db8:3::1",
+            "2001:db8:33::1",
+            "2001:db9:3::1",
+        ] {
+            let a: std::net::Ipv6Addr = addr.parse().unwrap();
+            let pkt = PacketView {
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: Ipv4Addr::UNSPECIFIED,
+                addr6: Some((a, a)),
+                protocol: 17,
+                fragment_offset_nonzero: false,
+                l4: Some(L4Header::Ports {
+                    source: 1,
+                    destination: 9,
+                }),
+                in_ifindex: 2,
+                out_ifindex: 0,
+                mac_source: [2, 0, 0, 0, 0, 1],
+                ct_state: netbeast_common::ct_state::UNTRACKED,
+                header: HeaderFields::default(),
+            };
+            let want = reference::classify_table(&ruleset.filter6, "INPUT", &interfaces(), &pkt);
+            let got = compiled.classify(chain::INPUT6, &pkt);
+            assert_eq!(got, want, "{addr} in {:?}", lines.last());
+        }
+    }
+}
