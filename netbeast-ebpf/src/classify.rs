@@ -1415,8 +1415,13 @@ fn search(
     st.pending = pending;
     // A small chain has no word past 0.
     if !large {
-        st.blocks = 0;
-        st.candidates = 0;
+        // Volatile: two adjacent zero stores become a `memset` call, a
+        // byte loop (`mem`).
+        // SAFETY: fields of the search state.
+        unsafe {
+            core::ptr::write_volatile(&mut st.blocks, 0);
+            core::ptr::write_volatile(&mut st.candidates, 0);
+        }
     }
     // bpf_loop: the verifier checks `step` once instead of once per
     // iteration and per path into the search.

@@ -189,7 +189,7 @@ fn count<F: Lists>(key: &F::ListKey, walk: *mut Walk<F::Addr>) -> u32 {
         let free = walk.free as usize;
         if free < CONNLIMIT_SLOTS {
             // SAFETY: the list is ours while the lock is held.
-            unsafe { (*list).conns[free] = walk.own };
+            unsafe { crate::mem::copy(&mut (*list).conns[free], &walk.own) };
         }
     }
     compare_exchange(lock, 1, 0);
@@ -218,7 +218,8 @@ pub extern "C" fn netbeast_connlimit(guard: u32, b: u64) -> u32 {
     // SAFETY: this CPU's scratch, for this program run.
     let own = unsafe { &mut (*walk).own };
     match conntrack::tracking() {
-        Some(t) if t.found != 0 || t.pending != 0 => *own = t.key,
+        // SAFETY: this CPU's scratch and tracking slot.
+        Some(t) if t.found != 0 || t.pending != 0 => unsafe { crate::mem::copy(own, &t.key) },
         // No connection: nothing recorded, the default zone's list.
         _ => (own.protocol, own.zone) = (0, 0),
     }
@@ -262,7 +263,8 @@ pub extern "C" fn netbeast_connlimit6(guard: u32, b: u64) -> u32 {
     // SAFETY: as above.
     let own = unsafe { &mut (*walk).own };
     match conntrack::tracking6() {
-        Some(t) if t.found != 0 || t.pending != 0 => *own = t.key,
+        // SAFETY: this CPU's scratch and tracking slot.
+        Some(t) if t.found != 0 || t.pending != 0 => unsafe { crate::mem::copy(own, &t.key) },
         _ => (own.protocol, own.zone) = (0, 0),
     }
     // One list per zone, as for IPv4.

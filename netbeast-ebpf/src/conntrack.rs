@@ -139,8 +139,11 @@ pub fn set_key<A: FlowAddr>(
     } else {
         (b, b_port, a, a_port)
     };
-    k.addr_lo = *lo;
-    k.addr_hi = *hi;
+    // SAFETY: valid addresses and fields of a key.
+    unsafe {
+        crate::mem::copy(&mut k.addr_lo, lo);
+        crate::mem::copy(&mut k.addr_hi, hi);
+    }
     k.port_lo = port_lo;
     k.port_hi = port_hi;
     k.protocol = protocol;
@@ -1052,7 +1055,8 @@ fn classify_flow<F: Family>(
     // The packet's own key, built where it stays (`wire`), not on the
     // stack.
     flow.write_key(&mut t.wire, zone_of::<F>(t.zone as u16));
-    t.key = t.wire;
+    // SAFETY: two fields of the tracking slot.
+    unsafe { crate::mem::copy(&mut t.key, &t.wire) };
     t.via_index = 0;
     let state = lookup::<F>(t, pkt, &flow);
     if state != NOT_FOUND {
@@ -1061,7 +1065,8 @@ fn classify_flow<F: Family>(
     if nat && let Some(index) = F::nat_index() {
         // SAFETY: copied out at once.
         if let Some(connection) = unsafe { index.get(&t.wire) } {
-            t.key = *connection;
+            // SAFETY: a map value and a field of the tracking slot.
+            unsafe { crate::mem::copy(&mut t.key, connection) };
             t.via_index = 1;
             let state = lookup::<F>(t, pkt, &flow);
             if state != NOT_FOUND {
@@ -1082,7 +1087,8 @@ fn classify_flow<F: Family>(
         return ct_state::INVALID;
     }
     let now = now_ns();
-    t.key = t.wire;
+    // SAFETY: two fields of the tracking slot.
+    unsafe { crate::mem::copy(&mut t.key, &t.wire) };
     // Field by field, in place: a whole entry built first would take its
     // size of the stack (128 bytes for IPv6) under the call chain.
     let e = &mut t.entry;
@@ -1203,19 +1209,23 @@ fn meet<F: Family>(
 #[inline(always)]
 fn found<A: FlowAddr>(t: &mut TrackingOf<A>, e: &CtEntryOf<A>, reply: bool) {
     if e.status & (ct_status::DST_NAT | ct_status::SRC_NAT) != 0 {
-        t.entry = *e;
+        // SAFETY: a map value and a field of the tracking slot.
+        unsafe { crate::mem::copy(&mut t.entry, e) };
     } else {
         // What `key` reads of it, and what the `-m conntrack` tuple and
         // expiry guards read (`guard_holds`).
         t.entry.status = e.status;
         t.entry.protocol = e.protocol;
         t.entry.tcp_state = e.tcp_state;
-        t.entry.orig_src = e.orig_src;
-        t.entry.orig_dst = e.orig_dst;
+        // SAFETY: fields of a map value and of the tracking slot.
+        unsafe {
+            crate::mem::copy(&mut t.entry.orig_src, &e.orig_src);
+            crate::mem::copy(&mut t.entry.orig_dst, &e.orig_dst);
+            crate::mem::copy(&mut t.entry.reply_src, &e.reply_src);
+            crate::mem::copy(&mut t.entry.reply_dst, &e.reply_dst);
+        }
         t.entry.orig_sport = e.orig_sport;
         t.entry.orig_dport = e.orig_dport;
-        t.entry.reply_src = e.reply_src;
-        t.entry.reply_dst = e.reply_dst;
         t.entry.reply_sport = e.reply_sport;
         t.entry.reply_dport = e.reply_dport;
         t.entry.last_seen_ns = e.last_seen_ns;
@@ -1383,10 +1393,12 @@ fn copy_connection<F: Family>(
     key: &CtKeyOf<F::Addr>,
     nat: bool,
 ) -> bool {
-    let mut connection = *key;
-    let mut e = F::established().get_ptr(&connection);
+    // The key the connection is stored under, in the tracking slot.
+    // SAFETY: a field of the tracking slot and a valid key.
+    unsafe { crate::mem::copy(&mut t.key, key) };
+    let mut e = F::established().get_ptr(&t.key);
     if e.is_none() {
-        e = F::unreplied().get_ptr(&connection);
+        e = F::unreplied().get_ptr(&t.key);
     }
     if e.is_none()
         && nat
@@ -1394,10 +1406,11 @@ fn copy_connection<F: Family>(
     {
         // SAFETY: copied out at once.
         if let Some(k) = unsafe { index.get(key) } {
-            connection = *k;
-            e = F::established().get_ptr(&connection);
+            // SAFETY: a map value and a field of the tracking slot.
+            unsafe { crate::mem::copy(&mut t.key, k) };
+            e = F::established().get_ptr(&t.key);
             if e.is_none() {
-                e = F::unreplied().get_ptr(&connection);
+                e = F::unreplied().get_ptr(&t.key);
             }
         }
     }
@@ -1405,8 +1418,7 @@ fn copy_connection<F: Family>(
         return false;
     };
     // SAFETY: map value, valid for this program run.
-    t.entry = unsafe { *e };
-    t.key = connection;
+    unsafe { crate::mem::copy(&mut t.entry, e) };
     t.found = 1;
     true
 }

@@ -124,8 +124,8 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u
     // SAFETY: both windows checked against the packet end just above.
     unsafe {
         core::ptr::write_unaligned(p as *mut [u8; 12], ip);
-        core::ptr::write_unaligned(start as *mut [u8; 6], hop.dst_mac);
-        core::ptr::write_unaligned((start + 6) as *mut [u8; 6], hop.src_mac);
+        crate::mem::write_bytes(start as *mut u8, hop.dst_mac);
+        crate::mem::write_bytes((start + 6) as *mut u8, hop.src_mac);
     }
     bump(stats::FAST_PATH);
     if way == Way::ViaTc {
@@ -155,8 +155,8 @@ pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> 
     // SAFETY: both windows checked against the packet end just above.
     unsafe {
         core::ptr::write_unaligned(p as *mut [u8; 8], ip);
-        core::ptr::write_unaligned(start as *mut [u8; 6], hop.dst_mac);
-        core::ptr::write_unaligned((start + 6) as *mut [u8; 6], hop.src_mac);
+        crate::mem::write_bytes(start as *mut u8, hop.dst_mac);
+        crate::mem::write_bytes((start + 6) as *mut u8, hop.src_mac);
     }
     bump(stats::FAST_PATH);
     if way == Way::ViaTc {

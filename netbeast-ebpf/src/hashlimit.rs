@@ -272,13 +272,16 @@ fn make(set: *mut HashlimitSet, key: &[u64; HASHLIMIT_KEY_WORDS], now: u64, expi
     };
     // SAFETY: this CPU's scratch; nothing else runs on it meanwhile.
     let scan = unsafe { &mut (*scratch).hashlimit_scan };
-    *scan = Scan {
-        free: u64::from(NONE),
-        own: u64::from(NONE),
-        any: u64::from(NONE),
-        own_last: u64::MAX,
-        any_last: u64::MAX,
-    };
+    // Field by field, volatile: the struct written whole becomes a
+    // `memset` call, a byte loop (`mem`).
+    // SAFETY: fields of this CPU's scratch.
+    unsafe {
+        core::ptr::write_volatile(&mut scan.free, u64::from(NONE));
+        core::ptr::write_volatile(&mut scan.own, u64::from(NONE));
+        core::ptr::write_volatile(&mut scan.any, u64::from(NONE));
+        core::ptr::write_volatile(&mut scan.own_last, u64::MAX);
+        core::ptr::write_volatile(&mut scan.any_last, u64::MAX);
+    }
     for w in 0..HASHLIMIT_WAYS {
         // SAFETY: a map value valid for this run.
         let (last, slot_name) = unsafe {

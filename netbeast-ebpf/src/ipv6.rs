@@ -494,8 +494,9 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> u64 {
         }
     }
     let epoch = crate::route::route_epoch();
+    let mut params = core::mem::MaybeUninit::uninit();
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    let params: &mut FibParams = unsafe { crate::mem::zeroed(&mut params) };
     params.family = AF_INET6;
     params.l4_protocol = k.protocol;
     params.ifindex = in_ifindex;
@@ -505,7 +506,7 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> u64 {
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
-            &mut params,
+            params,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
@@ -518,8 +519,8 @@ fn fib6(ctx: &XdpContext, pkt: &Packet, in_ifindex: u32) -> u64 {
                 Some(hop) => {
                     // SAFETY: per-CPU scratch, used by this program run only.
                     unsafe {
-                        (*hop).src_mac = params.smac;
-                        (*hop).dst_mac = params.dmac;
+                        crate::mem::write_bytes((*hop).src_mac.as_mut_ptr(), params.smac);
+                        crate::mem::write_bytes((*hop).dst_mac.as_mut_ptr(), params.dmac);
                     }
                     true
                 }

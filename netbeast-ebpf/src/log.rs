@@ -84,11 +84,13 @@ fn start<R: 'static>(at: &Where, target: &LogTarget) -> Option<*mut LogEvent> {
         (*ev).out_ifindex = at.out_ifindex;
         (*ev).frame_len = at.frame_len;
         (*ev).l3_offset = at.l3_offset;
-        (*ev).captured = 0;
-        (*ev).uid = 0;
-        (*ev).gid = 0;
-        (*ev).event_flags = 0;
-        (*ev)._pad = 0;
+        // Volatile: adjacent zero stores become a `memset` call, a byte
+        // loop (`mem`).
+        core::ptr::write_volatile(&mut (*ev).captured, 0);
+        core::ptr::write_volatile(&mut (*ev).uid, 0);
+        core::ptr::write_volatile(&mut (*ev).gid, 0);
+        core::ptr::write_volatile(&mut (*ev).event_flags, 0);
+        core::ptr::write_volatile(&mut (*ev)._pad, 0);
     }
     Some(ev)
 }

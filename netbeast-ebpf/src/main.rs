@@ -20,6 +20,7 @@ mod ipset;
 mod ipv6;
 mod lb;
 mod log;
+mod mem;
 mod nat;
 mod nat_sock;
 mod parse;

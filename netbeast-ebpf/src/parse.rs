@@ -862,8 +862,10 @@ fn parse_ipv4(
             pkt.keys.mac = core::ptr::read((eth + 6) as *const u64) & MAC_MASK;
             pkt.keys.eth_dst = core::ptr::read(eth as *const u64);
         } else {
-            pkt.keys.mac = 0;
-            pkt.keys.eth_dst = 0;
+            // Volatile: two adjacent zero stores become a `memset` call, a
+            // byte loop (`mem`).
+            core::ptr::write_volatile(&mut pkt.keys.mac, 0);
+            core::ptr::write_volatile(&mut pkt.keys.eth_dst, 0);
         }
         pkt.l3 = l3;
         pkt.header_len = header_len;

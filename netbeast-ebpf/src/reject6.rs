@@ -121,8 +121,10 @@ pub fn reject6(ctx: &XdpContext, pkt: &Packet, with: u32, in_ifindex: u32, local
 /// icmp6_send() answers a forwarded packet from).
 #[inline(always)]
 fn route_source(ctx: &XdpContext, to: &Addr6, in_ifindex: u32) -> Option<Addr6> {
+    let mut params = core::mem::MaybeUninit::uninit();
     // SAFETY: plain-old-data struct of integers; all-zero is valid.
-    let mut params: aya_ebpf::bindings::bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let params: &mut aya_ebpf::bindings::bpf_fib_lookup =
+        unsafe { crate::mem::zeroed(&mut params) };
     params.family = AF_INET6;
     params.ifindex = in_ifindex;
     params.__bindgen_anon_4.ipv6_dst = to.0;
@@ -130,7 +132,7 @@ fn route_source(ctx: &XdpContext, to: &Addr6, in_ifindex: u32) -> Option<Addr6> 
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
-            &mut params,
+            params,
             core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32,
             FIB_LOOKUP_SRC,
         )

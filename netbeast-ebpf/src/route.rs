@@ -327,8 +327,9 @@ fn route(ctx: &XdpContext, pkt: &mut Packet) -> Path {
 /// (no watcher) caches nothing.
 #[inline(always)]
 fn fib_path(ctx: &XdpContext, pkt: &mut Packet, epoch: Option<u64>) -> Path {
+    let mut params = core::mem::MaybeUninit::uninit();
     // SAFETY: plain-old-data struct of integers; all-zero is a valid value.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    let params: &mut FibParams = unsafe { crate::mem::zeroed(&mut params) };
     params.family = AF_INET;
     params.l4_protocol = pkt.keys.protocol;
     params.ifindex = ctx.ingress_ifindex() as u32;
@@ -340,7 +341,7 @@ fn fib_path(ctx: &XdpContext, pkt: &mut Packet, epoch: Option<u64>) -> Path {
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
-            &mut params,
+            params,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )

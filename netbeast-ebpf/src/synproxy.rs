@@ -510,22 +510,18 @@ fn offer(s: &Scratch, len: usize) -> Offer {
             ecn: t[13] & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR,
         };
     }
-    let mut w = OptionWalk {
-        at: 20,
-        len: len as u64,
-        wscale: 0,
-        sack: 0,
-        has_ts: 0,
-        tsval: 0,
-        tsecr: 0,
-    };
+    let mut w = core::mem::MaybeUninit::uninit();
+    // SAFETY: integers; all-zero is a valid value.
+    let w: &mut OptionWalk = unsafe { crate::mem::zeroed(&mut w) };
+    w.at = 20;
+    w.len = len as u64;
     // SAFETY: `option_step` has the callback signature bpf_loop expects,
     // and `w` outlives the call. Each step moves on by one byte at least.
     unsafe {
         bpf_loop(
             MAX_OPTION_BYTES as u32,
             option_step as *mut c_void,
-            &mut w as *mut OptionWalk as *mut c_void,
+            w as *mut OptionWalk as *mut c_void,
             0,
         );
     }
@@ -696,7 +692,9 @@ fn cookie_ack(ctx: &XdpContext, pkt: &Packet) -> bool {
     };
     // SAFETY: per-CPU scratch, used by this program run only.
     let s = unsafe { &mut *s };
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let mut tuple = core::mem::MaybeUninit::uninit();
+    // SAFETY: plain-old-data union of integers; all-zero is a valid value.
+    let tuple: &mut bpf_sock_tuple = unsafe { crate::mem::zeroed(&mut tuple) };
     tuple.__bindgen_anon_1.ipv4.saddr = pkt.keys.src;
     tuple.__bindgen_anon_1.ipv4.daddr = pkt.keys.dst;
     tuple.__bindgen_anon_1.ipv4.sport = (pkt.keys.l4a as u16).to_be();
@@ -705,7 +703,7 @@ fn cookie_ack(ctx: &XdpContext, pkt: &Packet) -> bool {
     let sk = unsafe {
         bpf_skc_lookup_tcp(
             ctx.ctx as *mut _,
-            &mut tuple,
+            tuple,
             12,
             u64::MAX, // BPF_F_CURRENT_NETNS
             0,
@@ -1002,7 +1000,10 @@ pub extern "C" fn netbeast_synproxy_server_syn(ctx: *mut xdp_md, options: u32) -
     let h = &mut s.out;
     let mut k = 0;
     while k < SYNACK_TCP_LEN {
-        h[k] = if k < 20 { 0 } else { OPT_NOP };
+        // Volatile: a plain loop of stores becomes a `memset` call, a byte
+        // loop of its own (`mem`).
+        // SAFETY: a byte of the scratch's header.
+        unsafe { core::ptr::write_volatile(&mut h[k], if k < 20 { 0 } else { OPT_NOP }) };
         k += 1;
     }
     h[0..4].copy_from_slice(&ports);
@@ -1148,7 +1149,9 @@ fn open_client(ctx: &XdpContext, pkt: &Packet, c: &mut Proxied) -> u32 {
     let h = &mut s.out;
     let mut k = 0;
     while k < OPEN_TS_LEN + 1 {
-        h[k] = 0;
+        // Volatile, as above.
+        // SAFETY: a byte of the scratch's header.
+        unsafe { core::ptr::write_volatile(&mut h[k], 0) };
         k += 1;
     }
     h[0..4].copy_from_slice(&ports);
