@@ -300,7 +300,10 @@ impl<'a> Prepared<'a> {
     /// policy. `None` when the table has no such chain with a policy.
     pub fn take_terms(&mut self, name: &str) -> Option<Vec<Vec<Term<'a>>>> {
         let c = self.chain_index(name)?;
-        self.table.chains[c].policy.is_some().then(|| std::mem::take(&mut self.terms[c]))
+        self.table.chains[c]
+            .policy
+            .is_some()
+            .then(|| std::mem::take(&mut self.terms[c]))
     }
 }
 
@@ -576,9 +579,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             let exit: Cow<'p, [Term<'a>]> = match (&prepared.held[chain][r], &mine) {
                 (Some(held), _) => Cow::Borrowed(held),
                 (None, None) => Cow::Borrowed(&prepared.terms[chain][r]),
-                (None, Some(_))
-                    if matches!(rule.target, Target::Return | Target::Goto(_)) =>
-                {
+                (None, Some(_)) if matches!(rule.target, Target::Return | Target::Goto(_)) => {
                     Cow::Owned(terms.to_vec())
                 }
                 // Not an exit: never used.
@@ -599,7 +600,9 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                 Some(mine) => mine.into_iter().filter_map(term::simplified).collect(),
                 None => term::and_all(
                     &prepared.terms[chain][r],
-                    entry.as_deref().expect("a walk has its rules' terms or an entry"),
+                    entry
+                        .as_deref()
+                        .expect("a walk has its rules' terms or an entry"),
                     self.limits.terms_per_rule,
                 ),
             };
