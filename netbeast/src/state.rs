@@ -48,6 +48,9 @@ const IMAGE_FILE: &str = "ruleset.bin";
 /// The image's first bytes: its format (the model's layout is the
 /// binary's, see [`ImageStamp`]).
 const IMAGE_MAGIC: &[u8; 8] = b"NBIMG\x00\x00\x01";
+/// Bytes enough for an image's magic and stamp (ten varints of at most
+/// ten bytes each).
+const IMAGE_HEAD_MAX: usize = 128;
 /// A ruleset written for a commit whose kernel switch may or may not have
 /// happened (see [`Namespace::write_pending`]).
 const PENDING_FILE: &str = "ruleset.next";
@@ -777,6 +780,26 @@ impl Namespace {
         self.state_dir.join(IMAGE_FILE)
     }
 
+    /// True when the rule file has no image this binary would read (its
+    /// stamp, at the head of the image, names another rule file or
+    /// binary, or there is none); false also when no stamp can be made
+    /// (no rule file, no `/proc`), where an image would not be read
+    /// anyway.
+    fn image_is_stale(&self) -> bool {
+        use std::io::Read;
+        let Some(stamp) = ImageStamp::of(&self.ruleset_path()) else {
+            return false;
+        };
+        let mut head = Vec::with_capacity(IMAGE_HEAD_MAX);
+        let read = fs::File::open(self.image_path())
+            .and_then(|f| f.take(IMAGE_HEAD_MAX as u64).read_to_end(&mut head));
+        let written = read.ok().and_then(|_| {
+            let rest = head.strip_prefix(IMAGE_MAGIC)?;
+            postcard::take_from_bytes::<ImageStamp>(rest).ok()
+        });
+        written.is_none_or(|(written, _)| written != stamp)
+    }
+
     /// The stored ruleset and what it was committed with: from the rule
     /// file's image when it is valid, else from the rule file.
     pub fn load_stored(&self) -> Result<StoredRuleset, StateError> {
@@ -868,6 +891,13 @@ impl Namespace {
         let Some(base) = read_head(&self.ruleset_path()).and_then(|h| stored_seq(&h)) else {
             return Ok(false);
         };
+        // A rule file without a valid image (written by an earlier
+        // version or another binary: an upgrade) is written whole once,
+        // which makes its image, rather than parsed on every call until
+        // the journal fills.
+        if self.image_is_stale() {
+            return Ok(false);
+        }
         let journal = self.read_journal(base)?;
         if journal
             .as_ref()
@@ -1606,6 +1636,11 @@ mod tests {
         fs::write(ns.ruleset_path(), &old).unwrap();
         assert_eq!(ns.load_stored().unwrap().ruleset, one);
         assert!(image_of(&ns).is_none());
+        // Its first change is not journaled: the rule file is written
+        // whole, with its image, once.
+        assert!(ns.image_is_stale());
+        let change = journal::diff(&one, &two);
+        assert!(!ns.write_pending_change(&change, &two, 5, &[]).unwrap());
         // A whole write makes the image; it is what loads.
         ns.write_pending(&two, 5, &[(3, "eth0".into())]).unwrap();
         ns.finish_pending().unwrap();
@@ -1616,6 +1651,7 @@ mod tests {
             (Some(5), Some(vec![(3, "eth0".into())]))
         );
         assert_eq!(ns.load_stored().unwrap().ruleset, two);
+        assert!(!ns.image_is_stale());
         // A pending file the commit dropped: its image names no rule file.
         ns.write_pending(&one, 6, &[]).unwrap();
         assert!(ns.settle_pending(Some(5)).unwrap().is_some());
