@@ -41,6 +41,16 @@ pub const CGROUP_ALIAS: &str = "/run/netbeast/cgroup";
 pub const LOCK_DIR: &str = "/run/netbeast/locks";
 /// The stored ruleset, in a namespace's state directory.
 const RULESET_FILE: &str = "ruleset.json";
+/// The rule file's binary image: what `ruleset.json` parses to, encoded
+/// with postcard, read instead of parsing the JSON when its stamp names
+/// the rule file as it is and the binary reading it (see [`ImageStamp`]).
+const IMAGE_FILE: &str = "ruleset.bin";
+/// The image's first bytes: its format (the model's layout is the
+/// binary's, see [`ImageStamp`]).
+const IMAGE_MAGIC: &[u8; 8] = b"NBIMG\x00\x00\x01";
+/// Bytes enough for an image's magic and stamp (ten varints of at most
+/// ten bytes each).
+const IMAGE_HEAD_MAX: usize = 128;
 /// A ruleset written for a commit whose kernel switch may or may not have
 /// happened (see [`Namespace::write_pending`]).
 const PENDING_FILE: &str = "ruleset.next";
@@ -359,6 +369,93 @@ pub struct StoredRuleset {
 /// Leading text of a ruleset file that carries a sequence number; files of
 /// earlier netbeast versions hold the bare ruleset.
 const STORED_PREFIX: &str = "{\"seq\":";
+
+/// A file as `stat` names it: the same identity, size and modification
+/// time mean the same contents, short of a clock set back and a write
+/// of the same size in the same nanosecond.
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        let m = fs::metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
+}
+
+/// What an image is valid for: the rule file it was made from (written
+/// as `ruleset.next` and renamed, so the same inode; an image of a
+/// pending file the commit dropped, or of a rule file written since by
+/// hand or by another version, names another file and is ignored), and
+/// the binary that wrote it (the model's encoding has no field names: a
+/// binary built from other sources might read it wrongly, so any other
+/// binary ignores it and parses the JSON).
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+struct ImageStamp {
+    exe: FileId,
+    rules: FileId,
+}
+
+impl ImageStamp {
+    fn of(rules: &Path) -> Option<ImageStamp> {
+        Some(ImageStamp {
+            exe: FileId::of(Path::new("/proc/self/exe"))?,
+            rules: FileId::of(rules)?,
+        })
+    }
+}
+
+/// The image's contents after its stamp.
+#[derive(Deserialize)]
+struct Image {
+    seq: Option<u32>,
+    ruleset: Ruleset,
+    interfaces: Option<Vec<(u32, String)>>,
+}
+
+/// [`Image`] to write (the same encoding).
+#[derive(Serialize)]
+struct ImageRef<'a> {
+    seq: Option<u32>,
+    ruleset: &'a Ruleset,
+    interfaces: Option<&'a [(u32, String)]>,
+}
+
+/// The stored ruleset of `image` (the bytes of an image file) when it is
+/// valid for `stamp`; `None` for anything else (a stale or damaged image).
+fn read_image(image: &[u8], stamp: &ImageStamp) -> Option<StoredRuleset> {
+    let rest = image.strip_prefix(IMAGE_MAGIC)?;
+    let (written, rest) = postcard::take_from_bytes::<ImageStamp>(rest).ok()?;
+    if written != *stamp {
+        return None;
+    }
+    let image: Image = postcard::from_bytes(rest).ok()?;
+    Some(StoredRuleset {
+        ruleset: image.ruleset,
+        seq: image.seq,
+        interfaces: image.interfaces,
+    })
+}
+
+/// An image of `stored`, stamped.
+fn image_bytes(stored: &ImageRef, stamp: &ImageStamp) -> Vec<u8> {
+    let mut bytes = IMAGE_MAGIC.to_vec();
+    bytes.extend(postcard::to_stdvec(stamp).expect("a stamp always serializes"));
+    bytes.extend(crate::rules::model::to_image(stored));
+    bytes
+}
 
 /// Parses a ruleset file (of this version, or the bare ruleset of an
 /// earlier one).
@@ -679,9 +776,40 @@ impl Namespace {
         Ok(self.load_stored()?.ruleset)
     }
 
-    /// The stored ruleset and what it was committed with.
+    fn image_path(&self) -> PathBuf {
+        self.state_dir.join(IMAGE_FILE)
+    }
+
+    /// True when the rule file has no image this binary would read (its
+    /// stamp, at the head of the image, names another rule file or
+    /// binary, or there is none); false also when no stamp can be made
+    /// (no rule file, no `/proc`), where an image would not be read
+    /// anyway.
+    fn image_is_stale(&self) -> bool {
+        use std::io::Read;
+        let Some(stamp) = ImageStamp::of(&self.ruleset_path()) else {
+            return false;
+        };
+        let mut head = Vec::with_capacity(IMAGE_HEAD_MAX);
+        let read = fs::File::open(self.image_path())
+            .and_then(|f| f.take(IMAGE_HEAD_MAX as u64).read_to_end(&mut head));
+        let written = read.ok().and_then(|_| {
+            let rest = head.strip_prefix(IMAGE_MAGIC)?;
+            postcard::take_from_bytes::<ImageStamp>(rest).ok()
+        });
+        written.is_none_or(|(written, _)| written != stamp)
+    }
+
+    /// The stored ruleset and what it was committed with: from the rule
+    /// file's image when it is valid, else from the rule file.
     pub fn load_stored(&self) -> Result<StoredRuleset, StateError> {
         let path = self.ruleset_path();
+        let image = ImageStamp::of(&path)
+            .and_then(|stamp| read_image(&fs::read(self.image_path()).ok()?, &stamp));
+        if let Some(mut stored) = image {
+            self.replay_journal(&mut stored)?;
+            return Ok(stored);
+        }
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let mut stored = parse_stored(&path, &text)?;
@@ -763,6 +891,13 @@ impl Namespace {
         let Some(base) = read_head(&self.ruleset_path()).and_then(|h| stored_seq(&h)) else {
             return Ok(false);
         };
+        // A rule file without a valid image (written by an earlier
+        // version or another binary: an upgrade) is written whole once,
+        // which makes its image, rather than parsed on every call until
+        // the journal fills.
+        if self.image_is_stale() {
+            return Ok(false);
+        }
         let journal = self.read_journal(base)?;
         if journal
             .as_ref()
@@ -828,7 +963,25 @@ impl Namespace {
             interfaces,
         })
         .expect("the rule model always serializes");
-        write_atomic(&self.state_dir, &self.pending_path(), &text)
+        let pending = self.pending_path();
+        write_atomic(&self.state_dir, &pending, &text)?;
+        // Its image, stamped with the pending file, which the rename of a
+        // switched commit makes the rule file (a dropped one leaves an
+        // image no file matches). Only a cache: without a stamp (no
+        // /proc) there is none, and the rule file is parsed.
+        let Some(stamp) = ImageStamp::of(&pending) else {
+            return remove_if_present(&self.image_path());
+        };
+        let image = ImageRef {
+            seq: Some(seq),
+            ruleset,
+            interfaces: Some(interfaces),
+        };
+        write_atomic(
+            &self.state_dir,
+            &self.image_path(),
+            &image_bytes(&image, &stamp),
+        )
     }
 
     /// The state slots of the guards of the generation the kernel runs
@@ -1444,6 +1597,86 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// The rule file's image is read while it names the rule file as it
+    /// is and the binary reading it; a rule file of an earlier version
+    /// (no image: an upgrade), one written since by hand or by another
+    /// version, a pending file the commit dropped, another binary's or a
+    /// damaged image: the JSON is parsed, and gives the same ruleset.
+    #[test]
+    fn the_rule_file_image_is_read_only_while_it_names_the_rule_file() {
+        use crate::rules::{command, model::Family, parse::parse_args};
+        let with = |lines: &[&str]| {
+            let mut ruleset = Ruleset::default();
+            for line in lines {
+                let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+                command::apply(&mut ruleset, &parse_args(&args, Family::V4).unwrap()).unwrap();
+            }
+            ruleset
+        };
+        let one = with(&["-A INPUT -s 10.0.0.1 -p tcp --dport 22 -j DROP"]);
+        let two = with(&[
+            "-A INPUT -i eth0 -m conntrack --ctstate NEW -j ACCEPT",
+            "-P FORWARD DROP",
+        ]);
+        let ns = scratch("image");
+        let image_of = |ns: &Namespace| {
+            let stamp = ImageStamp::of(&ns.ruleset_path()).unwrap();
+            read_image(&fs::read(ns.image_path()).ok()?, &stamp)
+        };
+        // An upgrade: the rule file of a version without images loads.
+        fs::create_dir_all(&ns.state_dir).unwrap();
+        let old = serde_json::to_vec(&StoredRef {
+            seq: 4,
+            ruleset: &one,
+            interfaces: &[],
+        })
+        .unwrap();
+        fs::write(ns.ruleset_path(), &old).unwrap();
+        assert_eq!(ns.load_stored().unwrap().ruleset, one);
+        assert!(image_of(&ns).is_none());
+        // Its first change is not journaled: the rule file is written
+        // whole, with its image, once.
+        assert!(ns.image_is_stale());
+        let change = journal::diff(&one, &two);
+        assert!(!ns.write_pending_change(&change, &two, 5, &[]).unwrap());
+        // A whole write makes the image; it is what loads.
+        ns.write_pending(&two, 5, &[(3, "eth0".into())]).unwrap();
+        ns.finish_pending().unwrap();
+        let image = image_of(&ns).expect("the image of the rule file");
+        assert_eq!(image.ruleset, two);
+        assert_eq!(
+            (image.seq, image.interfaces),
+            (Some(5), Some(vec![(3, "eth0".into())]))
+        );
+        assert_eq!(ns.load_stored().unwrap().ruleset, two);
+        assert!(!ns.image_is_stale());
+        // A pending file the commit dropped: its image names no rule file.
+        ns.write_pending(&one, 6, &[]).unwrap();
+        assert!(ns.settle_pending(Some(5)).unwrap().is_some());
+        assert!(image_of(&ns).is_none());
+        assert_eq!(ns.load_stored().unwrap().ruleset, two);
+        // A rule file rewritten by another version (or by hand).
+        ns.write_pending(&two, 7, &[]).unwrap();
+        ns.finish_pending().unwrap();
+        fs::write(ns.ruleset_path(), &old).unwrap();
+        assert!(image_of(&ns).is_none());
+        assert_eq!(ns.load_stored().unwrap().ruleset, one);
+        // Another binary's image, or a damaged one.
+        ns.write_pending(&two, 8, &[]).unwrap();
+        ns.finish_pending().unwrap();
+        let good = fs::read(ns.image_path()).unwrap();
+        let mut stamp = ImageStamp::of(&ns.ruleset_path()).unwrap();
+        assert!(read_image(&good, &stamp).is_some());
+        stamp.exe.ino += 1;
+        assert!(read_image(&good, &stamp).is_none(), "another binary's");
+        for bad in [&good[..good.len() / 2], &good[..4], &[][..]] {
+            fs::write(ns.image_path(), bad).unwrap();
+            assert!(image_of(&ns).is_none());
+            assert_eq!(ns.load_stored().unwrap().ruleset, two);
+        }
+        let _ = fs::remove_dir_all(ns.state_dir.parent().unwrap());
     }
 
     /// One commit's file part as `cli::plane` makes it, the kernel switch

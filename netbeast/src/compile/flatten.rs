@@ -27,7 +27,10 @@
 //! [`MAX_TERMS_PER_RULE`] bounds that; past it the chain is refused with an
 //! error naming the rule.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+};
 
 use netbeast_common::{LogTarget, NatAddrs6, NatTarget, RuleAction, target};
 
@@ -54,7 +57,9 @@ const MAX_DEPTH: usize = crate::rules::command::MAX_JUMP_DEPTH;
 /// thousands of `-s A -j RETURN` costs O(n log n), not O(n²).
 #[derive(Default)]
 struct Exits<'t, 'a> {
-    list: Vec<&'t [Term<'a>]>,
+    /// Borrowed from `Prepared`, or owned when the walk took the rule's
+    /// terms (a built-in chain's).
+    list: Vec<Cow<'t, [Term<'a>]>>,
     /// (network address, prefix length) of a positive source atom → the
     /// guards whose every term has one.
     by_source: BTreeMap<(u32, u8), Vec<usize>>,
@@ -63,10 +68,10 @@ struct Exits<'t, 'a> {
 }
 
 impl<'t, 'a> Exits<'t, 'a> {
-    fn push(&mut self, terms: &'t [Term<'a>]) {
+    fn push(&mut self, terms: Cow<'t, [Term<'a>]>) {
         let n = self.list.len();
-        self.list.push(terms);
         let sources: Option<Vec<Ipv4Net>> = terms.iter().map(Term::positive_source).collect();
+        self.list.push(terms);
         match sources {
             Some(sources) => {
                 for s in sources {
@@ -84,11 +89,11 @@ impl<'t, 'a> Exits<'t, 'a> {
     }
 
     /// The guards that may meet one of `terms`, in the order they came.
-    fn relevant(&self, terms: &[Term<'a>]) -> Vec<&'t [Term<'a>]> {
+    fn relevant(&self, terms: &[Term<'a>]) -> Vec<&[Term<'a>]> {
         let mut ids: Vec<usize> = Vec::new();
         for t in terms {
             let Some(p) = t.positive_source() else {
-                return self.list.clone();
+                return self.list.iter().map(|g| &**g).collect();
             };
             ids.extend(&self.other);
             // Guards on a prefix that covers p (or is p)...
@@ -109,7 +114,7 @@ impl<'t, 'a> Exits<'t, 'a> {
         }
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter().map(|n| self.list[n]).collect()
+        ids.into_iter().map(|n| &*self.list[n]).collect()
     }
 }
 
@@ -289,6 +294,17 @@ impl<'a> Prepared<'a> {
     pub fn chain_index(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
+
+    /// The rules' terms of the built-in chain `name`, moved out for its
+    /// one walk (`Flattener::run`): nothing can jump to a chain with a
+    /// policy. `None` when the table has no such chain with a policy.
+    pub fn take_terms(&mut self, name: &str) -> Option<Vec<Vec<Term<'a>>>> {
+        let c = self.chain_index(name)?;
+        self.table.chains[c]
+            .policy
+            .is_some()
+            .then(|| std::mem::take(&mut self.terms[c]))
+    }
 }
 
 /// A rule of the other family's addresses, or (IPv6) with what the IPv6
@@ -423,6 +439,16 @@ impl Steps {
     }
 }
 
+/// The packets that enter a chain's walk.
+enum Entry<'a> {
+    /// Every packet (a built-in chain), with its rules' terms, which the
+    /// walk moves into the slots.
+    All(Vec<Vec<Term<'a>>>),
+    /// Those of these terms (a jump's); the rules' terms stay in
+    /// `Prepared` and are copied into each product.
+    Terms(Vec<Term<'a>>),
+}
+
 /// Flattens one built-in chain into slots.
 pub(super) struct Flattener<'p, 'g, 'a> {
     prepared: &'p Prepared<'a>,
@@ -457,7 +483,13 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
     /// The slots of the built-in chain `name`, its policy (a chain missing
     /// from the table is empty with an ACCEPT policy), and how many steps
     /// (slots without a verdict, guarded slots) one packet takes at most.
-    pub fn run(mut self) -> Result<(Vec<Slot<'a>>, u32, Steps), CompileError> {
+    ///
+    /// `terms` are the chain's rules' terms (`Prepared::take_terms`);
+    /// `None`: they are in `Prepared`.
+    pub fn run(
+        mut self,
+        terms: Option<Vec<Vec<Term<'a>>>>,
+    ) -> Result<(Vec<Slot<'a>>, u32, Steps), CompileError> {
         let Some(chain) = self.prepared.chain_index(self.name) else {
             return Ok((Vec::new(), target::ACCEPT, Steps::default()));
         };
@@ -465,7 +497,15 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             Some(Policy::Accept) | None => target::ACCEPT,
             Some(Policy::Drop) => target::DROP,
         };
-        let steps = self.walk(chain, vec![Term::default()], &mut vec![chain])?;
+        // A slot per rule at least: the vector is not grown (and its
+        // slots of some 800 bytes copied) a dozen times at 10,000 rules.
+        self.slots
+            .reserve(self.prepared.table.chains[chain].rules.len());
+        let entry = match terms {
+            Some(terms) => Entry::All(terms),
+            None => Entry::Terms(vec![Term::default()]),
+        };
+        let steps = self.walk(chain, entry, &mut vec![chain])?;
         if steps.passes > self.limits.nonterminating_rules {
             return Err(CompileError::TooManyNonTerminating {
                 chain: self.name.to_string(),
@@ -511,7 +551,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
     fn walk(
         &mut self,
         chain: usize,
-        entry: Vec<Term<'a>>,
+        entry: Entry<'a>,
         path: &mut Vec<usize>,
     ) -> Result<Steps, CompileError> {
         let prepared = self.prepared;
@@ -521,16 +561,51 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
         // Slots without a verdict a packet still in this chain may have
         // acted on, and the most any packet acts on before it leaves.
         let (mut passed, mut most) = (Steps::default(), Steps::default());
+        let (entry, mut taken) = match entry {
+            Entry::All(terms) => (None, Some(terms.into_iter())),
+            Entry::Terms(terms) => (Some(terms), None),
+        };
         for (r, rule) in table.chains[chain].rules.iter().enumerate() {
-            let terms = &prepared.terms[chain][r];
+            let mine = taken
+                .as_mut()
+                .map(|t| t.next().expect("a rule's terms for each rule"));
+            let terms: &[Term<'a>] = match &mine {
+                Some(mine) => mine,
+                None => &prepared.terms[chain][r],
+            };
             let own = &prepared.own_guards[chain][r];
-            // What this rule's exit (jump, RETURN, goto) stands for.
-            let exit: &[Term<'a>] = prepared.held[chain][r].as_deref().unwrap_or(terms);
+            // What this rule's exit (jump, RETURN, goto) stands for:
+            // borrowed from `prepared`, unless it is the terms taken.
+            let exit: Cow<'p, [Term<'a>]> = match (&prepared.held[chain][r], &mine) {
+                (Some(held), _) => Cow::Borrowed(held),
+                (None, None) => Cow::Borrowed(&prepared.terms[chain][r]),
+                (None, Some(_)) if matches!(rule.target, Target::Return | Target::Goto(_)) => {
+                    Cow::Owned(terms.to_vec())
+                }
+                // Not an exit: never used.
+                (None, Some(_)) => Cow::Borrowed(&[]),
+            };
+            // Nothing gets past an unconditional verdict, RETURN or goto;
+            // a guard can always fail.
+            let ends_chain = terms.iter().any(Term::is_true)
+                && own.is_empty()
+                && (rule.target.terminates()
+                    || matches!(rule.target, Target::Return | Target::Goto(_)));
             // Checked before and after each product: the products stop one
             // term past the limit, so a count past it means "refuse", and a
             // smaller one is whole.
             self.check_terms(chain, r, terms.len())?;
-            let mut hit = term::and_all(terms, &entry, self.limits.terms_per_rule);
+            let mut hit = match mine {
+                // Every packet enters: `terms AND true`, without a copy.
+                Some(mine) => mine.into_iter().filter_map(term::simplified).collect(),
+                None => term::and_all(
+                    &prepared.terms[chain][r],
+                    entry
+                        .as_deref()
+                        .expect("a walk has its rules' terms or an entry"),
+                    self.limits.terms_per_rule,
+                ),
+            };
             self.check_terms(chain, r, hit.len())?;
             for guard in guards.relevant(&hit) {
                 if hit.is_empty() {
@@ -603,12 +678,6 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                 guarded,
             };
             let guarded = guarded > 0;
-            // Nothing gets past an unconditional verdict, RETURN or goto;
-            // a guard can always fail.
-            let ends_chain = terms.iter().any(Term::is_true)
-                && own.is_empty()
-                && (rule.target.terminates()
-                    || matches!(rule.target, Target::Return | Target::Goto(_)));
             match &rule.target {
                 Target::Jump(callee) | Target::Goto(callee) => {
                     let callee = self.callee(chain, r, callee, path)?;
@@ -624,7 +693,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                         term::and_all(&hit, &[all_held], self.limits.terms_per_rule)
                     };
                     path.push(callee);
-                    let inside = self.walk(callee, enter, path)?;
+                    let inside = self.walk(callee, Entry::Terms(enter), path)?;
                     path.pop();
                     if matches!(rule.target, Target::Goto(_)) {
                         guards.push(exit);

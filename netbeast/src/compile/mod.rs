@@ -590,18 +590,26 @@ fn compile_with_limits(
         user_counters_end = prepared.user_counters_end;
         Ok::<_, CompileError>(prepared)
     };
-    let tables = ruleset
+    let mut tables = ruleset
         .tables()
         .into_iter()
         .map(|(family, table)| prepare(table, family))
         .collect::<Result<Vec<_>, _>>()?;
-    let builtins = BUILTIN_CHAINS.into_iter().map(|(family, table, name)| {
-        let at = ALL_TABLES.iter().position(|&t| t == (family, table));
-        (
-            &tables[at.unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))],
-            name,
-        )
-    });
+    let table_of = |family, table| {
+        ALL_TABLES
+            .iter()
+            .position(|&t| t == (family, table))
+            .unwrap_or_else(|| unreachable!("{table:?} of {family:?}"))
+    };
+    // A built-in chain is walked once (nothing jumps to it): its rules'
+    // terms move into its slots rather than being copied there.
+    let mut roots: Vec<_> = BUILTIN_CHAINS
+        .into_iter()
+        .map(|(family, table, name)| tables[table_of(family, table)].take_terms(name))
+        .collect();
+    let builtins = BUILTIN_CHAINS
+        .into_iter()
+        .map(|(family, table, name)| (&tables[table_of(family, table)], name));
     // The counters' layout (`counter_layout`): each built-in chain's rules
     // and policy, then the user-defined chains' rules.
     let mut builtin_rules = [0u32; chain::COUNT];
@@ -627,7 +635,7 @@ fn compile_with_limits(
             name,
             limits,
         )
-        .run()?;
+        .run(std::mem::take(&mut roots[builtin]))?;
         plans.push(ChainPlan {
             table: prepared.table,
             name,

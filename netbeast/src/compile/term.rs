@@ -464,7 +464,9 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     // negates the whole conjunction, which is not one term: the rule
     // becomes the disjoint terms of its negation (see `negate`), each
     // ANDed with the rest of the rule below.
-    let mut alternatives = vec![Term::default()];
+    // `None`: no IPv6 address option, nothing to AND in (the terms are
+    // built without a copy of `base`; the flatten takes this per rule).
+    let mut alternatives: Option<Vec<Term<'_>>> = None;
     for (source, addr) in [(true, &rule.source6), (false, &rule.destination6)] {
         let Some(a) = addr else { continue };
         let mut conj = Term::default();
@@ -475,10 +477,13 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
             }
         }
         let parts = if a.negated { conj.negate() } else { vec![conj] };
-        alternatives = alternatives
-            .iter()
-            .flat_map(|t| parts.iter().filter_map(move |p| t.and(p)))
-            .collect();
+        alternatives = Some(match alternatives {
+            None => parts.into_iter().filter_map(simplified).collect(),
+            Some(alternatives) => alternatives
+                .iter()
+                .flat_map(|t| parts.iter().filter_map(move |p| t.and(p)))
+                .collect(),
+        });
     }
     // `-p 0` is `-p all`: iptables never tests protocol 0, even with `!`.
     if let Some(p) = &rule.protocol
@@ -507,16 +512,26 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
     if !base.simplify() {
         return Vec::new();
     }
-    let mut terms: Vec<Term<'_>> = alternatives.iter().filter_map(|a| base.and(a)).collect();
+    let mut terms: Vec<Term<'_>> = match alternatives {
+        None => simplified(base).into_iter().collect(),
+        Some(alternatives) => alternatives.iter().filter_map(|a| base.and(a)).collect(),
+    };
     for m in &rule.matches {
         let (Lowering::Static(alternatives) | Lowering::Guarded(alternatives, _)) = m.ext().lower()
         else {
             continue;
         };
         let mut next = Vec::with_capacity(terms.len() * alternatives.len());
-        for t in &terms {
-            for alternative in &alternatives {
-                let mut u = t.clone();
+        for t in terms {
+            // Each alternative gets a copy of `t`, the last one `t` itself.
+            let mut t = Some(t);
+            for (i, alternative) in alternatives.iter().enumerate() {
+                let mut u = if i + 1 < alternatives.len() {
+                    t.clone()
+                } else {
+                    t.take()
+                }
+                .expect("taken by the last alternative only");
                 for atom in alternative {
                     u.push_lowered(atom);
                 }
@@ -535,6 +550,11 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
         drop_implied(t);
     }
     terms
+}
+
+/// `t AND true`: `t` simplified, `None` when it can match nothing.
+pub(super) fn simplified(mut t: Term<'_>) -> Option<Term<'_>> {
+    t.simplify().then_some(t)
 }
 
 /// A packet has a TCP flags key other than `TCP_FLAGS_NONE` only when it

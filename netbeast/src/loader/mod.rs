@@ -401,14 +401,10 @@ const SIZED_BY_BUILD: [&str; 6] = [
     "ADDR_CLASSES",
 ];
 
-/// FNV-1a of the kernel object: names the verified-program cache.
+/// FNV-1a of the kernel object (computed by build.rs): names the
+/// verified-program cache and stamps the map-write record.
 fn object_hash() -> u64 {
-    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *HASH.get_or_init(|| {
-        OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    })
+    include!(concat!(env!("OUT_DIR"), "/object_hash.rs"))
 }
 
 /// The directory of verified-program caches beside a namespace's maps.
@@ -1795,6 +1791,16 @@ mod tests {
     use super::*;
     #[allow(unused_imports)]
     use crate::rules::model::*;
+
+    /// build.rs hashes the object it built; the embedded one must be it
+    /// (a stale hash would reuse another build's program cache).
+    #[test]
+    fn the_object_hash_is_the_embedded_object_s() {
+        let fnv = OBJECT.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!(object_hash(), fnv);
+    }
 
     #[test]
     fn the_ipv6_local_cache_holds_global_and_unique_local_addresses() {

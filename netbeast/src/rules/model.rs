@@ -30,6 +30,62 @@ pub use super::ext::tcp::{Ports, TcpFlags};
 pub use super::ext::tos::Tos;
 pub use super::ext::ttl::{Ttl, TtlOp};
 
+thread_local! {
+    /// Set while the rule file's binary image is encoded ([`to_image`]).
+    static IMAGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A value the rule file's JSON leaves out: an absent option, a false
+/// flag, a zero number, a pristine table (read back as the field's
+/// default).
+pub(crate) trait Absent {
+    fn is_absent(&self) -> bool;
+}
+
+impl<T> Absent for Option<T> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Absent for bool {
+    fn is_absent(&self) -> bool {
+        !*self
+    }
+}
+
+impl Absent for u16 {
+    fn is_absent(&self) -> bool {
+        *self == 0
+    }
+}
+
+impl Absent for Table {
+    fn is_absent(&self) -> bool {
+        self.is_pristine()
+    }
+}
+
+/// The rule model's `skip_serializing_if`: the JSON rule file leaves
+/// absent values out; the binary image writes every field, since its
+/// format has no field names and a field left out would shift the next.
+pub(crate) fn absent<T: Absent>(value: &T) -> bool {
+    value.is_absent() && !IMAGE.with(std::cell::Cell::get)
+}
+
+/// `value` in the binary image's encoding (postcard), every field written.
+pub(crate) fn to_image<T: Serialize>(value: &T) -> Vec<u8> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IMAGE.with(|image| image.set(false));
+        }
+    }
+    IMAGE.with(|image| image.set(true));
+    let _reset = Reset;
+    postcard::to_stdvec(value).expect("the rule model always serializes")
+}
+
 /// A whole ruleset: every table netbeast knows, as `iptables-save` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruleset {
@@ -43,14 +99,17 @@ pub struct Ruleset {
     /// files stay as they were, and older files load with an empty one.
     #[serde(
         default = "Table::new_filter",
-        skip_serializing_if = "Table::is_pristine"
+        skip_serializing_if = "crate::rules::model::absent"
     )]
     pub filter6: Table,
     /// The raw table (`-t raw`: PREROUTING before conntrack, OUTPUT before
     /// conntrack). Left out of the file while pristine, so rule files
     /// without it stay as they were, and older files load with an empty
     /// one.
-    #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
+    #[serde(
+        default = "Table::new_raw",
+        skip_serializing_if = "crate::rules::model::absent"
+    )]
     pub raw: Table,
     /// The mangle table (`-t mangle`): its user-defined chains, and its
     /// built-in chains' policies (ACCEPT). Rules its built-in chains would
@@ -59,25 +118,31 @@ pub struct Ruleset {
     /// out of the file while pristine, as `raw`.
     #[serde(
         default = "Table::new_mangle",
-        skip_serializing_if = "Table::is_pristine"
+        skip_serializing_if = "crate::rules::model::absent"
     )]
     pub mangle: Table,
     /// The IPv6 nat table (`ip6tables -t nat`), separate from the IPv4 one
     /// as in iptables. Left out of the file while pristine, as `filter6`.
-    #[serde(default = "Table::new_nat", skip_serializing_if = "Table::is_pristine")]
+    #[serde(
+        default = "Table::new_nat",
+        skip_serializing_if = "crate::rules::model::absent"
+    )]
     pub nat6: Table,
     /// The IPv6 mangle table (`ip6tables -t mangle`), separate from the
     /// IPv4 one as in ip6tables. Left out of the file while pristine, as
     /// `raw`.
     #[serde(
         default = "Table::new_mangle",
-        skip_serializing_if = "Table::is_pristine"
+        skip_serializing_if = "crate::rules::model::absent"
     )]
     pub mangle6: Table,
     /// The IPv6 raw table (`ip6tables -t raw`), the IPv4 one's twin: run
     /// by the same code in the IPv6 program. Left out of the file while
     /// pristine, as `raw`.
-    #[serde(default = "Table::new_raw", skip_serializing_if = "Table::is_pristine")]
+    #[serde(
+        default = "Table::new_raw",
+        skip_serializing_if = "crate::rules::model::absent"
+    )]
     pub raw6: Table,
 }
 
@@ -358,7 +423,7 @@ pub struct Ipv4Net {
     /// which iptables takes): `addr` (already masked) is compared under
     /// it. `None` for a prefix, which is what every field but a rule's
     /// `-s`/`-d` holds (`Ipv4Net::new`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub mask: Option<Ipv4Addr>,
 }
 
@@ -782,11 +847,11 @@ pub struct NatTo {
     /// NF_NAT_RANGE_PROTO_OFFSET): the base port as the kernel holds it —
     /// DNAT's (revision 2) as given, SNAT's always 0 (its revision 0 has
     /// no room for the base, so iptables prints `/0`). Only with `ports`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub offset: Option<u16>,
     /// An ip6tables translation's address range (`addrs` is then `None`),
     /// as `source6` sits beside `source`: every IPv4 path stays as it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub addrs6: Option<AddrRange6>,
 }
 
@@ -823,25 +888,25 @@ pub struct NatFlags {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// `-p`: protocol number; `None` for `all` or no `-p`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub protocol: Option<Negatable<u8>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub source: Option<Negatable<Ipv4Net>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub destination: Option<Negatable<Ipv4Net>>,
     /// `-s`/`-d` of an IPv6 rule (`ip6tables`); an IPv4 rule has none and
     /// an IPv6 rule no `source`/`destination`. Kept apart so that every
     /// IPv4 path is what it was; absent from IPv4 rule files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub source6: Option<Negatable<Ipv6Net>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub destination6: Option<Negatable<Ipv6Net>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub in_iface: Option<Negatable<IfaceName>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub out_iface: Option<Negatable<IfaceName>>,
     /// `-f` is `Some(true)`, `! -f` is `Some(false)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub fragment: Option<bool>,
     pub matches: Vec<Match>,
     pub target: Target,

@@ -35,7 +35,7 @@ pub struct AddrType {
     pub limit_iface_in: bool,
     pub limit_iface_out: bool,
     /// An ip6tables rule: its keys are `addr_type::key6`'s.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub v6: bool,
 }
 

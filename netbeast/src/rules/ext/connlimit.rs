@@ -41,7 +41,7 @@ pub struct Connlimit {
     /// `--connlimit-daddr`: count per destination address.
     pub daddr: bool,
     /// An ip6tables rule: IPv6 addresses and connections are counted.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub v6: bool,
 }
 

@@ -35,14 +35,14 @@ pub struct ConnState {
     /// conntrack --ctdir REPLY`).
     pub states: CtStates,
     /// `--ctdir`: `Some(true)` for REPLY.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub dir: Option<bool>,
     /// `[!] --ctstatus`: (negated, mask of the kernel's `IPS_*` bits,
     /// [`STATUSES`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub status: Option<(bool, u8)>,
     /// `--ctproto`, the tuples' addresses and ports, `--ctexpire`.
-    #[serde(default, skip_serializing_if = "Connection::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub connection: Connection,
 }
 
@@ -82,7 +82,7 @@ impl CtAddr {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     /// `--ctproto`: 1..=255.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub proto: Option<Negatable<u8>>,
     /// `--ctorigsrc`, `--ctorigdst`, `--ctreplsrc`, `--ctrepldst`.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct Connection {
     #[serde(default)]
     pub ports: [Option<Negatable<PortRange>>; 4],
     /// `--ctexpire min[:max]`: seconds the entry has left.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub expire: Option<Negatable<(u32, u32)>>,
 }
 
@@ -105,6 +105,12 @@ const TUPLE_OPTIONS: [(&str, &str); 4] = [
     ("ctreplsrc", "ctreplsrcport"),
     ("ctrepldst", "ctrepldstport"),
 ];
+
+impl crate::rules::model::Absent for Connection {
+    fn is_absent(&self) -> bool {
+        self.is_empty()
+    }
+}
 
 impl Connection {
     pub fn is_empty(&self) -> bool {

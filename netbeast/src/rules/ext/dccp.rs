@@ -30,10 +30,10 @@ pub const TYPE_NAMES: [&str; 11] = [
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DccpTests {
     /// `--dccp-types`: bit `t` for type `t` (INVALID sets 10 to 15).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub types: Option<Negatable<u16>>,
     /// `--dccp-option N` (1..=255).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub option: Option<Negatable<u8>>,
 }
 

@@ -79,14 +79,14 @@ pub struct Hashlimit {
     /// is measured over windows of `interval` seconds instead of drawn
     /// from a bucket; under the limit while the last window was not over
     /// the rate and this one has not passed the rate plus the burst.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub rate_match: bool,
     /// `--hashlimit-rate-interval`, seconds (1 unless given).
     #[serde(default = "one")]
     pub interval: u32,
     /// An ip6tables rule: its keys are IPv6 addresses, its masks prefix
     /// lengths up to 128 (128 unless given, and not printed then).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub v6: bool,
 }
 

@@ -32,9 +32,9 @@ pub struct IpRange {
     pub src: Option<Negatable<AddrRange>>,
     pub dst: Option<Negatable<AddrRange>>,
     /// An ip6tables rule's ranges (`src`/`dst` are then `None`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub src6: Option<Negatable<AddrRange6>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub dst6: Option<Negatable<AddrRange6>>,
 }
 

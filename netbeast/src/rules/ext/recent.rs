@@ -45,7 +45,7 @@ pub struct Recent {
     /// `--mask` of an ip6tables rule (which lists IPv6 addresses): set
     /// exactly when the rule is ip6tables'. A prefix mask (leading ones):
     /// the kernel's key carries its length.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub mask6: Option<Ipv6Addr>,
     /// `--rdest`: the destination address is listed.
     pub rdest: bool,

@@ -92,7 +92,7 @@ pub struct ChunkFlags {
 pub struct ChunkTypes {
     pub mode: ChunkMode,
     /// `ALL`: every chunk type (no flags).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub every: bool,
     /// The listed types, ascending, each once (`NONE`: none).
     pub types: Vec<u8>,

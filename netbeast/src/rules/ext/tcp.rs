@@ -97,16 +97,16 @@ pub struct Ports {
     pub sport: Option<Negatable<PortRange>>,
     pub dport: Option<Negatable<PortRange>>,
     /// `--tcp-flags` / `--syn` (TCP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub tcp_flags: Option<Negatable<TcpFlags>>,
     /// `--tcp-option N` (TCP only; 1..=255).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub tcp_option: Option<Negatable<u8>>,
     /// `--chunk-types MODE LIST` (SCTP only; `sctp.rs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub sctp_chunks: Option<Negatable<super::sctp::ChunkTypes>>,
     /// `--dccp-types` and `--dccp-option` (DCCP only; `dccp.rs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub dccp: Option<super::dccp::DccpTests>,
 }
 

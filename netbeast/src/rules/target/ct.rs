@@ -37,19 +37,15 @@ pub struct Ct {
     /// `--ctevents`: bit `n` for the `n`th name of [`CT_EVENTS`] (the
     /// kernel's `IPCT_*` numbers). Stored and printed only: netbeast's
     /// conntrack sends no events.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub ct_events: u16,
     /// `--expevents`: bit `n` for the `n`th name of [`EXP_EVENTS`].
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub exp_events: u16,
     /// `--zone N`: the conntrack zone (both directions); 0 is the default
     /// zone, which libxt_CT does not print.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::rules::model::absent")]
     pub zone: u16,
-}
-
-fn is_zero(n: &u16) -> bool {
-    *n == 0
 }
 
 /// libxt_CT's conntrack event names, in the order of the kernel's
