@@ -249,6 +249,18 @@ fn quick_bench_accounts_for_every_frame() {
             .all(|r| r["ns_per_packet"].as_f64().is_some_and(|ns| ns > 0.0)),
         "{forward:?}"
     );
+    // Issue 16's IPv6 rows: the IPv6 program under the policy alone and
+    // under each rule count's ip6tables ruleset, each checked (by the
+    // benchmark) to drop its frame.
+    let ipv6 = report["program_cost"]["ipv6_rows"]
+        .as_array()
+        .expect("IPv6 rows");
+    let labels: Vec<&str> = ipv6.iter().filter_map(|r| r["label"].as_str()).collect();
+    assert_eq!(
+        labels,
+        ["IPv6, no rules, DROP", "IPv6, 1 rules", "IPv6, 100 rules"],
+        "{ipv6:?}"
+    );
 }
 
 /// `--family 6 --quick`: drop, pass and forward with IPv6 frames and
