@@ -7,8 +7,10 @@ use std::net::Ipv4Addr;
 
 use netbeast_common::{chain, ct_state};
 
-use super::model::{Ruleset, Target};
-use super::save::{apply_restore, parse_restore, parse_restore_table, save};
+use super::model::{Family, Ruleset, Target};
+use super::save::{
+    apply_restore, parse_restore, parse_restore_family, parse_restore_table, save, save_family,
+};
 use super::target::nat::nat_to_text;
 use crate::compile::{self, Interface, L4Header, PacketView, reference};
 
@@ -339,6 +341,33 @@ const KUBE_PROXY: &str =
     include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.rules");
 const KUBE_PROXY_SAVED: &str =
     include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.saved");
+const KUBE_PROXY_V6: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29-ipv6.rules");
+const KUBE_PROXY_V6_SAVED: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29-ipv6.saved");
+
+/// `rules` restored into a fresh ruleset as `family`'s restore would.
+fn restore_family(text: &str, family: Family) -> Ruleset {
+    let file = parse_restore_family(text, None, family).unwrap_or_else(|e| panic!("{e}"));
+    let mut ruleset = Ruleset::default();
+    apply_restore(&mut ruleset, &file, false).unwrap_or_else(|e| panic!("{e}"));
+    ruleset
+}
+
+/// kube-proxy 1.29's ruleset of `family` restored, saved, and compared
+/// byte for byte with the kernel's save of the same file (`saved`: the
+/// rule lines, chain lines and COMMITs, without `#` comments); that save
+/// restores to the same ruleset, and it compiles.
+fn kube_proxy_round_trip(rules: &str, saved: &str, family: Family) -> Ruleset {
+    let ruleset = restore_family(rules, family);
+    assert_eq!(
+        rule_lines(&save_family(&ruleset, family, false)),
+        rule_lines(saved)
+    );
+    assert_eq!(restore_family(saved, family), ruleset);
+    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
+    ruleset
+}
 
 /// kube-proxy 1.29's ruleset (mangle canaries, KUBE-MARK-MASQ's
 /// `--or-mark`, KUBE-POSTROUTING's mark test and `--xor-mark`, the
@@ -347,16 +376,21 @@ const KUBE_PROXY_SAVED: &str =
 /// the same ruleset, and it compiles.
 #[test]
 fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
-    let ruleset = restore(KUBE_PROXY).unwrap();
+    kube_proxy_round_trip(KUBE_PROXY, KUBE_PROXY_SAVED, Family::V4);
+}
+
+/// The same for an IPv6 cluster through ip6tables-restore: /128 and /56
+/// addresses, `[addr]:port` DNAT, the IPv6 `--mask` of `-m recent`, and an
+/// empty KUBE-FIREWALL (its localnet rule is IPv4's); it saves as
+/// ip6tables-save printed it, and leaves the IPv4 ruleset alone.
+#[test]
+fn kube_proxy_ipv6_ruleset_restores_and_saves_as_ip6tables_does() {
+    let ruleset = kube_proxy_round_trip(KUBE_PROXY_V6, KUBE_PROXY_V6_SAVED, Family::V6);
     assert_eq!(
-        rule_lines(&save(&ruleset, false)),
-        rule_lines(KUBE_PROXY_SAVED)
-            .into_iter()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
+        save(&ruleset, false),
+        save(&Ruleset::default(), false),
+        "an IPv6 restore leaves the IPv4 tables as they were"
     );
-    assert_eq!(restore(KUBE_PROXY_SAVED).unwrap(), ruleset);
-    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
 }
 
 /// The mangle table's built-in chains compile into their own classifier
