@@ -176,7 +176,7 @@ impl Cluster {
 
     fn diagnostics(&self) -> String {
         self.firewall
-            .save_counters(&self.node, self.stack.v6)
+            .save_all(&self.node, self.stack.v6, true)
             .unwrap_or_else(|e| e.to_string())
     }
 

@@ -1442,15 +1442,24 @@ impl Firewall {
         }
     }
 
-    /// Every table of `host`'s IPv4 ruleset (IPv6 with `v6`) with counters,
-    /// as `iptables-save -c` (`ip6tables-save -c`) prints it: what a
-    /// failing test shows.
-    pub fn save_counters(&self, host: &Netns, v6: bool) -> Result<String> {
+    /// Every table of `host`'s IPv4 ruleset (IPv6 with `v6`), with counters
+    /// when `counters`, as `iptables-save [-c]` (`ip6tables-save [-c]`)
+    /// prints it.
+    pub fn save_all(&self, host: &Netns, v6: bool, counters: bool) -> Result<String> {
+        let mut args = Vec::new();
+        if v6 && self.is_netbeast() {
+            args.push("-6");
+        }
+        if counters {
+            args.push("-c");
+        }
         match (self, v6) {
-            (Firewall::Netbeast { .. }, false) => host.netbeast_ok(&["save", "-c"]),
-            (Firewall::Netbeast { .. }, true) => host.netbeast_ok(&["save", "-6", "-c"]),
-            (Firewall::Iptables, false) => host.run_ok("iptables-save", &["-c"]),
-            (Firewall::Iptables, true) => host.run_ok("ip6tables-save", &["-c"]),
+            (Firewall::Netbeast { .. }, _) => {
+                args.insert(0, "save");
+                host.netbeast_ok(&args)
+            }
+            (Firewall::Iptables, false) => host.run_ok("iptables-save", &args),
+            (Firewall::Iptables, true) => host.run_ok("ip6tables-save", &args),
         }
     }
 
