@@ -133,7 +133,13 @@ impl Cluster {
             // (only to their own network): a reply reaches the client only
             // when MASQUERADE gave the connection the node's pod-side
             // address.
-            client.ip(&["route", "add", stack.services, "via", &stack.node.to_string()])?;
+            client.ip(&[
+                "route",
+                "add",
+                stack.services,
+                "via",
+                &stack.node.to_string(),
+            ])?;
             if stack.v6 {
                 node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
             } else {

@@ -435,7 +435,13 @@ fn kube_proxy_ipv6_services_classify_as_ip6tables_does() {
     let mut guards = (GuardState::default(), GuardState::default());
     let mut nat = |src: &str, dst: &str, dport: u16| {
         let pkt = tcp6(src, dst, dport, 2, 0);
-        guarded_verdict(&ruleset, &compiled, chain::NAT6_PREROUTING, &pkt, &mut guards)
+        guarded_verdict(
+            &ruleset,
+            &compiled,
+            chain::NAT6_PREROUTING,
+            &pkt,
+            &mut guards,
+        )
     };
     let client = "2001:db8::9";
     let endpoints = ["fd00:10:244:1::2", "fd00:10:244:1::3", "fd00:10:244:1::4"];
@@ -464,7 +470,10 @@ fn kube_proxy_ipv6_services_classify_as_ip6tables_does() {
         );
     }
     let (first, _) = nat(client, "fd00:10:96::b", 80);
-    assert!(first.starts_with("DNAT [fd00:10:244:1::"), "sticky: {first}");
+    assert!(
+        first.starts_with("DNAT [fd00:10:244:1::"),
+        "sticky: {first}"
+    );
     for _ in 0..20 {
         assert_eq!(nat(client, "fd00:10:96::b", 80).0, first, "affinity");
     }
