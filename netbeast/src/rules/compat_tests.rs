@@ -396,10 +396,13 @@ fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
     kube_proxy_round_trip(KUBE_PROXY, KUBE_PROXY_SAVED, Family::V4);
 }
 
-/// The same for an IPv6 cluster through ip6tables-restore: /128 and /56
-/// addresses, `[addr]:port` DNAT, the IPv6 `--mask` of `-m recent`, and an
-/// empty KUBE-FIREWALL (its localnet rule is IPv4's); it saves as
-/// ip6tables-save printed it, and leaves the IPv4 ruleset alone.
+/// The same for an IPv6 cluster through ip6tables-restore, its nat rules
+/// in kube-proxy's own words (`-m tcp -p tcp`, bare addresses saved as
+/// `/128`, `%0.10f` probabilities saved as the kernel rounds them, `-m
+/// recent --name X --set` saved with the IPv6 `--mask` and `--rsource`),
+/// `[addr]:port` DNAT and an empty KUBE-FIREWALL (its localnet rule is
+/// IPv4's): it saves as ip6tables-save printed it, rules reordered chain by
+/// chain, and leaves the IPv4 ruleset alone.
 #[test]
 fn kube_proxy_ipv6_ruleset_restores_and_saves_as_ip6tables_does() {
     let ruleset = kube_proxy_round_trip(KUBE_PROXY_V6, KUBE_PROXY_V6_SAVED, Family::V6);
