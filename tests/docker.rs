@@ -124,29 +124,16 @@ impl Docker {
     /// Restores `rules` in the host as `iptables-restore` (or
     /// `ip6tables-restore` with `v6`) would; any outcome.
     fn restore(&self, rules: &str, v6: bool) -> std::process::Output {
-        let result = if self.firewall.is_netbeast() {
-            let args: &[&str] = if v6 { &["restore", "-6"] } else { &["restore"] };
-            self.host.netbeast_with_input(args, rules)
-        } else {
-            let program = if v6 {
-                "ip6tables-restore"
-            } else {
-                "iptables-restore"
-            };
-            Ok(with_input(&mut self.host.command(program), rules))
-        };
-        result.unwrap_or_else(|e| panic!("restoring: {e}"))
+        self.firewall
+            .restore_family(&self.host, v6, &[], rules)
+            .unwrap_or_else(|e| panic!("restoring: {e}"))
     }
 
     /// The host's whole ruleset as `iptables-save` (`ip6tables-save`) prints it.
     fn save(&self, v6: bool) -> String {
-        let result = match (self.firewall.is_netbeast(), v6) {
-            (true, false) => self.host.netbeast_ok(&["save"]),
-            (true, true) => self.host.netbeast_ok(&["save", "-6"]),
-            (false, false) => self.host.run_ok("iptables-save", &[] as &[&str]),
-            (false, true) => self.host.run_ok("ip6tables-save", &[] as &[&str]),
-        };
-        result.unwrap_or_else(|e| panic!("saving the ruleset: {e}"))
+        self.firewall
+            .save_all(&self.host, v6, false)
+            .unwrap_or_else(|e| panic!("saving the ruleset: {e}"))
     }
 
     fn restore_ok(&self, rules: &str) {
@@ -181,25 +168,6 @@ impl Docker {
         read_peer_line(&mut stream, TIMEOUT)
             .unwrap_or_else(|e| panic!("container -> {server}: {e}"))
     }
-}
-
-/// Writes `input` to the command's stdin and waits for it.
-fn with_input(command: &mut std::process::Command, input: &str) -> std::process::Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// Which Docker: its ruleset and what direct routing to the container's

@@ -1,50 +1,100 @@
-//! kube-proxy 1.29's iptables-mode ruleset (tests/fixtures/iptables-save/
-//! kube-proxy-1.29.rules, restored verbatim) on real TCP: a client outside
-//! the cluster, the node (netbeast or, as the oracle, the kernel's
-//! iptables) and three endpoints 10.244.1.2/3/4:8080 behind two ClusterIP
-//! services. default/web (10.96.0.10:80) balances with the statistic
-//! cascade; default/sticky (10.96.0.11:80) keeps a client on its endpoint
-//! with `-m recent` (sessionAffinity: ClientIP). The mark chain is what
-//! lets the connections through: the test sets FORWARD's policy to DROP,
-//! so a new connection passes only by KUBE-FORWARD's `-m mark --mark
-//! 0x4000/0x4000 -j ACCEPT`, the mark KUBE-MARK-MASQ set in nat PREROUTING
-//! (`--or-mark`), and reaches its endpoint from the node's address, by
-//! KUBE-POSTROUTING's MASQUERADE, which only a marked packet gets.
+//! kube-proxy 1.29's iptables-mode rulesets (tests/fixtures/iptables-save/
+//! kube-proxy-1.29.rules and its IPv6 twin kube-proxy-1.29-ipv6.rules,
+//! restored verbatim with `restore` / `restore -6`) on real TCP: a client
+//! outside the cluster, the node (netbeast or, as the oracle, the kernel's
+//! iptables / ip6tables) and three endpoints behind two ClusterIP services
+//! (IPv4: 10.244.1.2/3/4:8080 behind 10.96.0.10 and .11; IPv6:
+//! [fd00:10:244:1::2/3/4]:8080 behind fd00:10:96::a and ::b). default/web
+//! balances with the statistic cascade; default/sticky keeps a client on
+//! its endpoint with `-m recent` (sessionAffinity: ClientIP). The mark
+//! chain is what lets the connections through: the test sets FORWARD's
+//! policy to DROP, so a new connection passes only by KUBE-FORWARD's `-m
+//! mark --mark 0x4000/0x4000 -j ACCEPT`, the mark KUBE-MARK-MASQ set in nat
+//! PREROUTING (`--or-mark`), and reaches its endpoint from the node's
+//! address, by KUBE-POSTROUTING's MASQUERADE, which only a marked packet
+//! gets.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test kube_proxy`.
 
 use std::{
     io::Read,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
 use netbeast::netns::{
-    Firewall, Netns, Server, parse_peer_line, peer_server, require_root, tcp_stream, veth_pair,
-    wait_for,
+    Firewall, Netns, Server, add_addr, parse_peer_addr, peer_server, require_root, tcp_stream,
+    veth_pair, wait_for,
 };
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RULES: &str = include_str!("fixtures/iptables-save/kube-proxy-1.29.rules");
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 9);
-const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 4);
-/// The node's address on the pods' network: what MASQUERADE gives.
-const NODE_POD_SIDE: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
-const ENDPOINTS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(10, 244, 1, 2),
-    Ipv4Addr::new(10, 244, 1, 3),
-    Ipv4Addr::new(10, 244, 1, 4),
-];
 const ENDPOINT_PORT: u16 = 8080;
-const WEB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
-const STICKY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80);
+const SERVICE_PORT: u16 = 80;
+
+/// One address family's cluster: kube-proxy's ruleset for it and the
+/// addresses that ruleset names.
+struct Stack {
+    v6: bool,
+    rules: &'static str,
+    client: IpAddr,
+    node: IpAddr,
+    /// The node's address on the pods' network: what MASQUERADE gives.
+    node_pod_side: IpAddr,
+    endpoints: [IpAddr; 3],
+    /// The prefix length of both links.
+    link_prefix: u8,
+    /// The service range, routed by the client to the node.
+    services: &'static str,
+    web: IpAddr,
+    sticky: IpAddr,
+}
+
+const V4: Stack = Stack {
+    v6: false,
+    rules: include_str!("fixtures/iptables-save/kube-proxy-1.29.rules"),
+    client: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 9)),
+    node: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 4)),
+    node_pod_side: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 1)),
+    endpoints: [
+        IpAddr::V4(Ipv4Addr::new(10, 244, 1, 2)),
+        IpAddr::V4(Ipv4Addr::new(10, 244, 1, 3)),
+        IpAddr::V4(Ipv4Addr::new(10, 244, 1, 4)),
+    ],
+    link_prefix: 24,
+    services: "10.96.0.0/16",
+    web: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
+    sticky: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 11)),
+};
+
+const V6: Stack = Stack {
+    v6: true,
+    rules: include_str!("fixtures/iptables-save/kube-proxy-1.29-ipv6.rules"),
+    client: IpAddr::V6(Ipv6Addr::new(0xfd00, 0xc0, 0, 0, 0, 0, 0, 9)),
+    node: IpAddr::V6(Ipv6Addr::new(0xfd00, 0xc0, 0, 0, 0, 0, 0, 4)),
+    node_pod_side: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 1)),
+    endpoints: [
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 2)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 3)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x244, 1, 0, 0, 0, 4)),
+    ],
+    link_prefix: 64,
+    services: "fd00:10:96::/112",
+    web: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa)),
+    sticky: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb)),
+};
+
+impl Stack {
+    fn on_link(&self, addr: IpAddr) -> String {
+        format!("{addr}/{}", self.link_prefix)
+    }
+}
 
 include!("support/scenario.rs");
 
 /// Drop order: servers, client, node (the firewall's cleanup), pods.
 struct Cluster {
+    stack: &'static Stack,
     servers: Vec<Server>,
     client: Netns,
     node: Netns,
@@ -53,7 +103,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(tag: &str, firewall: Firewall) -> Cluster {
+    fn new(tag: &str, stack: &'static Stack, firewall: Firewall) -> Cluster {
         require_root();
         let setup = || -> netbeast::netns::Result<Cluster> {
             let client = Netns::new(&format!("{tag}-cli"))?;
@@ -62,35 +112,47 @@ impl Cluster {
             veth_pair(
                 &client,
                 "nbt-kp-c",
-                &format!("{CLIENT}/24"),
+                &stack.on_link(stack.client),
                 &node,
                 "nbt-kp-nc",
-                &format!("{NODE}/24"),
+                &stack.on_link(stack.node),
             )?;
             veth_pair(
                 &node,
                 "nbt-kp-np",
-                &format!("{NODE_POD_SIDE}/24"),
+                &stack.on_link(stack.node_pod_side),
                 &pods,
                 "nbt-kp-p",
-                &format!("{}/24", ENDPOINTS[0]),
+                &stack.on_link(stack.endpoints[0]),
             )?;
-            for e in &ENDPOINTS[1..] {
-                pods.ip(&["addr", "add", &format!("{e}/24"), "dev", "nbt-kp-p"])?;
+            for &e in &stack.endpoints[1..] {
+                add_addr(&pods, &stack.on_link(e), "nbt-kp-p")?;
             }
             // The service range is routed to the node, as a cluster's
             // clients route it; the pods know no way back to the client
             // (only to their own network): a reply reaches the client only
             // when MASQUERADE gave the connection the node's pod-side
             // address.
-            client.ip(&["route", "add", "10.96.0.0/16", "via", &NODE.to_string()])?;
-            node.sysctl("net.ipv4.ip_forward", "1")?;
+            client.ip(&[
+                "route",
+                "add",
+                stack.services,
+                "via",
+                &stack.node.to_string(),
+            ])?;
+            if stack.v6 {
+                node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            } else {
+                node.sysctl("net.ipv4.ip_forward", "1")?;
+            }
             firewall.attach(&node, &["nbt-kp-nc", "nbt-kp-np"])?;
-            let servers = ENDPOINTS
+            let servers = stack
+                .endpoints
                 .iter()
-                .map(|&e| peer_server(&pods, SocketAddrV4::new(e, ENDPOINT_PORT)))
+                .map(|&e| peer_server(&pods, SocketAddr::new(e, ENDPOINT_PORT)))
                 .collect::<netbeast::netns::Result<Vec<Server>>>()?;
             Ok(Cluster {
+                stack,
                 servers,
                 client,
                 node,
@@ -101,36 +163,34 @@ impl Cluster {
         let cluster = setup().unwrap_or_else(|e| panic!("setting up the cluster: {e}"));
         let out = cluster
             .firewall
-            .restore(&cluster.node, &[], RULES)
+            .restore_family(&cluster.node, stack.v6, &[], stack.rules)
             .unwrap_or_else(|e| panic!("restoring kube-proxy's rules: {e}"));
         assert!(
             out.status.success(),
             "restoring kube-proxy's rules: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        cluster
-            .firewall
-            .iptables_ok(&cluster.node, "-P FORWARD DROP")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let policy = "-P FORWARD DROP";
+        if stack.v6 {
+            cluster.firewall.ip6tables_ok(&cluster.node, policy)
+        } else {
+            cluster.firewall.iptables_ok(&cluster.node, policy)
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
         cluster
     }
 
     fn diagnostics(&self) -> String {
-        match &self.firewall {
-            Firewall::Netbeast { .. } => self
-                .node
-                .netbeast_ok(&["save", "-c"])
-                .unwrap_or_else(|e| e.to_string()),
-            Firewall::Iptables => self
-                .node
-                .run_ok("iptables-save", &["-c"])
-                .unwrap_or_else(|e| e.to_string()),
-        }
+        self.firewall
+            .save_all(&self.node, self.stack.v6, true)
+            .unwrap_or_else(|e| e.to_string())
     }
 
-    /// Opens `n` connections to `service` one after another: the endpoint
-    /// each one reached, checking that it saw the node's address.
-    fn connections(&self, service: SocketAddrV4, n: usize) -> Vec<usize> {
+    /// Opens `n` connections to port 80 of `service` one after another:
+    /// the endpoint each one reached, checking that it saw the node's
+    /// address.
+    fn connections(&self, service: IpAddr, n: usize) -> Vec<usize> {
+        let service = SocketAddr::new(service, SERVICE_PORT);
         let served = || -> Vec<u64> { self.servers.iter().map(Server::served).collect() };
         (0..n)
             .map(|i| {
@@ -144,12 +204,12 @@ impl Cluster {
                         )
                     });
                 stream.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
-                let mut line = [0u8; 32];
+                let mut line = [0u8; 64];
                 let got = stream.read(&mut line).unwrap_or(0);
-                let peer = parse_peer_line(&line[..got]);
+                let peer = parse_peer_addr(&line[..got]);
                 assert_eq!(
-                    peer.map(|p| *p.ip()),
-                    Some(NODE_POD_SIDE),
+                    peer.map(|p| p.ip()),
+                    Some(self.stack.node_pod_side),
                     "connection {i}: the endpoint saw {peer:?}, not the node (MASQUERADE)"
                 );
                 let moved = wait_for(CONNECT_TIMEOUT, || {
@@ -172,12 +232,20 @@ impl Cluster {
 // 253 of 720).
 scenario!(balances_three_endpoints, without skb);
 fn balances_three_endpoints(firewall: Firewall) {
-    let cluster = Cluster::new("kpbal", firewall);
+    balance(Cluster::new("kpbal", &V4, firewall));
+}
+
+scenario!(balances_three_endpoints_ipv6, without skb);
+fn balances_three_endpoints_ipv6(firewall: Firewall) {
+    balance(Cluster::new("kpbal6", &V6, firewall));
+}
+
+fn balance(cluster: Cluster) {
     let n = 90;
-    let landed = cluster.connections(WEB, n);
+    let landed = cluster.connections(cluster.stack.web, n);
     let p = 1.0 / 3.0;
     let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
-    for (e, endpoint) in ENDPOINTS.iter().enumerate() {
+    for (e, endpoint) in cluster.stack.endpoints.iter().enumerate() {
         let k = landed.iter().filter(|&&l| l == e).count();
         eprintln!("endpoint {endpoint}: {k} of {n}");
         assert!(
@@ -194,8 +262,16 @@ fn balances_three_endpoints(firewall: Firewall) {
 // later one from the client finds it with `--rcheck` and goes there.
 scenario!(affinity_keeps_a_client_on_its_endpoint, without skb);
 fn affinity_keeps_a_client_on_its_endpoint(firewall: Firewall) {
-    let cluster = Cluster::new("kpaff", firewall);
-    let landed = cluster.connections(STICKY, 12);
+    affinity(Cluster::new("kpaff", &V4, firewall));
+}
+
+scenario!(affinity_keeps_a_client_on_its_endpoint_ipv6, without skb);
+fn affinity_keeps_a_client_on_its_endpoint_ipv6(firewall: Firewall) {
+    affinity(Cluster::new("kpaff6", &V6, firewall));
+}
+
+fn affinity(cluster: Cluster) {
+    let landed = cluster.connections(cluster.stack.sticky, 12);
     assert!(
         landed.iter().all(|&e| e == landed[0]),
         "every connection on the first one's endpoint: {landed:?}\n{}",

@@ -35,7 +35,7 @@ use nat_lab::{
 use netbeast::netns::{
     ConnectOutcome::{self, Reset, TimedOut},
     Firewall, IcmpError, Netns, Server, UdpOutcome, peer_server, require_root, udp_exchange_from,
-    udp_peer_server,
+    udp_peer_server, veth_pair,
 };
 use support::roundtrip;
 
@@ -86,13 +86,13 @@ impl Routed6 {
             let router = firewall.guard(Netns::new(&format!("{tag}-rtr"))?);
             let server = Netns::new(&format!("{tag}-srv"))?;
             for (host, link) in hosts.iter().zip(links).chain([(&server, &SERVER_LINK)]) {
-                veth6(
+                veth_pair(
                     &router,
                     link.router_iface,
-                    link.router,
+                    &format!("{}/64", link.router),
                     host,
                     link.host_iface,
-                    link.host,
+                    &format!("{}/64", link.host),
                 )?;
                 prepare_host(host, link.host_iface)?;
             }
@@ -204,36 +204,6 @@ impl Routed6 {
         let udp = udp_exchange_from(host, local, target, b"anyone?", timeout).unwrap();
         (tcp, udp)
     }
-}
-
-/// A veth pair from `a` to `b`, each end with its IPv6 address (a /64,
-/// no duplicate address detection) and up.
-fn veth6(
-    a: &Netns,
-    a_iface: &str,
-    a_addr: Ipv6Addr,
-    b: &Netns,
-    b_iface: &str,
-    b_addr: Ipv6Addr,
-) -> netbeast::netns::Result<()> {
-    a.ip(&[
-        "link",
-        "add",
-        a_iface,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_iface,
-        "netns",
-        b.name(),
-    ])?;
-    for (ns, iface, addr) in [(a, a_iface, a_addr), (b, b_iface, b_addr)] {
-        let addr = format!("{addr}/64");
-        ns.ip(&["-6", "addr", "add", &addr, "dev", iface, "nodad"])?;
-        ns.ip(&["link", "set", iface, "up"])?;
-    }
-    Ok(())
 }
 
 fn default_route(ns: &Netns, gateway: Ipv6Addr) -> netbeast::netns::Result<()> {

@@ -512,8 +512,9 @@ impl Drop for Netns {
 }
 
 /// Creates a veth pair with one end in each namespace, gives each end its
-/// address (`"10.0.0.1/24"`) and brings both up. The pair is created inside
-/// `a`, so the root namespace never sees it.
+/// address (`"10.0.0.1/24"`, or an IPv6 one, `"fd00::1/64"`, added
+/// `nodad` so that it is usable at once) and brings both up. The pair is
+/// created inside `a`, so the root namespace never sees it.
 pub fn veth_pair(
     a: &Netns,
     a_iface: &str,
@@ -528,9 +529,21 @@ pub fn veth_pair(
         "link", "add", a_iface, "type", "veth", "peer", "name", b_iface, "netns", &b.name,
     ])?;
     for (ns, iface, addr) in [(a, a_iface, a_addr), (b, b_iface, b_addr)] {
-        ns.ip(&["addr", "add", addr, "dev", iface])?;
+        add_addr(ns, addr, iface)?;
         ns.ip(&["link", "set", iface, "up"])?;
     }
+    Ok(())
+}
+
+/// Adds `addr` (`"10.0.0.1/24"` or `"fd00::1/64"`) to `iface` in `ns`; an
+/// IPv6 address `nodad`, usable at once rather than after duplicate
+/// address detection.
+pub fn add_addr(ns: &Netns, addr: &str, iface: &str) -> Result<()> {
+    let mut args = vec!["addr", "add", addr, "dev", iface];
+    if addr.contains(':') {
+        args.push("nodad");
+    }
+    ns.ip(&args)?;
     Ok(())
 }
 
@@ -1395,17 +1408,58 @@ impl Firewall {
     /// `netbeast restore ARGS` / `iptables-restore ARGS` in `host`, with
     /// `input` on stdin; any exit status.
     pub fn restore(&self, host: &Netns, args: &[&str], input: &str) -> Result<Output> {
+        self.restore_family(host, false, args, input)
+    }
+
+    /// [`Firewall::restore`] of the IPv6 ruleset with `v6`: `netbeast
+    /// restore -6 ARGS` / `ip6tables-restore ARGS`.
+    pub fn restore_family(
+        &self,
+        host: &Netns,
+        v6: bool,
+        args: &[&str],
+        input: &str,
+    ) -> Result<Output> {
         match self {
             Firewall::Netbeast { .. } => {
                 let mut argv = vec!["restore"];
+                if v6 {
+                    argv.push("-6");
+                }
                 argv.extend_from_slice(args);
                 host.netbeast_with_input(&argv, input)
             }
             Firewall::Iptables => {
-                let mut command = host.command("iptables-restore");
+                let program = if v6 {
+                    "ip6tables-restore"
+                } else {
+                    "iptables-restore"
+                };
+                let mut command = host.command(program);
                 command.args(args);
                 with_input(command, input)
             }
+        }
+    }
+
+    /// Every table of `host`'s IPv4 ruleset (IPv6 with `v6`), with counters
+    /// when `counters`, as `iptables-save [-c]` (`ip6tables-save [-c]`)
+    /// prints it.
+    pub fn save_all(&self, host: &Netns, v6: bool, counters: bool) -> Result<String> {
+        let mut args = Vec::new();
+        if v6 && self.is_netbeast() {
+            args.push("-6");
+        }
+        if counters {
+            args.push("-c");
+        }
+        match (self, v6) {
+            (Firewall::Netbeast { .. }, _) => {
+                args.insert(0, "save");
+                host.netbeast_ok(&args)
+            }
+            (Firewall::Iptables, false) => host.run_ok("iptables-save", &args),
+            (Firewall::Iptables, true) => host.run_ok("ip6tables-save", &args),
         }
     }
 

@@ -7,10 +7,12 @@ use std::net::Ipv4Addr;
 
 use netbeast_common::{chain, ct_state};
 
-use super::model::{Ruleset, Target};
-use super::save::{apply_restore, parse_restore, parse_restore_table, save};
+use super::model::{Family, Ruleset, Target};
+use super::save::{
+    apply_restore, parse_restore, parse_restore_family, parse_restore_table, save, save_family,
+};
 use super::target::nat::nat_to_text;
-use crate::compile::{self, Interface, L4Header, PacketView, reference};
+use crate::compile::{self, GuardState, Interface, L4Header, PacketView, reference};
 
 const DOCKER_FILTER: &str =
     include_str!("../../../tests/fixtures/iptables-save/docker-filter.rules");
@@ -81,17 +83,34 @@ fn tcp(src: [u8; 4], dst: [u8; 4], dport: u16, iface_in: u32, iface_out: u32) ->
     }
 }
 
-/// What happens to `pkt` in built-in `chain` (filter or nat): the
-/// verdict's name and the rules acted on, by the reference (iptables'
-/// walk), after checking that the compiled classifier acts on the same
-/// rules.
+/// What happens to `pkt` in built-in `chain` (filter or nat, either
+/// family): the verdict's name and the rules acted on, by the reference
+/// (iptables' walk), after checking that the compiled classifier acts on
+/// the same rules.
 fn verdict(ruleset: &Ruleset, chain: u32, pkt: &PacketView) -> (String, Vec<String>) {
-    let (_, table, name) = compile::BUILTIN_CHAINS[chain as usize];
-    let table = ruleset.table(table);
-    let ifaces = interfaces();
-    let want = reference::classify_table(table, name, &ifaces, pkt);
-    let compiled = compile::compile(ruleset, &ifaces, 0).expect("compiles");
-    assert_eq!(compiled.classify(chain, pkt), want, "{name} {pkt:?}");
+    let compiled = compile::compile(ruleset, &interfaces(), 0).expect("compiles");
+    let mut guards = (GuardState::default(), GuardState::default());
+    guarded_verdict(ruleset, &compiled, chain, pkt, &mut guards)
+}
+
+/// [`verdict`] of a packet in a sequence: stateful matches (statistic,
+/// recent) decided by the reference's `guards.0` and the compiled
+/// classifier's `guards.1`, which the same packets keep in step.
+fn guarded_verdict(
+    ruleset: &Ruleset,
+    compiled: &compile::CompiledRuleset,
+    chain: u32,
+    pkt: &PacketView,
+    guards: &mut (GuardState, GuardState),
+) -> (String, Vec<String>) {
+    let (family, table, name) = compile::BUILTIN_CHAINS[chain as usize];
+    let table = ruleset.table_in(family, table);
+    let want = reference::classify_table_with(table, name, &interfaces(), pkt, &mut guards.0);
+    assert_eq!(
+        compiled.classify_with(chain, pkt, &mut guards.1),
+        want,
+        "{name} {pkt:?}"
+    );
     let target = want
         .last()
         .map(|hit| &table.chain(&hit.chain).unwrap().rules[hit.rule].target);
@@ -339,6 +358,33 @@ const KUBE_PROXY: &str =
     include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.rules");
 const KUBE_PROXY_SAVED: &str =
     include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29.saved");
+const KUBE_PROXY_V6: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29-ipv6.rules");
+const KUBE_PROXY_V6_SAVED: &str =
+    include_str!("../../../tests/fixtures/iptables-save/kube-proxy-1.29-ipv6.saved");
+
+/// `rules` restored into a fresh ruleset as `family`'s restore would.
+fn restore_family(text: &str, family: Family) -> Ruleset {
+    let file = parse_restore_family(text, None, family).unwrap_or_else(|e| panic!("{e}"));
+    let mut ruleset = Ruleset::default();
+    apply_restore(&mut ruleset, &file, false).unwrap_or_else(|e| panic!("{e}"));
+    ruleset
+}
+
+/// kube-proxy 1.29's ruleset of `family` restored, saved, and compared
+/// byte for byte with the kernel's save of the same file (`saved`: the
+/// rule lines, chain lines and COMMITs, without `#` comments); that save
+/// restores to the same ruleset, and it compiles.
+fn kube_proxy_round_trip(rules: &str, saved: &str, family: Family) -> Ruleset {
+    let ruleset = restore_family(rules, family);
+    assert_eq!(
+        rule_lines(&save_family(&ruleset, family, false)),
+        rule_lines(saved)
+    );
+    assert_eq!(restore_family(saved, family), ruleset);
+    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
+    ruleset
+}
 
 /// kube-proxy 1.29's ruleset (mangle canaries, KUBE-MARK-MASQ's
 /// `--or-mark`, KUBE-POSTROUTING's mark test and `--xor-mark`, the
@@ -347,16 +393,109 @@ const KUBE_PROXY_SAVED: &str =
 /// the same ruleset, and it compiles.
 #[test]
 fn kube_proxy_ruleset_restores_and_saves_as_iptables_does() {
-    let ruleset = restore(KUBE_PROXY).unwrap();
+    kube_proxy_round_trip(KUBE_PROXY, KUBE_PROXY_SAVED, Family::V4);
+}
+
+/// The same for an IPv6 cluster through ip6tables-restore, its nat rules
+/// in kube-proxy's own words (`-m tcp -p tcp`, bare addresses saved as
+/// `/128`, `%0.10f` probabilities saved as the kernel rounds them, `-m
+/// recent --name X --set` saved with the IPv6 `--mask` and `--rsource`),
+/// `[addr]:port` DNAT and an empty KUBE-FIREWALL (its localnet rule is
+/// IPv4's): it saves as ip6tables-save printed it, rules reordered chain by
+/// chain, and leaves the IPv4 ruleset alone.
+#[test]
+fn kube_proxy_ipv6_ruleset_restores_and_saves_as_ip6tables_does() {
+    let ruleset = kube_proxy_round_trip(KUBE_PROXY_V6, KUBE_PROXY_V6_SAVED, Family::V6);
     assert_eq!(
-        rule_lines(&save(&ruleset, false)),
-        rule_lines(KUBE_PROXY_SAVED)
-            .into_iter()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
+        save(&ruleset, false),
+        save(&Ruleset::default(), false),
+        "an IPv6 restore leaves the IPv4 tables as they were"
     );
-    assert_eq!(restore(KUBE_PROXY_SAVED).unwrap(), ruleset);
-    compile::compile(&ruleset, &interfaces(), 0).expect("kube-proxy's ruleset compiles");
+}
+
+/// An IPv6 TCP packet as [`tcp`] builds an IPv4 one.
+fn tcp6(src: &str, dst: &str, dport: u16, iface_in: u32, iface_out: u32) -> PacketView {
+    PacketView {
+        src: Ipv4Addr::UNSPECIFIED,
+        dst: Ipv4Addr::UNSPECIFIED,
+        addr6: Some((src.parse().unwrap(), dst.parse().unwrap())),
+        ..tcp([0; 4], [0; 4], dport, iface_in, iface_out)
+    }
+}
+
+/// kube-proxy's IPv6 services classify as ip6tables walks them (the
+/// compiled classifier acts on the rules the reference does, packet after
+/// packet, with statistic and recent state kept in step): a client outside
+/// the pods' /56 is marked for masquerade and DNATed by default/web's
+/// cascade to each endpoint about a third of the time, by default/sticky's
+/// to the first endpoint it drew every time after; a pod's own connection
+/// is marked only when it comes back to the pod (hairpin); other
+/// destinations and ports pass untranslated.
+#[test]
+fn kube_proxy_ipv6_services_classify_as_ip6tables_does() {
+    let ruleset = restore_family(KUBE_PROXY_V6, Family::V6);
+    let compiled = compile::compile(&ruleset, &interfaces(), 0).expect("compiles");
+    let mut guards = (GuardState::default(), GuardState::default());
+    let mut nat = |src: &str, dst: &str, dport: u16| {
+        let pkt = tcp6(src, dst, dport, 2, 0);
+        guarded_verdict(
+            &ruleset,
+            &compiled,
+            chain::NAT6_PREROUTING,
+            &pkt,
+            &mut guards,
+        )
+    };
+    let client = "2001:db8::9";
+    let endpoints = ["fd00:10:244:1::2", "fd00:10:244:1::3", "fd00:10:244:1::4"];
+    let n = 300;
+    let mut landed = [0usize; 3];
+    for _ in 0..n {
+        let (v, hits) = nat(client, "fd00:10:96::a", 80);
+        let e = endpoints
+            .iter()
+            .position(|e| v == format!("DNAT [{e}]:8080"))
+            .unwrap_or_else(|| panic!("web: {v} {hits:?}"));
+        landed[e] += 1;
+        assert!(
+            hits.iter().any(|h| h == "KUBE-SVC-TCOU7JCQXEZGVUNU rule 1")
+                && hits.iter().any(|h| h == "KUBE-MARK-MASQ rule 1"),
+            "a client outside the pods' network is marked: {hits:?}"
+        );
+    }
+    // About a third each (binomial, 4.42 standard deviations: p = 1e-5).
+    let (mean, sd) = (n as f64 / 3.0, (n as f64 * 2.0 / 9.0).sqrt());
+    for (e, k) in landed.iter().enumerate() {
+        assert!(
+            (*k as f64 - mean).abs() <= 4.42 * sd,
+            "{}: {k} of {n} ({landed:?})",
+            endpoints[e]
+        );
+    }
+    let (first, _) = nat(client, "fd00:10:96::b", 80);
+    assert!(
+        first.starts_with("DNAT [fd00:10:244:1::"),
+        "sticky: {first}"
+    );
+    for _ in 0..20 {
+        assert_eq!(nat(client, "fd00:10:96::b", 80).0, first, "affinity");
+    }
+    // A pod's connections are marked only when they come back to the pod
+    // itself (the KUBE-SEP chain's hairpin rule), never by the service's.
+    for _ in 0..12 {
+        let (v, hits) = nat("fd00:10:244:1::3", "fd00:10:96::a", 80);
+        assert!(v.starts_with("DNAT [fd00:10:244:1::"), "{v}");
+        assert!(!hits.iter().any(|h| h == "KUBE-SVC-TCOU7JCQXEZGVUNU rule 1"));
+        assert_eq!(
+            hits.iter().any(|h| h == "KUBE-MARK-MASQ rule 1"),
+            v == "DNAT [fd00:10:244:1::3]:8080",
+            "hairpin: {v} {hits:?}"
+        );
+    }
+    for (dst, port) in [("fd00:10:96::a", 81), ("fd00:10:96::c", 80)] {
+        let (v, hits) = nat(client, dst, port);
+        assert!(v.starts_with("policy"), "[{dst}]:{port}: {v} {hits:?}");
+    }
 }
 
 /// The mangle table's built-in chains compile into their own classifier
