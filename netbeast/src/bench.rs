@@ -361,7 +361,7 @@ pub fn program_cost(rule_counts: &[usize], repeat: u32, rounds: usize) -> Result
 /// scenario's ip6tables ruleset of each rule count (`n - 1` rules with
 /// `/128` sources the packet does not have, then the one that drops it),
 /// interleaved round by round.
-pub fn ipv6_cost(
+fn ipv6_cost(
     rule_counts: &[usize],
     guards: &[(u32, [u8; 6], bool)],
     repeat: u32,
