@@ -3722,7 +3722,7 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(
             size_of::<ChainConfig>(),
-            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16
+            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16 + 4
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
         // Chain numbers fit the key's 5 bits (`addr_hash_base`).

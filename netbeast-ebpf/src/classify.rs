@@ -1196,11 +1196,8 @@ fn take_lead(
     let Some(w) = netbeast_common::addr6_lead(cfg.addr6_lead, source) else {
         return Some(used);
     };
-    let f = if w == 0 {
-        u32::from(!source)
-    } else {
-        14 + 2 * w as u32 + u32::from(!source)
-    };
+    // `field::addr_field`, with an index the verifier sees bounded.
+    let f = field::ADDR_FIELDS[(2 * w + usize::from(!source)) & 7] as u32;
     let class = netbeast_addr_class(generation, chain, f, keys);
     if class == NO_CLASS || !take_class(class, st, large) {
         return None;
