@@ -7442,6 +7442,16 @@ fn ipv6_filter_forward() {
             .expect("addressing the veth peer");
         ns.sysctl("net.ipv6.conf.all.forwarding", "1")
             .expect("enabling IPv6 forwarding");
+        // A new address's local route comes from addrconf's work queue,
+        // nodad or not: on a loaded machine the FIB routed the packet to
+        // the host's own address as forwarded before it was there (a full
+        // run saw "to the host itself" counted in FORWARD once).
+        netbeast::netns::wait_for(std::time::Duration::from_secs(5), || {
+            ns.ip(&["-6", "route", "show", "table", "local", "fd09::1"])
+                .ok()
+                .filter(|route| route.contains("fd09::1"))
+        })
+        .expect("fd09::1's local route never appeared");
         let peer = h.ifindex(VETH_PEER);
         let routed = || {
             FrameBuilder::tcp6(v6("fd08::5"), CLIENT_PORT, v6("fd09::5"), 80)
