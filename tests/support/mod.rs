@@ -124,10 +124,14 @@ pub fn roundtrip(stream: &mut TcpStream, data: &[u8], timeout: Duration) -> Resu
         match stream.read(&mut buf) {
             Ok(0) => break Err(format!("closed after {} echoed bytes", got.len())),
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A signal (a child of another test thread ending) interrupts
+            // the receive: read again (a full run once failed on EINTR).
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => break Err(format!("receiving: {e}")),
         }
