@@ -225,6 +225,21 @@ pub fn behind_syn_rule(mut ruleset: Ruleset) -> Ruleset {
     ruleset
 }
 
+impl CostRow {
+    /// A row of `rules` rules from its rounds' ns per packet (the ratio
+    /// left for the caller).
+    fn of_samples(label: String, rules: usize, s: &mut [f64]) -> CostRow {
+        CostRow {
+            label,
+            rules,
+            min_ns: s.iter().copied().fold(f64::MAX, f64::min),
+            max_ns: s.iter().copied().fold(0.0, f64::max),
+            ns_per_packet: median(s),
+            ratio_to_one_rule: 0.0,
+        }
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -410,14 +425,7 @@ fn ipv6_cost(
     let mut rows: Vec<CostRow> = planes
         .iter()
         .zip(samples.iter_mut())
-        .map(|((label, n, _), s)| CostRow {
-            label: label.clone(),
-            rules: *n,
-            min_ns: s.iter().copied().fold(f64::MAX, f64::min),
-            max_ns: s.iter().copied().fold(0.0, f64::max),
-            ns_per_packet: median(s),
-            ratio_to_one_rule: 0.0,
-        })
+        .map(|((label, n, _), s)| CostRow::of_samples(label.clone(), *n, s))
         .collect();
     // The column is "vs 1 rule": the first rule count's row.
     let base = rows.get(1).map_or(1.0, |r| r.ns_per_packet);
@@ -465,14 +473,7 @@ fn log_rows(
     Ok(planes
         .iter()
         .zip(samples.iter_mut())
-        .map(|((front, _, _), s)| CostRow {
-            label: front.label().to_string(),
-            rules: 1,
-            min_ns: s.iter().copied().fold(f64::MAX, f64::min),
-            max_ns: s.iter().copied().fold(0.0, f64::max),
-            ns_per_packet: median(s),
-            ratio_to_one_rule: 0.0,
-        })
+        .map(|((front, _, _), s)| CostRow::of_samples(front.label().to_string(), 1, s))
         .collect())
 }
 
