@@ -742,8 +742,13 @@ pub mod target {
     /// packet's connection is looked up and made in conntrack zone
     /// `RuleAction::arg` (0 for a bare `-j CT`, the default template).
     pub const CT: u32 = 13;
+    /// `-j TTL` (iptables) / `-j HL` (ip6tables), mangle table only:
+    /// non-terminating; the packet's TTL or hop limit is set, raised or
+    /// lowered as xt_TTL / xt_HL do, where `RuleAction::arg` is
+    /// [`super::ttl_arg`]'s word (see [`super::apply_ttl`]).
+    pub const TTL: u32 = 14;
     /// Codes in the table.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     pub mod flag {
         /// The code is in the table.
@@ -773,6 +778,11 @@ pub mod target {
         /// decides, later ones change nothing (xt_CT leaves a packet that
         /// has one alone).
         pub const CT_TEMPLATE: u32 = 128;
+        /// It rewrites a byte of the packet's IP header (`-j TTL`, `-j
+        /// HL`): the search applies it to its copy at once (the next
+        /// rule's target sees it), and the pipeline writes the packet once
+        /// the chain is decided.
+        pub const REWRITE: u32 = 256;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -786,6 +796,7 @@ pub mod target {
             NOTRACK => KNOWN | UNTRACK | CT_TEMPLATE,
             CT => KNOWN | CT_TEMPLATE,
             MARK => KNOWN | SET_MARK,
+            TTL => KNOWN | REWRITE | NEEDS_PACKET,
             // It needs the packet's connection, which the socket programs
             // (nat OUTPUT) do not have yet.
             CONNMARK => KNOWN | CONNECTION_MARK | NEEDS_PACKET,
@@ -861,6 +872,34 @@ impl MarkTarget {
     #[inline(always)]
     pub const fn apply(&self, mark: u32) -> u32 {
         (mark & !self.mask) ^ self.value
+    }
+}
+
+/// What a `-j TTL` / `-j HL` rule does, as xt_TTL and xt_HL number the
+/// modes (`IPT_TTL_SET`, `IPT_TTL_INC`, `IPT_TTL_DEC`; ip6t_HL's alike).
+pub mod ttl_mode {
+    pub const SET: u32 = 0;
+    pub const INC: u32 = 1;
+    pub const DEC: u32 = 2;
+}
+
+/// `RuleAction::arg` of a `-j TTL` / `-j HL` rule: its mode
+/// ([`ttl_mode`]) above its value.
+#[inline(always)]
+pub const fn ttl_arg(mode: u32, value: u8) -> u32 {
+    mode << 8 | value as u32
+}
+
+/// The TTL (or hop limit) after a `-j TTL` / `-j HL` rule of argument
+/// `arg` ([`ttl_arg`]): set, or raised and lowered within 0..=255 as
+/// xt_TTL clamps them.
+#[inline(always)]
+pub const fn apply_ttl(arg: u32, ttl: u8) -> u8 {
+    let value = arg as u8;
+    match arg >> 8 {
+        ttl_mode::INC => ttl.saturating_add(value),
+        ttl_mode::DEC => ttl.saturating_sub(value),
+        _ => value,
     }
 }
 

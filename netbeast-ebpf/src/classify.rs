@@ -673,6 +673,8 @@ pub extern "C" fn netbeast_classify(
     st.hit_count = 0;
     st.untrack = 0;
     st.ct_template = 0;
+    st.ttl = keys.ttl as u32;
+    st.rewrite = 0;
     // The first slot's guards and `takes_effect` read these (a MARK's
     // entry; the chain's family for `-m connmark`, `-j CONNMARK` and the
     // other tracker-reading guards), before the search's steps record the
@@ -1523,6 +1525,12 @@ pub struct SearchState {
     /// the zone in the low 16 bits. The first one decides, as xt_CT leaves
     /// a packet that has a template alone.
     pub ct_template: u32,
+    /// The packet's TTL (IPv6: hop limit) as the chain's `-j TTL` / `-j
+    /// HL` rules left it (`Keys::ttl` when the search starts), and 1 in
+    /// `rewrite` once one of them was met: the pipeline then writes it
+    /// into the packet (`rewrite.rs`).
+    pub ttl: u32,
+    pub rewrite: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1729,6 +1737,10 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
         && let Some(m) = MARK_TARGETS.get(mark_target_index(st.generation & 1, action.arg))
     {
         st.mark = m.apply(st.mark);
+    }
+    if flags & target::flag::REWRITE != 0 {
+        st.ttl = netbeast_common::apply_ttl(action.arg, st.ttl as u8) as u32;
+        st.rewrite = 1;
     }
     if flags & target::flag::CONNECTION_MARK != 0 {
         st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);

@@ -356,6 +356,26 @@ fn mangle6_drops_xdp(
     if pkt.search.log_count != 0 {
         log6(ctx, generation, chain, ifaces);
     }
+    // `-j HL`: the chains after this one, and the frame, get the new hop
+    // limit (one more in the frame of a forwarded packet, see there).
+    let forwarded = chain == chain::MANGLE6_FORWARD || chain == chain::MANGLE6_POSTROUTING;
+    crate::rewrite::after_chain_xdp(ctx, pkt, forwarded, true);
+    drops
+}
+
+/// [`mangle6_drops`] for the host's packets at TC egress, with `-j HL`'s
+/// rewrite.
+#[inline(always)]
+fn mangle6_drops_tc(
+    ctx: &TcContext,
+    pkt: &mut Packet,
+    generation: u32,
+    chain: u32,
+    ifaces: u64,
+    state: u32,
+) -> bool {
+    let drops = mangle6_drops(pkt, generation, chain, ifaces, state);
+    crate::rewrite::after_chain_tc(ctx.skb.skb, pkt, true);
     drops
 }
 
@@ -670,7 +690,8 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // mangle OUTPUT: after conntrack, before filter OUTPUT. (No LOG events
     // from the IPv6 egress program yet, filter's OUTPUT's neither.)
     if active.mangle()
-        && mangle6_drops(
+        && mangle6_drops_tc(
+            ctx,
             pkt,
             generation,
             chain::MANGLE6_OUTPUT,
@@ -700,7 +721,8 @@ pub fn egress(ctx: &TcContext) -> i32 {
         target::ACCEPT => {
             // mangle POSTROUTING, after filter OUTPUT.
             if active.mangle()
-                && mangle6_drops(
+                && mangle6_drops_tc(
+                    ctx,
                     pkt,
                     generation,
                     chain::MANGLE6_POSTROUTING,

@@ -30,6 +30,7 @@ mod redirect_floor;
 mod reject;
 mod reject6;
 mod reject_local;
+mod rewrite;
 mod route;
 mod scratch;
 mod stats;

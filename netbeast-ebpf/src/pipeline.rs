@@ -75,6 +75,9 @@ fn mangle_drops_xdp(
     let verdict = run_chain(generation, chain, pkt, in_ifindex, out_ifindex, ct_state);
     log_xdp(ctx, pkt, generation, chain, in_ifindex, out_ifindex);
     trace(pkt, generation, chain, &verdict);
+    // `-j TTL`: the chains after this one, and the frame, get the new TTL.
+    let forwarded = chain == chain::MANGLE_FORWARD || chain == chain::MANGLE_POSTROUTING;
+    crate::rewrite::after_chain_xdp(ctx, pkt, forwarded, false);
     raw_drops(&verdict)
 }
 
@@ -91,6 +94,7 @@ fn mangle_drops_tc(
     let verdict = run_chain(generation, chain, pkt, 0, out_ifindex, ct_state);
     log_tc(ctx, pkt, generation, chain, out_ifindex);
     trace(pkt, generation, chain, &verdict);
+    crate::rewrite::after_chain_tc(ctx.skb.skb, pkt, false);
     raw_drops(&verdict)
 }
 

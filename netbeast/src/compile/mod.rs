@@ -791,6 +791,8 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         Target::Reject(with) => crate::rules::target::reject::kernel_code(*with),
         // The conntrack zone its template gives.
         Target::Ct(ct) => u32::from(ct.zone),
+        // The mode and value, in the word itself.
+        Target::Ttl(ttl) | Target::Hl(ttl) => ttl.kernel_arg(),
         // SYNPROXY's options sit in the same per-rule table.
         _ if target.is_nat()
             || matches!(

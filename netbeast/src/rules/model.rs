@@ -794,6 +794,11 @@ pub enum Target {
     /// `-j SET`: the packet's key added to an ipset or deleted from it,
     /// the search goes on (`rules/target/set.rs`).
     Set(crate::rules::target::set::SetTarget),
+    /// `-j TTL` (iptables, mangle): the packet's TTL is set, raised or
+    /// lowered, the search goes on (`rules/target/ttl.rs`).
+    Ttl(crate::rules::target::ttl::Ttl),
+    /// `-j HL` (ip6tables, mangle): the same for the hop limit.
+    Hl(crate::rules::target::ttl::Ttl),
 }
 
 impl Target {

@@ -2279,6 +2279,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Goto(_)
         | Target::Mark(_)
         | Target::Connmark(_)
+        | Target::Hl(_)
         | Target::Log(_)
         | Target::Dnat { .. }
         | Target::Snat { .. }

@@ -28,6 +28,7 @@ pub mod reject;
 pub mod set;
 pub mod standard;
 pub mod synproxy;
+pub mod ttl;
 
 /// A target's options while they are read.
 pub trait TargetParser: Debug {
@@ -101,6 +102,8 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &mark::MODULE,
     &connmark::MODULE,
     &set::MODULE,
+    &ttl::TTL,
+    &ttl::HL,
     &standard::CONTINUE,
 ];
 
@@ -115,7 +118,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "DNPT",
     "DSCP",
     "ECN",
-    "HL",
     "HMARK",
     "IDLETIMER",
     "LED",
@@ -132,7 +134,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "TOS",
     "TPROXY",
     "TRACE",
-    "TTL",
     "ULOG",
 ];
 
@@ -278,6 +279,8 @@ impl Target {
             Target::Mark(_) => &mark::MODULE,
             Target::Connmark(_) => &connmark::MODULE,
             Target::Set(_) => &set::MODULE,
+            Target::Ttl(_) => &ttl::TTL,
+            Target::Hl(_) => &ttl::HL,
         })
     }
 
