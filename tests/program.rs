@@ -1109,6 +1109,146 @@ fn marks_set_by_one_rule_are_seen_by_the_next() {
     lab("mark", false, |h, _| run_cases(h, cases));
 }
 
+/// The IPv4 header checksum computed from scratch (RFC 1071) over `ip`'s
+/// header, its own field taken as 0.
+fn header_checksum(ip: &[u8]) -> u16 {
+    let len = usize::from(ip[0] & 0x0f) * 4;
+    let mut sum: u32 = 0;
+    for (i, pair) in ip[..len].chunks(2).enumerate() {
+        if i != 5 {
+            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `-j TTL` / `-j HL` on crafted frames, byte for byte: the frame leaves
+/// the XDP program (mangle PREROUTING, INPUT) and the TC egress program
+/// (mangle OUTPUT, POSTROUTING) with the TTL the rules make (set, raised
+/// and lowered with xt_TTL's clamps, two rules in a row) and, for IPv4,
+/// the header checksum a from-scratch computation gives (the incremental
+/// update of RFC 1624, over IP ids and TTLs that carry and wrap the sum);
+/// every other byte as it came. The IPv6 hop limit likewise (no
+/// checksum). A rule that leaves the value as it was changes nothing.
+#[test]
+fn ttl_rewrites_keep_the_header_checksum() {
+    let expect_rewritten = |what: &str, input: &[u8], out: &[u8], l3: usize, ttl: u8, v6: bool| {
+        let mut want = input.to_vec();
+        if v6 {
+            want[l3 + 7] = ttl;
+        } else {
+            want[l3 + 8] = ttl;
+            let check = header_checksum(&want[l3..]);
+            want[l3 + 10..l3 + 12].copy_from_slice(&check.to_be_bytes());
+            assert!(
+                ipv4_checksum_ok(&out[l3..]),
+                "{what}: bad header checksum in {}",
+                hex(out)
+            );
+        }
+        assert_eq!(hex(out), hex(&want), "{what}: the rewritten frame");
+    };
+    let udp = |ttl: u8, id: u16| {
+        FrameBuilder::udp(CLIENT, 1234, SERVER, 53)
+            .src_mac(CLIENT_MAC)
+            .dst_mac(SERVER_MAC)
+            .ttl(ttl)
+            .ip_id(id)
+            .build()
+    };
+    // (rules, TTL sent, TTL expected)
+    let cases: &[(&[&str], u8, u8)] = &[
+        (
+            &["-t mangle -A PREROUTING -p udp -j TTL --ttl-set 5"],
+            64,
+            5,
+        ),
+        (&["-t mangle -A PREROUTING -p udp -j TTL --ttl-set 0"], 1, 0),
+        (
+            &["-t mangle -A PREROUTING -p udp -j TTL --ttl-set 255"],
+            0,
+            255,
+        ),
+        (&["-t mangle -A INPUT -p udp -j TTL --ttl-inc 10"], 250, 255),
+        (&["-t mangle -A INPUT -p udp -j TTL --ttl-dec 10"], 3, 0),
+        (&["-t mangle -A INPUT -p udp -j TTL --ttl-dec 1"], 128, 127),
+        (
+            &[
+                "-t mangle -A PREROUTING -j TTL --ttl-set 100",
+                "-t mangle -A PREROUTING -j TTL --ttl-dec 30",
+                "-t mangle -A INPUT -j TTL --ttl-inc 2",
+            ],
+            7,
+            72,
+        ),
+    ];
+    lab("ttl", false, |h, _| {
+        for (rules, sent, want) in cases {
+            h.apply(rules);
+            // IP ids that put the checksum near 0x0000 and 0xffff.
+            for id in [0u16, 1, 0x1234, 0x7fff, 0xfffe, 0xffff] {
+                let frame = udp(*sent, id);
+                let (action, out) = h.run(&frame, 0);
+                assert_eq!(action, XDP_PASS, "{rules:?}, id {id:#x}");
+                let what = format!("{rules:?} on TTL {sent}, id {id:#x}");
+                expect_rewritten(&what, &frame, &out, 14, *want, false);
+            }
+        }
+        // Unchanged: a rule that sets the TTL the packet has.
+        h.apply(&["-t mangle -A PREROUTING -p udp -j TTL --ttl-set 64"]);
+        let frame = udp(64, 0x4242);
+        let (_, out) = h.run(&frame, 0);
+        assert_eq!(hex(&out), hex(&frame), "--ttl-set of the TTL it has");
+        // TC egress: mangle OUTPUT, then POSTROUTING on its value.
+        h.apply(&[
+            "-t mangle -A OUTPUT -p udp -j TTL --ttl-set 9",
+            "-t mangle -A POSTROUTING -p udp -j TTL --ttl-inc 3",
+        ]);
+        for id in [0u16, 0x8000, 0xffff] {
+            let frame = FrameBuilder::udp(SERVER, 53, CLIENT, 1234)
+                .src_mac(SERVER_MAC)
+                .dst_mac(CLIENT_MAC)
+                .ttl(64)
+                .ip_id(id)
+                .build();
+            let out = h.dataplane.test_run_tc_egress(&frame).expect("TC test run");
+            assert_eq!(out.action, 0, "TC_ACT_OK");
+            expect_rewritten(
+                "mangle OUTPUT and POSTROUTING",
+                &frame,
+                &out.frame,
+                14,
+                12,
+                false,
+            );
+        }
+        // IPv6: the hop limit, at XDP and at TC egress.
+        let udp6 = |src: &str, dst: &str, hops: u8| {
+            FrameBuilder::udp6(v6(src), 1234, v6(dst), 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .hop_limit(hops)
+                .build()
+        };
+        h.apply(&[
+            "ip6 -t mangle -A PREROUTING -p udp -j HL --hl-set 20",
+            "ip6 -t mangle -A PREROUTING -p udp -j HL --hl-dec 3",
+            "ip6 -t mangle -A OUTPUT -p udp -j HL --hl-inc 200",
+        ]);
+        let frame = udp6(CLIENT6, SERVER6, 64);
+        let (action, out) = h.run(&frame, 0);
+        assert_eq!(action, XDP_PASS, "IPv6 through mangle PREROUTING");
+        expect_rewritten("ip6tables mangle PREROUTING", &frame, &out, 14, 17, true);
+        let frame = udp6(SERVER6, CLIENT6, 64);
+        let out = h.dataplane.test_run_tc_egress(&frame).expect("TC test run");
+        assert_eq!(out.action, 0, "TC_ACT_OK");
+        expect_rewritten("ip6tables mangle OUTPUT", &frame, &out.frame, 14, 255, true);
+    });
+}
+
 /// `-j CONNMARK` and `-m connmark` on packets (xt_CONNMARK, xt_connmark):
 /// the mark a connection's first packet gives it is its later packets',
 /// and not another connection's; a mark set on a packet that is then
