@@ -31,6 +31,10 @@ const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_millis(700);
 /// The TTL (hop limit) every probe leaves its sender with.
 const SENT_TTL: u8 = 64;
+/// The TOS byte (traffic class) every probe leaves with: DSCP 0x0a
+/// (AF11), ECN 01 (ECT(1)), so that a rule that keeps the ECN bits shows
+/// it.
+const SENT_TOS: u8 = 0x29;
 const CLIENT6: &str = "fd00:19::1";
 const SERVER6: &str = "fd00:19::2";
 
@@ -45,24 +49,16 @@ fn receiver(ns: &Netns, v6: bool, port: u16) -> UdpSocket {
         } else {
             UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?
         };
-        let (level, name) = if v6 {
-            (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
-        } else {
-            (libc::IPPROTO_IP, libc::IP_RECVTTL)
-        };
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on an open socket with an int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
+        let (level, options) = if v6 {
+            (
+                libc::IPPROTO_IPV6,
+                [libc::IPV6_RECVHOPLIMIT, libc::IPV6_RECVTCLASS],
             )
+        } else {
+            (libc::IPPROTO_IP, [libc::IP_RECVTTL, libc::IP_RECVTOS])
         };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        for name in options {
+            set_int(&socket, level, name, 1)?;
         }
         socket.set_read_timeout(Some(TIMEOUT))?;
         Ok(socket)
@@ -71,9 +67,40 @@ fn receiver(ns: &Netns, v6: bool, port: u16) -> UdpSocket {
     .unwrap()
 }
 
-/// The TTL (hop limit) of the next datagram `socket` receives; `None`
-/// when none comes within `TIMEOUT`.
-fn received_ttl(socket: &UdpSocket) -> Option<u8> {
+/// Sets an int socket option.
+fn set_int(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt on an open socket with an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the receiver read of a datagram's header: its TTL (hop limit)
+/// and TOS byte (traffic class).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    ttl: u8,
+    tos: u8,
+}
+
+/// The TTL and TOS of the next datagram `socket` receives; `None` when
+/// none comes within `TIMEOUT`.
+fn received(socket: &UdpSocket) -> Option<Seen> {
     let mut data = [0u8; 64];
     let mut control = [0u64; 16];
     let mut iov = libc::iovec {
@@ -91,27 +118,36 @@ fn received_ttl(socket: &UdpSocket) -> Option<u8> {
     if n < 0 {
         return None;
     }
+    let (mut ttl, mut tos) = (None, None);
     // SAFETY: walking the control messages the kernel wrote into `msg`.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
-            if (level == libc::IPPROTO_IP && kind == libc::IP_TTL)
-                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT)
-            {
-                let value = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                return Some(value as u8);
+            let data = libc::CMSG_DATA(c);
+            let int = || std::ptr::read_unaligned(data as *const libc::c_int) as u8;
+            match (level, kind) {
+                (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    ttl = Some(int())
+                }
+                // IP_TOS comes as one byte, IPV6_TCLASS as an int.
+                (libc::IPPROTO_IP, libc::IP_TOS) => tos = Some(*data),
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => tos = Some(int()),
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    panic!("a datagram without its TTL control message");
+    match (ttl, tos) {
+        (Some(ttl), Some(tos)) => Some(Seen { ttl, tos }),
+        _ => panic!("a datagram without its TTL and TOS control messages"),
+    }
 }
 
 /// Sends one datagram from `from` to `to` with TTL (hop limit) `SENT_TTL`
-/// and returns the TTL the receiver in `at` read, `None` when it did not
-/// arrive.
-fn probe(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
+/// and TOS `SENT_TOS` and returns what the receiver in `at` read, `None`
+/// when it did not arrive.
+fn probe_all(from: &Netns, at: &Netns, to: SocketAddr) -> Option<Seen> {
     let v6 = to.is_ipv6();
     let rx = receiver(at, v6, to.port());
     from.in_netns(|| -> io::Result<()> {
@@ -121,46 +157,53 @@ fn probe(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
             UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?
         };
         if v6 {
-            let hops: libc::c_int = SENT_TTL.into();
-            // SAFETY: setsockopt on an open socket with an int option.
-            let rc = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_UNICAST_HOPS,
-                    (&hops as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_int(
+                &socket,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                SENT_TTL.into(),
+            )?;
+            set_int(
+                &socket,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_TCLASS,
+                SENT_TOS.into(),
+            )?;
         } else {
             socket.set_ttl(SENT_TTL.into())?;
+            set_int(&socket, libc::IPPROTO_IP, libc::IP_TOS, SENT_TOS.into())?;
         }
         socket.send_to(b"ttl probe", to)?;
         Ok(())
     })
     .unwrap()
     .unwrap();
-    received_ttl(&rx)
+    received(&rx)
 }
 
-/// Checks each probe's received TTL against the expected one; all wrong
-/// ones are named, with the ruleset.
-fn expect_ttls(
+/// The TTL [`probe_all`] received.
+fn probe(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
+    probe_all(from, at, to).map(|seen| seen.ttl)
+}
+
+/// The TOS byte [`probe_all`] received.
+fn probe_tos(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
+    probe_all(from, at, to).map(|seen| seen.tos)
+}
+
+/// Checks each probe's received TTL (or TOS, or both) against the
+/// expected one; all wrong ones are named, with the ruleset.
+fn expect_ttls<T: PartialEq + std::fmt::Debug>(
     when: &str,
-    got: &[(u16, Option<u8>)],
-    expected: &[(u16, Option<u8>)],
+    got: &[(u16, Option<T>)],
+    expected: &[(u16, Option<T>)],
     ruleset: impl FnOnce() -> String,
 ) {
     let wrong: Vec<String> = expected
         .iter()
         .zip(got)
         .filter(|(want, got)| want != got)
-        .map(|((port, want), (_, got))| {
-            format!("port {port}: expected TTL {want:?}, received {got:?}")
-        })
+        .map(|((port, want), (_, got))| format!("port {port}: expected {want:?}, received {got:?}"))
         .collect();
     assert!(
         wrong.is_empty(),
@@ -356,3 +399,144 @@ fn host_hl(firewall: Firewall) {
 }
 
 scenario!(host_hl, without skb);
+
+/// `-j DSCP` and `-j TOS` (both families' mangle), on real datagrams: the
+/// TOS byte (traffic class) the receiver reads (`IP_RECVTOS`,
+/// `IPV6_RECVTCLASS`) after mangle PREROUTING, INPUT, OUTPUT and
+/// POSTROUTING (the host's own datagrams) changed it — DSCP keeping the
+/// ECN bits, TOS's set (a name: `value/0x3f`), and, or, xor — and later
+/// chains' `-m tos` / `-m dscp` reading the new byte; a TTL and a DSCP
+/// changed by one chain together (two checksum updates).
+fn host_tos(firewall: Firewall) {
+    require_root();
+    let bed = Testbed::new("tos-host", firewall).unwrap_or_else(|e| panic!("testbed: {e}"));
+    let ruleset =
+        || bed.iptables_ok("-t mangle -S").unwrap_or_default() + &bed.save().unwrap_or_default();
+    for line in [
+        "-t mangle -A PREROUTING -p udp --dport 7011 -j DSCP --set-dscp-class EF",
+        "-t mangle -A INPUT -p udp --dport 7012 -j TOS --set-tos Minimize-Delay",
+        "-t mangle -A PREROUTING -p udp --dport 7013 -j TOS --and-tos 0xf0",
+        "-A INPUT -p udp --dport 7013 -m tos ! --tos 0x20 -j DROP",
+        "-t mangle -A PREROUTING -p udp --dport 7014 -j TTL --ttl-set 3",
+        "-t mangle -A PREROUTING -p udp --dport 7014 -j DSCP --set-dscp 8",
+        "-t mangle -A OUTPUT -p udp --dport 7111 -j TOS --or-tos 0x10",
+        "-t mangle -A POSTROUTING -p udp --dport 7112 -j DSCP --set-dscp 0",
+        "-t mangle -A OUTPUT -p udp --dport 7113 -j TOS --xor-tos 0xff",
+        "-A OUTPUT -p udp --dport 7113 -m dscp ! --dscp 0x35 -j DROP",
+    ] {
+        bed.iptables_ok(line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let to_server = |port| SocketAddr::from((SERVER_ADDR, port));
+    let to_client = |port| SocketAddr::from((netbeast::netns::CLIENT_ADDR, port));
+    let mut got = Vec::new();
+    for port in [7011, 7012, 7013, 7014] {
+        got.push((port, probe_all(bed.client(), bed.server(), to_server(port))));
+    }
+    for port in [7111, 7112, 7113] {
+        got.push((port, probe_all(bed.server(), bed.client(), to_client(port))));
+    }
+    let seen = |ttl, tos| Some(Seen { ttl, tos });
+    expect_ttls(
+        "mangle TOS and DSCP rules on the host",
+        &got,
+        &[
+            (7011, seen(SENT_TTL, 0x2e << 2 | 0x01)),
+            (7012, seen(SENT_TTL, 0x10)),
+            (7013, seen(SENT_TTL, 0x20)),
+            (7014, seen(3, 8 << 2 | 0x01)),
+            (7111, seen(SENT_TTL, 0x39)),
+            (7112, seen(SENT_TTL, 0x01)),
+            (7113, seen(SENT_TTL, 0xd6)),
+        ],
+        ruleset,
+    );
+}
+
+scenario!(host_tos);
+
+/// On a router, IPv4: a DSCP class set in mangle POSTROUTING and a TOS
+/// value/mask set in PREROUTING reach the server; filter FORWARD's
+/// `-m dscp` reads PREROUTING's.
+fn router_tos(firewall: Firewall) {
+    require_root();
+    let bed = Routed::new("tos-fwd", firewall).unwrap_or_else(|e| panic!("setting up: {e}"));
+    let ruleset = || {
+        bed.iptables_ok("-t mangle -S").unwrap_or_default()
+            + &bed.firewall.save(&bed.router).unwrap_or_default()
+    };
+    for line in [
+        "-t mangle -A POSTROUTING -p udp --dport 7211 -j DSCP --set-dscp-class AF41",
+        "-t mangle -A PREROUTING -p udp --dport 7212 -j TOS --set-tos 0x04/0x0c",
+        "-A FORWARD -p udp --dport 7212 -m dscp ! --dscp 0x09 -j DROP",
+    ] {
+        bed.iptables_ok(line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let to_server = |port| SocketAddr::from((ROUTED_SERVER_ADDR, port));
+    let got: Vec<_> = [7211, 7212]
+        .into_iter()
+        .map(|port| (port, probe_tos(&bed.client, &bed.server, to_server(port))))
+        .collect();
+    expect_ttls(
+        "mangle TOS and DSCP rules on the router",
+        &got,
+        &[(7211, Some(0x22 << 2 | 0x01)), (7212, Some(0x25))],
+        ruleset,
+    );
+}
+
+scenario!(router_tos);
+
+/// On the host, IPv6: ip6tables' `-j DSCP` and `-j TOS` on the traffic
+/// class, in PREROUTING, INPUT, OUTPUT and POSTROUTING. (netbeast's
+/// ip6tables has no `-m dscp` / `-m tos` yet to read it in a later chain.)
+fn host_tclass(firewall: Firewall) {
+    require_root();
+    let (client, server) = pair6("tc6-host", "10.218.0", CLIENT6, SERVER6, None);
+    let server = firewall.guard(server);
+    firewall.attach(&server, &["nbt6s"]).unwrap();
+    let ruleset = || {
+        firewall
+            .ip6tables_ok(&server, "-t mangle -S")
+            .unwrap_or_default()
+    };
+    for line in [
+        "-t mangle -A PREROUTING -p udp --dport 7311 -j DSCP --set-dscp-class EF",
+        "-t mangle -A INPUT -p udp --dport 7312 -j TOS --xor-tos 0x0f",
+        "-t mangle -A OUTPUT -p udp --dport 7411 -j TOS --set-tos 0x10",
+        "-t mangle -A POSTROUTING -p udp --dport 7412 -j DSCP --set-dscp 0x3f",
+    ] {
+        firewall
+            .ip6tables_ok(&server, line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let s6: Ipv6Addr = SERVER6.parse().unwrap();
+    let c6: Ipv6Addr = CLIENT6.parse().unwrap();
+    let mut got = Vec::new();
+    for port in [7311, 7312] {
+        got.push((
+            port,
+            probe_tos(&client, &server, SocketAddr::from((IpAddr::V6(s6), port))),
+        ));
+    }
+    for port in [7411, 7412] {
+        got.push((
+            port,
+            probe_tos(&server, &client, SocketAddr::from((IpAddr::V6(c6), port))),
+        ));
+    }
+    expect_ttls(
+        "mangle TOS and DSCP rules on the host, IPv6",
+        &got,
+        &[
+            (7311, Some(0x2e << 2 | 0x01)),
+            (7312, Some(0x26)),
+            (7411, Some(0x10)),
+            (7412, Some(0xfd)),
+        ],
+        ruleset,
+    );
+}
+
+scenario!(host_tclass, without skb);

@@ -747,8 +747,14 @@ pub mod target {
     /// lowered as xt_TTL / xt_HL do, where `RuleAction::arg` is
     /// [`super::ttl_arg`]'s word (see [`super::apply_ttl`]).
     pub const TTL: u32 = 14;
+    /// `-j TOS` and `-j DSCP` (both families, mangle table only):
+    /// non-terminating; the packet's TOS byte (IPv6: traffic class)
+    /// becomes `(tos & !mask) ^ value` as xt_TOS makes it (DSCP is value
+    /// `dscp << 2`, mask 0xfc, the ECN bits kept), where `RuleAction::arg`
+    /// is [`super::tos_arg`]'s word (see [`super::apply_tos`]).
+    pub const TOS: u32 = 15;
     /// Codes in the table.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     pub mod flag {
         /// The code is in the table.
@@ -796,7 +802,7 @@ pub mod target {
             NOTRACK => KNOWN | UNTRACK | CT_TEMPLATE,
             CT => KNOWN | CT_TEMPLATE,
             MARK => KNOWN | SET_MARK,
-            TTL => KNOWN | REWRITE | NEEDS_PACKET,
+            TTL | TOS => KNOWN | REWRITE | NEEDS_PACKET,
             // It needs the packet's connection, which the socket programs
             // (nat OUTPUT) do not have yet.
             CONNMARK => KNOWN | CONNECTION_MARK | NEEDS_PACKET,
@@ -901,6 +907,21 @@ pub const fn apply_ttl(arg: u32, ttl: u8) -> u8 {
         ttl_mode::DEC => ttl.saturating_sub(value),
         _ => value,
     }
+}
+
+/// `RuleAction::arg` of a `-j TOS` / `-j DSCP` rule: its mask above its
+/// value.
+#[inline(always)]
+pub const fn tos_arg(value: u8, mask: u8) -> u32 {
+    (mask as u32) << 8 | value as u32
+}
+
+/// The TOS byte (traffic class) after a `-j TOS` / `-j DSCP` rule of
+/// argument `arg` ([`tos_arg`]): the mask's bits cleared, then the value
+/// XORed in (xt_TOS revision 1).
+#[inline(always)]
+pub const fn apply_tos(arg: u32, tos: u8) -> u8 {
+    (tos & !((arg >> 8) as u8)) ^ arg as u8
 }
 
 /// Distinct `-j CONNMARK` operations a generation may hold: each is one

@@ -674,6 +674,7 @@ pub extern "C" fn netbeast_classify(
     st.untrack = 0;
     st.ct_template = 0;
     st.ttl = keys.ttl as u32;
+    st.tos = keys.tos as u32;
     st.rewrite = 0;
     // The first slot's guards and `takes_effect` read these (a MARK's
     // entry; the chain's family for `-m connmark`, `-j CONNMARK` and the
@@ -1530,6 +1531,10 @@ pub struct SearchState {
     /// `rewrite` once one of them was met: the pipeline then writes it
     /// into the packet (`rewrite.rs`).
     pub ttl: u32,
+    /// Likewise the TOS byte (traffic class) as `-j TOS` / `-j DSCP`
+    /// left it; `rewrite` has `REWRITE_TTL` and `REWRITE_TOS` for what
+    /// was met.
+    pub tos: u32,
     pub rewrite: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
@@ -1739,8 +1744,13 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
         st.mark = m.apply(st.mark);
     }
     if flags & target::flag::REWRITE != 0 {
-        st.ttl = netbeast_common::apply_ttl(action.arg, st.ttl as u8) as u32;
-        st.rewrite = 1;
+        if action.target == target::TTL {
+            st.ttl = netbeast_common::apply_ttl(action.arg, st.ttl as u8) as u32;
+            st.rewrite |= REWRITE_TTL;
+        } else {
+            st.tos = netbeast_common::apply_tos(action.arg, st.tos as u8) as u32;
+            st.rewrite |= REWRITE_TOS;
+        }
     }
     if flags & target::flag::CONNECTION_MARK != 0 {
         st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);
@@ -1766,6 +1776,11 @@ fn hotdrop(st: &mut SearchState, slot: u32) -> RuleAction {
         guard: 0,
     }
 }
+
+/// `SearchState::rewrite`: a `-j TTL` / `-j HL` rule was met.
+pub const REWRITE_TTL: u32 = 1;
+/// `SearchState::rewrite`: a `-j TOS` / `-j DSCP` rule was met.
+pub const REWRITE_TOS: u32 = 2;
 
 /// `SearchState::ct_template`: a CT or NOTRACK rule was met.
 pub const CT_TEMPLATE_SET: u32 = 1 << 16;

@@ -793,6 +793,8 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         Target::Ct(ct) => u32::from(ct.zone),
         // The mode and value, in the word itself.
         Target::Ttl(ttl) | Target::Hl(ttl) => ttl.kernel_arg(),
+        Target::Tos(tos) => tos.kernel_arg(),
+        Target::Dscp(dscp) => crate::rules::target::dscp::kernel_arg(*dscp),
         // SYNPROXY's options sit in the same per-rule table.
         _ if target.is_nat()
             || matches!(

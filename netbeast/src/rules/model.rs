@@ -799,6 +799,12 @@ pub enum Target {
     Ttl(crate::rules::target::ttl::Ttl),
     /// `-j HL` (ip6tables, mangle): the same for the hop limit.
     Hl(crate::rules::target::ttl::Ttl),
+    /// `-j TOS` (mangle, both families): the TOS byte (traffic class)
+    /// changed under a mask (`rules/target/tos.rs`).
+    Tos(crate::rules::target::tos::TosTarget),
+    /// `-j DSCP` (mangle, both families): the DSCP (six bits of the TOS
+    /// byte) set, the ECN bits kept (`rules/target/dscp.rs`).
+    Dscp(u8),
 }
 
 impl Target {

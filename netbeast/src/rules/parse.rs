@@ -2280,6 +2280,8 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Mark(_)
         | Target::Connmark(_)
         | Target::Hl(_)
+        | Target::Tos(_)
+        | Target::Dscp(_)
         | Target::Log(_)
         | Target::Dnat { .. }
         | Target::Snat { .. }

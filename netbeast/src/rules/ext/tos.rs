@@ -99,7 +99,7 @@ struct TosParser(Option<Tos>);
 
 /// `value[/mask]` (mask 0xff when left out), or a name (`value/0x3f`), as
 /// xtables' tos parser reads them.
-fn parse_tos(option: &OptSpec, text: &str) -> Result<(u8, u8), ParseError> {
+pub(crate) fn parse_tos(option: &OptSpec, text: &str) -> Result<(u8, u8), ParseError> {
     let byte = |t: &str| parse_c_number_in(t, u8::MAX.into()).map(|n| n as u8);
     let numeric = match text.split_once('/') {
         Some((v, m)) => byte(v).zip(byte(m)),

@@ -20,6 +20,7 @@ use crate::rules::generate::Random;
 
 pub mod connmark;
 pub mod ct;
+pub mod dscp;
 pub mod jump;
 pub mod log;
 pub mod mark;
@@ -28,6 +29,7 @@ pub mod reject;
 pub mod set;
 pub mod standard;
 pub mod synproxy;
+pub mod tos;
 pub mod ttl;
 
 /// A target's options while they are read.
@@ -104,6 +106,8 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &set::MODULE,
     &ttl::TTL,
     &ttl::HL,
+    &tos::MODULE,
+    &dscp::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -116,7 +120,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "CLUSTERIP",
     "CONNSECMARK",
     "DNPT",
-    "DSCP",
     "ECN",
     "HMARK",
     "IDLETIMER",
@@ -131,7 +134,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "TCPMSS",
     "TCPOPTSTRIP",
     "TEE",
-    "TOS",
     "TPROXY",
     "TRACE",
     "ULOG",
@@ -226,6 +228,23 @@ pub fn check_placement(module: &TargetModule, rule: &RuleContext) -> Result<(), 
     Ok(())
 }
 
+/// The mangle-only targets (TTL, HL, TOS, DSCP): the kernel registers
+/// them for the mangle table alone and refuses them elsewhere (iptables
+/// exits 4, "Invalid argument").
+pub(crate) fn refuse_outside_mangle(target: &str, rule: &RuleContext) -> Result<(), ParseError> {
+    if rule.table == TableName::Mangle {
+        return Ok(());
+    }
+    Err(ParseError::KernelRefuses {
+        what: format!("-j {target} in the {} table", rule.table.as_str()),
+        reason: format!(
+            "it is a target of the mangle table only, as in {} -t mangle -A POSTROUTING ... \
+             -j {target}",
+            rule.family.command()
+        ),
+    })
+}
+
 /// A target without options (ACCEPT, DROP, RETURN, CONTINUE).
 #[derive(Clone, Debug)]
 pub(crate) struct Plain {
@@ -281,6 +300,8 @@ impl Target {
             Target::Set(_) => &set::MODULE,
             Target::Ttl(_) => &ttl::TTL,
             Target::Hl(_) => &ttl::HL,
+            Target::Tos(_) => &tos::MODULE,
+            Target::Dscp(_) => &dscp::MODULE,
         })
     }
 

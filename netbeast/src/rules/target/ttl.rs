@@ -295,20 +295,7 @@ impl TargetParser for TtlParser {
                 },
             });
         };
-        // xt_TTL / xt_HL are registered for the mangle table only: the
-        // kernel refuses them elsewhere (iptables exits 4, "Invalid
-        // argument").
-        if rule.table != TableName::Mangle {
-            return Err(ParseError::KernelRefuses {
-                what: format!("-j {} in the {} table", self.target, rule.table.as_str()),
-                reason: format!(
-                    "it is a target of the mangle table only, as in {} -t mangle -A \
-                     POSTROUTING ... -j {}",
-                    self.family.command(),
-                    self.target
-                ),
-            });
-        }
+        super::refuse_outside_mangle(self.target, rule)?;
         let module = if self.target == "TTL" { &TTL } else { &HL };
         check_placement(module, rule)?;
         Ok(if self.target == "TTL" {
