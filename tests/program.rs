@@ -1133,6 +1133,8 @@ fn header_checksum(ip: &[u8]) -> u16 {
 /// update of RFC 1624, over IP ids and TTLs that carry and wrap the sum);
 /// every other byte as it came. The IPv6 hop limit likewise (no
 /// checksum). A rule that leaves the value as it was changes nothing.
+/// `-j TOS` / `-j DSCP` likewise on the TOS byte (with a TTL change in
+/// the same chain) and on the IPv6 traffic class (the flow label kept).
 #[test]
 fn ttl_rewrites_keep_the_header_checksum() {
     let expect_rewritten = |what: &str, input: &[u8], out: &[u8], l3: usize, ttl: u8, v6: bool| {
@@ -1246,6 +1248,53 @@ fn ttl_rewrites_keep_the_header_checksum() {
         let out = h.dataplane.test_run_tc_egress(&frame).expect("TC test run");
         assert_eq!(out.action, 0, "TC_ACT_OK");
         expect_rewritten("ip6tables mangle OUTPUT", &frame, &out.frame, 14, 255, true);
+        // -j TOS and -j DSCP: the TOS byte with the TTL in one chain (two
+        // incremental updates of the checksum), and the IPv6 traffic
+        // class across its two bytes, the flow label kept.
+        h.apply(&[
+            "-t mangle -A PREROUTING -p udp -j DSCP --set-dscp-class EF",
+            "-t mangle -A PREROUTING -p udp -j TTL --ttl-dec 7",
+            "-t mangle -A INPUT -p udp -j TOS --xor-tos 0x0f",
+            "ip6 -t mangle -A PREROUTING -p udp -j TOS --set-tos 0xa5",
+        ]);
+        for (tos, id) in [(0u8, 0u16), (0x29, 0xffff), (0xff, 0x8000), (0x03, 0x1234)] {
+            let frame = FrameBuilder::udp(CLIENT, 1234, SERVER, 53)
+                .src_mac(CLIENT_MAC)
+                .dst_mac(SERVER_MAC)
+                .ttl(64)
+                .tos(tos)
+                .ip_id(id)
+                .build();
+            let (action, out) = h.run(&frame, 0);
+            assert_eq!(action, XDP_PASS);
+            let mut want = frame.clone();
+            want[15] = ((0x2e << 2) | (tos & 0x03)) ^ 0x0f;
+            want[22] = 57;
+            let check = header_checksum(&want[14..]);
+            want[24..26].copy_from_slice(&check.to_be_bytes());
+            assert!(ipv4_checksum_ok(&out[14..]), "TOS {tos:#x}: bad checksum");
+            assert_eq!(
+                hex(&out),
+                hex(&want),
+                "DSCP, TTL and TOS on TOS {tos:#x}, id {id:#x}"
+            );
+        }
+        let mut frame = udp6(CLIENT6, SERVER6, 64);
+        // Traffic class 0x5a, flow label 0xbcdef.
+        frame[14] = 0x60 | 0x05;
+        frame[15] = 0xab;
+        frame[16] = 0xcd;
+        frame[17] = 0xef;
+        let (action, out) = h.run(&frame, 0);
+        assert_eq!(action, XDP_PASS);
+        let mut want = frame.clone();
+        want[14] = 0x6a;
+        want[15] = 0x5b;
+        assert_eq!(
+            hex(&out),
+            hex(&want),
+            "the IPv6 traffic class 0x5a set to 0xa5"
+        );
     });
 }
 
