@@ -148,6 +148,56 @@ fn ipv6_fast_path_rewrites_and_redirects() {
     .unwrap();
 }
 
+/// ip6tables' mangle `-j HL` on the fast path: the frame leaves with the
+/// hop limit the chains gave it, as ip6tables' would (PREROUTING's value
+/// lowered by the forwarding, FORWARD's and POSTROUTING's as set:
+/// `--hl-inc 1` in FORWARD hides the router, 0 leaves as 0), and a hop
+/// limit of 1 given in PREROUTING goes to the kernel, which answers it.
+#[test]
+fn hop_limits_set_in_mangle_leave_by_the_fast_path() {
+    let (ns, _) = router("fwd6-hl");
+    ns.in_netns(move || {
+        let (mut dp, _, input) = dataplane();
+        dp.apply(
+            &ruleset(&[
+                "-t mangle -A FORWARD -p udp --dport 53 -j HL --hl-inc 1",
+                "-t mangle -A POSTROUTING -p udp --dport 54 -j HL --hl-set 1",
+                "-t mangle -A PREROUTING -p udp --dport 55 -j HL --hl-set 10",
+                "-t mangle -A POSTROUTING -p udp --dport 56 -j HL --hl-set 0",
+                "-t mangle -A PREROUTING -p udp --dport 57 -j HL --hl-set 1",
+                "-t mangle -A PREROUTING -p udp --dport 58 -j HL --hl-set 200",
+                "-t mangle -A FORWARD -p udp --dport 58 -j HL --hl-dec 50",
+            ]),
+            &[],
+        )
+        .unwrap();
+        let frame = |dport: u16| {
+            FrameBuilder::udp6_with(v6("fd08::5"), 1000, v6("fd09::5"), dport, b"query")
+                .hop_limit(64)
+                .build()
+        };
+        for (dport, hops) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149)] {
+            let request = frame(dport);
+            let run = dp.test_run_xdp(&request, input).unwrap();
+            assert_eq!(run.action, XDP_REDIRECT, "port {dport}: the fast path");
+            assert_eq!(run.frame[14 + 7], hops, "port {dport}: the hop limit");
+            assert_eq!(
+                &run.frame[14 + 8..],
+                &request[14 + 8..],
+                "port {dport}: the rest"
+            );
+        }
+        let request = frame(57);
+        let run = dp.test_run_xdp(&request, input).unwrap();
+        assert_eq!(
+            run.action, XDP_PASS,
+            "hop limit 1 from PREROUTING: the kernel's"
+        );
+        assert_eq!(run.frame[14 + 7], 1, "the hop limit PREROUTING gave");
+    })
+    .unwrap();
+}
+
 /// The endpoints of an IPv6 frame (Ethernet, no extension headers) and
 /// whether its L4 checksum (TCP, UDP, ICMPv6: over the pseudo-header) is
 /// valid.

@@ -3749,6 +3749,68 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
     (veth, peer)
 }
 
+/// `-j TTL` on the IPv4 fast path: the frame leaves with the TTL the
+/// chains gave it, as iptables' would (PREROUTING's value lowered by the
+/// forwarding, FORWARD's and POSTROUTING's as set: `--ttl-inc 1` in
+/// FORWARD hides the router, 0 leaves as 0), with a valid header
+/// checksum; a TTL of 1 given in PREROUTING goes to the kernel, which
+/// answers it.
+#[test]
+fn ttls_set_in_mangle_leave_by_the_fast_path() {
+    lab("ttl-fwd", true, |h, ns| {
+        let (_, peer) = make_fast_router(h, ns);
+        h.apply(&[
+            "-t mangle -A FORWARD -p udp --dport 53 -j TTL --ttl-inc 1",
+            "-t mangle -A POSTROUTING -p udp --dport 54 -j TTL --ttl-set 1",
+            "-t mangle -A PREROUTING -p udp --dport 55 -j TTL --ttl-set 10",
+            "-t mangle -A POSTROUTING -p udp --dport 56 -j TTL --ttl-set 0",
+            "-t mangle -A PREROUTING -p udp --dport 57 -j TTL --ttl-set 1",
+            "-t mangle -A PREROUTING -p udp --dport 58 -j TTL --ttl-set 200",
+            "-t mangle -A FORWARD -p udp --dport 58 -j TTL --ttl-dec 50",
+        ]);
+        let frame = |dport: u16| {
+            FrameBuilder::udp(
+                Ipv4Addr::new(10, 8, 0, 5),
+                1000,
+                Ipv4Addr::new(10, 9, 0, 5),
+                dport,
+            )
+            .src_mac(CLIENT_MAC)
+            .ttl(64)
+            .payload(b"query")
+            .build()
+        };
+        for (dport, ttl) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149)] {
+            let request = frame(dport);
+            let (action, out) = h.run(&request, peer);
+            assert_eq!(
+                action_name(action),
+                action_name(XDP_REDIRECT),
+                "port {dport}"
+            );
+            assert_eq!(out[14 + 8], ttl, "port {dport}: the TTL");
+            assert!(
+                ipv4_checksum_ok(&out[14..]),
+                "port {dport}: the header checksum"
+            );
+            assert_eq!(
+                &out[14 + 12..],
+                &request[14 + 12..],
+                "port {dport}: the rest"
+            );
+        }
+        let request = frame(57);
+        let (action, out) = h.run(&request, peer);
+        assert_eq!(
+            action_name(action),
+            action_name(XDP_PASS),
+            "TTL 1: the kernel's"
+        );
+        assert_eq!(out[14 + 8], 1, "the TTL PREROUTING gave");
+        assert!(ipv4_checksum_ok(&out[14..]));
+    });
+}
+
 /// SNAT/MASQUERADE on the fast path: the source port is kept when free,
 /// another one is picked when two clients use the same one, replies and ICMP
 /// errors are translated back (quoted headers included), and a full port
