@@ -151,7 +151,8 @@ fn ipv6_fast_path_rewrites_and_redirects() {
 /// ip6tables' mangle `-j HL` on the fast path: the frame leaves with the
 /// hop limit the chains gave it, as ip6tables' would (PREROUTING's value
 /// lowered by the forwarding, FORWARD's and POSTROUTING's as set:
-/// `--hl-inc 1` in FORWARD hides the router, 0 leaves as 0), and a hop
+/// `--hl-inc 1` in FORWARD hides the router, 0 leaves as 0, 255 as 255),
+/// and a hop
 /// limit of 1 given in PREROUTING goes to the kernel, which answers it.
 #[test]
 fn hop_limits_set_in_mangle_leave_by_the_fast_path() {
@@ -167,6 +168,7 @@ fn hop_limits_set_in_mangle_leave_by_the_fast_path() {
                 "-t mangle -A PREROUTING -p udp --dport 57 -j HL --hl-set 1",
                 "-t mangle -A PREROUTING -p udp --dport 58 -j HL --hl-set 200",
                 "-t mangle -A FORWARD -p udp --dport 58 -j HL --hl-dec 50",
+                "-t mangle -A POSTROUTING -p udp --dport 59 -j HL --hl-set 255",
             ]),
             &[],
         )
@@ -176,7 +178,7 @@ fn hop_limits_set_in_mangle_leave_by_the_fast_path() {
                 .hop_limit(64)
                 .build()
         };
-        for (dport, hops) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149)] {
+        for (dport, hops) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149), (59, 255)] {
             let request = frame(dport);
             let run = dp.test_run_xdp(&request, input).unwrap();
             assert_eq!(run.action, XDP_REDIRECT, "port {dport}: the fast path");

@@ -3752,7 +3752,7 @@ fn make_fast_router(h: &mut Harness, ns: &Netns) -> (u32, u32) {
 /// `-j TTL` on the IPv4 fast path: the frame leaves with the TTL the
 /// chains gave it, as iptables' would (PREROUTING's value lowered by the
 /// forwarding, FORWARD's and POSTROUTING's as set: `--ttl-inc 1` in
-/// FORWARD hides the router, 0 leaves as 0), with a valid header
+/// FORWARD hides the router, 0 leaves as 0, 255 as 255), with a valid header
 /// checksum; a TTL of 1 given in PREROUTING goes to the kernel, which
 /// answers it.
 #[test]
@@ -3767,6 +3767,7 @@ fn ttls_set_in_mangle_leave_by_the_fast_path() {
             "-t mangle -A PREROUTING -p udp --dport 57 -j TTL --ttl-set 1",
             "-t mangle -A PREROUTING -p udp --dport 58 -j TTL --ttl-set 200",
             "-t mangle -A FORWARD -p udp --dport 58 -j TTL --ttl-dec 50",
+            "-t mangle -A POSTROUTING -p udp --dport 59 -j TTL --ttl-set 255",
         ]);
         let frame = |dport: u16| {
             FrameBuilder::udp(
@@ -3780,7 +3781,7 @@ fn ttls_set_in_mangle_leave_by_the_fast_path() {
             .payload(b"query")
             .build()
         };
-        for (dport, ttl) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149)] {
+        for (dport, ttl) in [(53, 64), (54, 1), (55, 9), (56, 0), (58, 149), (59, 255)] {
             let request = frame(dport);
             let (action, out) = h.run(&request, peer);
             assert_eq!(

@@ -89,13 +89,15 @@ pub extern "C" fn netbeast_forward_xdp(
         nat::translate(&XdpFrame::new(&ctx), pkt, Side::Source);
     }
     let hop = pkt.next_hop;
-    forward(&ctx, out_ifindex, &hop, way)
+    forward(&ctx, out_ifindex, &hop, way, pkt.keys.ttl)
 }
 
 /// Sends a packet `fast_path` allows out of `out_ifindex` the `way` it
-/// found, or returns XDP_PASS to leave it to the kernel untouched.
+/// found, or returns XDP_PASS to leave it to the kernel untouched. `ttl`:
+/// the TTL it leaves with, as the chains after the routing decision saw
+/// it (the frame's less one, or what mangle's `-j TTL` made of it).
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u32 {
+pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, ttl: u8) -> u32 {
     // The mark first: a frame that cannot be handed off goes to the kernel
     // as it came.
     if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
@@ -109,7 +111,7 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u
     };
     // RFC 1624 incremental update: TTL is the high byte of a 16-bit word.
     let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] = ip[8].wrapping_sub(1);
+    ip[8] = ttl;
     let new = u16::from_be_bytes([ip[8], ip[9]]);
     let check = u16::from_be_bytes([ip[10], ip[11]]);
     let mut sum = (!check as u32) + (!old as u32) + new as u32;
@@ -135,10 +137,11 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u
     unsafe { bpf_redirect(out_ifindex, 0) as u32 }
 }
 
-/// [`forward`] for IPv6: the hop limit − 1 (the IPv6 header has no
-/// checksum to update), the MACs from the FIB, out the `way` found.
+/// [`forward`] for IPv6: the hop limit `hops` (the frame's − 1, or what
+/// mangle's `-j HL` made of it; the IPv6 header has no checksum to
+/// update), the MACs from the FIB, out the `way` found.
 #[inline(always)]
-pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> u32 {
+pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, hops: u8) -> u32 {
     if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
         return xdp_action::XDP_PASS;
     }
@@ -147,7 +150,7 @@ pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way) -> 
     let Some(mut ip) = load::<[u8; 8]>(start, end, ETH_HLEN) else {
         return xdp_action::XDP_PASS;
     };
-    ip[7] = ip[7].wrapping_sub(1);
+    ip[7] = hops;
     let p = start + ETH_HLEN;
     if p + 8 > end || start + 12 > end {
         return xdp_action::XDP_PASS;

@@ -316,7 +316,7 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
                     if active.translations() && way == Way::Redirect {
                         crate::nat::netbeast_translate6_xdp(ctx.ctx, SIDE_SOURCE);
                     }
-                    forward6(ctx, out_ifindex, hop, way)
+                    forward6(ctx, out_ifindex, hop, way, pkt.keys.ttl)
                 }
             }
         }

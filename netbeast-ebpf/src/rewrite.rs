@@ -37,10 +37,9 @@ fn word(pkt: &mut Packet, forwarded: bool, ipv6: bool) -> u32 {
     if pkt.search.rewrite & REWRITE_TTL != 0 && ttl != pkt.keys.ttl {
         pkt.keys.ttl = ttl;
         // A forwarded packet's chains after the routing decision see its
-        // TTL one lower than the frame's until the way out lowers it
-        // (the fast path's rewrite, or the kernel's ip_forward): the
-        // frame keeps one more, so that it leaves with the value the
-        // rules gave (255 at most).
+        // TTL one lower than the frame's until the way out lowers it:
+        // the frame keeps one more (255 at most) for the kernel's
+        // ip_forward to lower; the fast path writes `Keys::ttl` itself.
         let byte = if forwarded {
             ttl.saturating_add(1)
         } else {
