@@ -19,7 +19,8 @@ use std::{
 };
 
 use netbeast::netns::{
-    ConnectOutcome, Firewall, Netns, ROUTED_SERVER_ADDR, Routed, SERVER_ADDR, Testbed, require_root,
+    ConnectOutcome, Firewall, Netns, ROUTED_SERVER_ADDR, Routed, SERVER_ADDR, Testbed,
+    require_root, veth_pair,
 };
 
 #[path = "support/pair6.rs"]
@@ -189,6 +190,18 @@ fn probe(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
 /// The TOS byte [`probe_all`] received.
 fn probe_tos(from: &Netns, at: &Netns, to: SocketAddr) -> Option<u8> {
     probe_all(from, at, to).map(|seen| seen.tos)
+}
+
+/// Neighbour discovery first: a datagram sent while a neighbour entry on
+/// its way is still being resolved may be lost. Sends one that no rule
+/// touches (to `to`, a port the scenario's rules leave alone) until one
+/// arrives.
+fn warm_up(from: &Netns, at: &Netns, to: SocketAddr) {
+    assert!(
+        (0..5).any(|_| probe_all(from, at, to).is_some()),
+        "no datagram from {} reaches {to}",
+        from.name()
+    );
 }
 
 /// Checks each probe's received TTL (or TOS, or both) against the
@@ -369,6 +382,7 @@ fn host_hl(firewall: Firewall) {
     }
     let s6: Ipv6Addr = SERVER6.parse().unwrap();
     let c6: Ipv6Addr = CLIENT6.parse().unwrap();
+    warm_up(&client, &server, SocketAddr::from((IpAddr::V6(s6), 7300)));
     let mut got = Vec::new();
     for port in [7301, 7302, 7303, 7304] {
         got.push((
@@ -513,6 +527,7 @@ fn host_tclass(firewall: Firewall) {
     }
     let s6: Ipv6Addr = SERVER6.parse().unwrap();
     let c6: Ipv6Addr = CLIENT6.parse().unwrap();
+    warm_up(&client, &server, SocketAddr::from((IpAddr::V6(s6), 7300)));
     let mut got = Vec::new();
     for port in [7311, 7312] {
         got.push((
@@ -540,3 +555,109 @@ fn host_tclass(firewall: Firewall) {
 }
 
 scenario!(host_tclass, without skb);
+
+/// An IPv6 router between a client and a server (`TAG-c`, `TAG-r`,
+/// `TAG-s`: fd00:1a::/64 and fd00:1b::/64), forwarding on, the firewall
+/// attached to both of the router's interfaces.
+struct Routed6 {
+    client: Netns,
+    router: Netns,
+    server: Netns,
+}
+
+const SERVER6_ROUTED: &str = "fd00:1b::2";
+
+impl Routed6 {
+    fn new(tag: &str, firewall: &Firewall) -> Routed6 {
+        let client = Netns::new(&format!("{tag}-c")).unwrap();
+        let router = firewall.guard(Netns::new(&format!("{tag}-r")).unwrap());
+        let server = Netns::new(&format!("{tag}-s")).unwrap();
+        for (host, host_if, router_if, net4, net6) in [
+            (&client, "nbt-c6", "nbt-r0", "10.219.1", "fd00:1a"),
+            (&server, "nbt-s6", "nbt-r1", "10.219.2", "fd00:1b"),
+        ] {
+            veth_pair(
+                &router,
+                router_if,
+                &format!("{net4}.1/24"),
+                host,
+                host_if,
+                &format!("{net4}.2/24"),
+            )
+            .unwrap();
+            pair6::add6(&router, router_if, &format!("{net6}::1/64"));
+            pair6::add6(host, host_if, &format!("{net6}::2/64"));
+            host.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{net6}::1"),
+            ])
+            .unwrap();
+        }
+        router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        firewall.attach(&router, &["nbt-r0", "nbt-r1"]).unwrap();
+        Routed6 {
+            client,
+            router,
+            server,
+        }
+    }
+}
+
+/// On an IPv6 router: ip6tables' `-j HL` in mangle PREROUTING is lowered
+/// by the forwarding after it (5 arrives as 4; 1 expires at the router),
+/// FORWARD's `--hl-inc 1` hides the router, POSTROUTING's value arrives as
+/// set, and filter FORWARD's `-m hl` sees PREROUTING's value less one.
+fn router_hl(firewall: Firewall) {
+    require_root();
+    let bed = Routed6::new("hl-fwd", &firewall);
+    let ruleset = || {
+        firewall
+            .ip6tables_ok(&bed.router, "-t mangle -S")
+            .unwrap_or_default()
+            + &firewall.ip6tables_ok(&bed.router, "-S").unwrap_or_default()
+    };
+    for line in [
+        "-t mangle -A PREROUTING -p udp --dport 7501 -j HL --hl-set 5",
+        "-t mangle -A POSTROUTING -p udp --dport 7502 -j HL --hl-set 1",
+        "-t mangle -A FORWARD -p udp --dport 7503 -j HL --hl-inc 1",
+        "-t mangle -A PREROUTING -p udp --dport 7504 -j HL --hl-set 20",
+        "-A FORWARD -p udp --dport 7504 -m hl --hl-eq 19 -j ACCEPT",
+        "-A FORWARD -p udp --dport 7504 -j DROP",
+        "-t mangle -A PREROUTING -p udp --dport 7505 -j HL --hl-set 1",
+    ] {
+        firewall
+            .ip6tables_ok(&bed.router, line)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let s6: Ipv6Addr = SERVER6_ROUTED.parse().unwrap();
+    warm_up(
+        &bed.client,
+        &bed.server,
+        SocketAddr::from((IpAddr::V6(s6), 7500)),
+    );
+    let got: Vec<_> = [7501, 7502, 7503, 7504, 7505]
+        .into_iter()
+        .map(|port| {
+            let to = SocketAddr::from((IpAddr::V6(s6), port));
+            (port, probe(&bed.client, &bed.server, to))
+        })
+        .collect();
+    expect_ttls(
+        "mangle HL rules on the IPv6 router",
+        &got,
+        &[
+            (7501, Some(4)),
+            (7502, Some(1)),
+            (7503, Some(64)),
+            (7504, Some(19)),
+            (7505, None),
+        ],
+        ruleset,
+    );
+}
+
+scenario!(router_hl, without skb);
