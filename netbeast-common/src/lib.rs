@@ -3957,6 +3957,16 @@ pub mod generator {
     /// header without the checksum, source address and source port.
     pub const TCP_SUM: u32 = 4;
     pub const SYN_CONFIG_ENTRIES: u32 = 5;
+    /// Where each generator writes a flow's fields, from the frame's start.
+    pub const IP_CHECKSUM: usize = 14 + 10;
+    pub const IP_SOURCE: usize = 14 + 12;
+    pub const UDP_SOURCE_PORT: usize = 14 + 20;
+    /// The last 32 bits of an IPv6 source address.
+    pub const IP6_SOURCE_LOW: usize = 14 + 8 + 12;
+    pub const UDP6_SOURCE_PORT: usize = 14 + 40;
+    pub const UDP6_CHECKSUM: usize = 14 + 40 + 6;
+    pub const TCP_SOURCE_PORT: usize = 14 + 20;
+    pub const TCP_CHECKSUM: usize = 14 + 20 + 16;
 }
 
 /// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and
