@@ -693,3 +693,52 @@ fn quick_synflood_measures_every_defence_in_input_and_forward() {
     let again = shortfalls();
     assert!(again.is_empty(), "{again:#?} (the first round: {first:#?})");
 }
+
+/// The packet-socket generator (kernels that refuse XDP live frames) sends
+/// exactly the frames the XDP generator makes: its per-flow rewrite against
+/// the program's own output, frame by frame, IPv4 and IPv6.
+#[test]
+fn packet_generator_sends_the_xdp_generators_frames() {
+    use netbeast::bench::{
+        live::{LiveFrames, Traffic, pin_to_cpu},
+        packet::Rewrite,
+        planes::Ip,
+    };
+    require_root();
+    // One CPU: the program numbers its frames per CPU.
+    std::thread::spawn(|| {
+        pin_to_cpu(0).unwrap();
+        for ip in [Ip::V4, Ip::V6] {
+            let traffic = Traffic {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                first_source: std::net::Ipv4Addr::new(198, 18, 0, 1),
+                first_port: 1024,
+                destination: std::net::Ipv4Addr::new(198, 18, 0, 254),
+                dport: 9,
+                flows: 600,
+                size: 96,
+                ip,
+            };
+            let mut live = LiveFrames::load().unwrap();
+            live.configure(&traffic, 1).unwrap();
+            let template = traffic.template();
+            let rewrite = Rewrite::Udp(traffic.config());
+            let mut differ = 0;
+            for n in 0..700u64 {
+                let made = live.make_one().unwrap();
+                let mut ours = template.clone();
+                rewrite.apply(&mut ours, n);
+                if made != ours {
+                    differ += 1;
+                }
+                if n == 0 {
+                    assert_eq!(made, template, "{ip:?}: flow 0 is the template");
+                }
+            }
+            assert_eq!(differ, 0, "{ip:?}: frames that differ from the program's");
+        }
+    })
+    .join()
+    .unwrap();
+}

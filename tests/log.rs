@@ -481,7 +481,7 @@ fn a_full_ring_buffer_loses_events_not_packets() {
 }
 
 // ---------------------------------------------------------------------------
-// Network tier: live frames, `netbeast log` and the daemon
+// Network tier: generated frames, `netbeast log` and the daemon
 
 mod support;
 
@@ -492,7 +492,8 @@ use std::{
 
 use netbeast::{
     bench::{
-        live::{LiveFrames, Traffic},
+        generator::{Generator, GeneratorKind, Port},
+        live::Traffic,
         planes::Ip,
     },
     netns::{CLIENT_ADDR, CLIENT_IFACE, ClientServer, SERVER_ADDR, SERVER_IFACE},
@@ -506,8 +507,9 @@ const FLOOD_FRAMES: u32 = 150_000;
 const BURST: u32 = 4_000;
 
 /// Sends `frames` UDP frames to the server's port 9 from the client, as
-/// live frames (BPF_PROG_TEST_RUN), in bursts with `pause` between them.
-fn send_live(net: &ClientServer, frames: u32, pause: Duration) {
+/// the benchmark's generator (XDP live frames where the kernel allows
+/// them, else a packet socket), in bursts with `pause` between them.
+fn send_frames(net: &ClientServer, frames: u32, pause: Duration) {
     let traffic = Traffic {
         src_mac: support::mac_of(&net.client, CLIENT_IFACE),
         dst_mac: support::mac_of(&net.server, SERVER_IFACE),
@@ -529,14 +531,18 @@ fn send_live(net: &ClientServer, frames: u32, pause: Duration) {
         .trim()
         .parse()
         .unwrap();
+    let port = Port::open(&net.client, CLIENT_IFACE, ifindex).expect("the client's veth");
     net.client
         .in_netns(move || {
-            let mut live = LiveFrames::load().expect("loading the generator");
-            live.configure(&traffic, ifindex).expect("configuring it");
+            let mut generator =
+                Generator::open(GeneratorKind::Auto, 0).expect("loading the generator");
+            generator
+                .configure(&traffic, &port)
+                .expect("configuring it");
             let mut left = frames;
             while left > 0 {
                 let n = left.min(BURST);
-                live.send(n).expect("sending live frames");
+                generator.send(n).expect("sending frames");
                 left -= n;
                 std::thread::sleep(pause);
             }
@@ -582,7 +588,7 @@ fn netbeast_log_and_the_daemon_write_every_event() {
         .unwrap();
 
     // A few events, read by `netbeast log` (text, then JSON).
-    send_live(&net, 3, Duration::ZERO);
+    send_frames(&net, 3, Duration::ZERO);
     let dir = std::env::temp_dir().join(format!("nbt-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text_file = dir.join("text.log");
@@ -605,7 +611,7 @@ fn netbeast_log_and_the_daemon_write_every_event() {
         assert!(l.ends_with(&want), "{l:?} does not end with {want:?}");
         assert_eq!(l.as_bytes()[3], b' ', "{l:?} starts with a syslog time");
     }
-    send_live(&net, 2, Duration::ZERO);
+    send_frames(&net, 2, Duration::ZERO);
     let json = net.server.netbeast_ok(&["log", "--json"]).unwrap();
     let objects: Vec<Value> = json
         .lines()
@@ -626,7 +632,7 @@ fn netbeast_log_and_the_daemon_write_every_event() {
     let lost_before = stat(&net, "log_lost");
     let (mut daemon, said) =
         support::start_daemon(&net.server, &["--log-output", flood_file.to_str().unwrap()]);
-    send_live(&net, FLOOD_FRAMES, Duration::from_millis(5));
+    send_frames(&net, FLOOD_FRAMES, Duration::from_millis(5));
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let status = daemon.wait().unwrap();
     assert!(status.success(), "daemon exit status {status}");
@@ -740,7 +746,7 @@ fn daemon_metrics_parse_and_match_the_counters() {
     net.server
         .netbeast_iptables_ok("-A INPUT -p udp --dport 10 -m conntrack --ctstate NEW -j ACCEPT")
         .unwrap();
-    send_live(&net, 7, Duration::ZERO);
+    send_frames(&net, 7, Duration::ZERO);
     netbeast::netns::udp_send(
         &net.client,
         std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 10),

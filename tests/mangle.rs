@@ -224,8 +224,8 @@ scenario!(router_chains);
 /// A mark given in mangle PREROUTING is the mark the kernel's stack sees
 /// after the chains (skb->mark), as with iptables: a listener with
 /// `tcp_fwmark_accept` gives its accepted socket the SYN's mark. netbeast
-/// carries it from XDP in the frame's metadata to its TC ingress program,
-/// which sets it.
+/// hands it from XDP to its TC ingress program (the hand-off's tag in the
+/// frame's source MAC), which sets it.
 fn the_mark_reaches_the_stack(firewall: Firewall) {
     use std::{net::TcpListener, os::fd::AsRawFd};
     require_root();

@@ -1490,20 +1490,34 @@ pub mod iface_path {
     pub const TC_INGRESS: u32 = 1 << 3;
 }
 
-/// The XDP metadata that hands a frame to the TC ingress program: a magic
-/// word (metadata nobody else wrote), then the ifindex to send it out of.
+/// How the XDP program hands a frame to the TC ingress program: the
+/// frame's source MAC is replaced by a *tag* naming a slot of a per-CPU
+/// ring (`HANDOFF_RING`) that holds what to do (a magic word and its
+/// argument) and the real source MAC, which the TC program puts back.
+/// Not XDP metadata (`bpf_xdp_adjust_meta`), which some kernels refuse to
+/// XDP programs (docs/ARCHITECTURE.md "The TC hand-off").
 pub mod handoff {
-    /// "nbTC" — cleared by the TC program once read, so the frame cannot
-    /// be handed off twice (in a namespace that runs netbeast too).
+    /// "nbTC": send the frame out of the ifindex in the slot's word.
+    /// Cleared by the TC program once read, so a slot acts once.
     pub const MAGIC: u32 = 0x6e62_5443;
-    /// Bytes of metadata: the magic and the ifindex (or the mark).
-    pub const LEN: usize = 8;
     /// "nbMK": the frame goes up to the kernel with the packet mark the
     /// chains gave it (`-j MARK` in mangle PREROUTING, INPUT, FORWARD), in
-    /// the second word; the TC ingress program makes it the skb's mark, as
+    /// the slot's word; the TC ingress program makes it the skb's mark, as
     /// iptables' MARK sets skb->mark for the stack after it. Cleared once
     /// read, as `MAGIC`.
     pub const MARK_MAGIC: u32 = 0x6e62_4d4b;
+    /// A tag's first two bytes: a locally administered unicast MAC
+    /// (`06:6e`, "n"); then the CPU, the slot, and the slot's 16-bit
+    /// sequence (`tag`), which the TC program checks against the slot.
+    pub const TAG_PREFIX: [u8; 2] = [0x06, 0x6e];
+    /// Slots per CPU: far more than the frames a NAPI poll hands to the
+    /// stack at once (64), so a slot is read before it is used again.
+    pub const RING: u32 = 256;
+    /// CPUs whose frames can be handed off: the CPU is a byte of the tag.
+    /// On a CPU past it, the frame takes its way without the hand-off (a
+    /// REJECT reply is sent with XDP_TX, a forwarded frame goes to the
+    /// kernel, a mark stays in XDP).
+    pub const MAX_CPUS: u32 = 256;
 }
 
 /// What the XDP program knows of an interface to tell the frames the kernel
@@ -4003,6 +4017,16 @@ pub mod generator {
     /// header without the checksum, source address and source port.
     pub const TCP_SUM: u32 = 4;
     pub const SYN_CONFIG_ENTRIES: u32 = 5;
+    /// Where each generator writes a flow's fields, from the frame's start.
+    pub const IP_CHECKSUM: usize = 14 + 10;
+    pub const IP_SOURCE: usize = 14 + 12;
+    pub const UDP_SOURCE_PORT: usize = 14 + 20;
+    /// The last 32 bits of an IPv6 source address.
+    pub const IP6_SOURCE_LOW: usize = 14 + 8 + 12;
+    pub const UDP6_SOURCE_PORT: usize = 14 + 40;
+    pub const UDP6_CHECKSUM: usize = 14 + 40 + 6;
+    pub const TCP_SOURCE_PORT: usize = 14 + 20;
+    pub const TCP_CHECKSUM: usize = 14 + 20 + 16;
 }
 
 /// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and

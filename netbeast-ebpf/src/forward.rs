@@ -98,11 +98,11 @@ pub extern "C" fn netbeast_forward_xdp(
 /// it (the frame's less one, or what mangle's `-j TTL` made of it).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, ttl: u8) -> u32 {
-    // The mark first: a frame that cannot be handed off goes to the kernel
-    // as it came.
-    if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
+    // The hand-off's tag first: a frame that cannot be handed off goes to
+    // the kernel as it came.
+    let Some(src_mac) = source_mac(hop, out_ifindex, way) else {
         return xdp_action::XDP_PASS;
-    }
+    };
     let (start, end) = (ctx.data(), ctx.data_end());
     // TTL and header checksum at fixed offsets: one 12-byte window covers
     // bytes 0..12 of the IP header (TTL at 8, checksum at 10..12).
@@ -127,7 +127,7 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, ttl:
     unsafe {
         core::ptr::write_unaligned(p as *mut [u8; 12], ip);
         crate::mem::write_bytes(start as *mut u8, hop.dst_mac);
-        crate::mem::write_bytes((start + 6) as *mut u8, hop.src_mac);
+        crate::mem::write_bytes((start + 6) as *mut u8, src_mac);
     }
     bump(stats::FAST_PATH);
     if way == Way::ViaTc {
@@ -137,14 +137,26 @@ pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, ttl:
     unsafe { bpf_redirect(out_ifindex, 0) as u32 }
 }
 
+/// The source MAC a forwarded frame leaves with: the next hop's, or for a
+/// frame handed off to TC the tag that stands for it there
+/// (`handoff::stash`); None when it cannot be handed off.
+#[inline(always)]
+fn source_mac(hop: &NextHop, out_ifindex: u32, way: Way) -> Option<[u8; 6]> {
+    if way == Way::ViaTc {
+        handoff::stash(netbeast_common::handoff::MAGIC, out_ifindex, hop.src_mac)
+    } else {
+        Some(hop.src_mac)
+    }
+}
+
 /// [`forward`] for IPv6: the hop limit `hops` (the frame's − 1, or what
 /// mangle's `-j HL` made of it; the IPv6 header has no checksum to
 /// update), the MACs from the FIB, out the `way` found.
 #[inline(always)]
 pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, hops: u8) -> u32 {
-    if way == Way::ViaTc && !handoff::mark(ctx, out_ifindex) {
+    let Some(src_mac) = source_mac(hop, out_ifindex, way) else {
         return xdp_action::XDP_PASS;
-    }
+    };
     let (start, end) = (ctx.data(), ctx.data_end());
     // Bytes 0..8 of the IPv6 header: the hop limit is byte 7.
     let Some(mut ip) = load::<[u8; 8]>(start, end, ETH_HLEN) else {
@@ -159,7 +171,7 @@ pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, hop
     unsafe {
         core::ptr::write_unaligned(p as *mut [u8; 8], ip);
         crate::mem::write_bytes(start as *mut u8, hop.dst_mac);
-        crate::mem::write_bytes((start + 6) as *mut u8, hop.src_mac);
+        crate::mem::write_bytes((start + 6) as *mut u8, src_mac);
     }
     bump(stats::FAST_PATH);
     if way == Way::ViaTc {

@@ -20,7 +20,10 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use netbeast_common::generator::{self, HEADER_BYTES, HEADER_BYTES6, TEMPLATE_WORDS};
+use netbeast_common::generator::{
+    self, HEADER_BYTES, HEADER_BYTES6, IP_CHECKSUM, IP_SOURCE, IP6_SOURCE_LOW, TCP_CHECKSUM,
+    TCP_SOURCE_PORT, TEMPLATE_WORDS, UDP_SOURCE_PORT, UDP6_CHECKSUM, UDP6_SOURCE_PORT,
+};
 
 use crate::csum::fold;
 
@@ -35,16 +38,6 @@ static GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::CONFIG_
 /// The first `HEADER_BYTES` (IPv6: `HEADER_BYTES6`) of the template frame.
 #[map]
 static GENERATOR_TEMPLATE: Array<[u64; TEMPLATE_WORDS]> = Array::with_max_entries(1, 0);
-
-/// Ethernet header, then an IPv4 header without options, then UDP.
-const IP_CHECKSUM: usize = 14 + 10;
-const IP_SOURCE: usize = 14 + 12;
-const UDP_SOURCE_PORT: usize = 14 + 20;
-/// Ethernet header, then IPv6 (the source's last 32 bits at 20..24 of
-/// it), then UDP.
-const IP6_SOURCE_LOW: usize = 14 + 8 + 12;
-const UDP6_SOURCE_PORT: usize = 14 + 40;
-const UDP6_CHECKSUM: usize = 14 + 40 + 6;
 
 #[inline(always)]
 fn config(index: u32) -> u32 {
@@ -150,9 +143,6 @@ static SYN_GENERATOR_CONFIG: Array<u32> = Array::with_max_entries(generator::SYN
 #[map]
 static SYN_GENERATOR_TEMPLATE: Array<[u64; generator::SYN_TEMPLATE_WORDS]> =
     Array::with_max_entries(1, 0);
-
-const TCP_SOURCE_PORT: usize = 14 + 20;
-const TCP_CHECKSUM: usize = 14 + 20 + 16;
 
 #[inline(always)]
 fn syn_config(index: u32) -> u32 {

@@ -5,16 +5,25 @@
 //! straight to the other end's NAPI queue, which exists only when that end
 //! runs XDP itself: into a container's bare veth they are lost. So the XDP
 //! program builds the frame as usual (a REJECT reply, a forwarded frame with
-//! its MACs and TTL rewritten), writes "send me out of ifindex N" in the
-//! frame's metadata and passes it up; the TC ingress program of the same
-//! interface, the first thing to see it as an skb, sends it there with
-//! `bpf_redirect` — the ordinary transmit path, which every device takes.
+//! its MACs and TTL rewritten), tags it "send me out of ifindex N" and
+//! passes it up; the TC ingress program of the same interface, the first
+//! thing to see it as an skb, sends it there with `bpf_redirect` — the
+//! ordinary transmit path, which every device takes.
+//!
+//! The tag is the frame's source MAC (`handoff::TAG_PREFIX`, the CPU, a
+//! slot of this CPU's `HANDOFF_RING` and the slot's sequence); the slot
+//! holds the order and the real source MAC, which the TC program writes
+//! back before it acts. Frames with tags never merge in GRO (their MAC
+//! headers differ), and XDP metadata is not needed: some kernels refuse
+//! `bpf_xdp_adjust_meta` to XDP programs.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_meta},
+    helpers::generated::{
+        bpf_get_smp_processor_id, bpf_map_lookup_percpu_elem, bpf_redirect, bpf_skb_store_bytes,
+    },
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use netbeast_common::{handoff, iface_path, size};
@@ -24,6 +33,22 @@ use netbeast_common::{handoff, iface_path, size};
 #[map]
 static IFACE_PATHS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
 
+/// A handed-off frame's order: `magic` (`handoff::MAGIC` or
+/// `MARK_MAGIC`; 0 once read) and its word, the source MAC the tag
+/// replaced, and the sequence the tag carries.
+#[repr(C)]
+pub struct Slot {
+    magic: u32,
+    word: u32,
+    mac: [u8; 6],
+    tag: u16,
+}
+
+/// Per CPU, `handoff::RING` slots used in turn, and after them one whose
+/// `word` counts the slots used (the next one's sequence).
+#[map]
+static HANDOFF_RING: PerCpuArray<Slot> = PerCpuArray::with_max_entries(handoff::RING + 1, 0);
+
 /// The `iface_path` bits of `ifindex` (0 when it has none).
 #[inline(always)]
 pub fn paths(ifindex: u32) -> u32 {
@@ -31,32 +56,51 @@ pub fn paths(ifindex: u32) -> u32 {
     unsafe { IFACE_PATHS.get(&ifindex) }.copied().unwrap_or(0)
 }
 
-/// Marks the frame for the TC ingress program to send out of `ifindex`.
-/// Must run before the frame is rewritten: false (nothing changed) when
-/// the driver keeps no metadata, and the caller takes its other way.
-/// Invalidates every packet pointer taken before it.
+/// Files the order `magic`/`word` in this CPU's next slot with the real
+/// source MAC `mac`, and returns the tag to write in its place; None (the
+/// caller takes its other way) on a CPU past `handoff::MAX_CPUS`.
 #[inline(always)]
-pub fn mark(ctx: &XdpContext, ifindex: u32) -> bool {
-    write_meta(ctx, handoff::MAGIC, ifindex)
+pub fn stash(magic: u32, word: u32, mac: [u8; 6]) -> Option<[u8; 6]> {
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if cpu >= handoff::MAX_CPUS {
+        return None;
+    }
+    let counter = HANDOFF_RING.get_ptr_mut(handoff::RING)?;
+    // SAFETY: per-CPU slots, written by this CPU's program runs only
+    // (the TC program clears a slot's magic, nothing else).
+    let seq = unsafe { core::ptr::read_volatile(&(*counter).word) };
+    unsafe { core::ptr::write_volatile(&mut (*counter).word, seq.wrapping_add(1)) };
+    let index = seq % handoff::RING;
+    let tag = (seq / handoff::RING) as u16;
+    let slot = HANDOFF_RING.get_ptr_mut(index)?;
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(&mut (*slot).word, word);
+        core::ptr::write_volatile(&mut (*slot).tag, tag);
+        crate::mem::write_bytes((*slot).mac.as_mut_ptr(), mac);
+        core::ptr::write_volatile(&mut (*slot).magic, magic);
+    }
+    let [p0, p1] = handoff::TAG_PREFIX;
+    let [t0, t1] = tag.to_be_bytes();
+    Some([p0, p1, cpu as u8, index as u8, t0, t1])
 }
 
-/// Writes `magic` and `word` in front of the frame (its metadata); false
-/// when the driver keeps none.
+/// Tags the finished frame with the order `magic`/`word`; false (nothing
+/// changed) when it cannot be, and the caller takes its other way.
 #[inline(always)]
-fn write_meta(ctx: &XdpContext, magic: u32, word: u32) -> bool {
-    // SAFETY: plain helper call on our context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(handoff::LEN as i32)) } != 0 {
+fn tag_frame(ctx: &XdpContext, magic: u32, word: u32) -> bool {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 12 > end {
         return false;
     }
-    let (meta, data) = (ctx.metadata(), ctx.data());
-    if meta + handoff::LEN > data {
+    // SAFETY: bytes 6..12 are inside the packet (checked just above).
+    let mac = unsafe { core::ptr::read_unaligned((start + 6) as *const [u8; 6]) };
+    let Some(tag) = stash(magic, word, mac) else {
         return false;
-    }
-    // SAFETY: the 8 metadata bytes lie below `data` (checked just above).
-    unsafe {
-        core::ptr::write_unaligned(meta as *mut u32, magic);
-        core::ptr::write_unaligned((meta + 4) as *mut u32, word);
-    }
+    };
+    // SAFETY: as above.
+    unsafe { crate::mem::write_bytes((start + 6) as *mut u8, tag) };
     true
 }
 
@@ -71,7 +115,7 @@ fn write_meta(ctx: &XdpContext, magic: u32, word: u32) -> bool {
 #[inline(never)]
 pub fn pass(ctx: &XdpContext, in_ifindex: u32, mark: u32) -> u32 {
     if mark != 0 && paths(in_ifindex) & iface_path::TC_INGRESS != 0 {
-        let _ = write_meta(ctx, handoff::MARK_MAGIC, mark);
+        let _ = tag_frame(ctx, handoff::MARK_MAGIC, mark);
     }
     xdp_action::XDP_PASS
 }
@@ -81,7 +125,9 @@ pub fn pass(ctx: &XdpContext, in_ifindex: u32, mark: u32) -> u32 {
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, action: u32, in_ifindex: u32) -> u32 {
     const WANTED: u32 = iface_path::REJECT_VIA_TC | iface_path::TC_INGRESS;
-    if action == xdp_action::XDP_TX && paths(in_ifindex) & WANTED == WANTED && mark(ctx, in_ifindex)
+    if action == xdp_action::XDP_TX
+        && paths(in_ifindex) & WANTED == WANTED
+        && tag_frame(ctx, handoff::MAGIC, in_ifindex)
     {
         return xdp_action::XDP_PASS;
     }
@@ -89,34 +135,68 @@ pub fn reply(ctx: &XdpContext, action: u32, in_ifindex: u32) -> u32 {
 }
 
 /// TC ingress: sends a frame the XDP program handed off out of the
-/// interface it names, gives a frame passed up with a mark that mark;
-/// every other frame goes on untouched.
+/// interface its slot names, gives a frame passed up with a mark that
+/// mark, after writing back its source MAC; every other frame goes on
+/// untouched.
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
-    // SAFETY: the context's skb pointer is valid for the program run.
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, ctx.data()) };
-    if meta + handoff::LEN > data {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 12 > end {
         return TC_ACT_OK;
     }
-    // SAFETY: the 8 metadata bytes lie below `data` (checked just above).
-    let (magic, ifindex) = unsafe {
+    // SAFETY: bytes 6..12 are inside the packet (checked just above).
+    let m = unsafe { core::ptr::read_unaligned((start + 6) as *const [u8; 6]) };
+    if [m[0], m[1]] != handoff::TAG_PREFIX {
+        return TC_ACT_OK;
+    }
+    let (cpu, index, tag) = (m[2] as u32, m[3] as u32, u16::from_be_bytes([m[4], m[5]]));
+    // The slot of the CPU that tagged the frame (the same one, unless
+    // receive packet steering moved the skb).
+    // SAFETY: the map is a per-CPU array of `Slot`s; the key lives on the
+    // stack for the call; a CPU out of range gives null.
+    let slot = unsafe {
+        bpf_map_lookup_percpu_elem(
+            &HANDOFF_RING as *const PerCpuArray<Slot> as *mut core::ffi::c_void,
+            &index as *const u32 as *const core::ffi::c_void,
+            cpu,
+        )
+    } as *mut Slot;
+    if slot.is_null() {
+        return TC_ACT_OK;
+    }
+    // SAFETY: a valid slot (non-null lookup).
+    let (magic, word, mac, slot_tag) = unsafe {
         (
-            core::ptr::read_unaligned(meta as *const u32),
-            core::ptr::read_unaligned((meta + 4) as *const u32),
+            core::ptr::read_volatile(&(*slot).magic),
+            core::ptr::read_volatile(&(*slot).word),
+            core::ptr::read_volatile(&(*slot).mac),
+            core::ptr::read_volatile(&(*slot).tag),
         )
     };
-    if magic != handoff::MAGIC && magic != handoff::MARK_MAGIC {
+    if slot_tag != tag || magic != handoff::MAGIC && magic != handoff::MARK_MAGIC {
         return TC_ACT_OK;
     }
-    // Metadata can travel with the skb (into the next namespace over a
-    // veth): never act on the same mark twice.
+    // Read once: the slot never acts on a second frame.
     // SAFETY: as above.
-    unsafe { core::ptr::write_unaligned(meta as *mut u32, 0) };
+    unsafe { core::ptr::write_volatile(&mut (*slot).magic, 0) };
+    // SAFETY: the skb is this program's; 6 bytes from the stack.
+    let stored = unsafe {
+        bpf_skb_store_bytes(
+            ctx.skb.skb,
+            6,
+            mac.as_ptr() as *const core::ffi::c_void,
+            6,
+            0,
+        )
+    };
+    if stored != 0 {
+        return TC_ACT_OK;
+    }
     if magic == handoff::MARK_MAGIC {
         // SAFETY: TC programs may write skb->mark.
-        unsafe { (*ctx.skb.skb).mark = ifindex };
+        unsafe { (*ctx.skb.skb).mark = word };
         return TC_ACT_OK;
     }
     // SAFETY: plain helper call.
-    unsafe { bpf_redirect(ifindex, 0) as i32 }
+    unsafe { bpf_redirect(word, 0) as i32 }
 }

@@ -15,6 +15,7 @@ mod ethtool;
 pub mod generator;
 pub mod lb;
 pub mod live;
+pub mod packet;
 pub mod pktgen;
 pub mod planes;
 pub mod plot;

@@ -1,23 +1,37 @@
 //! The benchmark's packet generators behind one interface (`--generator`):
-//! the XDP live-frames generator ([`super::live`], the default) and the
-//! kernel's pktgen ([`super::pktgen`]). Both send a configured traffic out
-//! of one veth, a given number of frames per run, from the bench core, and
-//! report what they handed to the veth; the rounds, the measuring window
-//! and the accounting (bench::traffic) are the same for both.
+//! the XDP live-frames generator ([`super::live`]), a raw packet socket
+//! ([`super::packet`]) for kernels that refuse live frames (`auto`, the
+//! default, takes live frames where the kernel allows them, else the
+//! socket), and the kernel's pktgen ([`super::pktgen`]). All send a
+//! configured traffic out of one veth, a given number of frames per run,
+//! from the bench core, and report what they handed to the veth; the
+//! rounds, the measuring window and the accounting (bench::traffic) are
+//! the same for all.
 //!
 //! What differs is where the veth counts the frames: live frames go
 //! through its `ndo_xdp_xmit`, which counts what it takes and refuses
-//! (ethtool `tx_queue_0_xdp_xmit`, `..._errors`); pktgen's go through
-//! `ndo_start_xmit`, which counts only what it refuses (the device's
-//! `tx_dropped`), and pktgen counts what it handed over itself.
+//! (ethtool `tx_queue_0_xdp_xmit`, `..._errors`); the socket's and
+//! pktgen's go through `ndo_start_xmit`, which counts only what it refuses
+//! (the device's `tx_dropped`), and the sender counts what it handed over
+//! itself.
 
-use std::{fs::File, io, os::unix::fs::FileExt, time::Duration};
+use std::{
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::Serialize;
 
 use super::{
     ethtool::{VethStats, counter},
     live::{LiveError, LiveFrames, Traffic},
+    packet::{PacketFrames, Rewrite},
     pktgen::{self, Pktgen, PktgenError},
 };
 use crate::netns::Netns;
@@ -26,9 +40,13 @@ use crate::netns::Netns;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum GeneratorKind {
-    /// XDP live frames: BPF_PROG_TEST_RUN of an XDP_TX program.
+    /// XDP live frames where the kernel allows them, else `packet`.
     #[default]
+    Auto,
+    /// XDP live frames: BPF_PROG_TEST_RUN of an XDP_TX program.
     Xdp,
+    /// A raw packet socket (AF_PACKET, sendmmsg, PACKET_QDISC_BYPASS).
+    Packet,
     /// The kernel's pktgen (needs /proc/net/pktgen).
     Pktgen,
 }
@@ -39,6 +57,8 @@ pub enum GeneratorError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Pktgen(#[from] PktgenError),
+    #[error("the packet-socket generator failed: {0}")]
+    Packet(#[source] io::Error),
     #[error("cannot read the counters of the generator's veth: {0}")]
     Counters(#[source] io::Error),
     #[error(
@@ -53,7 +73,7 @@ impl GeneratorKind {
     /// set up yet.
     pub fn require(self) -> Result<(), GeneratorError> {
         match self {
-            GeneratorKind::Xdp => Ok(()),
+            GeneratorKind::Auto | GeneratorKind::Xdp | GeneratorKind::Packet => Ok(()),
             GeneratorKind::Pktgen => Ok(Pktgen::require(pktgen::ROOT.as_ref())?),
         }
     }
@@ -111,6 +131,7 @@ pub struct Handover {
 
 enum Engine {
     Xdp(LiveFrames),
+    Packet(PacketFrames),
     Pktgen(Pktgen),
 }
 
@@ -125,6 +146,7 @@ pub struct Generator {
 /// generator has handed to the veth in this run.
 pub enum HandedCounter<'a> {
     Veth { stats: &'a VethStats, base: u64 },
+    Packet { handed: Arc<AtomicU64>, base: u64 },
     Pktgen(pktgen::Counters),
 }
 
@@ -132,6 +154,7 @@ impl HandedCounter<'_> {
     pub fn get(&self) -> Option<u64> {
         match self {
             HandedCounter::Veth { stats, base } => Some(xdp_handed(stats).ok()? - base),
+            HandedCounter::Packet { handed, base } => Some(handed.load(Ordering::Relaxed) - base),
             HandedCounter::Pktgen(counters) => counters.handed(),
         }
     }
@@ -145,15 +168,25 @@ impl Generator {
     /// Loads the generator and checks that it can send. Call it on a
     /// thread that is in the generator's namespace and pinned to `cpu`.
     pub fn open(kind: GeneratorKind, cpu: usize) -> Result<Generator, GeneratorError> {
+        let live = || -> Result<Generator, LiveError> {
+            let mut live = LiveFrames::load()?;
+            let probe = live.probe()?;
+            Ok(Generator {
+                engine: Engine::Xdp(live),
+                asked: probe.frames,
+            })
+        };
+        let packet = || Generator {
+            engine: Engine::Packet(PacketFrames::default()),
+            asked: 0,
+        };
         match kind {
-            GeneratorKind::Xdp => {
-                let mut live = LiveFrames::load()?;
-                let probe = live.probe()?;
-                Ok(Generator {
-                    engine: Engine::Xdp(live),
-                    asked: probe.frames,
-                })
-            }
+            GeneratorKind::Xdp => Ok(live()?),
+            GeneratorKind::Packet => Ok(packet()),
+            GeneratorKind::Auto => match live() {
+                Err(LiveError::NoLiveFrames(_)) => Ok(packet()),
+                other => Ok(other?),
+            },
             GeneratorKind::Pktgen => Ok(Generator {
                 engine: Engine::Pktgen(Pktgen::open(pktgen::NETNS_ROOT, cpu)?),
                 asked: 0,
@@ -164,6 +197,7 @@ impl Generator {
     pub fn kind(&self) -> GeneratorKind {
         match self.engine {
             Engine::Xdp(_) => GeneratorKind::Xdp,
+            Engine::Packet(_) => GeneratorKind::Packet,
             Engine::Pktgen(_) => GeneratorKind::Pktgen,
         }
     }
@@ -173,6 +207,10 @@ impl Generator {
         match self.engine {
             Engine::Xdp(_) => {
                 "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES), one pinned core"
+            }
+            Engine::Packet(_) => {
+                "AF_PACKET sendmmsg with PACKET_QDISC_BYPASS (ndo_start_xmit into the veth; \
+                 this kernel refuses XDP live frames), one pinned core"
             }
             Engine::Pktgen(_) => {
                 "kernel pktgen (the bench core's kpktgend thread, ndo_start_xmit into the veth)"
@@ -185,6 +223,16 @@ impl Generator {
     pub fn configure(&mut self, traffic: &Traffic, port: &Port) -> Result<(), GeneratorError> {
         match &mut self.engine {
             Engine::Xdp(live) => live.configure(traffic, port.ifindex)?,
+            Engine::Packet(packet) => {
+                traffic.check()?;
+                packet
+                    .configure(
+                        traffic.template(),
+                        Rewrite::Udp(traffic.config()),
+                        port.ifindex,
+                    )
+                    .map_err(GeneratorError::Packet)?
+            }
             Engine::Pktgen(pktgen) => pktgen.configure(traffic, &port.iface)?,
         }
         Ok(())
@@ -196,6 +244,7 @@ impl Generator {
         self.asked += frames as u64;
         Ok(match &mut self.engine {
             Engine::Xdp(live) => live.send(frames)?,
+            Engine::Packet(packet) => packet.send(frames).map_err(GeneratorError::Packet)?,
             Engine::Pktgen(pktgen) => pktgen.send(frames)?,
         })
     }
@@ -208,6 +257,11 @@ impl Generator {
                 stats: &port.stats,
                 base: xdp_handed(&port.stats).map_err(GeneratorError::Counters)?,
             },
+            Engine::Packet(packet) => {
+                let handed = packet.handed();
+                let base = handed.load(Ordering::Relaxed);
+                HandedCounter::Packet { handed, base }
+            }
             Engine::Pktgen(pktgen) => HandedCounter::Pktgen(pktgen.counters()?),
         })
     }
@@ -220,7 +274,7 @@ impl Generator {
                 accepted: port.stats.get(counter::XDP_XMIT)?,
                 refused: port.stats.get(counter::XDP_XMIT_ERRORS)?,
             }),
-            Engine::Pktgen(_) => {
+            Engine::Packet(_) | Engine::Pktgen(_) => {
                 let refused = port.dev.tx_dropped(&port.iface)?;
                 Ok(Handover {
                     accepted: handed.saturating_sub(refused),
@@ -235,6 +289,7 @@ impl Generator {
     pub fn counted(&self) -> Result<u64, GeneratorError> {
         Ok(match &self.engine {
             Engine::Xdp(live) => live.generated()?,
+            Engine::Packet(packet) => packet.made(),
             Engine::Pktgen(pktgen) => pktgen.counted(),
         })
     }

@@ -65,8 +65,9 @@ pub enum LiveError {
         source: aya::maps::MapError,
     },
     #[error(
-        "this kernel has no XDP live-frames mode for BPF_PROG_TEST_RUN (Linux 5.18 or newer, with \
-         CONFIG_NET and XDP support, is needed for the packet generator): {0}"
+        "this kernel has no XDP live-frames mode for BPF_PROG_TEST_RUN, or refuses it (Linux 5.18 \
+         or newer, not hardened against it, is needed; --generator packet or auto sends from a \
+         packet socket instead): {0}"
     )]
     NoLiveFrames(#[source] ProgramError),
     #[error("the packet generator failed: {0}")]
@@ -221,7 +222,7 @@ impl Traffic {
     }
 
     /// The generator's configuration array for this traffic.
-    fn config(&self) -> [u32; generator::CONFIG_ENTRIES as usize] {
+    pub fn config(&self) -> [u32; generator::CONFIG_ENTRIES as usize] {
         let frame = self.template();
         let sum = match self.ip {
             // One's-complement sum of the IPv4 header without its checksum
@@ -351,6 +352,21 @@ impl LiveFrames {
         Ok(values.iter().sum())
     }
 
+    /// Runs the generator once outside live-frames mode and returns the
+    /// frame it made (the next of the sequence on the calling thread's
+    /// CPU): what `bench::packet::Rewrite` is checked against.
+    pub fn make_one(&mut self) -> Result<Vec<u8>, LiveError> {
+        let xdp = program(&mut self.ebpf, GENERATOR_PROGRAM)?;
+        let mut out = vec![0u8; self.frame.len()];
+        xdp.test_run(TestRunOptions {
+            data_in: Some(&self.frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .map_err(LiveError::Send)?;
+        Ok(out)
+    }
+
     /// Sends `frames` copies of the configured frame (rewritten per flow)
     /// out of the configured device. The calling thread must be in the
     /// device's network namespace (the kernel resolves the ifindex there)
@@ -376,12 +392,7 @@ fn run(ebpf: &mut Ebpf, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent,
     });
     let elapsed = started.elapsed();
     let result = result.map_err(|e| match &e {
-        ProgramError::SyscallError(s)
-            if matches!(
-                s.io_error.raw_os_error(),
-                Some(libc::EINVAL | libc::EOPNOTSUPP)
-            ) =>
-        {
+        ProgramError::SyscallError(s) if live_frames_refused(&s.io_error) => {
             LiveError::NoLiveFrames(e)
         }
         _ => LiveError::Send(e),
@@ -398,6 +409,15 @@ fn run(ebpf: &mut Ebpf, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent,
         frames: frames as u64,
         elapsed,
     })
+}
+
+/// Whether a live-frames run failed because the kernel has no such mode
+/// (EINVAL, EOPNOTSUPP) or refuses it (EPERM, on hardened kernels).
+pub fn live_frames_refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM)
+    )
 }
 
 /// Bare XDP programs for receivers: `netbeast_floor` (XDP_DROP everything)

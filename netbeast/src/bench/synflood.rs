@@ -23,14 +23,15 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
 use netbeast_common::generator;
 use serde::Serialize;
 
 use super::{
     ethtool::{VethStats, counter},
-    live::{BATCH_SIZE, BareXdp, pin_to_cpu},
+    live::{BATCH_SIZE, BareXdp, live_frames_refused, pin_to_cpu},
+    packet::{PacketFrames, Rewrite},
 };
 use crate::{netns::Netns, packet::FrameBuilder};
 
@@ -147,7 +148,7 @@ pub struct SynReport {
 }
 
 /// The template SYN (flow 0) and the generator's configuration for it.
-fn template(dst: Ipv4Addr) -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
+pub(crate) fn template(dst: Ipv4Addr) -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as usize]) {
     // The options of a Linux client: MSS 1460, SACK permitted, timestamps,
     // NOP, window scale 7.
     let options = [
@@ -186,10 +187,13 @@ fn template(dst: Ipv4Addr) -> (Vec<u8>, [u32; generator::SYN_CONFIG_ENTRIES as u
     (frame, c)
 }
 
-/// The generator program with its maps.
+/// The generator program with its maps; the packet socket that stands in
+/// for it where the kernel refuses live frames.
 struct SynGenerator {
     ebpf: Ebpf,
     frame: Vec<u8>,
+    config: [u32; generator::SYN_CONFIG_ENTRIES as usize],
+    packet: Option<PacketFrames>,
 }
 
 impl SynGenerator {
@@ -229,12 +233,25 @@ impl SynGenerator {
             .context("the SYN generator is missing: rebuild netbeast")?
             .try_into()?;
         xdp.load().context("loading the SYN generator")?;
-        Ok(SynGenerator { ebpf, frame })
+        Ok(SynGenerator {
+            ebpf,
+            frame,
+            config,
+            packet: None,
+        })
     }
 
     /// Sends `frames` SYNs out of `ifindex` (the calling thread must be in
-    /// its namespace); returns the run's wall time.
+    /// its namespace); returns the run's wall time. Live frames, or the
+    /// same SYNs from a packet socket (`bench::packet`) once the kernel
+    /// has refused live frames.
     fn send(&mut self, ifindex: u32, frames: u32) -> Result<Duration> {
+        if let Some(packet) = &mut self.packet {
+            return Ok(packet
+                .send(frames)
+                .context("the packet generator failed")?
+                .elapsed);
+        }
         let xdp: &mut Xdp = self
             .ebpf
             .program_mut(SYN_GENERATOR)
@@ -243,15 +260,25 @@ impl SynGenerator {
         let md: [u32; 6] = [0, self.frame.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let started = Instant::now();
-        xdp.test_run(TestRunOptions {
+        let run = xdp.test_run(TestRunOptions {
             data_in: Some(&self.frame),
             ctx_in: Some(&ctx),
             repeat: frames,
             attrs: TestRunAttrs::new().xdp_live_frames(BATCH_SIZE),
             ..TestRunOptions::new()
-        })
-        .context("the live-frames generator failed")?;
-        Ok(started.elapsed())
+        });
+        match run {
+            Ok(_) => Ok(started.elapsed()),
+            Err(ProgramError::SyscallError(e)) if live_frames_refused(&e.io_error) => {
+                let mut packet = PacketFrames::default();
+                packet
+                    .configure(self.frame.clone(), Rewrite::Syn(self.config), ifindex)
+                    .context("opening the packet generator")?;
+                self.packet = Some(packet);
+                self.send(ifindex, frames)
+            }
+            Err(e) => Err(e).context("the live-frames generator failed"),
+        }
     }
 }
 

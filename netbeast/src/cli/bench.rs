@@ -102,10 +102,13 @@ pub struct BenchArgs {
     /// The CPU the generator and every receiver run on (default: the last).
     #[arg(long)]
     cpu: Option<usize>,
-    /// The packet generator: `xdp`, XDP live frames from BPF_PROG_TEST_RUN,
-    /// or `pktgen`, the kernel's, which needs /proc/net/pktgen
-    /// (CONFIG_NET_PKTGEN, `modprobe pktgen`) and frames of 58 bytes or more.
-    #[arg(long, value_enum, default_value = "xdp")]
+    /// The packet generator: `xdp`, XDP live frames from BPF_PROG_TEST_RUN;
+    /// `packet`, a raw packet socket (slower: a system call and a socket
+    /// buffer per frame, for kernels that refuse live frames); `auto`, live
+    /// frames where the kernel allows them, else `packet`; or `pktgen`, the
+    /// kernel's, which needs /proc/net/pktgen (CONFIG_NET_PKTGEN, `modprobe
+    /// pktgen`) and frames of 58 bytes or more.
+    #[arg(long, value_enum, default_value = "auto")]
     generator: GeneratorKind,
     /// lb: backend counts to measure (at most 1,024, MAX_BACKENDS).
     #[arg(long, value_delimiter = ',', default_value = "3,100,1000")]
