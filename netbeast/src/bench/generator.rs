@@ -61,8 +61,9 @@ pub enum GeneratorKind {
 pub enum GeneratorError {
     #[error(transparent)]
     Live(#[from] LiveError),
+    /// Boxed: the largest of these errors, by far.
     #[error(transparent)]
-    Fanout(#[from] FanoutError),
+    Fanout(Box<FanoutError>),
     #[error(transparent)]
     Pktgen(#[from] PktgenError),
     #[error("the packet-socket generator failed: {0}")]
@@ -74,6 +75,12 @@ pub enum GeneratorError {
          use --generator xdp"
     )]
     PktgenIpv6,
+}
+
+impl From<FanoutError> for GeneratorError {
+    fn from(e: FanoutError) -> Self {
+        GeneratorError::Fanout(Box::new(e))
+    }
 }
 
 impl GeneratorKind {

@@ -67,8 +67,8 @@ pub enum LiveError {
     },
     #[error(
         "this kernel has no XDP live-frames mode for BPF_PROG_TEST_RUN, or refuses it (Linux 5.18 \
-         or newer, not hardened against it, is needed; --generator packet or auto sends from a \
-         packet socket instead): {0}"
+         or newer, not hardened against it, is needed; --generator fanout, packet or auto send \
+         without live frames): {0}"
     )]
     NoLiveFrames(#[source] ProgramError),
     #[error("the packet generator failed: {0}")]
