@@ -70,6 +70,8 @@ pub enum FanoutError {
     Veth(String),
     #[error("the fan-out generator's packet socket failed: {0}")]
     Inject(#[source] io::Error),
+    #[error("cannot duplicate the fd of {COPY_PROGRAM}: {0}")]
+    ProgramFd(#[source] io::Error),
     #[error("map {DEVMAP}: {0}")]
     DevMap(#[source] XdpMapError),
 }
@@ -78,7 +80,7 @@ pub enum FanoutError {
 fn refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM | libc::E2BIG | libc::EACCES)
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM)
     )
 }
 
@@ -242,7 +244,7 @@ impl FanoutFrames {
                 source,
             })?
             .try_clone()
-            .map_err(|e| FanoutError::Veth(format!("cannot duplicate a program fd: {e}")))?;
+            .map_err(FanoutError::ProgramFd)?;
         let map = self
             .ebpf
             .map_mut(DEVMAP)
