@@ -742,3 +742,196 @@ fn packet_generator_sends_the_xdp_generators_frames() {
     .join()
     .unwrap();
 }
+
+/// Frames of `len` bytes that `iface` (the calling thread's namespace)
+/// receives until `quiet` passes without one, in arrival order.
+fn capture(socket: &std::os::fd::OwnedFd, len: usize, quiet: std::time::Duration) -> Vec<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let timeout = libc::timeval {
+        tv_sec: quiet.as_secs() as libc::time_t,
+        tv_usec: quiet.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a timeval of its own size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &timeout as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return frames;
+        }
+        if n as usize == len {
+            frames.push(buf[..len].to_vec());
+        }
+    }
+}
+
+/// A packet socket that receives every frame arriving at `iface`, with a
+/// receive buffer for thousands of them. Call it in `iface`'s namespace.
+fn capture_socket(iface: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let all = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: plain system calls; the fd is owned at once.
+    let socket = unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, all);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    };
+    let size: libc::c_int = 32 << 20;
+    // SAFETY: an int option of its own size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: sockaddr_ll is plain data; a NUL-terminated name.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = all as u16;
+    addr.sll_ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+    assert!(addr.sll_ifindex > 0, "no {iface}");
+    // SAFETY: a sockaddr_ll of its own size.
+    let rc = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    socket
+}
+
+/// The fan-out generator (`--generator fanout`) delivers, as XDP frames,
+/// exactly the frames the XDP generator makes (its `Rewrite`, checked
+/// against the program above), in order, IPv4 and IPv6; sends are whole
+/// fan-outs, and every frame is accounted for as the benchmark does it:
+/// the port's `ndo_xdp_xmit` counters, the devmap program's counter.
+#[test]
+fn fanout_generator_sends_the_xdp_generators_frames() {
+    use netbeast::bench::{
+        generator::{Generator, GeneratorKind, Port},
+        live::{Traffic, pin_to_cpu},
+        packet::Rewrite,
+        planes::Ip,
+    };
+    use netbeast_common::generator::FANOUT;
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("fanout").expect("a namespace");
+    for key in ["all", "default"] {
+        ns.sysctl(&format!("net.ipv6.conf.{key}.disable_ipv6"), "1")
+            .unwrap();
+    }
+    ns.ip(&["link", "add", "g0", "type", "veth", "peer", "name", "d0"])
+        .unwrap();
+    for iface in ["g0", "d0"] {
+        ns.ip(&["link", "set", iface, "up"]).unwrap();
+    }
+    // The receiver runs XDP, as every benchmark receiver does; XDP_PASS
+    // hands the frames on to the capturing socket.
+    ns.attach_xdp_pass("d0").unwrap();
+    let g0 = ns.in_netns(|| {
+        let name = std::ffi::CString::new("g0").unwrap();
+        // SAFETY: a NUL-terminated name.
+        unsafe { libc::if_nametoindex(name.as_ptr()) }
+    });
+    let port = Port::open(&ns, "g0", g0.unwrap()).unwrap();
+    ns.in_netns(|| {
+        // One CPU: the devmap program numbers its frames per CPU.
+        pin_to_cpu(0).unwrap();
+        let mut generator = Generator::open(GeneratorKind::Fanout, 0).unwrap();
+        assert_eq!(generator.kind(), GeneratorKind::Fanout);
+        let socket = capture_socket("d0");
+        let mut made = 0u64;
+        for ip in [Ip::V4, Ip::V6] {
+            let traffic = Traffic {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                first_source: std::net::Ipv4Addr::new(198, 18, 0, 1),
+                first_port: 1024,
+                destination: std::net::Ipv4Addr::new(198, 18, 0, 254),
+                dport: 9,
+                flows: 600,
+                size: 96,
+                ip,
+            };
+            generator.configure(&traffic, &port).unwrap();
+            let handed = generator.handed_counter(&port).unwrap();
+            let sent = generator.send(700).unwrap();
+            let whole = 700u64.div_ceil(FANOUT as u64) * FANOUT as u64;
+            assert_eq!(sent.frames, whole, "{ip:?}: whole fan-outs");
+            assert_eq!(handed.get(), Some(whole), "{ip:?}: handed to g0");
+            let frames = capture(&socket, 96, std::time::Duration::from_millis(500));
+            let template = traffic.template();
+            let rewrite = Rewrite::Udp(traffic.config());
+            let want: Vec<Vec<u8>> = (made..made + whole)
+                .map(|n| {
+                    let mut frame = template.clone();
+                    rewrite.apply(&mut frame, n);
+                    frame
+                })
+                .collect();
+            assert_eq!(frames.len(), want.len(), "{ip:?}: frames received");
+            let differ = frames.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{ip:?}: frames that differ from the program's");
+            made += whole;
+        }
+        let handover = generator.handover(&port, made).unwrap();
+        assert_eq!((handover.accepted, handover.refused), (made, 0));
+        assert_eq!(generator.counted().unwrap(), made);
+        assert_eq!(generator.asked(), made);
+    })
+    .unwrap();
+    // The generator's veth pair went with it.
+    let links = ns.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!links.contains("nbg-"), "{links}");
+}
+
+/// `--generator auto` on a kernel that refuses XDP live frames (this
+/// machine's) takes the fan-out, not the packet socket alone; where live
+/// frames work it takes them.
+#[test]
+fn auto_takes_live_frames_else_the_fanout() {
+    use netbeast::bench::{
+        generator::{Generator, GeneratorKind},
+        live::{LiveError, LiveFrames, pin_to_cpu},
+    };
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("fanout-auto").expect("a namespace");
+    ns.in_netns(|| {
+        pin_to_cpu(0).unwrap();
+        let live = LiveFrames::load().unwrap().probe();
+        let want = match live {
+            Ok(_) => GeneratorKind::Xdp,
+            Err(LiveError::NoLiveFrames(_)) => GeneratorKind::Fanout,
+            Err(e) => panic!("the live-frames probe: {e}"),
+        };
+        let generator = Generator::open(GeneratorKind::Auto, 0).unwrap();
+        assert_eq!(generator.kind(), want);
+    })
+    .unwrap();
+}

@@ -4027,6 +4027,10 @@ pub mod generator {
     pub const UDP6_CHECKSUM: usize = 14 + 40 + 6;
     pub const TCP_SOURCE_PORT: usize = 14 + 20;
     pub const TCP_CHECKSUM: usize = 14 + 20 + 16;
+    /// The fan-out generator (`bench --generator fanout`): entries of its
+    /// devmap, all the same veth, so every frame injected into its own
+    /// veth pair leaves the generator's port as this many XDP frames.
+    pub const FANOUT: u32 = 64;
 }
 
 /// `netbeast lb` services (DESIGN §10): a service map keyed by VIP, port and

@@ -15,9 +15,9 @@
 //! rest that userspace computed once.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_BROADCAST, xdp_action},
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
 use netbeast_common::generator::{
@@ -72,8 +72,16 @@ unsafe fn copy_template<const BYTES: usize>(start: usize, template: &[u64; TEMPL
     }
 }
 
+/// The live-frames generator: each frame made goes back out of its veth.
 #[inline(always)]
 pub fn generate(ctx: &XdpContext) -> u32 {
+    make(ctx, xdp_action::XDP_TX)
+}
+
+/// Turns the frame at `ctx` into the generator's next frame and returns
+/// `made` (the verdict that sends it), or `XDP_ABORTED` when it cannot.
+#[inline(always)]
+fn make(ctx: &XdpContext, made: u32) -> u32 {
     let Some(seq) = GENERATED.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -103,7 +111,7 @@ pub fn generate(ctx: &XdpContext) -> u32 {
     }
     let flows = config(generator::FLOWS);
     if flows <= 1 {
-        return xdp_action::XDP_TX;
+        return made;
     }
     let flow = (n % flows as u64) as u32;
     let source = config(generator::FIRST_SOURCE) + flow % generator::ADDRESSES;
@@ -124,7 +132,7 @@ pub fn generate(ctx: &XdpContext) -> u32 {
             );
             core::ptr::write_unaligned((start + UDP6_CHECKSUM) as *mut u16, udp_sum.to_be());
         }
-        return xdp_action::XDP_TX;
+        return made;
     }
     // SAFETY: all three stores end before HEADER_BYTES, checked above.
     unsafe {
@@ -132,7 +140,32 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         core::ptr::write_unaligned((start + IP_CHECKSUM) as *mut u16, (!fold(sum)).to_be());
         core::ptr::write_unaligned((start + UDP_SOURCE_PORT) as *mut u16, (port as u16).to_be());
     }
-    xdp_action::XDP_TX
+    made
+}
+
+/// The fan-out generator's devmap (`--generator fanout`): `FANOUT`
+/// entries, all the generator's port, each with
+/// `netbeast_fanout_generator` as its program.
+#[map]
+static GENERATOR_FANOUT: DevMap = DevMap::with_max_entries(generator::FANOUT, 0);
+
+/// The fan-out generator's entry, on the receiving end of its own veth
+/// pair: every frame that arrives goes to every entry of
+/// `GENERATOR_FANOUT` (the kernel clones it for each), each copy through
+/// [`generate_copy`] and out of the generator's port with `ndo_xdp_xmit`.
+#[inline(always)]
+pub fn fan_out() -> u32 {
+    GENERATOR_FANOUT
+        .redirect(0, BPF_F_BROADCAST as u64)
+        .unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+/// Each copy of a fanned-out frame, as the devmap entry's program: made
+/// into the generator's next frame as [`generate`] makes it. A devmap
+/// program's `XDP_PASS` transmits the frame.
+#[inline(always)]
+pub fn generate_copy(ctx: &XdpContext) -> u32 {
+    make(ctx, xdp_action::XDP_PASS)
 }
 
 /// The SYN generator's configuration (`generator::FLOWS` ... `TCP_SUM`).

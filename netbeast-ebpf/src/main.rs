@@ -169,6 +169,20 @@ pub fn netbeast_generator(ctx: XdpContext) -> u32 {
     generator::generate(&ctx)
 }
 
+/// The fan-out generator's entry (`bench --generator fanout`), on its own
+/// veth: every arriving frame to each entry of its devmap (DESIGN §8).
+#[xdp]
+pub fn netbeast_fanout(_ctx: XdpContext) -> u32 {
+    generator::fan_out()
+}
+
+/// The fan-out generator's devmap program: each copy made into the
+/// generator's next frame, then transmitted.
+#[xdp(map = "devmap")]
+pub fn netbeast_fanout_generator(ctx: XdpContext) -> u32 {
+    generator::generate_copy(&ctx)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -12,6 +12,7 @@
 
 pub mod control;
 mod ethtool;
+pub mod fanout;
 pub mod generator;
 pub mod lb;
 pub mod live;

@@ -1,15 +1,16 @@
 //! The benchmark's packet generators behind one interface (`--generator`):
-//! the XDP live-frames generator ([`super::live`]), a raw packet socket
-//! ([`super::packet`]) for kernels that refuse live frames (`auto`, the
-//! default, takes live frames where the kernel allows them, else the
-//! socket), and the kernel's pktgen ([`super::pktgen`]). All send a
+//! the XDP live-frames generator ([`super::live`]), for kernels that refuse
+//! live frames an XDP fan-out of packet-socket frames
+//! ([`super::fanout`]) or a raw packet socket alone ([`super::packet`])
+//! (`auto`, the default, takes the first of these three the kernel
+//! allows), and the kernel's pktgen ([`super::pktgen`]). All send a
 //! configured traffic out of one veth, a given number of frames per run,
 //! from the bench core, and report what they handed to the veth; the
 //! rounds, the measuring window and the accounting (bench::traffic) are
 //! the same for all.
 //!
-//! What differs is where the veth counts the frames: live frames go
-//! through its `ndo_xdp_xmit`, which counts what it takes and refuses
+//! What differs is where the veth counts the frames: live frames and the
+//! fan-out's go through its `ndo_xdp_xmit`, which counts what it takes and refuses
 //! (ethtool `tx_queue_0_xdp_xmit`, `..._errors`); the socket's and
 //! pktgen's go through `ndo_start_xmit`, which counts only what it refuses
 //! (the device's `tx_dropped`), and the sender counts what it handed over
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 use super::{
     ethtool::{VethStats, counter},
+    fanout::{FanoutError, FanoutFrames},
     live::{LiveError, LiveFrames, Traffic},
     packet::{PacketFrames, Rewrite},
     pktgen::{self, Pktgen, PktgenError},
@@ -40,11 +42,15 @@ use crate::netns::Netns;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum GeneratorKind {
-    /// XDP live frames where the kernel allows them, else `packet`.
+    /// XDP live frames where the kernel allows them, else `fanout`, else
+    /// `packet`.
     #[default]
     Auto,
     /// XDP live frames: BPF_PROG_TEST_RUN of an XDP_TX program.
     Xdp,
+    /// Packet-socket frames fanned out by XDP: each into `FANOUT` XDP
+    /// frames (a devmap broadcast, each copy rewritten by its program).
+    Fanout,
     /// A raw packet socket (AF_PACKET, sendmmsg, PACKET_QDISC_BYPASS).
     Packet,
     /// The kernel's pktgen (needs /proc/net/pktgen).
@@ -55,6 +61,9 @@ pub enum GeneratorKind {
 pub enum GeneratorError {
     #[error(transparent)]
     Live(#[from] LiveError),
+    /// Boxed: the largest of these errors, by far.
+    #[error(transparent)]
+    Fanout(Box<FanoutError>),
     #[error(transparent)]
     Pktgen(#[from] PktgenError),
     #[error("the packet-socket generator failed: {0}")]
@@ -68,12 +77,21 @@ pub enum GeneratorError {
     PktgenIpv6,
 }
 
+impl From<FanoutError> for GeneratorError {
+    fn from(e: FanoutError) -> Self {
+        GeneratorError::Fanout(Box::new(e))
+    }
+}
+
 impl GeneratorKind {
     /// Fails when this generator cannot run on this machine; nothing is
     /// set up yet.
     pub fn require(self) -> Result<(), GeneratorError> {
         match self {
-            GeneratorKind::Auto | GeneratorKind::Xdp | GeneratorKind::Packet => Ok(()),
+            GeneratorKind::Auto
+            | GeneratorKind::Xdp
+            | GeneratorKind::Fanout
+            | GeneratorKind::Packet => Ok(()),
             GeneratorKind::Pktgen => Ok(Pktgen::require(pktgen::ROOT.as_ref())?),
         }
     }
@@ -131,6 +149,7 @@ pub struct Handover {
 
 enum Engine {
     Xdp(LiveFrames),
+    Fanout(Box<FanoutFrames>),
     Packet(PacketFrames),
     Pktgen(Pktgen),
 }
@@ -176,15 +195,25 @@ impl Generator {
                 asked: probe.frames,
             })
         };
+        let fanout = || -> Result<Generator, FanoutError> {
+            Ok(Generator {
+                engine: Engine::Fanout(Box::new(FanoutFrames::open()?)),
+                asked: 0,
+            })
+        };
         let packet = || Generator {
             engine: Engine::Packet(PacketFrames::default()),
             asked: 0,
         };
         match kind {
             GeneratorKind::Xdp => Ok(live()?),
+            GeneratorKind::Fanout => Ok(fanout()?),
             GeneratorKind::Packet => Ok(packet()),
             GeneratorKind::Auto => match live() {
-                Err(LiveError::NoLiveFrames(_)) => Ok(packet()),
+                Err(LiveError::NoLiveFrames(_)) => match fanout() {
+                    Err(FanoutError::Refused { .. }) => Ok(packet()),
+                    other => Ok(other?),
+                },
                 other => Ok(other?),
             },
             GeneratorKind::Pktgen => Ok(Generator {
@@ -197,6 +226,7 @@ impl Generator {
     pub fn kind(&self) -> GeneratorKind {
         match self.engine {
             Engine::Xdp(_) => GeneratorKind::Xdp,
+            Engine::Fanout(_) => GeneratorKind::Fanout,
             Engine::Packet(_) => GeneratorKind::Packet,
             Engine::Pktgen(_) => GeneratorKind::Pktgen,
         }
@@ -208,6 +238,7 @@ impl Generator {
             Engine::Xdp(_) => {
                 "XDP live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES), one pinned core"
             }
+            Engine::Fanout(_) => super::fanout::DESCRIPTION,
             Engine::Packet(_) => {
                 "AF_PACKET sendmmsg with PACKET_QDISC_BYPASS (ndo_start_xmit into the veth; \
                  this kernel refuses XDP live frames), one pinned core"
@@ -223,6 +254,7 @@ impl Generator {
     pub fn configure(&mut self, traffic: &Traffic, port: &Port) -> Result<(), GeneratorError> {
         match &mut self.engine {
             Engine::Xdp(live) => live.configure(traffic, port.ifindex)?,
+            Engine::Fanout(fanout) => fanout.configure(traffic, port.ifindex)?,
             Engine::Packet(packet) => {
                 traffic.check()?;
                 packet
@@ -241,19 +273,22 @@ impl Generator {
     /// Sends `frames` frames and returns when they are all handed over. Call
     /// it on a thread in the generator's namespace, pinned to the bench CPU.
     pub fn send(&mut self, frames: u32) -> Result<Sent, GeneratorError> {
-        self.asked += frames as u64;
-        Ok(match &mut self.engine {
+        let sent = match &mut self.engine {
             Engine::Xdp(live) => live.send(frames)?,
+            Engine::Fanout(fanout) => fanout.send(frames)?,
             Engine::Packet(packet) => packet.send(frames).map_err(GeneratorError::Packet)?,
             Engine::Pktgen(pktgen) => pktgen.send(frames)?,
-        })
+        };
+        // The fan-out sends whole fan-outs: more than asked for, maybe.
+        self.asked += sent.frames;
+        Ok(sent)
     }
 
     /// The frames handed over in the next run on `port`, for another
     /// thread.
     pub fn handed_counter<'a>(&self, port: &'a Port) -> Result<HandedCounter<'a>, GeneratorError> {
         Ok(match &self.engine {
-            Engine::Xdp(_) => HandedCounter::Veth {
+            Engine::Xdp(_) | Engine::Fanout(_) => HandedCounter::Veth {
                 stats: &port.stats,
                 base: xdp_handed(&port.stats).map_err(GeneratorError::Counters)?,
             },
@@ -270,7 +305,7 @@ impl Generator {
     /// `handed` of which it was given in all.
     pub fn handover(&self, port: &Port, handed: u64) -> io::Result<Handover> {
         match self.engine {
-            Engine::Xdp(_) => Ok(Handover {
+            Engine::Xdp(_) | Engine::Fanout(_) => Ok(Handover {
                 accepted: port.stats.get(counter::XDP_XMIT)?,
                 refused: port.stats.get(counter::XDP_XMIT_ERRORS)?,
             }),
@@ -289,6 +324,7 @@ impl Generator {
     pub fn counted(&self) -> Result<u64, GeneratorError> {
         Ok(match &self.engine {
             Engine::Xdp(live) => live.generated()?,
+            Engine::Fanout(fanout) => fanout.generated()?,
             Engine::Packet(packet) => packet.made(),
             Engine::Pktgen(pktgen) => pktgen.counted(),
         })

@@ -26,7 +26,8 @@ use super::planes::Ip;
 use crate::packet::{Checksum, FrameBuilder, MacAddr};
 
 /// The kernel object built by build.rs (the same one the loader embeds).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbeast"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netbeast"));
 
 const GENERATOR_PROGRAM: &str = "netbeast_generator";
 const FLOOR_PROGRAM: &str = "netbeast_floor";
@@ -66,8 +67,8 @@ pub enum LiveError {
     },
     #[error(
         "this kernel has no XDP live-frames mode for BPF_PROG_TEST_RUN, or refuses it (Linux 5.18 \
-         or newer, not hardened against it, is needed; --generator packet or auto sends from a \
-         packet socket instead): {0}"
+         or newer, not hardened against it, is needed; --generator fanout, packet or auto send \
+         without live frames): {0}"
     )]
     NoLiveFrames(#[source] ProgramError),
     #[error("the packet generator failed: {0}")]
@@ -310,31 +311,7 @@ impl LiveFrames {
     /// namespace of the thread that calls [`LiveFrames::send`]) they leave.
     pub fn configure(&mut self, traffic: &Traffic, ifindex: u32) -> Result<(), LiveError> {
         traffic.check()?;
-        const NAME: &str = "GENERATOR_CONFIG";
-        let map = self.ebpf.map_mut(NAME).ok_or(LiveError::MissingMap(NAME))?;
-        let mut config: Array<&mut MapData, u32> =
-            Array::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
-        for (i, v) in traffic.config().iter().enumerate() {
-            config
-                .set(i as u32, v, 0)
-                .map_err(|source| LiveError::Map { name: NAME, source })?;
-        }
-        const TEMPLATE: &str = "GENERATOR_TEMPLATE";
-        let map = self
-            .ebpf
-            .map_mut(TEMPLATE)
-            .ok_or(LiveError::MissingMap(TEMPLATE))?;
-        let mut template: Array<&mut MapData, [u64; generator::TEMPLATE_WORDS]> =
-            Array::try_from(map).map_err(|source| LiveError::Map {
-                name: TEMPLATE,
-                source,
-            })?;
-        template
-            .set(0, traffic.header_words(), 0)
-            .map_err(|source| LiveError::Map {
-                name: TEMPLATE,
-                source,
-            })?;
+        write_config(&mut self.ebpf, traffic)?;
         self.frame = traffic.template();
         self.ifindex = ifindex;
         Ok(())
@@ -342,14 +319,7 @@ impl LiveFrames {
 
     /// Frames the program has generated so far, all CPUs.
     pub fn generated(&self) -> Result<u64, LiveError> {
-        const NAME: &str = "GENERATED";
-        let map = self.ebpf.map(NAME).ok_or(LiveError::MissingMap(NAME))?;
-        let counter: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
-        let values = counter
-            .get(&0, 0)
-            .map_err(|source| LiveError::Map { name: NAME, source })?;
-        Ok(values.iter().sum())
+        generated(&self.ebpf)
     }
 
     /// Runs the generator once outside live-frames mode and returns the
@@ -374,6 +344,47 @@ impl LiveFrames {
     pub fn send(&mut self, frames: u32) -> Result<Sent, LiveError> {
         run(&mut self.ebpf, &self.frame, self.ifindex, frames)
     }
+}
+
+/// Writes `traffic` into the generator's maps (of `ebpf`, the whole
+/// object: the live-frames and the fan-out generators share them).
+pub(super) fn write_config(ebpf: &mut Ebpf, traffic: &Traffic) -> Result<(), LiveError> {
+    const NAME: &str = "GENERATOR_CONFIG";
+    let map = ebpf.map_mut(NAME).ok_or(LiveError::MissingMap(NAME))?;
+    let mut config: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
+    for (i, v) in traffic.config().iter().enumerate() {
+        config
+            .set(i as u32, v, 0)
+            .map_err(|source| LiveError::Map { name: NAME, source })?;
+    }
+    const TEMPLATE: &str = "GENERATOR_TEMPLATE";
+    let map = ebpf
+        .map_mut(TEMPLATE)
+        .ok_or(LiveError::MissingMap(TEMPLATE))?;
+    let mut template: Array<&mut MapData, [u64; generator::TEMPLATE_WORDS]> = Array::try_from(map)
+        .map_err(|source| LiveError::Map {
+            name: TEMPLATE,
+            source,
+        })?;
+    template
+        .set(0, traffic.header_words(), 0)
+        .map_err(|source| LiveError::Map {
+            name: TEMPLATE,
+            source,
+        })
+}
+
+/// Frames the generator's programs (of `ebpf`) have made so far, all CPUs.
+pub(super) fn generated(ebpf: &Ebpf) -> Result<u64, LiveError> {
+    const NAME: &str = "GENERATED";
+    let map = ebpf.map(NAME).ok_or(LiveError::MissingMap(NAME))?;
+    let counter: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|source| LiveError::Map { name: NAME, source })?;
+    let values = counter
+        .get(&0, 0)
+        .map_err(|source| LiveError::Map { name: NAME, source })?;
+    Ok(values.iter().sum())
 }
 
 fn run(ebpf: &mut Ebpf, frame: &[u8], ifindex: u32, frames: u32) -> Result<Sent, LiveError> {
