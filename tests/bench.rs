@@ -524,7 +524,7 @@ fn pktgen_without_pktgen_is_a_clear_error_that_leaves_nothing() {
         "/proc/net/pktgen",
         "CONFIG_NET_PKTGEN",
         "modprobe pktgen",
-        "--generator xdp",
+        "--generator auto",
     ] {
         assert!(
             stderr.contains(needed),

@@ -72,7 +72,7 @@ pub enum GeneratorError {
     Counters(#[source] io::Error),
     #[error(
         "--generator pktgen with --family 6: netbeast configures pktgen for IPv4 frames only; \
-         use --generator xdp"
+         use --generator auto (the default)"
     )]
     PktgenIpv6,
 }

@@ -52,8 +52,9 @@ pub const MIN_FRAME_SIZE: usize = generator::HEADER_BYTES + HEADER_BYTES;
 pub enum PktgenError {
     #[error(
         "kernel pktgen is not available: {} does not exist. It needs a kernel built with \
-         CONFIG_NET_PKTGEN and the module loaded (`modprobe pktgen`); or use --generator xdp \
-         (the default), the XDP live-frames generator, which needs neither",
+         CONFIG_NET_PKTGEN and the module loaded (`modprobe pktgen`); or use --generator auto \
+         (the default: XDP live frames, or where the kernel refuses them the fan-out or packet \
+         socket generator), which needs neither",
         root.display()
     )]
     NotAvailable { root: PathBuf },
@@ -93,7 +94,7 @@ pub enum PktgenError {
     #[error(
         "--size {0}: pktgen frames are {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} bytes (pktgen puts a \
          {HEADER_BYTES}-byte header of its own in every UDP payload): choose a --size in that \
-         range, or --generator xdp"
+         range, or --generator auto"
     )]
     BadSize(usize),
     #[error(
@@ -663,7 +664,7 @@ Result: OK: 500(c488+d12) usec, 1000 (64byte,0frags)
             "not available",
             "CONFIG_NET_PKTGEN",
             "modprobe pktgen",
-            "--generator xdp",
+            "--generator auto",
         ] {
             assert!(text.contains(needed), "{needed}: {text}");
         }
@@ -737,7 +738,7 @@ Result: OK: 500(c488+d12) usec, 1000 (64byte,0frags)
         };
         let e = pktgen.configure(&small, "g0").unwrap_err();
         assert!(matches!(e, PktgenError::BadSize(57)), "{e}");
-        assert!(e.to_string().contains("--generator xdp"), "{e}");
+        assert!(e.to_string().contains("--generator auto"), "{e}");
         assert!(fake.written("kpktgend_1", THREAD_SEED).is_empty());
         let largest = Traffic {
             size: MAX_FRAME_SIZE,
