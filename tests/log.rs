@@ -507,8 +507,9 @@ const FLOOD_FRAMES: u32 = 150_000;
 const BURST: u32 = 4_000;
 
 /// Sends `frames` UDP frames to the server's port 9 from the client, as
-/// the benchmark's generator (XDP live frames where the kernel allows
-/// them, else a packet socket), in bursts with `pause` between them.
+/// the benchmark's packet-socket generator (exact counts on every kernel:
+/// the fan-out sends whole fan-outs of 64), in bursts with `pause` between
+/// them.
 fn send_frames(net: &ClientServer, frames: u32, pause: Duration) {
     let traffic = Traffic {
         src_mac: support::mac_of(&net.client, CLIENT_IFACE),
@@ -535,7 +536,7 @@ fn send_frames(net: &ClientServer, frames: u32, pause: Duration) {
     net.client
         .in_netns(move || {
             let mut generator =
-                Generator::open(GeneratorKind::Auto, 0).expect("loading the generator");
+                Generator::open(GeneratorKind::Packet, 0).expect("loading the generator");
             generator
                 .configure(&traffic, &port)
                 .expect("configuring it");

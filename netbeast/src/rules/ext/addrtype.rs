@@ -287,8 +287,19 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
     let may = |chains: &[&str]| {
         s.builtin.is_none_or(|c| chains.contains(&c)) && (s.hooks.is_empty() || s.only_from(chains))
     };
-    let limit_in = may(&["PREROUTING", "INPUT", "FORWARD"]) && d.chance(25);
-    let limit_out = !limit_in && may(&["FORWARD", "OUTPUT", "POSTROUTING"]) && d.chance(25);
+    // Not for IPv6 route types (LOCAL, ANYCAST, UNREACHABLE): the
+    // kernel's lookup is then bound to the limiting interface, and an
+    // address routed through another one is UNREACHABLE unless a route
+    // through that one covers it, which netbeast does not model
+    // (docs/FEATURES.md, a deviation).
+    let route_types = 1 << addr_type::LOCAL | 1 << addr_type::ANYCAST | 1 << addr_type::UNREACHABLE;
+    let bound = v6
+        && [&src, &dst]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(|t| t.value & route_types != 0));
+    let limit_in = !bound && may(&["PREROUTING", "INPUT", "FORWARD"]) && d.chance(25);
+    let limit_out =
+        !bound && !limit_in && may(&["FORWARD", "OUTPUT", "POSTROUTING"]) && d.chance(25);
     Some(Match::AddrType(AddrType {
         src,
         dst,
