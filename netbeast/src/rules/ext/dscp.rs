@@ -41,6 +41,24 @@ pub const CLASSES: &[(&str, u8)] = &[
     ("EF", 0x2e),
 ];
 
+/// The DSCP value of class `text` (any case), for `--dscp-class` and
+/// DSCP's `--set-dscp-class`.
+pub(crate) fn class(option: &'static OptSpec, text: &str) -> Result<u8, ParseError> {
+    CLASSES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
+            invalid(
+                &option.flag(),
+                "DSCP class",
+                text,
+                format!("use one of {}", names.join(", ")),
+            )
+        })
+}
+
 /// The largest DSCP (six bits).
 pub const MAX_DSCP: u8 = 0x3f;
 
@@ -121,19 +139,7 @@ impl MatchParser for DscpParser {
         let dscp = if option.name() == "dscp" {
             number(option, "DSCP", text, MAX_DSCP.into())? as u8
         } else {
-            CLASSES
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(text))
-                .map(|(_, v)| *v)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
-                    invalid(
-                        &option.flag(),
-                        "DSCP class",
-                        text,
-                        format!("use one of {}", names.join(", ")),
-                    )
-                })?
+            class(option, text)?
         };
         self.0 = Some(Dscp { negated, dscp });
         Ok(())

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{TargetModule, TargetParser, check_placement, no_suggestion};
-use crate::rules::ext::dscp::{CLASSES, MAX_DSCP};
+use crate::rules::ext::dscp::{MAX_DSCP, class};
 use crate::rules::ext::{OptSpec, RuleContext, Value, number};
 use crate::rules::generate::Random;
 use crate::rules::model::{TableName, Target};
@@ -93,19 +93,7 @@ impl TargetParser for DscpParser {
         let dscp = if option.name() == "set-dscp" {
             number(option, "DSCP", text, MAX_DSCP.into())? as u8
         } else {
-            CLASSES
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(text))
-                .map(|(_, v)| *v)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = CLASSES.iter().map(|(n, _)| *n).collect();
-                    crate::rules::parse::invalid(
-                        &option.flag(),
-                        "DSCP class",
-                        text,
-                        format!("use one of {}", names.join(", ")),
-                    )
-                })?
+            class(option, text)?
         };
         self.given = Some((option.name(), dscp));
         Ok(())
