@@ -178,23 +178,19 @@ pub struct FanoutFrames {
     _pair: VethPair,
 }
 
+/// `live::program`, with a load the kernel refuses told apart (`auto`
+/// then falls back to the packet socket).
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, FanoutError> {
-    let xdp: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(LiveError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| LiveError::Program { name, source })?;
-    if xdp.fd().is_err() {
-        xdp.load()
-            .map_err(|source| match program_io_error(&source) {
-                Some(e) if refused(e) => FanoutError::Refused {
-                    what: format!("loading {name}"),
-                    source: io::Error::new(e.kind(), source.to_string()),
-                },
-                _ => LiveError::Program { name, source }.into(),
-            })?;
-    }
-    Ok(xdp)
+    super::live::program(ebpf, name).map_err(|e| match e {
+        LiveError::Program { name, source } => match program_io_error(&source) {
+            Some(e) if refused(e) => FanoutError::Refused {
+                what: format!("loading {name}"),
+                source: io::Error::new(e.kind(), source.to_string()),
+            },
+            _ => LiveError::Program { name, source }.into(),
+        },
+        e => e.into(),
+    })
 }
 
 impl FanoutFrames {

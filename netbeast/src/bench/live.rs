@@ -276,7 +276,10 @@ pub struct LiveFrames {
     ifindex: u32,
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LiveError> {
+pub(super) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Xdp, LiveError> {
     let xdp: &mut Xdp = ebpf
         .program_mut(name)
         .ok_or(LiveError::MissingProgram(name))?
