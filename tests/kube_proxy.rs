@@ -2,17 +2,22 @@
 //! kube-proxy-1.29.rules and its IPv6 twin kube-proxy-1.29-ipv6.rules,
 //! restored verbatim with `restore` / `restore -6`) on real TCP: a client
 //! outside the cluster, the node (netbeast or, as the oracle, the kernel's
-//! iptables / ip6tables) and three endpoints behind two ClusterIP services
-//! (IPv4: 10.244.1.2/3/4:8080 behind 10.96.0.10 and .11; IPv6:
+//! iptables / ip6tables) and three endpoints behind two services (IPv4:
+//! 10.244.1.2/3/4:8080 behind 10.96.0.10 and .11; IPv6:
 //! [fd00:10:244:1::2/3/4]:8080 behind fd00:10:96::a and ::b). default/web
-//! balances with the statistic cascade; default/sticky keeps a client on
-//! its endpoint with `-m recent` (sessionAffinity: ClientIP). The mark
-//! chain is what lets the connections through: the test sets FORWARD's
-//! policy to DROP, so a new connection passes only by KUBE-FORWARD's `-m
-//! mark --mark 0x4000/0x4000 -j ACCEPT`, the mark KUBE-MARK-MASQ set in nat
-//! PREROUTING (`--or-mark`), and reaches its endpoint from the node's
-//! address, by KUBE-POSTROUTING's MASQUERADE, which only a marked packet
-//! gets.
+//! balances with the statistic cascade, at its ClusterIP and at its node
+//! port 30080 (KUBE-NODEPORTS, reached by `-m addrtype --dst-type LOCAL`,
+//! then KUBE-EXT-*); default/sticky keeps a client on its endpoint with
+//! `-m recent` (sessionAffinity: ClientIP). The mark chain is what lets the
+//! connections through: the test sets FORWARD's policy to DROP, so a new
+//! connection passes only by KUBE-FORWARD's `-m mark --mark 0x4000/0x4000
+//! -j ACCEPT`, the mark KUBE-MARK-MASQ set in nat PREROUTING
+//! (`--or-mark`), and reaches its endpoint from the node's address, by
+//! KUBE-POSTROUTING's MASQUERADE, which only a marked packet gets. The
+//! node's own connections (nat OUTPUT) from its outside address reach an
+//! endpoint only when nat OUTPUT's mark makes POSTROUTING masquerade them:
+//! the pods know no way back to that address. A dual-stack node runs both
+//! rulesets at once.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test kube_proxy`.
 
@@ -84,6 +89,9 @@ const V6: Stack = Stack {
     sticky: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb)),
 };
 
+/// The node port of default/web (KUBE-NODEPORTS).
+const NODE_PORT: u16 = 30080;
+
 impl Stack {
     fn on_link(&self, addr: IpAddr) -> String {
         format!("{addr}/{}", self.link_prefix)
@@ -94,65 +102,94 @@ include!("support/scenario.rs");
 
 /// Drop order: servers, client, node (the firewall's cleanup), pods.
 struct Cluster {
-    stack: &'static Stack,
-    servers: Vec<Server>,
+    stacks: Vec<&'static Stack>,
+    /// Per stack, one server per endpoint (endpoint `e` of every stack is
+    /// one pod's address).
+    servers: Vec<Vec<Server>>,
     client: Netns,
     node: Netns,
     _pods: Netns,
     firewall: Firewall,
 }
 
+/// Who opens a connection: the client outside the cluster, or a process
+/// on the node bound to the node's outside address.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Client,
+    Node,
+}
+
 impl Cluster {
-    fn new(tag: &str, stack: &'static Stack, firewall: Firewall) -> Cluster {
+    /// A node with kube-proxy's ruleset of each of `stacks` (one: a
+    /// single-stack cluster; both: dual-stack, on the same links).
+    fn new(tag: &str, stacks: &[&'static Stack], firewall: Firewall) -> Cluster {
         require_root();
         let setup = || -> netbeast::netns::Result<Cluster> {
             let client = Netns::new(&format!("{tag}-cli"))?;
             let node = firewall.guard(Netns::new(&format!("{tag}-node"))?);
             let pods = Netns::new(&format!("{tag}-pods"))?;
-            veth_pair(
-                &client,
-                "nbt-kp-c",
-                &stack.on_link(stack.client),
-                &node,
-                "nbt-kp-nc",
-                &stack.on_link(stack.node),
-            )?;
-            veth_pair(
-                &node,
-                "nbt-kp-np",
-                &stack.on_link(stack.node_pod_side),
-                &pods,
-                "nbt-kp-p",
-                &stack.on_link(stack.endpoints[0]),
-            )?;
-            for &e in &stack.endpoints[1..] {
-                add_addr(&pods, &stack.on_link(e), "nbt-kp-p")?;
-            }
-            // The service range is routed to the node, as a cluster's
-            // clients route it; the pods know no way back to the client
-            // (only to their own network): a reply reaches the client only
-            // when MASQUERADE gave the connection the node's pod-side
-            // address.
-            client.ip(&[
-                "route",
-                "add",
-                stack.services,
-                "via",
-                &stack.node.to_string(),
-            ])?;
-            if stack.v6 {
-                node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-            } else {
-                node.sysctl("net.ipv4.ip_forward", "1")?;
+            for (i, stack) in stacks.iter().enumerate() {
+                if i == 0 {
+                    veth_pair(
+                        &client,
+                        "nbt-kp-c",
+                        &stack.on_link(stack.client),
+                        &node,
+                        "nbt-kp-nc",
+                        &stack.on_link(stack.node),
+                    )?;
+                    veth_pair(
+                        &node,
+                        "nbt-kp-np",
+                        &stack.on_link(stack.node_pod_side),
+                        &pods,
+                        "nbt-kp-p",
+                        &stack.on_link(stack.endpoints[0]),
+                    )?;
+                } else {
+                    add_addr(&client, &stack.on_link(stack.client), "nbt-kp-c")?;
+                    add_addr(&node, &stack.on_link(stack.node), "nbt-kp-nc")?;
+                    add_addr(&node, &stack.on_link(stack.node_pod_side), "nbt-kp-np")?;
+                    add_addr(&pods, &stack.on_link(stack.endpoints[0]), "nbt-kp-p")?;
+                }
+                for &e in &stack.endpoints[1..] {
+                    add_addr(&pods, &stack.on_link(e), "nbt-kp-p")?;
+                }
+                // The service range is routed to the node, as a cluster's
+                // clients route it, and by the node to the pods' link (a
+                // node's own connection is routed before nat OUTPUT
+                // rewrites it); the pods know no way back to the client
+                // or to the node's outside address (only to their own
+                // network): a reply reaches them only when MASQUERADE gave
+                // the connection the node's pod-side address.
+                client.ip(&[
+                    "route",
+                    "add",
+                    stack.services,
+                    "via",
+                    &stack.node.to_string(),
+                ])?;
+                node.ip(&["route", "add", stack.services, "dev", "nbt-kp-np"])?;
+                if stack.v6 {
+                    node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+                } else {
+                    node.sysctl("net.ipv4.ip_forward", "1")?;
+                }
             }
             firewall.attach(&node, &["nbt-kp-nc", "nbt-kp-np"])?;
-            let servers = stack
-                .endpoints
+            let servers = stacks
                 .iter()
-                .map(|&e| peer_server(&pods, SocketAddr::new(e, ENDPOINT_PORT)))
-                .collect::<netbeast::netns::Result<Vec<Server>>>()?;
+                .map(|stack| {
+                    stack
+                        .endpoints
+                        .iter()
+                        .map(|&e| peer_server(&pods, SocketAddr::new(e, ENDPOINT_PORT)))
+                        .collect::<netbeast::netns::Result<Vec<Server>>>()
+                })
+                .collect::<netbeast::netns::Result<Vec<Vec<Server>>>>()?;
             Ok(Cluster {
-                stack,
+                stacks: stacks.to_vec(),
                 servers,
                 client,
                 node,
@@ -161,91 +198,105 @@ impl Cluster {
             })
         };
         let cluster = setup().unwrap_or_else(|e| panic!("setting up the cluster: {e}"));
-        let out = cluster
-            .firewall
-            .restore_family(&cluster.node, stack.v6, &[], stack.rules)
-            .unwrap_or_else(|e| panic!("restoring kube-proxy's rules: {e}"));
-        assert!(
-            out.status.success(),
-            "restoring kube-proxy's rules: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let policy = "-P FORWARD DROP";
-        if stack.v6 {
-            cluster.firewall.ip6tables_ok(&cluster.node, policy)
-        } else {
-            cluster.firewall.iptables_ok(&cluster.node, policy)
+        for stack in stacks {
+            let out = cluster
+                .firewall
+                .restore_family(&cluster.node, stack.v6, &[], stack.rules)
+                .unwrap_or_else(|e| panic!("restoring kube-proxy's rules: {e}"));
+            assert!(
+                out.status.success(),
+                "restoring kube-proxy's rules: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let policy = "-P FORWARD DROP";
+            if stack.v6 {
+                cluster.firewall.ip6tables_ok(&cluster.node, policy)
+            } else {
+                cluster.firewall.iptables_ok(&cluster.node, policy)
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
         }
-        .unwrap_or_else(|e| panic!("{e}"));
         cluster
     }
 
     fn diagnostics(&self) -> String {
-        self.firewall
-            .save_all(&self.node, self.stack.v6, true)
-            .unwrap_or_else(|e| e.to_string())
-    }
-
-    /// Opens `n` connections to port 80 of `service` one after another:
-    /// the endpoint each one reached, checking that it saw the node's
-    /// address.
-    fn connections(&self, service: IpAddr, n: usize) -> Vec<usize> {
-        let service = SocketAddr::new(service, SERVICE_PORT);
-        let served = || -> Vec<u64> { self.servers.iter().map(Server::served).collect() };
-        (0..n)
-            .map(|i| {
-                let before = served();
-                let mut stream = tcp_stream(&self.client, None, service, CONNECT_TIMEOUT)
-                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
-                    .unwrap_or_else(|outcome| {
-                        panic!(
-                            "connection {i} to {service}: {outcome:?}\n{}",
-                            self.diagnostics()
-                        )
-                    });
-                stream.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
-                let mut line = [0u8; 64];
-                let got = stream.read(&mut line).unwrap_or(0);
-                let peer = parse_peer_addr(&line[..got]);
-                assert_eq!(
-                    peer.map(|p| p.ip()),
-                    Some(self.stack.node_pod_side),
-                    "connection {i}: the endpoint saw {peer:?}, not the node (MASQUERADE)"
-                );
-                let moved = wait_for(CONNECT_TIMEOUT, || {
-                    let now = served();
-                    let moved: Vec<usize> = (0..3).filter(|&e| now[e] != before[e]).collect();
-                    (!moved.is_empty()).then_some(moved)
-                })
-                .unwrap_or_else(|| panic!("connection {i}: no endpoint counted it"));
-                assert_eq!(moved.len(), 1, "connection {i} reached {moved:?}");
-                moved[0]
+        self.stacks
+            .iter()
+            .map(|stack| {
+                self.firewall
+                    .save_all(&self.node, stack.v6, true)
+                    .unwrap_or_else(|e| e.to_string())
             })
             .collect()
     }
+
+    /// Opens a connection of stack `s` from `from` to `service`: the
+    /// endpoint it reached, checking that the endpoint saw the node's
+    /// pod-side address (MASQUERADE).
+    fn connect(&self, s: usize, from: Origin, service: SocketAddr, i: usize) -> usize {
+        let stack = self.stacks[s];
+        let servers = &self.servers[s];
+        let served = || -> Vec<u64> { servers.iter().map(Server::served).collect() };
+        let before = served();
+        let (ns, local) = match from {
+            Origin::Client => (&self.client, None),
+            Origin::Node => (&self.node, Some(SocketAddr::new(stack.node, 0))),
+        };
+        let mut stream = tcp_stream(ns, local, service, CONNECT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+            .unwrap_or_else(|outcome| {
+                panic!(
+                    "connection {i} from {from:?} to {service}: {outcome:?}\n{}",
+                    self.diagnostics()
+                )
+            });
+        stream.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+        let mut line = [0u8; 64];
+        let got = stream.read(&mut line).unwrap_or(0);
+        let peer = parse_peer_addr(&line[..got]);
+        assert_eq!(
+            peer.map(|p| p.ip()),
+            Some(stack.node_pod_side),
+            "connection {i} from {from:?} to {service}: the endpoint saw {peer:?}, not the \
+             node (MASQUERADE)\n{}",
+            self.diagnostics()
+        );
+        let moved = wait_for(CONNECT_TIMEOUT, || {
+            let now = served();
+            let moved: Vec<usize> = (0..3).filter(|&e| now[e] != before[e]).collect();
+            (!moved.is_empty()).then_some(moved)
+        })
+        .unwrap_or_else(|| panic!("connection {i}: no endpoint counted it"));
+        assert_eq!(moved.len(), 1, "connection {i} reached {moved:?}");
+        moved[0]
+    }
+
+    /// Opens `n` connections of stack `s` from `from` to `service`, one
+    /// after another: the endpoint each one reached.
+    fn connections(&self, s: usize, from: Origin, service: SocketAddr, n: usize) -> Vec<usize> {
+        (0..n).map(|i| self.connect(s, from, service, i)).collect()
+    }
+
+    /// default/web's ClusterIP of stack `s`.
+    fn web(&self, s: usize) -> SocketAddr {
+        SocketAddr::new(self.stacks[s].web, SERVICE_PORT)
+    }
+
+    /// default/web's node port on the node's outside address.
+    fn node_port(&self, s: usize) -> SocketAddr {
+        SocketAddr::new(self.stacks[s].node, NODE_PORT)
+    }
 }
 
-// The statistic cascade (1/3, then 1/2 of the rest, then the rest): about
-// a third each, within a binomial bound (two-sided, p = 10⁻⁵ for each
-// endpoint: at 0.001 a run of the whole suite failed it once by chance,
-// 48 of 90 on one endpoint, z = 4.0; 8 runs after it gave 218, 249 and
-// 253 of 720).
-scenario!(balances_three_endpoints, without skb);
-fn balances_three_endpoints(firewall: Firewall) {
-    balance(Cluster::new("kpbal", &V4, firewall));
-}
-
-scenario!(balances_three_endpoints_ipv6, without skb);
-fn balances_three_endpoints_ipv6(firewall: Firewall) {
-    balance(Cluster::new("kpbal6", &V6, firewall));
-}
-
-fn balance(cluster: Cluster) {
-    let n = 90;
-    let landed = cluster.connections(cluster.stack.web, n);
+/// About a third of `landed` on each endpoint, within a binomial bound
+/// (two-sided, p = 10⁻⁵ for each endpoint: at 0.001 a run of the whole
+/// suite failed it once by chance, 48 of 90 on one endpoint, z = 4.0; 8
+/// runs after it gave 218, 249 and 253 of 720).
+fn assert_balanced(cluster: &Cluster, s: usize, landed: &[usize]) {
+    let n = landed.len();
     let p = 1.0 / 3.0;
     let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
-    for (e, endpoint) in cluster.stack.endpoints.iter().enumerate() {
+    for (e, endpoint) in cluster.stacks[s].endpoints.iter().enumerate() {
         let k = landed.iter().filter(|&&l| l == e).count();
         eprintln!("endpoint {endpoint}: {k} of {n}");
         assert!(
@@ -257,24 +308,93 @@ fn balance(cluster: Cluster) {
     }
 }
 
+// The statistic cascade (1/3, then 1/2 of the rest, then the rest).
+scenario!(balances_three_endpoints, without skb);
+fn balances_three_endpoints(firewall: Firewall) {
+    let cluster = Cluster::new("kpbal", &[&V4], firewall);
+    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.web(0), 90));
+}
+
+scenario!(balances_three_endpoints_ipv6, without skb);
+fn balances_three_endpoints_ipv6(firewall: Firewall) {
+    let cluster = Cluster::new("kpbal6", &[&V6], firewall);
+    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.web(0), 90));
+}
+
+// type: NodePort: the node's outside address and port 30080 lead, by
+// KUBE-SERVICES' last rule (`-m addrtype --dst-type LOCAL`), KUBE-NODEPORTS
+// and KUBE-EXT-* (which marks for masquerade), to the same cascade.
+scenario!(node_port_balances, without skb);
+fn node_port_balances(firewall: Firewall) {
+    let cluster = Cluster::new("kpnp", &[&V4], firewall);
+    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.node_port(0), 90));
+}
+
+scenario!(node_port_balances_ipv6, without skb);
+fn node_port_balances_ipv6(firewall: Firewall) {
+    let cluster = Cluster::new("kpnp6", &[&V6], firewall);
+    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.node_port(0), 90));
+}
+
+// The node's own connections, from its outside address, to the ClusterIP
+// (KUBE-SVC-*'s `! -s <pods> -j KUBE-MARK-MASQ`) and to its own node port
+// (KUBE-EXT-*): nat OUTPUT marks them, and KUBE-POSTROUTING masquerades
+// them to the node's pod-side address, the only one the pods can answer.
+scenario!(node_connections_are_masqueraded, without skb);
+fn node_connections_are_masqueraded(firewall: Firewall) {
+    node_connections(Cluster::new("kpown", &[&V4], firewall));
+}
+
+scenario!(node_connections_are_masqueraded_ipv6, without skb);
+fn node_connections_are_masqueraded_ipv6(firewall: Firewall) {
+    node_connections(Cluster::new("kpown6", &[&V6], firewall));
+}
+
+fn node_connections(cluster: Cluster) {
+    cluster.connections(0, Origin::Node, cluster.web(0), 6);
+    cluster.connections(0, Origin::Node, cluster.node_port(0), 6);
+}
+
 // sessionAffinity: ClientIP: the first connection's endpoint (drawn by the
 // cascade) is recorded by `-m recent --set` in its KUBE-SEP chain; every
 // later one from the client finds it with `--rcheck` and goes there.
 scenario!(affinity_keeps_a_client_on_its_endpoint, without skb);
 fn affinity_keeps_a_client_on_its_endpoint(firewall: Firewall) {
-    affinity(Cluster::new("kpaff", &V4, firewall));
+    affinity(&Cluster::new("kpaff", &[&V4], firewall), 0);
 }
 
 scenario!(affinity_keeps_a_client_on_its_endpoint_ipv6, without skb);
 fn affinity_keeps_a_client_on_its_endpoint_ipv6(firewall: Firewall) {
-    affinity(Cluster::new("kpaff6", &V6, firewall));
+    affinity(&Cluster::new("kpaff6", &[&V6], firewall), 0);
 }
 
-fn affinity(cluster: Cluster) {
-    let landed = cluster.connections(cluster.stack.sticky, 12);
+fn affinity(cluster: &Cluster, s: usize) {
+    let sticky = SocketAddr::new(cluster.stacks[s].sticky, SERVICE_PORT);
+    let landed = cluster.connections(s, Origin::Client, sticky, 12);
     assert!(
         landed.iter().all(|&e| e == landed[0]),
         "every connection on the first one's endpoint: {landed:?}\n{}",
         cluster.diagnostics()
     );
+}
+
+// A dual-stack node: both rulesets at once, on the same links. The two
+// families' connections to default/web alternate, each balanced over its
+// family's endpoints; then each family's affinity and node port.
+scenario!(dual_stack_node, without skb);
+fn dual_stack_node(firewall: Firewall) {
+    let cluster = Cluster::new("kpds", &[&V4, &V6], firewall);
+    let n = 90;
+    let mut landed = [Vec::new(), Vec::new()];
+    for i in 0..n {
+        for (s, landed) in landed.iter_mut().enumerate() {
+            landed.push(cluster.connect(s, Origin::Client, cluster.web(s), i));
+        }
+    }
+    for (s, landed) in landed.iter().enumerate() {
+        assert_balanced(&cluster, s, landed);
+        affinity(&cluster, s);
+        cluster.connections(s, Origin::Client, cluster.node_port(s), 3);
+        cluster.connections(s, Origin::Node, cluster.web(s), 3);
+    }
 }

@@ -37,7 +37,7 @@ use std::{
 use netbeast::{
     loader::{SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, pinned_link_program},
     netns::{
-        Firewall, Netns, UdpOutcome, banner, parse_peer_addr, peer_server, read_peer_addr,
+        ConnectOutcome, Firewall, Netns, UdpOutcome, banner, parse_peer_addr, peer_server, read_peer_addr,
         require_root, tcp_connect, tcp_server, udp_echo_server, udp_exchange, udp_peer_server,
         veth_pair, wait_for,
     },
@@ -254,6 +254,45 @@ fn output_dnat_to_another_host(firewall: Firewall) {
     );
     assert_eq!(tcp.served(), 1);
     assert_eq!(udp.served(), 2);
+}
+
+// A mark nat OUTPUT sets is the connection's first packet's, as in the
+// kernel, where nat OUTPUT sees only that packet (kube-proxy's
+// KUBE-MARK-MASQ for the node's own connections to a service): filter
+// OUTPUT's `-m mark` rule counts one packet per connection, the SYN, and
+// the rest of the connection passes unmarked.
+scenario!(nat_output_marks_the_first_packet);
+fn nat_output_marks_the_first_packet(firewall: Firewall) {
+    let net = Net::new("natmark", firewall);
+    let server = tcp_server(&net.server, 80).unwrap();
+    for line in [
+        "-t nat -A OUTPUT -p tcp --dport 80 -j MARK --set-mark 0x10",
+        "-A OUTPUT -p tcp --dport 80 -m mark --mark 0x10 -j ACCEPT",
+        "-A OUTPUT -p tcp --dport 80 -j ACCEPT",
+    ] {
+        net.iptables(line);
+    }
+    let server_80 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 4), 80);
+    for i in 0..2 {
+        let outcome = tcp_connect(&net.router, server_80, TIMEOUT).unwrap();
+        assert_eq!(outcome, ConnectOutcome::Connected, "connection {i}");
+    }
+    assert_eq!(server.served_within(2, TIMEOUT), 2);
+    // Each connection's SYN marked, its ACK and FIN (at least) not.
+    let counted = || {
+        let output = net.firewall.list(&net.router, "OUTPUT").unwrap();
+        (output.rules[0].packets, output.rules[1].packets)
+    };
+    let settled = wait_for(TIMEOUT, || {
+        let (marked, unmarked) = counted();
+        (unmarked >= 4).then_some((marked, unmarked))
+    });
+    let (marked, unmarked) = counted();
+    assert!(
+        settled.is_some() && marked == 2,
+        "filter OUTPUT counted {marked} marked and {unmarked} unmarked packets of two \
+         connections (wanted 2 marked, the SYNs, and at least 4 unmarked)"
+    );
 }
 
 /// A test that fails leaves nothing attached: the socket programs hang on

@@ -702,6 +702,12 @@ pub fn egress(ctx: &TcContext) -> i32 {
         bump(stats::DROPPED);
         return TC_ACT_SHOT;
     }
+    // nat OUTPUT's mark for the connection's first packet (as for IPv4).
+    if active.nat() && crate::nat::pending6() {
+        if let Some(mark) = crate::nat_sock::take_mark(ctx.skb.skb as *mut _) {
+            pkt.search.mark = mark;
+        }
+    }
     pkt.keys.in_ifindex = 0;
     pkt.keys.out_ifindex = ifindex;
     pkt.keys.ct_state = conntrack::key6(state);

@@ -24,7 +24,15 @@
 //!   route is not known yet (sock_addr programs cannot call
 //!   `bpf_fib_lookup`), so rules with `-o` of another interface do not
 //!   match;
-//! - connection state NEW.
+//! - connection state NEW;
+//! - mark: the socket's (`SO_MARK`).
+//!
+//! A mark the chain sets (`-j MARK`, as kube-proxy's KUBE-MARK-MASQ) is
+//! kept for the socket's first packet, as the kernel's nat OUTPUT marks
+//! that packet: the TC egress program takes it (`take_mark`) when the
+//! packet opens its conntrack entry, so filter OUTPUT and nat POSTROUTING
+//! (KUBE-POSTROUTING's MASQUERADE) see it, and the connection's later
+//! packets do not carry it.
 //!
 //! Only TCP and UDP sockets are translated. A connected socket is
 //! classified once, at `connect`; an unconnected UDP socket at every
@@ -112,6 +120,13 @@ static SOCK_NAT: LruHashMap<SockNatKey<u32>, SockNatValue<u32>> =
 #[map]
 static SOCK_NAT6: LruHashMap<SockNatKey<Addr6>, SockNatValue<Addr6>> =
     LruHashMap::with_max_entries(SOCK_NAT_ENTRIES, 0);
+
+/// The mark nat OUTPUT gave a socket (by cookie), waiting for the socket's
+/// first packet at TC egress (`take_mark`); written only when the chain
+/// changed the socket's mark. An LRU: marks of sockets that never send
+/// age out.
+#[map]
+static SOCK_MARK: LruHashMap<u64, u32> = LruHashMap::with_max_entries(SOCK_NAT_ENTRIES, 0);
 
 /// The classifier's search state of a socket being classified, keyed by its
 /// cookie: the per-CPU state of the packet programs is not safe here (see
@@ -332,9 +347,17 @@ fn spread(cookie: u64, salt: u32) -> u32 {
     ((cookie as u32) ^ ((cookie >> 32) as u32) ^ salt).wrapping_mul(0x9e37_79b1)
 }
 
-/// Runs nat OUTPUT `chain` on a socket; the rule that matched, if any.
+/// Runs nat OUTPUT `chain` on a socket whose mark is `mark`; the rule that
+/// matched, if any. The mark the chain leaves is kept for the socket's
+/// first packet (`SOCK_MARK`).
 #[inline(always)]
-fn classify_socket(generation: u32, chain: u32, keys: &Keys, cookie: u64) -> Option<RuleAction> {
+fn classify_socket(
+    generation: u32,
+    chain: u32,
+    keys: &Keys,
+    cookie: u64,
+    mark: u32,
+) -> Option<RuleAction> {
     let start = SOCK_SEARCH_START.get(0)?;
     // The guards that read the packet's addresses (`-m recent`, as
     // kube-proxy's session affinity in KUBE-SVC-*, reached from nat
@@ -344,14 +367,42 @@ fn classify_socket(generation: u32, chain: u32, keys: &Keys, cookie: u64) -> Opt
         bump(stats::NAT_SOCKET_BUSY);
         return None;
     }
-    let verdict = SOCK_SEARCH
-        .get_ptr_mut(cookie)
-        .map(|st| classify(generation, chain, keys, 0, st));
+    let searched = SOCK_SEARCH.get_ptr_mut(cookie).map(|st| {
+        // SAFETY: the entry is this socket's alone until removed below.
+        unsafe { (*st).mark = mark };
+        let verdict = classify(generation, chain, keys, 0, st);
+        // SAFETY: as above.
+        (verdict, unsafe { (*st).mark })
+    });
     let _ = SOCK_SEARCH.remove(cookie);
-    match verdict? {
+    let (verdict, left) = searched?;
+    if left != mark {
+        let _ = SOCK_MARK.insert(&cookie, &left, 0);
+    } else {
+        // A mark an earlier `sendmsg` of the socket left and no packet
+        // took is not this datagram's.
+        let _ = SOCK_MARK.remove(&cookie);
+    }
+    match verdict {
         Verdict::Rule(action) => Some(action),
         Verdict::Policy(_) => None,
     }
+}
+
+/// The mark nat OUTPUT gave the socket of the host's packet `skb` (a TC
+/// context), taken once: called for the packet that opens the socket's
+/// connection.
+#[inline(always)]
+pub fn take_mark(skb: *mut core::ffi::c_void) -> Option<u32> {
+    // SAFETY: the helper reads the skb's socket, if it has one (0 if not).
+    let cookie = unsafe { bpf_get_socket_cookie(skb) };
+    if cookie == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let mark = *unsafe { SOCK_MARK.get(&cookie) }?;
+    let _ = SOCK_MARK.remove(&cookie);
+    Some(mark)
 }
 
 /// Where a DNAT or REDIRECT rule sends `dst:dport` (host order port); None
@@ -469,7 +520,13 @@ fn translate_of<F: SockFamily>(ctx: &SockAddrContext, sendmsg: bool) -> i32 {
     };
     socket_keys::<F>(sa, sendmsg, &mut keys);
     let generation = active.generation();
-    let Some(action) = classify_socket(generation, F::CHAIN, &keys, cookie) else {
+    // SAFETY: `sk` is always set for sock_addr programs; `mark` is a field
+    // of `struct bpf_sock` they may read, at full width.
+    let mark = unsafe {
+        let sk = core::ptr::read_volatile(&(*sa).__bindgen_anon_1.sk);
+        core::ptr::read_volatile(&(*sk).mark)
+    };
+    let Some(action) = classify_socket(generation, F::CHAIN, &keys, cookie, mark) else {
         return ALLOW;
     };
     apply::<F>(sa, cookie, generation, action.target, action.arg);

@@ -564,6 +564,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
         bump(stats::DROPPED);
         return TC_ACT_SHOT;
     }
+    // nat OUTPUT ran on the socket at connect (`nat_sock`); the mark it
+    // gave is the first packet's, from here on.
+    if nat && nat::pending() {
+        if let Some(mark) = crate::nat_sock::take_mark(ctx.skb.skb as *mut _) {
+            pkt.search.mark = mark;
+        }
+    }
     let decided = run_chain(
         active.generation(),
         chain::OUTPUT,

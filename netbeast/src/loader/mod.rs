@@ -83,7 +83,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 60] = [
+pub const MAP_NAMES: [&str; 61] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -125,6 +125,8 @@ pub const MAP_NAMES: [&str; 60] = [
     "SOCK_NETNS",
     "SOCK_NAT",
     "SOCK_NAT6",
+    // nat OUTPUT's marks, written by the socket programs, taken by TC egress.
+    "SOCK_MARK",
     "LB_SERVICES",
     "LB_TABLES",
     "LB_BACKENDS",
@@ -381,6 +383,9 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "STATS" => "`netbeast stats` counts restart",
         "LOG_EVENTS" => "LOG events not yet read are lost",
         "SOCK_NAT" | "SOCK_NAT6" => "nat OUTPUT translations of open local sockets are forgotten",
+        "SOCK_MARK" => {
+            "marks nat OUTPUT gave sockets that have sent nothing yet are forgotten"
+        }
         "LB_SERVICES" | "LB_TABLES" | "LB_BACKENDS" | "LB_PICKS" | "LB_RING" => {
             "`netbeast lb` services are installed again from the saved state; connections \
              keep their backend only through conntrack"
