@@ -1952,11 +1952,11 @@ mod tests {
         assert_eq!(outcome, ConnectOutcome::Connected);
         let text = tcp_banner(&net.client, net.server_addr(5000), TIMEOUT).unwrap();
         assert_eq!(text, Ok(banner(5000)));
-        assert_eq!(tcp.served(), 2);
+        assert_eq!(tcp.served_within(2, TIMEOUT), 2);
 
         let reply = udp_exchange(&net.client, net.server_addr(5001), b"ping", TIMEOUT).unwrap();
         assert_eq!(reply, UdpOutcome::Reply(b"ping".to_vec()));
-        assert_eq!(udp.served(), 1);
+        assert_eq!(udp.served_within(1, TIMEOUT), 1);
 
         // The client's namespace has no server: the address is not even local there.
         let outcome =
