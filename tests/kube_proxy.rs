@@ -312,13 +312,21 @@ fn assert_balanced(cluster: &Cluster, s: usize, landed: &[usize]) {
 scenario!(balances_three_endpoints, without skb);
 fn balances_three_endpoints(firewall: Firewall) {
     let cluster = Cluster::new("kpbal", &[&V4], firewall);
-    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.web(0), 90));
+    assert_balanced(
+        &cluster,
+        0,
+        &cluster.connections(0, Origin::Client, cluster.web(0), 90),
+    );
 }
 
 scenario!(balances_three_endpoints_ipv6, without skb);
 fn balances_three_endpoints_ipv6(firewall: Firewall) {
     let cluster = Cluster::new("kpbal6", &[&V6], firewall);
-    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.web(0), 90));
+    assert_balanced(
+        &cluster,
+        0,
+        &cluster.connections(0, Origin::Client, cluster.web(0), 90),
+    );
 }
 
 // type: NodePort: the node's outside address and port 30080 lead, by
@@ -327,13 +335,21 @@ fn balances_three_endpoints_ipv6(firewall: Firewall) {
 scenario!(node_port_balances, without skb);
 fn node_port_balances(firewall: Firewall) {
     let cluster = Cluster::new("kpnp", &[&V4], firewall);
-    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.node_port(0), 90));
+    assert_balanced(
+        &cluster,
+        0,
+        &cluster.connections(0, Origin::Client, cluster.node_port(0), 90),
+    );
 }
 
 scenario!(node_port_balances_ipv6, without skb);
 fn node_port_balances_ipv6(firewall: Firewall) {
     let cluster = Cluster::new("kpnp6", &[&V6], firewall);
-    assert_balanced(&cluster, 0, &cluster.connections(0, Origin::Client, cluster.node_port(0), 90));
+    assert_balanced(
+        &cluster,
+        0,
+        &cluster.connections(0, Origin::Client, cluster.node_port(0), 90),
+    );
 }
 
 // The node's own connections, from its outside address, to the ClusterIP

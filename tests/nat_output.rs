@@ -37,9 +37,9 @@ use std::{
 use netbeast::{
     loader::{SOCK_ATTACH_TYPES, SOCK_PROGRAMS, cgroup_program_ids, pinned_link_program},
     netns::{
-        ConnectOutcome, Firewall, Netns, UdpOutcome, banner, parse_peer_addr, peer_server, read_peer_addr,
-        require_root, tcp_connect, tcp_server, udp_echo_server, udp_exchange, udp_peer_server,
-        veth_pair, wait_for,
+        ConnectOutcome, Firewall, Netns, UdpOutcome, banner, parse_peer_addr, peer_server,
+        read_peer_addr, require_root, tcp_connect, tcp_server, udp_echo_server, udp_exchange,
+        udp_peer_server, veth_pair, wait_for,
     },
     state,
 };

@@ -753,8 +753,14 @@ pub mod target {
     /// `dscp << 2`, mask 0xfc, the ECN bits kept), where `RuleAction::arg`
     /// is [`super::tos_arg`]'s word (see [`super::apply_tos`]).
     pub const TOS: u32 = 15;
+    /// `-j TCPMSS` (both families, any table, `-p tcp` rules only):
+    /// non-terminating; the TCP segment's MSS option is lowered to the
+    /// value or the path MTU's (xt_TCPMSS), where `RuleAction::arg` is
+    /// [`super::tcpmss`]'s word. The search records the lowest asked for
+    /// (`tcpmss::merge`); the pipeline writes the segment as it leaves.
+    pub const TCPMSS: u32 = 16;
     /// Codes in the table.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     pub mod flag {
         /// The code is in the table.
@@ -789,6 +795,10 @@ pub mod target {
         /// rule's target sees it), and the pipeline writes the packet once
         /// the chain is decided.
         pub const REWRITE: u32 = 256;
+        /// It lowers the TCP segment's MSS option (`-j TCPMSS`): the
+        /// search records what was asked for, the pipeline writes the
+        /// segment as it leaves (nothing reads the option in between).
+        pub const MSS: u32 = 512;
     }
 
     /// What target `code` is; 0 for a code not in the table.
@@ -803,6 +813,7 @@ pub mod target {
             CT => KNOWN | CT_TEMPLATE,
             MARK => KNOWN | SET_MARK,
             TTL | TOS => KNOWN | REWRITE | NEEDS_PACKET,
+            TCPMSS => KNOWN | MSS | NEEDS_PACKET,
             // It needs the packet's connection, which the socket programs
             // (nat OUTPUT) do not have yet.
             CONNMARK => KNOWN | CONNECTION_MARK | NEEDS_PACKET,
@@ -922,6 +933,42 @@ pub const fn tos_arg(value: u8, mask: u8) -> u32 {
 #[inline(always)]
 pub const fn apply_tos(arg: u32, tos: u8) -> u8 {
     (tos & !((arg >> 8) as u8)) ^ arg as u8
+}
+
+/// `-j TCPMSS`: `RuleAction::arg` is [`tcpmss::SET`] with the MSS in the
+/// low 16 bits (`--set-mss`), or [`tcpmss::CLAMP`] (`--clamp-mss-to-pmtu`);
+/// the search state's word ([`tcpmss::merge`] of every rule met) has both
+/// flags for what was met and the lowest `--set-mss` below them.
+pub mod tcpmss {
+    pub const VALUE: u32 = 0xffff;
+    /// `--set-mss`: the low 16 bits hold the value.
+    pub const SET: u32 = 1 << 16;
+    /// `--clamp-mss-to-pmtu`: the path MTU less the IP and TCP headers.
+    pub const CLAMP: u32 = 1 << 17;
+    /// The kernel's `--set-mss` ceilings: 65535 less the headers (40 for
+    /// IPv4, 60 for IPv6; libxt_TCPMSS: "out of range (0-65515)").
+    pub const MAX_MSS_IPV4: u32 = 65_515;
+    pub const MAX_MSS_IPV6: u32 = 65_495;
+    /// The MSS a segment without the option gets it with, at most: the
+    /// default an MSS-less SYN implies (RFC 1122: 536; IPv6: the minimum
+    /// MTU 1280 less 60, 1220), as xt_TCPMSS adds it.
+    pub const DEFAULT_MSS_IPV4: u32 = 536;
+    pub const DEFAULT_MSS_IPV6: u32 = 1220;
+
+    /// The search state's word after a rule of argument `arg`: every rule
+    /// lowers the option to its value if that is lower (xt_TCPMSS never
+    /// raises it), so the rules met come down to the lowest `--set-mss`
+    /// and whether a clamp was met.
+    #[inline(always)]
+    pub const fn merge(state: u32, arg: u32) -> u32 {
+        if arg & CLAMP != 0 {
+            state | CLAMP
+        } else if state & SET == 0 || arg & VALUE < state & VALUE {
+            (state & CLAMP) | SET | (arg & VALUE)
+        } else {
+            state
+        }
+    }
 }
 
 /// Distinct `-j CONNMARK` operations a generation may hold: each is one

@@ -1536,6 +1536,10 @@ pub struct SearchState {
     /// was met.
     pub tos: u32,
     pub rewrite: u32,
+    /// What the packet's `-j TCPMSS` rules asked for, in every chain it
+    /// met so far (`netbeast_common::tcpmss::merge`; 0: none): the
+    /// pipeline writes it as the packet leaves (`tcpmss.rs`).
+    pub mss: u32,
     pub hits: [u32; MAX_TRACE_HITS],
 }
 
@@ -1754,6 +1758,9 @@ fn takes_effect(st: &mut SearchState, action: &RuleAction, slot: u32) -> bool {
     }
     if flags & target::flag::CONNECTION_MARK != 0 {
         st.mark = crate::conntrack::netbeast_connmark(st.generation, action.arg, st.mark);
+    }
+    if flags & target::flag::MSS != 0 {
+        st.mss = netbeast_common::tcpmss::merge(st.mss, action.arg);
     }
     if flags & target::flag::KNOWN == 0 {
         bump(stats::UNKNOWN_TARGET);

@@ -116,6 +116,7 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     let in_ifindex = ctx.ingress_ifindex() as u32;
     // A packet from the wire has no mark (the slot keeps the last one's).
     pkt.search.mark = 0;
+    pkt.search.mss = 0;
     pkt.search.trace_id = trace_id(active);
     // What the kernel drops before PREROUTING is never a chain's, as for
     // IPv4 (discard.rs).
@@ -301,6 +302,11 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             }
             if active.tracking() {
                 conntrack::confirm6();
+            }
+            // `-j TCPMSS`, as the packet leaves (the frame may grow).
+            if crate::tcpmss::apply_xdp(ctx.ctx, pkt, l4_offset(pkt), true, in_ifindex) {
+                bump(stats::DROPPED);
+                return xdp_action::XDP_DROP;
             }
             bump(stats::ACCEPTED);
             // A forwarded packet whose next hop the FIB knows leaves by
@@ -659,6 +665,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let socket_mark = unsafe { (*ctx.skb.skb).mark };
     pkt.search.mark = socket_mark;
+    pkt.search.mss = 0;
     pkt.search.trace_id = trace_id(active);
     // The facts of this packet's extension headers, as at ingress: left
     // out, OUTPUT's -m rt, -m frag and -m ipv6header read those of the
@@ -759,6 +766,11 @@ pub fn egress(ctx: &TcContext) -> i32 {
             if active.translations() {
                 crate::nat::netbeast_translate6_tc(ctx.skb.skb, SIDE_SOURCE);
             }
+            // `-j TCPMSS`, as the packet leaves (the skb may grow).
+            if crate::tcpmss::apply_tc(ctx.skb.skb, pkt, l4_offset(pkt), true, ifindex) {
+                bump(stats::DROPPED);
+                return TC_ACT_SHOT;
+            }
             // The mark the chains left is the packet's from here on, as
             // for IPv4.
             if pkt.search.mark != socket_mark {
@@ -815,4 +827,12 @@ fn forwarded_source_nat6(ctx: &TcContext) {
     read_icmp6(pkt, start, end);
     conntrack::peek6(pkt, start, end);
     crate::nat::netbeast_translate6_tc(ctx.skb.skb, SIDE_SOURCE);
+}
+
+/// The upper-layer header's offset in the frame, where the parser's
+/// extension-header walk left it.
+#[inline(always)]
+fn l4_offset(pkt: &Packet) -> usize {
+    // SAFETY: a plain load from the per-CPU slot.
+    (unsafe { core::ptr::read_volatile(&pkt.walk_off) } & crate::parse::WALK_OFF_MASK) as usize
 }

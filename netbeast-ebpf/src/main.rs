@@ -35,6 +35,7 @@ mod route;
 mod scratch;
 mod stats;
 mod synproxy;
+mod tcpmss;
 mod trace;
 
 use aya_ebpf::{

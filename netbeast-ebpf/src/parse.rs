@@ -989,7 +989,7 @@ const IPV6_HLEN: usize = 40;
 /// checked only for offsets it knows to be below 64 KiB with the access's
 /// size added. Never cuts a real one: the walk stays within the payload,
 /// and an XDP frame's linear part is at most a page.
-const WALK_OFF_MASK: u32 = 0x3fff;
+pub(crate) const WALK_OFF_MASK: u32 = 0x3fff;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;

@@ -164,6 +164,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // A packet from the wire has no mark yet (skb->mark 0 in the kernel's
     // PREROUTING); `-j MARK` rules set it as the chains run.
     pkt.search.mark = 0;
+    pkt.search.mss = 0;
     // No conntrack template until raw PREROUTING gives one (`-j CT`).
     pkt.search.ct_template = 0;
     if active.l4_walks() {
@@ -354,6 +355,12 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             if tracking {
                 confirm();
             }
+            // `-j TCPMSS`, as the packet leaves (the frame may grow).
+            let l4 = pkt.l2_len() + pkt.ip_header_len();
+            if crate::tcpmss::apply_xdp(ctx.ctx, pkt, l4, false, in_ifindex) {
+                bump(stats::DROPPED);
+                return xdp_action::XDP_DROP;
+            }
             bump(stats::ACCEPTED);
             if chain != chain::FORWARD {
                 return handoff::pass(ctx, in_ifindex, pkt.search.mark);
@@ -514,6 +521,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program run.
     let socket_mark = unsafe { (*ctx.skb.skb).mark };
     pkt.search.mark = socket_mark;
+    pkt.search.mss = 0;
     // No conntrack template until raw OUTPUT gives one (`-j CT`).
     pkt.search.ct_template = 0;
     if active.l4_walks() {
@@ -623,6 +631,12 @@ pub fn egress(ctx: &TcContext) -> i32 {
             }
             if translations {
                 nat::translate(&TcFrame::new(ctx), pkt, Side::Source);
+            }
+            // `-j TCPMSS`, as the packet leaves (the skb may grow).
+            let l4 = pkt.l2_len() + pkt.ip_header_len();
+            if crate::tcpmss::apply_tc(ctx.skb.skb, pkt, l4, false, ifindex) {
+                bump(stats::DROPPED);
+                return TC_ACT_SHOT;
             }
             // The mark the chains left is the packet's from here on (the
             // qdiscs and tc filters after netbeast), as iptables' skb->mark

@@ -795,6 +795,7 @@ fn action(target: &Target, counter: u32, nat: u32) -> RuleAction {
         Target::Ttl(ttl) | Target::Hl(ttl) => ttl.kernel_arg(),
         Target::Tos(tos) => tos.kernel_arg(),
         Target::Dscp(dscp) => crate::rules::target::dscp::kernel_arg(*dscp),
+        Target::Tcpmss(mss) => mss.kernel_arg(),
         // SYNPROXY's options sit in the same per-rule table.
         _ if target.is_nat()
             || matches!(

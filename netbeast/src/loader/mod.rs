@@ -359,6 +359,31 @@ impl Staged {
     }
 }
 
+/// Times a program load is tried while the kernel answers EAGAIN: its
+/// verifier gives up on a program when the loading thread has a signal
+/// pending, which says nothing of the program (seen as a flaky load in the
+/// parallel unit tests). libbpf tries as many times.
+const PROGRAM_LOAD_ATTEMPTS: usize = 5;
+
+/// Runs `load` (a program's `load()`) again while the kernel answers
+/// EAGAIN, up to [`PROGRAM_LOAD_ATTEMPTS`] times.
+fn load_retrying(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN)
+                    && attempt < PROGRAM_LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What a pinned map made anew (empty) costs, in the user's words.
 fn what_a_new_map_loses(name: &str) -> &'static str {
     match name {
@@ -383,9 +408,7 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
         "STATS" => "`netbeast stats` counts restart",
         "LOG_EVENTS" => "LOG events not yet read are lost",
         "SOCK_NAT" | "SOCK_NAT6" => "nat OUTPUT translations of open local sockets are forgotten",
-        "SOCK_MARK" => {
-            "marks nat OUTPUT gave sockets that have sent nothing yet are forgotten"
-        }
+        "SOCK_MARK" => "marks nat OUTPUT gave sockets that have sent nothing yet are forgotten",
         "LB_SERVICES" | "LB_TABLES" | "LB_BACKENDS" | "LB_PICKS" | "LB_RING" => {
             "`netbeast lb` services are installed again from the saved state; connections \
              keep their backend only through conntrack"
@@ -720,7 +743,7 @@ impl Dataplane {
     pub fn load_program(&mut self) -> Result<(), LoaderError> {
         let xdp = self.xdp()?;
         if xdp.fd().is_err() {
-            xdp.load().map_err(LoaderError::Program)?;
+            load_retrying(|| xdp.load()).map_err(LoaderError::Program)?;
             self.load_shield()?;
         }
         self.load_ipv6_program()
@@ -734,7 +757,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if xdp6.fd().is_err() {
-            xdp6.load().map_err(LoaderError::Program)?;
+            load_retrying(|| xdp6.load()).map_err(LoaderError::Program)?;
         }
         let fd = xdp6
             .fd()
@@ -761,7 +784,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if shield.fd().is_err() {
-            shield.load().map_err(LoaderError::Program)?;
+            load_retrying(|| shield.load()).map_err(LoaderError::Program)?;
         }
         let shield_fd = shield
             .fd()
@@ -794,7 +817,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if synfwd.fd().is_err() {
-            synfwd.load().map_err(LoaderError::Program)?;
+            load_retrying(|| synfwd.load()).map_err(LoaderError::Program)?;
         }
         let synfwd_fd = synfwd
             .fd()
@@ -866,7 +889,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if tc.fd().is_err() {
-            tc.load().map_err(LoaderError::Program)?;
+            load_retrying(|| tc.load()).map_err(LoaderError::Program)?;
         }
         Ok(tc)
     }
@@ -1602,7 +1625,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if xdp.fd().is_err() {
-            xdp.load().map_err(LoaderError::Program)?;
+            load_retrying(|| xdp.load()).map_err(LoaderError::Program)?;
         }
         let mut out = vec![0u8; frame.len() + 512];
         // struct xdp_md, as in `test_run_xdp`.

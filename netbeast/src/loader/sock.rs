@@ -68,7 +68,7 @@ impl Dataplane {
             .try_into()
             .map_err(LoaderError::Program)?;
         if prog.fd().is_err() {
-            prog.load().map_err(LoaderError::Program)?;
+            super::load_retrying(|| prog.load()).map_err(LoaderError::Program)?;
         }
         Ok(prog)
     }

@@ -805,6 +805,10 @@ pub enum Target {
     /// `-j DSCP` (mangle, both families): the DSCP (six bits of the TOS
     /// byte) set, the ECN bits kept (`rules/target/dscp.rs`).
     Dscp(u8),
+    /// `-j TCPMSS` (any table, both families, `-p tcp`): the TCP MSS
+    /// option lowered to a value or the path MTU's
+    /// (`rules/target/tcpmss.rs`).
+    Tcpmss(crate::rules::target::tcpmss::Tcpmss),
 }
 
 impl Target {

@@ -2282,6 +2282,7 @@ pub(crate) fn check_ipv6_rule(matches: &[Match], target: &Target) -> Result<(), 
         | Target::Hl(_)
         | Target::Tos(_)
         | Target::Dscp(_)
+        | Target::Tcpmss(_)
         | Target::Log(_)
         | Target::Dnat { .. }
         | Target::Snat { .. }

@@ -29,6 +29,7 @@ pub mod reject;
 pub mod set;
 pub mod standard;
 pub mod synproxy;
+pub mod tcpmss;
 pub mod tos;
 pub mod ttl;
 
@@ -108,6 +109,7 @@ pub static TARGET_MODULES: &[&TargetModule] = &[
     &ttl::HL,
     &tos::MODULE,
     &dscp::MODULE,
+    &tcpmss::MODULE,
     &standard::CONTINUE,
 ];
 
@@ -131,7 +133,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "RATEEST",
     "SECMARK",
     "SNPT",
-    "TCPMSS",
     "TCPOPTSTRIP",
     "TEE",
     "TPROXY",
@@ -302,6 +303,7 @@ impl Target {
             Target::Hl(_) => &ttl::HL,
             Target::Tos(_) => &tos::MODULE,
             Target::Dscp(_) => &dscp::MODULE,
+            Target::Tcpmss(_) => &tcpmss::MODULE,
         })
     }
 
