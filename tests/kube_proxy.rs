@@ -16,8 +16,10 @@
 //! KUBE-POSTROUTING's MASQUERADE, which only a marked packet gets. The
 //! node's own connections (nat OUTPUT) from its outside address reach an
 //! endpoint only when nat OUTPUT's mark makes POSTROUTING masquerade them:
-//! the pods know no way back to that address. A dual-stack node runs both
-//! rulesets at once.
+//! the pods know no way back to that address. default/local, a
+//! LoadBalancer service with externalTrafficPolicy Local, reaches this
+//! node's endpoints without masquerade: they see the client's address. A
+//! dual-stack node runs both rulesets at once.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test kube_proxy`.
 
@@ -53,6 +55,13 @@ struct Stack {
     services: &'static str,
     web: IpAddr,
     sticky: IpAddr,
+    /// default/local's load balancer IP (externalTrafficPolicy Local).
+    load_balancer: IpAddr,
+    /// The pods' network, which a CNI's rule lets through FORWARD.
+    pods: &'static str,
+    /// The client's network, which the pods can route back to only when a
+    /// test says so.
+    client_net: &'static str,
 }
 
 const V4: Stack = Stack {
@@ -70,6 +79,9 @@ const V4: Stack = Stack {
     services: "10.96.0.0/16",
     web: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
     sticky: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 11)),
+    load_balancer: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
+    pods: "10.244.0.0/16",
+    client_net: "192.168.0.0/24",
 };
 
 const V6: Stack = Stack {
@@ -87,10 +99,15 @@ const V6: Stack = Stack {
     services: "fd00:10:96::/112",
     web: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa)),
     sticky: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb)),
+    load_balancer: IpAddr::V6(Ipv6Addr::new(0xfd00, 0xdb8, 0x1b, 0, 0, 0, 0, 0xa)),
+    pods: "fd00:10:244::/56",
+    client_net: "fd00:c0::/64",
 };
 
 /// The node port of default/web (KUBE-NODEPORTS).
 const NODE_PORT: u16 = 30080;
+/// The node port of default/local.
+const LOCAL_NODE_PORT: u16 = 30081;
 
 impl Stack {
     fn on_link(&self, addr: IpAddr) -> String {
@@ -108,7 +125,7 @@ struct Cluster {
     servers: Vec<Vec<Server>>,
     client: Netns,
     node: Netns,
-    _pods: Netns,
+    pods_ns: Netns,
     firewall: Firewall,
 }
 
@@ -193,7 +210,7 @@ impl Cluster {
                 servers,
                 client,
                 node,
-                _pods: pods,
+                pods_ns: pods,
                 firewall,
             })
         };
@@ -234,6 +251,19 @@ impl Cluster {
     /// endpoint it reached, checking that the endpoint saw the node's
     /// pod-side address (MASQUERADE).
     fn connect(&self, s: usize, from: Origin, service: SocketAddr, i: usize) -> usize {
+        self.connect_seen_from(s, from, service, i, self.stacks[s].node_pod_side)
+    }
+
+    /// [`Cluster::connect`], the endpoint seeing the connection come from
+    /// `peer`.
+    fn connect_seen_from(
+        &self,
+        s: usize,
+        from: Origin,
+        service: SocketAddr,
+        i: usize,
+        peer_addr: IpAddr,
+    ) -> usize {
         let stack = self.stacks[s];
         let servers = &self.servers[s];
         let served = || -> Vec<u64> { servers.iter().map(Server::served).collect() };
@@ -256,9 +286,8 @@ impl Cluster {
         let peer = parse_peer_addr(&line[..got]);
         assert_eq!(
             peer.map(|p| p.ip()),
-            Some(stack.node_pod_side),
-            "connection {i} from {from:?} to {service}: the endpoint saw {peer:?}, not the \
-             node (MASQUERADE)\n{}",
+            Some(peer_addr),
+            "connection {i} from {from:?} to {service}: the endpoint saw {peer:?}\n{}",
             self.diagnostics()
         );
         let moved = wait_for(CONNECT_TIMEOUT, || {
@@ -369,6 +398,73 @@ fn node_connections_are_masqueraded_ipv6(firewall: Firewall) {
 fn node_connections(cluster: Cluster) {
     cluster.connections(0, Origin::Node, cluster.web(0), 6);
     cluster.connections(0, Origin::Node, cluster.node_port(0), 6);
+}
+
+// default/local, a LoadBalancer service with externalTrafficPolicy Local:
+// its load balancer IP (routed to the node by the client) and its node
+// port 30081 lead through KUBE-EXT-* to KUBE-SVL-*, this node's endpoints
+// (10.244.1.3 and .4 of the three pods' addresses), without masquerade:
+// the endpoint sees the client's own address (the pods route back to the
+// client for this test, and FORWARD accepts the pods' network as a CNI's
+// rule would; nothing marks the connection).
+scenario!(local_policy_keeps_the_client_address, without skb);
+fn local_policy_keeps_the_client_address(firewall: Firewall) {
+    local_policy(Cluster::new("kplocal", &[&V4], firewall));
+}
+
+scenario!(local_policy_keeps_the_client_address_ipv6, without skb);
+fn local_policy_keeps_the_client_address_ipv6(firewall: Firewall) {
+    local_policy(Cluster::new("kplocal6", &[&V6], firewall));
+}
+
+fn local_policy(cluster: Cluster) {
+    let stack = cluster.stacks[0];
+    let node_pod_side = stack.node_pod_side.to_string();
+    cluster
+        .pods_ns
+        .ip(&["route", "add", stack.client_net, "via", &node_pod_side])
+        .unwrap();
+    cluster
+        .client
+        .ip(&[
+            "route",
+            "add",
+            &stack.load_balancer.to_string(),
+            "via",
+            &stack.node.to_string(),
+        ])
+        .unwrap();
+    let accept = format!("-A FORWARD -d {} -j ACCEPT", stack.pods);
+    if stack.v6 {
+        cluster.firewall.ip6tables_ok(&cluster.node, &accept)
+    } else {
+        cluster.firewall.iptables_ok(&cluster.node, &accept)
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    for service in [
+        SocketAddr::new(stack.load_balancer, SERVICE_PORT),
+        SocketAddr::new(stack.node, LOCAL_NODE_PORT),
+    ] {
+        let n = 40;
+        let landed: Vec<usize> = (0..n)
+            .map(|i| cluster.connect_seen_from(0, Origin::Client, service, i, stack.client))
+            .collect();
+        let (mean, sd) = (n as f64 / 2.0, (n as f64 / 4.0).sqrt());
+        for e in [1, 2] {
+            let k = landed.iter().filter(|&&l| l == e).count();
+            assert!(
+                (k as f64 - mean).abs() <= 4.42 * sd,
+                "{service}: endpoint {} got {k} of {n}: {landed:?}\n{}",
+                stack.endpoints[e],
+                cluster.diagnostics()
+            );
+        }
+        assert!(
+            !landed.contains(&0),
+            "{service}: {} is not one of default/local's endpoints: {landed:?}",
+            stack.endpoints[0]
+        );
+    }
 }
 
 // sessionAffinity: ClientIP: the first connection's endpoint (drawn by the

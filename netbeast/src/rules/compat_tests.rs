@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use netbeast_common::{chain, ct_state};
+use netbeast_common::{addr_type, chain, ct_state};
 
 use super::model::{Family, Ruleset, Target};
 use super::save::{
@@ -415,11 +415,20 @@ fn kube_proxy_ipv6_ruleset_restores_and_saves_as_ip6tables_does() {
 
 /// An IPv6 TCP packet as [`tcp`] builds an IPv4 one.
 fn tcp6(src: &str, dst: &str, dport: u16, iface_in: u32, iface_out: u32) -> PacketView {
+    let v4 = tcp([0; 4], [0; 4], dport, iface_in, iface_out);
+    // Both addresses global unicast, neither the node's (IPv6's type keys:
+    // `addr_type::CLASS6_*` and `ROUTE6_*`).
+    let remote = addr_type::CLASS6_UNICAST | addr_type::ROUTE6_NONE;
     PacketView {
         src: Ipv4Addr::UNSPECIFIED,
         dst: Ipv4Addr::UNSPECIFIED,
         addr6: Some((src.parse().unwrap(), dst.parse().unwrap())),
-        ..tcp([0; 4], [0; 4], dport, iface_in, iface_out)
+        header: reference::HeaderFields {
+            src_type: remote,
+            dst_type: remote,
+            ..v4.header
+        },
+        ..v4
     }
 }
 
@@ -492,7 +501,28 @@ fn kube_proxy_ipv6_services_classify_as_ip6tables_does() {
             "hairpin: {v} {hits:?}"
         );
     }
-    for (dst, port) in [("fd00:10:96::a", 81), ("fd00:10:96::c", 80)] {
+    // default/local's load balancer IP (externalTrafficPolicy Local): a
+    // client outside goes to this node's endpoints unmarked (its address
+    // kept); a pod goes by the cluster chain.
+    for _ in 0..12 {
+        let (v, hits) = nat(client, "fd00:db8:1b::a", 80);
+        assert!(
+            v == "DNAT [fd00:10:244:1::3]:8080" || v == "DNAT [fd00:10:244:1::4]:8080",
+            "local: {v} {hits:?}"
+        );
+        assert!(
+            hits.iter().any(|h| h == "KUBE-EXT-5NHTAJD2HBRGO7XB rule 4")
+                && !hits.iter().any(|h| h == "KUBE-MARK-MASQ rule 1"),
+            "local: {hits:?}"
+        );
+        let (v, hits) = nat("fd00:10:244:1::2", "fd00:db8:1b::a", 80);
+        assert!(v.starts_with("DNAT [fd00:10:244:1::"), "{v}");
+        assert!(
+            hits.iter().any(|h| h == "KUBE-EXT-5NHTAJD2HBRGO7XB rule 1"),
+            "a pod's: {hits:?}"
+        );
+    }
+    for (dst, port) in [("fd00:10:96::a", 81), ("fd00:10:96::d", 80)] {
         let (v, hits) = nat(client, dst, port);
         assert!(v.starts_with("policy"), "[{dst}]:{port}: {v} {hits:?}");
     }
