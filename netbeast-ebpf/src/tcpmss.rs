@@ -141,40 +141,7 @@ pub extern "C" fn netbeast_tcpmss_xdp(
     if ctx.is_null() {
         return DONE;
     }
-    let (l3, l4) = ((l3 & 0x1f) as usize, (l4 & L4_MASK) as usize);
-    // SAFETY: the context's data pointers, read as the verifier allows.
-    let (start, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
-    let mtu = if word & tcpmss::CLAMP != 0 {
-        // The route to the destination and the one back to the source,
-        // both as the packet's arrival interface sees them.
-        let Some((src, dst)) = addresses(start, end, l3, word) else {
-            return DONE;
-        };
-        let out = route_mtu(ctx as *mut _, &src, &dst, in_ifindex, 0, word);
-        let back = route_mtu(ctx as *mut _, &dst, &src, in_ifindex, 0, word);
-        out.min(back)
-    } else {
-        NO_MTU
-    };
-    let r = inspect(start, end, l3, l4, word, mtu);
-    if r & INSERT == 0 {
-        return r;
-    }
-    // The segment grows by the option: room for it past the IP datagram
-    // (an Ethernet frame's padding may already give some).
-    let Some(need) = grown_end(start, end, l3, l4, word) else {
-        return DONE;
-    };
-    if need > end {
-        // SAFETY: the helper checks the frame's tailroom itself.
-        if unsafe { bpf_xdp_adjust_tail(ctx as *mut _, (need - end) as i32) } != 0 {
-            return DONE;
-        }
-    }
-    // SAFETY: as above; the frame changed.
-    let (start, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
-    insert(start, end, l3, l4, r & tcpmss::VALUE, word);
-    DONE
+    write(&Xdp(ctx), l3, l4, word, in_ifindex)
 }
 
 /// [`netbeast_tcpmss_xdp`] for the host's packets at TC egress, leaving
@@ -191,23 +158,91 @@ pub extern "C" fn netbeast_tcpmss_tc(
     if skb.is_null() {
         return DONE;
     }
-    let (l3, l4) = ((l3 & 0x1f) as usize, (l4 & L4_MASK) as usize);
-    // SAFETY: the context's data pointers, read as the verifier allows.
-    let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
-    let mtu = if word & tcpmss::CLAMP != 0 {
-        // The route out (the packet's own: its interface is known); the
-        // route back to the host's own source is a local one.
-        let Some((src, dst)) = addresses(start, end, l3, word) else {
-            return DONE;
-        };
+    write(&Tc(skb), l3, l4, word, out_ifindex)
+}
+
+/// What the writer needs of its context: the packet's bytes, the routes'
+/// MTU and room for 4 more bytes.
+trait Frame {
+    /// The packet's `data` and `data_end`, read anew.
+    fn bounds(&self) -> (usize, usize);
+    /// The clamp's path MTU for the packet from `src` to `dst`; `ifindex`
+    /// is the interface given to the writer.
+    fn path_mtu(&self, src: &[u32; 4], dst: &[u32; 4], ifindex: u32, word: u32) -> u32;
+    /// Makes the packet end at `need` (past `end`, its end now); false
+    /// when it cannot.
+    fn grow(&self, start: usize, end: usize, need: usize) -> bool;
+}
+
+/// An arriving packet at XDP: both routes looked up as its arrival
+/// interface sees them.
+struct Xdp(*mut xdp_md);
+
+impl Frame for Xdp {
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        // SAFETY: the context's data pointers, read as the verifier allows.
+        unsafe { ((*self.0).data as usize, (*self.0).data_end as usize) }
+    }
+
+    #[inline(always)]
+    fn path_mtu(&self, src: &[u32; 4], dst: &[u32; 4], ifindex: u32, word: u32) -> u32 {
+        let out = route_mtu(self.0 as *mut _, src, dst, ifindex, 0, word);
+        let back = route_mtu(self.0 as *mut _, dst, src, ifindex, 0, word);
+        out.min(back)
+    }
+
+    #[inline(always)]
+    fn grow(&self, _start: usize, end: usize, need: usize) -> bool {
+        // An Ethernet frame's padding past the IP datagram may already
+        // give the room. SAFETY: the helper checks the frame's tailroom.
+        need <= end || unsafe { bpf_xdp_adjust_tail(self.0 as *mut _, (need - end) as i32) } == 0
+    }
+}
+
+/// The host's packet at TC egress: the route out is its own (the
+/// interface is known); the route back to the host's own source is a
+/// local one, which never lowers the MTU.
+struct Tc(*mut __sk_buff);
+
+impl Frame for Tc {
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        // SAFETY: the context's data pointers, read as the verifier allows.
+        unsafe { ((*self.0).data as usize, (*self.0).data_end as usize) }
+    }
+
+    #[inline(always)]
+    fn path_mtu(&self, src: &[u32; 4], dst: &[u32; 4], ifindex: u32, word: u32) -> u32 {
         route_mtu(
-            skb as *mut _,
-            &src,
-            &dst,
-            out_ifindex,
+            self.0 as *mut _,
+            src,
+            dst,
+            ifindex,
             BPF_FIB_LOOKUP_OUTPUT,
             word,
         )
+    }
+
+    #[inline(always)]
+    fn grow(&self, start: usize, _end: usize, need: usize) -> bool {
+        let len = (need - start) as u32;
+        // SAFETY: the helpers resize and linearize the skb.
+        unsafe { bpf_skb_change_tail(self.0, len, 0) == 0 && bpf_skb_pull_data(self.0, len) == 0 }
+    }
+}
+
+/// The writer: the option lowered in place, or added to a segment without
+/// one (the frame grows, then the bytes move).
+#[inline(always)]
+fn write<F: Frame>(frame: &F, l3: u32, l4: u32, word: u32, ifindex: u32) -> u32 {
+    let (l3, l4) = ((l3 & 0x1f) as usize, (l4 & L4_MASK) as usize);
+    let (start, end) = frame.bounds();
+    let mtu = if word & tcpmss::CLAMP != 0 {
+        let Some((src, dst)) = addresses(start, end, l3, word) else {
+            return DONE;
+        };
+        frame.path_mtu(&src, &dst, ifindex, word)
     } else {
         NO_MTU
     };
@@ -218,15 +253,10 @@ pub extern "C" fn netbeast_tcpmss_tc(
     let Some(need) = grown_end(start, end, l3, l4, word) else {
         return DONE;
     };
-    let len = (need - start) as u32;
-    // SAFETY: the helpers resize and linearize the skb.
-    unsafe {
-        if bpf_skb_change_tail(skb, len, 0) != 0 || bpf_skb_pull_data(skb, len) != 0 {
-            return DONE;
-        }
+    if !frame.grow(start, end, need) {
+        return DONE;
     }
-    // SAFETY: as above; the skb changed.
-    let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let (start, end) = frame.bounds();
     insert(start, end, l3, l4, r & tcpmss::VALUE, word);
     DONE
 }
