@@ -1861,6 +1861,38 @@ fn regressions() -> Vec<(&'static str, Case)> {
             ),
         ),
         (
+            // kube-proxy 1.29's filter table (tests/fixtures/iptables-save),
+            // INPUT and FORWARD on DROP so that what its chains accept
+            // shows: the health check node port KUBE-NODEPORTS accepts,
+            // KUBE-FORWARD's mark rule (an unmarked packet passes it by),
+            // the empty chains its jumps reach, counters of every jump.
+            // Its conntrack rules are left out, as Docker's are.
+            "kube-proxy's filter chains",
+            fixed_case(
+                &include_str!("fixtures/iptables-save/kube-proxy-1.29.rules")
+                    .split("*nat")
+                    .next()
+                    .unwrap_or_default()
+                    .lines()
+                    .skip_while(|l| *l != "*filter")
+                    .filter(|l| l.starts_with(':') || l.starts_with("-A"))
+                    .filter(|l| !l.contains("conntrack"))
+                    .map(|l| match l {
+                        ":INPUT ACCEPT [0:0]" => ":INPUT DROP [0:0]\n".to_string(),
+                        ":FORWARD ACCEPT [0:0]" => ":FORWARD DROP [0:0]\n".to_string(),
+                        l => format!("{l}\n"),
+                    })
+                    .collect::<String>(),
+                vec![
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], syn(1000, 32000)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], syn(1000, 22)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], udp(1000, 32000)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 2, 2], syn(1000, 32000)),
+                    probe(Server, [10, 199, 2, 2], [10, 199, 1, 2], syn(80, 1000)),
+                ],
+            ),
+        ),
+        (
             // Goto, RETURN in a built-in chain (the policy), REJECT in a
             // user-defined chain, a jump's own counter.
             "jumps, gotos and returns",
