@@ -269,3 +269,101 @@ fn the_mark_reaches_the_stack(firewall: Firewall) {
 }
 
 scenario!(the_mark_reaches_the_stack);
+
+/// A client MAC that starts like netbeast's hand-off tags (`06:6e`, a
+/// locally administered MAC may; this one would be CPU 0, slot 0,
+/// sequence 0xffff): the server's stack sees it unchanged on every frame,
+/// with no mark but the one the rules give, as with iptables. netbeast's
+/// XDP program gives such a frame a restore-only tag of its own when it
+/// passes it up untagged (`stats` `tag_lookalike`), so its TC ingress
+/// program cannot take the MAC for another frame's tag
+/// (`tests/program.rs` `frames_whose_mac_looks_like_a_tag_keep_it` forges
+/// a live one).
+fn a_mac_like_a_tag_reaches_the_stack(firewall: Firewall) {
+    use netbeast::netns::{CLIENT_ADDR, CLIENT_IFACE, wait_for};
+    const MAC: &str = "06:6e:00:00:ff:ff";
+    require_root();
+    let netbeast = firewall.is_netbeast();
+    let bed = Testbed::new("mangle-lookalike", firewall)
+        .unwrap_or_else(|e| panic!("setting up the testbed: {e}"));
+    bed.client()
+        .ip(&["link", "set", "dev", CLIENT_IFACE, "address", MAC])
+        .unwrap();
+    bed.iptables_ok("-t mangle -A PREROUTING -p tcp --dport 8080 -j MARK --set-mark 0x2a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // What the server's stack sees, after every ingress program: the
+    // kernel's nftables in the server's namespace counts it.
+    let nft = |args: &str| {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        bed.server().run_ok("nft", &args).unwrap()
+    };
+    nft("add table ip nbt");
+    nft("add chain ip nbt in { type filter hook input priority 0 ; }");
+    for rule in [
+        "tcp dport 8081 counter",
+        &format!("tcp dport 8081 ether saddr {MAC} meta mark 0 counter"),
+        "tcp dport 8080 counter",
+        &format!("tcp dport 8080 ether saddr {MAC} meta mark 0x2a counter"),
+    ] {
+        nft(&format!("add rule ip nbt in {rule}"));
+    }
+    let counts = || -> Vec<u64> {
+        nft("list chain ip nbt in")
+            .split("counter packets ")
+            .skip(1)
+            .map(|s| s.split_whitespace().next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let _servers = [8080, 8081].map(|port| tcp_server(bed.server(), port).unwrap());
+    let lookalikes = || {
+        let text = bed.server().netbeast_ok(&["stats", "--json"]).unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+        stats["tag_lookalike"]
+            .as_u64()
+            .expect("a tag_lookalike statistic")
+    };
+    let before = if netbeast { lookalikes() } else { 0 };
+    for _ in 0..3 {
+        expect(
+            bed.client(),
+            "connections from a MAC like a tag",
+            &[
+                (bed.net.server_addr(8080), Connected),
+                (bed.net.server_addr(8081), Connected),
+            ],
+            || bed.save().unwrap_or_default(),
+        );
+    }
+    // Each connection's last frames may still be on their way.
+    let seen = wait_for(Duration::from_secs(2), || {
+        let c = counts();
+        (c[0] == c[1] && c[2] == c[3] && c[0] >= 6 && c[2] >= 6).then_some(c)
+    });
+    let c = counts();
+    assert!(
+        seen.is_some(),
+        "frames to 8081 / with {MAC} and no mark: {} / {}; to 8080 / with {MAC} and mark 0x2a: \
+         {} / {}",
+        c[0],
+        c[1],
+        c[2],
+        c[3]
+    );
+    let neigh = bed
+        .server()
+        .ip(&["neigh", "show", &CLIENT_ADDR.to_string()])
+        .unwrap();
+    assert!(neigh.contains(MAC), "the server's neighbour entry: {neigh}");
+    if netbeast {
+        // Every unmarked frame from the client got the restore-only tag
+        // (its ARP frames too); the marked ones carried the mark's.
+        let tagged = lookalikes() - before;
+        assert!(
+            tagged >= c[0],
+            "tag_lookalike {tagged}, below the {} unmarked frames",
+            c[0]
+        );
+    }
+}
+
+scenario!(a_mac_like_a_tag_reaches_the_stack);

@@ -8572,3 +8572,90 @@ fn random_change(below: &mut impl FnMut(usize) -> usize, rules: &Ruleset) -> Str
         }
     }
 }
+
+/// A frame from the wire whose own source MAC starts with the hand-off
+/// tag's prefix (`06:6e`, a locally administered MAC may) cannot be taken
+/// by the TC ingress program for one of netbeast's tags: the XDP program
+/// passes it up with a tag of its own whose order only writes the MAC
+/// back (`handoff::RESTORE_MAGIC`, counted as `tag_lookalike`). Here the
+/// forged MAC names a slot whose order is live (a marked frame the TC
+/// program has not read yet, as when one is lost between XDP and TC):
+/// without that tag, the TC program gave the forged frame that order's
+/// mark and MAC. Both families' programs.
+#[test]
+fn frames_whose_mac_looks_like_a_tag_keep_it() {
+    const TC_ACT_OK: u32 = 0;
+    const MARK: u32 = 0x2a;
+    const PREFIX: [u8; 2] = netbeast_common::handoff::TAG_PREFIX;
+    lab6("lookalike", |h, _| {
+        h.apply(&[
+            "-t mangle -A PREROUTING -p udp --dport 7001 -j MARK --set-mark 0x2a",
+            "ip6 -t mangle -A PREROUTING -p udp --dport 7001 -j MARK --set-mark 0x2a",
+        ]);
+        h.dataplane
+            .set_interface_paths(&[(LO, iface_path::TC_INGRESS)])
+            .unwrap();
+        let lookalikes = |h: &Harness| h.stats()[stats::TAG_LOOKALIKE as usize];
+        let source = |frame: &[u8]| -> [u8; 6] { frame[6..12].try_into().unwrap() };
+        let tc = |h: &mut Harness, frame: &[u8]| {
+            let (out, mark) = h.dataplane.test_run_tc_ingress(frame).expect("TC test run");
+            assert_eq!(out.action, TC_ACT_OK, "TC ingress on {}", hex(frame));
+            (source(&out.frame), mark)
+        };
+        for (family, marked, unmarked) in [
+            ("IPv4", udp(7001), udp(7002)),
+            ("IPv6", udp6(7001), udp6(7002)),
+        ] {
+            // A marked frame: XDP files its order and tags it; its TC run
+            // is kept for later, so the order stays live meanwhile.
+            let (action, tagged) = h.run(&marked.clone().build(), LO);
+            assert_eq!(action, XDP_PASS, "{family}: the marked frame");
+            let tag = source(&tagged);
+            assert_eq!(tag[..2], PREFIX, "{family}: the marked frame is tagged");
+            // A frame from the wire whose MAC is that very tag.
+            let before = lookalikes(h);
+            let (action, forged) = h.run(&unmarked.clone().src_mac(tag).build(), LO);
+            assert_eq!(action, XDP_PASS, "{family}: the forged frame");
+            assert_eq!(
+                tc(h, &forged),
+                (tag, 0),
+                "{family}: the forged frame leaves TC with its own MAC and no mark"
+            );
+            assert_ne!(source(&forged), tag, "{family}: a tag of its own");
+            assert_eq!(lookalikes(h) - before, 1, "{family}: tag_lookalike");
+            // The live order was not taken: the marked frame gets it.
+            assert_eq!(
+                tc(h, &tagged),
+                (CLIENT_MAC, MARK),
+                "{family}: the marked frame's order"
+            );
+            // A lookalike MAC that the rules mark: one tag, the mark's.
+            let lookalike = [PREFIX[0], PREFIX[1], 0, 0, 0xff, 0xff];
+            let before = lookalikes(h);
+            let (action, out) = h.run(&marked.clone().src_mac(lookalike).build(), LO);
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(lookalikes(h), before, "{family}: marked, no second tag");
+            assert_eq!(tc(h, &out), (lookalike, MARK), "{family}: marked lookalike");
+            // A lookalike MAC naming no live order, unmarked: restored.
+            let (_, out) = h.run(&unmarked.clone().src_mac(lookalike).build(), LO);
+            assert_eq!(tc(h, &out), (lookalike, 0), "{family}: unmarked lookalike");
+            // Other MACs pay nothing: no tag, no count.
+            let before = lookalikes(h);
+            let (_, out) = h.run(&unmarked.clone().build(), LO);
+            assert_eq!(source(&out), CLIENT_MAC, "{family}: an ordinary MAC");
+            assert_eq!(lookalikes(h), before, "{family}: an ordinary MAC");
+        }
+        // Without a TC ingress program nothing reads tags: the frame goes
+        // up as it came.
+        h.dataplane.set_interface_paths(&[]).unwrap();
+        let lookalike = [PREFIX[0], PREFIX[1], 1, 2, 3, 4];
+        let before = lookalikes(h);
+        let (action, out) = h.run(&udp(7002).src_mac(lookalike).build(), LO);
+        assert_eq!(
+            (action, source(&out)),
+            (XDP_PASS, lookalike),
+            "no TC ingress"
+        );
+        assert_eq!(lookalikes(h), before, "no TC ingress");
+    });
+}

@@ -1418,7 +1418,12 @@ pub mod stats {
     /// cannot read the header it tests ([`crate::Held::Hotdrop`]: `-m
     /// sctp --chunk-types`, `-m dccp`): counted by no rule nor policy.
     pub const HOTDROPPED: u32 = 45;
-    pub const COUNT: u32 = 46;
+    /// Frames from the wire whose own source MAC starts with the hand-off
+    /// tag's prefix (`handoff::TAG_PREFIX`), passed up to the kernel with
+    /// a restore-only tag (`handoff::RESTORE_MAGIC`) so that the TC
+    /// ingress program cannot take their MAC for one of netbeast's tags.
+    pub const TAG_LOOKALIKE: u32 = 46;
+    pub const COUNT: u32 = 47;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 9] = [
@@ -1481,6 +1486,7 @@ pub mod stats {
         "hashlimit_evicted",
         "hashlimit_full",
         "hotdropped",
+        "tag_lookalike",
     ];
 }
 
@@ -1553,6 +1559,13 @@ pub mod handoff {
     /// iptables' MARK sets skb->mark for the stack after it. Cleared once
     /// read, as `MAGIC`.
     pub const MARK_MAGIC: u32 = 0x6e62_4d4b;
+    /// "nbRS": only write the real source MAC back. The order of a frame
+    /// from the wire whose own source MAC starts with `TAG_PREFIX` (a
+    /// locally administered MAC may) and that the XDP program passes up
+    /// without an order of its own: tagged by netbeast, it cannot be taken
+    /// for a tag naming another frame's order. Cleared once read, as
+    /// `MAGIC`.
+    pub const RESTORE_MAGIC: u32 = 0x6e62_5253;
     /// A tag's first two bytes: a locally administered unicast MAC
     /// (`06:6e`, "n"); then the CPU, the slot, and the slot's 16-bit
     /// sequence (`tag`), which the TC program checks against the slot.

@@ -179,21 +179,15 @@ pub fn link_group_frame(pkt: &Packet) -> bool {
 /// hook, should the route say forward: a frame to a link-level group
 /// (not `PACKET_HOST`), the unspecified source. Neither: 0.
 ///
-/// A BPF global function (verified once on its own; `ctx` is the
-/// program's context), reading the packet the IPv6 parser left in its
-/// per-CPU slot: the IPv6 program stays within the verifier's budget.
+/// Inlined, on the packet the IPv6 parser just wrote (it was a BPF global
+/// function, which cost every IPv6 packet a call and a second lookup of
+/// the packet's slot; the verifier walks it once, near the program's
+/// start, where few states reach it).
 pub const DISCARD6: u32 = 1;
 pub const NOT_FORWARDED6: u32 = 2;
 
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn netbeast_discards6(ctx: *mut aya_ebpf::bindings::xdp_md, in_ifindex: u32) -> u32 {
-    let Some(pkt) = crate::parse::current_packet() else {
-        return 0;
-    };
-    if ctx.is_null() {
-        return 0;
-    }
+#[inline(always)]
+pub fn discards6(pkt: &Packet, in_ifindex: u32) -> u32 {
     let guard = match IFACE_GUARDS.get(in_ifindex) {
         Some(g) => *g,
         None => 0,

@@ -98,8 +98,13 @@ pub extern "C" fn netbeast_forward_xdp(
 /// it (the frame's less one, or what mangle's `-j TTL` made of it).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, ttl: u8) -> u32 {
-    // The hand-off's tag first: a frame that cannot be handed off goes to
-    // the kernel as it came.
+    // The hand-off's tag first, once the frame holds the bytes written
+    // below (so a slot is used only for a frame that then carries its tag:
+    // `handoff::leave` counts on it): a frame that cannot be handed off
+    // goes to the kernel as it came.
+    if ctx.data() + ETH_HLEN + 12 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
     let Some(src_mac) = source_mac(hop, out_ifindex, way) else {
         return xdp_action::XDP_PASS;
     };
@@ -154,6 +159,10 @@ fn source_mac(hop: &NextHop, out_ifindex: u32, way: Way) -> Option<[u8; 6]> {
 /// update), the MACs from the FIB, out the `way` found.
 #[inline(always)]
 pub fn forward6(ctx: &XdpContext, out_ifindex: u32, hop: &NextHop, way: Way, hops: u8) -> u32 {
+    // As for IPv4: the tag once the frame is known to hold what is written.
+    if ctx.data() + ETH_HLEN + 8 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
     let Some(src_mac) = source_mac(hop, out_ifindex, way) else {
         return xdp_action::XDP_PASS;
     };

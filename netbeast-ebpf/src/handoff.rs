@@ -16,6 +16,13 @@
 //! back before it acts. Frames with tags never merge in GRO (their MAC
 //! headers differ), and XDP metadata is not needed: some kernels refuse
 //! `bpf_xdp_adjust_meta` to XDP programs.
+//!
+//! A frame from the wire may carry a source MAC that starts with the tag's
+//! prefix (a locally administered MAC may): passed up as it came, the TC
+//! program would read it as a tag. So every XDP program's `XDP_PASS` goes
+//! through [`leave`], which gives such a frame a tag of its own whose
+//! order only writes its MAC back (`handoff::RESTORE_MAGIC`), unless this
+//! run already tagged it.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -26,7 +33,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use netbeast_common::{handoff, iface_path, size};
+use netbeast_common::{handoff, iface_path, size, stats};
+
+use crate::stats::bump;
 
 /// ifindex → `iface_path` bits, written by userspace for the interfaces
 /// netbeast is attached to.
@@ -45,7 +54,11 @@ pub struct Slot {
 }
 
 /// Per CPU, `handoff::RING` slots used in turn, and after them one whose
-/// `word` counts the slots used (the next one's sequence).
+/// `word` counts the slots used (the next one's sequence) and whose
+/// `magic` is `handoff::RESTORE_MAGIC` from the arrival of a frame whose
+/// source MAC looks like a tag ([`arrive`]) until the next slot is used
+/// (0 then): at that frame's `XDP_PASS`, it says that no order was filed
+/// for it.
 #[map]
 static HANDOFF_RING: PerCpuArray<Slot> = PerCpuArray::with_max_entries(handoff::RING + 1, 0);
 
@@ -70,7 +83,10 @@ pub fn stash(magic: u32, word: u32, mac: [u8; 6]) -> Option<[u8; 6]> {
     // SAFETY: per-CPU slots, written by this CPU's program runs only
     // (the TC program clears a slot's magic, nothing else).
     let seq = unsafe { core::ptr::read_volatile(&(*counter).word) };
-    unsafe { core::ptr::write_volatile(&mut (*counter).word, seq.wrapping_add(1)) };
+    unsafe {
+        core::ptr::write_volatile(&mut (*counter).word, seq.wrapping_add(1));
+        core::ptr::write_volatile(&mut (*counter).magic, 0);
+    }
     let index = seq % handoff::RING;
     let tag = (seq / handoff::RING) as u16;
     let slot = HANDOFF_RING.get_ptr_mut(index)?;
@@ -102,6 +118,85 @@ fn tag_frame(ctx: &XdpContext, magic: u32, word: u32) -> bool {
     // SAFETY: as above.
     unsafe { crate::mem::write_bytes((start + 6) as *mut u8, tag) };
     true
+}
+
+/// True when the frame's source MAC starts with the tag's prefix.
+#[inline(always)]
+fn looks_tagged(start: usize, end: usize) -> bool {
+    if start + 8 > end {
+        return false;
+    }
+    // SAFETY: bytes 6..8 are inside the packet (checked just above).
+    let prefix = unsafe { core::ptr::read_unaligned((start + 6) as *const [u8; 2]) };
+    prefix == handoff::TAG_PREFIX
+}
+
+/// At the entry of `netbeast_xdp` (the program attached to the
+/// interface): a frame whose source MAC looks like a tag is noted in the
+/// ring's counter slot, for [`leave`]. Other frames pay two bytes read.
+#[inline(always)]
+pub fn arrive(ctx: &XdpContext) {
+    if looks_tagged(ctx.data(), ctx.data_end()) {
+        netbeast_lookalike_arrived();
+    }
+}
+
+/// [`arrive`]'s note. Out of line, as a global function: the map key
+/// then lives in this frame, not in the entry's, whose call chains use
+/// all of the 512 bytes of stack.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_lookalike_arrived() -> u32 {
+    if let Some(counter) = HANDOFF_RING.get_ptr_mut(handoff::RING) {
+        // SAFETY: this CPU's counter slot (see `stash`).
+        unsafe { core::ptr::write_volatile(&mut (*counter).magic, handoff::RESTORE_MAGIC) };
+    }
+    0
+}
+
+/// The end of every XDP program that sees frames from the wire: returns
+/// `action`, after giving an `XDP_PASS` frame whose source MAC looks like
+/// a tag, and that this run filed no order for, a tag whose order only
+/// writes that MAC back (`netbeast_lookalike`). Other frames pay one
+/// comparison.
+#[inline(always)]
+pub fn leave(ctx: &XdpContext, action: u32) -> u32 {
+    netbeast_lookalike(ctx.ctx, action)
+}
+
+/// [`leave`] itself, returning `action`. A BPF global function, verified
+/// once (inlined, the verifier walked it again for every state the
+/// pipeline ends in), called last: the entry keeps nothing across it.
+/// Writes only the frame's bytes (no helper that moves the packet).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_lookalike(ctx: *mut aya_ebpf::bindings::xdp_md, action: u32) -> u32 {
+    if action != xdp_action::XDP_PASS || ctx.is_null() {
+        return action;
+    }
+    let ctx = XdpContext::new(ctx);
+    if !looks_tagged(ctx.data(), ctx.data_end()) {
+        return action;
+    }
+    let Some(counter) = HANDOFF_RING.get_ptr_mut(handoff::RING) else {
+        return action;
+    };
+    // A slot used since the frame arrived is this run's order, whose tag
+    // the frame carries now (`stash` clears the note; a frame whose MAC
+    // did not look like a tag on arrival has one now only from `stash`).
+    // SAFETY: this CPU's counter slot (see `stash`).
+    if unsafe { core::ptr::read_volatile(&(*counter).magic) } != handoff::RESTORE_MAGIC {
+        return action;
+    }
+    // Without a TC ingress program nothing reads tags: the frame goes up
+    // as it came.
+    if paths(ctx.ingress_ifindex() as u32) & iface_path::TC_INGRESS == 0 {
+        return action;
+    }
+    if tag_frame(&ctx, handoff::RESTORE_MAGIC, 0) {
+        bump(stats::TAG_LOOKALIKE);
+    }
+    action
 }
 
 /// XDP_PASS for a frame the kernel takes on from here (local delivery, or
@@ -136,8 +231,8 @@ pub fn reply(ctx: &XdpContext, action: u32, in_ifindex: u32) -> u32 {
 
 /// TC ingress: sends a frame the XDP program handed off out of the
 /// interface its slot names, gives a frame passed up with a mark that
-/// mark, after writing back its source MAC; every other frame goes on
-/// untouched.
+/// mark, after writing back its source MAC (only that for a frame whose
+/// own MAC looked like a tag); every other frame goes on untouched.
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -173,7 +268,11 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             core::ptr::read_volatile(&(*slot).tag),
         )
     };
-    if slot_tag != tag || magic != handoff::MAGIC && magic != handoff::MARK_MAGIC {
+    if slot_tag != tag
+        || magic != handoff::MAGIC
+            && magic != handoff::MARK_MAGIC
+            && magic != handoff::RESTORE_MAGIC
+    {
         return TC_ACT_OK;
     }
     // Read once: the slot never acts on a second frame.
@@ -189,7 +288,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             0,
         )
     };
-    if stored != 0 {
+    if stored != 0 || magic == handoff::RESTORE_MAGIC {
         return TC_ACT_OK;
     }
     if magic == handoff::MARK_MAGIC {

@@ -120,11 +120,13 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
     pkt.search.trace_id = trace_id(active);
     // What the kernel drops before PREROUTING is never a chain's, as for
     // IPv4 (discard.rs).
-    let kernel = crate::discard::netbeast_discards6(ctx.ctx, in_ifindex);
+    let kernel = crate::discard::discards6(pkt, in_ifindex);
     if kernel & crate::discard::DISCARD6 != 0 {
         bump(stats::KERNEL_DROPPED);
         return xdp_action::XDP_PASS;
     }
+    // SAFETY: a field of the per-CPU packet slot (see `Packet::kernel6`).
+    unsafe { core::ptr::write_volatile(&mut pkt.kernel6, kernel) };
     // As for IPv4: a TCP header cut before its flags cannot be judged by
     // the rules that test them.
     if active.tcp_flags() && pkt.keys.tcp_flags == TCP_FLAGS_CUT as u16 {
@@ -205,7 +207,11 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
             bump(stats::INPUT);
             (chain::INPUT6, 0, false)
         }
-        Path6::Forward(..) if kernel & crate::discard::NOT_FORWARDED6 != 0 => {
+        Path6::Forward(..)
+            // SAFETY: as where it was written.
+            if unsafe { core::ptr::read_volatile(&pkt.kernel6) } & crate::discard::NOT_FORWARDED6
+                != 0 =>
+        {
             bump(stats::KERNEL_DROPPED);
             return xdp_action::XDP_PASS;
         }

@@ -47,14 +47,15 @@ use aya_ebpf::{
 /// fast path.
 #[xdp]
 pub fn netbeast_xdp(ctx: XdpContext) -> u32 {
-    pipeline::ingress(&ctx)
+    handoff::arrive(&ctx);
+    handoff::leave(&ctx, pipeline::ingress(&ctx))
 }
 
 /// XDP ingress for IPv6, reached by a tail call from `netbeast_xdp`: the
 /// IPv6 filter chains (`ip6tables`).
 #[xdp]
 pub fn netbeast_xdp6(ctx: XdpContext) -> u32 {
-    ipv6::program(&ctx)
+    handoff::leave(&ctx, ipv6::program(&ctx))
 }
 
 /// TC egress: the OUTPUT chain for locally generated packets, and the
@@ -88,7 +89,7 @@ pub fn netbeast_syn_generator(ctx: XdpContext) -> u32 {
 /// tail-called by `netbeast_xdp`.
 #[xdp]
 pub fn netbeast_shield(ctx: XdpContext) -> u32 {
-    synproxy::run(&ctx)
+    handoff::leave(&ctx, synproxy::run(&ctx))
 }
 
 /// `-j SYNPROXY` in FORWARD: the replay of a valid client to the server
@@ -96,7 +97,7 @@ pub fn netbeast_shield(ctx: XdpContext) -> u32 {
 /// the shield and by `netbeast_xdp`.
 #[xdp]
 pub fn netbeast_synfwd(ctx: XdpContext) -> u32 {
-    synproxy::run_forward(&ctx)
+    handoff::leave(&ctx, synproxy::run_forward(&ctx))
 }
 
 /// `-t nat OUTPUT` for local sockets: translates the destination of a

@@ -153,6 +153,12 @@ pub struct Packet {
     /// same state and it checks the next step once, not once per path.
     pub walk_next: u32,
     pub walk_off: u32,
+    /// What `discard::discards6` said of an IPv6 packet the program goes
+    /// on with (`NOT_FORWARDED6` or 0), kept here for the routing decision
+    /// and read back with a volatile load: a value from the map is unknown
+    /// to the verifier, which would otherwise walk the rest of the program
+    /// once per value it can have (+197,000 instructions).
+    pub kernel6: u32,
     /// Words 1 to 3 of an IPv6 packet's source and destination (network
     /// order), in `field::addr_slot` order from slot 2: source word 1,
     /// destination word 1, source word 2, ... Word 0 is in `keys.src` /
@@ -1082,6 +1088,56 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
         core::ptr::write_volatile(&mut pkt.walk_next, next as u32);
         core::ptr::write_volatile(&mut pkt.walk_off, (l3 + IPV6_HLEN) as u32);
     }
+    // Most packets carry their upper layer right after the fixed header:
+    // no walk, and the offset needs no reading back.
+    let (nh, off) = if is_extension_header(next) {
+        match walk_extension_headers(pkt, start, end, payload_end) {
+            Walked::Upper(nh, off) => (nh, off),
+            Walked::LaterFragment => return Parsed6::Packet(pkt),
+            Walked::Malformed => return Parsed6::Malformed,
+            Walked::TooDeep => return Parsed6::TooDeep,
+        }
+    } else {
+        (next, (l3 + IPV6_HLEN) & WALK_OFF_MASK as usize)
+    };
+    // The upper layer (or ESP, no next header, ...: classified as what it
+    // is, without L4 keys).
+    pkt.keys.protocol = nh;
+    let (l4a, l4b, complete) = l4_keys6(pkt, start, end, off, start + payload_end, nh);
+    pkt.keys.l4a = l4a;
+    pkt.keys.l4b = l4b;
+    pkt.l4_complete = complete;
+    Parsed6::Packet(pkt)
+}
+
+/// The next-header values [`parse_ipv6`] walks past.
+#[inline(always)]
+fn is_extension_header(next: u8) -> bool {
+    matches!(
+        next,
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+    )
+}
+
+/// Where [`walk_extension_headers`] ended.
+enum Walked {
+    /// At the upper layer: its protocol and offset.
+    Upper(u8, usize),
+    /// At a later fragment's header, its keys written.
+    LaterFragment,
+    Malformed,
+    TooDeep,
+}
+
+/// [`parse_ipv6`]'s walk of the extension headers, from the first (named
+/// by `pkt.walk_next`, at `pkt.walk_off`) to the upper layer.
+#[inline(always)]
+fn walk_extension_headers(
+    pkt: &mut Packet,
+    start: usize,
+    end: usize,
+    payload_end: usize,
+) -> Walked {
     // Unrolled: a few loads and compares per header.
     for step in 0..MAX_IPV6_EXT_HEADERS {
         // SAFETY: plain loads from the per-CPU slot. The offset is bounded
@@ -1092,10 +1148,7 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
                 (core::ptr::read_volatile(&pkt.walk_off) & WALK_OFF_MASK) as usize,
             )
         };
-        if !matches!(
-            nh,
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
-        ) {
+        if !is_extension_header(nh) {
             break;
         }
         // Every extension header starts with its next header and a length
@@ -1103,10 +1156,10 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
         // the first two, the others 8-byte units past the first.
         let header = opaque(off);
         if header + 8 > payload_end {
-            return Parsed6::Malformed;
+            return Walked::Malformed;
         }
         let Some(h) = load::<[u8; 4]>(start, end, header) else {
-            return Parsed6::Malformed;
+            return Walked::Malformed;
         };
         let len = match nh {
             NEXTHDR_FRAGMENT => 8,
@@ -1140,12 +1193,12 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
                 pkt.keys.protocol = h[0];
                 pkt.keys.l4a = L4_FRAGMENT;
                 pkt.keys.l4b = L4_FRAGMENT;
-                return Parsed6::Packet(pkt);
+                return Walked::LaterFragment;
             }
             pkt.first_fragment6 = h[3] & 1 != 0;
         }
         if header + len > payload_end {
-            return Parsed6::Malformed;
+            return Walked::Malformed;
         }
         // SAFETY: plain stores into the per-CPU slot.
         unsafe {
@@ -1160,20 +1213,10 @@ pub fn parse_ipv6(start: usize, end: usize, l3: usize, frame_len: usize) -> Pars
             (core::ptr::read_volatile(&pkt.walk_off) & WALK_OFF_MASK) as usize,
         )
     };
-    if matches!(
-        nh,
-        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
-    ) {
-        return Parsed6::TooDeep;
+    if is_extension_header(nh) {
+        return Walked::TooDeep;
     }
-    // The upper layer (or ESP, no next header, ...: classified as what it
-    // is, without L4 keys).
-    pkt.keys.protocol = nh;
-    let (l4a, l4b, complete) = l4_keys6(pkt, start, end, off, start + payload_end, nh);
-    pkt.keys.l4a = l4a;
-    pkt.keys.l4b = l4b;
-    pkt.l4_complete = complete;
-    Parsed6::Packet(pkt)
+    Walked::Upper(nh, off)
 }
 
 /// The L4 keys of an IPv6 packet's upper-layer header at `l4` (its

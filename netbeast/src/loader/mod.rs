@@ -284,6 +284,11 @@ fn pin_link(link: FdLink, pin: &Path) -> Result<(), LoaderError> {
     Ok(())
 }
 
+/// `sizeof(struct __sk_buff)`, the context a TC test run passes in and
+/// reads back (the kernel refuses a shorter buffer for what comes back);
+/// its `mark` is at offset 8.
+const SKB_CTX_SIZE: usize = 192;
+
 /// Output of one `BPF_PROG_TEST_RUN`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRunOutput {
@@ -1450,6 +1455,41 @@ impl Dataplane {
             action: result.return_value,
             frame: out,
         })
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of the TC ingress program (the receiving
+    /// end of the hand-off) on `frame`, as the first program to see it as
+    /// an skb. Returns the TC action (`TC_ACT_OK`, `TC_ACT_REDIRECT` for a
+    /// frame it sends on), the frame as the program left it, and the skb's
+    /// mark after it (0 before).
+    pub fn test_run_tc_ingress(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<(TestRunOutput, u32), LoaderError> {
+        self.load_ingress_program()?;
+        let tc = self.classifier(INGRESS_PROGRAM)?;
+        let mut out = vec![0u8; frame.len() + 512];
+        // A zeroed struct __sk_buff: mark 0, the kernel fills the rest.
+        let ctx_in = [0u8; SKB_CTX_SIZE];
+        let mut ctx_out = [0u8; SKB_CTX_SIZE];
+        let result = tc
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                ..TestRunOptions::new()
+            })
+            .map_err(LoaderError::TestRun)?;
+        out.truncate(result.data_size_out as usize);
+        let mark = u32::from_ne_bytes(ctx_out[8..12].try_into().expect("4 bytes"));
+        Ok((
+            TestRunOutput {
+                action: result.return_value,
+                frame: out,
+            },
+            mark,
+        ))
     }
 
     /// Sets or clears `ACTIVE_TRACE` (`netbeast trace`): while it is set,
