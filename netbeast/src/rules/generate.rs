@@ -297,6 +297,15 @@ pub struct Random<T: 'static> {
     pub draw: fn(&mut Dice, &Scope) -> Option<T>,
 }
 
+impl<T> Random<T> {
+    /// Never drawn: a module the models cannot follow (it rewrites the
+    /// packet, or needs what a model packet lacks), tested on packets.
+    pub const NEVER: Random<T> = Random {
+        weight: 0,
+        draw: |_, _| None,
+    };
+}
+
 /// Tries to draw one of the weighted `choices`, a few times over.
 fn draw_one<T>(
     dice: &mut Dice,

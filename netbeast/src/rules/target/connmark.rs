@@ -164,10 +164,7 @@ pub static MODULE: TargetModule = TargetModule {
     // Not drawn: the models (reference and compiled) carry no connection
     // mark; tests/program.rs and tests/connmark.rs test it on packets
     // through the kernel.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 /// iptables-save's text (libxt_CONNMARK revision 2).

@@ -195,10 +195,7 @@ pub static MODULE: TargetModule = TargetModule {
     // neither the reference classifier nor the differential harness
     // models; tests/program.rs, tests/raw.rs and tests/synflood.rs test
     // it on packets.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 /// `-j NOTRACK`: xtables' alias of `-j CT --notrack`, printed as given.
@@ -225,10 +222,7 @@ pub static NOTRACK: TargetModule = TargetModule {
     list: MODULE.list,
     suggest: no_suggestion,
     hidden: false,
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 impl Ct {

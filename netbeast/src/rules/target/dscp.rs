@@ -59,10 +59,7 @@ pub static MODULE: TargetModule = TargetModule {
     hidden: false,
     // Not drawn: the models do not rewrite the packet; tests/mangle_ttl.rs
     // and tests/program.rs test it on packets.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 #[derive(Clone, Debug, Default)]

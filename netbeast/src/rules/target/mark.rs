@@ -100,10 +100,7 @@ pub static MODULE: TargetModule = TargetModule {
     // Not drawn: the models (reference and compiled) do not carry a mark
     // through a search; tests/program.rs and tests/mark.rs test it on
     // packets through the kernel.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 /// `-L`'s last column, as libxt_MARK names the operation.

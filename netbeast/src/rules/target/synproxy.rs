@@ -149,10 +149,7 @@ pub static MODULE: TargetModule = TargetModule {
     // conntrack entry made from an ACK, which neither the reference
     // classifier nor the differential harness models; tests/program.rs and
     // tests/synflood.rs test it on packets.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 #[derive(Clone, Debug, Default)]

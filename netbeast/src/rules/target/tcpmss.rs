@@ -87,10 +87,7 @@ pub static MODULE: TargetModule = TargetModule {
     hidden: false,
     // Not drawn: the models do not rewrite the packet; tests/tcpmss.rs
     // tests it on packets.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 #[derive(Clone, Debug, Default)]

@@ -87,10 +87,7 @@ pub static MODULE: TargetModule = TargetModule {
     suggest: no_suggestion,
     hidden: false,
     // Not drawn: the models do not rewrite the packet.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 /// `-L`'s last column as libxt_TOS prints it: with `-n` the pair; else a

@@ -132,10 +132,7 @@ pub static TTL: TargetModule = TargetModule {
     hidden: false,
     // Not drawn: the models (reference and compiled) do not rewrite the
     // packet; tests/mangle.rs and tests/program.rs test it on packets.
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 pub static HL: TargetModule = TargetModule {
@@ -157,10 +154,7 @@ pub static HL: TargetModule = TargetModule {
     },
     suggest: no_suggestion,
     hidden: false,
-    random: Random {
-        weight: 0,
-        draw: |_, _| None,
-    },
+    random: Random::NEVER,
 };
 
 /// ` -j TTL --ttl-set 42`, as iptables-save prints it.
