@@ -3886,7 +3886,7 @@ mod tests {
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::HOTDROPPED + 1, stats::COUNT);
+        assert_eq!(stats::TAG_LOOKALIKE + 1, stats::COUNT);
         assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
         assert_eq!(size_of::<HashlimitSlot>(), 80);
         assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);
