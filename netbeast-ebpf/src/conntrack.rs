@@ -817,14 +817,9 @@ fn checksum_ok_of<F: Family>(
     if fold(pseudo + sum_message(start, end, l4, len)) == 0xffff {
         return true;
     }
-    // (0 and 0xffff are the same one's-complement number.)
-    let partial = fold(pseudo);
     // (The kernel sums ICMP and ICMPv6 messages itself: never left to
     // offload.)
-    protocol != F::ICMP
-        && (check == partial
-            || (check == 0 && partial == 0xffff)
-            || (check == 0xffff && partial == 0))
+    protocol != F::ICMP && crate::csum::partial(check, pseudo)
 }
 
 /// bpf_csum_diff sums at most this many bytes per call.

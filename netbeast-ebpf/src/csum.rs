@@ -10,6 +10,27 @@ pub fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
+/// True when a TCP or UDP checksum field `check` holds only the
+/// pseudo-header's sum `pseudo`: a segment whose checksum is left to
+/// transmit offload (CHECKSUM_PARTIAL, what a veth peer's sockets send).
+/// Its sum is completed later over the bytes as they are then, so a
+/// rewrite must leave it (or, for a new length, write the new
+/// pseudo-header's sum) instead of adjusting it. A complete checksum that
+/// happens to equal it (one in 65,536) is taken for one too.
+#[inline(always)]
+pub fn partial(check: u16, pseudo: u64) -> bool {
+    let p = fold(pseudo);
+    check == p || (check == 0 && p == 0xffff) || (check == 0xffff && p == 0)
+}
+
+/// One's-complement update of checksum `check` for a 16-bit word going
+/// from `old` to `new` (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), the
+/// kernel's `csum_replace2`).
+#[inline(always)]
+pub fn replace(check: u16, old: u16, new: u16) -> u16 {
+    !fold((!check) as u64 + (!old) as u64 + new as u64)
+}
+
 /// Sums `len` bytes starting at `start` as big-endian 16-bit words, never
 /// reading at or past `end`. `MAX` bounds the loop for the verifier.
 #[inline(always)]

@@ -19,6 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     classify::{REWRITE_TOS, REWRITE_TTL},
+    csum::replace,
     parse::Packet,
 };
 
@@ -108,13 +109,6 @@ pub extern "C" fn netbeast_rewrite_tc(skb: *mut __sk_buff, l3: u32, word: u32) -
     // SAFETY: the context's data pointers, read as the verifier allows.
     let (start, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
     rewrite(start, end, l3, word)
-}
-
-/// One's-complement update of header checksum `check` for a 16-bit word
-/// going from `old` to `new` (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')).
-#[inline(always)]
-fn replace(check: u16, old: u16, new: u16) -> u16 {
-    !crate::csum::fold((!check) as u64 + (!old) as u64 + new as u64)
 }
 
 /// The write itself: 1 when done, 0 when the header is not in the frame's

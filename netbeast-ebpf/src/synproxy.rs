@@ -32,7 +32,7 @@ use netbeast_common::{CtKey, ct_flags, ct_state, size, stats, synproxy};
 
 use crate::{
     conntrack,
-    csum::fold,
+    csum::{fold, partial},
     handoff,
     parse::{IPPROTO_TCP, Packet, current_packet, load, store},
     reject::{MAX_L2, set_len, write_ipv4, write_l2},
@@ -853,19 +853,6 @@ fn pseudo(src: u32, dst: u32, len: usize) -> u64 {
         + (d & 0xffff) as u64
         + IPPROTO_TCP as u64
         + (len & 0xffff) as u64
-}
-
-/// True when a TCP checksum field holds only the pseudo-header's sum: a
-/// segment whose checksum is left to transmit offload (CHECKSUM_PARTIAL,
-/// what a veth peer's sockets send). Its sum is completed later over the
-/// bytes as they are then, so a rewrite must leave it (or, for a new
-/// length, write the new pseudo-header's sum) instead of adjusting it.
-/// A complete checksum that happens to equal it (one in 65,536) is taken
-/// for one too.
-#[inline(always)]
-fn partial(check: u16, pseudo: u64) -> bool {
-    let p = fold(pseudo);
-    check == p || (check == 0 && p == 0xffff) || (check == 0xffff && p == 0)
 }
 
 /// The 16-bit words of a 32-bit field, one's-complement summed.

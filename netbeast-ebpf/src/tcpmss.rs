@@ -49,7 +49,7 @@ use aya_ebpf::{
 use netbeast_common::tcpmss;
 
 use crate::{
-    csum::fold,
+    csum::{fold, partial, replace},
     parse::{Packet, load, opaque},
 };
 
@@ -425,21 +425,6 @@ fn pseudo(start: usize, end: usize, l3: usize, len: usize, word: u32) -> u64 {
         }
     }
     sum
-}
-
-/// True when `check` holds only the pseudo-header's sum `pseudo`: a
-/// segment whose checksum transmit offload completes.
-#[inline(always)]
-fn partial(check: u16, pseudo: u64) -> bool {
-    let p = fold(pseudo);
-    check == p || (check == 0 && p == 0xffff) || (check == 0xffff && p == 0)
-}
-
-/// One's-complement update of `check` for a 16-bit word going from `old`
-/// to `new` (RFC 1624 eqn. 3).
-#[inline(always)]
-fn replace(check: u16, old: u16, new: u16) -> u16 {
-    !fold((!check) as u64 + (!old) as u64 + new as u64)
 }
 
 /// Writes `new` over the MSS option at `at` in the TCP header (whose
