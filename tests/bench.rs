@@ -935,3 +935,68 @@ fn auto_takes_live_frames_else_the_fanout() {
     })
     .unwrap();
 }
+
+/// `--receiver-cpu`: each receiving veth's NAPI runs as a kernel thread
+/// pinned to that CPU (the generator stays on the last, `--cpu`'s
+/// default), and it is that thread that took the frames: it ran, and on
+/// that CPU. Every frame is accounted for as without it (frames the
+/// receiver's ring had no room for are `lost`, counted by the veth).
+#[test]
+fn quick_bench_runs_the_receivers_on_their_own_core() {
+    require_root();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("one CPU: --receiver-cpu has no other core to take");
+        return;
+    }
+    let receiver_cpu = cpus - 2;
+    let report = quick_report(&[
+        "--scenario",
+        "drop,forward",
+        "--planes",
+        "netbeast,iptables",
+        "--receiver-cpu",
+        &receiver_cpu.to_string(),
+    ]);
+    let traffic = &report["traffic"];
+    assert_eq!(traffic["options"]["receiver_cpu"], receiver_cpu);
+    let rows = traffic["rows"].as_array().expect("traffic rows");
+    for scenario in ["drop", "forward"] {
+        for plane in ["netbeast", "iptables"] {
+            assert!(
+                rows.iter()
+                    .any(|r| r["scenario"] == scenario && r["plane"] == plane),
+                "no {scenario} {plane} row"
+            );
+        }
+    }
+    for row in rows {
+        let what = format!("{} {} {}", row["scenario"], row["label"], row["rules"]);
+        assert!(
+            row["unavailable"].is_null(),
+            "{what}: {}",
+            row["unavailable"]
+        );
+        accounted_for(row, &what);
+        let thread = &row["receiver_thread"];
+        assert_eq!(thread["cpu"], receiver_cpu, "{what}: {thread}");
+        assert_eq!(thread["last_cpu"], receiver_cpu, "{what}: {thread}");
+        assert!(
+            thread["seconds"].as_f64().unwrap_or(0.0) > 0.0,
+            "{what}: the NAPI thread never ran: {thread}"
+        );
+    }
+    let out = Command::new(NETBEAST)
+        .args(["bench", "--quick", "--scenario", "drop", "--receiver-cpu"])
+        .arg(cpus.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "--receiver-cpu {cpus}: this machine has CPUs 0 to"
+            )),
+        "{stderr}"
+    );
+}

@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod generator;
 pub mod lb;
 pub mod live;
+pub mod napi;
 pub mod packet;
 pub mod pktgen;
 pub mod planes;

@@ -182,6 +182,13 @@ impl Scenario {
         matches!(self, Scenario::Forward | Scenario::Dnat | Scenario::Lb)
     }
 
+    /// Whether `--receiver-cpu` gives this scenario's receivers their own
+    /// core. Not `log`: its `netbeast log --follow` reader runs off the
+    /// generator's core, where a receiver of its own would then be too.
+    pub fn own_receiver_core(self) -> bool {
+        self != Scenario::Log
+    }
+
     /// What the scenario's axis counts: FORWARD or INPUT rules, or for `lb`
     /// the backends behind the VIP.
     pub fn axis(self) -> &'static str {

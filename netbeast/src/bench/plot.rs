@@ -247,6 +247,7 @@ mod tests {
                 flows: 1,
                 stateful: false,
                 cpu: 0,
+                receiver_cpu: None,
                 generator: Default::default(),
                 batch: 64,
                 quick: false,

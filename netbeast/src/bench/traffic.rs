@@ -35,6 +35,7 @@ use super::{
     ethtool::{VethStats, counter},
     generator::{Generator, GeneratorError, GeneratorKind, HandedCounter, Port},
     live::{BareXdp, LiveError, Traffic, pin_to_cpu},
+    napi::{self, NapiError, NapiThread},
     planes::{self, Family, Ip, Plane, PlaneError, Scenario},
 };
 use crate::{
@@ -81,6 +82,8 @@ pub enum BenchError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
+    Napi(#[from] NapiError),
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error("cannot read the veth statistics of {iface}: {source}")]
     Stats {
@@ -123,8 +126,12 @@ pub struct Options {
     /// `--stateful`: forward and dnat's FORWARD starts with a rule
     /// accepting ESTABLISHED (`planes::STATEFUL_RULE`).
     pub stateful: bool,
-    /// The core the generator (and so every receiver's softirq) runs on.
+    /// The core the generator (and, without `receiver_cpu`, every
+    /// receiver's softirq) runs on.
     pub cpu: usize,
+    /// `--receiver-cpu`: the core the receivers run on, as pinned threaded
+    /// NAPIs (bench::napi); None: in the generator's softirq, on `cpu`.
+    pub receiver_cpu: Option<usize>,
     pub generator: GeneratorKind,
     /// Frames per live-frames batch (`--generator xdp`).
     pub batch: u32,
@@ -217,6 +224,19 @@ pub struct Row {
     /// `--stateful` forward and dnat: the connections the data plane's
     /// table holds after the run (`planes::connections`), one per flow.
     pub connections: Option<u64>,
+    /// `--receiver-cpu`: where the receiver ran.
+    pub receiver_thread: Option<ReceiverThread>,
+}
+
+/// The receiving veth's NAPI thread of a row (`--receiver-cpu`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReceiverThread {
+    /// The CPU it was pinned to.
+    pub cpu: usize,
+    /// The CPU it last ran on (/proc/PID/stat), read after the rounds.
+    pub last_cpu: Option<usize>,
+    /// Seconds it ran over the whole benchmark (/proc/PID/schedstat).
+    pub seconds: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -285,6 +305,10 @@ struct Snapshot {
     out_tx_dropped: u64,
     out_xmit_errors: u64,
     netbeast_dropped: u64,
+    /// `--receiver-cpu`: nanoseconds the receiver's NAPI thread has run,
+    /// and the CPU it last ran on.
+    napi_ns: u64,
+    napi_last_cpu: Option<usize>,
 }
 
 struct Receiver {
@@ -313,6 +337,8 @@ struct Receiver {
     /// Frames the generator handed to this receiver's veth.
     sent: u64,
     base: Snapshot,
+    /// `--receiver-cpu`: the receiving veth's NAPI thread.
+    napi: Option<NapiThread>,
 }
 
 /// Keeps the process `command` starts off `avoid_cpu` (the generator's),
@@ -473,6 +499,18 @@ impl Receiver {
         }
         if self.plane.family() == Some(Family::Netbeast) {
             s.netbeast_dropped = planes::netbeast_dropped(&self.ns)?;
+        }
+        if let Some(thread) = &self.napi {
+            let (ns, cpu) = thread.usage().ok_or_else(|| {
+                BenchError::Setup(format!(
+                    "the NAPI thread {} of {} is gone: was the receiver's XDP program or GRO \
+                     changed during the run?",
+                    thread.pid,
+                    self.what()
+                ))
+            })?;
+            s.napi_ns = ns;
+            s.napi_last_cpu = Some(cpu);
         }
         Ok(s)
     }
@@ -635,6 +673,9 @@ impl Bench {
             ip: options.ip,
         };
         options.generator.check(&traffic)?;
+        if let Some(cpu) = options.receiver_cpu {
+            napi::check_cpu(cpu, Some(options.cpu))?;
+        }
         // `ip netns exec` hides /sys/fs/bpf: netbeast finds its pins through
         // the alias this mounts (see state.rs).
         crate::state::bpffs_root(true)?;
@@ -871,7 +912,21 @@ impl Bench {
             whole_run_samples: 0,
             sent: 0,
             base: Snapshot::default(),
+            napi: None,
         };
+        // Last: the NAPIs are on now (XDP programs attached, GRO on) and
+        // stay on until the namespaces go.
+        // A routed scenario's sink is not threaded: the router's thread
+        // hands it the frames, so its NAPI runs in that thread's softirq,
+        // on the receivers' core, as it runs on the generator's without
+        // --receiver-cpu.
+        if let Some(cpu) = self
+            .options
+            .receiver_cpu
+            .filter(|_| scenario.own_receiver_core())
+        {
+            receiver.napi = Some(napi::thread_and_pin(&receiver.ns, RX_IFACE, cpu)?);
+        }
         receiver.base = receiver.snapshot(&self.generator)?;
         self.receivers.push(receiver);
         Ok(())
@@ -905,7 +960,11 @@ impl Bench {
     fn run_once(&mut self, i: usize, frames: u32, window: Option<f64>) -> Result<RunOutcome> {
         let cpu = self.options.cpu;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let sampler_cpu = (cpus > 1).then(|| (cpu + 1) % cpus);
+        let receiver_cpu = self
+            .options
+            .receiver_cpu
+            .filter(|_| self.receivers[i].napi.is_some());
+        let sampler_cpu = sampler_cpu(cpu, receiver_cpu, cpus);
         let r = &mut self.receivers[i];
         let generator = &mut self.generator;
         let gen_ns = &self.gen_ns;
@@ -1111,10 +1170,30 @@ impl Bench {
                 translated: counters.and_then(|c| c.translated),
                 backend_connections,
                 connections,
+                receiver_thread: r.napi.as_ref().map(|t| ReceiverThread {
+                    cpu: t.cpu,
+                    last_cpu: now.napi_last_cpu,
+                    seconds: now.napi_ns.saturating_sub(b.napi_ns) as f64 / 1e9,
+                }),
             });
         }
         rows.extend(self.unavailable.iter().cloned());
         Ok(rows)
+    }
+}
+
+/// Where the window's reader runs: on a core of neither the generator nor
+/// the receivers if there is one; else off the receivers' own core
+/// (`--receiver-cpu`), which it would take time from, onto the
+/// generator's; else off the generator's. None on one CPU.
+fn sampler_cpu(generator: usize, receiver: Option<usize>, cpus: usize) -> Option<usize> {
+    let free = (1..cpus)
+        .map(|k| (generator + k) % cpus)
+        .find(|&c| Some(c) != receiver);
+    match (free, receiver) {
+        (Some(c), _) => Some(c),
+        (None, Some(_)) => Some(generator),
+        (None, None) => None,
     }
 }
 
@@ -1258,6 +1337,7 @@ pub(crate) fn unavailable_row(
         translated: None,
         backend_connections: None,
         connections: None,
+        receiver_thread: None,
     }
 }
 
@@ -1630,12 +1710,23 @@ pub fn print_flows(reports: &[(u32, TrafficReport)]) {
 pub fn print(report: &TrafficReport) {
     let o = &report.options;
     println!("generator: {}", report.generator);
+    let cores = match o.receiver_cpu {
+        Some(r) => format!(
+            "generator on CPU {}, receivers on CPU {r} (threaded NAPI{})",
+            o.cpu,
+            if o.scenarios.contains(&Scenario::Log) {
+                "; log's on CPU of the generator"
+            } else {
+                ""
+            }
+        ),
+        None => format!("generator and receivers on CPU {}", o.cpu),
+    };
     println!(
-        "{}-byte UDP, {} flow{}, generator and receivers on CPU {}, {} round{} of ~{} s per data plane (median, min-max)",
+        "{}-byte UDP, {} flow{}, {cores}, {} round{} of ~{} s per data plane (median, min-max)",
         o.size,
         o.flows,
         if o.flows == 1 { "" } else { "s" },
-        o.cpu,
         o.rounds,
         if o.rounds == 1 { "" } else { "s" },
         o.seconds
@@ -1760,6 +1851,19 @@ pub fn print(report: &TrafficReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_reader_keeps_off_the_receivers_core() {
+        // Shared core: the reader on the other one, as before.
+        assert_eq!(sampler_cpu(1, None, 2), Some(0));
+        assert_eq!(sampler_cpu(0, None, 2), Some(1));
+        assert_eq!(sampler_cpu(0, None, 1), None);
+        // Two CPUs, the receivers on the other: the generator's.
+        assert_eq!(sampler_cpu(1, Some(0), 2), Some(1));
+        // A third CPU for the reader.
+        assert_eq!(sampler_cpu(1, Some(2), 4), Some(3));
+        assert_eq!(sampler_cpu(3, Some(0), 4), Some(1));
+    }
 
     #[test]
     fn conntrack_tables_hold_twice_the_flows() {

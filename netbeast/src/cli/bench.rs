@@ -99,9 +99,19 @@ pub struct BenchArgs {
     /// last rule).
     #[arg(long)]
     stateful: bool,
-    /// The CPU the generator and every receiver run on (default: the last).
+    /// The CPU the generator runs on, and every receiver unless
+    /// --receiver-cpu is given (default: the last).
     #[arg(long)]
     cpu: Option<usize>,
+    /// The CPU the receivers run on: each receiving veth's NAPI made a
+    /// kernel thread (`threaded`), pinned there, SCHED_FIFO, so that the
+    /// receiver does not share the generator's core (a router's sink runs
+    /// in its thread; `log` stays on the generator's core). On the 2-vCPU
+    /// VM of docs/BENCHMARKS.md this measured far lower than the shared
+    /// core ("A core for the receivers"): compare within one setting
+    /// [default: none, the receivers run in the generator's softirq].
+    #[arg(long, value_name = "CPU")]
+    receiver_cpu: Option<usize>,
     /// The packet generator: `xdp`, XDP live frames from BPF_PROG_TEST_RUN;
     /// `packet`, a raw packet socket (slower: a system call and a socket
     /// buffer per frame, for kernels that refuse live frames); `auto`, live
@@ -228,6 +238,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         flows: 1,
         stateful: args.stateful,
         cpu: args.cpu.unwrap_or_else(traffic::default_cpu),
+        receiver_cpu: args.receiver_cpu,
         generator: args.generator,
         batch: bench::live::BATCH_SIZE,
         quick: false,
