@@ -1715,7 +1715,7 @@ pub fn print(report: &TrafficReport) {
             "generator on CPU {}, receivers on CPU {r} (threaded NAPI{})",
             o.cpu,
             if o.scenarios.contains(&Scenario::Log) {
-                "; log's on CPU of the generator"
+                "; log's on the generator's"
             } else {
                 ""
             }
