@@ -510,3 +510,225 @@ fn dual_stack_node(firewall: Firewall) {
         cluster.connections(s, Origin::Node, cluster.web(s), 3);
     }
 }
+
+/// Services kube-proxy's ruleset of the scale test holds besides the
+/// fixture's (issue 17: "a services chain with 10,000 VIP:port jumps").
+const SCALE_SERVICES: usize = 10_000;
+
+/// Generated service `k`'s ClusterIP (in the fixture's service range,
+/// past its own services).
+fn scale_vip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, (1 + k / 250) as u8, (k % 250 + 1) as u8)
+}
+
+/// Endpoint `e` of generated service `k`: a pod address of its own, where
+/// no pod runs (only the synced service below gets the test's pods).
+fn scale_endpoint(k: usize, e: usize) -> Ipv4Addr {
+    let n = 2 * k + e;
+    Ipv4Addr::new(10, 244, (2 + n / 250) as u8, (n % 250 + 1) as u8)
+}
+
+/// kube-proxy 1.29's lines for generated service `k` with `endpoints`
+/// (named `sep`), two of them: its KUBE-SERVICES jump, then its own
+/// chains' rules.
+fn scale_service(k: usize, endpoints: &[(String, Ipv4Addr)]) -> (String, Vec<String>) {
+    let (vip, svc, name) = (
+        scale_vip(k),
+        format!("KUBE-SVC-GEN{k:05}"),
+        format!("gen/svc{k}"),
+    );
+    let jump = format!(
+        "-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment \"{name} cluster IP\" -m tcp \
+         --dport 80 -j {svc}"
+    );
+    let mut lines = vec![format!(
+        "-A {svc} ! -s 10.244.0.0/16 -d {vip}/32 -p tcp -m comment --comment \"{name} cluster \
+         IP\" -m tcp --dport 80 -j KUBE-MARK-MASQ"
+    )];
+    for (e, (sep, ep)) in endpoints.iter().enumerate() {
+        let comment = format!("-m comment --comment \"{name} -> {ep}:8080\"");
+        lines.push(if e + 1 < endpoints.len() {
+            format!(
+                "-A {svc} {comment} -m statistic --mode random --probability 0.50000000000 -j {sep}"
+            )
+        } else {
+            format!("-A {svc} {comment} -j {sep}")
+        });
+    }
+    for (sep, ep) in endpoints {
+        lines.push(format!(
+            "-A {sep} -s {ep}/32 -m comment --comment \"{name}\" -j KUBE-MARK-MASQ"
+        ));
+        lines.push(format!(
+            "-A {sep} -p tcp -m comment --comment \"{name}\" -m tcp -j DNAT --to-destination \
+             {ep}:8080"
+        ));
+    }
+    (jump, lines)
+}
+
+fn scale_endpoints(k: usize) -> Vec<(String, Ipv4Addr)> {
+    (0..2)
+        .map(|e| (format!("KUBE-SEP-GEN{k:05}-{e}"), scale_endpoint(k, e)))
+        .collect()
+}
+
+/// The fixture's IPv4 ruleset with `services` generated services added
+/// to its nat table: their chains declared, their jumps in KUBE-SERVICES
+/// before its last rule (the node ports'), as kube-proxy orders them.
+fn scaled_rules(services: usize) -> String {
+    let (mut declared, mut jumps, mut chains) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..services {
+        let endpoints = scale_endpoints(k);
+        declared.push(format!(":KUBE-SVC-GEN{k:05} - [0:0]"));
+        declared.extend(endpoints.iter().map(|(sep, _)| format!(":{sep} - [0:0]")));
+        let (jump, lines) = scale_service(k, &endpoints);
+        jumps.push(jump);
+        chains.extend(lines);
+    }
+    let mut out = Vec::new();
+    let mut in_nat = false;
+    for line in V4.rules.lines() {
+        in_nat = (in_nat || line == "*nat") && line != "COMMIT";
+        if in_nat && line.contains("this must be the last rule in this chain") {
+            out.extend(jumps.iter().cloned());
+            out.extend(chains.iter().cloned());
+        }
+        out.push(line.to_string());
+        if in_nat && line == ":KUBE-SERVICES - [0:0]" {
+            out.extend(declared.iter().cloned());
+        }
+    }
+    assert!(
+        out.len() > 10 * services,
+        "the fixture's nat table was not found"
+    );
+    out.join("\n") + "\n"
+}
+
+// kube-proxy at the scale of its real users (issue 17): 10,000 services
+// beside the fixture's restore, the fixture's services still balance
+// among them, and a partial sync as kube-proxy makes one (`--noflush`:
+// KUBE-SERVICES rewritten whole, one service's chain given new endpoint
+// chains, its old ones deleted) moves that service to the test's pods
+// while a connection to another service stays up.
+scenario!(ten_thousand_services_and_a_partial_sync, without skb);
+fn ten_thousand_services_and_a_partial_sync(firewall: Firewall) {
+    let rules = scaled_rules(SCALE_SERVICES);
+    let stack: &'static Stack = Box::leak(Box::new(Stack {
+        rules: Box::leak(rules.into_boxed_str()),
+        ..V4
+    }));
+    let cluster = Cluster::new("kpscale", &[stack], firewall);
+    let mut long_lived = tcp_stream(&cluster.client, None, cluster.web(0), CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the long-lived connection: {e}"))
+        .unwrap_or_else(|outcome| panic!("the long-lived connection: {outcome:?}"));
+    long_lived.set_read_timeout(Some(CONNECT_TIMEOUT)).unwrap();
+    let mut line = [0u8; 64];
+    let got = long_lived.read(&mut line).unwrap_or(0);
+    assert!(
+        parse_peer_addr(&line[..got]).is_some(),
+        "no answer on the long-lived connection"
+    );
+    let echoes = |stream: &mut std::net::TcpStream, what: &[u8]| {
+        use std::io::Write;
+        stream.write_all(what).unwrap();
+        let mut back = vec![0u8; what.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, what);
+    };
+    echoes(&mut long_lived, b"before the sync\n");
+
+    // The last generated service gets endpoint chains on the test's pods
+    // 0 and 1; KUBE-SERVICES is written whole, as kube-proxy does in
+    // every sync; the old endpoint chains go.
+    let k = SCALE_SERVICES - 1;
+    let moved: Vec<(String, Ipv4Addr)> = (0..2)
+        .map(|e| {
+            let IpAddr::V4(pod) = V4.endpoints[e] else {
+                unreachable!()
+            };
+            (format!("KUBE-SEP-GEN{k:05}-NEW{e}"), pod)
+        })
+        .collect();
+    let mut sync = vec!["*nat".to_string(), ":KUBE-SERVICES - [0:0]".to_string()];
+    sync.push(format!(":KUBE-SVC-GEN{k:05} - [0:0]"));
+    sync.extend(moved.iter().map(|(sep, _)| format!(":{sep} - [0:0]")));
+    // Declared, the old ones are flushed, so that `-X` can delete them.
+    sync.extend(
+        scale_endpoints(k)
+            .iter()
+            .map(|(sep, _)| format!(":{sep} - [0:0]")),
+    );
+    let fixture_jumps = V4
+        .rules
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SERVICES "))
+        .map(str::to_string);
+    let (last, fixture_jumps): (Vec<String>, Vec<String>) =
+        fixture_jumps.partition(|l| l.contains("this must be the last rule"));
+    sync.extend(fixture_jumps);
+    let mut own = Vec::new();
+    for j in 0..SCALE_SERVICES {
+        let endpoints = if j == k {
+            moved.clone()
+        } else {
+            scale_endpoints(j)
+        };
+        let (jump, lines) = scale_service(j, &endpoints);
+        sync.push(jump);
+        if j == k {
+            own = lines;
+        }
+    }
+    sync.extend(last);
+    sync.extend(own);
+    sync.extend(
+        scale_endpoints(k)
+            .iter()
+            .map(|(sep, _)| format!("-X {sep}")),
+    );
+    sync.push("COMMIT".to_string());
+    let started = std::time::Instant::now();
+    let out = cluster
+        .firewall
+        .restore_family(
+            &cluster.node,
+            false,
+            &["--noflush"],
+            &(sync.join("\n") + "\n"),
+        )
+        .unwrap_or_else(|e| panic!("the partial sync: {e}"));
+    assert!(
+        out.status.success(),
+        "the partial sync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "partial sync of {} lines: {:?}",
+        sync.len(),
+        started.elapsed()
+    );
+
+    // The synced service reaches pods 0 and 1, balanced between them.
+    let service = SocketAddr::new(IpAddr::V4(scale_vip(k)), SERVICE_PORT);
+    let landed = cluster.connections(0, Origin::Client, service, 20);
+    assert!(landed.iter().all(|&e| e < 2), "{landed:?}");
+    assert!(landed.contains(&0) && landed.contains(&1), "{landed:?}");
+    // The connection opened before the sync is still up, and new ones to
+    // its service still balance.
+    echoes(&mut long_lived, b"after the sync\n");
+    let web = cluster.connections(0, Origin::Client, cluster.web(0), 6);
+    assert!(web.iter().all(|&e| e < 3), "{web:?}");
+    // The old endpoint chains are gone, the others kept.
+    let saved = cluster
+        .firewall
+        .save_all(&cluster.node, false, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !saved.contains(&format!(":KUBE-SEP-GEN{k:05}-0 ")),
+        "old endpoint chain left"
+    );
+    assert!(saved.contains(&format!(":KUBE-SEP-GEN{:05}-0 ", k - 1)));
+    assert!(saved.contains(&format!("-j KUBE-SEP-GEN{k:05}-NEW1")));
+}

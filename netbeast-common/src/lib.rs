@@ -1194,9 +1194,12 @@ pub struct TraceEvent {
 /// Where the CPU number sits in `TraceEvent::id`.
 pub const TRACE_ID_CPU_SHIFT: u32 = 48;
 
-/// Translations (`--to-destination`, `--to-source`, `--to-ports`) one
-/// generation of a ruleset may hold; one per nat rule.
-pub const MAX_NAT_TARGETS: u32 = 4096;
+/// Distinct translations (`--to-destination`, `--to-source`,
+/// `--to-ports`) one generation of a ruleset may hold. kube-proxy gives
+/// every endpoint of every service one: 10,000 services of three endpoints
+/// need 30,000. 52 bytes each with its IPv6 addresses, twice (the
+/// generations): 6.5 MiB.
+pub const MAX_NAT_TARGETS: u32 = 65_536;
 
 /// Index of a generation's translation `n` in `NAT_TARGETS`.
 #[inline(always)]
@@ -3251,13 +3254,23 @@ impl Guard {
     }
 }
 
-/// Guards one generation of a ruleset may hold (one per stateful match of
-/// a rule); `GUARDS` holds both generations.
-pub const MAX_GUARDS: u32 = 16384;
+/// Guard records one generation of a ruleset may hold (one per stateful
+/// match of a rule, the checks of guarded jumps, addresses under a
+/// non-contiguous or coarsened mask); `GUARDS` holds both generations.
+/// kube-proxy's services of two endpoints take seven each (the draw, each
+/// endpoint's coarsened source, four checks): 10,000 services, 70,000.
+/// 40 bytes a record, and 8 a record per CPU in `GUARD_MEMO`, times two
+/// (the generations): 10 MiB, and 2 MiB per CPU.
+pub const MAX_GUARDS: u32 = 131_072;
+/// Of those, the guards that keep state of their own rule
+/// (`Guard::has_state_slot`: nth counts, limit buckets, connlimit lists)
+/// one generation may hold: each takes a state slot, which must fit
+/// `ConnlimitKey::guard`.
+pub const MAX_STATEFUL_GUARDS: u32 = 32768;
 /// State slots of the guards that keep state per rule (`Guard::c`): room
 /// for the active generation's and the next one's at once, as a slot the
 /// running ruleset uses is never given to another rule before the switch.
-pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_GUARDS;
+pub const STATE_SLOTS: u32 = GENERATIONS as u32 * MAX_STATEFUL_GUARDS;
 /// Guards (stateful matches) one rule may have, besides the guards of its
 /// `-s`/`-d` under a non-contiguous netmask (at most two).
 pub const MAX_GUARDS_PER_RULE: u32 = 8;
@@ -3869,8 +3882,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<ConnlimitKey>(), 8);
-        // A guard's slot fits `ConnlimitKey::guard`.
-        const { assert!(MAX_GUARDS <= 1 << 16) };
+        // A guard's state slot fits `ConnlimitKey::guard`.
+        const { assert!(STATE_SLOTS <= 1 << 16) };
         // The zone sits where padding that was always 0 sat: an older
         // key's bytes read as the same tuple in zone 0 (see `CtKeyOf::zone`).
         assert_eq!(core::mem::offset_of!(CtKey, zone), 14);

@@ -691,8 +691,10 @@ pub fn current_keys() -> Option<&'static Keys> {
 }
 
 /// The socket programs (nat OUTPUT) have no packet: they put the socket's
-/// keys where [`current_keys`] finds a packet's, for `-m recent`. The
-/// other packet guards are refused there by the compiler.
+/// keys where [`current_keys`] finds a packet's, for `-m recent` and the
+/// address guards (`guard_kind::ADDR_MASK`: a non-contiguous netmask, an
+/// address the compiler coarsened). The other packet guards are refused
+/// there by the compiler.
 #[inline(always)]
 pub fn set_socket_keys(keys: &Keys) {
     if let Some(p) = PACKET.get_ptr_mut(0) {

@@ -99,23 +99,46 @@ pub(super) struct Interner {
     /// asked for: `intern` compares with it on every call, and building it
     /// each time was a large share of a 10,000-rule compile.
     all: (usize, Bits),
+    /// The non-zero words of the classes each field made first: which
+    /// field to blame (and coarsen) when `CLASS_WORDS` overflows.
+    words_by_field: [usize; field::COUNT],
+    total_words: usize,
+    word_limit: u32,
 }
 
 impl Interner {
     /// `expected`: about how many classes the ruleset will have. Growing
     /// the table rehashes every vector again (whole vectors, not ids): at
     /// 10,000 rules that was a fifth of the compile.
-    pub(super) fn new(generation: u32, words: usize, limit: u32, expected: usize) -> Self {
+    /// `limits`: the classes, and the words they may hold (checked again,
+    /// with the summaries, when they are packed: an overflow found here
+    /// stops the compile before the rest of the classes are built).
+    pub(super) fn new(
+        generation: u32,
+        words: usize,
+        (limit, word_limit): (u32, u32),
+        expected: usize,
+    ) -> Self {
         Interner {
             base: generation * CLASS_ID_GEN_STRIDE,
             words,
             limit,
+            word_limit,
             ids: HashMap::with_capacity_and_hasher(
                 expected.min(limit as usize),
                 Default::default(),
             ),
             all: (0, ones(0, words)),
+            words_by_field: [0; field::COUNT],
+            total_words: 0,
         }
+    }
+
+    /// The field whose classes hold the most words.
+    pub(super) fn heaviest_field(&self) -> usize {
+        (0..field::COUNT)
+            .max_by_key(|&f| self.words_by_field[f])
+            .unwrap_or(0)
     }
 
     /// Length of every vector of this ruleset.
@@ -154,6 +177,14 @@ impl Interner {
             });
         }
         let id = self.base + n;
+        self.words_by_field[field] += key.len() / 2;
+        self.total_words += key.len() / 2;
+        if self.total_words > self.word_limit as usize {
+            return Err(CompileError::TooManyClassWords {
+                limit: self.word_limit,
+                field: field::NAMES[self.heaviest_field()],
+            });
+        }
         self.ids.insert(key.into_boxed_slice(), id);
         Ok(id)
     }
@@ -248,11 +279,12 @@ pub struct PackedClasses {
 
 impl PackedClasses {
     /// Packs `classes` (in id order) for `generation`; at most `limit`
-    /// words in all.
+    /// words in all (past it, the error blames field `heaviest`).
     pub(super) fn pack(
         generation: u32,
         classes: &[Class],
         limit: u32,
+        heaviest: usize,
     ) -> Result<PackedClasses, CompileError> {
         let base = generation * MAX_CLASS_WORDS;
         let mut headers = Vec::with_capacity(classes.len());
@@ -301,7 +333,10 @@ impl PackedClasses {
                 }
             }
             if words.len() > limit as usize {
-                return Err(CompileError::TooManyClassWords { limit });
+                return Err(CompileError::TooManyClassWords {
+                    limit,
+                    field: field::NAMES[heaviest],
+                });
             }
             headers.push(ClassHeader {
                 first_word,

@@ -35,6 +35,7 @@ use std::{
 use netbeast_common::{LogTarget, NatAddrs6, NatTarget, RuleAction, target};
 
 use super::guards::{self, GuardTable};
+use super::steps::Steps;
 use super::term::{self, Term};
 use super::{CompileError, Limits, action};
 use crate::rules::model::{
@@ -412,33 +413,6 @@ pub fn user_chain_counters(ruleset: &Ruleset) -> Vec<(Family, TableName, &Chain,
         .collect()
 }
 
-/// How many steps of the kernel's search one packet may take in a chain
-/// beyond its verdict, counted per path: slots without a verdict it acts
-/// on, and slots with a guard chain it reaches (which it may go past when
-/// a guard fails). The two are bounded separately (each maximum over the
-/// paths on its own: a bound on their sum).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Steps {
-    pub passes: usize,
-    pub guarded: usize,
-}
-
-impl Steps {
-    fn max(self, other: Steps) -> Steps {
-        Steps {
-            passes: self.passes.max(other.passes),
-            guarded: self.guarded.max(other.guarded),
-        }
-    }
-
-    fn plus(self, other: Steps) -> Steps {
-        Steps {
-            passes: self.passes + other.passes,
-            guarded: self.guarded + other.guarded,
-        }
-    }
-}
-
 /// The packets that enter a chain's walk.
 enum Entry<'a> {
     /// Every packet (a built-in chain), with its rules' terms, which the
@@ -505,20 +479,9 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             Some(terms) => Entry::All(terms),
             None => Entry::Terms(vec![Term::default()]),
         };
+        // Checked against the kernel's budget once the classes are built
+        // (`steps.rs`): they can bound it more tightly.
         let steps = self.walk(chain, entry, &mut vec![chain])?;
-        if steps.passes > self.limits.nonterminating_rules {
-            return Err(CompileError::TooManyNonTerminating {
-                chain: self.name.to_string(),
-                limit: self.limits.nonterminating_rules,
-            });
-        }
-        if steps.guarded > self.limits.guarded_slots {
-            return Err(CompileError::TooManyGuardedSlots {
-                chain: self.name.to_string(),
-                slots: steps.guarded,
-                limit: self.limits.guarded_slots,
-            });
-        }
         Ok((self.slots, policy, steps))
     }
 

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 
 use netbeast_common::{
-    Guard, Held, MAX_GUARD_CHAIN, STATE_SLOTS, guard_index, guard_kind, hashlimit,
+    Guard, Held, MAX_GUARD_CHAIN, MAX_STATEFUL_GUARDS, STATE_SLOTS, guard_kind, hashlimit,
     hashlimit_byte_cost, hashlimit_byte_take, limit_take,
 };
 
@@ -53,6 +53,8 @@ pub(super) struct GuardTable {
     /// far (the chain is in the text): the next one's occurrence.
     occurrences: HashMap<(TableName, String), u32>,
     limit: u32,
+    /// Records with an identity so far (at most `MAX_STATEFUL_GUARDS`).
+    stateful: u32,
 }
 
 impl GuardTable {
@@ -116,6 +118,12 @@ impl GuardTable {
             };
             let number = self.add(g, Some((table, owner, n)))?;
             if let (true, Some(text), Some(occurrence)) = (g.has_state_slot(), &text, occurrence) {
+                if self.stateful >= MAX_STATEFUL_GUARDS {
+                    return Err(CompileError::TooManyStatefulGuards {
+                        limit: MAX_STATEFUL_GUARDS as usize,
+                    });
+                }
+                self.stateful += 1;
                 self.identities[number as usize] = Some(guard_identity(table, text, occurrence, n));
             }
             numbers.push(number);
@@ -210,10 +218,11 @@ pub struct SlotPlan {
 /// state slot (`Guard::c`): the one its identity had in `previous` (the
 /// running generation's), else one that generation does not use, so it
 /// keeps its state in place across the switch and a new rule never shares
-/// a live one. Without `previous` (a data plane written by an earlier
-/// version, or a lost record) every guard starts fresh in the slots of
-/// `guard_index(generation, n)`, which is where earlier versions kept a
-/// generation's state: a running generation of theirs is not disturbed.
+/// a live one. Without `previous` (a lost record) every guard starts fresh
+/// in its generation's half of the slots, in order: a running generation
+/// placed the same way is not disturbed. (An upgrade from a version whose
+/// slots were laid out otherwise makes `GUARD_STATE` anew: its size is
+/// the build's.)
 pub fn assign_state_slots(
     compiled: &mut CompiledRuleset,
     previous: Option<&GuardSlots>,
@@ -224,25 +233,27 @@ pub fn assign_state_slots(
         .map(|p| p.slots.values().copied().collect())
         .unwrap_or_default();
     let mut candidate = 0u32;
-    for (n, (guard, identity)) in compiled
-        .guards
-        .iter_mut()
-        .zip(&compiled.guard_identities)
-        .enumerate()
-    {
+    // The stateful guards in order: the fallback slots' numbers.
+    let mut ordinal = 0u32;
+    for (guard, identity) in compiled.guards.iter_mut().zip(&compiled.guard_identities) {
         let Some(identity) = *identity else {
             continue;
         };
+        let n = ordinal;
+        ordinal += 1;
         let kept = previous.and_then(|p| p.slots.get(&identity).copied());
         let slot = match (previous, kept) {
             (_, Some(slot)) => {
                 plan.kept += 1;
                 slot
             }
-            (None, None) => guard_index(generation, n as u32),
+            // The generation's own half: what the other generation's
+            // fallback never takes.
+            (None, None) => generation * MAX_STATEFUL_GUARDS + n,
             (Some(_), None) => {
-                // The running generation uses at most MAX_GUARDS slots and
-                // this one at most MAX_GUARDS: STATE_SLOTS holds both.
+                // The running generation uses at most MAX_STATEFUL_GUARDS
+                // slots and this one at most as many: STATE_SLOTS holds
+                // both.
                 while used.contains(&candidate) {
                     candidate += 1;
                 }

@@ -62,6 +62,7 @@ mod l4;
 pub mod lower;
 pub mod reference;
 mod search;
+mod steps;
 mod term;
 #[cfg(test)]
 mod tests;
@@ -86,11 +87,12 @@ pub use flatten::{MAX_TERMS_PER_RULE, user_chain_counters};
 pub use reference::{ConnectionView, HeaderFields, L4Header, PacketView, RuleRef};
 
 use classes::Interner;
-use flatten::{Flattener, NatTargets, Prepared, Slot, Steps};
+use flatten::{Flattener, NatTargets, Prepared, Slot};
 use guards::GuardTable;
 pub use guards::{
     GuardIdentity, GuardOracle, GuardSlots, GuardState, SlotPlan, assign_state_slots,
 };
+use steps::Steps;
 
 /// A network interface of the namespace. `-i`/`-o` name patterns are
 /// resolved against this list when compiling; the kernel only sees ifindexes.
@@ -227,12 +229,17 @@ pub enum CompileError {
         limit: usize,
     },
     #[error(
-        "chain {chain} has more than {limit} rules without a target (MAX_NONTERMINATING_RULES) \
-         that one packet can pass, counting jumps, gotos and RETURNs in the chains it jumps \
-         to: the kernel acts on at most {limit} of them per packet; give some a `-j` target \
-         or remove them"
+        "a packet can pass {passes} rules without a verdict in chain {chain} (no target, LOG, \
+         MARK and the like, jumps, gotos and RETURNs, counting the chains it jumps to), more \
+         than the limit of {limit} (MAX_NONTERMINATING_RULES): the kernel acts on at most \
+         {limit} of them per packet; give some a terminating target, remove them, or make \
+         them exclusive (e.g. different destinations or ports)"
     )]
-    TooManyNonTerminating { chain: String, limit: usize },
+    TooManyNonTerminating {
+        chain: String,
+        passes: usize,
+        limit: usize,
+    },
     #[error(
         "a packet can reach {slots} rule slots with a statistic match (or inside a chain \
          jumped to by one) in chain {chain}, more than the limit of {limit} (MAX_GUARDED_SLOTS): \
@@ -250,6 +257,11 @@ pub enum CompileError {
          rules"
     )]
     TooManyGuards { limit: usize },
+    #[error(
+        "the ruleset has more than {limit} matches that keep state of their own rule \
+         (MAX_STATEFUL_GUARDS: -m statistic --mode nth, -m limit, -m connlimit); use fewer"
+    )]
+    TooManyStatefulGuards { limit: usize },
     #[error(
         "rule {rule} of chain {chain} (reached from {builtin}) would check more than {limit} \
          guard outcomes (MAX_GUARD_CHAIN): the -m statistic jumps that lead to it and the \
@@ -274,11 +286,11 @@ pub enum CompileError {
     },
     #[error(
         "the ruleset's match classes need more than {limit} words of rule bits \
-         (MAX_CLASS_WORDS): many distinct addresses, ports or interfaces combined with many \
-         rules that do not name one; use fewer rules, or merge rules that differ only in an \
-         address or port (a wider prefix, multiport)"
+         (MAX_CLASS_WORDS), most of them for the {field} field: many distinct addresses, \
+         ports or interfaces combined with many rules that do not name one; use fewer rules, \
+         or merge rules that differ only in an address or port (a wider prefix, multiport)"
     )]
-    TooManyClassWords { limit: u32 },
+    TooManyClassWords { limit: u32, field: &'static str },
     #[error(
         "the ruleset needs {entries} {what} entries, more than the limit of {limit} per \
          generation ({constant}); name fewer {what}s in rules"
@@ -509,6 +521,9 @@ struct Limits {
     connmark_targets: u32,
     guarded_slots: usize,
     guards: u32,
+    /// Take the classes' bound on the search's steps even when the walk's
+    /// is within the budget (tests compare it with the emulated search).
+    class_steps_always: bool,
 }
 
 const LIMITS: Limits = Limits {
@@ -527,6 +542,7 @@ const LIMITS: Limits = Limits {
     connmark_targets: netbeast_common::MAX_CONNMARK_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
+    class_steps_always: false,
 };
 
 /// Compiles the filter table's INPUT, FORWARD and OUTPUT chains and the
@@ -554,7 +570,102 @@ struct ChainPlan<'a> {
     builtin_rules: u32,
 }
 
+/// Compiles `ruleset`; when its classes overflow `CLASS_WORDS` through an
+/// IPv4 address field, once more with that field's addresses in
+/// user-defined chains coarsened ([`coarsened`]).
 fn compile_with_limits(
+    ruleset: &Ruleset,
+    interfaces: &[Interface],
+    generation: u32,
+    limits: Limits,
+) -> Result<CompiledRuleset, CompileError> {
+    match compile_once(ruleset, interfaces, generation, limits) {
+        Err(CompileError::TooManyClassWords { field, .. })
+            if let Some(coarse) = coarsened(ruleset, field) =>
+        {
+            // Should the coarse ruleset fail too, the first error says
+            // what to change.
+            let first = CompileError::TooManyClassWords {
+                limit: limits.class_words,
+                field,
+            };
+            compile_once(&coarse, interfaces, generation, limits).map_err(|e| {
+                eprintln!("DEBUG coarse: {e}");
+                first
+            })
+        }
+        compiled => compiled,
+    }
+}
+
+/// Distinct prefixes a coarsened field's addresses fall into, at most.
+const COARSE_PREFIXES: usize = 64;
+
+/// `ruleset` with the IPv4 addresses of field `field` (named as
+/// `field::NAMES` names it: the source or the destination) coarsened in
+/// the rules of user-defined chains, or `None` for another field.
+///
+/// The bit vectors a field's classes hold grow as its distinct addresses
+/// times the slots that name none. kube-proxy's endpoint chains each test
+/// one pod's source (`-s 10.244.1.5/32 -j KUBE-MARK-MASQ`), and inlined
+/// into the services chain, tens of thousands of such addresses meet
+/// tens of thousands of slots that name no source: every source class is
+/// nearly the whole chain. Coarsened, such an address is a guard
+/// (`guard_kind::ADDR_MASK`, as a non-contiguous netmask is) that tests it
+/// whole, and the classes see only its prefix of the longest length at
+/// which the field's coarsened addresses fall into at most
+/// `COARSE_PREFIXES` prefixes (10.244.0.0/16): a handful of classes. The
+/// price is a guard check when the slot is a candidate, which the
+/// search's step bounds (`steps.rs`) count: a chain where that adds up
+/// stays refused. Built-in chains' rules are left as they are: a rule
+/// there is one slot, in no fan-out.
+fn coarsened(ruleset: &Ruleset, field: &str) -> Option<Ruleset> {
+    let source = if field == field::NAMES[field::SRC] {
+        true
+    } else if field == field::NAMES[field::DST] {
+        false
+    } else {
+        return None;
+    };
+    let mut coarse = ruleset.clone();
+    fn addresses(r: &mut Rule, source: bool) -> Option<&mut Ipv4Net> {
+        let net = if source {
+            r.source.as_mut()
+        } else {
+            r.destination.as_mut()
+        }?;
+        (!net.negated && net.value.mask.is_none() && net.value.prefix_len > 0)
+            .then_some(&mut net.value)
+    }
+    let mut nets: Vec<&mut Ipv4Net> = Vec::new();
+    for (family, table) in coarse.tables_mut() {
+        if family != Family::V4 {
+            continue;
+        }
+        for chain in table.chains.iter_mut().filter(|c| c.policy.is_none()) {
+            nets.extend(chain.rules.iter_mut().filter_map(|r| addresses(r, source)));
+        }
+    }
+    // The longest length at which the addresses fall into few prefixes.
+    let len = (0..=32u8).rev().find(|&len| {
+        let mask = crate::rules::model::prefix_mask(len);
+        let mut prefixes: Vec<u32> = nets.iter().map(|n| u32::from(n.addr) & mask).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        prefixes.len() <= COARSE_PREFIXES
+    })?;
+    let mut changed = false;
+    for net in nets.into_iter().filter(|n| n.prefix_len > len) {
+        net.mask = Some(Ipv4Addr::from(crate::rules::model::prefix_mask(
+            net.prefix_len,
+        )));
+        net.prefix_len = len;
+        changed = true;
+    }
+    changed.then_some(coarse)
+}
+
+fn compile_once(
     ruleset: &Ruleset,
     interfaces: &[Interface],
     generation: u32,
@@ -666,7 +777,12 @@ fn compile_with_limits(
     let interfaces = dedup_interfaces(interfaces);
     // A slot adds a class or two for each field it names, seldom more.
     let slots: usize = plans.iter().map(|p| p.slots.len()).sum();
-    let mut interner = Interner::new(generation, words, limits.classes, 2 * slots + 64);
+    let mut interner = Interner::new(
+        generation,
+        words,
+        (limits.classes, limits.class_words),
+        2 * slots + 64,
+    );
     let mut chains = Vec::with_capacity(chain::COUNT);
     for plan in &plans {
         chains.push(compile_chain(plan, &interfaces, &mut interner)?);
@@ -714,8 +830,14 @@ fn compile_with_limits(
             .collect();
     }
     crate::profile::phase("compile: owners");
+    let heaviest = interner.heaviest_field();
     let classes = interner.into_classes();
-    let packed = PackedClasses::pack(generation, &classes, limits.class_words)?;
+    for (compiled, plan) in chains.iter_mut().zip(&plans) {
+        let steps = within_budget(compiled, plan, &classes, generation, limits)?;
+        (compiled.max_passes, compiled.max_guarded) = (steps.passes, steps.guarded);
+    }
+    crate::profile::phase("compile: search budget");
+    let packed = PackedClasses::pack(generation, &classes, limits.class_words, heaviest)?;
     crate::profile::phase("compile: pack classes");
     let addr_hash = addr_hash::build(&mut chains);
     crate::profile::phase("compile: address hash");
@@ -736,6 +858,41 @@ fn compile_with_limits(
         guard_identities: guard_table.identities,
         hashlimit_tables: crate::rules::ext::hashlimit::tables(ruleset),
     })
+}
+
+/// The most steps one packet takes in `plan`'s chain (`steps.rs`): the
+/// flatten walk's bound, or when that passes the kernel's budget, the
+/// classes' where it is lower; refused when still past it.
+fn within_budget(
+    compiled: &CompiledChain,
+    plan: &ChainPlan<'_>,
+    classes: &[Class],
+    generation: u32,
+    limits: Limits,
+) -> Result<Steps, CompileError> {
+    let over =
+        |s: Steps| s.passes > limits.nonterminating_rules || s.guarded > limits.guarded_slots;
+    let steps = if over(plan.steps) || limits.class_steps_always {
+        plan.steps
+            .min(steps::class_steps(compiled, classes, generation))
+    } else {
+        plan.steps
+    };
+    if steps.passes > limits.nonterminating_rules {
+        return Err(CompileError::TooManyNonTerminating {
+            chain: plan.name.to_string(),
+            passes: steps.passes,
+            limit: limits.nonterminating_rules,
+        });
+    }
+    if steps.guarded > limits.guarded_slots {
+        return Err(CompileError::TooManyGuardedSlots {
+            chain: plan.name.to_string(),
+            slots: steps.guarded,
+            limit: limits.guarded_slots,
+        });
+    }
+    Ok(steps)
 }
 
 /// The first entry of each ifindex wins, as the reference resolves them.
@@ -932,8 +1089,9 @@ fn compile_chain(
         macs,
         owners: Vec::new(),
         builtin_rules: plan.builtin_rules,
-        max_passes: plan.steps.passes,
-        max_guarded: plan.steps.guarded,
+        // Set once the classes are built (`within_budget`).
+        max_passes: 0,
+        max_guarded: 0,
     })
 }
 
@@ -1315,7 +1473,6 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     | guard_kind::DCCP
                     | guard_kind::CT_TUPLE
                     | guard_kind::CT_PROTO_EXPIRE
-                    | guard_kind::ADDR_MASK
                     | guard_kind::MARK
                     | guard_kind::CONNMARK
                     | guard_kind::IPV6_HEADER
@@ -1330,9 +1487,6 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                     guard_kind::TCP_OPTION => "tcp options (--tcp-option)",
                     guard_kind::SCTP_CHUNKS => "sctp chunks (--chunk-types)",
                     guard_kind::DCCP => "dccp types and options (--dccp-types, --dccp-option)",
-                    // The socket programs have no packet to read the
-                    // guard from; a prefix (/len or 255.255.0.0) works.
-                    guard_kind::ADDR_MASK => "addresses under a non-contiguous netmask (-s/-d)",
                     // The socket programs run before there is a packet,
                     // hence no mark to test (iptables' nat OUTPUT sees the
                     // socket's SO_MARK; not carried there yet).

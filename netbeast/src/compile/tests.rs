@@ -822,6 +822,9 @@ fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRules
     let limits = Limits {
         nonterminating_rules: usize::MAX,
         guarded_slots: usize::MAX,
+        // The bounds the comparison checks are then the classes' where
+        // those are lower (`steps.rs`), as past the limits.
+        class_steps_always: true,
         ..LIMITS
     };
     match compile_with_limits(ruleset, &interfaces(), generation, limits) {
@@ -940,8 +943,11 @@ proptest! {
         let before = compile_unbounded(&ruleset, 1);
         prop_assume!(before.is_some(), "refused for its size");
         let table = if in_nat { &mut ruleset.nat } else { &mut ruleset.filter };
-        let n = table.chains.len();
-        table.chains.insert(at.index(n + 1), user_chain("NBT-EMPTY", Vec::new()));
+        // First, among, or after the user-defined chains (which are kept
+        // in name order).
+        let name = ["0-EMPTY", "NBT-EMPTY", "zz-empty"][at.index(3)];
+        let position = table.user_chain_position(name);
+        table.chains.insert(position, user_chain(name, Vec::new()));
         let after = compile_unbounded(&ruleset, 1).expect("an empty chain adds no limit");
         prop_assert_eq!(tables_written(&before.unwrap()), tables_written(&after));
     }
@@ -1129,6 +1135,7 @@ fn nonterminating_limit_is_enforced() {
         err,
         CompileError::TooManyNonTerminating {
             chain: "INPUT".into(),
+            passes: MAX_NONTERMINATING_RULES + 1,
             limit: MAX_NONTERMINATING_RULES
         }
     );
@@ -1161,7 +1168,13 @@ fn class_word_limit_is_enforced() {
     let err = compile_with_limits(&ruleset, &[], 0, limits)
         .err()
         .expect("over the limit");
-    assert_eq!(err, CompileError::TooManyClassWords { limit: 100 });
+    assert_eq!(
+        err,
+        CompileError::TooManyClassWords {
+            limit: 100,
+            field: "source address"
+        }
+    );
     assert!(err.to_string().contains("MAX_CLASS_WORDS"), "{err}");
     let compiled = compile(&ruleset, &[], 0).unwrap();
     check_classes(&compiled);
@@ -2725,6 +2738,140 @@ fn guarded_jump_cascades_are_bounded() {
     }
 }
 
+/// kube-proxy's nat table (its 1.29 shape, tests/fixtures/iptables-save):
+/// `services` ClusterIP services 10.96.s/250.(s%250 + 1):80, each a
+/// `-m statistic` cascade over `endpoints` endpoint chains that mark
+/// hairpin traffic for masquerade and DNAT to 10.244.x.y:8080.
+fn kube_services(services: usize, endpoints: usize) -> Ruleset {
+    let vip = |s: usize| Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250 + 1) as u8);
+    let endpoint = |n: usize| Ipv4Addr::new(10, 244, (n / 250) as u8, (n % 250 + 1) as u8);
+    let mut lines = vec![
+        "-t nat -N KUBE-SERVICES".to_string(),
+        "-t nat -N KUBE-MARK-MASQ".to_string(),
+        "-t nat -N KUBE-POSTROUTING".to_string(),
+        "-t nat -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+            .to_string(),
+        "-t nat -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+            .to_string(),
+        "-t nat -A POSTROUTING -j KUBE-POSTROUTING".to_string(),
+        "-t nat -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000".to_string(),
+        "-t nat -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN".to_string(),
+        "-t nat -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000".to_string(),
+        "-t nat -A KUBE-POSTROUTING -j MASQUERADE --random-fully".to_string(),
+    ];
+    for s in 0..services {
+        let (svc, vip) = (format!("KUBE-SVC-{s}"), vip(s));
+        let comment = format!("-m comment --comment \"ns/svc{s}:http cluster IP\"");
+        lines.push(format!("-t nat -N {svc}"));
+        lines.push(format!(
+            "-t nat -A KUBE-SERVICES -d {vip}/32 -p tcp {comment} -m tcp --dport 80 -j {svc}"
+        ));
+        lines.push(format!(
+            "-t nat -A {svc} ! -s 10.244.0.0/16 -d {vip}/32 -p tcp {comment} -m tcp --dport 80 \
+             -j KUBE-MARK-MASQ"
+        ));
+        for e in 0..endpoints {
+            let (sep, ep) = (format!("KUBE-SEP-{s}-{e}"), endpoint(s * endpoints + e));
+            lines.push(format!("-t nat -N {sep}"));
+            lines.push(format!("-t nat -A {sep} -s {ep}/32 -j KUBE-MARK-MASQ"));
+            lines.push(format!(
+                "-t nat -A {sep} -p tcp -m tcp -j DNAT --to-destination {ep}:8080"
+            ));
+            let left = endpoints - e;
+            lines.push(if left > 1 {
+                format!(
+                    "-t nat -A {svc} -m statistic --mode random --probability {:.11} -j {sep}",
+                    1.0 / left as f64
+                )
+            } else {
+                format!("-t nat -A {svc} -j {sep}")
+            });
+        }
+    }
+    lines.push("-t nat -A KUBE-SERVICES -m addrtype --dst-type LOCAL -j RETURN".to_string());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    typed(&lines)
+}
+
+#[test]
+fn kube_proxy_services_fit_the_search_budget() {
+    // Added in chain order, a packet could pass 300 services' jumps and
+    // MARKs and reach their guarded cascades; by destination it meets one
+    // service's (`steps.rs`), so the nat chains compile.
+    let ruleset = kube_services(300, 3);
+    let compiled = compile(&ruleset, &[], 0).unwrap();
+    for c in [chain::NAT_PREROUTING, chain::NAT_OUTPUT] {
+        let chain = &compiled.chains[c as usize];
+        assert!(chain.rules.len() > 4_000, "{}", chain.rules.len());
+        assert!(chain.max_passes <= 8, "passes {}", chain.max_passes);
+        assert!(chain.max_guarded <= 16, "guarded {}", chain.max_guarded);
+    }
+    // Packets to services (the first, the last, one past the first
+    // word's), to a service's other port, from an endpoint to its own
+    // service (hairpin: marked twice), and to nothing; each as iptables
+    // would, with the bounds checked on every search.
+    let packets: Vec<PacketView> = [(0usize, 80u16), (299, 80), (77, 80), (5, 443)]
+        .into_iter()
+        .map(|(s, port)| PacketView {
+            dst: Ipv4Addr::new(10, 96, (s / 250) as u8, (s % 250 + 1) as u8),
+            ..tcp_packet(40_000, port)
+        })
+        .chain([
+            PacketView {
+                src: Ipv4Addr::new(10, 244, 0, 10),
+                dst: Ipv4Addr::new(10, 96, 0, 4),
+                ..tcp_packet(40_000, 80)
+            },
+            tcp_packet(40_000, 80),
+        ])
+        .collect();
+    for seed in 0..5 {
+        compare(&ruleset, &compiled, &packets, seed).unwrap();
+    }
+    // With too little room for the classes, the pods' source addresses
+    // of the endpoint chains become guards over their /16 (`coarsened`):
+    // the same packets get the same rules, with fewer class words.
+    let room = compiled.packed.words.len() as u32 / 4;
+    let limits = Limits {
+        class_words: room,
+        ..LIMITS
+    };
+    let coarse = compile_with_limits(&ruleset, &[], 0, limits).unwrap();
+    assert!(coarse.packed.words.len() as u32 <= room);
+    let masks = coarse
+        .guards
+        .iter()
+        .filter(|g| g.kind == guard_kind::ADDR_MASK)
+        .count();
+    assert_eq!(masks, 900, "a guard per endpoint chain's -s");
+    for seed in 0..5 {
+        compare(&ruleset, &coarse, &packets, seed).unwrap();
+    }
+    // A field the coarsening does not serve is refused as before.
+    let tight = Limits {
+        class_words: 10,
+        ..LIMITS
+    };
+    assert!(matches!(
+        compile_with_limits(&ruleset, &[], 0, tight),
+        Err(CompileError::TooManyClassWords { limit: 10, .. })
+    ));
+    // What the classes cannot tell apart still adds up: services that
+    // share one VIP are one packet's cascades, forty times over.
+    let mut same = kube_services(40, 3);
+    for rule in &mut same.nat.chain_mut("KUBE-SERVICES").unwrap().rules {
+        if rule.destination.is_some() {
+            rule.destination = Some(Negatable::is(Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 1), 32)));
+        }
+    }
+    let err = compile(&same, &[], 0).err().unwrap();
+    assert!(
+        matches!(err, CompileError::TooManyNonTerminating { ref chain, passes, .. }
+            if chain == "PREROUTING" && passes > MAX_NONTERMINATING_RULES),
+        "{err}"
+    );
+}
+
 #[test]
 fn too_many_statistic_matches_on_one_rule_are_refused() {
     let mut rule = Rule::new(Target::Accept);
@@ -2766,8 +2913,8 @@ const KEPT_RULES: [&str; 3] = [
 
 #[test]
 fn unchanged_rules_keep_their_state_slots_and_new_ones_get_free_ones() {
-    // Without a record of the running generation: fresh, where earlier
-    // versions kept the generation's state.
+    // Without a record of the running generation: fresh, in order, in
+    // the generation's half of the slots.
     let first = typed(&KEPT_RULES);
     let mut compiled = compile(&first, &[], 1).unwrap();
     let plan = assign_state_slots(&mut compiled, None);
@@ -2775,7 +2922,7 @@ fn unchanged_rules_keep_their_state_slots_and_new_ones_get_free_ones() {
     assert_eq!(
         slots.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
         (0..3)
-            .map(|n| u64::from(netbeast_common::guard_index(1, n)))
+            .map(|n| u64::from(netbeast_common::MAX_STATEFUL_GUARDS + n))
             .collect::<Vec<_>>()
     );
     assert_eq!(plan.fresh.len(), 3);

@@ -425,13 +425,17 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
 /// The pinned maps whose number of entries is part of their layout: the
 /// ruleset tables, indexed by the build's constants (`size::*`). The
 /// conntrack tables' sizes are chosen at attach instead.
-const SIZED_BY_BUILD: [&str; 6] = [
+const SIZED_BY_BUILD: [&str; 10] = [
     "CHAINS",
     "RULES",
     "COUNTERS",
     "CLASS_HEADERS",
     "CLASS_WORDS",
     "ADDR_CLASSES",
+    "NAT_TARGETS",
+    "NAT6_ADDRS",
+    "GUARDS",
+    "GUARD_STATE",
 ];
 
 /// FNV-1a of the kernel object (computed by build.rs): names the

@@ -206,7 +206,7 @@ pub fn apply(ruleset: &mut Ruleset, cmd: &IptablesCommand) -> Result<CommandOutp
 /// another was removed), which are applied to a copy. Errors are
 /// [`execute`]'s own.
 fn one_rule_splice(table: &Table, cmd: &IptablesCommand) -> Result<Option<Splice>, CommandError> {
-    let chain_at = |name: &str| match table.chains.iter().position(|c| c.name == name) {
+    let chain_at = |name: &str| match table.chain_index(name) {
         Some(index) => Ok(index),
         None => Err(CommandError::NoSuchChain {
             chain: name.to_string(),
@@ -435,9 +435,18 @@ pub(crate) fn execute(
         }
         Action::DeleteChain { chain: None } => {
             // All or nothing, as iptables: every user-defined chain must be
-            // empty and unreferenced.
+            // empty and unreferenced (the jumps gathered once: kube-proxy
+            // has tens of thousands of chains).
+            let referenced: std::collections::HashSet<&str> = table
+                .chains
+                .iter()
+                .flat_map(|c| &c.rules)
+                .filter_map(|r| r.target.chain())
+                .collect();
             for chain in table.chains.iter().filter(|c| c.policy.is_none()) {
-                check_deletable(table, chain)?;
+                if referenced.contains(chain.name.as_str()) || !chain.rules.is_empty() {
+                    check_deletable(table, chain)?;
+                }
             }
             if verbose {
                 for chain in table.chains.iter().filter(|c| c.policy.is_none()) {
@@ -506,7 +515,7 @@ pub fn version_text(family: Family) -> String {
 }
 
 fn chain_mut<'t>(table: &'t mut Table, name: &str) -> Result<&'t mut Chain, CommandError> {
-    match table.chains.iter().position(|c| c.name == name) {
+    match table.chain_index(name) {
         Some(index) => Ok(&mut table.chains[index]),
         None => Err(CommandError::NoSuchChain {
             chain: name.to_string(),
@@ -603,11 +612,7 @@ fn check_targets(table: &Table, rules: &[Rule]) -> Result<(), CommandError> {
 /// Inserts a user-defined chain where iptables lists it: after the
 /// built-in chains, in byte order of the names.
 fn insert_user_chain(table: &mut Table, chain: Chain) {
-    let at = table
-        .chains
-        .iter()
-        .position(|c| c.policy.is_none() && c.name.as_str() > chain.name.as_str())
-        .unwrap_or(table.chains.len());
+    let at = table.user_chain_position(&chain.name);
     table.chains.insert(at, chain);
 }
 

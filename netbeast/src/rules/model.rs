@@ -358,11 +358,48 @@ impl Table {
     }
 
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.chain_index(name).map(|i| &self.chains[i])
     }
 
     pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        self.chains.iter_mut().find(|c| c.name == name)
+        self.chain_index(name).map(|i| &mut self.chains[i])
+    }
+
+    /// Where chain `name` is in `chains`. The built-in chains come first
+    /// (five at most), then the user-defined chains sorted by name, as
+    /// [`Table::user_chain_position`] keeps them for `-N` and `-E` (and so
+    /// every file netbeast writes): found by a binary search, so that a
+    /// restore of kube-proxy's tens of thousands of chains does not scan
+    /// them all for every rule.
+    pub fn chain_index(&self, name: &str) -> Option<usize> {
+        let users = self.first_user_chain();
+        if let Some(i) = self.chains[..users].iter().position(|c| c.name == name) {
+            return Some(i);
+        }
+        let found = self.chains[users..]
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+            .map(|i| users + i);
+        debug_assert!(
+            found.is_some() || self.chains.iter().all(|c| c.name != name),
+            "chain {name} is in table {:?} out of order: user-defined chains must be sorted",
+            self.name
+        );
+        found
+    }
+
+    /// Where a new user-defined chain `name` goes: after the built-in
+    /// chains, in name order.
+    pub fn user_chain_position(&self, name: &str) -> usize {
+        let users = self.first_user_chain();
+        users + self.chains[users..].partition_point(|c| c.name.as_str() < name)
+    }
+
+    fn first_user_chain(&self) -> usize {
+        self.chains
+            .iter()
+            .position(|c| c.policy.is_none())
+            .unwrap_or(self.chains.len())
     }
 }
 

@@ -214,7 +214,7 @@ impl Namer {
         let mut hits = Vec::new();
         let mut last_target = None;
         for owner in owners {
-            let Some(ch) = table.chains.iter().find(|ch| ch.name == owner.chain) else {
+            let Some(ch) = table.chain(&owner.chain) else {
                 continue;
             };
             let Some(rule) = ch.rules.get(owner.rule) else {
