@@ -589,10 +589,8 @@ fn compile_with_limits(
                 limit: limits.class_words,
                 field,
             };
-            compile_once(&coarse, interfaces, generation, limits).map_err(|e| {
-                eprintln!("DEBUG coarse: {e}");
-                first
-            })
+            crate::profile::phase("compile: overflowed, coarsened");
+            compile_once(&coarse, interfaces, generation, limits).map_err(|_| first)
         }
         compiled => compiled,
     }
