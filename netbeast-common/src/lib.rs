@@ -1504,7 +1504,7 @@ pub mod route_cache {
     pub const SLOTS: u32 = 4096;
     /// Slots per CPU of the IPv6 cache (`ROUTE_CACHE6`, 64-byte slots).
     pub const SLOTS6: u32 = 2048;
-    /// The words of `ROUTE_EPOCH`'s one value (indices into it). One writer
+    /// The words of [`crate::Config::route_epoch`] (indices into it). One writer
     /// each, each writing its word alone through the map's memory mapping
     /// (`BPF_F_MMAPABLE`): the route watcher raises
     /// `WATCH_EPOCH` on every rtnetlink change and renews `LEASE_UNTIL`;
@@ -3587,7 +3587,7 @@ pub mod tcp_state {
 }
 
 /// Conntrack timeouts in seconds (netfilter's defaults unless set at
-/// attach time), the `CT_CONFIG` map's only entry.
+/// attach time), [`Config::conntrack`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtConfig {
@@ -3642,6 +3642,28 @@ impl CtConfig {
         icmp: 30,
         generic: 600,
     };
+}
+
+/// The `CONFIG` map's one value: the data plane's settings of one value
+/// each, which had a single-entry map each before (`ROUTE_EPOCH`,
+/// `CT_CONFIG`, `SYN_GUARD_COUNT`: a program may use at most 64 maps, and
+/// the IPv4 XDP program had reached it). One lookup still reads each, as
+/// before; the map is `BPF_F_MMAPABLE` and every writer writes its own
+/// fields in place through the mapping (userspace: `loader::config`),
+/// never the whole value with a map update, which would undo what another
+/// writer (the daemon's route watcher, a command) wrote in between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The forwarding route cache's epoch and lease ([`route_cache`]'s
+    /// `WATCH_EPOCH`, `USER_EPOCH`, `LEASE_UNTIL`).
+    pub route_epoch: [u64; route_cache::EPOCH_WORDS as usize],
+    /// Conntrack timeouts; all zero (never set): netfilter's defaults.
+    pub conntrack: CtConfig,
+    /// How many ports `SYN_GUARD_PORTS` holds: a packet looks them up
+    /// only while there is one.
+    pub syn_guard_ports: u32,
+    pub _pad: u32,
 }
 
 /// Entries of the table for connections that have not seen a reply yet. A
@@ -3826,6 +3848,7 @@ mod user {
     unsafe impl aya::Pod for CtKey6 {}
     unsafe impl aya::Pod for CtEntry6 {}
     unsafe impl aya::Pod for CtConfig {}
+    unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
@@ -3887,6 +3910,10 @@ mod tests {
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
         assert_eq!(stats::TAG_LOOKALIKE + 1, stats::COUNT);
+        assert_eq!(
+            size_of::<Config>(),
+            8 * route_cache::EPOCH_WORDS as usize + 40 + 8
+        );
         assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
         assert_eq!(size_of::<HashlimitSlot>(), 80);
         assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod classify;
+mod config;
 mod connlimit;
 mod conntrack;
 mod csum;
