@@ -17,6 +17,7 @@ mod forward;
 mod generator;
 mod handoff;
 mod hashlimit;
+mod icmp_limit;
 mod ipset;
 mod ipv6;
 mod lb;

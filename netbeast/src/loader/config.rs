@@ -3,7 +3,8 @@
 //! (`BPF_F_MMAPABLE`), each field in place. A map update
 //! (`bpf_map_update_elem`) would write the whole value, undoing what
 //! another writer changed in between: the daemon's route watcher its
-//! epoch word and lease, a command its own word.
+//! epoch word and lease, a command its own word, the data plane the ICMP
+//! budget.
 
 use std::{
     mem::offset_of,
@@ -12,7 +13,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData};
-use netbeast_common::{Config, CtConfig, route_cache};
+use netbeast_common::{Config, CtConfig, IcmpLimits, route_cache};
 
 use super::{Dataplane, LoaderError};
 
@@ -94,6 +95,18 @@ impl ConfigMemory {
         // SAFETY: as in `conntrack`.
         unsafe { std::ptr::write_volatile(self.at(offset_of!(Config, conntrack)), *config) }
     }
+
+    pub fn icmp_limits(&self) -> IcmpLimits {
+        // SAFETY: an aligned IcmpLimits (plain u32s) of the mapping.
+        unsafe { std::ptr::read_volatile(self.at(offset_of!(Config, icmp_limits))) }
+    }
+
+    /// Written by the commands, under the namespace lock; a packet may
+    /// meet a mix of old and new limits while they are written.
+    pub fn set_icmp_limits(&self, limits: &IcmpLimits) {
+        // SAFETY: as in `icmp_limits`.
+        unsafe { std::ptr::write_volatile(self.at(offset_of!(Config, icmp_limits)), *limits) }
+    }
 }
 
 impl Drop for ConfigMemory {
@@ -111,10 +124,47 @@ pub(super) fn map_data(map: &Map) -> Result<&MapData, LoaderError> {
     }
 }
 
+/// The namespace's limits on the ICMP errors it sends
+/// (`/proc/sys/net/ipv4/icmp_ratelimit`, `icmp_ratemask`,
+/// `icmp_msgs_per_sec`, `icmp_msgs_burst`, of the calling thread's
+/// namespace, as sysctls are), which
+/// REJECT's errors obey as the kernel's do. A value that cannot be read is
+/// 0 (no limit of its kind).
+pub fn icmp_limits_of_namespace() -> IcmpLimits {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    IcmpLimits {
+        ratelimit_ms: read("icmp_ratelimit"),
+        ratemask: read("icmp_ratemask"),
+        msgs_per_sec: read("icmp_msgs_per_sec"),
+        msgs_burst: read("icmp_msgs_burst"),
+    }
+}
+
 impl Dataplane {
     /// `CONFIG`'s value, mapped.
     pub(super) fn config_memory(&self) -> Result<ConfigMemory, LoaderError> {
         ConfigMemory::map(map_data(self.map(NAME)?)?)
+    }
+
+    /// Writes the namespace's ICMP rate limits
+    /// ([`icmp_limits_of_namespace`]) where REJECT reads them, when they
+    /// changed.
+    pub fn set_icmp_limits(&mut self, limits: &IcmpLimits) -> Result<(), LoaderError> {
+        let config = self.config_memory()?;
+        if config.icmp_limits() != *limits {
+            config.set_icmp_limits(limits);
+        }
+        Ok(())
+    }
+
+    /// The ICMP rate limits REJECT obeys now.
+    pub fn icmp_limits(&self) -> Result<IcmpLimits, LoaderError> {
+        Ok(self.config_memory()?.icmp_limits())
     }
 
     /// Fills a `CONFIG` this load made (a new data plane, an upgrade from

@@ -84,7 +84,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 59] = [
+pub const MAP_NAMES: [&str; 60] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -105,8 +105,11 @@ pub const MAP_NAMES: [&str; 59] = [
     // The settings of one value each (`netbeast_common::Config`): the
     // conntrack timeouts, the route cache's epoch and lease (which the
     // daemon's route watcher writes: another process than the one that
-    // loaded the XDP program), the SYN-flood shield's port count.
+    // loaded the XDP program), the SYN-flood shield's port count, REJECT's
+    // ICMP rate limits and budget.
     "CONFIG",
+    // REJECT's ICMP rate limits: each destination host's bucket.
+    "ICMP_HOSTS",
     "ACTIVE",
     "CHAINS",
     "RULES",
@@ -402,6 +405,7 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
             "conntrack timeouts set with `attach --ct-timeout` are back to defaults; cached \
              routes are dropped"
         }
+        "ICMP_HOSTS" => "REJECT's ICMP rate limits start with full buckets",
         "COUNTERS" => "rule counters since the last rule change are lost",
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
         "CONNLIMIT" | "CONNLIMIT6" => "-m connlimit forgets the connections it counted",
