@@ -320,14 +320,13 @@ fn pins_of_the_single_value_maps_fold_into_config() {
     let port = held.local_addr().unwrap().port();
     let tracked = |when: &str| {
         let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
-        let line = listed
+        listed
             .lines()
             .find(|l| l.contains(&format!("sport={port} dport=22")))
             .unwrap_or_else(|| {
                 panic!("{when}: the held connection (from port {port}) is not tracked:\n{listed}")
             })
-            .to_string();
-        line
+            .to_string()
     };
     tracked("before the upgrade");
     server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
