@@ -273,6 +273,141 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
     drop(held);
 }
 
+/// `bpftool` with `args`, which must succeed; its stdout.
+fn bpftool(args: &[&str]) -> String {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool runs (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Little-endian bytes as bpftool's hex arguments.
+fn hex_args(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|b| format!("0x{b:02x}")).collect()
+}
+
+/// An upgrade from a version that kept the conntrack timeouts, the route
+/// cache's epoch and the SYN-flood shield's port count in maps of their
+/// own (`CT_CONFIG`, `ROUTE_EPOCH`, `SYN_GUARD_COUNT`): `attach` makes
+/// `CONFIG`, folds their values into it (the timeouts set with
+/// `--ct-timeout` stay in force, the cached routes' epoch goes on) and
+/// removes their pins; conntrack is kept.
+#[test]
+fn pins_of_the_single_value_maps_fold_into_config() {
+    let bed = testbed("st-config", Firewall::netbeast(NETBEAST));
+    let server = bed.server();
+    let id = server.id().unwrap();
+    let pins = Path::new(PIN_ROOT).join(id.to_string());
+    let maps = pins.join("maps");
+    let _ssh = tcp_server(server, 22).unwrap();
+    server
+        .netbeast_iptables_ok("-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT")
+        .unwrap();
+    let held = netbeast::netns::tcp_stream(
+        bed.client(),
+        None,
+        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 22),
+        TIMEOUT,
+    )
+    .unwrap()
+    .expect("a connection to port 22");
+    let port = held.local_addr().unwrap().port();
+    let tracked = |when: &str| {
+        let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
+        listed
+            .lines()
+            .find(|l| l.contains(&format!("sport={port} dport=22")))
+            .unwrap_or_else(|| {
+                panic!("{when}: the held connection (from port {port}) is not tracked:\n{listed}")
+            })
+            .to_string()
+    };
+    tracked("before the upgrade");
+    server.netbeast_ok(&["detach", SERVER_IFACE]).unwrap();
+    // The older version's pins: CONFIG did not exist, these did; its
+    // verified programs (another build's) are not reused.
+    std::fs::remove_file(maps.join("CONFIG")).unwrap();
+    let _ = std::fs::remove_dir_all(pins.join("programs"));
+    // Timeouts in CtConfig's order: udp (the 7th) 100, the others (all
+    // TCP states among them) 7777.
+    let timeouts: Vec<u8> = (0..10u32)
+        .flat_map(|i| if i == 6 { 100u32 } else { 7777 }.to_le_bytes())
+        .collect();
+    let epoch: Vec<u8> = [5u64, 9, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    for (name, value, flags) in [
+        ("CT_CONFIG", &timeouts, "0"),
+        ("ROUTE_EPOCH", &epoch, "1024"),
+        ("SYN_GUARD_COUNT", &vec![0u8; 4], "0"),
+    ] {
+        let path = maps.join(name);
+        let path = path.to_str().unwrap();
+        let size = value.len().to_string();
+        bpftool(&[
+            "map", "create", path, "type", "array", "key", "4", "value", &size, "entries", "1",
+            "name", name, "flags", flags,
+        ]);
+        let mut update = vec![
+            "map", "update", "pinned", path, "key", "0", "0", "0", "0", "value",
+        ];
+        let hex = hex_args(value);
+        update.extend(hex.iter().map(String::as_str));
+        bpftool(&update);
+    }
+    let out = server.netbeast(&["attach", SERVER_IFACE]).unwrap();
+    assert!(
+        out.status.success(),
+        "attach over the old pins: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["CT_CONFIG", "ROUTE_EPOCH", "SYN_GUARD_COUNT"] {
+        assert!(!maps.join(name).exists(), "the retired pin {name} is left");
+    }
+    let dump: serde_json::Value = serde_json::from_str(&bpftool(&[
+        "-j",
+        "map",
+        "dump",
+        "pinned",
+        maps.join("CONFIG").to_str().unwrap(),
+    ]))
+    .unwrap();
+    let value: Vec<u8> = dump[0]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    let config: netbeast_common::Config =
+        unsafe { std::ptr::read_unaligned(value.as_ptr().cast()) };
+    assert_eq!(value.len(), size_of::<netbeast_common::Config>());
+    assert_eq!(config.conntrack.tcp_established, 7777, "{config:?}");
+    assert_eq!(config.conntrack.tcp_fin_wait, 7777, "{config:?}");
+    assert_eq!(config.conntrack.udp, 100, "{config:?}");
+    // (attach raises the commands' word as it rewrites the interfaces.)
+    assert!(
+        config.route_epoch[0] == 5 && (9..20).contains(&config.route_epoch[1]),
+        "the route cache's epoch goes on: {config:?}"
+    );
+    // `conntrack -L` reads the timeouts where the data plane does: the held connection's
+    // remaining time (in whichever TCP state) counts down from 7777 s.
+    let line = tracked("after the upgrade");
+    let remaining: u64 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timeout in {line}"));
+    assert!(
+        (7700..=7777).contains(&remaining),
+        "the timeout set before the upgrade is in force: {line}"
+    );
+    drop(held);
+}
+
 /// Detaching one interface by name removes its program; the pins stay for
 /// the namespace's other interfaces until detach --all.
 #[test]

@@ -1426,7 +1426,12 @@ pub mod stats {
     /// a restore-only tag (`handoff::RESTORE_MAGIC`) so that the TC
     /// ingress program cannot take their MAC for one of netbeast's tags.
     pub const TAG_LOOKALIKE: u32 = 46;
-    pub const COUNT: u32 = 47;
+    /// REJECT's ICMP errors not sent: the namespace's ICMP rate limits
+    /// (`net.ipv4.icmp_ratelimit` per destination host, `icmp_msgs_per_sec`
+    /// for all) held them back, as the kernel's `icmp_send` does. The
+    /// packet is dropped all the same.
+    pub const REJECT_RATE_LIMITED: u32 = 47;
+    pub const COUNT: u32 = 48;
 
     /// Where an XDP packet went: each packet bumps exactly one of these.
     pub const INGRESS_OUTCOMES: [u32; 9] = [
@@ -1490,6 +1495,7 @@ pub mod stats {
         "hashlimit_full",
         "hotdropped",
         "tag_lookalike",
+        "reject_rate_limited",
     ];
 }
 
@@ -1507,7 +1513,7 @@ pub mod route_cache {
     pub const SLOTS: u32 = 4096;
     /// Slots per CPU of the IPv6 cache (`ROUTE_CACHE6`, 64-byte slots).
     pub const SLOTS6: u32 = 2048;
-    /// The words of `ROUTE_EPOCH`'s one value (indices into it). One writer
+    /// The words of [`crate::Config::route_epoch`] (indices into it). One writer
     /// each, each writing its word alone through the map's memory mapping
     /// (`BPF_F_MMAPABLE`): the route watcher raises
     /// `WATCH_EPOCH` on every rtnetlink change and renews `LEASE_UNTIL`;
@@ -3600,7 +3606,7 @@ pub mod tcp_state {
 }
 
 /// Conntrack timeouts in seconds (netfilter's defaults unless set at
-/// attach time), the `CT_CONFIG` map's only entry.
+/// attach time), [`Config::conntrack`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtConfig {
@@ -3656,6 +3662,67 @@ impl CtConfig {
         generic: 600,
     };
 }
+
+/// The `CONFIG` map's one value: the data plane's settings of one value
+/// each, which had a single-entry map each before (`ROUTE_EPOCH`,
+/// `CT_CONFIG`, `SYN_GUARD_COUNT`: a program may use at most 64 maps, and
+/// the IPv4 XDP program had reached it). One lookup still reads each, as
+/// before; the map is `BPF_F_MMAPABLE` and every writer writes its own
+/// fields in place through the mapping (userspace: `loader::config`),
+/// never the whole value with a map update, which would undo what another
+/// writer (the daemon's route watcher, a command, the data plane's ICMP
+/// budget) wrote in between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The forwarding route cache's epoch and lease ([`route_cache`]'s
+    /// `WATCH_EPOCH`, `USER_EPOCH`, `LEASE_UNTIL`).
+    pub route_epoch: [u64; route_cache::EPOCH_WORDS as usize],
+    /// The namespace-wide ICMP error budget, kept by the data plane.
+    pub icmp_budget: IcmpBudget,
+    /// Conntrack timeouts; all zero (never set): netfilter's defaults.
+    pub conntrack: CtConfig,
+    /// The namespace's ICMP rate limits, copied by userspace from its
+    /// sysctls at every command.
+    pub icmp_limits: IcmpLimits,
+    /// How many ports `SYN_GUARD_PORTS` holds: a packet looks them up
+    /// only while there is one.
+    pub syn_guard_ports: u32,
+    pub _pad: u32,
+}
+
+/// The namespace's limits on the ICMP errors REJECT sends, as the kernel's
+/// `icmp_send` applies them (IPv4): `net.ipv4.icmp_ratelimit` (ms; a token
+/// bucket per destination host, [`ICMP_RATE_BURST`] periods deep) for the
+/// types in `icmp_ratemask`, and `icmp_msgs_per_sec` / `icmp_msgs_burst`
+/// for all of them together. All zero (never written): no limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpLimits {
+    pub ratelimit_ms: u32,
+    pub ratemask: u32,
+    pub msgs_per_sec: u32,
+    pub msgs_burst: u32,
+}
+
+/// The namespace-wide ICMP error budget (the kernel's
+/// `icmp_global_credit` and `icmp_global_stamp`): credits, and when they
+/// were last added (ns, `bpf_ktime_get_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpBudget {
+    pub credit: i64,
+    pub stamp: u64,
+}
+
+/// How many `icmp_ratelimit` periods a destination's bucket holds (the
+/// kernel's `XRLIM_BURST_FACTOR`): a burst of 6 errors, then one a period.
+pub const ICMP_RATE_BURST: u64 = 6;
+
+/// Destination hosts whose ICMP error budget is kept (`ICMP_HOSTS`, an
+/// LRU: the least recently answered are forgotten, and start with a full
+/// bucket again, as an evicted `inet_peer` does).
+pub const ICMP_HOST_ENTRIES: u32 = 65_536;
 
 /// Entries of the table for connections that have not seen a reply yet. A
 /// SYN flood fills this one, and only this one: established connections
@@ -3839,6 +3906,7 @@ mod user {
     unsafe impl aya::Pod for CtKey6 {}
     unsafe impl aya::Pod for CtEntry6 {}
     unsafe impl aya::Pod for CtConfig {}
+    unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for NatTarget {}
     unsafe impl aya::Pod for Guard {}
     unsafe impl aya::Pod for ConnlimitKey {}
@@ -3899,7 +3967,13 @@ mod tests {
         assert_eq!(size_of::<CtEntry6>(), 120);
         assert_eq!(size_of::<CtConfig>(), 40);
         assert_eq!(stats::NAMES.len(), stats::COUNT as usize);
-        assert_eq!(stats::TAG_LOOKALIKE + 1, stats::COUNT);
+        assert_eq!(stats::REJECT_RATE_LIMITED + 1, stats::COUNT);
+        assert_eq!(size_of::<IcmpLimits>(), 16);
+        assert_eq!(size_of::<IcmpBudget>(), 16);
+        assert_eq!(
+            size_of::<Config>(),
+            8 * route_cache::EPOCH_WORDS as usize + 16 + 40 + 16 + 8
+        );
         assert_eq!(size_of::<HashlimitKey>(), 8 * HASHLIMIT_KEY_WORDS);
         assert_eq!(size_of::<HashlimitSlot>(), 80);
         assert_eq!(size_of::<HashlimitSet>(), 80 * HASHLIMIT_WAYS);

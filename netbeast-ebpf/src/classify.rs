@@ -83,16 +83,6 @@ static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
 /// read it; the sequence makes older entries stale without a reset.
 #[map]
 static GUARD_MEMO: PerCpuArray<u64> = PerCpuArray::with_max_entries(size::GUARDS, 0);
-/// This CPU's last search sequence (a search with guards takes the next).
-#[map]
-static GUARD_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-/// The sequence of the guard walk under way on this CPU (`netbeast_guards`'
-/// `seq`), shifted for its memo words: read from here at each memo write
-/// rather than kept in a register, which the calls in between made LLVM
-/// spill to a stack slot of the IPv4 XDP program's deepest call chain
-/// (ARCHITECTURE "Verifier").
-#[map]
-static GUARD_WALK_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet values the fields look at. Some fields' keys are derived
 /// from these only when a chain uses the field (`key_of`): the packet type
@@ -955,25 +945,26 @@ pub extern "C" fn netbeast_sctp_chunks(pad: u32, negated: u32, a: u64, b: u64, c
 /// A new search sequence for this CPU's guard outcomes (never 0).
 #[inline(always)]
 fn next_seq() -> u64 {
-    match GUARD_SEQ.get_ptr_mut(0) {
-        Some(p) => {
-            // SAFETY: this CPU's slot.
+    match crate::scratch::guard_scratch() {
+        Some(s) => {
+            // SAFETY: this CPU's scratch.
             unsafe {
-                *p += 1;
-                *p
+                (*s).guard_seq += 1;
+                (*s).guard_seq
             }
         }
         None => 1,
     }
 }
 
-/// The memo word of this walk for an outcome (see `GUARD_WALK_SEQ`).
+/// The memo word of this walk for an outcome (see
+/// `GuardScratch::guard_walk_seq`).
 #[inline(always)]
 fn memo_word(held: bool) -> u64 {
-    // SAFETY: this CPU's slot; `netbeast_guards` wrote it (or returned).
-    let seq = GUARD_WALK_SEQ
-        .get(0)
-        .map_or(0, |s| unsafe { read_volatile(s) });
+    // SAFETY: this CPU's scratch; `netbeast_guards` wrote it (or returned).
+    let seq = crate::scratch::guard_scratch().map_or(0, |s| unsafe {
+        read_volatile(&raw const (*s).guard_walk_seq)
+    });
     seq | u64::from(held)
 }
 
@@ -987,9 +978,9 @@ fn memo_word(held: bool) -> u64 {
 #[inline(never)]
 pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
     let generation = generation & 1;
-    match GUARD_WALK_SEQ.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot, used by this program run only.
-        Some(p) => unsafe { *p = seq << 1 },
+    match crate::scratch::guard_scratch() {
+        // SAFETY: this CPU's scratch, used by this program run only.
+        Some(s) => unsafe { (*s).guard_walk_seq = seq << 1 },
         None => return 0,
     }
     let mut next = head;

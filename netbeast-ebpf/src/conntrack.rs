@@ -51,9 +51,6 @@ static CT_ESTABLISHED: LruHashMap<CtKey, CtEntry> =
 #[map]
 pub static CT_NAT_INDEX: LruHashMap<CtKey, CtKey> =
     LruHashMap::with_max_entries(CT_NAT_INDEX_ENTRIES, 0);
-/// Timeouts; all zero (never written) means netfilter's defaults.
-#[map]
-static CT_CONFIG: Array<CtConfig> = Array::with_max_entries(1, 0);
 /// What the `-j CONNMARK` rules of both generations do (`ConnmarkTarget`,
 /// at `connmark_target_index(generation, RuleAction::arg)`).
 #[map]
@@ -895,7 +892,9 @@ pub(crate) fn sum_message(start: usize, end: usize, at: usize, len: usize) -> u6
 #[inline(always)]
 fn timeout_ns<A>(e: &CtEntryOf<A>) -> u64 {
     let d = CtConfig::DEFAULT;
-    let cfg = match CT_CONFIG.get(0) {
+    // SAFETY: the map's one value, valid for the run (the timeouts change
+    // only at attach).
+    let cfg = match crate::config::config().map(|c| unsafe { &(*c).conntrack }) {
         Some(c) if c.generic != 0 => c,
         _ => &d,
     };

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod classify;
+mod config;
 mod connlimit;
 mod conntrack;
 mod csum;
@@ -16,6 +17,7 @@ mod forward;
 mod generator;
 mod handoff;
 mod hashlimit;
+mod icmp_limit;
 mod ipset;
 mod ipv6;
 mod lb;

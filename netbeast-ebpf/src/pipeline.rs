@@ -649,8 +649,10 @@ pub fn egress(ctx: &TcContext) -> i32 {
             TC_ACT_OK
         }
         target::REJECT => {
-            if !reject_local::build_reply(ctx, pkt, reject_with) {
-                return reject_local::silent();
+            match reject_local::build_reply(ctx, pkt, reject_with) {
+                reject_local::Reply::Built => {}
+                reject_local::Reply::None => return reject_local::silent(),
+                reject_local::Reply::RateLimited => return reject_local::rate_limited(),
             }
             let (keys, bytes) = reject_local::reply_keys(ctx, pkt, reject_with);
             match classify(

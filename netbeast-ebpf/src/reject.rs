@@ -29,6 +29,8 @@ const QUOTED_PAYLOAD: usize = 8;
 /// TTL of generated replies (Linux's default ip_default_ttl).
 const REPLY_TTL: u8 = 64;
 const IP_OPTION_NOP: u8 = 1;
+/// The ICMP type of every answer but a reset.
+const ICMP_DEST_UNREACH: u32 = 3;
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
@@ -123,7 +125,15 @@ pub fn reject(ctx: &XdpContext, pkt: &Packet, with: u32, reply_src: u32, local: 
         return silent();
     }
     let action = if with == reject::TCP_RESET {
+        // A reset is no ICMP error: nf_send_reset() sends it unlimited.
         tcp_reset(ctx, pkt)
+    } else if !icmp_answers(ctx, pkt) {
+        xdp_action::XDP_DROP
+    } else if !crate::icmp_limit::allow(pkt.keys.src, ICMP_DEST_UNREACH, true) {
+        // The namespace's ICMP rate limits, as icmp_send() applies them
+        // after the checks above.
+        bump(stats::REJECT_RATE_LIMITED);
+        return xdp_action::XDP_DROP;
     } else {
         icmp_unreachable(ctx, pkt, icmp_code(with), reply_src)
     };
@@ -222,19 +232,24 @@ pub(crate) fn set_len(ctx: &XdpContext, len: usize) -> bool {
     unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur as i32) == 0 }
 }
 
-fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) -> u32 {
-    // icmp_send(): no replies to link-level broadcast or multicast frames.
+/// Whether icmp_send() answers the frame at all (checked before its rate
+/// limits): never a link-level broadcast or multicast frame, nor an ICMP
+/// error.
+#[inline(always)]
+fn icmp_answers(ctx: &XdpContext, pkt: &Packet) -> bool {
     // (A 6-byte load: the verifier cannot bound a 1-byte load at offset 0
     // from the `p >= end` test LLVM turns its check into.)
     match load::<[u8; 6]>(ctx.data(), ctx.data_end(), 0) {
         Some(dst_mac) if dst_mac[0] & 1 == 0 => {}
-        _ => return xdp_action::XDP_DROP,
+        _ => return false,
     }
     // Never answer an ICMP error with another one (RFC 1122 3.2.2): two
     // hosts would bounce errors forever.
-    if pkt.keys.protocol == IPPROTO_ICMP && (!pkt.l4_complete || icmp_send_refuses(pkt.keys.l4a)) {
-        return xdp_action::XDP_DROP;
-    }
+    !(pkt.keys.protocol == IPPROTO_ICMP && (!pkt.l4_complete || icmp_send_refuses(pkt.keys.l4a)))
+}
+
+/// The ICMP error, once `icmp_answers` and the rate limits let it go.
+fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, code: u8, reply_src: u32) -> u32 {
     let l2 = pkt.l2_len();
     let quoted = {
         let q = pkt.ip_header_len() + QUOTED_PAYLOAD;

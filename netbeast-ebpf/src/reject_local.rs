@@ -29,6 +29,8 @@ const IP_HLEN: usize = 20;
 /// after it (84: the bound the verifier sees, 20 + 63).
 const MAX_QUOTE: usize = 84;
 const REPLY_TTL: u8 = 64;
+/// The ICMP type of every answer but a reset.
+const ICMP_DEST_UNREACH: u32 = 3;
 #[map]
 static QUOTE: PerCpuArray<[u8; MAX_QUOTE]> = PerCpuArray::with_max_entries(1, 0);
 
@@ -78,21 +80,50 @@ fn swapped(eth: [u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
     out
 }
 
-/// Turns the packet into its reply; false when there is none to send.
+/// What `build_reply` made of the packet.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The packet is the reply now.
+    Built,
+    /// No reply is sent (as iptables sends none).
+    None,
+    /// The namespace's ICMP rate limits held the error back.
+    RateLimited,
+}
+
+/// Turns the packet into its reply.
 #[inline(never)]
-pub fn build_reply(ctx: &TcContext, pkt: &Packet, with: u32) -> bool {
+pub fn build_reply(ctx: &TcContext, pkt: &Packet, with: u32) -> Reply {
     // The host's own broadcasts and multicasts meet no reply either.
     if pkt.l3 != ETH_HLEN || pkt.fragment || crate::reject::group_destination(pkt.keys.dst) {
-        return false;
+        return Reply::None;
     }
     let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(0) else {
-        return false;
+        return Reply::None;
     };
-    if with == reject::TCP_RESET {
+    let built = if with == reject::TCP_RESET {
+        // A reset is no ICMP error: nf_send_reset() sends it unlimited.
         tcp_reset(ctx, pkt, eth)
+    } else if pkt.keys.protocol == IPPROTO_ICMP
+        && (!pkt.l4_complete || crate::reject::icmp_send_refuses(pkt.keys.l4a))
+    {
+        // Never an ICMP error about an ICMP error.
+        false
+    } else if !crate::icmp_limit::allow(pkt.keys.src, ICMP_DEST_UNREACH, false) {
+        // icmp_send()'s limits: the error goes to this host, by loopback,
+        // which spares it the per-host bucket, not the namespace's budget.
+        return Reply::RateLimited;
     } else {
         icmp_unreachable(ctx, pkt, eth, crate::reject::icmp_code(with))
-    }
+    };
+    if built { Reply::Built } else { Reply::None }
+}
+
+/// A rate-limited error: the packet is dropped, unanswered.
+pub fn rate_limited() -> i32 {
+    bump(stats::REJECT_RATE_LIMITED);
+    TC_ACT_SHOT
 }
 
 /// The classifier keys of the reply `build_reply` made. iptables sends that
@@ -207,11 +238,6 @@ fn tcp_reset(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN]) -> bool {
 }
 
 fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8) -> bool {
-    if pkt.keys.protocol == IPPROTO_ICMP
-        && (!pkt.l4_complete || crate::reject::icmp_send_refuses(pkt.keys.l4a))
-    {
-        return false;
-    }
     // RFC 792 asks for 8 bytes past the IP header. A TCP packet of this host
     // still carries a partial checksum that the kernel will not let us cut
     // (bpf_skb_change_tail refuses to trim below it), so TCP quotes its

@@ -4,8 +4,8 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_MMAPABLE, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
     helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     macros::map,
@@ -98,19 +98,6 @@ impl NextHop {
         in_paths: 0,
     };
 }
-
-/// The route cache's epoch and lease (`route_cache`), one value of three
-/// words: `WATCH_EPOCH` is raised by the daemon's route watcher after every
-/// rtnetlink change that may change a FIB lookup's answer, `USER_EPOCH` by
-/// the commands when they rewrite `IFACE_PATHS`; a cached route is valid
-/// only while their sum is the one it was filled under, and the cache is
-/// used at all only while `LEASE_UNTIL` lies ahead. One value so that a
-/// packet pays one lookup for the three; mmapable so that each writer
-/// changes its own word with an atomic store in place (a map update writes
-/// the whole value, and would undo another writer's word).
-#[map]
-pub static ROUTE_EPOCH: Array<[u64; route_cache::EPOCH_WORDS as usize]> =
-    Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// One cached FIB answer. `stamp` is the epoch sum it was filled under,
 /// plus one (an all-zero slot never matches).
@@ -221,17 +208,23 @@ pub fn route_epoch() -> Option<u64> {
     epoch()
 }
 
-/// The current epoch sum (see `ROUTE_EPOCH`), or `None` while no watcher
+/// The current epoch sum (`Config::route_epoch`: `WATCH_EPOCH` is raised
+/// by the daemon's route watcher after every rtnetlink change that may
+/// change a FIB lookup's answer, `USER_EPOCH` by the commands when they
+/// rewrite `IFACE_PATHS`; a cached route is valid only while their sum is
+/// the one it was filled under), or `None` while no watcher
 /// holds the lease: then nothing may be read from the cache, nor put in it
 /// (a change made while no one watches would never be seen).
 #[inline(always)]
 fn epoch() -> Option<u64> {
-    let words = ROUTE_EPOCH.get_ptr(0)?;
+    let config = crate::config::config()?;
     // SAFETY: the map's one value, valid for the run; each word is read
     // once (a writer may change another meanwhile: the lease is read first,
     // so a lease that lapses after it was read still covers this packet,
     // as it would had the packet come a moment earlier).
-    let lease = unsafe { core::ptr::read_volatile(&(*words)[route_cache::LEASE_UNTIL as usize]) };
+    let lease = unsafe {
+        core::ptr::read_volatile(&(*config).route_epoch[route_cache::LEASE_UNTIL as usize])
+    };
     // SAFETY: a helper without arguments.
     if lease <= unsafe { bpf_ktime_get_coarse_ns() } {
         return None;
@@ -239,8 +232,8 @@ fn epoch() -> Option<u64> {
     // SAFETY: as above.
     let (watch, user) = unsafe {
         (
-            core::ptr::read_volatile(&(*words)[route_cache::WATCH_EPOCH as usize]),
-            core::ptr::read_volatile(&(*words)[route_cache::USER_EPOCH as usize]),
+            core::ptr::read_volatile(&(*config).route_epoch[route_cache::WATCH_EPOCH as usize]),
+            core::ptr::read_volatile(&(*config).route_epoch[route_cache::USER_EPOCH as usize]),
         )
     };
     Some(watch.wrapping_add(user))

@@ -2,9 +2,9 @@
 //! (the guards run at the end of a deep call chain whose 512-byte stack
 //! has no room for an IPv6 key), `-m hashlimit`'s scan of a set,
 //! `-m connlimit`'s walks, and the zeroed
-//! values new entries are inserted from (too big for the stack). One map
-//! rather than one each: a program may use at most 64 maps, and the IPv4
-//! XDP program is near that.
+//! values new entries are inserted from (too big for the stack), and the
+//! guards' search sequences. One map rather than one each: a program may
+//! use at most 64 maps, and the IPv4 XDP program is near that.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use netbeast_common::{
@@ -26,6 +26,15 @@ pub struct GuardScratch {
     pub empty_list: ConnlimitList,
     pub empty_list6: ConnlimitList6,
     pub empty_recent: RecentEntry,
+    /// This CPU's last search sequence (a search with guards takes the
+    /// next): the guard outcomes in `GUARD_MEMO` of older ones are stale.
+    pub guard_seq: u64,
+    /// The sequence of the guard walk under way on this CPU
+    /// (`netbeast_guards`' `seq`), shifted for its memo words: read from
+    /// here at each memo write rather than kept in a register, which the
+    /// calls in between made LLVM spill to a stack slot of the IPv4 XDP
+    /// program's deepest call chain (ARCHITECTURE "Verifier").
+    pub guard_walk_seq: u64,
 }
 
 #[map]

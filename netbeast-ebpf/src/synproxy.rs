@@ -25,7 +25,7 @@ use aya_ebpf::{
         bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use netbeast_common::{CtKey, ct_flags, ct_state, size, stats, synproxy};
@@ -74,11 +74,6 @@ const MAX_OPTION_BYTES: usize = 40;
 /// options.
 #[map]
 static SYN_GUARD_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(size::SYN_GUARD_PORTS, 0);
-
-/// How many ports `SYN_GUARD_PORTS` holds (entry 0): a packet looks them
-/// up only while there is one.
-#[map]
-static SYN_GUARD_COUNT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Copies of the headers the helpers read (they take memory the verifier
 /// can bound; the frame's TCP header has a variable length), kept off the
@@ -195,7 +190,10 @@ pub fn enter_translate(ctx: &XdpContext, in_ifindex: u32) -> u32 {
 /// True while `attach --syn-flood-guard` protects a port.
 #[inline(always)]
 pub fn guarding() -> bool {
-    SYN_GUARD_COUNT.get(0).copied().unwrap_or(0) != 0
+    // SAFETY: the map's one value, valid for the run.
+    crate::config::config().map_or(0, |c| unsafe {
+        core::ptr::read_volatile(&(*c).syn_guard_ports)
+    }) != 0
 }
 
 /// `attach --syn-flood-guard`: SYNs and connection-less ACKs to a

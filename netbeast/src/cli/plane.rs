@@ -256,6 +256,12 @@ pub(super) fn prepare(
         new.set_socket_netns(ns.cookie)?;
         dp = Some(new);
     }
+    if let Some(dp) = &mut dp {
+        // REJECT's ICMP errors obey the namespace's limits as they are now
+        // (the kernel reads its sysctls at each error; netbeast at each
+        // command: a change takes effect at the next one).
+        dp.set_icmp_limits(&crate::loader::config::icmp_limits_of_namespace())?;
+    }
     crate::profile::phase("reconcile");
     if let Some(dp) = &mut dp {
         let stored = ns.load_stored()?;

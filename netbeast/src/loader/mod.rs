@@ -3,6 +3,7 @@
 //! the programs.
 
 mod batch;
+pub mod config;
 pub mod ipset;
 mod lb;
 pub mod links;
@@ -83,7 +84,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 61] = [
+pub const MAP_NAMES: [&str; 60] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -101,7 +102,14 @@ pub const MAP_NAMES: [&str; 61] = [
     "NAT6_ADDRS",
     "MARK_TARGETS",
     "CONNMARK_TARGETS",
-    "CT_CONFIG",
+    // The settings of one value each (`netbeast_common::Config`): the
+    // conntrack timeouts, the route cache's epoch and lease (which the
+    // daemon's route watcher writes: another process than the one that
+    // loaded the XDP program), the SYN-flood shield's port count, REJECT's
+    // ICMP rate limits and budget.
+    "CONFIG",
+    // REJECT's ICMP rate limits: each destination host's bucket.
+    "ICMP_HOSTS",
     "ACTIVE",
     "CHAINS",
     "RULES",
@@ -148,17 +156,13 @@ pub const MAP_NAMES: [&str; 61] = [
     // program array through which the XDP program reaches the shield (its
     // entries live as long as the pin).
     "SYN_GUARD_PORTS",
-    "SYN_GUARD_COUNT",
     "SHIELD",
     // The IPv6 program the XDP program tail-calls: a program array loses
     // its entries with its last user reference, so it is pinned.
     "IPV6_INGRESS",
     // Likewise the IPv6 TC egress program, tail-called by the TC egress one.
     "IPV6_EGRESS",
-    // The forwarding route cache and its epoch and lease, which the
-    // daemon's route watcher writes (another process than the one that
-    // loaded the XDP program).
-    "ROUTE_EPOCH",
+    // The forwarding route cache (its epoch and lease are in CONFIG).
     "ROUTE_CACHE",
 ];
 
@@ -397,7 +401,11 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
             "tracked connections and their NAT translations are forgotten (open connections \
              count as new; translated ones may break)"
         }
-        "CT_CONFIG" => "conntrack timeouts set with `attach --ct-timeout` are back to defaults",
+        "CONFIG" => {
+            "conntrack timeouts set with `attach --ct-timeout` are back to defaults; cached \
+             routes are dropped"
+        }
+        "ICMP_HOSTS" => "REJECT's ICMP rate limits start with full buckets",
         "COUNTERS" => "rule counters since the last rule change are lost",
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
         "CONNLIMIT" | "CONNLIMIT6" => "-m connlimit forgets the connections it counted",
@@ -640,6 +648,7 @@ impl Dataplane {
                 map,
             });
         }
+        let config_existed = dir.join(config::NAME).exists();
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
             loader.map_pin_path(name, dir.join(name));
@@ -652,6 +661,9 @@ impl Dataplane {
         // The object's maps are the pinned ones: one handle each is enough.
         self.pinned.clear();
         self.ebpf = Some(ebpf);
+        if !config_existed {
+            self.fill_new_config(&dir)?;
+        }
         let active_id = match self.map("ACTIVE")? {
             aya::maps::Map::Array(data) => data.info().ok().map(|i| i.id()),
             _ => None,
@@ -1367,10 +1379,9 @@ impl Dataplane {
         for port in ports {
             map.insert(port, options, 0).map_err(map_err(name))?;
         }
-        let name = "SYN_GUARD_COUNT";
-        let mut count: Array<&mut MapData, u32> =
-            Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
-        count.set(0, ports.len() as u32, 0).map_err(map_err(name))?;
+        self.config_memory()?
+            .syn_guard_ports()
+            .store(ports.len() as u32, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -1764,11 +1775,9 @@ impl Dataplane {
     }
 
     /// The conntrack timeouts in force: netfilter's defaults while none
-    /// were set (an all-zero `CT_CONFIG`, as the kernel reads it).
+    /// were set (all-zero `Config::conntrack`, as the kernel reads it).
     pub fn conntrack_config(&self) -> Result<CtConfig, LoaderError> {
-        let map: Array<&MapData, CtConfig> =
-            Array::try_from(self.map("CT_CONFIG")?).map_err(map_err("CT_CONFIG"))?;
-        let config = map.get(&0, 0).map_err(map_err("CT_CONFIG"))?;
+        let config = self.config_memory()?.conntrack();
         Ok(if config.generic == 0 {
             CtConfig::DEFAULT
         } else {
@@ -1779,9 +1788,8 @@ impl Dataplane {
     /// Sets the conntrack timeouts (seconds); `generic` must not be 0, which
     /// the kernel reads as "never set, use netfilter's defaults".
     pub fn set_conntrack_config(&mut self, config: &CtConfig) -> Result<(), LoaderError> {
-        let mut map: Array<&mut MapData, CtConfig> =
-            Array::try_from(self.map_mut("CT_CONFIG")?).map_err(map_err("CT_CONFIG"))?;
-        map.set(0, config, 0).map_err(map_err("CT_CONFIG"))
+        self.config_memory()?.set_conntrack(config);
+        Ok(())
     }
 
     /// Writes one conntrack entry into the unreplied or the established

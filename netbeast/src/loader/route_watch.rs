@@ -6,18 +6,16 @@
 //! program use the cache at all.
 
 use std::{
-    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
-use aya::maps::{Map, MapData};
+use aya::maps::MapData;
 use netbeast_common::route_cache;
 
+use super::config::{ConfigMemory, NAME, map_data};
 use super::{Dataplane, LoaderError, map_err};
-
-const NAME: &str = "ROUTE_EPOCH";
 
 /// The clock the XDP program compares the lease with
 /// (`bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC).
@@ -29,58 +27,19 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The epoch map's one value, mapped into this process: each writer loads
-/// and stores its own word atomically, in place. A map update
-/// (`bpf_map_update_elem`) would write all three words, undoing a word
-/// another process (the daemon, a command) raised in between.
-struct Words {
-    base: *mut AtomicU64,
-    len: usize,
-}
-
-// SAFETY: the mapping is shared memory accessed only through atomics
-// (`&self` hands out `&AtomicU64` only), so moving it to another thread or
-// sharing it between threads is as safe as an `AtomicU64`'s (the daemon's
-// tests read the epoch from a thread in another namespace).
-unsafe impl Send for Words {}
-unsafe impl Sync for Words {}
+/// The epoch words of `CONFIG`'s value, mapped into this process: each
+/// writer loads and stores its own word atomically, in place. A map update
+/// (`bpf_map_update_elem`) would write all of them, undoing a word another
+/// process (the daemon, a command) raised in between.
+struct Words(ConfigMemory);
 
 impl Words {
     fn map(map: &MapData) -> Result<Words, LoaderError> {
-        // SAFETY: sysconf has no preconditions.
-        let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        // SAFETY: a shared mapping of an array map's values (the kernel
-        // checks the map is BPF_F_MMAPABLE and the length fits it).
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(LoaderError::Io {
-                what: format!(
-                    "map {NAME} as memory (mmap; a pin made by an older netbeast: \
-                     `netbeast detach` and `netbeast attach` again to make it anew)"
-                ),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Words {
-            base: base.cast(),
-            len,
-        })
+        Ok(Words(ConfigMemory::map(map)?))
     }
 
     fn word(&self, word: u32) -> &AtomicU64 {
-        debug_assert!(word < route_cache::EPOCH_WORDS);
-        // SAFETY: the value's words lie at the start of the mapping,
-        // 8-byte aligned (page-aligned mapping), for as long as `self`.
-        unsafe { &*self.base.add(word as usize) }
+        self.0.route_word(word)
     }
 
     fn get(&self, word: u32) -> u64 {
@@ -97,22 +56,8 @@ impl Words {
     }
 }
 
-impl Drop for Words {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
-}
-
-/// The epoch map's data of a loaded or pinned `Map`.
-fn map_data(map: &Map) -> Result<&MapData, LoaderError> {
-    match map {
-        Map::Array(data) => Ok(data),
-        _ => Err(LoaderError::MissingMap(NAME)),
-    }
-}
-
-/// The pinned epoch map of a namespace's data plane, as the route watcher
+/// The route cache's epoch and lease (in the pinned `CONFIG` map) of a
+/// namespace's data plane, as the route watcher
 /// holds it: it outlives no data plane (a new one, after `detach --all`,
 /// has new pins: [`RouteEpoch::is_current`]).
 pub struct RouteEpoch {
@@ -127,7 +72,7 @@ fn inode(path: &Path) -> Option<u64> {
 }
 
 impl RouteEpoch {
-    /// Opens the epoch map pinned in `maps_dir`.
+    /// Opens the `CONFIG` map pinned in `maps_dir`.
     pub fn open(maps_dir: &Path) -> Result<RouteEpoch, LoaderError> {
         let path = maps_dir.join(NAME);
         let map = MapData::from_pin(&path).map_err(map_err(NAME))?;
@@ -174,7 +119,7 @@ impl RouteEpoch {
 }
 
 impl Dataplane {
-    /// Raises the commands' word of `ROUTE_EPOCH`: every cached route is
+    /// Raises the commands' epoch word: every cached route is
     /// stale (its `IFACE_PATHS` bits may be). The commands write it under
     /// the namespace lock; no one else does.
     pub(super) fn bump_route_epoch(&mut self) -> Result<(), LoaderError> {
