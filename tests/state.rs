@@ -160,19 +160,7 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
     let id = server.id().unwrap();
     let pins = Path::new(PIN_ROOT).join(id.to_string());
     let _ssh = tcp_server(server, 22).unwrap();
-    // A rule on connection states turns conntrack on; one connection held.
-    server
-        .netbeast_iptables_ok("-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT")
-        .unwrap();
-    let held = netbeast::netns::tcp_stream(
-        bed.client(),
-        None,
-        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 22),
-        TIMEOUT,
-    )
-    .unwrap()
-    .expect("a connection to port 22");
-    let port = held.local_addr().unwrap().port();
+    let (held, port) = held_connection(&bed);
     let tracked = |when: &str| {
         let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
         assert!(
@@ -274,6 +262,25 @@ fn pins_of_another_layout_are_migrated_keeping_conntrack() {
 }
 
 /// `bpftool` with `args`, which must succeed; its stdout.
+/// A connection from the client to the server's port 22, tracked: a rule
+/// on connection states turns conntrack on. Its local port names it in
+/// `conntrack -L`.
+fn held_connection(bed: &Testbed) -> (std::net::TcpStream, u16) {
+    bed.server()
+        .netbeast_iptables_ok("-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT")
+        .unwrap();
+    let held = netbeast::netns::tcp_stream(
+        bed.client(),
+        None,
+        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 22),
+        TIMEOUT,
+    )
+    .unwrap()
+    .expect("a connection to port 22");
+    let port = held.local_addr().unwrap().port();
+    (held, port)
+}
+
 fn bpftool(args: &[&str]) -> String {
     let out = std::process::Command::new("bpftool")
         .args(args)
@@ -306,18 +313,7 @@ fn pins_of_the_single_value_maps_fold_into_config() {
     let pins = Path::new(PIN_ROOT).join(id.to_string());
     let maps = pins.join("maps");
     let _ssh = tcp_server(server, 22).unwrap();
-    server
-        .netbeast_iptables_ok("-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT")
-        .unwrap();
-    let held = netbeast::netns::tcp_stream(
-        bed.client(),
-        None,
-        std::net::SocketAddrV4::new(netbeast::netns::SERVER_ADDR, 22),
-        TIMEOUT,
-    )
-    .unwrap()
-    .expect("a connection to port 22");
-    let port = held.local_addr().unwrap().port();
+    let (held, port) = held_connection(&bed);
     let tracked = |when: &str| {
         let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
         listed

@@ -3265,8 +3265,9 @@ impl Guard {
 /// non-contiguous or coarsened mask); `GUARDS` holds both generations.
 /// kube-proxy's services of two endpoints take seven each (the draw, each
 /// endpoint's coarsened source, four checks): 10,000 services, 70,000.
-/// 40 bytes a record, and 8 a record per CPU in `GUARD_MEMO`, times two
-/// (the generations): 10 MiB, and 2 MiB per CPU.
+/// 40 bytes a record, twice (the generations): 10 MiB; and 8 bytes a
+/// record per CPU in `GUARD_MEMO` (which the generations share): 1 MiB a
+/// CPU.
 pub const MAX_GUARDS: u32 = 131_072;
 /// Of those, the guards that keep state of their own rule
 /// (`Guard::has_state_slot`: nth counts, limit buckets, connlimit lists)

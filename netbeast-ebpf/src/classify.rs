@@ -80,9 +80,12 @@ static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
 static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
 /// The outcome of each guard the last time this CPU evaluated it:
 /// `search sequence << 1 | held`. Requirements (`guard_kind::REQUIRE`)
-/// read it; the sequence makes older entries stale without a reset.
+/// read it; the sequence makes older entries stale without a reset. By
+/// record number: a walk runs in one generation, and another walk's words
+/// (another generation's included) never equal this walk's, so the two
+/// generations share the entries (half the memory: it is per CPU).
 #[map]
-static GUARD_MEMO: PerCpuArray<u64> = PerCpuArray::with_max_entries(size::GUARDS, 0);
+static GUARD_MEMO: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_GUARDS, 0);
 
 /// The packet values the fields look at. Some fields' keys are derived
 /// from these only when a chain uses the field (`key_of`): the packet type
@@ -1002,13 +1005,13 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
             let want = memo_word(g.negated == 0);
-            match GUARD_MEMO.get(guard_index(generation, required)) {
+            match GUARD_MEMO.get(required) {
                 Some(&memo) if memo == want => {}
                 _ => return 0,
             }
         } else if g.kind == guard_kind::RECENT {
             let held = crate::recent::netbeast_recent(g._pad, g.negated, g.a, g.b, g.c) != 0;
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1025,7 +1028,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 g.b as u32
             };
             let held = crate::ipset::netbeast_set(g.a as u32, g._pad, arg) != 0;
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1044,7 +1047,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             // Matches under the rate (--hashlimit-upto), or over it with
             // --hashlimit-above.
             let held = under != (g.negated != 0);
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1058,7 +1061,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return outcome;
             }
             let held = outcome != 0;
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1067,7 +1070,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else if g.kind == guard_kind::CONNLIMIT {
             let held = connlimit_guard(&g, g.c as u32);
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1091,7 +1094,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return outcome;
             }
             let held = outcome != 0;
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1100,7 +1103,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             }
         } else if g.kind == guard_kind::LIMIT {
             let held = netbeast_limit(g.c as u32, g.a, g.b) != 0;
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }
@@ -1123,7 +1126,7 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 0
             };
             let held = g.holds(count, random);
-            if let Some(memo) = GUARD_MEMO.get_ptr_mut(index) {
+            if let Some(memo) = GUARD_MEMO.get_ptr_mut(n) {
                 // SAFETY: this CPU's slot.
                 unsafe { *memo = memo_word(held) };
             }

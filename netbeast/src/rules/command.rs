@@ -468,11 +468,7 @@ pub(crate) fn execute(
                     chain: new_name.clone(),
                 });
             }
-            let index = table
-                .chains
-                .iter()
-                .position(|c| c.name == *chain)
-                .expect("found above");
+            let index = table.chain_index(chain).expect("found above");
             let mut renamed = table.chains.remove(index);
             renamed.name = new_name.clone();
             insert_user_chain(table, renamed);
