@@ -552,7 +552,9 @@ fn pktgen_without_pktgen_is_a_clear_error_that_leaves_nothing() {
 /// `--scenario control-plane --quick`: every call of the scenario runs on
 /// every plane (netbeast, iptables-nft, iptables-legacy) and leaves the
 /// ruleset as it found it (the next round's restore and -C would fail
-/// otherwise); a figure for each. No timing is asserted.
+/// otherwise); so do kube-proxy's restore and partial sync (20 services:
+/// the sync's `-X` fails unless the restore brought the old endpoint
+/// chains back); a figure for each. No timing is asserted.
 #[test]
 fn control_plane_scenario_measures_every_call_on_every_plane() {
     require_root();
@@ -562,8 +564,14 @@ fn control_plane_scenario_measures_every_call_on_every_plane() {
         .unwrap_or_else(|| panic!("no control_plane rows: {report}"));
     for plane in ["netbeast", "iptables-nft", "iptables-legacy"] {
         let mine: Vec<&Value> = rows.iter().filter(|r| r["plane"] == plane).collect();
-        // Two rule counts, each a restore and nine calls.
-        assert_eq!(mine.len(), 2 * 10, "{plane}: {mine:?}");
+        // Two rule counts, each a restore and nine calls; kube-proxy's
+        // restore and sync.
+        assert_eq!(mine.len(), 2 * 10 + 2, "{plane}: {mine:?}");
+        assert!(
+            mine.iter()
+                .any(|r| r["op"] == "kube-proxy sync, 20 services"),
+            "{plane}: {mine:?}"
+        );
         for row in mine {
             let ms = row["median_ms"].as_f64().unwrap_or(-1.0);
             assert!(ms > 0.0, "{plane}: no time for {row}");

@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// [default: 1,100,1000,10000; control-plane: 1000,10000].
     #[arg(long, value_delimiter = ',')]
     rules: Vec<usize>,
+    /// control-plane: kube-proxy rulesets to restore and partially sync,
+    /// as services of two endpoints each (0: none).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    services: Vec<usize>,
     /// Rounds; every data plane is measured once per round, interleaved.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -266,16 +270,22 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
 
     let control = if args.scenario.contains(&BenchScenario::ControlPlane) {
         let exe = std::env::current_exe().context("finding the netbeast binary")?;
-        let (counts, rounds) = if args.quick {
-            (vec![10, 100], 2)
+        let (counts, services, rounds) = if args.quick {
+            (vec![10, 100], vec![20], 2)
         } else if !control_rules_given {
-            (CONTROL_PLANE_RULES.to_vec(), args.rounds)
+            (
+                CONTROL_PLANE_RULES.to_vec(),
+                args.services.clone(),
+                args.rounds,
+            )
         } else {
-            (args.rules.clone(), args.rounds)
+            (args.rules.clone(), args.services.clone(), args.rounds)
         };
+        let services: Vec<usize> = services.into_iter().filter(|&n| n > 0).collect();
         Some(bench::control::run(
             &exe,
             &counts,
+            &services,
             rounds,
             &bench::control::Plane::ALL,
         )?)
