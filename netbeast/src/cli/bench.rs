@@ -38,7 +38,8 @@ pub enum BenchScenario {
     /// issue 15's target is ≥ 0.8×).
     Log,
     /// One iptables call (-C, -A, -D, -I, -N/-X, -S, -L, restore) as a
-    /// whole process: netbeast, iptables-nft and iptables-legacy. Not in
+    /// whole process: netbeast, iptables-nft and iptables-legacy; and a
+    /// kube-proxy ruleset's restore and partial sync (--services). Not in
     /// the default list; its rule counts default to 1000,10000.
     ControlPlane,
     /// Balancing: many flows (--flows) through the router to a VIP with
