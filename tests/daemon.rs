@@ -136,10 +136,13 @@ fn an_output_interface_rule_follows_a_recreated_interface_live() {
     };
     use std::time::Instant;
     const PORT: u16 = 10;
-    /// How soon the rule must hold again after the interface is back.
-    const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
+    /// How soon the rule must hold again after the interface is back:
+    /// alone the daemon takes 20 ms (three runs, 2026-12-07), but during
+    /// the whole suite on two cores it once took 1.01 s, so the test
+    /// allows 1.5 s. Without the daemon datagrams pass for all of WATCH.
+    const FOLLOW_WITHIN: Duration = Duration::from_millis(1500);
     /// How long probes run after the interface is back.
-    const WATCH: Duration = Duration::from_millis(1800);
+    const WATCH: Duration = Duration::from_millis(2500);
     require_root();
     let bed = Routed::new("dm-oif", Firewall::netbeast(NETBEAST)).unwrap();
     bed.iptables_ok(&format!(
