@@ -40,6 +40,19 @@ fn quick_report(extra: &[&str]) -> Value {
     })
 }
 
+/// A row for every scenario and plane named.
+fn has_rows(rows: &[Value], scenarios: &[&str], planes: &[&str]) {
+    for scenario in scenarios {
+        for plane in planes {
+            assert!(
+                rows.iter()
+                    .any(|r| r["scenario"] == *scenario && r["plane"] == *plane),
+                "no {scenario} {plane} row"
+            );
+        }
+    }
+}
+
 /// netbeast's answer to the `dnat` ruleset (`netbeast restore --test` in a
 /// namespace of its own): Err while it has no nat table.
 fn netbeast_takes_nat() -> Result<(), String> {
@@ -282,15 +295,11 @@ fn quick_ipv6_bench_accounts_for_every_frame() {
         .collect();
     assert_eq!(run, ["drop", "pass", "forward"]);
     let rows = traffic["rows"].as_array().expect("traffic rows");
-    for scenario in ["drop", "pass", "forward"] {
-        for plane in ["netbeast", "iptables", "nftables"] {
-            assert!(
-                rows.iter()
-                    .any(|r| r["scenario"] == scenario && r["plane"] == plane),
-                "no {scenario} {plane} row"
-            );
-        }
-    }
+    has_rows(
+        rows,
+        &["drop", "pass", "forward"],
+        &["netbeast", "iptables", "nftables"],
+    );
     for row in rows {
         let what = format!("{} {} {}", row["scenario"], row["label"], row["rules"]);
         assert!(
@@ -969,15 +978,7 @@ fn quick_bench_runs_the_receivers_on_their_own_core() {
     let traffic = &report["traffic"];
     assert_eq!(traffic["options"]["receiver_cpu"], receiver_cpu);
     let rows = traffic["rows"].as_array().expect("traffic rows");
-    for scenario in ["drop", "forward"] {
-        for plane in ["netbeast", "iptables"] {
-            assert!(
-                rows.iter()
-                    .any(|r| r["scenario"] == scenario && r["plane"] == plane),
-                "no {scenario} {plane} row"
-            );
-        }
-    }
+    has_rows(rows, &["drop", "forward"], &["netbeast", "iptables"]);
     for row in rows {
         let what = format!("{} {} {}", row["scenario"], row["label"], row["rules"]);
         assert!(
