@@ -1,3 +1,9 @@
+/// mimalloc rather than glibc's malloc: the compile of a large ruleset
+/// makes and frees millions of small vectors (docs/BENCHMARKS.md, "The
+/// allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     netbeast::cli::main()
 }

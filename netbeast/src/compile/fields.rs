@@ -121,7 +121,7 @@ pub(super) fn keys(
     // disjoint and non-adjacent, so flips never cancel out.
     let mut flips: Vec<(u32, u32)> = Vec::new();
     for (slot, s) in plan.slots.iter().enumerate() {
-        let Some(keys) = &s.term.keys[f] else {
+        let Some(keys) = s.term.keys.get(f) else {
             continue;
         };
         classes::clear(&mut v, slot);
@@ -132,7 +132,7 @@ pub(super) fn keys(
             }
         }
     }
-    if flips.is_empty() && plan.slots.iter().all(|s| s.term.keys[f].is_none()) {
+    if flips.is_empty() && plan.slots.iter().all(|s| s.term.keys.get(f).is_none()) {
         return Ok(ArrayTable {
             used: false,
             default_class,

@@ -1499,7 +1499,7 @@ fn check_socket_fields(plan: &ChainPlan<'_>) -> Result<(), CompileError> {
                 },
             });
         }
-        if let Some(&f) = PACKET_ONLY.iter().find(|&&f| s.term.keys[f].is_some()) {
+        if let Some(&f) = PACKET_ONLY.iter().find(|&&f| s.term.keys.get(f).is_some()) {
             return Err(CompileError::NatOutputField {
                 chain: plan.table.chains[s.owner.0].name.clone(),
                 rule: s.owner.1 + 1,

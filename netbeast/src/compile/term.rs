@@ -41,15 +41,17 @@ pub(super) struct Term<'a> {
     pub dst: Vec<(Ipv4Net, bool)>,
     /// Atoms on the IPv6 address words past the first (`field::SRC6_1` ..
     /// `DST6_3`, indexed by `field::addr_slot(f) - 2`); an IPv6 rule's
-    /// word 0 atoms are in `src`/`dst`. Empty in IPv4 chains.
-    pub words: [Vec<(Ipv4Net, bool)>; 6],
+    /// word 0 atoms are in `src`/`dst`. `None` (in IPv4 chains, and IPv6
+    /// terms with no such atom) is six empty lists: a term is a slot's
+    /// condition, and a chain of kube-proxy's has 110,000 slots.
+    pub words: Option<Box<[Vec<(Ipv4Net, bool)>; 6]>>,
     /// The key set of every key field (`field::Kind::Keys`: protocol, L4
     /// keys, connection state, TCP flags, length, TTL, TOS, packet type,
     /// address types): the keys the packet's value may take. Sets are
     /// closed under complement and intersection, so a field needs no list
     /// of atoms. `None` for the fields of other kinds, and for a key field
     /// no atom constrains (a set of every key becomes `None`).
-    pub keys: [Option<Keys>; field::COUNT],
+    pub keys: KeySets,
     pub in_iface: Vec<(&'a IfaceName, bool)>,
     pub out_iface: Vec<(&'a IfaceName, bool)>,
     pub mac: Vec<([u8; 6], bool)>,
@@ -64,6 +66,58 @@ pub(super) struct Term<'a> {
     /// whenever the rest of the term holds, and `NOT (g held)` is `g
     /// failed`.
     pub req: Vec<(u32, bool)>,
+}
+
+/// An empty atom list, for a term without IPv6 word atoms.
+static NO_ATOMS: Vec<(Ipv4Net, bool)> = Vec::new();
+
+/// The key sets of a term's key fields (`Term::keys`), sparse: only the
+/// fields some atom constrains, ascending by field. Most slots constrain
+/// two or three of the 22 fields; a dense array of them took two thirds
+/// of a slot's 830 bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct KeySets(Vec<(u8, Keys)>);
+
+impl KeySets {
+    /// The key set of field `f`; `None` when nothing constrains it.
+    pub fn get(&self, f: usize) -> Option<&Keys> {
+        self.0
+            .binary_search_by_key(&(f as u8), |&(g, _)| g)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Sets (or with `None` clears) field `f`'s key set.
+    pub fn set(&mut self, f: usize, keys: Option<Keys>) {
+        match (self.0.binary_search_by_key(&(f as u8), |&(g, _)| g), keys) {
+            (Ok(i), Some(keys)) => self.0[i].1 = keys,
+            (Ok(i), None) => {
+                self.0.remove(i);
+            }
+            (Err(i), Some(keys)) => self.0.insert(i, (f as u8, keys)),
+            (Err(_), None) => {}
+        }
+    }
+
+    /// Field `f`'s key set, cleared.
+    pub fn take(&mut self, f: usize) -> Option<Keys> {
+        let i = self.0.binary_search_by_key(&(f as u8), |&(g, _)| g).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// The constrained fields and their key sets, ascending by field.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Keys)> {
+        self.0.iter().map(|(f, k)| (usize::from(*f), k))
+    }
+
+    /// How many fields are constrained.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(usize, &Keys) -> bool) {
+        self.0.retain(|(f, k)| keep(usize::from(*f), k));
+    }
 }
 
 /// One atom of a term, for negation.
@@ -100,8 +154,8 @@ impl<'a> Term<'a> {
     fn atom_count(&self) -> usize {
         self.src.len()
             + self.dst.len()
-            + self.words.iter().map(Vec::len).sum::<usize>()
-            + self.keys.iter().flatten().count()
+            + self.words().map(Vec::len).sum::<usize>()
+            + self.keys.len()
             + self.in_iface.len()
             + self.out_iface.len()
             + self.mac.len()
@@ -113,15 +167,27 @@ impl<'a> Term<'a> {
         match f {
             field::SRC => &self.src,
             field::DST => &self.dst,
-            _ => &self.words[field::addr_slot(f) - 2],
+            _ => match &self.words {
+                Some(words) => &words[field::addr_slot(f) - 2],
+                None => &NO_ATOMS,
+            },
         }
+    }
+
+    /// The atoms of each IPv6 word past the first, in `words` order.
+    fn words(&self) -> impl Iterator<Item = &Vec<(Ipv4Net, bool)>> {
+        self.words.iter().flat_map(|w| w.iter())
+    }
+
+    fn words_mut(&mut self) -> &mut [Vec<(Ipv4Net, bool)>; 6] {
+        self.words.get_or_insert_with(Box::default)
     }
 
     pub fn prefix_atoms_mut(&mut self, f: usize) -> &mut Vec<(Ipv4Net, bool)> {
         match f {
             field::SRC => &mut self.src,
             field::DST => &mut self.dst,
-            _ => &mut self.words[field::addr_slot(f) - 2],
+            _ => &mut self.words_mut()[field::addr_slot(f) - 2],
         }
     }
 
@@ -133,10 +199,10 @@ impl<'a> Term<'a> {
 
     fn atoms(&self) -> Vec<Atom<'a>> {
         let mut atoms = Vec::with_capacity(self.atom_count());
-        atoms.extend(key_order().filter_map(|f| self.keys[f].clone().map(|k| Atom::Key(f, k))));
+        atoms.extend(key_order().filter_map(|f| self.keys.get(f).map(|k| Atom::Key(f, k.clone()))));
         atoms.extend(self.src.iter().map(|&(p, n)| Atom::Src(p, n)));
         atoms.extend(self.dst.iter().map(|&(p, n)| Atom::Dst(p, n)));
-        for (i, w) in self.words.iter().enumerate() {
+        for (i, w) in self.words().enumerate() {
             atoms.extend(w.iter().map(|&(p, n)| Atom::Word(i, p, n)));
         }
         atoms.extend(self.in_iface.iter().map(|&(p, n)| Atom::InIface(p, n)));
@@ -153,10 +219,11 @@ impl<'a> Term<'a> {
 
     /// ANDs key set `k` into field `f`.
     fn and_keys(&mut self, f: usize, k: &Keys) {
-        self.keys[f] = Some(match self.keys[f].take() {
+        let keys = match self.keys.take(f) {
             Some(have) => l4::intersect(&have, k),
             None => k.clone(),
-        })
+        };
+        self.keys.set(f, Some(keys));
     }
 
     /// ANDs in an atom a match lowered to.
@@ -174,7 +241,7 @@ impl<'a> Term<'a> {
         match atom {
             Atom::Src(p, n) => self.src.push((p, n)),
             Atom::Dst(p, n) => self.dst.push((p, n)),
-            Atom::Word(i, p, n) => self.words[i].push((p, n)),
+            Atom::Word(i, p, n) => self.words_mut()[i].push((p, n)),
             Atom::Key(f, k) => self.and_keys(f, &k),
             Atom::InIface(p, n) => self.in_iface.push((p, n)),
             Atom::OutIface(p, n) => self.out_iface.push((p, n)),
@@ -188,13 +255,13 @@ impl<'a> Term<'a> {
         let mut t = self.clone();
         t.src.extend_from_slice(&other.src);
         t.dst.extend_from_slice(&other.dst);
-        for (w, o) in t.words.iter_mut().zip(&other.words) {
-            w.extend_from_slice(o);
-        }
-        for (f, k) in other.keys.iter().enumerate() {
-            if let Some(k) = k {
-                t.and_keys(f, k);
+        if let Some(other) = &other.words {
+            for (w, o) in t.words_mut().iter_mut().zip(other.iter()) {
+                w.extend_from_slice(o);
             }
+        }
+        for (f, k) in other.keys.iter() {
+            t.and_keys(f, k);
         }
         t.in_iface.extend_from_slice(&other.in_iface);
         t.out_iface.extend_from_slice(&other.out_iface);
@@ -228,16 +295,14 @@ impl<'a> Term<'a> {
         let keys_apart = self
             .keys
             .iter()
-            .zip(&other.keys)
-            .any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if !l4::overlap(a, b)));
+            .any(|(f, a)| other.keys.get(f).is_some_and(|b| !l4::overlap(a, b)));
         keys_apart
             || nets_apart(&self.src, &other.src)
             || nets_apart(&self.dst, &other.dst)
-            || self
-                .words
-                .iter()
-                .zip(&other.words)
-                .any(|(a, b)| nets_apart(a, b))
+            || match (&self.words, &other.words) {
+                (Some(a), Some(b)) => a.iter().zip(b.iter()).any(|(a, b)| nets_apart(a, b)),
+                _ => false,
+            }
             || self
                 .req
                 .iter()
@@ -269,23 +334,35 @@ impl<'a> Term<'a> {
     /// conservative: a term it keeps may still match nothing (it then only
     /// costs a slot), but a term it drops never matches.
     fn simplify(&mut self) -> bool {
-        for (f, keys) in self.keys.iter_mut().enumerate() {
-            let Some(k) = keys else { continue };
-            if k.is_empty() {
-                return false;
-            }
-            // Every key: no constraint, and no lookup.
-            if k[..] == [universe(f)] {
-                *keys = None;
-            }
+        if self.keys.iter().any(|(_, k)| k.is_empty()) {
+            return false;
         }
+        // Every key: no constraint, and no lookup.
+        self.keys.retain(|f, k| k[..] != [universe(f)]);
         simplify_prefixes(&mut self.src)
             && simplify_prefixes(&mut self.dst)
-            && self.words.iter_mut().all(simplify_prefixes)
+            && self.simplify_words()
             && simplify_values(&mut self.mac)
             && simplify_ifaces(&mut self.in_iface)
             && simplify_ifaces(&mut self.out_iface)
             && simplify_requirements(&mut self.req)
+    }
+}
+
+impl Term<'_> {
+    /// Simplifies the IPv6 word atoms; none left is `None`, so that equal
+    /// terms compare equal.
+    fn simplify_words(&mut self) -> bool {
+        let Some(words) = self.words.as_deref_mut() else {
+            return true;
+        };
+        if !words.iter_mut().all(simplify_prefixes) {
+            return false;
+        }
+        if words.iter().all(Vec::is_empty) {
+            self.words = None;
+        }
+        true
     }
 }
 
@@ -563,24 +640,27 @@ pub(super) fn simplified(mut t: Term<'_>) -> Option<Term<'_>> {
 /// any L4 condition every port meets (`-p tcp --syn` is one lookup, of the
 /// flags): dropping them spares the kernel lookups.
 fn drop_implied(t: &mut Term<'_>) {
-    let mut l4 = [t.keys[field::L4A].take(), t.keys[field::L4B].take()];
+    let mut l4 = [t.keys.take(field::L4A), t.keys.take(field::L4B)];
     l4::drop_implied(&mut l4);
-    [t.keys[field::L4A], t.keys[field::L4B]] = l4;
-    let flags_only_tcp = t.keys[field::TCP_FLAGS]
-        .as_ref()
+    let [a, b] = l4;
+    t.keys.set(field::L4A, a);
+    t.keys.set(field::L4B, b);
+    let flags_only_tcp = t
+        .keys
+        .get(field::TCP_FLAGS)
         .is_some_and(|k| k.last().is_some_and(|&(_, hi)| hi < TCP_FLAGS_NONE));
     if !flags_only_tcp {
         return;
     }
-    if t.keys[field::PROTO].as_deref() == Some(&[(6, 6)]) {
-        t.keys[field::PROTO] = None;
+    if t.keys.get(field::PROTO).map(|k| &k[..]) == Some(&[(6, 6)]) {
+        t.keys.set(field::PROTO, None);
     }
     for f in [field::L4A, field::L4B] {
-        if t.keys[f]
-            .as_ref()
+        if t.keys
+            .get(f)
             .is_some_and(|k| k.first().is_some_and(|&(lo, hi)| lo == 0 && hi >= 65535))
         {
-            t.keys[f] = None;
+            t.keys.set(f, None);
         }
     }
 }
@@ -689,7 +769,7 @@ mod tests {
         let mut t = Term::default();
         t.src.push((p([10, 0, 0, 0], 8), false));
         t.dst.push((p([192, 168, 0, 0], 16), true));
-        t.keys[field::PROTO] = Some(vec![(6, 6)]);
+        t.keys.set(field::PROTO, Some(vec![(6, 6)]));
         let not = t.negate();
         assert_eq!(not.len(), 3);
         // Every combination of the three atoms: exactly one of t and its
@@ -707,8 +787,8 @@ mod tests {
                 [1, 1, 1, 1]
             };
             let holds = |t: &Term| {
-                t.keys[field::PROTO]
-                    .as_ref()
+                t.keys
+                    .get(field::PROTO)
                     .is_none_or(|k| k.iter().any(|&(lo, hi)| (lo..=hi).contains(&proto)))
                     && addr_holds(&t.src, Ipv4Addr::from(src))
                     && addr_holds(&t.dst, Ipv4Addr::from(dst))

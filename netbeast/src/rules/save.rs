@@ -3,6 +3,7 @@
 //! optional `[packets:bytes]`, double-quoted arguments, COMMIT), all or
 //! nothing.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use thiserror::Error;
@@ -344,6 +345,11 @@ pub fn apply_restore(
             table.chains.retain(|c| c.policy.is_some());
             table.chains.iter_mut().for_each(|c| c.rules.clear());
         }
+        // New chains declared since the last rule line: added to the
+        // table in one merge (`Table::add_user_chains`) before the next
+        // rule line or the section's end, not one insert each.
+        let mut declared: Vec<Chain> = Vec::new();
+        let mut declared_names: HashSet<&str> = HashSet::new();
         for entry in &section.entries {
             match entry {
                 RestoreEntry::Chain {
@@ -362,26 +368,21 @@ pub fn apply_restore(
                             reason: format!("chain '{name}' does not exist"),
                         });
                     }
+                    // Declared twice before a rule: still empty.
+                    None if declared_names.contains(name.as_str()) => {}
                     None => {
-                        let create = IptablesCommand {
-                            family: file.family,
-                            table: section.name,
-                            verbose: false,
-                            action: Action::NewChain {
-                                chain: name.clone(),
-                            },
-                            counters_given: false,
-                            wait_seconds: None,
-                        };
-                        command::execute(table, &create).map_err(|source| {
-                            RestoreError::Command {
-                                line: *line,
-                                source,
-                            }
-                        })?;
+                        declared_names.insert(name);
+                        declared.push(Chain {
+                            name: name.clone(),
+                            policy: None,
+                            policy_counter: Counter::default(),
+                            rules: Vec::new(),
+                        });
                     }
                 },
                 RestoreEntry::Command { line, command } => {
+                    declared_names.clear();
+                    table.add_user_chains(std::mem::take(&mut declared));
                     command::execute(table, command).map_err(|source| RestoreError::Command {
                         line: *line,
                         source,
@@ -389,6 +390,7 @@ pub fn apply_restore(
                 }
             }
         }
+        table.add_user_chains(declared);
         // Jumps are checked once the whole section is in, as iptables
         // checks the ruleset it commits.
         command::check_table(table).map_err(|source| RestoreError::Command {
