@@ -355,6 +355,9 @@ struct Stored {
 struct StoredGuardSlots {
     seq: u32,
     slots: Vec<(String, u32)>,
+    /// `GuardSlots::coarsened`; absent in the files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coarsened: Option<crate::compile::Coarsening>,
 }
 
 /// A stored ruleset and what it was committed with.
@@ -992,6 +995,18 @@ impl Namespace {
     /// lost or damaged): the next ruleset then starts every guard fresh,
     /// which is all that is lost.
     pub fn load_guard_slots(&self, kernel_seq: u32) -> Option<GuardSlots> {
+        self.read_guard_slots(kernel_seq, true)
+    }
+
+    /// How the compile of the generation the kernel runs (commit
+    /// `kernel_seq`) coarsened addresses, read without settling anything
+    /// (no lock needed): for `netbeast trace`, which compiles the ruleset
+    /// again as the loader did (`compile::compile_hinted`).
+    pub fn coarsening(&self, kernel_seq: u32) -> Option<crate::compile::Coarsening> {
+        self.read_guard_slots(kernel_seq, false)?.coarsened
+    }
+
+    fn read_guard_slots(&self, kernel_seq: u32, settle: bool) -> Option<GuardSlots> {
         [GUARD_SLOTS_FILE, PENDING_GUARD_SLOTS_FILE]
             .into_iter()
             .find_map(|name| {
@@ -1006,13 +1021,16 @@ impl Namespace {
                     .iter()
                     .map(|(id, slot)| Some((u128::from_str_radix(id, 16).ok()?, *slot)))
                     .collect::<Option<_>>()?;
-                if name == PENDING_GUARD_SLOTS_FILE {
+                if settle && name == PENDING_GUARD_SLOTS_FILE {
                     // The switch happened: it is the current record now,
                     // before a next commit writes its own pending one.
                     // (Failing that, the next commit's guards start fresh.)
                     let _ = fs::rename(&path, self.state_dir.join(GUARD_SLOTS_FILE));
                 }
-                Some(GuardSlots { slots })
+                Some(GuardSlots {
+                    slots,
+                    coarsened: stored.coarsened,
+                })
             })
     }
 
@@ -1031,8 +1049,12 @@ impl Namespace {
             .map(|(id, slot)| (format!("{id:032x}"), *slot))
             .collect();
         list.sort_unstable_by_key(|(_, slot)| *slot);
-        let text = serde_json::to_vec(&StoredGuardSlots { seq, slots: list })
-            .expect("slots always serialize");
+        let text = serde_json::to_vec(&StoredGuardSlots {
+            seq,
+            slots: list,
+            coarsened: slots.coarsened,
+        })
+        .expect("slots always serialize");
         write_atomic(
             &self.state_dir,
             &self.state_dir.join(PENDING_GUARD_SLOTS_FILE),
@@ -1588,6 +1610,37 @@ mod tests {
             state_dir: dir.join("state"),
             bpffs: false,
         }
+    }
+
+    /// The coarsening a generation's compile used rides with its guard
+    /// slots: read back by the next commit (settling a pending record) and
+    /// by `netbeast trace` (without settling), for that commit only.
+    #[test]
+    fn the_coarsening_is_kept_with_the_guard_slots_of_its_commit() {
+        let ns = scratch("coarsening");
+        let hint = crate::compile::Coarsening {
+            source: true,
+            rules: 110_018,
+        };
+        let slots = GuardSlots {
+            slots: [(7u128, 3u32)].into_iter().collect(),
+            coarsened: Some(hint),
+        };
+        ns.write_pending_guard_slots(&slots, 5).unwrap();
+        // Switched, not yet renamed: trace reads it and leaves it pending.
+        assert_eq!(ns.coarsening(5), Some(hint));
+        assert_eq!(state_files(&ns), [PENDING_GUARD_SLOTS_FILE]);
+        assert_eq!(ns.coarsening(4), None, "another commit's");
+        assert_eq!(ns.load_guard_slots(5), Some(slots));
+        assert_eq!(state_files(&ns), [GUARD_SLOTS_FILE]);
+        // A record of an earlier version has none.
+        fs::write(
+            ns.state_dir.join(GUARD_SLOTS_FILE),
+            r#"{"seq":6,"slots":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(ns.load_guard_slots(6), Some(GuardSlots::default()));
+        let _ = fs::remove_dir_all(ns.state_dir.parent().unwrap());
     }
 
     fn state_files(ns: &Namespace) -> Vec<String> {

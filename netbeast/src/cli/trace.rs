@@ -198,7 +198,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let (ruleset, dp) = open(&ns, false)?;
     let dp = dp.context("no netbeast data plane in this network namespace")?;
     let links = state::links();
-    let mut namer = Namer::new(ruleset, state::interfaces(&links));
+    let mut namer = Namer::new(ruleset, state::interfaces(&links), coarsening(&ns, &dp));
     let routes: Vec<_> = crate::local_routes::local_routes().unwrap_or_default();
     let mut ring = open_reports(&ns.maps_dir())?;
     // Reports of an earlier trace that nobody read.
@@ -230,7 +230,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
             if !namer.agrees(&tracing.dp, &ev)? {
                 // A rule change since: name the slots from the new ruleset.
                 let ruleset = tracing.ns.load_ruleset()?;
-                namer.reload(ruleset, state::interfaces(&state::links()));
+                namer.reload(
+                    ruleset,
+                    state::interfaces(&state::links()),
+                    coarsening(&tracing.ns, &tracing.dp),
+                );
                 if !namer.agrees(&tracing.dp, &ev)? {
                     eprintln!(
                         "netbeast: a report of chain {} does not fit the ruleset on file \
@@ -352,7 +356,7 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     let lock = ns.lock()?;
     let (ruleset, dp) = open(ns, false)?;
     let mut dp = dp.context("no netbeast data plane in this network namespace")?;
-    let mut namer = Namer::new(ruleset, state::interfaces(&links));
+    let mut namer = Namer::new(ruleset, state::interfaces(&links), coarsening(ns, &dp));
     let before: HashSet<_> = dp.conntrack_entries()?.into_iter().map(|e| e.0).collect();
     let before6: HashSet<_> = dp.conntrack_entries6()?.into_iter().map(|e| e.0).collect();
     let mut ring = open_reports(&ns.maps_dir())?;
@@ -446,4 +450,10 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
         outln!("  (the program returned {action}; nothing was sent)");
     }
     Ok(())
+}
+
+/// How the compile of the generation the kernel runs coarsened addresses
+/// (`compile::compile_hinted`): the trace's compile starts from it too.
+fn coarsening(ns: &Namespace, dp: &Dataplane) -> Option<crate::compile::Coarsening> {
+    ns.coarsening(dp.commit_seq().ok()?)
 }

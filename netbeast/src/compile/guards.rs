@@ -194,6 +194,11 @@ fn guard_identity(table: TableName, text: &str, occurrence: u32, n: usize) -> Gu
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GuardSlots {
     pub slots: HashMap<GuardIdentity, u32>,
+    /// How the generation's compile coarsened addresses: the next
+    /// compile's first try (`compile::compile_hinted`). Kept with the
+    /// slots because both describe the generation the kernel runs, under
+    /// the same commit protocol.
+    pub coarsened: Option<super::Coarsening>,
 }
 
 /// What giving a new generation its state slots changes.
@@ -228,6 +233,7 @@ pub fn assign_state_slots(
     previous: Option<&GuardSlots>,
 ) -> SlotPlan {
     let mut plan = SlotPlan::default();
+    plan.slots.coarsened = compiled.coarsened;
     let generation = compiled.generation;
     let mut used: HashSet<u32> = previous
         .map(|p| p.slots.values().copied().collect())

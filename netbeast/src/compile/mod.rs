@@ -383,6 +383,9 @@ pub struct CompiledRuleset {
     /// and family (`HashlimitKey::table`) and the most buckets it holds
     /// (`HASHLIMIT_TABLES`).
     pub hashlimit_tables: Vec<(u64, u64)>,
+    /// The address field coarsened because the classes overflowed
+    /// ([`compile_hinted`]), or `None`.
+    pub coarsened: Option<Coarsening>,
 }
 
 /// One chain's tables.
@@ -553,7 +556,49 @@ pub fn compile(
     interfaces: &[Interface],
     generation: u32,
 ) -> Result<CompiledRuleset, CompileError> {
-    compile_with_limits(ruleset, interfaces, generation, LIMITS)
+    compile_with_limits(ruleset, interfaces, generation, LIMITS, None)
+}
+
+/// [`compile`], trying first the coarsening the previous compile of the
+/// namespace needed (`hint`, [`CompiledRuleset::coarsened`]).
+///
+/// A ruleset whose classes overflow is flattened twice: once to find the
+/// overflow, once coarsened. At kube-proxy's 10,000 services each flatten
+/// is half a second, and every sync overflows again. With the hint the
+/// coarsened compile comes first; should it fail, the ruleset is compiled
+/// as [`compile`] does. The hint is dropped once the ruleset has fewer than
+/// half the rules it had when the overflow was seen
+/// ([`HINT_KEPT_DOWN_TO`]): a ruleset that shrank may fit uncoarsened, and
+/// would otherwise carry the coarsened addresses' guard checks for good.
+/// So the result depends on the hint; `netbeast trace`, which compiles the
+/// ruleset again to name the kernel's slots, compiles with the same one.
+pub fn compile_hinted(
+    ruleset: &Ruleset,
+    interfaces: &[Interface],
+    generation: u32,
+    hint: Option<Coarsening>,
+) -> Result<CompiledRuleset, CompileError> {
+    compile_with_limits(ruleset, interfaces, generation, LIMITS, hint)
+}
+
+/// A coarsening hint is used while the ruleset holds at least this
+/// fraction (1 / `HINT_KEPT_DOWN_TO`) of the rules it had when its
+/// classes overflowed.
+pub const HINT_KEPT_DOWN_TO: usize = 2;
+
+/// How a compile coarsened an address field (`coarsened`): the field, and
+/// the ruleset's rule count when the overflow that made it was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Coarsening {
+    /// The source address (else the destination).
+    pub source: bool,
+    pub rules: usize,
+}
+
+impl Coarsening {
+    fn field(self) -> &'static str {
+        field::NAMES[if self.source { field::SRC } else { field::DST }]
+    }
 }
 
 /// A built-in chain with its rules (and the user-defined chains it jumps
@@ -578,7 +623,23 @@ fn compile_with_limits(
     interfaces: &[Interface],
     generation: u32,
     limits: Limits,
+    hint: Option<Coarsening>,
 ) -> Result<CompiledRuleset, CompileError> {
+    let rules: usize = ruleset
+        .tables()
+        .iter()
+        .flat_map(|(_, t)| &t.chains)
+        .map(|c| c.rules.len())
+        .sum();
+    if let Some(hint) = hint
+        && rules >= hint.rules / HINT_KEPT_DOWN_TO
+        && let Some(coarse) = coarsened(ruleset, hint.field())
+    {
+        if let Ok(mut compiled) = compile_once(&coarse, interfaces, generation, limits) {
+            compiled.coarsened = Some(hint);
+            return Ok(compiled);
+        }
+    }
     match compile_once(ruleset, interfaces, generation, limits) {
         Err(CompileError::TooManyClassWords { field, .. })
             if let Some(coarse) = coarsened(ruleset, field) =>
@@ -590,7 +651,13 @@ fn compile_with_limits(
                 field,
             };
             crate::profile::phase("compile: overflowed, coarsened");
-            compile_once(&coarse, interfaces, generation, limits).map_err(|_| first)
+            let mut compiled =
+                compile_once(&coarse, interfaces, generation, limits).map_err(|_| first)?;
+            compiled.coarsened = Some(Coarsening {
+                source: field == field::NAMES[field::SRC],
+                rules,
+            });
+            Ok(compiled)
         }
         compiled => compiled,
     }
@@ -663,12 +730,20 @@ fn coarsened(ruleset: &Ruleset, field: &str) -> Option<Ruleset> {
     changed.then_some(coarse)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times `compile_once` ran on this thread (a test's).
+    static COMPILES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn compile_once(
     ruleset: &Ruleset,
     interfaces: &[Interface],
     generation: u32,
     limits: Limits,
 ) -> Result<CompiledRuleset, CompileError> {
+    #[cfg(test)]
+    COMPILES.set(COMPILES.get() + 1);
     if generation as usize >= GENERATIONS {
         return Err(CompileError::InvalidGeneration { generation });
     }
@@ -855,6 +930,7 @@ fn compile_once(
         guard_owners: guard_table.owners,
         guard_identities: guard_table.identities,
         hashlimit_tables: crate::rules::ext::hashlimit::tables(ruleset),
+        coarsened: None,
     })
 }
 

@@ -827,7 +827,7 @@ fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRules
         class_steps_always: true,
         ..LIMITS
     };
-    match compile_with_limits(ruleset, &interfaces(), generation, limits) {
+    match compile_with_limits(ruleset, &interfaces(), generation, limits, None) {
         Ok(compiled) => Some(compiled),
         Err(
             CompileError::TooManyTerms { .. }
@@ -1165,7 +1165,7 @@ fn class_word_limit_is_enforced() {
         class_words: 100,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &[], 0, limits)
+    let err = compile_with_limits(&ruleset, &[], 0, limits, None)
         .err()
         .expect("over the limit");
     assert_eq!(
@@ -1386,7 +1386,7 @@ fn class_limit_says_where() {
         classes: 8,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &[], 0, limits)
+    let err = compile_with_limits(&ruleset, &[], 0, limits, None)
         .err()
         .expect("over the limit");
     assert!(
@@ -1411,7 +1411,9 @@ fn entry_limits() {
         mac_entries: 4,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &[], 0, limits).err().unwrap();
+    let err = compile_with_limits(&ruleset, &[], 0, limits, None)
+        .err()
+        .unwrap();
     assert!(matches!(
         err,
         CompileError::TooManyEntries {
@@ -2050,7 +2052,7 @@ fn too_many_cases_are_refused_naming_the_rule() {
         terms_per_rule: 4,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &interfaces(), 0, limits)
+    let err = compile_with_limits(&ruleset, &interfaces(), 0, limits, None)
         .err()
         .expect("refused");
     let CompileError::TooManyTerms { builtin, chain, .. } = &err else {
@@ -2338,7 +2340,7 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
         ..LIMITS
     };
     assert_eq!(
-        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        compile_with_limits(&ruleset, &[], 0, limits, None).err(),
         Some(CompileError::TooManyRulesetRules {
             rules: counted,
             limit: counted - 1
@@ -2348,7 +2350,7 @@ fn nat_user_chain_counters_follow_the_filter_ones() {
         ruleset_counters: counted as u32,
         ..LIMITS
     };
-    assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());
+    assert!(compile_with_limits(&ruleset, &[], 0, limits, None).is_ok());
     assert!(
         CompileError::TooManyRulesetRules {
             rules: 17,
@@ -2396,7 +2398,7 @@ fn raw_user_chain_rules_count_against_the_counter_limit() {
         ..LIMITS
     };
     assert_eq!(
-        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        compile_with_limits(&ruleset, &[], 0, limits, None).err(),
         Some(CompileError::TooManyRulesetRules {
             rules: counted,
             limit: counted - 1
@@ -2406,7 +2408,7 @@ fn raw_user_chain_rules_count_against_the_counter_limit() {
         ruleset_counters: counted as u32,
         ..LIMITS
     };
-    assert!(compile_with_limits(&ruleset, &[], 0, limits).is_ok());
+    assert!(compile_with_limits(&ruleset, &[], 0, limits, None).is_ok());
 }
 
 /// The chains' slots and counters do not overlap in the generation's
@@ -2444,7 +2446,7 @@ fn chains_share_the_rule_and_counter_pools() {
         ..LIMITS
     };
     assert_eq!(
-        compile_with_limits(&ruleset, &[], 0, limits).err(),
+        compile_with_limits(&ruleset, &[], 0, limits, None).err(),
         Some(CompileError::TooManyRulesetSlots { slots: 4, limit: 3 })
     );
 }
@@ -2466,13 +2468,15 @@ fn nat_target_limit_counts_distinct_translations() {
         nat_targets: 4,
         ..LIMITS
     };
-    let compiled = compile_with_limits(&ruleset, &[], 0, limits).unwrap();
+    let compiled = compile_with_limits(&ruleset, &[], 0, limits, None).unwrap();
     assert_eq!(compiled.nat_targets.len(), 4);
     let limits = Limits {
         nat_targets: 3,
         ..LIMITS
     };
-    let err = compile_with_limits(&ruleset, &[], 0, limits).err().unwrap();
+    let err = compile_with_limits(&ruleset, &[], 0, limits, None)
+        .err()
+        .unwrap();
     assert_eq!(err, CompileError::TooManyNatTargets { limit: 3 });
     assert!(err.to_string().contains("MAX_NAT_TARGETS"), "{err}");
 }
@@ -2836,7 +2840,7 @@ fn kube_proxy_services_fit_the_search_budget() {
         class_words: room,
         ..LIMITS
     };
-    let coarse = compile_with_limits(&ruleset, &[], 0, limits).unwrap();
+    let coarse = compile_with_limits(&ruleset, &[], 0, limits, None).unwrap();
     assert!(coarse.packed.words.len() as u32 <= room);
     let masks = coarse
         .guards
@@ -2853,7 +2857,7 @@ fn kube_proxy_services_fit_the_search_budget() {
         ..LIMITS
     };
     assert!(matches!(
-        compile_with_limits(&ruleset, &[], 0, tight),
+        compile_with_limits(&ruleset, &[], 0, tight, None),
         Err(CompileError::TooManyClassWords { limit: 10, .. })
     ));
     // What the classes cannot tell apart still adds up: services that
@@ -2869,6 +2873,78 @@ fn kube_proxy_services_fit_the_search_budget() {
         matches!(err, CompileError::TooManyNonTerminating { ref chain, passes, .. }
             if chain == "PREROUTING" && passes > MAX_NONTERMINATING_RULES),
         "{err}"
+    );
+}
+
+#[test]
+fn a_coarsening_hint_skips_the_overflowing_compile_and_changes_nothing() {
+    let ruleset = kube_services(300, 3);
+    let room = compile(&ruleset, &[], 0).unwrap().packed.words.len() as u32 / 4;
+    let limits = Limits {
+        class_words: room,
+        ..LIMITS
+    };
+    let rules: usize = ruleset
+        .tables()
+        .iter()
+        .flat_map(|(_, t)| &t.chains)
+        .map(|c| c.rules.len())
+        .sum();
+    // Without a hint: flattened twice, and says how.
+    let before = COMPILES.get();
+    let unhinted = compile_with_limits(&ruleset, &[], 0, limits, None).unwrap();
+    assert_eq!(COMPILES.get() - before, 2);
+    let hint = Coarsening {
+        source: true,
+        rules,
+    };
+    assert_eq!(unhinted.coarsened, Some(hint));
+    // With it: once, to the same tables (what `netbeast trace` relies on
+    // when it compiles again with the hint the loader used).
+    let before = COMPILES.get();
+    let hinted = compile_with_limits(&ruleset, &[], 0, limits, Some(hint)).unwrap();
+    assert_eq!(COMPILES.get() - before, 1);
+    assert_eq!(hinted.coarsened, Some(hint));
+    assert_eq!(hinted.packed.words, unhinted.packed.words);
+    assert_eq!(hinted.guards.len(), unhinted.guards.len());
+    for (h, u) in hinted.chains.iter().zip(&unhinted.chains) {
+        assert_eq!(h.rules, u.rules);
+        assert_eq!(h.owners, u.owners);
+    }
+    // A ruleset that shrank below half the rules the overflow was seen
+    // at compiles as if there were no hint: here uncoarsened, as it fits.
+    let small = kube_services(20, 3);
+    let compiled = compile_with_limits(&small, &[], 0, limits, Some(hint)).unwrap();
+    assert_eq!(compiled.coarsened, None);
+    assert!(
+        !compiled
+            .guards
+            .iter()
+            .any(|g| g.kind == guard_kind::ADDR_MASK)
+    );
+    // A hint whose coarse compile fails is tried, then the ruleset is
+    // compiled as without it (and the error is the uncoarsened one's).
+    let destination = Coarsening {
+        source: false,
+        rules,
+    };
+    let tight = Limits {
+        class_words: 10,
+        ..LIMITS
+    };
+    assert!(matches!(
+        compile_with_limits(&ruleset, &[], 0, tight, Some(destination)),
+        Err(CompileError::TooManyClassWords { limit: 10, .. })
+    ));
+    // A hint is a compile's first try, whether or not the ruleset would
+    // fit without it (the loader's next compile and the trace's agree).
+    let compiled = compile_with_limits(&ruleset, &[], 0, LIMITS, Some(destination)).unwrap();
+    assert_eq!(compiled.coarsened, Some(destination));
+    assert!(
+        compiled
+            .guards
+            .iter()
+            .any(|g| g.kind == guard_kind::ADDR_MASK)
     );
 }
 

@@ -1134,7 +1134,8 @@ impl Dataplane {
     ) -> Result<Staged, LoaderError> {
         let next = 1 - self.active_generation()?;
         crate::profile::phase("before compile");
-        let mut compiled = compile::compile(ruleset, interfaces, next)?;
+        let hint = self.guard_slots.as_ref().and_then(|g| g.coarsened);
+        let mut compiled = compile::compile_hinted(ruleset, interfaces, next, hint)?;
         crate::profile::phase("compile");
         let plan = compile::assign_state_slots(&mut compiled, self.guard_slots.as_ref());
         tables::write(self, &compiled)?;

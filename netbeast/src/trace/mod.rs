@@ -154,14 +154,24 @@ fn verdict_of(target: &Target) -> String {
 pub struct Namer {
     ruleset: Ruleset,
     interfaces: Vec<Interface>,
+    /// The coarsening the loader's compile started from
+    /// (`compile::compile_hinted`): the same compile names the same slots.
+    coarsened: Option<compile::Coarsening>,
     compiled: [Option<CompiledRuleset>; 2],
 }
 
 impl Namer {
-    pub fn new(ruleset: Ruleset, interfaces: Vec<Interface>) -> Namer {
+    /// `coarsened`: what the loader's compile started from
+    /// (`state::Namespace::coarsening`).
+    pub fn new(
+        ruleset: Ruleset,
+        interfaces: Vec<Interface>,
+        coarsened: Option<compile::Coarsening>,
+    ) -> Namer {
         Namer {
             ruleset,
             interfaces,
+            coarsened,
             compiled: [None, None],
         }
     }
@@ -171,15 +181,21 @@ impl Namer {
     }
 
     /// Replaces the ruleset (a rule change happened while tracing).
-    pub fn reload(&mut self, ruleset: Ruleset, interfaces: Vec<Interface>) {
-        *self = Namer::new(ruleset, interfaces);
+    pub fn reload(
+        &mut self,
+        ruleset: Ruleset,
+        interfaces: Vec<Interface>,
+        coarsened: Option<compile::Coarsening>,
+    ) {
+        *self = Namer::new(ruleset, interfaces, coarsened);
     }
 
     fn compiled(&mut self, generation: u32) -> Result<&CompiledRuleset, TraceError> {
         let g = (generation & 1) as usize;
         if self.compiled[g].is_none() {
-            let c = compile::compile(&self.ruleset, &self.interfaces, g as u32)
-                .map_err(TraceError::Compile)?;
+            let c =
+                compile::compile_hinted(&self.ruleset, &self.interfaces, g as u32, self.coarsened)
+                    .map_err(TraceError::Compile)?;
             self.compiled[g] = Some(c);
         }
         Ok(self.compiled[g].as_ref().expect("compiled above"))
