@@ -744,7 +744,9 @@ pub(super) fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     let ns = Namespace::current_for_attach()?;
     let _lock = ns.lock()?;
-    if ns.has_dataplane() {
+    // (A data plane another namespace left under this inode is removed
+    // below, not kept: its sizes bind nobody.)
+    if ns.has_dataplane() && foreign_owner(&ns, None)?.is_none() {
         tables.check_existing(&sizes, &ns.maps_dir())?;
     }
     let migrated = migrate_old_layouts(&ns)?;

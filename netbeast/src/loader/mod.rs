@@ -672,7 +672,11 @@ impl Dataplane {
         // its default; in a new data plane, the caller's size, or, when the
         // caller has none, the machine's share.
         let pinned = sizing::TableSizes::pinned(&dir)?;
-        let following = sizing::TableSizes::following(&pinned)?;
+        let following = if pinned.iter().any(Option::is_none) {
+            sizing::TableSizes::following(&pinned)?
+        } else {
+            None
+        };
         let auto = if pinned.iter().all(Option::is_none) && sizes.is_none() {
             Some(sizing::TableSizes::auto(sizing::machine_memory()?, &[])?)
         } else {
