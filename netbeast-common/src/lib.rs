@@ -3749,6 +3749,21 @@ pub const CT6_ESTABLISHED_ENTRIES: u32 = 65536;
 /// `CT6_NAT_INDEX`: the IPv6 connections' [`CT_NAT_INDEX_ENTRIES`], two
 /// per translated connection at most, in proportion to the IPv6 tables.
 pub const CT6_NAT_INDEX_ENTRIES: u32 = 32768;
+/// Connections a FORWARD `-j SYNPROXY` replays at once (`PROXIED`, an LRU
+/// table: a connection evicted from it is passed on untranslated, which its
+/// ends then reset).
+pub const PROXIED_CONNECTIONS: u32 = 65_536;
+/// Translated local sockets whose original destination nat OUTPUT
+/// remembers (`SOCK_NAT`, `SOCK_NAT6`; and `SOCK_MARK`'s sockets): LRU
+/// tables, entries of closed sockets age out.
+pub const SOCK_NAT_ENTRIES: u32 = 65536;
+
+/// The default sizes of the keyed state tables above (conntrack, `-m
+/// recent`, connlimit, nat OUTPUT's sockets, REJECT's ICMP hosts, the
+/// SYN proxy, ipset members) are their largest too for a data plane sized
+/// from memory (`attach --table-memory`): a smaller budget divides them,
+/// down to one part in this many (`loader::sizing`).
+pub const TABLE_SHRINK_MAX: u32 = 64;
 
 /// The local address cache (`LOCAL_ADDR_CACHE`): an array of buckets of
 /// `LOCAL_ADDR_WAYS` addresses (network byte order), the bucket chosen by

@@ -51,8 +51,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use netbeast_common::{
-    Addr6, FlowAddr, RuleAction, TCP_FLAGS_NONE, chain, ct_state, lb::ServiceKey, nat_flags,
-    nat_target_index, stats, target,
+    Addr6, FlowAddr, RuleAction, SOCK_NAT_ENTRIES, TCP_FLAGS_NONE, chain, ct_state, lb::ServiceKey,
+    nat_flags, nat_target_index, stats, target,
 };
 
 use crate::{
@@ -63,10 +63,6 @@ use crate::{
     stats::bump,
 };
 
-/// Translated sockets whose original destination is remembered (for
-/// `getpeername` and the source of received datagrams). An LRU: entries of
-/// closed sockets age out.
-const SOCK_NAT_ENTRIES: u32 = 65536;
 /// Sockets that can be in the middle of a classification at once, all CPUs
 /// together. Far more than the CPUs, since a task can be preempted inside
 /// the program; past it a socket is left untranslated and

@@ -28,7 +28,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
-use netbeast_common::{CtKey, ct_flags, ct_state, size, stats, synproxy};
+use netbeast_common::{CtKey, PROXIED_CONNECTIONS, ct_flags, ct_state, size, stats, synproxy};
 
 use crate::{
     conntrack,
@@ -788,11 +788,6 @@ fn cookie_valid(ctx: &XdpContext, pkt: &Packet, probe: bool) -> bool {
 // moved between the cookie's numbering, which the client knows, and the
 // server's own (docs/ARCHITECTURE.md "The SYN-flood shield").
 // ---------------------------------------------------------------------
-
-/// Connections a FORWARD `-j SYNPROXY` replayed, at once (an LRU table: a
-/// connection evicted from it is passed on untranslated, which its ends
-/// then reset).
-const PROXIED_CONNECTIONS: u32 = 65_536;
 
 /// The SYN went to the server, which has not answered yet.
 const PROXY_SYN_SENT: u32 = 1;

@@ -44,7 +44,7 @@ use serde_json::json;
 
 use crate::{
     compile::BUILTIN_CHAINS,
-    loader::{ConntrackSizes, Dataplane},
+    loader::{Dataplane, sizing::TableMemory},
     rules::{
         command, journal,
         model::{Counter, Family, Ruleset, Target},
@@ -108,14 +108,25 @@ enum Command {
         /// tcp-time-wait, tcp-close, udp, udp-stream, icmp, generic.
         #[arg(long = "ct-timeout", value_name = "NAME=SECONDS")]
         ct_timeouts: Vec<String>,
-        /// Capacity of the table of connections without a reply yet (fixed
-        /// when the data plane is created).
-        #[arg(long, default_value_t = netbeast_common::CT_UNREPLIED_ENTRIES)]
-        ct_unreplied_size: u32,
-        /// Capacity of the table of connections that saw a reply (fixed
-        /// when the data plane is created).
-        #[arg(long, default_value_t = netbeast_common::CT_ESTABLISHED_ENTRIES)]
-        ct_established_size: u32,
+        /// Memory for the keyed state tables (conntrack, -m recent,
+        /// connlimit, nat OUTPUT's sockets, REJECT's ICMP hosts, the SYN
+        /// proxy, ipset members), like 16M, 64MiB or 1G; auto (the default):
+        /// a 32nd of the machine's memory, every table at its default size
+        /// from about 6.5 GiB on. Each table gets the same share of its
+        /// default. Chosen when the data plane is created and kept for its
+        /// life (`status` shows it); a different one later is refused: to
+        /// change it, `netbeast detach --all` first.
+        #[arg(long, value_name = "SIZE", value_parser = TableMemory::parse)]
+        table_memory: Option<TableMemory>,
+        /// Capacity of the table of connections without a reply yet
+        /// (default: sized with the others, see --table-memory; outside its
+        /// budget when given; fixed when the data plane is created).
+        #[arg(long, value_name = "ENTRIES")]
+        ct_unreplied_size: Option<u32>,
+        /// Capacity of the table of connections that saw a reply (as
+        /// --ct-unreplied-size).
+        #[arg(long, value_name = "ENTRIES")]
+        ct_established_size: Option<u32>,
         /// Shield these listening ports from SYN floods (like 80,443 or
         /// 8000:8010; `none` removes the shield): SYNs to them are answered
         /// with SYN cookies in XDP, before the rules, and only clients that
@@ -365,6 +376,7 @@ pub fn main() -> ExitCode {
                     mode,
                     fast_path,
                     ct_timeouts,
+                    table_memory,
                     ct_unreplied_size,
                     ct_established_size,
                     syn_flood_guard,
@@ -373,9 +385,10 @@ pub fn main() -> ExitCode {
                     mode,
                     fast_path,
                     &ct_timeouts,
-                    ConntrackSizes {
-                        unreplied: ct_unreplied_size,
-                        established: ct_established_size,
+                    &plane::TableRequest {
+                        memory: table_memory,
+                        ct_unreplied: ct_unreplied_size,
+                        ct_established: ct_established_size,
                     },
                     syn_flood_guard.as_deref(),
                 ),

@@ -31,8 +31,9 @@ use crate::{
     compile::{CHAIN_NAMES, NAT_CHAIN_NAMES},
     fault,
     loader::{
-        ACTIVE_SEQ_MASK, AttachMode, ConntrackSizes, Dataplane, SOCK_PROGRAMS,
+        ACTIVE_SEQ_MASK, AttachMode, Dataplane, SOCK_PROGRAMS,
         links::{self, LINK_TYPE_TCX, LINK_TYPE_XDP, LinkState},
+        sizing::{self, STATE_TABLES, TableMemory, TableSizes},
     },
     rules::{
         journal::Change,
@@ -180,13 +181,13 @@ fn foreign_owner(ns: &Namespace, dp: Option<&Dataplane>) -> Result<Option<u64>> 
 
 /// Reconciles the namespace's state with the kernel (see the module's
 /// comment), then opens its data plane: the existing one, or a new one
-/// when `create` (with conntrack tables of `sizes`). `keep`: interfaces the
+/// when `create` (with state tables of `sizes`). `keep`: interfaces the
 /// command itself is about to attach or detach, whose half-done state it
 /// completes rather than have it rolled back here.
 pub(super) fn prepare(
     ns: &Namespace,
     create: bool,
-    sizes: Option<ConntrackSizes>,
+    sizes: Option<&TableSizes>,
     keep: &[u32],
 ) -> Result<(Option<Dataplane>, Reconciled)> {
     let mut done = Reconciled::default();
@@ -248,10 +249,7 @@ pub(super) fn prepare(
         // The owner goes on record before the first pin exists.
         ns.record_owner()?;
         fault::point("prepare: owner recorded");
-        let mut new = match sizes {
-            Some(sizes) => Dataplane::open_pinned_with(&ns.maps_dir(), Some(sizes))?,
-            None => Dataplane::open_pinned(&ns.maps_dir())?,
-        };
+        let mut new = Dataplane::open_pinned_with(&ns.maps_dir(), sizes)?;
         fault::point("prepare: maps created");
         new.set_socket_netns(ns.cookie)?;
         dp = Some(new);
@@ -641,25 +639,101 @@ pub(super) fn open_stored(ns: &Namespace, create: bool) -> Result<(Ruleset, Opti
     Ok((ruleset, dp))
 }
 
+/// How `attach` was asked to size the keyed state tables.
+pub(super) struct TableRequest {
+    /// `--table-memory` (None: not given, which is `auto` for a new data
+    /// plane and "keep" for an existing one).
+    pub memory: Option<TableMemory>,
+    /// `--ct-unreplied-size`, `--ct-established-size`.
+    pub ct_unreplied: Option<u32>,
+    pub ct_established: Option<u32>,
+}
+
+/// The fewest entries `--ct-unreplied-size` and `--ct-established-size`
+/// take.
+const MIN_CT_TABLE_ENTRIES: u32 = 1024;
+
+impl TableRequest {
+    /// The tables given a size of their own (outside the budget).
+    fn fixed(&self) -> Vec<(&'static str, u32)> {
+        [
+            ("CT_UNREPLIED", self.ct_unreplied),
+            ("CT_ESTABLISHED", self.ct_established),
+        ]
+        .into_iter()
+        .filter_map(|(name, n)| n.map(|n| (name, n)))
+        .collect()
+    }
+
+    /// Checks the explicit sizes, and gives the sizes a new data plane
+    /// would get.
+    fn sizes(&self) -> Result<TableSizes> {
+        for (name, size) in [
+            ("--ct-unreplied-size", self.ct_unreplied),
+            ("--ct-established-size", self.ct_established),
+        ] {
+            if let Some(size) = size
+                && !(MIN_CT_TABLE_ENTRIES..=netbeast_common::MAX_CT_TABLE_ENTRIES).contains(&size)
+            {
+                bail!(
+                    "{name} {size}: choose between {MIN_CT_TABLE_ENTRIES} and {} entries \
+                     (MAX_CT_TABLE_ENTRIES)",
+                    netbeast_common::MAX_CT_TABLE_ENTRIES
+                );
+            }
+        }
+        let fixed = self.fixed();
+        Ok(match self.memory {
+            Some(TableMemory::Bytes(budget)) => TableSizes::for_budget(budget, &fixed)?,
+            None | Some(TableMemory::Auto) => TableSizes::auto(sizing::machine_memory()?, &fixed)?,
+        })
+    }
+
+    /// Refuses a request that asks the existing state tables pinned in
+    /// `dir` for other sizes than they have: they keep their size for the
+    /// data plane's life (remaking them would forget every connection).
+    fn check_existing(&self, wanted: &TableSizes, dir: &Path) -> Result<()> {
+        let fixed = self.fixed();
+        let pinned = TableSizes::pinned(dir)?;
+        let mut differ = Vec::new();
+        for (((name, _), have), (_, want)) in STATE_TABLES.iter().zip(pinned).zip(wanted.iter()) {
+            let asked = fixed.iter().any(|(n, _)| n == name) || self.memory.is_some();
+            if let Some(have) = have
+                && asked
+                && have != want
+            {
+                differ.push(format!("{name} has {have} entries, asked {want}"));
+            }
+        }
+        if differ.is_empty() {
+            return Ok(());
+        }
+        let more = if differ.len() > 3 {
+            format!(" and {} more", differ.len() - 3)
+        } else {
+            String::new()
+        };
+        differ.truncate(3);
+        bail!(
+            "the state tables of this namespace's data plane were sized when it was made, and \
+             keep their size while it exists (they hold its connections): {}{more}. Attach \
+             without --table-memory/--ct-*-size to keep them, or `netbeast detach --all` first \
+             (it removes the rules and all state; `netbeast save` before and `netbeast restore` \
+             after keeps the rules) to make them anew with these sizes",
+            differ.join(", ")
+        );
+    }
+}
+
 pub(super) fn run_attach(
     ifaces: &[String],
     mode: Mode,
     fast_path: FastPath,
     ct_timeouts: &[String],
-    ct_sizes: ConntrackSizes,
+    tables: &TableRequest,
     syn_flood_guard: Option<&str>,
 ) -> Result<()> {
-    for (name, size) in [
-        ("--ct-unreplied-size", ct_sizes.unreplied),
-        ("--ct-established-size", ct_sizes.established),
-    ] {
-        if !(1024..=netbeast_common::MAX_CT_TABLE_ENTRIES).contains(&size) {
-            bail!(
-                "{name} {size}: choose between 1024 and {} entries",
-                netbeast_common::MAX_CT_TABLE_ENTRIES
-            );
-        }
-    }
+    let sizes = tables.sizes()?;
     // Bad input changes nothing: check the timeouts and resolve every
     // interface name before anything is created.
     parse_timeouts(CtConfig::DEFAULT, ct_timeouts)?;
@@ -670,11 +744,15 @@ pub(super) fn run_attach(
         .collect::<Result<Vec<_>>>()?;
     let ns = Namespace::current_for_attach()?;
     let _lock = ns.lock()?;
+    // (A data plane another namespace left under this inode is removed
+    // below, not kept: its sizes bind nobody.)
+    if ns.has_dataplane() && foreign_owner(&ns, None)?.is_none() {
+        tables.check_existing(&sizes, &ns.maps_dir())?;
+    }
     let migrated = migrate_old_layouts(&ns)?;
     let fresh = !ns.has_state() && !ns.has_dataplane();
     let keep: Vec<u32> = targets.iter().map(|(_, i)| *i).collect();
-    let existed = ns.has_dataplane();
-    let (dp, _) = prepare(&ns, true, Some(ct_sizes), &keep)?;
+    let (dp, _) = prepare(&ns, true, Some(&sizes), &keep)?;
     let mut dp = dp.expect("prepared with create");
     let before: Vec<u32> = keep
         .iter()
@@ -688,8 +766,6 @@ pub(super) fn run_attach(
         mode,
         fast_path,
         ct_timeouts,
-        ct_sizes,
-        existed,
         !migrated.is_empty(),
         guard_ports.as_deref(),
     );
@@ -783,23 +859,11 @@ fn attach_all(
     mode: Mode,
     fast_path: FastPath,
     ct_timeouts: &[String],
-    ct_sizes: ConntrackSizes,
-    existed: bool,
     migrated: bool,
     guard_ports: Option<&[u16]>,
 ) -> Result<()> {
     let mut ruleset = ns.load_ruleset()?;
     fold_counters(dp, &mut ruleset)?;
-    let defaults = ConntrackSizes {
-        unreplied: netbeast_common::CT_UNREPLIED_ENTRIES,
-        established: netbeast_common::CT_ESTABLISHED_ENTRIES,
-    };
-    if existed && ct_sizes != defaults {
-        eprintln!(
-            "warning: the conntrack tables already exist and keep their sizes; \
-             `netbeast detach --all` first to change them"
-        );
-    }
     let timeouts = parse_timeouts(dp.conntrack_config()?, ct_timeouts)?;
     dp.set_conntrack_config(&timeouts)?;
     let links_dir = ns.links_dir();
@@ -1318,6 +1382,21 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
     };
     memory.sort_by_key(|&(name, bytes)| (std::cmp::Reverse(bytes), name));
     let memory_total: u64 = memory.iter().map(|(_, b)| b).sum();
+    // The keyed state tables' sizes, as they were made (`attach
+    // --table-memory`), and what they take.
+    let state_tables: Vec<(&str, u32)> = match &dp {
+        Some(_) => STATE_TABLES
+            .iter()
+            .zip(TableSizes::pinned(&ns.maps_dir())?)
+            .filter_map(|((name, _), n)| n.map(|n| (*name, n)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let state_memory: u64 = memory
+        .iter()
+        .filter(|(name, _)| state_tables.iter().any(|(n, _)| n == name))
+        .map(|(_, b)| b)
+        .sum();
     if json_out {
         let v = json!({
             "netns": ns.id,
@@ -1345,6 +1424,8 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "chains": chains.iter().map(|(t, n, r, p)| json!({"table": t, "name": n, "rules": r, "policy": p})).collect::<Vec<_>>(),
             "stats": stats::NAMES.iter().zip(&stats).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "map_memory_bytes": memory_total,
+            "state_tables": state_tables.iter().map(|(n, e)| (n.to_string(), json!(e))).collect::<serde_json::Map<_, _>>(),
+            "state_table_memory_bytes": state_memory,
             "map_memory": memory.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -1413,6 +1494,21 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "BPF map memory: {:.1} MiB (largest, MiB: {})",
             memory_total as f64 / MIB,
             largest.join(", ")
+        );
+        let entries = |name: &str| {
+            state_tables
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, e)| *e)
+        };
+        outln!(
+            "state tables: {:.1} MiB of it, sized when the data plane was made (`attach \
+             --table-memory`): conntrack {} established and {} unreplied IPv4 connections, \
+             ipset {} members",
+            state_memory as f64 / MIB,
+            entries("CT_ESTABLISHED"),
+            entries("CT_UNREPLIED"),
+            entries("IPSET_MEMBERS")
         );
     }
     for m in &mismatches {

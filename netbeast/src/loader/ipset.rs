@@ -64,7 +64,26 @@ impl Dataplane {
                 let mut map: HashMap<&mut MapData, IpsetKey, IpsetValue> =
                     HashMap::try_from(self.map_mut("IPSET_MEMBERS")?)
                         .map_err(map_err("IPSET_MEMBERS"))?;
-                map.insert(key, value, 0).map_err(map_err("IPSET_MEMBERS"))
+                match map.insert(key, value, 0) {
+                    // A new member past the table's capacity (its real
+                    // size: `attach --table-memory` may have made it
+                    // smaller than `ipset::MEMBERS`).
+                    Err(MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                    {
+                        let capacity = match self.map("IPSET_MEMBERS")? {
+                            aya::maps::Map::HashMap(d) => {
+                                d.info().map_err(map_err("IPSET_MEMBERS"))?.max_entries()
+                            }
+                            _ => return Err(LoaderError::MissingMap("IPSET_MEMBERS")),
+                        };
+                        Err(LoaderError::IpsetMembersFull {
+                            capacity,
+                            max: ipset::MEMBERS,
+                        })
+                    }
+                    other => other.map_err(map_err("IPSET_MEMBERS")),
+                }
             }
             MemberSlot::Net(bits) => {
                 let mut map: LpmTrie<&mut MapData, IpsetKey, IpsetValue> =

@@ -8,6 +8,7 @@ pub mod ipset;
 mod lb;
 pub mod links;
 pub mod route_watch;
+pub mod sizing;
 mod sock;
 mod tables;
 mod written;
@@ -84,7 +85,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 60] = [
+pub const MAP_NAMES: [&str; 61] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
@@ -157,6 +158,10 @@ pub const MAP_NAMES: [&str; 60] = [
     // entries live as long as the pin).
     "SYN_GUARD_PORTS",
     "SHIELD",
+    // The connections FORWARD's -j SYNPROXY replays (their sequence
+    // offsets): pinned so that they outlive a program reload, and so that
+    // their size is the data plane's (`sizing`), chosen once.
+    "PROXIED",
     // The IPv6 program the XDP program tail-calls: a program array loses
     // its entries with its last user reference, so it is pinned.
     "IPV6_INGRESS",
@@ -247,6 +252,14 @@ pub enum LoaderError {
          {limit} netbeast keeps (MAX_HASHLIMIT_TABLES); let rules share table names"
     )]
     TooManyHashlimitTables { tables: usize, limit: u32 },
+    #[error(
+        "the members of all hash:ip, hash:ip,port and bitmap:port sets fill IPSET_MEMBERS \
+         ({capacity} entries, sized when the data plane was made; at most ipset::MEMBERS = \
+         {max}): delete members, or make the data plane anew with more --table-memory \
+         (`netbeast save` and `ipset save`, `netbeast detach --all`, `netbeast attach IFACE \
+         --table-memory SIZE`, then restore both)"
+    )]
+    IpsetMembersFull { capacity: u32, max: u32 },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> LoaderError {
@@ -301,13 +314,6 @@ pub struct TestRunOutput {
     pub action: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
-}
-
-/// Capacities of the two conntrack tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConntrackSizes {
-    pub unreplied: u32,
-    pub established: u32,
 }
 
 /// How `attach` asks the kernel to run the XDP program.
@@ -415,6 +421,10 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
              a table may hold more than its --hashlimit-htable-max)"
         }
         "RECENT" => "-m recent lists are empty",
+        "PROXIED" => {
+            "connections FORWARD's -j SYNPROXY replays lose their translation (their ends reset \
+             them)"
+        }
         "IPSET_SETS" | "IPSET_MEMBERS" | "IPSET_NETS" => {
             "ipsets lose their members (`ipset save` before, `ipset restore` after, keeps them)"
         }
@@ -479,11 +489,12 @@ impl Dataplane {
         Self::open_pinned_with(dir, None)
     }
 
-    /// As `open_pinned`; `sizes` sets the conntrack tables' capacities when
-    /// this call creates them (a table's size is fixed once it exists).
+    /// As `open_pinned`; `sizes` sets the keyed state tables' capacities
+    /// when this call creates them (a table's size is fixed once it
+    /// exists: see [`sizing`]).
     pub fn open_pinned_with(
         dir: &Path,
-        sizes: Option<ConntrackSizes>,
+        sizes: Option<&sizing::TableSizes>,
     ) -> Result<Dataplane, LoaderError> {
         std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
             what: format!("the pin directory {}", dir.display()),
@@ -636,7 +647,7 @@ impl Dataplane {
 
     /// Loads the kernel object against the pinned maps (creating and
     /// pinning missing ones), for a command that needs its programs.
-    fn load_object(&mut self, sizes: Option<ConntrackSizes>) -> Result<(), LoaderError> {
+    fn load_object(&mut self, sizes: Option<&sizing::TableSizes>) -> Result<(), LoaderError> {
         let Some(dir) = self.pin_dir.clone() else {
             return Err(LoaderError::MissingMap(
                 "the kernel object (private data plane)",
@@ -649,15 +660,44 @@ impl Dataplane {
             });
         }
         let config_existed = dir.join(config::NAME).exists();
+        let missing_any = MAP_NAMES.iter().any(|name| !dir.join(name).exists());
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
             loader.map_pin_path(name, dir.join(name));
         }
-        if let Some(sizes) = sizes {
-            loader.map_max_entries("CT_UNREPLIED", sizes.unreplied);
-            loader.map_max_entries("CT_ESTABLISHED", sizes.established);
+        // A state table keeps the size it was made with (the pin is reused
+        // whatever the object says; said here too, so that the object's
+        // view agrees). One made now beside pinned ones (a table a newer
+        // version adds, or one an upgrade made anew) takes their share of
+        // its default; in a new data plane, the caller's size, or, when the
+        // caller has none, the machine's share.
+        let pinned = sizing::TableSizes::pinned(&dir)?;
+        let following = if pinned.iter().any(Option::is_none) {
+            sizing::TableSizes::following(&pinned)?
+        } else {
+            None
+        };
+        let auto = if pinned.iter().all(Option::is_none) && sizes.is_none() {
+            Some(sizing::TableSizes::auto(sizing::machine_memory()?, &[])?)
+        } else {
+            None
+        };
+        for ((name, _), pinned) in sizing::STATE_TABLES.iter().zip(pinned) {
+            let entries = pinned
+                .or_else(|| following.as_ref().and_then(|s| s.get(name)))
+                .or_else(|| sizes.and_then(|s| s.get(name)))
+                .or_else(|| auto.as_ref().and_then(|s| s.get(name)));
+            if let Some(entries) = entries {
+                loader.map_max_entries(name, entries);
+            }
         }
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
+        // Verified programs cached against the old maps do not use a map
+        // made just now (a version that adds a pinned map): drop them, so
+        // that the programs are verified against it.
+        if missing_any && let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir_all(parent.join(PROGRAM_CACHE_DIR));
+        }
         // The object's maps are the pinned ones: one handle each is enough.
         self.pinned.clear();
         self.ebpf = Some(ebpf);

@@ -1,0 +1,329 @@
+//! The keyed state tables sized from memory (issue 17's memory target): a
+//! data plane made with `attach --table-memory` has smaller conntrack,
+//! recent, connlimit, socket, ICMP-host, SYN-proxy and ipset tables, as the
+//! kernel's own map info shows; `status` reports the lower memory; later
+//! commands and attaches keep the tables (and the connections in them); a
+//! conflicting size is refused, saying how to change it; and a full
+//! `IPSET_MEMBERS` says which table and how to grow it.
+//!
+//! Needs root. Run: `cargo test -p netbeast --test table_memory`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netbeast::loader::sizing::{STATE_TABLES, TableSizes, machine_memory};
+use netbeast::netns::{Firewall, Netns, SERVER_ADDR, Testbed, require_root};
+
+const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
+const TIMEOUT: Duration = Duration::from_secs(2);
+const MIB: u64 = 1024 * 1024;
+
+fn testbed(tag: &str, attach_args: &[&str]) -> Testbed {
+    require_root();
+    Testbed::new(tag, Firewall::netbeast_with(NETBEAST, attach_args))
+        .unwrap_or_else(|e| panic!("setting up the testbed: {e}"))
+}
+
+fn status_json(ns: &Netns) -> serde_json::Value {
+    let text = ns.netbeast_ok(&["status", "--json"]).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("status --json ({e}): {text}"))
+}
+
+/// Each state table's `max_entries` as the kernel reports it (bpftool's
+/// map info of the pin), by name.
+fn kernel_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
+    let status = status_json(ns);
+    let maps = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps");
+    STATE_TABLES
+        .iter()
+        .map(|(name, _)| {
+            let out = ns
+                .command("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(maps.join(name))
+                .output()
+                .expect("bpftool runs (cargo xtask setup installs it)");
+            let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("bpftool map show {name} ({e}): {out:?}"));
+            let n = info["max_entries"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: no max_entries in {info}"));
+            (*name, n)
+        })
+        .collect()
+}
+
+fn expected(sizes: &TableSizes) -> Vec<(&'static str, u64)> {
+    sizes.iter().map(|(n, e)| (n, u64::from(e))).collect()
+}
+
+/// One round trip on an open connection: what the echo server sends back.
+fn round_trip(stream: &mut TcpStream, what: &str) -> Result<(), String> {
+    let message = format!("ping {what}");
+    stream
+        .write_all(message.as_bytes())
+        .map_err(|e| format!("{what}: write: {e}"))?;
+    let mut buf = vec![0u8; message.len()];
+    stream
+        .read_exact(&mut buf)
+        .map_err(|e| format!("{what}: no echo: {e}"))?;
+    if buf != message.as_bytes() {
+        return Err(format!(
+            "{what}: echoed {:?}",
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    Ok(())
+}
+
+/// `--table-memory 16M` (what a 512 MiB machine gets by default): every
+/// state table is made smaller than its default, as the kernel's map info
+/// shows, and `status` reports them and their lower memory; conntrack works
+/// at that size (a TCP connection through a stateful ruleset with a DROP
+/// policy); a second attach without the flag, one with the same flag, and
+/// a rule change keep the tables and the tracked connection; another size
+/// is refused with the way to get it, and changes nothing.
+#[test]
+fn small_table_memory_sizes_the_state_tables_for_the_data_planes_life() {
+    let bed = testbed("tm-small", &["--table-memory", "16M"]);
+    let server = bed.server();
+    let wanted = TableSizes::for_budget(16 * MIB, &[]).unwrap();
+    let sizes = kernel_sizes(server);
+    assert_eq!(sizes, expected(&wanted), "max_entries of the state tables");
+    for ((name, default), (_, n)) in STATE_TABLES.iter().zip(&sizes) {
+        assert!(
+            *n < u64::from(*default),
+            "{name}: {n} entries, not below its default {default}"
+        );
+    }
+    let status = status_json(server);
+    let state = status["state_table_memory_bytes"].as_u64().unwrap();
+    assert!(
+        (8 * MIB..=16 * MIB).contains(&state),
+        "state tables take {state} bytes with --table-memory 16M: {status:#}"
+    );
+    for (name, n) in &sizes {
+        assert_eq!(
+            status["state_tables"][name].as_u64(),
+            Some(*n),
+            "{status:#}"
+        );
+    }
+    // All tables at their defaults take more than 200 MiB: the total
+    // shows the difference.
+    let full = TableSizes::defaults().bytes().unwrap();
+    assert!(full > 200 * MIB);
+    let total = status["map_memory_bytes"].as_u64().unwrap();
+    let text = server.netbeast_ok(&["status"]).unwrap();
+    let established = wanted.get("CT_ESTABLISHED").unwrap();
+    assert!(
+        text.contains(&format!(
+            "state tables: {:.1} MiB of it",
+            state as f64 / MIB as f64
+        )) && text.contains(&format!("conntrack {established} established")),
+        "{text}"
+    );
+
+    // Conntrack at this size: only connections it tracks get through.
+    let _echo = support::echo_server(server, 22);
+    for rule in [
+        "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT",
+        "-P INPUT DROP",
+    ] {
+        server.netbeast_iptables_ok(rule).unwrap();
+    }
+    let mut held = netbeast::netns::tcp_stream(
+        bed.client(),
+        None,
+        SocketAddrV4::new(SERVER_ADDR, 22),
+        TIMEOUT,
+    )
+    .unwrap()
+    .expect("a connection to port 22 through the stateful rules");
+    held.set_read_timeout(Some(TIMEOUT)).unwrap();
+    round_trip(&mut held, "after connecting").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let tracked = |when: &str| {
+        let listed = server.netbeast_ok(&["conntrack", "-L"]).unwrap();
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains(&format!("sport={port} dport=22")) && l.contains("ESTABLISHED")),
+            "{when}: the held connection (from port {port}) is not tracked:\n{listed}"
+        );
+    };
+    tracked("after connecting");
+
+    // The tables stay as made: attach again (without the flag, and with
+    // the same one), change a rule.
+    server
+        .netbeast_ok(&["attach", netbeast::netns::SERVER_IFACE])
+        .unwrap();
+    server
+        .netbeast_ok(&[
+            "attach",
+            netbeast::netns::SERVER_IFACE,
+            "--table-memory",
+            "16M",
+        ])
+        .unwrap();
+    server
+        .netbeast_iptables_ok("-I INPUT 1 -s 10.99.99.99 -j DROP")
+        .unwrap();
+    assert_eq!(kernel_sizes(server), sizes, "after attaching again");
+    tracked("after attaching again");
+    round_trip(&mut held, "after attaching again").unwrap();
+
+    // Another size is refused, and changes nothing.
+    for args in [
+        &["--table-memory", "64M"][..],
+        &["--table-memory", "auto"][..],
+        &["--ct-established-size", "1024"][..],
+    ] {
+        let out = server
+            .netbeast(&[&["attach", netbeast::netns::SERVER_IFACE][..], args].concat())
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "attach {args:?} succeeded over 16M tables"
+        );
+        assert!(
+            err.contains("were sized when it was made")
+                && err.contains(&format!("CT_ESTABLISHED has {established} entries"))
+                && err.contains("netbeast detach --all"),
+            "attach {args:?}: {err}"
+        );
+    }
+    assert_eq!(kernel_sizes(server), sizes, "after the refused attaches");
+    tracked("after the refused attaches");
+    round_trip(&mut held, "after the refused attaches").unwrap();
+    assert_eq!(
+        status_json(server)["map_memory_bytes"].as_u64(),
+        Some(total)
+    );
+
+    // A table missing beside the others (PROXIED, which older versions did
+    // not pin; or one an upgrade makes anew) is made at their share, by
+    // the next command that opens the data plane.
+    let pins = PathBuf::from(status["pins"].as_str().unwrap()).join("maps");
+    std::fs::remove_file(pins.join("PROXIED")).unwrap();
+    server
+        .netbeast_iptables_ok("-D INPUT -s 10.99.99.99 -j DROP")
+        .unwrap();
+    assert_eq!(kernel_sizes(server), sizes, "PROXIED made anew");
+    server
+        .netbeast_ok(&["attach", netbeast::netns::SERVER_IFACE])
+        .unwrap();
+    tracked("after PROXIED was made anew");
+    round_trip(&mut held, "after PROXIED was made anew").unwrap();
+}
+
+/// Without `--table-memory` the tables are sized from the machine's
+/// memory: a 32nd of it, which on a machine of 6.5 GiB or more keeps every
+/// table at its default size (this one's 24 GiB do).
+#[test]
+fn default_sizes_follow_the_machine_memory() {
+    let bed = testbed("tm-auto", &[]);
+    let ram = machine_memory().unwrap();
+    let auto = TableSizes::auto(ram, &[]).unwrap();
+    assert_eq!(kernel_sizes(bed.server()), expected(&auto));
+    if ram >= 8 << 30 {
+        assert_eq!(auto, TableSizes::defaults(), "{ram} bytes of memory");
+    }
+    // --ct-*-size still sets its table, outside the budget, which the
+    // other tables share.
+    let bed = testbed(
+        "tm-ct",
+        &["--table-memory", "16M", "--ct-established-size", "100000"],
+    );
+    let sizes = kernel_sizes(bed.server());
+    let fixed = TableSizes::for_budget(16 * MIB, &[("CT_ESTABLISHED", 100_000)]).unwrap();
+    assert_eq!(sizes, expected(&fixed));
+    assert_eq!(fixed.get("CT_ESTABLISHED"), Some(100_000));
+    let small = TableSizes::for_budget(16 * MIB, &[]).unwrap();
+    for (name, n) in sizes {
+        assert!(n >= u64::from(small.get(name).unwrap()), "{name}: {n}");
+    }
+}
+
+/// A budget below the tables' smallest sizes is refused before anything is
+/// made, naming the least that works.
+#[test]
+fn too_small_a_budget_is_refused() {
+    require_root();
+    let ns = Netns::new("tm-tiny").unwrap().with_netbeast(NETBEAST);
+    ns.run("ip", &["link", "add", "nbt-tm0", "type", "dummy"])
+        .unwrap();
+    let out = ns
+        .netbeast(&["attach", "nbt-tm0", "--table-memory", "1M"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--table-memory 1.0 MiB is too little")
+            && err.contains("at least")
+            && err.contains("TABLE_SHRINK_MAX"),
+        "{err}"
+    );
+    let out = ns
+        .netbeast(&["attach", "nbt-tm0", "--table-memory", "lots"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("expected `auto` or a size"),
+        "{err}"
+    );
+    let status = status_json(&ns);
+    assert_eq!(status["map_memory_bytes"].as_u64(), Some(0), "{status:#}");
+}
+
+/// At the smallest sizing `IPSET_MEMBERS` holds 65,536 members: a set
+/// whose own maxelem allows more reaches it, and the member past it is
+/// refused naming the table, its real size and how to grow it.
+#[test]
+fn a_full_member_table_says_how_to_grow_it() {
+    let bed = testbed("tm-ipset", &["--table-memory", "4M"]);
+    let server = bed.server();
+    let capacity = TableSizes::for_budget(4 * MIB, &[])
+        .unwrap()
+        .get("IPSET_MEMBERS")
+        .unwrap();
+    assert_eq!(
+        capacity,
+        netbeast_common::ipset::MEMBERS / netbeast_common::TABLE_SHRINK_MAX
+    );
+    server
+        .netbeast_ok(&["ipset", "create", "big", "hash:ip", "maxelem", "1000000"])
+        .unwrap();
+    server
+        .netbeast_ok(&["ipset", "add", "big", "10.0.0.0/16"])
+        .unwrap();
+    let mut refused = None;
+    for i in 0..256u64 {
+        let out = server
+            .netbeast(&["ipset", "add", "big", &format!("10.1.0.{i}")])
+            .unwrap();
+        if !out.status.success() {
+            refused = Some((i, String::from_utf8_lossy(&out.stderr).into_owned()));
+            break;
+        }
+    }
+    let (added, err) = refused.expect("the member table never filled");
+    assert!(
+        u64::from(capacity).abs_diff(65_536 + added) <= 64,
+        "{added} members past 65,536 went in"
+    );
+    assert!(
+        err.contains("fill IPSET_MEMBERS")
+            && err.contains(&format!("({capacity} entries"))
+            && err.contains("--table-memory"),
+        "{err}"
+    );
+}
