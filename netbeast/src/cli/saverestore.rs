@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::{
     chain_of,
     getopt::{Arg, Item, Opt, getopt},
-    plane::{commit, open},
+    plane::{commit_change, open},
     problem_of,
 };
 use std::os::unix::ffi::OsStringExt;
@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStringExt;
 use crate::{
     rawtext,
     rules::{
+        journal,
         model::{Family, TableName},
         save,
     },
@@ -347,8 +348,8 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     }
     let ns = Namespace::current()?;
     let _lock = ns.lock_within(options.wait)?;
-    let (mut ruleset, dp) = open(&ns, !options.test)?;
-    save::apply_restore(&mut ruleset, &parsed, options.noflush)?;
+    let (before, dp) = open(&ns, !options.test)?;
+    let ruleset = save::restored(&before, &parsed, options.noflush)?;
     super::check_sets(&ns, &ruleset)?;
     if options.test {
         // Compile too, so limits are checked without touching the maps.
@@ -356,5 +357,13 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
         return Ok(());
     }
     let mut dp = dp.expect("opened with create");
-    commit(&ns, &mut dp, &ruleset)
+    // What changed, counters aside: kube-proxy's sync writes its whole
+    // services chain and a few service chains, nearly all as they were,
+    // so the journal takes the change rather than the rule file being
+    // written whole (`state::Namespace::write_pending_change`; a change
+    // past `JOURNAL_MAX_RULES` still is).
+    let change = journal::diff(&before, &ruleset);
+    drop(before);
+    crate::profile::phase("diff the ruleset");
+    commit_change(&ns, &mut dp, &ruleset, Some(&change))
 }

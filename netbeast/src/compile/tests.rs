@@ -2876,6 +2876,15 @@ fn kube_proxy_services_fit_the_search_budget() {
     );
 }
 
+/// A slot is a term, and kube-proxy's 10,000 services make 220,000 of
+/// them: with a dense array of the 22 key fields' sets a slot took 830
+/// bytes, and the flatten's time went to clearing and copying pages.
+#[test]
+fn a_slot_stays_small() {
+    let size = std::mem::size_of::<flatten::Slot<'_>>();
+    assert!(size <= 256, "a slot takes {size} bytes");
+}
+
 #[test]
 fn a_coarsening_hint_skips_the_overflowing_compile_and_changes_nothing() {
     let ruleset = kube_services(300, 3);

@@ -336,7 +336,18 @@ pub fn apply_restore(
     file: &RestoreFile,
     noflush: bool,
 ) -> Result<(), RestoreError> {
-    let mut scratch = ruleset.clone();
+    *ruleset = restored(ruleset, file, noflush)?;
+    Ok(())
+}
+
+/// The ruleset [`apply_restore`] makes of `before`, which stays as it
+/// was: the restore command diffs the two (`journal::diff`).
+pub fn restored(
+    before: &Ruleset,
+    file: &RestoreFile,
+    noflush: bool,
+) -> Result<Ruleset, RestoreError> {
+    let mut scratch = before.clone();
     for section in &file.tables {
         let table = scratch.table_in_mut(file.family, section.name);
         if !noflush {
@@ -398,8 +409,7 @@ pub fn apply_restore(
             source,
         })?;
     }
-    *ruleset = scratch;
-    Ok(())
+    Ok(scratch)
 }
 
 fn set_chain_line(chain: &mut Chain, policy: Option<Policy>, counter: Option<Counter>) {
@@ -814,6 +824,37 @@ mod tests {
         let file = parse_restore(text)?;
         apply_restore(&mut ruleset, &file, false)?;
         Ok(ruleset)
+    }
+
+    /// The chains a restore declares are merged into the table at once,
+    /// before the next rule line: in name order after the built-in
+    /// chains, wherever they are declared, once each, and usable by the
+    /// rules that follow (jumps among them checked at COMMIT).
+    #[test]
+    fn declared_chains_join_the_table_in_name_order() {
+        let mut ruleset = restore("*filter\n:INPUT ACCEPT [0:0]\n:M - [0:0]\nCOMMIT\n").unwrap();
+        let file = parse_restore(
+            "*filter\n:Z - [0:0]\n:B - [0:0]\n:Z - [0:0]\n-A B -j Z\n:A - [0:0]\n:C - [0:0]\n\
+             -A INPUT -j A\n-A A -j C\n:M - [0:0]\n-A M -j B\n:Y - [0:0]\nCOMMIT\n",
+        )
+        .unwrap();
+        apply_restore(&mut ruleset, &file, true).unwrap();
+        let names: Vec<&str> = ruleset
+            .filter
+            .chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["INPUT", "FORWARD", "OUTPUT", "A", "B", "C", "M", "Y", "Z"]
+        );
+        for (chain, target) in [("A", "C"), ("B", "Z"), ("M", "B"), ("INPUT", "A")] {
+            let rules = &ruleset.filter.chain(chain).unwrap().rules;
+            assert_eq!(rules.len(), 1, "{chain}");
+            assert_eq!(rules[0].target.chain(), Some(target), "{chain}");
+        }
+        assert!(ruleset.filter.chain("Y").unwrap().rules.is_empty());
     }
 
     fn restore_err(text: &str) -> String {
