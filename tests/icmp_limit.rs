@@ -17,6 +17,8 @@
 //! prefixes: three client addresses behind a /120, the /64 they share and
 //! the default route get 6 errors each at once, then one a second, all
 //! three alike (the scaling would have given 4 and 16 a second).
+//! The namespace-wide budget is one for both families: IPv6 errors find
+//! what IPv4's spent.
 //!
 //! Needs root. Run: `cargo test -p netbeast --test icmp_limit`.
 
@@ -311,4 +313,62 @@ fn ip6tables_reject_obeys_the_icmpv6_rate_limits(firewall: Firewall) {
         100,
     );
     assert_eq!(got, 100, "OUTPUT's errors for 100 local datagrams in 0.1 s");
+}
+
+scenario!(icmp_and_icmpv6_errors_share_the_budget);
+fn icmp_and_icmpv6_errors_share_the_budget(firewall: Firewall) {
+    require_root();
+    let bed = Testbed::new("icmp6bg", firewall).unwrap_or_else(|e| panic!("setting up: {e}"));
+    let (client, server) = (bed.client(), bed.server());
+    add_addr(server, &format!("{SERVER6}/64"), SERVER_IFACE).unwrap();
+    add_addr(client, &format!("{NEIGHBOUR6}/64"), CLIENT_IFACE).unwrap();
+    client
+        .run_ok("ping", &["-6", "-c3", "-i0.2", "-W2", SERVER6])
+        .unwrap();
+    // No per-host limits; a budget of 10 errors, 10 more a second, from
+    // the start (a budget's credit is only cut to its burst when spent).
+    server.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    server.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
+    server.sysctl("net.ipv4.icmp_msgs_per_sec", "10").unwrap();
+    server.sysctl("net.ipv4.icmp_msgs_burst", "10").unwrap();
+    bed.iptables_ok("-A INPUT -p udp --dport 9 -j REJECT")
+        .unwrap();
+    bed.firewall
+        .ip6tables_ok(server, "-A INPUT -p udp --dport 9 -j REJECT")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    // 100 IPv4 datagrams, then at once 100 IPv6 ones: the IPv6 errors
+    // find the budget the IPv4 ones spent (with a budget of their own
+    // they would get about 10 too).
+    let (before4, before6) = (
+        unreachables_received(client),
+        unreachables6_received(client),
+    );
+    client
+        .in_netns(|| {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..100 {
+                let _ = socket.send_to(b"x", SocketAddrV4::new(SERVER_ADDR, 9));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+    send6(
+        client,
+        v6(NEIGHBOUR6),
+        SocketAddrV6::new(v6(SERVER6), 9, 0, 0),
+        100,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let got4 = unreachables_received(client) - before4;
+    let got6 = unreachables6_received(client) - before6;
+    eprintln!("budget 10: {got4} ICMP and then {got6} ICMPv6 errors");
+    assert!(
+        (4..=20).contains(&got4),
+        "a budget of 10: {got4} ICMP errors for 100 datagrams"
+    );
+    assert!(
+        got6 <= 5,
+        "the budget the ICMP errors spent: {got6} ICMPv6 errors for 100 datagrams"
+    );
 }
