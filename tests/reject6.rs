@@ -273,6 +273,74 @@ fn reject6_answers_with_icmp6_and_resets() {
     );
 }
 
+/// The ICMPv6 limits as the commands write them (here by hand): each
+/// source address, all 128 bits of it, has a bucket of 6 errors (one per
+/// ratelimit ms after); the held back are dropped and counted; a reset is
+/// no ICMPv6 error; not limited, every one is answered.
+#[test]
+fn reject6_errors_obey_the_icmpv6_limits() {
+    lab(
+        "limits",
+        |_| {},
+        |dp| {
+            // A budget that never runs out, 10 s a token per host (a new host
+            // counts as last answered 60 s ago: 6 tokens, its bucket full).
+            dp.set_icmp_limits(&netbeast_common::IcmpLimits {
+                ratelimit_ms: 0,
+                ratemask: 0,
+                msgs_per_sec: 1_000_000,
+                msgs_burst: 1_000_000,
+            })
+            .unwrap();
+            dp.set_icmp6_limit(netbeast_common::icmp6_limit(Some(10_000)))
+                .unwrap();
+            apply(
+                dp,
+                &[
+                    "-A INPUT -p udp --dport 9 -j REJECT",
+                    "-A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+                ],
+            );
+            let from = |src: &str| {
+                from_client(FrameBuilder::udp6_with(v6(src), 40000, v6(SERVER), 9, b"x")).build()
+            };
+            let answered = |dp: &mut Dataplane, src: &str, n: usize| {
+                (0..n)
+                    .filter(|_| run(dp, &from(src), 0).0 == XDP_TX)
+                    .count()
+            };
+            let limited = stat(dp, stats::REJECT_RATE_LIMITED);
+            assert_eq!(answered(dp, CLIENT, 10), 6, "a host's burst of 6");
+            assert_eq!(
+                stat(dp, stats::REJECT_RATE_LIMITED),
+                limited + 4,
+                "the errors held back are counted"
+            );
+            // Another host, differing in the last bits only: its own bucket.
+            assert_eq!(answered(dp, "fd00:16::3", 10), 6, "another host's burst");
+            // The empty bucket does not hold back resets.
+            let syn = tcp(22, tcp_flags::SYN, 1000, &[]).build();
+            assert_eq!(run(dp, &syn, 0).0, XDP_TX, "a reset is no ICMPv6 error");
+            // Type 1 out of net.ipv6.icmp.ratemask: no limit.
+            dp.set_icmp6_limit(netbeast_common::icmp6_limit(None))
+                .unwrap();
+            assert_eq!(answered(dp, CLIENT, 10), 10, "not limited");
+            // A ratelimit of 0: no per-host limit, and the bucket left
+            // empty (the kernel's inet_peer_xrlim_allow with a period 0).
+            dp.set_icmp6_limit(netbeast_common::icmp6_limit(Some(0)))
+                .unwrap();
+            assert_eq!(answered(dp, "fd00:16::4", 10), 10, "no per-host limit");
+            dp.set_icmp6_limit(netbeast_common::icmp6_limit(Some(10_000)))
+                .unwrap();
+            assert_eq!(
+                answered(dp, "fd00:16::4", 1),
+                0,
+                "a host answered without a per-host limit has no token"
+            );
+        },
+    );
+}
+
 #[test]
 fn reject6_stays_silent() {
     lab(

@@ -1426,10 +1426,11 @@ pub mod stats {
     /// a restore-only tag (`handoff::RESTORE_MAGIC`) so that the TC
     /// ingress program cannot take their MAC for one of netbeast's tags.
     pub const TAG_LOOKALIKE: u32 = 46;
-    /// REJECT's ICMP errors not sent: the namespace's ICMP rate limits
-    /// (`net.ipv4.icmp_ratelimit` per destination host, `icmp_msgs_per_sec`
-    /// for all) held them back, as the kernel's `icmp_send` does. The
-    /// packet is dropped all the same.
+    /// REJECT's ICMP and ICMPv6 errors not sent: the namespace's rate
+    /// limits (`net.ipv4.icmp_ratelimit` or `net.ipv6.icmp.ratelimit` per
+    /// destination host, `icmp_msgs_per_sec` for all) held them back, as
+    /// the kernel's `icmp_send` and `icmp6_send` do. The packet is dropped
+    /// all the same.
     pub const REJECT_RATE_LIMITED: u32 = 47;
     pub const COUNT: u32 = 48;
 
@@ -3689,7 +3690,42 @@ pub struct Config {
     /// How many ports `SYN_GUARD_PORTS` holds: a packet looks them up
     /// only while there is one.
     pub syn_guard_ports: u32,
-    pub _pad: u32,
+    /// The limits of ip6tables REJECT's ICMPv6 errors, copied by
+    /// userspace from the namespace's sysctls at every command, as
+    /// [`icmp6_limit`] encodes them: [`ICMP6_NOT_LIMITED`], or
+    /// `net.ipv6.icmp.ratelimit` (ms, the per-host limit) plus one, the
+    /// namespace-wide budget then applying too ([`IcmpLimits`]': the
+    /// kernel shares it). Was padding, so the value's layout, and the pins
+    /// of earlier versions, stay; 0, as never written, is no limit, as
+    /// all-zero `icmp_limits` are.
+    pub icmp6_limit: u32,
+}
+
+/// `Config::icmp6_limit` when REJECT's ICMPv6 errors are not limited at
+/// all (as `icmp6_send` limits no type out of `net.ipv6.icmp.ratemask`),
+/// or the limits were never written.
+pub const ICMP6_NOT_LIMITED: u32 = 0;
+
+/// `Config::icmp6_limit` for `net.ipv6.icmp.ratelimit` `ratelimit_ms`,
+/// `None` when `net.ipv6.icmp.ratemask` leaves out type 1 (destination
+/// unreachable, the one REJECT sends). A ratelimit of `u32::MAX` ms (no
+/// int of the kernel's) counts as one less.
+pub const fn icmp6_limit(ratelimit_ms: Option<u32>) -> u32 {
+    match ratelimit_ms {
+        None => ICMP6_NOT_LIMITED,
+        Some(ms) => ms.saturating_add(1),
+    }
+}
+
+/// The per-host limit (ms) of `Config::icmp6_limit` `limit`; `None`: not
+/// limited.
+#[inline(always)]
+pub const fn icmp6_ratelimit_ms(limit: u32) -> Option<u32> {
+    if limit == ICMP6_NOT_LIMITED {
+        None
+    } else {
+        Some(limit - 1)
+    }
 }
 
 /// The namespace's limits on the ICMP errors REJECT sends, as the kernel's
@@ -3719,6 +3755,10 @@ pub struct IcmpBudget {
 /// How many `icmp_ratelimit` periods a destination's bucket holds (the
 /// kernel's `XRLIM_BURST_FACTOR`): a burst of 6 errors, then one a period.
 pub const ICMP_RATE_BURST: u64 = 6;
+
+/// Destination hosts whose ICMPv6 error budget is kept (`ICMP6_HOSTS`,
+/// an LRU keyed by the full address, as the kernel's IPv6 `inet_peer`).
+pub const ICMP6_HOST_ENTRIES: u32 = 65_536;
 
 /// Destination hosts whose ICMP error budget is kept (`ICMP_HOSTS`, an
 /// LRU: the least recently answered are forgotten, and start with a full
@@ -3986,6 +4026,10 @@ mod tests {
         assert_eq!(stats::REJECT_RATE_LIMITED + 1, stats::COUNT);
         assert_eq!(size_of::<IcmpLimits>(), 16);
         assert_eq!(size_of::<IcmpBudget>(), 16);
+        assert_eq!(icmp6_limit(None), ICMP6_NOT_LIMITED);
+        assert_eq!(icmp6_ratelimit_ms(icmp6_limit(Some(0))), Some(0));
+        assert_eq!(icmp6_ratelimit_ms(icmp6_limit(Some(1000))), Some(1000));
+        assert_eq!(icmp6_ratelimit_ms(0), None);
         assert_eq!(
             size_of::<Config>(),
             8 * route_cache::EPOCH_WORDS as usize + 16 + 40 + 16 + 8

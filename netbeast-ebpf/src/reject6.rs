@@ -96,7 +96,13 @@ pub fn reject6(ctx: &XdpContext, pkt: &Packet, with: u32, in_ifindex: u32, local
         return silent();
     }
     let action = if with == reject::TCP_RESET {
+        // A reset is no ICMPv6 error: nf_send_reset6() sends it unlimited.
         tcp_reset6(ctx, pkt, &src, &dst)
+    } else if !crate::icmp_limit::allow6(&src) {
+        // The namespace's ICMPv6 rate limits, as icmp6_send() applies
+        // them after the checks above (and before its route lookup).
+        bump(stats::REJECT_RATE_LIMITED);
+        return xdp_action::XDP_DROP;
     } else {
         let code = icmp6_code(with);
         let from = if local {

@@ -259,6 +259,7 @@ pub(super) fn prepare(
         // (the kernel reads its sysctls at each error; netbeast at each
         // command: a change takes effect at the next one).
         dp.set_icmp_limits(&crate::loader::config::icmp_limits_of_namespace())?;
+        dp.set_icmp6_limit(crate::loader::config::icmp6_limit_of_namespace())?;
     }
     crate::profile::phase("reconcile");
     if let Some(dp) = &mut dp {

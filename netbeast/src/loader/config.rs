@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData};
-use netbeast_common::{Config, CtConfig, IcmpLimits, route_cache};
+use netbeast_common::{Config, CtConfig, IcmpLimits, icmp6_limit, route_cache};
 
 use super::{Dataplane, LoaderError};
 
@@ -107,6 +107,12 @@ impl ConfigMemory {
         // SAFETY: as in `icmp_limits`.
         unsafe { std::ptr::write_volatile(self.at(offset_of!(Config, icmp_limits)), *limits) }
     }
+
+    /// `Config::icmp6_limit`.
+    pub fn icmp6_limit(&self) -> &AtomicU32 {
+        // SAFETY: an aligned u32 of the mapping, for as long as `self`.
+        unsafe { &*self.at::<AtomicU32>(offset_of!(Config, icmp6_limit)) }
+    }
 }
 
 impl Drop for ConfigMemory {
@@ -145,6 +151,44 @@ pub fn icmp_limits_of_namespace() -> IcmpLimits {
     }
 }
 
+/// ICMPv6 destination unreachable: the one type ip6tables' REJECT sends.
+const ICMP6_DEST_UNREACH: u32 = 1;
+
+/// Whether `net.ipv6.icmp.ratemask`'s list form ("0-1,3-127": the types
+/// limited, ranges and single types separated by commas) holds `icmp_type`;
+/// None when it does not parse.
+pub fn ratemask6_holds(list: &str, icmp_type: u32) -> Option<bool> {
+    let mut holds = false;
+    for part in list.trim().split(',').filter(|p| !p.trim().is_empty()) {
+        let (from, to) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+            None => {
+                let t = part.trim().parse::<u32>().ok()?;
+                (t, t)
+            }
+        };
+        holds |= (from..=to).contains(&icmp_type);
+    }
+    Some(holds)
+}
+
+/// The limits of REJECT's ICMPv6 errors in the namespace, as
+/// `Config::icmp6_limit` holds them: its `/proc/sys/net/ipv6/icmp/ratelimit`
+/// (ms; of the calling thread's namespace, as sysctls are), or not limited
+/// when `ratemask` leaves their type out. Without IPv6 (no such files):
+/// not limited; a ratelimit that does not parse: 0, no per-host limit; a
+/// ratemask that does not parse: the kernel's default, which holds type 1.
+pub fn icmp6_limit_of_namespace() -> u32 {
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv6/icmp/{name}")).ok();
+    let Some(ratelimit) = read("ratelimit") else {
+        return icmp6_limit(None);
+    };
+    let limited = read("ratemask")
+        .and_then(|m| ratemask6_holds(&m, ICMP6_DEST_UNREACH))
+        .unwrap_or(true);
+    icmp6_limit(limited.then(|| ratelimit.trim().parse::<u32>().unwrap_or(0)))
+}
+
 impl Dataplane {
     /// `CONFIG`'s value, mapped.
     pub(super) fn config_memory(&self) -> Result<ConfigMemory, LoaderError> {
@@ -165,6 +209,20 @@ impl Dataplane {
     /// The ICMP rate limits REJECT obeys now.
     pub fn icmp_limits(&self) -> Result<IcmpLimits, LoaderError> {
         Ok(self.config_memory()?.icmp_limits())
+    }
+
+    /// Writes the limits of REJECT's ICMPv6 errors
+    /// ([`icmp6_limit_of_namespace`]) where it reads them.
+    pub fn set_icmp6_limit(&mut self, limit: u32) -> Result<(), LoaderError> {
+        self.config_memory()?
+            .icmp6_limit()
+            .store(limit, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The limits REJECT's ICMPv6 errors obey now (`Config::icmp6_limit`).
+    pub fn icmp6_limit(&self) -> Result<u32, LoaderError> {
+        Ok(self.config_memory()?.icmp6_limit().load(Ordering::SeqCst))
     }
 
     /// Fills a `CONFIG` this load made (a new data plane, an upgrade from
@@ -225,3 +283,19 @@ impl Dataplane {
 /// The pins of the single-value maps `CONFIG` replaced: an upgrade folds
 /// their values into it and removes them.
 pub const RETIRED: [&str; 3] = ["CT_CONFIG", "ROUTE_EPOCH", "SYN_GUARD_COUNT"];
+
+#[cfg(test)]
+mod ratemask_tests {
+    use super::*;
+
+    #[test]
+    fn the_ipv6_ratemask_is_a_list_of_types_and_ranges() {
+        // The kernel's default: every error but packet too big.
+        assert_eq!(ratemask6_holds("0-1,3-127\n", 1), Some(true));
+        assert_eq!(ratemask6_holds("0-1,3-127", 2), Some(false));
+        assert_eq!(ratemask6_holds("0,2-127", 1), Some(false));
+        assert_eq!(ratemask6_holds("1", 1), Some(true));
+        assert_eq!(ratemask6_holds("", 1), Some(false));
+        assert_eq!(ratemask6_holds("1-x", 1), None);
+    }
+}

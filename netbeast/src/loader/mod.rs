@@ -109,8 +109,10 @@ pub const MAP_NAMES: [&str; 61] = [
     // loaded the XDP program), the SYN-flood shield's port count, REJECT's
     // ICMP rate limits and budget.
     "CONFIG",
-    // REJECT's ICMP rate limits: each destination host's bucket.
+    // REJECT's ICMP rate limits: each destination host's bucket (IPv4,
+    // IPv6).
     "ICMP_HOSTS",
+    "ICMP6_HOSTS",
     "ACTIVE",
     "CHAINS",
     "RULES",
@@ -411,7 +413,7 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
             "conntrack timeouts set with `attach --ct-timeout` are back to defaults; cached \
              routes are dropped"
         }
-        "ICMP_HOSTS" => "REJECT's ICMP rate limits start with full buckets",
+        "ICMP_HOSTS" | "ICMP6_HOSTS" => "REJECT's ICMP rate limits start with full buckets",
         "COUNTERS" => "rule counters since the last rule change are lost",
         "GUARD_STATE" => "-m limit buckets are full and -m statistic nth counts restart",
         "CONNLIMIT" | "CONNLIMIT6" => "-m connlimit forgets the connections it counted",
