@@ -85,7 +85,7 @@ pub const ACTIVE_SEQ_MASK: u32 = 0xffff;
 /// maps are per-run scratch (`PACKET`, `TRACKING`, `QUOTE`,
 /// `SOCK_SEARCH`): never pinned, so each load gets its own, laid out as
 /// its programs expect; a newer netbeast may change them freely.
-pub const MAP_NAMES: [&str; 61] = [
+pub const MAP_NAMES: [&str; 62] = [
     "IFACE_PATHS",
     "LOG_TARGETS",
     "LOG_EVENTS",
