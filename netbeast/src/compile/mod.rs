@@ -625,12 +625,7 @@ fn compile_with_limits(
     limits: Limits,
     hint: Option<Coarsening>,
 ) -> Result<CompiledRuleset, CompileError> {
-    let rules: usize = ruleset
-        .tables()
-        .iter()
-        .flat_map(|(_, t)| &t.chains)
-        .map(|c| c.rules.len())
-        .sum();
+    let rules = ruleset.rule_count();
     if let Some(hint) = hint
         && rules >= hint.rules / HINT_KEPT_DOWN_TO
         && let Some(coarse) = coarsened(ruleset, hint.field())

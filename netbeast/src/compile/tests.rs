@@ -2893,12 +2893,7 @@ fn a_coarsening_hint_skips_the_overflowing_compile_and_changes_nothing() {
         class_words: room,
         ..LIMITS
     };
-    let rules: usize = ruleset
-        .tables()
-        .iter()
-        .flat_map(|(_, t)| &t.chains)
-        .map(|c| c.rules.len())
-        .sum();
+    let rules = ruleset.rule_count();
     // Without a hint: flattened twice, and says how.
     let before = COMPILES.get();
     let unhinted = compile_with_limits(&ruleset, &[], 0, limits, None).unwrap();

@@ -162,6 +162,15 @@ impl Default for Ruleset {
 }
 
 impl Ruleset {
+    /// The rules of every chain of every table.
+    pub fn rule_count(&self) -> usize {
+        self.tables()
+            .iter()
+            .flat_map(|(_, t)| &t.chains)
+            .map(|c| c.rules.len())
+            .sum()
+    }
+
     pub fn table(&self, name: TableName) -> &Table {
         match name {
             TableName::Filter => &self.filter,
