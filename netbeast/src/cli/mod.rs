@@ -758,24 +758,35 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
             parse::Action::NewChain { .. } | parse::Action::DeleteChain { .. }
         );
         let (mut ruleset, dp) = plane::open_stored(&ns, changes)?;
-        let mut stored = (changes && tables_unchanged).then(|| ruleset.clone());
-        if let Some(dp) = &dp {
+        // `-N` and `-X CHAIN` print nothing a counter shows and report
+        // their edit of the chain list: applied to the rule file's bases
+        // as they are, without a copy of the ruleset or its live counters
+        // (at 100,000 rules two copies and the counters were half a `-N`).
+        let bases_only = changes && cmd.edits_chain_list();
+        let mut stored = (changes && tables_unchanged && !bases_only).then(|| ruleset.clone());
+        if let Some(dp) = &dp
+            && !bases_only
+        {
             fold_counters(dp, &mut ruleset)?;
         }
         crate::profile::phase("read the counters");
-        // A one-rule command reports its splice; the others are diffed
-        // against a copy of the ruleset before them.
-        let before = (changes && !cmd.is_one_rule_change()).then(|| ruleset.clone());
+        // A one-rule command reports its splice, `-N` and `-X CHAIN`
+        // their chain; the others are diffed against a copy of the ruleset
+        // before them.
+        let before = (changes && !cmd.is_one_rule_change() && !bases_only).then(|| ruleset.clone());
         let out = command::apply(&mut ruleset, &cmd)?;
         crate::profile::phase("apply the command");
         // What changed, counters aside: one splice for a one-rule command,
         // which the journal records instead of the whole rule file.
-        let change = match (out.splice, &before) {
-            (Some(splice), _) => Some(journal::splice_change(
+        let change = match (out.splice, out.chain_edit, &before) {
+            (Some(splice), _, _) => Some(journal::splice_change(
                 &ruleset, cmd.family, cmd.table, splice,
             )),
-            (None, Some(before)) => Some(journal::diff(before, &ruleset)),
-            (None, None) => None,
+            (None, Some(edit), _) => Some(journal::chain_edit_change(
+                &ruleset, cmd.family, cmd.table, edit,
+            )),
+            (None, None, Some(before)) => Some(journal::diff(before, &ruleset)),
+            (None, None, None) => None,
         };
         crate::profile::phase("diff the ruleset");
         let moved = match (&before, &change) {
@@ -796,6 +807,10 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
                     // The change is the same on the bases: only counters
                     // tell `stored` from `ruleset`.
                     plane::commit_unchanged_tables(&ns, &mut dp, stored, change.as_ref())?;
+                }
+                // On the bases already.
+                None if bases_only => {
+                    plane::commit_unchanged_tables(&ns, &mut dp, &ruleset, change.as_ref())?
                 }
                 None => plane::commit_change(&ns, &mut dp, &ruleset, change.as_ref())?,
             }

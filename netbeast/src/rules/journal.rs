@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::Splice;
+use super::command::{ChainEdit, Splice};
 // A change and the counter file name a table by its place in
 // `ALL_TABLES` (`Ruleset::tables`), of which there are `TABLES`.
 use super::model::{
@@ -131,6 +131,38 @@ pub fn splice_change(after: &Ruleset, family: Family, name: TableName, splice: S
                     })
                     .collect(),
             }],
+        }],
+    }
+}
+
+/// The change `-N` or `-X CHAIN` made ([`ChainEdit`]), from the ruleset
+/// after it: a new chain list, every other chain continuing its old one.
+pub fn chain_edit_change(
+    after: &Ruleset,
+    family: Family,
+    name: TableName,
+    edit: ChainEdit,
+) -> Change {
+    let t = table_index(family, name);
+    let chains = &table(after, t).chains;
+    let layout = match edit {
+        ChainEdit::Added(at) => (0..chains.len())
+            .map(|i| match i.cmp(&at) {
+                std::cmp::Ordering::Less => ChainSource::Old(i),
+                std::cmp::Ordering::Equal => ChainSource::New(without_counters(&chains[at])),
+                std::cmp::Ordering::Greater => ChainSource::Old(i - 1),
+            })
+            .collect(),
+        ChainEdit::Removed(at) => (0..=chains.len())
+            .filter(|&j| j != at)
+            .map(ChainSource::Old)
+            .collect(),
+    };
+    Change {
+        tables: vec![TableChange {
+            table: t,
+            layout: Some(layout),
+            chains: Vec::new(),
         }],
     }
 }
@@ -464,7 +496,7 @@ pub(crate) mod tests {
     #[test]
     fn a_one_rule_command_s_splice_is_its_change() {
         let mut dice = Dice(1717);
-        let (mut spliced, mut loops) = (0, 0);
+        let (mut spliced, mut edited, mut loops) = (0, 0, 0);
         for _ in 0..300 {
             let mut ruleset = Ruleset::default();
             for _ in 0..25 {
@@ -499,11 +531,18 @@ pub(crate) mod tests {
                     }
                 };
                 assert_eq!(out.splice.is_some(), cmd.is_one_rule_change(), "{line}");
-                let Some(splice) = out.splice else {
-                    continue;
+                let change = match (out.splice, out.chain_edit) {
+                    (Some(splice), _) => {
+                        spliced += 1;
+                        splice_change(&ruleset, cmd.family, cmd.table, splice)
+                    }
+                    // `-N`, `-X CHAIN`: the chain list's edit.
+                    (None, Some(edit)) => {
+                        edited += 1;
+                        chain_edit_change(&ruleset, cmd.family, cmd.table, edit)
+                    }
+                    (None, None) => continue,
                 };
-                spliced += 1;
-                let change = splice_change(&ruleset, cmd.family, cmd.table, splice);
                 let mut replayed = before.clone();
                 apply(&mut replayed, &change).unwrap();
                 assert!(decode_counters(&mut replayed, &encode_counters(&ruleset)));
@@ -515,6 +554,7 @@ pub(crate) mod tests {
             }
         }
         assert!(spliced > 3000, "only {spliced} one-rule commands applied");
+        assert!(edited > 100, "only {edited} chains added or removed");
         assert!(loops > 10, "only {loops} jump loops refused");
     }
 

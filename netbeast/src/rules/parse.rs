@@ -125,6 +125,15 @@ impl IptablesCommand {
     /// `-I`, `-R`, `-D` by number, `-D` of one rule by specification):
     /// applying them reports that splice (`command::Splice`), so the
     /// change is known without comparing the ruleset before and after.
+    /// `-N` and `-X CHAIN`: one chain added to or removed from the chain
+    /// list, nothing else (`command::ChainEdit`).
+    pub fn edits_chain_list(&self) -> bool {
+        matches!(
+            self.action,
+            Action::NewChain { .. } | Action::DeleteChain { chain: Some(_) }
+        )
+    }
+
     pub fn is_one_rule_change(&self) -> bool {
         match &self.action {
             Action::Append { .. }
