@@ -764,7 +764,11 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
         // (at 100,000 rules two copies and the counters were half a `-N`).
         let bases_only = changes && cmd.edits_chain_list();
         let mut stored = (changes && tables_unchanged && !bases_only).then(|| ruleset.clone());
+        // A command that reads prints counters only with `-v` (`-C`
+        // never): the others skip reading every live counter.
+        let counted = changes || cmd.verbose;
         if let Some(dp) = &dp
+            && counted
             && !bases_only
         {
             fold_counters(dp, &mut ruleset)?;

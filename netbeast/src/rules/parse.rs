@@ -121,10 +121,6 @@ impl IptablesCommand {
         }
     }
 
-    /// True for the commands that change one place of one chain (`-A`,
-    /// `-I`, `-R`, `-D` by number, `-D` of one rule by specification):
-    /// applying them reports that splice (`command::Splice`), so the
-    /// change is known without comparing the ruleset before and after.
     /// `-N` and `-X CHAIN`: one chain added to or removed from the chain
     /// list, nothing else (`command::ChainEdit`).
     pub fn edits_chain_list(&self) -> bool {
@@ -134,6 +130,10 @@ impl IptablesCommand {
         )
     }
 
+    /// True for the commands that change one place of one chain (`-A`,
+    /// `-I`, `-R`, `-D` by number, `-D` of one rule by specification):
+    /// applying them reports that splice (`command::Splice`), so the
+    /// change is known without comparing the ruleset before and after.
     pub fn is_one_rule_change(&self) -> bool {
         match &self.action {
             Action::Append { .. }
