@@ -48,6 +48,12 @@ use crate::rules::model::{
 /// would crowd out the per-chain limit anyway.
 pub const MAX_TERMS_PER_RULE: usize = 1024;
 
+#[cfg(test)]
+thread_local! {
+    /// How many walks this thread (a test's) copied rather than walked.
+    pub(super) static REUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// How deep the compiler follows jumps; the command layer refuses rulesets
 /// past `rules::command::MAX_JUMP_DEPTH` (and loops) before they get here.
 const MAX_DEPTH: usize = crate::rules::command::MAX_JUMP_DEPTH;
@@ -117,6 +123,45 @@ impl<'t, 'a> Exits<'t, 'a> {
         ids.dedup();
         ids.into_iter().map(|n| &*self.list[n]).collect()
     }
+}
+
+/// The slots of a user-defined chain a built-in chain jumps to, kept for
+/// the table's other built-in chains: kube-proxy's nat PREROUTING and
+/// OUTPUT both jump to KUBE-SERVICES, 110,000 slots at 10,000 services,
+/// and walking them twice was half a sync's flatten. The walk of a chain
+/// depends on its table, the chain, the terms that enter it and the
+/// built-in chain only through the counters (relative to the built-in
+/// chain's base: shifted), the checks of targets that are refused in some
+/// built-in chains (made again for each rule the slots stand for) and the
+/// slot limit (checked on the total). Guard chains are interned: the first
+/// walk's heads are the second's.
+pub(super) struct Walked<'a> {
+    table: usize,
+    callee: usize,
+    entry: Vec<Term<'a>>,
+    /// The built-in chain (`chain::*` order) whose plan holds the slots,
+    /// and where.
+    plan: usize,
+    slots: std::ops::Range<usize>,
+    /// That chain's `ChainConfig::counter_base`.
+    counter_base: u32,
+    steps: Steps,
+}
+
+/// A walk is kept for reuse from this many slots on: smaller ones cost
+/// less to walk again than to look up.
+pub(super) const REUSED_WALK_SLOTS: usize = 256;
+
+/// What a [`Flattener`] shares with the walks of the built-in chains
+/// before it.
+pub(super) struct Reuse<'r, 'a> {
+    pub walked: &'r mut Vec<Walked<'a>>,
+    /// The plans of the built-in chains flattened so far.
+    pub earlier: &'r [super::ChainPlan<'a>],
+    /// The table's place in `ALL_TABLES`.
+    pub table: usize,
+    /// This built-in chain's, in `chain::*` order.
+    pub builtin: usize,
 }
 
 /// One rule slot: a term, what the first packet to match it gets, and the
@@ -424,7 +469,7 @@ enum Entry<'a> {
 }
 
 /// Flattens one built-in chain into slots.
-pub(super) struct Flattener<'p, 'g, 'a> {
+pub(super) struct Flattener<'p, 'g, 'r, 'a> {
     prepared: &'p Prepared<'a>,
     guard_table: &'g mut GuardTable,
     /// The built-in chain's `ChainConfig::counter_base` and the user
@@ -433,16 +478,18 @@ pub(super) struct Flattener<'p, 'g, 'a> {
     counters: (u32, u32),
     name: &'static str,
     limits: Limits,
+    reuse: Reuse<'r, 'a>,
     pub slots: Vec<Slot<'a>>,
 }
 
-impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
+impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
     pub fn new(
         prepared: &'p Prepared<'a>,
         guard_table: &'g mut GuardTable,
         counters: (u32, u32),
         name: &'static str,
         limits: Limits,
+        reuse: Reuse<'r, 'a>,
     ) -> Self {
         Flattener {
             prepared,
@@ -450,6 +497,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             counters,
             name,
             limits,
+            reuse,
             slots: Vec::new(),
         }
     }
@@ -656,7 +704,7 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
                         term::and_all(&hit, &[all_held], self.limits.terms_per_rule)
                     };
                     path.push(callee);
-                    let inside = self.walk(callee, Entry::Terms(enter), path)?;
+                    let inside = self.walk_or_reuse(callee, enter, path)?;
                     path.pop();
                     if matches!(rule.target, Target::Goto(_)) {
                         guards.push(exit);
@@ -692,6 +740,77 @@ impl<'p, 'g, 'a> Flattener<'p, 'g, 'a> {
             }
         }
         Ok(most.max(passed))
+    }
+
+    /// [`Flattener::walk`] of the chain `callee` for the packets in
+    /// `enter`, or, for a chain a built-in chain jumps to, the slots an
+    /// earlier built-in chain of the table walked for the same packets
+    /// ([`Walked`]), copied.
+    fn walk_or_reuse(
+        &mut self,
+        callee: usize,
+        enter: Vec<Term<'a>>,
+        path: &mut Vec<usize>,
+    ) -> Result<Steps, CompileError> {
+        // `path`: this built-in chain and the callee.
+        if self.limits.reused_walk_slots == usize::MAX || path.len() != 2 {
+            return self.walk(callee, Entry::Terms(enter), path);
+        }
+        let table = self.reuse.table;
+        let found = self
+            .reuse
+            .walked
+            .iter()
+            .find(|w| w.table == table && w.callee == callee && w.entry == enter)
+            .map(|w| (w.plan, w.slots.clone(), w.counter_base, w.steps));
+        if let Some((plan, range, base, steps)) = found {
+            let plans = self.reuse.earlier;
+            let earlier: &[Slot<'a>] = &plans[plan].slots[range];
+            let mut checked = None;
+            for s in earlier {
+                if checked != Some(s.owner) {
+                    self.check_nat_chain(s.owner.0, s.owner.1)?;
+                    self.check_needs_packet(s.owner.0, s.owner.1)?;
+                    checked = Some(s.owner);
+                }
+            }
+            let total = self.slots.len() + earlier.len();
+            if total > self.limits.rules_per_chain {
+                return Err(CompileError::TooManyRules {
+                    chain: self.name.to_string(),
+                    slots: total,
+                    limit: self.limits.rules_per_chain,
+                });
+            }
+            // The same rules' counters, relative to this chain's base.
+            let shift = base.wrapping_sub(self.counters.0);
+            self.slots.extend(earlier.iter().map(|s| Slot {
+                term: s.term.clone(),
+                action: RuleAction {
+                    counter: s.action.counter.wrapping_add(shift),
+                    ..s.action
+                },
+                owner: s.owner,
+            }));
+            #[cfg(test)]
+            REUSED.set(REUSED.get() + 1);
+            return Ok(steps);
+        }
+        let start = self.slots.len();
+        let entry = enter.clone();
+        let steps = self.walk(callee, Entry::Terms(enter), path)?;
+        if self.slots.len() - start >= self.limits.reused_walk_slots {
+            self.reuse.walked.push(Walked {
+                table,
+                callee,
+                entry,
+                plan: self.reuse.builtin,
+                slots: start..self.slots.len(),
+                counter_base: self.counters.0,
+                steps,
+            });
+        }
+        Ok(steps)
     }
 
     /// The chain a jump of rule `r` of `chain` enters, checked.

@@ -527,6 +527,11 @@ struct Limits {
     /// Take the classes' bound on the search's steps even when the walk's
     /// is within the budget (tests compare it with the emulated search).
     class_steps_always: bool,
+    /// Copy the slots of a user-defined chain that another built-in chain
+    /// of the table jumped to with the same entry, when it has at least
+    /// this many (`flatten::Walked`); `usize::MAX`: never. Tests compare
+    /// with walking it again, and reuse every walk.
+    reused_walk_slots: usize,
 }
 
 const LIMITS: Limits = Limits {
@@ -546,6 +551,7 @@ const LIMITS: Limits = Limits {
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
     class_steps_always: false,
+    reused_walk_slots: flatten::REUSED_WALK_SLOTS,
 };
 
 /// Compiles the filter table's INPUT, FORWARD and OUTPUT chains and the
@@ -805,14 +811,25 @@ fn compile_once(
             limit: limits.ruleset_counters as usize,
         });
     };
-    let mut plans = Vec::with_capacity(chain::COUNT);
+    let mut plans: Vec<ChainPlan<'_>> = Vec::with_capacity(chain::COUNT);
+    // The walks of chains that built-in chains jump to, for the table's
+    // other built-in chains that jump to them too.
+    let mut walked = Vec::new();
     for (builtin, (prepared, name)) in builtins.enumerate() {
+        let (family, table, _) = BUILTIN_CHAINS[builtin];
+        let reuse = flatten::Reuse {
+            walked: &mut walked,
+            earlier: &plans,
+            table: table_of(family, table),
+            builtin,
+        };
         let (slots, policy, steps) = Flattener::new(
             prepared,
             &mut guard_table,
             (counter_bases[builtin].0, user_counter_base),
             name,
             limits,
+            reuse,
         )
         .run(std::mem::take(&mut roots[builtin]))?;
         plans.push(ChainPlan {

@@ -825,6 +825,9 @@ fn compile_unbounded(ruleset: &Ruleset, generation: u32) -> Option<CompiledRules
         // The bounds the comparison checks are then the classes' where
         // those are lower (`steps.rs`), as past the limits.
         class_steps_always: true,
+        // Every walk a second built-in chain can take over is taken
+        // over, so the comparison checks the copies too.
+        reused_walk_slots: 0,
         ..LIMITS
     };
     match compile_with_limits(ruleset, &interfaces(), generation, limits, None) {
@@ -2883,6 +2886,57 @@ fn kube_proxy_services_fit_the_search_budget() {
 fn a_slot_stays_small() {
     let size = std::mem::size_of::<flatten::Slot<'_>>();
     assert!(size <= 256, "a slot takes {size} bytes");
+}
+
+/// nat PREROUTING and OUTPUT both jump to KUBE-SERVICES: the second takes
+/// the first's slots (counters shifted to its own base) instead of walking
+/// the chain again, and every table is as if it had.
+#[test]
+fn a_chain_two_built_in_chains_jump_to_is_walked_once() {
+    let ruleset = kube_services(300, 3);
+    let before = flatten::REUSED.get();
+    let reused = compile(&ruleset, &[], 0).unwrap();
+    assert_eq!(
+        flatten::REUSED.get() - before,
+        1,
+        "OUTPUT reused PREROUTING's walk"
+    );
+    let walked = Limits {
+        reused_walk_slots: usize::MAX,
+        ..LIMITS
+    };
+    let before = flatten::REUSED.get();
+    let again = compile_with_limits(&ruleset, &[], 0, walked, None).unwrap();
+    assert_eq!(flatten::REUSED.get(), before);
+    for (a, b) in reused.chains.iter().zip(&again.chains) {
+        assert_eq!(a.rules, b.rules, "slots and counters");
+        assert_eq!(a.owners, b.owners);
+        assert_eq!(a.config, b.config);
+        assert_eq!((a.max_passes, a.max_guarded), (b.max_passes, b.max_guarded));
+    }
+    assert_eq!(reused.packed.words, again.packed.words);
+    assert_eq!(reused.guards, again.guards);
+    // A target nat OUTPUT refuses is refused there, reused or not.
+    let mut logged = kube_services(300, 3);
+    let services = logged.nat.chain_mut("KUBE-SERVICES").unwrap();
+    let mut log = typed(&["-t nat -N X", "-t nat -A X -j LOG"])
+        .nat
+        .chain("X")
+        .unwrap()
+        .rules[0]
+        .clone();
+    log.counter = Default::default();
+    services.rules.insert(7, log);
+    for limits in [LIMITS, walked] {
+        let err = compile_with_limits(&logged, &[], 0, limits, None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, CompileError::InvalidRule { ref chain, rule: 8, ref problem }
+                if chain == "KUBE-SERVICES" && problem.contains("nat OUTPUT")),
+            "{err}"
+        );
+    }
 }
 
 #[test]
