@@ -635,11 +635,10 @@ fn compile_with_limits(
     if let Some(hint) = hint
         && rules >= hint.rules / HINT_KEPT_DOWN_TO
         && let Some(coarse) = coarsened(ruleset, hint.field())
+        && let Ok(mut compiled) = compile_once(&coarse, interfaces, generation, limits)
     {
-        if let Ok(mut compiled) = compile_once(&coarse, interfaces, generation, limits) {
-            compiled.coarsened = Some(hint);
-            return Ok(compiled);
-        }
+        compiled.coarsened = Some(hint);
+        return Ok(compiled);
     }
     match compile_once(ruleset, interfaces, generation, limits) {
         Err(CompileError::TooManyClassWords { field, .. })

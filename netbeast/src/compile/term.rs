@@ -44,7 +44,7 @@ pub(super) struct Term<'a> {
     /// word 0 atoms are in `src`/`dst`. `None` (in IPv4 chains, and IPv6
     /// terms with no such atom) is six empty lists: a term is a slot's
     /// condition, and a chain of kube-proxy's has 110,000 slots.
-    pub words: Option<Box<[Vec<(Ipv4Net, bool)>; 6]>>,
+    pub words: Option<Box<WordAtoms>>,
     /// The key set of every key field (`field::Kind::Keys`: protocol, L4
     /// keys, connection state, TCP flags, length, TTL, TOS, packet type,
     /// address types): the keys the packet's value may take. Sets are
@@ -67,6 +67,9 @@ pub(super) struct Term<'a> {
     /// failed`.
     pub req: Vec<(u32, bool)>,
 }
+
+/// The atoms of each IPv6 address word past the first (`Term::words`).
+type WordAtoms = [Vec<(Ipv4Net, bool)>; 6];
 
 /// An empty atom list, for a term without IPv6 word atoms.
 static NO_ATOMS: Vec<(Ipv4Net, bool)> = Vec::new();
@@ -179,7 +182,7 @@ impl<'a> Term<'a> {
         self.words.iter().flat_map(|w| w.iter())
     }
 
-    fn words_mut(&mut self) -> &mut [Vec<(Ipv4Net, bool)>; 6] {
+    fn words_mut(&mut self) -> &mut WordAtoms {
         self.words.get_or_insert_with(Box::default)
     }
 
