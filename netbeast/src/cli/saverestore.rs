@@ -362,7 +362,7 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     // so the journal takes the change rather than the rule file being
     // written whole (`state::Namespace::write_pending_change`; a change
     // past `JOURNAL_MAX_RULES` still is).
-    let change = journal::diff(&before, &ruleset);
+    let change = journal::diff_touched(&before, &ruleset, &save::touched(&parsed, options.noflush));
     drop(before);
     crate::profile::phase("diff the ruleset");
     commit_change(&ns, &mut dp, &ruleset, Some(&change))

@@ -756,12 +756,16 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
         if self.limits.reused_walk_slots == usize::MAX || path.len() != 2 {
             return self.walk(callee, Entry::Terms(enter), path);
         }
-        let table = self.reuse.table;
+        let (table, builtin) = (self.reuse.table, self.reuse.builtin);
+        // An earlier built-in chain's: this one's slots are still being
+        // made (a second jump of this chain to the callee walks it again).
         let found = self
             .reuse
             .walked
             .iter()
-            .find(|w| w.table == table && w.callee == callee && w.entry == enter)
+            .find(|w| {
+                w.plan < builtin && w.table == table && w.callee == callee && w.entry == enter
+            })
             .map(|w| (w.plan, w.slots.clone(), w.counter_base, w.steps));
         if let Some((plan, range, base, steps)) = found {
             let plans = self.reuse.earlier;
@@ -804,7 +808,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                 table,
                 callee,
                 entry,
-                plan: self.reuse.builtin,
+                plan: builtin,
                 slots: start..self.slots.len(),
                 counter_base: self.counters.0,
                 steps,

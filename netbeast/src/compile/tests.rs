@@ -2916,6 +2916,33 @@ fn a_chain_two_built_in_chains_jump_to_is_walked_once() {
     }
     assert_eq!(reused.packed.words, again.packed.words);
     assert_eq!(reused.guards, again.guards);
+    // A chain that one built-in chain jumps to twice for the same packets
+    // (its second walk has nothing of an earlier built-in chain's to
+    // copy) and that another then jumps to: compiled as if walked each time.
+    let twice = typed(&[
+        "-N web",
+        "-A web -p tcp --dport 80 -j ACCEPT",
+        "-A web -s 10.0.0.0/8 -j DROP",
+        "-A INPUT -j web",
+        "-A INPUT -j LOG",
+        "-A INPUT -j web",
+        "-A OUTPUT -j web",
+    ]);
+    let every = Limits {
+        reused_walk_slots: 0,
+        ..LIMITS
+    };
+    let before = flatten::REUSED.get();
+    let a = compile_with_limits(&twice, &[], 0, every, None).unwrap();
+    assert_eq!(
+        flatten::REUSED.get() - before,
+        1,
+        "OUTPUT copies INPUT's first walk"
+    );
+    let b = compile_with_limits(&twice, &[], 0, walked, None).unwrap();
+    for (a, b) in a.chains.iter().zip(&b.chains) {
+        assert_eq!((&a.rules, &a.owners), (&b.rules, &b.owners));
+    }
     // A target nat OUTPUT refuses is refused there, reused or not.
     let mut logged = kube_services(300, 3);
     let services = logged.nat.chain_mut("KUBE-SERVICES").unwrap();

@@ -121,6 +121,28 @@ impl IptablesCommand {
         }
     }
 
+    /// The one chain the command can change (its rules, policy, or the
+    /// chain itself: `-N`, `-X CHAIN`), or `None` when it can change more
+    /// (`-F`, `-Z` or `-X` of every chain, `-E`, which also rewrites the
+    /// jumps) or nothing (`-C`, listings).
+    pub fn changed_chain(&self) -> Option<&str> {
+        match &self.action {
+            Action::Append { chain, .. }
+            | Action::Insert { chain, .. }
+            | Action::Delete { chain, .. }
+            | Action::DeleteAt { chain, .. }
+            | Action::Replace { chain, .. }
+            | Action::SetPolicy { chain, .. }
+            | Action::NewChain { chain }
+            | Action::Flush { chain: Some(chain) }
+            | Action::Zero {
+                chain: Some(chain), ..
+            }
+            | Action::DeleteChain { chain: Some(chain) } => Some(chain),
+            _ => None,
+        }
+    }
+
     /// `-N` and `-X CHAIN`: one chain added to or removed from the chain
     /// list, nothing else (`command::ChainEdit`).
     pub fn edits_chain_list(&self) -> bool {

@@ -340,8 +340,46 @@ pub fn apply_restore(
     Ok(())
 }
 
+/// The chains a restore can change, per table in `ALL_TABLES` order
+/// (`journal::diff_touched`): every chain of a table it flushes, and in a
+/// `--noflush` restore the chains its lines name, unless a line can
+/// change more (`IptablesCommand::changed_chain`).
+pub fn touched(file: &RestoreFile, noflush: bool) -> Vec<Touched> {
+    let mut touched = vec![Touched::None; super::model::TABLES];
+    for section in &file.tables {
+        let t = &mut touched[super::journal::table_index(file.family, section.name)];
+        if !noflush {
+            *t = Touched::All;
+            continue;
+        }
+        for entry in &section.entries {
+            let chain = match entry {
+                RestoreEntry::Chain { name, .. } => Some(name.as_str()),
+                RestoreEntry::Command { command, .. } => command.changed_chain(),
+            };
+            match (chain, &mut *t) {
+                (_, Touched::All) => {}
+                (None, t) => *t = Touched::All,
+                (Some(name), Touched::Chains(names)) => {
+                    names.insert(name.to_string());
+                }
+                (Some(name), t) => *t = Touched::Chains(HashSet::from([name.to_string()])),
+            }
+        }
+    }
+    touched
+}
+
+/// What a restore can change in one table ([`touched`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    None,
+    Chains(HashSet<String>),
+    All,
+}
+
 /// The ruleset [`apply_restore`] makes of `before`, which stays as it
-/// was: the restore command diffs the two (`journal::diff`).
+/// was: the restore command diffs the two (`journal::diff_touched`).
 pub fn restored(
     before: &Ruleset,
     file: &RestoreFile,
