@@ -350,6 +350,7 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     let _lock = ns.lock_within(options.wait)?;
     let (before, dp) = open(&ns, !options.test)?;
     let ruleset = save::restored(&before, &parsed, options.noflush)?;
+    crate::profile::phase("apply the restore");
     super::check_sets(&ns, &ruleset)?;
     if options.test {
         // Compile too, so limits are checked without touching the maps.
