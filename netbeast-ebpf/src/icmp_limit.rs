@@ -39,7 +39,8 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use netbeast_common::{
-    Addr6, Config, ICMP_HOST_ENTRIES, ICMP_RATE_BURST, ICMP6_HOST_ENTRIES, icmp6_ratelimit_ms,
+    Addr6, Config, ICMP_HOST_ENTRIES, ICMP_RATE_BURST, ICMP6_HOST_ENTRIES, IcmpLimits,
+    icmp6_ratelimit_ms,
 };
 
 /// A destination host's bucket.
@@ -88,16 +89,10 @@ pub fn allow(dst: u32, icmp_type: u32, per_host: bool) -> bool {
     if icmp_type > NR_ICMP_TYPES || limits.ratemask & (1 << icmp_type) == 0 {
         return true;
     }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if !global_allow(config, limits.msgs_per_sec, limits.msgs_burst, now) {
-        return false;
-    }
-    if per_host && !host_allow(limits.ratelimit_ms, dst, now) {
-        return false;
-    }
-    global_consume(config);
-    true
+    let period = limits.ratelimit_ms as u64 * NS_PER_MS;
+    limited(config, limits, |now| {
+        !per_host || peer_allow(&ICMP_HOSTS, &dst, period, now)
+    })
 }
 
 /// [`allow`] for an ICMPv6 destination unreachable to `dst` (ip6tables'
@@ -115,12 +110,20 @@ pub fn allow6(dst: &Addr6) -> bool {
     };
     // SAFETY: as above; the budget's settings are IPv4's, shared.
     let limits = unsafe { core::ptr::read_volatile(&raw const (*config).icmp_limits) };
+    let period = ratelimit_ms as u64 * NS_PER_MS;
+    limited(config, limits, |now| {
+        peer_allow(&ICMP6_HOSTS, &dst.0, period, now)
+    })
+}
+
+/// The order both families' errors take once their type is limited: a
+/// credit of the namespace's budget, then `host`'s token (given the
+/// time), and only an error sent pays the budget.
+#[inline(always)]
+fn limited(config: *mut Config, limits: IcmpLimits, host: impl FnOnce(u64) -> bool) -> bool {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !global_allow(config, limits.msgs_per_sec, limits.msgs_burst, now) {
-        return false;
-    }
-    if !peer_allow(&ICMP6_HOSTS, &dst.0, ratelimit_ms as u64 * NS_PER_MS, now) {
+    if !global_allow(config, limits.msgs_per_sec, limits.msgs_burst, now) || !host(now) {
         return false;
     }
     global_consume(config);
@@ -157,12 +160,6 @@ fn global_consume(config: *mut Config) {
     let cost = unsafe { bpf_get_prandom_u32() } % 3;
     // SAFETY: the map's one value, valid for the run.
     unsafe { (*config).icmp_budget.credit -= cost as i64 };
-}
-
-/// `inet_peer_xrlim_allow` on the destination host's bucket.
-#[inline(always)]
-fn host_allow(ratelimit_ms: u32, dst: u32, now: u64) -> bool {
-    peer_allow(&ICMP_HOSTS, &dst, ratelimit_ms as u64 * NS_PER_MS, now)
 }
 
 /// `inet_peer_xrlim_allow` on `dst`'s bucket in `hosts`: one token per

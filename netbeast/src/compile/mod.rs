@@ -602,8 +602,15 @@ pub struct Coarsening {
 }
 
 impl Coarsening {
-    fn field(self) -> &'static str {
-        field::NAMES[if self.source { field::SRC } else { field::DST }]
+    /// The coarsening of the IPv4 address field named `field` (as
+    /// `field::NAMES` names it), seen at `rules` rules; `None` for a field
+    /// that is not one.
+    fn of(field: &str, rules: usize) -> Option<Coarsening> {
+        let source = [field::SRC, field::DST]
+            .into_iter()
+            .find(|&f| field::NAMES[f] == field)?
+            == field::SRC;
+        Some(Coarsening { source, rules })
     }
 }
 
@@ -634,7 +641,7 @@ fn compile_with_limits(
     let rules = ruleset.rule_count();
     if let Some(hint) = hint
         && rules >= hint.rules / HINT_KEPT_DOWN_TO
-        && let Some(coarse) = coarsened(ruleset, hint.field())
+        && let Some(coarse) = coarsened(ruleset, hint.source)
         && let Ok(mut compiled) = compile_once(&coarse, interfaces, generation, limits)
     {
         compiled.coarsened = Some(hint);
@@ -642,7 +649,8 @@ fn compile_with_limits(
     }
     match compile_once(ruleset, interfaces, generation, limits) {
         Err(CompileError::TooManyClassWords { field, .. })
-            if let Some(coarse) = coarsened(ruleset, field) =>
+            if let Some(how) = Coarsening::of(field, rules)
+                && let Some(coarse) = coarsened(ruleset, how.source) =>
         {
             // Should the coarse ruleset fail too, the first error says
             // what to change.
@@ -653,10 +661,7 @@ fn compile_with_limits(
             crate::profile::phase("compile: overflowed, coarsened");
             let mut compiled =
                 compile_once(&coarse, interfaces, generation, limits).map_err(|_| first)?;
-            compiled.coarsened = Some(Coarsening {
-                source: field == field::NAMES[field::SRC],
-                rules,
-            });
+            compiled.coarsened = Some(how);
             Ok(compiled)
         }
         compiled => compiled,
@@ -666,9 +671,9 @@ fn compile_with_limits(
 /// Distinct prefixes a coarsened field's addresses fall into, at most.
 const COARSE_PREFIXES: usize = 64;
 
-/// `ruleset` with the IPv4 addresses of field `field` (named as
-/// `field::NAMES` names it: the source or the destination) coarsened in
-/// the rules of user-defined chains, or `None` for another field.
+/// `ruleset` with the IPv4 source addresses (`source`; else the
+/// destination addresses) coarsened in the rules of user-defined chains,
+/// or `None` when that changes none.
 ///
 /// The bit vectors a field's classes hold grow as its distinct addresses
 /// times the slots that name none. kube-proxy's endpoint chains each test
@@ -684,14 +689,7 @@ const COARSE_PREFIXES: usize = 64;
 /// search's step bounds (`steps.rs`) count: a chain where that adds up
 /// stays refused. Built-in chains' rules are left as they are: a rule
 /// there is one slot, in no fan-out.
-fn coarsened(ruleset: &Ruleset, field: &str) -> Option<Ruleset> {
-    let source = if field == field::NAMES[field::SRC] {
-        true
-    } else if field == field::NAMES[field::DST] {
-        false
-    } else {
-        return None;
-    };
+fn coarsened(ruleset: &Ruleset, source: bool) -> Option<Ruleset> {
     let mut coarse = ruleset.clone();
     fn addresses(r: &mut Rule, source: bool) -> Option<&mut Ipv4Net> {
         let net = if source {
