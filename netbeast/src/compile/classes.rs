@@ -13,41 +13,152 @@ use netbeast_common::field;
 use super::{Class, CompileError};
 
 /// A set of rule slots, one bit per slot, as long as the ruleset's longest
-/// chain needs (the kernel's vectors are padded with zeros to `RULE_WORDS`).
-pub(super) type Bits = Vec<u64>;
+/// chain needs (the kernel's vectors are padded with zeros to `RULE_WORDS`),
+/// kept with what interning it needs: which words are not zero (one bit
+/// each) and a hash of the non-zero words, both updated as bits change. So
+/// a vector that differs from the last one interned in a few slots costs
+/// those slots, not the chain's length: at 100,000 rules a vector is 1,563
+/// words, and reading each whole (to find its non-zero words, to copy a
+/// parent prefix's) was most of the compile.
+#[derive(Clone)]
+pub(super) struct Bits {
+    words: Vec<u64>,
+    /// Bit `w % 64` of `nonzero[w / 64]`: word `w` is not zero.
+    nonzero: Vec<u64>,
+    /// How many words are not zero.
+    count: usize,
+    /// XOR of [`word_hash`] over the non-zero words.
+    hash: u64,
+}
 
-/// A vector with bits `0..count` set.
-pub(super) fn ones(count: usize, words: usize) -> Bits {
-    let mut v = vec![0u64; words];
-    for (w, word) in v.iter_mut().enumerate() {
-        let lo = w * 64;
-        if count >= lo + 64 {
-            *word = u64::MAX;
-        } else if count > lo {
-            *word = (1u64 << (count - lo)) - 1;
+/// The hash of word `w` holding `word`: 0 for a zero word, so a vector's
+/// hash depends on its non-zero words only and changes by two of these
+/// when one word does. Only speed depends on its quality: every hit is
+/// checked against the class's words.
+#[inline]
+fn word_hash(w: usize, word: u64) -> u64 {
+    if word == 0 {
+        return 0;
+    }
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    mix(mix(word) ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+impl Bits {
+    /// A vector with bits `0..count` set.
+    pub(super) fn ones(count: usize, words: usize) -> Bits {
+        let mut v = Bits {
+            words: vec![0; words],
+            nonzero: vec![0; words.div_ceil(64)],
+            count: 0,
+            hash: 0,
+        };
+        for w in 0..words.min(count.div_ceil(64)) {
+            let lo = w * 64;
+            v.put(
+                w,
+                if count >= lo + 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << (count - lo)) - 1
+                },
+            );
+        }
+        v
+    }
+
+    /// Word `w` becomes `new`; the non-zero words and the hash follow.
+    #[inline]
+    fn put(&mut self, w: usize, new: u64) {
+        let old = self.words[w];
+        if old == new {
+            return;
+        }
+        self.hash ^= word_hash(w, old) ^ word_hash(w, new);
+        if old == 0 {
+            self.nonzero[w / 64] |= 1 << (w % 64);
+            self.count += 1;
+        } else if new == 0 {
+            self.nonzero[w / 64] &= !(1 << (w % 64));
+            self.count -= 1;
+        }
+        self.words[w] = new;
+    }
+
+    /// Sets `bit` to `value`; returns what it was.
+    #[inline]
+    pub(super) fn assign(&mut self, bit: usize, value: bool) -> bool {
+        let (w, mask) = (bit / 64, 1u64 << (bit % 64));
+        let old = self.words[w];
+        self.put(w, if value { old | mask } else { old & !mask });
+        old & mask != 0
+    }
+
+    #[inline]
+    pub(super) fn clear(&mut self, bit: usize) {
+        self.assign(bit, false);
+    }
+
+    #[inline]
+    pub(super) fn flip(&mut self, bit: usize) {
+        let w = bit / 64;
+        self.put(w, self.words[w] ^ (1 << (bit % 64)));
+    }
+
+    /// The non-zero words as pairs `index, word`, in index order.
+    fn sparse(&self) -> Box<[u64]> {
+        let mut out = Vec::with_capacity(2 * self.count);
+        for (b, &summary) in self.nonzero.iter().enumerate() {
+            let mut s = summary;
+            while s != 0 {
+                let w = b * 64 + s.trailing_zeros() as usize;
+                out.extend([w as u64, self.words[w]]);
+                s &= s - 1;
+            }
+        }
+        out.into_boxed_slice()
+    }
+
+    /// Whether this vector's non-zero words are `pairs` ([`Bits::sparse`]).
+    fn is(&self, pairs: &[u64]) -> bool {
+        pairs.len() == 2 * self.count
+            && pairs
+                .chunks_exact(2)
+                .all(|p| self.words[p[0] as usize] == p[1])
+    }
+}
+
+/// Changes made to a vector, to be taken back: a walk down a tree of
+/// values (prefixes inside prefixes) keeps one vector and undoes a
+/// subtree's changes when it leaves it, instead of copying the parent's
+/// vector for every child.
+#[derive(Default)]
+pub(super) struct Undo(Vec<(usize, bool)>);
+
+impl Undo {
+    /// Sets `bit` of `v` to `value`, remembering what it was.
+    pub(super) fn assign(&mut self, v: &mut Bits, bit: usize, value: bool) {
+        let old = v.assign(bit, value);
+        if old != value {
+            self.0.push((bit, old));
         }
     }
-    v
-}
 
-#[inline]
-pub(super) fn set(v: &mut [u64], bit: usize) {
-    v[bit / 64] |= 1 << (bit % 64);
-}
+    /// A mark to go back to.
+    pub(super) fn mark(&self) -> usize {
+        self.0.len()
+    }
 
-#[inline]
-pub(super) fn clear(v: &mut [u64], bit: usize) {
-    v[bit / 64] &= !(1 << (bit % 64));
-}
-
-#[inline]
-pub(super) fn assign(v: &mut [u64], bit: usize, value: bool) {
-    if value { set(v, bit) } else { clear(v, bit) }
-}
-
-#[inline]
-pub(super) fn flip(v: &mut [u64], bit: usize) {
-    v[bit / 64] ^= 1 << (bit % 64);
+    /// Takes back every change made since `mark`, latest first.
+    pub(super) fn back_to(&mut self, v: &mut Bits, mark: usize) {
+        for (bit, old) in self.0.drain(mark..).rev() {
+            v.assign(bit, old);
+        }
+    }
 }
 
 /// Hashes whole vectors several words at a time; SipHash would dominate the
@@ -91,13 +202,17 @@ pub(super) struct Interner {
     base: u32,
     words: usize,
     limit: u32,
-    /// Each class by its non-zero words only ([`sparse`]): a dense copy
-    /// of every class is as long as the longest chain, which at 100,000
-    /// rules and as many classes was 2 GiB.
-    ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
+    /// Each class by its non-zero words only ([`Bits::sparse`]), in id
+    /// order: a dense copy of every class is as long as the longest chain,
+    /// which at 100,000 rules and as many classes was 2 GiB.
+    classes: Vec<Box<[u64]>>,
+    /// The class of each vector hash, the first vector seen with it.
+    by_hash: HashMap<u64, u32, BuildHasherDefault<WordHasher>>,
+    /// The classes whose hash an earlier, different class holds: looked up
+    /// by their words, and only when the hash's class is not the vector.
+    collided: HashMap<Box<[u64]>, u32, BuildHasherDefault<WordHasher>>,
     /// The vector of every slot of a chain of `.0` slots, the last one
-    /// asked for: `intern` compares with it on every call, and building it
-    /// each time was a large share of a 10,000-rule compile.
+    /// asked for: `intern` compares with it on every call.
     all: (usize, Bits),
     /// The non-zero words of the classes each field made first: which
     /// field to blame (and coarsen) when `CLASS_WORDS` overflows.
@@ -107,9 +222,8 @@ pub(super) struct Interner {
 }
 
 impl Interner {
-    /// `expected`: about how many classes the ruleset will have. Growing
-    /// the table rehashes every vector again (whole vectors, not ids): at
-    /// 10,000 rules that was a fifth of the compile.
+    /// `expected`: about how many classes the ruleset will have (the
+    /// tables are made that large at once).
     /// `limits`: the classes, and the words they may hold (checked again,
     /// with the summaries, when they are packed: an overflow found here
     /// stops the compile before the rest of the classes are built).
@@ -119,16 +233,16 @@ impl Interner {
         (limit, word_limit): (u32, u32),
         expected: usize,
     ) -> Self {
+        let expected = expected.min(limit as usize);
         Interner {
             base: generation * CLASS_ID_GEN_STRIDE,
             words,
             limit,
             word_limit,
-            ids: HashMap::with_capacity_and_hasher(
-                expected.min(limit as usize),
-                Default::default(),
-            ),
-            all: (0, ones(0, words)),
+            classes: Vec::with_capacity(expected),
+            by_hash: HashMap::with_capacity_and_hasher(expected, Default::default()),
+            collided: HashMap::default(),
+            all: (0, Bits::ones(0, words)),
             words_by_field: [0; field::COUNT],
             total_words: 0,
         }
@@ -148,27 +262,37 @@ impl Interner {
 
     /// The class id of `v` in a chain of `slots` slots: [`CLASS_ALL`] when
     /// `v` holds every one of them. `chain` and `field` say where a new
-    /// class came from when the limit is reached.
+    /// class came from when the limit is reached. Costs the class's
+    /// non-zero words when it exists, and the vector's words over 64 more
+    /// when it is new.
     pub(super) fn intern(
         &mut self,
-        v: &[u64],
+        v: &Bits,
         (chain, slots): (&str, usize),
         field: usize,
     ) -> Result<u32, CompileError> {
-        debug_assert_eq!(v.len(), self.words);
+        debug_assert_eq!(v.words.len(), self.words);
         if slots > 0 {
             if self.all.0 != slots {
-                self.all = (slots, ones(slots, self.words));
+                self.all = (slots, Bits::ones(slots, self.words));
             }
-            if v[..] == self.all.1[..] {
+            let all = &self.all.1;
+            if v.hash == all.hash && v.count == all.count && v.words == all.words {
                 return Ok(CLASS_ALL);
             }
         }
-        let key = sparse(v);
-        if let Some(&id) = self.ids.get(&key[..]) {
-            return Ok(id);
-        }
-        let n = self.ids.len() as u32;
+        let by_words = match self.by_hash.get(&v.hash) {
+            None => None,
+            Some(&id) if v.is(&self.classes[(id - self.base) as usize]) => return Ok(id),
+            Some(_) => {
+                let key = v.sparse();
+                if let Some(&id) = self.collided.get(&key) {
+                    return Ok(id);
+                }
+                Some(key)
+            }
+        };
+        let n = self.classes.len() as u32;
         if n >= self.limit {
             return Err(CompileError::TooManyClasses {
                 limit: self.limit,
@@ -177,44 +301,39 @@ impl Interner {
             });
         }
         let id = self.base + n;
-        self.words_by_field[field] += key.len() / 2;
-        self.total_words += key.len() / 2;
+        self.words_by_field[field] += v.count;
+        self.total_words += v.count;
         if self.total_words > self.word_limit as usize {
             return Err(CompileError::TooManyClassWords {
                 limit: self.word_limit,
                 field: field::NAMES[self.heaviest_field()],
             });
         }
-        self.ids.insert(key.into_boxed_slice(), id);
+        match by_words {
+            None => {
+                self.by_hash.insert(v.hash, id);
+                self.classes.push(v.sparse());
+            }
+            Some(key) => {
+                self.classes.push(key.clone());
+                self.collided.insert(key, id);
+            }
+        }
         Ok(id)
     }
 
     /// The classes in id order, as the kernel reads them.
     pub(super) fn into_classes(self) -> Vec<Class> {
-        let mut slots: Vec<Option<Box<[u64]>>> = vec![None; self.ids.len()];
-        for (bits, id) in self.ids {
-            slots[(id - self.base) as usize] = Some(bits);
-        }
-        slots
+        let base = self.base;
+        self.classes
             .into_iter()
             .enumerate()
-            .map(|(n, bits)| Class {
-                id: self.base + n as u32,
-                words: bits.expect("class ids are dense"),
+            .map(|(n, words)| Class {
+                id: base + n as u32,
+                words,
             })
             .collect()
     }
-}
-
-/// The non-zero words of `v` as pairs `index, word`, in index order.
-fn sparse(v: &[u64]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for (w, &word) in v.iter().enumerate() {
-        if word != 0 {
-            out.extend([w as u64, word]);
-        }
-    }
-    out
 }
 
 impl Class {

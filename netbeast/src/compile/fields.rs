@@ -7,14 +7,45 @@ use std::collections::{BTreeMap, HashMap};
 
 use netbeast_common::field;
 
-use super::classes::{self, Bits, Interner};
+use super::classes::{Bits, Interner, Undo};
 use super::{AddrPrefix, ChainPlan, CompileError, IfaceClass, Interface, MacClass};
 use crate::rules::model::{IfaceName, Ipv4Net};
 
 /// The start vector: every slot set except those in `constrained`, which
 /// the caller decides one by one.
 fn unconstrained(plan: &ChainPlan<'_>, words: usize) -> Bits {
-    classes::ones(plan.slots.len(), words)
+    Bits::ones(plan.slots.len(), words)
+}
+
+/// The slots that constrain each field, in slot order: the builders read
+/// only those. One pass over the chain's slots: a pass per field read every
+/// slot once for each of the 26 fields (at 100,000 rules, 20 MiB of slots
+/// each time), most of the builders' time.
+pub(super) fn constrained(plan: &ChainPlan<'_>) -> [Vec<usize>; field::COUNT] {
+    let mut by_field: [Vec<usize>; field::COUNT] = Default::default();
+    for (slot, s) in plan.slots.iter().enumerate() {
+        let t = &s.term;
+        for (f, _) in t.keys.iter() {
+            by_field[f].push(slot);
+        }
+        for f in field::ADDR_FIELDS {
+            if !t.prefix_atoms(f).is_empty() {
+                by_field[f].push(slot);
+            }
+        }
+        for (f, atoms) in [
+            (field::IN_IFACE, &t.in_iface),
+            (field::OUT_IFACE, &t.out_iface),
+        ] {
+            if !atoms.is_empty() {
+                by_field[f].push(slot);
+            }
+        }
+        if !t.mac.is_empty() {
+            by_field[field::MAC_SOURCE].push(slot);
+        }
+    }
+    by_field
 }
 
 pub(super) struct AddrTable {
@@ -31,10 +62,13 @@ pub(super) struct AddrTable {
 /// same truth at `P` as at its parent in the prefix tree, except the atoms
 /// that name `P` itself: the vector of `P` is its parent's with the slots
 /// that name `P` decided again. Prefixes sorted by (address, length) come
-/// in tree pre-order, and a stack holds the current path.
+/// in tree pre-order; one vector walks the tree, and a stack holds the
+/// current path with where each step's changes start, to take them back
+/// when the walk leaves the step's subtree.
 pub(super) fn addresses(
     plan: &ChainPlan<'_>,
     f: usize,
+    constrained: &[usize],
     interner: &mut Interner,
 ) -> Result<AddrTable, CompileError> {
     let atoms_of = |slot: usize| plan.slots[slot].term.prefix_atoms(f);
@@ -42,13 +76,13 @@ pub(super) fn addresses(
     // The vector of an address outside every named prefix: the slots whose
     // atoms on this field are all negated.
     let mut outside = unconstrained(plan, interner.words());
-    for slot in 0..plan.slots.len() {
+    for &slot in constrained {
         let atoms = atoms_of(slot);
         for &(net, _) in atoms {
             named.push((net, slot));
         }
         if atoms.iter().any(|&(_, negated)| !negated) {
-            classes::clear(&mut outside, slot);
+            outside.clear(slot);
         }
     }
     named.sort_unstable_by_key(|&(n, slot)| (u32::from(n.addr), n.prefix_len, slot));
@@ -56,24 +90,26 @@ pub(super) fn addresses(
 
     let root = Ipv4Net::new(0.into(), 0);
     let mut prefixes = Vec::new();
-    let mut stack: Vec<(Ipv4Net, Bits)> = Vec::new();
+    let mut v = outside;
+    let mut undo = Undo::default();
+    let mut stack: Vec<(Ipv4Net, usize)> = Vec::new();
     let mut i = 0;
     // The root comes first whether or not a rule names it.
     let mut next_net = Some(root);
     while let Some(net) = next_net {
-        while stack.last().is_some_and(|(top, _)| !top.covers(&net)) {
+        while let Some(&(top, mark)) = stack.last()
+            && !top.covers(&net)
+        {
+            undo.back_to(&mut v, mark);
             stack.pop();
         }
-        let mut v = match stack.last() {
-            Some((_, parent)) => parent.clone(),
-            None => outside.clone(),
-        };
+        let mark = undo.mark();
         while i < named.len() && named[i].0 == net {
             let slot = named[i].1;
             let holds = atoms_of(slot)
                 .iter()
                 .all(|(p, negated)| p.covers(&net) != *negated);
-            classes::assign(&mut v, slot, holds);
+            undo.assign(&mut v, slot, holds);
             i += 1;
         }
         let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
@@ -82,7 +118,7 @@ pub(super) fn addresses(
             net,
             class,
         });
-        stack.push((net, v));
+        stack.push((net, mark));
         next_net = named.get(i).map(|n| n.0);
     }
     Ok(AddrTable {
@@ -111,6 +147,7 @@ pub(super) struct ArrayTable {
 pub(super) fn keys(
     plan: &ChainPlan<'_>,
     f: usize,
+    constrained: &[usize],
     interner: &mut Interner,
 ) -> Result<ArrayTable, CompileError> {
     let (_, last) = super::term::universe(f);
@@ -119,12 +156,21 @@ pub(super) fn keys(
     let default_class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
     // (key, slot): the slot's membership flips at key. A slot's ranges are
     // disjoint and non-adjacent, so flips never cancel out.
+    if constrained.is_empty() {
+        return Ok(ArrayTable {
+            used: false,
+            default_class,
+            table: Vec::new(),
+        });
+    }
     let mut flips: Vec<(u32, u32)> = Vec::new();
-    for (slot, s) in plan.slots.iter().enumerate() {
-        let Some(keys) = s.term.keys.get(f) else {
-            continue;
-        };
-        classes::clear(&mut v, slot);
+    for &slot in constrained {
+        let keys = plan.slots[slot]
+            .term
+            .keys
+            .get(f)
+            .expect("a constrained slot has the field's keys");
+        v.clear(slot);
         for &(lo, hi) in keys {
             flips.push((lo, slot as u32));
             if (hi as usize) + 1 < n {
@@ -132,20 +178,13 @@ pub(super) fn keys(
             }
         }
     }
-    if flips.is_empty() && plan.slots.iter().all(|s| s.term.keys.get(f).is_none()) {
-        return Ok(ArrayTable {
-            used: false,
-            default_class,
-            table: Vec::new(),
-        });
-    }
     flips.sort_unstable();
     let mut table = vec![0u32; n];
     let mut i = 0;
     let mut start = 0usize;
     loop {
         while i < flips.len() && flips[i].0 as usize == start {
-            classes::flip(&mut v, flips[i].1 as usize);
+            v.flip(flips[i].1 as usize);
             i += 1;
         }
         let end = flips.get(i).map_or(n, |&(key, _)| key as usize);
@@ -198,6 +237,7 @@ fn matches_unknown(pattern: &IfaceName) -> bool {
 pub(super) fn interfaces(
     plan: &ChainPlan<'_>,
     f: usize,
+    constrained: &[usize],
     interfaces: &[&Interface],
     interner: &mut Interner,
 ) -> Result<EntryTable<IfaceClass>, CompileError> {
@@ -213,11 +253,8 @@ pub(super) fn interfaces(
     let mut patterns: Vec<(&IfaceName, Vec<usize>)> = Vec::new();
     let mut index: HashMap<(&str, bool), usize> = HashMap::new();
     let mut unknown = unconstrained(plan, interner.words());
-    for slot in 0..plan.slots.len() {
+    for &slot in constrained {
         let atoms = atoms_of(slot);
-        if atoms.is_empty() {
-            continue;
-        }
         for &(pattern, _) in atoms {
             let at = *index
                 .entry((pattern.name.as_str(), pattern.wildcard))
@@ -232,11 +269,13 @@ pub(super) fn interfaces(
         let holds = atoms
             .iter()
             .all(|&(p, negated)| matches_unknown(p) != negated);
-        classes::assign(&mut unknown, slot, holds);
+        unknown.assign(slot, holds);
     }
     let default_class = interner.intern(&unknown, (plan.name, plan.slots.len()), f)?;
     let mut entries = Vec::new();
     let mut touched: Vec<usize> = Vec::new();
+    // The name's changes to `unknown`, taken back after its class.
+    let mut undo = Undo::default();
     for iface in interfaces {
         // The slots with a pattern that judges this name otherwise than an
         // unknown name: decided again.
@@ -251,14 +290,15 @@ pub(super) fn interfaces(
         }
         touched.sort_unstable();
         touched.dedup();
-        let mut v = unknown.clone();
         for &slot in &touched {
             let holds = atoms_of(slot)
                 .iter()
                 .all(|&(p, negated)| p.matches(&iface.name) != negated);
-            classes::assign(&mut v, slot, holds);
+            undo.assign(&mut unknown, slot, holds);
         }
-        let class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
+        let class = interner.intern(&unknown, (plan.name, plan.slots.len()), f);
+        undo.back_to(&mut unknown, 0);
+        let class = class?;
         if class != default_class {
             entries.push(IfaceClass {
                 field: f,
@@ -280,6 +320,7 @@ pub(super) fn interfaces(
 /// negated.
 pub(super) fn macs(
     plan: &ChainPlan<'_>,
+    slots: &[usize],
     interner: &mut Interner,
 ) -> Result<EntryTable<MacClass>, CompileError> {
     // (slot, its MAC conditions as (mac, negated)).
@@ -288,12 +329,9 @@ pub(super) fn macs(
     // BTreeMap: entries come out in a stable order.
     let mut by_mac: BTreeMap<[u8; 6], Vec<usize>> = BTreeMap::new();
     let mut unknown = unconstrained(plan, interner.words());
-    for (slot, s) in plan.slots.iter().enumerate() {
-        let macs: Conditions = s.term.mac.clone();
-        if macs.is_empty() {
-            continue;
-        }
-        classes::assign(&mut unknown, slot, macs.iter().all(|&(_, negated)| negated));
+    for &slot in slots {
+        let macs: Conditions = plan.slots[slot].term.mac.clone();
+        unknown.assign(slot, macs.iter().all(|&(_, negated)| negated));
         for &(mac, _) in &macs {
             let rules = by_mac.entry(mac).or_default();
             if rules.last() != Some(&constrained.len()) {
@@ -305,16 +343,18 @@ pub(super) fn macs(
     let default_class =
         interner.intern(&unknown, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
     let mut entries = Vec::new();
+    let mut undo = Undo::default();
     for (mac, rules) in &by_mac {
-        let mut v = unknown.clone();
         for &at in rules {
             let (slot, conditions) = &constrained[at];
             let holds = conditions
                 .iter()
                 .all(|(named, negated)| (named == mac) != *negated);
-            classes::assign(&mut v, *slot, holds);
+            undo.assign(&mut unknown, *slot, holds);
         }
-        let class = interner.intern(&v, (plan.name, plan.slots.len()), field::MAC_SOURCE)?;
+        let class = interner.intern(&unknown, (plan.name, plan.slots.len()), field::MAC_SOURCE);
+        undo.back_to(&mut unknown, 0);
+        let class = class?;
         if class != default_class {
             entries.push(MacClass { mac: *mac, class });
         }

@@ -1109,11 +1109,12 @@ fn compile_chain(
     let mut key_classes: [Vec<u32>; field::COUNT] = Default::default();
     let mut ifaces = Vec::new();
     let mut macs = Vec::new();
+    let constrained = fields::constrained(plan);
     // Every field, as its kind says.
     for f in 0..field::COUNT {
         let (used, default) = match field::KINDS[f] {
             Kind::Prefix => {
-                let table = fields::addresses(plan, f, interner)?;
+                let table = fields::addresses(plan, f, &constrained[f], interner)?;
                 // The IPv6 words past the first only where used: IPv4
                 // chains (and their tables) stay as they were.
                 if table.used || field::addr_word(f) == 0 {
@@ -1122,17 +1123,17 @@ fn compile_chain(
                 (table.used, table.default_class)
             }
             Kind::Keys(_) => {
-                let table = fields::keys(plan, f, interner)?;
+                let table = fields::keys(plan, f, &constrained[f], interner)?;
                 key_classes[f] = table.table;
                 (table.used, table.default_class)
             }
             Kind::Iface => {
-                let table = fields::interfaces(plan, f, interfaces, interner)?;
+                let table = fields::interfaces(plan, f, &constrained[f], interfaces, interner)?;
                 ifaces.extend(table.entries);
                 (table.used, table.default_class)
             }
             Kind::Mac => {
-                let table = fields::macs(plan, interner)?;
+                let table = fields::macs(plan, &constrained[f], interner)?;
                 macs.extend(table.entries);
                 (table.used, table.default_class)
             }
