@@ -534,3 +534,127 @@ impl PackedClasses {
         self.at(at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the bookkeeping of `v` must be, computed from its words.
+    fn recomputed(v: &Bits) -> (Vec<u64>, usize, u64) {
+        let mut nonzero = vec![0u64; v.words.len().div_ceil(64)];
+        let (mut count, mut hash) = (0, 0);
+        for (w, &word) in v.words.iter().enumerate() {
+            if word != 0 {
+                nonzero[w / 64] |= 1 << (w % 64);
+                count += 1;
+                hash ^= word_hash(w, word);
+            }
+        }
+        (nonzero, count, hash)
+    }
+
+    /// Checks `v`'s bookkeeping against its words.
+    fn check(v: &Bits, start: &Bits) -> Result<(), TestCaseError> {
+        let (nonzero, count, hash) = recomputed(v);
+        prop_assert_eq!(&v.nonzero, &nonzero);
+        prop_assert_eq!(v.count, count);
+        prop_assert_eq!(v.hash, hash);
+        let sparse: Vec<u64> = v
+            .words
+            .iter()
+            .enumerate()
+            .filter(|&(_, &w)| w != 0)
+            .flat_map(|(i, &w)| [i as u64, w])
+            .collect();
+        prop_assert_eq!(&v.sparse()[..], &sparse[..]);
+        prop_assert!(v.is(&sparse));
+        prop_assert_eq!(v.is(&start.sparse()), v.words == start.words);
+        Ok(())
+    }
+
+    proptest! {
+        /// Any changes keep the non-zero words, their count and the hash
+        /// as a vector built from scratch has them; changes made through
+        /// an undo log, taken back, leave the vector as it was.
+        #[test]
+        fn bits_keep_their_bookkeeping(
+            count in 0usize..320,
+            ops in prop::collection::vec((0u8..3, 0usize..320, any::<bool>()), 0..100),
+            undone in prop::collection::vec((0usize..320, any::<bool>()), 0..100),
+        ) {
+            let mut v = Bits::ones(count, 5);
+            let start = v.clone();
+            check(&v, &start)?;
+            for &(op, bit, value) in &ops {
+                match op {
+                    0 => v.clear(bit),
+                    1 => v.flip(bit),
+                    _ => {
+                        v.assign(bit, value);
+                    }
+                }
+                check(&v, &start)?;
+            }
+            let before = v.clone();
+            let mut undo = Undo::default();
+            let mark = undo.mark();
+            for &(bit, value) in &undone {
+                undo.assign(&mut v, bit, value);
+                check(&v, &start)?;
+            }
+            undo.back_to(&mut v, mark);
+            check(&v, &start)?;
+            prop_assert_eq!(&v.words, &before.words);
+            prop_assert_eq!(v.hash, before.hash);
+        }
+    }
+
+    /// Two different vectors with one hash (made so here; a real collision
+    /// is a 2^-64 event) get two classes, each found again.
+    #[test]
+    fn vectors_whose_hashes_collide_keep_their_own_classes() {
+        let mut interner = Interner::new(0, 2, (100, 1000), 4);
+        let mut a = Bits::ones(0, 2);
+        a.assign(3, true);
+        let mut b = Bits::ones(0, 2);
+        b.assign(70, true);
+        b.hash = a.hash;
+        let mut c = Bits::ones(0, 2);
+        c.assign(100, true);
+        c.hash = a.hash;
+        let here = ("INPUT", 0);
+        let ia = interner.intern(&a, here, field::SRC).unwrap();
+        let ib = interner.intern(&b, here, field::SRC).unwrap();
+        let ic = interner.intern(&c, here, field::SRC).unwrap();
+        assert!(ia != ib && ib != ic && ia != ic);
+        for (v, id) in [(&a, ia), (&b, ib), (&c, ic), (&b, ib), (&a, ia)] {
+            assert_eq!(interner.intern(v, here, field::SRC).unwrap(), id);
+        }
+        let classes = interner.into_classes();
+        assert_eq!(
+            &classes[(ib - classes[0].id) as usize].words[..],
+            &[1, 1 << 6]
+        );
+    }
+
+    /// A vector holding every slot of its chain is `CLASS_ALL`, however it
+    /// was made; one slot short of it is not.
+    #[test]
+    fn every_slot_is_class_all() {
+        let mut interner = Interner::new(0, 3, (100, 1000), 4);
+        let mut v = Bits::ones(0, 3);
+        for bit in (0..130).rev() {
+            v.assign(bit, true);
+        }
+        assert_eq!(
+            interner.intern(&v, ("INPUT", 130), field::SRC).unwrap(),
+            CLASS_ALL
+        );
+        v.clear(129);
+        assert_ne!(
+            interner.intern(&v, ("INPUT", 130), field::SRC).unwrap(),
+            CLASS_ALL
+        );
+    }
+}
