@@ -487,6 +487,18 @@ pub struct Class {
 }
 
 impl CompiledChain {
+    /// A copy of the tables of this chain's fields.
+    fn tables(&self) -> FieldTables {
+        FieldTables {
+            default_class: self.config.default_class,
+            fields_used: self.config.fields_used,
+            addr_prefixes: self.addr_prefixes.clone(),
+            key_classes: self.key_classes.clone(),
+            ifaces: self.ifaces.clone(),
+            macs: self.macs.clone(),
+        }
+    }
+
     /// Chunk `chunk` (0..`field::key_chunks(f)`) of key field `f`'s
     /// table, the `KEY_CLASSES` value at `key_chunk_index(generation,
     /// chain, f, chunk * KEY_CHUNK)`: keys `chunk * KEY_CHUNK ..`. Past the
@@ -865,9 +877,23 @@ fn compile_once(
         (limits.classes, limits.class_words),
         2 * slots + 64,
     );
-    let mut chains = Vec::with_capacity(chain::COUNT);
-    for plan in &plans {
-        chains.push(compile_chain(plan, &interfaces, &mut interner)?);
+    let mut chains: Vec<CompiledChain> = Vec::with_capacity(chain::COUNT);
+    for (c, plan) in plans.iter().enumerate() {
+        // A chain whose slots have the terms of an earlier chain's (nat
+        // PREROUTING and OUTPUT that both only jump to kube-proxy's
+        // KUBE-SERVICES) has its tables too.
+        let same = plans[..c]
+            .iter()
+            .position(|earlier| same_terms(earlier, plan));
+        #[cfg(test)]
+        let same = same.filter(|_| REUSE_TABLES.get());
+        #[cfg(test)]
+        TABLES_REUSED.set(TABLES_REUSED.get() + usize::from(same.is_some()));
+        let tables = match same {
+            Some(earlier) => chains[earlier].tables(),
+            None => field_tables(plan, &interfaces, &mut interner)?,
+        };
+        chains.push(compile_chain(plan, tables)?);
     }
     crate::profile::phase("compile: fields, classes");
     let iface_entries: usize = chains.iter().map(|c| c.ifaces.len()).sum();
@@ -1097,11 +1123,37 @@ fn addr6_lead_of(
         .map_or(0, |w| w as u32 + 1)
 }
 
-fn compile_chain(
+#[cfg(test)]
+thread_local! {
+    /// How many chains this thread (a test's) took the tables of an
+    /// earlier chain for, and whether it may.
+    static TABLES_REUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static REUSE_TABLES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// What a chain's field builders make: the tables of every field.
+struct FieldTables {
+    default_class: [u32; field::COUNT],
+    fields_used: u32,
+    addr_prefixes: Vec<AddrPrefix>,
+    key_classes: [Vec<u32>; field::COUNT],
+    ifaces: Vec<IfaceClass>,
+    macs: Vec<MacClass>,
+}
+
+/// True when two chains have slots of equal terms, so equal tables (the
+/// terms are all the field builders read, besides the interfaces).
+fn same_terms(a: &ChainPlan<'_>, b: &ChainPlan<'_>) -> bool {
+    !a.slots.is_empty()
+        && a.slots.len() == b.slots.len()
+        && a.slots.iter().zip(&b.slots).all(|(x, y)| x.term == y.term)
+}
+
+fn field_tables(
     plan: &ChainPlan<'_>,
     interfaces: &[&Interface],
     interner: &mut Interner,
-) -> Result<CompiledChain, CompileError> {
+) -> Result<FieldTables, CompileError> {
     let mut default_class = [0u32; field::COUNT];
     let mut fields_used = 0u32;
 
@@ -1141,6 +1193,25 @@ fn compile_chain(
         fields_used |= u32::from(used) << f;
         default_class[f] = default;
     }
+    Ok(FieldTables {
+        default_class,
+        fields_used,
+        addr_prefixes,
+        key_classes,
+        ifaces,
+        macs,
+    })
+}
+
+fn compile_chain(plan: &ChainPlan<'_>, tables: FieldTables) -> Result<CompiledChain, CompileError> {
+    let FieldTables {
+        default_class,
+        fields_used,
+        addr_prefixes,
+        key_classes,
+        ifaces,
+        macs,
+    } = tables;
     if plan.table.name == TableName::Nat && plan.name == "OUTPUT" {
         check_socket_fields(plan)?;
     }

@@ -2916,6 +2916,28 @@ fn a_chain_two_built_in_chains_jump_to_is_walked_once() {
     }
     assert_eq!(reused.packed.words, again.packed.words);
     assert_eq!(reused.guards, again.guards);
+    // OUTPUT's slots have PREROUTING's terms: it takes PREROUTING's
+    // tables rather than building them again, and gets the same.
+    let before = TABLES_REUSED.get();
+    let shared = compile(&ruleset, &[], 0).unwrap();
+    assert_eq!(
+        TABLES_REUSED.get() - before,
+        1,
+        "OUTPUT took PREROUTING's tables"
+    );
+    REUSE_TABLES.set(false);
+    let built = compile(&ruleset, &[], 0);
+    REUSE_TABLES.set(true);
+    let built = built.unwrap();
+    assert_eq!(TABLES_REUSED.get() - before, 1);
+    for (a, b) in shared.chains.iter().zip(&built.chains) {
+        assert_eq!(a.config, b.config);
+        assert_eq!(a.addr_prefixes, b.addr_prefixes);
+        assert_eq!(a.key_classes, b.key_classes);
+        assert_eq!((&a.ifaces, &a.macs), (&b.ifaces, &b.macs));
+    }
+    assert_eq!(shared.packed.words, built.packed.words);
+    assert_eq!(shared.packed.headers, built.packed.headers);
     // A chain that one built-in chain jumps to twice for the same packets
     // (its second walk has nothing of an earlier built-in chain's to
     // copy) and that another then jumps to: compiled as if walked each time.
