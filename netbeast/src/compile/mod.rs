@@ -654,12 +654,12 @@ fn compile_with_limits(
     if let Some(hint) = hint
         && rules >= hint.rules / HINT_KEPT_DOWN_TO
         && let Some(coarse) = coarsened(ruleset, hint.source)
-        && let Ok(mut compiled) = compile_once(&coarse, interfaces, generation, limits)
+        && let Ok(mut compiled) = compile_once(ruleset, &coarse, interfaces, generation, limits)
     {
         compiled.coarsened = Some(hint);
         return Ok(compiled);
     }
-    match compile_once(ruleset, interfaces, generation, limits) {
+    match compile_once(ruleset, &Coarse::default(), interfaces, generation, limits) {
         Err(CompileError::TooManyClassWords { field, .. })
             if let Some(how) = Coarsening::of(field, rules)
                 && let Some(coarse) = coarsened(ruleset, how.source) =>
@@ -671,8 +671,8 @@ fn compile_with_limits(
                 field,
             };
             crate::profile::phase("compile: overflowed, coarsened");
-            let mut compiled =
-                compile_once(&coarse, interfaces, generation, limits).map_err(|_| first)?;
+            let mut compiled = compile_once(ruleset, &coarse, interfaces, generation, limits)
+                .map_err(|_| first)?;
             compiled.coarsened = Some(how);
             Ok(compiled)
         }
@@ -701,26 +701,38 @@ const COARSE_PREFIXES: usize = 64;
 /// search's step bounds (`steps.rs`) count: a chain where that adds up
 /// stays refused. Built-in chains' rules are left as they are: a rule
 /// there is one slot, in no fan-out.
-fn coarsened(ruleset: &Ruleset, source: bool) -> Option<Ruleset> {
-    let mut coarse = ruleset.clone();
-    fn addresses(r: &mut Rule, source: bool) -> Option<&mut Ipv4Net> {
+fn coarsened(ruleset: &Ruleset, source: bool) -> Option<Coarse> {
+    let address = |r: &Rule| {
         let net = if source {
-            r.source.as_mut()
+            r.source.as_ref()
         } else {
-            r.destination.as_mut()
+            r.destination.as_ref()
         }?;
-        (!net.negated && net.value.mask.is_none() && net.value.prefix_len > 0)
-            .then_some(&mut net.value)
-    }
-    let mut nets: Vec<&mut Ipv4Net> = Vec::new();
-    for (family, table) in coarse.tables_mut() {
-        if family != Family::V4 {
-            continue;
-        }
-        for chain in table.chains.iter_mut().filter(|c| c.policy.is_none()) {
-            nets.extend(chain.rules.iter_mut().filter_map(|r| addresses(r, source)));
-        }
-    }
+        (!net.negated && net.value.mask.is_none() && net.value.prefix_len > 0).then_some(net.value)
+    };
+    // The rules of user-defined IPv4 chains, by (table, chain, rule).
+    let user_rules = || {
+        ruleset
+            .tables()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (family, _))| *family == Family::V4)
+            .flat_map(|(t, (_, table))| {
+                table
+                    .chains
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, chain)| chain.policy.is_none())
+                    .flat_map(move |(c, chain)| {
+                        chain
+                            .rules
+                            .iter()
+                            .enumerate()
+                            .map(move |(r, rule)| ((t, c, r), rule))
+                    })
+            })
+    };
+    let nets: Vec<Ipv4Net> = user_rules().filter_map(|(_, rule)| address(rule)).collect();
     // The longest length at which the addresses fall into few prefixes.
     let len = (0..=32u8).rev().find(|&len| {
         let mask = crate::rules::model::prefix_mask(len);
@@ -729,15 +741,40 @@ fn coarsened(ruleset: &Ruleset, source: bool) -> Option<Ruleset> {
         prefixes.dedup();
         prefixes.len() <= COARSE_PREFIXES
     })?;
-    let mut changed = false;
-    for net in nets.into_iter().filter(|n| n.prefix_len > len) {
-        net.mask = Some(Ipv4Addr::from(crate::rules::model::prefix_mask(
+    let mut rules = std::collections::HashMap::new();
+    for (at, rule) in user_rules() {
+        let Some(net) = address(rule).filter(|n| n.prefix_len > len) else {
+            continue;
+        };
+        let mut coarse = rule.clone();
+        let value = if source {
+            &mut coarse.source
+        } else {
+            &mut coarse.destination
+        };
+        let value = &mut value.as_mut().expect("the address just read").value;
+        value.mask = Some(Ipv4Addr::from(crate::rules::model::prefix_mask(
             net.prefix_len,
         )));
-        net.prefix_len = len;
-        changed = true;
+        value.prefix_len = len;
+        rules.insert(at, coarse);
     }
-    changed.then_some(coarse)
+    (!rules.is_empty()).then_some(Coarse { rules })
+}
+
+/// A ruleset's coarsened rules ([`coarsened`]), which the compile takes in
+/// place of the rules at their (table of `Ruleset::tables`, chain, rule):
+/// kube-proxy's 20,000 endpoint rules, not a copy of its 110,000.
+#[derive(Default)]
+pub(super) struct Coarse {
+    rules: std::collections::HashMap<(usize, usize, usize), Rule>,
+}
+
+impl Coarse {
+    /// The rule the compile takes for rule `r` of chain `c` of table `t`.
+    pub(super) fn rule<'r>(&'r self, (t, c, r): (usize, usize, usize), rule: &'r Rule) -> &'r Rule {
+        self.rules.get(&(t, c, r)).unwrap_or(rule)
+    }
 }
 
 #[cfg(test)]
@@ -748,6 +785,7 @@ thread_local! {
 
 fn compile_once(
     ruleset: &Ruleset,
+    coarse: &Coarse,
     interfaces: &[Interface],
     generation: u32,
     limits: Limits,
@@ -769,10 +807,11 @@ fn compile_once(
     // Each table's user-defined chains count after the previous table's
     // (`user_chain_counters`), in `ALL_TABLES` order.
     let mut user_counters_end = 0;
-    let mut prepare = |table, family| {
+    let mut prepare = |t, table, family| {
         let prepared = Prepared::new(
             table,
             family,
+            |c, r, rule| coarse.rule((t, c, r), rule),
             user_counters_end,
             &mut nat_targets,
             &mut log_targets,
@@ -787,7 +826,8 @@ fn compile_once(
     let mut tables = ruleset
         .tables()
         .into_iter()
-        .map(|(family, table)| prepare(table, family))
+        .enumerate()
+        .map(|(t, (family, table))| prepare(t, table, family))
         .collect::<Result<Vec<_>, _>>()?;
     let table_of = |family, table| {
         ALL_TABLES
@@ -1146,7 +1186,10 @@ struct FieldTables {
 fn same_terms(a: &ChainPlan<'_>, b: &ChainPlan<'_>) -> bool {
     !a.slots.is_empty()
         && a.slots.len() == b.slots.len()
-        && a.slots.iter().zip(&b.slots).all(|(x, y)| x.term == y.term)
+        && a.slots
+            .iter()
+            .zip(&b.slots)
+            .all(|(x, y)| std::rc::Rc::ptr_eq(&x.term, &y.term) || x.term == y.term)
 }
 
 fn field_tables(
