@@ -619,10 +619,13 @@ fn no_panic_on_raw_bytes_or_closed_pipes() {
             for _ in 0..n {
                 args.push(raw(words[(next() % words.len() as u64) as usize]));
             }
-            // Standard input is empty, so a restore reads nothing.
+            // Standard input is empty, so a restore reads nothing. In the
+            // links' directory: `iptables-save -f -i` writes the file `-i`
+            // where it runs.
             let out = ns
                 .command(program)
                 .args(&args)
+                .current_dir(links.dir())
                 .stdin(std::process::Stdio::null())
                 .output()
                 .unwrap();

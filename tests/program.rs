@@ -8445,6 +8445,15 @@ fn partial_map_writes_leave_the_tables_of_whole_writes() {
             for _ in 0..below(60) {
                 lines.push(format!("-A {}", random_rule(&mut below)));
             }
+            // DNAT targets (`NAT_TARGETS`), different from one sequence
+            // to the next.
+            for _ in 0..below(4) {
+                lines.push(format!(
+                    "-t nat -A PREROUTING -p tcp --dport {} -j DNAT --to-destination 10.0.0.{}",
+                    80 + below(3),
+                    1 + below(3)
+                ));
+            }
             let mut changes = Vec::new();
             for step in 0..=CHANGES {
                 if step > 0 {
@@ -8535,6 +8544,14 @@ fn random_rule(below: &mut impl FnMut(usize) -> usize) -> String {
     }
     if below(4) == 0 {
         rule += [" -i lo", " -i nbt+", " ! -i lo"][below(3)];
+    }
+    // A guard now and then (`GUARDS`).
+    if below(6) == 0 {
+        rule += &format!(" -m limit --limit {}/sec", 1 + below(4));
+    }
+    // A LOG rule now and then (`LOG_TARGETS`).
+    if below(8) == 0 {
+        return rule + &format!(" -j LOG --log-prefix p{}", below(3));
     }
     let target = if chain == "svc" {
         ["ACCEPT", "DROP", "RETURN", "REJECT"][below(4)]

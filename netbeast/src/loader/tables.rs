@@ -5,10 +5,10 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
-    ConnlimitList6, ConnmarkTarget, Counter as KernelCounter, Guard, HashlimitTable, IfaceKey,
-    KEY_CHUNK, LogTarget, MAX_HASHLIMIT_TABLES, MacKey, MarkTarget, NatTarget, addr_hash_key,
-    chain_index, connmark_target_index, counter_index, field, guard_index, key_chunk_index,
-    log_target_index, mark_target_index, nat_target_index, rule_index, target,
+    ConnlimitList6, Counter as KernelCounter, HashlimitTable, IfaceKey, KEY_CHUNK,
+    MAX_HASHLIMIT_TABLES, MacKey, NatTarget, addr_hash_key, chain_index, connmark_target_index,
+    counter_index, field, guard_index, key_chunk_index, log_target_index, mark_target_index,
+    nat_target_index, rule_index, target,
 };
 
 use super::{
@@ -42,7 +42,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let ids: Vec<u32> = (base..base + headers.len() as u32).collect();
         written::update(
             dp.map("CLASS_HEADERS")?,
-            0,
+            "CLASS_HEADERS",
             old.as_ref(),
             &mut new,
             &ids,
@@ -64,7 +64,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let indexes: Vec<u32> = (first..first + chunks.len() as u32).collect();
         written::update(
             dp.map("CLASS_WORDS")?,
-            1,
+            "CLASS_WORDS",
             old.as_ref(),
             &mut new,
             &indexes,
@@ -167,7 +167,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
         written::update(
             dp.map("KEY_CLASSES")?,
-            2,
+            "KEY_CLASSES",
             old.as_ref(),
             &mut new,
             &indexes,
@@ -175,72 +175,78 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         )?;
     }
     crate::profile::phase("maps: key classes");
-    {
-        // Before the rules that name them; entries past the last one are
-        // left as they are, no rule of this generation names them.
-        let mut targets: Array<&mut MapData, NatTarget> =
-            Array::try_from(dp.map_mut("NAT_TARGETS")?).map_err(map_err("NAT_TARGETS"))?;
-        for (n, target) in compiled.nat_targets.iter().enumerate() {
-            targets
-                .set(nat_target_index(generation, n as u32), target, 0)
-                .map_err(map_err("NAT_TARGETS"))?;
-        }
-        let mut addrs6: Array<&mut MapData, netbeast_common::NatAddrs6> =
-            Array::try_from(dp.map_mut("NAT6_ADDRS")?).map_err(map_err("NAT6_ADDRS"))?;
-        // Only the ip6tables rules' (the kernel reads no other entry).
-        let v6 = compiled.nat_addrs6.iter().enumerate();
-        for (n, addrs) in v6.filter(|(_, a)| **a != netbeast_common::NatAddrs6::default()) {
-            addrs6
-                .set(nat_target_index(generation, n as u32), addrs, 0)
-                .map_err(map_err("NAT6_ADDRS"))?;
-        }
+    // The target tables and the guards, before the rules that name them.
+    // Entries past the last one are left as they are: no rule of this
+    // generation names them. A guard's state is not here: it lives in the
+    // state slot its record names (`c`), which the caller has cleared for
+    // new guards and kept for the guards of unchanged rules
+    // (docs/ARCHITECTURE.md "Guards").
+    fn indexes(n: usize, index: impl Fn(u32) -> u32) -> Vec<u32> {
+        (0..n as u32).map(index).collect()
     }
-    {
-        // Guards before the rules that name them. Their state is not
-        // here: it lives in the state slots each record names (`c`), which
-        // the caller has cleared for new guards and kept for the guards of
-        // unchanged rules (docs/ARCHITECTURE.md "Guards").
-        // Records past this ruleset's are stale but never named.
-        let mut guards: Array<&mut MapData, Guard> =
-            Array::try_from(dp.map_mut("GUARDS")?).map_err(map_err("GUARDS"))?;
-        for (n, guard) in compiled.guards.iter().enumerate() {
-            guards
-                .set(guard_index(generation, n as u32), guard, 0)
-                .map_err(map_err("GUARDS"))?;
-        }
-    }
+    let at = |index: fn(u32, u32) -> u32| move |n| index(generation, n);
+    let targets = &compiled.nat_targets;
+    written::update(
+        dp.map("NAT_TARGETS")?,
+        "NAT_TARGETS",
+        old.as_ref(),
+        &mut new,
+        &indexes(targets.len(), at(nat_target_index)),
+        targets,
+    )?;
+    // Only the ip6tables rules' (the kernel reads no other entry).
+    let (v6, addrs6): (Vec<u32>, Vec<netbeast_common::NatAddrs6>) = compiled
+        .nat_addrs6
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a != netbeast_common::NatAddrs6::default())
+        .map(|(n, a)| (nat_target_index(generation, n as u32), *a))
+        .unzip();
+    written::update(
+        dp.map("NAT6_ADDRS")?,
+        "NAT6_ADDRS",
+        old.as_ref(),
+        &mut new,
+        &v6,
+        &addrs6,
+    )?;
+    let guards = &compiled.guards;
+    written::update(
+        dp.map("GUARDS")?,
+        "GUARDS",
+        old.as_ref(),
+        &mut new,
+        &indexes(guards.len(), at(guard_index)),
+        guards,
+    )?;
     write_hashlimit_tables(dp, &compiled.hashlimit_tables)?;
-    {
-        // The LOG rules' options, before the rules that name them.
-        let mut targets: Array<&mut MapData, LogTarget> =
-            Array::try_from(dp.map_mut("LOG_TARGETS")?).map_err(map_err("LOG_TARGETS"))?;
-        for (n, target) in compiled.log_targets.iter().enumerate() {
-            targets
-                .set(log_target_index(generation, n as u32), target, 0)
-                .map_err(map_err("LOG_TARGETS"))?;
-        }
-    }
-    {
-        // The MARK operations, before the rules that name them.
-        let mut targets: Array<&mut MapData, MarkTarget> =
-            Array::try_from(dp.map_mut("MARK_TARGETS")?).map_err(map_err("MARK_TARGETS"))?;
-        for (n, target) in compiled.mark_targets.iter().enumerate() {
-            targets
-                .set(mark_target_index(generation, n as u32), target, 0)
-                .map_err(map_err("MARK_TARGETS"))?;
-        }
-    }
-    {
-        // The CONNMARK operations, likewise.
-        let mut targets: Array<&mut MapData, ConnmarkTarget> =
-            Array::try_from(dp.map_mut("CONNMARK_TARGETS")?)
-                .map_err(map_err("CONNMARK_TARGETS"))?;
-        for (n, target) in compiled.connmark_targets.iter().enumerate() {
-            targets
-                .set(connmark_target_index(generation, n as u32), target, 0)
-                .map_err(map_err("CONNMARK_TARGETS"))?;
-        }
-    }
+    let logs = &compiled.log_targets;
+    written::update(
+        dp.map("LOG_TARGETS")?,
+        "LOG_TARGETS",
+        old.as_ref(),
+        &mut new,
+        &indexes(logs.len(), at(log_target_index)),
+        logs,
+    )?;
+    let marks = &compiled.mark_targets;
+    written::update(
+        dp.map("MARK_TARGETS")?,
+        "MARK_TARGETS",
+        old.as_ref(),
+        &mut new,
+        &indexes(marks.len(), at(mark_target_index)),
+        marks,
+    )?;
+    let connmarks = &compiled.connmark_targets;
+    written::update(
+        dp.map("CONNMARK_TARGETS")?,
+        "CONNMARK_TARGETS",
+        old.as_ref(),
+        &mut new,
+        &indexes(connmarks.len(), at(connmark_target_index)),
+        connmarks,
+    )?;
     crate::profile::phase("maps: nat, guards, log");
     // Every slot's target is one the kernel's table knows: an unknown code
     // is refused here, before anything of the generation is live (the
@@ -266,7 +272,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         }
         written::update(
             dp.map("RULES")?,
-            3,
+            "RULES",
             old.as_ref(),
             &mut new,
             &indexes,
@@ -352,24 +358,23 @@ pub(super) fn recorded_entries(
     else {
         return Ok(Vec::new());
     };
+    use netbeast_common::{ConnmarkTarget, Guard, LogTarget, MarkTarget, NatAddrs6};
     let ix = |slot: usize| record.arrays[slot].iter().map(|e| e.0);
+    let name = |slot: usize| written::RECORDED[slot];
     Ok(vec![
+        (name(0), read::<ClassHeader>(dp, name(0), ix(0))?),
         (
-            written::RECORDED[0],
-            read::<ClassHeader>(dp, written::RECORDED[0], ix(0))?,
+            name(1),
+            read::<[u64; CLASS_WORD_CHUNK]>(dp, name(1), ix(1))?,
         ),
-        (
-            written::RECORDED[1],
-            read::<[u64; CLASS_WORD_CHUNK]>(dp, written::RECORDED[1], ix(1))?,
-        ),
-        (
-            written::RECORDED[2],
-            read::<[u32; KEY_CHUNK]>(dp, written::RECORDED[2], ix(2))?,
-        ),
-        (
-            written::RECORDED[3],
-            read::<RuleAction>(dp, written::RECORDED[3], ix(3))?,
-        ),
+        (name(2), read::<[u32; KEY_CHUNK]>(dp, name(2), ix(2))?),
+        (name(3), read::<RuleAction>(dp, name(3), ix(3))?),
+        (name(4), read::<NatTarget>(dp, name(4), ix(4))?),
+        (name(5), read::<NatAddrs6>(dp, name(5), ix(5))?),
+        (name(6), read::<Guard>(dp, name(6), ix(6))?),
+        (name(7), read::<LogTarget>(dp, name(7), ix(7))?),
+        (name(8), read::<MarkTarget>(dp, name(8), ix(8))?),
+        (name(9), read::<ConnmarkTarget>(dp, name(9), ix(9))?),
     ])
 }
 
