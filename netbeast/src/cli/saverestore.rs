@@ -349,7 +349,11 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     let ns = Namespace::current()?;
     let _lock = ns.lock_within(options.wait)?;
     let (before, dp) = open(&ns, !options.test)?;
-    let ruleset = save::restored(&before, &parsed, options.noflush)?;
+    // What the diff below reads of the ruleset before: the chains the
+    // restore can change, not a copy of all of them.
+    let touched = save::touched(&parsed, options.noflush);
+    let diffed = journal::diffed_part(&before, &touched);
+    let ruleset = save::restored(before, &parsed, options.noflush)?;
     crate::profile::phase("apply the restore");
     super::check_sets(&ns, &ruleset)?;
     if options.test {
@@ -363,8 +367,8 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     // so the journal takes the change rather than the rule file being
     // written whole (`state::Namespace::write_pending_change`; a change
     // past `JOURNAL_MAX_RULES` still is).
-    let change = journal::diff_touched(&before, &ruleset, &save::touched(&parsed, options.noflush));
-    drop(before);
+    let change = journal::diff_touched(&diffed, &ruleset, &touched);
+    drop(diffed);
     crate::profile::phase("diff the ruleset");
     commit_change(&ns, &mut dp, &ruleset, Some(&change))
 }

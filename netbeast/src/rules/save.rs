@@ -336,7 +336,7 @@ pub fn apply_restore(
     file: &RestoreFile,
     noflush: bool,
 ) -> Result<(), RestoreError> {
-    *ruleset = restored(ruleset, file, noflush)?;
+    *ruleset = restored(ruleset.clone(), file, noflush)?;
     Ok(())
 }
 
@@ -378,14 +378,15 @@ pub enum Touched {
     All,
 }
 
-/// The ruleset [`apply_restore`] makes of `before`, which stays as it
-/// was: the restore command diffs the two (`journal::diff_touched`).
+/// The ruleset [`apply_restore`] makes of `scratch` (the ruleset before
+/// it, taken: on an error it is gone). The restore command diffs the
+/// result with what it kept of the ruleset before
+/// (`journal::diffed_part`, `journal::diff_touched`).
 pub fn restored(
-    before: &Ruleset,
+    mut scratch: Ruleset,
     file: &RestoreFile,
     noflush: bool,
 ) -> Result<Ruleset, RestoreError> {
-    let mut scratch = before.clone();
     for section in &file.tables {
         let table = scratch.table_in_mut(file.family, section.name);
         if !noflush {
