@@ -154,8 +154,6 @@ pub(super) fn keys(
     let n = last as usize + 1;
     let mut v = unconstrained(plan, interner.words());
     let default_class = interner.intern(&v, (plan.name, plan.slots.len()), f)?;
-    // (key, slot): the slot's membership flips at key. A slot's ranges are
-    // disjoint and non-adjacent, so flips never cancel out.
     if constrained.is_empty() {
         return Ok(ArrayTable {
             used: false,
@@ -163,6 +161,8 @@ pub(super) fn keys(
             table: Vec::new(),
         });
     }
+    // (key, slot): the slot's membership flips at key. A slot's ranges are
+    // disjoint and non-adjacent, so flips never cancel out.
     let mut flips: Vec<(u32, u32)> = Vec::new();
     for &slot in constrained {
         let keys = plan.slots[slot]

@@ -714,18 +714,28 @@ fn check_deletable(table: &Table, chain: &Chain) -> Result<(), CommandError> {
 /// (`-m mac` only before routing, each nat target in its own chains).
 /// Chains no built-in chain reaches are not checked, as in iptables.
 pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
-    check_jumps(table)?;
     let index: std::collections::HashMap<&str, usize> = table
         .chains
         .iter()
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
+    let jumps = Jumps::of(table, &index);
+    check_jumps(table, &jumps)?;
     let has_mac = |rule: &Rule| {
         rule.matches
             .iter()
             .any(|m| matches!(m, Match::MacSource(_)))
     };
+    // The chains a walk must read the rules of: those with such a rule.
+    let holding = |bad: &dyn Fn(&Rule) -> bool| -> Vec<bool> {
+        table
+            .chains
+            .iter()
+            .map(|c| c.rules.iter().any(bad))
+            .collect()
+    };
+    let with_mac = holding(&has_mac);
     // xt_mac's hooks: before routing and on local delivery.
     let mac_refused: &[(&'static str, &'static str)] = match table.name {
         TableName::Filter => &[("OUTPUT", "locally sent packets have no source MAC yet")],
@@ -750,8 +760,10 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
         TableName::Nat | TableName::Raw => "PREROUTING",
         TableName::Mangle => "PREROUTING, INPUT or FORWARD",
     };
-    for &(builtin, why) in mac_refused {
-        if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, has_mac) {
+    for &(builtin, why) in mac_refused.iter().filter(|_| with_mac.contains(&true)) {
+        if let Some((chain, rule, path)) =
+            reached_rule(table, (&index, &jumps), builtin, &with_mac, has_mac)
+        {
             return Err(CommandError::MacFromOutput {
                 chain: table.chains[chain].name.clone(),
                 rule: rule + 1,
@@ -763,13 +775,16 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
         }
     }
     if table.name == TableName::Nat {
+        let with_nat = holding(&|rule: &Rule| rule.target.nat_chains().is_some());
         for &builtin in TableName::Nat.builtin_chains() {
             let misplaced = |rule: &Rule| {
                 rule.target
                     .nat_chains()
                     .is_some_and(|allowed| !allowed.contains(&builtin))
             };
-            if let Some((chain, rule, path)) = reached_rule(table, &index, builtin, misplaced) {
+            if let Some((chain, rule, path)) =
+                reached_rule(table, (&index, &jumps), builtin, &with_nat, misplaced)
+            {
                 let target = &table.chains[chain].rules[rule].target;
                 return Err(CommandError::NatTargetFromChain {
                     chain: table.chains[chain].name.clone(),
@@ -785,10 +800,36 @@ pub(crate) fn check_table(table: &Table) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Each chain's jumps and gotos, resolved to the chain they enter, in rule
+/// order. Made once per check: the checks walk the chains up to seven
+/// times (loops, then `-m mac` and the nat targets per built-in chain),
+/// and reading every rule and looking its target up by name each time was
+/// most of a kube-proxy restore's check (110,000 rules, 30,000 chains).
+struct Jumps(Vec<Vec<usize>>);
+
+impl Jumps {
+    fn of(table: &Table, index: &std::collections::HashMap<&str, usize>) -> Jumps {
+        Jumps(
+            table
+                .chains
+                .iter()
+                .map(|c| {
+                    // Targets are checked when rules are added; a missing
+                    // one leads nowhere.
+                    c.rules
+                        .iter()
+                        .filter_map(|r| index.get(r.target.chain()?).copied())
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+}
+
 /// What iptables checks when a ruleset is committed: from the built-in
 /// chains, jumps never loop and never nest deeper than [`MAX_JUMP_DEPTH`].
 /// Chains no built-in chain reaches are not checked, as in iptables.
-fn check_jumps(table: &Table) -> Result<(), CommandError> {
+fn check_jumps(table: &Table, jumps: &Jumps) -> Result<(), CommandError> {
     /// Per chain: not visited, on the current path, or done with the
     /// deepest path below it (in chains, itself included).
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -799,7 +840,7 @@ fn check_jumps(table: &Table) -> Result<(), CommandError> {
     }
     struct Walk<'t> {
         table: &'t Table,
-        index: std::collections::HashMap<&'t str, usize>,
+        jumps: &'t Jumps,
         marks: Vec<Mark>,
         path: Vec<usize>,
         /// The callee on the deepest path below each done chain.
@@ -828,16 +869,8 @@ fn check_jumps(table: &Table) -> Result<(), CommandError> {
             self.marks[chain] = Mark::OnPath;
             self.path.push(chain);
             let mut depth = 1;
-            let table = self.table;
-            for rule in &table.chains[chain].rules {
-                let Some(callee) = rule.target.chain() else {
-                    continue;
-                };
-                // Targets are checked when rules are added; a missing one
-                // leads nowhere.
-                let Some(&callee) = self.index.get(callee) else {
-                    continue;
-                };
+            let jumps = self.jumps;
+            for &callee in &jumps.0[chain] {
                 let below = self.visit(callee)?;
                 if below + 1 > depth {
                     depth = below + 1;
@@ -851,12 +884,7 @@ fn check_jumps(table: &Table) -> Result<(), CommandError> {
     }
     let mut walk = Walk {
         table,
-        index: table
-            .chains
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_str(), i))
-            .collect(),
+        jumps,
         marks: vec![Mark::New; table.chains.len()],
         path: Vec::new(),
         deepest: vec![None; table.chains.len()],
@@ -888,11 +916,13 @@ fn check_jumps(table: &Table) -> Result<(), CommandError> {
 /// The first rule `bad` says of, among the rules of `builtin` and of the
 /// chains it reaches: (chain index, 0-based rule, the chains from
 /// `builtin` to it). Breadth first, so the path is a shortest one. Runs
-/// after the loop check, so the walk ends.
+/// after the loop check, so the walk ends. Only the chains `holding`
+/// marks (those with a rule `bad` may say of) have their rules read.
 fn reached_rule(
     table: &Table,
-    index: &std::collections::HashMap<&str, usize>,
+    (index, jumps): (&std::collections::HashMap<&str, usize>, &Jumps),
     builtin: &str,
+    holding: &[bool],
     bad: impl Fn(&Rule) -> bool,
 ) -> Option<(usize, usize, String)> {
     let &start = index.get(builtin)?;
@@ -902,20 +932,20 @@ fn reached_rule(
     seen[start] = true;
     while let Some(at) = queue.pop_front() {
         let chain = &table.chains[at];
-        for (n, rule) in chain.rules.iter().enumerate() {
-            if bad(rule) {
-                let mut names = vec![chain.name.as_str()];
-                let mut back = at;
-                while let Some(from) = via[back] {
-                    names.push(&table.chains[from].name);
-                    back = from;
-                }
-                names.reverse();
-                return Some((at, n, names.join(" -> ")));
+        if holding[at]
+            && let Some(n) = chain.rules.iter().position(|r| bad(r))
+        {
+            let mut names = vec![chain.name.as_str()];
+            let mut back = at;
+            while let Some(from) = via[back] {
+                names.push(&table.chains[from].name);
+                back = from;
             }
-            if let Some(&callee) = rule.target.chain().and_then(|c| index.get(c))
-                && !seen[callee]
-            {
+            names.reverse();
+            return Some((at, n, names.join(" -> ")));
+        }
+        for &callee in &jumps.0[at] {
+            if !seen[callee] {
                 seen[callee] = true;
                 via[callee] = Some(at);
                 queue.push_back(callee);
