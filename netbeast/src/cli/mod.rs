@@ -819,6 +819,9 @@ fn run_iptables(args: &[String], family: Family) -> ExitCode {
                 None => plane::commit_change(&ns, &mut dp, &ruleset, change.as_ref())?,
             }
         }
+        // The process ends here: freeing 100,000 rules one by one only
+        // costs time (3 ms), the exit frees them at once.
+        std::mem::forget(ruleset);
         Ok(out.text)
     })();
     crate::profile::report();

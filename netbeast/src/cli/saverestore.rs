@@ -370,5 +370,9 @@ fn run_restore(options: &RestoreOptions, family: Family) -> Result<()> {
     let change = journal::diff_touched(&diffed, &ruleset, &touched);
     drop(diffed);
     crate::profile::phase("diff the ruleset");
-    commit_change(&ns, &mut dp, &ruleset, Some(&change))
+    commit_change(&ns, &mut dp, &ruleset, Some(&change))?;
+    // The process ends here: the exit frees the ruleset at once, not rule
+    // by rule.
+    std::mem::forget(ruleset);
+    Ok(())
 }
