@@ -933,7 +933,7 @@ fn reached_rule(
     while let Some(at) = queue.pop_front() {
         let chain = &table.chains[at];
         if holding[at]
-            && let Some(n) = chain.rules.iter().position(|r| bad(r))
+            && let Some(n) = chain.rules.iter().position(&bad)
         {
             let mut names = vec![chain.name.as_str()];
             let mut back = at;
