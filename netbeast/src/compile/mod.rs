@@ -1247,19 +1247,12 @@ fn field_tables(
 }
 
 fn compile_chain(plan: &ChainPlan<'_>, tables: FieldTables) -> Result<CompiledChain, CompileError> {
-    let FieldTables {
-        default_class,
-        fields_used,
-        addr_prefixes,
-        key_classes,
-        ifaces,
-        macs,
-    } = tables;
     if plan.table.name == TableName::Nat && plan.name == "OUTPUT" {
         check_socket_fields(plan)?;
     }
-    let addr6_lead = addr6_lead_of(plan, fields_used, &addr_prefixes, true)
-        | addr6_lead_of(plan, fields_used, &addr_prefixes, false) << 4;
+    let fields_used = tables.fields_used;
+    let addr6_lead = addr6_lead_of(plan, fields_used, &tables.addr_prefixes, true)
+        | addr6_lead_of(plan, fields_used, &tables.addr_prefixes, false) << 4;
 
     let rules = plan.slots.iter().map(|slot| slot.action).collect();
 
@@ -1269,7 +1262,7 @@ fn compile_chain(plan: &ChainPlan<'_>, tables: FieldTables) -> Result<CompiledCh
             rule_count: plan.slots.len() as u32,
             fields_used,
             addr_epoch: 0,
-            default_class,
+            default_class: tables.default_class,
             // Set for the whole ruleset by `addr_hash::build`.
             addr_lengths: [[0; MAX_ADDR_HASH_LENGTHS]; field::ADDR_FIELDS.len()],
             addr_table: 0,
@@ -1281,10 +1274,10 @@ fn compile_chain(plan: &ChainPlan<'_>, tables: FieldTables) -> Result<CompiledCh
             addr6_lead,
         },
         rules,
-        addr_prefixes,
-        key_classes,
-        ifaces,
-        macs,
+        addr_prefixes: tables.addr_prefixes,
+        key_classes: tables.key_classes,
+        ifaces: tables.ifaces,
+        macs: tables.macs,
         owners: Vec::new(),
         builtin_rules: plan.builtin_rules,
         // Set once the classes are built (`within_budget`).

@@ -181,18 +181,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     // state slot its record names (`c`), which the caller has cleared for
     // new guards and kept for the guards of unchanged rules
     // (docs/ARCHITECTURE.md "Guards").
-    fn indexes(n: usize, index: impl Fn(u32) -> u32) -> Vec<u32> {
-        (0..n as u32).map(index).collect()
-    }
-    let at = |index: fn(u32, u32) -> u32| move |n| index(generation, n);
-    let targets = &compiled.nat_targets;
-    written::update(
-        dp.map("NAT_TARGETS")?,
+    let mut record = (old.as_ref(), &mut new);
+    let g = |index: fn(u32, u32) -> u32| move |n| index(generation, n);
+    update_all(
+        dp,
         "NAT_TARGETS",
-        old.as_ref(),
-        &mut new,
-        &indexes(targets.len(), at(nat_target_index)),
-        targets,
+        &mut record,
+        &compiled.nat_targets,
+        g(nat_target_index),
     )?;
     // Only the ip6tables rules' (the kernel reads no other entry).
     let (v6, addrs6): (Vec<u32>, Vec<netbeast_common::NatAddrs6>) = compiled
@@ -205,47 +201,34 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     written::update(
         dp.map("NAT6_ADDRS")?,
         "NAT6_ADDRS",
-        old.as_ref(),
-        &mut new,
+        record.0,
+        record.1,
         &v6,
         &addrs6,
     )?;
-    let guards = &compiled.guards;
-    written::update(
-        dp.map("GUARDS")?,
-        "GUARDS",
-        old.as_ref(),
-        &mut new,
-        &indexes(guards.len(), at(guard_index)),
-        guards,
-    )?;
+    update_all(dp, "GUARDS", &mut record, &compiled.guards, g(guard_index))?;
     write_hashlimit_tables(dp, &compiled.hashlimit_tables)?;
-    let logs = &compiled.log_targets;
-    written::update(
-        dp.map("LOG_TARGETS")?,
+    update_all(
+        dp,
         "LOG_TARGETS",
-        old.as_ref(),
-        &mut new,
-        &indexes(logs.len(), at(log_target_index)),
-        logs,
+        &mut record,
+        &compiled.log_targets,
+        g(log_target_index),
     )?;
-    let marks = &compiled.mark_targets;
-    written::update(
-        dp.map("MARK_TARGETS")?,
+    update_all(
+        dp,
         "MARK_TARGETS",
-        old.as_ref(),
-        &mut new,
-        &indexes(marks.len(), at(mark_target_index)),
-        marks,
+        &mut record,
+        &compiled.mark_targets,
+        g(mark_target_index),
     )?;
     let connmarks = &compiled.connmark_targets;
-    written::update(
-        dp.map("CONNMARK_TARGETS")?,
+    update_all(
+        dp,
         "CONNMARK_TARGETS",
-        old.as_ref(),
-        &mut new,
-        &indexes(connmarks.len(), at(connmark_target_index)),
+        &mut record,
         connmarks,
+        g(connmark_target_index),
     )?;
     crate::profile::phase("maps: nat, guards, log");
     // Every slot's target is one the kernel's table knows: an unknown code
@@ -376,6 +359,20 @@ pub(super) fn recorded_entries(
         (name(8), read::<MarkTarget>(dp, name(8), ix(8))?),
         (name(9), read::<ConnmarkTarget>(dp, name(9), ix(9))?),
     ])
+}
+
+/// [`written::update`] of every entry of `values`, the `n`th at `index(n)`
+/// of the array `name`, against the record pair (what the generation held,
+/// what it holds now).
+fn update_all<V: aya::Pod>(
+    dp: &Dataplane,
+    name: &'static str,
+    (old, new): &mut (Option<&GenWritten>, &mut GenWritten),
+    values: &[V],
+    index: impl Fn(u32) -> u32,
+) -> Result<usize, LoaderError> {
+    let indexes: Vec<u32> = (0..values.len() as u32).map(index).collect();
+    written::update(dp.map(name)?, name, *old, new, &indexes, values)
 }
 
 /// The address epoch `generation` has, and the one its next write gives it
