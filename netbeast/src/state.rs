@@ -850,10 +850,13 @@ impl Namespace {
             path: self.journal_path(),
             message,
         };
-        for record in &journal.records {
-            journal::apply(&mut stored.ruleset, &record.change)
-                .map_err(|e| corrupt(format!("commit {}: {e}", record.seq)))?;
-            stored.seq = Some(record.seq);
+        journal::apply_all(
+            &mut stored.ruleset,
+            journal.records.iter().map(|r| &r.change),
+        )
+        .map_err(|(n, e)| corrupt(format!("commit {}: {e}", journal.records[n].seq)))?;
+        if let Some(last) = journal.records.last() {
+            stored.seq = Some(last.seq);
         }
         let path = self.counters_path();
         let Ok(bytes) = fs::read(&path) else {

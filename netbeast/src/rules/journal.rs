@@ -333,26 +333,68 @@ pub struct Mismatch {
 /// Applies `change` to `ruleset` (counters of changed rules zero; the
 /// counter file sets them all).
 pub fn apply(ruleset: &mut Ruleset, change: &Change) -> Result<(), Mismatch> {
+    apply_all(ruleset, std::iter::once(change)).map_err(|(_, e)| e)
+}
+
+/// [`apply`] of `changes` in order, each chain's rules moved once: a
+/// chain's changes are kept as [`Pieces`] until the last is in. A journal
+/// of 64 one-rule changes near the head of a chain of 100,000 rules moved
+/// every rule 64 times (a `Vec::splice` each, 30 MB), and reading the
+/// rule file took 1 ms more per record. On a change that does not fit,
+/// its number among `changes` and why.
+pub fn apply_all<'c>(
+    ruleset: &mut Ruleset,
+    changes: impl IntoIterator<Item = &'c Change>,
+) -> Result<(), (usize, Mismatch)> {
+    let mut pieces: Vec<Vec<Option<Pieces>>> = (0..TABLES)
+        .map(|t| table(ruleset, t).chains.iter().map(|_| None).collect())
+        .collect();
+    let mut result = Ok(());
+    for (n, change) in changes.into_iter().enumerate() {
+        if let Err(e) = apply_one(ruleset, &mut pieces, change) {
+            result = Err((n, e));
+            break;
+        }
+    }
+    for (t, pieces) in pieces.into_iter().enumerate() {
+        for (chain, p) in table_mut(ruleset, t).chains.iter_mut().zip(pieces) {
+            if let Some(p) = p {
+                let old = std::mem::take(&mut chain.rules);
+                chain.rules = p.rules(old);
+            }
+        }
+    }
+    result
+}
+
+fn apply_one(
+    ruleset: &mut Ruleset,
+    pieces: &mut [Vec<Option<Pieces>>],
+    change: &Change,
+) -> Result<(), Mismatch> {
     let mismatch = |what: String| Mismatch { what };
     for tc in &change.tables {
         if tc.table >= TABLES {
             return Err(mismatch(format!("table {}", tc.table)));
         }
         let table = table_mut(ruleset, tc.table);
+        let pieces = &mut pieces[tc.table];
         if let Some(layout) = &tc.layout {
-            let mut old: Vec<Option<Chain>> = std::mem::take(&mut table.chains)
+            let mut old: Vec<Option<(Chain, Option<Pieces>)>> = std::mem::take(&mut table.chains)
                 .into_iter()
+                .zip(std::mem::take(pieces))
                 .map(Some)
                 .collect();
             for source in layout {
-                let chain = match source {
+                let (chain, p) = match source {
                     ChainSource::Old(j) => old
                         .get_mut(*j)
                         .and_then(Option::take)
                         .ok_or_else(|| mismatch(format!("chain {j} of table {}", tc.table)))?,
-                    ChainSource::New(c) => c.clone(),
+                    ChainSource::New(c) => (c.clone(), None),
                 };
                 table.chains.push(chain);
+                pieces.push(p);
             }
         }
         for cc in &tc.chains {
@@ -360,7 +402,8 @@ pub fn apply(ruleset: &mut Ruleset, change: &Change) -> Result<(), Mismatch> {
                 .chains
                 .get_mut(cc.index)
                 .ok_or_else(|| mismatch(format!("chain {} of table {}", cc.index, tc.table)))?;
-            if cc.start + cc.removed > chain.rules.len() {
+            let p = pieces[cc.index].get_or_insert_with(|| Pieces::of(chain.rules.len()));
+            if cc.start + cc.removed > p.len {
                 return Err(mismatch(format!(
                     "rules {}..{} of chain {}",
                     cc.start,
@@ -370,12 +413,100 @@ pub fn apply(ruleset: &mut Ruleset, change: &Change) -> Result<(), Mismatch> {
             }
             chain.name = cc.name.clone();
             chain.policy = cc.policy;
-            chain
-                .rules
-                .splice(cc.start..cc.start + cc.removed, cc.rules.iter().cloned());
+            p.splice(cc.start, cc.removed, cc.rules.clone());
         }
     }
     Ok(())
+}
+
+/// A chain's rules while changes are applied: runs of the rules it had
+/// (start, count; in order, since a change never moves rules past each
+/// other) and rules the changes brought.
+struct Pieces {
+    pieces: Vec<Piece>,
+    len: usize,
+}
+
+enum Piece {
+    Kept(usize, usize),
+    New(Vec<Rule>),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Kept(_, n) => *n,
+            Piece::New(rules) => rules.len(),
+        }
+    }
+}
+
+impl Pieces {
+    /// The `len` rules a chain has, unchanged.
+    fn of(len: usize) -> Pieces {
+        Pieces {
+            pieces: (len > 0)
+                .then_some(Piece::Kept(0, len))
+                .into_iter()
+                .collect(),
+            len,
+        }
+    }
+
+    /// The index of the first piece at rule `at`, a piece split there if
+    /// one spans it.
+    fn split(&mut self, at: usize) -> usize {
+        let mut pos = 0;
+        for i in 0..self.pieces.len() {
+            let n = self.pieces[i].len();
+            if pos == at {
+                return i;
+            }
+            if at < pos + n {
+                let k = at - pos;
+                let rest = match &mut self.pieces[i] {
+                    Piece::Kept(start, count) => {
+                        *count = k;
+                        Piece::Kept(*start + k, n - k)
+                    }
+                    Piece::New(rules) => Piece::New(rules.split_off(k)),
+                };
+                self.pieces.insert(i + 1, rest);
+                return i + 1;
+            }
+            pos += n;
+        }
+        self.pieces.len()
+    }
+
+    /// Rules `start..start + removed` replaced by `rules`.
+    fn splice(&mut self, start: usize, removed: usize, rules: Vec<Rule>) {
+        let from = self.split(start);
+        let to = self.split(start + removed);
+        self.len = self.len - removed + rules.len();
+        let new = (!rules.is_empty()).then_some(Piece::New(rules));
+        self.pieces.splice(from..to, new);
+    }
+
+    /// The chain's rules, made of `old` (the rules it had) and the new ones.
+    fn rules(self, old: Vec<Rule>) -> Vec<Rule> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut old = old.into_iter();
+        let mut at = 0;
+        for piece in self.pieces {
+            match piece {
+                Piece::Kept(start, count) => {
+                    if start > at {
+                        old.nth(start - at - 1);
+                    }
+                    out.extend(old.by_ref().take(count));
+                    at = start + count;
+                }
+                Piece::New(rules) => out.extend(rules),
+            }
+        }
+        out
+    }
 }
 
 /// Every counter of `ruleset` in a fixed order (per table, per chain: the
@@ -663,6 +794,48 @@ pub(crate) mod tests {
             compared > 250 && changed > 200,
             "{compared} restores, {changed} changed"
         );
+    }
+
+    /// Splices kept as pieces give the rules that splicing the vector
+    /// each time gives, over random splices (rules told apart by their
+    /// counters).
+    #[test]
+    fn pieces_splice_as_the_vector_does() {
+        let rule = |n: u64| Rule {
+            counter: Counter {
+                packets: n,
+                bytes: 0,
+            },
+            ..Rule::new(crate::rules::model::Target::Accept)
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut next = 1000u64;
+        for _ in 0..300 {
+            let len = below(40);
+            let old: Vec<Rule> = (0..len as u64).map(rule).collect();
+            let mut model = old.clone();
+            let mut pieces = Pieces::of(len);
+            for _ in 0..below(12) {
+                let start = below(model.len() + 1);
+                let removed = below(model.len() - start + 1);
+                let new: Vec<Rule> = (0..below(4))
+                    .map(|_| {
+                        next += 1;
+                        rule(next)
+                    })
+                    .collect();
+                model.splice(start..start + removed, new.iter().cloned());
+                pieces.splice(start, removed, new);
+                assert_eq!(pieces.len, model.len());
+            }
+            assert_eq!(pieces.rules(old), model);
+        }
     }
 
     #[test]
