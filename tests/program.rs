@@ -7978,6 +7978,21 @@ fn route_cache_is_used_only_while_watched() {
     use std::time::Duration;
     const LEASE: Duration = Duration::from_secs(60);
     lab("route-cache", true, |h, ns| {
+        // `ROUTE_CACHE` is a per-CPU array: a packet run on another CPU
+        // than the one that filled the slot misses it. Pinned, every run
+        // of this thread meets the same slot (under load the thread moved,
+        // and "the cached answer is used" failed once in a full suite).
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes within it and
+        // sched_setaffinity reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(libc::sched_getcpu().max(0) as usize, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                0,
+                "sched_setaffinity"
+            );
+        }
         let (veth, peer) = make_fast_router(h, ns);
         h.apply(&["-A FORWARD -p udp -j ACCEPT"]);
         let frame = FrameBuilder::udp(

@@ -808,13 +808,8 @@ pub(crate) mod tests {
             },
             ..Rule::new(crate::rules::model::Target::Accept)
         };
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut below = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut dice = Dice(1919);
+        let mut below = |n: usize| dice.below(n);
         let mut next = 1000u64;
         for _ in 0..300 {
             let len = below(40);
