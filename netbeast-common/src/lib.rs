@@ -3896,6 +3896,13 @@ pub const fn counter_layout(
     Some((out, next as u32))
 }
 
+/// `BPF_F_NO_PREALLOC`: a hash map whose entries are allocated as they are
+/// added, so that its capacity costs only its bucket array until it holds
+/// something. For every hash map only userspace fills (interfaces, local
+/// addresses, MAC classes, guarded ports, ipsets): the data plane only
+/// looks them up, which costs the same either way.
+pub const MAP_NO_PREALLOC: u32 = 1;
+
 /// Map sizes, used by the kernel declarations and checked by userspace.
 pub mod size {
     use super::*;

@@ -15,9 +15,9 @@ use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
     CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, Held, IfaceKey,
-    KEY_CHUNK, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS, MAX_GUARDS,
-    MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey,
-    MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
+    KEY_CHUNK, MAP_NO_PREALLOC, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS,
+    MAX_GUARDS, MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS,
+    MacKey, MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
     addr_hash_key, addr_type, chain, chain_index, counter_index, ct_state, field, field::Kind,
     guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
     size, stats, target,
@@ -49,9 +49,10 @@ static ADDR_CLASSES: LpmTrie<AddrKey, u32> = LpmTrie::with_max_entries(size::ADD
 #[map]
 static KEY_CLASSES: Array<[u32; KEY_CHUNK]> = Array::with_max_entries(size::KEY_CLASSES, 0);
 #[map]
-static IFACE_CLASSES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(size::IFACES, 0);
+static IFACE_CLASSES: HashMap<IfaceKey, u32> =
+    HashMap::with_max_entries(size::IFACES, MAP_NO_PREALLOC);
 #[map]
-static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS, 0);
+static MAC_CLASSES: HashMap<MacKey, u32> = HashMap::with_max_entries(size::MACS, MAP_NO_PREALLOC);
 /// The local routing table's routes (key: the address in network byte
 /// order), each with its route type (`addr_type::*`): what `-m addrtype`
 /// looks up. Written by userspace with the local addresses.

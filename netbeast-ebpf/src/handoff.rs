@@ -33,14 +33,14 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
-use netbeast_common::{handoff, iface_path, size, stats};
+use netbeast_common::{MAP_NO_PREALLOC, handoff, iface_path, size, stats};
 
 use crate::stats::bump;
 
 /// ifindex → `iface_path` bits, written by userspace for the interfaces
 /// netbeast is attached to.
 #[map]
-static IFACE_PATHS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
+static IFACE_PATHS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, MAP_NO_PREALLOC);
 
 /// A handed-off frame's order: `magic` (`handoff::MAGIC` or
 /// `MARK_MAGIC`; 0 once read) and its word, the source MAC the tag

@@ -27,8 +27,8 @@ use aya_ebpf::{
 };
 use netbeast_common::{
     HASHLIMIT_KEY_WORDS, HASHLIMIT_SETS, HASHLIMIT_WAYS, HashlimitBucket, HashlimitSet,
-    HashlimitTable, L4_FRAGMENT, MAX_HASHLIMIT_TABLES, hashlimit, hashlimit_byte_cost,
-    hashlimit_byte_take, hashlimit_set_of_words, limit_take, stats,
+    HashlimitTable, L4_FRAGMENT, MAP_NO_PREALLOC, MAX_HASHLIMIT_TABLES, hashlimit,
+    hashlimit_byte_cost, hashlimit_byte_take, hashlimit_set_of_words, limit_take, stats,
 };
 
 use crate::{
@@ -47,7 +47,7 @@ static HASHLIMIT: Array<HashlimitSet> = Array::with_max_entries(HASHLIMIT_SETS, 
 /// (`HashlimitKey::table`: a key's first word).
 #[map]
 static HASHLIMIT_TABLES: HashMap<u64, HashlimitTable> =
-    HashMap::with_max_entries(MAX_HASHLIMIT_TABLES, 0);
+    HashMap::with_max_entries(MAX_HASHLIMIT_TABLES, MAP_NO_PREALLOC);
 
 /// What `make`'s scan of a set found: the first free way, the stalest
 /// bucket of the key's table and of any table, and their times. In the

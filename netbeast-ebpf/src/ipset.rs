@@ -11,22 +11,19 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
-use netbeast_common::{IpsetHeader, IpsetKey, IpsetValue, ipset};
+use netbeast_common::{IpsetHeader, IpsetKey, IpsetValue, MAP_NO_PREALLOC, ipset};
 
 use crate::parse::{current_addr6, current_keys};
 
-/// Maps whose entries are allocated as they are added: a set of a million
-/// members costs its memory only once it has them.
-const BPF_F_NO_PREALLOC: u32 = 1;
-
 #[map]
-static IPSET_SETS: HashMap<u32, IpsetHeader> = HashMap::with_max_entries(ipset::SETS, 0);
+static IPSET_SETS: HashMap<u32, IpsetHeader> =
+    HashMap::with_max_entries(ipset::SETS, MAP_NO_PREALLOC);
 #[map]
 static IPSET_MEMBERS: HashMap<IpsetKey, IpsetValue> =
-    HashMap::with_max_entries(ipset::MEMBERS, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(ipset::MEMBERS, MAP_NO_PREALLOC);
 #[map]
 static IPSET_NETS: LpmTrie<IpsetKey, IpsetValue> =
-    LpmTrie::with_max_entries(ipset::NETS, BPF_F_NO_PREALLOC);
+    LpmTrie::with_max_entries(ipset::NETS, MAP_NO_PREALLOC);
 
 /// The lookup's addresses and key: the guard runs at the end of a deep
 /// call chain (pipeline, classifier, guards) whose stack has no room for

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use netbeast_common::{
-    ct_status,
+    MAP_NO_PREALLOC, ct_status,
     lb::{
         self, Backend, MAX_SERVICES, NO_BACKEND, Service, ServiceKey, TABLE_CHUNK, backend_index,
         pick, table_chunk,
@@ -26,7 +26,8 @@ use crate::{
 
 /// Services by VIP, port and protocol.
 #[map]
-pub static LB_SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+pub static LB_SERVICES: HashMap<ServiceKey, Service> =
+    HashMap::with_max_entries(MAX_SERVICES, MAP_NO_PREALLOC);
 
 /// Lookup tables: per service slot, two generations of `TABLE_CAPACITY`
 /// backend ids, in chunks.

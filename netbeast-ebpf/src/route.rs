@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use netbeast_common::{
-    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, LOCAL_ADDR6_BUCKETS, LOCAL_ADDR6_WAYS, local_addr_bucket,
-    local_addr6_bucket, route_cache, size,
+    LOCAL_ADDR_BUCKETS, LOCAL_ADDR_WAYS, LOCAL_ADDR6_BUCKETS, LOCAL_ADDR6_WAYS, MAP_NO_PREALLOC,
+    local_addr_bucket, local_addr6_bucket, route_cache, size,
 };
 
 use crate::classify::Keys;
@@ -23,7 +23,8 @@ use crate::{handoff, parse::Packet};
 /// The host's own IPv4 addresses (network byte order), every one of them:
 /// for programs that have no FIB lookup to fall back on.
 #[map]
-pub static LOCAL_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::LOCAL_ADDRS, 0);
+pub static LOCAL_ADDRS: HashMap<u32, u32> =
+    HashMap::with_max_entries(size::LOCAL_ADDRS, MAP_NO_PREALLOC);
 
 /// The same addresses in buckets (`local_addr_bucket`), for the packet path:
 /// a cache that spares the FIB lookup for local traffic with an array
@@ -69,11 +70,12 @@ pub fn cached_local6(dst: [u32; 4]) -> bool {
 /// errors that REJECT sends for forwarded packets, and the address of
 /// MASQUERADE and REDIRECT.
 #[map]
-static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, 0);
+static IFACE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(size::IFACES, MAP_NO_PREALLOC);
 /// ifindex → the interface's first global IPv6 address (words in packet
 /// order): the address ip6tables' MASQUERADE and REDIRECT translate to.
 #[map]
-static IFACE_ADDRS6: HashMap<u32, [u32; 4]> = HashMap::with_max_entries(size::IFACES, 0);
+static IFACE_ADDRS6: HashMap<u32, [u32; 4]> =
+    HashMap::with_max_entries(size::IFACES, MAP_NO_PREALLOC);
 
 #[derive(Clone, Copy)]
 pub struct NextHop {

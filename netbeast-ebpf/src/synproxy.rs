@@ -28,7 +28,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
-use netbeast_common::{CtKey, PROXIED_CONNECTIONS, ct_flags, ct_state, size, stats, synproxy};
+use netbeast_common::{
+    CtKey, MAP_NO_PREALLOC, PROXIED_CONNECTIONS, ct_flags, ct_state, size, stats, synproxy,
+};
 
 use crate::{
     conntrack,
@@ -73,7 +75,8 @@ const MAX_OPTION_BYTES: usize = 40;
 /// Ports `attach --syn-flood-guard` protects → their `synproxy::*`
 /// options.
 #[map]
-static SYN_GUARD_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(size::SYN_GUARD_PORTS, 0);
+static SYN_GUARD_PORTS: HashMap<u16, u32> =
+    HashMap::with_max_entries(size::SYN_GUARD_PORTS, MAP_NO_PREALLOC);
 
 /// Copies of the headers the helpers read (they take memory the verifier
 /// can bound; the frame's TCP header has a variable length), kept off the

@@ -15,15 +15,15 @@ use std::path::Path;
 use netbeast_common::{
     CONNLIMIT_LISTS, CONNLIMIT6_LISTS, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES,
     CT_UNREPLIED_ENTRIES, CT6_ESTABLISHED_ENTRIES, CT6_NAT_INDEX_ENTRIES, CT6_UNREPLIED_ENTRIES,
-    ICMP_HOST_ENTRIES, PROXIED_CONNECTIONS, RECENT_ENTRIES, SOCK_NAT_ENTRIES, TABLE_SHRINK_MAX,
-    ipset,
+    ICMP_HOST_ENTRIES, ICMP6_HOST_ENTRIES, MAP_NO_PREALLOC, PROXIED_CONNECTIONS, RECENT_ENTRIES,
+    SOCK_NAT_ENTRIES, TABLE_SHRINK_MAX, ipset,
 };
 
 use super::{LoaderError, OBJECT};
 
 /// The keyed state tables and their default (and largest sized-from-memory)
 /// entries.
-pub const STATE_TABLES: [(&str, u32); 15] = [
+pub const STATE_TABLES: [(&str, u32); 16] = [
     ("CT_UNREPLIED", CT_UNREPLIED_ENTRIES),
     ("CT_ESTABLISHED", CT_ESTABLISHED_ENTRIES),
     ("CT_NAT_INDEX", CT_NAT_INDEX_ENTRIES),
@@ -37,6 +37,7 @@ pub const STATE_TABLES: [(&str, u32); 15] = [
     ("SOCK_NAT6", SOCK_NAT_ENTRIES),
     ("SOCK_MARK", SOCK_NAT_ENTRIES),
     ("ICMP_HOSTS", ICMP_HOST_ENTRIES),
+    ("ICMP6_HOSTS", ICMP6_HOST_ENTRIES),
     ("PROXIED", PROXIED_CONNECTIONS),
     ("IPSET_MEMBERS", ipset::MEMBERS),
 ];
@@ -54,8 +55,6 @@ const HASH_BUCKET_BYTES: u64 = 16;
 /// entry costs beyond its key and value (each rounded up to 8 bytes).
 const HASH_ELEM_HEADER_BYTES: u64 = 48;
 const MIB: f64 = 1024.0 * 1024.0;
-/// `BPF_F_NO_PREALLOC`: entries are allocated as they are added.
-const NO_PREALLOC: u32 = 1;
 
 /// How `attach --table-memory` was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +152,7 @@ fn layouts() -> Result<[Layout; STATE_TABLES.len()], LoaderError> {
         out[i] = Layout {
             key: map.key_size(),
             value: map.value_size(),
-            prealloc: map.map_flags() & NO_PREALLOC == 0,
+            prealloc: map.map_flags() & MAP_NO_PREALLOC == 0,
         };
     }
     Ok(out)
@@ -365,8 +364,8 @@ mod tests {
             let map = &object.maps[name];
             // BPF_MAP_TYPE_HASH 1, BPF_MAP_TYPE_LRU_HASH 9.
             match map.map_type() {
-                9 => assert_eq!(map.map_flags() & NO_PREALLOC, 0, "{name}"),
-                1 => assert_ne!(map.map_flags() & NO_PREALLOC, 0, "{name}"),
+                9 => assert_eq!(map.map_flags() & MAP_NO_PREALLOC, 0, "{name}"),
+                1 => assert_ne!(map.map_flags() & MAP_NO_PREALLOC, 0, "{name}"),
                 t => panic!("{name}: type {t}"),
             }
         }
