@@ -16,8 +16,9 @@ use std::net::{SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netbeast::loader::sizing::{STATE_TABLES, TableSizes, machine_memory};
-use netbeast::netns::{Firewall, Netns, SERVER_ADDR, Testbed, require_root};
+use netbeast::loader::sizing::{STATE_TABLES, TableSizes, capacity_for_budget, machine_memory};
+use netbeast::netns::{ConnectOutcome, Firewall, Netns, SERVER_ADDR, Testbed, require_root};
+use netbeast_common::{Capacity, size};
 
 const NETBEAST: &str = env!("CARGO_BIN_EXE_netbeast");
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -326,4 +327,162 @@ fn a_full_member_table_says_how_to_grow_it() {
             && err.contains("--table-memory"),
         "{err}"
     );
+}
+
+/// Each ruleset array's `max_entries` as the kernel reports it (bpftool's
+/// map info of the pin), for the pinned ones a [`Capacity`] sizes.
+fn ruleset_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
+    let status = status_json(ns);
+    let maps = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps");
+    size::by_capacity(Capacity::FULL)
+        .iter()
+        .filter(|(name, _)| maps.join(name).exists())
+        .map(|(name, _)| {
+            let out = ns
+                .command("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(maps.join(name))
+                .output()
+                .expect("bpftool runs");
+            let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("bpftool map show {name} ({e}): {out:?}"));
+            (*name, info["max_entries"].as_u64().expect("max_entries"))
+        })
+        .collect()
+}
+
+/// `--ruleset-memory 2M` (a 512 MiB box's `auto` gives 16M): the ruleset
+/// arrays are made at their smallest capacity (4,096 rule slots), as the
+/// kernel's map info and `status` show, and the rules work in both
+/// generations at that size: the programs find each generation's rules,
+/// classes, counters, translations and guards where userspace wrote them
+/// (had they used the build's full regions, every lookup of generation 1
+/// would fall past the arrays' end). A ruleset that does not fit is refused
+/// saying how to grow the arrays, and changes nothing; another size for
+/// the existing data plane is refused too.
+#[test]
+fn small_ruleset_memory_sizes_the_ruleset_arrays() {
+    let bed = testbed(
+        "tm-rules",
+        &["--table-memory", "16M", "--ruleset-memory", "2M"],
+    );
+    let (server, client) = (bed.server(), bed.client());
+    let capacity = capacity_for_budget(2 * MIB).unwrap();
+    assert_eq!(capacity, Capacity::SMALLEST);
+    let wanted: Vec<(&str, u64)> = size::by_capacity(capacity)
+        .iter()
+        .filter(|(name, _)| *name != "GUARD_MEMO")
+        .map(|&(name, n)| (name, u64::from(n)))
+        .collect();
+    assert_eq!(ruleset_sizes(server), wanted, "the ruleset arrays' sizes");
+    let status = status_json(server);
+    assert_eq!(status["ruleset_slots"].as_u64(), Some(4096), "{status:#}");
+    let ruleset_memory = status["ruleset_memory_bytes"].as_u64().unwrap();
+    assert!(ruleset_memory <= 2 * MIB, "{status:#}");
+    let text = server.netbeast_ok(&["status"]).unwrap();
+    assert!(text.contains("4096 rule slots"), "{text}");
+
+    let _ssh = support::echo_server(server, 22);
+    let _web = support::echo_server(server, 80);
+    let _tls = support::echo_server(server, 443);
+    let at = |port| SocketAddrV4::new(SERVER_ADDR, port);
+    let outcomes = |when: &str| -> Vec<bool> {
+        netbeast::netns::tcp_connect_all(client, &[at(22), at(80), at(2222)], TIMEOUT)
+            .unwrap()
+            .iter()
+            .map(|o| match o {
+                ConnectOutcome::Connected => true,
+                o if o.is_refused() => false,
+                o => panic!("{when}: {o}"),
+            })
+            .collect()
+    };
+    // Each change writes the other generation: the checks after two
+    // changes in a row see both.
+    server
+        .netbeast_iptables_ok("-A INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset")
+        .unwrap();
+    server
+        .netbeast_iptables_ok(&format!(
+            "-t nat -A PREROUTING -p tcp --dport 2222 -j DNAT --to-destination {SERVER_ADDR}:443"
+        ))
+        .unwrap();
+    assert_eq!(outcomes("generation a"), [true, false, true]);
+    server
+        .netbeast_iptables_ok("-I INPUT 1 -p tcp --dport 22 -j REJECT --reject-with tcp-reset")
+        .unwrap();
+    assert_eq!(outcomes("generation b"), [false, false, true]);
+    server
+        .netbeast_iptables_ok("-D INPUT -p tcp --dport 80 -j REJECT --reject-with tcp-reset")
+        .unwrap();
+    assert_eq!(outcomes("generation a again"), [false, true, true]);
+    // The counter of the rule the last two checks met, read from both
+    // generations' regions (a SYN each).
+    let listed = server.netbeast_iptables_ok("-L INPUT -v -n -x").unwrap();
+    let packets: u64 = listed
+        .lines()
+        .find(|l| l.contains("dpt:22"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count for the port 22 rule:\n{listed}"));
+    assert!(packets >= 2, "{packets} packets counted:\n{listed}");
+    // A guard (connlimit's record in GUARDS): one connection to port 80
+    // at a time.
+    server
+        .netbeast_iptables_ok(
+            "-I INPUT 1 -p tcp --syn --dport 80 -m connlimit --connlimit-above 1 -j REJECT \
+             --reject-with tcp-reset",
+        )
+        .unwrap();
+    let held = netbeast::netns::tcp_stream(client, None, at(80), TIMEOUT)
+        .unwrap()
+        .expect("the first connection to port 80");
+    assert_eq!(outcomes("with one connection held"), [false, false, true]);
+    drop(held);
+
+    // A ruleset past 4,096 rule slots is refused, and changes nothing.
+    let rules = || {
+        let filter = server.netbeast_iptables_ok("-S").unwrap();
+        filter + &server.netbeast_iptables_ok("-t nat -S").unwrap()
+    };
+    let before = rules();
+    let mut big = String::from("*filter\n");
+    for i in 0..5000u32 {
+        big.push_str(&format!(
+            "-A INPUT -s 10.{}.{}.{}/32 -j DROP\n",
+            100 + i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
+    }
+    big.push_str("COMMIT\n");
+    let out = server
+        .netbeast_with_input(&["restore", "--noflush"], &big)
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "5,000 rules went into 4,096 slots");
+    assert!(
+        err.contains("hold 4096 rule slots") && err.contains("--ruleset-memory"),
+        "{err}"
+    );
+    assert_eq!(rules(), before);
+    assert_eq!(outcomes("after the refused restore"), [false, true, true]);
+
+    // The size stays for the data plane's life.
+    let out = server
+        .netbeast(&[
+            "attach",
+            netbeast::netns::SERVER_IFACE,
+            "--ruleset-memory",
+            "64M",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("were sized when it was made"),
+        "{err}"
+    );
+    server
+        .netbeast_ok(&["attach", netbeast::netns::SERVER_IFACE])
+        .unwrap();
+    assert_eq!(ruleset_sizes(server), wanted, "after attaching again");
 }

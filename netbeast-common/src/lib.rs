@@ -41,6 +41,94 @@ pub const MAX_RULESET_COUNTERS: u32 = 2 * MAX_RULES_PER_CHAIN as u32;
 /// across all its chains and fields: a rule naming its own address or
 /// port makes one, so as many as the rule slots.
 pub const MAX_CLASSES: u32 = MAX_RULESET_SLOTS;
+/// The ruleset arrays' capacity: the share of its largest size (the
+/// `MAX_*` constants: [`MAX_RULESET_SLOTS`], [`MAX_RULESET_COUNTERS`],
+/// [`MAX_CLASSES`], [`MAX_CLASS_WORDS`], [`MAX_GUARDS`],
+/// [`MAX_NAT_TARGETS`]) that each generation of `RULES`, `COUNTERS`,
+/// `CLASS_HEADERS`, `CLASS_WORDS`, `GUARDS` (and `GUARD_MEMO`),
+/// `NAT_TARGETS` and `NAT6_ADDRS` holds, all alike. A data plane's is chosen when its maps are made
+/// (`attach --ruleset-memory`, by default from the machine's memory) and
+/// kept for its life; the kernel object gets it as a load-time constant,
+/// so the programs find each generation's region where userspace wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Each array holds its largest size `>> shift`: 0
+    /// ([`Capacity::FULL`]) to `log2(CAPACITY_SHRINK_MAX)`. A shift, not
+    /// a count, so that the kernel's index of a generation's region is a
+    /// shift and a multiply.
+    pub shift: u32,
+}
+
+/// How far [`Capacity`] may shrink the ruleset arrays: to
+/// `1/CAPACITY_SHRINK_MAX` of their largest size (4,096 rule slots).
+pub const CAPACITY_SHRINK_MAX: u32 = 64;
+
+impl Capacity {
+    /// Every array at its largest.
+    pub const FULL: Capacity = Capacity { shift: 0 };
+    /// Every array at its smallest.
+    pub const SMALLEST: Capacity = Capacity {
+        shift: CAPACITY_SHRINK_MAX.trailing_zeros(),
+    };
+
+    /// The capacity of `slots` rule slots, if it is one (a power of two
+    /// between [`Capacity::SMALLEST`]'s and [`Capacity::FULL`]'s).
+    pub const fn of_slots(slots: u32) -> Option<Capacity> {
+        if slots.is_power_of_two()
+            && slots >= Capacity::SMALLEST.slots()
+            && slots <= MAX_RULESET_SLOTS
+        {
+            Some(Capacity {
+                shift: (MAX_RULESET_SLOTS / slots).trailing_zeros(),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Rule slots of one generation.
+    pub const fn slots(self) -> u32 {
+        self.rules()
+    }
+
+    /// This capacity's share of an array whose largest size is `full`.
+    #[inline(always)]
+    pub const fn share(self, full: u32) -> u32 {
+        full >> self.shift
+    }
+    /// `RULES` entries of one generation.
+    #[inline(always)]
+    pub const fn rules(self) -> u32 {
+        self.share(MAX_RULESET_SLOTS)
+    }
+    /// `COUNTERS` entries of one generation.
+    #[inline(always)]
+    pub const fn counters(self) -> u32 {
+        self.share(MAX_RULESET_COUNTERS)
+    }
+    /// Class ids (`CLASS_HEADERS` entries) of one generation.
+    #[inline(always)]
+    pub const fn classes(self) -> u32 {
+        self.share(MAX_CLASSES)
+    }
+    /// `CLASS_WORDS` words of one generation.
+    #[inline(always)]
+    pub const fn class_words(self) -> u32 {
+        self.share(MAX_CLASS_WORDS)
+    }
+    /// Guards (`GUARDS` entries) of one generation; `GUARD_MEMO` holds one
+    /// generation's.
+    #[inline(always)]
+    pub const fn guards(self) -> u32 {
+        self.share(MAX_GUARDS)
+    }
+    /// Translations (`NAT_TARGETS`, `NAT6_ADDRS` entries) of one generation.
+    #[inline(always)]
+    pub const fn nat_targets(self) -> u32 {
+        self.share(MAX_NAT_TARGETS)
+    }
+}
+
 /// Rules without a terminating target (no `-j`, later LOG) one chain may
 /// hold: the kernel's search acts on at most this many per packet, and the
 /// compiler refuses chains with more.
@@ -106,12 +194,11 @@ pub const ACTIVE_DCCP: u32 = 1 << 14;
 /// mangle hooks (`chain::MANGLE_*`). Clear, they pay one test of the word
 /// at each hook.
 pub const ACTIVE_MANGLE: u32 = 8192;
-/// Class ids of generation `g` are `g * CLASS_ID_GEN_STRIDE + n`: a class
-/// id is the index of its header in `CLASS_HEADERS`.
-pub const CLASS_ID_GEN_STRIDE: u32 = MAX_CLASSES;
 /// Non-zero words of class vectors (`CLASS_WORDS`) one generation may hold,
 /// with the block summaries of the classes that are not dense: a class
-/// stores only the words its summary marks. 8 MiB per generation.
+/// stores only the words its summary marks. 8 MiB per generation. Class
+/// ids of generation `g` are `g * Capacity::classes() + n`: a class id is
+/// the index of its header in `CLASS_HEADERS`.
 pub const MAX_CLASS_WORDS: u32 = 1 << 20;
 /// Words per entry of the `CLASS_WORDS` array (fewer, larger writes).
 pub const CLASS_WORD_CHUNK: usize = 32;
@@ -1203,8 +1290,8 @@ pub const MAX_NAT_TARGETS: u32 = 65_536;
 
 /// Index of a generation's translation `n` in `NAT_TARGETS`.
 #[inline(always)]
-pub const fn nat_target_index(generation: u32, n: u32) -> u32 {
-    generation * MAX_NAT_TARGETS + n
+pub const fn nat_target_index(capacity: Capacity, generation: u32, n: u32) -> u32 {
+    generation * capacity.nat_targets() + n
 }
 
 /// What a DNAT/SNAT/MASQUERADE/REDIRECT rule translates to. Addresses and
@@ -3298,8 +3385,8 @@ pub const MAX_GUARDED_SLOTS: usize = 1024;
 /// Index in `GUARDS` and `GUARD_STATE` of guard `n` (0-based) of a
 /// generation.
 #[inline(always)]
-pub const fn guard_index(generation: u32, n: u32) -> u32 {
-    generation * MAX_GUARDS + n
+pub const fn guard_index(capacity: Capacity, generation: u32, n: u32) -> u32 {
+    generation * capacity.guards() + n
 }
 
 /// The class of a value that every slot of its chain accepts (a field
@@ -3861,15 +3948,15 @@ pub const fn chain_index(generation: u32, chain: u32) -> u32 {
 /// Index in `RULES` of slot `slot` of the chain whose slots start at
 /// `rule_base` (its `ChainConfig::rule_base`) in `generation`.
 #[inline(always)]
-pub const fn rule_index(generation: u32, rule_base: u32, slot: u32) -> u32 {
-    generation * MAX_RULESET_SLOTS + rule_base + slot
+pub const fn rule_index(capacity: Capacity, generation: u32, rule_base: u32, slot: u32) -> u32 {
+    generation * capacity.rules() + rule_base + slot
 }
 
 /// Index in `COUNTERS` of counter `n` (a chain's `counter_base` plus the
 /// slot's `RuleAction::counter`, or its `policy_counter`) of `generation`.
 #[inline(always)]
-pub const fn counter_index(generation: u32, n: u32) -> u32 {
-    generation * MAX_RULESET_COUNTERS + n
+pub const fn counter_index(capacity: Capacity, generation: u32, n: u32) -> u32 {
+    generation * capacity.counters() + n
 }
 
 /// Where the counters of a ruleset sit in its generation's share of
@@ -3945,6 +4032,26 @@ pub mod size {
     /// Ports `attach --syn-flood-guard` may protect (`SYN_GUARD_PORTS`):
     /// every TCP port.
     pub const SYN_GUARD_PORTS: u32 = 65536;
+
+    /// The maps a [`Capacity`] sizes, each with its entries at `capacity`
+    /// (the declarations above are [`Capacity::FULL`]'s).
+    pub const fn by_capacity(capacity: Capacity) -> [(&'static str, u32); 8] {
+        let g = GENERATIONS as u32;
+        [
+            ("RULES", g * capacity.rules()),
+            ("COUNTERS", g * capacity.counters()),
+            ("CLASS_HEADERS", g * capacity.classes()),
+            (
+                "CLASS_WORDS",
+                g * capacity.class_words() / super::CLASS_WORD_CHUNK as u32,
+            ),
+            ("GUARDS", g * capacity.guards()),
+            // One generation's: the search of one packet.
+            ("GUARD_MEMO", capacity.guards()),
+            ("NAT_TARGETS", g * capacity.nat_targets()),
+            ("NAT6_ADDRS", g * capacity.nat_targets()),
+        ]
+    }
 }
 
 #[cfg(feature = "user")]
@@ -4125,7 +4232,18 @@ mod tests {
         assert_eq!(size_of::<ConnmarkTarget>(), 16);
         assert_eq!(size_of::<Guard>(), 40);
         const { assert!(SUMMARY_WORDS * 64 == RULE_WORDS) };
-        const { assert!(MAX_CLASSES <= CLASS_ID_GEN_STRIDE) };
+        // Every share the smallest capacity takes is whole: the class words
+        // in whole chunks, the guards and translations at least one each.
+        for c in [Capacity::SMALLEST, Capacity::FULL] {
+            assert_eq!(c.class_words() % CLASS_WORD_CHUNK as u32, 0);
+            assert!(c.guards() > 0 && c.nat_targets() > 0);
+            assert_eq!(Capacity::of_slots(c.slots()), Some(c));
+        }
+        assert_eq!(Capacity::SMALLEST.slots(), 4096);
+        assert_eq!(Capacity::of_slots(Capacity::SMALLEST.slots() / 2), None);
+        assert_eq!(Capacity::of_slots(Capacity::SMALLEST.slots() + 1), None);
+        assert_eq!(Capacity::of_slots(2 * MAX_RULESET_SLOTS), None);
+        assert_eq!(Capacity::FULL.classes(), MAX_CLASSES);
         assert_eq!(size_of::<ClassHeader>(), 32);
         const {
             assert!(

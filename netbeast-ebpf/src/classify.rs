@@ -14,13 +14,13 @@ use aya_ebpf::{
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, ADDR_EPOCH_SHIFT,
     ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ALL, CLASS_WORD_CHUNK, ChainConfig, ClassHeader, Counter, Guard, Held, IfaceKey,
-    KEY_CHUNK, MAP_NO_PREALLOC, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN, MAX_GUARDED_SLOTS,
-    MAX_GUARDS, MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES, MAX_SEARCH_FIELDS, MAX_TRACE_HITS,
-    MacKey, MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket,
-    addr_hash_key, addr_type, chain, chain_index, counter_index, ct_state, field, field::Kind,
-    guard_index, guard_kind, key_chunk_index, limit_take, mark_target_index, pkttype, rule_index,
-    size, stats, target,
+    CLASS_ALL, CLASS_WORD_CHUNK, Capacity, ChainConfig, ClassHeader, Counter, Guard, Held,
+    IfaceKey, KEY_CHUNK, MAP_NO_PREALLOC, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN,
+    MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES,
+    MAX_RULESET_SLOTS, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS,
+    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain,
+    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
+    key_chunk_index, limit_take, mark_target_index, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -79,6 +79,24 @@ static GUARDS: Array<Guard> = Array::with_max_entries(size::GUARDS, 0);
 /// that a change does not touch keeps its state, in place.
 #[map]
 static GUARD_STATE: Array<u64> = Array::with_max_entries(size::GUARD_STATE, 0);
+/// The ruleset arrays' capacity, [`Capacity::shift`]: set by the loader
+/// when it loads the object (`EbpfLoader::override_global`), from the size
+/// of the pinned maps; read through [`capacity`]. Frozen read-only data:
+/// the verifier knows its value.
+#[unsafe(no_mangle)]
+static RULESET_SHIFT: u32 = Capacity::FULL.shift;
+
+/// The capacity the loader gave the object ([`RULESET_SHIFT`]): where each
+/// generation's region of the ruleset arrays starts.
+#[inline(always)]
+pub fn capacity() -> Capacity {
+    Capacity {
+        // SAFETY: a static of the object; volatile so that the compiler
+        // does not fold in the build's value.
+        shift: unsafe { core::ptr::read_volatile(&raw const RULESET_SHIFT) },
+    }
+}
+
 /// The outcome of each guard the last time this CPU evaluated it:
 /// `search sequence << 1 | held`. Requirements (`guard_kind::REQUIRE`)
 /// read it; the sequence makes older entries stale without a reset. By
@@ -260,7 +278,7 @@ impl Verdict {
 /// its `policy_counter`) of `generation`.
 #[inline(always)]
 fn count(generation: u32, n: u32, bytes: u64) {
-    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(generation, n)) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(capacity(), generation, n)) {
         // SAFETY: per-CPU slot.
         unsafe {
             (*c).packets += 1;
@@ -988,16 +1006,21 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
         None => return 0,
     }
     let mut next = head;
+    // The generation's region, read once: a load of the capacity in the
+    // loop cost the verifier 72,000 instructions.
+    let region = guard_index(capacity(), generation, 0);
     for _ in 0..MAX_GUARD_CHAIN {
         if next == 0 {
             return 1;
         }
         let n = next - 1;
+        // The build's bound, not the capacity's (a load the loop would
+        // repeat): the compiler numbers a generation's guards below the
+        // capacity's, and `GUARD_MEMO` has no entry past it.
         if n >= MAX_GUARDS {
             return 0;
         }
-        let index = guard_index(generation, n);
-        let Some(g) = GUARDS.get(index) else {
+        let Some(g) = GUARDS.get(region + n) else {
             return 0;
         };
         if g.kind == guard_kind::REQUIRE {
@@ -1379,7 +1402,7 @@ fn search(
             return None;
         }
         pending &= pending - 1;
-        let action = RULES.get(rule_index(generation, cfg.rule_base, slot))?;
+        let action = RULES.get(rule_index(capacity(), generation, cfg.rule_base, slot))?;
         // The only test an unguarded slot pays.
         let held = if action.guard == 0 {
             Held::Holds as u32
@@ -1681,7 +1704,7 @@ fn act(st: &mut SearchState) -> bool {
         return true;
     }
     st.pending &= st.pending - 1;
-    let Some(action) = RULES.get(rule_index(st.generation, st.rule_base, slot)) else {
+    let Some(action) = RULES.get(rule_index(capacity(), st.generation, st.rule_base, slot)) else {
         return true;
     };
     if action.guard != 0 {

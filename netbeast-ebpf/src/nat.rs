@@ -646,7 +646,11 @@ fn nat_rule(generation: u32, verdict: (u32, u32), wanted: [u32; 2]) -> Option<(u
     if target != wanted[0] && target != wanted[1] {
         return None;
     }
-    let to = NAT_TARGETS.get(nat_target_index(generation, arg))?;
+    let to = NAT_TARGETS.get(nat_target_index(
+        crate::classify::capacity(),
+        generation,
+        arg,
+    ))?;
     Some((target, *to))
 }
 
@@ -679,7 +683,7 @@ impl NatFamily for V6 {
     const LOOPBACK: Addr6 = Addr6([0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]);
     #[inline(always)]
     fn range_addr(generation: u32, n: u32, _to: &NatTarget, hash: u32) -> Option<Addr6> {
-        let range = NAT6_ADDRS.get(nat_target_index(generation, n))?;
+        let range = NAT6_ADDRS.get(nat_target_index(crate::classify::capacity(), generation, n))?;
         Some(Addr6(pick6(&range.first, &range.last, hash)))
     }
     #[inline(always)]

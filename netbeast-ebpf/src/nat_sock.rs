@@ -412,7 +412,11 @@ fn destination<F: SockFamily>(
     dport: u16,
     cookie: u64,
 ) -> Option<(F::Addr, u16)> {
-    let to = NAT_TARGETS.get(nat_target_index(generation, arg))?;
+    let to = NAT_TARGETS.get(nat_target_index(
+        crate::classify::capacity(),
+        generation,
+        arg,
+    ))?;
     let port = if to.flags & nat_flags::OFFSET != 0 {
         // A shifted port map: the port at the one connected to's offset
         // from the base.

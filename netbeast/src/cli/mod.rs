@@ -118,6 +118,15 @@ enum Command {
         /// change it, `netbeast detach --all` first.
         #[arg(long, value_name = "SIZE", value_parser = TableMemory::parse)]
         table_memory: Option<TableMemory>,
+        /// Memory for the ruleset arrays (rules, their counters, match
+        /// classes, guards, translations), like 8M or 64MiB; auto (the
+        /// default): a 32nd of the machine's memory, the most rules
+        /// (262,144 rule slots) from about 3 GiB on. Each array gets the
+        /// same share, a power of two from 1/64 (4,096 rule slots);
+        /// `status` shows it. Chosen when the data plane is created and
+        /// kept for its life: to change it, `netbeast detach --all` first.
+        #[arg(long, value_name = "SIZE", value_parser = TableMemory::parse)]
+        ruleset_memory: Option<TableMemory>,
         /// Capacity of the table of connections without a reply yet
         /// (default: sized with the others, see --table-memory; outside its
         /// budget when given; fixed when the data plane is created).
@@ -377,6 +386,7 @@ pub fn main() -> ExitCode {
                     fast_path,
                     ct_timeouts,
                     table_memory,
+                    ruleset_memory,
                     ct_unreplied_size,
                     ct_established_size,
                     syn_flood_guard,
@@ -387,6 +397,7 @@ pub fn main() -> ExitCode {
                     &ct_timeouts,
                     &plane::TableRequest {
                         memory: table_memory,
+                        ruleset_memory,
                         ct_unreplied: ct_unreplied_size,
                         ct_established: ct_established_size,
                     },

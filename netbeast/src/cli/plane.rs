@@ -33,7 +33,7 @@ use crate::{
     loader::{
         ACTIVE_SEQ_MASK, AttachMode, Dataplane, SOCK_PROGRAMS,
         links::{self, LINK_TYPE_TCX, LINK_TYPE_XDP, LinkState},
-        sizing::{self, STATE_TABLES, TableMemory, TableSizes},
+        sizing::{self, PlaneSizes, STATE_TABLES, TableMemory, TableSizes},
     },
     rules::{
         journal::Change,
@@ -181,13 +181,13 @@ fn foreign_owner(ns: &Namespace, dp: Option<&Dataplane>) -> Result<Option<u64>> 
 
 /// Reconciles the namespace's state with the kernel (see the module's
 /// comment), then opens its data plane: the existing one, or a new one
-/// when `create` (with state tables of `sizes`). `keep`: interfaces the
+/// when `create` (with maps of `sizes`). `keep`: interfaces the
 /// command itself is about to attach or detach, whose half-done state it
 /// completes rather than have it rolled back here.
 pub(super) fn prepare(
     ns: &Namespace,
     create: bool,
-    sizes: Option<&TableSizes>,
+    sizes: Option<&PlaneSizes>,
     keep: &[u32],
 ) -> Result<(Option<Dataplane>, Reconciled)> {
     let mut done = Reconciled::default();
@@ -640,11 +640,14 @@ pub(super) fn open_stored(ns: &Namespace, create: bool) -> Result<(Ruleset, Opti
     Ok((ruleset, dp))
 }
 
-/// How `attach` was asked to size the keyed state tables.
+/// How `attach` was asked to size the keyed state tables and the ruleset
+/// arrays.
 pub(super) struct TableRequest {
     /// `--table-memory` (None: not given, which is `auto` for a new data
     /// plane and "keep" for an existing one).
     pub memory: Option<TableMemory>,
+    /// `--ruleset-memory` (None as for `memory`).
+    pub ruleset_memory: Option<TableMemory>,
     /// `--ct-unreplied-size`, `--ct-established-size`.
     pub ct_unreplied: Option<u32>,
     pub ct_established: Option<u32>,
@@ -668,7 +671,7 @@ impl TableRequest {
 
     /// Checks the explicit sizes, and gives the sizes a new data plane
     /// would get.
-    fn sizes(&self) -> Result<TableSizes> {
+    fn sizes(&self) -> Result<PlaneSizes> {
         for (name, size) in [
             ("--ct-unreplied-size", self.ct_unreplied),
             ("--ct-established-size", self.ct_established),
@@ -684,20 +687,41 @@ impl TableRequest {
             }
         }
         let fixed = self.fixed();
-        Ok(match self.memory {
+        let tables = match self.memory {
             Some(TableMemory::Bytes(budget)) => TableSizes::for_budget(budget, &fixed)?,
             None | Some(TableMemory::Auto) => TableSizes::auto(sizing::machine_memory()?, &fixed)?,
-        })
+        };
+        let capacity = match self.ruleset_memory {
+            Some(TableMemory::Bytes(budget)) => sizing::capacity_for_budget(budget)?,
+            None | Some(TableMemory::Auto) => sizing::auto_capacity(sizing::machine_memory()?)?,
+        };
+        Ok(PlaneSizes { tables, capacity })
     }
 
     /// Refuses a request that asks the existing state tables pinned in
     /// `dir` for other sizes than they have: they keep their size for the
     /// data plane's life (remaking them would forget every connection).
-    fn check_existing(&self, wanted: &TableSizes, dir: &Path) -> Result<()> {
+    fn check_existing(&self, wanted: &PlaneSizes, dir: &Path) -> Result<()> {
+        if self.ruleset_memory.is_some()
+            && let Some(have) = sizing::pinned_capacity(dir)?
+            && have != wanted.capacity
+        {
+            bail!(
+                "the ruleset arrays of this namespace's data plane were sized when it was made, \
+                 and keep their size while it exists: they hold {} rule slots, --ruleset-memory \
+                 asks for {}. Attach without --ruleset-memory to keep them, or `netbeast save`, \
+                 `netbeast detach --all` (it removes the rules and all state), then attach with \
+                 it and `netbeast restore` to make them anew with this size",
+                have.slots(),
+                wanted.capacity.slots()
+            );
+        }
         let fixed = self.fixed();
         let pinned = TableSizes::pinned(dir)?;
         let mut differ = Vec::new();
-        for (((name, _), have), (_, want)) in STATE_TABLES.iter().zip(pinned).zip(wanted.iter()) {
+        for (((name, _), have), (_, want)) in
+            STATE_TABLES.iter().zip(pinned).zip(wanted.tables.iter())
+        {
             let asked = fixed.iter().any(|(n, _)| n == name) || self.memory.is_some();
             if let Some(have) = have
                 && asked
@@ -848,6 +872,9 @@ fn migrate_old_layouts(ns: &Namespace) -> Result<Vec<String>> {
     let reset = Dataplane::migrate_layouts(&dir)?;
     for line in &reset {
         note(format!("upgrade: {line}"));
+    }
+    if !reset.is_empty() {
+        Dataplane::drop_written_record(&ns.state_dir)?;
     }
     Ok(reset)
 }
@@ -1398,6 +1425,18 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
         .filter(|(name, _)| state_tables.iter().any(|(n, _)| n == name))
         .map(|(_, b)| b)
         .sum();
+    // The ruleset arrays' capacity (`attach --ruleset-memory`), and what
+    // they take.
+    let capacity = dp.as_ref().map(Dataplane::capacity);
+    let ruleset_memory: u64 = memory
+        .iter()
+        .filter(|(name, _)| {
+            netbeast_common::size::by_capacity(netbeast_common::Capacity::FULL)
+                .iter()
+                .any(|(n, _)| n == name)
+        })
+        .map(|(_, b)| b)
+        .sum();
     if json_out {
         let v = json!({
             "netns": ns.id,
@@ -1427,6 +1466,8 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             "map_memory_bytes": memory_total,
             "state_tables": state_tables.iter().map(|(n, e)| (n.to_string(), json!(e))).collect::<serde_json::Map<_, _>>(),
             "state_table_memory_bytes": state_memory,
+            "ruleset_slots": capacity.map(|c| c.slots()),
+            "ruleset_memory_bytes": ruleset_memory,
             "map_memory": memory.iter().map(|(n, b)| (n.to_string(), json!(b))).collect::<serde_json::Map<_, _>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -1511,6 +1552,16 @@ pub(super) fn run_status(json_out: bool) -> Result<()> {
             entries("CT_UNREPLIED"),
             entries("IPSET_MEMBERS")
         );
+        if let Some(capacity) = capacity {
+            outln!(
+                "ruleset arrays: {:.1} MiB of it, sized when the data plane was made (`attach \
+                 --ruleset-memory`): {} rule slots, {} match classes, {} translations",
+                ruleset_memory as f64 / MIB,
+                capacity.rules(),
+                capacity.classes(),
+                capacity.nat_targets()
+            );
+        }
     }
     for m in &mismatches {
         outln!("mismatch: {m}");

@@ -198,7 +198,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let (ruleset, dp) = open(&ns, false)?;
     let dp = dp.context("no netbeast data plane in this network namespace")?;
     let links = state::links();
-    let mut namer = Namer::new(ruleset, state::interfaces(&links), coarsening(&ns, &dp));
+    let mut namer = Namer::new(ruleset, state::interfaces(&links), compiling(&ns, &dp));
     let routes: Vec<_> = crate::local_routes::local_routes().unwrap_or_default();
     let mut ring = open_reports(&ns.maps_dir())?;
     // Reports of an earlier trace that nobody read.
@@ -233,7 +233,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
                 namer.reload(
                     ruleset,
                     state::interfaces(&state::links()),
-                    coarsening(&tracing.ns, &tracing.dp),
+                    compiling(&tracing.ns, &tracing.dp),
                 );
                 if !namer.agrees(&tracing.dp, &ev)? {
                     eprintln!(
@@ -356,7 +356,7 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     let lock = ns.lock()?;
     let (ruleset, dp) = open(ns, false)?;
     let mut dp = dp.context("no netbeast data plane in this network namespace")?;
-    let mut namer = Namer::new(ruleset, state::interfaces(&links), coarsening(ns, &dp));
+    let mut namer = Namer::new(ruleset, state::interfaces(&links), compiling(ns, &dp));
     let before: HashSet<_> = dp.conntrack_entries()?.into_iter().map(|e| e.0).collect();
     let before6: HashSet<_> = dp.conntrack_entries6()?.into_iter().map(|e| e.0).collect();
     let mut ring = open_reports(&ns.maps_dir())?;
@@ -452,8 +452,12 @@ fn run_described(ns: &Namespace, desc: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// How the compile of the generation the kernel runs coarsened addresses
-/// (`compile::compile_hinted`): the trace's compile starts from it too.
-fn coarsening(ns: &Namespace, dp: &Dataplane) -> Option<crate::compile::Coarsening> {
-    ns.coarsening(dp.commit_seq().ok()?)
+/// How the loader compiled the generation the kernel runs (the coarsening
+/// it started from, `compile::compile_hinted`, and the data plane's
+/// capacity): the trace's compile does the same, to name the same slots.
+fn compiling(ns: &Namespace, dp: &Dataplane) -> crate::compile::Compiling {
+    crate::compile::Compiling {
+        hint: dp.commit_seq().ok().and_then(|seq| ns.coarsening(seq)),
+        capacity: dp.capacity(),
+    }
 }

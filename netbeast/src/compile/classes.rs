@@ -3,10 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, ClassHeader, ClassVector, MAX_CLASS_WORDS, RULE_WORDS,
-    SUMMARY_WORDS,
-};
+use netbeast_common::{CLASS_ALL, ClassHeader, ClassVector, RULE_WORDS, SUMMARY_WORDS};
 
 use netbeast_common::field;
 
@@ -228,14 +225,14 @@ impl Interner {
     /// with the summaries, when they are packed: an overflow found here
     /// stops the compile before the rest of the classes are built).
     pub(super) fn new(
-        generation: u32,
+        base: u32,
         words: usize,
         (limit, word_limit): (u32, u32),
         expected: usize,
     ) -> Self {
         let expected = expected.min(limit as usize);
         Interner {
-            base: generation * CLASS_ID_GEN_STRIDE,
+            base,
             words,
             limit,
             word_limit,
@@ -386,7 +383,7 @@ fn summary(bits: &[u64]) -> [u64; SUMMARY_WORDS] {
 /// (`CLASS_WORDS`).
 pub struct PackedClasses {
     /// The `CLASS_HEADERS` value of every class, in id order (from index
-    /// `generation * CLASS_ID_GEN_STRIDE`).
+    /// `generation * Capacity::classes()`).
     pub headers: Vec<ClassHeader>,
     /// `CLASS_WORDS` from word `base` on.
     pub words: Vec<u64>,
@@ -397,15 +394,16 @@ pub struct PackedClasses {
 }
 
 impl PackedClasses {
-    /// Packs `classes` (in id order) for `generation`; at most `limit`
+    /// Packs `classes` (in id order, the first one's id `id_base`) at
+    /// `base` of `CLASS_WORDS` (their generation's region); at most `limit`
     /// words in all (past it, the error blames field `heaviest`).
     pub(super) fn pack(
-        generation: u32,
+        id_base: u32,
+        base: u32,
         classes: &[Class],
         limit: u32,
         heaviest: usize,
     ) -> Result<PackedClasses, CompileError> {
-        let base = generation * MAX_CLASS_WORDS;
         let mut headers = Vec::with_capacity(classes.len());
         let mut words = Vec::new();
         for class in classes {
@@ -471,7 +469,7 @@ impl PackedClasses {
             headers,
             words,
             base,
-            id_base: generation * CLASS_ID_GEN_STRIDE,
+            id_base,
         })
     }
 

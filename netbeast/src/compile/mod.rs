@@ -72,7 +72,7 @@ use std::net::Ipv4Addr;
 pub use netbeast_common::Guard;
 use netbeast_common::{
     ACTIVE_NAT, ACTIVE_TCP_FLAGS, ACTIVE_TRACKING, ADDR_KEY_HEADER_BITS, ADDR_TRIE, AddrKey,
-    CLASS_ID_GEN_STRIDE, ChainConfig, ClassVector, GENERATIONS, Held, KEY_CHUNK, LogTarget,
+    Capacity, ChainConfig, ClassVector, GENERATIONS, Held, KEY_CHUNK, LogTarget,
     MAX_ADDR_HASH_LENGTHS, MAX_CLASS_WORDS, MAX_CLASSES, MAX_GUARDED_SLOTS, MAX_GUARDS,
     MAX_GUARDS_PER_RULE, MAX_LOG_TARGETS, MAX_NAT_TARGETS, MAX_RULES_PER_CHAIN,
     MAX_RULESET_COUNTERS, MAX_RULESET_SLOTS, NatTarget, RuleAction, TCP_FLAGS_NONE, chain, field,
@@ -323,16 +323,35 @@ pub enum CompileError {
     InvalidGeneration { generation: u32 },
 }
 
+impl CompileError {
+    /// Whether a larger [`Capacity`] would lift this limit (the ruleset
+    /// arrays' limits: [`Limits::of`]).
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            CompileError::TooManyRulesetRules { .. }
+                | CompileError::TooManyRulesetSlots { .. }
+                | CompileError::TooManyNatTargets { .. }
+                | CompileError::TooManyGuards { .. }
+                | CompileError::TooManyClasses { .. }
+                | CompileError::TooManyClassWords { .. }
+        )
+    }
+}
+
 /// The classifier tables of one ruleset for one generation, ready to be
 /// written to the maps. Plain data: every table is complete (no lazy parts).
 pub struct CompiledRuleset {
     /// The generation the class ids belong to.
     pub generation: u32,
+    /// The ruleset arrays' capacity it was compiled for: where its
+    /// generation's regions start ([`Capacity`]).
+    pub capacity: Capacity,
     /// Indexed by `chain::INPUT`, `chain::FORWARD`, `chain::OUTPUT`,
     /// `chain::NAT_PREROUTING`, `chain::NAT_POSTROUTING`, `chain::NAT_OUTPUT`.
     pub chains: [CompiledChain; chain::COUNT],
     /// Every distinct class vector of the ruleset (all chains and fields), in
-    /// id order: `classes[n].id == generation * CLASS_ID_GEN_STRIDE + n`.
+    /// id order: `classes[n].id == generation * capacity.classes() + n`.
     pub classes: Vec<Class>,
     /// The same classes packed as the kernel reads them.
     pub packed: PackedClasses,
@@ -536,6 +555,9 @@ struct Limits {
     connmark_targets: u32,
     guarded_slots: usize,
     guards: u32,
+    /// What `classes`, `class_words`, `ruleset_counters`, `ruleset_slots`,
+    /// `nat_targets` and `guards` are the share of (see [`Limits::of`]).
+    capacity: Capacity,
     /// Take the classes' bound on the search's steps even when the walk's
     /// is within the budget (tests compare it with the emulated search).
     class_steps_always: bool,
@@ -562,9 +584,26 @@ const LIMITS: Limits = Limits {
     connmark_targets: netbeast_common::MAX_CONNMARK_TARGETS,
     guarded_slots: MAX_GUARDED_SLOTS,
     guards: MAX_GUARDS,
+    capacity: Capacity::FULL,
     class_steps_always: false,
     reused_walk_slots: flatten::REUSED_WALK_SLOTS,
 };
+
+impl Limits {
+    /// [`LIMITS`] with the ruleset arrays' limits of `capacity`.
+    fn of(capacity: Capacity) -> Limits {
+        Limits {
+            classes: capacity.classes(),
+            class_words: capacity.class_words(),
+            ruleset_counters: capacity.counters(),
+            ruleset_slots: capacity.rules(),
+            nat_targets: capacity.nat_targets(),
+            guards: capacity.guards(),
+            capacity,
+            ..LIMITS
+        }
+    }
+}
 
 /// Compiles the filter table's INPUT, FORWARD and OUTPUT chains and the
 /// nat table's PREROUTING, POSTROUTING and OUTPUT for `generation`,
@@ -577,8 +616,9 @@ pub fn compile(
     compile_with_limits(ruleset, interfaces, generation, LIMITS, None)
 }
 
-/// [`compile`], trying first the coarsening the previous compile of the
-/// namespace needed (`hint`, [`CompiledRuleset::coarsened`]).
+/// [`compile`] for a data plane of `how.capacity`, trying first the
+/// coarsening the previous compile of the namespace needed (`how.hint`,
+/// [`CompiledRuleset::coarsened`]).
 ///
 /// A ruleset whose classes overflow is flattened twice: once to find the
 /// overflow, once coarsened. At kube-proxy's 10,000 services each flatten
@@ -594,9 +634,26 @@ pub fn compile_hinted(
     ruleset: &Ruleset,
     interfaces: &[Interface],
     generation: u32,
-    hint: Option<Coarsening>,
+    how: Compiling,
 ) -> Result<CompiledRuleset, CompileError> {
-    compile_with_limits(ruleset, interfaces, generation, LIMITS, hint)
+    compile_with_limits(
+        ruleset,
+        interfaces,
+        generation,
+        Limits::of(how.capacity),
+        how.hint,
+    )
+}
+
+/// How the loader compiles a namespace's ruleset ([`compile_hinted`]):
+/// the same compile names the same slots (`netbeast trace` compiles it
+/// again so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compiling {
+    /// The coarsening the namespace's previous compile needed.
+    pub hint: Option<Coarsening>,
+    /// The data plane's ruleset arrays' capacity.
+    pub capacity: Capacity,
 }
 
 /// A coarsening hint is used while the ruleset holds at least this
@@ -912,7 +969,7 @@ fn compile_once(
     // A slot adds a class or two for each field it names, seldom more.
     let slots: usize = plans.iter().map(|p| p.slots.len()).sum();
     let mut interner = Interner::new(
-        generation,
+        generation * limits.capacity.classes(),
         words,
         (limits.classes, limits.class_words),
         2 * slots + 64,
@@ -981,16 +1038,23 @@ fn compile_once(
     let heaviest = interner.heaviest_field();
     let classes = interner.into_classes();
     for (compiled, plan) in chains.iter_mut().zip(&plans) {
-        let steps = within_budget(compiled, plan, &classes, generation, limits)?;
+        let steps = within_budget(compiled, plan, &classes, limits)?;
         (compiled.max_passes, compiled.max_guarded) = (steps.passes, steps.guarded);
     }
     crate::profile::phase("compile: search budget");
-    let packed = PackedClasses::pack(generation, &classes, limits.class_words, heaviest)?;
+    let packed = PackedClasses::pack(
+        generation * limits.capacity.classes(),
+        generation * limits.capacity.class_words(),
+        &classes,
+        limits.class_words,
+        heaviest,
+    )?;
     crate::profile::phase("compile: pack classes");
     let addr_hash = addr_hash::build(&mut chains);
     crate::profile::phase("compile: address hash");
     Ok(CompiledRuleset {
         generation,
+        capacity: limits.capacity,
         chains,
         classes,
         packed,
@@ -1016,14 +1080,12 @@ fn within_budget(
     compiled: &CompiledChain,
     plan: &ChainPlan<'_>,
     classes: &[Class],
-    generation: u32,
     limits: Limits,
 ) -> Result<Steps, CompileError> {
     let over =
         |s: Steps| s.passes > limits.nonterminating_rules || s.guarded > limits.guarded_slots;
     let steps = if over(plan.steps) || limits.class_steps_always {
-        plan.steps
-            .min(steps::class_steps(compiled, classes, generation))
+        plan.steps.min(steps::class_steps(compiled, classes))
     } else {
         plan.steps
     };
@@ -1428,7 +1490,7 @@ impl CompiledRuleset {
 
     /// The class vector of `id`, if `id` is one of this ruleset's classes.
     pub fn class(&self, id: u32) -> Option<Box<ClassVector>> {
-        let n = id.checked_sub(self.generation * CLASS_ID_GEN_STRIDE)?;
+        let n = id.checked_sub(self.generation * self.capacity.classes())?;
         let class = self.classes.get(n as usize)?;
         (class.id == id).then(|| class.vector())
     }

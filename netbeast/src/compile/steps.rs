@@ -24,7 +24,7 @@
 //!   destination's classes give the services chain its one service's
 //!   worth.
 
-use netbeast_common::{CLASS_ALL, CLASS_ID_GEN_STRIDE, field, field::Kind, target};
+use netbeast_common::{CLASS_ALL, field, field::Kind, target};
 
 use super::{Class, CompiledChain};
 
@@ -65,10 +65,9 @@ impl Steps {
 /// The classes' bound on `chain`'s steps (see the module's comment):
 /// for each field the kernel's search looks up for every packet, the most
 /// step slots one of the field's classes holds; the least of those.
-/// `classes` are the ruleset's, in id order from generation
-/// `generation`'s first id. A chain with no such field gets its step
+/// `classes` are the ruleset's, in id order. A chain with no such field gets its step
 /// slots' count, which no packet can pass either.
-pub(super) fn class_steps(chain: &CompiledChain, classes: &[Class], generation: u32) -> Steps {
+pub(super) fn class_steps(chain: &CompiledChain, classes: &[Class]) -> Steps {
     let words = chain.rules.len().div_ceil(64);
     let (mut passes, mut guarded) = (vec![0u64; words], vec![0u64; words]);
     for (slot, rule) in chain.rules.iter().enumerate() {
@@ -84,7 +83,9 @@ pub(super) fn class_steps(chain: &CompiledChain, classes: &[Class], generation: 
         passes: count(&passes),
         guarded: count(&guarded),
     };
-    let base = generation * CLASS_ID_GEN_STRIDE;
+    // Class ids follow one another from the first one's (the generation's
+    // base).
+    let base = classes.first().map_or(0, |c| c.id);
     let of_class = |id: u32| -> Steps {
         if id == CLASS_ALL {
             return all;

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netbeast_common::{
-    CLASS_ALL, CLASS_ID_GEN_STRIDE, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_GUARDED_SLOTS,
+    CLASS_ALL, Capacity, KEY_CHUNK, L4_FRAGMENT, L4_KEYS, L4_NONE, MAX_GUARDED_SLOTS,
     MAX_GUARDS_PER_RULE, MAX_RULES_PER_CHAIN, NatTarget, addr_type, chain, field, nat_flags,
     pkttype, reject, target,
 };
@@ -569,7 +569,7 @@ fn packets_from(seeds: &[u64]) -> Vec<PacketView> {
 /// summaries that match the words, no duplicate vectors, no bits past the
 /// longest chain.
 fn check_classes(compiled: &CompiledRuleset) {
-    let base = compiled.generation * CLASS_ID_GEN_STRIDE;
+    let base = compiled.generation * compiled.capacity.classes();
     let longest = compiled
         .chains
         .iter()
@@ -1527,8 +1527,8 @@ fn fields_used_follow_the_rules() {
 fn generations_offset_class_ids() {
     let ruleset = only_input(vec![tcp_dport(22, Target::Accept)]);
     let g1 = compile(&ruleset, &[], 1).unwrap();
-    assert!(g1.classes.iter().all(|c| c.id >= CLASS_ID_GEN_STRIDE));
-    assert_eq!(g1.classes[0].id, CLASS_ID_GEN_STRIDE);
+    assert!(g1.classes.iter().all(|c| c.id >= Capacity::FULL.classes()));
+    assert_eq!(g1.classes[0].id, Capacity::FULL.classes());
     assert!(
         g1.chains[0].key_classes[field::PROTO]
             .iter()

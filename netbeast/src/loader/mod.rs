@@ -31,7 +31,8 @@ use aya::{
     },
 };
 use netbeast_common::{
-    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, CtConfig, CtEntry, CtEntryOf, CtKey, CtKeyOf,
+    ACTIVE_NAT, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS, Capacity, CtConfig, CtEntry, CtEntryOf,
+    CtKey, CtKeyOf,
 };
 use netbeast_common::{
     LOCAL_ADDR_BUCKETS, LOCAL_ADDR_FREE, LOCAL_ADDR_WAYS, LOCAL_ADDR6_BUCKETS, LOCAL_ADDR6_WAYS,
@@ -208,6 +209,18 @@ pub enum LoaderError {
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error(
+        "{source}. This data plane's ruleset arrays hold {slots} rule slots (chosen when it \
+         was made, `netbeast status` shows them): to give them more, `netbeast save > \
+         rules`, `netbeast detach --all`, `netbeast attach IFACE --ruleset-memory SIZE` (up \
+         to {} rule slots), `netbeast restore < rules`",
+        Capacity::FULL.slots()
+    )]
+    RulesetCapacity {
+        #[source]
+        source: CompileError,
+        slots: u32,
+    },
+    #[error(
         "slot {slot} of chain {chain} has target code {code}, which the kernel's table of \
          targets does not know (netbeast_common::target::flags); nothing was applied: this \
          is a netbeast bug, please report it"
@@ -355,6 +368,9 @@ pub struct Dataplane {
     /// Where the record of written entries is kept between commands (a
     /// namespace's state directory); `None`: only in this value.
     written_path: Option<PathBuf>,
+    /// The ruleset arrays' capacity: the pinned maps' (chosen when they
+    /// were made), or the build's largest for private maps.
+    capacity: Capacity,
 }
 
 /// A ruleset written into the inactive generation, not yet switched to
@@ -445,18 +461,9 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
 /// The pinned maps whose number of entries is part of their layout: the
 /// ruleset tables, indexed by the build's constants (`size::*`). The
 /// conntrack tables' sizes are chosen at attach instead.
-const SIZED_BY_BUILD: [&str; 10] = [
-    "CHAINS",
-    "RULES",
-    "COUNTERS",
-    "CLASS_HEADERS",
-    "CLASS_WORDS",
-    "ADDR_CLASSES",
-    "NAT_TARGETS",
-    "NAT6_ADDRS",
-    "GUARDS",
-    "GUARD_STATE",
-];
+/// The arrays a [`Capacity`] sizes (`size::by_capacity`) are checked
+/// against the capacity of the pinned ones instead.
+const SIZED_BY_BUILD: [&str; 3] = ["CHAINS", "ADDR_CLASSES", "GUARD_STATE"];
 
 /// FNV-1a of the kernel object (computed by build.rs): names the
 /// verified-program cache and stamps the map-write record.
@@ -480,6 +487,7 @@ impl Dataplane {
             guard_slots: None,
             written: None,
             written_path: None,
+            capacity: Capacity::FULL,
         };
         dp.load_program()?;
         Ok(dp)
@@ -491,12 +499,12 @@ impl Dataplane {
         Self::open_pinned_with(dir, None)
     }
 
-    /// As `open_pinned`; `sizes` sets the keyed state tables' capacities
-    /// when this call creates them (a table's size is fixed once it
-    /// exists: see [`sizing`]).
+    /// As `open_pinned`; `sizes` sets the keyed state tables' and the
+    /// ruleset arrays' sizes when this call creates them (a map's size is
+    /// fixed once it exists: see [`sizing`]).
     pub fn open_pinned_with(
         dir: &Path,
-        sizes: Option<&sizing::TableSizes>,
+        sizes: Option<&sizing::PlaneSizes>,
     ) -> Result<Dataplane, LoaderError> {
         std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
             what: format!("the pin directory {}", dir.display()),
@@ -510,13 +518,17 @@ impl Dataplane {
             guard_slots: None,
             written: None,
             written_path: None,
+            capacity: Capacity::FULL,
         };
         // Every map pinned already (every command after the first attach):
         // open the pins, nothing else. A map missing (a fresh data plane, a
         // killed creation, a version that adds maps) makes the object load,
         // which creates and pins it.
         match Self::open_pins(dir)? {
-            Some(maps) => dp.pinned = maps,
+            Some(maps) => {
+                dp.capacity = Self::capacity_of_pins(&maps)?;
+                dp.pinned = maps;
+            }
             None => dp.load_object(sizes)?,
         }
         Ok(dp)
@@ -539,6 +551,8 @@ impl Dataplane {
     pub fn layout_mismatches(dir: &Path) -> Result<Vec<(&'static str, String)>, LoaderError> {
         let object = aya_obj::Object::parse(OBJECT)
             .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
+        let by_capacity =
+            size::by_capacity(sizing::pinned_capacity(dir)?.unwrap_or(Capacity::FULL));
         let mut out = Vec::new();
         for name in MAP_NAMES {
             let path = dir.join(name);
@@ -560,8 +574,14 @@ impl Dataplane {
             // A ruleset table indexed by this build's layout must have its
             // entries: a smaller pinned one (an older build's) would hold
             // only part of a large ruleset.
-            let (pinned_size, built_size) = (info.max_entries(), wanted.max_entries());
-            let size_fixed = SIZED_BY_BUILD.contains(&name);
+            let (pinned_size, mut built_size) = (info.max_entries(), wanted.max_entries());
+            let mut size_fixed = SIZED_BY_BUILD.contains(&name);
+            if let Some(&(_, entries)) = by_capacity.iter().find(|(n, _)| *n == name) {
+                // A ruleset array: the size of the pinned ones' capacity
+                // (an array without one is made anew with the others').
+                size_fixed = true;
+                built_size = entries;
+            }
             if pinned != built || (size_fixed && pinned_size != built_size) {
                 out.push((
                     name,
@@ -628,6 +648,33 @@ impl Dataplane {
         Ok(reset)
     }
 
+    /// The capacity of the ruleset arrays opened in `maps` (`RULES`' size
+    /// says it; the layout check has made sure the others agree).
+    fn capacity_of_pins(
+        maps: &std::collections::HashMap<&'static str, aya::maps::Map>,
+    ) -> Result<Capacity, LoaderError> {
+        let name = "RULES";
+        let entries = match maps.get(name) {
+            Some(aya::maps::Map::Array(data)) => data
+                .info()
+                .map_err(|source| LoaderError::Map { name, source })?
+                .max_entries(),
+            _ => return Err(LoaderError::MissingMap(name)),
+        };
+        sizing::capacity_of(name, size::RULES, entries).ok_or_else(|| LoaderError::Layout {
+            dir: PathBuf::new(),
+            map: format!(
+                "RULES has {entries} entries, the size of no ruleset capacity of this netbeast"
+            ),
+        })
+    }
+
+    /// The ruleset arrays' capacity ([`Capacity`]): where each generation's
+    /// region starts.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
     /// Each of [`MAP_NAMES`] opened from its pin in `dir`; None when one is
     /// not pinned.
     fn open_pins(
@@ -649,7 +696,7 @@ impl Dataplane {
 
     /// Loads the kernel object against the pinned maps (creating and
     /// pinning missing ones), for a command that needs its programs.
-    fn load_object(&mut self, sizes: Option<&sizing::TableSizes>) -> Result<(), LoaderError> {
+    fn load_object(&mut self, sizes: Option<&sizing::PlaneSizes>) -> Result<(), LoaderError> {
         let Some(dir) = self.pin_dir.clone() else {
             return Err(LoaderError::MissingMap(
                 "the kernel object (private data plane)",
@@ -687,12 +734,27 @@ impl Dataplane {
         for ((name, _), pinned) in sizing::STATE_TABLES.iter().zip(pinned) {
             let entries = pinned
                 .or_else(|| following.as_ref().and_then(|s| s.get(name)))
-                .or_else(|| sizes.and_then(|s| s.get(name)))
+                .or_else(|| sizes.and_then(|s| s.tables.get(name)))
                 .or_else(|| auto.as_ref().and_then(|s| s.get(name)));
             if let Some(entries) = entries {
                 loader.map_max_entries(name, entries);
             }
         }
+        // The ruleset arrays likewise: the pinned ones' capacity, else the
+        // caller's, else the machine's share; the object's programs index
+        // the generations' regions with it (`RULESET_SHIFT`).
+        let capacity = match sizing::pinned_capacity(&dir)? {
+            Some(pinned) => pinned,
+            None => match sizes {
+                Some(sizes) => sizes.capacity,
+                None => sizing::auto_capacity(sizing::machine_memory()?)?,
+            },
+        };
+        for (name, entries) in size::by_capacity(capacity) {
+            loader.map_max_entries(name, entries);
+        }
+        loader.override_global("RULESET_SHIFT", &capacity.shift, true);
+        self.capacity = capacity;
         let ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
         // Verified programs cached against the old maps do not use a map
         // made just now (a version that adds a pinned map): drop them, so
@@ -1153,6 +1215,22 @@ impl Dataplane {
         tables::recorded_entries(self, generation)
     }
 
+    /// Removes the record of written entries kept in `dir`: after an
+    /// upgrade made maps anew (empty), whatever the record says they hold.
+    /// It is stamped with the id of `CHAINS`, which an upgrade may keep
+    /// while it makes others anew (a ruleset array of another capacity).
+    pub fn drop_written_record(dir: &Path) -> Result<(), LoaderError> {
+        let path = dir.join(written::WRITTEN_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LoaderError::Io {
+                what: format!("{} (maps were made anew)", path.display()),
+                source,
+            }),
+        }
+    }
+
     /// Keeps the record of what each generation's arrays hold in the
     /// directory `dir` (a namespace's state directory), so that the next
     /// command's change writes only the entries that differ (`written`).
@@ -1177,7 +1255,25 @@ impl Dataplane {
         let next = 1 - self.active_generation()?;
         crate::profile::phase("before compile");
         let hint = self.guard_slots.as_ref().and_then(|g| g.coarsened);
-        let mut compiled = compile::compile_hinted(ruleset, interfaces, next, hint)?;
+        let mut compiled = compile::compile_hinted(
+            ruleset,
+            interfaces,
+            next,
+            compile::Compiling {
+                hint,
+                capacity: self.capacity,
+            },
+        )
+        .map_err(|e| {
+            if self.capacity != Capacity::FULL && e.is_capacity() {
+                LoaderError::RulesetCapacity {
+                    source: e,
+                    slots: self.capacity.slots(),
+                }
+            } else {
+                LoaderError::Compile(e)
+            }
+        })?;
         crate::profile::phase("compile");
         let plan = compile::assign_state_slots(&mut compiled, self.guard_slots.as_ref());
         tables::write(self, &compiled)?;
@@ -1585,7 +1681,10 @@ impl Dataplane {
             .iter()
             .map(|&slot| {
                 rules
-                    .get(&netbeast_common::rule_index(generation, base, slot), 0)
+                    .get(
+                        &netbeast_common::rule_index(self.capacity, generation, base, slot),
+                        0,
+                    )
                     .map_err(map_err("RULES"))
             })
             .collect()
@@ -2011,7 +2110,7 @@ mod smoke {
         let base = tables::chain_config(&dp, active, netbeast_common::chain::INPUT)
             .unwrap()
             .rule_base;
-        let index = netbeast_common::rule_index(active, base, 0);
+        let index = netbeast_common::rule_index(dp.capacity(), active, base, 0);
         let mut rules: Array<&mut MapData, netbeast_common::RuleAction> =
             Array::try_from(dp.map_mut("RULES").unwrap()).unwrap();
         let mut action = rules.get(&index, 0).unwrap();

@@ -13,10 +13,10 @@
 use std::path::Path;
 
 use netbeast_common::{
-    CONNLIMIT_LISTS, CONNLIMIT6_LISTS, CT_ESTABLISHED_ENTRIES, CT_NAT_INDEX_ENTRIES,
-    CT_UNREPLIED_ENTRIES, CT6_ESTABLISHED_ENTRIES, CT6_NAT_INDEX_ENTRIES, CT6_UNREPLIED_ENTRIES,
-    ICMP_HOST_ENTRIES, ICMP6_HOST_ENTRIES, MAP_NO_PREALLOC, PROXIED_CONNECTIONS, RECENT_ENTRIES,
-    SOCK_NAT_ENTRIES, TABLE_SHRINK_MAX, ipset,
+    CAPACITY_SHRINK_MAX, CONNLIMIT_LISTS, CONNLIMIT6_LISTS, CT_ESTABLISHED_ENTRIES,
+    CT_NAT_INDEX_ENTRIES, CT_UNREPLIED_ENTRIES, CT6_ESTABLISHED_ENTRIES, CT6_NAT_INDEX_ENTRIES,
+    CT6_UNREPLIED_ENTRIES, Capacity, ICMP_HOST_ENTRIES, ICMP6_HOST_ENTRIES, MAP_NO_PREALLOC,
+    PROXIED_CONNECTIONS, RECENT_ENTRIES, SOCK_NAT_ENTRIES, TABLE_SHRINK_MAX, ipset, size,
 };
 
 use super::{LoaderError, OBJECT};
@@ -71,7 +71,7 @@ impl TableMemory {
     pub fn parse(text: &str) -> Result<TableMemory, String> {
         let bad = || {
             format!(
-                "--table-memory {text}: expected `auto` or a size such as 16M, 64MiB, 1G \
+                "{text}: expected `auto` or a size such as 16M, 64MiB, 1G \
                  (K, M, G: powers of 1024; no suffix: bytes)"
             )
         };
@@ -184,6 +184,15 @@ pub enum SizingError {
         *.least as f64 / MIB
     )]
     TooSmall { budget: u64, least: u64 },
+    #[error(
+        "--ruleset-memory {:.1} MiB is too little: the ruleset arrays need at least {:.1} MiB \
+         (for {} rule slots, 1/{CAPACITY_SHRINK_MAX} of the most, CAPACITY_SHRINK_MAX); give \
+         at least that",
+        *.budget as f64 / MIB,
+        *.least as f64 / MIB,
+        Capacity::SMALLEST.slots()
+    )]
+    RulesetTooSmall { budget: u64, least: u64 },
     #[error(transparent)]
     Loader(#[from] LoaderError),
 }
@@ -287,6 +296,7 @@ impl TableSizes {
                 }
             }
             Err(SizingError::Loader(e)) => Err(e),
+            Err(e @ SizingError::RulesetTooSmall { .. }) => unreachable!("not the tables': {e}"),
         }
     }
 
@@ -328,6 +338,98 @@ impl TableSizes {
             .map(|(&n, l)| table_bytes(l, n))
             .sum())
     }
+}
+
+/// The sizes a new data plane's maps are made with: its state tables' and
+/// its ruleset arrays'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaneSizes {
+    pub tables: TableSizes,
+    pub capacity: Capacity,
+}
+
+/// The ruleset arrays' capacity ([`Capacity`]) a data plane is made with:
+/// like the state tables, chosen once (`attach --ruleset-memory`, by
+/// default [`RAM_SHARE`] of the machine's memory) and read back from the
+/// pins by every later command.
+///
+/// What `capacity` costs the kernel: each array's entries times its value
+/// rounded up to 8 bytes (the kernel's `array_map_mem_usage`), times the
+/// possible CPUs for a per-CPU one (`COUNTERS`, `GUARD_MEMO`).
+pub fn capacity_bytes(capacity: Capacity) -> Result<u64, LoaderError> {
+    let object = aya_obj::Object::parse(OBJECT)
+        .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Io {
+        what: "the possible CPUs (/sys/devices/system/cpu/possible)".into(),
+        source,
+    })? as u64;
+    let mut total = 0;
+    for (name, entries) in size::by_capacity(capacity) {
+        let map = object.maps.get(name).ok_or(LoaderError::MissingMap(name))?;
+        let value = u64::from(map.value_size()).div_ceil(8) * 8;
+        // BPF_MAP_TYPE_PERCPU_ARRAY.
+        let copies = if map.map_type() == 6 { cpus } else { 1 };
+        total += u64::from(entries) * value * copies;
+    }
+    Ok(total)
+}
+
+/// The largest capacity whose arrays fit in `budget` bytes.
+pub fn capacity_for_budget(budget: u64) -> Result<Capacity, SizingError> {
+    let mut slots = Capacity::FULL.slots();
+    while let Some(capacity) = Capacity::of_slots(slots) {
+        if capacity_bytes(capacity)? <= budget {
+            return Ok(capacity);
+        }
+        slots /= 2;
+    }
+    Err(SizingError::RulesetTooSmall {
+        budget,
+        least: capacity_bytes(Capacity::SMALLEST)?,
+    })
+}
+
+/// The capacity a machine with `ram` bytes gets by default ([`RAM_SHARE`]
+/// of it); the smallest on a machine too small even for that.
+pub fn auto_capacity(ram: u64) -> Result<Capacity, LoaderError> {
+    match capacity_for_budget(TableMemory::Auto.budget(ram)) {
+        Ok(capacity) => Ok(capacity),
+        Err(SizingError::Loader(e)) => Err(e),
+        Err(_) => Ok(Capacity::SMALLEST),
+    }
+}
+
+/// The capacity of the ruleset arrays pinned in `dir`: the one `RULES`'
+/// size gives, else the first other pinned array's (a map an upgrade makes
+/// anew follows the ones kept); `None` when none is pinned or none has a
+/// capacity's size.
+pub fn pinned_capacity(dir: &Path) -> Result<Option<Capacity>, LoaderError> {
+    for ((name, full), _) in size::by_capacity(Capacity::FULL)
+        .into_iter()
+        .zip(size::by_capacity(Capacity::SMALLEST))
+    {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .map_err(|source| LoaderError::Map { name, source })?;
+        if let Some(capacity) = capacity_of(name, full, info.max_entries()) {
+            return Ok(Some(capacity));
+        }
+    }
+    Ok(None)
+}
+
+/// The capacity at which array `name` (of `full` entries at
+/// [`Capacity::FULL`]) has `entries`, if there is one.
+pub fn capacity_of(name: &str, full: u32, entries: u32) -> Option<Capacity> {
+    let slots = u64::from(entries) * u64::from(Capacity::FULL.slots()) / u64::from(full);
+    let capacity = Capacity::of_slots(u32::try_from(slots).ok()?)?;
+    size::by_capacity(capacity)
+        .iter()
+        .any(|&(n, e)| n == name && e == entries)
+        .then_some(capacity)
 }
 
 #[cfg(test)]

@@ -361,9 +361,12 @@ mod tests {
             action.arg = 0;
         }
         super::super::tables::write(dp, &compiled).unwrap();
+        let capacity = dp.capacity();
         let mut targets: Array<&mut MapData, NatTarget> =
             Array::try_from(dp.map_mut("NAT_TARGETS").unwrap()).unwrap();
-        targets.set(nat_target_index(next, 0), to, 0).unwrap();
+        targets
+            .set(nat_target_index(capacity, next, 0), to, 0)
+            .unwrap();
         let mut active: Array<&mut MapData, u32> =
             Array::try_from(dp.map_mut("ACTIVE").unwrap()).unwrap();
         active

@@ -4,7 +4,7 @@
 use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 use netbeast_common::{
     ADDR_EPOCH_MAX, ADDR_HASH_BUCKETS, ADDR_HASH_WAYS, ADDR_TRIE, AddrKey, AddrSlot,
-    CLASS_ID_GEN_STRIDE, CLASS_WORD_CHUNK, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
+    CLASS_WORD_CHUNK, Capacity, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
     ConnlimitList6, Counter as KernelCounter, HashlimitTable, IfaceKey, KEY_CHUNK,
     MAX_HASHLIMIT_TABLES, MacKey, NatTarget, addr_hash_key, chain_index, connmark_target_index,
     counter_index, field, guard_index, key_chunk_index, log_target_index, mark_target_index,
@@ -38,7 +38,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     // ruleset's are stale but never read (no table names them).
     {
         let headers = &compiled.packed.headers;
-        let base = generation * CLASS_ID_GEN_STRIDE;
+        let base = generation * compiled.capacity.classes();
         let ids: Vec<u32> = (base..base + headers.len() as u32).collect();
         written::update(
             dp.map("CLASS_HEADERS")?,
@@ -183,12 +183,14 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
     // (docs/ARCHITECTURE.md "Guards").
     let mut record = (old.as_ref(), &mut new);
     let g = |index: fn(u32, u32) -> u32| move |n| index(generation, n);
+    let capacity = compiled.capacity;
+    let sized = |index: fn(Capacity, u32, u32) -> u32| move |n| index(capacity, generation, n);
     update_all(
         dp,
         "NAT_TARGETS",
         &mut record,
         &compiled.nat_targets,
-        g(nat_target_index),
+        sized(nat_target_index),
     )?;
     // Only the ip6tables rules' (the kernel reads no other entry).
     let (v6, addrs6): (Vec<u32>, Vec<netbeast_common::NatAddrs6>) = compiled
@@ -196,7 +198,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         .iter()
         .enumerate()
         .filter(|(_, a)| **a != netbeast_common::NatAddrs6::default())
-        .map(|(n, a)| (nat_target_index(generation, n as u32), *a))
+        .map(|(n, a)| (nat_target_index(capacity, generation, n as u32), *a))
         .unzip();
     written::update(
         dp.map("NAT6_ADDRS")?,
@@ -206,7 +208,13 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         &v6,
         &addrs6,
     )?;
-    update_all(dp, "GUARDS", &mut record, &compiled.guards, g(guard_index))?;
+    update_all(
+        dp,
+        "GUARDS",
+        &mut record,
+        &compiled.guards,
+        sized(guard_index),
+    )?;
     write_hashlimit_tables(dp, &compiled.hashlimit_tables)?;
     update_all(
         dp,
@@ -249,7 +257,7 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         // A chain's slots are consecutive, from its base.
         let (mut indexes, mut values) = (Vec::new(), Vec::new());
         for chain in &compiled.chains {
-            let first = rule_index(generation, chain.config.rule_base, 0);
+            let first = rule_index(compiled.capacity, generation, chain.config.rule_base, 0);
             indexes.extend(first..first + chain.rules.len() as u32);
             values.extend_from_slice(&chain.rules);
         }
@@ -269,15 +277,17 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         let cpus = possible_cpus()?;
         // The built-in chains' rules and policies, then the rules of the
         // user-defined chains (their own counter range).
+        let capacity = compiled.capacity;
         let builtin = compiled.chains.iter().flat_map(|chain| {
             let config = chain.config;
             (0..chain.builtin_rules)
                 .map(move |rule| config.counter_base + rule)
                 .chain([config.policy_counter])
-                .map(move |n| counter_index(generation, n))
+                .map(move |n| counter_index(capacity, generation, n))
         });
         let user_base = compiled.chains[0].config.user_counter_base;
-        let user = (0..compiled.user_chain_rules).map(|n| counter_index(generation, user_base + n));
+        let user = (0..compiled.user_chain_rules)
+            .map(|n| counter_index(capacity, generation, user_base + n));
         let indexes: Vec<u32> = builtin.chain(user).collect();
         batch::update_per_cpu(
             dp.map("COUNTERS")?,
@@ -589,7 +599,7 @@ pub(super) fn read_nat_targets(
     (0..count as u32)
         .map(|n| {
             targets
-                .get(&nat_target_index(generation, n), 0)
+                .get(&nat_target_index(dp.capacity(), generation, n), 0)
                 .map_err(map_err("NAT_TARGETS"))
         })
         .collect()
@@ -609,12 +619,12 @@ pub(super) fn read_counters(
     let cpus = possible_cpus()?;
     // The rules' counters are consecutive: one batch, and one for the
     // policy's.
-    let first = counter_index(generation, config.counter_base);
+    let first = counter_index(dp.capacity(), generation, config.counter_base);
     let per_rule = batch::lookup::<KernelCounter>(map, "COUNTERS", first, rules, Some(cpus))?
         .iter()
         .map(|values| sum(values))
         .collect();
-    let policy = counter_index(generation, config.policy_counter);
+    let policy = counter_index(dp.capacity(), generation, config.policy_counter);
     let policy = batch::lookup::<KernelCounter>(map, "COUNTERS", policy, 1, Some(cpus))?;
     Ok((per_rule, sum(&policy[0])))
 }
@@ -658,6 +668,7 @@ pub(super) fn read_user_chain_counters(
     rules: usize,
 ) -> Result<Vec<Counter>, LoaderError> {
     let first = counter_index(
+        dp.capacity(),
         generation,
         chain_config(dp, generation, 0)?.user_counter_base,
     );

@@ -154,24 +154,20 @@ fn verdict_of(target: &Target) -> String {
 pub struct Namer {
     ruleset: Ruleset,
     interfaces: Vec<Interface>,
-    /// The coarsening the loader's compile started from
-    /// (`compile::compile_hinted`): the same compile names the same slots.
-    coarsened: Option<compile::Coarsening>,
+    /// How the loader compiled it (`compile::compile_hinted`): the same
+    /// compile names the same slots.
+    how: compile::Compiling,
     compiled: [Option<CompiledRuleset>; 2],
 }
 
 impl Namer {
-    /// `coarsened`: what the loader's compile started from
-    /// (`state::Namespace::coarsening`).
-    pub fn new(
-        ruleset: Ruleset,
-        interfaces: Vec<Interface>,
-        coarsened: Option<compile::Coarsening>,
-    ) -> Namer {
+    /// `how`: how the loader compiled it (the coarsening it started from,
+    /// `state::Namespace::coarsening`, and the data plane's capacity).
+    pub fn new(ruleset: Ruleset, interfaces: Vec<Interface>, how: compile::Compiling) -> Namer {
         Namer {
             ruleset,
             interfaces,
-            coarsened,
+            how,
             compiled: [None, None],
         }
     }
@@ -185,17 +181,16 @@ impl Namer {
         &mut self,
         ruleset: Ruleset,
         interfaces: Vec<Interface>,
-        coarsened: Option<compile::Coarsening>,
+        how: compile::Compiling,
     ) {
-        *self = Namer::new(ruleset, interfaces, coarsened);
+        *self = Namer::new(ruleset, interfaces, how);
     }
 
     fn compiled(&mut self, generation: u32) -> Result<&CompiledRuleset, TraceError> {
         let g = (generation & 1) as usize;
         if self.compiled[g].is_none() {
-            let c =
-                compile::compile_hinted(&self.ruleset, &self.interfaces, g as u32, self.coarsened)
-                    .map_err(TraceError::Compile)?;
+            let c = compile::compile_hinted(&self.ruleset, &self.interfaces, g as u32, self.how)
+                .map_err(TraceError::Compile)?;
             self.compiled[g] = Some(c);
         }
         Ok(self.compiled[g].as_ref().expect("compiled above"))
