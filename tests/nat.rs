@@ -621,6 +621,31 @@ fn port_forward_to_host_address(firewall: Firewall) {
     );
 }
 
+// A REJECT behind a port forward answers as the client addressed the
+// host: the kernel sends the reset or the ICMP error through the
+// connection's NAT, so it comes from host:80 (and quotes the packet to
+// host:80), not from the port 8080 the rule saw. A reply from 8080 would
+// be ignored by the client, whose connection waits for a timeout.
+scenario!(reject_behind_a_port_forward);
+fn reject_behind_a_port_forward(firewall: Firewall) {
+    let net = PortForward::new("natrj", firewall);
+    let _server = peer_server(&net.host, any(TCP_PORT)).unwrap();
+    net.iptables(
+        "-t nat -I PREROUTING -d 192.168.0.6 -p tcp --dport 80 -j DNAT --to 192.168.0.6:8080",
+    );
+    net.iptables("-A INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset");
+    let reset = refused_or_lost(&net.client, SocketAddrV4::new(CLIENT, 43010), host(80));
+    assert_eq!(reset, Reset, "tcp-reset\n{}", net.diagnostics());
+    net.iptables("-R INPUT 1 -p tcp --dport 8080 -j REJECT");
+    let icmp = refused_or_lost(&net.client, SocketAddrV4::new(CLIENT, 43011), host(80));
+    assert_eq!(
+        icmp,
+        ConnectOutcome::Refused(IcmpError::PORT_UNREACHABLE),
+        "icmp-port-unreachable\n{}",
+        net.diagnostics()
+    );
+}
+
 // The article's port forwarder: DNAT to 127.0.0.1:8080, where a server
 // listens on the loopback address only. The kernel drops packets for
 // 127.0.0.0/8 that arrive on another interface unless that interface has

@@ -8525,9 +8525,11 @@ fn partial_map_writes_leave_the_tables_of_whole_writes() {
             }
         }
         // One-rule changes write a fraction of the entries (the rest hold
-        // their values already).
+        // their values already): about half since the key fields store
+        // only their chunks that differ (25,785 of 51,163 entries; before,
+        // 628,277 of 1,385,261, most of them key chunks that never change).
         assert!(
-            written * 2 < entries,
+            written * 3 < entries * 2,
             "the partial writes wrote {written} of {entries} entries"
         );
         eprintln!("partial writes: {written} of {entries} entries of one-rule changes written");

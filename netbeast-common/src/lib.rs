@@ -127,6 +127,11 @@ impl Capacity {
     pub const fn nat_targets(self) -> u32 {
         self.share(MAX_NAT_TARGETS)
     }
+    /// `KEY_CLASSES` chunks of one generation.
+    #[inline(always)]
+    pub const fn key_chunks(self) -> u32 {
+        self.share(MAX_KEY_CHUNKS)
+    }
 }
 
 /// Rules without a terminating target (no `-j`, later LOG) one chain may
@@ -458,10 +463,10 @@ pub mod field {
         }
     }
 
-    /// First chunk of field `f` within a chain's region of `KEY_CLASSES`.
+    /// Where field `f`'s whole table would start among a chain's: its
+    /// home in a region that holds every chain's whole tables.
     pub const fn key_chunk_offset(f: usize) -> u32 {
-        let mut at = 0;
-        let mut i = 0;
+        let (mut at, mut i) = (0, 0);
         while i < f {
             at += key_chunks(i);
             i += 1;
@@ -469,33 +474,48 @@ pub mod field {
         at
     }
 
-    /// Chunks of one chain's region of `KEY_CLASSES`: every key field's.
+    /// The chunks of every key field's whole table: the most one chain
+    /// stores in `KEY_CLASSES`.
     pub const KEY_CHUNKS_PER_CHAIN: u32 = key_chunk_offset(COUNT);
 }
 
 /// Class ids per entry of the `KEY_CLASSES` arrays.
 pub const KEY_CHUNK: usize = 64;
 
-/// Index in `KEY_CLASSES` of the chunk holding key `key` of key field `f`
-/// of (generation, chain).
-#[inline(always)]
-pub const fn key_chunk_index(generation: u32, chain: u32, f: usize, key: u32) -> u32 {
-    (generation * chain::COUNT as u32 + chain) * field::KEY_CHUNKS_PER_CHAIN
-        + field::key_chunk_offset(f)
-        + key / KEY_CHUNK as u32
+/// `KEY_CLASSES` chunks one generation holds at [`Capacity::FULL`]: every
+/// key field of every chain whole, which no chain's trimmed tables exceed
+/// (see [`key_chunk_at`]).
+pub const MAX_KEY_CHUNKS: u32 = chain::COUNT as u32 * field::KEY_CHUNKS_PER_CHAIN;
+
+/// `ChainConfig::key_span` of a key field whose stored chunks are its
+/// table's chunks `first .. first + count`, then its last chunk.
+pub const fn key_span(first: u32, count: u32) -> u32 {
+    first | count << 16
 }
 
-// Every chunk of every key field of the last chain of the last generation
-// is inside the map.
-const _: () = assert!(
-    key_chunk_index(
-        GENERATIONS as u32 - 1,
-        chain::COUNT as u32 - 1,
-        field::COUNT - 1,
-        0
-    ) + field::key_chunks(field::COUNT - 1)
-        <= size::KEY_CLASSES
-);
+/// Index in `KEY_CLASSES` of the chunk holding key `key` of key field `f`,
+/// whose stored chunks start at `base` and span `span` (`ChainConfig::
+/// key_base`, `key_span`), or `None` when the key's chunk is not stored:
+/// its class is the field's `ChainConfig::default_class`. A chain keeps,
+/// of each key field it uses, only the chunks between the first and the
+/// last whose classes are not all that default, and the field's last chunk
+/// (where the L4 keys put `L4_NONE` and `L4_FRAGMENT`), after them: a
+/// `--dport 8080` needs two chunks, not 1,025.
+#[inline(always)]
+pub const fn key_chunk_at(base: u32, span: u32, f: usize, key: u32) -> Option<u32> {
+    let c = key / KEY_CHUNK as u32;
+    let (first, count) = (span & 0xffff, span >> 16);
+    if c == field::key_chunks(f) - 1 {
+        Some(base + count)
+    } else if c.wrapping_sub(first) < count {
+        Some(base + c - first)
+    } else {
+        None
+    }
+}
+
+// A span's first chunk and count fit its halves.
+const _: () = assert!(field::KEY_CHUNKS_PER_CHAIN < 1 << 16);
 
 /// Keys of `field::TCP_FLAGS`: the flags byte, and this one for packets
 /// without a whole TCP header (other protocols, fragments, short headers),
@@ -1740,6 +1760,12 @@ pub struct ChainConfig {
     /// generation's share), the same in every chain: past every built-in
     /// chain's (see [`counter_layout`]).
     pub user_counter_base: u32,
+    /// Of each key field the chain uses: where its stored chunks start in
+    /// `KEY_CLASSES` (its generation's region included), and which they
+    /// are ([`key_span`], [`key_chunk_at`]); a key outside them has the
+    /// field's `default_class`.
+    pub key_base: [u32; field::COUNT],
+    pub key_span: [u32; field::COUNT],
     /// The *lead word* of an IPv6 chain's source (bits 0..3) and
     /// destination (bits 4..7): word `n - 1` of the address for a value
     /// `n` of 1 to 4, 0 for none ([`addr6_lead`]). A direction has one
@@ -3997,7 +4023,7 @@ pub mod size {
     pub const RULES: u32 = GENERATIONS as u32 * MAX_RULESET_SLOTS;
     pub const COUNTERS: u32 = GENERATIONS as u32 * MAX_RULESET_COUNTERS;
     /// Every key field's class ids, for every chain and generation.
-    pub const KEY_CLASSES: u32 = CHAINS * field::KEY_CHUNKS_PER_CHAIN;
+    pub const KEY_CLASSES: u32 = GENERATIONS as u32 * MAX_KEY_CHUNKS;
     /// Routes of the local routing table (`ADDR_TYPES`).
     pub const ADDR_TYPES: u32 = 4096;
     /// IPv6 routes of the local and main routing tables (`ADDR_TYPES6`).
@@ -4035,7 +4061,7 @@ pub mod size {
 
     /// The maps a [`Capacity`] sizes, each with its entries at `capacity`
     /// (the declarations above are [`Capacity::FULL`]'s).
-    pub const fn by_capacity(capacity: Capacity) -> [(&'static str, u32); 8] {
+    pub const fn by_capacity(capacity: Capacity) -> [(&'static str, u32); 9] {
         let g = GENERATIONS as u32;
         [
             ("RULES", g * capacity.rules()),
@@ -4050,6 +4076,7 @@ pub mod size {
             ("GUARD_MEMO", capacity.guards()),
             ("NAT_TARGETS", g * capacity.nat_targets()),
             ("NAT6_ADDRS", g * capacity.nat_targets()),
+            ("KEY_CLASSES", g * capacity.key_chunks()),
         ]
     }
 }
@@ -4107,7 +4134,12 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(
             size_of::<ChainConfig>(),
-            16 + 4 * field::COUNT + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS + 4 + 16 + 4
+            16 + 4 * field::COUNT
+                + field::ADDR_FIELDS.len() * MAX_ADDR_HASH_LENGTHS
+                + 4
+                + 16
+                + 8 * field::COUNT
+                + 4
         );
         assert_eq!(size_of::<AddrSlot>(), 16);
         // Chain numbers fit the key's 5 bits (`addr_hash_base`).
@@ -4244,6 +4276,7 @@ mod tests {
         assert_eq!(Capacity::of_slots(Capacity::SMALLEST.slots() + 1), None);
         assert_eq!(Capacity::of_slots(2 * MAX_RULESET_SLOTS), None);
         assert_eq!(Capacity::FULL.classes(), MAX_CLASSES);
+        assert_eq!(Capacity::SMALLEST.key_chunks() << 6, MAX_KEY_CHUNKS);
         assert_eq!(size_of::<ClassHeader>(), 32);
         const {
             assert!(

@@ -17,10 +17,10 @@ use netbeast_common::{
     CLASS_ALL, CLASS_WORD_CHUNK, Capacity, ChainConfig, ClassHeader, Counter, Guard, Held,
     IfaceKey, KEY_CHUNK, MAP_NO_PREALLOC, MAX_ADDR_HASH_LENGTHS, MAX_GUARD_CHAIN,
     MAX_GUARDED_SLOTS, MAX_GUARDS, MAX_LOGS_PER_SEARCH, MAX_NONTERMINATING_RULES,
-    MAX_RULESET_SLOTS, MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS,
-    RuleAction, SUMMARY_WORDS, addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain,
-    chain_index, counter_index, ct_state, field, field::Kind, guard_index, guard_kind,
-    key_chunk_index, limit_take, mark_target_index, pkttype, rule_index, size, stats, target,
+    MAX_SEARCH_FIELDS, MAX_TRACE_HITS, MacKey, MarkTarget, RULE_WORDS, RuleAction, SUMMARY_WORDS,
+    addr_hash_base, addr_hash_bucket, addr_hash_key, addr_type, chain, chain_index, counter_index,
+    ct_state, field, field::Kind, guard_index, guard_kind, key_chunk_at, limit_take,
+    mark_target_index, pkttype, rule_index, size, stats, target,
 };
 
 use crate::stats::bump;
@@ -491,8 +491,10 @@ fn class_of(cfg: &ChainConfig, generation: u32, chain: u32, f: usize, keys: &Key
             if key >= n {
                 return None;
             }
-            let chunk = KEY_CLASSES.get(key_chunk_index(generation, chain, f, key))?;
-            chunk[key as usize % KEY_CHUNK]
+            match key_chunk_at(cfg.key_base[f], cfg.key_span[f], f, key) {
+                Some(at) => KEY_CLASSES.get(at)?[key as usize % KEY_CHUNK],
+                None => cfg.default_class[f],
+            }
         }
     })
 }
@@ -649,9 +651,15 @@ pub extern "C" fn netbeast_addr_type6_class(
     ];
     let key =
         addr_type::key6(host, value, keys.in_ifindex, keys.out_ifindex) & (addr_type::KEYS - 1);
-    match KEY_CLASSES.get(key_chunk_index(generation & 1, chain, f, key)) {
-        Some(chunk) => chunk[key as usize % KEY_CHUNK],
-        None => NO_CLASS,
+    let Some(cfg) = CHAINS.get(chain_index(generation & 1, chain)) else {
+        return NO_CLASS;
+    };
+    match key_chunk_at(cfg.key_base[f], cfg.key_span[f], f, key) {
+        Some(at) => match KEY_CLASSES.get(at) {
+            Some(chunk) => chunk[key as usize % KEY_CHUNK],
+            None => NO_CLASS,
+        },
+        None => cfg.default_class[f],
     }
 }
 

@@ -278,6 +278,33 @@ pub fn translate<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
         icmp_error(frame, pkt, side, addr, port);
         return;
     }
+    if let Side::Destination = side {
+        pkt.dnat_from = (pkt.keys.dst, pkt.keys.l4b | DNAT_FROM_SET);
+    }
+    rewrite(frame, pkt, side, addr, port);
+}
+
+/// Set in `Packet::dnat_from`'s port word when it holds a destination.
+const DNAT_FROM_SET: u32 = 1 << 16;
+
+/// Gives the packet back the destination it had before [`translate`]
+/// rewrote it in this run, if it did: a REJECT answers as the client
+/// addressed it, as the kernel's reply through the connection's NAT does
+/// (a reset from the forwarded port, an ICMP error quoting what was sent).
+#[inline(always)]
+pub fn untranslate<F: Frame>(frame: &F, pkt: &mut Packet) {
+    let (addr, port) = pkt.dnat_from;
+    if port & DNAT_FROM_SET == 0 {
+        return;
+    }
+    pkt.dnat_from = (0, 0);
+    rewrite(frame, pkt, Side::Destination, addr, port as u16);
+}
+
+/// Writes `addr` and `port` into `side` of the packet (the port of TCP and
+/// UDP only), fixing the checksums, and keeps `pkt` in step.
+#[inline(always)]
+fn rewrite<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: u32, port: u16) {
     let l3 = pkt.l2_len();
     let l4 = l3 + pkt.ip_header_len();
     let ports = matches!(pkt.keys.protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;

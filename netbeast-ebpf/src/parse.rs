@@ -178,6 +178,11 @@ pub struct Packet {
     /// only): here rather than on the stack, which the call chain's 512
     /// bytes have no room for.
     pub next_hop: crate::route::NextHop,
+    /// The destination address and port an IPv4 packet had before nat
+    /// PREROUTING's translation rewrote them in this run (`nat::translate`;
+    /// bit 16 of the port word set when it did): REJECT answers as the
+    /// client addressed it (`nat::untranslate`).
+    pub dnat_from: (u32, u32),
 }
 
 /// What ip6tables' header matches read of the IPv6 packet this program

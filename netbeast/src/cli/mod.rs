@@ -121,7 +121,7 @@ enum Command {
         /// Memory for the ruleset arrays (rules, their counters, match
         /// classes, guards, translations), like 8M or 64MiB; auto (the
         /// default): a 32nd of the machine's memory, the most rules
-        /// (262,144 rule slots) from about 3 GiB on. Each array gets the
+        /// (262,144 rule slots) from about 4 GiB on. Each array gets the
         /// same share, a power of two from 1/64 (4,096 rule slots);
         /// `status` shows it. Chosen when the data plane is created and
         /// kept for its life: to change it, `netbeast detach --all` first.

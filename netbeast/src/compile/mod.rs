@@ -285,6 +285,13 @@ pub enum CompileError {
         field: &'static str,
     },
     #[error(
+        "the ruleset's key fields (protocol, ports, ICMP types, connection states, TCP flags, \
+         length, TTL, TOS, packet and address types) need more than {limit} chunks of 64 \
+         keys' classes: wide or scattered port and length ranges each take up to 1,025; use \
+         fewer distinct ranges, or merge them"
+    )]
+    TooManyKeyChunks { limit: u32 },
+    #[error(
         "the ruleset's match classes need more than {limit} words of rule bits \
          (MAX_CLASS_WORDS), most of them for the {field} field: many distinct addresses, \
          ports or interfaces combined with many rules that do not name one; use fewer rules, \
@@ -335,6 +342,7 @@ impl CompileError {
                 | CompileError::TooManyGuards { .. }
                 | CompileError::TooManyClasses { .. }
                 | CompileError::TooManyClassWords { .. }
+                | CompileError::TooManyKeyChunks { .. }
         )
     }
 }
@@ -518,9 +526,32 @@ impl CompiledChain {
         }
     }
 
+    /// The class of `key` of key field `f` as the kernel finds it: in the
+    /// field's stored chunks, else the field's default class
+    /// ([`netbeast_common::key_chunk_at`]). Only for fields in
+    /// `config.fields_used`.
+    pub fn key_class(&self, f: usize, key: u32) -> u32 {
+        match netbeast_common::key_chunk_at(0, self.config.key_span[f], f, key) {
+            Some(_) => self.key_classes[f][key as usize],
+            None => self.config.default_class[f],
+        }
+    }
+
+    /// The `KEY_CLASSES` indexes and values of key field `f`'s stored
+    /// chunks, in order (see [`netbeast_common::key_chunk_at`]).
+    pub fn stored_key_chunks(&self, f: usize) -> impl Iterator<Item = (u32, [u32; KEY_CHUNK])> {
+        let (base, span) = (self.config.key_base[f], self.config.key_span[f]);
+        let (first, count) = (span & 0xffff, span >> 16);
+        // Nothing for a field that is not a key field.
+        let tail = field::key_chunks(f).checked_sub(1);
+        (first..first + count)
+            .chain(tail)
+            .enumerate()
+            .map(move |(i, chunk)| (base + i as u32, self.key_chunk(f, chunk as usize)))
+    }
+
     /// Chunk `chunk` (0..`field::key_chunks(f)`) of key field `f`'s
-    /// table, the `KEY_CLASSES` value at `key_chunk_index(generation,
-    /// chain, f, chunk * KEY_CHUNK)`: keys `chunk * KEY_CHUNK ..`. Past the
+    /// table: keys `chunk * KEY_CHUNK ..`. Past the
     /// last key the chunk is padded with the last key's class; no packet
     /// has those keys (the kernel checks). Only for fields in
     /// `config.fields_used`.
@@ -1017,6 +1048,7 @@ fn compile_once(
     };
     let user_chain_rules = user_counters_end;
     let mut chains = chains;
+    place_key_chunks(&mut chains, generation, limits)?;
     let mut rule_base = 0;
     for (c, compiled) in chains.iter_mut().enumerate() {
         compiled.config.rule_base = rule_base;
@@ -1071,6 +1103,82 @@ fn compile_once(
         hashlimit_tables: crate::rules::ext::hashlimit::tables(ruleset),
         coarsened: None,
     })
+}
+
+/// Gives each key field of each chain its stored chunks in its
+/// generation's region of `KEY_CLASSES` (`ChainConfig::key_base`,
+/// `key_span`): the chunks between the first and the last that are not
+/// all of the field's most common whole-chunk class, which becomes the
+/// field's `default_class`, then the field's last chunk (see
+/// [`netbeast_common::key_chunk_at`]); at their home in a full region,
+/// else one field after another.
+fn place_key_chunks(
+    chains: &mut [CompiledChain; chain::COUNT],
+    generation: u32,
+    limits: Limits,
+) -> Result<(), CompileError> {
+    let limit = limits.capacity.key_chunks();
+    let region = generation * limit;
+    // A region that holds every chain's whole tables (the full capacity)
+    // gives each field a home of its own, where its chunks keep their
+    // place from one ruleset to the next: a change rewrites the chunks
+    // that changed (`written`). A smaller one has them one after another.
+    let homes = limit >= netbeast_common::MAX_KEY_CHUNKS;
+    let mut used = 0u32;
+    for (c, compiled) in chains.iter_mut().enumerate() {
+        for f in 0..field::COUNT {
+            if !matches!(field::KINDS[f], Kind::Keys(_))
+                || compiled.config.fields_used & (1 << f) == 0
+            {
+                continue;
+            }
+            let (first, count, default) = key_span_of(&compiled.key_classes[f], f);
+            let at = if homes {
+                c as u32 * field::KEY_CHUNKS_PER_CHAIN + field::key_chunk_offset(f) + first
+            } else {
+                used
+            };
+            if at + count + 1 > limit {
+                return Err(CompileError::TooManyKeyChunks { limit });
+            }
+            compiled.config.key_base[f] = region + at;
+            compiled.config.key_span[f] = netbeast_common::key_span(first, count);
+            compiled.config.default_class[f] = default;
+            used += count + 1;
+        }
+    }
+    Ok(())
+}
+
+/// Of key field `f`'s `table` (a class per key): the first chunk and the
+/// number of chunks to store before its last chunk, and the class of every
+/// key in the others.
+fn key_span_of(table: &[u32], f: usize) -> (u32, u32, u32) {
+    let tail = field::key_chunks(f) as usize - 1;
+    // The class of each chunk but the last whose keys all have one.
+    let whole: Vec<Option<u32>> = table
+        .chunks(KEY_CHUNK)
+        .take(tail)
+        .map(|keys| keys.iter().all(|&k| k == keys[0]).then_some(keys[0]))
+        .collect();
+    let mut counts = std::collections::HashMap::<u32, usize>::new();
+    for class in whole.iter().flatten() {
+        *counts.entry(*class).or_default() += 1;
+    }
+    // The most common, the lowest id among equals (the same every compile).
+    let Some(default) = counts
+        .into_iter()
+        .max_by_key(|&(class, n)| (n, std::cmp::Reverse(class)))
+        .map(|(class, _)| class)
+    else {
+        return (0, tail as u32, table.last().copied().unwrap_or_default());
+    };
+    let stored = |c: &usize| whole[*c] != Some(default);
+    let Some(first) = (0..tail).find(stored) else {
+        return (0, 0, default);
+    };
+    let last = (0..tail).rfind(stored).unwrap_or(first);
+    (first as u32, (last - first + 1) as u32, default)
 }
 
 /// The most steps one packet takes in `plan`'s chain (`steps.rs`): the
@@ -1333,6 +1441,10 @@ fn compile_chain(plan: &ChainPlan<'_>, tables: FieldTables) -> Result<CompiledCh
             counter_base: 0,
             policy_counter: 0,
             user_counter_base: 0,
+            // Set for the whole ruleset once every chain is compiled
+            // (`place_key_chunks`).
+            key_base: [0; field::COUNT],
+            key_span: [0; field::COUNT],
             addr6_lead,
         },
         rules,
@@ -1532,9 +1644,7 @@ impl CompiledRuleset {
                         .unwrap_or(default)
                 }
             }
-            f if matches!(field::KINDS[f], Kind::Keys(_)) => {
-                c.key_classes[f][packet_key(f, pkt) as usize]
-            }
+            f if matches!(field::KINDS[f], Kind::Keys(_)) => c.key_class(f, packet_key(f, pkt)),
             field::IN_IFACE | field::OUT_IFACE => {
                 let ifindex = if f == field::IN_IFACE {
                     pkt.in_ifindex

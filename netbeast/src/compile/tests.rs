@@ -3443,3 +3443,80 @@ fn ipv6_lead_words_skip_the_other_words_exactly() {
         }
     }
 }
+
+/// A key field keeps only the chunks that differ from its most common
+/// class, then its last chunk: `--dport 8080` two chunks of the port field
+/// (not 1,025), `--dport 1024:65535` seventeen; every key still has its
+/// class (`key_class`, the kernel's reading, agrees with the whole table).
+/// The chunks of the generation's chains follow one another from its
+/// region, and past the capacity's share the compile is refused.
+#[test]
+fn key_tables_store_the_chunks_that_differ() {
+    let mut wide = tcp_dport(1024, Target::Drop);
+    let Match::Ports(ports) = &mut wide.matches[0] else {
+        unreachable!()
+    };
+    ports.dport = Some(Negatable::is(PortRange {
+        first: 1024,
+        last: 65535,
+    }));
+    for (rule, stored) in [(tcp_dport(8080, Target::Drop), 2), (wide, 17)] {
+        let ruleset = only_input(vec![rule]);
+        let compiled = compile(&ruleset, &[], 1).unwrap();
+        let input = &compiled.chains[chain::INPUT as usize];
+        assert_eq!(input.stored_key_chunks(field::L4B).count(), stored);
+        for key in 0..L4_KEYS as u32 {
+            assert_eq!(
+                input.key_class(field::L4B, key),
+                input.key_classes[field::L4B][key as usize],
+                "key {key}"
+            );
+        }
+        // In generation 1's region, at the field's home in a chain's
+        // whole tables when the capacity is full; one field after another
+        // in a smaller one.
+        let region = Capacity::FULL.key_chunks();
+        let (span, _) = input.stored_key_chunks(field::L4B).next().unwrap();
+        let first = input.config.key_span[field::L4B] & 0xffff;
+        assert_eq!(span, region + field::key_chunk_offset(field::L4B) + first);
+        let how = super::Compiling {
+            hint: None,
+            capacity: Capacity::SMALLEST,
+        };
+        let small = super::compile_hinted(&ruleset, &[], 1, how).unwrap();
+        let input = &small.chains[chain::INPUT as usize];
+        let mut at = Capacity::SMALLEST.key_chunks();
+        for f in (0..field::COUNT).filter(|f| input.config.fields_used & (1 << f) != 0) {
+            for (index, _) in input.stored_key_chunks(f) {
+                assert_eq!(index, at, "field {f}");
+                at += 1;
+            }
+        }
+    }
+    // 1,260 chunks a generation at the smallest capacity: two chains
+    // whose port fields have a port in every other chunk (1,024 chunks
+    // each) do not fit.
+    let rules: Vec<Rule> = (0..512u16)
+        .map(|k| tcp_dport(128 * k + 1, Target::Drop))
+        .collect();
+    let how = super::Compiling {
+        hint: None,
+        capacity: Capacity::SMALLEST,
+    };
+    let two = ruleset_of(rules.clone(), rules, Vec::new());
+    let Err(err) = super::compile_hinted(&two, &[], 0, how) else {
+        panic!("2,048 key chunks fit 1,260");
+    };
+    assert!(
+        matches!(err, CompileError::TooManyKeyChunks { limit: 1260 }),
+        "{err}"
+    );
+    assert!(err.is_capacity());
+    let full = compile(&two, &[], 0).unwrap();
+    assert_eq!(
+        full.chains[chain::INPUT as usize]
+            .stored_key_chunks(field::L4B)
+            .count(),
+        1024
+    );
+}

@@ -7,8 +7,8 @@ use netbeast_common::{
     CLASS_WORD_CHUNK, Capacity, ChainConfig, ConnlimitKey, ConnlimitKey6, ConnlimitList,
     ConnlimitList6, Counter as KernelCounter, HashlimitTable, IfaceKey, KEY_CHUNK,
     MAX_HASHLIMIT_TABLES, MacKey, NatTarget, addr_hash_key, chain_index, connmark_target_index,
-    counter_index, field, guard_index, key_chunk_index, log_target_index, mark_target_index,
-    nat_target_index, rule_index, target,
+    counter_index, field, guard_index, log_target_index, mark_target_index, nat_target_index,
+    rule_index, target,
 };
 
 use super::{
@@ -152,16 +152,11 @@ pub(super) fn write(dp: &mut Dataplane, compiled: &CompiledRuleset) -> Result<()
         // others' chunks under this configuration, and a length table alone
         // is a thousand chunks.
         let (mut indexes, mut values) = (Vec::new(), Vec::<[u32; KEY_CHUNK]>::new());
-        for (c, chain) in compiled.chains.iter().enumerate() {
+        for chain in &compiled.chains {
             for f in (0..field::COUNT).filter(|f| chain.config.fields_used & (1 << f) != 0) {
-                for chunk in 0..field::key_chunks(f) {
-                    indexes.push(key_chunk_index(
-                        generation,
-                        c as u32,
-                        f,
-                        chunk * KEY_CHUNK as u32,
-                    ));
-                    values.push(chain.key_chunk(f, chunk as usize));
+                for (index, value) in chain.stored_key_chunks(f) {
+                    indexes.push(index);
+                    values.push(value);
                 }
             }
         }
