@@ -46,7 +46,8 @@ pub const MAX_CLASSES: u32 = MAX_RULESET_SLOTS;
 /// [`MAX_CLASSES`], [`MAX_CLASS_WORDS`], [`MAX_GUARDS`],
 /// [`MAX_NAT_TARGETS`]) that each generation of `RULES`, `COUNTERS`,
 /// `CLASS_HEADERS`, `CLASS_WORDS`, `GUARDS` (and `GUARD_MEMO`),
-/// `NAT_TARGETS` and `NAT6_ADDRS` holds, all alike. A data plane's is chosen when its maps are made
+/// `NAT_TARGETS`, `NAT6_ADDRS` and `KEY_CLASSES` holds, all alike, and
+/// of `HASHLIMIT`'s sets. A data plane's is chosen when its maps are made
 /// (`attach --ruleset-memory`, by default from the machine's memory) and
 /// kept for its life; the kernel object gets it as a load-time constant,
 /// so the programs find each generation's region where userspace wrote it.
@@ -131,6 +132,13 @@ impl Capacity {
     #[inline(always)]
     pub const fn key_chunks(self) -> u32 {
         self.share(MAX_KEY_CHUNKS)
+    }
+    /// `HASHLIMIT` sets: the buckets of every `-m hashlimit` table, kept
+    /// across ruleset changes (not per generation); a key's set is its
+    /// [`hashlimit_set`] masked to them.
+    #[inline(always)]
+    pub const fn hashlimit_sets(self) -> u32 {
+        self.share(HASHLIMIT_SETS)
     }
 }
 
@@ -4061,7 +4069,7 @@ pub mod size {
 
     /// The maps a [`Capacity`] sizes, each with its entries at `capacity`
     /// (the declarations above are [`Capacity::FULL`]'s).
-    pub const fn by_capacity(capacity: Capacity) -> [(&'static str, u32); 9] {
+    pub const fn by_capacity(capacity: Capacity) -> [(&'static str, u32); 10] {
         let g = GENERATIONS as u32;
         [
             ("RULES", g * capacity.rules()),
@@ -4077,6 +4085,8 @@ pub mod size {
             ("NAT_TARGETS", g * capacity.nat_targets()),
             ("NAT6_ADDRS", g * capacity.nat_targets()),
             ("KEY_CLASSES", g * capacity.key_chunks()),
+            // The rules' state, not a generation's.
+            ("HASHLIMIT", capacity.hashlimit_sets()),
         ]
     }
 }
@@ -4277,6 +4287,7 @@ mod tests {
         assert_eq!(Capacity::of_slots(2 * MAX_RULESET_SLOTS), None);
         assert_eq!(Capacity::FULL.classes(), MAX_CLASSES);
         assert_eq!(Capacity::SMALLEST.key_chunks() << 6, MAX_KEY_CHUNKS);
+        assert!(Capacity::SMALLEST.hashlimit_sets().is_power_of_two());
         assert_eq!(size_of::<ClassHeader>(), 32);
         const {
             assert!(

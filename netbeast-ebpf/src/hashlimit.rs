@@ -202,7 +202,8 @@ pub extern "C" fn netbeast_hashlimit_slot(c: u64) -> u64 {
     let key = unsafe { &raw const (*scratch).hashlimit_key } as *const [u64; HASHLIMIT_KEY_WORDS];
     // SAFETY: as above.
     let key = unsafe { &*key };
-    let index = hashlimit_set_of_words(key);
+    // The set among those of the data plane's capacity (a power of two).
+    let index = hashlimit_set_of_words(key) & (crate::classify::capacity().hashlimit_sets() - 1);
     let Some(set) = HASHLIMIT.get_ptr_mut(index) else {
         return MISSING;
     };
