@@ -38,11 +38,16 @@ fn status_json(ns: &Netns) -> serde_json::Value {
 /// Each state table's `max_entries` as the kernel reports it (bpftool's
 /// map info of the pin), by name.
 fn kernel_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
+    pinned_sizes(ns, STATE_TABLES.iter().map(|(name, _)| *name))
+}
+
+/// The `max_entries` of each map of `names` pinned in `ns`'s data plane,
+/// as bpftool reads them.
+fn pinned_sizes(ns: &Netns, names: impl Iterator<Item = &'static str>) -> Vec<(&'static str, u64)> {
     let status = status_json(ns);
     let maps = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps");
-    STATE_TABLES
-        .iter()
-        .map(|(name, _)| {
+    names
+        .map(|name| {
             let out = ns
                 .command("bpftool")
                 .args(["-j", "map", "show", "pinned"])
@@ -54,7 +59,7 @@ fn kernel_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
             let n = info["max_entries"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("{name}: no max_entries in {info}"));
-            (*name, n)
+            (name, n)
         })
         .collect()
 }
@@ -262,28 +267,20 @@ fn too_small_a_budget_is_refused() {
     let ns = Netns::new("tm-tiny").unwrap().with_netbeast(NETBEAST);
     ns.run("ip", &["link", "add", "nbt-tm0", "type", "dummy"])
         .unwrap();
-    let out = ns
-        .netbeast(&["attach", "nbt-tm0", "--table-memory", "1M"])
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("--table-memory 1.0 MiB is too little")
-            && err.contains("at least")
-            && err.contains("TABLE_SHRINK_MAX"),
-        "{err}"
-    );
-    let out = ns
-        .netbeast(&["attach", "nbt-tm0", "--ruleset-memory", "1M"])
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("--ruleset-memory 1.0 MiB is too little")
-            && err.contains("4096 rule slots")
-            && err.contains("CAPACITY_SHRINK_MAX"),
-        "{err}"
-    );
+    for (flag, constant) in [
+        ("--table-memory", "TABLE_SHRINK_MAX"),
+        ("--ruleset-memory", "CAPACITY_SHRINK_MAX"),
+    ] {
+        let out = ns.netbeast(&["attach", "nbt-tm0", flag, "1M"]).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("{flag} 1.0 MiB is too little"))
+                && err.contains("at least")
+                && err.contains(constant),
+            "{err}"
+        );
+    }
     let out = ns
         .netbeast(&["attach", "nbt-tm0", "--table-memory", "lots"])
         .unwrap();
@@ -340,26 +337,12 @@ fn a_full_member_table_says_how_to_grow_it() {
     );
 }
 
-/// Each ruleset array's `max_entries` as the kernel reports it (bpftool's
-/// map info of the pin), for the pinned ones a [`Capacity`] sizes.
+/// Each ruleset array's `max_entries` as the kernel reports it, for the
+/// ones a [`Capacity`] sizes (not `GUARD_MEMO`: each program load makes
+/// its own, unpinned).
 fn ruleset_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
-    let status = status_json(ns);
-    let maps = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps");
-    size::by_capacity(Capacity::FULL)
-        .iter()
-        .filter(|(name, _)| maps.join(name).exists())
-        .map(|(name, _)| {
-            let out = ns
-                .command("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(maps.join(name))
-                .output()
-                .expect("bpftool runs");
-            let info: serde_json::Value = serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("bpftool map show {name} ({e}): {out:?}"));
-            (*name, info["max_entries"].as_u64().expect("max_entries"))
-        })
-        .collect()
+    let names = size::by_capacity(Capacity::FULL).map(|(name, _)| name);
+    pinned_sizes(ns, names.into_iter().filter(|n| *n != "GUARD_MEMO"))
 }
 
 /// `--ruleset-memory 3M` (a 512 MiB box's `auto` gives 16M): the ruleset
