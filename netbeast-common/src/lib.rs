@@ -493,7 +493,9 @@ pub const KEY_CHUNK: usize = 64;
 /// `KEY_CLASSES` chunks one generation holds at [`Capacity::FULL`]: every
 /// key field of every chain whole, which no chain's trimmed tables exceed
 /// (see [`key_chunk_at`]).
-pub const MAX_KEY_CHUNKS: u32 = chain::COUNT as u32 * field::KEY_CHUNKS_PER_CHAIN;
+/// Rounded up to whole 64ths, so that every capacity's share is exact.
+pub const MAX_KEY_CHUNKS: u32 =
+    (chain::COUNT as u32 * field::KEY_CHUNKS_PER_CHAIN).next_multiple_of(CAPACITY_SHRINK_MAX);
 
 /// `ChainConfig::key_span` of a key field whose stored chunks are its
 /// table's chunks `first .. first + count`, then its last chunk.
@@ -4299,14 +4301,34 @@ mod tests {
         assert_eq!(MAX_CLASS_WORDS as usize % CLASS_WORD_CHUNK, 0);
         // The pools hold a whole chain, and the last of each is in its map.
         const { assert!(MAX_RULESET_SLOTS as usize >= MAX_RULES_PER_CHAIN) };
-        assert_eq!(
-            rule_index(GENERATIONS as u32 - 1, MAX_RULESET_SLOTS - 1, 0),
-            size::RULES - 1
-        );
-        assert_eq!(
-            counter_index(GENERATIONS as u32 - 1, MAX_RULESET_COUNTERS - 1),
-            size::COUNTERS - 1
-        );
+        // At every capacity, the last entry of the last generation is the
+        // last of the map the capacity sizes.
+        for shift in 0..=CAPACITY_SHRINK_MAX.trailing_zeros() {
+            let c = Capacity { shift };
+            let entries = |name: &str| {
+                size::by_capacity(c)
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, e)| *e)
+                    .unwrap()
+            };
+            let last = GENERATIONS as u32 - 1;
+            assert_eq!(rule_index(c, last, c.rules() - 1, 0), entries("RULES") - 1);
+            assert_eq!(
+                counter_index(c, last, c.counters() - 1),
+                entries("COUNTERS") - 1
+            );
+            assert_eq!(guard_index(c, last, c.guards() - 1), entries("GUARDS") - 1);
+            assert_eq!(
+                nat_target_index(c, last, c.nat_targets() - 1),
+                entries("NAT_TARGETS") - 1
+            );
+            assert_eq!(
+                last * c.key_chunks() + c.key_chunks() - 1,
+                entries("KEY_CLASSES") - 1
+            );
+        }
+        assert_eq!(size::by_capacity(Capacity::FULL)[0], ("RULES", size::RULES));
         // Counters: each chain's rules then its policy, then user chains'.
         let mut rules = [0u32; chain::COUNT];
         (rules[0], rules[2]) = (2, 1);

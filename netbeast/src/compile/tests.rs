@@ -3493,7 +3493,7 @@ fn key_tables_store_the_chunks_that_differ() {
             }
         }
     }
-    // 1,260 chunks a generation at the smallest capacity: two chains
+    // 1,261 chunks a generation at the smallest capacity: two chains
     // whose port fields have a port in every other chunk (1,024 chunks
     // each) do not fit.
     let rules: Vec<Rule> = (0..512u16)
@@ -3505,10 +3505,10 @@ fn key_tables_store_the_chunks_that_differ() {
     };
     let two = ruleset_of(rules.clone(), rules, Vec::new());
     let Err(err) = super::compile_hinted(&two, &[], 0, how) else {
-        panic!("2,048 key chunks fit 1,260");
+        panic!("2,048 key chunks fit 1,261");
     };
     assert!(
-        matches!(err, CompileError::TooManyKeyChunks { limit: 1260 }),
+        matches!(err, CompileError::TooManyKeyChunks { limit: 1261 }),
         "{err}"
     );
     assert!(err.is_capacity());

@@ -458,11 +458,10 @@ fn what_a_new_map_loses(name: &str) -> &'static str {
     }
 }
 
-/// The pinned maps whose number of entries is part of their layout: the
-/// ruleset tables, indexed by the build's constants (`size::*`). The
-/// conntrack tables' sizes are chosen at attach instead.
-/// The arrays a [`Capacity`] sizes (`size::by_capacity`) are checked
-/// against the capacity of the pinned ones instead.
+/// The pinned maps whose number of entries is part of their layout, at the
+/// build's size (`size::*`). The ruleset arrays a [`Capacity`] sizes
+/// (`size::by_capacity`) are checked against the pinned ones' capacity
+/// instead; the state tables' sizes are chosen at attach.
 const SIZED_BY_BUILD: [&str; 3] = ["CHAINS", "ADDR_CLASSES", "GUARD_STATE"];
 
 /// FNV-1a of the kernel object (computed by build.rs): names the
@@ -526,7 +525,7 @@ impl Dataplane {
         // which creates and pins it.
         match Self::open_pins(dir)? {
             Some(maps) => {
-                dp.capacity = Self::capacity_of_pins(&maps)?;
+                dp.capacity = Self::capacity_of_pins(dir, &maps)?;
                 dp.pinned = maps;
             }
             None => dp.load_object(sizes)?,
@@ -651,6 +650,7 @@ impl Dataplane {
     /// The capacity of the ruleset arrays opened in `maps` (`RULES`' size
     /// says it; the layout check has made sure the others agree).
     fn capacity_of_pins(
+        dir: &Path,
         maps: &std::collections::HashMap<&'static str, aya::maps::Map>,
     ) -> Result<Capacity, LoaderError> {
         let name = "RULES";
@@ -662,7 +662,7 @@ impl Dataplane {
             _ => return Err(LoaderError::MissingMap(name)),
         };
         sizing::capacity_of(name, size::RULES, entries).ok_or_else(|| LoaderError::Layout {
-            dir: PathBuf::new(),
+            dir: dir.to_path_buf(),
             map: format!(
                 "RULES has {entries} entries, the size of no ruleset capacity of this netbeast"
             ),

@@ -404,10 +404,7 @@ pub fn auto_capacity(ram: u64) -> Result<Capacity, LoaderError> {
 /// anew follows the ones kept); `None` when none is pinned or none has a
 /// capacity's size.
 pub fn pinned_capacity(dir: &Path) -> Result<Option<Capacity>, LoaderError> {
-    for ((name, full), _) in size::by_capacity(Capacity::FULL)
-        .into_iter()
-        .zip(size::by_capacity(Capacity::SMALLEST))
-    {
+    for (name, full) in size::by_capacity(Capacity::FULL) {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -544,6 +541,40 @@ mod tests {
             TableSizes::following(&full).unwrap(),
             Some(TableSizes::defaults())
         );
+    }
+
+    /// The ruleset arrays' capacity: the largest that fits a budget, the
+    /// least refused below it, and each array's size names its capacity
+    /// back (what later commands read from the pins).
+    #[test]
+    fn a_budget_picks_the_ruleset_capacity() {
+        let full = capacity_bytes(Capacity::FULL).unwrap();
+        let least = capacity_bytes(Capacity::SMALLEST).unwrap();
+        assert_eq!(capacity_for_budget(u64::MAX).unwrap(), Capacity::FULL);
+        assert_eq!(capacity_for_budget(full).unwrap(), Capacity::FULL);
+        assert_eq!(capacity_for_budget(full - 1).unwrap().shift, 1);
+        assert_eq!(capacity_for_budget(least).unwrap(), Capacity::SMALLEST);
+        let err = capacity_for_budget(least - 1).unwrap_err().to_string();
+        assert!(
+            err.contains("--ruleset-memory") && err.contains("too little"),
+            "{err}"
+        );
+        // Each halving halves the memory (the per-CPU arrays' too).
+        assert_eq!(full, least * u64::from(CAPACITY_SHRINK_MAX));
+        // A 512 MiB box: 16 MiB for the arrays; this machine keeps them all.
+        assert!(capacity_bytes(auto_capacity(512 << 20).unwrap()).unwrap() <= 16 << 20);
+        assert_eq!(auto_capacity(24 << 30).unwrap(), Capacity::FULL);
+        assert_eq!(auto_capacity(1 << 20).unwrap(), Capacity::SMALLEST);
+        for shift in 0..=CAPACITY_SHRINK_MAX.trailing_zeros() {
+            let capacity = Capacity { shift };
+            for ((name, full), (_, entries)) in size::by_capacity(Capacity::FULL)
+                .into_iter()
+                .zip(size::by_capacity(capacity))
+            {
+                assert_eq!(capacity_of(name, full, entries), Some(capacity), "{name}");
+                assert_eq!(capacity_of(name, full, entries + 1), None, "{name}");
+            }
+        }
     }
 
     #[test]
