@@ -696,6 +696,27 @@ fn redirect_and_dnat_to_the_router(firewall: Firewall) {
     net.check_refused(45005, CLOSED_PORT, "which nothing redirects");
 }
 
+// A REJECT behind a DNAT to the router itself answers as the client
+// addressed it: the reset and the ICMPv6 port unreachable come from (and
+// quote) the public port 81, as ip6tables' replies through the
+// connection's NAT do, not from the port 8080 the INPUT rule saw.
+routed_scenario!(reject_behind_a_dnat, ip6tables_oracle);
+fn reject_behind_a_dnat(firewall: Firewall) {
+    let net = Routed6::new("n6rjct", firewall, &OUTSIDE_LINK, ServerRoute::ViaRouter);
+    let _servers = serve(&net.router);
+    for protocol in ["tcp", "udp"] {
+        net.ip6tables(&format!(
+            "-t nat -A PREROUTING -d {PUBLIC}/128 -p {protocol} --dport 81 \
+             -j DNAT --to-destination [{PUBLIC}]:{PORT}"
+        ));
+    }
+    net.ip6tables(&format!(
+        "-A INPUT -p tcp --dport {PORT} -j REJECT --reject-with tcp-reset"
+    ));
+    net.ip6tables(&format!("-A INPUT -p udp --dport {PORT} -j REJECT"));
+    net.check_refused(45010, 81, "rejected behind the DNAT");
+}
+
 // ---------------------------------------------------------------------------
 // SNAT of the router's own connections
 

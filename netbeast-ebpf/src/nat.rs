@@ -363,6 +363,30 @@ fn translate6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
         icmp_error6(frame, pkt, side, &addr, port);
         return;
     }
+    if let Side::Destination = side {
+        pkt.dnat_from6 = address6(pkt, side).0;
+        pkt.dnat_from = (0, pkt.keys.l4b | DNAT_FROM_SET);
+    }
+    rewrite6(frame, pkt, side, &addr, port);
+}
+
+/// [`untranslate`] for an IPv6 packet.
+#[inline(always)]
+fn untranslate6<F: Frame>(frame: &F, pkt: &mut Packet) {
+    let port = pkt.dnat_from.1;
+    if port & DNAT_FROM_SET == 0 {
+        return;
+    }
+    pkt.dnat_from = (0, 0);
+    let addr = Addr6(pkt.dnat_from6);
+    rewrite6(frame, pkt, Side::Destination, &addr, port as u16);
+}
+
+/// [`rewrite`] for an IPv6 packet: no header checksum to fix; the L4
+/// checksum (ICMPv6's too) covers the addresses through the pseudo header.
+#[inline(always)]
+fn rewrite6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side, addr: &Addr6, port: u16) {
+    let protocol = pkt.keys.protocol;
     let (l4, _) = V6::l4(pkt);
     let ports = matches!(protocol, IPPROTO_TCP | IPPROTO_UDP) && pkt.l4_complete;
     let l4sum = L4Checksum {
@@ -380,13 +404,13 @@ fn translate6<F: Frame>(frame: &F, pkt: &mut Packet, side: Side) {
         Side::Destination => (pkt.l2_len() + 24, pkt.keys.l4b, l4 + 2),
         Side::Source => (pkt.l2_len() + 8, pkt.keys.l4a, l4),
     };
-    if addr != old {
+    if *addr != old {
         frame.set_addr6(addr_at, l4sum, &old.0, &addr.0);
     }
     if ports && port as u32 != old_port {
         frame.set_port(port_at, l4sum, old_port as u16, port);
     }
-    set_address6(pkt, side, &addr);
+    set_address6(pkt, side, addr);
     if ports {
         match side {
             Side::Destination => pkt.keys.l4b = port as u32,
@@ -1068,6 +1092,21 @@ pub extern "C" fn netbeast_translate6_xdp(ctx: *mut aya_ebpf::bindings::xdp_md, 
     }
     let ctx = XdpContext::new(ctx);
     translate6(&XdpFrame::new(&ctx), pkt, side_of(side));
+    0
+}
+
+/// [`untranslate6`] of the current XDP packet: before REJECT answers it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netbeast_untranslate6_xdp(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    let Some(pkt) = crate::parse::current_packet_mut() else {
+        return 0;
+    };
+    if ctx.is_null() {
+        return 0;
+    }
+    let ctx = XdpContext::new(ctx);
+    untranslate6(&XdpFrame::new(&ctx), pkt);
     0
 }
 

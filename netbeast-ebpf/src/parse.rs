@@ -178,11 +178,13 @@ pub struct Packet {
     /// only): here rather than on the stack, which the call chain's 512
     /// bytes have no room for.
     pub next_hop: crate::route::NextHop,
-    /// The destination address and port an IPv4 packet had before nat
+    /// The destination address and port a packet had before nat
     /// PREROUTING's translation rewrote them in this run (`nat::translate`;
-    /// bit 16 of the port word set when it did): REJECT answers as the
-    /// client addressed it (`nat::untranslate`).
+    /// bit 16 of the port word set when it did; an IPv6 packet's address
+    /// in `dnat_from6`): REJECT answers as the client addressed it
+    /// (`nat::untranslate`).
     pub dnat_from: (u32, u32),
+    pub dnat_from6: [u32; 4],
 }
 
 /// What ip6tables' header matches read of the IPv6 packet this program
