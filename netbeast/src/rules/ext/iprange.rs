@@ -400,9 +400,12 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
         // 128-bit range is up to 254 prefixes, which with a second range
         // in the rule passes the compiler's MAX_TERMS_PER_RULE (a refusal
         // with its own message, not a difference to draw again and again).
-        let range6 = |d: &mut Dice| {
+        // A wide range beside a second range passes it too (254 prefixes
+        // times the other's): a rule with both draws them narrow (at most
+        // 16 prefixes each).
+        let range6 = |d: &mut Dice, wide: bool| {
             let a = u128::from(d.addr6(p));
-            let b = if d.chance(5) {
+            let b = if wide && d.chance(5) {
                 u128::from(d.addr6(p))
             } else {
                 let any = d.below(300) as u128;
@@ -417,9 +420,9 @@ fn random(d: &mut Dice, s: &Scope) -> Option<Match> {
             }
         };
         let (src6, dst6) = match d.below(3) {
-            0 => (Some(range6(d)), None),
-            1 => (None, Some(range6(d))),
-            _ => (Some(range6(d)), Some(range6(d))),
+            0 => (Some(range6(d, true)), None),
+            1 => (None, Some(range6(d, true))),
+            _ => (Some(range6(d, false)), Some(range6(d, false))),
         };
         return Some(Match::IpRange(IpRange {
             src: None,
