@@ -185,8 +185,9 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         bump(stats::DROPPED);
         return xdp_action::XDP_DROP;
     }
-    pkt.dnat_from = (0, 0);
     if active.translations() {
+        // Cleared only where translations run (REJECT reads it only there).
+        pkt.dnat_from = (0, 0);
         if active.nat() && crate::nat::pending6() {
             let verdict = run_chain6(
                 pkt,
@@ -340,7 +341,9 @@ fn ingress(ctx: &XdpContext, l3: usize) -> u32 {
         target::REJECT => {
             // The ICMPv6 type, for the messages no error may answer.
             read_icmp6(pkt, start, end);
-            crate::nat::netbeast_untranslate6_xdp(ctx.ctx);
+            if active.translations() {
+                crate::nat::netbeast_untranslate6_xdp(ctx.ctx);
+            }
             let action =
                 crate::reject6::reject6(ctx, pkt, with, in_ifindex, chain == chain::INPUT6);
             crate::handoff::reply(ctx, action, in_ifindex)

@@ -230,8 +230,10 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         bump(stats::DROPPED);
         return xdp_action::XDP_DROP;
     }
-    pkt.dnat_from = (0, 0);
     if translations {
+        // What a translation below overwrites, REJECT puts back; cleared
+        // only where translations run (REJECT reads it only there).
+        pkt.dnat_from = (0, 0);
         // A service's DNAT comes first (DESIGN §10): a balanced connection
         // skips nat PREROUTING, as after a DNAT rule.
         let balanced = active.lb() && nat::pending() && crate::lb::balance();
@@ -377,7 +379,9 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
             forward_tail(ctx, out_ifindex, translations)
         }
         target::REJECT => {
-            nat::untranslate(&XdpFrame::new(ctx), pkt);
+            if translations {
+                nat::untranslate(&XdpFrame::new(ctx), pkt);
+            }
             let local = chain == chain::INPUT;
             let src = reply_source(in_ifindex, pkt.keys.dst, local);
             let action = reject(ctx, pkt, reject_with, src, local);

@@ -357,6 +357,13 @@ pub struct PlaneSizes {
 /// rounded up to 8 bytes (the kernel's `array_map_mem_usage`), times the
 /// possible CPUs for a per-CPU one (`COUNTERS`, `GUARD_MEMO`).
 pub fn capacity_bytes(capacity: Capacity) -> Result<u64, LoaderError> {
+    // Every share is exact (whole 64ths of each array), so a capacity's
+    // memory is the full one's, shifted.
+    Ok(full_capacity_bytes()? >> capacity.shift)
+}
+
+/// [`capacity_bytes`] of [`Capacity::FULL`], read from the object once.
+fn full_capacity_bytes() -> Result<u64, LoaderError> {
     let object = aya_obj::Object::parse(OBJECT)
         .map_err(|e| LoaderError::Load(aya::EbpfError::ParseError(e)))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Io {
@@ -364,7 +371,7 @@ pub fn capacity_bytes(capacity: Capacity) -> Result<u64, LoaderError> {
         source,
     })? as u64;
     let mut total = 0;
-    for (name, entries) in size::by_capacity(capacity) {
+    for (name, entries) in size::by_capacity(Capacity::FULL) {
         let map = object.maps.get(name).ok_or(LoaderError::MissingMap(name))?;
         let value = u64::from(map.value_size()).div_ceil(8) * 8;
         // BPF_MAP_TYPE_PERCPU_ARRAY.
@@ -376,17 +383,15 @@ pub fn capacity_bytes(capacity: Capacity) -> Result<u64, LoaderError> {
 
 /// The largest capacity whose arrays fit in `budget` bytes.
 pub fn capacity_for_budget(budget: u64) -> Result<Capacity, SizingError> {
-    let mut slots = Capacity::FULL.slots();
-    while let Some(capacity) = Capacity::of_slots(slots) {
-        if capacity_bytes(capacity)? <= budget {
-            return Ok(capacity);
-        }
-        slots /= 2;
-    }
-    Err(SizingError::RulesetTooSmall {
-        budget,
-        least: capacity_bytes(Capacity::SMALLEST)?,
-    })
+    let full = full_capacity_bytes()?;
+    let smallest = Capacity::SMALLEST.shift;
+    (0..=smallest)
+        .map(|shift| Capacity { shift })
+        .find(|c| full >> c.shift <= budget)
+        .ok_or(SizingError::RulesetTooSmall {
+            budget,
+            least: full >> smallest,
+        })
 }
 
 /// The capacity a machine with `ram` bytes gets by default ([`RAM_SHARE`]
