@@ -6212,6 +6212,35 @@ fn sctp_chunk_types_match() {
                 sctp(&[]),
                 Hotdrop,
             ),
+            // iptables tests a rule's matches in order: the chunks drop
+            // the packet before a later match of the rule fails.
+            (
+                "a later match fails, the chunks drop it first",
+                vec![
+                    "-A INPUT -p sctp --dport 3868 --chunk-types any INIT -m mac --mac-source 02:00:00:00:00:77 -j ACCEPT"
+                        .to_string(),
+                ],
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Hotdrop,
+            ),
+            (
+                "a later match fails, the chunks read: no match",
+                vec![
+                    "-A INPUT -p sctp --dport 3868 --chunk-types any INIT -m mac --mac-source 02:00:00:00:00:77 -j DROP"
+                        .to_string(),
+                ],
+                sctp(&[c(DATA, 3), c(INIT, 0)]),
+                Pass,
+            ),
+            (
+                "an earlier match fails: no walk, no drop",
+                vec![
+                    "-A INPUT -p sctp -m mac --mac-source 02:00:00:00:00:77 -m sctp --chunk-types any INIT -j DROP"
+                        .to_string(),
+                ],
+                sctp(&[c(DATA, 3), vec![DATA, 0]]),
+                Pass,
+            ),
             // A chunk whose length runs past the datagram ends the walk.
             (
                 "a long last chunk ends the walk",
@@ -6435,6 +6464,15 @@ fn dccp_types_and_options_match() {
                 rule("! --dccp-types REQUEST"),
                 dccp_frame(&dccp_header(ACK, &[], Some(3))),
                 Drop,
+            ),
+            (
+                "a later match fails, the option test drops it first",
+                vec![
+                    "-A INPUT -p dccp --dport 5004 --dccp-option 41 -m mac --mac-source 02:00:00:00:00:77 -j ACCEPT"
+                        .to_string(),
+                ],
+                dccp_frame(&dccp_header(ACK, &[], Some(3))),
+                Hotdrop,
             ),
             (
                 "type and option",

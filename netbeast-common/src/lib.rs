@@ -1917,7 +1917,9 @@ pub struct Guard {
     /// 1 + the number of the rule's next guard (all must hold), 0 after
     /// the last.
     pub next: u32,
-    /// 1 when the match is negated (`!`).
+    /// Bit 0: the match is negated (`!`). Bit 1 ([`GUARD_HOTDROP_ONLY`]):
+    /// the record only tests whether its match drops the packet on the
+    /// spot.
     pub negated: u32,
     pub _pad: u32,
     /// The match's parameters: see `guard_kind`.
@@ -1932,6 +1934,16 @@ pub struct Guard {
     /// [`STATE_SLOTS`]).
     pub c: u64,
 }
+
+/// `Guard::negated` bit of a copy of a guard that can drop the packet on
+/// the spot ([`Guard::can_hotdrop`]) which tests only that: it is a
+/// hotdrop when the match would be one, and fails otherwise, never holds.
+/// iptables tests a rule's matches in order, so xt_sctp and xt_dccp drop
+/// a packet they cannot read even when a later match of the rule would
+/// fail; the classifier tests a rule's static matches before its guards.
+/// The compiler puts such a copy in slots of the rule's matches up to that
+/// one, ahead of the rule's own slots (`compile::guards::hotdrop_prefix`).
+pub const GUARD_HOTDROP_ONLY: u32 = 2;
 
 /// What a match decides for a packet: it holds, it fails, or — where the
 /// kernel's match cannot read the header it tests (xt_sctp, xt_dccp) — it
@@ -3085,6 +3097,24 @@ pub fn limit_take(tat: u64, now: u64, cost: u64, depth: u64) -> Option<u64> {
 }
 
 impl Guard {
+    /// Whether the match can drop the packet on the spot (xt_sctp's and
+    /// xt_dccp's hotdrop, [`Held::Hotdrop`]).
+    pub fn can_hotdrop(&self) -> bool {
+        self.kind == guard_kind::SCTP_CHUNKS || self.kind == guard_kind::DCCP
+    }
+
+    /// What this record decides when its match decides `held`: the same,
+    /// unless it is a hotdrop test only ([`GUARD_HOTDROP_ONLY`]), which
+    /// never holds.
+    #[inline(always)]
+    pub fn outcome(&self, held: Held) -> Held {
+        if self.negated & GUARD_HOTDROP_ONLY != 0 && held != Held::Hotdrop {
+            Held::Fails
+        } else {
+            held
+        }
+    }
+
     /// Whether the guard holds for a packet: `count` is the guard's state
     /// before this packet (`STATISTIC_NTH`: packets that reached it
     /// before), `random` a uniform 32-bit random number. The one meaning
@@ -3225,7 +3255,7 @@ impl Guard {
         if walk.status == sctp::status::NONE {
             return Held::Fails;
         }
-        let negated = self.negated != 0;
+        let negated = self.negated & 1 != 0;
         let mut left = self.a;
         for i in 0..(walk.count as usize).min(sctp::MAX_SCTP_CHUNKS) {
             if let Some(outcome) = self.sctp_step(&mut left, walk.types[i], walk.flags[i]) {

@@ -1087,7 +1087,14 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
                 return 0;
             }
         } else if g.kind == guard_kind::SCTP_CHUNKS {
-            let outcome = netbeast_sctp_chunks(g._pad, g.negated, g.a, g.b, g.c);
+            // A hotdrop test only (`GUARD_HOTDROP_ONLY`) never holds.
+            let outcome = g.outcome(Held::from_u32(netbeast_sctp_chunks(
+                g._pad,
+                g.negated & 1,
+                g.a,
+                g.b,
+                g.c,
+            ))) as u32;
             if outcome == Held::Hotdrop as u32 {
                 bump(stats::HOTDROPPED);
                 return outcome;
@@ -1119,8 +1126,9 @@ pub extern "C" fn netbeast_guards(generation: u32, head: u32, seq: u64) -> u32 {
             || g.kind == guard_kind::CONNMARK
         {
             // Functions of the packet and its connection, no state: the
-            // memo only serves requirements.
-            let outcome = packet_guard(&g);
+            // memo only serves requirements. (DCCP's may be a hotdrop test
+            // only, which never holds.)
+            let outcome = g.outcome(Held::from_u32(packet_guard(&g))) as u32;
             if outcome == Held::Hotdrop as u32 {
                 bump(stats::HOTDROPPED);
                 return outcome;

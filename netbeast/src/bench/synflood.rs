@@ -66,10 +66,16 @@ pub enum Defence {
     IptablesSynproxy,
     /// A listener with `net.ipv4.tcp_syncookies=2`, no firewall.
     KernelSyncookies,
+    /// The floor: a bare XDP program that sends every SYN back as it came
+    /// (its MACs swapped, `XDP_REDIRECT` to its own interface), building
+    /// no answer. No defence can answer faster on this path; measured in
+    /// INPUT only, as the path is the same for both chains.
+    Reflector,
 }
 
 impl Defence {
-    pub const ALL: [Defence; 3] = [
+    pub const ALL: [Defence; 4] = [
+        Defence::Reflector,
         Defence::Netbeast,
         Defence::IptablesSynproxy,
         Defence::KernelSyncookies,
@@ -83,6 +89,7 @@ impl Defence {
             Defence::Netbeast => "netbeast --syn-flood-guard (XDP)",
             Defence::IptablesSynproxy => "iptables SYNPROXY",
             Defence::KernelSyncookies => "kernel syncookies (listener)",
+            Defence::Reflector => "floor (bare XDP reflector)",
         }
     }
 }
@@ -301,6 +308,7 @@ pub fn run(defences: &[Defence], chains: &[Chain], rounds: usize, cpu: usize) ->
     let cases: Vec<(Chain, Defence)> = chains
         .iter()
         .flat_map(|&chain| defences.iter().map(move |&defence| (chain, defence)))
+        .filter(|&(chain, defence)| defence != Defence::Reflector || chain == Chain::Input)
         .collect();
     let mut rows: Vec<SynRow> = cases
         .iter()
@@ -412,6 +420,8 @@ fn measure(
         server.ip(&["link", "set", "lo", "up"])?;
         server.ip(&["route", "add", "default", "via", &FWD_ADDR.to_string()])?;
     }
+    // Attached while the round runs.
+    let mut reflector = BareXdp::load()?;
     let listener_ns = server_ns.as_ref().unwrap_or(&rx_ns);
     let _listener = listener_ns
         .in_netns(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, DPORT)))?
@@ -456,6 +466,11 @@ fn measure(
         }
         (Defence::KernelSyncookies, _) => {
             listener_ns.sysctl("net.ipv4.tcp_syncookies", "2")?;
+        }
+        (Defence::Reflector, _) => {
+            let (_, rx_ifindex) = super::traffic::mac_of(&rx_ns, RX_IFACE)?;
+            rx_ns
+                .in_netns(|| reflector.attach_redirect(RX_IFACE, rx_ifindex, gen_mac, rx_mac))??;
         }
     }
     {
@@ -512,9 +527,15 @@ pub fn print(report: &SynReport) {
         report.flows, report.cpu
     );
     println!(
-        "{:<34} {:<8} {:>14} {:>14} {:>9} {:>12}  rounds (answered/s)",
-        "defence", "chain", "answered/s", "offered/s", "answered", "vs SYNPROXY"
+        "{:<34} {:<8} {:>14} {:>14} {:>9} {:>12} {:>9}  rounds (answered/s)",
+        "defence", "chain", "answered/s", "offered/s", "answered", "vs SYNPROXY", "vs floor"
     );
+    let floor = report
+        .rows
+        .iter()
+        .find(|r| r.defence == Defence::Reflector)
+        .map(|r| median(&r.answered_pps))
+        .filter(|f| *f > 0.0);
     for row in &report.rows {
         // Against iptables' SYNPROXY in the same chain.
         let iptables = report
@@ -531,14 +552,16 @@ pub fn print(report: &SynReport) {
             .iter()
             .map(|r| super::traffic::rate(*r))
             .collect();
+        let of_floor = floor.map_or("-".to_string(), |f| format!("{:.2}x", answered / f));
         println!(
-            "{:<34} {:<8} {:>14} {:>14} {:>8.1}% {:>12}  {}",
+            "{:<34} {:<8} {:>14} {:>14} {:>8.1}% {:>12} {:>9}  {}",
             row.defence.name(row.chain),
             row.chain.name(),
             super::traffic::rate(answered),
             super::traffic::rate(median(&row.sent_pps)),
             100.0 * row.answered_share,
             ratio,
+            of_floor,
             rounds.join(", ")
         );
     }

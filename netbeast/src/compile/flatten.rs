@@ -193,6 +193,13 @@ pub(super) struct Prepared<'a> {
     /// `own_guards[chain][rule]`: the numbers of the rule's guards (its
     /// stateful matches), in match order; empty for most rules.
     own_guards: Vec<Vec<Vec<u32>>>,
+    /// `own_head[chain][rule]`: the head of the guard chain the rule's
+    /// slots walk (`guards::OwnGuards::head`).
+    own_head: Vec<Vec<u32>>,
+    /// `hotdrop[chain][rule]`: for a rule with a hotdrop prefix
+    /// (`guards::hotdrop_prefix`), the prefix's terms and the head of its
+    /// guard chain: slots put ahead of the rule's.
+    hotdrop: Vec<Vec<Option<(Vec<Term<'a>>, u32)>>>,
     /// `held[chain][rule]`: for a rule with guards, its terms AND "every
     /// own guard held" — what its jump passes on to the callee, and what
     /// the rules after its RETURN or goto get the `NOT` of.
@@ -224,11 +231,15 @@ impl<'a> Prepared<'a> {
         let mut terms = Vec::with_capacity(table.chains.len());
         let mut nat_args = Vec::with_capacity(table.chains.len());
         let mut own_guards = Vec::with_capacity(table.chains.len());
+        let mut own_head = Vec::with_capacity(table.chains.len());
+        let mut hotdrop = Vec::with_capacity(table.chains.len());
         let mut held = Vec::with_capacity(table.chains.len());
         for (c, chain) in table.chains.iter().enumerate() {
             let mut rules = Vec::with_capacity(chain.rules.len());
             let mut args = Vec::with_capacity(chain.rules.len());
             let mut owns = Vec::with_capacity(chain.rules.len());
+            let mut heads = Vec::with_capacity(chain.rules.len());
+            let mut drops = Vec::with_capacity(chain.rules.len());
             let mut helds = Vec::with_capacity(chain.rules.len());
             for (i, rule) in chain.rules.iter().enumerate() {
                 let rule = rule_of(c, i, rule);
@@ -240,7 +251,15 @@ impl<'a> Prepared<'a> {
                 super::validate_rule(rule).map_err(invalid)?;
                 validate_target(table.name, &rule.target).map_err(invalid)?;
                 validate_family(family, rule).map_err(invalid)?;
-                let own = guard_table.own_guards(table.name, &chain.name, i, rule)?;
+                let guards::OwnGuards {
+                    numbers: own,
+                    head,
+                    prefix,
+                } = guard_table.own_guards(table.name, &chain.name, i, rule)?;
+                heads.push(head);
+                drops.push(
+                    prefix.map(|(matches, head)| (term::rule_terms_through(rule, matches), head)),
+                );
                 let rule_terms = term::rule_terms(rule);
                 helds.push((!own.is_empty()).then(|| {
                     let all_held = Term {
@@ -310,6 +329,8 @@ impl<'a> Prepared<'a> {
             terms.push(rules);
             nat_args.push(args);
             own_guards.push(owns);
+            own_head.push(heads);
+            hotdrop.push(drops);
             held.push(helds);
         }
         let mut user_counter = Vec::with_capacity(table.chains.len());
@@ -340,6 +361,8 @@ impl<'a> Prepared<'a> {
             user_counter,
             nat_args,
             own_guards,
+            own_head,
+            hotdrop,
             held,
             user_counters_end: next,
         })
@@ -644,14 +667,47 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
             self.check_nat_chain(chain, r)?;
             self.check_needs_packet(chain, r)?;
             let verdict = action(&rule.target, counter, prepared.nat_args[chain][r]);
-            if self.slots.len() + hit.len() > self.limits.rules_per_chain {
-                return Err(CompileError::TooManyRules {
-                    chain: self.name.to_string(),
-                    slots: self.slots.len() + hit.len(),
-                    limit: self.limits.rules_per_chain,
+            // A hotdrop prefix's slots first (`guards::hotdrop_prefix`):
+            // they never act, but drop what the rule's SCTP or DCCP match
+            // drops before the rule's later matches are tested.
+            if let Some((prefix, prefix_head)) = &prepared.hotdrop[chain][r] {
+                let mut ahead: Vec<Term<'a>> = match entry.as_deref() {
+                    None => prefix
+                        .iter()
+                        .cloned()
+                        .filter_map(term::simplified)
+                        .collect(),
+                    Some(entry) => term::and_all(prefix, entry, self.limits.terms_per_rule),
+                };
+                self.check_terms(chain, r, ahead.len())?;
+                for guard in guards.relevant(&ahead) {
+                    if ahead.is_empty() {
+                        break;
+                    }
+                    ahead = term::and_not(ahead, guard, self.limits.terms_per_rule);
+                    self.check_terms(chain, r, ahead.len())?;
+                }
+                self.check_slots(ahead.len())?;
+                passed = passed.plus(Steps {
+                    passes: 0,
+                    guarded: ahead.len(),
                 });
+                for t in ahead {
+                    // The prefix's chain is at most as long as the rule's.
+                    self.check_guard_chain(chain, r, t.req.len() + own.len())?;
+                    let head = self.guard_table.chain(&t.req, *prefix_head)?;
+                    self.slots.push(Slot {
+                        term: Rc::new(t),
+                        action: RuleAction {
+                            guard: head,
+                            ..verdict
+                        },
+                        owner: (chain, r),
+                    });
+                }
             }
-            let own_head = own.first().map_or(0, |&g| g + 1);
+            self.check_slots(hit.len())?;
+            let own_head = prepared.own_head[chain][r];
             // How many of the rule's slots have a guard chain, and whether
             // some have none.
             let mut guarded = 0usize;
@@ -664,14 +720,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                 std::mem::take(&mut hit)
             };
             for t in terms_of_slots {
-                if t.req.len() + own.len() > guards::MAX_CHAIN {
-                    return Err(CompileError::TooManyGuardChecks {
-                        builtin: self.name.to_string(),
-                        chain: table.chains[chain].name.clone(),
-                        rule: r + 1,
-                        limit: guards::MAX_CHAIN,
-                    });
-                }
+                self.check_guard_chain(chain, r, t.req.len() + own.len())?;
                 if own.is_empty() && !t.has_requirements() {
                     plain = true;
                 } else {
@@ -908,6 +957,31 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                      OUTPUT chain",
                     target.name()
                 ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Room in the chain for `more` slots.
+    fn check_slots(&self, more: usize) -> Result<(), CompileError> {
+        if self.slots.len() + more > self.limits.rules_per_chain {
+            return Err(CompileError::TooManyRules {
+                chain: self.name.to_string(),
+                slots: self.slots.len() + more,
+                limit: self.limits.rules_per_chain,
+            });
+        }
+        Ok(())
+    }
+
+    /// A slot of rule `r` of `chain` whose guard chain has `len` records.
+    fn check_guard_chain(&self, chain: usize, r: usize, len: usize) -> Result<(), CompileError> {
+        if len > guards::MAX_CHAIN {
+            return Err(CompileError::TooManyGuardChecks {
+                builtin: self.name.to_string(),
+                chain: self.prepared.table.chains[chain].name.clone(),
+                rule: r + 1,
+                limit: guards::MAX_CHAIN,
             });
         }
         Ok(())

@@ -24,8 +24,8 @@
 use std::collections::{HashMap, HashSet};
 
 use netbeast_common::{
-    Guard, Held, MAX_GUARD_CHAIN, MAX_STATEFUL_GUARDS, STATE_SLOTS, guard_kind, hashlimit,
-    hashlimit_byte_cost, hashlimit_byte_take, limit_take,
+    GUARD_HOTDROP_ONLY, Guard, Held, MAX_GUARD_CHAIN, MAX_STATEFUL_GUARDS, STATE_SLOTS, guard_kind,
+    hashlimit, hashlimit_byte_cost, hashlimit_byte_take, limit_take,
 };
 
 use super::PacketView;
@@ -83,7 +83,66 @@ impl GuardTable {
 
     /// Numbers the stateful matches of `rule` (rule `r` of `chain` in
     /// `table`), chained in match order: the rule's own guards.
+    ///
+    /// For a rule with a hotdrop prefix ([`hotdrop_prefix`]), whose
+    /// guards up to the one that can drop the packet are `p` of them, the
+    /// prefix's chain is those `p` guards, then a hotdrop test only
+    /// ([`GUARD_HOTDROP_ONLY`]) of each guard of the match that can drop
+    /// it; the rule's chain then *requires* the first `p` held (the
+    /// prefix's slots come first and evaluated them for this packet:
+    /// evaluated again, a limit would be spent twice) and evaluates the
+    /// rest.
     pub fn own_guards(
+        &mut self,
+        table: TableName,
+        chain: &str,
+        r: usize,
+        rule: &Rule,
+    ) -> Result<OwnGuards, CompileError> {
+        let numbers = self.number(table, chain, r, rule)?;
+        let Some(prefix) = hotdrop_prefix(rule) else {
+            let head = numbers.first().map_or(0, |&g| g + 1);
+            return Ok(OwnGuards {
+                numbers,
+                head,
+                prefix: None,
+            });
+        };
+        // The prefix's guards are the rule's first ones: the matches
+        // before the one that drops, then that match's.
+        let through = rule_guards_through(rule, prefix.matches).count();
+        let before = through - prefix.dropping;
+        let owner = RuleRef {
+            chain: chain.to_string(),
+            rule: r,
+        };
+        let mut tests = Vec::with_capacity(prefix.dropping);
+        for n in before..through {
+            let mut g = self.records[numbers[n] as usize];
+            if g.can_hotdrop() {
+                g.negated |= GUARD_HOTDROP_ONLY;
+            }
+            g.next = 0;
+            tests.push(self.add(g, Some((table, owner.clone(), n)))?);
+        }
+        for pair in tests.windows(2) {
+            self.records[pair[0] as usize].next = pair[1] + 1;
+        }
+        if before > 0 {
+            self.records[numbers[before - 1] as usize].next = tests[0] + 1;
+        }
+        let prefix_head = if before > 0 { numbers[0] } else { tests[0] } + 1;
+        let required: Vec<(u32, bool)> = numbers[..before].iter().map(|&g| (g, true)).collect();
+        let head = self.chain(&required, numbers[before] + 1)?;
+        Ok(OwnGuards {
+            numbers,
+            head,
+            prefix: Some((prefix.matches, prefix_head)),
+        })
+    }
+
+    /// The records of `rule`'s guards, chained in match order.
+    fn number(
         &mut self,
         table: TableName,
         chain: &str,
@@ -289,18 +348,82 @@ pub fn assign_state_slots(
     plan
 }
 
+/// A rule's guards as the compiler numbered them (`GuardTable::own_guards`).
+pub(super) struct OwnGuards {
+    /// The records of the rule's guards, in match order.
+    pub numbers: Vec<u32>,
+    /// The head of the chain the rule's slots walk (`RuleAction::guard`:
+    /// 1 + record number, 0 for none).
+    pub head: u32,
+    /// The rule's hotdrop prefix ([`hotdrop_prefix`]): its number of
+    /// matches, and the head of the chain its slots walk.
+    pub prefix: Option<(usize, u32)>,
+}
+
+/// A rule cut after its first match that can drop the packet on the spot
+/// (`Guard::can_hotdrop`: xt_sctp's chunk walk, xt_dccp), when a later
+/// match of the rule can fail. iptables tests a rule's matches in order,
+/// so such a match drops a packet it cannot read before the later ones
+/// are tested; the classifier tests a rule's static matches (a later
+/// `-m mac`, `-m iprange`) before its guards. The compiler puts the slots
+/// of the cut rule ahead of the rule's own, with that match's guards
+/// testing only whether they drop the packet (`GUARD_HOTDROP_ONLY`): they
+/// never hold, so the cut rule never counts or acts, but it drops what
+/// iptables drops (docs/ARCHITECTURE.md, "Guards").
+pub(super) struct HotdropPrefix {
+    /// The prefix is the rule's address part and its first `matches`
+    /// matches (through the one that can drop the packet), no target.
+    pub matches: usize,
+    /// How many guards that match has.
+    pub dropping: usize,
+}
+
+pub(super) fn hotdrop_prefix(rule: &Rule) -> Option<HotdropPrefix> {
+    // Only `-m sctp --chunk-types` and `-m dccp` tests can: a cheap test
+    // first, as every rule comes here.
+    if !rule.matches.iter().any(|m| {
+        matches!(m, crate::rules::model::Match::Ports(p) if p.sctp_chunks.is_some() || p.dccp.is_some())
+    }) {
+        return None;
+    }
+    let lowered: Vec<Lowering> = rule.matches.iter().map(|m| m.ext().lower()).collect();
+    let guards_of = |l: &Lowering| match l {
+        Lowering::Guard(g) => vec![*g],
+        Lowering::Guarded(_, guards) => guards.clone(),
+        Lowering::Static(_) => Vec::new(),
+    };
+    let k = lowered
+        .iter()
+        .position(|l| guards_of(l).iter().any(Guard::can_hotdrop))?;
+    // A later match that always holds (`-m comment`) cannot fail.
+    if lowered[k + 1..].iter().all(|l| *l == Lowering::always()) {
+        return None;
+    }
+    Some(HotdropPrefix {
+        matches: k + 1,
+        dropping: guards_of(&lowered[k]).len(),
+    })
+}
+
 /// The guards of a rule's stateful matches, in match order, unchained.
 pub(super) fn rule_guards(rule: &Rule) -> impl Iterator<Item = Guard> + '_ {
+    // A `-j SET`'s work last, so it runs only once every match held.
+    rule_guards_through(rule, rule.matches.len()).chain(target_guards(rule))
+}
+
+/// The guards of a rule's addresses and of its first `matches` matches.
+pub(super) fn rule_guards_through(rule: &Rule, matches: usize) -> impl Iterator<Item = Guard> + '_ {
     // The addresses first, as iptables tests them before any match: a
     // stateful match after them sees only the packets they let through.
-    address_guards(rule)
-        .chain(rule.matches.iter().flat_map(|m| match m.ext().lower() {
-            Lowering::Guard(guard) => vec![guard],
-            Lowering::Guarded(_, guards) => guards,
-            Lowering::Static(_) => Vec::new(),
-        }))
-        // A `-j SET`'s work last, so it runs only once every match held.
-        .chain(target_guards(rule))
+    address_guards(rule).chain(
+        rule.matches[..matches]
+            .iter()
+            .flat_map(|m| match m.ext().lower() {
+                Lowering::Guard(guard) => vec![guard],
+                Lowering::Guarded(_, guards) => guards,
+                Lowering::Static(_) => Vec::new(),
+            }),
+    )
 }
 
 /// The guards that do a target's work (`-j SET`): they always hold.

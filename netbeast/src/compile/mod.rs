@@ -1727,7 +1727,7 @@ impl CompiledRuleset {
                 let (table, rule, i) = self.guard_owners[n as usize]
                     .as_ref()
                     .expect("a guard record that is not a requirement has an owner");
-                let held = oracle.decide(*table, rule, *i, g, pkt);
+                let held = g.outcome(oracle.decide(*table, rule, *i, g, pkt));
                 memo.insert(n, held == Held::Holds);
                 if held != Held::Holds {
                     return held;

@@ -334,14 +334,26 @@ pub fn classify_table_with(
             }
             continue;
         };
-        if !rule_matches(rule, in_name, out_name, pkt) {
-            next += 1;
-            continue;
-        }
         let this = RuleRef {
             chain: current.name.clone(),
             rule: next,
         };
+        if !rule_matches(rule, in_name, out_name, pkt) {
+            // iptables tests the matches in order: an SCTP or DCCP match
+            // drops a packet it cannot read before a later match fails.
+            if let Some(prefix) = super::guards::hotdrop_prefix(rule)
+                && rule_matches_through(rule, prefix.matches, in_name, out_name, pkt)
+                && super::guards::rule_guards_through(rule, prefix.matches)
+                    .enumerate()
+                    .map(|(n, g)| oracle.decide(table.name, &this, n, &g, pkt))
+                    .find(|&held| held != Held::Holds)
+                    == Some(Held::Hotdrop)
+            {
+                return hits;
+            }
+            next += 1;
+            continue;
+        }
         // The rule's stateful matches in order, up to the first that
         // fails (the rule does not match) or drops the packet (nothing
         // more is met).
@@ -420,6 +432,17 @@ fn rule_matches(
     out_name: Option<&str>,
     pkt: &PacketView,
 ) -> bool {
+    rule_matches_through(rule, rule.matches.len(), in_name, out_name, pkt)
+}
+
+/// [`rule_matches`] of the address part and the first `matches` matches.
+fn rule_matches_through(
+    rule: &Rule,
+    matches: usize,
+    in_name: Option<&str>,
+    out_name: Option<&str>,
+    pkt: &PacketView,
+) -> bool {
     // ip6_packet_match(): an IPv6 rule's addresses; an IPv4 packet meets
     // no IPv6 rule and the other way round (the families' chains are
     // apart anyway).
@@ -471,7 +494,7 @@ fn rule_matches(
     {
         return false;
     }
-    rule.matches.iter().all(|m| match_holds(m, pkt))
+    rule.matches[..matches].iter().all(|m| match_holds(m, pkt))
 }
 
 fn match_holds(m: &Match, pkt: &PacketView) -> bool {

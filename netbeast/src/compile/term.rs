@@ -525,6 +525,12 @@ fn simplify_ifaces(atoms: &mut Vec<(&IfaceName, bool)>) -> bool {
 /// bounding memory (two wide ranges are 62 × 62 prefixes, times the L4
 /// alternatives), and the caller reports the limit.
 pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
+    rule_terms_through(rule, rule.matches.len())
+}
+
+/// [`rule_terms`] of the rule's address part and its first `matches`
+/// matches (a hotdrop prefix, `guards::hotdrop_prefix`).
+pub(super) fn rule_terms_through(rule: &Rule, matches: usize) -> Vec<Term<'_>> {
     let mut base = Term::default();
     // A non-contiguous netmask is a guard (`guards::address_guards`); the
     // prefix of its leading ones, which holds every address it takes,
@@ -596,7 +602,7 @@ pub(super) fn rule_terms(rule: &Rule) -> Vec<Term<'_>> {
         None => simplified(base).into_iter().collect(),
         Some(alternatives) => alternatives.iter().filter_map(|a| base.and(a)).collect(),
     };
-    for m in &rule.matches {
+    for m in &rule.matches[..matches] {
         let (Lowering::Static(alternatives) | Lowering::Guarded(alternatives, _)) = m.ext().lower()
         else {
             continue;

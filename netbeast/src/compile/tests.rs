@@ -3520,3 +3520,97 @@ fn key_tables_store_the_chunks_that_differ() {
         1024
     );
 }
+
+/// iptables tests a rule's matches in order, so `-m sctp --chunk-types`
+/// drops a packet whose chunks it cannot read (xt_sctp's hotdrop) even
+/// when a later match of the rule (`-m mac`) fails; the classifier tests
+/// the static matches first, so the compiler puts a hotdrop test of the
+/// rule's matches through the SCTP one ahead of the rule's slots
+/// (`guards::hotdrop_prefix`). A stateful match before it (`-m limit`) is
+/// spent once per packet, as in iptables.
+#[test]
+fn a_hotdrop_comes_before_a_later_match_of_the_rule() {
+    use crate::rules::{command, parse};
+    use netbeast_common::sctp::{SctpChunks, status};
+    let ruleset = |lines: &[&str]| {
+        let mut ruleset = Ruleset::default();
+        for line in lines {
+            let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let cmd = parse::parse_iptables_args(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            command::apply(&mut ruleset, &cmd).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        ruleset
+    };
+    let sctp = |mac: u8, bad: bool| {
+        let mut walk = SctpChunks {
+            status: if bad { status::BAD } else { status::WHOLE },
+            count: u32::from(!bad),
+            ..SctpChunks::default()
+        };
+        walk.types[0] = 0; // DATA
+        PacketView {
+            protocol: 132,
+            mac_source: [0x02, 0, 0, 0, 0, mac],
+            header: HeaderFields {
+                sctp: walk,
+                ..HeaderFields::default()
+            },
+            ..tcp_packet(40000, 80)
+        }
+    };
+    // Both sides, one guard state each, the same packets in turn.
+    let check = |ruleset: &Ruleset, packets: &[(PacketView, Vec<usize>)]| {
+        let compiled = compile(ruleset, &interfaces(), 0).unwrap();
+        let (mut theirs, mut ours) = (GuardState::new(7), GuardState::new(7));
+        for (pkt, want) in packets {
+            let reference = reference::classify_table_with(
+                &ruleset.filter,
+                "INPUT",
+                &interfaces(),
+                pkt,
+                &mut theirs,
+            );
+            let got = compiled.classify_with(chain::INPUT, pkt, &mut ours);
+            assert_eq!(numbers(reference), *want, "iptables' order, {pkt:?}");
+            assert_eq!(numbers(got), *want, "compiled, {pkt:?}");
+        }
+    };
+    // The last rule counts every packet that gets past the first: a
+    // hotdrop ends the search before it.
+    check(
+        &ruleset(&[
+            "-A INPUT -p sctp -m sctp --chunk-types any DATA -m mac --mac-source 02:00:00:00:00:01 -j ACCEPT",
+            "-A INPUT",
+        ]),
+        &[
+            (sctp(9, true), vec![]),
+            (sctp(9, false), vec![1]),
+            (sctp(1, true), vec![]),
+            (sctp(1, false), vec![0]),
+        ],
+    );
+    // The burst of 2 is spent by two packets, not one: the hotdrop test
+    // ahead of the rule evaluates the limit and the rule requires it held.
+    check(
+        &ruleset(&[
+            "-A INPUT -p sctp -m limit --limit 1/hour --limit-burst 2 -m sctp --chunk-types any DATA -m mac --mac-source 02:00:00:00:00:01 -j DROP",
+            "-A INPUT",
+        ]),
+        &[
+            (sctp(1, false), vec![0]),
+            (sctp(1, false), vec![0]),
+            (sctp(1, false), vec![1]),
+            // The bucket is empty: the limit fails before the chunks are
+            // walked, so nothing drops the packet.
+            (sctp(9, true), vec![1]),
+        ],
+    );
+    // Nothing follows the SCTP match: no test ahead of the rule.
+    let last = ruleset(&[
+        "-A INPUT -p sctp -m mac --mac-source 02:00:00:00:00:01 -m sctp --chunk-types any DATA -j ACCEPT",
+        "-A INPUT",
+    ]);
+    let compiled = compile(&last, &interfaces(), 0).unwrap();
+    assert_eq!(compiled.chains[chain::INPUT as usize].config.rule_count, 2);
+    check(&last, &[(sctp(9, true), vec![1]), (sctp(1, true), vec![])]);
+}

@@ -426,16 +426,6 @@ pub fn rule(dice: &mut Dice, scope: &Scope) -> Rule {
             }
         })
         .collect();
-    // A match that can drop the packet on the spot (`-m sctp
-    // --chunk-types`, `-m dccp`: a malformed header is a hotdrop) goes
-    // last. iptables drops at it even when a later match of the rule would
-    // fail; netbeast checks the rule's other matches first, so it drops
-    // only when they hold (an open difference, FEATURES.md), which is the
-    // same when nothing follows it.
-    let mut matches = matches;
-    matches.sort_by_key(
-        |m| matches!(m, Match::Ports(p) if p.sctp_chunks.is_some() || p.dccp.is_some()),
-    );
     let l4 = matches
         .iter()
         .any(|m| matches!(m, Match::Ports(_) | Match::Multiport(_) | Match::Icmp(_)));
