@@ -480,3 +480,120 @@ fn small_ruleset_memory_sizes_the_ruleset_arrays() {
         .unwrap();
     assert_eq!(ruleset_sizes(server), wanted, "after attaching again");
 }
+
+/// A memory cgroup of the test's own below the test process's, with a
+/// limit; removed on drop (once the processes in it have ended).
+struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    fn new(tag: &str, limit: u64) -> MemoryCgroup {
+        let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let name = format!("nbt-{tag}-{}", std::process::id());
+        for line in membership.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let path = path.trim_start_matches('/');
+            // cgroup v1's memory controller, or v2's unified hierarchy
+            // (at the root, or beside v1) where it has the controller.
+            let place = if controllers.split(',').any(|c| c == "memory") {
+                Some((
+                    PathBuf::from("/sys/fs/cgroup/memory"),
+                    "memory.limit_in_bytes",
+                ))
+            } else if controllers.is_empty() {
+                ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|m| {
+                        std::fs::read_to_string(m.join(path).join("cgroup.controllers"))
+                            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+                    })
+                    .map(|m| (m, "memory.max"))
+            } else {
+                None
+            };
+            let Some((mount, file)) = place else {
+                continue;
+            };
+            let parent = mount.join(path);
+            if file == "memory.max" {
+                // The children get the controller (refused where the
+                // parent holds processes: then this place will not do).
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory");
+            }
+            let dir = parent.join(&name);
+            let _ = std::fs::remove_dir(&dir);
+            if std::fs::create_dir(&dir).is_ok()
+                && std::fs::write(dir.join(file), limit.to_string()).is_ok()
+            {
+                return MemoryCgroup { dir };
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        panic!(
+            "no memory cgroup to make below this process's ({membership}): \
+             the test needs cgroup v1's memory controller or v2's"
+        );
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("removing {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// In a container, `auto` sizes from the container's memory limit, not
+/// the host's: the kernel charges BPF maps to the cgroup of the process
+/// that makes them. netbeast attached from a cgroup limited to 512 MiB
+/// (entered with `nsenter`, which keeps the cgroup file systems that `ip
+/// netns exec` hides) makes the state tables and ruleset arrays a 512 MiB
+/// machine gets, where this host's memory would give the largest.
+#[test]
+fn auto_follows_the_cgroup_memory_limit() {
+    require_root();
+    const LIMIT: u64 = 512 * MIB;
+    let ns = Netns::new("tm-cg").unwrap().with_netbeast(NETBEAST);
+    ns.ip(&[
+        "link", "add", "nbv0", "type", "veth", "peer", "name", "nbv1",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "nbv0", "up"]).unwrap();
+    ns.ip(&["link", "set", "nbv1", "up"]).unwrap();
+    let cgroup = MemoryCgroup::new("tm-cg", LIMIT);
+    let script = format!(
+        "echo $$ > {procs} && exec nsenter --net=/run/netns/{ns} {NETBEAST} attach nbv0",
+        procs = cgroup.dir.join("cgroup.procs").display(),
+        ns = ns.name(),
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "attach in the cgroup: {out:?}");
+    let tables = TableSizes::auto(LIMIT, &[]).unwrap();
+    assert_ne!(
+        tables,
+        TableSizes::defaults(),
+        "512 MiB gets smaller tables"
+    );
+    assert_eq!(kernel_sizes(&ns), expected(&tables));
+    let capacity = netbeast::loader::sizing::auto_capacity(LIMIT).unwrap();
+    assert_ne!(capacity, Capacity::FULL);
+    let status = status_json(&ns);
+    assert_eq!(
+        status["ruleset_slots"].as_u64(),
+        Some(u64::from(capacity.slots())),
+        "{status:#}"
+    );
+    drop(ns);
+    drop(cgroup);
+}

@@ -111,8 +111,9 @@ enum Command {
         /// Memory for the keyed state tables (conntrack, -m recent,
         /// connlimit, nat OUTPUT's sockets, REJECT's ICMP hosts, the SYN
         /// proxy, ipset members), like 16M, 64MiB or 1G; auto (the default):
-        /// a 32nd of the machine's memory, every table at its default size
-        /// from about 6.5 GiB on. Each table gets the same share of its
+        /// a 32nd of the machine's memory (or of the memory limit of the
+        /// cgroup netbeast runs in, when lower: a container's), every table
+        /// at its default size from about 6.5 GiB on. Each table gets the same share of its
         /// default. Chosen when the data plane is created and kept for its
         /// life (`status` shows it); a different one later is refused: to
         /// change it, `netbeast detach --all` first.
@@ -120,8 +121,8 @@ enum Command {
         table_memory: Option<TableMemory>,
         /// Memory for the ruleset arrays (rules, their counters, match
         /// classes, guards, translations, hashlimit buckets), like 8M or
-        /// 64MiB; auto (the default): a 32nd of the machine's memory, the
-        /// most rules (262,144 rule slots) from about 4.5 GiB on. Each
+        /// 64MiB; auto (the default): a 32nd of the machine's memory (or of
+        /// its cgroup's limit, when lower), the most rules (262,144 rule slots) from about 4.5 GiB on. Each
         /// array gets the same share, a power of two from 1/64 (4,096 rule
         /// slots, 2.1 MiB); `status` shows it. Chosen when the data plane
         /// is created and kept for its life: to change it, `netbeast

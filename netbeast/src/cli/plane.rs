@@ -689,11 +689,11 @@ impl TableRequest {
         let fixed = self.fixed();
         let tables = match self.memory {
             Some(TableMemory::Bytes(budget)) => TableSizes::for_budget(budget, &fixed)?,
-            None | Some(TableMemory::Auto) => TableSizes::auto(sizing::machine_memory()?, &fixed)?,
+            None | Some(TableMemory::Auto) => TableSizes::auto(sizing::memory_for_auto()?, &fixed)?,
         };
         let capacity = match self.ruleset_memory {
             Some(TableMemory::Bytes(budget)) => sizing::capacity_for_budget(budget)?,
-            None | Some(TableMemory::Auto) => sizing::auto_capacity(sizing::machine_memory()?)?,
+            None | Some(TableMemory::Auto) => sizing::auto_capacity(sizing::memory_for_auto()?)?,
         };
         Ok(PlaneSizes { tables, capacity })
     }

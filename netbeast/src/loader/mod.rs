@@ -727,7 +727,7 @@ impl Dataplane {
             None
         };
         let auto = if pinned.iter().all(Option::is_none) && sizes.is_none() {
-            Some(sizing::TableSizes::auto(sizing::machine_memory()?, &[])?)
+            Some(sizing::TableSizes::auto(sizing::memory_for_auto()?, &[])?)
         } else {
             None
         };
@@ -747,7 +747,7 @@ impl Dataplane {
             Some(pinned) => pinned,
             None => match sizes {
                 Some(sizes) => sizes.capacity,
-                None => sizing::auto_capacity(sizing::machine_memory()?)?,
+                None => sizing::auto_capacity(sizing::memory_for_auto()?)?,
             },
         };
         for (name, entries) in size::by_capacity(capacity) {

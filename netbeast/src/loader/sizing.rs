@@ -105,6 +105,69 @@ impl TableMemory {
     }
 }
 
+/// The memory `auto` sizes from: the machine's ([`machine_memory`]), or
+/// the memory limit of the cgroup this process runs in when that is lower
+/// (a container's): the kernel charges BPF maps to the cgroup of the
+/// process that makes them, so a share of the host's memory could pass the
+/// container's limit.
+pub fn memory_for_auto() -> Result<u64, LoaderError> {
+    let total = machine_memory()?;
+    let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limit = cgroup_memory_limit(&membership, Path::new(CGROUP_ROOT));
+    Ok(limit.map_or(total, |limit| limit.min(total)))
+}
+
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The lowest memory limit on the way from the root cgroup down to this
+/// process's, as `membership` (the text of `/proc/self/cgroup`) names it,
+/// read under `root`: cgroup v2's `memory.max` (the line `0::PATH`, the
+/// unified hierarchy mounted at `root` or, on hybrid hosts, at
+/// `root/unified`), and cgroup v1's `memory.limit_in_bytes` (the line of
+/// the `memory` controller, mounted at `root/memory`). `None` when no
+/// limit is set or the hierarchy is not mounted here (`ip netns exec`
+/// mounts a /sys of its own, without the cgroup file systems).
+fn cgroup_memory_limit(membership: &str, root: &Path) -> Option<u64> {
+    let mut places = Vec::new();
+    for line in membership.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if id == "0" && controllers.is_empty() {
+            for mount in [root.to_path_buf(), root.join("unified")] {
+                if mount.join("cgroup.controllers").exists() {
+                    places.push((mount, path, "memory.max"));
+                }
+            }
+        } else if controllers.split(',').any(|c| c == "memory") {
+            places.push((root.join("memory"), path, "memory.limit_in_bytes"));
+        }
+    }
+    let mut lowest: Option<u64> = None;
+    for (mount, path, file) in places {
+        // This cgroup and each of its ancestors: a parent's limit holds
+        // for its children too.
+        let mut dir = mount.join(path);
+        loop {
+            // "max" (v2) is no limit; v1 says so with a huge number.
+            if let Some(limit) = std::fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+            {
+                lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
+            }
+            if dir == mount || !dir.pop() {
+                break;
+            }
+        }
+    }
+    lowest
+}
+
 /// The machine's memory (`MemTotal`), as the kernel counts it for
 /// `nf_conntrack_max`.
 pub fn machine_memory() -> Result<u64, LoaderError> {
@@ -437,6 +500,50 @@ pub fn capacity_of(name: &str, full: u32, entries: u32) -> Option<Capacity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cgroup limits `auto` reads: v1's memory controller, v2's
+    /// unified hierarchy (mounted at the root or beside v1), each the
+    /// lowest of the process's cgroup and its ancestors; "max" and v1's
+    /// huge "no limit" are no limit below the machine's memory.
+    #[test]
+    fn the_cgroup_memory_limit_is_the_lowest_on_the_way_down() {
+        let root = std::env::temp_dir().join(format!("nbt-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // v1: a limit on the parent, none on the process's own cgroup.
+        write("memory/memory.limit_in_bytes", "9223372036854771712\n");
+        write("memory/pods/memory.limit_in_bytes", "536870912\n");
+        write(
+            "memory/pods/web/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        let v1 = "4:memory:/pods/web\n3:cpu,cpuacct:/other\n0::/\n";
+        assert_eq!(cgroup_memory_limit(v1, &root), Some(512 << 20));
+        // The root's "no limit" only: a limit above any machine's memory.
+        assert!(cgroup_memory_limit("4:memory:/\n", &root).unwrap() > 1 << 60);
+        // Not mounted (`ip netns exec`), or in no hierarchy: none.
+        assert_eq!(cgroup_memory_limit(v1, &root.join("absent")), None);
+        assert_eq!(cgroup_memory_limit("", &root), None);
+        // v2 beside v1 (hybrid): the unified hierarchy's `memory.max`.
+        write("unified/cgroup.controllers", "memory\n");
+        write("unified/memory.max", "max\n");
+        write("unified/box/memory.max", "268435456\n");
+        write("unified/box/app/memory.max", "max\n");
+        assert_eq!(cgroup_memory_limit("0::/box/app\n", &root), Some(256 << 20));
+        assert_eq!(
+            cgroup_memory_limit(&format!("{v1}0::/box/app\n"), &root),
+            Some(256 << 20)
+        );
+        // v2 alone at the root, a container's "/" with its own limit.
+        let v2 = root.join("unified");
+        write("unified/memory.max", "134217728\n");
+        assert_eq!(cgroup_memory_limit("0::/\n", &v2), Some(128 << 20));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {
