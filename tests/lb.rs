@@ -9,6 +9,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -493,6 +494,31 @@ fn lb_services_are_state() {
     assert_eq!(list["services"][0]["backends"].as_array().unwrap().len(), 3);
     let err = net.router.netbeast(&["lb", "add", &service()]).unwrap();
     assert!(!err.status.success(), "a second definition of the service");
+    // The lookup tables take memory only while a service holds them
+    // (`LB_TABLES` is a hash map of chunks): both generations of the
+    // service's Maglev table of 65,537 entries, 33 chunks of 2,048 each,
+    // and none once it is deleted.
+    let status: serde_json::Value =
+        serde_json::from_str(&net.router.netbeast_ok(&["status", "--json"]).unwrap()).unwrap();
+    let tables = PathBuf::from(status["pins"].as_str().expect("pins")).join("maps/LB_TABLES");
+    let chunks = || {
+        let out = net
+            .router
+            .command("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(&tables)
+            .output()
+            .expect("bpftool runs");
+        let dump: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bpftool map dump ({e}): {out:?}"));
+        dump.as_array().expect("a list of entries").len()
+    };
+    assert_eq!(chunks(), 66);
+    lb(&net, &["del", &service()]);
+    assert_eq!(chunks(), 0);
+    lb(&net, &["add", &service(), "--health", "none"]);
+    lb(&net, &["backend", "add", &service(), &backend(BACKENDS[0])]);
+    assert_eq!(chunks(), 33);
     net.router.netbeast_ok(&["detach", "--all"]).unwrap();
     net.firewall
         .attach(&net.router, &[ROUTER_CLIENT_IFACE, ROUTER_BACKEND_IFACE])

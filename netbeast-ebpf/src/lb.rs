@@ -29,10 +29,14 @@ use crate::{
 pub static LB_SERVICES: HashMap<ServiceKey, Service> =
     HashMap::with_max_entries(MAX_SERVICES, MAP_NO_PREALLOC);
 
-/// Lookup tables: per service slot, two generations of `TABLE_CAPACITY`
-/// backend ids, in chunks.
+/// Lookup tables: per service slot, two generations of up to
+/// `TABLE_CAPACITY` backend ids, in chunks keyed by `table_chunk`. A hash
+/// map allocated as chunks are written: a namespace without services holds
+/// none (an array of every slot's chunks was 16 MiB, made whether or not a
+/// service exists).
 #[map]
-pub static LB_TABLES: Array<[u16; TABLE_CHUNK]> = Array::with_max_entries(lb::TABLE_CHUNKS, 0);
+pub static LB_TABLES: HashMap<u32, [u16; TABLE_CHUNK]> =
+    HashMap::with_max_entries(lb::TABLE_CHUNKS, MAP_NO_PREALLOC);
 
 /// Backends by (slot, id).
 #[map]
@@ -106,7 +110,9 @@ pub fn choose(key: &ServiceKey, flow: impl FnOnce() -> u32) -> Option<Backend> {
         _ => flow(),
     };
     let entry = draw % size;
-    let chunk = LB_TABLES.get(table_chunk(service.slot, service.generation, entry))?;
+    // SAFETY: read at once; an element replaced or deleted meanwhile is
+    // freed only after this program (RCU), as for every hash map.
+    let chunk = unsafe { LB_TABLES.get(&table_chunk(service.slot, service.generation, entry)) }?;
     let id = chunk[(entry as usize) % TABLE_CHUNK];
     if id == NO_BACKEND || id as u32 >= lb::MAX_BACKENDS {
         return None;

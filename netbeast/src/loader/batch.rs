@@ -34,10 +34,12 @@ struct BatchAttr {
 
 fn fd_of<'a>(map: &'a Map, name: &'static str) -> Result<BorrowedFd<'a>, LoaderError> {
     match map {
-        Map::Array(data) | Map::PerCpuArray(data) => Ok(data.fd().as_fd()),
+        Map::Array(data) | Map::PerCpuArray(data) | Map::HashMap(data) => Ok(data.fd().as_fd()),
         _ => Err(LoaderError::Io {
             what: format!("map {name} in batches"),
-            source: std::io::Error::other("batches are only used for array maps"),
+            source: std::io::Error::other(
+                "batches are only used for array maps and hash maps keyed by a u32",
+            ),
         }),
     }
 }
@@ -47,9 +49,10 @@ fn fd_of<'a>(map: &'a Map, name: &'static str) -> Result<BorrowedFd<'a>, LoaderE
 /// did: the kernel would otherwise stride through the buffers by its own
 /// value size and misread every entry.
 fn check_layout<V: Pod>(map: &Map, name: &'static str) -> Result<(), LoaderError> {
-    use aya::maps::{Array, MapData, PerCpuArray};
+    use aya::maps::{Array, HashMap, MapData, PerCpuArray};
     match map {
         Map::PerCpuArray(_) => PerCpuArray::<&MapData, V>::try_from(map).map(drop),
+        Map::HashMap(_) => HashMap::<&MapData, u32, V>::try_from(map).map(drop),
         _ => Array::<&MapData, V>::try_from(map).map(drop),
     }
     .map_err(map_err(name))
@@ -129,7 +132,8 @@ fn update_raw(
     Ok(())
 }
 
-/// Writes `values[i]` at index `indexes[i]` of the array `map`.
+/// Writes `values[i]` at index `indexes[i]` of the array `map` (or key
+/// `indexes[i]` of a hash map keyed by a `u32`).
 pub fn update<V: Pod>(
     map: &Map,
     name: &'static str,

@@ -5,8 +5,8 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
 use netbeast_common::{
     ACTIVE_LB, ACTIVE_TRACKING, ACTIVE_TRANSLATIONS,
     lb::{
-        Backend, NO_BACKEND, Service, ServiceKey, TABLE_CAPACITY, TABLE_CHUNK, backend_index,
-        table_chunk,
+        Backend, CHUNKS_PER_TABLE, NO_BACKEND, Service, ServiceKey, TABLE_CAPACITY, TABLE_CHUNK,
+        backend_index, table_chunk,
     },
 };
 
@@ -96,6 +96,8 @@ impl Dataplane {
             })
             .unzip();
         super::batch::update(self.map("LB_TABLES")?, "LB_TABLES", &indexes, &chunks)?;
+        // A larger table written there before left chunks past this one's.
+        self.drop_lb_chunks(slot, generation, indexes.len() as u32)?;
         crate::fault::point("lb: table written");
         let service = Service {
             slot,
@@ -108,6 +110,30 @@ impl Dataplane {
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         services.insert(key, service, 0).map_err(map_err(name))?;
         self.set_lb_active(true)
+    }
+
+    /// Deletes the chunks of `slot`'s table `generation` from chunk
+    /// `first` on (`LB_TABLES` is a hash map: what is not deleted stays
+    /// allocated).
+    fn drop_lb_chunks(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        first: u32,
+    ) -> Result<(), LoaderError> {
+        let name = "LB_TABLES";
+        let mut tables: HashMap<&mut MapData, u32, [u16; TABLE_CHUNK]> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        for c in first..CHUNKS_PER_TABLE {
+            let index = table_chunk(slot, generation, c * TABLE_CHUNK as u32);
+            match tables.remove(&index) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Removes a service from the kernel: new connections to its VIP are
@@ -126,6 +152,10 @@ impl Dataplane {
         let mut ring: Array<&mut MapData, u64> =
             Array::try_from(self.map_mut(name)?).map_err(map_err(name))?;
         ring.set(slot, 0, 0).map_err(map_err(name))?;
+        // Its tables' memory, both generations.
+        for generation in 0..2 {
+            self.drop_lb_chunks(slot, generation, 0)?;
+        }
         if empty {
             self.set_lb_active(false)?;
         }
