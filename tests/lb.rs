@@ -527,6 +527,55 @@ fn lb_services_are_state() {
     assert_eq!(list["services"].as_array().unwrap().len(), 0, "{list:#}");
 }
 
+/// An upgrade whose build changed the lookup tables' layout (`LB_TABLES`
+/// was an array of every slot's chunks before session 21) makes that map
+/// anew, empty, and keeps `LB_SERVICES`: the service the kernel still has
+/// must be installed again, or new connections to the VIP find no table
+/// and are not balanced.
+#[test]
+fn an_upgrade_that_remakes_the_tables_installs_the_services_again() {
+    let net = lb_balancer("lbup", &["--health", "none"], [1, 1, 1]);
+    let landed = net.connections(30);
+    assert!(landed.iter().all(|&b| b < 3), "{landed:?}");
+    net.router
+        .netbeast_ok(&["detach", ROUTER_CLIENT_IFACE, ROUTER_BACKEND_IFACE])
+        .unwrap();
+    // The older build's layout: an array of 4,096 chunks.
+    let pins = PathBuf::from("/run/netbeast/bpffs/netbeast")
+        .join(net.router.id().unwrap().to_string())
+        .join("maps/LB_TABLES");
+    std::fs::remove_file(&pins).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pins)
+        .args([
+            "type", "array", "key", "4", "value", "4096", "entries", "4096",
+        ])
+        .args(["name", "LB_TABLES"])
+        .output()
+        .expect("bpftool runs (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool map create: {out:?}");
+    let out = net
+        .router
+        .netbeast(&["attach", ROUTER_CLIENT_IFACE, ROUTER_BACKEND_IFACE])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("upgrade: LB_TABLES"),
+        "{err}"
+    );
+    let landed = net.connections(30);
+    assert!(landed.iter().all(|&b| b < 3), "{landed:?}");
+    let mut seen = landed.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        3,
+        "balanced over the three backends: {landed:?}"
+    );
+}
+
 /// `netbeast daemon` in the balancer, stopped (SIGTERM) on drop.
 struct Daemon {
     child: std::process::Child,

@@ -81,7 +81,7 @@ fn with_services<T>(f: impl FnOnce(&mut Services, &mut Dataplane) -> Result<T>) 
         );
     };
     let mut services = Services::load(&ns)?;
-    lb::restore_missing(&mut services, &mut dp)?;
+    lb::restore(&mut services, &mut dp, false)?;
     let out = f(&mut services, &mut dp)?;
     services.save(&ns)?;
     Ok(out)

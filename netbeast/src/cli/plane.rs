@@ -915,9 +915,10 @@ fn attach_all(
     }
     if migrated {
         // `netbeast lb` services, from their saved state, into maps that
-        // an upgrade may have made anew.
+        // an upgrade may have made anew: all of them, as a service the
+        // kernel kept may point into a table made anew, empty.
         let mut services = crate::lb::Services::load(ns)?;
-        if crate::lb::restore_missing(&mut services, dp)? {
+        if crate::lb::restore(&mut services, dp, true)? {
             services.save(ns)?;
         }
     }

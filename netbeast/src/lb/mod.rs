@@ -515,11 +515,14 @@ fn smooth_weighted_ring(backends: &[&Backend]) -> Vec<u16> {
 }
 
 /// Puts back every stored service the kernel does not have (its maps were
-/// made anew, e.g. after `detach` of the last interface and a new attach).
-pub fn restore_missing(services: &mut Services, dp: &mut Dataplane) -> Result<bool, LbError> {
+/// made anew, e.g. after `detach` of the last interface and a new attach),
+/// or, with `all`, every stored service: after an upgrade made some of the
+/// lb maps anew (`LB_TABLES`, `LB_BACKENDS`), a service the kernel still
+/// has points into tables that are empty now.
+pub fn restore(services: &mut Services, dp: &mut Dataplane, all: bool) -> Result<bool, LbError> {
     let mut changed = false;
     for s in &mut services.services {
-        if dp.lb_service(&s.vip.key())?.is_none() && !s.backends.is_empty() {
+        if (all || dp.lb_service(&s.vip.key())?.is_none()) && !s.backends.is_empty() {
             let ids: Vec<u16> = s.backends.iter().map(|b| b.id).collect();
             s.table_size = 0;
             s.install(dp, &ids, false)?;
