@@ -514,6 +514,10 @@ fn dual_stack_node(firewall: Firewall) {
 /// Services kube-proxy's ruleset of the scale test holds besides the
 /// fixture's (issue 17: "a services chain with 10,000 VIP:port jumps").
 const SCALE_SERVICES: usize = 10_000;
+/// Endpoints of each generated service: three, as the fixture's, which
+/// makes nat PREROUTING and nat OUTPUT 150,000 slots each (more than the
+/// 131,072 a chain held before session 21).
+const SCALE_ENDPOINTS: usize = 3;
 
 /// Generated service `k`'s ClusterIP (in the fixture's service range,
 /// past its own services).
@@ -524,13 +528,13 @@ fn scale_vip(k: usize) -> Ipv4Addr {
 /// Endpoint `e` of generated service `k`: a pod address of its own, where
 /// no pod runs (only the synced service below gets the test's pods).
 fn scale_endpoint(k: usize, e: usize) -> Ipv4Addr {
-    let n = 2 * k + e;
+    let n = SCALE_ENDPOINTS * k + e;
     Ipv4Addr::new(10, 244, (2 + n / 250) as u8, (n % 250 + 1) as u8)
 }
 
 /// kube-proxy 1.29's lines for generated service `k` with `endpoints`
-/// (named `sep`), two of them: its KUBE-SERVICES jump, then its own
-/// chains' rules.
+/// (named `sep`): its KUBE-SERVICES jump, then its own chains' rules (the
+/// statistic cascade as kube-proxy writes it: 1/n, then 1/(n-1), …).
 fn scale_service(k: usize, endpoints: &[(String, Ipv4Addr)]) -> (String, Vec<String>) {
     let (vip, svc, name) = (
         scale_vip(k),
@@ -547,9 +551,11 @@ fn scale_service(k: usize, endpoints: &[(String, Ipv4Addr)]) -> (String, Vec<Str
     )];
     for (e, (sep, ep)) in endpoints.iter().enumerate() {
         let comment = format!("-m comment --comment \"{name} -> {ep}:8080\"");
-        lines.push(if e + 1 < endpoints.len() {
+        let left = endpoints.len() - e;
+        lines.push(if left > 1 {
             format!(
-                "-A {svc} {comment} -m statistic --mode random --probability 0.50000000000 -j {sep}"
+                "-A {svc} {comment} -m statistic --mode random --probability {:.11} -j {sep}",
+                1.0 / left as f64
             )
         } else {
             format!("-A {svc} {comment} -j {sep}")
@@ -568,7 +574,7 @@ fn scale_service(k: usize, endpoints: &[(String, Ipv4Addr)]) -> (String, Vec<Str
 }
 
 fn scale_endpoints(k: usize) -> Vec<(String, Ipv4Addr)> {
-    (0..2)
+    (0..SCALE_ENDPOINTS)
         .map(|e| (format!("KUBE-SEP-GEN{k:05}-{e}"), scale_endpoint(k, e)))
         .collect()
 }

@@ -3227,7 +3227,7 @@ fn first_match_behind_a_rule_that_leaves_fields_open() {
 }
 
 /// A chain past the old limit of 16,384 slots (`MAX_RULES_PER_CHAIN` is
-/// 131,072 now): 17,000 host rules, so class vectors span several blocks
+/// 262,144 now): 17,000 host rules, so class vectors span several blocks
 /// of 64 words (`ClassHeader::blocks` and the summary pairs). With
 /// `-p tcp --syn -j DROP` in front, the search starts from the blocks'
 /// summaries; without it, from the latest first word. Count-only rules in

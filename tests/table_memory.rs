@@ -346,7 +346,7 @@ fn ruleset_sizes(ns: &Netns) -> Vec<(&'static str, u64)> {
 }
 
 /// `--ruleset-memory 3M` (a 512 MiB box's `auto` gives 16M): the ruleset
-/// arrays are made at their smallest capacity (4,096 rule slots), as the
+/// arrays are made at their smallest capacity (8,192 rule slots), as the
 /// kernel's map info and `status` show, and the rules work in both
 /// generations at that size: the programs find each generation's rules,
 /// classes, counters, translations and guards where userspace wrote them
@@ -370,11 +370,17 @@ fn small_ruleset_memory_sizes_the_ruleset_arrays() {
         .collect();
     assert_eq!(ruleset_sizes(server), wanted, "the ruleset arrays' sizes");
     let status = status_json(server);
-    assert_eq!(status["ruleset_slots"].as_u64(), Some(4096), "{status:#}");
+    let slots = Capacity::SMALLEST.slots();
+    assert_eq!(slots, 8192);
+    assert_eq!(
+        status["ruleset_slots"].as_u64(),
+        Some(u64::from(slots)),
+        "{status:#}"
+    );
     let ruleset_memory = status["ruleset_memory_bytes"].as_u64().unwrap();
     assert!(ruleset_memory <= 3 * MIB, "{status:#}");
     let text = server.netbeast_ok(&["status"]).unwrap();
-    assert!(text.contains("4096 rule slots"), "{text}");
+    assert!(text.contains(&format!("{slots} rule slots")), "{text}");
 
     let _ssh = support::echo_server(server, 22);
     let _web = support::echo_server(server, 80);
@@ -433,7 +439,8 @@ fn small_ruleset_memory_sizes_the_ruleset_arrays() {
     assert_eq!(outcomes("with one connection held"), [false, false, true]);
     drop(held);
 
-    // A ruleset past 4,096 rule slots is refused, and changes nothing.
+    // A ruleset past the capacity (5,000 rules, each its own source: more
+    // than its 4,096 match classes) is refused, and changes nothing.
     let rules = || {
         let filter = server.netbeast_iptables_ok("-S").unwrap();
         filter + &server.netbeast_iptables_ok("-t nat -S").unwrap()
@@ -453,9 +460,9 @@ fn small_ruleset_memory_sizes_the_ruleset_arrays() {
         .netbeast_with_input(&["restore", "--noflush"], &big)
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "5,000 rules went into 4,096 slots");
+    assert!(!out.status.success(), "5,000 rules went into 4,096 classes");
     assert!(
-        err.contains("hold 4096 rule slots") && err.contains("--ruleset-memory"),
+        err.contains(&format!("hold {slots} rule slots")) && err.contains("--ruleset-memory"),
         "{err}"
     );
     assert_eq!(rules(), before);

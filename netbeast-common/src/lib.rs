@@ -19,8 +19,11 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 /// Rule slots one chain can hold. One bit per slot in every class vector.
 /// Two levels of summary cover them (see [`ClassHeader`]): the header's
 /// `blocks` word names the blocks of 64 words that hold a set bit, each
-/// such block's summary names its non-zero words.
-pub const MAX_RULES_PER_CHAIN: usize = 131072;
+/// such block's summary names its non-zero words. 262,144 is as many as
+/// one `blocks` word can name (64 blocks of 64 words of 64 slots): room
+/// for kube-proxy's 10,000 services of three endpoints, which every
+/// chain that jumps to its services chain holds inlined (150,000 slots).
+pub const MAX_RULES_PER_CHAIN: usize = 262_144;
 /// 64-bit words in a class vector.
 pub const RULE_WORDS: usize = MAX_RULES_PER_CHAIN / 64;
 /// Blocks of 64 words of a class vector, one bit each in
@@ -30,17 +33,22 @@ pub const SUMMARY_WORDS: usize = RULE_WORDS / 64;
 /// Rule slots of every chain of one ruleset together (each generation has
 /// this many `RULES` entries, dealt to its chains in order:
 /// `ChainConfig::rule_base`). Twice the chain limit: a table of
-/// `MAX_RULES_PER_CHAIN` slots leaves as many to the others.
+/// `MAX_RULES_PER_CHAIN` slots leaves as many to the others (kube-proxy's
+/// services are inlined into nat PREROUTING and nat OUTPUT alike).
 pub const MAX_RULESET_SLOTS: u32 = 2 * MAX_RULES_PER_CHAIN as u32;
 /// Counters of one ruleset: one per rule of every chain, built-in or
 /// user-defined, of every table, plus one per built-in chain's policy
 /// (each generation has this many `COUNTERS` entries, laid out by
-/// [`counter_layout`]).
-pub const MAX_RULESET_COUNTERS: u32 = 2 * MAX_RULES_PER_CHAIN as u32;
+/// [`counter_layout`]). A user-defined chain's rules count once however
+/// many chains inline them, so fewer are needed than slots: a chain full
+/// of its own rules, and a quarter of that more for the others (per CPU:
+/// each costs every CPU 16 bytes).
+pub const MAX_RULESET_COUNTERS: u32 = MAX_RULES_PER_CHAIN as u32 + MAX_RULES_PER_CHAIN as u32 / 4;
 /// Distinct match classes (deduplicated bit vectors) one ruleset may use,
 /// across all its chains and fields: a rule naming its own address or
-/// port makes one, so as many as the rule slots.
-pub const MAX_CLASSES: u32 = MAX_RULESET_SLOTS;
+/// port makes one, so about as many as the rules (the slots of inlined
+/// chains share their rules' classes).
+pub const MAX_CLASSES: u32 = 262_144;
 /// The ruleset arrays' capacity: the share of its largest size (the
 /// `MAX_*` constants: [`MAX_RULESET_SLOTS`], [`MAX_RULESET_COUNTERS`],
 /// [`MAX_CLASSES`], [`MAX_CLASS_WORDS`], [`MAX_GUARDS`],
@@ -61,7 +69,7 @@ pub struct Capacity {
 }
 
 /// How far [`Capacity`] may shrink the ruleset arrays: to
-/// `1/CAPACITY_SHRINK_MAX` of their largest size (4,096 rule slots).
+/// `1/CAPACITY_SHRINK_MAX` of their largest size (8,192 rule slots).
 pub const CAPACITY_SHRINK_MAX: u32 = 64;
 
 impl Capacity {
@@ -4313,7 +4321,9 @@ mod tests {
             assert!(c.guards() > 0 && c.nat_targets() > 0);
             assert_eq!(Capacity::of_slots(c.slots()), Some(c));
         }
-        assert_eq!(Capacity::SMALLEST.slots(), 4096);
+        assert_eq!(Capacity::SMALLEST.slots(), 8192);
+        // The counters' pool is no power of two: its shares are exact too.
+        assert_eq!(Capacity::SMALLEST.counters() << 6, MAX_RULESET_COUNTERS);
         assert_eq!(Capacity::of_slots(Capacity::SMALLEST.slots() / 2), None);
         assert_eq!(Capacity::of_slots(Capacity::SMALLEST.slots() + 1), None);
         assert_eq!(Capacity::of_slots(2 * MAX_RULESET_SLOTS), None);

@@ -122,9 +122,10 @@ enum Command {
         /// Memory for the ruleset arrays (rules, their counters, match
         /// classes, guards, translations, hashlimit buckets), like 8M or
         /// 64MiB; auto (the default): a 32nd of the machine's memory (or of
-        /// its cgroup's limit, when lower), the most rules (262,144 rule slots) from about 4.5 GiB on. Each
-        /// array gets the same share, a power of two from 1/64 (4,096 rule
-        /// slots, 2.1 MiB); `status` shows it. Chosen when the data plane
+        /// its cgroup's limit, when lower), the most rules (524,288 rule
+        /// slots) from about 4.8 GiB on. Each array gets the same share, a
+        /// power of two from 1/64 (8,192 rule slots, 2.3 MiB); `status`
+        /// shows it. Chosen when the data plane
         /// is created and kept for its life: to change it, `netbeast
         /// detach --all` first.
         #[arg(long, value_name = "SIZE", value_parser = TableMemory::parse)]

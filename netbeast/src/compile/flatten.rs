@@ -637,7 +637,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
             // term past the limit, so a count past it means "refuse", and a
             // smaller one is whole.
             self.check_terms(chain, r, terms.len())?;
-            let mut hit = match mine {
+            let hit = match mine {
                 // Every packet enters: `terms AND true`, without a copy.
                 Some(mine) => mine.into_iter().filter_map(term::simplified).collect(),
                 None => term::and_all(
@@ -648,14 +648,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                     self.limits.terms_per_rule,
                 ),
             };
-            self.check_terms(chain, r, hit.len())?;
-            for guard in guards.relevant(&hit) {
-                if hit.is_empty() {
-                    break;
-                }
-                hit = term::and_not(hit, guard, self.limits.terms_per_rule);
-                self.check_terms(chain, r, hit.len())?;
-            }
+            let mut hit = self.past_exits(chain, r, hit, &guards)?;
             if hit.is_empty() {
                 continue;
             }
@@ -671,7 +664,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
             // they never act, but drop what the rule's SCTP or DCCP match
             // drops before the rule's later matches are tested.
             if let Some((prefix, prefix_head)) = &prepared.hotdrop[chain][r] {
-                let mut ahead: Vec<Term<'a>> = match entry.as_deref() {
+                let ahead = match entry.as_deref() {
                     None => prefix
                         .iter()
                         .cloned()
@@ -679,14 +672,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                         .collect(),
                     Some(entry) => term::and_all(prefix, entry, self.limits.terms_per_rule),
                 };
-                self.check_terms(chain, r, ahead.len())?;
-                for guard in guards.relevant(&ahead) {
-                    if ahead.is_empty() {
-                        break;
-                    }
-                    ahead = term::and_not(ahead, guard, self.limits.terms_per_rule);
-                    self.check_terms(chain, r, ahead.len())?;
-                }
+                let ahead = self.past_exits(chain, r, ahead, &guards)?;
                 self.check_slots(ahead.len())?;
                 passed = passed.plus(Steps {
                     passes: 0,
@@ -960,6 +946,26 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
             });
         }
         Ok(())
+    }
+
+    /// `hit`, the packets that reach rule `r` of `chain`, less those the
+    /// chain's RETURNs and gotos before it (`exits`) took away.
+    fn past_exits(
+        &self,
+        chain: usize,
+        r: usize,
+        mut hit: Vec<Term<'a>>,
+        exits: &Exits<'_, 'a>,
+    ) -> Result<Vec<Term<'a>>, CompileError> {
+        self.check_terms(chain, r, hit.len())?;
+        for exit in exits.relevant(&hit) {
+            if hit.is_empty() {
+                break;
+            }
+            hit = term::and_not(hit, exit, self.limits.terms_per_rule);
+            self.check_terms(chain, r, hit.len())?;
+        }
+        Ok(hit)
     }
 
     /// Room in the chain for `more` slots.

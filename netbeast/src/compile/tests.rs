@@ -1089,7 +1089,7 @@ fn rule_limit_counts_slots() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("FORWARD") && message.contains("131072"),
+        message.contains("FORWARD") && message.contains("262144"),
         "{message}"
     );
 
