@@ -177,6 +177,9 @@ pub(super) struct Slot<'a> {
     pub owner: (usize, usize),
 }
 
+/// A hotdrop prefix's terms and the head of its guard chain.
+type HotdropSlots<'a> = (Vec<Term<'a>>, u32);
+
 /// What compiling one table needs from every rule, computed once.
 pub(super) struct Prepared<'a> {
     pub table: &'a Table,
@@ -199,7 +202,7 @@ pub(super) struct Prepared<'a> {
     /// `hotdrop[chain][rule]`: for a rule with a hotdrop prefix
     /// (`guards::hotdrop_prefix`), the prefix's terms and the head of its
     /// guard chain: slots put ahead of the rule's.
-    hotdrop: Vec<Vec<Option<(Vec<Term<'a>>, u32)>>>,
+    hotdrop: Vec<Vec<Option<HotdropSlots<'a>>>>,
     /// `held[chain][rule]`: for a rule with guards, its terms AND "every
     /// own guard held" — what its jump passes on to the callee, and what
     /// the rules after its RETURN or goto get the `NOT` of.

@@ -117,8 +117,8 @@ impl GuardTable {
             rule: r,
         };
         let mut tests = Vec::with_capacity(prefix.dropping);
-        for n in before..through {
-            let mut g = self.records[numbers[n] as usize];
+        for (n, &number) in numbers.iter().enumerate().take(through).skip(before) {
+            let mut g = self.records[number as usize];
             if g.can_hotdrop() {
                 g.negated |= GUARD_HOTDROP_ONLY;
             }
