@@ -1805,6 +1805,24 @@ fn regressions() -> Vec<(&'static str, Case)> {
     let udp = |sport, dport| Kind::Udp { sport, dport };
     vec![
         (
+            // Found by a random case (seed 0x34e8952423b9573d): the ICMP
+            // error of a REJECT in OUTPUT came from the rejected packet's
+            // destination. The kernel's icmp_send() sends it from the
+            // host's own address when that destination is not local (the
+            // router's reset to a remote host), and it crosses OUTPUT.
+            "a REJECT in OUTPUT answers from the host's own address",
+            fixed_case(
+                "-A OUTPUT -p tcp -j REJECT --reject-with icmp-admin-prohibited
+                 -A OUTPUT -p icmp -s 128.0.0.0/1
+-A OUTPUT -p icmp -s 10.0.0.0/8
+",
+                vec![
+                    probe(Server, [192, 168, 77, 9], [10, 199, 2, 1], syn(80, 20000)),
+                    probe(Client, [10, 199, 1, 2], [10, 199, 1, 1], syn(1000, 22)),
+                ],
+            ),
+        ),
+        (
             // RFC 1122 3.2.2, issue 20: netbeast answered a datagram to the
             // subnet's broadcast address with an ICMP error from that
             // address. The kernel's REJECT stays silent about anything

@@ -72,6 +72,20 @@ fn ipv4_header(total: u16, df: bool, tos: u8, proto: u8, src: u32, dst: u32) -> 
     h
 }
 
+/// The source of the ICMP error the kernel's REJECT sends about the host's
+/// own packet (`icmp_send()`): the packet's destination when that is one of
+/// the host's addresses (its route is local), else the address the host
+/// reaches itself by — the packet's own source. (A TCP reset is sent from
+/// the destination either way.) The reply crosses OUTPUT with it
+/// (`reply_keys`), so rules on the error's source count as iptables'.
+fn error_source(pkt: &Packet) -> u32 {
+    let dst = pkt.keys.dst;
+    // SAFETY: only tested for presence.
+    let local =
+        unsafe { crate::route::LOCAL_ADDRS.get(&dst) }.is_some() || u32::from_be(dst) >> 24 == 127;
+    if local { dst } else { pkt.keys.src }
+}
+
 /// The Ethernet header of the reply: the original with its MACs swapped.
 fn swapped(eth: [u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
     let mut out = eth;
@@ -147,8 +161,13 @@ pub fn reply_keys(ctx: &TcContext, pkt: &Packet, with: u32) -> (Keys, u64) {
     } else {
         TCP_FLAGS_NONE as u16
     };
+    let src = if with == reject::TCP_RESET {
+        pkt.keys.dst
+    } else {
+        error_source(pkt)
+    };
     let keys = Keys {
-        src: pkt.keys.dst,
+        src,
         dst: pkt.keys.src,
         protocol,
         ttl: REPLY_TTL,
@@ -294,6 +313,10 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet, eth: [u8; ETH_HLEN], code: u8
     icmp[2..4].copy_from_slice(&check.to_be_bytes());
     let tos = (pkt.keys.tos & 0x1e) | 0xc0;
     let total = (IP_HLEN + ICMP_HLEN + quoted) as u16;
+    // Sent from the rejected packet's destination, not from the host's own
+    // address as the kernel's error is (`error_source`): handed to the
+    // stack on this interface, a packet from a local address is a martian.
+    // The keys it crosses OUTPUT with are the kernel's (`reply_keys`).
     let ip = ipv4_header(total, false, tos, IPPROTO_ICMP, pkt.keys.dst, pkt.keys.src);
     let grow = (IP_HLEN + ICMP_HLEN) as u32;
     // SAFETY: helper calls on our skb. The original IP header then sits
