@@ -683,16 +683,7 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                 });
                 for t in ahead {
                     // The prefix's chain is at most as long as the rule's.
-                    self.check_guard_chain(chain, r, t.req.len() + own.len())?;
-                    let head = self.guard_table.chain(&t.req, *prefix_head)?;
-                    self.slots.push(Slot {
-                        term: Rc::new(t),
-                        action: RuleAction {
-                            guard: head,
-                            ..verdict
-                        },
-                        owner: (chain, r),
-                    });
+                    self.push_slot(chain, r, t, own.len(), *prefix_head, verdict)?;
                 }
             }
             self.check_slots(hit.len())?;
@@ -709,21 +700,12 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                 std::mem::take(&mut hit)
             };
             for t in terms_of_slots {
-                self.check_guard_chain(chain, r, t.req.len() + own.len())?;
                 if own.is_empty() && !t.has_requirements() {
                     plain = true;
                 } else {
                     guarded += 1;
                 }
-                let head = self.guard_table.chain(&t.req, own_head)?;
-                self.slots.push(Slot {
-                    term: Rc::new(t),
-                    action: RuleAction {
-                        guard: head,
-                        ..verdict
-                    },
-                    owner: (chain, r),
-                });
+                self.push_slot(chain, r, t, own.len(), own_head, verdict)?;
             }
             // The steps the rule may cost: a packet acts on at most one of
             // its slots (they are disjoint), but may reach several with a
@@ -980,6 +962,31 @@ impl<'p, 'g, 'r, 'a> Flattener<'p, 'g, 'r, 'a> {
                 limit: self.limits.rules_per_chain,
             });
         }
+        Ok(())
+    }
+
+    /// A slot of rule `r` of `chain` for the packets of `t`, acting as
+    /// `verdict` once its requirements and then the guard chain at
+    /// `own_head` (of a rule with `own` guards) held.
+    fn push_slot(
+        &mut self,
+        chain: usize,
+        r: usize,
+        t: Term<'a>,
+        own: usize,
+        own_head: u32,
+        verdict: RuleAction,
+    ) -> Result<(), CompileError> {
+        self.check_guard_chain(chain, r, t.req.len() + own)?;
+        let head = self.guard_table.chain(&t.req, own_head)?;
+        self.slots.push(Slot {
+            term: Rc::new(t),
+            action: RuleAction {
+                guard: head,
+                ..verdict
+            },
+            owner: (chain, r),
+        });
         Ok(())
     }
 
